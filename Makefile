@@ -1,0 +1,64 @@
+# The two commands: `make run` and `make test`. Both set up what they need first (`make deps`).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+# Debian packages the toolkit and its tests use; `deps` installs only the missing ones.
+APT_PACKAGES := \
+	python3-venv python3-dev gcc pkg-config libvirt-dev \
+	qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients ovmf \
+	xorriso isolinux syslinux syslinux-common syslinux-utils mtools dosfstools e2fsprogs cpio xz-utils zstd \
+	busybox-static fuse3 libfuse3-3 ca-certificates \
+	umoci skopeo gnupg \
+	createrepo-c rpm dnf dpkg-dev apt-utils \
+	hugo chromium chromium-driver \
+	openssh-client iproute2 procps
+
+.PHONY: all deps apt venv run test test-quick lint bench clean distclean
+
+all: test
+
+deps: apt venv
+
+apt:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "deps: installing Debian packages:" $$missing; \
+		SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	else echo "deps: Debian packages present"; fi
+
+# Re-created only when pyproject.toml changes.
+venv: $(VENV)/.stamp
+$(VENV)/.stamp: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,bench]'
+	@touch $@
+
+run: deps
+	$(VENV)/bin/cernvm-build demo
+
+test: deps
+	$(PY) -m pytest -q tests
+
+test-quick: deps
+	$(PY) -m pytest -q -m "not e2e and not integration" tests
+
+lint: deps
+	$(VENV)/bin/ruff check cernvm_build tests bench
+	$(VENV)/bin/ruff format --check cernvm_build tests bench
+	$(VENV)/bin/mypy
+
+bench: deps
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV) cache

@@ -1,0 +1,90 @@
+"""Which accelerator QEMU can really use here: KVM when it works, TCG otherwise.
+
+``/dev/kvm`` can exist and still hang every guest (nested virtualisation on some clouds), so opening
+it proves nothing. The probe boots a 512-byte boot sector that writes one byte to the serial port and
+halts; KVM counts as usable only if that byte arrives in time. The answer is cached per host boot.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .paths import cache_dir
+
+# mov dx,0x3f8; mov al,'K'; out dx,al; hlt; jmp $-1  — then the boot signature.
+_BOOT_SECTOR = bytes([0xBA, 0xF8, 0x03, 0xB0, 0x4B, 0xEE, 0xF4, 0xEB, 0xFD]).ljust(510, b"\0") + b"\x55\xaa"
+
+
+@dataclass(frozen=True)
+class Accel:
+    name: str  # "kvm" or "tcg"
+    reason: str
+
+    @property
+    def libvirt_domain_type(self) -> str:
+        return "kvm" if self.name == "kvm" else "qemu"
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "unknown"
+
+
+def _probe_kvm(qemu: str, timeout: float) -> tuple[bool, str]:
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return False, "/dev/kvm is missing or not accessible"
+    with tempfile.TemporaryDirectory(prefix="kvm-probe-") as d:
+        img, serial = Path(d, "boot.img"), Path(d, "serial.out")
+        img.write_bytes(_BOOT_SECTOR)
+        cmd = [
+            qemu, "-accel", "kvm", "-display", "none", "-nodefaults", "-m", "16",
+            "-serial", f"file:{serial}", "-drive", f"file={img},format=raw,if=floppy,readonly=on",
+        ]  # fmt: skip
+        try:
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        except OSError as e:
+            return False, f"cannot start {qemu}: {e}"
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                if serial.exists() and serial.read_bytes().startswith(b"K"):
+                    return True, "KVM probe guest ran"
+                if proc.poll() is not None:
+                    err = (proc.stderr.read() if proc.stderr else b"").decode(errors="replace").strip()
+                    return False, f"KVM probe guest failed: {err.splitlines()[-1] if err else proc.returncode}"
+                time.sleep(0.1)
+            return False, f"KVM probe guest hung for {timeout:g} s (nested KVM?)"
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+
+
+def detect(qemu: str = "qemu-system-x86_64", *, timeout: float = 8.0, use_cache: bool = True) -> Accel:
+    """KVM if a probe guest really runs under it, else TCG. ``CERNVM_ACCEL=kvm|tcg`` overrides."""
+    forced = os.environ.get("CERNVM_ACCEL", "").lower()
+    if forced in ("kvm", "tcg"):
+        return Accel(forced, "set by CERNVM_ACCEL")
+    cache = cache_dir() / "accel.json"
+    if use_cache:
+        try:
+            cached = json.loads(cache.read_text())
+            if cached.get("boot_id") == _boot_id():
+                return Accel(cached["name"], cached["reason"] + " (cached)")
+        except (OSError, ValueError, KeyError):
+            pass
+    ok, reason = _probe_kvm(qemu, timeout)
+    result = Accel("kvm" if ok else "tcg", reason)
+    try:
+        cache.write_text(json.dumps({"boot_id": _boot_id(), "name": result.name, "reason": reason}))
+    except OSError:
+        pass
+    return result

@@ -1,0 +1,169 @@
+"""What every command shares: common flags, output (human, ``--json``, quiet), error handling.
+
+Handlers have the signature ``handler(args, out) -> int`` and never print directly: they call ``out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, NoReturn
+
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ..errors import EXIT_CODES, CernVMError, UsageError
+
+Handler = Callable[[argparse.Namespace, "Output"], int]
+
+EXIT_CODES_EPILOG = "exit codes:\n" + "\n".join(f"  {code:<4} {text}" for code, text in EXIT_CODES.items())
+
+
+class Output:
+    """Human output on stderr/stdout with rich, or one JSON document on stdout with ``--json``."""
+
+    def __init__(self, *, json_mode: bool = False, quiet: bool = False, verbose: int = 0):
+        self.json_mode = json_mode
+        self.quiet = quiet
+        self.verbose = verbose
+        self.console = Console(highlight=False, soft_wrap=True)
+        self.err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+    # -- results -------------------------------------------------------------------------------
+    def data(self, obj: Any, render: Callable[[Any], None] | None = None) -> None:
+        """Emit a result: JSON in ``--json`` mode, else ``render(obj)`` (or pretty JSON)."""
+        if self.json_mode:
+            sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+        elif render is not None:
+            render(obj)
+        else:
+            self.console.print_json(json.dumps(obj, default=str))
+
+    def table(self, columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> None:
+        t = Table(title=title, show_edge=False, header_style="bold")
+        for c in columns:
+            t.add_column(c)
+        for r in rows:
+            t.add_row(*("" if v is None else str(v) for v in r))
+        self.console.print(t)
+
+    def print(self, text: str = "", **kw: Any) -> None:
+        """Primary human output (stdout); suppressed in JSON mode."""
+        if not self.json_mode:
+            self.console.print(text, **kw)
+
+    # -- diagnostics (stderr) ------------------------------------------------------------------
+    def info(self, text: str) -> None:
+        if not self.quiet:
+            self.err.print(text)
+
+    def detail(self, text: str) -> None:
+        if self.verbose and not self.quiet:
+            self.err.print(f"[dim]{text}[/dim]")
+
+    def warn(self, text: str) -> None:
+        self.err.print(f"[yellow]warning:[/yellow] {text}")
+
+    def error(self, err: CernVMError) -> None:
+        self.err.print(f"[bold red]error:[/bold red] {err}", markup=True, highlight=False)
+        if err.hint:
+            self.err.print(f"[cyan]hint:[/cyan] {err.hint}")
+
+    @contextmanager
+    def progress(self, *, transfer: bool = False) -> Iterator[Progress]:
+        """A progress display on stderr; silent with ``--quiet``/``--json`` or when not a terminal."""
+        cols: list[Any] = [TextColumn("{task.description}"), BarColumn()]
+        cols.append(DownloadColumn() if transfer else TextColumn("{task.completed}/{task.total}"))
+        cols.append(TimeElapsedColumn())
+        disable = self.quiet or self.json_mode or not self.err.is_terminal
+        with Progress(*cols, console=self.err, disable=disable, transient=True) as p:
+            yield p
+
+
+def add_common(parser: argparse.ArgumentParser, *, json: bool = False) -> argparse.ArgumentParser:
+    """Flags every leaf command takes (so they work after the subcommand, where users type them)."""
+    g = parser.add_argument_group("output")
+    g.add_argument("-v", "--verbose", action="count", default=0, help="more detail (repeat for debug logs)")
+    g.add_argument("-q", "--quiet", action="store_true", help="only errors")
+    if json:
+        g.add_argument("--json", action="store_true", help="print the result as JSON on stdout (for scripts)")
+    return parser
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=32, width=100)
+
+
+def subparser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    *,
+    help: str,
+    description: str | None = None,
+    json: bool = False,
+    handler: Handler | None = None,
+    aliases: Sequence[str] = (),
+) -> argparse.ArgumentParser:
+    """Add a subcommand with the shared formatter, common flags and (for leaves) a handler."""
+    p = sub.add_parser(
+        name,
+        help=help,
+        description=description or help,
+        formatter_class=HelpFormatter,
+        aliases=list(aliases),
+    )
+    if handler is not None:
+        add_common(p, json=json)
+        p.set_defaults(func=handler)
+    return p
+
+
+def group_handler(parser: argparse.ArgumentParser) -> Handler:
+    """For a command group called without a subcommand: show its help and fail as a usage error."""
+
+    def show(args: argparse.Namespace, out: Output) -> int:
+        parser.print_help(sys.stderr)
+        return 2
+
+    return show
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports usage errors in our one-line style with exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        Output().error(UsageError(message, hint=f"see '{self.prog} --help'"))
+        raise SystemExit(2)
+
+
+def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
+    args = parser.parse_args(argv)
+    verbose = getattr(args, "verbose", 0)
+    quiet = getattr(args, "quiet", False)
+    out = Output(json_mode=getattr(args, "json", False), quiet=quiet, verbose=verbose)
+    logging.basicConfig(
+        level=logging.DEBUG if verbose >= 2 else logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    func: Handler | None = getattr(args, "func", None)
+    if func is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return func(args, out)
+    except CernVMError as e:
+        out.error(e)
+        return e.exit_code
+    except KeyboardInterrupt:
+        out.err.print("interrupted")
+        return 130
+    except BrokenPipeError:
+        return 0

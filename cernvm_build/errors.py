@@ -1,0 +1,113 @@
+"""Errors a user can cause.
+
+Every one carries a single-line message that says what is wrong and where, and a hint that says what
+to do. The CLI prints ``error: <where>: <message>`` and ``hint: <hint>`` and exits non-zero without a
+traceback. Internal bugs are not ``CernVMError`` and keep their tracebacks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where in a user's input the problem is: a file with optional line/column, and a key path."""
+
+    file: str | None = None
+    line: int | None = None
+    column: int | None = None
+    key: str | None = None
+
+    def __str__(self) -> str:
+        parts: list[str] = []
+        if self.file:
+            pos = self.file
+            if self.line is not None:
+                pos += f":{self.line}"
+                if self.column is not None:
+                    pos += f":{self.column}"
+            parts.append(pos)
+        if self.key:
+            parts.append(self.key)
+        return ": ".join(parts)
+
+
+class CernVMError(Exception):
+    """A problem with the user's input or environment, explained in one line plus a hint."""
+
+    #: process exit code the CLI uses for this kind of error
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None, where: Location | str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.where = where
+
+    def __str__(self) -> str:
+        where = str(self.where) if self.where else ""
+        return f"{where}: {self.message}" if where else self.message
+
+
+class UsageError(CernVMError):
+    """Wrong command-line use."""
+
+    exit_code = 2
+
+
+class ProfileError(CernVMError):
+    """A profile cannot be loaded, merged, rendered or validated."""
+
+    exit_code = 3
+
+
+class ToolError(CernVMError):
+    """An external tool is missing or failed."""
+
+    exit_code = 4
+
+
+class CvmfsError(CernVMError):
+    """A CernVM-FS repository cannot be read, verified or written."""
+
+    exit_code = 5
+
+
+class IntegrityError(CvmfsError):
+    """A hash, size or signature does not match: the data must not be used."""
+
+    exit_code = 6
+
+
+class BuildError(CernVMError):
+    """An image, container or site cannot be built from the given inputs."""
+
+    exit_code = 7
+
+
+class LaunchError(CernVMError):
+    """A virtual machine cannot be created, reached or managed."""
+
+    exit_code = 8
+
+
+class MirrorError(CernVMError):
+    """A package repository cannot be verified or mirrored."""
+
+    exit_code = 9
+
+
+EXIT_CODES: dict[int, str] = {
+    0: "success",
+    1: "error",
+    2: "usage error (bad arguments)",
+    3: "invalid profile",
+    4: "external tool missing or failed",
+    5: "CernVM-FS repository error",
+    6: "integrity failure (hash, size or signature mismatch)",
+    7: "build failed",
+    8: "launch failed",
+    9: "mirror failed",
+    130: "interrupted",
+}

@@ -1,0 +1,64 @@
+"""The CLI framework: one-line errors with hints, documented exit codes, no tracebacks."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+import pytest
+
+from cernvm_build.cli import app
+from cernvm_build.cli.main import build_parser, main
+from cernvm_build.errors import EXIT_CODES, BuildError, Location
+
+
+def _parser_with(handler: app.Handler) -> argparse.ArgumentParser:
+    parser = app.ArgumentParser(prog="t")
+    sub = parser.add_subparsers()
+    app.subparser(sub, "go", help="go", handler=handler, json=True)
+    return parser
+
+
+def test_user_error_is_one_line_with_hint_and_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
+    def fail(args: argparse.Namespace, out: app.Output) -> int:
+        raise BuildError("no kernel", hint="set kernel.package", where=Location("p.yaml", 3, 5, "kernel"))
+
+    code = app.run(_parser_with(fail), ["go"])
+    err = capsys.readouterr().err
+    assert code == BuildError.exit_code == 7
+    assert "error: p.yaml:3:5: kernel: no kernel" in err
+    assert "hint: set kernel.package" in err
+    assert "Traceback" not in err
+
+
+def test_json_mode_emits_only_json(capsys: pytest.CaptureFixture[str]) -> None:
+    def data(args: argparse.Namespace, out: app.Output) -> int:
+        out.info("chatter goes to stderr")
+        out.print("human text is suppressed")
+        out.data({"a": 1})
+        return 0
+
+    assert app.run(_parser_with(data), ["go", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == '{\n  "a": 1\n}'
+
+
+def test_usage_error_exit_code_2() -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["--no-such-flag"])
+    assert e.value.code == 2
+
+
+def test_help_lists_exit_codes() -> None:
+    text = build_parser().format_help()
+    for code in EXIT_CODES:
+        assert f"  {code:<4} " in text
+
+
+def test_console_script_runs_without_traceback() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "cernvm_build.cli.main", "--version"], capture_output=True, text=True
+    )
+    assert proc.returncode == 0
+    assert proc.stdout.startswith("cernvm-build ")
