@@ -59,7 +59,8 @@ def _probe_kvm(qemu: str, timeout: float) -> tuple[bool, str]:
                     return True, "KVM probe guest ran"
                 if proc.poll() is not None:
                     err = (proc.stderr.read() if proc.stderr else b"").decode(errors="replace").strip()
-                    return False, f"KVM probe guest failed: {err.splitlines()[-1] if err else proc.returncode}"
+                    last = err.splitlines()[-1] if err else proc.returncode
+                    return False, f"KVM probe guest failed: {last}"
                 time.sleep(0.1)
             return False, f"KVM probe guest hung for {timeout:g} s (nested KVM?)"
         finally:
