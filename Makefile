@@ -16,11 +16,15 @@ APT_PACKAGES := \
 	hugo chromium chromium-driver \
 	openssh-client iproute2 procps
 
-.PHONY: all deps apt venv run test test-quick lint bench clean distclean
+.PHONY: all deps apt venv prefetch run test test-quick lint bench clean distclean
 
 all: test
 
-deps: apt venv
+deps: apt venv prefetch
+
+# Debian packages for the demo OS and kernels, fetched and verified once so the tests stay offline.
+prefetch: venv
+	$(PY) -m cernvm_build.prefetch
 
 apt:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \

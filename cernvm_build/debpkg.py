@@ -1,0 +1,101 @@
+"""Debian packages as verified build inputs.
+
+``apt-get download`` fetches a package through apt's signed index (Release → Packages), and we check the
+file once more against the SHA256 apt's index records for that exact version before using it, so a
+stale or tampered cache entry is never unpacked. Packages are cached by name_version_arch.deb.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import BuildError, IntegrityError
+from .fsutil import sha256_file
+from .proc import run
+
+
+@dataclass(frozen=True)
+class DebPackage:
+    name: str
+    version: str
+    arch: str
+    path: Path
+    sha256: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"name": self.name, "version": self.version, "arch": self.arch, "sha256": self.sha256}
+
+
+def _index_record(spec: str) -> dict[str, str]:
+    """The apt index record for ``name`` or ``name=version`` (the candidate when no version)."""
+    proc = run(["apt-cache", "show", "--no-all-versions", spec], check=False)
+    text = proc.stdout.decode(errors="replace")
+    if proc.returncode != 0 or not text.strip():
+        raise BuildError(
+            f"Debian package '{spec}' is not known to apt",
+            hint="check the name in the profile, and run 'apt-get update' once on this machine",
+        )
+    record: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line or line[0].isspace() or ":" not in line:
+            continue
+        key, _, value = line.partition(":")
+        record.setdefault(key.strip(), value.strip())
+    return record
+
+
+def resolve(spec: str) -> tuple[str, str, str, str]:
+    """``(name, version, arch, sha256)`` of a package spec, following virtual/meta packages' Depends."""
+    rec = _index_record(spec)
+    return rec["Package"], rec["Version"], rec.get("Architecture", "amd64"), rec["SHA256"]
+
+
+def fetch(spec: str, cache: Path) -> DebPackage:
+    """Download (or reuse from ``cache``) the package and verify it against apt's SHA256."""
+    name, version, arch, want = resolve(spec)
+    cache.mkdir(parents=True, exist_ok=True)
+    dest = cache / f"{name}_{version.replace(':', '%3a')}_{arch}.deb"
+    if dest.exists() and sha256_file(dest) == want:
+        return DebPackage(name, version, arch, dest, want)
+    with tempfile.TemporaryDirectory(dir=cache, prefix=".dl-") as tmp:
+        run(
+            ["apt-get", "download", "-q", "-o", "APT::Sandbox::User=root", f"{name}={version}"],
+            cwd=Path(tmp),
+        )
+        got = [p for p in Path(tmp).iterdir() if p.suffix == ".deb"]
+        if len(got) != 1:
+            raise BuildError(f"apt-get download of '{name}={version}' produced no package file")
+        h = hashlib.sha256(got[0].read_bytes()).hexdigest()
+        if h != want:
+            raise IntegrityError(
+                f"package {name} {version}: sha256 {h} does not match apt's index {want}",
+                hint="run 'apt-get update' and try again; if it persists the mirror is serving a bad file",
+            )
+        shutil.move(str(got[0]), dest)
+    return DebPackage(name, version, arch, dest, want)
+
+
+def extract(pkg: DebPackage, dest: Path) -> Path:
+    """Unpack the package's data into ``dest`` (no maintainer scripts run)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    run(["dpkg-deb", "-x", pkg.path, dest])
+    return dest
+
+
+def kernel_package(spec: str) -> str:
+    """The real kernel package behind a meta package such as ``linux-image-cloud-amd64``."""
+    rec = _index_record(spec)
+    if rec["Package"].startswith("linux-image-") and rec["Package"][len("linux-image-") :][:1].isdigit():
+        return rec["Package"]
+    for dep in rec.get("Depends", "").split(","):
+        name = dep.strip().split(" ")[0]
+        if name.startswith("linux-image-") and name[len("linux-image-") :][:1].isdigit():
+            return name
+    raise BuildError(
+        f"'{spec}' is not a Linux kernel package and names none in its Depends",
+        hint="use a linux-image-* package, e.g. linux-image-cloud-amd64",
+    )

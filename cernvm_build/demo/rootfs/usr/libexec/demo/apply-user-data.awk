@@ -1,0 +1,33 @@
+# Reads the cloud-config subset the demo OS understands from (possibly MIME multipart) user data:
+#   hostname: NAME
+#   ssh_authorized_keys:
+#     - ssh-ed25519 AAAA... comment
+#   ssh_keys:
+#     ed25519_private: |
+#       -----BEGIN OPENSSH PRIVATE KEY-----
+#       ...
+# and writes out/hostname, out/authorized_keys, out/hostkey_<type>. Values are data: nothing is
+# evaluated, names are checked against strict patterns before they become file names.
+BEGIN { section = ""; keyfile = "" }
+{ sub(/\r$/, "") }
+/^--/ { section = ""; keyfile = ""; next }
+/^hostname:/ {
+    v = $0; sub(/^hostname:[ \t]*/, "", v); gsub(/["']/, "", v)
+    if (v ~ /^[A-Za-z0-9][A-Za-z0-9.-]*$/ && length(v) <= 63) print v > (out "/hostname")
+    section = ""; next
+}
+/^ssh_authorized_keys:/ { section = "auth"; next }
+/^ssh_keys:/ { section = "keys"; keyfile = ""; next }
+/^[^ \t]/ { section = ""; keyfile = ""; next }
+section == "auth" && /^[ \t]*- / {
+    v = $0; sub(/^[ \t]*- [ \t]*/, "", v); gsub(/^["']|["']$/, "", v)
+    if (v ~ /^(ssh-|ecdsa-|sk-)[A-Za-z0-9@.-]+ [A-Za-z0-9+\/=]+( .*)?$/) print v >> (out "/authorized_keys")
+    next
+}
+section == "keys" && /^  [a-z0-9]+_private:/ {
+    t = $1; sub(/_private:.*/, "", t)
+    keyfile = (t ~ /^(ed25519|ecdsa|rsa)$/) ? out "/hostkey_" t : ""
+    next
+}
+section == "keys" && /^  [^ ]/ { keyfile = ""; next }
+section == "keys" && keyfile != "" && /^    / { v = $0; sub(/^    /, "", v); print v >> keyfile; next }
