@@ -97,7 +97,8 @@ def report_html(results: list[Result], failures: list[str], meta: dict[str, str]
     meta_html = " · ".join(f"{e(k)}: {e(v)}" for k, v in meta.items())
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Benchmarks</title>
 <style>body{{font:14px system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#1b1f24}}
-table{{border-collapse:collapse;width:100%}}td,th{{border-bottom:1px solid #d0d7de;padding:4px 8px;text-align:left}}
+table{{border-collapse:collapse;width:100%}}
+td,th{{border-bottom:1px solid #d0d7de;padding:4px 8px;text-align:left}}
 .met{{color:#1a7f37}}.missed{{color:#cf222e;font-weight:600}}</style></head><body>
 <h1>Benchmarks</h1><p>{meta_html}</p>
 <table><tr><th>benchmark</th><th>metric</th><th>ours</th><th>reference</th><th>ratio</th><th>aim</th><th></th></tr>
