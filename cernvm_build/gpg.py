@@ -93,7 +93,14 @@ class Keyring:
         if not signers:
             raise CernVMError("no secret key to sign with", hint="give the signing key's secret part")
         tmp = out.with_name(f".{out.name}.tmp")
-        args = ["--yes", "--local-user", signers[0], "--detach-sign", "--output", tmp]
+        args: list[str | os.PathLike[str]] = [
+            "--yes",
+            "--local-user",
+            signers[0],
+            "--detach-sign",
+            "--output",
+            tmp,
+        ]
         self._gpg(*(["--armor"] if armor else []), *args, data)
         os.replace(tmp, out)
 
