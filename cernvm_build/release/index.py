@@ -1,0 +1,169 @@
+"""The release index: what a release is made of, with every artifact's size and hash.
+
+It is written once per release as ``index.json`` beside the artifacts; everything else that names a
+release (SHA256SUMS, the downloads page, the news post, verification years later) derives from it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import CernVMError, Location
+
+SCHEMA = 1
+VERSION_RE = re.compile(r"^\d{4}\.\d{2}-\d+$")
+HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class ReleaseError(CernVMError):
+    exit_code = 7
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    repository: str
+    path: str
+    root_hash: str | None
+    revision: int | None
+    tag: str | None
+
+
+@dataclass(frozen=True)
+class ProfileRecord:
+    name: str
+    os: str  # e.g. "SLC 4", "AlmaLinux 9"
+    frozen: bool
+    snapshot: Snapshot
+    profile_sha256: str  # of the resolved profile JSON, so a rebuild can tell the recipe changed
+
+
+@dataclass(frozen=True)
+class ReleaseArtifact:
+    name: str  # file name
+    path: str  # relative to the release directory
+    profile: str
+    kind: str  # "image" | "container" | "manifest"
+    format: str
+    sha256: str
+    size: int
+    inputs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ReleaseIndex:
+    version: str
+    date: str  # ISO 8601, UTC
+    source_date_epoch: int
+    profiles: tuple[ProfileRecord, ...]
+    artifacts: tuple[ReleaseArtifact, ...]
+    previous: str | None = None
+    signature: str | None = None  # file name of the SHA256SUMS signature, if signed
+    signer: str | None = None  # OpenPGP fingerprint of the key that signed it
+    schema: int = SCHEMA
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n"
+
+    def artifact(self, name: str) -> ReleaseArtifact:
+        for a in self.artifacts:
+            if a.name == name:
+                return a
+        raise ReleaseError(f"release {self.version} has no artifact named '{name}'")
+
+
+def check_version(version: str, where: Location | str | None = None) -> str:
+    if not VERSION_RE.match(version):
+        raise ReleaseError(
+            f"release version '{version}' is not of the form YYYY.MM-N",
+            hint="CernVM releases are named like 2026.11-1 (year.month-release)",
+            where=where,
+        )
+    return version
+
+
+def _require(d: dict[str, Any], key: str, typ: type, where: str) -> Any:
+    if key not in d:
+        raise ReleaseError(
+            f"missing key '{key}'", where=Location(where, key=key), hint="the index is damaged"
+        )
+    value = d[key]
+    if not isinstance(value, typ):
+        raise ReleaseError(
+            f"'{key}' should be {typ.__name__}, is {type(value).__name__}", where=Location(where, key=key)
+        )
+    return value
+
+
+def load(path: Path) -> ReleaseIndex:
+    """Read and check an index.json; every problem names the file and the key."""
+    where = str(path)
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ReleaseError(
+            f"{path}: no such release index", hint="give the index.json of a release"
+        ) from None
+    except json.JSONDecodeError as e:
+        raise ReleaseError(f"not valid JSON: {e.msg}", where=Location(where, e.lineno, e.colno)) from None
+    if not isinstance(raw, dict):
+        raise ReleaseError("the index is not a JSON object", where=where)
+    schema = _require(raw, "schema", int, where)
+    if schema != SCHEMA:
+        raise ReleaseError(f"index schema {schema} is not supported (this tool reads {SCHEMA})", where=where)
+    profiles = []
+    for i, p in enumerate(_require(raw, "profiles", list, where)):
+        key = f"profiles[{i}]"
+        snap = _require(p, "snapshot", dict, f"{where}: {key}")
+        profiles.append(
+            ProfileRecord(
+                name=_require(p, "name", str, where),
+                os=_require(p, "os", str, where),
+                frozen=_require(p, "frozen", bool, where),
+                snapshot=Snapshot(
+                    **{k: snap.get(k) for k in ("repository", "path", "root_hash", "revision", "tag")}
+                ),
+                profile_sha256=_require(p, "profile_sha256", str, where),
+            )
+        )
+    artifacts = []
+    for i, a in enumerate(_require(raw, "artifacts", list, where)):
+        key = f"artifacts[{i}]"
+        sha = _require(a, "sha256", str, where)
+        if not HEX64.match(sha):
+            raise ReleaseError(
+                f"sha256 '{sha}' is not 64 hex digits", where=Location(where, key=f"{key}.sha256")
+            )
+        rel = _require(a, "path", str, where)
+        if rel.startswith("/") or ".." in Path(rel).parts:
+            raise ReleaseError(
+                f"path '{rel}' leaves the release directory", where=Location(where, key=f"{key}.path")
+            )
+        artifacts.append(
+            ReleaseArtifact(
+                name=_require(a, "name", str, where),
+                path=rel,
+                profile=_require(a, "profile", str, where),
+                kind=_require(a, "kind", str, where),
+                format=_require(a, "format", str, where),
+                sha256=sha,
+                size=_require(a, "size", int, where),
+                inputs=a.get("inputs") or {},
+            )
+        )
+    return ReleaseIndex(
+        version=check_version(_require(raw, "version", str, where), Location(where, key="version")),
+        date=_require(raw, "date", str, where),
+        source_date_epoch=_require(raw, "source_date_epoch", int, where),
+        profiles=tuple(profiles),
+        artifacts=tuple(artifacts),
+        previous=raw.get("previous"),
+        signature=raw.get("signature"),
+        signer=raw.get("signer"),
+    )

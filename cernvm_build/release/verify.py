@@ -1,0 +1,106 @@
+"""What an archivist runs years later: every artifact against the index, SHA256SUMS and its signature."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import gpg
+from ..fsutil import sha256_file
+from . import index as idx
+from . import sums
+
+
+@dataclass
+class Finding:
+    artifact: str
+    problem: str
+
+
+@dataclass
+class VerifyReport:
+    version: str
+    checked: int = 0
+    signer: str | None = None
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "version": self.version,
+            "ok": self.ok,
+            "checked": self.checked,
+            "signer": self.signer,
+            "findings": [{"artifact": f.artifact, "problem": f.problem} for f in self.findings],
+        }
+
+
+def locate_index(target: str, releases_dir: Path) -> Path:
+    """``target`` is an index.json, a release directory, or a version under ``releases_dir``."""
+    p = Path(target)
+    if p.is_file():
+        return p
+    if p.is_dir():
+        return p / "index.json"
+    return releases_dir / idx.check_version(target) / "index.json"
+
+
+def verify(index_path: Path, *, public_keys: Sequence[Path] = ()) -> VerifyReport:
+    """Check sizes and hashes of every artifact, SHA256SUMS against the index, and the signature.
+
+    With ``public_keys`` a signed release must carry a good signature by one of them; a release that
+    says it was signed but whose signature is missing or bad is a finding either way.
+    """
+    release = idx.load(index_path)
+    root = index_path.parent
+    report = VerifyReport(version=release.version)
+    for a in release.artifacts:
+        path = root / a.path
+        report.checked += 1
+        if not path.is_file():
+            report.findings.append(Finding(a.name, f"missing: {a.path}"))
+            continue
+        size = path.stat().st_size
+        if size != a.size:
+            report.findings.append(Finding(a.name, f"size {size} != {a.size} in the index"))
+            continue
+        digest = sha256_file(path)
+        if digest != a.sha256:
+            report.findings.append(Finding(a.name, f"sha256 {digest} != {a.sha256} in the index"))
+    sums_path = root / sums.NAME
+    if not sums_path.is_file():
+        report.findings.append(Finding(sums.NAME, "missing"))
+    else:
+        listed = sums.parse(sums_path)
+        expected = {a.path: a.sha256 for a in release.artifacts}
+        if listed != expected:
+            diff = sorted(set(listed.items()) ^ set(expected.items()))
+            report.findings.append(Finding(sums.NAME, f"differs from the index at {diff[0][0]}"))
+        if release.signature:
+            sig = root / release.signature
+            if not sig.is_file():
+                report.findings.append(
+                    Finding(release.signature, "the index says the release is signed; no signature")
+                )
+            elif public_keys:
+                try:
+                    with gpg.Keyring(public_keys) as kr:
+                        report.signer = kr.verify_detached(sig, sums_path)
+                except Exception as e:  # an IntegrityError or a gpg failure: either way, not verified
+                    report.findings.append(Finding(release.signature, str(e)))
+                else:
+                    if release.signer and report.signer != release.signer:
+                        report.findings.append(
+                            Finding(
+                                release.signature, f"signed by {report.signer}, index names {release.signer}"
+                            )
+                        )
+        elif public_keys:
+            report.findings.append(
+                Finding(sums.NAME, "a signing key was given but the release is not signed")
+            )
+    return report

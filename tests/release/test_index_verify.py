@@ -1,0 +1,116 @@
+"""The release index, SHA256SUMS, its signature, and what `release verify` catches."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from cernvm_build import gpg
+from cernvm_build.errors import CernVMError
+from cernvm_build.release import index as idx
+from cernvm_build.release import notes, sums
+from cernvm_build.release.verify import verify
+
+
+def _release(root: Path, version: str = "2026.11-1", tag: str = "HEAD4", root_hash: str = "ab" * 20) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    arts = []
+    for name, content in (("images/el7/ucernvm-v4prod.2026.11-1.cernvm.x86_64.iso", b"iso" * 1000),
+                          ("containers/el7/el7.oci.tar", b"tar" * 500)):  # fmt: skip
+        p = root / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(content)
+        arts.append(
+            idx.ReleaseArtifact(
+                name=p.name,
+                path=name,
+                profile="el7",
+                kind=name.split("/")[0][:-1],
+                format=p.suffix[1:],
+                sha256=hashlib.sha256(content).hexdigest(),
+                size=len(content),
+            )
+        )
+    snap = idx.Snapshot("cernvm-prod.cern.ch", "/cvm4", root_hash, 42, tag)
+    release = idx.ReleaseIndex(
+        version=version, date="2026-11-25T00:00:00Z", source_date_epoch=1764028800,
+        profiles=(idx.ProfileRecord("el7", "CentOS 7", False, snap, "00" * 32),), artifacts=tuple(arts),
+    )  # fmt: skip
+    sums.write(root, release.artifacts)
+    (root / "index.json").write_text(release.dumps())
+    return root / "index.json"
+
+
+def test_clean_release_verifies(tmp_path: Path) -> None:
+    report = verify(_release(tmp_path / "r"))
+    assert report.ok and report.checked == 2
+
+
+def test_flipped_byte_is_caught_and_named(tmp_path: Path) -> None:
+    index = _release(tmp_path / "r")
+    iso = next((tmp_path / "r/images/el7").iterdir())
+    data = bytearray(iso.read_bytes())
+    data[100] ^= 0x01
+    iso.write_bytes(bytes(data))
+    report = verify(index)
+    assert not report.ok
+    assert [f.artifact for f in report.findings] == [iso.name]
+    assert "sha256" in report.findings[0].problem
+
+
+def test_missing_artifact_and_edited_sums(tmp_path: Path) -> None:
+    index = _release(tmp_path / "r")
+    (tmp_path / "r/containers/el7/el7.oci.tar").unlink()
+    (tmp_path / "r/SHA256SUMS").write_text((tmp_path / "r/SHA256SUMS").read_text().replace("a", "b", 1))
+    problems = {f.artifact: f.problem for f in verify(index).findings}
+    assert problems["el7.oci.tar"].startswith("missing")
+    assert "differs from the index" in problems["SHA256SUMS"]
+
+
+@pytest.mark.integration
+def test_signature_checked_with_real_gpg(tmp_path: Path) -> None:
+    secret, public = gpg.generate_test_key(tmp_path / "keys")
+    index = _release(tmp_path / "r")
+    with gpg.Keyring([secret]) as kr:
+        kr.sign_detached(tmp_path / "r/SHA256SUMS", tmp_path / "r/SHA256SUMS.asc")
+        fpr = kr.secret_fingerprints()[0]
+    data = json.loads(index.read_text())
+    data.update(signature="SHA256SUMS.asc", signer=fpr)
+    index.write_text(json.dumps(data))
+    report = verify(index, public_keys=[public])
+    assert report.ok and report.signer == fpr
+    _other_secret, other_public = gpg.generate_test_key(tmp_path / "other", name="Not The Release Key")
+    report = verify(index, public_keys=[other_public])
+    assert not report.ok and "unknown key" in report.findings[0].problem
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d.pop("version"), "missing key 'version'"),
+        (lambda d: d.update(version="v1"), "not of the form YYYY.MM-N"),
+        (lambda d: d["artifacts"][0].update(path="../../etc/passwd"), "leaves the release directory"),
+        (lambda d: d["artifacts"][0].update(sha256="xyz"), "not 64 hex digits"),
+        (lambda d: d.update(schema=99), "schema 99 is not supported"),
+    ],
+)
+def test_damaged_index_is_one_clear_error(tmp_path: Path, edit: object, message: str) -> None:
+    index = _release(tmp_path / "r")
+    data = json.loads(index.read_text())
+    edit(data)  # type: ignore[operator]
+    index.write_text(json.dumps(data))
+    with pytest.raises(CernVMError, match=message) as e:
+        idx.load(index)
+    assert str(index) in str(e.value)
+
+
+def test_notes_say_what_changed(tmp_path: Path) -> None:
+    old = idx.load(_release(tmp_path / "a", "2026.10-1", tag="HEAD4", root_hash="11" * 20))
+    new = idx.load(_release(tmp_path / "b", "2026.11-1", tag="HEAD4", root_hash="22" * 20))
+    text = notes.render(new, old)
+    assert "## Changes since 2026.10-1" in text
+    assert "`el7`: OS snapshot HEAD4 (`111111111111`) → HEAD4 (`222222222222`)." in text
+    assert "| el7 | CentOS 7 | cernvm-prod.cern.ch | /cvm4 | HEAD4 |" in text
