@@ -1,0 +1,146 @@
+"""An S3 client set up the way boto3 users expect, and S3 errors turned into one-line MirrorErrors.
+
+Credentials and region come from boto3's usual chain (``--profile``/``AWS_PROFILE``, ``AWS_*`` env,
+shared files, instance roles); the endpoint from ``--endpoint-url`` or ``AWS_ENDPOINT_URL(_S3)``.
+Custom endpoints (MinIO, Ceph RGW, moto) get path-style addressing, because their buckets rarely have
+DNS names. boto3 >= 1.36 sends CRC checksums on every request by default, which Ceph RGW and older
+MinIO reject; we only send checksums when an operation requires them, unless the user chose otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import botocore.exceptions
+from botocore.config import Config
+
+from ..errors import MirrorError
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client as S3Client
+else:
+    S3Client = Any
+
+
+@dataclass(frozen=True)
+class S3Url:
+    """``s3://bucket/prefix``; ``prefix`` has no leading or trailing slash (may be empty)."""
+
+    bucket: str
+    prefix: str
+
+    def key(self, rel: str) -> str:
+        return f"{self.prefix}/{rel}" if self.prefix else rel
+
+    def rel(self, key: str) -> str:
+        return key[len(self.prefix) + 1 :] if self.prefix else key
+
+    @property
+    def list_prefix(self) -> str:
+        return f"{self.prefix}/" if self.prefix else ""
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+
+def parse_s3_url(url: str) -> S3Url:
+    if not url.startswith("s3://"):
+        raise MirrorError(f"'{url}' is not an S3 URL", hint="write the destination as s3://bucket/prefix")
+    rest = url[len("s3://") :]
+    bucket, _, prefix = rest.partition("/")
+    if not bucket:
+        raise MirrorError(f"'{url}' names no bucket", hint="write the destination as s3://bucket/prefix")
+    return S3Url(bucket, prefix.strip("/"))
+
+
+def make_client(
+    *,
+    endpoint_url: str | None = None,
+    profile: str | None = None,
+    region: str | None = None,
+    max_connections: int = 16,
+) -> S3Client:
+    """A thread-safe S3 client; raises MirrorError when the profile or any credentials are missing."""
+    try:
+        session = boto3.Session(profile_name=profile, region_name=region)
+    except botocore.exceptions.ProfileNotFound as e:
+        raise MirrorError(
+            f"AWS profile '{profile}' is not configured",
+            hint="check ~/.aws/config and ~/.aws/credentials, or drop --profile",
+        ) from e
+    try:
+        creds = session.get_credentials()
+    except botocore.exceptions.BotoCoreError as e:
+        raise MirrorError(f"cannot load S3 credentials: {e}", hint=CREDENTIALS_HINT) from e
+    if creds is None:
+        raise MirrorError("no S3 credentials found", hint=CREDENTIALS_HINT)
+    endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    options: dict[str, Any] = {
+        "max_pool_connections": max_connections,
+        "retries": {"max_attempts": 5, "mode": "standard"},
+        "connect_timeout": 10,
+        "read_timeout": 120,
+    }
+    if endpoint:
+        options["s3"] = {"addressing_style": "path"}
+    # Respect an explicit user choice (env or profile); otherwise the setting every server accepts.
+    scoped = session._session.get_scoped_config()
+    if "AWS_REQUEST_CHECKSUM_CALCULATION" not in os.environ and "request_checksum_calculation" not in scoped:
+        options["request_checksum_calculation"] = "when_required"
+    if "AWS_RESPONSE_CHECKSUM_VALIDATION" not in os.environ and "response_checksum_validation" not in scoped:
+        options["response_checksum_validation"] = "when_required"
+    if session.region_name is None:
+        region = "us-east-1"  # custom endpoints ignore it; AWS redirects are followed by boto
+    else:
+        region = session.region_name
+    return session.client("s3", endpoint_url=endpoint, region_name=region, config=Config(**options))
+
+
+CREDENTIALS_HINT = "set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or use --profile with ~/.aws/credentials"
+
+
+def error_code(e: BaseException) -> str:
+    if isinstance(e, botocore.exceptions.ClientError):
+        return str(e.response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+def http_status(e: BaseException) -> int:
+    if isinstance(e, botocore.exceptions.ClientError):
+        return int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+    return 0
+
+
+def s3_error(e: BaseException, where: str) -> MirrorError:
+    """One line for what went wrong talking to S3 at ``where`` (an s3:// URL or key)."""
+    code = error_code(e)
+    if code in ("NoSuchBucket",):
+        return MirrorError(
+            f"{where}: bucket does not exist",
+            hint="create it first (aws s3 mb s3://BUCKET) or check the bucket name and --endpoint-url",
+        )
+    if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "Forbidden", "403"):
+        return MirrorError(
+            f"{where}: access denied ({code})",
+            hint="check the credentials/profile and that they may read and write this bucket",
+        )
+    if isinstance(e, botocore.exceptions.NoCredentialsError):
+        return MirrorError("no S3 credentials found", hint=CREDENTIALS_HINT)
+    if isinstance(e, botocore.exceptions.EndpointConnectionError | botocore.exceptions.ConnectionError):
+        return MirrorError(
+            f"{where}: cannot reach the S3 endpoint ({e})",
+            hint="check --endpoint-url and the network; a re-run finishes an interrupted sync",
+        )
+    if isinstance(e, botocore.exceptions.ClientError):
+        msg = e.response.get("Error", {}).get("Message", "") or str(e)
+        return MirrorError(
+            f"{where}: S3 error {code or http_status(e)}: {msg}",
+            hint="a re-run finishes an interrupted sync; the published indexes were not switched",
+        )
+    return MirrorError(
+        f"{where}: S3 request failed: {e}",
+        hint="a re-run finishes an interrupted sync; the published indexes were not switched",
+    )

@@ -1,0 +1,47 @@
+"""A real S3 server (moto) on 127.0.0.1 for the mirror tests; each test gets its own bucket."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from cernvm_build.mirror.locals3 import CREDENTIALS_ENV, LocalS3
+from cernvm_build.mirror.s3client import make_client
+
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def s3server() -> Iterator[LocalS3]:
+    server = LocalS3().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3env(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    for k, v in CREDENTIALS_ENV.items():
+        monkeypatch.setenv(k, v)
+    # Nothing from the host's own AWS set-up may leak into the tests.
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws-credentials"))
+    for k in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(k, raising=False)
+
+
+@pytest.fixture
+def s3(s3server: LocalS3, s3env: None) -> Any:
+    server = s3server
+    server.faults.clear()
+    return make_client(endpoint_url=server.endpoint)
+
+
+@pytest.fixture
+def bucket(s3: Any, s3server: LocalS3) -> str:
+    name = f"test-{next(_counter)}-bucket"
+    s3.create_bucket(Bucket=name)
+    s3server.make_public(s3, name)
+    return name
