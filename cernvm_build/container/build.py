@@ -1,0 +1,172 @@
+"""Build reference containers from one tree source: the layer once, then every requested format.
+
+Outputs, for a base name B in the output folder:
+
+- ``oci``: ``B.oci/`` (OCI image layout) and ``B.oci.tar`` (the same as an ``oci-archive``)
+- ``docker-archive``: ``B.docker.tar`` (``docker load`` / ``podman load``)
+- ``apptainer``: ``B.sandbox/`` (flat root tree with ``.singularity.d``)
+- ``thin``: ``B.thin.oci/`` (DUCC thin image: ``thin.json`` naming the layer in the hub)
+- ``cvmfs``: the image published into a CernVM-FS hub in DUCC's layout (see ``hub.py``)
+
+Intermediate files live in ``.B.work/`` beside the outputs and are removed at the end; an
+interrupted build leaves only that folder, which the next run clears, and finishes the job.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from ..artifact import Artifact
+from ..errors import BuildError
+from ..fsutil import atomic_dir
+from .apptainer import scaffold
+from .image import LABEL_MTIMES, LABEL_SKIPPED, ImageSpec, hex_of
+from .layer import LayerResult, write_layer
+from .materialize import clear, materialize
+from .oci import ImageParts, assemble, write_docker_archive, write_oci_dir, write_oci_tar
+from .source import FILE, TreeSource
+from .thin import write_thin
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("oci", "docker-archive", "apptainer", "thin", "cvmfs")
+_NEEDS_GZ = {"oci", "thin", "cvmfs"}
+
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    source: TreeSource
+    spec: ImageSpec
+    formats: Sequence[str]
+    out_dir: Path
+    basename: str
+    keep_mtimes: bool = False
+    #: the CernVM-FS hub a thin image points into
+    hub_fqrn: str = "unpacked.cern.ch"
+    #: publishes into the hub for the ``cvmfs`` format: (parts, source, mtime) -> artifact
+    publish: Callable[[ImageParts, TreeSource, int | None], Artifact] | None = None
+
+
+@dataclass
+class BuildResult:
+    artifacts: list[Artifact] = field(default_factory=list)
+    layer: LayerResult | None = None
+    parts: ImageParts | None = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def check_formats(formats: Sequence[str]) -> list[str]:
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise BuildError(
+            f"unknown container format {unknown[0]!r}",
+            hint="choose from: " + ", ".join(FORMATS),
+        )
+    if not formats:
+        raise BuildError("no container format given", hint="choose from: " + ", ".join(FORMATS))
+    return list(dict.fromkeys(formats))
+
+
+def content_size(source: TreeSource) -> int:
+    """Bytes of file content in the tree (for progress bars); reads metadata only."""
+    seen: set[object] = set()
+    total = 0
+    for e in source.entries():
+        if e.kind == FILE and (e.link_id is None or e.link_id not in seen):
+            total += e.size
+            if e.link_id is not None:
+                seen.add(e.link_id)
+    return total
+
+
+def _dir_artifact(path: Path, fmt: str, digest: str, **meta: object) -> Artifact:
+    size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+    return Artifact(path=path, format=fmt, sha256=hex_of(digest), size=size, meta=dict(meta))
+
+
+def build(req: BuildRequest, progress: Progress | None = None) -> BuildResult:
+    formats = check_formats(req.formats)
+    if "cvmfs" in formats and req.publish is None:
+        raise BuildError("the cvmfs format needs a hub repository to publish into", hint="pass --hub-stratum")
+    out = req.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    work = out / f".{req.basename}.work"
+    clear(work)
+    work.mkdir()
+    mtime = None if req.keep_mtimes else req.spec.created
+    res = BuildResult()
+    try:
+        needs_layer = bool(set(formats) - {"apptainer"})
+        spec = req.spec
+        if needs_layer:
+            gz = work / "layer.tar.gz" if _NEEDS_GZ & set(formats) else None
+            raw = work / "layer.tar" if "docker-archive" in formats else None
+            with (
+                open(gz or "/dev/null", "wb") as gz_f,
+                open(raw or "/dev/null", "wb") as raw_f,
+            ):
+                layer = write_layer(
+                    req.source,
+                    gz_out=gz_f if gz else None,
+                    raw_out=raw_f if raw else None,
+                    mtime=mtime,
+                    progress=progress,
+                )
+            res.layer, res.skipped = layer, list(layer.skipped)
+            spec = _with_build_labels(spec, req.keep_mtimes, len(layer.skipped))
+            parts = assemble(
+                spec,
+                layer,
+                layer_gz=gz,
+                layer_raw=raw,
+                created_by=f"cernvm-build container from {req.source.description}",
+            )
+            res.parts = parts
+            if "oci" in formats:
+                oci_dir = out / f"{req.basename}.oci"
+                write_oci_dir(oci_dir, parts)
+                res.artifacts.append(
+                    _dir_artifact(oci_dir, "oci", parts.manifest_digest, reference=spec.reference)
+                )
+                oci_tar = out / f"{req.basename}.oci.tar"
+                write_oci_tar(oci_tar, oci_dir, mtime=spec.created)
+                res.artifacts.append(Artifact.of(oci_tar, "oci-archive", reference=spec.reference))
+            if "docker-archive" in formats:
+                dtar = out / f"{req.basename}.docker.tar"
+                write_docker_archive(dtar, parts, mtime=spec.created)
+                res.artifacts.append(Artifact.of(dtar, "docker-archive", reference=spec.reference))
+            if "thin" in formats:
+                tdir = out / f"{req.basename}.thin.oci"
+                write_thin(tdir, parts, hub_fqrn=req.hub_fqrn, work=work)
+                res.artifacts.append(_dir_artifact(tdir, "thin", parts.manifest_digest, hub=req.hub_fqrn))
+            if "cvmfs" in formats:
+                assert req.publish is not None
+                res.artifacts.append(req.publish(parts, req.source, mtime))
+        if "apptainer" in formats:
+            sandbox = out / f"{req.basename}.sandbox"
+            with atomic_dir(sandbox) as tmp:
+                m = materialize(req.source, tmp, mtime=mtime, progress=None if needs_layer else progress)
+                if not needs_layer:
+                    res.skipped = list(m.skipped)
+                    spec = _with_build_labels(spec, req.keep_mtimes, len(m.skipped))
+                scaffold(tmp, spec, mtime=spec.created)
+                tmp.chmod(0o755)
+            res.artifacts.append(
+                Artifact(path=sandbox, format="apptainer", sha256="", size=m.bytes, meta={"files": m.files})
+            )
+    finally:
+        clear(work)
+    return res
+
+
+def _with_build_labels(spec: ImageSpec, keep_mtimes: bool, skipped: int) -> ImageSpec:
+    labels = dict(spec.labels)
+    labels[LABEL_MTIMES] = "kept" if keep_mtimes else "fixed"
+    if skipped:
+        labels[LABEL_SKIPPED] = str(skipped)
+    return replace(spec, labels=labels)

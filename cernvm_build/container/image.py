@@ -1,0 +1,148 @@
+"""What an image says about itself: config (env, entrypoint, labels, provenance) and manifest.
+
+JSON documents are canonical (sorted keys, no spaces) so that the same inputs give the same digests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from ..errors import BuildError
+from .layer import LayerResult
+
+MT_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+MT_INDEX = "application/vnd.oci.image.index.v1+json"
+MT_CONFIG = "application/vnd.oci.image.config.v1+json"
+MT_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+
+#: provenance labels every image carries; ``verify`` reads them back
+LABEL_REPOSITORY = "cvmfs.repository"
+LABEL_PATH = "cvmfs.path"
+LABEL_TAG = "cvmfs.tag"
+LABEL_ROOT_HASH = "cvmfs.root_hash"
+LABEL_REVISION = "cvmfs.revision"
+LABEL_SERVER = "cvmfs.server"
+LABEL_MTIMES = "cvmfs.mtimes"  # "kept" or "fixed"
+LABEL_SKIPPED = "cvmfs.skipped"  # number of entries the layer could not carry
+
+_REF_RE = re.compile(r"^[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*$")
+_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_REGISTRY_RE = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]+)?$")
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """Everything about an image except its root tree."""
+
+    registry: str  # e.g. "registry.cern.ch"
+    repository: str  # e.g. "cernvm/el9"
+    tag: str  # e.g. "2026.11-1"
+    created: int  # seconds since the epoch (SOURCE_DATE_EPOCH)
+    entrypoint: Sequence[str] = ()
+    cmd: Sequence[str] = ("/bin/bash",)
+    env: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    architecture: str = "amd64"
+    os: str = "linux"
+    working_dir: str = "/"
+
+    def __post_init__(self) -> None:
+        if not _REGISTRY_RE.match(self.registry):
+            raise BuildError(
+                f"invalid registry name {self.registry!r}", hint="use a host name like reg.example"
+            )
+        if not _REF_RE.match(self.repository):
+            raise BuildError(
+                f"invalid image repository name {self.repository!r}",
+                hint="use lower-case path components like 'cernvm/el9'",
+            )
+        if not _TAG_RE.match(self.tag):
+            raise BuildError(
+                f"invalid image tag {self.tag!r}", hint="letters, digits, '_', '.', '-'; at most 128"
+            )
+
+    @property
+    def name(self) -> str:
+        return f"{self.registry}/{self.repository}"
+
+    @property
+    def reference(self) -> str:
+        return f"{self.name}:{self.tag}"
+
+    @property
+    def created_iso(self) -> str:
+        return datetime.fromtimestamp(self.created, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def env_list(self) -> list[str]:
+        return [f"{k}={v}" for k, v in self.env.items()]
+
+
+def canonical(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def digest_of(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def hex_of(digest: str) -> str:
+    return digest.split(":", 1)[1]
+
+
+def config_json(spec: ImageSpec, layer: LayerResult, *, created_by: str) -> bytes:
+    """The image configuration (OCI and Docker share this shape)."""
+    config: dict[str, Any] = {
+        "Env": spec.env_list(),
+        "Labels": dict(spec.labels),
+        "WorkingDir": spec.working_dir,
+    }
+    if spec.entrypoint:
+        config["Entrypoint"] = list(spec.entrypoint)
+    if spec.cmd:
+        config["Cmd"] = list(spec.cmd)
+    doc = {
+        "created": spec.created_iso,
+        "architecture": spec.architecture,
+        "os": spec.os,
+        "config": config,
+        "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]},
+        "history": [{"created": spec.created_iso, "created_by": created_by}],
+    }
+    return canonical(doc)
+
+
+def manifest_json(spec: ImageSpec, config: bytes, layers: Sequence[tuple[str, int, str]]) -> bytes:
+    """An OCI image manifest; ``layers`` are (media type, size, digest)."""
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": MT_MANIFEST,
+        "config": {"mediaType": MT_CONFIG, "digest": digest_of(config), "size": len(config)},
+        "layers": [{"mediaType": mt, "digest": d, "size": size} for mt, size, d in layers],
+        "annotations": {"org.opencontainers.image.created": spec.created_iso},
+    }
+    return canonical(doc)
+
+
+def index_json(spec: ImageSpec, manifest: bytes) -> bytes:
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": MT_INDEX,
+        "manifests": [
+            {
+                "mediaType": MT_MANIFEST,
+                "digest": digest_of(manifest),
+                "size": len(manifest),
+                "annotations": {
+                    "org.opencontainers.image.ref.name": spec.tag,
+                    "io.containerd.image.name": spec.reference,
+                },
+            }
+        ],
+    }
+    return canonical(doc)

@@ -1,0 +1,115 @@
+"""The tar layer: what goes in, in which order, and that the same tree gives the same bytes."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import logging
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from cernvm_build.container.layer import write_layer
+from cernvm_build.container.source import LocalTree
+
+from .trees import XATTR, make_tree
+
+
+def _members(raw: bytes) -> list[tarfile.TarInfo]:
+    with tarfile.open(fileobj=io.BytesIO(raw)) as t:
+        return t.getmembers()
+
+
+def _member(raw: bytes, name: str) -> tarfile.TarInfo:
+    return next(m for m in _members(raw) if m.name == name)
+
+
+def _layer(tree: Path, **kw: object) -> tuple[bytes, bytes, object]:
+    raw, gz = io.BytesIO(), io.BytesIO()
+    res = write_layer(LocalTree(tree), raw_out=raw, gz_out=gz, **kw)  # type: ignore[arg-type]
+    return raw.getvalue(), gz.getvalue(), res
+
+
+def test_members_sorted_parents_first_with_links_and_modes(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "t")
+    raw, gz, res = _layer(tree, mtime=1234)
+    assert gzip.decompress(gz) == raw
+    members = _members(raw)
+    names = [m.name for m in members]
+    # depth-first, children sorted by name bytes: a parent always precedes its children
+    assert (
+        names.index("opt")
+        < names.index("opt/dir with space")
+        < names.index("opt/dir with space/Ünïcode ñame.txt")
+    )
+    assert names.index("usr/bin/tool") < names.index("usr/bin/tool-hardlink")
+    by = {m.name: m for m in members}
+    assert all(m.mtime == 1234 for m in members)
+    assert all(m.uname == "" and m.gname == "" for m in members)
+    assert by["usr/bin/tool-hardlink"].type == tarfile.LNKTYPE
+    assert by["usr/bin/tool-hardlink"].linkname == "usr/bin/tool"
+    assert by["usr/release-link"].issym() and by["usr/release-link"].linkname == "../etc/redhat-release"
+    assert by["usr/absolute-link"].linkname == "/etc/redhat-release"
+    assert by["usr/bin/su-like"].mode == 0o4755
+    assert by["opt/read-only"].isdir() and by["opt/read-only"].mode == 0o555
+    assert by["opt/pipe"].isfifo()
+    assert ("long-" * 30) in [n.rsplit("/", 1)[-1] for n in names]
+    assert by["etc/redhat-release"].pax_headers.get(f"SCHILY.xattr.{XATTR[0]}") is not None
+    assert res.hardlinks == 1 and res.skipped == []  # type: ignore[attr-defined]
+
+
+def test_xattr_value_round_trips_bytes(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "t")
+    raw, _, _ = _layer(tree)
+    m = _member(raw, "etc/redhat-release")
+    value = m.pax_headers[f"SCHILY.xattr.{XATTR[0]}"]
+    assert value.encode("utf-8", "surrogateescape") == XATTR[1]
+
+
+def test_same_tree_gives_identical_bytes_and_fixed_gzip_header(tmp_path: Path) -> None:
+    a = make_tree(tmp_path / "a")
+    raw1, gz1, res1 = _layer(a, mtime=0)
+    os.utime(a / "etc" / "redhat-release", (999999, 999999))  # a new mtime must not matter
+    raw2, gz2, res2 = _layer(a, mtime=0)
+    assert raw1 == raw2 and gz1 == gz2
+    assert res1.diff_id == res2.diff_id  # type: ignore[attr-defined]
+    # gzip header: magic, deflate, no flags (no name), mtime 0
+    assert gz1[:8] == b"\x1f\x8b\x08\x00\x00\x00\x00\x00"
+
+
+def test_keep_mtimes_keeps_the_tree_s_own(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "t")
+    os.utime(tree / "etc" / "empty.conf", (1111111, 1111111))
+    raw, _, _ = _layer(tree, mtime=None)
+    m = _member(raw, "etc/empty.conf")
+    assert m.mtime == 1111111
+
+
+def test_socket_is_skipped_and_logged_never_silently(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    tree = make_tree(tmp_path / "t", socket_file=True)
+    with caplog.at_level(logging.WARNING):
+        raw, _, res = _layer(tree)
+    assert res.skipped == [("opt/sock", "sockets cannot be stored in a tar layer")]  # type: ignore[attr-defined]
+    assert "opt/sock" in caplog.text
+    assert "opt/sock" not in [m.name for m in _members(raw)]
+
+
+def test_tree_changing_under_the_writer_is_an_error(tmp_path: Path) -> None:
+    from cernvm_build.container.source import Entry
+    from cernvm_build.errors import BuildError
+
+    tree = make_tree(tmp_path / "t")
+
+    class Shrinking(LocalTree):
+        def entries(self):  # type: ignore[no-untyped-def]
+            for e in super().entries():
+                if e.path == "etc/redhat-release":
+                    e = Entry(**{**e.__dict__, "size": e.size + 5})
+                yield e
+
+    with pytest.raises(BuildError, match="etc/redhat-release: content size differs"):
+        write_layer(Shrinking(tree), gz_out=io.BytesIO())
