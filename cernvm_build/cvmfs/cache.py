@@ -1,0 +1,140 @@
+"""The local content-addressed cache.
+
+Layout: ``<cache>/<fqrn>/`` is itself a Stratum directory (``.cvmfspublished``, ``.cvmfswhitelist``,
+``data/XX/rest<suffix>``) holding objects exactly as the server sent them (compressed). So an entry is
+self-verifying (its name is the hash of its bytes), the cache can be served or opened as a local
+source, and it is usable offline for what it holds.
+
+- Verified on write: bytes are hashed while they stream into a temporary sibling, and only renamed
+  into place when the hash matches the name. A partial or bad download never appears under its name.
+- Safe for concurrent readers and writers: rename is atomic; two processes fetching the same object
+  both write identical bytes and the last rename wins.
+- Checked again on first use in each process (a disk error or a meddler may change a file later); a
+  bad entry is deleted and fetched again.
+- No fsync for objects: a torn write after a crash is caught by that first-use check.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..errors import CvmfsError, IntegrityError
+from .objects import ObjectHash, new_hasher, object_path
+
+BLOCK = 1 << 20
+
+
+def atomic_write(dest: Path, data: bytes, *, sync: bool = True) -> None:
+    """Write ``dest`` via a temporary sibling and rename (stdlib-only twin of fsutil.atomic_write)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def hash_file(path: Path, algorithm: str) -> str:
+    h = new_hasher(algorithm)
+    with open(path, "rb") as f:
+        while block := f.read(BLOCK):
+            h.update(block)
+    return h.hexdigest()
+
+
+class ObjectCache:
+    """One repository's part of the cache: ``root = <cache dir>/<fqrn>``."""
+
+    def __init__(self, root: Path, *, repo: str):
+        self.root = root
+        self.repo = repo
+        try:
+            (root / "data").mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise CvmfsError(
+                f"{repo}: cache directory {root} cannot be created: {e.strerror}",
+                hint="pass a writable --cache DIR",
+            ) from e
+        self._verified: set[str] = set()
+
+    def path(self, h: ObjectHash, suffix: str) -> Path:
+        return self.root / object_path(str(h), suffix)
+
+    def lookup(self, h: ObjectHash, suffix: str) -> Path | None:
+        """The cached file if present and intact (checked once per process); a bad one is removed."""
+        p = self.path(h, suffix)
+        key = str(p)
+        if key in self._verified:
+            if p.exists():
+                return p
+            self._verified.discard(key)
+        try:
+            actual = hash_file(p, h.algorithm)
+        except FileNotFoundError:
+            return None
+        if actual != h.hex:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+            return None
+        self._verified.add(key)
+        return p
+
+    def store(self, h: ObjectHash, suffix: str, blocks: Iterator[bytes], *, what: str) -> Path:
+        """Stream ``blocks`` into the cache under ``h``; IntegrityError (and nothing stored) on mismatch."""
+        dest = self.path(h, suffix)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=dest.parent)
+        try:
+            hasher = new_hasher(h.algorithm)
+            with os.fdopen(fd, "wb") as f:
+                for block in blocks:
+                    hasher.update(block)
+                    f.write(block)
+            actual = hasher.hexdigest()
+            if actual != h.hex:
+                raise IntegrityError(
+                    f"{self.repo}: {what} {h}{suffix}: content hash mismatch (got {actual})",
+                    hint="the server or a proxy delivered damaged or tampered data; nothing was cached",
+                )
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, dest)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        self._verified.add(str(dest))
+        return dest
+
+    def discard(self, h: ObjectHash, suffix: str) -> None:
+        p = self.path(h, suffix)
+        self._verified.discard(str(p))
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+
+    # -- the signed files, kept for offline use (only after they verified) -----------------------
+    def save_meta(self, name: str, data: bytes) -> None:
+        atomic_write(self.root / name, data)
+
+    def load_meta(self, name: str) -> bytes | None:
+        try:
+            return (self.root / name).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def scratch(self) -> Path:
+        """A private scratch directory for this process (inflated catalogs, large objects)."""
+        base = self.root / "tmp"
+        base.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f"proc-{os.getpid()}-", dir=base))

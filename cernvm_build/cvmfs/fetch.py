@@ -1,0 +1,227 @@
+"""Getting repository files from Stratum servers (HTTP, with proxies, retries and fail-over) or from a
+local directory in the Stratum-0/1 layout.
+
+A fetch hands a stream of blocks to a *consumer* (which hashes, inflates, writes) instead of returning
+bytes, so large objects never sit in memory. If the transfer breaks half-way, or the consumer finds the
+bytes do not match their hash, the fetch starts over with the next server and a fresh stream; the
+consumer must therefore start from scratch on every call.
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+from ..errors import CvmfsError, IntegrityError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+BLOCK = 1 << 20
+USER_AGENT = "cernvm-build-cvmfs/1"
+
+
+class NotFound(CvmfsError):
+    """The file does not exist on any source (HTTP 404 everywhere, or no such local file)."""
+
+
+class Unreachable(CvmfsError):
+    """No source could be reached (connection refused, timeouts, server errors)."""
+
+
+class _TransportError(Exception):
+    """A transfer broke while the consumer was reading; the fetch retries elsewhere."""
+
+
+Consumer = Callable[[Iterator[bytes]], T]
+
+
+class Fetcher:
+    """Base: ``fetch(relpath, consume)`` returns what the consumer made of the file's bytes."""
+
+    description = ""
+
+    def fetch(self, relpath: str, consume: Consumer[T], *, what: str) -> T:
+        raise NotImplementedError
+
+    def get(self, relpath: str, *, what: str) -> bytes:
+        return self.fetch(relpath, lambda blocks: b"".join(blocks), what=what)
+
+
+class LocalFetcher(Fetcher):
+    def __init__(self, root: Path, *, repo: str):
+        self.root = root
+        self.repo = repo
+        self.description = str(root)
+
+    def fetch(self, relpath: str, consume: Consumer[T], *, what: str) -> T:
+        path = self.root / relpath
+        try:
+            f = open(path, "rb")  # noqa: SIM115 - closed below, after the consumer ran
+        except FileNotFoundError as e:
+            raise NotFound(
+                f"{self.repo}: {what} not found at {path}",
+                hint="the repository directory is incomplete or the hash is wrong",
+            ) from e
+        except OSError as e:
+            raise CvmfsError(f"{self.repo}: {what} cannot be read at {path}: {e.strerror}") from e
+        with f:
+
+            def blocks() -> Iterator[bytes]:
+                while block := f.read(BLOCK):
+                    yield block
+
+            return consume(blocks())
+
+
+def parse_proxies(proxy: str | None) -> list[str | None]:
+    """``"http://p1:3128|http://p2:3128;DIRECT"`` -> ordered proxies; None means DIRECT (no proxy).
+
+    Like CVMFS_HTTP_PROXY, ``|`` separates proxies of one group and ``;`` separates fail-over groups;
+    here both are simply tried in order.
+    """
+    if not proxy:
+        return [None]
+    out: list[str | None] = []
+    for group in proxy.split(";"):
+        for p in group.split("|"):
+            p = p.strip()
+            if not p:
+                continue
+            out.append(None if p.upper() == "DIRECT" else p)
+    return out or [None]
+
+
+class HttpFetcher(Fetcher):
+    """Servers are tried in order, starting with the last one that worked; each through every proxy,
+    each ``retries`` extra times with a short back-off on transient failures."""
+
+    def __init__(
+        self,
+        urls: Sequence[str],
+        *,
+        repo: str,
+        proxy: str | None = None,
+        timeout: float = 10,
+        retries: int = 2,
+        backoff: float = 0.1,
+    ):
+        if not urls:
+            raise CvmfsError(f"{repo}: no server URL given")
+        self.urls = [u.rstrip("/") for u in urls]
+        self.repo = repo
+        self.timeout = timeout
+        self.retries = max(0, retries)
+        self.backoff = backoff
+        self.proxies = parse_proxies(proxy)
+        self._openers = {p: self._opener(p) for p in self.proxies}
+        self._current = 0
+        self.description = ", ".join(self.urls)
+
+    @staticmethod
+    def _opener(proxy: str | None) -> urllib.request.OpenerDirector:
+        # An explicit empty ProxyHandler keeps http_proxy from the environment out of DIRECT.
+        handler = urllib.request.ProxyHandler({"http": proxy, "https": proxy} if proxy else {})
+        return urllib.request.build_opener(handler)
+
+    def fetch(self, relpath: str, consume: Consumer[T], *, what: str) -> T:
+        n = len(self.urls)
+        last_error = ""
+        integrity: IntegrityError | None = None
+        not_found = 0
+        for k in range(n):
+            index = (self._current + k) % n
+            url = f"{self.urls[index]}/{relpath}"
+            for proxy in self.proxies:
+                for attempt in range(self.retries + 1):
+                    if attempt:
+                        time.sleep(min(self.backoff * 2 ** (attempt - 1), 2.0))
+                    try:
+                        result = self._get(url, proxy, consume)
+                    except urllib.error.HTTPError as e:
+                        last_error = f"{url}: HTTP {e.code} {e.reason}"
+                        if e.code == 404:
+                            not_found += 1
+                            break
+                        if e.code < 500 and e.code != 429:
+                            break
+                        continue
+                    except (_TransportError, urllib.error.URLError, OSError, http.client.HTTPException) as e:
+                        reason = getattr(e, "reason", None) or e.__cause__ or e
+                        last_error = f"{url}: {reason}"
+                        log.debug("fetch %s (proxy %s) failed: %s", url, proxy or "DIRECT", reason)
+                        continue
+                    except IntegrityError as e:
+                        integrity = e
+                        last_error = f"{url}: {e.message}"
+                        break
+                    self._current = index
+                    return result
+                else:
+                    continue
+                break
+        if integrity is not None:
+            raise integrity
+        if not_found == n:
+            raise NotFound(
+                f"{self.repo}: {what} not found on any server ({self.description})",
+                hint="check the repository name in the URL, or the hash/tag you asked for",
+            )
+        raise Unreachable(
+            f"{self.repo}: {what}: no server could deliver it (last error: {last_error})",
+            hint="check the server URLs and --proxy, or use the local cache for what it holds",
+        )
+
+    def _get(self, url: str, proxy: str | None, consume: Consumer[T]) -> T:
+        req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+        opener = self._openers[proxy]
+        with opener.open(req, timeout=self.timeout) as resp:
+            expected = resp.headers.get("Content-Length")
+
+            def blocks() -> Iterator[bytes]:
+                got = 0
+                while True:
+                    try:
+                        block = resp.read(BLOCK)
+                    except (TimeoutError, OSError, http.client.HTTPException) as e:
+                        raise _TransportError(f"transfer broke: {e}") from e
+                    if not block:
+                        break
+                    got += len(block)
+                    yield block
+                if expected is not None and expected.isdigit() and got != int(expected):
+                    raise _TransportError(f"transfer ended after {got} of {expected} bytes")
+
+            return consume(blocks())
+
+
+def make_fetcher(
+    source: str | Path | Sequence[str],
+    *,
+    repo: str,
+    proxy: str | None = None,
+    timeout: float = 10,
+    retries: int = 2,
+) -> Fetcher:
+    """A fetcher for a URL, a list of URLs (fail-over), or a local Stratum directory."""
+    if isinstance(source, Path):
+        return LocalFetcher(source, repo=repo)
+    if isinstance(source, str):
+        if source.startswith(("http://", "https://")):
+            return HttpFetcher([source], repo=repo, proxy=proxy, timeout=timeout, retries=retries)
+        if source.startswith("file://"):
+            return LocalFetcher(Path(source[7:]), repo=repo)
+        return LocalFetcher(Path(source), repo=repo)
+    urls = list(source)
+    if len(urls) == 1 and not urls[0].startswith(("http://", "https://")):
+        return make_fetcher(urls[0], repo=repo, proxy=proxy, timeout=timeout, retries=retries)
+    bad = [u for u in urls if not u.startswith(("http://", "https://"))]
+    if bad:
+        raise CvmfsError(f"{repo}: a list of sources must be HTTP URLs, got {bad[0]!r}")
+    return HttpFetcher(urls, repo=repo, proxy=proxy, timeout=timeout, retries=retries)

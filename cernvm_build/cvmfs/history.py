@@ -1,0 +1,81 @@
+"""Reading the history database (tags): schema 1.0, the ``tags`` table the server maintains."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import sqlite3
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import CvmfsError
+
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
+
+
+@dataclass(frozen=True)
+class Tag:
+    name: str
+    root_hash: str  # hex + algorithm id, no suffix
+    revision: int
+    timestamp: int
+    description: str
+    size: int  # uncompressed root catalog bytes
+    branch: str = ""
+
+
+def parse_date(text: str) -> int:
+    """``YYYY-MM-DDTHH:MM:SSZ`` (exactly, as the client requires) to a Unix timestamp."""
+    if not _DATE_RE.match(text):
+        raise CvmfsError(
+            f"snapshot date {text!r} is not YYYY-MM-DDTHH:MM:SSZ",
+            hint="write it in UTC like 2026-11-25T04:21:43Z",
+        )
+    try:
+        return int(dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC).timestamp())
+    except ValueError as e:
+        raise CvmfsError(f"snapshot date {text!r} is not a valid date") from e
+
+
+class History:
+    def __init__(self, db_path: Path, *, where: str):
+        self.where = where
+        uri = "file:" + urllib.parse.quote(str(db_path)) + "?mode=ro&immutable=1"
+        try:
+            self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            self.properties = dict(self._db.execute("SELECT key, value FROM properties").fetchall())
+            self._cols = {row[1] for row in self._db.execute("PRAGMA table_info(tags)")}
+        except sqlite3.DatabaseError as e:
+            raise CvmfsError(f"{where}: history database is not readable: {e}") from e
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _rows(self, where_sql: str, args: tuple[object, ...]) -> list[Tag]:
+        branch = "branch" if "branch" in self._cols else "''"
+        sql = f"SELECT name, hash, revision, timestamp, description, size, {branch} FROM tags {where_sql}"
+        try:
+            rows = self._db.execute(sql, args).fetchall()
+        except sqlite3.DatabaseError as e:
+            raise CvmfsError(f"{self.where}: history database cannot be queried: {e}") from e
+        return [
+            Tag(str(n), str(h), int(r or 0), int(t or 0), str(d or ""), int(s or 0), str(b or ""))
+            for n, h, r, t, d, s, b in rows
+        ]
+
+    def tags(self) -> list[Tag]:
+        """All tags, newest revision first (then by name)."""
+        tags = self._rows("", ())
+        tags.sort(key=lambda t: (-t.revision, t.name))
+        return tags
+
+    def by_name(self, name: str) -> Tag | None:
+        rows = self._rows("WHERE name = ?", (name,))
+        return rows[0] if rows else None
+
+    def by_date(self, timestamp: int) -> Tag | None:
+        """The newest tag on the trunk branch published at or before ``timestamp`` (as the client)."""
+        cond = "WHERE branch = '' AND " if "branch" in self._cols else "WHERE "
+        rows = self._rows(cond + "timestamp <= ? ORDER BY revision DESC LIMIT 1", (timestamp,))
+        return rows[0] if rows else None

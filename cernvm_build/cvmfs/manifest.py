@@ -1,0 +1,180 @@
+"""The repository manifest ``.cvmfspublished``: parse, serialize, and its signature block.
+
+Body lines are ``<key letter><value>``; the signed file appends ``--\\n<hex hash of body>\\n<signature>``.
+The hash uses the algorithm of the root catalog hash; the signature is RSA PKCS#1 v1.5 with SHA-1
+over the ASCII hex hash, made with the certificate's key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+from ..errors import CvmfsError
+from .objects import ObjectHash, hash_bytes, parse_hash
+
+MD5_EMPTY = hashlib.md5(b"").hexdigest()
+SEPARATOR = b"--\n"
+
+
+@dataclass(frozen=True)
+class SignedText:
+    """A signed text file split into its parts."""
+
+    body: bytes  # everything up to and including the newline before ``--``
+    hash_text: str  # the hex hash line after ``--`` (as written, without newline)
+    signature: bytes  # raw signature bytes to EOF
+
+
+def split_signed(data: bytes, what: str) -> SignedText:
+    """Split ``body--\\nHASH\\nSIG``; raises CvmfsError when the block is missing."""
+    if data.startswith(SEPARATOR):
+        pos = 0
+    else:
+        pos = data.find(b"\n" + SEPARATOR)
+        if pos < 0:
+            raise CvmfsError(f"{what}: no signature block ('--' line missing)")
+        pos += 1
+    body = data[:pos]
+    rest = data[pos + len(SEPARATOR) :]
+    nl = rest.find(b"\n")
+    if nl < 0:
+        raise CvmfsError(f"{what}: signature block has no hash line")
+    try:
+        hash_text = rest[:nl].decode("ascii").strip()
+    except UnicodeDecodeError as e:
+        raise CvmfsError(f"{what}: hash line after '--' is not ASCII") from e
+    return SignedText(body, hash_text, rest[nl + 1 :])
+
+
+def join_signed(body: bytes, hash_text: str, signature: bytes) -> bytes:
+    if not body.endswith(b"\n"):
+        body += b"\n"
+    return body + SEPARATOR + hash_text.encode("ascii") + b"\n" + signature
+
+
+def parse_keyvals(body: bytes) -> dict[str, str]:
+    """Key letter -> value; the last value wins, except ``Z`` whose values join with ``|``."""
+    out: dict[str, str] = {}
+    for raw in body.split(b"\n"):
+        if raw == b"--":
+            break
+        if not raw:
+            continue
+        line = raw.decode("utf-8", errors="replace").rstrip("\r")
+        key, value = line[0], line[1:]
+        if key == "Z" and key in out:
+            out[key] += "|" + value
+        else:
+            out[key] = value
+    return out
+
+
+@dataclass(frozen=True)
+class Manifest:
+    root_hash: str  # hex + algorithm id, no suffix
+    root_size: int  # uncompressed root catalog bytes
+    revision: int
+    fqrn: str
+    ttl: int = 240
+    timestamp: int = 0
+    certificate_hash: str | None = None
+    history_hash: str | None = None
+    metainfo_hash: str | None = None
+    reflog_hash: str | None = None
+    micro_catalog_hash: str | None = None
+    root_path_md5: str = MD5_EMPTY
+    garbage_collectable: bool = False
+    alt_catalog_path: bool = False
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def root(self) -> ObjectHash:
+        return parse_hash(self.root_hash)
+
+    @property
+    def algorithm(self) -> str:
+        return self.root.algorithm
+
+
+_KNOWN = set("CBRDSGANXHTMYL")
+
+
+def parse(data: bytes, where: str = ".cvmfspublished") -> Manifest:
+    """Parse a manifest (signed or not). Raises CvmfsError naming the missing or bad field."""
+    kv = parse_keyvals(data)
+    for key in "CRDS":
+        if key not in kv:
+            raise CvmfsError(f"{where}: required field '{key}' missing")
+
+    def num(key: str, default: int | None = None) -> int:
+        if key not in kv:
+            if default is None:
+                raise CvmfsError(f"{where}: required field '{key}' missing")
+            return default
+        try:
+            return int(kv[key])
+        except ValueError as e:
+            raise CvmfsError(f"{where}: field '{key}' is not a number: {kv[key]!r}") from e
+
+    def opt_hash(key: str) -> str | None:
+        value = kv.get(key)
+        if not value:
+            return None
+        try:
+            return str(parse_hash(value))
+        except ValueError as e:
+            raise CvmfsError(f"{where}: field '{key}' is not a content hash: {value!r}") from e
+
+    root = opt_hash("C")
+    assert root is not None
+    return Manifest(
+        root_hash=root,
+        root_size=num("B", 0),
+        revision=num("S"),
+        fqrn=kv.get("N", ""),
+        ttl=num("D"),
+        timestamp=num("T", 0),
+        certificate_hash=opt_hash("X"),
+        history_hash=opt_hash("H"),
+        metainfo_hash=opt_hash("M"),
+        reflog_hash=opt_hash("Y"),
+        micro_catalog_hash=opt_hash("L"),
+        root_path_md5=kv["R"],
+        garbage_collectable=kv.get("G") == "yes",
+        alt_catalog_path=kv.get("A") == "yes",
+        extra={k: v for k, v in kv.items() if k not in _KNOWN},
+    )
+
+
+def serialize(m: Manifest) -> bytes:
+    """The unsigned body, in the order the server writes it."""
+    yn = {True: "yes", False: "no"}
+    lines = [
+        f"C{m.root_hash}",
+        f"B{m.root_size}",
+        f"R{m.root_path_md5}",
+        f"D{m.ttl}",
+        f"S{m.revision}",
+        f"G{yn[m.garbage_collectable]}",
+        f"A{yn[m.alt_catalog_path]}",
+    ]
+    if m.micro_catalog_hash:
+        lines.append(f"L{m.micro_catalog_hash}")
+    lines.append(f"N{m.fqrn}")
+    if m.certificate_hash:
+        lines.append(f"X{m.certificate_hash}")
+    if m.history_hash:
+        lines.append(f"H{m.history_hash}")
+    lines.append(f"T{m.timestamp}")
+    if m.metainfo_hash:
+        lines.append(f"M{m.metainfo_hash}")
+    if m.reflog_hash:
+        lines.append(f"Y{m.reflog_hash}")
+    lines.extend(f"{k}{v}" for k, v in sorted(m.extra.items()))
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def body_hash(body: bytes, algorithm: str = "sha1") -> str:
+    """The hex hash written after ``--`` (with the algorithm id for non-SHA-1)."""
+    return str(hash_bytes(body, algorithm))

@@ -1,0 +1,148 @@
+"""Content-addressed objects: hash algorithms, object names and paths, zlib.
+
+An object is named by the hash of its *stored* (normally zlib-compressed) bytes, written as lowercase
+hex plus an algorithm id (``""`` for SHA-1, ``-rmd160``, ``-shake128``), and lives at
+``data/<first two hex>/<rest of hex><id><suffix>``; the suffix letter says what kind of object it is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+#: Object kinds (the letter appended to the path).
+SUFFIX_FILE = ""
+SUFFIX_CATALOG = "C"
+SUFFIX_PARTIAL = "P"
+SUFFIX_HISTORY = "H"
+SUFFIX_CERTIFICATE = "X"
+SUFFIX_METAINFO = "M"
+SUFFIX_MICROCATALOG = "L"
+SUFFIX_TEMPORARY = "T"
+SUFFIXES = frozenset("CPHXMLT")
+
+#: Algorithm names and their ids in object names, in catalog flag order (flags bits 8-10 hold index).
+ALGORITHM_IDS: dict[str, str] = {"sha1": "", "rmd160": "-rmd160", "shake128": "-shake128"}
+ALGORITHM_ORDER = ("sha1", "rmd160", "shake128")
+DIGEST_SIZE = 20
+
+_HASH_RE = re.compile(r"^([0-9a-f]{40})(-rmd160|-shake128)?$")
+_MD5_RE = re.compile(r"^[0-9a-f]{32}$")
+
+
+class Hasher(Protocol):
+    def update(self, data: bytes, /) -> None: ...
+
+
+@dataclass(frozen=True)
+class ObjectHash:
+    """A content hash: the hex digest and its algorithm."""
+
+    hex: str
+    algorithm: str = "sha1"
+
+    def __str__(self) -> str:
+        return self.hex + ALGORITHM_IDS[self.algorithm]
+
+    @property
+    def digest(self) -> bytes:
+        return bytes.fromhex(self.hex)
+
+    def path(self, suffix: str = "") -> str:
+        """``data/XX/rest<id><suffix>``, relative to the repository base."""
+        return object_path(str(self), suffix)
+
+
+def parse_hash(text: str) -> ObjectHash:
+    """Parse ``<40 hex>[-rmd160|-shake128]``; raises ValueError for anything else."""
+    m = _HASH_RE.match(text.strip().lower())
+    if not m:
+        raise ValueError(f"not a CernVM-FS content hash: {text!r}")
+    algo = {None: "sha1", "-rmd160": "rmd160", "-shake128": "shake128"}[m.group(2)]
+    return ObjectHash(m.group(1), algo)
+
+
+def is_md5(text: str) -> bool:
+    return bool(_MD5_RE.match(text))
+
+
+def from_digest(digest: bytes, algorithm: str = "sha1") -> ObjectHash:
+    return ObjectHash(digest.hex(), algorithm)
+
+
+def algorithm_from_flags(flags: int) -> str:
+    index = (flags >> 8) & 7
+    if index >= len(ALGORITHM_ORDER):
+        raise ValueError(f"unknown hash algorithm index {index} in catalog flags {flags}")
+    return ALGORITHM_ORDER[index]
+
+
+class _Shake128:
+    """SHAKE-128 truncated to 160 bits, with the update/hexdigest interface of the others."""
+
+    def __init__(self) -> None:
+        self._h = hashlib.shake_128()
+
+    def update(self, data: bytes, /) -> None:
+        self._h.update(data)
+
+    def digest(self) -> bytes:
+        return self._h.digest(DIGEST_SIZE)
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest(DIGEST_SIZE)
+
+
+class _Digest(Protocol):
+    def update(self, data: bytes, /) -> None: ...
+    def digest(self) -> bytes: ...
+    def hexdigest(self) -> str: ...
+
+
+def new_hasher(algorithm: str = "sha1") -> _Digest:
+    if algorithm == "sha1":
+        return hashlib.sha1()
+    if algorithm == "rmd160":
+        return hashlib.new("ripemd160")
+    if algorithm == "shake128":
+        return _Shake128()
+    raise ValueError(f"unknown hash algorithm {algorithm!r}")
+
+
+def hash_bytes(data: bytes, algorithm: str = "sha1") -> ObjectHash:
+    h = new_hasher(algorithm)
+    h.update(data)
+    return ObjectHash(h.hexdigest(), algorithm)
+
+
+def hash_chunks(chunks: Iterable[bytes], algorithm: str = "sha1") -> ObjectHash:
+    h = new_hasher(algorithm)
+    for c in chunks:
+        h.update(c)
+    return ObjectHash(h.hexdigest(), algorithm)
+
+
+def object_path(name: str, suffix: str = "") -> str:
+    """``data/XX/rest+suffix`` for an object name ``<hex><id>``."""
+    if suffix and suffix not in SUFFIXES:
+        raise ValueError(f"unknown object suffix {suffix!r}")
+    return f"data/{name[:2]}/{name[2:]}{suffix}"
+
+
+def compress(data: bytes) -> bytes:
+    """zlib stream with header, as the server writes (Z_DEFAULT_COMPRESSION)."""
+    return zlib.compress(data)
+
+
+def decompress(data: bytes) -> bytes:
+    """Inflate a whole zlib stream; raises zlib.error on damaged data or trailing garbage."""
+    d = zlib.decompressobj()
+    out = d.decompress(data)
+    out += d.flush()
+    if not d.eof or d.unused_data:
+        raise zlib.error("incomplete or over-long zlib stream")
+    return out

@@ -1,0 +1,226 @@
+"""Objects as the reader needs them: fetched, hash-checked, inflated and size-checked.
+
+Compressed bytes are hashed *before* anything is inflated or cached. Inflated objects are kept in a
+small in-memory LRU (so reading a chunk in 128 KiB FUSE pieces inflates it once); objects larger than
+the LRU allows are inflated into a scratch file once and then read with pread.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import shutil
+import tempfile
+import threading
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..errors import IntegrityError
+from .cache import ObjectCache
+from .fetch import Fetcher
+from .objects import ObjectHash, new_hasher, parse_hash
+
+BLOCK = 1 << 20
+LRU_BYTES = 64 << 20
+LRU_MAX_ITEM = 24 << 20
+
+
+class ObjectStore:
+    def __init__(self, fetcher: Fetcher, cache: ObjectCache | None, *, repo: str):
+        self.fetcher = fetcher
+        self.cache = cache
+        self.repo = repo
+        self._scratch: Path | None = None
+        self._lru: collections.OrderedDict[str, bytes] = collections.OrderedDict()
+        self._lru_bytes = 0
+        self._spilled: dict[str, Path] = {}
+        self._lock = threading.RLock()
+        self._key_locks: dict[str, threading.Lock] = {}
+        self.stats = {"fetched": 0, "fetched_bytes": 0, "cache_hits": 0}
+
+    # -- scratch -----------------------------------------------------------------------------------
+    def scratch(self) -> Path:
+        with self._lock:
+            if self._scratch is None:
+                self._scratch = (
+                    self.cache.scratch() if self.cache else Path(tempfile.mkdtemp(prefix="cvmfs-reader-"))
+                )
+            return self._scratch
+
+    def close(self) -> None:
+        with self._lock:
+            if self._scratch is not None:
+                shutil.rmtree(self._scratch, ignore_errors=True)
+                self._scratch = None
+            self._lru.clear()
+            self._lru_bytes = 0
+            self._spilled.clear()
+
+    def _mismatch(self, h: ObjectHash, suffix: str, actual: str, what: str) -> IntegrityError:
+        return IntegrityError(
+            f"{self.repo}: {what} {h}{suffix}: content hash mismatch (got {actual})",
+            hint="the server or a proxy delivered damaged or tampered data; nothing was cached",
+        )
+
+    # -- compressed (stored) bytes ----------------------------------------------------------------
+    @contextlib.contextmanager
+    def _stored(self, h: ObjectHash, suffix: str, what: str) -> Iterator[Iterator[bytes]]:
+        """The verified stored bytes of an object, as a stream of blocks (from cache or network)."""
+        cache = self.cache
+        if cache is not None:
+            path = cache.lookup(h, suffix)
+            if path is None:
+                path = self.fetcher.fetch(
+                    h.path(suffix),
+                    lambda b: cache.store(h, suffix, b, what=what),
+                    what=f"{what} {h}{suffix}",
+                )
+                self.stats["fetched"] += 1
+                self.stats["fetched_bytes"] += path.stat().st_size
+            else:
+                self.stats["cache_hits"] += 1
+            with open(path, "rb") as f:
+                yield iter(lambda: f.read(BLOCK), b"")
+            return
+
+        def collect(blocks: Iterator[bytes]) -> list[bytes]:
+            hasher = new_hasher(h.algorithm)
+            parts = []
+            for block in blocks:
+                hasher.update(block)
+                parts.append(block)
+            actual = hasher.hexdigest()
+            if actual != h.hex:
+                raise self._mismatch(h, suffix, actual, what)
+            return parts
+
+        parts = self.fetcher.fetch(h.path(suffix), collect, what=f"{what} {h}{suffix}")
+        self.stats["fetched"] += 1
+        self.stats["fetched_bytes"] += sum(len(p) for p in parts)
+        yield iter(parts)
+
+    def raw(self, name: str | ObjectHash, suffix: str, *, what: str) -> bytes:
+        """Verified stored bytes (still compressed)."""
+        h = parse_hash(name) if isinstance(name, str) else name
+        with self._stored(h, suffix, what) as blocks:
+            return b"".join(blocks)
+
+    def _drop(self, h: ObjectHash, suffix: str) -> None:
+        if self.cache is not None:
+            self.cache.discard(h, suffix)
+
+    def _inflate_blocks(
+        self, h: ObjectHash, suffix: str, blocks: Iterator[bytes], compressed: bool, what: str
+    ) -> Iterator[bytes]:
+        if not compressed:
+            yield from blocks
+            return
+        d = zlib.decompressobj()
+        try:
+            for block in blocks:
+                out = d.decompress(block)
+                if out:
+                    yield out
+            tail = d.flush()
+        except zlib.error as e:
+            self._drop(h, suffix)
+            raise IntegrityError(f"{self.repo}: {what} {h}{suffix}: cannot be inflated ({e})") from e
+        if tail:
+            yield tail
+        if not d.eof or d.unused_data:
+            self._drop(h, suffix)
+            raise IntegrityError(f"{self.repo}: {what} {h}{suffix}: truncated or over-long zlib stream")
+
+    def _size_error(self, h: ObjectHash, suffix: str, got: int, expected: int, what: str) -> IntegrityError:
+        self._drop(h, suffix)
+        return IntegrityError(
+            f"{self.repo}: {what} {h}{suffix}: inflated size {got} differs from the catalog's {expected}",
+            hint="the catalog and the object disagree; the repository is damaged",
+        )
+
+    # -- inflated bytes ---------------------------------------------------------------------------
+    def plain(self, name: str, suffix: str, *, size: int | None, compressed: bool = True, what: str) -> bytes:
+        """The whole inflated object, size-checked (``size`` None: not checked). Kept in the LRU."""
+        key = name + suffix
+        with self._lock:
+            hit = self._lru.get(key)
+            if hit is not None:
+                self._lru.move_to_end(key)
+                return hit
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        with key_lock:
+            with self._lock:
+                hit = self._lru.get(key)
+                if hit is not None:
+                    return hit
+            h = parse_hash(name)
+            with self._stored(h, suffix, what) as blocks:
+                data = b"".join(self._inflate_blocks(h, suffix, blocks, compressed, what))
+            if size is not None and len(data) != size:
+                raise self._size_error(h, suffix, len(data), size, what)
+            if len(data) <= LRU_MAX_ITEM:
+                with self._lock:
+                    self._lru[key] = data
+                    self._lru_bytes += len(data)
+                    while self._lru_bytes > LRU_BYTES and len(self._lru) > 1:
+                        _, old = self._lru.popitem(last=False)
+                        self._lru_bytes -= len(old)
+                    self._key_locks.pop(key, None)
+            return data
+
+    def plain_file(
+        self, name: str, suffix: str, *, size: int | None, compressed: bool = True, what: str
+    ) -> Path:
+        """The inflated object as a scratch file (catalogs for SQLite, very large file objects)."""
+        key = name + suffix
+        with self._lock:
+            if key in self._spilled:
+                return self._spilled[key]
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        with key_lock:
+            with self._lock:
+                if key in self._spilled:
+                    return self._spilled[key]
+            h = parse_hash(name)
+            dest = self.scratch() / key
+            fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=dest.parent)
+            try:
+                got = 0
+                with os.fdopen(fd, "wb") as f, self._stored(h, suffix, what) as blocks:
+                    for out in self._inflate_blocks(h, suffix, blocks, compressed, what):
+                        got += len(out)
+                        f.write(out)
+                if size is not None and got != size:
+                    raise self._size_error(h, suffix, got, size, what)
+                os.replace(tmp, dest)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                raise
+            with self._lock:
+                self._spilled[key] = dest
+            return dest
+
+    def read(
+        self, name: str, suffix: str, *, size: int, offset: int, length: int, compressed: bool, what: str
+    ) -> bytes:
+        """``length`` bytes at ``offset`` of the inflated object of ``size`` bytes."""
+        if size > LRU_MAX_ITEM:
+            path = self.plain_file(name, suffix, size=size, compressed=compressed, what=what)
+            with open(path, "rb") as f:
+                return os.pread(f.fileno(), length, offset)
+        data = self.plain(name, suffix, size=size, compressed=compressed, what=what)
+        return data[offset : offset + length]
+
+    def check(self, name: str, suffix: str, *, size: int | None, compressed: bool = True, what: str) -> int:
+        """Fetch, hash-check, inflate and size-check an object without keeping it; returns its size."""
+        h = parse_hash(name)
+        got = 0
+        with self._stored(h, suffix, what) as blocks:
+            for out in self._inflate_blocks(h, suffix, blocks, compressed, what):
+                got += len(out)
+        if size is not None and got != size:
+            raise self._size_error(h, suffix, got, size, what)
+        return got
