@@ -1,0 +1,762 @@
+"""``cernvm-launch``: CernVM instances on libvirt, with the original cernvm-launch's command line.
+
+The verbs, flags (``--sharedFolder`` too), positional USER_DATA_FILE and CONFIGURATION_FILE,
+``~/.cernvm-launch.conf`` keys and exit codes (1 bad arguments, 2 bad parameter file, 3 unknown
+operation, 4 failure) are the original's; ``console``, ``ip``, ``wait``, ``scp``, ``images``,
+``list --json`` and ``--connect`` are new. Questions are asked only on a terminal; elsewhere the
+command fails naming the flag that answers them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from .. import __version__, accel
+from ..errors import CernVMError, UsageError
+from ..launch import config, images, instances, ready, ssh
+from ..launch.connection import default_uri, open_connection
+from ..launch.errors import ConfigFileError, ImageError, NotReadyError
+from ..launch.names import validate_name
+from ..paths import data_dir
+from .app import HelpFormatter, Output, add_common
+
+EXIT_USAGE, EXIT_CONFIG, EXIT_UNKNOWN_OP, EXIT_FAILURE = 1, 2, 3, 4
+
+EPILOG = f"""\
+exit codes (as the original cernvm-launch):
+  0    success
+  1    wrong arguments
+  2    bad parameter file (~/.cernvm-launch.conf or CONFIGURATION_FILE)
+  3    unknown operation
+  4    the operation failed (libvirt, image, SSH, ...)
+  130  interrupted
+  ssh NAME -- CMD exits with the remote command's status.
+
+{config.keys_help()}
+
+precedence: command line > CONFIGURATION_FILE > ~/.cernvm-launch.conf > defaults.
+The libvirt URI: --connect, else $LIBVIRT_DEFAULT_URI, else qemu:///system as root and
+qemu:///session otherwise. Instances and images live in launchHomeFolder (default
+/var/lib/cernvm-launch for qemu:///system as root, ~/.cernvm otherwise; $CERNVM_LAUNCH_HOME)."""
+
+DESCRIPTION = """\
+Run CernVM virtual machines on libvirt (KVM when it works, TCG otherwise).
+
+  cernvm-launch images add build/ucernvm-demo.2026.11-1.cernvm.x86_64.iso --profile demo
+  cernvm-launch create --name analysis --cpus 2 --memory 4096 user-data.txt
+  cernvm-launch ssh analysis -- cat /etc/os-release
+  cernvm-launch scp results.root analysis:/tmp/
+  cernvm-launch list --json
+  cernvm-launch stop analysis && cernvm-launch start analysis
+  cernvm-launch destroy --force analysis
+
+Preservation: cernvm-launch create --profile el5 --snapshot TAG (or --date 2011-06-01) boots a
+frozen profile's verified image pinned to that CernVM-FS snapshot; the base image is never written."""
+
+
+class LaunchParser(argparse.ArgumentParser):
+    """argparse with the original exit codes: 3 for an unknown operation, 1 for other bad arguments."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        unknown_op = "invalid choice" in message and "COMMAND" in message
+        Output().error(UsageError(message, hint=f"see '{self.prog} --help'"))
+        raise SystemExit(EXIT_UNKNOWN_OP if unknown_op else EXIT_USAGE)
+
+
+# -- shared helpers ---------------------------------------------------------------------------------
+
+
+def _ask(question: str, flag: str, default: str = "") -> str:
+    """Ask on a terminal; elsewhere fail, naming the flag that answers."""
+    if not sys.stdin.isatty():
+        raise UsageError(
+            f"{question.rstrip(' ?:[]YNyn/')} needs an answer and stdin is not a terminal",
+            hint=f"pass {flag}",
+        )
+    answer = input(question).strip()
+    return answer or default
+
+
+def _connect(args: argparse.Namespace, settings: config.Settings | None = None) -> tuple[Any, str]:
+    uri = default_uri(getattr(args, "connect", None) or (settings.connect if settings else None))
+    return open_connection(uri), uri
+
+
+def _home(args: argparse.Namespace, uri: str, settings: config.Settings | None = None) -> Path:
+    if settings is None:
+        settings = config.resolve()
+    return settings.launch_home_folder or instances.default_home(uri)
+
+
+def _leaf(sub: Any, name: str, help: str, description: str, handler: Any, *, json: bool = False) -> Any:
+    p = sub.add_parser(name, help=help, description=description, formatter_class=HelpFormatter)
+    add_common(p, json=json)
+    p.add_argument("--connect", metavar="URI", default=argparse.SUPPRESS, help="libvirt URI (see --help)")
+    p.set_defaults(func=handler)
+    return p
+
+
+# -- create -----------------------------------------------------------------------------------------
+
+
+def _profile(name: str) -> Any:
+    try:
+        from ..profile import load
+    except ImportError:  # pragma: no cover - the profiles area is part of the toolkit
+        raise ImageError("profiles are not available in this installation") from None
+    return load(name)
+
+
+def _image_names(profile: Any) -> list[str]:
+    b = getattr(profile, "bootloader", None)
+    if b is None:
+        return []
+    stem = f"ucernvm-{b.branch}.{b.version}-{b.release}.cernvm.{profile.os.arch}"
+    return [f"{stem}.{fmt}" for fmt in ("iso", "hdd", "qcow2")]
+
+
+def _resolve_image(args: argparse.Namespace, s: config.Settings, home: Path, out: Output) -> images.Image:
+    cache = images.ImageCache(home)
+    given = args.iso or s.image or (str(s.disk_path) if s.disk_path else None)
+    if given:
+        path = Path(given).expanduser()
+        if path.is_file():
+            return images.Image(
+                path.name, path.resolve(), images.detect_format(path), path.stat().st_size, ""
+            )
+        cached = cache.get(given)
+        if cached:
+            return cached
+        raise ImageError(
+            f"image '{given}' is neither a file nor a cached image",
+            hint="see 'cernvm-launch images list', or 'cernvm-launch images add PATH'",
+        )
+    if s.profile:
+        prof = _profile(s.profile)
+        found = cache.for_profile(s.profile, _image_names(prof))
+        if found:
+            return found
+        raise ImageError(
+            f"no image for profile '{s.profile}' in {cache.dir}",
+            hint=f"build it ('cernvm-build image {s.profile}') and 'cernvm-launch images add FILE'",
+        )
+    if s.disk_url:
+        out.info(f"pulling {s.disk_url}")
+        return cache.pull(s.disk_url)
+    known = cache.list()
+    if s.cernvm_version != "latest":
+        known = [i for i in known if s.cernvm_version in i.name]
+    if known:
+        return sorted(known, key=lambda i: (i.added, i.name))[-1]
+    raise ImageError(
+        "no boot image: none given and none cached",
+        hint="pass --image PATH|NAME or --profile NAME, or 'cernvm-launch images add|pull' one first",
+    )
+
+
+def _verify_image(image: images.Image, s: config.Settings, profile: Any, out: Output) -> str:
+    """sha256 (against .sha256 / diskChecksum); frozen profiles also need a valid signature block."""
+    strict = bool(profile and (profile.preservation.frozen or profile.preservation.checksums_required))
+    side = image.path.with_name(image.path.name + ".sha256")
+    if strict and not side.exists() and not s.disk_checksum:
+        raise ImageError(
+            f"profile '{profile.name}' is frozen and the image has no .sha256 to verify",
+            where=str(image.path),
+            hint="use the published image with its .sha256, or give diskChecksum",
+        )
+    digest = images.verify_checksum(image.path, s.disk_checksum)
+    if strict and image.format in ("iso", "hdd"):
+        _verify_signature(image.path, profile)
+    return digest
+
+
+def _verify_signature(path: Path, profile: Any) -> None:
+    try:
+        from ..image import signature  # type: ignore[attr-defined]
+    except ImportError:
+        raise ImageError(
+            f"profile '{profile.name}' is frozen but this installation cannot verify image signatures",
+            where=str(path),
+        ) from None
+    try:
+        signature.verify(path)
+    except CernVMError as e:
+        raise ImageError(
+            f"image signature does not verify: {e.message}", where=str(path), hint=e.hint
+        ) from None
+
+
+def _snapshot(args: argparse.Namespace, profile: Any) -> tuple[str, dict[str, str]]:
+    if args.snapshot:
+        return f"tag:{args.snapshot}", {"cvmfs_tag": args.snapshot}
+    if args.date:
+        return f"date:{args.date}", {"cvmfs_date": args.date}
+    snap = getattr(getattr(profile, "cvmfs", None), "snapshot", None)
+    if snap is not None and profile.preservation.frozen:
+        if snap.tag:
+            return f"tag:{snap.tag}", {"cvmfs_tag": snap.tag}
+        if snap.date:
+            return f"date:{snap.date}", {"cvmfs_date": snap.date}
+    return "", {}
+
+
+def cmd_create(args: argparse.Namespace, out: Output) -> int:
+    cli = {
+        "name": args.name,
+        "cpus": args.cpus,
+        "memory": args.memory,
+        "disk": args.disk,
+        "shared_folder": Path(args.sharedFolder).resolve() if args.sharedFolder else None,
+        "network": args.network,
+        "ssh_port": args.ssh_port,
+        "ssh_user": args.user,
+        "profile": args.profile,
+        "image": args.image,
+        "wait_timeout": args.timeout,
+        "connect": getattr(args, "connect", None),
+    }
+    s = config.resolve(cli, Path(args.configuration_file) if args.configuration_file else None)
+    conn, uri = _connect(args, s)
+    home = _home(args, uri, s)
+
+    name = s.name
+    if not name:
+        suggestion = Path(args.user_data_file).stem if args.user_data_file else "CernVM"
+        if args.yes:
+            name = suggestion
+        else:
+            name = _ask(
+                f"Enter VM name [{suggestion}]: ", "--name NAME (or --yes for the default)", suggestion
+            )
+    name = validate_name(name)
+    if args.user_data_file:
+        path = Path(args.user_data_file)
+        try:
+            user_data, source = path.read_bytes(), str(path)
+        except OSError as e:
+            raise ConfigFileError(f"cannot read user data: {e.strerror}", where=str(path)) from None
+    else:
+        default = data_dir("launch") / "default-user-data"
+        if not args.yes:
+            if sys.stdin.isatty():
+                out.err.print(default.read_text(), markup=False, highlight=False)
+            answer = _ask("Continue with default context? [Y/n] ", "a USER_DATA_FILE, or --yes", "y")
+            if answer.lower() not in ("y", "yes"):
+                out.info("aborted")
+                return EXIT_USAGE
+        user_data, source = default.read_bytes(), str(default)
+
+    profile = _profile(s.profile) if s.profile else None
+    image = _resolve_image(args, s, home, out)
+    out.detail(f"image {image.path} ({image.format})")
+    digest = _verify_image(image, s, profile, out)
+    snapshot, block = _snapshot(args, profile)
+    if args.cvmfs_server:
+        block["cvmfs_server"] = args.cvmfs_server
+    # The test driver runs nothing, so there is no accelerator to probe.
+    acc = accel.Accel("test", "libvirt test driver") if uri.startswith("test:") else accel.detect()
+    if acc.name == "tcg":
+        out.warn(f"KVM is not usable ({acc.reason}); using TCG emulation, which is much slower")
+    else:
+        out.detail(f"accelerator: KVM ({acc.reason})")
+    req = instances.CreateRequest(
+        settings=s,
+        name=name,
+        image=image.path,
+        image_format=image.format,
+        image_sha256=digest,
+        domain_type="test" if uri.startswith("test:") else acc.libvirt_domain_type,
+        home=home,
+        user_data=user_data,
+        user_data_source=source,
+        ucernvm=block,
+        snapshot=snapshot,
+        profile=s.profile or "",
+        start=not args.no_start,
+        context_label=args.context_label,
+    )
+    with out.progress() as bar:
+        task = bar.add_task(f"creating {name}", total=None)
+        inst = instances.create(conn, req, lambda p: bar.update(task, description=f"{name}: {p}"))
+        if not args.no_start and not args.no_wait:
+            _wait(conn, name, s.wait_timeout, out, bar, task)
+    out.info(f"instance '{name}' {inst.state} ({acc.name.upper()}); ssh: cernvm-launch ssh {name}")
+    if out.json_mode:
+        out.data(instances.get(conn, name)[1].to_json())
+    return 0
+
+
+def _wait(conn: Any, name: str, timeout: float, out: Output, bar: Any, task: Any) -> None:
+    try:
+        ready.wait(conn, name, timeout=timeout, phase=lambda p: bar.update(task, description=f"{name}: {p}"))
+    except NotReadyError as e:
+        if e.console_tail:
+            out.err.print(f"--- last lines of {name}'s console ---", markup=False)
+            out.err.print(e.console_tail, markup=False, highlight=False)
+            out.err.print("---", markup=False)
+        raise
+
+
+# -- other verbs ------------------------------------------------------------------------------------
+
+
+def cmd_list(args: argparse.Namespace, out: Output) -> int:
+    conn, _ = _connect(args)
+    found = instances.list_instances(conn, running_only=args.running)
+    if args.name:
+        found = [i for i in found if i.name == args.name]
+        if not found:
+            instances.get(conn, args.name)  # raises the "no instance" line
+    if out.json_mode:
+        out.data([i.to_json() for i in found])
+        return 0
+    for inst in found:
+        m = inst.meta
+        assert m is not None
+        version = Path(m.image).name
+        port = m.ssh_port if m.network == "user" else m.network
+        if args.name:
+            out.print(f"{inst.name}:", markup=False)
+            for key, value in (
+                ("state", inst.state),
+                ("cpus", m.cpus),
+                ("memory", m.memory),
+                ("disk", m.disk),
+                ("cernvmVersion", version),
+                ("profile", m.profile or "-"),
+                ("snapshot", m.snapshot or "-"),
+                ("baseFolder", m.home),
+                ("sharedFolder", m.shared_folder or "-"),
+                ("host key", m.host_fingerprint),
+            ):
+                out.print(f"\t{key}: {value}", markup=False)
+            if m.network == "user":
+                out.print(f"\tforwarded ports: {m.api_port} (VM) --> {m.ssh_port} (localhost)", markup=False)
+        else:
+            out.print(f"{inst.name}:\tCVM: {version}\tport: {port}\tstate: {inst.state}", markup=False)
+    return 0
+
+
+def cmd_start(args: argparse.Namespace, out: Output) -> int:
+    conn, _ = _connect(args)
+    inst = instances.start(conn, args.name, fresh=args.fresh)
+    out.info(f"instance '{args.name}' {inst.state}")
+    if args.wait:
+        with out.progress() as bar:
+            task = bar.add_task(args.name, total=None)
+            _wait(conn, args.name, args.timeout, out, bar, task)
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace, out: Output) -> int:
+    conn, _ = _connect(args)
+    mode = "poweroff" if args.force else "shutdown" if args.shutdown else "save"
+    inst = instances.stop(conn, args.name, mode=mode)
+    out.info(f"instance '{args.name}' {inst.state}")
+    return 0
+
+
+def cmd_pause(args: argparse.Namespace, out: Output) -> int:
+    conn, _ = _connect(args)
+    instances.pause(conn, args.name)
+    out.info(f"instance '{args.name}' paused; 'cernvm-launch start {args.name}' resumes it")
+    return 0
+
+
+def cmd_destroy(args: argparse.Namespace, out: Output) -> int:
+    conn, _ = _connect(args)
+    dom, inst = instances.get(conn, args.name)
+    force = args.force
+    if dom.isActive() and not force:
+        answer = _ask(f"{args.name} is {inst.state}, do you want to destroy it? [y/N] ", "--force", "n")
+        if answer.lower() not in ("y", "yes"):
+            out.info("not destroyed")
+            return EXIT_FAILURE
+        force = True
+    instances.destroy(conn, args.name, force=force)
+    out.info(f"instance '{args.name}' destroyed")
+    return 0
+
+
+def _split_user(spec: str) -> tuple[str | None, str]:
+    user, sep, name = spec.rpartition("@")
+    return (user or None) if sep else None, name
+
+
+def cmd_ssh(args: argparse.Namespace, out: Output) -> int:
+    conn, _ = _connect(args)
+    user, name = _split_user(args.target)
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    client = ready.connect(conn, name, user)
+    try:
+        if command:
+            cmdline = " ".join(command) if len(command) == 1 else _join(command)
+            return ssh.run(client, cmdline, stdout=sys.stdout.buffer, stderr=sys.stderr.buffer)
+        if not sys.stdin.isatty():
+            return ssh.run(
+                client, "sh -s", stdin=sys.stdin.buffer, stdout=sys.stdout.buffer, stderr=sys.stderr.buffer
+            )
+        return ssh.interactive(client)
+    finally:
+        client.close()
+
+
+def _join(argv: list[str]) -> str:
+    import shlex
+
+    return shlex.join(argv)
+
+
+def cmd_scp(args: argparse.Namespace, out: Output) -> int:
+    conn, _ = _connect(args)
+    src, dest = args.source, args.dest
+    remote_src, remote_dest = ":" in src and not Path(src).exists(), ":" in dest
+    if remote_src == remote_dest:
+        raise UsageError(
+            "exactly one of SOURCE and DEST must be NAME:PATH", hint="e.g. scp f.txt analysis:/tmp/"
+        )
+    spec, _, rpath = (src if remote_src else dest).partition(":")
+    user, name = _split_user(spec)
+    client = ready.connect(conn, name, user)
+    try:
+        if remote_dest:
+            local = Path(src)
+            if not local.is_file():
+                raise UsageError(f"no such file: {src}")
+            target = rpath or "."
+            if target.endswith("/") or target in (".", "~"):
+                target = target.rstrip("/") + "/" + local.name if target not in (".", "~") else local.name
+            ssh.put(client, local, target)
+        else:
+            local = Path(dest)
+            if local.is_dir():
+                local = local / Path(rpath).name
+            ssh.get(client, rpath, local)
+    finally:
+        client.close()
+    return 0
+
+
+def cmd_console(args: argparse.Namespace, out: Output) -> int:
+    conn, uri = _connect(args)
+    _dom, inst = instances.get(conn, args.name)
+    if args.log or not sys.stdin.isatty():
+        tail = instances.console_tail(inst, args.lines)
+        sys.stdout.write(tail + ("\n" if tail else ""))
+        return 0
+    from .. import proc
+
+    out.info("console: press Ctrl-] to leave")
+    proc.run(["virsh", "-c", uri, "console", args.name], capture=False, check=False)
+    return 0
+
+
+def cmd_ip(args: argparse.Namespace, out: Output) -> int:
+    conn, _ = _connect(args)
+    addr = instances.address(conn, args.name)
+    if addr is None:
+        raise NotReadyError(
+            f"instance '{args.name}' has no address yet", hint=f"'cernvm-launch wait {args.name}'"
+        )
+    out.data(
+        {"name": args.name, "host": addr[0], "port": addr[1]}, lambda d: out.print(f"{d['host']}:{d['port']}")
+    )
+    return 0
+
+
+def cmd_wait(args: argparse.Namespace, out: Output) -> int:
+    conn, _ = _connect(args)
+    with out.progress() as bar:
+        task = bar.add_task(args.name, total=None)
+        _wait(conn, args.name, args.timeout, out, bar, task)
+    out.info(f"instance '{args.name}' answers SSH")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace, out: Output) -> int:
+    raise ImageError(
+        "OVA import is not supported on libvirt",
+        where=args.ova_image_file,
+        hint="boot the μCernVM iso/hdd instead: 'cernvm-launch images add FILE' then 'create'",
+    )
+
+
+# -- images -----------------------------------------------------------------------------------------
+
+
+def _cache(args: argparse.Namespace) -> images.ImageCache:
+    s = config.resolve({"connect": getattr(args, "connect", None)})
+    return images.ImageCache(s.launch_home_folder or instances.default_home(default_uri(s.connect)))
+
+
+def cmd_images_list(args: argparse.Namespace, out: Output) -> int:
+    found = _cache(args).list()
+
+    def render(rows: list[dict[str, Any]]) -> None:
+        out.table(
+            ["name", "format", "size", "profile", "sha256"],
+            [
+                [r["name"], r["format"], f"{r['size'] / 1e6:.1f} MB", r["profile"], r["sha256"][:16]]
+                for r in rows
+            ],
+        )
+
+    out.data([i.to_json() for i in found], render)
+    return 0
+
+
+def cmd_images_add(args: argparse.Namespace, out: Output) -> int:
+    img = _cache(args).add(Path(args.path), profile=args.profile or "", name=args.as_name)
+    out.info(f"added {img.name} ({img.format}, sha256 {img.sha256[:16]}…)")
+    out.data(img.to_json(), lambda d: None)
+    return 0
+
+
+def cmd_images_pull(args: argparse.Namespace, out: Output) -> int:
+    with out.progress(transfer=True) as bar:
+        task = bar.add_task(Path(args.url).name, total=None)
+        img = _cache(args).pull(
+            args.url, profile=args.profile or "", progress=lambda d, t: bar.update(task, completed=d, total=t)
+        )
+    out.info(f"pulled {img.name} ({img.format}, sha256 verified)")
+    out.data(img.to_json(), lambda d: None)
+    return 0
+
+
+def cmd_images_remove(args: argparse.Namespace, out: Output) -> int:
+    _cache(args).remove(args.name)
+    out.info(f"removed {args.name}")
+    return 0
+
+
+# -- parser -----------------------------------------------------------------------------------------
+
+
+def _show_help(parser: argparse.ArgumentParser, code: int) -> Any:
+    def show(args: argparse.Namespace, out: Output) -> int:
+        parser.print_help(sys.stderr if code else sys.stdout)
+        return code
+
+    return show
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = LaunchParser(
+        prog="cernvm-launch", description=DESCRIPTION, epilog=EPILOG, formatter_class=HelpFormatter
+    )
+    parser.add_argument("-v", "--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--connect", metavar="URI", help="libvirt URI (default: see below)")
+    sub = parser.add_subparsers(title="operations", metavar="COMMAND")
+
+    p = _leaf(
+        sub,
+        "create",
+        "create (and start) an instance",
+        "Create a CernVM instance and, unless --no-start, "
+        "start it and wait until SSH answers.\n\n  cernvm-launch create --name a --memory 4096 ctx.txt\n"
+        "  cernvm-launch create --profile el5 --snapshot TAG --name aleph --yes",
+        cmd_create,
+        json=True,
+    )
+    p.add_argument("--no-start", action="store_true", help="define the instance but do not start it")
+    p.add_argument("--name", help="instance name (letters, digits, - _ .)")
+    p.add_argument("--cpus", type=int, help="virtual CPUs (default 1)")
+    p.add_argument("--memory", type=int, metavar="MB", help="memory in MB (default 2048)")
+    p.add_argument("--disk", type=int, metavar="MB", help="scratch disk in MB, sparse (default 20000)")
+    p.add_argument("--iso", metavar="PATH", help="boot this image file (iso, hdd or qcow2)")
+    p.add_argument("--sharedFolder", metavar="PATH", help="share a host folder (9p tag NAME_sf)")
+    p.add_argument("--image", metavar="PATH|NAME", help="boot image: a file or a cached image name")
+    p.add_argument("--profile", metavar="NAME", help="boot the cached image built for this profile")
+    snap = p.add_mutually_exclusive_group()
+    snap.add_argument("--snapshot", metavar="TAG", help="pin the OS to this CernVM-FS snapshot tag")
+    snap.add_argument("--date", metavar="YYYY-MM-DD", help="pin the OS to the snapshot current at this date")
+    p.add_argument("--cvmfs-server", metavar="HOST[:PORT]", help="CernVM-FS server(s) for the OS repository")
+    p.add_argument(
+        "--network", metavar="user|NET", help="'user' (default: 127.0.0.1 port forward) or a network"
+    )
+    p.add_argument("--ssh-port", type=int, metavar="PORT", help="host port for SSH (default: a free one)")
+    p.add_argument("--user", metavar="USER", help="SSH user (default root)")
+    p.add_argument(
+        "--context-label",
+        choices=("CONFIG-2", "cidata"),
+        default="CONFIG-2",
+        help="volume label of the context ISO (default CONFIG-2)",
+    )
+    p.add_argument("--no-wait", action="store_true", help="return once started, without waiting for SSH")
+    p.add_argument("--timeout", type=int, metavar="S", help="seconds to wait for SSH (default 900)")
+    p.add_argument("-y", "--yes", action="store_true", help="accept the default context and name")
+    p.add_argument(
+        "user_data_file", nargs="?", metavar="USER_DATA_FILE", help="context: amiconfig, cloud-config, MIME"
+    )
+    p.add_argument("configuration_file", nargs="?", metavar="CONFIGURATION_FILE", help="key=value settings")
+
+    p = _leaf(
+        sub,
+        "import",
+        "import an OVA (VirtualBox only; explains the libvirt way)",
+        "The original imported OVA appliances into VirtualBox.",
+        cmd_import,
+    )
+    p.add_argument("--no-start", action="store_true")
+    p.add_argument("--name")
+    p.add_argument("--memory", type=int)
+    p.add_argument("--disk", type=int)
+    p.add_argument("--cpus", type=int)
+    p.add_argument("--sharedFolder")
+    p.add_argument("ova_image_file", metavar="OVA_IMAGE_FILE")
+    p.add_argument("configuration_file", nargs="?", metavar="CONFIGURATION_FILE")
+
+    p = _leaf(
+        sub,
+        "destroy",
+        "remove an instance and its disks, context and keys",
+        "Remove the instance: domain, scratch disk, context ISO, keys, console log.\n"
+        "A running instance needs --force (asked on a terminal).",
+        cmd_destroy,
+    )
+    p.add_argument("--force", action="store_true", help="destroy even if running")
+    p.add_argument("name", metavar="MACHINE_NAME")
+
+    p = _leaf(
+        sub,
+        "list",
+        "list instances",
+        "List instances: 'name:\\tCVM: <image>\\tport: <port>'; "
+        "with NAME its details.\n\n  cernvm-launch list --running\n  cernvm-launch list --json",
+        cmd_list,
+        json=True,
+    )
+    p.add_argument("--running", action="store_true", help="only running instances")
+    p.add_argument("name", nargs="?", metavar="MACHINE_NAME")
+
+    for verb, helptext, func in (
+        ("pause", "pause a running instance (start resumes it)", cmd_pause),
+        ("ssh", "log in (or run a command: ssh NAME -- CMD)", cmd_ssh),
+        ("start", "start (or resume) an instance", cmd_start),
+        ("stop", "stop an instance, keeping its running state (like the original's savestate)", cmd_stop),
+        ("console", "the serial console (interactive on a terminal, else its log)", cmd_console),
+        ("ip", "where SSH answers (host:port)", cmd_ip),
+        ("wait", "wait until the instance answers SSH", cmd_wait),
+    ):
+        p = _leaf(sub, verb, helptext, helptext[0].upper() + helptext[1:] + ".", func, json=verb == "ip")
+        if verb == "ssh":
+            p.description = (
+                "Log in with the instance's own key; the host key is the one launch generated.\n\n"
+                "  cernvm-launch ssh analysis\n  cernvm-launch ssh user@analysis -- ls /cvmfs"
+            )
+            p.add_argument("target", metavar="[user@]MACHINE_NAME")
+            p.add_argument("command", nargs=argparse.REMAINDER, help="command to run (after --)")
+            continue
+        p.add_argument("name", metavar="MACHINE_NAME")
+        if verb == "start":
+            p.add_argument("--fresh", action="store_true", help="discard a saved running state and boot")
+            p.add_argument("--wait", action="store_true", help="wait until SSH answers")
+            p.add_argument("--timeout", type=int, default=900, metavar="S")
+        if verb == "stop":
+            how = p.add_mutually_exclusive_group()
+            how.add_argument("--shutdown", action="store_true", help="ask the guest to shut down (ACPI)")
+            how.add_argument("--force", action="store_true", help="power off at once")
+        if verb == "console":
+            p.add_argument("--log", action="store_true", help="print the console log instead of attaching")
+            p.add_argument("--lines", type=int, default=50, metavar="N", help="lines of log to print")
+        if verb == "wait":
+            p.add_argument("--timeout", type=int, default=900, metavar="S")
+
+    p = _leaf(
+        sub,
+        "scp",
+        "copy a file to or from an instance",
+        "Copy one file; the remote side is [user@]NAME:PATH.\n\n"
+        "  cernvm-launch scp data.txt analysis:/tmp/\n  cernvm-launch scp analysis:/etc/os-release .",
+        cmd_scp,
+    )
+    p.add_argument("source", metavar="SOURCE")
+    p.add_argument("dest", metavar="DEST")
+
+    img = sub.add_parser(
+        "images",
+        help="boot images: list, add, pull, remove",
+        formatter_class=HelpFormatter,
+        description="The image cache in launchHomeFolder/images; every image is kept with "
+        "its verified sha256.\n\n  cernvm-launch images add ucernvm-demo...iso --profile demo\n"
+        "  cernvm-launch images pull https://example.org/ucernvm-prod...iso",
+    )
+    img.set_defaults(func=_show_help(img, EXIT_USAGE))
+    isub = img.add_subparsers(title="image operations", metavar="COMMAND")
+    _leaf(isub, "list", "cached images", "List cached images.", cmd_images_list, json=True)
+    p = _leaf(
+        isub,
+        "add",
+        "add a local image (verified against its .sha256)",
+        "Copy a local image into the cache; a .sha256 beside it is checked.",
+        cmd_images_add,
+        json=True,
+    )
+    p.add_argument("path", metavar="FILE")
+    p.add_argument("--profile", metavar="NAME", help="the profile it was built from")
+    p.add_argument("--as", dest="as_name", metavar="NAME", help="name in the cache (default: file name)")
+    p = _leaf(
+        isub,
+        "pull",
+        "download an image and its .sha256",
+        "Download URL and URL.sha256; keep the image only if they match.",
+        cmd_images_pull,
+        json=True,
+    )
+    p.add_argument("url", metavar="URL")
+    p.add_argument("--profile", metavar="NAME")
+    p = _leaf(isub, "remove", "remove a cached image", "Remove a cached image.", cmd_images_remove)
+    p.add_argument("name", metavar="NAME")
+
+    h = sub.add_parser("help", help="show this help")
+    h.set_defaults(func=_show_help(parser, 0))
+    return parser
+
+
+def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
+    args = parser.parse_args(argv)
+    verbose = getattr(args, "verbose", 0)
+    out = Output(json_mode=getattr(args, "json", False), quiet=getattr(args, "quiet", False), verbose=verbose)
+    logging.basicConfig(
+        level=logging.DEBUG if verbose >= 2 else logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return int(func(args, out))
+    except ConfigFileError as e:
+        out.error(e)
+        return EXIT_CONFIG
+    except UsageError as e:
+        out.error(e)
+        return EXIT_USAGE
+    except CernVMError as e:
+        out.error(e)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        out.err.print("interrupted")
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("LIBVIRT_LOG_OUTPUTS", "")  # keep libvirt's own logging off our stderr
+    return run(build_parser(), argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

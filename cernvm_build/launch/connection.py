@@ -1,0 +1,60 @@
+"""Opening libvirt: the default URI, and one clear line for each way a connection fails."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import libvirt
+
+from .errors import ConnectError
+
+DEFAULT_URI_ENV = "LIBVIRT_DEFAULT_URI"
+
+# libvirt prints its errors to stderr by default; we turn them into ConnectError/LaunchError lines.
+libvirt.registerErrorHandler(lambda ctx, err: None, None)
+
+
+def default_uri(explicit: str | None = None) -> str:
+    """``--connect`` > ``$LIBVIRT_DEFAULT_URI`` > qemu:///system as root, qemu:///session otherwise."""
+    if explicit:
+        return explicit
+    env = os.environ.get(DEFAULT_URI_ENV)
+    if env:
+        return env
+    return "qemu:///system" if os.geteuid() == 0 else "qemu:///session"
+
+
+def open_connection(uri: str) -> Any:
+    """A read-write connection to ``uri``, or a ConnectError naming the cause and the fix."""
+    try:
+        return libvirt.open(uri)
+    except libvirt.libvirtError as e:
+        raise _connect_error(uri, e) from None
+
+
+def _connect_error(uri: str, e: Any) -> ConnectError:
+    msg = str(e.get_error_message() or e)
+    low = msg.lower()
+    if "permission denied" in low or e.get_error_code() in (libvirt.VIR_ERR_AUTH_FAILED,):
+        return ConnectError(
+            f"no permission to use libvirt at {uri}",
+            hint="run as root, join the 'libvirt' group, or use --connect qemu:///session",
+        )
+    if "no such file" in low or "connection refused" in low or "failed to connect socket" in low:
+        return ConnectError(
+            f"libvirt daemon is not running for {uri}",
+            hint="start it ('systemctl start libvirtd', or 'libvirtd -d' and 'virtlogd -d' without systemd)",
+        )
+    if e.get_error_code() == libvirt.VIR_ERR_NO_CONNECT or "no connection driver" in low:
+        return ConnectError(
+            f"libvirt has no driver for {uri}",
+            hint="install libvirt-daemon-system and qemu-system-x86, or check the URI",
+        )
+    return ConnectError(
+        f"cannot connect to libvirt at {uri}: {msg}", hint="check --connect / $LIBVIRT_DEFAULT_URI"
+    )
+
+
+def is_missing_domain(e: Any) -> bool:
+    return bool(e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN)

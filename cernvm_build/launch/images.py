@@ -1,0 +1,227 @@
+"""Boot images for launch: a cache of verified μCernVM images, found by name, profile or path.
+
+Each cached image ``NAME`` sits in ``<home>/images/`` with ``NAME.sha256`` (verified when added or
+pulled) and ``NAME.json`` (where it came from, which profile). Cached images are never written:
+instances boot them read-only and keep their changes on their own scratch disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..fsutil import atomic_file, atomic_write, sha256_file
+from .errors import ImageError
+
+_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
+FORMATS = ("iso", "hdd", "qcow2")
+Progress = Callable[[int, int | None], None]  # (bytes done, total or None)
+
+
+@dataclass(frozen=True)
+class Image:
+    name: str
+    path: Path
+    format: str
+    size: int
+    sha256: str
+    profile: str = ""
+    source: str = ""
+    added: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["path"] = str(self.path)
+        return d
+
+
+def detect_format(path: Path) -> str:
+    """iso, qcow2 or hdd (raw), from the file's magic numbers rather than its name."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+            f.seek(0x8001)
+            iso = f.read(5)
+    except OSError as e:
+        raise ImageError(f"cannot read image: {e.strerror}", where=str(path)) from None
+    if head == b"QFI\xfb":
+        return "qcow2"
+    if iso == b"CD001":
+        return "iso"
+    return "hdd"
+
+
+def read_sha256_file(path: Path) -> str:
+    """The hash in a ``.sha256`` file (``HEX`` or ``HEX  NAME``)."""
+    text = path.read_text(errors="replace").strip()
+    word = text.split()[0] if text else ""
+    if not _HEX64.fullmatch(word):
+        raise ImageError("checksum file holds no sha256", where=str(path), hint="expected '<64 hex>  <file>'")
+    return word.lower()
+
+
+def verify_checksum(path: Path, expected: str | None = None) -> str:
+    """sha256 of ``path``; checked against ``expected`` or the ``.sha256`` beside it when there is one."""
+    side = path.with_name(path.name + ".sha256")
+    if expected is None and side.exists():
+        expected = read_sha256_file(side)
+    actual = sha256_file(path)
+    if expected is not None and actual != expected.lower():
+        raise ImageError(
+            f"image checksum mismatch: sha256 is {actual[:16]}…, expected {expected[:16]}…",
+            where=str(path),
+            hint="the image is damaged or not the one published; fetch it again",
+        )
+    return actual
+
+
+class ImageCache:
+    def __init__(self, home: Path) -> None:
+        self.dir = home / "images"
+
+    def _meta(self, name: str) -> dict[str, Any]:
+        try:
+            loaded = json.loads((self.dir / f"{name}.json").read_text())
+            return loaded if isinstance(loaded, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def list(self) -> list[Image]:
+        if not self.dir.is_dir():
+            return []
+        found = []
+        for path in sorted(self.dir.iterdir()):
+            if path.name.startswith(".") or path.suffix in (".sha256", ".json") or not path.is_file():
+                continue
+            meta = self._meta(path.name)
+            side = path.with_name(path.name + ".sha256")
+            digest = read_sha256_file(side) if side.exists() else ""
+            found.append(
+                Image(
+                    name=path.name,
+                    path=path,
+                    format=str(meta.get("format") or detect_format(path)),
+                    size=path.stat().st_size,
+                    sha256=digest,
+                    profile=str(meta.get("profile", "")),
+                    source=str(meta.get("source", "")),
+                    added=str(meta.get("added", "")),
+                )
+            )
+        return found
+
+    def get(self, name: str) -> Image | None:
+        return next((i for i in self.list() if i.name == name), None)
+
+    def for_profile(self, profile: str, names: Sequence[str] = ()) -> Image | None:
+        """The newest cached image recorded for ``profile`` (or named as one of ``names``)."""
+        matches = [i for i in self.list() if i.profile == profile or (names and i.name in names)]
+        return sorted(matches, key=lambda i: (i.added, i.name))[-1] if matches else None
+
+    def _store(self, name: str, digest: str, fmt: str, source: str, profile: str) -> Image:
+        atomic_write(self.dir / f"{name}.sha256", f"{digest}  {name}\n".encode())
+        meta = {
+            "format": fmt,
+            "source": source,
+            "profile": profile,
+            "added": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        atomic_write(self.dir / f"{name}.json", (json.dumps(meta, indent=1) + "\n").encode())
+        image = self.get(name)
+        assert image is not None
+        return image
+
+    def add(self, path: Path, *, profile: str = "", name: str | None = None) -> Image:
+        """Copy a local image (a build of this toolkit, or any iso/hdd/qcow2) into the cache, verified."""
+        if not path.is_file():
+            raise ImageError(
+                "image file not found", where=str(path), hint="give the path of an iso/hdd/qcow2"
+            )
+        name = name or path.name
+        digest = verify_checksum(path)
+        fmt = detect_format(path)
+        if not profile:
+            profile = _profile_from_manifest(path)
+        dest = self.dir / name
+        with atomic_file(dest, mode=0o644) as out, open(path, "rb") as src:
+            shutil.copyfileobj(src, out, 1 << 20)
+        os.chmod(self.dir, 0o755)
+        return self._store(name, digest, fmt, str(path.resolve()), profile)
+
+    def pull(self, url: str, *, profile: str = "", progress: Progress | None = None) -> Image:
+        """Download ``url`` and ``url.sha256``; keep the image only if the hash matches."""
+        import requests  # only pulls need it
+
+        name = Path(urlsplit(url).path).name
+        if not name:
+            raise ImageError("URL names no file", where=url, hint="give the URL of the image file itself")
+        try:
+            resp = requests.get(url + ".sha256", timeout=30)
+            if resp.status_code != 200:
+                raise ImageError(
+                    f"no checksum published (HTTP {resp.status_code} for {name}.sha256)",
+                    where=url,
+                    hint="images are pulled only with a .sha256 beside them",
+                )
+            expected = resp.text.split()[0] if resp.text.split() else ""
+            if not _HEX64.fullmatch(expected):
+                raise ImageError("checksum file holds no sha256", where=url + ".sha256")
+            self.dir.mkdir(parents=True, exist_ok=True)
+            dest = self.dir / name
+            with requests.get(url, stream=True, timeout=30) as r:
+                if r.status_code != 200:
+                    raise ImageError(f"download failed: HTTP {r.status_code}", where=url)
+                total = int(r.headers.get("content-length") or 0) or None
+                done = 0
+                h = hashlib.sha256()
+                with atomic_file(dest, mode=0o644) as out:
+                    for chunk in r.iter_content(1 << 20):
+                        out.write(chunk)
+                        h.update(chunk)
+                        done += len(chunk)
+                        if progress:
+                            progress(done, total)
+                    actual = h.hexdigest()
+                    if actual != expected.lower():
+                        raise ImageError(
+                            f"download does not match its .sha256 ({actual[:16]}… != {expected[:16]}…)",
+                            where=url,
+                            hint="the download is corrupt or the mirror is stale; nothing was kept",
+                        )
+        except requests.RequestException as e:
+            raise ImageError(f"download failed: {type(e).__name__}", where=url, hint=str(e)[:200]) from None
+        os.chmod(self.dir, 0o755)
+        return self._store(name, expected.lower(), detect_format(dest), url, profile)
+
+    def remove(self, name: str) -> None:
+        if self.get(name) is None:
+            raise ImageError(f"no cached image '{name}'", hint="see 'cernvm-launch images list'")
+        for suffix in ("", ".sha256", ".json"):
+            with contextlib.suppress(FileNotFoundError):
+                (self.dir / f"{name}{suffix}").unlink()
+
+
+def _profile_from_manifest(path: Path) -> str:
+    """The profile named by a build manifest next to the image (``*.json`` listing this output)."""
+    for candidate in sorted(path.parent.glob("*.json")):
+        try:
+            data = json.loads(candidate.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and path.name in json.dumps(data.get("outputs", data.get("artifacts", ""))):
+            profile = data.get("profile")
+            if isinstance(profile, dict):
+                profile = profile.get("name")
+            if isinstance(profile, str):
+                return profile
+    return ""

@@ -1,0 +1,203 @@
+"""SSH to instances with paramiko: the host key is pinned (launch generated it), never learned.
+
+Commands run over an exec channel and return the remote exit status. Copies use ``cat`` over exec
+channels rather than SFTP because the minimal guests (busybox + dropbear) have no sftp-server.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import shlex
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import paramiko
+
+from .errors import SSHError
+
+
+@dataclass(frozen=True)
+class Target:
+    host: str
+    port: int
+    user: str
+    host_key: str  # "ssh-ed25519 AAAA..." pinned public key
+    client_key: Path
+
+
+class NotYet(Exception):
+    """The guest does not answer SSH yet (refused, reset, banner timeout): try again later."""
+
+
+def connect(t: Target, *, timeout: float = 10.0) -> paramiko.SSHClient:
+    """An authenticated client; SSHError on a wrong host key or refused login, NotYet while booting."""
+    client = paramiko.SSHClient()
+    keytype, b64 = t.host_key.split()[:2]
+    hostspec = t.host if t.port == 22 else f"[{t.host}]:{t.port}"
+    client.get_host_keys().add(hostspec, keytype, paramiko.PKey.from_type_string(keytype, _b64(b64)))
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    try:
+        pkey = paramiko.Ed25519Key.from_private_key_file(str(t.client_key))
+    except (OSError, paramiko.SSHException) as e:
+        raise SSHError(f"cannot read the instance's login key: {e}", where=str(t.client_key)) from None
+    try:
+        client.connect(
+            t.host, port=t.port, username=t.user, pkey=pkey, timeout=timeout, banner_timeout=timeout,
+            auth_timeout=timeout, look_for_keys=False, allow_agent=False,
+        )  # fmt: skip
+    except paramiko.BadHostKeyException as e:
+        client.close()
+        raise SSHError(
+            f"host key of {t.host}:{t.port} is {e.key.get_name()} {e.key.fingerprint}, not the one launch "
+            "generated for this instance",
+            hint="something else answers on this address (port reused?); not connecting",
+        ) from None
+    except paramiko.AuthenticationException:
+        client.close()
+        raise SSHError(
+            f"{t.user}@{t.host}:{t.port} refused the instance's key",
+            hint="the image may not apply ssh_authorized_keys for this user; try 'user@NAME'",
+        ) from None
+    except (OSError, EOFError, paramiko.SSHException) as e:
+        client.close()
+        raise NotYet(str(e) or type(e).__name__) from None
+    return client
+
+
+def _b64(text: str) -> bytes:
+    import base64
+
+    return base64.b64decode(text)
+
+
+def run(
+    client: paramiko.SSHClient,
+    command: str,
+    *,
+    stdin: BinaryIO | None = None,
+    stdout: BinaryIO | None = None,
+    stderr: BinaryIO | None = None,
+) -> int:
+    """Run ``command``; stream its output to ``stdout``/``stderr``; return its exit status."""
+    transport = client.get_transport()
+    assert transport is not None
+    chan = transport.open_session()
+    chan.exec_command(command)
+    if stdin is not None:
+        while block := stdin.read(1 << 16):
+            chan.sendall(block)
+        chan.shutdown_write()
+    else:
+        chan.shutdown_write()
+    while True:
+        got = False
+        if chan.recv_ready():
+            data = chan.recv(1 << 16)
+            got = bool(data)
+            if stdout is not None:
+                stdout.write(data)
+                stdout.flush()
+        if chan.recv_stderr_ready():
+            data = chan.recv_stderr(1 << 16)
+            got = got or bool(data)
+            if stderr is not None:
+                stderr.write(data)
+                stderr.flush()
+        if not got:
+            if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                break
+            select.select([chan], [], [], 0.2)
+    return chan.recv_exit_status()
+
+
+def put(
+    client: paramiko.SSHClient, src: Path, dest: str, *, progress: Callable[[int], None] | None = None
+) -> None:
+    mode = src.stat().st_mode & 0o777
+    with open(src, "rb") as f:
+        reader = _Counting(f, progress)
+        cmd = f"cat > {shlex.quote(dest)} && chmod {mode:o} {shlex.quote(dest)}"
+        code = run(client, cmd, stdin=reader, stderr=_Sink())  # type: ignore[arg-type]
+    if code != 0:
+        raise SSHError(
+            f"cannot write {dest} on the instance (exit {code})", hint="check the path and its folder"
+        )
+
+
+def get(client: paramiko.SSHClient, src: str, dest: Path) -> None:
+    tmp = dest.with_name(f".{dest.name}.part")
+    err = _Sink()
+    with open(tmp, "wb") as f:
+        code = run(client, f"cat {shlex.quote(src)}", stdout=f, stderr=err)  # type: ignore[arg-type]
+    if code != 0:
+        tmp.unlink(missing_ok=True)
+        raise SSHError(f"cannot read {src} on the instance: {err.text()}", hint="check the path")
+    os.replace(tmp, dest)
+
+
+class _Counting:
+    def __init__(self, f: BinaryIO, progress: Callable[[int], None] | None) -> None:
+        self.f, self.progress, self.done = f, progress, 0
+
+    def read(self, n: int) -> bytes:
+        data = self.f.read(n)
+        self.done += len(data)
+        if self.progress:
+            self.progress(self.done)
+        return data
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.buf = bytearray()
+
+    def write(self, data: bytes) -> int:
+        self.buf += data
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def text(self) -> str:
+        return self.buf.decode(errors="replace").strip().splitlines()[-1:][0] if self.buf.strip() else ""
+
+
+def interactive(client: paramiko.SSHClient, command: str | None = None) -> int:
+    """A shell (or ``command``) on a pty, with the local terminal in raw mode; returns the exit status."""
+    import termios
+    import tty
+
+    transport = client.get_transport()
+    assert transport is not None
+    chan = transport.open_session()
+    size = os.get_terminal_size(sys.stdin.fileno())
+    chan.get_pty(term=os.environ.get("TERM", "xterm"), width=size.columns, height=size.lines)
+    if command:
+        chan.exec_command(command)
+    else:
+        chan.invoke_shell()
+    fd = sys.stdin.fileno()
+    saved = termios.tcgetattr(fd)
+    try:
+        tty.setraw(fd)
+        while True:
+            ready, _, _ = select.select([chan, fd], [], [])
+            if chan in ready:
+                data = chan.recv(1 << 16)
+                if not data:
+                    break
+                os.write(sys.stdout.fileno(), data)
+            if fd in ready:
+                data = os.read(fd, 1024)
+                if not data:
+                    break
+                chan.sendall(data)
+    except OSError:
+        pass
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+    return chan.recv_exit_status()

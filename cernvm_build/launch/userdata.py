@@ -1,0 +1,250 @@
+"""User data: read what the user gives (amiconfig, cloud-config, MIME multipart, scripts, gzip), keep
+it, and add what launch needs, as one MIME multipart document that every reader takes its part of.
+
+The three agents in a CernVM read the same document (the μCernVM bootloader takes the
+``[ucernvm-begin]`` block line by line, amiconfig its INI sections, cloud-init its ``#cloud-config``),
+so every part launch writes is plain 7bit/8bit text — a transfer encoding would hide the block from
+the bootloader's line parser. There is exactly one ucernvm block (the bootloader stops at the first
+end marker) and exactly one cloud-config part (so list merging is launch's, not cloud-init's).
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import gzip
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from email.message import Message
+from typing import Any
+
+import yaml
+
+from ..errors import UsageError
+from .errors import ConfigFileError
+
+BEGIN, END = "[ucernvm-begin]", "[ucernvm-end]"
+_SAFE_VALUE = re.compile(r"[A-Za-z0-9._:/,@+=%-]*")
+
+
+@dataclass
+class Part:
+    """One part of the final document: its MIME type, text, and headers kept from the user's file."""
+
+    content_type: str
+    text: str
+    filename: str | None = None
+
+
+@dataclass
+class UserData:
+    """The user's data taken apart: the ucernvm block's keys, one cloud-config mapping, other parts."""
+
+    ucernvm: dict[str, str] = field(default_factory=dict)
+    cloud_config: dict[str, Any] | None = None
+    parts: list[Part] = field(default_factory=list)
+
+
+def _decode(data: bytes, source: str) -> str:
+    if data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigFileError(
+            f"user data is not UTF-8 text (byte {e.start})", where=source, hint="save it as UTF-8"
+        ) from None
+
+
+def _split_block(text: str, source: str) -> tuple[dict[str, str] | None, str]:
+    """Take the ucernvm block out of ``text``: its keys in order, and the text without it."""
+    lines = text.splitlines(keepends=True)
+    starts = [i for i, line in enumerate(lines) if line.strip() == BEGIN]
+    if not starts:
+        return None, text
+    start = starts[0]
+    try:
+        end = next(i for i in range(start + 1, len(lines)) if lines[i].strip() == END)
+    except StopIteration:
+        raise ConfigFileError(
+            f"'{BEGIN}' without '{END}'", where=f"{source}:{start + 1}", hint=f"close the block with {END}"
+        ) from None
+    keys: dict[str, str] = {}
+    for n in range(start + 1, end):
+        line = lines[n].strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip():
+            raise ConfigFileError(
+                "expected key=value in the ucernvm block",
+                where=f"{source}:{n + 1}",
+                hint="e.g. cvmfs_tag=HEAD",
+            )
+        keys[key.strip()] = value.strip()
+    return keys, "".join(lines[:start] + lines[end + 1 :])
+
+
+def _load_cloud_config(text: str, source: str) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        raise ConfigFileError(
+            f"cloud-config is not valid YAML: {getattr(e, 'problem', e)}", where=where
+        ) from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigFileError(
+            "cloud-config must be a mapping", where=source, hint="start with '#cloud-config'"
+        )
+    return loaded
+
+
+def _kind(text: str) -> str:
+    head = text.lstrip()
+    if head.startswith("#cloud-config"):
+        return "text/cloud-config"
+    if head.startswith("#!"):
+        return "text/x-shellscript"
+    if re.search(r"^\s*\[[A-Za-z0-9_.-]+\]\s*$", text, re.M):
+        return "text/amiconfig-user-data"
+    return "text/plain"
+
+
+def _add_text(ud: UserData, content_type: str, text: str, source: str, filename: str | None) -> None:
+    block, rest = _split_block(text, source)
+    if block is not None:
+        if ud.ucernvm:
+            raise ConfigFileError(
+                "user data has more than one ucernvm block", where=source, hint="merge them into one"
+            )
+        ud.ucernvm = block
+    if content_type == "text/ucernvm" or (block is not None and not rest.strip()):
+        return
+    if content_type == "text/cloud-config":
+        if ud.cloud_config is not None:
+            raise ConfigFileError(
+                "user data has more than one cloud-config part", where=source, hint="merge them into one"
+            )
+        ud.cloud_config = _load_cloud_config(rest, source)
+        return
+    ud.parts.append(Part(content_type, rest, filename))
+
+
+def parse(data: bytes, source: str = "user data") -> UserData:
+    """Take the user's file apart (MIME multipart, cloud-config, amiconfig, script, gzip)."""
+    text = _decode(data, source)
+    ud = UserData()
+    head = text.lstrip()[:512].lower()
+    if head.startswith(("content-type:", "mime-version:")):
+        msg = email.message_from_string(text, policy=email.policy.compat32)
+        for n, sub in enumerate(msg.walk() if msg.is_multipart() else [msg]):
+            if sub.is_multipart():
+                continue
+            payload = sub.get_payload(decode=True)
+            if not isinstance(payload, bytes):
+                continue
+            part_source = f"{source} (MIME part {n})"
+            ptext = _decode(payload, part_source)
+            ctype = sub.get_content_type()
+            if ctype in ("text/plain", "text/x-not-multipart"):
+                ctype = _kind(ptext)
+            _add_text(ud, ctype, ptext, part_source, _filename(sub))
+    else:
+        _add_text(ud, _kind(text), text, source, None)
+    return ud
+
+
+def _filename(msg: Message) -> str | None:
+    name = msg.get_filename()
+    return name if isinstance(name, str) else None
+
+
+def check_ucernvm_value(key: str, value: str) -> str:
+    """Values that launch writes into the block are data for a line parser: no spaces, quotes, ``;``."""
+    if not _SAFE_VALUE.fullmatch(value):
+        raise UsageError(
+            f"unsafe value for {key}: {value!r}",
+            hint="use letters, digits and . _ : / , @ + = % - only",
+        )
+    return value
+
+
+class _LiteralDumper(yaml.SafeDumper):
+    """Multi-line strings (PEM keys) as ``|`` blocks, the way people and simple parsers expect them."""
+
+
+def _str_presenter(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_LiteralDumper.add_representer(str, _str_presenter)
+
+
+def merge(
+    ud: UserData,
+    *,
+    hostname: str,
+    authorized_keys: Sequence[str],
+    host_key_private: str,
+    host_key_public: str,
+    ucernvm: Mapping[str, str] | None = None,
+) -> UserData:
+    """Add launch's keys: the login key, the pinned host key, the hostname and ucernvm settings."""
+    cc: dict[str, Any] = dict(ud.cloud_config or {})
+    cc.setdefault("hostname", hostname)
+    existing = cc.get("ssh_authorized_keys") or []
+    if not isinstance(existing, list):
+        raise ConfigFileError("cloud-config key ssh_authorized_keys must be a list", where="user data")
+    cc["ssh_authorized_keys"] = [*existing, *(k for k in authorized_keys if k not in existing)]
+    # launch verifies the guest by this key; a user's own host keys would make that impossible.
+    cc["ssh_keys"] = {"ed25519_private": host_key_private, "ed25519_public": host_key_public}
+    cc.setdefault("disable_root", False)
+    block = dict(ud.ucernvm)
+    for key, value in (ucernvm or {}).items():
+        block[key] = check_ucernvm_value(key, value)
+    return UserData(ucernvm=block, cloud_config=cc, parts=list(ud.parts))
+
+
+def _boundary(body: str) -> str:
+    digest = hashlib.sha256(body.encode()).hexdigest()[:24]
+    return f"==cernvm-launch-{digest}=="
+
+
+def render(ud: UserData) -> bytes:
+    """The final document: ucernvm block first, then cloud-config, then the user's other parts."""
+    parts: list[Part] = []
+    if ud.ucernvm:
+        block = "\n".join([BEGIN, *(f"{k}={v}" for k, v in ud.ucernvm.items()), END]) + "\n"
+        parts.append(Part("text/ucernvm", block, "ucernvm"))
+    if ud.cloud_config is not None:
+        body = yaml.dump(ud.cloud_config, Dumper=_LiteralDumper, sort_keys=False, allow_unicode=True)
+        parts.append(Part("text/cloud-config", "#cloud-config\n" + body, "cloud-config"))
+    parts.extend(ud.parts)
+    chunks: list[str] = []
+    for p in parts:
+        text = p.text if p.text.endswith("\n") else p.text + "\n"
+        encoding = "7bit" if text.isascii() else "8bit"
+        charset = "us-ascii" if text.isascii() else "utf-8"
+        headers = [
+            f'Content-Type: {p.content_type}; charset="{charset}"',
+            "MIME-Version: 1.0",
+            f"Content-Transfer-Encoding: {encoding}",
+        ]
+        if p.filename:
+            safe = re.sub(r'["\\\r\n]', "_", p.filename)
+            headers.append(f'Content-Disposition: attachment; filename="{safe}"')
+        chunks.append("\n".join(headers) + "\n\n" + text)
+    boundary = _boundary("".join(chunks))
+    out = [f'Content-Type: multipart/mixed; boundary="{boundary}"', "MIME-Version: 1.0", ""]
+    for chunk in chunks:
+        out.append(f"--{boundary}")
+        out.append(chunk)
+    out.append(f"--{boundary}--\n")
+    return "\n".join(out).encode()
