@@ -1,0 +1,214 @@
+"""Declarative profiles: one YAML file per CernVM platform, resolved into a typed ``Profile``.
+
+    from cernvm_build import profile
+    p = profile.load("el7")                      # extends merged, templates rendered, validated
+    p.cvmfs.server_urls()                        # Stratum-1 URLs for p.cvmfs.repository
+    profile.list_profiles()                      # ["demo", "el4", ..., "el9"]
+
+Loading runs: find the file → read every layer (``extends``) → merge → render templates → convert by
+the settings table → cross-setting checks → ``Profile``. Problems are ``ProfileError``s naming
+file:line:column and the key path.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import Location, ProfileError
+from . import checks, convert, resolve, settings, template
+from .model import (
+    BootloaderSettings,
+    ContainerSettings,
+    CvmfsSettings,
+    ImageSettings,
+    KernelSettings,
+    OsSettings,
+    PreservationSettings,
+    Profile,
+    Snapshot,
+    is_rolling_tag,
+)
+from .yamlnodes import display, to_plain
+
+__all__ = [
+    "BootloaderSettings",
+    "ContainerSettings",
+    "CvmfsSettings",
+    "ImageSettings",
+    "KernelSettings",
+    "OsSettings",
+    "PreservationSettings",
+    "Profile",
+    "ProfileError",
+    "Snapshot",
+    "check",
+    "find_profiles",
+    "is_rolling_tag",
+    "list_profiles",
+    "load",
+    "locate",
+    "own_settings",
+]
+
+
+def _search(search_path: Sequence[Path] | None) -> list[Path]:
+    return list(search_path) if search_path is not None else resolve.default_search_path()
+
+
+def locate(name_or_path: str | Path, search_path: Sequence[Path] | None = None) -> Path:
+    """The file of a profile given by name (looked up on the search path) or by path."""
+    text = str(name_or_path)
+    found = resolve.find(text, _search(search_path))
+    if found is None and isinstance(name_or_path, Path) and name_or_path.is_file():
+        found = name_or_path.resolve()
+    if found is None:
+        known = ", ".join(list_profiles(search_path)) or "none"
+        raise ProfileError(
+            f"no profile {text!r}",
+            where=Location(file=text) if resolve.looks_like_path(text) else None,
+            hint=f"known profiles: {known}; or give a path to a .yaml file",
+        )
+    return found
+
+
+@dataclass
+class Outcome:
+    """What checking one profile found: the profile (when valid) and every error."""
+
+    path: Path
+    profile: Profile | None = None
+    errors: list[ProfileError] = field(default_factory=list)
+    abstract: bool = False
+
+
+def check(name_or_path: str | Path, search_path: Sequence[Path] | None = None) -> Outcome:
+    """Resolve and validate, collecting all errors (``load`` raises the first)."""
+    path = locate(name_or_path, search_path)
+    outcome = Outcome(path)
+    try:
+        layers = resolve.linearize(path, _search(search_path))
+        tree = copy.deepcopy(resolve.merge_layers(layers))
+        own = layers[-1].tree.value.get("abstract")
+        outcome.abstract = own is not None and own.value is True
+        if outcome.abstract:
+            errors: list[ProfileError] = []
+            for key, node in convert.leaves(tree, errors).items():
+                convert.convert_one(settings.BY_KEY[key], node, errors)
+            outcome.errors = errors
+            return outcome
+        name_node = tree.value.get("name")
+        name = name_node.value if name_node is not None and isinstance(name_node.value, str) else path.stem
+        template.render(tree, name)
+        values = convert.convert(tree, path)
+        if values.values["name"] is None:
+            values.values["name"] = path.stem
+        checks.check(values)
+    except ProfileError as e:
+        outcome.errors = [e]
+        return outcome
+    outcome.errors = values.errors
+    if not values.errors:
+        outcome.profile = _build(values.values, path, layers[-1].extends, [la.path for la in layers])
+    return outcome
+
+
+def load(name_or_path: str | Path, search_path: Sequence[Path] | None = None) -> Profile:
+    """The resolved profile: extends merged, templates rendered, validated. Raises ``ProfileError``."""
+    outcome = check(name_or_path, search_path)
+    if outcome.errors:
+        raise outcome.errors[0]
+    if outcome.profile is None:
+        raise ProfileError(
+            "an abstract profile cannot be used on its own",
+            where=Location(file=display(outcome.path), key="abstract"),
+            hint="use a profile that extends it",
+        )
+    return outcome.profile
+
+
+def find_profiles(search_path: Sequence[Path] | None = None) -> dict[str, Path]:
+    """Every profile file on the search path by name (the first folder that has a name wins)."""
+    found: dict[str, Path] = {}
+    for folder in _search(search_path):
+        if not folder.is_dir():
+            continue
+        for f in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
+            found.setdefault(f.stem, f.resolve())
+    return dict(sorted(found.items()))
+
+
+def _is_abstract(path: Path) -> bool:
+    try:
+        tree = resolve.read_layer(path).tree
+    except ProfileError:
+        return False
+    node = tree.value.get("abstract")
+    return node is not None and node.value is True
+
+
+def list_profiles(search_path: Sequence[Path] | None = None, include_abstract: bool = False) -> list[str]:
+    """Names of the profiles on the search path, sorted (abstract building blocks left out)."""
+    return [n for n, p in find_profiles(search_path).items() if include_abstract or not _is_abstract(p)]
+
+
+def own_settings(name_or_path: str | Path, search_path: Sequence[Path] | None = None) -> dict[str, Any]:
+    """A profile file's own settings as written (nothing inherited, templates unrendered)."""
+    data = to_plain(resolve.read_layer(locate(name_or_path, search_path)).tree)
+    return data if isinstance(data, dict) else {}
+
+
+def _build(v: dict[str, Any], path: Path, extends: list[str], inputs: list[Path]) -> Profile:
+    return Profile(
+        name=v["name"],
+        description=v["description"],
+        source=path,
+        extends=list(extends),
+        os=OsSettings(
+            family=v["os.family"],
+            release=v["os.release"],
+            distribution=v["os.distribution"],
+            arch=v["os.arch"],
+        ),
+        cvmfs=CvmfsSettings(
+            repository=v["cvmfs.repository"],
+            servers=v["cvmfs.servers"],
+            path=v["cvmfs.path"],
+            public_keys=v["cvmfs.public_keys"],
+            http_proxy=v["cvmfs.http_proxy"],
+            snapshot=Snapshot(
+                tag=v["cvmfs.snapshot.tag"],
+                date=v["cvmfs.snapshot.date"],
+                root_hash=v["cvmfs.snapshot.root_hash"],
+            ),
+        ),
+        bootloader=BootloaderSettings(
+            branch=v["bootloader.branch"],
+            version=v["bootloader.version"],
+            release=v["bootloader.release"],
+            cmdline=v["bootloader.cmdline"],
+            no_vsyscall_reason=v["bootloader.no_vsyscall_reason"],
+        ),
+        kernel=KernelSettings(
+            package=None if v["kernel.vmlinuz"] is not None else v["kernel.package"],
+            vmlinuz=v["kernel.vmlinuz"],
+            modules=v["kernel.modules"],
+        ),
+        image=ImageSettings(formats=v["image.formats"]),
+        container=ContainerSettings(
+            formats=v["container.formats"],
+            entrypoint=v["container.entrypoint"],
+            env=v["container.env"],
+            labels=v["container.labels"],
+        ),
+        context=v["context"],
+        preservation=PreservationSettings(
+            frozen=v["preservation.frozen"],
+            read_only=v["preservation.read_only"],
+            checksums_required=v["preservation.checksums_required"],
+        ),
+        inputs=inputs,
+    )

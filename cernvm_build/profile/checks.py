@@ -1,0 +1,204 @@
+"""Checks across settings, each with an actionable message: what is wrong, where, what to do."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from ..errors import ProfileError
+from .convert import Values
+from .model import is_rolling_tag
+from .yamlnodes import Pos, display, location
+
+VSYSCALL = "vsyscall=emulate"
+
+
+def _fail(v: Values, key: str, message: str, hint: str, pos: Pos | None = None) -> None:
+    v.errors.append(ProfileError(message, where=location(pos or v.pos(key), key), hint=hint))
+
+
+def check(v: Values) -> None:
+    """Append the semantic errors of ``v`` (only settings that converted cleanly are looked at)."""
+    val = v.values
+    _snapshot(v)
+    if val["preservation.frozen"] is True:
+        tag, date, root_hash = (val[f"cvmfs.snapshot.{k}"] for k in ("tag", "date", "root_hash"))
+        if tag and is_rolling_tag(tag) and not (date or root_hash):
+            _fail(
+                v,
+                "cvmfs.snapshot.tag",
+                f"a frozen profile cannot follow the rolling tag {tag!r}",
+                "pin a named snapshot (cvmfs.snapshot.tag), a date or a root_hash, or set "
+                "preservation.frozen: false",
+            )
+        elif not (tag or date or root_hash):
+            _fail(
+                v,
+                "preservation.frozen",
+                "a frozen profile must pin a snapshot",
+                "set cvmfs.snapshot.tag (a named snapshot), cvmfs.snapshot.date or cvmfs.snapshot.root_hash",
+            )
+    _vsyscall(v)
+    _servers(v)
+    _keys(v)
+    _kernel(v)
+    path = val["cvmfs.path"]
+    if isinstance(path, str) and ".." in path.split("/"):
+        _fail(v, "cvmfs.path", f"'..' is not allowed in {path!r}", "give the path from the repository root")
+    for name, value in (val["context"] or {}).items():
+        if "\n" in value or "\r" in value:
+            _fail(
+                v,
+                f"context.{name}",
+                "context values must be one line",
+                "the bootloader reads user data line by line; put multi-line data into a file",
+                pos=_child_pos(v, "context", name),
+            )
+
+
+def _child_pos(v: Values, key: str, name: str) -> Pos | None:
+    node = v.nodes.get(key)
+    if node is not None and node.kind == "map" and name in node.value:
+        return node.value[name].pos  # type: ignore[no-any-return]
+    return v.pos(key)
+
+
+def _snapshot(v: Values) -> None:
+    keys = [f"cvmfs.snapshot.{k}" for k in ("tag", "date", "root_hash")]
+    chosen = [k for k in keys if v.values[k] is not None]
+    if len(chosen) > 1:
+        _fail(
+            v,
+            chosen[1],
+            f"two snapshot selectors: {' and '.join(k.rsplit('.', 1)[1] for k in chosen)}",
+            "set only one of cvmfs.snapshot.tag, .date, .root_hash (set the others to null to drop "
+            "inherited ones)",
+        )
+    date = v.values["cvmfs.snapshot.date"]
+    if isinstance(date, str):
+        try:
+            datetime.strptime(date, "%Y-%m-%dT%H:%M:%SZ")
+        except ValueError:
+            hint = "expected a real UTC time, YYYY-MM-DDTHH:MM:SSZ"
+            _fail(v, "cvmfs.snapshot.date", f"no such date: {date!r}", hint)
+
+
+def _vsyscall(v: Values) -> None:
+    release = v.values["os.release"]
+    if not isinstance(release, int) or release > 6:
+        return
+    cmdline = v.values["bootloader.cmdline"]
+    reason = v.values["bootloader.no_vsyscall_reason"]
+    if reason is not None and not reason.strip():
+        hint = "say why vsyscall=emulate is not needed"
+        _fail(v, "bootloader.no_vsyscall_reason", "the reason is empty", hint)
+        return
+    if cmdline is None or VSYSCALL in cmdline or reason:
+        return
+    key = "bootloader.cmdline" if v.nodes.get("bootloader.cmdline") is not None else "os.release"
+    _fail(
+        v,
+        key,
+        f"EL{release} userlands need '{VSYSCALL}' on the kernel command line of modern kernels "
+        "(their glibc calls the vsyscall page, which current kernels disable)",
+        f"add '{VSYSCALL}' to bootloader.cmdline, or set bootloader.no_vsyscall_reason to say why not",
+    )
+
+
+def _servers(v: Values) -> None:
+    servers = v.values["cvmfs.servers"]
+    if servers is None:
+        return
+    if not servers:
+        _fail(
+            v, "cvmfs.servers", "no Stratum-1 server", "list at least one URL, e.g. http://host/cvmfs/@fqrn@"
+        )
+        return
+    for i, url in enumerate(servers):
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            _fail(
+                v,
+                "cvmfs.servers",
+                f"not an http(s) URL: {url!r}",
+                "write the server's base URL, e.g. http://cvmfs-stratum-one.cern.ch/cvmfs/@fqrn@",
+                pos=_item_pos(v, "cvmfs.servers", i),
+            )
+
+
+def _item_pos(v: Values, key: str, index: int) -> Pos | None:
+    node = v.nodes.get(key)
+    if node is not None and node.kind == "seq" and index < len(node.value):
+        return node.value[index].pos  # type: ignore[no-any-return]
+    return v.pos(key)
+
+
+def _keys(v: Values) -> None:
+    keys: list[Path] | None = v.values["cvmfs.public_keys"]
+    if keys is None:
+        return
+    if not keys:
+        _fail(v, "cvmfs.public_keys", "no public key", "list the repository's master public key (.pub)")
+        return
+    node = v.nodes.get("cvmfs.public_keys")
+    written = [n.text for n in node.value] if node is not None and node.kind == "seq" else []
+    for i, path in enumerate(keys):
+        pos = None
+        for j, text in enumerate(written):
+            if text and Path(text).name == path.name:
+                pos = _item_pos(v, "cvmfs.public_keys", j)
+        problem = _pem_problem(path)
+        if problem:
+            _fail(
+                v,
+                "cvmfs.public_keys",
+                f"{problem}: {display(path)}",
+                "relative key paths are relative to the profile file; a key is a PEM 'BEGIN PUBLIC KEY' file",
+                pos=pos or _item_pos(v, "cvmfs.public_keys", i),
+            )
+
+
+def _pem_problem(path: Path) -> str | None:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return "public key file not found"
+    except OSError as e:
+        return f"cannot read public key ({e.strerror})"
+    if b"-----BEGIN PUBLIC KEY-----" not in data:
+        return "not a PEM public key (no BEGIN PUBLIC KEY)"
+    try:
+        load_pem_public_key(data)
+    except (ValueError, TypeError):
+        return "corrupt PEM public key"
+    return None
+
+
+def _kernel(v: Values) -> None:
+    vmlinuz, modules = v.values["kernel.vmlinuz"], v.values["kernel.modules"]
+    if vmlinuz is None and modules is None:
+        if v.values["kernel.package"] is None:
+            hint = "set kernel.package, or kernel.vmlinuz and kernel.modules"
+            _fail(v, "kernel.package", "no kernel", hint)
+        return
+    if vmlinuz is None or modules is None:
+        missing = "kernel.modules" if modules is None else "kernel.vmlinuz"
+        present = "kernel.vmlinuz" if modules is None else "kernel.modules"
+        _fail(v, present, f"{present} needs {missing}", f"set {missing} too, or use kernel.package instead")
+        return
+    if v.explicit("kernel.package"):
+        _fail(
+            v,
+            "kernel.package",
+            "set either kernel.package or kernel.vmlinuz + kernel.modules, not both",
+            "set kernel.package: null to use your own vmlinuz",
+        )
+    if not vmlinuz.is_file():
+        hint = "relative paths are relative to the profile file"
+        _fail(v, "kernel.vmlinuz", f"file not found: {display(vmlinuz)}", hint)
+    if not modules.is_dir():
+        hint = "give the lib/modules/<version> folder"
+        _fail(v, "kernel.modules", f"folder not found: {display(modules)}", hint)

@@ -1,0 +1,248 @@
+"""From a merged node tree to typed values, driven by the settings table.
+
+Checks what the table declares: known keys (with a "did you mean"), types, allowed values, patterns,
+ranges, required settings. Errors are collected, not raised, so ``profiles validate`` reports every
+problem in a file at once; each names file:line:column and the key path.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ProfileError
+from .settings import BY_KEY, SECTIONS, SETTINGS, Kind, Setting, children, default_of
+from .yamlnodes import Node, Pos, location
+
+
+@dataclass
+class Values:
+    """Typed values by dotted key, and the node each came from (None: the default)."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    nodes: dict[str, Node | None] = field(default_factory=dict)
+    errors: list[ProfileError] = field(default_factory=list)
+
+    def pos(self, key: str) -> Pos | None:
+        node = self.nodes.get(key)
+        return node.pos if node is not None else None
+
+    def explicit(self, key: str) -> bool:
+        node = self.nodes.get(key)
+        return node is not None and not (node.kind == "scalar" and node.value is None)
+
+
+def _fail(errors: list[ProfileError], pos: Pos | None, key: str, message: str, hint: str) -> None:
+    errors.append(ProfileError(message, where=location(pos, key), hint=hint))
+
+
+def _suggest(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def leaves(tree: Node, errors: list[ProfileError]) -> dict[str, Node]:
+    """The nodes of known settings by dotted key; unknown keys and misplaced sections are errors."""
+    found: dict[str, Node] = {}
+
+    def walk(node: Node, section: str) -> None:
+        for key, child in node.value.items():
+            full = f"{section}.{key}" if section else key
+            if full in BY_KEY:
+                found[full] = child
+            elif full in SECTIONS:
+                if child.kind == "map":
+                    walk(child, full)
+                elif not (child.kind == "scalar" and child.value is None):
+                    _fail(
+                        errors,
+                        child.pos,
+                        full,
+                        f"expected a mapping of settings, got {_kind_name(child)}",
+                        f"write '{key}:' followed by indented settings such as "
+                        f"{', '.join(children(full)[:3])}",
+                    )
+            else:
+                options = children(section)
+                hint = _suggest(key, options)
+                elsewhere = [s.key for s in SETTINGS if s.key.rsplit(".", 1)[-1] == key]
+                if not hint and elsewhere:
+                    hint = f" (did you mean {elsewhere[0]!r}?)"
+                where = f"under '{section}'" if section else "at the top level"
+                _fail(
+                    errors,
+                    child.key_pos or child.pos,
+                    full,
+                    f"unknown setting{hint}",
+                    f"known settings {where}: {', '.join(options)} (see 'cernvm-build profiles reference')",
+                )
+
+    walk(tree, "")
+    return found
+
+
+def _kind_name(node: Node) -> str:
+    if node.kind == "map":
+        return "a mapping"
+    if node.kind == "seq":
+        return "a list"
+    v = node.value
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return f"a boolean ({node.text})"
+    if isinstance(v, int | float):
+        return f"a number ({node.text})"
+    return f"a string ({node.text!r})"
+
+
+def _text(node: Node) -> str | None:
+    """A scalar's text as a string setting sees it; None for non-scalars."""
+    if node.kind != "scalar" or node.value is None:
+        return None
+    return node.value if isinstance(node.value, str) else (node.text or "")
+
+
+def _check_text(errors: list[ProfileError], s: Setting, text: str, pos: Pos | None, key: str) -> bool:
+    if s.choices and text not in s.choices:
+        _fail(
+            errors,
+            pos,
+            key,
+            f"unknown value {text!r}{_suggest(text, list(s.choices))}",
+            f"choose one of: {', '.join(s.choices)}",
+        )
+        return False
+    if s.pattern and not re.fullmatch(s.pattern, text):
+        what = "must not be empty" if not text else f"invalid value {text!r}"
+        _fail(errors, pos, key, what, f"expected {s.pattern_help or s.pattern}")
+        return False
+    return True
+
+
+def _path(text: str, pos: Pos | None) -> Path:
+    p = Path(text).expanduser()
+    if not p.is_absolute() and pos is not None:
+        p = pos.file.parent / p
+    return p.resolve()
+
+
+def convert_one(s: Setting, node: Node, errors: list[ProfileError]) -> Any:
+    """The typed value of ``node`` for setting ``s``; appends errors and returns None when invalid."""
+    key, pos = s.key, node.pos
+    n_errors = len(errors)
+    if node.kind == "scalar" and node.value is None:
+        if s.nullable or not s.required:
+            return None if s.nullable else default_of(s)
+        _fail(errors, pos, key, "must not be null", "give it a value")
+        return None
+
+    def wrong(expected: str, example: str | None = None) -> None:
+        ex = example or s.example
+        hint = f"write e.g. '{key.rsplit('.', 1)[-1]}: {ex}'" if ex else f"give {expected}"
+        _fail(errors, pos, key, f"expected {expected}, got {_kind_name(node)}", hint)
+
+    if s.kind in (Kind.STR, Kind.PATH):
+        text = _text(node)
+        if text is None:
+            wrong("a string")
+            return None
+        if not _check_text(errors, s, text, pos, key):
+            return None
+        return _path(text, pos) if s.kind is Kind.PATH else text
+    if s.kind is Kind.INT:
+        v = node.value
+        if node.kind == "scalar" and node.templated and isinstance(v, str) and re.fullmatch(r"-?\d+", v):
+            v = int(v)
+        if node.kind != "scalar" or isinstance(v, bool) or not isinstance(v, int):
+            wrong("an integer")
+            return None
+        if (s.minimum is not None and v < s.minimum) or (s.maximum is not None and v > s.maximum):
+            lo = "" if s.minimum is None else str(s.minimum)
+            hi = "" if s.maximum is None else str(s.maximum)
+            _fail(errors, pos, key, f"{v} is out of range", f"expected an integer in {lo}..{hi}")
+            return None
+        return v
+    if s.kind is Kind.BOOL:
+        if node.kind != "scalar" or not isinstance(node.value, bool):
+            wrong("true or false", "true")
+            return None
+        return node.value
+    if s.kind.is_list:
+        if s.single_ok and node.kind == "scalar":
+            node = node.copy(kind="seq", value=[node])
+        if node.kind != "seq":
+            wrong("a list", f"[{node.text}]" if node.kind == "scalar" else None)
+            return None
+        items: list[Any] = []
+        for item in node.value:
+            text = _text(item)
+            if text is None:
+                _fail(
+                    errors,
+                    item.pos,
+                    key,
+                    f"list items must be strings, got {_kind_name(item)}",
+                    "write each item as a plain value",
+                )
+                continue
+            if _check_text(errors, s, text, item.pos, key):
+                value: Any = _path(text, item.pos) if s.kind is Kind.LIST_PATH else text
+                if not (s.unique and value in items):
+                    items.append(value)
+        return items if len(errors) == n_errors else None
+    if s.kind is Kind.DICT_STR:
+        if node.kind != "map":
+            wrong("a mapping of names to strings")
+            return None
+        result: dict[str, str] = {}
+        for name, item in node.value.items():
+            if s.pattern and not re.fullmatch(s.pattern, name):
+                _fail(
+                    errors,
+                    item.key_pos,
+                    f"{key}.{name}",
+                    f"invalid name {name!r}",
+                    f"expected {s.pattern_help or s.pattern}",
+                )
+                continue
+            text = _text(item)
+            if text is None:
+                _fail(
+                    errors,
+                    item.pos,
+                    f"{key}.{name}",
+                    f"expected a string, got {_kind_name(item)}",
+                    'quote the value, e.g. "on"',
+                )
+                continue
+            result[name] = text
+        return result if len(errors) == n_errors else None
+    raise AssertionError(s.kind)
+
+
+def convert(tree: Node, leaf_file: Path) -> Values:
+    """Typed values of every setting (defaults filled in), with all errors found."""
+    out = Values()
+    found = leaves(tree, out.errors)
+    for s in SETTINGS:
+        node = found.get(s.key)
+        out.nodes[s.key] = node
+        if node is None:
+            if s.required:
+                _fail(
+                    out.errors,
+                    Pos(leaf_file, 1, 1),
+                    s.key,
+                    "required setting is missing",
+                    f"set it in this profile or in a parent it extends (e.g. {s.key}: {s.example or '...'})",
+                )
+                out.values[s.key] = None
+            else:
+                out.values[s.key] = default_of(s)
+            continue
+        out.values[s.key] = convert_one(s, node, out.errors)
+    return out

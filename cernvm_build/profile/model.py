@@ -1,0 +1,128 @@
+"""The resolved profile: typed, frozen, what every stage takes as input.
+
+Field names are a contract with the other stages (bootloader, image, container, launch, release).
+Add fields freely; never rename one.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class OsSettings:
+    family: str
+    release: int
+    distribution: str
+    arch: str = "x86_64"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Which revision of the repository to mount: at most one of the three is set."""
+
+    tag: str | None = None
+    date: str | None = None  # "YYYY-MM-DDTHH:MM:SSZ": the newest tag published at or before it
+    root_hash: str | None = None
+
+    @property
+    def pinned(self) -> bool:
+        """True when this names one fixed revision (a rolling tag such as ``trunk`` does not)."""
+        if self.root_hash or self.date:
+            return True
+        return self.tag is not None and not is_rolling_tag(self.tag)
+
+
+def is_rolling_tag(tag: str) -> bool:
+    """Tags that move with every publish: ``trunk``, ``trunk-previous``, ``HEAD``, ``HEAD4``."""
+    return tag in ("trunk", "trunk-previous") or re.fullmatch(r"HEAD\d*", tag) is not None
+
+
+@dataclass(frozen=True)
+class CvmfsSettings:
+    repository: str
+    servers: list[str]
+    path: str
+    public_keys: list[Path]
+    http_proxy: str = "DIRECT"
+    snapshot: Snapshot = field(default_factory=Snapshot)
+
+    def server_urls(self) -> list[str]:
+        """The Stratum-1 URLs with ``@fqrn@`` replaced by the repository name (as the client does)."""
+        return [s.replace("@fqrn@", self.repository) for s in self.servers]
+
+
+@dataclass(frozen=True)
+class BootloaderSettings:
+    branch: str
+    version: str
+    release: int
+    cmdline: list[str]
+    #: why an EL<=6 profile does without ``vsyscall=emulate`` (None: it must have it)
+    no_vsyscall_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class KernelSettings:
+    """Either a Debian kernel package, or a vmlinuz plus its modules tree."""
+
+    package: str | None = "linux-image-cloud-amd64"
+    vmlinuz: Path | None = None
+    modules: Path | None = None
+
+
+@dataclass(frozen=True)
+class ImageSettings:
+    formats: list[str]
+
+
+@dataclass(frozen=True)
+class ContainerSettings:
+    formats: list[str]
+    entrypoint: list[str]
+    env: dict[str, str]
+    labels: dict[str, str]
+
+
+@dataclass(frozen=True)
+class PreservationSettings:
+    frozen: bool = False
+    read_only: bool = False
+    checksums_required: bool = False
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    source: Path
+    extends: list[str]
+    os: OsSettings
+    cvmfs: CvmfsSettings
+    bootloader: BootloaderSettings
+    kernel: KernelSettings
+    image: ImageSettings
+    container: ContainerSettings
+    context: dict[str, str]
+    preservation: PreservationSettings
+    #: every profile file merged into this one, in merge order (parents first, ``source`` last)
+    inputs: list[Path] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data (paths as strings), in declaration order."""
+        return _plain(self)  # type: ignore[no-any-return]
+
+
+def _plain(obj: Any) -> Any:
+    if hasattr(obj, "__dataclass_fields__"):
+        return {name: _plain(getattr(obj, name)) for name in obj.__dataclass_fields__}
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, list | tuple):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    return obj

@@ -1,0 +1,181 @@
+"""YAML with positions: every value remembers the file, line and column it came from.
+
+PyYAML composes a node graph with marks; we turn it into ``Node`` trees (not plain data) so that
+merging and validation can still say where a value was written. Scalars keep both their YAML type
+(``value``) and their text as written (``text``): string settings take the text, so ``2021.10`` stays
+``"2021.10"`` and ``on`` stays ``"on"``. Timestamps are not resolved (dates are strings to us).
+Duplicate keys, which PyYAML silently accepts, are errors here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import Location, ProfileError
+
+REPLACE_TAG = "!replace"
+
+
+@dataclass(frozen=True)
+class Pos:
+    file: Path
+    line: int  # 1-based
+    column: int  # 1-based
+
+
+@dataclass
+class Node:
+    """A mapping (``value``: dict[str, Node]), sequence (list[Node]) or scalar."""
+
+    kind: str  # "map", "seq" or "scalar"
+    value: Any
+    pos: Pos | None  # None: a default from the settings table
+    text: str | None = None  # scalars: the text as written
+    key_pos: Pos | None = None  # mapping values: where their key is
+    replace: bool = False  # tagged !replace: replaces the parent's value instead of merging
+    templated: bool = field(default=False)  # rendered from a jinja2 template
+
+    def copy(self, **changes: Any) -> Node:
+        return replace(self, **changes)
+
+
+def display(path: Path) -> str:
+    """A path as users should see it in messages: relative to the working directory when inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def location(pos: Pos | None, key: str | None = None) -> Location:
+    if pos is None:
+        return Location(key=key)
+    return Location(file=display(pos.file), line=pos.line, column=pos.column, key=key)
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader without timestamp resolution (``2019-06-30T00:00:00Z`` stays a string)."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+_STANDARD_TAGS = {
+    "tag:yaml.org,2002:str",
+    "tag:yaml.org,2002:int",
+    "tag:yaml.org,2002:float",
+    "tag:yaml.org,2002:bool",
+    "tag:yaml.org,2002:null",
+    "tag:yaml.org,2002:map",
+    "tag:yaml.org,2002:seq",
+}
+
+
+def load_file(path: Path) -> Node:
+    """Parse one YAML file into a ``Node`` mapping (an empty file is an empty mapping)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ProfileError(
+            "no such profile file", where=Location(file=display(path)), hint="check the path"
+        ) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ProfileError(
+            f"cannot read: {e}", where=Location(file=display(path)), hint="profiles are UTF-8 text files"
+        ) from None
+    return load_text(text, path)
+
+
+def load_text(text: str, path: Path) -> Node:
+    loader = _Loader(text)
+    try:
+        root = loader.get_single_node()
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        pos = Pos(path, mark.line + 1, mark.column + 1) if mark else None
+        what = e.problem or e.context or "invalid YAML"
+        raise ProfileError(
+            f"YAML syntax error: {what}",
+            where=location(pos),
+            hint="fix the YAML syntax (indentation, quotes, ':' after keys)",
+        ) from None
+    except yaml.YAMLError as e:
+        raise ProfileError(
+            f"YAML syntax error: {e}", where=Location(file=display(path)), hint="fix the YAML syntax"
+        ) from None
+    finally:
+        loader.dispose()
+    if root is None:
+        return Node("map", {}, Pos(path, 1, 1))
+    node = _convert(root, path, loader)
+    if node.kind != "map":
+        raise ProfileError(
+            "a profile must be a YAML mapping of settings",
+            where=location(node.pos),
+            hint="start the file with keys such as 'extends:', 'os:', 'cvmfs:'",
+        )
+    return node
+
+
+def _pos(node: yaml.Node, path: Path) -> Pos:
+    return Pos(path, node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+def _convert(node: yaml.Node, path: Path, loader: yaml.SafeLoader) -> Node:
+    pos = _pos(node, path)
+    replace_tag = node.tag == REPLACE_TAG
+    if not replace_tag and node.tag not in _STANDARD_TAGS:
+        raise ProfileError(
+            f"unsupported YAML tag {node.tag}",
+            where=location(pos),
+            hint=f"profiles use plain YAML values; the only tag is {REPLACE_TAG} (on lists and mappings)",
+        )
+    if isinstance(node, yaml.MappingNode):
+        items: dict[str, Node] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:null":
+                raise ProfileError(
+                    "mapping keys must be plain names",
+                    where=location(_pos(key_node, path)),
+                    hint="write 'name: value'",
+                )
+            key = str(key_node.value)
+            key_pos = _pos(key_node, path)
+            if key in items:
+                first = items[key].key_pos
+                line = f" (first at line {first.line})" if first else ""
+                raise ProfileError(
+                    f"duplicate key {key!r}{line}",
+                    where=location(key_pos, key),
+                    hint="remove one of them: YAML would silently keep only the last",
+                )
+            child = _convert(value_node, path, loader)
+            child.key_pos = key_pos
+            items[key] = child
+        return Node("map", items, pos, replace=replace_tag)
+    if isinstance(node, yaml.SequenceNode):
+        return Node("seq", [_convert(v, path, loader) for v in node.value], pos, replace=replace_tag)
+    assert isinstance(node, yaml.ScalarNode)
+    if replace_tag:
+        raise ProfileError(
+            f"{REPLACE_TAG} applies to lists and mappings, not to a single value",
+            where=location(pos),
+            hint=f"a single value always replaces the parent's; remove {REPLACE_TAG}",
+        )
+    value = loader.construct_object(node, deep=True)
+    return Node("scalar", value, pos, text=str(node.value))
+
+
+def to_plain(node: Node) -> Any:
+    """The data as written (for ``profiles show`` without ``--resolved``)."""
+    if node.kind == "map":
+        return {k: to_plain(v) for k, v in node.value.items()}
+    if node.kind == "seq":
+        return [to_plain(v) for v in node.value]
+    return node.value
