@@ -1,0 +1,251 @@
+"""``cernvm-build mirror``: verified, incremental yum/apt mirrors (and plain trees) on S3."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ..mirror.check import Checked, SourceBroken
+from ..mirror.publish import mirror, verify_published
+from ..mirror.s3sync import SyncReport, sync_tree
+from .app import Output, group_handler, subparser
+
+S3_HELP = """\
+credentials and endpoint come the way boto3 users expect: --profile or AWS_PROFILE, AWS_ACCESS_KEY_ID/
+AWS_SECRET_ACCESS_KEY, ~/.aws/{config,credentials}; --endpoint-url or AWS_ENDPOINT_URL for MinIO, Ceph RGW
+and other S3-compatible servers (path-style addressing and only-when-required request checksums are used,
+which those servers accept)."""
+
+MIRROR_DESCRIPTION = """\
+Mirror package repositories to S3, verified and incrementally, never half-published.
+
+  cernvm-build mirror yum ./cvmrepo/yum s3://cvmrepo/yum --gpg-key RPM-GPG-KEY-CernVM
+  cernvm-build mirror apt https://example.org/apt s3://cvmrepo/apt --suite bookworm-prod
+  cernvm-build mirror yum SRC s3://bucket/prefix --dry-run        show the plan, change nothing
+  cernvm-build mirror verify apt s3://cvmrepo/apt --endpoint-url https://s3.cern.ch
+  cernvm-build mirror sync ./public s3://bucket/site --last index.html
+
+The source is checked completely first (indexes, every metadata file and package by hash and size,
+signatures with --gpg-key); a broken source is refused with the list of what is wrong. Objects are
+compared by the SHA-256 stored in their metadata (never by ETag), so same-size changes are found and
+unchanged files cost nothing. Packages go first, the indexes (repomd.xml, InRelease, ...) last with a
+compare-and-swap, stale objects are deleted after that (keeping --keep previous generations).
+Interrupted at any point, the same command run again finishes the job.
+"""
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparser(
+        sub, "mirror", help="verified, incremental package mirrors on S3", description=MIRROR_DESCRIPTION
+    )
+    msub = p.add_subparsers(title="commands", metavar="COMMAND")
+    p.set_defaults(func=group_handler(p))
+
+    for kind in ("yum", "apt"):
+        example = (
+            "  cernvm-build mirror yum ./repo s3://cvmrepo/yum/cvmfs/EL/9/x86_64 --gpg-key KEY.asc\n"
+            "  cernvm-build mirror yum https://host/yum/cvmfs/EL/9/x86_64 s3://bucket/EL/9/x86_64 --dry-run"
+            if kind == "yum"
+            else "  cernvm-build mirror apt ./apt s3://cvmrepo/apt --gpg-key cernvm.gpg\n"
+            "  cernvm-build mirror apt https://host/apt s3://bucket/apt --suite bookworm-prod --json"
+        )
+        what = (
+            "every folder holding repodata/repomd.xml is a repository"
+            if kind == "yum"
+            else "the top folder holds dists/ and pool/; every dists/<suite> with a Release is mirrored"
+        )
+        mp = subparser(
+            msub,
+            kind,
+            help=f"verify {'a yum' if kind == 'yum' else 'an apt'} repository and publish it to S3",
+            description=f"Verify a {kind} repository (local folder or http(s) URL) and publish it to "
+            f"s3://bucket/prefix; {what}.\n\n{example}\n\n{S3_HELP}",
+            json=True,
+            handler=_mirror_handler(kind),
+        )
+        mp.add_argument("source", metavar="SOURCE", help="local folder or http(s) URL of the repository")
+        mp.add_argument("dest", metavar="S3URL", help="s3://bucket/prefix to publish to")
+        mp.add_argument("--dry-run", action="store_true", help="verify and print the plan, change nothing")
+        mp.add_argument(
+            "--keep", type=int, default=2, metavar="N", help="previous generations kept (default 2)"
+        )
+        mp.add_argument("--no-delete", action="store_true", help="never delete stale objects")
+        _common_s3(mp, kind)
+
+    vp = subparser(
+        msub,
+        "verify",
+        help="check a published repository the way a source is checked",
+        description="Read a published repository back through S3 and check it like a source: indexes, "
+        "signatures, every metadata file and package by hash and size.\n\n"
+        "  cernvm-build mirror verify yum s3://cvmrepo/yum --gpg-key RPM-GPG-KEY-CernVM\n"
+        "  cernvm-build mirror verify apt s3://cvmrepo/apt --json\n\n" + S3_HELP,
+        json=True,
+        handler=_verify_handler,
+    )
+    vp.add_argument("kind", choices=["yum", "apt"], help="repository kind")
+    vp.add_argument("dest", metavar="S3URL", help="s3://bucket/prefix of the published repository")
+    _common_s3(vp, "apt")
+
+    sp = subparser(
+        msub,
+        "sync",
+        help="publish any folder (e.g. a built site) with the same engine",
+        description="Make s3://bucket/prefix hold exactly FOLDER, by content hash, with the files "
+        "named by --last uploaded after all others and deletions at the end.\n\n"
+        "  cernvm-build mirror sync site/public s3://www-bucket/ --last index.html --last sitemap.xml\n\n"
+        + S3_HELP,
+        json=True,
+        handler=_sync_handler,
+    )
+    sp.add_argument("folder", type=Path, metavar="FOLDER")
+    sp.add_argument("dest", metavar="S3URL")
+    sp.add_argument(
+        "--last", action="append", default=[], metavar="GLOB", help="publish these after the rest"
+    )
+    sp.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    sp.add_argument("--no-delete", action="store_true", help="never delete stale objects")
+    sp.add_argument("--endpoint-url", metavar="URL", help="S3-compatible endpoint (MinIO, Ceph RGW, ...)")
+    sp.add_argument("--profile", metavar="P", help="AWS profile from ~/.aws/config")
+    sp.add_argument("--jobs", type=int, default=8, metavar="N", help="parallel transfers (default 8)")
+
+
+def _common_s3(p: argparse.ArgumentParser, kind: str) -> None:
+    p.add_argument("--gpg-key", type=Path, metavar="FILE", help="public key: signatures must verify with it")
+    if kind == "apt":
+        p.add_argument(
+            "--suite", action="append", metavar="NAME", help="suite under dists/ (default: all; repeatable)"
+        )
+    p.add_argument("--endpoint-url", metavar="URL", help="S3-compatible endpoint (MinIO, Ceph RGW, ...)")
+    p.add_argument("--profile", metavar="P", help="AWS profile from ~/.aws/config")
+    p.add_argument("--jobs", type=int, default=8, metavar="N", help="parallel transfers (default 8)")
+
+
+@contextmanager
+def _progress(out: Output) -> Iterator[Callable[[str, int, int], None]]:
+    labels = {"hash": "hashing", "check": "checking objects", "verify": "verifying", "upload": "uploading",
+              "delete": "deleting"}  # fmt: skip
+    with out.progress(transfer=True) as bar:
+        tasks: dict[str, Any] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(labels.get(stage, stage), total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        yield update
+
+
+def _print_problems(out: Output, problems: list[str]) -> None:
+    for p in problems:
+        out.err.print(f"  - {p}", markup=False, highlight=False)
+
+
+def _render_plan(out: Output, report: SyncReport) -> None:
+    if report.actions:
+        rows = [
+            (a.op, a.rel, a.size, a.reason + (" (index, last)" if a.last else "")) for a in report.actions
+        ]
+        out.table(["action", "key", "bytes", "why"], rows, title=f"plan for {report.dest}")
+    verb = "would upload" if report.dry_run else "uploaded"
+    ups, dels = len(report.uploads), len(report.deletions)
+    out.print(
+        f"{report.dest}: {verb} {ups} object(s) ({sum(a.size for a in report.uploads)} bytes), "
+        f"{'would delete' if report.dry_run else 'deleted'} {dels}, unchanged {report.unchanged}"
+        + (f", kept {len(report.kept)} from previous generations" if report.kept else "")
+    )
+    if report.requests:
+        out.detail("requests: " + ", ".join(f"{k} {v}" for k, v in report.requests.items()))
+    for note in report.notes:
+        out.warn(note)
+
+
+def _mirror_handler(kind: str) -> Callable[[argparse.Namespace, Output], int]:
+    def handler(args: argparse.Namespace, out: Output) -> int:
+        try:
+            with _progress(out) as progress:
+                rep = mirror(
+                    kind,
+                    args.source,
+                    args.dest,
+                    gpg_key=args.gpg_key,
+                    suites=getattr(args, "suite", None),
+                    endpoint_url=args.endpoint_url,
+                    profile=args.profile,
+                    jobs=args.jobs,
+                    keep=args.keep,
+                    dry_run=args.dry_run,
+                    delete=not args.no_delete,
+                    progress=progress,
+                )
+        except SourceBroken as e:
+            if out.json_mode:
+                out.data({"ok": False, "problems": e.problems})
+            else:
+                out.err.print(f"{len(e.problems)} problem(s) in the source:")
+                _print_problems(out, e.problems)
+            raise
+        c = rep.checked
+        out.info(
+            f"verified {c.source}: {len(c.repos)} {'suite' if kind == 'apt' else 'repositor'}"
+            f"{'s' if kind == 'apt' and len(c.repos) != 1 else 'ies' if len(c.repos) != 1 else 'y'}, "
+            f"{c.packages} packages{', signatures good' if c.signed else ''}"
+        )
+        assert rep.sync is not None
+        out.data(rep.to_json(), lambda _: _render_plan(out, rep.sync) if rep.sync else None)
+        return 0
+
+    return handler
+
+
+def _verify_handler(args: argparse.Namespace, out: Output) -> int:
+    with _progress(out) as progress:
+        checked = verify_published(
+            args.kind,
+            args.dest,
+            gpg_key=args.gpg_key,
+            suites=args.suite,
+            endpoint_url=args.endpoint_url,
+            profile=args.profile,
+            jobs=args.jobs,
+            progress=progress,
+        )
+
+    def render(c: Checked) -> None:
+        if c.problems:
+            out.print(f"{c.source}: BROKEN, {len(c.problems)} problem(s):")
+            for p in c.problems:
+                out.print(f"  - {p}", markup=False)
+        else:
+            sig = ", signatures good" if c.signed else ""
+            out.print(f"{c.source}: ok, {len(c.repos)} repositories/suites, {c.packages} packages{sig}")
+
+    out.data(checked.to_json(), lambda _: render(checked))
+    if checked.problems:
+        from ..errors import MirrorError
+
+        raise MirrorError(
+            f"{args.dest}: published repository is broken ({len(checked.problems)} problems)",
+            hint="re-run the mirror command to repair it from a good source",
+        )
+    return 0
+
+
+def _sync_handler(args: argparse.Namespace, out: Output) -> int:
+    with _progress(out) as progress:
+        rep = sync_tree(
+            args.folder,
+            args.dest,
+            endpoint_url=args.endpoint_url,
+            profile=args.profile,
+            last=args.last,
+            delete=not args.no_delete,
+            dry_run=args.dry_run,
+            jobs=args.jobs,
+            progress=progress,
+        )
+    out.data(rep.to_json(), lambda _: _render_plan(out, rep))
+    return 0

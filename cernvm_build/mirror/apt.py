@@ -1,0 +1,265 @@
+"""Verify apt repositories: ``InRelease``/``Release`` (+ ``Release.gpg``) → each index's SHA256 and size →
+each ``.deb``'s SHA256 and size from ``Packages(.gz|.xz|.bz2)``.
+
+The source root holds ``dists/`` and ``pool/``; each ``dists/<suite>`` with a Release file is checked
+(an HTTP source cannot be listed, so its suites are named by the caller). The publication order keeps
+readers safe: pool files and ``by-hash`` indexes first, then the fixed-name indexes, then ``Release``,
+``Release.gpg`` and ``InRelease`` last.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass
+
+from ..errors import CernVMError
+from ..fsutil import atomic_write
+from ..gpg import Keyring
+from .check import Checked, Expected, Progress, check_files, decompress
+from .source import Source, safe_rel
+
+COMPRESSIONS = ("", ".gz", ".xz", ".bz2", ".lzma", ".zst")
+#: in publication order, after every other file
+RELEASE_FILES = ("Release", "Release.gpg", "InRelease")
+
+
+@dataclass
+class ReleaseEntry:
+    sha256: str
+    size: int
+    path: str  # relative to dists/<suite>/
+
+
+def find_suites(source: Source, suites: list[str] | None) -> list[str]:
+    if suites:
+        return suites
+    files = source.list()
+    if files is None:
+        return []
+    found = set()
+    for f in files:
+        m = re.fullmatch(r"dists/(.+)/(InRelease|Release)", f)
+        if m:
+            found.add(m.group(1))
+    return sorted(found)
+
+
+def parse_deb822(text: str) -> list[dict[str, str]]:
+    """Stanzas of a Debian control file; continuation lines are kept (joined with newlines)."""
+    stanzas: list[dict[str, str]] = []
+    cur: dict[str, str] = {}
+    key = None
+    for line in text.splitlines():
+        if not line.strip():
+            if cur:
+                stanzas.append(cur)
+            cur, key = {}, None
+        elif line[0] in " \t":
+            if key is not None:
+                cur[key] += "\n" + line.strip()
+        elif ":" in line:
+            key, _, value = line.partition(":")
+            key = key.strip()
+            cur[key] = value.strip()
+    if cur:
+        stanzas.append(cur)
+    return stanzas
+
+
+def strip_clearsign(text: str) -> str:
+    """The signed text of a clearsigned message (only for reading; verification uses gpg)."""
+    if not text.startswith("-----BEGIN PGP SIGNED MESSAGE-----"):
+        return text
+    body = text.split("\n\n", 1)[1] if "\n\n" in text else ""
+    body = body.split("\n-----BEGIN PGP SIGNATURE-----", 1)[0]
+    return "\n".join(ln[2:] if ln.startswith("- ") else ln for ln in body.splitlines()) + "\n"
+
+
+def verify_apt(
+    source: Source,
+    *,
+    suites: list[str] | None = None,
+    keyring: Keyring | None = None,
+    jobs: int = 4,
+    progress: Progress | None = None,
+) -> Checked:
+    result = Checked("apt", source.name, signed=keyring is not None)
+    found = find_suites(source, suites)
+    if not found:
+        hint = " (name them with --suite for an HTTP source)" if source.list() is None else ""
+        result.problems.append(f"{source.name}: no dists/<suite>/Release or InRelease{hint}")
+        return result
+    last_group: list[str] = []
+    for suite in found:
+        try:
+            release_files = _verify_suite(source, suite, keyring, jobs, progress, result)
+        except CernVMError as e:
+            result.problems.append(e.message)
+            continue
+        last_group.extend(release_files)
+    # Release files of all suites go after every suite's indexes.
+    result.indexes.extend(last_group)
+    result.referenced.update(last_group)
+    return result
+
+
+def _verify_suite(
+    source: Source,
+    suite: str,
+    keyring: Keyring | None,
+    jobs: int,
+    progress: Progress | None,
+    result: Checked,
+) -> list[str]:
+    base = f"dists/{safe_rel(suite)}"
+    result.repos.append(suite)
+    inrelease = source.read(f"{base}/InRelease")
+    release = source.read(f"{base}/Release")
+    release_gpg = source.read(f"{base}/Release.gpg") if release is not None else None
+    if inrelease is None and release is None:
+        raise CernVMError(f"{base}: neither InRelease nor Release exists")
+    text: str | None = None
+    if keyring is not None:
+        if inrelease is not None:
+            text = _verified_clearsigned(keyring, inrelease, f"{base}/InRelease", result)
+        if release is not None:
+            if release_gpg is None:
+                if inrelease is None:
+                    result.problems.append(f"{base}/Release.gpg: missing, but a signing key was given")
+            else:
+                _verified_detached(keyring, release, release_gpg, f"{base}/Release.gpg", result)
+    if (
+        inrelease is not None
+        and release is not None
+        and strip_clearsign(inrelease.decode(errors="replace")) != release.decode(errors="replace")
+    ):
+        result.problems.append(f"{base}/InRelease: says something else than {base}/Release")
+    if text is None:
+        text = strip_clearsign((inrelease or release or b"").decode(errors="replace"))
+    stanzas = parse_deb822(text)
+    if not stanzas:
+        raise CernVMError(f"{base}/Release: empty")
+    fields = stanzas[0]
+    entries = _entries(fields.get("SHA256", ""), f"{base}/Release", result)
+    if not entries:
+        result.problems.append(f"{base}/Release: no SHA256 list of index files")
+    by_hash = fields.get("Acquire-By-Hash", "").lower() == "yes"
+
+    expected: list[Expected] = []
+    present: set[str] = set()
+    fixed: list[str] = []
+    for e in entries:
+        rel = f"{base}/{e.path}"
+        got = source.digest(rel, "sha256", e.sha256)
+        if got is None:
+            continue  # Release may list uncompressed variants that are not published
+        present.add(e.path)
+        fixed.append(rel)
+        if got[1] != e.size:
+            result.problems.append(f"{rel}: size {got[1]}, but {base}/Release says {e.size}")
+        elif got[0] != e.sha256:
+            result.problems.append(f"{rel}: sha256 mismatch with {base}/Release")
+        if by_hash:
+            folder = f"{base}/{e.path}".rsplit("/", 1)[0]
+            bh = f"{folder}/by-hash/SHA256/{e.sha256}"
+            expected.append(Expected(bh, "sha256", e.sha256, e.size, f"{base}/Release (by-hash)"))
+    for e in entries:
+        stem = _strip_compression(e.path)
+        if not any(stem + c in present for c in COMPRESSIONS) and _is_index(stem):
+            result.problems.append(f"{base}/{e.path}: missing (named by {base}/Release)")
+    result.problems.extend(check_files(source, expected, jobs=jobs))
+    result.referenced.update(x.rel for x in expected)
+
+    debs: list[Expected] = []
+    for stem in sorted({_strip_compression(p) for p in present if _is_packages(p)}):
+        variant = next(stem + c for c in COMPRESSIONS if stem + c in present)
+        raw = source.read(f"{base}/{variant}")
+        if raw is None:
+            continue
+        try:
+            debs.extend(_packages(decompress(variant, raw), f"{base}/{variant}", result))
+        except CernVMError as err:
+            result.problems.append(err.message)
+    unique = {d.rel: d for d in debs}
+    result.packages += len(unique)
+    result.problems.extend(check_files(source, list(unique.values()), jobs=jobs, progress=progress))
+    result.referenced.update(unique)
+
+    # Per suite: the plain-named indexes (apt without by-hash reads these) before the Release files.
+    for rel in sorted(fixed):
+        if rel not in result.indexes:
+            result.indexes.append(rel)
+    result.referenced.update(fixed)
+    release_files = [f"{base}/{n}" for n in RELEASE_FILES]
+    have = {f"{base}/Release": release, f"{base}/Release.gpg": release_gpg, f"{base}/InRelease": inrelease}
+    return [r for r in release_files if have[r] is not None]
+
+
+def _entries(block: str, where: str, result: Checked) -> list[ReleaseEntry]:
+    out = []
+    for line in block.splitlines():
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 3 or not parts[1].isdigit() or not re.fullmatch(r"[0-9a-fA-F]{64}", parts[0]):
+            result.problems.append(f"{where}: malformed SHA256 line '{line.strip()}'")
+            continue
+        try:
+            out.append(ReleaseEntry(parts[0].lower(), int(parts[1]), safe_rel(parts[2])))
+        except CernVMError as e:
+            result.problems.append(f"{where}: {e.message}")
+    return out
+
+
+def _packages(text: bytes, where: str, result: Checked) -> list[Expected]:
+    out = []
+    for i, st in enumerate(parse_deb822(text.decode(errors="replace"))):
+        name = st.get("Package", f"stanza {i + 1}")
+        filename, sha, size = st.get("Filename"), st.get("SHA256"), st.get("Size")
+        if not filename or not sha or not size or not size.isdigit():
+            result.problems.append(f"{where}: package '{name}' lacks Filename, SHA256 or Size")
+            continue
+        try:
+            rel = safe_rel(filename)
+        except CernVMError as e:
+            result.problems.append(f"{where}: package '{name}': {e.message}")
+            continue
+        out.append(Expected(rel, "sha256", sha.lower(), int(size), where.rsplit("/", 1)[-1]))
+    return out
+
+
+def _strip_compression(path: str) -> str:
+    for c in COMPRESSIONS[1:]:
+        if path.endswith(c):
+            return path[: -len(c)]
+    return path
+
+
+def _is_packages(path: str) -> bool:
+    return fnmatch.fnmatchcase(_strip_compression(path).rsplit("/", 1)[-1], "Packages")
+
+
+def _is_index(stem: str) -> bool:
+    return stem.rsplit("/", 1)[-1] in ("Packages", "Sources")
+
+
+def _verified_clearsigned(keyring: Keyring, data: bytes, rel: str, result: Checked) -> str | None:
+    path = keyring.home / "InRelease"
+    atomic_write(path, data)
+    try:
+        _, content = keyring.verify_clearsigned(path)
+    except CernVMError as e:
+        result.problems.append(f"{rel}: {e.message.split(': ', 1)[-1]}")
+        return None
+    return content.decode(errors="replace")
+
+
+def _verified_detached(keyring: Keyring, data: bytes, sig: bytes, rel: str, result: Checked) -> None:
+    d, s = keyring.home / "Release", keyring.home / "Release.gpg"
+    atomic_write(d, data)
+    atomic_write(s, sig)
+    try:
+        keyring.verify_detached(s, d)
+    except CernVMError as e:
+        result.problems.append(f"{rel}: {e.message.split(': ', 1)[-1]}")

@@ -1,0 +1,109 @@
+"""What the yum and apt verifiers share: the result, expected-file checks in parallel, decompression."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import lzma
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import MirrorError, ToolError
+from ..proc import run
+from .source import Source
+
+#: ``progress(stage, done, total)`` with stage "verify" (files).
+Progress = Callable[[str, int, int], None]
+
+
+class SourceBroken(MirrorError):
+    """The repository is inconsistent; ``problems`` lists every finding, one line each."""
+
+    def __init__(self, name: str, problems: list[str]):
+        n = len(problems)
+        super().__init__(
+            f"{name}: repository is broken ({n} problem{'s' if n != 1 else ''}); first: {problems[0]}",
+            hint="fix the repository (re-run createrepo_c / apt-ftparchive, re-sign) before mirroring it",
+        )
+        self.problems = problems
+
+
+@dataclass
+class Expected:
+    rel: str
+    algo: str
+    digest: str
+    size: int | None
+    named_by: str
+
+
+@dataclass
+class Checked:
+    """A verified repository: what to publish last, and everything its indexes name."""
+
+    kind: str  # "yum" | "apt"
+    source: str
+    repos: list[str] = field(default_factory=list)
+    indexes: list[str] = field(default_factory=list)  # fixed-name files, in publication order
+    referenced: set[str] = field(default_factory=set)
+    packages: int = 0
+    signed: bool = False
+    problems: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "source": self.source,
+            "repos": self.repos,
+            "packages": self.packages,
+            "files": len(self.referenced),
+            "signed": self.signed,
+            "ok": not self.problems,
+            "problems": self.problems,
+        }
+
+
+def check_files(
+    source: Source, expected: list[Expected], *, jobs: int = 4, progress: Progress | None = None
+) -> list[str]:
+    """Hash every expected file (in parallel); one problem line per missing or mismatched file."""
+    done = 0
+    lock = threading.Lock()
+
+    def one(e: Expected) -> str | None:
+        nonlocal done
+        got = source.digest(e.rel, e.algo, e.digest)
+        with lock:
+            done += 1
+            if progress:
+                progress("verify", done, len(expected))
+        if got is None:
+            return f"{e.rel}: missing (named by {e.named_by})"
+        digest, size = got
+        if e.size is not None and size != e.size:
+            return f"{e.rel}: size {size}, but {e.named_by} says {e.size}"
+        if digest != e.digest.lower():
+            return f"{e.rel}: {e.algo} mismatch (got {digest[:16]}…, {e.named_by} says {e.digest[:16]}…)"
+        return None
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        return [p for p in pool.map(one, expected) if p]
+
+
+def decompress(rel: str, data: bytes) -> bytes:
+    """The content of an index file compressed as its name says (gz, xz, bz2, zst, or none)."""
+    try:
+        if rel.endswith(".gz"):
+            return gzip.decompress(data)
+        if rel.endswith((".xz", ".lzma")):
+            return lzma.decompress(data)
+        if rel.endswith(".bz2"):
+            return bz2.decompress(data)
+        if rel.endswith(".zst"):
+            return run(["zstd", "-dc", "-q"], input=data).stdout
+    except (OSError, EOFError, lzma.LZMAError, ValueError, ToolError) as e:
+        raise MirrorError(f"{rel}: cannot decompress: {e}", hint="the file is damaged") from e
+    return data

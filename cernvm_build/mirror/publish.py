@@ -1,0 +1,133 @@
+"""Mirror a yum or apt repository to S3: verify the source, then sync it in the safe order.
+
+Nothing moves until the whole source has been verified. The published indexes (``repomd.xml``,
+``InRelease`` …) go last, and the objects the previous ``keep`` publications referenced survive
+deletion, so readers holding an older index still find everything it names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import MirrorError
+from ..gpg import Keyring
+from ..paths import cache_dir
+from .apt import verify_apt
+from .check import Checked, Progress, SourceBroken
+from .s3client import S3Client, make_client, parse_s3_url
+from .s3sync import SyncReport, sync_tree
+from .source import HttpSource, LocalSource, S3Source, Source, open_source
+
+KINDS = ("yum", "apt")
+
+
+@dataclass
+class MirrorReport:
+    checked: Checked
+    sync: SyncReport | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"source": self.checked.to_json(), "sync": self.sync.to_json() if self.sync else None}
+
+
+@contextlib.contextmanager
+def keyring_for(gpg_key: Path | None) -> Iterator[Keyring | None]:
+    if gpg_key is None:
+        yield None
+        return
+    if not gpg_key.is_file():
+        raise MirrorError(f"{gpg_key}: no such key file", hint="give the repository's public key (--gpg-key)")
+    with Keyring([gpg_key]) as kr:
+        yield kr
+
+
+def verify_source(
+    kind: str,
+    source: Source,
+    *,
+    gpg_key: Path | None = None,
+    suites: list[str] | None = None,
+    jobs: int = 8,
+    progress: Progress | None = None,
+) -> Checked:
+    """Check a repository completely; the result lists every problem (empty when it is sound)."""
+    if kind not in KINDS:
+        raise MirrorError(f"unknown repository kind '{kind}'", hint="use yum or apt")
+    with keyring_for(gpg_key) as kr:
+        if kind == "yum":
+            from .yum import verify_yum
+
+            return verify_yum(source, keyring=kr, jobs=jobs, progress=progress)
+        return verify_apt(source, suites=suites, keyring=kr, jobs=jobs, progress=progress)
+
+
+def verify_published(
+    kind: str,
+    dest: str,
+    *,
+    gpg_key: Path | None = None,
+    suites: list[str] | None = None,
+    endpoint_url: str | None = None,
+    profile: str | None = None,
+    jobs: int = 8,
+    progress: Progress | None = None,
+    client: S3Client | None = None,
+) -> Checked:
+    url = parse_s3_url(dest)
+    client = client or make_client(endpoint_url=endpoint_url, profile=profile, max_connections=jobs + 4)
+    return verify_source(
+        kind, S3Source(client, url), gpg_key=gpg_key, suites=suites, jobs=jobs, progress=progress
+    )
+
+
+def fnmatch_escape(path: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in path)
+
+
+def mirror(
+    kind: str,
+    source_spec: str,
+    dest: str,
+    *,
+    gpg_key: Path | None = None,
+    suites: list[str] | None = None,
+    endpoint_url: str | None = None,
+    profile: str | None = None,
+    jobs: int = 8,
+    keep: int = 2,
+    dry_run: bool = False,
+    delete: bool = True,
+    progress: Progress | None = None,
+    client: S3Client | None = None,
+) -> MirrorReport:
+    """Verify ``source_spec`` (folder or URL) and publish it to ``dest``; SourceBroken if unsound."""
+    url = parse_s3_url(dest)
+    source = open_source(source_spec, cache_dir("mirror", "staging"))
+    # Fail on credentials/profile before spending time on a big source.
+    client = client or make_client(endpoint_url=endpoint_url, profile=profile, max_connections=jobs + 4)
+    checked = verify_source(kind, source, gpg_key=gpg_key, suites=suites, jobs=jobs, progress=progress)
+    if checked.problems:
+        raise SourceBroken(source.name, checked.problems)
+    if isinstance(source, HttpSource):
+        source.prune(checked.referenced)
+        tree = source.staging
+    else:
+        assert isinstance(source, LocalSource)
+        tree = source.root
+    report = sync_tree(
+        tree,
+        str(url),
+        client=client,
+        last=[fnmatch_escape(i) for i in checked.indexes],
+        delete=delete,
+        dry_run=dry_run,
+        progress=progress,
+        jobs=jobs,
+        keep=keep,
+        generation=checked.referenced,
+    )
+    return MirrorReport(checked, report)

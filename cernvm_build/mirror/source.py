@@ -1,0 +1,210 @@
+"""Where a repository is read from: a local tree, an http(s) URL, or a published ``s3://`` prefix.
+
+All three answer the same questions (read a small file, hash a big one, list what is there) so the
+yum and apt verifiers check a source before mirroring and a published mirror afterwards the same way.
+An HTTP source is downloaded into a staging folder while it is verified; a re-run keeps every staged
+file whose hash still matches, so an interrupted download resumes instead of starting over.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import quote
+
+import botocore.exceptions
+import requests
+
+from ..errors import MirrorError
+from ..fsutil import atomic_file
+from .s3client import S3Client, S3Url, http_status, s3_error
+
+CHUNK = 1 << 20
+
+
+class Source(Protocol):
+    #: how messages name this source (a path, URL or s3:// URL)
+    name: str
+
+    def read(self, rel: str) -> bytes | None:
+        """The whole file, or None if it does not exist."""
+        ...
+
+    def digest(self, rel: str, algo: str, expect: str | None = None) -> tuple[str, int] | None:
+        """``(hex digest, size)`` of a file, or None if it does not exist."""
+        ...
+
+    def list(self) -> list[str] | None:
+        """Every file, or None if this kind of source cannot be listed (HTTP)."""
+        ...
+
+
+def new_hash(algo: str) -> hashlib._Hash:
+    name = {"sha": "sha1"}.get(algo.lower(), algo.lower())
+    try:
+        return hashlib.new(name)
+    except ValueError as e:
+        raise MirrorError(
+            f"unknown checksum type '{algo}'", hint="supported: md5, sha1, sha256, sha512"
+        ) from e
+
+
+def hash_stream(chunks: Iterable[bytes], algo: str) -> tuple[str, int]:
+    h = new_hash(algo)
+    size = 0
+    for block in chunks:
+        h.update(block)
+        size += len(block)
+    return h.hexdigest(), size
+
+
+def _read_chunks(path: Path) -> Iterable[bytes]:
+    with open(path, "rb") as f:
+        while block := f.read(CHUNK):
+            yield block
+
+
+def safe_rel(rel: str) -> str:
+    """Refuse paths from repository metadata that would leave the repository (``../``, absolute)."""
+    parts = rel.split("/")
+    if rel.startswith("/") or any(p in ("..", "") for p in parts) or "\\" in rel:
+        raise MirrorError(f"unsafe path '{rel}' in repository metadata", hint="the source is malformed")
+    return rel
+
+
+class LocalSource:
+    def __init__(self, root: Path):
+        if not root.is_dir():
+            raise MirrorError(f"{root}: no such directory", hint="give the repository's top folder or a URL")
+        self.root = root
+        self.name = str(root)
+
+    def read(self, rel: str) -> bytes | None:
+        p = self.root / safe_rel(rel)
+        return p.read_bytes() if p.is_file() else None
+
+    def digest(self, rel: str, algo: str, expect: str | None = None) -> tuple[str, int] | None:
+        p = self.root / safe_rel(rel)
+        if not p.is_file():
+            return None
+        return hash_stream(_read_chunks(p), algo)
+
+    def list(self) -> list[str] | None:
+        out = []
+        for dirpath, _, files in os.walk(self.root, followlinks=True):
+            for f in files:
+                out.append((Path(dirpath) / f).relative_to(self.root).as_posix())
+        return sorted(out)
+
+
+class HttpSource:
+    """Reads over HTTP(S), keeping a verified copy of everything it read under ``staging``."""
+
+    def __init__(self, base_url: str, staging: Path, *, timeout: float = 60):
+        self.base = base_url.rstrip("/") + "/"
+        self.name = self.base
+        self.staging = staging
+        self.timeout = timeout
+        self.session = requests.Session()
+        self.fetched: set[str] = set()
+
+    def _url(self, rel: str) -> str:
+        return self.base + quote(safe_rel(rel))
+
+    def _download(self, rel: str) -> Path | None:
+        dest = self.staging / rel
+        try:
+            with self.session.get(self._url(rel), stream=True, timeout=self.timeout) as resp:
+                if resp.status_code == 404:
+                    return None
+                if resp.status_code >= 400:
+                    raise MirrorError(
+                        f"{self._url(rel)}: HTTP {resp.status_code}",
+                        hint="check the URL; a re-run resumes the download",
+                    )
+                with atomic_file(dest) as f:
+                    for block in resp.iter_content(CHUNK):
+                        f.write(block)
+        except requests.RequestException as e:
+            raise MirrorError(
+                f"{self._url(rel)}: cannot download: {e.__class__.__name__}",
+                hint="check the URL and the network; a re-run resumes the download",
+            ) from e
+        self.fetched.add(rel)
+        return dest
+
+    def read(self, rel: str) -> bytes | None:
+        # Indexes are always fetched fresh: a staged copy may be from an older publication.
+        p = self._download(rel)
+        return p.read_bytes() if p else None
+
+    def digest(self, rel: str, algo: str, expect: str | None = None) -> tuple[str, int] | None:
+        p = self.staging / safe_rel(rel)
+        if expect is not None and p.is_file():
+            got = hash_stream(_read_chunks(p), algo)
+            if got[0] == expect:
+                self.fetched.add(rel)
+                return got
+        fresh = self._download(rel)
+        return hash_stream(_read_chunks(fresh), algo) if fresh else None
+
+    def list(self) -> list[str] | None:
+        return None
+
+    def prune(self, keep: set[str]) -> None:
+        """Remove staged files that the current publication does not contain."""
+        for dirpath, _, files in os.walk(self.staging):
+            for f in files:
+                rel = (Path(dirpath) / f).relative_to(self.staging).as_posix()
+                if rel not in keep:
+                    os.unlink(Path(dirpath) / f)
+
+
+class S3Source:
+    """A published mirror, read back through the S3 API (for ``mirror verify``)."""
+
+    def __init__(self, client: S3Client, url: S3Url):
+        self.client = client
+        self.url = url
+        self.name = str(url)
+
+    def _get(self, rel: str) -> Iterable[bytes] | None:
+        try:
+            resp = self.client.get_object(Bucket=self.url.bucket, Key=self.url.key(safe_rel(rel)))
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
+            if http_status(e) == 404:
+                return None
+            raise s3_error(e, f"{self.url}/{rel}") from e
+        body = resp["Body"]
+        return iter(lambda: body.read(CHUNK), b"")
+
+    def read(self, rel: str) -> bytes | None:
+        chunks = self._get(rel)
+        return b"".join(chunks) if chunks is not None else None
+
+    def digest(self, rel: str, algo: str, expect: str | None = None) -> tuple[str, int] | None:
+        chunks = self._get(rel)
+        return hash_stream(chunks, algo) if chunks is not None else None
+
+    def list(self) -> list[str] | None:
+        from .s3sync import MANIFEST, list_remote
+
+        return sorted(r for r in list_remote(self.client, self.url) if r != MANIFEST)
+
+
+def open_source(spec: str, staging_root: Path) -> LocalSource | HttpSource:
+    """A local folder or an http(s) URL; HTTP sources stage under ``staging_root/<hash of URL>``."""
+    if spec.startswith(("http://", "https://")):
+        tag = hashlib.sha256(spec.rstrip("/").encode()).hexdigest()[:16]
+        return HttpSource(spec, staging_root / tag)
+    if "://" in spec:
+        raise MirrorError(f"'{spec}': unsupported source", hint="give a local folder or an http(s) URL")
+    return LocalSource(Path(spec))
+
+
+def clear_staging(src: HttpSource) -> None:
+    shutil.rmtree(src.staging, ignore_errors=True)

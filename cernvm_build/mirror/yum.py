@@ -1,0 +1,200 @@
+"""Verify yum/dnf repositories: ``repomd.xml`` (and its signature) → each metadata file's checksum and
+size → each package's checksum and size from ``primary.xml(.gz|.xz|.bz2|.zst)``.
+
+A source tree may hold many repositories (``cvmfs/EL/9/x86_64``, ``cvmfs/EL/8/x86_64`` …): every folder
+with ``repodata/repomd.xml`` is one. Everything is checked and every finding collected before
+anything is refused, so the user sees the whole list at once.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from ..errors import CernVMError
+from ..fsutil import atomic_write
+from ..gpg import Keyring
+from .check import Checked, Expected, Progress, check_files, decompress
+from .source import Source, safe_rel
+
+REPO_NS = "{http://linux.duke.edu/metadata/repo}"
+COMMON_NS = "{http://linux.duke.edu/metadata/common}"
+REPOMD = "repodata/repomd.xml"
+#: fixed-name files, published last in this order (repomd.xml.key is the repository's public key)
+INDEX_NAMES = ("repomd.xml.key", "repomd.xml", "repomd.xml.asc")
+XML_BASE = "{http://www.w3.org/XML/1998/namespace}base"
+
+
+def find_repos(source: Source) -> list[str]:
+    """Repository folders (relative, ``""`` for the top) of a listable source; else just the top."""
+    files = source.list()
+    if files is None:
+        return [""]
+    return sorted(f[: -len(REPOMD)].rstrip("/") for f in files if f == REPOMD or f.endswith("/" + REPOMD))
+
+
+def _join(repo: str, rel: str) -> str:
+    return f"{repo}/{rel}" if repo else rel
+
+
+def _parse(data: bytes, what: str) -> ET.Element:
+    try:
+        return ET.fromstring(data)
+    except ET.ParseError as e:
+        line, col = e.position
+        raise _Bad(f"{what}:{line}:{col}: not valid XML ({e.msg if hasattr(e, 'msg') else e})") from e
+
+
+class _Bad(Exception):
+    """One problem that stops checking the rest of this repository."""
+
+
+def verify_yum(
+    source: Source,
+    *,
+    keyring: Keyring | None = None,
+    jobs: int = 4,
+    progress: Progress | None = None,
+) -> Checked:
+    result = Checked("yum", source.name, signed=keyring is not None)
+    repos = find_repos(source)
+    if not repos:
+        result.problems.append(f"{source.name}: no repodata/repomd.xml anywhere")
+        return result
+    for repo in repos:
+        try:
+            _verify_one(source, repo, keyring, jobs, progress, result)
+        except _Bad as e:
+            result.problems.append(str(e))
+    return result
+
+
+def _verify_one(
+    source: Source,
+    repo: str,
+    keyring: Keyring | None,
+    jobs: int,
+    progress: Progress | None,
+    result: Checked,
+) -> None:
+    result.repos.append(repo or ".")
+    repomd_rel = _join(repo, REPOMD)
+    repomd = source.read(repomd_rel)
+    if repomd is None:
+        raise _Bad(f"{repomd_rel}: missing")
+    indexes = [repomd_rel]
+    if keyring is not None:
+        asc_rel = repomd_rel + ".asc"
+        asc = source.read(asc_rel)
+        if asc is None:
+            result.problems.append(f"{asc_rel}: missing, but a signing key was given")
+        else:
+            result.problems.extend(_check_signature(keyring, repomd, asc, repomd_rel))
+            indexes.append(asc_rel)
+    else:
+        for extra in (repomd_rel + ".asc",):
+            if source.read(extra) is not None:
+                indexes.append(extra)
+    key_rel = repomd_rel + ".key"
+    if source.list() is not None and source.read(key_rel) is not None:
+        indexes.append(key_rel)
+
+    root = _parse(repomd, repomd_rel)
+    expected: list[Expected] = []
+    primary: Expected | None = None
+    for data in root.findall(f"{REPO_NS}data"):
+        kind = data.get("type", "?")
+        loc = data.find(f"{REPO_NS}location")
+        csum = data.find(f"{REPO_NS}checksum")
+        size = data.findtext(f"{REPO_NS}size")
+        if loc is None or csum is None or not loc.get("href") or not (csum.text or "").strip():
+            result.problems.append(f"{repomd_rel}: data type '{kind}' lacks a location or checksum")
+            continue
+        if loc.get(XML_BASE):
+            result.problems.append(f"{repomd_rel}: data type '{kind}' points elsewhere (xml:base)")
+            continue
+        try:
+            rel = _join(repo, safe_rel(str(loc.get("href"))))
+        except CernVMError as e:
+            result.problems.append(f"{repomd_rel}: {e.message}")
+            continue
+        exp = Expected(rel, csum.get("type", "sha256"), (csum.text or "").strip(), _int(size), repomd_rel)
+        expected.append(exp)
+        if kind == "primary":
+            primary = exp
+    if primary is None:
+        raise _Bad(f"{repomd_rel}: names no primary metadata")
+
+    problems = check_files(source, expected, jobs=jobs)
+    result.problems.extend(problems)
+    result.referenced.update(e.rel for e in expected)
+    result.indexes.extend(i for i in indexes if i not in result.indexes)
+    result.referenced.update(indexes)
+    if any(p.startswith(primary.rel + ":") for p in problems):
+        return  # the package list itself cannot be trusted
+
+    packages = _packages(source, repo, primary)
+    result.packages += len(packages)
+    result.problems.extend(check_files(source, packages, jobs=jobs, progress=progress))
+    result.referenced.update(p.rel for p in packages)
+
+
+def _packages(source: Source, repo: str, primary: Expected) -> list[Expected]:
+    raw = source.read(primary.rel)
+    if raw is None:
+        raise _Bad(f"{primary.rel}: missing")
+    root = _parse(decompress(primary.rel, raw), primary.rel)
+    out: list[Expected] = []
+    for pkg in root.findall(f"{COMMON_NS}package"):
+        name = pkg.findtext(f"{COMMON_NS}name", "?")
+        loc = pkg.find(f"{COMMON_NS}location")
+        csum = pkg.find(f"{COMMON_NS}checksum")
+        size = pkg.find(f"{COMMON_NS}size")
+        if loc is None or csum is None or size is None or not loc.get("href"):
+            raise _Bad(f"{primary.rel}: package '{name}' lacks a location, checksum or size")
+        if loc.get(XML_BASE):
+            raise _Bad(f"{primary.rel}: package '{name}' points elsewhere (xml:base)")
+        try:
+            rel = _join(repo, safe_rel(str(loc.get("href"))))
+        except CernVMError as e:
+            raise _Bad(f"{primary.rel}: package '{name}': {e.message}") from e
+        out.append(
+            Expected(
+                rel,
+                csum.get("type", "sha256"),
+                (csum.text or "").strip(),
+                _int(size.get("package")),
+                primary.rel.rsplit("/", 1)[-1],
+            )
+        )
+    return out
+
+
+def _check_signature(keyring: Keyring, data: bytes, signature: bytes, rel: str) -> list[str]:
+    with_files = keyring.home / "verify"
+    with_files.mkdir(exist_ok=True)
+    d, s = with_files / "data", with_files / "data.asc"
+    atomic_write(d, data)
+    atomic_write(s, signature)
+    try:
+        keyring.verify_detached(s, d)
+    except CernVMError as e:
+        return [f"{rel}.asc: {e.message.split(': ', 1)[-1]}"]
+    return []
+
+
+def _int(text: str | None) -> int | None:
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+def write_repo_file(path: Path, name: str, baseurl: str, *, gpgkey: str | None = None) -> None:
+    """A ``.repo`` file for clients (used by tests and docs)."""
+    lines = [f"[{name}]", f"name={name}", f"baseurl={baseurl}", "enabled=1", "gpgcheck=0"]
+    if gpgkey:
+        lines += ["repo_gpgcheck=1", f"gpgkey={gpgkey}"]
+    else:
+        lines.append("repo_gpgcheck=0")
+    atomic_write(path, ("\n".join(lines) + "\n").encode())
