@@ -1,0 +1,197 @@
+"""The read-only FUSE filesystem over a Repository (mfusepy over libfuse3; nothing else third-party).
+
+Contents are fetched on demand through the repository's object store and cache. Inodes are stable
+per path and shared by hard links; the kernel may cache everything for long because a mounted
+revision never changes. Like the real client, every path carries the extended attributes
+``user.fqrn``, ``user.revision``, ``user.root_hash`` and ``user.tag`` (files also ``user.hash``).
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import logging
+import os
+import stat
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import mfusepy
+
+from ..errors import CernVMError, CvmfsError
+from .catalog import DirEntry
+from .repository import Repository
+
+log = logging.getLogger(__name__)
+
+ENOATTR = getattr(errno, "ENOATTR", errno.ENODATA)
+VIRTUAL_XATTRS = ("user.fqrn", "user.revision", "user.root_hash", "user.tag")
+
+
+def _os_error(e: CernVMError) -> mfusepy.FuseOSError:
+    log.error("%s", e)
+    return mfusepy.FuseOSError(errno.EIO)
+
+
+class CvmfsOperations(mfusepy.Operations):  # type: ignore[misc]
+    use_ns = True
+
+    def __init__(self, repo: Repository, *, on_ready: Callable[[], None] | None = None):
+        self.repo = repo
+        self.on_ready = on_ready
+        self._files: dict[int, DirEntry] = {}
+        self._fh = itertools.count(1)
+        self._lock = threading.Lock()
+
+    # -- life cycle ------------------------------------------------------------------------------
+    def init(self, path: str) -> None:
+        if self.on_ready is not None:
+            self.on_ready()
+
+    def destroy(self, path: str) -> None:
+        self.repo.close()
+
+    # -- metadata --------------------------------------------------------------------------------
+    def _entry(self, path: str) -> DirEntry:
+        try:
+            entry = self.repo.lookup(path)
+        except CernVMError as e:
+            raise _os_error(e) from e
+        if entry is None:
+            raise mfusepy.FuseOSError(errno.ENOENT)
+        return entry
+
+    @staticmethod
+    def attrs(e: DirEntry) -> dict[str, Any]:
+        size = len(e.symlink.encode("utf-8", "surrogateescape")) if e.is_symlink else e.size
+        return {
+            "st_mode": e.mode,
+            "st_ino": e.inode,
+            "st_nlink": e.linkcount,
+            "st_size": 0 if e.is_special else size,
+            "st_uid": e.uid,
+            "st_gid": e.gid,
+            "st_rdev": e.rdev,
+            "st_mtime": e.mtime_ns,
+            "st_ctime": e.mtime_ns,
+            "st_atime": e.mtime_ns,
+            "st_blksize": 1 << 16,
+            "st_blocks": (size + 511) // 512,
+        }
+
+    def getattr(self, path: str, fh: int | None = None) -> dict[str, Any]:
+        if fh is not None and fh in self._files:
+            return self.attrs(self._files[fh])
+        return self.attrs(self._entry(path))
+
+    def readdir(self, path: str, fh: int) -> list[Any]:
+        try:
+            children = self.repo.listdir(path)
+        except CernVMError as e:
+            if self.repo.lookup(path) is None:
+                raise mfusepy.FuseOSError(errno.ENOENT) from e
+            raise _os_error(e) from e
+        out: list[Any] = [".", ".."]
+        out.extend((c.name, {"st_mode": c.mode, "st_ino": c.inode}, 0) for c in children)
+        return out
+
+    def readlink(self, path: str) -> str:
+        entry = self._entry(path)
+        if not entry.is_symlink:
+            raise mfusepy.FuseOSError(errno.EINVAL)
+        return entry.symlink
+
+    def statfs(self, path: str) -> dict[str, int]:
+        return {"f_bsize": 4096, "f_frsize": 4096, "f_namemax": 255}
+
+    # -- contents --------------------------------------------------------------------------------
+    def open(self, path: str, flags: int) -> int:
+        if flags & os.O_ACCMODE != os.O_RDONLY:
+            raise mfusepy.FuseOSError(errno.EROFS)
+        entry = self._entry(path)
+        if not stat.S_ISREG(entry.mode):
+            raise mfusepy.FuseOSError(errno.EISDIR if entry.is_dir else errno.EINVAL)
+        with self._lock:
+            fh = next(self._fh)
+            self._files[fh] = entry
+        return fh
+
+    def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
+        entry = self._files.get(fh) or self._entry(path)
+        try:
+            return self.repo.read(entry, offset, size)
+        except CernVMError as e:
+            raise _os_error(e) from e
+
+    def release(self, path: str, fh: int) -> int:
+        with self._lock:
+            self._files.pop(fh, None)
+        return 0
+
+    # -- extended attributes ---------------------------------------------------------------------
+    def _virtual(self, name: str, entry: DirEntry) -> bytes | None:
+        if name == "user.fqrn":
+            return self.repo.fqrn.encode()
+        if name == "user.revision":
+            return str(self.repo.revision).encode()
+        if name == "user.root_hash":
+            return self.repo.root_hash.encode()
+        if name == "user.tag":
+            return (self.repo.tag or "").encode()
+        if name == "user.hash" and entry.content_hash:
+            return entry.content_hash.encode()
+        return None
+
+    def listxattr(self, path: str) -> list[str]:
+        entry = self._entry(path)
+        names = list(VIRTUAL_XATTRS)
+        if entry.content_hash:
+            names.append("user.hash")
+        names.extend(k for k in sorted(entry.xattrs) if k not in names)
+        return names
+
+    def getxattr(self, path: str, name: str, position: int = 0) -> bytes:
+        entry = self._entry(path)
+        if name in entry.xattrs:
+            return entry.xattrs[name]
+        value = self._virtual(name, entry)
+        if value is None:
+            raise mfusepy.FuseOSError(ENOATTR)
+        return value
+
+
+def run_fuse(
+    repo: Repository,
+    mountpoint: str,
+    *,
+    on_ready: Callable[[], None] | None = None,
+    allow_other: bool | None = None,
+    debug: bool = False,
+) -> None:
+    """Mount and serve until unmounted (blocks). Root mounts use /dev/fuse directly."""
+    if allow_other is None:
+        allow_other = os.geteuid() == 0
+    options: dict[str, Any] = {
+        "foreground": True,
+        "ro": True,
+        "default_permissions": True,
+        "fsname": f"cvmfs2:{repo.fqrn}",
+        "subtype": "cvmfs",
+        "use_ino": True,
+        "kernel_cache": True,
+        "entry_timeout": 3600,
+        "attr_timeout": 3600,
+        "negative_timeout": 3600,
+    }
+    if allow_other:
+        options["allow_other"] = True
+    if debug:
+        options["debug"] = True
+    try:
+        mfusepy.FUSE(CvmfsOperations(repo, on_ready=on_ready), mountpoint, **options)
+    except RuntimeError as e:  # mfusepy's report of a failed fuse_main
+        raise CvmfsError(
+            f"{repo.fqrn}: mounting on {mountpoint} failed ({e})",
+            hint="is /dev/fuse there, the mount point empty and not mounted already?",
+        ) from e

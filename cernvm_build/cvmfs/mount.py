@@ -1,0 +1,213 @@
+"""Mount a repository read-only with FUSE: the command the μCernVM initrd runs for the OS root.
+
+    python3 -m cernvm_build.cvmfs.mount --fqrn FQRN --server URL [--server URL...] --public-key PATH
+        [--cache DIR] [--proxy P] [--tag T | --date D | --root-hash H] [--snapshot-file PATH]
+        [--foreground] MOUNTPOINT
+
+Needs only the standard library, mfusepy and libfuse3.so.3 (found through ``FUSE_LIBRARY_PATH`` or
+``ctypes.util.find_library``). Without ``--foreground`` it forks; the child opens and verifies the
+repository, mounts, and reports back through a pipe once the kernel has the mount; the parent then
+prints ``mounted FQRN revision N root HASH tag TAG`` and exits 0, or prints one error line and exits
+non-zero. ``--snapshot-file``: if it exists and no selector is given, its first line (a root hash) is
+mounted; after a successful mount ``root_hash\\ntag\\n`` is written to it atomically, so the next boot
+mounts the same snapshot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..errors import CernVMError, CvmfsError, UsageError
+from .cache import atomic_write
+from .repository import Repository, SnapshotSpec, open_repository
+
+READY_TIMEOUT = 300.0
+
+
+def build_parser(prog: str = "python3 -m cernvm_build.cvmfs.mount") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Mount a CernVM-FS repository read-only (FUSE), verified and pinned to a snapshot.",
+        epilog="example: %(prog)s --fqrn sft.cern.ch --server http://10.0.2.2:8000/cvmfs/sft.cern.ch "
+        "--public-key /etc/cvmfs/keys/sft.cern.ch.pub --cache /scratch/cache /cvmfs/sft.cern.ch",
+    )
+    add_mount_options(p)
+    return p
+
+
+def add_mount_options(p: argparse.ArgumentParser, *, servers_required: bool = True) -> None:
+    p.add_argument("--fqrn", help="repository name, e.g. sft.cern.ch (default: from the URL)")
+    p.add_argument(
+        "--server",
+        action="append",
+        default=[],
+        required=servers_required,
+        metavar="URL",
+        help="Stratum URL http://host/cvmfs/<fqrn> or a local Stratum directory; repeat for fail-over",
+    )
+    p.add_argument(
+        "--public-key", action="append", default=[], metavar="PATH", help="master public key (repeatable)"
+    )
+    p.add_argument("--cache", type=Path, metavar="DIR", help="object cache directory (default: none)")
+    p.add_argument("--proxy", metavar="P", help="HTTP proxy URL(s), '|'/';' separated, DIRECT for none")
+    sel = p.add_mutually_exclusive_group()
+    sel.add_argument("--tag", help="mount this named tag")
+    sel.add_argument("--date", help="mount the newest tag at or before YYYY-MM-DDTHH:MM:SSZ")
+    sel.add_argument("--root-hash", help="mount exactly this root catalog hash")
+    p.add_argument(
+        "--snapshot-file",
+        type=Path,
+        metavar="PATH",
+        help="pin: read 'root_hash\\ntag' from here when no selector is given; written after mounting",
+    )
+    p.add_argument("--foreground", action="store_true", help="stay in the foreground (do not daemonize)")
+    p.add_argument("--timeout", type=float, default=10.0, help="HTTP timeout in seconds (default 10)")
+    p.add_argument("--retries", type=int, default=2, help="retries per server (default 2)")
+    p.add_argument("--no-allow-other", action="store_true", help="only the mounting user may read it")
+    p.add_argument("--log", type=Path, metavar="FILE", help="daemon log file (default: discard)")
+    p.add_argument("--debug", action="store_true", help="FUSE debug output")
+    p.add_argument("mountpoint", metavar="MOUNTPOINT")
+
+
+def snapshot_from_args(args: argparse.Namespace) -> SnapshotSpec:
+    if args.tag or args.date or args.root_hash:
+        return SnapshotSpec(tag=args.tag, date=args.date, root_hash=args.root_hash)
+    sf: Path | None = args.snapshot_file
+    if sf is not None and sf.exists():
+        lines = sf.read_text().splitlines()
+        if lines and lines[0].strip():
+            return SnapshotSpec(root_hash=lines[0].strip())
+    return SnapshotSpec()
+
+
+def mounted_line(repo: Repository) -> str:
+    return f"mounted {repo.fqrn} revision {repo.revision} root {repo.root_hash} tag {repo.tag or '-'}"
+
+
+def _open(args: argparse.Namespace) -> Repository:
+    mp = Path(args.mountpoint)
+    if not mp.is_dir():
+        raise CvmfsError(f"{mp}: mount point is not a directory", hint="create it first")
+    servers: list[str] = args.server
+    source: str | Sequence[str] = servers[0] if len(servers) == 1 else servers
+    return open_repository(
+        source,
+        fqrn=args.fqrn,
+        public_keys=[Path(k) for k in args.public_key],
+        cache_dir=args.cache,
+        proxy=args.proxy,
+        snapshot=snapshot_from_args(args),
+        timeout=args.timeout,
+        retries=args.retries,
+    )
+
+
+def _after_mount(args: argparse.Namespace, repo: Repository) -> None:
+    if args.snapshot_file is not None:
+        atomic_write(args.snapshot_file, f"{repo.root_hash}\n{repo.tag or ''}\n".encode())
+
+
+def _serve(args: argparse.Namespace, repo: Repository, ready: int | None) -> None:
+    try:
+        from .fuse import run_fuse
+    except OSError as e:  # mfusepy raises this when libfuse cannot be loaded
+        raise CvmfsError(
+            f"libfuse cannot be loaded: {e}",
+            hint="install libfuse3-3, or set FUSE_LIBRARY_PATH=/path/to/libfuse3.so.3",
+        ) from e
+
+    def on_ready() -> None:
+        _after_mount(args, repo)
+        line = mounted_line(repo)
+        if ready is None:
+            print(line, flush=True)
+        else:
+            os.write(ready, f"ok {line}\n".encode())
+            os.close(ready)
+
+    run_fuse(
+        repo,
+        args.mountpoint,
+        on_ready=on_ready,
+        allow_other=False if args.no_allow_other else None,
+        debug=args.debug,
+    )
+
+
+def _error_text(e: BaseException) -> str:
+    if isinstance(e, CernVMError):
+        text = f"error: {e}"
+        if e.hint:
+            text += f"\nhint: {e.hint}"
+        return text
+    return f"error: {type(e).__name__}: {e}"
+
+
+def _daemon(args: argparse.Namespace) -> int:
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: becomes the FUSE daemon
+        os.close(r)
+        code = 0
+        try:
+            os.setsid()
+            repo = _open(args)
+            log_path = str(args.log) if args.log else os.devnull
+            fd_in = os.open(os.devnull, os.O_RDONLY)
+            fd_out = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            os.dup2(fd_in, 0)
+            os.dup2(fd_out, 1)
+            os.dup2(fd_out, 2)
+            _serve(args, repo, w)
+        except BaseException as e:
+            code = getattr(e, "exit_code", 1)
+            try:
+                os.write(w, (_error_text(e) + "\n").encode())
+            except OSError:
+                pass
+        finally:
+            os._exit(code)
+    os.close(w)
+    chunks = []
+    while True:
+        block = os.read(r, 4096)
+        if not block:
+            break
+        chunks.append(block)
+        if b"\n" in block and b"".join(chunks).startswith(b"ok "):
+            break
+    os.close(r)
+    text = b"".join(chunks).decode(errors="replace").strip()
+    if text.startswith("ok "):
+        print(text[3:].splitlines()[0], flush=True)
+        return 0
+    _, status = os.waitpid(pid, 0)
+    print(text or "error: the FUSE process ended before the mount was ready", file=sys.stderr)
+    code = os.waitstatus_to_exitcode(status)
+    return code if code > 0 else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.foreground:
+            repo = _open(args)
+            _serve(args, repo, None)
+            return 0
+        return _daemon(args)
+    except UsageError as e:
+        print(_error_text(e), file=sys.stderr)
+        return e.exit_code
+    except CernVMError as e:
+        print(_error_text(e), file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,221 @@
+"""A static Stratum HTTP server for development, the demo and the tests.
+
+``serve(root)`` serves ``<root>/<fqrn>/...`` at ``/cvmfs/<fqrn>/...`` when ``root`` holds several
+repositories, or a single Stratum directory (one holding ``.cvmfspublished``) at ``/cvmfs/<fqrn>/`` and
+at ``/``. Cache headers follow what Stratum-1s send: the signed files change with every publish
+(short max-age), objects are immutable (content-addressed). HEAD and single byte ranges work.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import os
+import posixpath
+import re
+import threading
+import urllib.parse
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import ClassVar
+
+from ..errors import CvmfsError
+from .manifest import parse_keyvals
+
+log = logging.getLogger(__name__)
+
+SHORT_CACHE = "public, max-age=61"
+LONG_CACHE = "public, max-age=31536000, immutable"
+_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def _stratum_dir(path: Path) -> Path | None:
+    """``path`` or its fixture-style ``repo/`` sub-folder, if it holds a manifest."""
+    for cand in (path, path / "repo"):
+        if (cand / ".cvmfspublished").is_file():
+            return cand
+    return None
+
+
+def _manifest_fqrn(stratum: Path) -> str | None:
+    try:
+        return parse_keyvals((stratum / ".cvmfspublished").read_bytes()).get("N") or None
+    except OSError:
+        return None
+
+
+def find_repositories(root: Path) -> dict[str, Path]:
+    """fqrn -> Stratum directory, for a single Stratum dir or a folder of them."""
+    single = _stratum_dir(root)
+    if single is not None:
+        name = _manifest_fqrn(single) or root.name
+        return {name: single}
+    repos: dict[str, Path] = {}
+    if root.is_dir():
+        for child in sorted(root.iterdir()):
+            if child.is_dir():
+                s = _stratum_dir(child)
+                if s is not None:
+                    repos[child.name] = s
+    return repos
+
+
+@dataclass
+class Server:
+    root: Path
+    httpd: ThreadingHTTPServer
+    repositories: dict[str, Path]
+    _thread: threading.Thread | None = field(default=None, repr=False)
+
+    @property
+    def port(self) -> int:
+        return int(self.httpd.server_address[1])
+
+    @property
+    def url(self) -> str:
+        host = self.httpd.server_address[0]
+        return f"http://{host}:{self.port}"
+
+    def repo_url(self, fqrn: str | None = None) -> str:
+        """``http://127.0.0.1:PORT/cvmfs/<fqrn>`` (the only repository when ``fqrn`` is None)."""
+        if fqrn is None:
+            if len(self.repositories) != 1:
+                raise CvmfsError(f"{self.root}: serves {len(self.repositories)} repositories; name one")
+            fqrn = next(iter(self.repositories))
+        return f"{self.url}/cvmfs/{fqrn}"
+
+    def start(self) -> Server:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self.httpd.serve_forever, name="cvmfs-serve", daemon=True)
+            self._thread.start()
+        return self
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self.httpd.shutdown()
+            self._thread.join()
+            self._thread = None
+        self.httpd.server_close()
+
+    def __enter__(self) -> Server:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_version = "cernvm-build-cvmfs"
+    protocol_version = "HTTP/1.1"
+    repositories: ClassVar[dict[str, Path]] = {}
+    single: ClassVar[Path | None] = None
+
+    def log_message(self, format: str, *args: object) -> None:
+        log.debug("%s " + format, self.address_string(), *args)
+
+    def _resolve(self) -> Path | None:
+        raw = urllib.parse.urlsplit(self.path).path
+        path = posixpath.normpath(urllib.parse.unquote(raw))
+        parts = [p for p in path.split("/") if p]
+        if len(parts) >= 2 and parts[0] == "cvmfs" and parts[1] in self.repositories:
+            base, rest = self.repositories[parts[1]], parts[2:]
+        elif self.single is not None:
+            base, rest = self.single, parts
+        else:
+            return None
+        if any(p in ("..", ".") for p in rest) or not rest:
+            return None
+        target = base.joinpath(*rest)
+        try:
+            target.resolve().relative_to(base.resolve())
+        except (ValueError, OSError):
+            return None
+        return target if target.is_file() else None
+
+    def do_HEAD(self) -> None:
+        self._send(head=True)
+
+    def do_GET(self) -> None:
+        self._send(head=False)
+
+    def _error(self, status: HTTPStatus, extra: dict[str, str] | None = None) -> None:
+        body = f"{status.value} {status.phrase}\n".encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (extra or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _send(self, *, head: bool) -> None:
+        target = self._resolve()
+        if target is None:
+            self._error(HTTPStatus.NOT_FOUND)
+            return
+        try:
+            f = open(target, "rb")  # noqa: SIM115 - closed in finally
+        except OSError:
+            self._error(HTTPStatus.NOT_FOUND)
+            return
+        try:
+            st = os.fstat(f.fileno())
+            size = st.st_size
+            start, end = 0, size
+            status = HTTPStatus.OK
+            rng = self.headers.get("Range")
+            if rng:
+                m = _RANGE_RE.match(rng.strip())
+                if m and (m.group(1) or m.group(2)):
+                    if m.group(1):
+                        start = int(m.group(1))
+                        end = min(size, int(m.group(2)) + 1) if m.group(2) else size
+                    else:
+                        start = max(0, size - int(m.group(2)))
+                    if start >= size or start >= end:
+                        self._error(
+                            HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, {"Content-Range": f"bytes */{size}"}
+                        )
+                        return
+                    status = HTTPStatus.PARTIAL_CONTENT
+            self.send_response(status)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(end - start))
+            self.send_header("Accept-Ranges", "bytes")
+            self.send_header("Last-Modified", email.utils.formatdate(st.st_mtime, usegmt=True))
+            is_object = "data" in target.parts and not target.name.startswith(".")
+            self.send_header("Cache-Control", LONG_CACHE if is_object else SHORT_CACHE)
+            if status == HTTPStatus.PARTIAL_CONTENT:
+                self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
+            self.end_headers()
+            if head:
+                return
+            self.wfile.flush()
+            try:
+                self.connection.sendfile(f, start, end - start)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+        finally:
+            f.close()
+
+
+def serve(root: Path, host: str = "127.0.0.1", port: int = 0) -> Server:
+    """Start serving ``root`` in a background thread; use as a context manager or call ``close()``."""
+    root = Path(root)
+    repos = find_repositories(root)
+    if not repos:
+        raise CvmfsError(
+            f"{root}: no repository here (no .cvmfspublished in it or in its sub-folders)",
+            hint="point at a Stratum directory or a folder of <fqrn>/ Stratum directories",
+        )
+    single = _stratum_dir(root)
+    handler = type("Handler", (_Handler,), {"repositories": repos, "single": single})
+    try:
+        httpd = ThreadingHTTPServer((host, port), handler)
+    except OSError as e:
+        raise CvmfsError(f"cannot listen on {host}:{port}: {e.strerror}", hint="choose another --port") from e
+    httpd.daemon_threads = True
+    return Server(root, httpd, repos).start()
