@@ -76,10 +76,7 @@ class LaunchParser(argparse.ArgumentParser):
 def _ask(question: str, flag: str, default: str = "") -> str:
     """Ask on a terminal; elsewhere fail, naming the flag that answers."""
     if not sys.stdin.isatty():
-        raise UsageError(
-            f"{question.rstrip(' ?:[]YNyn/')} needs an answer and stdin is not a terminal",
-            hint=f"pass {flag}",
-        )
+        raise UsageError(f"cannot ask {question.strip()!r}: stdin is not a terminal", hint=f"pass {flag}")
     answer = input(question).strip()
     return answer or default
 
@@ -307,6 +304,11 @@ def _wait(conn: Any, name: str, timeout: float, out: Output, bar: Any, task: Any
 # -- other verbs ------------------------------------------------------------------------------------
 
 
+def _line(text: str) -> None:
+    """The original's tab-separated lines, untouched by rich (which would expand the tabs)."""
+    sys.stdout.write(text + "\n")
+
+
 def cmd_list(args: argparse.Namespace, out: Output) -> int:
     conn, _ = _connect(args)
     found = instances.list_instances(conn, running_only=args.running)
@@ -323,7 +325,7 @@ def cmd_list(args: argparse.Namespace, out: Output) -> int:
         version = Path(m.image).name
         port = m.ssh_port if m.network == "user" else m.network
         if args.name:
-            out.print(f"{inst.name}:", markup=False)
+            _line(f"{inst.name}:")
             for key, value in (
                 ("state", inst.state),
                 ("cpus", m.cpus),
@@ -336,11 +338,11 @@ def cmd_list(args: argparse.Namespace, out: Output) -> int:
                 ("sharedFolder", m.shared_folder or "-"),
                 ("host key", m.host_fingerprint),
             ):
-                out.print(f"\t{key}: {value}", markup=False)
+                _line(f"\t{key}: {value}")
             if m.network == "user":
-                out.print(f"\tforwarded ports: {m.api_port} (VM) --> {m.ssh_port} (localhost)", markup=False)
+                _line(f"\tforwarded ports: {m.api_port} (VM) --> {m.ssh_port} (localhost)")
         else:
-            out.print(f"{inst.name}:\tCVM: {version}\tport: {port}\tstate: {inst.state}", markup=False)
+            _line(f"{inst.name}:\tCVM: {version}\tport: {port}\tstate: {inst.state}")
     return 0
 
 

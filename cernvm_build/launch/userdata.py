@@ -124,7 +124,7 @@ def _add_text(ud: UserData, content_type: str, text: str, source: str, filename:
                 "user data has more than one ucernvm block", where=source, hint="merge them into one"
             )
         ud.ucernvm = block
-    if content_type == "text/ucernvm" or (block is not None and not rest.strip()):
+    if content_type == "text/ucernvm" or not rest.strip():
         return
     if content_type == "text/cloud-config":
         if ud.cloud_config is not None:

@@ -1,0 +1,54 @@
+"""Fixtures for launch tests: a fresh libvirt test driver per test, a tiny boot image, a launch home."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import libvirt
+import pytest
+
+DRIVER_XML = """<node>
+  <cpu><mode>fixed</mode><nodes>1</nodes><sockets>1</sockets><cores>2</cores><threads>1</threads>
+  <active>2</active></cpu>
+  <memory>16777216</memory>
+</node>
+"""
+
+
+@pytest.fixture
+def launch_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Isolate launch from the user's config and folders."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("CERNVM_LAUNCH_HOME", str(home))
+    monkeypatch.setenv("CERNVM_LAUNCH_CONF", str(tmp_path / "absent.conf"))
+    monkeypatch.setenv("CERNVM_ACCEL", "tcg")
+    monkeypatch.delenv("LIBVIRT_DEFAULT_URI", raising=False)
+    return home
+
+
+@pytest.fixture
+def driver_uri(tmp_path: Path) -> str:
+    """A test:/// URI whose every open() starts from an empty node (no shared state between tests)."""
+    path = tmp_path / "driver.xml"
+    path.write_text(DRIVER_XML)
+    return f"test://{path}"
+
+
+@pytest.fixture
+def conn(driver_uri: str) -> Iterator[Any]:
+    c = libvirt.open(driver_uri)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def image(tmp_path: Path) -> Path:
+    """A 1 MiB raw 'hdd' image with its .sha256, as the image builder publishes them."""
+    path = tmp_path / "ucernvm-test.2026.11-1.cernvm.x86_64.hdd"
+    data = b"\xeb\x3c" + b"\0" * (1 << 20)
+    path.write_bytes(data)
+    path.with_name(path.name + ".sha256").write_text(f"{hashlib.sha256(data).hexdigest()}  {path.name}\n")
+    return path

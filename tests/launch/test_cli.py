@@ -1,0 +1,176 @@
+"""cernvm-launch's command line: the original's verbs, flags and exit codes; one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import libvirt
+import pytest
+
+from cernvm_build.cli.launch import main
+
+URI = "test:///default"  # shared by every connection in this process, so one CLI call sees the last
+
+
+@pytest.fixture
+def cli(launch_env: Path) -> Iterator[None]:
+    conn = libvirt.open(URI)  # the test driver keeps its state only while a connection is open
+    yield
+    for dom in conn.listAllDomains(0):
+        if dom.name().startswith("cli-"):
+            if dom.isActive():
+                dom.destroy()
+            dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
+    conn.close()
+
+
+def launch(*argv: str) -> int:
+    return main(["--connect", URI, *argv])
+
+
+def test_create_list_destroy(
+    cli: None, image: Path, capsys: pytest.CaptureFixture[str], launch_env: Path
+) -> None:
+    assert (
+        launch("create", "--name", "cli-a", "--iso", str(image), "--memory", "512", "--no-wait", "--yes") == 0
+    )
+    capsys.readouterr()
+    assert launch("list") == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(f"cli-a:\tCVM: {image.name}\tport: ")  # the original's list line
+    assert launch("list", "--json") == 0
+    (entry,) = [e for e in json.loads(capsys.readouterr().out) if e["name"] == "cli-a"]
+    assert (
+        entry["memory"] == 512
+        and entry["cpus"] == 1
+        and entry["disk"] == 20000
+        and entry["state"] == "running"
+    )
+    assert launch("list", "cli-a") == 0
+    details = capsys.readouterr().out
+    assert f"forwarded ports: 22 (VM) --> {entry['ssh_port']} (localhost)" in details
+    assert launch("ip", "cli-a", "--json") == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "name": "cli-a",
+        "host": "127.0.0.1",
+        "port": entry["ssh_port"],
+    }
+    # Running, no terminal: destroy asks nothing and names the flag that answers.
+    assert launch("destroy", "cli-a") == 1
+    assert "hint: pass --force" in capsys.readouterr().err
+    assert launch("destroy", "--force", "cli-a") == 0
+    assert not (launch_env / "run" / "cli-a").exists()
+
+
+def test_configuration_file_and_user_data_positionals(cli: None, image: Path, tmp_path: Path) -> None:
+    ud = tmp_path / "analysis.txt"
+    ud.write_text("[amiconfig]\nplugins=cernvm\n")
+    conf = tmp_path / "vm.conf"
+    conf.write_text(f"cpus=2\nmemory=1024\ndiskPath={image}\n")
+    assert launch("create", "--name", "cli-b", "--memory", "768", "--no-start", str(ud), str(conf)) == 0
+    dom = libvirt.open(URI).lookupByName("cli-b")
+    assert dom.info()[1:4:2] == [768 * 1024, 2]  # memory from the CLI, cpus from the file
+    assert not dom.isActive()
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "message"),
+    [
+        (["frobnicate"], 3, "invalid choice: 'frobnicate'"),
+        (["list", "--bogus"], 1, "unrecognized arguments: --bogus"),
+        (["create", "--name", "a b", "--yes"], 1, "bad instance name 'a b': contains a space"),
+        (["create", "--name", "cli-x"], 1, "stdin is not a terminal"),
+        (["start", "cli-none"], 4, "no instance named 'cli-none'"),
+        (["ssh", "cli-none", "--", "true"], 4, "no instance named 'cli-none'"),
+        (
+            ["create", "--name", "cli-x", "--iso", "/nonexistent.iso", "--yes"],
+            4,
+            "neither a file nor a cached",
+        ),
+    ],
+)
+def test_bad_input_exit_codes(
+    cli: None, argv: list[str], code: int, message: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) if code in (1, 3) and argv[0] in ("frobnicate", "list") else _nothing():
+        assert launch(*argv) == code
+    err = capfd.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *a: object) -> bool:
+        return False
+
+
+def test_exit_codes_of_argument_errors_in_a_real_process() -> None:
+    run = [sys.executable, "-m", "cernvm_build.cli.launch"]
+    assert subprocess.run([*run, "frobnicate"], capture_output=True).returncode == 3
+    assert subprocess.run([*run, "list", "--bogus"], capture_output=True).returncode == 1
+    assert subprocess.run([*run, "-v"], capture_output=True, text=True).stdout.startswith("cernvm-launch ")
+
+
+def test_bad_configuration_file_is_exit_2(
+    cli: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    conf = tmp_path / "bad.conf"
+    conf.write_text("memory=lots\n")
+    assert launch("create", "--name", "cli-c", "--yes", str(tmp_path / "ud"), str(conf)) == 2
+    assert f"{conf}:1:8: memory: bad value 'lots'" in capsys.readouterr().err
+
+
+def test_daemon_not_running_is_one_line(
+    cli: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    uri = f"qemu+unix:///system?socket={tmp_path}/missing.sock"
+    assert main(["list", "--connect", uri]) == 4
+    err = capsys.readouterr().err
+    assert f"error: libvirt daemon is not running for {uri}" in err and "libvirtd -d" in err
+    assert len(err.strip().splitlines()) == 2
+
+
+def test_image_failing_verification_is_refused(
+    cli: None, image: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with open(image, "r+b") as f:
+        f.seek(100)
+        f.write(b"X")  # one flipped byte
+    assert launch("create", "--name", "cli-d", "--iso", str(image), "--yes", "--no-wait") == 4
+    assert "image checksum mismatch" in capsys.readouterr().err
+    assert "cli-d" not in libvirt.open(URI).listDefinedDomains()
+
+
+def test_images_add_list_remove(
+    cli: None, image: Path, capsys: pytest.CaptureFixture[str], launch_env: Path
+) -> None:
+    assert launch("images", "add", str(image), "--profile", "demo", "--json") == 0
+    added = json.loads(capsys.readouterr().out)
+    assert added["profile"] == "demo" and added["format"] == "hdd" and len(added["sha256"]) == 64
+    assert launch("images", "list", "--json") == 0
+    assert [i["name"] for i in json.loads(capsys.readouterr().out)] == [image.name]
+    # With no image given, create boots the newest cached one.
+    assert launch("create", "--name", "cli-e", "--yes", "--no-wait") == 0
+    assert launch("list", "--json") == 0
+    (entry,) = [e for e in json.loads(capsys.readouterr().out) if e["name"] == "cli-e"]
+    assert entry["image"] == str(launch_env / "images" / image.name)
+    assert launch("images", "remove", image.name) == 0
+    assert launch("images", "remove", image.name) == 4
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["create"], ["list"], ["ssh"], ["scp"], ["images"], ["images", "pull"], ["stop"], ["console"]],
+)
+def test_help_on_every_level(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        main([*argv, "--help"])
+    assert e.value.code == 0
+    assert "usage: cernvm-launch" in capsys.readouterr().out

@@ -1,0 +1,164 @@
+"""Instances on libvirt's test driver: define, metadata, list, life cycle, destroy, bad input."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cernvm_build.errors import UsageError
+from cernvm_build.launch import domain, instances
+from cernvm_build.launch.errors import InstanceError
+from tests.launch.support import request
+
+
+def test_create_defines_domain_with_disks_context_and_metadata(
+    conn: Any, launch_env: Path, image: Path
+) -> None:
+    inst = instances.create(conn, request(launch_env, image, "vm1", cpus=2, execution_cap=50))
+    assert inst.state == "running"
+    meta = inst.meta
+    assert meta is not None
+    home = launch_env / "run" / "vm1"
+    assert meta.home == str(home) and meta.image == str(image)
+    assert meta.host_fingerprint.startswith("SHA256:") and meta.host_key.startswith("ssh-ed25519 ")
+    assert 1024 <= meta.ssh_port <= 65535
+    assert (home / "id_ed25519").stat().st_mode & 0o777 == 0o600
+    assert (home / "context.iso").stat().st_mode & 0o777 == 0o600
+    info = subprocess.run(["qemu-img", "info", home / "scratch.qcow2"], capture_output=True, text=True).stdout
+    assert "virtual size: 200 MiB" in info and "qcow2" in info
+
+    root = ET.fromstring(conn.lookupByName("vm1").XMLDesc(0))
+    disks = {d.find("target").get("dev"): d for d in root.iter("disk")}  # type: ignore[union-attr]
+    boot = disks["sda"]
+    assert boot.find("readonly") is not None  # the base image is never written
+    assert boot.find("source").get("file") == str(image)  # type: ignore[union-attr]
+    assert disks["vda"].find("source").get("file") == str(home / "scratch.qcow2")  # type: ignore[union-attr]
+    assert disks["sdb"].find("source").get("file") == str(home / "context.iso")  # type: ignore[union-attr]
+    assert root.findtext("vcpu") == "2" and root.findtext("cputune/quota") == "50000"
+    assert root.find("devices/serial/log").get("file") == str(home / "console.log")  # type: ignore[union-attr]
+
+
+def test_context_iso_holds_both_layouts_with_merged_user_data(
+    conn: Any, launch_env: Path, image: Path, tmp_path: Path
+) -> None:
+    instances.create(conn, request(launch_env, image, "ctx", ucernvm={"cvmfs_server": "10.0.2.2:8000"}))
+    iso = launch_env / "run" / "ctx" / "context.iso"
+    out = tmp_path / "x"
+    subprocess.run(
+        ["xorriso", "-osirrox", "on", "-indev", iso, "-extract", "/", out], check=True, capture_output=True
+    )
+    label = subprocess.run(["xorriso", "-indev", iso, "-pvd_info"], capture_output=True, text=True).stdout
+    assert "Volume Id    : CONFIG-2" in label
+    data = (out / "openstack/latest/user_data").read_bytes()
+    assert data == (out / "ec2/latest/user-data").read_bytes() == (out / "user-data").read_bytes()
+    assert b"[ucernvm-begin]\ncvmfs_server=10.0.2.2:8000\n[ucernvm-end]" in data
+    assert b"hostname: custom" in data  # the user's own choice is kept
+    meta = instances.get(conn, "ctx")[1].meta
+    assert meta is not None and meta.host_key.split()[1].encode() in data
+    assert b"instance-id:" in (out / "meta-data").read_bytes()
+
+
+def test_life_cycle_and_destroy_leaves_nothing(conn: Any, launch_env: Path, image: Path) -> None:
+    instances.create(conn, request(launch_env, image, "life"))
+    assert instances.pause(conn, "life").state == "paused"
+    assert instances.start(conn, "life").state == "running"  # start resumes a paused instance
+    stopped = instances.stop(conn, "life")
+    assert stopped.state == "saved" and stopped.saved  # like VirtualBox savestate
+    assert instances.start(conn, "life").state == "running"
+    with pytest.raises(InstanceError, match="is running"):
+        instances.destroy(conn, "life")
+    instances.destroy(conn, "life", force=True)
+    assert conn.listAllDomains(0) == []
+    assert not (launch_env / "run" / "life").exists()
+
+
+def test_list_reads_everything_from_metadata(conn: Any, launch_env: Path, image: Path) -> None:
+    conn.defineXML(
+        "<domain type='test'><name>foreign</name><memory>65536</memory><os><type>hvm</type></os></domain>"
+    )
+    for n in range(50):
+        instances.create(conn, request(launch_env, image, f"vm{n:02d}", cpus=1 + n % 2), lambda _: None)
+    found = instances.list_instances(conn)
+    assert [i.name for i in found] == [
+        f"vm{n:02d}" for n in range(50)
+    ]  # domains launch did not make are left out
+    assert [i.meta.cpus for i in found[:2] if i.meta] == [1, 2]
+    assert len({i.meta.ssh_port for i in found if i.meta}) == 50  # every instance has its own port
+    js = found[0].to_json()
+    assert js["name"] == "vm00" and js["state"] == "running" and js["host_fingerprint"].startswith("SHA256:")
+
+
+@pytest.mark.parametrize("name", ["a b", "a/b", "a<b", "x&y", "'q'", "", "-lead", "ä"])
+def test_bad_names_are_refused(conn: Any, launch_env: Path, image: Path, name: str) -> None:
+    with pytest.raises(UsageError, match="bad instance name"):
+        instances.create(conn, request(launch_env, image, name))
+    assert conn.listAllDomains(0) == []
+
+
+def test_existing_name_is_refused_and_first_instance_untouched(
+    conn: Any, launch_env: Path, image: Path
+) -> None:
+    first = instances.create(conn, request(launch_env, image, "dup"))
+    with pytest.raises(InstanceError, match="'dup' exists already"):
+        instances.create(conn, request(launch_env, image, "dup"))
+    assert instances.get(conn, "dup")[1].meta == first.meta
+    assert (launch_env / "run" / "dup" / "scratch.qcow2").exists()
+
+
+def test_missing_image_is_refused(conn: Any, launch_env: Path, tmp_path: Path) -> None:
+    with pytest.raises(InstanceError, match="boot image not found"):
+        instances.create(conn, request(launch_env, tmp_path / "nope.iso", "m"))
+
+
+def test_busy_port_is_refused(conn: Any, launch_env: Path, image: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(InstanceError, match=f"port 127.0.0.1:{port} is busy"):
+            instances.create(conn, request(launch_env, image, "p", ssh_port=port))
+    assert not (launch_env / "run" / "p").exists()
+
+
+def test_stale_folder_from_interrupted_create_is_replaced(conn: Any, launch_env: Path, image: Path) -> None:
+    stale = launch_env / "run" / "again"
+    stale.mkdir(parents=True)
+    (stale / "context.iso.partial").write_bytes(b"x")
+    instances.create(conn, request(launch_env, image, "again"))
+    assert sorted(p.name for p in stale.iterdir()) == [
+        "context.iso",
+        "id_ed25519",
+        "id_ed25519.pub",
+        "scratch.qcow2",
+    ]
+
+
+def test_start_moves_a_taken_forward_port(conn: Any, launch_env: Path, image: Path) -> None:
+    inst = instances.create(conn, request(launch_env, image, "mv", network="user"))
+    instances.stop(conn, "mv", mode="poweroff")
+    assert inst.meta is not None
+    old = inst.meta.ssh_port
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", old))
+        s.listen()
+        moved = instances.start(conn, "mv")
+    assert moved.meta is not None and moved.meta.ssh_port != old
+
+
+def test_metadata_round_trips_through_xml() -> None:
+    meta = domain.Metadata(image="/i<&>.iso", ssh_port=2222, host_key="ssh-ed25519 AAAA x", cpus=3)
+    spec = domain.DomainSpec(
+        name="n", title="t", domain_type="qemu", cpus=3, memory=512, image=Path("/i<&>.iso"),
+        image_format="iso", scratch=Path("/s"), context_iso=Path("/c"), console_log=Path("/l"), ssh_port=2222,
+    )  # fmt: skip
+    xml = domain.render(spec, meta)
+    assert domain.metadata_of(xml) == meta
+    assert "hostfwd=tcp:127.0.0.1:2222-:22" in xml
+    moved = domain.set_forwarded_port(xml, 3333, 22)
+    assert "hostfwd=tcp:127.0.0.1:3333-:22" in moved
+    assert domain.metadata_of(moved) == domain.Metadata(**{**meta.__dict__, "ssh_port": 3333})

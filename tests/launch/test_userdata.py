@@ -1,0 +1,129 @@
+"""User data: the user's parts survive, launch's keys are added, the ucernvm block stays readable."""
+
+from __future__ import annotations
+
+import email
+
+import pytest
+import yaml
+
+from cernvm_build.errors import UsageError
+from cernvm_build.launch import keys, userdata
+from cernvm_build.launch.errors import ConfigFileError
+
+AMICONFIG = b"""[amiconfig]
+plugins=cernvm
+[cernvm]
+users=alice:alice:secret
+[ucernvm-begin]
+cvmfs_branch=cernvm-prod.cern.ch
+cvmfs_tag=HEAD4
+[ucernvm-end]
+"""
+
+MULTIPART = b"""Content-Type: multipart/mixed; boundary="XYZ"
+MIME-Version: 1.0
+
+--XYZ
+Content-Type: text/cloud-config; charset="us-ascii"
+
+#cloud-config
+ssh_authorized_keys:
+  - ssh-ed25519 AAAAuser user@laptop
+runcmd:
+  - echo hi
+--XYZ
+Content-Type: text/amiconfig-user-data; charset="us-ascii"
+Content-Transfer-Encoding: base64
+
+W2FtaWNvbmZpZ10KcGx1Z2lucz1jZXJudm0K
+--XYZ
+Content-Type: text/ucernvm; charset="us-ascii"
+
+[ucernvm-begin]
+resize_rootfs=off
+[ucernvm-end]
+--XYZ--
+"""
+
+
+def _merged(data: bytes, **ucernvm: str) -> tuple[bytes, keys.KeyPair]:
+    host = keys.generate("root@t")
+    ud = userdata.merge(
+        userdata.parse(data),
+        hostname="t",
+        authorized_keys=["ssh-ed25519 AAAAlaunch launch"],
+        host_key_private=host.private_openssh,
+        host_key_public=host.public_openssh,
+        ucernvm=ucernvm,
+    )
+    return userdata.render(ud), host
+
+
+def _parts(doc: bytes) -> dict[str, str]:
+    msg = email.message_from_bytes(doc)
+    assert msg.is_multipart()
+    out = {}
+    for part in msg.get_payload():  # type: ignore[union-attr]
+        assert part.get("Content-Transfer-Encoding") in ("7bit", "8bit")  # line parsers must see plain text
+        out[part.get_content_type()] = part.get_payload(decode=True).decode()
+    return out
+
+
+def test_amiconfig_kept_block_merged_and_plain() -> None:
+    doc, host = _merged(AMICONFIG, cvmfs_server="10.0.2.2:8000", cvmfs_tag="v1")
+    parts = _parts(doc)
+    assert "users=alice:alice:secret" in parts["text/amiconfig-user-data"]
+    assert "[ucernvm-begin]" not in parts["text/amiconfig-user-data"]  # exactly one block in the document
+    assert doc.count(b"[ucernvm-begin]") == 1
+    block = parts["text/ucernvm"].splitlines()
+    assert block == [
+        "[ucernvm-begin]",
+        "cvmfs_branch=cernvm-prod.cern.ch",
+        "cvmfs_tag=v1",  # the command line wins over the file
+        "cvmfs_server=10.0.2.2:8000",
+        "[ucernvm-end]",
+    ]
+    cc = parts["text/cloud-config"]
+    assert cc.startswith("#cloud-config\n")
+    loaded = yaml.safe_load(cc)
+    assert loaded["ssh_keys"]["ed25519_private"] == host.private_openssh
+    assert "ed25519_private: |" in cc  # PEM as a literal block, readable by simple parsers
+    assert loaded["ssh_authorized_keys"] == ["ssh-ed25519 AAAAlaunch launch"]
+    assert loaded["hostname"] == "t"
+
+
+def test_multipart_parts_and_user_keys_survive() -> None:
+    doc, _ = _merged(MULTIPART)
+    parts = _parts(doc)
+    cc = yaml.safe_load(parts["text/cloud-config"])
+    assert cc["ssh_authorized_keys"] == ["ssh-ed25519 AAAAuser user@laptop", "ssh-ed25519 AAAAlaunch launch"]
+    assert cc["runcmd"] == ["echo hi"]
+    assert parts["text/amiconfig-user-data"] == "[amiconfig]\nplugins=cernvm\n"  # base64 part decoded to text
+    assert "resize_rootfs=off" in parts["text/ucernvm"]
+
+
+def test_gzip_user_data_is_read() -> None:
+    import gzip
+
+    doc, _ = _merged(gzip.compress(b"#cloud-config\nhostname: given\n"))
+    assert yaml.safe_load(_parts(doc)["text/cloud-config"])["hostname"] == "given"
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"[ucernvm-begin]\ncvmfs_tag=x\n", "without"),
+        (b"#cloud-config\nkey: [unclosed\n", "not valid YAML"),
+        (b"[ucernvm-begin]\nnot a pair\n[ucernvm-end]\n", "expected key=value"),
+        (b"\xff\xfe", "not UTF-8"),
+    ],
+)
+def test_bad_user_data_is_one_clear_line(data: bytes, message: str) -> None:
+    with pytest.raises(ConfigFileError, match=message):
+        userdata.parse(data, "ctx.txt")
+
+
+def test_unsafe_values_are_refused() -> None:
+    with pytest.raises(UsageError, match="unsafe value for cvmfs_tag"):
+        _merged(b"", cvmfs_tag="x; rm -rf /")
