@@ -111,6 +111,12 @@ class Profile:
     #: every profile file merged into this one, in merge order (parents first, ``source`` last)
     inputs: list[Path] = field(default_factory=list)
 
+    @property
+    def artifact_stem(self) -> str:
+        """μCernVM's image name without the format: ``ucernvm-<branch>.<YYYY.MM>-<release>.cernvm.<arch>``."""
+        b = self.bootloader
+        return f"ucernvm-{b.branch}.{b.version}-{b.release}.cernvm.{self.os.arch}"
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data (paths as strings), in declaration order."""
         return _plain(self)  # type: ignore[no-any-return]

@@ -1,0 +1,213 @@
+"""``cernvm-build profiles``: list, show, validate, and describe (schema, reference) profiles."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .. import profile
+from ..errors import CernVMError, ProfileError
+from ..fsutil import atomic_write
+from ..profile import reference, schema
+from ..profile.yamlnodes import display
+from .app import Output, group_handler, subparser
+
+DESCRIPTION = """\
+Declarative profiles: one YAML file per CernVM platform (EL4-EL9 and the demo).
+
+  cernvm-build profiles list                       the platforms, their repositories and snapshots
+  cernvm-build profiles show el4 --resolved        el4 with everything it extends merged in
+  cernvm-build profiles validate my-platform.yaml  every problem, as file:line:column: key: message
+  cernvm-build profiles schema > profile.json      JSON Schema for editors
+  cernvm-build profiles reference                  the settings reference (Markdown)
+
+Profiles are found in the project's profiles/ folder and in $CERNVM_PROFILE_PATH (':'-separated);
+any command also takes a path to a .yaml file."""
+
+
+def _snapshot(p: profile.Profile) -> str:
+    s = p.cvmfs.snapshot
+    if s.tag:
+        return f"tag {s.tag}"
+    if s.date:
+        return f"date {s.date}"
+    if s.root_hash:
+        return f"hash {s.root_hash[:12]}…"
+    return "newest"
+
+
+def _summary(p: profile.Profile) -> dict[str, Any]:
+    return {
+        "name": p.name,
+        "os": f"{p.os.distribution} {p.os.release} {p.os.arch}",
+        "repository": p.cvmfs.repository,
+        "path": p.cvmfs.path,
+        "snapshot": _snapshot(p),
+        "frozen": p.preservation.frozen,
+        "description": p.description,
+        "file": str(p.source),
+    }
+
+
+def cmd_list(args: argparse.Namespace, out: Output) -> int:
+    rows: list[dict[str, Any]] = []
+    failed = False
+    for name in profile.list_profiles():
+        outcome = profile.check(name)
+        if outcome.profile is not None:
+            rows.append(_summary(outcome.profile))
+        else:
+            failed = True
+            rows.append({"name": name, "error": str(outcome.errors[0]), "file": str(outcome.path)})
+
+    def render(data: list[dict[str, Any]]) -> None:
+        table = []
+        for r in data:
+            if "error" in r:
+                table.append([r["name"], "[red]invalid[/red]", _escape(r["error"]), "", "", ""])
+            else:
+                frozen = "yes" if r["frozen"] else "no"
+                table.append([r["name"], r["os"], r["repository"], r["path"], r["snapshot"], frozen])
+        out.table(["name", "OS", "repository", "path", "snapshot", "frozen"], table)
+
+    out.data(rows, render)
+    if failed:
+        out.warn("some profiles are invalid: run 'cernvm-build profiles validate'")
+    return ProfileError.exit_code if failed else 0
+
+
+def cmd_show(args: argparse.Namespace, out: Output) -> int:
+    if args.resolved:
+        data = profile.load(args.name).to_dict()
+    else:
+        data = profile.own_settings(args.name)
+
+    def render(d: dict[str, Any]) -> None:
+        out.console.print(yaml.safe_dump(d, sort_keys=False, allow_unicode=True).rstrip(), markup=False)
+
+    out.data(data, render)
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace, out: Output) -> int:
+    targets: list[str] = list(args.paths) or [str(p) for p in profile.find_profiles().values()]
+    report: list[dict[str, Any]] = []
+    n_bad = n_errors = 0
+    for target in targets:
+        errors: list[CernVMError]
+        try:
+            outcome = profile.check(target)
+            errors, file = list(outcome.errors), display(outcome.path)
+        except CernVMError as missing:  # the file itself was not found
+            errors, file = [missing], target
+        report.append(
+            {
+                "file": file,
+                "valid": not errors,
+                "errors": [{"error": str(e), "message": e.message, "hint": e.hint} for e in errors],
+            }
+        )
+        if errors:
+            n_bad += 1
+            n_errors += len(errors)
+        for e in errors:
+            if not out.json_mode:
+                # one line per error (the hint after it), so editors and grep can jump to it
+                hint = f" [cyan](hint: {_escape(e.hint)})[/cyan]" if e.hint else ""
+                out.err.print(f"[bold red]error:[/bold red] {_escape(str(e))}{hint}")
+    if out.json_mode:
+        out.data(report)
+    elif n_bad:
+        out.info(f"{n_errors} error(s) in {n_bad} of {len(targets)} profile(s)")
+    else:
+        out.info(f"{len(targets)} profile(s) valid")
+    return ProfileError.exit_code if n_bad else 0
+
+
+def _escape(text: str) -> str:
+    return text.replace("[", "\\[")
+
+
+def cmd_schema(args: argparse.Namespace, out: Output) -> int:
+    sys.stdout.write(json.dumps(schema.schema(), indent=2, ensure_ascii=False) + "\n")
+    return 0
+
+
+def cmd_reference(args: argparse.Namespace, out: Output) -> int:
+    text = reference.markdown()
+    if args.output:
+        atomic_write(Path(args.output), text.encode())
+        out.info(f"wrote {args.output}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    group = subparser(
+        sub, "profiles", help="list, show and validate platform profiles", description=DESCRIPTION
+    )
+    group.set_defaults(func=group_handler(group))
+    leaves = group.add_subparsers(title="commands", metavar="COMMAND")
+
+    subparser(
+        leaves,
+        "list",
+        help="the profiles on the search path (name, OS, repository, path, snapshot, frozen)",
+        description="List the profiles on the search path.\n\n  cernvm-build profiles list\n"
+        "  cernvm-build profiles list --json | jq -r '.[].repository'",
+        json=True,
+        handler=cmd_list,
+    )
+
+    p = subparser(
+        leaves,
+        "show",
+        help="one profile: its own settings, or with --resolved the full merge",
+        description="Show one profile.\n\n"
+        "  cernvm-build profiles show el4               the file's own settings\n"
+        "  cernvm-build profiles show el4 --resolved    with base/preserved merged, templates rendered\n"
+        "  cernvm-build profiles show el4 --resolved --json",
+        json=True,
+        handler=cmd_show,
+    )
+    p.add_argument("name", metavar="NAME", help="profile name (e.g. el7) or path to a .yaml file")
+    p.add_argument("--resolved", action="store_true", help="merge parents, render templates, apply defaults")
+
+    p = subparser(
+        leaves,
+        "validate",
+        help="check profiles; one line per error, exit code 3 if any",
+        description="Check profiles: YAML syntax, known keys, types, values, extends, templates and the "
+        "rules across settings.\nEvery error is one line: file:line:column: key.path: message (hint).\n\n"
+        "  cernvm-build profiles validate                 all profiles on the search path\n"
+        "  cernvm-build profiles validate my.yaml el7     these",
+        json=True,
+        handler=cmd_validate,
+    )
+    p.add_argument("paths", nargs="*", metavar="PATH", help="profile files or names (default: all shipped)")
+
+    subparser(
+        leaves,
+        "schema",
+        help="the JSON Schema of a profile file (for editors)",
+        description="Print the JSON Schema (draft 2020-12) of a profile file.\n\n"
+        "  cernvm-build profiles schema > profile.schema.json\n"
+        "  (yaml-language-server: add '# yaml-language-server: $schema=profile.schema.json')",
+        handler=cmd_schema,
+    )
+
+    p = subparser(
+        leaves,
+        "reference",
+        help="the reference of all settings (Markdown)",
+        description="Print the settings reference (Markdown), generated from the settings table.\n\n"
+        "  cernvm-build profiles reference -o docs/profile-reference.md",
+        handler=cmd_reference,
+    )
+    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE (atomically) instead of stdout")
