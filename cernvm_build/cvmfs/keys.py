@@ -1,0 +1,193 @@
+"""Repository keys: the master key (signs the whitelist) and the certificate (signs the manifest).
+
+A key set lives in a directory as the real server keeps it in ``/etc/cvmfs/keys``:
+``<fqrn>.masterkey`` (RSA private key), ``<fqrn>.pub`` (its public half, what clients get as
+``CVMFS_PUBLIC_KEY``), ``<fqrn>.crt`` (self-signed X.509 certificate) and ``<fqrn>.key`` (its key).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.x509.oid import NameOID
+
+from ..errors import CvmfsError
+from ..fsutil import atomic_write
+from . import rsa as rsa_raw
+from . import whitelist as wl
+
+KEY_BITS = 2048
+CERT_DAYS = 365
+
+
+@dataclass(frozen=True)
+class KeySet:
+    """The four PEM files of a repository."""
+
+    fqrn: str
+    master_key_pem: bytes
+    public_key_pem: bytes
+    cert_pem: bytes
+    cert_key_pem: bytes
+
+    def save(self, directory: Path) -> list[Path]:
+        """Write the four files (private keys mode 0600); returns their paths."""
+        directory.mkdir(parents=True, exist_ok=True)
+        files = [
+            (f"{self.fqrn}.masterkey", self.master_key_pem, 0o600),
+            (f"{self.fqrn}.pub", self.public_key_pem, 0o644),
+            (f"{self.fqrn}.crt", self.cert_pem, 0o644),
+            (f"{self.fqrn}.key", self.cert_key_pem, 0o600),
+        ]
+        out = []
+        for name, data, mode in files:
+            atomic_write(directory / name, data, mode)
+            out.append(directory / name)
+        return out
+
+    # -- what the publisher needs -------------------------------------------------------------
+    @property
+    def certificate(self) -> x509.Certificate:
+        return x509.load_pem_x509_certificate(self.cert_pem)
+
+    def fingerprint(self) -> str:
+        """SHA-1 fingerprint of the certificate, ``AB:CD:…`` as the whitelist lists it."""
+        return wl.fingerprint(self.certificate.public_bytes(serialization.Encoding.DER))
+
+    def sign_manifest(self, hash_text: str) -> bytes:
+        """RSASSA-PKCS1-v1_5 SHA-1 over the ASCII hex hash, with the certificate's key."""
+        key = serialization.load_pem_private_key(self.cert_key_pem, password=None)
+        assert isinstance(key, rsa.RSAPrivateKey)
+        return key.sign(hash_text.encode("ascii"), padding.PKCS1v15(), hashes.SHA1())
+
+    def sign_whitelist(self, hash_text: str) -> bytes:
+        """Raw PKCS#1 type-1 over the ASCII hex hash (no DigestInfo), with the master key."""
+        key = serialization.load_pem_private_key(self.master_key_pem, password=None)
+        assert isinstance(key, rsa.RSAPrivateKey)
+        nums = key.private_numbers()
+        return rsa_raw.sign_raw_pkcs1(nums.public_numbers.n, nums.d, hash_text.encode("ascii"))
+
+
+def _pem_private(key: rsa.RSAPrivateKey) -> bytes:
+    # Traditional "RSA PRIVATE KEY" like `openssl genrsa` writes, which the real tools read.
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+
+
+def _pem_public(key: rsa.RSAPublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def self_signed_certificate(fqrn: str, key: rsa.RSAPrivateKey, *, days: int = CERT_DAYS) -> bytes:
+    """A certificate like ``cvmfs_server`` makes: CN "<fqrn> CernVM-FS Release Managers"."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{fqrn} CernVM-FS Release Managers")])
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def generate_keys(fqrn: str, *, bits: int = KEY_BITS) -> KeySet:
+    """A fresh master key and a certificate key with its self-signed certificate."""
+    check_fqrn(fqrn)
+    master = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    cert_key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    return KeySet(
+        fqrn=fqrn,
+        master_key_pem=_pem_private(master),
+        public_key_pem=_pem_public(master.public_key()),
+        cert_pem=self_signed_certificate(fqrn, cert_key),
+        cert_key_pem=_pem_private(cert_key),
+    )
+
+
+def load_keys(directory: Path, fqrn: str) -> KeySet:
+    """Read ``<fqrn>.{masterkey,pub,crt,key}`` from ``directory`` and check they belong together."""
+    paths = {ext: directory / f"{fqrn}.{ext}" for ext in ("masterkey", "pub", "crt", "key")}
+    data: dict[str, bytes] = {}
+    for ext, path in paths.items():
+        try:
+            data[ext] = path.read_bytes()
+        except FileNotFoundError:
+            if ext == "pub" and "masterkey" in data:
+                continue  # derived below
+            raise CvmfsError(
+                f"{path}: key file missing",
+                hint=f"create keys with 'cernvm-build cvmfs keygen {fqrn} --out {directory}'",
+            ) from None
+        except OSError as e:
+            raise CvmfsError(f"{path}: cannot read key file: {e.strerror}") from e
+    master = _load_private(data["masterkey"], paths["masterkey"])
+    cert_key = _load_private(data["key"], paths["key"])
+    if "pub" not in data:
+        data["pub"] = _pem_public(master.public_key())
+    try:
+        pub = serialization.load_pem_public_key(data["pub"])
+    except ValueError as e:
+        raise CvmfsError(f"{paths['pub']}: not a PEM public key") from e
+    if not isinstance(pub, rsa.RSAPublicKey) or pub.public_numbers() != master.public_key().public_numbers():
+        raise CvmfsError(
+            f"{paths['pub']}: does not match {paths['masterkey'].name}",
+            hint="the .pub file must be the public half of the master key",
+        )
+    try:
+        cert = x509.load_pem_x509_certificate(data["crt"])
+    except ValueError as e:
+        raise CvmfsError(f"{paths['crt']}: not a PEM X.509 certificate") from e
+    cert_pub = cert.public_key()
+    if (
+        not isinstance(cert_pub, rsa.RSAPublicKey)
+        or cert_pub.public_numbers() != cert_key.public_key().public_numbers()
+    ):
+        raise CvmfsError(
+            f"{paths['crt']}: certificate does not match {paths['key'].name}",
+            hint="the .key file must be the private key of the certificate",
+        )
+    return KeySet(fqrn, data["masterkey"], data["pub"], data["crt"], data["key"])
+
+
+def _load_private(pem: bytes, path: Path) -> rsa.RSAPrivateKey:
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError) as e:
+        raise CvmfsError(
+            f"{path}: not an unencrypted PEM private key", hint="keys must be PEM without a passphrase"
+        ) from e
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise CvmfsError(f"{path}: not an RSA key", hint="CernVM-FS signs with RSA keys")
+    return key
+
+
+def check_fqrn(fqrn: str) -> None:
+    """A repository name is a DNS-like name; it becomes file names and URL parts."""
+    ok = (
+        0 < len(fqrn) <= 253
+        and "." in fqrn
+        and all(part and all(c.isalnum() or c in "-_" for c in part) for part in fqrn.split("."))
+    )
+    if not ok:
+        raise CvmfsError(
+            f"invalid repository name {fqrn!r}",
+            hint="use a fully qualified name like 'demo.cernvm.test' (letters, digits, '-', '_', dots)",
+        )
+
+
+def keys_exist(directory: Path, fqrn: str) -> bool:
+    return all(os.path.exists(directory / f"{fqrn}.{ext}") for ext in ("masterkey", "crt", "key"))

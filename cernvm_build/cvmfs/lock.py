@@ -1,0 +1,52 @@
+"""The publisher lock: one writer per repository at a time.
+
+An ``fcntl`` lock on ``data/txn/publish.lock`` (inside the repository, so every publisher of that
+directory sees it). The kernel drops it when the holder dies, so a killed publish never leaves a
+stale lock; the file records the holder's pid for the error message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..errors import CvmfsError
+
+LOCK_NAME = "publish.lock"
+
+
+class RepositoryLocked(CvmfsError):
+    """Another publisher holds the repository."""
+
+
+def lock_path(stratum: Path) -> Path:
+    return stratum / "data" / "txn" / LOCK_NAME
+
+
+@contextlib.contextmanager
+def publish_lock(stratum: Path, what: str = "publish") -> Iterator[None]:
+    """Hold the repository's publish lock, or raise RepositoryLocked naming the holder pid."""
+    path = lock_path(stratum)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+            raise RepositoryLocked(
+                f"{stratum}: repository is locked by another publisher ({holder})",
+                hint="wait for that process to finish; the lock is released when it exits",
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} ({what})\n".encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

@@ -1,0 +1,168 @@
+"""The previous revision of a local repository, as the publisher needs it: raw catalog rows.
+
+The publisher reads its own ``data/`` directly (it holds the lock, and it must see the exact
+column values to copy rows unchanged). Every object it opens is checked against its name.
+Catalogs are inflated into a scratch directory and opened read-only.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import CvmfsError, IntegrityError
+from .catalog_write import ChunkRow, Counters, md5_pair
+from .objects import new_hasher, object_path, parse_hash
+
+ROW_COLUMNS = (
+    "hardlinks, hash, size, mode, mtime, {mtimens}, flags, name, symlink, uid, gid, xattr,"
+    " md5path_1, md5path_2"
+)
+
+
+@dataclass(frozen=True)
+class OldRow:
+    """A catalog row as stored (plus its full path)."""
+
+    path: str
+    hardlinks: int
+    digest: bytes | None
+    size: int
+    mode: int
+    mtime: int
+    mtimens: int | None
+    flags: int
+    name: str
+    symlink: str
+    uid: int
+    gid: int
+    xattr: bytes | None
+    md5: tuple[int, int]
+
+    @property
+    def algorithm(self) -> str:
+        return ("sha1", "rmd160", "shake128")[(self.flags >> 8) & 7]
+
+
+def read_object(stratum: Path, name: str, suffix: str, where: str) -> bytes:
+    """An object's inflated bytes, after checking the stored bytes hash to its name."""
+    path = stratum / object_path(name, suffix)
+    try:
+        blob = path.read_bytes()
+    except FileNotFoundError:
+        raise CvmfsError(
+            f"{where}: object {name}{suffix} is missing from {stratum}/data",
+            hint="the repository is incomplete; restore it from a backup or a replica",
+        ) from None
+    algo = parse_hash(name).algorithm
+    h = new_hasher(algo)
+    h.update(blob)
+    if h.hexdigest() != name[:40]:
+        raise IntegrityError(f"{where}: object {name}{suffix} does not match its hash (damaged file)")
+    try:
+        return zlib.decompress(blob)
+    except zlib.error as e:
+        raise IntegrityError(f"{where}: object {name}{suffix} is not a valid zlib stream") from e
+
+
+class OldCatalog:
+    def __init__(self, db_path: Path, name: str, prefix: str, size: int):
+        self.name = name  # object name (hash)
+        self.prefix = prefix
+        self.size = size  # uncompressed bytes
+        self.db_path = db_path
+        self.db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, check_same_thread=False)
+        cols = [r[1] for r in self.db.execute("PRAGMA table_info(catalog)")]
+        self._cols = ROW_COLUMNS.format(mtimens="mtimens" if "mtimens" in cols else "NULL")
+        self.nested: dict[str, tuple[str, int]] = {
+            str(p): (str(h), int(s or 0))
+            for p, h, s in self.db.execute("SELECT path, sha1, size FROM nested_catalogs")
+        }
+        self.revision = int(self.property("revision") or 0)
+
+    def property(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM properties WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def _row(self, path: str, r: Any) -> OldRow:
+        return OldRow(path, *r[:12], (r[12], r[13]))
+
+    def lookup(self, path: str) -> OldRow | None:
+        p1, p2 = md5_pair(path)
+        r = self.db.execute(
+            f"SELECT {self._cols} FROM catalog WHERE md5path_1 = ? AND md5path_2 = ?", (p1, p2)
+        ).fetchone()
+        return None if r is None else self._row(path, r)
+
+    def children(self, path: str) -> list[OldRow]:
+        p1, p2 = md5_pair(path)
+        rows = self.db.execute(
+            f"SELECT {self._cols} FROM catalog WHERE parent_1 = ? AND parent_2 = ? ORDER BY name", (p1, p2)
+        ).fetchall()
+        return [self._row(f"{path}/{r[7]}", r) for r in rows]
+
+    def chunks(self, md5: tuple[int, int]) -> tuple[ChunkRow, ...]:
+        rows = self.db.execute(
+            "SELECT offset, size, hash FROM chunks WHERE md5path_1 = ? AND md5path_2 = ? ORDER BY offset", md5
+        ).fetchall()
+        return tuple(ChunkRow(int(o), int(s), bytes(h)) for o, s, h in rows)
+
+    def counters(self) -> Counters:
+        return Counters.from_rows(self.db.execute("SELECT counter, value FROM statistics"))
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class PreviousTree:
+    """Lazy access to the catalogs of one earlier revision."""
+
+    def __init__(self, stratum: Path, root_hash: str, scratch: Path):
+        self.stratum = stratum
+        self.scratch = scratch
+        self._open: dict[str, OldCatalog] = {}
+        self.root = self._load(root_hash, "", 0)
+
+    def _load(self, name: str, prefix: str, size: int) -> OldCatalog:
+        cat = self._open.get(prefix)
+        if cat is not None and cat.name == name:
+            return cat
+        data = read_object(self.stratum, name, "C", f"catalog {prefix or '/'}")
+        path = self.scratch / f"cat.old.{name}.db"
+        path.write_bytes(data)
+        cat = OldCatalog(path, name, prefix, size or len(data))
+        self._open[prefix] = cat
+        return cat
+
+    def nested_catalog(self, parent: OldCatalog, path: str) -> OldCatalog:
+        name, size = parent.nested[path]
+        return self._load(name, path, size)
+
+    def catalog_for(self, path: str) -> OldCatalog:
+        """The catalog that holds ``path``'s row (for a mountpoint: the nested one)."""
+        cat = self.root
+        while cat.nested:
+            # the next nested catalog on the way down is the one whose mountpoint prefixes ``path``
+            nxt = None
+            probe = path
+            while len(probe) > len(cat.prefix):
+                if probe in cat.nested:
+                    nxt = probe
+                probe = probe.rsplit("/", 1)[0]
+            if nxt is None:
+                break
+            cat = self.nested_catalog(cat, nxt)
+        return cat
+
+    def lookup(self, path: str) -> tuple[OldRow, OldCatalog] | None:
+        cat = self.catalog_for(path)
+        row = cat.lookup(path)
+        return None if row is None else (row, cat)
+
+    def close(self) -> None:
+        for cat in self._open.values():
+            cat.close()
+        self._open.clear()

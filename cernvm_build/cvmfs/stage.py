@@ -1,0 +1,161 @@
+"""The staging area of one publish: every entry of the new revision, on disk in SQLite.
+
+Scanning a directory or a tar stream fills the stage (content objects are written as the data
+streams past); the catalog builder then walks the stage in sorted order. Keeping it in SQLite
+instead of Python objects is what lets a publish of millions of files run in bounded memory.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .catalog_write import ChunkRow, Counters, Entry
+
+_SCHEMA = [
+    "CREATE TABLE stage (path TEXT PRIMARY KEY, parent TEXT, name TEXT, mode INTEGER, size INTEGER,"
+    " mtime INTEGER, mtimens INTEGER, uid INTEGER, gid INTEGER, symlink TEXT, xattr BLOB, digest BLOB,"
+    " algorithm TEXT, hlkey TEXT, linkcount INTEGER, hidden INTEGER,"
+    " nested_hash TEXT, nested_size INTEGER, nested_counters TEXT)",
+    "CREATE INDEX stage_parent ON stage (parent, name)",
+    "CREATE TABLE stage_chunks (path TEXT, offset INTEGER, size INTEGER, digest BLOB,"
+    " PRIMARY KEY (path, offset))",
+]
+
+
+@dataclass(frozen=True)
+class NestedRef:
+    """A nested catalog kept from the previous revision as it is (not restaged)."""
+
+    catalog_hash: str
+    size: int
+    counters: Counters
+
+
+@dataclass(frozen=True)
+class Staged:
+    entry: Entry
+    nested: NestedRef | None
+
+
+class Stage:
+    def __init__(self, path: Path):
+        self.path = path
+        self.db = sqlite3.connect(path, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=OFF")
+        self.db.execute("PRAGMA synchronous=OFF")
+        for sql in _SCHEMA:
+            self.db.execute(sql)
+        self.db.execute("BEGIN")
+
+    def put(self, e: Entry, nested: NestedRef | None = None) -> None:
+        """Add or replace an entry (a later tar member of the same path wins)."""
+        parent = e.path.rsplit("/", 1)[0] if e.path else None
+        self.db.execute("DELETE FROM stage_chunks WHERE path = ?", (e.path,))
+        self.db.execute(
+            "INSERT OR REPLACE INTO stage VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                e.path,
+                parent,
+                e.name,
+                e.mode,
+                e.size,
+                e.mtime,
+                e.mtimens,
+                e.uid,
+                e.gid,
+                e.symlink,
+                e.xattrs,
+                e.digest,
+                e.algorithm,
+                e.hardlink_key,
+                e.linkcount,
+                int(e.hidden),
+                nested.catalog_hash if nested else None,
+                nested.size if nested else None,
+                json.dumps(nested.counters.rows()) if nested else None,
+            ),
+        )
+        if e.chunks:
+            self.set_chunks(e.path, e.chunks)
+
+    def set_content(self, path: str, digest: bytes | None, chunks: tuple[ChunkRow, ...]) -> None:
+        self.db.execute("UPDATE stage SET digest = ? WHERE path = ?", (digest, path))
+        self.db.execute("DELETE FROM stage_chunks WHERE path = ?", (path,))
+        self.set_chunks(path, chunks)
+
+    def set_chunks(self, path: str, chunks: tuple[ChunkRow, ...]) -> None:
+        self.db.executemany(
+            "INSERT INTO stage_chunks VALUES (?,?,?,?)", [(path, c.offset, c.size, c.digest) for c in chunks]
+        )
+
+    def remove_tree(self, path: str) -> None:
+        """Drop ``path`` and everything below it (a tar member replacing a directory)."""
+        like = path.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "/%"
+        for table in ("stage", "stage_chunks"):
+            self.db.execute(f"DELETE FROM {table} WHERE path = ? OR path LIKE ? ESCAPE '\\'", (path, like))
+
+    def get(self, path: str) -> Staged | None:
+        row = self.db.execute("SELECT * FROM stage WHERE path = ?", (path,)).fetchone()
+        return None if row is None else self._staged(row)
+
+    def has(self, path: str) -> bool:
+        return self.db.execute("SELECT 1 FROM stage WHERE path = ?", (path,)).fetchone() is not None
+
+    def children(self, path: str) -> list[Staged]:
+        rows = self.db.execute("SELECT * FROM stage WHERE parent = ? ORDER BY name", (path,)).fetchall()
+        return [self._staged(r) for r in rows]
+
+    def orphans(self) -> Iterator[str]:
+        """Parent paths that have no entry themselves (tar streams may omit directories)."""
+        for (p,) in self.db.execute(
+            "SELECT DISTINCT s.parent FROM stage s LEFT JOIN stage d ON d.path = s.parent "
+            "WHERE s.parent IS NOT NULL AND d.path IS NULL ORDER BY s.parent"
+        ).fetchall():
+            yield str(p)
+
+    def _staged(self, r: Any) -> Staged:
+        path = str(r[0])
+        mode = int(r[3])
+        chunks: tuple[ChunkRow, ...] = ()
+        if stat.S_ISREG(mode) and r[11] is None:
+            chunks = tuple(
+                ChunkRow(int(o), int(s), bytes(d))
+                for o, s, d in self.db.execute(
+                    "SELECT offset, size, digest FROM stage_chunks WHERE path = ? ORDER BY offset", (path,)
+                )
+            )
+        e = Entry(
+            path=path,
+            mode=mode,
+            size=int(r[4]),
+            mtime=int(r[5]),
+            mtimens=None if r[6] is None else int(r[6]),
+            uid=int(r[7]),
+            gid=int(r[8]),
+            symlink=str(r[9]),
+            xattrs=None if r[10] is None else bytes(r[10]),
+            digest=None if r[11] is None else bytes(r[11]),
+            algorithm=str(r[12]),
+            chunks=chunks,
+            hardlink_key=None if r[13] is None else str(r[13]),
+            linkcount=int(r[14]),
+            hidden=bool(r[15]),
+        )
+        nested = None
+        if r[16] is not None:
+            counters = Counters.from_rows(json.loads(str(r[18])))
+            nested = NestedRef(str(r[16]), int(r[17]), counters)
+        return Staged(e, nested)
+
+    def close(self) -> None:
+        try:
+            self.db.execute("COMMIT")
+        except sqlite3.OperationalError:
+            pass
+        self.db.close()
