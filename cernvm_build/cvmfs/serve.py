@@ -76,6 +76,8 @@ class Server:
     @property
     def url(self) -> str:
         host = self.httpd.server_address[0]
+        if isinstance(host, bytes):
+            host = host.decode()
         return f"http://{host}:{self.port}"
 
     def repo_url(self, fqrn: str | None = None) -> str:

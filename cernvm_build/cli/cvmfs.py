@@ -1,0 +1,503 @@
+"""``cernvm-build cvmfs``: read, verify, export, serve and mount CernVM-FS repositories.
+
+The publisher's commands (keygen, create, publish, resign, tag add/remove) come from
+``cli/cvmfs_publish.py`` when it is there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import stat
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ..cvmfs.catalog import DirEntry
+from ..cvmfs.repository import Repository, SnapshotSpec, open_repository
+from ..errors import CvmfsError, UsageError
+from .app import Output, group_handler, subparser
+
+DESCRIPTION = """\
+CernVM-FS repositories: read, verify, pin, export, serve and mount them (and publish, see below).
+
+  cernvm-build cvmfs info http://host/cvmfs/sft.cern.ch --key sft.cern.ch.pub
+  cernvm-build cvmfs ls REPO_DIR /usr/bin -l
+  cernvm-build cvmfs cat REPO_DIR /etc/redhat-release --tag slc4-frozen
+  cernvm-build cvmfs verify URL --key k.pub --json           every object, hash and size
+  cernvm-build cvmfs export URL ./tree  |  out.tar            a revision as files or a tar
+  cernvm-build cvmfs tag list URL                            the history: tags, revisions, dates
+  cernvm-build cvmfs serve DIR --port 8000                   a Stratum HTTP server for development
+  cernvm-build cvmfs mount URL /mnt/repo --date 2026-01-01T00:00:00Z
+
+SOURCE is a Stratum URL (http://host/cvmfs/<fqrn>; repeat --server for fail-over) or a local Stratum
+directory (holding .cvmfspublished, or a fixture-style <fqrn>/ with repo/ and keys/).
+Snapshots: --tag NAME, --date YYYY-MM-DDTHH:MM:SSZ (newest tag at or before), --root-hash HASH;
+default is the trunk. Everything is verified: manifest signature, certificate in the whitelist,
+whitelist signature and expiry, every object's hash and size."""
+
+KEYS_HELP = """master public key (repeatable). Default: for a local SOURCE dir, <fqrn>.pub or *.pub in
+<dir>/../keys/ (the fixture layout), <dir>/keys/, or <dir>/..; else $CVMFS_KEYS_DIR/<fqrn>.pub and
+/etc/cvmfs/keys/<fqrn>.pub"""
+
+
+# -- shared options ------------------------------------------------------------------------------
+
+
+def _add_source(p: argparse.ArgumentParser, *, snapshot: bool = True) -> None:
+    p.add_argument("source", metavar="SOURCE", help="Stratum URL or local Stratum directory")
+    g = p.add_argument_group("repository")
+    g.add_argument("--server", action="append", default=[], metavar="URL", help="extra URL for fail-over")
+    g.add_argument("--key", action="append", default=[], type=Path, metavar="PATH", help=KEYS_HELP)
+    g.add_argument("--fqrn", help="repository name (default: from the URL or the directory name)")
+    g.add_argument(
+        "--cache", type=Path, metavar="DIR", help="object cache (default: none, fetch into memory)"
+    )
+    g.add_argument("--proxy", metavar="P", help="HTTP proxy URL(s), '|'/';' separated; DIRECT for none")
+    g.add_argument("--timeout", type=float, default=10.0, help="HTTP timeout in seconds (default: 10)")
+    g.add_argument("--retries", type=int, default=2, help="retries per server (default: 2)")
+    g.add_argument(
+        "--no-verify", action="store_true", help="skip the signature chain (object hashes are always checked)"
+    )
+    if snapshot:
+        s = p.add_argument_group("snapshot (default: trunk)").add_mutually_exclusive_group()
+        s.add_argument("--tag", help="a named tag")
+        s.add_argument("--date", help="newest tag at or before YYYY-MM-DDTHH:MM:SSZ")
+        s.add_argument("--root-hash", help="exactly this root catalog hash")
+
+
+def default_keys(source: str, fqrn: str | None) -> list[Path]:
+    """Where keys are looked for when --key is not given (see KEYS_HELP)."""
+    found: list[Path] = []
+    dirs: list[Path] = []
+    if not source.startswith(("http://", "https://")):
+        d = Path(source)
+        if (d / "repo").is_dir():
+            d = d / "repo"
+        dirs += [d.parent / "keys", d / "keys", d.parent]
+        fqrn = fqrn or (d.parent.name if d.name == "repo" else d.name)
+    if os.environ.get("CVMFS_KEYS_DIR"):
+        dirs.append(Path(os.environ["CVMFS_KEYS_DIR"]))
+    dirs.append(Path("/etc/cvmfs/keys"))
+    for d in dirs:
+        if fqrn and (d / f"{fqrn}.pub").is_file():
+            return [d / f"{fqrn}.pub"]
+    for d in dirs[:2]:
+        if d.is_dir() and d.name == "keys":
+            found = sorted(d.glob("*.pub"))
+            if found:
+                return found
+    return found
+
+
+def open_from_args(args: argparse.Namespace, snapshot: SnapshotSpec | None = None) -> Repository:
+    sources = [args.source, *args.server]
+    keys: list[Path] = list(args.key)
+    verify = not args.no_verify
+    if verify and not keys:
+        keys = default_keys(args.source, args.fqrn)
+        if not keys:
+            raise CvmfsError(
+                f"{args.source}: no public key found to verify the repository",
+                hint="pass --key PATH (the master public key, <fqrn>.pub), or --no-verify",
+            )
+    if snapshot is None:
+        snapshot = SnapshotSpec(
+            tag=getattr(args, "tag", None),
+            date=getattr(args, "date", None),
+            root_hash=getattr(args, "root_hash", None),
+        )
+    return open_repository(
+        sources[0] if len(sources) == 1 else sources,
+        fqrn=args.fqrn,
+        public_keys=keys,
+        cache_dir=args.cache,
+        proxy=args.proxy,
+        snapshot=snapshot,
+        verify=verify,
+        timeout=args.timeout,
+        retries=args.retries,
+    )
+
+
+def entry_json(e: DirEntry) -> dict[str, Any]:
+    d: dict[str, Any] = {
+        "path": e.path,
+        "type": "directory"
+        if e.is_dir
+        else "symlink"
+        if e.is_symlink
+        else "file"
+        if e.is_file
+        else "special",
+        "mode": oct(stat.S_IMODE(e.mode)),
+        "size": e.size,
+        "mtime": e.mtime,
+        "uid": e.uid,
+        "gid": e.gid,
+    }
+    if e.is_symlink:
+        d["target"] = e.symlink
+    if e.content_hash:
+        d["hash"] = e.content_hash
+    if e.chunks:
+        d["chunks"] = len(e.chunks)
+    if e.linkcount > 1 and not e.is_dir:
+        d["hardlinks"] = e.linkcount
+    if e.xattrs:
+        d["xattrs"] = {k: v.decode("utf-8", "replace") for k, v in e.xattrs.items()}
+    return d
+
+
+def _repo_json(repo: Repository) -> dict[str, Any]:
+    m = repo.manifest
+    w = repo.whitelist
+    return {
+        "fqrn": repo.fqrn,
+        "revision": repo.revision,
+        "root_hash": repo.root_hash,
+        "tag": repo.tag,
+        "published": repo.timestamp,
+        "offline": repo.offline,
+        "manifest": None
+        if m is None
+        else {
+            "revision": m.revision,
+            "root_hash": m.root_hash,
+            "root_size": m.root_size,
+            "timestamp": m.timestamp,
+            "ttl": m.ttl,
+            "certificate": m.certificate_hash,
+            "history": m.history_hash,
+        },
+        "whitelist": None
+        if w is None
+        else {"expires": w.expires.isoformat(), "fingerprints": list(w.fingerprints)},
+        "source": repo.fetcher.description,
+    }
+
+
+# -- commands ------------------------------------------------------------------------------------
+
+
+def cmd_info(args: argparse.Namespace, out: Output) -> int:
+    with open_from_args(args) as repo:
+        data = _repo_json(repo)
+        stats = repo._root.statistics()
+        data["files"] = stats.get("self_regular", 0) + stats.get("subtree_regular", 0)
+        data["bytes"] = stats.get("self_file_size", 0) + stats.get("subtree_file_size", 0)
+
+    def render(d: dict[str, Any]) -> None:
+        rows = [
+            ["repository", d["fqrn"]],
+            ["revision", d["revision"]],
+            ["root catalog", d["root_hash"]],
+            ["tag", d["tag"] or "(trunk)" if not d["tag"] else d["tag"]],
+            ["published", time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(d["published"]))],
+            ["files", f"{d['files']} ({d['bytes']} bytes)"],
+            ["source", d["source"] + (" (offline, from cache)" if d["offline"] else "")],
+        ]
+        if d["whitelist"]:
+            rows.append(["whitelist expires", d["whitelist"]["expires"]])
+        out.table(["", ""], rows)
+
+    out.data(data, render)
+    return 0
+
+
+def _ls_line(e: DirEntry) -> str:
+    kind = stat.filemode(e.mode)
+    t = time.strftime("%Y-%m-%d %H:%M", time.gmtime(e.mtime))
+    name = e.name or "/"
+    if e.is_symlink:
+        name += f" -> {e.symlink}"
+    return f"{kind} {e.linkcount:>3} {e.uid:>5} {e.gid:>5} {e.size:>12} {t} {name}"
+
+
+def cmd_ls(args: argparse.Namespace, out: Output) -> int:
+    with open_from_args(args) as repo:
+        if args.recursive:
+            entries = list(repo.walk(args.path))
+        else:
+            top = repo.stat(args.path)
+            entries = repo.listdir(top.path) if top.is_dir else [top]
+    if out.json_mode:
+        out.data([entry_json(e) for e in entries])
+        return 0
+    for e in entries:
+        if args.long:
+            line = _ls_line(e)
+            if args.recursive:
+                line = line[: -len(e.name or "/")] + e.path if not e.is_symlink else line
+            out.console.print(line, markup=False, highlight=False)
+        else:
+            out.console.print(e.path if args.recursive else e.name, markup=False, highlight=False)
+    return 0
+
+
+def cmd_cat(args: argparse.Namespace, out: Output) -> int:
+    with open_from_args(args) as repo:
+        entry = repo.stat(args.path)
+        pos = 0
+        sink = sys.stdout.buffer
+        while pos < entry.size:
+            data = repo.read(entry, pos, 1 << 20)
+            if not data:
+                break
+            sink.write(data)
+            pos += len(data)
+        sink.flush()
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace, out: Output) -> int:
+    with open_from_args(args) as repo:
+        with out.progress() as bar:
+            task = bar.add_task(f"verifying {repo.fqrn}", total=None)
+            report = repo.verify(progress=lambda e: bar.advance(task))
+        data = {
+            "fqrn": repo.fqrn,
+            "revision": repo.revision,
+            "root_hash": repo.root_hash,
+            "ok": report.ok,
+            "catalogs": report.catalogs,
+            "entries": report.entries,
+            "files": report.files,
+            "objects": report.objects,
+            "bytes": report.bytes,
+            "errors": report.errors,
+        }
+
+    def render(d: dict[str, Any]) -> None:
+        for err in d["errors"]:
+            out.err.print(f"[bold red]error:[/bold red] {err}", highlight=False)
+        verdict = "[green]OK[/green]" if d["ok"] else f"[red]{len(d['errors'])} problem(s)[/red]"
+        out.print(
+            f"{d['fqrn']} revision {d['revision']}: {d['catalogs']} catalogs, {d['entries']} entries, "
+            f"{d['objects']} objects, {d['bytes']} bytes checked: {verdict}"
+        )
+
+    out.data(data, render)
+    return 0 if report.ok else 6
+
+
+def cmd_export(args: argparse.Namespace, out: Output) -> int:
+    from ..cvmfs.export import export
+
+    with open_from_args(args) as repo, out.progress() as bar:
+        task = bar.add_task(f"exporting {repo.fqrn} revision {repo.revision}", total=None)
+        result = export(
+            repo, args.dest, subtree=args.path, jobs=args.jobs, progress=lambda e: bar.advance(task)
+        )
+    for p in result.skipped:
+        out.warn(f"{p}: device node not exported (needs root)")
+    out.data(
+        {"path": str(result.path), "entries": result.entries, "files": result.files, "bytes": result.bytes},
+        lambda d: out.print(f"exported {d['entries']} entries ({d['bytes']} bytes) to {d['path']}"),
+    )
+    return 0
+
+
+def cmd_tag_list(args: argparse.Namespace, out: Output) -> int:
+    with open_from_args(args, SnapshotSpec()) as repo:
+        tags = repo.tags()
+    rows = [
+        {
+            "name": t.name,
+            "revision": t.revision,
+            "root_hash": t.root_hash,
+            "timestamp": t.timestamp,
+            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t.timestamp)),
+            "description": t.description,
+        }
+        for t in tags
+    ]
+    out.data(
+        rows,
+        lambda rs: out.table(
+            ["tag", "revision", "date", "root hash", "description"],
+            [[r["name"], r["revision"], r["date"], r["root_hash"], r["description"]] for r in rs],
+        ),
+    )
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace, out: Output) -> int:
+    from ..cvmfs.serve import serve
+
+    server = serve(args.dir, host=args.host, port=args.port)
+    try:
+        for name in server.repositories:
+            out.print(f"serving {name} at {server.url}/cvmfs/{name}")
+        out.info("press Ctrl-C to stop")
+        while True:
+            time.sleep(3600)
+    finally:
+        server.close()
+
+
+def cmd_mount(args: argparse.Namespace, out: Output) -> int:
+    from ..cvmfs import mount
+
+    argv: list[str] = []
+    for s in [args.source, *args.server]:
+        argv += ["--server", str(s)]
+    keys = list(args.key) or ([] if args.no_verify else default_keys(args.source, args.fqrn))
+    if not keys:
+        raise UsageError("no public key found", hint="pass --key PATH (the master public key)")
+    for k in keys:
+        argv += ["--public-key", str(k)]
+    for opt in ("fqrn", "proxy", "tag", "date", "root_hash", "snapshot_file", "log"):
+        value = getattr(args, opt, None)
+        if value is not None:
+            argv += [f"--{opt.replace('_', '-')}", str(value)]
+    if args.cache is not None:
+        argv += ["--cache", str(args.cache)]
+    argv += ["--timeout", str(args.timeout), "--retries", str(args.retries)]
+    if args.foreground:
+        argv.append("--foreground")
+    argv.append(str(args.mountpoint))
+    return mount.main(argv)
+
+
+# -- registration --------------------------------------------------------------------------------
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    group = subparser(
+        sub,
+        "cvmfs",
+        help="read, verify, export, serve, mount (and publish) repositories",
+        description=DESCRIPTION,
+    )
+    group.set_defaults(func=group_handler(group))
+    cvmfs_sub = group.add_subparsers(title="commands", metavar="COMMAND")
+
+    p = subparser(
+        cvmfs_sub,
+        "info",
+        json=True,
+        handler=cmd_info,
+        help="the verified manifest, revision and whitelist",
+        description="Show the repository's revision, root catalog, tag and whitelist expiry.\n\n"
+        "  cernvm-build cvmfs info http://127.0.0.1:8000/cvmfs/demo.cernvm.test --key demo.pub\n"
+        "  cernvm-build cvmfs info ./fixture.cernvm.test --tag slc4-frozen --json",
+    )
+    _add_source(p)
+
+    p = subparser(
+        cvmfs_sub,
+        "ls",
+        json=True,
+        handler=cmd_ls,
+        help="list a directory of a revision",
+        description="List a directory (or -R everything below it).\n\n"
+        "  cernvm-build cvmfs ls ./fixture.cernvm.test /usr/bin -l\n"
+        "  cernvm-build cvmfs ls URL / -R --json > listing.json",
+    )
+    _add_source(p)
+    p.add_argument("path", nargs="?", default="/", help="directory in the repository (default /)")
+    p.add_argument("-l", "--long", action="store_true", help="mode, links, owner, size, mtime")
+    p.add_argument("-R", "--recursive", action="store_true", help="everything below, depth first")
+
+    p = subparser(
+        cvmfs_sub,
+        "cat",
+        handler=cmd_cat,
+        help="print a file of a revision",
+        description="Write a file's contents to stdout (fetched and verified on the way).\n\n"
+        "  cernvm-build cvmfs cat ./fixture.cernvm.test /etc/redhat-release --tag slc4-frozen",
+    )
+    _add_source(p)
+    p.add_argument("path", help="file in the repository")
+
+    p = subparser(
+        cvmfs_sub,
+        "verify",
+        json=True,
+        handler=cmd_verify,
+        help="check every catalog and object",
+        description="Verify the signature chain, then every catalog and every object of the revision:\n"
+        "hash of the stored bytes, inflated size, chunk layout. Exit code 6 when anything is wrong.\n\n"
+        "  cernvm-build cvmfs verify http://host/cvmfs/sft.cern.ch --key sft.cern.ch.pub --json",
+    )
+    _add_source(p)
+
+    p = subparser(
+        cvmfs_sub,
+        "export",
+        json=True,
+        handler=cmd_export,
+        help="copy a revision to a directory or tar",
+        description="Export a revision (or a subtree) to a new directory, or to a tar file when DEST ends\n"
+        "in .tar, .tar.gz or .tgz. Modes, symlinks, hard links, mtimes and xattrs are kept; owners\n"
+        "and device nodes too when run as root. The output appears atomically.\n\n"
+        "  cernvm-build cvmfs export URL ./el6-root --tag el6-2026.11\n"
+        "  cernvm-build cvmfs export ./repo-dir rootfs.tar --path /opt/sw",
+    )
+    _add_source(p)
+    p.add_argument("dest", type=Path, metavar="DEST", help="new directory, or a .tar/.tar.gz file")
+    p.add_argument("--path", default="/", help="export only this subtree (default /)")
+    p.add_argument("-j", "--jobs", type=int, default=4, help="parallel downloads (default 4)")
+
+    tag = subparser(
+        cvmfs_sub,
+        "tag",
+        help="list (and add/remove) named snapshots",
+        description="Named snapshots (tags) in the repository's history.\n\n"
+        "  cernvm-build cvmfs tag list URL --key k.pub",
+    )
+    tag.set_defaults(func=group_handler(tag))
+    tag_sub = tag.add_subparsers(title="commands", metavar="COMMAND")
+    p = subparser(
+        tag_sub,
+        "list",
+        json=True,
+        handler=cmd_tag_list,
+        help="the tags, newest first",
+        description="List the tags of the repository's history database, newest revision first.\n\n"
+        "  cernvm-build cvmfs tag list ./fixture.cernvm.test --json",
+    )
+    _add_source(p, snapshot=False)
+
+    p = subparser(
+        cvmfs_sub,
+        "serve",
+        handler=cmd_serve,
+        help="serve Stratum directories over HTTP",
+        description="Serve a Stratum directory (or a folder of <fqrn>/ Stratum directories) at\n"
+        "http://HOST:PORT/cvmfs/<fqrn>/ with Stratum-1 cache headers, until Ctrl-C.\n\n"
+        "  cernvm-build cvmfs serve ./repos --port 8000",
+    )
+    p.add_argument("dir", type=Path, metavar="DIR")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free port)")
+
+    p = subparser(
+        cvmfs_sub,
+        "mount",
+        handler=cmd_mount,
+        help="mount a revision read-only with FUSE",
+        description="Mount a verified, pinned revision read-only with FUSE (the same code the μCernVM\n"
+        "initrd runs). Contents are fetched on demand. Daemonizes once mounted and prints\n"
+        "'mounted FQRN revision N root HASH tag TAG'; unmount with 'fusermount3 -u MOUNTPOINT'.\n\n"
+        "  cernvm-build cvmfs mount http://127.0.0.1:8000/cvmfs/demo.cernvm.test /mnt/demo --key demo.pub\n"
+        "  cernvm-build cvmfs mount URL /mnt/el6 --date 2026-01-01T00:00:00Z --cache ~/.cache/cvmfs",
+    )
+    _add_source(p)
+    p.add_argument("mountpoint", type=Path, metavar="MOUNTPOINT")
+    p.add_argument(
+        "--snapshot-file", type=Path, metavar="PATH", help="pin file: read if present, written after"
+    )
+    p.add_argument("--foreground", action="store_true", help="do not daemonize")
+    p.add_argument("--log", type=Path, metavar="FILE", help="daemon log file")
+
+    try:
+        publish = importlib.import_module("cernvm_build.cli.cvmfs_publish")
+    except ModuleNotFoundError as e:
+        if e.name != "cernvm_build.cli.cvmfs_publish":
+            raise
+        return
+    publish.register_publish(cvmfs_sub, tag_sub)
