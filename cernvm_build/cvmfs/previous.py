@@ -88,7 +88,22 @@ class OldCatalog:
         return None if row is None else str(row[0])
 
     def _row(self, path: str, r: Any) -> OldRow:
-        return OldRow(path, *r[:12], (r[12], r[13]))
+        return OldRow(
+            path,
+            hardlinks=r[0],
+            digest=None if r[1] is None else bytes(r[1]),
+            size=r[2],
+            mode=r[3],
+            mtime=r[4],
+            mtimens=r[5],
+            flags=r[6],
+            name=r[7],
+            symlink=r[8] or "",
+            uid=r[9],
+            gid=r[10],
+            xattr=None if r[11] is None else bytes(r[11]),
+            md5=(r[12], r[13]),
+        )
 
     def lookup(self, path: str) -> OldRow | None:
         p1, p2 = md5_pair(path)

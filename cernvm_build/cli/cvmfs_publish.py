@@ -1,0 +1,263 @@
+"""``cernvm-build cvmfs keygen | create | publish | resign | tag add | tag remove``: the publisher."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..cvmfs import manifest as mf
+from ..cvmfs import publish as pub
+from ..cvmfs.chunking import ChunkingSettings
+from ..cvmfs.keys import generate_keys, keys_exist, load_keys
+from ..errors import CvmfsError, UsageError
+from .app import Output, subparser
+
+
+def _fqrn(stratum: Path, given: str | None) -> str:
+    if given:
+        return given
+    path = stratum / ".cvmfspublished"
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CvmfsError(
+            f"{stratum}: not a repository (no .cvmfspublished)",
+            hint=f"create it first: cernvm-build cvmfs create {stratum} --fqrn NAME --keys DIR",
+        ) from None
+    return mf.parse(mf.split_signed(data, str(path)).body, str(path)).fqrn
+
+
+def _result(r: pub.PublishResult) -> dict[str, Any]:
+    return {
+        "revision": r.revision,
+        "root_hash": r.root_hash,
+        "tag": r.tag,
+        "timestamp": r.timestamp,
+        "objects_written": r.objects_written,
+        "bytes_written": r.bytes_written,
+        "files": r.files,
+        "catalogs": r.catalogs,
+        "catalogs_reused": r.catalogs_reused,
+        "warnings": list(r.warnings),
+    }
+
+
+def _show(out: Output, title: str, d: dict[str, Any]) -> None:
+    for w in d.get("warnings", []):
+        out.warn(w)
+
+    def render(d: dict[str, Any]) -> None:
+        out.print(title)
+        for k, v in d.items():
+            if k != "warnings" and v is not None:
+                out.print(f"  {k.replace('_', ' ')}: {v}")
+
+    out.data(d, render)
+
+
+def cmd_keygen(args: argparse.Namespace, out: Output) -> int:
+    if keys_exist(args.out, args.fqrn) and not args.force:
+        raise CvmfsError(
+            f"{args.out}: keys for {args.fqrn} already exist",
+            hint="keep them (they sign the repository), or pass --force to replace them",
+        )
+    keys = generate_keys(args.fqrn)
+    files = keys.save(args.out)
+    d = {"fqrn": args.fqrn, "files": [str(f) for f in files], "fingerprint": keys.fingerprint()}
+    out.data(
+        d,
+        lambda d: out.print(
+            f"keys for {d['fqrn']} in {args.out} (certificate {d['fingerprint']});\n"
+            f"clients need {args.out / (args.fqrn + '.pub')}; keep .masterkey and .key secret"
+        ),
+    )
+    return 0
+
+
+def cmd_create(args: argparse.Namespace, out: Output) -> int:
+    keys = load_keys(args.keys, args.fqrn)
+    r = pub.create_repository(args.stratum, args.fqrn, keys, whitelist_days=args.whitelist_days)
+    _show(out, f"created {args.fqrn} in {args.stratum}", _result(r))
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace, out: Output) -> int:
+    fqrn = _fqrn(args.stratum, args.fqrn)
+    keys = load_keys(args.keys, fqrn)
+    chunking = ChunkingSettings(enabled=False) if args.no_chunking else None
+    common: dict[str, Any] = dict(
+        tag=args.tag,
+        description=args.description,
+        auto_tag=args.auto_tag,
+        base_path=args.base_path,
+        chunking=chunking,
+        normalize_owner=args.root_owner,
+        timestamp=args.timestamp,
+    )
+    src = args.source
+    with out.progress(transfer=True) as bar:
+        task = bar.add_task(f"publishing {fqrn}", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total or None)
+
+        if src == "-":
+            r = pub.publish_tar(args.stratum, fqrn, keys, sys.stdin.buffer, progress=progress, **common)
+        else:
+            path = Path(src)
+            if path.is_dir():
+                r = pub.publish_tree(args.stratum, fqrn, keys, path, progress=progress, **common)
+            elif path.is_file():
+                with open(path, "rb") as f:
+                    r = pub.publish_tar(args.stratum, fqrn, keys, f, progress=progress, **common)
+            else:
+                raise UsageError(
+                    f"{src}: no such directory or tar file", hint="give a directory, a tar, or -"
+                )
+    _show(out, f"published {fqrn} revision {r.revision}", _result(r))
+    return 0
+
+
+def cmd_resign(args: argparse.Namespace, out: Output) -> int:
+    fqrn = _fqrn(args.stratum, args.fqrn)
+    keys = load_keys(args.keys, fqrn)
+    path = pub.resign_whitelist(args.stratum, fqrn, keys, days=args.days)
+    out.data(
+        {"whitelist": str(path), "days": args.days},
+        lambda d: out.print(f"re-signed {d['whitelist']}, valid for {d['days']} days"),
+    )
+    return 0
+
+
+def cmd_tag_add(args: argparse.Namespace, out: Output) -> int:
+    fqrn = _fqrn(args.stratum, args.fqrn)
+    keys = load_keys(args.keys, fqrn)
+    t = pub.add_tag(args.stratum, fqrn, keys, args.name, args.root_hash, args.description)
+    d = {"name": t.name, "root_hash": t.root_hash, "revision": t.revision, "description": t.description}
+    out.data(d, lambda d: out.print(f"tagged revision {d['revision']} ({d['root_hash']}) as {d['name']}"))
+    return 0
+
+
+def cmd_tag_remove(args: argparse.Namespace, out: Output) -> int:
+    fqrn = _fqrn(args.stratum, args.fqrn)
+    keys = load_keys(args.keys, fqrn)
+    pub.remove_tag(args.stratum, fqrn, keys, args.name)
+    out.data({"removed": args.name}, lambda d: out.print(f"removed tag {d['removed']}"))
+    return 0
+
+
+def _stratum_args(p: argparse.ArgumentParser, *, keys: bool = True) -> None:
+    p.add_argument("stratum", type=Path, metavar="STRATUM_DIR", help="the directory served as /cvmfs/<fqrn>/")
+    if keys:
+        p.add_argument(
+            "--keys",
+            type=Path,
+            required=True,
+            metavar="DIR",
+            help="key directory (<fqrn>.masterkey, .crt, ...)",
+        )
+        p.add_argument("--fqrn", help="repository name (default: read from the manifest)")
+
+
+def register_publish(
+    cvmfs_sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    tag_sub: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    p = subparser(
+        cvmfs_sub,
+        "keygen",
+        json=True,
+        handler=cmd_keygen,
+        help="make a master key and a certificate for a new repository",
+        description="Generate a repository's keys: <fqrn>.masterkey (signs the whitelist), <fqrn>.pub\n"
+        "(its public half: what clients get as CVMFS_PUBLIC_KEY), <fqrn>.crt and <fqrn>.key\n"
+        "(the certificate that signs each manifest). Private keys are written mode 0600.\n\n"
+        "  cernvm-build cvmfs keygen demo.cernvm.test --out ./keys",
+    )
+    p.add_argument("fqrn", metavar="FQRN", help="repository name, e.g. demo.cernvm.test")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="directory for the four files")
+    p.add_argument("--force", action="store_true", help="replace existing keys")
+
+    p = subparser(
+        cvmfs_sub,
+        "create",
+        json=True,
+        handler=cmd_create,
+        help="create an empty repository",
+        description="Create a repository in STRATUM_DIR: revision 1 with an empty root, the certificate,\n"
+        "the history (tag 'trunk') and a whitelist signed with the master key.\n\n"
+        "  cernvm-build cvmfs create ./srv/demo.cernvm.test --fqrn demo.cernvm.test --keys ./keys\n"
+        "  cernvm-build cvmfs serve ./srv     # then: http://127.0.0.1:8000/cvmfs/demo.cernvm.test",
+    )
+    p.add_argument("stratum", type=Path, metavar="STRATUM_DIR", help="new directory to hold the repository")
+    p.add_argument("--fqrn", required=True, help="repository name")
+    p.add_argument("--keys", type=Path, required=True, metavar="DIR", help="key directory (from keygen)")
+    p.add_argument("--whitelist-days", type=int, default=30, metavar="N", help="whitelist validity (30)")
+
+    p = subparser(
+        cvmfs_sub,
+        "publish",
+        json=True,
+        handler=cmd_publish,
+        help="publish a directory or tar as a new revision",
+        description="Publish SOURCE (a directory, a tar file, or '-' for a tar on stdin) as the next\n"
+        "revision. Only new content is stored; unchanged files (same size, mtime, mode) are not read\n"
+        "again; a '.cvmfscatalog' file makes its directory a nested catalog; files over 4 MiB are\n"
+        "chunked. The manifest is written last: readers see the old revision until the new one is\n"
+        "complete, and an interrupted publish can simply be run again.\n\n"
+        "  cernvm-build cvmfs publish ./srv/demo.cernvm.test ./rootfs --keys ./keys --tag v1\n"
+        "  tar -C rootfs -c . | cernvm-build cvmfs publish ./srv/demo.cernvm.test - --keys ./keys\n"
+        "  cernvm-build cvmfs publish REPO ./layer --keys K --base-path /.layers/ab/abcd --json",
+    )
+    _stratum_args(p)
+    p.add_argument("source", metavar="SOURCE", help="directory, tar file (.tar, .tar.gz, ...) or -")
+    p.add_argument("--tag", help="also tag the new revision with this name")
+    p.add_argument("--description", "-m", default="", help="tag description")
+    p.add_argument("--auto-tag", action="store_true", help="add a generic-<date> tag, as the server does")
+    p.add_argument("--base-path", default="/", metavar="P", help="publish SOURCE at P, keep the rest")
+    p.add_argument("--root-owner", action="store_true", help="store every entry as owned by uid/gid 0")
+    p.add_argument("--no-chunking", action="store_true", help="store large files as single objects")
+    p.add_argument(
+        "--timestamp", type=int, metavar="EPOCH", help="publish time (default SOURCE_DATE_EPOCH or now)"
+    )
+
+    p = subparser(
+        cvmfs_sub,
+        "resign",
+        json=True,
+        handler=cmd_resign,
+        help="re-sign the whitelist before it expires",
+        description="Write a new whitelist signed with the master key (clients refuse an expired one).\n\n"
+        "  cernvm-build cvmfs resign ./srv/demo.cernvm.test --keys ./keys --days 30",
+    )
+    _stratum_args(p)
+    p.add_argument("--days", type=int, default=30, metavar="N", help="validity in days (30)")
+
+    p = subparser(
+        tag_sub,
+        "add",
+        json=True,
+        handler=cmd_tag_add,
+        help="tag the trunk (or a root catalog) with a name",
+        description="Add or move a named tag; clients pin it with --tag NAME.\n\n"
+        "  cernvm-build cvmfs tag add ./srv/demo.cernvm.test el9-2026.11 --keys ./keys -m 'release'\n"
+        "  cernvm-build cvmfs tag add REPO frozen --root-hash 1a2b... --keys ./keys",
+    )
+    _stratum_args(p)
+    p.add_argument("name", metavar="NAME", help="tag name")
+    p.add_argument("--root-hash", metavar="HASH", help="root catalog to tag (default: trunk)")
+    p.add_argument("--description", "-m", default="", help="tag description")
+
+    p = subparser(
+        tag_sub,
+        "remove",
+        json=True,
+        handler=cmd_tag_remove,
+        help="remove a named tag",
+        description="Remove a tag from the history (its revision stays in the repository).\n\n"
+        "  cernvm-build cvmfs tag remove ./srv/demo.cernvm.test el9-2026.11 --keys ./keys",
+    )
+    _stratum_args(p)
+    p.add_argument("name", metavar="NAME", help="tag name")
