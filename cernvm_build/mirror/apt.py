@@ -148,6 +148,7 @@ def _verify_suite(
 
     expected: list[Expected] = []
     present: set[str] = set()
+    good: set[str] = set()  # present and matching Release: only these are read for packages
     fixed: list[str] = []
     for e in entries:
         rel = f"{base}/{e.path}"
@@ -160,6 +161,8 @@ def _verify_suite(
             result.problems.append(f"{rel}: size {got[1]}, but {base}/Release says {e.size}")
         elif got[0] != e.sha256:
             result.problems.append(f"{rel}: sha256 mismatch with {base}/Release")
+        else:
+            good.add(e.path)
         if by_hash:
             folder = f"{base}/{e.path}".rsplit("/", 1)[0]
             bh = f"{folder}/by-hash/SHA256/{e.sha256}"
@@ -172,8 +175,8 @@ def _verify_suite(
     result.referenced.update(x.rel for x in expected)
 
     debs: list[Expected] = []
-    for stem in sorted({_strip_compression(p) for p in present if _is_packages(p)}):
-        variant = next(stem + c for c in COMPRESSIONS if stem + c in present)
+    for stem in sorted({_strip_compression(p) for p in good if _is_packages(p)}):
+        variant = next(stem + c for c in COMPRESSIONS if stem + c in good)
         raw = source.read(f"{base}/{variant}")
         if raw is None:
             continue

@@ -397,7 +397,7 @@ class Writer:
         self.progress = progress
         self.done = 0
         self.lock = threading.Lock()
-        self.etags: dict[str, str] = {}
+        self.etags: dict[str, str] = {}  # in the order the uploads completed
 
     def _advance(self, n: int) -> None:
         with self.lock:
@@ -710,7 +710,7 @@ def _sync(
             ranked.setdefault(last_rank(a.rel, last) or 0, []).append(a)
     for rank in sorted(ranked):
         run_parallel(jobs, up, ranked[rank])
-    report.uploaded = sorted(writer.etags)
+    report.uploaded = list(writer.etags)
     report.bytes_uploaded = sum(local[r].size for r in report.uploaded)
 
     dels = [a.rel for a in report.deletions]
