@@ -142,8 +142,10 @@ def build(req: BuildRequest, progress: Progress | None = None) -> BuildResult:
                 res.artifacts.append(Artifact.of(dtar, "docker-archive", reference=spec.reference))
             if "thin" in formats:
                 tdir = out / f"{req.basename}.thin.oci"
-                write_thin(tdir, parts, hub_fqrn=req.hub_fqrn, work=work)
-                res.artifacts.append(_dir_artifact(tdir, "thin", parts.manifest_digest, hub=req.hub_fqrn))
+                thin = write_thin(tdir, parts, hub_fqrn=req.hub_fqrn, work=work)
+                res.artifacts.append(
+                    _dir_artifact(tdir, "thin", thin.manifest_digest, reference=thin.spec.reference)
+                )
             if "cvmfs" in formats:
                 assert req.publish is not None
                 res.artifacts.append(req.publish(parts, req.source, mtime))

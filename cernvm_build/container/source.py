@@ -11,14 +11,19 @@ link group in this order is the one that carries the content).
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from ..errors import BuildError
+
+if TYPE_CHECKING:
+    from ..cvmfs.catalog import DirEntry
+    from ..cvmfs.repository import Repository
 
 DIR = "dir"
 FILE = "file"
@@ -140,3 +145,129 @@ class LocalTree:
 
     def open(self, entry: Entry) -> BinaryIO:
         return open(self.root / entry.path, "rb")
+
+
+class CvmfsTree:
+    """The subtree at ``path`` of an opened CernVM-FS repository snapshot.
+
+    Hard links are recognised by (catalog, hard-link group), as CernVM-FS scopes groups to one
+    catalog. Entries hidden by the server (the ``/.cvmfs`` virtual snapshot directory) are left out.
+    """
+
+    def __init__(self, repo: Repository, path: str = "/") -> None:
+        from ..cvmfs.catalog import FLAG_HIDDEN
+
+        self._hidden = FLAG_HIDDEN
+        self.repo = repo
+        where = f"{repo.fqrn}@{repo.tag or 'revision ' + str(repo.revision)}"
+        top = repo.lookup(path)
+        if top is None or not top.is_dir:
+            what = "does not exist" if top is None else "is not a directory"
+            raise BuildError(
+                f"{where}: {path} {what} in the repository",
+                hint="check the profile's cvmfs.path (list it with 'cernvm-build cvmfs ls')",
+            )
+        self.base = top.path
+        self.description = f"cvmfs://{repo.fqrn}{self.base}@{repo.tag or repo.root_hash}"
+
+    def entries(self) -> Iterator[Entry]:
+        yield from self._walk(self.base)
+
+    def _walk(self, directory: str) -> Iterator[Entry]:
+        children = sorted(self.repo.listdir(directory), key=lambda d: sort_key(d.name))
+        for d in children:
+            if d.flags & self._hidden:
+                continue
+            entry = self._entry(d)
+            yield entry
+            if entry.kind == DIR:
+                yield from self._walk(d.path)
+
+    def _entry(self, d: DirEntry) -> Entry:
+        kind = kind_of_mode(d.mode)
+        rel = d.path[len(self.base) :].lstrip("/")
+        return Entry(
+            path=rel,
+            kind=kind,
+            mode=stat.S_IMODE(d.mode),
+            size=d.size if kind == FILE else 0,
+            mtime=d.mtime,
+            uid=d.uid,
+            gid=d.gid,
+            target=d.symlink if kind == SYMLINK else "",
+            link_id=(d.catalog_prefix, d.hardlink_group) if kind == FILE and d.hardlink_group else None,
+            xattrs=dict(sorted(d.xattrs.items())),
+            rdev=(os.major(d.rdev), os.minor(d.rdev)) if kind in (CHAR, BLOCK) else (0, 0),
+        )
+
+    def open(self, entry: Entry) -> BinaryIO:
+        full = self.base.rstrip("/") + "/" + entry.path
+        return self.repo.open(full)
+
+
+class MemoryTree:
+    """A few small files and directories held in memory (metadata files, markers, thin.json)."""
+
+    def __init__(self, description: str, entries: list[tuple[Entry, bytes]]) -> None:
+        self.description = description
+        self._items = entries
+        self._data = {e.path: data for e, data in entries}
+
+    def entries(self) -> Iterator[Entry]:
+        for e, _ in self._items:
+            yield e
+
+    def open(self, entry: Entry) -> BinaryIO:
+        return io.BytesIO(self._data[entry.path])
+
+
+def memory_file(path: str, data: bytes, *, mtime: int, mode: int = 0o644) -> tuple[Entry, bytes]:
+    return Entry(path=path, kind=FILE, mode=mode, size=len(data), mtime=mtime), data
+
+
+def memory_dir(path: str, *, mtime: int, mode: int = 0o755) -> tuple[Entry, bytes]:
+    return Entry(path=path, kind=DIR, mode=mode, mtime=mtime), b""
+
+
+class Prefixed:
+    """``source`` seen below ``prefix`` (a directory entry for the prefix itself comes first)."""
+
+    def __init__(self, source: TreeSource, prefix: str, *, mtime: int, mode: int = 0o755) -> None:
+        self.source, self.prefix = source, prefix.strip("/")
+        self.description = source.description
+        self._top = Entry(path=self.prefix, kind=DIR, mode=mode, mtime=mtime)
+
+    def entries(self) -> Iterator[Entry]:
+        yield self._top
+        for e in self.source.entries():
+            yield replace(e, path=f"{self.prefix}/{e.path}")
+
+    def open(self, entry: Entry) -> BinaryIO:
+        return self.source.open(replace(entry, path=entry.path[len(self.prefix) + 1 :]))
+
+
+class Chained:
+    """Several sources one after the other; a later top-level name already seen is left out with
+    everything below it (the first source wins), so additions never overwrite the tree."""
+
+    def __init__(self, *sources: TreeSource) -> None:
+        self.sources = sources
+        self.description = " + ".join(s.description for s in sources)
+        self._owner: dict[str, TreeSource] = {}
+
+    def entries(self) -> Iterator[Entry]:
+        seen_top: set[str] = set()
+        for i, src in enumerate(self.sources):
+            mine: set[str] = set()
+            for e in src.entries():
+                top = e.path.split("/", 1)[0]
+                if top in seen_top and top not in mine:
+                    continue
+                mine.add(top)
+                if i > 0 and e.kind == FILE:
+                    self._owner[e.path] = src
+                yield e if i == 0 else replace(e, link_id=(i, e.link_id) if e.link_id else None)
+            seen_top |= mine
+
+    def open(self, entry: Entry) -> BinaryIO:
+        return self._owner.get(entry.path, self.sources[0]).open(entry)

@@ -5,15 +5,13 @@ CernVM-FS themselves (the cvmfs graph driver, the containerd snapshotter) read i
 
 from __future__ import annotations
 
-import io
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 from .image import canonical, hex_of
 from .layer import write_layer
 from .oci import ImageParts, assemble, write_oci_dir
-from .source import FILE, Entry
+from .source import MemoryTree, memory_file
 
 THIN_VERSION = "1.0"
 
@@ -39,23 +37,8 @@ def thin_json(parts: ImageParts, hub_fqrn: str) -> bytes:
     return canonical(doc)
 
 
-class _OneFile:
-    """A tree source holding just ``thin.json``."""
-
-    def __init__(self, data: bytes, mtime: int) -> None:
-        self.data = data
-        self.entry = Entry(path="thin.json", kind=FILE, mode=0o644, size=len(data), mtime=mtime)
-        self.description = "thin.json"
-
-    def entries(self) -> Iterator[Entry]:
-        yield self.entry
-
-    def open(self, entry: Entry) -> io.BytesIO:
-        return io.BytesIO(self.data)
-
-
-def write_thin(dest: Path, parts: ImageParts, *, hub_fqrn: str, work: Path) -> bytes:
-    """Write the thin image as an OCI layout at ``dest``; returns the ``thin.json`` it carries."""
+def write_thin(dest: Path, parts: ImageParts, *, hub_fqrn: str, work: Path) -> ImageParts:
+    """Write the thin image as an OCI layout at ``dest``; returns its parts."""
     doc = thin_json(parts, hub_fqrn)
     spec = parts.spec
     thin_spec = replace(
@@ -65,7 +48,8 @@ def write_thin(dest: Path, parts: ImageParts, *, hub_fqrn: str, work: Path) -> b
     )
     gz = work / "thin-layer.tar.gz"
     with open(gz, "wb") as f:
-        layer = write_layer(_OneFile(doc, spec.created), gz_out=f, mtime=spec.created)
+        files = MemoryTree("thin.json", [memory_file("thin.json", doc, mtime=spec.created)])
+        layer = write_layer(files, gz_out=f, mtime=spec.created)
     thin_parts = assemble(
         thin_spec,
         layer,
@@ -74,4 +58,4 @@ def write_thin(dest: Path, parts: ImageParts, *, hub_fqrn: str, work: Path) -> b
         created_by=f"cernvm-build container thin of {spec.reference}",
     )
     write_oci_dir(dest, thin_parts)
-    return doc
+    return thin_parts

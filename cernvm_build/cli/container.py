@@ -1,0 +1,280 @@
+"""``cernvm-build container``: reference containers from a profile's CernVM-FS snapshot, and verify."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .. import profile as profile_mod
+from ..artifact import Artifact
+from ..cvmfs.repository import SnapshotSpec
+from ..errors import BuildError, UsageError
+from ..paths import source_date_epoch
+from .app import HelpFormatter, Output, subparser
+
+BUILD_DESCRIPTION = """\
+Build reference containers whose root tree is the profile's CernVM-FS repository path, read from
+the pinned snapshot (profile cvmfs.snapshot, or --tag/--root-hash) and verified object by object.
+
+formats (--format, comma-separated; default: the profile's container.formats):
+  oci             OUT/NAME.oci/ (OCI image layout) and OUT/NAME.oci.tar (oci-archive)
+  docker-archive  OUT/NAME.docker.tar, for 'docker load' / 'podman load'
+  apptainer       OUT/NAME.sandbox/, a flat sandbox with .singularity.d/ ('apptainer run')
+  thin            OUT/NAME.thin.oci/, a DUCC thin image: thin.json names the layer in the hub
+  cvmfs           publish into a CernVM-FS hub in DUCC's layout (--hub-stratum, --hub-keys)
+
+The layer is deterministic: sorted entries, owners and modes from the repository, hard links as
+tar hard links, xattrs as PAX SCHILY.xattr.*, mtimes = SOURCE_DATE_EPOCH (--keep-mtimes keeps the
+repository's). Sockets cannot be carried: each is skipped with a warning and counted in the label
+cvmfs.skipped. Labels record the origin (cvmfs.repository, .path, .tag, .root_hash, .revision).
+
+examples:
+  cernvm-build container el6 --format oci,docker-archive --out build/containers
+  cernvm-build container demo --source http://127.0.0.1:8000/cvmfs/demo.cernvm.test --json
+  cernvm-build container el4 --tag slc4-frozen --name registry.example/cernvm/el4:frozen
+  cernvm-build container verify build/containers/el6.oci"""
+
+VERIFY_DESCRIPTION = """\
+Check an image against the CernVM-FS snapshot its labels name: every file's content hash, type,
+mode, owner, link target and hard-link grouping. Differences are listed file by file; the exit
+code is 6 (integrity failure) when there is any. Works on OCI layouts and archives,
+docker-archives and Apptainer sandboxes made by 'cernvm-build container'.
+
+The repository is read from --source, else the server recorded in the image (label
+cvmfs.server), else the servers of the profile recorded in the image (label cernvm.profile).
+
+examples:
+  cernvm-build container verify build/containers/el6.oci
+  cernvm-build container verify el6.docker.tar --source /srv/cvmfs/sft.example.test --key sft.pub"""
+
+
+class _DefaultToBuild(argparse._SubParsersAction):  # type: ignore[type-arg]
+    """``container PROFILE ...`` means ``container build PROFILE ...``; ``container verify`` stays."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        vals = list(values or [])
+        if vals and vals[0] not in self._name_parser_map:
+            vals = ["build", *vals]
+        super().__call__(parser, namespace, vals, option_string)
+
+
+class _AnyName(dict[str, argparse.ArgumentParser]):
+    """Choices that accept a profile name too (argparse checks choices before the action runs)."""
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    group = sub.add_parser(
+        "container",
+        help="reference containers from CernVM-FS (oci, docker-archive, apptainer, thin, cvmfs)",
+        description=BUILD_DESCRIPTION,
+        formatter_class=HelpFormatter,
+        usage="cernvm-build container [build] PROFILE [options]\n       cernvm-build container verify IMAGE",
+    )
+    group.register("action", "parsers", _DefaultToBuild)
+    inner = group.add_subparsers(title="commands", metavar="{PROFILE,build,verify}")
+    b = subparser(inner, "build", help="build containers of PROFILE (the default command)",
+                  description=BUILD_DESCRIPTION, json=True, handler=_build)  # fmt: skip
+    b.add_argument("profile", metavar="PROFILE", help="profile name (profiles list) or YAML path")
+    b.add_argument("--format", default=None, help="comma-separated formats (default: the profile's)")
+    b.add_argument("--out", type=Path, default=Path("build/containers"), help="output folder")
+    b.add_argument("--source", action="append", metavar="URL|DIR",
+                   help="Stratum URL or repository folder (default: the profile's servers)")  # fmt: skip
+    b.add_argument("--key", action="append", type=Path, metavar="PATH",
+                   help="repository public key (default: the profile's)")  # fmt: skip
+    snap = b.add_mutually_exclusive_group()
+    snap.add_argument("--tag", help="read this tag instead of the profile's snapshot")
+    snap.add_argument("--root-hash", help="read the revision with this root catalog hash")
+    b.add_argument("--path", help="repository path of the root tree (default: the profile's cvmfs.path)")
+    b.add_argument(
+        "--name", metavar="REGISTRY/REPO:TAG", help="image reference (default: cernvm/PROFILE:TAG)"
+    )
+    b.add_argument("--keep-mtimes", action="store_true", help="keep the repository's mtimes")
+    b.add_argument("--basename", help="output file base name (default: the profile name)")
+    hub = b.add_argument_group("cvmfs and thin formats")
+    hub.add_argument(
+        "--hub-fqrn", default="unpacked.cern.ch", help="hub repository name (default: %(default)s)"
+    )
+    hub.add_argument("--hub-stratum", type=Path, help="local Stratum-0 folder of the hub (cvmfs format)")
+    hub.add_argument("--hub-keys", type=Path, help="folder with the hub's keys (cvmfs format)")
+
+    v = subparser(inner, "verify", help="check an image against the snapshot it names",
+                  description=VERIFY_DESCRIPTION, json=True, handler=_verify)  # fmt: skip
+    v.add_argument("image", type=Path, metavar="IMAGE", help="OCI layout/archive, docker-archive or sandbox")
+    v.add_argument("--source", action="append", metavar="URL|DIR", help="Stratum URL or repository folder")
+    v.add_argument("--key", action="append", type=Path, metavar="PATH", help="repository public key")
+    inner.choices = _AnyName(inner.choices or {})
+
+
+def _snapshot(args: argparse.Namespace, prof: profile_mod.Profile) -> SnapshotSpec:
+    if args.tag or args.root_hash:
+        return SnapshotSpec(tag=args.tag, root_hash=args.root_hash)
+    s = prof.cvmfs.snapshot
+    return SnapshotSpec(tag=s.tag, date=s.date, root_hash=s.root_hash)
+
+
+def _build(args: argparse.Namespace, out: Output) -> int:
+    from ..container import build as build_mod
+    from ..container import origin as origin_mod
+
+    prof = profile_mod.load(args.profile)
+    formats = args.format.split(",") if args.format else list(prof.container.formats)
+    build_mod.check_formats([f.strip() for f in formats])
+    formats = [f.strip() for f in formats]
+    if "cvmfs" in formats and (args.hub_stratum is None or args.hub_keys is None):
+        raise UsageError("the cvmfs format needs --hub-stratum DIR and --hub-keys DIR")
+    sources = args.source or prof.cvmfs.server_urls()
+    keys = args.key or list(prof.cvmfs.public_keys)
+    origin = origin_mod.open_origin(
+        sources,
+        fqrn=prof.cvmfs.repository,
+        path=args.path or prof.cvmfs.path,
+        public_keys=keys,
+        snapshot=_snapshot(args, prof),
+    )
+    try:
+        repo = origin.repo
+        out.info(f"reading {origin.tree.description} (revision {repo.revision})")
+        version = repo.tag or f"r{repo.revision}"
+        spec = origin_mod.image_spec(
+            profile_name=prof.name,
+            description=prof.description,
+            version=version,
+            reference=args.name,
+            created=source_date_epoch(),
+            entrypoint=prof.container.entrypoint,
+            env=prof.container.env,
+            labels=prof.container.labels,
+            origin_labels=origin_mod.provenance(origin),
+            architecture=origin_mod.oci_arch(prof.os.arch),
+        )
+        publish = None
+        if "cvmfs" in formats:
+            from ..container.hub import publisher
+
+            publish = publisher(stratum=args.hub_stratum, fqrn=args.hub_fqrn, keys_dir=args.hub_keys)
+        req = build_mod.BuildRequest(
+            source=origin.tree,
+            spec=spec,
+            formats=formats,
+            out_dir=args.out,
+            basename=args.basename or prof.name,
+            keep_mtimes=args.keep_mtimes,
+            hub_fqrn=args.hub_fqrn,
+            publish=publish,
+        )
+        total = build_mod.content_size(origin.tree)
+        with out.progress(transfer=True) as bar:
+            task = bar.add_task(f"container {prof.name}", total=total)
+            result = build_mod.build(req, progress=lambda n: bar.advance(task, n))
+    finally:
+        origin.close()
+    for path, reason in result.skipped:
+        out.warn(f"{origin.tree.description}: {path}: skipped ({reason})")
+    doc = {
+        "reference": spec.reference,
+        "origin": origin_mod.provenance(origin),
+        "artifacts": [a.to_json() for a in result.artifacts],
+        "layer": None
+        if result.layer is None
+        else {
+            "diff_id": result.layer.diff_id,
+            "digest": result.layer.digest,
+            "size": result.layer.size,
+            "compressed_size": result.layer.compressed_size,
+            "files": result.layer.files,
+            "directories": result.layer.dirs,
+            "symlinks": result.layer.symlinks,
+            "hardlinks": result.layer.hardlinks,
+            "specials": result.layer.specials,
+        },
+        "skipped": [{"path": p, "reason": r} for p, r in result.skipped],
+    }
+
+    def render(d: dict[str, Any]) -> None:
+        out.print(f"[bold]{spec.reference}[/bold] from {origin.tree.description}")
+        out.table(
+            ["format", "path", "sha256", "size"],
+            [[a.format, a.path, a.sha256[:16], _size(a)] for a in result.artifacts],
+        )
+
+    out.data(doc, render)
+    return 0
+
+
+def _size(a: Artifact) -> str:
+    return f"{a.size / 1e6:.1f} MB" if a.size >= 1e5 else f"{a.size} B"
+
+
+def _verify(args: argparse.Namespace, out: Output) -> int:
+    from ..container import origin as origin_mod
+    from ..container import verify as verify_mod
+    from ..container.image import LABEL_PATH, LABEL_REPOSITORY, LABEL_ROOT_HASH, LABEL_SERVER
+    from ..errors import IntegrityError
+
+    contents = verify_mod.read_image(args.image)
+    labels = contents.labels
+    missing = [k for k in (LABEL_REPOSITORY, LABEL_PATH, LABEL_ROOT_HASH) if not labels.get(k)]
+    if missing:
+        raise BuildError(
+            f"{args.image}: the image does not record its origin (no label {missing[0]})",
+            hint="only images made by 'cernvm-build container' from a repository can be verified",
+        )
+    prof = None
+    if labels.get(origin_mod.LABEL_PROFILE):
+        try:
+            prof = profile_mod.load(labels[origin_mod.LABEL_PROFILE])
+        except Exception:  # the profile may be long gone; the image's labels are enough
+            prof = None
+    sources = args.source or ([labels[LABEL_SERVER]] if labels.get(LABEL_SERVER) else [])
+    if not sources and prof is not None and prof.cvmfs.repository == labels[LABEL_REPOSITORY]:
+        sources = prof.cvmfs.server_urls()
+    keys = args.key or (list(prof.cvmfs.public_keys) if prof is not None else [])
+    if not sources:
+        raise UsageError(f"{args.image}: no repository source recorded; pass --source URL|DIR")
+    origin = origin_mod.open_origin(
+        sources,
+        fqrn=labels[LABEL_REPOSITORY],
+        path=labels[LABEL_PATH],
+        public_keys=keys,
+        snapshot=SnapshotSpec(root_hash=labels[LABEL_ROOT_HASH]),
+        verify_signatures=bool(keys),
+    )
+    if not keys:
+        out.warn("no public key: signatures not checked; contents are checked against the root hash")
+    try:
+        total = sum(e.size for e in origin.tree.entries() if e.kind == "file")
+        with out.progress(transfer=True) as bar:
+            task = bar.add_task(f"verify {args.image.name}", total=total)
+            report = verify_mod.compare(
+                contents, origin.tree, name=str(args.image), progress=lambda n: bar.advance(task, n)
+            )
+    finally:
+        origin.close()
+
+    def render(d: dict[str, Any]) -> None:
+        where = f"{labels[LABEL_REPOSITORY]}{labels[LABEL_PATH]}@{labels[LABEL_ROOT_HASH]}"
+        if report.ok:
+            out.print(f"[green]ok[/green] {args.image}: {report.checked} entries match {where}")
+            return
+        out.table(["path", "what", "expected", "found"],
+                  [[x.path, x.what, x.expected, x.found] for x in report.differences])  # fmt: skip
+
+    out.data(report.to_json(), render)
+    if not report.ok:
+        first = report.differences[0]
+        raise IntegrityError(
+            f"{args.image}: {len(report.differences)} difference(s) from the snapshot; first: {first}",
+            hint="the image is not the frozen environment it claims to be; rebuild it from the snapshot",
+        )
+    return 0

@@ -1,0 +1,254 @@
+"""Publish an image into a CernVM-FS hub in DUCC's ``unpacked.cern.ch`` layout.
+
+For an image with compressed layer digest ``d`` and config digest ``c``, published as
+``<registry>/<repository>:<tag>``::
+
+    /.layers/<d[0:2]>/<d>/layerfs/            the unpacked layer (its own nested catalog)
+    /.layers/<d[0:2]>/<d>/.metadata/          origin.json (config digests using it), layers.json
+    /.flat/<c[0:2]>/<c>/                      the flat root for Apptainer: tree + .singularity.d + /dev
+    /<registry>/<repository>:<tag>            relative symlink to ../…/.flat/<c[0:2]>/<c>
+    /.metadata/<registry>/<repository>:<tag>/manifest.json   the image manifest: the marker
+
+Each part is one publish (the publisher replaces exactly one subtree per revision and keeps the rest
+of the hub), in an order that keeps every revision consistent: layer, flat root, public link, and
+the marker last. Before anything, the marker is read back: if it names the same config digest the
+image is already there and nothing is written. A part already present (a layer shared with another
+image, a flat root from an interrupted run) is not written again, so a re-run finishes the job.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import BinaryIO
+
+from ..artifact import Artifact
+from ..cvmfs.keys import KeySet, load_keys
+from ..cvmfs.publish import publish_tar
+from ..cvmfs.repository import Repository, open_repository
+from ..errors import BuildError, CernVMError
+from .apptainer import scaffold
+from .image import canonical, hex_of
+from .layer import write_layer
+from .oci import ImageParts
+from .source import (
+    FILE,
+    SYMLINK,
+    Chained,
+    Entry,
+    LocalTree,
+    MemoryTree,
+    Prefixed,
+    TreeSource,
+    memory_dir,
+    memory_file,
+)
+from .thin import layer_path
+
+log = logging.getLogger(__name__)
+
+CATALOG_MARKER = ".cvmfscatalog"
+
+
+def layer_dir(digest: str) -> str:
+    d = hex_of(digest)
+    return f"/.layers/{d[:2]}/{d}"
+
+
+def flat_dir(config_digest: str) -> str:
+    c = hex_of(config_digest)
+    return f"/.flat/{c[:2]}/{c}"
+
+
+def public_path(parts: ImageParts) -> str:
+    return f"/{parts.spec.registry}/{parts.spec.repository}:{parts.spec.tag}"
+
+
+def marker_path(parts: ImageParts) -> str:
+    return f"/.metadata/{parts.spec.registry}/{parts.spec.repository}:{parts.spec.tag}/manifest.json"
+
+
+def link_target(parts: ImageParts) -> str:
+    """The public name's relative symlink, e.g. ``../../.flat/ab/<c>`` for ``reg/lib/img:tag``."""
+    depth = public_path(parts).count("/") - 1
+    return "../" * depth + flat_dir(parts.config_digest).lstrip("/")
+
+
+def _open_hub(stratum: Path, keys: KeySet) -> Repository:
+    try:
+        return open_repository(stratum, fqrn=keys.fqrn, public_keys=[keys.public_key_pem])
+    except CernVMError as e:
+        raise BuildError(
+            f"{stratum}: cannot open the hub repository {keys.fqrn}: {e.message}",
+            hint=f"create it first with 'cernvm-build cvmfs create {keys.fqrn} {stratum}'",
+        ) from e
+
+
+def _read_json(repo: Repository, path: str) -> object | None:
+    entry = repo.lookup(path)
+    if entry is None or not entry.is_file:
+        return None
+    try:
+        data: object = json.loads(repo.read_bytes(entry))
+        return data
+    except ValueError:
+        return None
+
+
+def _publish(
+    stratum: Path, keys: KeySet, source: TreeSource, base_path: str, work: Path, mtime: int | None
+) -> int:
+    """Publish ``source`` as the subtree (or single node, for a source whose only entry is '.') at
+    ``base_path`` through a tar stream; returns the new revision. ``mtime`` None keeps mtimes."""
+    with tempfile.TemporaryFile(dir=work) as f:
+        write_layer(source, raw_out=f, mtime=mtime)
+        f.seek(0)
+        res = publish_tar(stratum, keys.fqrn, keys, f, base_path=base_path)
+    for w in res.warnings:
+        log.warning("%s: %s", base_path, w)
+    return res.revision
+
+
+def publish_image(
+    stratum: Path,
+    keys: KeySet,
+    parts: ImageParts,
+    tree: TreeSource,
+    *,
+    mtime: int | None,
+    work: Path,
+) -> Artifact:
+    """Publish ``parts`` (whose layer is ``tree``) into the hub; nothing is written if it is there."""
+    assert parts.layer.digest is not None
+    manifest = json.loads(parts.manifest)
+    repo = _open_hub(stratum, keys)
+    try:
+        marker = _read_json(repo, marker_path(parts))
+        same = isinstance(marker, dict) and marker.get("config", {}).get("digest") == parts.config_digest
+        revision = repo.revision
+        if same:
+            return _artifact(stratum, parts, revision, published=[], unchanged=True)
+        ldir, fdir = layer_dir(parts.layer.digest), flat_dir(parts.config_digest)
+        have_layer = repo.lookup(ldir + "/layerfs") is not None
+        origin = _read_json(repo, ldir + "/.metadata/origin.json")
+        have_flat = repo.lookup(fdir + "/" + CATALOG_MARKER) is not None
+        link = repo.lookup(public_path(parts))
+        have_link = link is not None and link.is_symlink and link.symlink == link_target(parts)
+        have_catalog_marker = repo.lookup("/.layers/" + CATALOG_MARKER) is not None
+    finally:
+        repo.close()
+
+    published: list[str] = []
+    cfg = parts.config_digest
+    ts = parts.spec.created
+    origins = sorted({*((origin or {}).get("origin", []) if isinstance(origin, dict) else []), cfg})
+    if not have_layer:
+        layers_json = canonical(
+            [
+                {
+                    "id": parts.layer.diff_id,
+                    "compressed-diff-digest": parts.layer.digest,
+                    "diff-digest": parts.layer.diff_id,
+                    "diff-size": parts.layer.size,
+                    "created": parts.spec.created_iso,
+                }
+            ]
+        )
+        meta = MemoryTree(
+            "layer metadata",
+            [
+                memory_dir(".metadata", mtime=ts),
+                memory_file(".metadata/layers.json", layers_json, mtime=ts),
+                memory_file(".metadata/origin.json", canonical({"origin": origins}), mtime=ts),
+            ],
+        )
+        marker_tree = MemoryTree("catalog marker", [memory_file(CATALOG_MARKER, b"", mtime=ts)])
+        layerfs = Chained(tree, marker_tree)
+        revision = _publish(
+            stratum, keys, Chained(Prefixed(layerfs, "layerfs", mtime=ts), meta), ldir, work, mtime
+        )
+        published.append(ldir)
+    elif isinstance(origin, dict) and cfg not in origin.get("origin", []):
+        data = canonical({"origin": origins})
+        one = MemoryTree("origin.json", [(_single_file(data, ts), data)])
+        revision = _publish(stratum, keys, one, ldir + "/.metadata/origin.json", work, ts)
+        published.append(ldir + "/.metadata/origin.json")
+    if not have_catalog_marker:
+        one = MemoryTree("catalog marker", [(_single_file(b"", ts), b"")])
+        revision = _publish(stratum, keys, one, "/.layers/" + CATALOG_MARKER, work, ts)
+    if not have_flat:
+        with tempfile.TemporaryDirectory(dir=work) as extra:
+            scaffold(Path(extra), parts.spec, mtime=ts)
+            marker_tree = MemoryTree("catalog marker", [memory_file(CATALOG_MARKER, b"", mtime=ts)])
+            flat = Chained(tree, _RootOwned(LocalTree(Path(extra))), marker_tree)
+            revision = _publish(stratum, keys, flat, fdir, work, mtime)
+        published.append(fdir)
+    if not have_link:
+        link_entry = Entry(path=".", kind=SYMLINK, mode=0o777, mtime=ts, target=link_target(parts))
+        revision = _publish(
+            stratum, keys, MemoryTree("link", [(link_entry, b"")]), public_path(parts), work, ts
+        )
+        published.append(public_path(parts))
+    marker_dir = marker_path(parts).rsplit("/", 1)[0]
+    mtree = MemoryTree(
+        "marker",
+        [memory_file("manifest.json", canonical(manifest), mtime=ts)],
+    )
+    revision = _publish(stratum, keys, mtree, marker_dir, work, ts)
+    published.append(marker_path(parts))
+    return _artifact(stratum, parts, revision, published=published, unchanged=False)
+
+
+def _single_file(data: bytes, ts: int) -> Entry:
+    return Entry(path=".", kind=FILE, mode=0o644, size=len(data), mtime=ts)
+
+
+class _RootOwned:
+    """A local tree presented as owned by root (the sandbox additions are the toolkit's files)."""
+
+    def __init__(self, source: LocalTree) -> None:
+        self.source = source
+        self.description = source.description
+
+    def entries(self) -> Iterator[Entry]:
+        for e in self.source.entries():
+            yield replace(e, uid=0, gid=0, xattrs={})
+
+    def open(self, entry: Entry) -> BinaryIO:
+        return self.source.open(entry)
+
+
+def _artifact(
+    stratum: Path, parts: ImageParts, revision: int, *, published: list[str], unchanged: bool
+) -> Artifact:
+    return Artifact(
+        path=stratum,
+        format="cvmfs",
+        sha256=hex_of(parts.manifest_digest),
+        size=0,
+        meta={
+            "public_path": public_path(parts),
+            "flat": flat_dir(parts.config_digest),
+            "layer": "/" + layer_path(parts.layer.digest or ""),
+            "revision": revision,
+            "unchanged": unchanged,
+            "published": published,
+        },
+    )
+
+
+def publisher(
+    *, stratum: Path, fqrn: str, keys_dir: Path
+) -> Callable[[ImageParts, TreeSource, int | None], Artifact]:
+    """The ``publish`` callback of a BuildRequest for the ``cvmfs`` format."""
+    keys = load_keys(keys_dir, fqrn)
+
+    def publish(parts: ImageParts, tree: TreeSource, mtime: int | None) -> Artifact:
+        with tempfile.TemporaryDirectory(prefix=".hub-", dir=stratum.parent) as work:
+            return publish_image(stratum, keys, parts, tree, mtime=mtime, work=Path(work))
+
+    return publish

@@ -1,0 +1,139 @@
+"""Where a container comes from: the profile's repository snapshot, opened and recorded in labels.
+
+The labels written here are the image's provenance. ``verify`` reads them back years later to
+re-open exactly the same snapshot (by root catalog hash) and compare the image with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..cvmfs.repository import Repository, SnapshotSpec, open_repository
+from ..errors import BuildError
+from ..paths import cache_dir
+from .image import (
+    LABEL_PATH,
+    LABEL_REPOSITORY,
+    LABEL_REVISION,
+    LABEL_ROOT_HASH,
+    LABEL_SERVER,
+    LABEL_TAG,
+    ImageSpec,
+)
+from .source import CvmfsTree
+
+DEFAULT_REGISTRY = "localhost"
+LABEL_PROFILE = "cernvm.profile"
+
+
+@dataclass
+class Origin:
+    repo: Repository
+    tree: CvmfsTree
+    server: str | None  # the Stratum URL used, when it was one (local directories are not recorded)
+
+    def close(self) -> None:
+        self.repo.close()
+
+
+def open_origin(
+    sources: Sequence[str],
+    *,
+    fqrn: str,
+    path: str,
+    public_keys: Sequence[Path],
+    snapshot: SnapshotSpec,
+    verify_signatures: bool = True,
+) -> Origin:
+    """Open the snapshot and the subtree the container is made of (errors name repository and path)."""
+    if not sources:
+        raise BuildError(f"no server to read {fqrn} from", hint="pass --source URL|DIR")
+    src: str | Path | Sequence[str]
+    if len(sources) == 1 and not sources[0].startswith(("http://", "https://")):
+        src = Path(sources[0])
+    else:
+        src = list(sources)
+    repo = open_repository(
+        src,
+        fqrn=fqrn,
+        public_keys=list(public_keys),
+        cache_dir=cache_dir("cvmfs"),
+        snapshot=snapshot,
+        verify=verify_signatures,
+    )
+    try:
+        tree = CvmfsTree(repo, path)
+    except BaseException:
+        repo.close()
+        raise
+    server = next((s for s in sources if s.startswith(("http://", "https://"))), None)
+    return Origin(repo, tree, server)
+
+
+def provenance(origin: Origin) -> dict[str, str]:
+    repo = origin.repo
+    labels = {
+        LABEL_REPOSITORY: repo.fqrn,
+        LABEL_PATH: origin.tree.base,
+        LABEL_TAG: repo.tag or "",
+        LABEL_ROOT_HASH: repo.root_hash,
+        LABEL_REVISION: str(repo.revision),
+    }
+    if origin.server:
+        labels[LABEL_SERVER] = origin.server
+    return labels
+
+
+def parse_reference(ref: str) -> tuple[str, str, str]:
+    """``registry/repository:tag`` → its three parts (registry defaults to ``localhost``)."""
+    name, sep, tag = ref.rpartition(":")
+    if not sep or "/" in tag:
+        name, tag = ref, "latest"
+    first, slash, rest = name.partition("/")
+    if slash and ("." in first or ":" in first or first == "localhost"):
+        return first, rest, tag
+    return DEFAULT_REGISTRY, name, tag
+
+
+def image_spec(
+    *,
+    profile_name: str,
+    description: str,
+    version: str,
+    reference: str | None,
+    created: int,
+    entrypoint: Sequence[str],
+    env: Mapping[str, str],
+    labels: Mapping[str, str],
+    origin_labels: Mapping[str, str],
+    architecture: str = "amd64",
+) -> ImageSpec:
+    """The image's description; provenance labels win over the profile's own (they are facts)."""
+    registry, repository, tag = parse_reference(reference or f"cernvm/{profile_name}:{version}")
+    all_labels = {
+        "org.opencontainers.image.title": f"CernVM {profile_name}",
+        "org.opencontainers.image.description": description,
+        "org.opencontainers.image.version": version,
+        "org.opencontainers.image.ref.name": tag,
+        **labels,
+        "org.opencontainers.image.created": ImageSpec(DEFAULT_REGISTRY, "x", "x", created).created_iso,
+        LABEL_PROFILE: profile_name,
+        **origin_labels,
+    }
+    return ImageSpec(
+        registry=registry,
+        repository=repository,
+        tag=tag,
+        created=created,
+        entrypoint=tuple(entrypoint),
+        cmd=(),
+        env=dict(env),
+        labels=all_labels,
+        architecture=architecture,
+    )
+
+
+def oci_arch(arch: str) -> str:
+    return {"x86_64": "amd64", "aarch64": "arm64", "i686": "386", "i386": "386"}.get(arch, arch)

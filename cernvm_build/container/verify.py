@@ -1,0 +1,407 @@
+"""Check an image against the tree it claims to come from, file by file.
+
+An image (OCI layout or archive, docker-archive, Apptainer sandbox) records its origin in its labels
+(``cvmfs.repository``, ``cvmfs.path``, ``cvmfs.root_hash``, ...). ``read_image`` reads those labels and
+every node of the image; ``compare`` walks the origin tree and reports each difference: content hash,
+type, mode, owner, link target, hard-link grouping, xattrs, missing and extra paths. The image's own
+digests (manifest, config, layer, diff_id) are checked on the way; a mismatch there is reported too.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import tarfile
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from ..errors import BuildError
+from .apptainer import SCAFFOLD, SD
+from .image import LABEL_MTIMES, hex_of
+from .layer import skip_reason
+from .source import BLOCK, CHAR, DIR, FIFO, FILE, SYMLINK, Entry, LocalTree, TreeSource
+
+_READ = 1 << 20
+_KIND_OF_TAR = {
+    tarfile.DIRTYPE: DIR,
+    tarfile.REGTYPE: FILE,
+    tarfile.AREGTYPE: FILE,
+    tarfile.SYMTYPE: SYMLINK,
+    tarfile.CHRTYPE: CHAR,
+    tarfile.BLKTYPE: BLOCK,
+    tarfile.FIFOTYPE: FIFO,
+}
+
+
+@dataclass(frozen=True)
+class Node:
+    """One path of an image, as found in it."""
+
+    kind: str
+    mode: int
+    uid: int
+    gid: int
+    size: int
+    mtime: int
+    sha256: str | None = None  # files
+    target: str = ""  # symlinks
+    inode: str = ""  # the path whose content this file shares (itself unless hard-linked)
+    xattrs: dict[str, bytes] = field(default_factory=dict)
+
+
+@dataclass
+class Difference:
+    path: str
+    what: str  # "content", "mode", "type", "missing", "extra", "target", "owner", "link", "xattrs", ...
+    expected: str = ""
+    found: str = ""
+
+    def __str__(self) -> str:
+        if self.what in ("missing", "extra"):
+            return f"{self.path}: {self.what}"
+        return f"{self.path}: {self.what} differs (expected {self.expected}, found {self.found})"
+
+
+@dataclass
+class ImageContents:
+    kind: str  # "oci", "oci-archive", "docker-archive", "apptainer"
+    labels: dict[str, str]
+    nodes: dict[str, Node]
+    integrity: list[Difference] = field(default_factory=list)
+    #: top-level paths the format adds to the tree (Apptainer's scaffold); never reported as extra
+    scaffold: frozenset[str] = frozenset()
+    owners_checked: bool = True
+
+
+@dataclass
+class VerifyReport:
+    image: str
+    kind: str
+    labels: dict[str, str]
+    checked: int
+    differences: list[Difference]
+
+    @property
+    def ok(self) -> bool:
+        return not self.differences
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "image": self.image,
+            "kind": self.kind,
+            "ok": self.ok,
+            "checked": self.checked,
+            "origin": {k: v for k, v in self.labels.items() if k.startswith("cvmfs.")},
+            "differences": [d.__dict__ for d in self.differences],
+        }
+
+
+# -- reading images --------------------------------------------------------------------------------
+
+
+def _bad(image: Path, why: str) -> BuildError:
+    return BuildError(
+        f"{image}: {why}",
+        hint="give an OCI layout or archive, a docker-archive or an Apptainer sandbox made by cernvm-build",
+    )
+
+
+def read_image(image: Path) -> ImageContents:
+    if image.is_dir():
+        if (image / "oci-layout").is_file():
+            return _read_oci(image.name, lambda n: open(image / n, "rb"), "oci", image)
+        if (image / SD).is_dir():
+            return _read_sandbox(image)
+        raise _bad(image, "not an OCI layout (no oci-layout) nor an Apptainer sandbox (no .singularity.d)")
+    if not image.is_file():
+        raise BuildError(f"image does not exist: {image}", hint="check the path")
+    try:
+        tar = tarfile.open(image, "r:")  # noqa: SIM115 -- closed by the with below
+    except tarfile.TarError as e:
+        raise _bad(image, f"not a tar archive ({e})") from e
+    with tar:
+        names = set(tar.getnames())
+
+        def opener(name: str) -> IO[bytes]:
+            f = tar.extractfile(name) if name in names else None
+            if f is None:
+                raise _bad(image, f"{name} is missing")
+            return f
+
+        if "oci-layout" in names:
+            return _read_oci(image.name, opener, "oci-archive", image)
+        if "manifest.json" in names:
+            return _read_docker(opener, image)
+    raise _bad(image, "neither an oci-archive (oci-layout) nor a docker-archive (manifest.json)")
+
+
+def _json(opener: Callable[[str], IO[bytes]], name: str, image: Path) -> Any:
+    try:
+        with opener(name) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise _bad(image, f"{name} cannot be read: {e}") from e
+
+
+def _blob(opener: Callable[[str], IO[bytes]], digest: str, image: Path, integrity: list[Difference]) -> bytes:
+    name = f"blobs/sha256/{hex_of(digest)}"
+    with opener(name) as f:
+        data = f.read()
+    found = "sha256:" + hashlib.sha256(data).hexdigest()
+    if found != digest:
+        integrity.append(Difference(name, "blob digest", digest, found))
+    return data
+
+
+def _read_oci(label: str, opener: Callable[[str], IO[bytes]], kind: str, image: Path) -> ImageContents:
+    integrity: list[Difference] = []
+    index = _json(opener, "index.json", image)
+    try:
+        mdesc = index["manifests"][0]
+        manifest = json.loads(_blob(opener, mdesc["digest"], image, integrity))
+        config = json.loads(_blob(opener, manifest["config"]["digest"], image, integrity))
+        layers = manifest["layers"]
+        diff_ids = config["rootfs"]["diff_ids"]
+    except (KeyError, IndexError, TypeError, ValueError) as e:
+        raise _bad(image, f"malformed OCI metadata ({e})") from e
+    if len(layers) != 1 or len(diff_ids) != 1:
+        raise _bad(image, f"has {len(layers)} layers; images made by cernvm-build have one")
+    layer = layers[0]
+    name = f"blobs/sha256/{hex_of(layer['digest'])}"
+    with opener(name) as f:
+        expect = (layer["digest"], diff_ids[0])
+        nodes = _scan_layer(f, compressed=True, expect=expect, where=name, out=integrity)
+    labels = dict((config.get("config") or {}).get("Labels") or {})
+    return ImageContents(kind, labels, nodes, integrity)
+
+
+def _read_docker(opener: Callable[[str], IO[bytes]], image: Path) -> ImageContents:
+    integrity: list[Difference] = []
+    manifest = _json(opener, "manifest.json", image)
+    try:
+        cfg_name = manifest[0]["Config"]
+        layers = manifest[0]["Layers"]
+        with opener(cfg_name) as f:
+            cfg_bytes = f.read()
+        config = json.loads(cfg_bytes)
+        diff_ids = config["rootfs"]["diff_ids"]
+    except (KeyError, IndexError, TypeError, ValueError) as e:
+        raise _bad(image, f"malformed docker-archive metadata ({e})") from e
+    found = hashlib.sha256(cfg_bytes).hexdigest()
+    if cfg_name.removesuffix(".json") != found:
+        integrity.append(Difference(cfg_name, "config digest", cfg_name.removesuffix(".json"), found))
+    if len(layers) != 1 or len(diff_ids) != 1:
+        raise _bad(image, f"has {len(layers)} layers; images made by cernvm-build have one")
+    with opener(layers[0]) as f:
+        nodes = _scan_layer(f, compressed=False, expect=(None, diff_ids[0]), where=layers[0], out=integrity)
+    labels = dict((config.get("config") or {}).get("Labels") or {})
+    return ImageContents("docker-archive", labels, nodes, integrity)
+
+
+class _Hashing(io.RawIOBase):
+    """Pass reads through while hashing them (the compressed layer blob)."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self.f, self.h = f, hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        data = self.f.read(len(b))
+        n = len(data)
+        b[:n] = data
+        self.h.update(data)
+        return n
+
+
+def _scan_layer(
+    f: IO[bytes], *, compressed: bool, expect: tuple[str | None, str], where: str, out: list[Difference]
+) -> dict[str, Node]:
+    outer = _Hashing(f)
+    with ExitStack() as stack:
+        stream: IO[bytes] = io.BufferedReader(outer, _READ)
+        if compressed:
+            gz = stack.enter_context(gzip.GzipFile(fileobj=stream, mode="rb"))
+            stream = gz  # type: ignore[assignment]
+        inner = _Hashing(stream)
+        try:
+            tar = stack.enter_context(tarfile.open(fileobj=io.BufferedReader(inner, _READ), mode="r|"))
+            nodes = _nodes(tar)
+            while inner.read(_READ):  # the tar end marker and padding count for the diff_id
+                pass
+            while outer.read(_READ):
+                pass
+        except (tarfile.TarError, OSError, EOFError) as e:
+            out.append(Difference(where, "layer", "a readable tar layer", str(e)))
+            return {}
+    blob_digest, diff_id = expect
+    if blob_digest is not None and "sha256:" + outer.h.hexdigest() != blob_digest:
+        out.append(Difference(where, "blob digest", blob_digest, "sha256:" + outer.h.hexdigest()))
+    if "sha256:" + inner.h.hexdigest() != diff_id:
+        out.append(Difference(where, "diff_id", diff_id, "sha256:" + inner.h.hexdigest()))
+    return nodes
+
+
+def _nodes(tar: tarfile.TarFile) -> dict[str, Node]:
+    nodes: dict[str, Node] = {}
+    for m in tar:
+        path = m.name.removeprefix("./").rstrip("/")
+        if not path:
+            continue
+        xattrs = {
+            k.removeprefix("SCHILY.xattr."): v.encode("utf-8", "surrogateescape")
+            for k, v in m.pax_headers.items()
+            if k.startswith("SCHILY.xattr.")
+        }
+        mode, mtime = m.mode & 0o7777, int(m.mtime)
+        common = {"mode": mode, "uid": m.uid, "gid": m.gid, "mtime": mtime, "xattrs": xattrs}
+        if m.type == tarfile.LNKTYPE:
+            first = m.linkname.removeprefix("./")
+            base = nodes.get(first)
+            nodes[path] = Node(
+                kind=FILE,
+                size=base.size if base else 0,
+                sha256=base.sha256 if base else None,
+                inode=first,
+                **common,  # type: ignore[arg-type]
+            )
+            continue
+        kind = _KIND_OF_TAR.get(m.type, f"tar type {m.type!r}")
+        sha = None
+        if kind == FILE:
+            h = hashlib.sha256()
+            src = tar.extractfile(m)
+            assert src is not None
+            while block := src.read(_READ):
+                h.update(block)
+            sha = h.hexdigest()
+        nodes[path] = Node(
+            kind=kind,
+            size=m.size if kind == FILE else 0,
+            sha256=sha,
+            target=m.linkname if kind == SYMLINK else "",
+            inode=path,
+            **common,  # type: ignore[arg-type]
+        )
+    return nodes
+
+
+def _read_sandbox(image: Path) -> ImageContents:
+    try:
+        labels = json.loads((image / SD / "labels.json").read_text())
+    except (OSError, ValueError) as err:
+        raise _bad(image, f"{SD}/labels.json cannot be read: {err}") from err
+    tree = LocalTree(image)
+    nodes: dict[str, Node] = {}
+    first: dict[object, str] = {}
+    for e in tree.entries():
+        if e.path.split("/", 1)[0] == SD:
+            continue
+        inode = e.path
+        if e.link_id is not None:
+            inode = first.setdefault(e.link_id, e.path)
+        nodes[e.path] = Node(
+            kind=e.kind,
+            mode=e.mode,
+            uid=e.uid,
+            gid=e.gid,
+            size=e.size,
+            mtime=e.mtime,
+            sha256=_sha256(tree, e) if e.kind == FILE else None,
+            target=e.target,
+            inode=inode,
+            xattrs=dict(e.xattrs),
+        )
+    return ImageContents(
+        "apptainer",
+        {str(k): str(v) for k, v in labels.items()},
+        nodes,
+        scaffold=SCAFFOLD,
+        owners_checked=os.geteuid() == 0,
+    )
+
+
+def _sha256(source: TreeSource, entry: Entry) -> str:
+    h = hashlib.sha256()
+    with source.open(entry) as f:
+        while block := f.read(_READ):
+            h.update(block)
+    return h.hexdigest()
+
+
+# -- comparing -------------------------------------------------------------------------------------
+
+
+def compare(
+    image: ImageContents,
+    source: TreeSource,
+    *,
+    name: str,
+    progress: Callable[[int], None] | None = None,
+) -> VerifyReport:
+    """Every difference between the image and ``source``; the image's own digest problems first."""
+    diffs: list[Difference] = list(image.integrity)
+    keep_mtimes = image.labels.get(LABEL_MTIMES) == "kept"
+    seen: set[str] = set()
+    first_of_link: dict[object, str] = {}
+    checked = 0
+    for e in source.entries():
+        if skip_reason(e) is not None:
+            continue  # the layer never carries these; the build logged and counted them
+        checked += 1
+        node = image.nodes.get(e.path)
+        if node is None:
+            if not (image.kind == "apptainer" and e.kind in (CHAR, BLOCK)):
+                diffs.append(Difference(e.path, "missing"))
+            continue
+        seen.add(e.path)
+        diffs.extend(_diff_entry(e, node, source, image, keep_mtimes, first_of_link))
+        if progress is not None and e.kind == FILE:
+            progress(e.size)
+    for path in sorted(set(image.nodes) - seen):
+        if path.split("/", 1)[0] in image.scaffold and path not in seen:
+            continue
+        diffs.append(Difference(path, "extra"))
+    return VerifyReport(name, image.kind, image.labels, checked, diffs)
+
+
+def _diff_entry(
+    e: Entry,
+    node: Node,
+    source: TreeSource,
+    image: ImageContents,
+    keep_mtimes: bool,
+    first_of_link: dict[object, str],
+) -> list[Difference]:
+    out: list[Difference] = []
+    if node.kind != e.kind:
+        return [Difference(e.path, "type", e.kind, node.kind)]
+    if e.kind != SYMLINK and node.mode != e.mode:
+        out.append(Difference(e.path, "mode", f"{e.mode:04o}", f"{node.mode:04o}"))
+    if image.owners_checked and (node.uid, node.gid) != (e.uid, e.gid):
+        out.append(Difference(e.path, "owner", f"{e.uid}:{e.gid}", f"{node.uid}:{node.gid}"))
+    if keep_mtimes and e.kind != SYMLINK and node.mtime != e.mtime:
+        out.append(Difference(e.path, "mtime", str(e.mtime), str(node.mtime)))
+    if e.kind == SYMLINK and node.target != e.target:
+        out.append(Difference(e.path, "target", e.target, node.target))
+    if e.kind == FILE:
+        expected_inode = e.path
+        if e.link_id is not None:
+            expected_inode = first_of_link.setdefault(e.link_id, e.path)
+        if node.inode != expected_inode:
+            out.append(Difference(e.path, "link", f"same file as {expected_inode}", f"same as {node.inode}"))
+        if node.size != e.size:
+            out.append(Difference(e.path, "size", str(e.size), str(node.size)))
+        sha = _sha256(source, e)
+        if node.sha256 != sha:
+            out.append(Difference(e.path, "content", f"sha256:{sha}", f"sha256:{node.sha256}"))
+    if dict(e.xattrs) != node.xattrs and image.kind != "apptainer":
+        out.append(Difference(e.path, "xattrs", ",".join(sorted(e.xattrs)), ",".join(sorted(node.xattrs))))
+    return out
