@@ -1,0 +1,86 @@
+"""Shared fixtures: a writable copy of the real-tools fixture, an HTTP server over it, re-signing."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cernvm_build.cvmfs import manifest, rsa
+from cernvm_build.cvmfs.serve import Server, serve
+
+# Written by the real CernVM-FS 2.11.5 server tools (see data/README.md); vendored so CI has it.
+FIXTURE = Path(__file__).resolve().parent / "data" / "fixture.cernvm.test"
+FQRN = "fixture.cernvm.test"
+ROOT_REV1 = "7d8a9044c2715e91dd078c3b646dff0bc025a6d6"
+ROOT_REV2 = "ca734188abe4255977cc1d053b5331c9f24c55cb"
+
+
+@dataclass
+class Fixture:
+    root: Path  # <tmp>/fixture.cernvm.test
+
+    @property
+    def repo(self) -> Path:
+        return self.root / "repo"
+
+    @property
+    def keys(self) -> Path:
+        return self.root / "keys"
+
+    @property
+    def pub(self) -> Path:
+        return self.keys / f"{FQRN}.pub"
+
+    def listing(self, revision: int) -> dict[str, Any]:
+        return json.loads((self.root / f"listing-revision-{revision}.json").read_text())
+
+    def object(self, name: str, suffix: str = "") -> Path:
+        return self.repo / "data" / name[:2] / (name[2:] + suffix)
+
+    def resign_manifest(self, body: bytes) -> None:
+        key = rsa.load_private_key((self.keys / f"{FQRN}.key").read_bytes())
+        h = manifest.body_hash(body)
+        sig = rsa.sign_pkcs1_sha1(key.n, key.d, h.encode())
+        (self.repo / ".cvmfspublished").write_bytes(manifest.join_signed(body, h, sig))
+
+    def resign_whitelist(self, body: bytes, keyfile: Path | None = None) -> None:
+        key = rsa.load_private_key((keyfile or self.keys / f"{FQRN}.masterkey").read_bytes())
+        h = manifest.body_hash(body)
+        sig = rsa.sign_raw_pkcs1(key.n, key.d, h.encode())
+        (self.repo / ".cvmfswhitelist").write_bytes(manifest.join_signed(body, h, sig))
+
+
+def _writable(root: Path) -> None:
+    for dirpath, _dirs, filenames in os.walk(root):
+        os.chmod(dirpath, 0o755)
+        for f in filenames:
+            os.chmod(os.path.join(dirpath, f), 0o644)
+
+
+@pytest.fixture
+def fx(tmp_path: Path) -> Fixture:
+    dest = tmp_path / FQRN
+    shutil.copytree(FIXTURE, dest)
+    _writable(dest)
+    return Fixture(dest)
+
+
+@pytest.fixture
+def server(fx: Fixture) -> Iterator[Server]:
+    with serve(fx.root) as s:
+        yield s
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests that start the HTTP server are integration tests (a real server on 127.0.0.1)."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.path)).parents and "server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.integration)
