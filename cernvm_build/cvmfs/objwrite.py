@@ -162,7 +162,7 @@ class ObjectWriter:
 
     def put_stream(self, f: BinaryIO, size: int, chunking: ChunkingSettings) -> StoredFile:
         """Store a regular file's content read from ``f`` (``size`` bytes expected)."""
-        if size <= SMALL:
+        if size <= SMALL and not chunking.should_chunk(size):
             data = f.read(size + 1)
             if len(data) != size:
                 raise _SizeChanged(size, len(data))

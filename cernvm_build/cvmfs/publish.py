@@ -20,7 +20,6 @@ import contextlib
 import datetime as dt
 import hashlib
 import os
-import posixpath
 import re
 import shutil
 import signal
@@ -423,14 +422,19 @@ def _scan_dir(
     return len(todo)
 
 
-def _tar_path(name: str, base: str) -> str | None:
-    """Repository path of a tar member (None for the archive root); refuses paths leaving it."""
-    p = posixpath.normpath("/" + name.lstrip("/"))
-    if p == "/":
-        return base
-    if "/../" in p + "/" or p.startswith("/.."):
-        raise CvmfsError(f"tar member {name!r}: path leaves the archive", hint="fix the archive")
-    return base + p
+def _tar_path(name: str, base: str) -> str:
+    """Repository path of a tar member; refuses names that climb out of the archive."""
+    parts: list[str] = []
+    for p in name.split("/"):
+        if p in ("", "."):
+            continue
+        if p == "..":
+            if not parts:
+                raise CvmfsError(f"tar member {name!r}: path leaves the archive", hint="fix the archive")
+            parts.pop()
+        else:
+            parts.append(p)
+    return base + "".join("/" + p for p in parts)
 
 
 def _scan_tar(stage: Stage, content: _Content, stream: BinaryIO, base: str, opts: _Options) -> None:
@@ -444,7 +448,6 @@ def _scan_tar(stage: Stage, content: _Content, stream: BinaryIO, base: str, opts
     try:
         for m in tar:
             path = _tar_path(m.name, base)
-            assert path is not None
             _check_name(path, f"tar member {m.name!r}")
             xattrs: dict[str, bytes] = {}
             for k, v in m.pax_headers.items():
@@ -472,7 +475,6 @@ def _scan_tar(stage: Stage, content: _Content, stream: BinaryIO, base: str, opts
                 stage.put(ent)
             elif m.islnk():
                 target = _tar_path(m.linkname, base)
-                assert target is not None
                 ent.mode |= stat.S_IFREG
                 ent.hardlink_key = f"tar:{target}"
                 stage.put(ent)
@@ -484,7 +486,7 @@ def _scan_tar(stage: Stage, content: _Content, stream: BinaryIO, base: str, opts
                 f = tar.extractfile(m)
                 assert f is not None
                 content.total_bytes += m.size
-                if m.size <= SMALL:
+                if m.size <= SMALL and not opts.chunking.should_chunk(m.size):
                     content.submit_bytes(path, f.read())
                 else:
                     content.record(path, content.store.put_stream(f, m.size, opts.chunking))  # type: ignore[arg-type]

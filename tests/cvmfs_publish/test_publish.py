@@ -1,0 +1,275 @@
+"""Publish trees and tar streams, read them back with the reader, compare file for file."""
+
+from __future__ import annotations
+
+import io
+import os
+import sqlite3
+import stat
+import tarfile
+import time
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from cernvm_build.cvmfs import keys as keymod
+from cernvm_build.cvmfs.lock import RepositoryLocked, publish_lock
+from cernvm_build.cvmfs.publish import (
+    add_tag,
+    create_repository,
+    publish_tar,
+    publish_tree,
+    remove_tag,
+    resign_whitelist,
+)
+from cernvm_build.cvmfs.repository import Repository
+from cernvm_build.errors import CvmfsError, IntegrityError
+
+from .helpers import FQRN, SMALL_CHUNKS, describe, make_sample_tree
+
+pytestmark = pytest.mark.integration
+
+
+def _catalog(stratum: Path, name: str, tmp: Path) -> sqlite3.Connection:
+    db = tmp / f"{name}.db"
+    db.write_bytes(zlib.decompress((stratum / "data" / name[:2] / (name[2:] + "C")).read_bytes()))
+    return sqlite3.connect(db)
+
+
+def test_round_trip_every_file_type(
+    tmp_path: Path, stratum: Path, keyset: keymod.KeySet, export: Callable[..., Path]
+) -> None:
+    src = make_sample_tree(tmp_path / "src")
+    r = publish_tree(stratum, FQRN, keyset, src, chunking=SMALL_CHUNKS, tag="v1")
+    assert r.revision == 2 and r.tag == "v1" and r.catalogs == 2
+    out = export(stratum)
+    assert describe(out) == describe(src)
+
+
+def test_catalog_structure(tmp_path: Path, stratum: Path, keyset: keymod.KeySet) -> None:
+    src = make_sample_tree(tmp_path / "src")
+    r = publish_tree(stratum, FQRN, keyset, src, chunking=SMALL_CHUNKS)
+    root = _catalog(stratum, r.root_hash, tmp_path)
+    props = dict(root.execute("SELECT key, value FROM properties"))
+    assert props["schema"] == "2.5" and props["schema_revision"] == "7"
+    assert props["revision"] == "2" and "root_prefix" not in props and props["TTL"] == "240"
+    stats = dict(root.execute("SELECT counter, value FROM statistics"))
+    assert len(stats) == 24
+    ((nested_path, nested_hash, nested_size),) = root.execute("SELECT * FROM nested_catalogs").fetchall()
+    assert nested_path == "/opt/sw"
+    child = _catalog(stratum, nested_hash, tmp_path)
+    assert dict(child.execute("SELECT key, value FROM properties"))["root_prefix"] == "/opt/sw"
+    cstats = dict(child.execute("SELECT counter, value FROM statistics"))
+    for k in ("regular", "dir", "chunked", "chunks", "file_size"):
+        assert stats[f"subtree_{k}"] == cstats[f"self_{k}"] + cstats[f"subtree_{k}"]
+    assert cstats["self_chunked"] == 2 and cstats["self_chunks"] >= 5  # big.bin, zeros
+    flags = dict(root.execute("SELECT name, flags FROM catalog"))
+    assert flags["sw"] == 3 and flags["alias"] == 12 and flags["fifo"] == 20 and flags["os-release"] == 4
+    assert dict(child.execute("SELECT name, flags FROM catalog"))["big.bin"] == 68
+    # hardlink group of three inside one catalog: (group << 32) | 3
+    links = [h for (h,) in root.execute("SELECT hardlinks FROM catalog WHERE name LIKE 'tool1%'")]
+    assert len(links) == 3 and len(set(links)) == 1 and links[0] & 0xFFFFFFFF == 3 and links[0] >> 32 >= 1
+    xattr = root.execute("SELECT xattr FROM catalog WHERE name = 'opaque'").fetchone()[0]
+    assert xattr == b"\x01\x01\x16\x01trusted.overlay.opaquey"
+    assert stats["self_xattr"] == 2 and stats["self_special"] == 2
+    assert nested_size == (child.execute("PRAGMA page_count").fetchone()[0] * 4096)
+
+
+def test_same_input_gives_identical_bytes(tmp_path: Path, keyset: keymod.KeySet) -> None:
+    src = make_sample_tree(tmp_path / "src")
+    outputs = []
+    for name in ("a", "b"):
+        s = tmp_path / name
+        create_repository(s, FQRN, keyset, timestamp=1_800_000_000)
+        publish_tree(s, FQRN, keyset, src, chunking=SMALL_CHUNKS, timestamp=1_800_000_100, tag="t")
+        files = {str(p.relative_to(s)): p.read_bytes() for p in sorted(s.rglob("*")) if p.is_file()}
+        files.pop("data/txn/publish.lock")
+        outputs.append(files)
+    assert outputs[0].keys() == outputs[1].keys()
+    assert outputs[0] == outputs[1]
+
+
+def test_incremental_publish_writes_only_changes(
+    tmp_path: Path, stratum: Path, keyset: keymod.KeySet, reader: Callable[..., Repository]
+) -> None:
+    src = make_sample_tree(tmp_path / "src")
+    first = publish_tree(stratum, FQRN, keyset, src, chunking=SMALL_CHUNKS)
+    (src / "etc" / "os-release").write_text("NAME=CernVM\nVERSION=6\n")
+    (src / "usr" / "bin" / "tool4").unlink()
+    (src / "etc" / "new").write_text("new file\n")
+    second = publish_tree(stratum, FQRN, keyset, src, chunking=SMALL_CHUNKS)
+    assert second.revision == first.revision + 1
+    # two new contents + root catalog + history; the untouched nested catalog is reused by hash
+    assert second.objects_written == 4
+    assert second.catalogs_reused == 1
+    with reader(stratum) as repo:
+        assert repo.read_bytes("/etc/os-release") == b"NAME=CernVM\nVERSION=6\n"
+        assert repo.lookup("/usr/bin/tool4") is None
+        assert repo.read_bytes("/etc/new") == b"new file\n"
+    with reader(stratum, tag="trunk-previous") as old:
+        assert old.read_bytes("/etc/os-release") == b"NAME=CernVM\nVERSION=5\n"
+        assert old.lookup("/usr/bin/tool4") is not None
+    # S and T grow even when the caller passes the same timestamp again
+    third = publish_tree(stratum, FQRN, keyset, src, timestamp=1, chunking=SMALL_CHUNKS)
+    assert third.revision == second.revision + 1 and third.timestamp > second.timestamp
+
+
+def test_base_path_replaces_only_that_subtree(
+    tmp_path: Path, stratum: Path, keyset: keymod.KeySet, export: Callable[..., Path]
+) -> None:
+    src = make_sample_tree(tmp_path / "src")
+    publish_tree(stratum, FQRN, keyset, src, chunking=SMALL_CHUNKS)
+    layer = tmp_path / "layer"
+    (layer / "bin").mkdir(parents=True)
+    (layer / ".cvmfscatalog").write_bytes(b"")
+    (layer / "bin" / "sh").write_text("#!/bin/sh\n")
+    r = publish_tree(stratum, FQRN, keyset, layer, base_path="/.flat/ab/abcd")
+    assert r.catalogs == 3 and r.catalogs_reused == 0
+    out = export(stratum)
+    want = describe(src)
+    got = describe(out)
+    flat = {k: v for k, v in got.items() if k.startswith("/.flat")}
+    assert {k: v for k, v in got.items() if not k.startswith("/.flat")} == want
+    assert set(flat) == {"/.flat", "/.flat/ab", "/.flat/ab/abcd", "/.flat/ab/abcd/.cvmfscatalog",
+                         "/.flat/ab/abcd/bin", "/.flat/ab/abcd/bin/sh"}  # fmt: skip
+    # a second layer next to it: the first one's nested catalog is kept by hash, not rebuilt
+    (layer / "bin" / "sh").write_text("#!/bin/bash\n")
+    r2 = publish_tree(stratum, FQRN, keyset, layer, base_path="/.flat/cd/cdef")
+    assert r2.catalogs == 4
+    out2 = export(stratum)
+    assert (out2 / ".flat/ab/abcd/bin/sh").read_text() == "#!/bin/sh\n"
+    assert (out2 / ".flat/cd/cdef/bin/sh").read_text() == "#!/bin/bash\n"
+    assert (out2 / "opt/sw/lib/libsw.so").read_bytes() == (src / "opt/sw/lib/libsw.so").read_bytes()
+
+
+def test_tar_stream_round_trip(
+    tmp_path: Path, stratum: Path, keyset: keymod.KeySet, export: Callable[..., Path]
+) -> None:
+    src = make_sample_tree(tmp_path / "src")
+    buf = io.BytesIO()
+
+    def with_xattrs(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        # tarfile does not read xattrs itself; GNU tar --xattrs writes these PAX records
+        path = src / info.name
+        for name in os.listxattr(path, follow_symlinks=False):
+            value = os.getxattr(path, name, follow_symlinks=False)
+            info.pax_headers[f"SCHILY.xattr.{name}"] = value.decode()
+        return info
+
+    with tarfile.open(fileobj=buf, mode="w:gz", format=tarfile.PAX_FORMAT) as tar:
+        tar.add(src, arcname=".", filter=with_xattrs)
+    buf.seek(0)
+    r = publish_tar(stratum, FQRN, keyset, buf, chunking=SMALL_CHUNKS)
+    assert r.files == 15
+    out = export(stratum)
+    # tar keeps whole-second mtimes for files written without PAX time fields
+    assert describe(out, mtimes=False) == describe(src, mtimes=False)
+
+
+def test_tar_with_missing_dirs_and_bad_paths(tmp_path: Path, stratum: Path, keyset: keymod.KeySet) -> None:
+    def tar_of(name: str, data: bytes) -> io.BytesIO:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        buf.seek(0)
+        return buf
+
+    publish_tar(stratum, FQRN, keyset, tar_of("a/b/c.txt", b"deep"))
+    with pytest.raises(CvmfsError, match="leaves the archive"):
+        publish_tar(stratum, FQRN, keyset, tar_of("../evil", b"x"))
+    with pytest.raises(CvmfsError, match="not a tar archive|damaged"):
+        publish_tar(stratum, FQRN, keyset, io.BytesIO(b"this is not a tar" * 100))
+
+
+def test_tags_add_remove_and_pin(
+    tmp_path: Path, stratum: Path, keyset: keymod.KeySet, reader: Callable[..., Repository]
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_text("one")
+    r1 = publish_tree(stratum, FQRN, keyset, src, tag="first", description="the first")
+    (src / "f").write_text("two")
+    publish_tree(stratum, FQRN, keyset, src, auto_tag=True)
+    add_tag(stratum, FQRN, keyset, "pinned", root_hash=r1.root_hash, description="pin")
+    add_tag(stratum, FQRN, keyset, "head")
+    with reader(stratum) as repo:
+        tags = {t.name: t for t in repo.tags()}
+        assert {"trunk", "trunk-previous", "first", "pinned", "head"} <= set(tags)
+        assert any(n.startswith("generic-") for n in tags)
+        assert tags["pinned"].root_hash == r1.root_hash and tags["first"].description == "the first"
+    with reader(stratum, tag="pinned") as repo:
+        assert repo.read_bytes("/f") == b"one"
+    with reader(stratum, tag="head") as repo:
+        assert repo.read_bytes("/f") == b"two"
+    remove_tag(stratum, FQRN, keyset, "first")
+    with reader(stratum) as repo:
+        assert "first" not in {t.name for t in repo.tags()}
+    with pytest.raises(CvmfsError, match="unknown tag 'nope'"):
+        remove_tag(stratum, FQRN, keyset, "nope")
+    with pytest.raises(CvmfsError, match="cannot be removed"):
+        remove_tag(stratum, FQRN, keyset, "trunk")
+    with pytest.raises(CvmfsError, match="invalid tag name"):
+        add_tag(stratum, FQRN, keyset, "bad name")
+
+
+def test_whitelist_expiry_and_resign(
+    tmp_path: Path, keyset: keymod.KeySet, reader: Callable[..., Repository]
+) -> None:
+    s = tmp_path / "old"
+    create_repository(s, FQRN, keyset, timestamp=int(time.time()) - 40 * 86400)
+    with pytest.raises(IntegrityError, match="expired"):
+        reader(s)
+    resign_whitelist(s, FQRN, keyset, days=7)
+    with reader(s) as repo:
+        assert repo.revision == 1
+    with pytest.raises(CvmfsError, match="positive"):
+        resign_whitelist(s, FQRN, keyset, days=0)
+
+
+def test_wrong_keys_and_names_are_refused(tmp_path: Path, stratum: Path, keyset: keymod.KeySet) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    other = keymod.generate_keys(FQRN)
+    with pytest.raises(CvmfsError, match="not in the whitelist"):
+        publish_tree(stratum, FQRN, other, src)
+    with pytest.raises(CvmfsError, match="repository is 'pub.cernvm.test', not 'x.cernvm.test'"):
+        publish_tree(stratum, "x.cernvm.test", keyset, src)
+    with pytest.raises(CvmfsError, match="cannot read source: No such file"):
+        publish_tree(stratum, FQRN, keyset, src / "missing")
+    with pytest.raises(CvmfsError, match="not a directory"):
+        publish_tree(stratum, FQRN, keyset, stratum / ".cvmfspublished")
+    with pytest.raises(CvmfsError, match="already exists"):
+        create_repository(stratum, FQRN, keyset)
+    with pytest.raises(CvmfsError, match="not a repository"):
+        publish_tree(tmp_path / "nothing", FQRN, keyset, src)
+    with pytest.raises(CvmfsError, match="must not contain"):
+        publish_tree(stratum, FQRN, keyset, src, base_path="/a/../b")
+    bad = src / "bad-\udcff-name"
+    bad.write_text("x")
+    with pytest.raises(CvmfsError, match="not valid UTF-8"):
+        publish_tree(stratum, FQRN, keyset, src)
+
+
+def test_second_publisher_is_told_who_holds_the_lock(
+    tmp_path: Path, stratum: Path, keyset: keymod.KeySet
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    with publish_lock(stratum), pytest.raises(RepositoryLocked, match=f"pid {os.getpid()}"):
+        publish_tree(stratum, FQRN, keyset, src)
+    publish_tree(stratum, FQRN, keyset, src)  # released
+
+
+def test_special_file_modes_are_kept(tmp_path: Path, stratum: Path, keyset: keymod.KeySet) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    os.mknod(src / "null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    os.chmod(src / "null", 0o666)
+    r = publish_tree(stratum, FQRN, keyset, src, normalize_owner=True)
+    root = _catalog(stratum, r.root_hash, tmp_path)
+    size, mode, flags = root.execute("SELECT size, mode, flags FROM catalog WHERE name = 'null'").fetchone()
+    assert (size, mode, flags) == (os.makedev(1, 3), stat.S_IFCHR | 0o666, 20)
