@@ -1,0 +1,107 @@
+"""``cernvm-build cvmfs ...``: what users and scripts see (JSON, exit codes, exported trees)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from cernvm_build.cli.main import main
+
+from .conftest import FQRN, ROOT_REV1, Fixture
+
+
+def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> object:
+    code = main(list(argv))
+    out = capsys.readouterr().out
+    assert code == 0, out
+    return json.loads(out)
+
+
+def test_info_and_default_key_discovery(fx: Fixture, capsys: pytest.CaptureFixture[str]) -> None:
+    # no --key: found in <fqrn>/keys/ beside repo/ (the fixture layout)
+    d = run_json(capsys, "cvmfs", "info", str(fx.root), "--json")
+    assert d["fqrn"] == FQRN and d["revision"] == 2 and d["files"] == 66  # type: ignore[index]
+    d = run_json(capsys, "cvmfs", "info", str(fx.repo), "--tag", "slc4-frozen", "--json")
+    assert d["root_hash"] == ROOT_REV1 and d["tag"] == "slc4-frozen"  # type: ignore[index]
+
+
+def test_ls_cat_and_tag_list(fx: Fixture, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = run_json(capsys, "cvmfs", "ls", str(fx.root), "/usr/bin", "--json")
+    by_path = {r["path"]: r for r in rows}  # type: ignore[union-attr]
+    assert by_path["/usr/bin/alias1"] == {**by_path["/usr/bin/alias1"], "type": "symlink", "target": "tool1"}
+    assert "/usr/bin/tool5" not in by_path and "/usr/bin/tool4" in by_path
+    tags = run_json(capsys, "cvmfs", "tag", "list", str(fx.root), "--json")
+    assert [t["name"] for t in tags][:2] == ["slc4-update", "trunk"]  # type: ignore[union-attr,index]
+    assert main(["cvmfs", "cat", str(fx.root), "/etc/new-in-rev2"]) == 0
+    assert capsys.readouterr().out == "added\n"
+
+
+def test_verify_exit_codes(fx: Fixture, capsys: pytest.CaptureFixture[str]) -> None:
+    d = run_json(capsys, "cvmfs", "verify", str(fx.root), "--json")
+    assert d["ok"] and d["objects"] == 66 and d["catalogs"] == 2  # type: ignore[index]
+    with open(os.path.join(fx.repo, ".cvmfspublished"), "r+b") as f:
+        f.seek(2)
+        f.write(b"0")
+    assert main(["cvmfs", "verify", str(fx.root)]) == 6
+    err = capsys.readouterr().err
+    assert "body does not match its hash" in err and "Traceback" not in err
+
+
+def test_missing_path_and_key_are_one_line_errors(fx: Fixture, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    assert main(["cvmfs", "cat", str(fx.root), "/nope"]) == 5
+    assert "ENOENT" in capsys.readouterr().err
+    bare = tmp_path / "bare"
+    import shutil
+
+    shutil.copytree(fx.repo, bare)
+    assert main(["cvmfs", "info", str(bare), "--fqrn", FQRN]) == 5
+    assert "no public key found" in capsys.readouterr().err
+
+
+def test_export_directory_matches_listing(fx: Fixture, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    dest = tmp_path / "tree"
+    d = run_json(capsys, "cvmfs", "export", str(fx.root), str(dest), "--tag", "slc4-frozen", "--json")
+    assert d["entries"] == 81  # type: ignore[index]
+    listing = fx.listing(1)
+    for path, want in listing.items():
+        p = dest / path.lstrip("/")
+        st = p.lstat()
+        assert oct(stat.S_IMODE(st.st_mode)) == want["mode"], path
+        if want["type"] == "file":
+            assert hashlib.sha1(p.read_bytes()).hexdigest() == want["sha1"], path
+        elif want["type"] == "symlink":
+            assert os.readlink(p) == want["target"]
+    assert (dest / "etc/redhat-release").stat().st_mtime > 1_700_000_000
+    assert not list(tmp_path.glob(".tree*"))
+    # an existing non-empty destination is refused, not merged
+    assert main(["cvmfs", "export", str(fx.root), str(dest)]) == 5
+
+
+def test_export_tar(fx: Fixture, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    dest = tmp_path / "root.tar"
+    run_json(capsys, "cvmfs", "export", str(fx.root), str(dest), "--path", "/opt/sw", "--json")
+    with tarfile.open(dest) as tar:
+        names = tar.getnames()
+        assert names[0] == "." and "big-data.txt" in names and names == sorted(names, key=names.index)
+        big = tar.extractfile("big-data.txt")
+        assert big is not None
+        want = fx.listing(2)["/opt/sw/big-data.txt"]["sha1"]
+        assert hashlib.sha1(big.read()).hexdigest() == want
+    first = dest.read_bytes()
+    dest.unlink()
+    run_json(capsys, "cvmfs", "export", str(fx.root), str(dest), "--path", "/opt/sw", "--json")
+    assert dest.read_bytes() == first  # reproducible
+
+
+def test_help_teaches(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["cvmfs", "--help"])
+    out = capsys.readouterr().out
+    for cmd in ("info", "ls", "cat", "verify", "export", "serve", "mount", "tag"):
+        assert cmd in out
