@@ -1,0 +1,275 @@
+"""``cernvm-build site``: build, check, preview and publish the cvmfs.io site."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import Any
+
+from ..errors import BuildError, CernVMError, UsageError
+from ..paths import data_dir
+from .app import Output, group_handler, subparser
+
+DESCRIPTION = """\
+The cvmfs.io static site, generated from site/ (Markdown content, release and repository data,
+templates, static assets):
+
+  cernvm-build site build                         build into build/site (incremental)
+  cernvm-build site build --out /tmp/s --base-url https://example.org/cvmfs/
+  cernvm-build site check                         build, then check every internal link and #anchor
+  cernvm-build site check --external              ... and the links to other sites
+  cernvm-build site serve --port 8000             preview on http://127.0.0.1:8000/, rebuilt on change
+  cernvm-build site publish s3://bucket/www --endpoint-url https://s3.cern.ch"""
+
+
+def _site_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("site")
+    g.add_argument("--site", type=Path, default=None, help="site sources (default: the project's site/)")
+    g.add_argument(
+        "--out", type=Path, default=Path("build/site"), help="output folder (default: %(default)s)"
+    )
+    g.add_argument(
+        "--base-url", help="absolute URL the site is published at (default: base_url in config.yaml)"
+    )
+    g.add_argument(
+        "--jobs", type=int, default=None, help="worker processes for rendering (default: one per core)"
+    )
+    g.add_argument(
+        "--repo-metadata",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="read repository NAME's package lists from a local copy in DIR (repeatable)",
+    )
+
+
+def _builder(args: argparse.Namespace, out: Output, progress: Any = None) -> Any:
+    from ..site.build import Builder
+
+    overrides: dict[str, Path] = {}
+    for item in args.repo_metadata:
+        name, sep, folder = item.partition("=")
+        if not sep or not name or not folder:
+            raise UsageError(
+                f"--repo-metadata '{item}' is not NAME=DIR",
+                hint="for example --repo-metadata cvmfs=mirror/yum",
+            )
+        overrides[name] = Path(folder).resolve()
+    if args.jobs is not None and args.jobs < 1:
+        raise UsageError("--jobs must be at least 1", hint="omit it to use one process per core")
+
+    def report(what: str, done: int, total: int) -> None:
+        if progress is not None:
+            progress(what, done, total)
+
+    return Builder(
+        args.site or data_dir("site"),
+        args.out,
+        base_url=args.base_url,
+        jobs=args.jobs,
+        repo_metadata=overrides,
+        progress=report,
+    )
+
+
+def _build(args: argparse.Namespace, out: Output) -> Any:
+    with out.progress() as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(what: str, done: int, total: int) -> None:
+            if what not in tasks:
+                tasks[what] = bar.add_task(f"rendering {what}", total=total)
+            bar.update(tasks[what], completed=done, total=total)
+
+        builder = _builder(args, out, progress)
+        try:
+            report = builder.build()
+        except CernVMError as e:
+            problems = getattr(e, "problems", None)
+            if problems and len(problems) > 1:
+                for p in problems[1:]:
+                    out.err.print(f"[bold red]error:[/bold red] {p}", highlight=False)
+            raise
+    return builder, report
+
+
+def cmd_build(args: argparse.Namespace, out: Output) -> int:
+    _builder_obj, report = _build(args, out)
+    data = report.to_json()
+    data.pop("sources", None)
+
+    def show(d: dict[str, Any]) -> None:
+        out.print(
+            f"built {d['pages']} pages ({d['outputs']} files) into {d['out_dir']} in {d['seconds']:.2f} s: "
+            f"{d['rendered']} written, {d['markdown_rendered']} Markdown sources rendered, "
+            f"{d['removed']} removed, {d['jobs']} worker(s)"
+        )
+        for w in d["warnings"]:
+            out.warn(w)
+
+    out.data(data, show)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace, out: Output) -> int:
+    from ..site.check import check_site
+
+    builder, build_report = _build(args, out)
+    sources = {k: os.path.relpath(v) for k, v in build_report.sources.items()}
+    report = check_site(builder.out_dir, builder.cfg.base_url, external=args.external, sources=sources)
+    data = report.to_json()
+
+    def show(d: dict[str, Any]) -> None:
+        for p in report.problems:
+            out.print(f"[red]broken:[/red] {p}", highlight=False)
+        ext = f", {d['external']} external URLs" + (
+            " checked" if args.external else " not checked (--external)"
+        )
+        state = "[green]ok[/green]" if not d["problems"] else f"[red]{len(d['problems'])} broken[/red]"
+        out.print(f"{state}: {d['pages']} pages, {d['links']} links{ext}")
+
+    out.data(data, show)
+    if report.problems:
+        first = report.problems[0]
+        raise BuildError(
+            f"{len(report.problems)} broken link(s), first: {first}",
+            hint="fix them in the Markdown source or template named; 'site check --json' lists them all",
+        )
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace, out: Output) -> int:
+    from ..site.serve import Preview
+
+    builder = _builder(args, out)
+
+    def on_build(report: Any, err: CernVMError | None) -> None:
+        if err is not None:
+            out.error(err)
+        else:
+            out.info(
+                f"built: {report.rendered} file(s) written, {report.markdown_rendered} Markdown source(s) "
+                f"rendered in {report.seconds:.2f} s"
+            )
+
+    try:
+        preview = Preview(builder, host=args.host, port=args.port, interval=args.interval, on_build=on_build)
+    except OSError as e:
+        raise UsageError(
+            f"cannot listen on {args.host}:{args.port}: {e.strerror}", hint="pick another --port"
+        ) from None
+    preview.start()
+    out.info(f"serving {builder.out_dir} at {preview.url} (Ctrl+C stops)")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        out.info("stopping")
+    finally:
+        preview.stop()
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace, out: Output) -> int:
+    from ..site.publish import publish
+
+    if not args.dest.startswith("s3://"):
+        raise UsageError(f"'{args.dest}' is not an s3:// URL", hint="for example s3://cvmfs-www/site")
+    if not args.no_build:
+        builder, _report = _build(args, out)
+        folder = builder.out_dir
+    else:
+        folder = args.out.resolve()
+    ctx: AbstractContextManager[Any] = out.progress(transfer=True) if not args.dry_run else nullcontext()
+    with ctx as bar:
+        report = publish(
+            folder, args.dest, endpoint_url=args.endpoint_url, dry_run=args.dry_run, progress=bar
+        )
+    data = report.to_json() if hasattr(report, "to_json") else {"result": str(report)}
+
+    def show(d: dict[str, Any]) -> None:
+        verb = "would publish" if args.dry_run else "published"
+        summary = ", ".join(f"{k}: {v}" for k, v in d.items() if isinstance(v, int | float | str))
+        out.print(f"{verb} {folder} to {args.dest} ({summary})")
+
+    out.data(data, show)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparser(
+        sub, "site", help="build, check, preview and publish the cvmfs.io site", description=DESCRIPTION
+    )
+    p.set_defaults(func=group_handler(p))
+    ss = p.add_subparsers(title="site commands", metavar="COMMAND")
+
+    b = subparser(
+        ss,
+        "build",
+        help="build the site (incremental; same bytes as a clean build)",
+        description=(
+            "Build the site into --out. Only outputs whose inputs changed are written again; the result\n"
+            "equals a clean build byte for byte. Broken Markdown links fail the build with file:line.\n\n"
+            "  cernvm-build site build\n"
+            "  cernvm-build site build --out /srv/www --repo-metadata cvmfs=/srv/mirror/yum/cvmfs"
+        ),
+        json=True,
+        handler=cmd_build,
+    )
+    _site_args(b)
+
+    c = subparser(
+        ss,
+        "check",
+        help="build, then check every link, #anchor and asset of the built site",
+        description=(
+            "Build, then check every internal link and #anchor and every referenced asset of the output;\n"
+            "with --external also every link to another site. Broken links are listed as\n"
+            "file:line and the command fails.\n\n"
+            "  cernvm-build site check\n"
+            "  cernvm-build site check --external --json"
+        ),
+        json=True,
+        handler=cmd_check,
+    )
+    _site_args(c)
+    c.add_argument("--external", action="store_true", help="also check links to other sites (needs network)")
+
+    s = subparser(
+        ss,
+        "serve",
+        help="preview on 127.0.0.1, rebuilt when a source changes",
+        description=(
+            "Build, serve the output on 127.0.0.1 and rebuild whenever a file under site/ changes.\n\n"
+            "  cernvm-build site serve\n"
+            "  cernvm-build site serve --port 8080 --out /tmp/preview"
+        ),
+        handler=cmd_serve,
+    )
+    _site_args(s)
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    s.add_argument("--port", type=int, default=8000, help="port (default: %(default)s; 0 picks a free one)")
+    s.add_argument("--interval", type=float, default=0.5, help="seconds between change checks")
+
+    pub = subparser(
+        ss,
+        "publish",
+        help="build and publish the site to S3 (assets first, indexes last)",
+        description=(
+            "Build the site, then make s3://BUCKET/PREFIX hold exactly it, with the mirror's sync engine:\n"
+            "changed files found by content hash, assets before pages, sitemap/feed/search index last,\n"
+            "stale objects deleted at the end. Credentials come from the usual boto3 places.\n\n"
+            "  cernvm-build site publish s3://cvmfs-www/site --endpoint-url https://s3.cern.ch\n"
+            "  cernvm-build site publish s3://cvmfs-www/site --dry-run"
+        ),
+        json=True,
+        handler=cmd_publish,
+    )
+    _site_args(pub)
+    pub.add_argument("dest", help="s3://bucket/prefix")
+    pub.add_argument("--endpoint-url", help="S3 endpoint (MinIO, Ceph RGW, ...); default: AWS")
+    pub.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    pub.add_argument("--no-build", action="store_true", help="publish --out as it is, without building")

@@ -1,0 +1,83 @@
+"""The build state: rendered Markdown by content hash, and each output's fingerprint.
+
+One SQLite file per output folder. Losing it costs a full rebuild, never a wrong one: every entry is
+keyed by the hash of everything that produced it.
+"""
+
+from __future__ import annotations
+
+import pickle
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+SCHEMA = 2
+
+
+class State:
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version != SCHEMA:
+            self.db.executescript("DROP TABLE IF EXISTS md; DROP TABLE IF EXISTS outputs;")
+            self.db.execute(f"PRAGMA user_version={SCHEMA}")
+        self.db.executescript(
+            """
+            CREATE TABLE IF NOT EXISTS md (key TEXT PRIMARY KEY, meta BLOB, html TEXT, text TEXT);
+            CREATE TABLE IF NOT EXISTS outputs (path TEXT PRIMARY KEY, fp TEXT, size INTEGER, mtime INTEGER);
+            """
+        )
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- rendered Markdown ----------------------------------------------------------------------
+    def md_meta(self, keys: set[str]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, blob in self.db.execute("SELECT key, meta FROM md"):
+            if key in keys:
+                out[key] = pickle.loads(blob)
+        return out
+
+    def md_html(self, keys: list[str]) -> dict[str, str]:
+        return self._column("html", keys)
+
+    def md_text(self, keys: list[str]) -> dict[str, str]:
+        return self._column("text", keys)
+
+    def _column(self, column: str, keys: list[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for i in range(0, len(keys), 500):
+            chunk = keys[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            out.update(self.db.execute(f"SELECT key, {column} FROM md WHERE key IN ({marks})", chunk))
+        return out
+
+    def put_md(self, rows: list[tuple[str, Any, str, str]]) -> None:
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany(
+                "INSERT OR REPLACE INTO md VALUES (?, ?, ?, ?)",
+                [(k, pickle.dumps(m, protocol=pickle.HIGHEST_PROTOCOL), h, t) for k, m, h, t in rows],
+            )
+
+    def prune_md(self, keep: set[str]) -> None:
+        stale = [k for (k,) in self.db.execute("SELECT key FROM md") if k not in keep]
+        if stale:
+            with self.db:
+                self.db.execute("BEGIN")
+                self.db.executemany("DELETE FROM md WHERE key = ?", [(k,) for k in stale])
+
+    # -- outputs --------------------------------------------------------------------------------
+    def outputs(self) -> dict[str, tuple[str, int, int]]:
+        return {p: (fp, size, mtime) for p, fp, size, mtime in self.db.execute("SELECT * FROM outputs")}
+
+    def put_outputs(self, rows: list[tuple[str, str, int, int]], removed: list[str]) -> None:
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany("INSERT OR REPLACE INTO outputs VALUES (?, ?, ?, ?)", rows)
+            self.db.executemany("DELETE FROM outputs WHERE path = ?", [(p,) for p in removed])

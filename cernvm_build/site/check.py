@@ -1,0 +1,208 @@
+"""Check a built site: every internal link and #anchor resolves, every referenced asset exists; external
+links only on request.
+
+Problems are reported as ``output-file:line`` plus, when the page came from Markdown, its source file.
+(Links written in Markdown are already checked at build time with their source line.)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+LINK_ATTRS = {
+    "a": ("href",),
+    "link": ("href",),
+    "script": ("src",),
+    "img": ("src",),
+    "source": ("src",),
+    "iframe": ("src",),
+    "video": ("src", "poster"),
+    "audio": ("src",),
+    "form": ("action",),
+}
+SKIP_SCHEMES = ("mailto:", "javascript:", "data:", "tel:")
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    line: int
+    message: str
+    source: str | None = None
+
+    def __str__(self) -> str:
+        src = f" (from {self.source})" if self.source else ""
+        return f"{self.file}:{self.line}: {self.message}{src}"
+
+
+@dataclass
+class CheckReport:
+    pages: int
+    links: int
+    external: int
+    problems: list[Problem] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "pages": self.pages,
+            "links": self.links,
+            "external": self.external,
+            "problems": [
+                {"file": p.file, "line": p.line, "message": p.message, "source": p.source}
+                for p in self.problems
+            ],
+        }
+
+
+class _Scan(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.ids: set[str] = set()
+        self.links: list[tuple[str, int, str]] = []  # (url, line, tag)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        line = self.getpos()[0]
+        d = dict(attrs)
+        if d.get("id"):
+            self.ids.add(str(d["id"]))
+        if tag == "a" and d.get("name"):
+            self.ids.add(str(d["name"]))
+        for attr in LINK_ATTRS.get(tag, ()):
+            value = d.get(attr)
+            if value is not None:
+                self.links.append((value, line, tag))
+        if tag in ("img", "source") and d.get("srcset"):
+            for part in str(d["srcset"]).split(","):
+                url = part.strip().split(" ")[0]
+                if url:
+                    self.links.append((url, line, tag))
+
+
+def _scan(path: Path) -> _Scan:
+    s = _Scan()
+    s.feed(path.read_text(encoding="utf-8", errors="replace"))
+    s.close()
+    return s
+
+
+def check_site(
+    out_dir: Path,
+    base_url: str,
+    *,
+    external: bool = False,
+    sources: dict[str, str] | None = None,
+    timeout: float = 15.0,
+    jobs: int = 8,
+) -> CheckReport:
+    """Check ``out_dir`` as published at ``base_url``. ``sources`` maps output files to source files."""
+    base = urlsplit(base_url)
+    base_path = base.path or "/"
+    sources = sources or {}
+    pages: dict[str, _Scan] = {}
+    files: set[str] = set()
+    for root, _dirs, names in os.walk(out_dir):
+        for name in names:
+            rel = (Path(root) / name).relative_to(out_dir).as_posix()
+            files.add(rel)
+            if name.endswith(".html"):
+                pages[rel] = _scan(Path(root) / name)
+    problems: list[Problem] = []
+    ext_links: dict[str, list[tuple[str, int]]] = {}
+    count = 0
+
+    def target_file(path: str) -> str | None:
+        if not path.startswith(base_path):
+            return None
+        rel = unquote(path[len(base_path) :])
+        if rel == "" or rel.endswith("/"):
+            rel += "index.html"
+        if rel in files:
+            return rel
+        if rel + "/index.html" in files:
+            return rel + "/index.html"
+        return None
+
+    def check_one(page: str, url: str, line: int) -> None:
+        parts = urlsplit(url)
+        src = sources.get(page)
+        if parts.scheme in ("http", "https") or url.startswith("//"):
+            if parts.netloc == base.netloc and (parts.path or "/").startswith(base_path):
+                url = parts.path + (f"#{parts.fragment}" if parts.fragment else "")
+                parts = urlsplit(url)
+            else:
+                ext_links.setdefault(url.split("#")[0], []).append((page, line))
+                return
+        if parts.scheme or url.startswith(SKIP_SCHEMES):
+            return
+        if url.startswith("#") or url == "":
+            target = page
+        elif parts.path.startswith("/"):
+            found = target_file(parts.path)
+            if found is None:
+                problems.append(Problem(page, line, f"link to '{url}': no such page or file", src))
+                return
+            target = found
+        else:
+            joined = os.path.normpath(os.path.join(os.path.dirname("/" + page), parts.path))
+            found = target_file(base_path.rstrip("/") + joined + ("/" if parts.path.endswith("/") else ""))
+            if found is None:
+                problems.append(Problem(page, line, f"link to '{url}': no such page or file", src))
+                return
+            target = found
+        frag = unquote(parts.fragment)
+        if frag and target.endswith(".html") and frag != "top":
+            t = pages.get(target)
+            if t is not None and frag not in t.ids:
+                problems.append(Problem(page, line, f"link to '{url}': no element with id '{frag}'", src))
+
+    for page, scan in sorted(pages.items()):
+        for url, line, _tag in scan.links:
+            count += 1
+            check_one(page, url.strip(), line)
+    # The sitemap must list only pages that exist.
+    sitemap = out_dir / "sitemap.xml"
+    if sitemap.is_file():
+        for n, line_text in enumerate(sitemap.read_text(encoding="utf-8").splitlines(), 1):
+            for loc in re.findall(r"<loc>([^<]+)</loc>", line_text):
+                count += 1
+                p = urlsplit(loc)
+                if p.netloc != base.netloc or target_file(p.path) is None:
+                    problems.append(Problem("sitemap.xml", n, f"'{loc}' is not a page of this site"))
+    if external and ext_links:
+        problems.extend(_check_external(ext_links, sources, timeout, jobs))
+    problems.sort(key=lambda p: (p.file, p.line, p.message))
+    return CheckReport(pages=len(pages), links=count, external=len(ext_links), problems=problems)
+
+
+def _check_external(
+    links: dict[str, list[tuple[str, int]]], sources: dict[str, str], timeout: float, jobs: int
+) -> list[Problem]:
+    import requests
+
+    session = requests.Session()
+    session.headers["User-Agent"] = "cernvm-build-site-check/1"
+
+    def probe(url: str) -> str | None:
+        try:
+            r = session.head(url, allow_redirects=True, timeout=timeout)
+            if r.status_code in (403, 405, 501):
+                r = session.get(url, allow_redirects=True, timeout=timeout, stream=True)
+                r.close()
+            return None if r.status_code < 400 else f"HTTP {r.status_code}"
+        except requests.RequestException as e:
+            return type(e).__name__
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        results = dict(zip(links, pool.map(probe, links), strict=True))
+    out: list[Problem] = []
+    for url, err in results.items():
+        if err:
+            for page, line in links[url]:
+                out.append(Problem(page, line, f"external link '{url}': {err}", sources.get(page)))
+    return out

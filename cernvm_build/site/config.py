@@ -1,0 +1,155 @@
+"""``site/config.yaml``: the site's title, address, menu, sections and feed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..errors import BuildError, Location
+from . import frontmatter
+
+CONFIG_NAME = "config.yaml"
+
+
+@dataclass(frozen=True)
+class MenuItem:
+    title: str
+    url: str
+
+
+@dataclass(frozen=True)
+class Section:
+    name: str
+    title: str
+    layout: str  # layout of the section's pages
+    list_layout: str  # layout of the section index
+    feed: bool  # its pages go into the Atom feed
+    dated: bool  # pages need a date and are listed newest first
+    sidebar: bool  # pages show the section tree and previous/next
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    title: str
+    description: str
+    base_url: str  # absolute, ends with '/'
+    language: str
+    author_name: str
+    author_email: str
+    menu: tuple[MenuItem, ...]
+    sections: dict[str, Section]
+    feed_title: str
+    feed_limit: int
+    highlight_style: str
+    releases_url: str  # download URL of a release's files, '{version}' replaced
+    repositories: dict[str, str] = field(default_factory=dict)  # repo name -> metadata dir override
+
+    @property
+    def base_path(self) -> str:
+        """The URL path the site lives under: '/' or '/prefix/'."""
+        return urlsplit(self.base_url).path or "/"
+
+    def absolute(self, url: str) -> str:
+        """A site path ('/docs/') as an absolute URL for feeds and sitemaps."""
+        parts = urlsplit(self.base_url)
+        return f"{parts.scheme}://{parts.netloc}{url}"
+
+    def key(self) -> tuple[object, ...]:
+        """Everything templates can see, for cache fingerprints."""
+        return (
+            self.title,
+            self.description,
+            self.base_url,
+            self.language,
+            self.author_name,
+            self.author_email,
+            self.menu,
+            tuple(sorted(self.sections.items())),
+            self.feed_title,
+            self.feed_limit,
+            self.highlight_style,
+            self.releases_url,
+        )
+
+
+DEFAULT_SECTIONS: dict[str, dict[str, Any]] = {
+    "docs": {"title": "Documentation", "layout": "doc", "list_layout": "doc", "sidebar": True},
+    "news": {"title": "News", "layout": "post", "list_layout": "list", "feed": True, "dated": True},
+    "releases": {
+        "title": "Releases",
+        "layout": "release",
+        "list_layout": "list",
+        "feed": True,
+        "dated": True,
+    },
+}
+
+
+def load(site_dir: Path, *, base_url: str | None = None) -> SiteConfig:
+    path = site_dir / CONFIG_NAME
+    if not path.is_file():
+        raise BuildError(
+            f"no {CONFIG_NAME} in {site_dir}",
+            hint="point --site at the folder holding config.yaml, content/, templates/",
+        )
+    raw = frontmatter.parse(path.read_text(encoding="utf-8"), str(path))
+
+    def need(key: str, kind: type, default: Any = None) -> Any:
+        value = raw.get(key, default)
+        if value is None or not isinstance(value, kind):
+            raise BuildError(
+                f"'{key}' must be a {kind.__name__}",
+                where=Location(file=str(path), key=key),
+                hint=f"set '{key}:' in {CONFIG_NAME}",
+            )
+        return value
+
+    url = base_url or need("base_url", str)
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise BuildError(
+            f"base_url '{url}' is not an absolute http(s) URL",
+            where=Location(file=str(path), key="base_url"),
+            hint="for example 'https://cvmfs.io/'",
+        )
+    if not url.endswith("/"):
+        url += "/"
+    author = need("author", dict, {})
+    menu = tuple(
+        MenuItem(title=str(m["title"]), url=str(m["url"]))
+        for m in need("menu", list, [])
+        if isinstance(m, dict) and "title" in m and "url" in m
+    )
+    sections: dict[str, Section] = {}
+    merged = {k: dict(v) for k, v in DEFAULT_SECTIONS.items()}
+    for name, over in (need("sections", dict, {}) or {}).items():
+        merged.setdefault(str(name), {}).update(over or {})
+    for name, s in merged.items():
+        sections[name] = Section(
+            name=name,
+            title=str(s.get("title", name.title())),
+            layout=str(s.get("layout", "page")),
+            list_layout=str(s.get("list_layout", "list")),
+            feed=bool(s.get("feed", False)),
+            dated=bool(s.get("dated", False)),
+            sidebar=bool(s.get("sidebar", False)),
+        )
+    feed = need("feed", dict, {})
+    repos = need("repositories", dict, {})
+    return SiteConfig(
+        title=need("title", str),
+        description=str(raw.get("description", "")),
+        base_url=url,
+        language=str(raw.get("language", "en")),
+        author_name=str(author.get("name", "")),
+        author_email=str(author.get("email", "")),
+        menu=menu,
+        sections=sections,
+        feed_title=str(feed.get("title", raw.get("title", ""))),
+        feed_limit=int(feed.get("limit", 20)),
+        highlight_style=str(raw.get("highlight_style", "friendly")),
+        releases_url=str(raw.get("releases_url", "/releases/{version}/files/")),
+        repositories={str(k): str(v) for k, v in repos.items()},
+    )

@@ -1,0 +1,197 @@
+"""The site's data: free-form data files, the release indexes and the package repositories.
+
+Layout under ``site/data/``:
+
+- ``*.yaml`` / ``*.json``: free-form data, available to templates as ``data.<stem>``;
+- ``releases/<version>.json``: a release index exactly as ``cernvm-build release`` writes it
+  (``cernvm_build.release.index``); download URLs come from ``releases_url`` in config.yaml;
+- ``repositories.yaml``: the package repositories; their package lists are read from the
+  repositories' own metadata (``repos.py``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import BuildError, CernVMError, Location
+from . import repos
+from .config import SiteConfig
+
+
+def _load_file(path: Path) -> Any:
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix == ".json":
+            return json.loads(text)
+        return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except json.JSONDecodeError as e:
+        raise BuildError(
+            f"not valid JSON: {e.msg}", where=Location(file=str(path), line=e.lineno, column=e.colno)
+        ) from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise BuildError(
+            f"not valid YAML: {getattr(e, 'problem', None) or e}",
+            where=Location(file=str(path), line=mark.line + 1 if mark else None),
+            hint="check the indentation and quote values holding ':' or '#'",
+        ) from None
+
+
+def human_size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def load_releases(data_dir: Path, cfg: SiteConfig) -> list[dict[str, Any]]:
+    """Every release index in ``data/releases/``, newest first, as plain data for templates."""
+    folder = data_dir / "releases"
+    if not folder.is_dir():
+        return []
+    from ..release import index as release_index  # the release engineer's reader and checks
+
+    out: list[dict[str, Any]] = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            idx = release_index.load(path)
+        except CernVMError as e:
+            raise BuildError(str(e.message), where=e.where or str(path), hint=e.hint) from None
+        base = cfg.releases_url.format(version=idx.version)
+        profiles = []
+        for p in idx.profiles:
+            arts = [
+                {
+                    "name": a.name,
+                    "kind": a.kind,
+                    "format": a.format,
+                    "size": a.size,
+                    "size_human": human_size(a.size),
+                    "sha256": a.sha256,
+                    "url": base + a.path,
+                }
+                for a in idx.artifacts
+                if a.profile == p.name
+            ]
+            profiles.append(
+                {
+                    "name": p.name,
+                    "os": p.os,
+                    "frozen": p.frozen,
+                    "snapshot": {
+                        "repository": p.snapshot.repository,
+                        "path": p.snapshot.path,
+                        "root_hash": p.snapshot.root_hash,
+                        "revision": p.snapshot.revision,
+                        "tag": p.snapshot.tag,
+                    },
+                    "artifacts": arts,
+                }
+            )
+        out.append(
+            {
+                "version": idx.version,
+                "date": idx.date[:10],
+                "datetime": idx.date,
+                "previous": idx.previous,
+                "signer": idx.signer,
+                "base_url": base,
+                "sums_url": base + "SHA256SUMS",
+                "signature_url": base + idx.signature if idx.signature else None,
+                "index_url": base + "index.json",
+                "profiles": profiles,
+                "artifact_count": len(idx.artifacts),
+                "source": str(path),
+            }
+        )
+    out.sort(key=lambda r: (r["datetime"], r["version"]), reverse=True)
+    return out
+
+
+def load_repositories(data_dir: Path, cfg: SiteConfig, overrides: dict[str, Path]) -> list[dict[str, Any]]:
+    path = data_dir / "repositories.yaml"
+    if not path.is_file():
+        return []
+    raw = _load_file(path) or {}
+    items = raw.get("repositories") if isinstance(raw, dict) else None
+    if not isinstance(items, list):
+        raise BuildError(
+            "'repositories' must be a list",
+            where=Location(file=str(path), key="repositories"),
+            hint="see docs/ARCHITECTURE.md, section site, for the format",
+        )
+    out: list[dict[str, Any]] = []
+    for i, r in enumerate(items):
+        key = f"repositories[{i}]"
+        if not isinstance(r, dict) or not {"name", "kind", "url"} <= set(r):
+            raise BuildError(
+                "a repository needs 'name', 'kind' (yum|apt) and 'url'",
+                where=Location(file=str(path), key=key),
+                hint="for example: {name: cvmfs, kind: yum, url: https://…/yum/cvmfs}",
+            )
+        name, kind = str(r["name"]), str(r["kind"])
+        if kind not in ("yum", "apt"):
+            raise BuildError(
+                f"repository kind '{kind}' is not yum or apt",
+                where=Location(file=str(path), key=f"{key}.kind"),
+                hint="use 'yum' or 'apt'",
+            )
+        meta_dir: Path | None = overrides.get(name)
+        if meta_dir is None and cfg.repositories.get(name):
+            meta_dir = Path(cfg.repositories[name])
+        if meta_dir is None and r.get("metadata"):
+            meta_dir = Path(str(r["metadata"]))
+        if meta_dir is not None and not meta_dir.is_absolute():
+            meta_dir = data_dir / meta_dir
+        platforms: list[repos.Platform] = []
+        missing = None
+        if meta_dir is None or not meta_dir.is_dir():
+            missing = str(meta_dir) if meta_dir else "no metadata folder configured"
+        else:
+            platforms = repos.read_yum(meta_dir) if kind == "yum" else repos.read_apt(meta_dir)
+        url = str(r["url"]).rstrip("/")
+        out.append(
+            {
+                "name": name,
+                "title": str(r.get("title", name)),
+                "kind": kind,
+                "url": url,
+                "description": str(r.get("description", "")),
+                "gpgkey": r.get("gpgkey"),
+                "release_package": r.get("release_package"),
+                "component": str(r.get("component", "main")),
+                "missing": missing,
+                "platforms": [
+                    {
+                        "path": p.path,
+                        "url": f"{url}/{p.path}",
+                        "id": p.path.replace("/", "-"),
+                        "count": len(p.packages),
+                        "packages": [
+                            {"name": x.name, "version": x.version, "arch": x.arch, "summary": x.summary}
+                            for x in p.latest()
+                        ],
+                    }
+                    for p in platforms
+                ],
+            }
+        )
+    return out
+
+
+def load_all(site_dir: Path, cfg: SiteConfig, repo_overrides: dict[str, Path]) -> dict[str, Any]:
+    data_dir = site_dir / "data"
+    data: dict[str, Any] = {}
+    if data_dir.is_dir():
+        for path in sorted(data_dir.iterdir()):
+            if path.is_file() and path.suffix in (".yaml", ".yml", ".json") and path.stem != "repositories":
+                data[path.stem] = _load_file(path)
+    data["releases"] = load_releases(data_dir, cfg)
+    data["repositories"] = load_repositories(data_dir, cfg, repo_overrides)
+    return data

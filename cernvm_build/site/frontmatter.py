@@ -1,0 +1,50 @@
+"""Front matter: a YAML block between ``---`` lines at the top of a Markdown file."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from ..errors import BuildError, Location
+
+
+def split(text: str, file: str) -> tuple[dict[str, Any], str, int]:
+    """Return (front matter, body, line number of the body's first line, 1-based)."""
+    if not text.startswith("---\n") and not text.startswith("---\r\n"):
+        return {}, text, 1
+    lines = text.splitlines(keepends=True)
+    for i in range(1, len(lines)):
+        if lines[i].rstrip("\r\n") in ("---", "..."):
+            raw = "".join(lines[1:i])
+            body = "".join(lines[i + 1 :])
+            return parse(raw, file, first_line=2), body, i + 2
+    raise BuildError(
+        "front matter is not closed",
+        where=Location(file=file, line=1, column=1),
+        hint="end the YAML block with a line holding only '---'",
+    )
+
+
+def parse(raw: str, file: str, first_line: int = 1) -> dict[str, Any]:
+    try:
+        meta = yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = first_line + mark.line if mark is not None else first_line
+        col = mark.column + 1 if mark is not None else None
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise BuildError(
+            f"front matter is not valid YAML: {problem}",
+            where=Location(file=file, line=line, column=col),
+            hint="front matter is YAML: 'key: value' lines; quote values that contain ':' or '#'",
+        ) from None
+    if meta is None:
+        return {}
+    if not isinstance(meta, dict):
+        raise BuildError(
+            "front matter must be a mapping of keys to values",
+            where=Location(file=file, line=first_line),
+            hint="write 'title: My page' style lines between the '---' markers",
+        )
+    return meta

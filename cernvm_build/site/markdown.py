@@ -1,0 +1,210 @@
+"""Markdown to HTML with markdown-it-py: CommonMark, tables, strikethrough, admonitions, heading anchors,
+fenced code highlighted by Pygments.
+
+Relative links are resolved against the source file and left as markers (``@@L:path#frag@@``) that the
+build replaces with the target's URL: a page's rendered Markdown then depends only on its own text, so
+it can be cached by content hash even when other pages move.
+"""
+
+from __future__ import annotations
+
+import html
+import posixpath
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from markdown_it import MarkdownIt
+from markdown_it.token import Token
+from mdit_py_plugins.admon import admon_plugin
+from mdit_py_plugins.anchors import anchors_plugin
+from pygments import highlight as pyg_highlight
+from pygments.formatters import HtmlFormatter
+from pygments.lexer import Lexer
+from pygments.lexers import get_lexer_by_name
+from pygments.util import ClassNotFound
+
+#: bump when the HTML this module produces changes, so cached renders are redone
+VERSION = "3"
+MORE = "<!--more-->"
+MARKER = re.compile(r"@@L:([^@]*)@@")
+SEARCH_TEXT_LIMIT = 4000
+
+
+@dataclass(frozen=True)
+class Link:
+    target: str  # marker path ("docs/a.md#x"), site path ("/docs/"), "#frag", or absolute URL
+    line: int  # line in the source file (1-based)
+    kind: str  # "content" | "site" | "anchor" | "external"
+
+
+@dataclass
+class Rendered:
+    html: str
+    excerpt_html: str
+    excerpt_text: str
+    text: str  # plain text for the search index
+    h1: str | None
+    toc: list[tuple[int, str, str]]  # (level, id, text) for h2/h3
+    ids: list[str]  # every heading id, for anchor checks
+    links: list[Link] = field(default_factory=list)
+
+
+def slugify(title: str) -> str:
+    slug = re.sub(r"[^\w\- ]", "", title.strip().lower()).strip().replace(" ", "-")
+    return re.sub(r"-{2,}", "-", slug) or "section"
+
+
+@lru_cache(maxsize=256)
+def _lexer(lang: str) -> Lexer | None:
+    # Pygments looks lexers up by scanning its tables; a site uses a handful of languages thousands of
+    # times, so keep the instances.
+    try:
+        return get_lexer_by_name(lang, stripnl=False, ensurenl=False)
+    except ClassNotFound:
+        return None
+
+
+_FORMATTER = HtmlFormatter(nowrap=True)
+
+
+def _highlight(code: str, lang: str, attrs: Any) -> str:
+    lang = (lang or "").strip().split()[0].lower() if lang else ""
+    lexer = _lexer(lang) if lang else None
+    body = pyg_highlight(code, lexer, _FORMATTER) if lexer is not None else html.escape(code, quote=False)
+    cls = f' class="language-{html.escape(lang)}"' if lang else ""
+    return f'<pre class="highlight"><code{cls}>{body}</code></pre>\n'
+
+
+@lru_cache(maxsize=1)
+def _parser() -> MarkdownIt:
+    md = MarkdownIt("commonmark", {"highlight": _highlight})
+    md.enable(["table", "strikethrough"])
+    md.use(admon_plugin)
+    md.use(anchors_plugin, min_level=1, max_level=6, slug_func=slugify, permalink=True, permalinkSymbol="#")
+    return md
+
+
+def _inline_text(tok: Token) -> str:
+    parts = []
+    for c in tok.children or ():
+        if c.type in ("text", "code_inline"):
+            parts.append(c.content)
+        elif c.type in ("softbreak", "hardbreak"):
+            parts.append(" ")
+    return "".join(parts).strip()
+
+
+def _resolve(href: str, src_dir: str, base_path: str) -> tuple[str, str]:
+    """(new href, kind) for a link written in a source file in ``src_dir`` (content-relative)."""
+    parts = urlsplit(href)
+    if parts.scheme or href.startswith("//"):
+        return href, "external"
+    if href.startswith("#"):
+        return href, "anchor"
+    if href.startswith("/"):
+        return base_path.rstrip("/") + href, "site"
+    path = posixpath.normpath(posixpath.join(src_dir, unquote(parts.path)))
+    frag = f"#{parts.fragment}" if parts.fragment else ""
+    return f"@@L:{path}{frag}@@", "content"
+
+
+def _line_of(href: str, lines: list[str], start: int, end: int) -> int:
+    for i in range(start, min(end, len(lines))):
+        if href in lines[i]:
+            return i
+    return start
+
+
+def render(text: str, *, src_path: str, first_line: int, base_path: str) -> Rendered:
+    """Render a page body. ``src_path`` is content-relative ('docs/a.md'); lines are file lines."""
+    md = _parser()
+    env: dict[str, Any] = {}
+    tokens = md.parse(text, env)
+    lines = text.splitlines()
+    src_dir = posixpath.dirname(src_path)
+    links: list[Link] = []
+    ids: list[str] = []
+    toc: list[tuple[int, str, str]] = []
+    h1: str | None = None
+    words: list[str] = []
+    more_at: int | None = None
+    first_para: tuple[int, int] | None = None
+    for i, tok in enumerate(tokens):
+        if tok.type == "heading_open":
+            hid = str(tok.attrGet("id") or "")
+            title = _inline_text(tokens[i + 1])
+            ids.append(hid)
+            level = int(tok.tag[1])
+            if level == 1 and h1 is None:
+                h1 = title
+            elif level in (2, 3):
+                toc.append((level, hid, title))
+        elif tok.type == "html_block" and tok.content.strip() == MORE and more_at is None:
+            more_at = i
+        elif tok.type == "paragraph_open" and first_para is None and tok.level == 0:
+            first_para = (i, i + 3)
+        elif tok.type in ("fence", "code_block"):
+            words.append(tok.content)
+        elif tok.type == "inline":
+            start = tok.map[0] if tok.map else 0
+            end = tok.map[1] if tok.map else start + 1
+            for child in tok.children or ():
+                if child.type == "text" or child.type == "code_inline":
+                    words.append(child.content)
+                attr = "href" if child.type == "link_open" else "src" if child.type == "image" else None
+                if attr is None:
+                    continue
+                href = str(child.attrGet(attr) or "")
+                if child.attrGet("class") == "header-anchor":
+                    continue
+                new, kind = _resolve(href, src_dir, base_path)
+                child.attrSet(attr, new)
+                target = MARKER.sub(r"\1", new) if kind == "content" else new
+                links.append(Link(target, first_line + _line_of(href, lines, start, end), kind))
+                if child.type == "image":
+                    words.append(child.content)
+    body = md.renderer.render(tokens, md.options, env)
+    if more_at is not None:
+        excerpt_tokens = _without_headings(tokens[:more_at])
+    elif first_para is not None:
+        excerpt_tokens = tokens[first_para[0] : first_para[1]]
+    else:
+        excerpt_tokens = []
+    excerpt_html = md.renderer.render(excerpt_tokens, md.options, env) if excerpt_tokens else ""
+    excerpt_text = " ".join(_inline_text(t) for t in excerpt_tokens if t.type == "inline")
+    text_out = re.sub(r"\s+", " ", " ".join(words)).strip()[:SEARCH_TEXT_LIMIT]
+    return Rendered(
+        html=body,
+        excerpt_html=excerpt_html,
+        excerpt_text=re.sub(r"\s+", " ", excerpt_text).strip(),
+        text=text_out,
+        h1=h1,
+        toc=toc,
+        ids=ids,
+        links=links,
+    )
+
+
+def _without_headings(tokens: list[Token]) -> list[Token]:
+    # Excerpts appear on list pages beside other excerpts: their headings' ids would collide there.
+    out: list[Token] = []
+    skip = False
+    for tok in tokens:
+        if tok.type == "heading_open":
+            skip = True
+        elif tok.type == "heading_close":
+            skip = False
+        elif not skip:
+            out.append(tok)
+    return out
+
+
+def pygments_css(style: str) -> str:
+    """The highlighting stylesheet (light theme, plus a dark one for prefers-color-scheme)."""
+    light = HtmlFormatter(style=style).get_style_defs(".highlight")
+    dark = HtmlFormatter(style="github-dark").get_style_defs(".highlight")
+    dark_rules = "\n".join("  " + line for line in dark.splitlines())
+    return f"{light}\n@media (prefers-color-scheme: dark) {{\n{dark_rules}\n}}\n"

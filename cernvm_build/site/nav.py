@@ -1,0 +1,98 @@
+"""Navigation from the section tree: the docs sidebar, breadcrumbs, previous/next.
+
+A folder is a node; its ``_index.md`` (if any) gives its title, weight and page. Children are sorted by
+``weight`` then title. The sidebar shows the whole first level and opens only the folders on the path to
+the current page, so its size stays bounded however large a section grows.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class NavPage(Protocol):
+    src: str | None
+    url: str
+    title: str
+    nav_title: str
+    weight: int
+    kind: str
+
+
+@dataclass
+class Node:
+    dir: str  # content-relative folder ('docs/quickstart')
+    title: str
+    url: str | None
+    weight: int
+    pages: list[NavPage] = field(default_factory=list)
+    children: list[Node] = field(default_factory=list)
+
+    def sort_key(self) -> tuple[int, str]:
+        return (self.weight, self.title.lower())
+
+
+def build_tree(section: str, pages: list[NavPage], titles: dict[str, str]) -> Node:
+    """The folder tree of one section. ``titles`` names folders without an ``_index.md``."""
+    nodes: dict[str, Node] = {}
+
+    def node(d: str) -> Node:
+        if d not in nodes:
+            name = posixpath.basename(d)
+            nodes[d] = Node(d, titles.get(d, name.replace("-", " ").capitalize()), None, 1000)
+            if d != section:
+                node(posixpath.dirname(d)).children.append(nodes[d])
+        return nodes[d]
+
+    root = node(section)
+    for p in pages:
+        if p.src is None:
+            continue
+        d = posixpath.dirname(p.src)
+        if p.kind == "index":
+            n = node(d)
+            n.title, n.url, n.weight = p.nav_title, p.url, p.weight
+        else:
+            node(d).pages.append(p)
+    for n in nodes.values():
+        n.pages.sort(key=lambda p: (p.weight, p.nav_title.lower()))
+        n.children.sort(key=Node.sort_key)
+    return root
+
+
+def flatten(root: Node) -> list[tuple[str, str]]:
+    """Reading order (index, its pages, then its sub-folders), as (title, url): for previous/next."""
+    out: list[tuple[str, str]] = []
+
+    def walk(n: Node) -> None:
+        if n.url:
+            out.append((n.title, n.url))
+        for p in n.pages:
+            out.append((p.nav_title, p.url))
+        for c in n.children:
+            walk(c)
+
+    walk(root)
+    return out
+
+
+def sidebar(root: Node, open_dir: str) -> list[dict[str, Any]]:
+    """The sidebar for pages in ``open_dir``: plain data for the template (and the fingerprint)."""
+
+    def items(n: Node) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = [{"title": p.nav_title, "url": p.url} for p in n.pages]
+        for c in n.children:
+            is_open = open_dir == c.dir or open_dir.startswith(c.dir + "/")
+            out.append(
+                {
+                    "title": c.title,
+                    "url": c.url,
+                    "open": is_open,
+                    "children": items(c) if is_open else [],
+                }
+            )
+        return out
+
+    return [{"title": root.title, "url": root.url, "open": True, "children": items(root)}]

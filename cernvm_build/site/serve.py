@@ -1,0 +1,147 @@
+"""``site serve``: a local preview on 127.0.0.1 that rebuilds when a source changes (polling)."""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import os
+import threading
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from ..errors import CernVMError
+from .build import Builder, BuildReport
+
+
+def tree_signature(root: Path) -> tuple[tuple[str, int, int], ...]:
+    """Cheap change detection: every file's path, size and modification time."""
+    out: list[tuple[str, int, int]] = []
+    for dirpath, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if name.startswith("."):
+                continue
+            p = os.path.join(dirpath, name)
+            with contextlib.suppress(FileNotFoundError):
+                st = os.stat(p)
+                out.append((p, st.st_size, st.st_mtime_ns))
+    return tuple(out)
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    base_path = "/"
+    directory: str
+
+    @staticmethod
+    def log(status: int, path: str) -> None:
+        pass
+
+    def translate_path(self, path: str) -> str:
+        clean = path.split("?", 1)[0].split("#", 1)[0]
+        if clean.startswith(self.base_path):
+            clean = "/" + clean[len(self.base_path) :]
+        elif self.base_path != "/":
+            clean = "/__outside_base__"
+        return super().translate_path(clean)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        page = Path(self.directory) / "404.html"
+        if code == 404 and page.is_file():
+            body = page.read_bytes()
+            self.send_response(404)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+            return
+        super().send_error(code, message, explain)
+
+    def end_headers(self) -> None:
+        # a preview must never show a stale page from the browser cache
+        self.send_header("Cache-Control", "no-store")
+        super().end_headers()
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        with contextlib.suppress(ValueError, TypeError):
+            type(self).log(int(code), self.path)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class Preview:
+    """Build once, serve ``out_dir``, rebuild on change. ``start()`` returns; ``stop()`` ends both."""
+
+    def __init__(
+        self,
+        builder: Builder,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        interval: float = 0.5,
+        on_build: Callable[[BuildReport | None, CernVMError | None], None] = lambda r, e: None,
+        on_request: Callable[[int, str], None] = lambda status, path: None,
+    ):
+        self.builder = builder
+        self.interval = interval
+        self.on_build = on_build
+        self.requests: list[tuple[int, str]] = []
+        self._stop = threading.Event()
+
+        def log(status: int, path: str) -> None:
+            self.requests.append((status, path))
+            on_request(status, path)
+
+        class Handler(_Handler):
+            pass
+
+        Handler.log = staticmethod(log)  # type: ignore[method-assign]
+        handler = Handler
+        self._handler = handler
+        self.server = http.server.ThreadingHTTPServer(
+            (host, port), partial(handler, directory=str(builder.out_dir))
+        )
+        self.server.daemon_threads = True
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host!s}:{port}{self._handler.base_path}"
+
+    def rebuild(self) -> BuildReport | None:
+        try:
+            report = self.builder.build()
+        except CernVMError as e:
+            self.on_build(None, e)
+            return None
+        self._handler.base_path = self.builder.cfg.base_path
+        self.on_build(report, None)
+        return report
+
+    def start(self) -> None:
+        self.builder.out_dir.mkdir(parents=True, exist_ok=True)
+        sig = tree_signature(self.builder.site_dir)
+        self.rebuild()
+        t = threading.Thread(target=self.server.serve_forever, name="site-serve", daemon=True)
+        t.start()
+        w = threading.Thread(target=self._watch, args=(sig,), name="site-watch", daemon=True)
+        w.start()
+        self._threads = [t, w]
+
+    def _watch(self, sig: tuple[tuple[str, int, int], ...]) -> None:
+        while not self._stop.wait(self.interval):
+            now = tree_signature(self.builder.site_dir)
+            if now != sig:
+                sig = now
+                self.rebuild()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.server.shutdown()
+        self.server.server_close()
+        for t in self._threads:
+            t.join(timeout=10)

@@ -1,0 +1,104 @@
+"""jinja2 templates with autoescaping, and the hash of each template plus what it includes/extends."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import jinja2.meta
+from markupsafe import Markup
+
+from ..errors import BuildError, Location
+
+__all__ = ["LAYOUT_DATA", "Environment", "Markup", "environment"]
+
+#: data files each layout receives (pages can ask for more with ``data: [name]``)
+LAYOUT_DATA: dict[str, tuple[str, ...]] = {
+    "home": ("releases",),
+    "downloads": ("releases",),
+    "repositories": ("repositories",),
+}
+
+
+class Environment:
+    def __init__(self, folder: Path):
+        if not folder.is_dir():
+            raise BuildError(f"no templates/ folder in {folder.parent}", hint="the site needs templates/")
+        self.folder = folder
+        self.env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(folder)),
+            autoescape=jinja2.select_autoescape(["html", "xml", "htm"], default_for_string=True),
+            undefined=jinja2.StrictUndefined,
+            keep_trailing_newline=True,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self._hash: dict[str, str] = {}
+        self._refs: dict[str, set[str]] = {}
+
+    def exists(self, name: str) -> bool:
+        return (self.folder / name).is_file()
+
+    def _source(self, name: str) -> str:
+        try:
+            return (self.folder / name).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise BuildError(
+                f"template '{name}' does not exist", where=str(self.folder), hint="add it"
+            ) from None
+
+    def _referenced(self, name: str) -> set[str]:
+        if name not in self._refs:
+            try:
+                ast = self.env.parse(self._source(name))
+            except jinja2.TemplateSyntaxError as e:
+                raise BuildError(
+                    f"template syntax error: {e.message}",
+                    where=Location(file=str(self.folder / name), line=e.lineno),
+                    hint="see the jinja2 template documentation",
+                ) from None
+            self._refs[name] = {r for r in jinja2.meta.find_referenced_templates(ast) if r}
+        return self._refs[name]
+
+    def closure_hash(self, name: str) -> str:
+        """Hash of a template and every template it extends, includes or imports."""
+        if name not in self._hash:
+            seen: set[str] = set()
+            stack = [name]
+            while stack:
+                n = stack.pop()
+                if n in seen:
+                    continue
+                seen.add(n)
+                stack.extend(self._referenced(n))
+            h = hashlib.sha256()
+            for n in sorted(seen):
+                h.update(n.encode() + b"\0" + self._source(n).encode() + b"\0")
+            self._hash[name] = h.hexdigest()
+        return self._hash[name]
+
+    def get(self, name: str) -> jinja2.Template:
+        try:
+            return self.env.get_template(name)
+        except jinja2.TemplateSyntaxError as e:
+            raise BuildError(
+                f"template syntax error: {e.message}",
+                where=Location(file=str(self.folder / name), line=e.lineno),
+                hint="see the jinja2 template documentation",
+            ) from None
+
+    def render(self, name: str, ctx: dict[str, Any]) -> str:
+        try:
+            return self.get(name).render(ctx)
+        except jinja2.UndefinedError as e:
+            raise BuildError(
+                f"template uses an undefined value: {e.message}",
+                where=str(self.folder / name),
+                hint="check the variable names the template uses",
+            ) from None
+
+
+def environment(folder: Path) -> Environment:
+    return Environment(folder)
