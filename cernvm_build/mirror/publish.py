@@ -129,5 +129,6 @@ def mirror(
         jobs=jobs,
         keep=keep,
         generation=checked.referenced,
+        known_sha256=checked.sha256,
     )
     return MirrorReport(checked, report)

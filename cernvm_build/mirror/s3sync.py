@@ -30,7 +30,7 @@ import os
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -133,8 +133,19 @@ def hash_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def scan_local(root: Path, *, jobs: int = 4, progress: Progress | None = None) -> dict[str, LocalFile]:
-    """Every regular file under ``root`` by its ``/``-separated relative path, with its SHA-256."""
+def scan_local(
+    root: Path,
+    *,
+    jobs: int = 4,
+    progress: Progress | None = None,
+    known: Mapping[str, str] | None = None,
+) -> dict[str, LocalFile]:
+    """Every regular file under ``root`` by its ``/``-separated relative path, with its SHA-256.
+
+    ``known`` holds hashes the caller has just computed (a verified source); those files are not read
+    again here. Whatever is uploaded is hashed once more as it is sent, so an upload never carries a
+    stale hash.
+    """
     if not root.is_dir():
         raise MirrorError(f"{root}: not a directory", hint="give the folder to publish")
     paths: list[tuple[str, Path, int]] = []
@@ -155,7 +166,8 @@ def scan_local(root: Path, *, jobs: int = 4, progress: Progress | None = None) -
     def one(item: tuple[str, Path, int]) -> LocalFile:
         nonlocal done
         rel, p, size = item
-        digest = hash_file(p)
+        digest = known.get(rel) if known else None
+        digest = digest or hash_file(p)
         if progress:
             with lock:
                 done += size
@@ -610,6 +622,7 @@ def sync_tree(
     protect: Collection[str] = (),
     acl: str | None = None,
     conditional: bool | None = None,
+    known_sha256: Mapping[str, str] | None = None,
 ) -> SyncReport:
     """Make ``dest`` hold exactly ``local_dir`` (plus what the kept generations still reference).
 
@@ -644,6 +657,7 @@ def sync_tree(
             protect,
             acl,
             conditional,
+            known_sha256,
         )
     finally:
         client.meta.events.unregister("before-send.s3", unique_id=hook_id)
@@ -665,8 +679,9 @@ def _sync(
     protect: Collection[str],
     acl: str | None,
     conditional: bool | None,
+    known_sha256: Mapping[str, str] | None,
 ) -> SyncReport:
-    local = scan_local(local_dir, jobs=jobs, progress=progress)
+    local = scan_local(local_dir, jobs=jobs, progress=progress, known=known_sha256)
     plan = make_plan(
         client, url, local, last=last, delete=delete, protect=protect, keep=keep, jobs=jobs, progress=progress
     )
