@@ -60,7 +60,7 @@ from .previous import OldCatalog, OldRow, PreviousTree, read_object
 from .stage import NestedRef, Stage
 
 #: Set to a step name to kill the publishing process right after that step (tests of atomicity):
-#: ``objects`` (after the first few objects), ``staged``, ``catalogs``, ``history``, ``reflog``.
+#: ``objects`` (after the first file content is stored), ``staged``, ``catalogs``, ``history``, ``reflog``.
 FAULT_ENV = "CERNVM_CVMFS_PUBLISH_FAULT"
 ZERO_HASH = "0" * 40
 TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}$")
@@ -277,7 +277,7 @@ class _Content:
         if self.opts.progress:
             self.opts.progress(self.done_bytes, self.total_bytes)
         self.objects_fault += 1
-        if self.objects_fault == 3:
+        if self.objects_fault == 1:
             _fault("objects")
 
     def _wait(self, limit: int) -> None:

@@ -181,7 +181,7 @@ def test_tar_with_missing_dirs_and_bad_paths(tmp_path: Path, stratum: Path, keys
     publish_tar(stratum, FQRN, keyset, tar_of("a/b/c.txt", b"deep"))
     with pytest.raises(CvmfsError, match="leaves the archive"):
         publish_tar(stratum, FQRN, keyset, tar_of("../evil", b"x"))
-    with pytest.raises(CvmfsError, match="not a tar archive|damaged"):
+    with pytest.raises(CvmfsError, match=r"not a tar archive|damaged"):
         publish_tar(stratum, FQRN, keyset, io.BytesIO(b"this is not a tar" * 100))
 
 
@@ -236,7 +236,7 @@ def test_wrong_keys_and_names_are_refused(tmp_path: Path, stratum: Path, keyset:
     other = keymod.generate_keys(FQRN)
     with pytest.raises(CvmfsError, match="not in the whitelist"):
         publish_tree(stratum, FQRN, other, src)
-    with pytest.raises(CvmfsError, match="repository is 'pub.cernvm.test', not 'x.cernvm.test'"):
+    with pytest.raises(CvmfsError, match=r"repository is 'pub\.cernvm\.test', not 'x\.cernvm\.test'"):
         publish_tree(stratum, "x.cernvm.test", keyset, src)
     with pytest.raises(CvmfsError, match="cannot read source: No such file"):
         publish_tree(stratum, FQRN, keyset, src / "missing")

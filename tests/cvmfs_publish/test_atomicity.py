@@ -1,0 +1,78 @@
+"""A publish killed at any step leaves the previous revision readable; running it again finishes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from cernvm_build.cvmfs import keys as keymod
+from cernvm_build.cvmfs.publish import FAULT_ENV, publish_tree
+from cernvm_build.cvmfs.repository import Repository
+
+from .helpers import FQRN, describe, make_sample_tree
+
+pytestmark = pytest.mark.integration
+
+PUBLISH = """
+import sys
+from pathlib import Path
+from cernvm_build.cvmfs.keys import load_keys
+from cernvm_build.cvmfs.publish import publish_tree
+from cernvm_build.cvmfs.chunking import ChunkingSettings
+keys = load_keys(Path(sys.argv[1]), sys.argv[2])
+chunks = ChunkingSettings(min_size=64 << 10, avg_size=128 << 10, max_size=256 << 10)
+publish_tree(Path(sys.argv[3]), sys.argv[2], keys, Path(sys.argv[4]), chunking=chunks, tag="second")
+"""
+
+
+def _publish_in_child(key_dir: Path, stratum: Path, src: Path, fault: str | None) -> int:
+    env = dict(os.environ)
+    env.pop(FAULT_ENV, None)
+    if fault:
+        env[FAULT_ENV] = fault
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(
+        [sys.executable, "-c", PUBLISH, str(key_dir), FQRN, str(stratum), str(src)],
+        env=env,
+        cwd=root,
+        capture_output=True,
+        timeout=120,
+    )
+    return proc.returncode
+
+
+@pytest.mark.parametrize("fault", ["objects", "scanned", "staged", "catalogs", "history", "reflog"])
+def test_killed_publish_keeps_previous_revision(
+    tmp_path: Path,
+    stratum: Path,
+    keyset: keymod.KeySet,
+    key_dir: Path,
+    reader: Callable[..., Repository],
+    export: Callable[..., Path],
+    fault: str,
+) -> None:
+    src = make_sample_tree(tmp_path / "src")
+    first = publish_tree(stratum, FQRN, keyset, src)
+    before = describe(src)
+    (src / "etc" / "os-release").write_text("changed\n")
+    (src / "usr" / "bin" / "more").write_bytes(os.urandom(300_000))
+
+    assert _publish_in_child(key_dir, stratum, src, fault) == -signal.SIGKILL
+    with reader(stratum) as repo:
+        assert repo.revision == first.revision
+        assert not repo.verify().errors
+    assert describe(export(stratum)) == before
+
+    assert _publish_in_child(key_dir, stratum, src, None) == 0
+    with reader(stratum) as repo:
+        assert repo.revision == first.revision + 1
+        assert "second" in {t.name for t in repo.tags()}
+        assert not repo.verify().errors
+    assert describe(export(stratum)) == describe(src)
+    assert sorted(p.name for p in (stratum / "data" / "txn").iterdir()) == ["publish.lock"]
