@@ -36,7 +36,12 @@ def open_connection(uri: str) -> Any:
 def _connect_error(uri: str, e: Any) -> ConnectError:
     msg = str(e.get_error_message() or e)
     low = msg.lower()
-    if "permission denied" in low or e.get_error_code() in (libvirt.VIR_ERR_AUTH_FAILED,):
+    # Non-root users on qemu:///system are authorised by polkit, over D-Bus; with neither running
+    # (containers) the refusal reads as a D-Bus failure, which is still a permission problem.
+    auth = e.get_error_code() in (libvirt.VIR_ERR_AUTH_FAILED, libvirt.VIR_ERR_AUTH_CANCELLED) or (
+        e.get_error_domain() in (libvirt.VIR_FROM_DBUS, libvirt.VIR_FROM_POLKIT)
+    )
+    if "permission denied" in low or "authentication" in low or auth:
         return ConnectError(
             f"no permission to use libvirt at {uri}",
             hint="run as root, join the 'libvirt' group, or use --connect qemu:///session",

@@ -1,0 +1,150 @@
+"""Against a real libvirtd + QEMU (started here when not running): the plumbing with a tiny guest.
+
+The guest is a 512-byte boot sector that prints a line on the serial port and halts: it boots in
+well under a second under TCG, which is enough to check domain definition, read-only boot image,
+scratch disk and context ISO permissions, the console log, the 127.0.0.1 port forward, saving and
+restoring, and that destroy leaves nothing behind. The full SSH life cycle with the demo image is
+in test_e2e.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import libvirt
+import pytest
+
+from cernvm_build.cli.launch import main
+from cernvm_build.launch import daemon
+
+pytestmark = pytest.mark.integration
+URI = "qemu:///system"
+GREETING = b"launch-test-guest"
+
+
+def tiny_guest(path: Path) -> Path:
+    """mov si,msg; mov dx,0x3f8; next: lodsb; test al,al; jz halt; out dx,al; jmp next; halt: hlt; jmp halt"""
+    code = bytes([0xBA, 0xF8, 0x03, 0xAC, 0x84, 0xC0, 0x74, 0x03, 0xEE, 0xEB, 0xF8, 0xF4, 0xEB, 0xFD])
+    msg_at = 0x7C00 + 3 + len(code)
+    sector = bytes([0xBE, msg_at & 0xFF, msg_at >> 8]) + code + GREETING + b"\r\n\0"
+    path.write_bytes(sector.ljust(510, b"\0") + b"\x55\xaa" + b"\0" * (1 << 20))
+    os.chmod(path, 0o644)
+    return path
+
+
+@pytest.fixture(scope="session")
+def libvirtd() -> Iterator[None]:
+    started = daemon.ensure()
+    yield
+    daemon.stop(started)
+
+
+@pytest.fixture
+def system_home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A launch home the system daemon's qemu user can reach (pytest's tmp_path is 0700)."""
+    home = Path(tempfile.mkdtemp(prefix="launch-test-", dir="/var/tmp"))
+    os.chmod(home, 0o711)
+    monkeypatch.setenv("CERNVM_LAUNCH_HOME", str(home))
+    monkeypatch.setenv("CERNVM_LAUNCH_CONF", str(home / "absent.conf"))
+    monkeypatch.setenv("CERNVM_ACCEL", "tcg")
+    yield home
+    shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def name(libvirtd: None) -> Iterator[str]:
+    n = f"lt-{uuid.uuid4().hex[:8]}"
+    yield n
+    conn = libvirt.open(URI)
+    try:
+        dom = conn.lookupByName(n)
+    except libvirt.libvirtError:
+        return
+    if dom.isActive():
+        dom.destroy()
+    dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
+
+
+def _wait_for(pred: object, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.2)
+
+
+def test_life_cycle_on_real_libvirtd(
+    system_home: Path, name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image = tiny_guest(system_home / "tiny.hdd")
+    before = image.read_bytes()
+    args = ["--connect", URI]
+    assert main([*args, "create", "--name", name, "--iso", str(image), "--memory", "64", "--disk", "100",
+                 "--no-wait", "--yes"]) == 0  # fmt: skip
+    assert "using TCG" in capsys.readouterr().err
+    inst_dir = system_home / "run" / name
+    console = inst_dir / "console.log"
+    _wait_for(lambda: console.exists() and GREETING in console.read_bytes())
+
+    assert main([*args, "list", "--json"]) == 0
+    (entry,) = [e for e in json.loads(capsys.readouterr().out) if e["name"] == name]
+    assert entry["state"] == "running"
+    port = entry["ssh_port"]
+    with socket.create_connection(("127.0.0.1", port), timeout=5):
+        pass  # QEMU forwards the port on the loopback only
+
+    # The guest answers no SSH: wait gives up with the console's tail, in one error line.
+    assert main([*args, "wait", name, "--timeout", "3"]) == 4
+    err = capsys.readouterr().err
+    assert "did not answer SSH within 3 s" in err and GREETING.decode() in err
+
+    assert main([*args, "stop", name]) == 0
+    assert libvirt.open(URI).lookupByName(name).hasManagedSaveImage(0)
+    assert main([*args, "start", name]) == 0
+    assert libvirt.open(URI).lookupByName(name).isActive()
+
+    # A second instance may not take the first one's port.
+    other = f"{name}-b"
+    try:
+        assert main([*args, "create", "--name", other, "--iso", str(image), "--ssh-port", str(port), "--yes",
+                     "--no-wait", "--memory", "64", "--disk", "100"]) == 4  # fmt: skip
+        assert f"port 127.0.0.1:{port} is busy" in capsys.readouterr().err
+    finally:
+        assert other not in [d.name() for d in libvirt.open(URI).listAllDomains(0)]
+
+    assert main([*args, "destroy", "--force", name]) == 0
+    assert name not in [d.name() for d in libvirt.open(URI).listAllDomains(0)]
+    assert not inst_dir.exists()  # scratch disk, context ISO, keys, console log: all gone
+    assert image.read_bytes() == before  # the base image is never written
+
+
+def test_no_permission_on_the_uri_is_one_line(libvirtd: None) -> None:
+    """An unprivileged user on qemu:///system: fork, drop to 'nobody', run the CLI, read its stderr."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: never returns into pytest
+        code = 99
+        try:
+            os.close(read_fd)
+            sys.stderr = os.fdopen(write_fd, "w")
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            code = main(["--connect", URI, "list"])
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as f:
+        err = f.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 4, err
+    assert f"error: no permission to use libvirt at {URI}" in err
+    assert "Traceback" not in err
