@@ -1,0 +1,26 @@
+# 04-devices: the scratch disk. First boot: partition the first EMPTY disk and make ext4 UROOT;
+# later boots: check and reuse it.
+for i in 1 2 3 4 5 6 7 8 9 10; do
+    [ -n "$(ls /sys/block | grep -v -e '^loop' -e '^ram')" ] && break
+    sleep 0.3
+done
+ROOT_DEV=$(findfs LABEL=UROOT 2>/dev/null)
+FIRST_BOOT=
+if [ -z "$ROOT_DEV" ]; then
+    disk=$(py cernvm_build.bootloader.disk find-empty) || panic "no UROOT scratch disk and no empty disk to make one (attach a blank disk)"
+    log devices "first boot: partitioning empty disk $disk"
+    py cernvm_build.bootloader.disk partition "$disk" || panic "cannot partition $disk"
+    part=${disk}1
+    case "$disk" in *[0-9]) part=${disk}p1 ;; esac
+    for i in 1 2 3 4 5 6 7 8 9 10; do [ -b "$part" ] && break; sleep 0.2; done
+    /sbin/mke2fs -q -F -t ext4 -L UROOT -E lazy_itable_init=1,lazy_journal_init=1 "$part" >/tmp/mke2fs.log 2>&1 \
+        || panic "mke2fs on $part failed: $(tail -n 1 /tmp/mke2fs.log)"
+    ROOT_DEV=$part
+    FIRST_BOOT=1
+else
+    /sbin/e2fsck -p "$ROOT_DEV" >/tmp/e2fsck.log 2>&1
+    [ $? -ge 4 ] && panic "e2fsck found errors it cannot fix on $ROOT_DEV"
+fi
+mount -t ext4 "$ROOT_DEV" $ROOT_RW || panic "cannot mount the scratch disk $ROOT_DEV"
+mkdir -p $ROOT_RW/aux $ROOT_RW/persistent $ROOT_RW/cache $ROOT_RW/context $ROOT_RW/work
+log devices "scratch disk $ROOT_DEV (UROOT) mounted${FIRST_BOOT:+, new}, $(df -m $ROOT_RW | awk 'NR==2 {print $4}') MB free"

@@ -1,0 +1,60 @@
+# 10-cvmfs: mount the OS repository with the FUSE client of the runtime, cache on the scratch disk,
+# pinned: the first boot records root hash + tag in aux/cvmfs_snapshot and later boots mount exactly
+# that; cvmfs_tag / cvmfs_date (or aux/cvmfs_force_tag) select another snapshot and re-pin.
+if [ -n "$U_cvmfs_wait_on_squid" ] && [ -z "$NET_IF" ]; then
+    log cvmfs "waiting up to ${U_cvmfs_wait_on_squid}s for the network"
+    i=0
+    while [ $i -lt "$U_cvmfs_wait_on_squid" ] && ! udhcpc -q -n -t 1 -T 1 -s /usr/share/udhcpc/default.script >/dev/null 2>&1; do
+        i=$((i + 2))
+    done
+fi
+set -- --fqrn "$CVMFS_REPO" --public-key "/etc/cvmfs/keys/$CVMFS_REPO.pub" --cache $ROOT_RW/cache \
+    --snapshot-file $ROOT_RW/aux/cvmfs_snapshot
+[ -f "/etc/cvmfs/keys/$CVMFS_REPO.pub" ] || panic "no public key for $CVMFS_REPO in the initrd"
+old_ifs=$IFS
+IFS=,
+for s in $CVMFS_SERVER; do
+    case "$s" in
+        http://*|https://*) url=$s ;;
+        *) url="http://$s/cvmfs/@fqrn@" ;;
+    esac
+    set -- "$@" --server "$(echo "$url" | sed "s/@fqrn@/$CVMFS_REPO/g")"
+done
+IFS=$old_ifs
+[ "$CVMFS_PROXY" != DIRECT ] && set -- "$@" --proxy "$CVMFS_PROXY"
+
+# Which snapshot: an explicit selector from the context (new or changed), else the pin, else the
+# image's default tag.
+selector=
+[ -n "$U_cvmfs_tag" ] && selector="tag=$U_cvmfs_tag"
+[ -n "$U_cvmfs_date" ] && selector="date=$U_cvmfs_date"
+if [ -f $ROOT_RW/aux/cvmfs_force_tag ]; then
+    selector="tag=$(head -n 1 $ROOT_RW/aux/cvmfs_force_tag)"
+    rm -f $ROOT_RW/aux/cvmfs_force_tag
+fi
+saved=$(cat $ROOT_RW/aux/cvmfs_selector 2>/dev/null)
+pinned=
+if [ -n "$selector" ] && [ "$selector" != "$saved" ]; then
+    why="selected by the user data"
+elif [ -f $ROOT_RW/aux/cvmfs_snapshot ]; then
+    selector=$saved
+    why="pinned since $(date -r $ROOT_RW/aux/cvmfs_snapshot -u +%Y-%m-%dT%H:%M:%SZ 2>/dev/null)"
+    pinned=1
+else
+    selector=${CVMFS_TAG:+tag=$CVMFS_TAG}
+    why="first boot"
+fi
+if [ -z "$pinned" ]; then
+    case "$selector" in
+        tag=*) set -- "$@" --tag "${selector#tag=}" ;;
+        date=*) set -- "$@" --date "${selector#date=}" ;;
+    esac
+    rm -f $ROOT_RW/aux/cvmfs_snapshot
+fi
+log cvmfs "mounting $CVMFS_REPO (${selector:-latest}, $why) from $CVMFS_SERVER"
+py cernvm_build.cvmfs.mount "$@" $ROOT_RO >/tmp/cvmfs.log 2>&1 \
+    || panic "CernVM-FS mount of $CVMFS_REPO failed: $(tail -n 1 /tmp/cvmfs.log)"
+log cvmfs "$(grep '^mounted' /tmp/cvmfs.log | tail -n 1)"
+echo "$selector" >$ROOT_RW/aux/cvmfs_selector
+log cvmfs "pinned snapshot $(head -n 1 $ROOT_RW/aux/cvmfs_snapshot 2>/dev/null) tag $(sed -n 2p $ROOT_RW/aux/cvmfs_snapshot 2>/dev/null)"
+[ -d "$ROOT_RO/$CERNVM_PATH" ] || panic "/$CERNVM_PATH not found in $CVMFS_REPO"

@@ -1,0 +1,24 @@
+# 90-boot: hand the mounts to the OS and switch_root into /sbin/init.
+# The scratch disk and the runtime are bind-mounted (not moved) so that the FUSE process, whose
+# root stays the old initramfs, keeps finding its cache and its modules at the paths it opened.
+mkdir -p $ROOT/mnt/.rw $ROOT/mnt/.ro $ROOT/mnt/.rt
+mount --bind $ROOT_RW $ROOT/mnt/.rw
+mount --bind $RT $ROOT/mnt/.rt
+mount --move $ROOT_RO $ROOT/mnt/.ro
+pids=
+for p in /proc/[0-9]*; do
+    case "$(tr '\0' ' ' <$p/cmdline 2>/dev/null)" in
+        *cernvm_build.cvmfs.mount*) pids="$pids ${p#/proc/}" ;;
+    esac
+done
+echo $pids >$ROOT/.cvmfs_pids
+cp /tmp/*.log $ROOT_RW/aux/ 2>/dev/null
+if [ -n "$CVMDEBUG" ]; then
+    log boot "cvmdebug: debug shell (the OS root is in $ROOT; exit to continue booting)"
+    setsid cttyhack sh
+fi
+umount /dev/pts 2>/dev/null
+mount --move /dev $ROOT/dev 2>/dev/null || mount -t devtmpfs devtmpfs $ROOT/dev
+umount /sys /proc 2>/dev/null
+log boot "switching root to /sbin/init (cvmfs pids:$pids)"
+exec switch_root $ROOT /sbin/init

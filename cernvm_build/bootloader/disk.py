@@ -1,0 +1,121 @@
+"""Scratch-disk helpers the init runs (busybox has no scriptable partitioner): find the first empty
+disk, give it an MBR with one Linux partition, grow that partition to the end of the disk.
+
+``python3 -m cernvm_build.bootloader.disk find-empty | partition DEV | grow DEV``.
+Standard library only: this module is part of the initrd runtime.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import struct
+import sys
+from pathlib import Path
+
+SECTOR = 512
+START = 2048  # 1 MiB alignment
+BLKRRPART = 0x125F
+_SKIP = ("loop", "ram", "sr", "fd", "zram", "dm-", "md", "nbd")
+
+
+def _sysfs(dev: str) -> Path:
+    return Path("/sys/block") / Path(dev).name
+
+
+def disk_sectors(dev: str) -> int:
+    return int((_sysfs(dev) / "size").read_text())
+
+
+def has_partitions(dev: str) -> bool:
+    return any((p / "partition").exists() for p in _sysfs(dev).iterdir())
+
+
+def is_empty(dev: str, probe: int = 1 << 20) -> bool:
+    """No partitions and only zeros at the start: never formatted."""
+    if has_partitions(dev):
+        return False
+    with open(dev, "rb") as f:
+        head = f.read(probe)
+    return head.count(0) == len(head)
+
+
+def find_empty() -> str | None:
+    for d in sorted(Path("/sys/block").iterdir()):
+        name = d.name
+        if name.startswith(_SKIP):
+            continue
+        try:
+            if (d / "ro").read_text().strip() == "1" or (d / "removable").read_text().strip() == "1":
+                continue
+            if int((d / "size").read_text()) < 2 * START:
+                continue
+            if is_empty(f"/dev/{name}"):
+                return f"/dev/{name}"
+        except OSError:
+            continue
+    return None
+
+
+def mbr(total_sectors: int, size_sectors: int | None = None) -> bytes:
+    """An MBR with one bootable-off Linux (0x83) partition from 1 MiB to the end (or ``size``)."""
+    count = min(total_sectors - START, size_sectors or total_sectors, 0xFFFFFFFF)
+    entry = struct.pack("<B3sB3sII", 0, b"\xfe\xff\xff", 0x83, b"\xfe\xff\xff", START, count)
+    return bytes(440) + b"UROT" + bytes(2) + entry + bytes(48) + b"\x55\xaa"
+
+
+def _reread(dev: str) -> None:
+    fd = os.open(dev, os.O_RDONLY)
+    try:
+        fcntl.ioctl(fd, BLKRRPART)
+    finally:
+        os.close(fd)
+
+
+def partition(dev: str, size_mb: int = 0) -> None:
+    table = mbr(disk_sectors(dev), size_mb * 2048 if size_mb else None)
+    with open(dev, "r+b") as f:
+        f.write(table)
+        f.flush()
+        os.fsync(f.fileno())
+    _reread(dev)
+
+
+def grow(dev: str) -> bool:
+    """Extend partition 1 to the end of the disk; True when it changed."""
+    total = disk_sectors(dev)
+    with open(dev, "r+b") as f:
+        table = bytearray(f.read(SECTOR))
+        start, count = struct.unpack_from("<II", table, 446 + 8)
+        want = min(total - start, 0xFFFFFFFF)
+        if table[510:512] != b"\x55\xaa" or table[446 + 4] != 0x83 or want <= count:
+            return False
+        struct.pack_into("<I", table, 446 + 12, want)
+        f.seek(0)
+        f.write(table)
+        f.flush()
+        os.fsync(f.fileno())
+    _reread(dev)
+    return True
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["find-empty"]:
+        dev = find_empty()
+        if dev:
+            print(dev)
+        return 0 if dev else 1
+    if argv[:1] == ["partition"] and len(argv) in (2, 3):
+        partition(argv[1], int(argv[2]) if len(argv) == 3 else 0)
+        return 0
+    if argv[:1] == ["grow"] and len(argv) == 2:
+        print("grown" if grow(argv[1]) else "unchanged")
+        return 0
+    sys.stderr.write(
+        "usage: python3 -m cernvm_build.bootloader.disk find-empty | partition DEV [MB] | grow DEV\n"
+    )
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

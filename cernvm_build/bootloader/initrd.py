@@ -1,0 +1,142 @@
+"""The μCernVM initrd: busybox, kernel modules, e2fsprogs, the Python runtime with the CernVM-FS
+FUSE client, CA certificates, repository keys and the fused ``/init``, as a sorted, fixed-time cpio
+compressed with zstd (or xz).
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import BuildError
+from ..fsutil import atomic_write
+from ..image.kernel import Kernel
+from ..paths import data_dir, source_date_epoch
+from ..proc import run, which
+from . import modules as kmod
+from .cpio import Tree, write_newc
+from .runtime import ENTRY_MODULES, build_runtime, default_python, ldd
+
+RT_DIR = "usr/lib/ucernvm-rt"
+E2FSPROGS = ("mke2fs", "e2fsck", "resize2fs")
+CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+COMPRESSORS = {"zstd": ["zstd", "-q", "-19", "-T0", "-c"], "xz": ["xz", "-9", "--check=crc32", "-T1", "-c"]}
+
+
+@dataclass
+class InitrdInputs:
+    kernel: Kernel
+    keys: dict[str, Path]  # repository fqrn -> public key file
+    version: str  # what /version says, e.g. "demo 2026.11-1"
+    python: str = field(default_factory=default_python)
+    compression: str = "zstd"
+    extra_modules: tuple[str, ...] = ()
+    entries: tuple[str, ...] = ENTRY_MODULES  # Python modules the init runs
+
+
+@dataclass
+class Initrd:
+    path: Path
+    size: int
+    payload_size: int  # the uncompressed cpio
+    members: int
+    info: dict[str, Any]
+
+
+def fused_init(src: Path | None = None) -> bytes:
+    """``init.head.sh`` followed by every ``init.d/NN-*.sh`` in order: the initrd's ``/init``."""
+    src = src or data_dir("bootloader")
+    parts = [(src / "init.head.sh").read_text()]
+    for frag in sorted((src / "init.d").glob("[0-9][0-9]-*.sh")):
+        parts.append(f"\n# ---- {frag.name} ----\n{frag.read_text()}")
+    parts.append("\npanic 'init fell through'\n")
+    return "".join(parts).encode()
+
+
+def _tool_version(package: str) -> str:
+    proc = run(["dpkg-query", "-W", "-f", "${Version}", package], check=False)
+    return proc.stdout.decode().strip() or "unknown"
+
+
+def _busybox(tree: Tree) -> str:
+    bb = Path(which("busybox"))
+    if run(["ldd", bb], check=False).returncode == 0:
+        raise BuildError(f"{bb} is not statically linked", hint="install busybox-static")
+    tree.file("bin/busybox", bb, 0o755)
+    for applet in run([bb, "--list-full"]).stdout.decode().split():
+        if applet not in ("bin/busybox", "linuxrc"):
+            tree.symlink(applet, "/bin/busybox")
+    return _tool_version("busybox-static")
+
+
+def assemble(inputs: InitrdInputs, workdir: Path) -> tuple[Tree, dict[str, Any]]:
+    """The initrd's members (and what went in, for the manifest), using ``workdir`` for the runtime."""
+    tree = Tree()
+    for d in ("dev", "proc", "sys", "run", "tmp", "root", "mnt", "etc/cvmfs/keys", "usr/share/udhcpc"):
+        tree.dir(d)
+    tree.chardev("dev/console", 5, 1)
+    tree.chardev("dev/null", 1, 3, 0o666)
+    busybox_version = _busybox(tree)
+
+    rt = build_runtime(workdir / "rt", python=inputs.python, entries=inputs.entries)
+    tree.tree(RT_DIR, rt.root)
+    tree.symlink("lib64/ld-linux-x86-64.so.2", f"/{RT_DIR}/lib/ld-linux-x86-64.so.2")
+    libs: set[Path] = set()
+    for tool in E2FSPROGS:
+        exe = Path(which(tool))
+        tree.file(f"sbin/{tool}", exe, 0o755)
+        libs.update(ldd(exe))
+    for lib in sorted(libs):
+        tree.file(f"{RT_DIR}/lib/{lib.name}", lib.resolve(), 0o755)
+    if Path("/etc/mke2fs.conf").exists():
+        tree.file("etc/mke2fs.conf", Path("/etc/mke2fs.conf"), 0o644)
+
+    mods = kmod.resolve(inputs.kernel.modules, inputs.kernel.version, kmod.WANTED + inputs.extra_modules)
+    for rel, data in mods.files.items():
+        tree.data(f"lib/modules/{inputs.kernel.version}/{rel}", data)
+    tree.data("etc/ucernvm/modules", "".join(f"{m}\n" for m in mods.order).encode())
+
+    if CA_BUNDLE.exists():
+        tree.file("etc/ssl/certs/ca-certificates.crt", CA_BUNDLE, 0o644)
+    for fqrn, key in sorted(inputs.keys.items()):
+        if not key.is_file():
+            raise BuildError(f"{key}: public key of {fqrn} not found", where="cvmfs.public_keys")
+        tree.file(f"etc/cvmfs/keys/{fqrn}.pub", key, 0o644)
+
+    src = data_dir("bootloader")
+    tree.file("usr/share/udhcpc/default.script", src / "udhcpc.script", 0o755)
+    tree.data("init", fused_init(src), 0o755)
+    tree.data("version", (inputs.version + "\n").encode())
+    info = {
+        "busybox": busybox_version,
+        "e2fsprogs": _tool_version("e2fsprogs"),
+        "python": {"interpreter": rt.python, "version": rt.version, "modules": len(rt.modules)},
+        "runtime_libraries": rt.libraries,
+        "kernel_modules": [m.rsplit("/", 1)[-1] for m in mods.order],
+        "kernel_modules_builtin": mods.builtin,
+        "keys": {fqrn: str(p) for fqrn, p in sorted(inputs.keys.items())},
+    }
+    return tree, info
+
+
+def build_initrd(inputs: InitrdInputs, dest: Path) -> Initrd:
+    """Write the compressed initrd to ``dest`` atomically."""
+    if inputs.compression not in COMPRESSORS:
+        raise BuildError(
+            f"unknown initrd compression '{inputs.compression}'", hint=f"use one of {', '.join(COMPRESSORS)}"
+        )
+    with tempfile.TemporaryDirectory(prefix="initrd-") as tmp:
+        tree, info = assemble(inputs, Path(tmp))
+        buf = io.BytesIO()
+        payload = write_newc(tree.members.values(), buf, source_date_epoch())
+    packed = compress(buf.getvalue(), inputs.compression)
+    atomic_write(dest, packed)
+    info["compression"] = inputs.compression
+    return Initrd(path=dest, size=len(packed), payload_size=payload, members=len(tree.members), info=info)
+
+
+def compress(data: bytes, method: str) -> bytes:
+    return run(COMPRESSORS[method], input=data).stdout

@@ -1,0 +1,122 @@
+"""Kernel modules for the initrd, with their dependencies, in load order.
+
+Debian kernel packages ship no ``modules.dep`` (``depmod`` makes it at install time), so when it is
+missing the dependencies are read from each module's own ``.modinfo`` (``depends=`` line) — the same
+data depmod uses. Compressed modules (``.ko.xz``) are unpacked here so busybox ``insmod`` can load them.
+"""
+
+from __future__ import annotations
+
+import lzma
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import BuildError
+
+#: What a μCernVM guest needs from a modular kernel: virtio and IDE/SCSI disks and CD-ROMs, the
+#: network, the filesystems of boot media, context drives and the scratch disk, overlay and FUSE.
+#: Names absent from a kernel (built in, or another flavour) are skipped.
+WANTED = (
+    "virtio_pci", "virtio_blk", "virtio_scsi", "virtio_net", "virtio_console", "virtio_rng",
+    "ata_piix", "ata_generic", "ahci", "sd_mod", "sr_mod", "cdrom",
+    "e1000", "e1000e", "8139cp", "vmxnet3", "hv_netvsc", "hv_storvsc", "xen_blkfront", "xen_netfront", "nvme",
+    "ext4", "isofs", "vfat", "nls_cp437", "nls_ascii", "nls_utf8", "nls_iso8859_1",
+    "overlay", "fuse", "af_packet",
+)  # fmt: skip
+
+_SUFFIXES = (".ko", ".ko.xz")
+
+
+def _norm(name: str) -> str:
+    return name.replace("-", "_")
+
+
+def _modname(p: Path) -> str:
+    n = p.name
+    for s in _SUFFIXES:
+        if n.endswith(s):
+            return _norm(n[: -len(s)])
+    return _norm(n)
+
+
+def _read(p: Path) -> bytes:
+    data = p.read_bytes()
+    return lzma.decompress(data) if p.name.endswith(".xz") else data
+
+
+@dataclass
+class ModuleSet:
+    """Modules to ship: path inside lib/modules/<v>/ -> host file, and their load order."""
+
+    version: str
+    files: dict[str, bytes] = field(default_factory=dict)
+    order: list[str] = field(default_factory=list)
+    builtin: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+
+def _index(moddir: Path) -> dict[str, Path]:
+    return {_modname(p): p for p in sorted(moddir.rglob("*.ko*")) if p.name.endswith(_SUFFIXES)}
+
+
+def _builtin(moddir: Path) -> set[str]:
+    f = moddir / "modules.builtin"
+    return {_modname(Path(line)) for line in f.read_text().split()} if f.exists() else set()
+
+
+def _depends_from_dep(moddir: Path) -> dict[str, list[str]] | None:
+    f = moddir / "modules.dep"
+    if not f.exists():
+        return None
+    deps: dict[str, list[str]] = {}
+    for line in f.read_text().splitlines():
+        if ":" in line:
+            mod, rest = line.split(":", 1)
+            deps[_modname(Path(mod))] = [_modname(Path(d)) for d in rest.split()]
+    return deps
+
+
+def resolve(moddir: Path, version: str, wanted: tuple[str, ...] = WANTED) -> ModuleSet:
+    """The wanted modules and everything they depend on, deepest dependencies first."""
+    if not moddir.is_dir():
+        raise BuildError(f"{moddir}: kernel modules folder not found", hint="check the kernel tree")
+    index = _index(moddir)
+    builtin = _builtin(moddir)
+    depfile = _depends_from_dep(moddir)
+    result = ModuleSet(version=version)
+    data: dict[str, bytes] = {}
+
+    def deps_of(name: str) -> list[str]:
+        if depfile is not None and name in depfile:
+            return depfile[name]
+        raw = data.setdefault(name, _read(index[name]))
+        m = re.search(rb"(?:^|\0)depends=([^\0]*)\0", raw)
+        return [_norm(d) for d in m.group(1).decode().split(",") if d] if m else []
+
+    visiting: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in result.order or name in visiting:
+            return
+        visiting.add(name)
+        for d in deps_of(name):
+            if d in index:
+                visit(d)
+        result.order.append(name)
+
+    for want in wanted:
+        name = _norm(want)
+        if name in index:
+            visit(name)
+        elif name in builtin:
+            result.builtin.append(name)
+        else:
+            result.missing.append(name)
+    for name in result.order:
+        rel = index[name].relative_to(moddir).as_posix()
+        if rel.endswith(".xz"):
+            rel = rel[:-3]
+        result.files[rel] = data.get(name) or _read(index[name])
+    result.order = [next(rel for rel in result.files if _modname(Path(rel)) == name) for name in result.order]
+    return result

@@ -1,0 +1,221 @@
+"""The Python runtime the initrd carries for the CernVM-FS FUSE mount.
+
+The build host's interpreter, the shared libraries ``ldd`` names for it and for the extension modules
+it loads, and a stdlib subset: exactly the modules that importing the entry points pulls in (plus the
+imports written inside functions of our own code), compiled to unchecked-hash ``.pyc`` files by the
+target interpreter itself and stored in ``lib/pythonXY.zip``. The result is a folder laid out like a
+Python prefix (``bin/python3``, ``lib/``) that runs with ``PYTHONHOME`` pointing at it.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import shutil
+import sys
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import BuildError
+from ..paths import PROJECT_ROOT, source_date_epoch
+from ..proc import run
+
+#: What the initrd runs with this runtime: the FUSE mount, the user-data parser, the disk helper.
+ENTRY_MODULES = (
+    "cernvm_build.cvmfs.mount",
+    "cernvm_build.bootloader.userdata",
+    "cernvm_build.bootloader.disk",
+)
+
+#: Always present: what `python -m` runs through, and codecs needed at start-up or for host names.
+EXTRA_MODULES = (
+    "runpy",
+    "encodings.utf_8",
+    "encodings.latin_1",
+    "encodings.ascii",
+    "encodings.idna",
+    "encodings.aliases",
+)
+
+#: Left out on purpose: hashlib falls back to its built-in SHA/MD5 (saves libcrypto, 5 MB), and the
+#: repository is read over plain HTTP with signatures checked in pure Python, so no TLS stack.
+#: zip timestamps cannot predate 1980
+ZIP_EPOCH_MIN = 315532800
+
+EXCLUDE = ("_hashlib", "_ssl", "ssl")
+
+# Runs under the TARGET interpreter with ``-S``; uses only builtins so it imports nothing itself.
+_IMPORT = r"""
+import sys
+names, files = sys.argv[1].split(","), []
+for n in names:
+    try:
+        __import__(n)
+    except Exception as e:
+        if n in sys.argv[2].split(","):
+            sys.stdout.write("!" + n + ": " + type(e).__name__ + ": " + str(e) + "\n")
+for n, m in sorted(sys.modules.items()):
+    f = getattr(m, "__file__", None)
+    if f:
+        sys.stdout.write(n + "\t" + ("P" if hasattr(m, "__path__") else "M") + "\t" + f + "\n")
+"""
+
+# Compiles the modules to unchecked-hash pycs (no source mtimes inside: reproducible).
+_COMPILE = r"""
+import json, os, py_compile, sys, tempfile
+out = tempfile.mkdtemp()
+res = {}
+for arc, src in json.loads(sys.stdin.read()):
+    c = os.path.join(out, "x.pyc")
+    py_compile.compile(src, cfile=c, dfile=arc[:-1], doraise=True,
+                       invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+    res[arc] = open(c, "rb").read().hex()
+print(json.dumps({"pycs": res, "v": "%d.%d" % sys.version_info[:2], "exe": os.path.realpath(sys.executable)}))
+"""
+
+
+def _own_imports(path: Path) -> set[str]:
+    """Every absolute import written anywhere in ``path`` (also inside functions)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_bytes())):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+    return names
+
+
+def collect_modules(
+    python: str, entries: tuple[str, ...], path: list[Path], roots: list[Path]
+) -> dict[str, tuple[bool, Path]]:
+    """Module name -> (is package, file) for everything importing ``entries`` loads under ``python``.
+
+    ``path`` is the import path besides the stdlib; imports inside files under ``roots`` (our own
+    code) are followed even when written inside functions.
+    """
+    env = {"PYTHONPATH": os.pathsep.join(str(p) for p in path), "PYTHONDONTWRITEBYTECODE": "1"}
+    wanted = set(entries) | set(EXTRA_MODULES)
+    scanned: set[Path] = set()
+    while True:
+        proc = run([python, "-S", "-c", _IMPORT, ",".join(sorted(wanted)), ",".join(entries)], env=env)
+        found: dict[str, tuple[bool, Path]] = {}
+        for line in proc.stdout.decode().splitlines():
+            if line.startswith("!"):
+                raise BuildError(
+                    f"initrd runtime: cannot import {line[1:]}",
+                    hint="the initrd runs these modules with the standard library alone",
+                )
+            name, kind, filename = line.split("\t", 2)
+            found[name] = (kind == "P", Path(filename))
+        more: set[str] = set()
+        for _, mod_file in found.values():
+            ours = any(r == mod_file or r in mod_file.parents for r in roots)
+            if mod_file.suffix == ".py" and mod_file not in scanned and ours:
+                scanned.add(mod_file)
+                more |= _own_imports(mod_file)
+        more = {m for m in more if m.split(".")[0] not in EXCLUDE and m not in EXCLUDE} - wanted
+        if not more:
+            return {n: v for n, v in found.items() if n not in EXCLUDE}
+        wanted |= more
+
+
+@dataclass
+class Runtime:
+    """A Python prefix folder ready to be copied into the initrd."""
+
+    root: Path
+    python: str  # the host interpreter it came from
+    version: str  # "3.11"
+    modules: list[str] = field(default_factory=list)
+    libraries: list[str] = field(default_factory=list)
+
+
+def default_python() -> str:
+    """Debian's interpreter when present (its libraries are plain system ones), else this one."""
+    return "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
+
+
+def ldd(path: Path | str) -> list[Path]:
+    """The shared libraries ``path`` needs (resolved), including the dynamic loader."""
+    proc = run(["ldd", str(path)], check=False)
+    libs: list[Path] = []
+    for line in proc.stdout.decode(errors="replace").splitlines():
+        m = re.search(r"=>\s*(/\S+)", line) or re.match(r"\s*(/\S+)\s+\(", line)
+        if m:
+            libs.append(Path(m.group(1)))
+    return libs
+
+
+def _mfusepy_file() -> Path:
+    try:
+        import mfusepy
+    except ImportError as e:
+        raise BuildError(
+            "the Python package mfusepy is not installed", hint="run 'make deps' (it is in pyproject.toml)"
+        ) from e
+    return Path(str(mfusepy.__file__))
+
+
+def fuse_library() -> Path:
+    for cand in ("/usr/lib/x86_64-linux-gnu/libfuse3.so.3", "/lib/x86_64-linux-gnu/libfuse3.so.3"):
+        if Path(cand).exists():
+            return Path(cand)
+    raise BuildError("libfuse3.so.3 not found", hint="install it with 'apt-get install libfuse3-3'")
+
+
+def build_runtime(
+    dest: Path, *, python: str | None = None, entries: tuple[str, ...] = ENTRY_MODULES
+) -> Runtime:
+    """Assemble the runtime under ``dest`` (``bin/python3``, ``lib/*.so*``, ``lib/pythonXY.zip``)."""
+    python = python or default_python()
+    if not Path(python).exists():
+        raise BuildError(f"{python}: interpreter not found", hint="pass an existing python3")
+    # Only our package and mfusepy besides the stdlib: nothing else from site-packages can leak in.
+    extra = dest.parent / ".pyextra"
+    extra.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(_mfusepy_file(), extra / "mfusepy.py")
+    roots = [PROJECT_ROOT / "cernvm_build", extra / "mfusepy.py"]
+    try:
+        mods = collect_modules(python, entries, [PROJECT_ROOT, extra], roots)
+        py = [
+            (name.replace(".", "/") + ("/__init__.pyc" if pkg else ".pyc"), str(f))
+            for name, (pkg, f) in sorted(mods.items())
+            if f.suffix == ".py"
+        ]
+        proc = run([python, "-S", "-c", _COMPILE], input=json.dumps(py).encode())
+    finally:
+        shutil.rmtree(extra, ignore_errors=True)
+    info = json.loads(proc.stdout)
+    libdir = dest / "lib"
+    dyn = libdir / f"python{info['v']}" / "lib-dynload"
+    dyn.mkdir(parents=True, exist_ok=True)
+    (dest / "bin").mkdir(parents=True, exist_ok=True)
+    exe = Path(info["exe"])
+    shutil.copy2(exe, dest / "bin" / "python3")
+    stamp = time.gmtime(max(ZIP_EPOCH_MIN, source_date_epoch(ZIP_EPOCH_MIN)))[:6]
+    with zipfile.ZipFile(libdir / f"python{info['v'].replace('.', '')}.zip", "w", zipfile.ZIP_STORED) as z:
+        for arc, pyc in sorted(info["pycs"].items()):
+            zi = zipfile.ZipInfo(arc, date_time=stamp)  # type: ignore[arg-type]
+            zi.external_attr = 0o644 << 16
+            z.writestr(zi, bytes.fromhex(pyc))
+    binaries: list[Path] = [exe, fuse_library()]
+    for _, f in sorted(mods.values()):
+        if f.suffix == ".so":
+            shutil.copy2(f, dyn / f.name)
+            binaries.append(f)
+    libs: set[Path] = {fuse_library()}
+    for binary in binaries:
+        libs.update(ldd(binary))
+    for lib in sorted(libs):
+        shutil.copy2(lib.resolve(), libdir / lib.name)
+    return Runtime(
+        root=dest,
+        python=python,
+        version=info["v"],
+        modules=sorted(mods),
+        libraries=sorted(p.name for p in libs),
+    )

@@ -1,0 +1,130 @@
+"""The image formats: iso (isolinux, El Torito, isohybrid, xorriso), hdd (raw MBR disk with one FAT
+partition; syslinux installed into the image file through mtools: no root, no loop device) and the
+hypervisor formats made from the hdd with ``qemu-img convert``.
+
+Every function writes its output to the path it is given; the caller makes that a temporary name
+and renames it into place when the whole build succeeded.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+from pathlib import Path
+
+from ..errors import BuildError
+from ..paths import data_dir, source_date_epoch
+from ..proc import run
+
+ISOLINUX_BIN = Path("/usr/lib/ISOLINUX/isolinux.bin")
+ISOHDPFX = Path("/usr/lib/ISOLINUX/isohdpfx.bin")
+LDLINUX_C32 = Path("/usr/lib/syslinux/modules/bios/ldlinux.c32")
+SYSLINUX_MBR = Path("/usr/lib/syslinux/mbr/mbr.bin")
+
+#: qemu-img output format and options per image format
+CONVERT: dict[str, tuple[str, list[str]]] = {
+    "qcow2": ("qcow2", []),
+    "vmdk": ("vmdk", ["-o", "subformat=streamOptimized"]),
+    "vdi": ("vdi", []),
+    "vhd": ("vpc", ["-o", "subformat=fixed,force_size=on"]),
+}
+FORMATS = ("iso", "hdd", *CONVERT)
+PART_START = 2048  # sectors: the FAT partition starts at 1 MiB
+MIB = 1 << 20
+
+
+def _need(path: Path, package: str) -> Path:
+    if not path.exists():
+        hint = f"install it with 'apt-get install {package}' (or 'make deps')"
+        raise BuildError(f"{path} not found", hint=hint)
+    return path
+
+
+def boot_config(cmdline: str, version: str, branch: str) -> str:
+    """isolinux/syslinux configuration from ``bootloader/boot/isolinux.cfg``."""
+    text = (data_dir("bootloader") / "boot" / "isolinux.cfg").read_text()
+    for name, value in (("cmdline", cmdline), ("version", version), ("branch", branch)):
+        text = text.replace("{{ " + name + " }}", value)
+    return text
+
+
+def stage_tree(dest: Path, vmlinuz: Path, initrd: Path, version: str) -> None:
+    """The files every image carries: ``cernvm/{vmlinuz,initrd.img}``, ``/version``, the sentinel."""
+    (dest / "cernvm").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(vmlinuz, dest / "cernvm" / "vmlinuz")
+    shutil.copyfile(initrd, dest / "cernvm" / "initrd.img")
+    (dest / "version").write_text(version + "\n")
+    (dest / ".ucernvm_boot_loader").write_text(version + "\n")
+
+
+def _fix_times(root: Path) -> None:
+    epoch = source_date_epoch()
+    for p in [root, *root.rglob("*")]:
+        os.utime(p, (epoch, epoch), follow_symlinks=False)
+
+
+def make_iso(tree: Path, config: str, out: Path, volume_id: str) -> None:
+    """A hybrid ISO (CD and USB/disk) booting isolinux; dates and order fixed by SOURCE_DATE_EPOCH."""
+    iso = tree / "isolinux"
+    iso.mkdir(exist_ok=True)
+    shutil.copyfile(_need(ISOLINUX_BIN, "isolinux"), iso / "isolinux.bin")
+    shutil.copyfile(_need(LDLINUX_C32, "syslinux-common"), iso / "ldlinux.c32")
+    (iso / "isolinux.cfg").write_text(config)
+    _fix_times(tree)
+    epoch = source_date_epoch()
+    run(
+        [
+            "xorriso", "-as", "mkisofs", "-quiet", "-o", out, "-V", volume_id[:32], "-r", "-J",
+            "-b", "isolinux/isolinux.bin", "-c", "isolinux/boot.cat", "-no-emul-boot",
+            "-boot-load-size", "4", "-boot-info-table", "-isohybrid-mbr", _need(ISOHDPFX, "isolinux"),
+            "--sort-weight", "0", "/", tree,
+        ],
+        env={"SOURCE_DATE_EPOCH": str(epoch), "TZ": "UTC"},
+    )  # fmt: skip
+    out.chmod(0o644)
+
+
+def _mbr(total: int, start: int, fat_type: int) -> bytes:
+    code = _need(SYSLINUX_MBR, "syslinux-common").read_bytes()[:440]
+    entry = struct.pack("<B3sB3sII", 0x80, b"\xfe\xff\xff", fat_type, b"\xfe\xff\xff", start, total - start)
+    return code.ljust(440, b"\0") + b"UCVM" + bytes(2) + entry + bytes(48) + b"\x55\xaa"
+
+
+def hdd_size(tree: Path) -> int:
+    """Disk size in bytes: the files plus 25 % and 4 MiB of slack, at least 32 MiB, whole MiB."""
+    payload = sum(p.stat().st_size for p in tree.rglob("*") if p.is_file())
+    return max(32 * MIB, -(-int(payload * 1.25 + 4 * MIB) // MIB) * MIB)
+
+
+def make_hdd(tree: Path, config: str, out: Path, volume_id: str) -> None:
+    """Raw disk: MBR (syslinux mbr.bin) + one active FAT partition with syslinux and the boot tree."""
+    size = hdd_size(tree)
+    sectors = size // 512
+    with open(out, "wb") as f:
+        f.truncate(size)
+        f.write(_mbr(sectors, PART_START, 0x0E))  # FAT16 (LBA)
+    part = f"{out}@@{PART_START * 512}"
+    env = {"MTOOLS_SKIP_CHECK": "1", "SOURCE_DATE_EPOCH": str(source_date_epoch()), "TZ": "UTC"}
+    # Fixed serial number and label: the same inputs give the same bytes.
+    run(
+        ["mformat", "-i", part, "-T", str(sectors - PART_START), "-h", "64", "-s", "32",
+         "-H", str(PART_START), "-N", "55434d56", "-v", volume_id[:11].upper(), "::"],
+        env=env,
+    )  # fmt: skip
+    (tree / "syslinux").mkdir(exist_ok=True)
+    (tree / "syslinux" / "syslinux.cfg").write_text(config)
+    _fix_times(tree)
+    run(["mmd", "-i", part, "::/syslinux", "::/cernvm"], env=env)
+    for p in sorted(tree.rglob("*")):
+        if p.is_file():
+            run(["mcopy", "-m", "-i", part, p, f"::/{p.relative_to(tree).as_posix()}"], env=env)
+    offset = str(PART_START * 512)
+    run(["syslinux", "--install", "--offset", offset, "--directory", "/syslinux", out], env=env)
+    out.chmod(0o644)
+
+
+def convert(raw: Path, fmt: str, out: Path) -> None:
+    qfmt, opts = CONVERT[fmt]
+    run(["qemu-img", "convert", "-q", "-f", "raw", "-O", qfmt, *opts, raw, out])
+    out.chmod(0o644)

@@ -1,0 +1,173 @@
+"""CernVM's in-band image signature: a 64 KiB trailer appended to iso and hdd images.
+
+Firmware and hypervisors ignore bytes past the end of the filesystem/partitions, so the image stays
+bootable. Layout (as the real μCernVM ``sign.sh``): the first 32 KiB hold JSON metadata
+(``ucernvm-version``, ``os-repo``, ``snapshot`` and more), NUL-padded; the second 32 KiB hold JSON
+with the base64 DER ``certificate`` and the base64 ``signature``, which covers the image plus the
+first block. Signatures are RSA PKCS#1 v1.5 over SHA-256 (the ``algorithm`` field says so).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
+
+from ..errors import BuildError, IntegrityError
+
+BLOCK = 32 * 1024
+TRAILER = 2 * BLOCK
+MAGIC = "ucernvm-signature"
+ALGORITHM = "rsa-pkcs1v15-sha256"
+
+
+@dataclass(frozen=True)
+class Signer:
+    key: rsa.RSAPrivateKey
+    certificate: x509.Certificate
+
+
+@dataclass(frozen=True)
+class Trailer:
+    metadata: dict[str, Any]
+    certificate: x509.Certificate | None
+    signature: bytes | None
+    algorithm: str | None
+    image_size: int  # bytes before the trailer
+
+
+def load_signer(key_pem: Path, cert_pem: Path) -> Signer:
+    try:
+        key = serialization.load_pem_private_key(key_pem.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as e:
+        raise BuildError(
+            f"{key_pem}: not a readable unencrypted PEM private key ({e})", where="--sign-key"
+        ) from e
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem.read_bytes())
+    except (OSError, ValueError) as e:
+        raise BuildError(f"{cert_pem}: not a PEM X.509 certificate ({e})", where="--sign-cert") from e
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise BuildError(f"{key_pem}: only RSA keys can sign images", where="--sign-key")
+    if key.public_key().public_numbers() != cert.public_key().public_numbers():  # type: ignore[union-attr]
+        raise BuildError(
+            f"{cert_pem}: certificate does not belong to {key_pem}",
+            hint="pass the matching key and certificate",
+        )
+    return Signer(key=key, certificate=cert)
+
+
+def _block(obj: dict[str, Any]) -> bytes:
+    data = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+    if len(data) > BLOCK:
+        raise BuildError(f"signature metadata is {len(data)} bytes, more than {BLOCK}")
+    return data.ljust(BLOCK, b"\0")
+
+
+def _digest_file(path: Path, size: int, extra: bytes) -> bytes:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        left = size
+        while left > 0:
+            chunk = f.read(min(left, 1 << 20))
+            if not chunk:
+                break
+            h.update(chunk)
+            left -= len(chunk)
+    h.update(extra)
+    return h.digest()
+
+
+def trailer_bytes(image: Path, metadata: dict[str, Any], signer: Signer | None) -> bytes:
+    """The 64 KiB to append to ``image`` (which must not have a trailer yet)."""
+    meta = _block({"magic": MAGIC, **metadata})
+    sig: dict[str, Any] = {"algorithm": None, "certificate": None, "signature": None}
+    if signer is not None:
+        digest = _digest_file(image, image.stat().st_size, meta)
+
+        signature = signer.key.sign(digest, padding.PKCS1v15(), utils.Prehashed(hashes.SHA256()))
+        der = signer.certificate.public_bytes(serialization.Encoding.DER)
+        sig = {
+            "algorithm": ALGORITHM,
+            "certificate": base64.b64encode(der).decode(),
+            "signature": base64.b64encode(signature).decode(),
+        }
+    return meta + _block(sig)
+
+
+def read_trailer(image: Path) -> Trailer:
+    """The trailer of ``image``, or an IntegrityError when it has none."""
+    size = image.stat().st_size
+    if size < TRAILER:
+        raise IntegrityError(
+            f"{image}: too small to carry a signature block", hint="is this a μCernVM image?"
+        )
+    with open(image, "rb") as f:
+        f.seek(size - TRAILER)
+        raw = f.read(TRAILER)
+    try:
+        meta = json.loads(raw[:BLOCK].rstrip(b"\0"))
+        sig = json.loads(raw[BLOCK:].rstrip(b"\0"))
+    except ValueError as e:
+        raise IntegrityError(
+            f"{image}: no μCernVM signature block at the end", hint="only iso and hdd images carry one"
+        ) from e
+    if not isinstance(meta, dict) or meta.get("magic") != MAGIC or not isinstance(sig, dict):
+        raise IntegrityError(
+            f"{image}: no μCernVM signature block at the end", hint="only iso and hdd carry one"
+        )
+    cert = None
+    if sig.get("certificate"):
+        cert = x509.load_der_x509_certificate(base64.b64decode(sig["certificate"]))
+    signature = base64.b64decode(sig["signature"]) if sig.get("signature") else None
+    meta.pop("magic", None)
+    return Trailer(meta, cert, signature, sig.get("algorithm"), size - TRAILER)
+
+
+def verify(image: Path, trusted: x509.Certificate | None = None) -> Trailer:
+    """Check the signature of ``image`` (and that it was made by ``trusted`` when given)."""
+    t = read_trailer(image)
+    if t.signature is None or t.certificate is None:
+        raise IntegrityError(
+            f"{image}: the image is not signed", hint="build it with --sign-key and --sign-cert"
+        )
+    if t.algorithm != ALGORITHM:
+        raise IntegrityError(f"{image}: unknown signature algorithm {t.algorithm!r}")
+    if trusted is not None and t.certificate.fingerprint(hashes.SHA256()) != trusted.fingerprint(
+        hashes.SHA256()
+    ):
+        raise IntegrityError(
+            f"{image}: signed by '{t.certificate.subject.rfc4514_string()}', not by the given certificate",
+            hint="pass the certificate of the release signer with --cert",
+        )
+    with open(image, "rb") as f:
+        f.seek(t.image_size)
+        meta_block = f.read(BLOCK)
+    digest = _digest_file(image, t.image_size, meta_block)
+
+    pub = t.certificate.public_key()
+    if not isinstance(pub, rsa.RSAPublicKey):
+        raise IntegrityError(f"{image}: the certificate does not hold an RSA key")
+    try:
+        pub.verify(t.signature, digest, padding.PKCS1v15(), utils.Prehashed(hashes.SHA256()))
+    except InvalidSignature as e:
+        raise IntegrityError(
+            f"{image}: signature does not match the image (modified after signing)",
+            hint="download the image again and compare its .sha256",
+        ) from e
+    return t
+
+
+def load_certificate(path: Path) -> x509.Certificate:
+    try:
+        return x509.load_pem_x509_certificate(path.read_bytes())
+    except (OSError, ValueError) as e:
+        raise BuildError(f"{path}: not a PEM X.509 certificate ({e})", where="--cert") from e
