@@ -67,9 +67,10 @@ def locate(name_or_path: str | Path, search_path: Sequence[Path] | None = None) 
         found = name_or_path.resolve()
     if found is None:
         known = ", ".join(list_profiles(search_path)) or "none"
+        is_path = resolve.looks_like_path(text)
         raise ProfileError(
-            f"no profile {text!r}",
-            where=Location(file=text) if resolve.looks_like_path(text) else None,
+            "no such profile file" if is_path else f"no profile {text!r}",
+            where=Location(file=text) if is_path else None,
             hint=f"known profiles: {known}; or give a path to a .yaml file",
         )
     return found
@@ -102,6 +103,11 @@ def check(name_or_path: str | Path, search_path: Sequence[Path] | None = None) -
             return outcome
         name_node = tree.value.get("name")
         name = name_node.value if name_node is not None and isinstance(name_node.value, str) else path.stem
+        # Unknown keys and missing settings first: a template that uses them would only say "undefined".
+        early = convert.missing_or_unknown(tree, path)
+        if early:
+            outcome.errors = early
+            return outcome
         template.render(tree, name)
         values = convert.convert(tree, path)
         if values.values["name"] is None:

@@ -27,10 +27,15 @@ def check(v: Values) -> None:
     if val["preservation.frozen"] is True:
         tag, date, root_hash = (val[f"cvmfs.snapshot.{k}"] for k in ("tag", "date", "root_hash"))
         if tag and is_rolling_tag(tag) and not (date or root_hash):
+            key = v.blame("preservation.frozen", "cvmfs.snapshot.tag")
+            origin = v.pos("cvmfs.snapshot.tag")
+            inherited = (
+                f" (set at {location(origin)})" if origin is not None and origin.file != v.leaf else ""
+            )
             _fail(
                 v,
-                "cvmfs.snapshot.tag",
-                f"a frozen profile cannot follow the rolling tag {tag!r}",
+                key,
+                f"a frozen profile cannot follow the rolling tag {tag!r}{inherited}",
                 "pin a named snapshot (cvmfs.snapshot.tag), a date or a root_hash, or set "
                 "preservation.frozen: false",
             )
@@ -98,7 +103,10 @@ def _vsyscall(v: Values) -> None:
         return
     if cmdline is None or VSYSCALL in cmdline or reason:
         return
-    key = "bootloader.cmdline" if v.nodes.get("bootloader.cmdline") is not None else "os.release"
+    key = v.blame("bootloader.cmdline", "os.release")
+    pos = v.pos(key)
+    if pos is None or pos.file != v.leaf:
+        key = "os.release"
     _fail(
         v,
         key,

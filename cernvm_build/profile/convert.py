@@ -22,6 +22,7 @@ from .yamlnodes import Node, Pos, location
 class Values:
     """Typed values by dotted key, and the node each came from (None: the default)."""
 
+    leaf: Path | None = None  # the profile file itself (not a parent)
     values: dict[str, Any] = field(default_factory=dict)
     nodes: dict[str, Node | None] = field(default_factory=dict)
     errors: list[ProfileError] = field(default_factory=list)
@@ -29,6 +30,15 @@ class Values:
     def pos(self, key: str) -> Pos | None:
         node = self.nodes.get(key)
         return node.pos if node is not None else None
+
+    def blame(self, *keys: str) -> str:
+        """Of ``keys``, the first one written in the profile itself, else the first one written at all."""
+        written = [k for k in keys if self.nodes.get(k) is not None]
+        for k in written:
+            pos = self.pos(k)
+            if pos is not None and pos.file == self.leaf:
+                return k
+        return written[0] if written else keys[0]
 
     def explicit(self, key: str) -> bool:
         node = self.nodes.get(key)
@@ -224,25 +234,38 @@ def convert_one(s: Setting, node: Node, errors: list[ProfileError]) -> Any:
     raise AssertionError(s.kind)
 
 
+def _missing(found: dict[str, Node], leaf_file: Path, errors: list[ProfileError]) -> None:
+    for s in SETTINGS:
+        node = found.get(s.key)
+        if s.required and (node is None or (node.kind == "scalar" and node.value is None)):
+            _fail(
+                errors,
+                Pos(leaf_file, 1, 1) if node is None else node.pos,
+                s.key,
+                "required setting is missing",
+                f"set it in this profile or in a parent it extends (e.g. {s.key}: {s.example or '...'})",
+            )
+
+
+def missing_or_unknown(tree: Node, leaf_file: Path) -> list[ProfileError]:
+    """Unknown keys, misplaced sections and missing required settings: what to report before templates."""
+    errors: list[ProfileError] = []
+    _missing(leaves(tree, errors), leaf_file, errors)
+    return errors
+
+
 def convert(tree: Node, leaf_file: Path) -> Values:
     """Typed values of every setting (defaults filled in), with all errors found."""
-    out = Values()
+    out = Values(leaf=leaf_file)
     found = leaves(tree, out.errors)
+    _missing(found, leaf_file, out.errors)
     for s in SETTINGS:
         node = found.get(s.key)
         out.nodes[s.key] = node
         if node is None:
-            if s.required:
-                _fail(
-                    out.errors,
-                    Pos(leaf_file, 1, 1),
-                    s.key,
-                    "required setting is missing",
-                    f"set it in this profile or in a parent it extends (e.g. {s.key}: {s.example or '...'})",
-                )
-                out.values[s.key] = None
-            else:
-                out.values[s.key] = default_of(s)
-            continue
-        out.values[s.key] = convert_one(s, node, out.errors)
+            out.values[s.key] = None if s.required else default_of(s)
+        elif s.required and node.kind == "scalar" and node.value is None:
+            out.values[s.key] = None
+        else:
+            out.values[s.key] = convert_one(s, node, out.errors)
     return out

@@ -14,7 +14,7 @@ import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
 from ..errors import ProfileError
-from .settings import BY_KEY, REQUIRED, SETTINGS
+from .settings import BY_KEY, REQUIRED, SETTINGS, default_of
 from .yamlnodes import Node, location
 
 _ENV = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
@@ -47,7 +47,7 @@ def context(tree: Node, name: str) -> dict[str, Any]:
         d = ctx
         for p in parents:
             d = d.setdefault(p, {})
-        d[last] = s.default
+        d[last] = default_of(s)
     ctx["name"] = name
 
     def overlay(d: dict[str, Any], values: dict[str, Any]) -> None:

@@ -127,13 +127,13 @@ def _pos(node: yaml.Node, path: Path) -> Pos:
     return Pos(path, node.start_mark.line + 1, node.start_mark.column + 1)
 
 
-def _convert(node: yaml.Node, path: Path, loader: yaml.SafeLoader) -> Node:
+def _convert(node: yaml.Node, path: Path, loader: yaml.SafeLoader, at: str = "") -> Node:
     pos = _pos(node, path)
     replace_tag = node.tag == REPLACE_TAG
     if not replace_tag and node.tag not in _STANDARD_TAGS:
         raise ProfileError(
             f"unsupported YAML tag {node.tag}",
-            where=location(pos),
+            where=location(pos, at or None),
             hint=f"profiles use plain YAML values; the only tag is {REPLACE_TAG} (on lists and mappings)",
         )
     if isinstance(node, yaml.MappingNode):
@@ -142,30 +142,32 @@ def _convert(node: yaml.Node, path: Path, loader: yaml.SafeLoader) -> Node:
             if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:null":
                 raise ProfileError(
                     "mapping keys must be plain names",
-                    where=location(_pos(key_node, path)),
+                    where=location(_pos(key_node, path), at or None),
                     hint="write 'name: value'",
                 )
             key = str(key_node.value)
             key_pos = _pos(key_node, path)
+            full = f"{at}.{key}" if at else key
             if key in items:
                 first = items[key].key_pos
                 line = f" (first at line {first.line})" if first else ""
                 raise ProfileError(
                     f"duplicate key {key!r}{line}",
-                    where=location(key_pos, key),
+                    where=location(key_pos, full),
                     hint="remove one of them: YAML would silently keep only the last",
                 )
-            child = _convert(value_node, path, loader)
+            child = _convert(value_node, path, loader, full)
             child.key_pos = key_pos
             items[key] = child
         return Node("map", items, pos, replace=replace_tag)
     if isinstance(node, yaml.SequenceNode):
-        return Node("seq", [_convert(v, path, loader) for v in node.value], pos, replace=replace_tag)
+        items_ = [_convert(v, path, loader, at) for v in node.value]
+        return Node("seq", items_, pos, replace=replace_tag)
     assert isinstance(node, yaml.ScalarNode)
     if replace_tag:
         raise ProfileError(
             f"{REPLACE_TAG} applies to lists and mappings, not to a single value",
-            where=location(pos),
+            where=location(pos, at or None),
             hint=f"a single value always replaces the parent's; remove {REPLACE_TAG}",
         )
     value = loader.construct_object(node, deep=True)

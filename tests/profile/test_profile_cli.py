@@ -1,0 +1,131 @@
+"""``cernvm-build profiles ...`` and ``cernvm-build demo`` as users run them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from cernvm_build import profile
+from cernvm_build.cli.main import main
+from cernvm_build.paths import PROJECT_ROOT
+
+Write = Callable[[str, str], Path]
+
+
+def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> object:
+    assert main(list(argv)) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_list_json_shows_el4_to_el9_and_demo(capsys: pytest.CaptureFixture[str]) -> None:
+    rows = run_json(capsys, "profiles", "list", "--json")
+    assert isinstance(rows, list)
+    by_name = {r["name"]: r for r in rows}
+    assert sorted(by_name) == ["demo", "el4", "el5", "el6", "el7", "el8", "el9"]
+    assert by_name["el4"]["repository"] == "cernvm-slc4.cern.ch" and by_name["el4"]["frozen"] is True
+    assert by_name["el7"]["snapshot"] == "tag HEAD4" and by_name["el7"]["path"] == "/cvm4"
+
+
+def test_list_table_for_people(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["profiles", "list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("el4", "el5", "el6", "el7", "el8", "el9", "demo"):
+        assert name in out
+
+
+def test_show_resolved_json_is_the_full_merged_profile(capsys: pytest.CaptureFixture[str]) -> None:
+    data = run_json(capsys, "profiles", "show", "el4", "--resolved", "--json")
+    assert data == json.loads(json.dumps(profile.load("el4").to_dict()))
+    assert isinstance(data, dict)
+    # inherited from base and preserved, not written in el4.yaml
+    assert data["image"]["formats"] == ["iso", "hdd", "qcow2"]
+    assert data["preservation"]["checksums_required"] is True
+    assert data["bootloader"]["cmdline"] == ["vsyscall=emulate"]
+
+
+def test_show_without_resolved_is_the_file_as_written(capsys: pytest.CaptureFixture[str]) -> None:
+    data = run_json(capsys, "profiles", "show", "el4", "--json")
+    assert isinstance(data, dict)
+    assert data["extends"] == ["base", "preserved"] and "image" not in data
+
+
+def test_validate_all_shipped_and_given_paths(capsys: pytest.CaptureFixture[str], write: Write) -> None:
+    assert main(["profiles", "validate"]) == 0
+    good = write("good", "extends: minimal\n")
+    bad = write("bad", "extends: minimal\nimage: {formats: [floppy]}\n")
+    assert main(["profiles", "validate", str(good), str(bad)]) == 3
+    err = capsys.readouterr().err
+    assert "bad.yaml:2:" in err and "image.formats" in err and "good.yaml" not in err
+    assert main(["profiles", "validate", "--json", str(good), str(bad)]) == 3
+    data = json.loads(capsys.readouterr().out)
+    assert [d["valid"] for d in data] == [True, False]
+    assert data[1]["errors"][0]["hint"]
+
+
+def test_validate_a_missing_file_is_an_error_not_a_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["profiles", "validate", "no/such/profile.yaml"]) == 3
+    assert "no/such/profile.yaml: no such profile file" in capsys.readouterr().err
+
+
+def test_schema_is_json_schema_that_the_shipped_files_satisfy(capsys: pytest.CaptureFixture[str]) -> None:
+    import jsonschema
+    schema = run_json(capsys, "profiles", "schema")
+    assert isinstance(schema, dict)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    for path in profile.find_profiles().values():
+        assert list(validator.iter_errors(profile.own_settings(path))) == [], path
+    assert list(validator.iter_errors({"os": {"release": "seven"}}))
+    assert list(validator.iter_errors({"image": {"formats": ["floppy"]}}))
+    assert list(validator.iter_errors({"cvmfs": {"repositry": "x"}}))
+
+
+def test_reference_doc_is_up_to_date(capsys: pytest.CaptureFixture[str]) -> None:
+    from cernvm_build.profile import reference
+    from cernvm_build.profile.settings import SETTINGS
+
+    text = reference.markdown()
+    assert (PROJECT_ROOT / "docs" / "profile-reference.md").read_text() == text, (
+        "regenerate: cernvm-build profiles reference -o docs/profile-reference.md"
+    )
+    for s in SETTINGS:
+        assert f"`{s.key}`" in text
+    assert main(["profiles", "reference"]) == 0
+    assert capsys.readouterr().out == text
+
+
+def test_reference_output_file_is_written(tmp_path: Path) -> None:
+    assert main(["profiles", "reference", "-o", str(tmp_path / "ref.md")]) == 0
+    assert (tmp_path / "ref.md").read_text().startswith("# Profile reference")
+
+
+def test_demo_shows_the_profile_and_the_plan(capsys: pytest.CaptureFixture[str]) -> None:
+    data = run_json(capsys, "demo", "--json")
+    assert isinstance(data, dict)
+    assert data["profile"]["cvmfs"]["repository"] == "demo.cernvm.test"
+    outputs = [s["output"] for s in data["plan"]]
+    for fmt in ("iso", "hdd", "qcow2"):
+        assert f"ucernvm-demo.2026.11-1.cernvm.x86_64.{fmt}" in outputs
+    assert {s["stage"] for s in data["plan"]} >= {"cvmfs", "bootloader", "image", "container"}
+
+
+@pytest.mark.parametrize("argv", [["profiles"], ["profiles", "list"], ["profiles", "show"], ["demo"]])
+def test_help_teaches_on_every_level(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main([*argv, "--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    # a description with examples, not only the usage line
+    assert f"cernvm-build {' '.join(argv)}" in text and text.count("\n") > 8
+
+
+def test_the_installed_command_runs_the_demo() -> None:
+    exe = Path(sys.executable).parent / "cernvm-build"
+    res = subprocess.run([str(exe), "demo"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert "demo.cernvm.test" in res.stdout and "plan" in res.stdout

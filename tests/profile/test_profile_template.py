@@ -1,0 +1,54 @@
+"""jinja2 templates over the profile itself."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from cernvm_build import profile
+
+Write = Callable[[str, str], Path]
+
+
+def test_templates_see_the_merged_profile_defaults_and_other_templates(write: Write) -> None:
+    write(
+        "parent",
+        """
+        extends: minimal
+        description: "{{ name }} on EL{{ os.release }} ({{ os.arch }})"
+        container:
+          labels: {source: "cvmfs://{{ cvmfs.repository }}{{ cvmfs.path }}", title: "{{ description }}"}
+        """,
+    )
+    child = write("child", "extends: parent\nos: {release: 8}\ncvmfs: {path: '/cvm{{ os.release }}'}\n")
+    p = profile.load(child)
+    # the parent's templates are rendered with the child's values
+    assert p.description == "child on EL8 (x86_64)"
+    assert p.cvmfs.path == "/cvm8"
+    assert p.container.labels == {"source": "cvmfs://demo.cernvm.test/cvm8", "title": p.description}
+
+
+def test_an_integer_setting_may_be_a_template(write: Write) -> None:
+    p = profile.load(write("p", "extends: minimal\nbootloader: {release: '{{ os.release + 1 }}'}\n"))
+    assert p.bootloader.release == 10
+
+
+def test_undefined_names_are_errors_at_the_value(write: Write) -> None:
+    path = write("p", "extends: minimal\ndescription: 'EL{{ os.relase }}'\n")
+    with pytest.raises(profile.ProfileError) as e:
+        profile.load(path)
+    assert "p.yaml:2:14: description" in str(e.value.where)
+    assert "relase" in str(e.value)
+
+
+def test_a_template_that_refers_to_itself_is_an_error(write: Write) -> None:
+    with pytest.raises(profile.ProfileError, match="do not settle"):
+        profile.load(write("p", "extends: minimal\ndescription: 'x{{ description }}'\n"))
+
+
+def test_templates_cannot_reach_python_internals(write: Write) -> None:
+    path = write("p", "extends: minimal\ndescription: \"{{ ''.__class__.__mro__ }}\"\n")
+    with pytest.raises(profile.ProfileError, match="description"):
+        profile.load(path)
