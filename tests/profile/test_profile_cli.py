@@ -74,6 +74,7 @@ def test_validate_a_missing_file_is_an_error_not_a_traceback(capsys: pytest.Capt
 
 def test_schema_is_json_schema_that_the_shipped_files_satisfy(capsys: pytest.CaptureFixture[str]) -> None:
     import jsonschema
+
     schema = run_json(capsys, "profiles", "schema")
     assert isinstance(schema, dict)
     jsonschema.Draft202012Validator.check_schema(schema)
