@@ -158,7 +158,9 @@ def _date(value: Any, file: str, key: str) -> str | None:
         ) from None
 
 
-def _render_source(args: tuple[str, str, str, str]) -> tuple[str, Any, str, str] | tuple[str, str]:
+def _render_source(
+    args: tuple[str, str, str, str],
+) -> tuple[str, Any, str, str] | tuple[str, tuple[str, str, str]]:
     """Worker: front matter + Markdown of one source. Returns (key, meta, html, text) or (key, error)."""
     from . import frontmatter
 
@@ -181,9 +183,10 @@ def _render_source(args: tuple[str, str, str, str]) -> tuple[str, Any, str, str]
                 ) from None
         r = md_mod.render(body, src_path=rel, first_line=first_line, base_path=base_path)
     except UnicodeDecodeError as e:
-        return key, f"{file}: not UTF-8 text (byte {e.start})"
+        return key, (f"not UTF-8 text (byte {e.start})", file, "save the file as UTF-8")
     except CernVMError as e:
-        return key, str(e)
+        # exceptions do not cross the process boundary with their fields: send the parts
+        return key, (e.message, str(e.where) if e.where else "", e.hint or "")
     meta = {
         "fm": fm,
         "h1": r.h1,
@@ -283,7 +286,7 @@ class Builder:
         state = State(self.cache_dir / "state.sqlite")
         try:
             old_outputs = state.outputs()
-            self._guard_out_dir(old_outputs)
+            self._guard_out_dir(old_outputs or state.claimed(str(self.out_dir)))
             md_sources, assets = self._scan()
             keys = {rel: _source_key(rel, raw, cfg.base_path) for rel, (_p, raw) in md_sources.items()}
             metas = state.md_meta(set(keys.values()))
@@ -294,6 +297,7 @@ class Builder:
             pages = self._make_pages(md_sources, keys, metas, data)
             env = tpl_mod.environment(self.site_dir / "templates")
             jobs = self._plan(pages, assets, data, env, fresh)
+            state.claim(str(self.out_dir))
             rendered, new_outputs, removed = self._execute(jobs, pages, old_outputs, env, state, fresh)
             state.put_outputs(new_outputs, removed)
             state.prune_md(set(keys.values()))
@@ -312,10 +316,10 @@ class Builder:
             sources={p.out: p.file for p in pages if p.file},
         )
 
-    def _guard_out_dir(self, old_outputs: dict[str, Any]) -> None:
+    def _guard_out_dir(self, ours: object) -> None:
         # An incremental build deletes whatever a clean build would not write: only do that in a
         # folder that is (or was) a site output.
-        if old_outputs or not self.out_dir.is_dir():
+        if ours or not self.out_dir.is_dir():
             return
         if any(self.out_dir.iterdir()) and not (self.out_dir / "sitemap.xml").is_file():
             raise BuildError(
@@ -368,13 +372,13 @@ class Builder:
         fresh: dict[str, tuple[str, str]] = {}
         if not todo:
             return fresh
-        errors: list[str] = []
+        errors: list[tuple[str, str, str]] = []
         rows: list[tuple[str, Any, str, str]] = []
         total = len(todo)
         self.progress("markdown", 0, total)
         for n, res in enumerate(self._map(_render_source, todo), 1):
             if len(res) == 2:
-                errors.append(str(res[1]))
+                errors.append(res[1])
                 continue
             key, meta, html, text = res  # type: ignore[misc]
             metas[key] = meta
@@ -383,7 +387,9 @@ class Builder:
             if n % 50 == 0 or n == total:
                 self.progress("markdown", n, total)
         if errors:
-            raise BuildError(errors[0] + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""))
+            message, where, hint = errors[0]
+            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+            raise BuildError(message + more, where=where or None, hint=hint or None)
         state.put_md(rows)
         return fresh
 
@@ -593,6 +599,30 @@ class Builder:
         if problems:
             raise LinkErrors(problems)
 
+    def _check_release_files(self, releases: list[dict[str, Any]], assets: dict[str, Path]) -> None:
+        """Artifacts served by the site itself must be there, with the size and hash the index says."""
+        base = self.cfg.base_path
+        for rel in releases:
+            for prof in rel["profiles"]:
+                for art in prof["artifacts"]:
+                    url = str(art["url"])
+                    if "://" in url or not url.startswith(base):
+                        continue  # elsewhere: 'site check --external' probes it
+                    where = Location(file=rel["source"], key=f"artifacts[{art['name']}]")
+                    path = assets.get(url[len(base) :])
+                    if path is None:
+                        raise BuildError(
+                            f"release {rel['version']}: artifact {art['name']} is not at {url}",
+                            where=where,
+                            hint="copy the release's files under site/static/ or fix releases_url",
+                        )
+                    if path.stat().st_size != art["size"] or _file_sha256(path) != art["sha256"]:
+                        raise BuildError(
+                            f"release {rel['version']}: {url} does not match the size/sha256 in the index",
+                            where=where,
+                            hint="the file was changed or replaced after the release; copy the released one",
+                        )
+
     # -- outputs ---------------------------------------------------------------------------------
     def _plan(
         self,
@@ -667,6 +697,7 @@ class Builder:
         outputs_set = {j.out for j in jobs} | {p.out for p in pages}
         outputs_set |= {"atom.xml", "sitemap.xml", "robots.txt", "search-index.json"}
         self._check_links(pages, outputs_set, {**assets, **dict.fromkeys(generated_assets, Path())})
+        self._check_release_files(data.get("releases", []), assets)
 
         def item(p: Page) -> dict[str, Any]:
             return {
@@ -1006,6 +1037,14 @@ def _search_index(pages: list[Page], texts: dict[str, str]) -> bytes:
         for p in pages
     ]
     return json.dumps(docs, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _human_date(date: str | None) -> str | None:

@@ -29,6 +29,7 @@ class State:
             """
             CREATE TABLE IF NOT EXISTS md (key TEXT PRIMARY KEY, meta BLOB, html TEXT, text TEXT);
             CREATE TABLE IF NOT EXISTS outputs (path TEXT PRIMARY KEY, fp TEXT, size INTEGER, mtime INTEGER);
+            CREATE TABLE IF NOT EXISTS claims (out_dir TEXT PRIMARY KEY);
             """
         )
 
@@ -71,6 +72,13 @@ class State:
             with self.db:
                 self.db.execute("BEGIN")
                 self.db.executemany("DELETE FROM md WHERE key = ?", [(k,) for k in stale])
+
+    # -- the output folder is ours once a build started writing into it --------------------------
+    def claimed(self, out_dir: str) -> bool:
+        return self.db.execute("SELECT 1 FROM claims WHERE out_dir = ?", (out_dir,)).fetchone() is not None
+
+    def claim(self, out_dir: str) -> None:
+        self.db.execute("INSERT OR IGNORE INTO claims VALUES (?)", (out_dir,))
 
     # -- outputs --------------------------------------------------------------------------------
     def outputs(self) -> dict[str, tuple[str, int, int]]:

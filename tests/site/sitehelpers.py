@@ -1,0 +1,83 @@
+"""Helpers for the site tests (a module of its own: test modules import it)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` with its bytes (for byte-for-byte comparisons)."""
+    out: dict[str, bytes] = {}
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            p = Path(dirpath) / name
+            out[p.relative_to(root).as_posix()] = p.read_bytes()
+    return out
+
+
+def write_release(
+    site: Path, version: str, date: str, files: dict[str, bytes], *, previous: str | None = None
+) -> Path:
+    """A release index (the release tool's schema) for ``files``, which are put under the site's static/
+    folder so the downloads are served by the site itself."""
+    cfg = site / "config.yaml"
+    text = cfg.read_text()
+    if "releases_url: /" not in text:
+        cfg.write_text(text.replace("releases_url: https://ecsft.cern.ch/dist/cernvm/{version}/",
+                                    "releases_url: /dist/{version}/"))  # fmt: skip
+    artifacts = []
+    for name, blob in sorted(files.items()):
+        dest = site / "static" / "dist" / version / name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(blob)
+        profile = name.split("-")[1]  # cernvm-<profile>-<version>.<format>
+        artifacts.append(
+            {
+                "name": name,
+                "path": name,
+                "profile": profile,
+                "kind": "image" if name.endswith((".iso", ".qcow2")) else "container",
+                "format": name.rsplit(".", 1)[-1],
+                "sha256": hashlib.sha256(blob).hexdigest(),
+                "size": len(blob),
+                "inputs": {},
+            }
+        )
+    profiles = sorted({a["profile"] for a in artifacts})
+    index = {
+        "schema": 1,
+        "version": version,
+        "date": f"{date}T12:00:00Z",
+        "source_date_epoch": 1790000000,
+        "previous": previous,
+        "signature": None,
+        "signer": None,
+        "profiles": [
+            {
+                "name": p,
+                "os": {"el9": "AlmaLinux 9", "el6": "Scientific Linux 6"}.get(p, p.upper()),
+                "frozen": p == "el6",
+                "snapshot": {
+                    "repository": "cernvm-prod.cern.ch",
+                    "path": f"/cvm4/{p}",
+                    "root_hash": None,
+                    "revision": 42,
+                    "tag": f"{p}-{version}",
+                },
+                "profile_sha256": "0" * 64,
+            }
+            for p in profiles
+        ],
+        "artifacts": artifacts,
+    }
+    path = site / "data" / "releases" / f"{version}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(index, indent=2))
+    return path
+
+
+Edit = Callable[[Path, str, str], None]

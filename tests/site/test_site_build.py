@@ -1,0 +1,279 @@
+"""Building the site: outputs, reproducibility, incremental rebuilds equal to clean builds, errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from sitehelpers import Edit, tree, write_release
+
+from cernvm_build.errors import BuildError
+from cernvm_build.site.build import LinkErrors, build_site
+
+
+def test_real_site_builds_with_every_kind_of_output(site: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    report = build_site(site, out)
+    files = tree(out)
+    for must in (
+        "index.html",
+        "docs/index.html",
+        "docs/quickstart/client/index.html",
+        "docs/reference/cli/index.html",
+        "news/index.html",
+        "downloads/index.html",
+        "repositories/index.html",
+        "search/index.html",
+        "404.html",
+        "tags/index.html",
+        "atom.xml",
+        "sitemap.xml",
+        "robots.txt",
+        "search-index.json",
+        "assets/site.css",
+        "assets/site.js",
+        "assets/pygments.css",
+    ):
+        assert must in files, must
+    assert report.rendered == len(files)
+    client = files["docs/quickstart/client/index.html"].decode()
+    # breadcrumbs, sidebar with the current page marked, table of contents, previous/next
+    assert '<nav class="crumbs"' in client and 'href="/docs/quickstart/"' in client
+    assert '<a href="/docs/quickstart/client/" aria-current="page">' in client
+    assert 'href="#configure"' in client
+    assert "Previous" in client and "Next" in client
+    # the generated CLI reference comes from the real argument parser
+    cli = files["docs/reference/cli/index.html"].decode()
+    assert "cernvm-build site build" in cli and "--repo-metadata" in cli
+    # robots points at the sitemap; the sitemap lists pages but not the 404 or the search page
+    assert b"Sitemap: https://cvmfs.io/sitemap.xml" in files["robots.txt"]
+    locs = [
+        e.text
+        for e in ET.fromstring(files["sitemap.xml"]).iter("{http://www.sitemaps.org/schemas/sitemap/0.9}loc")
+    ]
+    assert "https://cvmfs.io/docs/quickstart/client/" in locs
+    assert not any("404" in (u or "") for u in locs)
+    index = json.loads(files["search-index.json"])
+    assert any(d["u"] == "/docs/quickstart/client/" and "CVMFS_HTTP_PROXY" in d["x"] for d in index)
+
+
+def test_atom_feed_has_real_metadata(site: Path, tmp_path: Path) -> None:
+    build_site(site, tmp_path / "out")
+    ns = {"a": "http://www.w3.org/2005/Atom"}
+    feed = ET.parse(tmp_path / "out" / "atom.xml").getroot()
+    assert feed.findtext("a:title", namespaces=ns) == "CernVM-FS and CernVM news"
+    assert feed.findtext("a:id", namespaces=ns) == "https://cvmfs.io/atom.xml"
+    assert feed.find("a:author/a:name", ns) is not None
+    entries = feed.findall("a:entry", ns)
+    dates = [e.findtext("a:updated", namespaces=ns) for e in entries]
+    assert dates == sorted(dates, reverse=True) and len(entries) >= 3
+    assert feed.findtext("a:updated", namespaces=ns) == dates[0]
+    first = entries[0]
+    assert first.findtext("a:id", namespaces=ns).startswith("tag:cvmfs.io,")  # type: ignore[union-attr]
+    content = first.find("a:content", ns)
+    assert content is not None and content.get("type") == "html" and "<p>" in (content.text or "")
+
+
+def test_same_inputs_same_bytes(site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    build_site(site, tmp_path / "a", jobs=1)
+    monkeypatch.setenv("CERNVM_CACHE_DIR", str(tmp_path / "other-cache"))
+    build_site(site, tmp_path / "b", jobs=2)
+    assert tree(tmp_path / "a") == tree(tmp_path / "b")
+
+
+def _clean(site: Path, tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, bytes]:
+    with monkeypatch.context() as m:
+        m.setenv("CERNVM_CACHE_DIR", str(tmp_path / f"cache-{name}"))
+        build_site(site, tmp_path / name)
+    return tree(tmp_path / name)
+
+
+def test_one_page_edit_rerenders_only_what_depends_on_it(
+    site: Path, tmp_path: Path, edit: Edit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "out"
+    build_site(site, out)
+    again = build_site(site, out)
+    assert again.rendered == 0 and again.markdown_rendered == 0
+
+    page = site / "content" / "docs" / "guides" / "preservation.md"
+    edit(page, "no longer receive security updates", "no longer get security updates")
+    report = build_site(site, out)
+    assert report.markdown_rendered == 1
+    # the page itself and the search index: its title and excerpt did not change, so no sidebar,
+    # tag list or feed entry moved
+    assert report.rendered == 2
+    assert b"no longer get security updates" in (out / "docs/guides/preservation/index.html").read_bytes()
+    # an edit in the excerpt also changes the tag pages that list it
+    edit(page, "Experiments stop, but", "Experiments end, but")
+    report = build_site(site, out)
+    assert report.rendered == 2 + 5  # + tags cernvm, el4, el5, el6, preservation
+    assert tree(out) == _clean(site, tmp_path, "clean1", monkeypatch)
+
+    # a changed title is in every sidebar of its section and in previous/next: those re-render too
+    edit(page, "title: Preserving EL4–EL6 environments", "title: Preserving old environments")
+    report = build_site(site, out)
+    assert 2 < report.rendered < 60
+    assert b"Preserving old environments" in (out / "docs/guides/site/index.html").read_bytes()
+    assert tree(out) == _clean(site, tmp_path, "clean2", monkeypatch)
+
+
+def test_template_data_and_deletion_are_tracked(
+    site: Path, tmp_path: Path, edit: Edit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "out"
+    build_site(site, out)
+    # a template used only by the tag pages
+    edit(site / "templates" / "tags.html", "<h1>Tags</h1>", "<h1>All tags</h1>")
+    report = build_site(site, out)
+    assert report.rendered == 1
+    assert b"All tags" in (out / "tags/index.html").read_bytes()
+    # release data: the downloads page, the home page and a new release page change
+    write_release(site, "2026.11-1", "2026-11-20", {"cernvm-el9-2026.11-1.iso": b"iso" * 100})
+    report = build_site(site, out)
+    assert (out / "releases/2026.11-1/index.html").is_file()
+    assert b"cernvm-el9-2026.11-1.iso" in (out / "downloads/index.html").read_bytes()
+    # deleting a page deletes its output, its tag page when it was the only member, and its links
+    edit(
+        site / "content" / "docs" / "guides" / "_index.md",
+        "- [Building and publishing this site](site.md)",
+        "",
+    )
+    (site / "content" / "docs" / "guides" / "site.md").unlink()
+    build_site(site, out)
+    assert not (out / "docs/guides/site").exists()
+    # junk in the output folder does not survive a build either
+    (out / "stray.html").write_text("x")
+    build_site(site, out)
+    assert tree(out) == _clean(site, tmp_path, "clean", monkeypatch)
+
+
+def test_downloads_and_release_pages_come_from_the_index(site: Path, tmp_path: Path) -> None:
+    write_release(site, "2026.10-1", "2026-10-01", {"cernvm-el9-2026.10-1.iso": b"a" * 10})
+    write_release(
+        site,
+        "2026.11-1",
+        "2026-11-20",
+        {"cernvm-el9-2026.11-1.iso": b"b" * 2048, "cernvm-el6-2026.11-1.oci": b"c" * 10},
+        previous="2026.10-1",
+    )
+    out = tmp_path / "out"
+    build_site(site, out)
+    downloads = (out / "downloads/index.html").read_text()
+    latest = downloads.split('id="older"')[0]
+    assert "CernVM 2026.11-1" in latest and "cernvm-el9-2026.11-1.iso" in latest
+    assert 'href="/dist/2026.11-1/cernvm-el9-2026.11-1.iso"' in latest
+    assert "2.0 KiB" in latest and "frozen" in latest
+    assert "2026.10-1" in downloads.split('id="older"')[1]
+    page = (out / "releases/2026.11-1/index.html").read_text()
+    assert "Scientific Linux 6" in page and "SHA256SUMS" in page
+    assert "releases/2026.10-1/" in page
+    feed = (out / "atom.xml").read_text()
+    assert "CernVM 2026.11-1" in feed
+    home = (out / "index.html").read_text()
+    assert "CernVM 2026.11-1" in home
+
+
+def test_a_missing_or_changed_artifact_fails_the_build(site: Path, tmp_path: Path) -> None:
+    write_release(site, "2026.11-1", "2026-11-20", {"cernvm-el9-2026.11-1.iso": b"iso"})
+    (site / "static/dist/2026.11-1/cernvm-el9-2026.11-1.iso").write_bytes(b"isx")
+    with pytest.raises(BuildError, match="does not match the size/sha256") as e:
+        build_site(site, tmp_path / "out")
+    assert "2026.11-1.json" in str(e.value.where)
+    (site / "static/dist/2026.11-1/cernvm-el9-2026.11-1.iso").unlink()
+    with pytest.raises(BuildError, match="is not at /dist/2026.11-1/cernvm-el9-2026.11-1.iso"):
+        build_site(site, tmp_path / "out")
+
+
+def test_broken_links_fail_with_file_and_line(site: Path, tmp_path: Path, edit: Edit) -> None:
+    page = site / "content" / "docs" / "quickstart" / "launch.md"
+    edit(
+        page,
+        "[user-data reference](../reference/user-data.md)",
+        "[user-data reference](../reference/nope.md)",
+    )
+    edit(page, "(../reference/cli.md#cernvm-launch)", "(../reference/cli.md#no-such-heading)")
+    with pytest.raises(LinkErrors) as e:
+        build_site(site, tmp_path / "out")
+    lines = page.read_text().splitlines()
+    bad = next(i for i, line in enumerate(lines, 1) if "nope.md" in line)
+    assert f"{page}:{bad}: link to 'docs/reference/nope.md', which is not a page" in e.value.problems
+    assert any("has no heading '#no-such-heading'" in p for p in e.value.problems)
+    assert not (tmp_path / "out" / "index.html").exists()
+
+
+def test_bad_front_matter_names_file_and_line(site: Path, tmp_path: Path) -> None:
+    page = site / "content" / "news" / "bad.md"
+    page.write_text("---\ntitle: ok\ndate: [unclosed\n---\nbody\n")
+    with pytest.raises(BuildError) as e:
+        build_site(site, tmp_path / "out")
+    assert str(e.value.where).startswith(f"{page}:")
+    page.write_text("---\ntitle: A post\n---\nno date\n")
+    with pytest.raises(BuildError, match="need a date") as e2:
+        build_site(site, tmp_path / "out")
+    assert str(page) in str(e2.value.where)
+
+
+def test_everything_from_content_is_escaped(site: Path, tmp_path: Path) -> None:
+    (site / "content" / "news" / "x.md").write_text(
+        '---\ntitle: "<script>alert(1)</script> & co"\ndate: 2026-01-01\ntags: ["<b>"]\n---\nBody.\n'
+    )
+    out = tmp_path / "out"
+    build_site(site, out)
+    page = (out / "news/x/index.html").read_text()
+    assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt; &amp; co" in page
+    assert "<b>" not in (out / "tags/index.html").read_text()
+    ET.parse(out / "atom.xml")  # still well-formed XML
+
+
+def test_refuses_to_clear_a_foreign_folder(site: Path, tmp_path: Path) -> None:
+    out = tmp_path / "precious"
+    out.mkdir()
+    (out / "thesis.tex").write_text("years of work")
+    with pytest.raises(BuildError, match="holds no site this tool built"):
+        build_site(site, out)
+    assert (out / "thesis.tex").read_text() == "years of work"
+
+
+def test_base_url_prefix_applies_to_every_link(site: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    build_site(site, out, base_url="https://example.org/cvmfs/")
+    home = (out / "index.html").read_text()
+    assert 'href="/cvmfs/docs/"' in home and 'href="/docs/' not in home
+    assert "https://example.org/cvmfs/sitemap.xml" in (out / "robots.txt").read_text()
+    from cernvm_build.site.check import check_site
+
+    assert check_site(out, "https://example.org/cvmfs/").problems == []
+
+
+def test_an_interrupted_build_is_finished_by_the_next(
+    site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "out"
+    from cernvm_build.site import build as build_mod
+
+    calls = {"n": 0}
+    real = build_mod._write
+
+    def flaky(dest: Path, blob: bytes) -> None:
+        calls["n"] += 1
+        if calls["n"] == 10:
+            raise KeyboardInterrupt
+        real(dest, blob)
+
+    monkeypatch.setattr(build_mod, "_write", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        build_site(site, out, jobs=1)
+    monkeypatch.setattr(build_mod, "_write", real)
+    build_site(site, out)
+    assert tree(out) == _clean(site, tmp_path, "clean", monkeypatch)
+    assert not [p for p in out.rglob(".*tmp*")]
+
+
+def test_copy_of_site_without_templates_is_an_error(site: Path, tmp_path: Path) -> None:
+    shutil.rmtree(site / "templates")
+    with pytest.raises(BuildError, match="templates"):
+        build_site(site, tmp_path / "out")

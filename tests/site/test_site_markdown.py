@@ -1,0 +1,64 @@
+"""Markdown rendering: what page authors rely on."""
+
+from __future__ import annotations
+
+from cernvm_build.site.markdown import render, slugify
+
+
+def r(text: str, src: str = "docs/a.md"):  # type: ignore[no-untyped-def]
+    return render(text, src_path=src, first_line=5, base_path="/")
+
+
+def test_headings_get_unique_ids_and_a_toc() -> None:
+    out = r("## Install it\n\n### Step *one*\n\n## Install it\n")
+    assert '<h2 id="install-it">' in out.html
+    assert '<h2 id="install-it-1">' in out.html
+    assert out.ids == ["install-it", "step-one", "install-it-1"]
+    assert [(lv, i) for lv, i, _t in out.toc] == [(2, "install-it"), (3, "step-one"), (2, "install-it-1")]
+
+
+def test_fenced_code_is_highlighted_and_escaped() -> None:
+    out = r("```python\nif a < b: print('<x>')\n```\n\n```nosuchlang\n<b>\n```\n")
+    assert '<pre class="highlight"><code class="language-python">' in out.html
+    assert '<span class="k">if</span>' in out.html
+    assert "&lt;x&gt;" in out.html
+    assert "&lt;b&gt;" in out.html and "<b>" not in out.html
+
+
+def test_tables_admonitions_strikethrough() -> None:
+    out = r('| a | b |\n|---|---|\n| 1 | 2 |\n\n!!! warning "Careful"\n    text\n\n~~old~~\n')
+    assert "<table>" in out.html and "<td>2</td>" in out.html
+    assert '<div class="admonition warning">' in out.html and "Careful" in out.html
+    assert "<s>old</s>" in out.html
+
+
+def test_relative_links_become_markers_with_source_lines() -> None:
+    out = r(
+        "Intro.\n\nSee [b](../guides/b.md#x) and [c](c.md),\n[site](/news/) [web](https://a.org/) [me](#top).\n"
+    )
+    kinds = {(x.target, x.kind, x.line) for x in out.links}
+    assert ("guides/b.md#x", "content", 7) in kinds
+    assert ("docs/c.md", "content", 7) in kinds
+    assert ("/news/", "site", 8) in kinds
+    assert ("https://a.org/", "external", 8) in kinds
+    assert ("#top", "anchor", 8) in kinds
+    assert 'href="@@L:guides/b.md#x@@"' in out.html
+
+
+def test_excerpt_is_text_before_more_or_first_paragraph() -> None:
+    with_more = r("First *para*\nline two.\n\n## H\n\nSecond.\n\n<!--more-->\n\nThird.\n")
+    assert "Second." in with_more.excerpt_html and "Third" not in with_more.excerpt_html
+    assert "<h2" not in with_more.excerpt_html  # ids would collide on list pages
+    assert with_more.excerpt_text.startswith("First para line two.")
+    plain = r("One.\n\nTwo.\n")
+    assert plain.excerpt_html == "<p>One.</p>\n"
+
+
+def test_raw_html_in_markdown_passes_but_text_is_escaped() -> None:
+    out = r("a < b & c\n")
+    assert "a &lt; b &amp; c" in out.html
+
+
+def test_slugify() -> None:
+    assert slugify("Quick start: the client!") == "quick-start-the-client"
+    assert slugify("???") == "section"
