@@ -184,7 +184,7 @@ def test_a_missing_or_changed_artifact_fails_the_build(site: Path, tmp_path: Pat
         build_site(site, tmp_path / "out")
     assert "2026.11-1.json" in str(e.value.where)
     (site / "static/dist/2026.11-1/cernvm-el9-2026.11-1.iso").unlink()
-    with pytest.raises(BuildError, match="is not at /dist/2026.11-1/cernvm-el9-2026.11-1.iso"):
+    with pytest.raises(BuildError, match=r"is not at /dist/2026\.11-1/cernvm-el9-2026\.11-1\.iso"):
         build_site(site, tmp_path / "out")
 
 

@@ -34,7 +34,8 @@ def test_tables_admonitions_strikethrough() -> None:
 
 def test_relative_links_become_markers_with_source_lines() -> None:
     out = r(
-        "Intro.\n\nSee [b](../guides/b.md#x) and [c](c.md),\n[site](/news/) [web](https://a.org/) [me](#top).\n"
+        "Intro.\n\nSee [b](../guides/b.md#x) and [c](c.md),\n"
+        "[site](/news/) [web](https://a.org/) [me](#top).\n"
     )
     kinds = {(x.target, x.kind, x.line) for x in out.links}
     assert ("guides/b.md#x", "content", 7) in kinds
