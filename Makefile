@@ -14,7 +14,8 @@ APT_PACKAGES := \
 	umoci skopeo gnupg \
 	createrepo-c rpm dnf dpkg-dev apt-utils \
 	hugo chromium chromium-driver \
-	openssh-client iproute2 procps
+	openssh-client iproute2 procps \
+	dropbear-bin
 
 .PHONY: all deps apt venv prefetch run test test-quick lint bench clean distclean
 

@@ -401,7 +401,8 @@ def cmd_ssh(args: argparse.Namespace, out: Output) -> int:
     client = ready.connect(conn, name, user)
     try:
         if command:
-            cmdline = " ".join(command) if len(command) == 1 else _join(command)
+            # As OpenSSH: the words are joined with spaces and the remote shell parses them.
+            cmdline = " ".join(command)
             return ssh.run(client, cmdline, stdout=sys.stdout.buffer, stderr=sys.stderr.buffer)
         if not sys.stdin.isatty():
             return ssh.run(
@@ -410,12 +411,6 @@ def cmd_ssh(args: argparse.Namespace, out: Output) -> int:
         return ssh.interactive(client)
     finally:
         client.close()
-
-
-def _join(argv: list[str]) -> str:
-    import shlex
-
-    return shlex.join(argv)
 
 
 def cmd_scp(args: argparse.Namespace, out: Output) -> int:

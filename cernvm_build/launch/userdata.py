@@ -176,7 +176,11 @@ def check_ucernvm_value(key: str, value: str) -> str:
 
 
 class _LiteralDumper(yaml.SafeDumper):
-    """Multi-line strings (PEM keys) as ``|`` blocks, the way people and simple parsers expect them."""
+    """Multi-line strings (PEM keys) as ``|`` blocks and list items indented under their key, the
+    way people write cloud-config and the way simple line-based parsers (the demo OS's) read it."""
+
+    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
+        super().increase_indent(flow, False)
 
 
 def _str_presenter(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
@@ -224,7 +228,10 @@ def render(ud: UserData) -> bytes:
         block = "\n".join([BEGIN, *(f"{k}={v}" for k, v in ud.ucernvm.items()), END]) + "\n"
         parts.append(Part("text/ucernvm", block, "ucernvm"))
     if ud.cloud_config is not None:
-        body = yaml.dump(ud.cloud_config, Dumper=_LiteralDumper, sort_keys=False, allow_unicode=True)
+        # No line folding: an SSH key split over two lines is no key at all.
+        body = yaml.dump(
+            ud.cloud_config, Dumper=_LiteralDumper, sort_keys=False, allow_unicode=True, width=1 << 20
+        )
         parts.append(Part("text/cloud-config", "#cloud-config\n" + body, "cloud-config"))
     parts.extend(ud.parts)
     chunks: list[str] = []

@@ -127,3 +127,29 @@ def test_bad_user_data_is_one_clear_line(data: bytes, message: str) -> None:
 def test_unsafe_values_are_refused() -> None:
     with pytest.raises(UsageError, match="unsafe value for cvmfs_tag"):
         _merged(b"", cvmfs_tag="x; rm -rf /")
+
+
+def test_demo_os_reads_what_launch_writes(tmp_path: pytest.TempPathFactory) -> None:
+    """The contract with the demo OS: its line-based parser finds the hostname, key and host key."""
+    import subprocess
+    from pathlib import Path
+
+    from cernvm_build.paths import PROJECT_ROOT
+
+    awk = PROJECT_ROOT / "cernvm_build/demo/rootfs/usr/libexec/demo/apply-user-data.awk"
+    client = keys.generate("cernvm-launch@a-rather-long-instance-name-for-wrapping")
+    host = keys.generate("root@demo")
+    ud = userdata.merge(
+        userdata.parse(AMICONFIG),
+        hostname="demo-1",
+        authorized_keys=[client.public_openssh],
+        host_key_private=host.private_openssh,
+        host_key_public=host.public_openssh,
+        ucernvm={"cvmfs_server": "10.0.2.2:8000"},
+    )
+    out = Path(str(tmp_path))
+    (out / "user-data").write_bytes(userdata.render(ud))
+    subprocess.run(["awk", "-v", f"out={out}", "-f", awk, out / "user-data"], check=True)
+    assert (out / "hostname").read_text() == "demo-1\n"
+    assert (out / "authorized_keys").read_text() == client.public_openssh + "\n"
+    assert (out / "hostkey_ed25519").read_text() == host.private_openssh
