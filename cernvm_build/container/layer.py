@@ -1,13 +1,13 @@
 """A deterministic tar layer, streamed from a tree source.
 
 Reading the tree (for CernVM-FS: fetching, inflating and verifying objects) runs in the caller's
-thread; hashing, deflating and writing run in a second thread, so on two cores the layer is written at
-close to the speed of ``tar -c | gzip`` of an already exported tree. Memory stays bounded by the queue
-between the two threads, whatever the size of the files.
+thread; hashing and writing run in a second thread, and deflating in a pool of threads (``pgzip``:
+fixed blocks, so the bytes do not depend on the number of threads). Memory stays bounded by the
+queues between them, whatever the size of the files.
 
 Determinism: entries come in the source's order (sorted), mtimes are one fixed value unless kept, user
 and group names are empty, numeric owners are the tree's own, PAX headers for xattrs are sorted, and
-gzip's header has mtime 0 and no file name (zlib's own gzip wrapper).
+gzip's header has mtime 0 and no file name.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ import logging
 import queue
 import tarfile
 import threading
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from ..errors import BuildError
+from .pgzip import ParallelGzip
 from .source import BLOCK, CHAR, DIR, FIFO, FILE, SOCKET, SYMLINK, Entry, TreeSource
 
 log = logging.getLogger(__name__)
@@ -94,12 +94,13 @@ def tar_info(entry: Entry, *, mtime: int | None, hardlink_to: str | None = None)
 class _Pipeline:
     """Second thread: hash the tar stream, write it raw and/or gzip it, hash and write that."""
 
-    def __init__(self, raw_out: BinaryIO | None, gz_out: BinaryIO | None, level: int) -> None:
+    def __init__(
+        self, raw_out: BinaryIO | None, gz_out: BinaryIO | None, level: int, workers: int | None
+    ) -> None:
         self.raw_out, self.gz_out = raw_out, gz_out
         self.raw_hash, self.gz_hash = hashlib.sha256(), hashlib.sha256()
         self.size = self.gz_size = 0
-        # wbits 31: gzip wrapper with mtime 0, no name: the same bytes for the same input
-        self.comp = zlib.compressobj(level, zlib.DEFLATED, 31) if gz_out is not None else None
+        self.comp = ParallelGzip(self._gz, level=level, workers=workers) if gz_out is not None else None
         self.q: queue.Queue[bytes | None] = queue.Queue(_QUEUE_DEPTH)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="layer-writer", daemon=True)
@@ -119,11 +120,13 @@ class _Pipeline:
                 if self.raw_out is not None:
                     self.raw_out.write(block)
                 if self.comp is not None:
-                    self._gz(self.comp.compress(block))
+                    self.comp.write(block)
             if self.comp is not None:
-                self._gz(self.comp.flush())
+                self.comp.close()
         except BaseException as e:  # handed to the producer, which re-raises it
             self.error = e
+            if self.comp is not None:
+                self.comp.shutdown()
             while self.q.get() is not None:  # drain so the producer never blocks
                 pass
 
@@ -151,14 +154,16 @@ def write_layer(
     gz_out: BinaryIO | None = None,
     mtime: int | None = 0,
     level: int = GZIP_LEVEL,
+    workers: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> LayerResult:
     """Write ``source`` as one tar layer to ``raw_out`` and/or gzipped to ``gz_out``.
 
     ``mtime`` is the fixed modification time of every member; None keeps the tree's own. ``progress``
-    is called with the number of content bytes read since the last call.
+    is called with the number of content bytes read since the last call. ``workers`` deflate
+    threads (default: one per core) do not change the output bytes.
     """
-    pipe = _Pipeline(raw_out, gz_out, level)
+    pipe = _Pipeline(raw_out, gz_out, level, workers)
     res = LayerResult(diff_id="", size=0)
     buf = bytearray()
     first_of_link: dict[object, str] = {}

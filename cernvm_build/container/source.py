@@ -67,6 +67,8 @@ class Entry:
     link_id: object | None = None
     xattrs: Mapping[str, bytes] = field(default_factory=dict)
     rdev: tuple[int, int] = (0, 0)
+    #: the source's own record of this node (saves a second lookup when the content is read)
+    ref: object = field(default=None, compare=False, repr=False)
 
     @property
     def name(self) -> str:
@@ -147,6 +149,9 @@ class LocalTree:
         return open(self.root / entry.path, "rb")
 
 
+_SMALL = 256 * 1024
+
+
 class CvmfsTree:
     """The subtree at ``path`` of an opened CernVM-FS repository snapshot.
 
@@ -156,8 +161,10 @@ class CvmfsTree:
 
     def __init__(self, repo: Repository, path: str = "/") -> None:
         from ..cvmfs.catalog import FLAG_HIDDEN
+        from ..cvmfs.catalog import DirEntry as _DirEntry
 
         self._hidden = FLAG_HIDDEN
+        self._dir_entry = _DirEntry
         self.repo = repo
         where = f"{repo.fqrn}@{repo.tag or 'revision ' + str(repo.revision)}"
         top = repo.lookup(path)
@@ -198,10 +205,16 @@ class CvmfsTree:
             link_id=(d.catalog_prefix, d.hardlink_group) if kind == FILE and d.hardlink_group else None,
             xattrs=dict(sorted(d.xattrs.items())),
             rdev=(os.major(d.rdev), os.minor(d.rdev)) if kind in (CHAR, BLOCK) else (0, 0),
+            ref=d,
         )
 
     def open(self, entry: Entry) -> BinaryIO:
         full = self.base.rstrip("/") + "/" + entry.path
+        ref = entry.ref
+        if isinstance(ref, self._dir_entry) and ref.path == full:
+            if ref.size <= _SMALL:  # one read, no buffered file object: most files are small
+                return io.BytesIO(self.repo.read(ref))
+            return self.repo.open(ref)
         return self.repo.open(full)
 
 

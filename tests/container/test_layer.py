@@ -6,6 +6,7 @@ import gzip
 import io
 import logging
 import os
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -113,3 +114,20 @@ def test_tree_changing_under_the_writer_is_an_error(tmp_path: Path) -> None:
 
     with pytest.raises(BuildError, match="etc/redhat-release: content size differs"):
         write_layer(Shrinking(tree), gz_out=io.BytesIO())
+
+
+def test_parallel_gzip_bytes_do_not_depend_on_worker_count(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "t")
+    (tree / "opt" / "big.bin").write_bytes(os.urandom(1 << 20) * 3 + b"tail" * 100_000)
+    outs = []
+    for workers in (1, 2, 3):
+        gz = io.BytesIO()
+        write_layer(LocalTree(tree), gz_out=gz, workers=workers)
+        outs.append(gz.getvalue())
+    assert outs[0] == outs[1] == outs[2]
+    raw = io.BytesIO()
+    write_layer(LocalTree(tree), raw_out=raw)
+    assert gzip.decompress(outs[0]) == raw.getvalue()
+    # the stream is one standard gzip member that the gzip tool accepts
+    (tmp_path / "l.gz").write_bytes(outs[0])
+    subprocess.run(["gzip", "-t", str(tmp_path / "l.gz")], check=True)
