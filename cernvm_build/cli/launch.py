@@ -112,10 +112,11 @@ def _profile(name: str) -> Any:
 
 
 def _image_names(profile: Any) -> list[str]:
-    b = getattr(profile, "bootloader", None)
-    if b is None:
-        return []
-    stem = f"ucernvm-{b.branch}.{b.version}-{b.release}.cernvm.{profile.os.arch}"
+    """The file names the image builder gives this profile's images (ucernvm-<branch>.<ver>-<N>...)."""
+    stem = getattr(profile, "artifact_stem", None)
+    if not stem:
+        b = profile.bootloader
+        stem = f"ucernvm-{b.branch}.{b.version}-{b.release}.cernvm.{profile.os.arch}"
     return [f"{stem}.{fmt}" for fmt in ("iso", "hdd", "qcow2")]
 
 
@@ -158,7 +159,7 @@ def _resolve_image(args: argparse.Namespace, s: config.Settings, home: Path, out
     )
 
 
-def _verify_image(image: images.Image, s: config.Settings, profile: Any, out: Output) -> str:
+def _verify_image(image: images.Image, s: config.Settings, profile: Any, args_cert: Path | None) -> str:
     """sha256 (against .sha256 / diskChecksum); frozen profiles also need a valid signature block."""
     strict = bool(profile and (profile.preservation.frozen or profile.preservation.checksums_required))
     side = image.path.with_name(image.path.name + ".sha256")
@@ -169,24 +170,33 @@ def _verify_image(image: images.Image, s: config.Settings, profile: Any, out: Ou
             hint="use the published image with its .sha256, or give diskChecksum",
         )
     digest = images.verify_checksum(image.path, s.disk_checksum)
-    if strict and image.format in ("iso", "hdd"):
-        _verify_signature(image.path, profile)
+    if strict or args_cert:
+        if image.format not in ("iso", "hdd"):
+            raise ImageError(
+                "only iso/hdd images carry a signature to verify",
+                where=str(image.path),
+                hint="use the published iso or hdd image",
+            )
+        _verify_signature(image.path, args_cert)
     return digest
 
 
-def _verify_signature(path: Path, profile: Any) -> None:
+def _verify_signature(path: Path, cert: Path | None) -> None:
     try:
-        from ..image import signature  # type: ignore[attr-defined]
+        from ..image import signature
     except ImportError:
         raise ImageError(
-            f"profile '{profile.name}' is frozen but this installation cannot verify image signatures",
+            "this installation cannot verify image signatures",
             where=str(path),
         ) from None
     try:
-        signature.verify(path)
+        trusted = signature.load_certificate(cert) if cert else None
+        signature.verify(path, trusted)
     except CernVMError as e:
         raise ImageError(
-            f"image signature does not verify: {e.message}", where=str(path), hint=e.hint
+            f"image signature does not verify: {e.message.replace(f'{path}: ', '')}",
+            where=str(path),
+            hint=e.hint,
         ) from None
 
 
@@ -253,7 +263,7 @@ def cmd_create(args: argparse.Namespace, out: Output) -> int:
     profile = _profile(s.profile) if s.profile else None
     image = _resolve_image(args, s, home, out)
     out.detail(f"image {image.path} ({image.format})")
-    digest = _verify_image(image, s, profile, out)
+    digest = _verify_image(image, s, profile, Path(args.cert) if args.cert else None)
     snapshot, block = _snapshot(args, profile)
     if args.cvmfs_server:
         block["cvmfs_server"] = args.cvmfs_server
@@ -576,6 +586,7 @@ def build_parser() -> argparse.ArgumentParser:
     snap = p.add_mutually_exclusive_group()
     snap.add_argument("--snapshot", metavar="TAG", help="pin the OS to this CernVM-FS snapshot tag")
     snap.add_argument("--date", metavar="YYYY-MM-DD", help="pin the OS to the snapshot current at this date")
+    p.add_argument("--cert", metavar="PEM", help="require the image signature to be by this certificate")
     p.add_argument("--cvmfs-server", metavar="HOST[:PORT]", help="CernVM-FS server(s) for the OS repository")
     p.add_argument(
         "--network", metavar="user|NET", help="'user' (default: 127.0.0.1 port forward) or a network"

@@ -1,0 +1,132 @@
+"""Preservation: frozen profiles boot only verified, signed images, pinned to their snapshot."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import libvirt
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+from cernvm_build.cli.launch import main
+from cernvm_build.image import signature
+
+URI = "test:///default"
+
+
+@pytest.fixture
+def conn(launch_env: Path) -> Iterator[libvirt.virConnect]:
+    c = libvirt.open(URI)
+    yield c
+    for dom in c.listAllDomains(0):
+        if dom.name().startswith("pres-"):
+            dom.destroy()
+            dom.undefine()
+    c.close()
+
+
+def _signer(tmp: Path, cn: str) -> tuple[signature.Signer, Path]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    now = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=3650))
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    pem = tmp / f"{cn}.pem"
+    pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return signature.Signer(key, cert), pem
+
+
+def _publish(image: Path, signer: signature.Signer | None) -> Path:
+    """Append the signature block (if any) and write the .sha256, as a release does."""
+    if signer is not None:
+        trailer = signature.trailer_bytes(image, {"ucernvm-version": "2026.11-1"}, signer)
+        with open(image, "ab") as f:
+            f.write(trailer)
+    digest = hashlib.sha256(image.read_bytes()).hexdigest()
+    image.with_name(image.name + ".sha256").write_text(f"{digest}  {image.name}\n")
+    return image
+
+
+def _user_data(home: Path, name: str, tmp: Path) -> str:
+    out = tmp / f"x-{name}"
+    iso = home / "run" / name / "context.iso"
+    subprocess.run(
+        ["xorriso", "-osirrox", "on", "-indev", iso, "-extract", "/", out], check=True, capture_output=True
+    )
+    return (out / "user-data").read_text()
+
+
+def test_frozen_profile_boots_a_signed_image_pinned_to_its_snapshot(
+    conn: libvirt.virConnect,
+    launch_env: Path,
+    image: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    signer, pem = _signer(tmp_path, "release-signer")
+    _publish(image, signer)
+    argv = ["--connect", URI, "create", "--profile", "el4", "--iso", str(image), "--yes", "--no-wait"]
+    assert main([*argv, "--name", "pres-a", "--cert", str(pem)]) == 0
+    assert "[ucernvm-begin]\ncvmfs_tag=slc4-frozen\n[ucernvm-end]" in _user_data(
+        launch_env, "pres-a", tmp_path
+    )
+    assert main(["--connect", URI, "list", "--json"]) == 0
+    capsys.readouterr()
+    # An explicit snapshot or date wins over the profile's pin.
+    assert main([*argv, "--name", "pres-b", "--date", "2011-06-01"]) == 0
+    assert "cvmfs_date=2011-06-01" in _user_data(launch_env, "pres-b", tmp_path)
+    assert main(["--connect", URI, "list", "pres-b"]) == 0
+    assert "snapshot: date:2011-06-01" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("unsigned", "image signature does not verify: no μCernVM signature block"),
+        ("no-sha256", "profile 'el4' is frozen and the image has no .sha256 to verify"),
+        ("modified", "image signature does not verify: signature does not match the image"),
+        ("bad-sha256", "image checksum mismatch"),
+        ("other-signer", "not by the given certificate"),
+    ],
+)
+def test_frozen_profile_refuses_unverified_images(
+    conn: libvirt.virConnect,
+    image: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    case: str,
+    message: str,
+) -> None:
+    signer, pem = _signer(tmp_path, "release-signer")
+    argv = ["--connect", URI, "create", "--profile", "el4", "--name", "pres-x", "--iso", str(image), "--yes"]
+    if case == "unsigned":
+        _publish(image, None)
+    elif case == "no-sha256":
+        _publish(image, signer)
+        image.with_name(image.name + ".sha256").unlink()
+    elif case == "modified":
+        _publish(image, signer)
+        data = bytearray(image.read_bytes())
+        data[600] ^= 1
+        image.write_bytes(bytes(data))
+        _publish(image, None)  # a fresh .sha256 cannot hide the change from the signature
+    elif case == "bad-sha256":
+        _publish(image, signer)
+        image.with_name(image.name + ".sha256").write_text("0" * 64 + "\n")
+    elif case == "other-signer":
+        _publish(image, _signer(tmp_path, "someone-else")[0])
+        argv += ["--cert", str(pem)]
+    assert main(argv) == 4
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert "pres-x" not in [d.name() for d in conn.listAllDomains(0)]
