@@ -73,6 +73,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "--keep", type=int, default=2, metavar="N", help="previous generations kept (default 2)"
         )
         mp.add_argument("--no-delete", action="store_true", help="never delete stale objects")
+        mp.add_argument(
+            "--rehash",
+            action="store_true",
+            help="hash every file again (default: reuse hashes of files whose inode, size, mtime and "
+            "ctime are unchanged since the last run)",
+        )
         _common_s3(mp, kind)
 
     vp = subparser(
@@ -180,6 +186,7 @@ def _mirror_handler(kind: str) -> Callable[[argparse.Namespace, Output], int]:
                     dry_run=args.dry_run,
                     delete=not args.no_delete,
                     progress=progress,
+                    rehash=args.rehash,
                 )
         except SourceBroken as e:
             if out.json_mode:

@@ -163,7 +163,6 @@ def _verify_suite(
             result.problems.append(f"{rel}: sha256 mismatch with {base}/Release")
         else:
             good.add(e.path)
-            result.sha256[rel] = got[0]
         if by_hash:
             folder = f"{base}/{e.path}".rsplit("/", 1)[0]
             bh = f"{folder}/by-hash/SHA256/{e.sha256}"
@@ -172,7 +171,7 @@ def _verify_suite(
         stem = _strip_compression(e.path)
         if not any(stem + c in present for c in COMPRESSIONS) and _is_index(stem):
             result.problems.append(f"{base}/{e.path}: missing (named by {base}/Release)")
-    result.problems.extend(check_files(source, expected, jobs=jobs, verified=result.sha256))
+    result.problems.extend(check_files(source, expected, jobs=jobs))
     result.referenced.update(x.rel for x in expected)
 
     debs: list[Expected] = []
@@ -187,9 +186,7 @@ def _verify_suite(
             result.problems.append(err.message)
     unique = {d.rel: d for d in debs}
     result.packages += len(unique)
-    result.problems.extend(
-        check_files(source, list(unique.values()), jobs=jobs, verified=result.sha256, progress=progress)
-    )
+    result.problems.extend(check_files(source, list(unique.values()), jobs=jobs, progress=progress))
     result.referenced.update(unique)
 
     # Per suite: the plain-named indexes (apt without by-hash reads these) before the Release files.

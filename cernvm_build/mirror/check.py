@@ -52,8 +52,6 @@ class Checked:
     packages: int = 0
     signed: bool = False
     problems: list[str] = field(default_factory=list)
-    #: rel → SHA-256 of files that were hashed with SHA-256 and matched: the sync need not hash them again
-    sha256: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -74,7 +72,6 @@ def check_files(
     *,
     jobs: int = 4,
     progress: Progress | None = None,
-    verified: dict[str, str] | None = None,
 ) -> list[str]:
     """Hash every expected file (in parallel); one problem line per missing or mismatched file."""
     done = 0
@@ -94,9 +91,6 @@ def check_files(
             return f"{e.rel}: size {size}, but {e.named_by} says {e.size}"
         if digest != e.digest.lower():
             return f"{e.rel}: {e.algo} mismatch (got {digest[:16]}…, {e.named_by} says {e.digest[:16]}…)"
-        if verified is not None and e.algo.lower() == "sha256":
-            with lock:
-                verified[e.rel] = digest
         return None
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:

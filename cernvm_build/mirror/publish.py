@@ -18,7 +18,8 @@ from ..gpg import Keyring
 from ..paths import cache_dir
 from .apt import verify_apt
 from .check import Checked, Progress, SourceBroken
-from .s3client import S3Client, make_client, parse_s3_url
+from .hashcache import HashCache
+from .s3client import S3Client, S3Url, make_client, parse_s3_url
 from .s3sync import SyncReport, sync_tree
 from .source import HttpSource, LocalSource, S3Source, Source, open_source
 
@@ -103,10 +104,38 @@ def mirror(
     delete: bool = True,
     progress: Progress | None = None,
     client: S3Client | None = None,
+    rehash: bool = False,
 ) -> MirrorReport:
-    """Verify ``source_spec`` (folder or URL) and publish it to ``dest``; SourceBroken if unsound."""
+    """Verify ``source_spec`` (folder or URL) and publish it to ``dest``; SourceBroken if unsound.
+
+    File hashes are remembered by file identity between runs (see ``hashcache``) unless ``rehash``.
+    """
     url = parse_s3_url(dest)
-    source = open_source(source_spec, cache_dir("mirror", "staging"))
+    cache = HashCache(None if rehash else cache_dir("mirror") / "hashes.json")
+    try:
+        return _mirror(kind, source_spec, url, cache, gpg_key, suites, endpoint_url, profile, jobs, keep,
+                       dry_run, delete, progress, client)  # fmt: skip
+    finally:
+        cache.save()
+
+
+def _mirror(
+    kind: str,
+    source_spec: str,
+    url: S3Url,
+    cache: HashCache,
+    gpg_key: Path | None,
+    suites: list[str] | None,
+    endpoint_url: str | None,
+    profile: str | None,
+    jobs: int,
+    keep: int,
+    dry_run: bool,
+    delete: bool,
+    progress: Progress | None,
+    client: S3Client | None,
+) -> MirrorReport:
+    source = open_source(source_spec, cache_dir("mirror", "staging"), cache)
     # Fail on credentials/profile before spending time on a big source.
     client = client or make_client(endpoint_url=endpoint_url, profile=profile, max_connections=jobs + 4)
     checked = verify_source(kind, source, gpg_key=gpg_key, suites=suites, jobs=jobs, progress=progress)
@@ -129,6 +158,6 @@ def mirror(
         jobs=jobs,
         keep=keep,
         generation=checked.referenced,
-        known_sha256=checked.sha256,
+        hash_cache=cache,
     )
     return MirrorReport(checked, report)

@@ -30,7 +30,7 @@ import os
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,6 +39,7 @@ from typing import Any
 import botocore.exceptions
 
 from ..errors import MirrorError
+from .hashcache import HashCache, signature
 from .s3client import S3Client, S3Url, error_code, http_status, make_client, parse_s3_url, s3_error
 
 MANIFEST = ".cernvm-sync.json"
@@ -61,6 +62,7 @@ class LocalFile:
     path: Path
     size: int
     sha256: str
+    sig: tuple[int, ...] = ()  # the file's identity when it was hashed (see hashcache)
 
 
 @dataclass(frozen=True)
@@ -125,27 +127,20 @@ def last_rank(rel: str, last: Sequence[str]) -> int | None:
     return None
 
 
-def hash_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def scan_local(
     root: Path,
     *,
     jobs: int = 4,
     progress: Progress | None = None,
-    known: Mapping[str, str] | None = None,
+    cache: HashCache | None = None,
 ) -> dict[str, LocalFile]:
     """Every regular file under ``root`` by its ``/``-separated relative path, with its SHA-256.
 
-    ``known`` holds hashes the caller has just computed (a verified source); those files are not read
-    again here. Whatever is uploaded is hashed once more as it is sent, so an upload never carries a
-    stale hash.
+    ``cache`` remembers hashes by file identity (a verified source was just hashed; an unchanged tree
+    was hashed by the last run). Uploads check the identity again, so a file that changes after it
+    was hashed is never sent under a stale hash.
     """
+    hasher = cache or HashCache()
     if not root.is_dir():
         raise MirrorError(f"{root}: not a directory", hint="give the folder to publish")
     paths: list[tuple[str, Path, int]] = []
@@ -166,13 +161,12 @@ def scan_local(
     def one(item: tuple[str, Path, int]) -> LocalFile:
         nonlocal done
         rel, p, size = item
-        digest = known.get(rel) if known else None
-        digest = digest or hash_file(p)
+        digest, _, sig = hasher.digest(p)
         if progress:
             with lock:
                 done += size
                 progress("hash", done, total)
-        return LocalFile(rel, p, size, digest)
+        return LocalFile(rel, p, size, digest, sig)
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         files = list(pool.map(one, paths))
@@ -384,6 +378,17 @@ def content_type(rel: str) -> str:
     return guessed or "application/octet-stream"
 
 
+def _read_unchanged(lf: LocalFile) -> bytes:
+    """The file's bytes, provided it is still the file that was hashed (same identity before/after)."""
+    with open(lf.path, "rb") as f:
+        before = signature(os.fstat(f.fileno()))
+        data = f.read()
+        after = signature(os.fstat(f.fileno()))
+    if before != lf.sig or after != lf.sig or len(data) != lf.size:
+        raise changed_during_sync(lf)
+    return data
+
+
 def changed_during_sync(lf: LocalFile) -> MirrorError:
     return MirrorError(f"{lf.path}: file changed during the sync", hint="re-run when it is stable")
 
@@ -434,11 +439,7 @@ class Writer:
             if lf.size > MULTIPART_THRESHOLD:
                 etag = self._multipart(key, lf, extra, cond)
             else:
-                data = lf.path.read_bytes()
-                if hashlib.sha256(data).hexdigest() != lf.sha256:
-                    raise MirrorError(
-                        f"{lf.path}: file changed during the sync", hint="re-run when it is stable"
-                    )
+                data = _read_unchanged(lf)
                 md5 = base64.b64encode(hashlib.md5(data).digest()).decode()
                 resp = self.client.put_object(
                     Bucket=self.url.bucket, Key=key, Body=data, ContentMD5=md5, **extra, **cond
@@ -622,7 +623,7 @@ def sync_tree(
     protect: Collection[str] = (),
     acl: str | None = None,
     conditional: bool | None = None,
-    known_sha256: Mapping[str, str] | None = None,
+    hash_cache: HashCache | None = None,
 ) -> SyncReport:
     """Make ``dest`` hold exactly ``local_dir`` (plus what the kept generations still reference).
 
@@ -657,7 +658,7 @@ def sync_tree(
             protect,
             acl,
             conditional,
-            known_sha256,
+            hash_cache,
         )
     finally:
         client.meta.events.unregister("before-send.s3", unique_id=hook_id)
@@ -679,9 +680,9 @@ def _sync(
     protect: Collection[str],
     acl: str | None,
     conditional: bool | None,
-    known_sha256: Mapping[str, str] | None,
+    hash_cache: HashCache | None,
 ) -> SyncReport:
-    local = scan_local(local_dir, jobs=jobs, progress=progress, known=known_sha256)
+    local = scan_local(local_dir, jobs=jobs, progress=progress, cache=hash_cache)
     plan = make_plan(
         client, url, local, last=last, delete=delete, protect=protect, keep=keep, jobs=jobs, progress=progress
     )

@@ -13,7 +13,7 @@ import os
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import quote
 
 import botocore.exceptions
@@ -22,6 +22,9 @@ import requests
 from ..errors import MirrorError
 from ..fsutil import atomic_file
 from .s3client import S3Client, S3Url, http_status, s3_error
+
+if TYPE_CHECKING:
+    from .hashcache import HashCache
 
 CHUNK = 1 << 20
 
@@ -77,7 +80,8 @@ def safe_rel(rel: str) -> str:
 
 
 class LocalSource:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, cache: HashCache | None = None):
+        self.cache = cache
         if not root.is_dir():
             raise MirrorError(f"{root}: no such directory", hint="give the repository's top folder or a URL")
         self.root = root
@@ -91,6 +95,9 @@ class LocalSource:
         p = self.root / safe_rel(rel)
         if not p.is_file():
             return None
+        if self.cache is not None:
+            digest, size, _ = self.cache.digest(p, algo)
+            return digest, size
         return hash_stream(_read_chunks(p), algo)
 
     def list(self) -> list[str] | None:
@@ -104,7 +111,8 @@ class LocalSource:
 class HttpSource:
     """Reads over HTTP(S), keeping a verified copy of everything it read under ``staging``."""
 
-    def __init__(self, base_url: str, staging: Path, *, timeout: float = 60):
+    def __init__(self, base_url: str, staging: Path, *, timeout: float = 60, cache: HashCache | None = None):
+        self.cache = cache
         self.base = base_url.rstrip("/") + "/"
         self.name = self.base
         self.staging = staging
@@ -145,12 +153,18 @@ class HttpSource:
     def digest(self, rel: str, algo: str, expect: str | None = None) -> tuple[str, int] | None:
         p = self.staging / safe_rel(rel)
         if expect is not None and p.is_file():
-            got = hash_stream(_read_chunks(p), algo)
+            got = self._hash(p, algo)
             if got[0] == expect:
                 self.fetched.add(rel)
                 return got
         fresh = self._download(rel)
-        return hash_stream(_read_chunks(fresh), algo) if fresh else None
+        return self._hash(fresh, algo) if fresh else None
+
+    def _hash(self, path: Path, algo: str) -> tuple[str, int]:
+        if self.cache is not None:
+            digest, size, _ = self.cache.digest(path, algo)
+            return digest, size
+        return hash_stream(_read_chunks(path), algo)
 
     def list(self) -> list[str] | None:
         return None
@@ -196,14 +210,14 @@ class S3Source:
         return sorted(r for r in list_remote(self.client, self.url) if r != MANIFEST)
 
 
-def open_source(spec: str, staging_root: Path) -> LocalSource | HttpSource:
+def open_source(spec: str, staging_root: Path, cache: HashCache | None = None) -> LocalSource | HttpSource:
     """A local folder or an http(s) URL; HTTP sources stage under ``staging_root/<hash of URL>``."""
     if spec.startswith(("http://", "https://")):
         tag = hashlib.sha256(spec.rstrip("/").encode()).hexdigest()[:16]
-        return HttpSource(spec, staging_root / tag)
+        return HttpSource(spec, staging_root / tag, cache=cache)
     if "://" in spec:
         raise MirrorError(f"'{spec}': unsupported source", hint="give a local folder or an http(s) URL")
-    return LocalSource(Path(spec))
+    return LocalSource(Path(spec), cache)
 
 
 def clear_staging(src: HttpSource) -> None:

@@ -125,7 +125,7 @@ def _verify_one(
     if primary is None:
         raise _Bad(f"{repomd_rel}: names no primary metadata")
 
-    problems = check_files(source, expected, jobs=jobs, verified=result.sha256)
+    problems = check_files(source, expected, jobs=jobs)
     result.problems.extend(problems)
     result.referenced.update(e.rel for e in expected)
     result.indexes.extend(i for i in indexes if i not in result.indexes)
@@ -135,9 +135,7 @@ def _verify_one(
 
     packages = _packages(source, repo, primary)
     result.packages += len(packages)
-    result.problems.extend(
-        check_files(source, packages, jobs=jobs, verified=result.sha256, progress=progress)
-    )
+    result.problems.extend(check_files(source, packages, jobs=jobs, progress=progress))
     result.referenced.update(p.rel for p in packages)
 
 

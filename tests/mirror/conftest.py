@@ -29,6 +29,7 @@ def s3env(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     # Nothing from the host's own AWS set-up may leak into the tests.
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws-credentials"))
+    monkeypatch.setenv("CERNVM_CACHE_DIR", str(tmp_path / "cache"))
     for k in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_SESSION_TOKEN"):
         monkeypatch.delenv(k, raising=False)
 

@@ -1,0 +1,83 @@
+"""File hashes remembered by file identity, so an unchanged tree is not read again.
+
+A hash is reused only while the file's (device, inode, size, mtime, ctime) are exactly what they
+were when it was hashed. ctime cannot be set back by users, so any write to the file (even one that
+keeps size and mtime, as a same-size package rebuild with a restored timestamp does) forces a re-hash;
+this is the check git's index relies on. Files changed in the last two seconds are not remembered,
+because a further write within the same timestamp tick would be invisible. ``--rehash`` bypasses it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..fsutil import atomic_write
+from .source import hash_stream
+
+Sig = tuple[int, ...]
+RACY_NS = 2_000_000_000
+
+
+def signature(st: os.stat_result) -> Sig:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _chunks(path: Path) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            yield block
+
+
+class HashCache:
+    """Thread-safe; ``path=None`` keeps it in memory only (for one run)."""
+
+    def __init__(self, path: Path | None = None):
+        self.path = path
+        self.lock = threading.Lock()
+        self.entries: dict[str, tuple[Sig, str]] = {}
+        self.dirty = False
+        self.hits = 0
+        self.misses = 0
+        if path is not None and path.is_file():
+            try:
+                raw = json.loads(path.read_text())
+                for key, (sig, digest) in raw.items():
+                    self.entries[key] = (tuple(int(x) for x in sig), str(digest))
+            except (ValueError, TypeError, KeyError):
+                self.entries = {}  # a damaged cache only costs a re-hash
+
+    def digest(self, path: Path, algo: str = "sha256") -> tuple[str, int, Sig]:
+        """``(hex digest, size, signature)``; the signature is the file's state the digest belongs to."""
+        key = f"{algo}:{os.path.abspath(path)}"
+        for _ in range(3):
+            sig = signature(os.stat(path))
+            with self.lock:
+                hit = self.entries.get(key)
+            if hit is not None and hit[0] == sig:
+                with self.lock:
+                    self.hits += 1
+                return hit[1], sig[2], sig
+            digest, size = hash_stream(_chunks(path), algo)
+            if signature(os.stat(path)) != sig or size != sig[2]:
+                continue  # written while we read it: read again
+            with self.lock:
+                self.misses += 1
+                if max(sig[3], sig[4]) < time.time_ns() - RACY_NS:
+                    self.entries[key] = (sig, digest)
+                    self.dirty = True
+            return digest, size, sig
+        raise OSError(f"{path}: keeps changing while it is read")
+
+    def save(self) -> None:
+        if self.path is None or not self.dirty:
+            return
+        with self.lock:
+            live = {k: v for k, v in self.entries.items() if os.path.exists(k.split(":", 1)[1])}
+            doc = {k: [list(sig), d] for k, (sig, d) in live.items()}
+            self.dirty = False
+        atomic_write(self.path, json.dumps(doc, separators=(",", ":")).encode())
