@@ -174,8 +174,9 @@ def run(quick: bool) -> list[Result]:
     work = Path(tempfile.mkdtemp(prefix="bench-mirror-"))
     results: list[Result] = []
     server = MotoProcess(work)
-    saved = {k: os.environ.get(k) for k in CREDS}
-    os.environ.update(CREDS)
+    env = {**CREDS, "CERNVM_CACHE_DIR": str(work / "cache")}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     try:
         src = work / "apt"
         debs = make_repo(src, count)
