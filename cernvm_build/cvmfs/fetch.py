@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import http.client
 import logging
+import threading
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -98,9 +98,19 @@ def parse_proxies(proxy: str | None) -> list[str | None]:
     return out or [None]
 
 
+class _HttpStatus(Exception):
+    def __init__(self, url: str, code: int, reason: str):
+        super().__init__(f"{url}: HTTP {code} {reason}")
+        self.code = code
+
+
 class HttpFetcher(Fetcher):
     """Servers are tried in order, starting with the last one that worked; each through every proxy,
-    each ``retries`` extra times with a short back-off on transient failures."""
+    each ``retries`` extra times with a short back-off on transient failures.
+
+    Connections are kept alive per thread (what a Stratum client does with curl): for many small
+    objects, connection set-up would otherwise cost more than the transfer.
+    """
 
     def __init__(
         self,
@@ -120,15 +130,9 @@ class HttpFetcher(Fetcher):
         self.retries = max(0, retries)
         self.backoff = backoff
         self.proxies = parse_proxies(proxy)
-        self._openers = {p: self._opener(p) for p in self.proxies}
         self._current = 0
+        self._local = threading.local()
         self.description = ", ".join(self.urls)
-
-    @staticmethod
-    def _opener(proxy: str | None) -> urllib.request.OpenerDirector:
-        # An explicit empty ProxyHandler keeps http_proxy from the environment out of DIRECT.
-        handler = urllib.request.ProxyHandler({"http": proxy, "https": proxy} if proxy else {})
-        return urllib.request.build_opener(handler)
 
     def fetch(self, relpath: str, consume: Consumer[T], *, what: str) -> T:
         n = len(self.urls)
@@ -144,16 +148,16 @@ class HttpFetcher(Fetcher):
                         time.sleep(min(self.backoff * 2 ** (attempt - 1), 2.0))
                     try:
                         result = self._get(url, proxy, consume)
-                    except urllib.error.HTTPError as e:
-                        last_error = f"{url}: HTTP {e.code} {e.reason}"
+                    except _HttpStatus as e:
+                        last_error = str(e)
                         if e.code == 404:
                             not_found += 1
                             break
                         if e.code < 500 and e.code != 429:
                             break
                         continue
-                    except (_TransportError, urllib.error.URLError, OSError, http.client.HTTPException) as e:
-                        reason = getattr(e, "reason", None) or e.__cause__ or e
+                    except (_TransportError, OSError, http.client.HTTPException, ValueError) as e:
+                        reason = e.__cause__ or e
                         last_error = f"{url}: {reason}"
                         log.debug("fetch %s (proxy %s) failed: %s", url, proxy or "DIRECT", reason)
                         continue
@@ -178,18 +182,69 @@ class HttpFetcher(Fetcher):
             hint="check the server URLs and --proxy, or use the local cache for what it holds",
         )
 
-    def _get(self, url: str, proxy: str | None, consume: Consumer[T]) -> T:
-        req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
-        opener = self._openers[proxy]
-        with opener.open(req, timeout=self.timeout) as resp:
-            expected = resp.headers.get("Content-Length")
+    def _connection(self, scheme: str, netloc: str) -> http.client.HTTPConnection:
+        pool: dict[tuple[str, str], http.client.HTTPConnection] | None = getattr(self._local, "pool", None)
+        if pool is None:
+            pool = self._local.pool = {}
+        conn = pool.get((scheme, netloc))
+        if conn is None:
+            if scheme == "https":
+                conn = http.client.HTTPSConnection(netloc, timeout=self.timeout)
+            else:
+                conn = http.client.HTTPConnection(netloc, timeout=self.timeout)
+            pool[(scheme, netloc)] = conn
+        return conn
+
+    def _drop(self, scheme: str, netloc: str) -> None:
+        pool = getattr(self._local, "pool", {})
+        conn = pool.pop((scheme, netloc), None)
+        if conn is not None:
+            conn.close()
+
+    def _get(self, url: str, proxy: str | None, consume: Consumer[T], redirects: int = 5) -> T:
+        target = urllib.parse.urlsplit(url)
+        via = urllib.parse.urlsplit(proxy) if proxy else target
+        scheme, netloc = via.scheme or "http", via.netloc
+        path = url if proxy else (target.path or "/") + (f"?{target.query}" if target.query else "")
+        headers = {"User-Agent": USER_AGENT, "Host": target.netloc}
+        conn = self._connection(scheme, netloc)
+        reused = conn.sock is not None
+        try:
+            conn.request("GET", path, headers=headers)
+            resp = conn.getresponse()
+        except (OSError, http.client.HTTPException):
+            self._drop(scheme, netloc)
+            if not reused:
+                raise
+            # The server closed the idle kept-alive connection: one fresh try, not a failed attempt.
+            conn = self._connection(scheme, netloc)
+            try:
+                conn.request("GET", path, headers=headers)
+                resp = conn.getresponse()
+            except BaseException:
+                self._drop(scheme, netloc)
+                raise
+        ok = False
+        try:
+            if resp.status in (301, 302, 303, 307, 308) and redirects > 0:
+                location = resp.getheader("Location")
+                resp.read()
+                ok = not resp.will_close
+                if not location:
+                    raise _HttpStatus(url, resp.status, "redirect without Location")
+                return self._get(urllib.parse.urljoin(url, location), proxy, consume, redirects - 1)
+            if resp.status != 200:
+                resp.read()
+                ok = not resp.will_close
+                raise _HttpStatus(url, resp.status, resp.reason)
+            expected = resp.getheader("Content-Length")
 
             def blocks() -> Iterator[bytes]:
                 got = 0
                 while True:
                     try:
                         block = resp.read(BLOCK)
-                    except (TimeoutError, OSError, http.client.HTTPException) as e:
+                    except (OSError, http.client.HTTPException) as e:
                         raise _TransportError(f"transfer broke: {e}") from e
                     if not block:
                         break
@@ -198,7 +253,13 @@ class HttpFetcher(Fetcher):
                 if expected is not None and expected.isdigit() and got != int(expected):
                     raise _TransportError(f"transfer ended after {got} of {expected} bytes")
 
-            return consume(blocks())
+            result = consume(blocks())
+            resp.read()  # drain whatever the consumer left, so the connection can be reused
+            ok = not resp.will_close
+            return result
+        finally:
+            if not ok:
+                self._drop(scheme, netloc)
 
 
 def make_fetcher(

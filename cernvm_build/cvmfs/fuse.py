@@ -26,6 +26,7 @@ from .repository import Repository
 log = logging.getLogger(__name__)
 
 ENOATTR = getattr(errno, "ENOATTR", errno.ENODATA)
+ENTRY_CACHE = 200_000
 VIRTUAL_XATTRS = ("user.fqrn", "user.revision", "user.root_hash", "user.tag")
 
 
@@ -43,6 +44,8 @@ class CvmfsOperations(mfusepy.Operations):  # type: ignore[misc]
         self._files: dict[int, DirEntry] = {}
         self._fh = itertools.count(1)
         self._lock = threading.Lock()
+        # A mounted revision never changes, so entries can be kept; readdir fills this too.
+        self._entries: dict[str, DirEntry] = {}
 
     # -- life cycle ------------------------------------------------------------------------------
     def init(self, path: str) -> None:
@@ -53,13 +56,22 @@ class CvmfsOperations(mfusepy.Operations):  # type: ignore[misc]
         self.repo.close()
 
     # -- metadata --------------------------------------------------------------------------------
+    def _remember(self, entry: DirEntry) -> None:
+        if len(self._entries) >= ENTRY_CACHE:
+            self._entries.clear()
+        self._entries[entry.path] = entry
+
     def _entry(self, path: str) -> DirEntry:
+        hit = self._entries.get(path)
+        if hit is not None:
+            return hit
         try:
             entry = self.repo.lookup(path)
         except CernVMError as e:
             raise _os_error(e) from e
         if entry is None:
             raise mfusepy.FuseOSError(errno.ENOENT)
+        self._remember(entry)
         return entry
 
     @staticmethod
@@ -80,9 +92,7 @@ class CvmfsOperations(mfusepy.Operations):  # type: ignore[misc]
             "st_blocks": (size + 511) // 512,
         }
 
-    def getattr(self, path: str, fh: int | None = None) -> dict[str, Any]:
-        if fh is not None and fh in self._files:
-            return self.attrs(self._files[fh])
+    def getattr(self, path: str, fh: Any = None) -> dict[str, Any]:
         return self.attrs(self._entry(path))
 
     def readdir(self, path: str, fh: int) -> list[Any]:
@@ -93,7 +103,10 @@ class CvmfsOperations(mfusepy.Operations):  # type: ignore[misc]
                 raise mfusepy.FuseOSError(errno.ENOENT) from e
             raise _os_error(e) from e
         out: list[Any] = [".", ".."]
-        out.extend((c.name, {"st_mode": c.mode, "st_ino": c.inode}, 0) for c in children)
+        for c in children:
+            if not c.is_nested_mountpoint:  # the nested catalog's own root entry is the one to show
+                self._remember(c)
+            out.append((c.name, {"st_mode": c.mode, "st_ino": c.inode}, 0))
         return out
 
     def readlink(self, path: str) -> str:
@@ -106,8 +119,10 @@ class CvmfsOperations(mfusepy.Operations):  # type: ignore[misc]
         return {"f_bsize": 4096, "f_frsize": 4096, "f_namemax": 255}
 
     # -- contents --------------------------------------------------------------------------------
-    def open(self, path: str, flags: int) -> int:
-        if flags & os.O_ACCMODE != os.O_RDONLY:
+    # raw_fi: these get libfuse's fuse_file_info, so open can ask the kernel to keep its page cache
+    # across opens (contents of a mounted revision never change).
+    def open(self, path: str, fi: Any) -> int:
+        if fi.flags & os.O_ACCMODE != os.O_RDONLY:
             raise mfusepy.FuseOSError(errno.EROFS)
         entry = self._entry(path)
         if not stat.S_ISREG(entry.mode):
@@ -115,18 +130,20 @@ class CvmfsOperations(mfusepy.Operations):  # type: ignore[misc]
         with self._lock:
             fh = next(self._fh)
             self._files[fh] = entry
-        return fh
+        fi.fh = fh
+        fi.keep_cache = 1
+        return 0
 
-    def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
-        entry = self._files.get(fh) or self._entry(path)
+    def read(self, path: str, size: int, offset: int, fi: Any) -> bytes:
+        entry = self._files.get(fi.fh) or self._entry(path)
         try:
             return self.repo.read(entry, offset, size)
         except CernVMError as e:
             raise _os_error(e) from e
 
-    def release(self, path: str, fh: int) -> int:
+    def release(self, path: str, fi: Any) -> int:
         with self._lock:
-            self._files.pop(fh, None)
+            self._files.pop(fi.fh, None)
         return 0
 
     # -- extended attributes ---------------------------------------------------------------------
@@ -189,7 +206,7 @@ def run_fuse(
     if debug:
         options["debug"] = True
     try:
-        mfusepy.FUSE(CvmfsOperations(repo, on_ready=on_ready), mountpoint, **options)
+        mfusepy.FUSE(CvmfsOperations(repo, on_ready=on_ready), mountpoint, raw_fi=True, **options)
     except RuntimeError as e:  # mfusepy's report of a failed fuse_main
         raise CvmfsError(
             f"{repo.fqrn}: mounting on {mountpoint} failed ({e})",

@@ -1,0 +1,93 @@
+"""HTTP fetching details: proxies (and DIRECT fail-over), kept-alive connections the server closed."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import urllib.request
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from cernvm_build.cvmfs.fetch import HttpFetcher, parse_proxies
+from cernvm_build.cvmfs.serve import Server
+
+from .conftest import FQRN, Fixture
+
+pytestmark = pytest.mark.integration
+
+
+class _Proxy(BaseHTTPRequestHandler):
+    seen: list[str] = []  # noqa: RUF012 - test-local record
+
+    def do_GET(self) -> None:
+        type(self).seen.append(self.path)
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(self.path) as r:
+            body = r.read()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *a: object) -> None:
+        pass
+
+
+@pytest.fixture
+def proxy() -> Iterator[str]:
+    _Proxy.seen = []
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Proxy)
+    t = threading.Thread(target=httpd.serve_forever, daemon=True)
+    t.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _dead() -> str:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return f"http://127.0.0.1:{port}"
+
+
+def test_parse_proxies() -> None:
+    assert parse_proxies(None) == [None]
+    assert parse_proxies("http://a:1|http://b:2;DIRECT") == ["http://a:1", "http://b:2", None]
+
+
+def test_through_a_proxy(server: Server, proxy: str, fx: Fixture) -> None:
+    f = HttpFetcher([server.repo_url()], repo=FQRN, proxy=proxy)
+    assert f.get(".cvmfspublished", what="manifest") == (fx.repo / ".cvmfspublished").read_bytes()
+    assert _Proxy.seen == [f"{server.repo_url()}/.cvmfspublished"]
+
+
+def test_dead_proxy_falls_back_to_direct(server: Server, fx: Fixture) -> None:
+    f = HttpFetcher([server.repo_url()], repo=FQRN, proxy=f"{_dead()};DIRECT", retries=0)
+    assert f.get(".cvmfswhitelist", what="whitelist") == (fx.repo / ".cvmfswhitelist").read_bytes()
+
+
+def test_server_closing_an_idle_connection_is_not_a_failure() -> None:
+    # A server that answers one request per connection but claims keep-alive, then hangs up.
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(5)
+    port = lsock.getsockname()[1]
+
+    def serve_one_per_connection() -> None:
+        for _ in range(3):
+            conn, _ = lsock.accept()
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok")
+            conn.close()
+
+    t = threading.Thread(target=serve_one_per_connection, daemon=True)
+    t.start()
+    f = HttpFetcher([f"http://127.0.0.1:{port}/cvmfs/x"], repo="x", retries=0)
+    assert f.get("a", what="a") == b"ok"
+    assert f.get("b", what="b") == b"ok"  # the reused connection is dead: one fresh try
+    assert f.get("c", what="c") == b"ok"
+    lsock.close()
