@@ -1,0 +1,82 @@
+"""HTTP apt sources, the generic `mirror sync` command, multipart uploads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cernvm_build.cli.main import main
+from cernvm_build.mirror import s3sync
+from cernvm_build.mirror.check import SourceBroken
+from cernvm_build.mirror.locals3 import LocalS3
+from cernvm_build.mirror.publish import mirror, verify_published
+from cernvm_build.mirror.s3sync import sync_tree
+
+from .repos import make_apt_repo, make_deb
+
+pytestmark = pytest.mark.integration
+
+
+def test_apt_from_http_needs_and_uses_suites(
+    tmp_path: Path, signing_key: tuple[Path, Path], s3: Any, bucket: str, http_dir: Any
+) -> None:
+    secret, public = signing_key
+    src = tmp_path / "apt"
+    deb = make_deb(tmp_path / "debs" / "cvm-http_2.0_all.deb", "cvm-http", "2.0")
+    make_apt_repo(src, "bookworm-prod", [deb], secret_key=secret)
+    url = http_dir(src)
+    with pytest.raises(SourceBroken, match="--suite"):
+        mirror("apt", url, f"s3://{bucket}/apt", gpg_key=public, client=s3)
+    rep = mirror("apt", url, f"s3://{bucket}/apt", gpg_key=public, suites=["bookworm-prod"], client=s3)
+    assert rep.checked.packages == 1
+    assert verify_published("apt", f"s3://{bucket}/apt", gpg_key=public, client=s3).problems == []
+    # Again from HTTP: the staged copies are reused, nothing is uploaded.
+    again = mirror("apt", url, f"s3://{bucket}/apt", gpg_key=public, suites=["bookworm-prod"], client=s3)
+    assert again.sync is not None and again.sync.uploaded == []
+
+
+def test_cli_sync_publishes_a_site_tree(
+    tmp_path: Path, s3server: LocalS3, s3: Any, bucket: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    site = tmp_path / "public"
+    (site / "news").mkdir(parents=True)
+    (site / "index.html").write_text("<h1>home</h1>")
+    (site / "news" / "index.html").write_text("<h1>news</h1>")
+    (site / "style.css").write_text("h1{}")
+    argv = ["mirror", "sync", str(site), f"s3://{bucket}/www", "--last", "index.html",
+            "--endpoint-url", s3server.endpoint, "--json"]  # fmt: skip
+    assert main(argv) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["uploaded"][-2:] in (["index.html", "news/index.html"], ["news/index.html", "index.html"])
+    head = s3.head_object(Bucket=bucket, Key="www/index.html")
+    assert head["ContentType"] == "text/html; charset=utf-8"
+    (site / "style.css").unlink()
+    assert main([*argv[:-1], "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "would delete 1" in out and "style.css" in out
+
+
+def test_multipart_uploads_carry_the_hash(
+    tmp_path: Path, s3: Any, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(s3sync, "MULTIPART_THRESHOLD", 1 << 20)
+    monkeypatch.setattr(s3sync, "PART_SIZE", 5 << 20)
+    src = tmp_path / "src"
+    src.mkdir()
+    big = src / "big.rpm"
+    big.write_bytes(b"\x01" * (6 << 20))
+    rep = sync_tree(src, f"s3://{bucket}", client=s3)
+    assert rep.uploaded == ["big.rpm"]
+    head = s3.head_object(Bucket=bucket, Key="big.rpm")
+    assert head["ETag"].endswith('-2"') and len(head["Metadata"]["sha256"]) == 64
+    # Same size, different bytes: found although a multipart ETag is no MD5 of anything.
+    data = bytearray(big.read_bytes())
+    data[100] = 2
+    big.write_bytes(bytes(data))
+    s3.delete_object(Bucket=bucket, Key=".cernvm-sync.json")  # force the HEAD path
+    rep = sync_tree(src, f"s3://{bucket}", client=s3)
+    assert rep.uploaded == ["big.rpm"]
+    assert sync_tree(src, f"s3://{bucket}", client=s3).uploaded == []

@@ -1,0 +1,65 @@
+"""Pure logic of the mirror: URL parsing, patterns, deb822, clearsigned text, content types, paths."""
+
+from __future__ import annotations
+
+import pytest
+
+from cernvm_build.errors import MirrorError
+from cernvm_build.mirror.apt import parse_deb822, strip_clearsign
+from cernvm_build.mirror.publish import fnmatch_escape
+from cernvm_build.mirror.s3client import parse_s3_url
+from cernvm_build.mirror.s3sync import content_type, last_rank, matches
+from cernvm_build.mirror.source import safe_rel
+
+
+def test_s3_urls() -> None:
+    u = parse_s3_url("s3://cvmrepo/yum/cvmfs/")
+    assert (u.bucket, u.prefix, u.key("a/b"), u.rel("yum/cvmfs/a/b")) == (
+        "cvmrepo",
+        "yum/cvmfs",
+        "yum/cvmfs/a/b",
+        "a/b",
+    )
+    root = parse_s3_url("s3://bucket")
+    assert (root.prefix, root.key("x"), root.list_prefix) == ("", "x", "")
+    for bad in ("bucket/p", "s3:///p", "https://b/p"):
+        with pytest.raises(MirrorError):
+            parse_s3_url(bad)
+
+
+def test_last_patterns_match_names_or_paths_in_order() -> None:
+    assert matches("EL/9/x86_64/repodata/repomd.xml", "repomd.xml")
+    assert not matches("EL/9/x86_64/repodata/repomd.xml.asc", "repomd.xml")
+    assert matches("dists/stable/InRelease", "dists/*/InRelease")
+    assert not matches("pool/InRelease.deb", "InRelease")
+    last = ["repomd.xml", "*.asc"]
+    assert [last_rank(r, last) for r in ("a/repomd.xml", "a/repomd.xml.asc", "a/x.rpm")] == [0, 1, None]
+    assert matches("odd[1]/f*?.txt", fnmatch_escape("odd[1]/f*?.txt"))
+    assert not matches("odd1/fab.txt", fnmatch_escape("odd[1]/f*?.txt"))
+
+
+def test_deb822_and_clearsigned() -> None:
+    text = "Origin: x\nSHA256:\n abc 1 main/Packages\n def 2 main/Packages.gz\n\nPackage: p\nSize: 3\n"
+    st = parse_deb822(text)
+    assert st[0]["SHA256"].splitlines() == ["", "abc 1 main/Packages", "def 2 main/Packages.gz"]
+    assert st[1] == {"Package": "p", "Size": "3"}
+    signed = (
+        "-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA256\n\nOrigin: x\n- -dash\n"
+        "-----BEGIN PGP SIGNATURE-----\n\nabc\n-----END PGP SIGNATURE-----\n"
+    )
+    assert strip_clearsign(signed) == "Origin: x\n-dash\n"
+    assert strip_clearsign("Origin: y\n") == "Origin: y\n"
+
+
+def test_content_types() -> None:
+    assert content_type("index.html") == "text/html; charset=utf-8"
+    assert content_type("repodata/repomd.xml").endswith("xml") or "xml" in content_type("repomd.xml")
+    assert content_type("x-primary.xml.gz") == "application/gzip"
+    assert content_type("dists/s/InRelease") == "text/plain"
+    assert content_type("pool/a.deb") in ("application/vnd.debian.binary-package", "application/octet-stream")
+
+
+@pytest.mark.parametrize("bad", ["../etc/passwd", "/abs", "a/../../b", "a//b", "a\\b"])
+def test_paths_from_metadata_cannot_leave_the_repository(bad: str) -> None:
+    with pytest.raises(MirrorError, match="unsafe path"):
+        safe_rel(bad)
