@@ -11,9 +11,6 @@ from .errors import ConnectError
 
 DEFAULT_URI_ENV = "LIBVIRT_DEFAULT_URI"
 
-# libvirt prints its errors to stderr by default; we turn them into ConnectError/LaunchError lines.
-libvirt.registerErrorHandler(lambda ctx, err: None, None)
-
 
 def default_uri(explicit: str | None = None) -> str:
     """``--connect`` > ``$LIBVIRT_DEFAULT_URI`` > qemu:///system as root, qemu:///session otherwise."""
