@@ -85,9 +85,10 @@ class Stage:
             self.set_chunks(e.path, e.chunks)
 
     def set_content(self, path: str, digest: bytes | None, chunks: tuple[ChunkRow, ...]) -> None:
+        """Record a pending file's content (staged without content, so it has no chunk rows yet)."""
         self.db.execute("UPDATE stage SET digest = ? WHERE path = ?", (digest, path))
-        self.db.execute("DELETE FROM stage_chunks WHERE path = ?", (path,))
-        self.set_chunks(path, chunks)
+        if chunks:
+            self.set_chunks(path, chunks)
 
     def set_chunks(self, path: str, chunks: tuple[ChunkRow, ...]) -> None:
         self.db.executemany(

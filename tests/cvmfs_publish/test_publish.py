@@ -46,6 +46,10 @@ def test_round_trip_every_file_type(
     assert r.revision == 2 and r.tag == "v1" and r.catalogs == 2
     out = export(stratum)
     assert describe(out) == describe(src)
+    # a web server running as another user must be able to serve every object
+    modes = {p.stat().st_mode & 0o777 for p in (stratum / "data").rglob("*") if p.is_file()}
+    modes |= {(stratum / n).stat().st_mode & 0o777 for n in (".cvmfspublished", ".cvmfswhitelist")}
+    assert modes == {0o644}
 
 
 def test_catalog_structure(tmp_path: Path, stratum: Path, keyset: keymod.KeySet) -> None:
