@@ -205,7 +205,7 @@ def run(quick: bool = True) -> list[Result]:
             ">= 60 % of limit",
             thr >= 0.6 * limit,
             extra,
-        ),  # fmt: skip
+        ),
         Result(
             bench,
             f"incremental ({changed} files changed)",
@@ -216,7 +216,7 @@ def run(quick: bool = True) -> list[Result]:
             "<= 10 % of full",
             incr["s"] <= 0.10 * full["s"],
             {"objects_written": incr["objects"]},
-        ),  # fmt: skip
+        ),
         Result(
             bench,
             "peak memory (full publish)",
@@ -226,7 +226,7 @@ def run(quick: bool = True) -> list[Result]:
             mb,
             "<= 300 MB (streams)",
             full["rss_mb"] <= 300,
-        ),  # fmt: skip
+        ),
     ]
 
 
