@@ -12,7 +12,6 @@ file:line:column and the key path.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,7 +91,7 @@ def check(name_or_path: str | Path, search_path: Sequence[Path] | None = None) -
     outcome = Outcome(path)
     try:
         layers = resolve.linearize(path, _search(search_path))
-        tree = copy.deepcopy(resolve.merge_layers(layers))
+        tree = resolve.merge_layers(layers).clone()
         own = layers[-1].tree.value.get("abstract")
         outcome.abstract = own is not None and own.value is True
         if outcome.abstract:

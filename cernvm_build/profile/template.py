@@ -8,6 +8,7 @@ keeps templates to expressions over data.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jinja2
@@ -19,6 +20,11 @@ from .yamlnodes import Node, location
 
 _ENV = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
 MAX_PASSES = 8
+
+
+@functools.lru_cache(maxsize=512)
+def _compile(source: str) -> jinja2.Template:
+    return _ENV.from_string(source)
 
 
 def _is_template(value: Any) -> bool:
@@ -79,7 +85,7 @@ def render(tree: Node, name: str) -> None:
         changed = False
         for node, key, source in targets:
             try:
-                result = _ENV.from_string(source).render(ctx)
+                result = _compile(source).render(ctx)
             except jinja2.TemplateSyntaxError as e:
                 raise ProfileError(
                     f"template syntax error: {e.message}",

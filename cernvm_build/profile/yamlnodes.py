@@ -42,6 +42,15 @@ class Node:
     def copy(self, **changes: Any) -> Node:
         return replace(self, **changes)
 
+    def clone(self) -> Node:
+        """A deep copy of the tree (positions, being immutable, are shared)."""
+        value = self.value
+        if self.kind == "map":
+            value = {k: v.clone() for k, v in value.items()}
+        elif self.kind == "seq":
+            value = [v.clone() for v in value]
+        return Node(self.kind, value, self.pos, self.text, self.key_pos, self.replace, self.templated)
+
 
 def display(path: Path) -> str:
     """A path as users should see it in messages: relative to the working directory when inside it."""
@@ -57,7 +66,11 @@ def location(pos: Pos | None, key: str | None = None) -> Location:
     return Location(file=display(pos.file), line=pos.line, column=pos.column, key=key)
 
 
-class _Loader(yaml.SafeLoader):
+# libyaml's parser when PyYAML has it (several times faster); marks are the same either way.
+_BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Loader(_BaseLoader):  # type: ignore[misc]
     """SafeLoader without timestamp resolution (``2019-06-30T00:00:00Z`` stays a string)."""
 
 
@@ -77,9 +90,25 @@ _STANDARD_TAGS = {
 }
 
 
+_CACHE: dict[tuple[Path, int, int], Node] = {}
+
+
+def clear_cache() -> None:
+    """Forget parsed files (benchmarks measure cold loads with it)."""
+    _CACHE.clear()
+
+
 def load_file(path: Path) -> Node:
-    """Parse one YAML file into a ``Node`` mapping (an empty file is an empty mapping)."""
+    """Parse one YAML file into a ``Node`` mapping (an empty file is an empty mapping).
+
+    Parsed files are cached by path, size and mtime: loading every profile reads ``base.yaml`` once.
+    Callers must not modify the returned tree (``check`` renders templates in a deep copy).
+    """
     try:
+        st = path.stat()
+        key = (path, st.st_size, st.st_mtime_ns)
+        if key in _CACHE:
+            return _CACHE[key]
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ProfileError(
@@ -89,7 +118,9 @@ def load_file(path: Path) -> Node:
         raise ProfileError(
             f"cannot read: {e}", where=Location(file=display(path)), hint="profiles are UTF-8 text files"
         ) from None
-    return load_text(text, path)
+    node = load_text(text, path)
+    _CACHE[key] = node
+    return node
 
 
 def load_text(text: str, path: Path) -> Node:
