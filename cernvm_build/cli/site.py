@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -183,10 +182,17 @@ def cmd_publish(args: argparse.Namespace, out: Output) -> int:
         folder = builder.out_dir
     else:
         folder = args.out.resolve()
-    ctx: AbstractContextManager[Any] = out.progress(transfer=True) if not args.dry_run else nullcontext()
-    with ctx as bar:
+    labels = {"hash": "hashing", "check": "checking objects", "upload": "uploading", "delete": "deleting"}
+    with out.progress(transfer=True) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(labels.get(stage, stage), total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
         report = publish(
-            folder, args.dest, endpoint_url=args.endpoint_url, dry_run=args.dry_run, progress=bar
+            folder, args.dest, endpoint_url=args.endpoint_url, dry_run=args.dry_run, progress=progress
         )
     data = report.to_json() if hasattr(report, "to_json") else {"result": str(report)}
 

@@ -1,0 +1,76 @@
+"""`site check` on built output: internal links, anchors and assets; external links only on request."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sitehelpers import Edit
+
+from cernvm_build.site.build import build_site
+from cernvm_build.site.check import check_site
+
+BASE = "https://cvmfs.io/"
+
+
+def test_real_site_has_no_broken_links(site: Path, tmp_path: Path) -> None:
+    report = build_site(site, tmp_path / "out")
+    result = check_site(tmp_path / "out", BASE, sources=report.sources)
+    assert result.problems == []
+    assert result.pages > 30 and result.links > 1000
+
+
+def test_broken_template_link_and_missing_asset_name_the_line(site: Path, tmp_path: Path, edit: Edit) -> None:
+    edit(site / "templates" / "tags.html", "<h1>Tags</h1>", '<h1>Tags</h1>\n<a href="/nowhere/">x</a>')
+    (site / "static" / "assets" / "favicon.svg").unlink()
+    out = tmp_path / "out"
+    report = build_site(site, out)
+    result = check_site(out, BASE, sources=report.sources)
+    messages = [str(p) for p in result.problems]
+    html = (out / "tags/index.html").read_text().splitlines()
+    line = next(i for i, text in enumerate(html, 1) if "/nowhere/" in text)
+    assert f"tags/index.html:{line}: link to '/nowhere/': no such page or file" in messages
+    assert any("favicon.svg" in m and m.startswith("index.html:") for m in messages)
+
+
+def test_broken_anchor_in_output(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    (out / "a").mkdir(parents=True)
+    (out / "index.html").write_text(
+        '<p id="here"></p>\n<a href="a/#x">1</a>\n<a href="#here">2</a>\n<a href="#gone">3</a>\n'
+    )
+    (out / "a" / "index.html").write_text('<h2 id="x">x</h2>\n<a href="../index.html#here">back</a>\n')
+    problems = [str(p) for p in check_site(out, BASE).problems]
+    assert problems == ["index.html:4: link to '#gone': no element with id 'gone'"]
+
+
+@pytest.fixture
+def web() -> Iterator[str]:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self) -> None:
+            self.send_response(200 if self.path == "/ok" else 404)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.integration
+def test_external_links_only_on_request(tmp_path: Path, web: str) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "index.html").write_text(f'<a href="{web}/ok">ok</a>\n<a href="{web}/gone">gone</a>\n')
+    assert check_site(out, BASE).problems == []
+    report = check_site(out, BASE, external=True, timeout=5)
+    assert [str(p) for p in report.problems] == [f"index.html:2: external link '{web}/gone': HTTP 404"]
+    assert report.external == 2

@@ -1,0 +1,60 @@
+"""`cernvm-build site …` from the command line: JSON output, help, one-line errors and exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sitehelpers import Edit
+
+from cernvm_build.cli.main import main
+
+
+def test_build_json_then_noop(site: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert main(["site", "build", "--site", str(site), "--out", str(out), "--json"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["pages"] > 30 and first["rendered"] == first["outputs"]
+    assert main(["site", "build", "--site", str(site), "--out", str(out), "--json"]) == 0
+    second = json.loads(capsys.readouterr().out)
+    assert second["rendered"] == 0 and second["markdown_rendered"] == 0
+
+
+def test_check_reports_broken_links_with_file_line(
+    site: Path, tmp_path: Path, edit: Edit, capsys: pytest.CaptureFixture[str]
+) -> None:
+    page = site / "content" / "docs" / "quickstart" / "client.md"
+    edit(page, "[launch a CernVM](launch.md)", "[launch a CernVM](lunch.md)")
+    code = main(["site", "check", "--site", str(site), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 7
+    line = next(i for i, t in enumerate(page.read_text().splitlines(), 1) if "lunch.md" in t)
+    assert f"client.md:{line}: link to 'docs/quickstart/lunch.md', which is not a page" in err
+    assert "Traceback" not in err and "hint:" in err
+
+
+def test_check_json_ok(site: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["site", "check", "--site", str(site), "--out", str(tmp_path / "o"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["problems"] == []
+
+
+def test_usage_errors(site: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["site", "build", "--site", str(site), "--out", str(tmp_path), "--repo-metadata", "x"]) == 2
+    assert "NAME=DIR" in capsys.readouterr().err
+    assert main(["site", "publish", "--site", str(site), "/tmp/not-s3"]) == 2
+    assert "not an s3:// URL" in capsys.readouterr().err
+
+
+def test_help_teaches_with_examples() -> None:
+    for argv in (["site", "--help"], ["site", "build", "--help"], ["site", "publish", "--help"]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "cernvm_build.cli.main", *argv],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert proc.returncode == 0
+        assert "cernvm-build site" in proc.stdout

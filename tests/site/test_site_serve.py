@@ -1,0 +1,55 @@
+"""`site serve`: a real HTTP server on 127.0.0.1 that rebuilds when a source changes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from sitehelpers import Edit
+
+from cernvm_build.site.build import Builder
+from cernvm_build.site.serve import Preview
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def preview(site: Path, tmp_path: Path) -> Iterator[Preview]:
+    p = Preview(Builder(site, tmp_path / "out"), port=0, interval=0.1)
+    p.start()
+    yield p
+    p.stop()
+
+
+def wait_for(fn, timeout: float = 30.0) -> bool:  # type: ignore[no-untyped-def]
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if fn():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_serves_pages_and_the_404_page(preview: Preview) -> None:
+    r = requests.get(preview.url + "docs/quickstart/client/", timeout=10)
+    assert r.status_code == 200 and "Quick start: the client" in r.text
+    assert r.headers["Cache-Control"] == "no-store"
+    missing = requests.get(preview.url + "no/such/page/", timeout=10)
+    assert missing.status_code == 404 and "This page does not exist" in missing.text
+    assert (404, "/no/such/page/") in preview.requests
+
+
+def test_rebuilds_on_change_and_survives_errors(preview: Preview, site: Path, edit: Edit) -> None:
+    page = site / "content" / "docs" / "guides" / "site.md"
+    url = preview.url + "docs/guides/site/"
+    edit(page, "This site is generated", "This very site is generated")
+    assert wait_for(lambda: "This very site" in requests.get(url, timeout=10).text)
+    # a broken edit keeps the last good site online
+    edit(page, "title: Building and publishing this site", "title: [broken")
+    time.sleep(1.0)
+    assert "This very site" in requests.get(url, timeout=10).text
+    edit(page, "title: [broken", "title: Fixed title")
+    assert wait_for(lambda: "Fixed title" in requests.get(url, timeout=10).text)
