@@ -12,7 +12,7 @@ from ..artifact import Artifact
 from ..cvmfs.repository import SnapshotSpec
 from ..errors import BuildError, UsageError
 from ..paths import source_date_epoch
-from .app import HelpFormatter, Output, subparser
+from .app import HelpFormatter, Output, group_handler, subparser
 
 BUILD_DESCRIPTION = """\
 Build reference containers whose root tree is the profile's CernVM-FS repository path, read from
@@ -76,12 +76,13 @@ class _AnyName(dict[str, argparse.ArgumentParser]):
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     group = sub.add_parser(
         "container",
-        help="reference containers from CernVM-FS (oci, docker-archive, apptainer, thin, cvmfs)",
+        help="reference containers from CernVM-FS; verify them",
         description=BUILD_DESCRIPTION,
         formatter_class=HelpFormatter,
         usage="cernvm-build container [build] PROFILE [options]\n       cernvm-build container verify IMAGE",
     )
     group.register("action", "parsers", _DefaultToBuild)
+    group.set_defaults(func=group_handler(group))
     inner = group.add_subparsers(title="commands", metavar="{PROFILE,build,verify}")
     b = subparser(inner, "build", help="build containers of PROFILE (the default command)",
                   description=BUILD_DESCRIPTION, json=True, handler=_build)  # fmt: skip
@@ -205,14 +206,23 @@ def _build(args: argparse.Namespace, out: Output) -> int:
         out.print(f"[bold]{spec.reference}[/bold] from {origin.tree.description}")
         out.table(
             ["format", "path", "sha256", "size"],
-            [[a.format, a.path, a.sha256[:16], _size(a)] for a in result.artifacts],
+            [[a.format, _where(a), a.sha256[:16], _size(a)] for a in result.artifacts],
         )
 
     out.data(doc, render)
     return 0
 
 
+def _where(a: Artifact) -> str:
+    if a.format != "cvmfs":
+        return str(a.path)
+    state = "unchanged" if a.meta.get("unchanged") else f"revision {a.meta.get('revision')}"
+    return f"{a.path}: {a.meta.get('public_path')} ({state})"
+
+
 def _size(a: Artifact) -> str:
+    if a.format == "cvmfs":
+        return "-"
     return f"{a.size / 1e6:.1f} MB" if a.size >= 1e5 else f"{a.size} B"
 
 

@@ -1,0 +1,57 @@
+"""The command line: help that teaches, one-line errors with exit codes, no tracebacks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cernvm_build.cli.main import main
+from cernvm_build.container.build import BuildRequest, build
+from cernvm_build.container.image import ImageSpec
+from cernvm_build.container.source import LocalTree
+
+from .test_cvmfs_source import FIXTURE, KEY, PROFILE
+from .trees import make_tree
+
+
+def test_help_lists_formats_and_examples(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["container", "--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    for word in ("docker-archive", "apptainer", "thin", "cvmfs", "--keep-mtimes", "examples:", "verify"):
+        assert word in text
+
+
+def test_unknown_format_exits_7_with_hint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    prof = tmp_path / "p.yaml"
+    prof.write_text(PROFILE.format(key=KEY))
+    rc = main(
+        ["container", str(prof), "--source", str(FIXTURE), "--format", "oci,sif", "--out", str(tmp_path)]
+    )
+    err = capsys.readouterr().err
+    assert rc == 7
+    assert "unknown container format 'sif'" in err and "hint:" in err and "Traceback" not in err
+
+
+def test_cvmfs_format_without_hub_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prof = tmp_path / "p.yaml"
+    prof.write_text(PROFILE.format(key=KEY))
+    assert main(["container", str(prof), "--source", str(FIXTURE), "--format", "cvmfs"]) == 2
+    assert "--hub-stratum" in capsys.readouterr().err
+
+
+def test_verify_of_missing_or_foreign_images(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["container", "verify", str(tmp_path / "nope.tar")]) == 7
+    assert "image does not exist" in capsys.readouterr().err
+    (tmp_path / "junk.tar").write_bytes(b"not a tar at all" * 100)
+    assert main(["container", "verify", str(tmp_path / "junk.tar")]) == 7
+    assert "not a tar archive" in capsys.readouterr().err
+    spec = ImageSpec("localhost", "plain", "1", created=0)
+    build(BuildRequest(LocalTree(make_tree(tmp_path / "t")), spec, ["oci"], tmp_path / "o", "plain"))
+    assert main(["container", "verify", str(tmp_path / "o" / "plain.oci")]) == 7
+    err = capsys.readouterr().err
+    assert "does not record its origin (no label cvmfs.repository)" in err
