@@ -30,28 +30,56 @@ class DebPackage:
         return {"name": self.name, "version": self.version, "arch": self.arch, "sha256": self.sha256}
 
 
-def _index_record(spec: str) -> dict[str, str]:
-    """The apt index record for ``name`` or ``name=version`` (the candidate when no version)."""
-    proc = run(["apt-cache", "show", "--no-all-versions", spec], check=False)
-    text = proc.stdout.decode(errors="replace")
-    if proc.returncode != 0 or not text.strip():
+def _parse_records(text: str) -> list[dict[str, str]]:
+    records: list[dict[str, str]] = []
+    for block in text.split("\n\n"):
+        record: dict[str, str] = {}
+        for line in block.splitlines():
+            if not line or line[0].isspace() or ":" not in line:
+                continue
+            key, _, value = line.partition(":")
+            record.setdefault(key.strip(), value.strip())
+        if "Package" in record:
+            records.append(record)
+    return records
+
+
+_RECORDS: dict[str, dict[str, str]] = {}
+
+
+def _index_records(specs: tuple[str, ...]) -> tuple[dict[str, str], ...]:
+    """apt's index records for the specs, in order; one ``apt-cache`` call for all (it is slow)."""
+    todo = [s for s in specs if s not in _RECORDS]
+    if todo:
+        proc = run(["apt-cache", "show", "--no-all-versions", *todo], check=False)
+        for rec in _parse_records(proc.stdout.decode(errors="replace")):
+            _RECORDS.setdefault(rec["Package"], rec)
+            _RECORDS.setdefault(f"{rec['Package']}={rec.get('Version', '')}", rec)
+    by_name = _RECORDS
+    missing = [s for s in specs if s not in by_name]
+    if missing:
         raise BuildError(
-            f"Debian package '{spec}' is not known to apt",
+            f"Debian package '{missing[0]}' is not known to apt",
             hint="check the name in the profile, and run 'apt-get update' once on this machine",
         )
-    record: dict[str, str] = {}
-    for line in text.splitlines():
-        if not line or line[0].isspace() or ":" not in line:
-            continue
-        key, _, value = line.partition(":")
-        record.setdefault(key.strip(), value.strip())
-    return record
+    return tuple(by_name[s] for s in specs)
+
+
+def _index_record(spec: str) -> dict[str, str]:
+    """The apt index record for ``name`` or ``name=version`` (the candidate when no version)."""
+    return _index_records((spec,))[0]
 
 
 def resolve(spec: str) -> tuple[str, str, str, str]:
-    """``(name, version, arch, sha256)`` of a package spec, following virtual/meta packages' Depends."""
+    """``(name, version, arch, sha256)`` of a package spec."""
     rec = _index_record(spec)
     return rec["Package"], rec["Version"], rec.get("Architecture", "amd64"), rec["SHA256"]
+
+
+def fetch_many(specs: list[str] | tuple[str, ...], cache: Path) -> list[DebPackage]:
+    """``fetch`` for several packages, resolving them with one apt index look-up."""
+    _index_records(tuple(specs))  # warms the cache that fetch() reads
+    return [fetch(s, cache) for s in specs]
 
 
 def fetch(spec: str, cache: Path) -> DebPackage:

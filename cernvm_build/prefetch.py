@@ -21,8 +21,7 @@ def main() -> int:
     cache = cache_dir("debs")
     try:
         specs = [*DEMO_PACKAGES, *(debpkg.kernel_package(k) for k in KERNELS)]
-        for spec in specs:
-            pkg = debpkg.fetch(spec, cache)
+        for pkg in debpkg.fetch_many(specs, cache):
             print(f"prefetch: {pkg.name} {pkg.version} sha256:{pkg.sha256[:16]}…", file=sys.stderr)
     except CernVMError as e:
         print(f"prefetch: error: {e}" + (f" (hint: {e.hint})" if e.hint else ""), file=sys.stderr)

@@ -143,7 +143,7 @@ def _normalise_times(root: Path, epoch: int) -> None:
 def build_demo_os(dest: Path, *, release: str = "1", cache: Path | None = None) -> DemoOS:
     """Build the demo OS tree at ``dest`` (replaced atomically) and say what went into it."""
     debs = cache or cache_dir("debs")
-    packages = tuple(debpkg.fetch(p, debs) for p in PACKAGES)
+    packages = tuple(debpkg.fetch_many(PACKAGES, debs))
     epoch = source_date_epoch(DEFAULT_EPOCH)
     with tempfile.TemporaryDirectory(prefix="demo-os-staging-") as tmp, atomic_dir(dest) as out:
         staging = Path(tmp)

@@ -1,0 +1,101 @@
+"""The local demo repository ``demo.cernvm.test``: the demo OS published with the throwaway demo keys.
+
+Its layout is a Stratum directory per repository under one root (``<root>/demo.cernvm.test/…``), which
+``cvmfs.serve`` serves as ``http://127.0.0.1:PORT/cvmfs/demo.cernvm.test``. Publishing again is
+incremental: an unchanged OS writes (almost) nothing new, and each release of the demo OS gets a tag.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..cvmfs import whitelist
+from ..cvmfs.keys import KeySet, load_keys
+from ..cvmfs.publish import PublishResult, create_repository, publish_tree, resign_whitelist
+from ..paths import PROJECT_ROOT, cache_dir
+from . import DEMO_FQRN
+from .os_tree import build_demo_os
+
+KEYS_DIR = PROJECT_ROOT / "profiles" / "keys" / "demo"
+PUBLIC_KEY = PROJECT_ROOT / "profiles" / "keys" / f"{DEMO_FQRN}.pub"
+#: Re-sign the whitelist when it has less than this left (it is valid for 30 days).
+WHITELIST_MARGIN = dt.timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class DemoRepository:
+    root: Path  # what to serve: holds <fqrn>/
+    stratum: Path
+    fqrn: str
+    public_key: Path
+    revision: int
+    root_hash: str
+    tag: str | None
+    objects_written: int
+
+
+def demo_root() -> Path:
+    return cache_dir("demo", "repo")
+
+
+def demo_keys() -> KeySet:
+    return load_keys(KEYS_DIR, DEMO_FQRN)
+
+
+def _keep_whitelist_fresh(stratum: Path, keys: KeySet) -> None:
+    path = stratum / ".cvmfswhitelist"
+    try:
+        wl = whitelist.parse(path.read_bytes(), str(path))
+    except Exception:  # a damaged whitelist is replaced by a good one
+        resign_whitelist(stratum, DEMO_FQRN, keys)
+        return
+    if wl.expires - dt.datetime.now(dt.UTC) < WHITELIST_MARGIN:
+        resign_whitelist(stratum, DEMO_FQRN, keys)
+
+
+def publish_demo(
+    root: Path | None = None,
+    *,
+    release: str = "1",
+    tag: str | None = None,
+    extra_files: dict[str, str] | None = None,
+) -> DemoRepository:
+    """Build the demo OS ``release`` and publish it as a new revision tagged ``tag`` (``demo-<release>``).
+
+    ``extra_files`` (path → text) are added to the tree, e.g. to make a revision that differs.
+    """
+    root = root or demo_root()
+    stratum = root / DEMO_FQRN
+    keys = demo_keys()
+    if not (stratum / ".cvmfspublished").exists():
+        create_repository(stratum, DEMO_FQRN, keys)
+    else:
+        _keep_whitelist_fresh(stratum, keys)
+    with tempfile.TemporaryDirectory(prefix="demo-os-") as tmp:
+        tree = build_demo_os(Path(tmp) / "os", release=release).root
+        for rel, text in (extra_files or {}).items():
+            target = tree / rel.lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+        result: PublishResult = publish_tree(
+            stratum,
+            DEMO_FQRN,
+            keys,
+            tree,
+            tag=tag or f"demo-{release}",
+            description=f"CernVM demo OS {release}",
+            normalize_owner=True,
+        )
+    return DemoRepository(
+        root=root,
+        stratum=stratum,
+        fqrn=DEMO_FQRN,
+        public_key=PUBLIC_KEY,
+        revision=result.revision,
+        root_hash=result.root_hash,
+        tag=result.tag,
+        objects_written=result.objects_written,
+    )
