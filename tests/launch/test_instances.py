@@ -81,16 +81,28 @@ def test_list_reads_everything_from_metadata(conn: Any, launch_env: Path, image:
     conn.defineXML(
         "<domain type='test'><name>foreign</name><memory>65536</memory><os><type>hvm</type></os></domain>"
     )
-    for n in range(50):
-        instances.create(conn, request(launch_env, image, f"vm{n:02d}", cpus=1 + n % 2), lambda _: None)
+    instances.create(conn, request(launch_env, image, "vm00"))
+    # 49 more defined straight from the template: list must not depend on files, only on metadata.
+    for n in range(1, 50):
+        name = f"vm{n:02d}"
+        spec = domain.DomainSpec(
+            name=name, title="t", domain_type="test", cpus=1 + n % 2, memory=256, image=image,
+            image_format="hdd", scratch=launch_env / "s", context_iso=launch_env / "c",
+            console_log=launch_env / "l",
+        )  # fmt: skip
+        conn.defineXML(
+            domain.render(spec, domain.Metadata(image=str(image), ssh_port=20000 + n, cpus=1 + n % 2))
+        )
     found = instances.list_instances(conn)
     assert [i.name for i in found] == [
         f"vm{n:02d}" for n in range(50)
     ]  # domains launch did not make are left out
-    assert [i.meta.cpus for i in found[:2] if i.meta] == [1, 2]
-    assert len({i.meta.ssh_port for i in found if i.meta}) == 50  # every instance has its own port
+    assert [i.meta.cpus for i in found[:3] if i.meta] == [1, 2, 1]
+    assert len({i.meta.ssh_port for i in found if i.meta}) == 50
+    assert [i.state for i in found[:2]] == ["running", "stopped"]
     js = found[0].to_json()
     assert js["name"] == "vm00" and js["state"] == "running" and js["host_fingerprint"].startswith("SHA256:")
+    assert instances.list_instances(conn, running_only=True)[0].name == "vm00"
 
 
 @pytest.mark.parametrize("name", ["a b", "a/b", "a<b", "x&y", "'q'", "", "-lead", "ä"])
