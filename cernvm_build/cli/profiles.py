@@ -82,16 +82,40 @@ def cmd_list(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_show(args: argparse.Namespace, out: Output) -> int:
+    if args.origins:
+        where = profile.origins(args.name)
+        p = profile.load(args.name).to_dict()
+        rows = [{"key": k, "value": _lookup(p, k), "from": v} for k, v in where.items()]
+        out.data(
+            rows,
+            lambda r: out.table(
+                ["key", "value", "from"], [[_escape(str(x)) for x in row.values()] for row in r]
+            ),
+        )
+        return 0
     if args.resolved:
         data = profile.load(args.name).to_dict()
     else:
-        data = profile.own_settings(args.name)
+        path = profile.locate(args.name)
+        data = profile.own_settings(path)
+        if not out.json_mode:
+            # the file as written: comments and !replace tags are part of what it says
+            out.print(f"# {display(path)}", markup=False)
+            out.print(path.read_text(encoding="utf-8").rstrip(), markup=False)
+            return 0
 
     def render(d: dict[str, Any]) -> None:
         out.console.print(yaml.safe_dump(d, sort_keys=False, allow_unicode=True).rstrip(), markup=False)
 
     out.data(data, render)
     return 0
+
+
+def _lookup(data: dict[str, Any], key: str) -> Any:
+    value: Any = data
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
 
 
 def cmd_validate(args: argparse.Namespace, out: Output) -> int:
@@ -172,12 +196,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Show one profile.\n\n"
         "  cernvm-build profiles show el4               the file's own settings\n"
         "  cernvm-build profiles show el4 --resolved    with base/preserved merged, templates rendered\n"
-        "  cernvm-build profiles show el4 --resolved --json",
+        "  cernvm-build profiles show el4 --resolved --json\n"
+        "  cernvm-build profiles show el4 --origins       which file set each value (or 'default')",
         json=True,
         handler=cmd_show,
     )
     p.add_argument("name", metavar="NAME", help="profile name (e.g. el7) or path to a .yaml file")
     p.add_argument("--resolved", action="store_true", help="merge parents, render templates, apply defaults")
+    p.add_argument(
+        "--origins", action="store_true", help="each resolved setting with the file:line it comes from"
+    )
 
     p = subparser(
         leaves,

@@ -31,7 +31,7 @@ from .model import (
     Snapshot,
     is_rolling_tag,
 )
-from .yamlnodes import display, to_plain
+from .yamlnodes import Node, display, location, to_plain
 
 __all__ = [
     "BootloaderSettings",
@@ -50,6 +50,7 @@ __all__ = [
     "list_profiles",
     "load",
     "locate",
+    "origins",
     "own_settings",
 ]
 
@@ -83,6 +84,8 @@ class Outcome:
     profile: Profile | None = None
     errors: list[ProfileError] = field(default_factory=list)
     abstract: bool = False
+    #: where each setting's value was written ("file:line:column"), or "default"
+    origins: dict[str, str] = field(default_factory=dict)
 
 
 def check(name_or_path: str | Path, search_path: Sequence[Path] | None = None) -> Outcome:
@@ -116,9 +119,25 @@ def check(name_or_path: str | Path, search_path: Sequence[Path] | None = None) -
         outcome.errors = [e]
         return outcome
     outcome.errors = values.errors
+    for key, written in values.nodes.items():
+        if key != "abstract":
+            outcome.origins[key] = _origin(written)
     if not values.errors:
         outcome.profile = _build(values.values, path, layers[-1].extends, [la.path for la in layers])
     return outcome
+
+
+def _origin(node: Node | None) -> str:
+    """Where a value was written; for merged lists and mappings, every file that added to it."""
+    if node is None or node.pos is None:
+        return "default"
+    items = list(node.value.values()) if node.kind == "map" else node.value if node.kind == "seq" else []
+    firsts: dict[Path, str] = {}
+    for item in items:
+        where = item.key_pos or item.pos
+        if where is not None and where.file not in firsts:
+            firsts[where.file] = str(location(where))
+    return " + ".join(firsts.values()) if len(firsts) > 1 else str(location(node.pos))
 
 
 def load(name_or_path: str | Path, search_path: Sequence[Path] | None = None) -> Profile:
@@ -158,6 +177,14 @@ def _is_abstract(path: Path) -> bool:
 def list_profiles(search_path: Sequence[Path] | None = None, include_abstract: bool = False) -> list[str]:
     """Names of the profiles on the search path, sorted (abstract building blocks left out)."""
     return [n for n, p in find_profiles(search_path).items() if include_abstract or not _is_abstract(p)]
+
+
+def origins(name_or_path: str | Path, search_path: Sequence[Path] | None = None) -> dict[str, str]:
+    """For each setting of a valid profile, the file:line:column its value comes from (or "default")."""
+    outcome = check(name_or_path, search_path)
+    if outcome.errors:
+        raise outcome.errors[0]
+    return outcome.origins
 
 
 def own_settings(name_or_path: str | Path, search_path: Sequence[Path] | None = None) -> dict[str, Any]:

@@ -130,3 +130,19 @@ def test_the_installed_command_runs_the_demo() -> None:
     res = subprocess.run([str(exe), "demo"], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     assert "demo.cernvm.test" in res.stdout and "plan" in res.stdout
+
+
+def test_show_origins_names_the_file_behind_each_value(capsys: pytest.CaptureFixture[str]) -> None:
+    rows = run_json(capsys, "profiles", "show", "el4", "--origins", "--json")
+    assert isinstance(rows, list)
+    by_key = {r["key"]: r for r in rows}
+    assert by_key["os.release"]["from"].startswith("profiles/el4.yaml:")
+    assert by_key["bootloader.cmdline"]["from"].startswith("profiles/preserved.yaml:")
+    assert by_key["bootloader.cmdline"]["value"] == ["vsyscall=emulate"]
+    assert by_key["cvmfs.snapshot.date"]["from"] == "default"
+
+
+def test_show_without_resolved_prints_the_file_as_written(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["profiles", "show", "el4"]) == 0
+    out = capsys.readouterr().out
+    assert "servers: !replace" in out and "# Scientific Linux CERN 4" in out

@@ -107,3 +107,17 @@ def test_an_abstract_profile_cannot_be_loaded_alone() -> None:
     with pytest.raises(profile.ProfileError, match="abstract"):
         profile.load("base")
     assert profile.check("base").errors == []
+
+
+def test_merged_lists_name_every_file_that_added_to_them(write: Write) -> None:
+    write("parent", "extends: minimal\nbootloader: {cmdline: [quiet]}\n")
+    child = write("child", "extends: parent\nbootloader: {cmdline: [debug]}\n")
+    origin = profile.origins(child)["bootloader.cmdline"]
+    assert "parent.yaml:2:" in origin and "child.yaml:2:" in origin
+
+
+def test_an_edited_file_is_read_again(write: Write) -> None:
+    path = write("p", "extends: minimal\ndescription: first\n")
+    assert profile.load(path).description == "first"
+    write("p", "extends: minimal\ndescription: second version\n")
+    assert profile.load(path).description == "second version"
