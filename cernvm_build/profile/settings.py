@@ -122,8 +122,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "os.distribution",
         Kind.STR,
-        "Distribution name.",
-        choices=("SLC", "SL", "CentOS", "CC", "RHEL", "AlmaLinux", "Rocky"),
+        "Distribution name (`Demo`: the toolkit's own minimal busybox userland that `make run` publishes).",
+        choices=("SLC", "SL", "CentOS", "CC", "RHEL", "AlmaLinux", "Rocky", "Demo"),
         example="SL",
     ),
     Setting("os.arch", Kind.STR, "CPU architecture.", default="x86_64", choices=("x86_64", "aarch64")),
