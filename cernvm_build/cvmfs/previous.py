@@ -7,6 +7,7 @@ Catalogs are inflated into a scratch directory and opened read-only.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import zlib
 from dataclasses import dataclass
@@ -132,6 +133,29 @@ class OldCatalog:
         self.db.close()
 
 
+class CountersCache:
+    """Statistics of catalogs by hash, kept in ``data/txn/counters-cache.db``.
+
+    A publish below ``base_path`` needs the counters of every sibling nested catalog it keeps
+    (for the parent's ``subtree_*`` sums); with this cache it does not inflate each of them again.
+    Catalogs are immutable, so an entry never goes stale.
+    """
+
+    def __init__(self, path: Path):
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("CREATE TABLE IF NOT EXISTS counters (hash TEXT PRIMARY KEY, rows TEXT)")
+
+    def get(self, name: str) -> Counters | None:
+        row = self.db.execute("SELECT rows FROM counters WHERE hash = ?", (name,)).fetchone()
+        return None if row is None else Counters.from_rows(json.loads(row[0]))
+
+    def put(self, name: str, counters: Counters) -> None:
+        self.db.execute("INSERT OR REPLACE INTO counters VALUES (?, ?)", (name, json.dumps(counters.rows())))
+
+    def close(self) -> None:
+        self.db.close()
+
+
 class PreviousTree:
     """Lazy access to the catalogs of one earlier revision."""
 
@@ -139,7 +163,17 @@ class PreviousTree:
         self.stratum = stratum
         self.scratch = scratch
         self._open: dict[str, OldCatalog] = {}
+        self.cache = CountersCache(stratum / "data" / "txn" / "counters-cache.db")
         self.root = self._load(root_hash, "", 0)
+
+    def nested_counters(self, parent: OldCatalog, path: str) -> Counters:
+        """The statistics of the nested catalog at ``path`` (from the cache when known)."""
+        name, _ = parent.nested[path]
+        counters = self.cache.get(name)
+        if counters is None:
+            counters = self.nested_catalog(parent, path).counters()
+            self.cache.put(name, counters)
+        return counters
 
     def _load(self, name: str, prefix: str, size: int) -> OldCatalog:
         cat = self._open.get(prefix)
@@ -181,3 +215,4 @@ class PreviousTree:
         for cat in self._open.values():
             cat.close()
         self._open.clear()
+        self.cache.close()

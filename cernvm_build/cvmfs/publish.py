@@ -210,13 +210,13 @@ def _stage_outside(stage: Stage, prev: PreviousTree, base: str) -> None:
             if row.path == base or row.path.startswith(base + "/"):
                 continue
             if row.flags & 2 and row.path in cat.nested:  # nested catalog mountpoint
-                child = prev.nested_catalog(cat, row.path)
                 if row.path in ancestors:
                     stage.put(_entry_from_old(row, cat))
-                    walk(child, row.path)
+                    walk(prev.nested_catalog(cat, row.path), row.path)
                 else:
                     name, size = cat.nested[row.path]
-                    stage.put(_entry_from_old(row, cat), NestedRef(name, size, child.counters()))
+                    counters = prev.nested_counters(cat, row.path)
+                    stage.put(_entry_from_old(row, cat), NestedRef(name, size, counters))
             else:
                 stage.put(_entry_from_old(row, cat))
                 if stat.S_ISDIR(row.mode):
@@ -356,7 +356,8 @@ def _scan_dir(
         raise CvmfsError(
             f"{source}: not a directory", hint="publish a directory, a tar file or '-' for stdin"
         )
-    todo: list[tuple[str, str, int]] = []
+    # files whose content must be read wait in the stage database, not in a Python list
+    stage.db.execute("CREATE TEMP TABLE todo (path TEXT, fs TEXT, size INTEGER)")
 
     def entry(path: str, fs: str, st: os.stat_result) -> Entry:
         return Entry(
@@ -408,18 +409,21 @@ def _scan_dir(
                     stage.put(ent)
                 else:
                     stage.put(ent)
-                    todo.append((path, d.path, st.st_size))
+                    stage.db.execute("INSERT INTO todo VALUES (?, ?, ?)", (path, d.path, st.st_size))
             else:  # fifo, socket, char/block device: stored as the server stores them
                 ent.size = st.st_rdev if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else 0
                 stage.put(ent)
     _fault("scanned")
-    content.total_bytes = sum(t[2] for t in todo)
+    count, total = stage.db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM todo").fetchone()
+    content.total_bytes = int(total)
     if opts.progress:
         opts.progress(0, content.total_bytes)
-    for path, fs, size in todo:
+    todo = stage.db.cursor()  # a second cursor: the loop below writes to the stage meanwhile
+    for path, fs, size in todo.execute("SELECT path, fs, size FROM todo ORDER BY rowid"):
         content.submit_file(path, fs, size)
     content.finish()
-    return len(todo)
+    stage.db.execute("DROP TABLE todo")
+    return int(count)
 
 
 def _tar_path(name: str, base: str) -> str:
@@ -593,6 +597,8 @@ class _Builder:
         name = self.store.put_path(db, "C")
         db.unlink()
         self.new_catalogs.append(name)
+        if self.prev is not None:
+            self.prev.cache.put(name, counters)
         return name, size, counters
 
     def _fill(self, w: CatalogWriter, path: str) -> None:
