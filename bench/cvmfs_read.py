@@ -1,0 +1,253 @@
+"""CernVM-FS reader benchmarks (issue 3): export and FUSE, each next to its reference.
+
+- export: read a whole revision over loopback HTTP, verify every object, inflate, write the tree
+  — vs the limit: plain HTTP GET + inflate of the same objects (same number of threads), no checks,
+  no writes. Aim: >= 60 % of the limit.
+- FUSE: ``find`` + read every file through the mount, with an empty cache (cold) and after a remount
+  with the objects cached (warm) — vs reading the exported tree from the local disk.
+
+The synthetic repository (realistic size mix, a few large chunked files) is published with the
+toolkit's own publisher and served by ``cvmfs.serve``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import http.client
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
+
+from bench.common import Result, peak_rss_mb, print_table, timer  # noqa: E402
+from cernvm_build.cvmfs.objects import object_path  # noqa: E402
+from cernvm_build.cvmfs.repository import Repository, open_repository  # noqa: E402
+
+FQRN = "bench.cernvm.test"
+JOBS = 4
+WORDS = [b"cernvm", b"physics", b"event", b"detector", b"calibration", b"run", b"lumi", b"track", b"\n"]
+
+
+def _content(rng: random.Random, size: int) -> bytes:
+    """Half random bytes, half text: compresses roughly 2:1 like a software tree."""
+    half = size // 2
+    text = b" ".join(rng.choice(WORDS) for _ in range(size // 6 + 1))[: size - half]
+    return rng.randbytes(half) + text
+
+
+def make_tree(root: Path, n_files: int, total_mb: int, seed: int = 42) -> int:
+    """A tree of ``n_files`` files, ~``total_mb`` MB: many small, some medium, a few large (chunked)."""
+    rng = random.Random(seed)
+    total = total_mb << 20
+    n_large = max(1, total_mb // 100)
+    large_each = int(total * 0.4) // n_large
+    small_budget = total - large_each * n_large
+    n_small = n_files - n_large
+    sizes = [max(0, int(rng.lognormvariate(8.5, 1.6))) for _ in range(n_small)]
+    scale = small_budget / max(1, sum(sizes))
+    sizes = [int(s * scale) for s in sizes] + [large_each] * n_large
+    written = 0
+    for i, size in enumerate(sizes):
+        d = root / f"d{i % 50:02d}" / f"s{(i // 50) % 20:02d}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"f{i:06d}.dat").write_bytes(_content(rng, size))
+        written += size
+    (root / "bin").mkdir(exist_ok=True)
+    os.symlink("../d00", root / "bin" / "link")
+    return written
+
+
+def make_repository(work: Path, n_files: int, total_mb: int) -> tuple[Path, Path, int]:
+    """Publish a synthetic tree; returns (stratum dir, public key, bytes of content)."""
+    from cernvm_build.cvmfs.keys import generate_keys
+    from cernvm_build.cvmfs.publish import create_repository, publish_tree
+
+    tree = work / "tree"
+    size = make_tree(tree, n_files, total_mb)
+    stratum = work / "srv" / FQRN
+    keys = generate_keys(FQRN)
+    keydir = work / "keys"
+    keys.save(keydir)
+    create_repository(stratum, FQRN, keys)
+    publish_tree(stratum, FQRN, keys, tree)
+    shutil.rmtree(tree)
+    return stratum, keydir / f"{FQRN}.pub", size
+
+
+def _objects(repo: Repository) -> list[str]:
+    out: dict[str, None] = {}
+    for e in repo.walk("/"):
+        if not e.is_file:
+            continue
+        if e.chunks:
+            for c in e.chunks:
+                out[object_path(c.hash, "P")] = None
+        elif e.content_hash:
+            out[object_path(e.content_hash, "")] = None
+    return list(out)
+
+
+_conns = threading.local()
+
+
+def _get_inflate(url: str) -> int:
+    """The limit: GET on a kept-alive connection (as the reader does) and inflate, nothing else."""
+    u = urllib.parse.urlsplit(url)
+    conn = getattr(_conns, "c", None)
+    if conn is None:
+        conn = _conns.c = http.client.HTTPConnection(u.netloc, timeout=30)
+    conn.request("GET", u.path)
+    resp = conn.getresponse()
+    d = zlib.decompressobj()
+    n = 0
+    while block := resp.read(1 << 20):
+        n += len(d.decompress(block))
+    return n + len(d.flush())
+
+
+@contextlib.contextmanager
+def _server_process(root: Path) -> Iterator[str]:
+    """The Stratum server in its own process, so it does not share the GIL with what is measured."""
+    code = (
+        "import sys, time; from pathlib import Path; from cernvm_build.cvmfs.serve import serve; "
+        "s = serve(Path(sys.argv[1])); print(s.url, flush=True); time.sleep(86400)"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(root)], stdout=subprocess.PIPE, text=True, cwd=ROOT
+    )
+    try:
+        assert proc.stdout is not None
+        yield proc.stdout.readline().strip()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _read_all(root: Path) -> tuple[int, int]:
+    """``find`` + read every regular file (1 MiB reads); returns (files, bytes)."""
+    files = nbytes = 0
+    for dirpath, _dirs, names in os.walk(root):
+        for name in names:
+            p = os.path.join(dirpath, name)
+            if os.path.islink(p):
+                continue
+            files += 1
+            with open(p, "rb", buffering=0) as f:
+                while block := f.read(1 << 20):
+                    nbytes += len(block)
+    return files, nbytes
+
+
+def _daemon_hwm_mb(mnt: Path) -> float:
+    """Peak RSS of the FUSE daemon serving ``mnt`` (found by its command line)."""
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if b"cernvm_build.cvmfs.mount" in cmd and str(mnt).encode() in cmd:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) / 1024
+        except OSError:
+            continue
+    return 0.0
+
+
+def _mount(url: str, pub: Path, mnt: Path, cache: Path) -> None:
+    cmd = [sys.executable, "-m", "cernvm_build.cvmfs.mount", "--fqrn", FQRN, "--server", url]
+    cmd += ["--public-key", str(pub), "--cache", str(cache), str(mnt)]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=300)
+
+
+def _unmount(mnt: Path) -> None:
+    subprocess.run(["fusermount3", "-u", str(mnt)], check=False, timeout=120)
+
+
+def run(quick: bool = True) -> list[Result]:
+    n_files, total_mb = (2000, 60) if quick else (20000, 500)
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory(prefix="bench-cvmfs-read-") as tmp:
+        work = Path(tmp)
+        stratum, pub, content = make_repository(work, n_files, total_mb)
+        mb = content / 1e6
+        with _server_process(stratum.parent) as base:
+            url = f"{base}/cvmfs/{FQRN}"
+            # -- export vs GET + inflate ------------------------------------------------------------
+            with open_repository(url, public_keys=[pub]) as repo:
+                objs = _objects(repo)
+            urls = [f"{url}/{o}" for o in objs]
+            with timer() as t_ref, cf.ThreadPoolExecutor(JOBS) as pool:
+                ref_bytes = sum(pool.map(_get_inflate, urls))
+            from cernvm_build.cvmfs.export import export_directory
+
+            rss0 = peak_rss_mb()
+            dest = work / "export"
+            with timer() as t_exp, open_repository(url, public_keys=[pub]) as repo:
+                res = export_directory(repo, dest, jobs=JOBS)
+            exp_rate = res.bytes / 1e6 / t_exp["s"]
+            ref_rate = ref_bytes / 1e6 / t_ref["s"]
+            results.append(
+                Result(
+                    "cvmfs.export",
+                    f"{res.files} files, {mb:.0f} MB",
+                    exp_rate,
+                    "MB/s",
+                    reference="HTTP GET + inflate",
+                    reference_value=ref_rate,
+                    aim=">= 60 % of reference",
+                    ok=exp_rate >= 0.6 * ref_rate,
+                    extra={
+                        "seconds": round(t_exp["s"], 2),
+                        "peak_rss_mb": round(max(rss0, peak_rss_mb()), 1),
+                    },
+                )
+            )
+            # -- FUSE: find + read all, cold and warm, vs the exported tree on disk -----------------
+            with timer() as t_disk:
+                files_disk, bytes_disk = _read_all(dest)
+            disk_rate = bytes_disk / 1e6 / t_disk["s"]
+            mnt = work / "mnt"
+            mnt.mkdir()
+            cache = work / "cache"
+            for label in ("cold", "warm"):
+                _mount(url, pub, mnt, cache)
+                try:
+                    with timer() as t_fuse:
+                        files, nbytes = _read_all(mnt)
+                    hwm = _daemon_hwm_mb(mnt)
+                finally:
+                    _unmount(mnt)
+                assert (files, nbytes) == (files_disk, bytes_disk), "FUSE read differs from the export"
+                rate = nbytes / 1e6 / t_fuse["s"]
+                results.append(
+                    Result(
+                        "cvmfs.fuse",
+                        f"find+read all, {label} cache",
+                        rate,
+                        "MB/s",
+                        reference="read exported tree from disk",
+                        reference_value=disk_rate,
+                        extra={"seconds": round(t_fuse["s"], 2), "daemon_peak_rss_mb": round(hwm, 1)},
+                    )
+                )
+                time.sleep(0.2)
+    return results
+
+
+if __name__ == "__main__":
+    print_table(run(quick="--full" not in sys.argv))
