@@ -11,7 +11,6 @@ from .. import profile as profile_mod
 from ..artifact import Artifact
 from ..cvmfs.repository import SnapshotSpec
 from ..errors import BuildError, UsageError
-from ..paths import source_date_epoch
 from .app import HelpFormatter, Output, group_handler, subparser
 
 BUILD_DESCRIPTION = """\
@@ -117,99 +116,43 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     inner.choices = _AnyName(inner.choices or {})
 
 
-def _snapshot(args: argparse.Namespace, prof: profile_mod.Profile) -> SnapshotSpec:
-    if args.tag or args.root_hash:
-        return SnapshotSpec(tag=args.tag, root_hash=args.root_hash)
-    s = prof.cvmfs.snapshot
-    return SnapshotSpec(tag=s.tag, date=s.date, root_hash=s.root_hash)
-
-
 def _build(args: argparse.Namespace, out: Output) -> int:
-    from ..container import build as build_mod
-    from ..container import origin as origin_mod
+    from ..container.from_profile import HubOptions, build_profile
 
     prof = profile_mod.load(args.profile)
-    formats = args.format.split(",") if args.format else list(prof.container.formats)
-    build_mod.check_formats([f.strip() for f in formats])
-    formats = [f.strip() for f in formats]
-    if "cvmfs" in formats and (args.hub_stratum is None or args.hub_keys is None):
-        raise UsageError("the cvmfs format needs --hub-stratum DIR and --hub-keys DIR")
-    sources = args.source or prof.cvmfs.server_urls()
-    keys = args.key or list(prof.cvmfs.public_keys)
-    origin = origin_mod.open_origin(
-        sources,
-        fqrn=prof.cvmfs.repository,
-        path=args.path or prof.cvmfs.path,
-        public_keys=keys,
-        snapshot=_snapshot(args, prof),
-    )
-    try:
-        repo = origin.repo
-        out.info(f"reading {origin.tree.description} (revision {repo.revision})")
-        version = repo.tag or f"r{repo.revision}"
-        spec = origin_mod.image_spec(
-            profile_name=prof.name,
-            description=prof.description,
-            version=version,
-            reference=args.name,
-            created=source_date_epoch(),
-            entrypoint=prof.container.entrypoint,
-            env=prof.container.env,
-            labels=prof.container.labels,
-            origin_labels=origin_mod.provenance(origin),
-            architecture=origin_mod.oci_arch(prof.os.arch),
-        )
-        publish = None
-        if "cvmfs" in formats:
-            from ..container.hub import publisher
+    snapshot = SnapshotSpec(tag=args.tag, root_hash=args.root_hash) if args.tag or args.root_hash else None
+    with out.progress(transfer=True) as bar:
+        task = bar.add_task(f"container {prof.name}", total=None)
 
-            publish = publisher(stratum=args.hub_stratum, fqrn=args.hub_fqrn, keys_dir=args.hub_keys)
-        req = build_mod.BuildRequest(
-            source=origin.tree,
-            spec=spec,
-            formats=formats,
+        def progress(advance: int, total: int) -> None:
+            bar.update(task, total=total, advance=advance)
+
+        made = build_profile(
+            prof,
             out_dir=args.out,
-            basename=args.basename or prof.name,
+            formats=args.format.split(",") if args.format else None,
+            basename=args.basename,
+            sources=args.source,
+            keys=args.key,
+            snapshot=snapshot,
+            path=args.path,
+            reference=args.name,
             keep_mtimes=args.keep_mtimes,
-            hub_fqrn=args.hub_fqrn,
-            publish=publish,
+            hub=HubOptions(fqrn=args.hub_fqrn, stratum=args.hub_stratum, keys_dir=args.hub_keys),
+            progress=progress,
+            on_open=lambda d: out.info(f"reading {d}"),
         )
-        total = build_mod.content_size(origin.tree)
-        with out.progress(transfer=True) as bar:
-            task = bar.add_task(f"container {prof.name}", total=total)
-            result = build_mod.build(req, progress=lambda n: bar.advance(task, n))
-    finally:
-        origin.close()
-    for path, reason in result.skipped:
-        out.warn(f"{origin.tree.description}: {path}: skipped ({reason})")
-    doc = {
-        "reference": spec.reference,
-        "origin": origin_mod.provenance(origin),
-        "artifacts": [a.to_json() for a in result.artifacts],
-        "layer": None
-        if result.layer is None
-        else {
-            "diff_id": result.layer.diff_id,
-            "digest": result.layer.digest,
-            "size": result.layer.size,
-            "compressed_size": result.layer.compressed_size,
-            "files": result.layer.files,
-            "directories": result.layer.dirs,
-            "symlinks": result.layer.symlinks,
-            "hardlinks": result.layer.hardlinks,
-            "specials": result.layer.specials,
-        },
-        "skipped": [{"path": p, "reason": r} for p, r in result.skipped],
-    }
+    for path, reason in made.result.skipped:
+        out.warn(f"{made.description}: {path}: skipped ({reason})")
 
     def render(d: dict[str, Any]) -> None:
-        out.print(f"[bold]{spec.reference}[/bold] from {origin.tree.description}")
+        out.print(f"[bold]{made.spec.reference}[/bold] from {made.description}")
         out.table(
             ["format", "path", "sha256", "size"],
-            [[a.format, _where(a), a.sha256[:16], _size(a)] for a in result.artifacts],
+            [[a.format, _where(a), a.sha256[:16], _size(a)] for a in made.result.artifacts],
         )
 
-    out.data(doc, render)
+    out.data(made.to_json(), render)
     return 0
 
 

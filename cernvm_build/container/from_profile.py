@@ -1,0 +1,144 @@
+"""The stage other areas call: a profile in, its reference containers out.
+
+    from cernvm_build.container.from_profile import build_profile
+    made = build_profile(profile.load("el9"), out_dir=Path("build/containers"))
+    made.result.artifacts        # [Artifact(path, format, sha256, size, meta), ...]
+
+The repository, path and snapshot come from the profile unless given; ``sources`` and ``keys``
+override the profile's servers and public keys (a local Stratum folder works as a source).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..cvmfs.repository import SnapshotSpec
+from ..errors import UsageError
+from ..paths import source_date_epoch
+from ..profile import Profile
+from .build import BuildRequest, BuildResult, build, check_formats, content_size
+from .image import ImageSpec
+from .origin import image_spec, oci_arch, open_origin, provenance
+
+
+@dataclass(frozen=True)
+class HubOptions:
+    fqrn: str = "unpacked.cern.ch"
+    stratum: Path | None = None  # local Stratum-0 of the hub (the cvmfs format publishes there)
+    keys_dir: Path | None = None
+
+
+@dataclass
+class ProfileBuild:
+    spec: ImageSpec
+    origin: dict[str, str]
+    description: str  # e.g. cvmfs://repo/path@tag
+    result: BuildResult
+
+    def to_json(self) -> dict[str, Any]:
+        layer = self.result.layer
+        return {
+            "reference": self.spec.reference,
+            "origin": self.origin,
+            "artifacts": [a.to_json() for a in self.result.artifacts],
+            "layer": None
+            if layer is None
+            else {
+                "diff_id": layer.diff_id,
+                "digest": layer.digest,
+                "size": layer.size,
+                "compressed_size": layer.compressed_size,
+                "files": layer.files,
+                "directories": layer.dirs,
+                "symlinks": layer.symlinks,
+                "hardlinks": layer.hardlinks,
+                "specials": layer.specials,
+            },
+            "skipped": [{"path": p, "reason": r} for p, r in self.result.skipped],
+        }
+
+
+def profile_snapshot(prof: Profile) -> SnapshotSpec:
+    s = prof.cvmfs.snapshot
+    return SnapshotSpec(tag=s.tag, date=s.date, root_hash=s.root_hash)
+
+
+def build_profile(
+    prof: Profile,
+    *,
+    out_dir: Path,
+    formats: Sequence[str] | None = None,
+    basename: str | None = None,
+    sources: Sequence[str] | None = None,
+    keys: Sequence[Path] | None = None,
+    snapshot: SnapshotSpec | None = None,
+    path: str | None = None,
+    reference: str | None = None,
+    keep_mtimes: bool = False,
+    hub: HubOptions = HubOptions(),
+    progress: Callable[[int, int], None] | None = None,
+    on_open: Callable[[str], None] | None = None,
+) -> ProfileBuild:
+    """Build ``formats`` (default: the profile's) of ``prof``'s container into ``out_dir``.
+
+    ``progress(advance, total)`` reports content bytes; ``on_open(description)`` is called once the
+    snapshot is open (before the long part).
+    """
+    fmts = check_formats([f.strip() for f in (formats or prof.container.formats)])
+    if "cvmfs" in fmts and (hub.stratum is None or hub.keys_dir is None):
+        raise UsageError("the cvmfs format needs --hub-stratum DIR and --hub-keys DIR")
+    origin = open_origin(
+        list(sources or prof.cvmfs.server_urls()),
+        fqrn=prof.cvmfs.repository,
+        path=path or prof.cvmfs.path,
+        public_keys=list(keys or prof.cvmfs.public_keys),
+        snapshot=snapshot or profile_snapshot(prof),
+    )
+    try:
+        repo = origin.repo
+        if on_open is not None:
+            on_open(f"{origin.tree.description} (revision {repo.revision})")
+        labels = provenance(origin)
+        spec = image_spec(
+            profile_name=prof.name,
+            description=prof.description,
+            version=repo.tag or f"r{repo.revision}",
+            reference=reference,
+            created=source_date_epoch(),
+            entrypoint=prof.container.entrypoint,
+            env=prof.container.env,
+            labels=prof.container.labels,
+            origin_labels=labels,
+            architecture=oci_arch(prof.os.arch),
+        )
+        publish = None
+        if "cvmfs" in fmts:
+            from .hub import publisher
+
+            assert hub.stratum is not None and hub.keys_dir is not None
+            publish = publisher(stratum=hub.stratum, fqrn=hub.fqrn, keys_dir=hub.keys_dir)
+        req = BuildRequest(
+            source=origin.tree,
+            spec=spec,
+            formats=fmts,
+            out_dir=out_dir,
+            basename=basename or prof.name,
+            keep_mtimes=keep_mtimes,
+            hub_fqrn=hub.fqrn,
+            publish=publish,
+        )
+        advance = None
+        if progress is not None:
+            total = content_size(origin.tree)
+            progress(0, total)
+
+            def advance(n: int) -> None:
+                progress(n, total)
+
+        result = build(req, progress=advance)
+        return ProfileBuild(spec, labels, origin.tree.description, result)
+    finally:
+        origin.close()
