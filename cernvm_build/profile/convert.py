@@ -61,7 +61,17 @@ def leaves(tree: Node, errors: list[ProfileError]) -> dict[str, Node]:
     def walk(node: Node, section: str) -> None:
         for key, child in node.value.items():
             full = f"{section}.{key}" if section else key
-            if full in BY_KEY:
+            if "." in key:  # never a setting: a dotted key would otherwise match the table
+                head, _, rest = key.partition(".")
+                _fail(
+                    errors,
+                    child.key_pos or child.pos,
+                    full,
+                    f"unknown setting (dotted keys are not expanded: write '{head}:' with '{rest}:' "
+                    "indented below it)",
+                    "see 'cernvm-build profiles reference'",
+                )
+            elif full in BY_KEY:
                 found[full] = child
             elif full in SECTIONS:
                 if child.kind == "map":

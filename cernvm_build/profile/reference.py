@@ -54,6 +54,12 @@ Templates see every setting (defaults included) and `name`; a template may use v
 templates themselves. An undefined name is an error at the value's file, line and column. An integer
 setting may be given as a template that renders to digits.
 
+## Editors
+
+`cernvm-build profiles schema > profile.schema.json` writes the JSON Schema of a profile file. With the
+YAML language server (VS Code, Neovim, …) put `# yaml-language-server: $schema=profile.schema.json` at
+the top of a profile and declare the tag: `"yaml.customTags": ["!replace sequence", "!replace mapping"]`.
+
 ## Errors
 
 Every problem is reported on one line as `file:line:column: key.path: message`, followed by a hint;

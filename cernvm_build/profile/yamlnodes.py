@@ -131,6 +131,8 @@ def load_text(text: str, path: Path) -> Node:
         mark = e.problem_mark or e.context_mark
         pos = Pos(path, mark.line + 1, mark.column + 1) if mark else None
         what = e.problem or e.context or "invalid YAML"
+        if e.problem and e.context:
+            what = f"{e.problem} ({e.context})"
         raise ProfileError(
             f"YAML syntax error: {what}",
             where=location(pos),
