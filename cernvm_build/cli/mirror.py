@@ -145,17 +145,24 @@ def _progress(out: Output) -> Iterator[Callable[[str, int, int], None]]:
         yield update
 
 
+def _count(n: int, noun: str) -> str:
+    if n == 1:
+        return f"1 {noun}"
+    return f"{n} {noun[:-1] + 'ies' if noun.endswith('y') else noun + 's'}"
+
+
 def _print_problems(out: Output, problems: list[str]) -> None:
     for p in problems:
         out.err.print(f"  - {p}", markup=False, highlight=False)
 
 
 def _render_plan(out: Output, report: SyncReport) -> None:
-    if report.actions:
-        rows = [
-            (a.op, a.rel, a.size, a.reason + (" (index, last)" if a.last else "")) for a in report.actions
-        ]
-        out.table(["action", "key", "bytes", "why"], rows, title=f"plan for {report.dest}")
+    # A dry run shows every action; a real run only with -v (a big first upload is thousands of lines).
+    # Plain lines, not a table: keys must never be truncated.
+    if report.actions and (report.dry_run or out.verbose):
+        for a in report.actions:
+            why = a.reason + (", index: published last" if a.last else "")
+            out.print(f"{a.op:<6} {a.rel}  ({a.size} bytes; {why})", markup=False, highlight=False)
     verb = "would upload" if report.dry_run else "uploaded"
     ups, dels = len(report.uploads), len(report.deletions)
     out.print(
@@ -196,11 +203,9 @@ def _mirror_handler(kind: str) -> Callable[[argparse.Namespace, Output], int]:
                 _print_problems(out, e.problems)
             raise
         c = rep.checked
-        out.info(
-            f"verified {c.source}: {len(c.repos)} {'suite' if kind == 'apt' else 'repositor'}"
-            f"{'s' if kind == 'apt' and len(c.repos) != 1 else 'ies' if len(c.repos) != 1 else 'y'}, "
-            f"{c.packages} packages{', signatures good' if c.signed else ''}"
-        )
+        what = _count(len(c.repos), "suite" if kind == "apt" else "repository")
+        sig = ", signatures good" if c.signed else ""
+        out.info(f"verified {c.source}: {what}, {_count(c.packages, 'package')}{sig}")
         assert rep.sync is not None
         out.data(rep.to_json(), lambda _: _render_plan(out, rep.sync) if rep.sync else None)
         return 0
@@ -228,14 +233,15 @@ def _verify_handler(args: argparse.Namespace, out: Output) -> int:
                 out.print(f"  - {p}", markup=False)
         else:
             sig = ", signatures good" if c.signed else ""
-            out.print(f"{c.source}: ok, {len(c.repos)} repositories/suites, {c.packages} packages{sig}")
+            what = _count(len(c.repos), "suite" if c.kind == "apt" else "repository")
+            out.print(f"{c.source}: ok, {what}, {_count(c.packages, 'package')}{sig}")
 
     out.data(checked.to_json(), lambda _: render(checked))
     if checked.problems:
         from ..errors import MirrorError
 
         raise MirrorError(
-            f"{args.dest}: published repository is broken ({len(checked.problems)} problems)",
+            f"{args.dest}: published repository is broken ({_count(len(checked.problems), 'problem')})",
             hint="re-run the mirror command to repair it from a good source",
         )
     return 0
