@@ -159,6 +159,8 @@ def test_verify_names_each_tampered_file(
     os.symlink("tool2", sandbox / "usr" / "bin" / "alias1")
     (sandbox / "usr" / "bin" / "tool9").unlink()
     (sandbox / "etc" / "extra").write_text("added")
+    (sandbox / "home").mkdir(exist_ok=True)
+    (sandbox / "home" / "hidden").write_text("inside a mount point is still extra")
     capsys.readouterr()
     rc = main(["container", "verify", str(sandbox), "--source", str(FIXTURE), "--key", str(KEY), "--json"])
     assert rc == 6
@@ -171,6 +173,7 @@ def test_verify_names_each_tampered_file(
         ("usr/bin/alias1", "target"),
         ("usr/bin/tool9", "missing"),
         ("etc/extra", "extra"),
+        ("home/hidden", "extra"),
     }
     assert report["origin"]["cvmfs.tag"] == "slc4-frozen"
 
