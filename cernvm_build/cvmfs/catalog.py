@@ -213,10 +213,11 @@ class Catalog:
         return self._entry(rows[0], parent, path)
 
     def children(self, path: str) -> list[DirEntry]:
-        """Entries whose parent is ``path``, sorted by name (as str)."""
+        """Entries whose parent is ``path``, sorted by name (as str). Hidden entries (the server's
+        virtual ``/.cvmfs`` snapshot directory) are left out, as the client does; lookup finds them."""
         a, b = md5_pair(path)
         rows = self._query(self._select + " WHERE parent_1=? AND parent_2=?", (a, b))
-        entries = [self._entry(r, path, None) for r in rows]
+        entries = [self._entry(r, path, None) for r in rows if not int(r[4] or 0) & FLAG_HIDDEN]
         entries.sort(key=lambda e: e.name)
         return entries
 

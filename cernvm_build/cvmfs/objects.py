@@ -34,10 +34,6 @@ _HASH_RE = re.compile(r"^([0-9a-f]{40})(-rmd160|-shake128)?$")
 _MD5_RE = re.compile(r"^[0-9a-f]{32}$")
 
 
-class Hasher(Protocol):
-    def update(self, data: bytes, /) -> None: ...
-
-
 @dataclass(frozen=True)
 class ObjectHash:
     """A content hash: the hex digest and its algorithm."""
@@ -107,7 +103,12 @@ def new_hasher(algorithm: str = "sha1") -> _Digest:
     if algorithm == "sha1":
         return hashlib.sha1()
     if algorithm == "rmd160":
-        return hashlib.new("ripemd160")
+        try:
+            return hashlib.new("ripemd160")
+        except ValueError:  # no OpenSSL (the initrd) or OpenSSL 3 without the legacy provider
+            from .ripemd160 import Ripemd160
+
+            return Ripemd160()
     if algorithm == "shake128":
         return _Shake128()
     raise ValueError(f"unknown hash algorithm {algorithm!r}")

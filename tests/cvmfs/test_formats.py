@@ -166,3 +166,17 @@ def test_snapshot_date_format_is_strict() -> None:
     assert parse_date("1970-01-02T00:00:00Z") == 86400
     with pytest.raises(CvmfsError, match="YYYY-MM-DDTHH:MM:SSZ"):
         parse_date("2026-01-01 00:00:00")
+
+
+def test_pure_python_ripemd160_matches_hashlib() -> None:
+    import os
+
+    from cernvm_build.cvmfs.ripemd160 import Ripemd160
+
+    assert Ripemd160(b"abc").hexdigest() == "8eb208f7e05d987a9b044a8e98c6b087f15a0bfc"
+    for n in (0, 55, 56, 63, 64, 65, 200):
+        data = os.urandom(n)
+        h = Ripemd160()
+        h.update(data[:10])
+        h.update(data[10:])
+        assert h.hexdigest() == hashlib.new("ripemd160", data).hexdigest()
