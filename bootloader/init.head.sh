@@ -3,7 +3,7 @@
 # Runs as PID 1 inside the initrd (busybox sh). It mounts the OS tree from CernVM-FS, pinned to a
 # snapshot, under a writable overlay on the scratch disk, and switch_roots into it.
 # Values from the kernel command line and the user data are only ever assigned, never evaluated.
-set -f
+set -f  # no globbing of values; fragments that glob turn it on for that loop only
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 RT_SRC=/usr/lib/ucernvm-rt        # the Python runtime as shipped in the initrd
 RT=/rt                            # its copy on a tmpfs of its own (survives switch_root)

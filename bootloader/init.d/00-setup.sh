@@ -11,19 +11,21 @@ echo "Welcome to micro-CernVM $(cat /version 2>/dev/null)"
 echo
 log setup "kernel $(uname -r), initrd $(cat /version 2>/dev/null)"
 
-CVMFS_REPO=; CERNVM_PATH=; CVMFS_SERVER=; CVMFS_TAG=; CVMFS_PROXY=DIRECT; CVMDEBUG=
+CVMFS_REPO=; CERNVM_PATH=; CVMFS_SERVER=; CVMFS_TAG=; CVMFS_DATE=; CVMFS_ROOT_HASH=; CVMFS_PROXY=DIRECT; CVMDEBUG=
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
         cvmfs_repos=*) CVMFS_REPO=${arg#*=} ;;
         cernvm_path=*) CERNVM_PATH=${arg#*=} ;;
         cvmfs_server=*) CVMFS_SERVER=${arg#*=} ;;
         cvmfs_repository_tag=*) CVMFS_TAG=${arg#*=} ;;
+        cvmfs_repository_date=*) CVMFS_DATE=${arg#*=} ;;
+        cvmfs_root_hash=*) CVMFS_ROOT_HASH=${arg#*=} ;;
         cvmfs_proxy=*|cvmfs_http_proxy=*) CVMFS_PROXY=${arg#*=} ;;
         cvmdebug) CVMDEBUG=1 ;;
     esac
 done
 [ -n "$CVMFS_REPO" ] || panic "no cvmfs_repos= on the kernel command line"
-log setup "repository $CVMFS_REPO path /${CERNVM_PATH} tag ${CVMFS_TAG:-<latest>} servers $CVMFS_SERVER"
+log setup "repository $CVMFS_REPO path /${CERNVM_PATH} snapshot ${CVMFS_ROOT_HASH:-${CVMFS_DATE:-${CVMFS_TAG:-<latest>}}} servers $CVMFS_SERVER"
 
 # The runtime goes onto a tmpfs of its own: switch_root empties the initramfs, but the FUSE process
 # keeps running from it and opens files there later.

@@ -7,11 +7,10 @@ done
 ROOT_DEV=$(findfs LABEL=UROOT 2>/dev/null)
 FIRST_BOOT=
 if [ -z "$ROOT_DEV" ]; then
-    disk=$(py cernvm_build.bootloader.disk find-empty) || panic "no UROOT scratch disk and no empty disk to make one (attach a blank disk)"
-    log devices "first boot: partitioning empty disk $disk"
-    py cernvm_build.bootloader.disk partition "$disk" || panic "cannot partition $disk"
-    part=${disk}1
-    case "$disk" in *[0-9]) part=${disk}p1 ;; esac
+    # One Python start (slow under emulation): find the first empty disk and partition it.
+    part=$(py cernvm_build.bootloader.disk first-boot) \
+        || panic "no UROOT scratch disk and no empty disk to make one (attach a blank disk)"
+    log devices "first boot: partitioned the empty disk, formatting $part"
     for i in 1 2 3 4 5 6 7 8 9 10; do [ -b "$part" ] && break; sleep 0.2; done
     /sbin/mke2fs -q -F -t ext4 -L UROOT -E lazy_itable_init=1,lazy_journal_init=1 "$part" >/tmp/mke2fs.log 2>&1 \
         || panic "mke2fs on $part failed: $(tail -n 1 /tmp/mke2fs.log)"

@@ -8,9 +8,14 @@ if [ -n "$U_cvmfs_wait_on_squid" ] && [ -z "$NET_IF" ]; then
         i=$((i + 2))
     done
 fi
-set -- --fqrn "$CVMFS_REPO" --public-key "/etc/cvmfs/keys/$CVMFS_REPO.pub" --cache $ROOT_RW/cache \
-    --snapshot-file $ROOT_RW/aux/cvmfs_snapshot
-[ -f "/etc/cvmfs/keys/$CVMFS_REPO.pub" ] || panic "no public key for $CVMFS_REPO in the initrd"
+set -- --fqrn "$CVMFS_REPO" --cache $ROOT_RW/cache --snapshot-file $ROOT_RW/aux/cvmfs_snapshot
+# Every key the profile named (a repository may be signed by any of several master keys).
+set +f
+for key in /etc/cvmfs/keys/*.pub; do
+    [ -f "$key" ] && set -- "$@" --public-key "$key"
+done
+set -f
+[ -n "$key" ] && [ -f "$key" ] || panic "no repository public keys in the initrd"
 old_ifs=$IFS
 IFS=,
 for s in $CVMFS_SERVER; do
@@ -42,12 +47,15 @@ elif [ -f $ROOT_RW/aux/cvmfs_snapshot ]; then
     pinned=1
 else
     selector=${CVMFS_TAG:+tag=$CVMFS_TAG}
+    [ -n "$CVMFS_DATE" ] && selector="date=$CVMFS_DATE"
+    [ -n "$CVMFS_ROOT_HASH" ] && selector="hash=$CVMFS_ROOT_HASH"
     why="first boot"
 fi
 if [ -z "$pinned" ]; then
     case "$selector" in
         tag=*) set -- "$@" --tag "${selector#tag=}" ;;
         date=*) set -- "$@" --date "${selector#date=}" ;;
+        hash=*) set -- "$@" --root-hash "${selector#hash=}" ;;
     esac
     rm -f $ROOT_RW/aux/cvmfs_snapshot
 fi

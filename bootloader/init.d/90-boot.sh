@@ -6,6 +6,7 @@ mount --bind $ROOT_RW $ROOT/mnt/.rw
 mount --bind $RT $ROOT/mnt/.rt
 mount --move $ROOT_RO $ROOT/mnt/.ro
 pids=
+set +f
 for p in /proc/[0-9]*; do
     case "$(tr '\0' ' ' <$p/cmdline 2>/dev/null)" in
         *cernvm_build.cvmfs.mount*) pids="$pids ${p#/proc/}" ;;
@@ -13,12 +14,13 @@ for p in /proc/[0-9]*; do
 done
 echo $pids >$ROOT/.cvmfs_pids
 cp /tmp/*.log $ROOT_RW/aux/ 2>/dev/null
+set -f
 if [ -n "$CVMDEBUG" ]; then
     log boot "cvmdebug: debug shell (the OS root is in $ROOT; exit to continue booting)"
     setsid cttyhack sh
 fi
+log boot "switching root to /sbin/init (cvmfs pids:$pids)"
 umount /dev/pts 2>/dev/null
 mount --move /dev $ROOT/dev 2>/dev/null || mount -t devtmpfs devtmpfs $ROOT/dev
 umount /sys /proc 2>/dev/null
-log boot "switching root to /sbin/init (cvmfs pids:$pids)"
 exec switch_root $ROOT /sbin/init

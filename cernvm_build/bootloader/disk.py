@@ -1,7 +1,7 @@
 """Scratch-disk helpers the init runs (busybox has no scriptable partitioner): find the first empty
 disk, give it an MBR with one Linux partition, grow that partition to the end of the disk.
 
-``python3 -m cernvm_build.bootloader.disk find-empty | partition DEV | grow DEV``.
+``python3 -m cernvm_build.bootloader.disk first-boot | find-empty | partition DEV | grow DEV``.
 Standard library only: this module is part of the initrd runtime.
 """
 
@@ -11,6 +11,7 @@ import fcntl
 import os
 import struct
 import sys
+import time
 from pathlib import Path
 
 SECTOR = 512
@@ -99,7 +100,30 @@ def grow(dev: str) -> bool:
     return True
 
 
+def partition_path(dev: str) -> str:
+    """The first partition's device: /dev/vda -> /dev/vda1, /dev/nvme0n1 -> /dev/nvme0n1p1."""
+    return f"{dev}p1" if dev[-1].isdigit() else f"{dev}1"
+
+
+def first_boot(wait: float = 5.0) -> str | None:
+    """Partition the first empty disk; return its new partition once the kernel shows it."""
+    dev = find_empty()
+    if dev is None:
+        return None
+    partition(dev)
+    part = partition_path(dev)
+    deadline = time.monotonic() + wait
+    while not os.path.exists(part) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return part
+
+
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["first-boot"]:
+        part = first_boot()
+        if part:
+            print(part)
+        return 0 if part else 1
     if argv[:1] == ["find-empty"]:
         dev = find_empty()
         if dev:
@@ -112,7 +136,7 @@ def main(argv: list[str]) -> int:
         print("grown" if grow(argv[1]) else "unchanged")
         return 0
     sys.stderr.write(
-        "usage: python3 -m cernvm_build.bootloader.disk find-empty | partition DEV [MB] | grow DEV\n"
+        "usage: python3 -m cernvm_build.bootloader.disk first-boot | find-empty | partition DEV [MB] | grow DEV\n"
     )
     return 2
 

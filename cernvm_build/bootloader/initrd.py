@@ -29,7 +29,7 @@ COMPRESSORS = {"zstd": ["zstd", "-q", "-19", "-T0", "-c"], "xz": ["xz", "-9", "-
 @dataclass
 class InitrdInputs:
     kernel: Kernel
-    keys: dict[str, Path]  # repository fqrn -> public key file
+    keys: dict[str, Path]  # key name (file stem) -> public key file
     version: str  # what /version says, e.g. "demo 2026.11-1"
     python: str = field(default_factory=default_python)
     compression: str = "zstd"
@@ -101,10 +101,10 @@ def assemble(inputs: InitrdInputs, workdir: Path) -> tuple[Tree, dict[str, Any]]
 
     if CA_BUNDLE.exists():
         tree.file("etc/ssl/certs/ca-certificates.crt", CA_BUNDLE, 0o644)
-    for fqrn, key in sorted(inputs.keys.items()):
+    for name, key in sorted(inputs.keys.items()):
         if not key.is_file():
-            raise BuildError(f"{key}: public key of {fqrn} not found", where="cvmfs.public_keys")
-        tree.file(f"etc/cvmfs/keys/{fqrn}.pub", key, 0o644)
+            raise BuildError(f"{key}: public key not found", where="cvmfs.public_keys")
+        tree.file(f"etc/cvmfs/keys/{name}.pub", key, 0o644)
 
     src = data_dir("bootloader")
     tree.file("usr/share/udhcpc/default.script", src / "udhcpc.script", 0o755)
@@ -117,7 +117,7 @@ def assemble(inputs: InitrdInputs, workdir: Path) -> tuple[Tree, dict[str, Any]]
         "runtime_libraries": rt.libraries,
         "kernel_modules": [m.rsplit("/", 1)[-1] for m in mods.order],
         "kernel_modules_builtin": mods.builtin,
-        "keys": {fqrn: str(p) for fqrn, p in sorted(inputs.keys.items())},
+        "keys": sorted(inputs.keys),
     }
     return tree, info
 

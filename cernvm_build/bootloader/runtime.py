@@ -31,9 +31,11 @@ ENTRY_MODULES = (
     "cernvm_build.bootloader.disk",
 )
 
-#: Always present: what `python -m` runs through, and codecs needed at start-up or for host names.
+#: Always present: what `python -m` runs through, what C code imports lazily (time.strptime), and
+#: the codecs needed at start-up or for host names.
 EXTRA_MODULES = (
     "runpy",
+    "_strptime",
     "encodings.utf_8",
     "encodings.latin_1",
     "encodings.ascii",
@@ -78,14 +80,25 @@ print(json.dumps({"pycs": res, "v": "%d.%d" % sys.version_info[:2], "exe": os.pa
 """
 
 
-def _own_imports(path: Path) -> set[str]:
-    """Every absolute import written anywhere in ``path`` (also inside functions)."""
+def _own_imports(path: Path, module: str, is_pkg: bool) -> set[str]:
+    """Every import written anywhere in ``path`` (also inside functions), made absolute."""
+    package = module if is_pkg else module.rpartition(".")[0]
     names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_bytes())):
         if isinstance(node, ast.Import):
             names.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0:
+                base = node.module or ""
+            else:
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - (node.level - 1)])
+                if node.module:
+                    base = f"{base}.{node.module}" if base else node.module
+            if base:
+                names.add(base)
+                # "from pkg import name" may name a submodule; a failed try is ignored.
+                names.update(f"{base}.{a.name}" for a in node.names if a.name != "*")
     return names
 
 
@@ -112,11 +125,11 @@ def collect_modules(
             name, kind, filename = line.split("\t", 2)
             found[name] = (kind == "P", Path(filename))
         more: set[str] = set()
-        for _, mod_file in found.values():
+        for mod_name, (is_pkg, mod_file) in found.items():
             ours = any(r == mod_file or r in mod_file.parents for r in roots)
             if mod_file.suffix == ".py" and mod_file not in scanned and ours:
                 scanned.add(mod_file)
-                more |= _own_imports(mod_file)
+                more |= _own_imports(mod_file, mod_name, is_pkg)
         more = {m for m in more if m.split(".")[0] not in EXCLUDE and m not in EXCLUDE} - wanted
         if not more:
             return {n: v for n, v in found.items() if n not in EXCLUDE}

@@ -1,0 +1,215 @@
+"""``cernvm-build image``: μCernVM boot images of a profile; inspect and verify their signature block."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .. import profile as profile_mod
+from ..errors import UsageError
+from .app import HelpFormatter, Output, subparser
+
+BUILD_DESCRIPTION = """\
+Build μCernVM boot images of PROFILE: a Debian kernel (or the profile's vmlinuz + modules) and an
+initrd that mounts the profile's CernVM-FS repository and path, pinned to a snapshot on first
+boot, under a writable overlay on the scratch disk, then switch_roots into the OS.
+
+The build opens the repository (signatures checked) to record the snapshot the profile's selector
+names right now; an unreachable repository fails the build. The kernel package is fetched with apt
+into the kernel cache once and checked against apt's SHA256.
+
+formats (--format, comma-separated; default: the profile's image.formats):
+  iso    hybrid ISO (isolinux, El Torito), signature block appended
+  hdd    raw disk: MBR + one FAT partition with syslinux, signature block appended
+  qcow2, vmdk, vdi, vhd   converted from the hdd with qemu-img
+
+outputs in --out: ucernvm-<branch>.<YYYY.MM>-<N>.cernvm.x86_64.<fmt> with a .sha256 beside each,
+and <name>.manifest.json listing every input (kernel package and sha256, busybox, Python, profile
+hash, repository root hash/revision/tag) and every output. Same inputs + SOURCE_DATE_EPOCH give
+byte-identical images. Outputs appear only when the whole build succeeded.
+
+examples:
+  cernvm-build image el9
+  cernvm-build image demo --format iso,hdd,qcow2 --out build/images --json
+  cernvm-build image demo --server http://127.0.0.1:8000/cvmfs/demo.cernvm.test \\
+      --sign-key profiles/keys/demo/demo.cernvm.test.key --sign-cert profiles/keys/demo/demo.cernvm.test.crt
+  cernvm-build image inspect build/images/ucernvm-demo.2026.11-1.cernvm.x86_64.iso
+  cernvm-build image verify ucernvm-demo.2026.11-1.cernvm.x86_64.hdd --cert release.crt"""
+
+INSPECT_DESCRIPTION = """\
+Show the signature block of an iso or hdd image: the metadata (version, OS repository, snapshot
+root hash, revision and tag, kernel), the signer's certificate and the image's sha256.
+
+examples:
+  cernvm-build image inspect ucernvm-demo.2026.11-1.cernvm.x86_64.iso
+  cernvm-build image inspect ucernvm-demo.2026.11-1.cernvm.x86_64.hdd --json"""
+
+VERIFY_DESCRIPTION = """\
+Check the signature of an iso or hdd image: it covers every byte of the image plus the metadata.
+With --cert the signer must also be that certificate. Exit code 6 when the image was modified,
+is unsigned or was signed by someone else.
+
+examples:
+  cernvm-build image verify ucernvm-demo.2026.11-1.cernvm.x86_64.iso
+  cernvm-build image verify ucernvm-el9.2026.11-1.cernvm.x86_64.hdd --cert cvm-sign.crt --json"""
+
+
+class _DefaultToBuild(argparse._SubParsersAction):  # type: ignore[type-arg]
+    """``image PROFILE ...`` means ``image build PROFILE ...``; ``image inspect|verify`` stay."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        vals = list(values or [])
+        if vals and vals[0] not in self._name_parser_map:
+            vals = ["build", *vals]
+        super().__call__(parser, namespace, vals, option_string)
+
+
+class _AnyName(dict[str, argparse.ArgumentParser]):
+    """Choices that accept a profile name too (argparse checks choices before the action runs)."""
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    group = sub.add_parser(
+        "image",
+        help="μCernVM boot images (iso, hdd, qcow2, vmdk, vdi, vhd); inspect, verify",
+        description=BUILD_DESCRIPTION,
+        formatter_class=HelpFormatter,
+        usage="cernvm-build image [build] PROFILE [options]\n"
+        "       cernvm-build image inspect IMAGE\n"
+        "       cernvm-build image verify IMAGE [--cert PEM]",
+    )
+    group.register("action", "parsers", _DefaultToBuild)
+    inner = group.add_subparsers(title="commands", metavar="{PROFILE,build,inspect,verify}")
+    b = subparser(inner, "build", help="build the images of PROFILE (the default command)",
+                  description=BUILD_DESCRIPTION, json=True, handler=_build)  # fmt: skip
+    b.add_argument("profile", metavar="PROFILE", help="profile name (profiles list) or YAML path")
+    b.add_argument("--format", default=None, help="comma-separated formats (default: the profile's)")
+    b.add_argument(
+        "--out", type=Path, default=Path("build/images"), help="output folder (default: %(default)s)"
+    )
+    b.add_argument("--kernel-cache", type=Path, metavar="DIR",
+                   help="where kernel packages are kept (default: $CERNVM_CACHE_DIR/kernel)")  # fmt: skip
+    b.add_argument("--server", action="append", metavar="URL",
+                   help="Stratum URL instead of the profile's servers (repeatable)")  # fmt: skip
+    b.add_argument("--sign-key", type=Path, metavar="PEM", help="RSA private key that signs iso/hdd")
+    b.add_argument("--sign-cert", type=Path, metavar="PEM", help="its X.509 certificate (embedded)")
+    b.add_argument("--python", metavar="PATH", help="interpreter for the initrd (default: /usr/bin/python3)")
+
+    i = subparser(inner, "inspect", help="show an image's signature block",
+                  description=INSPECT_DESCRIPTION, json=True, handler=_inspect)  # fmt: skip
+    i.add_argument("image", type=Path, metavar="IMAGE", help="an iso or hdd image")
+    v = subparser(inner, "verify", help="check an image's signature",
+                  description=VERIFY_DESCRIPTION, json=True, handler=_verify)  # fmt: skip
+    v.add_argument("image", type=Path, metavar="IMAGE", help="an iso or hdd image")
+    v.add_argument("--cert", type=Path, metavar="PEM", help="the signer must be this certificate")
+    inner.choices = _AnyName(inner.choices or {})
+
+
+def _build(args: argparse.Namespace, out: Output) -> int:
+    from ..image import build as build_mod
+    from ..image import signature
+
+    prof = profile_mod.load(args.profile)
+    if args.server:
+        prof = dataclasses.replace(prof, cvmfs=dataclasses.replace(prof.cvmfs, servers=list(args.server)))
+    build_mod.parse_formats(args.format, list(prof.image.formats))
+    if (args.sign_key is None) != (args.sign_cert is None):
+        raise UsageError("--sign-key and --sign-cert go together", hint="pass both, or neither")
+    signer = signature.load_signer(args.sign_key, args.sign_cert) if args.sign_key else None
+    with out.progress() as bar:
+        task = bar.add_task(f"image {prof.name}", total=None)
+
+        def step(msg: str) -> None:
+            bar.update(task, description=f"image {prof.name}: {msg}")
+            out.detail(msg)
+
+        result = build_mod.build_image(
+            prof,
+            args.out,
+            formats=args.format,
+            kernel_cache=args.kernel_cache,
+            signer=signer,
+            python=args.python,
+            step=step,
+        )
+    doc = {
+        "profile": prof.name,
+        "repository": result.snapshot.to_json(),
+        "kernel": result.kernel.to_json(),
+        "initrd": {"size": result.initrd_size, "payload_size": result.initrd_payload},
+        "manifest": str(result.manifest),
+        "artifacts": [a.to_json() for a in result.artifacts],
+    }
+
+    def render(d: dict[str, Any]) -> None:
+        s = result.snapshot
+        out.print(f"repository {s.fqrn} revision {s.revision} root {s.root_hash} tag {s.tag or '-'}")
+        out.print(
+            f"kernel {result.kernel.version} ({result.kernel.package or 'tree'}), initrd "
+            f"{result.initrd_size / 1e6:.1f} MB ({result.initrd_payload / 1e6:.1f} MB unpacked)"
+        )
+        out.table(
+            ["image", "format", "size", "sha256"],
+            [(a.path.name, a.format, f"{a.size / 1e6:.1f} MB", a.sha256[:16]) for a in result.artifacts],
+        )
+        out.print(f"manifest {result.manifest}")
+
+    out.data(doc, render)
+    return 0
+
+
+def _trailer_doc(image: Path, t: Any) -> dict[str, Any]:
+    from cryptography.hazmat.primitives import hashes
+
+    from ..fsutil import sha256_file
+
+    cert = t.certificate
+    return {
+        "image": str(image),
+        "sha256": sha256_file(image),
+        "metadata": t.metadata,
+        "signed": t.signature is not None,
+        "algorithm": t.algorithm,
+        "signer": cert.subject.rfc4514_string() if cert else None,
+        "signer_sha256": cert.fingerprint(hashes.SHA256()).hex() if cert else None,
+    }
+
+
+def _inspect(args: argparse.Namespace, out: Output) -> int:
+    from ..image import signature
+
+    doc = _trailer_doc(args.image, signature.read_trailer(args.image))
+
+    def render(d: dict[str, Any]) -> None:
+        rows = [(k, v) for k, v in d["metadata"].items()]
+        rows += [
+            ("signed", "yes" if d["signed"] else "no"),
+            ("signer", d["signer"] or "-"),
+            ("sha256", d["sha256"]),
+        ]
+        out.table(["field", "value"], rows, title=str(args.image))
+
+    out.data(doc, render)
+    return 0
+
+
+def _verify(args: argparse.Namespace, out: Output) -> int:
+    from ..image import signature
+
+    trusted = signature.load_certificate(args.cert) if args.cert else None
+    t = signature.verify(args.image, trusted)
+    doc = {**_trailer_doc(args.image, t), "valid": True}
+    out.data(doc, lambda d: out.print(f"{args.image}: signature OK, signed by {d['signer']}"))
+    return 0

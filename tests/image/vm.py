@@ -1,0 +1,132 @@
+"""Helpers for the image tests: a tiny OS tree to publish, context ISOs, and qemu boots on a serial log."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cernvm_build.accel import detect
+
+INIT = """#!/bin/busybox sh
+# Test OS init: report what the boot gave us, leave a mark in the writable root, power off.
+/bin/busybox mount -t proc proc /proc
+echo "demo-os: init reached"
+echo "test-os: release $(cat /etc/test-release)"
+if [ -f /var/lib/marker ]; then echo "test-os: marker $(cat /var/lib/marker)"; else echo "test-os: marker none"; fi
+echo "test-os: pids $(cat /.cvmfs_pids)"
+echo "test-os: scratch $(ls /mnt/.rw | tr '\\n' ' ')"
+echo "boot-$(cat /etc/test-release)" > /var/lib/marker
+/bin/busybox sync
+echo "test-os: done"
+/bin/busybox poweroff -f
+"""
+
+
+def make_os_tree(dest: Path, release: str) -> Path:
+    """busybox + an /sbin/init that prints what the e2e test checks, then powers off."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    for d in ("bin", "sbin", "etc", "proc", "sys", "dev", "mnt", "tmp", "var/lib", "root"):
+        (dest / d).mkdir(parents=True, exist_ok=True)
+    shutil.copy2(shutil.which("busybox") or "/bin/busybox", dest / "bin" / "busybox")
+    os.symlink("busybox", dest / "bin" / "sh")
+    (dest / "sbin" / "init").write_text(INIT)
+    (dest / "sbin" / "init").chmod(0o755)
+    (dest / "etc" / "test-release").write_text(release + "\n")
+    return dest
+
+
+def context_iso(dest: Path, user_data: str, layout: str = "cidata") -> Path:
+    """A NoCloud (``cidata``: user-data) or config-drive (``CONFIG-2``) ISO carrying ``user_data``."""
+    tree = dest.with_suffix(".d")
+    shutil.rmtree(tree, ignore_errors=True)
+    if layout == "cidata":
+        tree.mkdir(parents=True)
+        (tree / "user-data").write_text(user_data)
+        (tree / "meta-data").write_text("instance-id: test\n")
+    else:
+        (tree / "openstack" / "latest").mkdir(parents=True)
+        (tree / "openstack" / "latest" / "user_data").write_text(user_data)
+    subprocess.run(
+        ["xorriso", "-as", "mkisofs", "-quiet", "-o", str(dest), "-V", layout, "-J", "-r", str(tree)],
+        check=True,
+        capture_output=True,
+    )
+    return dest
+
+
+@dataclass
+class Boot:
+    console: str
+    returncode: int | None
+    accel: str
+
+    def lines(self, pattern: str) -> list[re.Match[str]]:
+        return [m for m in re.finditer(pattern, self.console, re.M)]
+
+    def phases(self) -> dict[str, float]:
+        """The first console timestamp of each ``ucernvm: <step>:`` line."""
+        out: dict[str, float] = {}
+        for m in re.finditer(r"^\[\s*([0-9.]+)\] ucernvm: ([a-z]+):", self.console, re.M):
+            out.setdefault(m.group(2), float(m.group(1)))
+        return out
+
+
+def boot(
+    image: Path,
+    scratch: Path,
+    context: Path | None,
+    log: Path,
+    *,
+    kind: str = "iso",
+    memory: int = 640,
+    timeout: float = 300,
+    until: str = r"test-os: done|ucernvm: panic",
+) -> Boot:
+    """Boot ``image`` (iso as CD-ROM, else a virtio disk) with a scratch disk and a context ISO.
+
+    Returns when the guest powers off, prints ``until`` (then it is killed) or ``timeout`` passes.
+    """
+    accel = detect()
+    if kind == "iso":
+        bootdev = ["-drive", f"file={image},media=cdrom,if=ide,readonly=on", "-boot", "d"]
+    else:
+        fmt = "raw" if kind == "hdd" else kind
+        bootdev = ["-drive", f"file={image},format={fmt},if=virtio,snapshot=on"]
+    cmd = [
+        "qemu-system-x86_64", "-accel", accel.name, "-m", str(memory), "-smp", "1", "-nodefaults",
+        "-display", "none", "-no-reboot", "-serial", f"file:{log}", *bootdev,
+        "-drive", f"file={scratch},format=qcow2,if=virtio",
+        "-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0",
+    ]  # fmt: skip
+    if context is not None:
+        cmd += ["-drive", f"file={context},format=raw,if=virtio,readonly=on"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + timeout
+    pattern = re.compile(until, re.M)
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if log.exists() and pattern.search(log.read_text(errors="replace")):
+                # Give the guest a moment to power off by itself (it syncs the scratch disk).
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    pass
+                break
+            time.sleep(0.5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    text = log.read_text(errors="replace") if log.exists() else ""
+    return Boot(text, proc.returncode, accel.name)
+
+
+def blank_disk(path: Path, size: str = "1G") -> Path:
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), size], check=True)
+    return path
