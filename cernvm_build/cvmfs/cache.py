@@ -137,4 +137,5 @@ class ObjectCache:
         """A private scratch directory for this process (inflated catalogs, large objects)."""
         base = self.root / "tmp"
         base.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f"proc-{os.getpid()}-", dir=base))
+        # Keep it relative when the cache root is (see mount.py; mkdtemp answers absolute on 3.12+).
+        return base / Path(tempfile.mkdtemp(prefix=f"proc-{os.getpid()}-", dir=base)).name

@@ -92,13 +92,29 @@ def _open(args: argparse.Namespace) -> Repository:
     mp = Path(args.mountpoint)
     if not mp.is_dir():
         raise CvmfsError(f"{mp}: mount point is not a directory", hint="create it first")
-    servers: list[str] = args.server
+    args.mountpoint = os.path.abspath(mp)
+    if args.snapshot_file is not None:
+        args.snapshot_file = Path(os.path.abspath(args.snapshot_file))
+    servers: list[str] = [s if "://" in s else os.path.abspath(s) for s in args.server]
+    keys = [Path(os.path.abspath(k)) for k in args.public_key]
+    cache: Path | None = None
+    if args.cache is not None:
+        # Reach the cache through an open directory descriptor: when the initrd moves the cache's
+        # mount into the new root (mount --move before switch_root) the absolute path goes stale,
+        # but /proc/self/fd/N keeps pointing at the directory. (libfuse changes the cwd to /.)
+        try:
+            args.cache.mkdir(parents=True, exist_ok=True)
+            fd = os.open(args.cache, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as e:
+            raise CvmfsError(f"{args.cache}: cache directory unusable: {e.strerror}") from e
+        via_fd = Path(f"/proc/self/fd/{fd}")
+        cache = via_fd if via_fd.is_dir() else Path(os.path.abspath(args.cache))
     source: str | Sequence[str] = servers[0] if len(servers) == 1 else servers
     return open_repository(
         source,
         fqrn=args.fqrn,
-        public_keys=[Path(k) for k in args.public_key],
-        cache_dir=args.cache,
+        public_keys=keys,
+        cache_dir=cache,
         proxy=args.proxy,
         snapshot=snapshot_from_args(args),
         timeout=args.timeout,
@@ -139,11 +155,9 @@ def _serve(args: argparse.Namespace, repo: Repository, ready: int | None) -> Non
 
 
 def _error_text(e: BaseException) -> str:
+    """One line (the initrd shows the last line of the log): the error, then the hint."""
     if isinstance(e, CernVMError):
-        text = f"error: {e}"
-        if e.hint:
-            text += f"\nhint: {e.hint}"
-        return text
+        return f"error: {e}" + (f" (hint: {e.hint})" if e.hint else "")
     return f"error: {type(e).__name__}: {e}"
 
 

@@ -90,4 +90,31 @@ def test_mount_failure_is_one_error_line(fx: Fixture, server: Server, mnt: Path)
     r = _mount(server, fx, mnt, "--tag", "nope")
     assert r.returncode == 5 and r.stdout == ""
     assert r.stderr.startswith(f"error: {FQRN}: no tag named 'nope'") and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "hint: known tags" in r.stderr
     assert not os.path.ismount(mnt)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mount --move needs root")
+def test_cache_survives_mount_move(fx: Fixture, server: Server, tmp_path: Path) -> None:
+    """The initrd moves the cache's mount into the new root before switch_root: fetching must go on."""
+    top = tmp_path / "top"
+    top.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "none", str(top)], check=True)
+    try:
+        subprocess.run(["mount", "--make-private", str(top)], check=True)
+        cache, moved, mnt = top / "cache", top / "newroot" / "cache", top / "mnt"
+        for d in (cache, moved, mnt):
+            d.mkdir(parents=True)
+        subprocess.run(["mount", "-t", "tmpfs", "none", str(cache)], check=True)
+        r = _mount(server, fx, mnt, "--cache", str(cache))
+        assert r.returncode == 0, r.stderr
+        try:
+            subprocess.run(["mount", "--move", str(cache), str(moved)], check=True)
+            data = (mnt / "opt/sw/big-data.txt").read_bytes()
+            assert hashlib.sha1(data).hexdigest() == fx.listing(2)["/opt/sw/big-data.txt"]["sha1"]
+            assert list((moved / FQRN / "data").iterdir())  # fetched objects landed in the moved cache
+        finally:
+            _unmount(mnt)
+            subprocess.run(["umount", str(moved)], check=False)
+    finally:
+        subprocess.run(["umount", "-l", str(top)], check=False)
