@@ -206,61 +206,74 @@ class CatalogWriter:
         self.db.execute("CREATE TEMP TABLE hl (md5path_1 INTEGER, md5path_2 INTEGER, key TEXT)")
 
     def add(self, e: Entry, *, mountpoint: bool = False, nested_root: bool = False) -> None:
-        p1, p2 = md5_pair(e.path)
-        if e.path == "":
-            q1, q2 = 0, 0
-        else:
-            q1, q2 = md5_pair(parent_path(e.path))
-        size = e.size
-        if stat.S_ISDIR(e.mode):
-            size = DIR_SIZE
-        elif stat.S_ISLNK(e.mode):
-            size = len(e.symlink.encode("utf-8", "surrogateescape"))
-        elif not (stat.S_ISREG(e.mode) or stat.S_ISCHR(e.mode) or stat.S_ISBLK(e.mode)):
-            size = 0
-        self.db.execute(
-            "INSERT INTO catalog VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                p1,
-                p2,
-                q1,
-                q2,
-                e.linkcount if stat.S_ISDIR(e.mode) else 1,
-                e.digest,
-                size,
-                e.mode,
-                e.mtime,
-                e.mtimens,
-                flags_for(e, mountpoint=mountpoint, nested_root=nested_root),
-                e.name,
-                e.symlink,
-                e.uid,
-                e.gid,
-                e.xattrs,
-            ),
-        )
+        self.add_many([e], mountpoint=mountpoint, nested_root=nested_root)
+
+    def add_many(self, entries: list[Entry], *, mountpoint: bool = False, nested_root: bool = False) -> None:
+        """Insert rows (one SQL batch: a directory's files go in together)."""
+        rows: list[tuple[object, ...]] = []
+        chunks: list[tuple[int, int, int, int, bytes]] = []
+        links: list[tuple[int, int, str]] = []
+        parents: dict[str, tuple[int, int]] = {}
         c = self.counters.self_
-        if stat.S_ISDIR(e.mode):
-            c["dir"] += 1
-        elif stat.S_ISLNK(e.mode):
-            c["symlink"] += 1
-        elif stat.S_ISREG(e.mode):
-            c["regular"] += 1
-            c["file_size"] += size
-            if e.chunks:
-                c["chunked"] += 1
-                c["chunked_size"] += size
-                c["chunks"] += len(e.chunks)
-                self.db.executemany(
-                    "INSERT INTO chunks VALUES (?,?,?,?,?)",
-                    [(p1, p2, ch.offset, ch.size, ch.digest) for ch in e.chunks],
+        for e in entries:
+            p1, p2 = md5_pair(e.path)
+            if e.path == "":
+                q1, q2 = 0, 0
+            else:
+                parent = parent_path(e.path)
+                q = parents.get(parent)
+                if q is None:
+                    q = parents[parent] = md5_pair(parent)
+                q1, q2 = q
+            mode = e.mode
+            size = e.size
+            if stat.S_ISDIR(mode):
+                size = DIR_SIZE
+                c["dir"] += 1
+            elif stat.S_ISLNK(mode):
+                size = len(e.symlink.encode("utf-8", "surrogateescape"))
+                c["symlink"] += 1
+            elif stat.S_ISREG(mode):
+                c["regular"] += 1
+                c["file_size"] += size
+                if e.chunks:
+                    c["chunked"] += 1
+                    c["chunked_size"] += size
+                    c["chunks"] += len(e.chunks)
+                    chunks.extend((p1, p2, ch.offset, ch.size, ch.digest) for ch in e.chunks)
+                if e.hardlink_key is not None:
+                    links.append((p1, p2, e.hardlink_key))
+            else:
+                c["special"] += 1
+                if not (stat.S_ISCHR(mode) or stat.S_ISBLK(mode)):
+                    size = 0
+            if e.xattrs:
+                c["xattr"] += 1
+            rows.append(
+                (
+                    p1,
+                    p2,
+                    q1,
+                    q2,
+                    e.linkcount if stat.S_ISDIR(mode) else 1,
+                    e.digest,
+                    size,
+                    mode,
+                    e.mtime,
+                    e.mtimens,
+                    flags_for(e, mountpoint=mountpoint, nested_root=nested_root),
+                    e.name,
+                    e.symlink,
+                    e.uid,
+                    e.gid,
+                    e.xattrs,
                 )
-            if e.hardlink_key is not None:
-                self.db.execute("INSERT INTO hl VALUES (?,?,?)", (p1, p2, e.hardlink_key))
-        else:
-            c["special"] += 1
-        if e.xattrs:
-            c["xattr"] += 1
+            )
+        self.db.executemany("INSERT INTO catalog VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+        if chunks:
+            self.db.executemany("INSERT INTO chunks VALUES (?,?,?,?,?)", chunks)
+        if links:
+            self.db.executemany("INSERT INTO hl VALUES (?,?,?)", links)
 
     def add_nested(self, path: str, catalog_hash: str, size: int, counters: Counters) -> None:
         """Reference a finished child catalog whose root directory is ``path``."""

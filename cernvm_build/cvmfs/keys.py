@@ -8,6 +8,7 @@ A key set lives in a directory as the real server keeps it in ``/etc/cvmfs/keys`
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,17 +61,21 @@ class KeySet:
         """SHA-1 fingerprint of the certificate, ``AB:CD:…`` as the whitelist lists it."""
         return wl.fingerprint(self.certificate.public_bytes(serialization.Encoding.DER))
 
+    @functools.cached_property
+    def _cert_key(self) -> rsa.RSAPrivateKey:
+        return _load_private(self.cert_key_pem, Path(f"{self.fqrn}.key"))
+
+    @functools.cached_property
+    def _master_key(self) -> rsa.RSAPrivateKey:
+        return _load_private(self.master_key_pem, Path(f"{self.fqrn}.masterkey"))
+
     def sign_manifest(self, hash_text: str) -> bytes:
         """RSASSA-PKCS1-v1_5 SHA-1 over the ASCII hex hash, with the certificate's key."""
-        key = serialization.load_pem_private_key(self.cert_key_pem, password=None)
-        assert isinstance(key, rsa.RSAPrivateKey)
-        return key.sign(hash_text.encode("ascii"), padding.PKCS1v15(), hashes.SHA1())
+        return self._cert_key.sign(hash_text.encode("ascii"), padding.PKCS1v15(), hashes.SHA1())
 
     def sign_whitelist(self, hash_text: str) -> bytes:
         """Raw PKCS#1 type-1 over the ASCII hex hash (no DigestInfo), with the master key."""
-        key = serialization.load_pem_private_key(self.master_key_pem, password=None)
-        assert isinstance(key, rsa.RSAPrivateKey)
-        nums = key.private_numbers()
+        nums = self._master_key.private_numbers()
         return rsa_raw.sign_raw_pkcs1(nums.public_numbers.n, nums.d, hash_text.encode("ascii"))
 
 

@@ -57,7 +57,7 @@ from .keys import KeySet, check_fqrn
 from .lock import publish_lock
 from .objwrite import SMALL, ObjectWriter, StoredFile, _SizeChanged
 from .previous import OldCatalog, OldRow, PreviousTree, read_object
-from .stage import NestedRef, Stage
+from .stage import NestedRef, Stage, Staged
 
 #: Set to a step name to kill the publishing process right after that step (tests of atomicity):
 #: ``objects`` (after the first file content is stored), ``staged``, ``catalogs``, ``history``, ``reflog``.
@@ -322,11 +322,16 @@ class _Content:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _unchanged(prev: PreviousTree | None, path: str, st: os.stat_result) -> Entry | None:
-    """The previous revision's content of ``path`` if size, mtime and mode are the same."""
+def _previous_children(prev: PreviousTree | None, path: str) -> dict[str, tuple[OldRow, OldCatalog]]:
+    """The previous revision's entries of directory ``path`` by name (one query per directory)."""
     if prev is None:
-        return None
-    found = prev.lookup(path)
+        return {}
+    cat = prev.catalog_for(path)
+    return {row.name: (row, cat) for row in cat.children(path)}
+
+
+def _unchanged(found: tuple[OldRow, OldCatalog] | None, st: os.stat_result) -> Entry | None:
+    """The previous revision's content of a file if its size, mtime and mode are the same."""
     if found is None:
         return None
     row, cat = found
@@ -382,6 +387,9 @@ def _scan_dir(
             raise CvmfsError(
                 f"{fs_dir}: cannot list directory: {e.strerror}", hint="check permissions"
             ) from e
+        old_children = _previous_children(prev, repo_dir)
+        batch: list[Entry] = []
+        todo: list[tuple[str, str, int]] = []
         for d in it:
             _check_name(d.name, d.path)
             path = f"{repo_dir}/{d.name}"
@@ -391,35 +399,33 @@ def _scan_dir(
                 raise CvmfsError(f"{d.path}: cannot stat: {e.strerror}") from e
             mode = st.st_mode
             ent = entry(path, d.path, st)
+            batch.append(ent)
             if stat.S_ISDIR(mode):
                 ent.size = 0
-                stage.put(ent)
                 stack.append((d.path, path))
             elif stat.S_ISLNK(mode):
                 target = os.readlink(d.path)
                 _check_name(target, d.path)
                 ent.symlink = target
-                stage.put(ent)
             elif stat.S_ISREG(mode):
                 if st.st_nlink > 1:
                     ent.hardlink_key = f"{st.st_dev}:{st.st_ino}"
-                old = _unchanged(prev, path, st)
+                old = _unchanged(old_children.get(d.name), st)
                 if old is not None:
                     ent.digest, ent.chunks, ent.algorithm = old.digest, old.chunks, old.algorithm
-                    stage.put(ent)
                 else:
-                    stage.put(ent)
-                    stage.db.execute("INSERT INTO todo VALUES (?, ?, ?)", (path, d.path, st.st_size))
+                    todo.append((path, d.path, st.st_size))
             else:  # fifo, socket, char/block device: stored as the server stores them
                 ent.size = st.st_rdev if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else 0
-                stage.put(ent)
+        stage.put_many(batch)
+        stage.db.executemany("INSERT INTO todo VALUES (?, ?, ?)", todo)
     _fault("scanned")
     count, total = stage.db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM todo").fetchone()
     content.total_bytes = int(total)
     if opts.progress:
         opts.progress(0, content.total_bytes)
-    todo = stage.db.cursor()  # a second cursor: the loop below writes to the stage meanwhile
-    for path, fs, size in todo.execute("SELECT path, fs, size FROM todo ORDER BY rowid"):
+    pending = stage.db.cursor()  # a second cursor: the loop below writes to the stage meanwhile
+    for path, fs, size in pending.execute("SELECT path, fs, size FROM todo ORDER BY rowid"):
         content.submit_file(path, fs, size)
     content.finish()
     stage.db.execute("DROP TABLE todo")
@@ -552,12 +558,6 @@ class _Builder:
         self.reused = 0
         self._n = 0
 
-    def _subdirs(self, path: str) -> int:
-        row = self.stage.db.execute(
-            "SELECT COUNT(*) FROM stage WHERE parent = ? AND (mode & 61440) = 16384", (path,)
-        ).fetchone()
-        return int(row[0])
-
     def _old_catalog(self, prefix: str) -> OldCatalog | None:
         if self.prev is None:
             return None
@@ -570,11 +570,11 @@ class _Builder:
         root = self.stage.get("")
         if root is None:
             raise AssertionError("stage has no root entry")
-        e = root.entry
-        e.linkcount = 2 + self._subdirs("")
-        return self._catalog("", e)
+        children = self.stage.children("")
+        root.entry.linkcount = 2 + sum(1 for c in children if stat.S_ISDIR(c.entry.mode))
+        return self._catalog("", root.entry, children)
 
-    def _catalog(self, prefix: str, root: Entry) -> tuple[str, int, Counters]:
+    def _catalog(self, prefix: str, root: Entry, children: list[Staged]) -> tuple[str, int, Counters]:
         self._n += 1
         db = self.scratch / f"cat.{self._n}.db"
         old = self._old_catalog(prefix)
@@ -587,7 +587,7 @@ class _Builder:
             ttl=DEFAULT_TTL if prefix == "" else None,
         )
         w.add(root, nested_root=prefix != "")
-        self._fill(w, prefix)
+        self._fill(w, children)
         counters = w.finish()
         if old is not None and prefix and content_digest(db) == content_digest(old.db_path):
             self.reused += 1
@@ -601,27 +601,30 @@ class _Builder:
             self.prev.cache.put(name, counters)
         return name, size, counters
 
-    def _fill(self, w: CatalogWriter, path: str) -> None:
-        for s in self.stage.children(path):
+    def _fill(self, w: CatalogWriter, children: list[Staged]) -> None:
+        """Rows for one directory's children: its files in one batch, then each subdirectory."""
+        files = [s.entry for s in children if not stat.S_ISDIR(s.entry.mode)]
+        for e in files:
+            if stat.S_ISREG(e.mode) and e.digest is None and not e.chunks:
+                raise AssertionError(f"no content recorded for {e.path}")
+        w.add_many(files)
+        for s in children:
             e = s.entry
             if not stat.S_ISDIR(e.mode):
-                if stat.S_ISREG(e.mode) and e.digest is None and not e.chunks:
-                    raise AssertionError(f"no content recorded for {e.path}")
-                w.add(e)
                 continue
             if s.nested is not None:
                 w.add(e, mountpoint=True)
                 w.add_nested(e.path, s.nested.catalog_hash, s.nested.size, s.nested.counters)
                 continue
-            e.linkcount = 2 + self._subdirs(e.path)
-            marker = self.stage.get(e.path + "/.cvmfscatalog")
-            if marker is not None and stat.S_ISREG(marker.entry.mode):
+            grandchildren = self.stage.children(e.path)
+            e.linkcount = 2 + sum(1 for c in grandchildren if stat.S_ISDIR(c.entry.mode))
+            if any(c.entry.name == ".cvmfscatalog" and stat.S_ISREG(c.entry.mode) for c in grandchildren):
                 w.add(e, mountpoint=True)
-                name, size, counters = self._catalog(e.path, e)
+                name, size, counters = self._catalog(e.path, e, grandchildren)
                 w.add_nested(e.path, name, size, counters)
             else:
                 w.add(e)
-                self._fill(w, e.path)
+                self._fill(w, grandchildren)
 
 
 # -- commit: certificate, history, reflog, manifest -----------------------------------------------

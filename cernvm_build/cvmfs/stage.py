@@ -55,34 +55,43 @@ class Stage:
 
     def put(self, e: Entry, nested: NestedRef | None = None) -> None:
         """Add or replace an entry (a later tar member of the same path wins)."""
-        parent = e.path.rsplit("/", 1)[0] if e.path else None
         self.db.execute("DELETE FROM stage_chunks WHERE path = ?", (e.path,))
-        self.db.execute(
-            "INSERT OR REPLACE INTO stage VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                e.path,
-                parent,
-                e.name,
-                e.mode,
-                e.size,
-                e.mtime,
-                e.mtimens,
-                e.uid,
-                e.gid,
-                e.symlink,
-                e.xattrs,
-                e.digest,
-                e.algorithm,
-                e.hardlink_key,
-                e.linkcount,
-                int(e.hidden),
-                nested.catalog_hash if nested else None,
-                nested.size if nested else None,
-                json.dumps(nested.counters.rows()) if nested else None,
-            ),
+        self.put_many([e], nested)
+
+    def put_many(self, entries: list[Entry], nested: NestedRef | None = None) -> None:
+        """Add entries that are not staged yet (one SQL batch)."""
+        rows: list[tuple[object, ...]] = []
+        chunks: list[tuple[str, int, int, bytes]] = []
+        for e in entries:
+            rows.append(
+                (
+                    e.path,
+                    e.path.rsplit("/", 1)[0] if e.path else None,
+                    e.name,
+                    e.mode,
+                    e.size,
+                    e.mtime,
+                    e.mtimens,
+                    e.uid,
+                    e.gid,
+                    e.symlink,
+                    e.xattrs,
+                    e.digest,
+                    e.algorithm,
+                    e.hardlink_key,
+                    e.linkcount,
+                    int(e.hidden),
+                    nested.catalog_hash if nested else None,
+                    nested.size if nested else None,
+                    json.dumps(nested.counters.rows()) if nested else None,
+                )
+            )
+            chunks.extend((e.path, c.offset, c.size, c.digest) for c in e.chunks)
+        self.db.executemany(
+            "INSERT OR REPLACE INTO stage VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows
         )
-        if e.chunks:
-            self.set_chunks(e.path, e.chunks)
+        if chunks:
+            self.db.executemany("INSERT INTO stage_chunks VALUES (?,?,?,?)", chunks)
 
     def set_content(self, path: str, digest: bytes | None, chunks: tuple[ChunkRow, ...]) -> None:
         """Record a pending file's content (staged without content, so it has no chunk rows yet)."""
