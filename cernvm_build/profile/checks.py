@@ -126,8 +126,13 @@ def _servers(v: Values) -> None:
         )
         return
     for i, url in enumerate(servers):
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        try:
+            parts = urlsplit(url)
+            valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+            _ = parts.port  # raises on a port that is not a number in range
+        except ValueError:
+            valid = False
+        if not valid:
             _fail(
                 v,
                 "cvmfs.servers",
