@@ -136,7 +136,8 @@ def main(argv: list[str]) -> int:
         print("grown" if grow(argv[1]) else "unchanged")
         return 0
     sys.stderr.write(
-        "usage: python3 -m cernvm_build.bootloader.disk first-boot | find-empty | partition DEV [MB] | grow DEV\n"
+        "usage: python3 -m cernvm_build.bootloader.disk first-boot | find-empty | partition DEV [MB]"
+        " | grow DEV\n"
     )
     return 2
 

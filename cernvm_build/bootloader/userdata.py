@@ -23,7 +23,7 @@ _PROXY = r"(DIRECT|auto|https?://[A-Za-z0-9._:/-]+|[A-Za-z0-9._-]+:[0-9]{1,5})"
 _URLISH = re.compile(rf"^{_PROXY}([;|]{_PROXY})*$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _FQRN = re.compile(r"^[a-z0-9][a-z0-9-]*(\.[a-z0-9-]+)+$")
-_PATH = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+_PATH = re.compile(r"^(?!(.*/)?\.\.?(/|$))[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")  # no . or .. parts
 _DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9]{2}:[0-9]{2}(:[0-9]{2})?Z?)?$")
 _B64 = re.compile(r"^[A-Za-z0-9+/=]+$")
 _TRUE = {"1", "yes", "on", "true"}

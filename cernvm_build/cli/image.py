@@ -106,6 +106,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     b.add_argument("--sign-key", type=Path, metavar="PEM", help="RSA private key that signs iso/hdd")
     b.add_argument("--sign-cert", type=Path, metavar="PEM", help="its X.509 certificate (embedded)")
     b.add_argument("--python", metavar="PATH", help="interpreter for the initrd (default: /usr/bin/python3)")
+    b.add_argument("--initrd-level", type=int, metavar="N", help="zstd level of the initrd, 1-19 (19)")
 
     i = subparser(inner, "inspect", help="show an image's signature block",
                   description=INSPECT_DESCRIPTION, json=True, handler=_inspect)  # fmt: skip
@@ -142,6 +143,7 @@ def _build(args: argparse.Namespace, out: Output) -> int:
             kernel_cache=args.kernel_cache,
             signer=signer,
             python=args.python,
+            initrd_level=args.initrd_level,
             step=step,
         )
     doc = {

@@ -17,7 +17,9 @@ INIT = """#!/bin/busybox sh
 /bin/busybox mount -t proc proc /proc
 echo "demo-os: init reached"
 echo "test-os: release $(cat /etc/test-release)"
-if [ -f /var/lib/marker ]; then echo "test-os: marker $(cat /var/lib/marker)"; else echo "test-os: marker none"; fi
+marker=none
+[ -f /var/lib/marker ] && marker=$(cat /var/lib/marker)
+echo "test-os: marker $marker"
 echo "test-os: pids $(cat /.cvmfs_pids)"
 echo "test-os: scratch $(ls /mnt/.rw | tr '\\n' ' ')"
 echo "boot-$(cat /etc/test-release)" > /var/lib/marker

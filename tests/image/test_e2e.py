@@ -1,0 +1,77 @@
+"""Boot the built images in real qemu (KVM if it works, else TCG) against the served repository.
+
+One scratch disk across three boots: first boot (iso, cidata context) pins the snapshot; after a
+new revision is published the second boot (qcow2) stays pinned and sees the first boot's writes;
+the third (iso, config-drive context with cvmfs_tag) moves to the named snapshot.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .conftest import FQRN, Built, TestRepo
+from .vm import blank_disk, boot, context_iso
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
+
+
+def _user_data(port: int, extra: str = "") -> str:
+    return (
+        "#!/bin/sh\necho amiconfig part, not ours\n"
+        f"[ucernvm-begin]\ncvmfs_server=10.0.2.2:{port}\nresize_rootfs=on\nno_such_key=1\n{extra}"
+        "[ucernvm-end]\n"
+    )
+
+
+def _show(b: object, log: Path) -> str:
+    return f"console log {log}:\n" + log.read_text(errors="replace")[-3000:]
+
+
+def test_boot_pin_persist_and_tag(built: Built, test_repo: TestRepo, tmp_path: Path) -> None:
+    port = test_repo.server.port
+    scratch = blank_disk(tmp_path / "scratch.qcow2")
+    r1 = test_repo.revisions[-1]
+
+    # 1: first boot from the iso: partitions the blank disk, mounts the snapshot the build recorded.
+    log1 = tmp_path / "boot1.log"
+    b1 = boot(built.image("iso"), scratch, context_iso(tmp_path / "ctx1.iso", _user_data(port)), log1)
+    print(f"accelerator: {b1.accel}; phases: {b1.phases()}")
+    assert "ucernvm: panic" not in b1.console, _show(b1, log1)
+    assert "first boot: partitioned the empty disk" in b1.console, _show(b1, log1)
+    assert "unknown key 'no_such_key' ignored" in b1.console
+    assert f"mounted {FQRN} revision {r1.revision} root {r1.root_hash}" in b1.console, _show(b1, log1)
+    assert r1.root_hash == built.snapshot_root
+    assert "ucernvm: overlay: root = /root.rw/persistent" in b1.console
+    assert "demo-os: init reached" in b1.console
+    assert "test-os: release 1" in b1.console and "test-os: marker none" in b1.console
+    pids = b1.lines(r"^test-os: pids (\d+)")
+    assert pids and int(pids[0].group(1)) > 1, "the FUSE pid must be recorded in /.cvmfs_pids"
+
+    # 2: a new revision appears; the qcow2 boot stays on the pinned snapshot and keeps the writes.
+    r2 = test_repo.publish("2", "release-2")
+    log2 = tmp_path / "boot2.log"
+    b2 = boot(
+        built.image("qcow2"),
+        scratch,
+        context_iso(tmp_path / "ctx2.iso", _user_data(port)),
+        log2,
+        kind="qcow2",
+    )
+    assert "ucernvm: panic" not in b2.console, _show(b2, log2)
+    assert "first boot" not in b2.console
+    assert f"root {r1.root_hash}" in b2.console and "pinned since" in b2.console, _show(b2, log2)
+    assert "test-os: release 1" in b2.console
+    assert "test-os: marker boot-1" in b2.console, "writes of the first boot must persist"
+
+    # 3: cvmfs_tag (from an OpenStack config drive this time) selects the named snapshot.
+    ctx3 = context_iso(tmp_path / "ctx3.iso", _user_data(port, "cvmfs_tag=release-2\n"), layout="CONFIG-2")
+    log3 = tmp_path / "boot3.log"
+    b3 = boot(built.image("iso"), scratch, ctx3, log3)
+    assert "ucernvm: panic" not in b3.console, _show(b3, log3)
+    assert f"mounted {FQRN} revision {r2.revision} root {r2.root_hash} tag release-2" in b3.console, _show(
+        b3, log3
+    )
+    assert "test-os: release 2" in b3.console
+    assert "test-os: marker boot-1" in b3.console

@@ -1,0 +1,232 @@
+"""Pure logic of the bootloader and image areas: user data, cpio, MBR, modules, signature, cmdline."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import re
+import stat
+import struct
+import subprocess
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+from cernvm_build.bootloader import disk, userdata
+from cernvm_build.bootloader.cpio import Tree, write_newc
+from cernvm_build.bootloader.initrd import fused_init
+from cernvm_build.bootloader.modules import resolve
+from cernvm_build.errors import BuildError, IntegrityError
+from cernvm_build.image import build, signature
+
+
+# -- user data ---------------------------------------------------------------------------------------
+def test_userdata_block_values_are_checked_data() -> None:
+    text = (
+        "#cloud-config\nhostname: x\ncvmfs_tag=outside-is-ignored\n[ucernvm-begin]\n"
+        "cvmfs_server=s1.example.org,10.0.2.2:8000\n  cvmfs_tag = 'v1.2'\nresize_rootfs=OFF\n"
+        "# comment\ncvmfs_branch=$(reboot)\nfoo=bar\nnot a pair\ncernvm_path=cvm4\n[ucernvm-end]\n"
+        "cvmfs_date=2020-01-01\n"
+    )
+    p = userdata.parse(text)
+    assert p.found
+    assert p.values == {
+        "cvmfs_server": "s1.example.org,10.0.2.2:8000",
+        "cvmfs_tag": "v1.2",
+        "resize_rootfs": "0",
+        "cernvm_path": "cvm4",
+    }
+    joined = "\n".join(p.messages)
+    assert "cvmfs_branch: invalid value '$(reboot)'" in joined
+    assert "unknown key 'foo' ignored" in joined
+    assert "not key=value" in joined
+
+
+def test_userdata_gzip_and_render_roundtrip() -> None:
+    data = gzip.compress(b"[ucernvm-begin]\ncvmfs_http_proxy=http://squid:3128;DIRECT\n[ucernvm-end]\n")
+    p = userdata.parse(data)
+    assert userdata.render(p.values) == "cvmfs_http_proxy=http://squid:3128;DIRECT\n"
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["cvmfs_server=a b", "cvmfs_server=`id`", "cvmfs_tag=a;rm", "cernvm_path=../etc", "cernvm_inject=a b"],
+)
+def test_userdata_rejects_shell_metacharacters(line: str) -> None:
+    p = userdata.parse(f"[ucernvm-begin]\n{line}\n[ucernvm-end]\n")
+    assert p.values == {} and len(p.messages) == 1
+
+
+def test_keys_table_documents_every_honoured_key() -> None:
+    assert {"resize_rootfs", "cvmfs_http_proxy", "cvmfs_server", "cvmfs_branch", "cvmfs_tag"} <= set(
+        userdata.KEYS
+    )
+    assert {"cernvm_path", "cernvm_inject"} <= set(userdata.KEYS)
+    assert all(len(h) > 20 for h in userdata.KEYS.values())
+
+
+def test_init_reads_every_key_through_its_case_table() -> None:
+    init = fused_init().decode()
+    for key in userdata.KEYS:
+        assert f"            {key}) U_{key}=$val ;;" in init, key
+    code = [line.split("#", 1)[0] for line in init.splitlines()]
+    assert not any(re.search(r"\beval\s|^\s*(\.|source)\s", c) for c in code), "never evaluate user data"
+
+
+def test_fused_init_is_valid_busybox_sh(tmp_path: Path) -> None:
+    (tmp_path / "init").write_bytes(fused_init())
+    r = subprocess.run(["busybox", "sh", "-n", str(tmp_path / "init")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    steps = [
+        line.split(": ", 1)[0] for line in fused_init().decode().splitlines() if line.startswith("# ---- ")
+    ]
+    assert steps == sorted(steps) and len(steps) >= 8
+
+
+# -- cpio ----------------------------------------------------------------------------------------------
+def _cpio(tree: Tree, mtime: int = 1234) -> bytes:
+    buf = io.BytesIO()
+    write_newc(tree.members.values(), buf, mtime)
+    return buf.getvalue()
+
+
+def test_cpio_is_sorted_fixed_and_readable_by_cpio(tmp_path: Path) -> None:
+    f = tmp_path / "f"
+    f.write_bytes(b"x" * 5)
+    t1, t2 = Tree(), Tree()
+    for t, order in ((t1, (0, 1, 2)), (t2, (2, 1, 0))):
+        adds = [
+            lambda t=t: t.file("usr/bin/f", f),
+            lambda t=t: t.symlink("bin/sh", "busybox"),
+            lambda t=t: t.chardev("dev/console", 5, 1),
+        ]
+        for i in order:
+            adds[i]()
+    assert _cpio(t1) == _cpio(t2)
+    r = subprocess.run(["cpio", "-itv"], input=_cpio(t1), capture_output=True)
+    listing = r.stdout.decode()
+    assert "dev/console" in listing and "bin/sh -> busybox" in listing and "usr/bin/f" in listing
+    assert listing.index("bin/sh") < listing.index("dev/console") < listing.index("usr/bin/f")
+    assert b"TRAILER!!!" in _cpio(t1)
+    assert len(_cpio(t1)) % 4 == 0
+
+
+def test_cpio_replaces_same_path() -> None:
+    t = Tree()
+    t.symlink("sbin/mke2fs", "/bin/busybox")
+    t.data("sbin/mke2fs", b"real", 0o755)
+    assert stat.S_ISREG(t.members["sbin/mke2fs"].mode)
+
+
+# -- scratch disk partition table --------------------------------------------------------------------
+def test_mbr_one_linux_partition_from_1mib() -> None:
+    m = disk.mbr(2 * 1024 * 1024)  # 1 GiB in sectors
+    assert len(m) == 512 and m[510:] == b"\x55\xaa"
+    _status, _, ptype, _, start, count = struct.unpack_from("<B3sB3sII", m, 446)
+    assert (ptype, start, start + count) == (0x83, 2048, 2 * 1024 * 1024)
+    assert disk.partition_path("/dev/vda") == "/dev/vda1"
+    assert disk.partition_path("/dev/nvme0n1") == "/dev/nvme0n1p1"
+
+
+# -- kernel modules ------------------------------------------------------------------------------------
+def test_modules_resolved_from_modinfo_in_dependency_order(tmp_path: Path) -> None:
+    kdir = tmp_path / "6.1.0-test" / "kernel"
+    (kdir / "fs").mkdir(parents=True)
+    (kdir / "fs" / "overlay.ko").write_bytes(b"\x7fELF...\0depends=\0name=overlay\0")
+    (kdir / "fs" / "fuse.ko").write_bytes(b"\x7fELF\0name=fuse\0depends=virtio-ring\0")
+    (kdir / "fs" / "virtio_ring.ko").write_bytes(b"\0depends=\0")
+    (tmp_path / "6.1.0-test" / "modules.builtin").write_text("kernel/fs/ext4/ext4.ko\n")
+    ms = resolve(tmp_path / "6.1.0-test", "6.1.0-test", ("fuse", "overlay", "ext4", "nosuch"))
+    assert ms.order == ["kernel/fs/virtio_ring.ko", "kernel/fs/fuse.ko", "kernel/fs/overlay.ko"]
+    assert ms.builtin == ["ext4"] and ms.missing == ["nosuch"]
+
+
+# -- signature block -------------------------------------------------------------------------------------
+def _signer(tmp_path: Path, cn: str = "test signer") -> signature.Signer:
+    import datetime
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    now = datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=3650))
+        .sign(key, hashes.SHA256())
+    )
+    kp, cp = tmp_path / f"{cn}.key", tmp_path / f"{cn}.crt"
+    kp.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    cp.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return signature.load_signer(kp, cp)
+
+
+def test_signature_roundtrip_tamper_and_wrong_signer(tmp_path: Path) -> None:
+    img = tmp_path / "x.hdd"
+    img.write_bytes(b"\xaa" * 100_000)
+    s = _signer(tmp_path)
+    with open(img, "ab") as f:
+        f.write(signature.trailer_bytes(img, {"snapshot": "abc", "ucernvm-version": "2026.11-1"}, s))
+    t = signature.verify(img, s.certificate)
+    assert t.metadata["snapshot"] == "abc" and t.image_size == 100_000
+    other = _signer(tmp_path, "someone else")
+    with pytest.raises(IntegrityError, match="not by the given certificate"):
+        signature.verify(img, other.certificate)
+    data = bytearray(img.read_bytes())
+    data[10] ^= 1
+    img.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="modified after signing"):
+        signature.verify(img)
+
+
+def test_unsigned_and_foreign_files(tmp_path: Path) -> None:
+    img = tmp_path / "x.iso"
+    img.write_bytes(b"\0" * 70_000)
+    with pytest.raises(IntegrityError, match="no μCernVM signature block"):
+        signature.read_trailer(img)
+    with open(img, "ab") as f:
+        f.write(signature.trailer_bytes(img, {"snapshot": "h"}, None))
+    assert signature.read_trailer(img).signature is None
+    with pytest.raises(IntegrityError, match="not signed"):
+        signature.verify(img)
+
+
+def test_key_and_certificate_must_match(tmp_path: Path) -> None:
+    a, b = _signer(tmp_path, "a"), _signer(tmp_path, "b")
+    assert a.certificate != b.certificate
+    with pytest.raises(BuildError, match="does not belong"):
+        signature.load_signer(tmp_path / "a.key", tmp_path / "b.crt")
+
+
+# -- formats and command line ------------------------------------------------------------------------
+def test_formats_parse_and_reject_unknown() -> None:
+    assert build.parse_formats("qcow2, iso", []) == ["iso", "qcow2"]
+    assert build.parse_formats(None, ["hdd"]) == ["hdd"]
+    with pytest.raises(BuildError, match="unknown image format 'ova'") as e:
+        build.parse_formats("iso,ova", [])
+    assert e.value.hint and "qcow2" in e.value.hint
+
+
+def test_kernel_cmdline_carries_repository_path_servers_tag() -> None:
+    from cernvm_build import profile
+
+    p = profile.load("el7")
+    line = build.kernel_cmdline(p)
+    assert f"cvmfs_repos={p.cvmfs.repository}" in line
+    assert "cvmfs_server=cvmfs-stratum-one.cern.ch," in line
+    assert "console=ttyS0" in line
+    if p.cvmfs.path.strip("/"):
+        assert f"cernvm_path={p.cvmfs.path.strip('/')}" in line
+    if p.cvmfs.snapshot.tag:
+        assert f"cvmfs_repository_tag={p.cvmfs.snapshot.tag}" in line
