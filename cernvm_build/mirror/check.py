@@ -66,6 +66,18 @@ class Checked:
         }
 
 
+def compare(e: Expected, got: tuple[str, int] | None) -> str | None:
+    """The problem with one file (missing, wrong size, wrong hash), or None."""
+    if got is None:
+        return f"{e.rel}: missing (named by {e.named_by})"
+    digest, size = got
+    if e.size is not None and size != e.size:
+        return f"{e.rel}: size {size}, but {e.named_by} says {e.size}"
+    if digest != e.digest.lower():
+        return f"{e.rel}: {e.algo} mismatch (got {digest[:16]}…, {e.named_by} says {e.digest[:16]}…)"
+    return None
+
+
 def check_files(
     source: Source,
     expected: list[Expected],
@@ -74,27 +86,33 @@ def check_files(
     progress: Progress | None = None,
 ) -> list[str]:
     """Hash every expected file (in parallel); one problem line per missing or mismatched file."""
-    done = 0
+    # Files whose hash is remembered (unchanged since hashed) are checked without the thread pool.
+    results: list[str | None] = []
+    todo: list[Expected] = []
+    for e in expected:
+        got = source.remembered(e.rel, e.algo)
+        if got is None:
+            todo.append(e)
+        else:
+            results.append(compare(e, got))
+    done = len(results)
+    if progress and done:
+        progress("verify", done, len(expected))
     lock = threading.Lock()
 
     def one(e: Expected) -> str | None:
         nonlocal done
-        got = source.digest(e.rel, e.algo, e.digest)
+        problem = compare(e, source.digest(e.rel, e.algo, e.digest))
         with lock:
             done += 1
             if progress:
                 progress("verify", done, len(expected))
-        if got is None:
-            return f"{e.rel}: missing (named by {e.named_by})"
-        digest, size = got
-        if e.size is not None and size != e.size:
-            return f"{e.rel}: size {size}, but {e.named_by} says {e.size}"
-        if digest != e.digest.lower():
-            return f"{e.rel}: {e.algo} mismatch (got {digest[:16]}…, {e.named_by} says {e.digest[:16]}…)"
-        return None
+        return problem
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        return [p for p in pool.map(one, expected) if p]
+    if todo:
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            results.extend(pool.map(one, todo))
+    return [p for p in results if p]
 
 
 def decompress(rel: str, data: bytes) -> bytes:

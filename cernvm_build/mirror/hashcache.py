@@ -51,6 +51,23 @@ class HashCache:
             except (ValueError, TypeError, KeyError):
                 self.entries = {}  # a damaged cache only costs a re-hash
 
+    def remembered(self, path: Path, algo: str = "sha256") -> tuple[str, int, Sig] | None:
+        """The remembered hash if the file is unchanged since, else None (costs one stat)."""
+        key = f"{algo}:{os.path.abspath(path)}"
+        with self.lock:
+            hit = self.entries.get(key)
+        if hit is None:
+            return None
+        try:
+            sig = signature(os.stat(path))
+        except OSError:
+            return None
+        if hit[0] != sig:
+            return None
+        with self.lock:
+            self.hits += 1
+        return hit[1], sig[2], sig
+
     def digest(self, path: Path, algo: str = "sha256") -> tuple[str, int, Sig]:
         """``(hex digest, size, signature)``; the signature is the file's state the digest belongs to."""
         key = f"{algo}:{os.path.abspath(path)}"

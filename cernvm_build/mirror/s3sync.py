@@ -29,12 +29,14 @@ import mimetypes
 import os
 import threading
 import uuid
+import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote_plus
 
 import botocore.exceptions
 
@@ -168,22 +170,62 @@ def scan_local(
                 progress("hash", done, total)
         return LocalFile(rel, p, size, digest, sig)
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        files = list(pool.map(one, paths))
-    return {f.rel: f for f in files}
+    # Remembered hashes cost a stat; only the files that must be read go to the thread pool.
+    files: list[LocalFile] = []
+    todo: list[tuple[str, Path, int]] = []
+    for rel, p, size in paths:
+        hit = hasher.remembered(p)
+        if hit is None:
+            todo.append((rel, p, size))
+        else:
+            files.append(LocalFile(rel, p, size, hit[0], hit[2]))
+    if todo:
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            files.extend(pool.map(one, todo))
+    return {f.rel: f for f in sorted(files, key=lambda f: f.rel)}
 
 
 def list_remote(client: S3Client, url: S3Url) -> dict[str, RemoteObject]:
+    """Every object under the prefix (key, size, ETag).
+
+    botocore turns each listed object into a dict and parses its LastModified with dateutil, which
+    costs more than the request itself for big listings. We read Key/Size/ETag from the XML with
+    ElementTree before botocore parses it and hand botocore the page without its <Contents>.
+    """
     out: dict[str, RemoteObject] = {}
+    me = threading.get_ident()
+
+    def grab(response_dict: dict[str, Any], **_: Any) -> None:
+        if threading.get_ident() != me or int(response_dict.get("status_code", 0)) >= 300:
+            return
+        try:
+            root = ET.fromstring(response_dict["body"])
+        except ET.ParseError:
+            return  # let botocore report it
+        ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+        encoded = root.findtext(f"{ns}EncodingType") == "url"
+        for c in root.findall(f"{ns}Contents"):
+            key = c.findtext(f"{ns}Key") or ""
+            key = unquote_plus(key) if encoded else key
+            rel = url.rel(key)
+            if rel:
+                out[rel] = RemoteObject(rel, int(c.findtext(f"{ns}Size") or 0), c.findtext(f"{ns}ETag") or "")
+            root.remove(c)
+        response_dict["body"] = ET.tostring(root)
+
+    hook = f"cernvm-list-{uuid.uuid4().hex}"
+    client.meta.events.register("before-parse.s3.ListObjectsV2", grab, unique_id=hook)
     try:
         pages = client.get_paginator("list_objects_v2").paginate(Bucket=url.bucket, Prefix=url.list_prefix)
         for page in pages:
-            for obj in page.get("Contents", []):
+            for obj in page.get("Contents", []):  # only if the hook could not read the page
                 rel = url.rel(obj["Key"])
                 if rel:
                     out[rel] = RemoteObject(rel, int(obj["Size"]), str(obj["ETag"]))
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
         raise s3_error(e, str(url)) from e
+    finally:
+        client.meta.events.unregister("before-parse.s3.ListObjectsV2", unique_id=hook)
     return out
 
 

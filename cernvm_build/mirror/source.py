@@ -45,6 +45,10 @@ class Source(Protocol):
         """Every file, or None if this kind of source cannot be listed (HTTP)."""
         ...
 
+    def remembered(self, rel: str, algo: str) -> tuple[str, int] | None:
+        """A digest known without reading the file (hash cache), else None."""
+        ...
+
 
 def new_hash(algo: str) -> hashlib._Hash:
     name = {"sha": "sha1"}.get(algo.lower(), algo.lower())
@@ -99,6 +103,12 @@ class LocalSource:
             digest, size, _ = self.cache.digest(p, algo)
             return digest, size
         return hash_stream(_read_chunks(p), algo)
+
+    def remembered(self, rel: str, algo: str) -> tuple[str, int] | None:
+        if self.cache is None:
+            return None
+        hit = self.cache.remembered(self.root / safe_rel(rel), algo)
+        return (hit[0], hit[1]) if hit else None
 
     def list(self) -> list[str] | None:
         out = []
@@ -169,6 +179,9 @@ class HttpSource:
     def list(self) -> list[str] | None:
         return None
 
+    def remembered(self, rel: str, algo: str) -> tuple[str, int] | None:
+        return None  # staged copies may be stale: digest() compares them with what the index says
+
     def prune(self, keep: set[str]) -> None:
         """Remove staged files that the current publication does not contain."""
         for dirpath, _, files in os.walk(self.staging):
@@ -203,6 +216,9 @@ class S3Source:
     def digest(self, rel: str, algo: str, expect: str | None = None) -> tuple[str, int] | None:
         chunks = self._get(rel)
         return hash_stream(chunks, algo) if chunks is not None else None
+
+    def remembered(self, rel: str, algo: str) -> tuple[str, int] | None:
+        return None
 
     def list(self) -> list[str] | None:
         from .s3sync import MANIFEST, list_remote

@@ -247,3 +247,13 @@ def test_unknown_profile_is_a_clear_error(tmp_path: Path, s3env: None) -> None:
 def test_bad_destination_url(tmp_path: Path) -> None:
     with pytest.raises(MirrorError, match="not an S3 URL"):
         sync_tree(tmp_path, "bucket/p")
+
+
+def test_odd_key_names_round_trip(tmp_path: Path, s3: Any, bucket: str) -> None:
+    src = tmp_path / "src"
+    names = {"a b+c/ü.txt": b"1", "pkg_1.0+git~1_all.deb": b"2", "%41.txt": b"3"}
+    write_tree(src, names)
+    assert sorted(sync_tree(src, f"s3://{bucket}/p q", client=s3).uploaded) == sorted(names)
+    assert set(keys(s3, bucket)) == {f"p q/{n}" for n in names} | {f"p q/{MANIFEST}"}
+    again = sync_tree(src, f"s3://{bucket}/p q", client=s3)
+    assert again.actions == [] and again.unchanged == 3
