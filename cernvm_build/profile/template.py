@@ -105,6 +105,12 @@ def render(tree: Node, name: str) -> None:
                     where=location(node.pos, key),
                     hint="templates are jinja2 expressions over the profile's settings",
                 ) from None
+            except Exception as e:  # whatever a user's expression raises is their error
+                raise ProfileError(
+                    f"template {source!r} failed: {type(e).__name__}: {e}",
+                    where=location(node.pos, key),
+                    hint="templates are jinja2 expressions over the profile's settings",
+                ) from None
             if result != node.value:
                 node.value, node.text, node.templated = result, result, True
                 changed = True
