@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import random
 from pathlib import Path
 
 import pytest
+import yaml
 
 from cernvm_build import profile
 from cernvm_build.paths import data_dir
@@ -64,3 +66,38 @@ def test_mutated_profiles_never_give_a_traceback(tmp_path: Path, seed: int) -> N
             assert "\n" not in str(e) and e.hint
             assert e.where is not None and str(e.where), str(e)
     assert failures  # the mutations did break profiles
+
+
+VALUES: list[object] = [
+    None, 0, -1, 10**20, 1.5, True, "", "x", "{{ name }}", "{{ os }}", "{{ 1 / 0 }}", "{{ cvmfs.servers[9]}}",
+    [], [1], [[1]], {}, {"a": 1}, {"a": [1]}, "@fqrn@", "/", "..", "http://", "http://[::1", "http://h:99999",
+    "-----BEGIN PUBLIC KEY-----", "{{ range(10**9) | list }}",
+]  # fmt: skip
+
+
+def _keys(data: object, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    if not isinstance(data, dict):
+        return []
+    return [p for k, v in data.items() for p in [(*prefix, k), *_keys(v, (*prefix, k))]]
+
+
+@pytest.mark.parametrize("leaf", ["el4", "demo"])
+def test_any_value_in_any_place_gives_a_profile_error_not_a_crash(tmp_path: Path, leaf: str) -> None:
+    rng = random.Random(leaf)
+    shipped = data_dir("profiles")
+    (tmp_path / "keys").symlink_to(shipped / "keys")
+    for name in ("base", "preserved"):
+        (tmp_path / f"{name}.yaml").write_text((shipped / f"{name}.yaml").read_text())
+    original = profile.own_settings(shipped / f"{leaf}.yaml")
+    for _ in range(150):
+        data = copy.deepcopy(original)
+        for _ in range(rng.randint(1, 3)):
+            *parents, last = rng.choice(_keys(data))
+            target: object = data
+            for k in parents:
+                target = target[k] if isinstance(target, dict) else None
+            if isinstance(target, dict):
+                target[last] = copy.deepcopy(rng.choice(VALUES))
+        (tmp_path / "t.yaml").write_text(yaml.safe_dump(data))
+        for e in profile.check(tmp_path / "t.yaml", search_path=[]).errors:
+            assert "\n" not in str(e) and e.hint and e.where
