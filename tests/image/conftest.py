@@ -22,7 +22,7 @@ DEMO_KEYS = PROJECT_ROOT / "profiles" / "keys" / "demo"
 
 
 @dataclass
-class TestRepo:
+class ServedRepo:
     stratum: Path
     keys: KeySet
     server: Server
@@ -44,13 +44,13 @@ class TestRepo:
         return dataclasses.replace(p, cvmfs=dataclasses.replace(p.cvmfs, servers=[self.url]))
 
 
-@pytest.fixture(scope="module")
-def test_repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestRepo]:
+@pytest.fixture(scope="session")
+def test_repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedRepo]:
     work = tmp_path_factory.mktemp("repo")
     keys = load_keys(DEMO_KEYS, FQRN)
     create_repository(work / "stratum" / FQRN, FQRN, keys)
     srv = serve(work / "stratum")
-    repo = TestRepo(work / "stratum", keys, srv, work, [])
+    repo = ServedRepo(work / "stratum", keys, srv, work, [])
     repo.publish("1", "release-1")
     try:
         yield repo
@@ -69,8 +69,8 @@ class Built:
         return next(self.out.glob(f"*.{fmt}"))
 
 
-@pytest.fixture(scope="module")
-def built(test_repo: TestRepo, tmp_path_factory: pytest.TempPathFactory) -> Built:
+@pytest.fixture(scope="session")
+def built(test_repo: ServedRepo, tmp_path_factory: pytest.TempPathFactory) -> Built:
     """iso + hdd + qcow2 of the demo profile against the test repository, built twice, signed."""
     from cernvm_build.image.build import build_image
     from cernvm_build.image.signature import load_signer

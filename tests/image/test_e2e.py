@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import FQRN, Built, TestRepo
+from .conftest import FQRN, Built, ServedRepo
 from .vm import blank_disk, boot, context_iso
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
@@ -29,7 +29,7 @@ def _show(b: object, log: Path) -> str:
     return f"console log {log}:\n" + log.read_text(errors="replace")[-3000:]
 
 
-def test_boot_pin_persist_and_tag(built: Built, test_repo: TestRepo, tmp_path: Path) -> None:
+def test_boot_pin_persist_and_tag(built: Built, test_repo: ServedRepo, tmp_path: Path) -> None:
     port = test_repo.server.port
     scratch = blank_disk(tmp_path / "scratch.qcow2")
     r1 = test_repo.revisions[-1]
