@@ -679,6 +679,7 @@ class Builder:
                 tree = nav_mod.build_tree(name, members, titles)  # type: ignore[arg-type]
                 trees[name] = tree
                 reading[name] = nav_mod.flatten(tree)
+        positions = {name: {u: i for i, (_t, u) in enumerate(order)} for name, order in reading.items()}
         sidebar_tpl = env.closure_hash("partials/sidebar.html")
         self.sidebars: dict[str, tuple[list[dict[str, Any]], str]] = {}
 
@@ -731,17 +732,18 @@ class Builder:
                 "meta": _plain(page.meta),
                 "content": Late("content", page.md_key, page.src or "") if page.md_key else "",
                 "links": self._link_map(page),
+                "prev": None,
+                "next": None,
             }
             ctx: dict[str, Any] = {"site": site_ctx, "page": ctx_page}
             psec = cfg.sections.get(page.section)
-            if psec and psec.sidebar and page.src:
-                open_dir = posixpath.dirname(page.src)
+            if psec and psec.sidebar and page.section in trees:
+                open_dir = posixpath.dirname(page.src) if page.src else page.section
                 k = sidebar_key(page.section, open_dir)
                 ctx["sidebar"] = Late("sidebar", self.sidebars[k][1], k)
                 order = reading[page.section]
-                urls = [u for _t, u in order]
-                if page.url in urls:
-                    i = urls.index(page.url)
+                i = positions[page.section].get(page.url, -1)
+                if i >= 0:
                     prev = order[i - 1] if i > 0 else None
                     nxt = order[i + 1] if i + 1 < len(order) else None
                     ctx_page["prev"] = {"title": prev[0], "url": prev[1]} if prev else None
@@ -909,29 +911,35 @@ class Builder:
         new_rows = [(job.out, job.fp, size, mtime) for job, (size, mtime) in zip(todo, results, strict=True)]
         wanted = {j.out for j in jobs}
         removed = sorted(set(old) - wanted)
-        removed += self._strays(wanted, set(removed))
+        strays, empty_dirs = self._strays(wanted, set(removed))
+        removed += strays
         for rel in removed:
             try:
                 os.unlink(self.out_dir / rel)
             except FileNotFoundError:
                 pass
-        _prune_empty_dirs(self.out_dir)
-        # One sync for the whole tree instead of one fsync per file: the state says what is on disk
-        # only after the data is.
-        if total or removed:
-            os.sync()
+        if removed or empty_dirs:
+            _prune_empty_dirs(self.out_dir)
+        # No fsync per file (it would cost more than the build): files appear by rename, so readers
+        # never see half of one, and the state records each file's size and mtime, so a file lost in a
+        # crash no longer matches and is written again by the next build.
         return total, new_rows, removed
 
-    def _strays(self, wanted: set[str], known: set[str]) -> list[str]:
+    def _strays(self, wanted: set[str], known: set[str]) -> tuple[list[str], bool]:
+        """Files in the output that a clean build would not write, and whether empty folders exist."""
         out: list[str] = []
-        if not self.out_dir.is_dir():
-            return out
-        for root, _dirs, files in os.walk(self.out_dir):
+        empty = False
+        top = str(self.out_dir)
+        cut = len(top) + 1
+        for root, dirs, files in os.walk(top):
+            if not dirs and not files:
+                empty = True
+            prefix = root[cut:] + "/" if len(root) > len(top) else ""
             for name in files:
-                rel = (Path(root) / name).relative_to(self.out_dir).as_posix()
+                rel = prefix + name
                 if rel not in wanted and rel not in known:
                     out.append(rel)
-        return sorted(out)
+        return sorted(out), empty
 
 
 @dataclass
@@ -952,11 +960,13 @@ def _lates(obj: Any) -> list[Late]:
     if isinstance(obj, Late):
         out.append(obj)
     elif isinstance(obj, dict):
-        for v in obj.values():
-            out.extend(_lates(v))
+        for k, v in obj.items():
+            if k != "site" and isinstance(v, dict | list | Late):  # 'site' is shared and plain
+                out.extend(_lates(v))
     elif isinstance(obj, list):
         for v in obj:
-            out.extend(_lates(v))
+            if isinstance(v, dict | list | Late):
+                out.extend(_lates(v))
     return out
 
 

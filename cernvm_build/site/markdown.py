@@ -20,10 +20,10 @@ from markdown_it import MarkdownIt
 from markdown_it.token import Token
 from mdit_py_plugins.admon import admon_plugin
 from mdit_py_plugins.anchors import anchors_plugin
-from pygments import highlight as pyg_highlight
 from pygments.formatters import HtmlFormatter
 from pygments.lexer import Lexer
 from pygments.lexers import get_lexer_by_name
+from pygments.token import STANDARD_TYPES, _TokenType
 from pygments.util import ClassNotFound
 
 #: bump when the HTML this module produces changes, so cached renders are redone
@@ -67,13 +67,46 @@ def _lexer(lang: str) -> Lexer | None:
         return None
 
 
-_FORMATTER = HtmlFormatter(nowrap=True)
+_CLASS: dict[_TokenType, str] = {}
+
+
+def _css_class(ttype: _TokenType) -> str:
+    cls = _CLASS.get(ttype)
+    if cls is None:
+        t = ttype
+        while t not in STANDARD_TYPES:
+            t = t.parent
+        cls = STANDARD_TYPES[t]
+        cls = "" if cls == "w" else cls
+        _CLASS[ttype] = cls
+    return cls
+
+
+def _spans(lexer: Lexer, code: str) -> str:
+    """Pygments tokens as ``<span class="…">`` runs with the standard short class names (the ones
+    ``HtmlFormatter.get_style_defs`` styles). Pygments' own HtmlFormatter does the same with line
+    bookkeeping we do not use and costs more than the lexing; runs of one class are merged."""
+    out: list[str] = []
+    run: list[str] = []
+    current = ""
+    for ttype, value in lexer.get_tokens(code):
+        cls = _css_class(ttype)
+        if cls != current and run:
+            text = html.escape("".join(run), quote=False)
+            out.append(f'<span class="{current}">{text}</span>' if current else text)
+            run = []
+        current = cls
+        run.append(value)
+    if run:
+        text = html.escape("".join(run), quote=False)
+        out.append(f'<span class="{current}">{text}</span>' if current else text)
+    return "".join(out)
 
 
 def _highlight(code: str, lang: str, attrs: Any) -> str:
     lang = (lang or "").strip().split()[0].lower() if lang else ""
     lexer = _lexer(lang) if lang else None
-    body = pyg_highlight(code, lexer, _FORMATTER) if lexer is not None else html.escape(code, quote=False)
+    body = _spans(lexer, code) if lexer is not None else html.escape(code, quote=False)
     cls = f' class="language-{html.escape(lang)}"' if lang else ""
     return f'<pre class="highlight"><code{cls}>{body}</code></pre>\n'
 

@@ -37,9 +37,12 @@ class Environment:
         )
         self._hash: dict[str, str] = {}
         self._refs: dict[str, set[str]] = {}
+        self._exists: dict[str, bool] = {}
 
     def exists(self, name: str) -> bool:
-        return (self.folder / name).is_file()
+        if name not in self._exists:
+            self._exists[name] = (self.folder / name).is_file()
+        return self._exists[name]
 
     def _source(self, name: str) -> str:
         try:

@@ -1,0 +1,186 @@
+"""Site generator benchmark: this toolkit's builder, Hugo and MkDocs on the same synthetic corpus
+(bench/site_corpus.py), side by side in one run.
+
+Figures: pages/s of a full (cold) build at N pages; a no-change rebuild; a rebuild after one page
+changed. Every generator runs as its own process, timed on the wall clock, with its peak memory.
+Aims (issue 7): full build >= 20x MkDocs and >= 0.5x Hugo; one-page rebuild >= 10x faster than Hugo's
+full build.
+
+    python bench/site.py            # N = 1,000 and 4,000
+    python bench/site.py --quick    # N = 100 and 400
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import Result, cores, print_table
+from bench.site_corpus import generate, rel_path
+
+VENV_BIN = Path(sys.executable).parent
+#: MkDocs renders the whole navigation into every page; at thousands of pages it runs for tens of
+#: minutes. It is stopped after this long and its rate reported as an upper bound.
+MKDOCS_TIMEOUT = float(os.environ.get("SITE_BENCH_MKDOCS_TIMEOUT", "600"))
+
+OURS = (
+    "import sys; from pathlib import Path; from cernvm_build.site.build import build_site; "
+    "r = build_site(Path(sys.argv[1]), Path(sys.argv[2])); print(r.rendered, r.markdown_rendered)"
+)
+
+
+@dataclass
+class Run:
+    seconds: float
+    peak_mb: float
+    timed_out: bool = False
+    out: str = ""
+
+
+def timed(
+    cmd: list[str],
+    *,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float | None = None,
+) -> Run:
+    """Run ``cmd``; wall-clock time and the peak RSS of the process tree (largest process)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    deadline = start + timeout if timeout else None
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        if deadline and time.perf_counter() > deadline:
+            proc.kill()
+            _, status, usage = os.wait4(proc.pid, 0)
+            return Run(time.perf_counter() - start, usage.ru_maxrss / 1024, timed_out=True)
+        time.sleep(0.02)
+    seconds = time.perf_counter() - start
+    out = proc.stdout.read().decode() if proc.stdout else ""
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{cmd[0]} failed: {err.strip()[-2000:]}")
+    return Run(seconds, usage.ru_maxrss / 1024, out=out.strip())
+
+
+def measure(n: int, work: Path) -> dict[str, Run]:
+    sites = generate(work / "corpus", n)
+    cache = work / "cache"
+    env = {"CERNVM_CACHE_DIR": str(cache)}
+    ours_out, hugo_out, mk_out = work / "ours-out", work / "hugo-out", work / "mkdocs-out"
+    ours = [sys.executable, "-c", OURS, str(sites["ours"]), str(ours_out)]
+    hugo = ["hugo", "--quiet", "-d", str(hugo_out)]
+    runs: dict[str, Run] = {}
+    runs["ours.full"] = timed(ours, env=env)
+    runs["hugo.full"] = timed(hugo, cwd=sites["hugo"])
+    runs["ours.noop"] = timed(ours, env=env)
+    runs["hugo.again"] = timed(hugo, cwd=sites["hugo"])
+    page = sites["ours"] / "content" / rel_path(n // 2)
+    page.write_text(
+        page.read_text().replace("\n\n", "\n\nEdited. ", 1)  # body only: others link to its headings
+    )
+    runs["ours.one"] = timed(ours, env=env)
+    runs["mkdocs.full"] = timed(
+        [str(VENV_BIN / "mkdocs"), "build", "-q", "-d", str(mk_out)],
+        cwd=sites["mkdocs"],
+        timeout=MKDOCS_TIMEOUT,
+    )
+    return runs
+
+
+def results_for(n: int, runs: dict[str, Run]) -> list[Result]:
+    pages = n + 1  # the corpus pages and a home page
+    ours, hugo, mk = runs["ours.full"], runs["hugo.full"], runs["mkdocs.full"]
+    ours_rate, hugo_rate = pages / ours.seconds, pages / hugo.seconds
+    mk_rate = pages / mk.seconds
+    mk_note = f"stopped after {mk.seconds:.0f} s (rate is an upper bound)" if mk.timed_out else ""
+    mem: dict[str, float | str] = {
+        "ours_peak_mb": round(ours.peak_mb, 1),
+        "hugo_peak_mb": round(hugo.peak_mb, 1),
+        "mkdocs_peak_mb": round(mk.peak_mb, 1),
+        "cores": cores(),
+    }
+    out = [
+        Result(
+            f"site.full.n{n}",
+            "full build vs Hugo",
+            ours_rate,
+            "pages/s",
+            "Hugo",
+            hugo_rate,
+            ">= 0.5x Hugo",
+            ours_rate >= 0.5 * hugo_rate,
+            extra=dict(mem),
+        ),
+        Result(
+            f"site.full.n{n}",
+            "full build vs MkDocs",
+            ours_rate,
+            "pages/s",
+            "MkDocs",
+            mk_rate,
+            ">= 20x MkDocs",
+            ours_rate >= 20 * mk_rate,
+            extra={"mkdocs": mk_note} if mk_note else {},
+        ),
+        Result(
+            f"site.noop.n{n}",
+            "no-change rebuild",
+            runs["ours.noop"].seconds,
+            "s",
+            "Hugo rebuild",
+            runs["hugo.again"].seconds,
+            None,
+            None,
+        ),
+        Result(
+            f"site.onepage.n{n}",
+            "one page changed",
+            runs["ours.one"].seconds,
+            "s",
+            "Hugo full build",
+            hugo.seconds,
+            "<= 0.1x Hugo full",
+            runs["ours.one"].seconds <= 0.1 * hugo.seconds,
+            extra={"rendered_markdown_written": runs["ours.one"].out},
+        ),
+        Result(
+            f"site.memory.n{n}",
+            "peak memory",
+            ours.peak_mb,
+            "MB",
+            "Hugo",
+            hugo.peak_mb,
+            None,
+            None,
+            extra={"mkdocs_peak_mb": round(mk.peak_mb, 1)},
+        ),
+    ]
+    return out
+
+
+def run(quick: bool) -> list[Result]:
+    sizes = (100, 400) if quick else (1000, 4000)
+    if shutil.which("hugo") is None:
+        raise SystemExit("hugo is not installed: apt-get install hugo (make deps)")
+    results: list[Result] = []
+    for n in sizes:
+        with tempfile.TemporaryDirectory(prefix=f"site-bench-{n}-") as tmp:
+            results.extend(results_for(n, measure(n, Path(tmp))))
+    return results
+
+
+if __name__ == "__main__":
+    print_table(run("--quick" in sys.argv))
