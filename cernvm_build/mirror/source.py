@@ -221,7 +221,7 @@ class S3Source:
         return None
 
     def list(self) -> list[str] | None:
-        from .s3sync import MANIFEST, list_remote
+        from .s3plan import MANIFEST, list_remote
 
         return sorted(r for r in list_remote(self.client, self.url) if r != MANIFEST)
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from cernvm_build.cli.main import main
-from cernvm_build.mirror import s3sync
+from cernvm_build.mirror import s3write
 from cernvm_build.mirror.check import SourceBroken
 from cernvm_build.mirror.locals3 import LocalS3
 from cernvm_build.mirror.publish import mirror, verify_published
@@ -62,8 +62,8 @@ def test_cli_sync_publishes_a_site_tree(
 def test_multipart_uploads_carry_the_hash(
     tmp_path: Path, s3: Any, bucket: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(s3sync, "MULTIPART_THRESHOLD", 1 << 20)
-    monkeypatch.setattr(s3sync, "PART_SIZE", 5 << 20)
+    monkeypatch.setattr(s3write, "MULTIPART_THRESHOLD", 1 << 20)
+    monkeypatch.setattr(s3write, "PART_SIZE", 5 << 20)
     src = tmp_path / "src"
     src.mkdir()
     big = src / "big.rpm"

@@ -1,0 +1,316 @@
+"""Planning a sync: what is here (hashed via the cache), what is there (LIST + the sync manifest +
+HEAD for the few objects the manifest cannot vouch for), and what must change.
+
+Each object we write carries its SHA-256 in ``x-amz-meta-sha256``. An ETag is never read as an MD5
+(multipart uploads, SSE and some servers break that); it is only an opaque "this object has not
+changed" token. The manifest (``.cernvm-sync.json`` under the prefix) caches key → (ETag, size,
+SHA-256) from the last sync, so a re-sync costs one LIST plus one GET: an object whose listed ETag and
+size still match the manifest has the recorded hash; any other object of the same size as the local
+file is asked (HEAD) for its stored hash. So same-size edits are found, and unchanged files cost nothing.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import threading
+import uuid
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Collection, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote_plus
+
+import botocore.exceptions
+
+from ..errors import MirrorError
+from .hashcache import HashCache
+from .s3client import S3Client, S3Url, error_code, http_status, s3_error
+
+MANIFEST = ".cernvm-sync.json"
+PROBE_PREFIX = ".cernvm-sync-probe-"
+META_SHA256 = "sha256"
+
+#: ``progress(stage, done, total)``; stages: "hash" and "upload" in bytes, "check" and "delete" in objects.
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    rel: str
+    path: Path
+    size: int
+    sha256: str
+    sig: tuple[int, ...] = ()  # the file's identity when it was hashed (see hashcache)
+
+
+@dataclass(frozen=True)
+class RemoteObject:
+    rel: str
+    size: int
+    etag: str
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class Action:
+    op: str  # "create" | "update" | "delete"
+    rel: str
+    size: int
+    reason: str
+    last: bool = False
+    etag: str | None = None  # the ETag the plan saw (for If-Match)
+
+
+def matches(rel: str, pattern: str) -> bool:
+    """A pattern with a slash matches the whole key; without one, the file name (``repomd.xml``)."""
+    target = rel if "/" in pattern else rel.rsplit("/", 1)[-1]
+    return fnmatch.fnmatchcase(target, pattern)
+
+
+def last_rank(rel: str, last: Sequence[str]) -> int | None:
+    for i, pattern in enumerate(last):
+        if matches(rel, pattern):
+            return i
+    return None
+
+
+def scan_local(
+    root: Path,
+    *,
+    jobs: int = 4,
+    progress: Progress | None = None,
+    cache: HashCache | None = None,
+) -> dict[str, LocalFile]:
+    """Every regular file under ``root`` by its ``/``-separated relative path, with its SHA-256.
+
+    ``cache`` remembers hashes by file identity (a verified source was just hashed; an unchanged tree
+    was hashed by the last run). Uploads check the identity again, so a file that changes after it
+    was hashed is never sent under a stale hash.
+    """
+    hasher = cache or HashCache()
+    if not root.is_dir():
+        raise MirrorError(f"{root}: not a directory", hint="give the folder to publish")
+    paths: list[tuple[str, Path, int]] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames.sort()
+        for name in sorted(filenames):
+            p = Path(dirpath) / name
+            if not p.is_file():
+                continue
+            rel = p.relative_to(root).as_posix()
+            if rel == MANIFEST or rel.startswith(PROBE_PREFIX):
+                raise MirrorError(f"{p}: this name is reserved for the sync manifest", hint="rename it")
+            paths.append((rel, p, p.stat().st_size))
+    total = sum(s for _, _, s in paths)
+    done = 0
+    lock = threading.Lock()
+
+    def one(item: tuple[str, Path, int]) -> LocalFile:
+        nonlocal done
+        rel, p, size = item
+        digest, _, sig = hasher.digest(p)
+        if progress:
+            with lock:
+                done += size
+                progress("hash", done, total)
+        return LocalFile(rel, p, size, digest, sig)
+
+    # Remembered hashes cost a stat; only the files that must be read go to the thread pool.
+    files: list[LocalFile] = []
+    todo: list[tuple[str, Path, int]] = []
+    for rel, p, size in paths:
+        hit = hasher.remembered(p)
+        if hit is None:
+            todo.append((rel, p, size))
+        else:
+            files.append(LocalFile(rel, p, size, hit[0], hit[2]))
+    if todo:
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            files.extend(pool.map(one, todo))
+    return {f.rel: f for f in sorted(files, key=lambda f: f.rel)}
+
+
+def list_remote(client: S3Client, url: S3Url) -> dict[str, RemoteObject]:
+    """Every object under the prefix (key, size, ETag).
+
+    botocore turns each listed object into a dict and parses its LastModified with dateutil, which
+    costs more than the request itself for big listings. We read Key/Size/ETag from the XML with
+    ElementTree before botocore parses it and hand botocore the page without its <Contents>.
+    """
+    out: dict[str, RemoteObject] = {}
+    me = threading.get_ident()
+
+    def grab(response_dict: dict[str, Any], **_: Any) -> None:
+        if threading.get_ident() != me or int(response_dict.get("status_code", 0)) >= 300:
+            return
+        try:
+            root = ET.fromstring(response_dict["body"])
+        except ET.ParseError:
+            return  # let botocore report it
+        ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+        encoded = root.findtext(f"{ns}EncodingType") == "url"
+        for c in root.findall(f"{ns}Contents"):
+            key = c.findtext(f"{ns}Key") or ""
+            key = unquote_plus(key) if encoded else key
+            rel = url.rel(key)
+            if rel:
+                out[rel] = RemoteObject(rel, int(c.findtext(f"{ns}Size") or 0), c.findtext(f"{ns}ETag") or "")
+            root.remove(c)
+        response_dict["body"] = ET.tostring(root)
+
+    hook = f"cernvm-list-{uuid.uuid4().hex}"
+    client.meta.events.register("before-parse.s3.ListObjectsV2", grab, unique_id=hook)
+    try:
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=url.bucket, Prefix=url.list_prefix)
+        for page in pages:
+            for obj in page.get("Contents", []):  # only if the hook could not read the page
+                rel = url.rel(obj["Key"])
+                if rel:
+                    out[rel] = RemoteObject(rel, int(obj["Size"]), str(obj["ETag"]))
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
+        raise s3_error(e, str(url)) from e
+    finally:
+        client.meta.events.unregister("before-parse.s3.ListObjectsV2", unique_id=hook)
+    return out
+
+
+@dataclass
+class Manifest:
+    objects: dict[str, tuple[str, int, str]] = field(default_factory=dict)  # rel → (etag, size, sha256)
+    generations: list[list[str]] = field(default_factory=list)  # newest first
+    etag: str | None = None  # of the manifest object itself, for the compare-and-swap
+
+    def to_bytes(self) -> bytes:
+        doc = {
+            "format": "cernvm-sync/1",
+            "objects": {k: list(v) for k, v in sorted(self.objects.items())},
+            "generations": self.generations,
+        }
+        return json.dumps(doc, indent=0, sort_keys=True).encode()
+
+
+def read_manifest(client: S3Client, url: S3Url, listing: dict[str, RemoteObject]) -> Manifest:
+    seen = listing.get(MANIFEST)
+    if seen is None:
+        return Manifest()
+    try:
+        resp = client.get_object(Bucket=url.bucket, Key=url.key(MANIFEST))
+        body = resp["Body"].read()
+        doc = json.loads(body)
+        objects = {str(k): (str(v[0]), int(v[1]), str(v[2])) for k, v in doc.get("objects", {}).items()}
+        gens = [[str(x) for x in g] for g in doc.get("generations", [])]
+        return Manifest(objects, gens, str(resp["ETag"]))
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
+        if error_code(e) == "NoSuchKey":
+            return Manifest()
+        raise s3_error(e, f"{url}/{MANIFEST}") from e
+    except (ValueError, KeyError, TypeError, IndexError):
+        # A damaged cache is not an error: we fall back to asking each object for its hash.
+        return Manifest(etag=str(seen.etag))
+
+
+def head_sha256(client: S3Client, url: S3Url, rel: str) -> tuple[str | None, str | None]:
+    """(stored sha256, current etag) of one object; (None, None) if it vanished."""
+    try:
+        resp = client.head_object(Bucket=url.bucket, Key=url.key(rel))
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
+        if http_status(e) == 404:
+            return None, None
+        raise s3_error(e, f"{url}/{rel}") from e
+    meta = {k.lower(): v for k, v in resp.get("Metadata", {}).items()}
+    return meta.get(META_SHA256), str(resp["ETag"])
+
+
+@dataclass
+class Plan:
+    url: S3Url
+    local: dict[str, LocalFile]
+    remote: dict[str, RemoteObject]
+    manifest: Manifest
+    actions: list[Action]
+    unchanged: int
+    kept: list[str]
+
+
+def make_plan(
+    client: S3Client,
+    url: S3Url,
+    local: dict[str, LocalFile],
+    *,
+    last: Sequence[str],
+    delete: bool,
+    protect: Collection[str],
+    keep: int,
+    jobs: int,
+    progress: Progress | None,
+) -> Plan:
+    listing = list_remote(client, url)
+    manifest = read_manifest(client, url, listing)
+    remote = {r: o for r, o in listing.items() if r != MANIFEST}
+
+    # Which objects' stored hashes must we ask for? Only same-size ones the manifest cannot vouch for.
+    unknown: list[str] = []
+    resolved: dict[str, RemoteObject] = {}
+    for rel, obj in remote.items():
+        lf = local.get(rel)
+        cached = manifest.objects.get(rel)
+        if cached and cached[0] == obj.etag and cached[1] == obj.size:
+            resolved[rel] = RemoteObject(rel, obj.size, obj.etag, cached[2])
+        elif lf is not None and lf.size == obj.size:
+            unknown.append(rel)
+        else:
+            resolved[rel] = obj
+    if unknown:
+        done = 0
+        lock = threading.Lock()
+
+        def ask(rel: str) -> RemoteObject:
+            nonlocal done
+            sha, etag = head_sha256(client, url, rel)
+            if progress:
+                with lock:
+                    done += 1
+                    progress("check", done, len(unknown))
+            obj = remote[rel]
+            return RemoteObject(rel, obj.size, etag or obj.etag, sha)
+
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            for obj in pool.map(ask, unknown):
+                resolved[obj.rel] = obj
+
+    actions: list[Action] = []
+    unchanged = 0
+    for rel in sorted(local):
+        lf = local[rel]
+        is_last = last_rank(rel, last) is not None
+        ro = resolved.get(rel)
+        if ro is None:
+            actions.append(Action("create", rel, lf.size, "new", is_last))
+        elif ro.sha256 == lf.sha256:
+            unchanged += 1
+        else:
+            reason = "size differs" if ro.size != lf.size else "content differs (same size)"
+            if ro.sha256 is None and ro.size == lf.size:
+                reason = "no stored hash"
+            actions.append(Action("update", rel, lf.size, reason, is_last, ro.etag))
+
+    kept: list[str] = []
+    if delete:
+        protected = set(protect)
+        for gen in manifest.generations[:keep]:
+            protected.update(gen)
+        for rel in sorted(set(remote) - set(local)):
+            if rel in protected:
+                kept.append(rel)
+            else:
+                actions.append(
+                    Action("delete", rel, remote[rel].size, "not in source", False, remote[rel].etag)
+                )
+    return Plan(url, local, resolved, manifest, actions, unchanged, kept)
+
+
+# -- writing -------------------------------------------------------------------------------------

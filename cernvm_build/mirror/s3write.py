@@ -1,0 +1,312 @@
+"""Writing a planned sync: uploads with preconditions, parallel runs, deletions, the manifest.
+
+Every write is conditioned on the state the plan saw: ``If-None-Match: *`` for new keys and
+``If-Match: <ETag>`` for changed ones, so two publishers cannot interleave (412 → ConflictError, unless
+the other publisher wrote identical content). Servers that ignore or refuse conditional headers are
+detected with a probe object; for them the ``last`` files are checked with a HEAD just before they are
+written (a narrower, but not zero, race).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import mimetypes
+import os
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from typing import Any
+
+import botocore.exceptions
+
+from ..errors import MirrorError
+from .hashcache import signature
+from .s3client import S3Client, S3Url, error_code, http_status, s3_error
+from .s3plan import MANIFEST, META_SHA256, PROBE_PREFIX, Action, LocalFile, Manifest, Progress, head_sha256
+
+MULTIPART_THRESHOLD = 64 << 20
+PART_SIZE = 16 << 20
+
+
+class ConflictError(MirrorError):
+    """Someone else changed the destination between our plan and our write."""
+
+
+def _refused(e: botocore.exceptions.ClientError) -> bool:
+    return error_code(e) in ("NotImplemented", "InvalidArgument", "InvalidRequest") or http_status(e) == 501
+
+
+def probe_conditional_writes(client: S3Client, url: S3Url) -> bool:
+    """Does the server honour ``If-None-Match: *`` on PutObject? (Some ignore it, some refuse it.)"""
+    key = url.key(f"{PROBE_PREFIX}{uuid.uuid4().hex}")
+    try:
+        try:
+            client.put_object(Bucket=url.bucket, Key=key, Body=b"", IfNoneMatch="*")
+        except botocore.exceptions.ClientError as e:
+            if (
+                error_code(e) in ("NotImplemented", "InvalidArgument", "InvalidRequest")
+                or http_status(e) == 501
+            ):
+                client.put_object(Bucket=url.bucket, Key=key, Body=b"")
+                return False
+            raise
+        try:
+            client.put_object(Bucket=url.bucket, Key=key, Body=b"", IfNoneMatch="*")
+        except botocore.exceptions.ClientError as e:
+            if http_status(e) == 412:
+                return True
+            if (
+                error_code(e) in ("NotImplemented", "InvalidArgument", "InvalidRequest")
+                or http_status(e) == 501
+            ):
+                return False
+            raise
+        return False
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
+        raise s3_error(e, str(url)) from e
+    finally:
+        try:
+            client.delete_object(Bucket=url.bucket, Key=key)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
+            pass
+
+
+def content_type(rel: str) -> str:
+    name = rel.rsplit("/", 1)[-1]
+    if name in ("InRelease", "Release", "Packages", "Sources") or name.endswith((".asc", ".gpg")):
+        return "text/plain" if not name.endswith(".gpg") else "application/pgp-signature"
+    guessed, encoding = mimetypes.guess_type(name)
+    if encoding:
+        return {"gzip": "application/gzip", "xz": "application/x-xz", "bzip2": "application/x-bzip2"}.get(
+            encoding, "application/octet-stream"
+        )
+    if guessed and guessed.startswith("text/"):
+        return f"{guessed}; charset=utf-8"
+    return guessed or "application/octet-stream"
+
+
+def _read_unchanged(lf: LocalFile) -> bytes:
+    """The file's bytes, provided it is still the file that was hashed (same identity before/after)."""
+    with open(lf.path, "rb") as f:
+        before = signature(os.fstat(f.fileno()))
+        data = f.read()
+        after = signature(os.fstat(f.fileno()))
+    if before != lf.sig or after != lf.sig or len(data) != lf.size:
+        raise changed_during_sync(lf)
+    return data
+
+
+def changed_during_sync(lf: LocalFile) -> MirrorError:
+    return MirrorError(f"{lf.path}: file changed during the sync", hint="re-run when it is stable")
+
+
+class Writer:
+    """Uploads with the preconditions the plan implies; counts bytes; reports progress."""
+
+    def __init__(
+        self,
+        client: S3Client,
+        url: S3Url,
+        *,
+        conditional: bool,
+        acl: str | None,
+        total: int,
+        progress: Progress | None,
+    ):
+        self.client = client
+        self.url = url
+        self.conditional = conditional
+        self.acl = acl
+        self.total = total
+        self.progress = progress
+        self.done = 0
+        self.lock = threading.Lock()
+        self.etags: dict[str, str] = {}  # in the order the uploads completed
+
+    def _advance(self, n: int) -> None:
+        with self.lock:
+            self.done += n
+            if self.progress:
+                self.progress("upload", self.done, self.total)
+
+    def upload(self, action: Action, lf: LocalFile) -> None:
+        key = self.url.key(action.rel)
+        cond: dict[str, Any] = {}
+        if self.conditional:
+            cond = {"IfNoneMatch": "*"} if action.op == "create" else {"IfMatch": str(action.etag)}
+        elif action.last:
+            self._check_unchanged(action)
+        extra: dict[str, Any] = {
+            "ContentType": content_type(action.rel),
+            "Metadata": {META_SHA256: lf.sha256},
+        }
+        if self.acl:
+            extra["ACL"] = self.acl
+        try:
+            if lf.size > MULTIPART_THRESHOLD:
+                etag = self._multipart(key, lf, extra, cond)
+            else:
+                data = _read_unchanged(lf)
+                md5 = base64.b64encode(hashlib.md5(data).digest()).decode()
+                resp = self.client.put_object(
+                    Bucket=self.url.bucket, Key=key, Body=data, ContentMD5=md5, **extra, **cond
+                )
+                etag = str(resp["ETag"])
+                self._advance(lf.size)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
+            if http_status(e) == 412 or (cond.get("IfMatch") and error_code(e) == "NoSuchKey"):
+                etag = self._lost_race(action, lf)
+            else:
+                raise s3_error(e, f"{self.url}/{action.rel}") from e
+        with self.lock:
+            self.etags[action.rel] = etag
+
+    def _check_unchanged(self, action: Action) -> None:
+        """Without server-side preconditions: re-read the index's ETag right before replacing it."""
+        try:
+            resp = self.client.head_object(Bucket=self.url.bucket, Key=self.url.key(action.rel))
+            now: str | None = str(resp["ETag"])
+        except botocore.exceptions.ClientError as e:
+            if http_status(e) != 404:
+                raise s3_error(e, f"{self.url}/{action.rel}") from e
+            now = None
+        if now != action.etag:
+            raise self._conflict(action)
+
+    def _lost_race(self, action: Action, lf: LocalFile) -> str:
+        # Someone wrote the key after our plan. Identical content (another publisher of the same
+        # package) is fine; anything else means two publishers are interleaving.
+        sha, etag = head_sha256(self.client, self.url, action.rel)
+        if sha == lf.sha256 and etag:
+            self._advance(lf.size)
+            return etag
+        raise self._conflict(action)
+
+    def _conflict(self, action: Action) -> ConflictError:
+        return ConflictError(
+            f"{self.url}/{action.rel}: changed by someone else since this sync planned it",
+            hint="another publisher is writing to this prefix; re-run when it has finished",
+        )
+
+    def _multipart(self, key: str, lf: LocalFile, extra: dict[str, Any], cond: dict[str, Any]) -> str:
+        up = self.client.create_multipart_upload(Bucket=self.url.bucket, Key=key, **extra)
+        upload_id = up["UploadId"]
+        try:
+            parts: list[Any] = []
+            h = hashlib.sha256()
+            with open(lf.path, "rb") as f:
+                number = 1
+                while block := f.read(PART_SIZE):
+                    h.update(block)
+                    md5 = base64.b64encode(hashlib.md5(block).digest()).decode()
+                    r = self.client.upload_part(
+                        Bucket=self.url.bucket,
+                        Key=key,
+                        UploadId=upload_id,
+                        PartNumber=number,
+                        Body=block,
+                        ContentMD5=md5,
+                    )
+                    parts.append({"ETag": r["ETag"], "PartNumber": number})
+                    self._advance(len(block))
+                    number += 1
+            if h.hexdigest() != lf.sha256:
+                raise changed_during_sync(lf)
+            resp = self.client.complete_multipart_upload(
+                Bucket=self.url.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}, **cond
+            )
+            return str(resp["ETag"])
+        except BaseException:
+            try:
+                self.client.abort_multipart_upload(Bucket=self.url.bucket, Key=key, UploadId=upload_id)
+            except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
+                pass
+            raise
+
+
+def run_parallel(jobs: int, fn: Callable[[Action], None], actions: Iterable[Action]) -> None:
+    """Run ``fn`` over ``actions``; on the first failure stop starting new ones and re-raise it."""
+    items = list(actions)
+    if not items:
+        return
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        stop = threading.Event()
+
+        def guarded(a: Action) -> None:
+            if not stop.is_set():
+                fn(a)
+
+        futures: list[Future[None]] = [pool.submit(guarded, a) for a in items]
+        finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        for fut in finished:
+            if fut.exception() is not None:
+                stop.set()
+                for other in futures:
+                    other.cancel()
+                raise fut.exception()  # type: ignore[misc]
+
+
+def delete_objects(client: S3Client, url: S3Url, rels: Sequence[str], progress: Progress | None) -> None:
+    batch_ok = True
+    done = 0
+    for start in range(0, len(rels), 1000):
+        chunk = rels[start : start + 1000]
+        if batch_ok:
+            try:
+                resp = client.delete_objects(
+                    Bucket=url.bucket,
+                    Delete={"Objects": [{"Key": url.key(r)} for r in chunk], "Quiet": True},
+                )
+                errors = resp.get("Errors", [])
+                if errors:
+                    first = errors[0]
+                    raise MirrorError(
+                        f"{url}/{url.rel(first.get('Key', ''))}: cannot delete: {first.get('Message', '')}",
+                        hint="check the credentials may delete; a re-run retries the deletions",
+                    )
+                done += len(chunk)
+                if progress:
+                    progress("delete", done, len(rels))
+                continue
+            except botocore.exceptions.ClientError as e:
+                # Older MinIO/RGW want Content-MD5 on DeleteObjects, which new botocore no longer sends.
+                if error_code(e) not in (
+                    "MissingContentMD5",
+                    "NotImplemented",
+                    "InvalidRequest",
+                    "BadDigest",
+                ):
+                    raise s3_error(e, str(url)) from e
+                batch_ok = False
+            except botocore.exceptions.BotoCoreError as e:
+                raise s3_error(e, str(url)) from e
+        for r in chunk:
+            try:
+                client.delete_object(Bucket=url.bucket, Key=url.key(r))
+            except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
+                raise s3_error(e, f"{url}/{r}") from e
+            done += 1
+            if progress:
+                progress("delete", done, len(rels))
+
+
+def write_manifest(client: S3Client, url: S3Url, manifest: Manifest, conditional: bool) -> bool:
+    """Best effort (it is only a cache): False if another publisher replaced it meanwhile."""
+    cond: dict[str, Any] = {}
+    if conditional:
+        cond = {"IfMatch": manifest.etag} if manifest.etag else {"IfNoneMatch": "*"}
+    try:
+        client.put_object(
+            Bucket=url.bucket,
+            Key=url.key(MANIFEST),
+            Body=manifest.to_bytes(),
+            ContentType="application/json",
+            **cond,
+        )
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
+        if http_status(e) == 412 or error_code(e) == "NoSuchKey":
+            return False
+        raise s3_error(e, f"{url}/{MANIFEST}") from e
+    return True
