@@ -17,8 +17,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+import libvirt
+
 from .. import __version__, accel
-from ..errors import CernVMError, UsageError
+from ..errors import CernVMError, LaunchError, UsageError
 from ..launch import config, images, instances, ready, ssh
 from ..launch.connection import default_uri, open_connection
 from ..launch.errors import ConfigFileError, ImageError, NotReadyError
@@ -753,6 +755,9 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
         return EXIT_USAGE
     except CernVMError as e:
         out.error(e)
+        return EXIT_FAILURE
+    except libvirt.libvirtError as e:  # what launch does not expect still gets one line
+        out.error(LaunchError(f"libvirt: {e.get_error_message()}", hint="run again with -vv for details"))
         return EXIT_FAILURE
     except KeyboardInterrupt:
         out.err.print("interrupted")

@@ -131,7 +131,12 @@ def lookup(conn: Any, name: str) -> Any:
 
 def get(conn: Any, name: str) -> tuple[Any, Instance]:
     dom = lookup(conn, name)
-    inst = _describe(dom)
+    try:
+        inst = _describe(dom)
+    except libvirt.libvirtError as e:  # undefined between the lookup and now
+        if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            raise InstanceError(f"instance '{name}' is gone", hint="see 'cernvm-launch list'") from None
+        raise
     if inst.meta is None:
         raise InstanceError(
             f"domain '{name}' was not created by cernvm-launch", hint="manage it with virsh instead"

@@ -6,6 +6,7 @@ channels rather than SFTP because the minimal guests (busybox + dropbear) have n
 
 from __future__ import annotations
 
+import logging
 import os
 import select
 import shlex
@@ -18,6 +19,10 @@ from typing import BinaryIO
 import paramiko
 
 from .errors import SSHError
+
+# paramiko logs a traceback for every refused or reset handshake; while a guest boots those are
+# expected (readiness retries them) and the failures that matter become SSHErrors.
+logging.getLogger("paramiko").setLevel(logging.CRITICAL)
 
 
 @dataclass(frozen=True)

@@ -34,11 +34,13 @@ def test_create_defines_domain_with_disks_context_and_metadata(
 
     root = ET.fromstring(conn.lookupByName("vm1").XMLDesc(0))
     disks = {d.find("target").get("dev"): d for d in root.iter("disk")}  # type: ignore[union-attr]
-    boot = disks["vdb"]  # a hard-disk image: virtio, since SATA cannot be read-only
+    boot = disks["vdc"]  # a hard-disk image: virtio, since SATA/IDE disks cannot be read-only
     assert boot.find("readonly") is not None  # the base image is never written
     assert boot.find("source").get("file") == str(image)  # type: ignore[union-attr]
     assert disks["vda"].find("source").get("file") == str(home / "scratch.qcow2")  # type: ignore[union-attr]
-    assert disks["sdb"].find("source").get("file") == str(home / "context.iso")  # type: ignore[union-attr]
+    ctx = disks["vdb"]
+    assert ctx.find("source").get("file") == str(home / "context.iso")  # type: ignore[union-attr]
+    assert ctx.find("readonly") is not None
     assert root.findtext("vcpu") == "2" and root.findtext("cputune/quota") == "50000"
     assert root.find("devices/serial/log").get("file") == str(home / "console.log")  # type: ignore[union-attr]
 
