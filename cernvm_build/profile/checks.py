@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -125,21 +126,70 @@ def _servers(v: Values) -> None:
             v, "cvmfs.servers", "no Stratum-1 server", "list at least one URL, e.g. http://host/cvmfs/@fqrn@"
         )
         return
-    for i, url in enumerate(servers):
-        try:
-            parts = urlsplit(url)
-            valid = parts.scheme in ("http", "https") and bool(parts.hostname)
-            _ = parts.port  # raises on a port that is not a number in range
-        except ValueError:
-            valid = False
-        if not valid:
+    repository = v.values["cvmfs.repository"]
+    for url in servers:
+        pos = _pos_of(v, "cvmfs.servers", url)
+        if not _is_url(url, ("http", "https")):
             _fail(
                 v,
                 "cvmfs.servers",
                 f"not an http(s) URL: {url!r}",
                 "write the server's base URL, e.g. http://cvmfs-stratum-one.cern.ch/cvmfs/@fqrn@",
-                pos=_item_pos(v, "cvmfs.servers", i),
+                pos=pos,
             )
+        elif "@fqrn@" not in url and not (repository and repository in url):
+            _fail(
+                v,
+                "cvmfs.servers",
+                f"{url!r} names no repository",
+                "end the URL with /cvmfs/@fqrn@ (the client puts the repository name there)",
+                pos=pos,
+            )
+    _proxy(v)
+
+
+def _proxy(v: Values) -> None:
+    """``CVMFS_HTTP_PROXY``: groups split by ';' (fail-over), members by '|' (load balance)."""
+    value = v.values["cvmfs.http_proxy"]
+    if not isinstance(value, str):
+        return
+    for member in (m.strip() for group in value.split(";") for m in group.split("|")):
+        if member in ("DIRECT", "auto"):
+            continue
+        url = member if "://" in member else f"http://{member}"
+        if not _is_url(url, ("http",)) or urlsplit(url).path not in ("", "/"):
+            _fail(
+                v,
+                "cvmfs.http_proxy",
+                f"not a proxy: {member!r}",
+                "write DIRECT, auto, or proxies like 'http://squid1:3128|http://squid2:3128;DIRECT'",
+            )
+            return
+
+
+def _is_url(url: str, schemes: tuple[str, ...]) -> bool:
+    """An absolute URL with one of ``schemes``, a plausible host name and a valid port."""
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises on a port that is not a number in range
+    except ValueError:
+        return False
+    host = parts.hostname or ""
+    return (
+        parts.scheme in schemes
+        and re.fullmatch(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?|[0-9a-f:.]*:[0-9a-f:.]*", host) is not None
+        and not any(c.isspace() for c in url)
+    )
+
+
+def _pos_of(v: Values, key: str, text: str) -> Pos | None:
+    """The position of the list item of ``key`` written as ``text`` (lists may have lost duplicates)."""
+    node = v.nodes.get(key)
+    if node is not None and node.kind == "seq":
+        for item in node.value:
+            if item.text == text or item.value == text:
+                return item.pos  # type: ignore[no-any-return]
+    return v.pos(key)
 
 
 def _item_pos(v: Values, key: str, index: int) -> Pos | None:

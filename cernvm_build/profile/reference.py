@@ -72,7 +72,9 @@ are any. Besides the types and values below, these rules hold across settings:
 - EL ≤ 6 userlands need `vsyscall=emulate` in `bootloader.cmdline` (current kernels, Debian's
   included, do not map the vsyscall page their glibc calls), unless `bootloader.no_vsyscall_reason`
   says why not;
-- `cvmfs.servers` are http(s) URLs; `cvmfs.public_keys` exist and are PEM public keys;
+- `cvmfs.servers` are http(s) URLs that name the repository (`@fqrn@` or the name itself);
+  `cvmfs.http_proxy` is `DIRECT`, `auto` or http proxies joined by `|` and `;`;
+- `cvmfs.public_keys` exist and are PEM public keys that parse;
 - either `kernel.package`, or `kernel.vmlinuz` with `kernel.modules` (existing file and folder);
 - `context` values are single lines (the bootloader reads user data line by line).
 
