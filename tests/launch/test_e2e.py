@@ -1,0 +1,99 @@
+"""End to end: the demo image under a real libvirtd, driven only through ``cernvm-launch``.
+
+The demo OS is published into a local demo repository served on 127.0.0.1 (the guest reaches it as
+10.0.2.2 through user-mode networking), the μCernVM demo image is built against it, and one instance
+goes through the whole life: create (waits for SSH with the pinned host key), run a command, write a
+file, stop (saved state), start, read the file back, destroy — and nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import libvirt
+import pytest
+
+from cernvm_build import profile
+from cernvm_build.cli.launch import main
+from cernvm_build.cvmfs.serve import Server, serve
+from cernvm_build.demo.repository import publish_demo
+from cernvm_build.launch import daemon
+
+pytestmark = pytest.mark.e2e
+URI = "qemu:///system"
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Server]]:
+    """The demo image (iso) built against the demo repository, which stays served for the guest."""
+    from cernvm_build.image.build import build_image
+
+    work = tmp_path_factory.mktemp("launch-demo")
+    publish_demo(work / "repo")
+    srv = serve(work / "repo")
+    try:
+        prof = profile.load("demo")
+        prof = dataclasses.replace(prof, cvmfs=dataclasses.replace(prof.cvmfs, servers=[srv.repo_url()]))
+        build_image(prof, work / "images", formats=["iso"])
+        yield next((work / "images").glob("*.iso")), srv
+    finally:
+        srv.close()
+
+
+@pytest.fixture
+def launch_home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    started = daemon.ensure()
+    home = Path(tempfile.mkdtemp(prefix="launch-e2e-", dir="/var/tmp"))
+    os.chmod(home, 0o711)
+    monkeypatch.setenv("CERNVM_LAUNCH_HOME", str(home))
+    monkeypatch.setenv("CERNVM_LAUNCH_CONF", str(home / "absent.conf"))
+    try:
+        yield home
+    finally:
+        conn = libvirt.open(URI)
+        for dom in conn.listAllDomains(0):
+            if dom.name() == "e2e-demo":
+                if dom.isActive():
+                    dom.destroy()
+                dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
+        conn.close()
+        shutil.rmtree(home, ignore_errors=True)
+        daemon.stop(started)
+
+
+def test_demo_instance_life_cycle(
+    demo: tuple[Path, Server], launch_home: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    image, srv = demo
+    args = ["--connect", URI]
+    assert main([*args, "images", "add", str(image), "--profile", "demo"]) == 0
+    code = main([*args, "create", "--name", "e2e-demo", "--profile", "demo", "--memory", "512", "--yes",
+                 "--cvmfs-server", f"10.0.2.2:{srv.port}", "--timeout", "420"])  # fmt: skip
+    err = capfd.readouterr().err
+    assert code == 0, err
+    assert main([*args, "ssh", "e2e-demo", "--", "cat", "/etc/os-release"]) == 0
+    assert "ID=" in capfd.readouterr().out
+    assert main([*args, "ssh", "e2e-demo", "--", "hostname"]) == 0
+    assert capfd.readouterr().out.strip() == "e2e-demo"  # the user data reached the OS
+    assert main([*args, "ssh", "e2e-demo", "--", "echo kept-across-stop > /root/marker && sync"]) == 0
+
+    assert main([*args, "stop", "e2e-demo"]) == 0
+    assert main([*args, "list", "--json"]) == 0
+    (entry,) = json.loads(capfd.readouterr().out)
+    assert entry["state"] == "saved" and entry["profile"] == "demo"
+    assert main([*args, "start", "e2e-demo", "--wait", "--timeout", "300"]) == 0
+    capfd.readouterr()
+    assert main([*args, "ssh", "e2e-demo", "--", "cat", "/root/marker"]) == 0
+    assert capfd.readouterr().out == "kept-across-stop\n"
+    assert main([*args, "ssh", "e2e-demo", "--", "exit 3"]) == 3
+
+    assert main([*args, "destroy", "--force", "e2e-demo"]) == 0
+    assert "e2e-demo" not in [d.name() for d in libvirt.open(URI).listAllDomains(0)]
+    assert not (launch_home / "run" / "e2e-demo").exists()  # scratch disk, context ISO, keys, log
+    assert [p.name for p in (launch_home / "images").iterdir() if p.suffix == ".iso"] == [image.name]
