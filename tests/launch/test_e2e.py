@@ -78,7 +78,7 @@ def test_demo_instance_life_cycle(
     err = capfd.readouterr().err
     assert code == 0, err
     assert main([*args, "ssh", "e2e-demo", "--", "cat", "/etc/os-release"]) == 0
-    assert "ID=" in capfd.readouterr().out
+    assert "ID=cernvm-demo" in capfd.readouterr().out
     assert main([*args, "ssh", "e2e-demo", "--", "hostname"]) == 0
     assert capfd.readouterr().out.strip() == "e2e-demo"  # the user data reached the OS
     assert main([*args, "ssh", "e2e-demo", "--", "echo kept-across-stop > /root/marker && sync"]) == 0
