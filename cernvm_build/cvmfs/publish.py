@@ -20,6 +20,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import os
+import queue
 import re
 import shutil
 import signal
@@ -29,7 +30,7 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO
@@ -233,8 +234,14 @@ def _ensure_dirs(stage: Stage, path: str, ts: int) -> None:
     parts = path.split("/")
     for i in range(len(parts)):
         p = "/".join(parts[: i + 1])
-        if not stage.has(p):
+        have = stage.get(p)
+        if have is None:
             stage.put(_dir_entry(p, ts))
+        elif not stat.S_ISDIR(have.entry.mode):
+            raise CvmfsError(
+                f"{p or '/'} is not a directory in the repository, so nothing can be published below it",
+                hint="choose another base path, or replace that entry first",
+            )
 
 
 def _xattrs_of(path: str) -> bytes | None:
@@ -265,6 +272,8 @@ class _Content:
         self.workers = max(1, min(4, len(os.sched_getaffinity(0))))
         self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="publish")
         self.pending: dict[Future[StoredFile], str] = {}
+        self.done: queue.SimpleQueue[Future[StoredFile]] = queue.SimpleQueue()
+        self.results: list[tuple[str, StoredFile]] = []  # recorded in the stage in batches
         self.done_bytes = 0
         self.total_bytes = 0
         self.objects_fault = 0
@@ -272,7 +281,9 @@ class _Content:
     def _apply(self, fut: Future[StoredFile]) -> None:
         path = self.pending.pop(fut)
         stored = fut.result()
-        self.stage.set_content(path, stored.digest, stored.chunks)
+        self.results.append((path, stored))
+        if len(self.results) >= 256:
+            self._flush()
         self.done_bytes += stored.size
         if self.opts.progress:
             self.opts.progress(self.done_bytes, self.total_bytes)
@@ -280,11 +291,19 @@ class _Content:
         if self.objects_fault == 1:
             _fault("objects")
 
+    def _flush(self) -> None:
+        self.stage.set_contents(self.results)
+        self.results = []
+
+    def _submit(self, job: Callable[[], StoredFile], repo_path: str) -> None:
+        self._wait(4 * self.workers)
+        fut = self.pool.submit(job)
+        self.pending[fut] = repo_path
+        fut.add_done_callback(self.done.put)
+
     def _wait(self, limit: int) -> None:
         while len(self.pending) > limit:
-            done, _ = wait(list(self.pending), return_when=FIRST_COMPLETED)
-            for fut in done:
-                self._apply(fut)
+            self._apply(self.done.get())
 
     def submit_file(self, repo_path: str, fs_path: str, size: int) -> None:
         def job() -> StoredFile:
@@ -298,16 +317,14 @@ class _Content:
             except OSError as e:
                 raise CvmfsError(f"{fs_path}: cannot read: {e.strerror}", hint="check permissions") from e
 
-        self._wait(4 * self.workers)
-        self.pending[self.pool.submit(job)] = repo_path
+        self._submit(job, repo_path)
 
     def submit_bytes(self, repo_path: str, data: bytes) -> None:
         def job() -> StoredFile:
             name = self.store.put_bytes(data)
             return StoredFile(bytes.fromhex(name[:40]), (), len(data))
 
-        self._wait(4 * self.workers)
-        self.pending[self.pool.submit(job)] = repo_path
+        self._submit(job, repo_path)
 
     def record(self, repo_path: str, stored: StoredFile) -> None:
         self.stage.set_content(repo_path, stored.digest, stored.chunks)
@@ -318,6 +335,7 @@ class _Content:
     def finish(self) -> None:
         try:
             self._wait(0)
+            self._flush()
         finally:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
@@ -853,10 +871,9 @@ def _publish(
         try:
             if base:
                 _stage_outside(stage, prev, base)
-            fill(stage, prev, content, base, opts)
             if base:
-                parent = base.rsplit("/", 1)[0]
-                _ensure_dirs(stage, parent, opts.timestamp)
+                _ensure_dirs(stage, base.rsplit("/", 1)[0], opts.timestamp)
+            fill(stage, prev, content, base, opts)
             _fault("staged")
             return _commit(
                 stratum, fqrn, keys, store, scratch, stage, prev, current, opts, tag, description, auto_tag

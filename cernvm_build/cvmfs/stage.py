@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .catalog_write import ChunkRow, Counters, Entry
+from .objwrite import StoredFile
 
 _SCHEMA = [
     "CREATE TABLE stage (path TEXT PRIMARY KEY, parent TEXT, name TEXT, mode INTEGER, size INTEGER,"
@@ -98,6 +99,16 @@ class Stage:
         self.db.execute("UPDATE stage SET digest = ? WHERE path = ?", (digest, path))
         if chunks:
             self.set_chunks(path, chunks)
+
+    def set_contents(self, results: list[tuple[str, StoredFile]]) -> None:
+        """Record the content of many pending files (staged without content or chunk rows)."""
+        self.db.executemany(
+            "UPDATE stage SET digest = ? WHERE path = ?", [(r.digest, path) for path, r in results]
+        )
+        self.db.executemany(
+            "INSERT INTO stage_chunks VALUES (?,?,?,?)",
+            [(path, c.offset, c.size, c.digest) for path, r in results for c in r.chunks],
+        )
 
     def set_chunks(self, path: str, chunks: tuple[ChunkRow, ...]) -> None:
         self.db.executemany(

@@ -146,6 +146,8 @@ def test_base_path_replaces_only_that_subtree(
     assert (out2 / ".flat/ab/abcd/bin/sh").read_text() == "#!/bin/sh\n"
     assert (out2 / ".flat/cd/cdef/bin/sh").read_text() == "#!/bin/bash\n"
     assert (out2 / "opt/sw/lib/libsw.so").read_bytes() == (src / "opt/sw/lib/libsw.so").read_bytes()
+    with pytest.raises(CvmfsError, match="/usr/abslink is not a directory"):
+        publish_tree(stratum, FQRN, keyset, layer, base_path="/usr/abslink/x")
 
 
 def test_tar_stream_round_trip(
