@@ -119,7 +119,15 @@ def _lookup(data: dict[str, Any], key: str) -> Any:
 
 
 def cmd_validate(args: argparse.Namespace, out: Output) -> int:
-    targets: list[str] = list(args.paths) or [str(p) for p in profile.find_profiles().values()]
+    targets: list[str] = []
+    for given in args.paths:
+        folder = Path(given)
+        if folder.is_dir():  # a folder means every profile in it
+            targets += sorted(str(p) for p in [*folder.glob("*.yaml"), *folder.glob("*.yml")])
+        else:
+            targets.append(given)
+    if not args.paths:
+        targets = [str(p) for p in profile.find_profiles().values()]
     report: list[dict[str, Any]] = []
     n_bad = n_errors = 0
     for target in targets:
@@ -214,7 +222,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Check profiles: YAML syntax, known keys, types, values, extends, templates and the "
         "rules across settings.\nEvery error is one line: file:line:column: key.path: message (hint).\n\n"
         "  cernvm-build profiles validate                 all profiles on the search path\n"
-        "  cernvm-build profiles validate my.yaml el7     these",
+        "  cernvm-build profiles validate my.yaml el7     these\n"
+        "  cernvm-build profiles validate site-profiles/  every .yaml in a folder",
         json=True,
         handler=cmd_validate,
     )

@@ -146,3 +146,9 @@ def test_show_without_resolved_prints_the_file_as_written(capsys: pytest.Capture
     assert main(["profiles", "show", "el4"]) == 0
     out = capsys.readouterr().out
     assert "servers: !replace" in out and "# Scientific Linux CERN 4" in out
+
+
+def test_validate_a_folder_checks_every_profile_in_it(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["profiles", "validate", str(PROJECT_ROOT / "profiles")]) == 0
+    assert "9 profile(s) valid" in capsys.readouterr().err
+    assert main(["profiles", "validate", str(PROJECT_ROOT / "tests" / "profile" / "broken")]) == 3
