@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import gzip
 import os
 import shutil
 import stat
@@ -19,6 +20,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..errors import CvmfsError
 from .catalog import DirEntry
@@ -182,9 +184,13 @@ def export_tar(
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     links: dict[tuple[str, int], str] = {}
     try:
-        with os.fdopen(fd, "wb") as raw:
-            mode = "w:gz" if gz else "w"
-            with tarfile.open(fileobj=raw, mode=mode, format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
+        with os.fdopen(fd, "wb") as raw, contextlib.ExitStack() as stack:
+            out: Any = raw
+            if gz:
+                # gzip stamps its header with the current time unless told otherwise: use the
+                # revision's own time, so the same revision always gives the same bytes.
+                out = stack.enter_context(gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=top.mtime))
+            with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
                 for e in repo.walk(top.path):
                     result.entries += 1
                     if progress is not None:
@@ -208,6 +214,7 @@ def export_tar(
                             tar.addfile(ti, f)
                     else:
                         tar.addfile(ti)
+            stack.close()
             raw.flush()
             os.fsync(raw.fileno())
         os.chmod(tmp, 0o644)

@@ -97,6 +97,15 @@ def test_export_tar(fx: Fixture, tmp_path: Path, capsys) -> None:  # type: ignor
     dest.unlink()
     run_json(capsys, "cvmfs", "export", str(fx.root), str(dest), "--path", "/opt/sw", "--json")
     assert dest.read_bytes() == first  # reproducible
+    gz = tmp_path / "root.tar.gz"
+    run_json(capsys, "cvmfs", "export", str(fx.root), str(gz), "--path", "/etc", "--json")
+    one = gz.read_bytes()
+    gz.unlink()
+    run_json(capsys, "cvmfs", "export", str(fx.root), str(gz), "--path", "/etc", "--json")
+    assert gz.read_bytes() == one
+    with tarfile.open(gz) as tar:
+        assert sorted(tar.getnames()) == [".", "empty.conf", "new-in-rev2", "redhat-release"]
+        assert int.from_bytes(one[4:8], "little") == tar.getmember(".").mtime  # gzip header: no "now"
 
 
 def test_help_teaches(capsys: pytest.CaptureFixture[str]) -> None:
