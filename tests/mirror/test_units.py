@@ -63,3 +63,20 @@ def test_content_types() -> None:
 def test_paths_from_metadata_cannot_leave_the_repository(bad: str) -> None:
     with pytest.raises(MirrorError, match="unsafe path"):
         safe_rel(bad)
+
+
+def test_client_settings_suit_rgw_and_minio(s3env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cernvm_build.mirror.s3client import make_client
+
+    c = make_client(endpoint_url="http://127.0.0.1:9")
+    cfg = c.meta.config
+    assert cfg.request_checksum_calculation == "when_required"
+    assert cfg.response_checksum_validation == "when_required"
+    assert cfg.s3 is not None and cfg.s3["addressing_style"] == "path"
+    assert c.meta.endpoint_url == "http://127.0.0.1:9"
+    # A user's explicit choice wins; the endpoint may come from the environment.
+    monkeypatch.setenv("AWS_REQUEST_CHECKSUM_CALCULATION", "when_supported")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:10")
+    c = make_client()
+    assert c.meta.config.request_checksum_calculation == "when_supported"
+    assert c.meta.endpoint_url == "http://127.0.0.1:10"

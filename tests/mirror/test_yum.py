@@ -202,3 +202,51 @@ def test_verify_finds_damage_in_a_published_repo(
     mirror("yum", str(src), f"s3://{bucket}/r", client=s3)
     assert verify_published("yum", f"s3://{bucket}/r", client=s3).problems == []
     shutil.rmtree(src)
+
+
+def recompress_primary_with_zstd(repo: Path) -> None:
+    """Debian's createrepo_c has no zstd: recompress primary by hand and rewrite repomd.xml."""
+    import hashlib
+    import lzma
+    import subprocess
+    import xml.etree.ElementTree as ET
+
+    ns = "http://linux.duke.edu/metadata/repo"
+    ET.register_namespace("", ns)
+    ET.register_namespace("rpm", "http://linux.duke.edu/metadata/rpm")
+    repomd = repo / "repodata" / "repomd.xml"
+    tree = ET.parse(repomd)
+    for data in tree.getroot().findall(f"{{{ns}}}data"):
+        if data.get("type") != "primary":
+            continue
+        loc = data.find(f"{{{ns}}}location")
+        assert loc is not None
+        old = repo / str(loc.get("href"))
+        raw = lzma.decompress(old.read_bytes())
+        zst = subprocess.run(["zstd", "-q", "-c"], input=raw, capture_output=True, check=True).stdout
+        digest = hashlib.sha256(zst).hexdigest()
+        new = f"repodata/{digest}-primary.xml.zst"
+        (repo / new).write_bytes(zst)
+        old.unlink()
+        loc.set("href", new)
+        data.find(f"{{{ns}}}checksum").text = digest  # type: ignore[union-attr]
+        data.find(f"{{{ns}}}size").text = str(len(zst))  # type: ignore[union-attr]
+    tree.write(repomd, xml_declaration=True, encoding="UTF-8")
+
+
+@pytest.mark.parametrize("compression", ["zstd", "xz"])
+def test_other_metadata_compressions(
+    tmp_path: Path, rpms: dict[str, Path], s3: Any, bucket: str, compression: str
+) -> None:
+    from .repos import run
+
+    src = tmp_path / "src"
+    (src / "Packages").mkdir(parents=True)
+    shutil.copy2(rpms["a"], src / "Packages")
+    run("createrepo_c", "--quiet", "--general-compress-type=xz", "--no-database", src)
+    if compression == "zstd":
+        recompress_primary_with_zstd(src)
+    ext = "zst" if compression == "zstd" else "xz"
+    assert list((src / "repodata").glob(f"*-primary.xml.{ext}"))
+    rep = mirror("yum", str(src), f"s3://{bucket}/r", client=s3)
+    assert rep.checked.packages == 1 and rep.checked.problems == []
