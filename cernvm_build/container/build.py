@@ -97,6 +97,9 @@ def build(req: BuildRequest, progress: Progress | None = None) -> BuildResult:
     out.mkdir(parents=True, exist_ok=True)
     work = out / f".{req.basename}.work"
     clear(work)
+    # temporaries of an interrupted run (killed before it could clean up) of these same outputs
+    for stale in out.glob(f".{req.basename}.*.tmp"):
+        clear(stale) if stale.is_dir() and not stale.is_symlink() else stale.unlink()
     work.mkdir()
     mtime = None if req.keep_mtimes else req.spec.created
     res = BuildResult()
