@@ -176,3 +176,54 @@ def test_metadata_round_trips_through_xml() -> None:
     moved = domain.set_forwarded_port(xml, 3333, 22)
     assert "hostfwd=tcp:127.0.0.1:3333-:22" in moved
     assert domain.metadata_of(moved) == domain.Metadata(**{**meta.__dict__, "ssh_port": 3333})
+
+
+def test_iso_boots_from_ide_cdrom_and_context_is_a_readonly_virtio_disk(
+    conn: Any, launch_env: Path, image: Path
+) -> None:
+    req = request(launch_env, image, "iso")
+    req.image_format = "iso"
+    instances.create(conn, req)
+    root = ET.fromstring(conn.lookupByName("iso").XMLDesc(0))
+    (boot,) = [d for d in root.iter("disk") if d.get("device") == "cdrom"]
+    assert boot.find("target").attrib == {"dev": "hdc", "bus": "ide"}  # type: ignore[union-attr]
+    assert boot.find("boot").get("order") == "1"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("driver", "shared_memory"), [("9p", False), ("virtiofs", True)])
+def test_shared_folder(
+    conn: Any, launch_env: Path, image: Path, tmp_path: Path, driver: str, shared_memory: bool
+) -> None:
+    share = tmp_path / "data & more"
+    share.mkdir()
+    inst = instances.create(
+        conn, request(launch_env, image, "sf", shared_folder=share, shared_folder_driver=driver)
+    )
+    root = ET.fromstring(conn.lookupByName("sf").XMLDesc(0))
+    fs = root.find("devices/filesystem")
+    assert fs is not None
+    assert fs.find("source").get("dir") == str(share)  # type: ignore[union-attr]
+    assert fs.find("target").get("dir") == "sf_sf"  # type: ignore[union-attr]  # as the original: <name>_sf
+    assert (root.find("memoryBacking/access") is not None) == shared_memory
+    assert inst.meta is not None and inst.meta.shared_folder == str(share)
+
+
+def test_missing_shared_folder_is_refused(conn: Any, launch_env: Path, image: Path, tmp_path: Path) -> None:
+    with pytest.raises(InstanceError, match="shared folder does not exist"):
+        instances.create(conn, request(launch_env, image, "nosf", shared_folder=tmp_path / "nope"))
+
+
+def test_libvirt_network_address_comes_from_the_lease(conn: Any, launch_env: Path, image: Path) -> None:
+    conn.networkCreateXML(
+        "<network><name>default</name><forward mode='nat'/>"
+        "<ip address='192.168.122.1' netmask='255.255.255.0'><dhcp>"
+        "<range start='192.168.122.2' end='192.168.122.254'/></dhcp></ip></network>"
+    )
+    inst = instances.create(conn, request(launch_env, image, "net", network="default"))
+    assert inst.meta is not None and inst.meta.ssh_port == 0  # nothing forwarded
+    root = ET.fromstring(conn.lookupByName("net").XMLDesc(0))
+    assert root.find("devices/interface/source").get("network") == "default"  # type: ignore[union-attr]
+    addr = instances.address(conn, "net")
+    assert addr is not None and addr[0].startswith("192.168.122.") and addr[1] == 22
+    instances.stop(conn, "net", mode="poweroff")
+    assert instances.address(conn, "net") is None
