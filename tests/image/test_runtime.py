@@ -1,0 +1,36 @@
+"""The initrd's Python runtime is self-contained: it runs the initrd's modules from its own zip only."""
+
+from __future__ import annotations
+
+import subprocess
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from cernvm_build.bootloader.runtime import build_runtime
+
+pytestmark = pytest.mark.integration
+
+
+def test_runtime_runs_entry_points_from_its_own_prefix(tmp_path: Path) -> None:
+    rt = build_runtime(tmp_path / "rt")
+    names = zipfile.ZipFile(tmp_path / "rt" / "lib" / f"python{rt.version.replace('.', '')}.zip").namelist()
+    assert "cernvm_build/cvmfs/mount.pyc" in names and "mfusepy.pyc" in names
+    assert "cernvm_build/cvmfs/fuse.pyc" in names, "imports inside functions must be followed"
+    assert not any(n.startswith(("cryptography", "yaml", "rich", "cernvm_build/cli/")) for n in names)
+    assert "libfuse3.so.3" in rt.libraries and not any("libcrypto" in lib for lib in rt.libraries)
+    ud = tmp_path / "user-data"
+    ud.write_text("[ucernvm-begin]\ncvmfs_tag=v1\nbad key\n[ucernvm-end]\n")
+    lib = tmp_path / "rt" / "lib"
+    env = {"PYTHONHOME": str(tmp_path / "rt"), "LD_LIBRARY_PATH": str(lib), "PATH": "/nonexistent"}
+    py = [str(lib / "ld-linux-x86-64.so.2"), str(tmp_path / "rt" / "bin" / "python3"), "-S", "-m"]
+    r = subprocess.run(
+        [*py, "cernvm_build.bootloader.userdata", str(ud)], env=env, capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "cvmfs_tag=v1\n" and "not key=value" in r.stderr
+    r = subprocess.run(
+        [*py, "cernvm_build.cvmfs.mount", "--help"], env=env, capture_output=True, text=True, cwd=tmp_path
+    )
+    assert r.returncode == 0 and "--snapshot-file" in r.stdout, r.stderr
