@@ -61,7 +61,8 @@ from .previous import OldCatalog, OldRow, PreviousTree, read_object
 from .stage import NestedRef, Stage, Staged
 
 #: Set to a step name to kill the publishing process right after that step (tests of atomicity):
-#: ``objects`` (after the first file content is stored), ``staged``, ``catalogs``, ``history``, ``reflog``.
+#: ``scanned``, ``objects`` (the first file content stored), ``staged``, ``catalogs``, ``history``,
+#: ``reflog``.
 FAULT_ENV = "CERNVM_CVMFS_PUBLISH_FAULT"
 ZERO_HASH = "0" * 40
 TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}$")
@@ -102,12 +103,8 @@ def _fault(point: str) -> None:
 # -- the repository as it is now ------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Current:
-    manifest: mf.Manifest
-
-
-def _read_current(stratum: Path, fqrn: str) -> _Current:
+def _read_current(stratum: Path, fqrn: str) -> mf.Manifest:
+    """The repository's manifest, after checking its name, hash and signature."""
     path = stratum / ".cvmfspublished"
     try:
         data = path.read_bytes()
@@ -131,7 +128,7 @@ def _read_current(stratum: Path, fqrn: str) -> _Current:
             rsa_raw.verify_pkcs1_sha1(cert.public_key, signed.hash_text.encode(), signed.signature),
             f"{path}: manifest signature does not verify against certificate {m.certificate_hash}",
         )
-    return _Current(m)
+    return m
 
 
 def _check_whitelist(stratum: Path, keys: KeySet, opts: _Options) -> None:
@@ -863,7 +860,7 @@ def _publish(
     base = _norm_base(base_path)
     opts = _Options(_default_timestamp(timestamp), chunking or ChunkingSettings(), normalize_owner, progress)
     with _session(stratum, "publish") as (store, scratch):
-        current = _read_current(stratum, fqrn).manifest
+        current = _read_current(stratum, fqrn)
         _check_whitelist(stratum, keys, opts)
         prev = PreviousTree(stratum, current.root_hash, scratch)
         stage = Stage(scratch / "stage.db")
@@ -970,7 +967,7 @@ def _retag(
     timestamp: int | None,
 ) -> mf.Manifest:
     with _session(stratum, "tag") as (store, scratch):
-        current = _read_current(stratum, fqrn).manifest
+        current = _read_current(stratum, fqrn)
         hist = _history_db(stratum, scratch, current, fqrn)
         try:
             edit(hist, current, scratch)
@@ -1052,7 +1049,7 @@ def resign_whitelist(
     if days <= 0:
         raise CvmfsError(f"whitelist validity must be positive, got {days} days")
     with publish_lock(stratum, "resign"):
-        m = _read_current(stratum, fqrn).manifest
+        m = _read_current(stratum, fqrn)
         if m.certificate_hash:
             cert = read_object(stratum, m.certificate_hash, "X", "certificate")
             if rsa_raw.load_certificate(cert).der != keys.certificate.public_bytes(Encoding.DER):
