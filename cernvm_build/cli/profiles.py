@@ -51,6 +51,7 @@ def _summary(p: profile.Profile) -> dict[str, Any]:
         "frozen": p.preservation.frozen,
         "description": p.description,
         "file": str(p.source),
+        "fingerprint": p.fingerprint(),
     }
 
 

@@ -6,6 +6,8 @@ Add fields freely; never rename one.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,9 +119,31 @@ class Profile:
         b = self.bootloader
         return f"ucernvm-{b.branch}.{b.version}-{b.release}.cernvm.{self.os.arch}"
 
+    def fingerprint(self) -> str:
+        """sha256 of what the profile asks for, independent of where its files live.
+
+        The resolved settings as canonical JSON, with each public key and kernel file replaced by the
+        sha256 of its content (a changed key changes the fingerprint, a moved checkout does not).
+        ``name``, ``description``, ``source``, ``extends`` and ``inputs`` do not count.
+        """
+        data = self.to_dict()
+        for k in ("name", "description", "source", "extends", "inputs"):
+            data.pop(k)
+        data["cvmfs"]["public_keys"] = sorted(_file_sha256(k) for k in self.cvmfs.public_keys)
+        if self.kernel.vmlinuz is not None:
+            data["kernel"]["vmlinuz"] = _file_sha256(self.kernel.vmlinuz)
+        if self.kernel.modules is not None:
+            data["kernel"]["modules"] = self.kernel.modules.name
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data (paths as strings), in declaration order."""
         return _plain(self)  # type: ignore[no-any-return]
+
+
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _plain(obj: Any) -> Any:

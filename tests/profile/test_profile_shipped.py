@@ -101,3 +101,21 @@ def test_unknown_profile_names_the_known_ones() -> None:
         profile.load("el10")
     assert "el10" in str(e.value)
     assert e.value.hint is not None and "el7" in e.value.hint
+
+
+def test_fingerprint_follows_the_settings_and_keys_not_the_location(tmp_path: Path) -> None:
+    import shutil
+
+    from cernvm_build.paths import data_dir
+
+    copy = tmp_path / "profiles"
+    shutil.copytree(data_dir("profiles"), copy)
+    here, there = profile.load("el4"), profile.load(copy / "el4.yaml")
+    assert here.fingerprint() == there.fingerprint()
+    assert len(here.fingerprint()) == 64
+    assert profile.load("el5").fingerprint() != here.fingerprint()
+    # a different key file behind the same name changes it
+    (copy / "keys" / "cernvm-slc4.cern.ch.pub").write_bytes(
+        (copy / "keys" / "cern-it1.cern.ch.pub").read_bytes()
+    )
+    assert profile.load(copy / "el4.yaml").fingerprint() != here.fingerprint()
