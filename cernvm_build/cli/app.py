@@ -167,3 +167,44 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+
+
+class _DefaultSubcommand(argparse._SubParsersAction):  # type: ignore[type-arg]
+    """``group ARG ...`` means ``group <default> ARG ...`` when ARG is not one of the subcommands."""
+
+    default_name = "build"
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        vals = list(values or [])
+        if vals and vals[0] not in self._name_parser_map:
+            vals = [self.default_name, *vals]
+        super().__call__(parser, namespace, vals, option_string)
+
+
+class _AnyName(dict[str, argparse.ArgumentParser]):
+    """Choices that accept any word (argparse checks choices before the action runs)."""
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+
+def subcommands_with_default(
+    group: argparse.ArgumentParser, default: str, metavar: str
+) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+    """Subcommands of ``group`` where a first word that is no subcommand runs ``default`` with it.
+
+    Call ``accept_any_word(action)`` after adding the subparsers.
+    """
+    action_class = type("DefaultTo", (_DefaultSubcommand,), {"default_name": default})
+    group.register("action", "parsers", action_class)
+    return group.add_subparsers(title="commands", metavar=metavar)
+
+
+def accept_any_word(action: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    action.choices = _AnyName(action.choices or {})

@@ -1,0 +1,242 @@
+"""``cernvm-build release``: build, verify, rebuild and publish a CernVM release."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import UsageError
+from .app import (
+    HelpFormatter,
+    Output,
+    accept_any_word,
+    group_handler,
+    subcommands_with_default,
+    subparser,
+)
+
+DESCRIPTION = """\
+A release is every profile's μCernVM images, build manifests and reference containers, with
+SHA256SUMS (signed when a key is given), index.json and release notes, in OUT/VERSION/.
+
+  cernvm-build release 2026.11-1 --profiles el7,el8,el9          build into releases/2026.11-1/
+  cernvm-build release 2026.11-1 --sign-key release-key.asc --publish s3://cvmrepo/releases \\
+      --site-publish s3://cvmfs-www/site --endpoint-url https://s3.cern.ch
+  cernvm-build release verify 2026.11-1 --key release-key.pub.asc   every artifact, sums, signature
+  cernvm-build release rebuild releases/2026.11-1/index.json       byte-identical? per artifact
+  cernvm-build release publish 2026.11-1 s3://cvmrepo/releases      (again) after an interruption
+
+Profiles are built in parallel (--jobs); an interrupted build resumes with the profiles not done."""
+
+
+def _split(text: str | None) -> list[str]:
+    return [x.strip() for x in (text or "").split(",") if x.strip()]
+
+
+def _repo_targets(args: argparse.Namespace) -> list[Any]:
+    from ..release.publish import RepoTarget
+
+    targets = []
+    for kind in ("yum", "apt"):
+        for item in getattr(args, kind) or []:
+            src, sep, dest = item.rpartition("=")
+            if not sep or not dest.startswith("s3://"):
+                raise UsageError(
+                    f"--{kind} '{item}' is not SOURCE=s3://bucket/prefix",
+                    hint=f"e.g. --{kind} ./{kind}=s3://cvmrepo/{kind}",
+                )
+            targets.append(RepoTarget(kind, src, dest, args.gpg_key))
+    return targets
+
+
+def _publish(args: argparse.Namespace, out: Output, release_dir: Path) -> dict[str, Any]:
+    from ..release.publish import publish_release
+
+    if not args.publish.startswith("s3://"):
+        raise UsageError(f"'{args.publish}' is not an s3:// URL", hint="for example s3://cvmrepo/releases")
+    report = publish_release(
+        release_dir,
+        args.publish,
+        endpoint_url=args.endpoint_url,
+        repos=_repo_targets(args),
+        site_dest=args.site_publish,
+        step=lambda m: out.info(f"publish: {m}"),
+    )
+    return report.to_json()
+
+
+def _build(args: argparse.Namespace, out: Output) -> int:
+    from ..release.build import ReleaseOptions, build_release, release_profiles
+
+    names = _split(args.profiles)
+    if not names:
+        raise UsageError("no profiles given", hint="e.g. --profiles el7,el8,el9")
+    signer = None
+    if args.image_key or args.image_cert:
+        if not (args.image_key and args.image_cert):
+            raise UsageError("--image-key and --image-cert go together", hint="give both PEM files")
+        from ..image.signature import load_signer
+
+        signer = load_signer(args.image_key, args.image_cert)
+    opts = ReleaseOptions(
+        version=args.version,
+        profiles=release_profiles(names),
+        out=args.out,
+        jobs=args.jobs or min(len(names), 2),
+        sign_key=args.sign_key,
+        image_signer=signer,
+        previous=args.previous,
+    )
+    started = time.monotonic()
+    with out.progress() as bar:
+        tasks: dict[str, Any] = {}
+
+        def step(profile: str, msg: str) -> None:
+            if profile not in tasks:
+                tasks[profile] = bar.add_task(profile, total=None)
+            bar.update(tasks[profile], description=f"{profile}: {msg}")
+            out.detail(f"{profile}: {msg}")
+
+        release, directory = build_release(opts, step)
+    data: dict[str, Any] = {
+        "version": release.version,
+        "directory": str(directory),
+        "seconds": round(time.monotonic() - started, 1),
+        "signed_by": release.signer,
+        "profiles": [p.name for p in release.profiles],
+        "artifacts": [{"path": a.path, "size": a.size, "sha256": a.sha256} for a in release.artifacts],
+    }
+    if args.publish:
+        data["published"] = _publish(args, out, directory)
+
+    def show(d: dict[str, Any]) -> None:
+        out.table(
+            ["artifact", "size", "sha256"],
+            [(a["path"], a["size"], a["sha256"][:16] + "…") for a in d["artifacts"]],
+        )
+        out.print(f"release {d['version']} in {d['directory']} ({d['seconds']} s)"
+                  + (f", SHA256SUMS signed by {d['signed_by']}" if d["signed_by"] else ""))  # fmt: skip
+        if "published" in d:
+            out.print(f"published to {args.publish}")
+
+    out.data(data, show)
+    return 0
+
+
+def _verify(args: argparse.Namespace, out: Output) -> int:
+    from ..release.verify import locate_index, verify
+
+    report = verify(locate_index(args.release, args.out), public_keys=args.key or [])
+    data = report.to_json()
+
+    def show(d: dict[str, Any]) -> None:
+        for f in d["findings"]:
+            out.print(f"[red]FAIL[/red] {f['artifact']}: {f['problem']}")
+        verdict = "[green]OK[/green]" if d["ok"] else "[red]FAILED[/red]"
+        signer = f", signature by {d['signer']}" if d["signer"] else ""
+        out.print(f"{verdict}: release {d['version']}: {d['checked']} artifacts checked{signer}")
+
+    out.data(data, show)
+    return 0 if report.ok else 6
+
+
+def _rebuild(args: argparse.Namespace, out: Output) -> int:
+    from ..release.rebuild import rebuild
+    from ..release.verify import locate_index
+
+    report = rebuild(locate_index(args.release, args.out), step=lambda p, m: out.detail(f"{p}: {m}"))
+    data = report.to_json()
+
+    def show(d: dict[str, Any]) -> None:
+        rows = [(a["name"], "yes" if a["identical"] else "no", a["reason"]) for a in d["artifacts"]]
+        out.table(["artifact", "byte-identical", "why not"], rows)
+        for n in d["notes"]:
+            out.print(f"note: {n}")
+
+    out.data(data, show)
+    return 0 if report.identical else 1
+
+
+def _publish_cmd(args: argparse.Namespace, out: Output) -> int:
+    from ..release.verify import locate_index
+
+    release_dir = locate_index(args.release, args.out).parent
+    out.data(_publish(args, out, release_dir))
+    return 0
+
+
+def _publish_args(p: argparse.ArgumentParser, *, dest_positional: bool) -> None:
+    g = p.add_argument_group("publishing")
+    if dest_positional:
+        g.add_argument("publish", metavar="S3_URL", help="where releases live, e.g. s3://cvmrepo/releases")
+    else:
+        g.add_argument("--publish", metavar="S3_URL", help="after building, upload to S3_URL/VERSION/")
+    g.add_argument(
+        "--site-publish", metavar="S3_URL", help="rebuild the site with this release and upload it"
+    )
+    g.add_argument(
+        "--yum", action="append", metavar="SRC=S3_URL", help="also mirror a yum repository (repeatable)"
+    )
+    g.add_argument(
+        "--apt", action="append", metavar="SRC=S3_URL", help="also mirror an apt repository (repeatable)"
+    )
+    g.add_argument("--gpg-key", type=Path, help="public key the package repositories must be signed with")
+    g.add_argument("--endpoint-url", help="S3 endpoint (MinIO, Ceph RGW); default: AWS or AWS_ENDPOINT_URL")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    group = sub.add_parser(
+        "release",
+        help="build, verify, rebuild and publish a CernVM release",
+        description=DESCRIPTION,
+        formatter_class=HelpFormatter,
+        usage="cernvm-build release [build] VERSION [options]\n"
+        "       cernvm-build release {verify,rebuild,publish} ...",
+    )
+    group.set_defaults(func=group_handler(group))
+    inner = subcommands_with_default(group, "build", "{VERSION,build,verify,rebuild,publish}")
+    b = subparser(inner, "build", help="build VERSION (the default command)", description=DESCRIPTION,
+                  json=True, handler=_build)  # fmt: skip
+    b.add_argument("version", metavar="VERSION", help="release version, YYYY.MM-N (e.g. 2026.11-1)")
+    b.add_argument(
+        "--profiles", default="el7,el8,el9", help="comma-separated profiles (default: %(default)s)"
+    )
+    b.add_argument(
+        "--out", type=Path, default=Path("releases"), help="releases folder (default: %(default)s)"
+    )
+    b.add_argument("--jobs", type=int, help="profiles built at once (default: up to 2)")
+    b.add_argument("--sign-key", type=Path, help="OpenPGP secret key (armored) that signs SHA256SUMS")
+    b.add_argument("--image-key", type=Path, help="PEM private key for the images' signature blocks")
+    b.add_argument("--image-cert", type=Path, help="PEM certificate of --image-key")
+    b.add_argument("--previous", type=Path, help="previous release's index.json (for the release notes)")
+    _publish_args(b, dest_positional=False)
+
+    v = subparser(inner, "verify", help="check every artifact against the index, SHA256SUMS and signature",
+                  json=True, handler=_verify)  # fmt: skip
+    v.add_argument(
+        "release", metavar="VERSION|INDEX|DIR", help="a version under --out, an index.json or a folder"
+    )
+    v.add_argument(
+        "--key", type=Path, action="append", help="OpenPGP public key the release must be signed by"
+    )
+    v.add_argument(
+        "--out", type=Path, default=Path("releases"), help="releases folder (default: %(default)s)"
+    )
+
+    r = subparser(inner, "rebuild", help="rebuild from the recorded inputs; byte-identical per artifact?",
+                  json=True, handler=_rebuild)  # fmt: skip
+    r.add_argument("release", metavar="VERSION|INDEX|DIR")
+    r.add_argument(
+        "--out", type=Path, default=Path("releases"), help="releases folder (default: %(default)s)"
+    )
+
+    p = subparser(inner, "publish", help="upload a built release (artifacts, repositories, site) to S3",
+                  json=True, handler=_publish_cmd)  # fmt: skip
+    p.add_argument("release", metavar="VERSION|INDEX|DIR")
+    p.add_argument(
+        "--out", type=Path, default=Path("releases"), help="releases folder (default: %(default)s)"
+    )
+    _publish_args(p, dest_positional=True)
+    accept_any_word(inner)

@@ -1,0 +1,213 @@
+"""Build a release: every profile's images and containers, then the index, SHA256SUMS and notes.
+
+The release is assembled in ``<out>/.<version>.partial/`` and renamed to ``<out>/<version>/`` only when
+complete. Each profile's part is finished by a marker file, so a build that was interrupted resumes
+with the profiles not yet done. Images and containers pin the same snapshot: the root hash the image
+build saw is the one the container is cut from.
+"""
+
+from __future__ import annotations
+
+import calendar
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import gpg
+from ..artifact import Artifact
+from ..fsutil import atomic_write
+from ..profile import Profile
+from . import index as idx
+from . import notes, sums
+
+Step = Callable[[str, str], None]  # (profile, message)
+DONE = ".done.json"
+
+
+@dataclass(frozen=True)
+class ReleaseOptions:
+    version: str
+    profiles: tuple[Profile, ...]
+    out: Path
+    jobs: int = 1
+    sign_key: Path | None = None  # OpenPGP secret key for SHA256SUMS.asc
+    image_signer: Any = None  # cernvm_build.image.signature.Signer for the image trailers
+    previous: Path | None = None  # the previous release's index.json, for the notes
+    container_formats: tuple[str, ...] | None = None  # default: each profile's own
+    image_formats: tuple[str, ...] | None = None
+
+
+def version_epoch(version: str) -> int:
+    """The release's SOURCE_DATE_EPOCH when none is set: 00:00 UTC on the 1st of its month."""
+    year, month = (int(x) for x in version.split("-")[0].split("."))
+    return calendar.timegm((year, month, 1, 0, 0, 0))
+
+
+@contextmanager
+def epoch_env(epoch: int) -> Iterator[None]:
+    old = os.environ.get("SOURCE_DATE_EPOCH")
+    os.environ["SOURCE_DATE_EPOCH"] = str(epoch)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("SOURCE_DATE_EPOCH", None)
+        else:
+            os.environ["SOURCE_DATE_EPOCH"] = old
+
+
+def for_release(profile: Profile, version: str) -> Profile:
+    """The profile with its bootloader version and release number taken from the release version."""
+    ym, n = version.split("-")
+    boot = dataclasses.replace(profile.bootloader, version=ym, release=int(n))
+    return dataclasses.replace(profile, bootloader=boot)
+
+
+def profile_hash(profile: Profile) -> str:
+    data = json.dumps(profile.to_dict(), sort_keys=True, default=str).encode()
+    return hashlib.sha256(data).hexdigest()
+
+
+def _artifact_rows(arts: list[Artifact], root: Path, profile: str, kind: str) -> list[dict[str, Any]]:
+    rows = []
+    for a in arts:
+        if not a.path.is_file():
+            continue  # directories (OCI layout, sandbox) are build conveniences, not release files
+        rows.append(
+            {
+                "name": a.path.name,
+                "path": str(a.path.relative_to(root)),
+                "profile": profile,
+                "kind": kind,
+                "format": a.format,
+                "sha256": a.sha256,
+                "size": a.size,
+            }
+        )
+    return rows
+
+
+def build_profile_part(profile: Profile, part_root: Path, opts: ReleaseOptions, step: Step) -> dict[str, Any]:
+    """Images, build manifest and containers of one profile; returns the record for the index."""
+    from ..container.from_profile import build_profile as build_container
+    from ..cvmfs.repository import SnapshotSpec
+    from ..image.build import build_image
+
+    done = part_root / profile.name / DONE
+    if done.is_file():
+        step(profile.name, "already built (resuming)")
+        record: dict[str, Any] = json.loads(done.read_text())
+        return record
+    images_dir = part_root / "images" / profile.name
+    containers_dir = part_root / "containers" / profile.name
+    for d in (images_dir, containers_dir):
+        shutil.rmtree(d, ignore_errors=True)
+    step(profile.name, "image: building")
+    image = build_image(
+        profile,
+        images_dir,
+        formats=list(opts.image_formats) if opts.image_formats else None,
+        signer=opts.image_signer,
+        step=lambda msg: step(profile.name, f"image: {msg}"),
+    )
+    snap = image.snapshot
+    rows = _artifact_rows(image.artifacts, part_root, profile.name, "image")
+    rows += _artifact_rows([Artifact.of(image.manifest, "manifest")], part_root, profile.name, "manifest")
+    step(profile.name, f"container: from snapshot {snap.root_hash[:12]}")
+    made = build_container(
+        profile,
+        out_dir=containers_dir,
+        formats=list(opts.container_formats) if opts.container_formats else None,
+        snapshot=SnapshotSpec(root_hash=snap.root_hash),
+    )
+    rows += _artifact_rows(made.result.artifacts, part_root, profile.name, "container")
+    record = {
+        "profile": {
+            "name": profile.name,
+            "os": f"{profile.os.distribution} {profile.os.release}",
+            "frozen": profile.preservation.frozen,
+            "snapshot": {
+                "repository": profile.cvmfs.repository,
+                "path": profile.cvmfs.path,
+                "root_hash": snap.root_hash,
+                "revision": snap.revision,
+                "tag": snap.tag,
+            },
+            "profile_sha256": profile_hash(profile),
+        },
+        "artifacts": rows,
+    }
+    atomic_write(done, json.dumps(record, indent=2, sort_keys=True).encode())
+    step(profile.name, "done")
+    return record
+
+
+def build_release(opts: ReleaseOptions, step: Step | None = None) -> tuple[idx.ReleaseIndex, Path]:
+    """Build (or finish building) the release; returns its index and directory."""
+    say: Step = step or (lambda _p, _m: None)
+    version = idx.check_version(opts.version)
+    final = opts.out / version
+    if (final / "index.json").is_file():
+        raise idx.ReleaseError(
+            f"release {version} already exists at {final}",
+            hint="choose a new version, or remove that directory to rebuild it",
+        )
+    part_root = opts.out / f".{version}.partial"
+    part_root.mkdir(parents=True, exist_ok=True)
+    epoch = int(os.environ.get("SOURCE_DATE_EPOCH") or version_epoch(version))
+    profiles = [for_release(p, version) for p in opts.profiles]
+    with epoch_env(epoch), ThreadPoolExecutor(max_workers=max(1, opts.jobs)) as pool:
+        records = list(pool.map(lambda p: build_profile_part(p, part_root, opts, say), profiles))
+    previous = idx.load(opts.previous) if opts.previous else None
+    artifacts = tuple(
+        idx.ReleaseArtifact(**row)
+        for rec in records
+        for row in sorted(rec["artifacts"], key=lambda r: r["path"])
+    )
+    profiles_rec = tuple(
+        idx.ProfileRecord(
+            **{k: v for k, v in rec["profile"].items() if k != "snapshot"},
+            snapshot=idx.Snapshot(**rec["profile"]["snapshot"]),
+        )
+        for rec in records
+    )
+    sums_path = sums.write(part_root, artifacts)
+    signature = signer = None
+    if opts.sign_key:
+        say("release", "signing SHA256SUMS")
+        with gpg.Keyring([opts.sign_key]) as kr:
+            kr.sign_detached(sums_path, part_root / f"{sums.NAME}.asc")
+            signer = kr.secret_fingerprints()[0]
+        signature = f"{sums.NAME}.asc"
+    release = idx.ReleaseIndex(
+        version=version,
+        date=dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        source_date_epoch=epoch,
+        profiles=profiles_rec,
+        artifacts=artifacts,
+        previous=previous.version if previous else None,
+        signature=signature,
+        signer=signer,
+    )
+    atomic_write(part_root / "RELEASE-NOTES.md", notes.render(release, previous).encode())
+    atomic_write(part_root / "index.json", release.dumps().encode())
+    for rec in records:
+        (part_root / rec["profile"]["name"] / DONE).unlink(missing_ok=True)
+        shutil.rmtree(part_root / rec["profile"]["name"], ignore_errors=True)
+    os.rename(part_root, final)
+    return release, final
+
+
+def release_profiles(names: Sequence[str]) -> tuple[Profile, ...]:
+    from ..profile import load
+
+    return tuple(load(n) for n in names)

@@ -1,0 +1,107 @@
+"""Publish a release to S3 in the safe order: what is named comes before what names it.
+
+1. the release's artifacts, with ``SHA256SUMS``, its signature, the notes and ``index.json`` last;
+2. package repositories, each through the mirror (verified, packages before indexes);
+3. the site, rebuilt with this release's index in its data, pages after assets, sitemap/feed last.
+
+Each step is the mirror's sync engine, which plans by content hash: re-running after an interruption
+uploads only what is missing and then switches the indexes, so it finishes the job.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..paths import data_dir
+from . import index as idx
+from . import sums
+
+Step = Callable[[str], None]
+#: Inside a release directory, uploaded after everything else, in this order.
+LAST = (f"{sums.NAME}.asc", sums.NAME, "RELEASE-NOTES.md", "index.json")
+
+
+@dataclass
+class RepoTarget:
+    kind: str  # "yum" | "apt"
+    source: str
+    dest: str
+    gpg_key: Path | None = None
+
+
+@dataclass
+class PublishReport:
+    version: str
+    artifacts: dict[str, Any] = field(default_factory=dict)
+    repositories: list[dict[str, Any]] = field(default_factory=list)
+    site: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "artifacts": self.artifacts,
+            "repositories": self.repositories,
+            "site": self.site,
+        }
+
+
+def _json(report: Any) -> dict[str, Any]:
+    out: dict[str, Any] = report.to_json() if hasattr(report, "to_json") else {"result": str(report)}
+    return out
+
+
+def site_with_release(release_dir: Path, work: Path, site_src: Path | None = None) -> Path:
+    """A copy of the site sources with this release's index added to ``data/releases/``."""
+    release = idx.load(release_dir / "index.json")
+    src = site_src or data_dir("site")
+    site = work / "site"
+    shutil.copytree(src, site, symlinks=True)
+    releases = site / "data" / "releases"
+    releases.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(release_dir / "index.json", releases / f"{release.version}.json")
+    return site
+
+
+def publish_release(
+    release_dir: Path,
+    dest: str,
+    *,
+    endpoint_url: str | None = None,
+    repos: Sequence[RepoTarget] = (),
+    site_dest: str | None = None,
+    site_src: Path | None = None,
+    step: Step | None = None,
+) -> PublishReport:
+    from ..mirror import s3sync
+
+    say: Step = step or (lambda _m: None)
+    release = idx.load(release_dir / "index.json")
+    report = PublishReport(version=release.version)
+    target = f"{dest.rstrip('/')}/{release.version}"
+    say(f"artifacts → {target}")
+    report.artifacts = _json(
+        s3sync.sync_tree(release_dir, target, endpoint_url=endpoint_url, last=LAST, delete=False)
+    )
+    for repo in repos:
+        from ..mirror.publish import mirror
+
+        say(f"{repo.kind} repository {repo.source} → {repo.dest}")
+        got = mirror(repo.kind, repo.source, repo.dest, endpoint_url=endpoint_url, gpg_key=repo.gpg_key)
+        report.repositories.append(_json(got))
+    if site_dest:
+        from ..site.build import Builder
+        from ..site.publish import publish as publish_site
+
+        with tempfile.TemporaryDirectory(prefix="release-site-") as tmp:
+            site = site_with_release(release_dir, Path(tmp), site_src)
+            say("site: building with the release's downloads page")
+            builder = Builder(site, Path(tmp) / "out")
+            builder.build()
+            say(f"site → {site_dest}")
+            report.site = _json(publish_site(builder.out_dir, site_dest, endpoint_url=endpoint_url))
+    return report

@@ -1,0 +1,115 @@
+"""``release rebuild INDEX``: build again from the recorded inputs and compare byte for byte.
+
+The reproducibility boundary is stated per artifact. A rebuild uses the same profile (checked by the
+hash of its resolved settings), the recorded SOURCE_DATE_EPOCH and the same snapshot selector; when an
+artifact differs, the rebuilt image's build manifest is compared with the original's to say why
+(the snapshot the tag now resolves to, the kernel package, the toolkit or the tools).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..fsutil import sha256_file
+from ..profile import load
+from . import index as idx
+from .build import ReleaseOptions, build_release, epoch_env, for_release, profile_hash
+
+
+@dataclass
+class Outcome:
+    artifact: str
+    identical: bool
+    reason: str = ""
+
+
+@dataclass
+class RebuildReport:
+    version: str
+    outcomes: list[Outcome] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def identical(self) -> bool:
+        return all(o.identical for o in self.outcomes) and bool(self.outcomes)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "identical": self.identical,
+            "artifacts": [
+                {"name": o.artifact, "identical": o.identical, "reason": o.reason} for o in self.outcomes
+            ],
+            "notes": self.notes,
+        }
+
+
+def _manifest_diff(old: Path, new: Path) -> str:
+    """Why two image builds differ, from their build manifests."""
+    try:
+        a, b = json.loads(old.read_text()), json.loads(new.read_text())
+    except (OSError, ValueError):
+        return "the build manifest is missing"
+    checks = (
+        ("repository", "root_hash", "the snapshot moved"),
+        ("kernel", "sha256", "the kernel package changed"),
+        ("initrd", "sha256", "the initrd differs (busybox, Python runtime or modules)"),
+    )
+    for section, key, why in checks:
+        if (a.get(section) or {}).get(key) != (b.get(section) or {}).get(key):
+            return f"{why}: {(a.get(section) or {}).get(key)} → {(b.get(section) or {}).get(key)}"
+    if a.get("toolkit") != b.get("toolkit"):
+        return f"toolkit {a.get('toolkit')} → {b.get('toolkit')}"
+    if a.get("tools") != b.get("tools"):
+        return "the tool versions (xorriso, syslinux, qemu-img …) changed"
+    return "same recorded inputs, different bytes: not reproducible"
+
+
+def rebuild(
+    index_path: Path, *, work: Path | None = None, step: Callable[[str, str], None] | None = None
+) -> RebuildReport:
+    release = idx.load(index_path)
+    original = index_path.parent
+    report = RebuildReport(version=release.version)
+    profiles = []
+    for rec in release.profiles:
+        prof = for_release(load(rec.name), release.version)
+        if profile_hash(prof) != rec.profile_sha256:
+            report.notes.append(
+                f"profile {rec.name}: settings changed since the release; rebuilding from today's"
+            )
+        profiles.append(prof)
+    with tempfile.TemporaryDirectory(prefix="rebuild-", dir=work) as tmp:
+        with epoch_env(release.source_date_epoch):
+            opts = ReleaseOptions(version=release.version, profiles=tuple(profiles), out=Path(tmp))
+            new, new_dir = build_release(opts, step)
+        rebuilt = {a.path: a for a in new.artifacts}
+        manifests = {a.profile: a.path for a in release.artifacts if a.kind == "manifest"}
+        for a in release.artifacts:
+            got = rebuilt.get(a.path)
+            if got is None:
+                report.outcomes.append(Outcome(a.name, False, "not produced by the rebuild"))
+            elif got.sha256 == a.sha256:
+                report.outcomes.append(Outcome(a.name, True))
+            elif a.kind == "manifest":
+                report.outcomes.append(Outcome(a.name, False, "build manifest differs (see the images)"))
+            else:
+                m = manifests.get(a.profile)
+                reason = _manifest_diff(original / m, new_dir / m) if m else "no build manifest to compare"
+                if a.kind == "container":
+                    old_snap = next(p.snapshot.root_hash for p in release.profiles if p.name == a.profile)
+                    new_snap = next(p.snapshot.root_hash for p in new.profiles if p.name == a.profile)
+                    reason = (
+                        f"the snapshot moved: {old_snap} → {new_snap}"
+                        if old_snap != new_snap
+                        else ("same snapshot, different bytes: not reproducible")
+                    )
+                report.outcomes.append(Outcome(a.name, False, reason))
+            if got is not None and sha256_file(new_dir / got.path) != got.sha256:
+                report.notes.append(f"{got.path}: changed while comparing")
+    return report
