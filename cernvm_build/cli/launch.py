@@ -492,11 +492,31 @@ def cmd_wait(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_import(args: argparse.Namespace, out: Output) -> int:
-    raise ImageError(
-        "OVA import is not supported on libvirt",
-        where=args.ova_image_file,
-        hint="boot the μCernVM iso/hdd instead: 'cernvm-launch images add FILE' then 'create'",
-    )
+    """The original imported an OVA into VirtualBox; here its boot disk becomes a cached hdd image
+    (checked against the OVA's manifest) and an instance boots it with the default context."""
+    cli = {
+        "name": args.name,
+        "cpus": args.cpus,
+        "memory": args.memory,
+        "disk": args.disk,
+        "shared_folder": Path(args.sharedFolder).resolve() if args.sharedFolder else None,
+        "connect": getattr(args, "connect", None),
+    }
+    s = config.resolve(cli, Path(args.configuration_file) if args.configuration_file else None)
+    ova = Path(args.ova_image_file)
+    if not ova.is_file():
+        raise ImageError("OVA file not found", where=str(ova))
+    _conn, uri = _connect(args, s)  # fail early when libvirt is not reachable
+    home = _home(args, uri, s)
+    image = images.ImageCache(home).add_ova(ova)
+    out.info(f"imported {ova.name} as image {image.name}")
+    args.iso, args.yes, args.user_data_file, args.configuration_file = str(image.path), True, None, None
+    args.name = s.name or ova.stem
+    for extra in ("image", "profile", "snapshot", "date", "cvmfs_server", "network", "ssh_port", "user"):
+        setattr(args, extra, None)
+    args.cert, args.no_wait, args.timeout, args.context_label = None, True, None, "CONFIG-2"
+    args.sharedFolder = str(s.shared_folder) if s.shared_folder else None
+    return cmd_create(args, out)
 
 
 # -- images -----------------------------------------------------------------------------------------
@@ -612,8 +632,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = _leaf(
         sub,
         "import",
-        "import an OVA (VirtualBox only; explains the libvirt way)",
-        "The original imported OVA appliances into VirtualBox.",
+        "create an instance from an OVA appliance's boot disk",
+        "Take the boot disk of an OVA (checked against its manifest), keep it as a cached hdd\n"
+        "image, and create an instance from it with the default context.\n\n"
+        "  cernvm-launch import --name old CernVM-4.ova",
         cmd_import,
     )
     p.add_argument("--no-start", action="store_true")

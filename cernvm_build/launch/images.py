@@ -203,12 +203,78 @@ class ImageCache:
         os.chmod(self.dir, 0o755)
         return self._store(name, expected.lower(), detect_format(dest), url, profile)
 
+    def add_ova(self, path: Path) -> Image:
+        """The boot disk of an OVA appliance (the first disk its OVF names), checked against the
+        OVA's manifest (``.mf``) when it has one, converted to a raw ``hdd`` image in the cache."""
+        import tarfile
+        import tempfile
+
+        from .. import proc
+
+        try:
+            tar = tarfile.open(path, "r:")  # noqa: SIM115  (closed by the with below)
+        except (OSError, tarfile.TarError) as e:
+            raise ImageError(f"not an OVA (tar) file: {e}", where=str(path)) from None
+        with tar, tempfile.TemporaryDirectory(prefix=".ova-", dir=self._ensure_dir()) as tmp:
+            members = {m.name: m for m in tar.getmembers() if m.isfile() and "/" not in m.name.strip("./")}
+            ovf = next((n for n in members if n.endswith(".ovf")), None)
+            disks = [n for n in members if n.lower().endswith(".vmdk")]
+            if ovf is None or not disks:
+                raise ImageError("OVA has no .ovf descriptor or no .vmdk disk", where=str(path))
+            descriptor = _read_member(tar, members[ovf]).decode(errors="replace")
+            disks.sort(key=lambda n: descriptor.find(n) if n in descriptor else len(descriptor))
+            disk = disks[0]
+            data = _read_member(tar, members[disk])
+            manifest = next((n for n in members if n.endswith(".mf")), None)
+            if manifest is not None:
+                _check_manifest(
+                    _read_member(tar, members[manifest]).decode(errors="replace"), disk, data, path
+                )
+            vmdk = Path(tmp, "disk.vmdk")
+            vmdk.write_bytes(data)
+            name = f"{path.stem}.hdd"
+            raw = Path(tmp, name)
+            proc.run(["qemu-img", "convert", "-f", "vmdk", "-O", "raw", vmdk, raw])
+            digest = sha256_file(raw)
+            os.chmod(raw, 0o644)
+            os.replace(raw, self.dir / name)
+        return self._store(name, digest, "hdd", str(path.resolve()), "")
+
+    def _ensure_dir(self) -> Path:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.dir, 0o755)
+        return self.dir
+
     def remove(self, name: str) -> None:
         if self.get(name) is None:
             raise ImageError(f"no cached image '{name}'", hint="see 'cernvm-launch images list'")
         for suffix in ("", ".sha256", ".json"):
             with contextlib.suppress(FileNotFoundError):
                 (self.dir / f"{name}{suffix}").unlink()
+
+
+def _read_member(tar: Any, member: Any) -> bytes:
+    f = tar.extractfile(member)
+    if f is None:
+        raise ImageError(f"cannot read {member.name} from the OVA")
+    data: bytes = f.read()
+    return data
+
+
+def _check_manifest(text: str, disk: str, data: bytes, where: Path) -> None:
+    """OVF manifests list ``SHA1(file)= hex`` or ``SHA256(file)= hex``; the disk must match."""
+    for line in text.splitlines():
+        m = re.fullmatch(r"\s*(SHA1|SHA256|SHA512)\((.+)\)\s*=\s*([0-9a-fA-F]+)\s*", line)
+        if m and m.group(2) == disk:
+            actual = hashlib.new(m.group(1).lower(), data).hexdigest()
+            if actual != m.group(3).lower():
+                raise ImageError(
+                    f"{disk} does not match the OVA manifest ({m.group(1)} {actual[:16]}…)",
+                    where=str(where),
+                    hint="the appliance is damaged; download it again",
+                )
+            return
+    raise ImageError(f"the OVA manifest lists no hash for {disk}", where=str(where))
 
 
 def _profile_from_manifest(path: Path) -> str:

@@ -175,3 +175,45 @@ def test_help_on_every_level(argv: list[str], capsys: pytest.CaptureFixture[str]
         main([*argv, "--help"])
     assert e.value.code == 0
     assert "usage: cernvm-launch" in capsys.readouterr().out
+
+
+def _ova(tmp_path: Path, image: Path, *, tamper: bool = False) -> Path:
+    import hashlib
+    import tarfile
+
+    vmdk = tmp_path / "boot.vmdk"
+    subprocess.run(["qemu-img", "convert", "-O", "vmdk", "-f", "raw", image, vmdk], check=True)
+    ovf = tmp_path / "CernVM.ovf"
+    ovf.write_text('<Envelope><References><File ovf:href="boot.vmdk"/></References></Envelope>\n')
+    digest = hashlib.sha256(vmdk.read_bytes()).hexdigest()
+    if tamper:
+        digest = "0" * 64
+    mf = tmp_path / "CernVM.mf"
+    mf.write_text(
+        f"SHA256(CernVM.ovf)= {hashlib.sha256(ovf.read_bytes()).hexdigest()}\nSHA256(boot.vmdk)= {digest}\n"
+    )
+    ova = tmp_path / "CernVM-old.ova"
+    with tarfile.open(ova, "w") as tar:
+        for f in (ovf, mf, vmdk):
+            tar.add(f, arcname=f.name)
+    return ova
+
+
+def test_import_takes_the_boot_disk_of_an_ova(
+    cli: None, image: Path, tmp_path: Path, launch_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ova = _ova(tmp_path, image)
+    assert launch("import", "--name", "cli-ova", "--memory", "512", str(ova)) == 0
+    cached = launch_env / "images" / "CernVM-old.hdd"
+    data, original = cached.read_bytes(), image.read_bytes()
+    assert data[: len(original)] == original and not data[len(original) :].strip(b"\0")  # same disk, padded
+    assert launch("list", "--json") == 0
+    (entry,) = [e for e in json.loads(capsys.readouterr().out) if e["name"] == "cli-ova"]
+    assert entry["image"] == str(cached) and entry["memory"] == 512
+
+
+def test_import_refuses_a_disk_that_does_not_match_the_manifest(
+    cli: None, image: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert launch("import", "--name", "cli-bad", str(_ova(tmp_path, image, tamper=True))) == 4
+    assert "boot.vmdk does not match the OVA manifest" in capsys.readouterr().err
