@@ -44,7 +44,10 @@ def test_real_site_builds_with_every_kind_of_output(site: Path, tmp_path: Path) 
     assert '<nav class="crumbs"' in client and 'href="/docs/quickstart/"' in client
     assert '<a href="/docs/quickstart/client/" aria-current="page">' in client
     assert 'href="#configure"' in client
-    assert "Previous" in client and "Next" in client
+    # previous/next follow the reading order: the folder's index, its pages by weight, sub-folders
+    pager = client.split('class="pager"')[1]
+    assert 'class="prev" href="/docs/quickstart/"' in pager
+    assert 'class="next" href="/docs/quickstart/launch/"' in pager
     # the generated CLI reference comes from the real argument parser
     cli = files["docs/reference/cli/index.html"].decode()
     assert "cernvm-build site build" in cli and "--repo-metadata" in cli
