@@ -37,12 +37,17 @@ if [ -f $ROOT_RW/aux/cvmfs_force_tag ]; then
     selector="tag=$(head -n 1 $ROOT_RW/aux/cvmfs_force_tag)"
     rm -f $ROOT_RW/aux/cvmfs_force_tag
 fi
+# aux/cvmfs_selector: "<repository> <selector>" of the last successful mount; a pin is only valid
+# for the repository it was taken from (cvmfs_branch may switch to another one).
 saved=$(cat $ROOT_RW/aux/cvmfs_selector 2>/dev/null)
+saved_repo=${saved%% *}
+saved_sel=${saved#"$saved_repo"}
+saved_sel=${saved_sel# }
 pinned=
-if [ -n "$selector" ] && [ "$selector" != "$saved" ]; then
+if [ -n "$selector" ] && { [ "$selector" != "$saved_sel" ] || [ "$saved_repo" != "$CVMFS_REPO" ]; }; then
     why="selected by the user data"
-elif [ -f $ROOT_RW/aux/cvmfs_snapshot ]; then
-    selector=$saved
+elif [ -f $ROOT_RW/aux/cvmfs_snapshot ] && [ "$saved_repo" = "$CVMFS_REPO" ]; then
+    selector=$saved_sel
     why="pinned since $(date -r $ROOT_RW/aux/cvmfs_snapshot -u +%Y-%m-%dT%H:%M:%SZ 2>/dev/null)"
     pinned=1
 else
@@ -56,13 +61,13 @@ if [ -z "$pinned" ]; then
         tag=*) set -- "$@" --tag "${selector#tag=}" ;;
         date=*) set -- "$@" --date "${selector#date=}" ;;
         hash=*) set -- "$@" --root-hash "${selector#hash=}" ;;
+        *) [ -f $ROOT_RW/aux/cvmfs_snapshot ] && mv $ROOT_RW/aux/cvmfs_snapshot $ROOT_RW/aux/cvmfs_snapshot.previous ;;
     esac
-    rm -f $ROOT_RW/aux/cvmfs_snapshot
 fi
 log cvmfs "mounting $CVMFS_REPO (${selector:-latest}, $why) from $CVMFS_SERVER"
 py cernvm_build.cvmfs.mount "$@" $ROOT_RO >/tmp/cvmfs.log 2>&1 \
     || panic "CernVM-FS mount of $CVMFS_REPO failed: $(tail -n 1 /tmp/cvmfs.log)"
 log cvmfs "$(grep '^mounted' /tmp/cvmfs.log | tail -n 1)"
-echo "$selector" >$ROOT_RW/aux/cvmfs_selector
+echo "$CVMFS_REPO $selector" >$ROOT_RW/aux/cvmfs_selector
 log cvmfs "pinned snapshot $(head -n 1 $ROOT_RW/aux/cvmfs_snapshot 2>/dev/null) tag $(sed -n 2p $ROOT_RW/aux/cvmfs_snapshot 2>/dev/null)"
 [ -d "$ROOT_RO/$CERNVM_PATH" ] || panic "/$CERNVM_PATH not found in $CVMFS_REPO"

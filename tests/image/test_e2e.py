@@ -7,6 +7,9 @@ the third (iso, config-drive context with cvmfs_tag) moves to the named snapshot
 
 from __future__ import annotations
 
+import base64
+import io
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -23,6 +26,18 @@ def _user_data(port: int, extra: str = "") -> str:
         f"[ucernvm-begin]\ncvmfs_server=10.0.2.2:{port}\nresize_rootfs=on\nno_such_key=1\n{extra}"
         "[ucernvm-end]\n"
     )
+
+
+def _tarball_b64(files: dict[str, str]) -> str:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return base64.b64encode(buf.getvalue()).decode()
 
 
 def _show(b: object, log: Path) -> str:
@@ -65,8 +80,10 @@ def test_boot_pin_persist_and_tag(built: Built, test_repo: ServedRepo, tmp_path:
     assert "test-os: release 1" in b2.console
     assert "test-os: marker boot-1" in b2.console, "writes of the first boot must persist"
 
-    # 3: cvmfs_tag (from an OpenStack config drive this time) selects the named snapshot.
-    ctx3 = context_iso(tmp_path / "ctx3.iso", _user_data(port, "cvmfs_tag=release-2\n"), layout="CONFIG-2")
+    # 3: cvmfs_tag (from an OpenStack config drive this time) selects the named snapshot;
+    # cernvm_inject unpacks its tarball into the new root.
+    inject = f"cvmfs_tag=release-2\ncernvm_inject={_tarball_b64({'etc/injected': 'from-user-data'})}\n"
+    ctx3 = context_iso(tmp_path / "ctx3.iso", _user_data(port, inject), layout="CONFIG-2")
     log3 = tmp_path / "boot3.log"
     b3 = boot(built.image("iso"), scratch, ctx3, log3)
     assert "ucernvm: panic" not in b3.console, _show(b3, log3)
@@ -75,3 +92,5 @@ def test_boot_pin_persist_and_tag(built: Built, test_repo: ServedRepo, tmp_path:
     )
     assert "test-os: release 2" in b3.console
     assert "test-os: marker boot-1" in b3.console
+    assert "ucernvm: inject: cernvm_inject unpacked into /" in b3.console
+    assert "test-os: injected from-user-data" in b3.console

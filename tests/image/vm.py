@@ -21,6 +21,7 @@ marker=none
 [ -f /var/lib/marker ] && marker=$(cat /var/lib/marker)
 echo "test-os: marker $marker"
 echo "test-os: pids $(cat /.cvmfs_pids)"
+[ -f /etc/injected ] && echo "test-os: injected $(cat /etc/injected)"
 echo "test-os: scratch $(ls /mnt/.rw | tr '\\n' ' ')"
 echo "boot-$(cat /etc/test-release)" > /var/lib/marker
 /bin/busybox sync
