@@ -8,6 +8,7 @@ incremental: an unchanged OS writes (almost) nothing new, and each release of th
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,8 @@ from pathlib import Path
 from ..cvmfs import whitelist
 from ..cvmfs.keys import KeySet, load_keys
 from ..cvmfs.publish import PublishResult, create_repository, publish_tree, resign_whitelist
+from ..errors import CernVMError
+from ..fsutil import atomic_write
 from ..paths import PROJECT_ROOT, cache_dir
 from . import DEMO_FQRN
 from .os_tree import build_demo_os
@@ -56,6 +59,36 @@ def _keep_whitelist_fresh(stratum: Path, keys: KeySet) -> None:
         resign_whitelist(stratum, DEMO_FQRN, keys)
 
 
+def _inputs_digest(release: str, tag: str, extra_files: dict[str, str]) -> str:
+    """What the published tree is made of: packages (by hash), the rootfs files, release, extras."""
+    from .. import debpkg
+    from .os_tree import PACKAGES, ROOTFS
+
+    h = hashlib.sha256(f"{release}\0{tag}\0".encode())
+    for spec in PACKAGES:
+        h.update(debpkg.resolve(spec)[3].encode())
+    for path in sorted(ROOTFS.rglob("*")):
+        if path.is_file():
+            h.update(str(path.relative_to(ROOTFS)).encode() + b"\0" + path.read_bytes())
+    for rel, text in sorted(extra_files.items()):
+        h.update(f"{rel}\0{text}\0".encode())
+    return h.hexdigest()
+
+
+def _current(root: Path, stratum: Path, tag: str, objects: int = 0) -> DemoRepository | None:
+    from ..cvmfs.repository import SnapshotSpec, open_repository
+
+    try:
+        with open_repository(
+            stratum, fqrn=DEMO_FQRN, public_keys=[PUBLIC_KEY], snapshot=SnapshotSpec(tag=tag)
+        ) as r:
+            return DemoRepository(
+                root, stratum, DEMO_FQRN, PUBLIC_KEY, r.revision, r.root_hash, r.tag, objects
+            )
+    except CernVMError:
+        return None
+
+
 def publish_demo(
     root: Path | None = None,
     *,
@@ -69,7 +102,15 @@ def publish_demo(
     """
     root = root or demo_root()
     stratum = root / DEMO_FQRN
+    tag = tag or f"demo-{release}"
     keys = demo_keys()
+    marker = root / f".{DEMO_FQRN}.inputs"
+    digest = _inputs_digest(release, tag, extra_files or {})
+    if (stratum / ".cvmfspublished").exists() and marker.is_file() and marker.read_text() == digest:
+        _keep_whitelist_fresh(stratum, keys)
+        cached = _current(root, stratum, tag)
+        if cached is not None:
+            return cached  # same inputs already published: keep the snapshot (and what pins it)
     if not (stratum / ".cvmfspublished").exists():
         create_repository(stratum, DEMO_FQRN, keys)
     else:
@@ -85,10 +126,11 @@ def publish_demo(
             DEMO_FQRN,
             keys,
             tree,
-            tag=tag or f"demo-{release}",
+            tag=tag,
             description=f"CernVM demo OS {release}",
             normalize_owner=True,
         )
+    atomic_write(marker, digest.encode())
     return DemoRepository(
         root=root,
         stratum=stratum,

@@ -29,3 +29,9 @@ def test_publish_read_and_republish(tmp_path: Path) -> None:
     assert pinned.lookup("/etc/motd") is None
     trunk = open_repository(first.stratum, fqrn=first.fqrn, public_keys=[first.public_key])
     assert trunk.read("/etc/motd", 0, 100) == b"second\n"
+
+
+def test_same_inputs_publish_nothing_new(tmp_path: Path) -> None:
+    first = publish_demo(tmp_path, release="1")
+    again = publish_demo(tmp_path, release="1")
+    assert (again.revision, again.root_hash, again.objects_written) == (first.revision, first.root_hash, 0)
