@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import sqlite3
@@ -79,6 +80,13 @@ def test_catalog_structure(tmp_path: Path, stratum: Path, keyset: keymod.KeySet)
     assert xattr == b"\x01\x01\x16\x01trusted.overlay.opaquey"
     assert stats["self_xattr"] == 2 and stats["self_special"] == 2
     assert nested_size == (child.execute("PRAGMA page_count").fetchone()[0] * 4096)
+    # the reflog lists every catalog, certificate and history written, and the manifest names it
+    reflog = stratum / ".cvmfsreflog"
+    refs = dict(sqlite3.connect(reflog).execute("SELECT hash, type FROM refs"))
+    assert refs[r.root_hash] == 0 and refs[nested_hash] == 0 and sorted(set(refs.values())) == [0, 1, 2]
+    manifest = (stratum / ".cvmfspublished").read_bytes()
+    assert f"Y{hashlib.sha1(reflog.read_bytes()).hexdigest()}\n".encode() in manifest
+    assert f"C{r.root_hash}\nB{root.execute('PRAGMA page_count').fetchone()[0] * 4096}\n".encode() in manifest
 
 
 def test_same_input_gives_identical_bytes(tmp_path: Path, keyset: keymod.KeySet) -> None:
