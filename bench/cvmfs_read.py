@@ -183,7 +183,15 @@ def run(quick: bool = True) -> list[Result]:
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="bench-cvmfs-read-") as tmp:
         work = Path(tmp)
-        stratum, pub, content = make_repository(work, n_files, total_mb)
+        # Published in a child process, so this process's peak memory is the reader's own.
+        out = subprocess.run(
+            [sys.executable, __file__, "--make", str(work), str(n_files), str(total_mb)],
+            check=True,
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+        ).stdout.split()
+        stratum, pub, content = Path(out[0]), Path(out[1]), int(out[2])
         mb = content / 1e6
         with _server_process(stratum.parent) as base:
             url = f"{base}/cvmfs/{FQRN}"
@@ -256,6 +264,10 @@ def run(quick: bool = True) -> list[Result]:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--make"]:
+        made = make_repository(Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+        print(*made)
+        raise SystemExit(0)
     rows = run(quick="--full" not in sys.argv)
     print_table(rows)
     for r in rows:
