@@ -199,6 +199,32 @@ def _verify_suite(
     return [r for r in release_files if have[r] is not None]
 
 
+def published_references(source: Source, suites: list[str]) -> set[str]:
+    """Everything the suites' Release files now at ``source`` name (indexes, by-hash, .debs); nothing
+    is hashed. Protects the previous publication when the sync manifest is missing."""
+    out: set[str] = set()
+    scratch = Checked("apt", source.name)
+    for suite in suites:
+        base = f"dists/{suite}"
+        try:
+            raw = source.read(f"{base}/InRelease") or source.read(f"{base}/Release")
+            if raw is None:
+                continue
+            stanzas = parse_deb822(strip_clearsign(raw.decode(errors="replace")))
+            fields = stanzas[0] if stanzas else {}
+            for e in _entries(fields.get("SHA256", ""), base, scratch):
+                out.add(f"{base}/{e.path}")
+                out.add(f"{base}/{e.path}".rsplit("/", 1)[0] + f"/by-hash/SHA256/{e.sha256}")
+                if _is_packages(e.path):
+                    data = source.read(f"{base}/{e.path}")
+                    if data is not None:
+                        debs = _packages(decompress(e.path, data), f"{base}/{e.path}", scratch)
+                        out.update(d.rel for d in debs)
+        except CernVMError:
+            continue
+    return out
+
+
 def _entries(block: str, where: str, result: Checked) -> list[ReleaseEntry]:
     out = []
     for line in block.splitlines():

@@ -85,6 +85,16 @@ def verify_published(
     )
 
 
+def published_references(kind: str, source: Source, repos: list[str]) -> set[str]:
+    if kind == "yum":
+        from .yum import published_references as yum_refs
+
+        return yum_refs(source, repos)
+    from .apt import published_references as apt_refs
+
+    return apt_refs(source, repos)
+
+
 def fnmatch_escape(path: str) -> str:
     return "".join(f"[{c}]" if c in "*?[" else c for c in path)
 
@@ -159,5 +169,6 @@ def _mirror(
         keep=keep,
         generation=checked.referenced,
         hash_cache=cache,
+        fallback_protect=lambda: published_references(kind, S3Source(client, url), checked.repos),
     )
     return MirrorReport(checked, report)

@@ -247,6 +247,7 @@ def make_plan(
     keep: int,
     jobs: int,
     progress: Progress | None,
+    fallback_protect: Callable[[], Collection[str]] | None = None,
 ) -> Plan:
     listing = list_remote(client, url)
     manifest = read_manifest(client, url, listing)
@@ -303,6 +304,11 @@ def make_plan(
         protected = set(protect)
         for gen in manifest.generations[:keep]:
             protected.update(gen)
+        stale = set(remote) - set(local)
+        if stale - protected and keep > 0 and not manifest.generations and fallback_protect:
+            # No record of earlier generations (first sync by this tool, or the manifest was lost):
+            # keep at least what the indexes now published name, for readers that hold them.
+            protected.update(fallback_protect())
         for rel in sorted(set(remote) - set(local)):
             if rel in protected:
                 kept.append(rel)

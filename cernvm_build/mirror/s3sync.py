@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,6 +117,7 @@ def sync_tree(
     acl: str | None = None,
     conditional: bool | None = None,
     hash_cache: HashCache | None = None,
+    fallback_protect: Callable[[], Collection[str]] | None = None,
 ) -> SyncReport:
     """Make ``dest`` hold exactly ``local_dir`` (plus what the kept generations still reference).
 
@@ -152,6 +153,7 @@ def sync_tree(
             acl,
             conditional,
             hash_cache,
+            fallback_protect,
         )
     finally:
         client.meta.events.unregister("before-send.s3", unique_id=hook_id)
@@ -174,10 +176,20 @@ def _sync(
     acl: str | None,
     conditional: bool | None,
     hash_cache: HashCache | None,
+    fallback_protect: Callable[[], Collection[str]] | None,
 ) -> SyncReport:
     local = scan_local(local_dir, jobs=jobs, progress=progress, cache=hash_cache)
     plan = make_plan(
-        client, url, local, last=last, delete=delete, protect=protect, keep=keep, jobs=jobs, progress=progress
+        client,
+        url,
+        local,
+        last=last,
+        delete=delete,
+        protect=protect,
+        keep=keep,
+        jobs=jobs,
+        progress=progress,
+        fallback_protect=fallback_protect,
     )
     report = SyncReport(str(url), plan.actions, plan.unchanged, plan.kept, dry_run)
     new_gen = sorted(generation) if generation is not None else sorted(local)

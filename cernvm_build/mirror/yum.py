@@ -99,31 +99,7 @@ def _verify_one(
     if source.list() is not None and source.read(key_rel) is not None:
         indexes.append(key_rel)
 
-    root = _parse(repomd, repomd_rel)
-    expected: list[Expected] = []
-    primary: Expected | None = None
-    for data in root.findall(f"{REPO_NS}data"):
-        kind = data.get("type", "?")
-        loc = data.find(f"{REPO_NS}location")
-        csum = data.find(f"{REPO_NS}checksum")
-        size = data.findtext(f"{REPO_NS}size")
-        if loc is None or csum is None or not loc.get("href") or not (csum.text or "").strip():
-            result.problems.append(f"{repomd_rel}: data type '{kind}' lacks a location or checksum")
-            continue
-        if loc.get(XML_BASE):
-            result.problems.append(f"{repomd_rel}: data type '{kind}' points elsewhere (xml:base)")
-            continue
-        try:
-            rel = _join(repo, safe_rel(str(loc.get("href"))))
-        except CernVMError as e:
-            result.problems.append(f"{repomd_rel}: {e.message}")
-            continue
-        exp = Expected(rel, csum.get("type", "sha256"), (csum.text or "").strip(), _int(size), repomd_rel)
-        expected.append(exp)
-        if kind == "primary":
-            primary = exp
-    if primary is None:
-        raise _Bad(f"{repomd_rel}: names no primary metadata")
+    expected, primary = _metadata(repomd, repomd_rel, repo, result.problems)
 
     problems = check_files(source, expected, jobs=jobs)
     result.problems.extend(problems)
@@ -137,6 +113,59 @@ def _verify_one(
     result.packages += len(packages)
     result.problems.extend(check_files(source, packages, jobs=jobs, progress=progress))
     result.referenced.update(p.rel for p in packages)
+
+
+def published_references(source: Source, repos: list[str]) -> set[str]:
+    """Everything the indexes now at ``source`` name (metadata, packages); nothing is hashed.
+
+    Used to protect the previous publication from deletion when the sync manifest that records
+    generations is missing."""
+    out: set[str] = set()
+    for repo in repos:
+        repo = "" if repo == "." else repo
+        rel = _join(repo, REPOMD)
+        try:
+            data = source.read(rel)
+            if data is None:
+                continue
+            expected, primary = _metadata(data, rel, repo, [])
+            out.update(e.rel for e in expected)
+            out.update(p.rel for p in _packages(source, repo, primary))
+        except (_Bad, CernVMError):
+            continue
+    return out
+
+
+def _metadata(
+    repomd: bytes, repomd_rel: str, repo: str, problems: list[str]
+) -> tuple[list[Expected], Expected]:
+    """The metadata files ``repomd.xml`` names, and which of them is the primary."""
+    root = _parse(repomd, repomd_rel)
+    expected: list[Expected] = []
+    primary: Expected | None = None
+    for data in root.findall(f"{REPO_NS}data"):
+        kind = data.get("type", "?")
+        loc = data.find(f"{REPO_NS}location")
+        csum = data.find(f"{REPO_NS}checksum")
+        size = data.findtext(f"{REPO_NS}size")
+        if loc is None or csum is None or not loc.get("href") or not (csum.text or "").strip():
+            problems.append(f"{repomd_rel}: data type '{kind}' lacks a location or checksum")
+            continue
+        if loc.get(XML_BASE):
+            problems.append(f"{repomd_rel}: data type '{kind}' points elsewhere (xml:base)")
+            continue
+        try:
+            rel = _join(repo, safe_rel(str(loc.get("href"))))
+        except CernVMError as e:
+            problems.append(f"{repomd_rel}: {e.message}")
+            continue
+        exp = Expected(rel, csum.get("type", "sha256"), (csum.text or "").strip(), _int(size), repomd_rel)
+        expected.append(exp)
+        if kind == "primary":
+            primary = exp
+    if primary is None:
+        raise _Bad(f"{repomd_rel}: names no primary metadata")
+    return expected, primary
 
 
 def _packages(source: Source, repo: str, primary: Expected) -> list[Expected]:

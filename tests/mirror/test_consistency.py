@@ -122,3 +122,22 @@ def test_server_gone_is_a_clear_error(tmp_path: Path, rpm_versions: list[Path], 
     server.stop()
     with pytest.raises(MirrorError, match="cannot reach the S3 endpoint"):
         mirror("yum", str(src), "s3://some-bucket/p", endpoint_url=endpoint)
+
+
+def test_previous_publication_is_kept_even_without_the_sync_manifest(
+    tmp_path: Path, rpm_versions: list[Path], s3: Any, bucket: str
+) -> None:
+    src = tmp_path / "repo"
+    dest = f"s3://{bucket}/el9"
+    make_yum_repo(src, [rpm_versions[0]])
+    mirror("yum", str(src), dest, client=s3)
+    first = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
+    s3.delete_object(Bucket=bucket, Key="el9/.cernvm-sync.json")  # e.g. published by another tool before
+
+    for old in (src / "Packages").glob("*.rpm"):
+        old.unlink()
+    make_yum_repo(src, [rpm_versions[1]])  # fresh metadata: the old files are gone from the source
+    rep = mirror("yum", str(src), dest, client=s3, keep=1)
+    assert rep.sync is not None and rep.sync.deleted == []
+    now = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
+    assert first - {"el9/.cernvm-sync.json", "el9/repodata/repomd.xml"} <= now  # old package + metadata kept
