@@ -118,3 +118,12 @@ def test_cache_survives_mount_move(fx: Fixture, server: Server, tmp_path: Path) 
             subprocess.run(["umount", str(moved)], check=False)
     finally:
         subprocess.run(["umount", "-l", str(top)], check=False)
+
+
+def test_cli_mount_of_a_local_directory(fx: Fixture, mnt: Path) -> None:
+    """``cernvm-build cvmfs mount DIR MOUNTPOINT --tag T``: keys found beside the repository."""
+    cmd = [sys.executable, "-m", "cernvm_build.cli.main", "cvmfs", "mount", str(fx.root), str(mnt)]
+    r = subprocess.run([*cmd, "--tag", "slc4-frozen"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"mounted {FQRN} revision 1 root {ROOT_REV1} tag slc4-frozen"
+    assert (mnt / "usr/bin/tool5").is_file()
