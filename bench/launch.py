@@ -4,7 +4,8 @@
    the same image, disks and accelerator until the same point (aim: <= 10 % overhead). "Ready" is the
    first successful ``ssh NAME -- true`` when a bootable CernVM image is given
    (``CERNVM_BENCH_IMAGE`` = the image, ``CERNVM_BENCH_CVMFS_SERVER`` = host:port the guest reaches
-   its repository at, e.g. 10.0.2.2:8000); otherwise a boot-sector guest's greeting on the serial
+   its repository at, e.g. 10.0.2.2:8000), else (not --quick) the demo image built against the demo
+   repository served here; with --quick a boot-sector guest's greeting on the serial
    console, which isolates launch's own cost (keys, context ISO, scratch disk, libvirt) from the OS.
 2. ``list`` with 50 defined instances on libvirt's test driver, next to the bare libvirt calls it
    cannot avoid (list the domains, read each one's XML).
@@ -29,6 +30,7 @@ import libvirt
 
 from bench.common import Result, print_table, timer
 from cernvm_build import accel
+from cernvm_build.cvmfs.serve import Server
 from cernvm_build.launch import config, context, daemon, instances, keys, ssh, userdata
 from cernvm_build.launch.images import detect_format
 
@@ -98,7 +100,7 @@ def _plain_qemu(
         "-drive", f"file={image},if=none,id=boot,readonly=on,format={'qcow2' if fmt == 'qcow2' else 'raw'}",
         "-device", f"{boot_dev},drive=boot,bootindex=1",
         "-drive", f"file={scratch},if=virtio,format=qcow2",
-        "-drive", f"file={ctx},media=cdrom,readonly=on",
+        "-drive", f"file={ctx},if=virtio,format=raw,readonly=on",
         "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:22",
         "-device", "virtio-net-pci,netdev=n0,addr=0x1e",
         "-device", "virtio-rng-pci",
@@ -154,16 +156,19 @@ def _launch(
 def bench_boot(quick: bool) -> list[Result]:
     started = daemon.ensure()
     acc = accel.detect()
+    server: Server | None = None
     work = Path(tempfile.mkdtemp(prefix="launch-bench-", dir="/var/tmp"))
     os.chmod(work, 0o711)
     try:
         given = os.environ.get("CERNVM_BENCH_IMAGE")
         cvmfs = os.environ.get("CERNVM_BENCH_CVMFS_SERVER") if given else None
+        if not given and not quick:
+            given, cvmfs, server = _demo_image(work)
         if given:
             image = work / Path(given).name
             shutil.copyfile(given, image)
             os.chmod(image, 0o644)
-            fmt, memory, timeout, point = detect_format(image), 1024, 900.0, "first ssh -- true"
+            fmt, memory, timeout, point = detect_format(image), 512, 900.0, "first ssh -- true"
         else:
             image, fmt, memory, timeout, point = (
                 _tiny_guest(work / "tiny.hdd"),
@@ -196,8 +201,27 @@ def bench_boot(quick: bool) -> list[Result]:
             )
         ]
     finally:
+        if server is not None:
+            server.close()
         shutil.rmtree(work, ignore_errors=True)
         daemon.stop(started)
+
+
+def _demo_image(work: Path) -> tuple[str | None, str | None, Server | None]:
+    """The demo image built against the demo repository served on 127.0.0.1 (10.0.2.2 in the guest)."""
+    import dataclasses
+
+    from cernvm_build import profile
+    from cernvm_build.cvmfs.serve import serve
+    from cernvm_build.demo.repository import publish_demo
+    from cernvm_build.image.build import build_image
+
+    publish_demo(work / "repo")
+    srv = serve(work / "repo")
+    prof = profile.load("demo")
+    prof = dataclasses.replace(prof, cvmfs=dataclasses.replace(prof.cvmfs, servers=[srv.repo_url()]))
+    build_image(prof, work / "images", formats=["iso"])
+    return str(next((work / "images").glob("*.iso"))), f"10.0.2.2:{srv.port}", srv
 
 
 def bench_list(quick: bool) -> list[Result]:
