@@ -198,6 +198,7 @@ def run(quick: bool) -> list[Result]:
         times: dict[str, dict[str, float]] = {}
         reqs: dict[str, Counter[str]] = {}
         uploaded_changed: dict[str, int] = {}
+        uploaded_total: dict[str, int] = {}
         changed: list[Path] = []
         for phase in ("initial", "no-change", "same-size change"):
             if phase == "same-size change":
@@ -213,6 +214,7 @@ def run(quick: bool) -> list[Result]:
                 if phase == "same-size change":
                     names = {p.name for p in changed}
                     uploaded_changed[name] = sum(1 for u in uploaded if u.rsplit("/", 1)[-1] in names)
+                    uploaded_total[name] = len(uploaded)
 
         def ratio_row(metric: str, phase: str, ref: str, aim: str, limit: float) -> None:
             v, r = times["ours"][phase], times[ref][phase]
@@ -236,6 +238,8 @@ def run(quick: bool) -> list[Result]:
             "aws sync", float(uploaded_changed["aws"]), f"all {len(changed)} changed found",
             uploaded_changed["ours"] == len(changed),
             extra={"rclone": float(uploaded_changed["rclone"]), "changed": float(len(changed)),
+                   "objects_ours": float(uploaded_total["ours"]), "objects_aws": float(uploaded_total["aws"]),
+                   "objects_rclone": float(uploaded_total["rclone"]),
                    "ours_s": round(times["ours"]["same-size change"], 2)},
         ))  # fmt: skip
     finally:
