@@ -189,7 +189,7 @@ def _verify(args: argparse.Namespace, out: Output) -> int:
             prof = profile_mod.load(labels[origin_mod.LABEL_PROFILE])
         except Exception:  # the profile may be long gone; the image's labels are enough
             prof = None
-    sources = args.source or ([labels[LABEL_SERVER]] if labels.get(LABEL_SERVER) else [])
+    sources = args.source or labels.get(LABEL_SERVER, "").split()
     if not sources and prof is not None and prof.cvmfs.repository == labels[LABEL_REPOSITORY]:
         sources = prof.cvmfs.server_urls()
     keys = args.key or (list(prof.cvmfs.public_keys) if prof is not None else [])

@@ -32,7 +32,9 @@ LABEL_PROFILE = "cernvm.profile"
 class Origin:
     repo: Repository
     tree: CvmfsTree
-    server: str | None  # the Stratum URL used, when it was one (local directories are not recorded)
+    #: the Stratum URLs it was read from, space-separated, in fail-over order (local folders are
+    #: not recorded: they mean nothing on another machine)
+    server: str | None
 
     def close(self) -> None:
         self.repo.close()
@@ -68,8 +70,8 @@ def open_origin(
     except BaseException:
         repo.close()
         raise
-    server = next((s for s in sources if s.startswith(("http://", "https://"))), None)
-    return Origin(repo, tree, server)
+    urls = [s for s in sources if s.startswith(("http://", "https://"))]
+    return Origin(repo, tree, " ".join(urls) or None)
 
 
 def provenance(origin: Origin) -> dict[str, str]:
