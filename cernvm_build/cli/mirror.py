@@ -8,6 +8,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
 from ..mirror.check import Checked, SourceBroken
 from ..mirror.publish import mirror, verify_published
 from ..mirror.s3sync import SyncReport, sync_tree
@@ -61,7 +63,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             msub,
             kind,
             help=f"verify {'a yum' if kind == 'yum' else 'an apt'} repository and publish it to S3",
-            description=f"Verify a {kind} repository (local folder or http(s) URL) and publish it to "
+            description=f"Verify {'a yum' if kind == 'yum' else 'an apt'} repository (local folder or http(s) URL) and publish it to "
             f"s3://bucket/prefix; {what}.\n\n{example}\n\n{S3_HELP}",
             json=True,
             handler=_mirror_handler(kind),
@@ -168,7 +170,8 @@ def _render_plan(out: Output, report: SyncReport) -> None:
     out.print(
         f"{report.dest}: {verb} {ups} object(s) ({sum(a.size for a in report.uploads)} bytes), "
         f"{'would delete' if report.dry_run else 'deleted'} {dels}, unchanged {report.unchanged}"
-        + (f", kept {len(report.kept)} from previous generations" if report.kept else "")
+        + (f", kept {len(report.kept)} from previous generations" if report.kept else ""),
+        markup=False,
     )
     if report.requests:
         out.detail("requests: " + ", ".join(f"{k} {v}" for k, v in report.requests.items()))
@@ -205,7 +208,7 @@ def _mirror_handler(kind: str) -> Callable[[argparse.Namespace, Output], int]:
         c = rep.checked
         what = _count(len(c.repos), "suite" if kind == "apt" else "repository")
         sig = ", signatures good" if c.signed else ""
-        out.info(f"verified {c.source}: {what}, {_count(c.packages, 'package')}{sig}")
+        out.info(f"verified {escape(c.source)}: {what}, {_count(c.packages, 'package')}{sig}")
         assert rep.sync is not None
         out.data(rep.to_json(), lambda _: _render_plan(out, rep.sync) if rep.sync else None)
         return 0
@@ -228,13 +231,13 @@ def _verify_handler(args: argparse.Namespace, out: Output) -> int:
 
     def render(c: Checked) -> None:
         if c.problems:
-            out.print(f"{c.source}: BROKEN, {len(c.problems)} problem(s):")
+            out.print(f"{escape(c.source)}: BROKEN, {len(c.problems)} problem(s):")
             for p in c.problems:
                 out.print(f"  - {p}", markup=False)
         else:
             sig = ", signatures good" if c.signed else ""
             what = _count(len(c.repos), "suite" if c.kind == "apt" else "repository")
-            out.print(f"{c.source}: ok, {what}, {_count(c.packages, 'package')}{sig}")
+            out.print(f"{escape(c.source)}: ok, {what}, {_count(c.packages, 'package')}{sig}")
 
     out.data(checked.to_json(), lambda _: render(checked))
     if checked.problems:
