@@ -10,6 +10,7 @@ override the profile's servers and public keys (a local Stratum folder works as 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +62,12 @@ class ProfileBuild:
         }
 
 
+def image_tag(cvmfs_tag: str) -> str:
+    """A CernVM-FS tag as an image tag (those allow fewer characters: ``:`` and ``+`` become ``-``)."""
+    tag = re.sub(r"[^A-Za-z0-9_.-]", "-", cvmfs_tag)[:128]
+    return tag if re.match(r"[A-Za-z0-9_]", tag) else "v" + tag[:127]
+
+
 def profile_snapshot(prof: Profile) -> SnapshotSpec:
     s = prof.cvmfs.snapshot
     return SnapshotSpec(tag=s.tag, date=s.date, root_hash=s.root_hash)
@@ -105,7 +112,7 @@ def build_profile(
         spec = image_spec(
             profile_name=prof.name,
             description=prof.description,
-            version=repo.tag or f"r{repo.revision}",
+            version=image_tag(repo.tag) if repo.tag else f"r{repo.revision}",
             reference=reference,
             created=source_date_epoch(),
             entrypoint=prof.container.entrypoint,

@@ -55,3 +55,16 @@ def test_verify_of_missing_or_foreign_images(tmp_path: Path, capsys: pytest.Capt
     assert main(["container", "verify", str(tmp_path / "o" / "plain.oci")]) == 7
     err = capsys.readouterr().err
     assert "does not record its origin (no label cvmfs.repository)" in err
+
+
+def test_cvmfs_tags_become_valid_image_tags() -> None:
+    from cernvm_build.container.from_profile import image_tag
+    from cernvm_build.container.image import ImageSpec
+
+    for cvmfs_tag, expected in [
+        ("slc4-frozen", "slc4-frozen"),
+        ("v1:2+b", "v1-2-b"),
+        (".hidden", "v.hidden"),
+    ]:
+        assert image_tag(cvmfs_tag) == expected
+        ImageSpec("localhost", "x", image_tag(cvmfs_tag), created=0)  # accepted
