@@ -59,11 +59,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             if kind == "yum"
             else "the top folder holds dists/ and pool/; every dists/<suite> with a Release is mirrored"
         )
+        article = "a yum" if kind == "yum" else "an apt"
         mp = subparser(
             msub,
             kind,
-            help=f"verify {'a yum' if kind == 'yum' else 'an apt'} repository and publish it to S3",
-            description=f"Verify {'a yum' if kind == 'yum' else 'an apt'} repository (local folder or http(s) URL) and publish it to "
+            help=f"verify {article} repository and publish it to S3",
+            description=f"Verify {article} repository (local folder or http(s) URL) and publish it to "
             f"s3://bucket/prefix; {what}.\n\n{example}\n\n{S3_HELP}",
             json=True,
             handler=_mirror_handler(kind),
