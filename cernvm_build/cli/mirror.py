@@ -64,8 +64,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             msub,
             kind,
             help=f"verify {article} repository and publish it to S3",
-            description=f"Verify {article} repository (local folder or http(s) URL) and publish it to "
-            f"s3://bucket/prefix; {what}.\n\n{example}\n\n{S3_HELP}",
+            description=f"Verify {article} repository (local folder or http(s) URL) and publish it to\n"
+            f"s3://bucket/prefix;\n{what}.\n\n{example}\n\n{S3_HELP}",
             json=True,
             handler=_mirror_handler(kind),
         )
