@@ -173,10 +173,17 @@ def _verify(args: argparse.Namespace, out: Output) -> int:
     from ..container import origin as origin_mod
     from ..container import verify as verify_mod
     from ..container.image import LABEL_PATH, LABEL_REPOSITORY, LABEL_ROOT_HASH, LABEL_SERVER
+    from ..container.thin import LABEL_THIN_HUB
     from ..errors import IntegrityError
 
     contents = verify_mod.read_image(args.image)
     labels = contents.labels
+    if labels.get(LABEL_THIN_HUB):
+        raise BuildError(
+            f"{args.image}: a thin image holds no files, only thin.json naming layers in "
+            f"{labels[LABEL_THIN_HUB]}",
+            hint="verify the full image (oci, docker-archive or sandbox) built from the same snapshot",
+        )
     missing = [k for k in (LABEL_REPOSITORY, LABEL_PATH, LABEL_ROOT_HASH) if not labels.get(k)]
     if missing:
         raise BuildError(

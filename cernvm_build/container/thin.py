@@ -14,6 +14,7 @@ from .oci import ImageParts, assemble, write_oci_dir
 from .source import MemoryTree, memory_file
 
 THIN_VERSION = "1.0"
+LABEL_THIN_HUB = "cvmfs.thin.hub"
 
 
 def layer_path(digest: str) -> str:
@@ -44,7 +45,7 @@ def write_thin(dest: Path, parts: ImageParts, *, hub_fqrn: str, work: Path) -> I
     thin_spec = replace(
         spec,
         tag=f"{spec.tag}-thin" if len(spec.tag) < 123 else spec.tag,
-        labels={**spec.labels, "cvmfs.thin.hub": hub_fqrn},
+        labels={**spec.labels, LABEL_THIN_HUB: hub_fqrn},
     )
     gz = work / "thin-layer.tar.gz"
     with open(gz, "wb") as f:

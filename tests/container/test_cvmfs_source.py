@@ -73,7 +73,7 @@ def fixture_image(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
     prof.write_text(PROFILE.format(key=KEY))
     out = base / "out"
     rc = main(["container", str(prof), "--source", str(FIXTURE), "--out", str(out), "-q",
-               "--format", "oci,docker-archive,apptainer"])  # fmt: skip
+               "--format", "oci,docker-archive,apptainer,thin"])  # fmt: skip
     assert rc == 0
     return prof, out
 
@@ -247,3 +247,11 @@ def test_second_revision_differs_where_the_listing_says(tmp_path: Path) -> None:
     paths = {"/" + p for p in describe(tmp_path / "rev2.sandbox")}
     assert "/etc/new-in-rev2" in paths and "/usr/bin/tool5" not in paths
     assert set(listing(2)) <= paths
+
+
+def test_verify_of_a_thin_image_says_what_to_verify(
+    fixture_image: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, out = fixture_image
+    assert main(["container", "verify", str(out / "slc4fx.thin.oci"), "--source", str(FIXTURE)]) == 7
+    assert "a thin image holds no files" in capsys.readouterr().err
