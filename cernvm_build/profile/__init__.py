@@ -84,8 +84,13 @@ class Outcome:
     profile: Profile | None = None
     errors: list[ProfileError] = field(default_factory=list)
     abstract: bool = False
-    #: where each setting's value was written ("file:line:column"), or "default"
-    origins: dict[str, str] = field(default_factory=dict)
+    #: the node behind each setting (None: the default), for ``origins``
+    nodes: dict[str, Node | None] = field(default_factory=dict, repr=False)
+
+    @property
+    def origins(self) -> dict[str, str]:
+        """Where each setting's value was written ("file:line:column"), or "default"."""
+        return {key: _origin(node) for key, node in self.nodes.items() if key != "abstract"}
 
 
 def check(name_or_path: str | Path, search_path: Sequence[Path] | None = None) -> Outcome:
@@ -119,9 +124,7 @@ def check(name_or_path: str | Path, search_path: Sequence[Path] | None = None) -
         outcome.errors = [e]
         return outcome
     outcome.errors = values.errors
-    for key, written in values.nodes.items():
-        if key != "abstract":
-            outcome.origins[key] = _origin(written)
+    outcome.nodes = values.nodes
     if not values.errors:
         outcome.profile = _build(values.values, path, layers[-1].extends, [la.path for la in layers])
     return outcome

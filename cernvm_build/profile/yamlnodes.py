@@ -9,6 +9,8 @@ Duplicate keys, which PyYAML silently accepts, are errors here.
 
 from __future__ import annotations
 
+import functools
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -54,8 +56,13 @@ class Node:
 
 def display(path: Path) -> str:
     """A path as users should see it in messages: relative to the working directory when inside it."""
+    return _display(path, os.getcwd())
+
+
+@functools.lru_cache(maxsize=1024)
+def _display(path: Path, cwd: str) -> str:
     try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
+        return str(path.resolve().relative_to(Path(cwd).resolve()))
     except ValueError:
         return str(path)
 
