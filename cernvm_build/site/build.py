@@ -906,9 +906,13 @@ class Builder:
         _WORK = _Work(self.out_dir, env, html, sidebar_html, self, todo)
         total = len(todo)
         self.progress("pages", 0, total)
-        results = self._map(_do_job, list(range(total))) if total else []
+        results = self._map(_do_job_safe, list(range(total))) if total else []
         self.progress("pages", total, total)
-        new_rows = [(job.out, job.fp, size, mtime) for job, (size, mtime) in zip(todo, results, strict=True)]
+        failed = [r for r in results if len(r) == 3]
+        if failed:
+            message, where, hint = failed[0]
+            raise BuildError(str(message), where=str(where) or None, hint=str(hint) or None)
+        new_rows = [(job.out, job.fp, int(r[0]), int(r[1])) for job, r in zip(todo, results, strict=True)]
         wanted = {j.out for j in jobs}
         removed = sorted(set(old) - wanted)
         strays, empty_dirs = self._strays(wanted, set(removed))
@@ -984,6 +988,14 @@ def _materialize(obj: Any, work: _Work, page_src: str) -> Any:
     if isinstance(obj, list):
         return [_materialize(v, work, page_src) for v in obj]
     return obj
+
+
+def _do_job_safe(i: int) -> tuple[int, int] | tuple[str, str, str]:
+    # a CernVMError's where/hint do not survive pickling from a worker: send the parts
+    try:
+        return _do_job(i)
+    except CernVMError as e:
+        return e.message, str(e.where or ""), e.hint or ""
 
 
 def _do_job(i: int) -> tuple[int, int]:

@@ -280,3 +280,10 @@ def test_copy_of_site_without_templates_is_an_error(site: Path, tmp_path: Path) 
     shutil.rmtree(site / "templates")
     with pytest.raises(BuildError, match="templates"):
         build_site(site, tmp_path / "out")
+
+
+def test_template_error_names_the_template(site: Path, tmp_path: Path, edit: Edit) -> None:
+    edit(site / "templates" / "post.html", "{{ page.date_human }}", "{{ page.no_such_field }}")
+    with pytest.raises(BuildError, match="undefined value") as e:
+        build_site(site, tmp_path / "out", jobs=2)
+    assert "post.html" in str(e.value.where)
