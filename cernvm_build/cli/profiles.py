@@ -12,7 +12,7 @@ import yaml
 
 from .. import profile
 from ..errors import CernVMError, ProfileError
-from ..fsutil import atomic_write
+from ..fsutil import atomic_write, sha256_file
 from ..profile import reference, schema
 from ..profile.yamlnodes import display
 from .app import Output, group_handler, subparser
@@ -23,6 +23,7 @@ Declarative profiles: one YAML file per CernVM platform (EL4-EL9 and the demo).
   cernvm-build profiles list                       the platforms, their repositories and snapshots
   cernvm-build profiles show el4 --resolved        el4 with everything it extends merged in
   cernvm-build profiles validate my-platform.yaml  every problem, as file:line:column: key: message
+  cernvm-build profiles diff el7 el8               the settings in which two platforms differ
   cernvm-build profiles schema > profile.json      JSON Schema for editors
   cernvm-build profiles reference                  the settings reference (Markdown)
 
@@ -166,6 +167,39 @@ def _escape(text: str) -> str:
     return text.replace("[", "\\[")
 
 
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict) and data:
+        flat: dict[str, Any] = {}
+        for k, v in data.items():
+            flat.update(_flatten(v, f"{prefix}{k}."))
+        return flat
+    return {prefix.rstrip("."): data}
+
+
+def _comparable(p: profile.Profile) -> dict[str, Any]:
+    """The resolved settings without what depends on names and locations; keys by name and content."""
+    data = p.to_dict()
+    for k in ("name", "description", "source", "extends", "inputs"):
+        data.pop(k)
+    data["cvmfs"]["public_keys"] = [f"{k.name} (sha256 {sha256_file(k)[:12]})" for k in p.cvmfs.public_keys]
+    return _flatten(data)
+
+
+def cmd_diff(args: argparse.Namespace, out: Output) -> int:
+    a, b = _comparable(profile.load(args.a)), _comparable(profile.load(args.b))
+    keys = [k for k in dict.fromkeys([*a, *b]) if a.get(k) != b.get(k)]
+    rows = [{"key": k, args.a: a.get(k), args.b: b.get(k)} for k in keys]
+
+    def render(data: list[dict[str, Any]]) -> None:
+        if not data:
+            out.print(f"{args.a} and {args.b} resolve to the same settings")
+            return
+        out.table(["key", args.a, args.b], [[_escape(str(v)) for v in r.values()] for r in data])
+
+    out.data(rows, render)
+    return 1 if rows and args.exit_code else 0
+
+
 def cmd_schema(args: argparse.Namespace, out: Output) -> int:
     sys.stdout.write(json.dumps(schema.schema(), indent=2, ensure_ascii=False) + "\n")
     return 0
@@ -229,6 +263,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         handler=cmd_validate,
     )
     p.add_argument("paths", nargs="*", metavar="PATH", help="profile files or names (default: all shipped)")
+
+    p = subparser(
+        leaves,
+        "diff",
+        help="the settings in which two resolved profiles differ",
+        description="Compare two profiles after resolving them (names and file locations do not count).\n\n"
+        "  cernvm-build profiles diff el7 el8\n"
+        "  cernvm-build profiles diff el9 ./my-el9.yaml --json\n"
+        "  cernvm-build profiles diff el5 /archive/2026/el5.yaml --exit-code   exit 1 if they differ",
+        json=True,
+        handler=cmd_diff,
+    )
+    p.add_argument("a", metavar="A", help="profile name or path")
+    p.add_argument("b", metavar="B", help="profile name or path")
+    p.add_argument(
+        "--exit-code", action="store_true", help="exit with 1 when the profiles differ (for scripts)"
+    )
 
     subparser(
         leaves,

@@ -152,3 +152,19 @@ def test_validate_a_folder_checks_every_profile_in_it(capsys: pytest.CaptureFixt
     assert main(["profiles", "validate", str(PROJECT_ROOT / "profiles")]) == 0
     assert "9 profile(s) valid" in capsys.readouterr().err
     assert main(["profiles", "validate", str(PROJECT_ROOT / "tests" / "profile" / "broken")]) == 3
+
+
+def test_diff_lists_the_settings_that_differ(capsys: pytest.CaptureFixture[str], write: Write) -> None:
+    rows = run_json(capsys, "profiles", "diff", "el4", "el5", "--json")
+    assert isinstance(rows, list)
+    by_key = {r["key"]: r for r in rows}
+    assert by_key["os.release"] == {"key": "os.release", "el4": 4, "el5": 5}
+    assert "cvmfs.path" not in by_key  # both /cvm3
+    # a copy elsewhere of the same settings is the same platform; one change shows up
+    copy = write("el7", (PROJECT_ROOT / "profiles" / "el7.yaml").read_text())
+    assert main(["profiles", "diff", "el7", str(copy), "--exit-code"]) == 0
+    assert "same settings" in capsys.readouterr().out
+    changed = write("changed", "extends: el7\nname: el7\ncvmfs: {snapshot: {tag: cernvm-system-4.5.0.0}}\n")
+    assert main(["profiles", "diff", "el7", str(changed), "--exit-code", "--json"]) == 1
+    out = capsys.readouterr().out
+    assert json.loads(out)[0]["key"] == "cvmfs.snapshot.tag"
