@@ -11,7 +11,7 @@ APT_PACKAGES := \
 	qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients ovmf \
 	xorriso isolinux syslinux syslinux-common syslinux-utils mtools dosfstools e2fsprogs cpio xz-utils zstd \
 	busybox-static fuse3 libfuse3-3 ca-certificates \
-	umoci skopeo gnupg \
+	umoci skopeo podman gnupg \
 	createrepo-c rpm dnf dpkg-dev apt-utils \
 	hugo chromium chromium-driver \
 	openssh-client iproute2 procps \

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -30,7 +32,9 @@ SPEC = ImageSpec(
 
 
 def tool(*argv: str | Path) -> str:
-    return subprocess.run([str(a) for a in argv], check=True, capture_output=True, text=True).stdout
+    proc = subprocess.run([str(a) for a in argv], capture_output=True, text=True)
+    assert proc.returncode == 0, f"{argv[0]} failed: {proc.stderr.strip()[-2000:]}"
+    return proc.stdout
 
 
 def unpack(image: str, dest: Path) -> Path:
@@ -181,3 +185,23 @@ def test_unknown_format_is_a_clear_error(tmp_path: Path) -> None:
             )
         )
     assert e.value.hint and "oci" in e.value.hint
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(os.geteuid() != 0, reason="podman's vfs image mount needs root (CI runs as root)")
+def test_podman_loads_both_archives_file_for_file(built: tuple[Path, Path], tmp_path: Path) -> None:
+    tree, out = built
+    runroot = Path(tempfile.mkdtemp(prefix="pm-"))  # podman wants a runroot under 50 characters
+    podman = ["podman", "--root", str(tmp_path / "root"), "--runroot", str(runroot),
+              "--storage-driver", "vfs"]  # fmt: skip
+    try:
+        for archive in ("slc4.docker.tar", "slc4.oci.tar"):
+            loaded = tool(*podman, "load", "-i", out / archive)
+            assert SPEC.reference.split("/", 1)[1] in loaded
+            rootfs = Path(tool(*podman, "image", "mount", SPEC.reference).strip())
+            assert describe(rootfs) == describe(tree), archive
+            tool(*podman, "image", "unmount", SPEC.reference)
+            tool(*podman, "rmi", SPEC.reference)
+    finally:
+        subprocess.run([*podman, "system", "reset", "--force"], capture_output=True)
+        shutil.rmtree(runroot, ignore_errors=True)
