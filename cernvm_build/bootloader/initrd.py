@@ -18,7 +18,7 @@ from ..paths import data_dir, source_date_epoch
 from ..proc import run, which
 from . import modules as kmod
 from .cpio import Tree, write_newc
-from .runtime import ENTRY_MODULES, build_runtime, default_python, ldd
+from .runtime import ENTRY_MODULES, cached_runtime, default_python, ldd
 
 RT_DIR = "usr/lib/ucernvm-rt"
 E2FSPROGS = ("mke2fs", "e2fsck", "resize2fs")
@@ -84,7 +84,7 @@ def assemble(inputs: InitrdInputs, workdir: Path) -> tuple[Tree, dict[str, Any]]
     tree.chardev("dev/null", 1, 3, 0o666)
     busybox_version = _busybox(tree)
 
-    rt = build_runtime(workdir / "rt", python=inputs.python, entries=inputs.entries)
+    rt = cached_runtime(python=inputs.python, entries=inputs.entries)
     tree.tree(RT_DIR, rt.root)
     tree.symlink("lib64/ld-linux-x86-64.so.2", f"/{RT_DIR}/lib/ld-linux-x86-64.so.2")
     libs: set[Path] = set()

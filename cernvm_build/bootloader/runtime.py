@@ -10,6 +10,7 @@ Python prefix (``bin/python3``, ``lib/``) that runs with ``PYTHONHOME`` pointing
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import os
 import re
@@ -21,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import BuildError
-from ..paths import PROJECT_ROOT, source_date_epoch
+from ..fsutil import atomic_dir
+from ..paths import PROJECT_ROOT, cache_dir, source_date_epoch
 from ..proc import run
 
 #: What the initrd runs with this runtime: the FUSE mount, the user-data parser, the disk helper.
@@ -178,6 +180,53 @@ def fuse_library() -> Path:
         if Path(cand).exists():
             return Path(cand)
     raise BuildError("libfuse3.so.3 not found", hint="install it with 'apt-get install libfuse3-3'")
+
+
+def _cache_key(python: str, entries: tuple[str, ...]) -> str:
+    """What the runtime depends on: the interpreter, our sources, mfusepy and the installed packages
+    (``/var/lib/dpkg/status`` changes whenever a library could have)."""
+    h = hashlib.sha256(json.dumps([python, entries, EXTRA_MODULES, EXCLUDE, _COMPILE, _IMPORT]).encode())
+    exe = Path(python).resolve()
+    st = exe.stat()
+    h.update(f"{exe}:{st.st_size}:{st.st_mtime_ns}".encode())
+    for f in [*sorted((PROJECT_ROOT / "cernvm_build").rglob("*.py")), _mfusepy_file(), Path(__file__)]:
+        h.update(str(f.relative_to(f.parent.parent)).encode() + b"\0" + f.read_bytes())
+    dpkg = Path("/var/lib/dpkg/status")
+    if dpkg.exists():
+        h.update(str(dpkg.stat().st_mtime_ns).encode())
+    return h.hexdigest()[:24]
+
+
+def cached_runtime(
+    *, python: str | None = None, entries: tuple[str, ...] = ENTRY_MODULES, cache: Path | None = None
+) -> Runtime:
+    """The runtime from the cache, assembled (atomically) on first use or when an input changed."""
+    python = python or default_python()
+    if not Path(python).exists():
+        raise BuildError(f"{python}: interpreter not found", hint="pass an existing python3")
+    root = (cache or cache_dir("initrd-runtime")) / _cache_key(python, entries)
+    info = root / "runtime.json"
+    if not info.exists():
+        with atomic_dir(root) as tmp:
+            rt = build_runtime(tmp / "rt", python=python, entries=entries)
+            (tmp / "runtime.json").write_text(
+                json.dumps(
+                    {
+                        "python": rt.python,
+                        "version": rt.version,
+                        "modules": rt.modules,
+                        "libraries": rt.libraries,
+                    }
+                )
+            )
+    d = json.loads(info.read_text())
+    return Runtime(
+        root=root / "rt",
+        python=d["python"],
+        version=d["version"],
+        modules=d["modules"],
+        libraries=d["libraries"],
+    )
 
 
 def build_runtime(

@@ -8,13 +8,16 @@ so the manifest names the exact kernel that went in.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BuildError, IntegrityError, ToolError
-from ..fsutil import atomic_dir, sha256_file
+from ..fsutil import atomic_dir, atomic_write, sha256_file
 from ..paths import cache_dir
 from ..proc import run
 
@@ -112,12 +115,39 @@ def _download(rec: AptRecord, dest: Path) -> Path:
     return dest
 
 
+def _apt_state() -> str:
+    """Changes whenever apt's package index does (``apt-get update``): names, sizes, mtimes of the lists."""
+    lists = Path("/var/lib/apt/lists")
+    h = hashlib.sha256()
+    for p in sorted(lists.glob("*")) if lists.is_dir() else []:
+        st = p.stat()
+        h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def resolve_cached(package: str, cache: Path) -> AptRecord:
+    """``resolve_package`` remembered per state of apt's index (asking apt takes seconds)."""
+    memo = cache / "apt-records.json"
+    key = f"{package}@{_apt_state()}"
+    try:
+        known = json.loads(memo.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if key in known:
+        return AptRecord(**known[key])
+    rec = resolve_package(package)
+    known = {k: v for k, v in known.items() if k.endswith(key.split("@", 1)[1])}
+    known[key] = dataclasses.asdict(rec)
+    atomic_write(memo, json.dumps(known, indent=1, sort_keys=True).encode())
+    return rec
+
+
 def fetch_debian_kernel(package: str, cache: Path | None = None) -> Kernel:
     """The Debian kernel ``package`` from the cache, fetched and verified on first use."""
-    rec = resolve_package(package)
+    root = cache or cache_dir("kernel")
+    rec = resolve_cached(package, root)
     if not rec.sha256:
         raise BuildError(f"apt has no SHA256 for kernel package '{rec.package}'", where="kernel.package")
-    root = cache or cache_dir("kernel")
     stem = f"{rec.package}_{rec.version}".replace(":", "%3a")
     deb = root / f"{stem}.deb"
     if not deb.exists() or sha256_file(deb) != rec.sha256:

@@ -59,7 +59,7 @@ def test_outputs_names_checksums_and_manifest(built: Built, test_repo: ServedRep
     info = subprocess.run(["qemu-img", "info", "--output=json", built.image("qcow2")], capture_output=True)
     assert json.loads(info.stdout)["format"] == "qcow2"
     listing = subprocess.run(
-        ["mdir", "-i", f"{built.image('hdd')}@@1048576", "-/", "-b", "::/"],
+        ["mdir", "-i", f"{built.image('hdd')}@@1048576", "-a", "-/", "-b", "::/"],
         capture_output=True,
         text=True,
         env={**os.environ, "MTOOLS_SKIP_CHECK": "1"},
