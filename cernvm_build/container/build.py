@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -99,7 +100,10 @@ def build(req: BuildRequest, progress: Progress | None = None) -> BuildResult:
     clear(work)
     # temporaries of an interrupted run (killed before it could clean up) of these same outputs
     for stale in out.glob(f".{req.basename}.*.tmp"):
-        clear(stale) if stale.is_dir() and not stale.is_symlink() else stale.unlink()
+        if stale.is_dir() and not stale.is_symlink():
+            clear(stale)
+        else:
+            stale.unlink()
     work.mkdir()
     mtime = None if req.keep_mtimes else req.spec.created
     res = BuildResult()
@@ -109,17 +113,10 @@ def build(req: BuildRequest, progress: Progress | None = None) -> BuildResult:
         if needs_layer:
             gz = work / "layer.tar.gz" if _NEEDS_GZ & set(formats) else None
             raw = work / "layer.tar" if "docker-archive" in formats else None
-            with (
-                open(gz or "/dev/null", "wb") as gz_f,
-                open(raw or "/dev/null", "wb") as raw_f,
-            ):
-                layer = write_layer(
-                    req.source,
-                    gz_out=gz_f if gz else None,
-                    raw_out=raw_f if raw else None,
-                    mtime=mtime,
-                    progress=progress,
-                )
+            with ExitStack() as files:
+                gz_f = files.enter_context(open(gz, "wb")) if gz else None
+                raw_f = files.enter_context(open(raw, "wb")) if raw else None
+                layer = write_layer(req.source, gz_out=gz_f, raw_out=raw_f, mtime=mtime, progress=progress)
             res.layer, res.skipped = layer, list(layer.skipped)
             spec = _with_build_labels(spec, req.keep_mtimes, len(layer.skipped))
             parts = assemble(
