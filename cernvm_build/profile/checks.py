@@ -240,10 +240,25 @@ def _pem_problem(path: Path) -> str | None:
     return None
 
 
+DEBIAN_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
+
+
 def _kernel(v: Values) -> None:
     vmlinuz, modules = v.values["kernel.vmlinuz"], v.values["kernel.modules"]
+    package, arch = v.values["kernel.package"], v.values["os.arch"]
+    if vmlinuz is None and isinstance(package, str) and arch in DEBIAN_ARCH:
+        # Debian names kernel packages by architecture: a mismatch would boot nothing
+        for other_arch, deb in DEBIAN_ARCH.items():
+            if other_arch != arch and package.endswith(f"-{deb}"):
+                key = v.blame("kernel.package", "os.arch")
+                _fail(
+                    v,
+                    key,
+                    f"kernel.package {package!r} is for {other_arch}, but os.arch is {arch}",
+                    f"use the {DEBIAN_ARCH[arch]} package, e.g. {package.removesuffix(deb)}{DEBIAN_ARCH[arch]}",
+                )
     if vmlinuz is None and modules is None:
-        if v.values["kernel.package"] is None:
+        if package is None:
             hint = "set kernel.package, or kernel.vmlinuz and kernel.modules"
             _fail(v, "kernel.package", "no kernel", hint)
         return

@@ -75,7 +75,8 @@ are any. Besides the types and values below, these rules hold across settings:
 - `cvmfs.servers` are http(s) URLs that name the repository (`@fqrn@` or the name itself);
   `cvmfs.http_proxy` is `DIRECT`, `auto` or http proxies joined by `|` and `;`;
 - `cvmfs.public_keys` exist and are PEM public keys that parse;
-- either `kernel.package`, or `kernel.vmlinuz` with `kernel.modules` (existing file and folder);
+- either `kernel.package` (for `os.arch`: `-amd64` or `-arm64`), or `kernel.vmlinuz` with
+  `kernel.modules` (existing file and folder);
 - `context` values are single lines (the bootloader reads user data line by line).
 
 ## Settings

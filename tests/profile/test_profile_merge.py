@@ -99,7 +99,8 @@ def test_parents_may_be_given_as_relative_paths(write: Write, tmp_path: Path) ->
 
 
 def test_a_shipped_profile_can_be_extended_from_anywhere(write: Write) -> None:
-    p = profile.load(write("mine", "extends: el7\nos: {arch: aarch64}\n"))
+    text = "extends: el7\nos: {arch: aarch64}\nkernel: {package: linux-image-arm64}\n"
+    p = profile.load(write("mine", text))
     assert p.cvmfs.repository == "cernvm-prod.cern.ch" and p.os.arch == "aarch64"
 
 
