@@ -185,7 +185,7 @@ def _repo_json(repo: Repository) -> dict[str, Any]:
 def cmd_info(args: argparse.Namespace, out: Output) -> int:
     with open_from_args(args) as repo:
         data = _repo_json(repo)
-        stats = repo._root.statistics()
+        stats = repo.statistics()
         data["files"] = stats.get("self_regular", 0) + stats.get("subtree_regular", 0)
         data["bytes"] = stats.get("self_file_size", 0) + stats.get("subtree_file_size", 0)
 

@@ -116,7 +116,21 @@ class CvmfsOperations(mfusepy.Operations):  # type: ignore[misc]
         return entry.symlink
 
     def statfs(self, path: str) -> dict[str, int]:
-        return {"f_bsize": 4096, "f_frsize": 4096, "f_namemax": 255}
+        """Sizes from the root catalog's counters (the whole revision); nothing free: read-only."""
+        stats = self.repo.statistics()
+        size = stats.get("self_file_size", 0) + stats.get("subtree_file_size", 0)
+        files = sum(
+            stats.get(f"{scope}_{kind}", 0)
+            for scope in ("self", "subtree")
+            for kind in ("regular", "dir", "symlink", "special")
+        )
+        return {
+            "f_bsize": 4096,
+            "f_frsize": 4096,
+            "f_blocks": (size + 4095) // 4096,
+            "f_files": files,
+            "f_namemax": 255,
+        }
 
     # -- contents --------------------------------------------------------------------------------
     # raw_fi: these get libfuse's fuse_file_info, so open can ask the kernel to keep its page cache

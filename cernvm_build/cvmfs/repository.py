@@ -187,6 +187,10 @@ class Repository:
     def timestamp(self) -> int:
         return int(self._root.properties.get("last_modified", 0) or 0)
 
+    def statistics(self) -> dict[str, int]:
+        """The root catalog's counters (``self_*`` and ``subtree_*``: files, bytes, ... of the revision)."""
+        return self._root.statistics()
+
     def tags(self) -> list[Tag]:
         if self._history is None:
             if self.manifest is None or not self.manifest.history_hash:

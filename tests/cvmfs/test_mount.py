@@ -127,3 +127,10 @@ def test_cli_mount_of_a_local_directory(fx: Fixture, mnt: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == f"mounted {FQRN} revision 1 root {ROOT_REV1} tag slc4-frozen"
     assert (mnt / "usr/bin/tool5").is_file()
+
+
+def test_statfs_reports_the_revision_size(fx: Fixture, server: Server, mnt: Path) -> None:
+    assert _mount(server, fx, mnt).returncode == 0
+    st = os.statvfs(mnt)
+    assert st.f_blocks * st.f_frsize >= 37_200_000 and st.f_bfree == 0
+    assert st.f_files >= 80
