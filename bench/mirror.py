@@ -123,6 +123,14 @@ def index(root: Path) -> None:
     (dist / "Release").write_bytes(release.stdout)
 
 
+def empty_bucket(client: object, bucket: str) -> None:
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket)  # type: ignore[attr-defined]
+    for page in pages:
+        objs = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+        if objs:
+            client.delete_objects(Bucket=bucket, Delete={"Objects": objs, "Quiet": True})  # type: ignore[attr-defined]
+
+
 def change_same_size(debs: list[Path]) -> list[Path]:
     """Rewrite some packages with different bytes of the same size and the same mtime."""
     changed = debs[:: max(1, len(debs) // CHANGED)][:CHANGED]
@@ -200,7 +208,22 @@ def run(quick: bool) -> list[Result]:
         uploaded_changed: dict[str, int] = {}
         uploaded_total: dict[str, int] = {}
         changed: list[Path] = []
-        for phase in ("initial", "no-change", "same-size change"):
+
+        # The machine may be shared: run the initial upload twice, the second time in reverse order
+        # on emptied buckets (and without our hash cache), and keep each tool's better time.
+        for name, fn in tools.items():
+            with timer() as t:
+                fn()
+            times.setdefault(name, {})["initial"] = t["s"]
+        for name in reversed(tools):
+            empty_bucket(client, f"bench-{name}")
+        shutil.rmtree(work / "cache", ignore_errors=True)
+        for name in reversed(tools):
+            with timer() as t:
+                tools[name]()
+            times[name]["initial"] = min(times[name]["initial"], t["s"])
+
+        for phase in ("no-change", "same-size change"):
             if phase == "same-size change":
                 changed = change_same_size(debs)
                 index(src)  # the indexes are regenerated as a publisher would
@@ -208,7 +231,7 @@ def run(quick: bool) -> list[Result]:
                 mark = server.mark()
                 with timer() as t:
                     uploaded = fn()
-                times.setdefault(name, {})[phase] = t["s"]
+                times[name][phase] = t["s"]
                 if phase == "no-change":
                     reqs[name] = server.requests(mark, f"bench-{name}")
                 if phase == "same-size change":
