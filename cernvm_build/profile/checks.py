@@ -251,11 +251,12 @@ def _kernel(v: Values) -> None:
         for other_arch, deb in DEBIAN_ARCH.items():
             if other_arch != arch and package.endswith(f"-{deb}"):
                 key = v.blame("kernel.package", "os.arch")
+                wanted = package.removesuffix(deb) + DEBIAN_ARCH[arch]
                 _fail(
                     v,
                     key,
                     f"kernel.package {package!r} is for {other_arch}, but os.arch is {arch}",
-                    f"use the {DEBIAN_ARCH[arch]} package, e.g. {package.removesuffix(deb)}{DEBIAN_ARCH[arch]}",
+                    f"use the {DEBIAN_ARCH[arch]} package, e.g. {wanted}",
                 )
     if vmlinuz is None and modules is None:
         if package is None:
