@@ -266,6 +266,8 @@ class Builder:
         self.repo_metadata = repo_metadata or {}
         self.progress = progress or (lambda what, done, total: None)
         self.warnings: list[str] = []
+        self._site_id = 0
+        self._site_fp = ""
 
     # ---------------------------------------------------------------------------------------------
     def build(self) -> BuildReport:
@@ -295,7 +297,9 @@ class Builder:
 
             data = data_mod.load_all(self.site_dir, cfg, self.repo_metadata)
             pages = self._make_pages(md_sources, keys, metas, data)
-            env = tpl_mod.environment(self.site_dir / "templates")
+            jinja_cache = self.cache_dir / "jinja"
+            jinja_cache.mkdir(parents=True, exist_ok=True)
+            env = tpl_mod.environment(self.site_dir / "templates", jinja_cache)
             jobs = self._plan(pages, assets, data, env, fresh)
             state.claim(str(self.out_dir))
             rendered, new_outputs, removed = self._execute(jobs, pages, old_outputs, env, state, fresh)
@@ -335,17 +339,19 @@ class Builder:
             )
         md_sources: dict[str, tuple[Path, bytes]] = {}
         assets: dict[str, Path] = {}
-        for root, dirs, files in os.walk(content):
+        top = str(content)
+        for root, dirs, files in os.walk(top):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            prefix = root[len(top) + 1 :] + "/" if len(root) > len(top) else ""
             for name in sorted(files):
                 if name.startswith("."):
                     continue
-                p = Path(root) / name
-                rel = p.relative_to(content).as_posix()
+                full = os.path.join(root, name)
                 if name.endswith(".md"):
-                    md_sources[rel] = (p, p.read_bytes())
+                    with open(full, "rb") as f:
+                        md_sources[prefix + name] = (Path(full), f.read())
                 else:
-                    assets[rel] = p
+                    assets[prefix + name] = Path(full)
         static = self.site_dir / "static"
         if static.is_dir():
             for root, dirs, files in os.walk(static):
@@ -826,7 +832,13 @@ class Builder:
         return jobs
 
     def _job(self, out: str, template: str, ctx: dict[str, Any], env: tpl_mod.Environment) -> Job:
-        fp = _sha(env.closure_hash(template), json.dumps(ctx, sort_keys=True, default=_fp_default))
+        # the site-wide part is the same object in every context: hashed once
+        site = ctx.get("site")
+        if site is not None and id(site) != self._site_id:
+            self._site_id, self._site_fp = id(site), json.dumps(site, sort_keys=True)
+        rest = {k: v for k, v in ctx.items() if k != "site"}
+        body = json.dumps(rest, sort_keys=True, default=_fp_default, check_circular=False)
+        fp = _sha(env.closure_hash(template), self._site_fp if site is not None else "", body)
         return Job(out=out, fp=fp, template=template, context=ctx)
 
     def _resolve(self, html: str, page: Page) -> str:

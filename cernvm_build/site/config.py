@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -46,7 +47,7 @@ class SiteConfig:
     releases_url: str  # download URL of a release's files, '{version}' replaced
     repositories: dict[str, str] = field(default_factory=dict)  # repo name -> metadata dir override
 
-    @property
+    @cached_property
     def base_path(self) -> str:
         """The URL path the site lives under: '/' or '/prefix/'."""
         return urlsplit(self.base_url).path or "/"

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import Any
 
 import jinja2
-import jinja2.meta
 from markupsafe import Markup
 
 from ..errors import BuildError, Location
@@ -22,8 +22,12 @@ LAYOUT_DATA: dict[str, tuple[str, ...]] = {
 }
 
 
+#: what makes a template depend on another (a regex: parsing every template on each build costs more)
+REFERENCE = re.compile(r"""\{%-?\s*(?:extends|include|import|from)\s+["']([^"']+)["']""")
+
+
 class Environment:
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, bytecode_cache: Path | None = None):
         if not folder.is_dir():
             raise BuildError(f"no templates/ folder in {folder.parent}", hint="the site needs templates/")
         self.folder = folder
@@ -34,6 +38,8 @@ class Environment:
             keep_trailing_newline=True,
             trim_blocks=True,
             lstrip_blocks=True,
+            # compiled templates survive between builds (jinja2 checks each against its source)
+            bytecode_cache=jinja2.FileSystemBytecodeCache(str(bytecode_cache)) if bytecode_cache else None,
         )
         self._hash: dict[str, str] = {}
         self._refs: dict[str, set[str]] = {}
@@ -54,15 +60,7 @@ class Environment:
 
     def _referenced(self, name: str) -> set[str]:
         if name not in self._refs:
-            try:
-                ast = self.env.parse(self._source(name))
-            except jinja2.TemplateSyntaxError as e:
-                raise BuildError(
-                    f"template syntax error: {e.message}",
-                    where=Location(file=str(self.folder / name), line=e.lineno),
-                    hint="see the jinja2 template documentation",
-                ) from None
-            self._refs[name] = {r for r in jinja2.meta.find_referenced_templates(ast) if r}
+            self._refs[name] = set(REFERENCE.findall(self._source(name)))
         return self._refs[name]
 
     def closure_hash(self, name: str) -> str:
@@ -103,5 +101,5 @@ class Environment:
             ) from None
 
 
-def environment(folder: Path) -> Environment:
-    return Environment(folder)
+def environment(folder: Path, bytecode_cache: Path | None = None) -> Environment:
+    return Environment(folder, bytecode_cache)
