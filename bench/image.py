@@ -26,6 +26,7 @@ from cernvm_build import profile
 from cernvm_build.accel import detect
 from cernvm_build.bootloader.cpio import write_newc
 from cernvm_build.bootloader.initrd import InitrdInputs, assemble, compress
+from cernvm_build.bootloader.runtime import cached_runtime
 from cernvm_build.cvmfs.serve import serve
 from cernvm_build.demo.repository import publish_demo
 from cernvm_build.image import disks
@@ -108,7 +109,8 @@ def run(quick: bool) -> list[Result]:
             prof = dataclasses.replace(
                 prof, cvmfs=dataclasses.replace(prof.cvmfs, servers=[srv.repo_url(demo.fqrn)])
             )
-            get_kernel(prof, None)  # warm the kernel cache (not timed)
+            get_kernel(prof, None)  # warm caches: kernel and initrd runtime (not timed)
+            cached_runtime()
             with timer() as t_build:
                 res = build_image(prof, work / "out", formats=["iso"], initrd_level=level)
             limit, payload, _packed = _limit(prof, work, level)

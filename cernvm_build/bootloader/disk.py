@@ -82,16 +82,24 @@ def partition(dev: str, size_mb: int = 0) -> None:
     _reread(dev)
 
 
+def grown(mbr_sector: bytes, total_sectors: int) -> bytes | None:
+    """The MBR with its Linux partition 1 extended to the end of the disk, or None when it cannot grow."""
+    table = bytearray(mbr_sector)
+    start, count = struct.unpack_from("<II", table, 446 + 8)
+    want = min(total_sectors - start, 0xFFFFFFFF)
+    if table[510:512] != b"\x55\xaa" or table[446 + 4] != 0x83 or want <= count:
+        return None
+    struct.pack_into("<I", table, 446 + 12, want)
+    return bytes(table)
+
+
 def grow(dev: str) -> bool:
     """Extend partition 1 to the end of the disk; True when it changed."""
     total = disk_sectors(dev)
     with open(dev, "r+b") as f:
-        table = bytearray(f.read(SECTOR))
-        start, count = struct.unpack_from("<II", table, 446 + 8)
-        want = min(total - start, 0xFFFFFFFF)
-        if table[510:512] != b"\x55\xaa" or table[446 + 4] != 0x83 or want <= count:
+        table = grown(f.read(SECTOR), total)
+        if table is None:
             return False
-        struct.pack_into("<I", table, 446 + 12, want)
         f.seek(0)
         f.write(table)
         f.flush()

@@ -128,6 +128,10 @@ def test_mbr_one_linux_partition_from_1mib() -> None:
     assert len(m) == 512 and m[510:] == b"\x55\xaa"
     _status, _, ptype, _, start, count = struct.unpack_from("<B3sB3sII", m, 446)
     assert (ptype, start, start + count) == (0x83, 2048, 2 * 1024 * 1024)
+    assert disk.grown(m, 2 * 1024 * 1024) is None, "already fills the disk"
+    bigger = disk.grown(m, 8 * 1024 * 1024)
+    assert bigger is not None and struct.unpack_from("<II", bigger, 454) == (2048, 8 * 1024 * 1024 - 2048)
+    assert disk.grown(bytes(512), 8 * 1024 * 1024) is None, "no partition table: leave it alone"
     assert disk.partition_path("/dev/vda") == "/dev/vda1"
     assert disk.partition_path("/dev/nvme0n1") == "/dev/nvme0n1p1"
 
