@@ -234,3 +234,21 @@ def test_kernel_cmdline_carries_repository_path_servers_tag() -> None:
         assert f"cernvm_path={p.cvmfs.path.strip('/')}" in line
     if p.cvmfs.snapshot.tag:
         assert f"cvmfs_repository_tag={p.cvmfs.snapshot.tag}" in line
+
+
+# -- kernel from a given tree ------------------------------------------------------------------------
+def test_kernel_from_tree_and_its_errors(tmp_path: Path) -> None:
+    from cernvm_build.image.kernel import kernel_from_tree
+
+    (tmp_path / "lib" / "modules" / "6.9.0-x" / "kernel").mkdir(parents=True)
+    (tmp_path / "boot").mkdir()
+    (tmp_path / "boot" / "vmlinuz-6.9.0-x").write_bytes(b"MZ kernel")
+    k = kernel_from_tree(tmp_path)
+    assert (k.version, k.origin, k.vmlinuz.name) == ("6.9.0-x", "tree", "vmlinuz-6.9.0-x")
+    assert kernel_from_tree(tmp_path / "lib" / "modules" / "6.9.0-x", k.vmlinuz).modules == k.modules
+    (tmp_path / "boot" / "vmlinuz-6.9.0-x").unlink()
+    with pytest.raises(BuildError, match="kernel image not found"):
+        kernel_from_tree(tmp_path)
+    (tmp_path / "lib" / "modules" / "6.10.0-y").mkdir()
+    with pytest.raises(BuildError, match="exactly one lib/modules/<version> folder, found 2"):
+        kernel_from_tree(tmp_path)
