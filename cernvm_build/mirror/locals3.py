@@ -34,6 +34,8 @@ class LocalS3:
     port: int = 0
     requests: Counter[str] = field(default_factory=Counter)
     faults: list[Fault] = field(default_factory=list)
+    #: behave like a server that ignores If-Match/If-None-Match on writes (some S3 implementations do)
+    ignore_conditions: bool = False
     _server: Any = None
     _thread: threading.Thread | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -78,6 +80,9 @@ class LocalS3:
         def wrapped(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
             method = str(environ.get("REQUEST_METHOD", ""))
             path = str(environ.get("PATH_INFO", ""))
+            if self.ignore_conditions and method in ("PUT", "POST"):
+                environ.pop("HTTP_IF_MATCH", None)
+                environ.pop("HTTP_IF_NONE_MATCH", None)
             with self._lock:
                 self.requests[method] += 1
                 for f in self.faults:

@@ -45,10 +45,7 @@ def probe_conditional_writes(client: S3Client, url: S3Url) -> bool:
         try:
             client.put_object(Bucket=url.bucket, Key=key, Body=b"", IfNoneMatch="*")
         except botocore.exceptions.ClientError as e:
-            if (
-                error_code(e) in ("NotImplemented", "InvalidArgument", "InvalidRequest")
-                or http_status(e) == 501
-            ):
+            if _refused(e):
                 client.put_object(Bucket=url.bucket, Key=key, Body=b"")
                 return False
             raise
@@ -57,10 +54,7 @@ def probe_conditional_writes(client: S3Client, url: S3Url) -> bool:
         except botocore.exceptions.ClientError as e:
             if http_status(e) == 412:
                 return True
-            if (
-                error_code(e) in ("NotImplemented", "InvalidArgument", "InvalidRequest")
-                or http_status(e) == 501
-            ):
+            if _refused(e):
                 return False
             raise
         return False
@@ -156,7 +150,8 @@ class Writer:
                 etag = str(resp["ETag"])
                 self._advance(lf.size)
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
-            if http_status(e) == 412 or (cond.get("IfMatch") and error_code(e) == "NoSuchKey"):
+            # 412: precondition failed; 409: AWS's ConditionalRequestConflict (a concurrent writer).
+            if http_status(e) in (409, 412) or (cond.get("IfMatch") and error_code(e) == "NoSuchKey"):
                 etag = self._lost_race(action, lf)
             else:
                 raise s3_error(e, f"{self.url}/{action.rel}") from e

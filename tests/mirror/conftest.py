@@ -38,6 +38,7 @@ def s3env(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
 def s3(s3server: LocalS3, s3env: None) -> Any:
     server = s3server
     server.faults.clear()
+    server.ignore_conditions = False
     return make_client(endpoint_url=server.endpoint)
 
 

@@ -257,3 +257,15 @@ def test_odd_key_names_round_trip(tmp_path: Path, s3: Any, bucket: str) -> None:
     assert set(keys(s3, bucket)) == {f"p q/{n}" for n in names} | {f"p q/{MANIFEST}"}
     again = sync_tree(src, f"s3://{bucket}/p q", client=s3)
     assert again.actions == [] and again.unchanged == 3
+
+
+def test_server_ignoring_conditions_is_detected(
+    tmp_path: Path, s3: Any, s3server: LocalS3, bucket: str
+) -> None:
+    s3server.ignore_conditions = True
+    src = tmp_path / "src"
+    write_tree(src, {"pkg": b"1", "index": b"v1"})
+    rep = sync_tree(src, f"s3://{bucket}", client=s3, last=["index"])
+    assert rep.conditional_writes is False
+    assert any("conditional writes" in n for n in rep.notes)
+    assert keys(s3, bucket)["index"] == b"v1"
