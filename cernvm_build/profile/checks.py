@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from ..errors import ProfileError
-from .convert import Values
+from .convert import Values, resolve_path
 from .model import is_rolling_tag
 from .yamlnodes import Pos, display, location
 
@@ -192,13 +192,6 @@ def _pos_of(v: Values, key: str, text: str) -> Pos | None:
     return v.pos(key)
 
 
-def _item_pos(v: Values, key: str, index: int) -> Pos | None:
-    node = v.nodes.get(key)
-    if node is not None and node.kind == "seq" and index < len(node.value):
-        return node.value[index].pos  # type: ignore[no-any-return]
-    return v.pos(key)
-
-
 def _keys(v: Values) -> None:
     keys: list[Path] | None = v.values["cvmfs.public_keys"]
     if keys is None:
@@ -206,13 +199,11 @@ def _keys(v: Values) -> None:
     if not keys:
         _fail(v, "cvmfs.public_keys", "no public key", "list the repository's master public key (.pub)")
         return
+    # each item where it was written (lists merged from several files keep their items' positions)
     node = v.nodes.get("cvmfs.public_keys")
-    written = [n.text for n in node.value] if node is not None and node.kind == "seq" else []
-    for i, path in enumerate(keys):
-        pos = None
-        for j, text in enumerate(written):
-            if text and Path(text).name == path.name:
-                pos = _item_pos(v, "cvmfs.public_keys", j)
+    items = node.value if node is not None and node.kind == "seq" else []
+    written = {resolve_path(n.text, n.pos): n.pos for n in items if n.text is not None}
+    for path in keys:
         problem = _pem_problem(path)
         if problem:
             _fail(
@@ -220,7 +211,7 @@ def _keys(v: Values) -> None:
                 "cvmfs.public_keys",
                 f"{problem}: {display(path)}",
                 "relative key paths are relative to the profile file; a key is a PEM 'BEGIN PUBLIC KEY' file",
-                pos=pos or _item_pos(v, "cvmfs.public_keys", i),
+                pos=written.get(path),
             )
 
 

@@ -143,7 +143,7 @@ def _check_text(errors: list[ProfileError], s: Setting, text: str, pos: Pos | No
     return True
 
 
-def _path(text: str, pos: Pos | None) -> Path:
+def resolve_path(text: str, pos: Pos | None) -> Path:
     p = Path(text).expanduser()
     if not p.is_absolute() and pos is not None:
         p = pos.file.parent / p
@@ -172,7 +172,7 @@ def convert_one(s: Setting, node: Node, errors: list[ProfileError]) -> Any:
             return None
         if not _check_text(errors, s, text, pos, key):
             return None
-        return _path(text, pos) if s.kind is Kind.PATH else text
+        return resolve_path(text, pos) if s.kind is Kind.PATH else text
     if s.kind is Kind.INT:
         v = node.value
         if node.kind == "scalar" and node.templated and isinstance(v, str) and re.fullmatch(r"-?\d+", v):
@@ -210,7 +210,7 @@ def convert_one(s: Setting, node: Node, errors: list[ProfileError]) -> Any:
                 )
                 continue
             if _check_text(errors, s, text, item.pos, key):
-                value: Any = _path(text, item.pos) if s.kind is Kind.LIST_PATH else text
+                value: Any = resolve_path(text, item.pos) if s.kind is Kind.LIST_PATH else text
                 if not (s.unique and value in items):
                     items.append(value)
         return items if len(errors) == n_errors else None
