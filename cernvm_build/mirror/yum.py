@@ -20,8 +20,6 @@ from .source import Source, safe_rel
 REPO_NS = "{http://linux.duke.edu/metadata/repo}"
 COMMON_NS = "{http://linux.duke.edu/metadata/common}"
 REPOMD = "repodata/repomd.xml"
-#: fixed-name files, published last in this order (repomd.xml.key is the repository's public key)
-INDEX_NAMES = ("repomd.xml.key", "repomd.xml", "repomd.xml.asc")
 XML_BASE = "{http://www.w3.org/XML/1998/namespace}base"
 
 
@@ -95,9 +93,11 @@ def _verify_one(
         for extra in (repomd_rel + ".asc",):
             if source.read(extra) is not None:
                 indexes.append(extra)
+    # Fixed-name files go last in this order: the repository's public key (so a new key is there before
+    # anything signed by it), repomd.xml, its signature.
     key_rel = repomd_rel + ".key"
     if source.list() is not None and source.read(key_rel) is not None:
-        indexes.append(key_rel)
+        indexes.insert(0, key_rel)
 
     expected, primary = _metadata(repomd, repomd_rel, repo, result.problems)
 
