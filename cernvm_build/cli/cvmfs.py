@@ -207,10 +207,10 @@ def cmd_info(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
-def _ls_line(e: DirEntry) -> str:
+def _ls_line(e: DirEntry, full_path: bool) -> str:
     kind = stat.filemode(e.mode)
     t = time.strftime("%Y-%m-%d %H:%M", time.gmtime(e.mtime))
-    name = e.name or "/"
+    name = e.path if full_path else e.name or "/"
     if e.is_symlink:
         name += f" -> {e.symlink}"
     return f"{kind} {e.linkcount:>3} {e.uid:>5} {e.gid:>5} {e.size:>12} {t} {name}"
@@ -228,10 +228,7 @@ def cmd_ls(args: argparse.Namespace, out: Output) -> int:
         return 0
     for e in entries:
         if args.long:
-            line = _ls_line(e)
-            if args.recursive:
-                line = line[: -len(e.name or "/")] + e.path if not e.is_symlink else line
-            out.console.print(line, markup=False, highlight=False)
+            out.console.print(_ls_line(e, args.recursive), markup=False, highlight=False)
         else:
             out.console.print(e.path if args.recursive else e.name, markup=False, highlight=False)
     return 0
