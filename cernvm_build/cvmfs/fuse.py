@@ -8,6 +8,8 @@ revision never changes. Like the real client, every path carries the extended at
 
 from __future__ import annotations
 
+import bisect
+import concurrent.futures
 import errno
 import itertools
 import logging
@@ -46,6 +48,8 @@ class CvmfsOperations(mfusepy.Operations):  # type: ignore[misc]
         self._lock = threading.Lock()
         # A mounted revision never changes, so entries can be kept; readdir fills this too.
         self._entries: dict[str, DirEntry] = {}
+        self._ahead: set[str] = set()
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
 
     # -- life cycle ------------------------------------------------------------------------------
     def init(self, path: str) -> None:
@@ -53,6 +57,8 @@ class CvmfsOperations(mfusepy.Operations):  # type: ignore[misc]
             self.on_ready()
 
     def destroy(self, path: str) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
         self.repo.close()
 
     # -- metadata --------------------------------------------------------------------------------
@@ -151,9 +157,38 @@ class CvmfsOperations(mfusepy.Operations):  # type: ignore[misc]
     def read(self, path: str, size: int, offset: int, fi: Any) -> bytes:
         entry = self._files.get(fi.fh) or self._entry(path)
         try:
-            return self.repo.read(entry, offset, size)
+            data = self.repo.read(entry, offset, size)
         except CernVMError as e:
             raise _os_error(e) from e
+        if entry.is_chunked:
+            self._read_ahead(entry, offset + len(data))
+        return data
+
+    def _read_ahead(self, entry: DirEntry, pos: int) -> None:
+        """Sequential reader past the middle of a chunk: fetch the next chunk in the background, so
+        the network overlaps with the consumer (the store's per-object lock prevents a double fetch)."""
+        chunks = entry.chunks
+        i = bisect.bisect_right([c.offset for c in chunks], pos) - 1
+        if i < 0 or i + 1 >= len(chunks) or pos - chunks[i].offset < chunks[i].size // 2:
+            return
+        nxt = chunks[i + 1]
+        with self._lock:
+            if nxt.hash in self._ahead:
+                return
+            self._ahead.add(nxt.hash)
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="read-ahead")
+
+        def fetch() -> None:
+            try:
+                self.repo.read(entry, nxt.offset, 1)
+            except CernVMError as e:  # the reader will meet (and report) it itself
+                log.debug("read-ahead of %s failed: %s", entry.path, e)
+            finally:
+                with self._lock:
+                    self._ahead.discard(nxt.hash)
+
+        self._pool.submit(fetch)
 
     def release(self, path: str, fi: Any) -> int:
         with self._lock:
