@@ -155,3 +155,17 @@ def test_full_disk_leaves_no_partial_outputs(test_repo: ServedRepo, tmp_path: Pa
     assert r.returncode in (4, 7), r.stderr
     assert r.stderr.startswith("error: ") and "Traceback" not in r.stderr
     _assert_nothing_written(out)
+
+
+def test_rerun_after_a_killed_build_cleans_up(test_repo: ServedRepo, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    stale = out / ".build-999999999-abc"  # no such process
+    (stale / "tree").mkdir(parents=True)
+    (stale / "tree" / "half.iso").write_bytes(b"half")
+    p = test_repo.profile()
+    p = dataclasses.replace(
+        p, cvmfs=dataclasses.replace(p.cvmfs, servers=["http://127.0.0.1:9/cvmfs/@fqrn@"])
+    )
+    with pytest.raises(BuildError):
+        build_image(p, out, formats=["iso"])
+    assert not stale.exists()
