@@ -20,11 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from ..fsutil import fsync_dir
 from .catalog_write import ChunkRow
 from .chunking import ChunkingSettings, CutFinder
 from .objects import new_hasher, object_path
 
 BLOCK = 1 << 20
+FSYNC_MAX = 512  # up to this many new objects are fsynced one by one
 SMALL = 1 << 20  # files up to this size are compressed in one call
 
 
@@ -89,6 +91,7 @@ class ObjectWriter:
         self.objects_written = 0
         self.bytes_written = 0
         self._tmp_counter = 0
+        self._new: list[str] | None = []  # objects written, for sync()
         #: called with the number of raw bytes consumed, from worker threads
         self.on_bytes: Callable[[int], None] | None = None
         self.txn.mkdir(parents=True, exist_ok=True)
@@ -120,16 +123,20 @@ class ObjectWriter:
         except FileNotFoundError:
             return True
 
-    def _count(self, stored: int) -> None:
+    def _count(self, stored: int, dest: Path) -> None:
         with self._lock:
             self.objects_written += 1
             self.bytes_written += stored
+            if self._new is not None:
+                self._new.append(str(dest))
+                if len(self._new) > FSYNC_MAX:
+                    self._new = None  # too many for one fsync each: sync the file system instead
 
     def _commit_file(self, tmp: str, name: str, suffix: str, stored: int) -> None:
         dest = self.path_of(name, suffix)
         if self._claim(name + suffix, dest, stored):
             os.replace(tmp, dest)
-            self._count(stored)
+            self._count(stored, dest)
         else:
             os.unlink(tmp)
 
@@ -149,7 +156,7 @@ class ObjectWriter:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
                 raise
-            self._count(len(blob))
+            self._count(len(blob), dest)
         return name
 
     def put_bytes(self, data: bytes, suffix: str = "") -> str:
@@ -253,7 +260,23 @@ class ObjectWriter:
                         os.unlink(entry.path)
 
     def sync(self) -> None:
-        """Flush this file system before the manifest makes the new objects reachable."""
+        """Make the new objects durable before the manifest makes them reachable.
+
+        A few objects are fsynced one by one (with their directories); after a big publish the
+        whole file system is synced at once, which is cheaper than thousands of fsyncs.
+        """
+        if self._new is not None:
+            dirs = set()
+            for path in self._new:
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                dirs.add(os.path.dirname(path))
+            for d in sorted(dirs):
+                fsync_dir(Path(d))
+            return
         try:
             libc = ctypes.CDLL(None, use_errno=True)
             fd = os.open(self.data, os.O_RDONLY | os.O_DIRECTORY)
