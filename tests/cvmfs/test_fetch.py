@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from cernvm_build.cvmfs.fetch import HttpFetcher, parse_proxies
+from cernvm_build.cvmfs.fetch import HttpFetcher, Unreachable, parse_proxies
 from cernvm_build.cvmfs.serve import Server
 
 from .conftest import FQRN, Fixture
@@ -90,4 +90,31 @@ def test_server_closing_an_idle_connection_is_not_a_failure() -> None:
     assert f.get("a", what="a") == b"ok"
     assert f.get("b", what="b") == b"ok"  # the reused connection is dead: one fresh try
     assert f.get("c", what="c") == b"ok"
+    lsock.close()
+
+
+def test_truncated_transfer_fails_over(server: Server, fx: Fixture) -> None:
+    """A server that promises more bytes than it sends: the fetch moves on to the next server."""
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(5)
+    port = lsock.getsockname()[1]
+
+    def short_answers() -> None:
+        while True:
+            try:
+                conn, _ = lsock.accept()
+            except OSError:
+                return
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nonly a little")
+            conn.close()
+
+    threading.Thread(target=short_answers, daemon=True).start()
+    broken = f"http://127.0.0.1:{port}/cvmfs/{FQRN}"
+    f = HttpFetcher([broken, server.repo_url()], repo=FQRN, retries=1, backoff=0)
+    assert f.get(".cvmfspublished", what="manifest") == (fx.repo / ".cvmfspublished").read_bytes()
+    alone = HttpFetcher([broken], repo=FQRN, retries=1, backoff=0)
+    with pytest.raises(Unreachable, match="no server could deliver it"):
+        alone.get(".cvmfspublished", what="manifest")
     lsock.close()
