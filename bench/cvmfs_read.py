@@ -42,10 +42,21 @@ JOBS = 8  # parallel downloads, the same for the export and its reference
 WORDS = [b"cernvm", b"physics", b"event", b"detector", b"calibration", b"run", b"lumi", b"track", b"\n"]
 
 
+_TEXT: bytes = b""
+
+
 def _content(rng: random.Random, size: int) -> bytes:
     """Half random bytes, half text: compresses roughly 2:1 like a software tree."""
+    global _TEXT
+    if not _TEXT:
+        pool = random.Random(7)
+        _TEXT = b" ".join(pool.choice(WORDS) for _ in range(400_000))
     half = size // 2
-    text = b" ".join(rng.choice(WORDS) for _ in range(size // 6 + 1))[: size - half]
+    need = size - half
+    text = b""
+    while len(text) < need:  # a random window of the word pool, wrapped as needed
+        start = rng.randrange(len(_TEXT))
+        text += _TEXT[start : start + need - len(text)]
     return rng.randbytes(half) + text
 
 
