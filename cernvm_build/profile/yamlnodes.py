@@ -153,7 +153,7 @@ def load_text(text: str, path: Path) -> Node:
         loader.dispose()
     if root is None:
         return Node("map", {}, Pos(path, 1, 1))
-    node = _convert(root, path, loader)
+    node = _convert(root, _Walk(path, loader))
     if node.kind != "map":
         raise ProfileError(
             "a profile must be a YAML mapping of settings",
@@ -167,8 +167,27 @@ def _pos(node: yaml.Node, path: Path) -> Pos:
     return Pos(path, node.start_mark.line + 1, node.start_mark.column + 1)
 
 
-def _convert(node: yaml.Node, path: Path, loader: yaml.SafeLoader, at: str = "") -> Node:
-    pos = _pos(node, path)
+#: more values than any profile needs: what is left is an alias bomb ("billion laughs")
+MAX_VALUES = 20_000
+
+
+@dataclass
+class _Walk:
+    path: Path
+    loader: Any
+    count: int = 0
+    active: set[int] = field(default_factory=set)  # ids of the collections being converted
+
+
+def _convert(node: yaml.Node, walk: _Walk, at: str = "") -> Node:
+    pos = _pos(node, walk.path)
+    walk.count += 1
+    if walk.count > MAX_VALUES:
+        raise ProfileError(
+            f"more than {MAX_VALUES} values (aliases that expand without end?)",
+            where=location(pos, at or None),
+            hint="write the profile out plainly; YAML aliases (*name) are not needed in profiles",
+        )
     replace_tag = node.tag == REPLACE_TAG
     if not replace_tag and node.tag not in _STANDARD_TAGS:
         raise ProfileError(
@@ -176,33 +195,18 @@ def _convert(node: yaml.Node, path: Path, loader: yaml.SafeLoader, at: str = "")
             where=location(pos, at or None),
             hint=f"profiles use plain YAML values; the only tag is {REPLACE_TAG} (on lists and mappings)",
         )
-    if isinstance(node, yaml.MappingNode):
-        items: dict[str, Node] = {}
-        for key_node, value_node in node.value:
-            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:null":
-                raise ProfileError(
-                    "mapping keys must be plain names",
-                    where=location(_pos(key_node, path), at or None),
-                    hint="write 'name: value'",
-                )
-            key = str(key_node.value)
-            key_pos = _pos(key_node, path)
-            full = f"{at}.{key}" if at else key
-            if key in items:
-                first = items[key].key_pos
-                line = f" (first at line {first.line})" if first else ""
-                raise ProfileError(
-                    f"duplicate key {key!r}{line}",
-                    where=location(key_pos, full),
-                    hint="remove one of them: YAML would silently keep only the last",
-                )
-            child = _convert(value_node, path, loader, full)
-            child.key_pos = key_pos
-            items[key] = child
-        return Node("map", items, pos, replace=replace_tag)
-    if isinstance(node, yaml.SequenceNode):
-        items_ = [_convert(v, path, loader, at) for v in node.value]
-        return Node("seq", items_, pos, replace=replace_tag)
+    if isinstance(node, yaml.CollectionNode):
+        if id(node) in walk.active:
+            raise ProfileError(
+                "a YAML alias refers to the value that contains it",
+                where=location(pos, at or None),
+                hint="remove the recursive alias (*name inside &name)",
+            )
+        walk.active.add(id(node))
+        try:
+            return _collection(node, walk, at, pos, replace_tag)
+        finally:
+            walk.active.discard(id(node))
     assert isinstance(node, yaml.ScalarNode)
     if replace_tag:
         raise ProfileError(
@@ -210,8 +214,36 @@ def _convert(node: yaml.Node, path: Path, loader: yaml.SafeLoader, at: str = "")
             where=location(pos, at or None),
             hint=f"a single value always replaces the parent's; remove {REPLACE_TAG}",
         )
-    value = loader.construct_object(node, deep=True)
+    value = walk.loader.construct_object(node, deep=True)
     return Node("scalar", value, pos, text=str(node.value))
+
+
+def _collection(node: yaml.CollectionNode, walk: _Walk, at: str, pos: Pos, replace_tag: bool) -> Node:
+    if isinstance(node, yaml.SequenceNode):
+        return Node("seq", [_convert(v, walk, at) for v in node.value], pos, replace=replace_tag)
+    items: dict[str, Node] = {}
+    for key_node, value_node in node.value:
+        key_pos = _pos(key_node, walk.path)
+        if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:null":
+            raise ProfileError(
+                "mapping keys must be plain names",
+                where=location(key_pos, at or None),
+                hint="write 'name: value'",
+            )
+        key = str(key_node.value)
+        full = f"{at}.{key}" if at else key
+        if key in items:
+            first = items[key].key_pos
+            line = f" (first at line {first.line})" if first else ""
+            raise ProfileError(
+                f"duplicate key {key!r}{line}",
+                where=location(key_pos, full),
+                hint="remove one of them: YAML would silently keep only the last",
+            )
+        child = _convert(value_node, walk, full)
+        child.key_pos = key_pos
+        items[key] = child
+    return Node("map", items, pos, replace=replace_tag)
 
 
 def to_plain(node: Node) -> Any:

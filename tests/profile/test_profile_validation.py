@@ -98,3 +98,9 @@ def test_strings_keep_their_text_and_dates_stay_strings(write: Write) -> None:
     assert p.bootloader.version == "2026.10"  # not the float 2026.1
     assert p.cvmfs.snapshot.date == "2019-06-30T00:00:00Z"
     assert p.context == {"resize_rootfs": "on", "use_boothd": "0"}
+
+
+def test_windows_line_ends_and_a_byte_order_mark_are_fine(tmp_path: Path, write: Write) -> None:
+    path = tmp_path / "dos.yaml"
+    path.write_bytes(b"\xef\xbb\xbfextends: minimal\r\ndescription: from an editor on Windows\r\n")
+    assert profile.load(path).description == "from an editor on Windows"
