@@ -25,7 +25,7 @@ def write_release(
     """A release index (the release tool's schema) for ``files``, which are put under the site's static/
     folder so the downloads are served by the site itself."""
     cfg = site / "config.yaml"
-    text = cfg.read_text()
+    text = cfg.read_text() if cfg.is_file() else "releases_url: /"
     if "releases_url: /" not in text:
         cfg.write_text(text.replace("releases_url: https://ecsft.cern.ch/dist/cernvm/{version}/",
                                     "releases_url: /dist/{version}/"))  # fmt: skip

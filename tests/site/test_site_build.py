@@ -287,3 +287,26 @@ def test_template_error_names_the_template(site: Path, tmp_path: Path, edit: Edi
     with pytest.raises(BuildError, match="undefined value") as e:
         build_site(site, tmp_path / "out", jobs=2)
     assert "post.html" in str(e.value.where)
+
+
+def test_add_release_puts_index_and_notes_on_the_site(site: Path, tmp_path: Path) -> None:
+    from cernvm_build.site.releases import add_release
+
+    staging = tmp_path / "staging"
+    index = write_release(staging, "2026.12-1", "2026-12-01", {"cernvm-el9-2026.12-1.iso": b"x" * 64})
+    shutil.copytree(staging / "static" / "dist", site / "static" / "dist")
+    (site / "config.yaml").write_text(
+        (site / "config.yaml")
+        .read_text()
+        .replace("https://ecsft.cern.ch/dist/cernvm/{version}/", "/dist/{version}/")
+    )
+    written = add_release(site, index, notes="First release of the year.\n\n## Changes\n\nMany.")
+    assert [p.relative_to(site).as_posix() for p in written] == [
+        "data/releases/2026.12-1.json",
+        "content/releases/2026.12-1.md",
+    ]
+    out = tmp_path / "out"
+    build_site(site, out)
+    page = (out / "releases/2026.12-1/index.html").read_text()
+    assert "First release of the year." in page and "cernvm-el9-2026.12-1.iso" in page
+    assert "CernVM 2026.12-1" in (out / "atom.xml").read_text()
