@@ -21,7 +21,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 
-from ..errors import BuildError, IntegrityError
+from ..errors import BuildError, IntegrityError, UsageError
 
 BLOCK = 32 * 1024
 TRAILER = 2 * BLOCK
@@ -105,7 +105,10 @@ def trailer_bytes(image: Path, metadata: dict[str, Any], signer: Signer | None) 
 
 def read_trailer(image: Path) -> Trailer:
     """The trailer of ``image``, or an IntegrityError when it has none."""
-    size = image.stat().st_size
+    try:
+        size = image.stat().st_size
+    except OSError as e:
+        raise UsageError(f"{image}: {e.strerror}", hint="give the path of an iso or hdd image") from e
     if size < TRAILER:
         raise IntegrityError(
             f"{image}: too small to carry a signature block", hint="is this a μCernVM image?"
@@ -125,9 +128,12 @@ def read_trailer(image: Path) -> Trailer:
             f"{image}: no μCernVM signature block at the end", hint="only iso and hdd carry one"
         )
     cert = None
-    if sig.get("certificate"):
-        cert = x509.load_der_x509_certificate(base64.b64decode(sig["certificate"]))
-    signature = base64.b64decode(sig["signature"]) if sig.get("signature") else None
+    try:
+        if sig.get("certificate"):
+            cert = x509.load_der_x509_certificate(base64.b64decode(sig["certificate"]))
+        signature = base64.b64decode(sig["signature"]) if sig.get("signature") else None
+    except (ValueError, TypeError) as e:
+        raise IntegrityError(f"{image}: the signature block is damaged ({e})") from e
     meta.pop("magic", None)
     return Trailer(meta, cert, signature, sig.get("algorithm"), size - TRAILER)
 

@@ -252,3 +252,10 @@ def test_kernel_from_tree_and_its_errors(tmp_path: Path) -> None:
     (tmp_path / "lib" / "modules" / "6.10.0-y").mkdir()
     with pytest.raises(BuildError, match="exactly one lib/modules/<version> folder, found 2"):
         kernel_from_tree(tmp_path)
+
+
+def test_missing_image_is_a_one_line_error(tmp_path: Path) -> None:
+    from cernvm_build.errors import UsageError
+
+    with pytest.raises(UsageError, match="No such file"):
+        signature.read_trailer(tmp_path / "nope.iso")
