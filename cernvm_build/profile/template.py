@@ -12,13 +12,33 @@ import functools
 from typing import Any
 
 import jinja2
+from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
 from ..errors import ProfileError
 from .settings import BY_KEY, REQUIRED, SETTINGS, default_of
 from .yamlnodes import Node, location
 
-_ENV = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
+MAX_SIZE = 100_000  # no profile value needs more characters or items; bigger is a runaway template
+
+
+class _Env(SandboxedEnvironment):
+    """The sandbox, plus limits on the operators that can make huge values from small expressions."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        ints = isinstance(left, int) and isinstance(right, int)
+        if operator == "**" and ints and right > 0 and abs(left).bit_length() * right > MAX_SIZE:
+            raise SecurityError(f"{left} ** {right} is too large")
+        if operator == "*":
+            for seq, n in ((left, right), (right, left)):
+                if isinstance(seq, str | list | tuple) and isinstance(n, int) and len(seq) * n > MAX_SIZE:
+                    raise SecurityError(f"the result would have more than {MAX_SIZE} items")
+        return super().call_binop(context, operator, left, right)
+
+
+_ENV = _Env(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
 MAX_PASSES = 8
 
 

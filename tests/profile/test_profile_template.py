@@ -52,3 +52,12 @@ def test_templates_cannot_reach_python_internals(write: Write) -> None:
     path = write("p", "extends: minimal\ndescription: \"{{ ''.__class__.__mro__ }}\"\n")
     with pytest.raises(profile.ProfileError, match="description"):
         profile.load(path)
+
+
+@pytest.mark.parametrize("expression", ["'x' * 10**9", "[1] * 10**9", "(2 ** 64) ** 2000"])
+def test_runaway_templates_are_stopped(write: Write, expression: str) -> None:
+    path = write("p", f'extends: minimal\ndescription: "{{{{ {expression} }}}}"\n')
+    with pytest.raises(profile.ProfileError, match="description: template"):
+        profile.load(path)
+    small = write("q", "extends: minimal\ndescription: \"{{ '=' * 10 }}{{ 2 ** 10 }}\"\n")
+    assert profile.load(small).description == "=" * 10 + "1024"
