@@ -7,6 +7,8 @@ import io
 import os
 import sqlite3
 import stat
+import subprocess
+import sys
 import tarfile
 import time
 import zlib
@@ -16,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from cernvm_build.cvmfs import keys as keymod
-from cernvm_build.cvmfs.lock import RepositoryLocked, publish_lock
+from cernvm_build.cvmfs.lock import RepositoryLocked
 from cernvm_build.cvmfs.publish import (
     add_tag,
     create_repository,
@@ -273,9 +275,29 @@ def test_second_publisher_is_told_who_holds_the_lock(
 ) -> None:
     src = tmp_path / "src"
     src.mkdir()
-    with publish_lock(stratum), pytest.raises(RepositoryLocked, match=f"pid {os.getpid()}"):
-        publish_tree(stratum, FQRN, keyset, src)
-    publish_tree(stratum, FQRN, keyset, src)  # released
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(stratum)],
+        stdout=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
+        with pytest.raises(RepositoryLocked, match=f"locked by another publisher \\(pid {holder.pid} "):
+            publish_tree(stratum, FQRN, keyset, src)
+    finally:
+        holder.kill()
+        holder.wait()
+    publish_tree(stratum, FQRN, keyset, src)  # the kernel released the dead holder's lock
+
+
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from cernvm_build.cvmfs.lock import publish_lock
+with publish_lock(Path(sys.argv[1])):
+    print("locked", flush=True)
+    time.sleep(60)
+"""
 
 
 def test_special_file_modes_are_kept(tmp_path: Path, stratum: Path, keyset: keymod.KeySet) -> None:
