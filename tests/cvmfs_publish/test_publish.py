@@ -309,3 +309,25 @@ def test_special_file_modes_are_kept(tmp_path: Path, stratum: Path, keyset: keym
     root = _catalog(stratum, r.root_hash, tmp_path)
     size, mode, flags = root.execute("SELECT size, mode, flags FROM catalog WHERE name = 'null'").fetchone()
     assert (size, mode, flags) == (os.makedev(1, 3), stat.S_IFCHR | 0o666, 20)
+
+
+def test_progress_reports_bytes_up_to_the_total(tmp_path: Path, stratum: Path, keyset: keymod.KeySet) -> None:
+    src = make_sample_tree(tmp_path / "src")
+    calls: list[tuple[int, int]] = []
+    publish_tree(
+        stratum, FQRN, keyset, src, chunking=SMALL_CHUNKS, progress=lambda d, t: calls.append((d, t))
+    )
+    total = sum(p.stat().st_size for p in src.rglob("*") if p.is_file() and not p.is_symlink())
+    done = [d for d, _ in calls]
+    assert done == sorted(done) and calls[-1] == (total, total)
+
+
+def test_damaged_previous_revision_is_reported_not_reused(
+    tmp_path: Path, stratum: Path, keyset: keymod.KeySet
+) -> None:
+    src = make_sample_tree(tmp_path / "src")
+    r = publish_tree(stratum, FQRN, keyset, src)
+    obj = stratum / "data" / r.root_hash[:2] / (r.root_hash[2:] + "C")
+    obj.write_bytes(obj.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(IntegrityError, match=f"object {r.root_hash}C does not match its hash"):
+        publish_tree(stratum, FQRN, keyset, src)
