@@ -1,0 +1,343 @@
+"""``cernvm-build image PROFILE``: from a profile to μCernVM images, checksums and a build manifest.
+
+Order: check the formats and tools (fail before any work), ask the repository which snapshot the
+profile's selector names right now (the build records it), get the kernel, assemble the initrd,
+make the iso/hdd, sign them, convert the hdd to the hypervisor formats, then move every output
+into place (manifest last). All work happens in a hidden folder inside the output folder, so a
+failed or interrupted build leaves no half-written file, and a re-run starts clean (it also removes the
+work folder of a build that was killed).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..artifact import Artifact
+from ..errors import BuildError, CernVMError
+from ..fsutil import fsync_dir, sha256_file
+from ..paths import source_date_epoch
+from ..proc import run, which
+from ..profile import Profile
+from . import disks, signature
+from .kernel import Kernel, fetch_debian_kernel, kernel_from_tree
+
+Step = Callable[[str], None]
+_SAFE_ARG = re.compile(r"^[A-Za-z0-9@%+,./:;=_|-]+$")
+
+TOOLS: dict[str, tuple[str, ...]] = {
+    "iso": ("xorriso",),
+    "hdd": ("mformat", "mcopy", "mmd", "syslinux"),
+    **{fmt: ("mformat", "mcopy", "mmd", "syslinux", "qemu-img") for fmt in disks.CONVERT},
+}
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the repository said at build time."""
+
+    fqrn: str
+    revision: int
+    root_hash: str
+    tag: str | None
+    servers: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "fqrn": self.fqrn,
+            "revision": self.revision,
+            "root_hash": self.root_hash,
+            "tag": self.tag,
+            "servers": self.servers,
+        }
+
+
+@dataclass
+class BuildResult:
+    artifacts: list[Artifact]
+    manifest: Path
+    snapshot: Snapshot
+    initrd_size: int
+    initrd_payload: int
+    kernel: Kernel
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def parse_formats(text: str | list[str] | None, default: list[str]) -> list[str]:
+    """``iso,hdd`` → ``["iso", "hdd"]``, checked against the formats this builder makes."""
+    items = default if text is None else (text.split(",") if isinstance(text, str) else text)
+    wanted = [f.strip().lower() for f in items if f.strip()]
+    for f in wanted:
+        if f not in disks.FORMATS:
+            raise BuildError(
+                f"unknown image format '{f}'",
+                hint=f"choose from {', '.join(disks.FORMATS)}",
+                where="--format",
+            )
+    if not wanted:
+        raise BuildError("no image format given", hint=f"choose from {', '.join(disks.FORMATS)}")
+    return sorted(set(wanted), key=disks.FORMATS.index)
+
+
+def check_tools(formats: list[str]) -> None:
+    """Every tool the build will call, up front: a missing one fails before any work is done."""
+    needed = {"zstd", "dpkg-deb", "apt-get", "apt-cache", "ldd", "busybox", "mke2fs", "e2fsck", "resize2fs"}
+    for f in formats:
+        needed.update(TOOLS[f])
+    for tool in sorted(needed):
+        which(tool)
+
+
+def _cmd_server(url: str, fqrn: str) -> str:
+    """The short ``host[:port]`` form the real images use, when the URL has the standard shape."""
+    m = re.fullmatch(r"http://([A-Za-z0-9.-]+(?::\d+)?)/cvmfs/" + re.escape(fqrn), url)
+    return m.group(1) if m else url.replace(fqrn, "@fqrn@")
+
+
+def kernel_cmdline(profile: Profile) -> str:
+    """The kernel command line: repository, path, servers and snapshot, like the real images."""
+    c = profile.cvmfs
+    args = [f"cvmfs_repos={c.repository}"]
+    if c.path.strip("/"):
+        args.append(f"cernvm_path={c.path.strip('/')}")
+    args.append("cvmfs_server=" + ",".join(_cmd_server(u, c.repository) for u in c.server_urls()))
+    if c.snapshot.tag:
+        args.append(f"cvmfs_repository_tag={c.snapshot.tag}")
+    if c.snapshot.date:
+        args.append(f"cvmfs_repository_date={c.snapshot.date}")
+    if c.snapshot.root_hash:
+        args.append(f"cvmfs_root_hash={c.snapshot.root_hash}")
+    if c.http_proxy and c.http_proxy != "DIRECT":
+        args.append(f"cvmfs_http_proxy={c.http_proxy}")
+    args += ["console=tty0", "console=ttyS0,115200", "quiet", *profile.bootloader.cmdline]
+    for a in args:
+        if not _SAFE_ARG.match(a):
+            raise BuildError(
+                f"kernel command line argument {a!r} has characters a boot loader cannot carry",
+                hint="use no spaces or quotes in the profile's cvmfs and bootloader settings",
+                where=f"{profile.source}: bootloader.cmdline",
+            )
+    return " ".join(args)
+
+
+def query_snapshot(profile: Profile, timeout: float = 10) -> Snapshot:
+    """Open the profile's repository (signatures checked) at its snapshot selector, as the guest will."""
+    from ..cvmfs.repository import SnapshotSpec, open_repository
+
+    c = profile.cvmfs
+    urls = c.server_urls()
+    try:
+        with open_repository(
+            urls if len(urls) > 1 else urls[0],
+            fqrn=c.repository,
+            public_keys=list(c.public_keys),
+            proxy=None if c.http_proxy == "DIRECT" else c.http_proxy,
+            snapshot=SnapshotSpec(tag=c.snapshot.tag, date=c.snapshot.date, root_hash=c.snapshot.root_hash),
+            timeout=timeout,
+            retries=1,
+        ) as repo:
+            return Snapshot(c.repository, repo.revision, repo.root_hash, repo.tag, urls)
+    except CernVMError as e:
+        raise BuildError(
+            f"repository {c.repository} cannot be read at build time: {e}",
+            hint="the build records the snapshot it pins; check the servers in the profile and the network",
+            where=f"{profile.source}: cvmfs.servers",
+        ) from e
+
+
+def get_kernel(profile: Profile, cache: Path | None) -> Kernel:
+    k = profile.kernel
+    if k.vmlinuz is not None or k.modules is not None:
+        if k.vmlinuz is None or k.modules is None:
+            raise BuildError(
+                "kernel.vmlinuz and kernel.modules go together", where=f"{profile.source}: kernel"
+            )
+        return kernel_from_tree(k.modules, k.vmlinuz)
+    if not k.package:
+        raise BuildError("the profile names no kernel", where=f"{profile.source}: kernel.package")
+    return fetch_debian_kernel(k.package, cache)
+
+
+def _profile_hash(profile: Profile) -> str:
+    h = hashlib.sha256()
+    for p in profile.inputs or [profile.source]:
+        h.update(p.name.encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()
+
+
+def _tool_versions() -> dict[str, str]:
+    pkgs = ["xorriso", "syslinux", "isolinux", "mtools", "qemu-utils", "zstd", "busybox-static", "e2fsprogs"]
+    proc = run(["dpkg-query", "-W", "-f", "${Package} ${Version}\n", *pkgs], check=False)
+    return dict(line.split(" ", 1) for line in proc.stdout.decode().splitlines() if " " in line)
+
+
+def _remove_stale_work(out_dir: Path) -> None:
+    """Work folders of builds that were killed (their process is gone): a re-run cleans up after them."""
+    for d in out_dir.glob(".build-*-*"):
+        try:
+            pid = int(d.name.split("-")[1])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except (ValueError, IndexError, PermissionError):
+            continue
+
+
+def _disk_error(e: OSError, where: Path) -> BuildError:
+    if e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        return BuildError(
+            f"{where}: no space left for the image ({e.strerror})",
+            hint="free space there or choose another --out folder",
+        )
+    return BuildError(f"{where}: {e.strerror or e}")
+
+
+def build_image(
+    profile: Profile,
+    out_dir: Path,
+    *,
+    formats: list[str] | None = None,
+    kernel_cache: Path | None = None,
+    signer: signature.Signer | None = None,
+    python: str | None = None,
+    initrd_level: int | None = None,
+    step: Step | None = None,
+) -> BuildResult:
+    """Build ``formats`` of ``profile`` into ``out_dir``; see the module docstring for the order."""
+    from ..bootloader.initrd import DEFAULT_LEVEL, InitrdInputs, build_initrd
+    from ..bootloader.runtime import default_python
+
+    say: Step = step or (lambda _msg: None)
+    fmts = parse_formats(formats, list(profile.image.formats))
+    check_tools(fmts)
+    if out_dir.is_dir():
+        _remove_stale_work(out_dir)
+    stem = profile.artifact_stem
+    b = profile.bootloader
+    version = f"{b.branch} {b.version}-{b.release}"
+    cmdline = kernel_cmdline(profile)
+
+    say(f"repository {profile.cvmfs.repository}: reading the snapshot")
+    snap = query_snapshot(profile)
+    say(f"kernel: {profile.kernel.package or profile.kernel.vmlinuz}")
+    kernel = get_kernel(profile, kernel_cache)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        work = Path(tempfile.mkdtemp(prefix=f".build-{os.getpid()}-", dir=out_dir))
+    except OSError as e:
+        raise _disk_error(e, out_dir) from e
+    try:
+        try:
+            say("initrd: busybox, modules, Python runtime, keys")
+            keys = {p.name.removesuffix(".pub"): p for p in profile.cvmfs.public_keys}
+            initrd = build_initrd(
+                InitrdInputs(
+                    kernel=kernel,
+                    keys=keys,
+                    version=version,
+                    python=python or default_python(),
+                    level=initrd_level or DEFAULT_LEVEL,
+                ),
+                work / "initrd.img",
+            )
+            tree = work / "tree"
+            disks.stage_tree(tree, kernel.vmlinuz, initrd.path, version)
+            config = disks.boot_config(cmdline, version, b.branch)
+            meta = {
+                "ucernvm-version": f"{b.version}-{b.release}",
+                "branch": b.branch,
+                "os-repo": profile.cvmfs.repository,
+                "os-path": profile.cvmfs.path,
+                "snapshot": snap.root_hash,
+                "snapshot-revision": snap.revision,
+                "snapshot-tag": snap.tag,
+                "kernel": kernel.version,
+            }
+            made: dict[str, Path] = {}
+            if "iso" in fmts:
+                say("iso: xorriso + isolinux")
+                iso_tree = work / "iso-tree"
+                shutil.copytree(tree, iso_tree)
+                made["iso"] = work / f"{stem}.iso"
+                disks.make_iso(iso_tree, config, made["iso"], "UCERNVM")
+            if any(f != "iso" for f in fmts):
+                say("hdd: MBR + FAT + syslinux (mtools)")
+                raw = work / "raw.hdd"
+                disks.make_hdd(tree, config, raw, "UCERNVM")
+                for f in fmts:
+                    if f in disks.CONVERT:
+                        say(f"{f}: qemu-img convert")
+                        made[f] = work / f"{stem}.{f}"
+                        disks.convert(raw, f, made[f])
+                if "hdd" in fmts:
+                    made["hdd"] = work / f"{stem}.hdd"
+                    raw.rename(made["hdd"])
+            for f in ("iso", "hdd"):
+                if f in made:
+                    say(f"{f}: signature block" + (" (signed)" if signer else " (unsigned)"))
+                    trailer = signature.trailer_bytes(made[f], {**meta, "format": f}, signer)
+                    with open(made[f], "ab") as fh:
+                        fh.write(trailer)
+            artifacts: list[Artifact] = []
+            for f in fmts:
+                a = Artifact.of(made[f], f)
+                (work / f"{made[f].name}.sha256").write_text(f"{a.sha256}  {made[f].name}\n")
+                artifacts.append(a)
+            manifest = {
+                "schema": "cernvm-build/image-manifest/1",
+                "name": stem,
+                "version": version,
+                "toolkit": __version__,
+                "source_date_epoch": source_date_epoch(),
+                "profile": {"name": profile.name, "sha256": _profile_hash(profile)},
+                "repository": snap.to_json(),
+                "kernel": {**kernel.to_json(), "cmdline": cmdline},
+                "initrd": {
+                    "sha256": sha256_file(initrd.path),
+                    "size": initrd.size,
+                    "payload_size": initrd.payload_size,
+                    "members": initrd.members,
+                    **initrd.info,
+                    "keys": {k: sha256_file(p) for k, p in sorted(keys.items())},
+                },
+                "tools": _tool_versions(),
+                "signed_by": signer.certificate.subject.rfc4514_string() if signer else None,
+                "outputs": [
+                    {"name": a.path.name, "format": a.format, "sha256": a.sha256, "size": a.size}
+                    for a in artifacts
+                ],
+            }
+            manifest_name = f"{stem}.manifest.json"
+            (work / manifest_name).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+            # Whole files into place, each by rename; the manifest last says the set is complete.
+            final: list[Artifact] = []
+            for a in artifacts:
+                dest = out_dir / a.path.name
+                a.path.replace(dest)
+                (work / f"{a.path.name}.sha256").replace(out_dir / f"{a.path.name}.sha256")
+                final.append(Artifact(dest, a.format, a.sha256, a.size))
+            (work / manifest_name).replace(out_dir / manifest_name)
+            fsync_dir(out_dir)
+        except OSError as e:
+            raise _disk_error(e, out_dir) from e
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return BuildResult(
+        artifacts=final,
+        manifest=out_dir / manifest_name,
+        snapshot=snap,
+        initrd_size=initrd.size,
+        initrd_payload=initrd.payload_size,
+        kernel=kernel,
+    )
