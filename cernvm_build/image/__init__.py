@@ -1,0 +1,1 @@
+"""μCernVM boot images: kernel, formats (iso, hdd, qcow2, vmdk, vdi, vhd), signature block, the build."""
