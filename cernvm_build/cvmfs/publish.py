@@ -464,11 +464,12 @@ def _tar_path(name: str, base: str) -> str:
 
 def _scan_tar(stage: Stage, content: _Content, stream: BinaryIO, base: str, opts: _Options) -> None:
     links: list[tuple[str, str]] = []
+    where = str(getattr(stream, "name", "tar stream"))
     try:
         tar = tarfile.open(fileobj=stream, mode="r|*")  # noqa: SIM115 (closed below)
     except tarfile.TarError as e:
         raise CvmfsError(
-            f"input is not a tar archive: {e}", hint="give a (compressed) tar file or stream"
+            f"{where}: not a tar archive ({e})", hint="give a (compressed) tar file or stream"
         ) from e
     try:
         for m in tar:
@@ -524,7 +525,7 @@ def _scan_tar(stage: Stage, content: _Content, stream: BinaryIO, base: str, opts
             else:
                 opts.warnings.append(f"tar member {m.name!r}: unsupported type {m.type!r}, skipped")
     except tarfile.TarError as e:
-        raise CvmfsError(f"tar stream is damaged: {e}", hint="check the archive") from e
+        raise CvmfsError(f"{where}: tar stream is damaged ({e})", hint="check the archive") from e
     finally:
         tar.close()
     content.finish()
