@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 from datetime import datetime
 from pathlib import Path
@@ -54,6 +55,7 @@ def check(v: Values) -> None:
     path = val["cvmfs.path"]
     if isinstance(path, str) and ".." in path.split("/"):
         _fail(v, "cvmfs.path", f"'..' is not allowed in {path!r}", "give the path from the repository root")
+    _context(v)
     for name, value in (val["context"] or {}).items():
         if "\n" in value or "\r" in value:
             _fail(
@@ -65,10 +67,36 @@ def check(v: Values) -> None:
             )
 
 
-def _child_pos(v: Values, key: str, name: str) -> Pos | None:
+def _context(v: Values) -> None:
+    """Context keys must be ones the bootloader honours, with values it accepts (it ignores others)."""
+    from ..bootloader import userdata  # the bootloader owns the list of keys; stdlib-only, cheap
+
+    for name, value in (v.values["context"] or {}).items():
+        if "\n" in value or "\r" in value:
+            continue  # reported below
+        spec = userdata.SPEC.get(name)
+        pos = _child_pos(v, "context", name)
+        if spec is None:
+            pos = _child_pos(v, "context", name, at_key=True)
+            close = difflib.get_close_matches(name, list(userdata.SPEC), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            _fail(
+                v,
+                f"context.{name}",
+                f"the bootloader does not know this key{hint}",
+                f"keys it honours: {', '.join(userdata.SPEC)}",
+                pos=pos,
+            )
+        elif name not in userdata.parse(f"{userdata.BEGIN}\n{name}={value}\n{userdata.END}\n").values:
+            example = f"; e.g. {name}: {spec.example!r}" if spec.example else ""
+            _fail(v, f"context.{name}", f"invalid value {value!r}", f"{spec.help}{example}", pos=pos)
+
+
+def _child_pos(v: Values, key: str, name: str, *, at_key: bool = False) -> Pos | None:
     node = v.nodes.get(key)
     if node is not None and node.kind == "map" and name in node.value:
-        return node.value[name].pos  # type: ignore[no-any-return]
+        child = node.value[name]
+        return child.key_pos if at_key else child.pos  # type: ignore[no-any-return]
     return v.pos(key)
 
 

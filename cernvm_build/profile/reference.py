@@ -77,7 +77,8 @@ are any. Besides the types and values below, these rules hold across settings:
 - `cvmfs.public_keys` exist and are PEM public keys that parse;
 - either `kernel.package` (for `os.arch`: `-amd64` or `-arm64`), or `kernel.vmlinuz` with
   `kernel.modules` (existing file and folder);
-- `context` values are single lines (the bootloader reads user data line by line).
+- `context` keys are the ones the μCernVM bootloader honours, with values it accepts (it would
+  ignore others silently), each a single line.
 
 ## Settings
 """

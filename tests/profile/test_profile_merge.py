@@ -13,14 +13,17 @@ Write = Callable[[str, str], Path]
 
 
 def test_scalars_override_mappings_merge_lists_append(write: Write) -> None:
-    write("parent", "extends: minimal\nbootloader: {cmdline: [quiet]}\ncontext: {a: '1', b: '2'}\n")
+    write(
+        "parent",
+        "extends: minimal\nbootloader: {cmdline: [quiet]}\ncontext: {resize_rootfs: 'on', cvmfs_tag: t1}\n",
+    )
     child = write(
         "child",
         """
         extends: parent
         os: {release: 8}
         bootloader: {cmdline: [debug], release: 3}
-        context: {b: '20', c: '3'}
+        context: {cvmfs_tag: t2, cvmfs_wait_on_squid: '30'}
         """,
     )
     p = profile.load(child)
@@ -28,24 +31,24 @@ def test_scalars_override_mappings_merge_lists_append(write: Write) -> None:
     assert p.os.distribution == "AlmaLinux"  # merged from the parents' mapping
     assert p.bootloader.cmdline == ["quiet", "debug"]  # appended
     assert p.bootloader.version == "2026.11" and p.bootloader.release == 3
-    assert p.context == {"a": "1", "b": "20", "c": "3"}
+    assert p.context == {"resize_rootfs": "on", "cvmfs_tag": "t2", "cvmfs_wait_on_squid": "30"}
     assert p.extends == ["parent"]
     assert [f.name for f in p.inputs] == ["minimal.yaml", "parent.yaml", "child.yaml"]
 
 
 def test_replace_tag_replaces_lists_and_mappings(write: Write) -> None:
-    write("parent", "extends: minimal\nbootloader: {cmdline: [quiet]}\ncontext: {a: '1'}\n")
+    write("parent", "extends: minimal\nbootloader: {cmdline: [quiet]}\ncontext: {resize_rootfs: 'on'}\n")
     child = write(
         "child",
         """
         extends: parent
         bootloader: {cmdline: !replace [debug]}
-        context: !replace {b: '2'}
+        context: !replace {cvmfs_tag: t2}
         """,
     )
     p = profile.load(child)
     assert p.bootloader.cmdline == ["debug"]
-    assert p.context == {"b": "2"}
+    assert p.context == {"cvmfs_tag": "t2"}
 
 
 def test_later_parents_override_earlier_ones_and_a_shared_grandparent_counts_once(write: Write) -> None:

@@ -92,12 +92,12 @@ def test_strings_keep_their_text_and_dates_stay_strings(write: Write) -> None:
         extends: minimal
         bootloader: {version: 2026.10}
         cvmfs: {snapshot: {date: 2019-06-30T00:00:00Z}}
-        context: {resize_rootfs: on, use_boothd: 0}
+        context: {resize_rootfs: on, cvmfs_wait_on_squid: 030}
         """
     p = profile.load(write("p", text))
     assert p.bootloader.version == "2026.10"  # not the float 2026.1
     assert p.cvmfs.snapshot.date == "2019-06-30T00:00:00Z"
-    assert p.context == {"resize_rootfs": "on", "use_boothd": "0"}
+    assert p.context == {"resize_rootfs": "on", "cvmfs_wait_on_squid": "030"}
 
 
 def test_windows_line_ends_and_a_byte_order_mark_are_fine(tmp_path: Path, write: Write) -> None:
