@@ -291,7 +291,7 @@ SETTINGS: tuple[Setting, ...] = (
         "launch time overrides them.",
         default={},
         pattern=r"[A-Za-z_][A-Za-z0-9_]*",
-        pattern_help="a shell variable name (the bootloader sets `_UCONTEXT_<KEY>`)",
+        pattern_help="a user-data key the bootloader honours (`cernvm_build.bootloader.userdata`)",
         example='{resize_rootfs: "on"}',
     ),
     # -- preservation ----------------------------------------------------------------------------
