@@ -168,3 +168,20 @@ def test_diff_lists_the_settings_that_differ(capsys: pytest.CaptureFixture[str],
     assert main(["profiles", "diff", "el7", str(changed), "--exit-code", "--json"]) == 1
     out = capsys.readouterr().out
     assert json.loads(out)[0]["key"] == "cvmfs.snapshot.tag"
+
+
+def test_list_shows_an_invalid_profile_instead_of_failing_on_it(
+    capsys: pytest.CaptureFixture[str], write: Write, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write("broken", "extends: el7\nos: {release: 42}\n")
+    (tmp_path / "minimal.yaml").unlink()
+    monkeypatch.setenv("CERNVM_PROFILE_PATH", str(tmp_path))
+    assert main(["profiles", "list", "--json"]) == 3
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert "out of range" in rows["broken"]["error"] and rows["el7"]["repository"] == "cernvm-prod.cern.ch"
+
+
+def test_the_group_alone_shows_its_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["profiles"]) == 2
+    err = capsys.readouterr().err
+    assert all(c in err for c in ("list", "show", "validate", "diff", "schema", "reference"))
