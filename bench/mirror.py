@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import shutil
 import socket
 import subprocess
@@ -123,6 +124,12 @@ def index(root: Path) -> None:
     (dist / "Release").write_bytes(release.stdout)
 
 
+def cpu_seconds(own: bool) -> float:
+    """CPU time of this process (our tool runs in it) or of finished children (aws, rclone)."""
+    r = resource.getrusage(resource.RUSAGE_SELF if own else resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def empty_bucket(client: object, bucket: str) -> None:
     pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket)  # type: ignore[attr-defined]
     for page in pages:
@@ -211,9 +218,12 @@ def run(quick: bool) -> list[Result]:
 
         # The machine may be shared: run the initial upload twice, the second time in reverse order
         # on emptied buckets (and without our hash cache), and keep each tool's better time.
+        cpu: dict[str, float] = {}
         for name, fn in tools.items():
+            before = cpu_seconds(name == "ours")
             with timer() as t:
                 fn()
+            cpu[name] = cpu_seconds(name == "ours") - before
             times.setdefault(name, {})["initial"] = t["s"]
         for name in reversed(tools):
             empty_bucket(client, f"bench-{name}")
@@ -247,6 +257,8 @@ def run(quick: bool) -> list[Result]:
         ratio_row("initial upload", "initial", "aws", "<= 1.0x aws", 1.0)
         results.append(Result("mirror.apt", "initial upload", times["ours"]["initial"], "s", "rclone sync",
                               times["rclone"]["initial"]))  # fmt: skip
+        results.append(Result("mirror.apt", "initial upload client CPU", cpu["ours"], "s", "aws sync",
+                              cpu["aws"], extra={"rclone": round(cpu["rclone"], 2)}))  # fmt: skip
         ratio_row("no-change re-sync", "no-change", "aws", "<= 0.5x aws", 0.5)
         results.append(Result("mirror.apt", "no-change re-sync", times["ours"]["no-change"], "s",
                               "rclone sync", times["rclone"]["no-change"]))  # fmt: skip
