@@ -107,7 +107,8 @@ def _chain(folder: Path, depth: int) -> Path:
     )
     for i in range(1, depth + 1):
         (folder / f"p{i}.yaml").write_text(
-            f"extends: p{i - 1}\nbootloader: {{cmdline: [opt{i}=1]}}\ncontext: {{k{i}: '{{{{ name }}}}'}}\n"
+            f"extends: p{i - 1}\nbootloader: {{cmdline: [opt{i}=1]}}\n"
+            f"container: {{labels: {{k{i}: '{{{{ name }}}}'}}}}\n"
         )
     return folder / f"p{depth}.yaml"
 
