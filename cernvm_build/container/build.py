@@ -159,7 +159,13 @@ def build(req: BuildRequest, progress: Progress | None = None) -> BuildResult:
                 scaffold(tmp, spec, mtime=spec.created)
                 tmp.chmod(0o755)
             res.artifacts.append(
-                Artifact(path=sandbox, format="apptainer", sha256="", size=m.bytes, meta={"files": m.files})
+                Artifact(
+                    path=sandbox,
+                    format="apptainer",
+                    sha256=m.tree_sha256,
+                    size=m.bytes,
+                    meta={"files": m.files, "sha256_of": "canonical listing of the tree"},
+                )
             )
     finally:
         clear(work)

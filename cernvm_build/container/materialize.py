@@ -8,6 +8,7 @@ Directory modes and mtimes are applied after their children are written.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -28,6 +29,9 @@ class MaterializeResult:
     files: int = 0
     bytes: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    #: SHA-256 over a canonical listing of what was written (path, type, mode, owner, content hash
+    #: or link target, hard-link first path): a directory's stand-in for a file hash
+    tree_sha256: str = ""
 
 
 def materialize(
@@ -42,6 +46,12 @@ def materialize(
     res = MaterializeResult()
     first_of_link: dict[object, Path] = {}
     dirs: list[tuple[Path, Entry]] = []
+    listing = hashlib.sha256()
+
+    def record(entry: Entry, what: str) -> None:
+        line = f"{entry.path}\0{entry.kind}\0{entry.mode:o}\0{entry.uid}:{entry.gid}\0{what}\n"
+        listing.update(line.encode("utf-8", "surrogateescape"))
+
     for entry in source.entries():
         reason = skip_reason(entry)
         if reason is None and entry.kind in (CHAR, BLOCK) and not as_root:
@@ -54,32 +64,41 @@ def materialize(
         if entry.kind == DIR:
             target.mkdir(mode=0o700)
             dirs.append((target, entry))
+            record(entry, "")
             continue
         if entry.kind == FILE:
             linked = first_of_link.get(entry.link_id) if entry.link_id is not None else None
             if linked is not None:
                 os.link(linked, target)
+                record(entry, "link " + linked.relative_to(dest).as_posix())
                 continue
+            h = hashlib.sha256()
             with source.open(entry) as src, open(target, "wb") as out:
                 while block := src.read(_COPY):
                     out.write(block)
+                    h.update(block)
                     if progress is not None:
                         progress(len(block))
+            record(entry, h.hexdigest())
             res.files += 1
             res.bytes += entry.size
             if entry.link_id is not None:
                 first_of_link[entry.link_id] = target
         elif entry.kind == SYMLINK:
             os.symlink(entry.target, target)
+            record(entry, entry.target)
         elif entry.kind == FIFO:
             os.mkfifo(target)
+            record(entry, "")
         else:
             kind = 0o020000 if entry.kind == CHAR else 0o060000
             os.mknod(target, kind | 0o600, os.makedev(*entry.rdev))
+            record(entry, f"{entry.rdev[0]},{entry.rdev[1]}")
         _apply(target, entry, mtime, as_root, res)
     # deepest first, so setting a directory's mtime is not undone by writing into it
     for target, entry in reversed(dirs):
         _apply(target, entry, mtime, as_root, res)
+    res.tree_sha256 = listing.hexdigest()
     return res
 
 

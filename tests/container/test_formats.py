@@ -205,3 +205,14 @@ def test_podman_loads_both_archives_file_for_file(built: tuple[Path, Path], tmp_
     finally:
         subprocess.run([*podman, "system", "reset", "--force"], capture_output=True)
         shutil.rmtree(runroot, ignore_errors=True)
+
+
+def test_sandbox_artifact_hash_follows_the_tree(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "tree", fifo=False)
+    hashes = []
+    for run in ("a", "b", "c"):
+        if run == "c":
+            (tree / "etc" / "empty.conf").write_text("changed")
+        res = build(BuildRequest(LocalTree(tree), SPEC, ["apptainer"], tmp_path / run, "s"))
+        hashes.append(res.artifacts[0].sha256)
+    assert len(hashes[0]) == 64 and hashes[0] == hashes[1] != hashes[2]
