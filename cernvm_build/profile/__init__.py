@@ -106,7 +106,7 @@ def check(name_or_path: str | Path, search_path: Sequence[Path] | None = None) -
             errors: list[ProfileError] = []
             for key, node in convert.leaves(tree, errors).items():
                 convert.convert_one(settings.BY_KEY[key], node, errors)
-            outcome.errors = errors
+            outcome.errors = errors + template.syntax_errors(tree)
             return outcome
         name_node = tree.value.get("name")
         name = name_node.value if name_node is not None and isinstance(name_node.value, str) else path.stem

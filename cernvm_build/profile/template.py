@@ -95,6 +95,24 @@ def _scalars(node: Node, key: str) -> list[tuple[Node, str]]:
     return [(node, key)]
 
 
+def syntax_errors(tree: Node) -> list[ProfileError]:
+    """Templates that do not parse (for abstract profiles, which are never rendered on their own)."""
+    errors: list[ProfileError] = []
+    for node, key in _scalars(tree, ""):
+        if _is_template(node.value):
+            try:
+                _compile(node.value)
+            except jinja2.TemplateSyntaxError as e:
+                errors.append(
+                    ProfileError(
+                        f"template syntax error: {e.message}",
+                        where=location(node.pos, key),
+                        hint="templates are jinja2 expressions like '{{ os.release }}'",
+                    )
+                )
+    return errors
+
+
 def render(tree: Node, name: str) -> None:
     """Render every templated string of ``tree`` in place (the merged tree is private to one load)."""
     targets = [(n, k, n.value) for n, k in _scalars(tree, "") if _is_template(n.value)]

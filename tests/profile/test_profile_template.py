@@ -61,3 +61,9 @@ def test_runaway_templates_are_stopped(write: Write, expression: str) -> None:
         profile.load(path)
     small = write("q", "extends: minimal\ndescription: \"{{ '=' * 10 }}{{ 2 ** 10 }}\"\n")
     assert profile.load(small).description == "=" * 10 + "1024"
+
+
+def test_template_syntax_is_checked_in_abstract_profiles_too(write: Write) -> None:
+    path = write("block", "abstract: true\ndescription: '{{ os.release }'\n")
+    errors = profile.check(path).errors
+    assert len(errors) == 1 and "block.yaml:2:14: description: template syntax error" in str(errors[0])
