@@ -20,9 +20,10 @@ from cernvm_build.errors import BuildError, CvmfsError
 
 from .trees import describe
 
-FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "cvmfs" / "fixture.cernvm.test"
-if not FIXTURE.is_dir():  # CI lays shared/ beside the clone; a session has it at /work/shared
-    FIXTURE = Path("/work/shared/fixtures/cvmfs/fixture.cernvm.test")
+# the repository written by the real server tools, as the reader's tests keep it in the project
+FIXTURE = Path(__file__).resolve().parents[1] / "cvmfs" / "data" / "fixture.cernvm.test"
+if not FIXTURE.is_dir():
+    FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "cvmfs" / "fixture.cernvm.test"
 KEY = FIXTURE / "keys" / "fixture.cernvm.test.pub"
 
 PROFILE = """\
