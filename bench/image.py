@@ -40,7 +40,8 @@ def _limit(prof: profile.Profile, work: Path, level: int) -> tuple[float, int, i
     """Seconds for zstd on the initrd payload + xorriso on the boot tree; payload and initrd sizes."""
     kernel = get_kernel(prof, None)
     keys = {p.name.removesuffix(".pub"): p for p in prof.cvmfs.public_keys}
-    tree, _ = assemble(InitrdInputs(kernel=kernel, keys=keys, version="bench", level=level), work / "asm")
+    work.mkdir(parents=True, exist_ok=True)
+    tree, _ = assemble(InitrdInputs(kernel=kernel, keys=keys, version="bench", level=level))
     buf = io.BytesIO()
     write_newc(tree.members.values(), buf, source_date_epoch())
     payload = buf.getvalue()
@@ -111,12 +112,19 @@ def run(quick: bool) -> list[Result]:
             )
             get_kernel(prof, None)  # warm caches: kernel and initrd runtime (not timed)
             cached_runtime()
-            with timer() as t_build:
-                res = build_image(prof, work / "out", formats=["iso"], initrd_level=level)
-            limit, payload, _packed = _limit(prof, work, level)
+            # Alternate build and limit, best of N: the machine is shared, so single runs are noisy.
+            builds, limits = [], []
+            for i in range(1 if quick else 2):
+                shutil.rmtree(work / "out", ignore_errors=True)
+                with timer() as t_build:
+                    res = build_image(prof, work / "out", formats=["iso"], initrd_level=level)
+                builds.append(t_build["s"])
+                limit, payload, _packed = _limit(prof, work / f"limit{i}", level)
+                limits.append(limit)
+            best, ref = min(builds), min(limits)
             results.append(
-                Result(B, "build demo iso (warm cache)", t_build["s"], "s", f"zstd -{level} + xorriso", limit,
-                       "<= 1.5x limit", t_build["s"] <= 1.5 * limit)
+                Result(B, "build demo iso (warm cache)", best, "s", f"zstd -{level} + xorriso", ref,
+                       "<= 1.5x limit", best <= 1.5 * ref, extra={"runs": len(builds)})
             )  # fmt: skip
             results.append(
                 Result(B, "initrd size", res.initrd_size / 1e6, "MB", extra={"unpacked_MB": payload / 1e6})

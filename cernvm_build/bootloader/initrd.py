@@ -6,7 +6,6 @@ compressed with zstd (or xz).
 from __future__ import annotations
 
 import io
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,8 +74,8 @@ def _busybox(tree: Tree) -> str:
     return _tool_version("busybox-static")
 
 
-def assemble(inputs: InitrdInputs, workdir: Path) -> tuple[Tree, dict[str, Any]]:
-    """The initrd's members (and what went in, for the manifest), using ``workdir`` for the runtime."""
+def assemble(inputs: InitrdInputs) -> tuple[Tree, dict[str, Any]]:
+    """The initrd's members (and what went in, for the manifest); the runtime comes from its cache."""
     tree = Tree()
     for d in ("dev", "proc", "sys", "run", "tmp", "root", "mnt", "etc/cvmfs/keys", "usr/share/udhcpc"):
         tree.dir(d)
@@ -131,10 +130,9 @@ def build_initrd(inputs: InitrdInputs, dest: Path) -> Initrd:
         raise BuildError(
             f"unknown initrd compression '{inputs.compression}'", hint=f"use one of {', '.join(COMPRESSORS)}"
         )
-    with tempfile.TemporaryDirectory(prefix="initrd-") as tmp:
-        tree, info = assemble(inputs, Path(tmp))
-        buf = io.BytesIO()
-        payload = write_newc(tree.members.values(), buf, source_date_epoch())
+    tree, info = assemble(inputs)
+    buf = io.BytesIO()
+    payload = write_newc(tree.members.values(), buf, source_date_epoch())
     packed = compress(buf.getvalue(), inputs.compression, inputs.level)
     atomic_write(dest, packed)
     info["compression"] = f"{inputs.compression} -{inputs.level}"

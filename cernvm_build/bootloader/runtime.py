@@ -147,6 +147,7 @@ class Runtime:
     version: str  # "3.11"
     modules: list[str] = field(default_factory=list)
     libraries: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)  # our own .py files in it (mfusepy too)
 
 
 def default_python() -> str:
@@ -183,18 +184,29 @@ def fuse_library() -> Path:
 
 
 def _cache_key(python: str, entries: tuple[str, ...]) -> str:
-    """What the runtime depends on: the interpreter, our sources, mfusepy and the installed packages
-    (``/var/lib/dpkg/status`` changes whenever a library could have)."""
+    """What the runtime depends on besides our own sources (checked one by one, see ``cached_runtime``):
+    the interpreter and the installed packages (``/var/lib/dpkg/status`` changes whenever a library could)."""
     h = hashlib.sha256(json.dumps([python, entries, EXTRA_MODULES, EXCLUDE, _COMPILE, _IMPORT]).encode())
     exe = Path(python).resolve()
     st = exe.stat()
     h.update(f"{exe}:{st.st_size}:{st.st_mtime_ns}".encode())
-    for f in [*sorted((PROJECT_ROOT / "cernvm_build").rglob("*.py")), _mfusepy_file(), Path(__file__)]:
-        h.update(str(f.relative_to(f.parent.parent)).encode() + b"\0" + f.read_bytes())
+    h.update(Path(__file__).read_bytes())
     dpkg = Path("/var/lib/dpkg/status")
     if dpkg.exists():
         h.update(str(dpkg.stat().st_mtime_ns).encode())
     return h.hexdigest()[:24]
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _still_valid(info: Path) -> bool:
+    try:
+        sources: dict[str, str] = json.loads(info.read_text())["sources"]
+        return all(_sha256(Path(p)) == h for p, h in sources.items())
+    except (OSError, ValueError, KeyError):
+        return False
 
 
 def cached_runtime(
@@ -206,19 +218,19 @@ def cached_runtime(
         raise BuildError(f"{python}: interpreter not found", hint="pass an existing python3")
     root = (cache or cache_dir("initrd-runtime")) / _cache_key(python, entries)
     info = root / "runtime.json"
-    if not info.exists():
+    if not _still_valid(info):
         with atomic_dir(root) as tmp:
             rt = build_runtime(tmp / "rt", python=python, entries=entries)
-            (tmp / "runtime.json").write_text(
-                json.dumps(
-                    {
-                        "python": rt.python,
-                        "version": rt.version,
-                        "modules": rt.modules,
-                        "libraries": rt.libraries,
-                    }
-                )
-            )
+            doc = {
+                "python": rt.python,
+                "version": rt.version,
+                "modules": rt.modules,
+                "libraries": rt.libraries,
+                # Our files that went in: the cache holds while none of them changes (an import can
+                # only be added by changing one of them).
+                "sources": {s: _sha256(Path(s)) for s in rt.sources},
+            }
+            (tmp / "runtime.json").write_text(json.dumps(doc, indent=1))
     d = json.loads(info.read_text())
     return Runtime(
         root=root / "rt",
@@ -226,6 +238,7 @@ def cached_runtime(
         version=d["version"],
         modules=d["modules"],
         libraries=d["libraries"],
+        sources=sorted(d["sources"]),
     )
 
 
@@ -280,4 +293,9 @@ def build_runtime(
         version=info["v"],
         modules=sorted(mods),
         libraries=sorted(p.name for p in libs),
+        sources=sorted(
+            str(_mfusepy_file() if f.name == "mfusepy.py" else f)
+            for _, f in mods.values()
+            if (f.suffix == ".py" and (PROJECT_ROOT / "cernvm_build") in f.parents) or f.name == "mfusepy.py"
+        ),
     )
