@@ -176,7 +176,9 @@ def _profile_hash(profile: Profile) -> str:
 
 
 def _tool_versions() -> dict[str, str]:
+    # The build tools, and the Debian packages the initrd copies files from (interpreter, stdlib, libfuse).
     pkgs = ["xorriso", "syslinux", "isolinux", "mtools", "qemu-utils", "zstd", "busybox-static", "e2fsprogs"]
+    pkgs += ["python3.11-minimal", "libpython3.11-minimal", "libpython3.11-stdlib", "libfuse3-3", "libc6"]
     proc = run(["dpkg-query", "-W", "-f", "${Package} ${Version}\n", *pkgs], check=False)
     return dict(line.split(" ", 1) for line in proc.stdout.decode().splitlines() if " " in line)
 
