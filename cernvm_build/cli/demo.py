@@ -1,24 +1,33 @@
-"""``cernvm-build demo``: what ``make run`` calls.
+"""``cernvm-build demo``: what ``make run`` calls — the whole flow on the embedded demo repository.
 
-For now it shows the resolved demo profile and the plan of what will be built from it; the release
-area grows it into the whole flow (publish the demo repository, serve it, build, boot).
+The flow itself is ``cernvm_build.demo.flow``; ``--plan`` only shows the resolved profile and what it
+would build.
 """
 
 from __future__ import annotations
 
 import argparse
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from .. import profile
 from .app import Output, subparser
 
 DESCRIPTION = """\
-The whole flow on a local demo repository, without the internet.
+The whole flow on a local demo repository, without the internet: publish the demo OS into the
+CernVM-FS repository demo.cernvm.test, serve it on 127.0.0.1, build the demo release (μCernVM
+images, reference container, SHA256SUMS, index) and verify it, boot the image with cernvm-launch
+(TCG when KVM is unusable), run a command over SSH, and stop everything it started.
 
-  cernvm-build demo                     the demo profile and the plan of what it builds
-  cernvm-build demo --json              the same, for scripts
-  cernvm-build demo --profile el9       the plan for another profile"""
+  cernvm-build demo                     the whole flow (what 'make run' does)
+  cernvm-build demo --no-boot           publish, serve and build, but boot nothing
+  cernvm-build demo --json              the run's steps, timings and locations, for scripts
+  cernvm-build demo --plan              only the resolved profile and what it would build
+  cernvm-build demo --plan --profile el9   the plan for another profile
+
+A second run reuses the caches (packages, kernel, the published snapshot, a verified release built
+from the same snapshot) and prints its timings next to the previous run's."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +60,8 @@ def plan(p: profile.Profile) -> list[Step]:
 
 
 def cmd_demo(args: argparse.Namespace, out: Output) -> int:
+    if not args.plan:
+        return _run(args, out)
     p = profile.load(args.profile)
     steps = plan(p)
     data: dict[str, Any] = {"profile": p.to_dict(), "plan": [asdict(s) for s in steps]}
@@ -94,4 +105,38 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         json=True,
         handler=cmd_demo,
     )
-    p.add_argument("--profile", default="demo", metavar="NAME", help="profile to use (default: demo)")
+    p.add_argument(
+        "--plan", action="store_true", help="show the profile and what it would build; run nothing"
+    )
+    p.add_argument("--profile", default="demo", metavar="NAME", help="profile for --plan (default: demo)")
+    p.add_argument(
+        "--out", type=Path, default=Path("build/demo"), help="output folder (default: %(default)s)"
+    )
+    p.add_argument("--port", type=int, default=8000, help="port for the repository server (default: 8000)")
+    p.add_argument("--no-boot", action="store_true", help="build and verify, but boot no VM")
+    p.add_argument("--version", default="", help="release version (default: this month's YYYY.MM-1)")
+
+
+def _run(args: argparse.Namespace, out: Output) -> int:
+    from ..demo.flow import DemoOptions, run_demo
+
+    opts = DemoOptions(out=args.out.resolve(), port=args.port, boot=not args.no_boot, version=args.version)
+    run = run_demo(opts, out.info)
+
+    def render(_: Any) -> None:
+        rows = []
+        for s in run.steps:
+            before = run.previous.get(s.name)
+            rows.append([s.name, f"{s.seconds:.1f}", "-" if before is None else f"{before:.1f}", s.detail])
+        before_total = run.previous.get("total")
+        rows.append(["total", f"{run.total:.1f}", "-" if before_total is None else f"{before_total:.1f}", ""])
+        out.table(["step", "seconds", "previous run", "what happened"], rows, title="cernvm-build demo")
+        if run.accelerator:
+            out.print(f"accelerator: {run.accelerator}")
+        for what, where in run.locations.items():
+            out.print(f"{what:>15}: {where}")
+        if run.os_release:
+            out.print("\nthe guest's /etc/os-release over SSH:\n" + run.os_release.rstrip(), markup=False)
+
+    out.data(run.to_json(), render)
+    return 0

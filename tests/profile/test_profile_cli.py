@@ -13,6 +13,7 @@ import pytest
 from cernvm_build import profile
 from cernvm_build.cli.main import main
 from cernvm_build.paths import PROJECT_ROOT
+from cernvm_build.profile.yamlnodes import display
 
 Write = Callable[[str, str], Path]
 
@@ -106,7 +107,7 @@ def test_reference_output_file_is_written(tmp_path: Path) -> None:
 
 
 def test_demo_shows_the_profile_and_the_plan(capsys: pytest.CaptureFixture[str]) -> None:
-    data = run_json(capsys, "demo", "--json")
+    data = run_json(capsys, "demo", "--plan", "--json")
     assert isinstance(data, dict)
     assert data["profile"]["cvmfs"]["repository"] == "demo.cernvm.test"
     outputs = [s["output"] for s in data["plan"]]
@@ -127,7 +128,7 @@ def test_help_teaches_on_every_level(capsys: pytest.CaptureFixture[str], argv: l
 
 def test_the_installed_command_runs_the_demo() -> None:
     exe = Path(sys.executable).parent / "cernvm-build"
-    res = subprocess.run([str(exe), "demo"], capture_output=True, text=True, timeout=60)
+    res = subprocess.run([str(exe), "demo", "--plan"], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     assert "demo.cernvm.test" in res.stdout and "plan" in res.stdout
 
@@ -136,8 +137,9 @@ def test_show_origins_names_the_file_behind_each_value(capsys: pytest.CaptureFix
     rows = run_json(capsys, "profiles", "show", "el4", "--origins", "--json")
     assert isinstance(rows, list)
     by_key = {r["key"]: r for r in rows}
-    assert by_key["os.release"]["from"].startswith("profiles/el4.yaml:")
-    assert by_key["bootloader.cmdline"]["from"].startswith("profiles/preserved.yaml:")
+    shipped = display(PROJECT_ROOT / "profiles")
+    assert by_key["os.release"]["from"].startswith(f"{shipped}/el4.yaml:")
+    assert by_key["bootloader.cmdline"]["from"].startswith(f"{shipped}/preserved.yaml:")
     assert by_key["bootloader.cmdline"]["value"] == ["vsyscall=emulate"]
     assert by_key["cvmfs.snapshot.date"]["from"] == "default"
 

@@ -1,0 +1,216 @@
+"""The whole mission on one machine: what ``make run`` does (through ``cernvm-build demo``).
+
+publish the demo OS into the local repository → serve it on 127.0.0.1 → build the demo release
+(μCernVM images + reference container, signed sums, index) and verify it → boot the image with
+``cernvm-launch`` (TCG when KVM is unusable) → run a command over SSH → stop everything it started.
+
+Each step is timed; the timings of the previous run are kept so a second run can show what the caches
+saved. Steps report through ``say`` and never print.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import CernVMError, LaunchError
+from ..paths import cache_dir
+from ..profile import Profile, load
+
+Say = Callable[[str], None]
+INSTANCE = "cernvm-demo"
+
+
+@dataclass
+class StepResult:
+    name: str
+    seconds: float
+    detail: str
+
+
+@dataclass
+class DemoRun:
+    steps: list[StepResult] = field(default_factory=list)
+    previous: dict[str, float] = field(default_factory=dict)
+    locations: dict[str, str] = field(default_factory=dict)
+    os_release: str = ""
+    accelerator: str = ""
+
+    @property
+    def total(self) -> float:
+        return sum(s.seconds for s in self.steps)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "steps": [
+                dataclasses.asdict(s) | {"previous_seconds": self.previous.get(s.name)} for s in self.steps
+            ],
+            "total_seconds": round(self.total, 1),
+            "previous_total_seconds": self.previous.get("total"),
+            "locations": self.locations,
+            "guest_os_release": self.os_release,
+            "accelerator": self.accelerator,
+        }
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    out: Path
+    port: int = 8000
+    boot: bool = True
+    version: str = ""  # default: this month's YYYY.MM-1
+    boot_timeout: int = 900
+
+
+@contextmanager
+def _timed(run: DemoRun, name: str, say: Say) -> Iterator[dict[str, str]]:
+    box = {"detail": ""}
+    say(f"{name} …")
+    start = time.monotonic()
+    yield box
+    seconds = time.monotonic() - start
+    run.steps.append(StepResult(name, round(seconds, 1), box["detail"]))
+    say(f"{name}: {box['detail']} ({seconds:.1f} s)")
+
+
+def demo_profile(port: int) -> Profile:
+    """The ``demo`` profile, serving on ``port`` (the shipped profile says 8000)."""
+    prof = load("demo")
+    if port == 8000:
+        return prof
+    servers = [f"http://127.0.0.1:{port}/cvmfs/@fqrn@"]
+    return dataclasses.replace(prof, cvmfs=dataclasses.replace(prof.cvmfs, servers=servers))
+
+
+def _launch(*args: str, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
+    exe = Path(sys.executable).with_name("cernvm-launch")
+    cmd = [str(exe), *args] if exe.exists() else [sys.executable, "-m", "cernvm_build.cli.launch", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def _reuse_release(release_dir: Path, prof: Profile, root_hash: str) -> bool:
+    """An earlier demo release is reused when it verifies and was cut from the same snapshot and recipe."""
+    from ..release import index as idx
+    from ..release.build import for_release, profile_hash
+    from ..release.verify import verify
+
+    try:
+        release = idx.load(release_dir / "index.json")
+    except CernVMError:
+        return False
+    rec = next((p for p in release.profiles if p.name == prof.name), None)
+    return (
+        rec is not None
+        and rec.snapshot.root_hash == root_hash
+        and rec.profile_sha256 == profile_hash(for_release(prof, release.version))
+        and verify(release_dir / "index.json").ok
+    )
+
+
+def run_demo(opts: DemoOptions, say: Say) -> DemoRun:
+    from ..cvmfs.serve import serve
+    from ..demo.repository import publish_demo
+    from ..release.build import ReleaseOptions, build_release
+
+    state = cache_dir("demo") / "last-run.json"
+    run = DemoRun()
+    try:
+        run.previous = json.loads(state.read_text())
+    except (OSError, ValueError):
+        run.previous = {}
+    version = opts.version or time.strftime("%Y.%m-1", time.gmtime())
+    prof = demo_profile(opts.port)
+    with ExitStack() as stack:
+        with _timed(run, "publish demo OS", say) as box:
+            repo = publish_demo()
+            box["detail"] = (
+                f"{repo.fqrn} revision {repo.revision}, tag {repo.tag}, {repo.objects_written} new objects"
+            )
+        run.locations["repository"] = str(repo.stratum)
+        with _timed(run, "serve repository", say) as box:
+            try:
+                server = stack.enter_context(serve(repo.root, port=opts.port))
+            except OSError as e:
+                raise CernVMError(
+                    f"cannot serve the demo repository on 127.0.0.1:{opts.port}: {e.strerror}",
+                    hint="free that port or pass --port N",
+                ) from None
+            box["detail"] = f"{server.url}/cvmfs/{repo.fqrn}"
+        run.locations["repository_url"] = f"{server.url}/cvmfs/{repo.fqrn}"
+        releases = opts.out / "releases"
+        release_dir = releases / version
+        with _timed(run, "build release", say) as box:
+            if release_dir.exists() and _reuse_release(release_dir, prof, repo.root_hash):
+                box["detail"] = f"{version} already built from this snapshot (verified, reused)"
+            else:
+                shutil.rmtree(release_dir, ignore_errors=True)
+                release, release_dir = build_release(
+                    ReleaseOptions(version=version, profiles=(prof,), out=releases),
+                    lambda p, m: say(f"  {p}: {m}"),
+                )
+                box["detail"] = f"{version}: {len(release.artifacts)} artifacts"
+        run.locations["release"] = str(release_dir)
+        image = next(release_dir.glob("images/*/*.iso"))
+        run.locations["image"] = str(image)
+        run.locations["container"] = str(next(release_dir.glob("containers/*/*.oci.tar"), ""))
+        if opts.boot:
+            _boot(run, image, opts, say, stack)
+    run_state = {s.name: s.seconds for s in run.steps} | {"total": round(run.total, 1)}
+    state.write_text(json.dumps(run_state))
+    return run
+
+
+def _boot(run: DemoRun, image: Path, opts: DemoOptions, say: Say, stack: ExitStack) -> None:
+    from .. import accel
+    from ..launch import daemon
+
+    run.accelerator = f"{(acc := accel.detect()).name} ({acc.reason})"
+    say(f"accelerator: {run.accelerator}")
+    started = daemon.ensure()
+    stack.callback(daemon.stop, started)
+    _launch("destroy", "--force", INSTANCE)  # a leftover from an interrupted run
+    stack.callback(lambda: _launch("destroy", "--force", INSTANCE))
+    with _timed(run, "boot + ssh ready", say) as box:
+        proc = _launch(
+            "create", "--yes", "--name", INSTANCE, "--image", str(image), "--memory", "1024",
+            "--disk", "2000", "--cvmfs-server", f"10.0.2.2:{opts.port}", "--timeout", str(opts.boot_timeout),
+        )  # fmt: skip
+        if proc.returncode != 0:
+            raise LaunchError(
+                f"cernvm-launch create failed: {_last_line(proc)}",
+                hint="see 'cernvm-launch console cernvm-demo --log'",
+            )
+        box["detail"] = f"instance {INSTANCE} answers on SSH"
+    with _timed(run, "ssh command", say) as box:
+        proc = _launch("ssh", INSTANCE, "--", "cat", "/etc/os-release", timeout=120)
+        if proc.returncode != 0:
+            raise LaunchError(f"cernvm-launch ssh failed: {_last_line(proc)}")
+        run.os_release = proc.stdout
+        pretty = next(
+            (
+                ln.split("=", 1)[1].strip('"')
+                for ln in proc.stdout.splitlines()
+                if ln.startswith("PRETTY_NAME=")
+            ),
+            "?",
+        )
+        box["detail"] = f"guest says: {pretty}"
+    with _timed(run, "destroy", say) as box:
+        proc = _launch("destroy", "--force", INSTANCE)
+        box["detail"] = (
+            "instance, disks, context ISO and keys removed" if proc.returncode == 0 else _last_line(proc)
+        )
+
+
+def _last_line(proc: subprocess.CompletedProcess[str]) -> str:
+    lines = (proc.stderr or proc.stdout or "").strip().splitlines()
+    return lines[-1] if lines else f"exit status {proc.returncode}"
