@@ -76,6 +76,12 @@ def resolve(spec: str) -> tuple[str, str, str, str]:
     return rec["Package"], rec["Version"], rec.get("Architecture", "amd64"), rec["SHA256"]
 
 
+def resolve_many(specs: list[str] | tuple[str, ...]) -> list[tuple[str, str, str, str]]:
+    """``resolve`` for several specs with one apt index look-up."""
+    _index_records(tuple(specs))
+    return [resolve(s) for s in specs]
+
+
 def fetch_many(specs: list[str] | tuple[str, ...], cache: Path) -> list[DebPackage]:
     """``fetch`` for several packages, resolving them with one apt index look-up."""
     _index_records(tuple(specs))  # warms the cache that fetch() reads

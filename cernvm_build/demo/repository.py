@@ -65,8 +65,8 @@ def _inputs_digest(release: str, tag: str, extra_files: dict[str, str]) -> str:
     from .os_tree import PACKAGES, ROOTFS
 
     h = hashlib.sha256(f"{release}\0{tag}\0".encode())
-    for spec in PACKAGES:
-        h.update(debpkg.resolve(spec)[3].encode())
+    for _name, _version, _arch, sha256 in debpkg.resolve_many(PACKAGES):
+        h.update(sha256.encode())
     for path in sorted(ROOTFS.rglob("*")):
         if path.is_file():
             h.update(str(path.relative_to(ROOTFS)).encode() + b"\0" + path.read_bytes())
