@@ -1,7 +1,8 @@
 """The corpus of broken profiles: each gives its one precise error, in the API and in the real CLI.
 
 Each file in broken/ starts with ``# expect: <file>:<line>:<col>: <key>: <text>``: the first error must
-start with that location (file relative to broken/ or to the project) and key, and contain the text.
+start with that location (file in broken/ or in profiles/) and key, and contain the text, in which
+``{broken}`` and ``{profiles}`` stand for those folders.
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ def expectation(path: Path) -> tuple[str, str, str]:
     m = EXPECT.fullmatch(path.read_text().splitlines()[0])
     assert m, f"{path.name}: first line must be '# expect: file:line:col: key: text'"
     file = BROKEN / m["file"] if (BROKEN / m["file"]).exists() else PROJECT_ROOT / "profiles" / m["file"]
-    return f"{display(file)}:{m['line']}:{m['col']}", m["key"], m["text"]
+    # {broken} and {profiles} stand for those folders as messages show them (relative to the cwd)
+    text = m["text"].replace("{broken}", display(BROKEN))
+    text = text.replace("{profiles}", display(PROJECT_ROOT / "profiles"))
+    return f"{display(file)}:{m['line']}:{m['col']}", m["key"], text
 
 
 def test_the_corpus_is_large_enough() -> None:
