@@ -47,11 +47,14 @@ def _write_file(repo: Repository, e: DirEntry, path: str, as_root: bool) -> int:
     """Contents and metadata through one descriptor (no path look-ups, no buffered file object)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
+        # Chunk-aligned pieces: each comes out of the store without a copy.
+        if e.is_chunked:
+            pieces = [(c.offset, c.size) for c in e.chunks]
+        else:
+            pieces = [(off, PIECE) for off in range(0, e.size, PIECE)]
         pos = 0
-        while pos < e.size:
-            data = repo.read(e, pos, PIECE)
-            if not data:
-                break
+        for off, size in pieces:
+            data = repo.read(e, off, size)
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
