@@ -64,7 +64,8 @@ def cmd_demo(args: argparse.Namespace, out: Output) -> int:
         return _run(args, out)
     p = profile.load(args.profile)
     steps = plan(p)
-    data: dict[str, Any] = {"profile": p.to_dict(), "plan": [asdict(s) for s in steps]}
+    commands = [f"cernvm-build image {p.name}", f"cernvm-build container {p.name}"]
+    data: dict[str, Any] = {"profile": p.to_dict(), "plan": [asdict(s) for s in steps], "commands": commands}
 
     snap = p.cvmfs.snapshot
 
@@ -91,6 +92,9 @@ def cmd_demo(args: argparse.Namespace, out: Output) -> int:
         out.print("[bold]plan[/bold]")
         for s in steps:
             out.print(f"  {s.stage:<11} {s.action}\n  {'':<11} -> {s.output}", markup=False)
+        out.print("[bold]stage by stage[/bold]")
+        for c in commands:
+            out.print(f"  {c}", markup=False)
 
     out.data(data, render)
     return 0
