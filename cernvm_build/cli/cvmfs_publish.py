@@ -1,21 +1,26 @@
-"""``cernvm-build cvmfs keygen | create | publish | resign | tag add | tag remove``: the publisher."""
+"""``cernvm-build cvmfs keygen | create | publish | resign | tag add | tag remove``: the publisher.
+
+Handlers import the publisher when they run: it needs 'cryptography', which the reading commands (and
+``--help``) can do without.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..cvmfs import manifest as mf
-from ..cvmfs import publish as pub
-from ..cvmfs.chunking import ChunkingSettings
-from ..cvmfs.keys import generate_keys, keys_exist, load_keys
 from ..errors import CvmfsError, UsageError
 from .app import Output, subparser
 
+if TYPE_CHECKING:
+    from ..cvmfs import publish as pub
+
 
 def _fqrn(stratum: Path, given: str | None) -> str:
+    from ..cvmfs import manifest as mf
+
     if given:
         return given
     path = stratum / ".cvmfspublished"
@@ -58,6 +63,8 @@ def _show(out: Output, title: str, d: dict[str, Any]) -> None:
 
 
 def cmd_keygen(args: argparse.Namespace, out: Output) -> int:
+    from ..cvmfs.keys import generate_keys, keys_exist
+
     if keys_exist(args.out, args.fqrn) and not args.force:
         raise CvmfsError(
             f"{args.out}: keys for {args.fqrn} already exist",
@@ -77,6 +84,9 @@ def cmd_keygen(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_create(args: argparse.Namespace, out: Output) -> int:
+    from ..cvmfs import publish as pub
+    from ..cvmfs.keys import load_keys
+
     keys = load_keys(args.keys, args.fqrn)
     r = pub.create_repository(args.stratum, args.fqrn, keys, whitelist_days=args.whitelist_days)
     _show(out, f"created {args.fqrn} in {args.stratum}", _result(r))
@@ -84,6 +94,10 @@ def cmd_create(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_publish(args: argparse.Namespace, out: Output) -> int:
+    from ..cvmfs import publish as pub
+    from ..cvmfs.chunking import ChunkingSettings
+    from ..cvmfs.keys import load_keys
+
     fqrn = _fqrn(args.stratum, args.fqrn)
     keys = load_keys(args.keys, fqrn)
     chunking = ChunkingSettings(enabled=False) if args.no_chunking else None
@@ -121,6 +135,9 @@ def cmd_publish(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_resign(args: argparse.Namespace, out: Output) -> int:
+    from ..cvmfs import publish as pub
+    from ..cvmfs.keys import load_keys
+
     fqrn = _fqrn(args.stratum, args.fqrn)
     keys = load_keys(args.keys, fqrn)
     path = pub.resign_whitelist(args.stratum, fqrn, keys, days=args.days)
@@ -132,6 +149,9 @@ def cmd_resign(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_tag_add(args: argparse.Namespace, out: Output) -> int:
+    from ..cvmfs import publish as pub
+    from ..cvmfs.keys import load_keys
+
     fqrn = _fqrn(args.stratum, args.fqrn)
     keys = load_keys(args.keys, fqrn)
     t = pub.add_tag(args.stratum, fqrn, keys, args.name, args.root_hash, args.description)
@@ -141,6 +161,9 @@ def cmd_tag_add(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_tag_remove(args: argparse.Namespace, out: Output) -> int:
+    from ..cvmfs import publish as pub
+    from ..cvmfs.keys import load_keys
+
     fqrn = _fqrn(args.stratum, args.fqrn)
     keys = load_keys(args.keys, fqrn)
     pub.remove_tag(args.stratum, fqrn, keys, args.name)

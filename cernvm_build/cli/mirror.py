@@ -6,14 +6,15 @@ import argparse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
 
-from ..mirror.check import Checked, SourceBroken
-from ..mirror.publish import mirror, verify_published
-from ..mirror.s3sync import SyncReport, sync_tree
 from .app import Output, group_handler, subparser
+
+if TYPE_CHECKING:  # the mirror needs boto3; handlers import it when they run
+    from ..mirror.check import Checked
+    from ..mirror.s3sync import SyncReport
 
 S3_HELP = """\
 credentials and endpoint come the way boto3 users expect: --profile or AWS_PROFILE, AWS_ACCESS_KEY_ID/
@@ -182,6 +183,9 @@ def _render_plan(out: Output, report: SyncReport) -> None:
 
 def _mirror_handler(kind: str) -> Callable[[argparse.Namespace, Output], int]:
     def handler(args: argparse.Namespace, out: Output) -> int:
+        from ..mirror.check import SourceBroken
+        from ..mirror.publish import mirror
+
         try:
             with _progress(out) as progress:
                 rep = mirror(
@@ -218,6 +222,8 @@ def _mirror_handler(kind: str) -> Callable[[argparse.Namespace, Output], int]:
 
 
 def _verify_handler(args: argparse.Namespace, out: Output) -> int:
+    from ..mirror.publish import verify_published
+
     with _progress(out) as progress:
         checked = verify_published(
             args.kind,
@@ -252,6 +258,8 @@ def _verify_handler(args: argparse.Namespace, out: Output) -> int:
 
 
 def _sync_handler(args: argparse.Namespace, out: Output) -> int:
+    from ..mirror.s3sync import sync_tree
+
     with _progress(out) as progress:
         rep = sync_tree(
             args.folder,

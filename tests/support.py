@@ -1,0 +1,28 @@
+"""Helpers shared by tests of several areas."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from cernvm_build.paths import cache_dir
+
+#: Downloaded or expensive inputs that tests may share: packages, kernels, initrd runtimes, KVM probe.
+SHARED = ("debs", "kernel", "initrd-runtime", "accel.json")
+REAL_CACHE = cache_dir()
+
+
+def linked_cache(folder: Path) -> Path:
+    """A fresh cache folder whose shared parts are links into the real cache (filled by ``make deps``).
+
+    A CernVM-FS cache remembers the newest revision it verified of each repository name (rollback
+    protection), so throwaway repositories that reuse a name must not share one.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in SHARED:
+        real = REAL_CACHE / name
+        if name != "accel.json":
+            real.mkdir(parents=True, exist_ok=True)
+        if real.exists() and not (folder / name).exists():
+            os.symlink(real, folder / name)
+    return folder
