@@ -1,8 +1,8 @@
 """Fetch, once, the Debian packages the builds and tests use, so the test suite itself stays offline.
 
-``make deps`` runs ``python -m cernvm_build.prefetch``: the demo OS packages and the kernel packages the
-shipped profiles name go into the package cache (``$CERNVM_CACHE_DIR/debs``), verified against apt's
-index. Later builds find them there and touch no network.
+``make deps`` runs ``python -m cernvm_build.prefetch``: the demo OS packages (``$CERNVM_CACHE_DIR/debs``)
+and the kernel the shipped profiles name (``$CERNVM_CACHE_DIR/kernel``, unpacked), each verified against
+apt's index. Later builds and the tests find them there and touch no network.
 """
 
 from __future__ import annotations
@@ -20,9 +20,16 @@ KERNELS = ("linux-image-cloud-amd64",)
 def main() -> int:
     cache = cache_dir("debs")
     try:
-        specs = [*DEMO_PACKAGES, *(debpkg.kernel_package(k) for k in KERNELS)]
-        for pkg in debpkg.fetch_many(specs, cache):
+        for pkg in debpkg.fetch_many(list(DEMO_PACKAGES), cache):
             print(f"prefetch: {pkg.name} {pkg.version} sha256:{pkg.sha256[:16]}…", file=sys.stderr)
+        from .image.kernel import fetch_debian_kernel
+
+        for name in KERNELS:
+            kernel = fetch_debian_kernel(name)
+            print(
+                f"prefetch: {kernel.package} {kernel.package_version} (kernel {kernel.version})",
+                file=sys.stderr,
+            )
     except CernVMError as e:
         print(f"prefetch: error: {e}" + (f" (hint: {e.hint})" if e.hint else ""), file=sys.stderr)
         return e.exit_code
