@@ -85,7 +85,7 @@ def test_demo_instance_life_cycle(
 
     assert main([*args, "stop", "e2e-demo"]) == 0
     assert main([*args, "list", "--json"]) == 0
-    (entry,) = json.loads(capfd.readouterr().out)
+    (entry,) = [e for e in json.loads(capfd.readouterr().out) if e["name"] == "e2e-demo"]  # others may run
     assert entry["state"] == "saved" and entry["profile"] == "demo"
     assert main([*args, "start", "e2e-demo", "--wait", "--timeout", "300"]) == 0
     capfd.readouterr()
