@@ -87,8 +87,25 @@ def ensure(timeout: float = 30.0) -> Started:
     return started
 
 
+def _in_use() -> bool:
+    """Whether any domain runs: then someone else (another test session, a user) needs the daemon."""
+    import libvirt
+
+    try:
+        conn = libvirt.open("qemu:///system")
+    except libvirt.libvirtError:
+        return False
+    try:
+        return bool(conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE))
+    finally:
+        conn.close()
+
+
 def stop(started: Started, timeout: float = 30.0) -> None:
-    """Stop the daemons in ``started`` (libvirtd first), by pid, and wait for them to exit."""
+    """Stop the daemons in ``started`` (libvirtd first), by pid, and wait for them to exit; leave them
+    running while domains run (they may belong to whoever started using the daemon after us)."""
+    if started.pids and _in_use():
+        return
     for name in ("libvirtd", "virtlogd"):
         pid = started.pids.get(name)
         if pid is None or _pid_alive(name) != pid:
