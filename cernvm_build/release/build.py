@@ -11,7 +11,6 @@ from __future__ import annotations
 import calendar
 import dataclasses
 import datetime as dt
-import hashlib
 import json
 import os
 import shutil
@@ -73,8 +72,8 @@ def for_release(profile: Profile, version: str) -> Profile:
 
 
 def profile_hash(profile: Profile) -> str:
-    data = json.dumps(profile.to_dict(), sort_keys=True, default=str).encode()
-    return hashlib.sha256(data).hexdigest()
+    """What the profile asks for, independent of the checkout's location (keys by content)."""
+    return profile.fingerprint()
 
 
 def _artifact_rows(arts: list[Artifact], root: Path, profile: str, kind: str) -> list[dict[str, Any]]:
