@@ -91,6 +91,28 @@ class ObjectCache:
         self._verified.add(key)
         return p
 
+    def read_small(self, h: ObjectHash, suffix: str, limit: int) -> bytes | None:
+        """The verified bytes of a cached object of at most ``limit`` bytes, read once (the check on
+        first use and the caller share the read); None if absent, larger, or bad (then removed)."""
+        p = self.path(h, suffix)
+        try:
+            with open(p, "rb") as f:
+                data = f.read(limit + 1)
+        except FileNotFoundError:
+            return None
+        if len(data) > limit:
+            return None
+        key = str(p)
+        if key not in self._verified:
+            hasher = new_hasher(h.algorithm)
+            hasher.update(data)
+            if hasher.hexdigest() != h.hex:
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+                return None
+            self._verified.add(key)
+        return data
+
     def store(self, h: ObjectHash, suffix: str, blocks: Iterator[bytes], *, what: str) -> Path:
         """Stream ``blocks`` into the cache under ``h``; IntegrityError (and nothing stored) on mismatch."""
         dest = self.path(h, suffix)

@@ -25,6 +25,8 @@ from .objects import ObjectHash, new_hasher, parse_hash
 BLOCK = 1 << 20
 LRU_BYTES = 64 << 20
 LRU_MAX_ITEM = 24 << 20
+#: cached objects up to this size are read (and checked) in one go
+SMALL = 1 << 20
 
 
 class ObjectStore:
@@ -70,6 +72,11 @@ class ObjectStore:
         """The verified stored bytes of an object, as a stream of blocks (from cache or network)."""
         cache = self.cache
         if cache is not None:
+            small = cache.read_small(h, suffix, SMALL)
+            if small is not None:
+                self.stats["cache_hits"] += 1
+                yield iter((small,))
+                return
             path = cache.lookup(h, suffix)
             if path is None:
                 path = self.fetcher.fetch(
