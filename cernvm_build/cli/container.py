@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,14 @@ from .. import profile as profile_mod
 from ..artifact import Artifact
 from ..cvmfs.repository import SnapshotSpec
 from ..errors import BuildError, UsageError
-from .app import HelpFormatter, Output, group_handler, subparser
+from .app import (
+    HelpFormatter,
+    Output,
+    accept_any_word,
+    group_handler,
+    subcommands_with_default,
+    subparser,
+)
 
 BUILD_DESCRIPTION = """\
 Build reference containers whose root tree is the profile's CernVM-FS repository path, read from
@@ -49,29 +55,6 @@ examples:
   cernvm-build container verify el6.docker.tar --source /srv/cvmfs/sft.example.test --key sft.pub"""
 
 
-class _DefaultToBuild(argparse._SubParsersAction):  # type: ignore[type-arg]
-    """``container PROFILE ...`` means ``container build PROFILE ...``; ``container verify`` stays."""
-
-    def __call__(
-        self,
-        parser: argparse.ArgumentParser,
-        namespace: argparse.Namespace,
-        values: str | Sequence[Any] | None,
-        option_string: str | None = None,
-    ) -> None:
-        vals = list(values or [])
-        if vals and vals[0] not in self._name_parser_map:
-            vals = ["build", *vals]
-        super().__call__(parser, namespace, vals, option_string)
-
-
-class _AnyName(dict[str, argparse.ArgumentParser]):
-    """Choices that accept a profile name too (argparse checks choices before the action runs)."""
-
-    def __contains__(self, key: object) -> bool:
-        return True
-
-
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     group = sub.add_parser(
         "container",
@@ -80,9 +63,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         formatter_class=HelpFormatter,
         usage="cernvm-build container [build] PROFILE [options]\n       cernvm-build container verify IMAGE",
     )
-    group.register("action", "parsers", _DefaultToBuild)
     group.set_defaults(func=group_handler(group))
-    inner = group.add_subparsers(title="commands", metavar="{PROFILE,build,verify}")
+    # ``container PROFILE ...`` means ``container build PROFILE ...``; ``container verify`` stays.
+    inner = subcommands_with_default(group, "build", "{PROFILE,build,verify}")
     b = subparser(inner, "build", help="build containers of PROFILE (the default command)",
                   description=BUILD_DESCRIPTION, json=True, handler=_build)  # fmt: skip
     b.add_argument("profile", metavar="PROFILE", help="profile name (profiles list) or YAML path")
@@ -113,7 +96,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     v.add_argument("image", type=Path, metavar="IMAGE", help="OCI layout/archive, docker-archive or sandbox")
     v.add_argument("--source", action="append", metavar="URL|DIR", help="Stratum URL or repository folder")
     v.add_argument("--key", action="append", type=Path, metavar="PATH", help="repository public key")
-    inner.choices = _AnyName(inner.choices or {})
+    accept_any_word(inner)
 
 
 def _build(args: argparse.Namespace, out: Output) -> int:
