@@ -56,14 +56,18 @@ def _json(report: Any) -> dict[str, Any]:
 
 
 def site_with_release(release_dir: Path, work: Path, site_src: Path | None = None) -> Path:
-    """A copy of the site sources with this release's index added to ``data/releases/``."""
-    release = idx.load(release_dir / "index.json")
+    """A copy of the site sources with this release on it: its index (downloads page, feed) and its
+    notes as the release's news post."""
+    from ..site.releases import add_release
+
     src = site_src or data_dir("site")
     site = work / "site"
     shutil.copytree(src, site, symlinks=True)
-    releases = site / "data" / "releases"
-    releases.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(release_dir / "index.json", releases / f"{release.version}.json")
+    notes_file = release_dir / "RELEASE-NOTES.md"
+    notes = notes_file.read_text() if notes_file.is_file() else None
+    if notes is not None and notes.startswith("# "):
+        notes = notes.split("\n", 1)[1]  # the post's title comes from its front matter
+    add_release(site, release_dir / "index.json", notes)
     return site
 
 

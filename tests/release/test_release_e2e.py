@@ -114,6 +114,9 @@ def test_interrupted_publish_is_finished_by_a_rerun(env: dict[str, object]) -> N
     assert pages, sorted(site_keys)[:20]
     page = requests.get(f"{s3.endpoint}/www/{pages[0]}", timeout=10).text  # type: ignore[attr-defined]
     assert "ucernvm-demo.2026.11-1.cernvm.x86_64.iso" in page
+    # ... and the release has its news post, made from the generated release notes.
+    post = requests.get(f"{s3.endpoint}/www/site/releases/{VERSION}/index.html", timeout=10)  # type: ignore[attr-defined]
+    assert post.status_code == 200 and "Platforms" in post.text
 
 
 def test_verify_catches_a_flipped_byte(env: dict[str, object], tmp_path: Path) -> None:
