@@ -17,7 +17,7 @@ APT_PACKAGES := \
 	openssh-client iproute2 procps \
 	dropbear-bin
 
-.PHONY: all deps apt venv prefetch run test test-quick lint bench clean distclean
+.PHONY: all deps apt venv prefetch run test test-quick lint bench bench-quick clean distclean
 
 all: test
 
@@ -58,8 +58,12 @@ lint: deps
 	$(VENV)/bin/ruff format --check cernvm_build tests bench
 	$(VENV)/bin/mypy
 
+# Every benchmark, figures next to their references: bench/results/{results.json,report.html}.
 bench: deps
 	$(PY) bench/run_all.py
+
+bench-quick: deps
+	$(PY) bench/run_all.py --quick
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
