@@ -138,12 +138,10 @@ def run(quick: bool) -> list[Result]:
                 for a in res2.artifacts:
                     results.append(Result(B, f"{a.format} size", a.size / 1e6, "MB"))
                 phases, accel = _boot(iso, work, srv.port)
-                order = ["setup", "modules", "network", "devices", "context", "cvmfs", "overlay", "boot"]
                 prev = 0.0
-                for name in order:
-                    if name in phases:
-                        results.append(Result(B, f"boot[{accel}] until {name}", phases[name] - prev, "s"))
-                        prev = phases[name]
+                for name, at in sorted(phases.items(), key=lambda kv: kv[1]):
+                    results.append(Result(B, f"boot[{accel}] until {name}", at - prev, "s"))
+                    prev = at
                 if "boot" in phases:
                     results.append(Result(B, f"boot[{accel}] to OS init", phases["boot"], "s"))
         finally:

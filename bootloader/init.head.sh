@@ -32,3 +32,29 @@ py() {
     PYTHONHOME=$RT LD_LIBRARY_PATH=$RT/lib FUSE_LIBRARY_PATH=$RT/lib/libfuse3.so.3 \
         PYTHONDONTWRITEBYTECODE=1 $RT/lib/ld-linux-x86-64.so.2 $RT/bin/python3 -S -m "$@"
 }
+
+# The user data's [ucernvm-begin] block, parsed by the Python runtime into checked key=value lines
+# ($2), assigned through this case table: values are data, never evaluated or sourced.
+U_resize_rootfs=; U_cvmfs_server=; U_cvmfs_cdn=; U_cvmfs_http_proxy=; U_cvmfs_branch=; U_cvmfs_tag=
+U_cvmfs_date=; U_cernvm_path=; U_cernvm_inject=; U_cvmfs_wait_on_squid=
+read_user_data() {
+    py cernvm_build.bootloader.userdata "$1" >"$2"
+    while IFS= read -r line; do
+        key=${line%%=*}
+        val=${line#*=}
+        case "$key" in
+            resize_rootfs) U_resize_rootfs=$val ;;
+            cvmfs_server) U_cvmfs_server=$val ;;
+            cvmfs_cdn) U_cvmfs_cdn=$val ;;
+            cvmfs_http_proxy) U_cvmfs_http_proxy=$val ;;
+            cvmfs_branch) U_cvmfs_branch=$val ;;
+            cvmfs_tag) U_cvmfs_tag=$val ;;
+            cvmfs_date) U_cvmfs_date=$val ;;
+            cernvm_path) U_cernvm_path=$val ;;
+            cernvm_inject) U_cernvm_inject=$val ;;
+            cvmfs_wait_on_squid) U_cvmfs_wait_on_squid=$val ;;
+        esac
+        [ "$key" = cernvm_inject ] && val="(${#val} bytes)"
+        log context "$key=$val"
+    done <"$2"
+}

@@ -8,7 +8,10 @@ ROOT_DEV=$(findfs LABEL=UROOT 2>/dev/null)
 FIRST_BOOT=
 if [ -z "$ROOT_DEV" ]; then
     # One Python start (slow under emulation): find the first empty disk and partition it.
-    part=$(py cernvm_build.bootloader.disk first-boot) \
+    # resize_rootfs=off: at most 20 GB for the root file system, as the real μCernVM.
+    size=
+    [ "$U_resize_rootfs" = 0 ] && size=20480
+    part=$(py cernvm_build.bootloader.disk first-boot $size) \
         || panic "no UROOT scratch disk and no empty disk to make one (attach a blank disk)"
     log devices "first boot: partitioned the empty disk, formatting $part"
     for i in 1 2 3 4 5 6 7 8 9 10; do [ -b "$part" ] && break; sleep 0.2; done

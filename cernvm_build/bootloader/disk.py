@@ -113,12 +113,13 @@ def partition_path(dev: str) -> str:
     return f"{dev}p1" if dev[-1].isdigit() else f"{dev}1"
 
 
-def first_boot(wait: float = 5.0) -> str | None:
-    """Partition the first empty disk; return its new partition once the kernel shows it."""
+def first_boot(size_mb: int = 0, wait: float = 5.0) -> str | None:
+    """Partition the first empty disk (the whole of it, or at most ``size_mb``); return the new
+    partition once the kernel shows it."""
     dev = find_empty()
     if dev is None:
         return None
-    partition(dev)
+    partition(dev, size_mb)
     part = partition_path(dev)
     deadline = time.monotonic() + wait
     while not os.path.exists(part) and time.monotonic() < deadline:
@@ -127,8 +128,8 @@ def first_boot(wait: float = 5.0) -> str | None:
 
 
 def main(argv: list[str]) -> int:
-    if argv[:1] == ["first-boot"]:
-        part = first_boot()
+    if argv[:1] == ["first-boot"] and len(argv) in (1, 2):
+        part = first_boot(int(argv[1]) if len(argv) == 2 else 0)
         if part:
             print(part)
         return 0 if part else 1
@@ -144,7 +145,7 @@ def main(argv: list[str]) -> int:
         print("grown" if grow(argv[1]) else "unchanged")
         return 0
     sys.stderr.write(
-        "usage: python3 -m cernvm_build.bootloader.disk first-boot | find-empty | partition DEV [MB]"
+        "usage: python3 -m cernvm_build.bootloader.disk first-boot [MB] | find-empty | partition DEV [MB]"
         " | grow DEV\n"
     )
     return 2

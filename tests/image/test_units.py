@@ -132,6 +132,8 @@ def test_mbr_one_linux_partition_from_1mib() -> None:
     bigger = disk.grown(m, 8 * 1024 * 1024)
     assert bigger is not None and struct.unpack_from("<II", bigger, 454) == (2048, 8 * 1024 * 1024 - 2048)
     assert disk.grown(bytes(512), 8 * 1024 * 1024) is None, "no partition table: leave it alone"
+    capped = disk.mbr(64 * 1024 * 1024, 20480 * 2048)  # resize_rootfs=off on a 32 GiB disk: 20 GiB
+    assert struct.unpack_from("<I", capped, 458)[0] == 20480 * 2048
     assert disk.partition_path("/dev/vda") == "/dev/vda1"
     assert disk.partition_path("/dev/nvme0n1") == "/dev/nvme0n1p1"
 
