@@ -51,7 +51,8 @@ def mounted(published: tuple[Path, Path], tmp_path: Path) -> Iterator[Path]:
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     cmd = [sys.executable, "-m", "cernvm_build.cvmfs.mount", "--fqrn", FQRN, "--server", str(stratum)]
-    r = subprocess.run([*cmd, "--public-key", str(pub), str(mnt)], capture_output=True, text=True, timeout=120)
+    cmd += ["--public-key", str(pub), str(mnt)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     yield mnt
     subprocess.run(["fusermount3", "-u", str(mnt)], check=False, timeout=60)
