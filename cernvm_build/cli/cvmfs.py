@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..cvmfs.catalog import DirEntry
-from ..cvmfs.repository import Repository, SnapshotSpec, open_repository
+from ..cvmfs.repository import Repository, SnapshotSpec, local_fqrn, open_repository
 from ..errors import CvmfsError, UsageError
 from .app import Output, group_handler, subparser
 
@@ -77,7 +77,7 @@ def default_keys(source: str, fqrn: str | None) -> list[Path]:
         if (d / "repo").is_dir():
             d = d / "repo"
         dirs += [d.parent / "keys", d / "keys", d.parent]
-        fqrn = fqrn or (d.parent.name if d.name == "repo" else d.name)
+        fqrn = fqrn or local_fqrn(d) or (d.parent.name if d.name == "repo" else d.name)
     if os.environ.get("CVMFS_KEYS_DIR"):
         dirs.append(Path(os.environ["CVMFS_KEYS_DIR"]))
     dirs.append(Path("/etc/cvmfs/keys"))

@@ -114,6 +114,21 @@ def _fqrn_from_source(source: str | Path | Sequence[str]) -> str | None:
     return p.parent.name if p.name == "repo" else p.name
 
 
+def local_fqrn(source: str | Path | Sequence[str]) -> str | None:
+    """The name a local Stratum directory's manifest gives (``N``), read before any verification:
+    it only names the repository; the chain checked afterwards must agree with it."""
+    if not isinstance(source, str | Path) or str(source).startswith(("http://", "https://")):
+        return None
+    base = Path(str(source).removeprefix("file://"))
+    for cand in (base, base / "repo"):
+        try:
+            body = (cand / MANIFEST_FILE).read_bytes()
+        except OSError:
+            continue
+        return manifest_mod.parse_keyvals(body).get("N") or None
+    return None
+
+
 def _load_keys(keys: Sequence[Path | bytes]) -> list[tuple[str, rsa.PublicKey]]:
     out = []
     for k in keys:
@@ -536,7 +551,7 @@ def open_repository(
         if not (base / MANIFEST_FILE).exists() and (base / "repo" / MANIFEST_FILE).exists():
             base = base / "repo"  # the fixture layout: <fqrn>/{repo,keys}
         source = base
-    name = fqrn or _fqrn_from_source(source)
+    name = fqrn or local_fqrn(source) or _fqrn_from_source(source)
     if not name:
         raise CvmfsError(
             f"cannot tell the repository name from {source!r}", hint="pass --fqrn NAME (e.g. sft.cern.ch)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import stat
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -174,3 +175,12 @@ def test_fixture_layout_and_fqrn_detection(fx: Fixture) -> None:
         open_repository(fx.repo)
     with open_repository(fx.repo, verify=False) as repo:
         assert repo.revision == 2
+
+
+def test_local_directory_named_otherwise_takes_the_manifest_name(fx: Fixture, tmp_path: Path) -> None:
+    import shutil
+
+    other = tmp_path / "stratum"
+    shutil.copytree(fx.repo, other)
+    with open_repository(other, public_keys=[fx.pub]) as repo:
+        assert repo.fqrn == FQRN
