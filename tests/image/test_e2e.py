@@ -94,3 +94,28 @@ def test_boot_pin_persist_and_tag(built: Built, test_repo: ServedRepo, tmp_path:
     assert "test-os: marker boot-1" in b3.console
     assert "ucernvm: inject: cernvm_inject unpacked into /" in b3.console
     assert "test-os: injected from-user-data" in b3.console
+
+
+def test_demo_os_gets_the_saved_user_data(built: Built, test_repo: ServedRepo, tmp_path: Path) -> None:
+    """The real demo OS (busybox + dropbear from Debian packages) boots from the hdd image and finds
+    the user data where the bootloader saved it (/mnt/.rw/context/user-data)."""
+    from cernvm_build.cvmfs.publish import publish_tree
+    from cernvm_build.demo.os_tree import build_demo_os
+
+    demo = build_demo_os(tmp_path / "demo-os")
+    r = publish_tree(
+        test_repo.stratum / FQRN, FQRN, test_repo.keys, demo.root, tag="demo-os", normalize_owner=True
+    )
+    ud = "#cloud-config\nhostname: e2e-demo\n" + _user_data(test_repo.server.port, "cvmfs_tag=demo-os\n")
+    log = tmp_path / "demo.log"
+    b = boot(
+        built.image("hdd"),
+        blank_disk(tmp_path / "scratch.qcow2"),
+        context_iso(tmp_path / "ctx.iso", ud),
+        log,
+        kind="hdd",
+        until=r"demo-os: ready|ucernvm: panic",
+    )
+    assert f"mounted {FQRN} revision {r.revision} root {r.root_hash} tag demo-os" in b.console, _show(b, log)
+    assert "demo-os: init reached" in b.console, _show(b, log)
+    assert "demo-os: user data applied from /mnt/.rw/context/user-data" in b.console, _show(b, log)
