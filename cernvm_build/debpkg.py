@@ -7,14 +7,17 @@ stale or tampered cache entry is never unpacked. Packages are cached by name_ver
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import BuildError, IntegrityError
-from .fsutil import sha256_file
+from .fsutil import atomic_write, sha256_file
+from .paths import cache_dir
 from .proc import run
 
 
@@ -45,24 +48,57 @@ def _parse_records(text: str) -> list[dict[str, str]]:
 
 
 _RECORDS: dict[str, dict[str, str]] = {}
+_MEMO_STATE: str | None = None
 
 
-def _index_records(specs: tuple[str, ...]) -> tuple[dict[str, str], ...]:
+def _apt_state() -> str:
+    """Changes whenever apt's package index does (``apt-get update``): names, sizes, mtimes of the lists."""
+    lists = Path("/var/lib/apt/lists")
+    h = hashlib.sha256()
+    for p in sorted(lists.glob("*")) if lists.is_dir() else []:
+        st = p.stat()
+        h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def _memo() -> Path:
+    return cache_dir("debs") / "apt-records.json"
+
+
+def _load_memo() -> None:
+    """Asking apt takes seconds; its answers are remembered per state of its index."""
+    global _MEMO_STATE
+    state = _apt_state()
+    if state == _MEMO_STATE:
+        return
+    _RECORDS.clear()
+    try:
+        saved = json.loads(_memo().read_text())
+        if saved.get("state") == state:
+            _RECORDS.update(saved["records"])
+    except (OSError, ValueError, KeyError, AttributeError):
+        pass
+    _MEMO_STATE = state
+
+
+def _index_records(specs: tuple[str, ...], what: str = "Debian package") -> tuple[dict[str, str], ...]:
     """apt's index records for the specs, in order; one ``apt-cache`` call for all (it is slow)."""
+    _load_memo()
     todo = [s for s in specs if s not in _RECORDS]
     if todo:
         proc = run(["apt-cache", "show", "--no-all-versions", *todo], check=False)
         for rec in _parse_records(proc.stdout.decode(errors="replace")):
             _RECORDS.setdefault(rec["Package"], rec)
             _RECORDS.setdefault(f"{rec['Package']}={rec.get('Version', '')}", rec)
-    by_name = _RECORDS
-    missing = [s for s in specs if s not in by_name]
+        with contextlib.suppress(OSError):
+            atomic_write(_memo(), json.dumps({"state": _MEMO_STATE, "records": _RECORDS}).encode())
+    missing = [s for s in specs if s not in _RECORDS]
     if missing:
         raise BuildError(
-            f"Debian package '{missing[0]}' is not known to apt",
+            f"{what} '{missing[0]}' is not known to apt",
             hint="check the name in the profile, and run 'apt-get update' once on this machine",
         )
-    return tuple(by_name[s] for s in specs)
+    return tuple(_RECORDS[s] for s in specs)
 
 
 def _index_record(spec: str) -> dict[str, str]:
@@ -122,7 +158,7 @@ def extract(pkg: DebPackage, dest: Path) -> Path:
 
 def kernel_package(spec: str) -> str:
     """The real kernel package behind a meta package such as ``linux-image-cloud-amd64``."""
-    rec = _index_record(spec)
+    rec = _index_records((spec,), "kernel package")[0]
     if rec["Package"].startswith("linux-image-") and rec["Package"][len("linux-image-") :][:1].isdigit():
         return rec["Package"]
     for dep in rec.get("Depends", "").split(","):

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from .. import profile as profile_mod
 from ..errors import UsageError
-from .app import HelpFormatter, Output, subparser
+from .app import HelpFormatter, Output, accept_any_word, subcommands_with_default, subparser
 
 BUILD_DESCRIPTION = """\
 Build μCernVM boot images of PROFILE: a Debian kernel (or the profile's vmlinuz + modules) and an
@@ -57,29 +56,6 @@ examples:
   cernvm-build image verify ucernvm-el9.2026.11-1.cernvm.x86_64.hdd --cert cvm-sign.crt --json"""
 
 
-class _DefaultToBuild(argparse._SubParsersAction):  # type: ignore[type-arg]
-    """``image PROFILE ...`` means ``image build PROFILE ...``; ``image inspect|verify`` stay."""
-
-    def __call__(
-        self,
-        parser: argparse.ArgumentParser,
-        namespace: argparse.Namespace,
-        values: str | Sequence[Any] | None,
-        option_string: str | None = None,
-    ) -> None:
-        vals = list(values or [])
-        if vals and vals[0] not in self._name_parser_map:
-            vals = ["build", *vals]
-        super().__call__(parser, namespace, vals, option_string)
-
-
-class _AnyName(dict[str, argparse.ArgumentParser]):
-    """Choices that accept a profile name too (argparse checks choices before the action runs)."""
-
-    def __contains__(self, key: object) -> bool:
-        return True
-
-
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     group = sub.add_parser(
         "image",
@@ -90,8 +66,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "       cernvm-build image inspect IMAGE\n"
         "       cernvm-build image verify IMAGE [--cert PEM]",
     )
-    group.register("action", "parsers", _DefaultToBuild)
-    inner = group.add_subparsers(title="commands", metavar="{PROFILE,build,inspect,verify}")
+    # ``image PROFILE ...`` means ``image build PROFILE ...``; ``image inspect|verify`` stay.
+    inner = subcommands_with_default(group, "build", "{PROFILE,build,inspect,verify}")
     b = subparser(inner, "build", help="build the images of PROFILE (the default command)",
                   description=BUILD_DESCRIPTION, json=True, handler=_build)  # fmt: skip
     b.add_argument("profile", metavar="PROFILE", help="profile name (profiles list) or YAML path")
@@ -115,7 +91,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                   description=VERIFY_DESCRIPTION, json=True, handler=_verify)  # fmt: skip
     v.add_argument("image", type=Path, metavar="IMAGE", help="an iso or hdd image")
     v.add_argument("--cert", type=Path, metavar="PEM", help="the signer must be this certificate")
-    inner.choices = _AnyName(inner.choices or {})
+    accept_any_word(inner)
 
 
 def _build(args: argparse.Namespace, out: Output) -> int:
