@@ -111,6 +111,12 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="smaller inputs (minutes, not tens of minutes)")
     ap.add_argument("--only", default="", help="comma-separated benchmark names (default: all)")
     ap.add_argument("--out", type=Path, default=HERE / "results")
+    ap.add_argument(
+        "--site-data",
+        type=Path,
+        default=ROOT / "site" / "data",
+        help="also write the results there as benchmarks.json, for the site's Benchmarks page",
+    )
     args = ap.parse_args()
     names = [n for n in discover() if not args.only or n in args.only.split(",")]
     results: list[Result] = []
@@ -129,9 +135,12 @@ def main() -> int:
         "mode": "quick" if args.quick else "full",
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(
-        json.dumps({"meta": meta, "results": [r.to_json() for r in results], "failures": failures}, indent=2)
+    document = json.dumps(
+        {"meta": meta, "results": [r.to_json() for r in results], "failures": failures}, indent=2
     )
+    (args.out / "results.json").write_text(document)
+    if args.site_data.is_dir():
+        (args.site_data / "benchmarks.json").write_text(document)
     (args.out / "report.html").write_text(report_html(results, failures, meta))
     print_table(results)
     for f in failures:
