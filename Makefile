@@ -13,7 +13,7 @@ APT_PACKAGES := \
 	busybox-static fuse3 libfuse3-3 ca-certificates \
 	umoci skopeo podman gnupg \
 	createrepo-c rpm dnf dpkg-dev apt-utils \
-	hugo chromium chromium-driver \
+	hugo chromium chromium-driver awscli rclone \
 	openssh-client iproute2 procps \
 	dropbear-bin
 
