@@ -13,10 +13,8 @@ FQRN = "pub.cernvm.test"
 # small chunks so that tests exercise chunking with small files
 SMALL_CHUNKS = ChunkingSettings(min_size=64 << 10, avg_size=128 << 10, max_size=256 << 10)
 
-_here = Path(__file__).resolve().parent
-FIXTURE = _here.parent / "cvmfs" / "data" / "fixture.cernvm.test"
-if not FIXTURE.exists():  # before the reader's vendored copy lands
-    FIXTURE = Path("/work/shared/fixtures/cvmfs/fixture.cernvm.test")
+# The real-tools fixture, copied into the tests so that a clean clone has it.
+FIXTURE = Path(__file__).resolve().parent.parent / "cvmfs" / "data" / "fixture.cernvm.test"
 
 
 def make_sample_tree(root: Path, seed: int = 1) -> Path:
