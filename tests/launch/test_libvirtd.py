@@ -77,7 +77,8 @@ def name(libvirtd: None) -> Iterator[str]:
 def _wait_for(pred: object, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not pred():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not met in time"
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout:g} s")
         time.sleep(0.2)
 
 

@@ -12,7 +12,6 @@ import email
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -125,11 +124,10 @@ def test_wait_times_out_with_console_tail(launch_env: Path, image: Path) -> None
     assert inst.meta is not None
     Path(inst.meta.console_log).write_text("line 1\nKernel panic - not syncing: VFS\n")
     try:
-        start = time.monotonic()
+        # A wait that ignored its timeout would hang here; pytest-timeout ends it as a failure.
         with pytest.raises(NotReadyError) as e:
             ready.wait(conn, name, timeout=2)
         assert "did not answer SSH within 2 s" in e.value.message
         assert e.value.console_tail.endswith("Kernel panic - not syncing: VFS")
-        assert time.monotonic() - start < 30
     finally:
         instances.destroy(conn, name, force=True)
