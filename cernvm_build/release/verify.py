@@ -46,7 +46,12 @@ def locate_index(target: str, releases_dir: Path) -> Path:
         return p
     if p.is_dir():
         return p / "index.json"
-    return releases_dir / idx.check_version(target) / "index.json"
+    if idx.VERSION_RE.match(target):
+        return releases_dir / target / "index.json"
+    raise idx.ReleaseError(
+        f"{target}: no such release index, folder or version",
+        hint=f"give an index.json, a release folder, or a version (YYYY.MM-N) under {releases_dir}",
+    )
 
 
 def verify(index_path: Path, *, public_keys: Sequence[Path] = ()) -> VerifyReport:

@@ -114,3 +114,14 @@ def test_notes_say_what_changed(tmp_path: Path) -> None:
     assert "## Changes since 2026.10-1" in text
     assert "`el7`: OS snapshot HEAD4 (`111111111111`) → HEAD4 (`222222222222`)." in text
     assert "| el7 | CentOS 7 | cernvm-prod.cern.ch | /cvm4 | HEAD4 |" in text
+
+
+def test_locate_index_names_what_is_missing(tmp_path: Path) -> None:
+    from cernvm_build.release.verify import locate_index
+
+    index = _release(tmp_path / "2026.11-1")
+    assert locate_index(str(index), tmp_path) == index
+    assert locate_index(str(index.parent), tmp_path) == index
+    assert locate_index("2026.11-1", tmp_path) == index
+    with pytest.raises(CernVMError, match="no such release index, folder or version"):
+        locate_index("/nonexistent/index.json", tmp_path)
