@@ -23,27 +23,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import CvmfsError, IntegrityError
+from ..fsutil import atomic_write
 from .objects import ObjectHash, new_hasher, object_path
 
 BLOCK = 1 << 20
-
-
-def atomic_write(dest: Path, data: bytes, *, sync: bool = True) -> None:
-    """Write ``dest`` via a temporary sibling and rename (stdlib-only twin of fsutil.atomic_write)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            if sync:
-                f.flush()
-                os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def hash_file(path: Path, algorithm: str) -> str:

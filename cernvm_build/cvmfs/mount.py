@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import CernVMError, CvmfsError, UsageError
-from .cache import atomic_write
+from ..fsutil import atomic_write
 from .repository import Repository, SnapshotSpec, open_repository
 
 READY_TIMEOUT = 300.0

@@ -11,7 +11,6 @@ work folder of a build that was killed).
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import re
@@ -168,13 +167,6 @@ def get_kernel(profile: Profile, cache: Path | None) -> Kernel:
     return fetch_debian_kernel(k.package, cache)
 
 
-def _profile_hash(profile: Profile) -> str:
-    h = hashlib.sha256()
-    for p in profile.inputs or [profile.source]:
-        h.update(p.name.encode() + b"\0" + p.read_bytes())
-    return h.hexdigest()
-
-
 def _tool_versions() -> dict[str, str]:
     # The build tools, and the Debian packages the initrd copies files from (interpreter, stdlib, libfuse).
     pkgs = ["xorriso", "syslinux", "isolinux", "mtools", "qemu-utils", "zstd", "busybox-static", "e2fsprogs"]
@@ -302,7 +294,7 @@ def build_image(
                 "version": version,
                 "toolkit": __version__,
                 "source_date_epoch": source_date_epoch(),
-                "profile": {"name": profile.name, "sha256": _profile_hash(profile)},
+                "profile": {"name": profile.name, "sha256": profile.fingerprint()},
                 "repository": snap.to_json(),
                 "kernel": {**kernel.to_json(), "cmdline": cmdline},
                 "initrd": {
