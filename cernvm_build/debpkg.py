@@ -33,18 +33,26 @@ class DebPackage:
         return {"name": self.name, "version": self.version, "arch": self.arch, "sha256": self.sha256}
 
 
-def _parse_records(text: str) -> list[dict[str, str]]:
-    records: list[dict[str, str]] = []
-    for block in text.split("\n\n"):
-        record: dict[str, str] = {}
-        for line in block.splitlines():
-            if not line or line[0].isspace() or ":" not in line:
-                continue
+def parse_deb822(text: str) -> list[dict[str, str]]:
+    """Stanzas of a Debian control file; continuation lines are kept (joined with newlines)."""
+    stanzas: list[dict[str, str]] = []
+    cur: dict[str, str] = {}
+    key = None
+    for line in text.splitlines():
+        if not line.strip():
+            if cur:
+                stanzas.append(cur)
+            cur, key = {}, None
+        elif line[0] in " \t":
+            if key is not None:
+                cur[key] += "\n" + line.strip()
+        elif ":" in line:
             key, _, value = line.partition(":")
-            record.setdefault(key.strip(), value.strip())
-        if "Package" in record:
-            records.append(record)
-    return records
+            key = key.strip()
+            cur[key] = value.strip()
+    if cur:
+        stanzas.append(cur)
+    return stanzas
 
 
 _RECORDS: dict[str, dict[str, str]] = {}
@@ -87,7 +95,9 @@ def _index_records(specs: tuple[str, ...], what: str = "Debian package") -> tupl
     todo = [s for s in specs if s not in _RECORDS]
     if todo:
         proc = run(["apt-cache", "show", "--no-all-versions", *todo], check=False)
-        for rec in _parse_records(proc.stdout.decode(errors="replace")):
+        for rec in parse_deb822(proc.stdout.decode(errors="replace")):
+            if "Package" not in rec:
+                continue
             _RECORDS.setdefault(rec["Package"], rec)
             _RECORDS.setdefault(f"{rec['Package']}={rec.get('Version', '')}", rec)
         with contextlib.suppress(OSError):

@@ -13,6 +13,7 @@ import fnmatch
 import re
 from dataclasses import dataclass
 
+from ..debpkg import parse_deb822
 from ..errors import CernVMError
 from ..fsutil import atomic_write
 from ..gpg import Keyring
@@ -43,28 +44,6 @@ def find_suites(source: Source, suites: list[str] | None) -> list[str]:
         if m:
             found.add(m.group(1))
     return sorted(found)
-
-
-def parse_deb822(text: str) -> list[dict[str, str]]:
-    """Stanzas of a Debian control file; continuation lines are kept (joined with newlines)."""
-    stanzas: list[dict[str, str]] = []
-    cur: dict[str, str] = {}
-    key = None
-    for line in text.splitlines():
-        if not line.strip():
-            if cur:
-                stanzas.append(cur)
-            cur, key = {}, None
-        elif line[0] in " \t":
-            if key is not None:
-                cur[key] += "\n" + line.strip()
-        elif ":" in line:
-            key, _, value = line.partition(":")
-            key = key.strip()
-            cur[key] = value.strip()
-    if cur:
-        stanzas.append(cur)
-    return stanzas
 
 
 def strip_clearsign(text: str) -> str:
