@@ -28,11 +28,11 @@ import yaml
 
 from bench.common import Result, print_table, timer
 from cernvm_build import profile
-from cernvm_build.paths import PROJECT_ROOT
+from cernvm_build.paths import data_dir
 from cernvm_build.profile.schema import schema
 from cernvm_build.profile.yamlnodes import clear_cache
 
-CORPUS = PROJECT_ROOT / "tests" / "profile" / "broken"
+CORPUS = Path(__file__).resolve().parent.parent / "tests" / "profile" / "broken"
 
 
 def _best(fn: object, repeat: int) -> float:
@@ -98,7 +98,7 @@ def _jsonschema_corpus(files: list[Path], validator: jsonschema.Draft202012Valid
 
 
 def _chain(folder: Path, depth: int) -> Path:
-    key = PROJECT_ROOT / "profiles" / "keys" / "demo.cernvm.test.pub"
+    key = data_dir("profiles") / "keys" / "demo.cernvm.test.pub"
     (folder / "p0.yaml").write_text(
         "os: {release: 9, distribution: AlmaLinux}\n"
         f"cvmfs: {{repository: demo.cernvm.test, servers: ['http://127.0.0.1/cvmfs/@fqrn@'], "

@@ -114,7 +114,7 @@ def main() -> int:
     ap.add_argument(
         "--site-data",
         type=Path,
-        default=ROOT / "site" / "data",
+        default=ROOT / "cernvm_build" / "data" / "site" / "data",
         help="also write the results there as benchmarks.json, for the site's Benchmarks page",
     )
     args = ap.parse_args()

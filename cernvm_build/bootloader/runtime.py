@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..errors import BuildError
 from ..fsutil import atomic_dir
-from ..paths import PROJECT_ROOT, cache_dir, source_date_epoch
+from ..paths import cache_dir, package_dir, source_date_epoch
 from ..proc import run
 
 #: What the initrd runs with this runtime: the FUSE mount, the user-data parser, the disk helper.
@@ -253,9 +253,9 @@ def build_runtime(
     extra = dest.parent / ".pyextra"
     extra.mkdir(parents=True, exist_ok=True)
     shutil.copy2(_mfusepy_file(), extra / "mfusepy.py")
-    roots = [PROJECT_ROOT / "cernvm_build", extra / "mfusepy.py"]
+    roots = [package_dir(), extra / "mfusepy.py"]
     try:
-        mods = collect_modules(python, entries, [PROJECT_ROOT, extra], roots)
+        mods = collect_modules(python, entries, [package_dir().parent, extra], roots)
         py = [
             (name.replace(".", "/") + ("/__init__.pyc" if pkg else ".pyc"), str(f))
             for name, (pkg, f) in sorted(mods.items())
@@ -296,6 +296,6 @@ def build_runtime(
         sources=sorted(
             str(_mfusepy_file() if f.name == "mfusepy.py" else f)
             for _, f in mods.values()
-            if (f.suffix == ".py" and (PROJECT_ROOT / "cernvm_build") in f.parents) or f.name == "mfusepy.py"
+            if (f.suffix == ".py" and package_dir() in f.parents) or f.name == "mfusepy.py"
         ),
     )

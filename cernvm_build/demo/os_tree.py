@@ -18,7 +18,7 @@ from pathlib import Path
 from .. import debpkg, elf
 from ..errors import BuildError
 from ..fsutil import atomic_dir
-from ..paths import cache_dir, source_date_epoch
+from ..paths import cache_dir, data_dir, source_date_epoch
 
 PACKAGES = (
     "busybox-static",
@@ -32,7 +32,7 @@ PACKAGES = (
 )
 PROGRAMS = ("usr/sbin/dropbear", "usr/bin/dropbearkey", "usr/bin/dropbearconvert")
 LIBDIRS = ("lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu", "lib64", "usr/lib64")
-ROOTFS = Path(__file__).parent / "rootfs"
+ROOTFS = data_dir("demo") / "rootfs"
 #: 2026-01-01T00:00:00Z: the demo's fixed timestamp when SOURCE_DATE_EPOCH is not set.
 DEFAULT_EPOCH = 1767225600
 

@@ -18,12 +18,12 @@ from ..cvmfs.keys import KeySet, load_keys
 from ..cvmfs.publish import PublishResult, create_repository, publish_tree, resign_whitelist
 from ..errors import CernVMError
 from ..fsutil import atomic_write
-from ..paths import PROJECT_ROOT, cache_dir
+from ..paths import cache_dir, data_dir
 from . import DEMO_FQRN
 from .os_tree import build_demo_os
 
-KEYS_DIR = PROJECT_ROOT / "profiles" / "keys" / "demo"
-PUBLIC_KEY = PROJECT_ROOT / "profiles" / "keys" / f"{DEMO_FQRN}.pub"
+KEYS_DIR = data_dir("profiles") / "keys" / "demo"
+PUBLIC_KEY = data_dir("profiles") / "keys" / f"{DEMO_FQRN}.pub"
 #: Re-sign the whitelist when it has less than this left (it is valid for 30 days).
 WHITELIST_MARGIN = dt.timedelta(days=7)
 

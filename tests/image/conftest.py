@@ -13,12 +13,12 @@ from cernvm_build import profile
 from cernvm_build.cvmfs.keys import KeySet, load_keys
 from cernvm_build.cvmfs.publish import PublishResult, create_repository, publish_tree
 from cernvm_build.cvmfs.serve import Server, serve
-from cernvm_build.paths import PROJECT_ROOT
+from cernvm_build.paths import data_dir
 
 from .vm import make_os_tree
 
 FQRN = "demo.cernvm.test"
-DEMO_KEYS = PROJECT_ROOT / "profiles" / "keys" / "demo"
+DEMO_KEYS = data_dir("profiles") / "keys" / "demo"
 
 
 @dataclass

@@ -134,9 +134,9 @@ def test_demo_os_reads_what_launch_writes(tmp_path: pytest.TempPathFactory) -> N
     import subprocess
     from pathlib import Path
 
-    from cernvm_build.paths import PROJECT_ROOT
+    from cernvm_build.paths import data_dir
 
-    awk = PROJECT_ROOT / "cernvm_build/demo/rootfs/usr/libexec/demo/apply-user-data.awk"
+    awk = data_dir("demo") / "rootfs/usr/libexec/demo/apply-user-data.awk"
     client = keys.generate("cernvm-launch@a-rather-long-instance-name-for-wrapping")
     host = keys.generate("root@demo")
     ud = userdata.merge(

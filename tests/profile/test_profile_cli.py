@@ -12,9 +12,10 @@ import pytest
 
 from cernvm_build import profile
 from cernvm_build.cli.main import main
-from cernvm_build.paths import PROJECT_ROOT
+from cernvm_build.paths import data_dir
 from cernvm_build.profile.yamlnodes import display
 
+REPO = Path(__file__).resolve().parents[2]
 Write = Callable[[str, str], Path]
 
 
@@ -92,7 +93,7 @@ def test_reference_doc_is_up_to_date(capsys: pytest.CaptureFixture[str]) -> None
     from cernvm_build.profile.settings import SETTINGS
 
     text = reference.markdown()
-    assert (PROJECT_ROOT / "docs" / "profile-reference.md").read_text() == text, (
+    assert (REPO / "docs" / "profile-reference.md").read_text() == text, (
         "regenerate: cernvm-build profiles reference -o docs/profile-reference.md"
     )
     for s in SETTINGS:
@@ -137,7 +138,7 @@ def test_show_origins_names_the_file_behind_each_value(capsys: pytest.CaptureFix
     rows = run_json(capsys, "profiles", "show", "el4", "--origins", "--json")
     assert isinstance(rows, list)
     by_key = {r["key"]: r for r in rows}
-    shipped = display(PROJECT_ROOT / "profiles")
+    shipped = display(data_dir("profiles"))
     assert by_key["os.release"]["from"].startswith(f"{shipped}/el4.yaml:")
     assert by_key["bootloader.cmdline"]["from"].startswith(f"{shipped}/preserved.yaml:")
     assert by_key["bootloader.cmdline"]["value"] == ["vsyscall=emulate"]
@@ -151,9 +152,9 @@ def test_show_without_resolved_prints_the_file_as_written(capsys: pytest.Capture
 
 
 def test_validate_a_folder_checks_every_profile_in_it(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["profiles", "validate", str(PROJECT_ROOT / "profiles")]) == 0
+    assert main(["profiles", "validate", str(data_dir("profiles"))]) == 0
     assert "9 profile(s) valid" in capsys.readouterr().err
-    assert main(["profiles", "validate", str(PROJECT_ROOT / "tests" / "profile" / "broken")]) == 3
+    assert main(["profiles", "validate", str(Path(__file__).parent / "broken")]) == 3
 
 
 def test_diff_lists_the_settings_that_differ(capsys: pytest.CaptureFixture[str], write: Write) -> None:
@@ -163,7 +164,7 @@ def test_diff_lists_the_settings_that_differ(capsys: pytest.CaptureFixture[str],
     assert by_key["os.release"] == {"key": "os.release", "el4": 4, "el5": 5}
     assert "cvmfs.path" not in by_key  # both /cvm3
     # a copy elsewhere of the same settings is the same platform; one change shows up
-    copy = write("el7", (PROJECT_ROOT / "profiles" / "el7.yaml").read_text())
+    copy = write("el7", (data_dir("profiles") / "el7.yaml").read_text())
     assert main(["profiles", "diff", "el7", str(copy), "--exit-code"]) == 0
     assert "same settings" in capsys.readouterr().out
     changed = write("changed", "extends: el7\nname: el7\ncvmfs: {snapshot: {tag: cernvm-system-4.5.0.0}}\n")

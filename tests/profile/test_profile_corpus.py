@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from cernvm_build import profile
-from cernvm_build.paths import PROJECT_ROOT
+from cernvm_build.paths import data_dir
 from cernvm_build.profile.yamlnodes import display
 
 BROKEN = Path(__file__).parent / "broken"
@@ -28,10 +28,10 @@ def expectation(path: Path) -> tuple[str, str, str]:
     """(location prefix, key, text) from the file's first line."""
     m = EXPECT.fullmatch(path.read_text().splitlines()[0])
     assert m, f"{path.name}: first line must be '# expect: file:line:col: key: text'"
-    file = BROKEN / m["file"] if (BROKEN / m["file"]).exists() else PROJECT_ROOT / "profiles" / m["file"]
+    file = BROKEN / m["file"] if (BROKEN / m["file"]).exists() else data_dir("profiles") / m["file"]
     # {broken} and {profiles} stand for those folders as messages show them (relative to the cwd)
     text = m["text"].replace("{broken}", display(BROKEN))
-    text = text.replace("{profiles}", display(PROJECT_ROOT / "profiles"))
+    text = text.replace("{profiles}", display(data_dir("profiles")))
     return f"{display(file)}:{m['line']}:{m['col']}", m["key"], text
 
 
@@ -47,7 +47,7 @@ def cli_run() -> tuple[int, str]:
         capture_output=True,
         text=True,
         cwd=os.getcwd(),
-        env={**os.environ, "COLUMNS": "400", "PYTHONPATH": str(PROJECT_ROOT)},
+        env={**os.environ, "COLUMNS": "400", "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
         timeout=120,
     )
     return res.returncode, res.stdout + res.stderr
