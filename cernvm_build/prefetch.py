@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 
 from . import debpkg
+from .bootloader.kernel import fetch_debian_kernel
 from .demo.os_tree import PACKAGES as DEMO_PACKAGES
 from .errors import CernVMError
 from .paths import cache_dir
@@ -22,8 +23,6 @@ def main() -> int:
     try:
         for pkg in debpkg.fetch_many(list(DEMO_PACKAGES), cache):
             print(f"prefetch: {pkg.name} {pkg.version} sha256:{pkg.sha256[:16]}…", file=sys.stderr)
-        from .image.kernel import fetch_debian_kernel
-
         for name in KERNELS:
             kernel = fetch_debian_kernel(name)
             print(

@@ -12,11 +12,11 @@ from typing import Any
 
 from ..errors import BuildError
 from ..fsutil import atomic_write
-from ..image.kernel import Kernel
 from ..paths import data_dir, source_date_epoch
 from ..proc import run, which
 from . import modules as kmod
 from .cpio import Tree, write_newc
+from .kernel import Kernel
 from .runtime import ENTRY_MODULES, cached_runtime, default_python, ldd
 
 RT_DIR = "usr/lib/ucernvm-rt"

@@ -99,7 +99,7 @@ def _launch(*args: str, timeout: float | None = None) -> subprocess.CompletedPro
 
 def _reuse_release(release_dir: Path, prof: Profile, root_hash: str) -> bool:
     """An earlier demo release is reused when it verifies and was cut from the same snapshot and recipe."""
-    from ..release import index as idx
+    from .. import releaseindex as idx
     from ..release.build import for_release, profile_hash
     from ..release.verify import verify
 

@@ -13,14 +13,16 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import debpkg
 from ..cvmfs import whitelist
 from ..cvmfs.keys import KeySet, load_keys
 from ..cvmfs.publish import PublishResult, create_repository, publish_tree, resign_whitelist
+from ..cvmfs.repository import SnapshotSpec, open_repository
 from ..errors import CernVMError
 from ..fsutil import atomic_write
 from ..paths import cache_dir, data_dir
 from . import DEMO_FQRN
-from .os_tree import build_demo_os
+from .os_tree import PACKAGES, ROOTFS, build_demo_os
 
 KEYS_DIR = data_dir("profiles") / "keys" / "demo"
 PUBLIC_KEY = data_dir("profiles") / "keys" / f"{DEMO_FQRN}.pub"
@@ -61,9 +63,6 @@ def _keep_whitelist_fresh(stratum: Path, keys: KeySet) -> None:
 
 def _inputs_digest(release: str, tag: str, extra_files: dict[str, str]) -> str:
     """What the published tree is made of: packages (by hash), the rootfs files, release, extras."""
-    from .. import debpkg
-    from .os_tree import PACKAGES, ROOTFS
-
     h = hashlib.sha256(f"{release}\0{tag}\0".encode())
     for _name, _version, _arch, sha256 in debpkg.resolve_many(PACKAGES):
         h.update(sha256.encode())
@@ -76,8 +75,6 @@ def _inputs_digest(release: str, tag: str, extra_files: dict[str, str]) -> str:
 
 
 def _current(root: Path, stratum: Path, tag: str, objects: int = 0) -> DemoRepository | None:
-    from ..cvmfs.repository import SnapshotSpec, open_repository
-
     try:
         with open_repository(
             stratum, fqrn=DEMO_FQRN, public_keys=[PUBLIC_KEY], snapshot=SnapshotSpec(tag=tag)

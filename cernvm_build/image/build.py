@@ -23,13 +23,16 @@ from typing import Any
 
 from .. import __version__
 from ..artifact import Artifact
+from ..bootloader.initrd import DEFAULT_LEVEL, InitrdInputs, build_initrd
+from ..bootloader.kernel import Kernel, fetch_debian_kernel, kernel_from_tree
+from ..bootloader.runtime import default_python
+from ..cvmfs.repository import SnapshotSpec, open_repository
 from ..errors import BuildError, CernVMError
 from ..fsutil import fsync_dir, sha256_file
 from ..paths import source_date_epoch
 from ..proc import run, which
 from ..profile import Profile
 from . import disks, signature
-from .kernel import Kernel, fetch_debian_kernel, kernel_from_tree
 
 Step = Callable[[str], None]
 _SAFE_ARG = re.compile(r"^[A-Za-z0-9@%+,./:;=_|-]+$")
@@ -131,8 +134,6 @@ def kernel_cmdline(profile: Profile) -> str:
 
 def query_snapshot(profile: Profile, timeout: float = 10) -> Snapshot:
     """Open the profile's repository (signatures checked) at its snapshot selector, as the guest will."""
-    from ..cvmfs.repository import SnapshotSpec, open_repository
-
     c = profile.cvmfs
     urls = c.server_urls()
     try:
@@ -208,9 +209,6 @@ def build_image(
     step: Step | None = None,
 ) -> BuildResult:
     """Build ``formats`` of ``profile`` into ``out_dir``; see the module docstring for the order."""
-    from ..bootloader.initrd import DEFAULT_LEVEL, InitrdInputs, build_initrd
-    from ..bootloader.runtime import default_python
-
     say: Step = step or (lambda _msg: None)
     fmts = parse_formats(formats, list(profile.image.formats))
     check_tools(fmts)

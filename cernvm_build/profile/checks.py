@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from ..bootloader import userdata
 from ..errors import ProfileError
 from .convert import Values, resolve_path
 from .model import is_rolling_tag
@@ -69,8 +70,6 @@ def check(v: Values) -> None:
 
 def _context(v: Values) -> None:
     """Context keys must be ones the bootloader honours, with values it accepts (it ignores others)."""
-    from ..bootloader import userdata  # the bootloader owns the list of keys; stdlib-only, cheap
-
     for name, value in (v.values["context"] or {}).items():
         if "\n" in value or "\r" in value:
             continue  # reported below

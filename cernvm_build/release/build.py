@@ -22,10 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from .. import gpg
+from .. import releaseindex as idx
 from ..artifact import Artifact
+from ..container.from_profile import build_profile as build_container
+from ..cvmfs.repository import SnapshotSpec
 from ..fsutil import atomic_write
-from ..profile import Profile
-from . import index as idx
+from ..image.build import build_image
+from ..profile import Profile, load
 from . import notes, sums
 
 Step = Callable[[str, str], None]  # (profile, message)
@@ -97,10 +100,6 @@ def _artifact_rows(arts: list[Artifact], root: Path, profile: str, kind: str) ->
 
 def build_profile_part(profile: Profile, part_root: Path, opts: ReleaseOptions, step: Step) -> dict[str, Any]:
     """Images, build manifest and containers of one profile; returns the record for the index."""
-    from ..container.from_profile import build_profile as build_container
-    from ..cvmfs.repository import SnapshotSpec
-    from ..image.build import build_image
-
     done = part_root / profile.name / DONE
     if done.is_file():
         step(profile.name, "already built (resuming)")
@@ -207,6 +206,4 @@ def build_release(opts: ReleaseOptions, step: Step | None = None) -> tuple[idx.R
 
 
 def release_profiles(names: Sequence[str]) -> tuple[Profile, ...]:
-    from ..profile import load
-
     return tuple(load(n) for n in names)

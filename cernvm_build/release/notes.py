@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .index import ReleaseIndex
+from ..releaseindex import ReleaseIndex
 
 
 def _size(n: int) -> str:

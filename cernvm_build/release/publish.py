@@ -17,8 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import releaseindex as idx
+from ..mirror import s3sync
+from ..mirror.publish import mirror
 from ..paths import data_dir
-from . import index as idx
+from ..site.build import Builder
+from ..site.publish import publish as publish_site
+from ..site.releases import add_release
 from . import sums
 
 Step = Callable[[str], None]
@@ -58,8 +63,6 @@ def _json(report: Any) -> dict[str, Any]:
 def site_with_release(release_dir: Path, work: Path, site_src: Path | None = None) -> Path:
     """A copy of the site sources with this release on it: its index (downloads page, feed) and its
     notes as the release's news post."""
-    from ..site.releases import add_release
-
     src = site_src or data_dir("site")
     site = work / "site"
     shutil.copytree(src, site, symlinks=True)
@@ -81,8 +84,6 @@ def publish_release(
     site_src: Path | None = None,
     step: Step | None = None,
 ) -> PublishReport:
-    from ..mirror import s3sync
-
     say: Step = step or (lambda _m: None)
     release = idx.load(release_dir / "index.json")
     report = PublishReport(version=release.version)
@@ -92,15 +93,10 @@ def publish_release(
         s3sync.sync_tree(release_dir, target, endpoint_url=endpoint_url, last=LAST, delete=False)
     )
     for repo in repos:
-        from ..mirror.publish import mirror
-
         say(f"{repo.kind} repository {repo.source} → {repo.dest}")
         got = mirror(repo.kind, repo.source, repo.dest, endpoint_url=endpoint_url, gpg_key=repo.gpg_key)
         report.repositories.append(_json(got))
     if site_dest:
-        from ..site.build import Builder
-        from ..site.publish import publish as publish_site
-
         with tempfile.TemporaryDirectory(prefix="release-site-") as tmp:
             site = site_with_release(release_dir, Path(tmp), site_src)
             say("site: building with the release's downloads page")

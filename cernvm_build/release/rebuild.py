@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import releaseindex as idx
 from ..fsutil import sha256_file
 from ..profile import load
-from . import index as idx
 from .build import ReleaseOptions, build_release, epoch_env, for_release, profile_hash
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..errors import IntegrityError
 from ..fsutil import atomic_write
-from .index import ReleaseArtifact
+from ..releaseindex import ReleaseArtifact
 
 NAME = "SHA256SUMS"
 

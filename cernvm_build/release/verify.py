@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import gpg
+from .. import releaseindex as idx
 from ..fsutil import sha256_file
-from . import index as idx
 from . import sums
 
 

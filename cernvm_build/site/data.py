@@ -4,7 +4,7 @@ Layout under ``site/data/``:
 
 - ``*.yaml`` / ``*.json``: free-form data, available to templates as ``data.<stem>``;
 - ``releases/<version>.json``: a release index exactly as ``cernvm-build release`` writes it
-  (``cernvm_build.release.index``); download URLs come from ``releases_url`` in config.yaml;
+  (``cernvm_build.releaseindex``); download URLs come from ``releases_url`` in config.yaml;
 - ``repositories.yaml``: the package repositories; their package lists are read from the
   repositories' own metadata (``repos.py``).
 """
@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from .. import releaseindex as release_index  # the release engineer's reader and checks
 from ..errors import BuildError, CernVMError, Location
 from . import repos
 from .config import SiteConfig
@@ -55,8 +56,6 @@ def load_releases(data_dir: Path, cfg: SiteConfig) -> list[dict[str, Any]]:
     folder = data_dir / "releases"
     if not folder.is_dir():
         return []
-    from ..release import index as release_index  # the release engineer's reader and checks
-
     out: list[dict[str, Any]] = []
     for path in sorted(folder.glob("*.json")):
         try:

@@ -10,13 +10,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .. import releaseindex as release_index
 from ..fsutil import atomic_write
 
 
 def add_release(site_dir: Path, index_path: Path, notes: str | None = None) -> list[Path]:
     """Put the release described by ``index_path`` on the site; returns the files written."""
-    from ..release import index as release_index
-
     idx = release_index.load(index_path)  # refuses a damaged index with file and key
     written: list[Path] = []
     data = site_dir / "data" / "releases" / f"{idx.version}.json"

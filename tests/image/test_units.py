@@ -240,7 +240,7 @@ def test_kernel_cmdline_carries_repository_path_servers_tag() -> None:
 
 # -- kernel from a given tree ------------------------------------------------------------------------
 def test_kernel_from_tree_and_its_errors(tmp_path: Path) -> None:
-    from cernvm_build.image.kernel import kernel_from_tree
+    from cernvm_build.bootloader.kernel import kernel_from_tree
 
     (tmp_path / "lib" / "modules" / "6.9.0-x" / "kernel").mkdir(parents=True)
     (tmp_path / "boot").mkdir()

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from cernvm_build import gpg
+from cernvm_build import releaseindex as idx
 from cernvm_build.errors import CernVMError
-from cernvm_build.release import index as idx
 from cernvm_build.release import notes, sums
 from cernvm_build.release.verify import verify
 

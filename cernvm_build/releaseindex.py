@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import CernVMError, Location
+from .errors import CernVMError, Location
 
 SCHEMA = 1
 VERSION_RE = re.compile(r"^\d{4}\.\d{2}-\d+$")
