@@ -34,7 +34,7 @@ examples:
   cernvm-build image el9
   cernvm-build image demo --format iso,hdd,qcow2 --out build/images --json
   cernvm-build image demo --server http://127.0.0.1:8000/cvmfs/demo.cernvm.test \\
-      --sign-key profiles/keys/demo/demo.cernvm.test.key --sign-cert profiles/keys/demo/demo.cernvm.test.crt
+      --sign-key my-release.key --sign-cert my-release.crt
   cernvm-build image inspect build/images/ucernvm-demo.2026.11-1.cernvm.x86_64.iso
   cernvm-build image verify ucernvm-demo.2026.11-1.cernvm.x86_64.hdd --cert release.crt"""
 

@@ -27,7 +27,8 @@ Declarative profiles: one YAML file per CernVM platform (EL4-EL9 and the demo).
   cernvm-build profiles schema > profile.json      JSON Schema for editors
   cernvm-build profiles reference                  the settings reference (Markdown)
 
-Profiles are found in the project's profiles/ folder and in $CERNVM_PROFILE_PATH (':'-separated);
+Profiles are found among the shipped ones (cernvm_build/data/profiles/ in the package) and in
+$CERNVM_PROFILE_PATH (':'-separated);
 any command also takes a path to a .yaml file."""
 
 

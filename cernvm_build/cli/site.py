@@ -13,7 +13,7 @@ from ..paths import data_dir
 from .app import Output, group_handler, subparser
 
 DESCRIPTION = """\
-The cvmfs.io static site, generated from site/ (Markdown content, release and repository data,
+The cvmfs.io static site, generated from a site folder (Markdown content, release and repository data,
 templates, static assets):
 
   cernvm-build site build                         build into build/site (incremental)
@@ -26,7 +26,12 @@ templates, static assets):
 
 def _site_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("site")
-    g.add_argument("--site", type=Path, default=None, help="site sources (default: the project's site/)")
+    g.add_argument(
+        "--site",
+        type=Path,
+        default=None,
+        help="site sources (default: the shipped cvmfs.io site, cernvm_build/data/site)",
+    )
     g.add_argument(
         "--out", type=Path, default=Path("build/site"), help="output folder (default: %(default)s)"
     )
@@ -249,7 +254,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "serve",
         help="preview on 127.0.0.1, rebuilt when a source changes",
         description=(
-            "Build, serve the output on 127.0.0.1 and rebuild whenever a file under site/ changes.\n\n"
+            "Build, serve the output on 127.0.0.1 and rebuild whenever a site source changes.\n\n"
             "  cernvm-build site serve\n"
             "  cernvm-build site serve --port 8080 --out /tmp/preview"
         ),

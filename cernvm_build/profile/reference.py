@@ -17,13 +17,13 @@ INTRO = f"""\
 
 A profile is a YAML file that declares one CernVM platform: the OS, the CernVM-FS repository that
 serves its root tree, the bootloader and kernel, the images and containers to build, the default
-contextualization and the preservation rules. The shipped profiles are in `profiles/`
-(`cernvm-build profiles list`).
+contextualization and the preservation rules. The shipped profiles are package data, in
+`cernvm_build/data/profiles/` (`cernvm-build profiles list`).
 
 ## Finding profiles
 
 A profile is named by its file name without `.yaml` (`el7`) or given as a path
-(`./my-platform.yaml`). Names are looked up in the project's `profiles/` folder, then in each folder
+(`./my-platform.yaml`). Names are looked up among the shipped profiles, then in each folder
 of `$CERNVM_PROFILE_PATH` (`:`-separated); parents named in `extends` are looked up beside the
 profile that names them first.
 
