@@ -5,7 +5,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-# Debian packages the toolkit and its tests use; `deps` installs only the missing ones.
+# Debian packages the toolkit and its tests use; `deps` installs only the missing ones. The last two
+# lines: what the real CernVM-FS client and server tool in ../shared/fixtures/cvmfs-real need to run
+# (the interop tests, tests/cvmfs_interop/, check the project against them).
 APT_PACKAGES := \
 	python3-venv python3-dev gcc pkg-config libvirt-dev \
 	qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients ovmf \
@@ -15,7 +17,9 @@ APT_PACKAGES := \
 	createrepo-c rpm dnf dpkg-dev apt-utils \
 	hugo chromium chromium-driver awscli rclone \
 	openssh-client iproute2 procps \
-	dropbear-bin
+	dropbear-bin \
+	libcurl4 libc-ares2 libleveldb1d libprotobuf-lite32 libsqlite3-0 libpacparser1 libarchive13 libssl3 \
+	libuuid1 libcap2 libattr1
 
 .PHONY: all deps apt venv prefetch run test test-quick lint bench bench-quick clean distclean
 

@@ -242,7 +242,9 @@ class CatalogWriter:
                     c["chunks"] += len(e.chunks)
                     chunks.extend((p1, p2, ch.offset, ch.size, ch.digest) for ch in e.chunks)
                 if e.hardlink_key is not None:
-                    links.append((p1, p2, e.hardlink_key))
+                    # CernVM-FS groups hard links per directory (the real server and clients expect
+                    # a group's members side by side): links elsewhere form their own group.
+                    links.append((p1, p2, f"{parent_path(e.path)}\0{e.hardlink_key}"))
             else:
                 c["special"] += 1
                 if not (stat.S_ISCHR(mode) or stat.S_ISBLK(mode)):

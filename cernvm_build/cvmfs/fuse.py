@@ -24,8 +24,16 @@ import mfusepy
 from ..errors import CernVMError, CvmfsError
 from .catalog import DirEntry
 from .repository import Repository
+from .variant import expand
 
 log = logging.getLogger(__name__)
+
+
+def _target(e: DirEntry) -> str:
+    """A symlink's target as the real client shows it: variant ``$(NAME)`` parts expanded from the
+    mount's environment (``variant.py``)."""
+    return expand(e.symlink, os.environ)
+
 
 ENOATTR = getattr(errno, "ENOATTR", errno.ENODATA)
 ENTRY_CACHE = 200_000
@@ -82,7 +90,7 @@ class CvmfsOperations(mfusepy.Operations):  # type: ignore[misc]
 
     @staticmethod
     def attrs(e: DirEntry) -> dict[str, Any]:
-        size = len(e.symlink.encode("utf-8", "surrogateescape")) if e.is_symlink else e.size
+        size = len(_target(e).encode("utf-8", "surrogateescape")) if e.is_symlink else e.size
         return {
             "st_mode": e.mode,
             "st_ino": e.inode,
@@ -119,7 +127,7 @@ class CvmfsOperations(mfusepy.Operations):  # type: ignore[misc]
         entry = self._entry(path)
         if not entry.is_symlink:
             raise mfusepy.FuseOSError(errno.EINVAL)
-        return entry.symlink
+        return _target(entry)
 
     def statfs(self, path: str) -> dict[str, int]:
         """Sizes from the root catalog's counters (the whole revision); nothing free: read-only."""

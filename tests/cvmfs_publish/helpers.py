@@ -70,7 +70,8 @@ def _xattrs(p: Path) -> dict[str, bytes]:
 def describe(root: Path, *, mtimes: bool = True) -> dict[str, tuple[object, ...]]:
     """path -> (type, permissions, size, sha1/target/rdev, uid, gid, xattrs, mtime, link group)."""
     out: dict[str, tuple[object, ...]] = {}
-    inodes: dict[tuple[int, int], str] = {}
+    # hard links as CernVM-FS keeps them: a group is the links to one inode within one directory
+    inodes: dict[tuple[str, int, int], list[str]] = {}
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         for name in sorted(dirnames + filenames):
@@ -79,7 +80,9 @@ def describe(root: Path, *, mtimes: bool = True) -> dict[str, tuple[object, ...]
             rel = "/" + str(p.relative_to(root))
             if stat.S_ISREG(st.st_mode):
                 what: object = hashlib.sha1(p.read_bytes()).hexdigest()
-                group = inodes.setdefault((st.st_dev, st.st_ino), rel) if st.st_nlink > 1 else None
+                group = None
+                if st.st_nlink > 1:
+                    inodes.setdefault((dirpath, st.st_dev, st.st_ino), []).append(rel)
             elif stat.S_ISLNK(st.st_mode):
                 what, group = os.readlink(p), None
             elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
@@ -99,4 +102,8 @@ def describe(root: Path, *, mtimes: bool = True) -> dict[str, tuple[object, ...]
                 mtime,
                 group,
             )
+    for members in inodes.values():
+        if len(members) > 1:
+            for rel in members:
+                out[rel] = (*out[rel][:-1], members[0])
     return out
