@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import Location, ProfileError
-from . import checks, convert, resolve, settings, template
+from . import checks, convert, model, resolve, settings, template
 from .model import (
     BootloaderSettings,
     ContainerSettings,
@@ -83,6 +83,8 @@ class Outcome:
     path: Path
     profile: Profile | None = None
     errors: list[ProfileError] = field(default_factory=list)
+    #: not errors, but worth saying: deprecated keys (``upgrade.py``)
+    warnings: list[ProfileError] = field(default_factory=list)
     abstract: bool = False
     #: the node behind each setting (None: the default), for ``origins``
     nodes: dict[str, Node | None] = field(default_factory=dict, repr=False)
@@ -99,6 +101,7 @@ def check(name_or_path: str | Path, search_path: Sequence[Path] | None = None) -
     outcome = Outcome(path)
     try:
         layers = resolve.linearize(path, _search(search_path))
+        outcome.warnings = [w for layer in layers for w in layer.warnings]
         tree = resolve.merge_layers(layers).clone()
         own = layers[-1].tree.value.get("abstract")
         outcome.abstract = own is not None and own.value is True
@@ -126,7 +129,11 @@ def check(name_or_path: str | Path, search_path: Sequence[Path] | None = None) -
     outcome.errors = values.errors
     outcome.nodes = values.nodes
     if not values.errors:
-        outcome.profile = _build(values.values, path, layers[-1].extends, [la.path for la in layers])
+        v = values.values
+        if v["kernel.vmlinuz"] is not None:
+            v["kernel.package"] = None  # the package default does not apply to one's own kernel
+        extra = {"source": path, "extends": list(layers[-1].extends), "inputs": [la.path for la in layers]}
+        outcome.profile = model.build(Profile, v, extra)
     return outcome
 
 
@@ -194,56 +201,3 @@ def own_settings(name_or_path: str | Path, search_path: Sequence[Path] | None = 
     """A profile file's own settings as written (nothing inherited, templates unrendered)."""
     data = to_plain(resolve.read_layer(locate(name_or_path, search_path)).tree)
     return data if isinstance(data, dict) else {}
-
-
-def _build(v: dict[str, Any], path: Path, extends: list[str], inputs: list[Path]) -> Profile:
-    return Profile(
-        name=v["name"],
-        description=v["description"],
-        source=path,
-        extends=list(extends),
-        os=OsSettings(
-            family=v["os.family"],
-            release=v["os.release"],
-            distribution=v["os.distribution"],
-            arch=v["os.arch"],
-        ),
-        cvmfs=CvmfsSettings(
-            repository=v["cvmfs.repository"],
-            servers=v["cvmfs.servers"],
-            path=v["cvmfs.path"],
-            public_keys=v["cvmfs.public_keys"],
-            http_proxy=v["cvmfs.http_proxy"],
-            snapshot=Snapshot(
-                tag=v["cvmfs.snapshot.tag"],
-                date=v["cvmfs.snapshot.date"],
-                root_hash=v["cvmfs.snapshot.root_hash"],
-            ),
-        ),
-        bootloader=BootloaderSettings(
-            branch=v["bootloader.branch"],
-            version=v["bootloader.version"],
-            release=v["bootloader.release"],
-            cmdline=v["bootloader.cmdline"],
-            no_vsyscall_reason=v["bootloader.no_vsyscall_reason"],
-        ),
-        kernel=KernelSettings(
-            package=None if v["kernel.vmlinuz"] is not None else v["kernel.package"],
-            vmlinuz=v["kernel.vmlinuz"],
-            modules=v["kernel.modules"],
-        ),
-        image=ImageSettings(formats=v["image.formats"]),
-        container=ContainerSettings(
-            formats=v["container.formats"],
-            entrypoint=v["container.entrypoint"],
-            env=v["container.env"],
-            labels=v["container.labels"],
-        ),
-        context=v["context"],
-        preservation=PreservationSettings(
-            frozen=v["preservation.frozen"],
-            read_only=v["preservation.read_only"],
-            checksums_required=v["preservation.checksums_required"],
-        ),
-        inputs=inputs,
-    )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import re
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -12,6 +11,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from ..bootloader import userdata
 from ..errors import ProfileError
+from ..table import is_url
 from .convert import Values, resolve_path
 from .model import is_rolling_tag
 from .yamlnodes import Pos, display, location
@@ -154,17 +154,9 @@ def _servers(v: Values) -> None:
         )
         return
     repository = v.values["cvmfs.repository"]
-    for url in servers:
+    for url in servers:  # each is an http(s) URL already (the table's URL kind)
         pos = _pos_of(v, "cvmfs.servers", url)
-        if not _is_url(url, ("http", "https")):
-            _fail(
-                v,
-                "cvmfs.servers",
-                f"not an http(s) URL: {url!r}",
-                "write the server's base URL, e.g. http://cvmfs-stratum-one.cern.ch/cvmfs/@fqrn@",
-                pos=pos,
-            )
-        elif "@fqrn@" not in url and not (repository and repository in url):
+        if "@fqrn@" not in url and not (repository and repository in url):
             _fail(
                 v,
                 "cvmfs.servers",
@@ -184,7 +176,7 @@ def _proxy(v: Values) -> None:
         if member in ("DIRECT", "auto"):
             continue
         url = member if "://" in member else f"http://{member}"
-        if not _is_url(url, ("http",)) or urlsplit(url).path not in ("", "/"):
+        if not is_url(url, ("http",)) or urlsplit(url).path not in ("", "/"):
             _fail(
                 v,
                 "cvmfs.http_proxy",
@@ -192,21 +184,6 @@ def _proxy(v: Values) -> None:
                 "write DIRECT, auto, or proxies like 'http://squid1:3128|http://squid2:3128;DIRECT'",
             )
             return
-
-
-def _is_url(url: str, schemes: tuple[str, ...]) -> bool:
-    """An absolute URL with one of ``schemes``, a plausible host name and a valid port."""
-    try:
-        parts = urlsplit(url)
-        _ = parts.port  # raises on a port that is not a number in range
-    except ValueError:
-        return False
-    host = parts.hostname or ""
-    return (
-        parts.scheme in schemes
-        and re.fullmatch(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?|[0-9a-f:.]*:[0-9a-f:.]*", host) is not None
-        and not any(c.isspace() for c in url)
-    )
 
 
 def _pos_of(v: Values, key: str, text: str) -> Pos | None:

@@ -7,14 +7,15 @@ problem in a file at once; each names file:line:column and the key path.
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import table
 from ..errors import ProfileError
-from .settings import BY_KEY, SECTIONS, SETTINGS, Kind, Setting, children, default_of
+from ..table import Kind, Setting, suggest
+from .settings import BY_KEY, SECTIONS, SETTINGS, children, default_of
 from .yamlnodes import Node, Pos, location
 
 
@@ -47,11 +48,6 @@ class Values:
 
 def _fail(errors: list[ProfileError], pos: Pos | None, key: str, message: str, hint: str) -> None:
     errors.append(ProfileError(message, where=location(pos, key), hint=hint))
-
-
-def _suggest(word: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def leaves(tree: Node, errors: list[ProfileError]) -> dict[str, Node]:
@@ -87,7 +83,7 @@ def leaves(tree: Node, errors: list[ProfileError]) -> dict[str, Node]:
                     )
             else:
                 options = children(section)
-                hint = _suggest(key, options)
+                hint = suggest(key, options)
                 elsewhere = [s.key for s in SETTINGS if s.key.rsplit(".", 1)[-1] == key]
                 if not hint and elsewhere:
                     hint = f" (did you mean {elsewhere[0]!r}?)"
@@ -126,21 +122,13 @@ def _text(node: Node) -> str | None:
     return node.value if isinstance(node.value, str) else (node.text or "")
 
 
-def _check_text(errors: list[ProfileError], s: Setting, text: str, pos: Pos | None, key: str) -> bool:
-    if s.choices and text not in s.choices:
-        _fail(
-            errors,
-            pos,
-            key,
-            f"unknown value {text!r}{_suggest(text, list(s.choices))}",
-            f"choose one of: {', '.join(s.choices)}",
-        )
-        return False
-    if s.pattern and not re.fullmatch(s.pattern, text):
-        what = "must not be empty" if not text else f"invalid value {text!r}"
-        _fail(errors, pos, key, what, f"expected {s.pattern_help or s.pattern}")
-        return False
-    return True
+def _check(errors: list[ProfileError], s: Setting, value: str | int | bool, pos: Pos | None, key: str) -> Any:
+    """The table's conversion of one scalar; None (and an error) when the setting refuses it."""
+    try:
+        return table.scalar(s, value)
+    except table.Invalid as e:
+        _fail(errors, pos, key, e.message, e.hint)
+        return None
 
 
 def resolve_path(text: str, pos: Pos | None) -> Path:
@@ -165,27 +153,23 @@ def convert_one(s: Setting, node: Node, errors: list[ProfileError]) -> Any:
         hint = f"write e.g. '{key.rsplit('.', 1)[-1]}: {ex}'" if ex else f"give {expected}"
         _fail(errors, pos, key, f"expected {expected}, got {_kind_name(node)}", hint)
 
-    if s.kind in (Kind.STR, Kind.PATH):
+    if s.kind.is_text and not s.kind.is_list and s.kind is not Kind.DICT_STR:
         text = _text(node)
         if text is None:
-            wrong("a string")
+            wrong(f"a {s.kind.item.value}" if s.kind is Kind.URL else "a string")
             return None
-        if not _check_text(errors, s, text, pos, key):
+        if _check(errors, s, text, pos, key) is None:
             return None
         return resolve_path(text, pos) if s.kind is Kind.PATH else text
-    if s.kind is Kind.INT:
+    if s.kind in (Kind.INT, Kind.SIZE, Kind.DURATION):
         v = node.value
         if node.kind == "scalar" and node.templated and isinstance(v, str) and re.fullmatch(r"-?\d+", v):
             v = int(v)
-        if node.kind != "scalar" or isinstance(v, bool) or not isinstance(v, int):
-            wrong("an integer")
+        text_ok = s.kind is not Kind.INT and node.kind == "scalar" and isinstance(v, str)  # "4G", "15m"
+        if not text_ok and (node.kind != "scalar" or isinstance(v, bool) or not isinstance(v, int)):
+            wrong("an integer" if s.kind is Kind.INT else f"a {s.kind.value}")
             return None
-        if (s.minimum is not None and v < s.minimum) or (s.maximum is not None and v > s.maximum):
-            lo = "" if s.minimum is None else str(s.minimum)
-            hi = "" if s.maximum is None else str(s.maximum)
-            _fail(errors, pos, key, f"{v} is out of range", f"expected an integer in {lo}..{hi}")
-            return None
-        return v
+        return _check(errors, s, v, pos, key)
     if s.kind is Kind.BOOL:
         if node.kind != "scalar" or not isinstance(node.value, bool):
             wrong("true or false", "true")
@@ -209,7 +193,7 @@ def convert_one(s: Setting, node: Node, errors: list[ProfileError]) -> Any:
                     "write each item as a plain value",
                 )
                 continue
-            if _check_text(errors, s, text, item.pos, key):
+            if _check(errors, s, text, item.pos, key) is not None:
                 value: Any = resolve_path(text, item.pos) if s.kind is Kind.LIST_PATH else text
                 if not (s.unique and value in items):
                     items.append(value)

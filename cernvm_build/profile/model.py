@@ -1,17 +1,23 @@
 """The resolved profile: typed, frozen, what every stage takes as input.
 
 Field names are a contract with the other stages (bootloader, image, container, launch, release).
-Add fields freely; never rename one.
+Add fields freely; never rename one. Each leaf field is a setting of the table (``settings.py``) under
+the dotted path of its dataclasses (``Profile.cvmfs.snapshot.tag`` is ``cvmfs.snapshot.tag``); ``build``
+fills them from the converted values generically, and a test checks that the two agree.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -140,6 +146,39 @@ class Profile:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data (paths as strings), in declaration order."""
         return _plain(self)  # type: ignore[no-any-return]
+
+
+def build(cls: type[T], values: dict[str, Any], extra: dict[str, Any], prefix: str = "") -> T:
+    """An instance of the dataclass ``cls`` whose leaf fields are ``values[dotted path]``.
+
+    Fields that are dataclasses themselves are built from the keys below their path; ``extra`` gives
+    the fields that are not settings (``source``, ``inputs``). Fields found in neither keep their default.
+    """
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        key = prefix + f.name
+        kind = hints[f.name]
+        if key in extra:
+            kwargs[f.name] = extra[key]
+        elif isinstance(kind, type) and dataclasses.is_dataclass(kind):
+            kwargs[f.name] = build(kind, values, extra, key + ".")
+        elif key in values:
+            kwargs[f.name] = values[key]
+    return cls(**kwargs)
+
+
+def leaf_keys(cls: type, prefix: str = "") -> list[str]:
+    """The dotted paths of the leaf fields of ``cls`` (what ``build`` takes from the values)."""
+    hints = typing.get_type_hints(cls)
+    keys: list[str] = []
+    for f in dataclasses.fields(cls):
+        kind = hints[f.name]
+        if isinstance(kind, type) and dataclasses.is_dataclass(kind):
+            keys += leaf_keys(kind, prefix + f.name + ".")
+        else:
+            keys.append(prefix + f.name)
+    return keys
 
 
 def _file_sha256(path: Path) -> str:

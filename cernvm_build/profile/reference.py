@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import json
 
-from .settings import SECTIONS, SETTINGS, Kind, Setting, default_of
+from ..table import Kind, Setting, allowed_text
+from .settings import SECTIONS, SETTINGS, default_of
 from .yamlnodes import REPLACE_TAG
 
 INTRO = f"""\
@@ -106,25 +107,14 @@ def _default(s: Setting) -> str:
 
 
 def _allowed(s: Setting) -> str:
-    parts: list[str] = []
-    if s.choices:
-        parts.append("one of " + ", ".join(f"`{c}`" for c in s.choices))
-    elif s.pattern_help:
-        parts.append(s.pattern_help)
-    if s.minimum is not None or s.maximum is not None:
-        lo = "" if s.minimum is None else s.minimum
-        hi = "" if s.maximum is None else s.maximum
-        parts.append(f"{lo}..{hi}")
-    if s.nullable:
-        parts.append("may be null")
-    if s.example:
-        parts.append(f"e.g. `{s.example}`")
-    return "; ".join(parts)
+    return allowed_text(s)
 
 
 def _type(s: Setting) -> str:
     if s.kind is Kind.LIST_STR and s.single_ok:
         return "string or list of strings"
+    if s.flag:
+        return f"{s.kind.value} (command line: `{s.flag}`)"
     return s.kind.value
 
 

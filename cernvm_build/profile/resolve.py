@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import paths
 from ..errors import Location, ProfileError
+from . import upgrade
 from .settings import SETTINGS
 from .yamlnodes import REPLACE_TAG, Node, Pos, display, load_file, location
 
@@ -53,10 +54,13 @@ class Layer:
     tree: Node
     extends: list[str]
     extends_pos: list[Pos | None]
+    #: deprecated keys the file uses (read under their new names)
+    warnings: list[ProfileError] = field(default_factory=list)
 
 
 def read_layer(path: Path) -> Layer:
-    tree = load_file(path)
+    """One file, upgraded to the current profile format."""
+    tree, warnings = upgrade.upgrade(load_file(path))
     node = tree.value.get("extends")
     names: list[str] = []
     where: list[Pos | None] = []
@@ -71,7 +75,7 @@ def read_layer(path: Path) -> Layer:
                 )
             names.append(item.value)
             where.append(item.pos)
-    return Layer(path, tree, names, where)
+    return Layer(path, tree, names, where, warnings)
 
 
 def linearize(path: Path, search_path: Sequence[Path], cache: dict[Path, Layer] | None = None) -> list[Layer]:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .settings import SECTIONS, SETTINGS, Kind, Setting, default_of
+from ..table import Kind, Setting
+from .settings import SECTIONS, SETTINGS, default_of
 from .yamlnodes import REPLACE_TAG
 
 SCHEMA_ID = "https://cernvm.cern.ch/schemas/cernvm-build/profile.json"
@@ -26,10 +27,11 @@ def _string(s: Setting) -> dict[str, Any]:
 
 def _property(s: Setting) -> dict[str, Any]:
     prop: dict[str, Any]
-    if s.kind in (Kind.STR, Kind.PATH):
+    if s.kind in (Kind.STR, Kind.PATH, Kind.URL):
         prop = _string(s)
-    elif s.kind is Kind.INT:
-        prop = {"type": "integer"}
+    elif s.kind in (Kind.INT, Kind.SIZE, Kind.DURATION):
+        # sizes and durations may also be written with a unit ("4G", "15m"), which JSON Schema cannot check
+        prop = {"type": "integer"} if s.kind is Kind.INT else {"type": ["integer", "string"]}
         if s.minimum is not None:
             prop["minimum"] = s.minimum
         if s.maximum is not None:
@@ -37,7 +39,7 @@ def _property(s: Setting) -> dict[str, Any]:
     elif s.kind is Kind.BOOL:
         prop = {"type": "boolean"}
     elif s.kind.is_list:
-        item = _string(s) if s.kind is Kind.LIST_STR else {"type": "string"}
+        item = _string(s) if s.kind in (Kind.LIST_STR, Kind.LIST_URL) else {"type": "string"}
         prop = {"type": "array", "items": item}
         if s.unique:
             prop["uniqueItems"] = True
@@ -49,7 +51,8 @@ def _property(s: Setting) -> dict[str, Any]:
             prop["propertyNames"] = {"pattern": f"^(?:{s.pattern})$"}
     # null resets an inherited value to the default, so every setting accepts it
     if "type" in prop:
-        prop["type"] = [prop["type"], "null"]
+        types = prop["type"] if isinstance(prop["type"], list) else [prop["type"]]
+        prop["type"] = [*types, "null"]
         if "enum" in prop:
             prop["enum"] = [*prop["enum"], None]
     else:

@@ -1,66 +1,35 @@
-"""The one table of profile settings.
+"""The table of profile settings (instances of the one settings type, ``cernvm_build.table``).
 
-Each ``Setting`` declares a key once: its type, default, allowed values and help. Parsing, validation,
-defaults, ``cernvm-build profiles schema`` (JSON Schema) and the reference page are all derived from
-``SETTINGS`` and ``SECTIONS``; nothing else lists the keys.
+Each ``Setting`` declares a key once: its type, default, allowed values, help and command-line flag.
+Parsing, validation, defaults, the typed model (``model.py``'s dataclasses are filled from it by
+``build``), ``cernvm-build profiles schema`` (JSON Schema), the reference page and the override flags
+of ``image``/``profiles`` are all derived from ``SETTINGS`` and ``SECTIONS``; nothing else lists keys.
 """
 
 from __future__ import annotations
 
-import enum
-from dataclasses import dataclass
 from typing import Any
 
+from ..table import REQUIRED, Kind, Setting, aliases, by_key
 
-class Kind(enum.Enum):
-    STR = "string"
-    INT = "integer"
-    BOOL = "boolean"
-    PATH = "path"
-    LIST_STR = "list of strings"
-    LIST_PATH = "list of paths"
-    DICT_STR = "mapping of strings"
+__all__ = [
+    "ALIASES",
+    "BY_KEY",
+    "REQUIRED",
+    "SECTIONS",
+    "SETTINGS",
+    "Kind",
+    "Setting",
+    "children",
+    "default_of",
+]
 
-    @property
-    def is_list(self) -> bool:
-        return self in (Kind.LIST_STR, Kind.LIST_PATH)
-
-    @property
-    def is_text(self) -> bool:
-        """Kinds whose YAML scalars are taken as written (so ``2021.10`` stays ``"2021.10"``)."""
-        return self in (Kind.STR, Kind.PATH, Kind.LIST_STR, Kind.LIST_PATH, Kind.DICT_STR)
-
-
-REQUIRED: Any = object()  # marks a setting without a default: the merged profile must set it
 
 IMAGE_FORMATS = ("iso", "hdd", "qcow2", "vmdk", "vdi", "vhd")
 CONTAINER_FORMATS = ("oci", "docker-archive", "apptainer", "thin", "cvmfs")
 
-
-@dataclass(frozen=True)
-class Setting:
-    key: str  # dotted path, e.g. "cvmfs.snapshot.tag"
-    kind: Kind
-    help: str
-    default: Any = REQUIRED
-    nullable: bool = False  # None is a valid value (and the default of optional settings)
-    choices: tuple[str, ...] = ()  # for STR, or the items of LIST_STR
-    pattern: str | None = None  # regular expression the whole string (or each item/key) matches
-    pattern_help: str | None = None  # the pattern in words, for error messages
-    minimum: int | None = None
-    maximum: int | None = None
-    unique: bool = False  # lists: duplicates (e.g. from extends) are dropped, first one kept
-    single_ok: bool = False  # lists: a single string may stand for a one-item list
-    inherit: bool = True  # False: taken only from the profile file itself, never from its parents
-    example: str | None = None
-
-    @property
-    def required(self) -> bool:
-        return self.default is REQUIRED
-
-    @property
-    def section(self) -> str:
-        return self.key.rpartition(".")[0]
+#: the profile format this cernvm-build writes and reads; older files are upgraded (``upgrade.py``)
+FORMAT = 1
 
 
 #: mappings that group settings; the help text heads their part of the reference
@@ -86,6 +55,18 @@ ROOT_HASH_PATTERN = r"[0-9a-f]{40}(-rmd160|-shake128)?"
 DATE_PATTERN = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z"
 
 SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "format",
+        Kind.INT,
+        f"Version of the profile format the file is written in. A file without it is read as format 1; "
+        f"older formats are upgraded when read, newer ones are refused. Never inherited (each file "
+        f"says its own). This cernvm-build reads formats 1..{FORMAT}.",
+        default=FORMAT,
+        minimum=1,
+        maximum=FORMAT,
+        inherit=False,
+        example=str(FORMAT),
+    ),
     Setting(
         "name",
         Kind.STR,
@@ -126,7 +107,14 @@ SETTINGS: tuple[Setting, ...] = (
         choices=("SLC", "SL", "CentOS", "CC", "RHEL", "AlmaLinux", "Rocky", "Demo"),
         example="SL",
     ),
-    Setting("os.arch", Kind.STR, "CPU architecture.", default="x86_64", choices=("x86_64", "aarch64")),
+    Setting(
+        "os.arch",
+        Kind.STR,
+        "CPU architecture.",
+        default="x86_64",
+        choices=("x86_64",),
+        unsupported=(("aarch64", "the μCernVM initrd and its busybox are built for x86-64 only"),),
+    ),
     # -- cvmfs -----------------------------------------------------------------------------------
     Setting(
         "cvmfs.repository",
@@ -138,10 +126,13 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "cvmfs.servers",
-        Kind.LIST_STR,
+        Kind.LIST_URL,
         "Stratum-1 base URLs; `@fqrn@` stands for the repository name. Tried in order.",
         unique=True,
+        pattern_help="the server's base URL, e.g. http://cvmfs-stratum-one.cern.ch/cvmfs/@fqrn@",
         example="[http://cvmfs-stratum-one.cern.ch/cvmfs/@fqrn@]",
+        flag="--server",
+        metavar="URL",
     ),
     Setting(
         "cvmfs.path",
@@ -315,7 +306,9 @@ SETTINGS: tuple[Setting, ...] = (
     ),
 )
 
-BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}
+BY_KEY: dict[str, Setting] = by_key(SETTINGS)
+#: renamed settings: deprecated key → current key (read with a warning)
+ALIASES: dict[str, str] = aliases(SETTINGS)
 
 
 def children(section: str) -> list[str]:
@@ -332,5 +325,4 @@ def children(section: str) -> list[str]:
 
 def default_of(setting: Setting) -> Any:
     """A fresh copy of the default (lists and dicts are never shared)."""
-    d = setting.default
-    return list(d) if isinstance(d, list) else dict(d) if isinstance(d, dict) else d
+    return setting.fresh_default()
