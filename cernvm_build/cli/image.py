@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 from typing import Any
 
 from .. import profile as profile_mod
 from ..errors import UsageError
 from .app import HelpFormatter, Output, accept_any_word, subcommands_with_default, subparser
+from .profiles import add_override_flags, overrides
 
 BUILD_DESCRIPTION = """\
 Build μCernVM boot images of PROFILE: a Debian kernel (or the profile's vmlinuz + modules) and an
@@ -77,12 +77,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     b.add_argument("--kernel-cache", type=Path, metavar="DIR",
                    help="where kernel packages are kept (default: $CERNVM_CACHE_DIR/kernel)")  # fmt: skip
-    b.add_argument("--server", action="append", metavar="URL",
-                   help="Stratum URL instead of the profile's servers (repeatable)")  # fmt: skip
     b.add_argument("--sign-key", type=Path, metavar="PEM", help="RSA private key that signs iso/hdd")
     b.add_argument("--sign-cert", type=Path, metavar="PEM", help="its X.509 certificate (embedded)")
     b.add_argument("--python", metavar="PATH", help="interpreter for the initrd (default: /usr/bin/python3)")
     b.add_argument("--initrd-level", type=int, metavar="N", help="zstd level of the initrd, 1-19 (19)")
+    add_override_flags(b)
 
     i = subparser(inner, "inspect", help="show an image's signature block",
                   description=INSPECT_DESCRIPTION, json=True, handler=_inspect)  # fmt: skip
@@ -98,9 +97,7 @@ def _build(args: argparse.Namespace, out: Output) -> int:
     from ..image import build as build_mod
     from ..image import signature
 
-    prof = profile_mod.load(args.profile)
-    if args.server:
-        prof = dataclasses.replace(prof, cvmfs=dataclasses.replace(prof.cvmfs, servers=list(args.server)))
+    prof = profile_mod.load(args.profile, overrides=overrides(args))
     build_mod.parse_formats(args.format, list(prof.image.formats))
     if (args.sign_key is None) != (args.sign_cert is None):
         raise UsageError("--sign-key and --sign-cert go together", hint="pass both, or neither")

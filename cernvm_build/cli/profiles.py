@@ -13,8 +13,9 @@ import yaml
 from .. import profile
 from ..errors import CernVMError, ProfileError
 from ..fsutil import atomic_write, sha256_file
-from ..profile import reference, schema
+from ..profile import reference, schema, settings
 from ..profile.yamlnodes import display
+from . import flags
 from .app import Output, group_handler, subparser
 
 DESCRIPTION = """\
@@ -30,6 +31,19 @@ Declarative profiles: one YAML file per CernVM platform (EL4-EL9 and the demo).
 Profiles are found among the shipped ones (cernvm_build/data/profiles/ in the package) and in
 $CERNVM_PROFILE_PATH (':'-separated);
 any command also takes a path to a .yaml file."""
+
+
+def add_override_flags(parser: argparse.ArgumentParser) -> None:
+    """The profile settings that may be given on the command line (``flag`` in the table)."""
+    group = parser.add_argument_group(
+        "profile settings (override the profile's, checked as if written there)"
+    )
+    flags.add(group, settings.SETTINGS)
+
+
+def overrides(args: argparse.Namespace) -> list[profile.Override]:
+    """The command-line layer of a profile: the override flags given."""
+    return [profile.Override(s.key, text, s.flag or "") for s, text in flags.given(args, settings.SETTINGS)]
 
 
 def _snapshot(p: profile.Profile) -> str:
@@ -85,9 +99,10 @@ def cmd_list(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_show(args: argparse.Namespace, out: Output) -> int:
+    given = overrides(args)
     if args.origins:
-        where = profile.origins(args.name)
-        p = profile.load(args.name).to_dict()
+        where = profile.origins(args.name, overrides=given)
+        p = profile.load(args.name, overrides=given).to_dict()
         rows = [{"key": k, "value": _lookup(p, k), "from": v} for k, v in where.items()]
         out.data(
             rows,
@@ -96,8 +111,8 @@ def cmd_show(args: argparse.Namespace, out: Output) -> int:
             ),
         )
         return 0
-    if args.resolved:
-        data = profile.load(args.name).to_dict()
+    if args.resolved or given:
+        data = profile.load(args.name, overrides=given).to_dict()
     else:
         path = profile.locate(args.name)
         data = profile.own_settings(path)
@@ -135,9 +150,11 @@ def cmd_validate(args: argparse.Namespace, out: Output) -> int:
     n_bad = n_errors = 0
     for target in targets:
         errors: list[CernVMError]
+        warnings: list[CernVMError] = []
         try:
             outcome = profile.check(target)
             errors, file = list(outcome.errors), display(outcome.path)
+            warnings = list(outcome.warnings)
         except CernVMError as missing:  # the file itself was not found
             errors, file = [missing], target
         report.append(
@@ -145,8 +162,13 @@ def cmd_validate(args: argparse.Namespace, out: Output) -> int:
                 "file": file,
                 "valid": not errors,
                 "errors": [{"error": str(e), "message": e.message, "hint": e.hint} for e in errors],
+                "warnings": [{"warning": str(w), "message": w.message, "hint": w.hint} for w in warnings],
             }
         )
+        for w in warnings:
+            if not out.json_mode:
+                hint = f" [cyan](hint: {_escape(w.hint)})[/cyan]" if w.hint else ""
+                out.warn(f"{_escape(str(w))}{hint}")
         if errors:
             n_bad += 1
             n_errors += len(errors)
@@ -241,10 +263,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "  cernvm-build profiles show el4               the file's own settings\n"
         "  cernvm-build profiles show el4 --resolved    with base/preserved merged, templates rendered\n"
         "  cernvm-build profiles show el4 --resolved --json\n"
-        "  cernvm-build profiles show el4 --origins       which file set each value (or 'default')",
+        "  cernvm-build profiles show el4 --origins       which file set each value (or 'default')\n"
+        "  cernvm-build profiles show demo --origins --server http://127.0.0.1:9000/cvmfs/@fqrn@",
         json=True,
         handler=cmd_show,
     )
+    add_override_flags(p)
     p.add_argument("name", metavar="NAME", help="profile name (e.g. el7) or path to a .yaml file")
     p.add_argument("--resolved", action="store_true", help="merge parents, render templates, apply defaults")
     p.add_argument(

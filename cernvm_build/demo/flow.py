@@ -24,7 +24,7 @@ from typing import Any
 
 from ..errors import CernVMError, LaunchError
 from ..paths import cache_dir
-from ..profile import Profile, load
+from ..profile import Override, Profile, load
 
 Say = Callable[[str], None]
 INSTANCE = "cernvm-demo"
@@ -84,11 +84,11 @@ def _timed(run: DemoRun, name: str, say: Say) -> Iterator[dict[str, str]]:
 
 def demo_profile(port: int) -> Profile:
     """The ``demo`` profile, serving on ``port`` (the shipped profile says 8000)."""
-    prof = load("demo")
     if port == 8000:
-        return prof
-    servers = [f"http://127.0.0.1:{port}/cvmfs/@fqrn@"]
-    return dataclasses.replace(prof, cvmfs=dataclasses.replace(prof.cvmfs, servers=servers))
+        return load("demo")
+    # the same layer as cernvm-build's --server: checked like the profile's own servers
+    server = Override("cvmfs.servers", [f"http://127.0.0.1:{port}/cvmfs/@fqrn@"], "--port")
+    return load("demo", overrides=[server])
 
 
 def _launch(*args: str, timeout: float | None = None) -> subprocess.CompletedProcess[str]:

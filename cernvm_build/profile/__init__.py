@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import Location, ProfileError
-from . import checks, convert, model, resolve, settings, template
+from . import checks, convert, model, resolve, settings, template, upgrade
 from .model import (
     BootloaderSettings,
     ContainerSettings,
@@ -31,7 +31,7 @@ from .model import (
     Snapshot,
     is_rolling_tag,
 )
-from .yamlnodes import Node, display, location, to_plain
+from .yamlnodes import Node, Pos, display, location, to_plain
 
 __all__ = [
     "BootloaderSettings",
@@ -40,6 +40,7 @@ __all__ = [
     "ImageSettings",
     "KernelSettings",
     "OsSettings",
+    "Override",
     "PreservationSettings",
     "Profile",
     "ProfileError",
@@ -76,6 +77,38 @@ def locate(name_or_path: str | Path, search_path: Sequence[Path] | None = None) 
     return found
 
 
+@dataclass(frozen=True)
+class Override:
+    """A setting given on the command line: one more layer, on top of the profile and its parents.
+
+    It goes through the same conversions and checks as the files; errors name ``flag``. It replaces
+    what the files say, lists included (``--server`` names the servers to use).
+    """
+
+    key: str  # dotted setting key
+    text: str | list[str]  # as given; repeated flags give several
+    flag: str  # how it was given, e.g. "--server"
+
+
+def apply_overrides(tree: Node, overrides: Sequence[Override]) -> Node:
+    """``tree`` (the merged profile) with each override in place of what the files said."""
+    for o in overrides:
+        s = settings.BY_KEY[o.key]
+        pos = Pos.command_line(o.flag)
+        texts = o.text if isinstance(o.text, list) else [o.text]
+        if s.kind.is_list:
+            value = Node("seq", [_scalar_node(t, pos) for t in texts], pos, key_pos=pos)
+        else:
+            value = _scalar_node(texts[-1], pos)
+        tree = upgrade.put(tree, o.key, value)
+    return tree
+
+
+def _scalar_node(text: str, pos: Pos) -> Node:
+    # templated: integer settings then accept the digits, as they do for a rendered template
+    return Node("scalar", text, pos, text=text, key_pos=pos, templated=True)
+
+
 @dataclass
 class Outcome:
     """What checking one profile found: the profile (when valid) and every error."""
@@ -95,14 +128,17 @@ class Outcome:
         return {key: _origin(node) for key, node in self.nodes.items() if key != "abstract"}
 
 
-def check(name_or_path: str | Path, search_path: Sequence[Path] | None = None) -> Outcome:
+def check(
+    name_or_path: str | Path, search_path: Sequence[Path] | None = None, overrides: Sequence[Override] = ()
+) -> Outcome:
     """Resolve and validate, collecting all errors (``load`` raises the first)."""
     path = locate(name_or_path, search_path)
     outcome = Outcome(path)
     try:
         layers = resolve.linearize(path, _search(search_path))
         outcome.warnings = [w for layer in layers for w in layer.warnings]
-        tree = resolve.merge_layers(layers).clone()
+        tree = resolve.merge_layers(layers)
+        tree = apply_overrides(tree, overrides).clone()
         own = layers[-1].tree.value.get("abstract")
         outcome.abstract = own is not None and own.value is True
         if outcome.abstract:
@@ -141,6 +177,8 @@ def _origin(node: Node | None) -> str:
     """Where a value was written; for merged lists and mappings, every file that added to it."""
     if node is None or node.pos is None:
         return "default"
+    if node.pos.flag is not None:
+        return f"command line ({node.pos.flag})"
     items = list(node.value.values()) if node.kind == "map" else node.value if node.kind == "seq" else []
     firsts: dict[Path, str] = {}
     for item in items:
@@ -150,9 +188,14 @@ def _origin(node: Node | None) -> str:
     return " + ".join(firsts.values()) if len(firsts) > 1 else str(location(node.pos))
 
 
-def load(name_or_path: str | Path, search_path: Sequence[Path] | None = None) -> Profile:
-    """The resolved profile: extends merged, templates rendered, validated. Raises ``ProfileError``."""
-    outcome = check(name_or_path, search_path)
+def load(
+    name_or_path: str | Path, search_path: Sequence[Path] | None = None, overrides: Sequence[Override] = ()
+) -> Profile:
+    """The resolved profile: extends merged, overrides laid on top, templates rendered, validated.
+
+    Raises ``ProfileError`` (the first problem found).
+    """
+    outcome = check(name_or_path, search_path, overrides)
     if outcome.errors:
         raise outcome.errors[0]
     if outcome.profile is None:
@@ -189,9 +232,12 @@ def list_profiles(search_path: Sequence[Path] | None = None, include_abstract: b
     return [n for n, p in find_profiles(search_path).items() if include_abstract or not _is_abstract(p)]
 
 
-def origins(name_or_path: str | Path, search_path: Sequence[Path] | None = None) -> dict[str, str]:
-    """For each setting of a valid profile, the file:line:column its value comes from (or "default")."""
-    outcome = check(name_or_path, search_path)
+def origins(
+    name_or_path: str | Path, search_path: Sequence[Path] | None = None, overrides: Sequence[Override] = ()
+) -> dict[str, str]:
+    """For each setting of a valid profile, the file:line:column its value comes from, "default", or
+    "command line (--flag)"."""
+    outcome = check(name_or_path, search_path, overrides)
     if outcome.errors:
         raise outcome.errors[0]
     return outcome.origins

@@ -29,7 +29,7 @@ def file_format(tree: Node) -> int:
     node = tree.value.get("format")
     if node is None or node.value is None:
         return 1
-    version = node.value
+    version: object = node.value
     if node.kind != "scalar" or isinstance(version, bool) or not isinstance(version, int) or version < 1:
         return FORMAT
     if version > FORMAT:
@@ -83,7 +83,12 @@ def rename(tree: Node, old: str, new: str) -> Node:
     moved = get(tree, old)
     if moved is None:
         return tree
-    return _set(_remove(tree, old.split(".")), new.split("."), moved)
+    return put(_remove(tree, old.split(".")), new, moved)
+
+
+def put(tree: Node, key: str, value: Node) -> Node:
+    """A copy of ``tree`` with ``value`` at dotted ``key`` (mappings on the way made as needed)."""
+    return _set(tree, key.split("."), value)
 
 
 def _remove(node: Node, parts: list[str]) -> Node:

@@ -24,9 +24,14 @@ REPLACE_TAG = "!replace"
 
 @dataclass(frozen=True)
 class Pos:
-    file: Path
+    file: Path  # for a command-line flag: the working directory's "<command line>" (paths resolve there)
     line: int  # 1-based
     column: int  # 1-based
+    flag: str | None = None  # a value given on the command line: the flag, e.g. "--server"
+
+    @classmethod
+    def command_line(cls, flag: str) -> Pos:
+        return cls(Path.cwd() / "<command line>", 0, 0, flag)
 
 
 @dataclass
@@ -70,6 +75,8 @@ def _display(path: Path, cwd: str) -> str:
 def location(pos: Pos | None, key: str | None = None) -> Location:
     if pos is None:
         return Location(key=key)
+    if pos.flag is not None:
+        return Location(file=pos.flag, key=key)
     return Location(file=display(pos.file), line=pos.line, column=pos.column, key=key)
 
 
