@@ -2,6 +2,8 @@
 
 Everything that others may read appears atomically: written to a temporary sibling, fsynced, then
 renamed into place. A crash leaves either the old file or the new one, never half of one.
+``durable=False`` skips the fsyncs, for outputs whose caller notices a lost file and writes it again
+(the site keeps every output's size and mtime): still never half a file for a reader.
 """
 
 from __future__ import annotations
@@ -35,27 +37,35 @@ def fsync_dir(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_file(dest: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
+def atomic_file(dest: Path, mode: int = 0o644, *, durable: bool = True) -> Iterator[BinaryIO]:
     """Yield a binary file that becomes ``dest`` on success and vanishes on failure."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, dest)
-        fsync_dir(dest.parent)
+        if durable:
+            fsync_dir(dest.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
 
 
-def atomic_write(dest: Path, data: bytes, mode: int = 0o644) -> None:
-    with atomic_file(dest, mode) as f:
+def atomic_write(dest: Path, data: bytes, mode: int = 0o644, *, durable: bool = True) -> None:
+    with atomic_file(dest, mode, durable=durable) as f:
         f.write(data)
+
+
+def atomic_copy(src: Path, dest: Path, mode: int = 0o644, *, durable: bool = True) -> None:
+    """``src``'s bytes as ``dest`` (not its metadata), by rename."""
+    with atomic_file(dest, mode, durable=durable) as f, open(src, "rb") as s:
+        shutil.copyfileobj(s, f, CHUNK)
 
 
 @contextlib.contextmanager

@@ -53,6 +53,7 @@ def _repo_targets(args: argparse.Namespace) -> list[Any]:
 
 def _publish(args: argparse.Namespace, out: Output, release_dir: Path) -> dict[str, Any]:
     from ..release.publish import publish_release
+    from .reference import GENERATORS
 
     if not args.publish.startswith("s3://"):
         raise UsageError(f"'{args.publish}' is not an s3:// URL", hint="for example s3://cvmrepo/releases")
@@ -62,6 +63,7 @@ def _publish(args: argparse.Namespace, out: Output, release_dir: Path) -> dict[s
         endpoint_url=args.endpoint_url,
         repos=_repo_targets(args),
         site_dest=args.site_publish,
+        site_generators=GENERATORS,
         step=lambda m: out.info(f"publish: {m}"),
     )
     return report.to_json()

@@ -52,6 +52,7 @@ def _site_args(p: argparse.ArgumentParser) -> None:
 
 def _builder(args: argparse.Namespace, out: Output, progress: Any = None) -> Any:
     from ..site.build import Builder
+    from .reference import GENERATORS
 
     overrides: dict[str, Path] = {}
     for item in args.repo_metadata:
@@ -76,6 +77,7 @@ def _builder(args: argparse.Namespace, out: Output, progress: Any = None) -> Any
         jobs=args.jobs,
         repo_metadata=overrides,
         progress=report,
+        generators=GENERATORS,
     )
 
 

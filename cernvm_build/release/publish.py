@@ -24,6 +24,7 @@ from ..paths import data_dir
 from ..site.build import Builder
 from ..site.publish import publish as publish_site
 from ..site.releases import add_release
+from ..site.sources import Generators
 from . import sums
 
 Step = Callable[[str], None]
@@ -82,8 +83,11 @@ def publish_release(
     repos: Sequence[RepoTarget] = (),
     site_dest: str | None = None,
     site_src: Path | None = None,
+    site_generators: Generators | None = None,
     step: Step | None = None,
 ) -> PublishReport:
+    """Artifacts, then the package repositories, then the site (built with ``site_generators``, the
+    reference pages its content asks for: the CLI passes its own, see ``site.build.Builder``)."""
     say: Step = step or (lambda _m: None)
     release = idx.load(release_dir / "index.json")
     report = PublishReport(version=release.version)
@@ -100,7 +104,7 @@ def publish_release(
         with tempfile.TemporaryDirectory(prefix="release-site-") as tmp:
             site = site_with_release(release_dir, Path(tmp), site_src)
             say("site: building with the release's downloads page")
-            builder = Builder(site, Path(tmp) / "out")
+            builder = Builder(site, Path(tmp) / "out", generators=site_generators)
             builder.build()
             say(f"site → {site_dest}")
             report.site = _json(publish_site(builder.out_dir, site_dest, endpoint_url=endpoint_url))

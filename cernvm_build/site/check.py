@@ -183,7 +183,7 @@ def check_site(
 def _check_external(
     links: dict[str, list[tuple[str, int]]], sources: dict[str, str], timeout: float, jobs: int
 ) -> list[Problem]:
-    import requests
+    import requests  # deliberate lazy import: only --external probes the network
 
     session = requests.Session()
     session.headers["User-Agent"] = "cernvm-build-site-check/1"

@@ -23,7 +23,7 @@ def publish(
             f"{out_dir} holds no built site",
             hint="run 'cernvm-build site build --out DIR' first, or publish without --no-build",
         )
-    from ..mirror import s3sync
+    from ..mirror import s3sync  # deliberate lazy import: boto3 is only needed to publish
 
     return s3sync.sync_tree(
         out_dir, dest, endpoint_url=endpoint_url, last=LAST, delete=True, dry_run=dry_run, **kw

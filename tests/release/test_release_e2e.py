@@ -12,6 +12,7 @@ import pytest
 import requests
 
 from cernvm_build import gpg
+from cernvm_build.cli import reference as cli_reference
 from cernvm_build.cvmfs.serve import serve
 from cernvm_build.demo.repository import publish_demo
 from cernvm_build.errors import CernVMError
@@ -101,6 +102,7 @@ def test_interrupted_publish_is_finished_by_a_rerun(env: dict[str, object]) -> N
         "s3://releases/cernvm",
         endpoint_url=s3.endpoint,
         site_dest="s3://www/site",  # type: ignore[attr-defined]
+        site_generators=cli_reference.GENERATORS,
     )
     published = _keys(client, "releases", f"cernvm/{VERSION}/")
     for a in env["release"].artifacts:  # type: ignore[attr-defined]

@@ -7,6 +7,10 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+from cernvm_build.cli import reference as cli_reference
+from cernvm_build.site import build as site_build
 
 
 def tree(root: Path) -> dict[str, bytes]:
@@ -81,3 +85,15 @@ def write_release(
 
 
 Edit = Callable[[Path, str, str], None]
+
+
+class Builder(site_build.Builder):
+    """The site builder as the CLI sets it up: the content's ``generate: cli`` needs the CLI's reference."""
+
+    def __init__(self, site_dir: Path, out_dir: Path, **kw: Any) -> None:
+        kw.setdefault("generators", cli_reference.GENERATORS)
+        super().__init__(site_dir, out_dir, **kw)
+
+
+def build_site(site_dir: Path, out_dir: Path, **kw: Any) -> site_build.BuildReport:
+    return Builder(site_dir, out_dir, **kw).build()

@@ -6,8 +6,9 @@ import json
 import shutil
 from pathlib import Path
 
+from sitehelpers import Builder
+
 from cernvm_build.paths import data_dir
-from cernvm_build.site.build import Builder
 
 
 def _build(tmp_path: Path, results: dict[str, object] | None) -> str:

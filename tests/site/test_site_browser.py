@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sitehelpers import Builder
 
-from cernvm_build.site.build import Builder
 from cernvm_build.site.serve import Preview
 
 pytestmark = pytest.mark.integration

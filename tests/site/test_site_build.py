@@ -8,10 +8,10 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from sitehelpers import Edit, tree, write_release
+from sitehelpers import Edit, build_site, tree, write_release
 
 from cernvm_build.errors import BuildError
-from cernvm_build.site.build import LinkErrors, build_site
+from cernvm_build.site.build import LinkErrors
 
 
 def test_real_site_builds_with_every_kind_of_output(site: Path, tmp_path: Path) -> None:
@@ -256,10 +256,10 @@ def test_an_interrupted_build_is_finished_by_the_next(
     site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out = tmp_path / "out"
-    from cernvm_build.site import build as build_mod
+    from cernvm_build.site import write as write_mod
 
     calls = {"n": 0}
-    real = build_mod._write
+    real = write_mod.write_output
 
     def flaky(dest: Path, blob: bytes) -> None:
         calls["n"] += 1
@@ -267,10 +267,10 @@ def test_an_interrupted_build_is_finished_by_the_next(
             raise KeyboardInterrupt
         real(dest, blob)
 
-    monkeypatch.setattr(build_mod, "_write", flaky)
+    monkeypatch.setattr(write_mod, "write_output", flaky)
     with pytest.raises(KeyboardInterrupt):
         build_site(site, out, jobs=1)
-    monkeypatch.setattr(build_mod, "_write", real)
+    monkeypatch.setattr(write_mod, "write_output", real)
     build_site(site, out)
     assert tree(out) == _clean(site, tmp_path, "clean", monkeypatch)
     assert not [p for p in out.rglob(".*tmp*")]

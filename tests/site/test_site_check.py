@@ -8,9 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sitehelpers import Edit
+from sitehelpers import Edit, build_site
 
-from cernvm_build.site.build import build_site
 from cernvm_build.site.check import check_site
 
 BASE = "https://cvmfs.io/"

@@ -7,9 +7,9 @@ import gzip
 from pathlib import Path
 
 import pytest
+from sitehelpers import build_site
 
 from cernvm_build.errors import BuildError
-from cernvm_build.site.build import build_site
 from cernvm_build.site.repos import read_apt, read_yum
 from tests.mirror.repos import make_apt_repo, make_deb, make_rpm, make_yum_repo
 

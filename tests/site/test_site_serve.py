@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from sitehelpers import Edit
+from sitehelpers import Builder, Edit
 
-from cernvm_build.site.build import Builder
 from cernvm_build.site.serve import Preview
 
 pytestmark = pytest.mark.integration

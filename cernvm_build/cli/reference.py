@@ -1,0 +1,94 @@
+"""The command-line reference for the site, walked from the real parsers (``generate: cli``).
+
+It lives with the CLI because it reads the CLI: the site builder only knows generators it is handed
+(``site.reference.GENERATORS`` plus these), so ``site`` never imports ``cli``, which imports ``site``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+from ..site import reference as site_reference
+from ..site.reference import md_cell as _md_cell
+from . import main as main_cli
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> list[tuple[str, str, argparse.ArgumentParser]]:
+    out: list[tuple[str, str, argparse.ArgumentParser]] = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {a.dest: a.help or "" for a in action._choices_actions}
+            seen: set[int] = set()
+            for name, sub in action.choices.items():
+                if id(sub) in seen:  # aliases point at the same parser
+                    continue
+                seen.add(id(sub))
+                out.append((name, helps.get(name, ""), sub))
+    return out
+
+
+def _expand_help(parser: argparse.ArgumentParser, action: argparse.Action) -> str:
+    if not action.help or action.help == argparse.SUPPRESS:
+        return ""
+    try:
+        return str(parser._get_formatter()._expand_help(action))
+    except (KeyError, TypeError, ValueError):
+        return action.help
+
+
+def _command_md(
+    path: str, parser: argparse.ArgumentParser, help_line: str, depth: int, out: list[str]
+) -> None:
+    level = "#" * min(depth, 4)
+    out.append(f"{level} `{path}`\n")
+    if help_line:
+        out.append(f"{help_line.strip()}\n")
+    usage = parser.format_usage().strip()
+    if usage.startswith("usage: "):
+        usage = usage[len("usage: ") :]
+    out.append(f"```console\n$ {' '.join(usage.split())}\n```\n")
+    desc = (parser.description or "").strip()
+    if desc and desc != help_line.strip():
+        # descriptions hold example command lines; keep their layout
+        out.append(f"```text\n{desc}\n```\n")
+    rows = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction | argparse._HelpAction):
+            continue
+        if action.help == argparse.SUPPRESS:
+            continue
+        names = ", ".join(f"`{o}`" for o in action.option_strings) or f"`{action.metavar or action.dest}`"
+        if action.option_strings and action.nargs != 0:
+            names += f" `{action.metavar or action.dest.upper()}`"
+        rows.append(f"| {_md_cell(names)} | {_md_cell(_expand_help(parser, action))} |")
+    if rows:
+        out.append("| argument | meaning |\n|---|---|\n" + "\n".join(rows) + "\n")
+    for name, sub_help, sub in _subcommands(parser):
+        _command_md(f"{path} {name}", sub, sub_help, depth + 1, out)
+
+
+def cli_markdown(prog: str, parser: argparse.ArgumentParser) -> str:
+    out: list[str] = []
+    _command_md(prog, parser, "", 2, out)
+    return "\n".join(out)
+
+
+def markdown() -> str:
+    """Both entry points, ``cernvm-build`` and ``cernvm-launch``."""
+    parts = [cli_markdown("cernvm-build", main_cli.build_parser())]
+    try:
+        # deliberate lazy import: cernvm-launch needs libvirt-python (the 'launch' extra)
+        from . import launch as launch_cli
+    except ImportError as e:
+        parts.append(
+            f'!!! warning "Not generated"\n    The `cernvm-launch` reference needs {e.name}: '
+            "install the toolkit with its 'launch' extra.\n"
+        )
+    else:
+        parts.append(cli_markdown("cernvm-launch", launch_cli.build_parser()))
+    return "\n".join(parts)
+
+
+#: Every reference page the site can generate: the site's own and the CLI's.
+GENERATORS: dict[str, Callable[[], str]] = {**site_reference.GENERATORS, "cli": markdown}

@@ -1,0 +1,69 @@
+"""Build-time checks: every Markdown link reaches a page, heading or file, and every release artifact the
+site serves itself is there with the size and hash its index names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..errors import BuildError, Location
+from ..fsutil import sha256_file
+from .model import LinkErrors
+from .pages import PageSet
+
+
+def check_links(pageset: PageSet, outputs: set[str], assets: dict[str, Path] | set[str]) -> None:
+    problems: list[str] = []
+    base = pageset.base_path
+    for page in pageset.pages:
+        ids = set(page.r.get("ids", ()))
+        for target, line, kind in page.r.get("links", ()):
+            where = f"{page.file}:{line}"
+            path, _, frag = target.partition("#")
+            if kind == "anchor":
+                if frag and frag not in ids and frag != "top":
+                    problems.append(f"{where}: no heading '#{frag}' on this page")
+            elif kind == "content":
+                if path.endswith(".md"):
+                    tp = pageset.by_src.get(path)
+                    if tp is None:
+                        problems.append(f"{where}: link to '{path}', which is not a page")
+                    elif frag and frag not in tp.r.get("ids", ()):
+                        problems.append(f"{where}: '{path}' has no heading '#{frag}'")
+                elif path not in assets:
+                    problems.append(f"{where}: '{path}' does not exist in content/ or static/")
+            elif kind == "site":
+                rel = path[len(base) :] if path.startswith(base) else path.lstrip("/")
+                cand = {rel, rel.rstrip("/") + "/index.html" if rel else "index.html", rel + "/index.html"}
+                if not cand & outputs:
+                    problems.append(f"{where}: '{path}' is not part of the site")
+                elif frag:
+                    tp = pageset.by_path.get("/" + rel)
+                    if tp is not None and tp.md_key and frag not in tp.r.get("ids", ()):
+                        problems.append(f"{where}: '{path}' has no heading '#{frag}'")
+    if problems:
+        raise LinkErrors(problems)
+
+
+def check_release_files(base: str, releases: list[dict[str, Any]], assets: dict[str, Path]) -> None:
+    """Artifacts served by the site itself must be there, with the size and hash the index says."""
+    for rel in releases:
+        for prof in rel["profiles"]:
+            for art in prof["artifacts"]:
+                url = str(art["url"])
+                if "://" in url or not url.startswith(base):
+                    continue  # elsewhere: 'site check --external' probes it
+                where = Location(file=rel["source"], key=f"artifacts[{art['name']}]")
+                path = assets.get(url[len(base) :])
+                if path is None:
+                    raise BuildError(
+                        f"release {rel['version']}: artifact {art['name']} is not at {url}",
+                        where=where,
+                        hint="copy the release's files under site/static/ or fix releases_url",
+                    )
+                if path.stat().st_size != art["size"] or sha256_file(path) != art["sha256"]:
+                    raise BuildError(
+                        f"release {rel['version']}: {url} does not match the size/sha256 in the index",
+                        where=where,
+                        hint="the file was changed or replaced after the release; copy the released one",
+                    )

@@ -1,0 +1,175 @@
+"""What the site build passes between its steps: pages, output jobs, the report; small pure helpers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..errors import BuildError, Location
+from . import markdown as md_mod
+from .config import SiteConfig
+
+
+class LinkErrors(BuildError):
+    """Links that point nowhere: each one with file:line."""
+
+    def __init__(self, problems: list[str]):
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        super().__init__(
+            problems[0] + more,
+            hint="fix the links (paths are relative to the page's .md file; anchors are heading ids)",
+        )
+        self.problems = problems
+
+
+@dataclass
+class Page:
+    src: str | None  # content-relative source, None for pages made from data
+    file: str | None  # source file for messages
+    path: str  # site path without the base: '/docs/a/'
+    url: str  # with the base path
+    out: str  # output file, relative to the output folder
+    section: str
+    kind: str  # page | index | home | release | tags | tag
+    layout: str
+    title: str
+    nav_title: str = ""  # shorter title for the sidebar and previous/next
+    date: str | None = None
+    updated: str | None = None
+    tags: tuple[str, ...] = ()
+    weight: int = 1000
+    description: str = ""
+    md_key: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)  # front matter
+    r: dict[str, Any] = field(default_factory=dict)  # rendered Markdown minus the HTML
+    extra: dict[str, Any] = field(default_factory=dict)  # layout data (release record, tag items)
+
+
+@dataclass
+class BuildReport:
+    out_dir: Path
+    pages: int
+    outputs: int
+    rendered: int
+    markdown_rendered: int
+    removed: int
+    seconds: float
+    jobs: int
+    warnings: list[str] = field(default_factory=list)
+    sources: dict[str, str] = field(default_factory=dict)  # output file -> source file
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "out_dir": str(self.out_dir),
+            "pages": self.pages,
+            "outputs": self.outputs,
+            "rendered": self.rendered,
+            "markdown_rendered": self.markdown_rendered,
+            "removed": self.removed,
+            "seconds": round(self.seconds, 3),
+            "jobs": self.jobs,
+            "warnings": self.warnings,
+        }
+
+
+@dataclass
+class Job:
+    """One output file: copied, written from bytes, or rendered from a template and its context."""
+
+    out: str
+    fp: str  # fingerprint of everything the output is made of
+    template: str | None = None
+    context: dict[str, Any] | None = None
+    copy_from: Path | None = None
+    data: bytes | None = None
+
+
+class Late:
+    """A context value filled in only when the output is rendered (big, and fingerprinted by key)."""
+
+    __slots__ = ("arg", "key", "kind")
+
+    def __init__(self, kind: str, key: str, arg: str = ""):
+        self.kind, self.key, self.arg = kind, key, arg
+
+
+def sha(*parts: bytes | str) -> str:
+    """The site's fingerprint of a sequence of parts (NUL-separated; asset URLs carry its prefix)."""
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p.encode() if isinstance(p, str) else p)
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def parse_date(value: Any, file: str, key: str) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        return value.date().isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    try:
+        return dt.date.fromisoformat(str(value)[:10]).isoformat()
+    except ValueError:
+        raise BuildError(
+            f"'{key}' is not a date: {value!r}",
+            where=Location(file=file, key=key),
+            hint="write dates as YYYY-MM-DD",
+        ) from None
+
+
+def page_path(rel: str, fm: dict[str, Any]) -> str:
+    if isinstance(fm.get("url"), str):
+        url = str(fm["url"])
+        return url if url.startswith("/") else "/" + url
+    stem = rel[: -len(".md")]
+    if stem == "index":
+        return "/"
+    if stem.endswith("/_index") or stem.endswith("/index"):
+        return "/" + stem.rsplit("/", 1)[0] + "/"
+    return "/" + stem + "/"
+
+
+def out_file(path: str) -> str:
+    rel = path.lstrip("/")
+    return rel + "index.html" if rel == "" or rel.endswith("/") else rel
+
+
+def tag_slug(tag: str) -> str:
+    return md_mod.slugify(tag)
+
+
+def human_date(date: str | None) -> str | None:
+    if not date:
+        return None
+    d = dt.date.fromisoformat(date)
+    return f"{d.day} {d.strftime('%B')} {d.year}"
+
+
+def newest_first(p: Page) -> tuple[str, str]:
+    return (_invert(p.date or ""), p.title)
+
+
+def _invert(s: str) -> str:
+    return "".join(chr(0x10FFFF - ord(c)) for c in s)
+
+
+def tag_uri(cfg: SiteConfig, p: Page) -> str:
+    host = urlsplit(cfg.base_url).netloc
+    return f"tag:{host},{p.date}:{p.path}"
+
+
+def plain(obj: Any) -> Any:
+    """Front matter as JSON-able data (dates become ISO strings)."""
+    if isinstance(obj, dict):
+        return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [plain(v) for v in obj]
+    if isinstance(obj, dt.date | dt.datetime):
+        return obj.isoformat()
+    return obj

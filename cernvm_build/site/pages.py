@@ -1,0 +1,193 @@
+"""Step 2 of a site build: the page model — one ``Page`` per Markdown source, section index, release
+and tag — and how a link written in Markdown resolves to a URL."""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+from html import escape, unescape
+from pathlib import Path
+from typing import Any
+
+from ..errors import BuildError, Location
+from . import markdown as md_mod
+from .config import SiteConfig
+from .model import Page, out_file, page_path, parse_date, tag_slug
+
+
+@dataclass
+class PageSet:
+    pages: list[Page]
+    by_path: dict[str, Page]  # site path -> page
+    by_src: dict[str, Page]  # content-relative source -> page
+    tagged: dict[str, list[Page]]  # tag -> pages
+    base_path: str
+
+    def resolve_target(self, target: str) -> str | None:
+        """The URL of a link as written in Markdown (``docs/a.md#x``), None when it is not a page."""
+        path, _, frag = target.partition("#")
+        if path.endswith(".md"):
+            page = self.by_src.get(path)
+            if page is None:
+                return None
+            return page.url + (f"#{frag}" if frag else "")
+        return self.base_path + path + (f"#{frag}" if frag else "")
+
+    def resolve_html(self, html: str) -> str:
+        """Rendered Markdown with its link markers (``@@L:…@@``) replaced by URLs."""
+        if "@@L:" not in html:
+            return html
+        return md_mod.MARKER.sub(
+            lambda m: escape(self.resolve_target(unescape(m.group(1))) or "#broken", quote=True), html
+        )
+
+    def link_map(self, page: Page) -> list[tuple[str, str]]:
+        return [
+            (t, self.resolve_target(t) or "#broken")
+            for t, _line, kind in page.r.get("links", ())
+            if kind == "content"
+        ]
+
+
+def _kind(rel: str) -> str:
+    if rel == "index.md":
+        return "home"
+    if posixpath.basename(rel) in ("_index.md", "index.md"):
+        return "index"
+    return "page"
+
+
+def _source_page(cfg: SiteConfig, rel: str, file: str, key: str, meta: dict[str, Any]) -> Page:
+    fm: dict[str, Any] = meta["fm"]
+    path = page_path(rel, fm)
+    section = rel.split("/", 1)[0] if "/" in rel else ""
+    sec = cfg.sections.get(section)
+    kind = _kind(rel)
+    default_layout = (
+        "home"
+        if kind == "home"
+        else (sec.list_layout if kind == "index" and "/" not in rel[len(section) + 1 :] else sec.layout)
+        if sec
+        else "page"
+    )
+    title = fm.get("title") or meta["h1"]
+    if not title:
+        raise BuildError(
+            "page has no title",
+            where=Location(file=file, key="title"),
+            hint="add 'title: …' to the front matter",
+        )
+    date = parse_date(fm.get("date"), file, "date")
+    if sec and sec.dated and kind == "page" and date is None:
+        raise BuildError(
+            f"pages in '{section}' need a date",
+            where=Location(file=file, key="date"),
+            hint="add 'date: YYYY-MM-DD' to the front matter",
+        )
+    tags = fm.get("tags") or ()
+    if isinstance(tags, str):
+        tags = (tags,)
+    return Page(
+        src=rel,
+        file=file,
+        path=path,
+        url=cfg.base_path.rstrip("/") + path,
+        out=out_file(path),
+        section=section,
+        kind=kind,
+        layout=str(fm.get("layout") or default_layout),
+        title=str(title),
+        nav_title=str(fm.get("nav_title") or title),
+        date=date,
+        updated=parse_date(fm.get("updated"), file, "updated"),
+        tags=tuple(sorted({str(t) for t in tags})),
+        weight=int(fm.get("weight", 1000)),
+        description=str(fm.get("description") or meta["excerpt_text"][:200]),
+        md_key=key,
+        meta=fm,
+        r=meta,
+    )
+
+
+def _release_page(base: str, rel_data: dict[str, Any]) -> Page:
+    version = rel_data["version"]
+    path = f"/releases/{version}/"
+    return Page(
+        None,
+        rel_data["source"],
+        path,
+        base + path,
+        out_file(path),
+        "releases",
+        "page",
+        "release",
+        f"CernVM {version}",
+        date=rel_data["date"],
+        tags=("release",),
+        description=(
+            f"CernVM {version}: {rel_data['artifact_count']} artifacts for "
+            + ", ".join(p["name"] for p in rel_data["profiles"])
+        ),
+    )
+
+
+def make_pages(
+    cfg: SiteConfig,
+    files: dict[str, Path],
+    keys: dict[str, str],
+    metas: dict[str, Any],
+    data: dict[str, Any],
+) -> PageSet:
+    """Pages of the sources (``files``: rel -> file, keyed by ``keys``), sections, releases and tags."""
+    base = cfg.base_path.rstrip("/")
+    pages: list[Page] = []
+    by_path: dict[str, Page] = {}
+    for rel in sorted(files):
+        key = keys[rel]
+        meta = metas[key]
+        if meta["fm"].get("draft"):
+            continue
+        page = _source_page(cfg, rel, str(files[rel]), key, meta)
+        if page.path in by_path:
+            raise BuildError(
+                f"page URL {page.path} is also produced by {by_path[page.path].file}",
+                where=page.file,
+                hint="rename one of the files or set a different 'url:'",
+            )
+        by_path[page.path] = page
+        pages.append(page)
+
+    # Section indexes that have no _index.md still get a page.
+    for name, sec in sorted(cfg.sections.items()):
+        path = f"/{name}/"
+        if path not in by_path and any(p.section == name for p in pages):
+            page = Page(
+                None, None, path, base + path, out_file(path), name, "index", sec.list_layout, sec.title
+            )
+            by_path[path] = page
+            pages.append(page)
+
+    # One page per release in the data: the hand-written notes if there are any, else generated.
+    for rel_data in data.get("releases", []):
+        path = f"/releases/{rel_data['version']}/"
+        found = by_path.get(path)
+        if found is None:
+            found = by_path[path] = _release_page(base, rel_data)
+            pages.append(found)
+        found.layout = "release"
+        found.extra["release"] = rel_data
+
+    tagged: dict[str, list[Page]] = {}
+    for p in pages:
+        for t in p.tags:
+            tagged.setdefault(t, []).append(p)
+    if tagged:
+        path = "/tags/"
+        pages.append(Page(None, None, path, base + path, out_file(path), "tags", "tags", "tags", "Tags"))
+        for t, members in sorted(tagged.items()):
+            path = f"/tags/{tag_slug(t)}/"
+            tp = Page(None, None, path, base + path, out_file(path), "tags", "tag", "list", f"Tagged “{t}”")
+            tp.extra["tag"] = t
+            tp.extra["members"] = members
+            pages.append(tp)
+    return PageSet(pages, by_path, {p.src: p for p in pages if p.src}, tagged, cfg.base_path)

@@ -1,0 +1,309 @@
+"""Step 3 of a site build: one ``Job`` per output with its fingerprint.
+
+An output's fingerprint is ``sha(template closure, the template context as JSON)``; big context values
+(the rendered body, the sidebar) enter as ``Late(kind, key)`` and are materialised only when rendering.
+Anything a template can see is in its fingerprint, so an output whose fingerprint did not change needs
+no rendering, and an incremental build writes exactly what a clean one would.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import BuildError, Location
+from . import markdown as md_mod
+from . import nav as nav_mod
+from . import templates as tpl_mod
+from .config import SiteConfig
+from .links import check_links, check_release_files
+from .model import Job, Late, Page, human_date, newest_first, plain, sha, tag_slug, tag_uri
+from .pages import PageSet
+
+#: outputs every site has besides its pages and assets
+FIXED_OUTPUTS = ("atom.xml", "sitemap.xml", "robots.txt", "search-index.json")
+
+
+@dataclass
+class Plan:
+    jobs: list[Job]
+    sidebars: dict[str, tuple[list[dict[str, Any]], str]]  # "section:open dir" -> (items, fingerprint)
+    searchable: list[Page]  # the pages in the search index, in its order
+
+
+def _fp_default(obj: Any) -> Any:
+    if isinstance(obj, Late):
+        return ["late", obj.kind, obj.key, obj.arg]
+    raise TypeError(type(obj).__name__)
+
+
+class _Fingerprints:
+    """Jobs with their fingerprint; the site-wide part of the context is one shared object, hashed once."""
+
+    def __init__(self, env: tpl_mod.Environment):
+        self.env = env
+        self._site_id = 0
+        self._site_fp = ""
+
+    def job(self, out: str, template: str, ctx: dict[str, Any]) -> Job:
+        site = ctx.get("site")
+        if site is not None and id(site) != self._site_id:
+            self._site_id, self._site_fp = id(site), json.dumps(site, sort_keys=True)
+        rest = {k: v for k, v in ctx.items() if k != "site"}
+        body = json.dumps(rest, sort_keys=True, default=_fp_default, check_circular=False)
+        fp = sha(self.env.closure_hash(template), self._site_fp if site is not None else "", body)
+        return Job(out=out, fp=fp, template=template, context=ctx)
+
+
+def _asset_jobs(cfg: SiteConfig, assets: dict[str, Path]) -> tuple[list[Job], dict[str, str]]:
+    """Copies of the asset files and the generated ones; returns the jobs and each asset's digest."""
+    jobs: list[Job] = []
+    digests: dict[str, str] = {}
+    for rel, apath in sorted(assets.items()):
+        digest = sha("file", apath.read_bytes())
+        digests[rel] = digest
+        jobs.append(Job(out=rel, fp=sha("copy", digest), copy_from=apath))
+    generated = {"assets/pygments.css": md_mod.pygments_css(cfg.highlight_style).encode()}
+    for rel, blob in generated.items():
+        digests[rel] = sha("file", blob)
+        jobs.append(Job(out=rel, fp=sha("bytes", blob), data=blob))
+    return jobs, digests
+
+
+def _site_context(cfg: SiteConfig, digests: dict[str, str]) -> dict[str, Any]:
+    base = cfg.base_path
+
+    def asset_url(rel: str) -> str:  # versioned by content, so browsers may cache assets forever
+        d = digests.get(rel)
+        return f"{base}{rel}?v={d[:10]}" if d else f"{base}{rel}"
+
+    return {
+        "title": cfg.title,
+        "description": cfg.description,
+        "base_url": cfg.base_url,
+        "base_path": base,
+        "language": cfg.language,
+        "author": {"name": cfg.author_name, "email": cfg.author_email},
+        "menu": [{"title": m.title, "url": base.rstrip("/") + m.url} for m in cfg.menu],
+        "feed_url": base + "atom.xml",
+        "search_url": base + "search/",
+        "search_index": asset_url("search-index.json").split("?")[0],
+        "css": [asset_url("assets/site.css"), asset_url("assets/pygments.css")],
+        "js": asset_url("assets/site.js"),
+        "favicon": asset_url("assets/favicon.svg"),
+    }
+
+
+class _Navigation:
+    """Sidebar trees and reading order of the sidebar sections; sidebars made once per open folder."""
+
+    def __init__(self, cfg: SiteConfig, pageset: PageSet, env: tpl_mod.Environment):
+        self.trees: dict[str, nav_mod.Node] = {}
+        self.reading: dict[str, list[tuple[str, str]]] = {}
+        for name, sec in cfg.sections.items():
+            if sec.sidebar:
+                members = [p for p in pageset.pages if p.section == name and p.src]
+                idx = pageset.by_path.get(f"/{name}/")
+                titles = {name: idx.title if idx else sec.title}
+                tree = nav_mod.build_tree(name, members, titles)  # type: ignore[arg-type]
+                self.trees[name] = tree
+                self.reading[name] = nav_mod.flatten(tree)
+        self.positions = {n: {u: i for i, (_t, u) in enumerate(o)} for n, o in self.reading.items()}
+        self.sidebar_tpl = env.closure_hash("partials/sidebar.html")
+        self.sidebars: dict[str, tuple[list[dict[str, Any]], str]] = {}
+
+    def sidebar_key(self, section: str, open_dir: str) -> str:
+        k = f"{section}:{open_dir}"
+        if k not in self.sidebars:
+            items = nav_mod.sidebar(self.trees[section], open_dir)
+            self.sidebars[k] = (items, sha(self.sidebar_tpl, json.dumps(items, sort_keys=True)))
+        return k
+
+    def place(self, page: Page, ctx: dict[str, Any]) -> None:
+        """The page's sidebar and previous/next, when its section has a sidebar."""
+        open_dir = posixpath.dirname(page.src) if page.src else page.section
+        k = self.sidebar_key(page.section, open_dir)
+        ctx["sidebar"] = Late("sidebar", self.sidebars[k][1], k)
+        order = self.reading[page.section]
+        i = self.positions[page.section].get(page.url, -1)
+        if i >= 0:
+            prev = order[i - 1] if i > 0 else None
+            nxt = order[i + 1] if i + 1 < len(order) else None
+            ctx["page"]["prev"] = {"title": prev[0], "url": prev[1]} if prev else None
+            ctx["page"]["next"] = {"title": nxt[0], "url": nxt[1]} if nxt else None
+
+
+def _tags(base: str, tags: tuple[str, ...]) -> list[dict[str, str]]:
+    return [{"name": t, "url": f"{base}tags/{tag_slug(t)}/"} for t in tags]
+
+
+def _item(pageset: PageSet, p: Page) -> dict[str, Any]:
+    """A page as lists, the feed and the home page's news show it."""
+    return {
+        "title": p.title,
+        "url": p.url,
+        "date": p.date,
+        "date_human": human_date(p.date),
+        "section": p.section,
+        "excerpt": pageset.resolve_html(p.r.get("excerpt_html", "")) if p.md_key else "",
+        "description": p.description,
+        "tags": _tags(pageset.base_path, p.tags),
+    }
+
+
+def _breadcrumbs(pageset: PageSet, page: Page) -> list[dict[str, str]]:
+    crumbs = [{"title": "Home", "url": pageset.base_path}]
+    parts = page.path.strip("/").split("/")
+    for i in range(1, len(parts)):
+        p = pageset.by_path.get("/" + "/".join(parts[:i]) + "/")
+        if p is not None:
+            crumbs.append({"title": p.title, "url": p.url})
+    return crumbs if page.kind != "home" else []
+
+
+def _menu_active(page: Page, menu: list[dict[str, str]]) -> str | None:
+    best = None
+    for m in menu:
+        if page.url.startswith(m["url"]) and (best is None or len(m["url"]) > len(best)):
+            best = m["url"]
+    return best
+
+
+def _page_fields(cfg: SiteConfig, pageset: PageSet, page: Page, menu: list[dict[str, str]]) -> dict[str, Any]:
+    return {
+        "title": page.title,
+        "url": page.url,
+        "abs_url": cfg.absolute(page.url),
+        "section": page.section,
+        "kind": page.kind,
+        "layout": page.layout,
+        "description": page.description,
+        "date": page.date,
+        "date_human": human_date(page.date),
+        "updated": page.updated,
+        "tags": _tags(cfg.base_path, page.tags),
+        "toc": [{"level": lv, "id": i, "title": t} for lv, i, t in page.r.get("toc", ())],
+        "breadcrumbs": _breadcrumbs(pageset, page),
+        "menu_active": _menu_active(page, menu),
+        "meta": plain(page.meta),
+        "content": Late("content", page.md_key, page.src or "") if page.md_key else "",
+        "links": pageset.link_map(page),
+        "prev": None,
+        "next": None,
+    }
+
+
+def _page_context(
+    cfg: SiteConfig,
+    pageset: PageSet,
+    page: Page,
+    site_ctx: dict[str, Any],
+    nav: _Navigation,
+    dated: list[Page],
+    data: dict[str, Any],
+) -> dict[str, Any]:
+    layout = page.layout
+    ctx: dict[str, Any] = {"site": site_ctx, "page": _page_fields(cfg, pageset, page, site_ctx["menu"])}
+    psec = cfg.sections.get(page.section)
+    if psec and psec.sidebar and page.section in nav.trees:
+        nav.place(page, ctx)
+    if page.kind == "index" and layout == "list":
+        ctx["items"] = [_item(pageset, p) for p in dated if p.section == page.section]
+    if page.kind == "tag":
+        ctx["items"] = [_item(pageset, p) for p in sorted(page.extra["members"], key=newest_first)]
+    if page.kind == "tags":
+        ctx["tags"] = [
+            {"name": t, "url": f"{cfg.base_path}tags/{tag_slug(t)}/", "count": len(m)}
+            for t, m in sorted(pageset.tagged.items())
+        ]
+    if "release" in page.extra:
+        ctx["release"] = page.extra["release"]
+    if layout == "home":
+        ctx["news"] = [_item(pageset, p) for p in dated[:4]]
+    for key in tpl_mod.LAYOUT_DATA.get(layout, ()):
+        ctx.setdefault("data", {})[key] = data.get(key)
+    for key in page.meta.get("data", ()) or ():
+        ctx.setdefault("data", {})[str(key)] = data.get(str(key))
+    return ctx
+
+
+def _feed_context(
+    cfg: SiteConfig, pageset: PageSet, site_ctx: dict[str, Any], dated: list[Page]
+) -> dict[str, Any]:
+    base = cfg.base_path
+    items = []
+    for p in dated[: cfg.feed_limit]:
+        it = _item(pageset, p)
+        it["abs_url"] = cfg.absolute(p.url)
+        it["id"] = tag_uri(cfg, p)
+        it["updated"] = (p.updated or p.date or "1970-01-01") + "T00:00:00Z"
+        it["content"] = Late("content", p.md_key, p.src or "") if p.md_key else it["excerpt"]
+        items.append(it)
+    return {
+        "site": site_ctx,
+        "feed": {
+            "title": cfg.feed_title,
+            "id": cfg.absolute(base + "atom.xml"),
+            "self": cfg.absolute(base + "atom.xml"),
+            "home": cfg.base_url,
+            "updated": max((i["updated"] for i in items), default="1970-01-01T00:00:00Z"),
+            "entries": items,
+        },
+    }
+
+
+def _search_job(pages: list[Page]) -> tuple[Job, list[Page]]:
+    searchable = [
+        p
+        for p in sorted(pages, key=lambda p: p.path)
+        if p.md_key and p.layout != "404" and not p.meta.get("noindex")
+    ]
+    rows = [
+        [p.url, p.title, p.md_key, p.section, [t for _l, _i, t in p.r.get("toc", ())]] for p in searchable
+    ]
+    return Job(out="search-index.json", fp=sha("search", json.dumps(rows))), searchable
+
+
+def plan(
+    cfg: SiteConfig, pageset: PageSet, assets: dict[str, Path], data: dict[str, Any], env: tpl_mod.Environment
+) -> Plan:
+    """Every output of the site, links and served release files checked first."""
+    pages = pageset.pages
+    jobs, digests = _asset_jobs(cfg, assets)
+    site_ctx = _site_context(cfg, digests)
+    nav = _Navigation(cfg, pageset, env)
+    dated = sorted(
+        (p for p in pages if p.date and p.section in cfg.sections and cfg.sections[p.section].feed),
+        key=lambda p: (p.date or "", p.path),
+        reverse=True,
+    )
+    outputs = {j.out for j in jobs} | {p.out for p in pages} | set(FIXED_OUTPUTS)
+    check_links(pageset, outputs, set(assets) | {j.out for j in jobs if j.data is not None})
+    check_release_files(cfg.base_path, data.get("releases", []), assets)
+
+    fps = _Fingerprints(env)
+    for page in pages:
+        template = f"{page.layout}.html"
+        if not env.exists(template):
+            raise BuildError(
+                f"no template '{template}' for layout '{page.layout}'",
+                where=Location(file=page.file, key="layout") if page.file else None,
+                hint=f"add templates/{template} or use another layout",
+            )
+        ctx = _page_context(cfg, pageset, page, site_ctx, nav, dated, data)
+        jobs.append(fps.job(page.out, template, ctx))
+
+    jobs.append(fps.job("atom.xml", "atom.xml", _feed_context(cfg, pageset, site_ctx, dated)))
+    sitemap = [
+        {"loc": cfg.absolute(p.url), "lastmod": p.updated or p.date}
+        for p in sorted(pages, key=lambda p: p.path)
+        if p.out.endswith(".html") and p.layout != "404" and not p.meta.get("noindex")
+    ]
+    jobs.append(fps.job("sitemap.xml", "sitemap.xml", {"urls": sitemap}))
+    jobs.append(fps.job("robots.txt", "robots.txt", {"sitemap": cfg.absolute(cfg.base_path + "sitemap.xml")}))
+    search, searchable = _search_job(pages)
+    jobs.append(search)
+    return Plan(jobs, nav.sidebars, searchable)

@@ -1,0 +1,184 @@
+"""Step 1 of a site build: find the sources, key each Markdown file by its content, render the new ones.
+
+A source's key is ``sha(renderer code, base path, source path, bytes, generated text)``: anything that
+changes the rendered page changes the key, so a cached rendering is always the one a clean build makes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import BuildError, CernVMError, Location
+from . import frontmatter
+from . import markdown as md_mod
+from .cache import State
+from .model import sha
+from .parallel import fork_map
+
+#: bump when the build changes what it keeps per rendered source
+BUILD_VERSION = "1"
+
+Generators = Mapping[str, Callable[[], str]]
+GENERATE_RE = re.compile(rb"^generate:\s*([\w-]+)\s*$", re.M)
+
+
+@dataclass(frozen=True)
+class Sources:
+    markdown: dict[str, tuple[Path, bytes]]  # content-relative path -> (file, bytes)
+    assets: dict[str, Path]  # site-relative path -> file (content/ first, then static/)
+
+
+@dataclass(frozen=True)
+class Source:
+    """One Markdown file to render, with everything the renderer needs (sent to a worker)."""
+
+    key: str
+    rel: str
+    file: str
+    base_path: str
+    generated: str  # the text of its ``generate:`` reference, '' when it has none
+
+
+def scan(site_dir: Path) -> Sources:
+    content = site_dir / "content"
+    if not content.is_dir():
+        raise BuildError(f"no content/ folder in {site_dir}", hint="put the Markdown pages in content/")
+    md_sources: dict[str, tuple[Path, bytes]] = {}
+    assets: dict[str, Path] = {}
+    top = str(content)
+    for root, dirs, files in os.walk(top):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        prefix = root[len(top) + 1 :] + "/" if len(root) > len(top) else ""
+        for name in sorted(files):
+            if name.startswith("."):
+                continue
+            full = os.path.join(root, name)
+            if name.endswith(".md"):
+                with open(full, "rb") as f:
+                    md_sources[prefix + name] = (Path(full), f.read())
+            else:
+                assets[prefix + name] = Path(full)
+    static = site_dir / "static"
+    if static.is_dir():
+        for root, dirs, files in os.walk(static):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in sorted(files):
+                if not name.startswith("."):
+                    p = Path(root) / name
+                    assets.setdefault(p.relative_to(static).as_posix(), p)
+    return Sources(md_sources, assets)
+
+
+def _generated(file: Path, raw: bytes, generators: Generators, cache: dict[str, str]) -> str:
+    """The reference text a page asks for with ``generate: NAME`` in its front matter."""
+    if not raw.startswith(b"---"):
+        return ""
+    head = raw[: raw.find(b"\n---", 3) + 1] if b"\n---" in raw else raw
+    m = GENERATE_RE.search(head)  # a regex, not YAML: keys are computed on every build
+    if not m:
+        return ""
+    name = m.group(1).decode()
+    if name not in generators:
+        raise BuildError(
+            f"unknown generator '{name}'",
+            where=Location(file=str(file), key="generate"),
+            hint="this build knows: "
+            + ", ".join(sorted(generators))
+            + " (the command reference 'cli' comes with cernvm_build.cli.reference.GENERATORS)",
+        )
+    if name not in cache:
+        cache[name] = generators[name]()
+    return cache[name]
+
+
+def plan_sources(sources: Sources, base_path: str, generators: Generators) -> dict[str, Source]:
+    """Every Markdown source with its key."""
+    version = render_version()
+    generated: dict[str, str] = {}
+    out: dict[str, Source] = {}
+    for rel, (path, raw) in sources.markdown.items():
+        gen = _generated(path, raw, generators, generated)
+        key = sha(version, base_path, rel, raw, gen.encode())
+        out[rel] = Source(key, rel, str(path), base_path, gen)
+    return out
+
+
+_VERSION: list[str] = []
+
+
+def render_version() -> str:
+    # The renderer's own code is part of every cache key: changing it re-renders everything.
+    if not _VERSION:
+        _VERSION.append(sha(md_mod.VERSION, BUILD_VERSION, Path(md_mod.__file__).read_bytes()))
+    return _VERSION[0]
+
+
+def _render_source(
+    _shared: None, src: Source
+) -> tuple[str, Any, str, str] | tuple[str, tuple[str, str, str]]:
+    """Worker: front matter + Markdown of one source. Returns (key, meta, html, text) or (key, error)."""
+    try:
+        text = Path(src.file).read_bytes().decode("utf-8")
+        fm, body, first_line = frontmatter.split(text, src.file)
+        if fm.get("generate") and not src.generated:
+            raise BuildError(
+                f"unknown generator {fm['generate']!r}",
+                where=Location(file=src.file, key="generate"),
+                hint="write 'generate: NAME' with a plain name",
+            )
+        if src.generated:
+            body = body.rstrip("\n") + "\n\n" + src.generated
+        r = md_mod.render(body, src_path=src.rel, first_line=first_line, base_path=src.base_path)
+    except UnicodeDecodeError as e:
+        return src.key, (f"not UTF-8 text (byte {e.start})", src.file, "save the file as UTF-8")
+    except CernVMError as e:
+        # exceptions do not cross the process boundary with their fields: send the parts
+        return src.key, (e.message, str(e.where) if e.where else "", e.hint or "")
+    meta = {
+        "fm": fm,
+        "h1": r.h1,
+        "toc": r.toc,
+        "ids": r.ids,
+        "links": [(x.target, x.line, x.kind) for x in r.links],
+        "excerpt_html": r.excerpt_html,
+        "excerpt_text": r.excerpt_text,
+    }
+    return src.key, meta, r.html, r.text
+
+
+Progress = Callable[[str, int, int], None]
+
+
+def render_markdown(
+    planned: dict[str, Source], metas: dict[str, Any], state: State, jobs: int, progress: Progress
+) -> dict[str, tuple[str, str]]:
+    """Render the sources whose key is not cached (``metas`` gains them). Returns {key: (html, text)}."""
+    todo = sorted((s for s in planned.values() if s.key not in metas), key=lambda s: (s.key, s.rel))
+    fresh: dict[str, tuple[str, str]] = {}
+    if not todo:
+        return fresh
+    errors: list[tuple[str, str, str]] = []
+    rows: list[tuple[str, Any, str, str]] = []
+    total = len(todo)
+    progress("markdown", 0, total)
+    for n, res in enumerate(fork_map(_render_source, None, todo, jobs), 1):
+        if len(res) == 2:
+            errors.append(res[1])
+            continue
+        key, meta, html, text = res  # type: ignore[misc]
+        metas[key] = meta
+        fresh[key] = (html, text)
+        rows.append((key, meta, html, text))
+        if n % 50 == 0 or n == total:
+            progress("markdown", n, total)
+    if errors:
+        message, where, hint = errors[0]
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise BuildError(message + more, where=where or None, hint=hint or None)
+    state.put_md(rows)
+    return fresh

@@ -1,0 +1,219 @@
+"""Step 4 of a site build: write the outputs whose fingerprint changed, delete what a clean build would
+not write, and return the rows for the state (the index of outputs: fingerprint, size, mtime).
+
+Outputs appear by rename, so readers see the old file or the new one. There is no fsync per file (it
+would cost more than the build): the state records each file's size and mtime, so a file lost in a
+crash no longer matches and is written again by the next build.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import BuildError, CernVMError
+from ..fsutil import atomic_copy, atomic_write
+from . import templates as tpl_mod
+from .cache import State
+from .model import Job, Late, Page
+from .pages import PageSet
+from .parallel import fork_map
+from .plan import Plan
+
+
+@dataclass(frozen=True)
+class Work:
+    """Everything a worker needs to write outputs; handed to it as an argument through ``fork``."""
+
+    out_dir: Path
+    env: tpl_mod.Environment
+    html: dict[str, str]  # rendered Markdown by key
+    sidebars: dict[str, str]  # sidebar HTML by "section:open dir"
+    pageset: PageSet
+    jobs: list[Job]
+
+
+def write_output(dest: Path, blob: bytes) -> None:
+    atomic_write(dest, blob, durable=False)  # see the module docstring
+
+
+def _lates(obj: Any) -> list[Late]:
+    out: list[Late] = []
+    if isinstance(obj, Late):
+        out.append(obj)
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            if k != "site" and isinstance(v, dict | list | Late):  # 'site' is shared and plain
+                out.extend(_lates(v))
+    elif isinstance(obj, list):
+        for v in obj:
+            if isinstance(v, dict | list | Late):
+                out.extend(_lates(v))
+    return out
+
+
+def _materialize(obj: Any, work: Work) -> Any:
+    if isinstance(obj, Late):
+        if obj.kind == "content":
+            raw = work.html[obj.key]
+            page = work.pageset.by_src.get(obj.arg)
+            return tpl_mod.Markup(work.pageset.resolve_html(raw) if page else raw)
+        if obj.kind == "sidebar":
+            return tpl_mod.Markup(work.sidebars[obj.arg])
+        raise AssertionError(obj.kind)
+    if isinstance(obj, dict):
+        return {k: _materialize(v, work) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_materialize(v, work) for v in obj]
+    return obj
+
+
+def _do_job_safe(work: Work, i: int) -> tuple[int, int] | tuple[str, str, str]:
+    # a CernVMError's where/hint do not survive pickling from a worker: send the parts
+    try:
+        return _do_job(work, i)
+    except CernVMError as e:
+        return e.message, str(e.where or ""), e.hint or ""
+
+
+def _do_job(work: Work, i: int) -> tuple[int, int]:
+    job = work.jobs[i]
+    dest = work.out_dir / job.out
+    if job.copy_from is not None:
+        atomic_copy(job.copy_from, dest, durable=False)
+    else:
+        if job.data is not None:
+            blob = job.data
+        else:
+            assert job.template is not None and job.context is not None
+            ctx = _materialize(job.context, work)
+            if "sidebar" in ctx and "page" in ctx:
+                # mark the current page in the shared sidebar fragment
+                url = ctx["page"]["url"]
+                ctx["sidebar"] = tpl_mod.Markup(
+                    str(ctx["sidebar"]).replace(
+                        f'<a href="{url}">', f'<a href="{url}" aria-current="page">', 1
+                    )
+                )
+            blob = work.env.render(job.template, ctx).encode("utf-8")
+        write_output(dest, blob)
+    st = os.stat(dest)
+    return st.st_size, st.st_mtime_ns
+
+
+def _search_index(pages: list[Page], texts: dict[str, str]) -> bytes:
+    docs = [
+        {
+            "t": p.title,
+            "u": p.url,
+            "s": p.section,
+            "h": [t for _l, _i, t in p.r.get("toc", ())],
+            "x": texts.get(p.md_key or "", ""),
+        }
+        for p in pages
+    ]
+    return json.dumps(docs, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _unchanged(out_dir: Path, job: Job, old: dict[str, tuple[str, int, int]]) -> bool:
+    prev = old.get(job.out)
+    if not prev or prev[0] != job.fp:
+        return False
+    try:
+        st = os.stat(out_dir / job.out)
+    except FileNotFoundError:
+        return False
+    return st.st_size == prev[1] and st.st_mtime_ns == prev[2]
+
+
+def _strays(out_dir: Path, wanted: set[str], known: set[str]) -> tuple[list[str], bool]:
+    """Files in the output that a clean build would not write, and whether empty folders exist."""
+    out: list[str] = []
+    empty = False
+    top = str(out_dir)
+    cut = len(top) + 1
+    for root, dirs, files in os.walk(top):
+        if not dirs and not files:
+            empty = True
+        prefix = root[cut:] + "/" if len(root) > len(top) else ""
+        for name in files:
+            rel = prefix + name
+            if rel not in wanted and rel not in known:
+                out.append(rel)
+    return sorted(out), empty
+
+
+def _prune_empty_dirs(root: Path) -> None:
+    if not root.is_dir():
+        return
+    for dirpath, _dirs, _files in sorted(os.walk(root), key=lambda t: -len(t[0])):
+        p = Path(dirpath)
+        if p != root and not any(p.iterdir()):
+            p.rmdir()
+
+
+def execute(
+    out_dir: Path,
+    plan: Plan,
+    pageset: PageSet,
+    old: dict[str, tuple[str, int, int]],
+    env: tpl_mod.Environment,
+    state: State,
+    fresh: dict[str, tuple[str, str]],
+    jobs: int,
+    progress: Callable[[str, int, int], None],
+) -> tuple[list[Job], list[tuple[str, str, int, int]], list[str]]:
+    """Write what changed; returns (jobs written, state rows for them, outputs removed)."""
+    todo = [job for job in plan.jobs if not _unchanged(out_dir, job, old)]
+    # What the workers need and this process already has: rendered HTML and sidebars.
+    need_md = sorted(
+        {
+            v.key
+            for j in todo
+            if j.context
+            for v in _lates(j.context)
+            if v.kind == "content" and v.key not in fresh
+        }
+    )
+    html = {k: h for k, (h, _t) in fresh.items()}
+    html.update(state.md_html(need_md))
+    sidebar_html: dict[str, str] = {}
+    for j in todo:
+        if j.context and isinstance(j.context.get("sidebar"), Late):
+            k = j.context["sidebar"].arg
+            if k not in sidebar_html:
+                sidebar_html[k] = env.render("partials/sidebar.html", {"items": plan.sidebars[k][0]})
+    search_job = next((j for j in todo if j.out == "search-index.json"), None)
+    if search_job is not None:
+        texts = {k: t for k, (_h, t) in fresh.items()}
+        texts.update(state.md_text([p.md_key for p in plan.searchable if p.md_key and p.md_key not in texts]))
+        search_job.data = _search_index(plan.searchable, texts)
+    for j in todo:
+        if j.template is not None:
+            env.get(j.template)  # compile once, before the fork
+
+    work = Work(out_dir, env, html, sidebar_html, pageset, todo)
+    progress("pages", 0, len(todo))
+    results = fork_map(_do_job_safe, work, list(range(len(todo))), jobs)
+    progress("pages", len(todo), len(todo))
+    failed = [r for r in results if len(r) == 3]
+    if failed:
+        message, where, hint = failed[0]
+        raise BuildError(str(message), where=str(where) or None, hint=str(hint) or None)
+    rows = [(job.out, job.fp, int(r[0]), int(r[1])) for job, r in zip(todo, results, strict=True)]
+    wanted = {j.out for j in plan.jobs}
+    removed = sorted(set(old) - wanted)
+    strays, empty_dirs = _strays(out_dir, wanted, set(removed))
+    removed += strays
+    for rel in removed:
+        try:
+            os.unlink(out_dir / rel)
+        except FileNotFoundError:
+            pass
+    if removed or empty_dirs:
+        _prune_empty_dirs(out_dir)
+    return todo, rows, removed
