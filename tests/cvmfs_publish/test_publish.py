@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from cernvm_build.cli.main import main
 from cernvm_build.cvmfs import keys as keymod
 from cernvm_build.cvmfs.lock import RepositoryLocked
 from cernvm_build.cvmfs.publish import (
@@ -131,9 +132,29 @@ def test_incremental_publish_writes_only_changes(
     with reader(stratum, tag="trunk-previous") as old:
         assert old.read_bytes("/etc/os-release") == b"NAME=CernVM\nVERSION=5\n"
         assert old.lookup("/usr/bin/tool4") is not None
-    # S and T grow even when the caller passes the same timestamp again
-    third = publish_tree(stratum, FQRN, keyset, src, timestamp=1, chunking=SMALL_CHUNKS)
-    assert third.revision == second.revision + 1 and third.timestamp > second.timestamp
+    # S and T grow: the previous revision's own time again is moved on by one second
+    third = publish_tree(stratum, FQRN, keyset, src, timestamp=second.timestamp, chunking=SMALL_CHUNKS)
+    assert third.revision == second.revision + 1 and third.timestamp == second.timestamp + 1
+
+
+def test_timestamp_before_the_previous_revision_is_refused(
+    tmp_path: Path, stratum: Path, keyset: keymod.KeySet, key_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = make_sample_tree(tmp_path / "src")
+    first = publish_tree(stratum, FQRN, keyset, src, timestamp=1_900_000_000)
+    manifest = (stratum / ".cvmfspublished").read_bytes()
+    with pytest.raises(
+        CvmfsError, match=r"timestamp 1899999999 \(2030-03-17T17:46:39Z\) is earlier than revision 2"
+    ):
+        publish_tree(stratum, FQRN, keyset, src, timestamp=first.timestamp - 1)
+    with pytest.raises(CvmfsError, match="is earlier than revision 2"):
+        add_tag(stratum, FQRN, keyset, "late", timestamp=first.timestamp - 1)
+    assert (stratum / ".cvmfspublished").read_bytes() == manifest  # nothing published
+    argv = ["cvmfs", "publish", str(stratum), str(src), "--keys", str(key_dir), "--timestamp", "1000"]
+    assert main(argv) != 0
+    err = capsys.readouterr().err
+    assert err.count("\n") <= 2 and "timestamp 1000 (1970-01-01T00:16:40Z) is earlier than revision 2" in err
+    assert f"at or after {first.timestamp}" in err and "Traceback" not in err
 
 
 def test_base_path_replaces_only_that_subtree(

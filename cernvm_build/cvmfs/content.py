@@ -1,0 +1,91 @@
+"""File contents compressed, hashed and stored on a worker pool while the tree is staged."""
+
+from __future__ import annotations
+
+import os
+import queue
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from ..errors import CvmfsError
+from .objwrite import ObjectWriter, StoredFile, _SizeChanged
+from .options import Options
+from .stage import Stage
+
+
+class ContentStore:
+    """Compresses and stores file contents on a thread pool, then records them in the stage."""
+
+    def __init__(self, store: ObjectWriter, stage: Stage, opts: Options):
+        self.store = store
+        self.stage = stage
+        self.opts = opts
+        self.workers = max(1, min(4, len(os.sched_getaffinity(0))))
+        self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="publish")
+        self.pending: dict[Future[StoredFile], str] = {}
+        self.done: queue.SimpleQueue[Future[StoredFile]] = queue.SimpleQueue()
+        self.results: list[tuple[str, StoredFile]] = []  # recorded in the stage in batches
+        self.done_bytes = 0
+        self.total_bytes = 0
+        self.stored_count = 0
+
+    def _apply(self, fut: Future[StoredFile]) -> None:
+        path = self.pending.pop(fut)
+        stored = fut.result()
+        self.results.append((path, stored))
+        if len(self.results) >= 256:
+            self._flush()
+        self.done_bytes += stored.size
+        if self.opts.progress:
+            self.opts.progress(self.done_bytes, self.total_bytes)
+        self.stored_count += 1
+        if self.stored_count == 1:
+            self.opts.reached("objects")
+
+    def _flush(self) -> None:
+        self.stage.set_contents(self.results)
+        self.results = []
+
+    def _submit(self, job: Callable[[], StoredFile], repo_path: str) -> None:
+        self._wait(4 * self.workers)
+        fut = self.pool.submit(job)
+        self.pending[fut] = repo_path
+        fut.add_done_callback(self.done.put)
+
+    def _wait(self, limit: int) -> None:
+        while len(self.pending) > limit:
+            self._apply(self.done.get())
+
+    def submit_file(self, repo_path: str, fs_path: str, size: int) -> None:
+        def job() -> StoredFile:
+            try:
+                with open(fs_path, "rb") as f:
+                    return self.store.put_stream(f, size, self.opts.chunking)
+            except _SizeChanged as e:
+                raise CvmfsError(
+                    f"{fs_path}: file changed while publishing ({e})", hint="publish again when it is quiet"
+                ) from None
+            except OSError as e:
+                raise CvmfsError(f"{fs_path}: cannot read: {e.strerror}", hint="check permissions") from e
+
+        self._submit(job, repo_path)
+
+    def submit_bytes(self, repo_path: str, data: bytes) -> None:
+        def job() -> StoredFile:
+            name = self.store.put_bytes(data)
+            return StoredFile(bytes.fromhex(name[:40]), (), len(data))
+
+        self._submit(job, repo_path)
+
+    def record(self, repo_path: str, stored: StoredFile) -> None:
+        self.stage.set_content(repo_path, stored.digest, stored.chunks)
+        self.done_bytes += stored.size
+        if self.opts.progress:
+            self.opts.progress(self.done_bytes, self.total_bytes)
+
+    def finish(self) -> None:
+        try:
+            self._wait(0)
+            self._flush()
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,236 @@
+"""Staging a directory tree (and the staging helpers the tar path and the API share): every entry of the
+new revision goes into the stage; unchanged files keep the previous revision's content hashes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+from pathlib import Path
+
+from ..errors import CvmfsError
+from .catalog_write import (
+    Entry,
+    serialize_xattrs,
+)
+from .content import ContentStore
+from .options import Options
+from .previous import OldCatalog, OldRow, PreviousTree
+from .stage import NestedRef, Stage
+
+XATTR_PREFIXES = ("user.", "trusted.overlay.")
+
+
+def norm_base(base_path: str) -> str:
+    parts = [p for p in base_path.split("/") if p not in ("", ".")]
+    if any(p == ".." for p in parts):
+        raise CvmfsError(
+            f"base path {base_path!r} must not contain '..'", hint="give an absolute path like /a/b"
+        )
+    return "".join("/" + p for p in parts)
+
+
+def check_name(name: str, where: str) -> None:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise CvmfsError(
+            f"{where}: file name is not valid UTF-8",
+            hint="rename it: CernVM-FS catalogs store names as UTF-8 text",
+        ) from None
+
+
+def dir_entry(path: str, ts: int) -> Entry:
+    return Entry(path=path, mode=stat.S_IFDIR | 0o755, mtime=ts, linkcount=2)
+
+
+def entry_from_old(row: OldRow, cat: OldCatalog) -> Entry:
+    regular = stat.S_ISREG(row.mode)
+    group = row.hardlinks >> 32
+    return Entry(
+        path=row.path,
+        mode=row.mode,
+        mtime=row.mtime,
+        mtimens=row.mtimens,
+        size=row.size,
+        uid=row.uid,
+        gid=row.gid,
+        symlink=row.symlink or "",
+        digest=row.digest,
+        algorithm=row.algorithm,
+        chunks=cat.chunks(row.md5) if regular and row.flags & 64 else (),
+        xattrs=row.xattr,
+        linkcount=row.hardlinks & 0xFFFFFFFF,
+        hardlink_key=f"old:{cat.name}:{group}" if regular and group else None,
+        hidden=bool(row.flags & 0x8000),
+    )
+
+
+def stage_outside(stage: Stage, prev: PreviousTree, base: str) -> None:
+    """Copy everything of the previous revision that is not at or below ``base`` into the stage."""
+    ancestors = {base[:i] for i in range(len(base)) if base[i] == "/"}  # "", "/a", "/a/b" for /a/b/c
+
+    def walk(cat: OldCatalog, path: str) -> None:
+        for row in cat.children(path):
+            if row.path == base or row.path.startswith(base + "/"):
+                continue
+            if row.flags & 2 and row.path in cat.nested:  # nested catalog mountpoint
+                if row.path in ancestors:
+                    stage.put(entry_from_old(row, cat))
+                    walk(prev.nested_catalog(cat, row.path), row.path)
+                else:
+                    name, size = cat.nested[row.path]
+                    counters = prev.nested_counters(cat, row.path)
+                    stage.put(entry_from_old(row, cat), NestedRef(name, size, counters))
+            else:
+                stage.put(entry_from_old(row, cat))
+                if stat.S_ISDIR(row.mode):
+                    walk(cat, row.path)
+
+    root = prev.root.lookup("")
+    if root is not None:
+        stage.put(entry_from_old(root, prev.root))
+    walk(prev.root, "")
+
+
+def ensure_dirs(stage: Stage, path: str, ts: int) -> None:
+    """Create missing directories from the root down to ``path`` (inclusive)."""
+    parts = path.split("/")
+    for i in range(len(parts)):
+        p = "/".join(parts[: i + 1])
+        have = stage.get(p)
+        if have is None:
+            stage.put(dir_entry(p, ts))
+        elif not stat.S_ISDIR(have.entry.mode):
+            raise CvmfsError(
+                f"{p or '/'} is not a directory in the repository, so nothing can be published below it",
+                hint="choose another base path, or replace that entry first",
+            )
+
+
+def _xattrs_of(path: str) -> bytes | None:
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError:
+        return None
+    found: dict[str, bytes] = {}
+    for n in names:
+        if n.startswith(XATTR_PREFIXES):
+            with contextlib.suppress(OSError):
+                found[n] = os.getxattr(path, n, follow_symlinks=False)
+    try:
+        return serialize_xattrs(found)
+    except ValueError as e:
+        raise CvmfsError(
+            f"{path}: {e}", hint="CernVM-FS stores at most 255 short attributes per entry"
+        ) from e
+
+
+def _previous_children(prev: PreviousTree | None, path: str) -> dict[str, tuple[OldRow, OldCatalog]]:
+    """The previous revision's entries of directory ``path`` by name (one query per directory)."""
+    if prev is None:
+        return {}
+    cat = prev.catalog_for(path)
+    return {row.name: (row, cat) for row in cat.children(path)}
+
+
+def _unchanged(found: tuple[OldRow, OldCatalog] | None, st: os.stat_result) -> Entry | None:
+    """The previous revision's content of a file if its size, mtime and mode are the same."""
+    if found is None:
+        return None
+    row, cat = found
+    if (
+        row.mode != st.st_mode
+        or not stat.S_ISREG(row.mode)
+        or row.flags & 128  # external file: no object to reuse
+        or row.size != st.st_size
+        or row.mtime != st.st_mtime_ns // 1_000_000_000
+        or (row.mtimens or 0) != st.st_mtime_ns % 1_000_000_000
+    ):
+        return None
+    if row.digest is None and not row.flags & 64:
+        return None
+    return entry_from_old(row, cat)
+
+
+def scan_dir(
+    stage: Stage, prev: PreviousTree | None, content: ContentStore, source: Path, base: str, opts: Options
+) -> int:
+    """Stage ``source`` as ``base``; returns the number of regular files whose content must be read."""
+    try:
+        st = os.lstat(source)
+    except OSError as e:
+        raise CvmfsError(f"{source}: cannot read source: {e.strerror}") from e
+    if not stat.S_ISDIR(st.st_mode):
+        raise CvmfsError(
+            f"{source}: not a directory", hint="publish a directory, a tar file or '-' for stdin"
+        )
+    # files whose content must be read wait in the stage database, not in a Python list
+    stage.db.execute("CREATE TEMP TABLE todo (path TEXT, fs TEXT, size INTEGER)")
+
+    def entry(path: str, fs: str, st: os.stat_result) -> Entry:
+        return Entry(
+            path=path,
+            mode=st.st_mode,
+            mtime=st.st_mtime_ns // 1_000_000_000,
+            mtimens=st.st_mtime_ns % 1_000_000_000,
+            size=st.st_size,
+            uid=0 if opts.normalize_owner else st.st_uid,
+            gid=0 if opts.normalize_owner else st.st_gid,
+            xattrs=_xattrs_of(fs),
+        )
+
+    root = entry(base, str(source), st)
+    stage.put(root)
+    stack = [(str(source), base)]
+    while stack:
+        fs_dir, repo_dir = stack.pop()
+        try:
+            it = list(os.scandir(fs_dir))
+        except OSError as e:
+            raise CvmfsError(
+                f"{fs_dir}: cannot list directory: {e.strerror}", hint="check permissions"
+            ) from e
+        old_children = _previous_children(prev, repo_dir)
+        batch: list[Entry] = []
+        todo: list[tuple[str, str, int]] = []
+        for d in it:
+            check_name(d.name, d.path)
+            path = f"{repo_dir}/{d.name}"
+            try:
+                st = d.stat(follow_symlinks=False)
+            except OSError as e:
+                raise CvmfsError(f"{d.path}: cannot stat: {e.strerror}") from e
+            mode = st.st_mode
+            ent = entry(path, d.path, st)
+            batch.append(ent)
+            if stat.S_ISDIR(mode):
+                ent.size = 0
+                stack.append((d.path, path))
+            elif stat.S_ISLNK(mode):
+                target = os.readlink(d.path)
+                check_name(target, d.path)
+                ent.symlink = target
+            elif stat.S_ISREG(mode):
+                if st.st_nlink > 1:
+                    ent.hardlink_key = f"{st.st_dev}:{st.st_ino}"
+                old = _unchanged(old_children.get(d.name), st)
+                if old is not None:
+                    ent.digest, ent.chunks, ent.algorithm = old.digest, old.chunks, old.algorithm
+                else:
+                    todo.append((path, d.path, st.st_size))
+            else:  # fifo, socket, char/block device: stored as the server stores them
+                ent.size = st.st_rdev if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else 0
+        stage.put_many(batch)
+        stage.db.executemany("INSERT INTO todo VALUES (?, ?, ?)", todo)
+    opts.reached("scanned")
+    count, total = stage.db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM todo").fetchone()
+    content.total_bytes = int(total)
+    if opts.progress:
+        opts.progress(0, content.total_bytes)
+    pending = stage.db.cursor()  # a second cursor: the loop below writes to the stage meanwhile
+    for path, fs, size in pending.execute("SELECT path, fs, size FROM todo ORDER BY rowid"):
+        content.submit_file(path, fs, size)
+    content.finish()
+    stage.db.execute("DROP TABLE todo")
+    return int(count)

@@ -1,0 +1,124 @@
+"""Staging a tar stream (plain or compressed, read once, front to back)."""
+
+from __future__ import annotations
+
+import os
+import stat
+import tarfile
+from dataclasses import replace
+from typing import BinaryIO
+
+from ..errors import CvmfsError
+from .catalog_write import (
+    Entry,
+    serialize_xattrs,
+)
+from .content import ContentStore
+from .objwrite import SMALL
+from .options import Options
+from .scan import XATTR_PREFIXES, check_name, ensure_dirs
+from .stage import Stage
+
+
+def _tar_path(name: str, base: str) -> str:
+    """Repository path of a tar member; refuses names that climb out of the archive."""
+    parts: list[str] = []
+    for p in name.split("/"):
+        if p in ("", "."):
+            continue
+        if p == "..":
+            if not parts:
+                raise CvmfsError(f"tar member {name!r}: path leaves the archive", hint="fix the archive")
+            parts.pop()
+        else:
+            parts.append(p)
+    return base + "".join("/" + p for p in parts)
+
+
+def scan_tar(stage: Stage, content: ContentStore, stream: BinaryIO, base: str, opts: Options) -> None:
+    links: list[tuple[str, str]] = []
+    where = str(getattr(stream, "name", "tar stream"))
+    try:
+        tar = tarfile.open(fileobj=stream, mode="r|*")  # noqa: SIM115 (closed below)
+    except tarfile.TarError as e:
+        raise CvmfsError(
+            f"{where}: not a tar archive ({e})", hint="give a (compressed) tar file or stream"
+        ) from e
+    try:
+        for m in tar:
+            path = _tar_path(m.name, base)
+            check_name(path, f"tar member {m.name!r}")
+            xattrs: dict[str, bytes] = {}
+            for k, v in m.pax_headers.items():
+                if k.startswith("SCHILY.xattr.") and k[13:].startswith(XATTR_PREFIXES):
+                    xattrs[k[13:]] = v.encode("utf-8", "surrogateescape")
+            mt = float(m.mtime)
+            ent = Entry(
+                path=path,
+                mode=m.mode & 0o7777,
+                mtime=int(mt),
+                mtimens=round((mt - int(mt)) * 1e9) if mt != int(mt) else 0,
+                uid=0 if opts.normalize_owner else m.uid,
+                gid=0 if opts.normalize_owner else m.gid,
+                xattrs=serialize_xattrs(xattrs),
+            )
+            existing = stage.get(path)
+            if existing is not None and stat.S_ISDIR(existing.entry.mode) and not m.isdir():
+                stage.remove_tree(path)
+            if m.isdir():
+                ent.mode |= stat.S_IFDIR
+                stage.put(ent)
+            elif m.issym():
+                ent.mode = stat.S_IFLNK | 0o777
+                ent.symlink = m.linkname
+                stage.put(ent)
+            elif m.islnk():
+                target = _tar_path(m.linkname, base)
+                ent.mode |= stat.S_IFREG
+                ent.hardlink_key = f"tar:{target}"
+                stage.put(ent)
+                links.append((path, target))
+            elif m.isreg():
+                ent.mode |= stat.S_IFREG
+                ent.size = m.size
+                stage.put(ent)
+                f = tar.extractfile(m)
+                assert f is not None
+                content.total_bytes += m.size
+                if m.size <= SMALL and not opts.chunking.should_chunk(m.size):
+                    content.submit_bytes(path, f.read())
+                else:
+                    content.record(path, content.store.put_stream(f, m.size, opts.chunking))  # type: ignore[arg-type]
+            elif m.ischr() or m.isblk() or m.isfifo():
+                ent.mode |= {tarfile.CHRTYPE: stat.S_IFCHR, tarfile.BLKTYPE: stat.S_IFBLK}.get(
+                    m.type, stat.S_IFIFO
+                )
+                ent.size = os.makedev(m.devmajor, m.devminor) if not m.isfifo() else 0
+                stage.put(ent)
+            else:
+                opts.warnings.append(f"tar member {m.name!r}: unsupported type {m.type!r}, skipped")
+    except tarfile.TarError as e:
+        raise CvmfsError(f"{where}: tar stream is damaged ({e})", hint="check the archive") from e
+    finally:
+        tar.close()
+    content.finish()
+    for path, target in links:
+        t = stage.get(target)
+        if t is None or not stat.S_ISREG(t.entry.mode):
+            raise CvmfsError(
+                f"tar member {path!r}: hard link to {target!r}, which is not a file in the archive"
+            )
+        cur = stage.get(path)
+        assert cur is not None
+        stage.put(replace(cur.entry, digest=t.entry.digest, chunks=t.entry.chunks, size=t.entry.size))
+        if t.entry.hardlink_key is None:
+            stage.put(replace(t.entry, hardlink_key=f"tar:{target}"))
+    # tar streams may leave out directories: create them
+    if not stage.has(base):
+        ensure_dirs(stage, base, opts.timestamp)
+    while True:
+        missing = list(stage.orphans())
+        if not missing:
+            break
+        for p in missing:
+            ensure_dirs(stage, p, opts.timestamp)
