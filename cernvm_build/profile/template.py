@@ -12,33 +12,13 @@ import functools
 from typing import Any
 
 import jinja2
-from jinja2.exceptions import SecurityError
-from jinja2.sandbox import SandboxedEnvironment
 
 from ..errors import ProfileError
+from .sandbox import MAX_SIZE, MAX_STEPS, LimitedSandbox, TemplateLimitError, budget
 from .settings import BY_KEY, REQUIRED, SETTINGS, default_of
 from .yamlnodes import Node, location
 
-MAX_SIZE = 100_000  # no profile value needs more characters or items; bigger is a runaway template
-
-
-class _Env(SandboxedEnvironment):
-    """The sandbox, plus limits on the operators that can make huge values from small expressions."""
-
-    intercepted_binops = frozenset({"*", "**"})
-
-    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        ints = isinstance(left, int) and isinstance(right, int)
-        if operator == "**" and ints and right > 0 and abs(left).bit_length() * right > MAX_SIZE:
-            raise SecurityError(f"{left} ** {right} is too large")
-        if operator == "*":
-            for seq, n in ((left, right), (right, left)):
-                if isinstance(seq, str | list | tuple) and isinstance(n, int) and len(seq) * n > MAX_SIZE:
-                    raise SecurityError(f"the result would have more than {MAX_SIZE} items")
-        return super().call_binop(context, operator, left, right)
-
-
-_ENV = _Env(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
+_ENV = LimitedSandbox(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
 MAX_PASSES = 8
 
 
@@ -118,6 +98,16 @@ def render(tree: Node, name: str) -> None:
     targets = [(n, k, n.value) for n, k in _scalars(tree, "") if _is_template(n.value)]
     if not targets:
         return
+    with budget():
+        _render(targets, tree, name)
+
+
+def _short(source: str) -> str:
+    """A template as messages quote it: long ones cut, so that the error stays one readable line."""
+    return repr(source if len(source) <= 80 else source[:77] + "...")
+
+
+def _render(targets: list[tuple[Node, str, str]], tree: Node, name: str) -> None:
     for _ in range(MAX_PASSES):
         ctx = context(tree, name)
         changed = False
@@ -136,6 +126,25 @@ def render(tree: Node, name: str) -> None:
                     where=location(node.pos, key),
                     hint="templates see the profile's own settings, e.g. {{ name }}, {{ os.release }}, "
                     "{{ cvmfs.repository }}",
+                ) from None
+            except TemplateLimitError as e:
+                raise ProfileError(
+                    f"template {_short(source)} is too costly: {e}",
+                    where=location(node.pos, key),
+                    hint=f"templates make values of at most {MAX_SIZE} characters in at most {MAX_STEPS} "
+                    "steps; write the value out instead",
+                ) from None
+            except RecursionError:
+                raise ProfileError(
+                    f"template {_short(source)} recurses too deeply",
+                    where=location(node.pos, key),
+                    hint="a macro that calls itself needs a condition that ends the recursion",
+                ) from None
+            except MemoryError:
+                raise ProfileError(
+                    f"template {_short(source)} ran out of memory",
+                    where=location(node.pos, key),
+                    hint=f"templates make values of at most {MAX_SIZE} characters; write the value out",
                 ) from None
             except jinja2.TemplateError as e:
                 raise ProfileError(

@@ -123,7 +123,13 @@ def load_file(path: Path) -> Node:
         key = (path, st.st_size, st.st_mtime_ns)
         if key in _CACHE:
             return _CACHE[key]
-        text = path.read_text(encoding="utf-8")
+        if st.st_size > MAX_FILE_BYTES:
+            raise _too_big(path, st.st_size)
+        with path.open("rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)  # the file may have grown since stat
+        if len(data) > MAX_FILE_BYTES:
+            raise _too_big(path, len(data))
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise ProfileError(
             "no such profile file", where=Location(file=display(path)), hint="check the path"
@@ -135,6 +141,19 @@ def load_file(path: Path) -> Node:
     node = load_text(text, path)
     _CACHE[key] = node
     return node
+
+
+#: no profile comes near (the largest shipped one is under 2 KiB); parsing costs ~200 bytes of memory per
+#: byte of YAML, so this also bounds what a file can make the parser allocate
+MAX_FILE_BYTES = 256 * 1024
+
+
+def _too_big(path: Path, size: int) -> ProfileError:
+    return ProfileError(
+        f"the file is {size} bytes; profiles are at most {MAX_FILE_BYTES} bytes",
+        where=Location(file=display(path), line=1, column=1),
+        hint="a profile is a short YAML file of settings: is this the right file?",
+    )
 
 
 def load_text(text: str, path: Path) -> Node:
@@ -176,6 +195,8 @@ def _pos(node: yaml.Node, path: Path) -> Pos:
 
 #: more values than any profile needs: what is left is an alias bomb ("billion laughs")
 MAX_VALUES = 20_000
+#: deeper than any profile needs (settings are at most 3 levels deep); the conversion recurses
+MAX_DEPTH = 64
 
 
 @dataclass
@@ -184,6 +205,7 @@ class _Walk:
     loader: Any
     count: int = 0
     active: set[int] = field(default_factory=set)  # ids of the collections being converted
+    depth: int = 0
 
 
 def _convert(node: yaml.Node, walk: _Walk, at: str = "") -> Node:
@@ -209,11 +231,19 @@ def _convert(node: yaml.Node, walk: _Walk, at: str = "") -> Node:
                 where=location(pos, at or None),
                 hint="remove the recursive alias (*name inside &name)",
             )
+        if walk.depth >= MAX_DEPTH:
+            raise ProfileError(
+                f"values nested more than {MAX_DEPTH} levels deep",
+                where=location(pos, at or None),
+                hint="profile settings are a few levels of mappings and lists",
+            )
         walk.active.add(id(node))
+        walk.depth += 1
         try:
             return _collection(node, walk, at, pos, replace_tag)
         finally:
             walk.active.discard(id(node))
+            walk.depth -= 1
     assert isinstance(node, yaml.ScalarNode)
     if replace_tag:
         raise ProfileError(

@@ -67,3 +67,38 @@ def test_template_syntax_is_checked_in_abstract_profiles_too(write: Write) -> No
     path = write("block", "abstract: true\ndescription: '{{ os.release }'\n")
     errors = profile.check(path).errors
     assert len(errors) == 1 and "block.yaml:2:14: description: template syntax error" in str(errors[0])
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "{{ 'x'|center(300000000) }}",
+        "{{ 'x'|indent(300000000, true) }}",
+        "{{ '%300000000s'|format('x') }}",
+        "{{ '%*d' % (300000000, 1) }}",
+        "{{ 'x'.zfill(300000000) }}",
+        "{{ ('x' * 90000).replace('x', 'xx') }}",
+        "{{ range(90000)|join('xy') }}",
+        "{{ range(100000)|map('center', 90000)|list|length }}",
+        "{{ range(1000)|list|tojson(indent=1000) }}",
+        "{{ range(10)|batch(10**9, 'x')|list }}",
+        "{{ lipsum(10**9) }}",
+        "{% macro f() %}{% for i in range(100000) %}{{ os }}{% endfor %}{% endmacro %}{{ f()|length }}",
+        "{% set l = [1] %}{{ l.extend(l) }}",
+    ],
+)
+def test_templates_cannot_make_huge_values_or_run_long(write: Write, expression: str) -> None:
+    path = write("p", f'extends: minimal\ndescription: "{expression}"\n')
+    errors = profile.check(path).errors
+    assert len(errors) == 1 and "p.yaml:2:14: description: " in str(errors[0]), errors
+    assert "\n" not in str(errors[0]) and errors[0].hint
+
+
+def test_the_limits_leave_ordinary_templates_alone(write: Write) -> None:
+    text = (
+        "extends: minimal\n"
+        "description: \"{{ name ~ '-' ~ os.release }} {{ '%s-%02d'|format(name, 3) }} {{ '{:>5}'.format(1) }}"
+        " {{ 'a,b'.split(',')|join('/') }} {{ name|center(9) }} {% for i in range(3) %}{{ i }}{% endfor %}"
+        " {{ [1, 2] + [3] }} {{ 'ab' * 2 }}\"\n"
+    )
+    assert profile.load(write("p", text)).description == "p-9 p-03     1 a/b     p     012 [1, 2, 3] abab"

@@ -1,0 +1,102 @@
+"""Hostile profiles cost bounded memory and time: the real CLI, in a subprocess whose address space is
+capped, refuses each with its one-line error, and its peak RSS is measured (issue 12)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cernvm_build import profile
+from cernvm_build.paths import PROJECT_ROOT
+from cernvm_build.profile.yamlnodes import MAX_FILE_BYTES
+
+BROKEN = Path(__file__).parent / "broken"
+HOSTILE = [
+    "template_huge_loop",
+    "template_center",
+    "template_repeat",
+    "template_format_width",
+    "template_macro_recursion",
+    "template_doubling",
+    "template_endless_macro",
+    "deep_nesting",
+    "alias_bomb",
+]
+PEAK_RSS_MB = 256
+
+#: the CLI under an address-space cap (so a runaway allocation fails instead of swapping the host),
+#: reporting its own peak RSS on stderr as it exits
+RUNNER = """
+import json, resource, runpy, sys
+cap = 1 << 30
+resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+try:
+    runpy.run_module("cernvm_build.cli.main", run_name="__main__", alter_sys=True)
+finally:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    sys.stderr.write("\\n" + json.dumps({"peak_rss_mb": rss}) + "\\n")
+"""
+
+
+def run_validate(path: Path) -> tuple[int, str, int]:
+    """(exit code, output without the RSS line, peak RSS in MB) of `profiles validate PATH`."""
+    res = subprocess.run(
+        [sys.executable, "-c", RUNNER, "profiles", "validate", str(path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "400", "PYTHONPATH": str(PROJECT_ROOT)},
+        timeout=120,
+    )
+    *lines, last = res.stderr.rstrip("\n").split("\n")
+    rss = json.loads(last)["peak_rss_mb"]
+    return res.returncode, res.stdout + "\n".join(lines), rss
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_hostile_profile_is_refused_in_bounded_memory(name: str) -> None:
+    code, output, rss = run_validate(BROKEN / f"{name}.yaml")
+    assert code == 3, output
+    assert "Traceback" not in output and f"{name}.yaml:" in output, output
+    assert rss < PEAK_RSS_MB, f"peak RSS {rss} MB"
+
+
+def test_a_200_mb_profile_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    big = tmp_path / "big.yaml"
+    with big.open("w") as f:
+        f.write("extends: el7\ndescription: |\n")
+        line = "  " + "lol " * 25 + "\n"
+        for _ in range(200 * 1024 * 1024 // len(line)):
+            f.write(line)
+    code, output, rss = run_validate(big)
+    assert code == 3, output
+    assert f"big.yaml:1:1: the file is {big.stat().st_size} bytes" in output
+    assert f"at most {MAX_FILE_BYTES} bytes" in output
+    assert rss < PEAK_RSS_MB, f"peak RSS {rss} MB"
+
+
+def test_the_largest_allowed_profile_parses_in_bounded_memory(tmp_path: Path) -> None:
+    """Just under the size cap, the worst YAML for the parser (one tiny value per two bytes) is stopped by
+    the value count, within the memory bound: the file cap is what bounds the parser."""
+    text = "extends: el7\ncontext: ["
+    text += "0," * ((MAX_FILE_BYTES - len(text) - 2) // 2) + "0]\n"
+    path = tmp_path / "wide.yaml"
+    path.write_text(text)
+    assert path.stat().st_size <= MAX_FILE_BYTES
+    code, output, rss = run_validate(path)
+    assert code == 3 and "more than 20000 values" in output, output
+    assert rss < PEAK_RSS_MB, f"peak RSS {rss} MB"
+
+
+def test_a_file_one_byte_over_the_cap_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "over.yaml"
+    path.write_text("extends: el7\n" + "#" * (MAX_FILE_BYTES - 13) + "\n")
+    assert path.stat().st_size == MAX_FILE_BYTES + 1
+    with pytest.raises(profile.ProfileError, match=r"over.yaml:1:1: the file is 262145 bytes"):
+        profile.load(path)
+    path.write_text("extends: el7\n" + "#" * (MAX_FILE_BYTES - 14) + "\n")
+    assert profile.load(path).name == "over"
