@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from cernvm_build import profile
-from cernvm_build.paths import PROJECT_ROOT
 from cernvm_build.profile.yamlnodes import MAX_FILE_BYTES
 
 BROKEN = Path(__file__).parent / "broken"
+WORKTREE = Path(__file__).resolve().parents[2]
 HOSTILE = [
     "template_huge_loop",
     "template_center",
@@ -49,7 +49,7 @@ def run_validate(path: Path) -> tuple[int, str, int]:
         [sys.executable, "-c", RUNNER, "profiles", "validate", str(path)],
         capture_output=True,
         text=True,
-        env={**os.environ, "COLUMNS": "400", "PYTHONPATH": str(PROJECT_ROOT)},
+        env={**os.environ, "COLUMNS": "400", "PYTHONPATH": str(WORKTREE)},
         timeout=120,
     )
     *lines, last = res.stderr.rstrip("\n").split("\n")
