@@ -28,7 +28,7 @@ if __package__ in (None, ""):
 import libvirt
 
 from bench.common import Result, print_table, timer
-from cernvm_build import accel
+from cernvm_build import accel, launch
 from cernvm_build.cvmfs.serve import Server
 from cernvm_build.launch import config, context, daemon, instances, keys, ssh, userdata
 from cernvm_build.launch.images import detect_format
@@ -139,14 +139,14 @@ def _launch(
 ) -> tuple[float, float]:
     """Seconds from ``create`` (keys, context ISO, scratch disk, define, start) to ready."""
     name = f"bench-{os.getpid()}-{time.monotonic_ns() % 100000}"
-    req = instances.CreateRequest(
-        settings=config.Settings(name=name, memory=memory), name=name, image=image, image_format=fmt,
-        image_sha256="", domain_type=acc.libvirt_domain_type, home=home, user_data=b"",
-        ucernvm={"cvmfs_server": cvmfs} if cvmfs else {},
+    spec = launch.InstanceSpec(
+        settings=config.Settings(name=name, memory=memory, launch_home_folder=home), name=name,
+        user_data=b"", image=str(image), cvmfs_server=cvmfs,
     )  # fmt: skip
+    host = launch.Host(conn, conn.getURI(), acc)
     start = time.perf_counter()
     try:
-        inst = instances.create(conn, req)
+        inst = launch.create_instance(spec, host=host)
         assert inst.meta is not None
         if cvmfs:
             t = ssh.Target(
@@ -249,16 +249,15 @@ def bench_list(quick: bool) -> list[Result]:
     try:
         (work / "driver.xml").write_text(DRIVER_XML)
         conn = libvirt.open(f"test://{work / 'driver.xml'}")
+        host = launch.Host(conn, conn.getURI(), accel.Accel("test", "libvirt test driver"))
         image = _tiny_guest(work / "tiny.hdd")
         for n in range(50):
             name = f"vm{n:02d}"
-            instances.create(
-                conn,
-                instances.CreateRequest(
-                    settings=config.Settings(name=name, disk=100), name=name, image=image, image_format="hdd",
-                    image_sha256="", domain_type="test", home=work / "home", user_data=b"", start=n % 2 == 0,
-                ),
-            )  # fmt: skip
+            settings = config.Settings(name=name, disk=100, launch_home_folder=work / "home")
+            spec = launch.InstanceSpec(
+                settings=settings, name=name, user_data=b"", image=str(image), start=n % 2 == 0
+            )
+            launch.create_instance(spec, host=host)
         ours, raw = [], []
         for _ in range(3 if quick else 10):
             with timer() as t:

@@ -23,12 +23,12 @@ _BOOT_SECTOR = bytes([0xBA, 0xF8, 0x03, 0xB0, 0x4B, 0xEE, 0xF4, 0xEB, 0xFD]).lju
 
 @dataclass(frozen=True)
 class Accel:
-    name: str  # "kvm" or "tcg"
+    name: str  # "kvm" or "tcg" (or the domain type of an injected libvirt driver)
     reason: str
 
     @property
     def libvirt_domain_type(self) -> str:
-        return "kvm" if self.name == "kvm" else "qemu"
+        return {"kvm": "kvm", "tcg": "qemu"}.get(self.name, self.name)
 
 
 def _boot_id() -> str:

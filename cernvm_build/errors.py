@@ -92,6 +92,35 @@ class LaunchError(CernVMError):
     exit_code = 8
 
 
+class ConfigFileError(ProfileError):
+    """``~/.cernvm-launch.conf``, a CONFIGURATION_FILE or a user-data file is malformed: settings
+    written by the user, so the same exit code as a bad profile."""
+
+
+class ConnectError(LaunchError):
+    """libvirt cannot be reached at the URI: daemon down, no permission, bad URI."""
+
+
+class InstanceError(LaunchError):
+    """An instance does not exist, exists already, or is in the wrong state."""
+
+
+class ImageError(LaunchError):
+    """A boot image is missing, unknown or fails verification."""
+
+
+class SSHError(LaunchError):
+    """SSH to an instance failed: no answer, wrong host key, no authentication."""
+
+
+class NotReadyError(LaunchError):
+    """The guest did not come up in time; carries the serial console's tail."""
+
+    def __init__(self, message: str, *, hint: str | None = None, console_tail: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.console_tail = console_tail
+
+
 class MirrorError(CernVMError):
     """A package repository cannot be verified or mirrored."""
 
@@ -102,12 +131,13 @@ EXIT_CODES: dict[int, str] = {
     0: "success",
     1: "error",
     2: "usage error (bad arguments)",
-    3: "invalid profile",
+    3: "invalid profile or settings file (e.g. ~/.cernvm-launch.conf)",
     4: "external tool missing or failed",
     5: "CernVM-FS repository error",
     6: "integrity failure (hash, size or signature mismatch)",
     7: "build failed",
-    8: "launch failed",
+    8: "launch failed (libvirt, instance, image, SSH)",
     9: "mirror failed",
-    130: "interrupted",
+    130: "interrupted (Ctrl-C)",
+    143: "terminated (SIGTERM)",
 }

@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NoReturn
@@ -143,7 +145,30 @@ class ArgumentParser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised wherever the program is, so that undo stacks (``launch.transaction``) and
+    ``finally`` blocks run as they do for Ctrl-C."""
+
+
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
+    """The one handler of both entry points: a CernVMError is one line, a hint and its class's exit
+    code (``errors.EXIT_CODES``); Ctrl-C exits 130 and SIGTERM 143, after undoing what was half-done."""
     args = parser.parse_args(argv)
     verbose = getattr(args, "verbose", 0)
     quiet = getattr(args, "quiet", False)
@@ -158,10 +183,14 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        return func(args, out)
+        with _sigterm_raises():
+            return func(args, out)
     except CernVMError as e:
         out.error(e)
         return e.exit_code
+    except Terminated:
+        out.err.print("terminated")
+        return 143
     except KeyboardInterrupt:
         out.err.print("interrupted")
         return 130

@@ -1,43 +1,32 @@
 """``cernvm-launch``: CernVM instances on libvirt, with the original cernvm-launch's command line.
 
-The verbs, flags (``--sharedFolder`` too), positional USER_DATA_FILE and CONFIGURATION_FILE,
-``~/.cernvm-launch.conf`` keys and exit codes (1 bad arguments, 2 bad parameter file, 3 unknown
-operation, 4 failure) are the original's; ``console``, ``ip``, ``wait``, ``scp``, ``images``,
-``list --json`` and ``--connect`` are new. Questions are asked only on a terminal; elsewhere the
-command fails naming the flag that answers them.
+The verbs, flags (``--sharedFolder`` too), positional USER_DATA_FILE and CONFIGURATION_FILE and
+``~/.cernvm-launch.conf`` keys are the original's; ``console``, ``ip``, ``wait``, ``scp``, ``images``,
+``list --json`` and ``--connect`` are new. Exit codes are the toolkit's one map (``errors.EXIT_CODES``,
+the same as ``cernvm-build``), not the original's 1-4. Questions are asked only on a terminal;
+elsewhere the command fails naming the flag that answers them. Every decision (which image, whether
+it may boot, which snapshot, what create undoes) is the ``launch`` library's; this module parses,
+asks, calls and prints.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
-import libvirt
-
-from .. import __version__, accel
-from ..errors import CernVMError, LaunchError, UsageError
-from ..launch import config, images, instances, ready, ssh
-from ..launch.connection import default_uri, open_connection
-from ..launch.errors import ConfigFileError, ImageError, NotReadyError
+from .. import __version__, launch, proc
+from ..errors import ConfigFileError, NotReadyError, UsageError
+from ..launch import config
 from ..launch.names import validate_name
-from ..paths import data_dir
-from .app import HelpFormatter, Output, add_common
-
-EXIT_USAGE, EXIT_CONFIG, EXIT_UNKNOWN_OP, EXIT_FAILURE = 1, 2, 3, 4
+from .app import EXIT_CODES_EPILOG, ArgumentParser, HelpFormatter, Output, add_common, run
 
 EPILOG = f"""\
-exit codes (as the original cernvm-launch):
-  0    success
-  1    wrong arguments
-  2    bad parameter file (~/.cernvm-launch.conf or CONFIGURATION_FILE)
-  3    unknown operation
-  4    the operation failed (libvirt, image, SSH, ...)
-  130  interrupted
+{EXIT_CODES_EPILOG}
   ssh NAME -- CMD exits with the remote command's status.
 
 {config.keys_help()}
@@ -59,17 +48,10 @@ Run CernVM virtual machines on libvirt (KVM when it works, TCG otherwise).
   cernvm-launch destroy --force analysis
 
 Preservation: cernvm-launch create --profile el5 --snapshot TAG (or --date 2011-06-01) boots a
-frozen profile's verified image pinned to that CernVM-FS snapshot; the base image is never written."""
+frozen profile's verified image pinned to that CernVM-FS snapshot; the base image is never written.
+create is all or nothing: failed or interrupted (Ctrl-C, SIGTERM) at any step, it leaves nothing."""
 
-
-class LaunchParser(argparse.ArgumentParser):
-    """argparse with the original exit codes: 3 for an unknown operation, 1 for other bad arguments."""
-
-    def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        unknown_op = "invalid choice" in message and "COMMAND" in message
-        Output().error(UsageError(message, hint=f"see '{self.prog} --help'"))
-        raise SystemExit(EXIT_UNKNOWN_OP if unknown_op else EXIT_USAGE)
+Connect = Callable[[str | None], launch.Host]
 
 
 # -- shared helpers ---------------------------------------------------------------------------------
@@ -83,15 +65,10 @@ def _ask(question: str, flag: str, default: str = "") -> str:
     return answer or default
 
 
-def _connect(args: argparse.Namespace, settings: config.Settings | None = None) -> tuple[Any, str]:
-    uri = default_uri(getattr(args, "connect", None) or (settings.connect if settings else None))
-    return open_connection(uri), uri
-
-
-def _home(args: argparse.Namespace, uri: str, settings: config.Settings | None = None) -> Path:
-    if settings is None:
-        settings = config.resolve()
-    return settings.launch_home_folder or instances.default_home(uri)
+def _host(args: argparse.Namespace, settings: config.Settings | None = None) -> launch.Host:
+    """The libvirt host: --connect, else the config's ``connect=``, else the default URI."""
+    connect: Connect = args.open_host
+    return connect(getattr(args, "connect", None) or (settings.connect if settings else None))
 
 
 def _leaf(sub: Any, name: str, help: str, description: str, handler: Any, *, json: bool = False) -> Any:
@@ -102,118 +79,35 @@ def _leaf(sub: Any, name: str, help: str, description: str, handler: Any, *, jso
     return p
 
 
+@contextmanager
+def _steps(out: Output, name: str) -> Iterator[Callable[[str], None]]:
+    """A reporter: a live line on a terminal, one line per step otherwise (logs show progress too)."""
+    with out.progress() as bar:
+        task = bar.add_task(name, total=None)
+        if bar.disable:
+            yield lambda step: out.info(f"{name}: {step}")
+        else:
+            yield lambda step: bar.update(task, description=f"{name}: {step}")
+
+
 # -- create -----------------------------------------------------------------------------------------
 
 
-def _profile(name: str) -> Any:
-    try:
-        from ..profile import load
-    except ImportError:  # pragma: no cover - the profiles area is part of the toolkit
-        raise ImageError("profiles are not available in this installation") from None
-    return load(name)
-
-
-def _image_names(profile: Any) -> list[str]:
-    """The file names the image builder gives this profile's images (ucernvm-<branch>.<ver>-<N>...)."""
-    stem = getattr(profile, "artifact_stem", None)
-    if not stem:
-        b = profile.bootloader
-        stem = f"ucernvm-{b.branch}.{b.version}-{b.release}.cernvm.{profile.os.arch}"
-    return [f"{stem}.{fmt}" for fmt in ("iso", "hdd", "qcow2")]
-
-
-def _resolve_image(args: argparse.Namespace, s: config.Settings, home: Path, out: Output) -> images.Image:
-    cache = images.ImageCache(home)
-    given = args.iso or s.image or (str(s.disk_path) if s.disk_path else None)
-    if given:
-        path = Path(given).expanduser()
-        if path.is_file():
-            return images.Image(
-                path.name, path.resolve(), images.detect_format(path), path.stat().st_size, ""
-            )
-        cached = cache.get(given)
-        if cached:
-            return cached
-        raise ImageError(
-            f"image '{given}' is neither a file nor a cached image",
-            hint="see 'cernvm-launch images list', or 'cernvm-launch images add PATH'",
-        )
-    if s.profile:
-        prof = _profile(s.profile)
-        found = cache.for_profile(s.profile, _image_names(prof))
-        if found:
-            return found
-        raise ImageError(
-            f"no image for profile '{s.profile}' in {cache.dir}",
-            hint=f"build it ('cernvm-build image {s.profile}') and 'cernvm-launch images add FILE'",
-        )
-    if s.disk_url:
-        out.info(f"pulling {s.disk_url}")
-        return cache.pull(s.disk_url)
-    known = cache.list()
-    if s.cernvm_version != "latest":
-        known = [i for i in known if s.cernvm_version in i.name]
-    if known:
-        return sorted(known, key=lambda i: (i.added, i.name))[-1]
-    raise ImageError(
-        "no boot image: none given and none cached",
-        hint="pass --image PATH|NAME or --profile NAME, or 'cernvm-launch images add|pull' one first",
-    )
-
-
-def _verify_image(image: images.Image, s: config.Settings, profile: Any, args_cert: Path | None) -> str:
-    """sha256 (against .sha256 / diskChecksum); frozen profiles also need a valid signature block."""
-    strict = bool(profile and (profile.preservation.frozen or profile.preservation.checksums_required))
-    side = image.path.with_name(image.path.name + ".sha256")
-    if strict and not side.exists() and not s.disk_checksum:
-        raise ImageError(
-            f"profile '{profile.name}' is frozen and the image has no .sha256 to verify",
-            where=str(image.path),
-            hint="use the published image with its .sha256, or give diskChecksum",
-        )
-    digest = images.verify_checksum(image.path, s.disk_checksum)
-    if strict or args_cert:
-        if image.format not in ("iso", "hdd"):
-            raise ImageError(
-                "only iso/hdd images carry a signature to verify",
-                where=str(image.path),
-                hint="use the published iso or hdd image",
-            )
-        _verify_signature(image.path, args_cert)
-    return digest
-
-
-def _verify_signature(path: Path, cert: Path | None) -> None:
-    try:
-        from ..image import signature
-    except ImportError:
-        raise ImageError(
-            "this installation cannot verify image signatures",
-            where=str(path),
-        ) from None
-    try:
-        trusted = signature.load_certificate(cert) if cert else None
-        signature.verify(path, trusted)
-    except CernVMError as e:
-        raise ImageError(
-            f"image signature does not verify: {e.message.replace(f'{path}: ', '')}",
-            where=str(path),
-            hint=e.hint,
-        ) from None
-
-
-def _snapshot(args: argparse.Namespace, profile: Any) -> tuple[str, dict[str, str]]:
-    if args.snapshot:
-        return f"tag:{args.snapshot}", {"cvmfs_tag": args.snapshot}
-    if args.date:
-        return f"date:{args.date}", {"cvmfs_date": args.date}
-    snap = getattr(getattr(profile, "cvmfs", None), "snapshot", None)
-    if snap is not None and profile.preservation.frozen:
-        if snap.tag:
-            return f"tag:{snap.tag}", {"cvmfs_tag": snap.tag}
-        if snap.date:
-            return f"date:{snap.date}", {"cvmfs_date": snap.date}
-    return "", {}
+def _user_data(args: argparse.Namespace, out: Output) -> tuple[bytes, str] | None:
+    if args.user_data_file:
+        path = Path(args.user_data_file)
+        try:
+            return path.read_bytes(), str(path)
+        except OSError as e:
+            raise ConfigFileError(f"cannot read user data: {e.strerror}", where=str(path)) from None
+    data, source = launch.default_user_data()
+    if not args.yes:
+        if sys.stdin.isatty():
+            out.err.print(data.decode(errors="replace"), markup=False, highlight=False)
+        answer = _ask("Continue with default context? [Y/n] ", "a USER_DATA_FILE, or --yes", "y")
+        if answer.lower() not in ("y", "yes"):
+            return None
+    return data, source
 
 
 def cmd_create(args: argparse.Namespace, out: Output) -> int:
@@ -232,79 +126,53 @@ def cmd_create(args: argparse.Namespace, out: Output) -> int:
         "connect": getattr(args, "connect", None),
     }
     s = config.resolve(cli, Path(args.configuration_file) if args.configuration_file else None)
-    conn, uri = _connect(args, s)
-    home = _home(args, uri, s)
-
+    host = _host(args, s)
     name = s.name
     if not name:
         suggestion = Path(args.user_data_file).stem if args.user_data_file else "CernVM"
-        if args.yes:
-            name = suggestion
-        else:
-            name = _ask(
-                f"Enter VM name [{suggestion}]: ", "--name NAME (or --yes for the default)", suggestion
-            )
+        name = (
+            suggestion
+            if args.yes
+            else _ask(f"Enter VM name [{suggestion}]: ", "--name NAME (or --yes for the default)", suggestion)
+        )
     name = validate_name(name)
-    if args.user_data_file:
-        path = Path(args.user_data_file)
-        try:
-            user_data, source = path.read_bytes(), str(path)
-        except OSError as e:
-            raise ConfigFileError(f"cannot read user data: {e.strerror}", where=str(path)) from None
-    else:
-        default = data_dir("launch") / "default-user-data"
-        if not args.yes:
-            if sys.stdin.isatty():
-                out.err.print(default.read_text(), markup=False, highlight=False)
-            answer = _ask("Continue with default context? [Y/n] ", "a USER_DATA_FILE, or --yes", "y")
-            if answer.lower() not in ("y", "yes"):
-                out.info("aborted")
-                return EXIT_USAGE
-        user_data, source = default.read_bytes(), str(default)
-
-    profile = _profile(s.profile) if s.profile else None
-    image = _resolve_image(args, s, home, out)
-    out.detail(f"image {image.path} ({image.format})")
-    digest = _verify_image(image, s, profile, Path(args.cert) if args.cert else None)
-    snapshot, block = _snapshot(args, profile)
-    if args.cvmfs_server:
-        block["cvmfs_server"] = args.cvmfs_server
-    # The test driver runs nothing, so there is no accelerator to probe.
-    acc = accel.Accel("test", "libvirt test driver") if uri.startswith("test:") else accel.detect()
-    if acc.name == "tcg":
-        out.warn(f"KVM is not usable ({acc.reason}); using TCG emulation, which is much slower")
-    else:
-        out.detail(f"accelerator: KVM ({acc.reason})")
-    req = instances.CreateRequest(
+    ud = _user_data(args, out)
+    if ud is None:
+        out.info("aborted")
+        return UsageError.exit_code
+    spec = launch.InstanceSpec(
         settings=s,
         name=name,
-        image=image.path,
-        image_format=image.format,
-        image_sha256=digest,
-        domain_type="test" if uri.startswith("test:") else acc.libvirt_domain_type,
-        home=home,
-        user_data=user_data,
-        user_data_source=source,
-        ucernvm=block,
-        snapshot=snapshot,
-        profile=s.profile or "",
+        user_data=ud[0],
+        user_data_source=ud[1],
+        image=args.iso,
+        snapshot=args.snapshot,
+        date=args.date,
+        cert=Path(args.cert) if args.cert else None,
+        cvmfs_server=args.cvmfs_server,
         start=not args.no_start,
         context_label=args.context_label,
     )
-    with out.progress() as bar:
-        task = bar.add_task(f"creating {name}", total=None)
-        inst = instances.create(conn, req, lambda p: bar.update(task, description=f"{name}: {p}"))
-        if not args.no_start and not args.no_wait:
-            _wait(conn, name, s.wait_timeout, out, bar, task)
+    with _steps(out, f"creating {name}") as report:
+        inst = launch.create_instance(spec, host=host, reporter=report)
+    acc = host.accel
+    if acc.name == "tcg":
+        out.warn(f"KVM is not usable ({acc.reason}); using TCG emulation, which is much slower")
+    else:
+        out.detail(f"accelerator: {acc.name.upper()} ({acc.reason})")
+    out.detail(f"image {inst.meta.image if inst.meta else '?'}")
+    if not args.no_start and not args.no_wait:
+        _wait(host, name, s.wait_timeout, out)
     out.info(f"instance '{name}' {inst.state} ({acc.name.upper()}); ssh: cernvm-launch ssh {name}")
     if out.json_mode:
-        out.data(instances.get(conn, name)[1].to_json())
+        out.data(launch.get_instance(host, name).to_json())
     return 0
 
 
-def _wait(conn: Any, name: str, timeout: float, out: Output, bar: Any, task: Any) -> None:
+def _wait(host: launch.Host, name: str, timeout: float, out: Output) -> None:
     try:
-        ready.wait(conn, name, timeout=timeout, phase=lambda p: bar.update(task, description=f"{name}: {p}"))
+        with _steps(out, name) as report:
+            launch.wait_ready(host, name, timeout=timeout, reporter=report)
     except NotReadyError as e:
         if e.console_tail:
             out.err.print(f"--- last lines of {name}'s console ---", markup=False)
@@ -322,12 +190,12 @@ def _line(text: str) -> None:
 
 
 def cmd_list(args: argparse.Namespace, out: Output) -> int:
-    conn, _ = _connect(args)
-    found = instances.list_instances(conn, running_only=args.running)
+    host = _host(args)
+    found = launch.list_instances(host, running_only=args.running)
     if args.name:
         found = [i for i in found if i.name == args.name]
         if not found:
-            instances.get(conn, args.name)  # raises the "no instance" line
+            launch.get_instance(host, args.name)  # raises the "no instance" line
     if out.json_mode:
         out.data([i.to_json() for i in found])
         return 0
@@ -351,6 +219,8 @@ def cmd_list(args: argparse.Namespace, out: Output) -> int:
                 ("host key", m.host_fingerprint),
             ):
                 _line(f"\t{key}: {value}")
+            if inst.broken:
+                _line(f"\tbroken: {inst.broken} (remove it: cernvm-launch destroy {inst.name})")
             if m.network == "user":
                 _line(f"\tforwarded ports: {m.api_port} (VM) --> {m.ssh_port} (localhost)")
         else:
@@ -359,119 +229,76 @@ def cmd_list(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_start(args: argparse.Namespace, out: Output) -> int:
-    conn, _ = _connect(args)
-    inst = instances.start(conn, args.name, fresh=args.fresh)
+    host = _host(args)
+    inst = launch.start(host, args.name, fresh=args.fresh)
     out.info(f"instance '{args.name}' {inst.state}")
     if args.wait:
-        with out.progress() as bar:
-            task = bar.add_task(args.name, total=None)
-            _wait(conn, args.name, args.timeout, out, bar, task)
+        _wait(host, args.name, args.timeout, out)
     return 0
 
 
 def cmd_stop(args: argparse.Namespace, out: Output) -> int:
-    conn, _ = _connect(args)
     mode = "poweroff" if args.force else "shutdown" if args.shutdown else "save"
-    inst = instances.stop(conn, args.name, mode=mode)
+    inst = launch.stop(_host(args), args.name, mode=mode)
     out.info(f"instance '{args.name}' {inst.state}")
     return 0
 
 
 def cmd_pause(args: argparse.Namespace, out: Output) -> int:
-    conn, _ = _connect(args)
-    instances.pause(conn, args.name)
+    launch.pause(_host(args), args.name)
     out.info(f"instance '{args.name}' paused; 'cernvm-launch start {args.name}' resumes it")
     return 0
 
 
 def cmd_destroy(args: argparse.Namespace, out: Output) -> int:
-    conn, _ = _connect(args)
-    dom, inst = instances.get(conn, args.name)
+    host = _host(args)
+    inst = launch.get_instance(host, args.name)
     force = args.force
-    if dom.isActive() and not force:
+    if not force and not inst.broken and launch.is_active(host, args.name):
         answer = _ask(f"{args.name} is {inst.state}, do you want to destroy it? [y/N] ", "--force", "n")
         if answer.lower() not in ("y", "yes"):
             out.info("not destroyed")
-            return EXIT_FAILURE
+            return 1
         force = True
-    instances.destroy(conn, args.name, force=force)
+    launch.destroy(host, args.name, force=force)
     out.info(f"instance '{args.name}' destroyed")
     return 0
 
 
-def _split_user(spec: str) -> tuple[str | None, str]:
-    user, sep, name = spec.rpartition("@")
-    return (user or None) if sep else None, name
-
-
 def cmd_ssh(args: argparse.Namespace, out: Output) -> int:
-    conn, _ = _connect(args)
-    user, name = _split_user(args.target)
+    host = _host(args)
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]
-    client = ready.connect(conn, name, user)
-    try:
-        if command:
-            # As OpenSSH: the words are joined with spaces and the remote shell parses them.
-            cmdline = " ".join(command)
-            return ssh.run(client, cmdline, stdout=sys.stdout.buffer, stderr=sys.stderr.buffer)
-        if not sys.stdin.isatty():
-            return ssh.run(
-                client, "sh -s", stdin=sys.stdin.buffer, stdout=sys.stdout.buffer, stderr=sys.stderr.buffer
-            )
-        return ssh.interactive(client)
-    finally:
-        client.close()
+    if command:
+        return launch.ssh_run(host, args.target, command, stdout=sys.stdout.buffer, stderr=sys.stderr.buffer)
+    if not sys.stdin.isatty():
+        return launch.ssh_run(
+            host, args.target, [], stdin=sys.stdin.buffer, stdout=sys.stdout.buffer, stderr=sys.stderr.buffer
+        )
+    return launch.ssh_interactive(host, args.target)
 
 
 def cmd_scp(args: argparse.Namespace, out: Output) -> int:
-    conn, _ = _connect(args)
-    src, dest = args.source, args.dest
-    remote_src, remote_dest = ":" in src and not Path(src).exists(), ":" in dest
-    if remote_src == remote_dest:
-        raise UsageError(
-            "exactly one of SOURCE and DEST must be NAME:PATH", hint="e.g. scp f.txt analysis:/tmp/"
-        )
-    spec, _, rpath = (src if remote_src else dest).partition(":")
-    user, name = _split_user(spec)
-    client = ready.connect(conn, name, user)
-    try:
-        if remote_dest:
-            local = Path(src)
-            if not local.is_file():
-                raise UsageError(f"no such file: {src}")
-            target = rpath or "."
-            if target.endswith("/") or target in (".", "~"):
-                target = target.rstrip("/") + "/" + local.name if target not in (".", "~") else local.name
-            ssh.put(client, local, target)
-        else:
-            local = Path(dest)
-            if local.is_dir():
-                local = local / Path(rpath).name
-            ssh.get(client, rpath, local)
-    finally:
-        client.close()
+    landed = launch.scp(_host(args), args.source, args.dest)
+    out.detail(f"copied to {landed}")
     return 0
 
 
 def cmd_console(args: argparse.Namespace, out: Output) -> int:
-    conn, uri = _connect(args)
-    _dom, inst = instances.get(conn, args.name)
+    host = _host(args)
+    inst = launch.get_instance(host, args.name)
     if args.log or not sys.stdin.isatty():
-        tail = instances.console_tail(inst, args.lines)
+        tail = launch.console_tail(inst, args.lines)
         sys.stdout.write(tail + ("\n" if tail else ""))
         return 0
-    from .. import proc
-
     out.info("console: press Ctrl-] to leave")
-    proc.run(["virsh", "-c", uri, "console", args.name], capture=False, check=False)
+    proc.run(["virsh", "-c", host.uri, "console", args.name], capture=False, check=False)
     return 0
 
 
 def cmd_ip(args: argparse.Namespace, out: Output) -> int:
-    conn, _ = _connect(args)
-    addr = instances.address(conn, args.name)
+    addr = launch.address(_host(args), args.name)
     if addr is None:
         raise NotReadyError(
             f"instance '{args.name}' has no address yet", hint=f"'cernvm-launch wait {args.name}'"
@@ -483,10 +310,7 @@ def cmd_ip(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_wait(args: argparse.Namespace, out: Output) -> int:
-    conn, _ = _connect(args)
-    with out.progress() as bar:
-        task = bar.add_task(args.name, total=None)
-        _wait(conn, args.name, args.timeout, out, bar, task)
+    _wait(_host(args), args.name, args.timeout, out)
     out.info(f"instance '{args.name}' answers SSH")
     return 0
 
@@ -504,11 +328,8 @@ def cmd_import(args: argparse.Namespace, out: Output) -> int:
     }
     s = config.resolve(cli, Path(args.configuration_file) if args.configuration_file else None)
     ova = Path(args.ova_image_file)
-    if not ova.is_file():
-        raise ImageError("OVA file not found", where=str(ova))
-    _conn, uri = _connect(args, s)  # fail early when libvirt is not reachable
-    home = _home(args, uri, s)
-    image = images.ImageCache(home).add_ova(ova)
+    host = _host(args, s)  # fail early when libvirt is not reachable
+    image = launch.image_cache(s, host.uri).add_ova(ova)
     out.info(f"imported {ova.name} as image {image.name}")
     args.iso, args.yes, args.user_data_file, args.configuration_file = str(image.path), True, None, None
     args.name = s.name or ova.stem
@@ -522,9 +343,9 @@ def cmd_import(args: argparse.Namespace, out: Output) -> int:
 # -- images -----------------------------------------------------------------------------------------
 
 
-def _cache(args: argparse.Namespace) -> images.ImageCache:
+def _cache(args: argparse.Namespace) -> Any:
     s = config.resolve({"connect": getattr(args, "connect", None)})
-    return images.ImageCache(s.launch_home_folder or instances.default_home(default_uri(s.connect)))
+    return launch.image_cache(s, launch.default_uri(s.connect))
 
 
 def cmd_images_list(args: argparse.Namespace, out: Output) -> int:
@@ -562,7 +383,9 @@ def cmd_images_pull(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_images_remove(args: argparse.Namespace, out: Output) -> int:
-    _cache(args).remove(args.name)
+    s = config.resolve({"connect": getattr(args, "connect", None)})
+    host = _host(args, s)
+    launch.remove_image(host, launch.image_cache(s, host.uri), args.name)
     out.info(f"removed {args.name}")
     return 0
 
@@ -579,7 +402,7 @@ def _show_help(parser: argparse.ArgumentParser, code: int) -> Any:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = LaunchParser(
+    parser = ArgumentParser(
         prog="cernvm-launch", description=DESCRIPTION, epilog=EPILOG, formatter_class=HelpFormatter
     )
     parser.add_argument("-v", "--version", action="version", version=f"%(prog)s {__version__}")
@@ -722,7 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
         "its verified sha256.\n\n  cernvm-launch images add ucernvm-demo...iso --profile demo\n"
         "  cernvm-launch images pull https://example.org/ucernvm-prod...iso",
     )
-    img.set_defaults(func=_show_help(img, EXIT_USAGE))
+    img.set_defaults(func=_show_help(img, UsageError.exit_code))
     isub = img.add_subparsers(title="image operations", metavar="COMMAND")
     _leaf(isub, "list", "cached images", "List cached images.", cmd_images_list, json=True)
     p = _leaf(
@@ -754,43 +577,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
-    args = parser.parse_args(argv)
-    verbose = getattr(args, "verbose", 0)
-    out = Output(json_mode=getattr(args, "json", False), quiet=getattr(args, "quiet", False), verbose=verbose)
-    logging.basicConfig(
-        level=logging.DEBUG if verbose >= 2 else logging.INFO if verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    func = getattr(args, "func", None)
-    if func is None:
-        parser.print_help(sys.stderr)
-        return EXIT_USAGE
-    try:
-        return int(func(args, out))
-    except ConfigFileError as e:
-        out.error(e)
-        return EXIT_CONFIG
-    except UsageError as e:
-        out.error(e)
-        return EXIT_USAGE
-    except CernVMError as e:
-        out.error(e)
-        return EXIT_FAILURE
-    except libvirt.libvirtError as e:  # what launch does not expect still gets one line
-        out.error(LaunchError(f"libvirt: {e.get_error_message()}", hint="run again with -vv for details"))
-        return EXIT_FAILURE
-    except KeyboardInterrupt:
-        out.err.print("interrupted")
-        return 130
-    except BrokenPipeError:
-        return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, connect: Connect = launch.connect) -> int:
+    """``connect`` opens the libvirt host for a URI (tests pass one on libvirt's test driver)."""
     os.environ.setdefault("LIBVIRT_LOG_OUTPUTS", "")  # keep libvirt's own logging off our stderr
-    return run(build_parser(), argv)
+    parser = build_parser()
+    parser.set_defaults(open_host=connect)
+    return run(parser, argv)
 
 
 if __name__ == "__main__":

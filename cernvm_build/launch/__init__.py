@@ -1,4 +1,8 @@
-"""cernvm-launch: CernVM instances on libvirt (see docs/ARCHITECTURE.md, section "launch")."""
+"""cernvm-launch: CernVM instances on libvirt (see docs/ARCHITECTURE.md, section "launch").
+
+The public API is re-exported here from ``api`` (calls), ``create`` (what to create), ``host`` (the
+hypervisor) and ``images``; the CLI and the demo use nothing else.
+"""
 
 from __future__ import annotations
 
@@ -7,3 +11,56 @@ import libvirt
 # libvirt prints every error to stderr by default; launch turns the ones that matter into one-line
 # LaunchErrors and probes (lookups of names that may not exist) must stay quiet.
 libvirt.registerErrorHandler(lambda ctx, err: None, None)
+
+from .api import (  # noqa: E402 - the handler above must be in place before any libvirt call
+    address,
+    create_instance,
+    destroy,
+    get_instance,
+    image_cache,
+    is_active,
+    list_instances,
+    pause,
+    remove_image,
+    scp,
+    ssh_capture,
+    ssh_interactive,
+    ssh_run,
+    start,
+    stop,
+    wait_ready,
+)
+from .connection import default_uri  # noqa: E402
+from .create import STEPS, InstanceSpec, default_user_data, home_for  # noqa: E402
+from .host import Host, connect  # noqa: E402
+from .instances import Instance, console_tail  # noqa: E402
+from .remote import CommandResult  # noqa: E402
+
+__all__ = [
+    "STEPS",
+    "CommandResult",
+    "Host",
+    "Instance",
+    "InstanceSpec",
+    "address",
+    "connect",
+    "console_tail",
+    "create_instance",
+    "default_uri",
+    "default_user_data",
+    "destroy",
+    "get_instance",
+    "home_for",
+    "image_cache",
+    "is_active",
+    "list_instances",
+    "pause",
+    "remove_image",
+    "scp",
+    "ssh_capture",
+    "ssh_interactive",
+    "ssh_run",
+    "start",
+    "stop",
+    "wait_ready",
+]

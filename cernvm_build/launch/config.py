@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import Location
-from .errors import ConfigFileError
+from ..errors import ConfigFileError, Location
 
 GLOBAL_CONF_ENV = "CERNVM_LAUNCH_CONF"
 

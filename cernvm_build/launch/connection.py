@@ -7,7 +7,7 @@ from typing import Any
 
 import libvirt
 
-from .errors import ConnectError
+from ..errors import ConnectError
 
 DEFAULT_URI_ENV = "LIBVIRT_DEFAULT_URI"
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import proc
-from .errors import ConnectError
+from ..errors import ConnectError
 
 PIDFILES = {"virtlogd": Path("/run/virtlogd.pid"), "libvirtd": Path("/run/libvirtd.pid")}
 SOCKET = Path("/run/libvirt/libvirt-sock")

@@ -20,12 +20,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..errors import ImageError
 from ..fsutil import atomic_file, atomic_write, sha256_file
-from .errors import ImageError
+from ..profile import Profile
 
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 FORMATS = ("iso", "hdd", "qcow2")
 Progress = Callable[[int, int | None], None]  # (bytes done, total or None)
+Reporter = Callable[[str], None]  # the step being done
 
 
 @dataclass(frozen=True)
@@ -245,12 +247,65 @@ class ImageCache:
         os.chmod(self.dir, 0o755)
         return self.dir
 
-    def remove(self, name: str) -> None:
+    def remove(self, name: str, *, in_use_by: Sequence[str] = ()) -> None:
+        """Remove a cached image; refused while instances (``in_use_by``) boot from it."""
         if self.get(name) is None:
             raise ImageError(f"no cached image '{name}'", hint="see 'cernvm-launch images list'")
+        if in_use_by:
+            raise ImageError(
+                f"image '{name}' is in use by {', '.join(sorted(in_use_by))}",
+                hint="destroy those instances first ('cernvm-launch destroy NAME')",
+            )
         for suffix in ("", ".sha256", ".json"):
             with contextlib.suppress(FileNotFoundError):
                 (self.dir / f"{name}{suffix}").unlink()
+
+
+@dataclass(frozen=True)
+class ImageChoice:
+    """How the user named the boot image; the first that is set decides."""
+
+    given: str | None = None  # a file, or the name of a cached image
+    profile: Profile | None = None  # the newest cached image built for this profile
+    url: str | None = None  # download it (with URL.sha256)
+    version: str = "latest"  # else the newest cached image whose name holds this version
+
+
+def resolve(cache: ImageCache, choice: ImageChoice, *, reporter: Reporter = lambda _: None) -> Image:
+    """The image ``choice`` names, or an ImageError saying how to get one."""
+    if choice.given:
+        path = Path(choice.given).expanduser()
+        if path.is_file():
+            return Image(path.name, path.resolve(), detect_format(path), path.stat().st_size, "")
+        cached = cache.get(choice.given)
+        if cached:
+            return cached
+        raise ImageError(
+            f"image '{choice.given}' is neither a file nor a cached image",
+            hint="see 'cernvm-launch images list', or 'cernvm-launch images add PATH'",
+        )
+    if choice.profile is not None:
+        name = choice.profile.name
+        stem = choice.profile.artifact_stem
+        found = cache.for_profile(name, [f"{stem}.{fmt}" for fmt in FORMATS])
+        if found:
+            return found
+        raise ImageError(
+            f"no image for profile '{name}' in {cache.dir}",
+            hint=f"build it ('cernvm-build image {name}') and 'cernvm-launch images add FILE'",
+        )
+    if choice.url:
+        reporter(f"pulling {choice.url}")
+        return cache.pull(choice.url)
+    known = cache.list()
+    if choice.version != "latest":
+        known = [i for i in known if choice.version in i.name]
+    if known:
+        return sorted(known, key=lambda i: (i.added, i.name))[-1]
+    raise ImageError(
+        "no boot image: none given and none cached",
+        hint="pass --image PATH|NAME or --profile NAME, or 'cernvm-launch images add|pull' one first",
+    )
 
 
 def _read_member(tar: Any, member: Any) -> bytes:

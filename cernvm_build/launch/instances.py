@@ -1,9 +1,10 @@
-"""Instances: create, list, start, stop, pause, destroy libvirt domains that boot a μCernVM image.
+"""Instances: list, start, stop, pause, destroy the libvirt domains that boot a μCernVM image.
 
 An instance is a libvirt domain plus a folder ``<home>/run/<name>/`` holding its scratch disk, context
 ISO, login key and console log. Everything ``list`` shows is in the domain's ``<metadata>``; the
-folder goes away with ``destroy``. ``create`` either finishes or leaves nothing behind, and a stale
-folder from an interrupted ``create`` is replaced on the next one.
+folder goes away with ``destroy``. ``create`` (in ``create.py``) either finishes or leaves nothing;
+an older launch could leave a domain whose files were removed by an interrupted create: such an
+instance is listed as ``broken`` and ``destroy`` removes it.
 """
 
 from __future__ import annotations
@@ -13,24 +14,15 @@ import errno
 import os
 import shutil
 import socket
-import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import libvirt
 
-from .. import proc
-from ..fsutil import atomic_write
-from . import context, domain, keys, userdata
-from .config import Settings
+from ..errors import InstanceError, LaunchError
+from . import domain
 from .domain import Metadata
-from .errors import InstanceError, LaunchError
-from .names import validate_name
-
-Phase = Callable[[str], None]
 
 STATES = {
     libvirt.VIR_DOMAIN_NOSTATE: "unknown",
@@ -62,6 +54,7 @@ class Instance:
     meta: Metadata | None
     uuid: str = ""
     saved: bool = False  # a managed save image exists (``stop`` keeps the running state)
+    broken: str = ""  # why the instance cannot run (its files are gone), or ""
 
     def to_json(self) -> dict[str, Any]:
         m = self.meta
@@ -69,6 +62,7 @@ class Instance:
             "name": self.name,
             "state": self.state,
             "saved": self.saved,
+            "broken": self.broken or None,
             "uuid": self.uuid,
             "managed": m is not None,
             **(
@@ -94,27 +88,38 @@ class Instance:
         }
 
 
-def _describe(dom: Any) -> Instance:
+def describe(dom: Any) -> Instance:
     state, _reason = dom.state()
     try:
         saved = bool(dom.hasManagedSaveImage(0))
     except libvirt.libvirtError:
         saved = False
-    name = dom.name()
-    return Instance(
-        name=name,
-        state=STATES.get(state, "unknown")
-        if not (saved and state == libvirt.VIR_DOMAIN_SHUTOFF)
-        else "saved",
-        meta=domain.metadata_of(dom.XMLDesc(0)),
-        uuid=dom.UUIDString(),
-        saved=saved,
-    )
+    meta = domain.metadata_of(dom.XMLDesc(0))
+    broken = _missing_files(meta) if meta is not None else ""
+    if broken:
+        label = "broken"
+    elif saved and state == libvirt.VIR_DOMAIN_SHUTOFF:
+        label = "saved"
+    else:
+        label = STATES.get(state, "unknown")
+    return Instance(dom.name(), label, meta, uuid=dom.UUIDString(), saved=saved, broken=broken)
+
+
+def _missing_files(meta: Metadata) -> str:
+    """What of the instance's own files is gone (a create interrupted under an older launch)."""
+    if not meta.home:
+        return "it has no instance folder on record"
+    folder = Path(meta.home)
+    needed = [folder / "scratch.qcow2", folder / "context.iso"]
+    if meta.client_key:
+        needed.append(Path(meta.client_key))
+    gone = [p.name for p in needed if not p.exists()]
+    return f"{', '.join(gone)} missing in {folder}" if gone else ""
 
 
 def list_instances(conn: Any, *, running_only: bool = False, managed_only: bool = True) -> list[Instance]:
     flags = libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE if running_only else 0
-    found = [_describe(d) for d in conn.listAllDomains(flags)]
+    found = [describe(d) for d in conn.listAllDomains(flags)]
     if managed_only:
         found = [i for i in found if i.meta is not None]
     return sorted(found, key=lambda i: i.name)
@@ -132,7 +137,7 @@ def lookup(conn: Any, name: str) -> Any:
 def get(conn: Any, name: str) -> tuple[Any, Instance]:
     dom = lookup(conn, name)
     try:
-        inst = _describe(dom)
+        inst = describe(dom)
     except libvirt.libvirtError as e:  # undefined between the lookup and now
         if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
             raise InstanceError(f"instance '{name}' is gone", hint="see 'cernvm-launch list'") from None
@@ -169,166 +174,28 @@ def pick_port(taken: set[int]) -> int:
     raise LaunchError("no free port on 127.0.0.1 for SSH forwarding")
 
 
-# -- create -----------------------------------------------------------------------------------------
-
-
-@dataclass
-class CreateRequest:
-    settings: Settings
-    name: str
-    image: Path
-    image_format: str
-    image_sha256: str
-    domain_type: str
-    home: Path
-    user_data: bytes  # the user's file (or the default context)
-    user_data_source: str = "user data"
-    ucernvm: dict[str, str] = field(default_factory=dict)  # keys launch adds to the ucernvm block
-    snapshot: str = ""
-    profile: str = ""
-    start: bool = True
-    context_label: str = "CONFIG-2"
-
-
-def create(conn: Any, req: CreateRequest, phase: Phase = lambda _: None) -> Instance:
-    s = req.settings
-    name = validate_name(req.name)
-    with contextlib.suppress(libvirt.libvirtError):
-        conn.lookupByName(name)
-        raise InstanceError(
-            f"an instance named '{name}' exists already",
-            hint=f"pick another --name, or 'cernvm-launch destroy {name}' first",
-        )
-    if not req.image.is_file():
-        raise InstanceError(
-            "boot image not found", where=str(req.image), hint="see 'cernvm-launch images list'"
-        )
-    port = 0
-    if s.network == "user":
-        taken = {i.meta.ssh_port for i in list_instances(conn) if i.meta}
-        if s.ssh_port:
-            if s.ssh_port in taken or not port_free(s.ssh_port):
-                raise InstanceError(
-                    f"port 127.0.0.1:{s.ssh_port} is busy",
-                    hint="pick another sshPort / --ssh-port, or leave it out to get a free one",
-                )
-            port = s.ssh_port
-        else:
-            port = pick_port(taken)
-    if s.shared_folder is not None and not s.shared_folder.is_dir():
-        raise InstanceError("shared folder does not exist", where=str(s.shared_folder))
-    ud = userdata.parse(req.user_data, req.user_data_source)
-
-    inst_dir = req.home / "run" / name
-    phase("preparing disks and context")
-    if inst_dir.exists():  # left by an interrupted create: no domain owns it (checked above)
-        shutil.rmtree(inst_dir)
-    inst_dir.mkdir(parents=True)
-    for d in (req.home, req.home / "run", inst_dir):
-        os.chmod(d, 0o711)  # the system daemon's qemu user must reach the disks, not list them
-    try:
-        client = keys.generate(f"cernvm-launch@{name}")
-        host = keys.generate(f"root@{name}")
-        client_key = inst_dir / "id_ed25519"
-        atomic_write(client_key, client.private_openssh.encode(), mode=0o600)
-        atomic_write(inst_dir / "id_ed25519.pub", (client.public_openssh + "\n").encode())
-        merged = userdata.merge(
-            ud,
-            hostname=name,
-            authorized_keys=[client.public_openssh],
-            host_key_private=host.private_openssh,
-            host_key_public=host.public_openssh,
-            ucernvm=req.ucernvm,
-        )
-        instance_id = str(uuid.uuid4())
-        context.build_iso(
-            inst_dir / "context.iso",
-            userdata.render(merged),
-            name=name,
-            instance_id=instance_id,
-            public_keys={"launch": client.public_openssh},
-            label=req.context_label,
-        )
-        scratch = inst_dir / "scratch.qcow2"
-        proc.run(
-            ["qemu-img", "create", "-q", "-f", "qcow2", "-o", "lazy_refcounts=on", scratch, f"{s.disk}M"]
-        )
-        os.chmod(scratch, 0o600)
-        console_log = inst_dir / "console.log"
-        spec = domain.DomainSpec(
-            name=name,
-            title=req.profile or req.image.name,
-            domain_type=req.domain_type,
-            cpus=s.cpus,
-            memory=s.memory,
-            image=req.image,
-            image_format=req.image_format,
-            scratch=scratch,
-            context_iso=inst_dir / "context.iso",
-            console_log=console_log,
-            network=s.network,
-            ssh_port=port,
-            api_port=s.api_port,
-            execution_cap=s.execution_cap,
-            shared_folder=s.shared_folder,
-            shared_folder_driver=s.shared_folder_driver,
-        )
-        meta = Metadata(
-            image=str(req.image),
-            image_sha256=req.image_sha256,
-            image_format=req.image_format,
-            profile=req.profile,
-            snapshot=req.snapshot,
-            network=s.network,
-            ssh_port=port,
-            api_port=s.api_port,
-            ssh_user=s.ssh_user,
-            host_key=host.public_openssh,
-            host_fingerprint=host.fingerprint,
-            client_key=str(client_key),
-            home=str(inst_dir),
-            console_log=str(console_log),
-            shared_folder=str(s.shared_folder or ""),
-            created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            cpus=s.cpus,
-            memory=s.memory,
-            disk=s.disk,
-        )
-        xml = domain.render(spec, meta)
-        phase("defining the domain")
-        try:
-            dom = conn.defineXML(xml)
-        except libvirt.libvirtError as e:
-            raise LaunchError(f"libvirt refused the domain: {e.get_error_message()}") from None
-        if req.start:
-            phase("starting")
-            try:
-                dom.create()
-            except libvirt.libvirtError as e:
-                _undefine(dom)
-                raise LaunchError(
-                    f"instance '{name}' did not start: {e.get_error_message()}",
-                    hint="see 'cernvm-launch create -v'; nothing was kept",
-                ) from None
-        return _describe(dom)
-    except BaseException:
-        shutil.rmtree(inst_dir, ignore_errors=True)
-        raise
-
-
 # -- life cycle -------------------------------------------------------------------------------------
+
+
+def _refuse_broken(inst: Instance) -> None:
+    if inst.broken:
+        raise InstanceError(
+            f"instance '{inst.name}' is broken: {inst.broken}",
+            hint=f"it cannot run; remove it with 'cernvm-launch destroy {inst.name}'",
+        )
 
 
 def start(conn: Any, name: str, *, fresh: bool = False) -> Instance:
     dom, inst = get(conn, name)
+    _refuse_broken(inst)
     if inst.state == "paused":
         dom.resume()
-        return _describe(dom)
+        return describe(dom)
     if dom.isActive():
         raise InstanceError(f"instance '{name}' is running already")
     if fresh and inst.saved:
         dom.managedSaveRemove(0)
-        inst = _describe(dom)
+        inst = describe(dom)
     meta = inst.meta
     assert meta is not None
     if meta.network == "user" and not port_free(meta.ssh_port):
@@ -347,7 +214,7 @@ def start(conn: Any, name: str, *, fresh: bool = False) -> Instance:
         dom.create()
     except libvirt.libvirtError as e:
         raise LaunchError(f"instance '{name}' did not start: {e.get_error_message()}") from None
-    return _describe(dom)
+    return describe(dom)
 
 
 def stop(conn: Any, name: str, *, mode: str = "save") -> Instance:
@@ -365,7 +232,7 @@ def stop(conn: Any, name: str, *, mode: str = "save") -> Instance:
             dom.destroy()
     except libvirt.libvirtError as e:
         raise LaunchError(f"cannot stop '{name}': {e.get_error_message()}") from None
-    return _describe(dom)
+    return describe(dom)
 
 
 def pause(conn: Any, name: str) -> Instance:
@@ -373,10 +240,10 @@ def pause(conn: Any, name: str) -> Instance:
     if inst.state != "running":
         raise InstanceError(f"instance '{name}' is not running (it is {inst.state})")
     dom.suspend()
-    return _describe(dom)
+    return describe(dom)
 
 
-def _undefine(dom: Any) -> None:
+def undefine(dom: Any) -> None:
     flags = libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
     try:
         dom.undefineFlags(flags | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
@@ -385,16 +252,16 @@ def _undefine(dom: Any) -> None:
 
 
 def destroy(conn: Any, name: str, *, force: bool = False) -> Path | None:
-    """Remove the domain and the instance folder; returns the folder that was removed."""
+    """Remove the domain and the instance folder (what is left of it); returns the folder."""
     dom, inst = get(conn, name)
+    if dom.isActive() and not inst.broken and not force:
+        raise InstanceError(
+            f"instance '{name}' is {inst.state}", hint=f"'cernvm-launch destroy --force {name}'"
+        )
     if dom.isActive():
-        if not force:
-            raise InstanceError(
-                f"instance '{name}' is {inst.state}", hint=f"'cernvm-launch destroy --force {name}'"
-            )
         with contextlib.suppress(libvirt.libvirtError):
             dom.destroy()
-    _undefine(dom)
+    undefine(dom)
     home = Path(inst.meta.home) if inst.meta and inst.meta.home else None
     if home is not None and home.name == name and home.is_dir():
         shutil.rmtree(home)

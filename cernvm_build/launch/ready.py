@@ -11,8 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..errors import NotReadyError, SSHError
 from . import instances, ssh
-from .errors import NotReadyError, SSHError
 
 Phase = Callable[[str], None]
 
@@ -36,6 +36,11 @@ def wait(
     phase("waiting for an address")
     while True:
         dom, inst = instances.get(conn, name)
+        if inst.broken:
+            raise NotReadyError(
+                f"instance '{name}' is broken: {inst.broken}",
+                hint=f"remove it with 'cernvm-launch destroy {name}'",
+            )
         if not dom.isActive():
             raise NotReadyError(
                 f"instance '{name}' is {inst.state}",
@@ -68,6 +73,8 @@ def wait(
 def connect(conn: Any, name: str, user: str | None = None) -> Any:
     """An SSH client to a running instance, or one clear line why not."""
     dom, inst = instances.get(conn, name)
+    if inst.broken:
+        raise SSHError(f"instance '{name}' is broken: {inst.broken}", hint=f"'cernvm-launch destroy {name}'")
     if not dom.isActive() or inst.state != "running":
         raise SSHError(f"instance '{name}' is {inst.state}", hint=f"'cernvm-launch start {name}'")
     t = target(conn, name, user)

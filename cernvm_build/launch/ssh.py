@@ -18,7 +18,7 @@ from typing import BinaryIO
 
 import paramiko
 
-from .errors import SSHError
+from ..errors import SSHError
 
 # paramiko logs a traceback for every refused or reset handshake; while a guest boots those are
 # expected (readiness retries them) and the failures that matter become SSHErrors.

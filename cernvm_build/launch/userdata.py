@@ -22,8 +22,7 @@ from typing import Any
 
 import yaml
 
-from ..errors import UsageError
-from .errors import ConfigFileError
+from ..errors import ConfigFileError, UsageError
 
 BEGIN, END = "[ucernvm-begin]", "[ucernvm-end]"
 _SAFE_VALUE = re.compile(r"[A-Za-z0-9._:/,@+=%-]*")

@@ -12,6 +12,7 @@ import libvirt
 import pytest
 
 from cernvm_build.cli.launch import main
+from tests.launch.support import driver_host
 
 URI = "test:///default"  # shared by every connection in this process, so one CLI call sees the last
 
@@ -29,7 +30,7 @@ def cli(launch_env: Path) -> Iterator[None]:
 
 
 def launch(*argv: str) -> int:
-    return main(["--connect", URI, *argv])
+    return main(["--connect", URI, *argv], connect=driver_host)
 
 
 def test_create_list_destroy(
@@ -60,7 +61,7 @@ def test_create_list_destroy(
         "port": entry["ssh_port"],
     }
     # Running, no terminal: destroy asks nothing and names the flag that answers.
-    assert launch("destroy", "cli-a") == 1
+    assert launch("destroy", "cli-a") == 2
     assert "hint: pass --force" in capsys.readouterr().err
     assert launch("destroy", "--force", "cli-a") == 0
     assert not (launch_env / "run" / "cli-a").exists()
@@ -80,15 +81,15 @@ def test_configuration_file_and_user_data_positionals(cli: None, image: Path, tm
 @pytest.mark.parametrize(
     ("argv", "code", "message"),
     [
-        (["frobnicate"], 3, "invalid choice: 'frobnicate'"),
-        (["list", "--bogus"], 1, "unrecognized arguments: --bogus"),
-        (["create", "--name", "a b", "--yes"], 1, "bad instance name 'a b': contains a space"),
-        (["create", "--name", "cli-x"], 1, "stdin is not a terminal"),
-        (["start", "cli-none"], 4, "no instance named 'cli-none'"),
-        (["ssh", "cli-none", "--", "true"], 4, "no instance named 'cli-none'"),
+        (["frobnicate"], 2, "invalid choice: 'frobnicate'"),
+        (["list", "--bogus"], 2, "unrecognized arguments: --bogus"),
+        (["create", "--name", "a b", "--yes"], 2, "bad instance name 'a b': contains a space"),
+        (["create", "--name", "cli-x"], 2, "stdin is not a terminal"),
+        (["start", "cli-none"], 8, "no instance named 'cli-none'"),
+        (["ssh", "cli-none", "--", "true"], 8, "no instance named 'cli-none'"),
         (
             ["create", "--name", "cli-x", "--iso", "/nonexistent.iso", "--yes"],
-            4,
+            8,
             "neither a file nor a cached",
         ),
     ],
@@ -96,7 +97,7 @@ def test_configuration_file_and_user_data_positionals(cli: None, image: Path, tm
 def test_bad_input_exit_codes(
     cli: None, argv: list[str], code: int, message: str, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    with pytest.raises(SystemExit) if code in (1, 3) and argv[0] in ("frobnicate", "list") else _nothing():
+    with pytest.raises(SystemExit) if code == 2 and argv[0] in ("frobnicate", "list") else _nothing():
         assert launch(*argv) == code
     err = capfd.readouterr().err
     assert message in err
@@ -113,7 +114,7 @@ class _nothing:
 
 def test_exit_codes_of_argument_errors_in_a_real_process() -> None:
     run = [sys.executable, "-m", "cernvm_build.cli.launch"]
-    assert subprocess.run([*run, "frobnicate"], capture_output=True).returncode == 3
+    assert subprocess.run([*run, "frobnicate"], capture_output=True).returncode == 2
     with pytest.raises(SystemExit) as e:
         main(["-v"])
     assert e.value.code == 0
@@ -124,7 +125,7 @@ def test_bad_configuration_file_is_exit_2(
 ) -> None:
     conf = tmp_path / "bad.conf"
     conf.write_text("memory=lots\n")
-    assert launch("create", "--name", "cli-c", "--yes", str(tmp_path / "ud"), str(conf)) == 2
+    assert launch("create", "--name", "cli-c", "--yes", str(tmp_path / "ud"), str(conf)) == 3
     assert f"{conf}:1:8: memory: bad value 'lots'" in capsys.readouterr().err
 
 
@@ -132,7 +133,7 @@ def test_daemon_not_running_is_one_line(
     cli: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     uri = f"qemu+unix:///system?socket={tmp_path}/missing.sock"
-    assert main(["list", "--connect", uri]) == 4
+    assert main(["list", "--connect", uri]) == 8
     err = capsys.readouterr().err
     assert f"error: libvirt daemon is not running for {uri}" in err and "libvirtd -d" in err
     assert len(err.strip().splitlines()) == 2
@@ -144,7 +145,7 @@ def test_image_failing_verification_is_refused(
     with open(image, "r+b") as f:
         f.seek(100)
         f.write(b"X")  # one flipped byte
-    assert launch("create", "--name", "cli-d", "--iso", str(image), "--yes", "--no-wait") == 4
+    assert launch("create", "--name", "cli-d", "--iso", str(image), "--yes", "--no-wait") == 8
     assert "image checksum mismatch" in capsys.readouterr().err
     assert "cli-d" not in libvirt.open(URI).listDefinedDomains()
 
@@ -162,8 +163,13 @@ def test_images_add_list_remove(
     assert launch("list", "--json") == 0
     (entry,) = [e for e in json.loads(capsys.readouterr().out) if e["name"] == "cli-e"]
     assert entry["image"] == str(launch_env / "images" / image.name)
+    # An image an instance boots from stays until the instance is gone.
+    assert launch("images", "remove", image.name) == 8
+    assert f"image '{image.name}' is in use by cli-e" in capsys.readouterr().err
+    assert (launch_env / "images" / image.name).exists()
+    assert launch("destroy", "--force", "cli-e") == 0
     assert launch("images", "remove", image.name) == 0
-    assert launch("images", "remove", image.name) == 4
+    assert launch("images", "remove", image.name) == 8
 
 
 @pytest.mark.parametrize(
@@ -215,5 +221,5 @@ def test_import_takes_the_boot_disk_of_an_ova(
 def test_import_refuses_a_disk_that_does_not_match_the_manifest(
     cli: None, image: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert launch("import", "--name", "cli-bad", str(_ova(tmp_path, image, tamper=True))) == 4
+    assert launch("import", "--name", "cli-bad", str(_ova(tmp_path, image, tamper=True))) == 8
     assert "boot.vmdk does not match the OVA manifest" in capsys.readouterr().err

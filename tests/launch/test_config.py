@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from cernvm_build.errors import ConfigFileError
 from cernvm_build.launch import config
-from cernvm_build.launch.errors import ConfigFileError
 
 
 def test_defaults_are_the_originals(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cernvm_build.launch.errors import ImageError
+from cernvm_build.errors import ImageError
 from cernvm_build.launch.images import ImageCache
 
 pytestmark = pytest.mark.integration

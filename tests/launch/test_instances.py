@@ -10,16 +10,15 @@ from typing import Any
 
 import pytest
 
-from cernvm_build.errors import UsageError
+from cernvm_build.errors import ImageError, InstanceError, UsageError
 from cernvm_build.launch import domain, instances
-from cernvm_build.launch.errors import InstanceError
-from tests.launch.support import request
+from tests.launch.support import create, request
 
 
 def test_create_defines_domain_with_disks_context_and_metadata(
     conn: Any, launch_env: Path, image: Path
 ) -> None:
-    inst = instances.create(conn, request(launch_env, image, "vm1", cpus=2, execution_cap=50))
+    inst = create(conn, request(launch_env, image, "vm1", cpus=2, execution_cap=50))
     assert inst.state == "running"
     meta = inst.meta
     assert meta is not None
@@ -48,7 +47,7 @@ def test_create_defines_domain_with_disks_context_and_metadata(
 def test_context_iso_holds_both_layouts_with_merged_user_data(
     conn: Any, launch_env: Path, image: Path, tmp_path: Path
 ) -> None:
-    instances.create(conn, request(launch_env, image, "ctx", ucernvm={"cvmfs_server": "10.0.2.2:8000"}))
+    create(conn, request(launch_env, image, "ctx", cvmfs_server="10.0.2.2:8000"))
     iso = launch_env / "run" / "ctx" / "context.iso"
     out = tmp_path / "x"
     subprocess.run(
@@ -66,7 +65,7 @@ def test_context_iso_holds_both_layouts_with_merged_user_data(
 
 
 def test_life_cycle_and_destroy_leaves_nothing(conn: Any, launch_env: Path, image: Path) -> None:
-    instances.create(conn, request(launch_env, image, "life"))
+    create(conn, request(launch_env, image, "life"))
     assert instances.pause(conn, "life").state == "paused"
     assert instances.start(conn, "life").state == "running"  # start resumes a paused instance
     stopped = instances.stop(conn, "life")
@@ -83,17 +82,25 @@ def test_list_reads_everything_from_metadata(conn: Any, launch_env: Path, image:
     conn.defineXML(
         "<domain type='test'><name>foreign</name><memory>65536</memory><os><type>hvm</type></os></domain>"
     )
-    instances.create(conn, request(launch_env, image, "vm00"))
-    # 49 more defined straight from the template: list must not depend on files, only on metadata.
+    create(conn, request(launch_env, image, "vm00"))
+    # 49 more defined straight from the template: list reads everything it shows from metadata
+    # (the files are only checked for being there: see test_broken_leftover_is_listed_and_destroyed).
     for n in range(1, 50):
         name = f"vm{n:02d}"
+        folder = launch_env / "run" / name
+        folder.mkdir(parents=True)
+        for f in ("scratch.qcow2", "context.iso"):
+            (folder / f).touch()
         spec = domain.DomainSpec(
             name=name, title="t", domain_type="test", cpus=1 + n % 2, memory=256, image=image,
             image_format="hdd", scratch=launch_env / "s", context_iso=launch_env / "c",
             console_log=launch_env / "l",
         )  # fmt: skip
         conn.defineXML(
-            domain.render(spec, domain.Metadata(image=str(image), ssh_port=20000 + n, cpus=1 + n % 2))
+            domain.render(
+                spec,
+                domain.Metadata(image=str(image), ssh_port=20000 + n, cpus=1 + n % 2, home=str(folder)),
+            )
         )
     found = instances.list_instances(conn)
     assert [i.name for i in found] == [
@@ -110,23 +117,24 @@ def test_list_reads_everything_from_metadata(conn: Any, launch_env: Path, image:
 @pytest.mark.parametrize("name", ["a b", "a/b", "a<b", "x&y", "'q'", "", "-lead", "ä"])
 def test_bad_names_are_refused(conn: Any, launch_env: Path, image: Path, name: str) -> None:
     with pytest.raises(UsageError, match="bad instance name"):
-        instances.create(conn, request(launch_env, image, name))
+        create(conn, request(launch_env, image, name))
     assert conn.listAllDomains(0) == []
 
 
 def test_existing_name_is_refused_and_first_instance_untouched(
     conn: Any, launch_env: Path, image: Path
 ) -> None:
-    first = instances.create(conn, request(launch_env, image, "dup"))
+    first = create(conn, request(launch_env, image, "dup"))
     with pytest.raises(InstanceError, match="'dup' exists already"):
-        instances.create(conn, request(launch_env, image, "dup"))
+        create(conn, request(launch_env, image, "dup"))
     assert instances.get(conn, "dup")[1].meta == first.meta
     assert (launch_env / "run" / "dup" / "scratch.qcow2").exists()
 
 
 def test_missing_image_is_refused(conn: Any, launch_env: Path, tmp_path: Path) -> None:
-    with pytest.raises(InstanceError, match="boot image not found"):
-        instances.create(conn, request(launch_env, tmp_path / "nope.iso", "m"))
+    with pytest.raises(ImageError, match=r"'.*nope.iso' is neither a file nor a cached image"):
+        create(conn, request(launch_env, tmp_path / "nope.iso", "m"))
+    assert conn.listAllDomains(0) == [] and not (launch_env / "run" / "m").exists()
 
 
 def test_busy_port_is_refused(conn: Any, launch_env: Path, image: Path) -> None:
@@ -135,7 +143,7 @@ def test_busy_port_is_refused(conn: Any, launch_env: Path, image: Path) -> None:
         s.listen()
         port = s.getsockname()[1]
         with pytest.raises(InstanceError, match=f"port 127.0.0.1:{port} is busy"):
-            instances.create(conn, request(launch_env, image, "p", ssh_port=port))
+            create(conn, request(launch_env, image, "p", ssh_port=port))
     assert not (launch_env / "run" / "p").exists()
 
 
@@ -143,7 +151,7 @@ def test_stale_folder_from_interrupted_create_is_replaced(conn: Any, launch_env:
     stale = launch_env / "run" / "again"
     stale.mkdir(parents=True)
     (stale / "context.iso.partial").write_bytes(b"x")
-    instances.create(conn, request(launch_env, image, "again"))
+    create(conn, request(launch_env, image, "again"))
     assert sorted(p.name for p in stale.iterdir()) == [
         "context.iso",
         "id_ed25519",
@@ -153,7 +161,7 @@ def test_stale_folder_from_interrupted_create_is_replaced(conn: Any, launch_env:
 
 
 def test_start_moves_a_taken_forward_port(conn: Any, launch_env: Path, image: Path) -> None:
-    inst = instances.create(conn, request(launch_env, image, "mv", network="user"))
+    inst = create(conn, request(launch_env, image, "mv", network="user"))
     instances.stop(conn, "mv", mode="poweroff")
     assert inst.meta is not None
     old = inst.meta.ssh_port
@@ -181,9 +189,11 @@ def test_metadata_round_trips_through_xml() -> None:
 def test_iso_boots_from_ide_cdrom_and_context_is_a_readonly_virtio_disk(
     conn: Any, launch_env: Path, image: Path
 ) -> None:
-    req = request(launch_env, image, "iso")
-    req.image_format = "iso"
-    instances.create(conn, req)
+    iso = image.with_name("boot.iso")  # the image is told by its magic, not its name
+    data = bytearray(image.read_bytes())
+    data[0x8001:0x8006] = b"CD001"
+    iso.write_bytes(bytes(data))
+    create(conn, request(launch_env, iso, "iso"))
     root = ET.fromstring(conn.lookupByName("iso").XMLDesc(0))
     (boot,) = [d for d in root.iter("disk") if d.get("device") == "cdrom"]
     assert boot.find("target").attrib == {"dev": "hdc", "bus": "ide"}  # type: ignore[union-attr]
@@ -196,9 +206,7 @@ def test_shared_folder(
 ) -> None:
     share = tmp_path / "data & more"
     share.mkdir()
-    inst = instances.create(
-        conn, request(launch_env, image, "sf", shared_folder=share, shared_folder_driver=driver)
-    )
+    inst = create(conn, request(launch_env, image, "sf", shared_folder=share, shared_folder_driver=driver))
     root = ET.fromstring(conn.lookupByName("sf").XMLDesc(0))
     fs = root.find("devices/filesystem")
     assert fs is not None
@@ -210,7 +218,7 @@ def test_shared_folder(
 
 def test_missing_shared_folder_is_refused(conn: Any, launch_env: Path, image: Path, tmp_path: Path) -> None:
     with pytest.raises(InstanceError, match="shared folder does not exist"):
-        instances.create(conn, request(launch_env, image, "nosf", shared_folder=tmp_path / "nope"))
+        create(conn, request(launch_env, image, "nosf", shared_folder=tmp_path / "nope"))
 
 
 def test_libvirt_network_address_comes_from_the_lease(conn: Any, launch_env: Path, image: Path) -> None:
@@ -219,7 +227,7 @@ def test_libvirt_network_address_comes_from_the_lease(conn: Any, launch_env: Pat
         "<ip address='192.168.122.1' netmask='255.255.255.0'><dhcp>"
         "<range start='192.168.122.2' end='192.168.122.254'/></dhcp></ip></network>"
     )
-    inst = instances.create(conn, request(launch_env, image, "net", network="default"))
+    inst = create(conn, request(launch_env, image, "net", network="default"))
     assert inst.meta is not None and inst.meta.ssh_port == 0  # nothing forwarded
     root = ET.fromstring(conn.lookupByName("net").XMLDesc(0))
     assert root.find("devices/interface/source").get("network") == "default"  # type: ignore[union-attr]

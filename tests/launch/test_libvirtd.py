@@ -103,7 +103,7 @@ def test_life_cycle_on_real_libvirtd(
         pass  # QEMU forwards the port on the loopback only
 
     # The guest answers no SSH: wait gives up with the console's tail, in one error line.
-    assert main([*args, "wait", name, "--timeout", "3"]) == 4
+    assert main([*args, "wait", name, "--timeout", "3"]) == 8
     err = capsys.readouterr().err
     assert "did not answer SSH within 3 s" in err and GREETING.decode() in err
 
@@ -116,7 +116,7 @@ def test_life_cycle_on_real_libvirtd(
     other = f"{name}-b"
     try:
         assert main([*args, "create", "--name", other, "--iso", str(image), "--ssh-port", str(port), "--yes",
-                     "--no-wait", "--memory", "64", "--disk", "100"]) == 4  # fmt: skip
+                     "--no-wait", "--memory", "64", "--disk", "100"]) == 8  # fmt: skip
         assert f"port 127.0.0.1:{port} is busy" in capsys.readouterr().err
     finally:
         assert other not in [d.name() for d in libvirt.open(URI).listAllDomains(0)]
@@ -146,6 +146,6 @@ def test_no_permission_on_the_uri_is_one_line(libvirtd: None) -> None:
     with os.fdopen(read_fd) as f:
         err = f.read()
     _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 4, err
+    assert os.waitstatus_to_exitcode(status) == 8, err
     assert f"error: no permission to use libvirt at {URI}" in err
     assert "Traceback" not in err

@@ -17,6 +17,7 @@ from cryptography.x509.oid import NameOID
 
 from cernvm_build.cli.launch import main
 from cernvm_build.image import signature
+from tests.launch.support import driver_host
 
 URI = "test:///default"
 
@@ -76,14 +77,14 @@ def test_frozen_profile_boots_a_signed_image_pinned_to_its_snapshot(
     signer, pem = _signer(tmp_path, "release-signer")
     _publish(image, signer)
     argv = ["--connect", URI, "create", "--profile", "el4", "--iso", str(image), "--yes", "--no-wait"]
-    assert main([*argv, "--name", "pres-a", "--cert", str(pem)]) == 0
+    assert main([*argv, "--name", "pres-a", "--cert", str(pem)], connect=driver_host) == 0
     assert "[ucernvm-begin]\ncvmfs_tag=slc4-frozen\n[ucernvm-end]" in _user_data(
         launch_env, "pres-a", tmp_path
     )
     assert main(["--connect", URI, "list", "--json"]) == 0
     capsys.readouterr()
     # An explicit snapshot or date wins over the profile's pin.
-    assert main([*argv, "--name", "pres-b", "--date", "2011-06-01"]) == 0
+    assert main([*argv, "--name", "pres-b", "--date", "2011-06-01"], connect=driver_host) == 0
     assert "cvmfs_date=2011-06-01" in _user_data(launch_env, "pres-b", tmp_path)
     assert main(["--connect", URI, "list", "pres-b"]) == 0
     assert "snapshot: date:2011-06-01" in capsys.readouterr().out
@@ -126,7 +127,7 @@ def test_frozen_profile_refuses_unverified_images(
     elif case == "other-signer":
         _publish(image, _signer(tmp_path, "someone-else")[0])
         argv += ["--cert", str(pem)]
-    assert main(argv) == 4
+    assert main(argv, connect=driver_host) == 8
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert "pres-x" not in [d.name() for d in conn.listAllDomains(0)]

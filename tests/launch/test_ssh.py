@@ -21,9 +21,9 @@ import pytest
 import yaml
 
 from cernvm_build.cli.launch import main
+from cernvm_build.errors import NotReadyError, SSHError
 from cernvm_build.launch import instances, ready, ssh
-from cernvm_build.launch.errors import NotReadyError, SSHError
-from tests.launch.support import request
+from tests.launch.support import create, request
 
 pytestmark = pytest.mark.integration
 URI = "test:///default"
@@ -48,7 +48,7 @@ def served(launch_env: Path, image: Path, tmp_path: Path) -> Iterator[tuple[str,
     """An instance on the test driver whose SSH port is answered by dropbear, as the guest would."""
     conn = libvirt.open(URI)  # keeps the test driver's state alive for the test
     name = f"ssh-{os.getpid()}"
-    inst = instances.create(conn, request(launch_env, image, name))
+    inst = create(conn, request(launch_env, image, name))
     assert inst.meta is not None
     cc = _cloud_config(launch_env / "run" / name / "context.iso", tmp_path)
     fake_root = tmp_path / "root"
@@ -102,7 +102,7 @@ def test_scp_both_ways(served: tuple[str, instances.Instance], tmp_path: Path) -
     back = tmp_path / "back.bin"
     assert main(["--connect", URI, "scp", f"{name}:{remote}", str(back)]) == 0
     assert back.read_bytes() == src.read_bytes()
-    assert main(["--connect", URI, "scp", f"{name}:/nonexistent/file", str(tmp_path)]) == 4
+    assert main(["--connect", URI, "scp", f"{name}:/nonexistent/file", str(tmp_path)]) == 8
 
 
 def test_a_different_host_key_is_refused(served: tuple[str, instances.Instance]) -> None:
@@ -120,7 +120,7 @@ def test_a_different_host_key_is_refused(served: tuple[str, instances.Instance])
 def test_wait_times_out_with_console_tail(launch_env: Path, image: Path) -> None:
     conn = libvirt.open(URI)
     name = f"silent-{os.getpid()}"
-    inst = instances.create(conn, request(launch_env, image, name))
+    inst = create(conn, request(launch_env, image, name))
     assert inst.meta is not None
     Path(inst.meta.console_log).write_text("line 1\nKernel panic - not syncing: VFS\n")
     try:

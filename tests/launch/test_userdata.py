@@ -7,9 +7,8 @@ import email
 import pytest
 import yaml
 
-from cernvm_build.errors import UsageError
+from cernvm_build.errors import ConfigFileError, UsageError
 from cernvm_build.launch import keys, userdata
-from cernvm_build.launch.errors import ConfigFileError
 
 AMICONFIG = b"""[amiconfig]
 plugins=cernvm

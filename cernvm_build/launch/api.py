@@ -1,0 +1,137 @@
+"""launch's public API: everything ``cernvm-launch`` (and the demo) does, as typed calls.
+
+Each call takes a ``Host`` (a libvirt connection and its accelerator; tests pass one on libvirt's
+test driver) and returns data, never prints. libvirt errors nobody expected still become one-line
+``LaunchError``s here, so no caller needs to know libvirt's exception type.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import BinaryIO, ParamSpec, TypeVar
+
+import libvirt
+
+from ..errors import LaunchError
+from . import config, create, images, instances, ready, remote, ssh
+from .host import Host
+
+P = ParamSpec("P")
+R = TypeVar("R")
+Reporter = Callable[[str], None]
+
+
+def _one_line(fn: Callable[P, R]) -> Callable[P, R]:
+    @functools.wraps(fn)
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except libvirt.libvirtError as e:
+            raise LaunchError(
+                f"libvirt: {e.get_error_message()}", hint="run again with -vv for details"
+            ) from None
+
+    return call
+
+
+@_one_line
+def create_instance(
+    spec: create.InstanceSpec, *, host: Host, reporter: Reporter = lambda _: None
+) -> instances.Instance:
+    return create.create_instance(spec, host=host, reporter=reporter)
+
+
+@_one_line
+def list_instances(host: Host, *, running_only: bool = False) -> list[instances.Instance]:
+    return instances.list_instances(host.conn, running_only=running_only)
+
+
+@_one_line
+def get_instance(host: Host, name: str) -> instances.Instance:
+    return instances.get(host.conn, name)[1]
+
+
+@_one_line
+def is_active(host: Host, name: str) -> bool:
+    return bool(instances.get(host.conn, name)[0].isActive())
+
+
+@_one_line
+def start(host: Host, name: str, *, fresh: bool = False) -> instances.Instance:
+    return instances.start(host.conn, name, fresh=fresh)
+
+
+@_one_line
+def stop(host: Host, name: str, *, mode: str = "save") -> instances.Instance:
+    return instances.stop(host.conn, name, mode=mode)
+
+
+@_one_line
+def pause(host: Host, name: str) -> instances.Instance:
+    return instances.pause(host.conn, name)
+
+
+@_one_line
+def destroy(host: Host, name: str, *, force: bool = False) -> Path | None:
+    return instances.destroy(host.conn, name, force=force)
+
+
+@_one_line
+def address(host: Host, name: str) -> tuple[str, int] | None:
+    return instances.address(host.conn, name)
+
+
+@_one_line
+def wait_ready(
+    host: Host, name: str, *, timeout: float, reporter: Reporter = lambda _: None, user: str | None = None
+) -> ssh.Target:
+    return ready.wait(host.conn, name, timeout=timeout, phase=reporter, user=user)
+
+
+@_one_line
+def ssh_run(
+    host: Host,
+    target: str,
+    command: Sequence[str],
+    *,
+    stdin: BinaryIO | None = None,
+    stdout: BinaryIO | None = None,
+    stderr: BinaryIO | None = None,
+) -> int:
+    return remote.run(host.conn, target, list(command), stdin=stdin, stdout=stdout, stderr=stderr)
+
+
+@_one_line
+def ssh_capture(host: Host, target: str, command: Sequence[str]) -> remote.CommandResult:
+    return remote.capture(host.conn, target, list(command))
+
+
+@_one_line
+def ssh_interactive(host: Host, target: str) -> int:
+    return remote.interactive(host.conn, target)
+
+
+@_one_line
+def scp(host: Host, source: str, dest: str) -> Path | str:
+    return remote.copy(host.conn, source, dest)
+
+
+# -- images -----------------------------------------------------------------------------------------
+
+
+def image_cache(settings: config.Settings, uri: str) -> images.ImageCache:
+    return images.ImageCache(create.home_for(settings, uri))
+
+
+@_one_line
+def remove_image(host: Host, cache: images.ImageCache, name: str) -> None:
+    """Remove a cached image unless an instance boots from it."""
+    image = cache.get(name)
+    users = [
+        i.name
+        for i in instances.list_instances(host.conn)
+        if image is not None and i.meta and Path(i.meta.image) == image.path
+    ]
+    cache.remove(name, in_use_by=users)

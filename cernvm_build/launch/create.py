@@ -1,0 +1,267 @@
+"""``create``: from what the user asked for (an ``InstanceSpec``) to a defined, started instance.
+
+The decisions come first and change nothing: which image (``images.resolve``), whether the profile's
+preservation rules accept it, which snapshot it is pinned to, which port, whether the user data
+parses. Then the instance is made as one transaction: folder, keys, context ISO, scratch disk,
+domain definition, start — each step registers its undo, so an error, Ctrl-C or SIGTERM at any step
+leaves nothing behind (``transaction``). The reporter hears the name of every step as it begins.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import libvirt
+
+from .. import proc
+from ..errors import ImageError, InstanceError, LaunchError
+from ..fsutil import atomic_write
+from ..paths import data_dir
+from ..profile import Profile, load
+from . import context, domain, images, keys, preservation, userdata
+from .config import Settings
+from .domain import Metadata
+from .host import Host
+from .instances import Instance, default_home, describe, list_instances, pick_port, port_free, undefine
+from .names import validate_name
+from .transaction import Transaction
+
+Reporter = Callable[[str], None]
+
+#: The steps of a create, in order, as the reporter hears them.
+STEPS = (
+    "resolving the image",
+    "verifying the image",
+    "preparing the instance folder",
+    "generating keys",
+    "writing the context ISO",
+    "creating the scratch disk",
+    "defining the domain",
+    "starting",
+)
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """What the user asked for. ``settings`` holds the merged command line and configuration files."""
+
+    settings: Settings
+    name: str
+    user_data: bytes
+    user_data_source: str = "user data"
+    image: str | None = None  # --iso: a file or a cached name; else settings.image/diskPath/...
+    snapshot: str | None = None  # pin to this CernVM-FS tag
+    date: str | None = None  # pin to the snapshot current at this date
+    cert: Path | None = None  # the image signature must be by this certificate
+    cvmfs_server: str | None = None  # HOST[:PORT] of the OS repository, for the bootloader
+    start: bool = True
+    context_label: str = "CONFIG-2"
+
+
+def default_user_data() -> tuple[bytes, str]:
+    """The context an instance gets when the user gives none (the original's amiconfig default)."""
+    path = data_dir("launch") / "default-user-data"
+    return path.read_bytes(), str(path)
+
+
+def home_for(settings: Settings, uri: str) -> Path:
+    """Where images and instances live: launchHomeFolder, else the default for the URI."""
+    return settings.launch_home_folder or default_home(uri)
+
+
+def load_profile(name: str | None) -> Profile | None:
+    return load(name) if name else None
+
+
+def image_choice(spec: InstanceSpec, profile: Profile | None) -> images.ImageChoice:
+    """--iso, then the ``image`` key, then ``diskPath``, then the profile, ``diskURL``, the version."""
+    s = spec.settings
+    given = spec.image or s.image or (str(s.disk_path) if s.disk_path else None)
+    return images.ImageChoice(given=given, profile=profile, url=s.disk_url, version=s.cernvm_version)
+
+
+def create_instance(spec: InstanceSpec, *, host: Host, reporter: Reporter = lambda _: None) -> Instance:
+    """Resolve, verify and make the instance; all or nothing."""
+    s = spec.settings
+    name = validate_name(spec.name)
+    home = home_for(s, host.uri)
+    profile = load_profile(s.profile)
+    reporter(STEPS[0])
+    image = images.resolve(images.ImageCache(home), image_choice(spec, profile), reporter=reporter)
+    reporter(STEPS[1])
+    digest = preservation.verify_image(image, profile=profile, checksum=s.disk_checksum, cert=spec.cert)
+    pin = preservation.pin(profile, tag=spec.snapshot, date=spec.date)
+    block = dict(pin.ucernvm)
+    if spec.cvmfs_server:
+        block["cvmfs_server"] = spec.cvmfs_server
+    _refuse_existing(host, name)
+    if not image.path.is_file():
+        raise ImageError(
+            "boot image not found", where=str(image.path), hint="see 'cernvm-launch images list'"
+        )
+    port = _port(host, s)
+    if s.shared_folder is not None and not s.shared_folder.is_dir():
+        raise InstanceError("shared folder does not exist", where=str(s.shared_folder))
+    parsed = userdata.parse(spec.user_data, spec.user_data_source)
+    plan = _Plan(name, home / "run" / name, image, digest, pin.label, block, port, s.profile or "")
+    with Transaction() as tx:
+        return _make(spec, plan, parsed, host, tx, reporter)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    name: str
+    folder: Path
+    image: images.Image
+    digest: str
+    snapshot: str
+    ucernvm: dict[str, str]
+    port: int
+    profile: str
+
+
+def _refuse_existing(host: Host, name: str) -> None:
+    with contextlib.suppress(libvirt.libvirtError):
+        host.conn.lookupByName(name)
+        raise InstanceError(
+            f"an instance named '{name}' exists already",
+            hint=f"pick another --name, or 'cernvm-launch destroy {name}' first",
+        )
+
+
+def _port(host: Host, s: Settings) -> int:
+    if s.network != "user":
+        return 0
+    taken = {i.meta.ssh_port for i in list_instances(host.conn) if i.meta}
+    if s.ssh_port:
+        if s.ssh_port in taken or not port_free(s.ssh_port):
+            raise InstanceError(
+                f"port 127.0.0.1:{s.ssh_port} is busy",
+                hint="pick another sshPort / --ssh-port, or leave it out to get a free one",
+            )
+        return s.ssh_port
+    return pick_port(taken)
+
+
+def _make(
+    spec: InstanceSpec, plan: _Plan, ud: userdata.UserData, host: Host, tx: Transaction, reporter: Reporter
+) -> Instance:
+    s, name, folder = spec.settings, plan.name, plan.folder
+    reporter(STEPS[2])
+    # Each undo is registered before its step, and copes with the step not having happened: an
+    # interrupt can arrive between a step and the line after it.
+    tx.on_undo("the instance folder", lambda: shutil.rmtree(folder, ignore_errors=True))
+    if folder.exists():  # left by a create that was killed (no domain owns it: checked above)
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    home = folder.parent.parent
+    for d in (home, home / "run", folder):
+        os.chmod(d, 0o711)  # the system daemon's qemu user must reach the disks, not list them
+
+    reporter(STEPS[3])
+    client = keys.generate(f"cernvm-launch@{name}")
+    host_key = keys.generate(f"root@{name}")
+    client_key = folder / "id_ed25519"
+    atomic_write(client_key, client.private_openssh.encode(), mode=0o600)
+    atomic_write(folder / "id_ed25519.pub", (client.public_openssh + "\n").encode())
+
+    reporter(STEPS[4])
+    merged = userdata.merge(
+        ud,
+        hostname=name,
+        authorized_keys=[client.public_openssh],
+        host_key_private=host_key.private_openssh,
+        host_key_public=host_key.public_openssh,
+        ucernvm=plan.ucernvm,
+    )
+    context.build_iso(
+        folder / "context.iso",
+        userdata.render(merged),
+        name=name,
+        instance_id=str(uuid.uuid4()),
+        public_keys={"launch": client.public_openssh},
+        label=spec.context_label,
+    )
+
+    reporter(STEPS[5])
+    scratch = folder / "scratch.qcow2"
+    proc.run(["qemu-img", "create", "-q", "-f", "qcow2", "-o", "lazy_refcounts=on", scratch, f"{s.disk}M"])
+    os.chmod(scratch, 0o600)
+
+    reporter(STEPS[6])
+    console_log = folder / "console.log"
+    dspec = domain.DomainSpec(
+        name=name,
+        title=plan.profile or plan.image.path.name,
+        domain_type=host.domain_type,
+        cpus=s.cpus,
+        memory=s.memory,
+        image=plan.image.path,
+        image_format=plan.image.format,
+        scratch=scratch,
+        context_iso=folder / "context.iso",
+        console_log=console_log,
+        network=s.network,
+        ssh_port=plan.port,
+        api_port=s.api_port,
+        execution_cap=s.execution_cap,
+        shared_folder=s.shared_folder,
+        shared_folder_driver=s.shared_folder_driver,
+    )
+    meta = Metadata(
+        image=str(plan.image.path),
+        image_sha256=plan.digest,
+        image_format=plan.image.format,
+        profile=plan.profile,
+        snapshot=plan.snapshot,
+        network=s.network,
+        ssh_port=plan.port,
+        api_port=s.api_port,
+        ssh_user=s.ssh_user,
+        host_key=host_key.public_openssh,
+        host_fingerprint=host_key.fingerprint,
+        client_key=str(client_key),
+        home=str(folder),
+        console_log=str(console_log),
+        shared_folder=str(s.shared_folder or ""),
+        created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        cpus=s.cpus,
+        memory=s.memory,
+        disk=s.disk,
+    )
+    xml = domain.render(dspec, meta)
+    tx.on_undo("the domain", lambda: _remove_domain(host, name))
+    try:
+        dom = host.conn.defineXML(xml)
+    except libvirt.libvirtError as e:
+        raise LaunchError(f"libvirt refused the domain: {e.get_error_message()}") from None
+
+    if spec.start:
+        reporter(STEPS[7])
+        try:
+            dom.create()
+        except libvirt.libvirtError as e:
+            raise LaunchError(
+                f"instance '{name}' did not start: {e.get_error_message()}",
+                hint="see 'cernvm-launch create -v'; nothing was kept",
+            ) from None
+    return describe(dom)
+
+
+def _remove_domain(host: Host, name: str) -> None:
+    """Power off and undefine the domain this create defined (no other has this name: checked)."""
+    try:
+        dom = host.conn.lookupByName(name)
+    except libvirt.libvirtError:
+        return  # the definition never happened
+    if dom.isActive():
+        with contextlib.suppress(libvirt.libvirtError):
+            dom.destroy()
+    undefine(dom)

@@ -1,0 +1,43 @@
+"""The hypervisor launch talks to: a libvirt connection and the accelerator its domains use.
+
+Everything that depends on *which* libvirt is behind the URI travels in a ``Host``, so tests hand
+launch a ``Host`` on libvirt's test driver (with the driver's own domain type as its accelerator)
+instead of launch asking whether the URI looks like a test one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .. import accel
+from .connection import default_uri, open_connection
+
+
+@dataclass
+class Host:
+    conn: Any  # libvirt.virConnect
+    uri: str
+    accelerator: accel.Accel | None = None  # None: probed when a domain is first defined
+
+    @property
+    def accel(self) -> accel.Accel:
+        if self.accelerator is None:
+            self.accelerator = accel.detect()
+        return self.accelerator
+
+    @property
+    def domain_type(self) -> str:
+        return self.accel.libvirt_domain_type
+
+    def close(self) -> None:
+        try:
+            self.conn.close()
+        except Exception:
+            pass
+
+
+def connect(uri: str | None = None) -> Host:
+    """``uri`` (else ``$LIBVIRT_DEFAULT_URI``, else system as root / session otherwise), opened."""
+    resolved = default_uri(uri)
+    return Host(open_connection(resolved), resolved)

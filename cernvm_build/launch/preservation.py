@@ -1,0 +1,74 @@
+"""Preservation rules for booting: which images a profile accepts, and which snapshot it pins.
+
+A frozen profile (or one that requires checksums) boots only an image whose sha256 is published
+beside it (or given as ``diskChecksum``) and whose μCernVM signature block verifies — by the given
+certificate when there is one. A frozen profile's own snapshot pin applies unless the user names
+another snapshot or date.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import CernVMError, ImageError
+from ..image import signature
+from ..profile import Profile
+from .images import Image, verify_checksum
+
+
+@dataclass(frozen=True)
+class Pin:
+    """The snapshot an instance is pinned to: a label for ``list`` and the ucernvm keys that pin it."""
+
+    label: str = ""  # "tag:NAME" or "date:YYYY-MM-DD"; "" when the OS follows the repository
+    ucernvm: dict[str, str] = field(default_factory=dict)
+
+
+def verify_image(image: Image, *, profile: Profile | None, checksum: str | None, cert: Path | None) -> str:
+    """The image's verified sha256; an ImageError when the profile's rules or ``cert`` refuse it."""
+    strict = profile is not None and (profile.preservation.frozen or profile.preservation.checksums_required)
+    side = image.path.with_name(image.path.name + ".sha256")
+    if strict and profile is not None and not side.exists() and not checksum:
+        raise ImageError(
+            f"profile '{profile.name}' is frozen and the image has no .sha256 to verify",
+            where=str(image.path),
+            hint="use the published image with its .sha256, or give diskChecksum",
+        )
+    digest = verify_checksum(image.path, checksum)
+    if strict or cert:
+        if image.format not in ("iso", "hdd"):
+            raise ImageError(
+                "only iso/hdd images carry a signature to verify",
+                where=str(image.path),
+                hint="use the published iso or hdd image",
+            )
+        _verify_signature(image.path, cert)
+    return digest
+
+
+def _verify_signature(path: Path, cert: Path | None) -> None:
+    try:
+        trusted = signature.load_certificate(cert) if cert else None
+        signature.verify(path, trusted)
+    except CernVMError as e:
+        raise ImageError(
+            f"image signature does not verify: {e.message.replace(f'{path}: ', '')}",
+            where=str(path),
+            hint=e.hint,
+        ) from None
+
+
+def pin(profile: Profile | None, *, tag: str | None = None, date: str | None = None) -> Pin:
+    """An explicit tag or date wins; else a frozen profile's own snapshot; else no pin."""
+    if tag:
+        return Pin(f"tag:{tag}", {"cvmfs_tag": tag})
+    if date:
+        return Pin(f"date:{date}", {"cvmfs_date": date})
+    if profile is not None and profile.preservation.frozen:
+        snap = profile.cvmfs.snapshot
+        if snap.tag:
+            return Pin(f"tag:{snap.tag}", {"cvmfs_tag": snap.tag})
+        if snap.date:
+            return Pin(f"date:{snap.date}", {"cvmfs_date": snap.date})
+    return Pin()
