@@ -1,8 +1,8 @@
 """The whole mission on one machine: what ``make run`` does (through ``cernvm-build demo``).
 
 publish the demo OS into the local repository → serve it on 127.0.0.1 → build the demo release
-(μCernVM images + reference container, signed sums, index) and verify it → boot the image with
-``cernvm-launch`` (TCG when KVM is unusable) → run a command over SSH → stop everything it started.
+(μCernVM images + reference container, signed sums, index) and verify it → boot the image with the
+launch library (TCG when KVM is unusable) → run a command over SSH → stop everything it started.
 
 Each step is timed; the timings of the previous run are kept so a second run can show what the caches
 saved. Steps report through ``say`` and never print.
@@ -10,11 +10,10 @@ saved. Steps report through ``say`` and never print.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -22,7 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import CernVMError, LaunchError
+from .. import launch
+from ..errors import CernVMError, InstanceError, LaunchError
+from ..launch import config, daemon
 from ..paths import cache_dir
 from ..profile import Override, Profile, load
 
@@ -89,12 +90,6 @@ def demo_profile(port: int) -> Profile:
     # the same layer as cernvm-build's --server: checked like the profile's own servers
     server = Override("cvmfs.servers", [f"http://127.0.0.1:{port}/cvmfs/@fqrn@"], "--port")
     return load("demo", overrides=[server])
-
-
-def _launch(*args: str, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
-    exe = Path(sys.executable).with_name("cernvm-launch")
-    cmd = [str(exe), *args] if exe.exists() else [sys.executable, "-m", "cernvm_build.cli.launch", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
 def _reuse_release(release_dir: Path, prof: Profile, root_hash: str) -> bool:
@@ -170,47 +165,53 @@ def run_demo(opts: DemoOptions, say: Say) -> DemoRun:
 
 
 def _boot(run: DemoRun, image: Path, opts: DemoOptions, say: Say, stack: ExitStack) -> None:
-    from .. import accel
-    from ..launch import daemon
-
-    run.accelerator = f"{(acc := accel.detect()).name} ({acc.reason})"
-    say(f"accelerator: {run.accelerator}")
+    """create → wait for SSH → ``cat /etc/os-release`` → destroy, through the launch library."""
     started = daemon.ensure()
     stack.callback(daemon.stop, started)
-    _launch("destroy", "--force", INSTANCE)  # a leftover from an interrupted run
-    stack.callback(lambda: _launch("destroy", "--force", INSTANCE))
+    settings = config.resolve({"name": INSTANCE, "memory": 1024, "disk": 2000})
+    host = launch.connect(settings.connect)
+    stack.callback(host.close)
+    run.accelerator = f"{host.accel.name} ({host.accel.reason})"
+    say(f"accelerator: {run.accelerator}")
+    _destroy_leftover(host)  # from an interrupted run
+    stack.callback(_destroy_leftover, host)
+    user_data, source = launch.default_user_data()
+    spec = launch.InstanceSpec(
+        settings=settings,
+        name=INSTANCE,
+        user_data=user_data,
+        user_data_source=source,
+        image=str(image),
+        cvmfs_server=f"10.0.2.2:{opts.port}",
+    )
     with _timed(run, "boot + ssh ready", say) as box:
-        proc = _launch(
-            "create", "--yes", "--name", INSTANCE, "--image", str(image), "--memory", "1024",
-            "--disk", "2000", "--cvmfs-server", f"10.0.2.2:{opts.port}", "--timeout", str(opts.boot_timeout),
-        )  # fmt: skip
-        if proc.returncode != 0:
-            raise LaunchError(
-                f"cernvm-launch create failed: {_last_line(proc)}",
-                hint="see 'cernvm-launch console cernvm-demo --log'",
-            )
+        launch.create_instance(spec, host=host, reporter=lambda step: say(f"  {INSTANCE}: {step}"))
+        launch.wait_ready(
+            host, INSTANCE, timeout=opts.boot_timeout, reporter=lambda step: say(f"  {INSTANCE}: {step}")
+        )
         box["detail"] = f"instance {INSTANCE} answers on SSH"
     with _timed(run, "ssh command", say) as box:
-        proc = _launch("ssh", INSTANCE, "--", "cat", "/etc/os-release", timeout=120)
-        if proc.returncode != 0:
-            raise LaunchError(f"cernvm-launch ssh failed: {_last_line(proc)}")
-        run.os_release = proc.stdout
+        result = launch.ssh_capture(host, INSTANCE, ["cat", "/etc/os-release"])
+        if result.exit_status != 0:
+            err = result.stderr.decode(errors="replace").strip().splitlines()
+            raise LaunchError(
+                f"'cat /etc/os-release' on {INSTANCE} exited {result.exit_status}: {err[-1] if err else ''}"
+            )
+        run.os_release = result.text
         pretty = next(
             (
                 ln.split("=", 1)[1].strip('"')
-                for ln in proc.stdout.splitlines()
+                for ln in result.text.splitlines()
                 if ln.startswith("PRETTY_NAME=")
             ),
             "?",
         )
         box["detail"] = f"guest says: {pretty}"
     with _timed(run, "destroy", say) as box:
-        proc = _launch("destroy", "--force", INSTANCE)
-        box["detail"] = (
-            "instance, disks, context ISO and keys removed" if proc.returncode == 0 else _last_line(proc)
-        )
+        launch.destroy(host, INSTANCE, force=True)
+        box["detail"] = "instance, disks, context ISO and keys removed"
 
 
-def _last_line(proc: subprocess.CompletedProcess[str]) -> str:
-    lines = (proc.stderr or proc.stdout or "").strip().splitlines()
-    return lines[-1] if lines else f"exit status {proc.returncode}"
+def _destroy_leftover(host: launch.Host) -> None:
+    with contextlib.suppress(InstanceError):
+        launch.destroy(host, INSTANCE, force=True)

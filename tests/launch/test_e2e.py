@@ -97,3 +97,21 @@ def test_demo_instance_life_cycle(
     assert "e2e-demo" not in [d.name() for d in libvirt.open(URI).listAllDomains(0)]
     assert not (launch_home / "run" / "e2e-demo").exists()  # scratch disk, context ISO, keys, log
     assert [p.name for p in (launch_home / "images").iterdir() if p.suffix == ".iso"] == [image.name]
+
+
+def test_demo_boots_through_the_library(demo: tuple[Path, Server], launch_home: Path) -> None:
+    """The demo's boot step: create → SSH ready → ``cat /etc/os-release`` → destroy, as library calls
+    with typed results (no cernvm-launch subprocess, no scraped output)."""
+    from contextlib import ExitStack
+
+    from cernvm_build.demo.flow import INSTANCE, DemoOptions, DemoRun, _boot
+
+    image, srv = demo
+    run, heard = DemoRun(), list[str]()
+    with ExitStack() as stack:
+        _boot(run, image, DemoOptions(out=launch_home, port=srv.port, boot_timeout=420), heard.append, stack)
+    assert [s.name for s in run.steps] == ["boot + ssh ready", "ssh command", "destroy"]
+    assert "ID=cernvm-demo" in run.os_release
+    assert any(line.endswith(f"{INSTANCE}: defining the domain") for line in heard)  # steps reported
+    assert INSTANCE not in [d.name() for d in libvirt.open(URI).listAllDomains(0)]
+    assert not (launch_home / "run" / INSTANCE).exists()

@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -149,3 +151,30 @@ def test_no_permission_on_the_uri_is_one_line(libvirtd: None) -> None:
     assert os.waitstatus_to_exitcode(status) == 8, err
     assert f"error: no permission to use libvirt at {URI}" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_interrupted_create_leaves_nothing_on_real_libvirtd(
+    system_home: Path, name: str, signum: signal.Signals
+) -> None:
+    """A real cernvm-launch process, signalled as soon as it reports its first step that writes
+    anything: exit 130/143, and no domain, disk, key or context ISO is left."""
+    image = tiny_guest(system_home / "tiny.hdd")
+    argv = ["--connect", URI, "create", "--name", name, "--iso", str(image), "--memory", "64",
+            "--disk", "100", "--no-wait", "--yes"]  # fmt: skip
+    child = subprocess.Popen(
+        [sys.executable, "-m", "cernvm_build.cli.launch", *argv], stderr=subprocess.PIPE, text=True
+    )
+    assert child.stderr is not None
+    heard = []
+    for line in child.stderr:  # not a terminal: one line per step
+        heard.append(line)
+        if "preparing the instance folder" in line:
+            child.send_signal(signum)
+            break
+    rest = child.stderr.read()
+    code = child.wait(timeout=120)
+    assert code == 128 + signum, "".join(heard) + rest
+    assert name not in [d.name() for d in libvirt.open(URI).listAllDomains(0)]
+    assert not (system_home / "run" / name).exists()
+    assert image.exists()  # the boot image is not the instance's to remove
