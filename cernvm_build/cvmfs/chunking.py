@@ -1,38 +1,36 @@
-"""Content-defined chunking of large files (cut points depend on the bytes, not on offsets).
+"""Content-defined chunking of large files, with the real server's cut points.
 
-Like the real server, a file larger than the minimum chunk size is cut into chunks between
-``min_size`` and ``max_size`` bytes, ``avg_size`` on average (4/8/16 MiB by default), so that an
-insertion near the start of a big file changes only the chunks around it.
+A file larger than ``min_size`` is cut into chunks of ``min_size`` to ``max_size`` bytes (4, 8 and
+16 MiB by default, the server's defaults), so an insertion near the start of a big file changes only
+the chunks around it. The cut rule is CernVM-FS's own (``Xor32Detector``; its cut points define the
+chunk objects, so the same file published by the real ``cvmfs_server`` and by this project yields the
+same chunks and the two share them; tests/cvmfs_interop/test_chunks.py compares with the real tool):
 
-The rolling hash (ours, not the server's xor32; any content-defined rule gives valid repositories):
-a *tabulation hash* over a sliding window of ``WINDOW`` bytes. Each output byte is
-``h[i] = T0[b[i]] ^ T1[b[i-1]] ^ T2[b[i-2]] ^ T3[b[i-3]]`` with four fixed random byte permutations ``Tk``.
-It is computed for a whole block at C speed: ``bytes.translate`` maps a block through ``Tk`` and
-big-integer shift/XOR combines the four shifted copies, so no Python loop runs per byte. A cut
-goes after position ``i`` when ``h[i..i+k]`` has its first ``bits`` bits zero (``bits = log2(avg -
-min)``, i.e. 22 bits by default: a cut every 4 MiB on average after the 4 MiB minimum); the zero
-bytes are found with ``bytes.find``. The rule depends only on the ~6 bytes around the cut, and
-the hash is only computed where a cut may fall (from ``min_size`` into each chunk on).
+- a rolling value ``x`` (32 bits) takes each byte as ``x = (x << 1) XOR byte``, so ``x`` at offset
+  ``o`` depends only on the 32 bytes ending at ``o``: ``x(o) = XOR_k byte[o-k] << k`` (k < 32);
+- the first offset ``o`` from ``chunk_start + min_size`` on where ``|int32(x(o)) - (2^31 - 1)| <
+  floor((2^32 - 1) / avg_size)`` (a window of 1021 values around ``0x7FFFFFFF`` by default) starts the
+  next chunk (the chunk is ``[chunk_start, o)``); without one, the chunk ends at ``max_size``.
+
+``x`` is computed for a whole block at once with numpy (five shift-XOR doublings over 32-bit words),
+only where a cut may fall: from ``min_size`` into each chunk until the cut. numpy is imported only
+here, on the publisher side; the reader and the FUSE client never import this module.
 """
 
 from __future__ import annotations
 
-import math
-import random
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 MiB = 1 << 20
-WINDOW = 4
-
-# Fixed tables: the same bytes must give the same cuts on every machine and in every version.
-_rng = random.Random(0xC3F5)
-_TABLES: list[bytes] = []
-for _ in range(WINDOW):
-    perm = list(range(256))
-    _rng.shuffle(perm)
-    _TABLES.append(bytes(perm))
-del _rng
+WINDOW = 32  # bytes that influence x(o)
+MAGIC = (1 << 32) // 2 - 1  # 0x7FFFFFFF, the centre of the accepted window
+SCAN = MiB  # positions hashed per numpy pass (bounds the memory: about 16 bytes per position)
 
 
 @dataclass(frozen=True)
@@ -45,39 +43,48 @@ class ChunkingSettings:
     max_size: int = 16 * MiB
 
     def __post_init__(self) -> None:
-        if not (0 < self.min_size < self.avg_size < self.max_size):
-            raise ValueError("chunk sizes must satisfy 0 < min < avg < max")
+        if not (WINDOW <= self.min_size < self.avg_size < self.max_size):
+            raise ValueError(f"chunk sizes must satisfy {WINDOW} <= min < avg < max")
 
     @property
-    def bits(self) -> int:
-        return max(1, round(math.log2(self.avg_size - self.min_size)))
+    def threshold(self) -> int:
+        """Half-width of the accepted window of ``x`` around ``MAGIC`` (the server's integer division)."""
+        return 0xFFFFFFFF // self.avg_size
 
     def should_chunk(self, size: int) -> bool:
         return self.enabled and size > self.min_size
 
 
-def window_hash(block: bytes) -> bytes:
-    """``h[i]`` for every ``i >= WINDOW-1`` of ``block`` (the first WINDOW-1 positions are history)."""
-    n = len(block)
-    acc = 0
-    for k, table in enumerate(_TABLES):
-        # byte i of the result gets T_k[block[i-k]]: shift the translated copy k bytes right
-        acc ^= int.from_bytes(block.translate(table), "big") << (8 * (WINDOW - 1 - k))
-    full = acc.to_bytes(n + WINDOW - 1, "big")
-    return full[WINDOW - 1 : n]
+def rolling_values(data: bytes) -> npt.NDArray[np.uint32]:
+    """``x(o)`` for every ``o >= WINDOW - 1`` of ``data`` (the first ``WINDOW - 1`` bytes are history)."""
+    import numpy as np
+
+    w = np.frombuffer(data, dtype=np.uint8).astype(np.uint32)
+    shift = 1
+    while shift < WINDOW:  # after the step with shift s, w[o] = XOR_{k<2s} data[o-k] << k
+        w[shift:] ^= w[:-shift] << np.uint32(shift)
+        shift *= 2
+    return w[WINDOW - 1 :]
+
+
+def first_cut(data: bytes, threshold: int) -> int:
+    """Index (into ``rolling_values(data)``) of the first accepted value, or -1."""
+    import numpy as np
+
+    x = rolling_values(data)
+    # |int32(x) - MAGIC| < t  <=>  x - (MAGIC - t + 1) < 2t - 1  (unsigned, modulo 2^32)
+    hits = (x - np.uint32(MAGIC - threshold + 1)) < np.uint32(2 * threshold - 1)
+    i = int(hits.argmax())
+    return i if hits[i] else -1
 
 
 class CutFinder:
-    """Finds the cut positions of one stream, fed block by block."""
+    """Finds the cut positions of one stream, fed block by block (the cuts do not depend on the block
+    sizes)."""
 
     def __init__(self, settings: ChunkingSettings):
         self.s = settings
-        self.zero_bytes = max(1, settings.bits // 8)
-        rest = settings.bits - 8 * self.zero_bytes
-        self.rest_mask = (0xFF << (8 - rest)) & 0xFF if rest > 0 else 0
-        self.need = self.zero_bytes + (1 if self.rest_mask else 0)
-        self.pattern = b"\x00" * self.zero_bytes
-        self.history = b""  # last bytes of the previous block (window context and lookahead)
+        self.history = b""  # the last WINDOW - 1 bytes fed
         self.chunk_start = 0  # absolute offset where the current chunk began
         self.pos = 0  # absolute offset of the next byte to be fed
 
@@ -88,34 +95,21 @@ class CutFinder:
         base = self.pos - len(self.history)  # absolute offset of ctx[0]
         self.pos += len(block)
         while True:
-            lo = self.chunk_start + self.s.min_size - 1  # earliest last byte of a chunk
-            hi = self.chunk_start + self.s.max_size - 1  # forced last byte
-            # no cut can fall before ``lo``: hash only from there on (saves half the work)
-            rs = max(0, lo - (WINDOW - 1) - base)
-            if rs + WINDOW - 1 >= len(ctx):
-                break
-            h = window_hash(ctx[rs:])  # h[j] belongs to absolute position hbase + j
-            hbase = base + rs + WINDOW - 1
-            # a cut after position p needs h of p .. p+need-1, so we can decide up to:
-            decided_end = hbase + len(h) - self.need + 1
-            start = max(lo, hbase)
-            stop = min(hi, decided_end - 1)
-            cut = None
-            if start <= stop:
-                j = h.find(self.pattern, start - hbase, stop - hbase + self.zero_bytes)
-                while 0 <= j <= stop - hbase:
-                    if not self.rest_mask or (h[j + self.zero_bytes] & self.rest_mask) == 0:
-                        cut = hbase + j + 1
-                        break
-                    j = h.find(self.pattern, j + 1, stop - hbase + self.zero_bytes)
-            if cut is None and hi < decided_end:
-                cut = hi + 1
-            if cut is None:
+            lo = max(self.chunk_start + self.s.min_size, self.pos - len(block))  # first offset to test
+            hi = min(self.chunk_start + self.s.max_size, self.pos)  # tested offsets end before
+            cut = -1
+            while lo < hi and cut < 0:
+                end = min(hi, lo + SCAN)
+                i = first_cut(ctx[lo - (WINDOW - 1) - base : end - base], self.s.threshold)
+                cut = lo + i if i >= 0 else -1
+                lo = end
+            if cut < 0 and self.chunk_start + self.s.max_size <= self.pos:
+                cut = self.chunk_start + self.s.max_size
+            if cut < 0:
                 break
             cuts.append(cut)
             self.chunk_start = cut
-        keep = WINDOW - 1 + self.need
-        self.history = ctx[-keep:] if len(ctx) > keep else ctx
+        self.history = ctx[-(WINDOW - 1) :]
         return cuts
 
 
@@ -125,8 +119,8 @@ def split_points(data: bytes, settings: ChunkingSettings, block: int = MiB) -> l
     cuts: list[int] = []
     for off in range(0, len(data), block):
         cuts.extend(finder.feed(data[off : off + block]))
-    if not cuts or cuts[-1] != len(data):
-        cuts.append(len(data))
+    cuts = [c for c in cuts if c < len(data)]
+    cuts.append(len(data))
     return cuts
 
 

@@ -53,7 +53,7 @@ def test_chunking_settings_are_checked() -> None:
     with pytest.raises(ValueError):
         ChunkingSettings(min_size=10, avg_size=5, max_size=20)
     assert not ChunkingSettings(enabled=False).should_chunk(1 << 30)
-    assert ChunkingSettings().bits == 22
+    assert ChunkingSettings().threshold == 511  # the real server: UINT32_MAX / 8 MiB
 
 
 def test_md5_pairs_match_the_real_server() -> None:
