@@ -8,8 +8,8 @@ from typing import Any
 
 from .. import profile as profile_mod
 from ..artifact import Artifact
+from ..container.provenance import verify_image
 from ..cvmfs.repository import SnapshotSpec
-from ..errors import BuildError, UsageError
 from .app import (
     HelpFormatter,
     Output,
@@ -153,71 +153,25 @@ def _size(a: Artifact) -> str:
 
 
 def _verify(args: argparse.Namespace, out: Output) -> int:
-    from ..container import origin as origin_mod
-    from ..container import verify as verify_mod
-    from ..container.image import LABEL_PATH, LABEL_REPOSITORY, LABEL_ROOT_HASH, LABEL_SERVER
-    from ..container.thin import LABEL_THIN_HUB
-    from ..errors import IntegrityError
-
-    contents = verify_mod.read_image(args.image)
-    labels = contents.labels
-    if labels.get(LABEL_THIN_HUB):
-        raise BuildError(
-            f"{args.image}: a thin image holds no files, only thin.json naming layers in "
-            f"{labels[LABEL_THIN_HUB]}",
-            hint="verify the full image (oci, docker-archive or sandbox) built from the same snapshot",
+    with out.progress(transfer=True) as bar:
+        task = bar.add_task(f"verify {args.image.name}", total=None)
+        result = verify_image(
+            args.image,
+            sources=args.source or (),
+            keys=args.key or (),
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
-    missing = [k for k in (LABEL_REPOSITORY, LABEL_PATH, LABEL_ROOT_HASH) if not labels.get(k)]
-    if missing:
-        raise BuildError(
-            f"{args.image}: the image does not record its origin (no label {missing[0]})",
-            hint="only images made by 'cernvm-build container' from a repository can be verified",
-        )
-    prof = None
-    if labels.get(origin_mod.LABEL_PROFILE):
-        try:
-            prof = profile_mod.load(labels[origin_mod.LABEL_PROFILE])
-        except Exception:  # the profile may be long gone; the image's labels are enough
-            prof = None
-    sources = args.source or labels.get(LABEL_SERVER, "").split()
-    if not sources and prof is not None and prof.cvmfs.repository == labels[LABEL_REPOSITORY]:
-        sources = prof.cvmfs.server_urls()
-    keys = args.key or (list(prof.cvmfs.public_keys) if prof is not None else [])
-    if not sources:
-        raise UsageError(f"{args.image}: no repository source recorded; pass --source URL|DIR")
-    origin = origin_mod.open_origin(
-        sources,
-        fqrn=labels[LABEL_REPOSITORY],
-        path=labels[LABEL_PATH],
-        public_keys=keys,
-        snapshot=SnapshotSpec(root_hash=labels[LABEL_ROOT_HASH]),
-        verify_signatures=bool(keys),
-    )
-    if not keys:
+    if not result.signatures_checked:
         out.warn("no public key: signatures not checked; contents are checked against the root hash")
-    try:
-        total = sum(e.size for e in origin.tree.entries() if e.kind == "file")
-        with out.progress(transfer=True) as bar:
-            task = bar.add_task(f"verify {args.image.name}", total=total)
-            report = verify_mod.compare(
-                contents, origin.tree, name=str(args.image), progress=lambda n: bar.advance(task, n)
-            )
-    finally:
-        origin.close()
+    report = result.report
 
     def render(d: dict[str, Any]) -> None:
-        where = f"{labels[LABEL_REPOSITORY]}{labels[LABEL_PATH]}@{labels[LABEL_ROOT_HASH]}"
         if report.ok:
-            out.print(f"[green]ok[/green] {args.image}: {report.checked} entries match {where}")
+            out.print(f"[green]ok[/green] {args.image}: {report.checked} entries match {result.snapshot}")
             return
         out.table(["path", "what", "expected", "found"],
                   [[x.path, x.what, x.expected, x.found] for x in report.differences])  # fmt: skip
 
     out.data(report.to_json(), render)
-    if not report.ok:
-        first = report.differences[0]
-        raise IntegrityError(
-            f"{args.image}: {len(report.differences)} difference(s) from the snapshot; first: {first}",
-            hint="the image is not the frozen environment it claims to be; rebuild it from the snapshot",
-        )
+    result.raise_for_differences()
     return 0

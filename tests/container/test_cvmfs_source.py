@@ -256,3 +256,29 @@ def test_verify_of_a_thin_image_says_what_to_verify(
     _, out = fixture_image
     assert main(["container", "verify", str(out / "slc4fx.thin.oci"), "--source", str(FIXTURE)]) == 7
     assert "a thin image holds no files" in capsys.readouterr().err
+
+
+def test_verify_image_is_a_library_call_with_a_typed_result(
+    fixture_image: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """``container.provenance.verify_image``: what the CLI prints comes from this result."""
+    from cernvm_build.container.provenance import verify_image
+    from cernvm_build.errors import IntegrityError
+
+    _, out = fixture_image
+    seen: list[tuple[int, int]] = []
+    result = verify_image(
+        out / "slc4fx.sandbox", sources=[str(FIXTURE)], keys=[KEY], progress=lambda d, t: seen.append((d, t))
+    )
+    assert result.ok and result.signatures_checked and result.report.checked > 0
+    assert result.snapshot.startswith("fixture.cernvm.test/@")
+    assert seen and seen[-1][0] == seen[-1][1]  # every byte of every file compared
+    result.raise_for_differences()  # nothing to raise
+
+    sandbox = tmp_path / "sb"
+    shutil.copytree(out / "slc4fx.sandbox", sandbox, symlinks=True)
+    (sandbox / "etc" / "redhat-release").write_text("Not the frozen release\n")
+    unsigned = verify_image(sandbox, sources=[str(FIXTURE)])  # no key given, none in the profile
+    assert not unsigned.ok and not unsigned.signatures_checked
+    with pytest.raises(IntegrityError, match="difference"):
+        unsigned.raise_for_differences()
