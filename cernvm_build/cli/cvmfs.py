@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import stat
 import sys
 import time
@@ -16,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from ..cvmfs.catalog import DirEntry
-from ..cvmfs.repository import Repository, SnapshotSpec, local_fqrn, open_repository
-from ..errors import CvmfsError, UsageError
+from ..cvmfs.repository import Repository, SnapshotSpec, open_repository
+from ..cvmfs.trust import keys_to_verify
+from ..errors import UsageError
 from .app import Output, group_handler, subparser
 
 DESCRIPTION = """\
@@ -68,41 +68,10 @@ def _add_source(p: argparse.ArgumentParser, *, snapshot: bool = True) -> None:
         s.add_argument("--root-hash", help="exactly this root catalog hash")
 
 
-def default_keys(source: str, fqrn: str | None) -> list[Path]:
-    """Where keys are looked for when --key is not given (see KEYS_HELP)."""
-    found: list[Path] = []
-    dirs: list[Path] = []
-    if not source.startswith(("http://", "https://")):
-        d = Path(source)
-        if (d / "repo").is_dir():
-            d = d / "repo"
-        dirs += [d.parent / "keys", d / "keys", d.parent]
-        fqrn = fqrn or local_fqrn(d) or (d.parent.name if d.name == "repo" else d.name)
-    if os.environ.get("CVMFS_KEYS_DIR"):
-        dirs.append(Path(os.environ["CVMFS_KEYS_DIR"]))
-    dirs.append(Path("/etc/cvmfs/keys"))
-    for d in dirs:
-        if fqrn and (d / f"{fqrn}.pub").is_file():
-            return [d / f"{fqrn}.pub"]
-    for d in dirs[:2]:
-        if d.is_dir() and d.name == "keys":
-            found = sorted(d.glob("*.pub"))
-            if found:
-                return found
-    return found
-
-
 def open_from_args(args: argparse.Namespace, snapshot: SnapshotSpec | None = None) -> Repository:
     sources = [args.source, *args.server]
-    keys: list[Path] = list(args.key)
     verify = not args.no_verify
-    if verify and not keys:
-        keys = default_keys(args.source, args.fqrn)
-        if not keys:
-            raise CvmfsError(
-                f"{args.source}: no public key found to verify the repository",
-                hint="pass --key PATH (the master public key, <fqrn>.pub), or --no-verify",
-            )
+    keys = keys_to_verify(args.source, args.fqrn, args.key, verify=verify)
     if snapshot is None:
         snapshot = SnapshotSpec(
             tag=getattr(args, "tag", None),
@@ -341,9 +310,9 @@ def cmd_mount(args: argparse.Namespace, out: Output) -> int:
     argv: list[str] = []
     for s in [args.source, *args.server]:
         argv += ["--server", str(s)]
-    keys = list(args.key) or ([] if args.no_verify else default_keys(args.source, args.fqrn))
-    if not keys:
-        raise UsageError("no public key found", hint="pass --key PATH (the master public key)")
+    keys = keys_to_verify(args.source, args.fqrn, args.key, verify=not args.no_verify)
+    if not keys:  # the FUSE client always checks signatures
+        raise UsageError("mount needs a public key", hint="pass --key PATH (the master public key)")
     for k in keys:
         argv += ["--public-key", str(k)]
     for opt in ("fqrn", "proxy", "tag", "date", "root_hash", "snapshot_file", "log"):

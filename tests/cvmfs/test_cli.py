@@ -114,3 +114,16 @@ def test_help_teaches(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for cmd in ("info", "ls", "cat", "verify", "export", "serve", "mount", "tag"):
         assert cmd in out
+
+
+def test_default_keys_are_found_by_the_library(fx: Fixture, tmp_path: Path) -> None:
+    """``cvmfs.trust``: the fixture layout's keys/ beside repo/, else none (and a clear error)."""
+    from cernvm_build.cvmfs.trust import default_keys, keys_to_verify
+    from cernvm_build.errors import CvmfsError
+
+    assert [k.name for k in default_keys(str(fx.root), None)] == [f"{FQRN}.pub"]
+    given = [tmp_path / "mine.pub"]
+    assert keys_to_verify(str(fx.root), None, given, verify=True) == given
+    assert keys_to_verify(str(tmp_path), FQRN, [], verify=False) == []
+    with pytest.raises(CvmfsError, match="no public key found"):
+        keys_to_verify(str(tmp_path), FQRN, [], verify=True)
