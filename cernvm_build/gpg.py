@@ -2,15 +2,19 @@
 
 Every operation runs in its own temporary GNUPGHOME holding only the keys it was given, so the user's
 keyring is never read or changed and a signature is only "good" if it was made by one of *those* keys.
-Verification reads gpg's machine-readable status lines (VALIDSIG), not its human output.
+Verification reads gpg's machine-readable status lines, not its human output. A signature counts only
+when gpg says it is good *now*: ``VALIDSIG`` alone also comes with signatures by expired or revoked keys
+(``EXPKEYSIG``, ``REVKEYSIG``), which real apt and dnf refuse, and so do we.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import tempfile
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
@@ -21,8 +25,11 @@ from .proc import run
 class Keyring:
     """``with Keyring(keys) as kr: kr.sign_detached(...)`` — keys are armored or binary key files/bytes."""
 
-    def __init__(self, keys: Iterable[Path | bytes] = ()) -> None:
+    def __init__(self, keys: Iterable[Path | bytes] = (), *, now: dt.datetime | None = None) -> None:
+        """``now``: act as of that time (gpg's ``--faked-system-time``): the tests sign with a key
+        that has expired since, as a real publisher did while it was valid."""
         self._keys = list(keys)
+        self._time = ["--faked-system-time", now.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%S")] if now else []
         self.home = Path()
 
     def __enter__(self) -> Keyring:
@@ -42,7 +49,7 @@ class Keyring:
     def _gpg(self, *args: str | os.PathLike[str], input: bytes | None = None, check: bool = True) -> str:
         """Run gpg; returns its status lines (``[GNUPG:] …``). Data goes to files via ``--output``."""
         proc = run(
-            ["gpg", "--homedir", self.home, "--batch", "--no-tty", "--status-fd", "2", *args],
+            ["gpg", "--homedir", self.home, "--batch", "--no-tty", *self._time, "--status-fd", "2", *args],
             input=input,
             check=check,
         )
@@ -51,7 +58,7 @@ class Keyring:
         )
 
     def _listing(self, *args: str) -> str:
-        proc = run(["gpg", "--homedir", self.home, "--batch", "--no-tty", *args], check=False)
+        proc = run(["gpg", "--homedir", self.home, "--batch", "--no-tty", *self._time, *args], check=False)
         return proc.stdout.decode(errors="replace")
 
     def export(self, fingerprint: str, out: Path, *, secret: bool = False) -> None:
@@ -69,6 +76,11 @@ class Keyring:
                 f"{where}: no OpenPGP key could be imported", hint="give an armored or binary key"
             )
         return fprs
+
+    def import_revocation(self, cert: bytes) -> None:
+        status = self._gpg("--import", input=cert, check=False)
+        if "[GNUPG:] IMPORT_OK" not in status and "[GNUPG:] IMPORT_RES" not in status:
+            raise CernVMError("the revocation certificate could not be imported", hint="give an armored one")
 
     def secret_fingerprints(self) -> list[str]:
         out = self._listing("--with-colons", "--list-secret-keys")
@@ -113,23 +125,7 @@ class Keyring:
         os.replace(tmp, out)
 
     def _valid_signer(self, status: str, what: str) -> str:
-        for line in status.splitlines():
-            parts = line.split()
-            if line.startswith("[GNUPG:] VALIDSIG") and len(parts) > 11:
-                return parts[11]  # the primary key's fingerprint
-        bad = next(
-            (ln for ln in status.splitlines() if "BADSIG" in ln or "ERRSIG" in ln or "NO_PUBKEY" in ln), ""
-        )
-        reason = (
-            "bad signature"
-            if "BADSIG" in bad
-            else "signed by an unknown key"
-            if bad
-            else "no valid signature"
-        )
-        raise IntegrityError(
-            f"{what}: {reason}", hint="check that the file and its signature belong together"
-        )
+        return valid_signer(status, what)
 
     def verify_detached(self, signature: Path, data: Path) -> str:
         """The fingerprint of the key that made a good signature; IntegrityError otherwise."""
@@ -144,17 +140,113 @@ class Keyring:
             return fpr, out.read_bytes()
 
 
-def generate_test_key(home_keys_out: Path, name: str = "CernVM Test Signing") -> tuple[Path, Path]:
-    """A throwaway RSA key (no passphrase) as ``(secret.asc, public.asc)``, for tests and the demo."""
+#: status keywords that make a signature worthless even next to VALIDSIG (one signature's group)
+_WORTHLESS = ("EXPKEYSIG", "REVKEYSIG", "EXPSIG", "KEYEXPIRED", "KEYREVOKED")
+
+
+@dataclass
+class _Sig:
+    """What gpg said about one signature (the status lines from one NEWSIG to the next)."""
+
+    words: dict[str, list[str]] = field(default_factory=dict)  # keyword -> its arguments (first line)
+
+    def has(self, keyword: str) -> bool:
+        return keyword in self.words
+
+    def signer(self) -> str:
+        valid = self.words.get("VALIDSIG", [])
+        if len(valid) > 9:
+            return valid[9]  # the primary key's fingerprint
+        for keyword in ("EXPKEYSIG", "REVKEYSIG", "EXPSIG", "GOODSIG", "BADSIG"):
+            if self.words.get(keyword):
+                return self.words[keyword][0]
+        return "?"
+
+    def uid(self) -> str:
+        for keyword in ("EXPKEYSIG", "REVKEYSIG", "EXPSIG", "GOODSIG", "BADSIG"):
+            if len(self.words.get(keyword, [])) > 1:
+                return " ".join(self.words[keyword][1:])
+        return ""
+
+
+def _signatures(status: str) -> list[_Sig]:
+    sigs: list[_Sig] = []
+    for line in status.splitlines():
+        parts = line.split()
+        if len(parts) < 2 or parts[0] != "[GNUPG:]":
+            continue
+        keyword, args = parts[1], parts[2:]
+        if keyword == "NEWSIG" or not sigs:
+            sigs.append(_Sig())
+        sigs[-1].words.setdefault(keyword, args)
+    return sigs
+
+
+def _date(words: list[str] | None) -> str:
+    """A status line's timestamp as a date ('' when there is none)."""
+    try:
+        stamp = int((words or [""])[0])
+    except ValueError:
+        return ""
+    return dt.datetime.fromtimestamp(stamp, dt.UTC).strftime("%Y-%m-%d")
+
+
+def valid_signer(status: str, what: str) -> str:
+    """The primary fingerprint of a signature gpg found good, by a key that is neither expired nor
+    revoked; otherwise an ``IntegrityError`` naming the key and what is wrong with it."""
+    sigs = _signatures(status)
+    for sig in sigs:
+        if sig.has("GOODSIG") and sig.has("VALIDSIG") and not any(map(sig.has, _WORTHLESS)):
+            return sig.signer()
+    hint = "check that the file and its signature belong together"
+    for sig in sigs:
+        key = f"key {sig.signer()}" + (f" ({sig.uid()})" if sig.uid() else "")
+        if sig.has("REVKEYSIG") or sig.has("KEYREVOKED"):
+            reason = f"signed by {key}, which has been revoked"
+            hint = "the publisher revoked this key: get the repository's new key, and do not trust this one"
+        elif sig.has("EXPKEYSIG") or sig.has("KEYEXPIRED"):
+            when = _date(sig.words.get("KEYEXPIRED"))
+            reason = f"signed by {key}, which expired" + (f" on {when}" if when else "")
+            hint = "apt and dnf refuse it too: the publisher must extend the key's expiry or re-sign"
+        elif sig.has("EXPSIG"):
+            reason = f"the signature by {key} has expired"
+            hint = "the publisher must re-sign the repository"
+        else:
+            continue
+        raise IntegrityError(f"{what}: {reason}", hint=hint)
+    bad = next((w for sig in sigs for w in ("BADSIG", "ERRSIG", "NO_PUBKEY") if sig.has(w)), "")
+    reason = (
+        "bad signature" if bad == "BADSIG" else "signed by an unknown key" if bad else "no valid signature"
+    )
+    raise IntegrityError(f"{what}: {reason}", hint=hint)
+
+
+def generate_test_key(
+    home_keys_out: Path,
+    name: str = "CernVM Test Signing",
+    *,
+    created: dt.datetime | None = None,
+    expire: str = "never",
+    revoked: bool = False,
+) -> tuple[Path, Path]:
+    """A throwaway RSA key (no passphrase) as ``(secret.asc, public.asc)``, for tests and the demo.
+
+    ``created`` and ``expire`` (gpg's expiry: ``never``, ``1y``, a date) make a key that has expired by
+    now; ``revoked`` puts the key's revocation certificate into the public key (the secret one still
+    signs, as a stolen key would)."""
     home_keys_out.mkdir(parents=True, exist_ok=True)
-    with Keyring() as kr:
+    with Keyring(now=created) as kr:
         kr._gpg(
             "--pinentry-mode", "loopback", "--passphrase", "",
-            "--quick-generate-key", f"{name} <test@cernvm.test>", "rsa2048", "sign", "never",
+            "--quick-generate-key", f"{name} <test@cernvm.test>", "rsa2048", "sign", expire,
         )  # fmt: skip
         fpr = kr.secret_fingerprints()[0]
         secret = home_keys_out / "signing-key.asc"
         public = home_keys_out / "signing-key.pub.asc"
         kr.export(fpr, secret, secret=True)
+        if revoked:
+            # gpg wrote a revocation certificate when it made the key; its armor is masked with ':'
+            cert = (kr.home / "openpgp-revocs.d" / f"{fpr}.rev").read_text()
+            kr.import_revocation(cert.replace(":-----BEGIN PGP", "-----BEGIN PGP").encode())
         kr.export(fpr, public)
     return secret, public

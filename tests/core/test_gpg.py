@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import pytest
@@ -42,3 +43,99 @@ def test_signature_by_another_key_is_refused(keys: tuple[Path, Path], tmp_path: 
         kr.sign_detached(data, tmp_path / "f.asc")
     with gpg.Keyring([keys[1]]) as kr, pytest.raises(IntegrityError, match="unknown key"):
         kr.verify_detached(tmp_path / "f.asc", data)
+
+
+def _three_years_ago() -> dt.datetime:
+    return dt.datetime.now(dt.UTC) - dt.timedelta(days=3 * 365)
+
+
+@pytest.fixture(scope="module")
+def expired(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dt.datetime]:
+    """A key made three years ago that expired a year later, and a time when it was still valid."""
+    made = _three_years_ago()
+    secret, public = gpg.generate_test_key(
+        tmp_path_factory.mktemp("expired"), name="Expired Key", created=made, expire="1y"
+    )
+    return secret, public, made + dt.timedelta(days=30)
+
+
+@pytest.fixture(scope="module")
+def revoked(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return gpg.generate_test_key(tmp_path_factory.mktemp("revoked"), name="Revoked Key", revoked=True)
+
+
+def test_signatures_by_an_expired_key_are_refused(
+    expired: tuple[Path, Path, dt.datetime], tmp_path: Path
+) -> None:
+    """gpg says VALIDSIG for them (next to EXPKEYSIG): apt and dnf refuse them, and so do we."""
+    secret, public, valid_then = expired
+    data = tmp_path / "Release"
+    data.write_text("Suite: stable\n")
+    with gpg.Keyring([secret], now=valid_then) as kr:
+        kr.sign_detached(data, tmp_path / "Release.gpg")
+        kr.clearsign(data, tmp_path / "InRelease")
+        fpr = kr.secret_fingerprints()[0]
+    with gpg.Keyring([public], now=valid_then) as kr:  # then, the signature was good
+        assert kr.verify_detached(tmp_path / "Release.gpg", data) == fpr
+    expiry = (valid_then - dt.timedelta(days=30) + dt.timedelta(days=365)).strftime("%Y-%m-%d")
+    message = (
+        rf"Release\S*: signed by key {fpr} \(Expired Key <test@cernvm.test>\), which expired on {expiry}"
+    )
+    with gpg.Keyring([public]) as kr:
+        with pytest.raises(IntegrityError, match=message) as e:
+            kr.verify_detached(tmp_path / "Release.gpg", data)
+        assert e.value.hint and "\n" not in str(e.value)
+        with pytest.raises(IntegrityError, match=message.replace("Release", "InRelease", 1)):
+            kr.verify_clearsigned(tmp_path / "InRelease")
+
+
+def test_signatures_by_a_revoked_key_are_refused(revoked: tuple[Path, Path], tmp_path: Path) -> None:
+    secret, public = revoked
+    data = tmp_path / "repomd.xml"
+    data.write_text("<repomd/>\n")
+    with gpg.Keyring([secret]) as kr:  # the signer's own keyring does not know of the revocation
+        kr.sign_detached(data, tmp_path / "repomd.xml.asc")
+        kr.clearsign(data, tmp_path / "InRelease")
+        fpr = kr.secret_fingerprints()[0]
+    message = rf"signed by key {fpr} \(Revoked Key <test@cernvm.test>\), which has been revoked"
+    with gpg.Keyring([public]) as kr:
+        with pytest.raises(IntegrityError, match=message):
+            kr.verify_detached(tmp_path / "repomd.xml.asc", data)
+        with pytest.raises(IntegrityError, match=message):
+            kr.verify_clearsigned(tmp_path / "InRelease")
+
+
+def test_a_key_that_expires_later_is_still_good(keys: tuple[Path, Path], tmp_path: Path) -> None:
+    secret, public = gpg.generate_test_key(tmp_path / "k", name="Expires Later", expire="1y")
+    data = tmp_path / "f"
+    data.write_text("x")
+    with gpg.Keyring([secret]) as kr:
+        kr.sign_detached(data, tmp_path / "f.asc")
+        fpr = kr.secret_fingerprints()[0]
+    with gpg.Keyring([public]) as kr:
+        assert kr.verify_detached(tmp_path / "f.asc", data) == fpr
+
+
+@pytest.mark.parametrize(
+    ("status", "message"),
+    [
+        ("NEWSIG\nEXPSIG 0123 A\nVALIDSIG F d 1 0 4 0 1 10 00 PRIMARY", "the signature by key PRIMARY"),
+        ("NEWSIG\nKEYREVOKED\nGOODSIG 0123 A\nVALIDSIG F d 1 0 4 0 1 10 00 P", "has been revoked"),
+        ("NEWSIG\nKEYEXPIRED 1577836800\nGOODSIG 0 A\nVALIDSIG F d 1 0 4 0 1 1 0 P", "expired on 2020-01-01"),
+        ("NEWSIG\nBADSIG 0123 A", "bad signature"),
+        ("NEWSIG\nERRSIG 0123 1 10 00 1 9\nNO_PUBKEY 0123", "unknown key"),
+        ("", "no valid signature"),
+    ],
+)  # fmt: skip
+def test_status_lines_that_do_not_make_a_good_signature(status: str, message: str) -> None:
+    lines = "\n".join(f"[GNUPG:] {ln}" for ln in status.splitlines())
+    with pytest.raises(IntegrityError, match=message):
+        gpg.valid_signer(lines, "f")
+
+
+def test_one_good_signature_among_worthless_ones_is_enough() -> None:
+    status = (
+        "[GNUPG:] NEWSIG\n[GNUPG:] EXPKEYSIG 0123 Old\n[GNUPG:] VALIDSIG F d 1 0 4 0 1 10 00 OLD\n"
+        "[GNUPG:] NEWSIG\n[GNUPG:] GOODSIG 4567 New\n[GNUPG:] VALIDSIG G d 1 0 4 0 1 10 00 NEW\n"
+    )
+    assert gpg.valid_signer(status, "f") == "NEW"

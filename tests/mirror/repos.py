@@ -3,6 +3,7 @@ dpkg-deb, apt-ftparchive, gpg), and the real clients (dnf, apt-get) pointed at a
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import subprocess
@@ -49,18 +50,23 @@ def make_rpm(work: Path, name: str, version: str = "1.0", payload: bytes = b"hel
 
 
 def make_yum_repo(
-    repo: Path, rpms: list[Path], *, secret_key: Path | None = None, update: bool = False
+    repo: Path,
+    rpms: list[Path],
+    *,
+    secret_key: Path | None = None,
+    update: bool = False,
+    sign_time: dt.datetime | None = None,
 ) -> None:
     (repo / "Packages").mkdir(parents=True, exist_ok=True)
     for rpm in rpms:
         shutil.copy2(rpm, repo / "Packages" / rpm.name)
     run("createrepo_c", "--quiet", *(["--update"] if update else []), repo)
     if secret_key is not None:
-        sign_yum(repo, secret_key)
+        sign_yum(repo, secret_key, sign_time)
 
 
-def sign_yum(repo: Path, secret_key: Path) -> None:
-    with Keyring([secret_key]) as kr:
+def sign_yum(repo: Path, secret_key: Path, sign_time: dt.datetime | None = None) -> None:
+    with Keyring([secret_key], now=sign_time) as kr:
         kr.sign_detached(repo / "repodata" / "repomd.xml", repo / "repodata" / "repomd.xml.asc")
 
 
@@ -79,7 +85,14 @@ def make_deb(out: Path, name: str, version: str = "1.0", payload: bytes = b"hell
     return out
 
 
-def make_apt_repo(root: Path, suite: str, debs: list[Path], *, secret_key: Path | None = None) -> None:
+def make_apt_repo(
+    root: Path,
+    suite: str,
+    debs: list[Path],
+    *,
+    secret_key: Path | None = None,
+    sign_time: dt.datetime | None = None,
+) -> None:
     """``root/pool/main/*.deb`` + ``root/dists/<suite>`` with Packages(.gz), by-hash, (In)Release."""
     pool = root / "pool" / "main"
     pool.mkdir(parents=True, exist_ok=True)
@@ -105,7 +118,7 @@ def make_apt_repo(root: Path, suite: str, debs: list[Path], *, secret_key: Path 
     )  # fmt: skip
     (dist / "Release").write_text(release)
     if secret_key is not None:
-        with Keyring([secret_key]) as kr:
+        with Keyring([secret_key], now=sign_time) as kr:
             kr.clearsign(dist / "Release", dist / "InRelease")
             kr.sign_detached(dist / "Release", dist / "Release.gpg")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 from pathlib import Path
@@ -85,6 +86,28 @@ def test_signature_checked_with_real_gpg(tmp_path: Path) -> None:
     _other_secret, other_public = gpg.generate_test_key(tmp_path / "other", name="Not The Release Key")
     report = verify(index, public_keys=[other_public])
     assert not report.ok and "unknown key" in report.findings[0].problem
+
+
+@pytest.mark.parametrize("which", ["expired", "revoked"])
+def test_signature_by_an_expired_or_revoked_key_is_a_finding(tmp_path: Path, which: str) -> None:
+    made = dt.datetime.now(dt.UTC) - dt.timedelta(days=3 * 365)
+    if which == "expired":
+        secret, public = gpg.generate_test_key(tmp_path / "keys", created=made, expire="1y")
+        when: dt.datetime | None = made + dt.timedelta(days=30)  # signed while the key was valid
+    else:
+        secret, public = gpg.generate_test_key(tmp_path / "keys", revoked=True)
+        when = None
+    index = _release(tmp_path / "r")
+    with gpg.Keyring([secret], now=when) as kr:
+        kr.sign_detached(tmp_path / "r/SHA256SUMS", tmp_path / "r/SHA256SUMS.asc")
+        fpr = kr.secret_fingerprints()[0]
+    data = json.loads(index.read_text())
+    data.update(signature="SHA256SUMS.asc", signer=fpr)
+    index.write_text(json.dumps(data))
+    report = verify(index, public_keys=[public])
+    what = "which expired on" if which == "expired" else "which has been revoked"
+    assert not report.ok and f"signed by key {fpr} " in report.findings[0].problem
+    assert what in report.findings[0].problem and report.findings[0].artifact == "SHA256SUMS.asc"
 
 
 @pytest.mark.parametrize(
