@@ -23,6 +23,7 @@ from .. import __version__, launch, proc
 from ..errors import ConfigFileError, NotReadyError, UsageError
 from ..launch import config
 from ..launch.names import validate_name
+from . import flags
 from .app import EXIT_CODES_EPILOG, ArgumentParser, HelpFormatter, Output, add_common, run
 
 EPILOG = f"""\
@@ -65,10 +66,21 @@ def _ask(question: str, flag: str, default: str = "") -> str:
     return answer or default
 
 
+def _settings(args: argparse.Namespace, *keys: str) -> config.Settings:
+    """The settings after precedence: the flags of ``keys`` given > config files > defaults.
+
+    Flag values go through the settings table, so a bad one fails here, before libvirt is contacted.
+    """
+    cli = config.from_flags(flags.given(args, [config.BY_KEY[k] for k in keys]))
+    cli["connect"] = getattr(args, "connect", None)
+    create_file = getattr(args, "configuration_file", None)
+    return config.resolve(cli, Path(create_file) if create_file else None)
+
+
 def _host(args: argparse.Namespace, settings: config.Settings | None = None) -> launch.Host:
-    """The libvirt host: --connect, else the config's ``connect=``, else the default URI."""
+    """The libvirt host: --connect, else the config files' ``connect=``, else the default URI."""
     connect: Connect = args.open_host
-    return connect(getattr(args, "connect", None) or (settings.connect if settings else None))
+    return connect((settings or _settings(args)).connect)
 
 
 def _leaf(sub: Any, name: str, help: str, description: str, handler: Any, *, json: bool = False) -> Any:
@@ -110,22 +122,13 @@ def _user_data(args: argparse.Namespace, out: Output) -> tuple[bytes, str] | Non
     return data, source
 
 
+CREATE_FLAGS = ("name", "cpus", "memory", "disk", "sharedFolder", "image", "profile", "network", "sshPort",
+                "sshUser", "waitTimeout")  # fmt: skip
+IMPORT_FLAGS = ("name", "cpus", "memory", "disk", "sharedFolder")
+
+
 def cmd_create(args: argparse.Namespace, out: Output) -> int:
-    cli = {
-        "name": args.name,
-        "cpus": args.cpus,
-        "memory": args.memory,
-        "disk": args.disk,
-        "shared_folder": Path(args.sharedFolder).resolve() if args.sharedFolder else None,
-        "network": args.network,
-        "ssh_port": args.ssh_port,
-        "ssh_user": args.user,
-        "profile": args.profile,
-        "image": args.image,
-        "wait_timeout": args.timeout,
-        "connect": getattr(args, "connect", None),
-    }
-    s = config.resolve(cli, Path(args.configuration_file) if args.configuration_file else None)
+    s = _settings(args, *CREATE_FLAGS)
     host = _host(args, s)
     name = s.name
     if not name:
@@ -229,11 +232,12 @@ def cmd_list(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_start(args: argparse.Namespace, out: Output) -> int:
-    host = _host(args)
+    s = _settings(args, "waitTimeout")
+    host = _host(args, s)
     inst = launch.start(host, args.name, fresh=args.fresh)
     out.info(f"instance '{args.name}' {inst.state}")
     if args.wait:
-        _wait(host, args.name, args.timeout, out)
+        _wait(host, args.name, s.wait_timeout, out)
     return 0
 
 
@@ -310,7 +314,8 @@ def cmd_ip(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_wait(args: argparse.Namespace, out: Output) -> int:
-    _wait(_host(args), args.name, args.timeout, out)
+    s = _settings(args, "waitTimeout")
+    _wait(_host(args, s), args.name, s.wait_timeout, out)
     out.info(f"instance '{args.name}' answers SSH")
     return 0
 
@@ -318,25 +323,17 @@ def cmd_wait(args: argparse.Namespace, out: Output) -> int:
 def cmd_import(args: argparse.Namespace, out: Output) -> int:
     """The original imported an OVA into VirtualBox; here its boot disk becomes a cached hdd image
     (checked against the OVA's manifest) and an instance boots it with the default context."""
-    cli = {
-        "name": args.name,
-        "cpus": args.cpus,
-        "memory": args.memory,
-        "disk": args.disk,
-        "shared_folder": Path(args.sharedFolder).resolve() if args.sharedFolder else None,
-        "connect": getattr(args, "connect", None),
-    }
-    s = config.resolve(cli, Path(args.configuration_file) if args.configuration_file else None)
+    s = _settings(args, *IMPORT_FLAGS)
     ova = Path(args.ova_image_file)
     host = _host(args, s)  # fail early when libvirt is not reachable
     image = launch.image_cache(s, host.uri).add_ova(ova)
     out.info(f"imported {ova.name} as image {image.name}")
-    args.iso, args.yes, args.user_data_file, args.configuration_file = str(image.path), True, None, None
+    args.iso, args.yes, args.user_data_file = str(image.path), True, None
     args.name = s.name or ova.stem
-    for extra in ("image", "profile", "snapshot", "date", "cvmfs_server", "network", "ssh_port", "user"):
+    for extra in ("image", "profile", "snapshot", "date", "cvmfs_server", "network", "ssh_port", "ssh_user"):
         setattr(args, extra, None)
-    args.cert, args.no_wait, args.timeout, args.context_label = None, True, None, "CONFIG-2"
-    args.sharedFolder = str(s.shared_folder) if s.shared_folder else None
+    args.cert, args.no_wait, args.wait_timeout, args.context_label = None, True, None, "CONFIG-2"
+    args.shared_folder = str(s.shared_folder) if s.shared_folder else None
     return cmd_create(args, out)
 
 
@@ -344,7 +341,7 @@ def cmd_import(args: argparse.Namespace, out: Output) -> int:
 
 
 def _cache(args: argparse.Namespace) -> Any:
-    s = config.resolve({"connect": getattr(args, "connect", None)})
+    s = _settings(args)
     return launch.image_cache(s, launch.default_uri(s.connect))
 
 
@@ -383,7 +380,7 @@ def cmd_images_pull(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_images_remove(args: argparse.Namespace, out: Output) -> int:
-    s = config.resolve({"connect": getattr(args, "connect", None)})
+    s = _settings(args)
     host = _host(args, s)
     launch.remove_image(host, launch.image_cache(s, host.uri), args.name)
     out.info(f"removed {args.name}")
@@ -420,24 +417,13 @@ def build_parser() -> argparse.ArgumentParser:
         json=True,
     )
     p.add_argument("--no-start", action="store_true", help="define the instance but do not start it")
-    p.add_argument("--name", help="instance name (letters, digits, - _ .)")
-    p.add_argument("--cpus", type=int, help="virtual CPUs (default 1)")
-    p.add_argument("--memory", type=int, metavar="MB", help="memory in MB (default 2048)")
-    p.add_argument("--disk", type=int, metavar="MB", help="scratch disk in MB, sparse (default 20000)")
+    flags.add(p, [config.BY_KEY[k] for k in CREATE_FLAGS])
     p.add_argument("--iso", metavar="PATH", help="boot this image file (iso, hdd or qcow2)")
-    p.add_argument("--sharedFolder", metavar="PATH", help="share a host folder (9p tag NAME_sf)")
-    p.add_argument("--image", metavar="PATH|NAME", help="boot image: a file or a cached image name")
-    p.add_argument("--profile", metavar="NAME", help="boot the cached image built for this profile")
     snap = p.add_mutually_exclusive_group()
     snap.add_argument("--snapshot", metavar="TAG", help="pin the OS to this CernVM-FS snapshot tag")
     snap.add_argument("--date", metavar="YYYY-MM-DD", help="pin the OS to the snapshot current at this date")
     p.add_argument("--cert", metavar="PEM", help="require the image signature to be by this certificate")
     p.add_argument("--cvmfs-server", metavar="HOST[:PORT]", help="CernVM-FS server(s) for the OS repository")
-    p.add_argument(
-        "--network", metavar="user|NET", help="'user' (default: 127.0.0.1 port forward) or a network"
-    )
-    p.add_argument("--ssh-port", type=int, metavar="PORT", help="host port for SSH (default: a free one)")
-    p.add_argument("--user", metavar="USER", help="SSH user (default root)")
     p.add_argument(
         "--context-label",
         choices=("CONFIG-2", "cidata"),
@@ -445,7 +431,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="volume label of the context ISO (default CONFIG-2)",
     )
     p.add_argument("--no-wait", action="store_true", help="return once started, without waiting for SSH")
-    p.add_argument("--timeout", type=int, metavar="S", help="seconds to wait for SSH (default 900)")
     p.add_argument("-y", "--yes", action="store_true", help="accept the default context and name")
     p.add_argument(
         "user_data_file", nargs="?", metavar="USER_DATA_FILE", help="context: amiconfig, cloud-config, MIME"
@@ -462,11 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_import,
     )
     p.add_argument("--no-start", action="store_true")
-    p.add_argument("--name")
-    p.add_argument("--memory", type=int)
-    p.add_argument("--disk", type=int)
-    p.add_argument("--cpus", type=int)
-    p.add_argument("--sharedFolder")
+    flags.add(p, [config.BY_KEY[k] for k in IMPORT_FLAGS])
     p.add_argument("ova_image_file", metavar="OVA_IMAGE_FILE")
     p.add_argument("configuration_file", nargs="?", metavar="CONFIGURATION_FILE")
 
@@ -515,7 +496,7 @@ def build_parser() -> argparse.ArgumentParser:
         if verb == "start":
             p.add_argument("--fresh", action="store_true", help="discard a saved running state and boot")
             p.add_argument("--wait", action="store_true", help="wait until SSH answers")
-            p.add_argument("--timeout", type=int, default=900, metavar="S")
+            flags.add(p, [config.BY_KEY["waitTimeout"]])
         if verb == "stop":
             how = p.add_mutually_exclusive_group()
             how.add_argument("--shutdown", action="store_true", help="ask the guest to shut down (ACPI)")
@@ -524,7 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--log", action="store_true", help="print the console log instead of attaching")
             p.add_argument("--lines", type=int, default=50, metavar="N", help="lines of log to print")
         if verb == "wait":
-            p.add_argument("--timeout", type=int, default=900, metavar="S")
+            flags.add(p, [config.BY_KEY["waitTimeout"]])
 
     p = _leaf(
         sub,

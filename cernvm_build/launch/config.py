@@ -2,21 +2,27 @@
 
 Precedence, as in the original ``cernvm-launch``: command line > per-create CONFIGURATION_FILE >
 global ``~/.cernvm-launch.conf`` > built-in defaults (1 CPU, 2048 MB, 20000 MB). The keys are
-declared once in ``KEYS``; that table drives parsing, type checks and the ``--help`` listing.
+declared once in ``KEYS``, in the one settings type (``cernvm_build.table``); that table drives
+parsing, ranges and units (``memory=4G``), the ``--help`` listing and the ``create`` flags, which go
+through the same conversions (``--memory -5`` is refused like ``memory=-5``, naming the flag).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigFileError, Location
+from .. import table
+from ..errors import ConfigFileError, Location, UsageError
+from ..table import Kind, Setting, by_key
 
 GLOBAL_CONF_ENV = "CERNVM_LAUNCH_CONF"
+#: less memory than this does not boot a μCernVM image (the kernel, initrd and CernVM-FS cache need it)
+MIN_MEMORY = 256
 
 
 @dataclass(frozen=True)
@@ -51,72 +57,88 @@ class Settings:
         return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
 
-def _int(lo: int, hi: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
+DEFAULTS = Settings()
+
+#: The keys of the original's config files (camelCase) and launch's own, in the one settings type.
+#: ``flag`` is the command-line spelling where ``create``/``import`` take the setting as a flag too.
+KEYS: tuple[Setting, ...] = (
+    Setting("name", Kind.STR, "instance name", default=None, nullable=True, flag="--name", metavar="NAME"),
+    Setting("cpus", Kind.INT, "virtual CPUs", default=DEFAULTS.cpus, minimum=1, maximum=512, flag="--cpus",
+            metavar="N"),
+    Setting("memory", Kind.SIZE, "memory", default=DEFAULTS.memory, unit="M", minimum=MIN_MEMORY,
+            maximum=4 << 20, flag="--memory", example="4G"),
+    Setting("disk", Kind.SIZE, "scratch disk, sparse", default=DEFAULTS.disk, unit="M", minimum=100,
+            maximum=64 << 20, flag="--disk", example="20G"),
+    Setting("apiPort", Kind.INT, "guest port reached through the forwarded port", default=DEFAULTS.api_port,
+            minimum=1, maximum=65535, field="api_port"),
+    Setting("cernvmVersion", Kind.STR, "image version to use", default=DEFAULTS.cernvm_version,
+            field="cernvm_version"),
+    Setting("sharedFolder", Kind.PATH, "host folder shared with the guest", default=None, nullable=True,
+            field="shared_folder", flag="--sharedFolder", metavar="PATH"),
+    Setting("launchHomeFolder", Kind.PATH, "where images and instances are kept", default=None,
+            nullable=True, field="launch_home_folder"),
+    Setting("executionCap", Kind.INT, "percent of a host CPU each vCPU may use",
+            default=DEFAULTS.execution_cap, minimum=1, maximum=100, field="execution_cap"),
+    Setting("flags", Kind.INT, "VirtualBox-era feature bits; accepted, mostly unused", default=DEFAULTS.flags,
+            minimum=0, maximum=511),
+    Setting("diskURL", Kind.URL, "URL of a boot image to download (with URL.sha256)", default=None,
+            nullable=True, field="disk_url"),
+    Setting("diskChecksum", Kind.STR, "expected sha256 of the boot image", default=None, nullable=True,
+            pattern="[0-9a-f]{64}", pattern_help="64 lower-case hex digits", field="disk_checksum"),
+    Setting("diskPath", Kind.PATH, "local boot image", default=None, nullable=True, field="disk_path"),
+    # -- launch's own ----------------------------------------------------------------------------
+    Setting("connect", Kind.STR, "libvirt URI (qemu:///system as root, else qemu:///session)",
+            default=None, nullable=True, pattern=r"[a-z0-9+]+:///?\S*", pattern_help="a libvirt URI",
+            example="qemu:///session"),
+    Setting("network", Kind.STR, "'user' (127.0.0.1 port forward) or a libvirt network",
+            default=DEFAULTS.network, flag="--network", metavar="user|NET"),
+    Setting("sshPort", Kind.INT, "host port forwarded to apiPort (default: a free one)", default=None,
+            nullable=True, minimum=1, maximum=65535, field="ssh_port", flag="--ssh-port", metavar="PORT"),
+    Setting("sshUser", Kind.STR, "user for ssh/scp", default=DEFAULTS.ssh_user, field="ssh_user",
+            flag="--user", metavar="USER", pattern=r"[a-z_][a-z0-9_-]*", pattern_help="a user name"),
+    Setting("profile", Kind.STR, "profile whose image to boot (e.g. demo, el7)", default=None, nullable=True,
+            flag="--profile", metavar="NAME"),
+    Setting("image", Kind.STR, "image path or cached image name", default=None, nullable=True,
+            flag="--image", metavar="PATH|NAME"),
+    Setting("waitTimeout", Kind.DURATION, "time to wait for SSH after start", default=DEFAULTS.wait_timeout,
+            minimum=1, maximum=86400, field="wait_timeout", flag="--timeout", example="15m"),
+    Setting("sharedFolderDriver", Kind.STR, "how the shared folder is attached",
+            default=DEFAULTS.shared_folder_driver, choices=("9p", "virtiofs"), field="shared_folder_driver"),
+)  # fmt: skip
+
+BY_KEY: dict[str, Setting] = by_key(KEYS)
+#: the keys of the original cernvm-launch (the others are launch's additions)
+ORIGINAL = ("name", "cpus", "memory", "disk", "apiPort", "cernvmVersion", "sharedFolder", "launchHomeFolder",
+            "executionCap", "flags", "diskURL", "diskChecksum", "diskPath")  # fmt: skip
+
+
+def _typed(s: Setting, text: str | list[str]) -> Any:
+    """The table's conversion; paths made absolute (a config file's relative path is refused)."""
+    value = table.from_text(s, text)
+    if s.kind is Kind.PATH and value is not None:
+        path = Path(os.path.expanduser(value))
+        if not path.is_absolute():
+            raise table.Invalid(f"{value!r} is not an absolute path", "write the full path, e.g. /srv/data")
+        return path
+    return value
+
+
+def from_flags(given: Iterable[tuple[Setting, str | list[str]]]) -> dict[str, Any]:
+    """Typed values of the flags given, keyed by Settings field; a bad one is a usage error naming it.
+
+    Relative paths on the command line are relative to the working directory, as usual.
+    """
+    values: dict[str, Any] = {}
+    for s, text in given:
+        if s.kind is Kind.PATH and isinstance(text, str) and text.strip():
+            text = str(Path(os.path.expanduser(text.strip())).resolve())
         try:
-            value = int(text.strip())
-        except ValueError:
-            raise ValueError("must be a whole number") from None
-        if not lo <= value <= hi:
-            raise ValueError(f"must be between {lo} and {hi}")
-        return value
-
-    return parse
-
-
-def _abs_path(text: str) -> Path:
-    path = Path(os.path.expanduser(text.strip()))
-    if not path.is_absolute():
-        raise ValueError("must be an absolute path")
-    return path
-
-
-def _text(text: str) -> str:
-    if not text.strip():
-        raise ValueError("must not be empty")
-    return text.strip()
-
-
-def _choice(*allowed: str) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        if text.strip() not in allowed:
-            raise ValueError(f"must be one of {', '.join(allowed)}")
-        return text.strip()
-
-    return parse
-
-
-@dataclass(frozen=True)
-class Key:
-    field: str
-    parse: Callable[[str], Any]
-    help: str
-    original: bool = True  # a key of the original cernvm-launch
-
-
-KEYS: dict[str, Key] = {
-    "name": Key("name", _text, "instance name"),
-    "cpus": Key("cpus", _int(1, 512), "virtual CPUs (default 1)"),
-    "memory": Key("memory", _int(64, 4 * 1024 * 1024), "memory in MB (default 2048)"),
-    "disk": Key("disk", _int(100, 64 * 1024 * 1024), "scratch disk in MB, sparse (default 20000)"),
-    "apiPort": Key("api_port", _int(1, 65535), "guest port reached through the forwarded port (22)"),
-    "cernvmVersion": Key("cernvm_version", _text, "image version to use (latest)"),
-    "sharedFolder": Key("shared_folder", _abs_path, "host folder shared with the guest"),
-    "launchHomeFolder": Key("launch_home_folder", _abs_path, "where images and instances are kept"),
-    "executionCap": Key("execution_cap", _int(1, 100), "percent of a host CPU each vCPU may use"),
-    "flags": Key("flags", _int(0, 511), "VirtualBox-era feature bits; accepted, mostly unused"),
-    "diskURL": Key("disk_url", _text, "URL of a boot image to download (with URL.sha256)"),
-    "diskChecksum": Key("disk_checksum", _text, "expected sha256 of the boot image"),
-    "diskPath": Key("disk_path", _abs_path, "local boot image"),
-    "connect": Key("connect", _text, "libvirt URI (qemu:///system as root, else qemu:///session)", False),
-    "network": Key("network", _text, "'user' (127.0.0.1 port forward) or a libvirt network", False),
-    "sshPort": Key("ssh_port", _int(1, 65535), "host port forwarded to apiPort (default: a free one)", False),
-    "sshUser": Key("ssh_user", _text, "user for ssh/scp (default root)", False),
-    "profile": Key("profile", _text, "profile whose image to boot (e.g. demo, el7)", False),
-    "image": Key("image", _text, "image path or cached image name", False),
-    "waitTimeout": Key("wait_timeout", _int(1, 86400), "seconds to wait for SSH after start (900)", False),
-    "sharedFolderDriver": Key("shared_folder_driver", _choice("9p", "virtiofs"), "9p or virtiofs", False),
-}
+            values[s.name] = _typed(s, text)
+        except table.Invalid as e:
+            raise UsageError(
+                e.message, where=s.flag, hint=e.hint or "see 'cernvm-launch create --help'"
+            ) from None
+    return values
 
 
 def parse_conf(path: Path) -> dict[str, Any]:
@@ -142,19 +164,19 @@ def parse_conf(path: Path) -> dict[str, Any]:
                 where=Location(str(path), lineno, 1),
                 hint="each line is key=value; '#' starts a comment",
             )
-        spec = KEYS.get(key)
+        spec = BY_KEY.get(key)
         if spec is None:
             raise ConfigFileError(
-                f"unknown key '{key}'",
+                f"unknown key '{key}'{table.suggest(key, list(BY_KEY))}",
                 where=Location(str(path), lineno, 1, key),
-                hint="known keys: " + ", ".join(KEYS),
+                hint="known keys: " + ", ".join(BY_KEY),
             )
         try:
-            values[spec.field] = spec.parse(value)
-        except ValueError as e:
+            values[spec.name] = _typed(spec, value)
+        except table.Invalid as e:
             col = raw.index("=") + 2
             raise ConfigFileError(
-                f"bad value {value.strip()!r}: {e}", where=Location(str(path), lineno, col, key)
+                e.message, where=Location(str(path), lineno, col, key), hint=e.hint
             ) from None
     return values
 
@@ -181,8 +203,12 @@ def resolve(
 
 def keys_help() -> str:
     """The configuration keys, for ``--help``."""
-    width = max(len(k) for k in KEYS)
-    lines = [f"  {k:<{width}}  {spec.help}" for k, spec in KEYS.items()]
+    width = max(len(s.key) for s in KEYS)
+    lines = []
+    for s in KEYS:
+        default = f" (default {table.render(s, s.default)})" if s.default not in (None, "") else ""
+        rule = table.allowed_text(s).replace("`", "")
+        lines.append(f"  {s.key:<{width}}  {s.help}{default}{'; ' + rule if rule else ''}")
     return "configuration keys (~/.cernvm-launch.conf and CONFIGURATION_FILE, key=value):\n" + "\n".join(
         lines
     )

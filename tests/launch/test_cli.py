@@ -126,7 +126,7 @@ def test_bad_configuration_file_is_exit_2(
     conf = tmp_path / "bad.conf"
     conf.write_text("memory=lots\n")
     assert launch("create", "--name", "cli-c", "--yes", str(tmp_path / "ud"), str(conf)) == 3
-    assert f"{conf}:1:8: memory: bad value 'lots'" in capsys.readouterr().err
+    assert f"{conf}:1:8: memory: 'lots' is not a size" in capsys.readouterr().err
 
 
 def test_daemon_not_running_is_one_line(

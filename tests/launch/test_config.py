@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
-from cernvm_build.errors import ConfigFileError
+from cernvm_build.errors import ConfigFileError, UsageError
 from cernvm_build.launch import config
 
 
@@ -30,10 +31,14 @@ def test_precedence_cli_over_create_file_over_global(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("line", "expect"),
     [
+        ("cpus=many", "conf:2:6: cpus: 'many' is not a whole number"),
+        ("memory=10", "conf:2:8: memory: 10M is out of range"),
+        ("memory=-5", "conf:2:8: memory: -5 is out of range"),
+        ("disk=lots", "conf:2:6: disk: 'lots' is not a size"),
+        ("sharedFolder=relative/path", "sharedFolder: 'relative/path' is not an absolute path"),
         ("colour=blue", "conf:2:1: colour: unknown key 'colour'"),
-        ("cpus=many", "conf:2:6: cpus: bad value 'many': must be a whole number"),
-        ("memory=10", "conf:2:8: memory: bad value '10': must be between 64"),
-        ("sharedFolder=relative/path", "sharedFolder: bad value 'relative/path': must be an absolute path"),
+        ("cpu=2", "unknown key 'cpu' (did you mean 'cpus'?)"),
+        ("waitTimeout=soon", "waitTimeout: 'soon' is not a duration"),
         ("just text", "conf:2:1: expected key=value"),
     ],
 )
@@ -48,3 +53,26 @@ def test_bad_files_name_file_line_and_key(tmp_path: Path, line: str, expect: str
 def test_missing_per_create_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigFileError, match="not found"):
         config.resolve(create_file=tmp_path / "nope.conf", global_file=tmp_path / "g")
+
+
+def test_sizes_and_durations_take_units(tmp_path: Path) -> None:
+    conf = tmp_path / "conf"
+    conf.write_text("memory=4G\ndisk=20G\nwaitTimeout=15m\n")
+    s = config.resolve(global_file=conf)
+    assert (s.memory, s.disk, s.wait_timeout) == (4096, 20480, 900)
+
+
+def test_the_table_and_the_settings_name_the_same_fields() -> None:
+    fields = {f.name for f in dataclasses.fields(config.Settings)}
+    assert {s.name for s in config.KEYS} == fields
+    for s in config.KEYS:  # the defaults are the dataclass's own
+        assert s.default == getattr(config.DEFAULTS, s.name), s.key
+
+
+def test_flags_go_through_the_same_conversions_naming_the_flag() -> None:
+    memory, cpus = config.BY_KEY["memory"], config.BY_KEY["cpus"]
+    assert config.from_flags([(memory, "4G"), (cpus, "2")]) == {"memory": 4096, "cpus": 2}
+    with pytest.raises(UsageError) as e:
+        config.from_flags([(memory, "-5")])
+    assert str(e.value) == "--memory: -5 is out of range"
+    assert e.value.hint == "expected a size in 256M..4T (a bare number counts MiB)"
