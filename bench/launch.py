@@ -232,6 +232,7 @@ def _demo_image(work: Path) -> tuple[str | None, str | None, Server | None]:
     import dataclasses
 
     from cernvm_build import profile
+    from cernvm_build.context import BuildContext
     from cernvm_build.cvmfs.serve import serve
     from cernvm_build.demo.repository import publish_demo
     from cernvm_build.image.build import build_image
@@ -240,7 +241,7 @@ def _demo_image(work: Path) -> tuple[str | None, str | None, Server | None]:
     srv = serve(work / "repo")
     prof = profile.load("demo")
     prof = dataclasses.replace(prof, cvmfs=dataclasses.replace(prof.cvmfs, servers=[srv.repo_url()]))
-    build_image(prof, work / "images", formats=["iso"])
+    build_image(prof, work / "images", formats=["iso"], ctx=BuildContext.from_environment())
     return str(next((work / "images").glob("*.iso"))), f"10.0.2.2:{srv.port}", srv
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..errors import BuildError
 from ..fsutil import atomic_write
-from ..paths import data_dir, source_date_epoch
+from ..paths import data_dir
 from ..proc import run, which
 from . import modules as kmod
 from .cpio import Tree, write_newc
@@ -32,11 +32,13 @@ class InitrdInputs:
     kernel: Kernel
     keys: dict[str, Path]  # key name (file stem) -> public key file
     version: str  # what /version says, e.g. "demo 2026.11-1"
+    epoch: int  # the build time: every member's mtime, the runtime zip's dates
     python: str = field(default_factory=default_python)
     compression: str = "zstd"
     level: int = DEFAULT_LEVEL
     extra_modules: tuple[str, ...] = ()
     entries: tuple[str, ...] = ENTRY_MODULES  # Python modules the init runs
+    runtime_cache: Path | None = None  # default: <cache>/initrd-runtime
 
 
 @dataclass
@@ -83,7 +85,9 @@ def assemble(inputs: InitrdInputs) -> tuple[Tree, dict[str, Any]]:
     tree.chardev("dev/null", 1, 3, 0o666)
     busybox_version = _busybox(tree)
 
-    rt = cached_runtime(python=inputs.python, entries=inputs.entries)
+    rt = cached_runtime(
+        epoch=inputs.epoch, python=inputs.python, entries=inputs.entries, cache=inputs.runtime_cache
+    )
     tree.tree(RT_DIR, rt.root)
     tree.symlink("lib64/ld-linux-x86-64.so.2", f"/{RT_DIR}/lib/ld-linux-x86-64.so.2")
     libs: set[Path] = set()
@@ -132,7 +136,7 @@ def build_initrd(inputs: InitrdInputs, dest: Path) -> Initrd:
         )
     tree, info = assemble(inputs)
     buf = io.BytesIO()
-    payload = write_newc(tree.members.values(), buf, source_date_epoch())
+    payload = write_newc(tree.members.values(), buf, inputs.epoch)
     packed = compress(buf.getvalue(), inputs.compression, inputs.level)
     atomic_write(dest, packed)
     info["compression"] = f"{inputs.compression} -{inputs.level}"

@@ -10,7 +10,6 @@ Python prefix (``bin/python3``, ``lib/``) that runs with ``PYTHONHOME`` pointing
 from __future__ import annotations
 
 import ast
-import hashlib
 import json
 import os
 import re
@@ -21,9 +20,10 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import cachekey
 from ..errors import BuildError
-from ..fsutil import atomic_dir
-from ..paths import cache_dir, package_dir, source_date_epoch
+from ..fsutil import atomic_dir, sha256_file
+from ..paths import cache_dir, package_dir
 from ..proc import run
 
 #: What the initrd runs with this runtime: the FUSE mount, the user-data parser, the disk helper.
@@ -183,44 +183,53 @@ def fuse_library() -> Path:
     raise BuildError("libfuse3.so.3 not found", hint="install it with 'apt-get install libfuse3-3'")
 
 
-def _cache_key(python: str, entries: tuple[str, ...]) -> str:
+def _cache_key(python: str, entries: tuple[str, ...], epoch: int) -> str:
     """What the runtime depends on besides our own sources (checked one by one, see ``cached_runtime``):
-    the interpreter and the installed packages (``/var/lib/dpkg/status`` changes whenever a library could)."""
-    h = hashlib.sha256(json.dumps([python, entries, EXTRA_MODULES, EXCLUDE, _COMPILE, _IMPORT]).encode())
+    the interpreter, the installed packages (``/var/lib/dpkg/status`` changes whenever a library could)
+    and the build time (the zip's member dates)."""
     exe = Path(python).resolve()
     st = exe.stat()
-    h.update(f"{exe}:{st.st_size}:{st.st_mtime_ns}".encode())
-    h.update(Path(__file__).read_bytes())
     dpkg = Path("/var/lib/dpkg/status")
-    if dpkg.exists():
-        h.update(str(dpkg.stat().st_mtime_ns).encode())
-    return h.hexdigest()[:24]
+    inputs = {
+        "python": python,
+        "entries": entries,
+        "rules": [EXTRA_MODULES, EXCLUDE, _COMPILE, _IMPORT],
+        "interpreter": f"{exe}:{st.st_size}:{st.st_mtime_ns}",
+        "code": sha256_file(Path(__file__)),
+        "dpkg_status": dpkg.stat().st_mtime_ns if dpkg.exists() else None,
+        "epoch": _zip_epoch(epoch),
+    }
+    return cachekey.key(inputs)[:24]
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def _zip_epoch(epoch: int) -> int:
+    return max(ZIP_EPOCH_MIN, epoch)  # zip dates start in 1980
 
 
 def _still_valid(info: Path) -> bool:
     try:
         sources: dict[str, str] = json.loads(info.read_text())["sources"]
-        return all(_sha256(Path(p)) == h for p, h in sources.items())
+        return all(sha256_file(Path(p)) == h for p, h in sources.items())
     except (OSError, ValueError, KeyError):
         return False
 
 
 def cached_runtime(
-    *, python: str | None = None, entries: tuple[str, ...] = ENTRY_MODULES, cache: Path | None = None
+    *,
+    epoch: int,
+    python: str | None = None,
+    entries: tuple[str, ...] = ENTRY_MODULES,
+    cache: Path | None = None,
 ) -> Runtime:
     """The runtime from the cache, assembled (atomically) on first use or when an input changed."""
     python = python or default_python()
     if not Path(python).exists():
         raise BuildError(f"{python}: interpreter not found", hint="pass an existing python3")
-    root = (cache or cache_dir("initrd-runtime")) / _cache_key(python, entries)
+    root = (cache or cache_dir("initrd-runtime")) / _cache_key(python, entries, epoch)
     info = root / "runtime.json"
     if not _still_valid(info):
         with atomic_dir(root) as tmp:
-            rt = build_runtime(tmp / "rt", python=python, entries=entries)
+            rt = build_runtime(tmp / "rt", epoch=epoch, python=python, entries=entries)
             doc = {
                 "python": rt.python,
                 "version": rt.version,
@@ -228,7 +237,7 @@ def cached_runtime(
                 "libraries": rt.libraries,
                 # Our files that went in: the cache holds while none of them changes (an import can
                 # only be added by changing one of them).
-                "sources": {s: _sha256(Path(s)) for s in rt.sources},
+                "sources": {s: sha256_file(Path(s)) for s in rt.sources},
             }
             (tmp / "runtime.json").write_text(json.dumps(doc, indent=1))
     d = json.loads(info.read_text())
@@ -243,7 +252,7 @@ def cached_runtime(
 
 
 def build_runtime(
-    dest: Path, *, python: str | None = None, entries: tuple[str, ...] = ENTRY_MODULES
+    dest: Path, *, epoch: int, python: str | None = None, entries: tuple[str, ...] = ENTRY_MODULES
 ) -> Runtime:
     """Assemble the runtime under ``dest`` (``bin/python3``, ``lib/*.so*``, ``lib/pythonXY.zip``)."""
     python = python or default_python()
@@ -271,7 +280,7 @@ def build_runtime(
     (dest / "bin").mkdir(parents=True, exist_ok=True)
     exe = Path(info["exe"])
     shutil.copy2(exe, dest / "bin" / "python3")
-    stamp = time.gmtime(max(ZIP_EPOCH_MIN, source_date_epoch(ZIP_EPOCH_MIN)))[:6]
+    stamp = time.gmtime(_zip_epoch(epoch))[:6]
     with zipfile.ZipFile(libdir / f"python{info['v'].replace('.', '')}.zip", "w", zipfile.ZIP_STORED) as z:
         for arc, pyc in sorted(info["pycs"].items()):
             zi = zipfile.ZipInfo(arc, date_time=stamp)  # type: ignore[arg-type]

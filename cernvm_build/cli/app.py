@@ -16,10 +16,21 @@ from contextlib import contextmanager
 from typing import Any, NoReturn
 
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.filesize import decimal
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
+from rich.text import Text
 
 from ..errors import EXIT_CODES, CernVMError, UsageError
+from ..report import Reporter
 
 Handler = Callable[[argparse.Namespace, "Output"], int]
 
@@ -85,6 +96,41 @@ class Output:
         disable = self.quiet or self.json_mode or not self.err.is_terminal
         with Progress(*cols, console=self.err, disable=disable, transient=True) as p:
             yield p
+
+    @contextmanager
+    def reporter(self, *, steps_as_detail: bool = False) -> Iterator[Reporter]:
+        """The library's ``Reporter`` for this command: steps as lines on stderr (only with ``-v`` when
+        ``steps_as_detail``), progress as bars (byte counts as sizes), warnings as warnings."""
+        cols: list[Any] = [TextColumn("{task.description}"), BarColumn(), _Amount(), TimeElapsedColumn()]
+        disable = self.quiet or self.json_mode or not self.err.is_terminal
+        with Progress(*cols, console=self.err, disable=disable, transient=True) as bar:
+            yield _CliReporter(self, bar, steps_as_detail)
+
+
+class _Amount(ProgressColumn):
+    """``done/total``; sizes for tasks that count bytes."""
+
+    def render(self, task: Task) -> Text:
+        fmt = decimal if task.fields.get("bytes") else str
+        total = "?" if task.total is None else fmt(int(task.total))
+        return Text(f"{fmt(int(task.completed))}/{total}")
+
+
+class _CliReporter:
+    def __init__(self, out: Output, bar: Progress, steps_as_detail: bool):
+        self.out, self.bar, self.steps_as_detail = out, bar, steps_as_detail
+        self.tasks: dict[str, Any] = {}
+
+    def step(self, message: str) -> None:
+        (self.out.detail if self.steps_as_detail else self.out.info)(message)
+
+    def progress(self, what: str, done: int, total: int | None) -> None:
+        if what not in self.tasks:
+            self.tasks[what] = self.bar.add_task(what, total=total, bytes=what.endswith("bytes"))
+        self.bar.update(self.tasks[what], completed=done, total=total)
+
+    def warn(self, message: str) -> None:
+        self.out.warn(message)
 
 
 def add_common(parser: argparse.ArgumentParser, *, json: bool = False) -> argparse.ArgumentParser:

@@ -9,6 +9,7 @@ from typing import Any
 from .. import profile as profile_mod
 from ..artifact import Artifact
 from ..container.provenance import verify_image
+from ..context import BuildContext
 from ..cvmfs.repository import SnapshotSpec
 from .app import (
     HelpFormatter,
@@ -104,12 +105,7 @@ def _build(args: argparse.Namespace, out: Output) -> int:
 
     prof = profile_mod.load(args.profile)
     snapshot = SnapshotSpec(tag=args.tag, root_hash=args.root_hash) if args.tag or args.root_hash else None
-    with out.progress(transfer=True) as bar:
-        task = bar.add_task(f"container {prof.name}", total=None)
-
-        def progress(advance: int, total: int) -> None:
-            bar.update(task, total=total, advance=advance)
-
+    with out.reporter() as reporter:
         made = build_profile(
             prof,
             out_dir=args.out,
@@ -122,8 +118,7 @@ def _build(args: argparse.Namespace, out: Output) -> int:
             reference=args.name,
             keep_mtimes=args.keep_mtimes,
             hub=HubOptions(fqrn=args.hub_fqrn, stratum=args.hub_stratum, keys_dir=args.hub_keys),
-            progress=progress,
-            on_open=lambda d: out.info(f"reading {d}"),
+            ctx=BuildContext.from_environment(reporter=reporter),
         )
     for path, reason in made.result.skipped:
         out.warn(f"{made.description}: {path}: skipped ({reason})")

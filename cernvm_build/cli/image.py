@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import profile as profile_mod
+from ..context import BuildContext
 from ..errors import UsageError
 from .app import HelpFormatter, Output, accept_any_word, subcommands_with_default, subparser
 from .profiles import add_override_flags, overrides
@@ -102,22 +103,16 @@ def _build(args: argparse.Namespace, out: Output) -> int:
     if (args.sign_key is None) != (args.sign_cert is None):
         raise UsageError("--sign-key and --sign-cert go together", hint="pass both, or neither")
     signer = signature.load_signer(args.sign_key, args.sign_cert) if args.sign_key else None
-    with out.progress() as bar:
-        task = bar.add_task(f"image {prof.name}", total=None)
-
-        def step(msg: str) -> None:
-            bar.update(task, description=f"image {prof.name}: {msg}")
-            out.detail(msg)
-
+    with out.reporter(steps_as_detail=True) as reporter:
         result = build_mod.build_image(
             prof,
             args.out,
+            ctx=BuildContext.from_environment(reporter=reporter),
             formats=args.format,
             kernel_cache=args.kernel_cache,
             signer=signer,
             python=args.python,
             initrd_level=args.initrd_level,
-            step=step,
         )
     doc = {
         "profile": prof.name,

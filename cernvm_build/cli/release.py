@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..context import BuildContext
 from ..errors import UsageError
 from .app import (
     HelpFormatter,
@@ -70,7 +71,7 @@ def _publish(args: argparse.Namespace, out: Output, release_dir: Path) -> dict[s
 
 
 def _build(args: argparse.Namespace, out: Output) -> int:
-    from ..release.build import ReleaseOptions, build_release, release_profiles
+    from ..release.build import ReleaseOptions, build_release, release_context, release_profiles
 
     names = _split(args.profiles)
     if not names:
@@ -86,22 +87,14 @@ def _build(args: argparse.Namespace, out: Output) -> int:
         version=args.version,
         profiles=release_profiles(names),
         out=args.out,
-        jobs=args.jobs or min(len(names), 2),
         sign_key=args.sign_key,
         image_signer=signer,
         previous=args.previous,
     )
     started = time.monotonic()
-    with out.progress() as bar:
-        tasks: dict[str, Any] = {}
-
-        def step(profile: str, msg: str) -> None:
-            if profile not in tasks:
-                tasks[profile] = bar.add_task(profile, total=None)
-            bar.update(tasks[profile], description=f"{profile}: {msg}")
-            out.detail(f"{profile}: {msg}")
-
-        release, directory = build_release(opts, step)
+    with out.reporter(steps_as_detail=True) as reporter:
+        ctx = release_context(args.version, reporter=reporter, jobs=args.jobs or min(len(names), 2))
+        release, directory = build_release(opts, ctx)
     data: dict[str, Any] = {
         "version": release.version,
         "directory": str(directory),
@@ -148,7 +141,10 @@ def _rebuild(args: argparse.Namespace, out: Output) -> int:
     from ..release.rebuild import rebuild
     from ..release.verify import locate_index
 
-    report = rebuild(locate_index(args.release, args.out), step=lambda p, m: out.detail(f"{p}: {m}"))
+    with out.reporter(steps_as_detail=True) as reporter:
+        report = rebuild(
+            locate_index(args.release, args.out), ctx=BuildContext.from_environment(reporter=reporter)
+        )
     data = report.to_json()
 
     def show(d: dict[str, Any]) -> None:

@@ -11,14 +11,14 @@ override the profile's servers and public keys (a local Stratum folder works as 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..context import BuildContext
 from ..cvmfs.repository import SnapshotSpec
 from ..errors import UsageError
-from ..paths import source_date_epoch
 from ..profile import Profile
 from .build import BuildRequest, BuildResult, build, check_formats, content_size
 from .image import ImageSpec
@@ -86,13 +86,12 @@ def build_profile(
     reference: str | None = None,
     keep_mtimes: bool = False,
     hub: HubOptions = HubOptions(),
-    progress: Callable[[int, int], None] | None = None,
-    on_open: Callable[[str], None] | None = None,
+    ctx: BuildContext,
 ) -> ProfileBuild:
     """Build ``formats`` (default: the profile's) of ``prof``'s container into ``out_dir``.
 
-    ``progress(advance, total)`` reports content bytes; ``on_open(description)`` is called once the
-    snapshot is open (before the long part).
+    ``ctx.epoch`` is the image's ``created`` time (and the files' mtimes unless ``keep_mtimes``);
+    ``ctx.reporter`` hears a step once the snapshot is open and the content bytes as progress.
     """
     fmts = check_formats([f.strip() for f in (formats or prof.container.formats)])
     if "cvmfs" in fmts and (hub.stratum is None or hub.keys_dir is None):
@@ -106,15 +105,14 @@ def build_profile(
     )
     try:
         repo = origin.repo
-        if on_open is not None:
-            on_open(f"{origin.tree.description} (revision {repo.revision})")
+        ctx.reporter.step(f"reading {origin.tree.description} (revision {repo.revision})")
         labels = provenance(origin)
         spec = image_spec(
             profile_name=prof.name,
             description=prof.description,
             version=image_tag(repo.tag) if repo.tag else f"r{repo.revision}",
             reference=reference,
-            created=source_date_epoch(),
+            created=ctx.epoch,
             entrypoint=prof.container.entrypoint,
             env=prof.container.env,
             labels=prof.container.labels,
@@ -137,13 +135,14 @@ def build_profile(
             hub_fqrn=hub.fqrn,
             publish=publish,
         )
-        advance = None
-        if progress is not None:
-            total = content_size(origin.tree)
-            progress(0, total)
+        total = content_size(origin.tree)
+        done = 0
+        ctx.reporter.progress("content bytes", 0, total)
 
-            def advance(n: int) -> None:
-                progress(n, total)
+        def advance(n: int) -> None:
+            nonlocal done
+            done += n
+            ctx.reporter.progress("content bytes", done, total)
 
         result = build(req, progress=advance)
         return ProfileBuild(spec, labels, origin.tree.description, result)

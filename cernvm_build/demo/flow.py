@@ -114,7 +114,8 @@ def _reuse_release(release_dir: Path, prof: Profile, root_hash: str) -> bool:
 def run_demo(opts: DemoOptions, say: Say) -> DemoRun:
     from ..cvmfs.serve import serve
     from ..demo.repository import publish_demo
-    from ..release.build import ReleaseOptions, build_release
+    from ..release.build import ReleaseOptions, build_release, release_context
+    from ..report import LineReporter
 
     state = cache_dir("demo") / "last-run.json"
     run = DemoRun()
@@ -150,7 +151,7 @@ def run_demo(opts: DemoOptions, say: Say) -> DemoRun:
                 shutil.rmtree(release_dir, ignore_errors=True)
                 release, release_dir = build_release(
                     ReleaseOptions(version=version, profiles=(prof,), out=releases),
-                    lambda p, m: say(f"  {p}: {m}"),
+                    release_context(version, reporter=LineReporter(say)),
                 )
                 box["detail"] = f"{version}: {len(release.artifacts)} artifacts"
         run.locations["release"] = str(release_dir)

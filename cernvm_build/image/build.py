@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,15 +25,14 @@ from ..artifact import Artifact
 from ..bootloader.initrd import DEFAULT_LEVEL, InitrdInputs, build_initrd
 from ..bootloader.kernel import Kernel, fetch_debian_kernel, kernel_from_tree
 from ..bootloader.runtime import default_python
+from ..context import BuildContext
 from ..cvmfs.repository import SnapshotSpec, open_repository
 from ..errors import BuildError, CernVMError
 from ..fsutil import fsync_dir, sha256_file
-from ..paths import source_date_epoch
 from ..proc import run, which
 from ..profile import Profile
 from . import disks, signature
 
-Step = Callable[[str], None]
 _SAFE_ARG = re.compile(r"^[A-Za-z0-9@%+,./:;=_|-]+$")
 
 TOOLS: dict[str, tuple[str, ...]] = {
@@ -201,15 +199,18 @@ def build_image(
     profile: Profile,
     out_dir: Path,
     *,
+    ctx: BuildContext,
     formats: list[str] | None = None,
     kernel_cache: Path | None = None,
     signer: signature.Signer | None = None,
     python: str | None = None,
     initrd_level: int | None = None,
-    step: Step | None = None,
 ) -> BuildResult:
-    """Build ``formats`` of ``profile`` into ``out_dir``; see the module docstring for the order."""
-    say: Step = step or (lambda _msg: None)
+    """Build ``formats`` of ``profile`` into ``out_dir``; see the module docstring for the order.
+
+    ``ctx.epoch`` dates everything inside the outputs; ``ctx.cache`` holds the kernel (unless
+    ``kernel_cache``) and the initrd's Python runtime; steps go to ``ctx.reporter``."""
+    say = ctx.reporter.step
     fmts = parse_formats(formats, list(profile.image.formats))
     check_tools(fmts)
     if out_dir.is_dir():
@@ -222,7 +223,7 @@ def build_image(
     say(f"repository {profile.cvmfs.repository}: reading the snapshot")
     snap = query_snapshot(profile)
     say(f"kernel: {profile.kernel.package or profile.kernel.vmlinuz}")
-    kernel = get_kernel(profile, kernel_cache)
+    kernel = get_kernel(profile, kernel_cache or ctx.cache / "kernel")
 
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -238,7 +239,9 @@ def build_image(
                     kernel=kernel,
                     keys=keys,
                     version=version,
+                    epoch=ctx.epoch,
                     python=python or default_python(),
+                    runtime_cache=ctx.cache / "initrd-runtime",
                     level=initrd_level or DEFAULT_LEVEL,
                 ),
                 work / "initrd.img",
@@ -262,11 +265,11 @@ def build_image(
                 iso_tree = work / "iso-tree"
                 shutil.copytree(tree, iso_tree)
                 made["iso"] = work / f"{stem}.iso"
-                disks.make_iso(iso_tree, config, made["iso"], "UCERNVM")
+                disks.make_iso(iso_tree, config, made["iso"], "UCERNVM", ctx.epoch)
             if any(f != "iso" for f in fmts):
                 say("hdd: MBR + FAT + syslinux (mtools)")
                 raw = work / "raw.hdd"
-                disks.make_hdd(tree, config, raw, "UCERNVM")
+                disks.make_hdd(tree, config, raw, "UCERNVM", ctx.epoch)
                 for f in fmts:
                     if f in disks.CONVERT:
                         say(f"{f}: qemu-img convert")
@@ -291,7 +294,7 @@ def build_image(
                 "name": stem,
                 "version": version,
                 "toolkit": __version__,
-                "source_date_epoch": source_date_epoch(),
+                "source_date_epoch": ctx.epoch,
                 "profile": {"name": profile.name, "sha256": profile.fingerprint()},
                 "repository": snap.to_json(),
                 "kernel": {**kernel.to_json(), "cmdline": cmdline},

@@ -14,7 +14,7 @@ import struct
 from pathlib import Path
 
 from ..errors import BuildError
-from ..paths import data_dir, source_date_epoch
+from ..paths import data_dir
 from ..proc import run
 
 ISOLINUX_BIN = Path("/usr/lib/ISOLINUX/isolinux.bin")
@@ -58,21 +58,19 @@ def stage_tree(dest: Path, vmlinuz: Path, initrd: Path, version: str) -> None:
     (dest / ".ucernvm_boot_loader").write_text(version + "\n")
 
 
-def _fix_times(root: Path) -> None:
-    epoch = source_date_epoch()
+def _fix_times(root: Path, epoch: int) -> None:
     for p in [root, *root.rglob("*")]:
         os.utime(p, (epoch, epoch), follow_symlinks=False)
 
 
-def make_iso(tree: Path, config: str, out: Path, volume_id: str) -> None:
-    """A hybrid ISO (CD and USB/disk) booting isolinux; dates and order fixed by SOURCE_DATE_EPOCH."""
+def make_iso(tree: Path, config: str, out: Path, volume_id: str, epoch: int) -> None:
+    """A hybrid ISO (CD and USB/disk) booting isolinux; dates fixed to ``epoch``, order fixed."""
     iso = tree / "isolinux"
     iso.mkdir(exist_ok=True)
     shutil.copyfile(_need(ISOLINUX_BIN, "isolinux"), iso / "isolinux.bin")
     shutil.copyfile(_need(LDLINUX_C32, "syslinux-common"), iso / "ldlinux.c32")
     (iso / "isolinux.cfg").write_text(config)
-    _fix_times(tree)
-    epoch = source_date_epoch()
+    _fix_times(tree, epoch)
     run(
         [
             "xorriso", "-as", "mkisofs", "-quiet", "-o", out, "-V", volume_id[:32], "-r", "-J",
@@ -97,7 +95,7 @@ def hdd_size(tree: Path) -> int:
     return max(32 * MIB, -(-int(payload * 1.25 + 4 * MIB) // MIB) * MIB)
 
 
-def make_hdd(tree: Path, config: str, out: Path, volume_id: str) -> None:
+def make_hdd(tree: Path, config: str, out: Path, volume_id: str, epoch: int) -> None:
     """Raw disk: MBR (syslinux mbr.bin) + one active FAT partition with syslinux and the boot tree."""
     size = hdd_size(tree)
     sectors = size // 512
@@ -105,7 +103,7 @@ def make_hdd(tree: Path, config: str, out: Path, volume_id: str) -> None:
         f.truncate(size)
         f.write(_mbr(sectors, PART_START, 0x0E))  # FAT16 (LBA)
     part = f"{out}@@{PART_START * 512}"
-    env = {"MTOOLS_SKIP_CHECK": "1", "SOURCE_DATE_EPOCH": str(source_date_epoch()), "TZ": "UTC"}
+    env = {"MTOOLS_SKIP_CHECK": "1", "SOURCE_DATE_EPOCH": str(epoch), "TZ": "UTC"}
     # Fixed serial number and label: the same inputs give the same bytes.
     run(
         ["mformat", "-i", part, "-T", str(sectors - PART_START), "-h", "64", "-s", "32",
@@ -114,7 +112,7 @@ def make_hdd(tree: Path, config: str, out: Path, volume_id: str) -> None:
     )  # fmt: skip
     (tree / "syslinux").mkdir(exist_ok=True)
     (tree / "syslinux" / "syslinux.cfg").write_text(config)
-    _fix_times(tree)
+    _fix_times(tree, epoch)
     run(["mmd", "-i", part, "::/syslinux", "::/cernvm"], env=env)
     for p in sorted(tree.rglob("*")):
         if p.is_file():

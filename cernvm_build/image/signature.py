@@ -34,6 +34,10 @@ class Signer:
     key: rsa.RSAPrivateKey
     certificate: x509.Certificate
 
+    def identity(self) -> str:
+        """SHA-256 of the certificate (DER): which signer, for cache keys and records."""
+        return self.certificate.fingerprint(hashes.SHA256()).hex()
+
 
 @dataclass(frozen=True)
 class Trailer:

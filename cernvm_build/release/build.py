@@ -1,9 +1,11 @@
 """Build a release: every profile's images and containers, then the index, SHA256SUMS and notes.
 
 The release is assembled in ``<out>/.<version>.partial/`` and renamed to ``<out>/<version>/`` only when
-complete. Each profile's part is finished by a marker file, so a build that was interrupted resumes
-with the profiles not yet done. Images and containers pin the same snapshot: the root hash the image
-build saw is the one the container is cut from.
+complete. Each profile's part is finished by a marker (``cachekey.write_marker``) holding the key of its
+inputs (the profile's fingerprint, the build time, the formats, the image signer, the toolkit version):
+a build that was interrupted resumes with the profiles not yet done, and a part whose inputs changed
+since is built again. Images and containers pin the same snapshot: the root hash the image build saw
+is the one the container is cut from.
 """
 
 from __future__ import annotations
@@ -11,27 +13,26 @@ from __future__ import annotations
 import calendar
 import dataclasses
 import datetime as dt
-import json
 import os
 import shutil
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import gpg
+from .. import cachekey, gpg
 from .. import releaseindex as idx
 from ..artifact import Artifact
 from ..container.from_profile import build_profile as build_container
+from ..context import BuildContext
 from ..cvmfs.repository import SnapshotSpec
 from ..fsutil import atomic_write
 from ..image.build import build_image
 from ..profile import Profile, load
+from ..report import Reporter, scoped
 from . import notes, sums
 
-Step = Callable[[str, str], None]  # (profile, message)
 DONE = ".done.json"
 
 
@@ -40,7 +41,6 @@ class ReleaseOptions:
     version: str
     profiles: tuple[Profile, ...]
     out: Path
-    jobs: int = 1
     sign_key: Path | None = None  # OpenPGP secret key for SHA256SUMS.asc
     image_signer: Any = None  # cernvm_build.image.signature.Signer for the image trailers
     previous: Path | None = None  # the previous release's index.json, for the notes
@@ -54,17 +54,11 @@ def version_epoch(version: str) -> int:
     return calendar.timegm((year, month, 1, 0, 0, 0))
 
 
-@contextmanager
-def epoch_env(epoch: int) -> Iterator[None]:
-    old = os.environ.get("SOURCE_DATE_EPOCH")
-    os.environ["SOURCE_DATE_EPOCH"] = str(epoch)
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("SOURCE_DATE_EPOCH", None)
-        else:
-            os.environ["SOURCE_DATE_EPOCH"] = old
+def release_context(version: str, *, reporter: Reporter | None = None, jobs: int = 1) -> BuildContext:
+    """The context a release is built with: ``SOURCE_DATE_EPOCH`` if set, else the release month's."""
+    return BuildContext.from_environment(
+        default_epoch=version_epoch(idx.check_version(version)), reporter=reporter, jobs=jobs
+    )
 
 
 def for_release(profile: Profile, version: str) -> Profile:
@@ -98,34 +92,57 @@ def _artifact_rows(arts: list[Artifact], root: Path, profile: str, kind: str) ->
     return rows
 
 
-def build_profile_part(profile: Profile, part_root: Path, opts: ReleaseOptions, step: Step) -> dict[str, Any]:
+def part_key(profile: Profile, opts: ReleaseOptions, ctx: BuildContext) -> str:
+    """The key of everything one profile's part is made from (see ``cachekey``)."""
+    signer = opts.image_signer
+    return cachekey.key(
+        {
+            "profile": profile_hash(profile),
+            "epoch": ctx.epoch,
+            "image_formats": opts.image_formats,
+            "container_formats": opts.container_formats,
+            "image_signer": signer.identity() if signer is not None else None,
+            "toolkit": cachekey.code_version(),
+        }
+    )
+
+
+def build_profile_part(
+    profile: Profile, part_root: Path, opts: ReleaseOptions, ctx: BuildContext
+) -> dict[str, Any]:
     """Images, build manifest and containers of one profile; returns the record for the index."""
+    say = scoped(ctx.reporter, profile.name)
     done = part_root / profile.name / DONE
-    if done.is_file():
-        step(profile.name, "already built (resuming)")
-        record: dict[str, Any] = json.loads(done.read_text())
-        return record
+    key = part_key(profile, opts, ctx)
+    resumed = cachekey.read_marker(done, key)
+    if isinstance(resumed, dict):
+        say.step("already built from the same inputs (resuming)")
+        return resumed
+    if done.exists():
+        say.step("built before from other inputs: building again")
+        done.unlink()
     images_dir = part_root / "images" / profile.name
     containers_dir = part_root / "containers" / profile.name
     for d in (images_dir, containers_dir):
         shutil.rmtree(d, ignore_errors=True)
-    step(profile.name, "image: building")
+    say.step("image: building")
     image = build_image(
         profile,
         images_dir,
+        ctx=ctx.replace(reporter=scoped(say, "image")),
         formats=list(opts.image_formats) if opts.image_formats else None,
         signer=opts.image_signer,
-        step=lambda msg: step(profile.name, f"image: {msg}"),
     )
     snap = image.snapshot
     rows = _artifact_rows(image.artifacts, part_root, profile.name, "image")
     rows += _artifact_rows([Artifact.of(image.manifest, "manifest")], part_root, profile.name, "manifest")
-    step(profile.name, f"container: from snapshot {snap.root_hash[:12]}")
+    say.step(f"container: from snapshot {snap.root_hash[:12]}")
     made = build_container(
         profile,
         out_dir=containers_dir,
         formats=list(opts.container_formats) if opts.container_formats else None,
         snapshot=SnapshotSpec(root_hash=snap.root_hash),
+        ctx=ctx.replace(reporter=scoped(say, "container")),
     )
     rows += _artifact_rows(made.result.artifacts, part_root, profile.name, "container")
     record = {
@@ -144,14 +161,17 @@ def build_profile_part(profile: Profile, part_root: Path, opts: ReleaseOptions, 
         },
         "artifacts": rows,
     }
-    atomic_write(done, json.dumps(record, indent=2, sort_keys=True).encode())
-    step(profile.name, "done")
+    cachekey.write_marker(done, key, record)
+    say.step("done")
     return record
 
 
-def build_release(opts: ReleaseOptions, step: Step | None = None) -> tuple[idx.ReleaseIndex, Path]:
-    """Build (or finish building) the release; returns its index and directory."""
-    say: Step = step or (lambda _p, _m: None)
+def build_release(opts: ReleaseOptions, ctx: BuildContext) -> tuple[idx.ReleaseIndex, Path]:
+    """Build (or finish building) the release; returns its index and directory.
+
+    ``ctx.epoch`` is the release's build time (``release_context`` picks the default), ``ctx.jobs`` how
+    many profiles build at once; each thread gets the context as an argument."""
+    say = ctx.reporter
     version = idx.check_version(opts.version)
     final = opts.out / version
     if (final / "index.json").is_file():
@@ -161,10 +181,10 @@ def build_release(opts: ReleaseOptions, step: Step | None = None) -> tuple[idx.R
         )
     part_root = opts.out / f".{version}.partial"
     part_root.mkdir(parents=True, exist_ok=True)
-    epoch = int(os.environ.get("SOURCE_DATE_EPOCH") or version_epoch(version))
+    epoch = ctx.epoch
     profiles = [for_release(p, version) for p in opts.profiles]
-    with epoch_env(epoch), ThreadPoolExecutor(max_workers=max(1, opts.jobs)) as pool:
-        records = list(pool.map(lambda p: build_profile_part(p, part_root, opts, say), profiles))
+    with ThreadPoolExecutor(max_workers=max(1, ctx.jobs)) as pool:
+        records = list(pool.map(lambda p: build_profile_part(p, part_root, opts, ctx), profiles))
     previous = idx.load(opts.previous) if opts.previous else None
     artifacts = tuple(
         idx.ReleaseArtifact(**row)
@@ -181,7 +201,7 @@ def build_release(opts: ReleaseOptions, step: Step | None = None) -> tuple[idx.R
     sums_path = sums.write(part_root, artifacts)
     signature = signer = None
     if opts.sign_key:
-        say("release", "signing SHA256SUMS")
+        say.step("release: signing SHA256SUMS")
         with gpg.Keyring([opts.sign_key]) as kr:
             kr.sign_detached(sums_path, part_root / f"{sums.NAME}.asc")
             signer = kr.secret_fingerprints()[0]

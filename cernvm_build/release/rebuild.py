@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .. import releaseindex as idx
+from ..context import BuildContext
 from ..fsutil import sha256_file
 from ..profile import load
-from .build import ReleaseOptions, build_release, epoch_env, for_release, profile_hash
+from .build import ReleaseOptions, build_release, for_release, profile_hash
 
 
 @dataclass
@@ -70,10 +70,11 @@ def _manifest_diff(old: Path, new: Path) -> str:
     return "same recorded inputs, different bytes: not reproducible"
 
 
-def rebuild(
-    index_path: Path, *, work: Path | None = None, step: Callable[[str, str], None] | None = None
-) -> RebuildReport:
+def rebuild(index_path: Path, *, work: Path | None = None, ctx: BuildContext | None = None) -> RebuildReport:
+    """Build the release again from its recorded inputs (``ctx``'s epoch is replaced by the recorded
+    one) and compare every artifact."""
     release = idx.load(index_path)
+    ctx = (ctx or BuildContext(epoch=release.source_date_epoch)).replace(epoch=release.source_date_epoch)
     original = index_path.parent
     report = RebuildReport(version=release.version)
     profiles = []
@@ -85,9 +86,8 @@ def rebuild(
             )
         profiles.append(prof)
     with tempfile.TemporaryDirectory(prefix="rebuild-", dir=work) as tmp:
-        with epoch_env(release.source_date_epoch):
-            opts = ReleaseOptions(version=release.version, profiles=tuple(profiles), out=Path(tmp))
-            new, new_dir = build_release(opts, step)
+        opts = ReleaseOptions(version=release.version, profiles=tuple(profiles), out=Path(tmp))
+        new, new_dir = build_release(opts, ctx)
         rebuilt = {a.path: a for a in new.artifacts}
         manifests = {a.profile: a.path for a in release.artifacts if a.kind == "manifest"}
         for a in release.artifacts:

@@ -72,20 +72,17 @@ class Built:
 @pytest.fixture(scope="session")
 def built(test_repo: ServedRepo, tmp_path_factory: pytest.TempPathFactory) -> Built:
     """iso + hdd + qcow2 of the demo profile against the test repository, built twice, signed."""
+    from cernvm_build.context import BuildContext
     from cernvm_build.image.build import build_image
     from cernvm_build.image.signature import load_signer
 
-    mp = pytest.MonkeyPatch()
-    mp.setenv("SOURCE_DATE_EPOCH", "1764000000")
-    try:
-        signer = load_signer(DEMO_KEYS / f"{FQRN}.key", DEMO_KEYS / f"{FQRN}.crt")
-        outs = [tmp_path_factory.mktemp("images"), tmp_path_factory.mktemp("images-again")]
-        results = [
-            build_image(
-                test_repo.profile(), o, formats=["iso", "hdd", "qcow2"], signer=signer, initrd_level=3
-            )
-            for o in outs
-        ]
-    finally:
-        mp.undo()
+    ctx = BuildContext(epoch=1764000000)
+    signer = load_signer(DEMO_KEYS / f"{FQRN}.key", DEMO_KEYS / f"{FQRN}.crt")
+    outs = [tmp_path_factory.mktemp("images"), tmp_path_factory.mktemp("images-again")]
+    results = [
+        build_image(
+            test_repo.profile(), o, formats=["iso", "hdd", "qcow2"], signer=signer, initrd_level=3, ctx=ctx
+        )
+        for o in outs
+    ]
     return Built(outs[0], outs[1], results[0], test_repo.revisions[-1].root_hash)

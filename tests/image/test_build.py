@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from cernvm_build.context import BuildContext
 from cernvm_build.errors import BuildError, ToolError
 from cernvm_build.fsutil import sha256_file
 from cernvm_build.image.build import build_image
@@ -109,7 +110,7 @@ def test_missing_kernel_package(test_repo: ServedRepo, tmp_path: Path) -> None:
     p = test_repo.profile()
     p = dataclasses.replace(p, kernel=dataclasses.replace(p.kernel, package="linux-image-no-such-flavour"))
     with pytest.raises(BuildError, match="kernel package 'linux-image-no-such-flavour' is not known to apt"):
-        build_image(p, tmp_path / "out", formats=["iso"])
+        build_image(p, tmp_path / "out", formats=["iso"], ctx=BuildContext(epoch=0))
     _assert_nothing_written(tmp_path / "out")
 
 
@@ -119,7 +120,7 @@ def test_unreachable_repository(test_repo: ServedRepo, tmp_path: Path) -> None:
         p, cvmfs=dataclasses.replace(p.cvmfs, servers=["http://127.0.0.1:9/cvmfs/@fqrn@"])
     )
     with pytest.raises(BuildError, match=f"repository {FQRN} cannot be read at build time") as e:
-        build_image(p, tmp_path / "out", formats=["iso"])
+        build_image(p, tmp_path / "out", formats=["iso"], ctx=BuildContext(epoch=0))
     assert "\n" not in str(e.value)
     _assert_nothing_written(tmp_path / "out")
 
@@ -131,7 +132,7 @@ def test_missing_tool(test_repo: ServedRepo, tmp_path: Path, monkeypatch: pytest
     real = shutil.which
     monkeypatch.setattr(proc.shutil, "which", lambda t, **kw: None if t == "xorriso" else real(t, **kw))
     with pytest.raises(ToolError, match="required tool 'xorriso' is not installed") as e:
-        build_image(test_repo.profile(), tmp_path / "out", formats=["hdd", "iso"])
+        build_image(test_repo.profile(), tmp_path / "out", formats=["hdd", "iso"], ctx=BuildContext(epoch=0))
     assert e.value.hint and "apt-get install xorriso" in e.value.hint
     _assert_nothing_written(tmp_path / "out")
 
@@ -167,5 +168,5 @@ def test_rerun_after_a_killed_build_cleans_up(test_repo: ServedRepo, tmp_path: P
         p, cvmfs=dataclasses.replace(p.cvmfs, servers=["http://127.0.0.1:9/cvmfs/@fqrn@"])
     )
     with pytest.raises(BuildError):
-        build_image(p, out, formats=["iso"])
+        build_image(p, out, formats=["iso"], ctx=BuildContext(epoch=0))
     assert not stale.exists()

@@ -32,6 +32,7 @@ URI = "qemu:///system"
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Server]]:
     """The demo image (iso) built against the demo repository, which stays served for the guest."""
+    from cernvm_build.context import BuildContext
     from cernvm_build.image.build import build_image
 
     work = tmp_path_factory.mktemp("launch-demo")
@@ -40,7 +41,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Serve
     try:
         prof = profile.load("demo")
         prof = dataclasses.replace(prof, cvmfs=dataclasses.replace(prof.cvmfs, servers=[srv.repo_url()]))
-        build_image(prof, work / "images", formats=["iso"])
+        build_image(prof, work / "images", formats=["iso"], ctx=BuildContext.from_environment())
         yield next((work / "images").glob("*.iso")), srv
     finally:
         srv.close()

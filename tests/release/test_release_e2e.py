@@ -18,7 +18,7 @@ from cernvm_build.demo.repository import publish_demo
 from cernvm_build.errors import CernVMError
 from cernvm_build.mirror.locals3 import CREDENTIALS_ENV, Fault, LocalS3
 from cernvm_build.mirror.s3client import make_client
-from cernvm_build.release.build import ReleaseOptions, build_release, release_profiles
+from cernvm_build.release.build import ReleaseOptions, build_release, release_context, release_profiles
 from cernvm_build.release.publish import publish_release
 from cernvm_build.release.rebuild import rebuild
 from cernvm_build.release.verify import verify
@@ -58,7 +58,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]
         client.create_bucket(Bucket="www")
         s3.make_public(client, "www")
         release, directory = build_release(
-            ReleaseOptions(VERSION, release_profiles(["demo-rel"]), tmp / "out", sign_key=secret)
+            ReleaseOptions(VERSION, release_profiles(["demo-rel"]), tmp / "out", sign_key=secret),
+            release_context(VERSION),
         )
         yield {"tmp": tmp, "dir": directory, "release": release, "public": public, "s3": s3, "client": client}
         s3.stop()

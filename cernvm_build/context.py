@@ -1,0 +1,52 @@
+"""The build context: what every build stage shares, passed explicitly instead of read from the environment.
+
+``epoch`` is the build time (``SOURCE_DATE_EPOCH``): every timestamp a stage writes into an output
+(cpio, zip, ISO and FAT dates, container ``created``, the image manifest) comes from it, so it is an
+input like any other and part of the keys of results that contain it (``cachekey``). The CLI reads
+``SOURCE_DATE_EPOCH`` and its flags once (``from_environment``) and hands the context down; threads and
+worker processes get it as an argument, never through ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import UsageError
+from .paths import cache_dir
+from .report import NULL_REPORTER, Reporter
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    epoch: int  # seconds since 1970 (UTC): the build time written into outputs
+    cache: Path = field(default_factory=cache_dir)  # $CERNVM_CACHE_DIR (verified inputs, runtimes)
+    reporter: Reporter = field(default=NULL_REPORTER, compare=False)
+    jobs: int = 1  # parallel work where a stage has it (release profiles)
+
+    @classmethod
+    def from_environment(
+        cls,
+        *,
+        default_epoch: int = 0,
+        epoch: int | None = None,
+        reporter: Reporter | None = None,
+        jobs: int | None = None,
+    ) -> BuildContext:
+        """The context a command runs with: ``epoch`` if given, else ``SOURCE_DATE_EPOCH``, else
+        ``default_epoch``; the cache root from ``$CERNVM_CACHE_DIR``."""
+        if epoch is None:
+            raw = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+            if raw and not raw.isdigit():
+                raise UsageError(
+                    f"SOURCE_DATE_EPOCH={raw!r} is not a number of seconds",
+                    hint="set it to an integer such as $(date +%s), or unset it",
+                )
+            epoch = int(raw) if raw else default_epoch
+        return cls(epoch=epoch, cache=cache_dir(), reporter=reporter or NULL_REPORTER, jobs=max(1, jobs or 1))
+
+    def replace(self, **changes: Any) -> BuildContext:
+        return dataclasses.replace(self, **changes)
