@@ -9,6 +9,7 @@ from typing import Any
 
 from ..context import BuildContext
 from ..errors import UsageError
+from ..report import scoped
 from .app import (
     HelpFormatter,
     Output,
@@ -58,15 +59,16 @@ def _publish(args: argparse.Namespace, out: Output, release_dir: Path) -> dict[s
 
     if not args.publish.startswith("s3://"):
         raise UsageError(f"'{args.publish}' is not an s3:// URL", hint="for example s3://cvmrepo/releases")
-    report = publish_release(
-        release_dir,
-        args.publish,
-        endpoint_url=args.endpoint_url,
-        repos=_repo_targets(args),
-        site_dest=args.site_publish,
-        site_generators=GENERATORS,
-        step=lambda m: out.info(f"publish: {m}"),
-    )
+    with out.reporter() as reporter:
+        report = publish_release(
+            release_dir,
+            args.publish,
+            endpoint_url=args.endpoint_url,
+            repos=_repo_targets(args),
+            site_dest=args.site_publish,
+            site_generators=GENERATORS,
+            reporter=scoped(reporter, "publish"),
+        )
     return report.to_json()
 
 

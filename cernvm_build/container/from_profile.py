@@ -1,7 +1,7 @@
 """The stage other areas call: a profile in, its reference containers out.
 
     from cernvm_build.container.from_profile import build_profile
-    made = build_profile(profile.load("el9"), out_dir=Path("build/containers"))
+    made = build_profile(profile.load("el9"), out_dir=Path("build/containers"), ctx=BuildContext(epoch=0))
     made.result.artifacts        # [Artifact(path, format, sha256, size, meta), ...]
 
 The repository, path and snapshot come from the profile unless given; ``sources`` and ``keys``

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,13 +21,13 @@ from .. import releaseindex as idx
 from ..mirror import s3sync
 from ..mirror.publish import mirror
 from ..paths import data_dir
+from ..report import NULL_REPORTER, Reporter
 from ..site.build import Builder
 from ..site.publish import publish as publish_site
 from ..site.releases import add_release
 from ..site.sources import Generators
 from . import sums
 
-Step = Callable[[str], None]
 #: Inside a release directory, uploaded after everything else, in this order.
 LAST = (f"{sums.NAME}.asc", sums.NAME, "RELEASE-NOTES.md", "index.json")
 
@@ -84,11 +84,11 @@ def publish_release(
     site_dest: str | None = None,
     site_src: Path | None = None,
     site_generators: Generators | None = None,
-    step: Step | None = None,
+    reporter: Reporter = NULL_REPORTER,
 ) -> PublishReport:
     """Artifacts, then the package repositories, then the site (built with ``site_generators``, the
     reference pages its content asks for: the CLI passes its own, see ``site.build.Builder``)."""
-    say: Step = step or (lambda _m: None)
+    say = reporter.step
     release = idx.load(release_dir / "index.json")
     report = PublishReport(version=release.version)
     target = f"{dest.rstrip('/')}/{release.version}"
