@@ -19,9 +19,10 @@ APT_PACKAGES := \
 	openssh-client iproute2 procps \
 	dropbear-bin \
 	libcurl4 libc-ares2 libleveldb1d libprotobuf-lite32 libsqlite3-0 libpacparser1 libarchive13 libssl3 \
-	libuuid1 libcap2 libattr1
+	libuuid1 libcap2 libattr1 \
+	shellcheck pipx
 
-.PHONY: all deps apt venv prefetch run test test-quick lint bench bench-quick clean distclean
+.PHONY: all deps apt venv prefetch run test test-quick lint shellcheck bench bench-quick clean distclean
 
 all: test
 
@@ -45,7 +46,7 @@ venv: $(VENV)/.stamp
 $(VENV)/.stamp: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,bench]'
+	$(PY) -m pip install -q -e '.[all,test,bench]'
 	@touch $@
 
 run: deps
@@ -57,10 +58,14 @@ test: deps
 test-quick: deps
 	$(PY) -m pytest -q -m "not e2e and not integration" tests
 
-lint: deps
-	$(VENV)/bin/ruff check cernvm_build tests bench
-	$(VENV)/bin/ruff format --check cernvm_build tests bench
+lint: deps shellcheck
+	$(VENV)/bin/ruff check cernvm_build tests bench .ci
+	$(VENV)/bin/ruff format --check cernvm_build tests bench .ci
 	$(VENV)/bin/mypy
+
+# The μCernVM /init (its init.d fragments fused, as the initrd runs it) and every shipped sh script.
+shellcheck: apt venv
+	$(PY) .ci/shellcheck.py
 
 # Every benchmark, figures next to their references: bench/results/{results.json,report.html}.
 bench: deps

@@ -68,6 +68,10 @@ class ToolError(CernVMError):
     exit_code = 4
 
 
+class MissingExtraError(ToolError):
+    """A command needs an optional part of the toolkit (a pip extra) that is not installed."""
+
+
 class CvmfsError(CernVMError):
     """A CernVM-FS repository cannot be read, verified or written."""
 

@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 
 from rich.console import Console
 from rich.filesize import decimal
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -31,6 +32,7 @@ from rich.text import Text
 
 from ..errors import EXIT_CODES, CernVMError, UsageError
 from ..report import Reporter
+from . import extras
 
 Handler = Callable[[argparse.Namespace, "Output"], int]
 
@@ -83,9 +85,10 @@ class Output:
         self.err.print(f"[yellow]warning:[/yellow] {text}")
 
     def error(self, err: CernVMError) -> None:
-        self.err.print(f"[bold red]error:[/bold red] {err}", markup=True, highlight=False)
+        # The message and hint are the user's data (paths, URLs, `pip install 'x[extra]'`): never markup.
+        self.err.print(f"[bold red]error:[/bold red] {escape(str(err))}", markup=True, highlight=False)
         if err.hint:
-            self.err.print(f"[cyan]hint:[/cyan] {err.hint}")
+            self.err.print(f"[cyan]hint:[/cyan] {escape(err.hint)}")
 
     @contextmanager
     def progress(self, *, transfer: bool = False) -> Iterator[Progress]:
@@ -166,6 +169,8 @@ def subparser(
         formatter_class=HelpFormatter,
         aliases=list(aliases),
     )
+    # Deeper subcommands override this default, so a handler knows the command it runs for.
+    p.set_defaults(command_name=p.prog)
     if handler is not None:
         add_common(p, json=json)
         p.set_defaults(func=handler)
@@ -228,9 +233,18 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     if func is None:
         parser.print_help(sys.stderr)
         return 2
+    command = getattr(args, "command_name", parser.prog)
     try:
-        with _sigterm_raises():
-            return func(args, out)
+        try:
+            with _sigterm_raises():
+                return func(args, out)
+        except ImportError as e:
+            # An area whose extra is not installed fails where it first imports it: name the extra.
+            words = command.split()
+            missing = extras.from_import_error(e, command, prefer=words[1] if len(words) > 1 else None)
+            if missing is None:
+                raise
+            raise missing from None
     except CernVMError as e:
         out.error(e)
         return e.exit_code

@@ -5,12 +5,16 @@ from __future__ import annotations
 import argparse
 import importlib
 from collections.abc import Sequence
+from typing import Any
 
 from .. import __version__
-from .app import EXIT_CODES_EPILOG, ArgumentParser, HelpFormatter, run
+from . import extras
+from .app import EXIT_CODES_EPILOG, ArgumentParser, HelpFormatter, Output, run
 
 #: Command areas, in the order ``--help`` lists them. Each is ``cernvm_build.cli.<name>``.
 AREAS = ["profiles", "cvmfs", "image", "container", "site", "mirror", "release", "demo"]
+#: Areas that need a pip extra as a whole; any other command names its extra when it first needs one.
+AREA_EXTRAS = {"site": "site", "mirror": "mirror"}
 
 DESCRIPTION = """\
 Build the CernVM platform from declarative profiles:
@@ -37,19 +41,45 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
     for area in AREAS:
-        try:
-            module = importlib.import_module(f"{__package__}.{area}")
-        except ModuleNotFoundError as e:
-            # An area not written yet is simply absent; a missing dependency inside one is a bug.
-            if e.name != f"{__package__}.{area}":
-                raise
-            continue
-        module.register(sub)
+        extra = AREA_EXTRAS.get(area)
+        if extra and extras.missing_module(extra):
+            _register_missing(sub, area, extra)
+        else:
+            importlib.import_module(f"{__package__}.{area}").register(sub)
     return parser
+
+
+def _register_missing(sub: argparse._SubParsersAction[ArgumentParser], area: str, extra: str) -> None:
+    """``cernvm-build AREA ...`` (even ``--help``) says which extra to install, in one line."""
+    command = f"cernvm-build {area}"
+    # prefix_chars no argument starts with: every word after the area, options too, lands in `words`.
+    p = sub.add_parser(
+        area,
+        help=f"(not installed: pip install '{extras.DISTRIBUTION}[{extra}]')",
+        add_help=False,
+        prefix_chars="\0",
+    )
+    p.add_argument("words", nargs="*")
+
+    def fail(args: argparse.Namespace, out: Output) -> int:
+        raise extras.error(command, extra)
+
+    p.set_defaults(func=fail, command_name=command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     return run(build_parser(), argv)
+
+
+def launch_main(argv: Sequence[str] | None = None) -> int:
+    """``cernvm-launch``: the whole command needs the 'launch' extra (libvirt-python, paramiko)."""
+    if extras.missing_module("launch"):
+        err = extras.error("cernvm-launch", "launch")
+        Output().error(err)
+        return err.exit_code
+    # Imported here, not at the top: without the extra this module could not even be loaded.
+    launch: Any = importlib.import_module(f"{__package__}.launch")
+    return int(launch.main(argv))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ echo
 log setup "kernel $(uname -r), initrd $(cat /version 2>/dev/null)"
 
 CVMFS_REPO=; CERNVM_PATH=; CVMFS_SERVER=; CVMFS_TAG=; CVMFS_DATE=; CVMFS_ROOT_HASH=; CVMFS_PROXY=DIRECT; CVMDEBUG=
+# shellcheck disable=SC2013  # the kernel command line is words by definition (set -f: no globbing)
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
         cvmfs_repos=*) CVMFS_REPO=${arg#*=} ;;

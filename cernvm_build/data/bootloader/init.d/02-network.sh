@@ -2,9 +2,11 @@
 ip link set lo up
 NET_IF=
 for i in 1 2 3 4 5 6 7 8 9 10; do
+    # shellcheck disable=SC2010  # interface names are kernel identifiers, no blanks; set -f is on
     ls /sys/class/net | grep -qv '^lo$' && break
     sleep 0.3
 done
+# shellcheck disable=SC2045  # as above: names without blanks, and no globbing while set -f is on
 for dev in $(ls /sys/class/net); do
     [ "$dev" = lo ] && continue
     ip link set "$dev" up

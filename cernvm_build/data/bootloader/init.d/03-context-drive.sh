@@ -3,6 +3,7 @@
 # first boot partitions it). 06-context saves it on the scratch disk.
 CONTEXT_SRC=
 mkdir -p /mnt/context /tmp/context
+# shellcheck disable=SC2010  # device names are kernel identifiers, no blanks; set -f is on
 for dev in $(ls /dev | grep -e '^sr[0-9]' -e '^vd[a-z]$' -e '^sd[a-z]$' -e '^xvd[a-z]$'); do
     for fs in iso9660 vfat; do
         mount -t $fs -o ro "/dev/$dev" /mnt/context 2>/dev/null || continue

@@ -1,7 +1,8 @@
 # 04-devices: the scratch disk. First boot: partition the first EMPTY disk and make ext4 UROOT;
 # later boots: check and reuse it.
 for i in 1 2 3 4 5 6 7 8 9 10; do
-    [ -n "$(ls /sys/block | grep -v -e '^loop' -e '^ram')" ] && break
+    # shellcheck disable=SC2010  # block device names are kernel identifiers, no blanks; set -f is on
+    ls /sys/block | grep -qv -e '^loop' -e '^ram' && break
     sleep 0.3
 done
 ROOT_DEV=$(findfs LABEL=UROOT 2>/dev/null)

@@ -2,7 +2,7 @@
 # also when aux/resize exists).
 # (Not on the first boot: the partition was just made to fill the disk.)
 if [ -z "$FIRST_BOOT" ] && { [ "$U_resize_rootfs" != 0 ] || [ -f $ROOT_RW/aux/resize ]; }; then
-    disk=/dev/$(basename "$(readlink -f /sys/class/block/${ROOT_DEV#/dev/}/..)")
+    disk=/dev/$(basename "$(readlink -f "/sys/class/block/${ROOT_DEV#/dev/}/..")")
     if [ -b "$disk" ] && [ "$disk" != "$ROOT_DEV" ]; then
         if [ "$(py cernvm_build.bootloader.disk grow "$disk")" = grown ]; then
             /sbin/resize2fs "$ROOT_DEV" >/tmp/resize2fs.log 2>&1 && log resize "$ROOT_DEV grown to the end of $disk"

@@ -15,7 +15,7 @@ for key in /etc/cvmfs/keys/*.pub; do
     [ -f "$key" ] && set -- "$@" --public-key "$key"
 done
 set -f
-[ -n "$key" ] && [ -f "$key" ] || panic "no repository public keys in the initrd"
+if [ -z "$key" ] || [ ! -f "$key" ]; then panic "no repository public keys in the initrd"; fi
 old_ifs=$IFS
 IFS=,
 for s in $CVMFS_SERVER; do

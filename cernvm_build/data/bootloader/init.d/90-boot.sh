@@ -8,11 +8,11 @@ mount --move $ROOT_RO $ROOT/mnt/.ro
 pids=
 set +f
 for p in /proc/[0-9]*; do
-    case "$(tr '\0' ' ' <$p/cmdline 2>/dev/null)" in
+    case "$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null)" in
         *cernvm_build.cvmfs.mount*) pids="$pids ${p#/proc/}" ;;
     esac
 done
-echo $pids >$ROOT/.cvmfs_pids
+echo "${pids# }" >$ROOT/.cvmfs_pids
 cp /tmp/*.log $ROOT_RW/aux/ 2>/dev/null
 set -f
 if [ -n "$CVMDEBUG" ]; then
@@ -23,4 +23,5 @@ log boot "switching root to /sbin/init (cvmfs pids:$pids)"
 umount /dev/pts 2>/dev/null
 mount --move /dev $ROOT/dev 2>/dev/null || mount -t devtmpfs devtmpfs $ROOT/dev
 umount /sys /proc 2>/dev/null
+# shellcheck disable=SC2093  # PID 1 becomes the OS's init; nothing runs after this on success
 exec switch_root $ROOT /sbin/init
