@@ -44,8 +44,17 @@ def build_parser() -> argparse.ArgumentParser:
         extra = AREA_EXTRAS.get(area)
         if extra and extras.missing_module(extra):
             _register_missing(sub, area, extra)
-        else:
-            importlib.import_module(f"{__package__}.{area}").register(sub)
+            continue
+        try:
+            module = importlib.import_module(f"{__package__}.{area}")
+        except ImportError as e:
+            # A command module that imports its area's optional modules at the top: same answer.
+            needed = extras.extra_for(e.name or "", prefer=area)
+            if needed is None:
+                raise
+            _register_missing(sub, area, needed)
+            continue
+        module.register(sub)
     return parser
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import re
 import sys
 import tomllib
@@ -140,3 +141,35 @@ def test_other_import_errors_are_bugs_not_extras(capsys: pytest.CaptureFixture[s
     app.subparser(parser.add_subparsers(), "go", help="go", handler=handler)
     with pytest.raises(ModuleNotFoundError):
         app.run(parser, ["go"])
+
+
+def test_demo_without_launch_names_the_launch_extra(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The demo boots through the launch library: without libvirt it says so before any work."""
+    _hide(monkeypatch, "libvirt")
+    for loaded in [k for k in sys.modules if k.startswith(("cernvm_build.launch", "cernvm_build.demo.flow"))]:
+        monkeypatch.delitem(sys.modules, loaded)  # imported afresh, without libvirt
+    assert main(["demo", "--no-boot"]) == 4
+    assert _one_error_line(capsys) == (
+        "error: `cernvm-build demo` needs the 'launch' extra: pip install 'cernvm-build[launch]'"
+    )
+
+
+def test_a_command_module_importing_an_extra_at_the_top(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """If an area's command module itself cannot be imported for an extra, only that area is affected."""
+    real = importlib.import_module
+
+    def fake(name: str, package: str | None = None) -> object:
+        if name == "cernvm_build.cli.release":
+            raise ModuleNotFoundError("No module named 'botocore'", name="botocore")
+        return real(name, package)
+
+    monkeypatch.setattr(importlib, "import_module", fake)
+    assert main(["release", "2026.11-1"]) == 4
+    assert _one_error_line(capsys) == (
+        "error: `cernvm-build release` needs the 'mirror' extra: pip install 'cernvm-build[mirror]'"
+    )
+    assert main(["profiles", "list", "--json"]) == 0
