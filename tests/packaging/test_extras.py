@@ -39,7 +39,7 @@ def test_core_has_no_extra_and_all_has_every_extra() -> None:
     core = {_name(r) for r in PROJECT["dependencies"]}
     for extra, modules in extras.EXTRAS.items():
         assert not core & _distributions(modules), f"'{extra}' modules are core dependencies"
-    assert core == {"jinja2", "pyyaml", "rich", "cryptography", "mfusepy"}
+    assert core == {"jinja2", "pyyaml", "rich", "cryptography", "numpy", "mfusepy"}
     assert "libvirt-python" not in core  # needs gcc + libvirt-dev: never in the core
     (everything,) = PROJECT["optional-dependencies"]["all"]
     assert everything == f"cernvm-build[{','.join(sorted(extras.EXTRAS))}]"
