@@ -33,8 +33,10 @@ formats (--format, comma-separated; default: the profile's container.formats):
 
 The layer is deterministic: sorted entries, owners and modes from the repository, hard links as
 tar hard links, xattrs as PAX SCHILY.xattr.*, mtimes = SOURCE_DATE_EPOCH (--keep-mtimes keeps the
-repository's). Sockets cannot be carried: each is skipped with a warning and counted in the label
-cvmfs.skipped. Labels record the origin (cvmfs.repository, .path, .tag, .root_hash, .revision).
+repository's). Sockets are never copied: each is skipped with a warning and counted in the label
+cvmfs.skipped. Layers carry device nodes; the sandbox creates them only with --devices (as root).
+Setuid/setgid files and xattrs are kept, counted in the summary and listed in --json (setid, xattrs).
+Labels record the origin (cvmfs.repository, .path, .tag, .root_hash, .revision).
 
 examples:
   cernvm-build container el6 --format oci,docker-archive --out build/containers
@@ -84,6 +86,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--name", metavar="REGISTRY/REPO:TAG", help="image reference (default: cernvm/PROFILE:TAG)"
     )
     b.add_argument("--keep-mtimes", action="store_true", help="keep the repository's mtimes")
+    b.add_argument("--devices", action="store_true",
+                   help="create device nodes in trees written to disk (sandbox; needs root)")  # fmt: skip
     b.add_argument("--basename", help="output file base name (default: the profile name)")
     hub = b.add_argument_group("cvmfs and thin formats")
     hub.add_argument(
@@ -117,6 +121,7 @@ def _build(args: argparse.Namespace, out: Output) -> int:
             path=args.path,
             reference=args.name,
             keep_mtimes=args.keep_mtimes,
+            devices=args.devices,
             hub=HubOptions(fqrn=args.hub_fqrn, stratum=args.hub_stratum, keys_dir=args.hub_keys),
             ctx=BuildContext.from_environment(reporter=reporter),
         )
@@ -129,6 +134,9 @@ def _build(args: argparse.Namespace, out: Output) -> int:
             ["format", "path", "sha256", "size"],
             [[a.format, _where(a), a.sha256[:16], _size(a)] for a in made.result.artifacts],
         )
+        notable = made.result.report.summary()
+        if notable:
+            out.print(f"{notable} (listed with --json)", highlight=False)
 
     out.data(made.to_json(), render)
     return 0

@@ -255,14 +255,27 @@ def cmd_export(args: argparse.Namespace, out: Output) -> int:
     with open_from_args(args) as repo, out.progress() as bar:
         task = bar.add_task(f"exporting {repo.fqrn} revision {repo.revision}", total=None)
         result = export(
-            repo, args.dest, subtree=args.path, jobs=args.jobs, progress=lambda e: bar.advance(task)
+            repo,
+            args.dest,
+            subtree=args.path,
+            jobs=args.jobs,
+            devices=args.devices,
+            progress=lambda e: bar.advance(task),
         )
-    for p in result.skipped:
-        out.warn(f"{p}: device node not exported (needs root)")
-    out.data(
-        {"path": str(result.path), "entries": result.entries, "files": result.files, "bytes": result.bytes},
-        lambda d: out.print(f"exported {d['entries']} entries ({d['bytes']} bytes) to {d['path']}"),
-    )
+    report = result.report
+    for p, why in report.skipped:
+        out.warn(f"{p}: skipped ({why})")
+    if report.skipped_count > len(report.skipped):
+        out.warn(f"... and {report.skipped_count - len(report.skipped)} more skipped")
+
+    def render(d: dict[str, Any]) -> None:
+        notable = report.summary()
+        tail = f"; {notable}" if notable else ""
+        what = f"exported {d['entries']} entries ({d['bytes']} bytes) to {d['path']}"
+        out.print(what + tail, highlight=False)
+
+    data = {"path": str(result.path), "entries": result.entries, "files": result.files, "bytes": result.bytes}
+    out.data({**data, **report.to_json()}, render)
     return 0
 
 
@@ -398,8 +411,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         handler=cmd_export,
         help="copy a revision to a directory or tar",
         description="Export a revision (or a subtree) to a new directory, or to a tar file when DEST ends\n"
-        "in .tar, .tar.gz or .tgz. Modes, symlinks, hard links, mtimes and xattrs are kept; owners\n"
-        "and device nodes too when run as root. The output appears atomically.\n\n"
+        "in .tar, .tar.gz or .tgz. Modes (setuid/setgid too), symlinks, hard links, FIFOs, mtimes and\n"
+        "xattrs are kept, owners too when run as root. Device nodes: a tar carries them; a directory\n"
+        "gets them only with --devices (as root). Sockets are skipped. Setuid/setgid files, xattrs and\n"
+        "skipped entries are counted in the summary and listed in --json. Nothing is written outside\n"
+        "DEST, whatever the repository holds, and DEST appears atomically.\n\n"
         "  cernvm-build cvmfs export URL ./el6-root --tag el6-2026.11\n"
         "  cernvm-build cvmfs export ./repo-dir rootfs.tar --path /opt/sw",
     )
@@ -407,6 +423,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("dest", type=Path, metavar="DEST", help="new directory, or a .tar/.tar.gz file")
     p.add_argument("--path", default="/", help="export only this subtree (default /)")
     p.add_argument("-j", "--jobs", type=int, default=4, help="parallel downloads (default 4)")
+    p.add_argument("--devices", action="store_true",
+                   help="create device nodes in a directory export (needs root)")  # fmt: skip
 
     tag = subparser(
         cvmfs_sub,

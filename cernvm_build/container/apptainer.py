@@ -12,9 +12,14 @@ from __future__ import annotations
 import json
 import os
 import shlex
+from collections.abc import Collection
 from pathlib import Path
 
+from ..errors import BuildError
+from ..tree import DIR, FILE, SYMLINK, Entry, sort_key
+from ..treewrite import write_tree
 from .image import ImageSpec
+from .source import MemoryTree
 
 SD = ".singularity.d"
 
@@ -69,11 +74,10 @@ def labels(spec: ImageSpec) -> bytes:
     return json.dumps(doc, indent=4, sort_keys=True, ensure_ascii=False).encode() + b"\n"
 
 
-def scaffold(root: Path, spec: ImageSpec, *, mtime: int) -> None:
-    """Add ``.singularity.d`` and the mount points to the unpacked tree at ``root``."""
-    sd = root / SD
-    for sub in ("", "env", "actions", "libs"):
-        (sd / sub).mkdir(mode=0o755, exist_ok=True)
+def scaffold_tree(spec: ImageSpec, *, mtime: int, present: Collection[str] = ()) -> MemoryTree:
+    """``.singularity.d``, the legacy links and the mount points as a tree of their own (owned by
+    root, every mtime ``mtime``), leaving out the top-level names in ``present``: the image's tree
+    wins, so a tree that has its own ``/tmp`` or ``.singularity.d`` keeps it."""
     scripts = {
         "env/01-base.sh": "#!/bin/sh\n# Reserved for the base environment; the image's own is in 90.\n",
         "env/90-environment.sh": environment_script(spec),
@@ -85,24 +89,32 @@ def scaffold(root: Path, spec: ImageSpec, *, mtime: int) -> None:
         "startscript": "#!/bin/sh\n",
         **{f"actions/{name}": _ACTION_HEAD + body for name, body in _ACTIONS.items()},
     }
+    items: list[tuple[Entry, bytes]] = [
+        (Entry(path=f"{SD}/{sub}".rstrip("/"), kind=DIR, mode=0o755, mtime=mtime), b"")
+        for sub in ("", "env", "actions", "libs")
+    ]
     for rel, text in scripts.items():
-        p = sd / rel
-        p.write_text(text)
-        p.chmod(0o755)
-    (sd / "labels.json").write_bytes(labels(spec))
-    (sd / "labels.json").chmod(0o644)
+        data = text.encode()
+        items.append((Entry(path=f"{SD}/{rel}", kind=FILE, mode=0o755, size=len(data), mtime=mtime), data))
+    data = labels(spec)
+    items.append((Entry(path=f"{SD}/labels.json", kind=FILE, mode=0o644, size=len(data), mtime=mtime), data))
     links = {
         "singularity": f"{SD}/runscript",
         "environment": f"{SD}/env/90-environment.sh",
         **{f".{a}": f"{SD}/actions/{a}" for a in ("exec", "run", "shell", "test")},
     }
     for name, target in links.items():
-        if not os.path.lexists(root / name):
-            os.symlink(target, root / name)
+        items.append((Entry(path=name, kind=SYMLINK, mode=0o777, mtime=mtime, target=target), b""))
     for name in MOUNT_POINTS:
-        if not os.path.lexists(root / name):
-            (root / name).mkdir(mode=0o755)
-    for dirpath, dirnames, filenames in os.walk(sd, topdown=False):
-        for n in filenames + dirnames:
-            os.utime(os.path.join(dirpath, n), (mtime, mtime), follow_symlinks=False)
-    os.utime(sd, (mtime, mtime))
+        items.append((Entry(path=name, kind=DIR, mode=0o755, mtime=mtime), b""))
+    kept = [it for it in items if it[0].path.split("/", 1)[0] not in present]
+    # depth-first, children sorted by their bytes: the order every writer expects
+    kept.sort(key=lambda it: [sort_key(part) for part in it[0].path.split("/")])
+    return MemoryTree("sandbox scaffold", kept)
+
+
+def add_scaffold(root: Path, spec: ImageSpec, *, mtime: int) -> None:
+    """Write the scaffold into the unpacked tree at ``root`` (through the tree writer, so nothing the
+    tree holds, such as a symlink named ``.singularity.d``, is ever followed)."""
+    tree = scaffold_tree(spec, mtime=mtime, present=set(os.listdir(root)))
+    write_tree(tree, root, where=f"{root}: sandbox scaffold", error=BuildError)

@@ -1,19 +1,21 @@
 """Deterministic tar files made of a few named members (OCI archive, docker archive).
 
 Members are written in the order given, with owner 0:0, empty owner names, a fixed mtime and fixed
-modes, so the same members give the same bytes. Big members (layers) are streamed from files.
+modes, so the same members give the same bytes. Big members (layers) are streamed from files. The
+bytes come from the toolkit's one tar writer (``tarwrite``).
 """
 
 from __future__ import annotations
 
-import shutil
-import tarfile
+import io
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-_COPY = 1 << 20
+from ..errors import BuildError
+from ..tarwrite import TarWriter
+from ..tree import DIR, FILE, Entry
 
 
 @dataclass(frozen=True)
@@ -24,34 +26,24 @@ class Member:
     is_dir: bool = False
 
 
-def _info(name: str, size: int, mtime: int, is_dir: bool) -> tarfile.TarInfo:
-    ti = tarfile.TarInfo(name + "/" if is_dir else name)
-    ti.type = tarfile.DIRTYPE if is_dir else tarfile.REGTYPE
-    ti.mode = 0o755 if is_dir else 0o644
-    ti.size = 0 if is_dir else size
-    ti.mtime = mtime
-    ti.uid = ti.gid = 0
-    ti.uname = ti.gname = ""
-    return ti
-
-
 def write_members(out: BinaryIO, members: Iterable[Member], *, mtime: int) -> None:
+    tar = TarWriter(out.write, mtime=mtime, where="archive", error=BuildError)
     for m in members:
         if m.is_dir:
-            out.write(_info(m.name, 0, mtime, True).tobuf(tarfile.PAX_FORMAT, "utf-8"))
+            tar.add(Entry(path=m.name, kind=DIR, mode=0o755), _content)
             continue
-        if m.data is not None:
-            out.write(_info(m.name, len(m.data), mtime, False).tobuf(tarfile.PAX_FORMAT, "utf-8"))
-            out.write(m.data)
-            size = len(m.data)
-        else:
-            assert m.path is not None
-            size = m.path.stat().st_size
-            out.write(_info(m.name, size, mtime, False).tobuf(tarfile.PAX_FORMAT, "utf-8"))
-            with open(m.path, "rb") as f:
-                shutil.copyfileobj(f, out, _COPY)
-        out.write(b"\0" * (-size % tarfile.BLOCKSIZE))
-    out.write(b"\0" * (tarfile.BLOCKSIZE * 2))
+        size = len(m.data) if m.data is not None else m.path.stat().st_size if m.path is not None else 0
+        tar.add(Entry(path=m.name, kind=FILE, mode=0o644, size=size, ref=m), _content)
+    tar.end()
+
+
+def _content(entry: Entry) -> BinaryIO:
+    m = entry.ref
+    assert isinstance(m, Member)
+    if m.data is not None:
+        return io.BytesIO(m.data)
+    assert m.path is not None
+    return open(m.path, "rb")
 
 
 def directory_members(root: Path) -> list[Member]:

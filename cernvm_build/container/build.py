@@ -23,10 +23,12 @@ from pathlib import Path
 from ..artifact import Artifact
 from ..errors import BuildError
 from ..fsutil import atomic_dir
-from .apptainer import scaffold
+from ..tree import TreeReport
+from ..treewrite import remove_tree
+from .apptainer import add_scaffold
 from .image import LABEL_MTIMES, LABEL_SKIPPED, ImageSpec, hex_of
 from .layer import LayerResult, write_layer
-from .materialize import clear, materialize
+from .materialize import materialize
 from .oci import ImageParts, assemble, write_docker_archive, write_oci_dir, write_oci_tar
 from .source import FILE, TreeSource
 from .thin import write_thin
@@ -51,6 +53,8 @@ class BuildRequest:
     hub_fqrn: str = "unpacked.cern.ch"
     #: publishes into the hub for the ``cvmfs`` format: (parts, source, mtime) -> artifact
     publish: Callable[[ImageParts, TreeSource, int | None], Artifact] | None = None
+    #: create device nodes in trees written to disk (the sandbox; needs root); tar layers carry them
+    devices: bool = False
 
 
 @dataclass
@@ -59,6 +63,8 @@ class BuildResult:
     layer: LayerResult | None = None
     parts: ImageParts | None = None
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    #: what was skipped and what carries power (setuid/setgid, xattrs), from the layer and the sandbox
+    report: TreeReport = field(default_factory=TreeReport)
 
 
 def check_formats(formats: Sequence[str]) -> list[str]:
@@ -97,11 +103,11 @@ def build(req: BuildRequest, progress: Progress | None = None) -> BuildResult:
     out = req.out_dir
     out.mkdir(parents=True, exist_ok=True)
     work = out / f".{req.basename}.work"
-    clear(work)
+    remove_tree(work)
     # temporaries of an interrupted run (killed before it could clean up) of these same outputs
     for stale in out.glob(f".{req.basename}.*.tmp"):
         if stale.is_dir() and not stale.is_symlink():
-            clear(stale)
+            remove_tree(stale)
         else:
             stale.unlink()
     work.mkdir()
@@ -117,7 +123,7 @@ def build(req: BuildRequest, progress: Progress | None = None) -> BuildResult:
                 gz_f = files.enter_context(open(gz, "wb")) if gz else None
                 raw_f = files.enter_context(open(raw, "wb")) if raw else None
                 layer = write_layer(req.source, gz_out=gz_f, raw_out=raw_f, mtime=mtime, progress=progress)
-            res.layer, res.skipped = layer, list(layer.skipped)
+            res.layer, res.skipped, res.report = layer, list(layer.skipped), layer.report
             spec = _with_build_labels(spec, req.keep_mtimes, len(layer.skipped))
             parts = assemble(
                 spec,
@@ -152,11 +158,23 @@ def build(req: BuildRequest, progress: Progress | None = None) -> BuildResult:
         if "apptainer" in formats:
             sandbox = out / f"{req.basename}.sandbox"
             with atomic_dir(sandbox) as tmp:
-                m = materialize(req.source, tmp, mtime=mtime, progress=None if needs_layer else progress)
+                m = materialize(
+                    req.source,
+                    tmp,
+                    mtime=mtime,
+                    devices=req.devices,
+                    progress=None if needs_layer else progress,
+                )
                 if not needs_layer:
-                    res.skipped = list(m.skipped)
+                    res.skipped, res.report = list(m.skipped), m.report
                     spec = _with_build_labels(spec, req.keep_mtimes, len(m.skipped))
-                scaffold(tmp, spec, mtime=spec.created)
+                else:  # the layer's report, plus what only the sandbox skipped (device nodes)
+                    layer_skips = set(res.skipped)
+                    extra = [s for s in m.skipped if s not in layer_skips]
+                    res.skipped += extra
+                    for p, why in extra:
+                        res.report.skip(p, why)
+                add_scaffold(tmp, spec, mtime=spec.created)
                 tmp.chmod(0o755)
             res.artifacts.append(
                 Artifact(
@@ -168,7 +186,7 @@ def build(req: BuildRequest, progress: Progress | None = None) -> BuildResult:
                 )
             )
     finally:
-        clear(work)
+        remove_tree(work)
     return res
 
 

@@ -59,6 +59,11 @@ class ProfileBuild:
                 "specials": layer.specials,
             },
             "skipped": [{"path": p, "reason": r} for p, r in self.result.skipped],
+            # setuid/setgid files and files with xattrs are kept (OS trees need them) and listed
+            "setid": self.result.report.to_json()["setid"],
+            "setid_count": self.result.report.setid_count,
+            "xattrs": self.result.report.to_json()["xattrs"],
+            "xattrs_count": self.result.report.xattrs_count,
         }
 
 
@@ -85,6 +90,7 @@ def build_profile(
     path: str | None = None,
     reference: str | None = None,
     keep_mtimes: bool = False,
+    devices: bool = False,
     hub: HubOptions = HubOptions(),
     ctx: BuildContext,
 ) -> ProfileBuild:
@@ -92,6 +98,7 @@ def build_profile(
 
     ``ctx.epoch`` is the image's ``created`` time (and the files' mtimes unless ``keep_mtimes``);
     ``ctx.reporter`` hears a step once the snapshot is open and the content bytes as progress.
+    ``devices`` creates device nodes in the sandbox (as root; layers always carry them).
     """
     fmts = check_formats([f.strip() for f in (formats or prof.container.formats)])
     if "cvmfs" in fmts and (hub.stratum is None or hub.keys_dir is None):
@@ -134,6 +141,7 @@ def build_profile(
             keep_mtimes=keep_mtimes,
             hub_fqrn=hub.fqrn,
             publish=publish,
+            devices=devices,
         )
         total = content_size(origin.tree)
         done = 0

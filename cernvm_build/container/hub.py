@@ -21,17 +21,15 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from collections.abc import Callable, Iterator
-from dataclasses import replace
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
 
 from ..artifact import Artifact
 from ..cvmfs.keys import KeySet, load_keys
 from ..cvmfs.publish import publish_tar
 from ..cvmfs.repository import Repository, open_repository
 from ..errors import BuildError, CernVMError
-from .apptainer import scaffold
+from .apptainer import scaffold_tree
 from .image import canonical, hex_of
 from .layer import write_layer
 from .oci import ImageParts
@@ -40,7 +38,6 @@ from .source import (
     SYMLINK,
     Chained,
     Entry,
-    LocalTree,
     MemoryTree,
     Prefixed,
     TreeSource,
@@ -181,11 +178,9 @@ def publish_image(
         one = MemoryTree("catalog marker", [(_single_file(b"", ts), b"")])
         revision = _publish(stratum, keys, one, "/.layers/" + CATALOG_MARKER, work, ts)
     if not have_flat:
-        with tempfile.TemporaryDirectory(dir=work) as extra:
-            scaffold(Path(extra), parts.spec, mtime=ts)
-            marker_tree = MemoryTree("catalog marker", [memory_file(CATALOG_MARKER, b"", mtime=ts)])
-            flat = Chained(tree, _RootOwned(LocalTree(Path(extra))), marker_tree)
-            revision = _publish(stratum, keys, flat, fdir, work, mtime)
+        marker_tree = MemoryTree("catalog marker", [memory_file(CATALOG_MARKER, b"", mtime=ts)])
+        flat = Chained(tree, scaffold_tree(parts.spec, mtime=ts), marker_tree)
+        revision = _publish(stratum, keys, flat, fdir, work, mtime)
         published.append(fdir)
     if not have_link:
         link_entry = Entry(path=".", kind=SYMLINK, mode=0o777, mtime=ts, target=link_target(parts))
@@ -205,21 +200,6 @@ def publish_image(
 
 def _single_file(data: bytes, ts: int) -> Entry:
     return Entry(path=".", kind=FILE, mode=0o644, size=len(data), mtime=ts)
-
-
-class _RootOwned:
-    """A local tree presented as owned by root (the sandbox additions are the toolkit's files)."""
-
-    def __init__(self, source: LocalTree) -> None:
-        self.source = source
-        self.description = source.description
-
-    def entries(self) -> Iterator[Entry]:
-        for e in self.source.entries():
-            yield replace(e, uid=0, gid=0, xattrs={})
-
-    def open(self, entry: Entry) -> BinaryIO:
-        return self.source.open(entry)
 
 
 def _artifact(

@@ -13,35 +13,20 @@ gzip's header has mtime 0 and no file name.
 from __future__ import annotations
 
 import hashlib
-import logging
 import queue
-import tarfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from ..errors import BuildError
+from ..tarwrite import TarWriter
+from ..tree import TreeReport, TreeSource
 from .pgzip import ParallelGzip
-from .source import BLOCK, CHAR, DIR, FIFO, FILE, SOCKET, SYMLINK, Entry, TreeSource
-
-log = logging.getLogger(__name__)
 
 GZIP_LEVEL = 6
 _BLOCK = 1 << 20  # read size and hand-over size between the two threads
 _QUEUE_DEPTH = 8
-
-_TAR_TYPE = {
-    DIR: tarfile.DIRTYPE,
-    FILE: tarfile.REGTYPE,
-    SYMLINK: tarfile.SYMTYPE,
-    CHAR: tarfile.CHRTYPE,
-    BLOCK: tarfile.BLKTYPE,
-    FIFO: tarfile.FIFOTYPE,
-}
-
-#: kinds a tar layer cannot carry; they are skipped, logged and listed in the result
-UNCARRIABLE = frozenset({SOCKET})
 
 
 @dataclass
@@ -57,38 +42,7 @@ class LayerResult:
     specials: int = 0
     content_bytes: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
-
-
-def skip_reason(entry: Entry) -> str | None:
-    """Why ``entry`` cannot go into a tar layer, or None."""
-    if entry.kind in UNCARRIABLE:
-        return f"{entry.kind}s cannot be stored in a tar layer"
-    return None
-
-
-def tar_info(entry: Entry, *, mtime: int | None, hardlink_to: str | None = None) -> tarfile.TarInfo:
-    """The tar header for ``entry``; ``mtime`` None keeps the entry's own."""
-    name = entry.path + "/" if entry.kind == DIR else entry.path
-    ti = tarfile.TarInfo(name)
-    ti.mode = entry.mode & 0o7777
-    ti.uid, ti.gid = entry.uid, entry.gid
-    ti.uname = ti.gname = ""
-    ti.mtime = entry.mtime if mtime is None else mtime
-    if hardlink_to is not None:
-        ti.type = tarfile.LNKTYPE
-        ti.linkname = hardlink_to
-        ti.size = 0
-    else:
-        ti.type = _TAR_TYPE[entry.kind]
-        ti.size = entry.size if entry.kind == FILE else 0
-        ti.linkname = entry.target if entry.kind == SYMLINK else ""
-        if entry.kind in (CHAR, BLOCK):
-            ti.devmajor, ti.devminor = entry.rdev
-    if entry.xattrs:
-        ti.pax_headers = {
-            f"SCHILY.xattr.{k}": v.decode("utf-8", "surrogateescape") for k, v in sorted(entry.xattrs.items())
-        }
-    return ti
+    report: TreeReport = field(default_factory=TreeReport)
 
 
 class _Pipeline:
@@ -166,7 +120,6 @@ def write_layer(
     pipe = _Pipeline(raw_out, gz_out, level, workers)
     res = LayerResult(diff_id="", size=0)
     buf = bytearray()
-    first_of_link: dict[object, str] = {}
 
     def emit(data: bytes | bytearray) -> None:
         if len(data) >= _BLOCK // 4:  # big blocks go as they are: one copy less
@@ -180,68 +133,25 @@ def write_layer(
             pipe.put(bytes(buf))
             buf.clear()
 
+    tar = TarWriter(
+        emit, mtime=mtime, where=source.description, error=BuildError, report=res.report, progress=progress
+    )
     try:
         for entry in source.entries():
-            reason = skip_reason(entry)
-            if reason is not None:
-                log.warning("skipping %s: %s", entry.path, reason)
-                res.skipped.append((entry.path, reason))
-                continue
-            link_to = None
-            if entry.kind == FILE and entry.link_id is not None:
-                link_to = first_of_link.get(entry.link_id)
-                if link_to is None:
-                    first_of_link[entry.link_id] = entry.path
-            emit(tar_info(entry, mtime=mtime, hardlink_to=link_to).tobuf(tarfile.PAX_FORMAT, "utf-8"))
-            if link_to is not None:
-                res.hardlinks += 1
-            elif entry.kind == FILE:
-                res.files += 1
-                _copy_content(source, entry, emit, progress)
-                res.content_bytes += entry.size
-            elif entry.kind == DIR:
-                res.dirs += 1
-            elif entry.kind == SYMLINK:
-                res.symlinks += 1
-            else:
-                res.specials += 1
-        emit(b"\0" * (tarfile.BLOCKSIZE * 2))  # end-of-archive marker
+            tar.add(entry, source.open)
+        tar.end()
         pipe.put(bytes(buf))
         buf.clear()
         pipe.close()
     except BaseException:
         pipe.abort()
         raise
+    res.files, res.dirs, res.symlinks = tar.files, tar.dirs, tar.symlinks
+    res.hardlinks, res.specials, res.content_bytes = tar.hardlinks, tar.specials, tar.content_bytes
+    res.skipped = list(res.report.skipped)
     res.diff_id = "sha256:" + pipe.raw_hash.hexdigest()
     res.size = pipe.size
     if gz_out is not None:
         res.digest = "sha256:" + pipe.gz_hash.hexdigest()
         res.compressed_size = pipe.gz_size
     return res
-
-
-def _copy_content(
-    source: TreeSource,
-    entry: Entry,
-    emit: Callable[[bytes | bytearray], None],
-    progress: Callable[[int], None] | None,
-) -> None:
-    remaining = entry.size
-    with source.open(entry) as f:
-        while remaining > 0:
-            block = f.read(min(_BLOCK, remaining))
-            if not block:
-                break
-            emit(block)
-            remaining -= len(block)
-            if progress is not None:
-                progress(len(block))
-        extra = f.read(1) if remaining == 0 else b""
-    if remaining or extra:
-        raise BuildError(
-            f"{source.description}: {entry.path}: content size differs from the listed size {entry.size}",
-            hint="the tree changed while it was being read; run the command again",
-        )
-    pad = -entry.size % tarfile.BLOCKSIZE
-    if pad:
-        emit(b"\0" * pad)

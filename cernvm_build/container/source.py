@@ -1,12 +1,10 @@
 """Where a container's root tree comes from: a uniform, sorted stream of entries plus an opener.
 
-Two sources implement it: a local directory (tests, already-exported trees) and a CernVM-FS
-repository snapshot (the real thing). Writers only see ``Entry`` objects, so every output format is
-tested the same way against both.
-
-Order is part of the contract: depth-first, children sorted by their UTF-8 bytes, parents before
-children. Every writer relies on it for reproducible output and for hard links (the first path of a
-link group in this order is the one that carries the content).
+The model (``Entry``, the kinds, ``TreeSource``) lives in ``cernvm_build.tree``, shared with the
+writers and ``cvmfs export``; this module holds the sources: a local directory (tests, already
+exported trees), a CernVM-FS repository snapshot (the real thing, ``cvmfs.tree``), small trees in
+memory, and the combinators the DUCC hub composes trees with. Writers only see ``Entry`` objects,
+so every output format is tested the same way against every source.
 """
 
 from __future__ import annotations
@@ -14,80 +12,48 @@ from __future__ import annotations
 import io
 import os
 import stat
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO
 
-from ..errors import BuildError
+from ..cvmfs.tree import RepositoryTree
+from ..errors import BuildError, CernVMError
+from ..tree import (
+    BLOCK,
+    CHAR,
+    DIR,
+    FIFO,
+    FILE,
+    SOCKET,
+    SYMLINK,
+    Entry,
+    TreeSource,
+    kind_of_mode,
+    sort_key,
+)
 
 if TYPE_CHECKING:
-    from ..cvmfs.catalog import DirEntry
     from ..cvmfs.repository import Repository
 
-DIR = "dir"
-FILE = "file"
-SYMLINK = "symlink"
-CHAR = "char"
-BLOCK = "block"
-FIFO = "fifo"
-SOCKET = "socket"
-
-_KIND_OF_FMT = {
-    stat.S_IFDIR: DIR,
-    stat.S_IFREG: FILE,
-    stat.S_IFLNK: SYMLINK,
-    stat.S_IFCHR: CHAR,
-    stat.S_IFBLK: BLOCK,
-    stat.S_IFIFO: FIFO,
-    stat.S_IFSOCK: SOCKET,
-}
-
-
-def kind_of_mode(mode: int) -> str:
-    kind = _KIND_OF_FMT.get(stat.S_IFMT(mode))
-    if kind is None:
-        raise ValueError(f"unknown file type in mode {mode:o}")
-    return kind
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One node of a tree, as the writers need it."""
-
-    path: str  # relative to the tree root, '/'-separated, never empty, no leading './'
-    kind: str  # DIR, FILE, SYMLINK, CHAR, BLOCK, FIFO or SOCKET
-    mode: int  # permission bits including setuid/setgid/sticky (0o7777)
-    size: int = 0
-    mtime: int = 0
-    uid: int = 0
-    gid: int = 0
-    target: str = ""  # symlink target, verbatim
-    #: identity shared by all hard links to one inode (None when the file is not hard-linked)
-    link_id: object | None = None
-    xattrs: Mapping[str, bytes] = field(default_factory=dict)
-    rdev: tuple[int, int] = (0, 0)
-    #: the source's own record of this node (saves a second lookup when the content is read)
-    ref: object = field(default=None, compare=False, repr=False)
-
-    @property
-    def name(self) -> str:
-        return self.path.rsplit("/", 1)[-1]
-
-
-class TreeSource(Protocol):
-    """A sorted stream of entries and a way to read file contents."""
-
-    #: human description for messages, e.g. ``cvmfs://repo.example/el9@tag`` or a directory path
-    description: str
-
-    def entries(self) -> Iterator[Entry]: ...
-
-    def open(self, entry: Entry) -> BinaryIO: ...
-
-
-def sort_key(name: str) -> bytes:
-    return name.encode("utf-8", "surrogateescape")
+__all__ = [
+    "BLOCK",
+    "CHAR",
+    "DIR",
+    "FIFO",
+    "FILE",
+    "SOCKET",
+    "SYMLINK",
+    "Chained",
+    "CvmfsTree",
+    "Entry",
+    "LocalTree",
+    "MemoryTree",
+    "Prefixed",
+    "TreeSource",
+    "kind_of_mode",
+    "sort_key",
+]
 
 
 class LocalTree:
@@ -104,22 +70,26 @@ class LocalTree:
         self.description = str(root)
 
     def entries(self) -> Iterator[Entry]:
-        yield from self._walk(self.root, "")
+        # an explicit stack, not recursion: a deep tree must not hit Python's recursion limit
+        stack: list[Iterator[Entry]] = [self._children(self.root, "")]
+        while stack:
+            entry = next(stack[-1], None)
+            if entry is None:
+                stack.pop()
+                continue
+            yield entry
+            if entry.kind == DIR:
+                stack.append(self._children(self.root / entry.path, entry.path + "/"))
 
-    def _walk(self, directory: Path, prefix: str) -> Iterator[Entry]:
+    def _children(self, directory: Path, prefix: str) -> Iterator[Entry]:
         try:
             names = sorted(os.listdir(directory), key=sort_key)
         except OSError as e:
             raise BuildError(f"cannot list {directory}: {e.strerror}") from e
         for name in names:
             rel = f"{prefix}{name}"
-            if rel in self.exclude:
-                continue
-            full = directory / name
-            entry = self._entry(full, rel)
-            yield entry
-            if entry.kind == DIR:
-                yield from self._walk(full, rel + "/")
+            if rel not in self.exclude:
+                yield self._entry(directory / name, rel)
 
     def _entry(self, full: Path, rel: str) -> Entry:
         st = os.lstat(full)
@@ -136,7 +106,8 @@ class LocalTree:
             kind=kind,
             mode=stat.S_IMODE(st.st_mode),
             size=st.st_size if kind == FILE else 0,
-            mtime=int(st.st_mtime),
+            mtime=st.st_mtime_ns // 1_000_000_000,
+            mtime_nsec=st.st_mtime_ns % 1_000_000_000,
             uid=st.st_uid,
             gid=st.st_gid,
             target=os.readlink(full) if kind == SYMLINK else "",
@@ -149,73 +120,17 @@ class LocalTree:
         return open(self.root / entry.path, "rb")
 
 
-_SMALL = 256 * 1024
-
-
-class CvmfsTree:
-    """The subtree at ``path`` of an opened CernVM-FS repository snapshot.
-
-    Hard links are recognised by (catalog, hard-link group), as CernVM-FS scopes groups to one
-    catalog. Entries hidden by the server (the ``/.cvmfs`` virtual snapshot directory) are left out.
-    """
+class CvmfsTree(RepositoryTree):
+    """The subtree at ``path`` of an opened CernVM-FS repository snapshot (see ``cvmfs.tree``); a
+    path that is not a directory is a build error that points at the profile."""
 
     def __init__(self, repo: Repository, path: str = "/") -> None:
-        from ..cvmfs.catalog import FLAG_HIDDEN
-        from ..cvmfs.catalog import DirEntry as _DirEntry
-
-        self._hidden = FLAG_HIDDEN
-        self._dir_entry = _DirEntry
-        self.repo = repo
-        where = f"{repo.fqrn}@{repo.tag or 'revision ' + str(repo.revision)}"
-        top = repo.lookup(path)
-        if top is None or not top.is_dir:
-            what = "does not exist" if top is None else "is not a directory"
+        try:
+            super().__init__(repo, path)
+        except CernVMError as e:
             raise BuildError(
-                f"{where}: {path} {what} in the repository",
-                hint="check the profile's cvmfs.path (list it with 'cernvm-build cvmfs ls')",
-            )
-        self.base = top.path
-        self.description = f"cvmfs://{repo.fqrn}{self.base}@{repo.tag or repo.root_hash}"
-
-    def entries(self) -> Iterator[Entry]:
-        yield from self._walk(self.base)
-
-    def _walk(self, directory: str) -> Iterator[Entry]:
-        children = sorted(self.repo.listdir(directory), key=lambda d: sort_key(d.name))
-        for d in children:
-            if d.flags & self._hidden:
-                continue
-            entry = self._entry(d)
-            yield entry
-            if entry.kind == DIR:
-                yield from self._walk(d.path)
-
-    def _entry(self, d: DirEntry) -> Entry:
-        kind = kind_of_mode(d.mode)
-        rel = d.path[len(self.base) :].lstrip("/")
-        return Entry(
-            path=rel,
-            kind=kind,
-            mode=stat.S_IMODE(d.mode),
-            size=d.size if kind == FILE else 0,
-            mtime=d.mtime,
-            uid=d.uid,
-            gid=d.gid,
-            target=d.symlink if kind == SYMLINK else "",
-            link_id=(d.catalog_prefix, d.hardlink_group) if kind == FILE and d.hardlink_group else None,
-            xattrs=dict(sorted(d.xattrs.items())),
-            rdev=(os.major(d.rdev), os.minor(d.rdev)) if kind in (CHAR, BLOCK) else (0, 0),
-            ref=d,
-        )
-
-    def open(self, entry: Entry) -> BinaryIO:
-        full = self.base.rstrip("/") + "/" + entry.path
-        ref = entry.ref
-        if isinstance(ref, self._dir_entry) and ref.path == full:
-            if ref.size <= _SMALL:  # one read, no buffered file object: most files are small
-                return io.BytesIO(self.repo.read(ref))
-            return self.repo.open(ref)
-        return self.repo.open(full)
+                e.message, hint="check the profile's cvmfs.path (list it with 'cernvm-build cvmfs ls')"
+            ) from e
 
 
 class MemoryTree:

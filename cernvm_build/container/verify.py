@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..errors import BuildError
+from ..tarwrite import skip_reason
 from .apptainer import SCAFFOLD, SD
 from .image import LABEL_MTIMES, hex_of
-from .layer import skip_reason
 from .source import BLOCK, CHAR, DIR, FIFO, FILE, SYMLINK, Entry, LocalTree, TreeSource
 
 _READ = 1 << 20

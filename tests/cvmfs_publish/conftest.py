@@ -56,7 +56,7 @@ def export(reader: Callable[..., Repository], tmp_path: Path) -> Callable[..., P
         counter[0] += 1
         dest = tmp_path / f"export{counter[0]}"
         with reader(stratum, **snap) as repo:
-            export_directory(repo, dest)
+            export_directory(repo, dest, devices=True)  # the round trip includes device nodes
         return dest
 
     return export_
