@@ -12,10 +12,11 @@ import contextlib
 import hashlib
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 CHUNK = 1 << 20
 
@@ -85,5 +86,78 @@ def atomic_dir(dest: Path) -> Iterator[Path]:
             os.rename(tmp, dest)
         fsync_dir(dest.parent)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            remove_tree(tmp)
         raise
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+#: directory descriptors (each with its listing) ``remove_tree`` keeps open at once
+_HELD = 64
+
+
+def remove_tree(path: Path) -> None:
+    """Remove ``path`` and everything below it, never following a symlink inside it, whatever its
+    depth (no recursion, at most ``_HELD`` directories open) and its modes (a 0500 directory the
+    caller owns is made writable first). For partial outputs and scratch trees the toolkit wrote."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        os.unlink(path)
+        return
+    as_root = os.geteuid() == 0
+
+    def enter(fd: int) -> Any:  # the listing holds a descriptor of its own: close it with the level
+        if not as_root:
+            os.fchmod(fd, 0o700)
+        return os.scandir(fd)
+
+    # each level: [name in its parent, (dev, ino), fd or None, listing or None]
+    top = os.open(path, _DIR_FLAGS)
+    levels: list[list[Any]] = [["", (st.st_dev, st.st_ino), top, enter(top)]]
+    first_held = 0
+    try:
+        while levels:
+            level = levels[-1]
+            entry = next(level[3], None)
+            if entry is not None:
+                if entry.is_dir(follow_symlinks=False):
+                    fd = os.open(entry.name, _DIR_FLAGS, dir_fd=level[2])
+                    cst = os.fstat(fd)
+                    levels.append([entry.name, (cst.st_dev, cst.st_ino), fd, enter(fd)])
+                    if len(levels) - first_held > _HELD:
+                        lowest = levels[first_held]
+                        lowest[3].close()
+                        os.close(lowest[2])
+                        lowest[2] = lowest[3] = None
+                        first_held += 1
+                else:
+                    os.unlink(entry.name, dir_fd=level[2])
+                continue
+            levels.pop()
+            if not levels:
+                os.close(level[2])
+                break
+            parent = levels[-1]
+            reopened = parent[2] is None
+            if reopened:  # reopen through "..", and make sure it is the same directory
+                fd = os.open("..", _DIR_FLAGS, dir_fd=level[2])
+                pst = os.fstat(fd)
+                if (pst.st_dev, pst.st_ino) != parent[1]:
+                    os.close(fd)
+                    raise OSError(f"{path}: a directory was moved while it was being removed")
+                parent[2] = fd
+                first_held = len(levels) - 1
+            os.close(level[2])
+            os.rmdir(level[0], dir_fd=parent[2])
+            if reopened:  # listed again from the start: what was removed is gone from it
+                parent[3] = enter(parent[2])
+    finally:
+        for level in levels:
+            if level[2] is not None:
+                with contextlib.suppress(OSError):
+                    level[3].close()
+                    os.close(level[2])
+    os.rmdir(path)

@@ -423,27 +423,3 @@ def write_tree(
         writer.abort()
         raise
     return res
-
-
-def remove_tree(path: Path) -> None:
-    """Remove a partial tree this toolkit wrote, even where modes (0500 directories) stop a plain
-    rmtree, without following any symlink inside it."""
-    if not os.path.lexists(path):
-        return
-    if not os.path.isdir(path) or os.path.islink(path):
-        os.unlink(path)
-        return
-    import shutil
-
-    def onerror(func: Callable[..., object], p: str, exc: object) -> None:
-        try:
-            fd = os.open(os.path.dirname(p), _DIR_FLAGS)
-            try:
-                os.fchmod(fd, 0o700)
-            finally:
-                os.close(fd)
-            func(p)
-        except OSError as e:
-            raise CernVMError(f"cannot remove {p}: {e.strerror}") from e
-
-    shutil.rmtree(path, onerror=onerror)

@@ -22,9 +22,8 @@ from pathlib import Path
 
 from ..artifact import Artifact
 from ..errors import BuildError
-from ..fsutil import atomic_dir
+from ..fsutil import atomic_dir, remove_tree
 from ..tree import TreeReport
-from ..treewrite import remove_tree
 from .apptainer import add_scaffold
 from .image import LABEL_MTIMES, LABEL_SKIPPED, ImageSpec, hex_of
 from .layer import LayerResult, write_layer

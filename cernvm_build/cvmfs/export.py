@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CvmfsError
+from ..fsutil import remove_tree
 from ..tarwrite import TarWriter
 from ..tree import TreeReport
-from ..treewrite import PendingFile, TreeWriter, remove_tree
+from ..treewrite import PendingFile, TreeWriter
 from .catalog import DirEntry
 from .repository import Repository
 from .tree import RepositoryTree
