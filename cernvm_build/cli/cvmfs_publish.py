@@ -45,6 +45,8 @@ def _result(r: pub.PublishResult) -> dict[str, Any]:
         "files": r.files,
         "catalogs": r.catalogs,
         "catalogs_reused": r.catalogs_reused,
+        "nested_by_dirtab": list(r.nested_by_dirtab),
+        "nested_auto": list(r.nested_auto),
         "warnings": list(r.warnings),
     }
 
@@ -93,6 +95,21 @@ def cmd_create(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
+def _autocatalogs(value: str) -> Any:
+    from ..cvmfs.nesting import AutoCatalogs
+
+    if value == "no":
+        return None
+    try:
+        high, _, low = value.partition(":")
+        return AutoCatalogs(int(high), int(low)) if low else AutoCatalogs(int(high))
+    except ValueError:
+        raise UsageError(
+            f"--autocatalogs {value!r}: expected MAX[:MIN] entries with MIN < MAX/2, or 'no'",
+            hint="the real server's default is --autocatalogs 100000:1000",
+        ) from None
+
+
 def cmd_publish(args: argparse.Namespace, out: Output) -> int:
     from ..cvmfs import publish as pub
     from ..cvmfs.chunking import ChunkingSettings
@@ -102,6 +119,7 @@ def cmd_publish(args: argparse.Namespace, out: Output) -> int:
     keys = load_keys(args.keys, fqrn)
     chunking = ChunkingSettings(enabled=False) if args.no_chunking else None
     common: dict[str, Any] = dict(
+        autocatalogs=_autocatalogs(args.autocatalogs),
         tag=args.tag,
         description=args.description,
         auto_tag=args.auto_tag,
@@ -227,9 +245,11 @@ def register_publish(
         help="publish a directory or tar as a new revision",
         description="Publish SOURCE (a directory, a tar file, or '-' for a tar on stdin) as the next\n"
         "revision. Only new content is stored; unchanged files (same size, mtime, mode) are not read\n"
-        "again; a '.cvmfscatalog' file makes its directory a nested catalog; files over 4 MiB are\n"
-        "chunked. The manifest is written last: readers see the old revision until the new one is\n"
-        "complete, and an interrupted publish can simply be run again.\n\n"
+        "again; a '.cvmfscatalog' file makes its directory a nested catalog, so do the rules of a\n"
+        "'/.cvmfsdirtab' and the automatic split of catalogs over --autocatalogs entries; files over\n"
+        "4 MiB are chunked where the real server cuts them. The manifest is written last: readers\n"
+        "see the old revision until the new one is complete, and an interrupted publish can simply\n"
+        "be run again.\n\n"
         "  cernvm-build cvmfs publish ./srv/demo.cernvm.test ./rootfs --keys ./keys --tag v1\n"
         "  tar -C rootfs -c . | cernvm-build cvmfs publish ./srv/demo.cernvm.test - --keys ./keys\n"
         "  cernvm-build cvmfs publish REPO ./layer --keys K --base-path /.layers/ab/abcd --json",
@@ -242,6 +262,12 @@ def register_publish(
     p.add_argument("--base-path", default="/", metavar="P", help="publish SOURCE at P, keep the rest")
     p.add_argument("--root-owner", action="store_true", help="store every entry as owned by uid/gid 0")
     p.add_argument("--no-chunking", action="store_true", help="store large files as single objects")
+    p.add_argument(
+        "--autocatalogs",
+        default="100000:1000",
+        metavar="MAX[:MIN]|no",
+        help="split a catalog over MAX entries into nested ones of at least MIN (100000:1000)",
+    )
     p.add_argument(
         "--timestamp", type=int, metavar="EPOCH", help="publish time (default SOURCE_DATE_EPOCH or now)"
     )

@@ -39,6 +39,9 @@ class PublishResult:
     timestamp: int = 0
     catalogs_reused: int = 0
     warnings: tuple[str, ...] = ()
+    #: directories that got a nested catalog from /.cvmfsdirtab, and from the automatic split
+    nested_by_dirtab: tuple[str, ...] = ()
+    nested_auto: tuple[str, ...] = ()
 
 
 def read_current(stratum: Path, fqrn: str) -> mf.Manifest:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .chunking import ChunkingSettings
+from .nesting import AutoCatalogs
 
 Progress = Callable[[int, int], None]
 #: Called with the name of each step as it completes: ``scanned``, ``objects`` (the first file
@@ -24,6 +25,7 @@ class Options:
     progress: Progress | None
     warnings: list[str] = field(default_factory=list)
     fault: Fault | None = None
+    autocatalogs: AutoCatalogs | None = None
 
     def reached(self, step: str) -> None:
         if self.fault is not None:

@@ -37,6 +37,7 @@ from . import manifest as mf
 from . import rsa as rsa_raw
 from .catalog_write import (
     ChunkRow,
+    Entry,
 )
 from .chunking import ChunkingSettings
 from .commit import (
@@ -53,6 +54,7 @@ from .content import ContentStore
 from .history_write import RESERVED, HistoryWriter, Tag
 from .keys import KeySet, check_fqrn
 from .lock import publish_lock
+from .nesting import DIRTAB, AutoCatalogs, Placed, place_catalogs
 from .objwrite import ObjectWriter
 from .options import Fault, Options, Progress
 from .previous import PreviousTree, read_object
@@ -98,6 +100,18 @@ def _check_timestamp(
         f"SOURCE_DATE_EPOCH {effective} is earlier than revision {current.revision} "
         f"({current.timestamp}): the new revision is dated {current.timestamp + 1}"
     )
+
+
+def _place_catalogs(stratum: Path, store: ObjectWriter, stage: Stage, opts: Options) -> Placed:
+    """Nested catalogs from /.cvmfsdirtab and the automatic split (``nesting.py``), as markers."""
+
+    def read(e: Entry) -> bytes:
+        if e.digest is None or e.chunks:
+            raise CvmfsError(f"{DIRTAB}: {e.size} bytes is too big for a dirtab", hint="keep it short")
+        return read_object(stratum, e.digest.hex(), "", DIRTAB)
+
+    empty = bytes.fromhex(store.put_bytes(b"")[:40])
+    return place_catalogs(stage, read, empty, opts.autocatalogs)
 
 
 @contextlib.contextmanager
@@ -179,12 +193,18 @@ def _publish(
     progress: Progress | None,
     normalize_owner: bool,
     fault: Fault | None,
+    autocatalogs: AutoCatalogs | None,
 ) -> PublishResult:
     if tag is not None:
         _check_tag_name(tag)
     base = norm_base(base_path)
     opts = Options(
-        _default_timestamp(timestamp), chunking or ChunkingSettings(), normalize_owner, progress, fault=fault
+        _default_timestamp(timestamp),
+        chunking or ChunkingSettings(),
+        normalize_owner,
+        progress,
+        fault=fault,
+        autocatalogs=autocatalogs,
     )
     with _session(stratum, "publish") as (store, scratch):
         current = read_current(stratum, fqrn)
@@ -199,10 +219,12 @@ def _publish(
             if base:
                 ensure_dirs(stage, base.rsplit("/", 1)[0], opts.timestamp)
             fill(stage, prev, content, base, opts)
+            placed = _place_catalogs(stratum, store, stage, opts)
             opts.reached("staged")
-            return commit(
+            result = commit(
                 stratum, fqrn, keys, store, scratch, stage, prev, current, opts, tag, description, auto_tag
             )
+            return replace(result, nested_by_dirtab=tuple(placed.dirtab), nested_auto=tuple(placed.auto))
         finally:
             content.pool.shutdown(wait=True, cancel_futures=True)
             stage.close()
@@ -224,11 +246,14 @@ def publish_tree(
     progress: Progress | None = None,
     normalize_owner: bool = False,
     fault: Fault | None = None,
+    autocatalogs: AutoCatalogs | None = AutoCatalogs(),
 ) -> PublishResult:
     """Publish the directory ``source`` as the new revision (or as the subtree at ``base_path``).
 
     ``progress(done_bytes, total_bytes)`` is called as file contents are stored; ``fault(step)``
-    after each step (``options.STEPS``; tests stop the process there).
+    after each step (``options.STEPS``; tests stop the process there). Nested catalogs go where the
+    tree has ``.cvmfscatalog`` markers, where its ``/.cvmfsdirtab`` says, and where a catalog would
+    exceed ``autocatalogs.max_weight`` entries (``None``: no automatic split); see ``nesting.py``.
     """
 
     def fill(stage: Stage, prev: PreviousTree, content: ContentStore, base: str, opts: Options) -> None:
@@ -248,6 +273,7 @@ def publish_tree(
         progress=progress,
         normalize_owner=normalize_owner,
         fault=fault,
+        autocatalogs=autocatalogs,
     )
 
 
@@ -266,6 +292,7 @@ def publish_tar(
     progress: Progress | None = None,
     normalize_owner: bool = False,
     fault: Fault | None = None,
+    autocatalogs: AutoCatalogs | None = AutoCatalogs(),
 ) -> PublishResult:
     """Publish a tar stream (plain or compressed, read once, front to back) as the new revision.
 
@@ -289,6 +316,7 @@ def publish_tar(
         progress=progress,
         normalize_owner=normalize_owner,
         fault=fault,
+        autocatalogs=autocatalogs,
     )
 
 

@@ -17,7 +17,15 @@ from pathlib import Path
 import pytest
 
 from cernvm_build.cvmfs import keys as keymod
-from cernvm_build.cvmfs.publish import add_tag, create_repository, publish_tree, remove_tag, resign_whitelist
+from cernvm_build.cvmfs.nesting import AutoCatalogs
+from cernvm_build.cvmfs.publish import (
+    PublishResult,
+    add_tag,
+    create_repository,
+    publish_tree,
+    remove_tag,
+    resign_whitelist,
+)
 from cernvm_build.cvmfs.serve import Server, serve
 from tests.cvmfs_publish.helpers import make_sample_tree
 
@@ -46,6 +54,7 @@ VARIANTS = {
     "$(A B)": "",
 }
 VARIANT_CONFIG = {"CVMFS_VAR": "hello"}
+AUTO = AutoCatalogs(max_weight=200, min_weight=30)
 
 
 @dataclass
@@ -54,6 +63,8 @@ class Revision:
     source: Path
     timestamp: int
     root_hash: str
+    markers: frozenset[str]  # catalog markers the publisher added (dirtab, automatic split)
+    catalogs: int
 
 
 @dataclass
@@ -96,6 +107,19 @@ def first_tree(root: Path) -> Path:
     (root / "variants").mkdir()
     for i, target in enumerate(VARIANTS):
         os.symlink(target, root / "variants" / f"v{i:02d}")
+    # nested catalogs without markers: /.cvmfsdirtab rules and the automatic split (AUTO limits)
+    (root / ".cvmfsdirtab").write_text("/sw/*\n! */skip*\n")
+    for d, n in {
+        "sw/one": 3,
+        "sw/two/deeper": 2,
+        "sw/skipme": 1,
+        "auto/a": 90,
+        "auto/b": 70,
+        "auto/c/d": 60,
+    }.items():
+        (root / d).mkdir(parents=True)
+        for i in range(n):
+            (root / d / f"f{i}").write_bytes(b"%d\n" % i)
     return root
 
 
@@ -126,16 +150,16 @@ def interop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Interop]:
         it = Interop(tools, server, stratum, work / "keys" / f"{FQRN}.pub", work)
         it.check_all("create")
         s1 = first_tree(work / "src1")
-        r = publish_tree(stratum, FQRN, keys, s1, tag="v1", timestamp=t1)
-        it.revisions["v1"] = Revision(r.revision, s1, t1, r.root_hash)
+        r = publish_tree(stratum, FQRN, keys, s1, tag="v1", timestamp=t1, autocatalogs=AUTO)
+        it.revisions["v1"] = Revision(r.revision, s1, t1, r.root_hash, markers(r), r.catalogs)
         it.check_all("full publish")
         s2 = change_tree(s1, work / "src2", 2)
-        r = publish_tree(stratum, FQRN, keys, s2, tag="v2", timestamp=t2)
-        it.revisions["v2"] = Revision(r.revision, s2, t2, r.root_hash)
+        r = publish_tree(stratum, FQRN, keys, s2, tag="v2", timestamp=t2, autocatalogs=AUTO)
+        it.revisions["v2"] = Revision(r.revision, s2, t2, r.root_hash, markers(r), r.catalogs)
         it.check_all("incremental publish")
         s3 = change_tree(s2, work / "src3", 3)
-        r = publish_tree(stratum, FQRN, keys, s3, timestamp=t3)
-        it.revisions["trunk"] = Revision(r.revision, s3, t3, r.root_hash)
+        r = publish_tree(stratum, FQRN, keys, s3, timestamp=t3, autocatalogs=AUTO)
+        it.revisions["trunk"] = Revision(r.revision, s3, t3, r.root_hash, markers(r), r.catalogs)
         it.check_all("second incremental publish")
         add_tag(stratum, FQRN, keys, "extra", it.revisions["v1"].root_hash, timestamp=t3 + 10)
         it.check_all("tag add")
@@ -144,6 +168,11 @@ def interop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Interop]:
         resign_whitelist(stratum, FQRN, keys, days=7)
         it.check_all("resign")
         yield it
+
+
+def markers(r: PublishResult) -> frozenset[str]:
+    auto = [f"{d}/{m}" for d in r.nested_auto for m in (".cvmfscatalog", ".cvmfsautocatalog")]
+    return frozenset([f"{d}/.cvmfscatalog" for d in r.nested_by_dirtab] + auto)
 
 
 def iso(ts: int) -> str:

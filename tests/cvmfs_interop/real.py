@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shlex
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -22,6 +23,9 @@ import pytest
 ENV = "CERNVM_CVMFS_REAL"
 CHECKOUT = Path(__file__).resolve().parents[2]
 RELATIVE = Path("shared") / "fixtures" / "cvmfs-real"
+MiB = 1 << 20
+#: ``cvmfs_server``'s default chunking, as ``cvmfs_swissknife sync`` options
+DEFAULT_CHUNKS = ("-p", "-l", str(4 * MiB), "-a", str(8 * MiB), "-h", str(16 * MiB))
 #: Runtime Debian packages of the binaries (from the fixture's README); also in the Makefile.
 PACKAGES = (
     "libcurl4 libc-ares2 libleveldb1d libprotobuf-lite32 libsqlite3-0 libpacparser1 libarchive13 "
@@ -182,3 +186,35 @@ def mounted(
         yield mnt
     finally:
         _unmount(mnt)
+
+
+def real_sync(
+    tools: RealTools, work: Path, fqrn: str, base: Path, base_hash: str, pub: Path, files: Path, *extra: str
+) -> str:
+    """``cvmfs_swissknife sync`` (what ``cvmfs_server publish`` runs) of ``files`` over ``base``,
+    into a Stratum at ``work/real`` (``extra``: more sync options); returns the new root hash.
+
+    The tool keeps statistics in /var/spool/cvmfs/<fqrn>/: it runs in a private mount namespace with a
+    tmpfs there, so nothing is written outside the test's directory."""
+    real, tmp, empty = work / "real", work / "sync-tmp", work / "empty"
+    for d in (real / "data" / "txn", tmp, empty):
+        d.mkdir(parents=True)
+    for i in range(256):
+        (real / "data" / f"{i:02x}").mkdir()
+    manifest = tmp / "manifest"
+    cmd = [
+        tools.swissknife, "sync", "-u", files, "-s", files, "-c", empty, "-t", tmp, "-b", base_hash,
+        "-r", f"local,{real}/data/txn,{real}", "-w", f"file://{base}", "-o", manifest, "-N", fqrn,
+        "-K", pub, "-e", "sha1", "-Z", "zlib", "-f", "overlayfs", *extra,
+    ]  # fmt: skip
+    inner = f"mount -t tmpfs none /var/spool && mkdir -p /var/spool/cvmfs/{fqrn} && exec "
+    inner += " ".join(shlex.quote(str(c)) for c in cmd)
+    r = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", inner],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=tools.env,
+    )
+    assert r.returncode == 0, f"cvmfs_swissknife sync failed: {r.stdout[-800:]}{r.stderr[-800:]}"
+    return next(line[1:] for line in manifest.read_text().splitlines() if line.startswith("C"))

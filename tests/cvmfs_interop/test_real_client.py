@@ -49,8 +49,13 @@ def _expected(source: Path) -> dict[str, tuple[object, ...]]:
     return out
 
 
-def _compare(mnt: Path, source: Path) -> None:
+def _compare(mnt: Path, source: Path, markers: frozenset[str]) -> None:
     want, got = _expected(source), describe(mnt)
+    # the markers the publisher added for /.cvmfsdirtab and the automatic split are in the repository
+    assert {p for p in got if p.rsplit("/", 1)[-1] in (".cvmfscatalog", ".cvmfsautocatalog")} - set(
+        want
+    ) == markers
+    got = {p: v for p, v in got.items() if p not in markers}
     diffs = [
         f"{p}: want {want.get(p)} got {got.get(p)}"
         for p in sorted(set(want) | set(got))
@@ -79,7 +84,10 @@ def test_real_cvmfs2_mounts_and_every_file_matches(
     ) as mnt:
         assert os.getxattr(mnt, "user.revision") == str(rev.number).encode()
         assert os.getxattr(mnt, "user.root_hash") == rev.root_hash.encode()
-        _compare(mnt, rev.source)
+        _compare(mnt, rev.source, rev.markers)
+        assert {"/sw/one/.cvmfscatalog", "/sw/two/.cvmfscatalog", "/auto/a/.cvmfsautocatalog"} <= rev.markers
+        assert "/sw/skipme/.cvmfscatalog" not in rev.markers
+        assert os.getxattr(mnt, "user.nclg") == str(rev.catalogs).encode()  # all catalogs were loaded
         # what the sample tree exercises is really there, so the comparison above means something
         st = (mnt / "data" / "big.bin").stat()
         assert st.st_size > 16 << 20
