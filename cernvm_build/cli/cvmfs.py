@@ -7,7 +7,6 @@ The publisher's commands (keygen, create, publish, resign, tag add/remove) come 
 from __future__ import annotations
 
 import argparse
-import importlib
 import stat
 import sys
 import time
@@ -18,6 +17,7 @@ from ..cvmfs.catalog import DirEntry
 from ..cvmfs.repository import Repository, SnapshotSpec, open_repository
 from ..cvmfs.trust import keys_to_verify
 from ..errors import UsageError
+from . import cvmfs_publish
 from .app import Output, group_handler, subparser
 
 DESCRIPTION = """\
@@ -478,10 +478,4 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--foreground", action="store_true", help="do not daemonize")
     p.add_argument("--log", type=Path, metavar="FILE", help="daemon log file")
 
-    try:
-        publish = importlib.import_module("cernvm_build.cli.cvmfs_publish")
-    except ModuleNotFoundError as e:
-        if e.name != "cernvm_build.cli.cvmfs_publish":
-            raise
-        return
-    publish.register_publish(cvmfs_sub, tag_sub)
+    cvmfs_publish.register_publish(cvmfs_sub, tag_sub)
