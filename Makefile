@@ -20,7 +20,8 @@ APT_PACKAGES := \
 	dropbear-bin \
 	libcurl4 libc-ares2 libleveldb1d libprotobuf-lite32 libsqlite3-0 libpacparser1 libarchive13 libssl3 \
 	libuuid1 libcap2 libattr1 \
-	shellcheck pipx
+	shellcheck pipx \
+	softhsm2 libengine-pkcs11-openssl
 
 .PHONY: all deps apt venv prefetch run test test-quick lint shellcheck bench bench-quick clean distclean
 

@@ -60,8 +60,11 @@ def run(
     check: bool = True,
     capture: bool = True,
     timeout: float | None = None,
+    pass_fds: Sequence[int] = (),
 ) -> subprocess.CompletedProcess[bytes]:
-    """Run ``cmd`` (no shell). On failure raise a ToolError carrying the tool's last stderr line."""
+    """Run ``cmd`` (no shell). On failure raise a ToolError carrying the tool's last stderr line.
+
+    ``pass_fds`` stay open in the child (e.g. a pipe it reads a secret from as ``/dev/fd/N``)."""
     argv = [os.fspath(c) for c in cmd]
     argv[0] = which(argv[0]) if os.sep not in argv[0] else argv[0]
     full_env = None
@@ -79,6 +82,7 @@ def run(
             stderr=subprocess.PIPE if capture else None,
             timeout=timeout,
             check=False,
+            pass_fds=tuple(pass_fds),
         )
     except subprocess.TimeoutExpired as e:
         raise ToolError(

@@ -89,7 +89,7 @@ def cmd_create(args: argparse.Namespace, out: Output) -> int:
     from ..cvmfs import publish as pub
     from ..cvmfs.keys import load_keys
 
-    keys = load_keys(args.keys, args.fqrn)
+    keys = load_keys(args.keys, args.fqrn, master_key=args.master_key)
     r = pub.create_repository(args.stratum, args.fqrn, keys, whitelist_days=args.whitelist_days)
     _show(out, f"created {args.fqrn} in {args.stratum}", _result(r))
     return 0
@@ -157,7 +157,7 @@ def cmd_resign(args: argparse.Namespace, out: Output) -> int:
     from ..cvmfs.keys import load_keys
 
     fqrn = _fqrn(args.stratum, args.fqrn)
-    keys = load_keys(args.keys, fqrn)
+    keys = load_keys(args.keys, fqrn, master_key=args.master_key)
     path = pub.resign_whitelist(args.stratum, fqrn, keys, days=args.days)
     out.data(
         {"whitelist": str(path), "days": args.days},
@@ -236,6 +236,12 @@ def register_publish(
     p.add_argument("--fqrn", required=True, help="repository name")
     p.add_argument("--keys", type=Path, required=True, metavar="DIR", help="key directory (from keygen)")
     p.add_argument("--whitelist-days", type=int, default=30, metavar="N", help="whitelist validity (30)")
+    p.add_argument(
+        "--master-key",
+        metavar="FILE|pkcs11:URI",
+        help="the master key that signs the whitelist, if not DIR/<fqrn>.masterkey: a PEM file, or a key on "
+        "a token (pkcs11:token=…;object=…?module-path=…&pin-value=…, through OpenSSL's PKCS#11 engine)",
+    )
 
     p = subparser(
         cvmfs_sub,
@@ -283,6 +289,12 @@ def register_publish(
     )
     _stratum_args(p)
     p.add_argument("--days", type=int, default=30, metavar="N", help="validity in days (30)")
+    p.add_argument(
+        "--master-key",
+        metavar="FILE|pkcs11:URI",
+        help="the master key that signs the whitelist, if not DIR/<fqrn>.masterkey: a PEM file, or a key on "
+        "a token (pkcs11:token=…;object=…?module-path=…&pin-value=…, through OpenSSL's PKCS#11 engine)",
+    )
 
     p = subparser(
         tag_sub,

@@ -3,6 +3,7 @@
 A key set lives in a directory as the real server keeps it in ``/etc/cvmfs/keys``:
 ``<fqrn>.masterkey`` (RSA private key), ``<fqrn>.pub`` (its public half, what clients get as
 ``CVMFS_PUBLIC_KEY``), ``<fqrn>.crt`` (self-signed X.509 certificate) and ``<fqrn>.key`` (its key).
+The master key may instead live on a token (``master_uri``, a ``pkcs11:`` URI; see ``masterkey``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from cryptography.x509.oid import NameOID
 
 from ..errors import CvmfsError
 from ..fsutil import atomic_write
+from . import masterkey
 from . import rsa as rsa_raw
 from . import whitelist as wl
 
@@ -36,12 +38,13 @@ class KeySet:
     public_key_pem: bytes
     cert_pem: bytes
     cert_key_pem: bytes
+    master_uri: str | None = None  # a pkcs11: URI when the master key is on a token (no masterkey PEM)
 
     def save(self, directory: Path) -> list[Path]:
         """Write the four files (private keys mode 0600); returns their paths."""
         directory.mkdir(parents=True, exist_ok=True)
         files = [
-            (f"{self.fqrn}.masterkey", self.master_key_pem, 0o600),
+            *([(f"{self.fqrn}.masterkey", self.master_key_pem, 0o600)] if self.master_key_pem else []),
             (f"{self.fqrn}.pub", self.public_key_pem, 0o644),
             (f"{self.fqrn}.crt", self.cert_pem, 0o644),
             (f"{self.fqrn}.key", self.cert_key_pem, 0o600),
@@ -65,18 +68,16 @@ class KeySet:
     def _cert_key(self) -> rsa.RSAPrivateKey:
         return _load_private(self.cert_key_pem, Path(f"{self.fqrn}.key"))
 
-    @functools.cached_property
-    def _master_key(self) -> rsa.RSAPrivateKey:
-        return _load_private(self.master_key_pem, Path(f"{self.fqrn}.masterkey"))
-
     def sign_manifest(self, hash_text: str) -> bytes:
         """RSASSA-PKCS1-v1_5 SHA-1 over the ASCII hex hash, with the certificate's key."""
         return self._cert_key.sign(hash_text.encode("ascii"), padding.PKCS1v15(), hashes.SHA1())
 
     def sign_whitelist(self, hash_text: str) -> bytes:
-        """Raw PKCS#1 type-1 over the ASCII hex hash (no DigestInfo), with the master key."""
-        nums = self._master_key.private_numbers()
-        return rsa_raw.sign_raw_pkcs1(nums.public_numbers.n, nums.d, hash_text.encode("ascii"))
+        """Raw PKCS#1 type-1 over the ASCII hex hash (no DigestInfo), with the master key (file or
+        token, through OpenSSL), checked against ``<fqrn>.pub`` before it is returned."""
+        key = masterkey.master_key(self.master_uri, self.master_key_pem or None)
+        public = rsa_raw.load_public_key(self.public_key_pem, f"{self.fqrn}.pub")
+        return masterkey.sign_checked(key, public, hash_text.encode("ascii"))
 
 
 def _pem_private(key: rsa.RSAPrivateKey) -> bytes:
@@ -123,9 +124,17 @@ def generate_keys(fqrn: str, *, bits: int = KEY_BITS) -> KeySet:
     )
 
 
-def load_keys(directory: Path, fqrn: str) -> KeySet:
-    """Read ``<fqrn>.{masterkey,pub,crt,key}`` from ``directory`` and check they belong together."""
+def load_keys(directory: Path, fqrn: str, master_key: str | None = None) -> KeySet:
+    """Read ``<fqrn>.{masterkey,pub,crt,key}`` from ``directory`` and check they belong together.
+
+    ``master_key`` names the master key elsewhere: another PEM file, or a ``pkcs11:`` URI of a key on
+    a token (then ``<fqrn>.pub`` is required; each signature is checked against it)."""
+    on_token = bool(master_key and master_key.startswith("pkcs11:"))
     paths = {ext: directory / f"{fqrn}.{ext}" for ext in ("masterkey", "pub", "crt", "key")}
+    if master_key and not on_token:
+        paths["masterkey"] = Path(master_key)
+    if on_token:
+        del paths["masterkey"]
     data: dict[str, bytes] = {}
     for ext, path in paths.items():
         try:
@@ -139,8 +148,11 @@ def load_keys(directory: Path, fqrn: str) -> KeySet:
             ) from None
         except OSError as e:
             raise CvmfsError(f"{path}: cannot read key file: {e.strerror}") from e
-    master = _load_private(data["masterkey"], paths["masterkey"])
     cert_key = _load_private(data["key"], paths["key"])
+    if on_token:
+        assert master_key is not None
+        return _on_token(fqrn, master_key, data, paths, cert_key)
+    master = _load_private(data["masterkey"], paths["masterkey"])
     if "pub" not in data:
         data["pub"] = _pem_public(master.public_key())
     try:
@@ -152,6 +164,11 @@ def load_keys(directory: Path, fqrn: str) -> KeySet:
             f"{paths['pub']}: does not match {paths['masterkey'].name}",
             hint="the .pub file must be the public half of the master key",
         )
+    _check_cert(data, paths, cert_key)
+    return KeySet(fqrn, data["masterkey"], data["pub"], data["crt"], data["key"])
+
+
+def _check_cert(data: dict[str, bytes], paths: dict[str, Path], cert_key: rsa.RSAPrivateKey) -> None:
     try:
         cert = x509.load_pem_x509_certificate(data["crt"])
     except ValueError as e:
@@ -165,7 +182,19 @@ def load_keys(directory: Path, fqrn: str) -> KeySet:
             f"{paths['crt']}: certificate does not match {paths['key'].name}",
             hint="the .key file must be the private key of the certificate",
         )
-    return KeySet(fqrn, data["masterkey"], data["pub"], data["crt"], data["key"])
+
+
+def _on_token(
+    fqrn: str, uri: str, data: dict[str, bytes], paths: dict[str, Path], cert_key: rsa.RSAPrivateKey
+) -> KeySet:
+    masterkey.Pkcs11Uri.parse(uri)  # a malformed URI is refused before any work
+    if "pub" not in data:
+        raise CvmfsError(
+            f"{paths['pub']}: key file missing", hint="a master key on a token needs its .pub beside"
+        )
+    rsa_raw.load_public_key(data["pub"], str(paths["pub"]))
+    _check_cert(data, paths, cert_key)
+    return KeySet(fqrn, b"", data["pub"], data["crt"], data["key"], master_uri=uri)
 
 
 def _load_private(pem: bytes, path: Path) -> rsa.RSAPrivateKey:

@@ -3,11 +3,11 @@
 - a tiny DER reader for PEM/DER public keys (SubjectPublicKeyInfo and PKCS#1), X.509 certificates
   and, for the publisher, PKCS#1/PKCS#8 private keys;
 - RSASSA-PKCS1-v1_5 verification with SHA-1 (the manifest signature);
-- raw type-1 padding recovery (the whitelist signature: the master key "encrypts" the hex hash);
-- the matching raw signing primitives.
+- raw type-1 padding recovery (the whitelist signature: the master key "encrypts" the hex hash).
 
-Only public operations are needed by the reader, and they work on public data, so timing side
-channels do not matter here; the signing helpers are for the publisher and tests.
+Only public operations live here: they work on public data, so timing side channels do not matter.
+Signing (private keys) goes through OpenSSL (``masterkey``) and ``cryptography`` (``keys``), which blind
+and run in constant time; the DER private-key reader remains for key checks in tests.
 """
 
 from __future__ import annotations
@@ -248,24 +248,6 @@ def verify_pkcs1_sha1(key: PublicKey, message: bytes, signature: bytes) -> bool:
 def verify_raw(keys: list[PublicKey], message: bytes, signature: bytes) -> bool:
     """True if any key's raw type-1 recovery of ``signature`` gives exactly ``message``."""
     return any(recover_raw(k, signature) == message for k in keys)
-
-
-def _pad_type1(message: bytes, k: int) -> int:
-    if len(message) > k - 11:
-        raise ValueError("message too long for the RSA key")
-    em = b"\x00\x01" + b"\xff" * (k - 3 - len(message)) + b"\x00" + message
-    return int.from_bytes(em, "big")
-
-
-def sign_raw_pkcs1(n: int, d: int, message: bytes) -> bytes:
-    """``RSA_private_encrypt(RSA_PKCS1_PADDING)``: what signs the whitelist's hex hash."""
-    k = (n.bit_length() + 7) // 8
-    return pow(_pad_type1(message, k), d, n).to_bytes(k, "big")
-
-
-def sign_pkcs1_sha1(n: int, d: int, message: bytes) -> bytes:
-    """RSASSA-PKCS1-v1_5 with SHA-1: what signs the manifest's hex hash."""
-    return sign_raw_pkcs1(n, d, _SHA1_DIGEST_INFO + hashlib.sha1(message).digest())
 
 
 def require(ok: bool, message: str, hint: str | None = None) -> None:

@@ -11,8 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives.asymmetric import rsa as crsa
 
-from cernvm_build.cvmfs import manifest, rsa
+from cernvm_build.cvmfs import manifest
+from cernvm_build.cvmfs.masterkey import FileMasterKey
 from cernvm_build.cvmfs.serve import Server, serve
 
 # Written by the real CernVM-FS 2.11.5 server tools (see data/README.md); vendored so CI has it.
@@ -45,15 +49,16 @@ class Fixture:
         return self.repo / "data" / name[:2] / (name[2:] + suffix)
 
     def resign_manifest(self, body: bytes) -> None:
-        key = rsa.load_private_key((self.keys / f"{FQRN}.key").read_bytes())
+        key = serialization.load_pem_private_key((self.keys / f"{FQRN}.key").read_bytes(), None)
+        assert isinstance(key, crsa.RSAPrivateKey)
         h = manifest.body_hash(body)
-        sig = rsa.sign_pkcs1_sha1(key.n, key.d, h.encode())
+        sig = key.sign(h.encode(), padding.PKCS1v15(), hashes.SHA1())
         (self.repo / ".cvmfspublished").write_bytes(manifest.join_signed(body, h, sig))
 
     def resign_whitelist(self, body: bytes, keyfile: Path | None = None) -> None:
-        key = rsa.load_private_key((keyfile or self.keys / f"{FQRN}.masterkey").read_bytes())
+        key = FileMasterKey((keyfile or self.keys / f"{FQRN}.masterkey").read_bytes())
         h = manifest.body_hash(body)
-        sig = rsa.sign_raw_pkcs1(key.n, key.d, h.encode())
+        sig = key.sign_raw(h.encode())
         (self.repo / ".cvmfswhitelist").write_bytes(manifest.join_signed(body, h, sig))
 
 

@@ -7,7 +7,8 @@ import socket
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.asymmetric import rsa as crsa
 
 from cernvm_build.cvmfs import SnapshotSpec, manifest, open_repository, whitelist
@@ -44,10 +45,8 @@ def test_manifest_signed_by_another_key(fx: Fixture) -> None:
     signed = manifest.split_signed((fx.repo / ".cvmfspublished").read_bytes(), "m")
     body = signed.body.replace(b"\nS2\n", b"\nS3\n")
     h = manifest.body_hash(body)
-    other = crsa.generate_private_key(public_exponent=65537, key_size=2048).private_numbers()
-    from cernvm_build.cvmfs import rsa
-
-    sig = rsa.sign_pkcs1_sha1(other.public_numbers.n, other.d, h.encode())
+    other = crsa.generate_private_key(public_exponent=65537, key_size=2048)
+    sig = other.sign(h.encode(), padding.PKCS1v15(), hashes.SHA1())
     (fx.repo / ".cvmfspublished").write_bytes(manifest.join_signed(body, h, sig))
     with pytest.raises(IntegrityError, match="signature does not verify against certificate"):
         open_repository(fx.repo, public_keys=[fx.pub])

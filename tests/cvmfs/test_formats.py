@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa as crsa
 from cernvm_build.cvmfs import manifest, objects, rsa, whitelist
 from cernvm_build.cvmfs.catalog import md5_pair, parse_xattrs
 from cernvm_build.cvmfs.history import parse_date
+from cernvm_build.cvmfs.masterkey import FileMasterKey
 from cernvm_build.errors import CvmfsError
 
 from .conftest import FIXTURE, FQRN, ROOT_REV2
@@ -86,9 +87,11 @@ def test_fixture_signatures_verify_with_pure_python_rsa() -> None:
 
 
 def test_raw_signing_reproduces_the_real_tools_signature() -> None:
+    """Our whitelist signing (OpenSSL pkeyutl, PKCS#1 type 1 over the raw hex hash) makes the very
+    bytes cvmfs_server made with the same master key."""
     w_signed = manifest.split_signed((REPO / ".cvmfswhitelist").read_bytes(), "w")
-    key = rsa.load_private_key((FIXTURE / "keys" / f"{FQRN}.masterkey").read_bytes())
-    assert rsa.sign_raw_pkcs1(key.n, key.d, w_signed.hash_text.encode()) == w_signed.signature
+    key = FileMasterKey((FIXTURE / "keys" / f"{FQRN}.masterkey").read_bytes())
+    assert key.sign_raw(w_signed.hash_text.encode()) == w_signed.signature
 
 
 def test_rsa_agrees_with_cryptography() -> None:
@@ -105,14 +108,13 @@ def test_rsa_agrees_with_cryptography() -> None:
     assert not rsa.verify_pkcs1_sha1(ours, b"abc124", sig)
     assert not rsa.verify_pkcs1_sha1(ours, b"abc123", sig[:-1])
     n = key.private_numbers()
-    raw = rsa.sign_raw_pkcs1(n.public_numbers.n, n.d, b"hexhash")
-    assert key.public_key().recover_data_from_signature(raw, padding.PKCS1v15(), None) == b"hexhash"
-    pk = rsa.load_private_key(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+    private_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    assert pk.d == n.d
+    raw = FileMasterKey(private_pem).sign_raw(b"hexhash")
+    assert key.public_key().recover_data_from_signature(raw, padding.PKCS1v15(), None) == b"hexhash"
+    assert rsa.recover_raw(ours, raw) == b"hexhash"
+    assert rsa.load_private_key(private_pem).d == n.d
 
 
 def test_bad_key_files_are_one_line_errors() -> None:
