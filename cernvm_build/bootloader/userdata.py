@@ -4,79 +4,145 @@ Runs on the build host (validation, the site's reference table) and inside the i
 init calls ``python3 -m cernvm_build.bootloader.userdata FILE``: it prints one ``key=value`` line per
 honoured key, already checked, and the init assigns them through a ``case`` table — values are data,
 never evaluated or sourced as shell. Unknown keys and bad values are reported and ignored.
-Standard library only: this module is part of the initrd runtime.
+Standard library only (with ``cernvm_build.table``, which is too): this module is part of the
+initrd runtime.
 """
 
 from __future__ import annotations
 
 import gzip
-import re
 import sys
 from dataclasses import dataclass, field
+
+from .. import table
+from ..table import Invalid, Kind, Setting, by_key, suggest
 
 BEGIN = "[ucernvm-begin]"
 END = "[ucernvm-end]"
 
 _HOST = r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?"
-_HOSTS = re.compile(rf"^{_HOST}(,{_HOST})*$")
 _PROXY = r"(DIRECT|auto|https?://[A-Za-z0-9._:/-]+|[A-Za-z0-9._-]+:[0-9]{1,5})"
-_URLISH = re.compile(rf"^{_PROXY}([;|]{_PROXY})*$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_FQRN = re.compile(r"^[a-z0-9][a-z0-9-]*(\.[a-z0-9-]+)+$")
-_PATH = re.compile(r"^(?!(.*/)?\.\.?(/|$))[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")  # no . or .. parts
-_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9]{2}:[0-9]{2}(:[0-9]{2})?Z?)?$")
-_B64 = re.compile(r"^[A-Za-z0-9+/=]+$")
-_TRUE = {"1", "yes", "on", "true"}
-_FALSE = {"0", "no", "off", "false"}
 
-
-@dataclass(frozen=True)
-class Key:
-    help: str
-    pattern: re.Pattern[str] | None = None  # None: a boolean
-    example: str = ""
-
-
-#: The keys the bootloader honours (the real μCernVM's names), with what each does.
-SPEC: dict[str, Key] = {
-    "resize_rootfs": Key(
+#: The keys the bootloader honours (the real μCernVM's names), in the one settings type
+#: (``cernvm_build.table``). The profile's ``context`` and cernvm-launch's ``--cvmfs-server``,
+#: ``--snapshot`` and ``--date`` (``flag``) are checked against this same table.
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "resize_rootfs",
+        Kind.BOOL,
         "on (default): the scratch partition and ext4 grow to fill the disk at boot; off: keep the size",
-        None,
-        "off",
+        default=True,
+        example="off",
     ),
-    "cvmfs_server": Key(
+    Setting(
+        "cvmfs_server",
+        Kind.STR,
         "comma-separated Stratum-1 hosts (host[:port]) serving the OS repository; replaces the image's list",
-        _HOSTS,
-        "cvmfs-stratum-one.cern.ch,10.0.2.2:8000",
+        default=None,
+        pattern=rf"{_HOST}(,{_HOST})*",
+        pattern_help="host[:port], comma-separated",
+        example="cvmfs-stratum-one.cern.ch,10.0.2.2:8000",
+        flag="--cvmfs-server",
+        metavar="HOST[:PORT]",
     ),
-    "cvmfs_cdn": Key("CDN hosts (host[:port]); like cvmfs_server, used when no server is given", _HOSTS),
-    "cvmfs_http_proxy": Key(
+    Setting(
+        "cvmfs_cdn",
+        Kind.STR,
+        "CDN hosts (host[:port]); like cvmfs_server, used when no server is given",
+        default=None,
+        pattern=rf"{_HOST}(,{_HOST})*",
+        pattern_help="host[:port], comma-separated",
+    ),
+    Setting(
+        "cvmfs_http_proxy",
+        Kind.STR,
         "HTTP proxy chain for CernVM-FS (CVMFS_HTTP_PROXY syntax: 'http://p:3128;DIRECT')",
-        _URLISH,
-        "http://squid.example:3128;DIRECT",
+        default=None,
+        pattern=rf"{_PROXY}([;|]{_PROXY})*",
+        pattern_help="DIRECT, auto or proxies joined by ';' and '|'",
+        example="http://squid.example:3128;DIRECT",
     ),
-    "cvmfs_branch": Key("the OS repository to boot (its fully qualified name)", _FQRN, "cernvm-prod.cern.ch"),
-    "cvmfs_tag": Key(
+    Setting(
+        "cvmfs_branch",
+        Kind.STR,
+        "the OS repository to boot (its fully qualified name)",
+        default=None,
+        pattern=r"[a-z0-9][a-z0-9-]*(\.[a-z0-9-]+)+",
+        pattern_help="a fully qualified repository name like 'name.domain.tld'",
+        example="cernvm-prod.cern.ch",
+    ),
+    Setting(
+        "cvmfs_tag",
+        Kind.STR,
         "boot this named snapshot of the repository and pin it (long-term preservation)",
-        _NAME,
-        "cernvm-system-4.5.0.0",
+        default=None,
+        pattern=r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}",
+        pattern_help="a snapshot tag (letters, digits, '.', '_', '-')",
+        example="cernvm-system-4.5.0.0",
+        field="snapshot",
+        flag="--snapshot",
+        metavar="TAG",
     ),
-    "cvmfs_date": Key(
+    Setting(
+        "cvmfs_date",
+        Kind.STR,
         "boot the snapshot that was current at this UTC date (YYYY-MM-DD[THH:MM[:SS]]) and pin it",
-        _DATE,
-        "2021-01-15",
+        default=None,
+        pattern=r"[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9]{2}:[0-9]{2}(:[0-9]{2})?Z?)?",
+        pattern_help="YYYY-MM-DD[THH:MM[:SS]] (UTC)",
+        example="2021-01-15",
+        field="date",
+        flag="--date",
+        metavar="YYYY-MM-DD",
     ),
-    "cernvm_path": Key("the OS root folder inside the repository", _PATH, "cvm4"),
-    "cernvm_inject": Key(
-        "base64 of a .tar.gz unpacked into / once, on the first boot that sees it", _B64, "H4sIAAAA…"
+    Setting(
+        "cernvm_path",
+        Kind.STR,
+        "the OS root folder inside the repository",
+        default=None,
+        pattern=r"(?!(.*/)?\.\.?(/|$))[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*",  # no . or .. parts
+        pattern_help="a relative path without '.' or '..' parts",
+        example="cvm4",
     ),
-    "cvmfs_wait_on_squid": Key(
-        "seconds to wait for the network to come up before mounting", re.compile(r"^[0-9]{1,4}$"), "30"
+    Setting(
+        "cernvm_inject",
+        Kind.STR,
+        "base64 of a .tar.gz unpacked into / once, on the first boot that sees it",
+        default=None,
+        pattern=r"[A-Za-z0-9+/=]+",
+        pattern_help="base64",
+        example="H4sIAAAA…",
     ),
-}
+    Setting(
+        "cvmfs_wait_on_squid",
+        Kind.INT,
+        "seconds to wait for the network to come up before mounting",
+        default=None,
+        minimum=0,
+        maximum=9999,
+        example="30",
+    ),
+)
+
+SPEC: dict[str, Setting] = by_key(SETTINGS)
 
 #: name -> help text, for the site's reference page and ``--help``.
-KEYS: dict[str, str] = {name: k.help for name, k in SPEC.items()}
+KEYS: dict[str, str] = {s.key: s.help for s in SETTINGS}
+
+
+def unquote(value: str) -> str:
+    """``'v'`` and ``"v"`` are ``v`` (people quote values as in shell)."""
+    return value[1:-1] if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"" else value
+
+
+def check(key: str, value: str) -> str:
+    """The value of ``key`` as the init reads it (on/off as 1/0); raises ``table.Invalid``."""
+    spec = SPEC.get(key)
+    if spec is None:
+        raise Invalid(
+            f"unknown key{suggest(key, list(SPEC))}", f"keys the bootloader honours: {', '.join(SPEC)}"
+        )
+    return table.render(spec, table.from_text(spec, value))
 
 
 @dataclass
@@ -111,25 +177,14 @@ def parse(data: bytes | str) -> Parsed:
             out.messages.append(f"line {lineno}: not key=value, ignored: {line[:60]!r}")
             continue
         key, value = (s.strip() for s in line.split("=", 1))
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        spec = SPEC.get(key)
-        if spec is None:
+        value = unquote(value)
+        if key not in SPEC:
             out.messages.append(f"line {lineno}: unknown key '{key[:40]}' ignored (known: {', '.join(SPEC)})")
             continue
-        if spec.pattern is None:
-            low = value.lower()
-            if low in _TRUE:
-                value = "1"
-            elif low in _FALSE:
-                value = "0"
-            else:
-                out.messages.append(f"line {lineno}: {key}: '{value[:40]}' is not on/off, ignored")
-                continue
-        elif not spec.pattern.match(value):
-            out.messages.append(f"line {lineno}: {key}: invalid value '{value[:60]}' ignored")
-            continue
-        out.values[key] = value
+        try:
+            out.values[key] = check(key, value)
+        except Invalid as e:
+            out.messages.append(f"line {lineno}: {key}: {e.message[:80]}, ignored")
     return out
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__, launch, proc
+from ..bootloader import userdata
 from ..errors import ConfigFileError, NotReadyError, UsageError
 from ..launch import config
 from ..launch.names import validate_name
@@ -129,6 +130,8 @@ IMPORT_FLAGS = ("name", "cpus", "memory", "disk", "sharedFolder")
 
 def cmd_create(args: argparse.Namespace, out: Output) -> int:
     s = _settings(args, *CREATE_FLAGS)
+    # the user-data keys given as flags, checked by the bootloader's table (it would ignore bad ones)
+    block = config.from_flags(flags.given(args, userdata.SETTINGS))
     host = _host(args, s)
     name = s.name
     if not name:
@@ -149,10 +152,10 @@ def cmd_create(args: argparse.Namespace, out: Output) -> int:
         user_data=ud[0],
         user_data_source=ud[1],
         image=args.iso,
-        snapshot=args.snapshot,
-        date=args.date,
+        snapshot=block.get("snapshot"),
+        date=block.get("date"),
         cert=Path(args.cert) if args.cert else None,
-        cvmfs_server=args.cvmfs_server,
+        cvmfs_server=block.get("cvmfs_server"),
         start=not args.no_start,
         context_label=args.context_label,
     )
@@ -420,10 +423,9 @@ def build_parser() -> argparse.ArgumentParser:
     flags.add(p, [config.BY_KEY[k] for k in CREATE_FLAGS])
     p.add_argument("--iso", metavar="PATH", help="boot this image file (iso, hdd or qcow2)")
     snap = p.add_mutually_exclusive_group()
-    snap.add_argument("--snapshot", metavar="TAG", help="pin the OS to this CernVM-FS snapshot tag")
-    snap.add_argument("--date", metavar="YYYY-MM-DD", help="pin the OS to the snapshot current at this date")
+    flags.add(snap, [userdata.SPEC["cvmfs_tag"], userdata.SPEC["cvmfs_date"]])
     p.add_argument("--cert", metavar="PEM", help="require the image signature to be by this certificate")
-    p.add_argument("--cvmfs-server", metavar="HOST[:PORT]", help="CernVM-FS server(s) for the OS repository")
+    flags.add(p, [userdata.SPEC["cvmfs_server"]])
     p.add_argument(
         "--context-label",
         choices=("CONFIG-2", "cidata"),

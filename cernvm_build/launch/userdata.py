@@ -22,7 +22,9 @@ from typing import Any
 
 import yaml
 
+from ..bootloader import userdata as bootloader_userdata
 from ..errors import ConfigFileError, UsageError
+from ..table import Invalid
 
 BEGIN, END = "[ucernvm-begin]", "[ucernvm-end]"
 _SAFE_VALUE = re.compile(r"[A-Za-z0-9._:/,@+=%-]*")
@@ -82,7 +84,13 @@ def _split_block(text: str, source: str) -> tuple[dict[str, str] | None, str]:
                 where=f"{source}:{n + 1}",
                 hint="e.g. cvmfs_tag=HEAD",
             )
-        keys[key.strip()] = value.strip()
+        key, value = key.strip(), value.strip()
+        try:
+            bootloader_userdata.check(key, bootloader_userdata.unquote(value))
+        except Invalid as e:
+            # the bootloader would ignore it silently: say so now, where it was written
+            raise ConfigFileError(e.message, where=f"{source}:{n + 1}: {key}", hint=e.hint) from None
+        keys[key] = value
     return keys, "".join(lines[:start] + lines[end + 1 :])
 
 
@@ -165,7 +173,14 @@ def _filename(msg: Message) -> str | None:
 
 
 def check_ucernvm_value(key: str, value: str) -> str:
-    """Values that launch writes into the block are data for a line parser: no spaces, quotes, ``;``."""
+    """A value launch writes into the block, checked by the bootloader's own table (so the bootloader
+    will not ignore it) and safe for its line parser (no spaces, quotes, ``;``)."""
+    spec = bootloader_userdata.SPEC.get(key)
+    try:
+        value = bootloader_userdata.check(key, value)
+    except Invalid as e:
+        where = spec.flag if spec is not None and spec.flag else key
+        raise UsageError(e.message, where=where, hint=e.hint) from None
     if not _SAFE_VALUE.fullmatch(value):
         raise UsageError(
             f"unsafe value for {key}: {value!r}",

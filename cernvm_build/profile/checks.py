@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -11,7 +10,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from ..bootloader import userdata
 from ..errors import ProfileError
-from ..table import is_url
+from ..table import Invalid, is_url, suggest
 from .convert import Values, resolve_path
 from .model import is_rolling_tag
 from .yamlnodes import Pos, display, location
@@ -69,26 +68,23 @@ def check(v: Values) -> None:
 
 
 def _context(v: Values) -> None:
-    """Context keys must be ones the bootloader honours, with values it accepts (it ignores others)."""
+    """Context keys must be ones the bootloader honours, with values it accepts (it ignores others).
+
+    The bootloader's own table (``bootloader.userdata.SETTINGS``) decides: one list of keys.
+    """
     for name, value in (v.values["context"] or {}).items():
         if "\n" in value or "\r" in value:
             continue  # reported below
-        spec = userdata.SPEC.get(name)
-        pos = _child_pos(v, "context", name)
-        if spec is None:
-            pos = _child_pos(v, "context", name, at_key=True)
-            close = difflib.get_close_matches(name, list(userdata.SPEC), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            _fail(
-                v,
-                f"context.{name}",
-                f"the bootloader does not know this key{hint}",
-                f"keys it honours: {', '.join(userdata.SPEC)}",
-                pos=pos,
+        try:
+            userdata.check(name, value)
+        except Invalid as e:
+            known = name in userdata.SPEC
+            message = (
+                e.message
+                if known
+                else f"the bootloader does not know this key{suggest(name, list(userdata.SPEC))}"
             )
-        elif name not in userdata.parse(f"{userdata.BEGIN}\n{name}={value}\n{userdata.END}\n").values:
-            example = f"; e.g. {name}: {spec.example!r}" if spec.example else ""
-            _fail(v, f"context.{name}", f"invalid value {value!r}", f"{spec.help}{example}", pos=pos)
+            _fail(v, f"context.{name}", message, e.hint, pos=_child_pos(v, "context", name, at_key=not known))
 
 
 def _child_pos(v: Values, key: str, name: str, *, at_key: bool = False) -> Pos | None:

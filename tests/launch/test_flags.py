@@ -55,6 +55,10 @@ def _nowhere(tmp_path: Path) -> str:
         ("--disk", "-5", "--disk: -5 is out of range"),
         ("--timeout", "soon", "--timeout: 'soon' is not a duration"),
         ("--ssh-port", "70000", "--ssh-port: 70000 is out of range"),
+        # user-data keys, by the bootloader's own table
+        ("--snapshot", "a;reboot", "--snapshot: invalid value 'a;reboot'"),
+        ("--date", "yesterday", "--date: invalid value 'yesterday'"),
+        ("--cvmfs-server", "a b", "--cvmfs-server: invalid value 'a b'"),
     ],
 )
 def test_bad_flag_values_fail_in_one_line_before_libvirt(

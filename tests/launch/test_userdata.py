@@ -123,9 +123,10 @@ def test_bad_user_data_is_one_clear_line(data: bytes, message: str) -> None:
         userdata.parse(data, "ctx.txt")
 
 
-def test_unsafe_values_are_refused() -> None:
-    with pytest.raises(UsageError, match="unsafe value for cvmfs_tag"):
+def test_unsafe_values_are_refused_by_the_bootloaders_table_naming_the_flag() -> None:
+    with pytest.raises(UsageError) as e:
         _merged(b"", cvmfs_tag="x; rm -rf /")
+    assert str(e.value) == "--snapshot: invalid value 'x; rm -rf /'"
 
 
 def test_demo_os_reads_what_launch_writes(tmp_path: pytest.TempPathFactory) -> None:
@@ -152,3 +153,24 @@ def test_demo_os_reads_what_launch_writes(tmp_path: pytest.TempPathFactory) -> N
     assert (out / "hostname").read_text() == "demo-1\n"
     assert (out / "authorized_keys").read_text() == client.public_openssh + "\n"
     assert (out / "hostkey_ed25519").read_text() == host.private_openssh
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("resize_rootfs=maybe", "ud.txt:3: resize_rootfs: 'maybe' is not on/off"),
+        ("cvmfs_tagg=v1", "ud.txt:3: cvmfs_tagg: unknown key (did you mean 'cvmfs_tag'?)"),
+        ("cvmfs_wait_on_squid=99999", "ud.txt:3: cvmfs_wait_on_squid: 99999 is out of range"),
+    ],
+)
+def test_the_users_block_is_checked_by_the_bootloaders_table(line: str, message: str) -> None:
+    # the bootloader would ignore these with a console message nobody reads: launch says so up front
+    data = f"#!/bin/sh\n[ucernvm-begin]\n{line}\n[ucernvm-end]\n".encode()
+    with pytest.raises(ConfigFileError) as e:
+        userdata.parse(data, "ud.txt")
+    assert str(e.value) == message
+
+
+def test_quoted_values_in_the_block_are_accepted_as_the_bootloader_unquotes_them() -> None:
+    ud = userdata.parse(b"[ucernvm-begin]\ncvmfs_tag='v1.2'\nresize_rootfs=\"off\"\n[ucernvm-end]\n", "ud")
+    assert ud.ucernvm == {"cvmfs_tag": "'v1.2'", "resize_rootfs": '"off"'}
