@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 
 from ..table import Kind, Setting, allowed_text
-from .settings import SECTIONS, SETTINGS, default_of
+from .settings import FORMAT, SECTIONS, SETTINGS, default_of
 from .yamlnodes import REPLACE_TAG
 
 INTRO = f"""\
@@ -54,6 +54,29 @@ String values may hold jinja2 templates over the merged profile itself:
 Templates see every setting (defaults included) and `name`; a template may use values that are
 templates themselves. An undefined name is an error at the value's file, line and column. An integer
 setting may be given as a template that renders to digits.
+
+## Format versions
+
+```yaml
+format: 1
+```
+
+`format` says which version of the profile format a file is written in; it is per file (never
+inherited), and a file without it is read as format 1, the first one, so every profile written before
+the key existed keeps its meaning. This cernvm-build reads formats 1..{FORMAT}. A file written for an
+older format is upgraded as it is read (each format change comes with a step that renames or
+transforms keys; errors and `profiles show --origins` still point at the line you wrote). A file for
+a newer format is refused: "written for profile format N by a newer cernvm-build" — upgrade the
+toolkit. A renamed setting keeps its old key as a deprecated alias: it is still read, under its new
+name, and `profiles validate` warns with the new spelling.
+
+## Command-line overrides
+
+Settings marked "command line: `--flag`" below may also be given to `cernvm-build image` and
+`profiles show` (e.g. `--server URL`, repeatable). The command line is one more layer on top of the
+profile: the value is converted and checked exactly as if it were written in the file, errors name
+the flag instead of file:line (`error: --server: cvmfs.servers: not an http(s) URL: 'x'`), lists are
+replaced rather than extended, and `profiles show --origins` shows `command line (--server)`.
 
 ## Editors
 
