@@ -14,8 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from ..bootloader import userdata
 from ..errors import ConfigFileError, NotReadyError, UsageError
 from ..launch import config
 from ..launch.names import validate_name
+from ..report import scoped
 from . import flags
 from .app import EXIT_CODES_EPILOG, ArgumentParser, HelpFormatter, Output, add_common, run
 
@@ -92,17 +92,6 @@ def _leaf(sub: Any, name: str, help: str, description: str, handler: Any, *, jso
     return p
 
 
-@contextmanager
-def _steps(out: Output, name: str) -> Iterator[Callable[[str], None]]:
-    """A reporter: a live line on a terminal, one line per step otherwise (logs show progress too)."""
-    with out.progress() as bar:
-        task = bar.add_task(name, total=None)
-        if bar.disable:
-            yield lambda step: out.info(f"{name}: {step}")
-        else:
-            yield lambda step: bar.update(task, description=f"{name}: {step}")
-
-
 # -- create -----------------------------------------------------------------------------------------
 
 
@@ -159,14 +148,10 @@ def cmd_create(args: argparse.Namespace, out: Output) -> int:
         start=not args.no_start,
         context_label=args.context_label,
     )
-    with _steps(out, f"creating {name}") as report:
-        inst = launch.create_instance(spec, host=host, reporter=report)
+    with out.reporter() as report:
+        inst = launch.create_instance(spec, host=host, reporter=scoped(report, f"creating {name}"))
     acc = host.accel
-    if acc.name == "tcg":
-        out.warn(f"KVM is not usable ({acc.reason}); using TCG emulation, which is much slower")
-    else:
-        out.detail(f"accelerator: {acc.name.upper()} ({acc.reason})")
-    out.detail(f"image {inst.meta.image if inst.meta else '?'}")
+    out.detail(f"accelerator: {acc.name.upper()} ({acc.reason})")
     if not args.no_start and not args.no_wait:
         _wait(host, name, s.wait_timeout, out)
     out.info(f"instance '{name}' {inst.state} ({acc.name.upper()}); ssh: cernvm-launch ssh {name}")
@@ -177,8 +162,8 @@ def cmd_create(args: argparse.Namespace, out: Output) -> int:
 
 def _wait(host: launch.Host, name: str, timeout: float, out: Output) -> None:
     try:
-        with _steps(out, name) as report:
-            launch.wait_ready(host, name, timeout=timeout, reporter=report)
+        with out.reporter() as report:
+            launch.wait_ready(host, name, timeout=timeout, reporter=scoped(report, name))
     except NotReadyError as e:
         if e.console_tail:
             out.err.print(f"--- last lines of {name}'s console ---", markup=False)

@@ -26,6 +26,7 @@ from ..errors import CernVMError, InstanceError, LaunchError
 from ..launch import config, daemon
 from ..paths import cache_dir
 from ..profile import Override, Profile, load
+from ..report import LineReporter, scoped
 
 Say = Callable[[str], None]
 INSTANCE = "cernvm-demo"
@@ -186,10 +187,9 @@ def _boot(run: DemoRun, image: Path, opts: DemoOptions, say: Say, stack: ExitSta
         cvmfs_server=f"10.0.2.2:{opts.port}",
     )
     with _timed(run, "boot + ssh ready", say) as box:
-        launch.create_instance(spec, host=host, reporter=lambda step: say(f"  {INSTANCE}: {step}"))
-        launch.wait_ready(
-            host, INSTANCE, timeout=opts.boot_timeout, reporter=lambda step: say(f"  {INSTANCE}: {step}")
-        )
+        reporter = scoped(LineReporter(say), INSTANCE)
+        launch.create_instance(spec, host=host, reporter=reporter)
+        launch.wait_ready(host, INSTANCE, timeout=opts.boot_timeout, reporter=reporter)
         box["detail"] = f"instance {INSTANCE} answers on SSH"
     with _timed(run, "ssh command", say) as box:
         result = launch.ssh_capture(host, INSTANCE, ["cat", "/etc/os-release"])

@@ -15,12 +15,12 @@ from typing import BinaryIO, ParamSpec, TypeVar
 import libvirt
 
 from ..errors import LaunchError
+from ..report import NULL_REPORTER, Reporter
 from . import config, create, images, instances, ready, remote, ssh
 from .host import Host
 
 P = ParamSpec("P")
 R = TypeVar("R")
-Reporter = Callable[[str], None]
 
 
 def _one_line(fn: Callable[P, R]) -> Callable[P, R]:
@@ -38,7 +38,7 @@ def _one_line(fn: Callable[P, R]) -> Callable[P, R]:
 
 @_one_line
 def create_instance(
-    spec: create.InstanceSpec, *, host: Host, reporter: Reporter = lambda _: None
+    spec: create.InstanceSpec, *, host: Host, reporter: Reporter = NULL_REPORTER
 ) -> instances.Instance:
     return create.create_instance(spec, host=host, reporter=reporter)
 
@@ -85,9 +85,9 @@ def address(host: Host, name: str) -> tuple[str, int] | None:
 
 @_one_line
 def wait_ready(
-    host: Host, name: str, *, timeout: float, reporter: Reporter = lambda _: None, user: str | None = None
+    host: Host, name: str, *, timeout: float, reporter: Reporter = NULL_REPORTER, user: str | None = None
 ) -> ssh.Target:
-    return ready.wait(host.conn, name, timeout=timeout, phase=reporter, user=user)
+    return ready.wait(host.conn, name, timeout=timeout, phase=reporter.step, user=user)
 
 
 @_one_line

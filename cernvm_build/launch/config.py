@@ -194,7 +194,11 @@ def resolve(
     """Settings after precedence: ``cli`` > ``create_file`` > ``global_file`` (if it exists) > defaults."""
     settings = Settings()
     gpath = global_file if global_file is not None else global_conf_path()
-    if gpath.exists():
+    try:
+        present = gpath.exists()
+    except OSError as e:  # e.g. a home folder this user may not enter
+        raise ConfigFileError(f"cannot read configuration file: {e.strerror}", where=str(gpath)) from None
+    if present:
         settings = settings.merged(parse_conf(gpath))
     if create_file is not None:
         settings = settings.merged(parse_conf(create_file))

@@ -4,7 +4,8 @@ The decisions come first and change nothing: which image (``images.resolve``), w
 preservation rules accept it, which snapshot it is pinned to, which port, whether the user data
 parses. Then the instance is made as one transaction: folder, keys, context ISO, scratch disk,
 domain definition, start — each step registers its undo, so an error, Ctrl-C or SIGTERM at any step
-leaves nothing behind (``transaction``). The reporter hears the name of every step as it begins.
+leaves nothing behind (``transaction``). The reporter hears every step as it begins (``STEPS``) and
+is warned when there is no KVM.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import contextlib
 import os
 import shutil
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +25,7 @@ from ..errors import ImageError, InstanceError, LaunchError
 from ..fsutil import atomic_write
 from ..paths import data_dir
 from ..profile import Profile, load
+from ..report import NULL_REPORTER, Reporter
 from . import context, domain, images, keys, preservation, userdata
 from .config import Settings
 from .domain import Metadata
@@ -32,8 +33,6 @@ from .host import Host
 from .instances import Instance, default_home, describe, list_instances, pick_port, port_free, undefine
 from .names import validate_name
 from .transaction import Transaction
-
-Reporter = Callable[[str], None]
 
 #: The steps of a create, in order, as the reporter hears them.
 STEPS = (
@@ -87,15 +86,15 @@ def image_choice(spec: InstanceSpec, profile: Profile | None) -> images.ImageCho
     return images.ImageChoice(given=given, profile=profile, url=s.disk_url, version=s.cernvm_version)
 
 
-def create_instance(spec: InstanceSpec, *, host: Host, reporter: Reporter = lambda _: None) -> Instance:
+def create_instance(spec: InstanceSpec, *, host: Host, reporter: Reporter = NULL_REPORTER) -> Instance:
     """Resolve, verify and make the instance; all or nothing."""
     s = spec.settings
     name = validate_name(spec.name)
     home = home_for(s, host.uri)
     profile = load_profile(s.profile)
-    reporter(STEPS[0])
+    reporter.step(STEPS[0])
     image = images.resolve(images.ImageCache(home), image_choice(spec, profile), reporter=reporter)
-    reporter(STEPS[1])
+    reporter.step(STEPS[1])
     digest = preservation.verify_image(image, profile=profile, checksum=s.disk_checksum, cert=spec.cert)
     pin = preservation.pin(profile, tag=spec.snapshot, date=spec.date)
     block = dict(pin.ucernvm)
@@ -154,7 +153,7 @@ def _make(
     spec: InstanceSpec, plan: _Plan, ud: userdata.UserData, host: Host, tx: Transaction, reporter: Reporter
 ) -> Instance:
     s, name, folder = spec.settings, plan.name, plan.folder
-    reporter(STEPS[2])
+    reporter.step(STEPS[2])
     # Each undo is registered before its step, and copes with the step not having happened: an
     # interrupt can arrive between a step and the line after it.
     tx.on_undo("the instance folder", lambda: shutil.rmtree(folder, ignore_errors=True))
@@ -165,14 +164,14 @@ def _make(
     for d in (home, home / "run", folder):
         os.chmod(d, 0o711)  # the system daemon's qemu user must reach the disks, not list them
 
-    reporter(STEPS[3])
+    reporter.step(STEPS[3])
     client = keys.generate(f"cernvm-launch@{name}")
     host_key = keys.generate(f"root@{name}")
     client_key = folder / "id_ed25519"
     atomic_write(client_key, client.private_openssh.encode(), mode=0o600)
     atomic_write(folder / "id_ed25519.pub", (client.public_openssh + "\n").encode())
 
-    reporter(STEPS[4])
+    reporter.step(STEPS[4])
     merged = userdata.merge(
         ud,
         hostname=name,
@@ -190,12 +189,15 @@ def _make(
         label=spec.context_label,
     )
 
-    reporter(STEPS[5])
+    reporter.step(STEPS[5])
     scratch = folder / "scratch.qcow2"
     proc.run(["qemu-img", "create", "-q", "-f", "qcow2", "-o", "lazy_refcounts=on", scratch, f"{s.disk}M"])
     os.chmod(scratch, 0o600)
 
-    reporter(STEPS[6])
+    reporter.step(STEPS[6])
+    acc = host.accel
+    if acc.name == "tcg":
+        reporter.warn(f"KVM is not usable ({acc.reason}); using TCG emulation, which is much slower")
     console_log = folder / "console.log"
     dspec = domain.DomainSpec(
         name=name,
@@ -244,7 +246,7 @@ def _make(
         raise LaunchError(f"libvirt refused the domain: {e.get_error_message()}") from None
 
     if spec.start:
-        reporter(STEPS[7])
+        reporter.step(STEPS[7])
         try:
             dom.create()
         except libvirt.libvirtError as e:

@@ -23,11 +23,11 @@ from urllib.parse import urlsplit
 from ..errors import ImageError
 from ..fsutil import atomic_file, atomic_write, sha256_file
 from ..profile import Profile
+from ..report import NULL_REPORTER, Reporter
 
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 FORMATS = ("iso", "hdd", "qcow2")
 Progress = Callable[[int, int | None], None]  # (bytes done, total or None)
-Reporter = Callable[[str], None]  # the step being done
 
 
 @dataclass(frozen=True)
@@ -271,7 +271,7 @@ class ImageChoice:
     version: str = "latest"  # else the newest cached image whose name holds this version
 
 
-def resolve(cache: ImageCache, choice: ImageChoice, *, reporter: Reporter = lambda _: None) -> Image:
+def resolve(cache: ImageCache, choice: ImageChoice, *, reporter: Reporter = NULL_REPORTER) -> Image:
     """The image ``choice`` names, or an ImageError saying how to get one."""
     if choice.given:
         path = Path(choice.given).expanduser()
@@ -295,8 +295,8 @@ def resolve(cache: ImageCache, choice: ImageChoice, *, reporter: Reporter = lamb
             hint=f"build it ('cernvm-build image {name}') and 'cernvm-launch images add FILE'",
         )
     if choice.url:
-        reporter(f"pulling {choice.url}")
-        return cache.pull(choice.url)
+        reporter.step(f"pulling {choice.url}")
+        return cache.pull(choice.url, progress=lambda done, total: reporter.progress("bytes", done, total))
     known = cache.list()
     if choice.version != "latest":
         known = [i for i in known if choice.version in i.name]

@@ -90,7 +90,7 @@ def test_life_cycle_on_real_libvirtd(
     image = tiny_guest(system_home / "tiny.hdd")
     before = image.read_bytes()
     args = ["--connect", URI]
-    assert main([*args, "create", "--name", name, "--iso", str(image), "--memory", "64", "--disk", "100",
+    assert main([*args, "create", "--name", name, "--iso", str(image), "--memory", "256", "--disk", "100",
                  "--no-wait", "--yes"]) == 0  # fmt: skip
     assert "using TCG" in capsys.readouterr().err
     inst_dir = system_home / "run" / name
@@ -118,7 +118,7 @@ def test_life_cycle_on_real_libvirtd(
     other = f"{name}-b"
     try:
         assert main([*args, "create", "--name", other, "--iso", str(image), "--ssh-port", str(port), "--yes",
-                     "--no-wait", "--memory", "64", "--disk", "100"]) == 8  # fmt: skip
+                     "--no-wait", "--memory", "256", "--disk", "100"]) == 8  # fmt: skip
         assert f"port 127.0.0.1:{port} is busy" in capsys.readouterr().err
     finally:
         assert other not in [d.name() for d in libvirt.open(URI).listAllDomains(0)]
@@ -138,6 +138,7 @@ def test_no_permission_on_the_uri_is_one_line(libvirtd: None) -> None:
         try:
             os.close(read_fd)
             sys.stderr = os.fdopen(write_fd, "w")
+            os.environ["CERNVM_LAUNCH_CONF"] = "/nonexistent/cernvm-launch.conf"  # not root's home
             os.setgroups([])
             os.setgid(65534)
             os.setuid(65534)
@@ -160,7 +161,7 @@ def test_interrupted_create_leaves_nothing_on_real_libvirtd(
     """A real cernvm-launch process, signalled as soon as it reports its first step that writes
     anything: exit 130/143, and no domain, disk, key or context ISO is left."""
     image = tiny_guest(system_home / "tiny.hdd")
-    argv = ["--connect", URI, "create", "--name", name, "--iso", str(image), "--memory", "64",
+    argv = ["--connect", URI, "create", "--name", name, "--iso", str(image), "--memory", "256",
             "--disk", "100", "--no-wait", "--yes"]  # fmt: skip
     child = subprocess.Popen(
         [sys.executable, "-m", "cernvm_build.cli.launch", *argv], stderr=subprocess.PIPE, text=True

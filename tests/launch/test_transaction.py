@@ -19,6 +19,7 @@ from cernvm_build import launch
 from cernvm_build.cli.launch import main
 from cernvm_build.errors import InstanceError, LaunchError
 from cernvm_build.launch.transaction import Transaction
+from cernvm_build.report import Recorder
 from tests.launch.support import TEST_DRIVER, create, driver_host, request
 
 
@@ -29,15 +30,16 @@ def _nothing_left(conn: Any, home: Path, name: str) -> None:
     assert leftovers == []
 
 
-class _StopAt:
+class _StopAt(Recorder):
     """A reporter that raises ``error`` when step ``at`` begins (every earlier step is done)."""
 
     def __init__(self, at: str, error: BaseException) -> None:
-        self.at, self.error, self.heard = at, error, list[str]()
+        super().__init__()
+        self.at, self.error = at, error
 
-    def __call__(self, step: str) -> None:
-        self.heard.append(step)
-        if step == self.at:
+    def step(self, message: str) -> None:
+        super().step(message)
+        if message == self.at:
             raise self.error
 
 
@@ -49,7 +51,7 @@ def test_interrupt_or_failure_at_each_step_leaves_nothing(
     stop = _StopAt(step, error)
     with pytest.raises(type(error)):
         create(conn, request(launch_env, image, "tx"), reporter=stop)
-    assert stop.heard == list(launch.STEPS[: launch.STEPS.index(step) + 1])
+    assert stop.steps() == list(launch.STEPS[: launch.STEPS.index(step) + 1])
     _nothing_left(conn, launch_env, "tx")
     # and the name is free again: the next create works
     assert create(conn, request(launch_env, image, "tx")).state == "running"
