@@ -110,8 +110,9 @@ def publish_base(dest: Path, fqrn: str = FQRN) -> Repo:
     (src / "dir" / "link").symlink_to("file")
     (src / "chunked").write_bytes(random.Random(12).randbytes(CHUNKED_SIZE))
     stratum = dest / "stratum"
-    create_repository(stratum, fqrn, keys, timestamp=int(time.time()))
-    publish_tree(stratum, fqrn, keys, src, timestamp=TS, chunking=CHUNKING)
+    now = int(time.time())
+    create_repository(stratum, fqrn, keys, timestamp=now)
+    publish_tree(stratum, fqrn, keys, src, timestamp=now + 1, chunking=CHUNKING)
     shutil.rmtree(src)
     return Repo(stratum, dest / "keys", fqrn)
 
