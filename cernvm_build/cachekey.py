@@ -12,38 +12,22 @@ step whose inputs changed is built again instead of being trusted.
 
 from __future__ import annotations
 
-import dataclasses
-import enum
 import hashlib
 import json
 from collections.abc import Mapping
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, jsonable
 from .fsutil import atomic_write
 
 #: marker format; a marker written by another format is not trusted
 MARKER_SCHEMA = 1
 
 
-def _default(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
-    if isinstance(obj, PurePath):
-        return str(obj)
-    if isinstance(obj, enum.Enum):
-        return obj.value
-    if isinstance(obj, set | frozenset):
-        return sorted(obj)
-    if isinstance(obj, bytes):
-        return obj.hex()
-    raise TypeError(f"{type(obj).__name__} is not an input a cache key can hold")
-
-
 def canonical_json(obj: Any) -> str:
-    """``obj`` as canonical JSON: sorted keys, no whitespace, tuples as lists, dataclasses as objects."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_default)
+    """``obj`` as canonical JSON (``jsonable.encode``, then sorted keys and no whitespace)."""
+    return json.dumps(jsonable.encode(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def key(inputs: Mapping[str, Any]) -> str:

@@ -14,7 +14,9 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from . import jsonable
 from .errors import BuildError, IntegrityError
 from .fsutil import atomic_write, sha256_file
 from .paths import cache_dir
@@ -29,8 +31,8 @@ class DebPackage:
     path: Path
     sha256: str
 
-    def to_json(self) -> dict[str, str]:
-        return {"name": self.name, "version": self.version, "arch": self.arch, "sha256": self.sha256}
+    def to_json(self) -> dict[str, Any]:
+        return jsonable.to_json(self, omit=("path",))
 
 
 def parse_deb822(text: str) -> list[dict[str, str]]:
@@ -149,7 +151,7 @@ def fetch(spec: str, cache: Path) -> DebPackage:
         got = [p for p in Path(tmp).iterdir() if p.suffix == ".deb"]
         if len(got) != 1:
             raise BuildError(f"apt-get download of '{name}={version}' produced no package file")
-        h = hashlib.sha256(got[0].read_bytes()).hexdigest()
+        h = sha256_file(got[0])
         if h != want:
             raise IntegrityError(
                 f"package {name} {version}: sha256 {h} does not match apt's index {want}",

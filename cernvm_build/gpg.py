@@ -9,16 +9,18 @@ when gpg says it is good *now*: ``VALIDSIG`` alone also comes with signatures by
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
 from .errors import CernVMError, IntegrityError
+from .fsutil import atomic_write
 from .proc import run
 
 
@@ -56,6 +58,14 @@ class Keyring:
         return "\n".join(
             ln for ln in proc.stderr.decode(errors="replace").splitlines() if ln.startswith("[GNUPG:]")
         )
+
+    @contextlib.contextmanager
+    def _output(self, out: Path) -> Iterator[Path]:
+        """A scratch path for gpg's ``--output``; its bytes become ``out`` atomically (``fsutil``)."""
+        with tempfile.TemporaryDirectory(dir=self.home, prefix="out-") as scratch:
+            tmp = Path(scratch) / "out"
+            yield tmp
+            atomic_write(out, tmp.read_bytes())
 
     def _listing(self, *args: str) -> str:
         proc = run(["gpg", "--homedir", self.home, "--batch", "--no-tty", *self._time, *args], check=False)
@@ -104,25 +114,17 @@ class Keyring:
         signers = self.secret_fingerprints()
         if not signers:
             raise CernVMError("no secret key to sign with", hint="give the signing key's secret part")
-        tmp = out.with_name(f".{out.name}.tmp")
-        args: list[str | os.PathLike[str]] = [
-            "--yes",
-            "--local-user",
-            signers[0],
-            "--detach-sign",
-            "--output",
-            tmp,
-        ]
-        self._gpg(*(["--armor"] if armor else []), *args, data)
-        os.replace(tmp, out)
+        with self._output(out) as tmp:
+            args: list[str | os.PathLike[str]] = ["--yes", "--local-user", signers[0], "--detach-sign"]
+            args += ["--output", tmp]
+            self._gpg(*(["--armor"] if armor else []), *args, data)
 
     def clearsign(self, data: Path, out: Path) -> None:
         signers = self.secret_fingerprints()
         if not signers:
             raise CernVMError("no secret key to sign with", hint="give the signing key's secret part")
-        tmp = out.with_name(f".{out.name}.tmp")
-        self._gpg("--yes", "--local-user", signers[0], "--clearsign", "--output", tmp, data)
-        os.replace(tmp, out)
+        with self._output(out) as tmp:
+            self._gpg("--yes", "--local-user", signers[0], "--clearsign", "--output", tmp, data)
 
     def _valid_signer(self, status: str, what: str) -> str:
         return valid_signer(status, what)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
+from .. import __version__, jsonable
 from ..artifact import Artifact
 from ..bootloader.initrd import DEFAULT_LEVEL, InitrdInputs, build_initrd
 from ..bootloader.kernel import Kernel, fetch_debian_kernel, kernel_from_tree
@@ -53,13 +53,7 @@ class Snapshot:
     servers: list[str]
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "fqrn": self.fqrn,
-            "revision": self.revision,
-            "root_hash": self.root_hash,
-            "tag": self.tag,
-            "servers": self.servers,
-        }
+        return jsonable.to_json(self)
 
 
 @dataclass

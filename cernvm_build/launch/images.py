@@ -14,12 +14,13 @@ import os
 import re
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from .. import jsonable
 from ..errors import ImageError
 from ..fsutil import atomic_file, atomic_write, sha256_file
 from ..profile import Profile
@@ -42,9 +43,7 @@ class Image:
     added: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["path"] = str(self.path)
-        return d
+        return jsonable.to_json(self)
 
 
 def detect_format(path: Path) -> str:

@@ -24,10 +24,11 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import jsonable
 from .hashcache import HashCache
 from .s3client import S3Client, S3Url, make_client, parse_s3_url
 from .s3plan import (
@@ -88,9 +89,7 @@ class SyncReport:
         return [a for a in self.actions if a.op == "delete"]
 
     def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["actions"] = [asdict(a) for a in self.actions]
-        return d
+        return jsonable.to_json(self)
 
 
 # -- planning ------------------------------------------------------------------------------------

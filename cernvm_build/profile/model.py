@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ..fsutil import sha256_file
+
 T = TypeVar("T")
 
 
@@ -135,9 +137,9 @@ class Profile:
         data = self.to_dict()
         for k in ("name", "description", "source", "extends", "inputs"):
             data.pop(k)
-        data["cvmfs"]["public_keys"] = sorted(_file_sha256(k) for k in self.cvmfs.public_keys)
+        data["cvmfs"]["public_keys"] = sorted(sha256_file(k) for k in self.cvmfs.public_keys)
         if self.kernel.vmlinuz is not None:
-            data["kernel"]["vmlinuz"] = _file_sha256(self.kernel.vmlinuz)
+            data["kernel"]["vmlinuz"] = sha256_file(self.kernel.vmlinuz)
         if self.kernel.modules is not None:
             data["kernel"]["modules"] = self.kernel.modules.name
         canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -179,10 +181,6 @@ def leaf_keys(cls: type, prefix: str = "") -> list[str]:
         else:
             keys.append(prefix + f.name)
     return keys
-
-
-def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _plain(obj: Any) -> Any:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import jsonable
 from .. import releaseindex as idx
 from ..mirror import s3sync
 from ..mirror.publish import mirror
@@ -48,12 +49,7 @@ class PublishReport:
     site: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "version": self.version,
-            "artifacts": self.artifacts,
-            "repositories": self.repositories,
-            "site": self.site,
-        }
+        return jsonable.to_json(self)
 
 
 def _json(report: Any) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import gpg
+from .. import gpg, jsonable
 from .. import releaseindex as idx
 from ..fsutil import sha256_file
 from . import sums
@@ -30,13 +30,7 @@ class VerifyReport:
         return not self.findings
 
     def to_json(self) -> dict[str, object]:
-        return {
-            "version": self.version,
-            "ok": self.ok,
-            "checked": self.checked,
-            "signer": self.signer,
-            "findings": [{"artifact": f.artifact, "problem": f.problem} for f in self.findings],
-        }
+        return jsonable.to_json(self, ok=self.ok)
 
 
 def locate_index(target: str, releases_dir: Path) -> Path:

@@ -15,6 +15,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from .. import jsonable
+
 LINK_ATTRS = {
     "a": ("href",),
     "link": ("href",),
@@ -49,15 +51,7 @@ class CheckReport:
     problems: list[Problem] = field(default_factory=list)
 
     def to_json(self) -> dict[str, object]:
-        return {
-            "pages": self.pages,
-            "links": self.links,
-            "external": self.external,
-            "problems": [
-                {"file": p.file, "line": p.line, "message": p.message, "source": p.source}
-                for p in self.problems
-            ],
-        }
+        return jsonable.to_json(self)
 
 
 class _Scan(HTMLParser):

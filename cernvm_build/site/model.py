@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from .. import jsonable
 from ..errors import BuildError, Location
 from . import markdown as md_mod
 from .config import SiteConfig
@@ -63,17 +64,7 @@ class BuildReport:
     sources: dict[str, str] = field(default_factory=dict)  # output file -> source file
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "out_dir": str(self.out_dir),
-            "pages": self.pages,
-            "outputs": self.outputs,
-            "rendered": self.rendered,
-            "markdown_rendered": self.markdown_rendered,
-            "removed": self.removed,
-            "seconds": round(self.seconds, 3),
-            "jobs": self.jobs,
-            "warnings": self.warnings,
-        }
+        return jsonable.to_json(self, omit=("sources",), seconds=round(self.seconds, 3))
 
 
 @dataclass

@@ -101,5 +101,5 @@ def test_cache_keys_are_canonical() -> None:
     assert cachekey.key({"b": 1, "a": (1, 2)}) == cachekey.key({"a": [1, 2], "b": 1})
     assert cachekey.key({"a": Path("/x")}) == cachekey.key({"a": "/x"})
     assert cachekey.key({"epoch": 1}) != cachekey.key({"epoch": 2})
-    with pytest.raises(TypeError, match="object is not an input"):
+    with pytest.raises(TypeError, match="object has no JSON form"):
         cachekey.key({"a": object()})
