@@ -119,10 +119,14 @@ class Setting:
         """The allowed range in the setting's own terms (``256M..4T``, ``1..512``), or ""."""
         if self.minimum is None and self.maximum is None:
             return ""
-        show = (lambda n: format_size(n, self.unit)) if self.kind is Kind.SIZE else str
-        lo = "" if self.minimum is None else show(self.minimum)
-        hi = "" if self.maximum is None else show(self.maximum)
+        lo = "" if self.minimum is None else self._show(self.minimum)
+        hi = "" if self.maximum is None else self._show(self.maximum)
         return f"{lo}..{hi}"
+
+    def _show(self, number: int) -> str:
+        if self.kind is Kind.SIZE:
+            return format_size(number, self.unit)
+        return format_duration(number) if self.kind is Kind.DURATION else str(number)
 
 
 class Invalid(ValueError):
@@ -236,6 +240,14 @@ def parse_duration(text: str) -> int:
     return int(m.group(1)) * DURATION_UNITS[m.group(2)]
 
 
+def format_duration(seconds: int) -> str:
+    """The shortest exact spelling: 900 → ``15m``, 90 → ``90s``."""
+    for suffix in ("d", "h", "m"):
+        if seconds and seconds % DURATION_UNITS[suffix] == 0:
+            return f"{seconds // DURATION_UNITS[suffix]}{suffix}"
+    return f"{seconds}s"
+
+
 TRUE_WORDS = ("1", "yes", "on", "true")
 FALSE_WORDS = ("0", "no", "off", "false")
 
@@ -306,13 +318,15 @@ def render(s: Setting, value: Any) -> str:
         return "1" if value else "0"
     if s.kind is Kind.SIZE and isinstance(value, int):
         return format_size(value, s.unit)
+    if s.kind is Kind.DURATION and isinstance(value, int):
+        return format_duration(value)
     if isinstance(value, list):
         return ",".join(str(v) for v in value)
     return "" if value is None else str(value)
 
 
-def allowed_text(s: Setting) -> str:
-    """What the setting accepts, in words (for references and ``--help``)."""
+def allowed_text(s: Setting, *, files: bool = True) -> str:
+    """What the setting accepts, in words (for references and, with ``files=False``, ``--help``)."""
     parts: list[str] = []
     if s.choices:
         parts.append("one of " + ", ".join(f"`{c}`" for c in s.choices))
@@ -328,7 +342,7 @@ def allowed_text(s: Setting) -> str:
         parts.append("seconds, or with s, m, h, d")
     for value, why in s.unsupported:
         parts.append(f"not `{value}` ({why})")
-    if s.nullable:
+    if s.nullable and files:
         parts.append("may be null")
     if s.example:
         parts.append(f"e.g. `{s.example}`")

@@ -22,7 +22,7 @@ def _help(s: Setting) -> str:
     parts = [s.help.rstrip(".")]
     if not s.required and s.default not in (None, [], {}, ""):
         parts.append(f"default: {render(s, s.default)}")
-    allowed = allowed_text(s).replace("`", "")
+    allowed = allowed_text(s, files=False).replace("`", "")
     if allowed:
         parts.append(allowed)
     if s.kind.is_list:

@@ -6,11 +6,11 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .. import profile as profile_mod
 from ..context import BuildContext
 from ..errors import UsageError
 from .app import HelpFormatter, Output, accept_any_word, subcommands_with_default, subparser
-from .profiles import add_override_flags, overrides
+from .profiles import add_override_flags
+from .profiles import load as load_profile
 
 BUILD_DESCRIPTION = """\
 Build μCernVM boot images of PROFILE: a Debian kernel (or the profile's vmlinuz + modules) and an
@@ -98,7 +98,7 @@ def _build(args: argparse.Namespace, out: Output) -> int:
     from ..image import build as build_mod
     from ..image import signature
 
-    prof = profile_mod.load(args.profile, overrides=overrides(args))
+    prof = load_profile(args.profile, out, args)
     build_mod.parse_formats(args.format, list(prof.image.formats))
     if (args.sign_key is None) != (args.sign_cert is None):
         raise UsageError("--sign-key and --sign-cert go together", hint="pass both, or neither")

@@ -46,6 +46,12 @@ def overrides(args: argparse.Namespace) -> list[profile.Override]:
     return [profile.Override(s.key, text, s.flag or "") for s, text in flags.given(args, settings.SETTINGS)]
 
 
+def load(name: str, out: Output, args: argparse.Namespace | None = None) -> profile.Profile:
+    """``profile.load`` with the command-line layer of ``args`` and warnings printed."""
+    given = overrides(args) if args is not None else []
+    return profile.load(name, overrides=given, warn=lambda w: out.warn(_escape(f"{w} ({w.hint})")))
+
+
 def _snapshot(p: profile.Profile) -> str:
     s = p.cvmfs.snapshot
     if s.tag:
@@ -102,7 +108,7 @@ def cmd_show(args: argparse.Namespace, out: Output) -> int:
     given = overrides(args)
     if args.origins:
         where = profile.origins(args.name, overrides=given)
-        p = profile.load(args.name, overrides=given).to_dict()
+        p = load(args.name, out, args).to_dict()
         rows = [{"key": k, "value": _lookup(p, k), "from": v} for k, v in where.items()]
         out.data(
             rows,
@@ -112,7 +118,7 @@ def cmd_show(args: argparse.Namespace, out: Output) -> int:
         )
         return 0
     if args.resolved or given:
-        data = profile.load(args.name, overrides=given).to_dict()
+        data = load(args.name, out, args).to_dict()
     else:
         path = profile.locate(args.name)
         data = profile.own_settings(path)
@@ -209,7 +215,7 @@ def _comparable(p: profile.Profile) -> dict[str, Any]:
 
 
 def cmd_diff(args: argparse.Namespace, out: Output) -> int:
-    a, b = _comparable(profile.load(args.a)), _comparable(profile.load(args.b))
+    a, b = _comparable(load(args.a, out)), _comparable(load(args.b, out))
     keys = [k for k in dict.fromkeys([*a, *b]) if a.get(k) != b.get(k)]
     rows = [{"key": k, args.a: a.get(k), args.b: b.get(k)} for k in keys]
 

@@ -211,7 +211,7 @@ def keys_help() -> str:
     lines = []
     for s in KEYS:
         default = f" (default {table.render(s, s.default)})" if s.default not in (None, "") else ""
-        rule = table.allowed_text(s).replace("`", "")
+        rule = table.allowed_text(s, files=False).replace("`", "")
         lines.append(f"  {s.key:<{width}}  {s.help}{default}{'; ' + rule if rule else ''}")
     return "configuration keys (~/.cernvm-launch.conf and CONFIGURATION_FILE, key=value):\n" + "\n".join(
         lines

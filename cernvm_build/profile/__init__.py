@@ -12,7 +12,8 @@ file:line:column and the key path.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,8 @@ from .model import (
     is_rolling_tag,
 )
 from .yamlnodes import Node, Pos, display, location, to_plain
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "BootloaderSettings",
@@ -189,15 +192,24 @@ def _origin(node: Node | None) -> str:
 
 
 def load(
-    name_or_path: str | Path, search_path: Sequence[Path] | None = None, overrides: Sequence[Override] = ()
+    name_or_path: str | Path,
+    search_path: Sequence[Path] | None = None,
+    overrides: Sequence[Override] = (),
+    warn: Callable[[ProfileError], None] | None = None,
 ) -> Profile:
     """The resolved profile: extends merged, overrides laid on top, templates rendered, validated.
 
-    Raises ``ProfileError`` (the first problem found).
+    Raises ``ProfileError`` (the first problem found). Warnings (deprecated keys) go to ``warn``, else
+    to this module's logger.
     """
     outcome = check(name_or_path, search_path, overrides)
     if outcome.errors:
         raise outcome.errors[0]
+    for w in outcome.warnings:
+        if warn is not None:
+            warn(w)
+        else:
+            log.warning("%s (%s)", w, w.hint)
     if outcome.profile is None:
         raise ProfileError(
             "an abstract profile cannot be used on its own",

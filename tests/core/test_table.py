@@ -65,7 +65,8 @@ def test_integers_have_ranges() -> None:
         table.scalar(CPUS, True)  # YAML's yes is no number
 
 
-def test_durations_take_units() -> None:
+def test_durations_take_units_and_are_shown_with_the_largest_exact_one() -> None:
+    assert [table.format_duration(n) for n in (900, 90, 7200, 86400)] == ["15m", "90s", "2h", "1d"]
     assert [table.from_text(TIMEOUT, t) for t in ("90", "90s", "15m", "2h", "1d")] == [
         90,
         90,

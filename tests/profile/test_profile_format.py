@@ -97,3 +97,12 @@ def test_the_cli_refuses_a_newer_format_in_one_line(write: Write) -> None:
     )
     assert res.returncode == 3 and "Traceback" not in res.stderr
     assert "format: written for profile format 2 by a newer cernvm-build" in res.stderr
+
+
+def test_load_hands_warnings_to_the_caller(write: Write, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(upgrade, "ALIASES", {"cvmfs.proxy": "cvmfs.http_proxy"})
+    seen: list[profile.ProfileError] = []
+    p = profile.load(write("alias", "extends: el9\ncvmfs:\n  proxy: DIRECT\n"), warn=seen.append)
+    assert p.cvmfs.http_proxy == "DIRECT" and [w.message for w in seen] == [
+        "'cvmfs.proxy' is deprecated: it was renamed to 'cvmfs.http_proxy'"
+    ]
