@@ -81,7 +81,9 @@ def markdown() -> str:
         # deliberate lazy import: cernvm-launch needs libvirt-python (the 'launch' extra)
         from . import launch as launch_cli
     except ImportError as e:
+        # The heading stays, so links to #cernvm-launch resolve in a site built without the extra.
         parts.append(
+            "## `cernvm-launch`\n\n"
             f'!!! warning "Not generated"\n    The `cernvm-launch` reference needs {e.name}: '
             "install the toolkit with its 'launch' extra.\n"
         )

@@ -246,3 +246,29 @@ def test_pipx_install(wheel: Path, tmp_path: Path) -> None:
     assert "el9" in [p["name"] for p in json.loads(proc.stdout)]
     proc = _run([str(tmp_path / "bin" / "cernvm-launch"), "list"], cwd=tmp_path, env=env)
     assert proc.returncode == 4 and "'launch' extra" in proc.stderr
+
+
+def test_site_extra_builds_the_shipped_site_and_a_users_own(
+    wheel: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    venv = tmp_path_factory.mktemp("venv-site")
+    home = tmp_path_factory.mktemp("home-site")
+    env = _clean_env(venv / "bin", linked_cache(tmp_path_factory.mktemp("cache")))
+    assert _run([sys.executable, "-m", "venv", str(venv)], cwd=home, env=env).returncode == 0
+    proc = _run([str(venv / "bin" / "pip"), "install", "-q", f"{wheel}[site]"], cwd=home, env=env)
+    assert proc.returncode == 0, proc.stderr
+    site = Installed(venv, home, env)
+    proc = site.run("cernvm-build", "site", "build", "--out", "shipped", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["pages"] > 20
+    assert "CernVM-FS" in (home / "shipped" / "index.html").read_text()
+    # a user's own site folder of the same layout
+    proc = site.run("python", "-c", "from cernvm_build.paths import data_dir; print(data_dir('site'))")
+    mine = home / "mysite"
+    shutil.copytree(Path(proc.stdout.strip()), mine)
+    config = mine / "config.yaml"
+    config.write_text(config.read_text().replace("title: CernVM-FS and CernVM", "title: My own mirror"))
+    proc = site.run("cernvm-build", "site", "build", "--site", str(mine), "--out", "mine")
+    assert proc.returncode == 0, proc.stderr
+    assert "My own mirror" in (home / "mine" / "index.html").read_text()
+    assert "My own mirror" not in (home / "shipped" / "index.html").read_text()
