@@ -14,9 +14,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from .. import __version__, launch, proc
 from ..bootloader import userdata
@@ -24,8 +23,9 @@ from ..errors import ConfigFileError, NotReadyError, UsageError
 from ..launch import config
 from ..launch.names import validate_name
 from ..report import scoped
-from . import flags
-from .app import EXIT_CODES_EPILOG, ArgumentParser, HelpFormatter, Output, add_common, run
+from . import flags, launch_images
+from .app import EXIT_CODES_EPILOG, ArgumentParser, HelpFormatter, Output, run
+from .launch_common import Connect, ask, host_of, leaf, settings_of, show_help
 
 EPILOG = f"""\
 {EXIT_CODES_EPILOG}
@@ -53,45 +53,6 @@ Preservation: cernvm-launch create --profile el5 --snapshot TAG (or --date 2011-
 frozen profile's verified image pinned to that CernVM-FS snapshot; the base image is never written.
 create is all or nothing: failed or interrupted (Ctrl-C, SIGTERM) at any step, it leaves nothing."""
 
-Connect = Callable[[str | None], launch.Host]
-
-
-# -- shared helpers ---------------------------------------------------------------------------------
-
-
-def _ask(question: str, flag: str, default: str = "") -> str:
-    """Ask on a terminal; elsewhere fail, naming the flag that answers."""
-    if not sys.stdin.isatty():
-        raise UsageError(f"cannot ask {question.strip()!r}: stdin is not a terminal", hint=f"pass {flag}")
-    answer = input(question).strip()
-    return answer or default
-
-
-def _settings(args: argparse.Namespace, *keys: str) -> config.Settings:
-    """The settings after precedence: the flags of ``keys`` given > config files > defaults.
-
-    Flag values go through the settings table, so a bad one fails here, before libvirt is contacted.
-    """
-    cli = config.from_flags(flags.given(args, [config.BY_KEY[k] for k in keys]))
-    cli["connect"] = getattr(args, "connect", None)
-    create_file = getattr(args, "configuration_file", None)
-    return config.resolve(cli, Path(create_file) if create_file else None)
-
-
-def _host(args: argparse.Namespace, settings: config.Settings | None = None) -> launch.Host:
-    """The libvirt host: --connect, else the config files' ``connect=``, else the default URI."""
-    connect: Connect = args.open_host
-    return connect((settings or _settings(args)).connect)
-
-
-def _leaf(sub: Any, name: str, help: str, description: str, handler: Any, *, json: bool = False) -> Any:
-    p = sub.add_parser(name, help=help, description=description, formatter_class=HelpFormatter)
-    add_common(p, json=json)
-    p.add_argument("--connect", metavar="URI", default=argparse.SUPPRESS, help="libvirt URI (see --help)")
-    p.set_defaults(func=handler)
-    return p
-
-
 # -- create -----------------------------------------------------------------------------------------
 
 
@@ -106,7 +67,7 @@ def _user_data(args: argparse.Namespace, out: Output) -> tuple[bytes, str] | Non
     if not args.yes:
         if sys.stdin.isatty():
             out.err.print(data.decode(errors="replace"), markup=False, highlight=False)
-        answer = _ask("Continue with default context? [Y/n] ", "a USER_DATA_FILE, or --yes", "y")
+        answer = ask("Continue with default context? [Y/n] ", "a USER_DATA_FILE, or --yes", "y")
         if answer.lower() not in ("y", "yes"):
             return None
     return data, source
@@ -118,17 +79,17 @@ IMPORT_FLAGS = ("name", "cpus", "memory", "disk", "sharedFolder")
 
 
 def cmd_create(args: argparse.Namespace, out: Output) -> int:
-    s = _settings(args, *CREATE_FLAGS)
+    s = settings_of(args, *CREATE_FLAGS)
     # the user-data keys given as flags, checked by the bootloader's table (it would ignore bad ones)
     block = config.from_flags(flags.given(args, userdata.SETTINGS))
-    host = _host(args, s)
+    host = host_of(args, s)
     name = s.name
     if not name:
         suggestion = Path(args.user_data_file).stem if args.user_data_file else "CernVM"
         name = (
             suggestion
             if args.yes
-            else _ask(f"Enter VM name [{suggestion}]: ", "--name NAME (or --yes for the default)", suggestion)
+            else ask(f"Enter VM name [{suggestion}]: ", "--name NAME (or --yes for the default)", suggestion)
         )
     name = validate_name(name)
     ud = _user_data(args, out)
@@ -181,7 +142,7 @@ def _line(text: str) -> None:
 
 
 def cmd_list(args: argparse.Namespace, out: Output) -> int:
-    host = _host(args)
+    host = host_of(args)
     found = launch.list_instances(host, running_only=args.running)
     if args.name:
         found = [i for i in found if i.name == args.name]
@@ -220,8 +181,8 @@ def cmd_list(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_start(args: argparse.Namespace, out: Output) -> int:
-    s = _settings(args, "waitTimeout")
-    host = _host(args, s)
+    s = settings_of(args, "waitTimeout")
+    host = host_of(args, s)
     inst = launch.start(host, args.name, fresh=args.fresh)
     out.info(f"instance '{args.name}' {inst.state}")
     if args.wait:
@@ -231,23 +192,23 @@ def cmd_start(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_stop(args: argparse.Namespace, out: Output) -> int:
     mode = "poweroff" if args.force else "shutdown" if args.shutdown else "save"
-    inst = launch.stop(_host(args), args.name, mode=mode)
+    inst = launch.stop(host_of(args), args.name, mode=mode)
     out.info(f"instance '{args.name}' {inst.state}")
     return 0
 
 
 def cmd_pause(args: argparse.Namespace, out: Output) -> int:
-    launch.pause(_host(args), args.name)
+    launch.pause(host_of(args), args.name)
     out.info(f"instance '{args.name}' paused; 'cernvm-launch start {args.name}' resumes it")
     return 0
 
 
 def cmd_destroy(args: argparse.Namespace, out: Output) -> int:
-    host = _host(args)
+    host = host_of(args)
     inst = launch.get_instance(host, args.name)
     force = args.force
     if not force and not inst.broken and launch.is_active(host, args.name):
-        answer = _ask(f"{args.name} is {inst.state}, do you want to destroy it? [y/N] ", "--force", "n")
+        answer = ask(f"{args.name} is {inst.state}, do you want to destroy it? [y/N] ", "--force", "n")
         if answer.lower() not in ("y", "yes"):
             out.info("not destroyed")
             return 1
@@ -258,7 +219,7 @@ def cmd_destroy(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_ssh(args: argparse.Namespace, out: Output) -> int:
-    host = _host(args)
+    host = host_of(args)
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]
@@ -272,13 +233,13 @@ def cmd_ssh(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_scp(args: argparse.Namespace, out: Output) -> int:
-    landed = launch.scp(_host(args), args.source, args.dest)
+    landed = launch.scp(host_of(args), args.source, args.dest)
     out.detail(f"copied to {landed}")
     return 0
 
 
 def cmd_console(args: argparse.Namespace, out: Output) -> int:
-    host = _host(args)
+    host = host_of(args)
     inst = launch.get_instance(host, args.name)
     if args.log or not sys.stdin.isatty():
         tail = launch.console_tail(inst, args.lines)
@@ -290,7 +251,7 @@ def cmd_console(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_ip(args: argparse.Namespace, out: Output) -> int:
-    addr = launch.address(_host(args), args.name)
+    addr = launch.address(host_of(args), args.name)
     if addr is None:
         raise NotReadyError(
             f"instance '{args.name}' has no address yet", hint=f"'cernvm-launch wait {args.name}'"
@@ -302,8 +263,8 @@ def cmd_ip(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_wait(args: argparse.Namespace, out: Output) -> int:
-    s = _settings(args, "waitTimeout")
-    _wait(_host(args, s), args.name, s.wait_timeout, out)
+    s = settings_of(args, "waitTimeout")
+    _wait(host_of(args, s), args.name, s.wait_timeout, out)
     out.info(f"instance '{args.name}' answers SSH")
     return 0
 
@@ -311,9 +272,9 @@ def cmd_wait(args: argparse.Namespace, out: Output) -> int:
 def cmd_import(args: argparse.Namespace, out: Output) -> int:
     """The original imported an OVA into VirtualBox; here its boot disk becomes a cached hdd image
     (checked against the OVA's manifest) and an instance boots it with the default context."""
-    s = _settings(args, *IMPORT_FLAGS)
+    s = settings_of(args, *IMPORT_FLAGS)
     ova = Path(args.ova_image_file)
-    host = _host(args, s)  # fail early when libvirt is not reachable
+    host = host_of(args, s)  # fail early when libvirt is not reachable
     image = launch.image_cache(s, host.uri).add_ova(ova)
     out.info(f"imported {ova.name} as image {image.name}")
     args.iso, args.yes, args.user_data_file = str(image.path), True, None
@@ -325,65 +286,7 @@ def cmd_import(args: argparse.Namespace, out: Output) -> int:
     return cmd_create(args, out)
 
 
-# -- images -----------------------------------------------------------------------------------------
-
-
-def _cache(args: argparse.Namespace) -> Any:
-    s = _settings(args)
-    return launch.image_cache(s, launch.default_uri(s.connect))
-
-
-def cmd_images_list(args: argparse.Namespace, out: Output) -> int:
-    found = _cache(args).list()
-
-    def render(rows: list[dict[str, Any]]) -> None:
-        out.table(
-            ["name", "format", "size", "profile", "sha256"],
-            [
-                [r["name"], r["format"], f"{r['size'] / 1e6:.1f} MB", r["profile"], r["sha256"][:16]]
-                for r in rows
-            ],
-        )
-
-    out.data([i.to_json() for i in found], render)
-    return 0
-
-
-def cmd_images_add(args: argparse.Namespace, out: Output) -> int:
-    img = _cache(args).add(Path(args.path), profile=args.profile or "", name=args.as_name)
-    out.info(f"added {img.name} ({img.format}, sha256 {img.sha256[:16]}…)")
-    out.data(img.to_json(), lambda d: None)
-    return 0
-
-
-def cmd_images_pull(args: argparse.Namespace, out: Output) -> int:
-    with out.progress(transfer=True) as bar:
-        task = bar.add_task(Path(args.url).name, total=None)
-        img = _cache(args).pull(
-            args.url, profile=args.profile or "", progress=lambda d, t: bar.update(task, completed=d, total=t)
-        )
-    out.info(f"pulled {img.name} ({img.format}, sha256 verified)")
-    out.data(img.to_json(), lambda d: None)
-    return 0
-
-
-def cmd_images_remove(args: argparse.Namespace, out: Output) -> int:
-    s = _settings(args)
-    host = _host(args, s)
-    launch.remove_image(host, launch.image_cache(s, host.uri), args.name)
-    out.info(f"removed {args.name}")
-    return 0
-
-
 # -- parser -----------------------------------------------------------------------------------------
-
-
-def _show_help(parser: argparse.ArgumentParser, code: int) -> Any:
-    def show(args: argparse.Namespace, out: Output) -> int:
-        parser.print_help(sys.stderr if code else sys.stdout)
-        return code
-
-    return show
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -394,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--connect", metavar="URI", help="libvirt URI (default: see below)")
     sub = parser.add_subparsers(title="operations", metavar="COMMAND")
 
-    p = _leaf(
+    p = leaf(
         sub,
         "create",
         "create (and start) an instance",
@@ -424,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("configuration_file", nargs="?", metavar="CONFIGURATION_FILE", help="key=value settings")
 
-    p = _leaf(
+    p = leaf(
         sub,
         "import",
         "create an instance from an OVA appliance's boot disk",
@@ -438,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ova_image_file", metavar="OVA_IMAGE_FILE")
     p.add_argument("configuration_file", nargs="?", metavar="CONFIGURATION_FILE")
 
-    p = _leaf(
+    p = leaf(
         sub,
         "destroy",
         "remove an instance and its disks, context and keys",
@@ -449,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="destroy even if running")
     p.add_argument("name", metavar="MACHINE_NAME")
 
-    p = _leaf(
+    p = leaf(
         sub,
         "list",
         "list instances",
@@ -470,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("ip", "where SSH answers (host:port)", cmd_ip),
         ("wait", "wait until the instance answers SSH", cmd_wait),
     ):
-        p = _leaf(sub, verb, helptext, helptext[0].upper() + helptext[1:] + ".", func, json=verb == "ip")
+        p = leaf(sub, verb, helptext, helptext[0].upper() + helptext[1:] + ".", func, json=verb == "ip")
         if verb == "ssh":
             p.description = (
                 "Log in with the instance's own key; the host key is the one launch generated.\n\n"
@@ -494,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
         if verb == "wait":
             flags.add(p, [config.BY_KEY["waitTimeout"]])
 
-    p = _leaf(
+    p = leaf(
         sub,
         "scp",
         "copy a file to or from an instance",
@@ -505,43 +408,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", metavar="SOURCE")
     p.add_argument("dest", metavar="DEST")
 
-    img = sub.add_parser(
-        "images",
-        help="boot images: list, add, pull, remove",
-        formatter_class=HelpFormatter,
-        description="The image cache in launchHomeFolder/images; every image is kept with "
-        "its verified sha256.\n\n  cernvm-launch images add ucernvm-demo...iso --profile demo\n"
-        "  cernvm-launch images pull https://example.org/ucernvm-prod...iso",
-    )
-    img.set_defaults(func=_show_help(img, UsageError.exit_code))
-    isub = img.add_subparsers(title="image operations", metavar="COMMAND")
-    _leaf(isub, "list", "cached images", "List cached images.", cmd_images_list, json=True)
-    p = _leaf(
-        isub,
-        "add",
-        "add a local image (verified against its .sha256)",
-        "Copy a local image into the cache; a .sha256 beside it is checked.",
-        cmd_images_add,
-        json=True,
-    )
-    p.add_argument("path", metavar="FILE")
-    p.add_argument("--profile", metavar="NAME", help="the profile it was built from")
-    p.add_argument("--as", dest="as_name", metavar="NAME", help="name in the cache (default: file name)")
-    p = _leaf(
-        isub,
-        "pull",
-        "download an image and its .sha256",
-        "Download URL and URL.sha256; keep the image only if they match.",
-        cmd_images_pull,
-        json=True,
-    )
-    p.add_argument("url", metavar="URL")
-    p.add_argument("--profile", metavar="NAME")
-    p = _leaf(isub, "remove", "remove a cached image", "Remove a cached image.", cmd_images_remove)
-    p.add_argument("name", metavar="NAME")
+    launch_images.register(sub)
 
     h = sub.add_parser("help", help="show this help")
-    h.set_defaults(func=_show_help(parser, 0))
+    h.set_defaults(func=show_help(parser, 0))
     return parser
 
 
