@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from ..bootloader import userdata
 from ..profile import reference as profile_reference
+from ..table import Kind, allowed_text
 
 
 def md_cell(text: object) -> str:
@@ -24,9 +25,12 @@ def profile_settings() -> str:
 
 
 def userdata_keys() -> str:
-    rows = ["| key | meaning |", "|---|---|"]
-    for name, text in sorted(userdata.KEYS.items()):
-        rows.append(f"| `{md_cell(name)}` | {md_cell(text)} |")
+    """The bootloader's user-data table: each key, what it does and what it accepts."""
+    rows = ["| key | meaning | accepts |", "|---|---|---|"]
+    for s in sorted(userdata.SETTINGS, key=lambda s: s.key):
+        accepts = ("on/off; " if s.kind is Kind.BOOL else "") + allowed_text(s, files=False)
+        flag = f"; `cernvm-launch create {s.flag}`" if s.flag else ""
+        rows.append(f"| `{md_cell(s.key)}` | {md_cell(s.help)} | {md_cell(accepts + flag)} |")
     return "\n".join(rows) + "\n"
 
 

@@ -22,6 +22,7 @@ from cernvm_build.bootloader.initrd import fused_init
 from cernvm_build.bootloader.modules import resolve
 from cernvm_build.errors import BuildError, IntegrityError
 from cernvm_build.image import build, signature
+from cernvm_build.site.reference import userdata_keys
 
 
 # -- user data ---------------------------------------------------------------------------------------
@@ -261,3 +262,10 @@ def test_missing_image_is_a_one_line_error(tmp_path: Path) -> None:
 
     with pytest.raises(UsageError, match="No such file"):
         signature.read_trailer(tmp_path / "nope.iso")
+
+
+def test_the_user_data_reference_comes_from_the_bootloaders_table() -> None:
+    page = userdata_keys()
+    for s in userdata.SETTINGS:
+        assert f"| `{s.key}` |" in page, s.key
+    assert "0..9999" in page and "`cernvm-launch create --snapshot`" in page and "on/off" in page
