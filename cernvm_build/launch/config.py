@@ -107,9 +107,6 @@ KEYS: tuple[Setting, ...] = (
 )  # fmt: skip
 
 BY_KEY: dict[str, Setting] = by_key(KEYS)
-#: the keys of the original cernvm-launch (the others are launch's additions)
-ORIGINAL = ("name", "cpus", "memory", "disk", "apiPort", "cernvmVersion", "sharedFolder", "launchHomeFolder",
-            "executionCap", "flags", "diskURL", "diskChecksum", "diskPath")  # fmt: skip
 
 
 def _typed(s: Setting, text: str | list[str]) -> Any:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cernvm_build import profile
-from cernvm_build.profile import model, settings, upgrade
+from cernvm_build.profile import model, reference, schema, settings, upgrade
 from cernvm_build.profile.yamlnodes import Node, load_file
 
 Write = Callable[[str, str], Path]
@@ -106,3 +106,10 @@ def test_load_hands_warnings_to_the_caller(write: Write, monkeypatch: pytest.Mon
     assert p.cvmfs.http_proxy == "DIRECT" and [w.message for w in seen] == [
         "'cvmfs.proxy' is deprecated: it was renamed to 'cvmfs.http_proxy'"
     ]
+
+
+def test_the_schema_and_the_reference_describe_the_format_key() -> None:
+    from_schema = schema.schema()["properties"]["format"]
+    assert from_schema["minimum"] == 1 and from_schema["maximum"] == settings.FORMAT
+    text = reference.markdown()
+    assert "## Format versions" in text and "| `format` | integer | `1` |" in text
