@@ -93,21 +93,18 @@ class Keyring:
             raise CernVMError("the revocation certificate could not be imported", hint="give an armored one")
 
     def secret_fingerprints(self) -> list[str]:
-        out = self._listing("--with-colons", "--list-secret-keys")
-        rows = out.splitlines()
-        return [
-            rows[i + 1].split(":")[9]
-            for i, r in enumerate(rows)
-            if r.startswith("sec:") and i + 1 < len(rows)
-        ]
+        return self._fingerprints("--list-secret-keys", "sec:")
 
     def primary_fingerprints(self) -> list[str]:
-        out = self._listing("--with-colons", "--list-keys")
-        rows = out.splitlines()
+        return self._fingerprints("--list-keys", "pub:")
+
+    def _fingerprints(self, listing: str, record: str) -> list[str]:
+        """The fingerprint (the ``fpr`` row after each ``record`` row) of every key gpg lists."""
+        rows = self._listing("--with-colons", listing).splitlines()
         return [
             rows[i + 1].split(":")[9]
             for i, r in enumerate(rows)
-            if r.startswith("pub:") and i + 1 < len(rows)
+            if r.startswith(record) and i + 1 < len(rows)
         ]
 
     def sign_detached(self, data: Path, out: Path, *, armor: bool = True) -> None:

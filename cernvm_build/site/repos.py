@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from ..debpkg import parse_deb822
 from ..errors import BuildError, Location
 
 REPO_NS = "{http://linux.duke.edu/metadata/repo}"
@@ -148,33 +149,11 @@ def read_yum(root: Path) -> list[Platform]:
     return platforms
 
 
-def _parse_stanzas(text: str) -> list[dict[str, str]]:
-    out: list[dict[str, str]] = []
-    cur: dict[str, str] = {}
-    last = ""
-    for line in text.splitlines():
-        if not line.strip():
-            if cur:
-                out.append(cur)
-                cur = {}
-            continue
-        if line[0] in " \t":
-            if last:
-                cur[last] += "\n" + line.strip()
-            continue
-        key, _, value = line.partition(":")
-        last = key.strip()
-        cur[last] = value.strip()
-    if cur:
-        out.append(cur)
-    return out
-
-
 def read_apt(root: Path) -> list[Platform]:
     platforms: list[Platform] = []
     for release in sorted(root.glob("dists/*/Release")):
         suite_dir = release.parent
-        fields = _parse_stanzas(release.read_text(encoding="utf-8"))
+        fields = parse_deb822(release.read_text(encoding="utf-8"))
         if not fields:
             raise BuildError("Release file is empty", where=str(release), hint="regenerate it")
         sums: dict[str, str] = {}
@@ -210,7 +189,7 @@ def read_apt(root: Path) -> list[Platform]:
                 )
             with _open(cand) as f:
                 text = f.read().decode("utf-8", errors="replace")
-            for st in _parse_stanzas(text):
+            for st in parse_deb822(text):
                 if "Package" in st and "Version" in st:
                     summary = st.get("Description", "").split("\n", 1)[0]
                     packages.append(
