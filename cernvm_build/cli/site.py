@@ -10,6 +10,7 @@ from typing import Any
 
 from ..errors import BuildError, CernVMError, UsageError
 from ..paths import data_dir
+from ..report import NULL_REPORTER, Reporter, scoped
 from .app import Output, group_handler, subparser
 
 DESCRIPTION = """\
@@ -50,7 +51,7 @@ def _site_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _builder(args: argparse.Namespace, out: Output, progress: Any = None) -> Any:
+def _builder(args: argparse.Namespace, out: Output, reporter: Reporter = NULL_REPORTER) -> Any:
     from ..site.build import Builder
     from .reference import GENERATORS
 
@@ -66,31 +67,20 @@ def _builder(args: argparse.Namespace, out: Output, progress: Any = None) -> Any
     if args.jobs is not None and args.jobs < 1:
         raise UsageError("--jobs must be at least 1", hint="omit it to use one process per core")
 
-    def report(what: str, done: int, total: int) -> None:
-        if progress is not None:
-            progress(what, done, total)
-
     return Builder(
         args.site or data_dir("site"),
         args.out,
         base_url=args.base_url,
         jobs=args.jobs,
         repo_metadata=overrides,
-        progress=report,
+        reporter=reporter,
         generators=GENERATORS,
     )
 
 
 def _build(args: argparse.Namespace, out: Output) -> Any:
-    with out.progress() as bar:
-        tasks: dict[str, Any] = {}
-
-        def progress(what: str, done: int, total: int) -> None:
-            if what not in tasks:
-                tasks[what] = bar.add_task(f"rendering {what}", total=total)
-            bar.update(tasks[what], completed=done, total=total)
-
-        builder = _builder(args, out, progress)
+    with out.reporter() as reporter:
+        builder = _builder(args, out, scoped(reporter, "rendering"))
         try:
             report = builder.build()
         except CernVMError as e:

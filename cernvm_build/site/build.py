@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .. import paths
 from ..errors import BuildError
+from ..report import NULL_REPORTER, Reporter
 from . import config as config_mod
 from . import data as data_mod
 from . import templates as tpl_mod
@@ -36,8 +36,6 @@ from .sources import Generators, plan_sources, render_markdown, scan
 from .write import execute
 
 __all__ = ["BuildReport", "Builder", "LinkErrors", "build_site", "default_cache_dir"]
-
-Progress = Callable[[str, int, int], None]
 
 
 def default_cache_dir(out_dir: Path) -> Path:
@@ -60,7 +58,7 @@ class Builder:
         cache_dir: Path | None = None,
         jobs: int | None = None,
         repo_metadata: dict[str, Path] | None = None,
-        progress: Progress | None = None,
+        reporter: Reporter = NULL_REPORTER,
         generators: Generators | None = None,
     ):
         self.site_dir = site_dir.resolve()
@@ -69,7 +67,7 @@ class Builder:
         self.cache_dir = cache_dir or default_cache_dir(self.out_dir)
         self.jobs = jobs or max(1, len(os.sched_getaffinity(0)))
         self.repo_metadata = repo_metadata or {}
-        self.progress: Progress = progress or (lambda what, done, total: None)
+        self.reporter = reporter
         self.generators: Generators = GENERATORS if generators is None else generators
         self.warnings: list[str] = []
 
@@ -107,7 +105,7 @@ class Builder:
             planned = plan_sources(sources, cfg.base_path, self.generators)
             keys = {rel: s.key for rel, s in planned.items()}
             metas = state.md_meta(set(keys.values()))
-            fresh = render_markdown(planned, metas, state, self.jobs, self.progress)
+            fresh = render_markdown(planned, metas, state, self.jobs, self.reporter)
             data = data_mod.load_all(self.site_dir, cfg, self.repo_metadata)
             files = {rel: path for rel, (path, _raw) in sources.markdown.items()}
             pageset = make_pages(cfg, files, keys, metas, data)
@@ -117,7 +115,7 @@ class Builder:
             outputs = plan(cfg, pageset, sources.assets, data, env)
             state.claim(str(self.out_dir))
             written, rows, removed = execute(
-                self.out_dir, outputs, pageset, old_outputs, env, state, fresh, self.jobs, self.progress
+                self.out_dir, outputs, pageset, old_outputs, env, state, fresh, self.jobs, self.reporter
             )
             state.put_outputs(rows, removed)
             state.prune_md(set(keys.values()))

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BuildError, CernVMError, Location
+from ..report import Reporter
 from . import frontmatter
 from . import markdown as md_mod
 from .cache import State
@@ -151,11 +152,8 @@ def _render_source(
     return src.key, meta, r.html, r.text
 
 
-Progress = Callable[[str, int, int], None]
-
-
 def render_markdown(
-    planned: dict[str, Source], metas: dict[str, Any], state: State, jobs: int, progress: Progress
+    planned: dict[str, Source], metas: dict[str, Any], state: State, jobs: int, reporter: Reporter
 ) -> dict[str, tuple[str, str]]:
     """Render the sources whose key is not cached (``metas`` gains them). Returns {key: (html, text)}."""
     todo = sorted((s for s in planned.values() if s.key not in metas), key=lambda s: (s.key, s.rel))
@@ -165,7 +163,7 @@ def render_markdown(
     errors: list[tuple[str, str, str]] = []
     rows: list[tuple[str, Any, str, str]] = []
     total = len(todo)
-    progress("markdown", 0, total)
+    reporter.progress("markdown", 0, total)
     for n, res in enumerate(fork_map(_render_source, None, todo, jobs), 1):
         if len(res) == 2:
             errors.append(res[1])
@@ -175,7 +173,7 @@ def render_markdown(
         fresh[key] = (html, text)
         rows.append((key, meta, html, text))
         if n % 50 == 0 or n == total:
-            progress("markdown", n, total)
+            reporter.progress("markdown", n, total)
     if errors:
         message, where, hint = errors[0]
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""

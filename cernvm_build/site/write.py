@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import BuildError, CernVMError
 from ..fsutil import atomic_copy, atomic_write
+from ..report import Reporter
 from . import templates as tpl_mod
 from .cache import State
 from .model import Job, Late, Page
@@ -165,7 +165,7 @@ def execute(
     state: State,
     fresh: dict[str, tuple[str, str]],
     jobs: int,
-    progress: Callable[[str, int, int], None],
+    reporter: Reporter,
 ) -> tuple[list[Job], list[tuple[str, str, int, int]], list[str]]:
     """Write what changed; returns (jobs written, state rows for them, outputs removed)."""
     todo = [job for job in plan.jobs if not _unchanged(out_dir, job, old)]
@@ -197,9 +197,9 @@ def execute(
             env.get(j.template)  # compile once, before the fork
 
     work = Work(out_dir, env, html, sidebar_html, pageset, todo)
-    progress("pages", 0, len(todo))
+    reporter.progress("pages", 0, len(todo))
     results = fork_map(_do_job_safe, work, list(range(len(todo))), jobs)
-    progress("pages", len(todo), len(todo))
+    reporter.progress("pages", len(todo), len(todo))
     failed = [r for r in results if len(r) == 3]
     if failed:
         message, where, hint = failed[0]
