@@ -13,6 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+#: the progress half of a Reporter (``reporter.progress``), for engines that only count (the mirror)
+ProgressFn = Callable[[str, int, int | None], None]
+
 
 class Reporter(Protocol):
     def step(self, message: str) -> None:

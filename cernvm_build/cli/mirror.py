@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
 
+from ..report import ProgressFn
 from .app import Output, group_handler, subparser
 
 if TYPE_CHECKING:  # the mirror needs boto3; handlers import it when they run
@@ -135,13 +136,13 @@ def _common_s3(p: argparse.ArgumentParser, kind: str) -> None:
 
 
 @contextmanager
-def _progress(out: Output) -> Iterator[Callable[[str, int, int], None]]:
+def _progress(out: Output) -> Iterator[ProgressFn]:
     labels = {"hash": "hashing", "check": "checking objects", "verify": "verifying", "upload": "uploading",
               "delete": "deleting"}  # fmt: skip
     with out.progress(transfer=True) as bar:
         tasks: dict[str, Any] = {}
 
-        def update(stage: str, done: int, total: int) -> None:
+        def update(stage: str, done: int, total: int | None) -> None:
             if stage not in tasks:
                 tasks[stage] = bar.add_task(labels.get(stage, stage), total=total)
             bar.update(tasks[stage], completed=done, total=total)

@@ -6,17 +6,17 @@ import bz2
 import gzip
 import lzma
 import threading
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import MirrorError, ToolError
 from ..proc import run
+from ..report import ProgressFn
 from .source import Source
 
 #: ``progress(stage, done, total)`` with stage "verify" (files).
-Progress = Callable[[str, int, int], None]
+Progress = ProgressFn  # see report.Reporter.progress
 
 
 class SourceBroken(MirrorError):

@@ -27,6 +27,7 @@ from urllib.parse import unquote_plus
 import botocore.exceptions
 
 from ..errors import MirrorError
+from ..report import ProgressFn
 from .hashcache import HashCache
 from .s3client import S3Client, S3Url, error_code, http_status, s3_error
 
@@ -35,7 +36,7 @@ PROBE_PREFIX = ".cernvm-sync-probe-"
 META_SHA256 = "sha256"
 
 #: ``progress(stage, done, total)``; stages: "hash" and "upload" in bytes, "check" and "delete" in objects.
-Progress = Callable[[str, int, int], None]
+Progress = ProgressFn  # see report.Reporter.progress
 
 
 @dataclass(frozen=True)
