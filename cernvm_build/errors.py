@@ -136,7 +136,7 @@ EXIT_CODES: dict[int, str] = {
     1: "error",
     2: "usage error (bad arguments)",
     3: "invalid profile or settings file (e.g. ~/.cernvm-launch.conf)",
-    4: "external tool missing or failed",
+    4: "external tool or pip extra missing, or a tool failed",
     5: "CernVM-FS repository error",
     6: "integrity failure (hash, size or signature mismatch)",
     7: "build failed",
