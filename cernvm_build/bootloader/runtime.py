@@ -168,7 +168,7 @@ def ldd(path: Path | str) -> list[Path]:
 
 def _mfusepy_file() -> Path:
     try:
-        import mfusepy
+        import mfusepy  # deliberate lazy import: only the initrd build needs the file, not the toolkit
     except ImportError as e:
         raise BuildError(
             "the Python package mfusepy is not installed", hint="run 'make deps' (it is in pyproject.toml)"

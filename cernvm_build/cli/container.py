@@ -20,6 +20,10 @@ from .app import (
     subparser,
 )
 
+# Handlers import the modules of their area when they run (deliberate lazy imports): `--help` and
+# the other commands start without loading every area, and a missing optional extra only stops the
+# command that needs it.
+
 BUILD_DESCRIPTION = """\
 Build reference containers whose root tree is the profile's CernVM-FS repository path, read from
 the pinned snapshot (profile cvmfs.snapshot, or --tag/--root-hash) and verified object by object.

@@ -20,6 +20,10 @@ from ..errors import UsageError
 from . import cvmfs_publish
 from .app import Output, group_handler, subparser
 
+# Handlers import the modules of their area when they run (deliberate lazy imports): `--help` and
+# the other commands start without loading every area, and a missing optional extra only stops the
+# command that needs it.
+
 DESCRIPTION = """\
 CernVM-FS repositories: read, verify, pin, export, serve and mount them (and publish, see below).
 

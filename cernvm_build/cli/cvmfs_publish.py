@@ -17,6 +17,10 @@ from .app import Output, subparser
 if TYPE_CHECKING:
     from ..cvmfs import publish as pub
 
+# Handlers import the modules of their area when they run (deliberate lazy imports): `--help` and
+# the other commands start without loading every area, and a missing optional extra only stops the
+# command that needs it.
+
 
 def _fqrn(stratum: Path, given: str | None) -> str:
     from ..cvmfs import manifest as mf

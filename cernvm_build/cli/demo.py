@@ -14,6 +14,10 @@ from typing import Any
 from .. import profile
 from .app import Output, subparser
 
+# Handlers import the modules of their area when they run (deliberate lazy imports): `--help` and
+# the other commands start without loading every area, and a missing optional extra only stops the
+# command that needs it.
+
 DESCRIPTION = """\
 The whole flow on a local demo repository, without the internet: publish the demo OS into the
 CernVM-FS repository demo.cernvm.test, serve it on 127.0.0.1, build the demo release (μCernVM

@@ -12,6 +12,10 @@ from .app import HelpFormatter, Output, accept_any_word, subcommands_with_defaul
 from .profiles import add_override_flags
 from .profiles import load as load_profile
 
+# Handlers import the modules of their area when they run (deliberate lazy imports): `--help` and
+# the other commands start without loading every area, and a missing optional extra only stops the
+# command that needs it.
+
 BUILD_DESCRIPTION = """\
 Build μCernVM boot images of PROFILE: a Debian kernel (or the profile's vmlinuz + modules) and an
 initrd that mounts the profile's CernVM-FS repository and path, pinned to a snapshot on first

@@ -17,6 +17,10 @@ if TYPE_CHECKING:  # the mirror needs boto3; handlers import it when they run
     from ..mirror.check import Checked
     from ..mirror.s3sync import SyncReport
 
+# Handlers import the modules of their area when they run (deliberate lazy imports): `--help` and
+# the other commands start without loading every area, and a missing optional extra only stops the
+# command that needs it.
+
 S3_HELP = """\
 credentials and endpoint come the way boto3 users expect: --profile or AWS_PROFILE, AWS_ACCESS_KEY_ID/
 AWS_SECRET_ACCESS_KEY, ~/.aws/{config,credentials}; --endpoint-url or AWS_ENDPOINT_URL for MinIO, Ceph RGW

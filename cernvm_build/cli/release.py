@@ -19,6 +19,10 @@ from .app import (
     subparser,
 )
 
+# Handlers import the modules of their area when they run (deliberate lazy imports): `--help` and
+# the other commands start without loading every area, and a missing optional extra only stops the
+# command that needs it.
+
 DESCRIPTION = """\
 A release is every profile's μCernVM images, build manifests and reference containers, with
 SHA256SUMS (signed when a key is given), index.json and release notes, in OUT/VERSION/.

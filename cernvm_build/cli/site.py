@@ -13,6 +13,10 @@ from ..paths import data_dir
 from ..report import NULL_REPORTER, Reporter, scoped
 from .app import Output, group_handler, subparser
 
+# Handlers import the modules of their area when they run (deliberate lazy imports): `--help` and
+# the other commands start without loading every area, and a missing optional extra only stops the
+# command that needs it.
+
 DESCRIPTION = """\
 The cvmfs.io static site, generated from a site folder (Markdown content, release and repository data,
 templates, static assets):

@@ -128,7 +128,7 @@ def build_profile(
         )
         publish = None
         if "cvmfs" in fmts:
-            from .hub import publisher
+            from .hub import publisher  # deliberate lazy import: the publisher needs cryptography
 
             assert hub.stratum is not None and hub.keys_dir is not None
             publish = publisher(stratum=hub.stratum, fqrn=hub.fqrn, keys_dir=hub.keys_dir)

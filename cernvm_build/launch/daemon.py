@@ -89,7 +89,7 @@ def ensure(timeout: float = 30.0) -> Started:
 
 def _in_use() -> bool:
     """Whether any domain runs: then someone else (another test session, a user) needs the daemon."""
-    import libvirt
+    import libvirt  # deliberate lazy import: libvirt-python is the 'launch' extra
 
     try:
         conn = libvirt.open("qemu:///system")

@@ -13,6 +13,8 @@ import json
 import os
 import re
 import shutil
+import tarfile
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .. import jsonable
+from .. import jsonable, proc
 from ..errors import ImageError
 from ..fsutil import atomic_file, atomic_write, sha256_file
 from ..profile import Profile
@@ -207,11 +209,6 @@ class ImageCache:
     def add_ova(self, path: Path) -> Image:
         """The boot disk of an OVA appliance (the first disk its OVF names), checked against the
         OVA's manifest (``.mf``) when it has one, converted to a raw ``hdd`` image in the cache."""
-        import tarfile
-        import tempfile
-
-        from .. import proc
-
         try:
             tar = tarfile.open(path, "r:")  # noqa: SIM115  (closed by the with below)
         except (OSError, tarfile.TarError) as e:

@@ -6,6 +6,7 @@ channels rather than SFTP because the minimal guests (busybox + dropbear) have n
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import select
@@ -74,8 +75,6 @@ def connect(t: Target, *, timeout: float = 10.0) -> paramiko.SSHClient:
 
 
 def _b64(text: str) -> bytes:
-    import base64
-
     return base64.b64decode(text)
 
 
@@ -173,7 +172,7 @@ class _Sink:
 
 def interactive(client: paramiko.SSHClient, command: str | None = None) -> int:
     """A shell (or ``command``) on a pty, with the local terminal in raw mode; returns the exit status."""
-    import termios
+    import termios  # deliberate lazy import: POSIX terminals, only for interactive shells
     import tty
 
     transport = client.get_transport()

@@ -9,15 +9,36 @@ because a further write within the same timestamp tick would be invisible. ``--r
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from ..errors import MirrorError
 from ..fsutil import atomic_write
-from .source import hash_stream
+
+
+def new_hash(algo: str) -> hashlib._Hash:
+    name = {"sha": "sha1"}.get(algo.lower(), algo.lower())
+    try:
+        return hashlib.new(name)
+    except ValueError as e:
+        raise MirrorError(
+            f"unknown checksum type '{algo}'", hint="supported: md5, sha1, sha256, sha512"
+        ) from e
+
+
+def hash_stream(chunks: Iterable[bytes], algo: str) -> tuple[str, int]:
+    h = new_hash(algo)
+    size = 0
+    for block in chunks:
+        h.update(block)
+        size += len(block)
+    return h.hexdigest(), size
+
 
 Sig = tuple[int, ...]
 RACY_NS = 2_000_000_000

@@ -45,6 +45,7 @@ class LocalS3:
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> LocalS3:
+        # deliberate lazy import: moto (a test/bench dependency) only when a local S3 is started
         from moto.moto_server.werkzeug_app import (
             DomainDispatcherApplication,
             MotoRequestHandler,

@@ -16,12 +16,15 @@ from typing import Any
 from ..errors import MirrorError
 from ..gpg import Keyring
 from ..paths import cache_dir
+from .apt import published_references as apt_refs
 from .apt import verify_apt
 from .check import Checked, Progress, SourceBroken
 from .hashcache import HashCache
 from .s3client import S3Client, S3Url, make_client, parse_s3_url
 from .s3sync import SyncReport, sync_tree
 from .source import HttpSource, LocalSource, S3Source, Source, open_source
+from .yum import published_references as yum_refs
+from .yum import verify_yum
 
 KINDS = ("yum", "apt")
 
@@ -60,8 +63,6 @@ def verify_source(
         raise MirrorError(f"unknown repository kind '{kind}'", hint="use yum or apt")
     with keyring_for(gpg_key) as kr:
         if kind == "yum":
-            from .yum import verify_yum
-
             return verify_yum(source, keyring=kr, jobs=jobs, progress=progress)
         return verify_apt(source, suites=suites, keyring=kr, jobs=jobs, progress=progress)
 
@@ -87,11 +88,7 @@ def verify_published(
 
 def published_references(kind: str, source: Source, repos: list[str]) -> set[str]:
     if kind == "yum":
-        from .yum import published_references as yum_refs
-
         return yum_refs(source, repos)
-    from .apt import published_references as apt_refs
-
     return apt_refs(source, repos)
 
 

@@ -13,7 +13,7 @@ import os
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 from urllib.parse import quote
 
 import botocore.exceptions
@@ -21,10 +21,9 @@ import requests
 
 from ..errors import MirrorError
 from ..fsutil import atomic_file
+from .hashcache import HashCache, hash_stream
 from .s3client import S3Client, S3Url, http_status, s3_error
-
-if TYPE_CHECKING:
-    from .hashcache import HashCache
+from .s3plan import MANIFEST, list_remote
 
 CHUNK = 1 << 20
 
@@ -48,25 +47,6 @@ class Source(Protocol):
     def remembered(self, rel: str, algo: str) -> tuple[str, int] | None:
         """A digest known without reading the file (hash cache), else None."""
         ...
-
-
-def new_hash(algo: str) -> hashlib._Hash:
-    name = {"sha": "sha1"}.get(algo.lower(), algo.lower())
-    try:
-        return hashlib.new(name)
-    except ValueError as e:
-        raise MirrorError(
-            f"unknown checksum type '{algo}'", hint="supported: md5, sha1, sha256, sha512"
-        ) from e
-
-
-def hash_stream(chunks: Iterable[bytes], algo: str) -> tuple[str, int]:
-    h = new_hash(algo)
-    size = 0
-    for block in chunks:
-        h.update(block)
-        size += len(block)
-    return h.hexdigest(), size
 
 
 def _read_chunks(path: Path) -> Iterable[bytes]:
@@ -221,8 +201,6 @@ class S3Source:
         return None
 
     def list(self) -> list[str] | None:
-        from .s3plan import MANIFEST, list_remote
-
         return sorted(r for r in list_remote(self.client, self.url) if r != MANIFEST)
 
 
