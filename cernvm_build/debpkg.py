@@ -8,7 +8,6 @@ stale or tampered cache entry is never unpacked. Packages are cached by name_ver
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import shutil
 import tempfile
@@ -16,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import jsonable
+from . import cachekey, jsonable
 from .errors import BuildError, IntegrityError
 from .fsutil import atomic_write, sha256_file
 from .paths import cache_dir
@@ -64,11 +63,8 @@ _MEMO_STATE: str | None = None
 def _apt_state() -> str:
     """Changes whenever apt's package index does (``apt-get update``): names, sizes, mtimes of the lists."""
     lists = Path("/var/lib/apt/lists")
-    h = hashlib.sha256()
-    for p in sorted(lists.glob("*")) if lists.is_dir() else []:
-        st = p.stat()
-        h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()
+    files = sorted(lists.glob("*")) if lists.is_dir() else []
+    return cachekey.key({"apt_lists": [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]})
 
 
 def _memo() -> Path:

@@ -8,18 +8,17 @@ incremental: an unchanged OS writes (almost) nothing new, and each release of th
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import debpkg
+from .. import cachekey, debpkg
 from ..cvmfs import whitelist
 from ..cvmfs.keys import KeySet, load_keys
 from ..cvmfs.publish import PublishResult, create_repository, publish_tree, resign_whitelist
 from ..cvmfs.repository import SnapshotSpec, open_repository
 from ..errors import CernVMError
-from ..fsutil import atomic_write
+from ..fsutil import sha256_file
 from ..paths import cache_dir, data_dir
 from . import DEMO_FQRN
 from .os_tree import PACKAGES, ROOTFS, build_demo_os
@@ -62,16 +61,19 @@ def _keep_whitelist_fresh(stratum: Path, keys: KeySet) -> None:
 
 
 def _inputs_digest(release: str, tag: str, extra_files: dict[str, str]) -> str:
-    """What the published tree is made of: packages (by hash), the rootfs files, release, extras."""
-    h = hashlib.sha256(f"{release}\0{tag}\0".encode())
-    for _name, _version, _arch, sha256 in debpkg.resolve_many(PACKAGES):
-        h.update(sha256.encode())
-    for path in sorted(ROOTFS.rglob("*")):
-        if path.is_file():
-            h.update(str(path.relative_to(ROOTFS)).encode() + b"\0" + path.read_bytes())
-    for rel, text in sorted(extra_files.items()):
-        h.update(f"{rel}\0{text}\0".encode())
-    return h.hexdigest()
+    """What the published tree is made of: packages (by hash), the rootfs files, release, extras
+    (``cachekey``: the key of the inputs, compared by the resume marker)."""
+    return cachekey.key(
+        {
+            "release": release,
+            "tag": tag,
+            "packages": [sha256 for _name, _version, _arch, sha256 in debpkg.resolve_many(PACKAGES)],
+            "rootfs": {
+                str(p.relative_to(ROOTFS)): sha256_file(p) for p in sorted(ROOTFS.rglob("*")) if p.is_file()
+            },
+            "extra_files": extra_files,
+        }
+    )
 
 
 def _current(root: Path, stratum: Path, tag: str, objects: int = 0) -> DemoRepository | None:
@@ -103,7 +105,7 @@ def publish_demo(
     keys = demo_keys()
     marker = root / f".{DEMO_FQRN}.inputs"
     digest = _inputs_digest(release, tag, extra_files or {})
-    if (stratum / ".cvmfspublished").exists() and marker.is_file() and marker.read_text() == digest:
+    if (stratum / ".cvmfspublished").exists() and cachekey.read_marker(marker, digest) is not None:
         _keep_whitelist_fresh(stratum, keys)
         cached = _current(root, stratum, tag)
         if cached is not None:
@@ -127,7 +129,7 @@ def publish_demo(
             description=f"CernVM demo OS {release}",
             normalize_owner=True,
         )
-    atomic_write(marker, digest.encode())
+    cachekey.write_marker(marker, digest, {"tag": tag})
     return DemoRepository(
         root=root,
         stratum=stratum,
