@@ -18,7 +18,7 @@ from pathlib import Path
 from .. import debpkg, elf
 from ..errors import BuildError
 from ..fsutil import atomic_dir
-from ..paths import cache_dir, data_dir, source_date_epoch
+from ..paths import cache_dir, data_dir
 
 PACKAGES = (
     "busybox-static",
@@ -140,11 +140,13 @@ def _normalise_times(root: Path, epoch: int) -> None:
     os.utime(root, (epoch, epoch))
 
 
-def build_demo_os(dest: Path, *, release: str = "1", cache: Path | None = None) -> DemoOS:
-    """Build the demo OS tree at ``dest`` (replaced atomically) and say what went into it."""
+def build_demo_os(
+    dest: Path, *, release: str = "1", cache: Path | None = None, epoch: int = DEFAULT_EPOCH
+) -> DemoOS:
+    """Build the demo OS tree at ``dest`` (replaced atomically) and say what went into it; every file's
+    time is ``epoch``."""
     debs = cache or cache_dir("debs")
     packages = tuple(debpkg.fetch_many(PACKAGES, debs))
-    epoch = source_date_epoch(DEFAULT_EPOCH)
     with tempfile.TemporaryDirectory(prefix="demo-os-staging-") as tmp, atomic_dir(dest) as out:
         staging = Path(tmp)
         for pkg in packages:

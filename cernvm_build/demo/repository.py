@@ -21,7 +21,7 @@ from ..errors import CernVMError
 from ..fsutil import sha256_file
 from ..paths import cache_dir, data_dir
 from . import DEMO_FQRN
-from .os_tree import PACKAGES, ROOTFS, build_demo_os
+from .os_tree import DEFAULT_EPOCH, PACKAGES, ROOTFS, build_demo_os
 
 KEYS_DIR = data_dir("profiles") / "keys" / "demo"
 PUBLIC_KEY = data_dir("profiles") / "keys" / f"{DEMO_FQRN}.pub"
@@ -60,7 +60,7 @@ def _keep_whitelist_fresh(stratum: Path, keys: KeySet) -> None:
         resign_whitelist(stratum, DEMO_FQRN, keys)
 
 
-def _inputs_digest(release: str, tag: str, extra_files: dict[str, str]) -> str:
+def _inputs_digest(release: str, tag: str, extra_files: dict[str, str], epoch: int) -> str:
     """What the published tree is made of: packages (by hash), the rootfs files, release, extras
     (``cachekey``: the key of the inputs, compared by the resume marker)."""
     return cachekey.key(
@@ -72,6 +72,7 @@ def _inputs_digest(release: str, tag: str, extra_files: dict[str, str]) -> str:
                 str(p.relative_to(ROOTFS)): sha256_file(p) for p in sorted(ROOTFS.rglob("*")) if p.is_file()
             },
             "extra_files": extra_files,
+            "epoch": epoch,
         }
     )
 
@@ -94,17 +95,19 @@ def publish_demo(
     release: str = "1",
     tag: str | None = None,
     extra_files: dict[str, str] | None = None,
+    epoch: int = DEFAULT_EPOCH,
 ) -> DemoRepository:
     """Build the demo OS ``release`` and publish it as a new revision tagged ``tag`` (``demo-<release>``).
 
-    ``extra_files`` (path → text) are added to the tree, e.g. to make a revision that differs.
+    ``extra_files`` (path → text) are added to the tree, e.g. to make a revision that differs; ``epoch``
+    is every file's time (part of the inputs' key, like everything else the tree is made of).
     """
     root = root or demo_root()
     stratum = root / DEMO_FQRN
     tag = tag or f"demo-{release}"
     keys = demo_keys()
     marker = root / f".{DEMO_FQRN}.inputs"
-    digest = _inputs_digest(release, tag, extra_files or {})
+    digest = _inputs_digest(release, tag, extra_files or {}, epoch)
     if (stratum / ".cvmfspublished").exists() and cachekey.read_marker(marker, digest) is not None:
         _keep_whitelist_fresh(stratum, keys)
         cached = _current(root, stratum, tag)
@@ -115,7 +118,7 @@ def publish_demo(
     else:
         _keep_whitelist_fresh(stratum, keys)
     with tempfile.TemporaryDirectory(prefix="demo-os-") as tmp:
-        tree = build_demo_os(Path(tmp) / "os", release=release).root
+        tree = build_demo_os(Path(tmp) / "os", release=release, epoch=epoch).root
         for rel, text in (extra_files or {}).items():
             target = tree / rel.lstrip("/")
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 import zipfile
 from pathlib import Path
 
@@ -34,3 +35,19 @@ def test_runtime_runs_entry_points_from_its_own_prefix(tmp_path: Path) -> None:
         [*py, "cernvm_build.cvmfs.mount", "--help"], env=env, capture_output=True, text=True, cwd=tmp_path
     )
     assert r.returncode == 0 and "--snapshot-file" in r.stdout, r.stderr
+
+
+def test_the_build_time_is_an_input_of_the_runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The zip's dates come from the epoch passed in (not the environment), and the cached runtime is
+    keyed by it: a runtime made at another build time is never reused."""
+    from cernvm_build.bootloader.runtime import ZIP_EPOCH_MIN, cached_runtime
+
+    epoch = 1_764_000_000
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1000000000")  # stages do not read it
+    a = cached_runtime(epoch=epoch, cache=tmp_path / "cache")
+    z = zipfile.ZipFile(next((a.root / "lib").glob("python*.zip")))
+    assert {i.date_time for i in z.infolist()} == {time.gmtime(epoch)[:6]}
+    b = cached_runtime(epoch=ZIP_EPOCH_MIN, cache=tmp_path / "cache")
+    assert a.root != b.root
+    assert cached_runtime(epoch=epoch, cache=tmp_path / "cache").root == a.root
+    assert len(list((tmp_path / "cache").iterdir())) == 2

@@ -1,0 +1,55 @@
+"""The build context is made once from the environment; reporters scope and record what stages say."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cernvm_build.context import BuildContext
+from cernvm_build.errors import UsageError
+from cernvm_build.release.build import release_context, version_epoch
+from cernvm_build.releaseindex import ReleaseError
+from cernvm_build.report import NULL_REPORTER, LineReporter, Recorder, scoped
+
+
+def test_epoch_comes_from_source_date_epoch_or_the_default(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("CERNVM_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    assert BuildContext.from_environment(default_epoch=7).epoch == 7
+    assert BuildContext.from_environment().cache == tmp_path
+    assert release_context("2026.11-1").epoch == version_epoch("2026.11-1") == 1793491200
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    assert BuildContext.from_environment(default_epoch=7).epoch == 1700000000
+    assert release_context("2026.11-1", jobs=3).epoch == 1700000000
+    assert BuildContext.from_environment(epoch=5).epoch == 5, "an explicit epoch wins"
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
+    with pytest.raises(UsageError, match="SOURCE_DATE_EPOCH='yesterday' is not a number"):
+        BuildContext.from_environment()
+
+
+def test_bad_release_version_is_refused_before_any_epoch() -> None:
+    with pytest.raises(ReleaseError, match="2026-11"):
+        release_context("2026-11")
+
+
+def test_reporters() -> None:
+    rec = Recorder()
+    el9 = scoped(scoped(rec, "el9"), "image")
+    el9.step("initrd")
+    el9.progress("bytes", 1, 2)
+    el9.warn("slow")
+    assert rec.events == [
+        ("step", "el9: image: initrd"),
+        ("progress", "el9 image bytes", "1", "2"),
+        ("warn", "el9: image: slow"),
+    ]
+    lines: list[str] = []
+    LineReporter(lines.append).step("x")
+    LineReporter(lines.append).warn("y")
+    NULL_REPORTER.step("nothing")
+    assert lines == ["  x", "  warning: y"]
+    ctx = BuildContext(epoch=1, reporter=rec)
+    assert ctx.replace(epoch=2).reporter is rec and ctx == BuildContext(epoch=1, cache=ctx.cache)
