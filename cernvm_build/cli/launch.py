@@ -109,12 +109,17 @@ def cmd_create(args: argparse.Namespace, out: Output) -> int:
         start=not args.no_start,
         context_label=args.context_label,
     )
+    return _create(host, spec, out, wait=not args.no_start and not args.no_wait)
+
+
+def _create(host: launch.Host, spec: launch.InstanceSpec, out: Output, *, wait: bool) -> int:
+    name = spec.name
     with out.reporter() as report:
         inst = launch.create_instance(spec, host=host, reporter=scoped(report, f"creating {name}"))
     acc = host.accel
     out.detail(f"accelerator: {acc.name.upper()} ({acc.reason})")
-    if not args.no_start and not args.no_wait:
-        _wait(host, name, s.wait_timeout, out)
+    if wait:
+        _wait(host, name, spec.settings.wait_timeout, out)
     out.info(f"instance '{name}' {inst.state} ({acc.name.upper()}); ssh: cernvm-launch ssh {name}")
     if out.json_mode:
         out.data(launch.get_instance(host, name).to_json())
@@ -275,15 +280,19 @@ def cmd_import(args: argparse.Namespace, out: Output) -> int:
     s = settings_of(args, *IMPORT_FLAGS)
     ova = Path(args.ova_image_file)
     host = host_of(args, s)  # fail early when libvirt is not reachable
-    image = launch.image_cache(s, host.uri).add_ova(ova)
+    image = launch.import_ova(host, s, ova)
     out.info(f"imported {ova.name} as image {image.name}")
-    args.iso, args.yes, args.user_data_file = str(image.path), True, None
-    args.name = s.name or ova.stem
-    for extra in ("image", "profile", "snapshot", "date", "cvmfs_server", "network", "ssh_port", "ssh_user"):
-        setattr(args, extra, None)
-    args.cert, args.no_wait, args.wait_timeout, args.context_label = None, True, None, "CONFIG-2"
-    args.shared_folder = str(s.shared_folder) if s.shared_folder else None
-    return cmd_create(args, out)
+    user_data, source = launch.default_user_data()
+    name = validate_name(s.name or ova.stem)
+    spec = launch.InstanceSpec(
+        settings=s,
+        name=name,
+        user_data=user_data,
+        user_data_source=source,
+        image=str(image.path),
+        start=not args.no_start,
+    )
+    return _create(host, spec, out, wait=False)
 
 
 # -- parser -----------------------------------------------------------------------------------------

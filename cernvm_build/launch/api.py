@@ -125,6 +125,11 @@ def image_cache(settings: config.Settings, uri: str) -> images.ImageCache:
     return images.ImageCache(create.home_for(settings, uri))
 
 
+def import_ova(host: Host, settings: config.Settings, ova: Path) -> images.Image:
+    """The boot disk of an OVA appliance (checked against its manifest) as a cached hdd image."""
+    return image_cache(settings, host.uri).add_ova(ova)
+
+
 @_one_line
 def remove_image(host: Host, cache: images.ImageCache, name: str) -> None:
     """Remove a cached image unless an instance boots from it."""
