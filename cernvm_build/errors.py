@@ -131,6 +131,9 @@ class MirrorError(CernVMError):
     exit_code = 9
 
 
+EXIT_INTERRUPTED = 130  # Ctrl-C
+EXIT_TERMINATED = 143  # SIGTERM
+
 EXIT_CODES: dict[int, str] = {
     0: "success",
     1: "error",

@@ -30,7 +30,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from ..errors import EXIT_CODES, CernVMError, UsageError
+from ..errors import EXIT_CODES, EXIT_INTERRUPTED, EXIT_TERMINATED, CernVMError, UsageError
 from ..report import Reporter
 from . import extras
 
@@ -182,7 +182,7 @@ def group_handler(parser: argparse.ArgumentParser) -> Handler:
 
     def show(args: argparse.Namespace, out: Output) -> int:
         parser.print_help(sys.stderr)
-        return 2
+        return UsageError.exit_code
 
     return show
 
@@ -193,7 +193,7 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         Output().error(UsageError(message, hint=f"see '{self.prog} --help'"))
-        raise SystemExit(2)
+        raise SystemExit(UsageError.exit_code)
 
 
 class Terminated(KeyboardInterrupt):
@@ -232,7 +232,7 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     func: Handler | None = getattr(args, "func", None)
     if func is None:
         parser.print_help(sys.stderr)
-        return 2
+        return UsageError.exit_code
     command = getattr(args, "command_name", parser.prog)
     try:
         try:
@@ -250,10 +250,10 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
         return e.exit_code
     except Terminated:
         out.err.print("terminated")
-        return 143
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         out.err.print("interrupted")
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         return 0
 

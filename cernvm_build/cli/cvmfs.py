@@ -16,7 +16,7 @@ from typing import Any
 from ..cvmfs.catalog import DirEntry
 from ..cvmfs.repository import Repository, SnapshotSpec, open_repository
 from ..cvmfs.trust import keys_to_verify
-from ..errors import UsageError
+from ..errors import IntegrityError, UsageError
 from . import cvmfs_publish
 from .app import Output, group_handler, subparser
 
@@ -250,7 +250,7 @@ def cmd_verify(args: argparse.Namespace, out: Output) -> int:
         )
 
     out.data(data, render)
-    return 0 if report.ok else 6
+    return 0 if report.ok else IntegrityError.exit_code
 
 
 def cmd_export(args: argparse.Namespace, out: Output) -> int:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .. import __version__, launch, proc
 from ..bootloader import userdata
-from ..errors import ConfigFileError, NotReadyError, UsageError
+from ..errors import CernVMError, ConfigFileError, NotReadyError, UsageError
 from ..launch import config
 from ..launch.names import validate_name
 from ..report import scoped
@@ -216,7 +216,7 @@ def cmd_destroy(args: argparse.Namespace, out: Output) -> int:
         answer = ask(f"{args.name} is {inst.state}, do you want to destroy it? [y/N] ", "--force", "n")
         if answer.lower() not in ("y", "yes"):
             out.info("not destroyed")
-            return 1
+            return CernVMError.exit_code
         force = True
     launch.destroy(host, args.name, force=force)
     out.info(f"instance '{args.name}' destroyed")

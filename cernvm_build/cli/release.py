@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..context import BuildContext
-from ..errors import UsageError
+from ..errors import CernVMError, IntegrityError, UsageError
 from ..report import scoped
 from .app import (
     HelpFormatter,
@@ -140,7 +140,7 @@ def _verify(args: argparse.Namespace, out: Output) -> int:
         out.print(f"{verdict}: release {d['version']}: {d['checked']} artifacts checked{signer}")
 
     out.data(data, show)
-    return 0 if report.ok else 6
+    return 0 if report.ok else IntegrityError.exit_code
 
 
 def _rebuild(args: argparse.Namespace, out: Output) -> int:
@@ -160,7 +160,7 @@ def _rebuild(args: argparse.Namespace, out: Output) -> int:
             out.print(f"note: {n}")
 
     out.data(data, show)
-    return 0 if report.identical else 1
+    return 0 if report.identical else CernVMError.exit_code
 
 
 def _publish_cmd(args: argparse.Namespace, out: Output) -> int:

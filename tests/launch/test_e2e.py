@@ -107,7 +107,10 @@ def test_demo_boots_through_the_library(demo: tuple[Path, Server], launch_home: 
 
     from cernvm_build.demo.flow import INSTANCE, DemoOptions, DemoRun, _boot
 
-    image, srv = demo
+    built, srv = demo
+    image = launch_home / built.name  # where the system daemon's qemu user may read it (tmp_path: 0700)
+    shutil.copyfile(built, image)
+    os.chmod(image, 0o644)
     run, heard = DemoRun(), list[str]()
     with ExitStack() as stack:
         _boot(run, image, DemoOptions(out=launch_home, port=srv.port, boot_timeout=420), heard.append, stack)
