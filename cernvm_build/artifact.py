@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import jsonable
 from .fsutil import sha256_file
 
 
@@ -22,11 +23,4 @@ class Artifact:
         return cls(path=path, format=fmt, sha256=sha256_file(path), size=path.stat().st_size, meta=meta)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "path": str(self.path),
-            "name": self.path.name,
-            "format": self.format,
-            "sha256": self.sha256,
-            "size": self.size,
-            **({"meta": self.meta} if self.meta else {}),
-        }
+        return jsonable.to_json(self, omit=() if self.meta else ("meta",), name=self.path.name)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from .. import debpkg
+from .. import debpkg, jsonable
 from ..errors import BuildError, ToolError
 from ..fsutil import atomic_dir, sha256_file
 from ..paths import cache_dir
@@ -29,15 +30,9 @@ class Kernel:
     package_version: str | None = None
     sha256: str | None = None  # of the .deb, or of vmlinuz for a given tree
 
-    def to_json(self) -> dict[str, str | None]:
-        return {
-            "origin": self.origin,
-            "version": self.version,
-            "package": self.package,
-            "package_version": self.package_version,
-            "sha256": self.sha256,
-            "vmlinuz_sha256": sha256_file(self.vmlinuz),
-        }
+    def to_json(self) -> dict[str, Any]:
+        # local paths say nothing about the kernel: its content hash does
+        return jsonable.to_json(self, omit=("vmlinuz", "modules"), vmlinuz_sha256=sha256_file(self.vmlinuz))
 
 
 def fetch_debian_kernel(package: str, cache: Path | None = None) -> Kernel:
