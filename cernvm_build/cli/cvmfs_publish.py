@@ -23,19 +23,15 @@ if TYPE_CHECKING:
 
 
 def _fqrn(stratum: Path, given: str | None) -> str:
-    from ..cvmfs import manifest as mf
+    from ..cvmfs.repository import local_fqrn
 
-    if given:
-        return given
-    path = stratum / ".cvmfspublished"
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
+    found = given or local_fqrn(stratum)
+    if not found:
         raise CvmfsError(
-            f"{stratum}: not a repository (no .cvmfspublished)",
+            f"{stratum}: not a repository (no .cvmfspublished that names one)",
             hint=f"create it first: cernvm-build cvmfs create {stratum} --fqrn NAME --keys DIR",
-        ) from None
-    return mf.parse(mf.split_signed(data, str(path)).body, str(path)).fqrn
+        )
+    return found
 
 
 def _result(r: pub.PublishResult) -> dict[str, Any]:

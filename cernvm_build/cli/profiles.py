@@ -12,8 +12,8 @@ import yaml
 
 from .. import profile
 from ..errors import CernVMError, ProfileError
-from ..fsutil import atomic_write, sha256_file
-from ..profile import reference, schema, settings
+from ..fsutil import atomic_write
+from ..profile import compare, reference, schema, settings
 from ..profile.yamlnodes import display
 from . import flags
 from .app import Output, group_handler, subparser
@@ -196,28 +196,9 @@ def _escape(text: str) -> str:
     return text.replace("[", "\\[")
 
 
-def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(data, dict) and data:
-        flat: dict[str, Any] = {}
-        for k, v in data.items():
-            flat.update(_flatten(v, f"{prefix}{k}."))
-        return flat
-    return {prefix.rstrip("."): data}
-
-
-def _comparable(p: profile.Profile) -> dict[str, Any]:
-    """The resolved settings without what depends on names and locations; keys by name and content."""
-    data = p.to_dict()
-    for k in ("name", "description", "source", "extends", "inputs"):
-        data.pop(k)
-    data["cvmfs"]["public_keys"] = [f"{k.name} (sha256 {sha256_file(k)[:12]})" for k in p.cvmfs.public_keys]
-    return _flatten(data)
-
-
 def cmd_diff(args: argparse.Namespace, out: Output) -> int:
-    a, b = _comparable(load(args.a, out)), _comparable(load(args.b, out))
-    keys = [k for k in dict.fromkeys([*a, *b]) if a.get(k) != b.get(k)]
-    rows = [{"key": k, args.a: a.get(k), args.b: b.get(k)} for k in keys]
+    found = compare.diff(load(args.a, out), load(args.b, out))
+    rows = [{"key": d.key, args.a: d.a, args.b: d.b} for d in found]
 
     def render(data: list[dict[str, Any]]) -> None:
         if not data:

@@ -173,6 +173,15 @@ def test_diff_lists_the_settings_that_differ(capsys: pytest.CaptureFixture[str],
     assert json.loads(out)[0]["key"] == "cvmfs.snapshot.tag"
 
 
+def test_diff_is_a_library_call() -> None:
+    """``profile.compare.diff``: what the CLI's table and JSON are made of."""
+    from cernvm_build.profile import compare, load
+
+    found = compare.diff(load("el4"), load("el5"))
+    assert compare.SettingDifference("os.release", 4, 5) in found
+    assert compare.diff(load("el7"), load("el7")) == []
+
+
 def test_list_shows_an_invalid_profile_instead_of_failing_on_it(
     capsys: pytest.CaptureFixture[str], write: Write, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
