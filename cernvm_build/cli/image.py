@@ -144,27 +144,10 @@ def _build(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
-def _trailer_doc(image: Path, t: Any) -> dict[str, Any]:
-    from cryptography.hazmat.primitives import hashes
-
-    from ..fsutil import sha256_file
-
-    cert = t.certificate
-    return {
-        "image": str(image),
-        "sha256": sha256_file(image),
-        "metadata": t.metadata,
-        "signed": t.signature is not None,
-        "algorithm": t.algorithm,
-        "signer": cert.subject.rfc4514_string() if cert else None,
-        "signer_sha256": cert.fingerprint(hashes.SHA256()).hex() if cert else None,
-    }
-
-
 def _inspect(args: argparse.Namespace, out: Output) -> int:
     from ..image import signature
 
-    doc = _trailer_doc(args.image, signature.read_trailer(args.image))
+    doc = signature.describe(args.image, signature.read_trailer(args.image))
 
     def render(d: dict[str, Any]) -> None:
         rows = [(k, v) for k, v in d["metadata"].items()]
@@ -184,6 +167,6 @@ def _verify(args: argparse.Namespace, out: Output) -> int:
 
     trusted = signature.load_certificate(args.cert) if args.cert else None
     t = signature.verify(args.image, trusted)
-    doc = {**_trailer_doc(args.image, t), "valid": True}
+    doc = {**signature.describe(args.image, t), "valid": True}
     out.data(doc, lambda d: out.print(f"{args.image}: signature OK, signed by {d['signer']}"))
     return 0

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 
 from ..errors import BuildError, IntegrityError, UsageError
+from ..fsutil import sha256_file
 
 BLOCK = 32 * 1024
 TRAILER = 2 * BLOCK
@@ -181,3 +182,17 @@ def load_certificate(path: Path) -> x509.Certificate:
         return x509.load_pem_x509_certificate(path.read_bytes())
     except (OSError, ValueError) as e:
         raise BuildError(f"{path}: not a PEM X.509 certificate ({e})", where="--cert") from e
+
+
+def describe(image: Path, t: Trailer) -> dict[str, Any]:
+    """What ``image inspect``/``verify`` report about an image and its signature block."""
+    cert = t.certificate
+    return {
+        "image": str(image),
+        "sha256": sha256_file(image),
+        "metadata": t.metadata,
+        "signed": t.signature is not None,
+        "algorithm": t.algorithm,
+        "signer": cert.subject.rfc4514_string() if cert else None,
+        "signer_sha256": cert.fingerprint(hashes.SHA256()).hex() if cert else None,
+    }
