@@ -10,7 +10,7 @@ message, e.g. with a profile's name while a release builds profiles in parallel.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 #: the progress half of a Reporter (``reporter.progress``), for engines that only count (the mirror)
@@ -69,10 +69,7 @@ def scoped(reporter: Reporter, prefix: str) -> Reporter:
 class Recorder:
     """Keeps everything it is told, in order (tests, and callers that report after the fact)."""
 
-    events: list[tuple[str, ...]]
-
-    def __init__(self) -> None:
-        self.events = []
+    events: list[tuple[str, ...]] = field(default_factory=list)
 
     def step(self, message: str) -> None:
         self.events.append(("step", message))

@@ -123,8 +123,13 @@ class _CliReporter:
     def __init__(self, out: Output, bar: Progress, steps_as_detail: bool):
         self.out, self.bar, self.steps_as_detail = out, bar, steps_as_detail
         self.tasks: dict[str, Any] = {}
+        self.status: Any = None
 
     def step(self, message: str) -> None:
+        # the latest step stays visible on a status line (transient); the log line is kept too
+        if self.status is None:
+            self.status = self.bar.add_task(message, total=None)
+        self.bar.update(self.status, description=message)
         (self.out.detail if self.steps_as_detail else self.out.info)(message)
 
     def progress(self, what: str, done: int, total: int | None) -> None:
