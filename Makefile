@@ -23,7 +23,7 @@ APT_PACKAGES := \
 	shellcheck pipx \
 	softhsm2 libengine-pkcs11-openssl
 
-.PHONY: all deps apt venv prefetch run test test-quick lint shellcheck bench bench-quick clean distclean
+.PHONY: all deps apt venv prefetch run test test-quick fuzz lint shellcheck bench bench-quick clean distclean
 
 all: test
 
@@ -58,6 +58,11 @@ test: deps
 
 test-quick: deps
 	$(PY) -m pytest -q -m "not e2e and not integration" tests
+
+# The parser fuzzers of tests/fuzz with many more examples than `make test` runs (FUZZ_EXAMPLES=N).
+FUZZ_EXAMPLES ?= 20000
+fuzz: deps
+	CERNVM_FUZZ=1 CERNVM_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q tests/fuzz
 
 lint: deps shellcheck
 	$(VENV)/bin/ruff check cernvm_build tests bench .ci

@@ -10,8 +10,8 @@ initrd runtime.
 
 from __future__ import annotations
 
-import gzip
 import sys
+import zlib
 from dataclasses import dataclass, field
 
 from .. import table
@@ -152,16 +152,39 @@ class Parsed:
     found: bool = False  # whether a block was present at all
 
 
+#: user data is small (clouds cap it at 16-64 KiB); more than this once inflated is a gzip bomb
+MAX_INFLATED = 1 << 20
+
+
+def gunzip(data: bytes, limit: int = MAX_INFLATED) -> bytes:
+    """gzip'd user data inflated, never more than ``limit`` bytes; ValueError when it is damaged, cut
+    short or bigger (the standard library's gzip.decompress has no limit)."""
+    d = zlib.decompressobj(wbits=31)
+    try:
+        out = d.decompress(data, limit + 1)
+    except zlib.error as e:
+        raise ValueError(f"damaged gzip data ({e})") from None
+    if len(out) > limit:
+        raise ValueError(f"gzip data inflates to more than {limit} bytes")
+    if not d.eof:
+        raise ValueError("gzip data is cut short")
+    return out
+
+
 def _text(data: bytes) -> str:
     if data[:2] == b"\x1f\x8b":
-        data = gzip.decompress(data)
+        data = gunzip(data)
     return data.decode("utf-8", errors="replace")
 
 
 def parse(data: bytes | str) -> Parsed:
     """The checked key/values of the first ``[ucernvm-begin]`` block of ``data``."""
-    text = data if isinstance(data, str) else _text(data)
     out = Parsed()
+    try:
+        text = data if isinstance(data, str) else _text(data)
+    except ValueError as e:
+        out.messages.append(f"user data ignored: {e}")
+        return out
     inside = False
     for lineno, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()

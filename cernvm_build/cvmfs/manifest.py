@@ -127,7 +127,8 @@ def parse(data: bytes, where: str = ".cvmfspublished") -> Manifest:
             raise CvmfsError(f"{where}: field '{key}' is not a content hash: {value!r}") from e
 
     root = opt_hash("C")
-    assert root is not None
+    if root is None:
+        raise CvmfsError(f"{where}: required field 'C' (the root catalog) is empty")
     return Manifest(
         root_hash=root,
         root_size=num("B", 0),

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import email
 import email.policy
-import gzip
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
@@ -50,7 +49,15 @@ class UserData:
 
 def _decode(data: bytes, source: str) -> str:
     if data[:2] == b"\x1f\x8b":
-        data = gzip.decompress(data)
+        try:
+            data = bootloader_userdata.gunzip(data)
+        except ValueError as e:
+            raise ConfigFileError(
+                f"user data: {e}",
+                where=source,
+                hint="give the file as written, or gzip'd whole "
+                f"(at most {bootloader_userdata.MAX_INFLATED} bytes inflated)",
+            ) from None
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -102,6 +109,12 @@ def _load_cloud_config(text: str, source: str) -> dict[str, Any]:
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
         raise ConfigFileError(
             f"cloud-config is not valid YAML: {getattr(e, 'problem', e)}", where=where
+        ) from None
+    except (ValueError, OverflowError, RecursionError) as e:  # PyYAML's constructors: 2020-99-99, ...
+        raise ConfigFileError(
+            f"cloud-config has a value YAML cannot read: {e}",
+            where=source,
+            hint="quote values that only look like dates or numbers",
         ) from None
     if loaded is None:
         return {}
