@@ -20,6 +20,7 @@ from typing import BinaryIO
 import paramiko
 
 from ..errors import SSHError
+from ..fsutil import atomic_file
 
 # paramiko logs a traceback for every refused or reset handshake; while a guest boots those are
 # expected (readiness retries them) and the failures that matter become SSHErrors.
@@ -133,14 +134,11 @@ def put(
 
 
 def get(client: paramiko.SSHClient, src: str, dest: Path) -> None:
-    tmp = dest.with_name(f".{dest.name}.part")
     err = _Sink()
-    with open(tmp, "wb") as f:
+    with atomic_file(dest) as f:  # a failed copy leaves no half file
         code = run(client, f"cat {shlex.quote(src)}", stdout=f, stderr=err)  # type: ignore[arg-type]
-    if code != 0:
-        tmp.unlink(missing_ok=True)
-        raise SSHError(f"cannot read {src} on the instance: {err.text()}", hint="check the path")
-    os.replace(tmp, dest)
+        if code != 0:
+            raise SSHError(f"cannot read {src} on the instance: {err.text()}", hint="check the path")
 
 
 class _Counting:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import pytest
@@ -53,3 +54,41 @@ def test_reporters() -> None:
     assert lines == ["  x", "  warning: y"]
     ctx = BuildContext(epoch=1, reporter=rec)
     assert ctx.replace(epoch=2).reporter is rec and ctx == BuildContext(epoch=1, cache=ctx.cache)
+
+
+#: modules that still read SOURCE_DATE_EPOCH themselves, and why (each is a debt, not a pattern)
+STILL_FROM_THE_ENVIRONMENT = {
+    "cernvm_build/context.py": "the one place the CLI's context is made",
+    "cernvm_build/paths.py": "defines source_date_epoch() for the two below",
+    "cernvm_build/cvmfs/publish.py": "an older SOURCE_DATE_EPOCH is a warning, an older --timestamp an error",
+    "cernvm_build/launch/context.py": "the context ISO's dates",
+}
+
+
+def _reads_the_epoch(node: ast.AST) -> bool:
+    """``os.environ.get("SOURCE_DATE_EPOCH")``, ``os.getenv(…)``, ``os.environ[…]`` or ``source_date_epoch()``
+    (passing it to a tool's environment is not reading it)."""
+    key = "SOURCE_DATE_EPOCH"
+    if isinstance(node, ast.Call):
+        name = getattr(node.func, "id", getattr(node.func, "attr", None))
+        if name == "source_date_epoch":
+            return True
+        first = node.args[0] if node.args else None
+        return name in ("get", "getenv") and isinstance(first, ast.Constant) and first.value == key
+    if isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Load):
+        return isinstance(node.slice, ast.Constant) and node.slice.value == key
+    return False
+
+
+def test_build_stages_take_the_epoch_as_an_argument() -> None:
+    """No other module reads the build time from the environment: stages get ``BuildContext.epoch``."""
+    import cernvm_build
+
+    root = Path(cernvm_build.__file__).parent
+    readers = {
+        str(path.relative_to(root.parent))
+        for path in root.rglob("*.py")
+        if any(_reads_the_epoch(n) for n in ast.walk(ast.parse(path.read_text())))
+    }
+    assert readers <= set(STILL_FROM_THE_ENVIRONMENT), sorted(readers - set(STILL_FROM_THE_ENVIRONMENT))
+    assert "cernvm_build/context.py" in readers, "the check sees the one legitimate reader"
