@@ -3,7 +3,7 @@
 ``create`` writes files, defines a domain and starts it; if anything goes wrong — an error, Ctrl-C,
 SIGTERM (which the CLI turns into an exception) — every step done so far is undone, newest first,
 so nothing half-made is left. While undoing, further SIGINT/SIGTERM are held back (in the main
-thread) so that a second Ctrl-C cannot leave the undo itself half-done.
+thread) so that a second Ctrl-C cannot leave the undo itself half-done; they are delivered after.
 """
 
 from __future__ import annotations
@@ -64,5 +64,6 @@ def _signals_held() -> Iterator[None]:
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
-        if pending:
+        if pending:  # delivered now, to the handler the program had (Ctrl-C still means Ctrl-C)
             log.info("signal %s arrived while undoing; the undo finished first", pending[0])
+            signal.raise_signal(pending[0])

@@ -141,6 +141,21 @@ def test_undo_runs_newest_first_and_survives_a_failing_undo() -> None:
     assert "never" not in done  # a finished transaction keeps what it made
 
 
+def test_ctrl_c_during_the_undo_waits_until_the_undo_is_done() -> None:
+    done: list[str] = []
+
+    def impatient() -> None:
+        os.kill(os.getpid(), signal.SIGINT)  # the user presses Ctrl-C again while create cleans up
+        done.append("b")
+
+    with pytest.raises(KeyboardInterrupt), Transaction() as tx:
+        tx.on_undo("a", lambda: done.append("a"))
+        tx.on_undo("b", impatient)
+        raise LaunchError("define failed")
+    assert done == ["b", "a"]  # every undo ran; then the Ctrl-C arrived
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_broken_leftover_is_listed_and_destroyed(
     conn: Any, launch_env: Path, image: Path, driver_uri: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
