@@ -2,7 +2,7 @@
 
 A content page asks for one with ``generate: <name>`` in its front matter; the generated Markdown is
 appended to the page's own text (and is part of its cache key, so a changed help text re-renders it).
-The builder is handed the generators it may use: these two, and the CLI adds its own reference
+The builder is handed the generators it may use: these three, and the CLI adds its own reference
 (``cli.reference.GENERATORS``) because only the CLI may import the CLI.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..bootloader import userdata
+from ..cvmfs import clientparams
 from ..profile import reference as profile_reference
 from ..table import Kind, allowed_text
 
@@ -34,7 +35,33 @@ def userdata_keys() -> str:
     return "\n".join(rows) + "\n"
 
 
+def client_parameters() -> str:
+    """The client's ``CVMFS_*`` parameters by group, with what the toolkit takes for each."""
+    keys = {s.key for s in userdata.SETTINGS}
+    out: list[str] = []
+    for group in clientparams.GROUPS:
+        out += [
+            f"## {group.capitalize()}",
+            "",
+            "| parameter | meaning | default | in this toolkit |",
+            "|---|---|---|---|",
+        ]
+        for p in (p for p in clientparams.PARAMS if p.group == group):
+            if p.userdata and p.userdata not in keys:
+                raise AssertionError(f"{p.name}: user-data key {p.userdata} is not in the bootloader's table")
+            ours = [
+                f"reader `{p.reader}`" if p.reader else "",
+                f"user data `{p.userdata}`" if p.userdata else "",
+            ]
+            default = f"`{md_cell(p.default)}`" if p.default else "–"
+            cells = (f"`{p.name}`", md_cell(p.meaning), default, "; ".join(x for x in ours if x) or "–")
+            out.append("| " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
 GENERATORS: dict[str, Callable[[], str]] = {
     "profile-settings": profile_settings,
     "userdata-keys": userdata_keys,
+    "client-parameters": client_parameters,
 }

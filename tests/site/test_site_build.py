@@ -310,3 +310,15 @@ def test_add_release_puts_index_and_notes_on_the_site(site: Path, tmp_path: Path
     page = (out / "releases/2026.12-1/index.html").read_text()
     assert "First release of the year." in page and "cernvm-el9-2026.12-1.iso" in page
     assert "CernVM 2026.12-1" in (out / "atom.xml").read_text()
+
+
+def test_list_and_tag_pages_show_excerpts_as_html_not_escaped(site: Path, tmp_path: Path) -> None:
+    (site / "content/news/2026-12-01-excerpt.md").write_text(
+        "---\ntitle: Excerpt\ndate: 2026-12-01\ntags: [probe]\n---\nSee **bold** and `code` here.\n"
+    )
+    out = tmp_path / "out"
+    build_site(site, out)
+    for rel in ("news/index.html", "tags/probe/index.html", "index.html"):
+        page = (out / rel).read_text()
+        assert "<strong>bold</strong>" in page and "<code>code</code>" in page, rel
+        assert "&lt;p&gt;" not in page and "&lt;strong&gt;" not in page, rel

@@ -86,7 +86,12 @@ def test_repositories_page_lists_what_the_metadata_says(
     assert "2.13.1-1" in page and "2.12.7-1" in page and "2.13.1" in page
     assert "2.13.0-1" not in page  # only the newest version of each package
     assert "baseurl=https://cvmrepo.s3.cern.ch/cvmrepo/yum/cvmfs/EL/$releasever/$basearch/" in page
-    assert "Package list not available" not in page
-    # without metadata the page says so instead of inventing a list
+    assert "package list is not shown here" not in page
+    # without metadata the page points at the repository instead of inventing a list, and shows no
+    # build machine's path or maintainer instructions
     build_site(site, tmp_path / "bare")
-    assert "Package list not available" in (tmp_path / "bare/repositories/index.html").read_text()
+    bare = (tmp_path / "bare/repositories/index.html").read_text()
+    assert (
+        "package list is not shown here" in bare and "https://cvmrepo.s3.cern.ch/cvmrepo/yum/cvmfs/" in bare
+    )
+    assert "--repo-metadata" not in bare and str(tmp_path) not in bare and "/tmp/" not in bare
