@@ -39,14 +39,21 @@ class BuildContext:
         """The context a command runs with: ``epoch`` if given, else ``SOURCE_DATE_EPOCH``, else
         ``default_epoch``; the cache root from ``$CERNVM_CACHE_DIR``."""
         if epoch is None:
-            raw = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
-            if raw and not raw.isdigit():
-                raise UsageError(
-                    f"SOURCE_DATE_EPOCH={raw!r} is not a number of seconds",
-                    hint="set it to an integer such as $(date +%s), or unset it",
-                )
-            epoch = int(raw) if raw else default_epoch
+            from_env = env_epoch()
+            epoch = from_env if from_env is not None else default_epoch
         return cls(epoch=epoch, cache=cache_dir(), reporter=reporter or NULL_REPORTER, jobs=max(1, jobs or 1))
 
     def replace(self, **changes: Any) -> BuildContext:
         return dataclasses.replace(self, **changes)
+
+
+def env_epoch() -> int | None:
+    """``SOURCE_DATE_EPOCH`` when it is set (a bad value is a usage error), else None: for the CLI,
+    which hands it to the library as an argument."""
+    raw = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if raw and not raw.isdigit():
+        raise UsageError(
+            f"SOURCE_DATE_EPOCH={raw!r} is not a number of seconds",
+            hint="set it to an integer such as $(date +%s), or unset it",
+        )
+    return int(raw) if raw else None

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..context import env_epoch
 from ..errors import CvmfsError, UsageError
 from .app import Output, subparser
 
@@ -90,7 +91,9 @@ def cmd_create(args: argparse.Namespace, out: Output) -> int:
     from ..cvmfs.keys import load_keys
 
     keys = load_keys(args.keys, args.fqrn, master_key=args.master_key)
-    r = pub.create_repository(args.stratum, args.fqrn, keys, whitelist_days=args.whitelist_days)
+    r = pub.create_repository(
+        args.stratum, args.fqrn, keys, whitelist_days=args.whitelist_days, epoch=env_epoch()
+    )
     _show(out, f"created {args.fqrn} in {args.stratum}", _result(r))
     return 0
 
@@ -127,6 +130,7 @@ def cmd_publish(args: argparse.Namespace, out: Output) -> int:
         chunking=chunking,
         normalize_owner=args.root_owner,
         timestamp=args.timestamp,
+        epoch=env_epoch(),
     )
     src = args.source
     with out.progress(transfer=True) as bar:
@@ -172,7 +176,7 @@ def cmd_tag_add(args: argparse.Namespace, out: Output) -> int:
 
     fqrn = _fqrn(args.stratum, args.fqrn)
     keys = load_keys(args.keys, fqrn)
-    t = pub.add_tag(args.stratum, fqrn, keys, args.name, args.root_hash, args.description)
+    t = pub.add_tag(args.stratum, fqrn, keys, args.name, args.root_hash, args.description, epoch=env_epoch())
     d = {"name": t.name, "root_hash": t.root_hash, "revision": t.revision, "description": t.description}
     out.data(d, lambda d: out.print(f"tagged revision {d['revision']} ({d['root_hash']}) as {d['name']}"))
     return 0
@@ -184,7 +188,7 @@ def cmd_tag_remove(args: argparse.Namespace, out: Output) -> int:
 
     fqrn = _fqrn(args.stratum, args.fqrn)
     keys = load_keys(args.keys, fqrn)
-    pub.remove_tag(args.stratum, fqrn, keys, args.name)
+    pub.remove_tag(args.stratum, fqrn, keys, args.name, epoch=env_epoch())
     out.data({"removed": args.name}, lambda d: out.print(f"removed tag {d['removed']}"))
     return 0
 

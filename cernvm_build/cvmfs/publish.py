@@ -32,7 +32,6 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from ..errors import CvmfsError
 from ..fsutil import atomic_write
-from ..paths import source_date_epoch
 from . import manifest as mf
 from . import rsa as rsa_raw
 from .catalog_write import (
@@ -73,8 +72,11 @@ def _check_tag_name(name: str) -> None:
         )
 
 
-def _default_timestamp(timestamp: int | None) -> int:
-    return timestamp if timestamp is not None else source_date_epoch(int(time.time()))
+def _default_timestamp(timestamp: int | None, epoch: int | None) -> int:
+    """The revision time: ``timestamp`` (strict), else the build time ``epoch`` (lenient), else now."""
+    if timestamp is not None:
+        return timestamp
+    return epoch if epoch is not None else int(time.time())
 
 
 def _iso(ts: int) -> str:
@@ -136,11 +138,12 @@ def create_repository(
     *,
     whitelist_days: int = 30,
     timestamp: int | None = None,
+    epoch: int | None = None,
 ) -> PublishResult:
     """A new, empty repository (revision 1: an empty root directory, tagged ``trunk``).
 
-    The whitelist is dated ``timestamp`` when given, else now (not SOURCE_DATE_EPOCH: a whitelist
-    from the past would already be expired).
+    The whitelist is dated ``timestamp`` when given, else now (not the build time ``epoch``: a
+    whitelist from the past would already be expired).
     """
     check_fqrn(fqrn)
     if keys.fqrn != fqrn:
@@ -152,7 +155,7 @@ def create_repository(
             f"{stratum}: a repository already exists here", hint="publish into it, or pick a new directory"
         )
     stratum.mkdir(parents=True, exist_ok=True)
-    ts = _default_timestamp(timestamp)
+    ts = _default_timestamp(timestamp, epoch)
     wl_time = timestamp if timestamp is not None else int(time.time())
     opts = Options(ts, ChunkingSettings(), True, None)
     with _session(stratum, "create") as (store, scratch):
@@ -188,6 +191,7 @@ def _publish(
     description: str,
     auto_tag: bool,
     timestamp: int | None,
+    epoch: int | None,
     chunking: ChunkingSettings | None,
     base_path: str,
     progress: Progress | None,
@@ -199,7 +203,7 @@ def _publish(
         _check_tag_name(tag)
     base = norm_base(base_path)
     opts = Options(
-        _default_timestamp(timestamp),
+        _default_timestamp(timestamp, epoch),
         chunking or ChunkingSettings(),
         normalize_owner,
         progress,
@@ -241,6 +245,7 @@ def publish_tree(
     description: str = "",
     auto_tag: bool = False,
     timestamp: int | None = None,
+    epoch: int | None = None,
     chunking: ChunkingSettings | None = None,
     base_path: str = "/",
     progress: Progress | None = None,
@@ -268,6 +273,7 @@ def publish_tree(
         description=description,
         auto_tag=auto_tag,
         timestamp=timestamp,
+        epoch=epoch,
         chunking=chunking,
         base_path=base_path,
         progress=progress,
@@ -287,6 +293,7 @@ def publish_tar(
     description: str = "",
     auto_tag: bool = False,
     timestamp: int | None = None,
+    epoch: int | None = None,
     chunking: ChunkingSettings | None = None,
     base_path: str = "/",
     progress: Progress | None = None,
@@ -311,6 +318,7 @@ def publish_tar(
         description=description,
         auto_tag=auto_tag,
         timestamp=timestamp,
+        epoch=epoch,
         chunking=chunking,
         base_path=base_path,
         progress=progress,
@@ -326,10 +334,11 @@ def _retag(
     keys: KeySet,
     edit: Callable[[HistoryWriter, mf.Manifest, Path], None],
     timestamp: int | None,
+    epoch: int | None = None,
 ) -> mf.Manifest:
     with _session(stratum, "tag") as (store, scratch):
         current = read_current(stratum, fqrn)
-        _check_timestamp(timestamp, _default_timestamp(timestamp), current, [])
+        _check_timestamp(timestamp, _default_timestamp(timestamp, epoch), current, [])
         hist = history_db(stratum, scratch, current, fqrn)
         try:
             edit(hist, current, scratch)
@@ -339,7 +348,7 @@ def _retag(
             raise
         hist.close()
         hist_name = store.put_path(scratch / "hist.new.db", "H")
-        ts = max(_default_timestamp(timestamp), current.timestamp + 1)
+        ts = max(_default_timestamp(timestamp, epoch), current.timestamp + 1)
         reflog = write_reflog(stratum, scratch, fqrn, [(hist_name, 2)], ts)
         store.sync()
         # A tag edit is not a new revision: the root catalog and S stay, T moves on.
@@ -357,6 +366,7 @@ def add_tag(
     description: str = "",
     *,
     timestamp: int | None = None,
+    epoch: int | None = None,
 ) -> Tag:
     """Tag the trunk (or the revision whose root catalog is ``root_hash``) as ``name``."""
     _check_tag_name(name)
@@ -387,11 +397,19 @@ def add_tag(
         hist.put(tag)
         made.append(tag)
 
-    _retag(stratum, fqrn, keys, edit, timestamp)
+    _retag(stratum, fqrn, keys, edit, timestamp, epoch)
     return made[0]
 
 
-def remove_tag(stratum: Path, fqrn: str, keys: KeySet, name: str, *, timestamp: int | None = None) -> None:
+def remove_tag(
+    stratum: Path,
+    fqrn: str,
+    keys: KeySet,
+    name: str,
+    *,
+    timestamp: int | None = None,
+    epoch: int | None = None,
+) -> None:
     """Remove the named tag (``trunk`` and ``trunk-previous`` cannot be removed)."""
     if name in RESERVED:
         raise CvmfsError(f"tag {name!r} is maintained by the publisher and cannot be removed")
@@ -401,7 +419,7 @@ def remove_tag(stratum: Path, fqrn: str, keys: KeySet, name: str, *, timestamp: 
             known = ", ".join(hist.names()) or "none"
             raise CvmfsError(f"{fqrn}: unknown tag {name!r}", hint=f"tags are: {known}")
 
-    _retag(stratum, fqrn, keys, edit, timestamp)
+    _retag(stratum, fqrn, keys, edit, timestamp, epoch)
 
 
 def resign_whitelist(

@@ -59,8 +59,7 @@ def test_reporters() -> None:
 #: modules that still read SOURCE_DATE_EPOCH themselves, and why (each is a debt, not a pattern)
 STILL_FROM_THE_ENVIRONMENT = {
     "cernvm_build/context.py": "the one place the CLI's context is made",
-    "cernvm_build/paths.py": "defines source_date_epoch() for the two below",
-    "cernvm_build/cvmfs/publish.py": "an older SOURCE_DATE_EPOCH is a warning, an older --timestamp an error",
+    "cernvm_build/paths.py": "defines source_date_epoch() for the one below",
     "cernvm_build/launch/context.py": "the context ISO's dates",
 }
 

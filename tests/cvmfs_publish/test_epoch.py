@@ -1,0 +1,56 @@
+"""The publish time: an explicit ``timestamp`` is strict, the build time ``epoch`` (what the CLI reads
+from SOURCE_DATE_EPOCH) is lenient, and without either it is now. The library never reads the
+environment itself."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from cernvm_build.cli.main import main
+from cernvm_build.cvmfs import manifest
+from cernvm_build.cvmfs.keys import generate_keys
+from cernvm_build.cvmfs.publish import create_repository, publish_tree
+
+FQRN = "epoch.cernvm.test"
+
+
+def _published_time(stratum: Path) -> int:
+    signed = manifest.split_signed((stratum / ".cvmfspublished").read_bytes(), "m")
+    return manifest.parse(signed.body).timestamp
+
+
+def test_epoch_dates_revisions_and_an_older_one_is_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1000")  # the library does not look
+    keys = generate_keys(FQRN)
+    stratum = tmp_path / FQRN
+    create_repository(stratum, FQRN, keys, epoch=1_800_000_000)
+    assert _published_time(stratum) == 1_800_000_000
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "f").write_text("x")
+    same = publish_tree(stratum, FQRN, keys, tree, epoch=1_800_000_000)
+    assert same.timestamp == 1_800_000_001 and not same.warnings  # same build time: one second on
+    older = publish_tree(stratum, FQRN, keys, tree, epoch=1_700_000_000)
+    assert older.timestamp == 1_800_000_002
+    assert any("earlier than revision" in w for w in older.warnings)
+    fresh = tmp_path / "fresh"
+    create_repository(fresh, FQRN, keys)  # neither: now, whatever SOURCE_DATE_EPOCH says
+    assert abs(_published_time(fresh) - time.time()) < 3600
+
+
+def test_the_cli_hands_source_date_epoch_to_the_library(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = tmp_path / "keys"
+    generate_keys(FQRN).save(keys)
+    stratum = tmp_path / "srv" / FQRN
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1800000000")
+    assert main(["cvmfs", "create", str(stratum), "--fqrn", FQRN, "--keys", str(keys), "-q"]) == 0
+    assert _published_time(stratum) == 1_800_000_000
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "soon")
+    assert main(["cvmfs", "tag", "add", str(stratum), "x", "--keys", str(keys), "-q"]) == 2
