@@ -119,7 +119,14 @@ def _missing_files(meta: Metadata) -> str:
 
 def list_instances(conn: Any, *, running_only: bool = False, managed_only: bool = True) -> list[Instance]:
     flags = libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE if running_only else 0
-    found = [describe(d) for d in conn.listAllDomains(flags)]
+    found = []
+    for dom in conn.listAllDomains(flags):
+        try:
+            found.append(describe(dom))
+        except libvirt.libvirtError as e:
+            if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise
+            # another client undefined it between the listing and now: it is not there
     if managed_only:
         found = [i for i in found if i.meta is not None]
     return sorted(found, key=lambda i: i.name)

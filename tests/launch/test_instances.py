@@ -235,3 +235,29 @@ def test_libvirt_network_address_comes_from_the_lease(conn: Any, launch_env: Pat
     assert addr is not None and addr[0].startswith("192.168.122.") and addr[1] == 22
     instances.stop(conn, "net", mode="poweroff")
     assert instances.address(conn, "net") is None
+
+
+FOREIGN = "<domain type='test'><name>{}</name><memory>65536</memory><os><type>hvm</type></os></domain>"
+
+
+def test_a_domain_vanishing_during_the_listing_is_left_out(conn: Any, launch_env: Path, image: Path) -> None:
+    """Another client undefines a domain between listAllDomains and reading it: list and create go on."""
+    create(conn, request(launch_env, image, "stays"))
+    conn.defineXML(
+        "<domain type='test'><name>goes</name><memory>65536</memory><os><type>hvm</type></os></domain>"
+    )
+
+    class Racing:
+        def __getattr__(self, attr: str) -> Any:
+            return getattr(conn, attr)
+
+        def listAllDomains(self, flags: int = 0) -> list[Any]:
+            listed = conn.listAllDomains(flags)
+            conn.lookupByName("goes").undefine()  # gone before launch reads it
+            return listed
+
+    assert [i.name for i in instances.list_instances(Racing())] == ["stays"]
+    conn.defineXML(
+        "<domain type='test'><name>goes</name><memory>65536</memory><os><type>hvm</type></os></domain>"
+    )
+    assert create(Racing(), request(launch_env, image, "next")).state == "running"
