@@ -43,9 +43,3 @@ def cache_dir(*parts: str) -> Path:
     path = base.joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def source_date_epoch(default: int = 0) -> int:
-    """``SOURCE_DATE_EPOCH`` for reproducible outputs (timestamps, ISO dates)."""
-    value = os.environ.get("SOURCE_DATE_EPOCH")
-    return int(value) if value and value.isdigit() else default

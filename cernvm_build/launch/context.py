@@ -16,7 +16,6 @@ from pathlib import Path
 
 from .. import proc
 from ..fsutil import atomic_file
-from ..paths import source_date_epoch
 
 LABELS = ("CONFIG-2", "cidata")
 
@@ -47,11 +46,12 @@ def build_iso(
     instance_id: str,
     public_keys: dict[str, str] | None = None,
     label: str = "CONFIG-2",
+    epoch: int = 0,
 ) -> Path:
-    """Write the context ISO to ``dest`` atomically (mode 0600: it holds the guest's host key)."""
+    """Write the context ISO to ``dest`` atomically (mode 0600: it holds the guest's host key); every
+    date in it is ``epoch``, so the same inputs give the same bytes."""
     if label not in LABELS:
         raise ValueError(f"label must be one of {LABELS}")
-    epoch = source_date_epoch(0)
     stamp = datetime.fromtimestamp(epoch, UTC).strftime("%Y%m%d%H%M%S00")
     with tempfile.TemporaryDirectory(prefix=".context-", dir=dest.parent) as tmp:
         root = Path(tmp, "root")

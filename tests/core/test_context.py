@@ -56,14 +56,6 @@ def test_reporters() -> None:
     assert ctx.replace(epoch=2).reporter is rec and ctx == BuildContext(epoch=1, cache=ctx.cache)
 
 
-#: modules that still read SOURCE_DATE_EPOCH themselves, and why (each is a debt, not a pattern)
-STILL_FROM_THE_ENVIRONMENT = {
-    "cernvm_build/context.py": "the one place the CLI's context is made",
-    "cernvm_build/paths.py": "defines source_date_epoch() for the one below",
-    "cernvm_build/launch/context.py": "the context ISO's dates",
-}
-
-
 def _reads_the_epoch(node: ast.AST) -> bool:
     """``os.environ.get("SOURCE_DATE_EPOCH")``, ``os.getenv(…)``, ``os.environ[…]`` or ``source_date_epoch()``
     (passing it to a tool's environment is not reading it)."""
@@ -89,5 +81,5 @@ def test_build_stages_take_the_epoch_as_an_argument() -> None:
         for path in root.rglob("*.py")
         if any(_reads_the_epoch(n) for n in ast.walk(ast.parse(path.read_text())))
     }
-    assert readers <= set(STILL_FROM_THE_ENVIRONMENT), sorted(readers - set(STILL_FROM_THE_ENVIRONMENT))
-    assert "cernvm_build/context.py" in readers, "the check sees the one legitimate reader"
+    # context.py is where the CLI reads it (BuildContext.from_environment, env_epoch)
+    assert readers == {"cernvm_build/context.py"}
