@@ -77,3 +77,62 @@ def peak_rss_mb(children: bool = False) -> float:
 
 def cores() -> int:
     return len(os.sched_getaffinity(0))
+
+
+@dataclass
+class Process:
+    """One measured child process: its own wall time, CPU time and peak RSS (from ``wait4``)."""
+
+    returncode: int
+    seconds: float
+    cpu_seconds: float
+    peak_rss_mb: float
+    stderr: str
+    timed_out: bool
+
+
+def measure_process(
+    argv: list[str],
+    *,
+    env: dict[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    timeout: float = 600,
+    address_space_mb: int | None = None,
+) -> Process:
+    """Run ``argv`` (stdout discarded), killed after ``timeout`` s; ``address_space_mb`` caps its
+    memory so that a runaway (e.g. an unhardened reader inflating a bomb) fails instead of swapping."""
+    import subprocess
+    import tempfile
+
+    def limit() -> None:
+        if address_space_mb is not None:
+            cap = address_space_mb << 20
+            resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+
+    with tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            argv, stdout=subprocess.DEVNULL, stderr=err, env=env, cwd=cwd, preexec_fn=limit
+        )
+        timed_out = False
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() - start > timeout:
+                timed_out = True
+                proc.kill()
+                pid, status, usage = os.wait4(proc.pid, 0)
+                break
+            time.sleep(0.01)
+        seconds = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        return Process(
+            proc.returncode,
+            seconds,
+            usage.ru_utime + usage.ru_stime,
+            usage.ru_maxrss / 1024,
+            err.read().decode("utf-8", "replace"),
+            timed_out,
+        )
