@@ -56,6 +56,18 @@ def test_help_lists_exit_codes() -> None:
         assert f"  {code:<4} " in text
 
 
+def test_both_entry_points_document_and_use_the_one_exit_code_map() -> None:
+    """cernvm-launch lists the same codes in its --help and exits with them (no map of its own)."""
+    pytest.importorskip("libvirt")
+    from cernvm_build.cli import launch
+
+    text = launch.build_parser().format_help()
+    assert all(f"  {code:<4} {meaning}" in text for code, meaning in EXIT_CODES.items())
+    with pytest.raises(SystemExit) as e:
+        launch.main(["--no-such-flag"])
+    assert e.value.code == 2  # a usage error, as for cernvm-build
+
+
 def test_console_script_runs_without_traceback() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "cernvm_build.cli.main", "--version"], capture_output=True, text=True
