@@ -4,7 +4,9 @@
   — vs the limit: plain HTTP GET + inflate of the same objects (same number of threads), no checks,
   no writes. Aim: >= 60 % of the limit.
 - FUSE: ``find`` + read every file through the mount, with an empty cache (cold) and after a remount
-  with the objects cached (warm) — vs reading the exported tree from the local disk.
+  with the objects cached (warm) — vs the real ``cvmfs2`` 2.11.5 (``../shared/fixtures/cvmfs-real``)
+  mounting the same repository from the same HTTP server in the same run (aims: cold <= 1.0x, warm
+  <= 1.25x the real client's time); reading the exported tree from the local disk is in ``extra``.
 
 The synthetic repository (realistic size mix, a few large chunked files) is published with the
 toolkit's own publisher and served by ``cvmfs.serve``.
@@ -36,6 +38,7 @@ if __package__ in (None, ""):
 from bench.common import Result, peak_rss_mb, print_table, timer  # noqa: E402
 from cernvm_build.cvmfs.objects import object_path  # noqa: E402
 from cernvm_build.cvmfs.repository import Repository, open_repository  # noqa: E402
+from tests.cvmfs_interop.real import RealToolsMissing, find_tools, mounted  # noqa: E402
 
 FQRN = "bench.cernvm.test"
 JOBS = 8  # parallel downloads, the same for the export and its reference
@@ -189,6 +192,48 @@ def _unmount(mnt: Path) -> None:
     subprocess.run(["fusermount3", "-u", str(mnt)], check=False, timeout=120)
 
 
+def _fuse_runs(
+    url: str, pub: Path, work: Path, files_disk: int, bytes_disk: int
+) -> dict[str, tuple[float, float]]:
+    """The project's FUSE mount: find + read all with an empty cache, then remounted (warm)."""
+    mnt = work / "mnt"
+    mnt.mkdir()
+    cache = work / "cache"
+    out = {}
+    for label in ("cold", "warm"):
+        _mount(url, pub, mnt, cache)
+        try:
+            with timer() as t_fuse:
+                files, nbytes = _read_all(mnt)
+            hwm = _daemon_hwm_mb(mnt)
+        finally:
+            _unmount(mnt)
+        assert (files, nbytes) == (files_disk, bytes_disk), "FUSE read differs from the export"
+        out[label] = (t_fuse["s"], hwm)
+        time.sleep(0.2)
+    return out
+
+
+def _real_runs(base: str, pub: Path, work: Path, files_disk: int, bytes_disk: int) -> dict[str, float]:
+    """The real cvmfs2 on the same server: the same reads, cold (empty cache) and warm (remounted)."""
+    tools = find_tools(work / "real-tools")
+    out = {}
+    for label in ("cold", "warm"):
+        run_dir = work / f"real-{label}"
+        run_dir.mkdir()
+        config = {
+            "CVMFS_CACHE_BASE": str(work / "real-cache"),
+            "CVMFS_RELOAD_SOCKETS": str(work / "real-cache"),
+        }
+        (work / "real-cache").mkdir(exist_ok=True)
+        with mounted(tools, f"{base}/cvmfs/@fqrn@", FQRN, pub, run_dir, **config) as mnt, timer() as t:
+            files, nbytes = _read_all(mnt)
+        assert (files, nbytes) == (files_disk, bytes_disk), "real cvmfs2 read differs from the export"
+        out[label] = t["s"]
+        time.sleep(0.2)
+    return out
+
+
 def run(quick: bool = True) -> list[Result]:
     n_files, total_mb = (2000, 60) if quick else (20000, 500)
     results: list[Result] = []
@@ -246,31 +291,39 @@ def run(quick: bool = True) -> list[Result]:
             with timer() as t_disk:
                 files_disk, bytes_disk = _read_all(dest)
             disk_rate = bytes_disk / 1e6 / t_disk["s"]
-            mnt = work / "mnt"
-            mnt.mkdir()
-            cache = work / "cache"
-            for label in ("cold", "warm"):
-                _mount(url, pub, mnt, cache)
-                try:
-                    with timer() as t_fuse:
-                        files, nbytes = _read_all(mnt)
-                    hwm = _daemon_hwm_mb(mnt)
-                finally:
-                    _unmount(mnt)
-                assert (files, nbytes) == (files_disk, bytes_disk), "FUSE read differs from the export"
-                rate = nbytes / 1e6 / t_fuse["s"]
+            ours = _fuse_runs(url, pub, work, files_disk, bytes_disk)
+            try:
+                real: dict[str, float] | str = _real_runs(base, pub, work, files_disk, bytes_disk)
+            except RealToolsMissing as e:
+                real = str(e)
+            aims = {"cold": 1.0, "warm": 1.25}
+            for label, (seconds, hwm) in ours.items():
+                extra: dict[str, float | str] = {
+                    "seconds": round(seconds, 2),
+                    "MB/s": round(bytes_disk / 1e6 / seconds, 1),
+                    "daemon_peak_rss_mb": round(hwm, 1),
+                    "disk_read_s": round(t_disk["s"], 2),
+                    "disk_MB/s": round(disk_rate, 1),
+                }
+                if isinstance(real, str):
+                    extra["real_cvmfs2"] = real
+                    results.append(
+                        Result("cvmfs.fuse", f"find+read all, {label} cache", seconds, "s", extra=extra)
+                    )
+                    continue
                 results.append(
                     Result(
                         "cvmfs.fuse",
                         f"find+read all, {label} cache",
-                        rate,
-                        "MB/s",
-                        reference="read exported tree from disk",
-                        reference_value=disk_rate,
-                        extra={"seconds": round(t_fuse["s"], 2), "daemon_peak_rss_mb": round(hwm, 1)},
+                        seconds,
+                        "s",
+                        reference=f"real cvmfs2 2.11.5, {label}",
+                        reference_value=real[label],
+                        aim=f"<= {aims[label]}x real cvmfs2",
+                        ok=seconds <= aims[label] * real[label],
+                        extra=extra,
                     )
                 )
-                time.sleep(0.2)
     return results
 
 

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 MiB = 1 << 20
 WINDOW = 32  # bytes that influence x(o)
 MAGIC = (1 << 32) // 2 - 1  # 0x7FFFFFFF, the centre of the accepted window
-SCAN = MiB  # positions hashed per numpy pass (bounds the memory: about 16 bytes per position)
+SCAN = 256 << 10  # positions hashed per numpy pass (memory: about 16 bytes per position)
 
 
 @dataclass(frozen=True)

@@ -112,7 +112,7 @@ class ObjectWriter:
     def path_of(self, name: str, suffix: str) -> Path:
         return self.data.parent / object_path(name, suffix)
 
-    def _claim(self, key: str, dest: Path, stored: int) -> bool:
+    def _claim(self, key: str, dest: Path | str, stored: int) -> bool:
         """True if this caller should write ``key``; False when it exists (same stored size)."""
         with self._lock:
             if key in self._seen:
@@ -123,7 +123,7 @@ class ObjectWriter:
         except FileNotFoundError:
             return True
 
-    def _count(self, stored: int, dest: Path) -> None:
+    def _count(self, stored: int, dest: Path | str) -> None:
         with self._lock:
             self.objects_written += 1
             self.bytes_written += stored
@@ -141,16 +141,23 @@ class ObjectWriter:
             os.unlink(tmp)
 
     def put_compressed(self, blob: bytes, suffix: str) -> str:
-        """Store already-compressed bytes; returns the object name (hash + algorithm id)."""
+        """Store already-compressed bytes; returns the object name (hash + algorithm id).
+
+        The path for most objects of a big publish (small files): plain strings and descriptors,
+        no Path or file objects, as few system calls as an atomic write allows."""
         h = new_hasher(self.algorithm)
         h.update(blob)
         name = self.name_of(h.digest())
-        dest = self.path_of(name, suffix)
+        dest = f"{self.data}/{name[:2]}/{name[2:]}{suffix}"
         if self._claim(name + suffix, dest, len(blob)):
             fd, tmp = self.temp_file()
             try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(blob)
+                try:
+                    view = memoryview(blob)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                finally:
+                    os.close(fd)
                 os.replace(tmp, dest)
             except BaseException:
                 with contextlib.suppress(FileNotFoundError):
@@ -158,6 +165,20 @@ class ObjectWriter:
                 raise
             self._count(len(blob), dest)
         return name
+
+    def put_small_file(self, path: str, size: int) -> StoredFile:
+        """A regular file of at most ``SMALL`` bytes that is not chunked, read in one call."""
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            data = os.read(fd, size + 1)
+            while len(data) <= size and (more := os.read(fd, size + 1 - len(data))):
+                data += more
+        finally:
+            os.close(fd)
+        if len(data) != size:
+            raise _SizeChanged(size, len(data))
+        name = self.put_compressed(zlib.compress(data), "")
+        return StoredFile(bytes.fromhex(name[:40]), (), size)
 
     def put_bytes(self, data: bytes, suffix: str = "") -> str:
         return self.put_compressed(zlib.compress(data), suffix)

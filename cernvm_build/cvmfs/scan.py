@@ -165,9 +165,6 @@ def scan_dir(
         raise CvmfsError(
             f"{source}: not a directory", hint="publish a directory, a tar file or '-' for stdin"
         )
-    # files whose content must be read wait in the stage database, not in a Python list
-    stage.db.execute("CREATE TEMP TABLE todo (path TEXT, fs TEXT, size INTEGER)")
-
     def entry(path: str, fs: str, st: os.stat_result) -> Entry:
         return Entry(
             path=path,
@@ -182,6 +179,7 @@ def scan_dir(
 
     root = entry(base, str(source), st)
     stage.put(root)
+    count = 0
     stack = [(str(source), base)]
     while stack:
         fs_dir, repo_dir = stack.pop()
@@ -222,15 +220,13 @@ def scan_dir(
             else:  # fifo, socket, char/block device: stored as the server stores them
                 ent.size = st.st_rdev if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else 0
         stage.put_many(batch)
-        stage.db.executemany("INSERT INTO todo VALUES (?, ?, ?)", todo)
+        # Contents are compressed while the scan goes on (the pool holds at most 4 x workers files,
+        # so memory stays bounded): a scan of a big tree takes as long as the compression of a
+        # good part of it, and on few cores running them one after the other was the main cost.
+        for path, fs, size in todo:
+            content.total_bytes += size
+            content.submit_file(path, fs, size)
+        count += len(todo)
     opts.reached("scanned")
-    count, total = stage.db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM todo").fetchone()
-    content.total_bytes = int(total)
-    if opts.progress:
-        opts.progress(0, content.total_bytes)
-    pending = stage.db.cursor()  # a second cursor: the loop below writes to the stage meanwhile
-    for path, fs, size in pending.execute("SELECT path, fs, size FROM todo ORDER BY rowid"):
-        content.submit_file(path, fs, size)
     content.finish()
-    stage.db.execute("DROP TABLE todo")
     return int(count)

@@ -108,14 +108,18 @@ def _link_libraries(root: Path, dest: Path) -> None:
                 link.symlink_to(f.resolve())
 
 
-def locate(scratch: Path) -> RealTools:
-    """The real tools, ready to run; ``pytest.fail`` with what to do when they are not."""
+class RealToolsMissing(Exception):
+    """The real tools are not there or cannot run; the message says what to do."""
+
+
+def find_tools(scratch: Path) -> RealTools:
+    """The real tools, ready to run (library links made in ``scratch``); ``RealToolsMissing`` with
+    what to install or set when they cannot run."""
     root = real_dir()
     if not (root / "bin" / "cvmfs2").is_file() or not (root / "bin" / "cvmfs_swissknife").is_file():
-        pytest.fail(
+        raise RealToolsMissing(
             f"the real CernVM-FS tools are not at {root} (hint: put shared/fixtures/cvmfs-real beside the "
-            f"checkout, or set {ENV}=/path/to/cvmfs-real)",
-            pytrace=False,
+            f"checkout, or set {ENV}=/path/to/cvmfs-real)"
         )
     tools = RealTools(root, scratch / "lib")
     _link_libraries(root, tools.lib)
@@ -126,19 +130,25 @@ def locate(scratch: Path) -> RealTools:
         missing.append("fusermount3")
     if missing:
         pkgs = sorted({_LIB_PACKAGE.get(m, "fuse3" if m == "fusermount3" else "?") for m in missing})
-        pytest.fail(
+        raise RealToolsMissing(
             f"the real CernVM-FS tools in {root} cannot run: missing {', '.join(missing)} "
-            f"(hint: apt-get install {' '.join(pkgs)}; all of them: {PACKAGES}; 'make deps' installs them)",
-            pytrace=False,
+            f"(hint: apt-get install {' '.join(pkgs)}; all of them: {PACKAGES}; 'make deps' installs them)"
         )
     r = subprocess.run([str(tools.cvmfs2), "--version"], capture_output=True, text=True, env=tools.env)
     if r.returncode != 0 or "2.11" not in r.stdout + r.stderr:
-        pytest.fail(
+        raise RealToolsMissing(
             f"{tools.cvmfs2} --version failed: {(r.stderr or r.stdout).strip()[:300]} "
-            f"(hint: apt-get install {PACKAGES})",
-            pytrace=False,
+            f"(hint: apt-get install {PACKAGES})"
         )
     return tools
+
+
+def locate(scratch: Path) -> RealTools:
+    """``find_tools`` for a test: a missing tool FAILS the test (a skip would hide the breakage)."""
+    try:
+        return find_tools(scratch)
+    except RealToolsMissing as e:
+        pytest.fail(str(e), pytrace=False)
 
 
 def _unmount(mnt: Path) -> None:
