@@ -19,14 +19,15 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .. import launch
 from ..errors import CernVMError, InstanceError, LaunchError
-from ..launch import config, daemon
 from ..paths import cache_dir
 from ..profile import Override, Profile, load
 from ..report import LineReporter, scoped
+
+if TYPE_CHECKING:
+    from .. import launch
 
 Say = Callable[[str], None]
 INSTANCE = "cernvm-demo"
@@ -168,6 +169,10 @@ def run_demo(opts: DemoOptions, say: Say) -> DemoRun:
 
 def _boot(run: DemoRun, image: Path, opts: DemoOptions, say: Say, stack: ExitStack) -> None:
     """create → wait for SSH → ``cat /etc/os-release`` → destroy, through the launch library."""
+    # deliberate lazy import: booting needs the 'launch' extra (libvirt-python); --no-boot does not
+    from .. import launch
+    from ..launch import config, daemon
+
     started = daemon.ensure()
     stack.callback(daemon.stop, started)
     settings = config.resolve({"name": INSTANCE, "memory": 1024, "disk": 2000})
@@ -214,5 +219,7 @@ def _boot(run: DemoRun, image: Path, opts: DemoOptions, say: Say, stack: ExitSta
 
 
 def _destroy_leftover(host: launch.Host) -> None:
+    from .. import launch
+
     with contextlib.suppress(InstanceError):
         launch.destroy(host, INSTANCE, force=True)
