@@ -21,7 +21,8 @@ APT_PACKAGES := \
 	libcurl4 libc-ares2 libleveldb1d libprotobuf-lite32 libsqlite3-0 libpacparser1 libarchive13 libssl3 \
 	libuuid1 libcap2 libattr1 \
 	shellcheck pipx \
-	softhsm2 libengine-pkcs11-openssl
+	softhsm2 libengine-pkcs11-openssl \
+	ceph-mon ceph-osd radosgw ceph-common
 
 .PHONY: all deps apt venv prefetch run test test-quick fuzz lint shellcheck bench bench-quick clean distclean
 

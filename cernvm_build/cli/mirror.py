@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rich.markup import escape
 
@@ -41,7 +41,9 @@ signatures with --gpg-key); a broken source is refused with the list of what is 
 compared by the SHA-256 stored in their metadata (never by ETag), so same-size changes are found and
 unchanged files cost nothing. Packages go first, the indexes (repomd.xml, InRelease, ...) last with a
 compare-and-swap, stale objects are deleted after that (keeping --keep previous generations).
-Interrupted at any point, the same command run again finishes the job.
+A package whose content changed under a name already published is refused (a published name never
+changes content) unless --allow-rewrite. Interrupted at any point, the same command run again
+finishes the job.
 """
 
 
@@ -82,6 +84,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "--keep", type=int, default=2, metavar="N", help="previous generations kept (default 2)"
         )
         mp.add_argument("--no-delete", action="store_true", help="never delete stale objects")
+        mp.add_argument(
+            "--allow-rewrite",
+            action="store_true",
+            help="publish files whose content changed under an already published name (refused by "
+            "default: readers holding the current index would get hash errors); they are written in one "
+            "batch right before the index switch, and the report names them and the exposure",
+        )
         mp.add_argument(
             "--rehash",
             action="store_true",
@@ -139,17 +148,17 @@ def _common_s3(p: argparse.ArgumentParser, kind: str) -> None:
     p.add_argument("--jobs", type=int, default=8, metavar="N", help="parallel transfers (default 8)")
 
 
+#: the library's progress stages as the Reporter shows them; a label ending in "bytes" is drawn as sizes
+LABELS = {"hash": "hashing bytes", "upload": "uploading bytes", "verify": "verifying files",
+          "check": "checking objects", "delete": "deleting objects"}  # fmt: skip
+
+
 @contextmanager
 def _progress(out: Output) -> Iterator[ProgressFn]:
-    labels = {"hash": "hashing", "check": "checking objects", "verify": "verifying", "upload": "uploading",
-              "delete": "deleting"}  # fmt: skip
-    with out.progress(transfer=True) as bar:
-        tasks: dict[str, Any] = {}
+    with out.reporter() as reporter:
 
         def update(stage: str, done: int, total: int | None) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(labels.get(stage, stage), total=total)
-            bar.update(tasks[stage], completed=done, total=total)
+            reporter.progress(LABELS.get(stage, stage), done, total)
 
         yield update
 
@@ -166,6 +175,8 @@ def _print_problems(out: Output, problems: list[str]) -> None:
 
 
 def _render_plan(out: Output, report: SyncReport) -> None:
+    if out.quiet:
+        return  # -q: errors only
     # A dry run shows every action; a real run only with -v (a big first upload is thousands of lines).
     # Plain lines, not a table: keys must never be truncated.
     if report.actions and (report.dry_run or out.verbose):
@@ -180,6 +191,12 @@ def _render_plan(out: Output, report: SyncReport) -> None:
         + (f", kept {len(report.kept)} from previous generations" if report.kept else ""),
         markup=False,
     )
+    if report.rewritten:
+        out.warn(
+            f"{len(report.rewritten)} file(s) changed content under a published name (--allow-rewrite); "
+            f"readers holding the previous index could get hash errors for them during "
+            f"{report.exposure_s:.2f} s: " + ", ".join(report.rewritten)
+        )
     if report.requests:
         out.detail("requests: " + ", ".join(f"{k} {v}" for k, v in report.requests.items()))
     for note in report.notes:
@@ -190,6 +207,7 @@ def _mirror_handler(kind: str) -> Callable[[argparse.Namespace, Output], int]:
     def handler(args: argparse.Namespace, out: Output) -> int:
         from ..mirror.check import SourceBroken
         from ..mirror.publish import mirror
+        from ..mirror.s3sync import RewriteRefused
 
         try:
             with _progress(out) as progress:
@@ -207,7 +225,14 @@ def _mirror_handler(kind: str) -> Callable[[argparse.Namespace, Output], int]:
                     delete=not args.no_delete,
                     progress=progress,
                     rehash=args.rehash,
+                    allow_rewrite=args.allow_rewrite,
                 )
+        except RewriteRefused as e:
+            if out.json_mode:
+                out.data({"ok": False, "rewrites": e.files})
+            else:
+                _print_problems(out, [f"{f}: content changed under the same name" for f in e.files])
+            raise
         except SourceBroken as e:
             if out.json_mode:
                 out.data({"ok": False, "problems": e.problems})
@@ -242,11 +267,10 @@ def _verify_handler(args: argparse.Namespace, out: Output) -> int:
         )
 
     def render(c: Checked) -> None:
-        if c.problems:
-            out.print(f"{escape(c.source)}: BROKEN, {len(c.problems)} problem(s):")
-            for p in c.problems:
-                out.print(f"  - {p}", markup=False)
-        else:
+        if c.problems:  # errors: shown even with -q (on stderr), then the one-line error below
+            out.err.print(f"{escape(c.source)}: BROKEN, {len(c.problems)} problem(s):")
+            _print_problems(out, c.problems)
+        elif not out.quiet:
             sig = ", signatures good" if c.signed else ""
             what = _count(len(c.repos), "suite" if c.kind == "apt" else "repository")
             out.print(f"{escape(c.source)}: ok, {what}, {_count(c.packages, 'package')}{sig}")

@@ -9,6 +9,7 @@ because a further write within the same timestamp tick would be invisible. ``--r
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -46,6 +47,42 @@ RACY_NS = 2_000_000_000
 
 def signature(st: os.stat_result) -> Sig:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def probe_writable(directory: Path) -> None:
+    """Raise the OSError a write under ``directory`` would meet (full disk, read-only, permissions).
+
+    The probe is as big as the hash store already is (plus a margin), so a file system with no room
+    for the store fails here, before a sync, and not after the upload.
+    """
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        store = directory / "hashes.json"
+        size = (store.stat().st_size if store.is_file() else 0) + 65536
+        probe = directory / f".probe-{os.getpid()}"
+        try:
+            with open(probe, "wb") as f:
+                f.write(b"\0" * size)
+                f.flush()
+                os.fsync(f.fileno())
+        finally:
+            probe.unlink(missing_ok=True)
+    except OSError as e:
+        raise local_error(e) from e
+
+
+def local_error(e: OSError) -> MirrorError:
+    """One line for a local file-system failure (full disk, read-only cache, permissions)."""
+    where = e.filename or "local file"
+    hints = {
+        errno.ENOSPC: "free space there or point CERNVM_CACHE_DIR elsewhere; nothing was published",
+        errno.EROFS: "the cache is on a read-only file system: point CERNVM_CACHE_DIR at a writable folder",
+        errno.EACCES: "check the permissions, or point CERNVM_CACHE_DIR at a writable folder",
+    }
+    return MirrorError(
+        f"{where}: {e.strerror or e}",
+        hint=hints.get(e.errno or 0, "fix it and re-run; a re-run finishes the job"),
+    )
 
 
 def _chunks(path: Path) -> Iterator[bytes]:

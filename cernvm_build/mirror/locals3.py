@@ -98,19 +98,23 @@ class LocalS3:
         return wrapped
 
     def make_public(self, client: Any, bucket: str) -> None:
-        """Anonymous GET for a bucket, so dnf/apt/browsers read it over plain HTTP."""
-        policy = {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Effect": "Allow",
-                    "Principal": "*",
-                    "Action": "s3:GetObject",
-                    "Resource": f"arn:aws:s3:::{bucket}/*",
-                }
-            ],
-        }
-        client.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
+        make_public(client, bucket)
+
+
+def make_public(client: Any, bucket: str) -> None:
+    """Anonymous GET for a bucket, so dnf/apt/browsers read it over plain HTTP."""
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": "*",
+                "Action": "s3:GetObject",
+                "Resource": f"arn:aws:s3:::{bucket}/*",
+            }
+        ],
+    }
+    client.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
 
 
 CREDENTIALS_ENV = {

@@ -19,9 +19,9 @@ from ..paths import cache_dir
 from .apt import published_references as apt_refs
 from .apt import verify_apt
 from .check import Checked, Progress, SourceBroken
-from .hashcache import HashCache
-from .s3client import S3Client, S3Url, make_client, parse_s3_url
-from .s3sync import SyncReport, sync_tree
+from .hashcache import HashCache, local_error, probe_writable
+from .s3client import S3Client, S3Url, make_client, parse_s3_url, s3_error
+from .s3sync import Checkpoint, SyncReport, sync_tree
 from .source import HttpSource, LocalSource, S3Source, Source, open_source
 from .yum import published_references as yum_refs
 from .yum import verify_yum
@@ -112,18 +112,47 @@ def mirror(
     progress: Progress | None = None,
     client: S3Client | None = None,
     rehash: bool = False,
+    allow_rewrite: bool = False,
+    checkpoint: Checkpoint | None = None,
 ) -> MirrorReport:
     """Verify ``source_spec`` (folder or URL) and publish it to ``dest``; SourceBroken if unsound.
 
     File hashes are remembered by file identity between runs (see ``hashcache``) unless ``rehash``.
+    A package whose content changed under a published name is refused (``RewriteRefused``) unless
+    ``allow_rewrite``; ``checkpoint`` is called after each step (see ``s3sync.Checkpoint``).
     """
     url = parse_s3_url(dest)
-    cache = HashCache(None if rehash else cache_dir("mirror") / "hashes.json")
+    if kind not in KINDS:
+        raise MirrorError(f"unknown repository kind '{kind}'", hint="use yum or apt")
+    where = cache_dir("mirror")
+    probe_writable(where)  # a full or read-only cache fails here, before anything is read or written
+    cache = HashCache(None if rehash else where / "hashes.json")
+    # Credentials, endpoint and bucket are checked before the (possibly long) verification.
+    client = client or make_client(endpoint_url=endpoint_url, profile=profile, max_connections=jobs + 4)
+    check_access(client, url)
     try:
-        return _mirror(kind, source_spec, url, cache, gpg_key, suites, endpoint_url, profile, jobs, keep,
-                       dry_run, delete, progress, client)  # fmt: skip
-    finally:
+        report = _mirror(kind, source_spec, url, cache, gpg_key, suites, jobs, keep, dry_run, delete,
+                         progress, client, allow_rewrite, checkpoint or (lambda e, k: None))  # fmt: skip
+    except OSError as e:
+        raise local_error(e) from e
+    try:
         cache.save()
+    except OSError as e:
+        if report.sync is not None:
+            report.sync.notes.append(
+                f"hash cache not saved ({local_error(e)}); the next run reads every file"
+            )
+    return report
+
+
+def check_access(client: S3Client, url: S3Url) -> None:
+    """One cheap LIST: bad credentials, a missing bucket or an unreachable endpoint fail here."""
+    import botocore.exceptions
+
+    try:
+        client.list_objects_v2(Bucket=url.bucket, Prefix=url.list_prefix, MaxKeys=1)
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
+        raise s3_error(e, str(url)) from e
 
 
 def _mirror(
@@ -133,21 +162,20 @@ def _mirror(
     cache: HashCache,
     gpg_key: Path | None,
     suites: list[str] | None,
-    endpoint_url: str | None,
-    profile: str | None,
     jobs: int,
     keep: int,
     dry_run: bool,
     delete: bool,
     progress: Progress | None,
-    client: S3Client | None,
+    client: S3Client,
+    allow_rewrite: bool,
+    checkpoint: Checkpoint,
 ) -> MirrorReport:
     source = open_source(source_spec, cache_dir("mirror", "staging"), cache)
-    # Fail on credentials/profile before spending time on a big source.
-    client = client or make_client(endpoint_url=endpoint_url, profile=profile, max_connections=jobs + 4)
     checked = verify_source(kind, source, gpg_key=gpg_key, suites=suites, jobs=jobs, progress=progress)
     if checked.problems:
         raise SourceBroken(source.name, checked.problems)
+    checkpoint("verified", "")
     if isinstance(source, HttpSource):
         source.prune(checked.referenced)
         tree = source.staging
@@ -167,5 +195,8 @@ def _mirror(
         generation=checked.referenced,
         hash_cache=cache,
         fallback_protect=lambda: published_references(kind, S3Source(client, url), checked.repos),
+        immutable=True,
+        allow_rewrite=allow_rewrite,
+        checkpoint=checkpoint,
     )
     return MirrorReport(checked, report)

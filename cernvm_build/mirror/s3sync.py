@@ -8,10 +8,14 @@ size still match the manifest has the recorded hash; any other object of the sam
 file is asked (HEAD) for its stored hash. So same-size edits are found, and unchanged files cost nothing.
 
 Publishing, in this order, so that no reader ever sees an index naming an absent object:
-1. everything not named by ``last`` (packages, hash-named metadata), in parallel;
-2. the ``last`` files (fixed-name indexes such as ``repomd.xml``, ``InRelease``), pattern by pattern;
-3. deletions of stale objects, except the objects the previous ``keep`` generations referenced;
-4. the manifest.
+1. new objects not named by ``last`` (packages, hash-named metadata), in parallel;
+2. objects whose content changes under the same name (rewrites), in one batch right before
+3. the ``last`` files (fixed-name indexes such as ``repomd.xml``, ``InRelease``), pattern by pattern;
+4. deletions of stale objects, except the objects the previous ``keep`` generations referenced;
+5. the manifest.
+With ``immutable`` (package mirrors: a published name never changes content) rewrites are refused
+before anything is written unless ``allow_rewrite``; then the batch is the only time the live index
+can name bytes that no longer match it, and ``SyncReport.rewritten``/``exposure_s`` say how long.
 Every write is conditioned on the state the plan saw: ``If-None-Match: *`` for new keys and
 ``If-Match: <ETag>`` for changed ones, so two publishers cannot interleave (412 → ConflictError).
 Servers that ignore or refuse conditional headers are detected with a probe object; for them the
@@ -21,6 +25,7 @@ Interrupted anywhere, a re-run plans again from what is there and finishes the j
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
@@ -29,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import jsonable
+from ..errors import MirrorError
 from .hashcache import HashCache
 from .s3client import S3Client, S3Url, make_client, parse_s3_url
 from .s3plan import (
@@ -44,6 +50,7 @@ from .s3plan import (
     scan_local,
 )
 from .s3write import (
+    Conditions,
     ConflictError,
     Writer,
     content_type,
@@ -55,9 +62,11 @@ from .s3write import (
 
 __all__ = [
     "MANIFEST",
+    "Checkpoint",
     "ConflictError",
     "LocalFile",
     "Progress",
+    "RewriteRefused",
     "SyncReport",
     "content_type",
     "last_rank",
@@ -79,6 +88,10 @@ class SyncReport:
     conditional_writes: bool | None = None
     requests: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: objects whose content changed under the same name, written in one batch before the indexes
+    rewritten: list[str] = field(default_factory=list)
+    #: seconds from the first rewrite to the last index written (0 without rewrites)
+    exposure_s: float = 0.0
 
     @property
     def uploads(self) -> list[Action]:
@@ -92,10 +105,31 @@ class SyncReport:
         return jsonable.to_json(self)
 
 
-# -- planning ------------------------------------------------------------------------------------
+#: ``checkpoint(event, key)`` after each step of a sync: "planned", "uploaded" (each new object),
+#: "rewritten" (each), "index" (each), "deleted", "manifest". Tests pass one to stop a sync at a
+#: chosen point (e.g. SIGKILL after the Nth upload).
+Checkpoint = Callable[[str, str], None]
 
 
-_conditional_cache: dict[tuple[str, str], bool] = {}
+class RewriteRefused(MirrorError):
+    """Published objects would change content under the same name; ``files`` lists them."""
+
+    def __init__(self, dest: str, files: list[str]):
+        shown = ", ".join(files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
+        super().__init__(
+            f"{dest}: {len(files)} published file(s) would change content under the same name: {shown}",
+            hint="a published name never changes content (readers holding the current index would get "
+            "hash errors): give the rebuild a new version or release, or pass --allow-rewrite to "
+            "replace them in one batch right before the index switch",
+        )
+        self.files = files
+
+
+def _noop(event: str, key: str) -> None:
+    pass
+
+
+_conditional_cache: dict[tuple[str, str], Conditions] = {}
 
 
 def sync_tree(
@@ -117,6 +151,9 @@ def sync_tree(
     conditional: bool | None = None,
     hash_cache: HashCache | None = None,
     fallback_protect: Callable[[], Collection[str]] | None = None,
+    immutable: bool = False,
+    allow_rewrite: bool = False,
+    checkpoint: Checkpoint | None = None,
 ) -> SyncReport:
     """Make ``dest`` hold exactly ``local_dir`` (plus what the kept generations still reference).
 
@@ -124,7 +161,8 @@ def sync_tree(
     else, pattern by pattern, e.g. ``("repomd.xml", "repomd.xml.asc")``. ``keep``: how many previous
     generations' objects survive deletion; ``generation`` names the keys this publication's indexes
     reference (default: all its files). ``conditional``: force or forbid precondition headers (default:
-    probe the server once).
+    probe the server once). ``immutable``: refuse to change the content of a published non-``last``
+    object (RewriteRefused, nothing written) unless ``allow_rewrite``.
     """
     url = parse_s3_url(dest)
     if client is None:
@@ -153,6 +191,8 @@ def sync_tree(
             conditional,
             hash_cache,
             fallback_protect,
+            immutable and not allow_rewrite,
+            checkpoint or _noop,
         )
     finally:
         client.meta.events.unregister("before-send.s3", unique_id=hook_id)
@@ -176,6 +216,8 @@ def _sync(
     conditional: bool | None,
     hash_cache: HashCache | None,
     fallback_protect: Callable[[], Collection[str]] | None,
+    refuse_rewrites: bool,
+    checkpoint: Checkpoint,
 ) -> SyncReport:
     local = scan_local(local_dir, jobs=jobs, progress=progress, cache=hash_cache)
     plan = make_plan(
@@ -194,16 +236,25 @@ def _sync(
     new_gen = sorted(generation) if generation is not None else sorted(local)
     gens = plan.manifest.generations
     gen_changed = not gens or gens[0] != new_gen
+    # A same-size object without our stored hash was published by another tool: its content is
+    # unknown, so it is rewritten (in the batch) rather than refused.
+    rewrites = [a for a in report.uploads if a.op == "update" and not a.last]
+    changed = [a.rel for a in rewrites if a.reason != "no stored hash"]
+    if refuse_rewrites and changed:
+        raise RewriteRefused(str(url), changed)
     if dry_run:
         return report
+    checkpoint("planned", "")
 
     uploads = report.uploads
+    conditions = Conditions(bool(conditional))
     if uploads:
         cache_key = (str(client.meta.endpoint_url), url.bucket)
         if conditional is None:
             if cache_key not in _conditional_cache:
                 _conditional_cache[cache_key] = probe_conditional_writes(client, url)
-            conditional = _conditional_cache[cache_key]
+            conditions = _conditional_cache[cache_key]
+            conditional = conditions.honoured
     report.conditional_writes = conditional
     if conditional is False and uploads:
         report.notes.append(
@@ -215,21 +266,31 @@ def _sync(
         url,
         conditional=bool(conditional),
         acl=acl,
+        conditions=conditions,
         total=sum(a.size for a in uploads),
         progress=progress,
     )
 
-    def up(a: Action) -> None:
-        writer.upload(a, local[a.rel])
+    def uploader(event: str) -> Callable[[Action], None]:
+        def up(a: Action) -> None:
+            writer.upload(a, local[a.rel])
+            checkpoint(event, a.rel)
 
-    # 1. content, 2. indexes pattern by pattern, 3. deletions, 4. manifest.
-    run_parallel(jobs, up, [a for a in uploads if not a.last])
+        return up
+
+    # 1. new content, 2. rewrites in one batch, 3. indexes pattern by pattern, 4. deletions, 5. manifest.
+    run_parallel(jobs, uploader("uploaded"), [a for a in uploads if a.op == "create" and not a.last])
+    started = time.monotonic()
+    run_parallel(jobs, uploader("rewritten"), rewrites)
+    report.rewritten = [a.rel for a in rewrites]
     ranked: dict[int, list[Action]] = {}
     for a in uploads:
         if a.last:
             ranked.setdefault(last_rank(a.rel, last) or 0, []).append(a)
     for rank in sorted(ranked):
-        run_parallel(jobs, up, ranked[rank])
+        run_parallel(jobs, uploader("index"), ranked[rank])
+    if rewrites:
+        report.exposure_s = round(time.monotonic() - started, 3)
     report.uploaded = list(writer.etags)
     report.bytes_uploaded = sum(local[r].size for r in report.uploaded)
 
@@ -237,6 +298,7 @@ def _sync(
     if dels:
         delete_objects(client, url, dels, progress)
         report.deleted = dels
+        checkpoint("deleted", "")
 
     if uploads or dels or gen_changed or not _manifest_vouches(plan):
         objects: dict[str, tuple[str, int, str]] = {}
@@ -249,8 +311,9 @@ def _sync(
                 objects[rel] = (ro.etag, ro.size, ro.sha256)
         generations = [new_gen, *gens[:keep]] if gen_changed else gens[: keep + 1]
         manifest = Manifest(objects, generations, plan.manifest.etag)
-        if not write_manifest(client, url, manifest, bool(conditional)):
+        if not write_manifest(client, url, manifest, bool(conditional), conditions):
             report.notes.append("another publisher replaced the sync manifest; it is only a cache")
+        checkpoint("manifest", "")
     return report
 
 

@@ -17,6 +17,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from typing import Any
 
 import botocore.exceptions
@@ -38,26 +39,51 @@ def _refused(e: botocore.exceptions.ClientError) -> bool:
     return error_code(e) in ("NotImplemented", "InvalidArgument", "InvalidRequest") or http_status(e) == 501
 
 
-def probe_conditional_writes(client: S3Client, url: S3Url) -> bool:
-    """Does the server honour ``If-None-Match: *`` on PutObject? (Some ignore it, some refuse it.)"""
+@dataclass(frozen=True)
+class Conditions:
+    """What the server does with preconditions on writes (found once per endpoint and bucket)."""
+
+    honoured: bool
+    #: Ceph RGW 16 compares If-Match with the ETag without its quotes, so the quoted form (RFC 7232,
+    #: what AWS and moto take) fails even when it matches: there, the bare form is sent.
+    bare_if_match: bool = False
+
+    def if_match(self, etag: str) -> str:
+        return etag.strip('"') if self.bare_if_match else etag
+
+
+def probe_conditional_writes(client: S3Client, url: S3Url) -> Conditions:
+    """Does the server honour ``If-None-Match: *`` and ``If-Match`` on PutObject? (Some ignore them,
+    some refuse them, some want If-Match's ETag without quotes.)"""
     key = url.key(f"{PROBE_PREFIX}{uuid.uuid4().hex}")
     try:
         try:
-            client.put_object(Bucket=url.bucket, Key=key, Body=b"", IfNoneMatch="*")
+            put = client.put_object(Bucket=url.bucket, Key=key, Body=b"", IfNoneMatch="*")
         except botocore.exceptions.ClientError as e:
             if _refused(e):
                 client.put_object(Bucket=url.bucket, Key=key, Body=b"")
-                return False
+                return Conditions(False)
             raise
         try:
             client.put_object(Bucket=url.bucket, Key=key, Body=b"", IfNoneMatch="*")
         except botocore.exceptions.ClientError as e:
-            if http_status(e) == 412:
-                return True
             if _refused(e):
-                return False
-            raise
-        return False
+                return Conditions(False)
+            if http_status(e) != 412:
+                raise
+        else:
+            return Conditions(False)
+        etag = str(put["ETag"])
+        for bare in (False, True):
+            try:
+                client.put_object(
+                    Bucket=url.bucket, Key=key, Body=b"", IfMatch=etag.strip('"') if bare else etag
+                )
+                return Conditions(True, bare)
+            except botocore.exceptions.ClientError as e:
+                if http_status(e) != 412:
+                    raise
+        return Conditions(False)  # If-Match never matches: only If-None-Match works; guard with HEAD
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
         raise s3_error(e, str(url)) from e
     finally:
@@ -106,12 +132,14 @@ class Writer:
         *,
         conditional: bool,
         acl: str | None,
+        conditions: Conditions | None = None,
         total: int,
         progress: Progress | None,
     ):
         self.client = client
         self.url = url
         self.conditional = conditional
+        self.conditions = conditions or Conditions(conditional)
         self.acl = acl
         self.total = total
         self.progress = progress
@@ -129,7 +157,11 @@ class Writer:
         key = self.url.key(action.rel)
         cond: dict[str, Any] = {}
         if self.conditional:
-            cond = {"IfNoneMatch": "*"} if action.op == "create" else {"IfMatch": str(action.etag)}
+            cond = (
+                {"IfNoneMatch": "*"}
+                if action.op == "create"
+                else {"IfMatch": self.conditions.if_match(str(action.etag))}
+            )
         elif action.last:
             self._check_unchanged(action)
         extra: dict[str, Any] = {
@@ -287,11 +319,14 @@ def delete_objects(client: S3Client, url: S3Url, rels: Sequence[str], progress: 
                 progress("delete", done, len(rels))
 
 
-def write_manifest(client: S3Client, url: S3Url, manifest: Manifest, conditional: bool) -> bool:
+def write_manifest(
+    client: S3Client, url: S3Url, manifest: Manifest, conditional: bool, conditions: Conditions | None = None
+) -> bool:
     """Best effort (it is only a cache): False if another publisher replaced it meanwhile."""
     cond: dict[str, Any] = {}
     if conditional:
-        cond = {"IfMatch": manifest.etag} if manifest.etag else {"IfNoneMatch": "*"}
+        form = conditions or Conditions(True)
+        cond = {"IfMatch": form.if_match(manifest.etag)} if manifest.etag else {"IfNoneMatch": "*"}
     try:
         client.put_object(
             Bucket=url.bucket,

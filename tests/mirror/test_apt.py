@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from cernvm_build.mirror.check import SourceBroken
-from cernvm_build.mirror.locals3 import LocalS3
 from cernvm_build.mirror.publish import mirror, verify_published
 
+from .conftest import Target
 from .repos import apt_install, make_apt_repo, make_deb
 
 pytestmark = pytest.mark.integration
@@ -34,10 +34,10 @@ def test_signed_repo_mirrored_installs_with_apt_get(
     tmp_path: Path,
     debs: dict[str, Path],
     signing_key: tuple[Path, Path],
-    s3: Any,
-    s3server: LocalS3,
-    bucket: str,
+    target: Target,
 ) -> None:
+    """On moto and on Ceph RGW."""
+    s3, bucket = target.client, target.bucket
     secret, public = signing_key
     src = tmp_path / "apt"
     make_apt_repo(src, "bookworm-prod", [debs["a"], debs["b"]], secret_key=secret)
@@ -51,7 +51,7 @@ def test_signed_repo_mirrored_installs_with_apt_get(
     assert "apt/pool/main/cvm-beta_1.0_all.deb" in keys(s3, bucket)
 
     root = apt_install(
-        tmp_path, f"{s3server.endpoint}/{bucket}/apt", "bookworm-prod", "cvm-beta", public_key=public
+        tmp_path, target.http("apt"), "bookworm-prod", "cvm-beta", public_key=public
     )
     assert (root / "usr/share/cvm-beta/data").read_bytes() == b"beta\n" * 100
     assert verify_published("apt", f"s3://{bucket}/apt", gpg_key=public, client=s3).problems == []

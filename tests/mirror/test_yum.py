@@ -14,6 +14,7 @@ from cernvm_build.mirror.check import SourceBroken
 from cernvm_build.mirror.locals3 import LocalS3
 from cernvm_build.mirror.publish import mirror, verify_published
 
+from .conftest import Target
 from .repos import dnf_install, make_rpm, make_yum_repo
 
 pytestmark = pytest.mark.integration
@@ -38,22 +39,22 @@ def test_signed_repo_mirrored_installs_with_dnf_and_updates_incrementally(
     tmp_path: Path,
     rpms: dict[str, Path],
     signing_key: tuple[Path, Path],
-    s3: Any,
-    s3server: LocalS3,
-    bucket: str,
+    target: Target,
 ) -> None:
+    """On moto and on Ceph RGW."""
+    s3, bucket = target.client, target.bucket
     secret, public = signing_key
     repo = tmp_path / "src" / "cvmfs" / "EL" / "9" / "x86_64"
     make_yum_repo(repo, [rpms["a"], rpms["b"]], secret_key=secret)
     dest = f"s3://{bucket}/yum"
     rc = main(["mirror", "yum", str(tmp_path / "src"), dest, "--gpg-key", str(public),
-               "--endpoint-url", s3server.endpoint, "-q"])  # fmt: skip
+               "--endpoint-url", target.endpoint, "-q"])  # fmt: skip
     assert rc == 0
     published = keys(s3, bucket, "yum/")
     assert "yum/cvmfs/EL/9/x86_64/repodata/repomd.xml.asc" in published
     assert "yum/cvmfs/EL/9/x86_64/Packages/cvm-alpha-1.0-1.noarch.rpm" in published
 
-    base = f"{s3server.endpoint}/{bucket}/yum/cvmfs/EL/9/x86_64"
+    base = f"{target.endpoint}/{bucket}/yum/cvmfs/EL/9/x86_64"
     root = dnf_install(tmp_path / "c1", base, "cvm-beta", public_key=public)
     assert (root / "usr/share/cvm-beta/data").read_bytes() == b"beta\n" * 100
 
