@@ -50,9 +50,7 @@ def test_signed_repo_mirrored_installs_with_apt_get(
     assert sorted(tail) == sorted(["Release", "Release.gpg", "InRelease"] * 2)
     assert "apt/pool/main/cvm-beta_1.0_all.deb" in keys(s3, bucket)
 
-    root = apt_install(
-        tmp_path, target.http("apt"), "bookworm-prod", "cvm-beta", public_key=public
-    )
+    root = apt_install(tmp_path, target.http("apt"), "bookworm-prod", "cvm-beta", public_key=public)
     assert (root / "usr/share/cvm-beta/data").read_bytes() == b"beta\n" * 100
     assert verify_published("apt", f"s3://{bucket}/apt", gpg_key=public, client=s3).problems == []
 

@@ -1,0 +1,174 @@
+"""Failures around a sync are one line each and publish nothing: a full or read-only hash cache
+(a real tmpfs / read-only bind mount made by the test, as root), bad credentials or a missing bucket
+(found before the source is verified). On moto and on Ceph RGW."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cernvm_build.cli.main import main
+from cernvm_build.mirror.check import SourceBroken
+from cernvm_build.mirror.publish import mirror
+
+from .conftest import Target
+from .repos import make_rpm, make_yum_repo
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs / a read-only bind mount (needs root)"),
+]
+
+
+@pytest.fixture(scope="module")
+def rpm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_rpm(tmp_path_factory.mktemp("rpm"), "cvm-alpha", payload=b"alpha\n" * 100)
+
+
+@pytest.fixture
+def mounts() -> Iterator[list[Path]]:
+    made: list[Path] = []
+    yield made
+    for m in reversed(made):
+        subprocess.run(["umount", str(m)], check=False)
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    rc = main(args)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def one_error(err: str) -> str:
+    lines = [x for x in err.splitlines() if x.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_full_cache_disk_is_one_line_and_nothing_is_published(
+    tmp_path: Path,
+    rpm: Path,
+    target: Target,
+    mounts: list[Path],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    src = tmp_path / "src"
+    make_yum_repo(src, [rpm])
+    full = tmp_path / "full"
+    full.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(full)], check=True)
+    mounts.append(full)
+    fd = os.open(full / "filler", os.O_WRONLY | os.O_CREAT)
+    try:  # fill it up
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    monkeypatch.setenv("CERNVM_CACHE_DIR", str(full / "cache"))
+    rc, _, err = run_cli(
+        ["mirror", "yum", str(src), target.url("r"), "--endpoint-url", target.endpoint], capsys
+    )
+    assert rc != 0
+    assert "No space left on device" in one_error(err)
+    assert target.objects() == {}
+
+    # Room again: the same command publishes.
+    (full / "filler").unlink()
+    rc, _, err = run_cli(
+        ["mirror", "yum", str(src), target.url("r"), "--endpoint-url", target.endpoint], capsys
+    )
+    assert rc == 0, err
+    assert "r/repodata/repomd.xml" in target.objects()
+
+
+def test_read_only_cache_is_one_line_and_nothing_changes(
+    tmp_path: Path,
+    rpm: Path,
+    target: Target,
+    mounts: list[Path],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    src = tmp_path / "src"
+    make_yum_repo(src, [rpm])
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("CERNVM_CACHE_DIR", str(cache))
+    mirror("yum", str(src), target.url("r"), client=target.client)
+    before = target.objects()
+
+    ro = tmp_path / "ro-cache"
+    ro.mkdir()
+    subprocess.run(["mount", "--bind", str(cache), str(ro)], check=True)
+    mounts.append(ro)
+    subprocess.run(["mount", "-o", "remount,ro,bind", str(ro)], check=True)
+    monkeypatch.setenv("CERNVM_CACHE_DIR", str(ro))
+    make_yum_repo(src, [make_rpm(tmp_path / "b", "cvm-beta")], update=True)
+    rc, _, err = run_cli(
+        ["mirror", "yum", str(src), target.url("r"), "--endpoint-url", target.endpoint], capsys
+    )
+    assert rc != 0
+    line = one_error(err)
+    assert "Read-only file system" in line and str(ro) in line
+    assert target.objects() == before
+
+
+def test_credentials_and_bucket_are_checked_before_the_source(
+    tmp_path: Path,
+    rpm: Path,
+    target: Target,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    src = tmp_path / "src"
+    make_yum_repo(src, [rpm])
+    for p in (src / "Packages").glob("*.rpm"):
+        p.write_bytes(b"damaged")  # a broken source: verifying it would fail
+    with pytest.raises(SourceBroken):
+        mirror("yum", str(src), target.url("r"), client=target.client)
+
+    stages: list[str] = []
+
+    def progress(stage: str, done: int, total: int | None) -> None:
+        stages.append(stage)
+
+    args = ["mirror", "yum", str(src), "--endpoint-url", target.endpoint]
+    # A bucket that does not exist: said before the source is read.
+    rc, _, err = run_cli([*args[:3], "s3://no-such-bucket-here/r", *args[3:]], capsys)
+    assert rc != 0 and "bucket does not exist" in one_error(err)
+
+    if target.name == "rgw":  # moto accepts any key; RGW checks the signature
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret")
+        rc, _, err = run_cli([*args[:3], target.url("r"), *args[3:]], capsys)
+        assert rc != 0
+        assert "access denied (SignatureDoesNotMatch)" in one_error(err)
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "nobody")
+        with pytest.raises(Exception, match=r"access denied \(InvalidAccessKeyId\)"):
+            mirror("yum", str(src), target.url("r"), endpoint_url=target.endpoint, progress=progress)
+        assert "verify" not in stages
+    assert target.objects() == {}
+
+
+def test_cache_that_cannot_be_saved_after_a_publication_is_a_note(
+    tmp_path: Path, rpm: Path, target: Target, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The publication is complete by then; the cache is only a cache."""
+    from cernvm_build.mirror import hashcache
+
+    src = tmp_path / "src"
+    make_yum_repo(src, [rpm])
+    monkeypatch.setenv("CERNVM_CACHE_DIR", str(tmp_path / "cache"))
+
+    def fail(self: object) -> None:
+        raise OSError(28, "No space left on device", str(tmp_path / "cache" / "mirror" / "hashes.json"))
+
+    monkeypatch.setattr(hashcache.HashCache, "save", fail)
+    rep = mirror("yum", str(src), target.url("r"), client=target.client)
+    assert rep.sync is not None and "r/repodata/repomd.xml" in target.objects()
+    assert any("hash cache not saved" in n and "No space left" in n for n in rep.sync.notes)
