@@ -7,7 +7,8 @@ The steps, one module each, in the order data flows:
 - ``pages``: the page model (pages, section indexes, releases, tags) and link resolution;
 - ``plan``: one ``Job`` per output with a fingerprint of everything its template sees; links checked;
 - ``write``: render and write the jobs whose fingerprint changed, delete what a clean build would not
-  write; the state (``cache.State``) records what was written.
+  write; the state (``cache.State``) records what was written;
+- ``search``: Pagefind indexes the written pages (again only when a page changed).
 
 Incremental by construction: an output is rendered again only when its fingerprint changed, so an
 incremental build writes exactly the bytes a clean build would.
@@ -25,6 +26,8 @@ from ..errors import BuildError
 from ..report import NULL_REPORTER, Reporter
 from . import config as config_mod
 from . import data as data_mod
+from . import gitdates
+from . import search as search_mod
 from . import templates as tpl_mod
 from .cache import State
 from .config import SiteConfig
@@ -108,7 +111,8 @@ class Builder:
             fresh = render_markdown(planned, metas, state, self.jobs, self.reporter)
             data = data_mod.load_all(self.site_dir, cfg, self.repo_metadata)
             files = {rel: path for rel, (path, _raw) in sources.markdown.items()}
-            pageset = make_pages(cfg, files, keys, metas, data)
+            changed = gitdates.last_changed(self.site_dir / "content", self.cache_dir)
+            pageset = make_pages(cfg, files, keys, metas, data, changed)
             jinja_cache = self.cache_dir / "jinja"
             jinja_cache.mkdir(parents=True, exist_ok=True)
             env = tpl_mod.environment(self.site_dir / "templates", jinja_cache)
@@ -117,7 +121,13 @@ class Builder:
             written, rows, removed = execute(
                 self.out_dir, outputs, pageset, old_outputs, env, state, fresh, self.jobs, self.reporter
             )
-            state.put_outputs(rows, removed)
+            pages_changed = any(j.out.endswith(".html") for j in written) or any(
+                r.endswith(".html") for r in removed
+            )
+            search_rows, search_removed = search_mod.update(
+                self.out_dir, self.cache_dir / "pagefind-work", old_outputs, pages_changed
+            )
+            state.put_outputs(rows + search_rows, removed + search_removed)
             state.prune_md(set(keys.values()))
         finally:
             state.close()
@@ -126,8 +136,9 @@ class Builder:
             pages=len(pageset.pages),
             outputs=len(outputs.jobs),
             rendered=len(written),
+            search_files=len(search_rows),
             markdown_rendered=len(fresh),
-            removed=len(removed),
+            removed=len(removed) + len(search_removed),
             seconds=time.perf_counter() - start,
             jobs=self.jobs,
             warnings=self.warnings,

@@ -46,6 +46,7 @@ class SiteConfig:
     highlight_style: str
     releases_url: str  # download URL of a release's files, '{version}' replaced
     repositories: dict[str, str] = field(default_factory=dict)  # repo name -> metadata dir override
+    edit_url: str = ""  # where a page's source is edited, '{path}' = its path under content/
 
     @cached_property
     def base_path(self) -> str:
@@ -72,6 +73,7 @@ class SiteConfig:
             self.feed_limit,
             self.highlight_style,
             self.releases_url,
+            self.edit_url,
         )
 
 
@@ -153,4 +155,5 @@ def load(site_dir: Path, *, base_url: str | None = None) -> SiteConfig:
         highlight_style=str(raw.get("highlight_style", "friendly")),
         releases_url=str(raw.get("releases_url", "/releases/{version}/files/")),
         repositories={str(k): str(v) for k, v in repos.items()},
+        edit_url=str(raw.get("edit_url") or ""),
     )

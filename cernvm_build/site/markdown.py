@@ -27,9 +27,11 @@ from pygments.token import STANDARD_TYPES, _TokenType
 from pygments.util import ClassNotFound
 
 #: bump when the HTML this module produces changes, so cached renders are redone
-VERSION = "3"
+VERSION = "4"
 MORE = "<!--more-->"
 MARKER = re.compile(r"@@L:([^@]*)@@")
+#: links in raw HTML written in the Markdown: checked and resolved like Markdown links
+RAW_LINK = re.compile(r"""(\b(?:href|src)\s*=\s*)(["'])([^"'<>]*)\2""", re.I)
 SEARCH_TEXT_LIMIT = 4000
 
 
@@ -144,6 +146,24 @@ def _resolve(href: str, src_dir: str, base_path: str) -> tuple[str, str]:
     return f"@@L:{path}{frag}@@", "content"
 
 
+def _raw_links(
+    html_text: str, line: int, src_dir: str, base_path: str, first_line: int, out: list[Link]
+) -> str:
+    """Resolve the href/src attributes of raw HTML like Markdown links (and record them for the check)."""
+
+    def one(m: re.Match[str]) -> str:
+        href = m.group(3)
+        if not href or href.startswith(("mailto:", "tel:", "data:", "javascript:")):
+            return m.group(0)
+        new, kind = _resolve(href, src_dir, base_path)
+        target = MARKER.sub(r"\1", new) if kind == "content" else new
+        at = line + html_text.count("\n", 0, m.start())
+        out.append(Link(target, first_line + at, kind))
+        return f"{m.group(1)}{m.group(2)}{new}{m.group(2)}"
+
+    return RAW_LINK.sub(one, html_text)
+
+
 def _line_of(href: str, lines: list[str], start: int, end: int) -> int:
     for i in range(start, min(end, len(lines))):
         if href in lines[i]:
@@ -181,12 +201,18 @@ def render(text: str, *, src_path: str, first_line: int, base_path: str) -> Rend
             first_para = (i, i + 3)
         elif tok.type in ("fence", "code_block"):
             words.append(tok.content)
+        elif tok.type == "html_block":
+            tok.content = _raw_links(
+                tok.content, tok.map[0] if tok.map else 0, src_dir, base_path, first_line, links
+            )
         elif tok.type == "inline":
             start = tok.map[0] if tok.map else 0
             end = tok.map[1] if tok.map else start + 1
             for child in tok.children or ():
                 if child.type == "text" or child.type == "code_inline":
                     words.append(child.content)
+                elif child.type == "html_inline":
+                    child.content = _raw_links(child.content, start, src_dir, base_path, first_line, links)
                 attr = "href" if child.type == "link_open" else "src" if child.type == "image" else None
                 if attr is None:
                     continue
@@ -199,7 +225,10 @@ def render(text: str, *, src_path: str, first_line: int, base_path: str) -> Rend
                 links.append(Link(target, first_line + _line_of(href, lines, start, end), kind))
                 if child.type == "image":
                     words.append(child.content)
-    body = md.renderer.render(tokens, md.options, env)
+    # the permalink sign is not part of the heading's text (search titles, excerpts)
+    body = md.renderer.render(tokens, md.options, env).replace(
+        'class="header-anchor"', 'class="header-anchor" data-pagefind-ignore'
+    )
     if more_at is not None:
         excerpt_tokens = _without_headings(tokens[:more_at])
     elif first_para is not None:
@@ -236,8 +265,10 @@ def _without_headings(tokens: list[Token]) -> list[Token]:
 
 
 def pygments_css(style: str) -> str:
-    """The highlighting stylesheet (light theme, plus a dark one for prefers-color-scheme)."""
+    """The highlighting stylesheet: light, and dark when the reader chose it (``data-theme``) or, without
+    a choice, when the system prefers it."""
     light = HtmlFormatter(style=style).get_style_defs(".highlight")
-    dark = HtmlFormatter(style="github-dark").get_style_defs(".highlight")
-    dark_rules = "\n".join("  " + line for line in dark.splitlines())
-    return f"{light}\n@media (prefers-color-scheme: dark) {{\n{dark_rules}\n}}\n"
+    chosen = HtmlFormatter(style="github-dark").get_style_defs(':root[data-theme="dark"] .highlight')
+    system = HtmlFormatter(style="github-dark").get_style_defs(':root:not([data-theme="light"]) .highlight')
+    system_rules = "\n".join("  " + line for line in system.splitlines())
+    return f"{light}\n{chosen}\n@media (prefers-color-scheme: dark) {{\n{system_rules}\n}}\n"

@@ -60,6 +60,7 @@ class BuildReport:
     removed: int
     seconds: float
     jobs: int
+    search_files: int = 0  # files of the search index written (search.update), not in ``rendered``
     warnings: list[str] = field(default_factory=list)
     sources: dict[str, str] = field(default_factory=dict)  # output file -> source file
 

@@ -57,7 +57,9 @@ def _kind(rel: str) -> str:
     return "page"
 
 
-def _source_page(cfg: SiteConfig, rel: str, file: str, key: str, meta: dict[str, Any]) -> Page:
+def _source_page(
+    cfg: SiteConfig, rel: str, file: str, key: str, meta: dict[str, Any], changed: str | None = None
+) -> Page:
     fm: dict[str, Any] = meta["fm"]
     path = page_path(rel, fm)
     section = rel.split("/", 1)[0] if "/" in rel else ""
@@ -99,7 +101,7 @@ def _source_page(cfg: SiteConfig, rel: str, file: str, key: str, meta: dict[str,
         title=str(title),
         nav_title=str(fm.get("nav_title") or title),
         date=date,
-        updated=parse_date(fm.get("updated"), file, "updated"),
+        updated=parse_date(fm.get("updated"), file, "updated") or changed,
         tags=tuple(sorted({str(t) for t in tags})),
         weight=int(fm.get("weight", 1000)),
         description=str(fm.get("description") or meta["excerpt_text"][:200]),
@@ -137,8 +139,11 @@ def make_pages(
     keys: dict[str, str],
     metas: dict[str, Any],
     data: dict[str, Any],
+    changed: dict[str, str] | None = None,
 ) -> PageSet:
-    """Pages of the sources (``files``: rel -> file, keyed by ``keys``), sections, releases and tags."""
+    """Pages of the sources (``files``: rel -> file, keyed by ``keys``), sections, releases and tags.
+
+    ``changed``: the date each source last changed (``gitdates``), for pages without ``updated:``."""
     base = cfg.base_path.rstrip("/")
     pages: list[Page] = []
     by_path: dict[str, Page] = {}
@@ -147,7 +152,7 @@ def make_pages(
         meta = metas[key]
         if meta["fm"].get("draft"):
             continue
-        page = _source_page(cfg, rel, str(files[rel]), key, meta)
+        page = _source_page(cfg, rel, str(files[rel]), key, meta, (changed or {}).get(rel))
         if page.path in by_path:
             raise BuildError(
                 f"page URL {page.path} is also produced by {by_path[page.path].file}",

@@ -24,14 +24,13 @@ from .model import Job, Late, Page, human_date, newest_first, plain, sha, tag_sl
 from .pages import PageSet
 
 #: outputs every site has besides its pages and assets
-FIXED_OUTPUTS = ("atom.xml", "sitemap.xml", "robots.txt", "search-index.json")
+FIXED_OUTPUTS = ("atom.xml", "sitemap.xml", "robots.txt", "pagefind/pagefind.js")
 
 
 @dataclass
 class Plan:
     jobs: list[Job]
     sidebars: dict[str, tuple[list[dict[str, Any]], str]]  # "section:open dir" -> (items, fingerprint)
-    searchable: list[Page]  # the pages in the search index, in its order
 
 
 def _fp_default(obj: Any) -> Any:
@@ -90,7 +89,7 @@ def _site_context(cfg: SiteConfig, digests: dict[str, str]) -> dict[str, Any]:
         "menu": [{"title": m.title, "url": base.rstrip("/") + m.url} for m in cfg.menu],
         "feed_url": base + "atom.xml",
         "search_url": base + "search/",
-        "search_index": asset_url("search-index.json").split("?")[0],
+        "search_bundle": base + "pagefind/",
         "css": [asset_url("assets/site.css"), asset_url("assets/pygments.css")],
         "js": asset_url("assets/site.js"),
         "favicon": asset_url("assets/favicon.svg"),
@@ -184,6 +183,9 @@ def _page_fields(cfg: SiteConfig, pageset: PageSet, page: Page, menu: list[dict[
         "date": page.date,
         "date_human": human_date(page.date),
         "updated": page.updated,
+        "searchable": searchable(page),
+        "edit_url": cfg.edit_url.replace("{path}", page.src) if cfg.edit_url and page.src else "",
+        "updated_human": human_date(page.updated),
         "tags": _tags(cfg.base_path, page.tags),
         "toc": [{"level": lv, "id": i, "title": t} for lv, i, t in page.r.get("toc", ())],
         "breadcrumbs": _breadcrumbs(pageset, page),
@@ -255,16 +257,14 @@ def _feed_context(
     }
 
 
-def _search_job(pages: list[Page]) -> tuple[Job, list[Page]]:
-    searchable = [
-        p
-        for p in sorted(pages, key=lambda p: p.path)
-        if p.md_key and p.layout != "404" and not p.meta.get("noindex")
-    ]
-    rows = [
-        [p.url, p.title, p.md_key, p.section, [t for _l, _i, t in p.r.get("toc", ())]] for p in searchable
-    ]
-    return Job(out="search-index.json", fp=sha("search", json.dumps(rows))), searchable
+def searchable(page: Page) -> bool:
+    """Whether the search index covers the page (its article is marked ``data-pagefind-body``)."""
+    return bool(
+        page.md_key
+        and page.kind not in ("home", "tag", "tags")
+        and page.layout not in ("404", "search", "list")
+        and not page.meta.get("noindex")
+    )
 
 
 def plan(
@@ -304,6 +304,4 @@ def plan(
     ]
     jobs.append(fps.job("sitemap.xml", "sitemap.xml", {"urls": sitemap}))
     jobs.append(fps.job("robots.txt", "robots.txt", {"sitemap": cfg.absolute(cfg.base_path + "sitemap.xml")}))
-    search, searchable = _search_job(pages)
-    jobs.append(search)
-    return Plan(jobs, nav.sidebars, searchable)
+    return Plan(jobs, nav.sidebars)

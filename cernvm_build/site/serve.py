@@ -1,4 +1,10 @@
-"""``site serve``: a local preview on 127.0.0.1 that rebuilds when a source changes (polling)."""
+"""``site serve``: a local preview on 127.0.0.1 that rebuilds when a source changes (polling), and
+reloads the open pages after a rebuild that changed the output (live reload).
+
+Live reload is the server's alone: it adds one ``<script>`` to the HTML it sends, which asks
+``/__livereload`` for the build generation once a second and reloads the page when it moved. The files
+on disk are the ones ``site build`` writes, byte for byte.
+"""
 
 from __future__ import annotations
 
@@ -30,6 +36,21 @@ def tree_signature(root: Path) -> tuple[tuple[str, int, int], ...]:
     return tuple(out)
 
 
+LIVE_PATH = "__livereload"
+LIVE_JS = b"""(function () {
+  var url = document.currentScript.src.replace(/\\.js$/, ""), seen = null;
+  function poll() {
+    fetch(url, { cache: "no-store" }).then(function (r) { return r.text(); }).then(function (g) {
+      if (seen !== null && g !== seen) { window.location.reload(); return; }
+      seen = g;
+      setTimeout(poll, 1000);
+    }, function () { setTimeout(poll, 2000); });
+  }
+  poll();
+})();
+"""
+
+
 class _Handler(http.server.SimpleHTTPRequestHandler):
     base_path = "/"
     directory: str
@@ -37,6 +58,36 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
     @staticmethod
     def log(status: int, path: str) -> None:
         pass
+
+    @staticmethod
+    def generation() -> int:
+        return 0
+
+    def _send(self, body: bytes, ctype: str) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        clean = self.path.split("?", 1)[0].split("#", 1)[0]
+        live = self.base_path + LIVE_PATH
+        if clean == live:
+            return self._send(str(self.generation()).encode(), "text/plain; charset=utf-8")
+        if clean == live + ".js":
+            return self._send(LIVE_JS, "text/javascript; charset=utf-8")
+        path = self.translate_path(self.path)
+        if os.path.isdir(path) and clean.endswith("/"):
+            path = os.path.join(path, "index.html")
+        if path.endswith(".html") and os.path.isfile(path):
+            html = Path(path).read_bytes()
+            tag = f'<script src="{live}.js"></script>'.encode()
+            at = html.rfind(b"</body>")
+            html = html[:at] + tag + html[at:] if at >= 0 else html + tag
+            return self._send(html, "text/html; charset=utf-8")
+        return super().do_GET()
 
     def translate_path(self, path: str) -> str:
         clean = path.split("?", 1)[0].split("#", 1)[0]
@@ -89,6 +140,7 @@ class Preview:
         self.interval = interval
         self.on_build = on_build
         self.requests: list[tuple[int, str]] = []
+        self.generation = 0  # moves when a rebuild changed the output: open pages reload
         self._stop = threading.Event()
 
         def log(status: int, path: str) -> None:
@@ -99,6 +151,7 @@ class Preview:
             pass
 
         Handler.log = staticmethod(log)  # type: ignore[method-assign]
+        Handler.generation = staticmethod(lambda: self.generation)  # type: ignore[method-assign]
         handler = Handler
         self._handler = handler
         self.server = http.server.ThreadingHTTPServer(
@@ -119,6 +172,8 @@ class Preview:
             self.on_build(None, e)
             return None
         self._handler.base_path = self.builder.cfg.base_path
+        if report.rendered or report.removed or report.search_files:
+            self.generation += 1
         self.on_build(report, None)
         return report
 

@@ -8,7 +8,6 @@ crash no longer matches and is written again by the next build.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +18,11 @@ from ..fsutil import atomic_copy, atomic_write
 from ..report import Reporter
 from . import templates as tpl_mod
 from .cache import State
-from .model import Job, Late, Page
+from .model import Job, Late
 from .pages import PageSet
 from .parallel import fork_map
 from .plan import Plan
+from .search import PREFIX as SEARCH_PREFIX
 
 
 @dataclass(frozen=True)
@@ -105,20 +105,6 @@ def _do_job(work: Work, i: int) -> tuple[int, int]:
     return st.st_size, st.st_mtime_ns
 
 
-def _search_index(pages: list[Page], texts: dict[str, str]) -> bytes:
-    docs = [
-        {
-            "t": p.title,
-            "u": p.url,
-            "s": p.section,
-            "h": [t for _l, _i, t in p.r.get("toc", ())],
-            "x": texts.get(p.md_key or "", ""),
-        }
-        for p in pages
-    ]
-    return json.dumps(docs, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-
-
 def _unchanged(out_dir: Path, job: Job, old: dict[str, tuple[str, int, int]]) -> bool:
     prev = old.get(job.out)
     if not prev or prev[0] != job.fp:
@@ -142,7 +128,7 @@ def _strays(out_dir: Path, wanted: set[str], known: set[str]) -> tuple[list[str]
         prefix = root[cut:] + "/" if len(root) > len(top) else ""
         for name in files:
             rel = prefix + name
-            if rel not in wanted and rel not in known:
+            if rel not in wanted and rel not in known and not rel.startswith(SEARCH_PREFIX):
                 out.append(rel)
     return sorted(out), empty
 
@@ -187,11 +173,6 @@ def execute(
             k = j.context["sidebar"].arg
             if k not in sidebar_html:
                 sidebar_html[k] = env.render("partials/sidebar.html", {"items": plan.sidebars[k][0]})
-    search_job = next((j for j in todo if j.out == "search-index.json"), None)
-    if search_job is not None:
-        texts = {k: t for k, (_h, t) in fresh.items()}
-        texts.update(state.md_text([p.md_key for p in plan.searchable if p.md_key and p.md_key not in texts]))
-        search_job.data = _search_index(plan.searchable, texts)
     for j in todo:
         if j.template is not None:
             env.get(j.template)  # compile once, before the fork
@@ -206,7 +187,8 @@ def execute(
         raise BuildError(str(message), where=str(where) or None, hint=str(hint) or None)
     rows = [(job.out, job.fp, int(r[0]), int(r[1])) for job, r in zip(todo, results, strict=True)]
     wanted = {j.out for j in plan.jobs}
-    removed = sorted(set(old) - wanted)
+    # the search index is written by its own step (search.update), after the pages it indexes
+    removed = sorted(rel for rel in set(old) - wanted if not rel.startswith(SEARCH_PREFIX))
     strays, empty_dirs = _strays(out_dir, wanted, set(removed))
     removed += strays
     for rel in removed:

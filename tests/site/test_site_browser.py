@@ -1,13 +1,12 @@
 """The built site in a real browser (Debian chromium, headless): pages load without console errors or
 missing resources, search works offline, and screenshots are taken for people to judge the design.
 
-Screenshots land in the test's tmp folder, or in $SITE_SCREENSHOTS when set.
+Screenshots land in the test's tmp folder (kept for review), or in $SITE_SCREENSHOTS when set.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -67,7 +66,45 @@ def failed_resources(driver: object) -> list[str]:
     return [f"{name} -> {status}" for name, status in entries if status >= 400]
 
 
-def test_pages_load_cleanly_and_search_works(browser: object, served: Preview, tmp_path: Path) -> None:
+ESCAPED = ("&lt;p&gt;", "&lt;strong&gt;", "&lt;code&gt;", "&lt;a href", "&amp;lt;", "&lt;/")
+
+#: real queries and the heading each must land on (the first result's link, fragment included)
+QUERIES = (
+    ("configuring a squid proxy", "/docs/guides/replication/#configuring-a-squid-proxy"),
+    ("stratum 1", "/docs/guides/replication/#stratum-1-a-replica"),
+    ("pin a tag", "/docs/guides/snapshots/#pin-a-tag-on-the-client"),
+    ("DUCC", "/docs/guides/containers/#ducc-publishing-images-unpacked"),
+)
+
+
+def visible_text_is_clean(driver: object) -> None:
+    text = driver.execute_script("return document.body.innerText")  # type: ignore[attr-defined]
+    for bad in ("<p>", "<strong>", "</a>", "<code>", *ESCAPED):
+        assert bad not in text, bad
+
+
+def header_search(driver: object, query: str) -> list[str]:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    box = driver.find_element(By.CSS_SELECTOR, "form.search input")  # type: ignore[attr-defined]
+    box.clear()
+    box.click()
+    box.send_keys(query)
+    WebDriverWait(driver, 30).until(ec.visibility_of_element_located((By.CSS_SELECTOR, ".search-pop a")))  # type: ignore[arg-type]
+    # results of earlier keystrokes may be on screen for a moment: wait until they settle
+    last: list[str] = []
+    for _ in range(20):
+        now = [a.get_attribute("href") for a in driver.find_elements(By.CSS_SELECTOR, ".search-pop a")]  # type: ignore[attr-defined]
+        if now == last:
+            break
+        last = now
+        driver.execute_script("return new Promise(r => setTimeout(r, 150))")  # type: ignore[attr-defined]
+    return last
+
+
+def test_the_site_in_a_real_browser(browser: object, served: Preview, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
@@ -80,54 +117,92 @@ def test_pages_load_cleanly_and_search_works(browser: object, served: Preview, t
     assert "CernVM-FS" in d.title  # type: ignore[attr-defined]
     hero = d.find_element(By.CSS_SELECTOR, ".hero h1")  # type: ignore[attr-defined]
     assert hero.is_displayed() and hero.size["height"] > 40
-    # the stylesheet applied: the top bar is sticky and the cards are laid out in a grid
     assert d.execute_script("return getComputedStyle(document.querySelector('.topbar')).position") == "sticky"  # type: ignore[attr-defined]
     assert d.execute_script("return getComputedStyle(document.querySelector('.cards')).display") == "grid"  # type: ignore[attr-defined]
+    visible_text_is_clean(d)
     d.save_screenshot(str(shots / "home.png"))  # type: ignore[attr-defined]
     assert console_errors(d) == [] and failed_resources(d) == []
 
-    d.get(served.url + "docs/quickstart/client/")  # type: ignore[attr-defined]
+    # lists with excerpts show them as text, not as escaped HTML
+    for url in ("news/", "tags/cvmfs/", "downloads/", "repositories/", "docs/reference/benchmarks/"):
+        d.get(served.url + url)  # type: ignore[attr-defined]
+        visible_text_is_clean(d)
+        assert "missed" not in d.find_element(By.TAG_NAME, "main").text  # type: ignore[attr-defined]
+        assert console_errors(d) == [] and failed_resources(d) == [], url
+
+    d.get(served.url + "docs/guides/replication/")  # type: ignore[attr-defined]
     current = d.find_element(By.CSS_SELECTOR, '.sidebar a[aria-current="page"]')  # type: ignore[attr-defined]
-    assert current.text == "The client"
-    assert d.find_element(By.CSS_SELECTOR, "pre.highlight .copy")  # type: ignore[attr-defined]  # script ran
-    d.save_screenshot(str(shots / "docs-client.png"))  # type: ignore[attr-defined]
+    assert current.text == "Stratum 1 and proxies"
+    # copy buttons are visible without hovering; the page says when it changed and where to edit it
+    copy = d.find_element(By.CSS_SELECTOR, "pre.highlight .copy")  # type: ignore[attr-defined]
+    assert copy.is_displayed() and float(copy.value_of_css_property("opacity")) >= 0.7
+    assert (
+        d.find_element(By.CSS_SELECTOR, ".page-meta a.edit")
+        .get_attribute("href")
+        .endswith(  # type: ignore[attr-defined]
+            "/content/docs/guides/replication.md"
+        )
+    )
+    toc = d.find_element(By.CSS_SELECTOR, "details.toc")  # type: ignore[attr-defined]
+    assert toc.get_attribute("open") is not None and toc.find_element(By.CSS_SELECTOR, "a").is_displayed()
+    visible_text_is_clean(d)
+    d.save_screenshot(str(shots / "docs-page.png"))  # type: ignore[attr-defined]
     assert console_errors(d) == [] and failed_resources(d) == []
 
-    # type into the header search box: results appear as you type, from the offline index
-    box = d.find_element(By.CSS_SELECTOR, "form.search input")  # type: ignore[attr-defined]
-    box.click()
-    box.send_keys("proxy squid")
-    wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, ".search-pop a")))
-    hits = [a.get_attribute("href") for a in d.find_elements(By.CSS_SELECTOR, ".search-pop a")]  # type: ignore[attr-defined]
-    assert any(h.endswith("/docs/quickstart/client/") for h in hits)
-    assert d.find_element(By.CSS_SELECTOR, ".search-pop mark").text.lower() in ("proxy", "squid")  # type: ignore[attr-defined]
+    # the theme toggle switches to dark and the choice survives a page load
+    bg = d.execute_script("return getComputedStyle(document.body).backgroundColor")  # type: ignore[attr-defined]
+    d.find_element(By.CSS_SELECTOR, ".theme-toggle").click()  # type: ignore[attr-defined]
+    assert d.execute_script("return getComputedStyle(document.body).backgroundColor") != bg  # type: ignore[attr-defined]
+    d.refresh()  # type: ignore[attr-defined]
+    theme = d.execute_script("return document.documentElement.getAttribute('data-theme')")  # type: ignore[attr-defined]
+    assert (
+        theme in ("dark", "light")
+        and d.execute_script("return getComputedStyle(document.body).backgroundColor") != bg
+    )  # type: ignore[attr-defined]
+    d.save_screenshot(str(shots / "docs-page-dark.png"))  # type: ignore[attr-defined]
+    d.find_element(By.CSS_SELECTOR, ".theme-toggle").click()  # type: ignore[attr-defined]
+
+    # real queries land on the heading that answers them (stemming, phrases, one-letter words)
+    for query, want in QUERIES:
+        hits = header_search(d, query)
+        assert hits and hits[0].endswith(want), (query, hits[:3])
+    header_search(d, "configuring a squid proxy")
     d.save_screenshot(str(shots / "search-dropdown.png"))  # type: ignore[attr-defined]
+    d.find_element(By.CSS_SELECTOR, ".search-pop a").click()  # type: ignore[attr-defined]
+    wait.until(lambda drv: drv.current_url.endswith("#configuring-a-squid-proxy"))
 
     # the search page, with a query that must be escaped rather than executed
     d.get(served.url + "search/?q=snapshot%20%3Cimg%20src%3Dx%20onerror%3Dalert(1)%3E")  # type: ignore[attr-defined]
     wait.until(lambda drv: "match" in drv.find_element(By.ID, "search-status").text)
-    d.get(served.url + "search/?q=snapshot")  # type: ignore[attr-defined]
+    d.get(served.url + "search/?q=garbage%20collection")  # type: ignore[attr-defined]
     wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#search-results li a")))
-    results = d.find_elements(By.CSS_SELECTOR, "#search-results li a")  # type: ignore[attr-defined]
-    assert len(results) >= 3
+    first = d.find_element(By.CSS_SELECTOR, "#search-results li a")  # type: ignore[attr-defined]
+    assert first.get_attribute("href").endswith("/docs/guides/publishing/#garbage-collection")
+    assert d.find_element(By.CSS_SELECTOR, "#search-results mark")  # type: ignore[attr-defined]
     d.save_screenshot(str(shots / "search-page.png"))  # type: ignore[attr-defined]
+    assert console_errors(d) == [] and failed_resources(d) == []
 
-    # a phone-sized window: the menu collapses behind a button
+    # a phone-sized window: the menu collapses behind a button, the page's contents fold above it
     d.set_window_size(400, 850)  # type: ignore[attr-defined]
-    d.get(served.url + "docs/guides/preservation/")  # type: ignore[attr-defined]
+    d.get(served.url + "docs/guides/snapshots/")  # type: ignore[attr-defined]
     toggle = d.find_element(By.CSS_SELECTOR, ".menu-toggle")  # type: ignore[attr-defined]
     assert toggle.is_displayed()
     assert not d.find_element(By.ID, "menu").is_displayed()  # type: ignore[attr-defined]
-    # nothing is wider than the screen (long code lines scroll inside their own box)
     assert d.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")  # type: ignore[attr-defined]
+    toc = d.find_element(By.CSS_SELECTOR, "details.toc")  # type: ignore[attr-defined]
+    link = toc.find_element(By.CSS_SELECTOR, "a")
+    assert toc.is_displayed() and toc.get_attribute("open") is None and not link.is_displayed()
+    toc.find_element(By.CSS_SELECTOR, "summary").click()
+    assert link.is_displayed()
+    d.save_screenshot(str(shots / "mobile-toc.png"))  # type: ignore[attr-defined]
+    link.click()
+    wait.until(lambda drv: "#" in drv.current_url)
     toggle.click()
     assert d.find_element(By.ID, "menu").is_displayed()  # type: ignore[attr-defined]
-    d.save_screenshot(str(shots / "mobile-docs.png"))  # type: ignore[attr-defined]
+    d.save_screenshot(str(shots / "mobile.png"))  # type: ignore[attr-defined]
 
     assert console_errors(d) == [] and failed_resources(d) == []
     assert [r for r in served.requests if r[0] >= 400] == []
-    assert sorted(p.name for p in shots.glob("*.png")) == [
-        "docs-client.png", "home.png", "mobile-docs.png", "search-dropdown.png", "search-page.png",
-    ]  # fmt: skip
-    if not os.environ.get("SITE_SCREENSHOTS"):
-        shutil.rmtree(shots)
+    assert {"home.png", "docs-page.png", "search-dropdown.png", "mobile.png"} <= {
+        p.name for p in shots.glob("*.png")
+    }

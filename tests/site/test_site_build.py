@@ -32,13 +32,14 @@ def test_real_site_builds_with_every_kind_of_output(site: Path, tmp_path: Path) 
         "atom.xml",
         "sitemap.xml",
         "robots.txt",
-        "search-index.json",
+        "pagefind/pagefind.js",
+        "pagefind/pagefind-entry.json",
         "assets/site.css",
         "assets/site.js",
         "assets/pygments.css",
     ):
         assert must in files, must
-    assert report.rendered == len(files)
+    assert report.rendered + report.search_files == len(files)
     client = files["docs/quickstart/client/index.html"].decode()
     # breadcrumbs, sidebar with the current page marked, table of contents, previous/next
     assert '<nav class="crumbs"' in client and 'href="/docs/quickstart/"' in client
@@ -59,8 +60,11 @@ def test_real_site_builds_with_every_kind_of_output(site: Path, tmp_path: Path) 
     ]
     assert "https://cvmfs.io/docs/quickstart/client/" in locs
     assert not any("404" in (u or "") for u in locs)
-    index = json.loads(files["search-index.json"])
-    assert any(d["u"] == "/docs/quickstart/client/" and "CVMFS_HTTP_PROXY" in d["x"] for d in index)
+    # the search index covers the articles (menus, sidebars and tables of contents are left out)
+    assert "data-pagefind-body" in client and '<aside class="sidebar" data-pagefind-ignore>' in client
+    entry = json.loads(files["pagefind/pagefind-entry.json"])
+    assert entry["languages"]["en"]["page_count"] >= 30
+    assert not any(n.startswith("pagefind/") for n in files if "playground" in n)
 
 
 def test_atom_feed_has_real_metadata(site: Path, tmp_path: Path) -> None:
@@ -100,20 +104,20 @@ def test_one_page_edit_rerenders_only_what_depends_on_it(
     out = tmp_path / "out"
     build_site(site, out)
     again = build_site(site, out)
-    assert again.rendered == 0 and again.markdown_rendered == 0
+    assert again.rendered == 0 and again.markdown_rendered == 0 and again.search_files == 0
 
     page = site / "content" / "docs" / "guides" / "preservation.md"
     edit(page, "no longer receive security updates", "no longer get security updates")
     report = build_site(site, out)
     assert report.markdown_rendered == 1
-    # the page itself and the search index: its title and excerpt did not change, so no sidebar,
-    # tag list or feed entry moved
-    assert report.rendered == 2
+    # the page itself (and the search index's files that cover it): its title and excerpt did not
+    # change, so no sidebar, tag list or feed entry moved
+    assert report.rendered == 1 and 0 < report.search_files < 10
     assert b"no longer get security updates" in (out / "docs/guides/preservation/index.html").read_bytes()
     # an edit in the excerpt also changes the tag pages that list it
     edit(page, "Experiments stop, but", "Experiments end, but")
     report = build_site(site, out)
-    assert report.rendered == 2 + 5  # + tags cernvm, el4, el5, el6, preservation
+    assert report.rendered == 1 + 5  # + tags cernvm, el4, el5, el6, preservation
     assert tree(out) == _clean(site, tmp_path, "clean1", monkeypatch)
 
     # a changed title is in every sidebar of its section and in previous/next: those re-render too
@@ -322,3 +326,24 @@ def test_list_and_tag_pages_show_excerpts_as_html_not_escaped(site: Path, tmp_pa
         page = (out / rel).read_text()
         assert "<strong>bold</strong>" in page and "<code>code</code>" in page, rel
         assert "&lt;p&gt;" not in page and "&lt;strong&gt;" not in page, rel
+
+
+def test_raw_html_links_are_checked_and_resolved_by_build(site: Path, tmp_path: Path) -> None:
+    page = site / "content" / "docs" / "raw.md"
+    page.write_text(
+        "---\ntitle: Raw\n---\nText.\n\n"
+        '<div class="box">\n<a href="quickstart/client.md#configure">ok</a>\n'
+        '<img src="/assets/nothere.png">\n</div>\n\nInline <a href="missing.md">link</a>.\n'
+    )
+    with pytest.raises(LinkErrors) as e:
+        build_site(site, tmp_path / "out")
+    assert f"{page}:8: '/assets/nothere.png' is not part of the site" in e.value.problems
+    assert f"{page}:11: link to 'docs/missing.md', which is not a page" in e.value.problems
+    page.write_text(
+        page.read_text()
+        .replace('<img src="/assets/nothere.png">\n', "")
+        .replace(' <a href="missing.md">link</a>', "")
+    )
+    build_site(site, tmp_path / "out")
+    html = (tmp_path / "out/docs/raw/index.html").read_text()
+    assert '<a href="/docs/quickstart/client/#configure">ok</a>' in html

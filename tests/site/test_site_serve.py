@@ -52,3 +52,15 @@ def test_rebuilds_on_change_and_survives_errors(preview: Preview, site: Path, ed
     assert "This very site" in requests.get(url, timeout=10).text
     edit(page, "title: [broken", "title: Fixed title")
     assert wait_for(lambda: "Fixed title" in requests.get(url, timeout=10).text)
+
+
+def test_live_reload_generation_moves_when_the_output_changes(
+    preview: Preview, site: Path, edit: Edit
+) -> None:
+    page = requests.get(preview.url + "docs/guides/site/", timeout=10).text
+    assert '<script src="/__livereload.js"></script></body>' in page  # added by the server only
+    assert "__livereload" not in (preview.builder.out_dir / "docs/guides/site/index.html").read_text()
+    assert "location.reload" in requests.get(preview.url + "__livereload.js", timeout=10).text
+    before = requests.get(preview.url + "__livereload", timeout=10).text
+    edit(site / "content" / "docs" / "guides" / "site.md", "This site is generated", "This site is built")
+    assert wait_for(lambda: requests.get(preview.url + "__livereload", timeout=10).text != before)

@@ -1,7 +1,9 @@
-/* cvmfs.io: menu toggle, copy buttons and an offline client-side search (no dependencies). */
+/* cvmfs.io: menu, theme, table of contents, copy buttons, version switcher and search (own code; the
+   search index and its loader are Pagefind's, written by the build under pagefind/). */
 (function () {
   "use strict";
   var body = document.body;
+  var narrow = function (px) { return window.matchMedia && window.matchMedia("(max-width: " + px + "px)").matches; };
 
   /* ---- menu on small screens ---- */
   var toggle = document.querySelector(".menu-toggle");
@@ -13,121 +15,156 @@
     });
   }
   var fold = document.querySelector(".sidebar-fold");
-  if (fold && window.matchMedia && window.matchMedia("(max-width: 860px)").matches) {
-    fold.removeAttribute("open");
-  }
+  if (fold && narrow(860)) fold.removeAttribute("open");
+  /* the page's table of contents: beside the text on wide screens, a folded box above it otherwise */
+  var toc = document.querySelector("details.toc");
+  if (toc && narrow(1100)) toc.removeAttribute("open");
 
-  /* ---- copy buttons on code blocks ---- */
-  if (navigator.clipboard) {
-    document.querySelectorAll("pre.highlight").forEach(function (pre) {
-      var b = document.createElement("button");
-      b.type = "button";
-      b.className = "copy";
-      b.textContent = "Copy";
-      b.addEventListener("click", function () {
-        var code = pre.querySelector("code");
-        var text = (code || pre).innerText.replace(/^\$ /gm, "");
-        navigator.clipboard.writeText(text).then(function () {
-          b.textContent = "Copied";
-          setTimeout(function () { b.textContent = "Copy"; }, 1500);
-        }, function () { b.textContent = "Press Ctrl+C"; });
-      });
-      pre.appendChild(b);
+  /* ---- theme: the reader's choice is kept; without one the system's applies ---- */
+  var root = document.documentElement;
+  var themeButton = document.querySelector(".theme-toggle");
+  function effectiveTheme() {
+    var chosen = root.getAttribute("data-theme");
+    if (chosen) return chosen;
+    return window.matchMedia && window.matchMedia("(prefers-color-scheme: dark)").matches ? "dark" : "light";
+  }
+  function labelTheme() {
+    if (!themeButton) return;
+    var next = effectiveTheme() === "dark" ? "light" : "dark";
+    themeButton.setAttribute("aria-label", "Switch to the " + next + " theme");
+    themeButton.title = "Switch to the " + next + " theme";
+    themeButton.textContent = next === "dark" ? "\u263E" : "\u2600";
+  }
+  if (themeButton) {
+    labelTheme();
+    themeButton.addEventListener("click", function () {
+      var next = effectiveTheme() === "dark" ? "light" : "dark";
+      root.setAttribute("data-theme", next);
+      try { localStorage.setItem("theme", next); } catch (e) { /* private mode: not kept */ }
+      labelTheme();
     });
   }
 
-  /* ---- search ---- */
-  var indexUrl = body.getAttribute("data-search-index");
-  var docs = null;
-  var loading = null;
+  /* ---- version switcher: each option is the same page in that version (or its docs home) ---- */
+  document.querySelectorAll("select.version-select").forEach(function (sel) {
+    sel.addEventListener("change", function () { if (sel.value) window.location.href = sel.value; });
+  });
+
+  /* ---- copy buttons on code blocks (always shown) ---- */
+  function copyText(text) {
+    if (navigator.clipboard && window.isSecureContext) return navigator.clipboard.writeText(text);
+    return new Promise(function (resolve, reject) {
+      var area = document.createElement("textarea");
+      area.value = text;
+      area.setAttribute("readonly", "");
+      area.style.position = "fixed";
+      area.style.opacity = "0";
+      document.body.appendChild(area);
+      area.select();
+      var ok = false;
+      try { ok = document.execCommand("copy"); } catch (e) { ok = false; }
+      document.body.removeChild(area);
+      if (ok) { resolve(); } else { reject(new Error("copy refused")); }
+    });
+  }
+  document.querySelectorAll("pre.highlight").forEach(function (pre) {
+    var b = document.createElement("button");
+    b.type = "button";
+    b.className = "copy";
+    b.textContent = "Copy";
+    b.setAttribute("aria-label", "Copy this code");
+    b.addEventListener("click", function () {
+      var code = pre.querySelector("code");
+      var text = (code || pre).innerText.replace(/^\$ /gm, "");
+      copyText(text).then(function () {
+        b.textContent = "Copied";
+        setTimeout(function () { b.textContent = "Copy"; }, 1500);
+      }, function () { b.textContent = "Press Ctrl+C"; });
+    });
+    pre.appendChild(b);
+  });
+
+  /* ---- search: Pagefind's sharded index, loaded on first use; results link to the heading ---- */
+  var bundle = body.getAttribute("data-search");
+  var engine = null;
 
   function load() {
-    if (docs) return Promise.resolve(docs);
-    if (!loading) {
-      loading = fetch(indexUrl, { credentials: "same-origin" })
-        .then(function (r) {
-          if (!r.ok) throw new Error("search index: HTTP " + r.status);
-          return r.json();
-        })
-        .then(function (d) {
-          docs = d.map(function (x) {
-            return { t: x.t, u: x.u, s: x.s, h: x.h, x: x.x, lt: x.t.toLowerCase(), lh: x.h.join(" ").toLowerCase(), lx: x.x.toLowerCase() };
-          });
-          return docs;
-        });
+    if (!engine) {
+      engine = import(bundle + "pagefind.js").then(function (pf) {
+        return pf.options({ baseUrl: body.getAttribute("data-base") || "/", excerptLength: 24 })
+          .then(function () { return pf.init(); })
+          .then(function () { return pf; });
+      });
     }
-    return loading;
+    return engine;
   }
 
-  function terms(q) {
-    return q.toLowerCase().split(/[^\w.\-]+/).filter(function (w) { return w.length > 1; });
+  function score(sub) {
+    var s = 0;
+    (sub.weighted_locations || []).forEach(function (l) { s += l.balanced_score || l.weight || 0; });
+    return s;
   }
 
-  function count(hay, needle) {
-    var n = 0, i = hay.indexOf(needle);
-    while (i !== -1 && n < 20) { n++; i = hay.indexOf(needle, i + needle.length); }
-    return n;
+  /* the query's words, each cut to a stem-like prefix ("configuring" finds "Configure") */
+  function stems(q) {
+    return q.toLowerCase().split(/[^\w]+/).filter(function (w) { return w.length > 1 || /\d/.test(w); })
+      .map(function (w) { return w.length > 5 ? w.slice(0, 5) : w; });
   }
 
-  /* every term must occur somewhere; title hits weigh most, then headings, then text */
+  function names(heading, words) {
+    var hw = (heading || "").toLowerCase().split(/[^\w]+/);
+    return words.every(function (w) { return hw.some(function (h) { return h.indexOf(w) === 0; }); });
+  }
+
+  /* one hit per page: the heading the query is about. A section whose own heading names every word of
+     the query wins (the most specific place); otherwise the section where the words weigh most. */
+  function best(data, words) {
+    var subs = (data.sub_results || []).slice();
+    subs.sort(function (a, b) { return score(b) - score(a); });
+    var named = subs.filter(function (s) { return s.url.indexOf("#") > 0 && names(s.title, words); });
+    var top = named[0] || subs[0] || { title: data.meta.title, url: data.url, excerpt: data.excerpt };
+    return { page: data.meta.title || data.url, heading: top.title, url: top.url, excerpt: top.excerpt || data.excerpt };
+  }
+
   function search(q, limit) {
-    var ts = terms(q);
-    if (!ts.length || !docs) return [];
-    var out = [];
-    docs.forEach(function (d) {
-      var score = 0;
-      for (var i = 0; i < ts.length; i++) {
-        var t = ts[i];
-        var st = count(d.lt, t) * 12 + count(d.lh, t) * 5 + count(d.lx, t);
-        if (!st) return;
-        if (d.lt.indexOf(t) === 0) st += 8;
-        score += st;
-      }
-      out.push({ d: d, score: score });
+    return load().then(function (pf) { return pf.search(q); }).then(function (res) {
+      if (!res) return [];
+      return Promise.all(res.results.slice(0, limit).map(function (r) { return r.data(); }))
+        .then(function (all) { var words = stems(q); return all.map(function (d) { return best(d, words); }); });
     });
-    out.sort(function (a, b) { return b.score - a.score || (a.d.t < b.d.t ? -1 : 1); });
-    return out.slice(0, limit);
   }
 
-  /* a text snippet around the first hit, with <mark>s, built from DOM nodes (never innerHTML) */
-  function snippet(d, ts) {
-    var text = d.x, low = d.lx, at = -1;
-    for (var i = 0; i < ts.length && at < 0; i++) at = low.indexOf(ts[i]);
-    var start = Math.max(0, at - 60), end = Math.min(text.length, (at < 0 ? 0 : at) + 140);
-    var part = (start > 0 ? "…" : "") + text.slice(start, end) + (end < text.length ? "…" : "");
+  /* Pagefind's excerpt is escaped text with <mark>s: rebuild it from DOM nodes, keeping only marks */
+  function excerptNode(html) {
     var span = document.createElement("span");
     span.className = "hit-snip";
-    var lowPart = part.toLowerCase(), pos = 0;
-    while (pos < part.length) {
-      var best = -1, len = 0;
-      ts.forEach(function (t) {
-        var j = lowPart.indexOf(t, pos);
-        if (j !== -1 && (best === -1 || j < best)) { best = j; len = t.length; }
-      });
-      if (best === -1) { span.appendChild(document.createTextNode(part.slice(pos))); break; }
-      span.appendChild(document.createTextNode(part.slice(pos, best)));
-      var m = document.createElement("mark");
-      m.textContent = part.slice(best, best + len);
-      span.appendChild(m);
-      pos = best + len;
-    }
+    var doc = new DOMParser().parseFromString("<p>" + html + "</p>", "text/html");
+    doc.body.firstChild.childNodes.forEach(function (n) {
+      if (n.nodeType === 1 && n.tagName === "MARK") {
+        var m = document.createElement("mark");
+        m.textContent = n.textContent;
+        span.appendChild(m);
+      } else {
+        span.appendChild(document.createTextNode(n.textContent));
+      }
+    });
     return span;
   }
 
-  function hitLink(r, ts) {
+  function hitLink(h) {
     var a = document.createElement("a");
-    a.href = r.d.u;
+    a.href = h.url;
     var title = document.createElement("span");
     title.className = "hit-title";
-    title.textContent = r.d.t;
+    title.textContent = h.heading && h.heading !== h.page ? h.heading : h.page;
     a.appendChild(title);
-    if (r.d.s) {
-      var sec = document.createElement("span");
-      sec.className = "hit-sec";
-      sec.textContent = r.d.s;
-      a.appendChild(sec);
+    if (h.heading && h.heading !== h.page) {
+      var path = document.createElement("span");
+      path.className = "hit-path";
+      path.textContent = h.page;
+      a.appendChild(path);
     }
-    a.appendChild(snippet(r.d, ts));
+    if (h.excerpt) a.appendChild(excerptNode(h.excerpt));
     return a;
   }
 
@@ -136,22 +173,24 @@
     var input = form.querySelector("input");
     var pop = form.querySelector(".search-pop");
     var active = -1;
+    var asked = 0;
     function render() {
       var q = input.value.trim();
       if (q.length < 2) { pop.hidden = true; return; }
-      load().then(function () {
-        var hits = search(q, 8), ts = terms(q);
+      var mine = ++asked;
+      search(q, 8).then(function (hits) {
+        if (mine !== asked) return;  /* a newer query is on its way */
         pop.textContent = "";
         active = -1;
         if (!hits.length) {
           var none = document.createElement("div");
           none.className = "hit-none";
-          none.textContent = "No pages match “" + q + "”.";
+          none.textContent = "No pages match \u201c" + q + "\u201d.";
           pop.appendChild(none);
         }
-        hits.forEach(function (h) { pop.appendChild(hitLink(h, ts)); });
+        hits.forEach(function (h) { pop.appendChild(hitLink(h)); });
         pop.hidden = false;
-      }).catch(function (e) { console.warn(e.message); });
+      }).catch(function (e) { console.warn("search: " + e.message); });
     }
     input.addEventListener("focus", function () { load().catch(function () {}); });
     input.addEventListener("input", render);
@@ -174,7 +213,8 @@
   });
   document.addEventListener("keydown", function (e) {
     var box = document.querySelector("form.search input");
-    if (e.key === "/" && box && document.activeElement.tagName !== "INPUT" && document.activeElement.tagName !== "TEXTAREA") {
+    var tag = document.activeElement ? document.activeElement.tagName : "";
+    if (e.key === "/" && box && tag !== "INPUT" && tag !== "TEXTAREA" && tag !== "SELECT") {
       e.preventDefault();
       box.focus();
     }
@@ -188,16 +228,17 @@
     var status = document.getElementById("search-status");
     if (field) field.value = q;
     if (q) {
-      status.textContent = "Searching…";
-      load().then(function () {
-        var hits = search(q, 50), ts = terms(q);
-        status.textContent = hits.length ? hits.length + (hits.length === 1 ? " page matches" : " pages match") + " “" + q + "”." : "No pages match “" + q + "”.";
+      status.textContent = "Searching\u2026";
+      search(q, 30).then(function (hits) {
+        status.textContent = hits.length
+          ? hits.length + (hits.length === 1 ? " page matches" : " pages match") + " \u201c" + q + "\u201d."
+          : "No pages match \u201c" + q + "\u201d.";
         hits.forEach(function (h) {
           var li = document.createElement("li");
-          li.appendChild(hitLink(h, ts));
+          li.appendChild(hitLink(h));
           results.appendChild(li);
         });
-      }).catch(function (e) { status.textContent = "The search index could not be loaded."; console.warn(e.message); });
+      }).catch(function (e) { status.textContent = "The search index could not be loaded."; console.warn("search: " + e.message); });
     }
   }
 })();
