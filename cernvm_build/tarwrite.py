@@ -12,7 +12,10 @@ hard links (the first path of a link group in the stream carries the content, la
 carried, only writing them to disk is opt-in). Sockets are skipped, reported in the ``TreeReport``
 and logged: a tar cannot carry them, and turning them into something else would be a lie.
 Paths are checked again (no empty, ``.``, ``..`` or NUL components): a member like ``../x`` is never
-written, whoever asks.
+written, whoever asks. The stream must also be a tree: every member's parent is a directory written
+before it (on the stack of open directories, as in ``treewrite``), and a name never follows itself in
+its directory. So "symlink ``x``, then ``x/file``" or "symlink ``x``, then file ``x``" are refused, not
+left to the extractor to resolve (some follow the symlink).
 """
 
 from __future__ import annotations
@@ -96,18 +99,44 @@ class TarWriter:
         self.files = self.dirs = self.symlinks = self.hardlinks = self.specials = 0
         self.content_bytes = 0
         self._first_of_link: dict[object, str] = {}
+        #: the open directories, root first: [path, name of the last child written in it]
+        self._dirs: list[list[str | None]] = [["", None]]
 
     def emit(self, data: bytes | bytearray) -> None:
         self.offset += len(data)
         self._emit(data)
 
-    def add(self, entry: Entry, open_content: Callable[[Entry], BinaryIO]) -> None:
-        why = None if entry.path == "." else bad_path(entry.path)  # "" or "." is the root itself
+    def _refuse(self, entry: Entry, why: str) -> CernVMError:
+        return self.error(
+            f"{self.where}: {entry.path!r}: {why}",
+            hint="the tree is inconsistent or hostile; the tar is not written",
+        )
+
+    def _check_place(self, entry: Entry) -> None:
+        """``entry`` sits in a directory written before it, under a name not just written there."""
+        if entry.path in ("", "."):  # the root itself (a single node, for the hub's small publishes)
+            return
+        why = bad_path(entry.path)
         if why is not None:
-            raise self.error(
-                f"{self.where}: {entry.path!r}: {why}",
-                hint="the tree is inconsistent or hostile; the tar is not written",
+            raise self._refuse(entry, why)
+        parent, _, name = entry.path.rpartition("/")
+        dirs = self._dirs
+        while len(dirs) > 1 and dirs[-1][0] != parent:
+            dirs.pop()
+        if dirs[-1][0] != parent:
+            raise self._refuse(
+                entry,
+                f"its parent {parent!r} is not a directory written before it "
+                "(a symlink, a file, or out of order)",
             )
+        if dirs[-1][1] == name:
+            raise self._refuse(entry, "the name appears twice in its directory (a duplicate entry)")
+        dirs[-1][1] = name
+        if entry.kind == DIR:
+            dirs.append([entry.path, None])
+
+    def add(self, entry: Entry, open_content: Callable[[Entry], BinaryIO]) -> None:
+        self._check_place(entry)
         reason = skip_reason(entry)
         if reason is not None:
             log.warning("skipping %s: %s", entry.path, reason)

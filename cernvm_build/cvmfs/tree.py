@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, BinaryIO
 
 from ..errors import CvmfsError
-from ..tree import BLOCK, CHAR, DIR, FILE, SYMLINK, Entry, kind_of_mode, sort_key
+from ..tree import BLOCK, CHAR, DIR, FILE, SYMLINK, Entry, bad_name, kind_of_mode, sort_key
 from .catalog import FLAG_HIDDEN, DirEntry
 
 if TYPE_CHECKING:
@@ -79,8 +79,24 @@ class RepositoryTree:
                 stack.append(self._children(entry.ref.path))
 
     def _children(self, directory: str) -> Iterator[Entry]:
+        """The entries of ``directory``, sorted; a name that cannot be one path component, or that
+        appears twice, is an error here too (whatever the reader let through)."""
         cut = len(self.base.rstrip("/")) + 1
-        for d in sorted(self.repo.listdir(directory), key=lambda d: sort_key(d.name)):
+        prefix = directory.rstrip("/") + "/"
+        previous: bytes | None = None
+        for d in sorted(self.repo.listdir(directory), key=lambda d: sort_key(d.path)):
+            # the name as the row gives it (the path's last part would hide a '/' inside it)
+            name = d.path[len(prefix) :] if d.path.startswith(prefix) else d.path
+            why = bad_name(name)
+            key = sort_key(name)
+            if why is None and key == previous:
+                why = "the name appears twice in its directory (a duplicate entry)"
+            if why is not None:
+                raise CvmfsError(
+                    f"{self.repo.fqrn}: {directory}: entry {name!r}: {why}",
+                    hint="the repository is corrupt or hostile; nothing was written outside the output",
+                )
+            previous = key
             if not d.flags & FLAG_HIDDEN:
                 yield entry_of(d, d.path[cut:])
 

@@ -200,3 +200,27 @@ def test_container_formats(
             main(["container", "verify", str(out / image), "--source", str(stratum), "--key", str(pub), "-q"])
             == 0
         )
+
+
+def test_sandbox_scaffold_never_follows_the_tree_s_symlinks(beside: Path) -> None:
+    """A tree whose ``.singularity.d``, ``tmp`` and ``singularity`` are symlinks to the canary: the
+    tree wins those names (they stay symlinks), nothing is written through them."""
+    from cernvm_build.container.build import BuildRequest, build
+    from cernvm_build.container.image import ImageSpec
+    from cernvm_build.container.source import LocalTree
+
+    tree = beside.parent / "hostile"
+    (tree / "bin").mkdir(parents=True)
+    (tree / "bin" / "sh").write_text("#!/bin/sh\n")
+    for name in (".singularity.d", "tmp", "singularity", "environment"):
+        os.symlink(beside / "canary", tree / name)
+    spec = ImageSpec(registry="r.example.test", repository="x/y", tag="t", created=T)
+    out = beside / "out"
+    res = build(
+        BuildRequest(source=LocalTree(tree), spec=spec, formats=["apptainer"], out_dir=out, basename="h")
+    )
+    sandbox = out / "h.sandbox"
+    for name in (".singularity.d", "tmp", "singularity", "environment"):
+        assert os.readlink(sandbox / name) == str(beside / "canary")
+    assert (sandbox / "proc").is_dir() and not (sandbox / "proc").is_symlink()  # added where absent
+    assert res.artifacts[0].format == "apptainer"

@@ -114,7 +114,28 @@ def test_paths_that_escape_are_never_written(path: str) -> None:
 def test_content_that_differs_from_its_size_is_an_error() -> None:
     e = Entry(path="bin/tool", kind=FILE, mode=0o644, size=99)
     with pytest.raises(CernVMError, match="content size differs from the listed size 99"):
-        write([e])
+        write([Entry(path="bin", kind=DIR, mode=0o755), e])
+
+
+@pytest.mark.parametrize(
+    ("items", "match"),
+    [
+        # symlink x -> /etc, then x/passwd: an extractor that follows x would write /etc/passwd
+        ([Entry(path="x", kind=SYMLINK, mode=0o777, target="/etc"),
+          Entry(path="x/passwd", kind=FILE, mode=0o644)], "not a directory written before it"),
+        ([Entry(path="x", kind=SYMLINK, mode=0o777, target="/etc/passwd"),
+          Entry(path="x", kind=FILE, mode=0o644)], "appears twice"),
+        ([Entry(path="x", kind=FILE, mode=0o644), Entry(path="x", kind=FILE, mode=0o644)], "appears twice"),
+        ([Entry(path="x", kind=SYMLINK, mode=0o777, target="/etc"),
+          Entry(path="x", kind=DIR, mode=0o755)], "appears twice"),
+        ([Entry(path="a", kind=DIR, mode=0o755), Entry(path="b", kind=DIR, mode=0o755),
+          Entry(path="a/late", kind=FILE, mode=0o644)], "not a directory written before it"),
+    ],
+)  # fmt: skip
+def test_a_stream_that_is_not_a_tree_is_refused(items: list[Entry], match: str) -> None:
+    with pytest.raises(CernVMError, match=match) as err:
+        write(items)
+    assert "\n" not in str(err.value)
 
 
 @pytest.mark.skipif(shutil.which("tar") is None, reason="GNU tar not installed")
