@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import jsonable
 from ..errors import MirrorError, ToolError
 from ..proc import run
 from ..report import ProgressFn
@@ -54,16 +55,9 @@ class Checked:
     problems: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "source": self.source,
-            "repos": self.repos,
-            "packages": self.packages,
-            "files": len(self.referenced),
-            "signed": self.signed,
-            "ok": not self.problems,
-            "problems": self.problems,
-        }
+        return jsonable.to_json(
+            self, omit=("indexes", "referenced"), files=len(self.referenced), ok=not self.problems
+        )
 
 
 def compare(e: Expected, got: tuple[str, int] | None) -> str | None:

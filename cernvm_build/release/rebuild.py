@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import jsonable
 from .. import releaseindex as idx
 from ..context import BuildContext
 from ..fsutil import sha256_file
@@ -23,7 +24,7 @@ from .build import ReleaseOptions, build_release, for_release, profile_hash
 
 @dataclass
 class Outcome:
-    artifact: str
+    name: str  # the artifact's file name
     identical: bool
     reason: str = ""
 
@@ -39,14 +40,7 @@ class RebuildReport:
         return all(o.identical for o in self.outcomes) and bool(self.outcomes)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "version": self.version,
-            "identical": self.identical,
-            "artifacts": [
-                {"name": o.artifact, "identical": o.identical, "reason": o.reason} for o in self.outcomes
-            ],
-            "notes": self.notes,
-        }
+        return jsonable.to_json(self, omit=("outcomes",), identical=self.identical, artifacts=self.outcomes)
 
 
 def _manifest_diff(old: Path, new: Path) -> str:
