@@ -108,31 +108,38 @@ def cmd_create(args: argparse.Namespace, out: Output) -> int:
         cvmfs_server=block.get("cvmfs_server"),
         start=not args.no_start,
         context_label=args.context_label,
+        forwards=tuple(launch.parse_forward(f) for f in args.forward or ()),
     )
-    return _create(host, spec, out, wait=not args.no_start and not args.no_wait)
+    return _create(
+        host, spec, out, wait=not args.no_start and not args.no_wait, rm_on_failure=args.rm_on_failure
+    )
 
 
-def _create(host: launch.Host, spec: launch.InstanceSpec, out: Output, *, wait: bool) -> int:
+def _create(
+    host: launch.Host, spec: launch.InstanceSpec, out: Output, *, wait: bool, rm_on_failure: bool = False
+) -> int:
     name = spec.name
     with out.reporter() as report:
         inst = launch.create_instance(spec, host=host, reporter=scoped(report, f"creating {name}"))
     acc = host.accel
     out.detail(f"accelerator: {acc.name.upper()} ({acc.reason})")
     if wait:
-        _wait(host, name, spec.settings.wait_timeout, out)
+        _wait(host, name, spec.settings.wait_timeout, out, rm_on_failure=rm_on_failure)
     out.info(f"instance '{name}' {inst.state} ({acc.name.upper()}); ssh: cernvm-launch ssh {name}")
     if out.json_mode:
         out.data(launch.get_instance(host, name).to_json())
     return 0
 
 
-def _wait(host: launch.Host, name: str, timeout: float, out: Output) -> None:
+def _wait(host: launch.Host, name: str, timeout: float, out: Output, *, rm_on_failure: bool = False) -> None:
     try:
         with out.reporter() as report:
-            launch.wait_ready(host, name, timeout=timeout, reporter=scoped(report, name))
+            launch.wait_ready(
+                host, name, timeout=timeout, reporter=scoped(report, name), remove_on_failure=rm_on_failure
+            )
     except NotReadyError as e:
         if e.console_tail:
-            out.err.print(f"--- last lines of {name}'s console ---", markup=False)
+            out.err.print(f"--- {name}'s console ---", markup=False)
             out.err.print(e.console_tail, markup=False, highlight=False)
             out.err.print("---", markup=False)
         raise
@@ -224,17 +231,31 @@ def cmd_destroy(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_ssh(args: argparse.Namespace, out: Output) -> int:
+    """As OpenSSH: a command runs without a terminal (stdin passed on when it is not one), unless -t;
+    no command is a login shell on a terminal, unless -T; -X/-Y hand the session to OpenSSH's own
+    client (X11 forwarding), with the instance's key and pinned host key."""
     host = host_of(args)
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]
-    if command:
-        return launch.ssh_run(host, args.target, command, stdout=sys.stdout.buffer, stderr=sys.stderr.buffer)
-    if not sys.stdin.isatty():
-        return launch.ssh_run(
-            host, args.target, [], stdin=sys.stdin.buffer, stdout=sys.stdout.buffer, stderr=sys.stderr.buffer
-        )
-    return launch.ssh_interactive(host, args.target)
+    tty_in = sys.stdin.isatty()
+    if args.x11:
+        argv = launch.openssh_argv(host, args.target, command, x11=args.x11, tty=args.tty)
+        return proc.run(argv, capture=False, check=False).returncode
+    want_tty = args.tty if args.tty is not None else not command
+    if want_tty and tty_in:
+        return launch.ssh_interactive(host, args.target, command)
+    stdin = None if tty_in else sys.stdin.buffer
+    return launch.ssh_run(
+        host, args.target, command, stdin=stdin, stdout=sys.stdout.buffer, stderr=sys.stderr.buffer
+    )
+
+
+def cmd_forward(args: argparse.Namespace, out: Output) -> int:
+    host_port, guest_port = launch.parse_forward(args.ports, flag="PORTS")
+    launch.add_forward(host_of(args), args.name, host_port, guest_port)
+    out.info(f"127.0.0.1:{host_port} --> port {guest_port} of '{args.name}' (kept for later boots)")
+    return 0
 
 
 def cmd_scp(args: argparse.Namespace, out: Output) -> int:
@@ -330,6 +351,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="volume label of the context ISO (default CONFIG-2)",
     )
     p.add_argument("--no-wait", action="store_true", help="return once started, without waiting for SSH")
+    p.add_argument(
+        "--rm-on-failure",
+        action="store_true",
+        help="remove the instance when its boot fails (default: power it off)",
+    )
+    p.add_argument(
+        "--forward",
+        action="append",
+        metavar="HOST:GUEST",
+        help="forward 127.0.0.1:HOST to the guest's port GUEST (repeatable; user networking)",
+    )
     p.add_argument("-y", "--yes", action="store_true", help="accept the default context and name")
     p.add_argument(
         "user_data_file", nargs="?", metavar="USER_DATA_FILE", help="context: amiconfig, cloud-config, MIME"
@@ -389,6 +421,16 @@ def build_parser() -> argparse.ArgumentParser:
                 "  cernvm-launch ssh analysis\n  cernvm-launch ssh user@analysis -- ls /cvmfs"
             )
             p.add_argument("target", metavar="[user@]MACHINE_NAME")
+            tty = p.add_mutually_exclusive_group()
+            tty.add_argument("-t", dest="tty", action="store_true", default=None, help="allocate a terminal")
+            tty.add_argument("-T", dest="tty", action="store_false", help="no terminal, even for a shell")
+            x11 = p.add_mutually_exclusive_group()
+            x11.add_argument(
+                "-X", dest="x11", action="store_const", const="-X", help="X11 forwarding (untrusted)"
+            )
+            x11.add_argument(
+                "-Y", dest="x11", action="store_const", const="-Y", help="X11 forwarding (trusted)"
+            )
             p.add_argument("command", nargs=argparse.REMAINDER, help="command to run (after --)")
             continue
         p.add_argument("name", metavar="MACHINE_NAME")
@@ -416,6 +458,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("source", metavar="SOURCE")
     p.add_argument("dest", metavar="DEST")
+
+    p = leaf(
+        sub,
+        "forward",
+        "forward a 127.0.0.1 port to a running instance",
+        "Forward 127.0.0.1:HOST to the instance's port GUEST now; later boots keep it.\n\n"
+        "  cernvm-launch forward analysis 8080:80",
+        cmd_forward,
+    )
+    p.add_argument("name", metavar="MACHINE_NAME")
+    p.add_argument("ports", metavar="HOST:GUEST")
 
     launch_images.register(sub)
 

@@ -165,6 +165,7 @@ def scan_dir(
         raise CvmfsError(
             f"{source}: not a directory", hint="publish a directory, a tar file or '-' for stdin"
         )
+
     def entry(path: str, fs: str, st: os.stat_result) -> Entry:
         return Entry(
             path=path,

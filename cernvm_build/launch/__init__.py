@@ -13,6 +13,7 @@ import libvirt
 libvirt.registerErrorHandler(lambda ctx, err: None, None)
 
 from .api import (  # noqa: E402 - the handler above must be in place before any libvirt call
+    add_forward,
     address,
     create_instance,
     destroy,
@@ -21,6 +22,7 @@ from .api import (  # noqa: E402 - the handler above must be in place before any
     import_ova,
     is_active,
     list_instances,
+    openssh_argv,
     pause,
     remove_image,
     scp,
@@ -33,16 +35,20 @@ from .api import (  # noqa: E402 - the handler above must be in place before any
 )
 from .connection import default_uri  # noqa: E402
 from .create import STEPS, InstanceSpec, default_user_data, home_for  # noqa: E402
+from .forward import parse as parse_forward  # noqa: E402
 from .host import Host, connect  # noqa: E402
 from .instances import Instance, console_tail  # noqa: E402
+from .ready import BootFailedError  # noqa: E402
 from .remote import CommandResult  # noqa: E402
 
 __all__ = [
     "STEPS",
+    "BootFailedError",
     "CommandResult",
     "Host",
     "Instance",
     "InstanceSpec",
+    "add_forward",
     "address",
     "connect",
     "console_tail",
@@ -56,6 +62,8 @@ __all__ = [
     "import_ova",
     "is_active",
     "list_instances",
+    "openssh_argv",
+    "parse_forward",
     "pause",
     "remove_image",
     "scp",

@@ -16,7 +16,7 @@ import libvirt
 
 from ..errors import LaunchError
 from ..report import NULL_REPORTER, Reporter
-from . import config, create, images, instances, ready, remote, ssh
+from . import config, create, forward, images, instances, ready, remote, ssh
 from .host import Host
 
 P = ParamSpec("P")
@@ -60,7 +60,16 @@ def is_active(host: Host, name: str) -> bool:
 
 @_one_line
 def start(host: Host, name: str, *, fresh: bool = False) -> instances.Instance:
-    return instances.start(host.conn, name, fresh=fresh)
+    inst = instances.start(host.conn, name, fresh=fresh)
+    if inst.meta and inst.meta.forwards and inst.state == "running":
+        forward.reapply(host.conn.lookupByName(name), inst.meta.forwards)
+    return inst
+
+
+@_one_line
+def add_forward(host: Host, name: str, host_port: int, guest_port: int) -> instances.Instance:
+    """Forward 127.0.0.1:host_port to the instance's guest_port, now and on every later boot."""
+    return forward.add(host.conn, name, (host_port, guest_port))
 
 
 @_one_line
@@ -85,9 +94,18 @@ def address(host: Host, name: str) -> tuple[str, int] | None:
 
 @_one_line
 def wait_ready(
-    host: Host, name: str, *, timeout: float, reporter: Reporter = NULL_REPORTER, user: str | None = None
+    host: Host,
+    name: str,
+    *,
+    timeout: float,
+    reporter: Reporter = NULL_REPORTER,
+    user: str | None = None,
+    remove_on_failure: bool = False,
 ) -> ssh.Target:
-    return ready.wait(host.conn, name, timeout=timeout, phase=reporter.step, user=user)
+    """Until SSH answers; ``ready.BootFailedError`` within seconds when the console shows a panic."""
+    return ready.wait(
+        host.conn, name, timeout=timeout, phase=reporter.step, user=user, remove_on_failure=remove_on_failure
+    )
 
 
 @_one_line
@@ -109,8 +127,16 @@ def ssh_capture(host: Host, target: str, command: Sequence[str]) -> remote.Comma
 
 
 @_one_line
-def ssh_interactive(host: Host, target: str) -> int:
-    return remote.interactive(host.conn, target)
+def ssh_interactive(host: Host, target: str, command: Sequence[str] = ()) -> int:
+    return remote.interactive(host.conn, target, list(command))
+
+
+@_one_line
+def openssh_argv(
+    host: Host, target: str, command: Sequence[str], *, x11: str | None = None, tty: bool | None = None
+) -> list[str]:
+    """OpenSSH's own client for ``[user@]NAME``, with the instance's key and pinned host key."""
+    return remote.openssh_argv(host.conn, target, list(command), x11=x11, tty=tty)
 
 
 @_one_line

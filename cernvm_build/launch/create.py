@@ -26,11 +26,11 @@ from ..fsutil import atomic_write
 from ..paths import data_dir
 from ..profile import Profile, load
 from ..report import NULL_REPORTER, Reporter
-from . import context, domain, images, keys, preservation, userdata
+from . import context, domain, forward, images, keys, preservation, userdata
 from .config import Settings
 from .domain import Metadata
 from .host import Host
-from .instances import Instance, default_home, describe, list_instances, pick_port, port_free, undefine
+from .instances import Instance, default_home, describe, pick_port, port_free, undefine
 from .names import validate_name
 from .transaction import Transaction
 
@@ -62,6 +62,7 @@ class InstanceSpec:
     cvmfs_server: str | None = None  # HOST[:PORT] of the OS repository, for the bootloader
     start: bool = True
     context_label: str = "CONFIG-2"
+    forwards: tuple[tuple[int, int], ...] = ()  # (host port on 127.0.0.1, guest port), user networking
 
 
 def default_user_data() -> tuple[bytes, str]:
@@ -106,6 +107,13 @@ def create_instance(spec: InstanceSpec, *, host: Host, reporter: Reporter = NULL
             "boot image not found", where=str(image.path), hint="see 'cernvm-launch images list'"
         )
     port = _port(host, s)
+    if spec.forwards:
+        if s.network != "user":
+            raise InstanceError(
+                "--forward needs user-mode networking",
+                hint=f"on the libvirt network '{s.network}' the instance's ports are open at its address",
+            )
+        forward.check_free(host.conn, spec.forwards)
     if s.shared_folder is not None and not s.shared_folder.is_dir():
         raise InstanceError("shared folder does not exist", where=str(s.shared_folder))
     parsed = userdata.parse(spec.user_data, spec.user_data_source)
@@ -138,7 +146,7 @@ def _refuse_existing(host: Host, name: str) -> None:
 def _port(host: Host, s: Settings) -> int:
     if s.network != "user":
         return 0
-    taken = {i.meta.ssh_port for i in list_instances(host.conn) if i.meta}
+    taken = forward.taken_ports(host.conn)
     if s.ssh_port:
         if s.ssh_port in taken or not port_free(s.ssh_port):
             raise InstanceError(
@@ -216,6 +224,8 @@ def _make(
         execution_cap=s.execution_cap,
         shared_folder=s.shared_folder,
         shared_folder_driver=s.shared_folder_driver,
+        dac_seclabel=not host.session,
+        forwards=spec.forwards,
     )
     meta = Metadata(
         image=str(plan.image.path),
@@ -233,6 +243,8 @@ def _make(
         home=str(folder),
         console_log=str(console_log),
         shared_folder=str(s.shared_folder or ""),
+        cvmfs_server=plan.ucernvm.get("cvmfs_server", ""),
+        forwards=domain.format_forwards(spec.forwards),
         created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         cpus=s.cpus,
         memory=s.memory,

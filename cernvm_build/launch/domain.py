@@ -37,6 +37,8 @@ class Metadata:
     home: str = ""  # the instance folder (scratch disk, context ISO, keys, console log)
     console_log: str = ""
     shared_folder: str = ""
+    cvmfs_server: str = ""  # given at create (--cvmfs-server); the boot watcher's hint names it
+    forwards: str = ""  # extra user-mode port forwards, "HOST:GUEST,..." (--forward, 'forward')
     created: str = ""
     cpus: int = 1
     memory: int = 2048
@@ -85,6 +87,10 @@ class DomainSpec:
     execution_cap: int = 100
     shared_folder: Path | None = None
     shared_folder_driver: str = "9p"
+    #: system daemons run QEMU as their own user and would relabel the shared boot image; a session
+    #: daemon has no DAC driver at all and refuses a domain that names it.
+    dac_seclabel: bool = True
+    forwards: tuple[tuple[int, int], ...] = ()  # extra (host, guest) TCP forwards on 127.0.0.1
 
     @property
     def shared_tag(self) -> str:
@@ -102,7 +108,11 @@ def _env() -> jinja2.Environment:
 
 
 def render(spec: DomainSpec, meta: Metadata) -> str:
-    return _env().get_template("domain.xml.j2").render(s=spec, meta=meta.items(), ns=NS)
+    return (
+        _env()
+        .get_template("domain.xml.j2")
+        .render(s=spec, meta=meta.items(), ns=NS, netdev=netdev(spec.ssh_port, spec.api_port, spec.forwards))
+    )
 
 
 def metadata_of(xml: str) -> Metadata | None:
@@ -112,16 +122,45 @@ def metadata_of(xml: str) -> Metadata | None:
     return Metadata.from_element(elem) if elem is not None else None
 
 
-def set_forwarded_port(xml: str, port: int, api_port: int) -> str:
-    """The domain XML with the user-mode port forward moved to ``port`` (when the old one is taken)."""
+def netdev(ssh_port: int, api_port: int, forwards: tuple[tuple[int, int], ...] = ()) -> str:
+    """QEMU's user-mode ``-netdev`` value: the SSH forward and the user's, all on 127.0.0.1."""
+    fwd = [(ssh_port, api_port), *forwards]
+    return "user,id=cvmnet0," + ",".join(f"hostfwd=tcp:127.0.0.1:{h}-:{g}" for h, g in fwd)
+
+
+def parse_forwards(text: str) -> tuple[tuple[int, int], ...]:
+    """The metadata's ``"HOST:GUEST,..."`` as pairs."""
+    pairs = []
+    for item in filter(None, text.split(",")):
+        h, _, g = item.partition(":")
+        pairs.append((int(h), int(g)))
+    return tuple(pairs)
+
+
+def format_forwards(pairs: tuple[tuple[int, int], ...]) -> str:
+    return ",".join(f"{h}:{g}" for h, g in pairs)
+
+
+def set_forwards(xml: str, port: int, api_port: int, forwards: tuple[tuple[int, int], ...]) -> str:
+    """The domain XML with the user-mode forwards set: the SSH one moved to ``port`` (when the old
+    one is taken) and the user's ``forwards`` (kept in the metadata too)."""
     ET.register_namespace("qemu", QEMU_NS)
     ET.register_namespace(PREFIX, NS)
     root = ET.fromstring(xml)
     for arg in root.iter(f"{{{QEMU_NS}}}arg"):
-        value = arg.get("value", "")
-        if value.startswith("user,id=cvmnet0,"):
-            arg.set("value", f"user,id=cvmnet0,hostfwd=tcp:127.0.0.1:{port}-:{api_port}")
-    meta = root.find(f"./metadata/{{{NS}}}instance/{{{NS}}}ssh_port")
-    if meta is not None:
-        meta.text = str(port)
+        if arg.get("value", "").startswith("user,id=cvmnet0,"):
+            arg.set("value", netdev(port, api_port, forwards))
+    inst = root.find(f"./metadata/{{{NS}}}instance")
+    if inst is not None:
+        for key, value in (("ssh_port", str(port)), ("forwards", format_forwards(forwards))):
+            elem = inst.find(f"{{{NS}}}{key}")
+            if elem is None:
+                elem = ET.SubElement(inst, f"{{{NS}}}{key}")
+            elem.text = value
     return ET.tostring(root, encoding="unicode")
+
+
+def set_forwarded_port(xml: str, port: int, api_port: int) -> str:
+    """The domain XML with the SSH forward moved to ``port``; the user's forwards stay."""
+    meta = metadata_of(xml)
+    return set_forwards(xml, port, api_port, parse_forwards(meta.forwards) if meta else ())

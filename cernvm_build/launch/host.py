@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from .. import accel
 from .connection import default_uri, open_connection
@@ -25,6 +26,12 @@ class Host:
         if self.accelerator is None:
             self.accelerator = accel.detect()
         return self.accelerator
+
+    @property
+    def session(self) -> bool:
+        """A per-user daemon (``qemu:///session``, also over ssh): QEMU runs as the user, with no
+        DAC security driver and user-mode networking only."""
+        return urlsplit(self.uri).path.rstrip("/") == "/session"
 
     @property
     def domain_type(self) -> str:

@@ -6,13 +6,16 @@ the guest listens), so readiness is a full SSH login with the pinned key running
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import libvirt
+
 from ..errors import NotReadyError, SSHError
-from . import instances, ssh
+from . import bootwatch, instances, ssh
 
 Phase = Callable[[str], None]
 
@@ -27,15 +30,40 @@ def target(conn: Any, name: str, user: str | None = None) -> ssh.Target | None:
     return ssh.Target(addr[0], addr[1], user or meta.ssh_user, meta.host_key, Path(meta.client_key))
 
 
+class BootFailedError(NotReadyError):
+    """The console shows the boot failed (a panic): the instance was powered off (or removed)."""
+
+
 def wait(
-    conn: Any, name: str, *, timeout: float, phase: Phase = lambda _: None, user: str | None = None
+    conn: Any,
+    name: str,
+    *,
+    timeout: float,
+    phase: Phase = lambda _: None,
+    user: str | None = None,
+    remove_on_failure: bool = False,
 ) -> ssh.Target:
-    """Block until ``ssh NAME -- true`` works; NotReadyError (with the console's tail) on timeout."""
+    """Block until ``ssh NAME -- true`` works; NotReadyError (with the console's tail) on timeout,
+    BootFailedError as soon as the console shows a panic (the instance is then powered off, or
+    destroyed with ``remove_on_failure``)."""
     deadline = time.monotonic() + timeout
     last = "no address yet"
     phase("waiting for an address")
     while True:
         dom, inst = instances.get(conn, name)
+        failure = _boot_failure(inst)
+        if failure is not None:
+            _give_up(conn, dom, name, remove_on_failure)
+            kept = (
+                "removed"
+                if remove_on_failure
+                else f"powered off (start it again: 'cernvm-launch start {name}')"
+            )
+            raise BootFailedError(
+                f"instance '{name}' failed to boot: {failure.reason}; it was {kept}",
+                hint=failure.hint,
+                console_tail=failure.lines,
+            )
         if inst.broken:
             raise NotReadyError(
                 f"instance '{name}' is broken: {inst.broken}",
@@ -68,6 +96,27 @@ def wait(
                 console_tail=instances.console_tail(inst),
             )
         time.sleep(1.0)
+
+
+def _boot_failure(inst: instances.Instance) -> bootwatch.BootFailure | None:
+    if not inst.meta or not inst.meta.console_log:
+        return None
+    try:
+        with open(inst.meta.console_log, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - (256 << 10)))
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return None
+    return bootwatch.check(text, name=inst.name, cvmfs_server=inst.meta.cvmfs_server)
+
+
+def _give_up(conn: Any, dom: Any, name: str, remove: bool) -> None:
+    with contextlib.suppress(libvirt.libvirtError):
+        if dom.isActive():
+            dom.destroy()
+    if remove:
+        instances.destroy(conn, name, force=True)
 
 
 def connect(conn: Any, name: str, user: str | None = None) -> Any:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..errors import UsageError
+from ..fsutil import atomic_write
 from . import ready, ssh
 
 
@@ -58,14 +59,42 @@ def capture(conn: Any, target: str, command: list[str]) -> CommandResult:
     return CommandResult(status, out.getvalue(), err.getvalue())
 
 
-def interactive(conn: Any, target: str) -> int:
-    """A login shell on the local terminal."""
+def interactive(conn: Any, target: str, command: list[str] | None = None) -> int:
+    """A login shell (or ``command``) on a pty, on the local terminal."""
     user, name = split_user(target)
     client = ready.connect(conn, name, user)
     try:
-        return ssh.interactive(client)
+        return ssh.interactive(client, " ".join(command) if command else None)
     finally:
         client.close()
+
+
+def openssh_argv(
+    conn: Any, target: str, command: list[str], *, x11: str | None = None, tty: bool | None = None
+) -> list[str]:
+    """The ``ssh`` command line for what paramiko does not do (X11 forwarding): the instance's key,
+    its pinned host key in a known_hosts file of the instance's own, nothing learned or asked."""
+    user, name = split_user(target)
+    ready.connect(conn, name, user).close()  # the same checks and one-line errors as every verb
+    t = ready.target(conn, name, user)
+    assert t is not None
+    known = t.client_key.parent / "known_hosts"
+    hostspec = t.host if t.port == 22 else f"[{t.host}]:{t.port}"
+    atomic_write(known, f"{hostspec} {' '.join(t.host_key.split()[:2])}\n".encode(), mode=0o600)
+    argv = [
+        "ssh", "-i", str(t.client_key), "-p", str(t.port),
+        "-o", "IdentitiesOnly=yes", "-o", f"UserKnownHostsFile={known}",
+        "-o", "GlobalKnownHostsFile=/dev/null",
+        "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR",
+    ]  # fmt: skip
+    if x11:
+        argv.append(x11)
+    if tty is not None:
+        argv.append("-t" if tty else "-T")
+    argv += [f"{t.user}@{t.host}"]
+    if command:
+        argv += ["--", *command]
+    return argv
 
 
 def copy(conn: Any, source: str, dest: str) -> Path | str:

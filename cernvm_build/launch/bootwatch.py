@@ -1,0 +1,66 @@
+"""Reading the serial console while an instance boots: a boot that has failed is recognised from
+the console log libvirt writes, so ``create``/``start``/``wait`` end within seconds with the lines
+that say why and a hint for the cause, instead of waiting out the SSH timeout.
+
+μCernVM's init logs ``[uptime] ucernvm: panic: MESSAGE`` before it drops to a rescue shell (see
+``data/bootloader/init.head.sh``); Linux prints ``Kernel panic - not syncing: ...``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_UCERNVM_PANIC = re.compile(r"ucernvm: panic: (?P<why>.*)")
+_KERNEL_PANIC = re.compile(r"Kernel panic - not syncing: ?(?P<why>.*)")
+_BANNER = re.compile(r"Linux version \d")
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+#: The console lines kept for the user: those that say what the boot did, not the rescue shell's prompt.
+_MEANINGFUL = re.compile(r"ucernvm:|Kernel panic|panic|error|fail|cannot|not found|unable", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class BootFailure:
+    reason: str  # the panic's own message
+    lines: str  # the console's last meaningful lines
+    hint: str
+
+
+def check(console: str, *, name: str = "NAME", cvmfs_server: str = "") -> BootFailure | None:
+    """The boot failure the console shows, or None while it shows none."""
+    text = _ANSI.sub("", console.replace("\r", ""))
+    lines = text.splitlines()
+    # The log is appended to across boots: only what the latest boot (kernel banner) wrote counts.
+    first = max((i for i, line in enumerate(lines) if _BANNER.search(line)), default=0)
+    for i in range(len(lines) - 1, first - 1, -1):
+        m = _UCERNVM_PANIC.search(lines[i]) or _KERNEL_PANIC.search(lines[i])
+        if m:
+            reason = m.group("why").strip() or "kernel panic"
+            kernel = m.re is _KERNEL_PANIC
+            return BootFailure(reason, _meaningful(lines[: i + 1]), _hint(reason, kernel, name, cvmfs_server))
+    return None
+
+
+def _meaningful(lines: list[str], keep: int = 8) -> str:
+    picked = [line.rstrip() for line in lines if line.strip() and _MEANINGFUL.search(line)]
+    return "\n".join(picked[-keep:])
+
+
+def _hint(reason: str, kernel: bool, name: str, cvmfs_server: str) -> str:
+    if "CernVM-FS mount" in reason or "not found in" in reason:
+        if not cvmfs_server:
+            return (
+                "the guest cannot reach the OS repository: serve the repository and pass "
+                "--cvmfs-server 10.0.2.2:PORT (the host as seen from user-mode networking)"
+            )
+        return (
+            f"the guest cannot read the OS repository from {cvmfs_server}: check that it is served "
+            "there (10.0.2.2 is the host under user-mode networking) and holds the profile's OS tree"
+        )
+    if "scratch disk" in reason or "mke2fs" in reason or "e2fsck" in reason:
+        return "the scratch disk is unusable: destroy the instance and create it again (--disk at least 1G)"
+    if kernel:
+        return (
+            "the kernel could not boot: check the image ('cernvm-build image verify') and give more --memory"
+        )
+    return f"see 'cernvm-launch console {name} --log' for the whole boot"
