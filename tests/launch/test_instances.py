@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import subprocess
 import xml.etree.ElementTree as ET
@@ -10,9 +11,10 @@ from typing import Any
 
 import pytest
 
+from cernvm_build import launch
 from cernvm_build.errors import ImageError, InstanceError, UsageError
 from cernvm_build.launch import domain, instances
-from tests.launch.support import create, request
+from tests.launch.support import create, driver_host, request
 
 
 def test_create_defines_domain_with_disks_context_and_metadata(
@@ -261,3 +263,51 @@ def test_a_domain_vanishing_during_the_listing_is_left_out(conn: Any, launch_env
         "<domain type='test'><name>goes</name><memory>65536</memory><os><type>hvm</type></os></domain>"
     )
     assert create(Racing(), request(launch_env, image, "next")).state == "running"
+
+
+def test_session_domains_name_no_dac_security_driver(conn: Any, launch_env: Path, image: Path) -> None:
+    """qemu:///session has no DAC driver and refuses a domain that names one; system keeps it."""
+    system = driver_host(conn)
+    create(conn, request(launch_env, image, "sys"))
+    assert "model='dac'" in conn.lookupByName("sys").XMLDesc(0).replace('"', "'")
+    assert not system.session and launch.Host(conn, "qemu:///session").session
+    assert (
+        launch.Host(conn, "qemu+ssh://u@h/session").session
+        and not launch.Host(conn, "qemu:///system").session
+    )
+    spec = domain.DomainSpec(
+        name="s", title="t", domain_type="qemu", cpus=1, memory=256, image=image, image_format="hdd",
+        scratch=image, context_iso=image, console_log=image, ssh_port=2222, dac_seclabel=False,
+        forwards=((8080, 80),),
+    )  # fmt: skip
+    xml = domain.render(spec, domain.Metadata(image=str(image)))
+    assert "dac" not in xml
+    assert "hostfwd=tcp:127.0.0.1:2222-:22,hostfwd=tcp:127.0.0.1:8080-:80" in xml
+
+
+def test_forwards_at_create_are_kept_and_checked(conn: Any, launch_env: Path, image: Path) -> None:
+    spec = dataclasses.replace(request(launch_env, image, "a"), forwards=((18080, 80), (18443, 443)))
+    create(conn, spec)
+    # (the test driver keeps no <qemu:commandline>: the rendered forwards are checked above)
+    (inst,) = launch.list_instances(driver_host(conn))
+    assert inst.meta is not None and domain.parse_forwards(inst.meta.forwards) == ((18080, 80), (18443, 443))
+    # another instance may not take a port the first one forwards
+    with pytest.raises(InstanceError, match=r"port 127\.0\.0\.1:18080 is busy"):
+        create(conn, dataclasses.replace(request(launch_env, image, "b"), forwards=((18080, 80),)))
+    assert [d.name() for d in conn.listAllDomains(0)] == ["a"]
+    # moving the SSH port (start, when it is taken) keeps the user's forwards
+    spec2 = domain.DomainSpec(
+        name="a", title="t", domain_type="qemu", cpus=1, memory=256, image=image, image_format="hdd",
+        scratch=image, context_iso=image, console_log=image, ssh_port=2222, forwards=((18080, 80),),
+    )  # fmt: skip
+    xml = domain.render(spec2, domain.Metadata(image=str(image), ssh_port=2222, forwards="18080:80"))
+    moved = domain.set_forwarded_port(xml, 40000, 22)
+    assert "hostfwd=tcp:127.0.0.1:40000-:22,hostfwd=tcp:127.0.0.1:18080-:80" in moved
+    assert "<cvml:ssh_port>40000</cvml:ssh_port>" in moved
+
+
+@pytest.mark.parametrize("bad", ["80:", "x:80", "0:80", "8080:70000", ""])
+def test_bad_forward_specs_name_the_flag(bad: str) -> None:
+    with pytest.raises(UsageError, match="--forward"):
+        launch.parse_forward(bad)
+    assert launch.parse_forward("8080:80") == (8080, 80) and launch.parse_forward("8080") == (8080, 8080)

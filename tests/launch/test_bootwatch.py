@@ -1,0 +1,107 @@
+"""A failed boot ends wait at once: the console log is read for μCernVM's and the kernel's panics."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import libvirt
+import pytest
+
+from cernvm_build import launch
+from cernvm_build.cli.launch import main
+from cernvm_build.launch import bootwatch, domain
+from tests.launch.support import create, driver_host, request
+
+DEMO_PANIC = """\
+[    0.000000] Linux version 6.1.0 (builder@cernvm) #1 SMP
+[    1.2] ucernvm: devices: scratch disk /dev/vda1
+[    1.3] ucernvm: cvmfs: mounting demo.cern.ch (latest, first boot) from cvmfs-stratum-one.cern.ch
+\x1b[0m
+[   34.1] ucernvm: panic: CernVM-FS mount of demo.cern.ch failed: no answer from any server
+ucernvm: dropping to a rescue shell (exit it to power off)
+/ #
+"""
+
+
+def test_a_ucernvm_panic_is_found_with_its_lines_and_the_demo_hint() -> None:
+    failure = bootwatch.check(DEMO_PANIC, name="vm")
+    assert failure is not None
+    assert failure.reason == "CernVM-FS mount of demo.cern.ch failed: no answer from any server"
+    assert "--cvmfs-server 10.0.2.2:PORT" in failure.hint
+    assert failure.lines.splitlines()[-1].endswith("no answer from any server")
+    assert (
+        "mounting demo.cern.ch" in failure.lines
+        and "/ #" not in failure.lines
+        and "\x1b" not in failure.lines
+    )
+
+
+def test_the_hint_names_the_server_when_one_was_given() -> None:
+    failure = bootwatch.check(DEMO_PANIC, cvmfs_server="10.0.2.2:8000")
+    assert (
+        failure is not None
+        and "10.0.2.2:8000" in failure.hint
+        and "--cvmfs-server 10.0.2.2:PORT" not in failure.hint
+    )
+
+
+def test_a_kernel_panic_is_found() -> None:
+    text = "Linux version 6.1\nKernel panic - not syncing: VFS: Unable to mount root fs\n"
+    failure = bootwatch.check(text)
+    assert failure is not None and failure.reason.startswith("VFS: Unable to mount root")
+    assert "kernel could not boot" in failure.hint
+
+
+def test_a_panic_of_an_earlier_boot_does_not_count() -> None:
+    again = (
+        DEMO_PANIC
+        + "[    0.000000] Linux version 6.1.0 (builder@cernvm) #1 SMP\n[ 1.0] ucernvm: devices: ok\n"
+    )
+    assert bootwatch.check(again) is None
+    assert bootwatch.check("Linux version 6.1\n[ 2.0] ucernvm: cvmfs: mounted\n") is None
+
+
+def _console(conn: Any, name: str) -> Path:
+    meta = domain.metadata_of(conn.lookupByName(name).XMLDesc(0))
+    assert meta is not None
+    return Path(meta.console_log)
+
+
+@pytest.mark.parametrize("remove", [False, True])
+def test_wait_ends_within_seconds_of_a_panic(conn: Any, launch_env: Path, image: Path, remove: bool) -> None:
+    create(conn, request(launch_env, image, "vm"))
+    log = _console(conn, "vm")
+    log.write_text("Linux version 6.1\n[ 1.0] ucernvm: cvmfs: mounting demo.cern.ch\n")
+    # the panic arrives while wait polls
+    writer = threading.Timer(1.0, lambda: log.write_text(DEMO_PANIC))
+    writer.start()
+    started = time.monotonic()
+    with pytest.raises(launch.BootFailedError) as e:
+        launch.wait_ready(driver_host(conn), "vm", timeout=600, remove_on_failure=remove)
+    writer.join()
+    assert time.monotonic() - started < 60  # not the 600 s timeout
+    assert "failed to boot: CernVM-FS mount of demo.cern.ch failed" in str(e.value)
+    assert "--cvmfs-server 10.0.2.2:PORT" in (e.value.hint or "")
+    assert "no answer from any server" in e.value.console_tail
+    if remove:
+        assert "vm" not in [d.name() for d in conn.listAllDomains(0)]
+        assert not log.parent.exists()
+    else:
+        assert not conn.lookupByName("vm").isActive()  # powered off, kept for 'console'
+
+
+def test_cli_create_prints_the_console_lines_and_the_hint(
+    driver_uri: str, launch_env: Path, image: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The console lines and the hint are printed as they are (brackets included), exit 8."""
+    conn = libvirt.open(driver_uri)
+    create(conn, request(launch_env, image, "vm"))
+    _console(conn, "vm").write_text(DEMO_PANIC)
+    code = main(["wait", "vm", "--timeout", "600"], connect=lambda uri: driver_host(conn))
+    err = capsys.readouterr().err
+    assert code == 8
+    assert "[   34.1] ucernvm: panic: CernVM-FS mount of demo.cern.ch failed" in err
+    assert "--cvmfs-server 10.0.2.2:PORT" in err and "Traceback" not in err
