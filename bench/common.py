@@ -79,6 +79,26 @@ def cores() -> int:
     return len(os.sched_getaffinity(0))
 
 
+#: Runs ``python -m MODULE ARGS`` and, at exit, writes the process's own peak RSS (VmHWM) to stderr.
+#: ``wait4``'s ru_maxrss is no good for a child: Linux carries the parent's high-water mark across
+#: fork (or vfork) and exec, so the child of a big process would "peak" at the parent's size.
+_HWM = "@@VmHWM@@"
+_WRAPPER = (
+    "import os, runpy, sys\n"
+    "sys.argv = sys.argv[1:]\n"
+    "try:\n"
+    "    runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)\n"
+    "finally:\n"
+    "    hwm = [ln.split()[1] for ln in open('/proc/self/status') if ln.startswith('VmHWM:')]\n"
+    f"    os.write(2, ('\\n{_HWM} ' + hwm[0] + '\\n').encode())\n"
+)
+
+
+def python_module(module: str, *args: str) -> list[str]:
+    """``python -m module args`` for ``measure_process``, which then reports the process's own peak."""
+    return [sys.executable, "-c", _WRAPPER, module, *args]
+
+
 @dataclass
 class Process:
     """One measured child process: its own wall time, CPU time and peak RSS (from ``wait4``)."""
@@ -128,11 +148,9 @@ def measure_process(
         seconds = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
         err.seek(0)
-        return Process(
-            proc.returncode,
-            seconds,
-            usage.ru_utime + usage.ru_stime,
-            usage.ru_maxrss / 1024,
-            err.read().decode("utf-8", "replace"),
-            timed_out,
-        )
+        text = err.read().decode("utf-8", "replace")
+        rss = usage.ru_maxrss / 1024  # an upper bound (see _WRAPPER); exact when the child reports
+        if _HWM in text:
+            text, _, hwm = text.rpartition(_HWM)
+            rss = int(hwm.split()[0]) / 1024
+        return Process(proc.returncode, seconds, usage.ru_utime + usage.ru_stime, rss, text, timed_out)

@@ -10,7 +10,7 @@ normal export, the current code next to the code before it (commit b517710), in 
   and by b517710's (``git archive b517710 cernvm_build``), interleaved runs, the best of each; aim:
   current / before < 1.05 (wall and CPU).
 
-Every export runs the real CLI in its own process (peak RSS from ``wait4``, memory capped at 4 GiB so
+Every export runs the real CLI in its own process (its own peak RSS, VmHWM; memory capped at 4 GiB so
 that a reader without limits fails instead of swapping the host).
 """
 
@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if __package__ in (None, ""):
     sys.path.insert(0, str(ROOT))  # run as a script
 
-from bench.common import Process, Result, measure_process, print_table  # noqa: E402
+from bench.common import Process, Result, measure_process, print_table, python_module  # noqa: E402
 from tests.support import hostile  # noqa: E402
 
 BEFORE = "b517710"  # main before the hardening of issue 12
@@ -40,7 +40,7 @@ CAP_MB = 4096
 
 
 def _export(repo: hostile.Repo, dest: Path, pythonpath: Path, cache: Path) -> Process:
-    argv = [sys.executable, "-m", "cernvm_build.cli.main", "cvmfs", "export", *repo.cli_args(), str(dest)]
+    argv = python_module("cernvm_build.cli.main", "cvmfs", "export", *repo.cli_args(), str(dest))
     env = dict(os.environ, PYTHONPATH=str(pythonpath), CERNVM_CACHE_DIR=str(cache), COLUMNS="200")
     try:
         return measure_process(argv, env=env, cwd=dest.parent, timeout=1800, address_space_mb=CAP_MB)
