@@ -57,9 +57,11 @@ def _json(report: Any) -> dict[str, Any]:
     return out
 
 
-def site_with_release(release_dir: Path, work: Path, site_src: Path | None = None) -> Path:
-    """A copy of the site sources with this release on it: its index (downloads page, feed) and its
-    notes as the release's news post."""
+def site_with_release(
+    release_dir: Path, work: Path, site_src: Path | None = None, generators: Generators | None = None
+) -> Path:
+    """A copy of the site sources with this release on it: its index (downloads page, feed), its
+    notes as the release's news post, and its docs version (references from ``generators``)."""
     src = site_src or data_dir("site")
     site = work / "site"
     shutil.copytree(src, site, symlinks=True)
@@ -67,7 +69,7 @@ def site_with_release(release_dir: Path, work: Path, site_src: Path | None = Non
     notes = notes_file.read_text() if notes_file.is_file() else None
     if notes is not None and notes.startswith("# "):
         notes = notes.split("\n", 1)[1]  # the post's title comes from its front matter
-    add_release(site, release_dir / "index.json", notes)
+    add_release(site, release_dir / "index.json", notes, generators)
     return site
 
 
@@ -98,7 +100,7 @@ def publish_release(
         report.repositories.append(_json(got))
     if site_dest:
         with tempfile.TemporaryDirectory(prefix="release-site-") as tmp:
-            site = site_with_release(release_dir, Path(tmp), site_src)
+            site = site_with_release(release_dir, Path(tmp), site_src, site_generators)
             say("site: building with the release's downloads page")
             builder = Builder(site, Path(tmp) / "out", generators=site_generators)
             builder.build()

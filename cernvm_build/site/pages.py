@@ -11,6 +11,7 @@ from typing import Any
 
 from ..errors import BuildError, Location
 from . import markdown as md_mod
+from . import versions as versions_mod
 from .config import SiteConfig
 from .model import Page, out_file, page_path, parse_date, tag_slug
 
@@ -63,7 +64,7 @@ def _source_page(
     fm: dict[str, Any] = meta["fm"]
     path = page_path(rel, fm)
     section = rel.split("/", 1)[0] if "/" in rel else ""
-    sec = cfg.sections.get(section)
+    sec = versions_mod.section_settings(cfg, section)
     kind = _kind(rel)
     default_layout = (
         "home"

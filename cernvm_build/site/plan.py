@@ -18,6 +18,7 @@ from ..errors import BuildError, Location
 from . import markdown as md_mod
 from . import nav as nav_mod
 from . import templates as tpl_mod
+from . import versions as versions_mod
 from .config import SiteConfig
 from .links import check_links, check_release_files
 from .model import Job, Late, Page, human_date, newest_first, plain, sha, tag_slug, tag_uri
@@ -102,14 +103,17 @@ class _Navigation:
     def __init__(self, cfg: SiteConfig, pageset: PageSet, env: tpl_mod.Environment):
         self.trees: dict[str, nav_mod.Node] = {}
         self.reading: dict[str, list[tuple[str, str]]] = {}
-        for name, sec in cfg.sections.items():
-            if sec.sidebar:
+        names = set(cfg.sections) | {p.section for p in pageset.pages}
+        for name in sorted(names):
+            sec = versions_mod.section_settings(cfg, name)
+            if sec is not None and sec.sidebar:
                 members = [p for p in pageset.pages if p.section == name and p.src]
                 idx = pageset.by_path.get(f"/{name}/")
                 titles = {name: idx.title if idx else sec.title}
                 tree = nav_mod.build_tree(name, members, titles)  # type: ignore[arg-type]
                 self.trees[name] = tree
                 self.reading[name] = nav_mod.flatten(tree)
+        self.versions = versions_mod.versions(cfg, names)
         self.positions = {n: {u: i for i, (_t, u) in enumerate(o)} for n, o in self.reading.items()}
         self.sidebar_tpl = env.closure_hash("partials/sidebar.html")
         self.sidebars: dict[str, tuple[list[dict[str, Any]], str]] = {}
@@ -133,6 +137,11 @@ class _Navigation:
             nxt = order[i + 1] if i + 1 < len(order) else None
             ctx["page"]["prev"] = {"title": prev[0], "url": prev[1]} if prev else None
             ctx["page"]["next"] = {"title": nxt[0], "url": nxt[1]} if nxt else None
+
+
+def _archived(cfg: SiteConfig, section: str) -> bool:
+    v = versions_mod.of(cfg, section)
+    return v is not None and v.version != versions_mod.LATEST
 
 
 def _tags(base: str, tags: tuple[str, ...]) -> list[dict[str, str]]:
@@ -163,10 +172,14 @@ def _breadcrumbs(pageset: PageSet, page: Page) -> list[dict[str, str]]:
     return crumbs if page.kind != "home" else []
 
 
-def _menu_active(page: Page, menu: list[dict[str, str]]) -> str | None:
+def _menu_active(cfg: SiteConfig, page: Page, menu: list[dict[str, str]]) -> str | None:
+    url = page.url
+    v = versions_mod.of(cfg, page.section)
+    if v is not None and v.version != versions_mod.LATEST:  # a release's docs are still the docs
+        url = url.replace(f"/{v.folder}/", f"/{v.base}/", 1)
     best = None
     for m in menu:
-        if page.url.startswith(m["url"]) and (best is None or len(m["url"]) > len(best)):
+        if url.startswith(m["url"]) and (best is None or len(m["url"]) > len(best)):
             best = m["url"]
     return best
 
@@ -183,18 +196,19 @@ def _page_fields(cfg: SiteConfig, pageset: PageSet, page: Page, menu: list[dict[
         "date": page.date,
         "date_human": human_date(page.date),
         "updated": page.updated,
-        "searchable": searchable(page),
+        "searchable": searchable(page, _archived(cfg, page.section)),
         "edit_url": cfg.edit_url.replace("{path}", page.src) if cfg.edit_url and page.src else "",
         "updated_human": human_date(page.updated),
         "tags": _tags(cfg.base_path, page.tags),
         "toc": [{"level": lv, "id": i, "title": t} for lv, i, t in page.r.get("toc", ())],
         "breadcrumbs": _breadcrumbs(pageset, page),
-        "menu_active": _menu_active(page, menu),
+        "menu_active": _menu_active(cfg, page, menu),
         "meta": plain(page.meta),
         "content": Late("content", page.md_key, page.src or "") if page.md_key else "",
         "links": pageset.link_map(page),
         "prev": None,
         "next": None,
+        "versions": [],
     }
 
 
@@ -209,9 +223,13 @@ def _page_context(
 ) -> dict[str, Any]:
     layout = page.layout
     ctx: dict[str, Any] = {"site": site_ctx, "page": _page_fields(cfg, pageset, page, site_ctx["menu"])}
-    psec = cfg.sections.get(page.section)
+    psec = versions_mod.section_settings(cfg, page.section)
     if psec and psec.sidebar and page.section in nav.trees:
         nav.place(page, ctx)
+        if page.src:
+            ctx["page"]["versions"] = versions_mod.switcher(
+                cfg, page.src, page.section, pageset.by_src, nav.versions
+            )
     if page.kind == "index" and layout == "list":
         ctx["items"] = [_item(pageset, p) for p in dated if p.section == page.section]
     if page.kind == "tag":
@@ -257,13 +275,15 @@ def _feed_context(
     }
 
 
-def searchable(page: Page) -> bool:
-    """Whether the search index covers the page (its article is marked ``data-pagefind-body``)."""
+def searchable(page: Page, archived: bool = False) -> bool:
+    """Whether the search index covers the page (its article is marked ``data-pagefind-body``); the
+    docs of past releases are left out, or every answer would come once per release."""
     return bool(
         page.md_key
         and page.kind not in ("home", "tag", "tags")
         and page.layout not in ("404", "search", "list")
         and not page.meta.get("noindex")
+        and not archived
     )
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from sitehelpers import Builder
 
+from cernvm_build.cli import reference as cli_reference
+from cernvm_build.site.releases import snapshot_docs
 from cernvm_build.site.serve import Preview
 
 pytestmark = pytest.mark.integration
@@ -42,6 +44,8 @@ def browser(tmp_path: Path) -> Iterator[object]:
 
 @pytest.fixture
 def served(site: Path, tmp_path: Path) -> Iterator[Preview]:
+    # a past release's docs beside the current ones, as the release tool leaves them
+    snapshot_docs(site, "2026.11-1", cli_reference.GENERATORS)
     preview = Preview(Builder(site, tmp_path / "out"), port=0, interval=3600)
     preview.start()
     yield preview
@@ -147,6 +151,17 @@ def test_the_site_in_a_real_browser(browser: object, served: Preview, tmp_path: 
     assert toc.get_attribute("open") is not None and toc.find_element(By.CSS_SELECTOR, "a").is_displayed()
     visible_text_is_clean(d)
     d.save_screenshot(str(shots / "docs-page.png"))  # type: ignore[attr-defined]
+    assert console_errors(d) == [] and failed_resources(d) == []
+
+    # the version switcher moves to the same page in the release's docs, and back
+    from selenium.webdriver.support.ui import Select
+
+    Select(d.find_element(By.CSS_SELECTOR, "select.version-select")).select_by_visible_text("2026.11-1")  # type: ignore[attr-defined]
+    wait.until(lambda drv: drv.current_url.endswith("/docs-2026.11-1/guides/replication/"))
+    assert "documentation of release 2026.11-1" in d.find_element(By.CSS_SELECTOR, ".version-note").text  # type: ignore[attr-defined]
+    d.save_screenshot(str(shots / "docs-version.png"))  # type: ignore[attr-defined]
+    Select(d.find_element(By.CSS_SELECTOR, "select.version-select")).select_by_visible_text("Latest")  # type: ignore[attr-defined]
+    wait.until(lambda drv: drv.current_url.endswith("/docs/guides/replication/"))
     assert console_errors(d) == [] and failed_resources(d) == []
 
     # the theme toggle switches to dark and the choice survives a page load

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from sitehelpers import Edit, build_site, tree, write_release
 
+from cernvm_build.cli import reference as cli_reference
 from cernvm_build.errors import BuildError
 from cernvm_build.site.build import LinkErrors
 
@@ -308,6 +309,7 @@ def test_add_release_puts_index_and_notes_on_the_site(site: Path, tmp_path: Path
     assert [p.relative_to(site).as_posix() for p in written] == [
         "data/releases/2026.12-1.json",
         "content/releases/2026.12-1.md",
+        "content/docs-2026.12-1",
     ]
     out = tmp_path / "out"
     build_site(site, out)
@@ -347,3 +349,34 @@ def test_raw_html_links_are_checked_and_resolved_by_build(site: Path, tmp_path: 
     build_site(site, tmp_path / "out")
     html = (tmp_path / "out/docs/raw/index.html").read_text()
     assert '<a href="/docs/quickstart/client/#configure">ok</a>' in html
+
+
+def test_a_release_keeps_its_docs_version_with_a_switcher(site: Path, tmp_path: Path, edit: Edit) -> None:
+    from cernvm_build.site.releases import snapshot_docs
+
+    real_cli = cli_reference.GENERATORS["cli"]
+    generators = {**cli_reference.GENERATORS, "cli": lambda: real_cli() + "\n## Commands of release one\n"}
+    assert snapshot_docs(site, "2026.12-1", generators) == site / "content/docs-2026.12-1"
+    assert snapshot_docs(site, "2026.12-1", generators) is None  # kept once, never overwritten
+    frozen_cli = (site / "content/docs-2026.12-1/reference/cli.md").read_text()
+    assert "generate:" not in frozen_cli and "## Commands of release one" in frozen_cli
+    # the live docs move on: a page only the latest has, and a changed page
+    (site / "content/docs/guides/new-guide.md").write_text("---\ntitle: New guide\n---\nNew.\n")
+    edit(site / "content/docs/guides/snapshots.md", "Every publish makes", "Each publish makes")
+    out = tmp_path / "out"
+    build_site(site, out)
+    old = (out / "docs-2026.12-1/guides/snapshots/index.html").read_text()
+    new = (out / "docs/guides/snapshots/index.html").read_text()
+    assert "Every publish makes" in old and "Each publish makes" in new
+    # the switcher: the same page in each version, the version's home where the page did not exist
+    assert '<option value="/docs/guides/snapshots/">Latest</option>' in old
+    assert '<option value="/docs-2026.12-1/guides/snapshots/" selected>2026.12-1</option>' in old
+    assert "This is the documentation of release 2026.12-1." in old and "version-note" not in new
+    fresh = (out / "docs/guides/new-guide/index.html").read_text()
+    assert '<option value="/docs-2026.12-1/">2026.12-1</option>' in fresh
+    # an archived page has its own sidebar and is not in the search index
+    assert 'href="/docs-2026.12-1/guides/publishing/"' in old and "data-pagefind-body" not in old
+    assert (
+        'href="/docs/guides/publishing/"' not in old.split('<aside class="sidebar"')[1].split("</aside>")[0]
+    )
+    assert "data-pagefind-body" in new
