@@ -36,7 +36,8 @@ EPILOG = f"""\
 precedence: command line > CONFIGURATION_FILE > ~/.cernvm-launch.conf > defaults.
 The libvirt URI: --connect, else $LIBVIRT_DEFAULT_URI, else qemu:///system as root and
 qemu:///session otherwise. Instances and images live in launchHomeFolder (default
-/var/lib/cernvm-launch for qemu:///system as root, ~/.cernvm otherwise; $CERNVM_LAUNCH_HOME)."""
+/var/lib/cernvm-launch for qemu:///system as root, else $XDG_DATA_HOME/cernvm-launch, i.e.
+~/.local/share/cernvm-launch, or ~/.cernvm when an earlier version made it; $CERNVM_LAUNCH_HOME)."""
 
 DESCRIPTION = """\
 Run CernVM virtual machines on libvirt (KVM when it works, TCG otherwise).

@@ -61,8 +61,8 @@ def is_active(host: Host, name: str) -> bool:
 @_one_line
 def start(host: Host, name: str, *, fresh: bool = False) -> instances.Instance:
     inst = instances.start(host.conn, name, fresh=fresh)
-    if inst.meta and inst.meta.forwards and inst.state == "running":
-        forward.reapply(host.conn.lookupByName(name), inst.meta.forwards)
+    if inst.state == "running":
+        forward.reapply(host.conn.lookupByName(name))
     return inst
 
 

@@ -82,9 +82,12 @@ def add(conn: Any, name: str, pair: tuple[int, int]) -> Instance:
     return describe(conn.lookupByName(name))
 
 
-def reapply(dom: Any, forwards: str) -> None:
-    """After a restore: add the recorded forwards the saved command line lacks (QEMU refuses the ones
-    it has already, which is fine)."""
-    for host, guest in domain.parse_forwards(forwards):
+def reapply(dom: Any) -> None:
+    """After a restore: add the forwards recorded in the persistent definition that the saved
+    command line lacks (QEMU refuses the ones it has already, which is fine)."""
+    meta = domain.metadata_of(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+    if meta is None or meta.network != "user":
+        return
+    for host, guest in domain.parse_forwards(meta.forwards):
         with contextlib.suppress(libvirt.libvirtError):
             _hmp(dom, f"hostfwd_add cvmnet0 tcp:127.0.0.1:{host}-:{guest}")

@@ -38,13 +38,19 @@ STATES = {
 
 def default_home(uri: str) -> Path:
     """Where images and instances live. The system daemon's qemu runs as another user, so its files
-    must sit outside root's 0700 home; a session daemon's qemu is the user and can use ``~/.cernvm``."""
+    must sit outside root's 0700 home; a session daemon's qemu is the user, whose data folder
+    (``$XDG_DATA_HOME/cernvm-launch``, ``~/.local/share/cernvm-launch``) it can use. A ``~/.cernvm``
+    made by an earlier launch stays in use, so its instances are not lost."""
     env = os.environ.get("CERNVM_LAUNCH_HOME")
     if env:
         return Path(env)
     if uri.startswith("qemu:///system") and os.geteuid() == 0:
         return Path("/var/lib/cernvm-launch")
-    return Path.home() / ".cernvm"
+    legacy = Path.home() / ".cernvm"
+    if legacy.is_dir():
+        return legacy
+    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data) / "cernvm-launch"
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -40,3 +41,24 @@ def request(
 
 def create(conn: Any, spec: launch.InstanceSpec, **kw: Any) -> launch.Instance:
     return launch.create_instance(spec, host=driver_host(conn), **kw)
+
+
+def boot_sector_guest(path: Path, message: bytes) -> Path:
+    """A 512-byte boot sector that prints ``message`` on the serial port and halts (+ 1 MiB, 0644).
+    mov si,msg; mov dx,0x3f8; next: lodsb; test al,al; jz halt; out dx,al; jmp next; halt: hlt; jmp halt"""
+    code = bytes([0xBA, 0xF8, 0x03, 0xAC, 0x84, 0xC0, 0x74, 0x03, 0xEE, 0xEB, 0xF8, 0xF4, 0xEB, 0xFD])
+    msg_at = 0x7C00 + 3 + len(code)
+    sector = bytes([0xBE, msg_at & 0xFF, msg_at >> 8]) + code + message + b"\0"
+    assert len(sector) <= 510, "message too long for a boot sector"
+    path.write_bytes(sector.ljust(510, b"\0") + b"\x55\xaa" + b"\0" * (1 << 20))
+    os.chmod(path, 0o644)
+    return path
+
+
+#: What μCernVM prints when the OS repository cannot be reached (data/bootloader/init.d/10-cvmfs.sh).
+PANIC_CONSOLE = (
+    b"Linux version 6.1.0 (boot-sector stand-in)\r\n"
+    b"[    1.0] ucernvm: cvmfs: mounting demo.cern.ch (latest, first boot) from 10.0.2.2:9\r\n"
+    b"[    2.0] ucernvm: panic: CernVM-FS mount of demo.cern.ch failed: [Errno 111] Connection refused\r\n"
+    b"ucernvm: dropping to a rescue shell (exit it to power off)\r\n"
+)

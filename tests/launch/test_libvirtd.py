@@ -27,6 +27,7 @@ import pytest
 
 from cernvm_build.cli.launch import main
 from cernvm_build.launch import daemon
+from tests.launch.support import PANIC_CONSOLE, boot_sector_guest
 
 pytestmark = pytest.mark.integration
 URI = "qemu:///system"
@@ -34,13 +35,7 @@ GREETING = b"launch-test-guest"
 
 
 def tiny_guest(path: Path) -> Path:
-    """mov si,msg; mov dx,0x3f8; next: lodsb; test al,al; jz halt; out dx,al; jmp next; halt: hlt; jmp halt"""
-    code = bytes([0xBA, 0xF8, 0x03, 0xAC, 0x84, 0xC0, 0x74, 0x03, 0xEE, 0xEB, 0xF8, 0xF4, 0xEB, 0xFD])
-    msg_at = 0x7C00 + 3 + len(code)
-    sector = bytes([0xBE, msg_at & 0xFF, msg_at >> 8]) + code + GREETING + b"\r\n\0"
-    path.write_bytes(sector.ljust(510, b"\0") + b"\x55\xaa" + b"\0" * (1 << 20))
-    os.chmod(path, 0o644)
-    return path
+    return boot_sector_guest(path, GREETING + b"\r\n")
 
 
 @pytest.fixture(scope="session")
@@ -179,3 +174,61 @@ def test_interrupted_create_leaves_nothing_on_real_libvirtd(
     assert name not in [d.name() for d in libvirt.open(URI).listAllDomains(0)]
     assert not (system_home / "run" / name).exists()
     assert image.exists()  # the boot image is not the instance's to remove
+
+
+def test_a_panicking_guest_fails_create_at_once_and_is_left_powered_off(
+    system_home: Path, name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The guest prints μCernVM's panic for an unreachable repository: create (waiting for SSH, with
+    the default 15 min timeout) ends with exit 8, the console's lines and the --cvmfs-server hint."""
+    image = boot_sector_guest(system_home / "panic.hdd", PANIC_CONSOLE)
+    started = time.monotonic()
+    code = main(["--connect", URI, "create", "--name", name, "--iso", str(image), "--memory", "256",
+                 "--disk", "100", "--yes"])  # fmt: skip
+    elapsed = time.monotonic() - started
+    err = capsys.readouterr().err
+    assert code == 8, err
+    assert f"instance '{name}' failed to boot: CernVM-FS mount of demo.cern.ch failed" in err
+    assert "[Errno 111] Connection refused" in err  # the brackets survive the printing
+    assert "--cvmfs-server 10.0.2.2:PORT" in err and "Traceback" not in err
+    print(f"panic -> exit: {elapsed:.1f} s")  # reported by the benchmark; no assertion on time
+    dom = libvirt.open(URI).lookupByName(name)
+    assert not dom.isActive()  # powered off, kept for 'console --log'
+
+    assert main(["--connect", URI, "destroy", name]) == 0
+    tiny = tiny_guest(system_home / "tiny.hdd")
+    # --rm-on-failure removes it instead
+    assert main(["--connect", URI, "create", "--name", name, "--iso", str(image), "--memory", "256",
+                 "--disk", "100", "--yes", "--rm-on-failure"]) == 8  # fmt: skip
+    assert name not in [d.name() for d in libvirt.open(URI).listAllDomains(0)]
+    assert not (system_home / "run" / name).exists()
+    del tiny
+
+
+def test_forward_a_port_live_and_at_create(system_home: Path, name: str) -> None:
+    image = tiny_guest(system_home / "tiny.hdd")
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    at_create, live = ports
+    assert main(["--connect", URI, "create", "--name", name, "--iso", str(image), "--memory", "256",
+                 "--disk", "100", "--no-wait", "--yes", "--forward", f"{at_create}:80"]) == 0  # fmt: skip
+    with socket.create_connection(("127.0.0.1", at_create), timeout=5):
+        pass  # QEMU listens for the guest
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", live), timeout=2).close()
+    assert main(["--connect", URI, "forward", name, f"{live}:8080"]) == 0
+    with socket.create_connection(("127.0.0.1", live), timeout=5):
+        pass
+    # kept for later boots: in the definition and the metadata
+    xml = libvirt.open(URI).lookupByName(name).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    assert f"hostfwd=tcp:127.0.0.1:{live}-:8080" in xml and f"{at_create}:80,{live}:8080" in xml
+    # a saved and restored instance has them again
+    assert main(["--connect", URI, "stop", name]) == 0
+    assert main(["--connect", URI, "start", name]) == 0
+    with socket.create_connection(("127.0.0.1", live), timeout=5):
+        pass
+    assert main(["--connect", URI, "forward", name, f"{at_create}:22"]) == 8  # busy: its own forward
+    assert main(["--connect", URI, "destroy", "--force", name]) == 0
