@@ -105,12 +105,19 @@ def _spans(lexer: Lexer, code: str) -> str:
     return "".join(out)
 
 
-def _highlight(code: str, lang: str, attrs: Any) -> str:
-    lang = (lang or "").strip().split()[0].lower() if lang else ""
+@lru_cache(maxsize=8192)
+def _highlighted(lang: str, code: str) -> str:
+    # Keyed by the block's content: the same snippet on many pages (install commands, config
+    # excerpts) is lexed once per process; the rendered page itself is cached by content in the state.
     lexer = _lexer(lang) if lang else None
     body = _spans(lexer, code) if lexer is not None else html.escape(code, quote=False)
     cls = f' class="language-{html.escape(lang)}"' if lang else ""
     return f'<pre class="highlight"><code{cls}>{body}</code></pre>\n'
+
+
+def _highlight(code: str, lang: str, attrs: Any) -> str:
+    lang = (lang or "").strip().split()[0].lower() if lang else ""
+    return _highlighted(lang, code)
 
 
 @lru_cache(maxsize=1)
