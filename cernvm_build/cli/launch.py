@@ -246,7 +246,7 @@ def cmd_ssh(args: argparse.Namespace, out: Output) -> int:
     want_tty = args.tty if args.tty is not None else not command
     if want_tty and tty_in:
         return launch.ssh_interactive(host, args.target, command)
-    stdin = None if tty_in else sys.stdin.buffer
+    stdin = None if tty_in or args.no_stdin else sys.stdin.buffer
     return launch.ssh_run(
         host, args.target, command, stdin=stdin, stdout=sys.stdout.buffer, stderr=sys.stderr.buffer
     )
@@ -260,8 +260,13 @@ def cmd_forward(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_scp(args: argparse.Namespace, out: Output) -> int:
-    landed = launch.scp(host_of(args), args.source, args.dest)
-    out.detail(f"copied to {landed}")
+    if len(args.paths) < 2:
+        raise UsageError(
+            "scp needs a SOURCE and a DEST", hint="e.g. cernvm-launch scp -r results analysis:/tmp/"
+        )
+    *sources, dest = args.paths
+    landed = launch.scp(host_of(args), sources, dest, recursive=args.recursive)
+    out.detail(f"copied to {', '.join(landed)}")
     return 0
 
 
@@ -425,6 +430,9 @@ def build_parser() -> argparse.ArgumentParser:
             tty = p.add_mutually_exclusive_group()
             tty.add_argument("-t", dest="tty", action="store_true", default=None, help="allocate a terminal")
             tty.add_argument("-T", dest="tty", action="store_false", help="no terminal, even for a shell")
+            p.add_argument(
+                "-n", dest="no_stdin", action="store_true", help="stdin from /dev/null (as ssh -n)"
+            )
             x11 = p.add_mutually_exclusive_group()
             x11.add_argument(
                 "-X", dest="x11", action="store_const", const="-X", help="X11 forwarding (untrusted)"
@@ -452,13 +460,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = leaf(
         sub,
         "scp",
-        "copy a file to or from an instance",
-        "Copy one file; the remote side is [user@]NAME:PATH.\n\n"
-        "  cernvm-launch scp data.txt analysis:/tmp/\n  cernvm-launch scp analysis:/etc/os-release .",
+        "copy files and folders to or from an instance",
+        "Copy as scp does; the remote side is [user@]NAME:PATH (globs expand on the instance).\n\n"
+        "  cernvm-launch scp data.txt analysis:/tmp/\n  cernvm-launch scp -r results analysis:work/\n"
+        "  cernvm-launch scp 'analysis:/tmp/*.root' .",
         cmd_scp,
     )
-    p.add_argument("source", metavar="SOURCE")
-    p.add_argument("dest", metavar="DEST")
+    p.add_argument("-r", dest="recursive", action="store_true", help="copy folders and their contents")
+    p.add_argument("paths", nargs="+", metavar="SOURCE... DEST")
 
     p = leaf(
         sub,

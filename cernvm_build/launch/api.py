@@ -16,7 +16,7 @@ import libvirt
 
 from ..errors import LaunchError
 from ..report import NULL_REPORTER, Reporter
-from . import config, create, forward, images, instances, ready, remote, ssh
+from . import config, copy, create, forward, images, instances, ready, remote, ssh
 from .host import Host
 
 P = ParamSpec("P")
@@ -140,8 +140,10 @@ def openssh_argv(
 
 
 @_one_line
-def scp(host: Host, source: str, dest: str) -> Path | str:
-    return remote.copy(host.conn, source, dest)
+def scp(host: Host, source: str | Sequence[str], dest: str, *, recursive: bool = False) -> list[str]:
+    """Copy SOURCE(s) to DEST as scp does (``[user@]NAME:PATH`` on one side); where they landed."""
+    sources = [source] if isinstance(source, str) else list(source)
+    return copy.copy(host.conn, sources, dest, recursive=recursive)
 
 
 # -- images -----------------------------------------------------------------------------------------

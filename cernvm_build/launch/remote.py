@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, BinaryIO
 
-from ..errors import UsageError
 from ..fsutil import atomic_write
 from . import ready, ssh
 
@@ -95,35 +93,3 @@ def openssh_argv(
     if command:
         argv += ["--", *command]
     return argv
-
-
-def copy(conn: Any, source: str, dest: str) -> Path | str:
-    """Copy one file between here and ``[user@]NAME:PATH``; returns where it landed."""
-    remote_src = ":" in source and not Path(source).exists()
-    remote_dest = ":" in dest
-    if remote_src == remote_dest:
-        raise UsageError(
-            "exactly one of SOURCE and DEST must be NAME:PATH", hint="e.g. scp f.txt analysis:/tmp/"
-        )
-    spec, _, rpath = (source if remote_src else dest).partition(":")
-    user, name = split_user(spec)
-    client = ready.connect(conn, name, user)
-    try:
-        if remote_dest:
-            local = Path(source)
-            if not local.is_file():
-                raise UsageError(f"no such file: {source}")
-            target = rpath or "."
-            if target in (".", "~"):
-                target = local.name
-            elif target.endswith("/"):
-                target = target.rstrip("/") + "/" + local.name
-            ssh.put(client, local, target)
-            return target
-        landed = Path(dest)
-        if landed.is_dir():
-            landed = landed / Path(rpath).name
-        ssh.get(client, rpath, landed)
-        return landed
-    finally:
-        client.close()

@@ -203,3 +203,42 @@ def interactive(client: paramiko.SSHClient, command: str | None = None) -> int:
     finally:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
     return chan.recv_exit_status()
+
+
+def status(client: paramiko.SSHClient, command: str) -> tuple[int, str]:
+    """Run ``command``; its exit status and the last line of its stderr."""
+    err = _Sink()
+    code = run(client, command, stderr=err)  # type: ignore[arg-type]
+    return code, err.text()
+
+
+def get_tree(client: paramiko.SSHClient, command: str, into: Path) -> list[str]:
+    """Unpack the tar stream ``command`` writes on its stdout into ``into``; the top-level names.
+    Members are checked as data (no absolute paths, no ``..``, no devices, no links out)."""
+    import tarfile  # deliberate lazy import: only copies of trees read tar streams
+
+    transport = client.get_transport()
+    assert transport is not None
+    chan = transport.open_session()
+    chan.exec_command(command)
+    chan.shutdown_write()
+    tops: list[str] = []
+    try:
+        with chan.makefile("rb") as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+            for member in tar:
+                top = member.name.split("/", 1)[0]
+                if top not in tops:
+                    tops.append(top)
+                tar.extract(member, into, filter="data")
+    except tarfile.ReadError:
+        pass  # nothing came: the command failed, its status and stderr say why
+    except (tarfile.TarError, OSError) as e:
+        chan.close()
+        raise SSHError(f"cannot unpack what the instance sent: {e}") from None
+    err = chan.makefile_stderr("rb").read().decode(errors="replace").strip().splitlines()
+    code = chan.recv_exit_status()
+    if code != 0:
+        raise SSHError(
+            f"copy from the instance failed: {err[-1] if err else f'exit {code}'}", hint="check the path"
+        )
+    return tops

@@ -78,11 +78,11 @@ def test_demo_instance_life_cycle(
                  "--cvmfs-server", f"10.0.2.2:{srv.port}", "--timeout", "420"])  # fmt: skip
     err = capfd.readouterr().err
     assert code == 0, err
-    assert main([*args, "ssh", "e2e-demo", "--", "cat", "/etc/os-release"]) == 0
+    assert main([*args, "ssh", "-n", "e2e-demo", "--", "cat", "/etc/os-release"]) == 0
     assert "ID=cernvm-demo" in capfd.readouterr().out
-    assert main([*args, "ssh", "e2e-demo", "--", "hostname"]) == 0
+    assert main([*args, "ssh", "-n", "e2e-demo", "--", "hostname"]) == 0
     assert capfd.readouterr().out.strip() == "e2e-demo"  # the user data reached the OS
-    assert main([*args, "ssh", "e2e-demo", "--", "echo kept-across-stop > /root/marker && sync"]) == 0
+    assert main([*args, "ssh", "-n", "e2e-demo", "--", "echo kept-across-stop > /root/marker && sync"]) == 0
 
     assert main([*args, "stop", "e2e-demo"]) == 0
     assert main([*args, "list", "--json"]) == 0
@@ -90,9 +90,9 @@ def test_demo_instance_life_cycle(
     assert entry["state"] == "saved" and entry["profile"] == "demo"
     assert main([*args, "start", "e2e-demo", "--wait", "--timeout", "300"]) == 0
     capfd.readouterr()
-    assert main([*args, "ssh", "e2e-demo", "--", "cat", "/root/marker"]) == 0
+    assert main([*args, "ssh", "-n", "e2e-demo", "--", "cat", "/root/marker"]) == 0
     assert capfd.readouterr().out == "kept-across-stop\n"
-    assert main([*args, "ssh", "e2e-demo", "--", "exit 3"]) == 3
+    assert main([*args, "ssh", "-n", "e2e-demo", "--", "exit 3"]) == 3
 
     assert main([*args, "destroy", "--force", "e2e-demo"]) == 0
     assert "e2e-demo" not in [d.name() for d in libvirt.open(URI).listAllDomains(0)]

@@ -12,6 +12,7 @@ import email
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -86,9 +87,9 @@ def test_wait_then_commands_return_the_remote_exit_status(
     conn = libvirt.open(URI)
     target = ready.wait(conn, name, timeout=30)
     assert target.host == "127.0.0.1"
-    assert main(["--connect", URI, "ssh", name, "--", "echo", "hello from", "$((6*7))"]) == 0
+    assert main(["--connect", URI, "ssh", "-n", name, "--", "echo", "hello from", "$((6*7))"]) == 0
     assert capfd.readouterr().out == "hello from 42\n"
-    assert main(["--connect", URI, "ssh", f"root@{name}", "--", "sh -c 'echo oops >&2; exit 7'"]) == 7
+    assert main(["--connect", URI, "ssh", "-n", f"root@{name}", "--", "sh -c 'echo oops >&2; exit 7'"]) == 7
     assert capfd.readouterr().err == "oops\n"
 
 
@@ -122,12 +123,94 @@ def test_wait_times_out_with_console_tail(launch_env: Path, image: Path) -> None
     name = f"silent-{os.getpid()}"
     inst = create(conn, request(launch_env, image, name))
     assert inst.meta is not None
-    Path(inst.meta.console_log).write_text("line 1\nKernel panic - not syncing: VFS\n")
+    Path(inst.meta.console_log).write_text("line 1\nucernvm: cvmfs: mounting demo.cern.ch\n")
     try:
         # A wait that ignored its timeout would hang here; pytest-timeout ends it as a failure.
         with pytest.raises(NotReadyError) as e:
             ready.wait(conn, name, timeout=2)
         assert "did not answer SSH within 2 s" in e.value.message
-        assert e.value.console_tail.endswith("Kernel panic - not syncing: VFS")
+        assert e.value.console_tail.endswith("ucernvm: cvmfs: mounting demo.cern.ch")
     finally:
         instances.destroy(conn, name, force=True)
+
+
+def test_ssh_passes_stdin_to_the_command(
+    served: tuple[str, instances.Instance], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """echo x | cernvm-launch ssh vm -- 'cat > f' writes x (stdin a pipe, not a terminal)."""
+    name, _ = served
+    ready.wait(libvirt.open(URI), name, timeout=30)
+    dest = tmp_path / "from-stdin"
+    read_fd, write_fd = os.pipe()
+    os.write(write_fd, b"x\n")
+    os.close(write_fd)
+    with open(read_fd, encoding="utf-8") as pipe:
+        monkeypatch.setattr(sys, "stdin", pipe)
+        assert main(["--connect", URI, "ssh", name, "--", f"cat > {dest}"]) == 0
+    assert dest.read_bytes() == b"x\n"
+
+
+def test_openssh_argv_pins_the_host_key_and_forwards_x11(
+    served: tuple[str, instances.Instance], tmp_path: Path
+) -> None:
+    """-X/-Y go to OpenSSH's client with the instance's key and only its pinned host key."""
+    name, inst = served
+    conn = libvirt.open(URI)
+    ready.wait(conn, name, timeout=30)
+    from cernvm_build import launch
+    from tests.launch.support import driver_host
+
+    argv = launch.openssh_argv(driver_host(conn), name, ["echo", "ok"], x11="-Y", tty=False)
+    assert "-Y" in argv and "-T" in argv and "StrictHostKeyChecking=yes" in argv
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+    assert inst.meta is not None
+    known = Path(inst.meta.client_key).parent / "known_hosts"
+    assert known.read_text().split()[1:] == inst.meta.host_key.split()[:2]
+
+
+def test_scp_recursive_globs_both_ways_and_clear_errors(
+    served: tuple[str, instances.Instance], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    name, _ = served
+    ready.wait(libvirt.open(URI), name, timeout=30)
+    src = tmp_path / "results"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.root").write_bytes(os.urandom(70_000))
+    (src / "sub" / "b.txt").write_text("b\n")
+    guest = tmp_path / "guest"  # the "guest" shares this machine's files
+    guest.mkdir()
+    args = ["--connect", URI, "scp"]
+
+    # a folder needs -r; with -r it lands inside an existing remote folder
+    assert main([*args, str(src), f"{name}:{guest}/"]) == 2
+    assert "copy folders with scp -r" in capsys.readouterr().err
+    assert main([*args, "-r", str(src), f"{name}:{guest}"]) == 0
+    assert (guest / "results" / "sub" / "b.txt").read_text() == "b\n"
+    assert (guest / "results" / "a.root").read_bytes() == (src / "a.root").read_bytes()
+
+    # and back, into a new local folder, and by a remote glob
+    back = tmp_path / "back"
+    assert main([*args, "-r", f"{name}:{guest}/results", str(back)]) == 0
+    assert (back / "sub" / "b.txt").read_text() == "b\n"
+    here = tmp_path / "globbed"
+    here.mkdir()
+    assert main([*args, f"{name}:{guest}/results/*.root", str(here)]) == 0
+    assert [p.name for p in here.iterdir()] == ["a.root"]
+    # several local files into a remote folder
+    assert main([*args, str(src / "a.root"), str(src / "sub" / "b.txt"), f"{name}:{guest}/"]) == 0
+    assert (guest / "b.txt").exists()
+
+    # a missing remote folder: one line, exit 8, nothing left here
+    capsys.readouterr()
+    assert main([*args, "-r", f"{name}:/nonexistent/folder", str(tmp_path / "nothing")]) == 8
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) <= 2 and "nonexistent" in err
+    assert not (tmp_path / "nothing").exists() and not list(tmp_path.glob(".scp-*"))
+    # a folder without -r, downloading
+    assert main([*args, f"{name}:{guest}/results", str(tmp_path / "x")]) == 8
+    assert "scp -r" in capsys.readouterr().err
+    # uploading into a missing remote folder
+    assert main([*args, str(src / "a.root"), f"{name}:/nonexistent/dir/"]) == 8
+    err = capsys.readouterr().err
+    assert "not a folder on the instance" in err and "Traceback" not in err

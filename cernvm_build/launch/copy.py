@@ -1,0 +1,159 @@
+"""``scp`` as users know it: ``SOURCE... DEST`` with the remote side ``[user@]NAME:PATH``, ``-r``
+for folders, globs on either side (the remote shell expands the remote ones), both directions.
+
+Uploads go file by file over one SSH connection (``mkdir -p`` for the folders, ``cat >`` per file:
+the minimal guests have no sftp-server); downloads are one ``tar -c`` in the guest, unpacked here as
+data (no absolute paths, ``..`` or links out) into a temporary folder beside the destination; each
+source is moved into place once it arrived whole, so a failed copy leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shlex
+import shutil
+import tempfile
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from ..errors import SSHError, UsageError
+from . import ready, ssh
+from .remote import split_user
+
+_GLOB = set("*?[")
+_NO_R = "is a folder (copy folders with scp -r)"
+
+
+def _remote(spec: str) -> tuple[str, str] | None:
+    """``[user@]NAME:PATH`` -> (``[user@]NAME``, PATH); a local path (also one with a ``/`` before
+    its first ``:``, or an existing file) -> None."""
+    head, sep, path = spec.partition(":")
+    if not sep or "/" in head or Path(spec).exists():
+        return None
+    return head, path
+
+
+def copy(conn: Any, sources: list[str], dest: str, *, recursive: bool = False) -> list[str]:
+    """Copy ``sources`` to ``dest`` (all local and dest remote, or the reverse); where they landed."""
+    if not sources:
+        raise UsageError("scp needs a SOURCE and a DEST")
+    remote_srcs = [_remote(s) for s in sources]
+    remote_dest = _remote(dest)
+    if remote_dest is not None and not any(remote_srcs):
+        return _upload(conn, sources, remote_dest, recursive)
+    if remote_dest is None and all(remote_srcs):
+        machines = {r[0] for r in remote_srcs if r}
+        if len(machines) > 1:
+            raise UsageError(
+                "all SOURCEs must be on the same instance", hint="copy from one instance at a time"
+            )
+        return _download(conn, machines.pop(), [r[1] for r in remote_srcs if r], Path(dest), recursive)
+    raise UsageError(
+        "either every SOURCE is local and DEST is NAME:PATH, or every SOURCE is NAME:PATH and DEST is local",
+        hint="e.g. scp -r results analysis:/tmp/   or   scp 'analysis:/tmp/*.root' .",
+    )
+
+
+def _local_sources(sources: list[str], recursive: bool) -> list[Path]:
+    paths: list[Path] = []
+    for s in sources:
+        found = [s] if os.path.lexists(s) or not _GLOB & set(s) else sorted(glob.glob(s))
+        if not found or not all(os.path.lexists(f) for f in found):
+            raise UsageError(f"no such file: {s}")
+        for f in found:
+            p = Path(f)
+            if p.is_dir() and not recursive:
+                raise UsageError(f"{s} is a folder", hint="copy folders with scp -r")
+            paths.append(p)
+    return paths
+
+
+def _upload(conn: Any, sources: list[str], remote: tuple[str, str], recursive: bool) -> list[str]:
+    locals_ = _local_sources(sources, recursive)
+    user, name = split_user(remote[0])
+    target = remote[1] or "."
+    client = ready.connect(conn, name, user)
+    try:
+        is_dir = ssh.status(client, f"test -d {shlex.quote(target)}")[0] == 0
+        if (len(locals_) > 1 or target.endswith("/")) and not is_dir:
+            raise SSHError(
+                f"{target} is not a folder on the instance", hint="create it first, or name one file"
+            )
+        landed = []
+        for src in locals_:
+            dest = f"{target.rstrip('/') or '/'}/{src.name}" if is_dir else target
+            if src.is_dir():
+                _put_tree(client, src, dest)
+            else:
+                ssh.put(client, src, dest)
+            landed.append(dest)
+        return landed
+    finally:
+        client.close()
+
+
+def _put_tree(client: Any, src: Path, dest: str) -> None:
+    folders, files = [dest], []
+    for root, dirs, names in os.walk(src):
+        dirs.sort()
+        rel = PurePosixPath(Path(root).relative_to(src).as_posix())
+        folders += [str(PurePosixPath(dest) / rel / d) for d in dirs]
+        files += [(Path(root) / n, str(PurePosixPath(dest) / rel / n)) for n in sorted(names)]
+    code, err = ssh.status(client, "mkdir -p -- " + " ".join(shlex.quote(f) for f in folders))
+    if code != 0:
+        raise SSHError(f"cannot make {dest} on the instance: {err or f'exit {code}'}", hint="check the path")
+    for local, remote_path in files:
+        if local.is_symlink() or not local.is_file():
+            continue  # as scp -r: links are followed only when they point at files
+        ssh.put(client, local, remote_path)
+
+
+def _remote_pattern(path: str) -> tuple[str, str]:
+    """(folder, name) for ``cd FOLDER && tar -c NAME``: the folder is quoted; the name is left to the
+    remote shell's globbing when it has glob characters and nothing else it would interpret."""
+    p = PurePosixPath(path or ".")
+    folder, leaf = str(p.parent), p.name or "."
+    if _GLOB & set(folder):
+        raise UsageError(f"{path}: globs only in the last part of a remote path")
+    if _GLOB & set(leaf) and all(c.isalnum() or c in "*?[]-_.+,=@%" for c in leaf):
+        return shlex.quote(folder), leaf
+    return shlex.quote(folder), shlex.quote(leaf)
+
+
+def _download(conn: Any, machine: str, paths: list[str], dest: Path, recursive: bool) -> list[str]:
+    user, name = split_user(machine)
+    into_dir = dest.is_dir()
+    if len(paths) > 1 and not into_dir:
+        raise UsageError(f"{dest} is not a folder", hint="copying several files needs a folder as DEST")
+    if not dest.parent.is_dir() and not into_dir:
+        raise UsageError(f"no such folder: {dest.parent}")
+    client = ready.connect(conn, name, user)
+    landed: list[str] = []
+    parent = dest if into_dir else dest.parent
+    tmp = Path(tempfile.mkdtemp(prefix=".scp-", dir=parent))
+    try:
+        for path in paths:
+            folder, leaf = _remote_pattern(path)
+            part = tmp / str(len(landed))
+            part.mkdir()
+            check = (
+                ""
+                if recursive
+                else f'for f in {leaf}; do [ -d "$f" ] && echo "$f: {_NO_R}" >&2 && exit 1; done; '
+            )
+            tops = ssh.get_tree(client, f"cd {folder} && {check}tar -cf - {leaf}", part)
+            for top in tops:
+                final = dest / top if into_dir else dest
+                landed.append(str(final))
+                _place(part / top, final)
+    finally:
+        client.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return landed
+
+
+def _place(src: Path, final: Path) -> None:
+    if final.is_dir() and not final.is_symlink() and src.is_dir():
+        shutil.rmtree(final)
+    os.replace(src, final)
