@@ -7,9 +7,11 @@ The publisher's commands (keygen, create, publish, resign, tag add/remove) come 
 from __future__ import annotations
 
 import argparse
+import json
 import stat
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -190,20 +192,27 @@ def _ls_line(e: DirEntry, full_path: bool) -> str:
 
 
 def cmd_ls(args: argparse.Namespace, out: Output) -> int:
+    # Streamed, entry by entry (JSON too): a directory of a million entries costs no more memory
+    # than a small one; a bad entry met half-way ends the listing with one error line.
     with open_from_args(args) as repo:
         if args.recursive:
-            entries = list(repo.walk(args.path))
+            entries: Iterator[DirEntry] = repo.walk(args.path)
         else:
             top = repo.stat(args.path)
-            entries = repo.listdir(top.path) if top.is_dir else [top]
-    if out.json_mode:
-        out.data([entry_json(e) for e in entries])
-        return 0
-    for e in entries:
-        if args.long:
-            out.console.print(_ls_line(e, args.recursive), markup=False, highlight=False)
-        else:
-            out.console.print(e.path if args.recursive else e.name, markup=False, highlight=False)
+            entries = repo.iterdir(top.path) if top.is_dir else iter([top])
+        write = sys.stdout.write
+        if out.json_mode:
+            write("[")
+            for i, e in enumerate(entries):
+                write(("," if i else "") + "\n  " + json.dumps(entry_json(e)))
+            write("\n]\n")
+            return 0
+        for e in entries:
+            if args.long:
+                line = _ls_line(e, args.recursive)
+            else:
+                line = e.path if args.recursive else e.name
+            write(line.encode("utf-8", "surrogateescape").decode("utf-8", "replace") + "\n")
     return 0
 
 
@@ -223,10 +232,15 @@ def cmd_cat(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_verify(args: argparse.Namespace, out: Output) -> int:
+    def problem(text: str) -> None:
+        # Each problem as it is found (there may be millions; the report keeps the first ones).
+        if not out.json_mode:
+            out.err.print(f"[bold red]problem:[/bold red] {text}", highlight=False, markup=True)
+
     with open_from_args(args) as repo:
         with out.progress() as bar:
             task = bar.add_task(f"verifying {repo.fqrn}", total=None)
-            report = repo.verify(progress=lambda e: bar.advance(task))
+            report = repo.verify(progress=lambda e: bar.advance(task), on_problem=problem)
         data = {
             "fqrn": repo.fqrn,
             "revision": repo.revision,
@@ -237,20 +251,24 @@ def cmd_verify(args: argparse.Namespace, out: Output) -> int:
             "files": report.files,
             "objects": report.objects,
             "bytes": report.bytes,
+            "problems": report.problems,
             "errors": report.errors,
         }
 
     def render(d: dict[str, Any]) -> None:
-        for err in d["errors"]:
-            out.err.print(f"[bold red]error:[/bold red] {err}", highlight=False)
-        verdict = "[green]OK[/green]" if d["ok"] else f"[red]{len(d['errors'])} problem(s)[/red]"
+        verdict = "[green]OK[/green]" if d["ok"] else f"[red]{d['problems']} problem(s)[/red]"
         out.print(
             f"{d['fqrn']} revision {d['revision']}: {d['catalogs']} catalogs, {d['entries']} entries, "
             f"{d['objects']} objects, {d['bytes']} bytes checked: {verdict}"
         )
 
     out.data(data, render)
-    return 0 if report.ok else IntegrityError.exit_code
+    if not report.ok:
+        raise IntegrityError(
+            f"{repo.fqrn}: revision {repo.revision} has {report.problems} problem(s) (listed above)",
+            hint="the repository is damaged or hostile: do not use it",
+        )
+    return 0
 
 
 def cmd_export(args: argparse.Namespace, out: Output) -> int:

@@ -132,11 +132,14 @@ class ObjectCache:
     def save_meta(self, name: str, data: bytes) -> None:
         atomic_write(self.root / name, data)
 
-    def load_meta(self, name: str) -> bytes | None:
+    def load_meta(self, name: str, limit: int = 1 << 20) -> bytes | None:
+        """A saved signed file; None if absent or (not written by us) larger than ``limit``."""
         try:
-            return (self.root / name).read_bytes()
+            with open(self.root / name, "rb") as f:
+                data = f.read(limit + 1)
         except FileNotFoundError:
             return None
+        return data if len(data) <= limit else None
 
     def scratch(self) -> Path:
         """A private scratch directory for this process (inflated catalogs, large objects)."""

@@ -3,6 +3,15 @@
 Rows are keyed by the MD5 of the full repository path split into two little-endian signed int64s; a
 directory's children share its path hash as their parent. A nested catalog holds the subtree below
 its mountpoint and is referenced from its parent by hash and uncompressed size.
+
+Every row is checked as it is read, so that no consumer (export, tar, containers, FUSE, ``ls``)
+ever sees an entry a file system could not hold safely (issue 12): a name must be a single path
+component (not empty, ``.``, ``..``, no ``/`` or NUL, at most 255 bytes) and unique in its
+directory; ids, mode type bits, mtimes, sizes, symlink targets, hashes and extended attributes must
+be in range; a chunk list must start at 0, be contiguous and add up to the file size; nested
+catalog references must lie strictly below the catalog's own root. Directory listings stream from
+SQLite in name order (duplicates are then neighbours), so a million-entry directory costs no more
+memory than a small one.
 """
 
 from __future__ import annotations
@@ -13,12 +22,22 @@ import stat
 import struct
 import threading
 import urllib.parse
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import CvmfsError
-from .objects import algorithm_from_flags, from_digest, parse_hash
+from .limits import (
+    MAX_CHUNKS,
+    MAX_ID,
+    MAX_MTIME,
+    MAX_NAME_BYTES,
+    MAX_NESTED_REFS,
+    MAX_SIZE,
+    MAX_SYMLINK_BYTES,
+)
+from .objects import DIGEST_SIZE, algorithm_from_flags, from_digest, parse_hash
 
 FLAG_DIR = 1
 FLAG_NESTED_MOUNTPOINT = 2
@@ -32,6 +51,19 @@ FLAG_COMPRESSION_NONE = 1 << 11
 FLAG_BIND_MOUNTPOINT = 0x4000
 FLAG_HIDDEN = 0x8000
 FLAG_DIRECT_IO = 0x10000
+
+#: rows fetched from SQLite at a time while a directory streams
+FETCH = 256
+_TYPES = frozenset(
+    (stat.S_IFDIR, stat.S_IFREG, stat.S_IFLNK, stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO, stat.S_IFSOCK)
+)
+ENTRY_HINT = (
+    "the catalog holds an entry no file system can hold safely (a broken or hostile publisher); "
+    "it is refused, and 'cernvm-build cvmfs verify' lists every such entry"
+)
+
+#: ``on_problem(error)``: a tolerant listing reports a bad row here and goes on without it
+Problem = Callable[[CvmfsError], None]
 
 
 def md5_pair(path: str) -> tuple[int, int]:
@@ -58,6 +90,8 @@ def parse_xattrs(blob: bytes | None, where: str) -> dict[str, bytes]:
     """``uint8 version=1, uint8 count, then count x (uint8 klen, uint8 vlen, key, value)``."""
     if not blob:
         return {}
+    if not isinstance(blob, bytes):
+        raise CvmfsError(f"{where}: extended attribute block is not a blob")
     if blob[0] != 1 or len(blob) < 2:
         raise CvmfsError(f"{where}: unsupported extended attribute block (version {blob[0]})")
     out: dict[str, bytes] = {}
@@ -68,6 +102,8 @@ def parse_xattrs(blob: bytes | None, where: str) -> dict[str, bytes]:
         klen, vlen = blob[pos], blob[pos + 1]
         pos += 2
         key = blob[pos : pos + klen].decode("utf-8", errors="surrogateescape")
+        if not key or "\0" in key:
+            raise CvmfsError(f"{where}: extended attribute name {key!r} is empty or holds NUL")
         out[key] = bytes(blob[pos + klen : pos + klen + vlen])
         pos += klen + vlen
     if pos > len(blob):
@@ -156,17 +192,50 @@ def join(parent: str, name: str) -> str:
     return f"/{name}" if parent in ("", "/") else f"{parent}/{name}"
 
 
+def _text(raw: bytes) -> str:
+    # Names are bytes on the publisher's file system: keep what is not UTF-8 (surrogateescape), like
+    # the rest of the reader, instead of failing the whole query on one row.
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def check_name(name: object) -> str | None:
+    """Why ``name`` cannot be a directory entry's name, or None if it can."""
+    if not isinstance(name, str):
+        return "the name is not text"
+    if name in ("", ".", ".."):
+        return f"the name {name!r} is not a file name"
+    if "/" in name:
+        return "a name may not contain '/'"
+    if "\0" in name:
+        return "a name may not contain NUL"
+    if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+        return f"the name is longer than {MAX_NAME_BYTES} bytes"
+    return None
+
+
+def _int(value: object, what: str, low: int, high: int) -> int:
+    if value is None:
+        value = 0
+    if type(value) is not int:
+        raise ValueError(f"{what} is not an integer ({value!r})")
+    if not low <= value <= high:
+        raise ValueError(f"{what} {value} is out of range ({low} .. {high})")
+    return value
+
+
 class Catalog:
     """One catalog database, opened read-only. Safe to share between threads."""
 
-    def __init__(self, db_path: Path, *, name: str, where: str):
+    def __init__(self, db_path: Path, *, name: str, where: str, depth: int = 0):
         self.path = db_path
         self.name = name  # object name (hex + id), for error messages
         self.where = where
+        self.depth = depth  # 0 for the root catalog, 1 for its nested catalogs, ...
         uri = "file:" + urllib.parse.quote(str(db_path)) + "?mode=ro&immutable=1"
         self._lock = threading.Lock()
         try:
             self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            self._db.text_factory = _text
             self.properties = dict(self._db.execute("SELECT key, value FROM properties").fetchall())
             cols = {row[1] for row in self._db.execute("PRAGMA table_info(catalog)")}
             nested_cols = {row[1] for row in self._db.execute("PRAGMA table_info(nested_catalogs)")}
@@ -174,8 +243,11 @@ class Catalog:
             raise CvmfsError(f"{where}: catalog {name}C is not a readable SQLite catalog: {e}") from e
         if not cols:
             raise CvmfsError(f"{where}: catalog {name}C has no 'catalog' table")
-        self.schema = float(self.properties.get("schema", 0) or 0)
-        self.schema_revision = int(self.properties.get("schema_revision", 0) or 0)
+        try:
+            self.schema = float(self.properties.get("schema", 0) or 0)
+            self.schema_revision = int(self.properties.get("schema_revision", 0) or 0)
+        except (TypeError, ValueError) as e:
+            raise CvmfsError(f"{where}: catalog {name}C: schema properties are not numbers") from e
         self.root_prefix = str(self.properties.get("root_prefix", "") or "").rstrip("/")
         self._has_xattr = "xattr" in cols
         self._has_mtimens = "mtimens" in cols
@@ -191,91 +263,224 @@ class Catalog:
 
     @property
     def revision(self) -> int:
-        return int(self.properties.get("revision", 0) or 0)
+        try:
+            return int(self.properties.get("revision", 0) or 0)
+        except (TypeError, ValueError):
+            return 0
+
+    @property
+    def label(self) -> str:
+        """``catalog <hash>C`` (and where it is mounted, for a nested one), for messages."""
+        return f"catalog {self.name}C" + (f" at {self.root_prefix}" if self.root_prefix else "")
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
+    def _error(self, e: sqlite3.Error) -> CvmfsError:
+        return CvmfsError(f"{self.where}: {self.label} cannot be queried: {e}", hint=ENTRY_HINT)
+
     def _query(self, sql: str, args: tuple[object, ...]) -> list[Any]:
         with self._lock:
             try:
                 return self._db.execute(sql, args).fetchall()
-            except sqlite3.DatabaseError as e:
-                raise CvmfsError(f"{self.where}: catalog {self.name}C cannot be queried: {e}") from e
+            except sqlite3.Error as e:
+                raise self._error(e) from e
+
+    def _stream(self, sql: str, args: tuple[object, ...]) -> Iterator[Any]:
+        """Rows of a query, ``FETCH`` at a time (the lock is held only while fetching)."""
+        with self._lock:
+            try:
+                cursor = self._db.execute(sql, args)
+            except sqlite3.Error as e:
+                raise self._error(e) from e
+        try:
+            while True:
+                with self._lock:
+                    try:
+                        rows = cursor.fetchmany(FETCH)
+                    except sqlite3.Error as e:
+                        raise self._error(e) from e
+                if not rows:
+                    return
+                yield from rows
+        finally:
+            with self._lock:
+                try:
+                    cursor.close()
+                except sqlite3.Error:  # the catalog was closed under a suspended listing
+                    pass
+
+    def _bad_entry(self, parent: str, name: object, why: str) -> CvmfsError:
+        return CvmfsError(
+            f"{self.where}: {self.label}: directory {parent or '/'}: entry {name!r}: {why}", hint=ENTRY_HINT
+        )
 
     def lookup(self, path: str) -> DirEntry | None:
         a, b = md5_pair(path)
-        rows = self._query(self._select + " WHERE md5path_1=? AND md5path_2=?", (a, b))
+        rows = self._query(self._select + " WHERE md5path_1=? AND md5path_2=? LIMIT 2", (a, b))
         if not rows:
             return None
-        parent = path.rsplit("/", 1)[0] if path not in ("", "/") else ""
+        parent, _, base = path.rpartition("/") if path not in ("", "/") else ("", "", "")
+        if len(rows) > 1:
+            raise self._bad_entry(parent, base, "the name appears twice in the directory")
+        name = rows[0][5]
+        if name != base:
+            why = check_name(name) or f"the entry's name does not match its path {path}"
+            raise self._bad_entry(parent, name, why)
         return self._entry(rows[0], parent, path)
 
-    def children(self, path: str) -> list[DirEntry]:
-        """Entries whose parent is ``path``, sorted by name (as str). Hidden entries (the server's
-        virtual ``/.cvmfs`` snapshot directory) are left out, as the client does; lookup finds them."""
+    def children(self, path: str, on_problem: Problem | None = None) -> Iterator[DirEntry]:
+        """Entries whose parent is ``path``, in name order (byte order of the UTF-8, as ``sorted``),
+        streamed. Hidden entries (the server's virtual ``/.cvmfs`` snapshot directory) are left out,
+        as the client does; lookup finds them.
+
+        A bad entry (name, duplicate, field out of range) raises CvmfsError, or with ``on_problem``
+        is reported there and skipped.
+        """
         a, b = md5_pair(path)
-        rows = self._query(self._select + " WHERE parent_1=? AND parent_2=?", (a, b))
-        entries = [self._entry(r, path, None) for r in rows if not int(r[4] or 0) & FLAG_HIDDEN]
-        entries.sort(key=lambda e: e.name)
-        return entries
+        previous: str | None = None
+        for r in self._stream(self._select + " WHERE parent_1=? AND parent_2=? ORDER BY name", (a, b)):
+            name = r[5]
+            try:
+                why = check_name(name)
+                if why is None and name == previous:
+                    why = "the name appears twice in the directory"
+                previous = name
+                if why is not None:
+                    raise self._bad_entry(path, name, why)
+                flags = r[4]
+                if type(flags) is int and flags & FLAG_HIDDEN:
+                    continue
+                entry = self._entry(r, path, None)
+            except CvmfsError as e:
+                if on_problem is None:
+                    raise
+                on_problem(e)
+                continue
+            yield entry
 
     def nested(self) -> list[NestedRef]:
+        """The references to nested catalogs, each strictly below this catalog's root."""
         size = "size" if self._nested_size else "0"
-        rows = self._query(f"SELECT path, sha1, {size} FROM nested_catalogs", ())
+        rows = self._query(f"SELECT path, sha1, {size} FROM nested_catalogs LIMIT {MAX_NESTED_REFS + 1}", ())
+        if len(rows) > MAX_NESTED_REFS:
+            raise CvmfsError(
+                f"{self.where}: {self.label} references more than {MAX_NESTED_REFS} nested catalogs",
+                hint=ENTRY_HINT,
+            )
         out = []
+        top = self.root_prefix
         for p, h, s in rows:
+            where = f"{self.where}: {self.label}: nested catalog reference {p!r}"
+            if not isinstance(p, str):
+                raise CvmfsError(f"{where}: the path is not text", hint=ENTRY_HINT)
+            ref = p.rstrip("/")
+            parts = ref.split("/")
+            if (
+                not ref.startswith(top + "/")
+                or any(check_name(c) for c in parts[1:])
+                or len(ref) <= len(top) + 1
+            ):
+                raise CvmfsError(
+                    f"{where}: not a path strictly below the catalog's root {top or '/'}",
+                    hint="a nested catalog that points at itself, a parent or elsewhere would never end; "
+                    "the repository is damaged or hostile",
+                )
             try:
                 hash_text = str(parse_hash(str(h)))
             except ValueError as e:
-                raise CvmfsError(f"{self.where}: catalog {self.name}C: bad nested hash for {p}: {h!r}") from e
-            out.append(NestedRef(str(p).rstrip("/"), hash_text, int(s or 0)))
+                raise CvmfsError(f"{where}: bad hash {h!r}", hint=ENTRY_HINT) from e
+            try:
+                declared = _int(s, "size", 0, MAX_SIZE)
+            except ValueError as e:
+                raise CvmfsError(f"{where}: {e}", hint=ENTRY_HINT) from e
+            out.append(NestedRef(ref, hash_text, declared))
         return out
 
-    def chunks_of(self, path: str, algorithm: str) -> tuple[Chunk, ...]:
+    def chunks_of(self, path: str, algorithm: str, size: int, where: str) -> tuple[Chunk, ...]:
+        """The chunk list of a file of ``size`` bytes: from 0, contiguous, adding up to the size."""
         a, b = md5_pair(path)
         rows = self._query(
-            "SELECT offset, size, hash FROM chunks WHERE md5path_1=? AND md5path_2=? ORDER BY offset", (a, b)
+            "SELECT offset, size, hash FROM chunks WHERE md5path_1=? AND md5path_2=? "
+            f"ORDER BY offset, size LIMIT {MAX_CHUNKS + 1}",
+            (a, b),
         )
-        return tuple(Chunk(int(o), int(s), str(from_digest(bytes(h), algorithm))) for o, s, h in rows)
+        if len(rows) > MAX_CHUNKS:
+            raise CvmfsError(f"{where}: more than {MAX_CHUNKS} chunks", hint=ENTRY_HINT)
+        out = []
+        pos = 0
+        for o, n, h in rows:
+            if type(o) is not int or type(n) is not int or n <= 0 or o != pos:
+                raise CvmfsError(
+                    f"{where}: chunk list is not contiguous from 0 (chunk at {o!r} of {n!r} bytes, "
+                    f"expected one at {pos})",
+                    hint=ENTRY_HINT,
+                )
+            if not isinstance(h, bytes) or len(h) != DIGEST_SIZE:
+                raise CvmfsError(f"{where}: chunk at {o} has no valid content hash", hint=ENTRY_HINT)
+            out.append(Chunk(o, n, str(from_digest(h, algorithm))))
+            pos += n
+        if rows and pos != size:
+            raise CvmfsError(f"{where}: chunks add up to {pos} bytes, the file has {size}", hint=ENTRY_HINT)
+        return tuple(out)
 
     def statistics(self) -> dict[str, int]:
         try:
             rows = self._query("SELECT counter, value FROM statistics", ())
         except CvmfsError:
             return {}
-        return {str(k): int(v) for k, v in rows}
+        return {str(k): v for k, v in rows if type(v) is int}
 
     def _entry(self, row: Any, parent: str, path: str | None) -> DirEntry:
         (h, size, mode, mtime, flags, name, symlink, uid, gid, hardlinks, _m1, _m2, xattr, mtimens) = row
-        flags_i = int(flags or 0)
-        name_s = str(name or "")
         if path is None:
-            path = join(parent, name_s)
+            path = join(parent, name)
         full = "/" if path in ("", "/") else path
-        where = f"{self.where}: catalog {self.name}C: {full}"
+        where = f"{self.where}: {self.label}: {full}"
         try:
+            mode_i = _int(mode, "mode", 0, 0o177777)
+            if stat.S_IFMT(mode_i) not in _TYPES:
+                raise ValueError(f"mode {mode_i:o} has no valid file type")
+            flags_i = _int(flags, "flags", 0, MAX_SIZE)
+            size_i = _int(size, "size", 0, MAX_SIZE)
+            uid_i = _int(uid, "uid", 0, MAX_ID)
+            gid_i = _int(gid, "gid", 0, MAX_ID)
+            mt = _int(mtime, "mtime", -MAX_MTIME, MAX_MTIME)
+            ns = _int(mtimens, "mtimens", -1, 999_999_999)
+            hl = _int(hardlinks, "hardlinks", 0, MAX_SIZE)
             algorithm = algorithm_from_flags(flags_i)
         except ValueError as e:
-            raise CvmfsError(f"{where}: {e}") from e
-        content = str(from_digest(bytes(h), algorithm)) if h else None
+            raise CvmfsError(f"{where}: {e}", hint=ENTRY_HINT) from e
+        link = ""
+        if stat.S_ISLNK(mode_i):
+            if not isinstance(symlink, str) or not symlink or "\0" in symlink:
+                raise CvmfsError(
+                    f"{where}: symlink target {symlink!r} is empty or holds NUL", hint=ENTRY_HINT
+                )
+            if len(symlink.encode("utf-8", "surrogateescape")) > MAX_SYMLINK_BYTES:
+                raise CvmfsError(
+                    f"{where}: symlink target is longer than {MAX_SYMLINK_BYTES} bytes", hint=ENTRY_HINT
+                )
+            link = symlink
+        content = None
+        if h:
+            if not isinstance(h, bytes) or len(h) != DIGEST_SIZE:
+                raise CvmfsError(f"{where}: content hash is not a {DIGEST_SIZE}-byte digest", hint=ENTRY_HINT)
+            content = str(from_digest(h, algorithm))
         chunks: tuple[Chunk, ...] = ()
-        if flags_i & FLAG_CHUNKED:
-            chunks = self.chunks_of(full, algorithm)
-        hl = int(hardlinks or 0)
-        mt = int(mtime or 0)
-        ns = int(mtimens or 0)
+        if flags_i & FLAG_CHUNKED and stat.S_ISREG(mode_i):
+            chunks = self.chunks_of(full, algorithm, size_i, where)
         return DirEntry(
             path=full,
             name="" if full == "/" else full.rsplit("/", 1)[1],
-            mode=int(mode or 0),
-            size=int(size or 0),
+            mode=mode_i,
+            size=size_i,
             mtime=mt,
-            mtime_ns=mt * 1_000_000_000 + ns,
-            uid=int(uid or 0),
-            gid=int(gid or 0),
-            symlink=str(symlink or ""),
+            mtime_ns=mt * 1_000_000_000 + max(ns, 0),
+            uid=uid_i,
+            gid=gid_i,
+            symlink=link,
             hardlink_group=hl >> 32,
             linkcount=(hl & 0xFFFFFFFF) or 1,
             flags=flags_i,

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from ..errors import CvmfsError, IntegrityError
+from .limits import human
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,31 @@ class Unreachable(CvmfsError):
     """No source could be reached (connection refused, timeouts, server errors)."""
 
 
+class TooLarge(IntegrityError):
+    """The file is larger than the most its kind can be: reading stopped there."""
+
+
+def too_large(repo: str, what: str, limit: int) -> TooLarge:
+    return TooLarge(
+        f"{repo}: {what} is larger than {human(limit)}, the most it can be; reading stopped there",
+        hint="a genuine one is far smaller: the server or a proxy is damaged or hostile",
+    )
+
+
+def capped(blocks: Iterator[bytes], limit: int | None, repo: str, what: str) -> Iterator[bytes]:
+    """``blocks`` until they add up to more than ``limit`` bytes, then TooLarge (before the block
+    that crosses it is handed on)."""
+    if limit is None:
+        yield from blocks
+        return
+    got = 0
+    for block in blocks:
+        got += len(block)
+        if got > limit:
+            raise too_large(repo, what, limit)
+        yield block
+
+
 class _TransportError(Exception):
     """A transfer broke while the consumer was reading; the fetch retries elsewhere."""
 
@@ -47,11 +73,12 @@ class Fetcher:
 
     description = ""
 
-    def fetch(self, relpath: str, consume: Consumer[T], *, what: str) -> T:
+    def fetch(self, relpath: str, consume: Consumer[T], *, what: str, limit: int | None = None) -> T:
+        """What ``consume`` made of the file's blocks; TooLarge once more than ``limit`` bytes came."""
         raise NotImplementedError
 
-    def get(self, relpath: str, *, what: str) -> bytes:
-        return self.fetch(relpath, lambda blocks: b"".join(blocks), what=what)
+    def get(self, relpath: str, *, what: str, limit: int | None = None) -> bytes:
+        return self.fetch(relpath, lambda blocks: b"".join(blocks), what=what, limit=limit)
 
 
 class LocalFetcher(Fetcher):
@@ -60,7 +87,7 @@ class LocalFetcher(Fetcher):
         self.repo = repo
         self.description = str(root)
 
-    def fetch(self, relpath: str, consume: Consumer[T], *, what: str) -> T:
+    def fetch(self, relpath: str, consume: Consumer[T], *, what: str, limit: int | None = None) -> T:
         path = self.root / relpath
         try:
             f = open(path, "rb")  # noqa: SIM115 - closed below, after the consumer ran
@@ -77,7 +104,7 @@ class LocalFetcher(Fetcher):
                 while block := f.read(BLOCK):
                     yield block
 
-            return consume(blocks())
+            return consume(capped(blocks(), limit, self.repo, what))
 
 
 def parse_proxies(proxy: str | None) -> list[str | None]:
@@ -134,7 +161,7 @@ class HttpFetcher(Fetcher):
         self._local = threading.local()
         self.description = ", ".join(self.urls)
 
-    def fetch(self, relpath: str, consume: Consumer[T], *, what: str) -> T:
+    def fetch(self, relpath: str, consume: Consumer[T], *, what: str, limit: int | None = None) -> T:
         n = len(self.urls)
         last_error = ""
         integrity: IntegrityError | None = None
@@ -147,7 +174,7 @@ class HttpFetcher(Fetcher):
                     if attempt:
                         time.sleep(min(self.backoff * 2 ** (attempt - 1), 2.0))
                     try:
-                        result = self._get(url, proxy, consume)
+                        result = self._get(url, proxy, consume, what, limit)
                     except _HttpStatus as e:
                         last_error = str(e)
                         if e.code == 404:
@@ -201,7 +228,15 @@ class HttpFetcher(Fetcher):
         if conn is not None:
             conn.close()
 
-    def _get(self, url: str, proxy: str | None, consume: Consumer[T], redirects: int = 5) -> T:
+    def _get(
+        self,
+        url: str,
+        proxy: str | None,
+        consume: Consumer[T],
+        what: str,
+        limit: int | None,
+        redirects: int = 5,
+    ) -> T:
         target = urllib.parse.urlsplit(url)
         via = urllib.parse.urlsplit(proxy) if proxy else target
         scheme, netloc = via.scheme or "http", via.netloc
@@ -232,12 +267,16 @@ class HttpFetcher(Fetcher):
                 ok = not resp.will_close
                 if not location:
                     raise _HttpStatus(url, resp.status, "redirect without Location")
-                return self._get(urllib.parse.urljoin(url, location), proxy, consume, redirects - 1)
+                return self._get(
+                    urllib.parse.urljoin(url, location), proxy, consume, what, limit, redirects - 1
+                )
             if resp.status != 200:
                 resp.read()
                 ok = not resp.will_close
                 raise _HttpStatus(url, resp.status, resp.reason)
             expected = resp.getheader("Content-Length")
+            if limit is not None and expected is not None and expected.isdigit() and int(expected) > limit:
+                raise too_large(self.repo, what, limit)  # refused without reading the body
 
             def blocks() -> Iterator[bytes]:
                 got = 0
@@ -253,7 +292,7 @@ class HttpFetcher(Fetcher):
                 if expected is not None and expected.isdigit() and got != int(expected):
                     raise _TransportError(f"transfer ended after {got} of {expected} bytes")
 
-            result = consume(blocks())
+            result = consume(capped(blocks(), limit, self.repo, what))
             resp.read()  # drain whatever the consumer left, so the connection can be reused
             ok = not resp.will_close
             return result

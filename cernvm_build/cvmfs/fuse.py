@@ -16,7 +16,7 @@ import logging
 import os
 import stat
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import mfusepy
@@ -36,7 +36,8 @@ def _target(e: DirEntry) -> str:
 
 
 ENOATTR = getattr(errno, "ENOATTR", errno.ENODATA)
-ENTRY_CACHE = 200_000
+#: entries kept for getattr after readdir (a DirEntry is about 1 KiB with its strings)
+ENTRY_CACHE = 50_000
 VIRTUAL_XATTRS = ("user.fqrn", "user.revision", "user.root_hash", "user.tag")
 
 
@@ -109,19 +110,23 @@ class CvmfsOperations(mfusepy.Operations):  # type: ignore[misc]
     def getattr(self, path: str, fh: Any = None) -> dict[str, Any]:
         return self.attrs(self._entry(path))
 
-    def readdir(self, path: str, fh: int) -> list[Any]:
+    def readdir(self, path: str, fh: int) -> Iterator[Any]:
+        # A generator: libfuse takes the entries one by one, so a huge directory is never a list here.
         try:
-            children = self.repo.listdir(path)
+            children = self.repo.iterdir(path)
         except CernVMError as e:
             if self.repo.lookup(path) is None:
                 raise mfusepy.FuseOSError(errno.ENOENT) from e
             raise _os_error(e) from e
-        out: list[Any] = [".", ".."]
-        for c in children:
-            if not c.is_nested_mountpoint:  # the nested catalog's own root entry is the one to show
-                self._remember(c)
-            out.append((c.name, {"st_mode": c.mode, "st_ino": c.inode}, 0))
-        return out
+        yield "."
+        yield ".."
+        try:
+            for c in children:
+                if not c.is_nested_mountpoint:  # the nested catalog's own root entry is the one to show
+                    self._remember(c)
+                yield (c.name, {"st_mode": c.mode, "st_ino": c.inode}, 0)
+        except CernVMError as e:
+            raise _os_error(e) from e
 
     def readlink(self, path: str) -> str:
         entry = self._entry(path)

@@ -112,10 +112,10 @@ def parse(data: bytes, where: str = ".cvmfspublished") -> Manifest:
             if default is None:
                 raise CvmfsError(f"{where}: required field '{key}' missing")
             return default
-        try:
-            return int(kv[key])
-        except ValueError as e:
-            raise CvmfsError(f"{where}: field '{key}' is not a number: {kv[key]!r}") from e
+        text = kv[key]
+        if not text.isascii() or not text.isdigit() or len(text) > 19:
+            raise CvmfsError(f"{where}: field '{key}' is not a non-negative number: {text[:40]!r}")
+        return int(text)
 
     def opt_hash(key: str) -> str | None:
         value = kv.get(key)

@@ -139,11 +139,23 @@ def compress(data: bytes) -> bytes:
     return zlib.compress(data)
 
 
-def decompress(data: bytes) -> bytes:
-    """Inflate a whole zlib stream; raises zlib.error on damaged data or trailing garbage."""
+class InflateLimit(ValueError):
+    """The stream inflates to more than the limit given (inflating stopped there)."""
+
+
+def decompress(data: bytes, limit: int | None = None) -> bytes:
+    """Inflate a whole zlib stream; raises zlib.error on damaged data or trailing garbage, and
+    InflateLimit as soon as the output would pass ``limit`` bytes (nothing more is inflated)."""
     d = zlib.decompressobj()
-    out = d.decompress(data)
+    if limit is None:
+        out = d.decompress(data)
+    else:
+        out = d.decompress(data, limit + 1)
+        if len(out) > limit or d.unconsumed_tail:
+            raise InflateLimit(f"inflates to more than {limit} bytes")
     out += d.flush()
+    if limit is not None and len(out) > limit:
+        raise InflateLimit(f"inflates to more than {limit} bytes")
     if not d.eof or d.unused_data:
         raise zlib.error("incomplete or over-long zlib stream")
     return out

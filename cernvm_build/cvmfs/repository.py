@@ -4,6 +4,13 @@
 master key, not expired, for this repository, listing the certificate's fingerprint; manifest signed by
 that certificate), picks the snapshot (trunk, a tag, a date or a root hash) and then reads catalogs and
 file contents on demand through the object store (every object hash-checked, every size checked).
+
+Hostile input (issue 12) is bounded before it is trusted: the manifest, whitelist and certificate are
+size-capped while they stream, the certificate is neither inflated past its cap nor cached before the
+signature chain verifies; and after: catalogs stop inflating at their declared size, nested catalog
+references must lie strictly below their catalog and nest at most ``limits.MAX_NESTING`` deep, and
+every row is checked as it streams (``catalog.py``). Walking is iterative and streams each
+directory, so neither depth nor width costs memory in proportion.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import datetime as dt
 import io
 import os
 import threading
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,9 +31,18 @@ from . import manifest as manifest_mod
 from . import rsa
 from . import whitelist as whitelist_mod
 from .cache import ObjectCache
-from .catalog import Catalog, Chunk, DirEntry, NestedRef
+from .catalog import Catalog, Chunk, DirEntry, NestedRef, Problem
 from .fetch import Fetcher, NotFound, Unreachable, make_fetcher
 from .history import History, Tag, parse_date
+from .limits import (
+    MAX_CATALOG_BYTES,
+    MAX_CERTIFICATE_BYTES,
+    MAX_HISTORY_BYTES,
+    MAX_MANIFEST_BYTES,
+    MAX_NESTING,
+    MAX_WHITELIST_BYTES,
+    human,
+)
 from .manifest import Manifest
 from .objects import (
     SUFFIX_CATALOG,
@@ -33,6 +50,7 @@ from .objects import (
     SUFFIX_FILE,
     SUFFIX_HISTORY,
     SUFFIX_PARTIAL,
+    InflateLimit,
     decompress,
     parse_hash,
 )
@@ -72,6 +90,12 @@ class SnapshotSpec:
         return self.tag is None and self.date is None and self.root_hash is None
 
 
+#: problems a VerifyReport keeps (all are counted, and each is passed to ``on_problem`` as found)
+MAX_REPORTED = 10_000
+#: object names ``verify`` remembers to check each only once (then it starts afresh: bounded memory)
+MAX_SEEN = 200_000
+
+
 @dataclass
 class VerifyReport:
     catalogs: int = 0
@@ -79,11 +103,17 @@ class VerifyReport:
     files: int = 0
     objects: int = 0
     bytes: int = 0
-    errors: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # the first MAX_REPORTED problems
+    problems: int = 0  # all of them
 
     @property
     def ok(self) -> bool:
-        return not self.errors
+        return not self.problems
+
+    def add(self, message: str) -> None:
+        self.problems += 1
+        if len(self.errors) < MAX_REPORTED:
+            self.errors.append(message)
 
 
 def _norm(path: str) -> str:
@@ -122,7 +152,8 @@ def local_fqrn(source: str | Path | Sequence[str]) -> str | None:
     base = Path(str(source).removeprefix("file://"))
     for cand in (base, base / "repo"):
         try:
-            body = (cand / MANIFEST_FILE).read_bytes()
+            with open(cand / MANIFEST_FILE, "rb") as f:
+                body = f.read(MAX_MANIFEST_BYTES)
         except OSError:
             continue
         return manifest_mod.parse_keyvals(body).get("N") or None
@@ -172,8 +203,8 @@ class Repository:
         self._history = history
         self._lock = threading.RLock()
         self._catalogs: dict[str, Catalog] = {}
-        self._nested: dict[str, list[NestedRef]] = {}
-        self._root = self._load_catalog(root_hash, root_size, "", "root catalog")
+        self._nested: dict[str, dict[str, NestedRef]] = {}
+        self._root = self._load_catalog(root_hash, root_size, "", "root catalog", 0)
 
     # -- context -----------------------------------------------------------------------------------
     def __enter__(self) -> Repository:
@@ -214,10 +245,20 @@ class Repository:
         return self._history.tags()
 
     # -- catalogs ----------------------------------------------------------------------------------
-    def _load_catalog(self, name: str, size: int | None, prefix: str, what: str) -> Catalog:
-        path = self.store.plain_file(name, SUFFIX_CATALOG, size=size or None, what=what)
-        cat = Catalog(path, name=name, where=self.fqrn)
+    def _load_catalog(self, name: str, size: int | None, prefix: str, what: str, depth: int) -> Catalog:
+        if depth > MAX_NESTING:
+            raise CvmfsError(
+                f"{self.fqrn}: {what} {name}C is nested {depth} deep, more than the {MAX_NESTING} "
+                "any real repository needs",
+                hint="a chain of nested catalogs this deep is damaged or hostile; it is not read",
+            )
+        # A size of 0 means "not recorded" (old schemas): then only the cap bounds the inflation.
+        path = self.store.plain_file(
+            name, SUFFIX_CATALOG, size=size or None, what=what, cap=MAX_CATALOG_BYTES
+        )
+        cat = Catalog(path, name=name, where=self.fqrn, depth=depth)
         if cat.root_prefix != prefix.rstrip("/"):
+            cat.close()
             raise IntegrityError(
                 f"{self.fqrn}: {what} {name}C: its root prefix is {cat.root_prefix or '/'!r}, "
                 f"expected {prefix or '/'!r}",
@@ -226,42 +267,69 @@ class Repository:
         self._catalogs[prefix] = cat
         return cat
 
-    def _nested_of(self, cat: Catalog) -> list[NestedRef]:
+    def _nested_of(self, cat: Catalog) -> dict[str, NestedRef]:
         refs = self._nested.get(cat.root_prefix)
         if refs is None:
-            refs = sorted(cat.nested(), key=lambda r: len(r.path), reverse=True)
+            refs = {r.path: r for r in cat.nested()}
             self._nested[cat.root_prefix] = refs
         return refs
 
+    def _child(self, cat: Catalog, ref: NestedRef) -> Catalog:
+        child = self._catalogs.get(ref.path)
+        if child is None:
+            child = self._load_catalog(
+                ref.hash, ref.size, ref.path, f"nested catalog {ref.path}", cat.depth + 1
+            )
+        return child
+
     def _catalog_for(self, path: str) -> Catalog:
-        """The (nested) catalog that holds ``path``, loading catalogs on the way."""
+        """The (nested) catalog that holds ``path``, loading catalogs on the way.
+
+        Each step goes to a catalog whose root is strictly below the current one (``Catalog.nested``
+        refuses anything else), so the loop ends within ``MAX_NESTING`` steps.
+        """
         key = "" if path == "/" else path
         with self._lock:
             cat = self._root
             while True:
-                for ref in self._nested_of(cat):
-                    if key == ref.path or key.startswith(ref.path + "/"):
-                        child = self._catalogs.get(ref.path)
-                        if child is None:
-                            child = self._load_catalog(
-                                ref.hash, ref.size, ref.path, f"nested catalog {ref.path}"
-                            )
-                        cat = child
-                        break
-                else:
+                refs = self._nested_of(cat)
+                if not refs:
                     return cat
+                ref = None
+                # The reference is a prefix of the path: look its ancestors up, deepest first.
+                end = len(key)
+                while end > len(cat.root_prefix):
+                    ref = refs.get(key[:end])
+                    if ref is not None:
+                        break
+                    end = key.rfind("/", 0, end)
+                if ref is None:
+                    return cat
+                cat = self._child(cat, ref)
 
-    def catalogs(self) -> Iterator[Catalog]:
-        """Every catalog of this revision, parents before children (loads them all)."""
+    def catalogs(self, on_problem: Problem | None = None) -> Iterator[Catalog]:
+        """Every catalog of this revision, parents before children (loads them all). With
+        ``on_problem`` a catalog that cannot be loaded is reported there and its subtree skipped."""
         stack = [self._root]
         while stack:
             cat = stack.pop()
             yield cat
-            for ref in sorted(self._nested_of(cat), key=lambda r: r.path, reverse=True):
-                with self._lock:
-                    child = self._catalogs.get(ref.path) or self._load_catalog(
-                        ref.hash, ref.size, ref.path, f"nested catalog {ref.path}"
-                    )
+            try:
+                refs = sorted(self._nested_of(cat).values(), key=lambda r: r.path, reverse=True)
+            except CvmfsError as e:
+                if on_problem is None:
+                    raise
+                on_problem(e)
+                continue
+            for ref in refs:
+                try:
+                    with self._lock:
+                        child = self._child(cat, ref)
+                except CvmfsError as e:
+                    if on_problem is None:
+                        raise
+                    on_problem(e)
+                    continue
                 stack.append(child)
 
     # -- the tree ----------------------------------------------------------------------------------
@@ -275,11 +343,20 @@ class Repository:
             raise CvmfsError(f"{self.fqrn}: {_norm(path)}: no such file or directory (ENOENT)")
         return entry
 
-    def listdir(self, path: str = "/") -> list[DirEntry]:
+    def iterdir(self, path: str = "/") -> Iterator[DirEntry]:
+        """The entries of a directory, in name order, streamed (a million of them cost no more
+        memory than ten)."""
         entry = self.stat(path)
         if not entry.is_dir:
             raise CvmfsError(f"{self.fqrn}: {entry.path}: not a directory (ENOTDIR)")
-        return self._catalog_for(entry.path).children(entry.path)
+        return self._children(entry.path)
+
+    def listdir(self, path: str = "/") -> list[DirEntry]:
+        """``iterdir`` as a list, for directories known to be small."""
+        return list(self.iterdir(path))
+
+    def _children(self, path: str, on_problem: Problem | None = None) -> Iterator[DirEntry]:
+        return self._catalog_for(path).children(path, on_problem)
 
     def readlink(self, path: str) -> str:
         entry = self.stat(path)
@@ -287,21 +364,37 @@ class Repository:
             raise CvmfsError(f"{self.fqrn}: {entry.path}: not a symbolic link (EINVAL)")
         return entry.symlink
 
-    def walk(self, path: str = "/") -> Iterator[DirEntry]:
-        """Depth-first, sorted by name, parents before children, crossing nested catalogs."""
+    def walk(self, path: str = "/", on_problem: Problem | None = None) -> Iterator[DirEntry]:
+        """Depth-first, sorted by name, parents before children, crossing nested catalogs.
+
+        Iterative (no recursion limit) and streaming: memory grows with the depth, not the width.
+        With ``on_problem`` a bad entry or a subtree that cannot be read is reported there and
+        skipped; otherwise the first one raises.
+        """
         top = self.stat(path)
         yield top
         if not top.is_dir:
             return
-        stack: list[Iterator[DirEntry]] = [iter(self.listdir(top.path))]
+        stack: list[Iterator[DirEntry]] = [self._children(top.path, on_problem)]
         while stack:
-            entry = next(stack[-1], None)
+            try:
+                entry = next(stack[-1], None)
+            except CvmfsError as e:
+                if on_problem is None:
+                    raise
+                on_problem(e)
+                entry = None
             if entry is None:
                 stack.pop()
                 continue
             yield entry
             if entry.is_dir:
-                stack.append(iter(self.listdir(entry.path)))
+                try:
+                    stack.append(self._children(entry.path, on_problem))
+                except CvmfsError as e:
+                    if on_problem is None:
+                        raise
+                    on_problem(e)
 
     # -- contents ----------------------------------------------------------------------------------
     def _file(self, path_or_entry: str | DirEntry) -> DirEntry:
@@ -375,17 +468,31 @@ class Repository:
         return self.read(path, 0, -1)
 
     # -- verification ------------------------------------------------------------------------------
-    def verify(self, progress: Callable[[DirEntry], None] | None = None) -> VerifyReport:
-        """Check every catalog and every object of this revision: hash, inflated size, chunk layout."""
+    def verify(
+        self,
+        progress: Callable[[DirEntry], None] | None = None,
+        on_problem: Callable[[str], None] | None = None,
+    ) -> VerifyReport:
+        """Check every catalog, every entry and every object of this revision: names, fields,
+        chunk layout, hash and inflated size. Goes on after a problem, so that all of them are
+        reported (each to ``on_problem`` as it is found, and in the report)."""
         report = VerifyReport()
-        try:
-            for _cat in self.catalogs():
-                report.catalogs += 1
-        except CvmfsError as e:
-            report.errors.append(str(e))
-            return report
+        said: set[str] = set()
+
+        def problem(e: CvmfsError | str) -> None:
+            text = str(e)
+            if text in said:  # a broken nested catalog is met by both passes
+                return
+            if len(said) < MAX_REPORTED:
+                said.add(text)
+            report.add(text)
+            if on_problem is not None:
+                on_problem(text)
+
+        for _cat in self.catalogs(problem):
+            report.catalogs += 1
         seen: set[str] = set()
-        for entry in self.walk("/"):
+        for entry in self.walk("/", problem):
             report.entries += 1
             if progress is not None:
                 progress(entry)
@@ -393,24 +500,17 @@ class Repository:
                 continue
             report.files += 1
             objs: list[tuple[str, str, int]] = []
-            if entry.is_chunked:
-                pos = 0
-                for c in entry.chunks:
-                    if c.offset != pos:
-                        report.errors.append(f"{self.fqrn}: {entry.path}: chunk list gap/overlap at {pos}")
-                    pos = c.offset + c.size
-                    objs.append((c.hash, SUFFIX_PARTIAL, c.size))
-                if pos != entry.size:
-                    report.errors.append(
-                        f"{self.fqrn}: {entry.path}: chunks cover {pos} of {entry.size} bytes"
-                    )
+            if entry.is_chunked:  # the layout itself was checked when the entry was read
+                objs.extend((c.hash, SUFFIX_PARTIAL, c.size) for c in entry.chunks)
             elif entry.content_hash is not None:
                 objs.append((entry.content_hash, SUFFIX_FILE, entry.size))
             elif entry.size:
-                report.errors.append(f"{self.fqrn}: {entry.path}: regular file without a content hash")
+                problem(f"{self.fqrn}: {entry.path}: regular file without a content hash")
             for name, suffix, size in objs:
                 if name + suffix in seen:
                     continue
+                if len(seen) >= MAX_SEEN:
+                    seen.clear()
                 seen.add(name + suffix)
                 try:
                     report.bytes += self.store.check(
@@ -418,7 +518,7 @@ class Repository:
                     )
                     report.objects += 1
                 except CvmfsError as e:
-                    report.errors.append(str(e))
+                    problem(e)
         return report
 
 
@@ -485,17 +585,8 @@ def _verify_chain(
         raise IntegrityError(f"{where}: field R is {m.root_path_md5}, expected md5('')")
     if not m.certificate_hash:
         raise IntegrityError(f"{where}: no certificate hash (X): the signature cannot be checked")
-    cert_obj = store.raw(m.certificate_hash, SUFFIX_CERTIFICATE, what="certificate")
-    try:
-        cert_pem = decompress(cert_obj)
-    except Exception as e:
-        raise IntegrityError(f"{fqrn}: certificate {m.certificate_hash}X cannot be inflated") from e
-    cert = rsa.load_certificate(cert_pem, where=f"{fqrn}: certificate {m.certificate_hash}X")
-    if not rsa.verify_pkcs1_sha1(cert.public_key, signed.hash_text.encode("ascii"), signed.signature):
-        raise IntegrityError(
-            f"{where}: signature does not verify against certificate {m.certificate_hash}X",
-            hint="the manifest was tampered with or signed by another key",
-        )
+    # The whitelist first: it is checked against the master key the user holds, so a man in the
+    # middle (who has no keys) is stopped before anything he names is fetched or inflated.
     wwhere = f"{fqrn}: {WHITELIST_FILE}"
     wsigned = manifest_mod.split_signed(whitelist_bytes, wwhere)
     try:
@@ -518,12 +609,34 @@ def _verify_chain(
             f"{wwhere}: whitelist expired on {w.expires:%Y-%m-%d %H:%M:%S} UTC",
             hint="the repository owner must re-sign the whitelist ('cernvm-build cvmfs resign')",
         )
+    # The certificate is named by the manifest, whose signature it is to check: it is bounded
+    # (stored and inflated), and neither taken from nor put into the cache before the chain holds.
+    cwhere = f"{fqrn}: certificate {m.certificate_hash}X"
+    cert_obj = store.raw(
+        m.certificate_hash, SUFFIX_CERTIFICATE, what="certificate", limit=MAX_CERTIFICATE_BYTES, cached=False
+    )
+    try:
+        cert_pem = decompress(cert_obj, MAX_CERTIFICATE_BYTES)
+    except InflateLimit as e:
+        raise IntegrityError(
+            f"{cwhere}: inflates to larger than {human(MAX_CERTIFICATE_BYTES)}, more than any certificate",
+            hint="the manifest names a certificate that is not genuine (a man in the middle?)",
+        ) from e
+    except zlib.error as e:
+        raise IntegrityError(f"{cwhere} cannot be inflated") from e
+    cert = rsa.load_certificate(cert_pem, where=cwhere)
     fpr = whitelist_mod.fingerprint(cert.der)
     if not w.lists(fpr):
         raise IntegrityError(
             f"{wwhere}: certificate {m.certificate_hash}X (fingerprint {fpr}) is not in the whitelist",
             hint="the manifest is signed by a certificate the repository owner did not approve",
         )
+    if not rsa.verify_pkcs1_sha1(cert.public_key, signed.hash_text.encode("ascii"), signed.signature):
+        raise IntegrityError(
+            f"{where}: signature does not verify against certificate {m.certificate_hash}X",
+            hint="the manifest was tampered with or signed by another key",
+        )
+    store.keep(m.certificate_hash, SUFFIX_CERTIFICATE, cert_obj, what="certificate")
     return m, w
 
 
@@ -585,8 +698,8 @@ def _open(
     m: Manifest | None = None
     w: Whitelist | None = None
     try:
-        mbytes = fetcher.get(MANIFEST_FILE, what="manifest")
-        wbytes = fetcher.get(WHITELIST_FILE, what="whitelist") if verify else b""
+        mbytes = fetcher.get(MANIFEST_FILE, what="manifest", limit=MAX_MANIFEST_BYTES)
+        wbytes = fetcher.get(WHITELIST_FILE, what="whitelist", limit=MAX_WHITELIST_BYTES) if verify else b""
     except (Unreachable, NotFound) as e:
         cached = (cache.load_meta(MANIFEST_FILE), cache.load_meta(WHITELIST_FILE)) if cache else (None, None)
         if cached[0] is not None and (cached[1] is not None or not verify):
@@ -628,7 +741,9 @@ def _open(
     history: History | None = None
     if m is not None and m.history_hash:
         try:
-            hpath = store.plain_file(m.history_hash, SUFFIX_HISTORY, size=None, what="history database")
+            hpath = store.plain_file(
+                m.history_hash, SUFFIX_HISTORY, size=None, what="history database", cap=MAX_HISTORY_BYTES
+            )
             history = History(hpath, where=name)
         except (Unreachable, NotFound):
             if not snapshot.is_trunk and snapshot.root_hash is None:
@@ -696,7 +811,13 @@ def _select(
                     hint="list the tags with 'cernvm-build cvmfs tag list SOURCE'",
                 )
         assert t is not None
-        return str(parse_hash(t.root_hash)), t.size or None, t.name
+        try:
+            return str(parse_hash(t.root_hash)), t.size or None, t.name
+        except ValueError as e:
+            raise CvmfsError(
+                f"{name}: tag {t.name!r} in history {m.history_hash}H: {t.root_hash!r} is not a root hash",
+                hint="the history database is damaged",
+            ) from e
     if m is None:
         raise CvmfsError(f"{name}: no manifest available")
     return m.root_hash, m.root_size, None

@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass
 
 from ..errors import CvmfsError, IntegrityError
+from .limits import MAX_RSA_BITS
 
 _RSA_OID = bytes.fromhex("2a864886f70d010101")  # 1.2.840.113549.1.1.1
 _SHA1_DIGEST_INFO = bytes.fromhex("3021300906052b0e03021a05000414")
@@ -106,7 +107,12 @@ def _rsa_public_pkcs1(data: bytes, start: int, end: int) -> PublicKey:
     kids = _children(data, seq[1], seq[2])
     if len(kids) < 2:
         raise DerError("RSAPublicKey needs modulus and exponent")
-    return PublicKey(_int(data, kids[0]), _int(data, kids[1]))
+    n, e = _int(data, kids[0]), _int(data, kids[1])
+    # A hostile certificate (read before its signature chain holds) must not buy minutes of pow():
+    # refuse moduli and exponents no real key has before any arithmetic.
+    if n.bit_length() > MAX_RSA_BITS or e.bit_length() > 64 or n < 3 or e < 3:
+        raise DerError(f"RSA key with a {n.bit_length()}-bit modulus and a {e.bit_length()}-bit exponent")
+    return PublicKey(n, e)
 
 
 def _spki(data: bytes, el: tuple[int, int, int]) -> PublicKey:

@@ -1,8 +1,12 @@
 """Objects as the reader needs them: fetched, hash-checked, inflated and size-checked.
 
-Compressed bytes are hashed *before* anything is inflated or cached. Inflated objects are kept in a
-small in-memory LRU (so reading a chunk in 128 KiB FUSE pieces inflates it once); objects larger than
-the LRU allows are inflated into a scratch file once and then read with pread.
+Compressed bytes are hashed *before* anything is inflated or cached, and the stream is cut off as
+soon as it is longer than its declared size allows (``limits.zlib_bound``). Inflating stops as soon
+as the output passes the declared size (or, where nothing is declared, the cap for the kind of
+object), in steps of at most ``BLOCK`` bytes, so a zlib bomb costs a few MB. Without a cache, stored
+bytes above ``SPILL`` go to a scratch file, not to memory. Inflated objects are kept in a small
+in-memory LRU (so reading a chunk in 128 KiB FUSE pieces inflates it once); objects larger than the
+LRU allows are inflated into a scratch file once and then read with pread.
 """
 
 from __future__ import annotations
@@ -16,10 +20,12 @@ import threading
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from ..errors import IntegrityError
 from .cache import ObjectCache
 from .fetch import Fetcher
+from .limits import human, zlib_bound
 from .objects import ObjectHash, new_hasher, parse_hash
 
 BLOCK = 1 << 20
@@ -27,6 +33,15 @@ LRU_BYTES = 64 << 20
 LRU_MAX_ITEM = 24 << 20
 #: cached objects up to this size are read (and checked) in one go
 SMALL = 1 << 20
+#: without a cache, stored bytes beyond this go to a scratch file while they are hash-checked
+SPILL = 8 << 20
+
+
+def stored_limit(size: int | None, compressed: bool, cap: int | None) -> int | None:
+    """The most stored bytes an object of inflated ``size`` (None: unknown, then ``cap``) can have."""
+    if size is None:
+        return None if cap is None else (zlib_bound(cap) if compressed else cap)
+    return zlib_bound(size) if compressed else size
 
 
 class ObjectStore:
@@ -68,21 +83,35 @@ class ObjectStore:
 
     # -- compressed (stored) bytes ----------------------------------------------------------------
     @contextlib.contextmanager
-    def _stored(self, h: ObjectHash, suffix: str, what: str) -> Iterator[Iterator[bytes]]:
-        """The verified stored bytes of an object, as a stream of blocks (from cache or network)."""
+    def _stored(
+        self, h: ObjectHash, suffix: str, what: str, limit: int | None = None, *, cached: bool = True
+    ) -> Iterator[Iterator[bytes]]:
+        """The verified stored bytes of an object, as a stream of blocks (from cache or network).
+
+        ``limit``: the most stored bytes it may have (TooLarge beyond, while it streams). With
+        ``cached=False`` a fetched object does not go into the cache (a certificate before the
+        signature chain it is part of holds); one already there was put there after that check.
+        """
         cache = self.cache
         if cache is not None:
             small = cache.read_small(h, suffix, SMALL)
-            if small is not None:
+            if small is not None and (limit is None or len(small) <= limit):
                 self.stats["cache_hits"] += 1
                 yield iter((small,))
                 return
             path = cache.lookup(h, suffix)
+            if path is not None and limit is not None and path.stat().st_size > limit:
+                cache.discard(h, suffix)
+                path = None
+            if path is None and not cached:
+                cache = None
+        if cache is not None:
             if path is None:
                 path = self.fetcher.fetch(
                     h.path(suffix),
                     lambda b: cache.store(h, suffix, b, what=what),
                     what=f"{what} {h}{suffix}",
+                    limit=limit,
                 )
                 self.stats["fetched"] += 1
                 self.stats["fetched_bytes"] += path.stat().st_size
@@ -92,53 +121,123 @@ class ObjectStore:
                 yield iter(lambda: f.read(BLOCK), b"")
             return
 
-        def collect(blocks: Iterator[bytes]) -> list[bytes]:
+        def collect(blocks: Iterator[bytes]) -> tuple[list[bytes], BinaryIO | None, int]:
+            # Called afresh on every attempt of the fetcher: a spill file of a failed one is closed
+            # (and so deleted) on the way out.
             hasher = new_hasher(h.algorithm)
-            parts = []
-            for block in blocks:
-                hasher.update(block)
-                parts.append(block)
-            actual = hasher.hexdigest()
-            if actual != h.hex:
-                raise self._mismatch(h, suffix, actual, what)
-            return parts
+            parts: list[bytes] = []
+            spill: BinaryIO | None = None
+            got = 0
+            try:
+                for block in blocks:
+                    hasher.update(block)
+                    got += len(block)
+                    if spill is None and got > SPILL:
+                        spill = tempfile.TemporaryFile(dir=self.scratch())  # noqa: SIM115 - returned open
+                        spill.writelines(parts)
+                        parts = []
+                    if spill is not None:
+                        spill.write(block)
+                    else:
+                        parts.append(block)
+                actual = hasher.hexdigest()
+                if actual != h.hex:
+                    raise self._mismatch(h, suffix, actual, what)
+            except BaseException:
+                if spill is not None:
+                    spill.close()
+                raise
+            return parts, spill, got
 
-        parts = self.fetcher.fetch(h.path(suffix), collect, what=f"{what} {h}{suffix}")
+        parts, spill, got = self.fetcher.fetch(
+            h.path(suffix), collect, what=f"{what} {h}{suffix}", limit=limit
+        )
         self.stats["fetched"] += 1
-        self.stats["fetched_bytes"] += sum(len(p) for p in parts)
-        yield iter(parts)
+        self.stats["fetched_bytes"] += got
+        if spill is None:
+            yield iter(parts)
+            return
+        with spill:
+            spill.seek(0)
+            yield iter(lambda: spill.read(BLOCK), b"")
 
-    def raw(self, name: str | ObjectHash, suffix: str, *, what: str) -> bytes:
-        """Verified stored bytes (still compressed)."""
+    def raw(
+        self, name: str | ObjectHash, suffix: str, *, what: str, limit: int | None = None, cached: bool = True
+    ) -> bytes:
+        """Verified stored bytes (still compressed), at most ``limit`` of them."""
         h = parse_hash(name) if isinstance(name, str) else name
-        with self._stored(h, suffix, what) as blocks:
+        with self._stored(h, suffix, what, limit, cached=cached) as blocks:
             return b"".join(blocks)
+
+    def keep(self, name: str, suffix: str, stored: bytes, *, what: str) -> None:
+        """Put verified stored bytes into the cache (if there is one), e.g. the certificate once
+        the signature chain holds, so that an offline start can check it again."""
+        if self.cache is not None and self.cache.lookup(parse_hash(name), suffix) is None:
+            h = parse_hash(name)
+            self.cache.store(h, suffix, iter((stored,)), what=what)
 
     def _drop(self, h: ObjectHash, suffix: str) -> None:
         if self.cache is not None:
             self.cache.discard(h, suffix)
 
     def _inflate_blocks(
-        self, h: ObjectHash, suffix: str, blocks: Iterator[bytes], compressed: bool, what: str
+        self,
+        h: ObjectHash,
+        suffix: str,
+        blocks: Iterator[bytes],
+        compressed: bool,
+        what: str,
+        size: int | None = None,
+        cap: int | None = None,
     ) -> Iterator[bytes]:
+        """The inflated blocks, each at most BLOCK bytes; stops with IntegrityError as soon as the
+        output passes ``size`` (declared) or, with no size declared, ``cap``."""
+        limit = size if size is not None else cap
         if not compressed:
             yield from blocks
             return
         d = zlib.decompressobj()
+        got = 0
         try:
             for block in blocks:
-                out = d.decompress(block)
-                if out:
-                    yield out
+                data = block
+                while data:
+                    out = d.decompress(data, BLOCK)
+                    data = d.unconsumed_tail
+                    if out:
+                        got += len(out)
+                        if limit is not None and got > limit:
+                            raise self._overflow(h, suffix, what, size, cap)
+                        yield out
+                    if d.eof:
+                        break
+            # Once all input is in, what zlib still holds is bounded (a pending match, a few bits).
             tail = d.flush()
+            if tail:
+                got += len(tail)
+                if limit is not None and got > limit:
+                    raise self._overflow(h, suffix, what, size, cap)
+                yield tail
         except zlib.error as e:
             self._drop(h, suffix)
             raise IntegrityError(f"{self.repo}: {what} {h}{suffix}: cannot be inflated ({e})") from e
-        if tail:
-            yield tail
         if not d.eof or d.unused_data:
             self._drop(h, suffix)
             raise IntegrityError(f"{self.repo}: {what} {h}{suffix}: truncated or over-long zlib stream")
+
+    def _overflow(
+        self, h: ObjectHash, suffix: str, what: str, size: int | None, cap: int | None
+    ) -> IntegrityError:
+        self._drop(h, suffix)
+        if size is not None:
+            return IntegrityError(
+                f"{self.repo}: {what} {h}{suffix}: inflates to more than the {size} bytes declared for it",
+                hint="the object does not match its catalog entry (a zlib bomb?); inflating stopped there",
+            )
+        return IntegrityError(
+            f"{self.repo}: {what} {h}{suffix}: inflates to more than {human(cap or 0)}, the most it can be",
+            hint="a damaged or hostile repository (a zlib bomb?); inflating stopped there",
+        )
 
     def _size_error(self, h: ObjectHash, suffix: str, got: int, expected: int, what: str) -> IntegrityError:
         self._drop(h, suffix)
@@ -148,8 +247,17 @@ class ObjectStore:
         )
 
     # -- inflated bytes ---------------------------------------------------------------------------
-    def plain(self, name: str, suffix: str, *, size: int | None, compressed: bool = True, what: str) -> bytes:
-        """The whole inflated object, size-checked (``size`` None: not checked). Kept in the LRU."""
+    def plain(
+        self,
+        name: str,
+        suffix: str,
+        *,
+        size: int | None,
+        compressed: bool = True,
+        what: str,
+        cap: int | None = None,
+    ) -> bytes:
+        """The whole inflated object, size-checked (``size`` None: at most ``cap``). Kept in the LRU."""
         key = name + suffix
         with self._lock:
             hit = self._lru.get(key)
@@ -163,8 +271,8 @@ class ObjectStore:
                 if hit is not None:
                     return hit
             h = parse_hash(name)
-            with self._stored(h, suffix, what) as blocks:
-                data = b"".join(self._inflate_blocks(h, suffix, blocks, compressed, what))
+            with self._stored(h, suffix, what, stored_limit(size, compressed, cap)) as blocks:
+                data = b"".join(self._inflate_blocks(h, suffix, blocks, compressed, what, size, cap))
             if size is not None and len(data) != size:
                 raise self._size_error(h, suffix, len(data), size, what)
             if len(data) <= LRU_MAX_ITEM:
@@ -178,9 +286,17 @@ class ObjectStore:
             return data
 
     def plain_file(
-        self, name: str, suffix: str, *, size: int | None, compressed: bool = True, what: str
+        self,
+        name: str,
+        suffix: str,
+        *,
+        size: int | None,
+        compressed: bool = True,
+        what: str,
+        cap: int | None = None,
     ) -> Path:
-        """The inflated object as a scratch file (catalogs for SQLite, very large file objects)."""
+        """The inflated object as a scratch file (catalogs for SQLite, very large file objects);
+        ``size`` None: at most ``cap`` bytes."""
         key = name + suffix
         with self._lock:
             if key in self._spilled:
@@ -195,8 +311,9 @@ class ObjectStore:
             fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=dest.parent)
             try:
                 got = 0
-                with os.fdopen(fd, "wb") as f, self._stored(h, suffix, what) as blocks:
-                    for out in self._inflate_blocks(h, suffix, blocks, compressed, what):
+                limit = stored_limit(size, compressed, cap)
+                with os.fdopen(fd, "wb") as f, self._stored(h, suffix, what, limit) as blocks:
+                    for out in self._inflate_blocks(h, suffix, blocks, compressed, what, size, cap):
                         got += len(out)
                         f.write(out)
                 if size is not None and got != size:
@@ -221,12 +338,21 @@ class ObjectStore:
         data = self.plain(name, suffix, size=size, compressed=compressed, what=what)
         return data[offset : offset + length]
 
-    def check(self, name: str, suffix: str, *, size: int | None, compressed: bool = True, what: str) -> int:
+    def check(
+        self,
+        name: str,
+        suffix: str,
+        *,
+        size: int | None,
+        compressed: bool = True,
+        what: str,
+        cap: int | None = None,
+    ) -> int:
         """Fetch, hash-check, inflate and size-check an object without keeping it; returns its size."""
         h = parse_hash(name)
         got = 0
-        with self._stored(h, suffix, what) as blocks:
-            for out in self._inflate_blocks(h, suffix, blocks, compressed, what):
+        with self._stored(h, suffix, what, stored_limit(size, compressed, cap)) as blocks:
+            for out in self._inflate_blocks(h, suffix, blocks, compressed, what, size, cap):
                 got += len(out)
         if size is not None and got != size:
             raise self._size_error(h, suffix, got, size, what)

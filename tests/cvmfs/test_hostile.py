@@ -1,16 +1,36 @@
 """Hostile repositories (issue 12, reader side): every consumer refuses them with one line, in
-bounded memory and time, writing nothing outside its output."""
+bounded memory and time, writing nothing outside its output.
+
+The repositories come from ``tests/support/hostile.py``: published by the project's own publisher,
+then edited with sqlite and re-signed, so the signature chain holds and the reader must defend by
+itself. Each consumer runs as the CLI in a subprocess whose own peak RSS (``wait4``) is measured.
+"""
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from cernvm_build.cvmfs import manifest
 from cernvm_build.cvmfs.repository import open_repository
 from tests.support import hostile
 
+pytestmark = pytest.mark.integration
+
 SMALL = [name for name, case in hostile.CASES.items() if not case.big]
+BIG = [name for name, case in hostile.CASES.items() if case.big]
+CONSUMERS = ("ls", "cat", "verify", "export-dir", "export-tar")
+#: every consumer stays below this peak RSS, on every case (issue 12)
+RSS_MB = 256
+TIMEOUT = 120
 
 
 @pytest.fixture(scope="session")
@@ -18,16 +38,267 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> hostile.Repo:
     return hostile.publish_base(tmp_path_factory.mktemp("hostile-base"))
 
 
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory: pytest.TempPathFactory, base: hostile.Repo) -> Callable[[str], hostile.Repo]:
+    """Each case built once per session, on first use (consumers only read it)."""
+    root = tmp_path_factory.mktemp("hostile-corpus")
+    built: dict[str, hostile.Repo] = {}
+
+    def get(name: str) -> hostile.Repo:
+        if name not in built:
+            built[name] = hostile.build_case(name, root / name, base)
+        return built[name]
+
+    return get
+
+
+def _argv(
+    consumer: str, case: hostile.Case, repo: hostile.Repo, out: Path, source: str | None = None
+) -> list[str]:
+    src, *opts = repo.cli_args(source)
+    cmd = [*hostile.cli(), "cvmfs"]
+    if consumer == "ls":
+        return [*cmd, "ls", src, case.ls_path, "-l", *opts]
+    if consumer == "ls-R":
+        return [*cmd, "ls", src, "/", "-R", *opts]
+    if consumer == "cat":
+        assert case.cat_path is not None
+        return [*cmd, "cat", src, case.cat_path, *opts]
+    if consumer == "verify":
+        return [*cmd, "verify", src, *opts]
+    if consumer == "export-dir":
+        return [*cmd, "export", src, str(out / "dest"), *opts]
+    if consumer == "export-tar":
+        return [*cmd, "export", src, str(out / "dest.tar"), *opts]
+    raise AssertionError(consumer)
+
+
+def _output_dir(tmp_path: Path) -> Path:
+    """``out/`` holding a canary directory beside where the consumer writes its output."""
+    out = tmp_path / "out"
+    (out / "canary").mkdir(parents=True)
+    (out / "canary" / "victim").write_text("keep me\n")
+    os.symlink("victim", out / "canary" / "link")
+    return out
+
+
+def _check_refused(m: hostile.Measured, case: hostile.Case, consumer: str, out: Path, before: object) -> None:
+    assert not m.timed_out, f"{case.name}/{consumer}: still running after {TIMEOUT} s"
+    assert "Traceback" not in m.stderr, m.stderr
+    assert m.max_rss_mb < RSS_MB, f"{case.name}/{consumer}: peak RSS {m.max_rss_mb:.0f} MB"
+    assert hostile.snapshot_tree(out / "canary") == before, "the canary beside the output changed"
+    if consumer in case.tolerated:
+        return
+    assert case.error is not None
+    assert m.returncode != 0, m.stdout[-2000:]
+    assert len(m.error_lines) == 1, m.stderr
+    if consumer == "verify":  # the summary line, after every problem found
+        assert re.search(case.error, m.stderr), m.stderr
+    else:
+        assert re.search(case.error, m.error_lines[0]), m.error_lines[0]
+    # Nothing half-written: no output, no temporary sibling.
+    assert sorted(os.listdir(out)) == ["canary"], os.listdir(out)
+
+
+@pytest.mark.parametrize("consumer", CONSUMERS)
 @pytest.mark.parametrize("name", SMALL)
-def test_corpus_is_correctly_signed(name: str, base: hostile.Repo, tmp_path: Path) -> None:
+def test_hostile_repository(
+    name: str, consumer: str, corpus: Callable[[str], hostile.Repo], tmp_path: Path
+) -> None:
+    case = hostile.CASES[name]
+    if consumer == "cat" and case.cat_path is None:
+        pytest.skip("no file of this case to read")
+    repo = corpus(name)
+    out = _output_dir(tmp_path)
+    before = hostile.snapshot_tree(out / "canary")
+    m = hostile.run_measured(_argv(consumer, case, repo, out), timeout=TIMEOUT)
+    _check_refused(m, case, consumer, out, before)
+
+
+def test_verify_reports_every_bad_entry(base: hostile.Repo, tmp_path: Path) -> None:
+    """Several bad names and a duplicate in one repository: verify lists each and keeps going."""
+    repo = hostile.copy_repo(base, tmp_path / "r")
+    with hostile.Editor(repo) as ed:
+        db = ed.catalog()
+        for name in ("..", "a/b", "", "c\0d"):
+            hostile.add_row(db, "/dir", name, mode=0o40755)
+        hostile.add_row(db, "/dir/sub", "deep", mode=0o100644, key_path="/dir/sub/deep#2")
+    m = hostile.run_measured([*hostile.cli(), "cvmfs", "verify", *repo.cli_args(), "--json"], timeout=TIMEOUT)
+    assert m.returncode == 6, m.stderr
+    import json
+
+    report = json.loads(m.stdout)
+    assert report["problems"] == 5, report["errors"]
+    text = "\n".join(report["errors"])
+    for bad in ("'..'", "'a/b'", "''", "'c\\x00d'"):
+        assert f"directory /dir: entry {bad}" in text
+    assert "directory /dir/sub: entry 'deep': the name appears twice" in text
+    # the good part of the tree was still checked
+    assert report["files"] == 7
+
+
+# -- big but legitimate: bounded memory ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("consumer", [*CONSUMERS, "ls-R"])
+@pytest.mark.parametrize("name", BIG)
+def test_big_repository(
+    name: str, consumer: str, corpus: Callable[[str], hostile.Repo], tmp_path: Path
+) -> None:
+    case = hostile.CASES[name]
+    repo = corpus(name)
+    out = _output_dir(tmp_path)
+    before = hostile.snapshot_tree(out / "canary")
+    m = hostile.run_measured(_argv(consumer, case, repo, out), timeout=600, stdout_limit=64 << 20)
+    assert not m.timed_out
+    assert m.returncode == 0, m.stderr
+    assert m.max_rss_mb < RSS_MB, f"{name}/{consumer}: peak RSS {m.max_rss_mb:.0f} MB"
+    assert hostile.snapshot_tree(out / "canary") == before
+    many = name == "million"
+    if consumer == "ls":
+        assert len(m.stdout.splitlines()) == (hostile.MILLION if many else 1)
+    elif consumer == "ls-R":
+        paths = m.stdout.splitlines()
+        assert len(paths) == 13 + (hostile.MILLION + 1 if many else hostile.DEPTH + 1)
+    elif consumer == "cat":
+        assert m.stdout == ("hello\n" if many else "bottom\n")
+    elif consumer == "export-dir":
+        if many:
+            with os.scandir(out / "dest" / "many") as it:
+                assert sum(1 for _ in it) == hostile.MILLION
+        else:
+            assert (out / "dest" / Path(*["d"] * hostile.DEPTH) / "bottom").read_text() == "bottom\n"
+    elif consumer == "export-tar":
+        with tarfile.open(out / "dest.tar") as tar:
+            n = sum(1 for _ in tar)
+        assert n == 13 + (hostile.MILLION + 1 if many else hostile.DEPTH + 1)
+
+
+# -- a man in the middle without keys --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["manifest-500mb", "whitelist-500mb", "cert-huge", "cert-bomb"])
+def test_man_in_the_middle(name: str, base: hostile.Repo, tmp_path: Path) -> None:
+    """Huge signed files and certificate bombs cost a few MB: reading stops at the cap, nothing of
+    them is cached, one line says what and where."""
+    overrides, error = hostile.mitm_cases(base)[name]
+    cache = tmp_path / "cache"
+    out = _output_dir(tmp_path)
+    before = hostile.snapshot_tree(out / "canary")
+    case = hostile.Case(name, lambda ed: None, error)
+    with hostile.MitmServer(base, overrides) as server:
+        for consumer in ("ls", "export-dir"):
+            argv = [*_argv(consumer, case, base, out, server.url), "--cache", str(cache), "--retries", "0"]
+            m = hostile.run_measured(argv, timeout=TIMEOUT)
+            _check_refused(m, case, consumer, out, before)
+        for rel in overrides:
+            assert server.sent.get(rel, 0) < 8 << 20, f"{rel}: {server.sent.get(rel)} bytes sent"
+    cached = [p.name for p in (cache / base.fqrn).rglob("*") if p.is_file()]
+    assert not [p for p in cached if p.endswith("X")], cached
+    assert ".cvmfspublished" not in cached and ".cvmfswhitelist" not in cached
+
+
+@pytest.mark.parametrize("name", ["bomb-file", "bomb-catalog"])
+def test_bomb_is_not_cached(name: str, corpus: Callable[[str], hostile.Repo], tmp_path: Path) -> None:
+    """An object that inflates past its declared size is dropped from the cache again."""
+    repo = corpus(name)
+    case = hostile.CASES[name]
+    cache = tmp_path / "cache"
+    bomb = hostile.zlib_bomb()
+    import hashlib
+
+    bomb_name = hashlib.sha1(bomb).hexdigest()
+    argv = [*hostile.cli(), "cvmfs", "cat", *repo.cli_args(), str(case.cat_path), "--cache", str(cache)]
+    m = hostile.run_measured(argv, timeout=TIMEOUT)
+    assert m.returncode != 0 and len(m.error_lines) == 1, m.stderr
+    assert re.search(r"inflates to more than", m.error_lines[0]), m.error_lines[0]
+    assert m.max_rss_mb < RSS_MB
+    assert not [p for p in cache.rglob(bomb_name[2:] + "*")], "the bomb stayed in the cache"
+
+
+def test_corpus_is_correctly_signed(corpus: Callable[[str], hostile.Repo], base: hostile.Repo) -> None:
     """Every hostile repository passes the signature chain: the reader must defend by itself."""
-    repo = hostile.build_case(name, tmp_path / name, base)
-    with open_repository(repo.stratum, fqrn=repo.fqrn, public_keys=[repo.pub]) as r:
-        assert r.manifest is not None
-        assert r.manifest.root_hash != base_root(base)
+    base_root = manifest.parse((base.stratum / ".cvmfspublished").read_bytes()).root_hash
+    for name in SMALL:
+        repo = corpus(name)
+        with open_repository(repo.stratum, fqrn=repo.fqrn, public_keys=[repo.pub]) as r:
+            assert r.manifest is not None and r.manifest.root_hash != base_root, name
 
 
-def base_root(base: hostile.Repo) -> str:
-    from cernvm_build.cvmfs import manifest
+# -- the FUSE mount --------------------------------------------------------------------------------
 
-    return manifest.parse((base.stratum / ".cvmfspublished").read_bytes()).root_hash
+
+def _daemon_pid(mnt: Path) -> int:
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                cmd = (d / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if str(mnt).encode() in cmd and b"cernvm_build.cvmfs.mount" in cmd:
+                return int(d.name)
+    raise AssertionError(f"no mount daemon for {mnt}")
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+@pytest.fixture
+def mount(tmp_path: Path) -> Iterator[Callable[[hostile.Repo], tuple[Path, int]]]:
+    mounted: list[Path] = []
+
+    def do(repo: hostile.Repo) -> tuple[Path, int]:
+        mnt = tmp_path / f"mnt{len(mounted)}"
+        mnt.mkdir()
+        cmd = [sys.executable, "-m", "cernvm_build.cvmfs.mount", "--fqrn", repo.fqrn]
+        cmd += ["--server", str(repo.stratum), "--public-key", str(repo.pub), str(mnt)]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT, cwd=hostile.REPO_ROOT)
+        assert r.returncode == 0, r.stderr
+        mounted.append(mnt)
+        return mnt, _daemon_pid(mnt)
+
+    yield do
+    for mnt in mounted:
+        subprocess.run(["fusermount3", "-u", str(mnt)], check=False, timeout=60)
+
+
+def _sh(*argv: str, timeout: float = TIMEOUT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize(
+    ("name", "probe"),
+    [
+        ("name-dotdot", ["ls", "-a", "{mnt}"]),
+        ("dup-symlink-dir", ["ls", "{mnt}/dir"]),
+        ("nested-self", ["cat", "{mnt}/nested/data"]),
+        ("bomb-file", ["cat", "{mnt}/dir/file"]),
+        ("uid-huge", ["stat", "{mnt}/dir/file"]),
+    ],
+)
+def test_fuse_refuses(
+    name: str, probe: list[str], corpus: Callable[[str], hostile.Repo], mount: Callable[..., tuple[Path, int]]
+) -> None:
+    """The mount answers EIO for the bad part (no hang), and the rest of the tree still works."""
+    mnt, pid = mount(corpus(name))
+    r = _sh(*[a.format(mnt=mnt) for a in probe])
+    assert r.returncode != 0, r.stdout
+    assert "Input/output error" in r.stderr, r.stderr
+    assert _sh("cat", f"{mnt}/dir/sub/deep").stdout == "deep\n"
+    assert _peak_rss_mb(pid) < RSS_MB
+
+
+def test_fuse_million_entries(
+    corpus: Callable[[str], hostile.Repo], mount: Callable[..., tuple[Path, int]]
+) -> None:
+    mnt, pid = mount(corpus("million"))
+    t = time.monotonic()
+    with os.scandir(mnt / "many") as it:
+        n = sum(1 for _ in it)
+    assert n == hostile.MILLION, time.monotonic() - t
+    assert (mnt / "many" / "f0999999").stat().st_size == 0
+    assert _peak_rss_mb(pid) < RSS_MB

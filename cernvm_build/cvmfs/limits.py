@@ -1,0 +1,64 @@
+"""What the reader accepts from a repository: sizes, depths and field ranges (issue 12).
+
+A signature says who published a tree, not that the tree is safe, and a man in the middle has no
+signature at all; so every input is bounded *before* it is read whole, inflated or trusted. The
+limits are far above what any real repository uses (the largest known catalogs are a few hundred MB,
+nesting is about ten deep, whitelists and manifests are a few hundred bytes) and low enough that a
+hostile value costs a few MB of memory and no unbounded time.
+"""
+
+from __future__ import annotations
+
+KiB = 1 << 10
+MiB = 1 << 20
+GiB = 1 << 30
+
+# -- before trust: the signed files, read before their signatures are checked ---------------------
+#: ``.cvmfspublished`` (a real one is about 600 bytes)
+MAX_MANIFEST_BYTES = 1 * MiB
+#: ``.cvmfswhitelist`` (a real one is a few hundred bytes per fingerprint)
+MAX_WHITELIST_BYTES = 1 * MiB
+#: the certificate object, stored and inflated (a real one is about 1 KiB)
+MAX_CERTIFICATE_BYTES = 1 * MiB
+#: RSA moduli larger than this are refused before any arithmetic (real keys are 2048-4096 bits)
+MAX_RSA_BITS = 16384
+
+# -- after trust: sizes a catalog or manifest declares, and caps where nothing is declared ---------
+#: a catalog whose size is not declared (schema without the column, or 0): at most this inflated
+MAX_CATALOG_BYTES = 4 * GiB
+#: the history database (tags) has no declared size
+MAX_HISTORY_BYTES = 256 * MiB
+#: nested catalogs below the root catalog, at most this deep (real repositories: about 10)
+MAX_NESTING = 64
+#: nested catalog references in one catalog
+MAX_NESTED_REFS = 100_000
+#: chunks of one file (a 1 TB file in the default 4-16 MiB chunks has about 125,000); the list is
+#: held in memory with its entry (about 150 bytes a chunk)
+MAX_CHUNKS = 200_000
+
+# -- catalog fields --------------------------------------------------------------------------------
+#: a name is at most NAME_MAX bytes (UTF-8), like every Linux file system
+MAX_NAME_BYTES = 255
+#: a symbolic link target is at most PATH_MAX - 1 bytes
+MAX_SYMLINK_BYTES = 4095
+#: uid/gid 0 .. 2^32 - 2 (2^32 - 1 is "no id" to chown)
+MAX_ID = (1 << 32) - 2
+#: mtimes within +-2^33 s of 1970 (years 1697 .. 2242): nanoseconds still fit a signed 64-bit integer
+MAX_MTIME = 1 << 33
+#: sizes are signed 64-bit integers in SQLite; a size must not be negative
+MAX_SIZE = (1 << 63) - 1
+#: a stored (compressed) object larger than its declared size allows is refused while it streams
+ZLIB_SLACK = 1 * KiB
+
+
+def zlib_bound(size: int) -> int:
+    """The most bytes zlib can produce for ``size`` input bytes (zlib's compressBound), plus slack:
+    a stored object larger than this for its declared size cannot be genuine."""
+    return size + (size >> 12) + (size >> 14) + (size >> 25) + 13 + ZLIB_SLACK
+
+
+def human(n: int) -> str:
+    for unit, scale in (("GiB", GiB), ("MiB", MiB), ("KiB", KiB)):
+        if n >= scale and n % scale == 0:
+            return f"{n // scale} {unit}"
+    return f"{n} bytes"
