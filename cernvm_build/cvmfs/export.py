@@ -18,7 +18,7 @@ import contextlib
 import gzip
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,10 +59,12 @@ def _fill(repo: Repository, e: DirEntry, out: PendingFile) -> int:
     """Content and metadata through the file's descriptor (no path look-ups, no buffered file)."""
     try:
         # Chunk-aligned pieces: each comes out of the store without a copy.
+        # Lazily: a (hostile) declared size of 2^62 must not make a list of 2^38 pieces.
+        pieces: Iterable[tuple[int, int]]
         if e.is_chunked:
-            pieces = [(c.offset, c.size) for c in e.chunks]
+            pieces = ((c.offset, c.size) for c in e.chunks)
         else:
-            pieces = [(off, PIECE) for off in range(0, e.size, PIECE)]
+            pieces = ((off, PIECE) for off in range(0, e.size, PIECE))
         for off, size in pieces:
             out.write(repo.read(e, off, size))
     except BaseException:

@@ -84,7 +84,9 @@ class RepositoryTree:
         cut = len(self.base.rstrip("/")) + 1
         prefix = directory.rstrip("/") + "/"
         previous: bytes | None = None
-        for d in sorted(self.repo.listdir(directory), key=lambda d: sort_key(d.path)):
+        # The reader streams a directory in the order of the names' UTF-8 bytes (``sort_key``), so
+        # a million-entry directory is never a list here.
+        for d in self.repo.iterdir(directory):
             # the name as the row gives it (the path's last part would hide a '/' inside it)
             name = d.path[len(prefix) :] if d.path.startswith(prefix) else d.path
             why = bad_name(name)
