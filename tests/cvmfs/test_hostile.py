@@ -21,6 +21,7 @@ import pytest
 
 from cernvm_build.cvmfs import manifest
 from cernvm_build.cvmfs.repository import open_repository
+from cernvm_build.fsutil import remove_tree
 from tests.support import hostile
 
 pytestmark = pytest.mark.integration
@@ -168,6 +169,8 @@ def test_big_repository(
                 assert sum(1 for _ in it) == hostile.MILLION
         else:
             assert (out / "dest" / Path(*["d"] * hostile.DEPTH) / "bottom").read_text() == "bottom\n"
+            # pytest's clean-up of old temporary directories recurses: leave nothing this deep
+            remove_tree(out / "dest")
     elif consumer == "export-tar":
         with tarfile.open(out / "dest.tar") as tar:
             n = sum(1 for _ in tar)
@@ -191,8 +194,10 @@ def test_man_in_the_middle(name: str, base: hostile.Repo, tmp_path: Path) -> Non
             argv = [*_argv(consumer, case, base, out, server.url), "--cache", str(cache), "--retries", "0"]
             m = hostile.run_measured(argv, timeout=TIMEOUT)
             _check_refused(m, case, consumer, out, before)
+        # Reading stopped at the cap: the server could only fill the sockets' buffers (a few MB
+        # on loopback) before the reader hung up, far from the hundreds of MB it had to send.
         for rel in overrides:
-            assert server.sent.get(rel, 0) < 8 << 20, f"{rel}: {server.sent.get(rel)} bytes sent"
+            assert server.sent.get(rel, 0) < 64 << 20, f"{rel}: {server.sent.get(rel)} bytes sent"
     cached = [p.name for p in (cache / base.fqrn).rglob("*") if p.is_file()]
     assert not [p for p in cached if p.endswith("X")], cached
     assert ".cvmfspublished" not in cached and ".cvmfswhitelist" not in cached

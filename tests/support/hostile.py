@@ -820,7 +820,7 @@ class Measured:
     returncode: int
     stdout: str
     stderr: str
-    max_rss_mb: float  # peak resident set of the process (ru_maxrss of this one child)
+    max_rss_mb: float  # peak resident set of the process itself (VmHWM)
     timed_out: bool
 
     @property
@@ -833,37 +833,70 @@ def cli() -> list[str]:
     return [sys.executable, "-m", "cernvm_build.cli.main"]
 
 
+#: Runs a module like ``python -m`` and, at exit, copies /proc/self/status to $HOSTILE_STATUS: the
+#: peak RSS of the process's own memory (VmHWM). ``wait4``'s ru_maxrss is no good here: Linux
+#: carries the parent's high-water mark across fork and exec, so a child of a big pytest process
+#: would "peak" at the parent's size.
+_WRAP = (
+    "import atexit, os, runpy, sys\n"
+    "def _status():\n"
+    "    with open('/proc/self/status') as f, open(os.environ['HOSTILE_STATUS'], 'w') as out:\n"
+    "        out.write(f.read())\n"
+    "atexit.register(_status)\n"
+    "sys.argv = sys.argv[1:]\n"
+    "runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)\n"
+)
+
+
+def _hwm_mb(status: str) -> float:
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def run_measured(
     argv: Sequence[str], *, timeout: float, cwd: Path | None = None, stdout_limit: int = 1 << 20
 ) -> Measured:
-    """Run ``argv``, kill it after ``timeout`` seconds; its own peak RSS from ``wait4``.
+    """Run ``argv`` (``python -m module ...``, e.g. ``cli()``), kill it after ``timeout`` seconds;
+    its own peak RSS: VmHWM reported by the process at exit, or the last one polled from /proc.
 
     stdout goes to a file (a million-line listing must not fill a pipe); only its first
     ``stdout_limit`` bytes are returned.
     """
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        env = dict(os.environ, COLUMNS="200", PYTHONPATH=str(REPO_ROOT))
-        proc = subprocess.Popen(list(argv), stdout=out, stderr=err, cwd=cwd or REPO_ROOT, env=env)
+    argv = list(argv)
+    with (
+        tempfile.TemporaryFile() as out,
+        tempfile.TemporaryFile() as err,
+        tempfile.NamedTemporaryFile("r", suffix=".status") as status,
+    ):
+        env = dict(os.environ, COLUMNS="200", PYTHONPATH=str(REPO_ROOT), HOSTILE_STATUS=status.name)
+        if argv[:2] == [sys.executable, "-m"]:
+            argv = [sys.executable, "-c", _WRAP, *argv[2:]]
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, cwd=cwd or REPO_ROOT, env=env)
         deadline = time.monotonic() + timeout
         timed_out = False
+        polled = 0.0
         while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
+            try:
+                polled = max(polled, _hwm_mb(Path(f"/proc/{proc.pid}/status").read_text()))
+            except OSError:
+                pass
+            if proc.poll() is not None:
                 break
             if time.monotonic() > deadline:
                 timed_out = True
                 proc.kill()
-                pid, status, usage = os.wait4(proc.pid, 0)
+                proc.wait()
                 break
-            time.sleep(0.02)
-        proc.returncode = os.waitstatus_to_exitcode(status)
+            time.sleep(0.05)
         out.seek(0)
         err.seek(0)
         return Measured(
             proc.returncode,
             out.read(stdout_limit).decode("utf-8", "replace"),
             err.read().decode("utf-8", "replace"),
-            usage.ru_maxrss / 1024,
+            max(polled, _hwm_mb(status.read())),
             timed_out,
         )
 
