@@ -37,7 +37,14 @@ from .limits import (
     MAX_SIZE,
     MAX_SYMLINK_BYTES,
 )
-from .objects import DIGEST_SIZE, algorithm_from_flags, from_digest, parse_hash
+from .objects import (
+    ALGORITHM_IDS,
+    ALGORITHM_ORDER,
+    DIGEST_SIZE,
+    algorithm_from_flags,
+    from_digest,
+    parse_hash,
+)
 
 FLAG_DIR = 1
 FLAG_NESTED_MOUNTPOINT = 2
@@ -343,7 +350,20 @@ class Catalog:
         for r in self._stream(self._select + " WHERE parent_1=? AND parent_2=? ORDER BY name", (a, b)):
             name = r[5]
             try:
-                why = check_name(name)
+                # Fast path for the common name; check_name says what is wrong with the others.
+                if (
+                    type(name) is str
+                    and name
+                    and name != previous
+                    and "/" not in name
+                    and "\0" not in name
+                    and name != "."
+                    and name != ".."
+                    and len(name) <= MAX_NAME_BYTES // 4
+                ):
+                    why = None
+                else:
+                    why = check_name(name)
                 if why is None and name == previous:
                     why = "the name appears twice in the directory"
                 previous = name
@@ -432,28 +452,65 @@ class Catalog:
             return {}
         return {str(k): v for k, v in rows if type(v) is int}
 
+    def _field_error(self, full: str, *values: object) -> None:
+        """Raise the error for the first field out of range (the slow path of ``_entry``)."""
+        mode, flags, size, uid, gid, mtime, mtimens, hardlinks = values
+        try:
+            m = _int(mode, "mode", 0, 0o177777)
+            if stat.S_IFMT(m) not in _TYPES:
+                raise ValueError(f"mode {m:o} has no valid file type")
+            algorithm_from_flags(_int(flags, "flags", 0, MAX_SIZE))
+            _int(size, "size", 0, MAX_SIZE)
+            _int(uid, "uid", 0, MAX_ID)
+            _int(gid, "gid", 0, MAX_ID)
+            _int(mtime, "mtime", -MAX_MTIME, MAX_MTIME)
+            _int(mtimens, "mtimens", -1, 999_999_999)
+            _int(hardlinks, "hardlinks", 0, MAX_SIZE)
+        except ValueError as e:
+            raise CvmfsError(f"{self.where}: {self.label}: {full}: {e}", hint=ENTRY_HINT) from e
+        raise AssertionError("a field was out of range but no check says which")
+
     def _entry(self, row: Any, parent: str, path: str | None) -> DirEntry:
         (h, size, mode, mtime, flags, name, symlink, uid, gid, hardlinks, _m1, _m2, xattr, mtimens) = row
         if path is None:
             path = join(parent, name)
         full = "/" if path in ("", "/") else path
-        where = f"{self.where}: {self.label}: {full}"
-        try:
-            mode_i = _int(mode, "mode", 0, 0o177777)
-            if stat.S_IFMT(mode_i) not in _TYPES:
-                raise ValueError(f"mode {mode_i:o} has no valid file type")
-            flags_i = _int(flags, "flags", 0, MAX_SIZE)
-            size_i = _int(size, "size", 0, MAX_SIZE)
-            uid_i = _int(uid, "uid", 0, MAX_ID)
-            gid_i = _int(gid, "gid", 0, MAX_ID)
-            mt = _int(mtime, "mtime", -MAX_MTIME, MAX_MTIME)
-            ns = _int(mtimens, "mtimens", -1, 999_999_999)
-            hl = _int(hardlinks, "hardlinks", 0, MAX_SIZE)
-            algorithm = algorithm_from_flags(flags_i)
-        except ValueError as e:
-            raise CvmfsError(f"{where}: {e}", hint=ENTRY_HINT) from e
+        # One inline test for the common case (this runs for every row); the slow path says why.
+        # NULL reads as 0 (old schemas; mtimens is NULL when the publisher had no nanoseconds)
+        if mtimens is None:
+            mtimens = 0
+        if hardlinks is None:
+            hardlinks = 0
+        if size is None or uid is None or gid is None or mtime is None or flags is None:
+            size, uid, gid, mtime, flags = (0 if v is None else v for v in (size, uid, gid, mtime, flags))
+        if not (
+            type(mode) is int
+            and type(flags) is int
+            and type(size) is int
+            and type(uid) is int
+            and type(gid) is int
+            and type(mtime) is int
+            and type(mtimens) is int
+            and type(hardlinks) is int
+            and 0 <= mode <= 0o177777
+            and (mode & 0o170000) in _TYPES
+            and flags >= 0
+            and size >= 0
+            and 0 <= uid <= MAX_ID
+            and 0 <= gid <= MAX_ID
+            and -MAX_MTIME <= mtime <= MAX_MTIME
+            and -1 <= mtimens <= 999_999_999
+            and hardlinks >= 0
+            and (flags >> 8) & 7 < 3
+        ):
+            self._field_error(full, mode, flags, size, uid, gid, mtime, mtimens, hardlinks)
+        mode_i: int = mode
+        flags_i: int = flags
+        size_i: int = size
+        algorithm = ALGORITHM_ORDER[(flags_i >> 8) & 7]
         link = ""
-        if stat.S_ISLNK(mode_i):
+        if mode_i & 0o170000 == stat.S_IFLNK:
+            where = f"{self.where}: {self.label}: {full}"
             if not isinstance(symlink, str) or not symlink or "\0" in symlink:
                 raise CvmfsError(
                     f"{where}: symlink target {symlink!r} is empty or holds NUL", hint=ENTRY_HINT
@@ -465,27 +522,30 @@ class Catalog:
             link = symlink
         content = None
         if h:
-            if not isinstance(h, bytes) or len(h) != DIGEST_SIZE:
-                raise CvmfsError(f"{where}: content hash is not a {DIGEST_SIZE}-byte digest", hint=ENTRY_HINT)
-            content = str(from_digest(h, algorithm))
+            if type(h) is not bytes or len(h) != DIGEST_SIZE:
+                raise CvmfsError(
+                    f"{self.where}: {self.label}: {full}: content hash is not a {DIGEST_SIZE}-byte digest",
+                    hint=ENTRY_HINT,
+                )
+            content = h.hex() + ALGORITHM_IDS[algorithm]
         chunks: tuple[Chunk, ...] = ()
-        if flags_i & FLAG_CHUNKED and stat.S_ISREG(mode_i):
-            chunks = self.chunks_of(full, algorithm, size_i, where)
+        if flags_i & FLAG_CHUNKED and mode_i & 0o170000 == stat.S_IFREG:
+            chunks = self.chunks_of(full, algorithm, size_i, f"{self.where}: {self.label}: {full}")
         return DirEntry(
             path=full,
             name="" if full == "/" else full.rsplit("/", 1)[1],
             mode=mode_i,
             size=size_i,
-            mtime=mt,
-            mtime_ns=mt * 1_000_000_000 + max(ns, 0),
-            uid=uid_i,
-            gid=gid_i,
+            mtime=mtime,
+            mtime_ns=mtime * 1_000_000_000 + max(mtimens, 0),
+            uid=uid,
+            gid=gid,
             symlink=link,
-            hardlink_group=hl >> 32,
-            linkcount=(hl & 0xFFFFFFFF) or 1,
+            hardlink_group=hardlinks >> 32,
+            linkcount=(hardlinks & 0xFFFFFFFF) or 1,
             flags=flags_i,
             content_hash=content,
             chunks=chunks,
-            xattrs=parse_xattrs(xattr, where) if xattr else {},
+            xattrs=parse_xattrs(xattr, f"{self.where}: {self.label}: {full}") if xattr else {},
             catalog_prefix=self.root_prefix,
         )

@@ -38,12 +38,22 @@ def parse_date(text: str) -> int:
         raise CvmfsError(f"snapshot date {text!r} is not a valid date") from e
 
 
+def _int(value: object) -> int:
+    """A revision, timestamp or size column: a non-negative integer (None: 0)."""
+    if value is None:
+        return 0
+    if type(value) is not int or value < 0:
+        raise ValueError(f"{value!r} is not a non-negative integer")
+    return value
+
+
 class History:
     def __init__(self, db_path: Path, *, where: str):
         self.where = where
         uri = "file:" + urllib.parse.quote(str(db_path)) + "?mode=ro&immutable=1"
         try:
             self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            self._db.text_factory = lambda raw: raw.decode("utf-8", "surrogateescape")
             self.properties = dict(self._db.execute("SELECT key, value FROM properties").fetchall())
             self._cols = {row[1] for row in self._db.execute("PRAGMA table_info(tags)")}
         except sqlite3.DatabaseError as e:
@@ -59,10 +69,15 @@ class History:
             rows = self._db.execute(sql, args).fetchall()
         except sqlite3.DatabaseError as e:
             raise CvmfsError(f"{self.where}: history database cannot be queried: {e}") from e
-        return [
-            Tag(str(n), str(h), int(r or 0), int(t or 0), str(d or ""), int(s or 0), str(b or ""))
-            for n, h, r, t, d, s, b in rows
-        ]
+        try:
+            return [
+                Tag(str(n), str(h), _int(r), _int(t), str(d or ""), _int(s), str(b or ""))
+                for n, h, r, t, d, s, b in rows
+            ]
+        except ValueError as e:
+            raise CvmfsError(
+                f"{self.where}: history database: {e}", hint="the history database is damaged"
+            ) from e
 
     def tags(self) -> list[Tag]:
         """All tags, newest revision first (then by name)."""
