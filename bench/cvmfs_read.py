@@ -7,6 +7,8 @@
   with the objects cached (warm) — vs the real ``cvmfs2`` 2.11.5 (``../shared/fixtures/cvmfs-real``)
   mounting the same repository from the same HTTP server in the same run (aims: cold <= 1.0x, warm
   <= 1.25x the real client's time); reading the exported tree from the local disk is in ``extra``.
+- lookup-heavy: ``lstat`` of every entry of a tree of 100,000 entries (20,000 in quick mode) spread
+  over nested catalogs (the publisher's automatic split), cold, through both clients.
 
 The synthetic repository (realistic size mix, a few large chunked files) is published with the
 toolkit's own publisher and served by ``cvmfs.serve``.
@@ -192,6 +194,83 @@ def _unmount(mnt: Path) -> None:
     subprocess.run(["fusermount3", "-u", str(mnt)], check=False, timeout=120)
 
 
+def make_lookup_repository(work: Path, n_entries: int) -> tuple[Path, Path]:
+    """A metadata-heavy repository: ``n_entries`` small files and links in 100-entry directories,
+    split into nested catalogs by the publisher (weights scaled down from the real defaults so the
+    quick tree is split too)."""
+    from cernvm_build.cvmfs.keys import generate_keys
+    from cernvm_build.cvmfs.nesting import AutoCatalogs
+    from cernvm_build.cvmfs.publish import create_repository, publish_tree
+
+    tree = work / "lookup-tree"
+    for i in range(n_entries // 100):
+        d = tree / f"g{i // 20:03d}" / f"d{i:05d}"
+        d.mkdir(parents=True)
+        for j in range(95):
+            (d / f"file{j:02d}").write_bytes(b"%d" % (j % 7))
+        for j in range(5):
+            os.symlink(f"file{j:02d}", d / f"link{j}")
+    stratum = work / "srv-lookup" / FQRN
+    keys = generate_keys(FQRN)
+    keys.save(work / "keys-lookup")
+    create_repository(stratum, FQRN, keys)
+    publish_tree(stratum, FQRN, keys, tree, autocatalogs=AutoCatalogs(max(10_000, n_entries // 10), 1_000))
+    shutil.rmtree(tree)
+    return stratum, work / "keys-lookup" / f"{FQRN}.pub"
+
+
+def _lstat_all(root: Path) -> int:
+    """``lstat`` every entry (each one a lookup and a getattr through the client)."""
+    n = 0
+    for dirpath, dirs, names in os.walk(root):
+        for name in dirs + names:
+            os.lstat(os.path.join(dirpath, name))
+            n += 1
+    return n
+
+
+def _lookup_heavy(work: Path, n_entries: int) -> Result:
+    out = subprocess.run(
+        [sys.executable, __file__, "--make-lookup", str(work), str(n_entries)],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    ).stdout.split()
+    stratum, pub = Path(out[0]), Path(out[1])
+    with _server_process(stratum.parent) as base:
+        url = f"{base}/cvmfs/{FQRN}"
+        mnt = work / "mnt-lookup"
+        mnt.mkdir()
+        _mount(url, pub, mnt, work / "cache-lookup")
+        try:
+            with timer() as t_ours:
+                n_ours = _lstat_all(mnt)
+        finally:
+            _unmount(mnt)
+        extra: dict[str, float | str] = {"entries": n_ours}
+        try:
+            tools = find_tools(work / "real-tools-lookup")
+            with (
+                mounted(tools, f"{base}/cvmfs/@fqrn@", FQRN, pub, work / "real-lookup") as rmnt,
+                timer() as t_real,
+            ):
+                n_real = _lstat_all(rmnt)
+            assert n_real == n_ours, f"the clients list {n_ours} and {n_real} entries"
+        except RealToolsMissing as e:
+            extra["real_cvmfs2"] = str(e)
+            return Result("cvmfs.fuse", f"lstat {n_ours} entries, cold", t_ours["s"], "s", extra=extra)
+    return Result(
+        "cvmfs.fuse",
+        f"lstat {n_ours} entries, cold",
+        t_ours["s"],
+        "s",
+        reference="real cvmfs2 2.11.5, cold",
+        reference_value=t_real["s"],
+        extra=extra,
+    )
+
+
 def _fuse_runs(
     url: str, pub: Path, work: Path, files_disk: int, bytes_disk: int
 ) -> dict[str, tuple[float, float]]:
@@ -324,10 +403,14 @@ def run(quick: bool = True) -> list[Result]:
                         extra=extra,
                     )
                 )
+        results.append(_lookup_heavy(work, 20_000 if quick else 100_000))
     return results
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--make-lookup"]:
+        print(*make_lookup_repository(Path(sys.argv[2]), int(sys.argv[3])))
+        raise SystemExit(0)
     if sys.argv[1:2] == ["--make"]:
         made = make_repository(Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
         print(*made)
