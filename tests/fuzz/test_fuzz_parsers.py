@@ -9,9 +9,14 @@ runs in the initrd and reports instead of raising, never raises. Every crash fou
 from __future__ import annotations
 
 import gzip
+import shutil
+import sqlite3
+import tempfile
 import tracemalloc
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import example, given
@@ -19,6 +24,7 @@ from hypothesis import strategies as st
 
 from cernvm_build.bootloader import userdata as boot_userdata
 from cernvm_build.cvmfs import manifest, whitelist
+from cernvm_build.cvmfs.catalog import Catalog, DirEntry
 from cernvm_build.errors import CernVMError
 from cernvm_build.launch import userdata as launch_userdata
 
@@ -101,6 +107,152 @@ def test_the_real_manifest_and_whitelist_parse() -> None:
     m = manifest.parse((FIXTURE / ".cvmfspublished").read_bytes())
     assert m.fqrn == "fixture.cernvm.test"
     assert whitelist.parse((FIXTURE / ".cvmfswhitelist").read_bytes()).fqrn == "fixture.cernvm.test"
+
+
+# -- catalogs: the real server's catalogs, then rows, schema and properties changed with sqlite -------
+
+
+def _object(hash_text: str) -> bytes:
+    return zlib.decompress((FIXTURE / "data" / hash_text[:2] / (hash_text[2:] + "C")).read_bytes())
+
+
+@pytest.fixture(scope="module")
+def seeds(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """The fixture's root catalog and its nested catalog (with chunked files), decompressed."""
+    out = tmp_path_factory.mktemp("catalogs")
+    root_hash = manifest.parse((FIXTURE / ".cvmfspublished").read_bytes()).root_hash
+    (out / "root.db").write_bytes(_object(root_hash))
+    nested = Catalog(out / "root.db", name=root_hash, where="seed").nested()
+    paths = [out / "root.db"]
+    for i, ref in enumerate(nested):
+        (out / f"nested{i}.db").write_bytes(_object(ref.hash))
+        paths.append(out / f"nested{i}.db")
+    return paths
+
+
+SQL_VALUES = st.one_of(
+    st.none(),
+    st.integers(-(2**63), 2**63 - 1),
+    st.sampled_from([0, -1, 2**31, 2**32 - 1, 2**62, -(2**63)]),
+    st.floats(allow_nan=True),
+    st.text(max_size=20),
+    st.binary(max_size=40),
+)
+COLUMNS = ["hash", "size", "mode", "mtime", "flags", "name", "symlink", "uid", "gid", "hardlinks", "xattr"]
+PROPERTIES = ["schema", "schema_revision", "root_prefix", "revision"]
+
+
+@st.composite
+def catalog_edits(draw: st.DrawFn) -> list[tuple[str, tuple[Any, ...]]]:
+    """SQL statements that change a catalog as a hostile publisher might."""
+    edits: list[tuple[str, tuple[Any, ...]]] = []
+    for _ in range(draw(st.integers(1, 6))):
+        kind = draw(st.sampled_from(["row", "row", "row", "property", "nested", "chunk", "drop"]))
+        value = draw(SQL_VALUES)
+        if kind == "row":
+            column = draw(st.sampled_from(COLUMNS))
+            row = draw(st.integers(1, 40))
+            edits.append((f"UPDATE catalog SET {column}=? WHERE rowid=?", (value, row)))
+        elif kind == "property":
+            key = draw(st.sampled_from(PROPERTIES))
+            edits.append(("INSERT OR REPLACE INTO properties (key, value) VALUES (?, ?)", (key, value)))
+        elif kind == "nested":
+            column = draw(st.sampled_from(["path", "sha1", "size"]))
+            edits.append((f"UPDATE nested_catalogs SET {column}=?", (value,)))
+        elif kind == "chunk":
+            column = draw(st.sampled_from(["offset", "size", "hash"]))
+            edits.append((f"UPDATE chunks SET {column}=? WHERE rowid=?", (value, draw(st.integers(1, 5)))))
+        else:
+            table = draw(
+                st.sampled_from(["properties", "nested_catalogs", "chunks", "statistics", "catalog"])
+            )
+            edits.append((f"DROP TABLE IF EXISTS {table}", ()))
+    return edits
+
+
+def _walk(cat: Catalog, path: str, budget: list[int]) -> Iterator[DirEntry]:
+    """Every entry under ``path`` (bounded: a cycle of parent hashes is the reader's problem, not ours)."""
+    for entry in cat.children(path):
+        budget[0] -= 1
+        if budget[0] < 0:
+            return
+        yield entry
+        if entry.is_dir and entry.path != path:
+            yield from _walk(cat, entry.path, budget)
+
+
+def _read_everything(db: Path) -> None:
+    cat = Catalog(db, name="f" * 40, where="fuzzed.cernvm.test")
+    try:
+        _ = (cat.revision, cat.schema, cat.root_prefix)
+        cat.statistics()
+        cat.nested()
+        root = cat.lookup(cat.root_prefix or "")
+        if root is not None:
+            _ = (root.inode, root.is_dir)
+        for entry in _walk(cat, cat.root_prefix or "", [500]):
+            _ = (entry.inode, entry.is_file, entry.is_special, entry.compressed, entry.chunks)
+            if entry.is_special:
+                _ = entry.rdev
+    finally:
+        cat.close()
+
+
+#: found by this fuzzer before the reader checked its rows (each crashed with the error named)
+FOUND: list[tuple[list[tuple[str, tuple[Any, ...]]], int]] = [
+    ([("UPDATE catalog SET hash=? WHERE rowid=?", (4294967295, 3))], 0),  # MemoryError: bytes(2**32)
+    ([("UPDATE catalog SET mode=? WHERE rowid=?", (-1904, 1))], 0),  # OverflowError in stat
+    (
+        [("INSERT OR REPLACE INTO properties (key, value) VALUES (?, ?)", ("schema", b"\x0c"))],
+        0,
+    ),  # ValueError
+    ([("UPDATE catalog SET xattr=? WHERE rowid=?", (-(2**63), 1))], 0),  # TypeError
+    ([("UPDATE nested_catalogs SET size=?", ("x",))], 0),  # ValueError
+    ([("UPDATE chunks SET offset=? WHERE rowid=?", (None, 1))], 1),  # TypeError
+    ([("UPDATE catalog SET size=? WHERE rowid=?", ("x", 1))], 0),  # ValueError
+    ([("UPDATE catalog SET hash=? WHERE rowid=?", ("text", 5))], 0),  # TypeError
+]
+
+
+def _with_found(test: Any) -> Any:
+    for edits, which in FOUND:
+        test = example(edits=edits, which=which)(test)
+    return test
+
+
+@_with_found
+@given(edits=catalog_edits(), which=st.integers(0, 1))
+def test_catalog_reader(seeds: list[Path], edits: list[tuple[str, tuple[Any, ...]]], which: int) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        db = Path(d) / "catalog.db"
+        shutil.copyfile(seeds[min(which, len(seeds) - 1)], db)
+        with sqlite3.connect(db) as con:
+            for sql, args in edits:
+                try:
+                    con.execute(sql, args)
+                except sqlite3.Error:
+                    pass  # e.g. a column this schema does not have
+        con.close()
+        try:
+            _read_everything(db)
+        except CernVMError:
+            pass
+
+
+@given(st.binary(max_size=2000))
+def test_catalog_that_is_not_sqlite(data: bytes) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        db = Path(d) / "catalog.db"
+        db.write_bytes(data)
+        try:
+            _read_everything(db)
+        except CernVMError:
+            pass
+
+
+def test_the_seed_catalogs_read_whole(seeds: list[Path]) -> None:
+    for db in seeds:
+        _read_everything(db)
 
 
 # -- user data ---------------------------------------------------------------------------------------
