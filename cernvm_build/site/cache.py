@@ -11,7 +11,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-SCHEMA = 2
+SCHEMA = 3
 
 
 class State:
@@ -27,7 +27,7 @@ class State:
             self.db.execute(f"PRAGMA user_version={SCHEMA}")
         self.db.executescript(
             """
-            CREATE TABLE IF NOT EXISTS md (key TEXT PRIMARY KEY, meta BLOB, html TEXT, text TEXT);
+            CREATE TABLE IF NOT EXISTS md (key TEXT PRIMARY KEY, meta BLOB, html TEXT);
             CREATE TABLE IF NOT EXISTS outputs (path TEXT PRIMARY KEY, fp TEXT, size INTEGER, mtime INTEGER);
             CREATE TABLE IF NOT EXISTS claims (out_dir TEXT PRIMARY KEY);
             """
@@ -47,9 +47,6 @@ class State:
     def md_html(self, keys: list[str]) -> dict[str, str]:
         return self._column("html", keys)
 
-    def md_text(self, keys: list[str]) -> dict[str, str]:
-        return self._column("text", keys)
-
     def _column(self, column: str, keys: list[str]) -> dict[str, str]:
         out: dict[str, str] = {}
         for i in range(0, len(keys), 500):
@@ -58,12 +55,12 @@ class State:
             out.update(self.db.execute(f"SELECT key, {column} FROM md WHERE key IN ({marks})", chunk))
         return out
 
-    def put_md(self, rows: list[tuple[str, Any, str, str]]) -> None:
+    def put_md(self, rows: list[tuple[str, Any, str]]) -> None:
         with self.db:
             self.db.execute("BEGIN")
             self.db.executemany(
-                "INSERT OR REPLACE INTO md VALUES (?, ?, ?, ?)",
-                [(k, pickle.dumps(m, protocol=pickle.HIGHEST_PROTOCOL), h, t) for k, m, h, t in rows],
+                "INSERT OR REPLACE INTO md VALUES (?, ?, ?)",
+                [(k, pickle.dumps(m, protocol=pickle.HIGHEST_PROTOCOL), h) for k, m, h in rows],
             )
 
     def prune_md(self, keep: set[str]) -> None:

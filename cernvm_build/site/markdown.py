@@ -27,12 +27,11 @@ from pygments.token import STANDARD_TYPES, _TokenType
 from pygments.util import ClassNotFound
 
 #: bump when the HTML this module produces changes, so cached renders are redone
-VERSION = "4"
+VERSION = "5"
 MORE = "<!--more-->"
 MARKER = re.compile(r"@@L:([^@]*)@@")
 #: links in raw HTML written in the Markdown: checked and resolved like Markdown links
 RAW_LINK = re.compile(r"""(\b(?:href|src)\s*=\s*)(["'])([^"'<>]*)\2""", re.I)
-SEARCH_TEXT_LIMIT = 4000
 
 
 @dataclass(frozen=True)
@@ -47,7 +46,6 @@ class Rendered:
     html: str
     excerpt_html: str
     excerpt_text: str
-    text: str  # plain text for the search index
     h1: str | None
     toc: list[tuple[int, str, str]]  # (level, id, text) for h2/h3
     ids: list[str]  # every heading id, for anchor checks
@@ -189,7 +187,6 @@ def render(text: str, *, src_path: str, first_line: int, base_path: str) -> Rend
     ids: list[str] = []
     toc: list[tuple[int, str, str]] = []
     h1: str | None = None
-    words: list[str] = []
     more_at: int | None = None
     first_para: tuple[int, int] | None = None
     for i, tok in enumerate(tokens):
@@ -206,8 +203,6 @@ def render(text: str, *, src_path: str, first_line: int, base_path: str) -> Rend
             more_at = i
         elif tok.type == "paragraph_open" and first_para is None and tok.level == 0:
             first_para = (i, i + 3)
-        elif tok.type in ("fence", "code_block"):
-            words.append(tok.content)
         elif tok.type == "html_block":
             tok.content = _raw_links(
                 tok.content, tok.map[0] if tok.map else 0, src_dir, base_path, first_line, links
@@ -216,9 +211,7 @@ def render(text: str, *, src_path: str, first_line: int, base_path: str) -> Rend
             start = tok.map[0] if tok.map else 0
             end = tok.map[1] if tok.map else start + 1
             for child in tok.children or ():
-                if child.type == "text" or child.type == "code_inline":
-                    words.append(child.content)
-                elif child.type == "html_inline":
+                if child.type == "html_inline":
                     child.content = _raw_links(child.content, start, src_dir, base_path, first_line, links)
                 attr = "href" if child.type == "link_open" else "src" if child.type == "image" else None
                 if attr is None:
@@ -230,8 +223,6 @@ def render(text: str, *, src_path: str, first_line: int, base_path: str) -> Rend
                 child.attrSet(attr, new)
                 target = MARKER.sub(r"\1", new) if kind == "content" else new
                 links.append(Link(target, first_line + _line_of(href, lines, start, end), kind))
-                if child.type == "image":
-                    words.append(child.content)
     # the permalink sign is not part of the heading's text (search titles, excerpts)
     body = md.renderer.render(tokens, md.options, env).replace(
         'class="header-anchor"', 'class="header-anchor" data-pagefind-ignore'
@@ -244,12 +235,10 @@ def render(text: str, *, src_path: str, first_line: int, base_path: str) -> Rend
         excerpt_tokens = []
     excerpt_html = md.renderer.render(excerpt_tokens, md.options, env) if excerpt_tokens else ""
     excerpt_text = " ".join(_inline_text(t) for t in excerpt_tokens if t.type == "inline")
-    text_out = re.sub(r"\s+", " ", " ".join(words)).strip()[:SEARCH_TEXT_LIMIT]
     return Rendered(
         html=body,
         excerpt_html=excerpt_html,
         excerpt_text=re.sub(r"\s+", " ", excerpt_text).strip(),
-        text=text_out,
         h1=h1,
         toc=toc,
         ids=ids,

@@ -119,10 +119,8 @@ def render_version() -> str:
     return _VERSION[0]
 
 
-def _render_source(
-    _shared: None, src: Source
-) -> tuple[str, Any, str, str] | tuple[str, tuple[str, str, str]]:
-    """Worker: front matter + Markdown of one source. Returns (key, meta, html, text) or (key, error)."""
+def _render_source(_shared: None, src: Source) -> tuple[str, Any, str] | tuple[str, tuple[str, str, str]]:
+    """Worker: front matter + Markdown of one source. Returns (key, meta, html) or (key, error)."""
     try:
         text = Path(src.file).read_bytes().decode("utf-8")
         fm, body, first_line = frontmatter.split(text, src.file)
@@ -149,29 +147,29 @@ def _render_source(
         "excerpt_html": r.excerpt_html,
         "excerpt_text": r.excerpt_text,
     }
-    return src.key, meta, r.html, r.text
+    return src.key, meta, r.html
 
 
 def render_markdown(
     planned: dict[str, Source], metas: dict[str, Any], state: State, jobs: int, reporter: Reporter
-) -> dict[str, tuple[str, str]]:
-    """Render the sources whose key is not cached (``metas`` gains them). Returns {key: (html, text)}."""
+) -> dict[str, str]:
+    """Render the sources whose key is not cached (``metas`` gains them). Returns {key: html}."""
     todo = sorted((s for s in planned.values() if s.key not in metas), key=lambda s: (s.key, s.rel))
-    fresh: dict[str, tuple[str, str]] = {}
+    fresh: dict[str, str] = {}
     if not todo:
         return fresh
     errors: list[tuple[str, str, str]] = []
-    rows: list[tuple[str, Any, str, str]] = []
+    rows: list[tuple[str, Any, str]] = []
     total = len(todo)
     reporter.progress("markdown", 0, total)
     for n, res in enumerate(fork_map(_render_source, None, todo, jobs), 1):
         if len(res) == 2:
             errors.append(res[1])
             continue
-        key, meta, html, text = res  # type: ignore[misc]
+        key, meta, html = res  # type: ignore[misc]
         metas[key] = meta
-        fresh[key] = (html, text)
-        rows.append((key, meta, html, text))
+        fresh[key] = html
+        rows.append((key, meta, html))
         if n % 50 == 0 or n == total:
             reporter.progress("markdown", n, total)
     if errors:

@@ -149,7 +149,7 @@ def execute(
     old: dict[str, tuple[str, int, int]],
     env: tpl_mod.Environment,
     state: State,
-    fresh: dict[str, tuple[str, str]],
+    fresh: dict[str, str],
     jobs: int,
     reporter: Reporter,
 ) -> tuple[list[Job], list[tuple[str, str, int, int]], list[str]]:
@@ -165,7 +165,7 @@ def execute(
             if v.kind == "content" and v.key not in fresh
         }
     )
-    html = {k: h for k, (h, _t) in fresh.items()}
+    html = dict(fresh)
     html.update(state.md_html(need_md))
     sidebar_html: dict[str, str] = {}
     for j in todo:
