@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 from typing import Any
 
 from .. import launch
 from ..errors import UsageError
+from ..launch import catalog
 from ..launch.images import ImageCache
 from .app import HelpFormatter, Output
 from .launch_common import host_of, leaf, settings_of, show_help
+
+_URLISH = re.compile(r"[:/]")
 
 
 def _cache(args: argparse.Namespace) -> ImageCache:
@@ -42,12 +46,22 @@ def cmd_images_add(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_images_pull(args: argparse.Namespace, out: Output) -> int:
+    """A URL is pulled with its .sha256; a name (``el9``, ``demo``) is looked up in the release indexes."""
+    s = settings_of(args)
+    url, sha256, profile, how = args.url, None, args.profile or "", "sha256 verified"
+    if not _URLISH.search(args.url):  # a name: el9, demo, ucernvm-prod...iso
+        indexes = args.index or list(s.image_indexes)
+        keys = [Path(k) for k in (args.key or s.release_keys)]
+        found = catalog.find(args.url, indexes, keys, fmt=args.format)
+        url, sha256, profile = found.url, found.sha256, profile or found.profile
+        how = f"release {found.release}, signed by {found.signer[-16:]}, sha256 verified"
+        out.detail(f"{args.url}: {found.name} from {url}")
     with out.progress(transfer=True) as bar:
-        task = bar.add_task(Path(args.url).name, total=None)
-        img = _cache(args).pull(
-            args.url, profile=args.profile or "", progress=lambda d, t: bar.update(task, completed=d, total=t)
+        task = bar.add_task(Path(url).name, total=None)
+        img = launch.image_cache(s, launch.default_uri(s.connect)).pull(
+            url, profile=profile, sha256=sha256, progress=lambda d, t: bar.update(task, completed=d, total=t)
         )
-    out.info(f"pulled {img.name} ({img.format}, sha256 verified)")
+    out.info(f"pulled {img.name} ({img.format}, {how})")
     out.data(img.to_json(), lambda d: None)
     return 0
 
@@ -86,12 +100,21 @@ def register(sub: Any) -> None:
     p = leaf(
         isub,
         "pull",
-        "download an image and its .sha256",
-        "Download URL and URL.sha256; keep the image only if they match.",
+        "download an image by URL (with its .sha256) or by name from a release index",
+        "Download URL and URL.sha256 and keep the image only if they match; or look NAME (a\n"
+        "profile such as el9, or an image file name) up in the release indexes (imageIndexes, or\n"
+        "--index), check the release's signed SHA256SUMS with releaseKeys (or --key), and pull it.\n\n"
+        "  cernvm-launch images pull el9\n"
+        "  cernvm-launch images pull demo --index http://127.0.0.1:8000/2026.11-1/index.json --key k.asc",
         cmd_images_pull,
         json=True,
     )
-    p.add_argument("url", metavar="URL")
+    p.add_argument("url", metavar="URL|NAME")
     p.add_argument("--profile", metavar="NAME")
+    p.add_argument("--index", action="append", metavar="URL", help="a release index.json (repeatable)")
+    p.add_argument("--key", action="append", metavar="FILE", help="a release signing key (repeatable)")
+    p.add_argument(
+        "--format", choices=catalog.FORMATS, help="which image of the release (default: iso first)"
+    )
     p = leaf(isub, "remove", "remove a cached image", "Remove a cached image.", cmd_images_remove)
     p.add_argument("name", metavar="NAME")

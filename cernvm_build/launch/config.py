@@ -51,6 +51,8 @@ class Settings:
     image: str | None = None
     wait_timeout: int = 900  # seconds; TCG boots are slow
     shared_folder_driver: str = "9p"
+    image_indexes: tuple[str, ...] = ()  # release index.json URLs that 'images pull NAME' searches
+    release_keys: tuple[Path, ...] = ()  # OpenPGP public keys a release's SHA256SUMS must be signed by
 
     def merged(self, overrides: Mapping[str, Any]) -> Settings:
         """A copy with every non-None override applied (later sources win)."""
@@ -104,6 +106,10 @@ KEYS: tuple[Setting, ...] = (
             minimum=1, maximum=86400, field="wait_timeout", flag="--timeout", example="15m"),
     Setting("sharedFolderDriver", Kind.STR, "how the shared folder is attached",
             default=DEFAULTS.shared_folder_driver, choices=("9p", "virtiofs"), field="shared_folder_driver"),
+    Setting("imageIndexes", Kind.LIST_URL, "release index.json URLs 'images pull NAME' searches, in order",
+            default=(), field="image_indexes", example="https://example.org/releases/2026.11-1/index.json"),
+    Setting("releaseKeys", Kind.LIST_PATH, "OpenPGP public keys that sign the releases' SHA256SUMS",
+            default=(), field="release_keys", example="/etc/cernvm/release-key.asc"),
 )  # fmt: skip
 
 BY_KEY: dict[str, Setting] = by_key(KEYS)

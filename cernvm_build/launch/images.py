@@ -48,19 +48,26 @@ class Image:
         return jsonable.to_json(self)
 
 
-def detect_format(path: Path) -> str:
-    """iso, qcow2 or hdd (raw), from the file's magic numbers rather than its name."""
+def detect_format(path: Path, *, bootable: bool = False) -> str:
+    """iso, qcow2 or hdd (raw), from the file's magic numbers rather than its name. With ``bootable``
+    a raw image must carry a boot sector (0x55AA) or a GPT header, and anything else is refused."""
     try:
         with open(path, "rb") as f:
-            head = f.read(4)
+            head = f.read(1024)
             f.seek(0x8001)
             iso = f.read(5)
     except OSError as e:
         raise ImageError(f"cannot read image: {e.strerror}", where=str(path)) from None
-    if head == b"QFI\xfb":
+    if head[:4] == b"QFI\xfb":
         return "qcow2"
     if iso == b"CD001":
         return "iso"
+    if bootable and head[510:512] != b"\x55\xaa" and head[512:520] != b"EFI PART":
+        raise ImageError(
+            "not a bootable image (no ISO 9660, qcow2, boot sector or GPT)",
+            where=str(path),
+            hint="give an image that cernvm-build image made (iso, hdd or qcow2)",
+        )
     return "hdd"
 
 
@@ -151,8 +158,8 @@ class ImageCache:
                 "image file not found", where=str(path), hint="give the path of an iso/hdd/qcow2"
             )
         name = name or path.name
+        fmt = detect_format(path, bootable=True)
         digest = verify_checksum(path)
-        fmt = detect_format(path)
         if not profile:
             profile = _profile_from_manifest(path)
         dest = self.dir / name
@@ -161,22 +168,34 @@ class ImageCache:
         os.chmod(self.dir, 0o755)
         return self._store(name, digest, fmt, str(path.resolve()), profile)
 
-    def pull(self, url: str, *, profile: str = "", progress: Progress | None = None) -> Image:
-        """Download ``url`` and ``url.sha256``; keep the image only if the hash matches."""
+    def pull(
+        self, url: str, *, profile: str = "", progress: Progress | None = None, sha256: str | None = None
+    ) -> Image:
+        """Download ``url``; keep it only if it hashes to ``sha256`` (given by a verified release
+        index), else to what ``url.sha256`` says."""
         import requests  # only pulls need it
 
-        name = Path(urlsplit(url).path).name
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ImageError(
+                f"not an http(s) URL: {url}",
+                hint="give https://HOST/PATH of an image; a local file goes to 'images add'",
+            )
+        name = Path(parts.path).name
         if not name:
             raise ImageError("URL names no file", where=url, hint="give the URL of the image file itself")
         try:
-            resp = requests.get(url + ".sha256", timeout=30)
-            if resp.status_code != 200:
-                raise ImageError(
-                    f"no checksum published (HTTP {resp.status_code} for {name}.sha256)",
-                    where=url,
-                    hint="images are pulled only with a .sha256 beside them",
-                )
-            expected = resp.text.split()[0] if resp.text.split() else ""
+            if sha256 is None:
+                resp = requests.get(url + ".sha256", timeout=30)
+                if resp.status_code != 200:
+                    raise ImageError(
+                        f"no checksum published (HTTP {resp.status_code} for {name}.sha256)",
+                        where=url,
+                        hint="images are pulled only with a .sha256 beside them",
+                    )
+                expected = resp.text.split()[0] if resp.text.split() else ""
+            else:
+                expected = sha256
             if not _HEX64.fullmatch(expected):
                 raise ImageError("checksum file holds no sha256", where=url + ".sha256")
             self.dir.mkdir(parents=True, exist_ok=True)
@@ -204,7 +223,12 @@ class ImageCache:
         except requests.RequestException as e:
             raise ImageError(f"download failed: {type(e).__name__}", where=url, hint=str(e)[:200]) from None
         os.chmod(self.dir, 0o755)
-        return self._store(name, expected.lower(), detect_format(dest), url, profile)
+        try:
+            fmt = detect_format(dest, bootable=True)
+        except ImageError:
+            dest.unlink()
+            raise
+        return self._store(name, expected.lower(), fmt, url, profile)
 
     def add_ova(self, path: Path) -> Image:
         """The boot disk of an OVA appliance (the first disk its OVF names), checked against the

@@ -48,7 +48,7 @@ def conn(driver_uri: str) -> Iterator[Any]:
 def image(tmp_path: Path) -> Path:
     """A 1 MiB raw 'hdd' image with its .sha256, as the image builder publishes them."""
     path = tmp_path / "ucernvm-test.2026.11-1.cernvm.x86_64.hdd"
-    data = b"\xeb\x3c" + b"\0" * (1 << 20)
+    data = (b"\xeb\x3c".ljust(510, b"\0") + b"\x55\xaa").ljust(1 << 20, b"\0")  # a boot sector
     path.write_bytes(data)
     path.with_name(path.name + ".sha256").write_text(f"{hashlib.sha256(data).hexdigest()}  {path.name}\n")
     return path

@@ -60,3 +60,110 @@ def test_pull_refuses_unverified_downloads(
         cache.pull(f"{url}/{image.name}")
     assert cache.list() == []  # nothing half-kept
     assert not (cache.dir / image.name).exists()
+
+
+# -- images by name: a signed release index served on 127.0.0.1 -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def release_keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """(secret, public) of the release key and the public key of another one."""
+    from cernvm_build import gpg
+
+    secret, public = gpg.generate_test_key(tmp_path_factory.mktemp("release-key"))
+    _s, other = gpg.generate_test_key(tmp_path_factory.mktemp("other-key"), name="Someone Else")
+    return secret, public, other
+
+
+def _publish(root: Path, image: Path, secret: Path, *, tamper: bool = False) -> None:
+    """A release as cernvm-build release lays it out: images/PROFILE/FILE, SHA256SUMS + signature, index."""
+    import hashlib
+    import shutil
+
+    from cernvm_build import gpg
+    from cernvm_build import releaseindex as idx
+    from cernvm_build.release import sums
+
+    rel = root / "2026.11-1"
+    (rel / "images/el9").mkdir(parents=True)
+    shutil.copyfile(image, rel / "images/el9" / image.name)
+    digest = hashlib.sha256(image.read_bytes()).hexdigest()
+    art = idx.ReleaseArtifact(image.name, f"images/el9/{image.name}", "el9", "image", "hdd", digest,
+                              image.stat().st_size)  # fmt: skip
+    snap = idx.Snapshot("cernvm-prod.cern.ch", "/cvm5", None, None, None)
+    sums.write(rel, (art,))
+    with gpg.Keyring([secret]) as kr:
+        kr.sign_detached(rel / "SHA256SUMS", rel / "SHA256SUMS.asc")
+        signer = kr.secret_fingerprints()[0]
+    if tamper:  # the index says another hash than the signed sums
+        art = idx.ReleaseArtifact(art.name, art.path, "el9", "image", "hdd", "0" * 64, art.size)
+    release = idx.ReleaseIndex(
+        version="2026.11-1", date="2026-11-25T00:00:00Z", source_date_epoch=0,
+        profiles=(idx.ProfileRecord("el9", "AlmaLinux 9", False, snap, "00" * 32),), artifacts=(art,),
+        signature="SHA256SUMS.asc", signer=signer,
+    )  # fmt: skip
+    (rel / "index.json").write_text(release.dumps())
+
+
+def _pull(*args: str) -> int:
+    from cernvm_build.cli.launch import main
+
+    return main(["images", "pull", *args])
+
+
+def test_pull_by_name_through_a_signed_release_index(
+    http_dir: tuple[Path, str], image: Path, release_keys: tuple[Path, Path, Path], launch_env: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    root, url = http_dir
+    secret, public, other = release_keys
+    _publish(root, image, secret)
+    index = f"{url}/2026.11-1/index.json"
+    # configured in the settings file, as users would
+    conf = launch_env.parent / "absent.conf"
+    conf.write_text(f"imageIndexes={index}\nreleaseKeys={public}\n")
+    assert _pull("el9") == 0
+    assert "release 2026.11-1" in capsys.readouterr().err
+    cache = ImageCache(launch_env)
+    (got,) = cache.list()
+    assert got.name == image.name and got.profile == "el9" and got.path.read_bytes() == image.read_bytes()
+
+    # signed by a key that is not the configured one: refused, nothing kept
+    cache.remove(image.name)
+    assert _pull("el9", "--index", index, "--key", str(other)) == 8
+    err = capsys.readouterr().err
+    assert "release 2026.11-1" in err and "Traceback" not in err
+    assert cache.list() == []
+    # an unknown name lists what the indexes have
+    assert _pull("el5") == 8
+    assert "no image named 'el5'" in capsys.readouterr().err
+    assert cache.list() == []
+
+
+def test_pull_by_name_refuses_an_index_that_disagrees_with_its_signed_sums(
+    http_dir: tuple[Path, str], image: Path, release_keys: tuple[Path, Path, Path], launch_env: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    root, url = http_dir
+    secret, public, _other = release_keys
+    _publish(root, image, secret, tamper=True)
+    assert _pull("el9", "--index", f"{url}/2026.11-1/index.json", "--key", str(public)) == 8
+    assert "SHA256SUMS does not list" in capsys.readouterr().err
+    assert ImageCache(launch_env).list() == []
+
+
+def test_bad_urls_and_unbootable_files_are_one_line(
+    image: Path, tmp_path: Path, launch_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cernvm_build.cli.launch import main
+
+    assert _pull("http:/nohost/x.iso") == 8
+    err = capsys.readouterr().err
+    assert "not an http(s) URL" in err and "MissingSchema" not in err
+    assert _pull("el9") == 8  # a name, and no index configured
+    assert "no release index is configured" in capsys.readouterr().err
+    text = tmp_path / "notes.iso"
+    text.write_text("not an image\n" * 100)
+    assert main(["images", "add", str(text)]) == 8
+    assert "not a bootable image" in capsys.readouterr().err
+    assert main(["images", "add", str(image)]) == 0  # a boot sector (0x55AA)

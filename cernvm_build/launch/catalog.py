@@ -1,0 +1,133 @@
+"""Images by name: ``images pull el9`` looks the name up in the release indexes the user configured
+(``imageIndexes``: the ``index.json`` that ``cernvm-build release`` publishes) and pulls the image
+the newest matching release lists — only after the release's ``SHA256SUMS`` verified against one of
+``releaseKeys`` and lists the image with the index's sha256. The download itself is checked against
+that sha256 (``ImageCache.pull``).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urljoin, urlsplit
+
+from .. import gpg, releaseindex
+from ..errors import CernVMError, ImageError
+from ..release import sums
+
+#: which image format a name pulls when the release has several (an ISO boots everywhere)
+FORMATS = ("iso", "hdd", "qcow2")
+
+
+@dataclass(frozen=True)
+class CatalogImage:
+    name: str  # the file name
+    url: str
+    sha256: str
+    size: int
+    format: str
+    profile: str
+    release: str  # the release version
+    signer: str  # fingerprint of the key that signed SHA256SUMS
+
+
+def fetch(url: str, dest: Path, *, limit: int = 64 << 20) -> Path:
+    """``url`` (http, https, file or a plain path) into ``dest``; one ImageError line on failure."""
+    scheme = urlsplit(url).scheme
+    if scheme in ("", "file"):
+        src = Path(urlsplit(url).path if scheme else url)
+        try:
+            dest.write_bytes(src.read_bytes()[:limit])
+        except OSError as e:
+            raise ImageError(f"cannot read {src}: {e.strerror}") from None
+        return dest
+    if scheme not in ("http", "https"):
+        raise ImageError(
+            f"not an http(s) or file URL: {url}", hint="e.g. https://example.org/releases/index.json"
+        )
+    import requests  # only pulls need it
+
+    try:
+        with requests.get(url, timeout=30, stream=True) as r:
+            if r.status_code != 200:
+                raise ImageError(f"HTTP {r.status_code} for {url}")
+            data = r.raw.read(limit + 1, decode_content=True)
+    except requests.RequestException as e:
+        raise ImageError(f"cannot fetch {url}: {type(e).__name__}", hint=str(e)[:200]) from None
+    if len(data) > limit:
+        raise ImageError(f"{url} is larger than {limit >> 20} MiB: not a release file")
+    dest.write_bytes(data)
+    return dest
+
+
+def find(name: str, indexes: Sequence[str], keys: Sequence[Path], *, fmt: str | None = None) -> CatalogImage:
+    """The image ``name`` (a profile or an image file name) of the first index that lists it."""
+    if not indexes:
+        raise ImageError(
+            f"'{name}' is not a URL and no release index is configured",
+            hint="set imageIndexes=URL_OF_index.json in ~/.cernvm-launch.conf, or pass --index URL",
+        )
+    seen: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="cernvm-catalog-") as tmp:
+        for n, index_url in enumerate(indexes):
+            work = Path(tmp) / str(n)
+            work.mkdir()
+            try:
+                release = releaseindex.load(fetch(index_url, work / "index.json"))
+            except CernVMError as e:
+                raise ImageError(f"release index {index_url}: {e.message}", hint=e.hint) from None
+            images = [a for a in release.artifacts if a.kind == "image"]
+            seen += sorted({a.profile for a in images})
+            matching = [a for a in images if name in (a.profile, a.name) and (fmt is None or a.format == fmt)]
+            if not matching:
+                continue
+            art = min(
+                matching, key=lambda a: FORMATS.index(a.format) if a.format in FORMATS else len(FORMATS)
+            )
+            signer = _verify_sums(release, index_url, work, keys, art.path, art.sha256)
+            return CatalogImage(
+                art.name, urljoin(index_url, art.path), art.sha256, art.size, art.format, art.profile,
+                release.version, signer,
+            )  # fmt: skip
+    listed = ", ".join(sorted(set(seen))) or "none"
+    raise ImageError(f"no image named '{name}' in the release indexes", hint=f"they list: {listed}")
+
+
+def _verify_sums(
+    release: releaseindex.ReleaseIndex,
+    index_url: str,
+    work: Path,
+    keys: Sequence[Path],
+    path: str,
+    sha256: str,
+) -> str:
+    if not release.signature:
+        raise ImageError(
+            f"release {release.version} is not signed",
+            where=index_url,
+            hint="only signed releases are pulled by name",
+        )
+    if not keys:
+        raise ImageError(
+            f"release {release.version} is signed, and no release key is configured to check it",
+            hint="set releaseKeys=/path/to/release-key.asc in ~/.cernvm-launch.conf, or pass --key FILE",
+        )
+    sums_path = fetch(urljoin(index_url, sums.NAME), work / sums.NAME)
+    sig = fetch(urljoin(index_url, release.signature), work / "SHA256SUMS.sig")
+    try:
+        with gpg.Keyring(keys) as kr:
+            signer = kr.verify_detached(sig, sums_path)
+        listed = sums.parse(sums_path)
+    except CernVMError as e:
+        raise ImageError(f"release {release.version}: {e.message}", where=index_url, hint=e.hint) from None
+    if release.signer and signer != release.signer:
+        raise ImageError(f"release {release.version} is signed by {signer}, its index names {release.signer}")
+    if listed.get(path) != sha256:
+        raise ImageError(
+            f"release {release.version}: SHA256SUMS does not list {path} with the index's sha256",
+            where=index_url,
+            hint="the index and the signed sums disagree: the release is damaged or tampered with",
+        )
+    return signer
