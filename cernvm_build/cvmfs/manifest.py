@@ -59,9 +59,9 @@ def parse_keyvals(body: bytes) -> dict[str, str]:
     for raw in body.split(b"\n"):
         if raw == b"--":
             break
-        if not raw:
-            continue
         line = raw.decode("utf-8", errors="replace").rstrip("\r")
+        if not line:
+            continue
         key, value = line[0], line[1:]
         if key == "Z" and key in out:
             out[key] += "|" + value

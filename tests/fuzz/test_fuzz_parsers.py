@@ -81,6 +81,7 @@ def whitelists(draw: st.DrawFn) -> bytes:
 @given(st.one_of(manifests(), st.binary(max_size=300)))
 @example(b"C" + b"a" * 40 + b"\nR" + b"d" * 32 + b"\nD240\nS" + b"9" * 5000)
 @example(b"C\nR0\nD0\nS0")  # found by the fuzzer: an empty root hash was an AssertionError
+@example(b"\r")  # found by the fuzzer (20,000 examples): a line of only CR was an IndexError
 def test_manifest_parser(data: bytes) -> None:
     try:
         manifest.parse(data)
