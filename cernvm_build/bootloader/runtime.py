@@ -186,7 +186,9 @@ def fuse_library() -> Path:
 def _cache_key(python: str, entries: tuple[str, ...], epoch: int) -> str:
     """What the runtime depends on besides our own sources (checked one by one, see ``cached_runtime``):
     the interpreter, the installed packages (``/var/lib/dpkg/status`` changes whenever a library could)
-    and the build time (the zip's member dates)."""
+    and the build time (the zip's member dates). Also where our package is imported from: the sources
+    are checked by path, so two checkouts (worktrees) must not share an entry, or one would boot the
+    other's code."""
     exe = Path(python).resolve()
     st = exe.stat()
     dpkg = Path("/var/lib/dpkg/status")
@@ -196,6 +198,7 @@ def _cache_key(python: str, entries: tuple[str, ...], epoch: int) -> str:
         "rules": [EXTRA_MODULES, EXCLUDE, _COMPILE, _IMPORT],
         "interpreter": f"{exe}:{st.st_size}:{st.st_mtime_ns}",
         "code": sha256_file(Path(__file__)),
+        "package": str(package_dir()),
         "dpkg_status": dpkg.stat().st_mtime_ns if dpkg.exists() else None,
         "epoch": _zip_epoch(epoch),
     }

@@ -88,6 +88,15 @@ def mounted_line(repo: Repository) -> str:
     return f"mounted {repo.fqrn} revision {repo.revision} root {repo.root_hash} tag {repo.tag or '-'}"
 
 
+def _have_ssl() -> bool:
+    """The μCernVM initrd's runtime ships no ssl (no OpenSSL, no CA bundle)."""
+    try:
+        import ssl  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _open(args: argparse.Namespace) -> Repository:
     mp = Path(args.mountpoint)
     if not mp.is_dir():
@@ -96,19 +105,25 @@ def _open(args: argparse.Namespace) -> Repository:
     if args.snapshot_file is not None:
         args.snapshot_file = Path(os.path.abspath(args.snapshot_file))
     servers: list[str] = [s if "://" in s else os.path.abspath(s) for s in args.server]
+    https = [s for s in servers if s.lower().startswith("https://")]
+    if https and not _have_ssl():
+        raise CvmfsError(
+            f"{https[0]}: https is not available (this Python has no ssl module)",
+            hint="use an http:// server: objects are verified against the signed manifest anyway",
+        )
     keys = [Path(os.path.abspath(k)) for k in args.public_key]
     cache: Path | None = None
     if args.cache is not None:
-        # Reach the cache through an open directory descriptor: when the initrd moves the cache's
-        # mount into the new root (mount --move before switch_root) the absolute path goes stale,
-        # but /proc/self/fd/N keeps pointing at the directory. (libfuse changes the cwd to /.)
+        # The absolute path, resolved in this process's root: after switch_root that root stays the
+        # old initramfs, where the initrd leaves the scratch disk mounted (bind-mounted into the OS,
+        # not moved), so the path keeps naming the disk. Nothing may go through /proc (the initrd
+        # unmounts it before switch_root; a /proc/self/fd/N path would then name an empty
+        # directory of the initramfs and the cache would silently fill RAM).
+        cache = Path(os.path.abspath(args.cache))
         try:
-            args.cache.mkdir(parents=True, exist_ok=True)
-            fd = os.open(args.cache, os.O_RDONLY | os.O_DIRECTORY)
+            cache.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise CvmfsError(f"{args.cache}: cache directory unusable: {e.strerror}") from e
-        via_fd = Path(f"/proc/self/fd/{fd}")
-        cache = via_fd if via_fd.is_dir() else Path(os.path.abspath(args.cache))
     source: str | Sequence[str] = servers[0] if len(servers) == 1 else servers
     return open_repository(
         source,

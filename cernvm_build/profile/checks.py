@@ -160,6 +160,17 @@ def _servers(v: Values) -> None:
                 "end the URL with /cvmfs/@fqrn@ (the client puts the repository name there)",
                 pos=pos,
             )
+        if url.lower().startswith("https://"):
+            # The μCernVM initrd's Python runtime has no ssl module (no OpenSSL, no CA bundle), so
+            # an https Stratum could never be reached at boot: refuse it here, not as a boot panic.
+            _fail(
+                v,
+                "cvmfs.servers",
+                f"{url!r}: the μCernVM bootloader cannot fetch over https",
+                "use http:// (every object is verified against the signed manifest and its hash) "
+                "and an https proxy outside the VM if the transport must be encrypted",
+                pos=pos,
+            )
     _proxy(v)
 
 

@@ -8,8 +8,12 @@ the third (iso, config-drive context with cvmfs_tag) moves to the named snapshot
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
+import logging
+import socket
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -40,6 +44,34 @@ def _tarball_b64(files: dict[str, str]) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+@contextlib.contextmanager
+def _object_requests() -> Iterator[list[str]]:
+    """The repository objects (``/data/``) the test server sends while the block runs."""
+    fetched: list[str] = []
+
+    class Record(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            line = record.getMessage()
+            if "/data/" in line and '" 200 ' in line:
+                fetched.append(line)
+
+    logger = logging.getLogger("cernvm_build.cvmfs.serve")
+    handler, level = Record(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield fetched
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def _show(b: object, log: Path) -> str:
     return f"console log {log}:\n" + log.read_text(errors="replace")[-3000:]
 
@@ -51,7 +83,8 @@ def test_boot_pin_persist_and_tag(built: Built, test_repo: ServedRepo, tmp_path:
 
     # 1: first boot from the iso: partitions the blank disk, mounts the snapshot the build recorded.
     log1 = tmp_path / "boot1.log"
-    b1 = boot(built.image("iso"), scratch, context_iso(tmp_path / "ctx1.iso", _user_data(port)), log1)
+    with _object_requests() as fetched1:
+        b1 = boot(built.image("iso"), scratch, context_iso(tmp_path / "ctx1.iso", _user_data(port)), log1)
     print(f"accelerator: {b1.accel}; phases: {b1.phases()}")
     assert "ucernvm: panic" not in b1.console, _show(b1, log1)
     assert "first boot: partitioned the empty disk" in b1.console, _show(b1, log1)
@@ -61,24 +94,42 @@ def test_boot_pin_persist_and_tag(built: Built, test_repo: ServedRepo, tmp_path:
     assert "ucernvm: overlay: root = /root.rw/persistent" in b1.console
     assert "demo-os: init reached" in b1.console
     assert "test-os: release 1" in b1.console and "test-os: marker none" in b1.console
+    # The FUSE daemon is marked as a root-storage daemon (systemd does not kill it at shutdown) and
+    # what the OS reads after switch_root is cached on the scratch disk, not in the initramfs.
+    assert "test-os: daemon argv0 @" in b1.console, _show(b1, log1)
+    cached = b1.lines(r"^test-os: cache objects on the scratch disk (\d+) then (\d+)")
+    assert cached and int(cached[0].group(2)) == int(cached[0].group(1)) + 1, _show(b1, log1)
     pids = b1.lines(r"^test-os: pids (\d+)")
     assert pids and int(pids[0].group(1)) > 1, "the FUSE pid must be recorded in /.cvmfs_pids"
 
     # 2: a new revision appears; the qcow2 boot stays on the pinned snapshot and keeps the writes.
     r2 = test_repo.publish("2", "release-2")
     log2 = tmp_path / "boot2.log"
-    b2 = boot(
-        built.image("qcow2"),
-        scratch,
-        context_iso(tmp_path / "ctx2.iso", _user_data(port)),
-        log2,
-        kind="qcow2",
-    )
+    with _object_requests() as fetched:
+        b2 = boot(
+            built.image("qcow2"),
+            scratch,
+            context_iso(tmp_path / "ctx2.iso", _user_data(port)),
+            log2,
+            kind="qcow2",
+        )
     assert "ucernvm: panic" not in b2.console, _show(b2, log2)
     assert "first boot" not in b2.console
     assert f"root {r1.root_hash}" in b2.console and "pinned since" in b2.console, _show(b2, log2)
     assert "test-os: release 1" in b2.console
     assert "test-os: marker boot-1" in b2.console, "writes of the first boot must persist"
+    # Nothing the cache has is fetched again; only the new revision's tag database (the pinned
+    # snapshot's tag is looked up in it) is new.
+    assert fetched1 and not set(fetched) & set(fetched1), fetched
+    assert all(" HTTP/" in f and f.split(" HTTP/")[0].endswith("H") for f in fetched), fetched
+
+    # 2b: the server is unreachable (a port nothing listens on): the pinned snapshot boots from the
+    # cache on the scratch disk.
+    log2b = tmp_path / "boot2b.log"
+    down = _user_data(_closed_port())
+    b2b = boot(built.image("iso"), scratch, context_iso(tmp_path / "ctx2b.iso", down), log2b)
+    assert "ucernvm: panic" not in b2b.console, _show(b2b, log2b)
+    assert f"root {r1.root_hash}" in b2b.console and "test-os: release 1" in b2b.console, _show(b2b, log2b)
 
     # 3: cvmfs_tag (from an OpenStack config drive this time) selects the named snapshot;
     # cernvm_inject unpacks its tarball into the new root.

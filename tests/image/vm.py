@@ -23,6 +23,10 @@ echo "test-os: marker $marker"
 echo "test-os: pids $(cat /.cvmfs_pids)"
 [ -f /etc/injected ] && echo "test-os: injected $(cat /etc/injected)"
 echo "test-os: scratch $(ls /mnt/.rw | tr '\\n' ' ')"
+for p in $(cat /.cvmfs_pids); do echo "test-os: daemon argv0 $(head -c 1 /proc/$p/cmdline)"; done
+before=$(find /mnt/.rw/cache -type f | wc -l)
+cat /etc/payload >/dev/null
+echo "test-os: cache objects on the scratch disk $before then $(find /mnt/.rw/cache -type f | wc -l)"
 echo "boot-$(cat /etc/test-release)" > /var/lib/marker
 /bin/busybox sync
 echo "test-os: done"
@@ -41,6 +45,8 @@ def make_os_tree(dest: Path, release: str) -> Path:
     (dest / "sbin" / "init").write_text(INIT)
     (dest / "sbin" / "init").chmod(0o755)
     (dest / "etc" / "test-release").write_text(release + "\n")
+    # read only by the OS after switch_root: its object must land in the cache on the scratch disk
+    (dest / "etc" / "payload").write_text(f"payload of release {release}\n" * 100)
     return dest
 
 

@@ -77,3 +77,16 @@ def test_profiles_show_origins_says_command_line(tmp_path: Path) -> None:
 def test_the_override_flags_come_from_the_table(tmp_path: Path) -> None:
     res = _cli("image", "build", "--help", cwd=tmp_path)
     assert "--server URL" in res.stdout and "Stratum-1 base URLs" in res.stdout and "repeatable" in res.stdout
+
+
+def test_an_https_server_is_refused_because_the_initrd_has_no_ssl(tmp_path: Path) -> None:
+    [error] = profile.check("demo", overrides=_server("https://127.0.0.1:9000/cvmfs/@fqrn@")).errors
+    assert str(error) == (
+        "--server: cvmfs.servers: 'https://127.0.0.1:9000/cvmfs/@fqrn@': "
+        "the μCernVM bootloader cannot fetch over https"
+    )
+    assert error.hint is not None and "http://" in error.hint
+    path = tmp_path / "mine.yaml"
+    path.write_text("extends: demo\ncvmfs:\n  servers: !replace [https://s1.example.org/cvmfs/@fqrn@]\n")
+    [error] = profile.check(path).errors
+    assert "mine.yaml:3:" in str(error) and "cannot fetch over https" in str(error)

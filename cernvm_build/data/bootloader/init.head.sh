@@ -33,6 +33,18 @@ py() {
         PYTHONDONTWRITEBYTECODE=1 $RT/lib/ld-linux-x86-64.so.2 $RT/bin/python3 -S -m "$@"
 }
 
+# The same for the FUSE mount daemon, which outlives the initrd. argv[0] starting with '@' marks it
+# as a root-storage daemon (systemd's convention): the OS's shutdown does not kill it; the shutdown
+# program the initrd leaves in /run/initramfs stops it after the OS root is unmounted.
+py_storage() {
+    (
+        export PYTHONHOME=$RT LD_LIBRARY_PATH=$RT/lib FUSE_LIBRARY_PATH=$RT/lib/libfuse3.so.3
+        export PYTHONDONTWRITEBYTECODE=1
+        # shellcheck disable=SC3038  # busybox sh has exec -a
+        exec -a @ucernvm-cvmfs $RT/lib/ld-linux-x86-64.so.2 $RT/bin/python3 -S -m "$@"
+    )
+}
+
 # The user data's [ucernvm-begin] block, parsed by the Python runtime into checked key=value lines
 # ($2), assigned through this case table: values are data, never evaluated or sourced.
 U_resize_rootfs=; U_cvmfs_server=; U_cvmfs_cdn=; U_cvmfs_http_proxy=; U_cvmfs_branch=; U_cvmfs_tag=

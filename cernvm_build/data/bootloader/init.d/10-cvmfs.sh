@@ -65,7 +65,7 @@ if [ -z "$pinned" ]; then
     esac
 fi
 log cvmfs "mounting $CVMFS_REPO (${selector:-latest}, $why) from $CVMFS_SERVER"
-py cernvm_build.cvmfs.mount "$@" $ROOT_RO >/tmp/cvmfs.log 2>&1 \
+py_storage cernvm_build.cvmfs.mount "$@" $ROOT_RO >/tmp/cvmfs.log 2>&1 \
     || panic "CernVM-FS mount of $CVMFS_REPO failed: $(tail -n 1 /tmp/cvmfs.log)"
 log cvmfs "$(grep '^mounted' /tmp/cvmfs.log | tail -n 1)"
 echo "$CVMFS_REPO $selector" >$ROOT_RW/aux/cvmfs_selector
