@@ -3,7 +3,7 @@
     from cernvm_build import profile
     p = profile.load("el7")                      # extends merged, templates rendered, validated
     p.cvmfs.server_urls()                        # Stratum-1 URLs for p.cvmfs.repository
-    profile.list_profiles()                      # ["demo", "el4", ..., "el9"]
+    profile.list_profiles()                      # ["debian12", "demo", "el4", ..., "el9"]
 
 Loading runs: find the file → read every layer (``extends``) → merge → render templates → convert by
 the settings table → cross-setting checks → ``Profile``. Problems are ``ProfileError``s naming

@@ -48,6 +48,7 @@ def check(v: Values) -> None:
                 "a frozen profile must pin a snapshot",
                 "set cvmfs.snapshot.tag (a named snapshot), cvmfs.snapshot.date or cvmfs.snapshot.root_hash",
             )
+    _family(v)
     _vsyscall(v)
     _servers(v)
     _keys(v)
@@ -113,6 +114,38 @@ def _snapshot(v: Values) -> None:
         except ValueError:
             hint = "expected a real UTC time, YYYY-MM-DDTHH:MM:SSZ"
             _fail(v, "cvmfs.snapshot.date", f"no such date: {date!r}", hint)
+
+
+#: Each OS family's releases and distributions (the table's range is the union of all families).
+FAMILIES: dict[str, tuple[range, tuple[str, ...]]] = {
+    "el": (range(4, 10), ("SLC", "SL", "CentOS", "CC", "RHEL", "AlmaLinux", "Rocky", "Demo")),
+    "debian": (range(10, 14), ("Debian",)),
+}
+
+
+def _family(v: Values) -> None:
+    family, release, dist = (v.values[f"os.{k}"] for k in ("family", "release", "distribution"))
+    if family not in FAMILIES:
+        return
+    releases, dists = FAMILIES[family]
+    if isinstance(release, int) and release not in releases:
+        key = v.blame("os.release", "os.family")
+        _fail(
+            v,
+            key,
+            f"{release} is not a release of the '{family}' family ({releases.start}..{releases.stop - 1})",
+            f"set os.release to one of {releases.start}..{releases.stop - 1}, or os.family to the "
+            "release's family",
+        )
+    if isinstance(dist, str) and dist not in dists:
+        others = [f for f, (_, names) in FAMILIES.items() if dist in names]
+        key = v.blame("os.distribution", "os.family")
+        _fail(
+            v,
+            key,
+            f"{dist} is not a distribution of the '{family}' family",
+            f"set os.family: {others[0]}" if others else f"use one of {', '.join(dists)}",
+        )
 
 
 def _vsyscall(v: Values) -> None:

@@ -98,13 +98,27 @@ SETTINGS: tuple[Setting, ...] = (
         example="[base]",
     ),
     # -- os --------------------------------------------------------------------------------------
-    Setting("os.family", Kind.STR, "OS family.", default="el", choices=("el",)),
-    Setting("os.release", Kind.INT, "Major release of the OS.", minimum=4, maximum=9, example="7"),
+    Setting(
+        "os.family",
+        Kind.STR,
+        "OS family: `el` (Enterprise Linux, releases 4..9) or `debian` (releases 10..13).",
+        default="el",
+        choices=("el", "debian"),
+    ),
+    Setting(
+        "os.release",
+        Kind.INT,
+        "Major release of the OS (the family's checks narrow it: EL 4..9, Debian 10..13).",
+        minimum=4,
+        maximum=13,
+        example="7",
+    ),
     Setting(
         "os.distribution",
         Kind.STR,
-        "Distribution name (`Demo`: the toolkit's own minimal busybox userland that `make run` publishes).",
-        choices=("SLC", "SL", "CentOS", "CC", "RHEL", "AlmaLinux", "Rocky", "Demo"),
+        "Distribution name (`Demo`: the toolkit's own minimal busybox userland that `make run` publishes; "
+        "`Debian` goes with the `debian` family, the others with `el`).",
+        choices=("SLC", "SL", "CentOS", "CC", "RHEL", "AlmaLinux", "Rocky", "Demo", "Debian"),
         example="SL",
     ),
     Setting(

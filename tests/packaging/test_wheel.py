@@ -130,7 +130,7 @@ def test_profiles_from_the_installed_package(installed: Installed) -> None:
     proc = installed.run("cernvm-build", "profiles", "list", "--json")
     assert proc.returncode == 0, proc.stderr
     profiles = json.loads(proc.stdout)
-    assert [p["name"] for p in profiles] == ["demo", "el4", "el5", "el6", "el7", "el8", "el9"]
+    assert [p["name"] for p in profiles] == ["debian12", "demo", "el4", "el5", "el6", "el7", "el8", "el9"]
     assert all(Path(p["file"]).is_relative_to(installed.venv) for p in profiles)
     proc = installed.run("cernvm-build", "profiles", "show", "el9")
     assert proc.returncode == 0, proc.stderr

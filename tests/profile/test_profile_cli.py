@@ -28,7 +28,7 @@ def test_list_json_shows_el4_to_el9_and_demo(capsys: pytest.CaptureFixture[str])
     rows = run_json(capsys, "profiles", "list", "--json")
     assert isinstance(rows, list)
     by_name = {r["name"]: r for r in rows}
-    assert sorted(by_name) == ["demo", "el4", "el5", "el6", "el7", "el8", "el9"]
+    assert sorted(by_name) == ["debian12", "demo", "el4", "el5", "el6", "el7", "el8", "el9"]
     assert by_name["el4"]["repository"] == "cernvm-slc4.cern.ch" and by_name["el4"]["frozen"] is True
     assert by_name["el7"]["snapshot"] == "tag HEAD4" and by_name["el7"]["path"] == "/cvm4"
 
@@ -153,7 +153,7 @@ def test_show_without_resolved_prints_the_file_as_written(capsys: pytest.Capture
 
 def test_validate_a_folder_checks_every_profile_in_it(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["profiles", "validate", str(data_dir("profiles"))]) == 0
-    assert "9 profile(s) valid" in capsys.readouterr().err
+    assert "10 profile(s) valid" in capsys.readouterr().err
     assert main(["profiles", "validate", str(Path(__file__).parent / "broken")]) == 3
 
 

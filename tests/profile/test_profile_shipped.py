@@ -9,7 +9,7 @@ import pytest
 
 from cernvm_build import profile
 
-SHIPPED = ["demo", "el4", "el5", "el6", "el7", "el8", "el9"]
+SHIPPED = ["debian12", "demo", "el4", "el5", "el6", "el7", "el8", "el9"]
 
 
 def test_list_profiles_shows_el4_to_el9_and_demo_but_not_building_blocks() -> None:
