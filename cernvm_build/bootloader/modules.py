@@ -15,7 +15,8 @@ from pathlib import Path
 from ..errors import BuildError
 
 #: What a μCernVM guest needs from a modular kernel: virtio and IDE/SCSI disks and CD-ROMs, the
-#: network, the filesystems of boot media, context drives and the scratch disk, overlay and FUSE.
+#: network, the filesystems of boot media, context drives and the scratch disk, overlay and FUSE,
+#: and the shared-folder filesystems.
 #: Names absent from a kernel (built in, or another flavour) are skipped.
 WANTED = (
     "virtio_pci", "virtio_blk", "virtio_scsi", "virtio_net", "virtio_console", "virtio_rng",
@@ -23,6 +24,8 @@ WANTED = (
     "e1000", "e1000e", "8139cp", "vmxnet3", "hv_netvsc", "hv_storvsc", "xen_blkfront", "xen_netfront", "nvme",
     "ext4", "isofs", "vfat", "nls_cp437", "nls_ascii", "nls_utf8", "nls_iso8859_1",
     "overlay", "fuse", "af_packet",
+    # cernvm-launch's shared folders (9p over virtio, virtiofs): loaded here, mounted by the OS.
+    "9pnet_virtio", "9p", "virtiofs",
 )  # fmt: skip
 
 _SUFFIXES = (".ko", ".ko.xz")

@@ -187,6 +187,7 @@ def _make(
         host_key_private=host_key.private_openssh,
         host_key_public=host_key.public_openssh,
         ucernvm=plan.ucernvm,
+        mounts=[domain.shared_mount(name, s.shared_folder_driver)] if s.shared_folder else [],
     )
     context.build_iso(
         folder / "context.iso",

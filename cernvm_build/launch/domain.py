@@ -94,8 +94,20 @@ class DomainSpec:
 
     @property
     def shared_tag(self) -> str:
-        # As the VirtualBox shared folder of the original: <name>_sf, mounted at /mnt/shared/<name>_sf.
-        return f"{self.name}_sf"
+        return shared_tag(self.name)
+
+
+def shared_tag(name: str) -> str:
+    """As the VirtualBox shared folder of the original: <name>_sf, mounted at /mnt/shared/<name>_sf."""
+    return f"{name}_sf"
+
+
+def shared_mount(name: str, driver: str) -> list[str]:
+    """The cloud-config ``mounts`` entry that mounts the shared folder in the guest."""
+    tag = shared_tag(name)
+    if driver == "virtiofs":
+        return [tag, f"/mnt/shared/{tag}", "virtiofs", "defaults", "0", "0"]
+    return [tag, f"/mnt/shared/{tag}", "9p", "trans=virtio,version=9p2000.L,msize=262144", "0", "0"]
 
 
 def _env() -> jinja2.Environment:

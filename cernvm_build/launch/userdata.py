@@ -226,8 +226,10 @@ def merge(
     host_key_private: str,
     host_key_public: str,
     ucernvm: Mapping[str, str] | None = None,
+    mounts: Sequence[Sequence[str]] = (),
 ) -> UserData:
-    """Add launch's keys: the login key, the pinned host key, the hostname and ucernvm settings."""
+    """Add launch's keys: the login key, the pinned host key, the hostname and ucernvm settings, and
+    cloud-config ``mounts`` entries (the shared folder) after the user's own."""
     cc: dict[str, Any] = dict(ud.cloud_config or {})
     cc.setdefault("hostname", hostname)
     existing = cc.get("ssh_authorized_keys") or []
@@ -237,6 +239,11 @@ def merge(
     # launch verifies the guest by this key; a user's own host keys would make that impossible.
     cc["ssh_keys"] = {"ed25519_private": host_key_private, "ed25519_public": host_key_public}
     cc.setdefault("disable_root", False)
+    if mounts:
+        own = cc.get("mounts") or []
+        if not isinstance(own, list):
+            raise ConfigFileError("cloud-config key mounts must be a list", where="user data")
+        cc["mounts"] = [*own, *([*m] for m in mounts)]
     block = dict(ud.ucernvm)
     for key, value in (ucernvm or {}).items():
         block[key] = check_ucernvm_value(key, value)

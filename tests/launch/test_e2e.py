@@ -12,7 +12,11 @@ import dataclasses
 import json
 import os
 import shutil
+import socket
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -74,10 +78,48 @@ def test_demo_instance_life_cycle(
     image, srv = demo
     args = ["--connect", URI]
     assert main([*args, "images", "add", str(image), "--profile", "demo"]) == 0
+    shared = launch_home / "shared"  # the system daemon's qemu user writes here through 9p
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    (shared / "from-host.txt").write_text("hello guest\n")
+    fwd = _free_port()
     code = main([*args, "create", "--name", "e2e-demo", "--profile", "demo", "--memory", "512", "--yes",
-                 "--cvmfs-server", f"10.0.2.2:{srv.port}", "--timeout", "420"])  # fmt: skip
+                 "--cvmfs-server", f"10.0.2.2:{srv.port}", "--timeout", "420", "--shared-folder", str(shared),
+                 "--forward", f"{fwd}:8080"])  # fmt: skip
     err = capfd.readouterr().err
     assert code == 0, err
+
+    # stdin reaches the command (a pipe, not a terminal)
+    r = subprocess.run([sys.executable, "-m", "cernvm_build.cli.launch", *args, "ssh", "e2e-demo", "--",
+                        "cat > /root/from-stdin && cat /root/from-stdin"],
+                       input=b"x\n", capture_output=True, timeout=120, check=False)  # fmt: skip
+    assert r.returncode == 0 and r.stdout == b"x\n", r.stderr
+    # the shared folder is mounted in the guest, both ways
+    assert main([*args, "ssh", "-n", "e2e-demo", "--", "cat /mnt/shared/e2e-demo_sf/from-host.txt"]) == 0
+    assert capfd.readouterr().out == "hello guest\n"
+    assert (
+        main([*args, "ssh", "-n", "e2e-demo", "--", "echo hi > /mnt/shared/e2e-demo_sf/from-guest.txt"]) == 0
+    )
+    assert (shared / "from-guest.txt").read_text() == "hi\n"
+    # scp -r both ways
+    tree = launch_home / "tree"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "sub" / "f.txt").write_text("deep\n")
+    assert main([*args, "scp", "-r", str(tree), "e2e-demo:/root/"]) == 0
+    back = launch_home / "back"
+    assert main([*args, "scp", "-r", "e2e-demo:/root/tree", str(back)]) == 0
+    assert (back / "sub" / "f.txt").read_text() == "deep\n"
+    assert main([*args, "scp", "e2e-demo:/nonexistent/x", str(launch_home)]) == 8
+    assert "Traceback" not in capfd.readouterr().err
+    # a port forward answers (busybox nc in the guest serves one line)
+    assert (
+        main(
+            [*args, "ssh", "-n", "e2e-demo", "--", "(echo forwarded | nc -l -p 8080 >/dev/null &) ; sleep 1"]
+        )
+        == 0
+    )
+    with socket.create_connection(("127.0.0.1", fwd), timeout=30) as sock:
+        assert sock.makefile().readline() == "forwarded\n"
     assert main([*args, "ssh", "-n", "e2e-demo", "--", "cat", "/etc/os-release"]) == 0
     assert "ID=cernvm-demo" in capfd.readouterr().out
     assert main([*args, "ssh", "-n", "e2e-demo", "--", "hostname"]) == 0
@@ -98,6 +140,34 @@ def test_demo_instance_life_cycle(
     assert "e2e-demo" not in [d.name() for d in libvirt.open(URI).listAllDomains(0)]
     assert not (launch_home / "run" / "e2e-demo").exists()  # scratch disk, context ISO, keys, log
     assert [p.name for p in (launch_home / "images").iterdir() if p.suffix == ".iso"] == [image.name]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_a_guest_that_cannot_reach_its_repository_fails_create_fast(
+    demo: tuple[Path, Server], launch_home: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The README's mistake: the repository server is not reachable (nothing listens on port 1).
+    μCernVM panics; create ends at once with the console's lines and the hint, and the instance is
+    removed (--rm-on-failure)."""
+    built, _srv = demo
+    image = launch_home / built.name  # where the system daemon's qemu user may read it (tmp_path: 0700)
+    shutil.copyfile(built, image)
+    os.chmod(image, 0o644)
+    args = ["--connect", URI]
+    started = time.monotonic()
+    code = main([*args, "create", "--name", "e2e-demo", "--iso", str(image), "--memory", "512", "--yes",
+                 "--cvmfs-server", "10.0.2.2:1", "--rm-on-failure"])  # fmt: skip
+    elapsed = time.monotonic() - started
+    err = capfd.readouterr().err
+    assert code == 8, err
+    assert "ucernvm: panic: CernVM-FS mount" in err and "10.0.2.2:1" in err
+    print(f"\ndemo guest panic -> create exit: {elapsed:.1f} s (default timeout 900 s)")
+    assert "e2e-demo" not in [d.name() for d in libvirt.open(URI).listAllDomains(0)]
 
 
 def test_demo_boots_through_the_library(demo: tuple[Path, Server], launch_home: Path) -> None:

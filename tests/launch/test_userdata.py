@@ -155,6 +155,36 @@ def test_demo_os_reads_what_launch_writes(tmp_path: pytest.TempPathFactory) -> N
     assert (out / "hostkey_ed25519").read_text() == host.private_openssh
 
 
+@pytest.mark.parametrize("awk_cmd", [["awk"], ["busybox", "awk"]])
+def test_the_shared_folder_mount_reaches_the_demo_os_parser(tmp_path: object, awk_cmd: list[str]) -> None:
+    """launch adds a cloud-config mounts entry; the demo OS (busybox awk) turns it into its mount list
+    and drops entries that are not shared folders under /mnt."""
+    import subprocess
+    from pathlib import Path
+
+    from cernvm_build.launch import domain
+    from cernvm_build.paths import data_dir
+
+    awk = data_dir("demo") / "rootfs/usr/libexec/demo/apply-user-data.awk"
+    k = keys.generate("x")
+    own = "#cloud-config\nmounts:\n- [/dev/vdz, /etc, ext4, defaults]\n- [b, /mnt/../etc, 9p, x]\n"
+    ud = userdata.merge(
+        userdata.parse(own.encode()),
+        hostname="vm",
+        authorized_keys=[k.public_openssh],
+        host_key_private=k.private_openssh,
+        host_key_public=k.public_openssh,
+        mounts=[domain.shared_mount("vm", "9p"), domain.shared_mount("vm", "virtiofs")],
+    )
+    out = Path(str(tmp_path))
+    (out / "user-data").write_bytes(userdata.render(ud))
+    subprocess.run([*awk_cmd, "-v", f"out={out}", "-f", awk, out / "user-data"], check=True)
+    assert (out / "mounts").read_text().splitlines() == [
+        "vm_sf /mnt/shared/vm_sf 9p trans=virtio,version=9p2000.L,msize=262144",
+        "vm_sf /mnt/shared/vm_sf virtiofs defaults",
+    ]
+
+
 @pytest.mark.parametrize(
     ("line", "message"),
     [
