@@ -73,16 +73,17 @@ class Output:
             self.console.print(text, **kw)
 
     # -- diagnostics (stderr) ------------------------------------------------------------------
+    # Diagnostics carry the user's data (names, paths, console lines with [brackets]): never markup.
     def info(self, text: str) -> None:
         if not self.quiet:
-            self.err.print(text)
+            self.err.print(escape(text), highlight=False)
 
     def detail(self, text: str) -> None:
         if self.verbose and not self.quiet:
-            self.err.print(f"[dim]{text}[/dim]")
+            self.err.print(f"[dim]{escape(text)}[/dim]", highlight=False)
 
     def warn(self, text: str) -> None:
-        self.err.print(f"[yellow]warning:[/yellow] {text}")
+        self.err.print(f"[yellow]warning:[/yellow] {escape(text)}", highlight=False)
 
     def error(self, err: CernVMError) -> None:
         # The message and hint are the user's data (paths, URLs, `pip install 'x[extra]'`): never markup.
@@ -128,13 +129,13 @@ class _CliReporter:
     def step(self, message: str) -> None:
         # the latest step stays visible on a status line (transient); the log line is kept too
         if self.status is None:
-            self.status = self.bar.add_task(message, total=None)
-        self.bar.update(self.status, description=message)
+            self.status = self.bar.add_task(escape(message), total=None)
+        self.bar.update(self.status, description=escape(message))
         (self.out.detail if self.steps_as_detail else self.out.info)(message)
 
     def progress(self, what: str, done: int, total: int | None) -> None:
         if what not in self.tasks:
-            self.tasks[what] = self.bar.add_task(what, total=total, bytes=what.endswith("bytes"))
+            self.tasks[what] = self.bar.add_task(escape(what), total=total, bytes=what.endswith("bytes"))
         self.bar.update(self.tasks[what], completed=done, total=total)
 
     def warn(self, message: str) -> None:

@@ -223,3 +223,23 @@ def test_import_refuses_a_disk_that_does_not_match_the_manifest(
 ) -> None:
     assert launch("import", "--name", "cli-bad", str(_ova(tmp_path, image, tamper=True))) == 8
     assert "boot.vmdk does not match the OVA manifest" in capsys.readouterr().err
+
+
+def test_diagnostics_print_brackets_as_they_are(capsys: pytest.CaptureFixture[str]) -> None:
+    """Names, paths and console lines are the user's text: rich markup must not eat '[...]'."""
+    from cernvm_build.cli.app import Output
+
+    out = Output(verbose=1)
+    out.info("[ucernvm-begin] in /data/[run1]/x")
+    out.detail("copied to /tmp/[b]")
+    out.warn("image [bold]")
+    with out.reporter() as r:
+        r.step("creating [vm]")
+    err = capsys.readouterr().err
+    for text in (
+        "[ucernvm-begin] in /data/[run1]/x",
+        "copied to /tmp/[b]",
+        "warning: image [bold]",
+        "creating [vm]",
+    ):
+        assert text in err
