@@ -91,6 +91,13 @@ def create_instance(spec: InstanceSpec, *, host: Host, reporter: Reporter = NULL
     """Resolve, verify and make the instance; all or nothing."""
     s = spec.settings
     name = validate_name(spec.name)
+    if host.remote:
+        # The disks, keys and context ISO would be written on this machine and the SSH forward would
+        # listen on the hypervisor's loopback: refuse instead of defining a domain that cannot work.
+        raise LaunchError(
+            f"creating instances on another machine ({host.remote}) is not supported yet",
+            hint=f"run cernvm-launch on {host.remote} itself: ssh -t {host.remote} cernvm-launch create ...",
+        )
     home = home_for(s, host.uri)
     profile = load_profile(s.profile)
     reporter.step(STEPS[0])

@@ -34,6 +34,12 @@ class Host:
         return urlsplit(self.uri).path.rstrip("/") == "/session"
 
     @property
+    def remote(self) -> str:
+        """The hypervisor's host name when the URI names another machine (qemu+ssh://user@host/...)."""
+        host = urlsplit(self.uri).hostname or ""
+        return "" if host in ("", "localhost", "127.0.0.1", "::1") else host
+
+    @property
     def domain_type(self) -> str:
         return self.accel.libvirt_domain_type
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from cernvm_build import launch
-from cernvm_build.errors import ImageError, InstanceError, UsageError
+from cernvm_build.errors import ImageError, InstanceError, LaunchError, UsageError
 from cernvm_build.launch import domain, instances
 from tests.launch.support import create, driver_host, request
 
@@ -311,3 +311,14 @@ def test_bad_forward_specs_name_the_flag(bad: str) -> None:
     with pytest.raises(UsageError, match="--forward"):
         launch.parse_forward(bad)
     assert launch.parse_forward("8080:80") == (8080, 80) and launch.parse_forward("8080") == (8080, 8080)
+
+
+def test_create_on_a_remote_hypervisor_is_refused_in_one_line(
+    conn: Any, launch_env: Path, image: Path
+) -> None:
+    """Until disks are uploaded to the remote host, create says so instead of writing them here."""
+    remote = launch.Host(conn, "qemu+ssh://alice@hv.example/system", driver_host(conn).accel)
+    assert remote.remote == "hv.example" and not launch.Host(conn, "qemu:///system").remote
+    with pytest.raises(LaunchError, match=r"hv\.example.*not supported yet"):
+        launch.create_instance(request(launch_env, image, "r"), host=remote)
+    assert conn.listAllDomains(0) == [] and not (launch_env / "run" / "r").exists()
