@@ -84,7 +84,7 @@ def test_demo_instance_life_cycle(
     (shared / "from-host.txt").write_text("hello guest\n")
     fwd = _free_port()
     code = main([*args, "create", "--name", "e2e-demo", "--profile", "demo", "--memory", "512", "--yes",
-                 "--cvmfs-server", f"10.0.2.2:{srv.port}", "--timeout", "420", "--shared-folder", str(shared),
+                 "--cvmfs-server", f"10.0.2.2:{srv.port}", "--timeout", "420", "--sharedFolder", str(shared),
                  "--forward", f"{fwd}:8080"])  # fmt: skip
     err = capfd.readouterr().err
     assert code == 0, err
