@@ -8,6 +8,7 @@ file, stop (saved state), start, read the file back, destroy — and nothing is 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -16,6 +17,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -159,10 +161,26 @@ def test_a_guest_that_cannot_reach_its_repository_fails_create_fast(
     shutil.copyfile(built, image)
     os.chmod(image, 0o644)
     args = ["--connect", URI]
+    console = launch_home / "run" / "e2e-demo" / "console.log"
+    panicked: list[float] = []
+
+    def watch() -> None:  # when the panic line reached the console log
+        while not panicked and time.monotonic() - started < 600:
+            with contextlib.suppress(OSError):
+                if b"ucernvm: panic" in console.read_bytes():
+                    panicked.append(time.monotonic())
+            time.sleep(0.1)
+
     started = time.monotonic()
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
     code = main([*args, "create", "--name", "e2e-demo", "--iso", str(image), "--memory", "512", "--yes",
                  "--cvmfs-server", "10.0.2.2:1", "--rm-on-failure"])  # fmt: skip
-    elapsed = time.monotonic() - started
+    ended = time.monotonic()
+    elapsed = ended - started
+    watcher.join(timeout=5)
+    if panicked:
+        print(f"\ndemo guest: panic on the console -> create exit: {ended - panicked[0]:.1f} s")
     err = capfd.readouterr().err
     assert code == 8, err
     assert "ucernvm: panic: CernVM-FS mount" in err and "10.0.2.2:1" in err
