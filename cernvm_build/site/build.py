@@ -121,13 +121,19 @@ class Builder:
             written, rows, removed = execute(
                 self.out_dir, outputs, pageset, old_outputs, env, state, fresh, self.jobs, self.reporter
             )
+            state.put_outputs(rows, removed)  # recorded first: a failed index step keeps the pages
             pages_changed = any(j.out.endswith(".html") for j in written) or any(
                 r.endswith(".html") for r in removed
             )
-            search_rows, search_removed = search_mod.update(
+            if pages_changed:  # the index on disk no longer matches: forget it until it is made again
+                state.put_outputs([], [r for r in old_outputs if r.startswith(search_mod.PREFIX)])
+            indexed = search_mod.update(
                 self.out_dir, self.cache_dir / "pagefind-work", old_outputs, pages_changed
             )
-            state.put_outputs(rows + search_rows, removed + search_removed)
+            search_files = 0
+            if indexed is not None:
+                search_rows, search_files, search_removed = indexed
+                state.put_outputs(search_rows, search_removed)
             state.prune_md(set(keys.values()))
         finally:
             state.close()
@@ -136,9 +142,9 @@ class Builder:
             pages=len(pageset.pages),
             outputs=len(outputs.jobs),
             rendered=len(written),
-            search_files=len(search_rows),
+            search_files=search_files,
             markdown_rendered=len(fresh),
-            removed=len(removed) + len(search_removed),
+            removed=len(removed),
             seconds=time.perf_counter() - start,
             jobs=self.jobs,
             warnings=self.warnings,

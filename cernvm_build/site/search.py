@@ -70,29 +70,38 @@ def run(out_dir: Path, work: Path) -> dict[str, bytes]:
 
 def update(
     out_dir: Path, work: Path, old: dict[str, tuple[str, int, int]], pages_changed: bool
-) -> tuple[list[tuple[str, str, int, int]], list[str]]:
-    """Make the index again when pages changed (or it is missing); write the files whose bytes changed.
-
-    Returns the state rows of the files written and the index files removed."""
+) -> tuple[list[tuple[str, str, int, int]], int, list[str]] | None:
+    """Make the index again when pages changed (or it is missing or damaged); write the files whose
+    bytes changed. Returns None when the index is current, else (state rows of every index file, how
+    many were written, the index files removed)."""
     ours = {rel: v for rel, v in old.items() if rel.startswith(PREFIX)}
     intact = bool(ours) and all(_matches(out_dir / rel, v) for rel, v in ours.items())
     if not pages_changed and intact:
-        return [], []
+        return None
     files = run(out_dir, work)
     rows: list[tuple[str, str, int, int]] = []
+    written = 0
     for rel, blob in sorted(files.items()):
         fp = sha("bytes", blob)
         dest = out_dir / rel
         prev = ours.get(rel)
         if prev and prev[0] == fp and _matches(dest, prev):
+            rows.append((rel, *prev))
             continue
         atomic_write(dest, blob, durable=False)
         st = os.stat(dest)
         rows.append((rel, fp, st.st_size, st.st_mtime_ns))
-    removed = sorted(set(ours) - set(files))
+        written += 1
+    # whatever else is in the index folder goes, recorded or not (a failed run forgets the rows)
+    on_disk = {
+        PREFIX + (Path(root) / n).relative_to(out_dir / PREFIX).as_posix()
+        for root, _d, names in os.walk(out_dir / PREFIX)
+        for n in names
+    }
+    removed = sorted((set(ours) | on_disk) - set(files))
     for rel in removed:
         (out_dir / rel).unlink(missing_ok=True)
-    return rows, removed
+    return rows, written, removed
 
 
 def _matches(path: Path, v: tuple[str, int, int]) -> bool:

@@ -380,3 +380,42 @@ def test_a_release_keeps_its_docs_version_with_a_switcher(site: Path, tmp_path: 
         'href="/docs/guides/publishing/"' not in old.split('<aside class="sidebar"')[1].split("</aside>")[0]
     )
     assert "data-pagefind-body" in new
+
+
+def test_without_pagefind_the_build_says_what_to_install_and_a_rerun_finishes(
+    site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, edit: Edit
+) -> None:
+    from cernvm_build.errors import ToolError
+    from cernvm_build.site import search
+
+    real = search.executable
+
+    def missing() -> str:
+        raise ToolError("the search index needs Pagefind, which is not installed", hint="pip install")
+
+    monkeypatch.setattr(search, "executable", missing)
+    out = tmp_path / "out"
+    with pytest.raises(ToolError, match="needs Pagefind"):
+        build_site(site, out)
+    assert not (out / "pagefind").exists()
+    # a broken binary: one line with its exit status, nothing half-written
+    fake = tmp_path / "pagefind"
+    fake.write_text("#!/bin/sh\necho 'Error: something broke' >&2\nexit 3\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(search, "executable", lambda: str(fake))
+    with pytest.raises(BuildError, match=r"Pagefind failed \(exit 3\): Error: something broke"):
+        build_site(site, out)
+    assert not (out / "pagefind").exists()
+    monkeypatch.setattr(search, "executable", real)
+    report = build_site(site, out)  # nothing else changed, yet the index is made
+    assert report.rendered == 0 and report.search_files > 10
+    assert tree(out) == _clean(site, tmp_path, "clean", monkeypatch)
+    # a page changes and the index step fails: the next build still brings the index up to date
+    edit(site / "content/docs/guides/cache.md", "Every object a client reads", "Each object a client reads")
+    monkeypatch.setattr(search, "executable", lambda: str(fake))
+    with pytest.raises(BuildError, match="Pagefind failed"):
+        build_site(site, out)
+    monkeypatch.setattr(search, "executable", real)
+    report = build_site(site, out)
+    assert report.rendered == 0 and report.search_files > 0
+    assert tree(out) == _clean(site, tmp_path, "clean2", monkeypatch)
