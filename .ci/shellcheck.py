@@ -57,7 +57,7 @@ def _scripts() -> list[Path]:
         for f in sorted(data_dir(area).rglob("*")):
             if f.is_file() and f not in fused:
                 with f.open("rb") as fh:
-                    if fh.readline().startswith((b"#!/bin/sh", b"#!/bin/bash")):
+                    if fh.readline().startswith((b"#!/bin/sh", b"#!/bin/bash", b"#!/bin/busybox sh")):
                         found.append(f)
     return found
 

@@ -72,6 +72,15 @@ SETTINGS: tuple[Setting, ...] = (
         example="cernvm-prod.cern.ch",
     ),
     Setting(
+        "cvmfs_quota_limit",
+        Kind.INT,
+        "size limit in MB of the OS repository's object cache on the scratch disk (CVMFS_QUOTA_LIMIT): "
+        "least recently used objects are evicted, catalogs never",
+        default=None,
+        minimum=1,
+        example="4000",
+    ),
+    Setting(
         "cvmfs_tag",
         Kind.STR,
         "boot this named snapshot of the repository and pin it (long-term preservation)",

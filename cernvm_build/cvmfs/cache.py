@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ..errors import CvmfsError, IntegrityError
@@ -51,6 +51,8 @@ class ObjectCache:
                 hint="pass a writable --cache DIR",
             ) from e
         self._verified: set[str] = set()
+        #: Told of every object read from or stored into the cache (the size limit's LRU, quota.py).
+        self.on_use: Callable[[Path], None] | None = None
 
     def path(self, h: ObjectHash, suffix: str) -> Path:
         return self.root / object_path(str(h), suffix)
@@ -61,6 +63,7 @@ class ObjectCache:
         key = str(p)
         if key in self._verified:
             if p.exists():
+                self._used(p)
                 return p
             self._verified.discard(key)
         try:
@@ -72,6 +75,7 @@ class ObjectCache:
                 p.unlink()
             return None
         self._verified.add(key)
+        self._used(p)
         return p
 
     def read_small(self, h: ObjectHash, suffix: str, limit: int) -> bytes | None:
@@ -94,6 +98,7 @@ class ObjectCache:
                     p.unlink()
                 return None
             self._verified.add(key)
+        self._used(p)
         return data
 
     def store(self, h: ObjectHash, suffix: str, blocks: Iterator[bytes], *, what: str) -> Path:
@@ -120,7 +125,12 @@ class ObjectCache:
                 os.unlink(tmp)
             raise
         self._verified.add(str(dest))
+        self._used(dest)
         return dest
+
+    def _used(self, p: Path) -> None:
+        if self.on_use is not None:
+            self.on_use(p)
 
     def discard(self, h: ObjectHash, suffix: str) -> None:
         p = self.path(h, suffix)

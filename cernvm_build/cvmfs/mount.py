@@ -23,6 +23,7 @@ from pathlib import Path
 
 from ..errors import CernVMError, CvmfsError, UsageError
 from ..fsutil import atomic_write
+from .quota import MB, Quota
 from .repository import Repository, SnapshotSpec, open_repository
 
 READY_TIMEOUT = 300.0
@@ -53,6 +54,13 @@ def add_mount_options(p: argparse.ArgumentParser, *, servers_required: bool = Tr
         "--public-key", action="append", default=[], metavar="PATH", help="master public key (repeatable)"
     )
     p.add_argument("--cache", type=Path, metavar="DIR", help="object cache directory (default: none)")
+    p.add_argument(
+        "--quota-limit",
+        type=int,
+        metavar="MB",
+        help="size limit of the cache (CVMFS_QUOTA_LIMIT): least recently used objects are evicted, "
+        "catalogs never",
+    )
     p.add_argument("--proxy", metavar="P", help="HTTP proxy URL(s), '|'/';' separated, DIRECT for none")
     sel = p.add_mutually_exclusive_group()
     sel.add_argument("--tag", help="mount this named tag")
@@ -125,7 +133,9 @@ def _open(args: argparse.Namespace) -> Repository:
         except OSError as e:
             raise CvmfsError(f"{args.cache}: cache directory unusable: {e.strerror}") from e
     source: str | Sequence[str] = servers[0] if len(servers) == 1 else servers
-    return open_repository(
+    if args.quota_limit is not None and (cache is None or args.quota_limit < 1):
+        raise UsageError("--quota-limit needs --cache and a size of at least 1 MB")
+    repo = open_repository(
         source,
         fqrn=args.fqrn,
         public_keys=keys,
@@ -135,6 +145,12 @@ def _open(args: argparse.Namespace) -> Repository:
         timeout=args.timeout,
         retries=args.retries,
     )
+    objects = repo.store.cache
+    if args.quota_limit is not None and objects is not None:
+        quota = Quota(objects.root, args.quota_limit * MB)
+        quota.scan()
+        objects.on_use = quota.used
+    return repo
 
 
 def _after_mount(args: argparse.Namespace, repo: Repository) -> None:

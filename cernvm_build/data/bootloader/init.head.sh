@@ -48,7 +48,7 @@ py_storage() {
 # The user data's [ucernvm-begin] block, parsed by the Python runtime into checked key=value lines
 # ($2), assigned through this case table: values are data, never evaluated or sourced.
 U_resize_rootfs=; U_cvmfs_server=; U_cvmfs_cdn=; U_cvmfs_http_proxy=; U_cvmfs_branch=; U_cvmfs_tag=
-U_cvmfs_date=; U_cernvm_path=; U_cernvm_inject=; U_cvmfs_wait_on_squid=
+U_cvmfs_date=; U_cernvm_path=; U_cernvm_inject=; U_cvmfs_wait_on_squid=; U_cvmfs_quota_limit=
 read_user_data() {
     py cernvm_build.bootloader.userdata "$1" >"$2"
     while IFS= read -r line; do
@@ -65,6 +65,7 @@ read_user_data() {
             cernvm_path) U_cernvm_path=$val ;;
             cernvm_inject) U_cernvm_inject=$val ;;
             cvmfs_wait_on_squid) U_cvmfs_wait_on_squid=$val ;;
+            cvmfs_quota_limit) U_cvmfs_quota_limit=$val ;;
         esac
         [ "$key" = cernvm_inject ] && val="(${#val} bytes)"
         log context "$key=$val"

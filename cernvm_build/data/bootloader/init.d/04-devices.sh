@@ -23,6 +23,8 @@ if [ -z "$ROOT_DEV" ]; then
 else
     /sbin/e2fsck -p "$ROOT_DEV" >/tmp/e2fsck.log 2>&1
     [ $? -ge 4 ] && panic "e2fsck found errors it cannot fix on $ROOT_DEV"
+    # "clean" after a clean shutdown; "recovering journal" after an unclean one
+    log devices "e2fsck: $(tr '\n' ' ' </tmp/e2fsck.log)"
 fi
 mount -t ext4 "$ROOT_DEV" $ROOT_RW || panic "cannot mount the scratch disk $ROOT_DEV"
 mkdir -p $ROOT_RW/aux $ROOT_RW/persistent $ROOT_RW/cache $ROOT_RW/context $ROOT_RW/work

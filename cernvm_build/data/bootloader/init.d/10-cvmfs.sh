@@ -27,6 +27,7 @@ for s in $CVMFS_SERVER; do
 done
 IFS=$old_ifs
 [ "$CVMFS_PROXY" != DIRECT ] && set -- "$@" --proxy "$CVMFS_PROXY"
+[ -n "$U_cvmfs_quota_limit" ] && set -- "$@" --quota-limit "$U_cvmfs_quota_limit"
 
 # Which snapshot: an explicit selector from the context (new or changed), else the pin, else the
 # image's default tag.

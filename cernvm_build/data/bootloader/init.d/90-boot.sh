@@ -13,6 +13,16 @@ for p in /proc/[0-9]*; do
     esac
 done
 echo "${pids# }" >$ROOT/.cvmfs_pids
+# The shutdown hand-back (systemd's /run/initramfs/shutdown): a /run of our own that the OS keeps
+# (systemd mounts one only where none is), holding busybox and the program that unmounts the overlay,
+# CernVM-FS and the scratch disk once the OS has stopped (shutdown.sh).
+[ -d $ROOT/run ] || mkdir $ROOT/run
+if mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs $ROOT/run; then
+    mkdir -p $ROOT/run/initramfs/bin
+    cp /bin/busybox $ROOT/run/initramfs/bin/busybox
+    cp /usr/share/ucernvm/shutdown $ROOT/run/initramfs/shutdown
+    echo "${pids# }" >$ROOT/run/initramfs/cvmfs_pids
+fi
 cp /tmp/*.log $ROOT_RW/aux/ 2>/dev/null
 set -f
 if [ -n "$CVMDEBUG" ]; then

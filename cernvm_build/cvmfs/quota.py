@@ -1,0 +1,103 @@
+"""The object cache's size limit (the real client's ``CVMFS_QUOTA_LIMIT``): least recently used
+objects go first; catalogs (``C`` objects) and the signed files are never evicted, so the mounted
+snapshot stays listable offline and a reboot on the pin finds its catalogs.
+
+The order of use survives restarts through the files' mtimes: an object's mtime is set when it is
+first used in a process (scanned at start, oldest first), so a reboot keeps evicting what was
+least recently used before. Standard library only: it runs in the μCernVM initrd.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+#: After an eviction the cache is at most this fraction of the limit (fewer, larger cleanups).
+CLEAN_TO = 0.75
+MB = 1 << 20
+
+
+def pinned(name: str) -> bool:
+    """Catalogs are never evicted (the mounted snapshot's tree must stay readable offline)."""
+    return name.endswith("C")
+
+
+@dataclass(frozen=True)
+class Eviction:
+    files: int
+    bytes: int
+
+
+class Quota:
+    """Tracks the objects under ``<root>/data`` and evicts down to ``CLEAN_TO`` of ``limit`` bytes."""
+
+    def __init__(self, root: Path, limit: int):
+        self.data = root / "data"
+        self.limit = limit
+        self.total = 0
+        self._lru: OrderedDict[str, int] = OrderedDict()  # path -> size, oldest use first
+        self._touched: set[str] = set()
+        self._lock = threading.Lock()
+        self.evicted = Eviction(0, 0)
+
+    def scan(self) -> Eviction:
+        """Take stock of what the cache holds (oldest mtime first) and evict if it is over the limit."""
+        found: list[tuple[int, str, int]] = []
+        with contextlib.suppress(FileNotFoundError), os.scandir(self.data) as top:
+            for d in top:
+                if not d.is_dir(follow_symlinks=False):
+                    continue
+                with os.scandir(d.path) as objs:
+                    for o in objs:
+                        if o.name.startswith(".") or not o.is_file(follow_symlinks=False):
+                            continue
+                        st = o.stat(follow_symlinks=False)
+                        found.append((st.st_mtime_ns, o.path, st.st_size))
+        found.sort()
+        with self._lock:
+            self._lru = OrderedDict((path, size) for _, path, size in found)
+            self.total = sum(size for _, _, size in found)
+            return self._evict()
+
+    def used(self, path: Path) -> None:
+        """``path`` (an object in the cache) was just read or stored."""
+        key = str(path)
+        with self._lock:
+            size = self._lru.pop(key, None)
+            if size is None:
+                try:
+                    size = os.stat(key).st_size
+                except FileNotFoundError:
+                    return
+                self.total += size
+            self._lru[key] = size
+            if key not in self._touched:
+                self._touched.add(key)
+                with contextlib.suppress(OSError):
+                    os.utime(key)
+            if self.total > self.limit:
+                self._evict()
+
+    def _evict(self) -> Eviction:
+        """Drop least recently used objects (never catalogs) until at most CLEAN_TO of the limit."""
+        if self.total <= self.limit:
+            return Eviction(0, 0)
+        goal = int(self.limit * CLEAN_TO)
+        files = freed = 0
+        for key in list(self._lru):
+            if self.total <= goal:
+                break
+            if pinned(key):
+                continue
+            size = self._lru.pop(key)
+            self._touched.discard(key)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(key)
+            self.total -= size
+            files, freed = files + 1, freed + size
+        self.evicted = Eviction(self.evicted.files + files, self.evicted.bytes + freed)
+        return Eviction(files, freed)
