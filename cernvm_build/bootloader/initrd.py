@@ -79,7 +79,18 @@ def _busybox(tree: Tree) -> str:
 def assemble(inputs: InitrdInputs) -> tuple[Tree, dict[str, Any]]:
     """The initrd's members (and what went in, for the manifest); the runtime comes from its cache."""
     tree = Tree()
-    for d in ("dev", "proc", "sys", "run", "tmp", "root", "mnt", "etc/cvmfs/keys", "usr/share/udhcpc"):
+    for d in (
+        "dev",
+        "proc",
+        "sys",
+        "run",
+        "tmp",
+        "root",
+        "mnt",
+        "etc/cvmfs/keys",
+        "usr/share/udhcpc",
+        "usr/share/ucernvm",
+    ):
         tree.dir(d)
     tree.chardev("dev/console", 5, 1)
     tree.chardev("dev/null", 1, 3, 0o666)
@@ -114,6 +125,10 @@ def assemble(inputs: InitrdInputs) -> tuple[Tree, dict[str, Any]]:
 
     src = data_dir("bootloader")
     tree.file("usr/share/udhcpc/default.script", src / "udhcpc.script", 0o755)
+    tree.file("usr/share/ucernvm/shutdown", src / "shutdown.sh", 0o755)
+    # The demo OS's cloud-config reader, for OSes without cloud-init (init.d/26-ssh-keys.sh).
+    awk = data_dir("demo") / "rootfs/usr/libexec/demo/apply-user-data.awk"
+    tree.file("usr/share/ucernvm/apply-user-data.awk", awk, 0o644)
     tree.data("init", fused_init(src), 0o755)
     tree.data("version", (inputs.version + "\n").encode())
     info = {

@@ -19,9 +19,23 @@ from pathlib import Path
 import pytest
 
 from .conftest import FQRN, Built, ServedRepo
-from .vm import blank_disk, boot, context_iso
+from .vm import Boot, blank_disk, boot, context_iso
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
+
+
+LOGIN_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e e2e@test"
+CLOUD_CONFIG_KEYS = f"""#cloud-config
+hostname: e2e-keys
+ssh_authorized_keys:
+  - {LOGIN_KEY}
+ssh_keys:
+  ed25519_private: |
+    -----BEGIN OPENSSH PRIVATE KEY-----
+    pinned-host-key-body
+    -----END OPENSSH PRIVATE KEY-----
+  ed25519_public: ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostHostHost host
+"""
 
 
 def _user_data(port: int, extra: str = "") -> str:
@@ -66,6 +80,12 @@ def _object_requests() -> Iterator[list[str]]:
         logger.setLevel(level)
 
 
+def _shutdown_seconds(b: Boot) -> float:
+    [start] = b.lines(r"^test-os: handing back to /run/initramfs/shutdown at ([\d.]+)")
+    end = b.lines(r"^\[([\d.]+)\] ucernvm-shutdown: scratch disk")
+    return float(end[-1].group(1)) - float(start.group(1))
+
+
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -99,6 +119,11 @@ def test_boot_pin_persist_and_tag(built: Built, test_repo: ServedRepo, tmp_path:
     assert "test-os: daemon argv0 @" in b1.console, _show(b1, log1)
     cached = b1.lines(r"^test-os: cache objects on the scratch disk (\d+) then (\d+)")
     assert cached and int(cached[0].group(2)) == int(cached[0].group(1)) + 1, _show(b1, log1)
+    # The shutdown hand-back (what systemd-shutdown does): the initrd's program unmounts the overlay
+    # and CernVM-FS, stops the daemon and leaves the scratch disk clean.
+    assert "ucernvm-shutdown: OS root (overlay) unmounted" in b1.console, _show(b1, log1)
+    assert "ucernvm-shutdown: scratch disk clean (read-only)" in b1.console, _show(b1, log1)
+    print(f"shutdown: {_shutdown_seconds(b1):.2f} s from the hand-back to the disk being clean")
     pids = b1.lines(r"^test-os: pids (\d+)")
     assert pids and int(pids[0].group(1)) > 1, "the FUSE pid must be recorded in /.cvmfs_pids"
 
@@ -118,6 +143,8 @@ def test_boot_pin_persist_and_tag(built: Built, test_repo: ServedRepo, tmp_path:
     assert f"root {r1.root_hash}" in b2.console and "pinned since" in b2.console, _show(b2, log2)
     assert "test-os: release 1" in b2.console
     assert "test-os: marker boot-1" in b2.console, "writes of the first boot must persist"
+    assert "ucernvm: devices: e2fsck: UROOT: clean" in b2.console, _show(b2, log2)
+    assert "recovering journal" not in b2.console, "a clean shutdown leaves no journal to replay"
     # Nothing the cache has is fetched again; only the new revision's tag database (the pinned
     # snapshot's tag is looked up in it) is new.
     assert fetched1 and not set(fetched) & set(fetched1), fetched
@@ -133,8 +160,11 @@ def test_boot_pin_persist_and_tag(built: Built, test_repo: ServedRepo, tmp_path:
 
     # 3: cvmfs_tag (from an OpenStack config drive this time) selects the named snapshot;
     # cernvm_inject unpacks its tarball into the new root.
+    # The test OS has OpenSSH's /etc/ssh but no cloud-init: the bootloader applies the cloud-config's
+    # login key and pinned host key itself.
     inject = f"cvmfs_tag=release-2\ncernvm_inject={_tarball_b64({'etc/injected': 'from-user-data'})}\n"
-    ctx3 = context_iso(tmp_path / "ctx3.iso", _user_data(port, inject), layout="CONFIG-2")
+    ud3 = CLOUD_CONFIG_KEYS + _user_data(port, inject)
+    ctx3 = context_iso(tmp_path / "ctx3.iso", ud3, layout="CONFIG-2")
     log3 = tmp_path / "boot3.log"
     b3 = boot(built.image("iso"), scratch, ctx3, log3)
     assert "ucernvm: panic" not in b3.console, _show(b3, log3)
@@ -145,6 +175,12 @@ def test_boot_pin_persist_and_tag(built: Built, test_repo: ServedRepo, tmp_path:
     assert "test-os: marker boot-1" in b3.console
     assert "ucernvm: inject: cernvm_inject unpacked into /" in b3.console
     assert "test-os: injected from-user-data" in b3.console
+    assert (
+        "ucernvm: keys: no cloud-init in the OS; from the user data: /root/.ssh/authorized_keys "
+        "/etc/ssh/ssh_host_ed25519_key /etc/hostname" in b3.console
+    ), _show(b3, log3)
+    assert f"test-os: authorized_keys {LOGIN_KEY}" in b3.console
+    assert "test-os: host key pinned-host-key-body" in b3.console
 
 
 def test_demo_os_gets_the_saved_user_data(built: Built, test_repo: ServedRepo, tmp_path: Path) -> None:

@@ -22,6 +22,8 @@ marker=none
 echo "test-os: marker $marker"
 echo "test-os: pids $(cat /.cvmfs_pids)"
 [ -f /etc/injected ] && echo "test-os: injected $(cat /etc/injected)"
+[ -f /root/.ssh/authorized_keys ] && echo "test-os: authorized_keys $(cat /root/.ssh/authorized_keys)"
+[ -f /etc/ssh/ssh_host_ed25519_key ] && echo "test-os: host key $(sed -n 2p /etc/ssh/ssh_host_ed25519_key)"
 echo "test-os: scratch $(ls /mnt/.rw | tr '\\n' ' ')"
 for p in $(cat /.cvmfs_pids); do echo "test-os: daemon argv0 $(head -c 1 /proc/$p/cmdline)"; done
 before=$(find /mnt/.rw/cache -type f | wc -l)
@@ -30,6 +32,12 @@ echo "test-os: cache objects on the scratch disk $before then $(find /mnt/.rw/ca
 echo "boot-$(cat /etc/test-release)" > /var/lib/marker
 /bin/busybox sync
 echo "test-os: done"
+# What systemd-shutdown does at the end: switch root to /run/initramfs and run its shutdown program.
+if [ -x /run/initramfs/shutdown ]; then
+    echo "test-os: handing back to /run/initramfs/shutdown at $(cut -d ' ' -f 1 /proc/uptime)"
+    cd /run/initramfs && /bin/busybox mount --bind . . && cd /run/initramfs && /bin/busybox mkdir -p oldroot
+    /bin/busybox pivot_root . oldroot && exec /bin/busybox chroot . /shutdown poweroff
+fi
 /bin/busybox poweroff -f
 """
 
@@ -38,7 +46,7 @@ def make_os_tree(dest: Path, release: str) -> Path:
     """busybox + an /sbin/init that prints what the e2e test checks, then powers off."""
     if dest.exists():
         shutil.rmtree(dest)
-    for d in ("bin", "sbin", "etc", "proc", "sys", "dev", "mnt", "tmp", "var/lib", "root"):
+    for d in ("bin", "sbin", "etc/ssh", "proc", "sys", "dev", "mnt", "tmp", "var/lib", "root"):
         (dest / d).mkdir(parents=True, exist_ok=True)
     shutil.copy2(shutil.which("busybox") or "/bin/busybox", dest / "bin" / "busybox")
     os.symlink("busybox", dest / "bin" / "sh")
