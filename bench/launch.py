@@ -9,6 +9,8 @@
    console, which isolates launch's own cost (keys, context ISO, scratch disk, libvirt) from the OS.
 2. ``list`` with 50 defined instances on libvirt's test driver, next to the bare libvirt calls it
    cannot avoid (list the domains, read each one's XML).
+3. A boot failure: seconds from μCernVM's panic line reaching the console log to ``wait`` (what
+   ``create`` runs) giving up with the console's lines — before the boot watcher, the SSH timeout.
 """
 
 from __future__ import annotations
@@ -286,8 +288,77 @@ def bench_list(quick: bool) -> list[Result]:
         shutil.rmtree(work, ignore_errors=True)
 
 
+#: μCernVM's console when the OS repository cannot be reached, from a boot-sector stand-in guest.
+PANIC = (
+    b"Linux version 6.1.0 (bench)\r\n[    1.0] ucernvm: cvmfs: mounting demo.cern.ch from 10.0.2.2:1\r\n"
+    b"[    2.0] ucernvm: panic: CernVM-FS mount of demo.cern.ch failed: [Errno 111] Connection refused\r\n"
+)
+
+
+def bench_panic(quick: bool) -> list[Result]:
+    """Seconds from the panic line reaching the console log to ``wait`` (as in create) giving up."""
+    import threading
+
+    from cernvm_build.launch.ready import BootFailedError
+
+    started = daemon.ensure()
+    work = Path(tempfile.mkdtemp(prefix="launch-bench-panic-", dir="/var/tmp"))
+    os.chmod(work, 0o711)
+    try:
+        code = bytes([0xBA, 0xF8, 0x03, 0xAC, 0x84, 0xC0, 0x74, 0x03, 0xEE, 0xEB, 0xF8, 0xF4, 0xEB, 0xFD])
+        msg_at = 0x7C00 + 3 + len(code)
+        sector = bytes([0xBE, msg_at & 0xFF, msg_at >> 8]) + code + PANIC + b"\0"
+        image = work / "panic.hdd"
+        image.write_bytes(sector.ljust(510, b"\0") + b"\x55\xaa" + b"\0" * (1 << 20))
+        os.chmod(image, 0o644)
+        conn = libvirt.open("qemu:///system")
+        host = launch.Host(conn, "qemu:///system", accel.detect())
+        latencies = []
+        for n in range(1 if quick else 3):
+            name = f"bench-panic-{os.getpid()}-{n}"
+            spec = launch.InstanceSpec(
+                settings=config.Settings(name=name, memory=128, disk=100, launch_home_folder=work / "home"),
+                name=name, user_data=b"", image=str(image),
+            )  # fmt: skip
+            inst = launch.create_instance(spec, host=host)
+            assert inst.meta is not None
+            log, seen = Path(inst.meta.console_log), list[float]()
+
+            def watch(log: Path = log, seen: list[float] = seen) -> None:
+                while not seen:
+                    if log.exists() and b"ucernvm: panic" in log.read_bytes():
+                        seen.append(time.perf_counter())
+                    time.sleep(0.02)
+
+            threading.Thread(target=watch, daemon=True).start()
+            try:
+                launch.wait_ready(host, name, timeout=900, remove_on_failure=True)
+            except BootFailedError:
+                latencies.append(time.perf_counter() - seen[0] if seen else float("nan"))
+            else:
+                raise AssertionError("the panicking guest was reported ready")
+        conn.close()
+        value = min(latencies)
+        return [
+            Result(
+                bench="launch.panic_to_exit",
+                metric=f"console panic -> wait gives up ({host.accel.name})",
+                value=value,
+                unit="s",
+                reference="SSH timeout before (waitTimeout)",
+                reference_value=900.0,
+                aim="< 30 s",
+                ok=value < 30,
+                extra={"rounds": len(latencies), "max_s": max(latencies)},
+            )
+        ]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        daemon.stop(started)
+
+
 def run(quick: bool) -> list[Result]:
-    return bench_list(quick) + bench_boot(quick)
+    return bench_list(quick) + bench_panic(quick) + bench_boot(quick)
 
 
 if __name__ == "__main__":

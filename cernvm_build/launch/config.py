@@ -50,7 +50,7 @@ class Settings:
     profile: str | None = None
     image: str | None = None
     wait_timeout: int = 900  # seconds; TCG boots are slow
-    shared_folder_driver: str = "9p"
+    shared_folder_driver: str = "auto"  # virtiofs on system daemons, 9p on session ones (create.py)
     image_indexes: tuple[str, ...] = ()  # release index.json URLs that 'images pull NAME' searches
     release_keys: tuple[Path, ...] = ()  # OpenPGP public keys a release's SHA256SUMS must be signed by
 
@@ -104,8 +104,9 @@ KEYS: tuple[Setting, ...] = (
             flag="--image", metavar="PATH|NAME"),
     Setting("waitTimeout", Kind.DURATION, "time to wait for SSH after start", default=DEFAULTS.wait_timeout,
             minimum=1, maximum=86400, field="wait_timeout", flag="--timeout", example="15m"),
-    Setting("sharedFolderDriver", Kind.STR, "how the shared folder is attached",
-            default=DEFAULTS.shared_folder_driver, choices=("9p", "virtiofs"), field="shared_folder_driver"),
+    Setting("sharedFolderDriver", Kind.STR, "shared folder transport (auto: system virtiofs, session 9p)",
+            default=DEFAULTS.shared_folder_driver, choices=("auto", "9p", "virtiofs"),
+            field="shared_folder_driver"),
     Setting("imageIndexes", Kind.LIST_URL, "release index.json URLs 'images pull NAME' searches, in order",
             default=(), field="image_indexes", example="https://example.org/releases/2026.11-1/index.json"),
     Setting("releaseKeys", Kind.LIST_PATH, "OpenPGP public keys that sign the releases' SHA256SUMS",

@@ -194,7 +194,7 @@ def _make(
         host_key_private=host_key.private_openssh,
         host_key_public=host_key.public_openssh,
         ucernvm=plan.ucernvm,
-        mounts=[domain.shared_mount(name, s.shared_folder_driver)] if s.shared_folder else [],
+        mounts=[domain.shared_mount(name, _shared_driver(s, host))] if s.shared_folder else [],
     )
     context.build_iso(
         folder / "context.iso",
@@ -231,7 +231,7 @@ def _make(
         api_port=s.api_port,
         execution_cap=s.execution_cap,
         shared_folder=s.shared_folder,
-        shared_folder_driver=s.shared_folder_driver,
+        shared_folder_driver=_shared_driver(s, host),
         dac_seclabel=not host.session,
         forwards=spec.forwards,
     )
@@ -275,6 +275,15 @@ def _make(
                 hint="see 'cernvm-launch create -v'; nothing was kept",
             ) from None
     return describe(dom)
+
+
+def _shared_driver(s: Settings, host: Host) -> str:
+    """virtiofs where libvirt can run virtiofsd (system daemons; libvirt 9.0 has no session
+    virtiofs), 9p otherwise. The guest kernel needs the matching module: Debian's cloud kernel (the
+    demo's) has virtiofs and no 9p."""
+    if s.shared_folder_driver != "auto":
+        return s.shared_folder_driver
+    return "9p" if host.session else "virtiofs"
 
 
 def _remove_domain(host: Host, name: str) -> None:

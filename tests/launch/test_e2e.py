@@ -80,7 +80,7 @@ def test_demo_instance_life_cycle(
     image, srv = demo
     args = ["--connect", URI]
     assert main([*args, "images", "add", str(image), "--profile", "demo"]) == 0
-    shared = launch_home / "shared"  # the system daemon's qemu user writes here through 9p
+    shared = launch_home / "shared"  # virtiofs on the system daemon (the cloud kernel has no 9p)
     shared.mkdir(mode=0o777)
     shared.chmod(0o777)
     (shared / "from-host.txt").write_text("hello guest\n")
