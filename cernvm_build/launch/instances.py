@@ -236,6 +236,13 @@ def stop(conn: Any, name: str, *, mode: str = "save") -> Instance:
     dom, _inst = get(conn, name)
     if not dom.isActive():
         raise InstanceError(f"instance '{name}' is not running")
+    if mode == "save" and "type='virtiofs'" in dom.XMLDesc(0).replace('"', "'"):
+        # QEMU cannot save a vhost-user device's state; say so before libvirt's migration jargon.
+        raise InstanceError(
+            f"instance '{name}' has a virtiofs shared folder, whose running state cannot be saved",
+            hint=f"sync in the guest, then 'cernvm-launch stop --force {name}' (or --shutdown); "
+            "the scratch disk keeps its data",
+        )
     try:
         if mode == "save":
             dom.managedSave(0)
