@@ -21,6 +21,8 @@ if TYPE_CHECKING:  # the mirror needs boto3; handlers import it when they run
 # the other commands start without loading every area, and a missing optional extra only stops the
 # command that needs it.
 
+JOBS = 16  # = mirror.s3sync.JOBS (not imported: the CLI must load without the 'mirror' extra)
+
 S3_HELP = """\
 credentials and endpoint come the way boto3 users expect: --profile or AWS_PROFILE, AWS_ACCESS_KEY_ID/
 AWS_SECRET_ACCESS_KEY, ~/.aws/{config,credentials}; --endpoint-url or AWS_ENDPOINT_URL for MinIO, Ceph RGW
@@ -134,7 +136,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sp.add_argument("--no-delete", action="store_true", help="never delete stale objects")
     sp.add_argument("--endpoint-url", metavar="URL", help="S3-compatible endpoint (MinIO, Ceph RGW, ...)")
     sp.add_argument("--profile", metavar="P", help="AWS profile from ~/.aws/config")
-    sp.add_argument("--jobs", type=int, default=8, metavar="N", help="parallel transfers (default 8)")
+    sp.add_argument(
+        "--jobs", type=int, default=JOBS, metavar="N", help=f"parallel transfers (default {JOBS})"
+    )
 
 
 def _common_s3(p: argparse.ArgumentParser, kind: str) -> None:
@@ -145,7 +149,7 @@ def _common_s3(p: argparse.ArgumentParser, kind: str) -> None:
         )
     p.add_argument("--endpoint-url", metavar="URL", help="S3-compatible endpoint (MinIO, Ceph RGW, ...)")
     p.add_argument("--profile", metavar="P", help="AWS profile from ~/.aws/config")
-    p.add_argument("--jobs", type=int, default=8, metavar="N", help="parallel transfers (default 8)")
+    p.add_argument("--jobs", type=int, default=JOBS, metavar="N", help=f"parallel transfers (default {JOBS})")
 
 
 #: the library's progress stages as the Reporter shows them; a label ending in "bytes" is drawn as sizes

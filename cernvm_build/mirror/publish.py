@@ -21,7 +21,7 @@ from .apt import verify_apt
 from .check import Checked, Progress, SourceBroken
 from .hashcache import HashCache, local_error, probe_writable
 from .s3client import S3Client, S3Url, make_client, parse_s3_url, s3_error
-from .s3sync import Checkpoint, SyncReport, sync_tree
+from .s3sync import JOBS, Checkpoint, SyncReport, sync_tree
 from .source import HttpSource, LocalSource, S3Source, Source, open_source
 from .yum import published_references as yum_refs
 from .yum import verify_yum
@@ -55,7 +55,7 @@ def verify_source(
     *,
     gpg_key: Path | None = None,
     suites: list[str] | None = None,
-    jobs: int = 8,
+    jobs: int = JOBS,
     progress: Progress | None = None,
 ) -> Checked:
     """Check a repository completely; the result lists every problem (empty when it is sound)."""
@@ -75,7 +75,7 @@ def verify_published(
     suites: list[str] | None = None,
     endpoint_url: str | None = None,
     profile: str | None = None,
-    jobs: int = 8,
+    jobs: int = JOBS,
     progress: Progress | None = None,
     client: S3Client | None = None,
 ) -> Checked:
@@ -105,7 +105,7 @@ def mirror(
     suites: list[str] | None = None,
     endpoint_url: str | None = None,
     profile: str | None = None,
-    jobs: int = 8,
+    jobs: int = JOBS,
     keep: int = 2,
     dry_run: bool = False,
     delete: bool = True,

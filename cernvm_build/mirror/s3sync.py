@@ -129,6 +129,10 @@ def _noop(event: str, key: str) -> None:
     pass
 
 
+#: parallel transfers by default: S3 gateways answer each request with some latency, so more requests in
+#: flight is what makes a sync of many small packages fast (rclone's default is 4 + 8 checkers).
+JOBS = 16
+
 _conditional_cache: dict[tuple[str, str], Conditions] = {}
 
 
@@ -143,7 +147,7 @@ def sync_tree(
     progress: Progress | None = None,
     client: S3Client | None = None,
     profile: str | None = None,
-    jobs: int = 8,
+    jobs: int = JOBS,
     keep: int = 0,
     generation: Collection[str] | None = None,
     protect: Collection[str] = (),

@@ -80,3 +80,10 @@ def test_client_settings_suit_rgw_and_minio(s3env: None, monkeypatch: pytest.Mon
     c = make_client()
     assert c.meta.config.request_checksum_calculation == "when_supported"
     assert c.meta.endpoint_url == "http://127.0.0.1:10"
+
+
+def test_cli_default_jobs_is_the_engines() -> None:
+    from cernvm_build.cli import mirror as cli_mirror
+    from cernvm_build.mirror import s3sync
+
+    assert cli_mirror.JOBS == s3sync.JOBS

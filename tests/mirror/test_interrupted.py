@@ -1,0 +1,226 @@
+"""A mirror SIGKILLed at any of ten steps leaves a publication whose live index names only matching
+bytes (except the files of the --allow-rewrite batch, while it runs), and the same command run again
+finishes the job: real dnf/apt install afterwards. A reader that still holds the previous index
+installs every package it names. On moto and on Ceph RGW."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cernvm_build.mirror.publish import mirror, verify_published
+
+from .conftest import Target
+from .repos import apt_install, dnf_install, make_apt_repo, make_deb, make_rpm, make_yum_repo
+from .test_rewrite import mismatched, tool_rel
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+#: (event, n): SIGKILL right after the n-th checkpoint of that kind; n=0 means the last one.
+POINTS = [
+    ("verified", 1),
+    ("planned", 1),
+    ("uploaded", 1),
+    ("uploaded", 2),
+    ("uploaded", 0),
+    ("rewritten", 1),
+    ("index", 1),
+    ("index", 2),
+    ("deleted", 1),
+    ("manifest", 1),
+]
+APT_POINTS = [POINTS[i] for i in (1, 2, 5, 7, 8)]  # apt's install is slower: a subset
+
+
+@pytest.fixture(scope="module")
+def pkgs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Path]]:
+    """Per kind: [tool 1.0, tool 1.0 rebuilt (same name), extra, more]."""
+    w = tmp_path_factory.mktemp("kpkgs")
+    return {
+        "yum": [
+            make_rpm(w / "r1", "cvm-tool", payload=b"first build\n" * 50),
+            make_rpm(w / "r2", "cvm-tool", payload=b"second build\n" * 50),
+            make_rpm(w / "r3", "cvm-extra", payload=b"extra\n" * 50),
+            make_rpm(w / "r4", "cvm-more", payload=b"more\n" * 50),
+            make_rpm(w / "r5", "cvm-most", payload=b"most\n" * 50),
+        ],
+        "apt": [
+            make_deb(w / "d1" / "cvm-tool_1.0_all.deb", "cvm-tool", payload=b"first build\n" * 50),
+            make_deb(w / "d2" / "cvm-tool_1.0_all.deb", "cvm-tool", payload=b"second build\n" * 50),
+            make_deb(w / "d3" / "cvm-extra_1.0_all.deb", "cvm-extra", payload=b"extra\n" * 50),
+            make_deb(w / "d4" / "cvm-more_1.0_all.deb", "cvm-more", payload=b"more\n" * 50),
+            make_deb(w / "d5" / "cvm-most_1.0_all.deb", "cvm-most", payload=b"most\n" * 50),
+        ],
+    }
+
+
+def make_source(kind: str, src: Path, packages: list[Path], secret: Path) -> None:
+    pool = src / ("Packages" if kind == "yum" else "pool/main")
+    if pool.exists():
+        shutil.rmtree(pool)
+    if kind == "yum":
+        if (src / "repodata").exists():
+            shutil.rmtree(src / "repodata")
+        make_yum_repo(src, packages, secret_key=secret)
+    else:
+        make_apt_repo(src, "stable", packages, secret_key=secret)
+
+
+def cases() -> list[Any]:
+    return [pytest.param("yum", e, n, id=f"yum-{e}{n or '-last'}") for e, n in POINTS] + [
+        pytest.param("apt", e, n, id=f"apt-{e}{n or '-last'}") for e, n in APT_POINTS
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("kind", "event", "n"), cases())
+def test_sigkill_then_rerun_installs(
+    kind: str,
+    event: str,
+    n: int,
+    pkgs: dict[str, list[Path]],
+    signing_key: tuple[Path, Path],
+    tmp_path: Path,
+    target: Target,
+) -> None:
+    secret, public = signing_key
+    first, rebuilt, extra, more, most = pkgs[kind]
+    src = tmp_path / "src"
+    make_source(kind, src, [first, extra], secret)
+    mirror(kind, str(src), target.url("r"), client=target.client, gpg_key=public)
+
+    # The next publication: a rebuilt package under the same name, two new ones, one gone.
+    make_source(kind, src, [rebuilt, more, most], secret)
+    if n == 0:
+        plan = mirror(kind, str(src), target.url("r"), client=target.client, allow_rewrite=True, dry_run=True)
+        assert plan.sync is not None
+        n = sum(1 for a in plan.sync.actions if a.op == "create" and not a.last)
+    spec = {"kind": kind, "source": str(src), "dest": target.url("r"), "endpoint": target.endpoint,
+            "event": event, "n": n, "allow_rewrite": True, "keep": 0}  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.mirror.killrun", json.dumps(spec)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == -9, f"not killed at {event} #{n}: {proc.returncode}\n{proc.stderr}"
+
+    # What a reader of the live publication meets now: nothing wrong before the rewrite batch, at
+    # most the batch's own file while the old index is still live, a whole new index after it.
+    bad = mismatched(kind, target, "r")
+    if event in ("rewritten", "index"):
+        assert bad <= {tool_rel(kind)}, bad
+    else:
+        assert bad == set(), bad
+
+    rep = mirror(
+        kind, str(src), target.url("r"), client=target.client, gpg_key=public, allow_rewrite=True, keep=0
+    )
+    assert rep.sync is not None
+    assert verify_published(kind, target.url("r"), client=target.client, gpg_key=public).problems == []
+    if kind == "yum":
+        root = dnf_install(tmp_path / "dnf", target.http("r"), "cvm-tool", public_key=public)
+    else:
+        root = apt_install(tmp_path / "apt", target.http("r"), "stable", "cvm-tool", public_key=public)
+    assert (root / "usr/share/cvm-tool/data").read_bytes() == b"second build\n" * 50
+
+
+# -- a reader holding the previous index -----------------------------------------------------------
+
+
+@pytest.fixture
+def old_index_proxy() -> Iterator[Any]:
+    """``proxy(upstream, snapshot) -> URL``: serves the files in ``snapshot`` (the index a reader
+    fetched earlier) and everything else from ``upstream`` (the live bucket), as a reader with a
+    cached index sees the repository."""
+    servers: list[http.server.ThreadingHTTPServer] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        upstream = ""
+        snapshot = Path()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            rel = self.path.split("?", 1)[0].lstrip("/")
+            local = self.snapshot / rel
+            if local.is_file():
+                body, status = local.read_bytes(), 200
+            else:
+                try:
+                    body, status = urllib.request.urlopen(f"{self.upstream}/{rel}").read(), 200
+                except urllib.error.HTTPError as e:
+                    body, status = e.read(), e.code
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    def start(upstream: str, snapshot: Path) -> str:
+        handler = type("Bound", (Handler,), {"upstream": upstream, "snapshot": snapshot})
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler))
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        servers.append(srv)
+        return f"http://127.0.0.1:{srv.server_address[1]}"
+
+    yield start
+    for srv in servers:
+        srv.shutdown()
+        srv.server_close()
+
+
+def snapshot_indexes(target: Target, prefix: str, top: str, into: Path) -> None:
+    """Download the published index files (everything under ``top``) as a reader caches them."""
+    for key in target.objects():
+        rel = key[len(prefix) + 1 :]
+        if rel.startswith(top):
+            dest = into / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(target.client.get_object(Bucket=target.bucket, Key=key)["Body"].read())
+
+
+@pytest.mark.parametrize("kind", ["yum", "apt"])
+def test_reader_holding_the_previous_index_installs_everything_it_names(
+    kind: str,
+    pkgs: dict[str, list[Path]],
+    signing_key: tuple[Path, Path],
+    tmp_path: Path,
+    target: Target,
+    old_index_proxy: Any,
+) -> None:
+    secret, public = signing_key
+    first, _, extra, more, most = pkgs[kind]
+    src = tmp_path / "src"
+    make_source(kind, src, [first, extra], secret)
+    mirror(kind, str(src), target.url("r"), client=target.client, gpg_key=public)
+    old = tmp_path / "old-index"
+    snapshot_indexes(target, "r", "repodata/" if kind == "yum" else "dists/", old)
+
+    # Two publications later (fresh metadata, both old packages gone from the source) ...
+    make_source(kind, src, [more], secret)
+    mirror(kind, str(src), target.url("r"), client=target.client, gpg_key=public)
+    make_source(kind, src, [more, most], secret)
+    mirror(kind, str(src), target.url("r"), client=target.client, gpg_key=public)
+
+    # ... the reader with the first index still installs every package that index names.
+    url = old_index_proxy(target.http("r"), old)
+    for name in ("cvm-tool", "cvm-extra"):
+        if kind == "yum":
+            root = dnf_install(tmp_path / f"dnf-{name}", url, name, public_key=public)
+        else:
+            root = apt_install(tmp_path / f"apt-{name}", url, "stable", name, public_key=public)
+        assert (root / f"usr/share/{name}/data").is_file()
