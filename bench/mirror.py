@@ -1,11 +1,14 @@
-"""Mirror benchmark: an apt repository of real .debs published to a real S3 server (moto, its own
-process on 127.0.0.1) by ``cernvm-build mirror apt`` and, side by side in the same run against the
-same server, by ``aws s3 sync`` and ``rclone sync``.
+"""Mirror benchmark: an apt repository of real .debs published by ``cernvm-build mirror apt`` and, side
+by side in the same run against the same server, by ``aws s3 sync``, ``rclone sync`` and
+``rclone sync --checksum``; on two real S3 servers on 127.0.0.1: moto (its own process) and a
+single-node Ceph RADOS Gateway (what CERN's S3 runs).
 
-Measured: initial upload time, a no-change re-sync (time and requests by method, counted from the
-server's request log), and a same-size content change with the modification time kept (a rebuilt
-package of equal size, which size/mtime tools miss): how many of the changed packages each tool uploads.
-Full: 1,000 packages, ~500 MB; quick: 100 packages, ~50 MB.
+Measured per server and tool: wall time, client CPU (ours in this process, the others as children)
+and requests by method (from the server's own request log: the same count for every tool) for the
+initial upload, a no-change re-sync, and a same-size content change with the modification time kept
+(rebuilt packages of equal size, which size/mtime tools miss): how many of the changed packages each
+tool uploads. One package is big enough for multipart uploads.
+Full: 1,000 packages, ~500 MB; quick: 100 packages, ~70 MB.
 """
 
 from __future__ import annotations
@@ -20,20 +23,23 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import Result, print_table, timer
+from cernvm_build.mirror.localrgw import LocalRGW
 from cernvm_build.mirror.publish import mirror
 from cernvm_build.mirror.s3client import make_client
 
 PAYLOAD = 500 * 1024
+BIG = 24 << 20  # one package above the multipart threshold of every tool but rclone's (200 MB)
 CHANGED = 5
-CREDS = {
-    "AWS_ACCESS_KEY_ID": "bench",
-    "AWS_SECRET_ACCESS_KEY": "bench",
+CREDS = {  # LocalRGW creates its user with these keys; moto takes any
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_DEFAULT_REGION": "us-east-1",
     "AWS_EC2_METADATA_DISABLED": "true",
 }
@@ -81,12 +87,36 @@ class MotoProcess:
         self.proc.wait(timeout=10)
 
 
+class RGWProcess:
+    """LocalRGW with the same request counting, from radosgw's access lines."""
+
+    def __init__(self, workdir: Path, memory: int):
+        self.rgw = LocalRGW(memory_bytes=memory).start()
+        assert self.rgw.root is not None
+        self.log = self.rgw.root / "log" / "client.rgw.log"
+        self.endpoint = self.rgw.endpoint
+
+    def mark(self) -> int:
+        return self.log.stat().st_size
+
+    def requests(self, since: int, bucket: str) -> Counter[str]:
+        time.sleep(1.0)  # radosgw's log is written by a background thread
+        with open(self.log, "rb") as f:
+            f.seek(since)
+            text = f.read().decode(errors="replace")
+        return Counter(m.group(1) for m in LOG_LINE.finditer(text) if m.group(2) == bucket)
+
+    def stop(self) -> None:
+        self.rgw.stop()
+
+
 def make_repo(root: Path, count: int) -> list[Path]:
-    """``count`` real .debs with random payloads, indexed by apt-ftparchive (by-hash, Release)."""
+    """``count`` real .debs with random payloads (the last one big), indexed by apt-ftparchive."""
     pool = root / "pool" / "main"
     pool.mkdir(parents=True)
     debs = []
     for i in range(count):
+        size = BIG if i == count - 1 else PAYLOAD
         name = f"bench-pkg{i:04d}"
         tree = root / ".tree"
         (tree / "DEBIAN").mkdir(parents=True, exist_ok=True)
@@ -96,7 +126,7 @@ def make_repo(root: Path, count: int) -> list[Path]:
         )
         data = tree / "usr" / "share" / name
         data.mkdir(parents=True, exist_ok=True)
-        (data / "payload").write_bytes(os.urandom(PAYLOAD))
+        (data / "payload").write_bytes(os.urandom(size))
         out = pool / f"{name}_1.0_all.deb"
         subprocess.run(["dpkg-deb", "-Znone", "--root-owner-group", "--build", str(tree), str(out)],
                        check=True, capture_output=True)  # fmt: skip
@@ -130,17 +160,9 @@ def cpu_seconds(own: bool) -> float:
     return r.ru_utime + r.ru_stime
 
 
-def empty_bucket(client: object, bucket: str) -> None:
-    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket)  # type: ignore[attr-defined]
-    for page in pages:
-        objs = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-        if objs:
-            client.delete_objects(Bucket=bucket, Delete={"Objects": objs, "Quiet": True})  # type: ignore[attr-defined]
-
-
 def change_same_size(debs: list[Path]) -> list[Path]:
     """Rewrite some packages with different bytes of the same size and the same mtime."""
-    changed = debs[:: max(1, len(debs) // CHANGED)][:CHANGED]
+    changed = debs[:-1][:: max(1, len(debs) // CHANGED)][:CHANGED]
     for p in changed:
         st = p.stat()
         data = bytearray(p.read_bytes())
@@ -164,7 +186,7 @@ def aws_sync(src: Path, dest: str, endpoint: str) -> list[str]:
     ]
 
 
-def rclone_sync(src: Path, dest: str, endpoint: str) -> list[str]:
+def rclone_sync(src: Path, dest: str, endpoint: str, *flags: str) -> list[str]:
     # rclone refuses a custom AWS_CA_BUNDLE with its own transport; the endpoint is plain HTTP anyway.
     env = {
         **{k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"},
@@ -177,18 +199,92 @@ def rclone_sync(src: Path, dest: str, endpoint: str) -> list[str]:
         "RCLONE_CONFIG": "/dev/null",
     }
     out = subprocess.run(
-        ["rclone", "sync", str(src), f"bench:{dest}", "--transfers", "10", "--checkers", "10", "-v",
-         "--stats", "0"],
+        ["rclone", "sync", str(src), f"bench:{dest}", "--transfers", "16", "--checkers", "16", "-v",
+         "--stats", "0", *flags],
         check=True, capture_output=True, text=True, env=env,
     )  # fmt: skip
     return [m.group(1) for m in re.finditer(r"INFO  : (\S+): Copied", out.stderr)]
+
+
+TOOLS = ("mirror", "aws", "rclone", "rclone --checksum")
+PHASES = ("initial", "no-change", "same-size change")
+
+
+def measure_server(kind: str, server: MotoProcess | RGWProcess, src: Path, debs: list[Path],
+                   work: Path) -> Figures:  # fmt: skip
+    """figures[tool][phase] = {wall, cpu, requests, <method>…, uploaded, changed_found}."""
+    client = make_client(endpoint_url=server.endpoint, max_connections=24)
+    bucket = {t: f"bench-{kind}-{i}" for i, t in enumerate(TOOLS)}
+    for b in bucket.values():
+        client.create_bucket(Bucket=b)
+
+    def ours() -> list[str]:
+        # The same-size change rebuilds packages under their names: a rewrite, allowed explicitly.
+        rep = mirror("apt", str(src), f"s3://{bucket['mirror']}/apt", client=client, allow_rewrite=True)
+        assert rep.sync is not None
+        return rep.sync.uploaded
+
+    run_tool: dict[str, Callable[[], list[str]]] = {
+        "mirror": ours,
+        "aws": lambda: aws_sync(src, f"s3://{bucket['aws']}/apt", server.endpoint),
+        "rclone": lambda: rclone_sync(src, f"{bucket['rclone']}/apt", server.endpoint),
+        "rclone --checksum": lambda: rclone_sync(
+            src, f"{bucket['rclone --checksum']}/apt", server.endpoint, "--checksum"
+        ),
+    }
+    shutil.rmtree(work / "cache", ignore_errors=True)  # our hash cache starts empty on each server
+    figures: dict[str, dict[str, dict[str, float]]] = {t: {} for t in TOOLS}
+    changed: list[Path] = []
+    for phase in PHASES:
+        if phase == "same-size change":
+            changed = change_same_size(debs)
+            index(src)  # the indexes are regenerated as a publisher would
+        for tool in TOOLS:
+            own = tool == "mirror"
+            mark = server.mark()
+            cpu0 = cpu_seconds(own)
+            with timer() as t:
+                uploaded = run_tool[tool]()
+            cpu = cpu_seconds(own) - cpu0
+            reqs = server.requests(mark, bucket[tool])
+            names = {p.name for p in changed}
+            figures[tool][phase] = {
+                "wall": round(t["s"], 3), "cpu": round(cpu, 3), "requests": float(sum(reqs.values())),
+                **{k: float(v) for k, v in sorted(reqs.items())}, "uploaded": float(len(uploaded)),
+                "changed_found": float(sum(1 for u in uploaded if u.rsplit("/", 1)[-1] in names)),
+            }  # fmt: skip
+    return figures
+
+
+Figures = dict[str, dict[str, dict[str, float]]]
+
+
+def results_for(kind: str, figures: Figures, meta: dict[str, float | str]) -> list[Result]:
+    f = figures
+    bench = f"mirror.apt.{kind}"
+    out = [
+        Result(bench, "initial upload", f["mirror"]["initial"]["wall"], "s", "rclone sync",
+               f["rclone"]["initial"]["wall"], "<= 1.0x rclone",
+               f["mirror"]["initial"]["wall"] <= f["rclone"]["initial"]["wall"], extra=dict(meta)),
+        Result(bench, "no-change re-sync", f["mirror"]["no-change"]["wall"], "s", "aws s3 sync",
+               f["aws"]["no-change"]["wall"], "<= 0.5x aws",
+               f["mirror"]["no-change"]["wall"] <= 0.5 * f["aws"]["no-change"]["wall"]),
+        Result(bench, "same-size change found", f["mirror"]["same-size change"]["changed_found"], "pkg",
+               "changed", float(CHANGED), f"all {CHANGED}",
+               f["mirror"]["same-size change"]["changed_found"] == CHANGED),
+    ]  # fmt: skip
+    for tool in TOOLS:
+        for phase in PHASES:
+            x = f[tool][phase]
+            extra: dict[str, float | str] = {k: v for k, v in x.items() if k not in ("wall",)}
+            out.append(Result(bench, f"{phase}: {tool}", x["wall"], "s", extra=extra))
+    return out
 
 
 def run(quick: bool) -> list[Result]:
     count = 100 if quick else 1000
     work = Path(tempfile.mkdtemp(prefix="bench-mirror-"))
     results: list[Result] = []
-    server = MotoProcess(work)
     env = {**CREDS, "CERNVM_CACHE_DIR": str(work / "cache")}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
@@ -196,89 +292,19 @@ def run(quick: bool) -> list[Result]:
         src = work / "apt"
         debs = make_repo(src, count)
         mb = sum(p.stat().st_size for p in src.rglob("*") if p.is_file()) / 1e6
-        client = make_client(endpoint_url=server.endpoint, max_connections=16)
-        for b in ("ours", "aws", "rclone"):
-            client.create_bucket(Bucket=f"bench-{b}")
-
-        def ours() -> list[str]:
-            rep = mirror("apt", str(src), "s3://bench-ours/apt", client=client, jobs=10)
-            assert rep.sync is not None
-            return rep.sync.uploaded
-
-        tools = {
-            "ours": ours,
-            "aws": lambda: aws_sync(src, "s3://bench-aws/apt", server.endpoint),
-            "rclone": lambda: rclone_sync(src, "bench-rclone/apt", server.endpoint),
-        }
-        times: dict[str, dict[str, float]] = {}
-        reqs: dict[str, Counter[str]] = {}
-        uploaded_changed: dict[str, int] = {}
-        uploaded_total: dict[str, int] = {}
-        changed: list[Path] = []
-
-        # The machine may be shared: run the initial upload twice, the second time in reverse order
-        # on emptied buckets (and without our hash cache), and keep each tool's better time.
-        cpu: dict[str, float] = {}
-        for name, fn in tools.items():
-            before = cpu_seconds(name == "ours")
-            with timer() as t:
-                fn()
-            cpu[name] = cpu_seconds(name == "ours") - before
-            times.setdefault(name, {})["initial"] = t["s"]
-        for name in reversed(tools):
-            empty_bucket(client, f"bench-{name}")
-        shutil.rmtree(work / "cache", ignore_errors=True)
-        for name in reversed(tools):
-            with timer() as t:
-                tools[name]()
-            times[name]["initial"] = min(times[name]["initial"], t["s"])
-
-        for phase in ("no-change", "same-size change"):
-            if phase == "same-size change":
-                changed = change_same_size(debs)
-                index(src)  # the indexes are regenerated as a publisher would
-            for name, fn in tools.items():
-                mark = server.mark()
-                with timer() as t:
-                    uploaded = fn()
-                times[name][phase] = t["s"]
-                if phase == "no-change":
-                    reqs[name] = server.requests(mark, f"bench-{name}")
-                if phase == "same-size change":
-                    names = {p.name for p in changed}
-                    uploaded_changed[name] = sum(1 for u in uploaded if u.rsplit("/", 1)[-1] in names)
-                    uploaded_total[name] = len(uploaded)
-
-        def ratio_row(metric: str, phase: str, ref: str, aim: str, limit: float) -> None:
-            v, r = times["ours"][phase], times[ref][phase]
-            results.append(Result("mirror.apt", metric, v, "s", f"{ref} sync", r, aim, v <= limit * r,
-                                  extra={"MB": round(mb, 1), "packages": count}))  # fmt: skip
-
-        ratio_row("initial upload", "initial", "aws", "<= 1.0x aws", 1.0)
-        results.append(Result("mirror.apt", "initial upload", times["ours"]["initial"], "s", "rclone sync",
-                              times["rclone"]["initial"]))  # fmt: skip
-        results.append(Result("mirror.apt", "initial upload client CPU", cpu["ours"], "s", "aws sync",
-                              cpu["aws"], extra={"rclone": round(cpu["rclone"], 2)}))  # fmt: skip
-        ratio_row("no-change re-sync", "no-change", "aws", "<= 0.5x aws", 0.5)
-        results.append(Result("mirror.apt", "no-change re-sync", times["ours"]["no-change"], "s",
-                              "rclone sync", times["rclone"]["no-change"]))  # fmt: skip
-        for name in ("ours", "aws", "rclone"):
-            r = reqs[name]
-            results.append(Result(
-                "mirror.apt", f"no-change requests ({name})", float(sum(r.values())), "req",
-                extra={k: float(v) for k, v in sorted(r.items())},
-            ))  # fmt: skip
-        results.append(Result(
-            "mirror.apt", "same-size change uploaded", float(uploaded_changed["ours"]), "pkg",
-            "aws sync", float(uploaded_changed["aws"]), f"all {len(changed)} changed found",
-            uploaded_changed["ours"] == len(changed),
-            extra={"rclone": float(uploaded_changed["rclone"]), "changed": float(len(changed)),
-                   "objects_ours": float(uploaded_total["ours"]), "objects_aws": float(uploaded_total["aws"]),
-                   "objects_rclone": float(uploaded_total["rclone"]),
-                   "ours_s": round(times["ours"]["same-size change"], 2)},
-        ))  # fmt: skip
+        meta: dict[str, float | str] = {"MB": round(mb, 1), "packages": count}
+        for kind in ("moto", "rgw"):
+            memory = (2 << 30) if quick else (8 << 30)
+            server = MotoProcess(work) if kind == "moto" else RGWProcess(work, memory)
+            try:
+                figures = measure_server(kind, server, src, debs, work)
+            finally:
+                server.stop()
+            results.extend(results_for(kind, figures, meta))
+            # The next server starts from the same source as the first did.
+            shutil.rmtree(src)
+            debs = make_repo(src, count)
     finally:
-        server.stop()
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
@@ -293,4 +319,4 @@ if __name__ == "__main__":
     print_table(res)
     for r in res:
         if r.extra:
-            print(f"  {r.metric}: {r.extra}")
+            print(f"  {r.bench} {r.metric}: {r.extra}")

@@ -1,5 +1,6 @@
 """Verify apt repositories: ``InRelease``/``Release`` (+ ``Release.gpg``) → each index's SHA256 and size →
-each ``.deb``'s SHA256 and size from ``Packages(.gz|.xz|.bz2)``.
+each ``.deb``'s SHA256 and size from ``Packages(.gz|.xz|.bz2)``, and each source package's files
+(``.dsc``, ``.orig.tar.*``, ``.debian.tar.*`` …) from ``Checksums-Sha256`` in ``Sources(.gz|…)``.
 
 The source root holds ``dists/`` and ``pool/``; each ``dists/<suite>`` with a Release file is checked
 (an HTTP source cannot be listed, so its suites are named by the caller). The publication order keeps
@@ -163,8 +164,22 @@ def _verify_suite(
             debs.extend(_packages(decompress(variant, raw), f"{base}/{variant}", result))
         except CernVMError as err:
             result.problems.append(err.message)
+    sources: list[Expected] = []
+    for stem in sorted({_strip_compression(p) for p in good if _is_sources(p)}):
+        variant = next(stem + c for c in COMPRESSIONS if stem + c in good)
+        raw = source.read(f"{base}/{variant}")
+        if raw is None:
+            continue
+        try:
+            count, files = _sources(decompress(variant, raw), f"{base}/{variant}", result)
+        except CernVMError as err:
+            result.problems.append(err.message)
+            continue
+        result.source_packages += count
+        sources.extend(files)
     unique = {d.rel: d for d in debs}
     result.packages += len(unique)
+    unique.update((x.rel, x) for x in sources)
     result.problems.extend(check_files(source, list(unique.values()), jobs=jobs, progress=progress))
     result.referenced.update(unique)
 
@@ -194,11 +209,17 @@ def published_references(source: Source, suites: list[str]) -> set[str]:
             for e in _entries(fields.get("SHA256", ""), base, scratch):
                 out.add(f"{base}/{e.path}")
                 out.add(f"{base}/{e.path}".rsplit("/", 1)[0] + f"/by-hash/SHA256/{e.sha256}")
-                if _is_packages(e.path):
+                if _is_packages(e.path) or _is_sources(e.path):
                     data = source.read(f"{base}/{e.path}")
                     if data is not None:
-                        debs = _packages(decompress(e.path, data), f"{base}/{e.path}", scratch)
-                        out.update(d.rel for d in debs)
+                        text = decompress(e.path, data)
+                        where = f"{base}/{e.path}"
+                        named = (
+                            _packages(text, where, scratch)
+                            if _is_packages(e.path)
+                            else _sources(text, where, scratch)[1]
+                        )
+                        out.update(d.rel for d in named)
         except CernVMError:
             continue
     return out
@@ -235,6 +256,35 @@ def _packages(text: bytes, where: str, result: Checked) -> list[Expected]:
             continue
         out.append(Expected(rel, "sha256", sha.lower(), int(size), where.rsplit("/", 1)[-1]))
     return out
+
+
+def _sources(text: bytes, where: str, result: Checked) -> tuple[int, list[Expected]]:
+    """(source packages, their files) from a Sources index: ``Directory`` + ``Checksums-Sha256``."""
+    count = 0
+    out = []
+    for i, st in enumerate(parse_deb822(text.decode(errors="replace"))):
+        name = st.get("Package", f"stanza {i + 1}")
+        directory, files = st.get("Directory"), st.get("Checksums-Sha256", "").strip()
+        if not directory or not files:
+            result.problems.append(f"{where}: source package '{name}' lacks Directory or Checksums-Sha256")
+            continue
+        count += 1
+        for line in files.splitlines():
+            parts = line.split()
+            if len(parts) != 3 or not parts[1].isdigit() or not re.fullmatch(r"[0-9a-fA-F]{64}", parts[0]):
+                result.problems.append(f"{where}: source package '{name}': malformed line '{line.strip()}'")
+                continue
+            try:
+                rel = safe_rel(f"{directory.rstrip('/')}/{parts[2]}")
+            except CernVMError as e:
+                result.problems.append(f"{where}: source package '{name}': {e.message}")
+                continue
+            out.append(Expected(rel, "sha256", parts[0].lower(), int(parts[1]), where.rsplit("/", 1)[-1]))
+    return count, out
+
+
+def _is_sources(path: str) -> bool:
+    return _strip_compression(path).rsplit("/", 1)[-1] == "Sources"
 
 
 def _strip_compression(path: str) -> str:

@@ -51,6 +51,7 @@ class Checked:
     indexes: list[str] = field(default_factory=list)  # fixed-name files, in publication order
     referenced: set[str] = field(default_factory=set)
     packages: int = 0
+    source_packages: int = 0  # apt: from Sources indexes
     signed: bool = False
     problems: list[str] = field(default_factory=list)
 

@@ -148,6 +148,21 @@ class HashCache:
             return digest, size, sig
         raise OSError(f"{path}: keeps changing while it is read")
 
+    def fact(self, path: Path, name: str) -> str | None:
+        """Something found about the file (e.g. its signature verified) while it is unchanged since."""
+        return hit[0] if (hit := self.remembered(path, name)) else None
+
+    def remember_fact(self, path: Path, name: str, value: str) -> None:
+        """Remember ``value`` for this state of the file (not for files changed in the racy window)."""
+        try:
+            sig = signature(os.stat(path))
+        except OSError:
+            return
+        if max(sig[3], sig[4]) < time.time_ns() - RACY_NS:
+            with self.lock:
+                self.entries[f"{name}:{os.path.abspath(path)}"] = (sig, value)
+                self.dirty = True
+
     def save(self) -> None:
         if self.path is None or not self.dirty:
             return

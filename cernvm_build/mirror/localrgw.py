@@ -11,6 +11,7 @@ It starts in about 15 s; everything lives in one temporary folder, removed by ``
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -66,16 +67,23 @@ class LocalRGW:
         problem = available()
         if problem:
             raise ToolError(f"Ceph RGW: {problem}", hint=f"apt-get install {PACKAGES}")
-        self.root = Path(tempfile.mkdtemp(prefix="cernvm-rgw-"))
-        try:
-            self._start()
-        except ToolError as e:
-            e.message += self._log_tails()
-            self.stop()
-            raise
-        except BaseException:
-            self.stop()
-            raise
+        # A daemon that fails while the cluster forms (rarely, on a loaded machine) gets one more try
+        # in a fresh folder; the error of the last try says which daemon and why.
+        for attempt in (1, 2):
+            self.root = Path(tempfile.mkdtemp(prefix="cernvm-rgw-"))
+            try:
+                self._start()
+                return self
+            except ToolError as e:
+                e.message += self._log_tails()
+                if os.environ.get("CERNVM_KEEP_RGW_LOGS"):
+                    shutil.copytree(self.root / "log", os.environ["CERNVM_KEEP_RGW_LOGS"], dirs_exist_ok=True)
+                self.stop()
+                if attempt == 2:
+                    raise
+            except BaseException:
+                self.stop()
+                raise
         return self
 
     def _start(self) -> None:
@@ -83,7 +91,10 @@ class LocalRGW:
         d = self.root
         for sub in ("run", "log", "mon", "osd/osd.0", "rgw"):
             (d / sub).mkdir(parents=True, exist_ok=True)
-        mon_port, self.port = free_port(), free_port()
+        mon_port = free_port()
+        self.port = free_port()
+        while self.port == mon_port:
+            self.port = free_port()
         fsid = str(uuid.uuid4())
         self.conf.write_text(
             f"""[global]
@@ -112,6 +123,7 @@ admin socket = {d}/run/$name.asok
 mon data = {d}/mon/$name
 osd data = {d}/osd/$name
 osd objectstore = memstore
+osd class update on start = false
 memstore device bytes = {self.memory_bytes}
 keyring = {d}/keyring
 rgw frontends = beast endpoint=127.0.0.1:{self.port}

@@ -63,7 +63,7 @@ def verify_source(
         raise MirrorError(f"unknown repository kind '{kind}'", hint="use yum or apt")
     with keyring_for(gpg_key) as kr:
         if kind == "yum":
-            return verify_yum(source, keyring=kr, jobs=jobs, progress=progress)
+            return verify_yum(source, keyring=kr, rpm_key=gpg_key, jobs=jobs, progress=progress)
         return verify_apt(source, suites=suites, keyring=kr, jobs=jobs, progress=progress)
 
 

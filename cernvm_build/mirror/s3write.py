@@ -248,7 +248,10 @@ class Writer:
             resp = self.client.complete_multipart_upload(
                 Bucket=self.url.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}, **cond
             )
-            return str(resp["ETag"])
+            if resp.get("ETag"):
+                return str(resp["ETag"])
+            # Ceph RGW 16 answers CompleteMultipartUpload with an empty <ETag>: ask for it.
+            return str(self.client.head_object(Bucket=self.url.bucket, Key=key)["ETag"])
         except BaseException:
             try:
                 self.client.abort_multipart_upload(Bucket=self.url.bucket, Key=key, UploadId=upload_id)

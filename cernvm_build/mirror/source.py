@@ -48,6 +48,10 @@ class Source(Protocol):
         """A digest known without reading the file (hash cache), else None."""
         ...
 
+    def local_path(self, rel: str) -> Path | None:
+        """The file on this machine (after ``digest`` for a downloaded one), or None (S3)."""
+        ...
+
 
 def _read_chunks(path: Path) -> Iterable[bytes]:
     with open(path, "rb") as f:
@@ -89,6 +93,10 @@ class LocalSource:
             return None
         hit = self.cache.remembered(self.root / safe_rel(rel), algo)
         return (hit[0], hit[1]) if hit else None
+
+    def local_path(self, rel: str) -> Path | None:
+        p = self.root / safe_rel(rel)
+        return p if p.is_file() else None
 
     def list(self) -> list[str] | None:
         out = []
@@ -162,6 +170,10 @@ class HttpSource:
     def remembered(self, rel: str, algo: str) -> tuple[str, int] | None:
         return None  # staged copies may be stale: digest() compares them with what the index says
 
+    def local_path(self, rel: str) -> Path | None:
+        p = self.staging / safe_rel(rel)
+        return p if rel in self.fetched and p.is_file() else None
+
     def prune(self, keep: set[str]) -> None:
         """Remove staged files that the current publication does not contain."""
         for dirpath, _, files in os.walk(self.staging):
@@ -199,6 +211,9 @@ class S3Source:
 
     def remembered(self, rel: str, algo: str) -> tuple[str, int] | None:
         return None
+
+    def local_path(self, rel: str) -> Path | None:
+        return None  # 'mirror verify' reads through S3: per-package rpm signatures are checked at mirror time
 
     def list(self) -> list[str] | None:
         return sorted(r for r in list_remote(self.client, self.url) if r != MANIFEST)

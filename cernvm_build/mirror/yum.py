@@ -15,6 +15,7 @@ from ..errors import CernVMError
 from ..fsutil import atomic_write
 from ..gpg import Keyring
 from .check import Checked, Expected, Progress, check_files, decompress
+from .rpmsig import check_rpm_signatures
 from .source import Source, safe_rel
 
 REPO_NS = "{http://linux.duke.edu/metadata/repo}"
@@ -51,9 +52,12 @@ def verify_yum(
     source: Source,
     *,
     keyring: Keyring | None = None,
+    rpm_key: Path | None = None,
     jobs: int = 4,
     progress: Progress | None = None,
 ) -> Checked:
+    """``rpm_key``: the public key signed packages must verify with (``rpm -K``), for sources whose
+    files are on this machine (a folder, a downloaded HTTP source)."""
     result = Checked("yum", source.name, signed=keyring is not None)
     repos = find_repos(source)
     if not repos:
@@ -61,7 +65,7 @@ def verify_yum(
         return result
     for repo in repos:
         try:
-            _verify_one(source, repo, keyring, jobs, progress, result)
+            _verify_one(source, repo, keyring, rpm_key, jobs, progress, result)
         except _Bad as e:
             result.problems.append(str(e))
     return result
@@ -71,6 +75,7 @@ def _verify_one(
     source: Source,
     repo: str,
     keyring: Keyring | None,
+    rpm_key: Path | None,
     jobs: int,
     progress: Progress | None,
     result: Checked,
@@ -111,8 +116,16 @@ def _verify_one(
 
     packages = _packages(source, repo, primary)
     result.packages += len(packages)
-    result.problems.extend(check_files(source, packages, jobs=jobs, progress=progress))
+    package_problems = check_files(source, packages, jobs=jobs, progress=progress)
+    result.problems.extend(package_problems)
     result.referenced.update(p.rel for p in packages)
+    if rpm_key is not None and keyring is not None:
+        bad = {p.split(":", 1)[0] for p in package_problems}
+        local = [(e.rel, path) for e in packages if e.rel not in bad and (path := source.local_path(e.rel))]
+        fingerprint = "-".join(keyring.primary_fingerprints())
+        result.problems.extend(
+            check_rpm_signatures(local, rpm_key, fingerprint, getattr(source, "cache", None))
+        )
 
 
 def published_references(source: Source, repos: list[str]) -> set[str]:

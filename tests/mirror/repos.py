@@ -85,6 +85,29 @@ def make_deb(out: Path, name: str, version: str = "1.0", payload: bytes = b"hell
     return out
 
 
+def make_source_package(work: Path, name: str, version: str = "1.0") -> list[Path]:
+    """A real "3.0 (quilt)" source package made by dpkg-source: [.dsc, .orig.tar.gz, .debian.tar.xz]."""
+    top = work / f"{name}-{version}"
+    (top / "debian" / "source").mkdir(parents=True, exist_ok=True)
+    (top / "hello.txt").write_text(f"{name} sources\n")
+    run("tar", "-czf", work / f"{name}_{version}.orig.tar.gz", "--exclude=debian", "-C", work, top.name)
+    d = top / "debian"
+    (d / "source" / "format").write_text("3.0 (quilt)\n")
+    (d / "control").write_text(
+        f"Source: {name}\nMaintainer: Test <t@cernvm.test>\n\nPackage: {name}\nArchitecture: all\n"
+        f"Description: test package {name}\n"
+    )
+    (d / "changelog").write_text(
+        f"{name} ({version}-1) unstable; urgency=low\n\n  * test\n\n"
+        " -- Test <t@cernvm.test>  Mon, 01 Jan 2024 00:00:00 +0000\n"
+    )
+    (d / "rules").write_text("#!/usr/bin/make -f\n%:\n\tdh $@\n")
+    (d / "rules").chmod(0o755)
+    run("dpkg-source", "-b", top.name, cwd=work)
+    stem = f"{name}_{version}"
+    return [work / f"{stem}-1.dsc", work / f"{stem}.orig.tar.gz", work / f"{stem}-1.debian.tar.xz"]
+
+
 def make_apt_repo(
     root: Path,
     suite: str,
@@ -92,13 +115,17 @@ def make_apt_repo(
     *,
     secret_key: Path | None = None,
     sign_time: dt.datetime | None = None,
+    sources: list[Path] = (),  # type: ignore[assignment]
 ) -> None:
-    """``root/pool/main/*.deb`` + ``root/dists/<suite>`` with Packages(.gz), by-hash, (In)Release."""
+    """``root/pool/main/*.deb`` + ``root/dists/<suite>`` with Packages(.gz), by-hash, (In)Release; with
+    ``sources`` (a source package's files) also ``main/source/Sources(.gz)``."""
     pool = root / "pool" / "main"
     pool.mkdir(parents=True, exist_ok=True)
     for deb in debs:
         if deb.parent != pool:
             shutil.copy2(deb, pool / deb.name)
+    for f in sources:
+        shutil.copy2(f, pool / f.name)
     dist = root / "dists" / suite
     binary = dist / "main" / "binary-amd64"
     if dist.exists():
@@ -107,6 +134,10 @@ def make_apt_repo(
     packages = run("apt-ftparchive", "packages", "pool", cwd=root)
     (binary / "Packages").write_text(packages)
     run("gzip", "-9nk", binary / "Packages")
+    if sources:
+        (dist / "main" / "source").mkdir(parents=True)
+        (dist / "main" / "source" / "Sources").write_text(run("apt-ftparchive", "sources", "pool", cwd=root))
+        run("gzip", "-9nk", dist / "main" / "source" / "Sources")
     release = run(
         "apt-ftparchive",
         "-o", "APT::FTPArchive::DoByHash=1",
@@ -169,3 +200,20 @@ def apt_install(tmp: Path, url: str, suite: str, package: str, *, public_key: Pa
     run("apt-get", *args, "update", "--error-on=any")
     run("apt-get", *args, "-y", "--no-install-recommends", "install", package)
     return r
+
+
+def sign_rpm(rpm: Path, secret_key: Path, out: Path) -> Path:
+    """A copy of ``rpm`` at ``out`` with an OpenPGP header signature by ``secret_key`` (real rpmsign)."""
+    import tempfile
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(rpm, out)
+    with tempfile.TemporaryDirectory(prefix="rpmsign-") as home:
+        os.chmod(home, 0o700)
+        run("gpg", "--homedir", home, "--batch", "--import", secret_key)
+        listing = run("gpg", "--homedir", home, "--list-secret-keys", "--with-colons")
+        fpr = next(ln.split(":")[9] for ln in listing.splitlines() if ln.startswith("fpr:"))
+        gpg = shutil.which("gpg") or "gpg"
+        run("rpmsign", "--addsign", "--define", f"_gpg_name {fpr}", "--define", f"_gpg_path {home}",
+            "--define", f"__gpg {gpg}", out)  # fmt: skip
+    return out

@@ -12,7 +12,7 @@ from cernvm_build.mirror.check import SourceBroken
 from cernvm_build.mirror.publish import mirror, verify_published
 
 from .conftest import Target
-from .repos import apt_install, make_apt_repo, make_deb
+from .repos import apt_install, make_apt_repo, make_deb, make_source_package
 
 pytestmark = pytest.mark.integration
 
@@ -109,3 +109,36 @@ def test_broken_source_is_refused(
         mirror("apt", str(src), f"s3://{bucket}/apt", gpg_key=public, client=s3)
     assert any(expect in p for p in err.value.problems), err.value.problems
     assert keys(s3, bucket) == set()
+
+
+def test_source_packages_are_verified_and_published(
+    tmp_path: Path, debs: dict[str, Path], signing_key: tuple[Path, Path], target: Target
+) -> None:
+    """Sources indexes: the .dsc, .orig and .debian files of each source package, by SHA256 and size."""
+    secret, public = signing_key
+    files = make_source_package(tmp_path / "srcpkg", "cvm-alpha")
+    src = tmp_path / "apt"
+    make_apt_repo(src, "stable", [debs["a"]], secret_key=secret, sources=files)
+    rep = mirror("apt", str(src), target.url("apt"), gpg_key=public, client=target.client)
+    assert rep.checked.source_packages == 1 and rep.checked.packages == 1
+    published = set(target.objects())
+    for f in files:
+        assert f"apt/pool/main/{f.name}" in published
+    assert "apt/dists/stable/main/source/Sources.gz" in published
+    assert verify_published("apt", target.url("apt"), gpg_key=public, client=target.client).problems == []
+
+    # A damaged .orig and a missing .debian tarball are each named; nothing more is published.
+    orig = src / "pool" / "main" / files[1].name
+    data = bytearray(orig.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    orig.write_bytes(bytes(data))
+    (src / "pool" / "main" / files[2].name).unlink()
+    before = target.objects()
+    with pytest.raises(SourceBroken) as err:
+        mirror("apt", str(src), target.url("apt"), gpg_key=public, client=target.client)
+    assert sorted(p.split(":")[0] for p in err.value.problems) == [
+        f"pool/main/{files[2].name}",
+        f"pool/main/{files[1].name}",
+    ]
+    assert all("(named by Sources" in p or "mismatch" in p for p in err.value.problems), err.value.problems
+    assert target.objects() == before

@@ -1,0 +1,92 @@
+"""Per-package RPM signatures: with --gpg-key, every signed package must verify with the key (the real
+``rpmkeys -K`` in a private rpm database); packages signed with rpmsign by the test. An unchanged
+package is not checked again (the result is remembered per file state)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cernvm_build.mirror import rpmsig
+from cernvm_build.mirror.check import SourceBroken
+from cernvm_build.mirror.publish import mirror
+
+from .conftest import Target
+from .repos import dnf_install, make_rpm, make_yum_repo, sign_rpm
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def signed(
+    tmp_path_factory: pytest.TempPathFactory, signing_key: tuple[Path, Path], other_key: tuple[Path, Path]
+) -> dict[str, Path]:
+    w = tmp_path_factory.mktemp("signed")
+    good = make_rpm(w / "a", "cvm-alpha", payload=b"alpha\n")
+    other = make_rpm(w / "b", "cvm-beta", payload=b"beta\n")
+    return {
+        "good": sign_rpm(good, signing_key[0], w / "good" / good.name),
+        "other": sign_rpm(other, other_key[0], w / "other" / other.name),
+        "unsigned": make_rpm(w / "c", "cvm-gamma", payload=b"gamma\n"),
+    }
+
+
+def test_signed_packages_verify_and_others_are_refused(
+    tmp_path: Path,
+    signed: dict[str, Path],
+    signing_key: tuple[Path, Path],
+    target: Target,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    secret, public = signing_key
+    src = tmp_path / "src"
+    make_yum_repo(src, [signed["good"], signed["unsigned"]], secret_key=secret)
+    rep = mirror("yum", str(src), target.url("r"), client=target.client, gpg_key=public)
+    assert rep.checked.problems == [] and rep.checked.packages == 2
+    root = tmp_path / "dnf"
+    (root).mkdir()
+    installed = dnf_install(root, target.http("r"), "cvm-alpha", public_key=public)
+    assert (installed / "usr/share/cvm-alpha/data").read_bytes() == b"alpha\n"
+
+    before = target.objects()
+    make_yum_repo(src, [signed["other"]], secret_key=secret, update=True)
+    with pytest.raises(SourceBroken) as err:
+        mirror("yum", str(src), target.url("r"), client=target.client, gpg_key=public)
+    assert err.value.problems == [
+        "Packages/cvm-beta-1.0-1.noarch.rpm: package signature does not verify with the given key "
+        "(rpm -K: digests SIGNATURES NOT OK)"
+    ]
+    assert target.objects() == before
+
+
+def test_unchanged_packages_are_not_checked_again(
+    tmp_path: Path, signed: dict[str, Path], signing_key: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cernvm_build.mirror import hashcache
+    from cernvm_build.mirror.hashcache import HashCache
+    from cernvm_build.mirror.publish import verify_source
+    from cernvm_build.mirror.source import LocalSource
+
+    monkeypatch.setattr(hashcache, "RACY_NS", -(10**12))  # remember files just written
+    secret, public = signing_key
+    src = tmp_path / "src"
+    make_yum_repo(src, [signed["good"]], secret_key=secret)
+    calls: list[int] = []
+    real = rpmsig.run
+
+    def counting(cmd: list[str], **kw: object) -> object:
+        if "-K" in cmd:
+            calls.append(len(cmd))
+        return real(cmd, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(rpmsig, "run", counting)
+    cache = HashCache(tmp_path / "hashes.json")
+    assert verify_source("yum", LocalSource(src, cache), gpg_key=public).problems == []
+    assert verify_source("yum", LocalSource(src, cache), gpg_key=public).problems == []
+    assert len(calls) == 1
+    # A write to the package (same name) is checked again.
+    pkg = src / "Packages" / signed["good"].name
+    pkg.write_bytes(pkg.read_bytes())
+    verify_source("yum", LocalSource(src, cache), gpg_key=public)
+    assert len(calls) == 2
