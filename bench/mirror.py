@@ -24,7 +24,9 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -160,6 +162,14 @@ def cpu_seconds(own: bool) -> float:
     return r.ru_utime + r.ru_stime
 
 
+def empty_bucket(client: Any, bucket: str) -> None:
+    # One DELETE per key: RGW 16 refuses DeleteObjects without the Content-MD5 new botocore omits.
+    keys = [o["Key"] for p in client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+            for o in p.get("Contents", [])]  # fmt: skip
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda k: client.delete_object(Bucket=bucket, Key=k), keys))
+
+
 def change_same_size(debs: list[Path]) -> list[Path]:
     """Rewrite some packages with different bytes of the same size and the same mtime."""
     changed = debs[:-1][:: max(1, len(debs) // CHANGED)][:CHANGED]
@@ -217,6 +227,11 @@ def measure_server(kind: str, server: MotoProcess | RGWProcess, src: Path, debs:
     bucket = {t: f"bench-{kind}-{i}" for i, t in enumerate(TOOLS)}
     for b in bucket.values():
         client.create_bucket(Bucket=b)
+    # Warm-up outside the figures: RGW creates its data pool on the first write to the cluster
+    # (seconds of PG peering), which would be charged to whichever tool runs first.
+    client.create_bucket(Bucket=f"bench-{kind}-warmup")
+    for i in range(4):
+        client.put_object(Bucket=f"bench-{kind}-warmup", Key=f"w{i}", Body=b"w" * 1024)
 
     def ours() -> list[str]:
         # The same-size change rebuilds packages under their names: a rewrite, allowed explicitly.
@@ -234,25 +249,38 @@ def measure_server(kind: str, server: MotoProcess | RGWProcess, src: Path, debs:
     }
     shutil.rmtree(work / "cache", ignore_errors=True)  # our hash cache starts empty on each server
     figures: dict[str, dict[str, dict[str, float]]] = {t: {} for t in TOOLS}
-    changed: list[Path] = []
+    names: set[str] = set()
+
+    def measure(tool: str) -> dict[str, float]:
+        own = tool == "mirror"
+        mark = server.mark()
+        cpu0 = cpu_seconds(own)
+        with timer() as t:
+            uploaded = run_tool[tool]()
+        cpu = cpu_seconds(own) - cpu0
+        reqs = server.requests(mark, bucket[tool])
+        return {
+            "wall": round(t["s"], 3), "cpu": round(cpu, 3), "requests": float(sum(reqs.values())),
+            **{k: float(v) for k, v in sorted(reqs.items())}, "uploaded": float(len(uploaded)),
+            "changed_found": float(sum(1 for u in uploaded if u.rsplit("/", 1)[-1] in names)),
+        }  # fmt: skip
+
     for phase in PHASES:
         if phase == "same-size change":
-            changed = change_same_size(debs)
+            names = {p.name for p in change_same_size(debs)}
             index(src)  # the indexes are regenerated as a publisher would
         for tool in TOOLS:
-            own = tool == "mirror"
-            mark = server.mark()
-            cpu0 = cpu_seconds(own)
-            with timer() as t:
-                uploaded = run_tool[tool]()
-            cpu = cpu_seconds(own) - cpu0
-            reqs = server.requests(mark, bucket[tool])
-            names = {p.name for p in changed}
-            figures[tool][phase] = {
-                "wall": round(t["s"], 3), "cpu": round(cpu, 3), "requests": float(sum(reqs.values())),
-                **{k: float(v) for k, v in sorted(reqs.items())}, "uploaded": float(len(uploaded)),
-                "changed_found": float(sum(1 for u in uploaded if u.rsplit("/", 1)[-1] in names)),
-            }  # fmt: skip
+            figures[tool][phase] = measure(tool)
+        if phase == "initial":
+            # The machine may be shared: the initial upload again, in reverse order, into emptied
+            # buckets (and without our hash cache); each tool keeps its better run.
+            for tool in TOOLS:
+                empty_bucket(client, bucket[tool])
+            shutil.rmtree(work / "cache", ignore_errors=True)
+            for tool in reversed(TOOLS):
+                again = measure(tool)
+                if again["wall"] < figures[tool][phase]["wall"]:
+                    figures[tool][phase] = again
     return figures
 
 

@@ -283,9 +283,11 @@ def _sync(
         return up
 
     # 1. new content, 2. rewrites in one batch, 3. indexes pattern by pattern, 4. deletions, 5. manifest.
-    run_parallel(jobs, uploader("uploaded"), [a for a in uploads if a.op == "create" and not a.last])
+    # Biggest first: a big package started last would be the long pole of the whole run.
+    creates = sorted((a for a in uploads if a.op == "create" and not a.last), key=lambda a: -a.size)
+    run_parallel(jobs, uploader("uploaded"), creates)
     started = time.monotonic()
-    run_parallel(jobs, uploader("rewritten"), rewrites)
+    run_parallel(jobs, uploader("rewritten"), sorted(rewrites, key=lambda a: -a.size))
     report.rewritten = [a.rel for a in rewrites]
     ranked: dict[int, list[Action]] = {}
     for a in uploads:
