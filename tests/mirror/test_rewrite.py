@@ -99,6 +99,16 @@ def test_same_name_rebuild_is_refused_and_listed(
     with pytest.raises(RewriteRefused):
         mirror(kind, str(src), target.url("r"), client=target.client, dry_run=True)
 
+    # With the flag: published, and the rewritten file and the exposure are reported.
+    rc = main(
+        ["mirror", kind, str(src), target.url("r"), "--endpoint-url", target.endpoint, "--allow-rewrite"]
+    )
+    out, errout = capsys.readouterr()
+    assert rc == 0, errout
+    assert "1 file(s) changed content under a published name (--allow-rewrite)" in errout
+    assert tool_rel(kind) in errout and " s: " in errout
+    assert mismatched(kind, target, "r") == set()
+
 
 @pytest.mark.parametrize("kind", ["yum", "apt"])
 def test_rewrite_is_one_batch_right_before_the_index_switch(
