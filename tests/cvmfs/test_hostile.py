@@ -203,6 +203,20 @@ def test_man_in_the_middle(name: str, base: hostile.Repo, tmp_path: Path) -> Non
     assert ".cvmfspublished" not in cached and ".cvmfswhitelist" not in cached
 
 
+def test_announced_length_over_the_cap_is_not_read(base: hostile.Repo, tmp_path: Path) -> None:
+    """A manifest announced as 500 MB is refused from its header: not a byte of the body is read."""
+    with hostile.MitmServer(
+        base, {".cvmfspublished": hostile.streamed(500 << 20)}, {".cvmfspublished": 500 << 20}
+    ) as server:
+        src, *opts = base.cli_args(server.url)
+        m = hostile.run_measured(
+            [*hostile.cli(), "cvmfs", "ls", src, "/", *opts, "--retries", "0"], timeout=TIMEOUT
+        )
+    assert m.returncode != 0 and len(m.error_lines) == 1, m.stderr
+    assert re.search(r"manifest is larger than 1 MiB", m.error_lines[0]), m.error_lines[0]
+    assert "Traceback" not in m.stderr and m.max_rss_mb < RSS_MB
+
+
 @pytest.mark.parametrize("name", ["bomb-file", "bomb-catalog"])
 def test_bomb_is_not_cached(name: str, corpus: Callable[[str], hostile.Repo], tmp_path: Path) -> None:
     """An object that inflates past its declared size is dropped from the cache again."""

@@ -691,9 +691,13 @@ class MitmServer:
     """Serves a Stratum directory at ``/cvmfs/<fqrn>/`` on 127.0.0.1, except for the paths in
     ``overrides`` (relative to the repository), whose bodies it makes up. No keys needed."""
 
-    def __init__(self, repo: Repo, overrides: dict[str, Body] | None = None):
+    def __init__(
+        self, repo: Repo, overrides: dict[str, Body] | None = None, lengths: dict[str, int] | None = None
+    ):
         self.repo = repo
         self.overrides = dict(overrides or {})
+        #: a Content-Length to announce for an override (the body may then be cut short)
+        self.lengths = dict(lengths or {})
         self.requests: list[str] = []
         self.sent: dict[str, int] = {}
         outer = self
@@ -713,6 +717,8 @@ class MitmServer:
                     blocks = outer.overrides[rel]()
                     self.send_response(200)
                     self.send_header("Content-Type", "application/octet-stream")
+                    if rel in outer.lengths:
+                        self.send_header("Content-Length", str(outer.lengths[rel]))
                     self.send_header("Connection", "close")
                     self.end_headers()
                     self.close_connection = True
