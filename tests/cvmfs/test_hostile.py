@@ -286,7 +286,13 @@ def mount(tmp_path: Path) -> Iterator[Callable[[hostile.Repo], tuple[Path, int]]
 
     yield do
     for mnt in mounted:
-        subprocess.run(["fusermount3", "-u", str(mnt)], check=False, timeout=60)
+        # A daemon busy with a million-entry directory may not let go at once: retry, then detach.
+        for _ in range(20):
+            if subprocess.run(["fusermount3", "-u", str(mnt)], check=False, timeout=60).returncode == 0:
+                break
+            time.sleep(0.5)
+        else:
+            subprocess.run(["fusermount3", "-uz", str(mnt)], check=False, timeout=60)
 
 
 def _sh(*argv: str, timeout: float = TIMEOUT) -> subprocess.CompletedProcess[str]:
