@@ -8,8 +8,6 @@ revision never changes. Like the real client, every path carries the extended at
 
 from __future__ import annotations
 
-import bisect
-import concurrent.futures
 import errno
 import itertools
 import logging
@@ -23,6 +21,7 @@ import mfusepy
 
 from ..errors import CernVMError, CvmfsError
 from .catalog import DirEntry
+from .prefetch import MAX_LISTING, Prefetcher
 from .repository import Repository
 from .variant import expand
 
@@ -57,8 +56,7 @@ class CvmfsOperations(mfusepy.Operations):  # type: ignore[misc]
         self._lock = threading.Lock()
         # A mounted revision never changes, so entries can be kept; readdir fills this too.
         self._entries: dict[str, DirEntry] = {}
-        self._ahead: set[str] = set()
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._prefetch = Prefetcher(repo)
 
     # -- life cycle ------------------------------------------------------------------------------
     def init(self, path: str) -> None:
@@ -66,8 +64,7 @@ class CvmfsOperations(mfusepy.Operations):  # type: ignore[misc]
             self.on_ready()
 
     def destroy(self, path: str) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+        self._prefetch.close()
         self.repo.close()
 
     # -- metadata --------------------------------------------------------------------------------
@@ -120,13 +117,20 @@ class CvmfsOperations(mfusepy.Operations):  # type: ignore[misc]
             raise _os_error(e) from e
         yield "."
         yield ".."
+        listed: list[DirEntry] | None = []
         try:
             for c in children:
                 if not c.is_nested_mountpoint:  # the nested catalog's own root entry is the one to show
                     self._remember(c)
+                if listed is not None:
+                    listed.append(c)
+                    if len(listed) > MAX_LISTING:
+                        listed = None
                 yield (c.name, {"st_mode": c.mode, "st_ino": c.inode}, 0)
         except CernVMError as e:
             raise _os_error(e) from e
+        if listed is not None:
+            self._prefetch.listed(path, listed)
 
     def readlink(self, path: str) -> str:
         entry = self._entry(path)
@@ -165,6 +169,7 @@ class CvmfsOperations(mfusepy.Operations):  # type: ignore[misc]
             self._files[fh] = entry
         fi.fh = fh
         fi.keep_cache = 1
+        self._prefetch.opened(entry)
         return 0
 
     def read(self, path: str, size: int, offset: int, fi: Any) -> bytes:
@@ -174,34 +179,8 @@ class CvmfsOperations(mfusepy.Operations):  # type: ignore[misc]
         except CernVMError as e:
             raise _os_error(e) from e
         if entry.is_chunked:
-            self._read_ahead(entry, offset + len(data))
+            self._prefetch.next_chunk(entry, offset + len(data))
         return data
-
-    def _read_ahead(self, entry: DirEntry, pos: int) -> None:
-        """Sequential reader past the middle of a chunk: fetch the next chunk in the background, so
-        the network overlaps with the consumer (the store's per-object lock prevents a double fetch)."""
-        chunks = entry.chunks
-        i = bisect.bisect_right([c.offset for c in chunks], pos) - 1
-        if i < 0 or i + 1 >= len(chunks) or pos - chunks[i].offset < chunks[i].size // 2:
-            return
-        nxt = chunks[i + 1]
-        with self._lock:
-            if nxt.hash in self._ahead:
-                return
-            self._ahead.add(nxt.hash)
-            if self._pool is None:
-                self._pool = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="read-ahead")
-
-        def fetch() -> None:
-            try:
-                self.repo.read(entry, nxt.offset, 1)
-            except CernVMError as e:  # the reader will meet (and report) it itself
-                log.debug("read-ahead of %s failed: %s", entry.path, e)
-            finally:
-                with self._lock:
-                    self._ahead.discard(nxt.hash)
-
-        self._pool.submit(fetch)
 
     def release(self, path: str, fi: Any) -> int:
         with self._lock:

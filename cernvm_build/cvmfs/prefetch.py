@@ -1,0 +1,152 @@
+"""Fetching ahead of a reader, in a bounded pool of threads (the FUSE client's, issue 14).
+
+A program that opens a file in a directory is very likely to open its siblings next (``find``,
+``tar``, ``cp -r``, an interpreter importing a package, a boot reading ``/usr/lib``). Opening a file
+therefore fetches the next small files of its directory (in the name order readdir showed) whole,
+in parallel, while the reader is still on the first: over HTTP, the round trip per object is what
+costs, not the bytes. A sequential reader of a chunked file gets its next chunk fetched the same way.
+
+Nothing is fetched on readdir or lookup alone, so ``find``/``ls -l`` cost no bandwidth. The window is
+bounded in files and in bytes and the number of queued fetches is capped, so memory stays within the
+store's LRU; a failed fetch ahead is only logged: the reader meets (and reports) the error itself.
+Every object still goes through the store, so hash and size checks are the same as on a plain read.
+"""
+
+from __future__ import annotations
+
+import bisect
+import collections
+import concurrent.futures
+import itertools
+import logging
+import posixpath
+import threading
+from collections.abc import Sequence
+
+from ..errors import CernVMError
+from .catalog import DirEntry
+from .repository import Repository
+
+log = logging.getLogger(__name__)
+
+WORKERS = 8
+#: whole files up to this size are fetched ahead (larger ones are chunked and read ahead by chunk)
+SMALL_FILE = 1 << 20
+#: how far ahead of the opened file: at most this many files and bytes (inflated)
+WINDOW_FILES = 32
+WINDOW_BYTES = 8 << 20
+#: fetches queued or running at most (a reader jumping between directories cannot pile them up)
+MAX_PENDING = 64
+#: directory listings remembered (name order, small files only), each of at most MAX_LISTING entries
+MAX_DIRS = 256
+MAX_LISTING = 10_000
+
+
+class _Listing:
+    __slots__ = ("entries", "names", "next")
+
+    def __init__(self, entries: Sequence[DirEntry]):
+        self.entries = [e for e in entries if _small_file(e)]
+        self.names = [e.name for e in self.entries]
+        self.next = 0  # the first index not yet scheduled
+
+
+def _small_file(e: DirEntry) -> bool:
+    return e.is_file and not e.is_chunked and not e.is_external and 0 < e.size <= SMALL_FILE
+
+
+class Prefetcher:
+    def __init__(self, repo: Repository, *, workers: int = WORKERS):
+        self.repo = repo
+        self.workers = workers
+        self._lock = threading.Lock()
+        self._dirs: collections.OrderedDict[str, _Listing] = collections.OrderedDict()
+        self._pending: set[str] = set()
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+    def close(self, *, finish: bool = False) -> None:
+        """Stop the pool; fetches not started yet are dropped unless ``finish``."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=not finish)
+
+    def listed(self, path: str, children: Sequence[DirEntry]) -> None:
+        """readdir saw these children of ``path`` (name order): keep them for opens that follow."""
+        listing = _Listing(children)
+        with self._lock:
+            self._dirs[path] = listing
+            self._dirs.move_to_end(path)
+            while len(self._dirs) > MAX_DIRS:
+                self._dirs.popitem(last=False)
+
+    def opened(self, entry: DirEntry) -> None:
+        """``entry`` was opened: fetch the next small files of its directory."""
+        parent = posixpath.dirname(entry.path) or "/"
+        with self._lock:
+            listing = self._dirs.get(parent)
+        if listing is None:
+            try:
+                children = list(itertools.islice(self.repo.iterdir(parent), MAX_LISTING + 1))
+            except CernVMError as err:
+                log.debug("prefetch: listing %s failed: %s", parent, err)
+                return
+            self.listed(parent, children if len(children) <= MAX_LISTING else [])
+            with self._lock:
+                listing = self._dirs.get(parent)
+            if listing is None:
+                return
+        i = bisect.bisect_right(listing.names, entry.name)
+        todo: list[DirEntry] = []
+        with self._lock:
+            start = max(i, listing.next)
+            budget = WINDOW_BYTES
+            j = start
+            while j < len(listing.entries) and j < i + WINDOW_FILES and len(self._pending) < MAX_PENDING:
+                e = listing.entries[j]
+                if e.size > budget:
+                    break
+                budget -= e.size
+                j += 1
+                if e.content_hash is not None and e.content_hash not in self._pending:
+                    self._pending.add(e.content_hash)
+                    todo.append(e)
+            listing.next = max(listing.next, j)
+        for e in todo:
+            self._submit(e, 0, e.content_hash or "")
+
+    def next_chunk(self, entry: DirEntry, pos: int) -> None:
+        """A sequential reader of a chunked file is at ``pos``, past the middle of a chunk: fetch the
+        next chunk, so the network overlaps with the consumer."""
+        chunks = entry.chunks
+        i = bisect.bisect_right([c.offset for c in chunks], pos) - 1
+        if i < 0 or i + 1 >= len(chunks) or pos - chunks[i].offset < chunks[i].size // 2:
+            return
+        nxt = chunks[i + 1]
+        with self._lock:
+            if nxt.hash in self._pending or len(self._pending) >= MAX_PENDING:
+                return
+            self._pending.add(nxt.hash)
+        self._submit(entry, nxt.offset, nxt.hash)
+
+    def _submit(self, entry: DirEntry, offset: int, key: str) -> None:
+        with self._lock:
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(self.workers, "prefetch")
+            pool = self._pool
+
+        def fetch() -> None:
+            try:
+                # one byte is enough: the store fetches, checks and keeps the whole object (or chunk)
+                self.repo.read(entry, offset, 1)
+            except CernVMError as e:
+                log.debug("prefetch of %s at %d failed: %s", entry.path, offset, e)
+            finally:
+                with self._lock:
+                    self._pending.discard(key)
+
+        try:
+            pool.submit(fetch)
+        except RuntimeError:  # shut down meanwhile (unmount)
+            with self._lock:
+                self._pending.discard(key)

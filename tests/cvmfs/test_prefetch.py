@@ -1,0 +1,64 @@
+"""Fetching ahead (the FUSE client's prefetcher) over the real HTTP server: opening a file fetches
+its small siblings into the cache, checked like any read; readdir/lookup alone fetch nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cernvm_build.cvmfs.objects import SUFFIX_FILE, parse_hash
+from cernvm_build.cvmfs.prefetch import Prefetcher, _small_file
+from cernvm_build.cvmfs.repository import open_repository
+from cernvm_build.cvmfs.serve import Server
+from cernvm_build.errors import IntegrityError
+
+from .conftest import Fixture
+
+
+def _busiest_dir(repo) -> tuple[str, list]:  # type: ignore[no-untyped-def]
+    best: tuple[str, list] = ("/", [])
+    for e in repo.walk("/"):
+        if e.is_dir:
+            small = [c for c in repo.iterdir(e.path) if _small_file(c)]
+            if len(small) > len(best[1]):
+                best = (e.path, small)
+    return best
+
+
+def test_open_fetches_the_next_small_files(fx: Fixture, server: Server, tmp_path: Path) -> None:
+    with open_repository(server.repo_url(), public_keys=[fx.pub], cache_dir=tmp_path / "cache") as repo:
+        assert repo.store.cache is not None
+        cache = repo.store.cache
+        path, small = _busiest_dir(repo)
+        assert len(small) >= 2, "the fixture needs a directory with two small files"
+
+        def cached() -> list[bool]:
+            return [cache.path(parse_hash(e.content_hash), SUFFIX_FILE).exists() for e in small]
+
+        assert not any(cached())
+        p = Prefetcher(repo, workers=4)
+        p.listed(path, list(repo.iterdir(path)))
+        assert not any(cached()), "a listing alone must not fetch"
+        p.opened(small[0])
+        p.close(finish=True)  # waits for the fetches ahead
+        first = small[0].content_hash
+        # the opened file itself (and any sibling with the same contents) is the reader's to fetch
+        assert cached() == [e.content_hash != first for e in small], [(e.name, e.size) for e in small]
+        for e in small[1:]:  # served from what was fetched ahead, and intact
+            assert len(repo.read(e)) == e.size
+
+
+def test_a_damaged_sibling_fails_only_its_own_read(fx: Fixture, server: Server, tmp_path: Path) -> None:
+    with open_repository(server.repo_url(), public_keys=[fx.pub], cache_dir=tmp_path / "cache") as repo:
+        _path, small = _busiest_dir(repo)
+        victim = small[1]
+        next(fx.root.rglob(victim.content_hash[2:])).write_bytes(b"tampered")
+        p = Prefetcher(repo, workers=2)
+        p.opened(small[0])  # lists the directory itself
+        p.close(finish=True)
+        assert repo.store.cache is not None
+        assert not repo.store.cache.path(parse_hash(victim.content_hash), SUFFIX_FILE).exists()
+        with pytest.raises(IntegrityError, match="hash mismatch"):  # the reader meets the error itself
+            repo.read(victim)
+        assert len(repo.read(small[2])) == small[2].size
