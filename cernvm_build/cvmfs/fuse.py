@@ -8,6 +8,7 @@ revision never changes. Like the real client, every path carries the extended at
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import itertools
 import logging
@@ -120,13 +121,16 @@ class CvmfsOperations(mfusepy.Operations):  # type: ignore[misc]
         listed: list[DirEntry] | None = []
         try:
             for c in children:
-                if not c.is_nested_mountpoint:  # the nested catalog's own root entry is the one to show
-                    self._remember(c)
                 if listed is not None:
                     listed.append(c)
                     if len(listed) > MAX_LISTING:
                         listed = None
-                yield (c.name, {"st_mode": c.mode, "st_ino": c.inode}, 0)
+                # A nested catalog's mount point: its own root entry (loaded on lookup) is the one to show.
+                if not c.is_nested_mountpoint:
+                    self._remember(c)
+                    yield (c.name, self.attrs(c), 0)  # full attributes: see _Fuse.readdir_fuse_3
+                else:
+                    yield (c.name, {"st_mode": c.mode, "st_ino": c.inode}, 0)
         except CernVMError as e:
             raise _os_error(e) from e
         if listed is not None:
@@ -219,6 +223,40 @@ class CvmfsOperations(mfusepy.Operations):  # type: ignore[misc]
         return value
 
 
+FUSE_READDIR_PLUS = 1  # libfuse3's enum fuse_readdir_flags
+FUSE_FILL_DIR_PLUS = 2  # and enum fuse_fill_dir_flags
+
+
+class _Fuse(mfusepy.FUSE):  # type: ignore[misc]
+    """mfusepy's FUSE, answering the kernel's READDIRPLUS with each entry's attributes.
+
+    With them the kernel learns the dentry and its attributes while listing (kept for the entry and
+    attribute timeouts), so ``find``, ``ls -l`` and the opens that follow a listing cost no LOOKUP
+    round trip per entry (issue 14: a lookup is a full trip through the kernel, libfuse and Python).
+    mfusepy 3.x passes only mode and inode to the filler; the rest of its readdir is the same.
+    """
+
+    def readdir_fuse_3(
+        self, path: bytes | None, buf: Any, filler: Any, offset: int, fip: Any, flags: int
+    ) -> int:
+        ops: CvmfsOperations = self.operations
+        plus = bool(flags & FUSE_READDIR_PLUS)
+        decoded = "/" if path is None else path.decode(self.encoding, self.errors)
+        st = mfusepy.c_stat()
+        size = ctypes.sizeof(st)
+        for item in ops.readdir(decoded, 0):
+            ctypes.memset(ctypes.byref(st), 0, size)
+            if isinstance(item, str):  # "." and "..": no attributes (libfuse must not look them up)
+                name, how = item, 0
+            else:
+                name, attrs, _ = item
+                mfusepy.set_st_attrs(st, attrs, use_ns=True)
+                how = FUSE_FILL_DIR_PLUS if plus and "st_nlink" in attrs else 0
+            if filler(buf, name.encode(self.encoding, self.errors), st, 0, how) != 0:
+                break
+        return 0
+
+
 def run_fuse(
     repo: Repository,
     mountpoint: str,
@@ -247,7 +285,7 @@ def run_fuse(
     if debug:
         options["debug"] = True
     try:
-        mfusepy.FUSE(CvmfsOperations(repo, on_ready=on_ready), mountpoint, raw_fi=True, **options)
+        _Fuse(CvmfsOperations(repo, on_ready=on_ready), mountpoint, raw_fi=True, **options)
     except RuntimeError as e:  # mfusepy's report of a failed fuse_main
         raise CvmfsError(
             f"{repo.fqrn}: mounting on {mountpoint} failed ({e})",
