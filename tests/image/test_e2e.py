@@ -116,7 +116,9 @@ def test_boot_pin_persist_and_tag(built: Built, test_repo: ServedRepo, tmp_path:
     assert "test-os: release 1" in b1.console and "test-os: marker none" in b1.console
     # The FUSE daemon is marked as a root-storage daemon (systemd does not kill it at shutdown) and
     # what the OS reads after switch_root is cached on the scratch disk, not in the initramfs.
-    assert "test-os: daemon argv0 @" in b1.console, _show(b1, log1)
+    assert "test-os: daemon @ucernvm-cvmfs /rt/bin/python3 -S -m cernvm_build.cvmfs.mount" in b1.console, (
+        _show(b1, log1)
+    )
     cached = b1.lines(r"^test-os: cache objects on the scratch disk (\d+) then (\d+)")
     assert cached and int(cached[0].group(2)) == int(cached[0].group(1)) + 1, _show(b1, log1)
     # The shutdown hand-back (what systemd-shutdown does): the initrd's program unmounts the overlay
@@ -163,6 +165,7 @@ def test_boot_pin_persist_and_tag(built: Built, test_repo: ServedRepo, tmp_path:
     # The test OS has OpenSSH's /etc/ssh but no cloud-init: the bootloader applies the cloud-config's
     # login key and pinned host key itself.
     inject = f"cvmfs_tag=release-2\ncernvm_inject={_tarball_b64({'etc/injected': 'from-user-data'})}\n"
+    inject += "cvmfs_quota_limit=50\n"  # passed to the mount as --quota-limit 50
     ud3 = CLOUD_CONFIG_KEYS + _user_data(port, inject)
     ctx3 = context_iso(tmp_path / "ctx3.iso", ud3, layout="CONFIG-2")
     log3 = tmp_path / "boot3.log"
@@ -175,6 +178,8 @@ def test_boot_pin_persist_and_tag(built: Built, test_repo: ServedRepo, tmp_path:
     assert "test-os: marker boot-1" in b3.console
     assert "ucernvm: inject: cernvm_inject unpacked into /" in b3.console
     assert "test-os: injected from-user-data" in b3.console
+    assert "ucernvm: context: cvmfs_quota_limit=50" in b3.console
+    assert "--quota-limit 50 " in b3.console, _show(b3, log3)
     assert (
         "ucernvm: keys: no cloud-init in the OS; from the user data: /root/.ssh/authorized_keys "
         "/etc/ssh/ssh_host_ed25519_key /etc/hostname" in b3.console

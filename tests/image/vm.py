@@ -25,7 +25,7 @@ echo "test-os: pids $(cat /.cvmfs_pids)"
 [ -f /root/.ssh/authorized_keys ] && echo "test-os: authorized_keys $(cat /root/.ssh/authorized_keys)"
 [ -f /etc/ssh/ssh_host_ed25519_key ] && echo "test-os: host key $(sed -n 2p /etc/ssh/ssh_host_ed25519_key)"
 echo "test-os: scratch $(ls /mnt/.rw | tr '\\n' ' ')"
-for p in $(cat /.cvmfs_pids); do echo "test-os: daemon argv0 $(head -c 1 /proc/$p/cmdline)"; done
+for p in $(cat /.cvmfs_pids); do echo "test-os: daemon $(tr '\\0' ' ' </proc/$p/cmdline)"; done
 before=$(find /mnt/.rw/cache -type f | wc -l)
 cat /etc/payload >/dev/null
 echo "test-os: cache objects on the scratch disk $before then $(find /mnt/.rw/cache -type f | wc -l)"
