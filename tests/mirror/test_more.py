@@ -83,3 +83,38 @@ def test_multipart_uploads_carry_the_hash(
     rep = sync_tree(src, f"s3://{bucket}", client=s3)
     assert rep.uploaded == ["big.rpm"]
     assert sync_tree(src, f"s3://{bucket}", client=s3).uploaded == []
+
+
+def test_progress_counts_files_when_verifying_and_bytes_when_uploading(
+    tmp_path: Path, s3server: LocalS3, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI's bars come from the one Reporter: 'verifying files' counts files (packages and
+    metadata), 'uploading bytes' counts bytes."""
+    import contextlib
+    from collections.abc import Iterator
+
+    from cernvm_build.cli.app import Output
+    from cernvm_build.report import Recorder
+
+    from .repos import make_rpm, make_yum_repo
+
+    rec = Recorder()
+
+    @contextlib.contextmanager
+    def recorder(self: Output, **_: Any) -> Iterator[Recorder]:
+        yield rec
+
+    monkeypatch.setattr(Output, "reporter", recorder)
+    src = tmp_path / "src"
+    make_yum_repo(
+        src, [make_rpm(tmp_path / "a", "cvm-a", payload=b"a" * 5000), make_rpm(tmp_path / "b", "cvm-b")]
+    )
+    assert (
+        main(["mirror", "yum", str(src), f"s3://{bucket}/r", "--endpoint-url", s3server.endpoint, "-q"]) == 0
+    )
+    last: dict[str, tuple[int, int]] = {}
+    for _, what, done, total in (e for e in rec.events if e[0] == "progress"):
+        last[what] = (int(done), int(total))
+    assert last["verifying files"] == (2, 2)  # the two packages
+    size = sum(p.stat().st_size for p in src.rglob("*") if p.is_file())
+    assert last["uploading bytes"] == (size, size)
