@@ -339,6 +339,36 @@ def cmd_serve(args: argparse.Namespace, out: Output) -> int:
         server.close()
 
 
+def cmd_replicate(args: argparse.Namespace, out: Output) -> int:
+    from ..cvmfs.replicate import replicate
+
+    sources = [args.source, *args.server]
+    keys = keys_to_verify(args.source, args.fqrn, args.key, verify=True)
+    with out.reporter() as reporter:
+        result = replicate(
+            sources[0] if len(sources) == 1 else sources,
+            args.dest,
+            public_keys=keys,
+            fqrn=args.fqrn,
+            proxy=args.proxy,
+            jobs=args.jobs,
+            timeout=args.timeout,
+            retries=args.retries,
+            reporter=reporter,
+        )
+
+    def render(d: dict[str, Any]) -> None:
+        out.print(
+            f"{d['fqrn']} revision {d['revision']} replicated to {args.dest}: {d['objects_fetched']} "
+            f"object(s) fetched ({d['bytes_fetched']} bytes), {d['objects_skipped']} already there; "
+            f"{d['revisions']} revision(s), {d['catalogs']} catalog(s)",
+            highlight=False,
+        )
+
+    out.data({"dest": str(args.dest), **result.as_json()}, render)
+    return 0
+
+
 def cmd_mount(args: argparse.Namespace, out: Output) -> int:
     from ..cvmfs import mount
 
@@ -480,6 +510,32 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("dir", type=Path, metavar="DIR")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free port)")
+
+    p = subparser(
+        cvmfs_sub,
+        "replicate",
+        json=True,
+        handler=cmd_replicate,
+        help="make or update a Stratum-1 replica in a directory",
+        description="Replicate a repository into DEST (a Stratum directory): the signature chain is\n"
+        "verified with the master key, every object's hash is checked before it is stored, only\n"
+        "objects DEST lacks are fetched (trunk and every tagged revision), and the manifest and\n"
+        "whitelist are replaced last, so readers of DEST never see half a revision. A killed run\n"
+        "leaves the old revision published; running it again finishes the job.\n\n"
+        "  cernvm-build cvmfs replicate http://stratum0/cvmfs/sft.cern.ch /srv/cvmfs/sft.cern.ch "
+        "--key sft.cern.ch.pub\n"
+        "  cernvm-build cvmfs serve /srv/cvmfs --port 8000",
+    )
+    p.add_argument("source", metavar="SOURCE_URL", help="Stratum URL or local Stratum directory")
+    p.add_argument("dest", type=Path, metavar="DEST_DIR", help="the replica's Stratum directory")
+    g = p.add_argument_group("repository")
+    g.add_argument("--server", action="append", default=[], metavar="URL", help="extra URL for fail-over")
+    g.add_argument("--key", action="append", default=[], type=Path, metavar="PATH", help=KEYS_HELP)
+    g.add_argument("--fqrn", help="repository name (default: from the URL or the directory name)")
+    g.add_argument("--proxy", metavar="P", help="HTTP proxy URL(s), '|'/';' separated; DIRECT for none")
+    g.add_argument("--timeout", type=float, default=10.0, help="HTTP timeout in seconds (default: 10)")
+    g.add_argument("--retries", type=int, default=2, help="retries per server (default: 2)")
+    p.add_argument("-j", "--jobs", type=int, default=8, help="parallel downloads (default 8)")
 
     p = subparser(
         cvmfs_sub,

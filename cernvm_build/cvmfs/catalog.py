@@ -189,6 +189,17 @@ class DirEntry:
 
 
 @dataclass(frozen=True)
+class ObjectRef:
+    """A data object a catalog names: ``name`` (hex + algorithm id), kind ``suffix`` ("" or "P"),
+    inflated ``size`` and whether it is stored compressed."""
+
+    name: str
+    suffix: str
+    size: int
+    compressed: bool
+
+
+@dataclass(frozen=True)
 class NestedRef:
     path: str
     hash: str  # hex + algorithm id, no suffix
@@ -417,6 +428,51 @@ class Catalog:
                 raise CvmfsError(f"{where}: {e}", hint=ENTRY_HINT) from e
             out.append(NestedRef(ref, hash_text, declared))
         return out
+
+    def objects(self) -> Iterator[ObjectRef]:
+        """Every data object this catalog's rows name (whole files and chunks; external files and
+        the bulk hash of chunked files name none), streamed; duplicates are not removed."""
+        skip = FLAG_CHUNKED | FLAG_EXTERNAL
+        queries = (
+            (
+                f"SELECT hash, size, flags FROM catalog WHERE (flags & {FLAG_FILE}) "
+                f"AND NOT (flags & {skip}) AND hash IS NOT NULL",
+                "",
+            ),
+            (
+                "SELECT c.hash, c.size, f.flags FROM chunks c JOIN catalog f "
+                "ON c.md5path_1 = f.md5path_1 AND c.md5path_2 = f.md5path_2 "
+                f"WHERE (f.flags & {FLAG_FILE}) AND (f.flags & {FLAG_CHUNKED}) "
+                f"AND NOT (f.flags & {FLAG_EXTERNAL})",
+                "P",
+            ),
+        )
+        tables = {r[0] for r in self._query("SELECT name FROM sqlite_master WHERE type='table'", ())}
+        for sql, suffix in queries:
+            if suffix and "chunks" not in tables:  # schemas before chunking had no such table
+                continue
+            for h, size, flags in self._stream(sql, ()):
+                if h in (None, b""):
+                    continue
+                if (
+                    type(h) is not bytes
+                    or len(h) != DIGEST_SIZE
+                    or type(size) is not int
+                    or not 0 <= size <= MAX_SIZE
+                    or type(flags) is not int
+                    or (flags >> 8) & 7 >= len(ALGORITHM_ORDER)
+                ):
+                    raise CvmfsError(
+                        f"{self.where}: {self.label}: a {'chunk' if suffix else 'file'} row has a bad "
+                        f"hash, size or flags ({h!r:.60}, {size!r}, {flags!r})",
+                        hint=ENTRY_HINT,
+                    )
+                yield ObjectRef(
+                    str(from_digest(h, algorithm_from_flags(flags))),
+                    suffix,
+                    size,
+                    not flags & FLAG_COMPRESSION_NONE,
+                )
 
     def chunks_of(self, path: str, algorithm: str, size: int, where: str) -> tuple[Chunk, ...]:
         """The chunk list of a file of ``size`` bytes: from 0, contiguous, adding up to the size."""

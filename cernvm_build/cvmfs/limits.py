@@ -28,6 +28,10 @@ MAX_RSA_BITS = 16384
 MAX_CATALOG_BYTES = 4 * GiB
 #: the history database (tags) has no declared size
 MAX_HISTORY_BYTES = 256 * MiB
+#: the meta-information object (JSON about the repository; a real one is a few KiB)
+MAX_METAINFO_BYTES = 1 * MiB
+#: ``.cvmfsreflog`` (a server-side SQLite list of every object root; grows with the publications)
+MAX_REFLOG_BYTES = 256 * MiB
 #: nested catalogs below the root catalog, at most this deep (real repositories: about 10)
 MAX_NESTING = 64
 #: nested catalog references in one catalog

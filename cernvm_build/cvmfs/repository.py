@@ -201,6 +201,9 @@ class Repository:
         self.tag = tag
         self.offline = offline
         self._history = history
+        #: the signed files exactly as they verified (``.cvmfspublished``, ``.cvmfswhitelist``): a
+        #: replica publishes these bytes, not ones fetched again later (the source may move on)
+        self.signed_files: dict[str, bytes] = {}
         self._lock = threading.RLock()
         self._catalogs: dict[str, Catalog] = {}
         self._nested: dict[str, dict[str, NestedRef]] = {}
@@ -685,6 +688,20 @@ def open_repository(
         raise
 
 
+def open_on_store(
+    name: str, fetcher: Fetcher, store: ObjectStore, public_keys: Sequence[Path | bytes]
+) -> Repository:
+    """The verified trunk through a caller's fetcher and store (the replicator's: its objects land in
+    the replica). The signed files are not saved anywhere; ``Repository.signed_files`` holds them."""
+    keys = _load_keys(public_keys)
+    if not keys:
+        raise CvmfsError(
+            f"{name}: no public key given to verify the repository",
+            hint="pass the master public key with --key PATH (e.g. keys/<fqrn>.pub)",
+        )
+    return _open(name, fetcher, store, None, keys, SnapshotSpec(), True)
+
+
 def _open(
     name: str,
     fetcher: Fetcher,
@@ -750,7 +767,7 @@ def _open(
                 raise
     try:
         root_hash, root_size, tag = _select(name, m, history, snapshot)
-        return Repository(
+        repo = Repository(
             fqrn=name,
             fetcher=fetcher,
             store=store,
@@ -762,6 +779,9 @@ def _open(
             offline=offline,
             history=history,
         )
+        if not offline:
+            repo.signed_files = {MANIFEST_FILE: mbytes, WHITELIST_FILE: wbytes}
+        return repo
     except BaseException:
         if history is not None:
             history.close()
