@@ -7,6 +7,7 @@ the guest listens), so readiness is a full SSH login with the pinned key running
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -47,8 +48,11 @@ def wait(
     BootFailedError as soon as the console shows a panic (the instance is then powered off, or
     destroyed with ``remove_on_failure``)."""
     deadline = time.monotonic() + timeout
-    last = "no address yet"
     phase("waiting for an address")
+    last = "no address yet"
+    # An SSH attempt can block for its whole timeout (slirp accepts and then waits for the guest): it
+    # runs in a daemon thread (nothing waits for it at exit) while the console is read every 0.5 s.
+    attempt: _Attempt | None = None
     while True:
         dom, inst = instances.get(conn, name)
         failure = _boot_failure(inst)
@@ -75,27 +79,51 @@ def wait(
                 hint=f"start it: 'cernvm-launch start {name}'",
                 console_tail=instances.console_tail(inst),
             )
-        t = target(conn, name, user)
+        t = target(conn, name, user) if attempt is None else None
         if t is not None:
             phase(f"waiting for SSH on {t.host}:{t.port}")
-            try:
-                client = ssh.connect(t, timeout=min(10.0, max(1.0, deadline - time.monotonic())))
-            except ssh.NotYet as e:
-                last = str(e)
-            else:
-                try:
-                    if ssh.run(client, "true") == 0:
-                        return t
-                    last = "'true' failed"
-                finally:
-                    client.close()
+            attempt = _Attempt(t, min(10.0, max(1.0, deadline - time.monotonic())))
+        if attempt is not None and attempt.done.is_set():
+            if attempt.error is not None:
+                raise attempt.error  # wrong host key, refused login: no point in retrying
+            last, done_target, attempt = attempt.why_not, attempt.target, None
+            if not last:
+                return done_target
         if time.monotonic() >= deadline:
             raise NotReadyError(
                 f"instance '{name}' did not answer SSH within {timeout:g} s ({last})",
                 hint=f"see the console above, 'cernvm-launch console {name}', or wait longer with --timeout",
                 console_tail=instances.console_tail(inst),
             )
-        time.sleep(1.0)
+        time.sleep(0.5)
+
+
+class _Attempt:
+    """One ``ssh -- true`` in a daemon thread: ``why_not`` is "" when it worked."""
+
+    def __init__(self, t: ssh.Target, timeout: float) -> None:
+        self.target, self.timeout = t, timeout
+        self.why_not: str = "not yet"
+        self.error: Exception | None = None
+        self.done = threading.Event()
+        threading.Thread(target=self._run, daemon=True, name=f"ssh-ready-{t.port}").start()
+
+    def _run(self) -> None:
+        try:
+            client = ssh.connect(self.target, timeout=self.timeout)
+        except ssh.NotYet as e:
+            time.sleep(0.5)  # a refused connection returns at once: do not spin
+            self.why_not = str(e) or "not yet"
+        except Exception as e:  # SSHError: handed to the waiting thread
+            self.error = e
+        else:
+            try:
+                self.why_not = "" if ssh.run(client, "true") == 0 else "'true' failed"
+            except Exception as e:
+                self.why_not = str(e) or type(e).__name__
+            finally:
+                client.close()
+        self.done.set()
 
 
 def _boot_failure(inst: instances.Instance) -> bootwatch.BootFailure | None:
