@@ -22,7 +22,7 @@ from ..errors import UsageError
 from ..profile import Profile
 from .build import BuildRequest, BuildResult, build, check_formats, content_size
 from .image import ImageSpec
-from .origin import image_spec, oci_arch, open_origin, provenance
+from .origin import default_cmd, image_spec, oci_arch, open_origin, provenance
 
 
 @dataclass(frozen=True)
@@ -121,6 +121,7 @@ def build_profile(
             reference=reference,
             created=ctx.epoch,
             entrypoint=prof.container.entrypoint,
+            cmd=prof.container.cmd if prof.container.cmd is not None else default_cmd(repo, origin.tree.base),
             env=prof.container.env,
             labels=prof.container.labels,
             origin_labels=labels,

@@ -45,7 +45,7 @@ class ImageSpec:
     tag: str  # e.g. "2026.11-1"
     created: int  # seconds since the epoch (SOURCE_DATE_EPOCH)
     entrypoint: Sequence[str] = ()
-    cmd: Sequence[str] = ("/bin/bash",)
+    cmd: Sequence[str] = ()
     env: Mapping[str, str] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)
     architecture: str = "amd64"

@@ -88,6 +88,45 @@ def provenance(origin: Origin) -> dict[str, str]:
     return labels
 
 
+def resolves_to_file(repo: Repository, base: str, path: str, *, hops: int = 16) -> bool:
+    """Whether ``path`` (inside the tree rooted at ``base``) names a file once symlinks are followed
+    the way the container will follow them: absolute targets from the tree's root, at most ``hops``."""
+    todo = [p for p in path.split("/") if p]
+    done: list[str] = []
+    while todo:
+        name = todo.pop(0)
+        if name == ".":
+            continue
+        if name == "..":
+            if done:
+                done.pop()
+            continue
+        full = base.rstrip("/") + "/" + "/".join([*done, name])
+        entry = repo.lookup(full)
+        if entry is None:
+            return False
+        if entry.is_symlink:
+            hops -= 1
+            if hops < 0:
+                return False
+            target = entry.symlink
+            if target.startswith("/"):
+                done = []
+            todo = [p for p in target.split("/") if p] + todo
+            continue
+        if not todo:
+            return entry.is_file
+        if not entry.is_dir:
+            return False
+        done.append(name)
+    return False
+
+
+def default_cmd(repo: Repository, base: str) -> tuple[str, ...]:
+    """``/bin/sh`` when the tree has one (the command a bare ``podman run IMAGE`` runs), else none."""
+    return ("/bin/sh",) if resolves_to_file(repo, base, "/bin/sh") else ()
+
+
 def parse_reference(ref: str) -> tuple[str, str, str]:
     """``registry/repository:tag`` → its three parts (registry defaults to ``localhost``)."""
     name, sep, tag = ref.rpartition(":")
@@ -107,6 +146,7 @@ def image_spec(
     reference: str | None,
     created: int,
     entrypoint: Sequence[str],
+    cmd: Sequence[str] = (),
     env: Mapping[str, str],
     labels: Mapping[str, str],
     origin_labels: Mapping[str, str],
@@ -130,7 +170,7 @@ def image_spec(
         tag=tag,
         created=created,
         entrypoint=tuple(entrypoint),
-        cmd=(),
+        cmd=tuple(cmd),
         env=dict(env),
         labels=all_labels,
         architecture=architecture,

@@ -93,6 +93,7 @@ class ImageSettings:
 class ContainerSettings:
     formats: list[str]
     entrypoint: list[str]
+    cmd: list[str] | None
     env: dict[str, str]
     labels: dict[str, str]
 

@@ -278,7 +278,20 @@ SETTINGS: tuple[Setting, ...] = (
         choices=CONTAINER_FORMATS,
         unique=True,
     ),
-    Setting("container.entrypoint", Kind.LIST_STR, "Container entry point.", default=["/bin/bash"]),
+    Setting(
+        "container.entrypoint",
+        Kind.LIST_STR,
+        "Container entry point (`[]`: none, the command runs as given).",
+        default=[],
+    ),
+    Setting(
+        "container.cmd",
+        Kind.LIST_STR,
+        "Default command, arguments to the entry point (null: `/bin/sh` when the tree has it, else none).",
+        default=None,
+        nullable=True,
+        example="[/bin/sh, -l]",
+    ),
     Setting(
         "container.env",
         Kind.DICT_STR,
