@@ -22,7 +22,8 @@ APT_PACKAGES := \
 	libuuid1 libcap2 libattr1 \
 	shellcheck pipx \
 	softhsm2 libengine-pkcs11-openssl \
-	ceph-mon ceph-osd radosgw ceph-common
+	ceph-mon ceph-osd radosgw ceph-common \
+	nginx squid
 
 .PHONY: all deps apt venv prefetch run test test-quick fuzz lint shellcheck bench bench-quick clean distclean
 

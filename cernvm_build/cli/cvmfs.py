@@ -369,6 +369,20 @@ def cmd_replicate(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
+def cmd_nginx_config(args: argparse.Namespace, out: Output) -> int:
+    from ..cvmfs.nginx import nginx_config
+    from ..fsutil import atomic_write
+
+    run_dir = args.run_dir or (args.output.resolve().parent if args.output else Path("/run/cvmfs-nginx"))
+    text = nginx_config(args.dir, port=args.port, listen=args.listen, run_dir=run_dir, user=args.user)
+    if args.output is None:
+        sys.stdout.write(text)
+        return 0
+    atomic_write(args.output, text.encode())
+    out.info(f"wrote {args.output}; start it with: nginx -c {args.output.resolve()}")
+    return 0
+
+
 def cmd_mount(args: argparse.Namespace, out: Output) -> int:
     from ..cvmfs import mount
 
@@ -536,6 +550,30 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     g.add_argument("--timeout", type=float, default=10.0, help="HTTP timeout in seconds (default: 10)")
     g.add_argument("--retries", type=int, default=2, help="retries per server (default: 2)")
     p.add_argument("-j", "--jobs", type=int, default=8, help="parallel downloads (default 8)")
+
+    p = subparser(
+        cvmfs_sub,
+        "nginx-config",
+        handler=cmd_nginx_config,
+        help="write an nginx configuration that serves Stratum directories",
+        description="Write a whole nginx.conf (Debian's nginx) serving DIR (a Stratum directory or a\n"
+        "folder of <fqrn>/ ones) at http://LISTEN:PORT/cvmfs/<fqrn>/ with the Stratum-1 cache\n"
+        "headers: short max-age for .cvmfspublished/.cvmfswhitelist, a year and immutable for\n"
+        "data/. Pid file, logs and temporary files go to --run-dir.\n\n"
+        "  cernvm-build cvmfs nginx-config /srv/cvmfs --port 80 -o /etc/cvmfs-nginx/nginx.conf\n"
+        "  nginx -c /etc/cvmfs-nginx/nginx.conf",
+    )
+    p.add_argument("dir", type=Path, metavar="STRATUM_DIR")
+    p.add_argument("--port", type=int, default=80, help="TCP port (default 80)")
+    p.add_argument("--listen", default="*", help="address to listen on (default: all)")
+    p.add_argument("-o", "--output", type=Path, metavar="FILE", help="write here (default: stdout)")
+    p.add_argument(
+        "--run-dir",
+        type=Path,
+        metavar="DIR",
+        help="pid, logs, temporary files (default: beside --output, else /run/cvmfs-nginx)",
+    )
+    p.add_argument("--user", help="the workers' user (must read DIR; default: nginx's own)")
 
     p = subparser(
         cvmfs_sub,

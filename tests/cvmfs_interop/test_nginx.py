@@ -1,0 +1,99 @@
+"""``cvmfs nginx-config``: Debian's nginx, started by the test on 127.0.0.1 with the written
+configuration, serves a replica: the cache headers of a Stratum-1, the reader and the real cvmfs2
+read through it."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from cernvm_build.cli.main import main
+from cernvm_build.cvmfs import keys as keymod
+from cernvm_build.cvmfs.fetch import USER_AGENT
+from cernvm_build.cvmfs.publish import create_repository, publish_tree
+from cernvm_build.cvmfs.serve import LONG_CACHE, SHORT_CACHE
+
+from .real import locate, mounted
+from .test_replicate import FQRN, _objects, _read_all, _tree
+
+pytestmark = pytest.mark.integration
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _get(port: int, path: str) -> tuple[int, dict[str, str], bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path)
+        r = conn.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    finally:
+        conn.close()
+
+
+def test_nginx_serves_a_replica_with_stratum1_cache_headers(tmp_path: Path) -> None:
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not os.path.exists(nginx):
+        pytest.fail("nginx is not installed (hint: apt-get install nginx; 'make deps' installs it)")
+    keys = keymod.generate_keys(FQRN)
+    keys.save(tmp_path / "keys")
+    pub = tmp_path / "keys" / f"{FQRN}.pub"
+    stratum = tmp_path / "srv" / FQRN
+    create_repository(stratum, FQRN, keys)
+    publish_tree(stratum, FQRN, keys, _tree(tmp_path / "src", 1), tag="v1")
+    port = _free_port()
+    run = tmp_path / "nginx"
+    run.mkdir()
+    conf = run / "nginx.conf"
+    argv = ["cvmfs", "nginx-config", str(tmp_path / "srv"), "--port", str(port), "--listen", "127.0.0.1"]
+    assert main([*argv, "--user", "root", "-o", str(conf)]) == 0
+    check = subprocess.run([nginx, "-t", "-c", str(conf)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    proc = subprocess.Popen([nginx, "-c", str(conf), "-g", "daemon off;"], stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                assert time.monotonic() < deadline, "nginx did not start listening"
+                time.sleep(0.05)
+        base = f"/cvmfs/{FQRN}"
+        status, headers, body = _get(port, f"{base}/.cvmfspublished")
+        assert status == 200 and body == (stratum / ".cvmfspublished").read_bytes()
+        assert headers["cache-control"] == SHORT_CACHE == "public, max-age=61"
+        assert _get(port, f"{base}/.cvmfswhitelist")[1]["cache-control"] == SHORT_CACHE
+        obj = sorted(_objects(stratum))[0]
+        status, headers, body = _get(port, f"{base}/{obj}")
+        assert status == 200 and body == (stratum / obj).read_bytes()
+        assert headers["cache-control"] == LONG_CACHE and "immutable" in LONG_CACHE
+        status, headers, _ = _get(port, f"{base}/data/00/{'0' * 38}")
+        assert status == 404 and "cache-control" not in headers  # a miss is never cached
+        assert _get(port, f"{base}/data/txn/publish.lock")[0] == 404
+        assert _get(port, "/etc/passwd")[0] == 404
+        assert _get(port, f"{base}/../../keys/{FQRN}.pub")[0] in (400, 404)
+
+        url = f"http://127.0.0.1:{port}{base}"
+        assert _read_all(url, pub) == _read_all(stratum, pub)
+        tools = locate(tmp_path)
+        with mounted(tools, f"http://127.0.0.1:{port}/cvmfs/@fqrn@", FQRN, pub, tmp_path / "real") as mnt:
+            assert (mnt / "sub" / "nested").read_text() == "nested catalog file, step 1\n"
+            assert (mnt / "big.bin").read_bytes() == (tmp_path / "src" / "big.bin").read_bytes()
+        agents = {line.rsplit('"', 2)[-2] for line in (run / "access.log").read_text().splitlines()}
+        assert agents - {"-", USER_AGENT}  # the real client's own requests went through nginx
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
