@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import profile
+from . import extras
 from .app import Output, subparser
 
 # Handlers import the modules of their area when they run (deliberate lazy imports): `--help` and
@@ -127,6 +128,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _run(args: argparse.Namespace, out: Output) -> int:
     from ..demo.flow import DemoOptions, run_demo
+
+    # Booting needs the 'launch' extra: say so before minutes of building, not at the boot step.
+    if not args.no_boot and extras.missing_module("launch") is not None:
+        raise extras.error("cernvm-build demo", "launch")
 
     opts = DemoOptions(out=args.out.resolve(), port=args.port, boot=not args.no_boot, version=args.version)
     run = run_demo(opts, out.info)

@@ -146,11 +146,14 @@ def test_other_import_errors_are_bugs_not_extras(capsys: pytest.CaptureFixture[s
 def test_demo_without_launch_names_the_launch_extra(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The demo boots through the launch library: without libvirt it says so before any work."""
+    """The demo boots through the launch library: without libvirt it says so before any work.
+
+    (`demo --no-boot` boots nothing and so needs no 'launch' extra.)
+    """
     _hide(monkeypatch, "libvirt")
     for loaded in [k for k in sys.modules if k.startswith(("cernvm_build.launch", "cernvm_build.demo.flow"))]:
         monkeypatch.delitem(sys.modules, loaded)  # imported afresh, without libvirt
-    assert main(["demo", "--no-boot"]) == 4
+    assert main(["demo", "--out", "/nonexistent/never-written"]) == 4
     assert _one_error_line(capsys) == (
         "error: `cernvm-build demo` needs the 'launch' extra: pip install 'cernvm-build[launch]'"
     )
