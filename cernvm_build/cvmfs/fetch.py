@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import http.client
 import logging
-import os
 import threading
 import time
 import urllib.parse
@@ -100,17 +99,13 @@ class LocalFetcher(Fetcher):
         except OSError as e:
             raise CvmfsError(f"{self.repo}: {what} cannot be read at {path}: {e.strerror}") from e
         with f:
-            if limit is not None and os.fstat(f.fileno()).st_size > limit:
-                raise too_large(self.repo, what, limit)
 
             def blocks() -> Iterator[bytes]:
-                # At most limit + 1 bytes even if the file grows meanwhile (then TooLarge).
-                left = limit + 1 if limit is not None else -1
-                while block := f.read(BLOCK if left < 0 else min(BLOCK, left)):
-                    if left >= 0:
-                        left -= len(block)
-                        if left == 0:
-                            raise too_large(self.repo, what, limit or 0)
+                got = 0
+                while block := f.read(BLOCK):
+                    got += len(block)
+                    if limit is not None and got > limit:  # at most one BLOCK read past the cap
+                        raise too_large(self.repo, what, limit)
                     yield block
 
             return consume(blocks())
