@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 BLOCK = 1 << 20
 USER_AGENT = "cernvm-build-cvmfs/1"
+#: idle kept-alive connections per server (proxy), shared by all threads
+MAX_IDLE = 16
 
 
 class NotFound(CvmfsError):
@@ -139,8 +141,10 @@ class HttpFetcher(Fetcher):
     """Servers are tried in order, starting with the last one that worked; each through every proxy,
     each ``retries`` extra times with a short back-off on transient failures.
 
-    Connections are kept alive per thread (what a Stratum client does with curl): for many small
-    objects, connection set-up would otherwise cost more than the transfer.
+    Connections are kept alive (what a Stratum client does with curl): for many small objects,
+    connection set-up would otherwise cost more than the transfer. Idle ones are shared by all
+    threads (at most ``MAX_IDLE`` per server), not kept per thread: libfuse starts and ends its worker
+    threads as load comes and goes, and per-thread connections were set up again for each new one.
     """
 
     def __init__(
@@ -162,7 +166,8 @@ class HttpFetcher(Fetcher):
         self.backoff = backoff
         self.proxies = parse_proxies(proxy)
         self._current = 0
-        self._local = threading.local()
+        self._idle: dict[tuple[str, str], list[http.client.HTTPConnection]] = {}
+        self._idle_lock = threading.Lock()
         self.description = ", ".join(self.urls)
 
     def fetch(self, relpath: str, consume: Consumer[T], *, what: str, limit: int | None = None) -> T:
@@ -213,24 +218,24 @@ class HttpFetcher(Fetcher):
             hint="check the server URLs and --proxy, or use the local cache for what it holds",
         )
 
-    def _connection(self, scheme: str, netloc: str) -> http.client.HTTPConnection:
-        pool: dict[tuple[str, str], http.client.HTTPConnection] | None = getattr(self._local, "pool", None)
-        if pool is None:
-            pool = self._local.pool = {}
-        conn = pool.get((scheme, netloc))
-        if conn is None:
-            if scheme == "https":
-                conn = http.client.HTTPSConnection(netloc, timeout=self.timeout)
-            else:
-                conn = http.client.HTTPConnection(netloc, timeout=self.timeout)
-            pool[(scheme, netloc)] = conn
-        return conn
+    def _connection(self, key: tuple[str, str], *, fresh: bool = False) -> http.client.HTTPConnection:
+        if not fresh:
+            with self._idle_lock:
+                idle = self._idle.get(key)
+                if idle:
+                    return idle.pop()
+        scheme, netloc = key
+        if scheme == "https":
+            return http.client.HTTPSConnection(netloc, timeout=self.timeout)
+        return http.client.HTTPConnection(netloc, timeout=self.timeout)
 
-    def _drop(self, scheme: str, netloc: str) -> None:
-        pool = getattr(self._local, "pool", {})
-        conn = pool.pop((scheme, netloc), None)
-        if conn is not None:
-            conn.close()
+    def _release(self, key: tuple[str, str], conn: http.client.HTTPConnection) -> None:
+        with self._idle_lock:
+            idle = self._idle.setdefault(key, [])
+            if len(idle) < MAX_IDLE:
+                idle.append(conn)
+                return
+        conn.close()
 
     def _get(
         self,
@@ -246,22 +251,23 @@ class HttpFetcher(Fetcher):
         scheme, netloc = via.scheme or "http", via.netloc
         path = url if proxy else (target.path or "/") + (f"?{target.query}" if target.query else "")
         headers = {"User-Agent": USER_AGENT, "Host": target.netloc}
-        conn = self._connection(scheme, netloc)
+        key = (scheme, netloc)
+        conn = self._connection(key)
         reused = conn.sock is not None
         try:
             conn.request("GET", path, headers=headers)
             resp = conn.getresponse()
         except (OSError, http.client.HTTPException):
-            self._drop(scheme, netloc)
+            conn.close()
             if not reused:
                 raise
             # The server closed the idle kept-alive connection: one fresh try, not a failed attempt.
-            conn = self._connection(scheme, netloc)
+            conn = self._connection(key, fresh=True)
             try:
                 conn.request("GET", path, headers=headers)
                 resp = conn.getresponse()
             except BaseException:
-                self._drop(scheme, netloc)
+                conn.close()
                 raise
         ok = False
         try:
@@ -301,8 +307,10 @@ class HttpFetcher(Fetcher):
             ok = not resp.will_close
             return result
         finally:
-            if not ok:
-                self._drop(scheme, netloc)
+            if ok:
+                self._release(key, conn)
+            else:
+                conn.close()
 
 
 def make_fetcher(

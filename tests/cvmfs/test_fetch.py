@@ -118,3 +118,34 @@ def test_truncated_transfer_fails_over(server: Server, fx: Fixture) -> None:
     with pytest.raises(Unreachable, match="no server could deliver it"):
         alone.get(".cvmfspublished", what="manifest")
     lsock.close()
+
+
+def test_kept_alive_connections_are_shared_by_threads() -> None:
+    """A thread that ends leaves its connection to the next one (libfuse's workers come and go)."""
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(5)
+    port = lsock.getsockname()[1]
+    accepted = []
+
+    def serve_keep_alive() -> None:
+        while True:
+            try:
+                conn, _ = lsock.accept()
+            except OSError:
+                return
+            accepted.append(conn)
+            with conn:
+                while conn.recv(65536):
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    threading.Thread(target=serve_keep_alive, daemon=True).start()
+    f = HttpFetcher([f"http://127.0.0.1:{port}/cvmfs/x"], repo="x", retries=0)
+    got: list[bytes] = []
+    for name in ("a", "b", "c"):
+        t = threading.Thread(target=lambda n=name: got.append(f.get(n, what=n)))
+        t.start()
+        t.join()
+    assert got == [b"ok"] * 3
+    assert len(accepted) == 1
+    lsock.close()
