@@ -109,6 +109,12 @@ class CvmfsOperations(mfusepy.Operations):  # type: ignore[misc]
         return self.attrs(self._entry(path))
 
     def readdir(self, path: str, fh: int) -> Iterator[Any]:
+        for name, c in self.children(path):
+            yield name if c is None else (name, {"st_mode": c.mode, "st_ino": c.inode}, 0)
+
+    def children(self, path: str) -> Iterator[tuple[str, DirEntry | None]]:
+        """``.``, ``..`` (no entry) and the children of ``path``; entries of nested catalog mount points
+        are the parent's (the nested root, loaded on lookup, is the one to show)."""
         # A generator: libfuse takes the entries one by one, so a huge directory is never a list here.
         try:
             children = self.repo.iterdir(path)
@@ -116,8 +122,8 @@ class CvmfsOperations(mfusepy.Operations):  # type: ignore[misc]
             if self.repo.lookup(path) is None:
                 raise mfusepy.FuseOSError(errno.ENOENT) from e
             raise _os_error(e) from e
-        yield "."
-        yield ".."
+        yield ".", None
+        yield "..", None
         listed: list[DirEntry] | None = []
         try:
             for c in children:
@@ -125,12 +131,9 @@ class CvmfsOperations(mfusepy.Operations):  # type: ignore[misc]
                     listed.append(c)
                     if len(listed) > MAX_LISTING:
                         listed = None
-                # A nested catalog's mount point: its own root entry (loaded on lookup) is the one to show.
                 if not c.is_nested_mountpoint:
                     self._remember(c)
-                    yield (c.name, self.attrs(c), 0)  # full attributes: see _Fuse.readdir_fuse_3
-                else:
-                    yield (c.name, {"st_mode": c.mode, "st_ino": c.inode}, 0)
+                yield c.name, c
         except CernVMError as e:
             raise _os_error(e) from e
         if listed is not None:
@@ -233,7 +236,8 @@ class _Fuse(mfusepy.FUSE):  # type: ignore[misc]
     With them the kernel learns the dentry and its attributes while listing (kept for the entry and
     attribute timeouts), so ``find``, ``ls -l`` and the opens that follow a listing cost no LOOKUP
     round trip per entry (issue 14: a lookup is a full trip through the kernel, libfuse and Python).
-    mfusepy 3.x passes only mode and inode to the filler; the rest of its readdir is the same.
+    mfusepy passes only mode and inode to the filler. With libfuse 2 (mfusepy's first choice where
+    both are installed) this method is not used: its high-level API has no READDIRPLUS.
     """
 
     def readdir_fuse_3(
@@ -244,14 +248,16 @@ class _Fuse(mfusepy.FUSE):  # type: ignore[misc]
         decoded = "/" if path is None else path.decode(self.encoding, self.errors)
         st = mfusepy.c_stat()
         size = ctypes.sizeof(st)
-        for item in ops.readdir(decoded, 0):
+        for name, entry in ops.children(decoded):
             ctypes.memset(ctypes.byref(st), 0, size)
-            if isinstance(item, str):  # "." and "..": no attributes (libfuse must not look them up)
-                name, how = item, 0
+            how = 0
+            if entry is None:  # "." and "..": no attributes (libfuse must not look them up)
+                pass
+            elif plus and not entry.is_nested_mountpoint:
+                mfusepy.set_st_attrs(st, ops.attrs(entry), use_ns=True)
+                how = FUSE_FILL_DIR_PLUS
             else:
-                name, attrs, _ = item
-                mfusepy.set_st_attrs(st, attrs, use_ns=True)
-                how = FUSE_FILL_DIR_PLUS if plus and "st_nlink" in attrs else 0
+                st.st_mode, st.st_ino = entry.mode, entry.inode
             if filler(buf, name.encode(self.encoding, self.errors), st, 0, how) != 0:
                 break
         return 0
