@@ -78,10 +78,12 @@ def atomic_dir(dest: Path) -> Iterator[Path]:
         yield tmp
         if dest.exists():
             old = dest.with_name(f".{dest.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                remove_tree(old)
             os.rename(dest, old)
             os.rename(tmp, dest)
-            shutil.rmtree(old, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                remove_tree(old)
         else:
             os.rename(tmp, dest)
         fsync_dir(dest.parent)

@@ -91,8 +91,13 @@ class RepositoryTree:
             name = d.path[len(prefix) :] if d.path.startswith(prefix) else d.path
             why = bad_name(name)
             key = sort_key(name)
-            if why is None and key == previous:
-                why = "the name appears twice in its directory (a duplicate entry)"
+            if why is None and previous is not None and key <= previous:
+                # the order is checked, not trusted: a duplicate is only adjacent in order
+                why = (
+                    "the name appears twice in its directory (a duplicate entry)"
+                    if key == previous
+                    else "the directory's entries are not in name order"
+                )
             if why is not None:
                 raise CvmfsError(
                     f"{self.repo.fqrn}: {directory}: entry {name!r}: {why}",
