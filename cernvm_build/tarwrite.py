@@ -163,6 +163,8 @@ class TarWriter:
             self.specials += 1
 
     def _copy(self, entry: Entry, open_content: Callable[[Entry], BinaryIO]) -> None:
+        if not entry.size:  # an empty file has nothing to read (a million of them add up)
+            return
         remaining = entry.size
         with open_content(entry) as f:
             while remaining > 0:

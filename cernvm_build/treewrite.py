@@ -103,6 +103,7 @@ class TreeWriter:
         self.devices = devices
         self.is_root = os.geteuid() == 0
         self.owners = self.is_root if owners is None else owners
+        self._me = (os.geteuid(), os.getegid())
         self.mtime = mtime
         self.report = report if report is not None else TreeReport()
         self._lock = threading.Lock()  # report updates from PendingFile.finish in worker threads
@@ -111,6 +112,8 @@ class TreeWriter:
         except OSError as e:
             raise self._fail("", f"cannot open the destination {root}: {e.strerror}") from e
         st = os.fstat(fd)
+        if st.st_mode & stat.S_ISGID:  # nodes made below inherit the root's group: chown them all
+            self._me = (-1, -1)
         self._stack = [_Dir("", fd, (st.st_dev, st.st_ino), None)]
         self._first_held = 1  # stack levels below this index (except the root) hold no descriptor
         self._links: dict[object, tuple[str, tuple[int, int]]] = {}
@@ -278,7 +281,8 @@ class TreeWriter:
     def _meta_fd(self, fd: int, entry: Entry) -> None:
         """Owner, xattrs, mode, times through the node's descriptor (in that order: chown clears the
         setuid bits and file capabilities, so it goes first)."""
-        if self.owners:
+        # new nodes are already ours (directories get their setgid bit only once finished)
+        if self.owners and (entry.uid, entry.gid) != self._me:
             try:
                 os.fchown(fd, entry.uid, entry.gid)
             except OSError as e:

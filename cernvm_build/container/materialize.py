@@ -72,12 +72,13 @@ def materialize(
                 continue
             h = hashlib.sha256()
             try:
-                with source.open(entry) as src:
-                    while block := src.read(_COPY):
-                        pending.write(block)
-                        h.update(block)
-                        if progress is not None:
-                            progress(len(block))
+                if entry.size:  # an empty file has nothing to read (a million of them add up)
+                    with source.open(entry) as src:
+                        while block := src.read(_COPY):
+                            pending.write(block)
+                            h.update(block)
+                            if progress is not None:
+                                progress(len(block))
             except BaseException:
                 pending.discard()
                 raise

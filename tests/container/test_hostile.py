@@ -123,7 +123,7 @@ def test_big_repository_builds_in_bounded_memory(
     name: str, consumer: str, base: hostile.Repo, hub: tuple[Path, Path], tmp_path: Path
 ) -> None:
     repo = hostile.build_case(name, tmp_path / "repo", base)
-    res, out = build_in(repo, tmp_path / "run", consumers(hub)[consumer], timeout=600)
+    res, out = build_in(repo, tmp_path / "run", consumers(hub)[consumer], timeout=1200)
     assert res.returncode == 0, res.stderr[-3000:]
     if consumer == "apptainer":
         sandbox = out / "hostile.sandbox"
