@@ -6,7 +6,7 @@ What a replica promises its readers, and how:
   only a matching one is renamed under its name. Catalogs, the history and the certificate go
   through the reader's object store, whose cache is the replica itself (same layout, same check).
 - *Never half*: the signed files are written last, after every object their revisions name is on
-  disk (and synced): a reader of the replica sees the old revision or the new one, never a manifest
+  disk (and fsynced): a reader of the replica sees the old revision or the new one, never a manifest
   that names a missing object. While it runs, ``.cvmfs_is_snapshotting`` says so (as on a real
   Stratum-1); ``.cvmfs_last_snapshot`` records when the last one finished.
 - *Incremental and resumable*: an object already on disk is complete (it only ever appears by
@@ -104,7 +104,9 @@ def fetch_verified(
     def consume(blocks: Iterator[bytes]) -> int:
         hasher = new_hasher(algorithm)
         got = 0
-        with atomic_file(dest, durable=False) as f:  # durable: one sync before the manifest
+        # durable: each object is on disk before the manifest names it (fsyncs in the pool, only of
+        # our files; a system-wide sync would wait for every other writer of the machine)
+        with atomic_file(dest, durable=True) as f:
             for block in blocks:
                 hasher.update(block)
                 f.write(block)
@@ -342,8 +344,7 @@ def _replicate(
     result.bytes_fetched = transfers.bytes + store.stats["fetched_bytes"]
     reporter.progress("objects", result.objects_fetched + result.objects_skipped, None)
 
-    # Everything the new manifest names is on disk: make it durable, then publish.
-    os.sync()
+    # Everything the new manifest names is on disk (fsynced as it was written): publish.
     if m.reflog_hash:
         reflog = parse_hash(m.reflog_hash)
         try:

@@ -1,0 +1,122 @@
+"""Stratum-1 replication benchmark (issue 20): ``cvmfs replicate`` of a published tree into an empty
+directory vs the limit: plain HTTP GET of the same stored objects (kept-alive connections, the same
+number of threads, bytes dropped: no hashing, no writes). Aim: >= 70 % of the GET throughput.
+Then an incremental replicate after about 1 % of the files changed (objects fetched, time).
+
+The tree is ``bench.cvmfs_read``'s synthetic one (2,000 files / 60 MB quick, 20,000 / 500 MB full),
+published by the toolkit and served by ``cvmfs.serve`` in its own process.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import http.client
+import random
+import shutil
+import sys
+import tempfile
+import threading
+import urllib.parse
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
+
+from bench.common import Result, print_table, timer
+from bench.cvmfs_read import FQRN, _server_process, make_tree
+
+JOBS = 8
+_conns = threading.local()
+
+
+def _get(url: str) -> int:
+    u = urllib.parse.urlsplit(url)
+    conn = getattr(_conns, "c", None)
+    if conn is None:
+        conn = _conns.c = http.client.HTTPConnection(u.netloc, timeout=30)
+    conn.request("GET", u.path)
+    resp = conn.getresponse()
+    n = 0
+    while block := resp.read(1 << 20):
+        n += len(block)
+    return n
+
+
+def run(quick: bool = True) -> list[Result]:
+    from cernvm_build.cvmfs.keys import generate_keys
+    from cernvm_build.cvmfs.publish import create_repository, publish_tree
+    from cernvm_build.cvmfs.replicate import replicate
+
+    n_files, total_mb = (2000, 60) if quick else (20000, 500)
+    work = Path(tempfile.mkdtemp(prefix="bench-replicate-"))
+    try:
+        tree = work / "tree"
+        make_tree(tree, n_files, total_mb)
+        keys = generate_keys(FQRN)
+        keys.save(work / "keys")
+        pub = work / "keys" / f"{FQRN}.pub"
+        stratum = work / "srv" / FQRN
+        create_repository(stratum, FQRN, keys)
+        publish_tree(stratum, FQRN, keys, tree)
+        objects = sorted(str(p.relative_to(stratum)) for p in stratum.glob("data/??/*"))
+        stored = sum((stratum / o).stat().st_size for o in objects)
+        with _server_process(work / "srv") as base:
+            url = f"{base}/cvmfs/{FQRN}"
+            with timer() as t_get, cf.ThreadPoolExecutor(JOBS) as pool:
+                got = sum(pool.map(_get, [f"{url}/{o}" for o in objects]))
+            assert got == stored
+            with timer() as t_rep:
+                first = replicate(url, work / "replica", public_keys=[pub], jobs=JOBS)
+            # about 1 % of the files change, then an incremental replicate
+            rng = random.Random(5)
+            files = sorted(p for p in tree.rglob("*.dat"))
+            changed = rng.sample(files, max(1, len(files) // 100))
+            for p in changed:
+                p.write_bytes(p.read_bytes() + b"changed\n")
+            publish_tree(stratum, FQRN, keys, tree)
+            with timer() as t_inc:
+                second = replicate(url, work / "replica", public_keys=[pub], jobs=JOBS)
+        get_mbs = stored / 1e6 / t_get["s"]
+        rep_mbs = first.bytes_fetched / 1e6 / t_rep["s"]
+        return [
+            Result(
+                "cvmfs.replicate",
+                "full replica throughput",
+                rep_mbs,
+                "MB/s",
+                reference=f"plain HTTP GET, {JOBS} threads",
+                reference_value=get_mbs,
+                aim=">= 70 % of GET",
+                ok=rep_mbs >= 0.7 * get_mbs,
+                extra={
+                    "files": n_files,
+                    "objects": first.objects_fetched,
+                    "stored_MB": round(stored / 1e6, 1),
+                    "replicate_s": round(t_rep["s"], 2),
+                    "get_s": round(t_get["s"], 2),
+                },
+            ),
+            Result(
+                "cvmfs.replicate",
+                "incremental (1 % changed)",
+                t_inc["s"],
+                "s",
+                reference="full replicate",
+                reference_value=t_rep["s"],
+                extra={
+                    "changed_files": len(changed),
+                    "objects_fetched": second.objects_fetched,
+                    "objects_skipped": second.objects_skipped,
+                    "bytes_fetched": second.bytes_fetched,
+                },
+            ),
+        ]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    rows = run(quick="--full" not in sys.argv)
+    print_table(rows)
+    for r in rows:
+        print(r.metric, r.extra)
