@@ -251,15 +251,21 @@ def replicate(
         for i in range(256):
             (dest / "data" / f"{i:02x}").mkdir(parents=True, exist_ok=True)
         atomic_write(dest / SNAPSHOTTING_FILE, _now(), durable=False)
-        fetcher = make_fetcher(source, repo=name, proxy=proxy, timeout=timeout, retries=retries)
-        store = ObjectStore(fetcher, _ReplicaCache(dest, repo=name), repo=name)
-        repo = open_on_store(name, fetcher, store, public_keys)
         try:
-            result = _replicate(repo, fetcher, store, dest, name, previous, jobs, reporter)
+            fetcher = make_fetcher(source, repo=name, proxy=proxy, timeout=timeout, retries=retries)
+            store = ObjectStore(fetcher, _ReplicaCache(dest, repo=name), repo=name)
+            try:
+                repo = open_on_store(name, fetcher, store, public_keys)
+            except BaseException:
+                store.close()
+                raise
+            try:
+                return _replicate(repo, fetcher, store, dest, name, previous, jobs, reporter)
+            finally:
+                repo.close()
         finally:
-            repo.close()
-        (dest / SNAPSHOTTING_FILE).unlink(missing_ok=True)
-    return result
+            # "in progress" only while it is: a failed run leaves the old revision, not a marker
+            (dest / SNAPSHOTTING_FILE).unlink(missing_ok=True)
 
 
 def _replicate(

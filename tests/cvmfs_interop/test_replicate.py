@@ -185,4 +185,4 @@ def test_tampered_source_object_is_refused_and_nothing_is_published(
     assert new[0].split("/")[-1][:8] in err  # the object is named
     assert (dest / ".cvmfspublished").read_bytes() == published  # the old revision stays published
     assert not (dest / new[0]).exists()
-    assert not list(dest.glob("data/??/.*.tmp"))
+    assert not list(dest.glob("data/??/.*.tmp")) and not (dest / ".cvmfs_is_snapshotting").exists()
