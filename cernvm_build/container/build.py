@@ -139,7 +139,7 @@ def build(req: BuildRequest, progress: Progress | None = None) -> BuildResult:
                     _dir_artifact(oci_dir, "oci", parts.manifest_digest, reference=spec.reference)
                 )
                 oci_tar = out / f"{req.basename}.oci.tar"
-                write_oci_tar(oci_tar, oci_dir, mtime=spec.created)
+                write_oci_tar(oci_tar, oci_dir, parts, mtime=spec.created)
                 res.artifacts.append(Artifact.of(oci_tar, "oci-archive", reference=spec.reference))
             if "docker-archive" in formats:
                 dtar = out / f"{req.basename}.docker.tar"

@@ -21,7 +21,7 @@ from ..cvmfs.repository import SnapshotSpec
 from ..errors import UsageError
 from ..profile import Profile
 from .build import BuildRequest, BuildResult, build, check_formats, content_size
-from .image import ImageSpec
+from .image import LABEL_TAG, ImageSpec
 from .origin import default_cmd, image_spec, oci_arch, open_origin, provenance
 
 
@@ -87,6 +87,7 @@ def build_profile(
     sources: Sequence[str] | None = None,
     keys: Sequence[Path] | None = None,
     snapshot: SnapshotSpec | None = None,
+    snapshot_tag: str | None = None,
     path: str | None = None,
     reference: str | None = None,
     keep_mtimes: bool = False,
@@ -96,7 +97,9 @@ def build_profile(
 ) -> ProfileBuild:
     """Build ``formats`` (default: the profile's) of ``prof``'s container into ``out_dir``.
 
-    ``ctx.epoch`` is the image's ``created`` time (and the files' mtimes unless ``keep_mtimes``);
+    The image is tagged with the snapshot's tag (``snapshot_tag`` names it when the snapshot is
+    opened by root hash), else ``r<revision>``, and ``latest``; its ``created`` time (and the files'
+    mtimes unless ``keep_mtimes``) is the revision's timestamp (``ctx.epoch`` if it has none);
     ``ctx.reporter`` hears a step once the snapshot is open and the content bytes as progress.
     ``devices`` creates device nodes in the sandbox (as root; layers always carry them).
     """
@@ -114,12 +117,14 @@ def build_profile(
         repo = origin.repo
         ctx.reporter.step(f"reading {origin.tree.description} (revision {repo.revision})")
         labels = provenance(origin)
+        cvmfs_tag = repo.tag or snapshot_tag
+        labels[LABEL_TAG] = cvmfs_tag or ""
         spec = image_spec(
             profile_name=prof.name,
             description=prof.description,
-            version=image_tag(repo.tag) if repo.tag else f"r{repo.revision}",
+            version=image_tag(cvmfs_tag) if cvmfs_tag else f"r{repo.revision}",
             reference=reference,
-            created=ctx.epoch,
+            created=repo.timestamp or ctx.epoch,
             entrypoint=prof.container.entrypoint,
             cmd=prof.container.cmd if prof.container.cmd is not None else default_cmd(repo, origin.tree.base),
             env=prof.container.env,

@@ -129,7 +129,14 @@ def manifest_json(spec: ImageSpec, config: bytes, layers: Sequence[tuple[str, in
     return canonical(doc)
 
 
-def index_json(spec: ImageSpec, manifest: bytes) -> bytes:
+def tags_of(spec: ImageSpec) -> list[str]:
+    """The image's tag, then ``latest`` (what ``umoci unpack --image x.oci:latest`` and a bare
+    ``podman run NAME`` look for)."""
+    return list(dict.fromkeys([spec.tag, "latest"]))
+
+
+def index_json(spec: ImageSpec, manifest: bytes, *, tags: Sequence[str] | None = None) -> bytes:
+    """The layout's index: the one manifest, once under each of ``tags`` (default ``tags_of(spec)``)."""
     doc = {
         "schemaVersion": 2,
         "mediaType": MT_INDEX,
@@ -139,10 +146,11 @@ def index_json(spec: ImageSpec, manifest: bytes) -> bytes:
                 "digest": digest_of(manifest),
                 "size": len(manifest),
                 "annotations": {
-                    "org.opencontainers.image.ref.name": spec.tag,
-                    "io.containerd.image.name": spec.reference,
+                    "org.opencontainers.image.ref.name": tag,
+                    "io.containerd.image.name": f"{spec.name}:{tag}",
                 },
             }
+            for tag in (tags_of(spec) if tags is None else tags)
         ],
     }
     return canonical(doc)

@@ -22,6 +22,7 @@ from .image import (
     hex_of,
     index_json,
     manifest_json,
+    tags_of,
 )
 from .layer import LayerResult
 
@@ -87,10 +88,14 @@ def write_oci_dir(dest: Path, parts: ImageParts) -> None:
         populate_oci(tmp, parts)
 
 
-def write_oci_tar(dest: Path, oci_dir: Path, *, mtime: int) -> None:
-    """An ``oci-archive``: the layout directory as a deterministic tar."""
+def write_oci_tar(dest: Path, oci_dir: Path, parts: ImageParts, *, mtime: int) -> None:
+    """An ``oci-archive``: the layout directory as a deterministic tar, its index naming the image
+    once, by its own tag (skopeo and podman refuse ``oci-archive:PATH`` when the index has more than
+    one entry; ``latest`` is for the layout directory, where umoci looks for it)."""
+    index = Member("index.json", data=index_json(parts.spec, parts.manifest, tags=[parts.spec.tag]))
+    members = [index if m.name == "index.json" else m for m in directory_members(oci_dir)]
     with atomic_file(dest) as f:
-        write_members(f, directory_members(oci_dir), mtime=mtime)
+        write_members(f, members, mtime=mtime)
 
 
 def docker_layer_id(parts: ImageParts) -> str:
@@ -104,7 +109,9 @@ def write_docker_archive(dest: Path, parts: ImageParts, *, mtime: int) -> None:
     spec = parts.spec
     layer_id = docker_layer_id(parts)
     config_name = hex_of(parts.config_digest) + ".json"
-    manifest = [{"Config": config_name, "RepoTags": [spec.reference], "Layers": [f"{layer_id}/layer.tar"]}]
+    tags = tags_of(spec)
+    repo_tags = [f"{spec.name}:{t}" for t in tags]
+    manifest = [{"Config": config_name, "RepoTags": repo_tags, "Layers": [f"{layer_id}/layer.tar"]}]
     layer_json = {
         "id": layer_id,
         "created": spec.created_iso,
@@ -119,7 +126,7 @@ def write_docker_archive(dest: Path, parts: ImageParts, *, mtime: int) -> None:
         Member(f"{layer_id}/layer.tar", path=parts.layer_raw),
         Member(config_name, data=parts.config),
         Member("manifest.json", data=canonical(manifest)),
-        Member("repositories", data=canonical({spec.name: {spec.tag: layer_id}})),
+        Member("repositories", data=canonical({spec.name: dict.fromkeys(tags, layer_id)})),
     ]
     with atomic_file(dest) as f:
         write_members(f, members, mtime=mtime)

@@ -82,6 +82,8 @@ def provenance(origin: Origin) -> dict[str, str]:
         LABEL_TAG: repo.tag or "",
         LABEL_ROOT_HASH: repo.root_hash,
         LABEL_REVISION: str(repo.revision),
+        # the OCI name for "the source's revision": the root catalog hash pins the tree exactly
+        "org.opencontainers.image.revision": repo.root_hash,
     }
     if origin.server:
         labels[LABEL_SERVER] = origin.server

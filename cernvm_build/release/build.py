@@ -142,6 +142,7 @@ def build_profile_part(
         out_dir=containers_dir,
         formats=list(opts.container_formats) if opts.container_formats else None,
         snapshot=SnapshotSpec(root_hash=snap.root_hash),
+        snapshot_tag=snap.tag,
         ctx=ctx.replace(reporter=scoped(say, "container")),
     )
     rows += _artifact_rows(made.result.artifacts, part_root, profile.name, "container")

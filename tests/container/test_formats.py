@@ -80,7 +80,7 @@ def test_skopeo_reads_layout_archive_and_docker_archive(built: tuple[Path, Path]
     config = json.loads(tool("skopeo", "inspect", "--config", f"docker-archive:{out / 'slc4.docker.tar'}"))
     assert config["config"]["Entrypoint"] == ["/bin/sh", "-c"]
     manifest = json.loads(tool("tar", "-xOf", out / "slc4.docker.tar", "manifest.json"))
-    assert manifest[0]["RepoTags"] == [SPEC.reference]
+    assert manifest[0]["RepoTags"] == [SPEC.reference, f"{SPEC.name}:latest"]
 
 
 @pytest.mark.integration

@@ -3,6 +3,7 @@ xattrs, fifos, device nodes and sockets (which a layer cannot carry), and kept m
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import socket
@@ -14,6 +15,7 @@ import pytest
 from cernvm_build.cli.main import main
 from cernvm_build.cvmfs.keys import generate_keys
 from cernvm_build.cvmfs.publish import create_repository, publish_tree
+from cernvm_build.cvmfs.repository import open_repository
 from cernvm_build.tree import SOCKET_REASON
 from cernvm_build.treewrite import DEVICES_REASON
 
@@ -130,20 +132,26 @@ def test_keep_mtimes_keeps_the_repository_s_and_verify_checks_them(
     assert [(d["path"], d["what"]) for d in report["differences"]] == [("data.txt", "mtime")]
 
 
-def test_fixed_mtimes_come_from_source_date_epoch(
+def test_created_and_fixed_mtimes_are_the_revisions_time(
     repo: tuple[Path, Path],
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """The image is the snapshot: dated when that revision was published, whatever the build's
+    SOURCE_DATE_EPOCH (the same snapshot gives the same image on any day)."""
+    base, _ = repo
+    with open_repository(base / "stratum", fqrn=FQRN, public_keys=[base / "keys" / f"{FQRN}.pub"]) as r:
+        published = r.timestamp
+    iso = dt.datetime.fromtimestamp(published, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1234567890")
     build(repo, tmp_path / "out", capsys)
-    assert int(os.stat(tmp_path / "out" / "cases.sandbox" / "data.txt").st_mtime) == 1234567890
+    assert int(os.stat(tmp_path / "out" / "cases.sandbox" / "data.txt").st_mtime) == published
     oci = tmp_path / "out" / "cases.oci"
     blob = oci / "blobs" / "sha256"
     manifest = json.loads(
         (blob / json.loads((oci / "index.json").read_text())["manifests"][0]["digest"][7:]).read_text()
     )
     config = json.loads((blob / manifest["config"]["digest"][7:]).read_text())
-    assert config["created"] == "2009-02-13T23:31:30Z"
-    assert config["config"]["Labels"]["org.opencontainers.image.created"] == "2009-02-13T23:31:30Z"
+    assert config["created"] == iso
+    assert config["config"]["Labels"]["org.opencontainers.image.created"] == iso

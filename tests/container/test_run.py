@@ -4,6 +4,8 @@ exit code are the tree's (see ``podman.py`` for the configuration that works on 
 from __future__ import annotations
 
 import json
+import subprocess
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,3 +104,57 @@ def test_profile_entrypoint_and_cmd_are_the_images(demo: Demo, tmp_path: Path) -
     assert made.spec.entrypoint == ("/bin/echo",)
     runscript = (tmp_path / "out" / "p.sandbox" / ".singularity.d" / "runscript").read_text()
     assert "exec /bin/echo hello" in runscript
+
+
+def test_identity_is_the_snapshots_tag_and_time(demo: Demo, tmp_path: Path) -> None:
+    from cernvm_build.cvmfs.repository import open_repository
+
+    with open_repository(demo.repo.stratum, fqrn=demo.repo.fqrn, public_keys=[demo.repo.public_key]) as r:
+        published = r.timestamp
+    assert published > 86400 * 365 * 50  # a real date, not 1970
+    oci = demo.out / "demo.oci"
+    index = json.loads((oci / "index.json").read_text())
+    names = [m["annotations"]["org.opencontainers.image.ref.name"] for m in index["manifests"]]
+    assert names == ["demo-1", "latest"]
+    assert demo.made.spec.reference == "localhost/cernvm/demo:demo-1"
+    cfg = config_of(oci)
+    assert cfg["created"] == demo.made.spec.created_iso and demo.made.spec.created == published
+    labels = cfg["config"]["Labels"]  # type: ignore[index]
+    assert labels["cvmfs.tag"] == "demo-1"
+    assert labels["org.opencontainers.image.revision"] == demo.repo.root_hash
+    # the consumers find it by either name
+    for tag in ("demo-1", "latest"):
+        subprocess.run(["umoci", "unpack", "--image", f"{oci}:{tag}", str(tmp_path / tag)], check=True,
+                       capture_output=True)  # fmt: skip
+        assert (tmp_path / tag / "rootfs" / "etc" / "os-release").read_text().startswith('NAME="CernVM demo')
+    with tarfile.open(demo.out / "demo.docker.tar") as t:
+        f = t.extractfile("manifest.json")
+        assert f is not None
+        assert json.loads(f.read())[0]["RepoTags"] == [
+            "localhost/cernvm/demo:demo-1",
+            "localhost/cernvm/demo:latest",
+        ]
+
+
+def test_a_snapshot_opened_by_root_hash_keeps_the_tag_it_was_found_by(demo: Demo, tmp_path: Path) -> None:
+    made = build_profile(
+        profile.load("demo"),
+        out_dir=tmp_path,
+        formats=["oci"],
+        sources=[str(demo.repo.stratum)],
+        keys=[demo.repo.public_key],
+        snapshot=SnapshotSpec(root_hash=demo.repo.root_hash),
+        snapshot_tag="demo-1",  # what a release's index and notes call it
+        ctx=BuildContext(epoch=0),
+    )
+    assert made.spec.tag == "demo-1" and made.spec.labels["cvmfs.tag"] == "demo-1"
+    untagged = build_profile(
+        profile.load("demo"),
+        out_dir=tmp_path / "r",
+        formats=["oci"],
+        sources=[str(demo.repo.stratum)],
+        keys=[demo.repo.public_key],
+        snapshot=SnapshotSpec(root_hash=demo.repo.root_hash),
+        ctx=BuildContext(epoch=0),
+    )
+    assert untagged.spec.tag == f"r{demo.repo.revision}"

@@ -5,6 +5,7 @@ byte, and a rebuild that is byte-identical."""
 from __future__ import annotations
 
 import json
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -83,6 +84,11 @@ def test_release_is_complete_and_signed(env: dict[str, object]) -> None:
     notes = (directory / "RELEASE-NOTES.md").read_text()
     row = next(line for line in notes.splitlines() if line.startswith("| demo-rel |"))
     assert "| demo.cernvm.test | / | trunk |" in row
+    # the container carries the same name as the notes: tagged and labelled with the snapshot's tag
+    oci = next(a for a in release.artifacts if a.name == "demo-rel.oci.tar")  # type: ignore[attr-defined]
+    with tarfile.open(directory / oci.path) as t:
+        index = json.load(t.extractfile("index.json"))  # type: ignore[arg-type]
+    assert index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"] == "trunk"
     report = verify(directory / "index.json", public_keys=[Path(str(env["public"]))])
     assert report.ok, report.findings
     assert report.signer == release.signer  # type: ignore[attr-defined]
