@@ -17,7 +17,7 @@ listed, so nobody finds them by surprise.
 from __future__ import annotations
 
 import stat
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Protocol
 
@@ -54,6 +54,23 @@ def kind_of_mode(mode: int) -> str:
 
 def sort_key(name: str) -> bytes:
     return name.encode("utf-8", "surrogateescape")
+
+
+def depth_first(top: Iterator[Entry], children: Callable[[Entry], Iterator[Entry]]) -> Iterator[Entry]:
+    """Entries in the contract's order: each directory's entry, then its subtree (``children``).
+
+    An explicit stack of directory iterators, not recursion: a 1,500-deep tree must not hit Python's
+    recursion limit, and a wide directory is never a list.
+    """
+    stack = [top]
+    while stack:
+        entry = next(stack[-1], None)
+        if entry is None:
+            stack.pop()
+            continue
+        yield entry
+        if entry.kind == DIR:
+            stack.append(children(entry))
 
 
 @dataclass(frozen=True)

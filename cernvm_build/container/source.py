@@ -29,6 +29,7 @@ from ..tree import (
     SYMLINK,
     Entry,
     TreeSource,
+    depth_first,
     kind_of_mode,
     sort_key,
 )
@@ -70,16 +71,9 @@ class LocalTree:
         self.description = str(root)
 
     def entries(self) -> Iterator[Entry]:
-        # an explicit stack, not recursion: a deep tree must not hit Python's recursion limit
-        stack: list[Iterator[Entry]] = [self._children(self.root, "")]
-        while stack:
-            entry = next(stack[-1], None)
-            if entry is None:
-                stack.pop()
-                continue
-            yield entry
-            if entry.kind == DIR:
-                stack.append(self._children(self.root / entry.path, entry.path + "/"))
+        return depth_first(
+            self._children(self.root, ""), lambda d: self._children(self.root / d.path, d.path + "/")
+        )
 
     def _children(self, directory: Path, prefix: str) -> Iterator[Entry]:
         try:

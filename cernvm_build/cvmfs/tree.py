@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, BinaryIO
 
 from ..errors import CvmfsError
-from ..tree import BLOCK, CHAR, DIR, FILE, SYMLINK, Entry, bad_name, kind_of_mode, sort_key
+from ..tree import BLOCK, CHAR, FILE, SYMLINK, Entry, bad_name, depth_first, kind_of_mode, sort_key
 from .catalog import FLAG_HIDDEN, DirEntry
 
 if TYPE_CHECKING:
@@ -67,16 +67,11 @@ class RepositoryTree:
     def entries(self) -> Iterator[Entry]:
         if self.with_root:
             yield entry_of(self.top, "")
-        stack = [self._children(self.base)]
-        while stack:
-            entry = next(stack[-1], None)
-            if entry is None:
-                stack.pop()
-                continue
-            yield entry
-            if entry.kind == DIR:
-                assert isinstance(entry.ref, DirEntry)
-                stack.append(self._children(entry.ref.path))
+        yield from depth_first(self._children(self.base), self._subtree)
+
+    def _subtree(self, entry: Entry) -> Iterator[Entry]:
+        assert isinstance(entry.ref, DirEntry)
+        return self._children(entry.ref.path)
 
     def _children(self, directory: str) -> Iterator[Entry]:
         """The entries of ``directory``, sorted; a name that cannot be one path component, or that
