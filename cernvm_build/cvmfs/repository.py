@@ -1,59 +1,36 @@
-"""The Repository: a verified, pinned view of one CernVM-FS repository revision.
+"""Opening a repository: the signature chain and the snapshot, then a ``Repository`` on that root.
 
 ``open_repository`` fetches the manifest and whitelist, verifies the whole chain (whitelist signed by a
 master key, not expired, for this repository, listing the certificate's fingerprint; manifest signed by
-that certificate), picks the snapshot (trunk, a tag, a date or a root hash) and then reads catalogs and
-file contents on demand through the object store (every object hash-checked, every size checked).
+that certificate), picks the snapshot (trunk, a tag, a date or a root hash) and hands the chosen root
+catalog to ``revision.Repository`` (the read API, re-exported here with ``VerifyReport``), which reads
+catalogs and file contents on demand through the object store.
 
 Hostile input (issue 12) is bounded before it is trusted: the manifest, whitelist and certificate are
-size-capped while they stream, the certificate is neither inflated past its cap nor cached before the
-signature chain verifies; and after: catalogs stop inflating at their declared size, nested catalog
-references must lie strictly below their catalog and nest at most ``limits.MAX_NESTING`` deep, and
-every row is checked as it streams (``catalog.py``). Walking is iterative and streams each
-directory, so neither depth nor width costs memory in proportion.
+size-capped while they stream, and the certificate is neither inflated past its cap nor cached before
+the signature chain verifies. What is bounded after (catalogs, nesting, rows) is ``revision.py``'s.
 """
 
 from __future__ import annotations
 
-import bisect
 import datetime as dt
-import io
-import os
-import threading
 import zlib
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 from ..errors import CvmfsError, IntegrityError
 from . import manifest as manifest_mod
 from . import rsa
 from . import whitelist as whitelist_mod
 from .cache import ObjectCache
-from .catalog import Catalog, Chunk, DirEntry, NestedRef, Problem
+from .catalog import Chunk, DirEntry
 from .fetch import Fetcher, NotFound, Unreachable, make_fetcher
 from .history import History, Tag, parse_date
-from .limits import (
-    MAX_CATALOG_BYTES,
-    MAX_CERTIFICATE_BYTES,
-    MAX_HISTORY_BYTES,
-    MAX_MANIFEST_BYTES,
-    MAX_NESTING,
-    MAX_WHITELIST_BYTES,
-    human,
-)
+from .limits import MAX_CERTIFICATE_BYTES, MAX_HISTORY_BYTES, MAX_MANIFEST_BYTES, MAX_WHITELIST_BYTES, human
 from .manifest import Manifest
-from .objects import (
-    SUFFIX_CATALOG,
-    SUFFIX_CERTIFICATE,
-    SUFFIX_FILE,
-    SUFFIX_HISTORY,
-    SUFFIX_PARTIAL,
-    InflateLimit,
-    decompress,
-    parse_hash,
-)
+from .objects import SUFFIX_CERTIFICATE, SUFFIX_HISTORY, InflateLimit, decompress, parse_hash
+from .revision import Repository, VerifyReport
 from .store import ObjectStore
 from .whitelist import Whitelist
 
@@ -88,40 +65,6 @@ class SnapshotSpec:
     @property
     def is_trunk(self) -> bool:
         return self.tag is None and self.date is None and self.root_hash is None
-
-
-#: problems a VerifyReport keeps (all are counted, and each is passed to ``on_problem`` as found)
-MAX_REPORTED = 10_000
-#: object names ``verify`` remembers to check each only once (then it starts afresh: bounded memory)
-MAX_SEEN = 200_000
-
-
-@dataclass
-class VerifyReport:
-    catalogs: int = 0
-    entries: int = 0
-    files: int = 0
-    objects: int = 0
-    bytes: int = 0
-    errors: list[str] = field(default_factory=list)  # the first MAX_REPORTED problems
-    problems: int = 0  # all of them
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    def add(self, message: str) -> None:
-        self.problems += 1
-        if len(self.errors) < MAX_REPORTED:
-            self.errors.append(message)
-
-
-def _norm(path: str) -> str:
-    """Repository path form: "/" for the root, "/a/b" otherwise (no trailing slash, no dots)."""
-    parts = [p for p in path.split("/") if p and p != "."]
-    if ".." in parts:
-        raise CvmfsError(f"path {path!r} may not contain '..'")
-    return "/" + "/".join(parts)
 
 
 def _fqrn_from_source(source: str | Path | Sequence[str]) -> str | None:
@@ -172,393 +115,6 @@ def _load_keys(keys: Sequence[Path | bytes]) -> list[tuple[str, rsa.PublicKey]]:
             raise CvmfsError(f"{k}: public key cannot be read: {e.strerror}", hint="check --key PATH") from e
         out.append((str(k), rsa.load_public_key(data, where=str(k))))
     return out
-
-
-class Repository:
-    """Read-only access to one revision. Thread-safe; call ``close()`` (or use ``with``)."""
-
-    def __init__(
-        self,
-        *,
-        fqrn: str,
-        fetcher: Fetcher,
-        store: ObjectStore,
-        manifest: Manifest | None,
-        whitelist: Whitelist | None,
-        root_hash: str,
-        root_size: int | None,
-        tag: str | None,
-        offline: bool,
-        history: History | None,
-    ):
-        self.fqrn = fqrn
-        self.fetcher = fetcher
-        self.store = store
-        self.manifest = manifest
-        self.whitelist = whitelist
-        self.root_hash = root_hash
-        self.root_size = root_size
-        self.tag = tag
-        self.offline = offline
-        self._history = history
-        #: the signed files exactly as they verified (``.cvmfspublished``, ``.cvmfswhitelist``): a
-        #: replica publishes these bytes, not ones fetched again later (the source may move on)
-        self.signed_files: dict[str, bytes] = {}
-        self._lock = threading.RLock()
-        self._catalogs: dict[str, Catalog] = {}
-        self._nested: dict[str, dict[str, NestedRef]] = {}
-        self._root = self._load_catalog(root_hash, root_size, "", "root catalog", 0)
-
-    # -- context -----------------------------------------------------------------------------------
-    def __enter__(self) -> Repository:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        with self._lock:
-            for c in self._catalogs.values():
-                c.close()
-            self._catalogs.clear()
-            if self._history is not None:
-                self._history.close()
-                self._history = None
-            self.store.close()
-
-    # -- identity ----------------------------------------------------------------------------------
-    @property
-    def revision(self) -> int:
-        """The revision of the mounted root catalog (not necessarily the manifest's)."""
-        return self._root.revision or (self.manifest.revision if self.manifest else 0)
-
-    @property
-    def timestamp(self) -> int:
-        return int(self._root.properties.get("last_modified", 0) or 0)
-
-    def statistics(self) -> dict[str, int]:
-        """The root catalog's counters (``self_*`` and ``subtree_*``: files, bytes, ... of the revision)."""
-        return self._root.statistics()
-
-    def tags(self) -> list[Tag]:
-        if self._history is None:
-            if self.manifest is None or not self.manifest.history_hash:
-                return []
-            raise CvmfsError(f"{self.fqrn}: history database is not available offline")
-        return self._history.tags()
-
-    # -- catalogs ----------------------------------------------------------------------------------
-    def _load_catalog(self, name: str, size: int | None, prefix: str, what: str, depth: int) -> Catalog:
-        if depth > MAX_NESTING:
-            raise CvmfsError(
-                f"{self.fqrn}: {what} {name}C is nested {depth} deep, more than the {MAX_NESTING} "
-                "any real repository needs",
-                hint="a chain of nested catalogs this deep is damaged or hostile; it is not read",
-            )
-        # A size of 0 means "not recorded" (old schemas): then only the cap bounds the inflation.
-        path = self.store.plain_file(
-            name, SUFFIX_CATALOG, size=size or None, what=what, cap=MAX_CATALOG_BYTES
-        )
-        cat = Catalog(path, name=name, where=self.fqrn, depth=depth)
-        if cat.root_prefix != prefix.rstrip("/"):
-            cat.close()
-            raise IntegrityError(
-                f"{self.fqrn}: {what} {name}C: its root prefix is {cat.root_prefix or '/'!r}, "
-                f"expected {prefix or '/'!r}",
-                hint="the catalog hierarchy is inconsistent; the repository is damaged",
-            )
-        self._catalogs[prefix] = cat
-        return cat
-
-    def _nested_of(self, cat: Catalog) -> dict[str, NestedRef]:
-        refs = self._nested.get(cat.root_prefix)
-        if refs is None:
-            refs = {r.path: r for r in cat.nested()}
-            self._nested[cat.root_prefix] = refs
-        return refs
-
-    def _child(self, cat: Catalog, ref: NestedRef) -> Catalog:
-        child = self._catalogs.get(ref.path)
-        if child is None:
-            child = self._load_catalog(
-                ref.hash, ref.size, ref.path, f"nested catalog {ref.path}", cat.depth + 1
-            )
-        return child
-
-    def _catalog_for(self, path: str) -> Catalog:
-        """The (nested) catalog that holds ``path``, loading catalogs on the way.
-
-        Each step goes to a catalog whose root is strictly below the current one (``Catalog.nested``
-        refuses anything else), so the loop ends within ``MAX_NESTING`` steps.
-        """
-        key = "" if path == "/" else path
-        with self._lock:
-            cat = self._root
-            while True:
-                refs = self._nested_of(cat)
-                if not refs:
-                    return cat
-                ref = None
-                # The reference is a prefix of the path: look its ancestors up, deepest first.
-                end = len(key)
-                while end > len(cat.root_prefix):
-                    ref = refs.get(key[:end])
-                    if ref is not None:
-                        break
-                    end = key.rfind("/", 0, end)
-                if ref is None:
-                    return cat
-                cat = self._child(cat, ref)
-
-    def catalogs(self, on_problem: Problem | None = None) -> Iterator[Catalog]:
-        """Every catalog of this revision, parents before children (loads them all). With
-        ``on_problem`` a catalog that cannot be loaded is reported there and its subtree skipped."""
-        stack = [self._root]
-        while stack:
-            cat = stack.pop()
-            yield cat
-            try:
-                refs = sorted(self._nested_of(cat).values(), key=lambda r: r.path, reverse=True)
-            except CvmfsError as e:
-                if on_problem is None:
-                    raise
-                on_problem(e)
-                continue
-            for ref in refs:
-                try:
-                    with self._lock:
-                        child = self._child(cat, ref)
-                except CvmfsError as e:
-                    if on_problem is None:
-                        raise
-                    on_problem(e)
-                    continue
-                stack.append(child)
-
-    # -- the tree ----------------------------------------------------------------------------------
-    def lookup(self, path: str) -> DirEntry | None:
-        p = _norm(path)
-        return self._catalog_for(p).lookup(p)
-
-    def stat(self, path: str) -> DirEntry:
-        entry = self.lookup(path)
-        if entry is None:
-            raise CvmfsError(f"{self.fqrn}: {_norm(path)}: no such file or directory (ENOENT)")
-        return entry
-
-    def iterdir(self, path: str = "/") -> Iterator[DirEntry]:
-        """The entries of a directory, in name order, streamed (a million of them cost no more
-        memory than ten)."""
-        entry = self.stat(path)
-        if not entry.is_dir:
-            raise CvmfsError(f"{self.fqrn}: {entry.path}: not a directory (ENOTDIR)")
-        return self._children(entry.path)
-
-    def listdir(self, path: str = "/") -> list[DirEntry]:
-        """``iterdir`` as a list, for directories known to be small."""
-        return list(self.iterdir(path))
-
-    def _children(self, path: str, on_problem: Problem | None = None) -> Iterator[DirEntry]:
-        return self._catalog_for(path).children(path, on_problem)
-
-    def readlink(self, path: str) -> str:
-        entry = self.stat(path)
-        if not entry.is_symlink:
-            raise CvmfsError(f"{self.fqrn}: {entry.path}: not a symbolic link (EINVAL)")
-        return entry.symlink
-
-    def walk(self, path: str = "/", on_problem: Problem | None = None) -> Iterator[DirEntry]:
-        """Depth-first, sorted by name, parents before children, crossing nested catalogs.
-
-        Iterative (no recursion limit) and streaming: memory grows with the depth, not the width.
-        With ``on_problem`` a bad entry or a subtree that cannot be read is reported there and
-        skipped; otherwise the first one raises.
-        """
-        top = self.stat(path)
-        yield top
-        if not top.is_dir:
-            return
-        stack: list[Iterator[DirEntry]] = [self._children(top.path, on_problem)]
-        while stack:
-            try:
-                entry = next(stack[-1], None)
-            except CvmfsError as e:
-                if on_problem is None:
-                    raise
-                on_problem(e)
-                entry = None
-            if entry is None:
-                stack.pop()
-                continue
-            yield entry
-            if entry.is_dir:
-                try:
-                    stack.append(self._children(entry.path, on_problem))
-                except CvmfsError as e:
-                    if on_problem is None:
-                        raise
-                    on_problem(e)
-
-    # -- contents ----------------------------------------------------------------------------------
-    def _file(self, path_or_entry: str | DirEntry) -> DirEntry:
-        entry = path_or_entry if isinstance(path_or_entry, DirEntry) else self.stat(path_or_entry)
-        if entry.is_dir:
-            raise CvmfsError(f"{self.fqrn}: {entry.path}: is a directory (EISDIR)")
-        if not entry.is_file:
-            raise CvmfsError(f"{self.fqrn}: {entry.path}: not a regular file")
-        if entry.is_external:
-            raise CvmfsError(
-                f"{self.fqrn}: {entry.path}: external file (stored outside the repository) is not supported"
-            )
-        return entry
-
-    def read(self, path: str | DirEntry, offset: int = 0, size: int = -1) -> bytes:
-        """Up to ``size`` bytes at ``offset`` (``size < 0``: to the end), fetching only what is needed."""
-        entry = self._file(path)
-        if size < 0:
-            size = entry.size
-        end = min(entry.size, offset + size)
-        if offset >= end:
-            return b""
-        if not entry.is_chunked:
-            if entry.content_hash is None:
-                raise IntegrityError(f"{self.fqrn}: {entry.path}: regular file without a content hash")
-            return self.store.read(
-                entry.content_hash,
-                SUFFIX_FILE,
-                size=entry.size,
-                offset=offset,
-                length=end - offset,
-                compressed=entry.compressed,
-                what=f"file {entry.path}",
-            )
-        chunks = entry.chunks
-        starts = [c.offset for c in chunks]
-        i = max(0, bisect.bisect_right(starts, offset) - 1)
-        parts = []
-        pos = offset
-        while pos < end and i < len(chunks):
-            c = chunks[i]
-            if c.offset + c.size <= pos:
-                i += 1
-                continue
-            if c.offset > pos:
-                raise IntegrityError(f"{self.fqrn}: {entry.path}: chunk list has a gap at offset {pos}")
-            lo = pos - c.offset
-            n = min(c.size - lo, end - pos)
-            piece = self.store.read(
-                c.hash,
-                SUFFIX_PARTIAL,
-                size=c.size,
-                offset=lo,
-                length=n,
-                compressed=entry.compressed,
-                what=f"chunk at {c.offset} of {entry.path}",
-            )
-            parts.append(piece)
-            pos += len(piece)
-            i += 1
-        if pos < end:
-            raise IntegrityError(f"{self.fqrn}: {entry.path}: chunks end at {pos}, file size is {entry.size}")
-        return b"".join(parts)
-
-    def open(self, path: str | DirEntry) -> BinaryIO:
-        """A seekable binary file that fetches chunk by chunk as it is read."""
-        entry = self._file(path)
-        return io.BufferedReader(_RawFile(self, entry), buffer_size=1 << 20)  # type: ignore[return-value]
-
-    def read_bytes(self, path: str | DirEntry) -> bytes:
-        return self.read(path, 0, -1)
-
-    # -- verification ------------------------------------------------------------------------------
-    def verify(
-        self,
-        progress: Callable[[DirEntry], None] | None = None,
-        on_problem: Callable[[str], None] | None = None,
-    ) -> VerifyReport:
-        """Check every catalog, every entry and every object of this revision: names, fields,
-        chunk layout, hash and inflated size. Goes on after a problem, so that all of them are
-        reported (each to ``on_problem`` as it is found, and in the report)."""
-        report = VerifyReport()
-        said: set[str] = set()
-
-        def problem(e: CvmfsError | str) -> None:
-            text = str(e)
-            if text in said:  # a broken nested catalog is met by both passes
-                return
-            if len(said) < MAX_REPORTED:
-                said.add(text)
-            report.add(text)
-            if on_problem is not None:
-                on_problem(text)
-
-        for _cat in self.catalogs(problem):
-            report.catalogs += 1
-        seen: set[str] = set()
-        for entry in self.walk("/", problem):
-            report.entries += 1
-            if progress is not None:
-                progress(entry)
-            if not entry.is_file or entry.is_external:
-                continue
-            report.files += 1
-            objs: list[tuple[str, str, int]] = []
-            if entry.is_chunked:  # the layout itself was checked when the entry was read
-                objs.extend((c.hash, SUFFIX_PARTIAL, c.size) for c in entry.chunks)
-            elif entry.content_hash is not None:
-                objs.append((entry.content_hash, SUFFIX_FILE, entry.size))
-            elif entry.size:
-                problem(f"{self.fqrn}: {entry.path}: regular file without a content hash")
-            for name, suffix, size in objs:
-                if name + suffix in seen:
-                    continue
-                if len(seen) >= MAX_SEEN:
-                    seen.clear()
-                seen.add(name + suffix)
-                try:
-                    report.bytes += self.store.check(
-                        name, suffix, size=size, compressed=entry.compressed, what=f"object of {entry.path}"
-                    )
-                    report.objects += 1
-                except CvmfsError as e:
-                    problem(e)
-        return report
-
-
-class _RawFile(io.RawIOBase):
-    def __init__(self, repo: Repository, entry: DirEntry):
-        super().__init__()
-        self._repo = repo
-        self._entry = entry
-        self._pos = 0
-        self.name = entry.path
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self._entry.size}[whence]
-        new = base + offset
-        if new < 0:
-            raise ValueError("negative seek position")
-        self._pos = new
-        return new
-
-    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
-        data = self._repo.read(self._entry, self._pos, len(buffer))
-        n = len(data)
-        buffer[:n] = data
-        self._pos += n
-        return n
-
-
-# -- opening -------------------------------------------------------------------------------------
 
 
 def _verify_chain(
