@@ -11,23 +11,42 @@ directory; ids, mode type bits, mtimes, sizes, symlink targets, hashes and exten
 be in range; a chunk list must start at 0, be contiguous and add up to the file size; nested
 catalog references must lie strictly below the catalog's own root. Directory listings stream from
 SQLite in name order (duplicates are then neighbours), so a million-entry directory costs no more
-memory than a small one.
+memory than a small one. The entry model and the per-field checks live in ``catalog_rows.py``
+(re-exported here); this module holds the ``Catalog`` queries that apply them.
 """
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 import stat
-import struct
 import threading
 import urllib.parse
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ..errors import CvmfsError
+from .catalog_rows import (
+    _TYPES,
+    ENTRY_HINT,
+    FETCH,
+    FLAG_CHUNKED,
+    FLAG_COMPRESSION_NONE,
+    FLAG_EXTERNAL,
+    FLAG_FILE,
+    FLAG_HIDDEN,
+    Chunk,
+    DirEntry,
+    NestedRef,
+    ObjectRef,
+    Problem,
+    _int,
+    _text,
+    check_name,
+    join,
+    md5_pair,
+    parse_xattrs,
+)
 from .limits import (
     MAX_CHUNKS,
     MAX_ID,
@@ -46,199 +65,17 @@ from .objects import (
     parse_hash,
 )
 
-FLAG_DIR = 1
-FLAG_NESTED_MOUNTPOINT = 2
-FLAG_FILE = 4
-FLAG_LINK = 8
-FLAG_SPECIAL = 16
-FLAG_NESTED_ROOT = 32
-FLAG_CHUNKED = 64
-FLAG_EXTERNAL = 128
-FLAG_COMPRESSION_NONE = 1 << 11
-FLAG_BIND_MOUNTPOINT = 0x4000
-FLAG_HIDDEN = 0x8000
-FLAG_DIRECT_IO = 0x10000
-
-#: rows fetched from SQLite at a time while a directory streams
-FETCH = 256
-_TYPES = frozenset(
-    (stat.S_IFDIR, stat.S_IFREG, stat.S_IFLNK, stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO, stat.S_IFSOCK)
-)
-ENTRY_HINT = (
-    "the catalog holds an entry no file system can hold safely (a broken or hostile publisher); "
-    "it is refused, and 'cernvm-build cvmfs verify' lists every such entry"
-)
-
-#: ``on_problem(error)``: a tolerant listing reports a bad row here and goes on without it
-Problem = Callable[[CvmfsError], None]
-
-
-def md5_pair(path: str) -> tuple[int, int]:
-    """The two signed 64-bit halves of md5(path) as stored in ``md5path_1/2`` (root is "")."""
-    key = "" if path == "/" else path
-    a, b = struct.unpack("<qq", hashlib.md5(key.encode("utf-8")).digest())
-    return a, b
-
-
-def path_inode(path: str) -> int:
-    """A stable inode number for ``path`` (root is 1)."""
-    if path in ("", "/"):
-        return 1
-    return (int.from_bytes(hashlib.md5(path.encode("utf-8")).digest()[:8], "little") >> 2) | 2
-
-
-def hardlink_inode(catalog_prefix: str, group: int) -> int:
-    """Hard links of one group share this inode (groups are numbered per catalog)."""
-    digest = hashlib.md5(f"{catalog_prefix}\0{group}".encode()).digest()
-    return (int.from_bytes(digest[:8], "little") >> 2) | 3
-
-
-def parse_xattrs(blob: bytes | None, where: str) -> dict[str, bytes]:
-    """``uint8 version=1, uint8 count, then count x (uint8 klen, uint8 vlen, key, value)``."""
-    if not blob:
-        return {}
-    if not isinstance(blob, bytes):
-        raise CvmfsError(f"{where}: extended attribute block is not a blob")
-    if blob[0] != 1 or len(blob) < 2:
-        raise CvmfsError(f"{where}: unsupported extended attribute block (version {blob[0]})")
-    out: dict[str, bytes] = {}
-    pos = 2
-    for _ in range(blob[1]):
-        if pos + 2 > len(blob):
-            raise CvmfsError(f"{where}: truncated extended attribute block")
-        klen, vlen = blob[pos], blob[pos + 1]
-        pos += 2
-        key = blob[pos : pos + klen].decode("utf-8", errors="surrogateescape")
-        if not key or "\0" in key:
-            raise CvmfsError(f"{where}: extended attribute name {key!r} is empty or holds NUL")
-        out[key] = bytes(blob[pos + klen : pos + klen + vlen])
-        pos += klen + vlen
-    if pos > len(blob):
-        raise CvmfsError(f"{where}: truncated extended attribute block")
-    return out
-
-
-@dataclass(frozen=True)
-class Chunk:
-    offset: int
-    size: int  # uncompressed
-    hash: str  # hex + algorithm id; the object has suffix "P"
-
-
-@dataclass(frozen=True)
-class DirEntry:
-    path: str  # "/a/b"; the root is "/"
-    name: str
-    mode: int  # full st_mode
-    size: int
-    mtime: int
-    mtime_ns: int
-    uid: int
-    gid: int
-    symlink: str
-    hardlink_group: int
-    linkcount: int
-    flags: int
-    content_hash: str | None = None  # hex + algorithm id
-    chunks: tuple[Chunk, ...] = ()
-    xattrs: dict[str, bytes] = field(default_factory=dict, hash=False)
-    catalog_prefix: str = ""  # root_prefix of the catalog holding this entry ("" = root catalog)
-
-    @property
-    def is_dir(self) -> bool:
-        return stat.S_ISDIR(self.mode)
-
-    @property
-    def is_file(self) -> bool:
-        return stat.S_ISREG(self.mode)
-
-    @property
-    def is_symlink(self) -> bool:
-        return stat.S_ISLNK(self.mode)
-
-    @property
-    def is_special(self) -> bool:
-        return not (self.is_dir or self.is_file or self.is_symlink)
-
-    @property
-    def is_chunked(self) -> bool:
-        return bool(self.flags & FLAG_CHUNKED) and bool(self.chunks)
-
-    @property
-    def is_external(self) -> bool:
-        return bool(self.flags & FLAG_EXTERNAL)
-
-    @property
-    def compressed(self) -> bool:
-        return not self.flags & FLAG_COMPRESSION_NONE
-
-    @property
-    def is_nested_mountpoint(self) -> bool:
-        return bool(self.flags & FLAG_NESTED_MOUNTPOINT)
-
-    @property
-    def rdev(self) -> int:
-        """Device number of a character/block device (stored in ``size``)."""
-        return self.size if self.is_special else 0
-
-    @property
-    def inode(self) -> int:
-        if self.hardlink_group and not self.is_dir:
-            return hardlink_inode(self.catalog_prefix, self.hardlink_group)
-        return path_inode(self.path)
-
-
-@dataclass(frozen=True)
-class ObjectRef:
-    """A data object a catalog names: ``name`` (hex + algorithm id), kind ``suffix`` ("" or "P"),
-    inflated ``size`` and whether it is stored compressed."""
-
-    name: str
-    suffix: str
-    size: int
-    compressed: bool
-
-
-@dataclass(frozen=True)
-class NestedRef:
-    path: str
-    hash: str  # hex + algorithm id, no suffix
-    size: int  # uncompressed bytes (0 when the schema predates the column)
-
-
-def join(parent: str, name: str) -> str:
-    return f"/{name}" if parent in ("", "/") else f"{parent}/{name}"
-
-
-def _text(raw: bytes) -> str:
-    # Names are bytes on the publisher's file system: keep what is not UTF-8 (surrogateescape), like
-    # the rest of the reader, instead of failing the whole query on one row.
-    return raw.decode("utf-8", "surrogateescape")
-
-
-def check_name(name: object) -> str | None:
-    """Why ``name`` cannot be a directory entry's name, or None if it can."""
-    if not isinstance(name, str):
-        return "the name is not text"
-    if name in ("", ".", ".."):
-        return f"the name {name!r} is not a file name"
-    if "/" in name:
-        return "a name may not contain '/'"
-    if "\0" in name:
-        return "a name may not contain NUL"
-    if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
-        return f"the name is longer than {MAX_NAME_BYTES} bytes"
-    return None
-
-
-def _int(value: object, what: str, low: int, high: int) -> int:
-    if value is None:
-        value = 0
-    if type(value) is not int:
-        raise ValueError(f"{what} is not an integer ({value!r})")
-    if not low <= value <= high:
-        raise ValueError(f"{what} {value} is out of range ({low} .. {high})")
-    return value
+__all__ = [
+    "FLAG_HIDDEN",
+    "Catalog",
+    "Chunk",
+    "DirEntry",
+    "NestedRef",
+    "ObjectRef",
+    "Problem",
+    "md5_pair",
+    "parse_xattrs",
+]
 
 
 class Catalog:
