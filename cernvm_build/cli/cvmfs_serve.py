@@ -1,0 +1,188 @@
+"""``cernvm-build cvmfs serve | replicate | nginx-config | mount``: serving and mounting repositories.
+
+The reading commands (info, ls, cat, verify, export, tag list) are ``cli/cvmfs.py``'s, which
+registers these beside them; the SOURCE options both share are ``cli/cvmfs_source.py``'s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ..cvmfs.trust import keys_to_verify
+from ..errors import UsageError
+from .app import Output, subparser
+from .cvmfs_source import KEYS_HELP, add_source
+
+# Handlers import the modules of their area when they run (deliberate lazy imports): `--help` and
+# the other commands start without loading every area, and a missing optional extra only stops the
+# command that needs it.
+
+
+def cmd_serve(args: argparse.Namespace, out: Output) -> int:
+    from ..cvmfs.serve import serve
+
+    server = serve(args.dir, host=args.host, port=args.port)
+    try:
+        for name in server.repositories:
+            out.print(f"serving {name} at {server.url}/cvmfs/{name}")
+        out.info("press Ctrl-C to stop")
+        while True:
+            time.sleep(3600)
+    finally:
+        server.close()
+
+
+def cmd_replicate(args: argparse.Namespace, out: Output) -> int:
+    from ..cvmfs.replicate import replicate
+
+    sources = [args.source, *args.server]
+    keys = keys_to_verify(args.source, args.fqrn, args.key, verify=True)
+    with out.reporter() as reporter:
+        result = replicate(
+            sources[0] if len(sources) == 1 else sources,
+            args.dest,
+            public_keys=keys,
+            fqrn=args.fqrn,
+            proxy=args.proxy,
+            jobs=args.jobs,
+            timeout=args.timeout,
+            retries=args.retries,
+            reporter=reporter,
+        )
+
+    def render(d: dict[str, Any]) -> None:
+        out.print(
+            f"{d['fqrn']} revision {d['revision']} replicated to {args.dest}: {d['objects_fetched']} "
+            f"object(s) fetched ({d['bytes_fetched']} bytes), {d['objects_skipped']} already there; "
+            f"{d['revisions']} revision(s), {d['catalogs']} catalog(s)",
+            highlight=False,
+        )
+
+    out.data({"dest": str(args.dest), **result.as_json()}, render)
+    return 0
+
+
+def cmd_nginx_config(args: argparse.Namespace, out: Output) -> int:
+    from ..cvmfs.nginx import nginx_config
+    from ..fsutil import atomic_write
+
+    run_dir = args.run_dir or (args.output.resolve().parent if args.output else Path("/run/cvmfs-nginx"))
+    text = nginx_config(args.dir, port=args.port, listen=args.listen, run_dir=run_dir, user=args.user)
+    if args.output is None:
+        sys.stdout.write(text)
+        return 0
+    atomic_write(args.output, text.encode())
+    out.info(f"wrote {args.output}; start it with: nginx -c {args.output.resolve()}")
+    return 0
+
+
+def cmd_mount(args: argparse.Namespace, out: Output) -> int:
+    from ..cvmfs import mount
+
+    argv: list[str] = []
+    for s in [args.source, *args.server]:
+        argv += ["--server", str(s)]
+    keys = keys_to_verify(args.source, args.fqrn, args.key, verify=not args.no_verify)
+    if not keys:  # the FUSE client always checks signatures
+        raise UsageError("mount needs a public key", hint="pass --key PATH (the master public key)")
+    for k in keys:
+        argv += ["--public-key", str(k)]
+    for opt in ("fqrn", "proxy", "tag", "date", "root_hash", "snapshot_file", "log"):
+        value = getattr(args, opt, None)
+        if value is not None:
+            argv += [f"--{opt.replace('_', '-')}", str(value)]
+    if args.cache is not None:
+        argv += ["--cache", str(args.cache)]
+    argv += ["--timeout", str(args.timeout), "--retries", str(args.retries)]
+    if args.foreground:
+        argv.append("--foreground")
+    argv.append(str(args.mountpoint))
+    return mount.main(argv)
+
+
+def register_serve(cvmfs_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparser(
+        cvmfs_sub,
+        "serve",
+        handler=cmd_serve,
+        help="serve Stratum directories over HTTP",
+        description="Serve a Stratum directory (or a folder of <fqrn>/ Stratum directories) at\n"
+        "http://HOST:PORT/cvmfs/<fqrn>/ with Stratum-1 cache headers, until Ctrl-C.\n\n"
+        "  cernvm-build cvmfs serve ./repos --port 8000",
+    )
+    p.add_argument("dir", type=Path, metavar="DIR")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free port)")
+
+    p = subparser(
+        cvmfs_sub,
+        "replicate",
+        json=True,
+        handler=cmd_replicate,
+        help="make or update a Stratum-1 replica in a directory",
+        description="Replicate a repository into DEST (a Stratum directory): the signature chain is\n"
+        "verified with the master key, every object's hash is checked before it is stored, only\n"
+        "objects DEST lacks are fetched (trunk and every tagged revision), and the manifest and\n"
+        "whitelist are replaced last, so readers of DEST never see half a revision. A killed run\n"
+        "leaves the old revision published; running it again finishes the job.\n\n"
+        "  cernvm-build cvmfs replicate http://stratum0/cvmfs/sft.cern.ch /srv/cvmfs/sft.cern.ch "
+        "--key sft.cern.ch.pub\n"
+        "  cernvm-build cvmfs serve /srv/cvmfs --port 8000",
+    )
+    p.add_argument("source", metavar="SOURCE_URL", help="Stratum URL or local Stratum directory")
+    p.add_argument("dest", type=Path, metavar="DEST_DIR", help="the replica's Stratum directory")
+    g = p.add_argument_group("repository")
+    g.add_argument("--server", action="append", default=[], metavar="URL", help="extra URL for fail-over")
+    g.add_argument("--key", action="append", default=[], type=Path, metavar="PATH", help=KEYS_HELP)
+    g.add_argument("--fqrn", help="repository name (default: from the URL or the directory name)")
+    g.add_argument("--proxy", metavar="P", help="HTTP proxy URL(s), '|'/';' separated; DIRECT for none")
+    g.add_argument("--timeout", type=float, default=10.0, help="HTTP timeout in seconds (default: 10)")
+    g.add_argument("--retries", type=int, default=2, help="retries per server (default: 2)")
+    p.add_argument("-j", "--jobs", type=int, default=8, help="parallel downloads (default 8)")
+
+    p = subparser(
+        cvmfs_sub,
+        "nginx-config",
+        handler=cmd_nginx_config,
+        help="write an nginx configuration that serves Stratum directories",
+        description="Write a whole nginx.conf (Debian's nginx) serving DIR (a Stratum directory or a\n"
+        "folder of <fqrn>/ ones) at http://LISTEN:PORT/cvmfs/<fqrn>/ with the Stratum-1 cache\n"
+        "headers: short max-age for .cvmfspublished/.cvmfswhitelist, a year and immutable for\n"
+        "data/. Pid file, logs and temporary files go to --run-dir.\n\n"
+        "  cernvm-build cvmfs nginx-config /srv/cvmfs --port 80 -o /etc/cvmfs-nginx/nginx.conf\n"
+        "  nginx -c /etc/cvmfs-nginx/nginx.conf",
+    )
+    p.add_argument("dir", type=Path, metavar="STRATUM_DIR")
+    p.add_argument("--port", type=int, default=80, help="TCP port (default 80)")
+    p.add_argument("--listen", default="*", help="address to listen on (default: all)")
+    p.add_argument("-o", "--output", type=Path, metavar="FILE", help="write here (default: stdout)")
+    p.add_argument(
+        "--run-dir",
+        type=Path,
+        metavar="DIR",
+        help="pid, logs, temporary files (default: beside --output, else /run/cvmfs-nginx)",
+    )
+    p.add_argument("--user", help="the workers' user (must read DIR; default: nginx's own)")
+
+    p = subparser(
+        cvmfs_sub,
+        "mount",
+        handler=cmd_mount,
+        help="mount a revision read-only with FUSE",
+        description="Mount a verified, pinned revision read-only with FUSE (the same code the μCernVM\n"
+        "initrd runs). Contents are fetched on demand. Daemonizes once mounted and prints\n"
+        "'mounted FQRN revision N root HASH tag TAG'; unmount with 'fusermount3 -u MOUNTPOINT'.\n\n"
+        "  cernvm-build cvmfs mount http://127.0.0.1:8000/cvmfs/demo.cernvm.test /mnt/demo --key demo.pub\n"
+        "  cernvm-build cvmfs mount URL /mnt/el6 --date 2026-01-01T00:00:00Z --cache ~/.cache/cvmfs",
+    )
+    add_source(p)
+    p.add_argument("mountpoint", type=Path, metavar="MOUNTPOINT")
+    p.add_argument(
+        "--snapshot-file", type=Path, metavar="PATH", help="pin file: read if present, written after"
+    )
+    p.add_argument("--foreground", action="store_true", help="do not daemonize")
+    p.add_argument("--log", type=Path, metavar="FILE", help="daemon log file")
