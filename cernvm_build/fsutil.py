@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -37,11 +38,52 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+# A temporary sibling is named ``.<dest name>.<pid>.<random>.tmp``: the pid says whose it is, so a
+# later run can tell the half output of a killed run (its process is gone) from a live one's.
+_TEMP_REST = re.compile(r"(\d+)\.[^./]+\.tmp")
+
+
+def temp_prefix(dest: Path) -> str:
+    """The prefix of this process's temporary siblings of ``dest`` (for mkstemp/mkdtemp)."""
+    return f".{dest.name}.{os.getpid()}."
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reclaim_stale(dest: Path) -> list[Path]:
+    """Remove the temporary siblings of ``dest`` that a process which no longer runs left behind
+    (an export or build killed with SIGKILL), so that a re-run finishes the job and leaves nothing
+    of the dead run. A running process's temporaries are kept. Returns what was removed."""
+    head = f".{dest.name}."
+    try:
+        names = os.listdir(dest.parent)
+    except FileNotFoundError:
+        return []
+    removed = []
+    for name in names:
+        m = _TEMP_REST.fullmatch(name[len(head) :]) if name.startswith(head) else None
+        if m is None or _alive(int(m.group(1))):
+            continue
+        path = dest.parent / name
+        with contextlib.suppress(OSError):
+            remove_tree(path)
+            removed.append(path)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_file(dest: Path, mode: int = 0o644, *, durable: bool = True) -> Iterator[BinaryIO]:
     """Yield a binary file that becomes ``dest`` on success and vanishes on failure."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(dest), suffix=".tmp", dir=dest.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
@@ -71,9 +113,11 @@ def atomic_copy(src: Path, dest: Path, mode: int = 0o644, *, durable: bool = Tru
 
 @contextlib.contextmanager
 def atomic_dir(dest: Path) -> Iterator[Path]:
-    """Yield a temporary directory that replaces ``dest`` on success and is removed on failure."""
+    """Yield a temporary directory that replaces ``dest`` on success and is removed on failure
+    (a killed run's leftover beside ``dest`` is removed first: ``reclaim_stale``)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    reclaim_stale(dest)
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(dest), suffix=".tmp", dir=dest.parent))
     try:
         yield tmp
         if dest.exists():

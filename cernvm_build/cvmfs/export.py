@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CvmfsError
-from ..fsutil import remove_tree
+from ..fsutil import reclaim_stale, remove_tree, temp_prefix
 from ..tarwrite import TarWriter
 from ..tree import TreeReport
 from ..treewrite import PendingFile, TreeWriter
@@ -92,7 +92,8 @@ def export_directory(
         raise CvmfsError(f"{dest}: already exists and is not an empty directory", hint="choose a new path")
     tree = RepositoryTree(repo, subtree, with_root=True)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    reclaim_stale(dest)  # a killed export's half tree goes; the re-run writes the whole one
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(dest), suffix=".tmp", dir=dest.parent))
     result = ExportResult(dest)
     writer = TreeWriter(tmp, where=_where(repo), error=CvmfsError, devices=devices, report=result.report)
     try:
@@ -146,7 +147,8 @@ def export_tar(
     dest.parent.mkdir(parents=True, exist_ok=True)
     gz = dest.name.endswith((".tar.gz", ".tgz"))
     result = ExportResult(dest)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    reclaim_stale(dest)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(dest), suffix=".tmp", dir=dest.parent)
     try:
         with os.fdopen(fd, "wb") as raw, contextlib.ExitStack() as stack:
             out: Any = raw

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from cernvm_build.fsutil import atomic_dir, atomic_file, atomic_write, sha256_file
+from cernvm_build.fsutil import atomic_dir, atomic_file, atomic_write, reclaim_stale, sha256_file
 
 
 def test_atomic_file_vanishes_on_failure(tmp_path: Path) -> None:
@@ -32,3 +34,34 @@ def test_atomic_dir_replaces_whole_or_nothing(tmp_path: Path) -> None:
         raise ValueError
     assert sorted(p.name for p in dest.iterdir()) == ["one"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tree"]
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def test_a_killed_runs_temporary_is_reclaimed_a_live_ones_kept(tmp_path: Path) -> None:
+    dest = tmp_path / "tree"
+    dead = tmp_path / f".tree.{_dead_pid()}.k1ll3d.tmp"
+    (dead / "deep" / "er").mkdir(parents=True)
+    (dead / "deep" / "er" / "half").write_text("half of a killed run")
+    live = tmp_path / f".tree.{os.getpid()}.l1ve.tmp"  # a concurrent run of this process
+    live.mkdir()
+    other = tmp_path / f".trees.{_dead_pid()}.x.tmp"  # another output's, not ours to judge
+    other.mkdir()
+    with atomic_dir(dest) as d:
+        (d / "whole").write_text("1")
+    assert not dead.exists()
+    assert live.is_dir() and other.is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name, "tree"])
+
+
+def test_reclaim_leaves_names_that_only_look_alike(tmp_path: Path) -> None:
+    dest = tmp_path / "out"
+    keep = [f".out.{_dead_pid()}.a.b.tmp", ".out.old", f".out.{_dead_pid()}.tmp", "out.1.x.tmp"]
+    for name in keep:
+        (tmp_path / name).write_text("x")
+    assert reclaim_stale(dest) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(keep)

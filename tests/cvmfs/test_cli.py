@@ -6,6 +6,8 @@ import hashlib
 import json
 import os
 import stat
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -127,3 +129,33 @@ def test_default_keys_are_found_by_the_library(fx: Fixture, tmp_path: Path) -> N
     assert keys_to_verify(str(tmp_path), FQRN, [], verify=False) == []
     with pytest.raises(CvmfsError, match="no public key found"):
         keys_to_verify(str(tmp_path), FQRN, [], verify=True)
+
+
+@pytest.mark.parametrize("name", ["tree", "tree.tar"])
+def test_export_rerun_after_a_kill_leaves_nothing_of_the_killed_run(
+    fx: Fixture, tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    """A SIGKILLed export leaves its temporary beside the output (nothing can clean up after a
+    SIGKILL); the re-run writes the whole output and removes the dead run's half."""
+    out = tmp_path / "out"
+    out.mkdir()
+    dest = out / name
+    killed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import os, signal, sys, tempfile\n"
+            "from pathlib import Path\n"
+            "d = Path(sys.argv[1])\n"
+            "prefix = f'.{d.name}.{os.getpid()}.'  # the temporary's name, as fsutil.temp_prefix makes it\n"
+            "t = Path(tempfile.mkdtemp(prefix=prefix, suffix='.tmp', dir=d.parent))\n"
+            "(t / 'half').write_text('half')\n"
+            "os.kill(os.getpid(), signal.SIGKILL)\n",
+            str(dest),
+        ],
+        check=False,
+    )
+    assert killed.returncode == -9
+    assert [p.name for p in out.iterdir() if p.name.startswith(f".{name}.")]
+    run_json(capsys, "cvmfs", "export", str(fx.root), str(dest), "--path", "/etc", "--json")
+    assert [p.name for p in out.iterdir()] == [name]
