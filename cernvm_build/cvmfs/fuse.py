@@ -228,7 +228,6 @@ class CvmfsOperations(mfusepy.Operations):  # type: ignore[misc]
 
 FUSE_READDIR_PLUS = 1  # libfuse3's enum fuse_readdir_flags
 FUSE_FILL_DIR_PLUS = 2  # and enum fuse_fill_dir_flags
-READDIR_PLUS_ENABLED = False
 
 
 class _Fuse(mfusepy.FUSE):  # type: ignore[misc]
@@ -245,10 +244,7 @@ class _Fuse(mfusepy.FUSE):  # type: ignore[misc]
         self, path: bytes | None, buf: Any, filler: Any, offset: int, fip: Any, flags: int
     ) -> int:
         ops: CvmfsOperations = self.operations
-        # READDIRPLUS answers are off: with them the initrd's libfuse3 mount made the kernel refuse
-        # to exec /sbin/init from the OS tree (switch_root: EINVAL; tests/image/test_e2e.py), which
-        # the host tests (libfuse2) never see. Plain entries until the attributes are found wrong.
-        plus = READDIR_PLUS_ENABLED and bool(flags & FUSE_READDIR_PLUS)
+        plus = bool(flags & FUSE_READDIR_PLUS)
         decoded = "/" if path is None else path.decode(self.encoding, self.errors)
         st = mfusepy.c_stat()
         size = ctypes.sizeof(st)
