@@ -69,7 +69,8 @@ def test_nginx_serves_a_replica_with_stratum1_cache_headers(tmp_path: Path) -> N
                 break
             except OSError:
                 assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-                assert time.monotonic() < deadline, "nginx did not start listening"
+                if time.monotonic() >= deadline:
+                    pytest.fail("nginx did not start listening")
                 time.sleep(0.05)
         base = f"/cvmfs/{FQRN}"
         status, headers, body = _get(port, f"{base}/.cvmfspublished")

@@ -150,7 +150,8 @@ def test_killed_replicate_publishes_nothing_and_a_rerun_converges(
         proc = subprocess.Popen([*cmd, "--key", str(pub), "-j", "2"], stderr=subprocess.PIPE)
         deadline = time.monotonic() + 120
         while len(_objects(dest)) < 60 if dest.is_dir() else True:
-            assert proc.poll() is None and time.monotonic() < deadline, "replicate ended before the kill"
+            if proc.poll() is not None or time.monotonic() >= deadline:
+                pytest.fail("replicate ended before the kill")
             time.sleep(0.01)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
