@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from cernvm_build.bootloader.runtime import build_runtime
 from cernvm_build.cvmfs.serve import Server
 
 from .conftest import FQRN, ROOT_REV1, ROOT_REV2, Fixture
@@ -93,6 +94,26 @@ def test_mount_failure_is_one_error_line(fx: Fixture, server: Server, mnt: Path)
     assert r.stderr.startswith(f"error: {FQRN}: no tag named 'nope'") and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "hint: known tags" in r.stderr
     assert not os.path.ismount(mnt)
+
+
+def test_the_initrd_runtime_serves_every_read(fx: Fixture, server: Server, mnt: Path, tmp_path: Path) -> None:
+    """The daemon as the initrd runs it: from the assembled runtime alone (its own interpreter, zip
+    and libraries). A module imported only on first use (the prefetch pool's
+    ``concurrent.futures.thread``) once was missing from it: every open in the guest failed with
+    EINVAL and switch_root could not exec /sbin/init, while the host's full stdlib hid it."""
+    rt = build_runtime(tmp_path / "rt", epoch=0)
+    lib = rt.root / "lib"
+    env = {"PYTHONHOME": str(rt.root), "LD_LIBRARY_PATH": str(lib), "PATH": os.environ["PATH"]}
+    cmd = [str(lib / "ld-linux-x86-64.so.2"), str(rt.root / "bin" / "python3"), "-S", "-m"]
+    cmd += ["cernvm_build.cvmfs.mount", "--fqrn", FQRN, "--server", server.repo_url()]
+    cmd += ["--public-key", str(fx.pub), "--cache", str(tmp_path / "cache"), str(mnt)]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    for path, want in fx.listing(2).items():
+        if want["type"] == "file":
+            data = (mnt / path.lstrip("/")).read_bytes()
+            assert len(data) == want["size"], path
+    assert subprocess.run(["ls", "-lR", str(mnt)], capture_output=True, check=False).returncode == 0
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="a private mount namespace needs root")

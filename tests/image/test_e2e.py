@@ -188,11 +188,6 @@ def test_boot_pin_persist_and_tag(built: Built, test_repo: ServedRepo, tmp_path:
     assert "test-os: host key pinned-host-key-body" in b3.console
 
 
-@pytest.mark.xfail(
-    reason="regression found at the stop, not yet fixed: the demo OS's switch_root exec of /sbin/init "
-    "fails with EINVAL (see the closing note)",
-    strict=False,
-)
 def test_demo_os_gets_the_saved_user_data(built: Built, test_repo: ServedRepo, tmp_path: Path) -> None:
     """The real demo OS (busybox + dropbear from Debian packages) boots from the hdd image and finds
     the user data where the bootloader saved it (/mnt/.rw/context/user-data)."""

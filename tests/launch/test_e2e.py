@@ -74,11 +74,6 @@ def launch_home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
         daemon.stop(started)
 
 
-@pytest.mark.xfail(
-    reason="regression found at the stop, not yet fixed: the demo OS's switch_root exec of /sbin/init "
-    "fails with EINVAL (see the closing note)",
-    strict=False,
-)
 def test_demo_instance_life_cycle(
     demo: tuple[Path, Server], launch_home: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -197,11 +192,6 @@ def test_a_guest_that_cannot_reach_its_repository_fails_create_fast(
     assert "e2e-demo" not in [d.name() for d in libvirt.open(URI).listAllDomains(0)]
 
 
-@pytest.mark.xfail(
-    reason="regression found at the stop, not yet fixed: the demo OS's switch_root exec of /sbin/init "
-    "fails with EINVAL (see the closing note)",
-    strict=False,
-)
 def test_demo_boots_through_the_library(demo: tuple[Path, Server], launch_home: Path) -> None:
     """The demo's boot step: create → SSH ready → ``cat /etc/os-release`` → destroy, as library calls
     with typed results (no cernvm-launch subprocess, no scraped output)."""
