@@ -20,7 +20,7 @@ from typing import Any
 from ..cvmfs.catalog import DirEntry
 from ..cvmfs.repository import Repository, SnapshotSpec
 from ..errors import IntegrityError
-from . import cvmfs_publish, cvmfs_serve
+from . import cvmfs_monitor, cvmfs_publish, cvmfs_serve
 from .app import Output, group_handler, subparser
 from .cvmfs_source import add_source, open_from_args
 
@@ -39,6 +39,7 @@ CernVM-FS repositories: read, verify, pin, export, serve and mount them (and pub
   cernvm-build cvmfs tag list URL                            the history: tags, revisions, dates
   cernvm-build cvmfs serve DIR --port 8000                   a Stratum HTTP server for development
   cernvm-build cvmfs mount URL /mnt/repo --date 2026-01-01T00:00:00Z
+  cernvm-build cvmfs monitor URL… --replica-of S1=S0 --out status.json   health, for cron
 
 SOURCE is a Stratum URL (http://host/cvmfs/<fqrn>; repeat --server for fail-over) or a local Stratum
 directory (holding .cvmfspublished, or a fixture-style <fqrn>/ with repo/ and keys/).
@@ -381,4 +382,5 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_source(p, snapshot=False)
 
     cvmfs_serve.register_serve(cvmfs_sub)
+    cvmfs_monitor.register_monitor(cvmfs_sub)
     cvmfs_publish.register_publish(cvmfs_sub, tag_sub)

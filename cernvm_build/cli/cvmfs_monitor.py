@@ -1,0 +1,116 @@
+"""``cernvm-build cvmfs monitor``: the health of repositories and replicas (``cvmfs/monitor.py``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import CvmfsError, UsageError
+from ..table import Invalid, parse_duration
+from .app import Output, subparser
+from .cvmfs_source import KEYS_HELP
+
+DESCRIPTION = """\
+Probe repositories and replicas: the verified manifest (signature chain, revision, publish time, root
+hash) and whitelist expiry; a replica is compared with its Stratum-0 (revisions and time behind).
+Exit code 5 when anything is unhealthy, with one 'problem:' line each (for cron and alerting).
+
+  cernvm-build cvmfs monitor http://s0/cvmfs/sft.cern.ch --key sft.cern.ch.pub
+  cernvm-build cvmfs monitor --replica-of http://s1/cvmfs/a.org=http://s0/cvmfs/a.org --max-lag 2h
+  cernvm-build cvmfs monitor --config monitor.yaml --out site/data/monitor.json   # the site's status page
+
+The config file (YAML):
+  repositories:
+    - url: http://s0/cvmfs/sft.cern.ch
+      key: keys/sft.cern.ch.pub        # relative to the file; default: the usual key folders
+      replicas: [http://s1/cvmfs/sft.cern.ch]"""
+
+
+def _duration(flag: str, text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        return parse_duration(text)
+    except Invalid as e:
+        raise UsageError(f"{flag}: {e.message}", hint=e.hint) from None
+
+
+def cmd_monitor(args: argparse.Namespace, out: Output) -> int:
+    from ..cvmfs import monitor_config
+    from ..cvmfs.monitor import Thresholds, monitor
+    from ..fsutil import atomic_write
+
+    targets = monitor_config.from_args(args.urls, args.replica_of, args.key)
+    if args.config is not None:
+        targets += monitor_config.load(args.config, args.key)
+    if not targets:
+        raise UsageError("nothing to monitor", hint="name Stratum URLs, --replica-of pairs or --config FILE")
+    thresholds = Thresholds(
+        whitelist_warn=_duration("--whitelist-warn", args.whitelist_warn) or 0,
+        max_age=_duration("--max-age", args.max_age),
+        max_lag=_duration("--max-lag", args.max_lag) or 0,
+    )
+    report = monitor(
+        targets, thresholds=thresholds, jobs=args.jobs, timeout=args.timeout, retries=args.retries
+    )
+    data = report.to_json()
+    if args.out is not None:
+        atomic_write(args.out, (json.dumps(data, indent=2) + "\n").encode())
+
+    def render(d: dict[str, Any]) -> None:
+        out.table(
+            ["repository", "role", "status", "revision", "published", "whitelist expires", "lag", "url"],
+            [
+                [
+                    p["fqrn"],
+                    p["role"],
+                    p["status"],
+                    p["revision"],
+                    p["published"],
+                    p["whitelist_expires"],
+                    "" if p["lag_revisions"] is None else f"{p['lag_revisions']} rev / {p['lag_seconds']} s",
+                    p["url"],
+                ]
+                for p in d["probes"]
+            ],
+        )
+
+    out.data(data, render)
+    for problem in report.problems:
+        out.err.print(f"problem: {problem.line()}", highlight=False, markup=False)
+    if not report.healthy:
+        n = len(report.problems)
+        raise CvmfsError(
+            f"{n} problem(s) in {sum(not p.healthy for p in report.probes)} of {len(report.probes)} "
+            "repositories (listed above)",
+            hint="each 'problem:' line says what to do",
+        )
+    return 0
+
+
+def register_monitor(cvmfs_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparser(
+        cvmfs_sub,
+        "monitor",
+        json=True,
+        handler=cmd_monitor,
+        help="health of repositories and replicas (for cron, alerts and the status page)",
+        description=DESCRIPTION,
+    )
+    p.add_argument("urls", nargs="*", metavar="URL", help="Stratum URL (or local Stratum folder) to probe")
+    p.add_argument("--replica-of", action="append", default=[], metavar="REPLICA=STRATUM0",
+                   help="a replica URL and the Stratum-0 URL it copies (repeatable)")  # fmt: skip
+    p.add_argument("--config", type=Path, metavar="FILE", help="repositories and replicas from a YAML file")
+    p.add_argument("--key", action="append", default=[], type=Path, metavar="PATH", help=KEYS_HELP)
+    p.add_argument("--out", type=Path, metavar="FILE", help="also write the report as JSON (atomically)")
+    p.add_argument(
+        "--max-age", metavar="DURATION", help="a manifest older than this is stale (default: no limit)"
+    )
+    p.add_argument("--max-lag", metavar="DURATION", help="a replica may lag this much behind (default: 0)")
+    p.add_argument("--whitelist-warn", metavar="DURATION", default="7d",
+                   help="warn when the whitelist expires within this (default: 7d)")  # fmt: skip
+    p.add_argument("-j", "--jobs", type=int, default=8, help="repositories probed at once (default 8)")
+    p.add_argument("--timeout", type=float, default=10.0, help="HTTP timeout in seconds (default: 10)")
+    p.add_argument("--retries", type=int, default=1, help="retries per server (default: 1)")
