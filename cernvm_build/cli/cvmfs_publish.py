@@ -7,7 +7,10 @@ Handlers import the publisher when they run: it needs 'cryptography', which the 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +36,53 @@ def _fqrn(stratum: Path, given: str | None) -> str:
             hint=f"create it first: cernvm-build cvmfs create {stratum} --fqrn NAME --keys DIR",
         )
     return found
+
+
+@dataclass
+class StratumTarget:
+    """Where a command writes: a Stratum directory, or an S3 bucket through its local spool."""
+
+    path: Path
+    s3: dict[str, Any] = field(default_factory=dict)  # filled in once the push finished
+
+    def add_to(self, d: dict[str, Any]) -> dict[str, Any]:
+        return {**d, "s3": self.s3} if self.s3 else d
+
+
+@contextlib.contextmanager
+def stratum_target(
+    args: argparse.Namespace, *, creating: bool = False, replica: bool = False
+) -> Iterator[StratumTarget]:
+    """``args.stratum`` as a directory; an ``s3://`` one is its spool, pushed when the block succeeds."""
+    text = str(args.stratum)
+    if not text.startswith("s3://"):
+        yield StratumTarget(Path(text))
+        return
+    from ..cvmfs import s3upstream
+
+    up = s3upstream.upstream(text, spool=args.spool, endpoint_url=args.endpoint_url, profile=args.profile)
+    with s3upstream.session(up, creating=creating, replica=replica) as s:
+        target = StratumTarget(s.spool)
+        yield target
+    assert s.pushed is not None
+    target.s3 = {
+        "url": str(up.url),
+        "spool": str(up.spool),
+        "uploaded": len(s.pushed.uploaded),
+        "bytes_uploaded": s.pushed.bytes_uploaded,
+    }
+
+
+def add_s3_args(p: argparse.ArgumentParser) -> None:
+    """The options of an ``s3://`` destination (as the mirror's)."""
+    p.add_argument("--endpoint-url", metavar="URL", help="S3-compatible endpoint (MinIO, Ceph RGW, ...)")
+    p.add_argument("--profile", metavar="P", help="AWS profile from ~/.aws/config")
+    p.add_argument(
+        "--spool",
+        type=Path,
+        metavar="DIR",
+        help="for s3:// destinations: the local working copy (default: one per bucket in the cache)",
+    )
 
 
 def _result(r: pub.PublishResult) -> dict[str, Any]:
@@ -91,10 +141,11 @@ def cmd_create(args: argparse.Namespace, out: Output) -> int:
     from ..cvmfs.keys import load_keys
 
     keys = load_keys(args.keys, args.fqrn, master_key=args.master_key)
-    r = pub.create_repository(
-        args.stratum, args.fqrn, keys, whitelist_days=args.whitelist_days, epoch=env_epoch()
-    )
-    _show(out, f"created {args.fqrn} in {args.stratum}", _result(r))
+    with stratum_target(args, creating=True) as t:
+        r = pub.create_repository(
+            t.path, args.fqrn, keys, whitelist_days=args.whitelist_days, epoch=env_epoch()
+        )
+    _show(out, f"created {args.fqrn} in {args.stratum}", t.add_to(_result(r)))
     return 0
 
 
@@ -114,11 +165,18 @@ def _autocatalogs(value: str) -> Any:
 
 
 def cmd_publish(args: argparse.Namespace, out: Output) -> int:
+    with stratum_target(args) as t:
+        fqrn, r = _publish(args, out, t.path)
+    _show(out, f"published {fqrn} revision {r.revision}", t.add_to(_result(r)))
+    return 0
+
+
+def _publish(args: argparse.Namespace, out: Output, stratum: Path) -> tuple[str, pub.PublishResult]:
     from ..cvmfs import publish as pub
     from ..cvmfs.chunking import ChunkingSettings
     from ..cvmfs.keys import load_keys
 
-    fqrn = _fqrn(args.stratum, args.fqrn)
+    fqrn = _fqrn(stratum, args.fqrn)
     keys = load_keys(args.keys, fqrn)
     chunking = ChunkingSettings(enabled=False) if args.no_chunking else None
     common: dict[str, Any] = dict(
@@ -140,31 +198,26 @@ def cmd_publish(args: argparse.Namespace, out: Output) -> int:
             bar.update(task, completed=done, total=total or None)
 
         if src == "-":
-            r = pub.publish_tar(args.stratum, fqrn, keys, sys.stdin.buffer, progress=progress, **common)
-        else:
-            path = Path(src)
-            if path.is_dir():
-                r = pub.publish_tree(args.stratum, fqrn, keys, path, progress=progress, **common)
-            elif path.is_file():
-                with open(path, "rb") as f:
-                    r = pub.publish_tar(args.stratum, fqrn, keys, f, progress=progress, **common)
-            else:
-                raise UsageError(
-                    f"{src}: no such directory or tar file", hint="give a directory, a tar, or -"
-                )
-    _show(out, f"published {fqrn} revision {r.revision}", _result(r))
-    return 0
+            return fqrn, pub.publish_tar(stratum, fqrn, keys, sys.stdin.buffer, progress=progress, **common)
+        path = Path(src)
+        if path.is_dir():
+            return fqrn, pub.publish_tree(stratum, fqrn, keys, path, progress=progress, **common)
+        if path.is_file():
+            with open(path, "rb") as f:
+                return fqrn, pub.publish_tar(stratum, fqrn, keys, f, progress=progress, **common)
+        raise UsageError(f"{src}: no such directory or tar file", hint="give a directory, a tar, or -")
 
 
 def cmd_resign(args: argparse.Namespace, out: Output) -> int:
     from ..cvmfs import publish as pub
     from ..cvmfs.keys import load_keys
 
-    fqrn = _fqrn(args.stratum, args.fqrn)
-    keys = load_keys(args.keys, fqrn, master_key=args.master_key)
-    path = pub.resign_whitelist(args.stratum, fqrn, keys, days=args.days)
+    with stratum_target(args) as t:
+        fqrn = _fqrn(t.path, args.fqrn)
+        keys = load_keys(args.keys, fqrn, master_key=args.master_key)
+        path = pub.resign_whitelist(t.path, fqrn, keys, days=args.days)
     out.data(
-        {"whitelist": str(path), "days": args.days},
+        t.add_to({"whitelist": str(path), "days": args.days}),
         lambda d: out.print(f"re-signed {d['whitelist']}, valid for {d['days']} days"),
     )
     return 0
@@ -174,10 +227,15 @@ def cmd_tag_add(args: argparse.Namespace, out: Output) -> int:
     from ..cvmfs import publish as pub
     from ..cvmfs.keys import load_keys
 
-    fqrn = _fqrn(args.stratum, args.fqrn)
-    keys = load_keys(args.keys, fqrn)
-    t = pub.add_tag(args.stratum, fqrn, keys, args.name, args.root_hash, args.description, epoch=env_epoch())
-    d = {"name": t.name, "root_hash": t.root_hash, "revision": t.revision, "description": t.description}
+    with stratum_target(args) as target:
+        fqrn = _fqrn(target.path, args.fqrn)
+        keys = load_keys(args.keys, fqrn)
+        t = pub.add_tag(
+            target.path, fqrn, keys, args.name, args.root_hash, args.description, epoch=env_epoch()
+        )
+    d = target.add_to(
+        {"name": t.name, "root_hash": t.root_hash, "revision": t.revision, "description": t.description}
+    )
     out.data(d, lambda d: out.print(f"tagged revision {d['revision']} ({d['root_hash']}) as {d['name']}"))
     return 0
 
@@ -186,15 +244,19 @@ def cmd_tag_remove(args: argparse.Namespace, out: Output) -> int:
     from ..cvmfs import publish as pub
     from ..cvmfs.keys import load_keys
 
-    fqrn = _fqrn(args.stratum, args.fqrn)
-    keys = load_keys(args.keys, fqrn)
-    pub.remove_tag(args.stratum, fqrn, keys, args.name, epoch=env_epoch())
-    out.data({"removed": args.name}, lambda d: out.print(f"removed tag {d['removed']}"))
+    with stratum_target(args) as t:
+        fqrn = _fqrn(t.path, args.fqrn)
+        keys = load_keys(args.keys, fqrn)
+        pub.remove_tag(t.path, fqrn, keys, args.name, epoch=env_epoch())
+    out.data(t.add_to({"removed": args.name}), lambda d: out.print(f"removed tag {d['removed']}"))
     return 0
 
 
 def _stratum_args(p: argparse.ArgumentParser, *, keys: bool = True) -> None:
-    p.add_argument("stratum", type=Path, metavar="STRATUM_DIR", help="the directory served as /cvmfs/<fqrn>/")
+    p.add_argument(
+        "stratum", metavar="STRATUM", help="the directory served as /cvmfs/<fqrn>/, or s3://bucket/prefix"
+    )
+    add_s3_args(p)
     if keys:
         p.add_argument(
             "--keys",
@@ -231,12 +293,20 @@ def register_publish(
         json=True,
         handler=cmd_create,
         help="create an empty repository",
-        description="Create a repository in STRATUM_DIR: revision 1 with an empty root, the certificate,\n"
-        "the history (tag 'trunk') and a whitelist signed with the master key.\n\n"
+        description="Create a repository in STRATUM (a directory or an S3 bucket): revision 1 with an empty\n"
+        "root, the certificate, the history (tag 'trunk') and a whitelist signed with the master key.\n"
+        "An s3://bucket/prefix is written from a local working copy (--spool), objects first and the\n"
+        "signed manifest last; publish, tag and resign work on it the same way.\n\n"
         "  cernvm-build cvmfs create ./srv/demo.cernvm.test --fqrn demo.cernvm.test --keys ./keys\n"
-        "  cernvm-build cvmfs serve ./srv     # then: http://127.0.0.1:8000/cvmfs/demo.cernvm.test",
+        "  cernvm-build cvmfs serve ./srv     # then: http://127.0.0.1:8000/cvmfs/demo.cernvm.test\n"
+        "  cernvm-build cvmfs create s3://cvmfs/demo.cernvm.test --fqrn demo.cernvm.test --keys ./keys \\\n"
+        "      --endpoint-url https://s3.cern.ch   # the bucket must allow anonymous GET; clients use\n"
+        "      # https://s3.cern.ch/cvmfs/demo.cernvm.test as the Stratum URL (the real server's layout)",
     )
-    p.add_argument("stratum", type=Path, metavar="STRATUM_DIR", help="new directory to hold the repository")
+    p.add_argument(
+        "stratum", metavar="STRATUM", help="new directory to hold the repository, or s3://bucket/prefix"
+    )
+    add_s3_args(p)
     p.add_argument("--fqrn", required=True, help="repository name")
     p.add_argument("--keys", type=Path, required=True, metavar="DIR", help="key directory (from keygen)")
     p.add_argument("--whitelist-days", type=int, default=30, metavar="N", help="whitelist validity (30)")

@@ -15,6 +15,7 @@ from typing import Any
 from ..cvmfs.trust import keys_to_verify
 from ..errors import UsageError
 from .app import Output, subparser
+from .cvmfs_publish import add_s3_args, stratum_target
 from .cvmfs_source import KEYS_HELP, add_source
 
 # Handlers import the modules of their area when they run (deliberate lazy imports): `--help` and
@@ -41,10 +42,11 @@ def cmd_replicate(args: argparse.Namespace, out: Output) -> int:
 
     sources = [args.source, *args.server]
     keys = keys_to_verify(args.source, args.fqrn, args.key, verify=True)
-    with out.reporter() as reporter:
+    args.stratum = args.dest
+    with out.reporter() as reporter, stratum_target(args, replica=True) as target:
         result = replicate(
             sources[0] if len(sources) == 1 else sources,
-            args.dest,
+            target.path,
             public_keys=keys,
             fqrn=args.fqrn,
             proxy=args.proxy,
@@ -62,7 +64,7 @@ def cmd_replicate(args: argparse.Namespace, out: Output) -> int:
             highlight=False,
         )
 
-    out.data({"dest": str(args.dest), **result.as_json()}, render)
+    out.data(target.add_to({"dest": str(args.dest), **result.as_json()}), render)
     return 0
 
 
@@ -123,18 +125,22 @@ def register_serve(cvmfs_sub: argparse._SubParsersAction[argparse.ArgumentParser
         "replicate",
         json=True,
         handler=cmd_replicate,
-        help="make or update a Stratum-1 replica in a directory",
-        description="Replicate a repository into DEST (a Stratum directory): the signature chain is\n"
+        help="make or update a Stratum-1 replica in a directory or an S3 bucket",
+        description="Replicate a repository into DEST (a Stratum directory, or an s3:// bucket through its\n"
+        "local working copy --spool, pushed with the signed files last): the signature chain is\n"
         "verified with the master key, every object's hash is checked before it is stored, only\n"
         "objects DEST lacks are fetched (trunk and every tagged revision), and the manifest and\n"
         "whitelist are replaced last, so readers of DEST never see half a revision. A killed run\n"
         "leaves the old revision published; running it again finishes the job.\n\n"
         "  cernvm-build cvmfs replicate http://stratum0/cvmfs/sft.cern.ch /srv/cvmfs/sft.cern.ch "
         "--key sft.cern.ch.pub\n"
-        "  cernvm-build cvmfs serve /srv/cvmfs --port 8000",
+        "  cernvm-build cvmfs serve /srv/cvmfs --port 8000\n"
+        "  cernvm-build cvmfs replicate http://stratum0/cvmfs/sft.cern.ch s3://cvmfs/sft.cern.ch "
+        "--key sft.cern.ch.pub --endpoint-url https://s3.cern.ch",
     )
     p.add_argument("source", metavar="SOURCE_URL", help="Stratum URL or local Stratum directory")
-    p.add_argument("dest", type=Path, metavar="DEST_DIR", help="the replica's Stratum directory")
+    p.add_argument("dest", metavar="DEST", help="the replica's Stratum directory, or s3://bucket/prefix")
+    add_s3_args(p)
     g = p.add_argument_group("repository")
     g.add_argument("--server", action="append", default=[], metavar="URL", help="extra URL for fail-over")
     g.add_argument("--key", action="append", default=[], type=Path, metavar="PATH", help=KEYS_HELP)

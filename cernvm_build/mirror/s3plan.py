@@ -85,12 +85,14 @@ def scan_local(
     jobs: int = 4,
     progress: Progress | None = None,
     cache: HashCache | None = None,
+    exclude: Sequence[str] = (),
 ) -> dict[str, LocalFile]:
     """Every regular file under ``root`` by its ``/``-separated relative path, with its SHA-256.
 
     ``cache`` remembers hashes by file identity (a verified source was just hashed; an unchanged tree
     was hashed by the last run). Uploads check the identity again, so a file that changes after it
-    was hashed is never sent under a stale hash.
+    was hashed is never sent under a stale hash. ``exclude``: patterns (as ``last``'s) of files that
+    are not part of the publication (a CernVM-FS spool's ``data/txn/`` working state).
     """
     hasher = cache or HashCache()
     if not root.is_dir():
@@ -103,6 +105,8 @@ def scan_local(
             if not p.is_file():
                 continue
             rel = p.relative_to(root).as_posix()
+            if any(matches(rel, pattern) for pattern in exclude):
+                continue
             if rel == MANIFEST or rel.startswith(PROBE_PREFIX):
                 raise MirrorError(f"{p}: this name is reserved for the sync manifest", hint="rename it")
             paths.append((rel, p, p.stat().st_size))

@@ -158,6 +158,7 @@ def sync_tree(
     immutable: bool = False,
     allow_rewrite: bool = False,
     checkpoint: Checkpoint | None = None,
+    exclude: Sequence[str] = (),
 ) -> SyncReport:
     """Make ``dest`` hold exactly ``local_dir`` (plus what the kept generations still reference).
 
@@ -166,7 +167,8 @@ def sync_tree(
     generations' objects survive deletion; ``generation`` names the keys this publication's indexes
     reference (default: all its files). ``conditional``: force or forbid precondition headers (default:
     probe the server once). ``immutable``: refuse to change the content of a published non-``last``
-    object (RewriteRefused, nothing written) unless ``allow_rewrite``.
+    object (RewriteRefused, nothing written) unless ``allow_rewrite``. ``exclude``: local files left out
+    (patterns as ``last``'s).
     """
     url = parse_s3_url(dest)
     if client is None:
@@ -197,6 +199,7 @@ def sync_tree(
             fallback_protect,
             immutable and not allow_rewrite,
             checkpoint or _noop,
+            exclude,
         )
     finally:
         client.meta.events.unregister("before-send.s3", unique_id=hook_id)
@@ -222,8 +225,9 @@ def _sync(
     fallback_protect: Callable[[], Collection[str]] | None,
     refuse_rewrites: bool,
     checkpoint: Checkpoint,
+    exclude: Sequence[str],
 ) -> SyncReport:
-    local = scan_local(local_dir, jobs=jobs, progress=progress, cache=hash_cache)
+    local = scan_local(local_dir, jobs=jobs, progress=progress, cache=hash_cache, exclude=exclude)
     plan = make_plan(
         client,
         url,

@@ -105,8 +105,8 @@ def first_tree(root: Path) -> Path:
     (root / "owned" / "exec").chmod(0o4755)
     os.utime(root / "owned" / "exec", ns=(1_700_000_000_999_999_999,) * 2)
     (root / "variants").mkdir()
-    for i, target in enumerate(VARIANTS):
-        os.symlink(target, root / "variants" / f"v{i:02d}")
+    for i, link in enumerate(VARIANTS):
+        os.symlink(link, root / "variants" / f"v{i:02d}")
     # nested catalogs without markers: /.cvmfsdirtab rules and the automatic split (AUTO limits)
     (root / ".cvmfsdirtab").write_text("/sw/*\n! */skip*\n")
     for d, n in {
@@ -177,3 +177,7 @@ def markers(r: PublishResult) -> frozenset[str]:
 
 def iso(ts: int) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# The mirror's S3 servers (moto, Ceph RGW) and its per-test public bucket, for S3-backed repositories.
+from tests.mirror.conftest import rgwserver, s3env, s3server, target  # noqa: E402, F401
