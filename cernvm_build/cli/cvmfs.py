@@ -383,4 +383,5 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     cvmfs_serve.register_serve(cvmfs_sub)
     cvmfs_monitor.register_monitor(cvmfs_sub)
+    cvmfs_monitor.register_stats(cvmfs_sub)
     cvmfs_publish.register_publish(cvmfs_sub, tag_sub)

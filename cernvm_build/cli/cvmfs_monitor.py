@@ -1,4 +1,5 @@
-"""``cernvm-build cvmfs monitor``: the health of repositories and replicas (``cvmfs/monitor.py``)."""
+"""``cernvm-build cvmfs monitor | stats``: the health of repositories and replicas (``cvmfs/monitor.py``)
+and their publish statistics (``cvmfs/pubstats.py``), as data for the site's status and statistics pages."""
 
 from __future__ import annotations
 
@@ -114,3 +115,60 @@ def register_monitor(cvmfs_sub: argparse._SubParsersAction[argparse.ArgumentPars
     p.add_argument("-j", "--jobs", type=int, default=8, help="repositories probed at once (default 8)")
     p.add_argument("--timeout", type=float, default=10.0, help="HTTP timeout in seconds (default: 10)")
     p.add_argument("--retries", type=int, default=1, help="retries per server (default: 1)")
+
+
+def cmd_stats(args: argparse.Namespace, out: Output) -> int:
+    from ..cvmfs.pubstats import read_source
+    from ..fsutil import atomic_write
+
+    repos = [read_source(src, timeout=args.timeout) for src in args.sources]
+    data = {"repositories": repos}
+    if args.out is not None:
+        atomic_write(args.out, (json.dumps(data, indent=2) + "\n").encode())
+
+    def render(d: dict[str, Any]) -> None:
+        for r in d["repositories"]:
+            out.table(
+                [
+                    "revision",
+                    "finished",
+                    "files +/-/~",
+                    "bytes added",
+                    "bytes removed",
+                    "objects",
+                    "catalogs",
+                ],
+                [
+                    [
+                        p["revision"],
+                        p["finish_time"],
+                        f"{p['files_added']}/{p['files_removed']}/{p['files_changed']}",
+                        p["sz_bytes_added"],
+                        p["sz_bytes_removed"],
+                        p["chunks_added"],
+                        p["catalogs_added"],
+                    ]
+                    for p in r["publishes"]
+                ],
+                title=f"{r['fqrn']} ({r['source']})",
+            )
+
+    out.data(data, render)
+    return 0
+
+
+def register_stats(cvmfs_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparser(
+        cvmfs_sub,
+        "stats",
+        json=True,
+        handler=cmd_stats,
+        help="publish statistics of repositories (stats/stats.db), for the site's dashboard",
+        description="Read each repository's publish statistics (stats/stats.db, written by every publish;\n"
+        "the CernVM-FS server's statistics database layout) from a Stratum folder or URL.\n\n"
+        "  cernvm-build cvmfs stats srv/demo.cernvm.test\n"
+        "  cernvm-build cvmfs stats http://s0/cvmfs/a.org srv/b.org --out site/data/publish_stats.json",
+    )
+    p.add_argument("sources", nargs="+", metavar="SOURCE", help="Stratum folder or URL")
+    p.add_argument("--out", type=Path, metavar="FILE", help="also write the statistics as JSON (atomically)")
+    p.add_argument("--timeout", type=float, default=10.0, help="HTTP timeout in seconds (default: 10)")

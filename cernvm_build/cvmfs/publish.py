@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from ..errors import CvmfsError
 from ..fsutil import atomic_write
 from . import manifest as mf
+from . import pubstats
 from . import rsa as rsa_raw
 from .catalog_write import (
     ChunkRow,
@@ -210,6 +211,7 @@ def _publish(
         fault=fault,
         autocatalogs=autocatalogs,
     )
+    started = dt.datetime.now(dt.UTC)
     with _session(stratum, "publish") as (store, scratch):
         current = read_current(stratum, fqrn)
         _check_timestamp(timestamp, opts.timestamp, current, opts.warnings)
@@ -225,9 +227,25 @@ def _publish(
             fill(stage, prev, content, base, opts)
             placed = _place_catalogs(stratum, store, stage, opts)
             opts.reached("staged")
+            content_objects, content_bytes = store.objects_written, store.bytes_written
             result = commit(
                 stratum, fqrn, keys, store, scratch, stage, prev, current, opts, tag, description, auto_tag
             )
+            row = pubstats.PublishRow(
+                start_time=pubstats.gmt(started),
+                finish_time=pubstats.gmt(dt.datetime.now(dt.UTC)),
+                revision=result.revision,
+                diff=pubstats.diff_tree(stage, prev, base),
+                chunks_added=content_objects,
+                catalogs_added=result.catalogs - result.catalogs_reused,
+                sz_bytes_uploaded=content_bytes,
+                sz_catalog_bytes_uploaded=store.bytes_written - content_bytes,
+            )
+            try:
+                pubstats.record(stratum, fqrn, row, scratch)
+            except (OSError, sqlite3.Error) as e:
+                # The revision is published; its statistics are a record, not part of it.
+                result = replace(result, warnings=(*result.warnings, f"publish statistics not recorded: {e}"))
             return replace(result, nested_by_dirtab=tuple(placed.dirtab), nested_auto=tuple(placed.auto))
         finally:
             content.pool.shutdown(wait=True, cancel_futures=True)

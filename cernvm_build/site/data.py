@@ -19,7 +19,7 @@ import yaml
 
 from .. import releaseindex as release_index  # the release engineer's reader and checks
 from ..errors import BuildError, CernVMError, Location
-from . import repos
+from . import plots, repos
 from .config import SiteConfig
 
 
@@ -191,6 +191,11 @@ def load_all(site_dir: Path, cfg: SiteConfig, repo_overrides: dict[str, Path]) -
         for path in sorted(data_dir.iterdir()):
             if path.is_file() and path.suffix in (".yaml", ".yml", ".json") and path.stem != "repositories":
                 data[path.stem] = _load_file(path)
+    if "publish_stats" in data:
+        # the plots are made here, from data, so they are part of the pages' fingerprints
+        data["publish_dashboard"] = plots.publish_dashboard(
+            data["publish_stats"], str(data_dir / "publish_stats.json")
+        )
     data["releases"] = load_releases(data_dir, cfg)
     data["repositories"] = load_repositories(data_dir, cfg, repo_overrides)
     return data

@@ -1,0 +1,294 @@
+"""Publish statistics: what each revision changed, kept in the repository as ``stats/stats.db``.
+
+The layout is the real server's statistics database (schema 1.0, revision 4, as ``cvmfs_server``
+writes to ``/var/spool/cvmfs/<fqrn>/stats.db`` and uploads as ``stats/stats.db`` with
+``CVMFS_UPLOAD_STATS_DB``): a ``properties`` table (``schema``, ``schema_revision``, ``repo_name``),
+``publish_statistics`` (one row per publish) and an empty ``gc_statistics``. So ``cvmfs_server
+print-stats``-style readers and our site read the same rows.
+
+What the columns mean here: a file, directory or symlink is *added*/*removed* when its path exists
+only in the new/old revision (a path whose type changed counts as both), *changed* when its
+content, size, mode, mtime, owner, target or xattrs differ. ``sz_bytes_added`` is the size of added
+files plus the new size of changed ones, ``sz_bytes_removed`` the size of removed files plus the old
+size of changed ones (a rewrite counts both ways, as the server's sync does). ``chunks_added`` and
+``sz_bytes_uploaded`` are the content objects and bytes this publish wrote (de-duplicated objects are
+not written again); ``catalogs_added``/``sz_catalog_bytes_uploaded`` the new catalogs. Unknown
+values are NULL, never a made-up 0 (``chunks_duplicated``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import sqlite3
+import stat
+import tempfile
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from ..errors import CvmfsError
+from ..fsutil import atomic_copy
+from .previous import PreviousTree
+from .stage import Stage
+
+STATS_PATH = "stats/stats.db"
+SCHEMA = "1.0"
+SCHEMA_REVISION = "4"
+_MARKERS = (".cvmfscatalog", ".cvmfsautocatalog")
+
+_PUBLISH_COLUMNS = (
+    "publish_id INTEGER PRIMARY KEY, start_time TEXT, finish_time TEXT, revision INTEGER,"
+    " files_added INTEGER, files_removed INTEGER, files_changed INTEGER, chunks_added INTEGER,"
+    " chunks_duplicated INTEGER, catalogs_added INTEGER, directories_added INTEGER,"
+    " directories_removed INTEGER, directories_changed INTEGER, symlinks_added INTEGER,"
+    " symlinks_removed INTEGER, symlinks_changed INTEGER, sz_bytes_added INTEGER,"
+    " sz_bytes_removed INTEGER, sz_bytes_uploaded INTEGER, sz_catalog_bytes_uploaded INTEGER,"
+    " success INTEGER"
+)
+_GC_COLUMNS = (
+    "gc_id INTEGER PRIMARY KEY, start_time TEXT, finish_time TEXT, n_preserved_catalogs INTEGER,"
+    " n_condemned_catalogs INTEGER, n_condemned_objects INTEGER, sz_condemned_bytes INTEGER,"
+    " n_duplicate_delete_requests INTEGER, success INTEGER"
+)
+
+
+@dataclass
+class Diff:
+    files_added: int = 0
+    files_removed: int = 0
+    files_changed: int = 0
+    directories_added: int = 0
+    directories_removed: int = 0
+    directories_changed: int = 0
+    symlinks_added: int = 0
+    symlinks_removed: int = 0
+    symlinks_changed: int = 0
+    sz_bytes_added: int = 0
+    sz_bytes_removed: int = 0
+
+
+@dataclass(frozen=True)
+class PublishRow:
+    """One ``publish_statistics`` row (times as the server writes them: ``YYYY-MM-DD HH:MM:SS`` UTC)."""
+
+    start_time: str
+    finish_time: str
+    revision: int
+    diff: Diff
+    chunks_added: int
+    catalogs_added: int
+    sz_bytes_uploaded: int
+    sz_catalog_bytes_uploaded: int
+    chunks_duplicated: int | None = None
+    success: bool = True
+
+
+def gmt(when: dt.datetime) -> str:
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+# -- the difference between two revisions ---------------------------------------------------------
+
+_Summary = tuple[str, int, int, int, Any, str, int, int, Any]  # kind, size, mode, mtime, digest, …
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "dir"
+    if stat.S_ISLNK(mode):
+        return "symlink"
+    return "file" if stat.S_ISREG(mode) else "special"
+
+
+def _new_children(stage: Stage, path: str) -> dict[str, tuple[_Summary, bool]]:
+    rows = stage.db.execute(
+        "SELECT name, mode, size, mtime, digest, symlink, uid, gid, xattr, nested_hash FROM stage"
+        " WHERE parent = ?",
+        (path,),
+    )
+    out: dict[str, tuple[_Summary, bool]] = {}
+    for name, mode, size, mtime, digest, symlink, uid, gid, xattr, nested in rows:
+        if name in _MARKERS:
+            continue
+        summary = (_kind(mode), size, mode, mtime, digest, symlink or "", uid, gid, xattr)
+        out[str(name)] = (summary, nested is not None)
+    return out
+
+
+def _old_children(prev: PreviousTree, path: str) -> dict[str, _Summary]:
+    out: dict[str, _Summary] = {}
+    for r in prev.catalog_for(path).children(path):
+        if r.name in _MARKERS:
+            continue
+        out[r.name] = (_kind(r.mode), r.size, r.mode, r.mtime, r.digest, r.symlink, r.uid, r.gid, r.xattr)
+    return out
+
+
+def _count(d: Diff, kind: str, how: str, size: int) -> None:
+    name = {"file": "files", "dir": "directories", "symlink": "symlinks"}.get(kind)
+    if name is None:
+        return
+    setattr(d, f"{name}_{how}", getattr(d, f"{name}_{how}") + 1)
+    if kind == "file" and how in ("added", "removed"):
+        setattr(d, f"sz_bytes_{how}", getattr(d, f"sz_bytes_{how}") + size)
+
+
+def _same(new: _Summary, old: _Summary) -> bool:
+    if new[0] == "dir":  # a directory's size is its listing's: not a change of its own
+        return (new[2], new[3], new[6], new[7], new[8]) == (old[2], old[3], old[6], old[7], old[8])
+    if new[4] is not None and old[4] is not None and new[4] != old[4]:
+        return False
+    return (new[1], new[2], new[3], new[5], new[6], new[7], new[8]) == tuple(
+        old[i] for i in (1, 2, 3, 5, 6, 7, 8)
+    )
+
+
+def diff_tree(stage: Stage, prev: PreviousTree | None, base: str) -> Diff:
+    """What the staged revision changes below ``base`` against the previous one, directory by
+    directory (an explicit stack; subtrees kept by reference from the previous revision are skipped)."""
+    d = Diff()
+    in_old = prev is not None
+    if base and prev is not None and prev.lookup(base) is None:
+        # a new base path (a new layer): the directory itself is added too
+        _count(d, "dir", "added", 0)
+        in_old = False
+    stack: list[tuple[str, bool, bool]] = [(base, True, in_old)]
+    while stack:
+        path, in_new, in_old = stack.pop()
+        new = _new_children(stage, path) if in_new else {}
+        old = _old_children(prev, path) if in_old and prev is not None else {}
+        for name in sorted(new.keys() | old.keys()):
+            child = f"{path}/{name}"
+            n, o = new.get(name), old.get(name)
+            if n is not None and o is not None and n[0][0] == o[0]:
+                if not _same(n[0], o):
+                    _count(d, n[0][0], "changed", 0)
+                    if n[0][0] == "file":
+                        d.sz_bytes_added += n[0][1]
+                        d.sz_bytes_removed += o[1]
+                if n[0][0] == "dir" and not n[1]:
+                    stack.append((child, True, True))
+                continue
+            if n is not None:
+                _count(d, n[0][0], "added", n[0][1])
+                if n[0][0] == "dir" and not n[1]:
+                    stack.append((child, True, False))
+            if o is not None:
+                _count(d, o[0], "removed", o[1])
+                if o[0] == "dir":
+                    stack.append((child, False, True))
+    return d
+
+
+# -- the database -------------------------------------------------------------------------------------
+
+
+def _create(db: sqlite3.Connection, fqrn: str) -> None:
+    db.execute("CREATE TABLE properties (key TEXT, value TEXT, CONSTRAINT pk_properties PRIMARY KEY (key))")
+    db.execute(f"CREATE TABLE publish_statistics ({_PUBLISH_COLUMNS})")
+    db.execute(f"CREATE TABLE gc_statistics ({_GC_COLUMNS})")
+    db.executemany(
+        "INSERT INTO properties VALUES (?, ?)",
+        [("schema", SCHEMA), ("schema_revision", SCHEMA_REVISION), ("repo_name", fqrn)],
+    )
+
+
+def record(stratum: Path, fqrn: str, row: PublishRow, scratch: Path) -> Path:
+    """Append ``row`` to ``<stratum>/stats/stats.db`` (created when missing): the row is added to a
+    copy in ``scratch`` (the publish's, on the same file system), which replaces the file by rename,
+    so readers never see a half-written database."""
+    dest = stratum / STATS_PATH
+    work = scratch / "stats.new.db"
+    if dest.is_file():
+        shutil.copyfile(dest, work)
+    db = sqlite3.connect(work)
+    try:
+        if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'publish_statistics'").fetchone():
+            _create(db, fqrn)
+        values: dict[str, Any] = {f.name: getattr(row.diff, f.name) for f in fields(Diff)}
+        values.update(
+            start_time=row.start_time,
+            finish_time=row.finish_time,
+            revision=row.revision,
+            chunks_added=row.chunks_added,
+            chunks_duplicated=row.chunks_duplicated,
+            catalogs_added=row.catalogs_added,
+            sz_bytes_uploaded=row.sz_bytes_uploaded,
+            sz_catalog_bytes_uploaded=row.sz_catalog_bytes_uploaded,
+            success=int(row.success),
+        )
+        names = sorted(values)
+        db.execute(
+            f"INSERT INTO publish_statistics ({', '.join(names)}) VALUES ({', '.join('?' for _ in names)})",
+            [values[n] for n in names],
+        )
+        db.commit()
+    finally:
+        db.close()
+    atomic_copy(work, dest)
+    return dest
+
+
+_READ_COLUMNS = (
+    "revision, start_time, finish_time, files_added, files_removed, files_changed, directories_added,"
+    " directories_removed, directories_changed, symlinks_added, symlinks_removed, symlinks_changed,"
+    " sz_bytes_added, sz_bytes_removed, chunks_added, catalogs_added, sz_bytes_uploaded,"
+    " sz_catalog_bytes_uploaded, success"
+)
+MAX_ROWS = 100_000
+
+
+def read(path: Path, where: str) -> tuple[str | None, list[dict[str, Any]]]:
+    """The repository name and the publish rows of a statistics database (ours or the server's,
+    schema revision 2 or later), oldest first; values of the wrong type are refused, naming the row."""
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
+    except sqlite3.Error as e:
+        raise CvmfsError(f"{where}: cannot open the statistics database: {e}") from None
+    try:
+        try:
+            name_row = db.execute("SELECT value FROM properties WHERE key = 'repo_name'").fetchone()
+            cur = db.execute(
+                f"SELECT publish_id, {_READ_COLUMNS} FROM publish_statistics ORDER BY publish_id LIMIT ?",
+                (MAX_ROWS,),
+            )
+            names = [c[0] for c in cur.description]
+            rows = cur.fetchall()
+        except sqlite3.Error as e:
+            raise CvmfsError(
+                f"{where}: not a statistics database ({e})",
+                hint="expected the server's stats.db layout (publish_statistics, schema revision >= 2)",
+            ) from None
+    finally:
+        db.close()
+    out: list[dict[str, Any]] = []
+    for raw in rows:
+        item = dict(zip(names, raw, strict=True))
+        for key, value in item.items():
+            ok = value is None or (isinstance(value, str) if key.endswith("_time") else type(value) is int)
+            if not ok:
+                raise CvmfsError(
+                    f"{where}: publish_statistics row {item['publish_id']}: {key} is {value!r}",
+                    hint="the statistics database is damaged",
+                )
+        out.append(item)
+    return (str(name_row[0]) if name_row else None), out
+
+
+MAX_STATS_BYTES = 64 << 20
+
+
+def read_source(source: str, *, timeout: float = 10) -> dict[str, Any]:
+    """The publish rows of a Stratum folder or URL (``stats/stats.db``; fetched at most 64 MiB, it is
+    not signed: every value is type-checked, and it is read immutable and read-only)."""
+    from .fetch import make_fetcher
+    from .monitor import fqrn_of
+
+    name = fqrn_of(source) or source.rstrip("/").rsplit("/", 1)[-1]
+    fetcher = make_fetcher(source, repo=name, timeout=timeout, retries=1)
+    with tempfile.TemporaryDirectory(prefix="cvmfs-stats-") as tmp:
+        path = Path(tmp) / "stats.db"
+        path.write_bytes(fetcher.get(STATS_PATH, what="statistics database", limit=MAX_STATS_BYTES))
+        repo_name, rows = read(path, f"{source}: {STATS_PATH}")
+    return {"fqrn": repo_name or name, "source": source, "publishes": rows}
