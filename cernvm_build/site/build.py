@@ -31,7 +31,7 @@ from . import search as search_mod
 from . import templates as tpl_mod
 from .cache import State
 from .config import SiteConfig
-from .model import BuildReport, LinkErrors, sha
+from .model import BuildReport, Job, LinkErrors, sha
 from .pages import make_pages
 from .plan import plan
 from .reference import GENERATORS
@@ -122,18 +122,20 @@ class Builder:
                 self.out_dir, outputs, pageset, old_outputs, env, state, fresh, self.jobs, self.reporter
             )
             state.put_outputs(rows, removed)  # recorded first: a failed index step keeps the pages
-            pages_changed = any(j.out.endswith(".html") for j in written) or any(
-                r.endswith(".html") for r in removed
-            )
-            if pages_changed:  # the index on disk no longer matches: forget it until it is made again
-                state.put_outputs([], [r for r in old_outputs if r.startswith(search_mod.PREFIX)])
+            if any(j.out.endswith(".html") for j in written) or any(r.endswith(".html") for r in removed):
+                # the index on disk may no longer match: trust none of it until it is made again
+                state.put_outputs([], [search_mod.MANIFEST])
             indexed = search_mod.update(
-                self.out_dir, self.cache_dir / "pagefind-work", old_outputs, pages_changed
+                self.out_dir,
+                self.cache_dir / "pagefind-work",
+                old_outputs,
+                search_pages(outputs.jobs),
+                jobs=self.jobs,
             )
-            search_files = 0
+            search_files = search_shards = 0
             if indexed is not None:
-                search_rows, search_files, search_removed = indexed
-                state.put_outputs(search_rows, search_removed)
+                state.put_outputs(indexed.rows, indexed.removed)
+                search_files, search_shards = indexed.written, indexed.shards
             state.prune_md(set(keys.values()))
         finally:
             state.close()
@@ -143,6 +145,7 @@ class Builder:
             outputs=len(outputs.jobs),
             rendered=len(written),
             search_files=search_files,
+            search_shards=search_shards,
             markdown_rendered=len(fresh),
             removed=len(removed),
             seconds=time.perf_counter() - start,
@@ -150,6 +153,14 @@ class Builder:
             warnings=self.warnings,
             sources={p.out: p.file for p in pageset.pages if p.file},
         )
+
+
+def search_pages(jobs: list[Job]) -> dict[str, str]:
+    """The pages the search index covers (output path -> fingerprint): those whose article is marked
+    for it; a site without any gets all its pages (Pagefind then indexes whole bodies)."""
+    pages = {j.out: j.fp for j in jobs if j.out.endswith(".html")}
+    marked = {j.out for j in jobs if ((j.context or {}).get("page") or {}).get("searchable")}
+    return {out: fp for out, fp in pages.items() if out in marked} or pages
 
 
 def build_site(site_dir: Path, out_dir: Path, **kw: Any) -> BuildReport:

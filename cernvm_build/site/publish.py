@@ -12,7 +12,7 @@ from typing import Any
 
 from ..errors import BuildError
 
-LAST = ("*.html", "pagefind/pagefind-entry.json", "atom.xml", "sitemap.xml", "robots.txt")
+LAST = ("*.html", "pagefind-entry.json", "pagefind/shards.json", "atom.xml", "sitemap.xml", "robots.txt")
 
 
 def publish(

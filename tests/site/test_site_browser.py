@@ -221,3 +221,34 @@ def test_the_site_in_a_real_browser(browser: object, served: Preview, tmp_path: 
     assert {"home.png", "docs-page.png", "search-dropdown.png", "mobile.png"} <= {
         p.name for p in shots.glob("*.png")
     }
+
+
+def test_search_over_a_sharded_index(
+    browser: object, site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A big site's index is in shards that the browser merges: every shard is loaded, the queries find
+    their heading, with no console errors or missing files. (Each shard ranks by its own word
+    statistics: at 6 pages a shard "stratum 1" is not first any more, at 12 the four land first.)"""
+    import json
+
+    from cernvm_build.site import search
+
+    monkeypatch.setattr(search, "SHARD_FROM", 1)
+    monkeypatch.setattr(search, "SHARD_PAGES", 12)  # the shipped site is one shard: cut it in three
+    preview = Preview(Builder(site, tmp_path / "out"), port=0, interval=3600)
+    preview.start()
+    try:
+        shards = json.loads((tmp_path / "out/pagefind/shards.json").read_text())["shards"]
+        assert len(shards) > 2
+        d = browser
+        d.get(preview.url + "docs/")  # type: ignore[attr-defined]
+        for query, want in QUERIES:
+            hits = header_search(d, query)
+            assert hits and hits[0].endswith(want), (query, hits[:3])
+        # every shard's metadata was fetched (by Pagefind's worker: the server saw it)
+        metas = {p for _st, p in preview.requests if "/pagefind/more/" in p and p.endswith(".pf_meta")}
+        assert len(metas) == len(shards) - 1, sorted(p for _st, p in preview.requests if "pagefind" in p)
+        assert console_errors(d) == [] and failed_resources(d) == []
+        assert [r for r in preview.requests if r[0] >= 400] == []
+    finally:
+        preview.stop()

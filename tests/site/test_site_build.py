@@ -419,3 +419,49 @@ def test_without_pagefind_the_build_says_what_to_install_and_a_rerun_finishes(
     report = build_site(site, out)
     assert report.rendered == 0 and report.search_files > 0
     assert tree(out) == _clean(site, tmp_path, "clean2", monkeypatch)
+
+
+def test_search_index_in_shards_one_page_edit_indexes_one_shard(
+    site: Path, tmp_path: Path, edit: Edit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cernvm_build.site import search
+
+    monkeypatch.setattr(search, "SHARD_FROM", 1)
+    monkeypatch.setattr(search, "SHARD_PAGES", 6)  # the real site is one shard; cut it in several
+    out = tmp_path / "out"
+    first = build_site(site, out)
+    manifest = json.loads((out / "pagefind/shards.json").read_text())
+    bundles = [s["bundle"] for s in manifest["shards"]]
+    assert first.search_shards == len(bundles) > 2 and bundles[0] == ""
+    # every page marked for search is in exactly one shard, none twice, no other page
+    marked = {
+        rel for rel, blob in tree(out).items() if rel.endswith(".html") and b"data-pagefind-body" in blob
+    }
+    counts = [
+        json.loads((out / "pagefind" / b / "pagefind-entry.json").read_text())["languages"]["en"][
+            "page_count"
+        ]
+        for b in bundles
+    ]
+    assert sum(counts) == len(marked)
+    assert all((out / "pagefind" / b / "pagefind.js").is_file() for b in bundles)
+
+    page = site / "content/docs/guides/preservation.md"
+    edit(page, "no longer receive security updates", "no longer get security updates")
+    report = build_site(site, out)
+    assert report.rendered == 1 and report.search_shards == 1
+    assert tree(out) == _clean(site, tmp_path, "clean", monkeypatch)
+    # a damaged file of one shard: that shard alone is made again
+    victim = next((out / "pagefind" / bundles[-1] / "fragment").iterdir())
+    victim.write_bytes(b"broken")
+    assert build_site(site, out).search_shards == 1
+    assert tree(out) == _clean(site, tmp_path, "clean", monkeypatch)
+    # a page gone: its shard changes, the others stay
+    (site / "content/docs/guides/cache.md").unlink()
+    for md in site.rglob("*.md"):
+        text = md.read_text()
+        if "cache.md" in text:
+            md.write_text(text.replace("(cache.md", "(site.md").replace("/cache.md", "/site.md"))
+    report = build_site(site, out)
+    assert 1 <= report.search_shards < len(bundles)
+    assert tree(out) == _clean(site, tmp_path, "clean2", monkeypatch)

@@ -90,9 +90,18 @@
 
   function load() {
     if (!engine) {
+      var opts = { baseUrl: body.getAttribute("data-base") || "/", excerptLength: 24 };
+      /* a big site's index is in shards (shards.json lists them after the first, this bundle) */
+      var listed = fetch(bundle + "shards.json").then(function (r) { return r.ok ? r.json() : { shards: [] }; });
       engine = import(bundle + "pagefind.js").then(function (pf) {
-        return pf.options({ baseUrl: body.getAttribute("data-base") || "/", excerptLength: 24 })
+        return pf.options(opts)
           .then(function () { return pf.init(); })
+          .then(function () { return listed; })
+          .then(function (m) {
+            return Promise.all(m.shards.filter(function (s) { return s.bundle; }).map(function (s) {
+              return pf.mergeIndex(bundle + s.bundle, opts);
+            }));
+          })
           .then(function () { return pf; });
       });
     }
