@@ -56,11 +56,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "cvmfs_http_proxy",
         Kind.STR,
-        "HTTP proxy chain for CernVM-FS (CVMFS_HTTP_PROXY syntax: 'http://p:3128;DIRECT')",
+        "HTTP proxy chain for CernVM-FS (CVMFS_HTTP_PROXY syntax: '|' shares the load within a group, "
+        "';' fails over to the next group: 'http://p1:3128|http://p2:3128;DIRECT')",
         default=None,
         pattern=rf"{_PROXY}([;|]{_PROXY})*",
         pattern_help="DIRECT, auto or proxies joined by ';' and '|'",
         example="http://squid.example:3128;DIRECT",
+        flag="--cvmfs-http-proxy",
+        metavar="CHAIN",
     ),
     Setting(
         "cvmfs_branch",

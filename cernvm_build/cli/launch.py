@@ -107,6 +107,7 @@ def cmd_create(args: argparse.Namespace, out: Output) -> int:
         date=block.get("date"),
         cert=Path(args.cert) if args.cert else None,
         cvmfs_server=block.get("cvmfs_server"),
+        cvmfs_http_proxy=block.get("cvmfs_http_proxy"),
         start=not args.no_start,
         context_label=args.context_label,
         forwards=tuple(launch.parse_forward(f) for f in args.forward or ()),
@@ -349,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     snap = p.add_mutually_exclusive_group()
     flags.add(snap, [userdata.SPEC["cvmfs_tag"], userdata.SPEC["cvmfs_date"]])
     p.add_argument("--cert", metavar="PEM", help="require the image signature to be by this certificate")
-    flags.add(p, [userdata.SPEC["cvmfs_server"]])
+    flags.add(p, [userdata.SPEC["cvmfs_server"], userdata.SPEC["cvmfs_http_proxy"]])
     p.add_argument(
         "--context-label",
         choices=("CONFIG-2", "cidata"),

@@ -20,6 +20,7 @@ from typing import TypeVar
 
 from ..errors import CvmfsError, IntegrityError
 from .limits import human
+from .proxies import ProxyChain
 
 log = logging.getLogger(__name__)
 
@@ -113,24 +114,6 @@ class LocalFetcher(Fetcher):
             return consume(blocks())
 
 
-def parse_proxies(proxy: str | None) -> list[str | None]:
-    """``"http://p1:3128|http://p2:3128;DIRECT"`` -> ordered proxies; None means DIRECT (no proxy).
-
-    Like CVMFS_HTTP_PROXY, ``|`` separates proxies of one group and ``;`` separates fail-over groups;
-    here both are simply tried in order.
-    """
-    if not proxy:
-        return [None]
-    out: list[str | None] = []
-    for group in proxy.split(";"):
-        for p in group.split("|"):
-            p = p.strip()
-            if not p:
-                continue
-            out.append(None if p.upper() == "DIRECT" else p)
-    return out or [None]
-
-
 class _HttpStatus(Exception):
     def __init__(self, url: str, code: int, reason: str):
         super().__init__(f"{url}: HTTP {code} {reason}")
@@ -138,8 +121,9 @@ class _HttpStatus(Exception):
 
 
 class HttpFetcher(Fetcher):
-    """Servers are tried in order, starting with the last one that worked; each through every proxy,
-    each ``retries`` extra times with a short back-off on transient failures.
+    """Servers are tried in order, starting with the last one that worked; each through the proxy
+    chain (``proxies.ProxyChain``: groups in order, load shared within a group, sticky), each proxy
+    ``retries`` extra times with a short back-off on transient failures.
 
     Connections are kept alive (what a Stratum client does with curl): for many small objects,
     connection set-up would otherwise cost more than the transfer. Idle ones are shared by all
@@ -164,7 +148,7 @@ class HttpFetcher(Fetcher):
         self.timeout = timeout
         self.retries = max(0, retries)
         self.backoff = backoff
-        self.proxies = parse_proxies(proxy)
+        self.proxies = ProxyChain(proxy)
         self._current = 0
         self._idle: dict[tuple[str, str], list[http.client.HTTPConnection]] = {}
         self._idle_lock = threading.Lock()
@@ -178,7 +162,7 @@ class HttpFetcher(Fetcher):
         for k in range(n):
             index = (self._current + k) % n
             url = f"{self.urls[index]}/{relpath}"
-            for proxy in self.proxies:
+            for proxy in self.proxies.order():
                 for attempt in range(self.retries + 1):
                     if attempt:
                         time.sleep(min(self.backoff * 2 ** (attempt - 1), 2.0))
@@ -202,6 +186,7 @@ class HttpFetcher(Fetcher):
                         last_error = f"{url}: {e.message}"
                         break
                     self._current = index
+                    self.proxies.worked(proxy)
                     return result
                 else:
                     continue

@@ -60,6 +60,7 @@ class InstanceSpec:
     date: str | None = None  # pin to the snapshot current at this date
     cert: Path | None = None  # the image signature must be by this certificate
     cvmfs_server: str | None = None  # HOST[:PORT] of the OS repository, for the bootloader
+    cvmfs_http_proxy: str | None = None  # the bootloader's proxy chain (CVMFS_HTTP_PROXY syntax)
     start: bool = True
     context_label: str = "CONFIG-2"
     forwards: tuple[tuple[int, int], ...] = ()  # (host port on 127.0.0.1, guest port), user networking
@@ -108,6 +109,8 @@ def create_instance(spec: InstanceSpec, *, host: Host, reporter: Reporter = NULL
     block = dict(pin.ucernvm)
     if spec.cvmfs_server:
         block["cvmfs_server"] = spec.cvmfs_server
+    if spec.cvmfs_http_proxy:
+        block["cvmfs_http_proxy"] = spec.cvmfs_http_proxy
     _refuse_existing(host, name)
     if not image.path.is_file():
         raise ImageError(

@@ -27,6 +27,9 @@ from ..table import Invalid
 
 BEGIN, END = "[ucernvm-begin]", "[ucernvm-end]"
 _SAFE_VALUE = re.compile(r"[A-Za-z0-9._:/,@+=%-]*")
+#: separators a key's own syntax needs (the init assigns values through a case table, never evaluates
+#: them; the bootloader's table pattern still bounds the value): the proxy chain's groups
+_ALSO_SAFE = {"cvmfs_http_proxy": ";|"}
 
 
 @dataclass
@@ -187,14 +190,14 @@ def _filename(msg: Message) -> str | None:
 
 def check_ucernvm_value(key: str, value: str) -> str:
     """A value launch writes into the block, checked by the bootloader's own table (so the bootloader
-    will not ignore it) and safe for its line parser (no spaces, quotes, ``;``)."""
+    will not ignore it) and safe for its line parser (no spaces, quotes, ``;`` except in a proxy chain)."""
     spec = bootloader_userdata.SPEC.get(key)
     try:
         value = bootloader_userdata.check(key, value)
     except Invalid as e:
         where = spec.flag if spec is not None and spec.flag else key
         raise UsageError(e.message, where=where, hint=e.hint) from None
-    if not _SAFE_VALUE.fullmatch(value):
+    if not _SAFE_VALUE.fullmatch(value.translate({ord(c): None for c in _ALSO_SAFE.get(key, "")})):
         raise UsageError(
             f"unsafe value for {key}: {value!r}",
             hint="use letters, digits and . _ : / , @ + = % - only",

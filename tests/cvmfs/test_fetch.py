@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import socket
 import threading
 import urllib.request
@@ -10,8 +11,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from cernvm_build.cvmfs.fetch import HttpFetcher, Unreachable, parse_proxies
+from cernvm_build.cvmfs.fetch import HttpFetcher, Unreachable
+from cernvm_build.cvmfs.proxies import ProxyChain, parse_groups, parse_proxies
 from cernvm_build.cvmfs.serve import Server
+from cernvm_build.errors import CvmfsError
 
 from .conftest import FQRN, Fixture
 
@@ -57,6 +60,22 @@ def _dead() -> str:
 def test_parse_proxies() -> None:
     assert parse_proxies(None) == [None]
     assert parse_proxies("http://a:1|http://b:2;DIRECT") == ["http://a:1", "http://b:2", None]
+    assert parse_groups(" http://a:1 | http://b:2 ;; direct") == [["http://a:1", "http://b:2"], [None]]
+    assert parse_groups("auto;DIRECT") == [[None]]  # no PAC file looked up: as when none is found
+    with pytest.raises(CvmfsError, match="'auto'"):
+        parse_groups("auto")
+
+
+def test_proxy_chain_balances_within_a_group_and_fails_over_between_groups_sticky() -> None:
+    spec = "http://a|http://b|http://c;http://d;DIRECT"
+    firsts = {ProxyChain(spec, rng=random.Random(seed)).order()[0] for seed in range(40)}
+    assert firsts == {"http://a", "http://b", "http://c"}  # clients spread over the first group only
+    chain = ProxyChain(spec, rng=random.Random(1))
+    order = chain.order()
+    assert set(order[:3]) == {"http://a", "http://b", "http://c"} and order[3:] == ["http://d", None]
+    chain.worked("http://d")  # the whole first group failed: the next requests start at the second
+    assert chain.order() == ["http://d", None, *order[:3]]
+    assert chain.current == "http://d"
 
 
 def test_through_a_proxy(server: Server, proxy: str, fx: Fixture) -> None:

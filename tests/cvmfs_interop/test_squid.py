@@ -1,6 +1,8 @@
 """Squid in the path: Debian's squid, started by the test on 127.0.0.1 as a site proxy in front of an
 nginx Stratum (``cvmfs nginx-config``); the reader goes through it with ``proxy=``. Two readers with
-empty caches read every file: through squid the origin serves the objects once, without it twice."""
+empty caches read every file: through squid the origin serves the objects once, without it twice.
+Two squids, one of them stopped: proxy groups and fail-over (``CVMFS_HTTP_PROXY`` syntax) in the
+reader, the FUSE mount (the initrd's ``cvmfs.mount``) and, for comparison, the real cvmfs2."""
 
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ import contextlib
 import shutil
 import socket
 import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +23,7 @@ from cernvm_build.cvmfs import keys as keymod
 from cernvm_build.cvmfs.publish import create_repository, publish_tree
 from cernvm_build.cvmfs.repository import open_repository
 
+from .real import locate, mounted
 from .test_nginx import _free_port
 from .test_replicate import FQRN, _tree
 
@@ -39,11 +44,11 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
 
 
 @contextlib.contextmanager
-def _running(cmd: list[str], port: int, what: str) -> Iterator[None]:
+def _running(cmd: list[str], port: int, what: str) -> Iterator[subprocess.Popen[bytes]]:
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE)
     try:
         _wait_port(port, proc, what)
-        yield
+        yield proc
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -56,43 +61,70 @@ def _tool(name: str) -> str:
     return path
 
 
-def test_reader_through_squid_hits_the_origin_once(tmp_path: Path) -> None:
-    nginx, squid = _tool("nginx"), _tool("squid")
+def _origin(tmp_path: Path) -> tuple[Path, list[str], int, Path]:
+    """A published repository and an nginx configuration serving it: (public key, nginx argv, port, log)."""
     keys = keymod.generate_keys(FQRN)
     keys.save(tmp_path / "keys")
     pub = tmp_path / "keys" / f"{FQRN}.pub"
     stratum = tmp_path / "srv" / FQRN
     create_repository(stratum, FQRN, keys)
     publish_tree(stratum, FQRN, keys, _tree(tmp_path / "src", 1), tag="v1")
-    origin, proxy = _free_port(), _free_port()
+    origin = _free_port()
     run = tmp_path / "nginx"
     run.mkdir()
     conf = run / "nginx.conf"
     argv = ["cvmfs", "nginx-config", str(tmp_path / "srv"), "--port", str(origin), "--listen", "127.0.0.1"]
     assert main([*argv, "--user", "root", "-o", str(conf)]) == 0
-    squid_conf = tmp_path / "squid.conf"
-    squid_conf.write_text(
-        f"http_port 127.0.0.1:{proxy}\npid_filename none\ncache_log /dev/null\naccess_log none\n"
+    return pub, [_tool("nginx"), "-c", str(conf), "-g", "daemon off;"], origin, run / "access.log"
+
+
+@pytest.fixture
+def logs() -> Iterator[Path]:
+    """A folder squid's own user ('proxy') can write its access logs to (pytest's tmp is 0700 root)."""
+    path = Path(tempfile.mkdtemp(prefix="cernvm-squid-logs-"))
+    path.chmod(0o1777)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _squid(tmp_path: Path, name: str, logs: Path | None = None) -> tuple[list[str], int, Path]:
+    """A squid configuration on a free port: (argv, port, access log: in ``logs``, else none)."""
+    port = _free_port()
+    conf = tmp_path / f"{name}.conf"
+    log = logs / f"{name}.access.log" if logs else Path("none")
+    conf.write_text(
+        f"http_port 127.0.0.1:{port}\npid_filename none\ncache_log /dev/null\n"
+        f"access_log {'stdio:' + str(log) if logs else 'none'}\n"
         "cache_store_log none\ncache_mem 64 MB\nmaximum_object_size_in_memory 32 MB\n"
         "maximum_object_size 32 MB\nhttp_access allow localhost\nhttp_access deny all\n"
         "netdb_filename none\nshutdown_lifetime 0 seconds\ncoredump_dir /tmp\n"
     )
+    return [_tool("squid"), "-N", "-f", str(conf)], port, log
+
+
+def _requests(log: Path) -> int:
+    """Object requests in an access log (nginx's or squid's)."""
+    return sum(1 for line in log.read_text().splitlines() if "/data/" in line) if log.exists() else 0
+
+
+def test_reader_through_squid_hits_the_origin_once(tmp_path: Path) -> None:
+    pub, nginx_argv, origin, log = _origin(tmp_path)
+    squid_argv, proxy, _ = _squid(tmp_path, "squid")
     url = f"http://127.0.0.1:{origin}/cvmfs/{FQRN}"
-    log = run / "access.log"
 
     def read_everything(via: str | None) -> dict[str, bytes]:
         with open_repository(url, fqrn=FQRN, public_keys=[pub], proxy=via) as repo:
             return {e.path: repo.read_bytes(e) for e in repo.walk("/") if e.is_file}
 
     def object_requests() -> int:
-        return sum(1 for line in log.read_text().splitlines() if "/data/" in line)
+        return _requests(log)
 
-    with _running([nginx, "-c", str(conf), "-g", "daemon off;"], origin, "nginx"):
+    with _running(nginx_argv, origin, "nginx"):
         direct = read_everything(None)
         once = object_requests()
         assert read_everything(None) == direct
         assert object_requests() == 2 * once  # no proxy: every reader goes to the origin
-        with _running([squid, "-N", "-f", str(squid_conf)], proxy, "squid"):
+        with _running(squid_argv, proxy, "squid"):
             before = object_requests()
             assert read_everything(f"http://127.0.0.1:{proxy}") == direct
             first = object_requests() - before
@@ -100,3 +132,63 @@ def test_reader_through_squid_hits_the_origin_once(tmp_path: Path) -> None:
             second = object_requests() - before - first
     assert first == once  # the first reader's misses went through to the origin
     assert second == 0  # the second reader's objects all came from squid
+
+
+def test_proxy_groups_and_fail_over_with_two_squids_one_stopped(tmp_path: Path, logs: Path) -> None:
+    pub, nginx_argv, origin, origin_log = _origin(tmp_path)
+    a_argv, a_port, a_log = _squid(tmp_path, "squid-a", logs)
+    b_argv, b_port, b_log = _squid(tmp_path, "squid-b", logs)
+    a, b, dead = (f"http://127.0.0.1:{p}" for p in (a_port, b_port, _free_port()))
+    url = f"http://127.0.0.1:{origin}/cvmfs/{FQRN}"
+
+    def read(chain: str) -> dict[str, bytes]:
+        with open_repository(url, fqrn=FQRN, public_keys=[pub], proxy=chain, retries=0) as repo:
+            return {e.path: repo.read_bytes(e) for e in repo.walk("/") if e.is_file}
+
+    with _running(nginx_argv, origin, "nginx"):
+        want = read("DIRECT")
+        objects = _requests(origin_log)
+        with _running(a_argv, a_port, "squid A") as squid_a, _running(b_argv, b_port, "squid B"):
+            # ';' is fail-over, not balancing: with both up, only the first group is used
+            assert read(f"{a};{b}") == want
+            assert _requests(a_log) == objects and _requests(b_log) == 0
+            # a dead member of a group hands over to the next member of that group, never to DIRECT
+            before = _requests(origin_log)
+            assert read(f"{dead}|{b};DIRECT") == want
+            assert _requests(b_log) == objects and _requests(origin_log) == before + objects
+            # one squid stopped while a reader is half-way: the rest comes through the next group
+            with open_repository(url, fqrn=FQRN, public_keys=[pub], proxy=f"{a};{b}", retries=0) as repo:
+                files = [e for e in repo.walk("/") if e.is_file]
+                half = len(files) // 2
+                got = {e.path: repo.read_bytes(e) for e in files[:half]}
+                a_served, b_served = _requests(a_log), _requests(b_log)
+                squid_a.terminate()
+                squid_a.wait(timeout=30)
+                got.update({e.path: repo.read_bytes(e) for e in files[half:]})
+            assert got == want
+            assert _requests(a_log) == a_served and _requests(b_log) > b_served
+            # the FUSE mount (as the initrd runs it) through the same chain, A stopped
+            mnt = tmp_path / "mnt"
+            mnt.mkdir()
+            cmd = [sys.executable, "-m", "cernvm_build.cvmfs.mount", "--fqrn", FQRN, "--server", url]
+            cmd += ["--public-key", str(pub), "--proxy", f"{a}|{dead};{b};DIRECT", str(mnt)]
+            cmd += ["--cache", str(tmp_path / "fuse-cache")]
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+            assert r.returncode == 0, r.stderr
+            try:
+                before_b = _requests(b_log)
+                got = {"/" + str(p.relative_to(mnt)): p.read_bytes() for p in mnt.rglob("*") if p.is_file()}
+                assert got == want
+                assert _requests(b_log) > before_b  # through the second group, not DIRECT
+            finally:
+                subprocess.run(["fusermount3", "-u", str(mnt)], check=False, timeout=60)
+            # the real cvmfs2 with the same chain (the reference for the semantics)
+            tools = locate(tmp_path)
+            before_b, before_origin = _requests(b_log), _requests(origin_log)
+            chain = f"{a}|{dead};{b};DIRECT"
+            with mounted(tools, url, FQRN, pub, tmp_path / "real", CVMFS_HTTP_PROXY=f"'{chain}'") as real:
+                got = {"/" + str(p.relative_to(real)): p.read_bytes() for p in real.rglob("*") if p.is_file()}
+            assert got == want
+            through_b = _requests(b_log) - before_b
+            assert through_b > 0  # the second group served it (squid B's misses are its only origin hits)
+            assert _requests(origin_log) - before_origin <= through_b

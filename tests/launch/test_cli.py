@@ -243,3 +243,21 @@ def test_diagnostics_print_brackets_as_they_are(capsys: pytest.CaptureFixture[st
         "creating [vm]",
     ):
         assert text in err
+
+
+def test_cvmfs_http_proxy_chain_reaches_the_bootloader_block(
+    cli: None, image: Path, tmp_path: Path, launch_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    chain = "http://10.0.2.2:3128|http://10.0.2.2:3129;http://10.0.2.2:3130;DIRECT"
+    argv = ["create", "--name", "cli-p", "--iso", str(image), "--no-start", "--yes"]
+    assert launch(*argv, "--cvmfs-http-proxy", chain) == 0
+    iso = launch_env / "run" / "cli-p" / "context.iso"
+    out = tmp_path / "ctx"
+    subprocess.run(
+        ["xorriso", "-osirrox", "on", "-indev", iso, "-extract", "/", out], check=True, capture_output=True
+    )
+    assert f"\ncvmfs_http_proxy={chain}\n".encode() in (out / "openstack/latest/user_data").read_bytes()
+    capsys.readouterr()
+    assert launch(*argv[:2], "cli-q", *argv[3:], "--cvmfs-http-proxy", "squid here;DIRECT") == 2
+    err = capsys.readouterr().err
+    assert "--cvmfs-http-proxy" in err and "Traceback" not in err
