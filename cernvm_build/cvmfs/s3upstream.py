@@ -10,10 +10,11 @@ Stratum URL.
 The transaction's working state stays local, as with the real server's spool: publishing, tagging and
 replicating work on a local Stratum directory (the *spool*), which is then pushed through the
 mirror's sync engine (``mirror.s3sync.sync_tree``): new objects first, never rewritten (immutable),
-then ``.cvmfsreflog``, ``.cvmfswhitelist``, ``.cvmfspublished`` last, so a reader of the bucket sees
-the old revision or the new one. ``data/txn/`` (locks, scratch, staging) never leaves the spool.
-An interrupted push is finished by the next command on that spool (or by a re-run); a spool that is
-behind the bucket (another publisher, a lost spool) is refused before anything is written.
+then ``stats/stats.db``, ``.cvmfsreflog``, ``.cvmfswhitelist``, ``.cvmfspublished`` last, so a
+reader of the bucket sees the old revision or the new one. ``data/txn/`` (locks, scratch, staging)
+never leaves the spool. An interrupted push is finished by the next command on that spool (or by a
+re-run); a spool behind the bucket (another publisher, a lost spool) is refused before anything is
+written.
 """
 
 from __future__ import annotations
@@ -32,10 +33,12 @@ from ..mirror.s3client import S3Client, S3Url, error_code, make_client, parse_s3
 from ..mirror.s3sync import Checkpoint, SyncReport, sync_tree
 from ..paths import cache_dir
 from . import manifest as manifest_mod
+from .pubstats import STATS_PATH
 from .repository import MANIFEST_FILE
 
-#: uploaded after every object, in this order (the manifest names the rest)
-SIGNED_LAST = (".cvmfsreflog", ".cvmfswhitelist", MANIFEST_FILE, ".cvmfs_last_snapshot")
+#: uploaded after every object, in this order (the manifest last: it names the rest); these are the
+#: files that change under their name (the publish statistics too), every other one is immutable
+LAST = (STATS_PATH, ".cvmfsreflog", ".cvmfswhitelist", MANIFEST_FILE, ".cvmfs_last_snapshot")
 #: the spool's working state, never published
 EXCLUDE = ("data/txn/*", ".cvmfs_is_snapshotting")
 
@@ -131,7 +134,7 @@ def push(up: S3Upstream, client: S3Client | None = None, checkpoint: Checkpoint 
         up.spool,
         str(up.url),
         client=client or up.client(),
-        last=SIGNED_LAST,
+        last=LAST,
         delete=False,
         immutable=True,
         exclude=EXCLUDE,

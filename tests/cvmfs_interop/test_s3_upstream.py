@@ -54,6 +54,7 @@ def _read_all(source: str | Path, pub: Path, tag: str | None = None) -> dict[str
 
 def _stratum_files(stratum: Path) -> set[str]:
     out = {p.relative_to(stratum).as_posix() for p in (stratum / "data").glob("??/*") if p.is_file()}
+    out |= {p.relative_to(stratum).as_posix() for p in (stratum / "stats").glob("*") if p.is_file()}
     return out | {p.name for p in stratum.glob(".cvmfs*") if p.is_file()}
 
 
