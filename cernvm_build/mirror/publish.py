@@ -22,6 +22,7 @@ from .check import Checked, Progress, SourceBroken
 from .hashcache import HashCache, local_error, probe_writable
 from .s3client import S3Client, S3Url, make_client, parse_s3_url, s3_error
 from .s3sync import JOBS, Checkpoint, SyncReport, sync_tree
+from .s3write import prefetch_conditions
 from .source import HttpSource, LocalSource, S3Source, Source, open_source
 from .yum import published_references as yum_refs
 from .yum import verify_yum
@@ -130,6 +131,8 @@ def mirror(
     # Credentials, endpoint and bucket are checked before the (possibly long) verification.
     client = client or make_client(endpoint_url=endpoint_url, profile=profile, max_connections=jobs + 4)
     check_access(client, url)
+    if not dry_run:
+        prefetch_conditions(client, url)  # overlaps the verification
     try:
         report = _mirror(kind, source_spec, url, cache, gpg_key, suites, jobs, keep, dry_run, delete,
                          progress, client, allow_rewrite, checkpoint or (lambda e, k: None))  # fmt: skip

@@ -5,6 +5,11 @@ shared files, instance roles); the endpoint from ``--endpoint-url`` or ``AWS_END
 Custom endpoints (MinIO, Ceph RGW, moto) get path-style addressing, because their buckets rarely have
 DNS names. boto3 >= 1.36 sends CRC checksums on every request by default, which Ceph RGW and older
 MinIO reject; we only send checksums when an operation requires them, unless the user chose otherwise.
+
+A PutObject that carries our ``x-amz-meta-sha256`` is signed with that hash as its SigV4 payload hash
+(``X-Amz-Content-SHA256``): the server checks the body against it, and neither botocore (which hashes
+every body again over plain HTTP) nor we (Content-MD5) read the bytes once more. The hash is the one the
+source was verified with, so the integrity check is end to end.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import boto3
+import botocore.auth
 import botocore.exceptions
 from botocore.config import Config
 
@@ -23,6 +29,39 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client as S3Client
 else:
     S3Client = Any
+
+
+#: metadata key of an object's SHA-256 (written by the sync, read back by planning)
+META_SHA256 = "sha256"
+_KNOWN_PAYLOAD = "cernvm-s3v4-known-payload"
+_PAYLOAD_KEY = "cernvm_payload_sha256"
+
+
+class _KnownPayloadAuth(botocore.auth.S3SigV4Auth):
+    """SigV4 for S3 whose payload hash is the SHA-256 the caller put in the request context."""
+
+    def payload(self, request: Any) -> str:
+        known = request.context.get(_PAYLOAD_KEY)
+        return str(known) if known else str(super().payload(request))
+
+
+# botocore looks signers up by name in this table; ours is an additional entry, nothing is replaced.
+botocore.auth.AUTH_TYPE_MAPS.setdefault(_KNOWN_PAYLOAD, _KnownPayloadAuth)
+
+
+def _remember_payload_hash(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+    known = (params.get("Metadata") or {}).get(META_SHA256)
+    if known and isinstance(params.get("Body"), bytes | bytearray):
+        context[_PAYLOAD_KEY] = known
+
+
+def _known_payload_signer(
+    signature_version: Any, signing_name: Any, context: dict[str, Any], **_: Any
+) -> str | None:
+    # botocore would pick its "s3v4" for these (plain SigV4 with S3's payload rules): ours is that class.
+    if signature_version in ("v4", "s3v4") and signing_name == "s3" and context.get(_PAYLOAD_KEY):
+        return _KNOWN_PAYLOAD
+    return None  # botocore's own choice
 
 
 @dataclass(frozen=True)
@@ -96,7 +135,12 @@ def make_client(
         region = "us-east-1"  # custom endpoints ignore it; AWS redirects are followed by boto
     else:
         region = session.region_name
-    return session.client("s3", endpoint_url=endpoint, region_name=region, config=Config(**options))
+    client = session.client("s3", endpoint_url=endpoint, region_name=region, config=Config(**options))
+    events = client.meta.events
+    events.register("before-parameter-build.s3.PutObject", _remember_payload_hash, unique_id="cernvm-sha")
+    # (botocore's stubs type handlers as returning None; choose-signer handlers answer with a name)
+    events.register("choose-signer.s3.PutObject", _known_payload_signer, unique_id="cernvm-signer")  # type: ignore[arg-type]
+    return client
 
 
 CREDENTIALS_HINT = "set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or use --profile with ~/.aws/credentials"

@@ -29,11 +29,10 @@ import botocore.exceptions
 from ..errors import MirrorError
 from ..report import ProgressFn
 from .hashcache import HashCache
-from .s3client import S3Client, S3Url, error_code, http_status, s3_error
+from .s3client import META_SHA256, S3Client, S3Url, error_code, http_status, s3_error
 
 MANIFEST = ".cernvm-sync.json"
 PROBE_PREFIX = ".cernvm-sync-probe-"
-META_SHA256 = "sha256"
 
 #: ``progress(stage, done, total)``; stages: "hash" and "upload" in bytes, "check" and "delete" in objects.
 Progress = ProgressFn  # see report.Reporter.progress

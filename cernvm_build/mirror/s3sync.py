@@ -55,8 +55,8 @@ from .s3write import (
     Writer,
     content_type,
     delete_objects,
-    probe_conditional_writes,
     run_parallel,
+    server_conditions,
     write_manifest,
 )
 
@@ -132,8 +132,6 @@ def _noop(event: str, key: str) -> None:
 #: parallel transfers by default: S3 gateways answer each request with some latency, so more requests in
 #: flight is what makes a sync of many small packages fast (rclone's default is 4 + 8 checkers).
 JOBS = 16
-
-_conditional_cache: dict[tuple[str, str], Conditions] = {}
 
 
 def sync_tree(
@@ -256,13 +254,9 @@ def _sync(
 
     uploads = report.uploads
     conditions = Conditions(bool(conditional))
-    if uploads:
-        cache_key = (str(client.meta.endpoint_url), url.bucket)
-        if conditional is None:
-            if cache_key not in _conditional_cache:
-                _conditional_cache[cache_key] = probe_conditional_writes(client, url)
-            conditions = _conditional_cache[cache_key]
-            conditional = conditions.honoured
+    if uploads and conditional is None:
+        conditions = server_conditions(client, url)
+        conditional = conditions.honoured
     report.conditional_writes = conditional
     if conditional is False and uploads:
         report.notes.append(

@@ -9,8 +9,6 @@ written (a narrower, but not zero, race).
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import mimetypes
 import os
 import threading
@@ -24,8 +22,8 @@ import botocore.exceptions
 
 from ..errors import MirrorError
 from .hashcache import signature
-from .s3client import S3Client, S3Url, error_code, http_status, s3_error
-from .s3plan import MANIFEST, META_SHA256, PROBE_PREFIX, Action, LocalFile, Manifest, Progress, head_sha256
+from .s3client import META_SHA256, S3Client, S3Url, error_code, http_status, s3_error
+from .s3plan import MANIFEST, PROBE_PREFIX, Action, LocalFile, Manifest, Progress, head_sha256
 
 #: Packages above this go up as multipart uploads, PART_JOBS parts at a time (one stream of a few MB/s
 #: per connection is what many S3 gateways give; a big package then takes as long as a small one).
@@ -94,6 +92,44 @@ def probe_conditional_writes(client: S3Client, url: S3Url) -> Conditions:
             client.delete_object(Bucket=url.bucket, Key=key)
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
             pass
+
+
+#: one probe per endpoint and bucket and process (its answer does not change during a run)
+_probes: dict[tuple[str, str], Future[Conditions]] = {}
+_probes_lock = threading.Lock()
+
+
+def prefetch_conditions(client: S3Client, url: S3Url) -> None:
+    """Start the conditional-write probe in the background: its round trips then overlap the source
+    verification instead of delaying the first upload. ``server_conditions`` collects the answer."""
+    key = (str(client.meta.endpoint_url), url.bucket)
+    with _probes_lock:
+        if key in _probes:
+            return
+        fut: Future[Conditions] = Future()
+        _probes[key] = fut
+
+    def run() -> None:
+        try:
+            fut.set_result(probe_conditional_writes(client, url))
+        except BaseException as e:  # handed to whoever asks for the answer
+            fut.set_exception(e)
+
+    threading.Thread(target=run, name="cernvm-probe", daemon=True).start()
+
+
+def server_conditions(client: S3Client, url: S3Url) -> Conditions:
+    """What the server does with preconditions (probed once; a failed probe is tried again next time)."""
+    prefetch_conditions(client, url)
+    key = (str(client.meta.endpoint_url), url.bucket)
+    fut = _probes[key]
+    try:
+        return fut.result()
+    except BaseException:
+        with _probes_lock:
+            if _probes.get(key) is fut:
+                del _probes[key]
+        raise
 
 
 def content_type(rel: str) -> str:
@@ -177,11 +213,10 @@ class Writer:
             if lf.size > MULTIPART_THRESHOLD:
                 etag = self._multipart(key, lf, extra, cond)
             else:
+                # No Content-MD5: the body is signed with its known SHA-256 (see s3client), which the
+                # server checks; hashing it again here would cost a pass over every byte.
                 data = _read_unchanged(lf)
-                md5 = base64.b64encode(hashlib.md5(data).digest()).decode()
-                resp = self.client.put_object(
-                    Bucket=self.url.bucket, Key=key, Body=data, ContentMD5=md5, **extra, **cond
-                )
+                resp = self.client.put_object(Bucket=self.url.bucket, Key=key, Body=data, **extra, **cond)
                 etag = str(resp["ETag"])
                 self._advance(lf.size)
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
@@ -231,10 +266,11 @@ class Writer:
                 offsets = list(range(0, lf.size, PART_SIZE)) or [0]
 
                 def part(number: int) -> tuple[int, str]:
+                    # Parts are signed with their SHA-256 (botocore hashes them: no Content-MD5 header),
+                    # which the server checks.
                     block = os.pread(fd, PART_SIZE, offsets[number - 1])
-                    md5 = base64.b64encode(hashlib.md5(block).digest()).decode()
                     r = self.client.upload_part(Bucket=self.url.bucket, Key=key, UploadId=upload_id,
-                                                PartNumber=number, Body=block, ContentMD5=md5)  # fmt: skip
+                                                PartNumber=number, Body=block)  # fmt: skip
                     self._advance(len(block))
                     return number, str(r["ETag"])
 

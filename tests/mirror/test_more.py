@@ -1,4 +1,5 @@
-"""HTTP apt sources, the generic `mirror sync` command, multipart uploads."""
+"""HTTP apt sources, the generic `mirror sync` command, multipart uploads, uploads signed with the
+hash the source was verified with."""
 
 from __future__ import annotations
 
@@ -83,6 +84,40 @@ def test_multipart_uploads_carry_the_hash(
     rep = sync_tree(src, f"s3://{bucket}", client=s3)
     assert rep.uploaded == ["big.rpm"]
     assert sync_tree(src, f"s3://{bucket}", client=s3).uploaded == []
+
+
+def test_uploads_are_signed_with_the_verified_hash_and_the_server_checks_it(
+    tmp_path: Path, target: Target
+) -> None:
+    """A sync's PutObject carries the file's known SHA-256 as its SigV4 payload hash (nothing hashes the
+    body again); Ceph RGW checks the body against it (moto does not check payload hashes)."""
+    import hashlib
+
+    s3, bucket = target.client, target.bucket
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.rpm").write_bytes(b"package bytes\n" * 1000)
+    sent: dict[str, bytes] = {}
+
+    def record(request: Any, **_: Any) -> None:
+        if request.method == "PUT" and "a.rpm" in request.url:
+            sent["a.rpm"] = request.headers["X-Amz-Content-SHA256"]
+
+    s3.meta.events.register("before-send.s3", record, unique_id="test-record")
+    try:
+        sync_tree(src, f"s3://{bucket}", client=s3)
+    finally:
+        s3.meta.events.unregister("before-send.s3", unique_id="test-record")
+    want = hashlib.sha256((src / "a.rpm").read_bytes()).hexdigest()
+    assert sent["a.rpm"] == want.encode()
+    assert s3.get_object(Bucket=bucket, Key="a.rpm")["Body"].read() == (src / "a.rpm").read_bytes()
+    if target.name == "rgw":
+        # The check is real: a body that is not what its hash says is refused by the server.
+        import botocore.exceptions
+
+        with pytest.raises(botocore.exceptions.ClientError, match="XAmzContentSHA256Mismatch"):
+            s3.put_object(Bucket=bucket, Key="b.rpm", Body=b"other bytes", Metadata={"sha256": want})
+        assert "b.rpm" not in target.objects()
 
 
 def test_progress_counts_files_when_verifying_and_bytes_when_uploading(
