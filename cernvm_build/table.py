@@ -360,3 +360,39 @@ def by_key(table: tuple[Setting, ...]) -> dict[str, Setting]:
 def aliases(table: tuple[Setting, ...]) -> dict[str, str]:
     """Deprecated key → current key."""
     return {old: s.key for s in table for old in s.aliases}
+
+
+#: the kinds ``rules`` describes: what a browser-side validator (the site's context builder) implements
+BROWSER_KINDS = (Kind.STR, Kind.INT, Kind.BOOL)
+
+
+def rules(s: Setting) -> dict[str, Any]:
+    """The setting as data a browser-side validator applies with the same results and messages as
+    ``from_text`` (the site's context builder embeds it as JSON): the pattern (Python syntax that
+    JavaScript reads alike: classes, groups, ``{m,n}``, lookahead), range, words and the hints
+    ``Invalid`` would carry. Only ``BROWSER_KINDS``; anything else is a bug in the caller."""
+    if s.kind not in BROWSER_KINDS:
+        raise ValueError(f"{s.key}: a {s.kind.value} setting has no browser-side rules")
+    return {
+        "key": s.key,
+        "kind": s.kind.value,
+        "help": s.help,
+        "allowed": allowed_text(s, files=False),
+        "example": s.example,
+        "default": None if s.default is REQUIRED or s.default is None else render(s, s.default),
+        "pattern": s.pattern,
+        "choices": list(s.choices),
+        "unsupported": [list(pair) for pair in s.unsupported],
+        "minimum": s.minimum,
+        "maximum": s.maximum,
+        "hints": {
+            "expected": _expected(s),
+            "choose": _choose(s),
+            "empty": f"e.g. {s.example}" if s.example else "give a value",
+            "range": f"expected an integer in {s.range_text()}",
+            "integer": "write digits, e.g. 2",
+            "bool": "write on or off (yes/no, true/false, 1/0)",
+        },
+        "true_words": list(TRUE_WORDS),
+        "false_words": list(FALSE_WORDS),
+    }

@@ -19,11 +19,11 @@ from pathlib import Path
 
 from .. import __version__, launch, proc
 from ..bootloader import userdata
-from ..errors import CernVMError, ConfigFileError, NotReadyError, UsageError
+from ..errors import CernVMError, NotReadyError, UsageError
 from ..launch import config
 from ..launch.names import validate_name
 from ..report import scoped
-from . import flags, launch_images
+from . import flags, launch_context, launch_images
 from .app import EXIT_CODES_EPILOG, ArgumentParser, HelpFormatter, Output, run
 from .launch_common import Connect, ask, host_of, leaf, settings_of, show_help
 
@@ -44,6 +44,7 @@ Run CernVM virtual machines on libvirt (KVM when it works, TCG otherwise).
 
   cernvm-launch images add build/ucernvm-demo.2026.11-1.cernvm.x86_64.iso --profile demo
   cernvm-launch create --name analysis --cpus 2 --memory 4096 user-data.txt
+  cernvm-launch create --name web --context https://example.org/vm.txt   # made on cvmfs.io/context/
   cernvm-launch ssh analysis -- cat /etc/os-release
   cernvm-launch scp results.root analysis:/tmp/
   cernvm-launch list --json
@@ -55,23 +56,6 @@ frozen profile's verified image pinned to that CernVM-FS snapshot; the base imag
 create is all or nothing: failed or interrupted (Ctrl-C, SIGTERM) at any step, it leaves nothing."""
 
 # -- create -----------------------------------------------------------------------------------------
-
-
-def _user_data(args: argparse.Namespace, out: Output) -> tuple[bytes, str] | None:
-    if args.user_data_file:
-        path = Path(args.user_data_file)
-        try:
-            return path.read_bytes(), str(path)
-        except OSError as e:
-            raise ConfigFileError(f"cannot read user data: {e.strerror}", where=str(path)) from None
-    data, source = launch.default_user_data()
-    if not args.yes:
-        if sys.stdin.isatty():
-            out.err.print(data.decode(errors="replace"), markup=False, highlight=False)
-        answer = ask("Continue with default context? [Y/n] ", "a USER_DATA_FILE, or --yes", "y")
-        if answer.lower() not in ("y", "yes"):
-            return None
-    return data, source
 
 
 CREATE_FLAGS = ("name", "cpus", "memory", "disk", "sharedFolder", "image", "profile", "network", "sshPort",
@@ -86,14 +70,15 @@ def cmd_create(args: argparse.Namespace, out: Output) -> int:
     host = host_of(args, s)
     name = s.name
     if not name:
-        suggestion = Path(args.user_data_file).stem if args.user_data_file else "CernVM"
+        source = args.user_data_file or args.context
+        suggestion = Path(source.rstrip("/")).stem if source else "CernVM"
         name = (
             suggestion
             if args.yes
             else ask(f"Enter VM name [{suggestion}]: ", "--name NAME (or --yes for the default)", suggestion)
         )
     name = validate_name(name)
-    ud = _user_data(args, out)
+    ud = launch_context.user_data(args, out)
     if ud is None:
         out.info("aborted")
         return UsageError.exit_code
@@ -371,6 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-y", "--yes", action="store_true", help="accept the default context and name")
     p.add_argument(
+        "--context", metavar="URL", help="fetch the context (user data) from a URL (http(s), file)"
+    )
+    p.add_argument(
         "user_data_file", nargs="?", metavar="USER_DATA_FILE", help="context: amiconfig, cloud-config, MIME"
     )
     p.add_argument("configuration_file", nargs="?", metavar="CONFIGURATION_FILE", help="key=value settings")
@@ -482,6 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ports", metavar="HOST:GUEST")
 
     launch_images.register(sub)
+    launch_context.register(sub)
 
     h = sub.add_parser("help", help="show this help")
     h.set_defaults(func=show_help(parser, 0))

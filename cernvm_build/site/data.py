@@ -18,6 +18,8 @@ from typing import Any
 import yaml
 
 from .. import releaseindex as release_index  # the release engineer's reader and checks
+from .. import table
+from ..bootloader import userdata
 from ..errors import BuildError, CernVMError, Location
 from . import plots, repos
 from .config import SiteConfig
@@ -196,6 +198,8 @@ def load_all(site_dir: Path, cfg: SiteConfig, repo_overrides: dict[str, Path]) -
         data["publish_dashboard"] = plots.publish_dashboard(
             data["publish_stats"], str(data_dir / "publish_stats.json")
         )
+    # the context builder validates in the browser by the bootloader's own key table (so it cannot drift)
+    data["context_keys"] = [table.rules(s) for s in userdata.SETTINGS]
     data["releases"] = load_releases(data_dir, cfg)
     data["repositories"] = load_repositories(data_dir, cfg, repo_overrides)
     return data

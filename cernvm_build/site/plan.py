@@ -93,6 +93,7 @@ def _site_context(cfg: SiteConfig, digests: dict[str, str]) -> dict[str, Any]:
         "search_bundle": base + "pagefind/",
         "css": [asset_url("assets/site.css"), asset_url("assets/pygments.css")],
         "js": asset_url("assets/site.js"),
+        "context_js": asset_url("assets/context.js"),
         "favicon": asset_url("assets/favicon.svg"),
     }
 

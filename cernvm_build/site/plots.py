@@ -88,7 +88,7 @@ def line_plot(title: str, xs: list[str], series: list[Series], unit: str = "") -
             tip = f"revision {xs[i]}: {s.label} {_fmt(v, unit)}"
             dot = f'<circle cx="{x(i):.1f}" cy="{y(v):.1f}" r="3" fill="{colour}">'
             parts.append(f"{dot}<title>{escape(tip)}</title></circle>")
-        lx = WIDTH - RIGHT - 130 * (len(series) - j)
+        lx = WIDTH - RIGHT - 84 * (len(series) - j)
         parts.append(
             f'<rect x="{lx}" y="6" width="10" height="10" fill="{colour}"/>'
             f'<text x="{lx + 14}" y="15">{escape(s.label)}</text>'

@@ -1,0 +1,84 @@
+"""Where a context (user data) comes from: a local file, or a URL (``create --context URL``, e.g. a file
+the site's context builder made and the user published). Both are read the same way — at most
+``MAX_CONTEXT_BYTES``, then checked by ``userdata.parse`` exactly as create checks them — so a fetched
+context is refused for the same reasons, in the same words, with the URL in place of the file name.
+"""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from ..bootloader.userdata import MAX_INFLATED
+from ..errors import ConfigFileError
+from . import userdata
+
+#: the bootloader never inflates more than this; a bigger context file is no context
+MAX_CONTEXT_BYTES = MAX_INFLATED
+TIMEOUT = 30.0
+
+
+def _too_big(source: str) -> ConfigFileError:
+    return ConfigFileError(
+        f"context is larger than {MAX_CONTEXT_BYTES} bytes",
+        where=source,
+        hint="user data is small (clouds cap it at 16-64 KiB): ship big files with cernvm_inject or a URL",
+    )
+
+
+def _read_file(path: Path, source: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_CONTEXT_BYTES + 1)
+    except OSError as e:
+        raise ConfigFileError(f"cannot read user data: {e.strerror}", where=source) from None
+    if len(data) > MAX_CONTEXT_BYTES:
+        raise _too_big(source)
+    return data
+
+
+def _read_url(url: str) -> bytes:
+    request = urllib.request.Request(url, headers={"User-Agent": "cernvm-launch"})
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
+            length = response.headers.get("Content-Length")
+            if length is not None and length.isdigit() and int(length) > MAX_CONTEXT_BYTES:
+                raise _too_big(url)
+            data = bytes(response.read(MAX_CONTEXT_BYTES + 1))
+    except urllib.error.HTTPError as e:
+        raise ConfigFileError(
+            f"cannot fetch the context: HTTP {e.code} {e.reason}", where=url, hint="check the URL"
+        ) from None
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        reason = getattr(e, "reason", None) or e
+        raise ConfigFileError(
+            f"cannot fetch the context: {reason}", where=url, hint="is the server up and the URL right?"
+        ) from None
+    if len(data) > MAX_CONTEXT_BYTES:
+        raise _too_big(url)
+    return data
+
+
+def read_context(source: str) -> tuple[bytes, str]:
+    """The bytes of a context and the name errors give it; ``source`` is a path or an
+    ``http(s)://`` / ``file://`` URL."""
+    scheme = urlsplit(source).scheme.lower() if "://" in source else ""
+    if scheme in ("http", "https"):
+        return _read_url(source), source
+    if scheme == "file":
+        return _read_file(Path(unquote(urlsplit(source).path)), source), source
+    if scheme:
+        raise ConfigFileError(
+            f"context URL scheme {scheme!r} is not supported",
+            where=source,
+            hint="use http(s)://, file:// or a path",
+        )
+    return _read_file(Path(source), source), source
+
+
+def load_context(source: str) -> tuple[bytes, str, userdata.UserData]:
+    """Read and check a context as ``create`` will (one ``ConfigFileError`` naming source:line)."""
+    data, name = read_context(source)
+    return data, name, userdata.parse(data, name)

@@ -1,0 +1,121 @@
+"""Pairing: ``cernvm-launch create --context URL`` and ``cernvm-launch context FILE_OR_URL`` read a
+context from a real HTTP server on 127.0.0.1 (or file://) and check it exactly as a local file:
+the same refusals in the same words, a size cap, one-line errors."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import libvirt
+import pytest
+
+from cernvm_build.cli.launch import main
+from cernvm_build.launch.contextsrc import MAX_CONTEXT_BYTES
+from tests.launch.support import driver_host
+
+pytestmark = pytest.mark.integration
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHq1w2e3r4t5y6u7i8o9p0aSdFgHjKlZxCvBnM12345 you@laptop"
+GOOD = f"""#cloud-config
+hostname: paired
+ssh_authorized_keys:
+  - {KEY}
+[ucernvm-begin]
+cvmfs_tag=v1
+resize_rootfs=off
+[ucernvm-end]
+"""
+URI = "test:///default"
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def web(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    root = tmp_path / "www"
+    root.mkdir()
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(root)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def launch(*argv: str) -> int:
+    return main(["--connect", URI, *argv], connect=driver_host)
+
+
+def test_context_verb_checks_a_url_like_a_file(
+    web: tuple[Path, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root, base = web
+    (root / "vm.txt").write_text(GOOD)
+    assert launch("context", f"{base}/vm.txt", "--json") == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["ucernvm"] == {"cvmfs_tag": "v1", "resize_rootfs": "off"}
+    assert (got["hostname"], got["ssh_authorized_keys"]) == ("paired", 1)
+    assert launch("context", f"file://{root / 'vm.txt'}") == 0
+    capsys.readouterr()
+
+    # The same malformed value, from a URL and from a file: the same message, only the place differs.
+    bad = GOOD.replace("cvmfs_tag=v1", "cvmfs_tag=bad tag!")
+    (root / "bad.txt").write_text(bad)
+    local = tmp_path / "bad.txt"
+    local.write_text(bad)
+    assert launch("context", f"{base}/bad.txt") == 3
+    from_url = capsys.readouterr().err
+    assert launch("context", str(local)) == 3
+    from_file = capsys.readouterr().err
+    assert f"error: {base}/bad.txt:6: cvmfs_tag: invalid value 'bad tag!'" in from_url
+    assert from_url.replace(f"{base}/bad.txt", str(local)) == from_file
+    assert "hint: expected a snapshot tag" in from_url and "Traceback" not in from_url
+
+    (root / "big.txt").write_bytes(b"#" * (MAX_CONTEXT_BYTES + 1))
+    (tmp_path / "big.txt").write_bytes(b"#" * (MAX_CONTEXT_BYTES + 1))
+    for source in (f"{base}/big.txt", str(tmp_path / "big.txt")):
+        assert launch("context", source) == 3
+        assert f"context is larger than {MAX_CONTEXT_BYTES} bytes" in capsys.readouterr().err
+    assert launch("context", f"{base}/missing.txt") == 3
+    err = capsys.readouterr().err
+    assert f"{base}/missing.txt: cannot fetch the context: HTTP 404" in err and len(err.splitlines()) == 2
+    assert launch("context", "ftp://example.org/x") == 3
+    assert "scheme 'ftp' is not supported" in capsys.readouterr().err
+
+
+def test_create_with_context_url_puts_that_context_on_the_instance(
+    launch_env: Path, image: Path, web: tuple[Path, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    root, base = web
+    (root / "vm.txt").write_text(GOOD)
+    conn = libvirt.open(URI)
+    try:
+        code = launch(
+            "create", "--name", "ctx-a", "--iso", str(image), "--no-wait", "--context", f"{base}/vm.txt"
+        )
+        assert code == 0, capsys.readouterr().err
+        isos = list((launch_env / "run" / "ctx-a").glob("*.iso"))
+        assert isos, sorted(p.name for p in (launch_env / "run" / "ctx-a").iterdir())
+        blob = isos[0].read_bytes()
+        assert KEY.encode() in blob and b"cvmfs_tag=v1" in blob and b"hostname: paired" in blob
+        # a malformed value is refused before anything is made
+        (root / "bad.txt").write_text(GOOD.replace("resize_rootfs=off", "resize_rootfs=maybe"))
+        assert launch("create", "--name", "ctx-b", "--iso", str(image), "--context", f"{base}/bad.txt") == 3
+        assert "bad.txt:7: resize_rootfs: 'maybe' is not on/off" in capsys.readouterr().err
+        assert not (launch_env / "run" / "ctx-b").exists()
+        assert launch("create", "--name", "ctx-c", "--context", f"{base}/vm.txt", str(root / "vm.txt")) == 2
+    finally:
+        for dom in conn.listAllDomains(0):
+            if dom.name().startswith("ctx-"):
+                if dom.isActive():
+                    dom.destroy()
+                dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
+        conn.close()
