@@ -16,18 +16,22 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# The flag bits are the format's, defined once with the reader's row model.
+from .catalog_rows import (
+    FLAG_CHUNKED,
+    FLAG_DIR,
+    FLAG_FILE,
+    FLAG_LINK,
+    FLAG_NESTED_MOUNTPOINT,
+    FLAG_NESTED_ROOT,
+    FLAG_SPECIAL,
+)
+
 SCHEMA = "2.5"
 SCHEMA_REVISION = 7
 DEFAULT_TTL = 240
 DIR_SIZE = 4096
 
-FLAG_DIR = 1
-FLAG_NESTED_MOUNTPOINT = 2
-FLAG_FILE = 4
-FLAG_LINK = 8
-FLAG_SPECIAL = 16
-FLAG_NESTED_ROOT = 32
-FLAG_CHUNKED = 64
 ALGO_FLAG_SHIFT = 8
 ALGORITHM_INDEX = {"sha1": 0, "rmd160": 1, "shake128": 2}
 

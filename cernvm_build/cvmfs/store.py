@@ -18,15 +18,17 @@ import shutil
 import tempfile
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 from ..errors import IntegrityError
 from .cache import ObjectCache
 from .fetch import Fetcher
 from .limits import human, zlib_bound
 from .objects import ObjectHash, new_hasher, parse_hash
+
+_T = TypeVar("_T")
 
 BLOCK = 1 << 20
 LRU_BYTES = 64 << 20
@@ -258,32 +260,56 @@ class ObjectStore:
         cap: int | None = None,
     ) -> bytes:
         """The whole inflated object, size-checked (``size`` None: at most ``cap``). Kept in the LRU."""
-        key = name + suffix
-        with self._lock:
-            hit = self._lru.get(key)
-            if hit is not None:
-                self._lru.move_to_end(key)
-                return hit
-            key_lock = self._key_locks.setdefault(key, threading.Lock())
-        with key_lock:
-            with self._lock:
-                hit = self._lru.get(key)
-                if hit is not None:
-                    return hit
+
+        def make() -> bytes:
             h = parse_hash(name)
             with self._stored(h, suffix, what, stored_limit(size, compressed, cap)) as blocks:
                 data = b"".join(self._inflate_blocks(h, suffix, blocks, compressed, what, size, cap))
             if size is not None and len(data) != size:
                 raise self._size_error(h, suffix, len(data), size, what)
-            if len(data) <= LRU_MAX_ITEM:
-                with self._lock:
-                    self._lru[key] = data
-                    self._lru_bytes += len(data)
-                    while self._lru_bytes > LRU_BYTES and len(self._lru) > 1:
-                        _, old = self._lru.popitem(last=False)
-                        self._lru_bytes -= len(old)
-                    self._key_locks.pop(key, None)
             return data
+
+        return self._once(name + suffix, self._lru_get, make, self._lru_put)
+
+    def _lru_get(self, key: str) -> bytes | None:
+        hit = self._lru.get(key)
+        if hit is not None:
+            self._lru.move_to_end(key)
+        return hit
+
+    def _lru_put(self, key: str, data: bytes) -> None:
+        if len(data) <= LRU_MAX_ITEM:
+            self._lru[key] = data
+            self._lru_bytes += len(data)
+            while self._lru_bytes > LRU_BYTES and len(self._lru) > 1:
+                _, old = self._lru.popitem(last=False)
+                self._lru_bytes -= len(old)
+
+    def _once(
+        self,
+        key: str,
+        get: Callable[[str], _T | None],
+        make: Callable[[], _T],
+        put: Callable[[str, _T], None],
+    ) -> _T:
+        """``get(key)``, else ``make()`` and ``put`` it: the one caching rule of the store. Threads
+        asking for the same key at once make it once (libfuse reads one object in many pieces from
+        several threads); ``get`` and ``put`` run under the store's lock."""
+        with self._lock:
+            hit = get(key)
+            if hit is not None:
+                return hit
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        with key_lock:
+            with self._lock:
+                hit = get(key)
+                if hit is not None:
+                    return hit
+            value = make()
+            with self._lock:
+                put(key, value)
+                self._key_locks.pop(key, None)
+            return value
 
     def plain_file(
         self,
@@ -297,17 +323,10 @@ class ObjectStore:
     ) -> Path:
         """The inflated object as a scratch file (catalogs for SQLite, very large file objects);
         ``size`` None: at most ``cap`` bytes."""
-        key = name + suffix
-        with self._lock:
-            if key in self._spilled:
-                return self._spilled[key]
-            key_lock = self._key_locks.setdefault(key, threading.Lock())
-        with key_lock:
-            with self._lock:
-                if key in self._spilled:
-                    return self._spilled[key]
+
+        def make() -> Path:
             h = parse_hash(name)
-            dest = self.scratch() / key
+            dest = self.scratch() / (name + suffix)
             fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=dest.parent)
             try:
                 got = 0
@@ -323,9 +342,9 @@ class ObjectStore:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
                 raise
-            with self._lock:
-                self._spilled[key] = dest
             return dest
+
+        return self._once(name + suffix, self._spilled.get, make, self._spilled.__setitem__)
 
     def read(
         self, name: str, suffix: str, *, size: int, offset: int, length: int, compressed: bool, what: str
