@@ -12,6 +12,9 @@ echo
 log setup "kernel $(uname -r), initrd $(cat /version 2>/dev/null)"
 
 CVMFS_REPO=; CERNVM_PATH=; CVMFS_SERVER=; CVMFS_TAG=; CVMFS_DATE=; CVMFS_ROOT_HASH=; CVMFS_PROXY=DIRECT; CVMDEBUG=
+# the cloud metadata service; cernvm_metadata_url=http://HOST:PORT points it elsewhere (tests, clouds
+# that serve it on another address); cernvm_metadata_url=none skips it
+METADATA_URL=http://169.254.169.254
 # shellcheck disable=SC2013  # the kernel command line is words by definition (set -f: no globbing)
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
@@ -22,6 +25,7 @@ for arg in $(cat /proc/cmdline); do
         cvmfs_repository_date=*) CVMFS_DATE=${arg#*=} ;;
         cvmfs_root_hash=*) CVMFS_ROOT_HASH=${arg#*=} ;;
         cvmfs_proxy=*|cvmfs_http_proxy=*) CVMFS_PROXY=${arg#*=} ;;
+        cernvm_metadata_url=*) METADATA_URL=${arg#*=} ;;
         cvmdebug) CVMDEBUG=1 ;;
     esac
 done

@@ -1,6 +1,9 @@
-# 03-context-drive: user data from a config drive (CONFIG-2: openstack/latest/user_data) or a NoCloud
-# disk (cidata: user-data), read before the scratch disk is touched (resize_rootfs decides how the
-# first boot partitions it). 06-context saves it on the scratch disk.
+# 03-context-drive: user data, read before the scratch disk is touched (resize_rootfs decides how the
+# first boot partitions it), from the first source that has some, in μCernVM's order:
+# 1. a config drive (CONFIG-2: openstack/latest/user_data) or a NoCloud disk (cidata: user-data);
+# 2. an OpenNebula context CD (context.sh: EC2_USER_DATA or USER_DATA, parsed as data, never sourced);
+# 3. the cloud metadata service (GCE, EC2, OpenStack flavours at $METADATA_URL), when the network is up.
+# 06-context saves it on the scratch disk; later boots without any source reuse the saved copy.
 CONTEXT_SRC=
 mkdir -p /mnt/context /tmp/context
 # shellcheck disable=SC2010  # device names are kernel identifiers, no blanks; set -f is on
@@ -13,10 +16,18 @@ for dev in $(ls /dev | grep -e '^sr[0-9]' -e '^vd[a-z]$' -e '^sd[a-z]$' -e '^xvd
                 break
             fi
         done
+        if [ -z "$CONTEXT_SRC" ] && [ -f /mnt/context/context.sh ] &&
+            src=$(py cernvm_build.bootloader.cloudsource opennebula /mnt/context/context.sh /tmp/context/user-data); then
+            CONTEXT_SRC="/dev/$dev:$src"
+        fi
         umount /mnt/context
         [ -n "$CONTEXT_SRC" ] && break 2
     done
 done
+if [ -z "$CONTEXT_SRC" ] && [ -n "$NET_IF" ] && [ "$METADATA_URL" != none ] &&
+    src=$(py cernvm_build.bootloader.cloudsource metadata /tmp/context/user-data --url "$METADATA_URL"); then
+    CONTEXT_SRC="metadata $src"
+fi
 if [ -n "$CONTEXT_SRC" ]; then
     log context "user data from $CONTEXT_SRC"
     read_user_data /tmp/context/user-data /tmp/context/ucontext

@@ -1,0 +1,186 @@
+"""Cloud user-data sources of the initrd (``bootloader/cloudsource.py``) against real HTTP servers on
+127.0.0.1 that behave like the EC2 (IMDSv1 and v2), OpenStack and GCE metadata services, OpenNebula
+context files, and the module run from the assembled initrd runtime alone."""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from cernvm_build.bootloader import cloudsource
+from cernvm_build.bootloader.runtime import build_runtime
+
+pytestmark = pytest.mark.integration
+
+USER_DATA = b"[ucernvm-begin]\ncvmfs_server=10.0.2.2:8000\nresize_rootfs=off\n[ucernvm-end]\n#cloud-config\n"
+Route = Callable[[BaseHTTPRequestHandler], tuple[int, bytes]]
+
+
+class _Service(BaseHTTPRequestHandler):
+    routes: dict[tuple[str, str], Route] = {}  # noqa: RUF012 - set per server below
+    seen: list[tuple[str, str]] = []  # noqa: RUF012
+
+    def _answer(self) -> None:
+        type(self).seen.append((self.command, self.path))
+        route = self.routes.get((self.command, self.path))
+        status, body = route(self) if route else (404, b"not found")
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_PUT = _answer
+
+    def log_message(self, *a: object) -> None:
+        pass
+
+
+@pytest.fixture
+def service() -> Iterator[Callable[[dict[tuple[str, str], Route]], str]]:
+    servers: list[ThreadingHTTPServer] = []
+
+    def start(routes: dict[tuple[str, str], Route]) -> str:
+        handler = type("Service", (_Service,), {"routes": routes, "seen": []})
+        httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        servers.append(httpd)
+        return f"http://127.0.0.1:{httpd.server_address[1]}"
+
+    yield start
+    for httpd in servers:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def _ok(body: bytes) -> Route:
+    return lambda _: (200, body)
+
+
+def _dead_url() -> str:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return f"http://127.0.0.1:{port}"
+
+
+def test_ec2_imdsv1(service: Callable[[dict[tuple[str, str], Route]], str]) -> None:
+    url = service({("GET", "/2016-04-19/user-data"): _ok(USER_DATA)})
+    found = cloudsource.from_metadata([url])
+    assert found == cloudsource.Found(f"ec2 {url}/2016-04-19/user-data", USER_DATA)
+
+
+def test_ec2_imdsv2_token_is_sent(service: Callable[[dict[tuple[str, str], Route]], str]) -> None:
+    def token(h: BaseHTTPRequestHandler) -> tuple[int, bytes]:
+        ok = h.headers.get("X-aws-ec2-metadata-token-ttl-seconds") == "21600"
+        return (200, b"TOKEN-123") if ok else (400, b"")
+
+    def data(h: BaseHTTPRequestHandler) -> tuple[int, bytes]:
+        return (200, USER_DATA) if h.headers.get("X-aws-ec2-metadata-token") == "TOKEN-123" else (401, b"")
+
+    url = service({("PUT", "/latest/api/token"): token, ("GET", "/2016-04-19/user-data"): data})
+    found = cloudsource.from_metadata([url])
+    assert found is not None and found.data == USER_DATA
+
+
+def test_openstack_after_ec2_and_gce_first(service: Callable[[dict[tuple[str, str], Route]], str]) -> None:
+    url = service({("GET", "/openstack/2013-10-17/user_data"): _ok(b"openstack")})
+    assert cloudsource.from_metadata([url]) == cloudsource.Found(
+        f"openstack {url}/openstack/2013-10-17/user_data", b"openstack"
+    )
+
+    def gce(h: BaseHTTPRequestHandler) -> tuple[int, bytes]:
+        return (200, b"gce") if h.headers.get("Metadata-Flavor") == "Google" else (403, b"")
+
+    both = service(
+        {
+            ("GET", "/computeMetadata/v1/instance/attributes/user-data"): gce,
+            ("GET", "/2016-04-19/user-data"): _ok(b"ec2"),
+        }
+    )
+    found = cloudsource.from_metadata([both])
+    assert found is not None and (found.data, found.source.split()[0]) == (b"gce", "gce")
+
+
+def test_no_user_data_no_service_and_too_much(service: Callable[[dict[tuple[str, str], Route]], str]) -> None:
+    empty = service({})  # a metadata service without user data for this instance: 404 everywhere
+    assert cloudsource.from_metadata([empty]) is None
+    huge = service({("GET", "/2016-04-19/user-data"): _ok(b"x" * (cloudsource.MAX_USER_DATA + 1))})
+    assert cloudsource.from_metadata([huge]) is None
+    # a dead address is skipped after the connect probe; the next base URL answers
+    fine = service({("GET", "/latest/user-data"): _ok(b"late")})
+    found = cloudsource.from_metadata([_dead_url(), fine])
+    assert found is not None and found.data == b"late"
+
+
+def test_opennebula_context_sh() -> None:
+    encoded = base64.b64encode(USER_DATA).decode()
+    text = (
+        "# Context variables generated by OpenNebula\n"
+        "DISK_ID='1'\n"
+        "ETH0_IP='10.0.0.5'\n"
+        f"EC2_USER_DATA='{encoded[:20]}\n{encoded[20:]}'\n"
+        "NOTE='it'\\''s $(rm -rf /) data'\n"
+        'OTHER="a \\"b\\" c"\n'
+    )
+    values = cloudsource.parse_context_sh(text)
+    assert values["NOTE"] == "it's $(rm -rf /) data" and values["OTHER"] == 'a "b" c'
+    assert values["DISK_ID"] == "1" and values["ETH0_IP"] == "10.0.0.5"
+    assert cloudsource.from_opennebula(text.encode()) == cloudsource.Found(
+        "opennebula context.sh EC2_USER_DATA", USER_DATA
+    )
+    plain = "USER_DATA='[ucernvm-begin]\ncvmfs_tag=v1\n[ucernvm-end]\n'\n"
+    found = cloudsource.from_opennebula(plain.encode())
+    assert found is not None and found.data == b"[ucernvm-begin]\ncvmfs_tag=v1\n[ucernvm-end]\n"
+    b64 = f"USERDATA_ENCODING='base64'\nUSER_DATA='{encoded}'\n"
+    assert cloudsource.from_opennebula(b64.encode()) == cloudsource.Found(
+        "opennebula context.sh USER_DATA", USER_DATA
+    )
+    assert cloudsource.from_opennebula(b"EC2_USER_DATA='not base64!'\n") is None
+    assert cloudsource.from_opennebula(b"ETH0_IP='10.0.0.5'\nunterminated='abc") is None
+
+
+def test_command_line(service: Callable[[dict[tuple[str, str], Route]], str], tmp_path: Path) -> None:
+    url = service({("GET", "/2016-04-19/user-data"): _ok(USER_DATA)})
+    out = tmp_path / "user-data"
+    run = [sys.executable, "-m", "cernvm_build.bootloader.cloudsource"]
+    r = subprocess.run([*run, "metadata", str(out), "--url", url], capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stdout.strip()) == (0, f"ec2 {url}/2016-04-19/user-data")
+    assert out.read_bytes() == USER_DATA
+    none = tmp_path / "none"
+    r = subprocess.run([*run, "metadata", str(none), "--url", _dead_url()], capture_output=True, timeout=60)
+    assert r.returncode == 1 and not none.exists()
+    r = subprocess.run([*run, "metadata"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+def test_runs_from_the_initrd_runtime_alone(
+    service: Callable[[dict[tuple[str, str], Route]], str], tmp_path: Path
+) -> None:
+    """As the init runs it: the runtime's own interpreter and zip (a module the scan misses fails here)."""
+    url = service({("GET", "/openstack/2013-10-17/user_data"): _ok(USER_DATA)})
+    ctx = tmp_path / "context.sh"
+    ctx.write_text(f"EC2_USER_DATA='{base64.b64encode(b'nebula').decode()}'\n")
+    rt = build_runtime(tmp_path / "rt", epoch=0)
+    lib = rt.root / "lib"
+    env = {"PYTHONHOME": str(rt.root), "LD_LIBRARY_PATH": str(lib), "PATH": os.environ["PATH"]}
+    py = [str(lib / "ld-linux-x86-64.so.2"), str(rt.root / "bin" / "python3"), "-S", "-m"]
+    mod = "cernvm_build.bootloader.cloudsource"
+    for argv, want in (
+        (["metadata", str(tmp_path / "a"), "--url", url], USER_DATA),
+        (["opennebula", str(ctx), str(tmp_path / "b")], b"nebula"),
+    ):
+        r = subprocess.run(
+            [*py, mod, *argv], env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path
+        )
+        assert r.returncode == 0, r.stderr
+        assert Path(argv[-1] if argv[0] == "opennebula" else argv[1]).read_bytes() == want
