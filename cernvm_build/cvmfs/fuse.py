@@ -41,6 +41,86 @@ ENTRY_CACHE = 50_000
 VIRTUAL_XATTRS = ("user.fqrn", "user.revision", "user.root_hash", "user.tag")
 
 
+def shown_size(e: DirEntry) -> int:
+    """``st_size`` as the real client shows it (a symlink's: its expanded target's length)."""
+    if e.is_special:
+        return 0
+    return len(_target(e).encode("utf-8", "surrogateescape")) if e.is_symlink else e.size
+
+
+def xattr_names(entry: DirEntry) -> list[str]:
+    """The virtual attributes every path carries, then the entry's own."""
+    names = list(VIRTUAL_XATTRS)
+    if entry.content_hash:
+        names.append("user.hash")
+    names.extend(k for k in sorted(entry.xattrs) if k not in names)
+    return names
+
+
+def xattr_value(repo: Repository, entry: DirEntry, name: str) -> bytes | None:
+    if name in entry.xattrs:
+        return entry.xattrs[name]
+    if name == "user.fqrn":
+        return repo.fqrn.encode()
+    if name == "user.revision":
+        return str(repo.revision).encode()
+    if name == "user.root_hash":
+        return repo.root_hash.encode()
+    if name == "user.tag":
+        return (repo.tag or "").encode()
+    if name == "user.hash" and entry.content_hash:
+        return entry.content_hash.encode()
+    return None
+
+
+def statfs_numbers(repo: Repository) -> dict[str, int]:
+    """Sizes from the root catalog's counters (the whole revision); nothing free: read-only."""
+    stats = repo.statistics()
+    size = stats.get("self_file_size", 0) + stats.get("subtree_file_size", 0)
+    files = sum(
+        stats.get(f"{scope}_{kind}", 0)
+        for scope in ("self", "subtree")
+        for kind in ("regular", "dir", "symlink", "special")
+    )
+    return {
+        "f_bsize": 4096,
+        "f_frsize": 4096,
+        "f_blocks": (size + 4095) // 4096,
+        "f_files": files,
+        "f_namemax": 255,
+    }
+
+
+def children(
+    repo: Repository, path: str, prefetch: Prefetcher, remember: Callable[[DirEntry], None]
+) -> Iterator[tuple[str, DirEntry | None]]:
+    """``.``, ``..`` (no entry) and the children of ``path``; entries of nested catalog mount points
+    are the parent's (the nested root, loaded on lookup, is the one to show)."""
+    # A generator: libfuse takes the entries one by one, so a huge directory is never a list here.
+    try:
+        listing = repo.iterdir(path)
+    except CernVMError as e:
+        if repo.lookup(path) is None:
+            raise mfusepy.FuseOSError(errno.ENOENT) from e
+        raise _os_error(e) from e
+    yield ".", None
+    yield "..", None
+    listed: list[DirEntry] | None = []
+    try:
+        for c in listing:
+            if listed is not None:
+                listed.append(c)
+                if len(listed) > MAX_LISTING:
+                    listed = None
+            if not c.is_nested_mountpoint:
+                remember(c)
+            yield c.name, c
+    except CernVMError as e:
+        raise _os_error(e) from e
+    if listed is not None:
+        prefetch.listed(path, listed)
+
+
 def _os_error(e: CernVMError) -> mfusepy.FuseOSError:
     log.error("%s", e)
     return mfusepy.FuseOSError(errno.EIO)
@@ -89,12 +169,12 @@ class CvmfsOperations(mfusepy.Operations):  # type: ignore[misc]
 
     @staticmethod
     def attrs(e: DirEntry) -> dict[str, Any]:
-        size = len(_target(e).encode("utf-8", "surrogateescape")) if e.is_symlink else e.size
+        size = shown_size(e)
         return {
             "st_mode": e.mode,
             "st_ino": e.inode,
             "st_nlink": e.linkcount,
-            "st_size": 0 if e.is_special else size,
+            "st_size": size,
             "st_uid": e.uid,
             "st_gid": e.gid,
             "st_rdev": e.rdev,
@@ -113,31 +193,7 @@ class CvmfsOperations(mfusepy.Operations):  # type: ignore[misc]
             yield name if c is None else (name, {"st_mode": c.mode, "st_ino": c.inode}, 0)
 
     def children(self, path: str) -> Iterator[tuple[str, DirEntry | None]]:
-        """``.``, ``..`` (no entry) and the children of ``path``; entries of nested catalog mount points
-        are the parent's (the nested root, loaded on lookup, is the one to show)."""
-        # A generator: libfuse takes the entries one by one, so a huge directory is never a list here.
-        try:
-            children = self.repo.iterdir(path)
-        except CernVMError as e:
-            if self.repo.lookup(path) is None:
-                raise mfusepy.FuseOSError(errno.ENOENT) from e
-            raise _os_error(e) from e
-        yield ".", None
-        yield "..", None
-        listed: list[DirEntry] | None = []
-        try:
-            for c in children:
-                if listed is not None:
-                    listed.append(c)
-                    if len(listed) > MAX_LISTING:
-                        listed = None
-                if not c.is_nested_mountpoint:
-                    self._remember(c)
-                yield c.name, c
-        except CernVMError as e:
-            raise _os_error(e) from e
-        if listed is not None:
-            self._prefetch.listed(path, listed)
+        return children(self.repo, path, self._prefetch, self._remember)
 
     def readlink(self, path: str) -> str:
         entry = self._entry(path)
@@ -146,21 +202,7 @@ class CvmfsOperations(mfusepy.Operations):  # type: ignore[misc]
         return _target(entry)
 
     def statfs(self, path: str) -> dict[str, int]:
-        """Sizes from the root catalog's counters (the whole revision); nothing free: read-only."""
-        stats = self.repo.statistics()
-        size = stats.get("self_file_size", 0) + stats.get("subtree_file_size", 0)
-        files = sum(
-            stats.get(f"{scope}_{kind}", 0)
-            for scope in ("self", "subtree")
-            for kind in ("regular", "dir", "symlink", "special")
-        )
-        return {
-            "f_bsize": 4096,
-            "f_frsize": 4096,
-            "f_blocks": (size + 4095) // 4096,
-            "f_files": files,
-            "f_namemax": 255,
-        }
+        return statfs_numbers(self.repo)
 
     # -- contents --------------------------------------------------------------------------------
     # raw_fi: these get libfuse's fuse_file_info, so open can ask the kernel to keep its page cache
@@ -195,32 +237,11 @@ class CvmfsOperations(mfusepy.Operations):  # type: ignore[misc]
         return 0
 
     # -- extended attributes ---------------------------------------------------------------------
-    def _virtual(self, name: str, entry: DirEntry) -> bytes | None:
-        if name == "user.fqrn":
-            return self.repo.fqrn.encode()
-        if name == "user.revision":
-            return str(self.repo.revision).encode()
-        if name == "user.root_hash":
-            return self.repo.root_hash.encode()
-        if name == "user.tag":
-            return (self.repo.tag or "").encode()
-        if name == "user.hash" and entry.content_hash:
-            return entry.content_hash.encode()
-        return None
-
     def listxattr(self, path: str) -> list[str]:
-        entry = self._entry(path)
-        names = list(VIRTUAL_XATTRS)
-        if entry.content_hash:
-            names.append("user.hash")
-        names.extend(k for k in sorted(entry.xattrs) if k not in names)
-        return names
+        return xattr_names(self._entry(path))
 
     def getxattr(self, path: str, name: str, position: int = 0) -> bytes:
-        entry = self._entry(path)
-        if name in entry.xattrs:
-            return entry.xattrs[name]
-        value = self._virtual(name, entry)
+        value = xattr_value(self.repo, self._entry(path), name)
         if value is None:
             raise mfusepy.FuseOSError(ENOATTR)
         return value
@@ -271,9 +292,23 @@ def run_fuse(
     allow_other: bool | None = None,
     debug: bool = False,
 ) -> None:
-    """Mount and serve until unmounted (blocks). Root mounts use /dev/fuse directly."""
+    """Mount and serve until unmounted (blocks). Root mounts use /dev/fuse directly.
+
+    On libfuse3 (the initrd's, and the host's choice where both are installed: ``mount.py``) the
+    low-level API serves (``fuse_inodes``); on libfuse2 mfusepy's high-level one (``CvmfsOperations``).
+    """
     if allow_other is None:
         allow_other = os.geteuid() == 0
+    from . import fuse_inodes, fuse_lowlevel
+
+    if fuse_lowlevel.available():
+        flags = ["ro", "default_permissions", f"fsname=cvmfs2:{repo.fqrn}", "subtype=cvmfs"]
+        flags += ["allow_other"] if allow_other else []
+        try:
+            fuse_inodes.serve_lowlevel(repo, mountpoint, flags, on_ready=on_ready, debug=debug)
+        except RuntimeError as e:
+            raise _mount_failed(repo, mountpoint, e) from e
+        return
     options: dict[str, Any] = {
         "foreground": True,
         "ro": True,
@@ -293,7 +328,11 @@ def run_fuse(
     try:
         _Fuse(CvmfsOperations(repo, on_ready=on_ready), mountpoint, raw_fi=True, **options)
     except RuntimeError as e:  # mfusepy's report of a failed fuse_main
-        raise CvmfsError(
-            f"{repo.fqrn}: mounting on {mountpoint} failed ({e})",
-            hint="is /dev/fuse there, the mount point empty and not mounted already?",
-        ) from e
+        raise _mount_failed(repo, mountpoint, e) from e
+
+
+def _mount_failed(repo: Repository, mountpoint: str, e: RuntimeError) -> CvmfsError:
+    return CvmfsError(
+        f"{repo.fqrn}: mounting on {mountpoint} failed ({e})",
+        hint="is /dev/fuse there, the mount point empty and not mounted already?",
+    )

@@ -26,6 +26,8 @@ from ..fsutil import atomic_write
 from .quota import MB, Quota
 from .repository import Repository, SnapshotSpec, open_repository
 
+LIBFUSE3 = "libfuse3.so.3"
+
 READY_TIMEOUT = 300.0
 
 
@@ -158,7 +160,21 @@ def _after_mount(args: argparse.Namespace, repo: Repository) -> None:
         atomic_write(args.snapshot_file, f"{repo.root_hash}\n{repo.tag or ''}\n".encode())
 
 
+def _prefer_libfuse3() -> None:
+    """mfusepy loads libfuse2 where both are installed; libfuse3 (the initrd's) has the faster
+    low-level client (``fuse_inodes``), so it is named when it can be loaded."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(LIBFUSE3)
+    except OSError:
+        return
+    os.environ["FUSE_LIBRARY_PATH"] = LIBFUSE3
+
+
 def _serve(args: argparse.Namespace, repo: Repository, ready: int | None) -> None:
+    if "FUSE_LIBRARY_PATH" not in os.environ:
+        _prefer_libfuse3()
     try:
         from .fuse import run_fuse
     except OSError as e:  # mfusepy raises this when libfuse cannot be loaded

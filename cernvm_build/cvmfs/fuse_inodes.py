@@ -1,0 +1,287 @@
+"""The read-only FUSE filesystem on libfuse3's low-level API (``fuse_lowlevel``): requests name inodes.
+
+The inode numbers are the catalog's (``DirEntry.inode``: stable per path, shared by hard links, the
+root's is 1 as FUSE wants). For each inode the kernel holds a reference to (a lookup or a
+READDIRPLUS entry) we keep its path and the count, until the kernel's FORGET: that is what the
+kernel remembers, which it bounds itself. Entries are cached (bounded) on top, by inode.
+
+A mounted revision never changes, so every reply tells the kernel to keep it for long: entries,
+negative entries and attributes for ``TIMEOUT``, pages across opens (``keep_cache``), directory
+listings (``cache_readdir``), symlink targets (``FUSE_CAP_CACHE_SYMLINKS``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import itertools
+import logging
+import os
+import stat
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import mfusepy
+
+from ..errors import CernVMError
+from . import fuse_lowlevel as ll
+from .catalog import DirEntry
+from .fuse import (
+    ENOATTR,
+    ENTRY_CACHE,
+    _os_error,
+    _target,
+    children,
+    shown_size,
+    statfs_numbers,
+    xattr_names,
+    xattr_value,
+)
+from .prefetch import Prefetcher
+from .repository import Repository
+
+log = logging.getLogger(__name__)
+
+TIMEOUT = 3600.0
+ROOT = 1
+FUSE_CAP_CACHE_SYMLINKS = 1 << 23
+
+
+def _error(err: int) -> mfusepy.FuseOSError:
+    return mfusepy.FuseOSError(err)
+
+
+def fill_stat(st: Any, e: DirEntry) -> None:
+    """``struct stat`` of an entry (what the high-level client's ``attrs`` dict says)."""
+    size = shown_size(e)
+    st.st_mode, st.st_ino, st.st_nlink = e.mode, e.inode, e.linkcount
+    st.st_uid, st.st_gid, st.st_rdev = e.uid, e.gid, e.rdev
+    st.st_size, st.st_blksize, st.st_blocks = size, 1 << 16, (size + 511) // 512
+    sec, nsec = divmod(e.mtime_ns, 10**9)
+    for ts in (st.st_atimespec, st.st_mtimespec, st.st_ctimespec):
+        ts.tv_sec, ts.tv_nsec = sec, nsec
+
+
+class _Listing:
+    """An open directory: its entries streamed once (a seek back starts the stream again)."""
+
+    def __init__(self, start: Callable[[], Iterator[tuple[str, DirEntry | None]]]):
+        self.start = start
+        self.stream = start()
+        self.pos = 0  # index of ``pending`` in the listing
+        self.pending: tuple[str, DirEntry | None] | None = next(self.stream, None)
+        self.lock = threading.Lock()
+
+    def seek(self, off: int) -> None:
+        if off < self.pos:
+            self.stream, self.pos = self.start(), 0
+            self.pending = next(self.stream, None)
+        while self.pos < off and self.pending is not None:
+            self.advance()
+
+    def advance(self) -> None:
+        self.pending = next(self.stream, None)
+        self.pos += 1
+
+
+class InodeFilesystem(ll.Filesystem):
+    def __init__(self, repo: Repository, *, on_ready: Callable[[], None] | None = None):
+        self.repo = repo
+        self.on_ready = on_ready
+        self._lock = threading.Lock()
+        self._paths: dict[int, list[Any]] = {ROOT: ["/", 1]}  # ino -> [path, references by the kernel]
+        self._entries: dict[int, DirEntry] = {}
+        self._files: dict[int, DirEntry] = {}
+        self._dirs: dict[int, _Listing] = {}
+        self._fh = itertools.count(1)
+        self._prefetch = Prefetcher(repo)
+
+    # -- life cycle ------------------------------------------------------------------------------
+    def init(self, conn: Any) -> None:
+        conn.want |= conn.capable & FUSE_CAP_CACHE_SYMLINKS
+        if self.on_ready is not None:
+            self.on_ready()
+
+    def destroy(self) -> None:
+        self._prefetch.close()
+        self.repo.close()
+
+    # -- inodes ----------------------------------------------------------------------------------
+    def _remember(self, entry: DirEntry) -> None:
+        if len(self._entries) >= ENTRY_CACHE:
+            self._entries.clear()
+        self._entries[entry.inode] = entry
+
+    def _referenced(self, entry: DirEntry) -> None:
+        """The kernel got ``entry`` (lookup or READDIRPLUS): keep its path until it forgets it."""
+        with self._lock:
+            rec = self._paths.get(entry.inode)
+            if rec is None:
+                self._paths[entry.inode] = [entry.path, 1]
+            else:
+                rec[1] += 1
+
+    def forget(self, ino: int, nlookup: int) -> None:
+        with self._lock:
+            rec = self._paths.get(ino)
+            if rec is None:
+                return
+            rec[1] -= nlookup
+            if rec[1] <= 0 and ino != ROOT:
+                del self._paths[ino]
+                self._entries.pop(ino, None)
+
+    def _path(self, ino: int) -> str:
+        rec = self._paths.get(ino)
+        if rec is None:
+            raise _error(errno.ESTALE)
+        return str(rec[0])
+
+    def _lookup(self, path: str) -> DirEntry | None:
+        try:
+            return self.repo.lookup(path)
+        except CernVMError as e:
+            raise _os_error(e) from e
+
+    def _entry(self, ino: int) -> DirEntry:
+        hit = self._entries.get(ino)
+        if hit is not None:
+            return hit
+        entry = self._lookup(self._path(ino))
+        if entry is None:
+            raise _error(errno.ENOENT)
+        self._remember(entry)
+        return entry
+
+    # -- metadata --------------------------------------------------------------------------------
+    def lookup(self, req: int, parent: int, name: bytes) -> None:
+        base = self._path(parent)
+        path = ("" if base == "/" else base) + "/" + name.decode("utf-8", "surrogateescape")
+        entry = self._lookup(path)
+        param = ll.EntryParam()
+        param.entry_timeout = param.attr_timeout = TIMEOUT
+        if entry is not None:  # else a negative entry (inode 0), also kept for TIMEOUT
+            fill_stat(param.attr, entry)
+            param.ino = entry.inode
+            self._remember(entry)
+            self._referenced(entry)
+        ll.reply_entry(req, param)
+
+    def getattr(self, req: int, ino: int) -> None:
+        st = mfusepy.c_stat()
+        fill_stat(st, self._entry(ino))
+        ll.reply_attr(req, st, TIMEOUT)
+
+    def readlink(self, req: int, ino: int) -> None:
+        entry = self._entry(ino)
+        if not entry.is_symlink:
+            raise _error(errno.EINVAL)
+        ll.reply_readlink(req, _target(entry).encode("utf-8", "surrogateescape"))
+
+    def opendir(self, req: int, ino: int, fi: Any) -> None:
+        entry = self._entry(ino)
+        if not entry.is_dir:
+            raise _error(errno.ENOTDIR)
+        listing = _Listing(lambda: children(self.repo, entry.path, self._prefetch, self._remember))
+        fh = next(self._fh)
+        self._dirs[fh] = listing
+        fi.fh = fh
+        fi.keep_cache = 1  # with cache_readdir: the kernel keeps the listing
+        if hasattr(fi, "cache_readdir"):
+            fi.cache_readdir = 1
+        ll.reply_open(req, fi)
+
+    def readdir(self, req: int, ino: int, size: int, off: int, fi: Any, plus: bool) -> None:
+        listing = self._dirs.get(fi.fh)
+        if listing is None:
+            raise _error(errno.EBADF)
+        buf = ctypes.create_string_buffer(size)
+        used = 0
+        param = ll.EntryParam()
+        with listing.lock:
+            listing.seek(off)
+            while listing.pending is not None:
+                name, entry = listing.pending
+                ctypes.memset(ctypes.byref(param), 0, ctypes.sizeof(param))
+                give = plus and entry is not None and not entry.is_nested_mountpoint
+                if entry is None:  # "." and "..": no attributes (the kernel skips them)
+                    param.attr.st_mode = stat.S_IFDIR
+                elif give:
+                    fill_stat(param.attr, entry)
+                    param.ino = entry.inode
+                    param.entry_timeout = param.attr_timeout = TIMEOUT
+                else:  # a nested catalog's mount point: looked up on its own (its root is shown)
+                    param.attr.st_mode, param.attr.st_ino = entry.mode, entry.inode
+                raw = name.encode("utf-8", "surrogateescape")
+                n = ll.add_direntry(req, buf, used, raw, param, listing.pos + 1, plus)
+                if n > size - used:
+                    break
+                used += n
+                if give and entry is not None:
+                    self._referenced(entry)
+                listing.advance()
+        ll.reply_buf(req, buf, used)
+
+    def releasedir(self, req: int, ino: int, fi: Any) -> None:
+        self._dirs.pop(fi.fh, None)
+        ll.reply_err(req, 0)
+
+    def statfs(self, req: int, ino: int) -> None:
+        st = mfusepy.c_statvfs()
+        for key, value in statfs_numbers(self.repo).items():
+            setattr(st, key, value)
+        ll.reply_statfs(req, st)
+
+    # -- contents --------------------------------------------------------------------------------
+    def open(self, req: int, ino: int, fi: Any) -> None:
+        if fi.flags & os.O_ACCMODE != os.O_RDONLY:
+            raise _error(errno.EROFS)
+        entry = self._entry(ino)
+        if not stat.S_ISREG(entry.mode):
+            raise _error(errno.EISDIR if entry.is_dir else errno.EINVAL)
+        fh = next(self._fh)
+        self._files[fh] = entry
+        fi.fh = fh
+        fi.keep_cache = 1  # contents of a mounted revision never change
+        self._prefetch.opened(entry)
+        ll.reply_open(req, fi)
+
+    def read(self, req: int, ino: int, size: int, off: int, fi: Any) -> None:
+        entry = self._files.get(fi.fh) or self._entry(ino)
+        try:
+            data = self.repo.read(entry, off, size)
+        except CernVMError as e:
+            raise _os_error(e) from e
+        ll.reply_buf(req, data)
+        if entry.is_chunked:
+            self._prefetch.next_chunk(entry, off + len(data))
+
+    def release(self, req: int, ino: int, fi: Any) -> None:
+        self._files.pop(fi.fh, None)
+        ll.reply_err(req, 0)
+
+    # -- extended attributes ---------------------------------------------------------------------
+    @staticmethod
+    def _reply_sized(req: int, data: bytes, size: int) -> None:
+        """getxattr/listxattr: size 0 asks for the length; a smaller buffer is ERANGE."""
+        if size == 0:
+            ll.reply_xattr(req, len(data))
+        elif len(data) > size:
+            raise _error(errno.ERANGE)
+        else:
+            ll.reply_buf(req, data)
+
+    def getxattr(self, req: int, ino: int, name: bytes, size: int) -> None:
+        value = xattr_value(self.repo, self._entry(ino), name.decode("utf-8", "surrogateescape"))
+        if value is None:
+            raise _error(ENOATTR)
+        self._reply_sized(req, value, size)
+
+    def listxattr(self, req: int, ino: int, size: int) -> None:
+        names = xattr_names(self._entry(ino))
+        self._reply_sized(req, b"".join(n.encode("utf-8", "surrogateescape") + b"\0" for n in names), size)
+
+
+def serve_lowlevel(repo: Repository, mountpoint: str, options: list[str], **kw: Any) -> None:
+    ll.serve(InodeFilesystem(repo, on_ready=kw.pop("on_ready", None)), mountpoint, options, **kw)

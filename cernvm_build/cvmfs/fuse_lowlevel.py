@@ -1,0 +1,315 @@
+"""libfuse3's low-level API through ctypes: the part of it a read-only filesystem needs.
+
+Why not the high-level API (``fuse_main``, what mfusepy wraps): there libfuse keeps its own tree of
+path names, builds the full path string of every request, and mfusepy decodes it and turns an
+attribute dict into a ``struct stat`` per call. The low-level API hands over the inode number and
+takes the reply as prebuilt structures (issue 14: lookup-heavy work was 2.4-2.9x slower than the
+real client, which uses this API too). pyfuse3 would need trio and a compiler (not in the initrd).
+
+The structure layouts (``struct stat``, ``statvfs``, ``fuse_file_info``, ``fuse_conn_info``) are
+mfusepy's, built for the library mfusepy loaded, so they match its version; this module needs that
+library to be libfuse3 (``available()``). Callbacks get the request and must answer it exactly once
+(``reply_*``); ``Filesystem`` below is what a file system implements.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import logging
+from collections.abc import Callable
+from ctypes import (
+    CFUNCTYPE,
+    POINTER,
+    c_char_p,
+    c_double,
+    c_int,
+    c_int64,
+    c_size_t,
+    c_uint,
+    c_uint64,
+    c_void_p,
+)
+from typing import Any
+
+import mfusepy
+
+log = logging.getLogger(__name__)
+
+lib: Any = mfusepy._libfuse  # the handle mfusepy loaded (the structure layouts belong to it)
+
+
+def available() -> bool:
+    return bool(mfusepy.fuse_version_major == 3)
+
+
+class EntryParam(ctypes.Structure):
+    _fields_ = [
+        ("ino", c_uint64),
+        ("generation", c_uint64),
+        ("attr", mfusepy.c_stat),
+        ("attr_timeout", c_double),
+        ("entry_timeout", c_double),
+    ]
+
+
+class ForgetData(ctypes.Structure):
+    _fields_ = [("ino", c_uint64), ("nlookup", c_uint64)]
+
+
+class Args(ctypes.Structure):
+    _fields_ = [("argc", c_int), ("argv", POINTER(c_char_p)), ("allocated", c_int)]
+
+
+class LoopConfig32(ctypes.Structure):  # struct fuse_loop_config of libfuse 3.2 - 3.11
+    _fields_ = [("clone_fd", c_int), ("max_idle_threads", c_uint)]
+
+
+FileInfo = POINTER(mfusepy.fuse_file_info)
+Req = c_void_p
+Ino = c_uint64
+
+#: struct fuse_lowlevel_ops in order, up to the last member used; the prototypes of the used ones
+_OPS: list[tuple[str, Any]] = [
+    ("init", CFUNCTYPE(None, c_void_p, POINTER(mfusepy.fuse_conn_info))),
+    ("destroy", CFUNCTYPE(None, c_void_p)),
+    ("lookup", CFUNCTYPE(None, Req, Ino, c_char_p)),
+    ("forget", CFUNCTYPE(None, Req, Ino, c_uint64)),
+    ("getattr", CFUNCTYPE(None, Req, Ino, FileInfo)),
+    ("setattr", None),
+    ("readlink", CFUNCTYPE(None, Req, Ino)),
+    *((name, None) for name in ("mknod", "mkdir", "unlink", "rmdir", "symlink", "rename", "link")),
+    ("open", CFUNCTYPE(None, Req, Ino, FileInfo)),
+    ("read", CFUNCTYPE(None, Req, Ino, c_size_t, c_int64, FileInfo)),
+    ("write", None),
+    ("flush", None),
+    ("release", CFUNCTYPE(None, Req, Ino, FileInfo)),
+    ("fsync", None),
+    ("opendir", CFUNCTYPE(None, Req, Ino, FileInfo)),
+    ("readdir", CFUNCTYPE(None, Req, Ino, c_size_t, c_int64, FileInfo)),
+    ("releasedir", CFUNCTYPE(None, Req, Ino, FileInfo)),
+    ("fsyncdir", None),
+    ("statfs", CFUNCTYPE(None, Req, Ino)),
+    ("setxattr", None),
+    ("getxattr", CFUNCTYPE(None, Req, Ino, c_char_p, c_size_t)),
+    ("listxattr", CFUNCTYPE(None, Req, Ino, c_size_t)),
+    *((name, None) for name in ("removexattr", "access", "create", "getlk", "setlk", "bmap", "ioctl")),
+    *((name, None) for name in ("poll", "write_buf", "retrieve_reply")),
+    ("forget_multi", CFUNCTYPE(None, Req, c_size_t, POINTER(ForgetData))),
+    ("flock", None),
+    ("fallocate", None),
+    ("readdirplus", CFUNCTYPE(None, Req, Ino, c_size_t, c_int64, FileInfo)),
+]
+
+
+class Ops(ctypes.Structure):
+    _fields_ = [(name, proto or c_void_p) for name, proto in _OPS]
+
+
+def _bind(name: str, restype: Any, *argtypes: Any) -> None:
+    fn = getattr(lib, name)
+    fn.restype, fn.argtypes = restype, list(argtypes)
+
+
+if available():
+    _bind("fuse_reply_err", c_int, Req, c_int)
+    _bind("fuse_reply_none", None, Req)
+    _bind("fuse_reply_entry", c_int, Req, POINTER(EntryParam))
+    _bind("fuse_reply_attr", c_int, Req, POINTER(mfusepy.c_stat), c_double)
+    _bind("fuse_reply_readlink", c_int, Req, c_char_p)
+    _bind("fuse_reply_open", c_int, Req, FileInfo)
+    _bind("fuse_reply_buf", c_int, Req, c_void_p, c_size_t)
+    _bind("fuse_reply_statfs", c_int, Req, POINTER(mfusepy.c_statvfs))
+    _bind("fuse_reply_xattr", c_int, Req, c_size_t)
+    _bind("fuse_add_direntry_plus", c_size_t, Req, c_void_p, c_size_t, c_char_p, POINTER(EntryParam), c_int64)
+    _bind("fuse_add_direntry", c_size_t, Req, c_void_p, c_size_t, c_char_p, POINTER(mfusepy.c_stat), c_int64)
+    _bind("fuse_session_new", c_void_p, POINTER(Args), POINTER(Ops), c_size_t, c_void_p)
+    _bind("fuse_session_mount", c_int, c_void_p, c_char_p)
+    _bind("fuse_set_signal_handlers", c_int, c_void_p)
+    _bind("fuse_remove_signal_handlers", None, c_void_p)
+    _bind("fuse_session_unmount", None, c_void_p)
+    _bind("fuse_session_destroy", None, c_void_p)
+    _bind("fuse_session_loop", c_int, c_void_p)
+
+
+class Filesystem:
+    """What a file system implements; each handler answers its request (``reply_*`` below) or raises
+    an ``OSError`` such as ``mfusepy.FuseOSError(errno.ENOENT)`` (any other exception is logged and
+    answered with EIO)."""
+
+    def init(self, conn: Any) -> None: ...
+    def destroy(self) -> None: ...
+    def lookup(self, req: int, parent: int, name: bytes) -> None: ...
+    def forget(self, ino: int, nlookup: int) -> None: ...
+    def getattr(self, req: int, ino: int) -> None: ...
+    def readlink(self, req: int, ino: int) -> None: ...
+    def open(self, req: int, ino: int, fi: Any) -> None: ...
+    def read(self, req: int, ino: int, size: int, off: int, fi: Any) -> None: ...
+    def release(self, req: int, ino: int, fi: Any) -> None: ...
+    def opendir(self, req: int, ino: int, fi: Any) -> None: ...
+    def readdir(self, req: int, ino: int, size: int, off: int, fi: Any, plus: bool) -> None: ...
+    def releasedir(self, req: int, ino: int, fi: Any) -> None: ...
+    def statfs(self, req: int, ino: int) -> None: ...
+    def getxattr(self, req: int, ino: int, name: bytes, size: int) -> None: ...
+    def listxattr(self, req: int, ino: int, size: int) -> None: ...
+
+
+def _guarded(fn: Callable[..., None]) -> Callable[..., None]:
+    """The C callback for a request handler: a raised error becomes the request's error reply."""
+
+    def call(req: int, *args: Any) -> None:
+        try:
+            fn(req, *args)
+        except OSError as e:
+            lib.fuse_reply_err(req, e.errno or errno.EIO)
+        except Exception:
+            log.exception("FUSE %s failed", getattr(fn, "__name__", "request"))
+            lib.fuse_reply_err(req, errno.EIO)
+
+    return call
+
+
+def _callbacks(fs: Filesystem) -> tuple[Ops, list[Any]]:
+    """The ops structure and the ctypes callbacks it points to (kept alive by the caller)."""
+
+    def forget(req: int, ino: int, nlookup: int) -> None:
+        fs.forget(ino, nlookup)
+        lib.fuse_reply_none(req)
+
+    def forget_multi(req: int, count: int, items: Any) -> None:
+        for i in range(count):
+            fs.forget(items[i].ino, items[i].nlookup)
+        lib.fuse_reply_none(req)
+
+    def readdirplus(req: int, ino: int, size: int, off: int, fi: Any) -> None:
+        fs.readdir(req, ino, size, off, fi.contents, True)
+
+    def readdir(req: int, ino: int, size: int, off: int, fi: Any) -> None:
+        fs.readdir(req, ino, size, off, fi.contents, False)
+
+    def with_fi(method: Callable[..., None]) -> Callable[..., None]:
+        def call(req: int, ino: int, *rest: Any) -> None:
+            method(req, ino, *rest[:-1], rest[-1].contents)
+
+        call.__name__ = method.__name__
+        return call
+
+    handlers: dict[str, Callable[..., None]] = {
+        "init": lambda _data, conn: fs.init(conn.contents),
+        "destroy": lambda _data: fs.destroy(),
+        "lookup": _guarded(fs.lookup),
+        "forget": forget,
+        "getattr": _guarded(lambda req, ino, _fi: fs.getattr(req, ino)),
+        "readlink": _guarded(fs.readlink),
+        "open": _guarded(with_fi(fs.open)),
+        "read": _guarded(with_fi(fs.read)),
+        "release": _guarded(with_fi(fs.release)),
+        "opendir": _guarded(with_fi(fs.opendir)),
+        "readdir": _guarded(readdir),
+        "releasedir": _guarded(with_fi(fs.releasedir)),
+        "statfs": _guarded(fs.statfs),
+        "getxattr": _guarded(fs.getxattr),
+        "listxattr": _guarded(fs.listxattr),
+        "forget_multi": forget_multi,
+        "readdirplus": _guarded(readdirplus),
+    }
+    ops = Ops()
+    keep = []
+    for name, proto in _OPS:
+        if proto is not None:
+            cb = proto(handlers[name])
+            keep.append(cb)
+            setattr(ops, name, cb)
+    return ops, keep
+
+
+def serve(
+    fs: Filesystem, mountpoint: str, options: list[str], *, debug: bool = False, threads: int = 16
+) -> None:
+    """Mount ``fs`` on ``mountpoint`` with the mount ``options`` (``-o``) and serve requests with
+    libfuse's worker threads until unmounted (or SIGINT/SIGTERM/SIGHUP)."""
+    ops, keep = _callbacks(fs)
+    argv_list = [b"cvmfs", b"-o", ",".join(options).encode()] + ([b"-d"] if debug else [])
+    argv = (c_char_p * len(argv_list))(*argv_list)
+    args = Args(len(argv_list), argv, 0)
+    se = lib.fuse_session_new(ctypes.byref(args), ctypes.byref(ops), ctypes.sizeof(ops), None)
+    if not se:
+        raise RuntimeError("fuse_session_new failed (bad options?)")
+    try:
+        if lib.fuse_set_signal_handlers(se) != 0:
+            raise RuntimeError("fuse_set_signal_handlers failed")
+        try:
+            if lib.fuse_session_mount(se, mountpoint.encode()) != 0:
+                raise RuntimeError(f"fuse_session_mount {mountpoint} failed")
+            try:
+                err = _loop(se, threads)
+            finally:
+                lib.fuse_session_unmount(se)
+        finally:
+            lib.fuse_remove_signal_handlers(se)
+    finally:
+        lib.fuse_session_destroy(se)
+        del keep
+    if err < 0:
+        raise RuntimeError(f"the FUSE loop ended with error {-err}")
+
+
+def _loop(se: int, threads: int) -> int:
+    """libfuse's multithreaded loop in whichever ABI the library has (3.12 configs, 3.2 struct)."""
+    if hasattr(lib, "fuse_loop_cfg_create") and hasattr(lib, "fuse_session_loop_mt_312"):
+        _bind("fuse_loop_cfg_create", c_void_p)
+        _bind("fuse_loop_cfg_destroy", None, c_void_p)
+        _bind("fuse_loop_cfg_set_idle_threads", None, c_void_p, c_uint)
+        _bind("fuse_session_loop_mt_312", c_int, c_void_p, c_void_p)
+        cfg = lib.fuse_loop_cfg_create()
+        try:
+            lib.fuse_loop_cfg_set_idle_threads(cfg, threads)
+            return int(lib.fuse_session_loop_mt_312(se, cfg))
+        finally:
+            lib.fuse_loop_cfg_destroy(cfg)
+    if hasattr(lib, "fuse_session_loop_mt_32"):
+        _bind("fuse_session_loop_mt_32", c_int, c_void_p, POINTER(LoopConfig32))
+        return int(lib.fuse_session_loop_mt_32(se, ctypes.byref(LoopConfig32(0, threads))))
+    return int(lib.fuse_session_loop(se))
+
+
+# -- replies ---------------------------------------------------------------------------------------
+def reply_err(req: int, err: int) -> None:
+    lib.fuse_reply_err(req, err)
+
+
+def reply_entry(req: int, entry: EntryParam) -> None:
+    lib.fuse_reply_entry(req, ctypes.byref(entry))
+
+
+def reply_attr(req: int, st: Any, timeout: float) -> None:
+    lib.fuse_reply_attr(req, ctypes.byref(st), timeout)
+
+
+def reply_readlink(req: int, target: bytes) -> None:
+    lib.fuse_reply_readlink(req, target)
+
+
+def reply_open(req: int, fi: Any) -> None:
+    lib.fuse_reply_open(req, ctypes.byref(fi))
+
+
+def reply_buf(req: int, data: bytes | Any, size: int | None = None) -> None:
+    lib.fuse_reply_buf(req, data, len(data) if size is None else size)
+
+
+def reply_statfs(req: int, st: Any) -> None:
+    lib.fuse_reply_statfs(req, ctypes.byref(st))
+
+
+def reply_xattr(req: int, size: int) -> None:
+    lib.fuse_reply_xattr(req, size)
+
+
+def add_direntry(req: int, buf: Any, pos: int, name: bytes, entry: EntryParam, off: int, plus: bool) -> int:
+    """Add one entry to ``buf`` at ``pos``; returns its size (more than is left: not added)."""
+    room = len(buf) - pos
+    where = ctypes.addressof(buf) + pos
+    if plus:
+        return int(lib.fuse_add_direntry_plus(req, where, room, name, ctypes.byref(entry), off))
+    return int(lib.fuse_add_direntry(req, where, room, name, ctypes.byref(entry.attr), off))
