@@ -14,9 +14,11 @@ library to be libfuse3 (``available()``). Callbacks get the request and must ans
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import logging
+import signal
 from collections.abc import Callable
 from ctypes import (
     CFUNCTYPE,
@@ -224,7 +226,7 @@ def _callbacks(fs: Filesystem) -> tuple[Ops, list[Any]]:
 
 
 def serve(
-    fs: Filesystem, mountpoint: str, options: list[str], *, debug: bool = False, threads: int = 16
+    fs: Filesystem, mountpoint: str, options: list[str], *, debug: bool = False, threads: int = 10
 ) -> None:
     """Mount ``fs`` on ``mountpoint`` with the mount ``options`` (``-o``) and serve requests with
     libfuse's worker threads until unmounted (or SIGINT/SIGTERM/SIGHUP)."""
@@ -235,6 +237,10 @@ def serve(
     se = lib.fuse_session_new(ctypes.byref(args), ctypes.byref(ops), ctypes.sizeof(ops), None)
     if not se:
         raise RuntimeError("fuse_session_new failed (bad options?)")
+    # libfuse installs its handlers (ending the loop) only over the default ones; Python's SIGINT
+    # handler could not run anyway while the main thread waits in the loop.
+    with contextlib.suppress(ValueError):  # not the main thread
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
     try:
         if lib.fuse_set_signal_handlers(se) != 0:
             raise RuntimeError("fuse_set_signal_handlers failed")

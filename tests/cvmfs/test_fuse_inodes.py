@@ -1,0 +1,176 @@
+"""The two FUSE front ends show the same tree: libfuse3's low-level one (inodes, ``fuse_inodes``; the
+initrd's and the default) and mfusepy's high-level one on libfuse2; plus what only the low-level one
+does itself: directory offsets over several READDIR buffers, seeking back, negative entries, FORGET."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+FQRN = "inodes.cernvm.test"
+LIBS = {
+    "libfuse3": "/usr/lib/x86_64-linux-gnu/libfuse3.so.3",
+    "libfuse2": "/usr/lib/x86_64-linux-gnu/libfuse.so.2",
+}
+WIDE = 700  # entries in one directory: several 4 KiB READDIRPLUS buffers
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from cernvm_build.cvmfs import keys as keymod
+    from cernvm_build.cvmfs.publish import create_repository, publish_tree
+
+    tmp = tmp_path_factory.mktemp("inodes")
+    src = tmp / "src"
+    (src / "wide").mkdir(parents=True)
+    for i in range(WIDE):
+        (src / "wide" / f"entry-{i:04d}-{'x' * (i % 40)}").write_bytes(b"%d" % i)
+    (src / "sub" / "deeper").mkdir(parents=True)
+    (src / "sub" / "deeper" / "file").write_bytes(b"deep\n")
+    os.link(src / "sub" / "deeper" / "file", src / "sub" / "deeper" / "hard")  # same directory: cvmfs
+    os.symlink("deeper/file", src / "sub" / "link")
+    os.setxattr(src / "sub" / "deeper" / "hard", "user.origin", b"test")
+    keys = keymod.generate_keys(FQRN)
+    keys.save(tmp / "keys")
+    stratum = tmp / "stratum"
+    create_repository(stratum, FQRN, keys, timestamp=int(time.time()))
+    publish_tree(stratum, FQRN, keys, src)
+    return stratum, tmp / "keys" / f"{FQRN}.pub"
+
+
+def _mount(published: tuple[Path, Path], mnt: Path, lib: str) -> Iterator[Path]:
+    if not os.path.exists(LIBS[lib]):
+        pytest.fail(f"{LIBS[lib]} is missing: apt-get install {'fuse3' if lib == 'libfuse3' else 'libfuse2'}")
+    stratum, pub = published
+    mnt.mkdir()
+    cmd = [sys.executable, "-m", "cernvm_build.cvmfs.mount", "--fqrn", FQRN, "--server", str(stratum)]
+    cmd += ["--public-key", str(pub), str(mnt)]
+    env = os.environ | {"FUSE_LIBRARY_PATH": LIBS[lib]}
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["fusermount3", "-u", str(mnt)], check=False, timeout=60)
+
+
+@pytest.fixture(params=sorted(LIBS))
+def mounted(request: pytest.FixtureRequest, published: tuple[Path, Path], tmp_path: Path) -> Iterator[Path]:
+    yield from _mount(published, tmp_path / "mnt", request.param)
+
+
+def _snapshot(root: Path) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for dirpath, dirs, names in os.walk(root):
+        for name in sorted(dirs + names):
+            p = Path(dirpath) / name
+            st = p.lstat()
+            row: dict[str, Any] = {"mode": st.st_mode, "size": st.st_size, "nlink": st.st_nlink}
+            if stat.S_ISREG(st.st_mode):
+                row["data"] = p.read_bytes()
+                row["xattrs"] = {k: os.getxattr(p, k) for k in os.listxattr(p)}
+            elif stat.S_ISLNK(st.st_mode):
+                row["target"] = os.readlink(p)
+            out[str(p.relative_to(root))] = row
+    return out
+
+
+def test_both_front_ends_show_the_same_tree(published: tuple[Path, Path], tmp_path: Path) -> None:
+    snaps = {}
+    for lib in sorted(LIBS):
+        for m in _mount(published, tmp_path / f"mnt-{lib}", lib):
+            snaps[lib] = _snapshot(m)
+            a, b = (m / "sub/deeper/hard").stat(), (m / "sub/deeper/file").stat()
+            assert a.st_ino == b.st_ino and a.st_nlink == 2, lib  # hard links: one inode
+            assert (m / "sub/link").stat().st_ino == b.st_ino, lib
+            assert os.stat(m).st_ino == 1, lib
+    assert snaps["libfuse3"] == snaps["libfuse2"]
+    assert len([k for k in snaps["libfuse3"] if k.startswith("wide/")]) == WIDE
+    assert snaps["libfuse3"]["sub/deeper/hard"]["xattrs"]["user.origin"] == b"test"
+    assert snaps["libfuse3"]["sub/deeper/hard"]["xattrs"]["user.fqrn"] == FQRN.encode()
+
+
+def _libc() -> Any:
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc.opendir.restype = ctypes.c_void_p
+    libc.opendir.argtypes = [ctypes.c_char_p]
+    libc.readdir.restype = ctypes.c_void_p
+    libc.readdir.argtypes = [ctypes.c_void_p]
+    libc.telldir.restype = ctypes.c_long
+    libc.telldir.argtypes = [ctypes.c_void_p]
+    libc.seekdir.argtypes = [ctypes.c_void_p, ctypes.c_long]
+    libc.rewinddir.argtypes = [ctypes.c_void_p]
+    libc.closedir.argtypes = [ctypes.c_void_p]
+    return libc
+
+
+def _names(libc: Any, d: int, limit: int = 1 << 30) -> list[str]:
+    # struct dirent on Linux x86_64: d_ino (8), d_off (8), d_reclen (2), d_type (1), d_name
+    out = []
+    while len(out) < limit and (ent := libc.readdir(d)):
+        out.append(ctypes.string_at(ent + 19).decode())
+    return out
+
+
+def test_directory_offsets_seek_and_rewind(mounted: Path) -> None:
+    libc = _libc()
+    d = libc.opendir(str(mounted / "wide").encode())
+    assert d
+    try:
+        first = _names(libc, d, 300)
+        here = libc.telldir(d)
+        rest = _names(libc, d)
+        names = [n for n in first + rest if n not in (".", "..")]
+        assert len(names) == len(set(names)) == WIDE
+        libc.seekdir(d, here)
+        assert _names(libc, d) == rest  # a seek within the listing continues at that entry
+        libc.rewinddir(d)
+        assert _names(libc, d) == first + rest  # back to the start: the listing streamed again
+    finally:
+        libc.closedir(d)
+
+
+def test_missing_names_are_not_found(mounted: Path) -> None:
+    for _ in range(2):  # the second answer may come from the kernel's negative entry
+        with pytest.raises(FileNotFoundError):
+            (mounted / "sub" / "nothing-here").lstat()
+    assert (mounted / "sub/deeper/file").read_bytes() == b"deep\n"
+
+
+def test_an_inode_is_kept_until_the_kernel_forgets_it(published: tuple[Path, Path]) -> None:
+    """The inode table's rule (no kernel needed): a path is kept per reference the kernel holds, the
+    entry cache may drop entries at any time, FORGET of the last reference drops the path."""
+    from cernvm_build.cvmfs.fuse_inodes import InodeFilesystem
+    from cernvm_build.cvmfs.repository import open_repository
+
+    stratum, pub = published
+    with open_repository(str(stratum), public_keys=[pub]) as repo:
+        fs = InodeFilesystem(repo)
+        entry = repo.lookup("/sub/deeper/file")
+        assert entry is not None
+        fs._referenced(entry)
+        fs._referenced(entry)
+        fs._entries.clear()
+        assert fs._entry(entry.inode).path == "/sub/deeper/file"  # found again by its path
+        fs.forget(entry.inode, 1)
+        assert fs._entry(entry.inode).inode == entry.inode
+        fs.forget(entry.inode, 1)
+        with pytest.raises(OSError) as e:
+            fs._entry(entry.inode)
+        assert e.value.errno == errno.ESTALE
+        fs.forget(1, 1 << 40)
+        assert fs._entry(1).is_dir  # the root is never forgotten
+        fs._prefetch.close()
