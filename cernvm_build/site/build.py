@@ -127,7 +127,6 @@ class Builder:
                 state.put_outputs([], [search_mod.MANIFEST])
             indexed = search_mod.update(
                 self.out_dir,
-                self.cache_dir / "pagefind-work",
                 old_outputs,
                 search_pages(outputs.jobs),
                 jobs=self.jobs,

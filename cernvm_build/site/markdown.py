@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from markdown_it import MarkdownIt
+from markdown_it.rules_core import StateCore
 from markdown_it.token import Token
 from mdit_py_plugins.admon import admon_plugin
 from mdit_py_plugins.anchors import anchors_plugin
@@ -26,8 +27,10 @@ from pygments.lexers import get_lexer_by_name
 from pygments.token import STANDARD_TYPES, _TokenType
 from pygments.util import ClassNotFound
 
+from . import mdtree
+
 #: bump when the HTML this module produces changes, so cached renders are redone
-VERSION = "5"
+VERSION = "6"
 MORE = "<!--more-->"
 MARKER = re.compile(r"@@L:([^@]*)@@")
 #: links in raw HTML written in the Markdown: checked and resolved like Markdown links
@@ -127,6 +130,27 @@ def _parser() -> MarkdownIt:
     return md
 
 
+@lru_cache(maxsize=1)
+def _after_parse() -> MarkdownIt:
+    """The core rules that run after block and inline parsing (text_join, heading anchors), for tokens
+    the Rust parser made (``mdtree``)."""
+    md = MarkdownIt("commonmark")
+    md.use(anchors_plugin, min_level=1, max_level=6, slug_func=slugify, permalink=True, permalinkSymbol="#")
+    md.disable(["normalize", "block", "inline"])
+    return md
+
+
+def parse(text: str, env: dict[str, Any]) -> list[Token]:
+    """markdown-it-py's tokens for ``text``: from the Rust parser when ``mdtree`` has a rule for every
+    construct in it (much faster), else from markdown-it-py itself; the same tokens either way."""
+    tokens = mdtree.tokens(text)
+    if tokens is None:
+        return _parser().parse(text, env)
+    post = _after_parse()
+    post.core.process(StateCore(text, post, env, tokens))
+    return tokens
+
+
 def _inline_text(tok: Token) -> str:
     parts = []
     for c in tok.children or ():
@@ -180,7 +204,7 @@ def render(text: str, *, src_path: str, first_line: int, base_path: str) -> Rend
     """Render a page body. ``src_path`` is content-relative ('docs/a.md'); lines are file lines."""
     md = _parser()
     env: dict[str, Any] = {}
-    tokens = md.parse(text, env)
+    tokens = parse(text, env)
     lines = text.splitlines()
     src_dir = posixpath.dirname(src_path)
     links: list[Link] = []

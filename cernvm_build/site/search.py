@@ -22,8 +22,10 @@ Index files are written like any other output: by rename, and only those whose b
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +33,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BuildError, ToolError
-from ..fsutil import atomic_write
 from .model import sha
 
 PREFIX = "pagefind/"
@@ -43,6 +44,9 @@ SHARD_FROM = 200
 SHARD_PAGES = 50
 #: the browser loads one Wasm instance per shard: past this many, shards grow instead
 MAX_SHARDS = 16
+#: where Pagefind writes, inside the index folder (the same file system: its files are moved in place)
+WORK = ".work"
+UNUSED = re.compile(r"pagefind-(?:[a-z-]*ui|highlight)\.(?:js|css)")
 
 
 @dataclass(frozen=True)
@@ -102,13 +106,14 @@ def shards(pages: dict[str, str]) -> list[Shard]:
     return out
 
 
-def run(out_dir: Path, work: Path, shard: Shard) -> dict[str, bytes]:
-    """Index the shard's pages in ``out_dir``; returns its bundle's files (``pagefind/…`` → bytes)."""
+def run(out_dir: Path, work: Path, shard: Shard) -> dict[str, Path]:
+    """Index the shard's pages in ``out_dir`` into ``work``; returns its bundle's files (``pagefind/…``
+    → where Pagefind wrote them). ``work`` is on the output's file system: files are moved, not copied."""
     if work.exists():
         shutil.rmtree(work)
     work.parent.mkdir(parents=True, exist_ok=True)
     # one glob naming every page: Pagefind reads exactly those (URLs stay relative to the site)
-    pattern = "{" + ",".join(p.replace("\\", "\\\\") for p in shard.pages) + "}"
+    pattern = "{" + ",".join(shard.pages) + "}"
     cmd = [executable(), "--site", str(out_dir), "--glob", pattern, "--output-path", str(work), "--silent"]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
@@ -120,12 +125,13 @@ def run(out_dir: Path, work: Path, shard: Shard) -> dict[str, bytes]:
             f"Pagefind failed (exit {proc.returncode}): {detail[-1] if detail else 'no message'}",
             hint="run it by hand: " + " ".join(cmd[:3]) + " --output-path /tmp/pagefind",
         )
-    files: dict[str, bytes] = {}
+    files: dict[str, Path] = {}
     for root, _dirs, names in os.walk(work):
         for name in names:
             p = Path(root) / name
-            files[shard.bundle + p.relative_to(work).as_posix()] = p.read_bytes()
-    shutil.rmtree(work)
+            if UNUSED.fullmatch(name):  # Pagefind's ready-made search UIs: the site has its own
+                continue
+            files[shard.bundle + p.relative_to(work).as_posix()] = p
     return files
 
 
@@ -153,7 +159,6 @@ def _previous(out_dir: Path, old: dict[str, tuple[str, int, int]]) -> dict[str, 
 
 def update(
     out_dir: Path,
-    work: Path,
     old: dict[str, tuple[str, int, int]],
     pages: dict[str, str],
     *,
@@ -181,24 +186,28 @@ def update(
     listed = sorted(prev) == sorted(bundles)
     if not stale and listed and not (set(ours) - {MANIFEST} - {r for b in bundles for r in recorded[b]}):
         return None
-    files: dict[str, bytes] = {}
+    work = out_dir / PREFIX / WORK
+    shutil.rmtree(work, ignore_errors=True)  # a killed run's leftovers
+    work.mkdir(parents=True)
+    made: dict[str, Path] = {}
     workers = max(1, min(jobs, len(stale)))
-    with ThreadPoolExecutor(workers) as pool:  # Pagefind is a process: threads only wait for it
-        for made in pool.map(lambda i: run(out_dir, work / str(i), stale[i]), range(len(stale))):
-            files.update(made)
-    keep = {rel: ours[rel] for s in cut if s not in stale for rel in recorded[s.bundle]}
-    manifest = {"shards": [{"bundle": s.bundle[len(PREFIX) :], "key": s.key} for s in cut[1:]]}
-    manifest["shards"].insert(0, {"bundle": "", "key": cut[0].key})
-    files[MANIFEST] = (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()
-    rows: list[tuple[str, str, int, int]] = [(rel, *v) for rel, v in keep.items()]
-    written = 0
-    for rel, blob in sorted(files.items()):  # the manifest ("shards.json") after the bundles' files
-        if rel == MANIFEST:
-            continue
-        written += _write(out_dir, rel, blob, ours.get(rel), rows)
-    written += _write(out_dir, MANIFEST, files[MANIFEST], ours.get(MANIFEST), rows)
+    try:
+        with ThreadPoolExecutor(workers) as pool:  # Pagefind is a process: threads only wait for it
+            for files in pool.map(lambda i: run(out_dir, work / str(i), stale[i]), range(len(stale))):
+                made.update(files)
+        keep = {rel: ours[rel] for s in cut if s not in stale for rel in recorded[s.bundle]}
+        rows: list[tuple[str, str, int, int]] = [(rel, *v) for rel, v in keep.items()]
+        written = sum(_put(out_dir, rel, made[rel], ours.get(rel), rows) for rel in sorted(made))
+        # the manifest last: it names the shards as complete
+        listing = {"shards": [{"bundle": s.bundle[len(PREFIX) :], "key": s.key} for s in cut]}
+        (work / "shards.json").write_text(json.dumps(listing, indent=1, sort_keys=True) + "\n")
+        written += _put(out_dir, MANIFEST, work / "shards.json", ours.get(MANIFEST), rows)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            (out_dir / PREFIX).rmdir()  # only if the failed first run left it empty
     # whatever else is in the index folder goes, recorded or not (a failed run forgets the rows)
-    final = set(files) | set(keep)
+    final = set(made) | set(keep) | {MANIFEST}
     on_disk = {
         PREFIX + (Path(root) / n).relative_to(out_dir / PREFIX).as_posix()
         for root, _d, names in os.walk(out_dir / PREFIX)
@@ -211,27 +220,29 @@ def update(
     return Indexed(sorted(rows), written, removed, len(stale))
 
 
-def _write(
+def _put(
     out_dir: Path,
     rel: str,
-    blob: bytes,
+    made: Path,
     prev: tuple[str, int, int] | None,
     rows: list[tuple[str, str, int, int]],
 ) -> int:
-    fp = sha("bytes", blob)
+    """Move a file Pagefind made into place, unless the output already has these bytes."""
+    fp = sha("bytes", made.read_bytes())
     dest = out_dir / rel
     if prev and prev[0] == fp and _matches(dest, prev):
         rows.append((rel, *prev))
         return 0
-    atomic_write(dest, blob, durable=False)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(made, dest)  # a rename: readers see the old file or the new one
     st = os.stat(dest)
     rows.append((rel, fp, st.st_size, st.st_mtime_ns))
     return 1
 
 
 def _prune_dirs(top: Path) -> None:
-    for root, dirs, files in os.walk(top, topdown=False):
-        if not dirs and not files and Path(root) != top:
+    for root, _dirs, _files in os.walk(top, topdown=False):
+        if Path(root) != top and not os.listdir(root):
             os.rmdir(root)
 
 
