@@ -8,11 +8,11 @@ revision never changes. Like the real client, every path carries the extended at
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import itertools
 import logging
 import os
+import posixpath
 import stat
 import threading
 from collections.abc import Callable, Iterator
@@ -22,6 +22,7 @@ import mfusepy
 
 from ..errors import CernVMError, CvmfsError
 from .catalog import DirEntry
+from .catalog_rows import path_inode
 from .prefetch import MAX_LISTING, Prefetcher
 from .repository import Repository
 from .variant import expand
@@ -121,6 +122,12 @@ def children(
         prefetch.listed(path, listed)
 
 
+def dot_inode(path: str, name: str) -> int:
+    """The inode of ``.`` or ``..`` in directory ``path`` (directories are never hard links, so the
+    path's; a directory entry with inode 0 is one that libc's readdir leaves out)."""
+    return path_inode(path if name == "." else posixpath.dirname(path))
+
+
 def _os_error(e: CernVMError) -> mfusepy.FuseOSError:
     log.error("%s", e)
     return mfusepy.FuseOSError(errno.EIO)
@@ -190,7 +197,10 @@ class CvmfsOperations(mfusepy.Operations):  # type: ignore[misc]
 
     def readdir(self, path: str, fh: int) -> Iterator[Any]:
         for name, c in self.children(path):
-            yield name if c is None else (name, {"st_mode": c.mode, "st_ino": c.inode}, 0)
+            if c is None:
+                yield name, {"st_mode": stat.S_IFDIR, "st_ino": dot_inode(path, name)}, 0
+            else:
+                yield name, {"st_mode": c.mode, "st_ino": c.inode}, 0
 
     def children(self, path: str) -> Iterator[tuple[str, DirEntry | None]]:
         return children(self.repo, path, self._prefetch, self._remember)
@@ -247,43 +257,6 @@ class CvmfsOperations(mfusepy.Operations):  # type: ignore[misc]
         return value
 
 
-FUSE_READDIR_PLUS = 1  # libfuse3's enum fuse_readdir_flags
-FUSE_FILL_DIR_PLUS = 2  # and enum fuse_fill_dir_flags
-
-
-class _Fuse(mfusepy.FUSE):  # type: ignore[misc]
-    """mfusepy's FUSE, answering the kernel's READDIRPLUS with each entry's attributes.
-
-    With them the kernel learns the dentry and its attributes while listing (kept for the entry and
-    attribute timeouts), so ``find``, ``ls -l`` and the opens that follow a listing cost no LOOKUP
-    round trip per entry (issue 14: a lookup is a full trip through the kernel, libfuse and Python).
-    mfusepy passes only mode and inode to the filler. With libfuse 2 (mfusepy's first choice where
-    both are installed) this method is not used: its high-level API has no READDIRPLUS.
-    """
-
-    def readdir_fuse_3(
-        self, path: bytes | None, buf: Any, filler: Any, offset: int, fip: Any, flags: int
-    ) -> int:
-        ops: CvmfsOperations = self.operations
-        plus = bool(flags & FUSE_READDIR_PLUS)
-        decoded = "/" if path is None else path.decode(self.encoding, self.errors)
-        st = mfusepy.c_stat()
-        size = ctypes.sizeof(st)
-        for name, entry in ops.children(decoded):
-            ctypes.memset(ctypes.byref(st), 0, size)
-            how = 0
-            if entry is None:  # "." and "..": no attributes (libfuse must not look them up)
-                pass
-            elif plus and not entry.is_nested_mountpoint:
-                mfusepy.set_st_attrs(st, ops.attrs(entry), use_ns=True)
-                how = FUSE_FILL_DIR_PLUS
-            else:
-                st.st_mode, st.st_ino = entry.mode, entry.inode
-            if filler(buf, name.encode(self.encoding, self.errors), st, 0, how) != 0:
-                break
-        return 0
-
-
 def run_fuse(
     repo: Repository,
     mountpoint: str,
@@ -326,7 +299,7 @@ def run_fuse(
     if debug:
         options["debug"] = True
     try:
-        _Fuse(CvmfsOperations(repo, on_ready=on_ready), mountpoint, raw_fi=True, **options)
+        mfusepy.FUSE(CvmfsOperations(repo, on_ready=on_ready), mountpoint, raw_fi=True, **options)
     except RuntimeError as e:  # mfusepy's report of a failed fuse_main
         raise _mount_failed(repo, mountpoint, e) from e
 

@@ -33,6 +33,7 @@ from .fuse import (
     _os_error,
     _target,
     children,
+    dot_inode,
     shown_size,
     statfs_numbers,
     xattr_names,
@@ -66,7 +67,8 @@ def fill_stat(st: Any, e: DirEntry) -> None:
 class _Listing:
     """An open directory: its entries streamed once (a seek back starts the stream again)."""
 
-    def __init__(self, start: Callable[[], Iterator[tuple[str, DirEntry | None]]]):
+    def __init__(self, path: str, start: Callable[[], Iterator[tuple[str, DirEntry | None]]]):
+        self.path = path
         self.start = start
         self.stream = start()
         self.pos = 0  # index of ``pending`` in the listing
@@ -183,7 +185,9 @@ class InodeFilesystem(ll.Filesystem):
         entry = self._entry(ino)
         if not entry.is_dir:
             raise _error(errno.ENOTDIR)
-        listing = _Listing(lambda: children(self.repo, entry.path, self._prefetch, self._remember))
+        listing = _Listing(
+            entry.path, lambda: children(self.repo, entry.path, self._prefetch, self._remember)
+        )
         fh = next(self._fh)
         self._dirs[fh] = listing
         fi.fh = fh
@@ -206,7 +210,7 @@ class InodeFilesystem(ll.Filesystem):
                 ctypes.memset(ctypes.byref(param), 0, ctypes.sizeof(param))
                 give = plus and entry is not None and not entry.is_nested_mountpoint
                 if entry is None:  # "." and "..": no attributes (the kernel skips them)
-                    param.attr.st_mode = stat.S_IFDIR
+                    param.attr.st_mode, param.attr.st_ino = stat.S_IFDIR, dot_inode(listing.path, name)
                 elif give:
                     fill_stat(param.attr, entry)
                     param.ino = entry.inode
