@@ -8,9 +8,11 @@ from typing import Any
 
 from .. import profile as profile_mod
 from ..artifact import Artifact
+from ..container.layering import DEFAULT_LAYER_BYTES
 from ..container.provenance import verify_image
 from ..context import BuildContext
 from ..cvmfs.repository import SnapshotSpec
+from ..table import parse_size
 from .app import (
     HelpFormatter,
     Output,
@@ -35,9 +37,11 @@ formats (--format, comma-separated; default: the profile's container.formats):
   thin            OUT/NAME.thin.oci/, a DUCC thin image: thin.json names the layer in the hub
   cvmfs           publish into a CernVM-FS hub in DUCC's layout (--hub-stratum, --hub-keys)
 
-The layer is deterministic: sorted entries, owners and modes from the repository, hard links as
-tar hard links, xattrs as PAX SCHILY.xattr.*, mtimes = SOURCE_DATE_EPOCH (--keep-mtimes keeps the
-repository's). Sockets are never copied: each is skipped with a warning and counted in the label
+The layers are deterministic: sorted entries, owners and modes from the repository, hard links as
+tar hard links, xattrs as PAX SCHILY.xattr.*, mtimes the repository's, none later than the revision's
+time (--keep-mtimes: as they are). Directories heavier than --layer-size are cut into layers of their
+own (subdirectories; the rest), so the image of the next snapshot shares every unchanged layer.
+Sockets are never copied: each is skipped with a warning and counted in the label
 cvmfs.skipped. Layers carry device nodes; the sandbox creates them only with --devices (as root).
 Setuid/setgid files and xattrs are kept, counted in the summary and listed in --json (setid, xattrs).
 Labels record the origin (cvmfs.repository, .path, .tag, .root_hash, .revision).
@@ -90,6 +94,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--name", metavar="REGISTRY/REPO:TAG", help="image reference (default: cernvm/PROFILE:TAG)"
     )
     b.add_argument("--keep-mtimes", action="store_true", help="keep the repository's mtimes")
+    b.add_argument(
+        "--layer-size",
+        type=parse_size,
+        default=DEFAULT_LAYER_BYTES,
+        metavar="SIZE",
+        help="cut directories heavier than this into layers of their own (default: 64M)",
+    )
     b.add_argument("--devices", action="store_true",
                    help="create device nodes in trees written to disk (sandbox; needs root)")  # fmt: skip
     b.add_argument("--basename", help="output file base name (default: the profile name)")
@@ -125,6 +136,7 @@ def _build(args: argparse.Namespace, out: Output) -> int:
             path=args.path,
             reference=args.name,
             keep_mtimes=args.keep_mtimes,
+            layer_bytes=args.layer_size,
             devices=args.devices,
             hub=HubOptions(fqrn=args.hub_fqrn, stratum=args.hub_stratum, keys_dir=args.hub_keys),
             ctx=BuildContext.from_environment(reporter=reporter),

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -26,10 +25,12 @@ from ..fsutil import atomic_dir, remove_tree
 from ..tree import TreeReport
 from .apptainer import add_scaffold
 from .image import LABEL_MTIMES, LABEL_SKIPPED, ImageSpec, hex_of
-from .layer import LayerResult, write_layer
+from .layer import LayerResult
+from .layering import DEFAULT_LAYER_BYTES, LayerView, plan_layers
+from .layers import write_layers
 from .materialize import materialize
 from .oci import ImageParts, assemble, write_docker_archive, write_oci_dir, write_oci_tar
-from .source import FILE, TreeSource
+from .source import FILE, Clamped, TreeSource
 from .thin import write_thin
 
 log = logging.getLogger(__name__)
@@ -50,16 +51,18 @@ class BuildRequest:
     keep_mtimes: bool = False
     #: the CernVM-FS hub a thin image points into
     hub_fqrn: str = "unpacked.cern.ch"
-    #: publishes into the hub for the ``cvmfs`` format: (parts, source, mtime) -> artifact
-    publish: Callable[[ImageParts, TreeSource, int | None], Artifact] | None = None
+    #: publishes into the hub for the ``cvmfs`` format: (parts, root tree, layer trees) -> artifact
+    publish: Callable[[ImageParts, TreeSource, Sequence[TreeSource]], Artifact] | None = None
     #: create device nodes in trees written to disk (the sandbox; needs root); tar layers carry them
     devices: bool = False
+    #: a directory heavier than this is cut into several layers (see ``layering.py``)
+    layer_bytes: int = DEFAULT_LAYER_BYTES
 
 
 @dataclass
 class BuildResult:
     artifacts: list[Artifact] = field(default_factory=list)
-    layer: LayerResult | None = None
+    layers: list[LayerResult] = field(default_factory=list)  # bottom first
     parts: ImageParts | None = None
     skipped: list[tuple[str, str]] = field(default_factory=list)
     #: what was skipped and what carries power (setuid/setgid, xattrs), from the layer and the sandbox
@@ -110,27 +113,27 @@ def build(req: BuildRequest, progress: Progress | None = None) -> BuildResult:
         else:
             stale.unlink()
     work.mkdir()
-    mtime = None if req.keep_mtimes else req.spec.created
+    # mtimes are the tree's own, capped at the image's date unless kept as they are: a fixed value
+    # would be the revision's time, different in every snapshot, and no layer could be shared
+    tree = req.source if req.keep_mtimes else Clamped(req.source, req.spec.created)
     res = BuildResult()
     try:
         needs_layer = bool(set(formats) - {"apptainer"})
         spec = req.spec
         if needs_layer:
-            gz = work / "layer.tar.gz" if _NEEDS_GZ & set(formats) else None
-            raw = work / "layer.tar" if "docker-archive" in formats else None
-            with ExitStack() as files:
-                gz_f = files.enter_context(open(gz, "wb")) if gz else None
-                raw_f = files.enter_context(open(raw, "wb")) if raw else None
-                layer = write_layer(req.source, gz_out=gz_f, raw_out=raw_f, mtime=mtime, progress=progress)
-            res.layer, res.skipped, res.report = layer, list(layer.skipped), layer.report
-            spec = _with_build_labels(spec, req.keep_mtimes, len(layer.skipped))
-            parts = assemble(
-                spec,
-                layer,
-                layer_gz=gz,
-                layer_raw=raw,
-                created_by=f"cernvm-build container from {req.source.description}",
+            plan = plan_layers(tree, layer_bytes=req.layer_bytes)
+            files = write_layers(
+                tree,
+                plan,
+                work,
+                gzip=bool(_NEEDS_GZ & set(formats)),
+                progress=progress,
+                report=res.report,
             )
+            res.layers = [f.result for f in files]
+            res.skipped = list(res.report.skipped)
+            spec = _with_build_labels(spec, req.keep_mtimes, res.report.skipped_count)
+            parts = assemble(spec, [(f, f.created_by()) for f in files])
             res.parts = parts
             if "oci" in formats:
                 oci_dir = out / f"{req.basename}.oci"
@@ -153,14 +156,15 @@ def build(req: BuildRequest, progress: Progress | None = None) -> BuildResult:
                 )
             if "cvmfs" in formats:
                 assert req.publish is not None
-                res.artifacts.append(req.publish(parts, req.source, mtime))
+                views = [LayerView(tree, plan, f.index) for f in parts.layers]
+                res.artifacts.append(req.publish(parts, tree, views))
         if "apptainer" in formats:
             sandbox = out / f"{req.basename}.sandbox"
             with atomic_dir(sandbox) as tmp:
                 m = materialize(
-                    req.source,
+                    tree,
                     tmp,
-                    mtime=mtime,
+                    mtime=None,
                     devices=req.devices,
                     progress=None if needs_layer else progress,
                 )
@@ -191,7 +195,7 @@ def build(req: BuildRequest, progress: Progress | None = None) -> BuildResult:
 
 def _with_build_labels(spec: ImageSpec, keep_mtimes: bool, skipped: int) -> ImageSpec:
     labels = dict(spec.labels)
-    labels[LABEL_MTIMES] = "kept" if keep_mtimes else "fixed"
+    labels[LABEL_MTIMES] = "kept" if keep_mtimes else "clamped"
     if skipped:
         labels[LABEL_SKIPPED] = str(skipped)
     return replace(spec, labels=labels)

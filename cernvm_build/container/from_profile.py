@@ -22,6 +22,7 @@ from ..errors import UsageError
 from ..profile import Profile
 from .build import BuildRequest, BuildResult, build, check_formats, content_size
 from .image import LABEL_TAG, ImageSpec
+from .layering import DEFAULT_LAYER_BYTES
 from .origin import default_cmd, image_spec, oci_arch, open_origin, provenance
 
 
@@ -40,24 +41,24 @@ class ProfileBuild:
     result: BuildResult
 
     def to_json(self) -> dict[str, Any]:
-        layer = self.result.layer
         return {
             "reference": self.spec.reference,
             "origin": self.origin,
             "artifacts": [a.to_json() for a in self.result.artifacts],
-            "layer": None
-            if layer is None
-            else {
-                "diff_id": layer.diff_id,
-                "digest": layer.digest,
-                "size": layer.size,
-                "compressed_size": layer.compressed_size,
-                "files": layer.files,
-                "directories": layer.dirs,
-                "symlinks": layer.symlinks,
-                "hardlinks": layer.hardlinks,
-                "specials": layer.specials,
-            },
+            "layers": [
+                {
+                    "diff_id": layer.diff_id,
+                    "digest": layer.digest,
+                    "size": layer.size,
+                    "compressed_size": layer.compressed_size,
+                    "files": layer.files,
+                    "directories": layer.dirs,
+                    "symlinks": layer.symlinks,
+                    "hardlinks": layer.hardlinks,
+                    "specials": layer.specials,
+                }
+                for layer in self.result.layers
+            ],
             "skipped": [{"path": p, "reason": r} for p, r in self.result.skipped],
             # setuid/setgid files and files with xattrs are kept (OS trees need them) and listed
             "setid": self.result.report.to_json()["setid"],
@@ -91,6 +92,7 @@ def build_profile(
     path: str | None = None,
     reference: str | None = None,
     keep_mtimes: bool = False,
+    layer_bytes: int = DEFAULT_LAYER_BYTES,
     devices: bool = False,
     hub: HubOptions = HubOptions(),
     ctx: BuildContext,
@@ -145,6 +147,7 @@ def build_profile(
             out_dir=out_dir,
             basename=basename or prof.name,
             keep_mtimes=keep_mtimes,
+            layer_bytes=layer_bytes,
             hub_fqrn=hub.fqrn,
             publish=publish,
             devices=devices,

@@ -21,7 +21,8 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from ..artifact import Artifact
@@ -31,7 +32,8 @@ from ..cvmfs.repository import Repository, open_repository
 from ..errors import BuildError, CernVMError
 from .apptainer import scaffold_tree
 from .image import canonical, hex_of
-from .layer import write_layer
+from .layer import LayerResult, write_layer
+from .layers import LayerFile
 from .oci import ImageParts
 from .source import (
     FILE,
@@ -49,6 +51,9 @@ from .thin import layer_path
 log = logging.getLogger(__name__)
 
 CATALOG_MARKER = ".cvmfscatalog"
+
+#: publishes an image into the hub: (parts, its root tree, one tree per layer) -> artifact
+Publish = Callable[[ImageParts, TreeSource, Sequence[TreeSource]], Artifact]
 
 
 def layer_dir(digest: str) -> str:
@@ -115,12 +120,12 @@ def publish_image(
     keys: KeySet,
     parts: ImageParts,
     tree: TreeSource,
+    layer_trees: Sequence[TreeSource],
     *,
-    mtime: int | None,
     work: Path,
 ) -> Artifact:
-    """Publish ``parts`` (whose layer is ``tree``) into the hub; nothing is written if it is there."""
-    assert parts.layer.digest is not None
+    """Publish ``parts`` (whose root is ``tree``, its layers ``layer_trees``) into the hub; nothing
+    is written if it is there, and a layer already there is not written again."""
     manifest = json.loads(parts.manifest)
     repo = _open_hub(stratum, keys)
     try:
@@ -129,9 +134,9 @@ def publish_image(
         revision = repo.revision
         if same:
             return _artifact(stratum, parts, revision, published=[], unchanged=True)
-        ldir, fdir = layer_dir(parts.layer.digest), flat_dir(parts.config_digest)
-        have_layer = repo.lookup(ldir + "/layerfs") is not None
-        origin = _read_json(repo, ldir + "/.metadata/origin.json")
+        fdir = flat_dir(parts.config_digest)
+        # a layer is there once its metadata is (written after its layerfs)
+        origins = [_read_json(repo, layer_dir(_digest(f)) + "/.metadata/origin.json") for f in parts.layers]
         have_flat = repo.lookup(fdir + "/" + CATALOG_MARKER) is not None
         link = repo.lookup(public_path(parts))
         have_link = link is not None and link.is_symlink and link.symlink == link_target(parts)
@@ -142,45 +147,29 @@ def publish_image(
     published: list[str] = []
     cfg = parts.config_digest
     ts = parts.spec.created
-    origins = sorted({*((origin or {}).get("origin", []) if isinstance(origin, dict) else []), cfg})
-    if not have_layer:
-        layers_json = canonical(
-            [
-                {
-                    "id": parts.layer.diff_id,
-                    "compressed-diff-digest": parts.layer.digest,
-                    "diff-digest": parts.layer.diff_id,
-                    "diff-size": parts.layer.size,
-                    "created": parts.spec.created_iso,
-                }
-            ]
-        )
-        meta = MemoryTree(
-            "layer metadata",
-            [
-                memory_dir(".metadata", mtime=ts),
-                memory_file(".metadata/layers.json", layers_json, mtime=ts),
-                memory_file(".metadata/origin.json", canonical({"origin": origins}), mtime=ts),
-            ],
-        )
-        marker_tree = MemoryTree("catalog marker", [memory_file(CATALOG_MARKER, b"", mtime=ts)])
-        layerfs = Chained(tree, marker_tree)
-        revision = _publish(
-            stratum, keys, Chained(Prefixed(layerfs, "layerfs", mtime=ts), meta), ldir, work, mtime
-        )
-        published.append(ldir)
-    elif isinstance(origin, dict) and cfg not in origin.get("origin", []):
-        data = canonical({"origin": origins})
-        one = MemoryTree("origin.json", [(_single_file(data, ts), data)])
-        revision = _publish(stratum, keys, one, ldir + "/.metadata/origin.json", work, ts)
-        published.append(ldir + "/.metadata/origin.json")
     if not have_catalog_marker:
         one = MemoryTree("catalog marker", [(_single_file(b"", ts), b"")])
         revision = _publish(stratum, keys, one, "/.layers/" + CATALOG_MARKER, work, ts)
+    done: set[str] = set()
+    for layer, origin, layer_tree in zip(parts.layers, origins, layer_trees, strict=True):
+        ldir = layer_dir(_digest(layer))
+        if ldir in done:
+            continue
+        done.add(ldir)
+        had = origin.get("origin", []) if isinstance(origin, dict) else []
+        now = sorted({*had, cfg})
+        if origin is None:
+            revision = _publish_layer(stratum, keys, layer.result, layer_tree, now, ldir, work, ts)
+            published.append(ldir)
+        elif cfg not in had:
+            data = canonical({"origin": now})
+            one = MemoryTree("origin.json", [(_single_file(data, ts), data)])
+            revision = _publish(stratum, keys, one, ldir + "/.metadata/origin.json", work, ts)
+            published.append(ldir + "/.metadata/origin.json")
     if not have_flat:
         marker_tree = MemoryTree("catalog marker", [memory_file(CATALOG_MARKER, b"", mtime=ts)])
         flat = Chained(tree, scaffold_tree(parts.spec, mtime=ts), marker_tree)
-        revision = _publish(stratum, keys, flat, fdir, work, mtime)
+        revision = _publish(stratum, keys, flat, fdir, work, None)
         published.append(fdir)
     if not have_link:
         link_entry = Entry(path=".", kind=SYMLINK, mode=0o777, mtime=ts, target=link_target(parts))
@@ -198,6 +187,47 @@ def publish_image(
     return _artifact(stratum, parts, revision, published=published, unchanged=False)
 
 
+def _digest(layer: LayerFile) -> str:
+    assert layer.result.digest is not None, "hub layers are the gzip blobs"
+    return layer.result.digest
+
+
+def _publish_layer(
+    stratum: Path,
+    keys: KeySet,
+    layer: LayerResult,
+    tree: TreeSource,
+    origins: list[str],
+    ldir: str,
+    work: Path,
+    ts: int,
+) -> int:
+    """``ldir/layerfs`` (its own nested catalog) and ``ldir/.metadata`` in one publish."""
+    assert layer.digest is not None
+    layers_json = canonical(
+        [
+            {
+                "id": layer.diff_id,
+                "compressed-diff-digest": layer.digest,
+                "diff-digest": layer.diff_id,
+                "diff-size": layer.size,
+                "created": datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            }
+        ]
+    )
+    meta = MemoryTree(
+        "layer metadata",
+        [
+            memory_dir(".metadata", mtime=ts),
+            memory_file(".metadata/layers.json", layers_json, mtime=ts),
+            memory_file(".metadata/origin.json", canonical({"origin": origins}), mtime=ts),
+        ],
+    )
+    marker_tree = MemoryTree("catalog marker", [memory_file(CATALOG_MARKER, b"", mtime=ts)])
+    layerfs = Chained(tree, marker_tree)
+    return _publish(stratum, keys, Chained(Prefixed(layerfs, "layerfs", mtime=ts), meta), ldir, work, None)
+
+
 def _single_file(data: bytes, ts: int) -> Entry:
     return Entry(path=".", kind=FILE, mode=0o644, size=len(data), mtime=ts)
 
@@ -213,7 +243,7 @@ def _artifact(
         meta={
             "public_path": public_path(parts),
             "flat": flat_dir(parts.config_digest),
-            "layer": "/" + layer_path(parts.layer.digest or ""),
+            "layers": ["/" + layer_path(_digest(f)) for f in parts.layers],
             "revision": revision,
             "unchanged": unchanged,
             "published": published,
@@ -221,14 +251,12 @@ def _artifact(
     )
 
 
-def publisher(
-    *, stratum: Path, fqrn: str, keys_dir: Path
-) -> Callable[[ImageParts, TreeSource, int | None], Artifact]:
+def publisher(*, stratum: Path, fqrn: str, keys_dir: Path) -> Publish:
     """The ``publish`` callback of a BuildRequest for the ``cvmfs`` format."""
     keys = load_keys(keys_dir, fqrn)
 
-    def publish(parts: ImageParts, tree: TreeSource, mtime: int | None) -> Artifact:
+    def publish(parts: ImageParts, tree: TreeSource, layer_trees: Sequence[TreeSource]) -> Artifact:
         with tempfile.TemporaryDirectory(prefix=".hub-", dir=stratum.parent) as work:
-            return publish_image(stratum, keys, parts, tree, mtime=mtime, work=Path(work))
+            return publish_image(stratum, keys, parts, tree, layer_trees, work=Path(work))
 
     return publish

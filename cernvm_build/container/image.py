@@ -95,8 +95,9 @@ def hex_of(digest: str) -> str:
     return digest.split(":", 1)[1]
 
 
-def config_json(spec: ImageSpec, layer: LayerResult, *, created_by: str) -> bytes:
-    """The image configuration (OCI and Docker share this shape)."""
+def config_json(spec: ImageSpec, layers: Sequence[tuple[LayerResult, str]]) -> bytes:
+    """The image configuration (OCI and Docker share this shape); ``layers`` are (layer, what made
+    it), bottom first: one history entry per layer."""
     config: dict[str, Any] = {
         "Env": spec.env_list(),
         "Labels": dict(spec.labels),
@@ -111,8 +112,8 @@ def config_json(spec: ImageSpec, layer: LayerResult, *, created_by: str) -> byte
         "architecture": spec.architecture,
         "os": spec.os,
         "config": config,
-        "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]},
-        "history": [{"created": spec.created_iso, "created_by": created_by}],
+        "rootfs": {"type": "layers", "diff_ids": [layer.diff_id for layer, _ in layers]},
+        "history": [{"created": spec.created_iso, "created_by": by} for _, by in layers],
     }
     return canonical(doc)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,21 +25,19 @@ from .image import (
     manifest_json,
     tags_of,
 )
-from .layer import LayerResult
+from .layers import LayerFile
 
 OCI_LAYOUT = canonical({"imageLayoutVersion": "1.0.0"})
 
 
 @dataclass(frozen=True)
 class ImageParts:
-    """An image whose layer has been written: the JSON documents and the layer files."""
+    """An image whose layers have been written (bottom first): the JSON documents and the files."""
 
     spec: ImageSpec
-    layer: LayerResult
+    layers: tuple[LayerFile, ...]
     config: bytes
     manifest: bytes
-    layer_gz: Path | None  # the gzip layer blob (OCI)
-    layer_raw: Path | None  # the uncompressed layer (docker-archive)
 
     @property
     def config_digest(self) -> str:
@@ -49,15 +48,16 @@ class ImageParts:
         return digest_of(self.manifest)
 
 
-def assemble(
-    spec: ImageSpec, layer: LayerResult, *, layer_gz: Path | None, layer_raw: Path | None, created_by: str
-) -> ImageParts:
-    config = config_json(spec, layer, created_by=created_by)
-    layers = []
-    if layer.digest is not None:
-        layers.append((MT_LAYER_GZIP, layer.compressed_size, layer.digest))
-    manifest = manifest_json(spec, config, layers)
-    return ImageParts(spec, layer, config, manifest, layer_gz, layer_raw)
+def assemble(spec: ImageSpec, layers: Sequence[tuple[LayerFile, str]]) -> ImageParts:
+    """The image of ``layers``: (written layer, what made it), bottom first."""
+    config = config_json(spec, [(f.result, by) for f, by in layers])
+    blobs = [
+        (MT_LAYER_GZIP, f.result.compressed_size, f.result.digest)
+        for f, _ in layers
+        if f.result.digest is not None
+    ]
+    manifest = manifest_json(spec, config, blobs)
+    return ImageParts(spec, tuple(f for f, _ in layers), config, manifest)
 
 
 def _place(src: Path, dest: Path) -> None:
@@ -69,14 +69,17 @@ def _place(src: Path, dest: Path) -> None:
 
 
 def populate_oci(root: Path, parts: ImageParts) -> None:
-    assert parts.layer_gz is not None and parts.layer.digest is not None
     blobs = root / "blobs" / "sha256"
     blobs.mkdir(parents=True)
     (root / "oci-layout").write_bytes(OCI_LAYOUT)
     (root / "index.json").write_bytes(index_json(parts.spec, parts.manifest))
     (blobs / hex_of(parts.config_digest)).write_bytes(parts.config)
     (blobs / hex_of(parts.manifest_digest)).write_bytes(parts.manifest)
-    _place(parts.layer_gz, blobs / hex_of(parts.layer.digest))
+    for layer in parts.layers:
+        assert layer.gz is not None and layer.result.digest is not None
+        dest = blobs / hex_of(layer.result.digest)
+        if not dest.exists():  # two layers with the same bytes are one blob
+            _place(layer.gz, dest)
     for p in blobs.iterdir():
         p.chmod(0o644)
     for d in (root, root / "blobs", blobs):
@@ -98,35 +101,50 @@ def write_oci_tar(dest: Path, oci_dir: Path, parts: ImageParts, *, mtime: int) -
         write_members(f, members, mtime=mtime)
 
 
-def docker_layer_id(parts: ImageParts) -> str:
-    """The v1-compatible layer id: a stable function of the layer and the config it belongs to."""
-    return hex_of(digest_of(canonical({"diff_id": parts.layer.diff_id, "config": parts.config_digest})))
+def docker_layer_ids(parts: ImageParts) -> list[str]:
+    """The v1-compatible layer ids, bottom first: each a stable function of its layer, the one below
+    it and the config (so an image's ids are its own, as ``docker save`` makes them)."""
+    ids: list[str] = []
+    for layer in parts.layers:
+        key = {
+            "diff_id": layer.result.diff_id,
+            "parent": ids[-1] if ids else "",
+            "config": parts.config_digest,
+        }
+        ids.append(hex_of(digest_of(canonical(key))))
+    return ids
 
 
 def write_docker_archive(dest: Path, parts: ImageParts, *, mtime: int) -> None:
     """The ``docker save`` format that ``docker load``, ``podman load`` and skopeo read."""
-    assert parts.layer_raw is not None
     spec = parts.spec
-    layer_id = docker_layer_id(parts)
+    ids = docker_layer_ids(parts)
     config_name = hex_of(parts.config_digest) + ".json"
     tags = tags_of(spec)
     repo_tags = [f"{spec.name}:{t}" for t in tags]
-    manifest = [{"Config": config_name, "RepoTags": repo_tags, "Layers": [f"{layer_id}/layer.tar"]}]
-    layer_json = {
-        "id": layer_id,
-        "created": spec.created_iso,
-        "os": spec.os,
-        "architecture": spec.architecture,
-        "config": {},
-    }
-    members = [
-        Member(layer_id, is_dir=True),
-        Member(f"{layer_id}/VERSION", data=b"1.0"),
-        Member(f"{layer_id}/json", data=canonical(layer_json)),
-        Member(f"{layer_id}/layer.tar", path=parts.layer_raw),
-        Member(config_name, data=parts.config),
+    manifest = [{"Config": config_name, "RepoTags": repo_tags, "Layers": [f"{i}/layer.tar" for i in ids]}]
+    members = [Member(config_name, data=parts.config)]
+    for n, (layer_id, layer) in enumerate(zip(ids, parts.layers, strict=True)):
+        assert layer.raw is not None
+        layer_json: dict[str, object] = {
+            "id": layer_id,
+            "created": spec.created_iso,
+            "os": spec.os,
+            "architecture": spec.architecture,
+            "config": {},
+        }
+        if n:
+            layer_json["parent"] = ids[n - 1]
+        members += [
+            Member(layer_id, is_dir=True),
+            Member(f"{layer_id}/VERSION", data=b"1.0"),
+            Member(f"{layer_id}/json", data=canonical(layer_json)),
+            Member(f"{layer_id}/layer.tar", path=layer.raw),
+        ]
+    members += [
         Member("manifest.json", data=canonical(manifest)),
-        Member("repositories", data=canonical({spec.name: dict.fromkeys(tags, layer_id)})),
+        Member("repositories", data=canonical({spec.name: dict.fromkeys(tags, ids[-1])})),
     ]
+    members.sort(key=lambda m: m.name.encode())
     with atomic_file(dest) as f:
         write_members(f, members, mtime=mtime)

@@ -46,6 +46,7 @@ __all__ = [
     "SOCKET",
     "SYMLINK",
     "Chained",
+    "Clamped",
     "CvmfsTree",
     "Entry",
     "LocalTree",
@@ -193,3 +194,20 @@ class Chained:
 
     def open(self, entry: Entry) -> BinaryIO:
         return self._owner.get(entry.path, self.sources[0]).open(entry)
+
+
+class Clamped:
+    """``source`` with every mtime capped at ``at`` (reproducible builds' clamping: files newer than
+    the image's date get that date, older ones keep theirs)."""
+
+    def __init__(self, source: TreeSource, at: int) -> None:
+        self.source, self.at = source, at
+        self.description = source.description
+
+    def entries(self) -> Iterator[Entry]:
+        at = self.at
+        for e in self.source.entries():
+            yield replace(e, mtime=at, mtime_nsec=0) if e.mtime >= at else e
+
+    def open(self, entry: Entry) -> BinaryIO:
+        return self.source.open(entry)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .image import canonical, hex_of
 from .layer import write_layer
+from .layers import LayerFile
 from .oci import ImageParts, assemble, write_oci_dir
 from .source import MemoryTree, memory_file
 
@@ -24,15 +25,14 @@ def layer_path(digest: str) -> str:
 
 
 def thin_json(parts: ImageParts, hub_fqrn: str) -> bytes:
-    assert parts.layer.digest is not None
+    digests = [layer.result.digest for layer in parts.layers]
     doc = {
         "version": THIN_VERSION,
         "origin": parts.spec.reference,
         "layers": [
-            {
-                "digest": hex_of(parts.layer.digest),
-                "url": f"cvmfs://{hub_fqrn}/{layer_path(parts.layer.digest)}",
-            }
+            {"digest": hex_of(d), "url": f"cvmfs://{hub_fqrn}/{layer_path(d)}"}
+            for d in digests
+            if d is not None
         ],
     }
     return canonical(doc)
@@ -53,10 +53,7 @@ def write_thin(dest: Path, parts: ImageParts, *, hub_fqrn: str, work: Path) -> I
         layer = write_layer(files, gz_out=f, mtime=spec.created)
     thin_parts = assemble(
         thin_spec,
-        layer,
-        layer_gz=gz,
-        layer_raw=None,
-        created_by=f"cernvm-build container thin of {spec.reference}",
+        [(LayerFile(layer, None, gz, ("thin.json",)), f"cernvm-build container thin of {spec.reference}")],
     )
     write_oci_dir(dest, thin_parts)
     return thin_parts

@@ -170,13 +170,14 @@ def _read_oci(label: str, opener: Callable[[str], IO[bytes]], kind: str, image: 
         diff_ids = config["rootfs"]["diff_ids"]
     except (KeyError, IndexError, TypeError, ValueError) as e:
         raise _bad(image, f"malformed OCI metadata ({e})") from e
-    if len(layers) != 1 or len(diff_ids) != 1:
-        raise _bad(image, f"has {len(layers)} layers; images made by cernvm-build have one")
-    layer = layers[0]
-    name = f"blobs/sha256/{hex_of(layer['digest'])}"
-    with opener(name) as f:
-        expect = (layer["digest"], diff_ids[0])
-        nodes = _scan_layer(f, compressed=True, expect=expect, where=name, out=integrity)
+    if not layers or len(layers) != len(diff_ids):
+        raise _bad(image, f"has {len(layers)} layers and {len(diff_ids)} diff_ids")
+    nodes: dict[str, Node] = {}
+    for layer, diff_id in zip(layers, diff_ids, strict=True):  # bottom first: upper layers win
+        name = f"blobs/sha256/{hex_of(layer['digest'])}"
+        with opener(name) as f:
+            expect = (layer["digest"], diff_id)
+            nodes.update(_scan_layer(f, compressed=True, expect=expect, where=name, out=integrity))
     labels = dict((config.get("config") or {}).get("Labels") or {})
     return ImageContents(kind, labels, nodes, integrity)
 
@@ -196,10 +197,12 @@ def _read_docker(opener: Callable[[str], IO[bytes]], image: Path) -> ImageConten
     found = hashlib.sha256(cfg_bytes).hexdigest()
     if cfg_name.removesuffix(".json") != found:
         integrity.append(Difference(cfg_name, "config digest", cfg_name.removesuffix(".json"), found))
-    if len(layers) != 1 or len(diff_ids) != 1:
-        raise _bad(image, f"has {len(layers)} layers; images made by cernvm-build have one")
-    with opener(layers[0]) as f:
-        nodes = _scan_layer(f, compressed=False, expect=(None, diff_ids[0]), where=layers[0], out=integrity)
+    if not layers or len(layers) != len(diff_ids):
+        raise _bad(image, f"has {len(layers)} layers and {len(diff_ids)} diff_ids")
+    nodes: dict[str, Node] = {}
+    for name, diff_id in zip(layers, diff_ids, strict=True):
+        with opener(name) as f:
+            nodes.update(_scan_layer(f, compressed=False, expect=(None, diff_id), where=name, out=integrity))
     labels = dict((config.get("config") or {}).get("Labels") or {})
     return ImageContents("docker-archive", labels, nodes, integrity)
 

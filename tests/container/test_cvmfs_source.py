@@ -189,7 +189,8 @@ def test_verify_catches_a_tampered_oci_layer(fixture_image: tuple[Path, Path], t
     index = json.loads((oci / "index.json").read_text())
     blobs = oci / "blobs" / "sha256"
     manifest = json.loads((blobs / index["manifests"][0]["digest"][7:]).read_text())
-    blob = blobs / manifest["layers"][0]["digest"][7:]
+    # the layer that carries /etc (the base layer, the top one)
+    blob = blobs / manifest["layers"][-1]["digest"][7:]
     raw = bytearray(gzip.decompress(blob.read_bytes()))
     at = raw.find(b"Scientific Linux")
     assert at > 0

@@ -74,7 +74,7 @@ def test_skopeo_reads_layout_archive_and_docker_archive(built: tuple[Path, Path]
     for ref in (f"oci:{out / 'slc4.oci'}:{SPEC.tag}", f"oci-archive:{out / 'slc4.oci.tar'}"):
         info = json.loads(tool("skopeo", "inspect", ref))
         assert info["Labels"]["cvmfs.repository"] == "sft.example.test"
-        assert info["Labels"]["cvmfs.mtimes"] == "fixed"
+        assert info["Labels"]["cvmfs.mtimes"] == "clamped"
         assert info["Env"] == ["PATH=/usr/bin:/bin", 'GREETING=it\'s "quoted" $HOME']
         assert info["Created"] == "2025-11-24T16:00:00Z"
     config = json.loads(tool("skopeo", "inspect", "--config", f"docker-archive:{out / 'slc4.docker.tar'}"))

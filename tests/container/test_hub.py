@@ -61,12 +61,15 @@ def test_image_lands_in_ducc_layout_and_republishing_writes_nothing(
         flat = str(meta["flat"])
         assert link.is_symlink and link.symlink == "../../" + flat.lstrip("/")
         # the layer, unpacked, is the repository tree plus the nested-catalog marker
-        layerfs = str(meta["layer"])
-        found = {e.path[len(layerfs) :] for e in repo.walk(layerfs)} - {""}
+        # the layers, unpacked, are the repository tree, each with its nested-catalog marker
+        found: set[str] = set()
+        for layerfs in map(str, meta["layers"]):  # type: ignore[call-overload]
+            found |= {e.path[len(layerfs) :] for e in repo.walk(layerfs)} - {""}
+            assert repo.stat(layerfs + "/.cvmfscatalog").is_file
         assert found == set(listing(1)) | {"/.cvmfscatalog"}
-        big = repo.stat(layerfs + "/opt/sw/big-data.txt")
+        big = repo.stat(flat + "/opt/sw/big-data.txt")
         assert big.size == listing(1)["/opt/sw/big-data.txt"]["size"]
-        assert repo.read_bytes(layerfs + "/etc/redhat-release").startswith(b"Scientific Linux")
+        assert repo.read_bytes(flat + "/etc/redhat-release").startswith(b"Scientific Linux")
         layer_dir = layerfs.rsplit("/", 1)[0]
         origins = json.loads(repo.read_bytes(layer_dir + "/.metadata/origin.json"))["origin"]
         layers = json.loads(repo.read_bytes(layer_dir + "/.metadata/layers.json"))
@@ -94,11 +97,12 @@ def test_second_image_shares_the_layer(hub: tuple[Path, Path], tmp_path: Path) -
     first = publish(hub, SPEC, tmp_path)
     other = replace(SPEC, tag="relabelled", labels={"org.opencontainers.image.title": "another"})
     meta = publish(hub, other, tmp_path)
-    assert meta["layer"] == first["layer"]
+    assert meta["layers"] == first["layers"]
+    layer = str(first["layers"][0])  # type: ignore[index]
     published = [str(p) for p in meta["published"]]  # type: ignore[attr-defined]
-    assert not any(p.endswith("/" + str(first["layer"]).split("/")[3]) for p in published)
+    assert not any(p.endswith("/" + layer.split("/")[3]) for p in published)
     with open_repository(stratum, fqrn=HUB, public_keys=[(hub[1] / f"{HUB}.pub")]) as repo:
-        layer_dir = str(meta["layer"]).rsplit("/", 1)[0]
+        layer_dir = layer.rsplit("/", 1)[0]
         origins = json.loads(repo.read_bytes(layer_dir + "/.metadata/origin.json"))["origin"]
         assert len(origins) == 2
         assert repo.stat("/registry.example.test/sft/slc4:frozen").is_symlink  # the first is kept

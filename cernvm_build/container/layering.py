@@ -1,0 +1,201 @@
+"""Where a tree is cut into layers, so that the image of the next snapshot reuses unchanged layers.
+
+A snapshot is not a build history, so the cut follows the tree itself: one metadata pass weighs
+every directory down to ``SPLIT_DEPTH`` (content bytes plus 512 per entry, a tar header). A
+directory heavier than ``layer_bytes`` is *split*: each child directory of at least a quarter of
+``layer_bytes`` becomes a layer of its own (or is split in turn), the rest of the split directory
+(its files and small child directories) is one more layer. The root is always split; its rest and
+the split directories' own entries form the *base* layer.
+
+Every entry belongs to exactly one layer, so no whiteouts are needed. A layer's tar still needs the
+directories above its subtrees (the tar writer wants a tree); those are *placeholders* with fixed
+metadata (0755, root, mtime 0) so that a change of ``/usr``'s mtime does not change every layer
+under it. The base layer is the last (top) layer and carries the real metadata of those
+directories, which is what the unpacked image shows.
+
+The cut depends only on the weights of the directories concerned, never on the whole tree's size,
+so a change in one subtree moves no other boundary (unless it makes a directory cross a threshold).
+Hard links never span layers: a link group found in two layers merges them. More than
+``MAX_LAYERS`` layers doubles ``layer_bytes`` and cuts again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from ..tree import DIR, FILE, Entry, TreeSource
+
+SPLIT_DEPTH = 3  # directories deeper than this are never split
+MAX_LAYERS = 64  # overlay file systems and some engines limit the depth of an image (~125)
+MAX_WEIGHED_DIRS = 200_000  # bounded memory for hostile trees: further directories are not weighed
+DEFAULT_LAYER_BYTES = 64 << 20
+_HEADER = 512
+BASE = "/"  # the key of the base layer
+
+
+def _parent(path: str) -> str:
+    return path.rpartition("/")[0]
+
+
+@dataclass
+class _Weights:
+    """Per directory (depth <= SPLIT_DEPTH + 1): its subtree's weight; and the cross-directory link
+    groups (link id -> the first directory it was seen in, pairs of directories it joins)."""
+
+    dirs: dict[str, int]
+    links: set[tuple[str, str]]
+
+
+def weigh(source: TreeSource) -> _Weights:
+    dirs: dict[str, int] = {"": 0}
+    first_dir: dict[object, str] = {}
+    links: set[tuple[str, str]] = set()
+    for e in source.entries():
+        weight = _HEADER + (e.size if e.kind == FILE else 0)
+        parts = e.path.split("/")
+        if e.kind == DIR and len(parts) <= SPLIT_DEPTH + 1 and len(dirs) < MAX_WEIGHED_DIRS:
+            dirs[e.path] = 0
+        for k in range(min(len(parts), SPLIT_DEPTH + 1) + 1):
+            prefix = "/".join(parts[:k])
+            if prefix in dirs:
+                dirs[prefix] += weight
+        if e.kind == FILE and e.link_id is not None:
+            where = _parent(e.path)
+            seen = first_dir.setdefault(e.link_id, where)
+            if seen != where:
+                links.add((seen, where))
+    return _Weights(dirs, links)
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """The cut: split directories, the units (subtrees with a layer of their own) and, for each
+    layer key (a unit's path, a split directory's path + "/" for its rest, ``BASE``), its layer."""
+
+    split: frozenset[str]
+    layer_of_key: dict[str, int]
+    keys: tuple[tuple[str, ...], ...]  # per layer, in image order (the base layer last)
+
+    @property
+    def count(self) -> int:
+        return len(self.keys)
+
+    @property
+    def base(self) -> int:
+        return self.count - 1
+
+    def layer_of(self, path: str) -> int:
+        """The layer that owns the entry at ``path``."""
+        if path in self.split:
+            return self.base
+        cur = path
+        while True:
+            k = self.layer_of_key.get(cur)
+            if k is not None:
+                return k
+            up = _parent(cur)
+            if up in self.split:
+                return self.layer_of_key[up + "/" if up else BASE]
+            cur = up
+
+    def split_entries(self, source: TreeSource) -> Iterator[tuple[int, Entry]]:
+        """(layer, entry) for every entry, each layer's stream a tree: a layer's first entry below
+        a split directory is preceded by placeholders for the split directories above it."""
+        opened: list[set[str]] = [{""} for _ in range(self.count)]
+        last_parent, last_layer = None, -1
+        for e in source.entries():
+            up = _parent(e.path)
+            if e.kind == DIR:
+                layer = self.layer_of(e.path)
+            elif up == last_parent:  # a non-directory's layer is its directory's: most are siblings
+                layer = last_layer
+            else:
+                layer = last_layer = self.files_in(up)
+                last_parent = up
+            if layer != self.base and up not in opened[layer] and e.path not in self.split:
+                chain = []
+                while up not in opened[layer] and up in self.split:
+                    chain.append(up)
+                    opened[layer].add(up)
+                    up = _parent(up)
+                for p in reversed(chain):
+                    yield layer, Entry(path=p, kind=DIR, mode=0o755)
+            yield layer, e
+
+    def files_in(self, directory: str) -> int:
+        """The layer of a non-directory directly in ``directory`` (its rest layer, when split)."""
+        if directory in self.split:
+            return self.layer_of_key[directory + "/" if directory else BASE]
+        return self.layer_of(directory)
+
+
+def plan_layers(source: TreeSource, *, layer_bytes: int = DEFAULT_LAYER_BYTES) -> LayerPlan:
+    weights = weigh(source)
+    while True:
+        plan = _cut(weights, layer_bytes)
+        if plan.count <= MAX_LAYERS:
+            return plan
+        layer_bytes *= 2
+
+
+def _cut(w: _Weights, layer_bytes: int) -> LayerPlan:
+    children: dict[str, list[str]] = {}
+    for d in w.dirs:
+        if d:
+            children.setdefault(_parent(d), []).append(d)
+    split: set[str] = set()
+    units: list[str] = []
+    todo = [""]
+    while todo:
+        d = todo.pop()
+        split.add(d)
+        for c in children.get(d, []):
+            weight = w.dirs[c]
+            if weight > layer_bytes and c.count("/") + 1 <= SPLIT_DEPTH and c in children:
+                todo.append(c)
+            elif weight * 4 >= layer_bytes:
+                units.append(c)
+    keys = sorted(units) + sorted(d + "/" for d in split if d) + [BASE]
+    # hard-link groups spanning layers merge them (union-find over key indices)
+    index = {k: i for i, k in enumerate(keys)}
+    root = list(range(len(keys)))
+
+    def find(i: int) -> int:
+        while root[i] != i:
+            root[i] = root[root[i]]
+            i = root[i]
+        return i
+
+    probe = LayerPlan(frozenset(split), index, tuple((k,) for k in keys))
+    for a, b in w.links:
+        ia, ib = find(probe.files_in(a)), find(probe.files_in(b))
+        if ia != ib:
+            base = len(keys) - 1
+            # the base layer absorbs; otherwise the smaller index (a stable choice)
+            keep, drop = (base, ia + ib - base) if base in (ia, ib) else (min(ia, ib), max(ia, ib))
+            root[drop] = keep
+    groups: dict[int, list[str]] = {}
+    for i, k in enumerate(keys):
+        groups.setdefault(find(i), []).append(k)
+    base_root = find(len(keys) - 1)
+    ordered = sorted((g for r, g in groups.items() if r != base_root), key=lambda g: g[0])
+    ordered.append(groups[base_root])
+    layer_of_key = {k: i for i, g in enumerate(ordered) for k in g}
+    return LayerPlan(frozenset(split), layer_of_key, tuple(tuple(g) for g in ordered))
+
+
+class LayerView:
+    """One layer of ``plan`` as a tree source (the hub publishes each layer unpacked); every view
+    walks the tree's metadata once and reads only its own files."""
+
+    def __init__(self, source: TreeSource, plan: LayerPlan, layer: int) -> None:
+        self.source, self.plan, self.layer = source, plan, layer
+        self.description = source.description
+
+    def entries(self) -> Iterator[Entry]:
+        return (e for k, e in self.plan.split_entries(self.source) if k == self.layer)
+
+    def open(self, entry: Entry) -> BinaryIO:
+        return self.source.open(entry)

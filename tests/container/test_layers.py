@@ -1,0 +1,160 @@
+"""Images in several layers: where the tree is cut, that the next snapshot reuses unchanged layers
+byte for byte, and that the real consumers (umoci, skopeo, podman) accept and run the result."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from cernvm_build import profile
+from cernvm_build.container.build import BuildRequest, build
+from cernvm_build.container.from_profile import build_profile
+from cernvm_build.container.image import ImageSpec
+from cernvm_build.container.layering import BASE, plan_layers
+from cernvm_build.container.source import LocalTree
+from cernvm_build.container.verify import read_image
+from cernvm_build.context import BuildContext
+from cernvm_build.cvmfs.repository import SnapshotSpec
+from cernvm_build.demo.repository import publish_demo
+
+from .podman import needs_podman, run, store
+from .trees import describe, make_tree
+
+__all__ = ["store"]  # the fixture
+
+SPEC = ImageSpec(registry="registry.example.test", repository="cernvm/layers", tag="s1", created=1764000000)
+KB = 1024
+
+
+def os_like(root: Path) -> Path:
+    """``make_tree`` plus an OS-like bulk: usr/lib/<pkg>/ of ~40 KB each, a big usr/share."""
+    make_tree(root)
+    for i in range(12):
+        d = root / "usr" / "lib" / f"pkg{i:02d}"
+        d.mkdir(parents=True)
+        for j in range(4):
+            (d / f"lib{j}.so").write_bytes(bytes([i, j]) * 5 * KB)
+    (root / "usr" / "lib" / "loose.so").write_bytes(b"L" * 3 * KB)
+    share = root / "usr" / "share" / "doc"
+    share.mkdir(parents=True)
+    for i in range(30):
+        (share / f"README{i}").write_text(f"doc {i}\n" * 200)
+    return root
+
+
+def image(tree: Path, out: Path, *, tag: str = "s1", layer_bytes: int = 64 * KB) -> dict[str, object]:
+    spec = ImageSpec(SPEC.registry, SPEC.repository, tag, SPEC.created)
+    res = build(
+        BuildRequest(LocalTree(tree), spec, ["oci", "docker-archive"], out, "img", layer_bytes=layer_bytes)
+    )
+    assert res.parts is not None
+    manifest: dict[str, object] = json.loads(res.parts.manifest)
+    return manifest
+
+
+def digests(manifest: dict[str, object]) -> list[str]:
+    return [str(layer["digest"]) for layer in manifest["layers"]]  # type: ignore[attr-defined]
+
+
+def tool(*argv: str | Path) -> str:
+    proc = subprocess.run([str(a) for a in argv], capture_output=True, text=True)
+    assert proc.returncode == 0, f"{argv[0]} failed: {proc.stderr.strip()[-2000:]}"
+    return proc.stdout
+
+
+def test_the_plan_cuts_heavy_directories_and_owns_every_path_once(tmp_path: Path) -> None:
+    tree = LocalTree(os_like(tmp_path / "t"))
+    plan = plan_layers(tree, layer_bytes=64 * KB)
+    assert "usr" in plan.split and "usr/lib" in plan.split
+    assert plan.keys[-1][-1] == BASE  # the base layer is the top one
+    assert plan.layer_of("usr/lib/pkg03/lib1.so") == plan.layer_of("usr/lib/pkg03")
+    assert plan.layer_of("usr/lib/pkg03") != plan.layer_of("usr/lib/pkg04")
+    # a file directly in a split directory goes to that directory's rest layer, not the base
+    assert plan.files_in("usr/lib") != plan.base
+    owners: dict[str, int] = {}
+    for layer, entry in plan.split_entries(tree):
+        if entry.path in plan.split and layer != plan.base:
+            assert (entry.mode, entry.uid, entry.mtime) == (0o755, 0, 0)  # a placeholder
+            continue
+        assert entry.path not in owners, f"{entry.path} in two layers"
+        owners[entry.path] = layer
+    assert set(owners) == {e.path for e in tree.entries()}
+    # hard links never span layers
+    assert owners["usr/bin/tool"] == owners["usr/bin/tool-hardlink"]
+    # the same tree gives the same cut
+    assert plan_layers(tree, layer_bytes=64 * KB) == plan
+
+
+def test_hard_links_across_directories_merge_their_layers(tmp_path: Path) -> None:
+    root = os_like(tmp_path / "t")
+    os.link(root / "usr" / "lib" / "pkg01" / "lib0.so", root / "usr" / "lib" / "pkg07" / "same.so")
+    plan = plan_layers(LocalTree(root), layer_bytes=64 * KB)
+    assert plan.layer_of("usr/lib/pkg01") == plan.layer_of("usr/lib/pkg07")
+    assert plan.layer_of("usr/lib/pkg01") != plan.layer_of("usr/lib/pkg02")
+
+
+def test_next_snapshot_shares_every_unchanged_layer(tmp_path: Path) -> None:
+    tree = os_like(tmp_path / "t")
+    first = image(tree, tmp_path / "out1")
+    again = image(tree, tmp_path / "out1b")
+    assert digests(first) == digests(again)  # deterministic
+    assert len(digests(first)) >= 5
+    (tree / "usr" / "lib" / "pkg05" / "lib2.so").write_bytes(b"changed" * 1000)  # one package changed
+    second = image(tree, tmp_path / "out2", tag="s2")
+    a, b = digests(first), digests(second)
+    assert len(a) == len(b)
+    changed = [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y]
+    assert len(changed) == 1
+    # and the blob really is the same file, byte for byte, in both layouts
+    same = a[0][7:]
+    blobs = "img.oci/blobs/sha256/"
+    assert (tmp_path / "out1" / blobs / same).read_bytes() == (tmp_path / "out2" / blobs / same).read_bytes()
+
+
+def test_a_single_layer_when_the_tree_is_light(tmp_path: Path) -> None:
+    manifest = image(make_tree(tmp_path / "t"), tmp_path / "out", layer_bytes=64 << 20)
+    assert len(digests(manifest)) == 1
+
+
+@pytest.mark.integration
+def test_umoci_skopeo_and_verify_read_the_layers_file_for_file(tmp_path: Path) -> None:
+    tree = os_like(tmp_path / "t")
+    manifest = image(tree, tmp_path / "out")
+    out = tmp_path / "out"
+    rootless = [] if os.geteuid() == 0 else ["--rootless"]
+    tool("umoci", "raw", "unpack", *rootless, "--image", f"{out / 'img.oci'}:s1", tmp_path / "rootfs")
+    assert describe(tmp_path / "rootfs") == describe(tree)
+    # the shared directories end with the tree's metadata (the base layer, on top, sets it)
+    assert os.stat(tmp_path / "rootfs" / "usr").st_mode == os.stat(tree / "usr").st_mode
+    info = json.loads(tool("skopeo", "inspect", f"oci-archive:{out / 'img.oci.tar'}"))
+    assert info["Layers"] == digests(manifest)
+    docker = json.loads(tool("skopeo", "inspect", "--config", f"docker-archive:{out / 'img.docker.tar'}"))
+    assert len(docker["rootfs"]["diff_ids"]) == len(digests(manifest))
+    for name in ("img.oci", "img.docker.tar"):
+        contents = read_image(out / name)
+        assert not contents.integrity
+        assert set(contents.nodes) == {p for p in describe(tree)}
+
+
+@pytest.mark.integration
+@needs_podman
+def test_podman_runs_the_multi_layer_demo_image(tmp_path: Path, store: Path) -> None:
+    repo = publish_demo(tmp_path / "repo", release="1")
+    made = build_profile(
+        profile.load("demo"),
+        out_dir=tmp_path / "out",
+        formats=["oci"],
+        sources=[str(repo.stratum)],
+        keys=[repo.public_key],
+        snapshot=SnapshotSpec(tag="demo-1"),
+        layer_bytes=256 * KB,
+        ctx=BuildContext(epoch=0),
+    )
+    assert len(made.result.layers) > 1
+    proc = run(store, f"oci-archive:{tmp_path / 'out' / 'demo.oci.tar'}", "cat", "/etc/os-release")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith('NAME="CernVM demo OS"\n')
