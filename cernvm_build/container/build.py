@@ -26,7 +26,7 @@ from ..tree import TreeReport
 from .apptainer import add_scaffold
 from .image import LABEL_MTIMES, LABEL_SKIPPED, ImageSpec, hex_of
 from .layer import LayerResult
-from .layering import DEFAULT_LAYER_BYTES, LayerView, plan_layers
+from .layering import DEFAULT_LAYER_BYTES, ChainView, ImageTrees, LayerView, plan_layers
 from .layers import write_layers
 from .materialize import materialize
 from .oci import ImageParts, assemble, write_docker_archive, write_oci_dir, write_oci_tar
@@ -51,8 +51,8 @@ class BuildRequest:
     keep_mtimes: bool = False
     #: the CernVM-FS hub a thin image points into
     hub_fqrn: str = "unpacked.cern.ch"
-    #: publishes into the hub for the ``cvmfs`` format: (parts, root tree, layer trees) -> artifact
-    publish: Callable[[ImageParts, TreeSource, Sequence[TreeSource]], Artifact] | None = None
+    #: publishes into the hub for the ``cvmfs`` format (``hub.publisher``)
+    publish: Callable[[ImageParts, ImageTrees], Artifact] | None = None
     #: create device nodes in trees written to disk (the sandbox; needs root); tar layers carry them
     devices: bool = False
     #: a directory heavier than this is cut into several layers (see ``layering.py``)
@@ -156,8 +156,12 @@ def build(req: BuildRequest, progress: Progress | None = None) -> BuildResult:
                 )
             if "cvmfs" in formats:
                 assert req.publish is not None
-                views = [LayerView(tree, plan, f.index) for f in parts.layers]
-                res.artifacts.append(req.publish(parts, tree, views))
+                trees = ImageTrees(
+                    tree,
+                    [LayerView(tree, plan, f.index) for f in parts.layers],
+                    [ChainView(tree, plan, f.index) for f in parts.layers],
+                )
+                res.artifacts.append(req.publish(parts, trees))
         if "apptainer" in formats:
             sandbox = out / f"{req.basename}.sandbox"
             with atomic_dir(sandbox) as tmp:

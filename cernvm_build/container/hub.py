@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -31,8 +31,21 @@ from ..cvmfs.publish import publish_tar
 from ..cvmfs.repository import Repository, open_repository
 from ..errors import BuildError, CernVMError
 from .apptainer import scaffold_tree
-from .image import canonical, hex_of
+from .hub_store import (
+    STORE,
+    chain_dir,
+    chain_ids,
+    flat_layer_id,
+    image_files,
+    image_id,
+    image_record,
+    layer_record,
+    link_id,
+    merged,
+)
+from .image import canonical, hex_of, tags_of
 from .layer import LayerResult, write_layer
+from .layering import ImageTrees
 from .layers import LayerFile
 from .oci import ImageParts
 from .source import (
@@ -52,8 +65,8 @@ log = logging.getLogger(__name__)
 
 CATALOG_MARKER = ".cvmfscatalog"
 
-#: publishes an image into the hub: (parts, its root tree, one tree per layer) -> artifact
-Publish = Callable[[ImageParts, TreeSource, Sequence[TreeSource]], Artifact]
+#: publishes an image into the hub: (parts, its trees) -> artifact
+Publish = Callable[[ImageParts, ImageTrees], Artifact]
 
 
 def layer_dir(digest: str) -> str:
@@ -116,17 +129,12 @@ def _publish(
 
 
 def publish_image(
-    stratum: Path,
-    keys: KeySet,
-    parts: ImageParts,
-    tree: TreeSource,
-    layer_trees: Sequence[TreeSource],
-    *,
-    work: Path,
+    stratum: Path, keys: KeySet, parts: ImageParts, trees: ImageTrees, *, work: Path
 ) -> Artifact:
-    """Publish ``parts`` (whose root is ``tree``, its layers ``layer_trees``) into the hub; nothing
-    is written if it is there, and a layer already there is not written again."""
+    """Publish ``parts`` into the hub; nothing is written if it is there, and a layer, chain or
+    tree already there is not written again (a re-run after an interruption finishes the job)."""
     manifest = json.loads(parts.manifest)
+    chains = chain_ids([_digest(f) for f in parts.layers])
     repo = _open_hub(stratum, keys)
     try:
         marker = _read_json(repo, marker_path(parts))
@@ -137,21 +145,26 @@ def publish_image(
         fdir = flat_dir(parts.config_digest)
         # a layer is there once its metadata is (written after its layerfs)
         origins = [_read_json(repo, layer_dir(_digest(f)) + "/.metadata/origin.json") for f in parts.layers]
-        have_flat = repo.lookup(fdir + "/" + CATALOG_MARKER) is not None
+        have = {
+            p
+            for p in [fdir, *(chain_dir(c) for c in chains), "/.layers"]
+            if repo.lookup(p + "/" + CATALOG_MARKER) is not None
+        }
         link = repo.lookup(public_path(parts))
         have_link = link is not None and link.is_symlink and link.symlink == link_target(parts)
-        have_catalog_marker = repo.lookup("/.layers/" + CATALOG_MARKER) is not None
+        images_json = _read_json(repo, f"{STORE}/overlay-images/images.json")
+        layers_json = _read_json(repo, f"{STORE}/overlay-layers/layers.json")
     finally:
         repo.close()
 
     published: list[str] = []
     cfg = parts.config_digest
     ts = parts.spec.created
-    if not have_catalog_marker:
+    if "/.layers" not in have:
         one = MemoryTree("catalog marker", [(_single_file(b"", ts), b"")])
         revision = _publish(stratum, keys, one, "/.layers/" + CATALOG_MARKER, work, ts)
     done: set[str] = set()
-    for layer, origin, layer_tree in zip(parts.layers, origins, layer_trees, strict=True):
+    for layer, origin, layer_tree in zip(parts.layers, origins, trees.layers, strict=True):
         ldir = layer_dir(_digest(layer))
         if ldir in done:
             continue
@@ -166,11 +179,16 @@ def publish_image(
             one = MemoryTree("origin.json", [(_single_file(data, ts), data)])
             revision = _publish(stratum, keys, one, ldir + "/.metadata/origin.json", work, ts)
             published.append(ldir + "/.metadata/origin.json")
-    if not have_flat:
-        marker_tree = MemoryTree("catalog marker", [memory_file(CATALOG_MARKER, b"", mtime=ts)])
-        flat = Chained(tree, scaffold_tree(parts.spec, mtime=ts), marker_tree)
+    for chain, chain_tree in zip(chains, trees.chains, strict=True):
+        if chain_dir(chain) not in have:
+            revision = _publish(stratum, keys, _with_marker(chain_tree, ts), chain_dir(chain), work, None)
+            published.append(chain_dir(chain))
+    if fdir not in have:
+        flat = Chained(trees.root, scaffold_tree(parts.spec, mtime=ts), _marker(ts))
         revision = _publish(stratum, keys, flat, fdir, work, None)
         published.append(fdir)
+    revision, store = _publish_store(stratum, keys, parts, images_json, layers_json, work)
+    published += store
     if not have_link:
         link_entry = Entry(path=".", kind=SYMLINK, mode=0o777, mtime=ts, target=link_target(parts))
         revision = _publish(
@@ -185,6 +203,61 @@ def publish_image(
     revision = _publish(stratum, keys, mtree, marker_dir, work, ts)
     published.append(marker_path(parts))
     return _artifact(stratum, parts, revision, published=published, unchanged=False)
+
+
+def _marker(ts: int) -> MemoryTree:
+    return MemoryTree("catalog marker", [memory_file(CATALOG_MARKER, b"", mtime=ts)])
+
+
+def _with_marker(tree: TreeSource, ts: int) -> TreeSource:
+    """``tree`` with a nested-catalog marker of its own (each layer, chain and flat root is one)."""
+    return Chained(tree, _marker(ts))
+
+
+def _publish_store(
+    stratum: Path, keys: KeySet, parts: ImageParts, images_json: object, layers_json: object, work: Path
+) -> tuple[int, list[str]]:
+    """The image in ``podmanStore/``: its one layer (a link to the flat root), its metadata, and
+    the store's image list last (podman sees the image once everything it names is there)."""
+    ts = parts.spec.created
+    layer_id = flat_layer_id(parts)
+    short = link_id(layer_id)
+    ldir = f"{STORE}/overlay/{layer_id}"
+    diff = "../../../" + flat_dir(parts.config_digest).lstrip("/")
+    layer_tree = MemoryTree(
+        ldir,
+        [
+            (Entry(path="diff", kind=SYMLINK, mode=0o777, mtime=ts, target=diff), b""),
+            memory_file("link", short.encode(), mtime=ts),
+        ],
+    )
+    size = sum(f.result.size for f in parts.layers)
+    layers_data = merged(layers_json, layer_record(layer_id, parts.spec.created_iso, size))
+    steps: list[tuple[str, TreeSource]] = [
+        (ldir, layer_tree),
+        (f"{STORE}/overlay/l/{short}", _single_link(f"../{layer_id}/diff", ts)),
+        (f"{STORE}/overlay-layers/layers.json", _single(layers_data, ts)),
+        (f"{STORE}/overlay-layers/layers.lock", _single(b"", ts)),
+        (f"{STORE}/overlay-images/images.lock", _single(b"", ts)),
+    ]
+    idir = f"{STORE}/overlay-images/{image_id(parts)}"
+    files = sorted(image_files(parts).items())
+    steps.append((idir, MemoryTree(idir, [memory_file(n, d, mtime=ts) for n, d in files])))
+    names = [f"{parts.spec.name}:{t}" for t in tags_of(parts.spec)]
+    images_data = merged(images_json, image_record(parts, layer_id, names), names=True)
+    steps.append((f"{STORE}/overlay-images/images.json", _single(images_data, ts)))
+    revision = 0
+    for path, tree in steps:
+        revision = _publish(stratum, keys, tree, path, work, ts)
+    return revision, [ldir, idir, f"{STORE}/overlay-images/images.json"]
+
+
+def _single(data: bytes, ts: int) -> MemoryTree:
+    return MemoryTree("file", [(_single_file(data, ts), data)])
+
+
+def _single_link(target: str, ts: int) -> MemoryTree:
+    return MemoryTree("link", [(Entry(path=".", kind=SYMLINK, mode=0o777, mtime=ts, target=target), b"")])
 
 
 def _digest(layer: LayerFile) -> str:
@@ -223,8 +296,7 @@ def _publish_layer(
             memory_file(".metadata/origin.json", canonical({"origin": origins}), mtime=ts),
         ],
     )
-    marker_tree = MemoryTree("catalog marker", [memory_file(CATALOG_MARKER, b"", mtime=ts)])
-    layerfs = Chained(tree, marker_tree)
+    layerfs = _with_marker(tree, ts)
     return _publish(stratum, keys, Chained(Prefixed(layerfs, "layerfs", mtime=ts), meta), ldir, work, None)
 
 
@@ -244,6 +316,8 @@ def _artifact(
             "public_path": public_path(parts),
             "flat": flat_dir(parts.config_digest),
             "layers": ["/" + layer_path(_digest(f)) for f in parts.layers],
+            "chains": [chain_dir(c) for c in chain_ids([_digest(f) for f in parts.layers])],
+            "podman_store": STORE,
             "revision": revision,
             "unchanged": unchanged,
             "published": published,
@@ -255,8 +329,8 @@ def publisher(*, stratum: Path, fqrn: str, keys_dir: Path) -> Publish:
     """The ``publish`` callback of a BuildRequest for the ``cvmfs`` format."""
     keys = load_keys(keys_dir, fqrn)
 
-    def publish(parts: ImageParts, tree: TreeSource, layer_trees: Sequence[TreeSource]) -> Artifact:
+    def publish(parts: ImageParts, trees: ImageTrees) -> Artifact:
         with tempfile.TemporaryDirectory(prefix=".hub-", dir=stratum.parent) as work:
-            return publish_image(stratum, keys, parts, tree, layer_trees, work=Path(work))
+            return publish_image(stratum, keys, parts, trees, work=Path(work))
 
     return publish

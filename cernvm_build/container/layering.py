@@ -21,7 +21,7 @@ Hard links never span layers: a link group found in two layers merges them. More
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -186,6 +186,15 @@ def _cut(w: _Weights, layer_bytes: int) -> LayerPlan:
     return LayerPlan(frozenset(split), layer_of_key, tuple(tuple(g) for g in ordered))
 
 
+@dataclass(frozen=True)
+class ImageTrees:
+    """An image's trees, for the hub: the whole root, each layer alone, each chain (layers 0..k)."""
+
+    root: TreeSource
+    layers: Sequence[TreeSource]
+    chains: Sequence[TreeSource]
+
+
 class LayerView:
     """One layer of ``plan`` as a tree source (the hub publishes each layer unpacked); every view
     walks the tree's metadata once and reads only its own files."""
@@ -196,6 +205,29 @@ class LayerView:
 
     def entries(self) -> Iterator[Entry]:
         return (e for k, e in self.plan.split_entries(self.source) if k == self.layer)
+
+    def open(self, entry: Entry) -> BinaryIO:
+        return self.source.open(entry)
+
+
+class ChainView:
+    """Layers ``0..top`` of ``plan`` applied in order, as one tree (DUCC's chains): their entries,
+    and each split directory once (the base layer's real one when it is included)."""
+
+    def __init__(self, source: TreeSource, plan: LayerPlan, top: int) -> None:
+        self.source, self.plan, self.top = source, plan, top
+        self.description = source.description
+
+    def entries(self) -> Iterator[Entry]:
+        seen: set[str] = set()
+        for k, e in self.plan.split_entries(self.source):
+            if k > self.top:
+                continue
+            if e.path in self.plan.split:
+                if e.path in seen:
+                    continue
+                seen.add(e.path)
+            yield e
 
     def open(self, entry: Entry) -> BinaryIO:
         return self.source.open(entry)
