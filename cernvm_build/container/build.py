@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..artifact import Artifact
 from ..errors import BuildError
-from ..fsutil import atomic_dir, remove_tree
+from ..fsutil import atomic_dir, atomic_file, remove_tree
 from ..tree import TreeReport
 from .apptainer import add_scaffold
 from .image import LABEL_MTIMES, LABEL_SKIPPED, ImageSpec, hex_of
@@ -30,6 +30,7 @@ from .layering import DEFAULT_LAYER_BYTES, ChainView, ImageTrees, LayerView, pla
 from .layers import write_layers
 from .materialize import materialize
 from .oci import ImageParts, assemble, write_docker_archive, write_oci_dir, write_oci_tar
+from .sbom import MEDIA_TYPE as SBOM_MEDIA_TYPE
 from .source import FILE, Clamped, TreeSource
 from .thin import write_thin
 
@@ -57,6 +58,9 @@ class BuildRequest:
     devices: bool = False
     #: a directory heavier than this is cut into several layers (see ``layering.py``)
     layer_bytes: int = DEFAULT_LAYER_BYTES
+    #: the tree's SPDX document (``sbom.py``): written as ``B.spdx.json`` and attached to the OCI
+    #: layout as an artifact whose subject is the image
+    sbom: bytes | None = None
 
 
 @dataclass
@@ -133,7 +137,7 @@ def build(req: BuildRequest, progress: Progress | None = None) -> BuildResult:
             res.layers = [f.result for f in files]
             res.skipped = list(res.report.skipped)
             spec = _with_build_labels(spec, req.keep_mtimes, res.report.skipped_count)
-            parts = assemble(spec, [(f, f.created_by()) for f in files])
+            parts = replace(assemble(spec, [(f, f.created_by()) for f in files]), sbom=req.sbom)
             res.parts = parts
             if "oci" in formats:
                 oci_dir = out / f"{req.basename}.oci"
@@ -192,6 +196,11 @@ def build(req: BuildRequest, progress: Progress | None = None) -> BuildResult:
                     meta={"files": m.files, "sha256_of": "canonical listing of the tree"},
                 )
             )
+        if req.sbom is not None:
+            spdx = out / f"{req.basename}.spdx.json"
+            with atomic_file(spdx) as f:
+                f.write(req.sbom)
+            res.artifacts.append(Artifact.of(spdx, "spdx", media_type=SBOM_MEDIA_TYPE))
     finally:
         remove_tree(work)
     return res

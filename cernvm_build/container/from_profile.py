@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from .build import BuildRequest, BuildResult, build, check_formats, content_size
 from .image import LABEL_TAG, ImageSpec
 from .layering import DEFAULT_LAYER_BYTES
 from .origin import default_cmd, image_spec, oci_arch, open_origin, provenance
+from .sbom import image_sbom, sbom_labels
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,9 @@ def build_profile(
             origin_labels=labels,
             architecture=oci_arch(prof.os.arch),
         )
+        sbom, note = image_sbom(repo, origin.tree.base, spec)
+        ctx.reporter.step(note)
+        spec = replace(spec, labels={**spec.labels, **sbom_labels(sbom)})
         publish = None
         if "cvmfs" in fmts:
             from .hub import publisher  # deliberate lazy import: the publisher needs cryptography
@@ -151,6 +155,7 @@ def build_profile(
             hub_fqrn=hub.fqrn,
             publish=publish,
             devices=devices,
+            sbom=sbom,
         )
         total = content_size(origin.tree)
         done = 0

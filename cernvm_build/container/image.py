@@ -136,8 +136,38 @@ def tags_of(spec: ImageSpec) -> list[str]:
     return list(dict.fromkeys([spec.tag, "latest"]))
 
 
-def index_json(spec: ImageSpec, manifest: bytes, *, tags: Sequence[str] | None = None) -> bytes:
-    """The layout's index: the one manifest, once under each of ``tags`` (default ``tags_of(spec)``)."""
+MT_EMPTY = "application/vnd.oci.empty.v1+json"
+EMPTY_CONFIG = b"{}"
+
+
+def artifact_manifest(spec: ImageSpec, subject: bytes, artifact_type: str, blob: bytes) -> bytes:
+    """An OCI 1.1 artifact (e.g. the SBOM) whose ``subject`` is the image manifest: what registries'
+    referrers API and ``oras discover`` list for the image."""
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": MT_MANIFEST,
+        "artifactType": artifact_type,
+        "config": {"mediaType": MT_EMPTY, "digest": digest_of(EMPTY_CONFIG), "size": len(EMPTY_CONFIG)},
+        "layers": [{"mediaType": artifact_type, "digest": digest_of(blob), "size": len(blob)}],
+        "subject": {"mediaType": MT_MANIFEST, "digest": digest_of(subject), "size": len(subject)},
+        "annotations": {"org.opencontainers.image.created": spec.created_iso},
+    }
+    return canonical(doc)
+
+
+def index_json(
+    spec: ImageSpec,
+    manifest: bytes,
+    *,
+    tags: Sequence[str] | None = None,
+    artifacts: Sequence[tuple[bytes, str]] = (),
+) -> bytes:
+    """The layout's index: the one manifest, once under each of ``tags`` (default ``tags_of(spec)``),
+    then the artifacts that refer to it ((manifest, artifact type), untagged)."""
+    refs = [
+        {"mediaType": MT_MANIFEST, "digest": digest_of(m), "size": len(m), "artifactType": t}
+        for m, t in artifacts
+    ]
     doc = {
         "schemaVersion": 2,
         "mediaType": MT_INDEX,
@@ -152,6 +182,7 @@ def index_json(spec: ImageSpec, manifest: bytes, *, tags: Sequence[str] | None =
                 },
             }
             for tag in (tags_of(spec) if tags is None else tags)
-        ],
+        ]
+        + refs,
     }
     return canonical(doc)

@@ -15,8 +15,10 @@ from pathlib import Path
 from ..fsutil import atomic_dir, atomic_file
 from .archive import Member, directory_members, write_members
 from .image import (
+    EMPTY_CONFIG,
     MT_LAYER_GZIP,
     ImageSpec,
+    artifact_manifest,
     canonical,
     config_json,
     digest_of,
@@ -26,6 +28,7 @@ from .image import (
     tags_of,
 )
 from .layers import LayerFile
+from .sbom import MEDIA_TYPE as SBOM_MEDIA_TYPE
 
 OCI_LAYOUT = canonical({"imageLayoutVersion": "1.0.0"})
 
@@ -38,6 +41,14 @@ class ImageParts:
     layers: tuple[LayerFile, ...]
     config: bytes
     manifest: bytes
+    #: an SPDX document attached to the image (an OCI artifact whose subject is the image)
+    sbom: bytes | None = None
+
+    @property
+    def sbom_manifest(self) -> bytes | None:
+        if self.sbom is None:
+            return None
+        return artifact_manifest(self.spec, self.manifest, SBOM_MEDIA_TYPE, self.sbom)
 
     @property
     def config_digest(self) -> str:
@@ -72,9 +83,15 @@ def populate_oci(root: Path, parts: ImageParts) -> None:
     blobs = root / "blobs" / "sha256"
     blobs.mkdir(parents=True)
     (root / "oci-layout").write_bytes(OCI_LAYOUT)
-    (root / "index.json").write_bytes(index_json(parts.spec, parts.manifest))
+    referrer = parts.sbom_manifest
+    extra = [] if referrer is None else [(referrer, SBOM_MEDIA_TYPE)]
+    (root / "index.json").write_bytes(index_json(parts.spec, parts.manifest, artifacts=extra))
     (blobs / hex_of(parts.config_digest)).write_bytes(parts.config)
     (blobs / hex_of(parts.manifest_digest)).write_bytes(parts.manifest)
+    if referrer is not None and parts.sbom is not None:
+        (blobs / hex_of(digest_of(parts.sbom))).write_bytes(parts.sbom)
+        (blobs / hex_of(digest_of(EMPTY_CONFIG))).write_bytes(EMPTY_CONFIG)
+        (blobs / hex_of(digest_of(referrer))).write_bytes(referrer)
     for layer in parts.layers:
         assert layer.gz is not None and layer.result.digest is not None
         dest = blobs / hex_of(layer.result.digest)
