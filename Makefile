@@ -13,7 +13,7 @@ APT_PACKAGES := \
 	qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients ovmf \
 	xorriso isolinux syslinux syslinux-common syslinux-utils mtools dosfstools e2fsprogs cpio xz-utils zstd \
 	busybox-static fuse3 libfuse3-3 ca-certificates \
-	umoci skopeo podman gnupg \
+	umoci skopeo podman gnupg docker-registry \
 	createrepo-c rpm dnf dpkg-dev apt-utils \
 	hugo chromium chromium-driver awscli rclone \
 	openssh-client iproute2 procps \
