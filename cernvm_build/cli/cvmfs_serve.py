@@ -1,4 +1,5 @@
-"""``cernvm-build cvmfs serve | replicate | nginx-config | mount``: serving and mounting repositories.
+"""``cernvm-build cvmfs serve | replicate | nginx-config | squid-config | mount``: serving repositories,
+proxying and mounting them.
 
 The reading commands (info, ls, cat, verify, export, tag list) are ``cli/cvmfs.py``'s, which
 registers these beside them; the SOURCE options both share are ``cli/cvmfs_source.py``'s.
@@ -79,6 +80,30 @@ def cmd_nginx_config(args: argparse.Namespace, out: Output) -> int:
         return 0
     atomic_write(args.output, text.encode())
     out.info(f"wrote {args.output}; start it with: nginx -c {args.output.resolve()}")
+    return 0
+
+
+def cmd_squid_config(args: argparse.Namespace, out: Output) -> int:
+    from ..cvmfs.squid import DEFAULT_CLIENTS, squid_config
+    from ..fsutil import atomic_write
+
+    run_dir = args.run_dir or (args.output.resolve().parent if args.output else Path("/run/cvmfs-squid"))
+    text = squid_config(
+        port=args.port,
+        run_dir=run_dir,
+        listen=args.listen,
+        clients=args.client or DEFAULT_CLIENTS,
+        stratum_hosts=args.stratum,
+        cache_mb=args.cache_mb,
+        memory_mb=args.memory_mb,
+        max_object_mb=args.max_object_mb,
+    )
+    if args.output is None:
+        sys.stdout.write(text)
+        return 0
+    atomic_write(args.output, text.encode())
+    first = f"squid -z -f {args.output.resolve()}; " if args.cache_mb else ""
+    out.info(f"wrote {args.output}; start it with: {first}squid -N -f {args.output.resolve()}")
     return 0
 
 
@@ -173,6 +198,47 @@ def register_serve(cvmfs_sub: argparse._SubParsersAction[argparse.ArgumentParser
         help="pid, logs, temporary files (default: beside --output, else /run/cvmfs-nginx)",
     )
     p.add_argument("--user", help="the workers' user (must read DIR; default: nginx's own)")
+
+    p = subparser(
+        cvmfs_sub,
+        "squid-config",
+        handler=cmd_squid_config,
+        help="write a site squid configuration for CernVM-FS clients",
+        description="Write a squid.conf (Debian's squid) for a site proxy in front of Stratum-1 servers:\n"
+        "collapsed forwarding (a fleet booting at once costs the Stratum-1 one request per object),\n"
+        "object size limits fit for CernVM-FS, clients limited to --client networks and, with\n"
+        "--stratum, destinations limited to those servers. Clients then set\n"
+        "CVMFS_HTTP_PROXY=http://THIS_HOST:PORT (or the user-data key cvmfs_http_proxy).\n\n"
+        "  cernvm-build cvmfs squid-config --port 3128 --client 10.0.0.0/8 \\\n"
+        "      --stratum cvmfs-stratum-one.cern.ch --cache-mb 50000 -o /etc/cvmfs-squid/squid.conf\n"
+        "  squid -z -f /etc/cvmfs-squid/squid.conf && squid -N -f /etc/cvmfs-squid/squid.conf",
+    )
+    p.add_argument("--port", type=int, default=3128, help="TCP port (default 3128)")
+    p.add_argument("--listen", default="", metavar="ADDR", help="address to listen on (default: all)")
+    p.add_argument(
+        "--client",
+        action="append",
+        default=[],
+        metavar="NET",
+        help="a network allowed to use the proxy (repeatable; default: loopback and private networks)",
+    )
+    p.add_argument(
+        "--stratum",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="the only servers it fetches from (repeatable; .domain for a domain; default: any)",
+    )
+    p.add_argument("--cache-mb", type=int, default=0, help="disk cache in MB (default 0: memory only)")
+    p.add_argument("--memory-mb", type=int, default=256, help="memory cache in MB (default 256)")
+    p.add_argument("--max-object-mb", type=int, default=1024, help="largest object cached (default 1024)")
+    p.add_argument("-o", "--output", type=Path, metavar="FILE", help="write here (default: stdout)")
+    p.add_argument(
+        "--run-dir",
+        type=Path,
+        metavar="DIR",
+        help="pid, logs, disk cache; squid's user must write it (default: beside -o, else /run/cvmfs-squid)",
+    )
 
     p = subparser(
         cvmfs_sub,

@@ -1,0 +1,115 @@
+"""Fleet load benchmark (issue 20): N guests boot at once, through one site squid vs straight at the
+Stratum, in the same run.
+
+Each simulated guest reads the demo OS's recorded boot working set with a fresh reader
+(``tests/support/fleet.py``; 22 files, 6.4 MB); the demo OS is published and served by nginx
+(``cvmfs nginx-config``), squid runs with ``cvmfs squid-config``. Figures: object requests the
+origin served (aim: about one working set for the whole fleet through squid) and the guests' boot
+time percentiles, both next to the same fleet without the proxy. 200 guests (50 in quick mode),
+50 at a time.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
+
+from bench.common import Result, print_table
+from tests.cvmfs_interop.test_nginx import _free_port
+from tests.cvmfs_interop.test_squid import _requests, _running, _tool
+from tests.support.fleet import expected_bytes, run_fleet, working_set
+
+FQRN = "fleet.cernvm.test"
+AT_ONCE = 50
+
+
+def run(quick: bool = True) -> list[Result]:
+    from cernvm_build.cli.main import main
+    from cernvm_build.cvmfs.keys import generate_keys
+    from cernvm_build.cvmfs.publish import create_repository, publish_tree
+    from cernvm_build.demo.os_tree import build_demo_os
+
+    guests = 50 if quick else 200
+    work = Path(tempfile.mkdtemp(prefix="bench-fleet-"))
+    squid_run = Path(tempfile.mkdtemp(prefix="bench-fleet-squid-"))
+    squid_run.chmod(0o1777)  # squid's own user writes its log there
+    try:
+        demo = build_demo_os(work / "demo-os")
+        keys = generate_keys(FQRN)
+        keys.save(work / "keys")
+        pub = work / "keys" / f"{FQRN}.pub"
+        stratum = work / "srv" / FQRN
+        create_repository(stratum, FQRN, keys)
+        publish_tree(stratum, FQRN, keys, demo.root, normalize_owner=True)
+        expected = expected_bytes(demo.root, working_set())
+        origin, proxy = _free_port(), _free_port()
+        nginx_conf, squid_conf = work / "nginx" / "nginx.conf", squid_run / "squid.conf"
+        nginx_conf.parent.mkdir()
+        argv = ["cvmfs", "nginx-config", str(work / "srv"), "--port", str(origin), "--listen", "127.0.0.1"]
+        assert main([*argv, "--user", "root", "-o", str(nginx_conf), "-q"]) == 0
+        argv = ["cvmfs", "squid-config", "--port", str(proxy), "--listen", "127.0.0.1", "-q"]
+        assert main([*argv, "--client", "127.0.0.1", "--stratum", "127.0.0.1", "-o", str(squid_conf)]) == 0
+        log = nginx_conf.parent / "access.log"
+        url = f"http://127.0.0.1:{origin}/cvmfs/{FQRN}"
+        with _running([_tool("nginx"), "-c", str(nginx_conf), "-g", "daemon off;"], origin, "nginx"):
+            direct = run_fleet(url, FQRN, pub, expected, guests=guests, concurrency=AT_ONCE, proxy=None)
+            direct_requests = _requests(log)
+            with _running([_tool("squid"), "-N", "-f", str(squid_conf)], proxy, "squid"):
+                squid = run_fleet(
+                    url,
+                    FQRN,
+                    pub,
+                    expected,
+                    guests=guests,
+                    concurrency=AT_ONCE,
+                    proxy=f"http://127.0.0.1:{proxy}",
+                )
+            squid_requests = _requests(log) - direct_requests
+        for fleet in (direct, squid):
+            if fleet.failed or fleet.wrong:
+                raise RuntimeError(f"fleet failed: {(fleet.failed + fleet.wrong)[:3]}")
+        per_boot = direct_requests / guests
+        size = {"guests": guests, "at_once": AT_ONCE, "working_set_bytes": sum(map(len, expected.values()))}
+        return [
+            Result(
+                "fleet.origin",
+                "object requests",
+                squid_requests,
+                "req",
+                reference=f"{guests} guests without proxy",
+                reference_value=direct_requests,
+                aim=f"<= one working set ({per_boot:.0f})",
+                ok=squid_requests <= per_boot,
+                extra=size,
+            ),
+            Result(
+                "fleet.boot",
+                "p50 through squid",
+                squid.percentile(0.5),
+                "s",
+                reference="no proxy",
+                reference_value=direct.percentile(0.5),
+                extra=size,
+            ),
+            Result(
+                "fleet.boot",
+                "p99 through squid",
+                squid.percentile(0.99),
+                "s",
+                reference="no proxy",
+                reference_value=direct.percentile(0.99),
+                extra=size,
+            ),
+        ]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(squid_run, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    print_table(run(quick="--quick" in sys.argv))

@@ -1,0 +1,50 @@
+"""``cvmfs squid-config``: what reaches the file is checked (a value with a newline or a space would
+add squid directives: an open proxy); the generated file itself is run by the fleet test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cernvm_build.cli.main import main
+from cernvm_build.cvmfs.squid import squid_config
+from cernvm_build.errors import CvmfsError
+
+
+def test_defaults_collapse_forwarding_and_allow_only_private_networks(tmp_path: Path) -> None:
+    text = squid_config(port=3128, run_dir=tmp_path)
+    lines = text.splitlines()
+    assert "collapsed_forwarding on" in lines and "http_port 3128" in lines
+    assert "http_access deny !cvmfs_clients" in lines and lines[-1] == "http_access deny all"
+    assert not any(line.startswith("cache_dir") for line in lines)
+    with_disk = squid_config(
+        port=3128, run_dir=tmp_path, cache_mb=5000, stratum_hosts=[".cern.ch", "10.1.2.3"]
+    )
+    assert f"cache_dir ufs {tmp_path.resolve()}/cache 5000 16 256" in with_disk.splitlines()
+    assert "http_access deny !cvmfs_strata !cvmfs_strata_ip" in with_disk.splitlines()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"clients": ["10.0.0.0/8\nhttp_access allow all"]}, "--client"),
+        ({"stratum_hosts": ["a.org http_access allow all"]}, "--stratum"),
+        ({"listen": "0.0.0.0\nhttp_port 1"}, "--listen"),
+        ({"port": 70000}, "--port"),
+        ({"memory_mb": 1}, "--memory-mb"),
+        ({"run_dir": Path("/tmp/a b")}, "run directory"),
+    ],
+)
+def test_values_that_would_add_directives_are_refused(
+    tmp_path: Path, kwargs: dict[str, object], message: str
+) -> None:
+    args: dict[str, object] = {"port": 3128, "run_dir": tmp_path, **kwargs}
+    with pytest.raises(CvmfsError, match=message):
+        squid_config(**args)  # type: ignore[arg-type]
+
+
+def test_cli_error_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["cvmfs", "squid-config", "--stratum", "bad host"]) != 0
+    err = capsys.readouterr().err
+    assert err.startswith("error: --stratum 'bad host': not a host name") and "Traceback" not in err
