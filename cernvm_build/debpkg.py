@@ -134,11 +134,30 @@ def fetch_many(specs: list[str] | tuple[str, ...], cache: Path) -> list[DebPacka
 
 def fetch(spec: str, cache: Path) -> DebPackage:
     """Download (or reuse from ``cache``) the package and verify it against apt's SHA256."""
-    name, version, arch, want = resolve(spec)
+    return fetch_verified(*resolve(spec), cache)
+
+
+def fetch_verified(
+    name: str, version: str, arch: str, want: str, cache: Path, *, offline: bool = False
+) -> DebPackage:
+    """The package ``name`` ``version`` whose SHA256 must be ``want``: reused from ``cache`` when its
+    bytes match, else downloaded with ``apt-get download`` (never when ``offline``) and checked."""
     cache.mkdir(parents=True, exist_ok=True)
     dest = cache / f"{name}_{version.replace(':', '%3a')}_{arch}.deb"
-    if dest.exists() and sha256_file(dest) == want:
-        return DebPackage(name, version, arch, dest, want)
+    if dest.exists():
+        h = sha256_file(dest)
+        if h == want:
+            return DebPackage(name, version, arch, dest, want)
+        if offline:
+            raise IntegrityError(
+                f"package {name} {version} in {dest}: sha256 {h} does not match the signed index's {want}",
+                hint="the cached file was changed or damaged: delete it and run 'make deps' again",
+            )
+    elif offline:
+        raise BuildError(
+            f"package {name} {version} is not in {cache} (offline build)",
+            hint="run 'make deps' (or the build without --offline) once to fetch it",
+        )
     with tempfile.TemporaryDirectory(dir=cache, prefix=".dl-") as tmp:
         run(
             ["apt-get", "download", "-q", "-o", "APT::Sandbox::User=root", f"{name}={version}"],

@@ -12,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 
 #: The areas under ``cernvm_build/data/``.
-DATA_AREAS = ("profiles", "bootloader", "launch", "site", "demo")
+DATA_AREAS = ("profiles", "bootloader", "launch", "site", "demo", "os")
 
 
 def package_dir() -> Path:

@@ -1,6 +1,7 @@
 """Fetch, once, the Debian packages the builds and tests use, so the test suite itself stays offline.
 
-``make deps`` runs ``python -m cernvm_build.prefetch``: the demo OS packages (``$CERNVM_CACHE_DIR/debs``)
+``make deps`` runs ``python -m cernvm_build.prefetch``: the demo OS and Debian 12 tree packages
+(``$CERNVM_CACHE_DIR/debs``)
 and the kernel the shipped profiles name (``$CERNVM_CACHE_DIR/kernel``, unpacked), each verified against
 apt's index. Later builds and the tests find them there and touch no network.
 """
@@ -13,6 +14,7 @@ from . import debpkg
 from .bootloader.kernel import fetch_debian_kernel
 from .demo.os_tree import PACKAGES as DEMO_PACKAGES
 from .errors import CernVMError
+from .osbuild.debian import fetch_packages, select_packages
 from .paths import cache_dir
 
 KERNELS = ("linux-image-cloud-amd64",)
@@ -23,6 +25,8 @@ def main() -> int:
     try:
         for pkg in debpkg.fetch_many(list(DEMO_PACKAGES), cache):
             print(f"prefetch: {pkg.name} {pkg.version} sha256:{pkg.sha256[:16]}…", file=sys.stderr)
+        debian = fetch_packages(select_packages("12"), cache)
+        print(f"prefetch: debian12 tree: {len(debian)} packages", file=sys.stderr)
         for name in KERNELS:
             kernel = fetch_debian_kernel(name)
             print(

@@ -27,6 +27,8 @@ images, reference container, SHA256SUMS, index) and verify it, boot the image wi
 
   cernvm-build demo                     the whole flow (what 'make run' does)
   cernvm-build demo --no-boot           publish, serve and build, but boot nothing
+  cernvm-build demo --os debian12       the same with Debian 12 (systemd, cloud-init) built from
+                                        verified packages (root; first run fetches ~190 packages)
   cernvm-build demo --json              the run's steps, timings and locations, for scripts
   cernvm-build demo --plan              only the resolved profile and what it would build
   cernvm-build demo --plan --profile el9   the plan for another profile
@@ -123,6 +125,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--port", type=int, default=8000, help="port for the repository server (default: 8000)")
     p.add_argument("--no-boot", action="store_true", help="build and verify, but boot no VM")
+    p.add_argument(
+        "--os",
+        choices=("demo", "debian12"),
+        default="demo",
+        help="the OS to publish and boot: the small demo OS (default), or Debian 12 built from verified "
+        "packages (systemd, cloud-init; needs root)",
+    )
     p.add_argument("--version", default="", help="release version (default: this month's YYYY.MM-1)")
 
 
@@ -133,7 +142,9 @@ def _run(args: argparse.Namespace, out: Output) -> int:
     if not args.no_boot and extras.missing_module("launch") is not None:
         raise extras.error("cernvm-build demo", "launch")
 
-    opts = DemoOptions(out=args.out.resolve(), port=args.port, boot=not args.no_boot, version=args.version)
+    opts = DemoOptions(
+        out=args.out.resolve(), port=args.port, boot=not args.no_boot, version=args.version, os=args.os
+    )
     run = run_demo(opts, out.info)
 
     def render(_: Any) -> None:

@@ -12,7 +12,7 @@ from . import extras
 from .app import EXIT_CODES_EPILOG, ArgumentParser, HelpFormatter, Output, run
 
 #: Command areas, in the order ``--help`` lists them. Each is ``cernvm_build.cli.<name>``.
-AREAS = ["profiles", "cvmfs", "image", "container", "site", "mirror", "release", "demo"]
+AREAS = ["profiles", "cvmfs", "os", "image", "container", "site", "mirror", "release", "demo"]
 #: Areas that need a pip extra as a whole; any other command names its extra when it first needs one.
 AREA_EXTRAS = {"site": "site", "mirror": "mirror"}
 
@@ -21,6 +21,7 @@ Build the CernVM platform from declarative profiles:
 
   cernvm-build profiles list                 the platforms this toolkit knows (EL4-EL9, demo)
   cernvm-build cvmfs publish REPO DIR        publish a tree into a CernVM-FS repository
+  cernvm-build os debian12                   a Debian OS tree from verified packages
   cernvm-build image el9                     μCernVM boot images (iso, hdd, qcow2, ...)
   cernvm-build container el6 --format oci    reference containers from CernVM-FS
   cernvm-build site build                    the cvmfs.io static site

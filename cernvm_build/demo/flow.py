@@ -72,6 +72,7 @@ class DemoOptions:
     boot: bool = True
     version: str = ""  # default: this month's YYYY.MM-1
     boot_timeout: int = 900
+    os: str = "demo"  # or "debian12": the Debian tree (osbuild.debian) under the debian12 profile
 
 
 @contextmanager
@@ -85,13 +86,18 @@ def _timed(run: DemoRun, name: str, say: Say) -> Iterator[dict[str, str]]:
     say(f"{name}: {box['detail']} ({seconds:.1f} s)")
 
 
-def demo_profile(port: int) -> Profile:
-    """The ``demo`` profile, serving on ``port`` (the shipped profile says 8000)."""
+#: ``--os`` → the profile that boots it
+OS_PROFILES = {"demo": "demo", "debian12": "debian12"}
+
+
+def demo_profile(port: int, os_name: str = "demo") -> Profile:
+    """The profile of ``os_name`` (``demo``), serving on ``port`` (the shipped profiles say 8000)."""
+    name = OS_PROFILES[os_name]
     if port == 8000:
-        return load("demo")
+        return load(name)
     # the same layer as cernvm-build's --server: checked like the profile's own servers
     server = Override("cvmfs.servers", [f"http://127.0.0.1:{port}/cvmfs/@fqrn@"], "--port")
-    return load("demo", overrides=[server])
+    return load(name, overrides=[server])
 
 
 def _reuse_release(release_dir: Path, prof: Profile, root_hash: str) -> bool:
@@ -115,21 +121,28 @@ def _reuse_release(release_dir: Path, prof: Profile, root_hash: str) -> bool:
 
 def run_demo(opts: DemoOptions, say: Say) -> DemoRun:
     from ..cvmfs.serve import serve
-    from ..demo.repository import publish_demo
+    from ..demo.repository import publish_debian, publish_demo
     from ..release.build import ReleaseOptions, build_release, release_context
     from ..report import LineReporter
 
-    state = cache_dir("demo") / "last-run.json"
+    suffix = "" if opts.os == "demo" else f"-{opts.os}"  # each OS its own timings and releases
+    state = cache_dir("demo") / f"last-run{suffix}.json"
     run = DemoRun()
     try:
         run.previous = json.loads(state.read_text())
     except (OSError, ValueError):
         run.previous = {}
     version = opts.version or time.strftime("%Y.%m-1", time.gmtime())
-    prof = demo_profile(opts.port)
+    prof = demo_profile(opts.port, opts.os)
     with ExitStack() as stack:
-        with _timed(run, "publish demo OS", say) as box:
-            repo = publish_demo()
+        with _timed(run, f"publish {opts.os} OS", say) as box:
+            if opts.os == "demo":
+                repo = publish_demo()
+            else:
+                from ..bootloader.kernel import fetch_debian_kernel
+
+                kernel = fetch_debian_kernel(prof.kernel.package) if prof.kernel.package else None
+                repo = publish_debian(release=str(prof.os.release), kernel=kernel, say=say)
             box["detail"] = (
                 f"{repo.fqrn} revision {repo.revision}, tag {repo.tag}, {repo.objects_written} new objects"
             )
@@ -144,7 +157,7 @@ def run_demo(opts: DemoOptions, say: Say) -> DemoRun:
                 ) from None
             box["detail"] = f"{server.url}/cvmfs/{repo.fqrn}"
         run.locations["repository_url"] = f"{server.url}/cvmfs/{repo.fqrn}"
-        releases = opts.out / "releases"
+        releases = opts.out / f"releases{suffix}"
         release_dir = releases / version
         with _timed(run, "build release", say) as box:
             if release_dir.exists() and _reuse_release(release_dir, prof, repo.root_hash):

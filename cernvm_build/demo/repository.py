@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import cachekey, debpkg
+from ..bootloader.kernel import Kernel
 from ..cvmfs import whitelist
 from ..cvmfs.keys import KeySet, load_keys
 from ..cvmfs.publish import PublishResult, create_repository, publish_tree, resign_whitelist
@@ -102,12 +104,60 @@ def publish_demo(
     ``extra_files`` (path → text) are added to the tree, e.g. to make a revision that differs; ``epoch``
     is every file's time (part of the inputs' key, like everything else the tree is made of).
     """
-    root = root or demo_root()
-    stratum = root / DEMO_FQRN
     tag = tag or f"demo-{release}"
-    keys = demo_keys()
-    marker = root / f".{DEMO_FQRN}.inputs"
     digest = _inputs_digest(release, tag, extra_files or {}, epoch)
+
+    def publish(stratum: Path, keys: KeySet) -> PublishResult:
+        with tempfile.TemporaryDirectory(prefix="demo-os-") as tmp:
+            tree = build_demo_os(Path(tmp) / "os", release=release, epoch=epoch).root
+            for rel, text in (extra_files or {}).items():
+                target = tree / rel.lstrip("/")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(text)
+            return publish_tree(
+                stratum,
+                DEMO_FQRN,
+                keys,
+                tree,
+                tag=tag,
+                description=f"CernVM demo OS {release}",
+                normalize_owner=True,
+            )
+
+    return _publish_once(root or demo_root(), tag, digest, publish)
+
+
+def publish_debian(
+    root: Path | None = None,
+    *,
+    release: str = "12",
+    tag: str | None = None,
+    epoch: int = DEFAULT_EPOCH,
+    kernel: Kernel | None = None,
+    offline: bool = False,
+    say: Callable[[str], None] = lambda _: None,
+) -> DemoRepository:
+    """Publish the Debian ``release`` tree (``osbuild.debian``, with ``kernel``'s modules) into the demo
+    repository under ``tag`` (``debian<release>``); owners are kept (system users own files there)."""
+    from ..osbuild.debian import build_debian_tree
+
+    tag = tag or f"debian{release}"
+    tree = build_debian_tree(release, epoch=epoch, kernel=kernel, offline=offline, say=say)
+
+    def publish(stratum: Path, keys: KeySet) -> PublishResult:
+        return publish_tree(stratum, DEMO_FQRN, keys, tree.root, tag=tag, description=f"Debian {release}")
+
+    return _publish_once(root or demo_root(), tag, cachekey.key({"tree": tree.key, "tag": tag}), publish)
+
+
+def _publish_once(
+    root: Path, tag: str, digest: str, publish: Callable[[Path, KeySet], PublishResult]
+) -> DemoRepository:
+    """``publish`` a new revision tagged ``tag`` unless the tag already holds a tree of the same inputs
+    (``digest``; one marker per tag, so the demo OS and a Debian tree live side by side)."""
+    stratum = root / DEMO_FQRN
+    keys = demo_keys()
+    marker = root / f".{DEMO_FQRN}.{tag}.inputs"
     if (stratum / ".cvmfspublished").exists() and cachekey.read_marker(marker, digest) is not None:
         _keep_whitelist_fresh(stratum, keys)
         cached = _current(root, stratum, tag)
@@ -117,21 +167,7 @@ def publish_demo(
         create_repository(stratum, DEMO_FQRN, keys)
     else:
         _keep_whitelist_fresh(stratum, keys)
-    with tempfile.TemporaryDirectory(prefix="demo-os-") as tmp:
-        tree = build_demo_os(Path(tmp) / "os", release=release, epoch=epoch).root
-        for rel, text in (extra_files or {}).items():
-            target = tree / rel.lstrip("/")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text)
-        result: PublishResult = publish_tree(
-            stratum,
-            DEMO_FQRN,
-            keys,
-            tree,
-            tag=tag,
-            description=f"CernVM demo OS {release}",
-            normalize_owner=True,
-        )
+    result = publish(stratum, keys)
     cachekey.write_marker(marker, digest, {"tag": tag})
     return DemoRepository(
         root=root,

@@ -7,8 +7,9 @@ from pathlib import Path
 
 from cernvm_build.paths import cache_dir
 
-#: Downloaded or expensive inputs that tests may share: packages, kernels, initrd runtimes, KVM probe.
-SHARED = ("debs", "kernel", "initrd-runtime", "accel.json")
+#: Downloaded or expensive inputs that tests may share: packages, kernels, initrd runtimes, KVM probe,
+#: OS trees (keyed by the content of their inputs, like everything in the cache).
+SHARED = ("debs", "kernel", "initrd-runtime", "accel.json", "os")
 REAL_CACHE = cache_dir()
 
 

@@ -29,6 +29,14 @@ if [ -n "$CVMDEBUG" ]; then
     log boot "cvmdebug: debug shell (the OS root is in $ROOT; exit to continue booting)"
     setsid cttyhack sh
 fi
+# The OS's modprobe needs the kernel's whole module tree (the initrd carries only what booting needs):
+# an OS built by cernvm-build has it at /usr/lib/modules/<kver> for the profile's kernel.
+kver=$(uname -r)
+if [ -d "$ROOT/lib/modules/$kver" ]; then
+    log boot "modules: the OS has /lib/modules/$kver"
+else
+    log boot "modules: the OS has no /lib/modules/$kver: modprobe there fails (build it for this kernel)"
+fi
 log boot "switching root to /sbin/init (cvmfs pids:$pids)"
 umount /dev/pts 2>/dev/null
 mount --move /dev $ROOT/dev 2>/dev/null || mount -t devtmpfs devtmpfs $ROOT/dev

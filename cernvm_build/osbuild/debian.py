@@ -1,0 +1,250 @@
+"""A Debian OS tree (systemd, udev, OpenSSH, cloud-init) from verified Debian packages, for μCernVM.
+
+Packages: the closure (``resolve``) of ``WANTED`` over the verified index (``aptindex``), each ``.deb``
+checked against the index's SHA256 (``debpkg.fetch_verified``). Install, as debootstrap does it: every
+package's data is unpacked into the tree (merged /usr), then in a private mount and PID namespace, with
+``/proc`` and a minimal ``/dev`` and the packages bind-mounted read-only, ``dpkg`` inside a chroot
+installs ``base-passwd``, unpacks everything and configures it, so the maintainer scripts run as they do
+on a real installation (``policy-rc.d`` stops them starting services). Needs root (chroot, namespaces).
+
+The kernel's module tree goes to ``/usr/lib/modules/<kver>`` with ``depmod`` run in the tree, so the
+OS can ``modprobe`` what the initrd does not carry (9p, autofs4, …).
+
+Deterministic: the build time is an input (``SOURCE_DATE_EPOCH`` for the maintainer scripts, every
+file's time, the shadow files' last-change day); what makes installations differ (host keys, machine-id,
+logs, caches holding inode numbers) is removed. The tree is cached under the key of its inputs.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import cachekey, debpkg
+from ..bootloader.kernel import Kernel
+from ..errors import BuildError
+from ..fsutil import atomic_dir, remove_tree, sha256_file
+from ..paths import cache_dir, data_dir
+from ..proc import run
+from . import aptindex, resolve
+
+SUITES = {"12": ("bookworm", "bookworm-updates", "bookworm-security")}
+#: Beyond Essential + required: what a systemd OS that μCernVM boots and cernvm-launch reaches needs.
+#: usr-is-merged: the tree is merged-/usr from the start (usrmerge's conversion has nothing to do).
+WANTED = (
+    "systemd", "systemd-sysv", "udev", "kmod", "dbus", "libpam-systemd", "openssh-server",
+    "iproute2", "netbase", "procps", "apt", "cloud-init", "usr-is-merged",
+)  # fmt: skip
+OVERLAY = data_dir("os") / "debian"
+#: Files that record the moment or the machine of one installation.
+VOLATILE = (
+    "var/log/dpkg.log", "var/log/alternatives.log", "var/log/bootstrap.log", "var/cache/ldconfig/aux-cache",
+    "var/lib/dbus/machine-id", "var/lib/systemd/catalog/database", "etc/.pwd.lock", "usr/sbin/policy-rc.d",
+)  # fmt: skip
+DEV_NODES = (
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+)
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class DebianTree:
+    root: Path
+    release: str
+    key: str
+    packages: tuple[aptindex.IndexPackage, ...]
+    kernel_version: str | None
+    reused: bool
+
+
+def _inputs(
+    release: str, packages: tuple[aptindex.IndexPackage, ...], kernel: Kernel | None, epoch: int
+) -> str:
+    here = Path(__file__)
+    return cachekey.key(
+        {
+            "release": release,
+            "packages": [f"{p.name} {p.version} {p.sha256}" for p in packages],
+            "overlay": {
+                str(p.relative_to(OVERLAY)): sha256_file(p) for p in sorted(OVERLAY.rglob("*")) if p.is_file()
+            },
+            "kernel": None if kernel is None else [kernel.version, kernel.sha256],
+            "epoch": epoch,
+            "code": [cachekey.code_version(), sha256_file(here)],
+        }
+    )
+
+
+def select_packages(
+    release: str, *, lists: Path = aptindex.LISTS, keyring: Path = aptindex.KEYRING
+) -> tuple[aptindex.IndexPackage, ...]:
+    """The packages of the Debian ``release`` tree, from the verified index."""
+    if release not in SUITES:
+        raise BuildError(f"Debian {release} is not supported", hint=f"supported: {', '.join(SUITES)}")
+    return resolve.closure(aptindex.load_index(SUITES[release], lists=lists, keyring=keyring), WANTED)
+
+
+def fetch_packages(
+    packages: tuple[aptindex.IndexPackage, ...], debdir: Path, *, offline: bool = False
+) -> list[debpkg.DebPackage]:
+    """Each package's ``.deb`` in ``debdir``, checked against the index's SHA256."""
+    return [
+        debpkg.fetch_verified(p.name, p.version, p.arch, p.sha256, debdir, offline=offline) for p in packages
+    ]
+
+
+def build_debian_tree(
+    release: str = "12",
+    *,
+    epoch: int,
+    kernel: Kernel | None = None,
+    offline: bool = False,
+    lists: Path = aptindex.LISTS,
+    keyring: Path = aptindex.KEYRING,
+    debs: Path | None = None,
+    say: Say = lambda _: None,
+) -> DebianTree:
+    """The Debian ``release`` tree (cached; built when its inputs changed). ``offline``: every package
+    must already be in the cache (tests, and builds that must not touch the network)."""
+    packages = select_packages(release, lists=lists, keyring=keyring)
+    key = _inputs(release, packages, kernel, epoch)
+    dest = cache_dir("os") / f"debian{release}-{key[:24]}"
+    done = dest.parent / f".{dest.name}.json"
+    kver = kernel.version if kernel else None
+    if done.is_file() and cachekey.read_marker(done, key) is not None:
+        return DebianTree(dest, release, key, packages, kver, reused=True)
+    if os.geteuid() != 0:
+        raise BuildError(
+            "building a Debian tree needs root (dpkg runs maintainer scripts in a chroot and namespace)",
+            hint="run it as root (sudo)",
+        )
+    debdir = debs or cache_dir("debs")
+    say(f"debian{release}: {len(packages)} packages, {sum(p.size for p in packages) / 1e6:.0f} MB")
+    files = [
+        debpkg.fetch_verified(p.name, p.version, p.arch, p.sha256, debdir, offline=offline) for p in packages
+    ]
+    with atomic_dir(dest) as tree:
+        _unpack(tree, files)
+        if kernel is not None:
+            shutil.copytree(kernel.modules, tree / "usr/lib/modules" / kernel.version, symlinks=True)
+        shutil.copytree(OVERLAY, tree, symlinks=True, dirs_exist_ok=True)
+        say(f"debian{release}: dpkg installs {len(files)} packages in a chroot")
+        _install(tree, debdir, files, epoch, kver)
+        _scrub(tree, epoch)
+    cachekey.write_marker(done, key, {"packages": len(packages)})
+    for old in dest.parent.glob(f"debian{release}-*"):
+        if old.name != dest.name:
+            remove_tree(old)  # one tree per release is kept
+    return DebianTree(dest, release, key, packages, kver, reused=False)
+
+
+def _unpack(tree: Path, files: list[debpkg.DebPackage]) -> None:
+    """Every package's data, onto a merged-/usr skeleton (tar keeps the directory symlinks)."""
+    for d in ("usr/bin", "usr/sbin", "usr/lib", "usr/lib64", "proc", "sys", "dev", "run", "tmp"):
+        (tree / d).mkdir(parents=True, exist_ok=True)
+    for link in ("bin", "sbin", "lib", "lib64"):
+        (tree / link).symlink_to(f"usr/{link}")
+    for deb in files:
+        script = 'dpkg-deb --fsys-tarfile "$1" | tar -x --keep-directory-symlink -C "$2"'
+        run(["sh", "-ec", script, "unpack", deb.path, tree])
+    for d in ("var/lib/dpkg/info", "var/lib/dpkg/updates", "var/lib/dpkg/triggers"):
+        (tree / d).mkdir(parents=True, exist_ok=True)
+    for f in ("var/lib/dpkg/status", "var/lib/dpkg/available"):
+        (tree / f).write_text("")
+    (tree / "usr/sbin/policy-rc.d").write_text(
+        "#!/bin/sh\n# no service starts while the tree is built\nexit 101\n"
+    )
+    os.chmod(tree / "usr/sbin/policy-rc.d", 0o755)
+    os.chmod(tree / "tmp", 0o1777)
+
+
+def _install(tree: Path, debdir: Path, files: list[debpkg.DebPackage], epoch: int, kver: str | None) -> None:
+    """dpkg in a chroot inside a private mount + PID namespace: its mounts vanish with it."""
+    rel = {d.name: f"/.debs/{d.path.name}" for d in files}
+    first = [rel[n] for n in ("base-passwd", "base-files") if n in rel]
+    env = (
+        "/usr/bin/env -i PATH=/usr/sbin:/usr/bin HOME=/root LC_ALL=C DEBIAN_FRONTEND=noninteractive "
+        f"DEBCONF_NONINTERACTIVE_SEEN=true SOURCE_DATE_EPOCH={epoch}"
+    )
+    q = shlex.quote
+    lines = [
+        "set -eu",
+        f"T={q(str(tree))}",
+        'mount -t proc proc "$T/proc"',
+        'mount -t tmpfs -o mode=0755 dev "$T/dev"',
+        *[f'mknod -m 666 "$T/dev/{n}" c {a} {b}' for n, a, b in DEV_NODES],
+        'ln -s /proc/self/fd "$T/dev/fd"',
+        'mkdir -p "$T/.debs"',
+        f'mount --bind {q(str(debdir))} "$T/.debs"',
+        'mount -o remount,bind,ro "$T/.debs"',
+        f'c() {{ chroot "$T" {env} "$@"; }}',
+        *[f"c dpkg --force-depends --install {q(f)}" for f in first],
+        "c dpkg --force-depends --force-overwrite --unpack " + " ".join(q(r) for r in sorted(rel.values())),
+        "c dpkg --configure -a",
+        "c systemctl enable systemd-networkd.service cernvm-ssh-hostkeys.service",
+        *([f"c depmod {q(kver)}"] if kver else []),
+        'umount "$T/.debs"',
+    ]
+    script = "\n".join(lines) + "\n"
+    log = tree.parent / f".{tree.name}.log"
+    argv = ["unshare", "--mount", "--propagation", "private", "--pid", "--fork", "sh", "-c", script]
+    with log.open("wb") as out:
+        code = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, check=False).returncode
+    if code != 0:
+        kept = cache_dir("os") / "debian-build-failed.log"
+        shutil.move(log, kept)
+        lines = [ln for ln in kept.read_text(errors="replace").splitlines() if ln.strip()]
+        why = next(
+            (ln.strip() for ln in reversed(lines) if "error" in ln.lower() and "processing" not in ln), ""
+        )
+        raise BuildError(
+            f"installing the Debian packages failed (exit {code}): {why or lines[-1] if lines else '?'}",
+            hint=f"dpkg's whole output is in {kept}; the tree is not kept",
+        )
+    log.unlink()
+    (tree / ".debs").rmdir()
+    states = [ln.split(":", 1)[1].strip() for ln in (tree / "var/lib/dpkg/status").read_text().splitlines()
+              if ln.startswith("Status:")]  # fmt: skip
+    bad = [s for s in states if s != "install ok installed"]
+    if bad or len(states) != len(files):
+        raise BuildError(f"dpkg left {len(bad)} of {len(files)} packages not installed ({len(states)} known)")
+
+
+def _scrub(tree: Path, epoch: int) -> None:
+    """Remove what records one installation's moment or machine; fix every time to ``epoch``."""
+    for rel in VOLATILE:
+        p = tree / rel
+        if p.is_file() or p.is_symlink():
+            p.unlink()
+    for p in sorted((tree / "etc/ssh").glob("ssh_host_*")):
+        p.unlink()  # each instance gets its own (the pinned one from the user data)
+    for pattern in ("var/lib/dpkg/*-old", "var/cache/debconf/*-old", "var/log/apt/*"):
+        for p in tree.glob(pattern):
+            p.unlink()
+    (tree / "etc/machine-id").write_text("")  # systemd makes one at first boot
+    day = str(epoch // 86400)
+    for name in ("shadow", "shadow-"):
+        p = tree / "etc" / name
+        if p.is_file():
+            rows = [ln.split(":") for ln in p.read_text().splitlines()]
+            p.write_text("".join(":".join([*r[:2], day if r[2] else "", *r[3:]]) + "\n" for r in rows))
+    for dirpath, dirnames, filenames in os.walk(tree):
+        for name in dirnames + filenames:
+            os.utime(os.path.join(dirpath, name), (epoch, epoch), follow_symlinks=False)
+    os.utime(tree, (epoch, epoch))
+
+
+def copy_tree(src: Path, dest: Path) -> None:
+    """A copy of a built tree at ``dest`` (replaced whole, or not at all): owners, modes, times, xattrs."""
+    with atomic_dir(dest) as tmp:
+        run(["cp", "-a", "--reflink=auto", f"{src}/.", str(tmp)])
