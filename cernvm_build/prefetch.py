@@ -3,18 +3,21 @@
 ``make deps`` runs ``python -m cernvm_build.prefetch``: the demo OS and Debian 12 tree packages
 (``$CERNVM_CACHE_DIR/debs``)
 and the kernel the shipped profiles name (``$CERNVM_CACHE_DIR/kernel``, unpacked), each verified against
-apt's index. Later builds and the tests find them there and touch no network.
+apt's index; as root also the Debian 12 tree (``osbuild.debian``, minutes). Later builds and the
+tests find them there and touch no network.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 from . import debpkg
 from .bootloader.kernel import fetch_debian_kernel
+from .demo.os_tree import DEFAULT_EPOCH
 from .demo.os_tree import PACKAGES as DEMO_PACKAGES
 from .errors import CernVMError
-from .osbuild.debian import fetch_packages, select_packages
+from .osbuild.debian import build_debian_tree, fetch_packages, select_packages
 from .paths import cache_dir
 
 KERNELS = ("linux-image-cloud-amd64",)
@@ -31,6 +34,12 @@ def main() -> int:
             kernel = fetch_debian_kernel(name)
             print(
                 f"prefetch: {kernel.package} {kernel.package_version} (kernel {kernel.version})",
+                file=sys.stderr,
+            )
+        if os.geteuid() == 0:  # the tree the tests and `demo --os debian12` use (minutes, once)
+            tree = build_debian_tree("12", epoch=DEFAULT_EPOCH, kernel=fetch_debian_kernel(KERNELS[0]))
+            print(
+                f"prefetch: debian12 tree {'reused' if tree.reused else 'built'}: {tree.root}",
                 file=sys.stderr,
             )
     except CernVMError as e:
