@@ -77,9 +77,3 @@ def test_networkd_and_ssh_are_enabled(debian: DebianTree) -> None:
     network = (debian.root / "etc/systemd/network/80-cernvm.network").read_text()
     assert "KeepConfiguration=yes" in network
     assert "NoCloud" in (debian.root / "etc/cloud/cloud.cfg.d/05_cernvm.cfg").read_text()
-
-
-def test_a_second_build_reuses_the_tree(debian: DebianTree) -> None:
-    kernel = fetch_debian_kernel("linux-image-cloud-amd64")
-    again = build_debian_tree("12", epoch=DEFAULT_EPOCH, kernel=kernel, offline=True)
-    assert again.reused and again.root.resolve() == debian.root.resolve() and again.key == debian.key
