@@ -33,6 +33,11 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.timeout(2400),
     pytest.mark.skipif(os.geteuid() != 0, reason="the Debian tree is built with dpkg in a chroot (root)"),
+    # One boot of a systemd OS with cloud-init under TCG takes many minutes: more than the whole
+    # suite's budget allows (make test stays within CI's limit). Run it on purpose.
+    pytest.mark.skipif(
+        not os.environ.get("CERNVM_DEBIAN_E2E"), reason="the Debian acceptance boot: set CERNVM_DEBIAN_E2E=1"
+    ),
 ]
 URI = "qemu:///system"
 NAME = "e2e-debian"
