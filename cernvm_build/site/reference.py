@@ -4,16 +4,14 @@ A content page asks for one with ``generate: <name>`` in its front matter; the g
 appended to the page's own text (and is part of its cache key, so a changed help text re-renders it).
 The builder is handed the generators it may use: these three, and the CLI adds its own reference
 (``cli.reference.GENERATORS``) because only the CLI may import the CLI.
+
+Each generator imports what it describes when it runs (deliberate lazy imports): a site without
+generated pages never loads the profile, bootloader and cvmfs code, about 0.1 CPU-s of every build.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-
-from ..bootloader import userdata
-from ..cvmfs import clientparams
-from ..profile import reference as profile_reference
-from ..table import Kind, allowed_text
 
 
 def md_cell(text: object) -> str:
@@ -22,11 +20,16 @@ def md_cell(text: object) -> str:
 
 
 def profile_settings() -> str:
+    from ..profile import reference as profile_reference
+
     return profile_reference.markdown()
 
 
 def userdata_keys() -> str:
     """The bootloader's user-data table: each key, what it does and what it accepts."""
+    from ..bootloader import userdata
+    from ..table import Kind, allowed_text
+
     rows = ["| key | meaning | accepts |", "|---|---|---|"]
     for s in sorted(userdata.SETTINGS, key=lambda s: s.key):
         accepts = ("on/off; " if s.kind is Kind.BOOL else "") + allowed_text(s, files=False)
@@ -37,6 +40,9 @@ def userdata_keys() -> str:
 
 def client_parameters() -> str:
     """The client's ``CVMFS_*`` parameters by group, with what the toolkit takes for each."""
+    from ..bootloader import userdata
+    from ..cvmfs import clientparams
+
     keys = {s.key for s in userdata.SETTINGS}
     out: list[str] = []
     for group in clientparams.GROUPS:
