@@ -136,6 +136,7 @@ class Builder:
                 state.put_outputs(indexed.rows, indexed.removed)
                 search_files, search_shards = indexed.written, indexed.shards
             state.prune_md(set(keys.values()))
+            state.prune_code({k for m in metas.values() for k in m.get("code", ())})
         finally:
             state.close()
         return BuildReport(

@@ -1,4 +1,5 @@
-"""The build state: rendered Markdown by content hash, and each output's fingerprint.
+"""The build state: rendered Markdown and highlighted code blocks by content hash, and each output's
+fingerprint.
 
 One SQLite file per output folder. Losing it costs a full rebuild, never a wrong one: every entry is
 keyed by the hash of everything that produced it.
@@ -11,7 +12,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-SCHEMA = 3
+SCHEMA = 4
 
 
 class State:
@@ -23,11 +24,14 @@ class State:
         self.db.execute("PRAGMA synchronous=NORMAL")
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
         if version != SCHEMA:
-            self.db.executescript("DROP TABLE IF EXISTS md; DROP TABLE IF EXISTS outputs;")
+            self.db.executescript(
+                "DROP TABLE IF EXISTS md; DROP TABLE IF EXISTS outputs; DROP TABLE IF EXISTS code;"
+            )
             self.db.execute(f"PRAGMA user_version={SCHEMA}")
         self.db.executescript(
             """
             CREATE TABLE IF NOT EXISTS md (key TEXT PRIMARY KEY, meta BLOB, html TEXT);
+            CREATE TABLE IF NOT EXISTS code (key TEXT PRIMARY KEY, html TEXT);
             CREATE TABLE IF NOT EXISTS outputs (path TEXT PRIMARY KEY, fp TEXT, size INTEGER, mtime INTEGER);
             CREATE TABLE IF NOT EXISTS claims (out_dir TEXT PRIMARY KEY);
             """
@@ -69,6 +73,22 @@ class State:
             with self.db:
                 self.db.execute("BEGIN")
                 self.db.executemany("DELETE FROM md WHERE key = ?", [(k,) for k in stale])
+
+    # -- highlighted code blocks (markdown.code_key) -----------------------------------------------
+    def code(self) -> dict[str, str]:
+        return dict(self.db.execute("SELECT key, html FROM code"))
+
+    def put_code(self, rows: dict[str, str]) -> None:
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany("INSERT OR REPLACE INTO code VALUES (?, ?)", rows.items())
+
+    def prune_code(self, keep: set[str]) -> None:
+        stale = [k for (k,) in self.db.execute("SELECT key FROM code") if k not in keep]
+        if stale:
+            with self.db:
+                self.db.execute("BEGIN")
+                self.db.executemany("DELETE FROM code WHERE key = ?", [(k,) for k in stale])
 
     # -- the output folder is ours once a build started writing into it --------------------------
     def claimed(self, out_dir: str) -> bool:

@@ -8,17 +8,22 @@ it can be cached by content hash even when other pages move.
 
 from __future__ import annotations
 
+import hashlib
 import html
 import posixpath
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
+import pygments
 from markdown_it import MarkdownIt
 from markdown_it.rules_core import StateCore
 from markdown_it.token import Token
+from markdown_it.utils import OptionsDict, OptionsType
 from mdit_py_plugins.admon import admon_plugin
 from mdit_py_plugins.anchors import anchors_plugin
 from pygments.formatters import HtmlFormatter
@@ -30,7 +35,7 @@ from pygments.util import ClassNotFound
 from . import mdtree
 
 #: bump when the HTML this module produces changes, so cached renders are redone
-VERSION = "6"
+VERSION = "7"
 MORE = "<!--more-->"
 MARKER = re.compile(r"@@L:([^@]*)@@")
 #: links in raw HTML written in the Markdown: checked and resolved like Markdown links
@@ -53,6 +58,7 @@ class Rendered:
     toc: list[tuple[int, str, str]]  # (level, id, text) for h2/h3
     ids: list[str]  # every heading id, for anchor checks
     links: list[Link] = field(default_factory=list)
+    code: dict[str, str] = field(default_factory=dict)  # its highlighted blocks by code_key
 
 
 def slugify(title: str) -> str:
@@ -109,21 +115,47 @@ def _spans(lexer: Lexer, code: str) -> str:
 @lru_cache(maxsize=8192)
 def _highlighted(lang: str, code: str) -> str:
     # Keyed by the block's content: the same snippet on many pages (install commands, config
-    # excerpts) is lexed once per process; the rendered page itself is cached by content in the state.
+    # excerpts) is lexed once per process; across builds, ``Code`` finds it in the state.
     lexer = _lexer(lang) if lang else None
     body = _spans(lexer, code) if lexer is not None else html.escape(code, quote=False)
     cls = f' class="language-{html.escape(lang)}"' if lang else ""
     return f'<pre class="highlight"><code{cls}>{body}</code></pre>\n'
 
 
-def _highlight(code: str, lang: str, attrs: Any) -> str:
-    lang = (lang or "").strip().split()[0].lower() if lang else ""
-    return _highlighted(lang, code)
+@lru_cache(maxsize=1)
+def _code_salt() -> bytes:
+    # what a highlighted block depends on besides its language and text: this code and Pygments
+    return (
+        f"{VERSION}\0{pygments.__version__}\0".encode() + hashlib.sha256(Path(__file__).read_bytes()).digest()
+    )
+
+
+def code_key(lang: str, code: str) -> str:
+    return hashlib.sha256(_code_salt() + lang.encode() + b"\0" + code.encode()).hexdigest()
+
+
+class Code:
+    """The highlight hook for one page: each fenced block's HTML from ``known`` (blocks highlighted by
+    earlier builds, by ``code_key``; lexing is most of a page's render, and a fresh process also builds
+    every lexer's regexes first), else made now. ``used`` collects the page's blocks."""
+
+    def __init__(self, known: Mapping[str, str]):
+        self.known = known
+        self.used: dict[str, str] = {}
+
+    def __call__(self, code: str, lang: str, attrs: Any) -> str:
+        lang = (lang or "").strip().split()[0].lower() if lang else ""
+        key = code_key(lang, code)
+        out = self.known.get(key)
+        if out is None:
+            out = _highlighted(lang, code)
+        self.used[key] = out
+        return out
 
 
 @lru_cache(maxsize=1)
 def _parser() -> MarkdownIt:
-    md = MarkdownIt("commonmark", {"highlight": _highlight})
+    md = MarkdownIt("commonmark")
     md.enable(["table", "strikethrough"])
     md.use(admon_plugin)
     md.use(anchors_plugin, min_level=1, max_level=6, slug_func=slugify, permalink=True, permalinkSymbol="#")
@@ -200,9 +232,15 @@ def _line_of(href: str, lines: list[str], start: int, end: int) -> int:
     return start
 
 
-def render(text: str, *, src_path: str, first_line: int, base_path: str) -> Rendered:
-    """Render a page body. ``src_path`` is content-relative ('docs/a.md'); lines are file lines."""
+def render(
+    text: str, *, src_path: str, first_line: int, base_path: str, known_code: Mapping[str, str] | None = None
+) -> Rendered:
+    """Render a page body. ``src_path`` is content-relative ('docs/a.md'); lines are file lines;
+    ``known_code``: highlighted blocks by ``code_key`` (``Rendered.code`` of earlier renders)."""
     md = _parser()
+    code = Code(known_code or {})
+    options = OptionsDict(cast(OptionsType, dict(md.options)))
+    options["highlight"] = code
     env: dict[str, Any] = {}
     tokens = parse(text, env)
     lines = text.splitlines()
@@ -248,7 +286,7 @@ def render(text: str, *, src_path: str, first_line: int, base_path: str) -> Rend
                 target = MARKER.sub(r"\1", new) if kind == "content" else new
                 links.append(Link(target, first_line + _line_of(href, lines, start, end), kind))
     # the permalink sign is not part of the heading's text (search titles, excerpts)
-    body = md.renderer.render(tokens, md.options, env).replace(
+    body = md.renderer.render(tokens, options, env).replace(
         'class="header-anchor"', 'class="header-anchor" data-pagefind-ignore'
     )
     if more_at is not None:
@@ -257,7 +295,7 @@ def render(text: str, *, src_path: str, first_line: int, base_path: str) -> Rend
         excerpt_tokens = tokens[first_para[0] : first_para[1]]
     else:
         excerpt_tokens = []
-    excerpt_html = md.renderer.render(excerpt_tokens, md.options, env) if excerpt_tokens else ""
+    excerpt_html = md.renderer.render(excerpt_tokens, options, env) if excerpt_tokens else ""
     excerpt_text = " ".join(_inline_text(t) for t in excerpt_tokens if t.type == "inline")
     return Rendered(
         html=body,
@@ -267,6 +305,7 @@ def render(text: str, *, src_path: str, first_line: int, base_path: str) -> Rend
         toc=toc,
         ids=ids,
         links=links,
+        code=code.used,
     )
 
 

@@ -208,9 +208,10 @@ def update(
             (out_dir / PREFIX).rmdir()  # only if the failed first run left it empty
     # whatever else is in the index folder goes, recorded or not (a failed run forgets the rows)
     final = set(made) | set(keep) | {MANIFEST}
+    top = str(out_dir / PREFIX)
     on_disk = {
-        PREFIX + (Path(root) / n).relative_to(out_dir / PREFIX).as_posix()
-        for root, _d, names in os.walk(out_dir / PREFIX)
+        PREFIX + (root[len(top) + 1 :] + "/" if root != top else "") + n
+        for root, _d, names in os.walk(top)
         for n in names
     }
     removed = sorted((set(ours) | on_disk) - final)

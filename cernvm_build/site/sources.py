@@ -119,8 +119,11 @@ def render_version() -> str:
     return _VERSION[0]
 
 
-def _render_source(_shared: None, src: Source) -> tuple[str, Any, str] | tuple[str, tuple[str, str, str]]:
-    """Worker: front matter + Markdown of one source. Returns (key, meta, html) or (key, error)."""
+def _render_source(
+    known_code: Mapping[str, str], src: Source
+) -> tuple[str, Any, str, dict[str, str]] | tuple[str, tuple[str, str, str]]:
+    """Worker: front matter + Markdown of one source. Returns (key, meta, html, code blocks highlighted
+    now) or (key, error)."""
     try:
         text = Path(src.file).read_bytes().decode("utf-8")
         fm, body, first_line = frontmatter.split(text, src.file)
@@ -132,7 +135,9 @@ def _render_source(_shared: None, src: Source) -> tuple[str, Any, str] | tuple[s
             )
         if src.generated:
             body = body.rstrip("\n") + "\n\n" + src.generated
-        r = md_mod.render(body, src_path=src.rel, first_line=first_line, base_path=src.base_path)
+        r = md_mod.render(
+            body, src_path=src.rel, first_line=first_line, base_path=src.base_path, known_code=known_code
+        )
     except UnicodeDecodeError as e:
         return src.key, (f"not UTF-8 text (byte {e.start})", src.file, "save the file as UTF-8")
     except CernVMError as e:
@@ -146,14 +151,16 @@ def _render_source(_shared: None, src: Source) -> tuple[str, Any, str] | tuple[s
         "links": [(x.target, x.line, x.kind) for x in r.links],
         "excerpt_html": r.excerpt_html,
         "excerpt_text": r.excerpt_text,
+        "code": sorted(r.code),
     }
-    return src.key, meta, r.html
+    return src.key, meta, r.html, {k: v for k, v in r.code.items() if k not in known_code}
 
 
 def render_markdown(
     planned: dict[str, Source], metas: dict[str, Any], state: State, jobs: int, reporter: Reporter
 ) -> dict[str, str]:
-    """Render the sources whose key is not cached (``metas`` gains them). Returns {key: html}."""
+    """Render the sources whose key is not cached (``metas`` gains them), with the code blocks earlier
+    builds highlighted. Returns {key: html}."""
     todo = sorted((s for s in planned.values() if s.key not in metas), key=lambda s: (s.key, s.rel))
     fresh: dict[str, str] = {}
     if not todo:
@@ -162,11 +169,14 @@ def render_markdown(
     rows: list[tuple[str, Any, str]] = []
     total = len(todo)
     reporter.progress("markdown", 0, total)
-    for n, res in enumerate(fork_map(_render_source, None, todo, jobs), 1):
+    known_code = state.code()
+    new_code: dict[str, str] = {}
+    for n, res in enumerate(fork_map(_render_source, known_code, todo, jobs), 1):
         if len(res) == 2:
             errors.append(res[1])
             continue
-        key, meta, html = res  # type: ignore[misc]
+        key, meta, html, code = res  # type: ignore[misc]
+        new_code.update(code)
         metas[key] = meta
         fresh[key] = html
         rows.append((key, meta, html))
@@ -177,4 +187,5 @@ def render_markdown(
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise BuildError(message + more, where=where or None, hint=hint or None)
     state.put_md(rows)
+    state.put_code(new_code)
     return fresh

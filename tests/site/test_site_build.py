@@ -465,3 +465,30 @@ def test_search_index_in_shards_one_page_edit_indexes_one_shard(
     report = build_site(site, out)
     assert 1 <= report.search_shards < len(bundles)
     assert tree(out) == _clean(site, tmp_path, "clean2", monkeypatch)
+
+
+def test_highlighted_code_is_kept_between_builds(
+    site: Path, tmp_path: Path, edit: Edit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cernvm_build.site import markdown
+
+    out = tmp_path / "out"
+    build_site(site, out)
+    lexed: list[str] = []
+    real = markdown._highlighted.__wrapped__
+
+    def counting(lang: str, code: str) -> str:
+        lexed.append(code)
+        return real(lang, code)
+
+    monkeypatch.setattr(markdown, "_highlighted", counting)
+    page = site / "content/docs/guides/preservation.md"
+    # prose changed, code blocks not: they come from the state, nothing is lexed
+    edit(page, "no longer receive security updates", "no longer get security updates")
+    report = build_site(site, out, jobs=1)
+    assert report.markdown_rendered == 1 and lexed == []
+    # one block changed: that block alone is lexed
+    edit(page, "cernvm-build container el6 --format apptainer", "cernvm-build container el6 --format docker")
+    assert build_site(site, out, jobs=1).markdown_rendered == 1
+    assert lexed == ["$ cernvm-build container el6 --format docker\n"]
+    assert tree(out) == _clean(site, tmp_path, "clean", monkeypatch)
