@@ -1,6 +1,8 @@
 """Stratum-1 replication benchmark (issue 20): ``cvmfs replicate`` of a published tree into an empty
 directory vs the limit: plain HTTP GET of the same stored objects (kept-alive connections, the same
 number of threads, bytes dropped: no hashing, no writes). Aim: >= 70 % of the GET throughput.
+The two are alternated over ``ROUNDS`` rounds (each replicate into a fresh directory) and the best of
+each is compared: on a shared machine single runs swing by 2x either way.
 Then an incremental replicate after about 1 % of the files changed (objects fetched, time).
 
 The tree is ``bench.cvmfs_read``'s synthetic one (2,000 files / 60 MB quick, 20,000 / 500 MB full),
@@ -26,6 +28,7 @@ from bench.common import Result, print_table, timer
 from bench.cvmfs_read import FQRN, _server_process, make_tree
 
 JOBS = 8
+ROUNDS = 3
 _conns = threading.local()
 
 
@@ -62,11 +65,17 @@ def run(quick: bool = True) -> list[Result]:
         stored = sum((stratum / o).stat().st_size for o in objects)
         with _server_process(work / "srv") as base:
             url = f"{base}/cvmfs/{FQRN}"
-            with timer() as t_get, cf.ThreadPoolExecutor(JOBS) as pool:
-                got = sum(pool.map(_get, [f"{url}/{o}" for o in objects]))
-            assert got == stored
-            with timer() as t_rep:
-                first = replicate(url, work / "replica", public_keys=[pub], jobs=JOBS)
+            gets: list[float] = []
+            reps: list[float] = []
+            for i in range(ROUNDS):
+                with timer() as t_get, cf.ThreadPoolExecutor(JOBS) as pool:
+                    got = sum(pool.map(_get, [f"{url}/{o}" for o in objects]))
+                assert got == stored
+                gets.append(t_get["s"])
+                replica = work / f"replica{i}"  # a fresh one each round (no deletion in the timings)
+                with timer() as t_rep:
+                    first = replicate(url, replica, public_keys=[pub], jobs=JOBS)
+                reps.append(t_rep["s"])
             # about 1 % of the files change, then an incremental replicate
             rng = random.Random(5)
             files = sorted(p for p in tree.rglob("*.dat"))
@@ -75,9 +84,9 @@ def run(quick: bool = True) -> list[Result]:
                 p.write_bytes(p.read_bytes() + b"changed\n")
             publish_tree(stratum, FQRN, keys, tree)
             with timer() as t_inc:
-                second = replicate(url, work / "replica", public_keys=[pub], jobs=JOBS)
-        get_mbs = stored / 1e6 / t_get["s"]
-        rep_mbs = first.bytes_fetched / 1e6 / t_rep["s"]
+                second = replicate(url, replica, public_keys=[pub], jobs=JOBS)
+        get_mbs = stored / 1e6 / min(gets)
+        rep_mbs = first.bytes_fetched / 1e6 / min(reps)
         return [
             Result(
                 "cvmfs.replicate",
@@ -92,8 +101,8 @@ def run(quick: bool = True) -> list[Result]:
                     "files": n_files,
                     "objects": first.objects_fetched,
                     "stored_MB": round(stored / 1e6, 1),
-                    "replicate_s": round(t_rep["s"], 2),
-                    "get_s": round(t_get["s"], 2),
+                    "replicate_s": [round(t, 2) for t in reps],
+                    "get_s": [round(t, 2) for t in gets],
                 },
             ),
             Result(
@@ -102,7 +111,7 @@ def run(quick: bool = True) -> list[Result]:
                 t_inc["s"],
                 "s",
                 reference="full replicate",
-                reference_value=t_rep["s"],
+                reference_value=min(reps),
                 extra={
                     "changed_files": len(changed),
                     "objects_fetched": second.objects_fetched,

@@ -9,12 +9,15 @@ renamed into place. A crash leaves either the old file or the new one, never hal
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
+import itertools
 import os
 import re
 import shutil
 import stat
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -36,6 +39,57 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class PendingSync:
+    """New files that must be on disk before something names them (a manifest), made durable at once.
+
+    A few are fsynced one by one with their directories; past ``per_file_max`` the whole file system
+    holding them is synced once (``syncfs``), which is far cheaper than thousands of fsyncs and, unlike
+    ``sync``, does not wait for every other writer of the machine. Thread-safe."""
+
+    def __init__(self, root: Path, per_file_max: int = 512):
+        self.root = root
+        self.per_file_max = per_file_max
+        self._paths: list[str] | None = []
+        self._lock = threading.Lock()
+
+    def add(self, path: Path | str) -> None:
+        with self._lock:
+            if self._paths is not None:
+                self._paths.append(str(path))
+                if len(self._paths) > self.per_file_max:
+                    self._paths = None  # too many for one fsync each: the file system at once
+
+    def sync(self) -> None:
+        with self._lock:
+            paths, self._paths = self._paths, []
+        if paths is not None:
+            for path in paths:
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            for d in sorted({os.path.dirname(p) for p in paths}):
+                fsync_dir(Path(d))
+            return
+        syncfs(self.root)
+
+
+def syncfs(path: Path) -> None:
+    """Flush the file system holding ``path`` (``os.sync`` where the C library has no syncfs)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            if libc.syncfs(fd) == 0:
+                return
+        finally:
+            os.close(fd)
+    except (OSError, AttributeError):
+        pass
+    os.sync()
 
 
 # A temporary sibling is named ``.<dest name>.<pid>.<random>.tmp``: the pid says whose it is, so a
@@ -79,18 +133,35 @@ def reclaim_stale(dest: Path) -> list[Path]:
     return removed
 
 
+_temp_numbers = itertools.count()
+
+
+def _temp_file(dest: Path) -> tuple[int, str]:
+    """A new temporary sibling of ``dest`` (mode 0600), named by ``temp_prefix`` and a counter: a
+    replica writes thousands of objects, and the directory usually exists (no mkdir, no random
+    names unless a dead process with our pid left the same name)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    tmp = f"{dest.parent}/{temp_prefix(dest)}{next(_temp_numbers)}.tmp"
+    try:
+        return os.open(tmp, flags, 0o600), tmp
+    except FileNotFoundError:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        pass
+    return tempfile.mkstemp(prefix=temp_prefix(dest), suffix=".tmp", dir=dest.parent)
+
+
 @contextlib.contextmanager
 def atomic_file(dest: Path, mode: int = 0o644, *, durable: bool = True) -> Iterator[BinaryIO]:
     """Yield a binary file that becomes ``dest`` on success and vanishes on failure."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(dest), suffix=".tmp", dir=dest.parent)
+    fd, tmp = _temp_file(dest)
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
             if durable:
                 f.flush()
                 os.fsync(f.fileno())
-        os.chmod(tmp, mode)
+            os.fchmod(f.fileno(), mode)
         os.replace(tmp, dest)
         if durable:
             fsync_dir(dest.parent)

@@ -11,7 +11,6 @@ revisions). Thread-safe: files are compressed in parallel (zlib and hashlib rele
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import threading
 import zlib
@@ -20,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from ..fsutil import fsync_dir
+from ..fsutil import PendingSync
 from .catalog_write import ChunkRow
 from .chunking import ChunkingSettings, CutFinder
 from .objects import new_hasher, object_path
@@ -91,7 +90,7 @@ class ObjectWriter:
         self.objects_written = 0
         self.bytes_written = 0
         self._tmp_counter = 0
-        self._new: list[str] | None = []  # objects written, for sync()
+        self._pending = PendingSync(self.data, FSYNC_MAX)  # objects written, for sync()
         #: called with the number of raw bytes consumed, from worker threads
         self.on_bytes: Callable[[int], None] | None = None
         self.txn.mkdir(parents=True, exist_ok=True)
@@ -127,10 +126,7 @@ class ObjectWriter:
         with self._lock:
             self.objects_written += 1
             self.bytes_written += stored
-            if self._new is not None:
-                self._new.append(str(dest))
-                if len(self._new) > FSYNC_MAX:
-                    self._new = None  # too many for one fsync each: sync the file system instead
+        self._pending.add(dest)
 
     def _commit_file(self, tmp: str, name: str, suffix: str, stored: int) -> None:
         dest = self.path_of(name, suffix)
@@ -281,34 +277,9 @@ class ObjectWriter:
                         os.unlink(entry.path)
 
     def sync(self) -> None:
-        """Make the new objects durable before the manifest makes them reachable.
-
-        A few objects are fsynced one by one (with their directories); after a big publish the
-        whole file system is synced at once, which is cheaper than thousands of fsyncs.
-        """
-        if self._new is not None:
-            dirs = set()
-            for path in self._new:
-                fd = os.open(path, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-                dirs.add(os.path.dirname(path))
-            for d in sorted(dirs):
-                fsync_dir(Path(d))
-            return
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            fd = os.open(self.data, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                if libc.syncfs(fd) == 0:
-                    return
-            finally:
-                os.close(fd)
-        except (OSError, AttributeError):
-            pass
-        os.sync()
+        """Make the new objects durable before the manifest makes them reachable (a few fsynced one
+        by one, after a big publish the file system at once: ``fsutil.PendingSync``)."""
+        self._pending.sync()
 
 
 class _SizeChanged(Exception):

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import CvmfsError, IntegrityError
-from ..fsutil import atomic_file, atomic_write
+from ..fsutil import PendingSync, atomic_file, atomic_write
 from ..report import NULL_REPORTER, Reporter
 from . import manifest as manifest_mod
 from .cache import ObjectCache
@@ -39,7 +39,14 @@ from .catalog import Catalog, ObjectRef
 from .fetch import Fetcher, NotFound, make_fetcher
 from .limits import MAX_CATALOG_BYTES, MAX_METAINFO_BYTES, MAX_NESTING, MAX_REFLOG_BYTES
 from .lock import publish_lock
-from .objects import SUFFIX_CATALOG, SUFFIX_METAINFO, new_hasher, parse_hash
+from .objects import (
+    SUFFIX_CATALOG,
+    SUFFIX_CERTIFICATE,
+    SUFFIX_HISTORY,
+    SUFFIX_METAINFO,
+    new_hasher,
+    parse_hash,
+)
 from .repository import MANIFEST_FILE, WHITELIST_FILE, Repository, _fqrn_from_source, open_on_store
 from .store import ObjectStore, stored_limit
 
@@ -97,16 +104,16 @@ def fetch_verified(
     hex_digest: str,
     limit: int | None,
     what: str,
+    durable: bool = True,
 ) -> int:
     """``relpath`` from the source into ``dest`` if its bytes hash to ``hex_digest``: streamed into a
-    temporary sibling, renamed only when it matches. The stored size."""
+    temporary sibling, renamed only when it matches (fsynced unless ``durable=False``: the caller
+    makes it durable later). The stored size."""
 
     def consume(blocks: Iterator[bytes]) -> int:
         hasher = new_hasher(algorithm)
         got = 0
-        # durable: each object is on disk before the manifest names it (fsyncs in the pool, only of
-        # our files; a system-wide sync would wait for every other writer of the machine)
-        with atomic_file(dest, durable=True) as f:
+        with atomic_file(dest, durable=durable) as f:
             for block in blocks:
                 hasher.update(block)
                 f.write(block)
@@ -126,9 +133,10 @@ def fetch_verified(
 class _Transfers:
     """A bounded pool of object downloads into the replica; the first failure stops the rest."""
 
-    def __init__(self, fetcher: Fetcher, dest: Path, fqrn: str, jobs: int):
+    def __init__(self, fetcher: Fetcher, dest: Path, fqrn: str, jobs: int, pending: PendingSync):
         self.fetcher = fetcher
         self.dest = dest
+        self.pending = pending
         self.fqrn = fqrn
         self.pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="replicate")
         self.slots = threading.Semaphore(4 * max(1, jobs))
@@ -165,7 +173,9 @@ class _Transfers:
                     hex_digest=h.hex,
                     limit=stored_limit(ref.size, ref.compressed, None),
                     what=f"{self.fqrn}: {what} {key}",
+                    durable=False,
                 )
+                self.pending.add(target)
                 with self.lock:
                     self.fetched += 1
                     self.bytes += n
@@ -308,7 +318,17 @@ def _replicate(
     )
     if m.metainfo_hash:
         store.raw(m.metainfo_hash, SUFFIX_METAINFO, what="meta-information", limit=MAX_METAINFO_BYTES)
-    transfers = _Transfers(fetcher, dest, name, jobs)
+    # Objects are made durable together before the manifest names them: a few fsynced one by one,
+    # a big replication with one syncfs (one fsync per object cost as much as the transfers).
+    pending = PendingSync(dest)
+    for ref_hash, suffix in (
+        (m.certificate_hash, SUFFIX_CERTIFICATE),
+        (m.history_hash, SUFFIX_HISTORY),
+        (m.metainfo_hash, SUFFIX_METAINFO),
+    ):
+        if ref_hash:
+            pending.add(dest / parse_hash(ref_hash).path(suffix))
+    transfers = _Transfers(fetcher, dest, name, jobs, pending)
     seen: set[str] = set()
     try:
         for root, (size, label) in roots.items():
@@ -338,6 +358,7 @@ def _replicate(
                 finally:
                     cat.close()
                 path.unlink(missing_ok=True)  # seen: never read again by this run
+                pending.add(dest / parse_hash(cat_hash).path(SUFFIX_CATALOG))
                 result.catalogs += 1
                 reporter.progress("objects", transfers.fetched + transfers.skipped, None)
         transfers.finish()
@@ -350,7 +371,8 @@ def _replicate(
     result.bytes_fetched = transfers.bytes + store.stats["fetched_bytes"]
     reporter.progress("objects", result.objects_fetched + result.objects_skipped, None)
 
-    # Everything the new manifest names is on disk (fsynced as it was written): publish.
+    pending.sync()
+    # Everything the new manifest names is on disk: publish.
     if m.reflog_hash:
         reflog = parse_hash(m.reflog_hash)
         try:
