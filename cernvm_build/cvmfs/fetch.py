@@ -120,6 +120,15 @@ class _HttpStatus(Exception):
         self.code = code
 
 
+class Connections:
+    """Idle kept-alive connections by (scheme, server): one fetcher's own, or shared by the fetchers of
+    many repositories on the same servers (the monitor probes a Stratum-1's repositories through one)."""
+
+    def __init__(self) -> None:
+        self.idle: dict[tuple[str, str], list[http.client.HTTPConnection]] = {}
+        self.lock = threading.Lock()
+
+
 class HttpFetcher(Fetcher):
     """Servers are tried in order, starting with the last one that worked; each through the proxy
     chain (``proxies.ProxyChain``: groups in order, load shared within a group, sticky), each proxy
@@ -140,6 +149,7 @@ class HttpFetcher(Fetcher):
         timeout: float = 10,
         retries: int = 2,
         backoff: float = 0.1,
+        connections: Connections | None = None,
     ):
         if not urls:
             raise CvmfsError(f"{repo}: no server URL given")
@@ -150,8 +160,9 @@ class HttpFetcher(Fetcher):
         self.backoff = backoff
         self.proxies = ProxyChain(proxy)
         self._current = 0
-        self._idle: dict[tuple[str, str], list[http.client.HTTPConnection]] = {}
-        self._idle_lock = threading.Lock()
+        pool = connections or Connections()
+        self._idle = pool.idle
+        self._idle_lock = pool.lock
         self.description = ", ".join(self.urls)
 
     def fetch(self, relpath: str, consume: Consumer[T], *, what: str, limit: int | None = None) -> T:

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import CvmfsError
 from ..jsonable import to_json
-from .fetch import make_fetcher
+from .fetch import Connections, Fetcher, HttpFetcher, make_fetcher
 from .limits import MAX_MANIFEST_BYTES, MAX_WHITELIST_BYTES
 from .repository import MANIFEST_FILE, WHITELIST_FILE, verify_signed_files
 from .store import ObjectStore
@@ -128,8 +128,18 @@ def fqrn_of(url: str) -> str | None:
     return None
 
 
-def probe(target: Target, thresholds: Thresholds, now: dt.datetime, *, timeout: float, retries: int) -> Probe:
-    """One repository's signed files, verified, and the health rules that do not need another probe."""
+def probe(
+    target: Target,
+    thresholds: Thresholds,
+    now: dt.datetime,
+    *,
+    timeout: float,
+    retries: int,
+    connections: Connections | None = None,
+) -> Probe:
+    """One repository's signed files, verified, and the health rules that do not need another probe.
+    ``connections``: kept-alive connections shared with the other probes (many repositories live on
+    one Stratum server: a new connection per repository cost more than the requests)."""
     name = target.fqrn or fqrn_of(target.url) or target.url
     result = Probe(
         url=target.url,
@@ -147,7 +157,12 @@ def probe(target: Target, thresholds: Thresholds, now: dt.datetime, *, timeout: 
             "no-key", f"{name}: no public key to verify it", "pass --key PATH or set 'key:' in the config"
         )
     try:
-        fetcher = make_fetcher(target.url, repo=name, timeout=timeout, retries=retries)
+        if target.url.startswith(("http://", "https://")):
+            fetcher: Fetcher = HttpFetcher(
+                [target.url], repo=name, timeout=timeout, retries=retries, connections=connections
+            )
+        else:
+            fetcher = make_fetcher(target.url, repo=name, timeout=timeout, retries=retries)
     except CvmfsError as e:
         return problem("unreachable", str(e), e.hint or "check the URL")
     store = ObjectStore(fetcher, None, repo=name)
@@ -249,8 +264,17 @@ def monitor(
         if t.replica_of and t.replica_of not in listed and t.replica_of not in extra:
             extra[t.replica_of] = Target(t.replica_of, t.keys, t.fqrn)
     todo = [*targets, *extra.values()]
+    shared = Connections()
     with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(todo)))) as pool:
-        probes = list(pool.map(lambda t: probe(t, thresholds, now, timeout=timeout, retries=retries), todo))
+        probes = list(
+            pool.map(
+                lambda t: probe(t, thresholds, now, timeout=timeout, retries=retries, connections=shared),
+                todo,
+            )
+        )
+    for conns in shared.idle.values():
+        for conn in conns:
+            conn.close()
     by_url = {p.url: p for p in probes}
     for p in probes:
         if p.replica_of:
