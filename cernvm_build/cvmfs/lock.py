@@ -29,7 +29,14 @@ def lock_path(stratum: Path) -> Path:
 @contextlib.contextmanager
 def publish_lock(stratum: Path, what: str = "publish") -> Iterator[None]:
     """Hold the repository's publish lock, or raise RepositoryLocked naming the holder pid."""
-    path = lock_path(stratum)
+    with held_lock(lock_path(stratum), what, f"{stratum}: repository is locked by another publisher"):
+        yield
+
+
+@contextlib.contextmanager
+def held_lock(path: Path, what: str, busy: str) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (the file records our pid and ``what``), or
+    RepositoryLocked: ``busy`` and the holder."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -38,7 +45,7 @@ def publish_lock(stratum: Path, what: str = "publish") -> Iterator[None]:
         except BlockingIOError:
             holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
             raise RepositoryLocked(
-                f"{stratum}: repository is locked by another publisher ({holder})",
+                f"{busy} ({holder})",
                 hint="wait for that process to finish; the lock is released when it exits",
             ) from None
         os.ftruncate(fd, 0)

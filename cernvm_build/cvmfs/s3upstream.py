@@ -20,7 +20,6 @@ written.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 from collections.abc import Iterator
@@ -33,6 +32,7 @@ from ..mirror.s3client import S3Client, S3Url, error_code, make_client, parse_s3
 from ..mirror.s3sync import Checkpoint, SyncReport, sync_tree
 from ..paths import cache_dir
 from . import manifest as manifest_mod
+from .lock import held_lock
 from .pubstats import STATS_PATH
 from .repository import MANIFEST_FILE
 
@@ -157,23 +157,11 @@ def session(up: S3Upstream, *, creating: bool = False, replica: bool = False) ->
     """The spool to work on, checked against the bucket first; pushed when the block succeeds.
 
     ``replica``: a Stratum-1 copy (``replicate`` makes the spool agree with its source itself)."""
-    up.spool.mkdir(parents=True, exist_ok=True)
     lock = up.spool / "data" / "txn" / "s3-upstream.lock"
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise CvmfsError(
-                f"{up.url}: another command is publishing through {up.spool}",
-                hint="wait for it to finish, then run this again",
-            ) from None
+    with held_lock(lock, f"push to {up.url}", f"{up.url}: another command is publishing through {up.spool}"):
         client = up.client()
         if not replica:
             check_spool(up, remote_manifest(client, up), creating=creating)
         held = Session(up.spool)
         yield held
         held.pushed = push(up, client)
-    finally:
-        os.close(fd)

@@ -24,6 +24,13 @@ pytestmark = pytest.mark.integration
 FQRN = "s3.cernvm.test"
 
 
+def _keys(tmp_path: Path) -> tuple[keymod.KeySet, Path]:
+    """Keys in ``tmp_path/keys`` and the public key's path."""
+    keys = keymod.generate_keys(FQRN)
+    keys.save(tmp_path / "keys")
+    return keys, tmp_path / "keys" / f"{FQRN}.pub"
+
+
 def _tree(root: Path, step: int) -> Path:
     for i in range(12):
         d = root / f"d{i % 3}"
@@ -61,9 +68,7 @@ def _stratum_files(stratum: Path) -> set[str]:
 def test_create_publish_tag_into_a_bucket_read_over_http_and_by_the_real_cvmfs2(
     target: Target, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    keys = keymod.generate_keys(FQRN)
-    keys.save(tmp_path / "keys")
-    pub = tmp_path / "keys" / f"{FQRN}.pub"
+    _, pub = _keys(tmp_path)
     url = target.url(FQRN)
     s3 = ["--endpoint-url", target.endpoint, "--spool", str(tmp_path / "spool")]
     common = [*s3, "--keys", str(tmp_path / "keys")]
@@ -141,9 +146,7 @@ def test_create_publish_tag_into_a_bucket_read_over_http_and_by_the_real_cvmfs2(
 def test_signed_files_go_last_and_an_interrupted_push_is_finished_by_the_next_command(
     target: Target, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    keys = keymod.generate_keys(FQRN)
-    keys.save(tmp_path / "keys")
-    pub = tmp_path / "keys" / f"{FQRN}.pub"
+    keys, pub = _keys(tmp_path)
     url = target.url("repo")
     up = s3upstream.upstream(url, spool=tmp_path / "spool", endpoint_url=target.endpoint)
     s3 = [
@@ -174,9 +177,7 @@ def test_signed_files_go_last_and_an_interrupted_push_is_finished_by_the_next_co
 
 
 def test_replicate_into_a_bucket(target: Target, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    keys = keymod.generate_keys(FQRN)
-    keys.save(tmp_path / "keys")
-    pub = tmp_path / "keys" / f"{FQRN}.pub"
+    _, pub = _keys(tmp_path)
     s3 = ["--endpoint-url", target.endpoint]
     origin = target.url("stratum0")
     _cli(
