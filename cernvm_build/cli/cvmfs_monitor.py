@@ -17,6 +17,8 @@ DESCRIPTION = """\
 Probe repositories and replicas: the verified manifest (signature chain, revision, publish time, root
 hash) and whitelist expiry; a replica is compared with its Stratum-0 (revisions and time behind).
 Exit code 5 when anything is unhealthy, with one 'problem:' line each (for cron and alerting).
+Every --key is tried for every repository (as the client tries the keys of its key folder); without
+--key, each repository's own key is looked up as for the other commands.
 
   cernvm-build cvmfs monitor http://s0/cvmfs/sft.cern.ch --key sft.cern.ch.pub
   cernvm-build cvmfs monitor --replica-of http://s1/cvmfs/a.org=http://s0/cvmfs/a.org --max-lag 2h
