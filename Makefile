@@ -16,7 +16,7 @@ APT_PACKAGES := \
 	umoci skopeo podman gnupg docker-registry \
 	createrepo-c rpm dnf dpkg-dev apt-utils \
 	hugo chromium chromium-driver awscli rclone \
-	openssh-client iproute2 procps \
+	openssh-client openssh-server iproute2 procps \
 	dropbear-bin \
 	libcurl4 libc-ares2 libleveldb1d libprotobuf-lite32 libsqlite3-0 libpacparser1 libarchive13 libssl3 \
 	libuuid1 libcap2 libattr1 \

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -240,8 +241,13 @@ def cmd_ssh(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_forward(args: argparse.Namespace, out: Output) -> int:
     host_port, guest_port = launch.parse_forward(args.ports, flag="PORTS")
-    launch.add_forward(host_of(args), args.name, host_port, guest_port)
-    out.info(f"127.0.0.1:{host_port} --> port {guest_port} of '{args.name}' (kept for later boots)")
+    host = host_of(args)
+    launch.add_forward(host, args.name, host_port, guest_port)
+    where = f"{host.remote}'s 127.0.0.1" if host.remote else "127.0.0.1"
+    out.info(f"{where}:{host_port} --> port {guest_port} of '{args.name}' (kept for later boots)")
+    tunnel = launch.forward_command(host, args.name, host_port)
+    if tunnel:
+        out.info(f"to reach it from here: {shlex.join(tunnel)}")
     return 0
 
 
@@ -258,9 +264,9 @@ def cmd_scp(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_console(args: argparse.Namespace, out: Output) -> int:
     host = host_of(args)
-    inst = launch.get_instance(host, args.name)
+    launch.get_instance(host, args.name)  # "no instance named ..." before anything else
     if args.log or not sys.stdin.isatty():
-        tail = launch.console_tail(inst, args.lines)
+        tail = launch.console_tail(host, args.name, args.lines)
         sys.stdout.write(tail + ("\n" if tail else ""))
         return 0
     out.info("console: press Ctrl-] to leave")

@@ -15,8 +15,10 @@ libvirt.registerErrorHandler(lambda ctx, err: None, None)
 from .api import (  # noqa: E402 - the handler above must be in place before any libvirt call
     add_forward,
     address,
+    console_tail,
     create_instance,
     destroy,
+    forward_command,
     get_instance,
     image_cache,
     import_ova,
@@ -37,7 +39,7 @@ from .connection import default_uri  # noqa: E402
 from .create import STEPS, InstanceSpec, default_user_data, home_for  # noqa: E402
 from .forward import parse as parse_forward  # noqa: E402
 from .host import Host, connect  # noqa: E402
-from .instances import Instance, console_tail  # noqa: E402
+from .instances import Instance  # noqa: E402
 from .ready import BootFailedError  # noqa: E402
 from .remote import CommandResult  # noqa: E402
 
@@ -56,6 +58,7 @@ __all__ = [
     "default_uri",
     "default_user_data",
     "destroy",
+    "forward_command",
     "get_instance",
     "home_for",
     "image_cache",

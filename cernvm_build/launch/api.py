@@ -16,7 +16,7 @@ import libvirt
 
 from ..errors import LaunchError
 from ..report import NULL_REPORTER, Reporter
-from . import config, copy, create, forward, images, instances, ready, remote, ssh
+from . import config, copy, create, forward, images, instances, ready, remote, ssh, tunnel
 from .host import Host
 
 P = ParamSpec("P")
@@ -85,6 +85,19 @@ def pause(host: Host, name: str) -> instances.Instance:
 @_one_line
 def destroy(host: Host, name: str, *, force: bool = False) -> Path | None:
     return instances.destroy(host.conn, name, force=force)
+
+
+@_one_line
+def console_tail(host: Host, name: str, lines: int = 25) -> str:
+    """The last ``lines`` of the serial console log (also from a remote hypervisor's pool)."""
+    return instances.console_tail(host.conn, get_instance(host, name), lines)
+
+
+@_one_line
+def forward_command(host: Host, name: str, host_port: int) -> list[str] | None:
+    """On a remote hypervisor, the ``ssh -L`` that brings its 127.0.0.1:host_port here; else None."""
+    hop = tunnel.hop_of(host.uri)
+    return hop.local_forward(host_port, host_port) if hop else None
 
 
 @_one_line

@@ -53,6 +53,7 @@ class Settings:
     shared_folder_driver: str = "auto"  # virtiofs on system daemons, 9p on session ones (create.py)
     image_indexes: tuple[str, ...] = ()  # release index.json URLs that 'images pull NAME' searches
     release_keys: tuple[Path, ...] = ()  # OpenPGP public keys a release's SHA256SUMS must be signed by
+    storage_pool: str = "cernvm-launch"  # libvirt pool on a remote hypervisor for the disks
 
     def merged(self, overrides: Mapping[str, Any]) -> Settings:
         """A copy with every non-None override applied (later sources win)."""
@@ -111,6 +112,9 @@ KEYS: tuple[Setting, ...] = (
             default=(), field="image_indexes", example="https://example.org/releases/2026.11-1/index.json"),
     Setting("releaseKeys", Kind.LIST_PATH, "OpenPGP public keys that sign the releases' SHA256SUMS",
             default=(), field="release_keys", example="/etc/cernvm/release-key.asc"),
+    Setting("storagePool", Kind.STR, "libvirt storage pool for the disks on a remote hypervisor (made when "
+            "missing)", default=DEFAULTS.storage_pool, field="storage_pool",
+            pattern=r"[A-Za-z0-9][A-Za-z0-9_.-]*", pattern_help="a pool name"),
 )  # fmt: skip
 
 BY_KEY: dict[str, Setting] = by_key(KEYS)

@@ -13,10 +13,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import tempfile
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import libvirt
 
@@ -26,7 +29,7 @@ from ..fsutil import atomic_write
 from ..paths import data_dir
 from ..profile import Profile, load
 from ..report import NULL_REPORTER, Reporter
-from . import context, domain, forward, images, keys, preservation, userdata
+from . import context, domain, forward, images, keys, preservation, storage, tunnel, userdata
 from .config import Settings
 from .domain import Metadata
 from .host import Host
@@ -45,6 +48,9 @@ STEPS = (
     "defining the domain",
     "starting",
 )
+#: Heard between "creating the scratch disk" and "defining the domain" when a remote hypervisor's
+#: pool does not have the boot image yet.
+UPLOAD_STEP = "uploading the boot image to the hypervisor's storage pool"
 
 
 @dataclass(frozen=True)
@@ -92,13 +98,7 @@ def create_instance(spec: InstanceSpec, *, host: Host, reporter: Reporter = NULL
     """Resolve, verify and make the instance; all or nothing."""
     s = spec.settings
     name = validate_name(spec.name)
-    if host.remote:
-        # The disks, keys and context ISO would be written on this machine and the SSH forward would
-        # listen on the hypervisor's loopback: refuse instead of defining a domain that cannot work.
-        raise LaunchError(
-            f"creating instances on another machine ({host.remote}) is not supported yet",
-            hint=f"run cernvm-launch on {host.remote} itself: ssh -t {host.remote} cernvm-launch create ...",
-        )
+    remote = tunnel.hop_of(host.uri) is not None  # a non-SSH remote URI is refused here, first
     home = home_for(s, host.uri)
     profile = load_profile(s.profile)
     reporter.step(STEPS[0])
@@ -116,18 +116,24 @@ def create_instance(spec: InstanceSpec, *, host: Host, reporter: Reporter = NULL
         raise ImageError(
             "boot image not found", where=str(image.path), hint="see 'cernvm-launch images list'"
         )
-    port = _port(host, s)
+    port = _port(host, s, remote)
     if spec.forwards:
         if s.network != "user":
             raise InstanceError(
                 "--forward needs user-mode networking",
                 hint=f"on the libvirt network '{s.network}' the instance's ports are open at its address",
             )
-        forward.check_free(host.conn, spec.forwards)
+        forward.check_free(host.conn, spec.forwards, local=not remote)
+    if s.shared_folder is not None and remote:
+        raise InstanceError(
+            f"a shared folder would be a folder on {host.remote}, which launch does not manage",
+            hint="copy data in and out with 'cernvm-launch scp -r'",
+        )
     if s.shared_folder is not None and not s.shared_folder.is_dir():
         raise InstanceError("shared folder does not exist", where=str(s.shared_folder))
     parsed = userdata.parse(spec.user_data, spec.user_data_source)
-    plan = _Plan(name, home / "run" / name, image, digest, pin.label, block, port, s.profile or "")
+    folder = home / "hosts" / _slug(host.uri) / name if remote else home / "run" / name
+    plan = _Plan(name, folder, image, digest, pin.label, block, port, s.profile or "", remote)
     with Transaction() as tx:
         return _make(spec, plan, parsed, host, tx, reporter)
 
@@ -142,6 +148,7 @@ class _Plan:
     ucernvm: dict[str, str]
     port: int
     profile: str
+    remote: bool  # the disks go into the hypervisor's storage pool
 
 
 def _refuse_existing(host: Host, name: str) -> None:
@@ -153,12 +160,20 @@ def _refuse_existing(host: Host, name: str) -> None:
         )
 
 
-def _port(host: Host, s: Settings) -> int:
+def _slug(uri: str) -> str:
+    """A folder name for the hypervisor a remote URI names (its instances' keys live under it)."""
+    parts = urlsplit(uri)
+    return "".join(c if c.isalnum() or c in ".-_" else "_" for c in f"{parts.hostname}_{parts.port or 22}")
+
+
+def _port(host: Host, s: Settings, remote: bool) -> int:
+    """The SSH forward's port on the hypervisor's 127.0.0.1. This machine's ports say nothing about
+    another one's: there QEMU's refusal at start names a busy one."""
     if s.network != "user":
         return 0
     taken = forward.taken_ports(host.conn)
     if s.ssh_port:
-        if s.ssh_port in taken or not port_free(s.ssh_port):
+        if s.ssh_port in taken or (not remote and not port_free(s.ssh_port)):
             raise InstanceError(
                 f"port 127.0.0.1:{s.ssh_port} is busy",
                 hint="pick another sshPort / --ssh-port, or leave it out to get a free one",
@@ -178,9 +193,12 @@ def _make(
     if folder.exists():  # left by a create that was killed (no domain owns it: checked above)
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
-    home = folder.parent.parent
-    for d in (home, home / "run", folder):
-        os.chmod(d, 0o711)  # the system daemon's qemu user must reach the disks, not list them
+    if plan.remote:
+        os.chmod(folder, 0o700)  # only the login key: the disks are on the hypervisor
+    else:
+        home = folder.parent.parent
+        for d in (home, home / "run", folder):
+            os.chmod(d, 0o711)  # the system daemon's qemu user must reach the disks, not list them
 
     reporter.step(STEPS[3])
     client = keys.generate(f"cernvm-launch@{name}")
@@ -199,35 +217,57 @@ def _make(
         ucernvm=plan.ucernvm,
         mounts=[domain.shared_mount(name, _shared_driver(s, host))] if s.shared_folder else [],
     )
-    context.build_iso(
-        folder / "context.iso",
-        userdata.render(merged),
-        name=name,
-        instance_id=str(uuid.uuid4()),
-        public_keys={"launch": client.public_openssh},
-        label=spec.context_label,
-    )
+
+    def write_iso(path: Path) -> None:
+        context.build_iso(
+            path,
+            userdata.render(merged),
+            name=name,
+            instance_id=str(uuid.uuid4()),
+            public_keys={"launch": client.public_openssh},
+            label=spec.context_label,
+        )
+
+    pool = None
+    if plan.remote:
+        pool = storage.pool(host.conn, s.storage_pool, session=host.session)
+        own = list(storage.volume_names(name))
+        tx.on_undo("the instance's volumes", lambda: storage.delete(pool, own))
+        with tempfile.TemporaryDirectory(prefix="cernvm-launch-") as tmp:  # nothing kept here
+            iso = Path(tmp) / "context.iso"
+            write_iso(iso)
+            context_iso = Path(storage.upload(host.conn, pool, own[1], iso).path())
+    else:
+        context_iso = folder / "context.iso"
+        write_iso(context_iso)
 
     reporter.step(STEPS[5])
-    scratch = folder / "scratch.qcow2"
-    proc.run(["qemu-img", "create", "-q", "-f", "qcow2", "-o", "lazy_refcounts=on", scratch, f"{s.disk}M"])
-    os.chmod(scratch, 0o600)
+    if pool is not None:
+        scratch = Path(storage.create(pool, own[0], s.disk << 20, "qcow2").path())
+        console_log = Path(storage.create(pool, own[2], 0).path())
+        boot_image = _upload_image(host, pool, plan, tx, reporter)
+    else:
+        scratch = folder / "scratch.qcow2"
+        qcow2 = ["qemu-img", "create", "-q", "-f", "qcow2", "-o", "lazy_refcounts=on"]
+        proc.run([*qcow2, scratch, f"{s.disk}M"])
+        os.chmod(scratch, 0o600)
+        console_log = folder / "console.log"
+        boot_image = plan.image.path
 
     reporter.step(STEPS[6])
     acc = host.accel
     if acc.name == "tcg":
         reporter.warn(f"KVM is not usable ({acc.reason}); using TCG emulation, which is much slower")
-    console_log = folder / "console.log"
     dspec = domain.DomainSpec(
         name=name,
         title=plan.profile or plan.image.path.name,
         domain_type=host.domain_type,
         cpus=s.cpus,
         memory=s.memory,
-        image=plan.image.path,
+        image=boot_image,
         image_format=plan.image.format,
         scratch=scratch,
-        context_iso=folder / "context.iso",
+        context_iso=context_iso,
         console_log=console_log,
         network=s.network,
         ssh_port=plan.port,
@@ -239,7 +279,7 @@ def _make(
         forwards=spec.forwards,
     )
     meta = Metadata(
-        image=str(plan.image.path),
+        image=str(boot_image),
         image_sha256=plan.digest,
         image_format=plan.image.format,
         profile=plan.profile,
@@ -260,6 +300,8 @@ def _make(
         cpus=s.cpus,
         memory=s.memory,
         disk=s.disk,
+        pool=s.storage_pool if pool is not None else "",
+        volumes=",".join(storage.volume_names(name)) if pool is not None else "",
     )
     xml = domain.render(dspec, meta)
     tx.on_undo("the domain", lambda: _remove_domain(host, name))
@@ -278,6 +320,21 @@ def _make(
                 hint="see 'cernvm-launch create -v'; nothing was kept",
             ) from None
     return describe(dom)
+
+
+def _upload_image(host: Host, pool: Any, plan: _Plan, tx: Transaction, reporter: Reporter) -> Path:
+    """The boot image in the pool: uploaded once per content (its name carries the sha256), shared
+    by the pool's instances, read-only for them (the domain does not relabel it: mode 0644)."""
+    vol_name = storage.image_volume_name(plan.image.path.name, plan.digest)
+    vol = storage.lookup(pool, vol_name)
+    if vol is None:
+        reporter.step(UPLOAD_STEP)
+        tx.on_undo("the uploaded boot image", lambda: storage.delete(pool, [vol_name]))
+        vol = storage.upload(
+            host.conn, pool, vol_name, plan.image.path, mode=0o644,
+            progress=lambda done, total: reporter.progress("bytes", done, total),
+        )  # fmt: skip
+    return Path(vol.path())
 
 
 def _shared_driver(s: Settings, host: Host) -> str:

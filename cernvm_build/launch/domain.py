@@ -43,6 +43,8 @@ class Metadata:
     cpus: int = 1
     memory: int = 2048
     disk: int = 20000
+    pool: str = ""  # the remote hypervisor's storage pool holding the disks ("" for local files)
+    volumes: str = ""  # the instance's own volumes in ``pool``, "NAME,..." (destroy removes them)
 
     def items(self) -> list[tuple[str, str]]:
         return [(f.name, str(getattr(self, f.name))) for f in dataclasses.fields(self)]

@@ -15,7 +15,7 @@ import libvirt
 import libvirt_qemu
 
 from ..errors import InstanceError, UsageError
-from . import domain
+from . import domain, tunnel
 from .instances import Instance, describe, get, list_instances, port_free
 
 
@@ -42,11 +42,13 @@ def taken_ports(conn: Any, *, but: str = "") -> set[int]:
     return ports
 
 
-def check_free(conn: Any, pairs: tuple[tuple[int, int], ...], *, but: str = "") -> None:
+def check_free(conn: Any, pairs: tuple[tuple[int, int], ...], *, but: str = "", local: bool = True) -> None:
+    """Refuse a port another instance has on record or (``local``: the hypervisor is this machine)
+    one that something here listens on; a remote hypervisor's QEMU names its own busy ports."""
     taken = taken_ports(conn, but=but)
     seen: set[int] = set()
     for host, _guest in pairs:
-        if host in taken or host in seen or not port_free(host):
+        if host in taken or host in seen or (local and not port_free(host)):
             raise InstanceError(
                 f"port 127.0.0.1:{host} is busy", hint="pick another HOST_PORT for --forward HOST:GUEST"
             )
@@ -72,7 +74,7 @@ def add(conn: Any, name: str, pair: tuple[int, int]) -> Instance:
     current = domain.parse_forwards(meta.forwards)
     if pair in current:
         return inst
-    check_free(conn, (pair,), but=name)
+    check_free(conn, (pair,), but=name, local=not tunnel.is_remote(str(conn.getURI())))
     if dom.isActive():
         answer = _hmp(dom, f"hostfwd_add cvmnet0 tcp:127.0.0.1:{pair[0]}-:{pair[1]}").strip()
         if answer:  # HMP answers nothing on success

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from .. import accel
 from .connection import default_uri, open_connection
+from .tunnel import is_remote
 
 
 @dataclass
@@ -35,9 +36,9 @@ class Host:
 
     @property
     def remote(self) -> str:
-        """The hypervisor's host name when the URI names another machine (qemu+ssh://user@host/...)."""
-        host = urlsplit(self.uri).hostname or ""
-        return "" if host in ("", "localhost", "127.0.0.1", "::1") else host
+        """The hypervisor's host name when the URI names one (qemu+ssh://user@host/...): another
+        daemon, whose files and loopback are not this machine's (``tunnel.is_remote``)."""
+        return (urlsplit(self.uri).hostname or "") if is_remote(self.uri) else ""
 
     @property
     def domain_type(self) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import posixpath
 import shutil
 import socket
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from typing import Any
 import libvirt
 
 from ..errors import InstanceError, LaunchError
-from . import domain
+from . import domain, storage, tunnel
 from .domain import Metadata
 
 STATES = {
@@ -101,7 +102,7 @@ def describe(dom: Any) -> Instance:
     except libvirt.libvirtError:
         saved = False
     meta = domain.metadata_of(dom.XMLDesc(0))
-    broken = _missing_files(meta) if meta is not None else ""
+    broken = _missing_files(dom, meta) if meta is not None else ""
     if broken:
         label = "broken"
     elif saved and state == libvirt.VIR_DOMAIN_SHUTOFF:
@@ -111,16 +112,36 @@ def describe(dom: Any) -> Instance:
     return Instance(dom.name(), label, meta, uuid=dom.UUIDString(), saved=saved, broken=broken)
 
 
-def _missing_files(meta: Metadata) -> str:
-    """What of the instance's own files is gone (a create interrupted under an older launch)."""
+def _missing_files(dom: Any, meta: Metadata) -> str:
+    """What of the instance's own files is gone (a create interrupted under an older launch); on a
+    remote hypervisor its disks are volumes of the pool there, its login key is here."""
     if not meta.home:
         return "it has no instance folder on record"
     folder = Path(meta.home)
-    needed = [folder / "scratch.qcow2", folder / "context.iso"]
+    needed = [] if meta.pool else [folder / "scratch.qcow2", folder / "context.iso"]
     if meta.client_key:
         needed.append(Path(meta.client_key))
     gone = [p.name for p in needed if not p.exists()]
-    return f"{', '.join(gone)} missing in {folder}" if gone else ""
+    if gone:
+        return f"{', '.join(gone)} missing in {folder}"
+    if meta.pool:
+        p = _pool(dom.connect(), meta.pool)
+        lost = [v for v in _own_volumes(meta)[:2] if p is None or storage.lookup(p, v) is None]
+        return f"{', '.join(lost)} missing in the pool '{meta.pool}'" if lost else ""
+    return ""
+
+
+def _own_volumes(meta: Metadata) -> list[str]:
+    return [v for v in meta.volumes.split(",") if v]
+
+
+def _pool(conn: Any, name: str) -> Any | None:
+    try:
+        return conn.storagePoolLookupByName(name)
+    except libvirt.libvirtError as e:
+        if e.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_POOL:
+            return None
+        raise
 
 
 def list_instances(conn: Any, *, running_only: bool = False, managed_only: bool = True) -> list[Instance]:
@@ -211,7 +232,8 @@ def start(conn: Any, name: str, *, fresh: bool = False) -> Instance:
         inst = describe(dom)
     meta = inst.meta
     assert meta is not None
-    if meta.network == "user" and not port_free(meta.ssh_port):
+    local = not tunnel.is_remote(str(conn.getURI()))  # another machine's ports are not ours to test
+    if meta.network == "user" and local and not port_free(meta.ssh_port):
         if inst.saved:
             raise InstanceError(
                 f"port 127.0.0.1:{meta.ssh_port} of instance '{name}' is busy",
@@ -272,7 +294,8 @@ def undefine(dom: Any) -> None:
 
 
 def destroy(conn: Any, name: str, *, force: bool = False) -> Path | None:
-    """Remove the domain and the instance folder (what is left of it); returns the folder."""
+    """Remove the domain, its volumes on a remote hypervisor (the boot image with the last instance
+    that boots it) and the instance folder (what is left of it); returns the folder."""
     dom, inst = get(conn, name)
     if dom.isActive() and not inst.broken and not force:
         raise InstanceError(
@@ -282,10 +305,25 @@ def destroy(conn: Any, name: str, *, force: bool = False) -> Path | None:
         with contextlib.suppress(libvirt.libvirtError):
             dom.destroy()
     undefine(dom)
+    if inst.meta and inst.meta.pool:
+        _remove_volumes(conn, inst.meta)
     home = Path(inst.meta.home) if inst.meta and inst.meta.home else None
     if home is not None and home.name == name and home.is_dir():
         shutil.rmtree(home)
     return home
+
+
+def _remove_volumes(conn: Any, meta: Metadata) -> None:
+    p = _pool(conn, meta.pool)
+    if p is None:
+        return
+    doomed = _own_volumes(meta)
+    users = [
+        i for i in list_instances(conn) if i.meta and i.meta.pool == meta.pool and i.meta.image == meta.image
+    ]
+    if not users:  # this instance (undefined already) was the last to boot the image
+        doomed.append(posixpath.basename(meta.image))
+    storage.delete(p, doomed)
 
 
 def address(conn: Any, name: str) -> tuple[str, int] | None:
@@ -308,12 +346,25 @@ def address(conn: Any, name: str) -> tuple[str, int] | None:
     return None
 
 
-def console_tail(inst: Instance, lines: int = 25) -> str:
-    if not inst.meta or not inst.meta.console_log:
-        return ""
+def console_bytes(conn: Any, meta: Metadata, limit: int) -> bytes:
+    """The last ``limit`` bytes of the serial console log: a file here, or a volume of the remote
+    hypervisor's pool read through libvirt (b"" when there is none yet)."""
+    if not meta.console_log:
+        return b""
+    if meta.pool:
+        p = _pool(conn, meta.pool)
+        return storage.tail(conn, p, posixpath.basename(meta.console_log), limit) if p else b""
     try:
-        data = Path(inst.meta.console_log).read_bytes()[-64 * 1024 :]
+        with open(meta.console_log, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - limit))
+            return f.read()
     except OSError:
+        return b""
+
+
+def console_tail(conn: Any, inst: Instance, lines: int = 25) -> str:
+    if not inst.meta:
         return ""
-    text = data.decode(errors="replace").replace("\r", "")
+    text = console_bytes(conn, inst.meta, 64 * 1024).decode(errors="replace").replace("\r", "")
     return "\n".join(text.splitlines()[-lines:])

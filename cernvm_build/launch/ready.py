@@ -16,7 +16,7 @@ from typing import Any
 import libvirt
 
 from ..errors import NotReadyError, SSHError
-from . import bootwatch, instances, ssh
+from . import bootwatch, instances, ssh, tunnel
 
 Phase = Callable[[str], None]
 
@@ -28,7 +28,9 @@ def target(conn: Any, name: str, user: str | None = None) -> ssh.Target | None:
     addr = instances.address(conn, name)
     if addr is None:
         return None
-    return ssh.Target(addr[0], addr[1], user or meta.ssh_user, meta.host_key, Path(meta.client_key))
+    hop = tunnel.hop_of_connection(conn)  # the address is the hypervisor's: go through it
+    via = tuple(hop.proxy(*addr)) if hop else ()
+    return ssh.Target(addr[0], addr[1], user or meta.ssh_user, meta.host_key, Path(meta.client_key), via)
 
 
 class BootFailedError(NotReadyError):
@@ -55,7 +57,7 @@ def wait(
     attempt: _Attempt | None = None
     while True:
         dom, inst = instances.get(conn, name)
-        failure = _boot_failure(inst)
+        failure = _boot_failure(conn, inst)
         if failure is not None:
             _give_up(conn, dom, name, remove_on_failure)
             kept = (
@@ -77,7 +79,7 @@ def wait(
             raise NotReadyError(
                 f"instance '{name}' is {inst.state}",
                 hint=f"start it: 'cernvm-launch start {name}'",
-                console_tail=instances.console_tail(inst),
+                console_tail=instances.console_tail(conn, inst),
             )
         t = target(conn, name, user) if attempt is None else None
         if t is not None:
@@ -93,7 +95,7 @@ def wait(
             raise NotReadyError(
                 f"instance '{name}' did not answer SSH within {timeout:g} s ({last})",
                 hint=f"see the console above, 'cernvm-launch console {name}', or wait longer with --timeout",
-                console_tail=instances.console_tail(inst),
+                console_tail=instances.console_tail(conn, inst),
             )
         time.sleep(0.5)
 
@@ -126,16 +128,10 @@ class _Attempt:
         self.done.set()
 
 
-def _boot_failure(inst: instances.Instance) -> bootwatch.BootFailure | None:
-    if not inst.meta or not inst.meta.console_log:
+def _boot_failure(conn: Any, inst: instances.Instance) -> bootwatch.BootFailure | None:
+    if not inst.meta:
         return None
-    try:
-        with open(inst.meta.console_log, "rb") as f:
-            f.seek(0, 2)
-            f.seek(max(0, f.tell() - (256 << 10)))
-            text = f.read().decode(errors="replace")
-    except OSError:
-        return None
+    text = instances.console_bytes(conn, inst.meta, 256 << 10).decode(errors="replace")
     return bootwatch.check(text, name=inst.name, cvmfs_server=inst.meta.cvmfs_server)
 
 

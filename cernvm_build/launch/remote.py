@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import io
+import shlex
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -85,6 +86,8 @@ def openssh_argv(
         "-o", "GlobalKnownHostsFile=/dev/null",
         "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR",
     ]  # fmt: skip
+    if t.via:  # through the hypervisor, as paramiko's sessions (ssh.Target.via)
+        argv += ["-o", f"ProxyCommand={shlex.join(t.via)}"]
     if x11:
         argv.append(x11)
     if tty is not None:

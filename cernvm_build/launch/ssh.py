@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import paramiko
 
@@ -34,6 +34,7 @@ class Target:
     user: str
     host_key: str  # "ssh-ed25519 AAAA..." pinned public key
     client_key: Path
+    via: tuple[str, ...] = ()  # a command whose stdin/stdout reach host:port (``ssh -W`` on a hypervisor)
 
 
 class NotYet(Exception):
@@ -51,10 +52,21 @@ def connect(t: Target, *, timeout: float = 10.0) -> paramiko.SSHClient:
         pkey = paramiko.Ed25519Key.from_private_key_file(str(t.client_key))
     except (OSError, paramiko.SSHException) as e:
         raise SSHError(f"cannot read the instance's login key: {e}", where=str(t.client_key)) from None
+    sock = paramiko.ProxyCommand(shlex.join(t.via)) if t.via else None
+    try:
+        _login(client, t, pkey, timeout, sock)
+    except BaseException:
+        if sock is not None:
+            sock.close()  # the tunnel's ssh process
+        raise
+    return client
+
+
+def _login(client: paramiko.SSHClient, t: Target, pkey: paramiko.PKey, timeout: float, sock: Any) -> None:
     try:
         client.connect(
             t.host, port=t.port, username=t.user, pkey=pkey, timeout=timeout, banner_timeout=timeout,
-            auth_timeout=timeout, look_for_keys=False, allow_agent=False,
+            auth_timeout=timeout, look_for_keys=False, allow_agent=False, sock=sock,
         )  # fmt: skip
     except paramiko.BadHostKeyException as e:
         client.close()
@@ -72,7 +84,6 @@ def connect(t: Target, *, timeout: float = 10.0) -> paramiko.SSHClient:
     except (OSError, EOFError, paramiko.SSHException) as e:
         client.close()
         raise NotYet(str(e) or type(e).__name__) from None
-    return client
 
 
 def _b64(text: str) -> bytes:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import libvirt
 import pytest
+
+from cernvm_build.launch import daemon
 
 DRIVER_XML = """<node>
   <cpu><mode>fixed</mode><nodes>1</nodes><sockets>1</sockets><cores>2</cores><threads>1</threads>
@@ -52,3 +57,23 @@ def image(tmp_path: Path) -> Path:
     path.write_bytes(data)
     path.with_name(path.name + ".sha256").write_text(f"{hashlib.sha256(data).hexdigest()}  {path.name}\n")
     return path
+
+
+@pytest.fixture(scope="session")
+def libvirtd() -> Iterator[None]:
+    """The real system daemon (started here when not running, stopped when this session started it)."""
+    started = daemon.ensure()
+    yield
+    daemon.stop(started)
+
+
+@pytest.fixture
+def system_home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A launch home the system daemon's qemu user can reach (pytest's tmp_path is 0700)."""
+    home = Path(tempfile.mkdtemp(prefix="launch-test-", dir="/var/tmp"))
+    os.chmod(home, 0o711)
+    monkeypatch.setenv("CERNVM_LAUNCH_HOME", str(home))
+    monkeypatch.setenv("CERNVM_LAUNCH_CONF", str(home / "absent.conf"))
+    monkeypatch.setenv("CERNVM_ACCEL", "tcg")
+    yield home
+    shutil.rmtree(home, ignore_errors=True)

@@ -313,12 +313,14 @@ def test_bad_forward_specs_name_the_flag(bad: str) -> None:
     assert launch.parse_forward("8080:80") == (8080, 80) and launch.parse_forward("8080") == (8080, 8080)
 
 
-def test_create_on_a_remote_hypervisor_is_refused_in_one_line(
+def test_create_on_a_remote_hypervisor_not_reached_over_ssh_is_refused_in_one_line(
     conn: Any, launch_env: Path, image: Path
 ) -> None:
-    """Until disks are uploaded to the remote host, create says so instead of writing them here."""
-    remote = launch.Host(conn, "qemu+ssh://alice@hv.example/system", driver_host(conn).accel)
+    """Instances on another machine are reached through it over SSH (test_remote.py): a TLS or TCP
+    URI is refused before anything is made."""
+    remote = launch.Host(conn, "qemu+tls://hv.example/system", driver_host(conn).accel)
     assert remote.remote == "hv.example" and not launch.Host(conn, "qemu:///system").remote
-    with pytest.raises(LaunchError, match=r"hv\.example.*not supported yet"):
+    assert launch.Host(conn, "qemu+ssh://root@127.0.0.1:2222/system").remote == "127.0.0.1"
+    with pytest.raises(LaunchError, match=r"hv\.example.*not an SSH URI"):
         launch.create_instance(request(launch_env, image, "r"), host=remote)
     assert conn.listAllDomains(0) == [] and not (launch_env / "run" / "r").exists()

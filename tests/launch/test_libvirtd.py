@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,7 +24,6 @@ import libvirt
 import pytest
 
 from cernvm_build.cli.launch import main
-from cernvm_build.launch import daemon
 from tests.launch.support import PANIC_CONSOLE, boot_sector_guest
 
 pytestmark = pytest.mark.integration
@@ -36,25 +33,6 @@ GREETING = b"launch-test-guest"
 
 def tiny_guest(path: Path) -> Path:
     return boot_sector_guest(path, GREETING + b"\r\n")
-
-
-@pytest.fixture(scope="session")
-def libvirtd() -> Iterator[None]:
-    started = daemon.ensure()
-    yield
-    daemon.stop(started)
-
-
-@pytest.fixture
-def system_home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A launch home the system daemon's qemu user can reach (pytest's tmp_path is 0700)."""
-    home = Path(tempfile.mkdtemp(prefix="launch-test-", dir="/var/tmp"))
-    os.chmod(home, 0o711)
-    monkeypatch.setenv("CERNVM_LAUNCH_HOME", str(home))
-    monkeypatch.setenv("CERNVM_LAUNCH_CONF", str(home / "absent.conf"))
-    monkeypatch.setenv("CERNVM_ACCEL", "tcg")
-    yield home
-    shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture

@@ -1,0 +1,363 @@
+"""A remote hypervisor for real: libvirt reached only over SSH, disks through the storage API.
+
+The "remote" host is made here: Debian's sshd on 127.0.0.1 on a spare port, with a throwaway host
+key and a throwaway client key authorised for root; libvirt is reached as
+``qemu+ssh://root@127.0.0.1:PORT/system?keyfile=…&command=…``, the command being OpenSSH with the
+host key pinned in a known_hosts file of the test's own (root's own files are never touched). It is
+the same machine, so what proves the disks went through libvirt's storage API is where they are: in
+a pool directory of the test's own (never the local image cache or launch home), the domain XML
+naming neither of those, and the sshd's log showing every SSH session to the instance tunnelled
+through it (``ssh -W``, a ``direct-tcpip`` channel to the hypervisor's 127.0.0.1).
+
+The guest is the boot-sector one (the demo OS does not boot at the moment); its SSH server is
+stood in for by dropbear on the hypervisor's loopback, with the host key and authorized key launch
+put into the context volume (read back through the storage API).
+"""
+
+from __future__ import annotations
+
+import email
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import libvirt
+import pytest
+import yaml
+
+from cernvm_build import launch
+from cernvm_build.cli.launch import main
+from cernvm_build.launch import domain, storage, tunnel
+from tests.launch.support import PANIC_CONSOLE, boot_sector_guest
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+LOCAL = "qemu:///system"
+GREETING = b"remote-test-guest"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class Hypervisor:
+    uri: str
+    log: Path
+    pool: str
+
+    def tunnelled_to(self, port: int) -> bool:
+        """Whether the sshd opened a direct-tcpip channel (ssh -W) to 127.0.0.1:port."""
+        return f"target 127.0.0.1 port {port}" in self.log.read_text(errors="replace")
+
+
+@pytest.fixture
+def hypervisor(libvirtd: None, tmp_path: Path) -> Iterator[Hypervisor]:
+    d = tmp_path / "sshd"
+    d.mkdir(mode=0o700)
+    for key in ("host_key", "client_key"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", d / key], check=True)
+    (d / "authorized_keys").write_text((d / "client_key.pub").read_text())
+    port = _free_port()
+    (d / "known_hosts").write_text(f"[127.0.0.1]:{port} {(d / 'host_key.pub').read_text()}")
+    (d / "sshd_config").write_text(
+        f"ListenAddress 127.0.0.1\nPort {port}\nHostKey {d}/host_key\n"
+        f"AuthorizedKeysFile {d}/authorized_keys\n"
+        "PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+        "UsePAM no\nStrictModes no\nAllowTcpForwarding yes\nLogLevel DEBUG1\n"
+        f"PidFile {d}/sshd.pid\n"
+    )
+    Path("/run/sshd").mkdir(exist_ok=True)  # its privilege separation folder
+    log = d / "sshd.log"
+    server = subprocess.Popen(["/usr/sbin/sshd", "-D", "-f", d / "sshd_config", "-E", log])
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                pytest.fail(f"sshd did not come up: {log.read_text() if log.exists() else ''}")
+            time.sleep(0.1)
+    pinned = d / "ssh-pinned"
+    pinned.write_text(
+        f"#!/bin/sh\nexec ssh -o UserKnownHostsFile={d}/known_hosts -o StrictHostKeyChecking=yes "
+        '-o GlobalKnownHostsFile=/dev/null "$@"\n'
+    )
+    pinned.chmod(0o755)
+    uri = f"qemu+ssh://root@127.0.0.1:{port}/system?keyfile={d}/client_key&command={pinned}"
+    pool = f"lt-pool-{uuid.uuid4().hex[:8]}"
+    try:
+        yield Hypervisor(uri, log, pool)
+    finally:
+        conn = libvirt.open(LOCAL)
+        for dom in conn.listAllDomains(0):
+            meta = domain.metadata_of(dom.XMLDesc(0))
+            if meta is not None and meta.pool == pool:
+                if dom.isActive():
+                    dom.destroy()
+                dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
+        try:
+            p = conn.storagePoolLookupByName(pool)
+        except libvirt.libvirtError:
+            pass
+        else:
+            storage.delete(p, p.listVolumes())
+            p.destroy()
+            p.delete(0)
+            p.undefine()
+        conn.close()
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=10)
+
+
+@pytest.fixture
+def remote_conf(system_home: Path, hypervisor: Hypervisor, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``connect=`` and ``storagePool=`` in the user's config file: no command gets --connect."""
+    conf = system_home / "cernvm-launch.conf"
+    conf.write_text(f"connect={hypervisor.uri}\nstoragePool={hypervisor.pool}\n")
+    monkeypatch.setenv("CERNVM_LAUNCH_CONF", str(conf))
+    return conf
+
+
+def _pool_dir(pool: str) -> Path:
+    p = libvirt.open(LOCAL).storagePoolLookupByName(pool)
+    return Path(storage.pool_path(p))
+
+
+def _volumes(pool: str) -> set[str]:
+    p = libvirt.open(LOCAL).storagePoolLookupByName(pool)
+    p.refresh(0)
+    return set(p.listVolumes())
+
+
+def _wait_for(pred: Any, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout:g} s")
+        time.sleep(0.3)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _create(name: str, image: Path | str, *extra: str) -> int:
+    return main(["create", "--name", name, "--iso", str(image), "--memory", "256", "--disk", "100",
+                 "--yes", *extra])  # fmt: skip
+
+
+def test_create_puts_the_disks_in_the_hypervisors_pool_and_destroy_removes_them(
+    system_home: Path,
+    hypervisor: Hypervisor,
+    remote_conf: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    name = f"lt-{uuid.uuid4().hex[:8]}"
+    src = boot_sector_guest(tmp_path / "tiny.hdd", GREETING + b"\r\n")
+    assert main(["images", "add", str(src)]) == 0  # into the local image cache
+    cache = system_home / "images"
+    assert (cache / "tiny.hdd").is_file()
+    assert _create(name, "tiny.hdd", "--no-wait") == 0, capsys.readouterr().err
+    assert "uploading the boot image" in capsys.readouterr().err
+
+    pool_dir = _pool_dir(hypervisor.pool)
+    xml = libvirt.open(LOCAL).lookupByName(name).XMLDesc(0)
+    files = set(_files(xml))  # the boot image, scratch disk, context ISO, console log
+    assert len(files) == 4 and all(Path(f).parent == pool_dir for f in files), files
+    assert str(cache) not in xml and str(src) not in xml  # the image cache is not the hypervisor's
+    assert not pool_dir.is_relative_to(system_home)
+    assert (pool_dir / storage.image_volume_name("tiny.hdd", _sha256(src))).read_bytes() == src.read_bytes()
+    own = set(storage.volume_names(name))
+    assert own < _volumes(hypervisor.pool) and len(_volumes(hypervisor.pool) - own) == 1  # + the image
+    # Here: the image cache and the login key, nothing else (no disk, ISO or log on the client).
+    made = {p.name for p in system_home.rglob("*") if p.is_file() and not p.is_relative_to(cache)}
+    assert made == {"id_ed25519", "id_ed25519.pub", remote_conf.name}, made
+
+    # The console is read back through the storage API (a volume of the pool).
+    def greeted() -> bool:
+        assert main(["console", "--log", name]) == 0
+        return GREETING.decode() in capsys.readouterr().out
+
+    _wait_for(greeted)
+    assert main(["list", "--json"]) == 0
+    (entry,) = [e for e in json.loads(capsys.readouterr().out) if e["name"] == name]
+    assert entry["state"] == "running"
+
+    # No SSH in this guest: wait gives up with the remote console's tail; the attempts went
+    # through the hypervisor (ssh -W to its 127.0.0.1).
+    assert main(["wait", name, "--timeout", "3"]) == 8
+    assert GREETING.decode() in capsys.readouterr().err
+    assert hypervisor.tunnelled_to(entry["ssh_port"])
+
+    assert main(["stop", name]) == 0
+    assert main(["start", name]) == 0
+    live = _free_port()
+    assert main(["forward", name, f"{live}:8080"]) == 0
+    out = capsys.readouterr().err
+    assert "127.0.0.1's 127.0.0.1" in out and f"-L 127.0.0.1:{live}:127.0.0.1:{live}" in out
+
+    # a second instance shares the uploaded image; the image goes with the last one
+    other = f"{name}-b"
+    assert _create(other, "tiny.hdd", "--no-wait") == 0
+    assert "uploading the boot image" not in capsys.readouterr().err
+    assert main(["destroy", "--force", name]) == 0
+    left = _volumes(hypervisor.pool)
+    assert not own & left and set(storage.volume_names(other)) < left and len(left) == 4  # + the image
+    assert main(["destroy", "--force", other]) == 0
+    assert _volumes(hypervisor.pool) == set()
+    assert {p.name for p in system_home.rglob("*") if p.is_file() and not p.is_relative_to(cache)} == {
+        remote_conf.name
+    }
+    names = [d.name() for d in libvirt.open(LOCAL).listAllDomains(0)]
+    assert name not in names and other not in names
+
+
+def _files(xml: str) -> list[str]:
+    """The files a domain names: its disks' sources and its console log."""
+    root = ET.fromstring(xml)
+    return [e.get("file", "") for e in [*root.iter("source"), *root.iter("log")] if e.get("file")]
+
+
+def test_a_panicking_guest_on_the_hypervisor_fails_create_from_its_console(
+    system_home: Path, hypervisor: Hypervisor, remote_conf: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    name = f"lt-{uuid.uuid4().hex[:8]}"
+    image = boot_sector_guest(system_home / "panic.hdd", PANIC_CONSOLE)
+    assert _create(name, image, "--rm-on-failure") == 8
+    err = capsys.readouterr().err
+    assert f"instance '{name}' failed to boot: CernVM-FS mount of demo.cern.ch failed" in err
+    assert "Traceback" not in err
+    assert name not in [d.name() for d in libvirt.open(LOCAL).listAllDomains(0)]
+    assert _volumes(hypervisor.pool) == set()  # removed, its image with it
+
+
+def _cloud_config(iso: bytes, tmp: Path) -> dict[str, Any]:
+    (tmp / "ctx.iso").write_bytes(iso)
+    out = tmp / "iso"
+    subprocess.run(["xorriso", "-osirrox", "on", "-indev", tmp / "ctx.iso", "-extract", "/", out],
+                   check=True, capture_output=True)  # fmt: skip
+    msg = email.message_from_bytes((out / "openstack/latest/user_data").read_bytes())
+    for part in msg.walk():
+        if part.get_content_type() == "text/cloud-config":
+            loaded = yaml.safe_load(part.get_payload(decode=True))
+            assert isinstance(loaded, dict)
+            return loaded
+    raise AssertionError("no cloud-config part")
+
+
+def test_ssh_scp_and_openssh_reach_the_guest_through_the_hypervisor(
+    system_home: Path,
+    hypervisor: Hypervisor,
+    remote_conf: Path,
+    tmp_path: Path,
+    capsysbinary: pytest.CaptureFixture[bytes],
+) -> None:
+    """dropbear stands in for the guest's SSH server on the hypervisor's loopback (the instance's
+    recorded port is pointed at it): ssh with stdin, scp -r both ways and OpenSSH's own client all
+    go through ``ssh -W`` on the hypervisor, with the guest's host key pinned."""
+    name = f"lt-{uuid.uuid4().hex[:8]}"
+    image = boot_sector_guest(system_home / "tiny.hdd", GREETING + b"\r\n")
+    assert _create(name, image, "--no-wait") == 0
+    conn = libvirt.open(hypervisor.uri)
+    p = conn.storagePoolLookupByName(hypervisor.pool)
+    ctx = storage.tail(conn, p, storage.volume_names(name)[1], 64 << 20)
+    cc = _cloud_config(ctx, tmp_path)
+    fake_root = tmp_path / "root"
+    (fake_root / ".ssh").mkdir(parents=True, mode=0o700)
+    fake_root.chmod(0o700)
+    (fake_root / ".ssh/authorized_keys").write_text("\n".join(cc["ssh_authorized_keys"]) + "\n")
+    (tmp_path / "host_openssh").write_text(cc["ssh_keys"]["ed25519_private"])
+    host_key = tmp_path / "dropbear_host_key"
+    subprocess.run(["dropbearconvert", "openssh", "dropbear", tmp_path / "host_openssh", host_key],
+                   check=True, capture_output=True)  # fmt: skip
+    port = _free_port()
+    dom = conn.lookupByName(name)
+    meta = domain.metadata_of(dom.XMLDesc(0))
+    assert meta is not None
+    moved = domain.Metadata(**{**dict(meta.__dict__), "ssh_port": port})
+    plain = moved.to_xml().replace(f"{domain.PREFIX}:", "").replace(f"xmlns:{domain.PREFIX}=", "xmlns=")
+    dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, plain, domain.PREFIX, domain.NS,
+                    libvirt.VIR_DOMAIN_AFFECT_LIVE)  # fmt: skip
+    server = subprocess.Popen(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c",
+         f"mount --bind {fake_root} /root && cd / && "
+         f"exec dropbear -F -E -s -p 127.0.0.1:{port} -r {host_key}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        _wait_for(lambda: _listening(port), 30)
+        capsysbinary.readouterr()
+        assert main(["ssh", "-n", name, "--", "echo", "hello", "from", "the", "guest"]) == 0
+        assert capsysbinary.readouterr().out == b"hello from the guest\n"
+        assert hypervisor.tunnelled_to(port)
+
+        # stdin round trip (ssh NAME -- 'cat > f')
+        target = tmp_path / "guest-side" / "f.txt"
+        target.parent.mkdir()
+        r = subprocess.run(
+            [sys.executable, "-m", "cernvm_build.cli.launch", "ssh", name, "--", f"cat > {target}"],
+            input=b"through the hypervisor\n", capture_output=True, timeout=60, env={**os.environ},
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        assert target.read_bytes() == b"through the hypervisor\n"
+
+        # scp -r both ways
+        tree = tmp_path / "tree"
+        (tree / "sub").mkdir(parents=True)
+        (tree / "sub" / "a.txt").write_text("A")
+        assert main(["scp", "-r", str(tree), f"{name}:{tmp_path / 'guest-side'}/"]) == 0
+        assert (tmp_path / "guest-side" / "tree" / "sub" / "a.txt").read_text() == "A"
+        back = tmp_path / "back"
+        assert main(["scp", "-r", f"{name}:{tmp_path / 'guest-side' / 'tree'}", str(back)]) == 0
+        assert (back / "sub" / "a.txt").read_text() == "A"
+
+        # OpenSSH's own client (what -X/-Y run) through the same hop, the guest's key pinned
+        host = launch.connect(hypervisor.uri)
+        argv = launch.openssh_argv(host, name, ["echo", "openssh"])
+        assert any(a.startswith("ProxyCommand=") and "-W 127.0.0.1:" in a for a in argv)
+        r = subprocess.run(argv, capture_output=True, timeout=60)
+        assert r.returncode == 0 and r.stdout == b"openssh\n", r.stderr
+        host.close()
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=10)
+        conn.close()
+    assert main(["destroy", "--force", name]) == 0
+    assert _volumes(hypervisor.pool) == set()
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def test_hops_follow_the_uri() -> None:
+    hop = tunnel.hop_of("qemu+ssh://alice@hv.example:2222/system?keyfile=/k&no_verify=1")
+    assert hop is not None
+    argv = hop.proxy("127.0.0.1", 40000)
+    assert argv[-3:] == ["-W", "127.0.0.1:40000", "hv.example"]
+    assert argv[argv.index("-p") : argv.index("-p") + 2] == ["-p", "2222"] and "-l" in argv
+    assert "StrictHostKeyChecking=no" in argv and "/k" in argv
+    pinned = tunnel.hop_of("qemu+libssh://hv/system?known_hosts=/kh")
+    assert pinned is not None and "UserKnownHostsFile=/kh" in pinned.options()
+    assert "StrictHostKeyChecking=yes" in pinned.options()
+    assert tunnel.hop_of("qemu:///system") is None and tunnel.hop_of("test:///default") is None
+    assert tunnel.is_remote("qemu+ssh://root@127.0.0.1:2222/system")  # another daemon, even here
