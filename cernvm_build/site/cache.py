@@ -68,11 +68,14 @@ class State:
             )
 
     def prune_md(self, keep: set[str]) -> None:
-        stale = [k for (k,) in self.db.execute("SELECT key FROM md") if k not in keep]
+        self._prune("md", keep)
+
+    def _prune(self, table: str, keep: set[str]) -> None:
+        stale = [k for (k,) in self.db.execute(f"SELECT key FROM {table}") if k not in keep]
         if stale:
             with self.db:
                 self.db.execute("BEGIN")
-                self.db.executemany("DELETE FROM md WHERE key = ?", [(k,) for k in stale])
+                self.db.executemany(f"DELETE FROM {table} WHERE key = ?", [(k,) for k in stale])
 
     # -- highlighted code blocks (markdown.code_key) -----------------------------------------------
     def code(self) -> dict[str, str]:
@@ -84,11 +87,7 @@ class State:
             self.db.executemany("INSERT OR REPLACE INTO code VALUES (?, ?)", rows.items())
 
     def prune_code(self, keep: set[str]) -> None:
-        stale = [k for (k,) in self.db.execute("SELECT key FROM code") if k not in keep]
-        if stale:
-            with self.db:
-                self.db.execute("BEGIN")
-                self.db.executemany("DELETE FROM code WHERE key = ?", [(k,) for k in stale])
+        self._prune("code", keep)
 
     # -- the output folder is ours once a build started writing into it --------------------------
     def claimed(self, out_dir: str) -> bool:
