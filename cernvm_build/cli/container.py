@@ -10,6 +10,7 @@ from .. import profile as profile_mod
 from ..artifact import Artifact
 from ..container.layering import DEFAULT_LAYER_BYTES
 from ..container.provenance import verify_image
+from ..container.registry import RegistryOptions
 from ..context import BuildContext
 from ..cvmfs.repository import SnapshotSpec
 from ..table import parse_size
@@ -72,11 +73,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="reference containers from CernVM-FS; verify them",
         description=BUILD_DESCRIPTION,
         formatter_class=HelpFormatter,
-        usage="cernvm-build container [build] PROFILE [options]\n       cernvm-build container verify IMAGE",
+        usage="cernvm-build container [build] PROFILE [options]\n       cernvm-build container verify IMAGE\n"
+        "       cernvm-build container push IMAGE DEST",
     )
     group.set_defaults(func=group_handler(group))
     # ``container PROFILE ...`` means ``container build PROFILE ...``; ``container verify`` stays.
-    inner = subcommands_with_default(group, "build", "{PROFILE,build,verify}")
+    inner = subcommands_with_default(group, "build", "{PROFILE,build,verify,push}")
     b = subparser(inner, "build", help="build containers of PROFILE (the default command)",
                   description=BUILD_DESCRIPTION, json=True, handler=_build)  # fmt: skip
     b.add_argument("profile", metavar="PROFILE", help="profile name (profiles list) or YAML path")
@@ -116,7 +118,51 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     v.add_argument("image", type=Path, metavar="IMAGE", help="OCI layout/archive, docker-archive or sandbox")
     v.add_argument("--source", action="append", metavar="URL|DIR", help="Stratum URL or repository folder")
     v.add_argument("--key", action="append", type=Path, metavar="PATH", help="repository public key")
+    p = subparser(inner, "push", help="copy an OCI layout to a registry, signed with gpg if asked",
+                  description=PUSH_DESCRIPTION, json=True, handler=_push)  # fmt: skip
+    p.add_argument("image", type=Path, metavar="IMAGE", help="an OCI layout made by 'container' (NAME.oci)")
+    p.add_argument("dest", metavar="DEST", help="host[:port]/repository:tag")
+    p.add_argument("--tag", help="which tag of the layout (default: its first)")
+    registry_options(p)
+    p.add_argument("--sign-by", metavar="KEY", help="sign with this gpg key (skopeo's simple signing)")
     accept_any_word(inner)
+
+
+PUSH_DESCRIPTION = """\
+Copy an image (an OCI layout made by 'cernvm-build container') to a registry with skopeo. With
+--sign-by KEY (a gpg key id or fingerprint; GNUPGHOME applies) the image is signed with skopeo's
+simple signing; the signature goes to the lookaside store that --registries-d configures, where
+skopeo and podman check it against a policy.json.
+
+examples:
+  cernvm-build container push build/containers/el9.oci registry.example/cernvm/el9:2026.11-1
+  cernvm-build container push el9.oci 127.0.0.1:5000/cernvm/el9:r2 --no-tls-verify --sign-by KEYID \\
+      --registries-d ./registries.d"""
+
+
+def registry_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--no-tls-verify", action="store_true", help="plain http or unverified TLS (local registries)"
+    )
+    p.add_argument(
+        "--registries-d", type=Path, metavar="DIR", help="skopeo's registries.d (signature stores)"
+    )
+    p.add_argument("--policy", type=Path, metavar="FILE", help="policy.json to check images against")
+
+
+def registry_opts(args: argparse.Namespace) -> RegistryOptions:
+    return RegistryOptions(
+        tls_verify=not args.no_tls_verify, registries_d=args.registries_d, policy=args.policy
+    )
+
+
+def _push(args: argparse.Namespace, out: Output) -> int:
+    from ..container.registry import push
+
+    digest = push(args.image, args.dest, tag=args.tag, sign_by=args.sign_by, opts=registry_opts(args))
+    doc = {"image": str(args.image), "dest": args.dest, "digest": digest, "signed_by": args.sign_by}
+    out.data(doc, lambda d: out.print(f"{args.dest}@{digest}" + (" (signed)" if args.sign_by else "")))
+    return 0
 
 
 def _build(args: argparse.Namespace, out: Output) -> int:

@@ -12,7 +12,7 @@ from . import extras
 from .app import EXIT_CODES_EPILOG, ArgumentParser, HelpFormatter, Output, run
 
 #: Command areas, in the order ``--help`` lists them. Each is ``cernvm_build.cli.<name>``.
-AREAS = ["profiles", "cvmfs", "os", "image", "container", "site", "mirror", "release", "demo"]
+AREAS = ["profiles", "cvmfs", "os", "image", "container", "hub", "site", "mirror", "release", "demo"]
 #: Areas that need a pip extra as a whole; any other command names its extra when it first needs one.
 AREA_EXTRAS = {"site": "site", "mirror": "mirror"}
 
@@ -24,6 +24,7 @@ Build the CernVM platform from declarative profiles:
   cernvm-build os debian12                   a Debian OS tree from verified packages
   cernvm-build image el9                     μCernVM boot images (iso, hdd, qcow2, ...)
   cernvm-build container el6 --format oci    reference containers from CernVM-FS
+  cernvm-build hub ingest HOST/REPO:TAG      images from a registry, unpacked into a hub (DUCC)
   cernvm-build site build                    the cvmfs.io static site
   cernvm-build mirror yum SRC s3://b/p       verified, incremental package mirrors on S3
   cernvm-build release 2026.11-1             all of it, for one release

@@ -20,7 +20,7 @@ from cernvm_build.cvmfs.publish import create_repository
 from cernvm_build.cvmfs.repository import SnapshotSpec, open_repository
 from cernvm_build.demo.repository import publish_demo
 
-from .podman import needs_podman, podman, store
+from .podman import RUN, needs_podman, podman, store
 
 __all__ = ["store"]  # the fixture
 
@@ -106,14 +106,7 @@ def test_podman_runs_the_image_from_the_podman_store(
         "--storage-driver=overlay",
         "--storage-opt",
         f"additionalimagestore={ro}",
-        "run",
-        "--rm",
-        "--network=none",
-        "--cgroups=disabled",
-        "--ulimit",
-        "nofile=1024:1024",
-        "--ulimit",
-        "nproc=1024:1024",
+        *RUN,
         "localhost/cernvm/demo:demo-1",
         "cat",
         "/etc/os-release",

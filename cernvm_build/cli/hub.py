@@ -1,0 +1,56 @@
+"""``cernvm-build hub``: the DUCC-style hub of unpacked images (``hub ingest`` from registries)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from .app import HelpFormatter, Output, group_handler, subparser
+from .container import registry_options, registry_opts
+
+INGEST_DESCRIPTION = """\
+Pull images from a registry (skopeo) and publish them unpacked into a CernVM-FS hub in DUCC's
+layout: each layer (.layers/), each chain of layers (.chains/), the flat root (.flat/), the podman
+additional image store (podmanStore/), the public name and its manifest. A tag may hold wildcards
+(* ? [..]) matched against the registry's tags. Layers, chains and flat roots already in the hub are
+not written again; an image already there writes nothing. --policy checks signatures on the way.
+
+examples:
+  cernvm-build hub ingest 127.0.0.1:5000/cernvm/demo:demo-1 --hub-stratum srv/hub --hub-keys keys/
+  cernvm-build hub ingest 'registry.example/library/python:3.*' --hub-stratum srv/hub --hub-keys keys/"""
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    group = sub.add_parser("hub", help="the hub of unpacked images (DUCC): ingest from registries",
+                           formatter_class=HelpFormatter)  # fmt: skip
+    group.set_defaults(func=group_handler(group))
+    inner = group.add_subparsers(title="commands", metavar="COMMAND")
+    i = subparser(inner, "ingest", help="publish images from a registry into the hub",
+                  description=INGEST_DESCRIPTION, json=True, handler=_ingest)  # fmt: skip
+    i.add_argument(
+        "images", nargs="+", metavar="IMAGE", help="host[:port]/repository:tag (tag may be a glob)"
+    )
+    i.add_argument("--hub-stratum", type=Path, required=True, help="local Stratum-0 folder of the hub")
+    i.add_argument("--hub-keys", type=Path, required=True, help="folder with the hub's keys")
+    i.add_argument(
+        "--hub-fqrn", default="unpacked.cern.ch", help="hub repository name (default: %(default)s)"
+    )
+    registry_options(i)
+
+
+def _ingest(args: argparse.Namespace, out: Output) -> int:
+    from ..container.hub import publisher
+    from ..container.ingest import ingest
+
+    publish = publisher(stratum=args.hub_stratum, fqrn=args.hub_fqrn, keys_dir=args.hub_keys)
+    made = ingest(args.images, publish, opts=registry_opts(args))
+    doc = {"images": [a.to_json() for a in made]}
+
+    def render(d: dict[str, Any]) -> None:
+        for a in made:
+            state = "unchanged" if a.meta.get("unchanged") else f"revision {a.meta.get('revision')}"
+            out.print(f"{a.meta.get('public_path')} ({state})")
+
+    out.data(doc, render)
+    return 0

@@ -1,0 +1,119 @@
+"""Registries, both ways, through the real ``skopeo``: push an image (signed with gpg, skopeo's
+"simple signing", when asked) and pull one into an OCI layout for the hub to ingest.
+
+Signatures live beside the registry (skopeo's lookaside store, configured in a ``registries.d``
+folder), where ``skopeo``/``podman`` verify them against a ``policy.json``. Errors are one line
+naming the image and what skopeo said; nothing is left half-written (a pull goes to a scratch
+folder first).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import BuildError
+from ..fsutil import atomic_dir
+
+_TIMEOUT = 1800
+
+
+@dataclass(frozen=True)
+class RegistryOptions:
+    tls_verify: bool = True
+    #: skopeo's registries.d folder (where signatures are written and looked up)
+    registries_d: Path | None = None
+    #: a policy.json that pulls are checked against (signatures); None: skopeo's default
+    policy: Path | None = None
+
+
+def _skopeo(args: list[str], what: str) -> str:
+    if shutil.which("skopeo") is None:
+        raise BuildError(f"{what}: needs skopeo", hint="apt-get install skopeo")
+    try:
+        proc = subprocess.run(["skopeo", *args], capture_output=True, text=True, timeout=_TIMEOUT)
+    except subprocess.TimeoutExpired as e:
+        raise BuildError(
+            f"{what}: skopeo gave no answer in {_TIMEOUT} s", hint="is the registry reachable?"
+        ) from e
+    if proc.returncode != 0:
+        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()] or ["no message"]
+        msg = lines[-1].removeprefix('time="').split('msg="', 1)[-1].rstrip('"')
+        raise BuildError(
+            f"{what}: {msg}", hint="check the image name, the registry and its TLS (--no-tls-verify)"
+        )
+    return proc.stdout
+
+
+def _common(opts: RegistryOptions) -> list[str]:
+    out = []
+    if opts.registries_d is not None:
+        out += ["--registries.d", str(opts.registries_d)]
+    return out
+
+
+def oci_source(image: Path, tag: str | None = None) -> str:
+    """The skopeo name of an OCI layout (its first tag when none is given)."""
+    if not (image / "oci-layout").is_file():
+        raise BuildError(
+            f"{image}: not an OCI layout (no oci-layout)", hint="push NAME.oci/ as built by 'container'"
+        )
+    if tag is None:
+        index = json.loads((image / "index.json").read_text())
+        names = [
+            m.get("annotations", {}).get("org.opencontainers.image.ref.name") for m in index["manifests"]
+        ]
+        tag = next((n for n in names if n), None)
+        if tag is None:
+            raise BuildError(f"{image}: the layout names no image", hint="give the tag: IMAGE:TAG")
+    return f"oci:{image}:{tag}"
+
+
+def push(
+    image: Path, dest: str, *, tag: str | None = None, sign_by: str | None = None, opts: RegistryOptions
+) -> str:
+    """Copy the OCI layout ``image`` to ``dest`` (``host[:port]/repo:tag``); returns the manifest
+    digest the registry holds. ``sign_by``: a gpg key id or fingerprint (``GNUPGHOME`` applies)."""
+    target = dest if dest.startswith("docker://") else f"docker://{dest}"
+    digest_file = image.parent / f".{image.name}.push-digest"
+    args = ["copy", "--quiet", *_common(opts), f"--dest-tls-verify={str(opts.tls_verify).lower()}"]
+    args += ["--digestfile", str(digest_file)]
+    if sign_by:
+        args += ["--sign-by", sign_by]
+    try:
+        _skopeo([*args, oci_source(image, tag), target], f"push {image} to {dest}")
+        return digest_file.read_text().strip()
+    finally:
+        digest_file.unlink(missing_ok=True)
+
+
+def pull(ref: str, dest: Path, *, opts: RegistryOptions, arch: str | None = None) -> Path:
+    """Copy ``ref`` (``host[:port]/repo:tag``) into the OCI layout ``dest`` (tagged ``latest``),
+    checked against ``opts.policy`` when given."""
+    source = ref if ref.startswith("docker://") else f"docker://{ref}"
+    # the policy checks the signatures on the way; an OCI layout cannot keep them
+    args = [
+        "copy",
+        "--quiet",
+        "--remove-signatures",
+        *_common(opts),
+        f"--src-tls-verify={str(opts.tls_verify).lower()}",
+    ]
+    if opts.policy is not None:
+        args += ["--policy", str(opts.policy)]
+    if arch:
+        args += ["--override-arch", arch]
+    with atomic_dir(dest) as tmp:
+        _skopeo([*args, source, f"oci:{tmp}:latest"], f"pull {ref}")
+    return dest
+
+
+def list_tags(repository: str, *, opts: RegistryOptions) -> list[str]:
+    """The tags of ``host[:port]/repo`` in the registry."""
+    args = ["list-tags", *_common(opts), f"--tls-verify={str(opts.tls_verify).lower()}"]
+    out = _skopeo([*args, f"docker://{repository}"], f"list the tags of {repository}")
+    tags: list[str] = json.loads(out).get("Tags") or []
+    return sorted(tags)
