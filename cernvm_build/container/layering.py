@@ -3,8 +3,9 @@
 A snapshot is not a build history, so the cut follows the tree itself: one metadata pass weighs
 every directory down to ``SPLIT_DEPTH`` (content bytes plus 512 per entry, a tar header). A
 directory heavier than ``layer_bytes`` is *split*: each child directory of at least a quarter of
-``layer_bytes`` becomes a layer of its own (or is split in turn), the rest of the split directory
-(its files and small child directories) is one more layer. The root is always split; its rest and
+``layer_bytes`` becomes a layer of its own (or is split in turn), the lighter ones are grouped into
+layers along name-defined boundaries (``_chunks``), and the split directory's own files are one
+more layer. The root is always split; its own files and
 the split directories' own entries form the *base* layer.
 
 Every entry belongs to exactly one layer, so no whiteouts are needed. A layer's tar still needs the
@@ -21,6 +22,7 @@ Hard links never span layers: a link group found in two layers merges them. More
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -146,21 +148,28 @@ def _cut(w: _Weights, layer_bytes: int) -> LayerPlan:
         if d:
             children.setdefault(_parent(d), []).append(d)
     split: set[str] = set()
-    units: list[str] = []
+    initial: list[list[str]] = []  # the layers before hard links merge any, each its keys
     todo = [""]
     while todo:
         d = todo.pop()
         split.add(d)
+        small: list[str] = []
         for c in children.get(d, []):
             weight = w.dirs[c]
             if weight > layer_bytes and c.count("/") + 1 <= SPLIT_DEPTH and c in children:
                 todo.append(c)
             elif weight * 4 >= layer_bytes:
-                units.append(c)
-    keys = sorted(units) + sorted(d + "/" for d in split if d) + [BASE]
-    # hard-link groups spanning layers merge them (union-find over key indices)
-    index = {k: i for i, k in enumerate(keys)}
-    root = list(range(len(keys)))
+                initial.append([c])
+            else:
+                small.append(c)
+        initial += _chunks(small, w.dirs, layer_bytes)
+        if d:
+            initial.append([d + "/"])
+    initial.sort(key=lambda g: g[0])
+    initial.append([BASE])
+    # hard-link groups spanning layers merge them (union-find over the initial layers)
+    index = {k: i for i, g in enumerate(initial) for k in g}
+    root = list(range(len(initial)))
 
     def find(i: int) -> int:
         while root[i] != i:
@@ -168,22 +177,42 @@ def _cut(w: _Weights, layer_bytes: int) -> LayerPlan:
             i = root[i]
         return i
 
-    probe = LayerPlan(frozenset(split), index, tuple((k,) for k in keys))
+    probe = LayerPlan(frozenset(split), index, tuple(tuple(g) for g in initial))
     for a, b in w.links:
         ia, ib = find(probe.files_in(a)), find(probe.files_in(b))
         if ia != ib:
-            base = len(keys) - 1
+            base = len(initial) - 1
             # the base layer absorbs; otherwise the smaller index (a stable choice)
             keep, drop = (base, ia + ib - base) if base in (ia, ib) else (min(ia, ib), max(ia, ib))
             root[drop] = keep
     groups: dict[int, list[str]] = {}
-    for i, k in enumerate(keys):
-        groups.setdefault(find(i), []).append(k)
-    base_root = find(len(keys) - 1)
+    for i, g in enumerate(initial):
+        groups.setdefault(find(i), []).extend(g)
+    base_root = find(len(initial) - 1)
     ordered = sorted((g for r, g in groups.items() if r != base_root), key=lambda g: g[0])
     ordered.append(groups[base_root])
     layer_of_key = {k: i for i, g in enumerate(ordered) for k in g}
     return LayerPlan(frozenset(split), layer_of_key, tuple(tuple(g) for g in ordered))
+
+
+def _chunks(small: list[str], weights: dict[str, int], layer_bytes: int) -> list[list[str]]:
+    """Consecutive light directories grouped into layers of about ``layer_bytes / 2``. A group
+    ends before a directory whose name hashes to a boundary (1 in 8) once it weighs a quarter
+    of ``layer_bytes``, or when it reaches ``layer_bytes``: boundaries depend on the names, so a
+    directory that grows or appears moves no boundary but its own group's."""
+    out: list[list[str]] = []
+    group: list[str] = []
+    acc = 0
+    for c in small:
+        boundary = hashlib.sha256(c.encode("utf-8", "surrogateescape")).digest()[0] < 32
+        if group and (acc >= layer_bytes or (acc * 4 >= layer_bytes and boundary)):
+            out.append(group)
+            group, acc = [], 0
+        group.append(c)
+        acc += weights[c]
+    if group:
+        out.append(group)
+    return out
 
 
 @dataclass(frozen=True)

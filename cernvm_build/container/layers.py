@@ -40,7 +40,12 @@ class LayerFile:
     index: int = -1
 
     def created_by(self) -> str:
-        return "cernvm-build layer: " + " ".join(self.keys)
+        keys = (
+            self.keys
+            if len(self.keys) <= 3
+            else (self.keys[0], "…", self.keys[-1], f"({len(self.keys)} parts)")
+        )
+        return "cernvm-build layer: " + " ".join(keys)
 
 
 class _HashedFile:

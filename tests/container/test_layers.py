@@ -158,3 +158,19 @@ def test_podman_runs_the_multi_layer_demo_image(tmp_path: Path, store: Path) -> 
     proc = run(store, f"oci-archive:{tmp_path / 'out' / 'demo.oci.tar'}", "cat", "/etc/os-release")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith('NAME="CernVM demo OS"\n')
+
+
+def test_many_light_directories_are_grouped_and_one_change_moves_one_group(tmp_path: Path) -> None:
+    root = tmp_path / "t"
+    for i in range(300):
+        d = root / "usr" / "share" / "doc" / f"pkg{i:03d}"
+        d.mkdir(parents=True)
+        (d / "copyright").write_text(f"package {i}\n" * 60)
+    first = image(root, tmp_path / "a", layer_bytes=64 * KB)
+    assert len(digests(first)) >= 4  # not one layer for all, not one per directory
+    assert len(digests(first)) < 100
+    (root / "usr" / "share" / "doc" / "pkg150" / "copyright").write_text("changed\n")
+    (root / "usr" / "share" / "doc" / "pkg150b").mkdir()  # a new package between two others
+    second = image(root, tmp_path / "b", tag="s2", layer_bytes=64 * KB)
+    new = [d for d in digests(second) if d not in digests(first)]
+    assert len(new) <= 2, (len(new), len(digests(second)))
