@@ -120,6 +120,15 @@ class OldCatalog:
         ).fetchall()
         return [self._row(f"{path}/{r[7]}", r) for r in rows]
 
+    def child_summaries(self, path: str) -> list[tuple[Any, ...]]:
+        """``(name, mode, size, mtime, hash, symlink, uid, gid, xattr)`` of each child, as stored: the
+        few fields the publish statistics compare, without building a row object per entry."""
+        return self.db.execute(
+            "SELECT name, mode, size, mtime, hash, symlink, uid, gid, xattr FROM catalog"
+            " WHERE parent_1 = ? AND parent_2 = ?",
+            md5_pair(path),
+        ).fetchall()
+
     def chunks(self, md5: tuple[int, int]) -> tuple[ChunkRow, ...]:
         rows = self.db.execute(
             "SELECT offset, size, hash FROM chunks WHERE md5path_1 = ? AND md5path_2 = ? ORDER BY offset", md5

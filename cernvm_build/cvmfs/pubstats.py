@@ -90,7 +90,8 @@ def gmt(when: dt.datetime) -> str:
 
 # -- the difference between two revisions ---------------------------------------------------------
 
-_Summary = tuple[str, int, int, int, Any, str, int, int, Any]  # kind, size, mode, mtime, digest, …
+#: (kind, size, digest, the fields that make a change: mode, mtime, symlink target, owner, xattrs)
+_Summary = tuple[str, int, Any, tuple[Any, ...]]
 
 
 def _kind(mode: int) -> str:
@@ -101,28 +102,39 @@ def _kind(mode: int) -> str:
     return "file" if stat.S_ISREG(mode) else "special"
 
 
+def _summary(mode: int, size: int, mtime: int, digest: Any, symlink: str | None, uid: int, gid: int,
+             xattr: Any) -> _Summary:  # fmt: skip
+    kind = _kind(mode)
+    # a directory's size is that of its listing, not a change of its own
+    fields = (
+        (mode, mtime, uid, gid, xattr)
+        if kind == "dir"
+        else (size, mode, mtime, symlink or "", uid, gid, xattr)
+    )
+    return kind, size, None if digest is None else bytes(digest), fields
+
+
 def _new_children(stage: Stage, path: str) -> dict[str, tuple[_Summary, bool]]:
     rows = stage.db.execute(
         "SELECT name, mode, size, mtime, digest, symlink, uid, gid, xattr, nested_hash FROM stage"
         " WHERE parent = ?",
         (path,),
     )
-    out: dict[str, tuple[_Summary, bool]] = {}
-    for name, mode, size, mtime, digest, symlink, uid, gid, xattr, nested in rows:
-        if name in _MARKERS:
-            continue
-        summary = (_kind(mode), size, mode, mtime, digest, symlink or "", uid, gid, xattr)
-        out[str(name)] = (summary, nested is not None)
-    return out
+    return {
+        str(name): (_summary(mode, size, mtime, digest, symlink, uid, gid, xattr), nested is not None)
+        for name, mode, size, mtime, digest, symlink, uid, gid, xattr, nested in rows
+        if name not in _MARKERS
+    }
 
 
 def _old_children(prev: PreviousTree, path: str) -> dict[str, _Summary]:
-    out: dict[str, _Summary] = {}
-    for r in prev.catalog_for(path).children(path):
-        if r.name in _MARKERS:
-            continue
-        out[r.name] = (_kind(r.mode), r.size, r.mode, r.mtime, r.digest, r.symlink, r.uid, r.gid, r.xattr)
-    return out
+    return {
+        str(name): _summary(mode, size, mtime, digest, symlink, uid, gid, xattr)
+        for name, mode, size, mtime, digest, symlink, uid, gid, xattr in prev.catalog_for(
+            path
+        ).child_summaries(path)
+        if name not in _MARKERS
+    }
 
 
 def _count(d: Diff, kind: str, how: str, size: int) -> None:
@@ -135,13 +147,9 @@ def _count(d: Diff, kind: str, how: str, size: int) -> None:
 
 
 def _same(new: _Summary, old: _Summary) -> bool:
-    if new[0] == "dir":  # a directory's size is its listing's: not a change of its own
-        return (new[2], new[3], new[6], new[7], new[8]) == (old[2], old[3], old[6], old[7], old[8])
-    if new[4] is not None and old[4] is not None and new[4] != old[4]:
-        return False
-    return (new[1], new[2], new[3], new[5], new[6], new[7], new[8]) == tuple(
-        old[i] for i in (1, 2, 3, 5, 6, 7, 8)
-    )
+    if new[2] is not None and old[2] is not None and new[2] != old[2]:
+        return False  # other content (chunked files store no whole-file hash: None)
+    return new[3] == old[3]
 
 
 def diff_tree(stage: Stage, prev: PreviousTree | None, base: str) -> Diff:
