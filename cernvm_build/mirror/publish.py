@@ -8,6 +8,7 @@ deletion, so readers holding an older index still find everything it names.
 from __future__ import annotations
 
 import contextlib
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,9 +83,11 @@ def verify_published(
 ) -> Checked:
     url = parse_s3_url(dest)
     client = client or make_client(endpoint_url=endpoint_url, profile=profile, max_connections=jobs + 4)
-    return verify_source(
-        kind, S3Source(client, url), gpg_key=gpg_key, suites=suites, jobs=jobs, progress=progress
-    )
+    # With a key, yum packages are kept (in a temporary folder) as they are hashed, for rpm -K.
+    rpms = kind == "yum" and gpg_key is not None
+    with tempfile.TemporaryDirectory(prefix="cernvm-verify-") as stage:
+        source = S3Source(client, url, Path(stage) if rpms else None, (".rpm",))
+        return verify_source(kind, source, gpg_key=gpg_key, suites=suites, jobs=jobs, progress=progress)
 
 
 def published_references(kind: str, source: Source, repos: list[str]) -> set[str]:
@@ -201,5 +204,6 @@ def _mirror(
         immutable=True,
         allow_rewrite=allow_rewrite,
         checkpoint=checkpoint,
+        detached_index=True,
     )
     return MirrorReport(checked, report)

@@ -101,10 +101,19 @@ def make_client(
     profile: str | None = None,
     region: str | None = None,
     max_connections: int = 16,
+    credentials: tuple[str, str, str | None] | None = None,
 ) -> S3Client:
-    """A thread-safe S3 client; raises MirrorError when the profile or any credentials are missing."""
+    """A thread-safe S3 client; raises MirrorError when the profile or any credentials are missing.
+    ``credentials`` (access key, secret key, session token) instead of boto3's usual chain."""
     try:
-        session = boto3.Session(profile_name=profile, region_name=region)
+        access, secret, token = credentials or (None, None, None)
+        session = boto3.Session(
+            aws_access_key_id=access,
+            aws_secret_access_key=secret,
+            aws_session_token=token,
+            profile_name=profile,
+            region_name=region,
+        )
     except botocore.exceptions.ProfileNotFound as e:
         raise MirrorError(
             f"AWS profile '{profile}' is not configured",

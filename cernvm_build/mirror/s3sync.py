@@ -36,6 +36,7 @@ from typing import Any
 from .. import jsonable
 from ..errors import MirrorError
 from .hashcache import HashCache
+from .indexwriter import IndexWriter
 from .s3client import S3Client, S3Url, make_client, parse_s3_url
 from .s3plan import (
     MANIFEST,
@@ -157,6 +158,7 @@ def sync_tree(
     allow_rewrite: bool = False,
     checkpoint: Checkpoint | None = None,
     exclude: Sequence[str] = (),
+    detached_index: bool = False,
 ) -> SyncReport:
     """Make ``dest`` hold exactly ``local_dir`` (plus what the kept generations still reference).
 
@@ -166,7 +168,9 @@ def sync_tree(
     reference (default: all its files). ``conditional``: force or forbid precondition headers (default:
     probe the server once). ``immutable``: refuse to change the content of a published non-``last``
     object (RewriteRefused, nothing written) unless ``allow_rewrite``. ``exclude``: local files left out
-    (patterns as ``last``'s).
+    (patterns as ``last``'s). ``detached_index``: the ``last`` files are written by a helper process
+    that a SIGKILL of this one does not stop midway (see ``indexwriter``), so signed index pairs are
+    never left mixed by a killed sync.
     """
     url = parse_s3_url(dest)
     if client is None:
@@ -198,6 +202,7 @@ def sync_tree(
             immutable and not allow_rewrite,
             checkpoint or _noop,
             exclude,
+            detached_index,
         )
     finally:
         client.meta.events.unregister("before-send.s3", unique_id=hook_id)
@@ -224,6 +229,7 @@ def _sync(
     refuse_rewrites: bool,
     checkpoint: Checkpoint,
     exclude: Sequence[str],
+    detached_index: bool,
 ) -> SyncReport:
     local = scan_local(local_dir, jobs=jobs, progress=progress, cache=hash_cache, exclude=exclude)
     plan = make_plan(
@@ -280,19 +286,34 @@ def _sync(
 
         return up
 
-    # 1. new content, 2. rewrites in one batch, 3. indexes pattern by pattern, 4. deletions, 5. manifest.
-    # Biggest first: a big package started last would be the long pole of the whole run.
-    creates = sorted((a for a in uploads if a.op == "create" and not a.last), key=lambda a: -a.size)
-    run_parallel(jobs, uploader("uploaded"), creates)
-    started = time.monotonic()
-    run_parallel(jobs, uploader("rewritten"), sorted(rewrites, key=lambda a: -a.size))
-    report.rewritten = [a.rel for a in rewrites]
     ranked: dict[int, list[Action]] = {}
     for a in uploads:
         if a.last:
             ranked.setdefault(last_rank(a.rel, last) or 0, []).append(a)
-    for rank in sorted(ranked):
-        run_parallel(jobs, uploader("index"), ranked[rank])
+    # Started now, so that its start-up overlaps the uploads; idle until it gets the index files.
+    helper = IndexWriter(client, url, conditional=bool(conditional), conditions=conditions, acl=acl) \
+        if detached_index and ranked else None  # fmt: skip
+    try:
+        # 1. new content, 2. rewrites in one batch, 3. indexes pattern by pattern, 4. deletions, 5. manifest.
+        # Biggest first: a big package started last would be the long pole of the whole run.
+        creates = sorted((a for a in uploads if a.op == "create" and not a.last), key=lambda a: -a.size)
+        run_parallel(jobs, uploader("uploaded"), creates)
+        started = time.monotonic()
+        run_parallel(jobs, uploader("rewritten"), sorted(rewrites, key=lambda a: -a.size))
+        report.rewritten = [a.rel for a in rewrites]
+        if helper is not None:
+
+            def written(rel: str, etag: str) -> None:
+                writer.record(rel, etag, local[rel].size)
+                checkpoint("index", rel)
+
+            helper.write([[(a, local[a.rel]) for a in ranked[r]] for r in sorted(ranked)], written)
+        else:
+            for rank in sorted(ranked):
+                run_parallel(jobs, uploader("index"), ranked[rank])
+    finally:
+        if helper is not None:
+            helper.close()
     if rewrites:
         report.exposure_s = round(time.monotonic() - started, 3)
     report.uploaded = list(writer.etags)

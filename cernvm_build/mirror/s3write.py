@@ -192,6 +192,12 @@ class Writer:
             if self.progress:
                 self.progress("upload", self.done, self.total)
 
+    def record(self, rel: str, etag: str, size: int) -> None:
+        """An upload done elsewhere (the index writer process) on this writer's behalf."""
+        self._advance(size)
+        with self.lock:
+            self.etags[rel] = etag
+
     def upload(self, action: Action, lf: LocalFile) -> None:
         key = self.url.key(action.rel)
         cond: dict[str, Any] = {}

@@ -1,0 +1,146 @@
+"""The index files of a publication, written by a helper process that outlives the mirror.
+
+A signed yum repository has two fixed-name index files, ``repomd.xml`` and ``repomd.xml.asc`` (apt has
+``Release``, ``Release.gpg`` and ``InRelease``), and a reader that checks signatures needs them to
+belong together. S3 cannot replace two objects at once, and no write order helps: after either write
+the pair is mixed. A detached signature that holds both the old and the new signature does not help
+either: gpg in batch mode (gpgme, hence dnf's librepo) stops at the first bad signature, so such a file
+verifies only the data of its first signature.
+
+So the sync hands all its index writes at once to this helper, started in its own session when the
+sync begins (its start-up then overlaps the uploads). Once the helper has read the complete list, a
+SIGKILL of the mirror (``kill -9`` of its pid, the OOM killer, a CI job's process group) no longer
+stops the writes midway: the helper finishes them, in order, with the plan's preconditions, and
+reports each one back while the mirror lives. If the mirror dies before handing the list over, the
+helper sees end-of-file and writes nothing. What it cannot cover: the machine crashing, or the
+helper itself being killed, between two of its writes; a re-run of the mirror repairs that.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from ..errors import MirrorError
+from .s3client import S3Client, S3Url, make_client
+from .s3plan import Action, LocalFile
+from .s3write import Conditions, ConflictError, Writer
+
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+
+
+class IndexWriter:
+    """The helper process, started idle; ``write`` hands it the index files and waits for them."""
+
+    def __init__(self, client: S3Client, url: S3Url, *, conditional: bool, conditions: Conditions,
+                 acl: str | None):  # fmt: skip
+        # The client's own keys, whatever chain found them (botocore keeps them on its request signer;
+        # without them the helper falls back to the same environment, which it inherits).
+        creds = getattr(getattr(client, "_request_signer", None), "_credentials", None)
+        frozen = creds.get_frozen_credentials() if creds is not None else None
+        s3_config: dict[str, Any] = getattr(client.meta.config, "s3", None) or {}
+        path_style = s3_config.get("addressing_style") == "path"
+        self.spec: dict[str, Any] = {
+            "endpoint": client.meta.endpoint_url if path_style else None,
+            "region": client.meta.region_name,
+            "credentials": [frozen.access_key, frozen.secret_key, frozen.token] if frozen else None,
+            "bucket": url.bucket,
+            "prefix": url.prefix,
+            "conditional": conditional,
+            "conditions": dataclasses.asdict(conditions),
+            "acl": acl,
+        }
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            p for p in (_PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p)}  # fmt: skip
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cernvm_build.mirror.indexwriter"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,  # not in the mirror's process group: its signals do not reach us
+        )
+
+    def write(
+        self, batches: Sequence[Sequence[tuple[Action, LocalFile]]], written: Callable[[str, str], None]
+    ) -> None:
+        """Write ``batches`` in order (each file of a batch before the next batch); ``written(rel,
+        etag)`` after each. Raises the helper's error (ConflictError, MirrorError)."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        spec = {**self.spec, "batches": [[_encode(a, lf) for a, lf in b] for b in batches]}
+        try:
+            self.proc.stdin.write(json.dumps(spec).encode() + b"\n")  # the hand-over: one line
+            self.proc.stdin.close()
+        except BrokenPipeError as e:
+            raise MirrorError("the index writer died", hint="re-run; the indexes were not switched") from e
+        for line in self.proc.stdout:
+            answer = json.loads(line)
+            if "error" in answer:
+                self.proc.wait()
+                cls = ConflictError if answer.get("conflict") else MirrorError
+                raise cls(answer["error"], hint=answer.get("hint"))
+            written(answer["rel"], answer["etag"])
+        if self.proc.wait() != 0:
+            raise MirrorError("the index writer failed", hint="re-run; a re-run finishes the job")
+
+    def close(self) -> None:
+        """Stop an unused helper (end-of-file: it writes nothing)."""
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None and not pipe.closed:
+                pipe.close()
+        self.proc.wait()
+
+
+def _encode(a: Action, lf: LocalFile) -> dict[str, Any]:
+    return {"action": dataclasses.asdict(a), "file": {**dataclasses.asdict(lf), "path": str(lf.path)}}
+
+
+def _report(out: IO[bytes], answer: dict[str, Any]) -> None:
+    try:
+        out.write(json.dumps(answer).encode() + b"\n")
+        out.flush()
+    except OSError:
+        pass  # the mirror is gone: the writes go on regardless
+
+
+def main() -> int:
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)  # once handed over, the writes are finished
+    line = sys.stdin.buffer.readline()
+    if not line.endswith(b"\n"):
+        return 0  # the mirror stopped before handing over: nothing to write
+    spec = json.loads(line)
+    out = sys.stdout.buffer
+    try:
+        creds = spec["credentials"]
+        client = make_client(endpoint_url=spec["endpoint"], region=spec["region"],
+                             credentials=tuple(creds) if creds else None)  # fmt: skip
+        writer = Writer(client, S3Url(spec["bucket"], spec["prefix"]), conditional=spec["conditional"],
+                        acl=spec["acl"], conditions=Conditions(**spec["conditions"]), total=0,
+                        progress=None)  # fmt: skip
+        for batch in spec["batches"]:
+            for item in batch:
+                a = Action(**item["action"])
+                f = item["file"]
+                writer.upload(
+                    a, LocalFile(f["rel"], Path(f["path"]), f["size"], f["sha256"], tuple(f["sig"]))
+                )
+                _report(out, {"rel": a.rel, "etag": writer.etags[a.rel]})
+    except MirrorError as e:
+        _report(out, {"error": e.message, "hint": e.hint, "conflict": isinstance(e, ConflictError)})
+        return 1
+    except Exception as e:  # reported to the mirror as one line; nothing to print here
+        _report(out, {"error": f"index writer: {e.__class__.__name__}: {e}", "hint": "re-run"})
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
