@@ -11,9 +11,9 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import IO, Protocol
 from urllib.parse import quote
 
 import botocore.exceptions
@@ -184,12 +184,20 @@ class HttpSource:
 
 
 class S3Source:
-    """A published mirror, read back through the S3 API (for ``mirror verify``)."""
+    """A published mirror, read back through the S3 API (for ``mirror verify``).
 
-    def __init__(self, client: S3Client, url: S3Url):
+    With ``stage``, the files whose names end in ``stage_suffixes`` are kept there as they are read and
+    hashed (``local_path``), so that tools that need a file (``rpmkeys -K``) check the bytes the bucket
+    served without a second download."""
+
+    def __init__(
+        self, client: S3Client, url: S3Url, stage: Path | None = None, stage_suffixes: tuple[str, ...] = ()
+    ):
         self.client = client
         self.url = url
         self.name = str(url)
+        self.stage = stage
+        self.stage_suffixes = stage_suffixes
 
     def _get(self, rel: str) -> Iterable[bytes] | None:
         try:
@@ -207,16 +215,30 @@ class S3Source:
 
     def digest(self, rel: str, algo: str, expect: str | None = None) -> tuple[str, int] | None:
         chunks = self._get(rel)
-        return hash_stream(chunks, algo) if chunks is not None else None
+        if chunks is None:
+            return None
+        if self.stage is None or not rel.endswith(self.stage_suffixes):
+            return hash_stream(chunks, algo)
+        with atomic_file(self.stage / safe_rel(rel), durable=False) as f:  # a throwaway copy
+            return hash_stream(_tee(chunks, f), algo)
 
     def remembered(self, rel: str, algo: str) -> tuple[str, int] | None:
         return None
 
     def local_path(self, rel: str) -> Path | None:
-        return None  # 'mirror verify' reads through S3: per-package rpm signatures are checked at mirror time
+        if self.stage is None:
+            return None
+        p = self.stage / safe_rel(rel)
+        return p if p.is_file() else None
 
     def list(self) -> list[str] | None:
         return sorted(r for r in list_remote(self.client, self.url) if r != MANIFEST)
+
+
+def _tee(chunks: Iterable[bytes], out: IO[bytes]) -> Iterator[bytes]:
+    for block in chunks:
+        out.write(block)
+        yield block
 
 
 def open_source(spec: str, staging_root: Path, cache: HashCache | None = None) -> LocalSource | HttpSource:

@@ -90,3 +90,28 @@ def test_unchanged_packages_are_not_checked_again(
     pkg.write_bytes(pkg.read_bytes())
     verify_source("yum", LocalSource(src, cache), gpg_key=public)
     assert len(calls) == 2
+
+
+def test_mirror_verify_checks_the_packages_in_the_bucket(
+    tmp_path: Path, signed: dict[str, Path], signing_key: tuple[Path, Path], target: Target
+) -> None:
+    """`mirror verify --gpg-key` runs rpm -K on the bytes the bucket serves, as the sync does on the
+    source: a package signed by another key, published without the key check, is found there."""
+    from cernvm_build.mirror.publish import verify_published
+
+    secret, public = signing_key
+    src = tmp_path / "src"
+    make_yum_repo(src, [signed["good"], signed["unsigned"]], secret_key=secret)
+    mirror("yum", str(src), target.url("r"), client=target.client, gpg_key=public)
+    ok = verify_published("yum", target.url("r"), client=target.client, gpg_key=public)
+    assert ok.problems == [] and ok.packages == 2
+
+    # Published by someone who did not check package signatures (metadata signed with the right key).
+    make_yum_repo(src, [signed["other"]], secret_key=secret, update=True)
+    mirror("yum", str(src), target.url("r"), client=target.client)
+    bad = verify_published("yum", target.url("r"), client=target.client, gpg_key=public)
+    assert bad.problems == [
+        "Packages/cvm-beta-1.0-1.noarch.rpm: package signature does not verify with the given key "
+        "(rpm -K: digests SIGNATURES NOT OK)"
+    ]
+    assert verify_published("yum", target.url("r"), client=target.client).problems == []  # no key, no check

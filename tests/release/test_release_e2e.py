@@ -8,6 +8,7 @@ import json
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -125,6 +126,25 @@ def test_interrupted_publish_is_finished_by_a_rerun(env: dict[str, object]) -> N
     assert "ucernvm-demo.2026.11-1.cernvm.x86_64.iso" in page
     # ... and the release has its news post, made from the generated release notes.
     post = requests.get(f"{s3.endpoint}/www/site/releases/{VERSION}/index.html", timeout=10)  # type: ignore[attr-defined]
+    assert post.status_code == 200 and "Platforms" in post.text
+
+
+def test_publish_to_a_ceph_rados_gateway(env: dict[str, object], rgwserver: Any) -> None:
+    """The same publish into a single-node Ceph RADOS Gateway (what CERN's S3 runs): artifacts, index
+    and the site, read back over the gateway's HTTP."""
+    directory, rgw = Path(str(env["dir"])), rgwserver
+    client = make_client(endpoint_url=rgw.endpoint)
+    for bucket in ("rel-releases", "rel-www"):
+        client.create_bucket(Bucket=bucket)
+        rgw.make_public(client, bucket)
+    publish_release(directory, "s3://rel-releases/cernvm", endpoint_url=rgw.endpoint,
+                    site_dest="s3://rel-www/site", site_generators=cli_reference.GENERATORS)  # fmt: skip
+    published = _keys(client, "rel-releases", f"cernvm/{VERSION}/")
+    for a in env["release"].artifacts:  # type: ignore[attr-defined]
+        assert f"cernvm/{VERSION}/{a.path}" in published
+    index = requests.get(f"{rgw.endpoint}/rel-releases/cernvm/{VERSION}/index.json", timeout=10).json()
+    assert index == json.loads((directory / "index.json").read_text())
+    post = requests.get(f"{rgw.endpoint}/rel-www/site/releases/{VERSION}/index.html", timeout=10)
     assert post.status_code == 200 and "Platforms" in post.text
 
 

@@ -34,3 +34,7 @@ def edit() -> Callable[[Path, str, str], None]:
         path.write_text(text.replace(old, new, 1))
 
     return do
+
+
+# The mirror's S3 servers (moto, Ceph RGW) and its per-test public bucket, for `site publish`.
+from tests.mirror.conftest import rgwserver, s3env, s3server, target  # noqa: E402, F401
