@@ -157,9 +157,11 @@ def index(root: Path) -> None:
 
 
 def cpu_seconds(own: bool) -> float:
-    """CPU time of this process (our tool runs in it) or of finished children (aws, rclone)."""
-    r = resource.getrusage(resource.RUSAGE_SELF if own else resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
+    """CPU time of this process and its finished children (our tool runs in it and starts the index
+    writer), or of finished children only (aws, rclone)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    own_cpu = resource.getrusage(resource.RUSAGE_SELF) if own else None
+    return r.ru_utime + r.ru_stime + (own_cpu.ru_utime + own_cpu.ru_stime if own_cpu else 0.0)
 
 
 def empty_bucket(client: Any, bucket: str) -> None:

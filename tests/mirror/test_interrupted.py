@@ -79,6 +79,14 @@ def make_source(kind: str, src: Path, packages: list[Path], secret: Path) -> Non
         make_apt_repo(src, "stable", packages, secret_key=secret)
 
 
+def killed(spec: dict[str, Any]) -> None:
+    """Run the mirror of ``spec`` (see killrun) in its own process and check it was SIGKILLed."""
+    proc = subprocess.run([sys.executable, "-m", "tests.mirror.killrun", json.dumps(spec)],
+                          cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+    where = f"{spec['event']} #{spec['n']}"
+    assert proc.returncode == -9, f"not killed at {where}: {proc.returncode}\n{proc.stderr}"
+
+
 def cases() -> list[Any]:
     return [pytest.param("yum", e, n, id=f"yum-{e}{n or '-last'}") for e, n in POINTS] + [
         pytest.param("apt", e, n, id=f"apt-{e}{n or '-last'}") for e, n in POINTS
@@ -110,13 +118,7 @@ def test_sigkill_then_rerun_installs(
         n = sum(1 for a in plan.sync.actions if a.op == "create" and not a.last)
     spec = {"kind": kind, "source": str(src), "dest": target.url("r"), "endpoint": target.endpoint,
             "event": event, "n": n, "allow_rewrite": True, "keep": 0}  # fmt: skip
-    proc = subprocess.run(
-        [sys.executable, "-m", "tests.mirror.killrun", json.dumps(spec)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == -9, f"not killed at {event} #{n}: {proc.returncode}\n{proc.stderr}"
+    killed(spec)
 
     # What a reader of the live publication meets now: nothing wrong before the rewrite batch, at
     # most the batch's own file while the old index is still live, a whole new index after it.
@@ -271,9 +273,7 @@ def test_sigkill_between_index_files_leaves_a_signed_pair_readers_accept(
     def killed_at_index(helper: bool) -> None:
         spec = {"kind": kind, "source": str(src), "dest": target.url("r"), "endpoint": target.endpoint,
                 "event": "index", "n": n, "allow_rewrite": False, "keep": 2, "helper": helper}  # fmt: skip
-        proc = subprocess.run([sys.executable, "-m", "tests.mirror.killrun", json.dumps(spec)],
-                              cwd=ROOT, capture_output=True, text=True)  # fmt: skip
-        assert proc.returncode == -9, f"not killed at index #{n}: {proc.returncode}\n{proc.stderr}"
+        killed(spec)
 
     killed_at_index(helper=True)
     wait_for_indexes(target, "r", src, indexes)
