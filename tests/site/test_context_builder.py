@@ -119,8 +119,13 @@ def test_fill_download_and_the_cli_accepts_it(
     tag.clear()  # type: ignore[attr-defined]
     tag.send_keys("v1")  # type: ignore[attr-defined]
     field("#cb-key-cvmfs_server").send_keys("10.0.2.2:8000")  # type: ignore[attr-defined]
+    script = field("#cb-script")
+    script.send_keys("echo no interpreter line")  # type: ignore[attr-defined]
+    assert error_of("cb-script").startswith("script: must start with #!")
+    script.clear()  # type: ignore[attr-defined]
+    script.send_keys("#!/bin/sh\necho made-by-the-page > /root/page.txt\n")  # type: ignore[attr-defined]
     Select(field("#cb-key-resize_rootfs")).select_by_value("off")
-    assert all(not error_of(i) for i in ("cb-ssh-keys", "cb-hostname", "cb-key-cvmfs_tag"))
+    assert all(not error_of(i) for i in ("cb-ssh-keys", "cb-hostname", "cb-key-cvmfs_tag", "cb-script"))
     shown = str(field("#cb-output").text)
     assert "cvmfs_tag=v1" in shown and "#cloud-config" in shown
     field("#cb-download").click()  # type: ignore[attr-defined]
@@ -137,6 +142,9 @@ def test_fill_download_and_the_cli_accepts_it(
     parsed = launch_userdata.parse(got.read_bytes(), str(got))
     assert parsed.ucernvm == {"cvmfs_tag": "v1", "cvmfs_server": "10.0.2.2:8000", "resize_rootfs": "0"}
     assert parsed.cloud_config == {"hostname": "paired", "ssh_authorized_keys": [KEY]}
+    assert [(p.content_type, p.text) for p in parsed.parts] == [
+        ("text/x-shellscript", "#!/bin/sh\necho made-by-the-page > /root/page.txt\n")
+    ]
     # ... and so does the bootloader's own reader in the initrd (the MIME part is plain text).
     assert boot_userdata.parse(got.read_bytes()).values == parsed.ucernvm
 

@@ -75,7 +75,7 @@
   var SSH_KEY = /^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp(256|384|521)|sk-(ssh-ed25519|ecdsa-sha2-nistp256)@openssh\.com) [A-Za-z0-9+/]+={0,3}( [^\r\n]*)?$/;
   var HOSTNAME = /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 
-  function render(block, hostname, keys) {
+  function render(block, hostname, keys, script) {
     var parts = [];
     var names = Object.keys(block);
     if (names.length) {
@@ -91,6 +91,7 @@
       if (keys.length) cc += "ssh_authorized_keys:\n" + keys.map(function (k) { return "  - " + JSON.stringify(k) + "\n"; }).join("");
       parts.push(["text/cloud-config", "cloud-config", cc]);
     }
+    if (script) parts.push(["text/x-shellscript", "first-boot.sh", script.replace(/\r\n/g, "\n").replace(/\n*$/, "\n")]);
     if (!parts.length) return "";
     var rnd = new Uint8Array(12);
     crypto.getRandomValues(rnd);
@@ -146,7 +147,13 @@
       var hostBad = host && (host.length > 253 || !HOSTNAME.test(host));
       show("cb-hostname", hostBad ? "hostname: invalid value " + pyrepr(host) + " (hint: letters, digits and '-', labels joined by '.')" : "");
       if (hostBad) problems++;
-      current = problems ? "" : render(block, host, keys);
+      var script = document.getElementById("cb-script").value;
+      var scriptBad = "";
+      if (strip(script) && !/^#!/.test(script)) scriptBad = "script: must start with #! (hint: e.g. #!/bin/sh)";
+      else if (/^\s*\[ucernvm-(begin|end)\]\s*$/m.test(script)) scriptBad = "script: holds a [ucernvm-begin]/[ucernvm-end] line (hint: set bootloader keys in the fields above)";
+      show("cb-script", scriptBad);
+      if (scriptBad) problems++;
+      current = problems ? "" : render(block, host, keys, strip(script) ? script : "");
       output.textContent = current;
       button.disabled = !current;
       status.textContent = problems ? problems + " value(s) to correct before the file can be made."
