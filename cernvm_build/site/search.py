@@ -46,6 +46,7 @@ SHARD_PAGES = 50
 MAX_SHARDS = 16
 #: where Pagefind writes, inside the index folder (the same file system: its files are moved in place)
 WORK = ".work"
+GLOB_SPECIAL = re.compile(r"[{}\[\],*?]")
 UNUSED = re.compile(r"pagefind-(?:[a-z-]*ui|highlight)\.(?:js|css)")
 
 
@@ -113,7 +114,7 @@ def run(out_dir: Path, work: Path, shard: Shard) -> dict[str, Path]:
         shutil.rmtree(work)
     work.parent.mkdir(parents=True, exist_ok=True)
     # one glob naming every page: Pagefind reads exactly those (URLs stay relative to the site)
-    pattern = "{" + ",".join(shard.pages) + "}"
+    pattern = "{" + ",".join(_glob_literal(p) for p in shard.pages) + "}"
     cmd = [executable(), "--site", str(out_dir), "--glob", pattern, "--output-path", str(work), "--silent"]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
@@ -133,6 +134,16 @@ def run(out_dir: Path, work: Path, shard: Shard) -> dict[str, Path]:
                 continue
             files[shard.bundle + p.relative_to(work).as_posix()] = p
     return files
+
+
+def _glob_literal(page: str) -> str:
+    # Pagefind's globs take a backslash before a special character, but no escaped backslash
+    if "\\" in page:
+        raise BuildError(
+            f"{page}: a page whose path has a backslash cannot be indexed for search",
+            hint="rename its Markdown file (or its url:) without '\\'",
+        )
+    return GLOB_SPECIAL.sub(r"\\\g<0>", page)
 
 
 def _bundle_of(rel: str, bundles: list[str]) -> str | None:

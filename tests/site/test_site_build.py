@@ -428,6 +428,8 @@ def test_search_index_in_shards_one_page_edit_indexes_one_shard(
 
     monkeypatch.setattr(search, "SHARD_FROM", 1)
     monkeypatch.setattr(search, "SHARD_PAGES", 6)  # the real site is one shard; cut it in several
+    for name in ("a,b.md", "c{d}.md", "e[f]*g.md"):  # Pagefind is told each page in a glob
+        (site / "content/docs/guides" / name).write_text(f"---\ntitle: Odd {name}\n---\nAn odd name.\n")
     out = tmp_path / "out"
     first = build_site(site, out)
     manifest = json.loads((out / "pagefind/shards.json").read_text())
@@ -443,7 +445,7 @@ def test_search_index_in_shards_one_page_edit_indexes_one_shard(
         ]
         for b in bundles
     ]
-    assert sum(counts) == len(marked)
+    assert sum(counts) == len(marked) and "docs/guides/e[f]*g/index.html" in marked
     assert all((out / "pagefind" / b / "pagefind.js").is_file() for b in bundles)
 
     page = site / "content/docs/guides/preservation.md"
@@ -492,3 +494,12 @@ def test_highlighted_code_is_kept_between_builds(
     assert build_site(site, out, jobs=1).markdown_rendered == 1
     assert lexed == ["$ cernvm-build container el6 --format docker\n"]
     assert tree(out) == _clean(site, tmp_path, "clean", monkeypatch)
+
+
+def test_a_page_path_pagefind_cannot_be_told_is_one_error(site: Path, tmp_path: Path) -> None:
+    (site / "content/docs/guides/back\\slash.md").write_text("---\ntitle: Odd\n---\nText.\n")
+    with pytest.raises(
+        BuildError, match=r"docs/guides/back\\slash/index.html: a page whose path has a backslash"
+    ):
+        build_site(site, tmp_path / "out")
+    assert not (tmp_path / "out" / "pagefind").exists()
