@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import linked_cache
+from tests.support.s3servers import rgwserver, s3env, s3server, target  # noqa: F401  (shared fixtures)
 
 
 @pytest.fixture(autouse=True)

@@ -136,6 +136,7 @@ class _Transfers:
     def __init__(self, fetcher: Fetcher, dest: Path, fqrn: str, jobs: int, pending: PendingSync):
         self.fetcher = fetcher
         self.dest = dest
+        self.dest_text = str(dest)
         self.pending = pending
         self.fqrn = fqrn
         self.pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="replicate")
@@ -153,18 +154,22 @@ class _Transfers:
         key = ref.name + ref.suffix
         h = parse_hash(ref.name)
         rel = h.path(ref.suffix)
-        target = self.dest / rel
+        # Only this (the walking) thread adds, so the check needs no lock around the stat; plain
+        # strings, not pathlib: this runs once per object of every revision, and competes with the
+        # transfers for the interpreter.
         with self.lock:
             if key in self.inflight:
                 return
-            if target.exists():
-                self.skipped += 1
-                return
+        if os.path.exists(f"{self.dest_text}/{rel}"):
+            self.skipped += 1
+            return
+        with self.lock:
             self.inflight.add(key)
         self.slots.acquire()
 
         def run() -> None:
             try:
+                target = self.dest / rel
                 n = fetch_verified(
                     self.fetcher,
                     rel,

@@ -177,7 +177,3 @@ def markers(r: PublishResult) -> frozenset[str]:
 
 def iso(ts: int) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-# The mirror's S3 servers (moto, Ceph RGW) and its per-test public bucket, for S3-backed repositories.
-from tests.mirror.conftest import rgwserver, s3env, s3server, target  # noqa: E402, F401

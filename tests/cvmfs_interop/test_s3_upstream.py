@@ -15,7 +15,7 @@ from cernvm_build.cvmfs import keys as keymod
 from cernvm_build.cvmfs import s3upstream
 from cernvm_build.cvmfs.publish import publish_tree
 from cernvm_build.cvmfs.repository import SnapshotSpec, open_repository
-from tests.mirror.conftest import Target
+from tests.support.s3servers import Target
 
 from .real import locate, mounted
 
@@ -65,6 +65,7 @@ def _stratum_files(stratum: Path) -> set[str]:
     return out | {p.name for p in stratum.glob(".cvmfs*") if p.is_file()}
 
 
+@pytest.mark.parametrize("target", ["rgw"], indirect=True)  # the real server; moto below (suite budget)
 def test_create_publish_tag_into_a_bucket_read_over_http_and_by_the_real_cvmfs2(
     target: Target, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -143,6 +144,7 @@ def test_create_publish_tag_into_a_bucket_read_over_http_and_by_the_real_cvmfs2(
     assert _read_all(http, pub)["/d0/f0"] == b"file 0 of step 1\n"
 
 
+@pytest.mark.parametrize("target", ["moto"], indirect=True)  # the order is the sync engine's, on any server
 def test_signed_files_go_last_and_an_interrupted_push_is_finished_by_the_next_command(
     target: Target, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -176,6 +178,7 @@ def test_signed_files_go_last_and_an_interrupted_push_is_finished_by_the_next_co
     assert tagged["s3"]["uploaded"] <= 4  # type: ignore[index]
 
 
+@pytest.mark.parametrize("target", ["moto"], indirect=True)
 def test_replicate_into_a_bucket(target: Target, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _, pub = _keys(tmp_path)
     s3 = ["--endpoint-url", target.endpoint]

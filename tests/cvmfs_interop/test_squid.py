@@ -22,6 +22,7 @@ from cernvm_build.cli.main import main
 from cernvm_build.cvmfs import keys as keymod
 from cernvm_build.cvmfs.publish import create_repository, publish_tree
 from cernvm_build.cvmfs.repository import open_repository
+from cernvm_build.cvmfs.squid import squid_config
 
 from .real import locate, mounted
 from .test_nginx import _free_port
@@ -80,26 +81,23 @@ def _origin(tmp_path: Path) -> tuple[Path, list[str], int, Path]:
 
 @pytest.fixture
 def logs() -> Iterator[Path]:
-    """A folder squid's own user ('proxy') can write its access logs to (pytest's tmp is 0700 root)."""
+    """A folder squid's own user ('proxy') can write its logs and pid file to (pytest's tmp is 0700)."""
     path = Path(tempfile.mkdtemp(prefix="cernvm-squid-logs-"))
     path.chmod(0o1777)
     yield path
     shutil.rmtree(path, ignore_errors=True)
 
 
-def _squid(tmp_path: Path, name: str, logs: Path | None = None) -> tuple[list[str], int, Path]:
-    """A squid configuration on a free port: (argv, port, access log: in ``logs``, else none)."""
+def _squid(logs: Path, name: str) -> tuple[list[str], int, Path]:
+    """A site squid as ``cvmfs squid-config`` writes it, on a free port, its run directory in
+    ``logs``: (argv, port, access log)."""
     port = _free_port()
-    conf = tmp_path / f"{name}.conf"
-    log = logs / f"{name}.access.log" if logs else Path("none")
-    conf.write_text(
-        f"http_port 127.0.0.1:{port}\npid_filename none\ncache_log /dev/null\n"
-        f"access_log {'stdio:' + str(log) if logs else 'none'}\n"
-        "cache_store_log none\ncache_mem 64 MB\nmaximum_object_size_in_memory 32 MB\n"
-        "maximum_object_size 32 MB\nhttp_access allow localhost\nhttp_access deny all\n"
-        "netdb_filename none\nshutdown_lifetime 0 seconds\ncoredump_dir /tmp\n"
-    )
-    return [_tool("squid"), "-N", "-f", str(conf)], port, log
+    run = logs / name
+    run.mkdir()
+    run.chmod(0o1777)
+    conf = run / "squid.conf"
+    conf.write_text(squid_config(port=port, run_dir=run, listen="127.0.0.1", clients=("127.0.0.1",)))
+    return [_tool("squid"), "-N", "-f", str(conf)], port, run / "access.log"
 
 
 def _requests(log: Path) -> int:
@@ -107,9 +105,9 @@ def _requests(log: Path) -> int:
     return sum(1 for line in log.read_text().splitlines() if "/data/" in line) if log.exists() else 0
 
 
-def test_reader_through_squid_hits_the_origin_once(tmp_path: Path) -> None:
+def test_reader_through_squid_hits_the_origin_once(tmp_path: Path, logs: Path) -> None:
     pub, nginx_argv, origin, log = _origin(tmp_path)
-    squid_argv, proxy, _ = _squid(tmp_path, "squid")
+    squid_argv, proxy, _ = _squid(logs, "squid")
     url = f"http://127.0.0.1:{origin}/cvmfs/{FQRN}"
 
     def read_everything(via: str | None) -> dict[str, bytes]:
@@ -136,8 +134,8 @@ def test_reader_through_squid_hits_the_origin_once(tmp_path: Path) -> None:
 
 def test_proxy_groups_and_fail_over_with_two_squids_one_stopped(tmp_path: Path, logs: Path) -> None:
     pub, nginx_argv, origin, origin_log = _origin(tmp_path)
-    a_argv, a_port, a_log = _squid(tmp_path, "squid-a", logs)
-    b_argv, b_port, b_log = _squid(tmp_path, "squid-b", logs)
+    a_argv, a_port, a_log = _squid(logs, "squid-a")
+    b_argv, b_port, b_log = _squid(logs, "squid-b")
     a, b, dead = (f"http://127.0.0.1:{p}" for p in (a_port, b_port, _free_port()))
     url = f"http://127.0.0.1:{origin}/cvmfs/{FQRN}"
 
