@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import libvirt
 import pytest
@@ -211,3 +212,64 @@ def test_demo_boots_through_the_library(demo: tuple[Path, Server], launch_home: 
     assert any(line.endswith(f"{INSTANCE}: defining the domain") for line in heard)  # steps reported
     assert INSTANCE not in [d.name() for d in libvirt.open(URI).listAllDomains(0)]
     assert not (launch_home / "run" / INSTANCE).exists()
+
+
+def test_a_guest_boots_through_squid_from_an_s3_backed_replica(
+    demo: tuple[Path, Server],
+    launch_home: Path,
+    rgwserver: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """The fleet's path for one guest (issue 20): the demo repository replicated into a bucket of a
+    Ceph RADOS Gateway (``s3://cvmfs/<fqrn>``, which the gateway serves at ``/cvmfs/<fqrn>`` as a
+    Stratum-1 would), a site squid from ``cvmfs squid-config`` in front, and a guest whose only way
+    to the repository is that squid (the server it is given, 127.0.0.1, is its own loopback)."""
+    from cernvm_build.cli.main import main as build_main
+    from cernvm_build.mirror.locals3 import CREDENTIALS_ENV
+    from cernvm_build.mirror.s3client import make_client
+    from cernvm_build.paths import data_dir
+
+    image, srv = demo
+    for key, value in CREDENTIALS_ENV.items():
+        monkeypatch.setenv(key, value)
+    client = make_client(endpoint_url=rgwserver.endpoint)
+    client.create_bucket(Bucket="cvmfs")
+    rgwserver.make_public(client, "cvmfs")
+    fqrn = "demo.cernvm.test"
+    pub = data_dir("profiles") / "keys" / f"{fqrn}.pub"
+    replica = [
+        "cvmfs",
+        "replicate",
+        srv.repo_url(),
+        f"s3://cvmfs/{fqrn}",
+        "--endpoint-url",
+        rgwserver.endpoint,
+    ]
+    assert build_main([*replica, "--spool", str(launch_home / "spool"), "--key", str(pub), "-q"]) == 0
+    rgw_port = rgwserver.endpoint.rsplit(":", 1)[1]
+
+    run_dir = Path(tempfile.mkdtemp(prefix="e2e-squid-"))
+    run_dir.chmod(0o1777)  # squid's own user writes its log there
+    proxy = _free_port()
+    conf = run_dir / "squid.conf"
+    squid = ["cvmfs", "squid-config", "--port", str(proxy), "--listen", "127.0.0.1", "--client", "127.0.0.1"]
+    assert build_main([*squid, "--stratum", "127.0.0.1", "-o", str(conf), "-q"]) == 0
+    proc = subprocess.Popen([shutil.which("squid") or "/usr/sbin/squid", "-N", "-f", str(conf)])
+    try:
+        args = ["--connect", URI]
+        assert main([*args, "images", "add", str(image), "--profile", "demo"]) == 0
+        code = main([*args, "create", "--name", "e2e-demo", "--profile", "demo", "--memory", "512", "--yes",
+                     "--cvmfs-server", f"127.0.0.1:{rgw_port}", "--cvmfs-http-proxy", f"http://10.0.2.2:{proxy}",
+                     "--timeout", "420"])  # fmt: skip
+        assert code == 0, capfd.readouterr().err
+        assert main([*args, "ssh", "-n", "e2e-demo", "--", "cat", "/etc/os-release"]) == 0
+        assert "ID=cernvm-demo" in capfd.readouterr().out
+        assert main([*args, "destroy", "--force", "e2e-demo"]) == 0
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    through = [line for line in (run_dir / "access.log").read_text().splitlines() if "/data/" in line]
+    shutil.rmtree(run_dir, ignore_errors=True)
+    # the guest's objects came from the gateway's bucket, through squid
+    assert any(f"http://127.0.0.1:{rgw_port}/cvmfs/{fqrn}/data/" in line for line in through), through[:3]
