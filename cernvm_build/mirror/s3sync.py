@@ -168,7 +168,7 @@ def sync_tree(
     reference (default: all its files). ``conditional``: force or forbid precondition headers (default:
     probe the server once). ``immutable``: refuse to change the content of a published non-``last``
     object (RewriteRefused, nothing written) unless ``allow_rewrite``. ``exclude``: local files left out
-    (patterns as ``last``'s). ``detached_index``: the ``last`` files are written by a helper process
+    (patterns as ``last``'s). ``detached_index``: two or more ``last`` files are written by a helper process
     that a SIGKILL of this one does not stop midway (see ``indexwriter``), so signed index pairs are
     never left mixed by a killed sync.
     """
@@ -292,7 +292,7 @@ def _sync(
             ranked.setdefault(last_rank(a.rel, last) or 0, []).append(a)
     # Started now, so that its start-up overlaps the uploads; idle until it gets the index files.
     helper = IndexWriter(client, url, conditional=bool(conditional), conditions=conditions, acl=acl) \
-        if detached_index and ranked else None  # fmt: skip
+        if detached_index and sum(map(len, ranked.values())) > 1 else None  # fmt: skip
     try:
         # 1. new content, 2. rewrites in one batch, 3. indexes pattern by pattern, 4. deletions, 5. manifest.
         # Biggest first: a big package started last would be the long pole of the whole run.
