@@ -174,3 +174,41 @@ def test_many_light_directories_are_grouped_and_one_change_moves_one_group(tmp_p
     second = image(root, tmp_path / "b", tag="s2", layer_bytes=64 * KB)
     new = [d for d in digests(second) if d not in digests(first)]
     assert len(new) <= 2, (len(new), len(digests(second)))
+
+
+@pytest.mark.integration
+def test_two_snapshots_of_a_repository_share_all_but_the_changed_package(tmp_path: Path) -> None:
+    """The real source: two revisions of a CernVM-FS repository, one package changed between them
+    (its files and the package list): only the layers holding those change."""
+    from cernvm_build.container.origin import open_origin
+    from cernvm_build.cvmfs.keys import generate_keys
+    from cernvm_build.cvmfs.publish import create_repository, publish_tree
+
+    fqrn = "layers.example.test"
+    tree = os_like(tmp_path / "t")
+    (tree / "var" / "lib" / "dpkg").mkdir(parents=True)
+    (tree / "var" / "lib" / "dpkg" / "status").write_text("Package: pkg05\nVersion: 1\n")
+    keys = generate_keys(fqrn)
+    keys.save(tmp_path / "keys")
+    create_repository(tmp_path / "stratum", fqrn, keys)
+    publish_tree(tmp_path / "stratum", fqrn, keys, tree, tag="s1")
+    (tree / "usr" / "lib" / "pkg05" / "lib2.so").write_bytes(b"version 2" * 1000)
+    (tree / "var" / "lib" / "dpkg" / "status").write_text("Package: pkg05\nVersion: 2\n")
+    publish_tree(tmp_path / "stratum", fqrn, keys, tree, tag="s2")
+    found = []
+    for tag in ("s1", "s2"):
+        key = tmp_path / "keys" / f"{fqrn}.pub"
+        origin = open_origin([str(tmp_path / "stratum")], fqrn=fqrn, path="/", public_keys=[key],
+                             snapshot=SnapshotSpec(tag=tag))  # fmt: skip
+        try:
+            spec = ImageSpec(SPEC.registry, SPEC.repository, tag, origin.repo.timestamp)
+            res = build(BuildRequest(origin.tree, spec, ["oci"], tmp_path / tag, "img", layer_bytes=64 * KB))
+        finally:
+            origin.close()
+        assert res.parts is not None
+        found.append(digests(json.loads(res.parts.manifest)))
+    first, second = found
+    assert len(first) == len(second) >= 5
+    changed = [i for i, (a, b) in enumerate(zip(first, second, strict=True)) if a != b]
+    # the package's layer, and the one with the package list (var: a light top-level directory)
+    assert len(changed) == 2, changed
