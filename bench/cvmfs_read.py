@@ -194,25 +194,27 @@ def _daemon_hwm_mb(mnt: Path) -> float:
     return 0.0
 
 
-def _daemon_cpu_s(mnt: Path) -> float:
-    """CPU seconds (user + system) the daemons serving ``mnt`` used so far: on a machine loaded by
-    other work, the fairer figure than elapsed time."""
-    total = 0.0
+def _daemon_cpu_s(mnt: Path) -> dict[str, float]:
+    """CPU seconds (user + system) each daemon serving ``mnt`` used so far, by pid: on a machine
+    loaded by other work, the fairer figure than elapsed time."""
+    out = {}
     for pid in _daemons(mnt):
         with contextlib.suppress(OSError):
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+            out[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
 
 
 @contextlib.contextmanager
 def _cpu(mnt: Path) -> Iterator[dict[str, float]]:
-    """CPU seconds of a measured step: the daemon's plus this process's (its system time is the
-    kernel's FUSE work on the reader's side)."""
+    """CPU seconds of a measured step: the daemons' plus this process's (its system time is the
+    kernel's FUSE work on the reader's side). A daemon of the previous mount that ends meanwhile
+    does not count (only the daemons there at the end, from what they had at the start)."""
     out: dict[str, float] = {}
     d0, p0 = _daemon_cpu_s(mnt), time.process_time()
     yield out
-    out["s"] = _daemon_cpu_s(mnt) - d0 + time.process_time() - p0
+    d1 = _daemon_cpu_s(mnt)
+    out["s"] = sum(v - d0.get(pid, 0.0) for pid, v in d1.items()) + time.process_time() - p0
 
 
 #: both libfuse versions where installed: libfuse3 is the initrd's, libfuse2 mfusepy's first choice
