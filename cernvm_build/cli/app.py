@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import signal
 import sys
 import threading
@@ -36,6 +37,16 @@ from . import extras
 
 Handler = Callable[[argparse.Namespace, "Output"], int]
 
+#: C0/C1 control characters but newline and tab: an ESC from a server's answer, a repository name or a
+#: user-data key would otherwise reach the terminal as an escape sequence (rich passes ESC through)
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def visible(text: str) -> str:
+    """``text`` with control characters shown as ``\\xNN``: safe to print to a terminal."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 EXIT_CODES_EPILOG = "exit codes:\n" + "\n".join(f"  {code:<4} {text}" for code, text in EXIT_CODES.items())
 
 
@@ -60,36 +71,39 @@ class Output:
             self.console.print_json(json.dumps(obj, default=str))
 
     def table(self, columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> None:
-        t = Table(title=title, show_edge=False, header_style="bold")
+        # cells and titles are data (names, URLs from servers): Text, never markup
+        t = Table(title=None if title is None else Text(visible(title)), show_edge=False, header_style="bold")
         for c in columns:
             t.add_column(c)
         for r in rows:
-            t.add_row(*("" if v is None else str(v) for v in r))
+            t.add_row(*(Text("" if v is None else visible(str(v))) for v in r))
         self.console.print(t)
 
     def print(self, text: str = "", **kw: Any) -> None:
         """Primary human output (stdout); suppressed in JSON mode."""
         if not self.json_mode:
-            self.console.print(text, **kw)
+            self.console.print(visible(text) if isinstance(text, str) else text, **kw)
 
     # -- diagnostics (stderr) ------------------------------------------------------------------
     # Diagnostics carry the user's data (names, paths, console lines with [brackets]): never markup.
     def info(self, text: str) -> None:
         if not self.quiet:
-            self.err.print(escape(text), highlight=False)
+            self.err.print(escape(visible(text)), highlight=False)
 
     def detail(self, text: str) -> None:
         if self.verbose and not self.quiet:
-            self.err.print(f"[dim]{escape(text)}[/dim]", highlight=False)
+            self.err.print(f"[dim]{escape(visible(text))}[/dim]", highlight=False)
 
     def warn(self, text: str) -> None:
-        self.err.print(f"[yellow]warning:[/yellow] {escape(text)}", highlight=False)
+        self.err.print(f"[yellow]warning:[/yellow] {escape(visible(text))}", highlight=False)
 
     def error(self, err: CernVMError) -> None:
         # The message and hint are the user's data (paths, URLs, `pip install 'x[extra]'`): never markup.
-        self.err.print(f"[bold red]error:[/bold red] {escape(str(err))}", markup=True, highlight=False)
+        self.err.print(
+            f"[bold red]error:[/bold red] {escape(visible(str(err)))}", markup=True, highlight=False
+        )
         if err.hint:
-            self.err.print(f"[cyan]hint:[/cyan] {escape(err.hint)}")
+            self.err.print(f"[cyan]hint:[/cyan] {escape(visible(err.hint))}")
 
     @contextmanager
     def progress(self, *, transfer: bool = False) -> Iterator[Progress]:

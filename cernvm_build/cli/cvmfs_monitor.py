@@ -10,7 +10,7 @@ from typing import Any
 
 from ..errors import CvmfsError, UsageError
 from ..table import Invalid, parse_duration
-from .app import Output, subparser
+from .app import Output, subparser, visible
 from .cvmfs_source import KEYS_HELP
 
 DESCRIPTION = """\
@@ -82,7 +82,7 @@ def cmd_monitor(args: argparse.Namespace, out: Output) -> int:
 
     out.data(data, render)
     for problem in report.problems:
-        out.err.print(f"problem: {problem.line()}", highlight=False, markup=False)
+        out.err.print(visible(f"problem: {problem.line()}"), highlight=False, markup=False)
     if not report.healthy:
         n = len(report.problems)
         raise CvmfsError(

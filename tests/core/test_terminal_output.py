@@ -1,0 +1,31 @@
+"""What reaches the terminal is data: names, URLs and messages from servers, repositories and user data
+are never rich markup and never escape sequences (an ESC ] ... BEL retitles the window, ESC [ moves
+the cursor or hides the text that follows)."""
+
+from __future__ import annotations
+
+import pytest
+
+from cernvm_build.cli.app import Output
+from cernvm_build.errors import CvmfsError
+
+HOSTILE = "[bold]a[/bold] [link=http://evil]b[/link] \x1b]0;pwned\x07\x1b[2Jc\x9b"
+
+
+def test_table_cells_and_titles_are_shown_as_given(capsys: pytest.CaptureFixture[str]) -> None:
+    Output().table(["name"], [[HOSTILE]], title=HOSTILE)
+    shown = capsys.readouterr().out
+    assert shown.count("[bold]a[/bold] [link=http://evil]b[/link]") == 2
+    assert "\x1b" not in shown and "\x9b" not in shown and "\\x1b]0;pwned\\x07\\x1b[2Jc\\x9b" in shown
+
+
+def test_diagnostics_and_printed_lines_carry_no_escape_sequences(capsys: pytest.CaptureFixture[str]) -> None:
+    out = Output()
+    out.error(CvmfsError(f"server said {HOSTILE}", hint=HOSTILE))
+    out.warn(HOSTILE)
+    out.info(HOSTILE)
+    out.print(HOSTILE, markup=False)
+    captured = capsys.readouterr()
+    for text in (captured.out, captured.err):
+        assert "\x1b" not in text and "\\x1b]0;pwned" in text
+    assert captured.err.count("[link=http://evil]b[/link]") == 4
