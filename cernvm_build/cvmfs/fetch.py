@@ -29,6 +29,8 @@ BLOCK = 1 << 20
 USER_AGENT = "cernvm-build-cvmfs/1"
 #: idle kept-alive connections per server (proxy), shared by all threads
 MAX_IDLE = 16
+#: the most of an error or redirect page read to keep its connection; a bigger one closes it
+MAX_DRAIN = 64 << 10
 
 
 class NotFound(CvmfsError):
@@ -112,6 +114,15 @@ class LocalFetcher(Fetcher):
                     yield block
 
             return consume(blocks())
+
+
+def _drained(resp: http.client.HTTPResponse) -> bool:
+    """Read a small unwanted body (error page, redirect) so the connection can be reused; False
+    when it is bigger than ``MAX_DRAIN`` (a hostile server's endless 404 page is not read)."""
+    length = resp.getheader("Content-Length")
+    if length is not None and length.isdigit() and int(length) > MAX_DRAIN:
+        return False
+    return len(resp.read(MAX_DRAIN + 1)) <= MAX_DRAIN and not resp.will_close
 
 
 class _HttpStatus(Exception):
@@ -269,17 +280,16 @@ class HttpFetcher(Fetcher):
         try:
             if resp.status in (301, 302, 303, 307, 308) and redirects > 0:
                 location = resp.getheader("Location")
-                resp.read()
-                ok = not resp.will_close
+                ok = _drained(resp)
                 if not location:
                     raise _HttpStatus(url, resp.status, "redirect without Location")
-                return self._get(
-                    urllib.parse.urljoin(url, location), proxy, consume, what, limit, redirects - 1
-                )
+                following = urllib.parse.urljoin(url, location)
+                if urllib.parse.urlsplit(following).scheme not in ("http", "https"):
+                    raise _HttpStatus(url, resp.status, f"redirect to a non-HTTP URL {following[:200]!r}")
+                return self._get(following, proxy, consume, what, limit, redirects - 1)
             if resp.status != 200:
-                resp.read()
-                ok = not resp.will_close
-                raise _HttpStatus(url, resp.status, resp.reason)
+                ok = _drained(resp)
+                raise _HttpStatus(url, resp.status, resp.reason[:200])
             expected = resp.getheader("Content-Length")
             if limit is not None and expected is not None and expected.isdigit() and int(expected) > limit:
                 raise too_large(self.repo, what, limit)  # refused without reading the body
@@ -299,8 +309,7 @@ class HttpFetcher(Fetcher):
                     raise _TransportError(f"transfer ended after {got} of {expected} bytes")
 
             result = consume(capped(blocks(), limit, self.repo, what))
-            resp.read()  # drain whatever the consumer left, so the connection can be reused
-            ok = not resp.will_close
+            ok = _drained(resp)  # whatever the consumer left, so the connection can be reused
             return result
         finally:
             if ok:
