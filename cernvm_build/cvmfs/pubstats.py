@@ -245,6 +245,27 @@ _READ_COLUMNS = (
     " sz_catalog_bytes_uploaded, success"
 )
 MAX_ROWS = 100_000
+#: The file is not signed and may be anyone's: no value longer than this (a row's times and the
+#: repository name are short), and the queries stop after about this many SQLite VM steps (its
+#: schema decides what a SELECT costs; 100,000 genuine rows take a few million).
+MAX_VALUE_BYTES = 4096
+MAX_STEPS = 200_000_000
+_STEP_CHECK = 10_000
+
+
+def _bounded(db: sqlite3.Connection) -> list[int]:
+    db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)
+    steps = [0]
+
+    def tick() -> int:
+        steps[0] += _STEP_CHECK
+        return 1 if steps[0] > MAX_STEPS else 0  # non-zero interrupts the query
+
+    db.set_progress_handler(tick, _STEP_CHECK)
+    return steps
+
+
+_TABLES = ("properties", "publish_statistics")
 
 
 def read(path: Path, where: str) -> tuple[str | None, list[dict[str, Any]]]:
@@ -255,7 +276,16 @@ def read(path: Path, where: str) -> tuple[str | None, list[dict[str, Any]]]:
     except sqlite3.Error as e:
         raise CvmfsError(f"{where}: cannot open the statistics database: {e}") from None
     try:
+        steps = [0]
         try:
+            steps = _bounded(db)
+            kinds = dict(db.execute("SELECT name, type FROM sqlite_master WHERE name IN (?, ?)", _TABLES))
+            odd = sorted(n for n in _TABLES if kinds.get(n, "table") != "table")
+            if odd:
+                raise CvmfsError(
+                    f"{where}: {odd[0]} is a {kinds[odd[0]]}, not a table",
+                    hint="the statistics database is damaged or hostile: the server writes plain tables",
+                )
             name_row = db.execute("SELECT value FROM properties WHERE key = 'repo_name'").fetchone()
             cur = db.execute(
                 f"SELECT publish_id, {_READ_COLUMNS} FROM publish_statistics ORDER BY publish_id LIMIT ?",
@@ -264,6 +294,11 @@ def read(path: Path, where: str) -> tuple[str | None, list[dict[str, Any]]]:
             names = [c[0] for c in cur.description]
             rows = cur.fetchall()
         except sqlite3.Error as e:
+            if steps[0] > MAX_STEPS:
+                raise CvmfsError(
+                    f"{where}: reading it took more than {MAX_STEPS:,} SQLite steps; stopped",
+                    hint="a genuine statistics database is plain tables: this one is damaged or hostile",
+                ) from None
             raise CvmfsError(
                 f"{where}: not a statistics database ({e})",
                 hint="expected the server's stats.db layout (publish_statistics, schema revision >= 2)",
@@ -281,7 +316,12 @@ def read(path: Path, where: str) -> tuple[str | None, list[dict[str, Any]]]:
                     hint="the statistics database is damaged",
                 )
         out.append(item)
-    return (str(name_row[0]) if name_row else None), out
+    name = name_row[0] if name_row else None
+    if name is not None and (not isinstance(name, str) or not name.isprintable() or len(name) > 255):
+        raise CvmfsError(
+            f"{where}: properties repo_name is {name!r:.80}", hint="the statistics database is damaged"
+        )
+    return name, out
 
 
 MAX_STATS_BYTES = 64 << 20

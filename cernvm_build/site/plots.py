@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import math
 from dataclasses import dataclass
 from html import escape
 from typing import Any
@@ -101,14 +102,21 @@ def _seconds(row: dict[str, Any]) -> float:
     try:
         start = dt.datetime.fromisoformat(str(row["start_time"]))
         finish = dt.datetime.fromisoformat(str(row["finish_time"]))
-    except (KeyError, ValueError):
+        return max(0.0, (finish - start).total_seconds())
+    except (KeyError, ValueError, TypeError):  # TypeError: one time with a zone, one without
         return 0.0
-    return max(0.0, (finish - start).total_seconds())
+
+
+#: the largest value plotted: the JSON is data (NaN, Infinity, 1e308 parse); a counter never gets here
+MAX_VALUE = float(1 << 62)
 
 
 def _num(row: dict[str, Any], key: str) -> float:
     v = row.get(key)
-    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else 0.0
+    if not isinstance(v, int | float) or isinstance(v, bool):
+        return 0.0
+    f = float(min(max(v, 0), MAX_VALUE))  # negative counts are damage: shown as 0
+    return f if math.isfinite(f) else 0.0
 
 
 def _series(rows: list[dict[str, Any]], label: str, key: str) -> Series:
