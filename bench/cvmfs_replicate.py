@@ -45,13 +45,16 @@ def _get(url: str) -> int:
     return n
 
 
-def run(quick: bool = True) -> list[Result]:
+def run(quick: bool = True, replica_dir: Path | None = None) -> list[Result]:
+    """``replica_dir``: where the replicas go (default: beside the served tree). ``--replica-dir
+    /dev/shm`` separates the file system's cost of creating one file per object from the rest."""
     from cernvm_build.cvmfs.keys import generate_keys
     from cernvm_build.cvmfs.publish import create_repository, publish_tree
     from cernvm_build.cvmfs.replicate import replicate
 
     n_files, total_mb = (2000, 60) if quick else (20000, 500)
     work = Path(tempfile.mkdtemp(prefix="bench-replicate-"))
+    replica_root = Path(tempfile.mkdtemp(prefix="bench-replicas-", dir=replica_dir)) if replica_dir else None
     try:
         tree = work / "tree"
         make_tree(tree, n_files, total_mb)
@@ -72,7 +75,8 @@ def run(quick: bool = True) -> list[Result]:
                     got = sum(pool.map(_get, [f"{url}/{o}" for o in objects]))
                 assert got == stored
                 gets.append(t_get["s"])
-                replica = work / f"replica{i}"  # a fresh one each round (no deletion in the timings)
+                # a fresh one each round (no deletion in the timings)
+                replica = (replica_root or work) / f"replica{i}"
                 with timer() as t_rep:
                     first = replicate(url, replica, public_keys=[pub], jobs=JOBS)
                 reps.append(t_rep["s"])
@@ -103,6 +107,7 @@ def run(quick: bool = True) -> list[Result]:
                     "stored_MB": round(stored / 1e6, 1),
                     "replicate_s": [round(t, 2) for t in reps],
                     "get_s": [round(t, 2) for t in gets],
+                    "replica_dir": str(replica_dir or work),
                 },
             ),
             Result(
@@ -122,10 +127,13 @@ def run(quick: bool = True) -> list[Result]:
         ]
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        if replica_root:
+            shutil.rmtree(replica_root, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    rows = run(quick="--full" not in sys.argv)
+    where = sys.argv[sys.argv.index("--replica-dir") + 1] if "--replica-dir" in sys.argv else None
+    rows = run(quick="--full" not in sys.argv, replica_dir=Path(where) if where else None)
     print_table(rows)
     for r in rows:
         print(r.metric, r.extra)
