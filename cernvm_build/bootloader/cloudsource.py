@@ -30,6 +30,7 @@ import http.client
 import os
 import socket
 import sys
+import time
 import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ METADATA_URL = "http://169.254.169.254"
 MAX_USER_DATA = 1 << 20
 MAX_CONTEXT_SH = 4 << 20
 TIMEOUT = 3.0
+#: a whole answer, however slowly it trickles in (TIMEOUT bounds one read only): the boot goes on
+DEADLINE = 10.0
 PROBE_TIMEOUT = 1.0
 TOKEN_TTL = "21600"
 
@@ -60,6 +63,22 @@ class _NoAnswer(Exception):
     """The service is not there or failed (not: has no user data)."""
 
 
+def read_within(resp: http.client.HTTPResponse, limit: int, deadline: float) -> bytes:
+    """At most ``limit + 1`` bytes of the body (the caller sees "too big"), or TimeoutError when the
+    monotonic ``deadline`` passes first (a server sending a byte just before each read timeout)."""
+    parts: list[bytes] = []
+    got = 0
+    while got <= limit:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the answer took longer than its deadline ({got} bytes by then)")
+        block = resp.read1(min(1 << 16, limit + 1 - got))
+        if not block:
+            break
+        parts.append(block)
+        got += len(block)
+    return b"".join(parts)
+
+
 def _request(
     base: urllib.parse.SplitResult, method: str, path: str, headers: dict[str, str], timeout: float
 ) -> tuple[int, bytes]:
@@ -71,7 +90,7 @@ def _request(
         length = resp.getheader("Content-Length")
         if length is not None and length.isdigit() and int(length) > MAX_USER_DATA:
             raise _NoAnswer(f"{length} bytes is more than user data can be")
-        body = resp.read(MAX_USER_DATA + 1)
+        body = read_within(resp, MAX_USER_DATA, time.monotonic() + DEADLINE)
         if len(body) > MAX_USER_DATA:
             raise _NoAnswer("more than user data can be")
         return resp.status, body
@@ -190,13 +209,15 @@ def from_opennebula(context_sh: bytes) -> Found | None:
         if not value:
             continue
         if not encoded:
-            return Found(f"opennebula context.sh {key}", value.encode()[:MAX_USER_DATA])
-        try:
-            data = base64.b64decode("".join(value.split()), validate=True)
-        except (binascii.Error, ValueError):
-            continue  # damaged: the next key, or none
-        if data:
-            return Found(f"opennebula context.sh {key}", data[:MAX_USER_DATA])
+            data = value.encode()
+        else:
+            try:
+                data = base64.b64decode("".join(value.split()), validate=True)
+            except (binascii.Error, ValueError):
+                continue  # damaged: the next key, or none
+        # too big is no user data (as from a metadata service): a cut one would be half a context
+        if data and len(data) <= MAX_USER_DATA:
+            return Found(f"opennebula context.sh {key}", data)
     return None
 
 

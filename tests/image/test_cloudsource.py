@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -25,6 +26,10 @@ USER_DATA = b"[ucernvm-begin]\ncvmfs_server=10.0.2.2:8000\nresize_rootfs=off\n[u
 Route = Callable[[BaseHTTPRequestHandler], tuple[int, bytes]]
 
 
+class _Answered(Exception):
+    pass
+
+
 class _Service(BaseHTTPRequestHandler):
     routes: dict[tuple[str, str], Route] = {}  # noqa: RUF012 - set per server below
     seen: list[tuple[str, str]] = []  # noqa: RUF012
@@ -32,7 +37,10 @@ class _Service(BaseHTTPRequestHandler):
     def _answer(self) -> None:
         type(self).seen.append((self.command, self.path))
         route = self.routes.get((self.command, self.path))
-        status, body = route(self) if route else (404, b"not found")
+        try:
+            status, body = route(self) if route else (404, b"not found")
+        except _Answered:  # the route wrote its own answer
+            return
         self.send_response(status)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -184,3 +192,41 @@ def test_runs_from_the_initrd_runtime_alone(
         )
         assert r.returncode == 0, r.stderr
         assert Path(argv[-1] if argv[0] == "opennebula" else argv[1]).read_bytes() == want
+
+
+def _trickle(request: BaseHTTPRequestHandler) -> tuple[int, bytes]:
+    """A byte every 0.2 s of a 1,000-byte answer: each read is well within its timeout."""
+    request.send_response(200)
+    request.send_header("Content-Length", "1000")
+    request.end_headers()
+    try:
+        for _ in range(1000):
+            request.wfile.write(b"x")
+            request.wfile.flush()
+            time.sleep(0.2)
+    except OSError:
+        pass
+    raise _Answered
+
+
+@pytest.mark.timeout(60)
+def test_a_trickling_service_is_given_up_at_its_deadline(
+    service: Callable[[dict[tuple[str, str], Route]], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GCE's path sends a byte just before each read would time out; the boot must not wait for
+    it (200 s here, days for a megabyte): it is dropped at the deadline and EC2 is asked next."""
+    monkeypatch.setattr(cloudsource, "DEADLINE", 1.0)
+    url = service(
+        {
+            ("GET", "/computeMetadata/v1/instance/attributes/user-data"): _trickle,
+            ("GET", "/2016-04-19/user-data"): _ok(USER_DATA),
+        }
+    )
+    assert cloudsource.from_metadata([url]) == cloudsource.Found(f"ec2 {url}/2016-04-19/user-data", USER_DATA)
+
+
+def test_too_much_opennebula_user_data_is_none_not_a_cut_one() -> None:
+    big = b"#cloud-config\n" + b"#" * cloudsource.MAX_USER_DATA
+    text = f"EC2_USER_DATA='{base64.b64encode(big).decode()}'\n"
+    assert cloudsource.from_opennebula(text.encode()) is None
+    assert cloudsource.from_opennebula(b"USER_DATA='" + big + b"'\n") is None
