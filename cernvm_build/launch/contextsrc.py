@@ -6,11 +6,15 @@ context is refused for the same reasons, in the same words, with the URL in plac
 
 from __future__ import annotations
 
+import time
 import urllib.error
 import urllib.request
+from http.client import HTTPMessage
 from pathlib import Path
+from typing import IO
 from urllib.parse import unquote, urlsplit
 
+from ..bootloader.cloudsource import read_within
 from ..bootloader.userdata import MAX_INFLATED
 from ..errors import ConfigFileError
 from . import userdata
@@ -18,6 +22,8 @@ from . import userdata
 #: the bootloader never inflates more than this; a bigger context file is no context
 MAX_CONTEXT_BYTES = MAX_INFLATED
 TIMEOUT = 30.0
+#: the whole answer, however slowly it trickles in (TIMEOUT bounds one read)
+DEADLINE = 120.0
 
 
 def _too_big(source: str) -> ConfigFileError:
@@ -39,14 +45,34 @@ def _read_file(path: Path, source: str) -> bytes:
     return data
 
 
+class _HttpRedirectsOnly(urllib.request.HTTPRedirectHandler):
+    """urllib follows a redirect to ftp:// too; a context URL stays on http(s)."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: HTTPMessage,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        if urlsplit(newurl).scheme.lower() not in ("http", "https"):
+            raise urllib.error.URLError(f"HTTP {code} redirect to {newurl[:200]!r} refused: http(s) only")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_HttpRedirectsOnly)
+
+
 def _read_url(url: str) -> bytes:
     request = urllib.request.Request(url, headers={"User-Agent": "cernvm-launch"})
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
+        with _OPENER.open(request, timeout=TIMEOUT) as response:
             length = response.headers.get("Content-Length")
             if length is not None and length.isdigit() and int(length) > MAX_CONTEXT_BYTES:
                 raise _too_big(url)
-            data = bytes(response.read(MAX_CONTEXT_BYTES + 1))
+            data = read_within(response, MAX_CONTEXT_BYTES, time.monotonic() + DEADLINE)
     except urllib.error.HTTPError as e:
         raise ConfigFileError(
             f"cannot fetch the context: HTTP {e.code} {e.reason}", where=url, hint="check the URL"

@@ -1,0 +1,66 @@
+"""A context URL's server may be hostile: ``--context URL`` / ``context URL`` follow redirects only to
+http(s) (urllib alone would follow one to ftp://), and give up on an answer that trickles in past
+its deadline; each is one ConfigFileError naming the URL."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from cernvm_build.errors import ConfigFileError
+from cernvm_build.launch import contextsrc
+
+
+class _Hostile(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        if self.path == "/ftp":
+            self.send_response(302)
+            self.send_header("Location", "ftp://127.0.0.1:1/etc/shadow")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", "1000")
+        self.end_headers()
+        try:
+            for _ in range(1000):  # a byte every 0.2 s: each read is well within its timeout
+                self.wfile.write(b"#")
+                self.wfile.flush()
+                time.sleep(0.2)
+        except OSError:
+            pass
+
+
+@pytest.fixture(scope="module")
+def hostile() -> Iterator[str]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Hostile)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_a_redirect_away_from_http_is_refused(hostile: str) -> None:
+    with pytest.raises(ConfigFileError) as e:
+        contextsrc.read_context(f"{hostile}/ftp")
+    assert "redirect to 'ftp://127.0.0.1:1/etc/shadow' refused: http(s) only" in str(e.value)
+    assert e.value.where is not None and f"{hostile}/ftp" in str(e.value)
+
+
+@pytest.mark.timeout(60)
+def test_a_trickling_answer_is_given_up_at_its_deadline(
+    hostile: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(contextsrc, "DEADLINE", 1.0)
+    with pytest.raises(ConfigFileError, match="took longer than its deadline"):
+        contextsrc.read_context(f"{hostile}/slow")
