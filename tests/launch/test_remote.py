@@ -1,9 +1,9 @@
 """A remote hypervisor for real: libvirt reached only over SSH, disks through the storage API.
 
-The "remote" host is made here: Debian's sshd on 127.0.0.1 on a spare port, with a throwaway host
-key and a throwaway client key authorised for root; libvirt is reached as
-``qemu+ssh://root@127.0.0.1:PORT/system?keyfile=…&command=…``, the command being OpenSSH with the
-host key pinned in a known_hosts file of the test's own (root's own files are never touched). It is
+The "remote" host is made here (``tests/support/hypervisor.py``): Debian's sshd on 127.0.0.1 on a
+spare port, with a throwaway host key and a throwaway client key authorised for root; libvirt is
+reached as ``qemu+ssh://root@127.0.0.1:PORT/system?keyfile=…&command=…``, the command being OpenSSH
+with the host key pinned in a known_hosts file of the test's own (root's own files are never touched). It is
 the same machine, so what proves the disks went through libvirt's storage API is where they are: in
 a pool directory of the test's own (never the local image cache or launch home), the domain XML
 naming neither of those, and the sshd's log showing every SSH session to the instance tunnelled
@@ -40,87 +40,52 @@ from cernvm_build import launch
 from cernvm_build.cli.launch import main
 from cernvm_build.launch import domain, storage, tunnel
 from tests.launch.support import PANIC_CONSOLE, boot_sector_guest
+from tests.support.hypervisor import SSHHypervisor, free_port, ssh_hypervisor
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 LOCAL = "qemu:///system"
 GREETING = b"remote-test-guest"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass(frozen=True)
 class Hypervisor:
     uri: str
-    log: Path
     pool: str
+    sshd: SSHHypervisor
 
     def tunnelled_to(self, port: int) -> bool:
-        """Whether the sshd opened a direct-tcpip channel (ssh -W) to 127.0.0.1:port."""
-        return f"target 127.0.0.1 port {port}" in self.log.read_text(errors="replace")
+        return self.sshd.tunnelled_to(port)
 
 
 @pytest.fixture
 def hypervisor(libvirtd: None, tmp_path: Path) -> Iterator[Hypervisor]:
-    d = tmp_path / "sshd"
-    d.mkdir(mode=0o700)
-    for key in ("host_key", "client_key"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", d / key], check=True)
-    (d / "authorized_keys").write_text((d / "client_key.pub").read_text())
-    port = _free_port()
-    (d / "known_hosts").write_text(f"[127.0.0.1]:{port} {(d / 'host_key.pub').read_text()}")
-    (d / "sshd_config").write_text(
-        f"ListenAddress 127.0.0.1\nPort {port}\nHostKey {d}/host_key\n"
-        f"AuthorizedKeysFile {d}/authorized_keys\n"
-        "PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
-        "UsePAM no\nStrictModes no\nAllowTcpForwarding yes\nLogLevel DEBUG1\n"
-        f"PidFile {d}/sshd.pid\n"
-    )
-    Path("/run/sshd").mkdir(exist_ok=True)  # its privilege separation folder
-    log = d / "sshd.log"
-    server = subprocess.Popen(["/usr/sbin/sshd", "-D", "-f", d / "sshd_config", "-E", log])
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline or server.poll() is not None:
-                pytest.fail(f"sshd did not come up: {log.read_text() if log.exists() else ''}")
-            time.sleep(0.1)
-    pinned = d / "ssh-pinned"
-    pinned.write_text(
-        f"#!/bin/sh\nexec ssh -o UserKnownHostsFile={d}/known_hosts -o StrictHostKeyChecking=yes "
-        '-o GlobalKnownHostsFile=/dev/null "$@"\n'
-    )
-    pinned.chmod(0o755)
-    uri = f"qemu+ssh://root@127.0.0.1:{port}/system?keyfile={d}/client_key&command={pinned}"
     pool = f"lt-pool-{uuid.uuid4().hex[:8]}"
-    try:
-        yield Hypervisor(uri, log, pool)
-    finally:
-        conn = libvirt.open(LOCAL)
-        for dom in conn.listAllDomains(0):
-            meta = domain.metadata_of(dom.XMLDesc(0))
-            if meta is not None and meta.pool == pool:
-                if dom.isActive():
-                    dom.destroy()
-                dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
+    with ssh_hypervisor(tmp_path / "sshd") as sshd:
         try:
-            p = conn.storagePoolLookupByName(pool)
-        except libvirt.libvirtError:
-            pass
-        else:
-            storage.delete(p, p.listVolumes())
-            p.destroy()
-            p.delete(0)
-            p.undefine()
-        conn.close()
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=10)
+            yield Hypervisor(sshd.uri, pool, sshd)
+        finally:
+            _remove_pool(pool)
+
+
+def _remove_pool(pool: str) -> None:
+    """Whatever a failed test left: the pool's domains, volumes and the pool itself."""
+    conn = libvirt.open(LOCAL)
+    for dom in conn.listAllDomains(0):
+        meta = domain.metadata_of(dom.XMLDesc(0))
+        if meta is not None and meta.pool == pool:
+            if dom.isActive():
+                dom.destroy()
+            dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
+    try:
+        p = conn.storagePoolLookupByName(pool)
+    except libvirt.libvirtError:
+        pass
+    else:
+        storage.delete(p, p.listVolumes())
+        p.destroy()
+        p.delete(0)
+        p.undefine()
+    conn.close()
 
 
 @pytest.fixture
@@ -206,7 +171,7 @@ def test_create_puts_the_disks_in_the_hypervisors_pool_and_destroy_removes_them(
 
     assert main(["stop", name]) == 0
     assert main(["start", name]) == 0
-    live = _free_port()
+    live = free_port()
     assert main(["forward", name, f"{live}:8080"]) == 0
     out = capsys.readouterr().err
     assert "127.0.0.1's 127.0.0.1" in out and f"-L 127.0.0.1:{live}:127.0.0.1:{live}" in out
@@ -285,7 +250,7 @@ def test_ssh_scp_and_openssh_reach_the_guest_through_the_hypervisor(
     host_key = tmp_path / "dropbear_host_key"
     subprocess.run(["dropbearconvert", "openssh", "dropbear", tmp_path / "host_openssh", host_key],
                    check=True, capture_output=True)  # fmt: skip
-    port = _free_port()
+    port = free_port()
     dom = conn.lookupByName(name)
     meta = domain.metadata_of(dom.XMLDesc(0))
     assert meta is not None
