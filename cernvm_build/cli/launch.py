@@ -275,13 +275,17 @@ def cmd_console(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_ip(args: argparse.Namespace, out: Output) -> int:
-    addr = launch.address(host_of(args), args.name)
+    host = host_of(args)
+    addr = launch.address(host, args.name)
     if addr is None:
         raise NotReadyError(
             f"instance '{args.name}' has no address yet", hint=f"'cernvm-launch wait {args.name}'"
         )
+    # on a remote hypervisor the address is one on that machine (ssh/scp go through it)
+    via = {"on": host.remote} if host.remote else {}
     out.data(
-        {"name": args.name, "host": addr[0], "port": addr[1]}, lambda d: out.print(f"{d['host']}:{d['port']}")
+        {"name": args.name, "host": addr[0], "port": addr[1], **via},
+        lambda d: out.print(f"{d['host']}:{d['port']}" + (f" on {d['on']}" if "on" in d else "")),
     )
     return 0
 

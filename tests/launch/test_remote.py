@@ -39,10 +39,11 @@ import yaml
 from cernvm_build import launch
 from cernvm_build.cli.launch import main
 from cernvm_build.launch import domain, storage, tunnel
+from tests.launch import test_e2e
 from tests.launch.support import PANIC_CONSOLE, boot_sector_guest
 from tests.support.hypervisor import SSHHypervisor, free_port, ssh_hypervisor
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 LOCAL = "qemu:///system"
 GREETING = b"remote-test-guest"
 
@@ -162,6 +163,8 @@ def test_create_puts_the_disks_in_the_hypervisors_pool_and_destroy_removes_them(
     assert main(["list", "--json"]) == 0
     (entry,) = [e for e in json.loads(capsys.readouterr().out) if e["name"] == name]
     assert entry["state"] == "running"
+    assert main(["ip", name]) == 0  # an address on the hypervisor, said so
+    assert capsys.readouterr().out.strip() == f"127.0.0.1:{entry['ssh_port']} on 127.0.0.1"
 
     # No SSH in this guest: wait gives up with the remote console's tail; the attempts went
     # through the hypervisor (ssh -W to its 127.0.0.1).
@@ -326,3 +329,44 @@ def test_hops_follow_the_uri() -> None:
     assert "StrictHostKeyChecking=yes" in pinned.options()
     assert tunnel.hop_of("qemu:///system") is None and tunnel.hop_of("test:///default") is None
     assert tunnel.is_remote("qemu+ssh://root@127.0.0.1:2222/system")  # another daemon, even here
+
+
+demo = test_e2e.demo  # the demo image built against the served demo repository (as test_e2e_context)
+
+
+@pytest.mark.e2e
+def test_the_demo_os_boots_on_the_remote_hypervisor(
+    demo: tuple[Path, Any],
+    system_home: Path,
+    hypervisor: Hypervisor,
+    remote_conf: Path,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """One real boot through the remote URI (one only: the suite's budget): create waits for SSH
+    through the hypervisor, the user data reached the OS, stdin reaches a command, destroy leaves
+    the pool empty. Everything else about remote instances is checked without a boot above."""
+    image, srv = demo
+    name = f"lt-{uuid.uuid4().hex[:8]}"
+    code = main(["create", "--name", name, "--iso", str(image), "--memory", "512", "--yes",
+                 "--cvmfs-server", f"10.0.2.2:{srv.port}", "--timeout", "420"])  # fmt: skip
+    assert code == 0, capfd.readouterr().err
+    capfd.readouterr()
+    assert main(["ssh", "-n", name, "--", "hostname"]) == 0
+    assert capfd.readouterr().out.strip() == name
+    r = subprocess.run([sys.executable, "-m", "cernvm_build.cli.launch", "ssh", name, "--",
+                        "cat > /root/from-stdin && sync && cat /root/from-stdin"],
+                       input=b"x\n", capture_output=True, timeout=120, check=False)  # fmt: skip
+    assert r.returncode == 0 and r.stdout == b"x\n", r.stderr
+    (port,) = [e["ssh_port"] for e in _list() if e["name"] == name]
+    assert hypervisor.tunnelled_to(port)
+    assert main(["destroy", "--force", name]) == 0
+    assert _volumes(hypervisor.pool) == set()
+
+
+def _list() -> list[dict[str, Any]]:
+    conn = libvirt.open(LOCAL)
+    try:
+        host = launch.Host(conn, LOCAL)
+        return [i.to_json() for i in launch.list_instances(host)]
+    finally:
+        conn.close()
