@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import email
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import libvirt
+import yaml
 
 from cernvm_build import launch
 from cernvm_build.accel import Accel
@@ -62,3 +65,18 @@ PANIC_CONSOLE = (
     b"[    2.0] ucernvm: panic: CernVM-FS mount of demo.cern.ch failed: [Errno 111] Connection refused\r\n"
     b"ucernvm: dropping to a rescue shell (exit it to power off)\r\n"
 )
+
+
+def cloud_config(iso: Path, tmp: Path) -> dict[str, Any]:
+    """The merged cloud-config launch put into a context ISO (what the guest would apply)."""
+    out = tmp / "iso"
+    subprocess.run(
+        ["xorriso", "-osirrox", "on", "-indev", iso, "-extract", "/", out], check=True, capture_output=True
+    )
+    msg = email.message_from_bytes((out / "openstack/latest/user_data").read_bytes())
+    for part in msg.walk():
+        if part.get_content_type() == "text/cloud-config":
+            loaded = yaml.safe_load(part.get_payload(decode=True))
+            assert isinstance(loaded, dict)
+            return loaded
+    raise AssertionError("no cloud-config part")

@@ -16,7 +16,6 @@ put into the context volume (read back through the storage API).
 
 from __future__ import annotations
 
-import email
 import hashlib
 import json
 import os
@@ -34,13 +33,12 @@ from typing import Any
 
 import libvirt
 import pytest
-import yaml
 
 from cernvm_build import launch
 from cernvm_build.cli.launch import main
 from cernvm_build.launch import domain, storage, tunnel
 from tests.launch import test_e2e
-from tests.launch.support import PANIC_CONSOLE, boot_sector_guest
+from tests.launch.support import PANIC_CONSOLE, boot_sector_guest, cloud_config
 from tests.support.hypervisor import SSHHypervisor, free_port, ssh_hypervisor
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -214,20 +212,6 @@ def test_a_panicking_guest_on_the_hypervisor_fails_create_from_its_console(
     assert _volumes(hypervisor.pool) == set()  # removed, its image with it
 
 
-def _cloud_config(iso: bytes, tmp: Path) -> dict[str, Any]:
-    (tmp / "ctx.iso").write_bytes(iso)
-    out = tmp / "iso"
-    subprocess.run(["xorriso", "-osirrox", "on", "-indev", tmp / "ctx.iso", "-extract", "/", out],
-                   check=True, capture_output=True)  # fmt: skip
-    msg = email.message_from_bytes((out / "openstack/latest/user_data").read_bytes())
-    for part in msg.walk():
-        if part.get_content_type() == "text/cloud-config":
-            loaded = yaml.safe_load(part.get_payload(decode=True))
-            assert isinstance(loaded, dict)
-            return loaded
-    raise AssertionError("no cloud-config part")
-
-
 def test_ssh_scp_and_openssh_reach_the_guest_through_the_hypervisor(
     system_home: Path,
     hypervisor: Hypervisor,
@@ -244,7 +228,8 @@ def test_ssh_scp_and_openssh_reach_the_guest_through_the_hypervisor(
     conn = libvirt.open(hypervisor.uri)
     p = conn.storagePoolLookupByName(hypervisor.pool)
     ctx = storage.tail(conn, p, storage.volume_names(name)[1], 64 << 20)
-    cc = _cloud_config(ctx, tmp_path)
+    (tmp_path / "ctx.iso").write_bytes(ctx)
+    cc = cloud_config(tmp_path / "ctx.iso", tmp_path)
     fake_root = tmp_path / "root"
     (fake_root / ".ssh").mkdir(parents=True, mode=0o700)
     fake_root.chmod(0o700)

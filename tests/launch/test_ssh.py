@@ -8,40 +8,23 @@ temporary folder, so the host's own /root/.ssh is never read or written.
 
 from __future__ import annotations
 
-import email
 import os
 import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import libvirt
 import pytest
-import yaml
 
 from cernvm_build.cli.launch import main
 from cernvm_build.errors import NotReadyError, SSHError
 from cernvm_build.launch import instances, ready, ssh
-from tests.launch.support import create, request
+from tests.launch.support import cloud_config, create, request
 
 pytestmark = pytest.mark.integration
 URI = "test:///default"
-
-
-def _cloud_config(iso: Path, tmp: Path) -> dict[str, Any]:
-    out = tmp / "iso"
-    subprocess.run(
-        ["xorriso", "-osirrox", "on", "-indev", iso, "-extract", "/", out], check=True, capture_output=True
-    )
-    msg = email.message_from_bytes((out / "openstack/latest/user_data").read_bytes())
-    for part in msg.walk():
-        if part.get_content_type() == "text/cloud-config":
-            loaded = yaml.safe_load(part.get_payload(decode=True))
-            assert isinstance(loaded, dict)
-            return loaded
-    raise AssertionError("no cloud-config part")
 
 
 @pytest.fixture
@@ -51,7 +34,7 @@ def served(launch_env: Path, image: Path, tmp_path: Path) -> Iterator[tuple[str,
     name = f"ssh-{os.getpid()}"
     inst = create(conn, request(launch_env, image, name))
     assert inst.meta is not None
-    cc = _cloud_config(launch_env / "run" / name / "context.iso", tmp_path)
+    cc = cloud_config(launch_env / "run" / name / "context.iso", tmp_path)
     fake_root = tmp_path / "root"
     (fake_root / ".ssh").mkdir(parents=True, mode=0o700)
     fake_root.chmod(0o700)
