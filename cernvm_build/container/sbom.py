@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import resource
 import shutil
 import subprocess
 import tempfile
@@ -139,6 +141,17 @@ def parse_dpkg_status(text: str, where: str = DPKG_STATUS) -> list[Package]:
     return sorted(out, key=lambda p: (p.name, p.arch, p.version))
 
 
+#: rpm listing a database: its time, the memory it may map and the largest file it may write
+RPM_TIMEOUT = 300.0
+RPM_MEMORY = 4 << 30
+RPM_FILE = 1 << 30
+
+
+def _rpm_limits() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (RPM_MEMORY, RPM_MEMORY))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (RPM_FILE, RPM_FILE))
+
+
 def read_rpmdb(files: dict[str, bytes], where: str) -> list[Package]:
     """Packages of an rpm database (``files``: its file names and contents) read with ``rpm``."""
     if shutil.which("rpm") is None:
@@ -146,12 +159,23 @@ def read_rpmdb(files: dict[str, bytes], where: str) -> list[Package]:
     with tempfile.TemporaryDirectory(prefix="cernvm-rpmdb-") as tmp:
         for name, data in files.items():
             (Path(tmp) / name).write_bytes(data)
-        proc = subprocess.run(
-            ["rpm", "--dbpath", tmp, "-qa", "--queryformat", _RPM_FORMAT],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        # The database is the tree's (hostile, maybe): an endless view in rpmdb.sqlite makes rpm
+        # sort for ever, spilling to $TMPDIR. Its scratch stays in ours, capped in size and time.
+        try:
+            proc = subprocess.run(
+                ["rpm", "--dbpath", tmp, "-qa", "--queryformat", _RPM_FORMAT],
+                capture_output=True,
+                text=True,
+                errors="replace",
+                timeout=RPM_TIMEOUT,
+                env={**os.environ, "TMPDIR": tmp, "SQLITE_TMPDIR": tmp},
+                preexec_fn=_rpm_limits,
+            )
+        except subprocess.TimeoutExpired:
+            raise BuildError(
+                f"{where}: rpm took more than {RPM_TIMEOUT:.0f} s to list the database's packages; stopped",
+                hint="a genuine database lists in seconds: this one is damaged or hostile",
+            ) from None
     if proc.returncode != 0:
         raise BuildError(
             f"{where}: rpm cannot read the database: {proc.stderr.strip()[-300:]}",
@@ -181,13 +205,32 @@ def sbom_of(read: Callable[[str], bytes | None], listdir: Callable[[str], list[s
     for d in RPM_DIRS:
         names = listdir(d)
         if names:
-            files = {n: data for n in names if (data := read(f"{d}/{n}")) is not None}
+            if len(names) > MAX_DB_FILES:
+                raise BuildError(
+                    f"{d}: {len(names)} files is more than an rpm database has ({MAX_DB_FILES} at most)",
+                    hint="the tree is not an OS tree, or is hostile",
+                )
+            files: dict[str, bytes] = {}
+            total = 0
+            for n in names:
+                data = read(f"{d}/{n}")
+                if data is None:
+                    continue
+                total += len(data)
+                if total > MAX_DB_FILE:
+                    raise BuildError(
+                        f"{d}: the rpm database is bigger than {MAX_DB_FILE >> 20} MiB",
+                        hint="the tree is not an OS tree, or is hostile",
+                    )
+                files[n] = data
             return Sbom(f"rpm:{d}", tuple(read_rpmdb(files, d)))
     return None
 
 
-#: a package database file bigger than this is refused (memory stays bounded on hostile trees)
+#: a package database file (or all of an rpm database's) bigger than this is refused, as is an rpm
+#: database folder of more files (memory stays bounded on hostile trees)
 MAX_DB_FILE = 512 << 20
+MAX_DB_FILES = 64
 
 
 def repository_reader(

@@ -6,12 +6,14 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sqlite3
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from cernvm_build.cli.main import main
+from cernvm_build.container import sbom
 from cernvm_build.container.sbom import parse_dpkg_status, read_rpmdb
 from cernvm_build.cvmfs.keys import generate_keys
 from cernvm_build.cvmfs.publish import create_repository, publish_tree
@@ -173,3 +175,32 @@ def test_a_tree_without_package_database_says_so(tmp_path: Path, capsys: pytest.
     doc = build(tmp_path, tree, "none1", capsys)
     assert not [a for a in doc["artifacts"] if a["format"] == "spdx"]
     assert labels(tmp_path / "out" / "p.oci", "none1")["cvmfs.sbom"] == "none"
+
+
+@pytest.mark.integration
+def test_a_hostile_rpm_database_is_one_error_in_bounded_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rpmdb.sqlite whose Packages is an endless sorted view: rpm would sort for ever (spilling to
+    $TMPDIR); it is stopped at its deadline with one BuildError, not a TimeoutExpired traceback."""
+    db = tmp_path / "rpm"
+    subprocess.run(["rpm", "--dbpath", str(db), "--initdb"], check=True, capture_output=True)
+    con = sqlite3.connect(db / "rpmdb.sqlite")
+    con.executescript(
+        "DROP TABLE Packages; CREATE VIEW Packages AS WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL"
+        " SELECT x + 1 FROM c) SELECT x AS hnum, zeroblob(100) AS blob FROM c ORDER BY x DESC;"
+    )
+    con.close()
+    monkeypatch.setattr(sbom, "RPM_TIMEOUT", 2.0)
+    files = {p.name: p.read_bytes() for p in db.iterdir() if p.is_file()}
+    with pytest.raises(BuildError, match="rpm took more than 2 s"):
+        read_rpmdb(files, "var/lib/rpm")
+
+
+def test_an_rpm_folder_of_too_many_or_too_big_files_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    names = [f"f{i}" for i in range(sbom.MAX_DB_FILES + 1)]
+    with pytest.raises(BuildError, match="65 files is more than an rpm database has"):
+        sbom.sbom_of(lambda p: None if p == sbom.DPKG_STATUS else b"", lambda d: names)
+    monkeypatch.setattr(sbom, "MAX_DB_FILE", 10)
+    with pytest.raises(BuildError, match="bigger than"):
+        sbom.sbom_of(lambda p: None if p == sbom.DPKG_STATUS else b"123456", lambda d: names[:2])
