@@ -302,6 +302,32 @@ def _listening(port: int) -> bool:
         return False
 
 
+def test_ctrl_c_during_a_remote_create_leaves_no_volume(
+    system_home: Path, hypervisor: Hypervisor, remote_conf: Path
+) -> None:
+    """SIGINT as the upload begins: exit 130, and neither the domain, the instance's volumes, the
+    uploaded image nor the local folder is left."""
+    name = f"lt-{uuid.uuid4().hex[:8]}"
+    image = boot_sector_guest(system_home / "tiny.hdd", GREETING + b"\r\n")
+    child = subprocess.Popen(
+        [sys.executable, "-m", "cernvm_build.cli.launch", "create", "--name", name, "--iso", str(image),
+         "--memory", "256", "--disk", "100", "--no-wait", "--yes"],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert child.stderr is not None
+    heard = []
+    for line in child.stderr:
+        heard.append(line)
+        if "uploading the boot image" in line:
+            child.send_signal(signal.SIGINT)
+            break
+    heard.append(child.stderr.read())
+    assert child.wait(timeout=120) == 130, "".join(heard)
+    assert name not in [d.name() for d in libvirt.open(LOCAL).listAllDomains(0)]
+    assert _volumes(hypervisor.pool) == set()
+    assert not list(system_home.glob(f"hosts/*/{name}"))
+
+
 def test_hops_follow_the_uri() -> None:
     hop = tunnel.hop_of("qemu+ssh://alice@hv.example:2222/system?keyfile=/k&no_verify=1")
     assert hop is not None
