@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import http.server
 import io
 import logging
+import shutil
 import socket
 import tarfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,12 +41,42 @@ ssh_keys:
 """
 
 
-def _user_data(port: int, extra: str = "") -> str:
+def _user_data(port: int, extra: str = "", host: str = "10.0.2.2") -> str:
+    """User data naming the test server as the guest sees the host (``host``)."""
     return (
         "#!/bin/sh\necho amiconfig part, not ours\n"
-        f"[ucernvm-begin]\ncvmfs_server=10.0.2.2:{port}\nresize_rootfs=on\nno_such_key=1\n{extra}"
+        f"[ucernvm-begin]\ncvmfs_server={host}:{port}\nresize_rootfs=on\nno_such_key=1\n{extra}"
         "[ucernvm-end]\n"
     )
+
+
+@contextlib.contextmanager
+def _metadata_service(answers: dict[str, bytes]) -> Iterator[tuple[int, list[str]]]:
+    """A cloud metadata service on 127.0.0.1: ``answers`` by path, 404 for anything else (the other
+    flavours, the IMDSv2 token); yields its port and the requests it got ("METHOD /path")."""
+    asked: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            asked.append(f"{self.command} {self.path}")
+            body = answers.get(self.path)
+            self.send_response(404 if body is None else 200)
+            self.send_header("Content-Length", str(len(body or b"")))
+            self.end_headers()
+            self.wfile.write(body or b"")
+
+        do_GET = do_PUT = _answer
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_address[1], asked
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def _tarball_b64(files: dict[str, str]) -> str:
@@ -190,7 +223,9 @@ def test_boot_pin_persist_and_tag(built: Built, test_repo: ServedRepo, tmp_path:
 
 def test_demo_os_gets_the_saved_user_data(built: Built, test_repo: ServedRepo, tmp_path: Path) -> None:
     """The real demo OS (busybox + dropbear from Debian packages) boots from the hdd image and finds
-    the user data where the bootloader saved it (/mnt/.rw/context/user-data)."""
+    the user data where the bootloader saved it (/mnt/.rw/context/user-data). There is no context
+    drive: the user data comes from a cloud metadata service (EC2 flavour) that the test runs on the
+    host and qemu's user network forwards to the guest as 169.254.169.254:80."""
     from cernvm_build.cvmfs.publish import publish_tree
     from cernvm_build.demo.os_tree import build_demo_os
 
@@ -198,16 +233,27 @@ def test_demo_os_gets_the_saved_user_data(built: Built, test_repo: ServedRepo, t
     r = publish_tree(
         test_repo.stratum / FQRN, FQRN, test_repo.keys, demo.root, tag="demo-os", normalize_owner=True
     )
-    ud = "#cloud-config\nhostname: e2e-demo\n" + _user_data(test_repo.server.port, "cvmfs_tag=demo-os\n")
+    # The user network is link-local, as on a cloud, so that the metadata address is inside it (qemu
+    # forwards to a command only there); the host is then 169.254.0.2 for the guest.
+    ud = "#cloud-config\nhostname: e2e-demo\n"
+    ud += _user_data(test_repo.server.port, "cvmfs_tag=demo-os\n", host="169.254.0.2")
     log = tmp_path / "demo.log"
-    b = boot(
-        built.image("hdd"),
-        blank_disk(tmp_path / "scratch.qcow2"),
-        context_iso(tmp_path / "ctx.iso", ud),
-        log,
-        kind="hdd",
-        until=r"demo-os: ready|ucernvm: panic",
-    )
+    with _metadata_service({"/2016-04-19/user-data": ud.encode()}) as (port, asked):
+        # one relay process per connection: the guest's requests reach the service on the host
+        relay = f"{shutil.which('busybox')} nc 127.0.0.1 {port}"
+        fwd = f"net=169.254.0.0/16,host=169.254.0.2,dhcpstart=169.254.0.15,guestfwd=tcp:169.254.169.254:80-cmd:{relay}"
+        b = boot(
+            built.image("hdd"),
+            blank_disk(tmp_path / "scratch.qcow2"),
+            None,
+            log,
+            kind="hdd",
+            until=r"demo-os: ready|ucernvm: panic",
+            net=fwd,
+        )
+    assert "GET /2016-04-19/user-data" in asked, asked
+    source = "ucernvm: context: user data from metadata ec2 http://169.254.169.254/2016-04-19/user-data"
+    assert source in b.console, _show(b, log)
     assert f"mounted {FQRN} revision {r.revision} root {r.root_hash} tag demo-os" in b.console, _show(b, log)
     assert "demo-os: init reached" in b.console, _show(b, log)
     assert "demo-os: user data applied from /mnt/.rw/context/user-data" in b.console, _show(b, log)

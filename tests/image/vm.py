@@ -104,8 +104,11 @@ def boot(
     memory: int = 640,
     timeout: float = 300,
     until: str = r"test-os: done|ucernvm: panic",
+    net: str = "",
 ) -> Boot:
     """Boot ``image`` (iso as CD-ROM, else a virtio disk) with a scratch disk and a context ISO.
+
+    ``net`` adds options to the user-mode network (e.g. a ``guestfwd`` to a metadata service).
 
     Returns when the guest powers off, prints ``until`` (then it is killed) or ``timeout`` passes.
     """
@@ -119,7 +122,7 @@ def boot(
         "qemu-system-x86_64", "-accel", accel.name, "-m", str(memory), "-smp", "1", "-nodefaults",
         "-display", "none", "-no-reboot", "-serial", f"file:{log}", *bootdev,
         "-drive", f"file={scratch},format=qcow2,if=virtio",
-        "-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0",
+        "-netdev", f"user,id=n0{',' + net if net else ''}", "-device", "virtio-net-pci,netdev=n0",
     ]  # fmt: skip
     if context is not None:
         cmd += ["-drive", f"file={context},format=raw,if=virtio,readonly=on"]
