@@ -9,6 +9,7 @@ import random
 import shutil
 import stat
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -177,3 +178,12 @@ def markers(r: PublishResult) -> frozenset[str]:
 
 def iso(ts: int) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@pytest.fixture
+def logs() -> Iterator[Path]:
+    """A folder squid's own user ('proxy') can write its logs and pid file to (pytest's tmp is 0700)."""
+    path = Path(tempfile.mkdtemp(prefix="cernvm-squid-logs-"))
+    path.chmod(0o1777)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

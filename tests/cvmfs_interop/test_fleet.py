@@ -10,9 +10,6 @@ without the proxy.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,16 +30,7 @@ GUESTS = 200
 AT_ONCE = 50
 
 
-@pytest.fixture
-def run_dir() -> Iterator[Path]:
-    """A folder squid's own user ('proxy') can write its logs to (pytest's tmp is 0700 root)."""
-    path = Path(tempfile.mkdtemp(prefix="cernvm-fleet-squid-"))
-    path.chmod(0o1777)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def test_a_fleet_booting_at_once_costs_the_origin_one_working_set(tmp_path: Path, run_dir: Path) -> None:
+def test_a_fleet_booting_at_once_costs_the_origin_one_working_set(tmp_path: Path, logs: Path) -> None:
     demo = build_demo_os(tmp_path / "demo-os")
     keys = keymod.generate_keys(FQRN)
     keys.save(tmp_path / "keys")
@@ -53,7 +41,7 @@ def test_a_fleet_booting_at_once_costs_the_origin_one_working_set(tmp_path: Path
     expected = expected_bytes(demo.root, working_set())
 
     origin, proxy = _free_port(), _free_port()
-    nginx_conf, squid_conf = tmp_path / "nginx" / "nginx.conf", run_dir / "squid.conf"
+    nginx_conf, squid_conf = tmp_path / "nginx" / "nginx.conf", logs / "squid.conf"
     nginx_conf.parent.mkdir()
     argv = ["cvmfs", "nginx-config", str(tmp_path / "srv"), "--port", str(origin), "--listen", "127.0.0.1"]
     assert main([*argv, "--user", "root", "-o", str(nginx_conf)]) == 0
@@ -77,7 +65,7 @@ def test_a_fleet_booting_at_once_costs_the_origin_one_working_set(tmp_path: Path
                 proxy=f"http://127.0.0.1:{proxy}",
             )
         through_squid = _requests(origin_log) - one_boot
-        squid_log = (run_dir / "access.log").read_text().splitlines()
+        squid_log = (logs / "access.log").read_text().splitlines()
 
     print(
         f"{GUESTS} guests, {AT_ONCE} at once, {len(expected)} files "
@@ -93,12 +81,12 @@ def test_a_fleet_booting_at_once_costs_the_origin_one_working_set(tmp_path: Path
     assert through_squid <= one_boot, f"{through_squid} origin requests for {one_boot} objects"
 
 
-def test_the_squid_configuration_refuses_other_clients_and_servers(tmp_path: Path, run_dir: Path) -> None:
+def test_the_squid_configuration_refuses_other_clients_and_servers(tmp_path: Path, logs: Path) -> None:
     """With --client and --stratum the proxy is not open: another destination is refused (403)."""
     import http.client
 
     proxy = _free_port()
-    conf = run_dir / "squid.conf"
+    conf = logs / "squid.conf"
     argv = ["cvmfs", "squid-config", "--port", str(proxy), "--listen", "127.0.0.1", "--client", "127.0.0.1"]
     assert main([*argv, "--stratum", "stratum-one.example.org", "-o", str(conf)]) == 0
     with _running([_tool("squid"), "-N", "-f", str(conf)], proxy, "squid"):

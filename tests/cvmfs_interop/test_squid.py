@@ -11,7 +11,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,15 +76,6 @@ def _origin(tmp_path: Path) -> tuple[Path, list[str], int, Path]:
     argv = ["cvmfs", "nginx-config", str(tmp_path / "srv"), "--port", str(origin), "--listen", "127.0.0.1"]
     assert main([*argv, "--user", "root", "-o", str(conf)]) == 0
     return pub, [_tool("nginx"), "-c", str(conf), "-g", "daemon off;"], origin, run / "access.log"
-
-
-@pytest.fixture
-def logs() -> Iterator[Path]:
-    """A folder squid's own user ('proxy') can write its logs and pid file to (pytest's tmp is 0700)."""
-    path = Path(tempfile.mkdtemp(prefix="cernvm-squid-logs-"))
-    path.chmod(0o1777)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def _squid(logs: Path, name: str) -> tuple[list[str], int, Path]:

@@ -241,7 +241,8 @@ def test_demo_os_gets_the_saved_user_data(built: Built, test_repo: ServedRepo, t
     with _metadata_service({"/2016-04-19/user-data": ud.encode()}) as (port, asked):
         # one relay process per connection: the guest's requests reach the service on the host
         relay = f"{shutil.which('busybox')} nc 127.0.0.1 {port}"
-        fwd = f"net=169.254.0.0/16,host=169.254.0.2,dhcpstart=169.254.0.15,guestfwd=tcp:169.254.169.254:80-cmd:{relay}"
+        fwd = "net=169.254.0.0/16,host=169.254.0.2,dhcpstart=169.254.0.15"
+        fwd += f",guestfwd=tcp:169.254.169.254:80-cmd:{relay}"
         b = boot(
             built.image("hdd"),
             blank_disk(tmp_path / "scratch.qcow2"),
