@@ -76,4 +76,4 @@ def test_networkd_and_ssh_are_enabled(debian: DebianTree) -> None:
     assert (wants / "ssh.service").is_symlink()
     network = (debian.root / "etc/systemd/network/80-cernvm.network").read_text()
     assert "KeepConfiguration=yes" in network
-    assert "NoCloud" in (debian.root / "etc/cloud/cloud.cfg.d/05_cernvm.cfg").read_text()
+    assert "ConfigDrive, NoCloud" in (debian.root / "etc/cloud/cloud.cfg.d/05_cernvm.cfg").read_text()
