@@ -16,7 +16,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -30,7 +29,7 @@ from cernvm_build import profile
 from cernvm_build.cli.launch import main
 from cernvm_build.cvmfs.serve import Server, serve
 from cernvm_build.demo.repository import publish_demo
-from cernvm_build.launch import daemon
+from tests.support import launchhome
 
 pytestmark = pytest.mark.e2e
 URI = "qemu:///system"
@@ -56,23 +55,8 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Serve
 
 @pytest.fixture
 def launch_home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    started = daemon.ensure()
-    home = Path(tempfile.mkdtemp(prefix="launch-e2e-", dir="/var/tmp"))
-    os.chmod(home, 0o711)
-    monkeypatch.setenv("CERNVM_LAUNCH_HOME", str(home))
-    monkeypatch.setenv("CERNVM_LAUNCH_CONF", str(home / "absent.conf"))
-    try:
+    with launchhome.launch_home(monkeypatch, "e2e-demo") as home:
         yield home
-    finally:
-        conn = libvirt.open(URI)
-        for dom in conn.listAllDomains(0):
-            if dom.name() == "e2e-demo":
-                if dom.isActive():
-                    dom.destroy()
-                dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
-        conn.close()
-        shutil.rmtree(home, ignore_errors=True)
-        daemon.stop(started)
 
 
 def test_demo_instance_life_cycle(

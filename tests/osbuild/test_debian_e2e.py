@@ -26,7 +26,7 @@ from cernvm_build.bootloader.kernel import fetch_debian_kernel
 from cernvm_build.cli.launch import main
 from cernvm_build.cvmfs.serve import Server, serve
 from cernvm_build.demo.repository import publish_debian
-from cernvm_build.launch import daemon
+from tests.support import launchhome
 
 pytestmark = [
     pytest.mark.e2e,
@@ -74,23 +74,8 @@ def debian_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Pat
 
 @pytest.fixture
 def launch_home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    started = daemon.ensure()
-    home = Path(tempfile.mkdtemp(prefix="launch-debian-", dir="/var/tmp"))
-    os.chmod(home, 0o711)
-    monkeypatch.setenv("CERNVM_LAUNCH_HOME", str(home))
-    monkeypatch.setenv("CERNVM_LAUNCH_CONF", str(home / "absent.conf"))
-    try:
+    with launchhome.launch_home(monkeypatch, NAME) as home:
         yield home
-    finally:
-        conn = libvirt.open(URI)
-        for dom in conn.listAllDomains(0):
-            if dom.name() == NAME:
-                if dom.isActive():
-                    dom.destroy()
-                dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
-        conn.close()
-        shutil.rmtree(home, ignore_errors=True)
-        daemon.stop(started)
 
 
 def _ssh(capfd: pytest.CaptureFixture[str], command: str) -> tuple[int, str]:
