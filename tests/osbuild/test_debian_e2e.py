@@ -54,8 +54,10 @@ def debian_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Pat
     publish_debian(work / "repo", kernel=kernel, offline=True)
     srv = serve(work / "repo")
     try:
-        # no_timer_check: under TCG on a loaded host the IO-APIC timer check panics at random
-        boot = dataclasses.replace(prof.bootloader, cmdline=[*prof.bootloader.cmdline, "no_timer_check"])
+        # no_timer_check: under TCG on a loaded host the IO-APIC timer check panics at random;
+        # systemd's unit status on the console says where a failed boot stopped
+        cmdline = [*prof.bootloader.cmdline, "no_timer_check", "systemd.show_status=1"]
+        boot = dataclasses.replace(prof.bootloader, cmdline=cmdline)
         prof = dataclasses.replace(
             prof, cvmfs=dataclasses.replace(prof.cvmfs, servers=[srv.repo_url()]), bootloader=boot
         )
@@ -94,7 +96,8 @@ def test_debian_boots_as_a_systemd_os(
     code = main([*args, "create", "--name", NAME, "--profile", "debian12", "--memory", "1024", "--yes",
                  "--cvmfs-server", f"10.0.2.2:{srv.port}", "--timeout", "1500"])  # fmt: skip
     err = capfd.readouterr().err
-    assert code == 0, err
+    console = launch_home / "run" / NAME / "console.log"
+    assert code == 0, err + (console.read_text(errors="replace")[-4000:] if console.exists() else "")
     print(f"\ndebian12: create -> SSH answers with the pinned host key: {time.monotonic() - started:.0f} s")
 
     code, state = _ssh(capfd, "systemctl is-system-running --wait; systemctl --failed --no-legend --plain")
