@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -38,11 +39,6 @@ bootloader: {{branch: hostile}}
 container:
   formats: !replace [oci]
 """
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory: pytest.TempPathFactory) -> hostile.Repo:
-    return hostile.publish_base(tmp_path_factory.mktemp("hostile-base"))
 
 
 @pytest.fixture(scope="module")
@@ -100,10 +96,14 @@ def build_in(
 @pytest.mark.parametrize("consumer", ["layers", "apptainer", "hub"])
 @pytest.mark.parametrize("name", SMALL)
 def test_hostile_repository_is_refused(
-    name: str, consumer: str, base: hostile.Repo, hub: tuple[Path, Path], tmp_path: Path
+    name: str,
+    consumer: str,
+    hostile_corpus: Callable[[str], hostile.Repo],
+    hub: tuple[Path, Path],
+    tmp_path: Path,
 ) -> None:
     case = hostile.CASES[name]
-    repo = hostile.build_case(name, tmp_path / "repo", base)
+    repo = hostile_corpus(name)
     res, out = build_in(repo, tmp_path / "run", consumers(hub)[consumer], timeout=120)
     assert res.returncode != 0, f"{name}: the build succeeded\n{res.stdout[-2000:]}"
     assert "Traceback" not in res.stderr, res.stderr[-3000:]
@@ -120,9 +120,13 @@ def test_hostile_repository_is_refused(
 @pytest.mark.parametrize("consumer", ["layers", "apptainer"])
 @pytest.mark.parametrize("name", BIG)
 def test_big_repository_builds_in_bounded_memory(
-    name: str, consumer: str, base: hostile.Repo, hub: tuple[Path, Path], tmp_path: Path
+    name: str,
+    consumer: str,
+    hostile_corpus: Callable[[str], hostile.Repo],
+    hub: tuple[Path, Path],
+    tmp_path: Path,
 ) -> None:
-    repo = hostile.build_case(name, tmp_path / "repo", base)
+    repo = hostile_corpus(name)
     res, out = build_in(repo, tmp_path / "run", consumers(hub)[consumer], timeout=1200)
     assert res.returncode == 0, res.stderr[-3000:]
     if consumer == "apptainer":

@@ -34,25 +34,6 @@ RSS_MB = 256
 TIMEOUT = 120
 
 
-@pytest.fixture(scope="session")
-def base(tmp_path_factory: pytest.TempPathFactory) -> hostile.Repo:
-    return hostile.publish_base(tmp_path_factory.mktemp("hostile-base"))
-
-
-@pytest.fixture(scope="session")
-def corpus(tmp_path_factory: pytest.TempPathFactory, base: hostile.Repo) -> Callable[[str], hostile.Repo]:
-    """Each case built once per session, on first use (consumers only read it)."""
-    root = tmp_path_factory.mktemp("hostile-corpus")
-    built: dict[str, hostile.Repo] = {}
-
-    def get(name: str) -> hostile.Repo:
-        if name not in built:
-            built[name] = hostile.build_case(name, root / name, base)
-        return built[name]
-
-    return get
-
-
 def _argv(
     consumer: str, case: hostile.Case, repo: hostile.Repo, out: Path, source: str | None = None
 ) -> list[str]:
@@ -105,21 +86,21 @@ def _check_refused(m: hostile.Measured, case: hostile.Case, consumer: str, out: 
 @pytest.mark.parametrize("consumer", CONSUMERS)
 @pytest.mark.parametrize("name", SMALL)
 def test_hostile_repository(
-    name: str, consumer: str, corpus: Callable[[str], hostile.Repo], tmp_path: Path
+    name: str, consumer: str, hostile_corpus: Callable[[str], hostile.Repo], tmp_path: Path
 ) -> None:
     case = hostile.CASES[name]
     if consumer == "cat" and case.cat_path is None:
         pytest.skip("no file of this case to read")
-    repo = corpus(name)
+    repo = hostile_corpus(name)
     out = _output_dir(tmp_path)
     before = hostile.snapshot_tree(out / "canary")
     m = hostile.run_measured(_argv(consumer, case, repo, out), timeout=TIMEOUT)
     _check_refused(m, case, consumer, out, before)
 
 
-def test_verify_reports_every_bad_entry(base: hostile.Repo, tmp_path: Path) -> None:
+def test_verify_reports_every_bad_entry(hostile_base: hostile.Repo, tmp_path: Path) -> None:
     """Several bad names and a duplicate in one repository: verify lists each and keeps going."""
-    repo = hostile.copy_repo(base, tmp_path / "r")
+    repo = hostile.copy_repo(hostile_base, tmp_path / "r")
     with hostile.Editor(repo) as ed:
         db = ed.catalog()
         for name in ("..", "a/b", "", "c\0d"):
@@ -146,10 +127,10 @@ def test_verify_reports_every_bad_entry(base: hostile.Repo, tmp_path: Path) -> N
 @pytest.mark.parametrize("consumer", [*CONSUMERS, "ls-R"])
 @pytest.mark.parametrize("name", BIG)
 def test_big_repository(
-    name: str, consumer: str, corpus: Callable[[str], hostile.Repo], tmp_path: Path
+    name: str, consumer: str, hostile_corpus: Callable[[str], hostile.Repo], tmp_path: Path
 ) -> None:
     case = hostile.CASES[name]
-    repo = corpus(name)
+    repo = hostile_corpus(name)
     out = _output_dir(tmp_path)
     before = hostile.snapshot_tree(out / "canary")
     # Writing a million files takes minutes on a loaded machine: the bound is generous, not absent.
@@ -185,34 +166,40 @@ def test_big_repository(
 
 
 @pytest.mark.parametrize("name", ["manifest-500mb", "whitelist-500mb", "cert-huge", "cert-bomb"])
-def test_man_in_the_middle(name: str, base: hostile.Repo, tmp_path: Path) -> None:
+def test_man_in_the_middle(name: str, hostile_base: hostile.Repo, tmp_path: Path) -> None:
     """Huge signed files and certificate bombs cost a few MB: reading stops at the cap, nothing of
     them is cached, one line says what and where."""
-    overrides, error = hostile.mitm_cases(base)[name]
+    overrides, error = hostile.mitm_cases(hostile_base)[name]
     cache = tmp_path / "cache"
     out = _output_dir(tmp_path)
     before = hostile.snapshot_tree(out / "canary")
     case = hostile.Case(name, lambda ed: None, error)
-    with hostile.MitmServer(base, overrides) as server:
+    with hostile.MitmServer(hostile_base, overrides) as server:
         for consumer in ("ls", "export-dir"):
-            argv = [*_argv(consumer, case, base, out, server.url), "--cache", str(cache), "--retries", "0"]
+            argv = [
+                *_argv(consumer, case, hostile_base, out, server.url),
+                "--cache",
+                str(cache),
+                "--retries",
+                "0",
+            ]
             m = hostile.run_measured(argv, timeout=TIMEOUT)
             _check_refused(m, case, consumer, out, before)
         # Reading stopped at the cap: the server could only fill the sockets' buffers (a few MB
         # on loopback) before the reader hung up, far from the hundreds of MB it had to send.
         for rel in overrides:
             assert server.sent.get(rel, 0) < 64 << 20, f"{rel}: {server.sent.get(rel)} bytes sent"
-    cached = [p.name for p in (cache / base.fqrn).rglob("*") if p.is_file()]
+    cached = [p.name for p in (cache / hostile_base.fqrn).rglob("*") if p.is_file()]
     assert not [p for p in cached if p.endswith("X")], cached
     assert ".cvmfspublished" not in cached and ".cvmfswhitelist" not in cached
 
 
-def test_announced_length_over_the_cap_is_not_read(base: hostile.Repo, tmp_path: Path) -> None:
+def test_announced_length_over_the_cap_is_not_read(hostile_base: hostile.Repo, tmp_path: Path) -> None:
     """A manifest announced as 500 MB is refused from its header: not a byte of the body is read."""
     with hostile.MitmServer(
-        base, {".cvmfspublished": hostile.streamed(500 << 20)}, {".cvmfspublished": 500 << 20}
+        hostile_base, {".cvmfspublished": hostile.streamed(500 << 20)}, {".cvmfspublished": 500 << 20}
     ) as server:
-        src, *opts = base.cli_args(server.url)
+        src, *opts = hostile_base.cli_args(server.url)
         m = hostile.run_measured(
             [*hostile.cli(), "cvmfs", "ls", src, "/", *opts, "--retries", "0"], timeout=TIMEOUT
         )
@@ -222,9 +209,9 @@ def test_announced_length_over_the_cap_is_not_read(base: hostile.Repo, tmp_path:
 
 
 @pytest.mark.parametrize("name", ["bomb-file", "bomb-catalog"])
-def test_bomb_is_not_cached(name: str, corpus: Callable[[str], hostile.Repo], tmp_path: Path) -> None:
+def test_bomb_is_not_cached(name: str, hostile_corpus: Callable[[str], hostile.Repo], tmp_path: Path) -> None:
     """An object that inflates past its declared size is dropped from the cache again."""
-    repo = corpus(name)
+    repo = hostile_corpus(name)
     case = hostile.CASES[name]
     cache = tmp_path / "cache"
     bomb = hostile.zlib_bomb()
@@ -239,11 +226,13 @@ def test_bomb_is_not_cached(name: str, corpus: Callable[[str], hostile.Repo], tm
     assert not [p for p in cache.rglob(bomb_name[2:] + "*")], "the bomb stayed in the cache"
 
 
-def test_corpus_is_correctly_signed(corpus: Callable[[str], hostile.Repo], base: hostile.Repo) -> None:
+def test_corpus_is_correctly_signed(
+    hostile_corpus: Callable[[str], hostile.Repo], hostile_base: hostile.Repo
+) -> None:
     """Every hostile repository passes the signature chain: the reader must defend by itself."""
-    base_root = manifest.parse((base.stratum / ".cvmfspublished").read_bytes()).root_hash
+    base_root = manifest.parse((hostile_base.stratum / ".cvmfspublished").read_bytes()).root_hash
     for name in SMALL:
-        repo = corpus(name)
+        repo = hostile_corpus(name)
         with open_repository(repo.stratum, fqrn=repo.fqrn, public_keys=[repo.pub]) as r:
             assert r.manifest is not None and r.manifest.root_hash != base_root, name
 
@@ -310,10 +299,13 @@ def _sh(*argv: str, timeout: float = TIMEOUT) -> subprocess.CompletedProcess[str
     ],
 )
 def test_fuse_refuses(
-    name: str, probe: list[str], corpus: Callable[[str], hostile.Repo], mount: Callable[..., tuple[Path, int]]
+    name: str,
+    probe: list[str],
+    hostile_corpus: Callable[[str], hostile.Repo],
+    mount: Callable[..., tuple[Path, int]],
 ) -> None:
     """The mount answers EIO for the bad part (no hang), and the rest of the tree still works."""
-    mnt, pid = mount(corpus(name))
+    mnt, pid = mount(hostile_corpus(name))
     r = _sh(*[a.format(mnt=mnt) for a in probe])
     assert r.returncode != 0, r.stdout
     assert "Input/output error" in r.stderr, r.stderr
@@ -322,9 +314,9 @@ def test_fuse_refuses(
 
 
 def test_fuse_million_entries(
-    corpus: Callable[[str], hostile.Repo], mount: Callable[..., tuple[Path, int]]
+    hostile_corpus: Callable[[str], hostile.Repo], mount: Callable[..., tuple[Path, int]]
 ) -> None:
-    mnt, pid = mount(corpus("million"))
+    mnt, pid = mount(hostile_corpus("million"))
     t = time.monotonic()
     with os.scandir(mnt / "many") as it:
         n = sum(1 for _ in it)
