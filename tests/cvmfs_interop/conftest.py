@@ -137,7 +137,7 @@ def change_tree(src: Path, dest: Path, step: int) -> Path:
     return dest
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def interop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Interop]:
     work = tmp_path_factory.mktemp("interop")
     tools = locate(work)
