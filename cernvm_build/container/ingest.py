@@ -15,6 +15,7 @@ import fnmatch
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -26,7 +27,7 @@ from typing import Any
 
 from ..artifact import Artifact
 from ..errors import BuildError
-from .image import ImageSpec, canonical, digest_of, hex_of
+from .image import _TAG_RE, ImageSpec, canonical, digest_of, hex_of
 from .layer import LayerResult
 from .layering import ImageTrees
 from .layers import LayerFile
@@ -58,11 +59,18 @@ class Wish:
         """The wished tags that exist (the wildcards matched against the registry's tags)."""
         if not any(c in self.tag for c in "*?["):
             return [self.tag]
-        return [
+        matching = [
             t
             for t in list_tags(f"{self.registry}/{self.repository}", opts=opts)
-            if fnmatch.fnmatchcase(t, self.tag)
+            if fnmatch.fnmatchcase(t, self.tag)  # '*' matches '/' and '..' too
         ]
+        for t in matching:
+            if not isinstance(t, str) or not _TAG_RE.match(t):
+                raise BuildError(
+                    f"{self.registry}/{self.repository}: the registry lists {t!r:.140}, which is not a tag",
+                    hint="a tag is letters, digits, '_', '.', '-': the registry is damaged or hostile",
+                )
+        return matching
 
 
 def _umoci(layout: Path, tag: str, dest: Path) -> Path:
@@ -96,11 +104,59 @@ def _partial(layout: Path, manifest: dict[str, Any], config: dict[str, Any], top
     (layout / "index.json").write_text(json.dumps(index))
 
 
+#: Docker's own limit; each layer is unpacked twice (alone and as a chain)
+MAX_LAYERS = 127
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+def image_parts(w: Wish, tag: str, manifest_bytes: bytes, config_bytes: bytes) -> ImageParts:
+    """The registry's manifest and config as ``ImageParts``, every field the hub uses checked (they
+    name paths in the hub and ImageSpec fields): one BuildError naming the image, never a KeyError."""
+    where = f"{w.registry}/{w.repository}:{tag}"
+    try:
+        manifest = json.loads(manifest_bytes)
+        config = json.loads(config_bytes)
+        layers = manifest["layers"]
+        diff_ids = config["rootfs"]["diff_ids"]
+        if not isinstance(layers, list) or not isinstance(diff_ids, list) or len(layers) != len(diff_ids):
+            raise ValueError("the manifest's layers and the config's diff_ids do not pair up")
+        if not 0 < len(layers) <= MAX_LAYERS:
+            raise ValueError(f"{len(layers)} layers (1 to {MAX_LAYERS} can be ingested)")
+        for layer, diff in zip(layers, diff_ids, strict=True):
+            digest, size = layer["digest"], layer["size"]
+            if not (isinstance(digest, str) and _DIGEST.match(digest) and isinstance(diff, str)):
+                raise ValueError(f"layer digest {digest!r:.80} / diff_id {diff!r:.80} is not sha256:<hex>")
+            if type(size) is not int or size < 0:
+                raise ValueError(f"layer {digest} has size {size!r:.40}")
+        files = [
+            LayerFile(LayerResult(diff, 0, layer["digest"], layer["size"]), None, None)
+            for layer, diff in zip(layers, diff_ids, strict=True)
+        ]
+        parts = ImageParts(_spec(w, tag, config), tuple(files), config_bytes, manifest_bytes)
+        if parts.config_digest != manifest["config"]["digest"]:
+            raise ValueError("the config does not match its digest")
+    except BuildError as e:
+        raise BuildError(f"{where}: {e.message}", hint=e.hint or "") from None
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
+        what = f"no {e}" if isinstance(e, KeyError) else str(e)
+        raise BuildError(
+            f"{where}: not an image the hub can take: {what}"[:400],
+            hint="the registry's manifest or config is damaged or hostile",
+        ) from None
+    return parts
+
+
 def _spec(w: Wish, tag: str, config: dict[str, Any]) -> ImageSpec:
     c = config.get("config") or {}
     created = config.get("created") or "1970-01-01T00:00:00Z"
     stamp = int(datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp())
     env = dict(e.split("=", 1) for e in c.get("Env") or [] if "=" in e)
+    texts = [*env.values(), *(c.get("Entrypoint") or ()), *(c.get("Cmd") or ()), c.get("WorkingDir") or "/"]
+    labels = dict(c.get("Labels") or {})
+    if not all(
+        isinstance(v, str) for v in [*texts, *labels, *labels.values(), config.get("architecture", "")]
+    ):
+        raise ValueError("a config field that is text holds something else")
     return ImageSpec(
         registry=w.registry,
         repository=w.repository,
@@ -109,7 +165,7 @@ def _spec(w: Wish, tag: str, config: dict[str, Any]) -> ImageSpec:
         entrypoint=tuple(c.get("Entrypoint") or ()),
         cmd=tuple(c.get("Cmd") or ()),
         env=env,
-        labels=dict(c.get("Labels") or {}),
+        labels=labels,
         architecture=config.get("architecture", "amd64"),
         working_dir=c.get("WorkingDir") or "/",
     )
@@ -128,20 +184,10 @@ def ingest_image(
     manifest_bytes = _blob(layout, index["manifests"][0]["digest"])
     manifest = json.loads(manifest_bytes)
     config_bytes = _blob(layout, manifest["config"]["digest"])
+    parts = image_parts(w, tag, manifest_bytes, config_bytes)
     config = json.loads(config_bytes)
     layers = manifest["layers"]
     diff_ids = config["rootfs"]["diff_ids"]
-    files = [
-        LayerFile(
-            LayerResult(diff_id=diff, size=0, digest=layer["digest"], compressed_size=layer["size"]),
-            None,
-            None,
-        )
-        for layer, diff in zip(layers, diff_ids, strict=True)
-    ]
-    parts = ImageParts(_spec(w, tag, config), tuple(files), config_bytes, manifest_bytes)
-    if parts.config_digest != manifest["config"]["digest"]:
-        raise BuildError(f"{w.registry}/{w.repository}:{tag}: the config does not match its digest", hint="")
     chains, alone = [], []
     for k in range(len(layers)):
         _partial(layout, manifest, config, k, f"chain{k}")
