@@ -32,6 +32,8 @@ from ..mirror.s3client import S3Client, S3Url, error_code, make_client, parse_s3
 from ..mirror.s3sync import Checkpoint, SyncReport, sync_tree
 from ..paths import cache_dir
 from . import manifest as manifest_mod
+from .fetch import too_large
+from .limits import MAX_MANIFEST_BYTES
 from .lock import held_lock
 from .pubstats import STATS_PATH
 from .repository import MANIFEST_FILE
@@ -73,11 +75,14 @@ def upstream(
 def remote_manifest(client: S3Client, up: S3Upstream) -> bytes | None:
     key = up.url.key(MANIFEST_FILE)
     try:
-        return bytes(client.get_object(Bucket=up.url.bucket, Key=key)["Body"].read())
+        data = bytes(client.get_object(Bucket=up.url.bucket, Key=key)["Body"].read(MAX_MANIFEST_BYTES + 1))
     except Exception as e:
         if error_code(e) in ("NoSuchKey", "404"):
             return None
         raise s3_error(e, f"s3://{up.url.bucket}/{key}") from e
+    if len(data) > MAX_MANIFEST_BYTES:  # the bucket's object is anyone's with write access to it
+        raise too_large(f"s3://{up.url.bucket}/{key}", "manifest", MAX_MANIFEST_BYTES)
+    return data
 
 
 def _revision(data: bytes, where: str) -> tuple[int, int, str]:
