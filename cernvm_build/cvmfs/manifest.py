@@ -11,6 +11,7 @@ import hashlib
 from dataclasses import dataclass, field
 
 from ..errors import CvmfsError
+from .limits import MAX_MTIME
 from .objects import ObjectHash, hash_bytes, parse_hash
 
 MD5_EMPTY = hashlib.md5(b"").hexdigest()
@@ -100,6 +101,13 @@ class Manifest:
 _KNOWN = set("CBRDSGANXHTMYL")
 
 
+def _time(t: int, where: str) -> int:
+    # signed and hostile manifests alike: a publish time past year 2242 is no time (dates overflow)
+    if t > MAX_MTIME:
+        raise CvmfsError(f"{where}: field 'T' is not a publish time: {t}")
+    return t
+
+
 def parse(data: bytes, where: str = ".cvmfspublished") -> Manifest:
     """Parse a manifest (signed or not). Raises CvmfsError naming the missing or bad field."""
     kv = parse_keyvals(data)
@@ -135,7 +143,7 @@ def parse(data: bytes, where: str = ".cvmfspublished") -> Manifest:
         revision=num("S"),
         fqrn=kv.get("N", ""),
         ttl=num("D"),
-        timestamp=num("T", 0),
+        timestamp=_time(num("T", 0), where),
         certificate_hash=opt_hash("X"),
         history_hash=opt_hash("H"),
         metainfo_hash=opt_hash("M"),
