@@ -1,3 +1,1 @@
-"""The mirror's Ceph RADOS Gateway (one per test session), for the release publish."""
-
-from tests.mirror.conftest import rgwserver  # noqa: F401
+"""The release publish's Ceph RADOS Gateway is the session one registered in tests/conftest.py."""

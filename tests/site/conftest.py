@@ -36,5 +36,4 @@ def edit() -> Callable[[Path, str, str], None]:
     return do
 
 
-# The mirror's S3 servers (moto, Ceph RGW) and its per-test public bucket, for `site publish`.
-from tests.mirror.conftest import rgwserver, s3env, s3server, target  # noqa: E402, F401
+# The S3 servers for `site publish` (moto, Ceph RGW, target, s3env) come from tests/conftest.py.
