@@ -186,6 +186,42 @@ def load_repositories(data_dir: Path, cfg: SiteConfig, overrides: dict[str, Path
     return out
 
 
+_REPORT_KEYS = ("checked", "healthy", "problem_count", "probes")
+_PROBE_KEYS = ("fqrn", "url", "role", "status", "revision", "published", "whitelist_expires", "lag_revisions",
+               "lag_seconds", "problems")  # fmt: skip
+
+
+def _check_monitor(report: Any, source: str) -> None:
+    """The status page iterates what ``cvmfs monitor --out`` wrote; another shape is one error naming
+    the key (a template TypeError was a traceback from a build worker)."""
+
+    def bad(key: str | None, what: str) -> BuildError:
+        return BuildError(
+            f"{'must' if key else 'the report must'} be {what}",
+            where=Location(file=source, key=key),
+            hint="write the file with 'cernvm-build cvmfs monitor --out'",
+        )
+
+    def need(item: dict[str, Any], keys: tuple[str, ...], at: str) -> None:
+        for k in keys:
+            if k not in item:
+                raise bad(f"{at}{k}", "there (the status page shows it)")
+
+    if not isinstance(report, dict):
+        raise bad(None, "a mapping")
+    need(report, _REPORT_KEYS, "")
+    probes = report["probes"]
+    if not isinstance(probes, list) or not all(isinstance(p, dict) for p in probes):
+        raise bad("probes", "a list of mappings")
+    for i, probe in enumerate(probes):
+        need(probe, _PROBE_KEYS, f"probes[{i}].")
+        problems = probe["problems"]
+        if not isinstance(problems, list) or not all(isinstance(x, dict) for x in problems):
+            raise bad(f"probes[{i}].problems", "a list of mappings")
+        for j, problem in enumerate(problems):
+            need(problem, ("kind", "message", "hint"), f"probes[{i}].problems[{j}].")
+
+
 def load_all(site_dir: Path, cfg: SiteConfig, repo_overrides: dict[str, Path]) -> dict[str, Any]:
     data_dir = site_dir / "data"
     data: dict[str, Any] = {}
@@ -193,6 +229,8 @@ def load_all(site_dir: Path, cfg: SiteConfig, repo_overrides: dict[str, Path]) -
         for path in sorted(data_dir.iterdir()):
             if path.is_file() and path.suffix in (".yaml", ".yml", ".json") and path.stem != "repositories":
                 data[path.stem] = _load_file(path)
+    if "monitor" in data:
+        _check_monitor(data["monitor"], str(data_dir / "monitor.json"))
     if "publish_stats" in data:
         # the plots are made here, from data, so they are part of the pages' fingerprints
         data["publish_dashboard"] = plots.publish_dashboard(

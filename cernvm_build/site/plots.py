@@ -123,6 +123,14 @@ def _series(rows: list[dict[str, Any]], label: str, key: str) -> Series:
     return Series(label, tuple(_num(r, key) for r in rows))
 
 
+#: the row fields the table shows: a row from elsewhere may lack any (shown empty, not a template error)
+_TABLE_KEYS = (
+    "revision", "finish_time", "files_added", "files_removed", "files_changed", "directories_added",
+    "directories_removed", "directories_changed", "sz_bytes_added", "sz_bytes_removed", "chunks_added",
+    "catalogs_added",
+)  # fmt: skip
+
+
 def publish_dashboard(stats: Any, source: str = "publish_stats.json") -> list[dict[str, Any]]:
     repos = stats.get("repositories") if isinstance(stats, dict) else None
     if not isinstance(repos, list):
@@ -163,7 +171,7 @@ def publish_dashboard(stats: Any, source: str = "publish_stats.json") -> list[di
             ),
             line_plot(f"{name}: duration", xs, [Series("publish", tuple(_seconds(r) for r in rows))], "s"),
         ]
-        table = [{**r, "duration": _seconds(r)} for r in rows]
+        table = [{**dict.fromkeys(_TABLE_KEYS), **r, "duration": _seconds(r)} for r in rows]
         out.append(
             {"fqrn": name, "source": str(repo.get("source", "")), "plots": plots, "rows": table[-20:][::-1]}
         )

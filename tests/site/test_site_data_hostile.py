@@ -1,0 +1,48 @@
+"""The status and statistics pages render JSON files from site/data, which anybody can edit: a file
+of another shape is one error naming the file and key (a template TypeError in a build worker was a
+traceback), and a statistics row lacking fields shows them empty."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from cernvm_build.errors import BuildError
+from cernvm_build.site import data, plots
+
+PROBE = {
+    "fqrn": "a.org", "url": "http://s0/cvmfs/a.org", "role": "stratum0", "status": "ok", "revision": 3,
+    "published": None, "whitelist_expires": None, "lag_revisions": None, "lag_seconds": None, "problems": [],
+}  # fmt: skip
+REPORT = {"checked": "2026-12-02T07:00:00Z", "healthy": True, "problem_count": 0, "probes": [PROBE]}
+
+
+@pytest.mark.parametrize(
+    ("report", "error"),
+    [
+        ([1, 2], "monitor.json: the report must be a mapping"),
+        ({**REPORT, "probes": 5}, "monitor.json: probes: must be a list of mappings"),
+        ({**REPORT, "probes": [{**PROBE, "problems": 7}]}, "probes[0].problems: must be a list of mappings"),
+        (
+            {**REPORT, "probes": [{**PROBE, "problems": [{"kind": "x"}]}]},
+            "probes[0].problems[0].message: must",
+        ),
+        ({k: v for k, v in REPORT.items() if k != "checked"}, "monitor.json: checked: must be there"),
+    ],
+    ids=["list", "probes-int", "problems-int", "problem-fields", "no-checked"],
+)
+def test_a_monitor_report_of_another_shape_is_one_error(report: Any, error: str) -> None:
+    with pytest.raises(BuildError) as e:
+        data._check_monitor(report, "site/data/monitor.json")
+    assert error in str(e.value)
+
+
+def test_a_genuine_report_passes() -> None:
+    data._check_monitor(REPORT, "site/data/monitor.json")
+
+
+def test_statistics_rows_lacking_fields_show_them_empty() -> None:
+    (repo,) = plots.publish_dashboard({"repositories": [{"fqrn": "a.org", "publishes": [{"revision": 2}]}]})
+    (row,) = repo["rows"]
+    assert row["finish_time"] is None and row["files_added"] is None and row["duration"] == 0.0
