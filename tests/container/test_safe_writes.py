@@ -183,13 +183,13 @@ def test_container_formats(
     assert stat.S_IMODE(os.stat(sandbox / "bin" / "su").st_mode) == 0o4755
     assert os.path.lexists(sandbox / "dev" / "null") == (ROOT and devices)
     assert sorted(os.listdir(beside)) == ["canary", "out"]
+    members: dict[str, tarfile.TarInfo] = {}
     with tarfile.open(out / "safe.docker.tar") as outer:
-        names = outer.getnames()
-        layer_name = next(n for n in names if n.endswith("/layer.tar"))
-        inner = outer.extractfile(layer_name)
-        assert inner is not None
-        with tarfile.open(fileobj=inner) as layer:
-            members = {m.name: m for m in layer.getmembers()}
+        for layer_name in (n for n in outer.getnames() if n.endswith("/layer.tar")):  # every layer
+            inner = outer.extractfile(layer_name)
+            assert inner is not None
+            with tarfile.open(fileobj=inner) as layer:
+                members.update((m.name, m) for m in layer.getmembers())
     assert "control.sock" not in members and members["fifo"].isfifo()
     assert ("dev/null" in members) == ROOT
     info = subprocess.run(["skopeo", "inspect", f"docker-archive:{out / 'safe.docker.tar'}"],
