@@ -112,7 +112,13 @@ def merged(existing: object, record: dict[str, Any], *, names: bool = False) -> 
         if r.get("id") == record["id"]:
             continue
         if names:
-            r = dict(r, names=[n for n in r.get("names", []) if n not in record["names"]])
+            had = r.get("names")
+            kept = (
+                [n for n in had if isinstance(n, str) and n not in record["names"]]
+                if isinstance(had, list)
+                else []
+            )
+            r = dict(r, names=kept)
         out.append(r)
     out.append(record)
     out.sort(key=lambda r: str(r.get("id")))

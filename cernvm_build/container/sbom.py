@@ -231,6 +231,8 @@ def sbom_of(read: Callable[[str], bytes | None], listdir: Callable[[str], list[s
 #: database folder of more files (memory stays bounded on hostile trees)
 MAX_DB_FILE = 512 << 20
 MAX_DB_FILES = 64
+#: Debian's status file of a big system is ~20 MB
+MAX_DPKG_STATUS = 64 << 20
 
 
 def repository_reader(
@@ -243,7 +245,8 @@ def repository_reader(
         e = repo.lookup(f"{top}/{path}")
         if e is None or not e.is_file:
             return None
-        if e.size > MAX_DB_FILE:
+        # a status file is parsed as text (decoded, split: three copies): its own, smaller cap
+        if e.size > (MAX_DPKG_STATUS if path == DPKG_STATUS else MAX_DB_FILE):
             raise BuildError(
                 f"{repo.fqrn}:{top}/{path}: {e.size} bytes is too big for a package database file",
                 hint="the tree is not an OS tree, or is hostile",

@@ -124,3 +124,12 @@ def test_podman_runs_the_image_from_the_podman_store(
         "{{.Repository}}:{{.Tag}} {{.ReadOnly}}",
     )
     assert "true" in listed.stdout, listed.stdout
+
+
+def test_merged_keeps_going_over_a_damaged_image_list() -> None:
+    """images.json is read back from the hub: entries of another shape are dropped, not a TypeError."""
+    from cernvm_build.container.hub_store import merged
+
+    existing = [{"id": "a", "names": 5}, {"id": "b", "names": ["x:1", 7, "y:1"]}, "junk"]
+    out = json.loads(merged(existing, {"id": "c", "names": ["y:1"]}, names=True))
+    assert out == [{"id": "a", "names": []}, {"id": "b", "names": ["x:1"]}, {"id": "c", "names": ["y:1"]}]

@@ -204,3 +204,24 @@ def test_an_rpm_folder_of_too_many_or_too_big_files_is_refused(monkeypatch: pyte
     monkeypatch.setattr(sbom, "MAX_DB_FILE", 10)
     with pytest.raises(BuildError, match="bigger than"):
         sbom.sbom_of(lambda p: None if p == sbom.DPKG_STATUS else b"123456", lambda d: names[:2])
+
+
+def test_a_huge_dpkg_status_is_refused_before_it_is_read() -> None:
+    """A hostile tree's 500 MB status file would be decoded and split (three copies in memory)."""
+
+    class _Entry:
+        is_file, is_dir, size = True, False, sbom.MAX_DPKG_STATUS + 1
+
+    class _Repo:
+        fqrn = "hostile.test"
+
+        def lookup(self, path: str) -> _Entry:
+            return _Entry()
+
+        def read_bytes(self, entry: object) -> bytes:
+            raise AssertionError("read although too big")
+
+    read, _ = sbom.repository_reader(_Repo(), "/")  # type: ignore[arg-type]
+    with pytest.raises(BuildError, match="too big for a package database file"):
+        read(sbom.DPKG_STATUS)
+    assert sbom.MAX_DPKG_STATUS < sbom.MAX_DB_FILE
