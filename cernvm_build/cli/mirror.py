@@ -106,7 +106,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "verify",
         help="check a published repository the way a source is checked",
         description="Read a published repository back through S3 and check it like a source: indexes, "
-        "signatures, every metadata file and package by hash and size.\n\n"
+        "signatures, every metadata file and package by hash and size; with --gpg-key, signed RPMs also "
+        "with rpm -K (as the sync checks the source).\n\n"
         "  cernvm-build mirror verify yum s3://cvmrepo/yum --gpg-key RPM-GPG-KEY-CernVM\n"
         "  cernvm-build mirror verify apt s3://cvmrepo/apt --json\n\n" + S3_HELP,
         json=True,
