@@ -8,6 +8,8 @@ and requests by method (from the server's own request log: the same count for ev
 initial upload, a no-change re-sync, and a same-size content change with the modification time kept
 (rebuilt packages of equal size, which size/mtime tools miss): how many of the changed packages each
 tool uploads. One package is big enough for multipart uploads.
+The suite is signed (InRelease, Release.gpg) with a throwaway key and the mirror checks it with
+``--gpg-key``, as for a real repository (so its index files go through the index writer process).
 Full: 1,000 packages, ~500 MB; quick: 100 packages, ~70 MB.
 """
 
@@ -32,6 +34,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import Result, print_table, timer
+from cernvm_build.gpg import Keyring, generate_test_key
 from cernvm_build.mirror.localrgw import LocalRGW
 from cernvm_build.mirror.publish import mirror
 from cernvm_build.mirror.s3client import make_client
@@ -112,6 +115,10 @@ class RGWProcess:
         self.rgw.stop()
 
 
+#: (secret, public) of the throwaway signing key, made once per run
+KEYS: list[Path] = []
+
+
 def make_repo(root: Path, count: int) -> list[Path]:
     """``count`` real .debs with random payloads (the last one big), indexed by apt-ftparchive."""
     pool = root / "pool" / "main"
@@ -154,6 +161,9 @@ def index(root: Path) -> None:
         check=True, capture_output=True,
     )  # fmt: skip
     (dist / "Release").write_bytes(release.stdout)
+    with Keyring([KEYS[0]]) as kr:
+        kr.clearsign(dist / "Release", dist / "InRelease")
+        kr.sign_detached(dist / "Release", dist / "Release.gpg")
 
 
 def cpu_seconds(own: bool) -> float:
@@ -237,7 +247,8 @@ def measure_server(kind: str, server: MotoProcess | RGWProcess, src: Path, debs:
 
     def ours() -> list[str]:
         # The same-size change rebuilds packages under their names: a rewrite, allowed explicitly.
-        rep = mirror("apt", str(src), f"s3://{bucket['mirror']}/apt", client=client, allow_rewrite=True)
+        rep = mirror("apt", str(src), f"s3://{bucket['mirror']}/apt", client=client, allow_rewrite=True,
+                     gpg_key=KEYS[1])  # fmt: skip
         assert rep.sync is not None
         return rep.sync.uploaded
 
@@ -319,6 +330,7 @@ def run(quick: bool) -> list[Result]:
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
+        KEYS[:] = generate_test_key(work / "key")
         src = work / "apt"
         debs = make_repo(src, count)
         mb = sum(p.stat().st_size for p in src.rglob("*") if p.is_file()) / 1e6
