@@ -204,8 +204,8 @@ def _mirror(
         immutable=True,
         allow_rewrite=allow_rewrite,
         checkpoint=checkpoint,
-        # Signed index sets are what a killed sync must not leave mixed; the helper costs a process
-        # start (~0.4 CPU-seconds, beside the uploads), so unsigned repositories go without it.
+        # Signed index sets are what a killed sync must not leave mixed (unsigned index files have no
+        # signature to disagree with; apt's by-hash readers never read the fixed-name ones).
         detached_index=any(i.endswith((".asc", ".gpg", "InRelease")) for i in checked.indexes),
     )
     return MirrorReport(checked, report)
