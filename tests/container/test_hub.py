@@ -67,6 +67,11 @@ def test_image_lands_in_ducc_layout_and_republishing_writes_nothing(
             found |= {e.path[len(layerfs) :] for e in repo.walk(layerfs)} - {""}
             assert repo.stat(layerfs + "/.cvmfscatalog").is_file
         assert found == set(listing(1)) | {"/.cvmfscatalog"}
+        # DUCC's chains: chain k holds layers 0..k applied in order, the last one the whole tree
+        union: set[str] = set()
+        for layerfs, chain in zip(map(str, meta["layers"]), map(str, meta["chains"]), strict=True):  # type: ignore[call-overload]
+            union |= {e.path[len(layerfs) :] for e in repo.walk(layerfs)}
+            assert {e.path[len(chain) :] for e in repo.walk(chain)} == union
         big = repo.stat(flat + "/opt/sw/big-data.txt")
         assert big.size == listing(1)["/opt/sw/big-data.txt"]["size"]
         assert repo.read_bytes(flat + "/etc/redhat-release").startswith(b"Scientific Linux")
