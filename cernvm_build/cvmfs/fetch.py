@@ -161,12 +161,17 @@ class HttpFetcher(Fetcher):
         retries: int = 2,
         backoff: float = 0.1,
         connections: Connections | None = None,
+        deadline: float | None = None,
     ):
+        """``deadline``: the most seconds one file's body may take, however slowly it trickles in
+        (``timeout`` bounds one read; a server sending a byte per timeout would hold a probe for
+        days). None for the reader's own fetches: a big object on a slow link is genuine there."""
         if not urls:
             raise CvmfsError(f"{repo}: no server URL given")
         self.urls = [u.rstrip("/") for u in urls]
         self.repo = repo
         self.timeout = timeout
+        self.deadline = deadline
         self.retries = max(0, retries)
         self.backoff = backoff
         self.proxies = ProxyChain(proxy)
@@ -294,13 +299,20 @@ class HttpFetcher(Fetcher):
             if limit is not None and expected is not None and expected.isdigit() and int(expected) > limit:
                 raise too_large(self.repo, what, limit)  # refused without reading the body
 
+            until = None if self.deadline is None else time.monotonic() + self.deadline
+
             def blocks() -> Iterator[bytes]:
                 got = 0
                 while True:
                     try:
-                        block = resp.read(BLOCK)
+                        # read1: what has arrived (read(n) waits for n bytes, however long that is)
+                        block = resp.read(BLOCK) if until is None else resp.read1(BLOCK)
                     except (OSError, http.client.HTTPException) as e:
                         raise _TransportError(f"transfer broke: {e}") from e
+                    if until is not None and time.monotonic() > until:
+                        raise _TransportError(
+                            f"transfer took more than {self.deadline:g} s ({got} bytes by then)"
+                        )
                     if not block:
                         break
                     got += len(block)

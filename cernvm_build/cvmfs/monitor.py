@@ -24,6 +24,9 @@ from .limits import MAX_MANIFEST_BYTES, MAX_WHITELIST_BYTES
 from .repository import MANIFEST_FILE, WHITELIST_FILE, verify_signed_files
 from .store import ObjectStore
 
+#: a signed file (at most 1 MiB) must arrive within this many --timeouts, however slowly it trickles
+DEADLINE_FACTOR = 3
+
 
 @dataclass(frozen=True)
 class Thresholds:
@@ -159,7 +162,12 @@ def probe(
     try:
         if target.url.startswith(("http://", "https://")):
             fetcher: Fetcher = HttpFetcher(
-                [target.url], repo=name, timeout=timeout, retries=retries, connections=connections
+                [target.url],
+                repo=name,
+                timeout=timeout,
+                retries=retries,
+                connections=connections,
+                deadline=DEADLINE_FACTOR * timeout,
             )
         else:
             fetcher = make_fetcher(target.url, repo=name, timeout=timeout, retries=retries)

@@ -4,6 +4,8 @@ repository, exit 5, no traceback, bounded memory."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -43,3 +45,30 @@ def test_a_streamed_huge_manifest_stops_at_its_cap(base: Repo) -> None:
     assert r.returncode == 5 and "Traceback" not in r.stderr, r.stderr
     assert "manifest is larger than 1 MiB" in r.stderr and r.max_rss_mb < 128
     assert sent < 100 << 20  # the reader hung up long before the end
+
+
+def _trickle() -> Iterator[bytes]:
+    """A byte every 0.3 s: each read is well within --timeout, the whole would take a week."""
+    for _ in range(2_000_000):
+        yield b"C"
+        time.sleep(0.3)
+
+
+def test_a_trickling_server_is_given_up_at_the_probe_deadline(base: Repo) -> None:
+    with MitmServer(base, {".cvmfspublished": _trickle}) as mitm:
+        argv = [
+            *cli(),
+            "cvmfs",
+            "monitor",
+            mitm.url,
+            "--key",
+            str(base.pub),
+            "--timeout",
+            "1",
+            "--retries",
+            "0",
+        ]
+        r = run_measured(argv, timeout=60)
+    assert not r.timed_out and r.returncode == 5 and "Traceback" not in r.stderr, r.stderr
+    (line,) = [ln for ln in r.stderr.splitlines() if ln.startswith("problem:")]
+    assert "transfer took more than 3 s" in line
