@@ -325,16 +325,24 @@ def read(path: Path, where: str) -> tuple[str | None, list[dict[str, Any]]]:
 
 
 MAX_STATS_BYTES = 64 << 20
+#: seconds for the whole file (64 MiB at ~110 kB/s)
+STATS_DEADLINE = 600.0
 
 
 def read_source(source: str, *, timeout: float = 10) -> dict[str, Any]:
     """The publish rows of a Stratum folder or URL (``stats/stats.db``; fetched at most 64 MiB, it is
     not signed: every value is type-checked, and it is read immutable and read-only)."""
-    from .fetch import make_fetcher
+    from .fetch import Fetcher, HttpFetcher, make_fetcher
     from .monitor import fqrn_of
 
     name = fqrn_of(source) or source.rstrip("/").rsplit("/", 1)[-1]
-    fetcher = make_fetcher(source, repo=name, timeout=timeout, retries=1)
+    if source.startswith(("http://", "https://")):
+        # a whole-transfer deadline: per-read timeouts alone let a trickling server hold it for ever
+        fetcher: Fetcher = HttpFetcher(
+            [source], repo=name, timeout=timeout, retries=1, deadline=STATS_DEADLINE
+        )
+    else:
+        fetcher = make_fetcher(source, repo=name, timeout=timeout, retries=1)
     with tempfile.TemporaryDirectory(prefix="cvmfs-stats-") as tmp:
         path = Path(tmp) / "stats.db"
         path.write_bytes(fetcher.get(STATS_PATH, what="statistics database", limit=MAX_STATS_BYTES))

@@ -4,9 +4,11 @@ read. Each case: one error line, non-zero exit, no traceback, bounded time and m
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -103,7 +105,8 @@ def test_reading_stops_after_its_step_budget(tmp_path: Path, monkeypatch: pytest
 
 
 class _Hostile(BaseHTTPRequestHandler):
-    """200 MB streamed without a length: a 404 page below /missing/, else a 200 answer."""
+    """200 MB streamed without a length: a 404 page below /missing/, else a 200 answer; below
+    /trickle/ a byte every 0.3 s."""
 
     protocol_version = "HTTP/1.1"
 
@@ -114,6 +117,12 @@ class _Hostile(BaseHTTPRequestHandler):
         self.send_response(404 if "/missing/" in self.path else 200)
         self.send_header("Connection", "close")
         self.end_headers()
+        if "/trickle/" in self.path:  # a byte every 0.3 s
+            with contextlib.suppress(OSError):
+                for _ in range(1_000_000):
+                    self.wfile.write(b"x")
+                    time.sleep(0.3)
+            return
         block = b"x" * (1 << 16)
         try:
             for _ in range((200 << 20) // len(block)):
@@ -162,3 +171,11 @@ def test_plots_of_hostile_numbers_and_times_are_drawn() -> None:
     assert svg.count("<svg") == 4 and "<b>" not in svg and "&lt;b&gt;3&lt;/b&gt;" in svg
     assert "nan" not in svg.lower() and "inf" not in svg.lower()
     assert [r["duration"] for r in repo["rows"]] == [0.0, 0.0]
+
+
+def test_a_trickling_statistics_file_is_given_up_at_its_deadline(
+    hostile_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pubstats, "STATS_DEADLINE", 1.0)
+    with pytest.raises(pubstats.CvmfsError, match="transfer took more than 1 s"):
+        pubstats.read_source(f"{hostile_server}/trickle/cvmfs/a.org", timeout=2)
