@@ -7,10 +7,9 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ import pytest
 from cernvm_build.cli.main import main
 from cernvm_build.cvmfs import pubstats
 from cernvm_build.site.plots import publish_dashboard
-from tests.support.hostile import cli, run_measured
+from tests.support.hostile import cli, http_server, run_measured
 
 ROW = (
     "INSERT INTO publish_statistics (publish_id, start_time, finish_time, revision, files_added)"
@@ -133,12 +132,8 @@ class _Hostile(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def hostile_server() -> Iterator[str]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Hostile)
-    httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with http_server(_Hostile) as url:
+        yield url
 
 
 def test_a_huge_statistics_file_stops_at_the_cap_while_streaming(hostile_server: str, tmp_path: Path) -> None:

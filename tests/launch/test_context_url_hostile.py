@@ -4,15 +4,15 @@ its deadline; each is one ConfigFileError naming the URL."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 from cernvm_build.errors import ConfigFileError
 from cernvm_build.launch import contextsrc
+from tests.support.hostile import http_server
 
 
 class _Hostile(BaseHTTPRequestHandler):
@@ -42,12 +42,8 @@ class _Hostile(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def hostile() -> Iterator[str]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Hostile)
-    httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with http_server(_Hostile) as url:
+        yield url
 
 
 def test_a_redirect_away_from_http_is_refused(hostile: str) -> None:

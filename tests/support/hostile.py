@@ -765,6 +765,19 @@ class MitmServer:
         self.close()
 
 
+@contextlib.contextmanager
+def http_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A hostile server of any behaviour (``handler``) on 127.0.0.1; yields its base URL."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
 def tampered_manifest(repo: Repo, **fields: str) -> bytes:
     """The repository's manifest with body fields replaced and a matching hash line, but the old
     signature (what a man in the middle without the keys can make)."""
