@@ -47,6 +47,18 @@ def visible(text: str) -> str:
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
+def seconds(text: str) -> float:
+    """An argparse type for timeouts: a positive, finite number of seconds (``inf`` overflowed the
+    socket's timeout into a traceback, ``nan`` meant no deadline)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value <= 86400:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected seconds, more than 0 and at most 86400")
+    return value
+
+
 EXIT_CODES_EPILOG = "exit codes:\n" + "\n".join(f"  {code:<4} {text}" for code, text in EXIT_CODES.items())
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..cvmfs.trust import keys_to_verify
 from ..errors import UsageError
-from .app import Output, subparser
+from .app import Output, seconds, subparser
 from .cvmfs_publish import add_s3_args, stratum_target
 from .cvmfs_source import KEYS_HELP, add_source
 
@@ -171,7 +171,7 @@ def register_serve(cvmfs_sub: argparse._SubParsersAction[argparse.ArgumentParser
     g.add_argument("--key", action="append", default=[], type=Path, metavar="PATH", help=KEYS_HELP)
     g.add_argument("--fqrn", help="repository name (default: from the URL or the directory name)")
     g.add_argument("--proxy", metavar="P", help="HTTP proxy URL(s), '|'/';' separated; DIRECT for none")
-    g.add_argument("--timeout", type=float, default=10.0, help="HTTP timeout in seconds (default: 10)")
+    g.add_argument("--timeout", type=seconds, default=10.0, help="HTTP timeout in seconds (default: 10)")
     g.add_argument("--retries", type=int, default=2, help="retries per server (default: 2)")
     p.add_argument("-j", "--jobs", type=int, default=8, help="parallel downloads (default 8)")
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..cvmfs.repository import Repository, SnapshotSpec, open_repository
 from ..cvmfs.trust import keys_to_verify
+from .app import seconds
 
 KEYS_HELP = """master public key (repeatable). Default: for a local SOURCE dir, <fqrn>.pub or *.pub in
 <dir>/../keys/ (the fixture layout), <dir>/keys/, or <dir>/..; else $CVMFS_KEYS_DIR/<fqrn>.pub and
@@ -24,7 +25,7 @@ def add_source(p: argparse.ArgumentParser, *, snapshot: bool = True) -> None:
         "--cache", type=Path, metavar="DIR", help="object cache (default: none, fetch into memory)"
     )
     g.add_argument("--proxy", metavar="P", help="HTTP proxy URL(s), '|'/';' separated; DIRECT for none")
-    g.add_argument("--timeout", type=float, default=10.0, help="HTTP timeout in seconds (default: 10)")
+    g.add_argument("--timeout", type=seconds, default=10.0, help="HTTP timeout in seconds (default: 10)")
     g.add_argument("--retries", type=int, default=2, help="retries per server (default: 2)")
     g.add_argument(
         "--no-verify", action="store_true", help="skip the signature chain (object hashes are always checked)"

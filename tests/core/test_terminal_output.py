@@ -29,3 +29,17 @@ def test_diagnostics_and_printed_lines_carry_no_escape_sequences(capsys: pytest.
     for text in (captured.out, captured.err):
         assert "\x1b" not in text and "\\x1b]0;pwned" in text
     assert captured.err.count("[link=http://evil]b[/link]") == 4
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-1", "0", "x"])
+def test_a_timeout_flag_that_is_no_duration_is_a_usage_error(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--timeout inf overflowed the socket timeout into a traceback; nan meant no deadline at all."""
+    from cernvm_build.cli.main import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["cvmfs", "monitor", "http://127.0.0.1:9/cvmfs/a.org", "--timeout", value])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument --timeout: '{value}'" in err and "Traceback" not in err
