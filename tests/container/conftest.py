@@ -2,8 +2,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from cernvm_build.demo.repository import DemoRepository
 
 
 @pytest.fixture(scope="package", autouse=True)
@@ -17,3 +21,11 @@ def _own_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         os.environ.pop("CERNVM_CACHE_DIR", None)
     else:
         os.environ["CERNVM_CACHE_DIR"] = old
+
+
+@pytest.fixture(scope="package")
+def demo_repo(tmp_path_factory: pytest.TempPathFactory, _own_cache: None) -> DemoRepository:
+    """The demo OS published once for every test here that builds its image (~15-30 s each)."""
+    from cernvm_build.demo.repository import publish_demo
+
+    return publish_demo(tmp_path_factory.mktemp("demo-repo") / "repo", release="1")

@@ -19,7 +19,7 @@ from cernvm_build.container.source import LocalTree
 from cernvm_build.container.verify import read_image
 from cernvm_build.context import BuildContext
 from cernvm_build.cvmfs.repository import SnapshotSpec
-from cernvm_build.demo.repository import publish_demo
+from cernvm_build.demo.repository import DemoRepository
 
 from .podman import needs_podman, run, store
 from .trees import describe, make_tree
@@ -142,8 +142,10 @@ def test_umoci_skopeo_and_verify_read_the_layers_file_for_file(tmp_path: Path) -
 
 @pytest.mark.integration
 @needs_podman
-def test_podman_runs_the_multi_layer_demo_image(tmp_path: Path, store: Path) -> None:
-    repo = publish_demo(tmp_path / "repo", release="1")
+def test_podman_runs_the_multi_layer_demo_image(
+    tmp_path: Path, store: Path, demo_repo: DemoRepository
+) -> None:
+    repo = demo_repo
     made = build_profile(
         profile.load("demo"),
         out_dir=tmp_path / "out",

@@ -25,7 +25,7 @@ from cernvm_build.context import BuildContext
 from cernvm_build.cvmfs.keys import generate_keys
 from cernvm_build.cvmfs.publish import create_repository
 from cernvm_build.cvmfs.repository import SnapshotSpec, open_repository
-from cernvm_build.demo.repository import publish_demo
+from cernvm_build.demo.repository import DemoRepository
 
 from .podman import RUN, needs_podman, podman, store
 from .trees import describe
@@ -81,7 +81,7 @@ def signing(tmp_path_factory: pytest.TempPathFactory, registry: str) -> dict[str
     home.mkdir(mode=0o700)
     env = dict(os.environ, GNUPGHOME=str(home))
     subprocess.run(["gpg", "--batch", "--passphrase", "", "--quick-gen-key", "CernVM test <test@cernvm.test>",
-                    "rsa2048", "sign", "never"], env=env, check=True, capture_output=True)  # fmt: skip
+                    "ed25519", "sign", "never"], env=env, check=True, capture_output=True)  # fmt: skip
     listing = subprocess.run(["gpg", "--batch", "--with-colons", "--list-keys"], env=env, check=True,
                              capture_output=True, text=True).stdout  # fmt: skip
     fpr = next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
@@ -107,10 +107,10 @@ def signing(tmp_path_factory: pytest.TempPathFactory, registry: str) -> dict[str
 
 
 @pytest.fixture(scope="module")
-def demo_images(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def demo_images(tmp_path_factory: pytest.TempPathFactory, demo_repo: DemoRepository) -> tuple[Path, Path]:
     """The demo image in several layers, and another image (one layer) to tamper with."""
     base = tmp_path_factory.mktemp("images")
-    repo = publish_demo(base / "repo", release="1")
+    repo = demo_repo
     outs = []
     for name, layer_bytes in (("multi", 256 * KB), ("single", 64 << 20)):
         build_profile(profile.load("demo"), out_dir=base / name, formats=["oci"], sources=[str(repo.stratum)],

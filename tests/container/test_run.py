@@ -15,7 +15,7 @@ from cernvm_build import profile
 from cernvm_build.container.from_profile import ProfileBuild, build_profile
 from cernvm_build.context import BuildContext
 from cernvm_build.cvmfs.repository import SnapshotSpec
-from cernvm_build.demo.repository import DemoRepository, publish_demo
+from cernvm_build.demo.repository import DemoRepository
 
 from .podman import needs_podman, run, store
 
@@ -44,9 +44,9 @@ def build_demo(repo: DemoRepository, out: Path, tag: str, formats: list[str]) ->
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
+def demo(tmp_path_factory: pytest.TempPathFactory, demo_repo: DemoRepository) -> Demo:
     root = tmp_path_factory.mktemp("demo")
-    repo = publish_demo(root / "repo", release="1")
+    repo = demo_repo
     out = root / "out"
     made = build_demo(repo, out, "demo-1", ["oci", "docker-archive", "apptainer"])
     return Demo(repo, made, out)
