@@ -67,7 +67,7 @@ class IndexWriter:
                 os.close(spec_w)
                 os.close(answer_r)
                 with os.fdopen(spec_r, "rb") as spec_in, os.fdopen(answer_w, "wb") as answers:
-                    code = _serve(spec_in, answers)
+                    code = _serve(self.spec, spec_in, answers)
             finally:
                 os._exit(code)  # no atexit handlers, no flushing of the parent's buffers
         os.close(spec_r)
@@ -81,9 +81,9 @@ class IndexWriter:
     ) -> None:
         """Write ``batches`` in order (each file of a batch before the next batch); ``written(rel,
         etag)`` after each. Raises the helper's error (ConflictError, MirrorError)."""
-        spec = {**self.spec, "batches": [[_encode(a, lf) for a, lf in b] for b in batches]}
+        todo = [[_encode(a, lf) for a, lf in b] for b in batches]
         try:
-            self.spec_out.write(json.dumps(spec).encode() + b"\n")  # the hand-over: one line
+            self.spec_out.write(json.dumps(todo).encode() + b"\n")  # the hand-over: one line
             self.spec_out.close()
         except BrokenPipeError as e:
             raise MirrorError("the index writer died", hint="re-run; the indexes were not switched") from e
@@ -121,19 +121,19 @@ def _report(out: IO[bytes], answer: dict[str, Any]) -> None:
         pass  # the mirror is gone: the writes go on regardless
 
 
-def _serve(spec_in: IO[bytes], out: IO[bytes]) -> int:
-    line = spec_in.readline()
-    if not line.endswith(b"\n"):
-        return 0  # the mirror stopped before handing over: nothing to write
-    spec = json.loads(line)
+def _serve(spec: dict[str, Any], spec_in: IO[bytes], out: IO[bytes]) -> int:
     try:
+        # The client first, while the mirror uploads: the index phase then only waits for the writes.
         creds = spec["credentials"]
         client = make_client(endpoint_url=spec["endpoint"], region=spec["region"],
                              credentials=tuple(creds) if creds else None)  # fmt: skip
         writer = Writer(client, S3Url(spec["bucket"], spec["prefix"]), conditional=spec["conditional"],
                         acl=spec["acl"], conditions=Conditions(**spec["conditions"]), total=0,
                         progress=None)  # fmt: skip
-        for batch in spec["batches"]:
+        line = spec_in.readline()
+        if not line.endswith(b"\n"):
+            return 0  # the mirror stopped before handing over: nothing to write
+        for batch in json.loads(line):
             for item in batch:
                 a = Action(**item["action"])
                 f = item["file"]
