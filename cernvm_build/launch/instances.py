@@ -322,7 +322,7 @@ def _remove_volumes(conn: Any, meta: Metadata) -> None:
         i for i in list_instances(conn) if i.meta and i.meta.pool == meta.pool and i.meta.image == meta.image
     ]
     if not users:  # this instance (undefined already) was the last to boot the image
-        doomed.append(posixpath.basename(meta.image))
+        doomed += storage.image_volumes(posixpath.basename(meta.image))
     storage.delete(p, doomed)
 
 

@@ -7,7 +7,10 @@ the daemon's ``default`` pool (``/var/lib/libvirt/<pool>`` on a system daemon). 
 ``NAME.scratch.qcow2``, ``NAME.context.iso`` and ``NAME.console.log`` (made empty here so that the
 daemon's log writer appends to a volume launch can read back); boot images are shared by every
 instance of the pool under a name that carries their sha256, uploaded once, and removed with the
-last instance that boots them.
+last instance that boots them. A volume exists (at its full size) from the moment its upload starts,
+so a shared image counts as there only with its marker ``NAME.complete``, an empty volume made after
+the upload finished: an upload killed half-way (SIGKILL, a lost connection) is uploaded again by the
+next create instead of booting a torn image.
 """
 
 from __future__ import annotations
@@ -35,6 +38,11 @@ def volume_names(name: str) -> tuple[str, str, str]:
 
 def image_volume_name(file_name: str, sha256: str) -> str:
     return f"{sha256[:16]}-{file_name}"
+
+
+def image_volumes(name: str) -> list[str]:
+    """A shared boot image's volumes: the image and its completion marker."""
+    return [name, f"{name}.complete"]
 
 
 def _missing(e: Any, code: int) -> bool:
@@ -136,6 +144,20 @@ def upload(
             stream.abort()
         raise
     return vol
+
+
+def shared_image(
+    conn: Any, p: Any, name: str, src: Path, *, progress: Callable[[int, int], None] | None = None
+) -> tuple[Any, bool]:
+    """The pool's copy of boot image ``src`` under ``name``: (volume, whether it was uploaded now).
+    A copy without its completion marker is a torn upload: deleted and uploaded again."""
+    vol, marker = (lookup(p, n) for n in image_volumes(name))
+    if vol is not None and marker is not None:
+        return vol, False
+    delete(p, image_volumes(name))
+    vol = upload(conn, p, name, src, mode=0o644, progress=progress)
+    create(p, image_volumes(name)[1], 0, "raw", 0o644)
+    return vol, True
 
 
 def _send(stream: Any, block: bytes) -> None:
