@@ -269,3 +269,21 @@ def test_the_user_data_reference_comes_from_the_bootloaders_table() -> None:
     for s in userdata.SETTINGS:
         assert f"| `{s.key}` |" in page, s.key
     assert "0..9999" in page and "`cernvm-launch create --snapshot`" in page and "on/off" in page
+
+
+def test_context_user_data_over_1_mib_is_refused_not_copied(tmp_path: Path) -> None:
+    """A context disk's user-data file is copied into the initramfs's RAM with a cap (a hostile disk
+    could hold gigabytes): over 1 MiB it is refused with a console line, at 1 MiB it is copied."""
+    from cernvm_build.paths import data_dir
+
+    head = data_dir("bootloader") / "init.head.sh"
+    big, ok = tmp_path / "big", tmp_path / "ok"
+    with open(big, "wb") as f:
+        f.truncate(8 << 30)  # 8 GiB, sparse
+    ok.write_bytes(b"x" * (1 << 20))
+    script = f'. {head}; copy_user_data {big} {tmp_path}/out1; echo "rc=$?"; '
+    script += f'copy_user_data {ok} {tmp_path}/out2; echo "rc=$?"'
+    r = subprocess.run(["busybox", "sh", "-c", script], capture_output=True, text=True, timeout=60)
+    assert "rc=1" in r.stdout and f"ucernvm: context: {big}: user data over 1 MiB, ignored" in r.stdout
+    assert not (tmp_path / "out1").exists()
+    assert r.stdout.rstrip().endswith("rc=0") and (tmp_path / "out2").read_bytes() == ok.read_bytes()

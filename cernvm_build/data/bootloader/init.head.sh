@@ -45,6 +45,18 @@ py_storage() {
     )
 }
 
+# User data from a context source, 1 MiB at most (as the metadata client takes): a bigger file (a
+# hostile or broken context disk) is refused, never copied whole into the initramfs's RAM.
+MAX_USER_DATA=1048576
+copy_user_data() {
+    head -c $((MAX_USER_DATA + 1)) "$1" >"$2" 2>/dev/null || return 1
+    if [ "$(wc -c <"$2")" -gt $MAX_USER_DATA ]; then
+        rm -f "$2"
+        log context "$1: user data over 1 MiB, ignored"
+        return 1
+    fi
+}
+
 # The user data's [ucernvm-begin] block, parsed by the Python runtime into checked key=value lines
 # ($2), assigned through this case table: values are data, never evaluated or sourced.
 U_resize_rootfs=; U_cvmfs_server=; U_cvmfs_cdn=; U_cvmfs_http_proxy=; U_cvmfs_branch=; U_cvmfs_tag=

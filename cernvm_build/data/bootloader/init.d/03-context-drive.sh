@@ -12,7 +12,7 @@ for dev in $(ls /dev | grep -e '^sr[0-9]' -e '^vd[a-z]$' -e '^sd[a-z]$' -e '^xvd
         mount -t $fs -o ro "/dev/$dev" /mnt/context 2>/dev/null || continue
         for f in openstack/latest/user_data user-data; do
             if [ -f "/mnt/context/$f" ]; then
-                cp "/mnt/context/$f" /tmp/context/user-data && CONTEXT_SRC="/dev/$dev:$f"
+                copy_user_data "/mnt/context/$f" /tmp/context/user-data && CONTEXT_SRC="/dev/$dev:$f"
                 break
             fi
         done
