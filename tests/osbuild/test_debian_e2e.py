@@ -80,6 +80,11 @@ def launch_home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
         yield home
 
 
+def _say(capfd: pytest.CaptureFixture[str], text: str) -> None:
+    with capfd.disabled():  # the figures and reasons belong in the run's output
+        print(text, flush=True)
+
+
 def _ssh(capfd: pytest.CaptureFixture[str], command: str) -> tuple[int, str]:
     capfd.readouterr()
     code = main(["--connect", URI, "ssh", "-n", NAME, "--", command])
@@ -98,18 +103,25 @@ def test_debian_boots_as_a_systemd_os(
     err = capfd.readouterr().err
     console = launch_home / "run" / NAME / "console.log"
     assert code == 0, err + (console.read_text(errors="replace")[-4000:] if console.exists() else "")
-    print(f"\ndebian12: create -> SSH answers with the pinned host key: {time.monotonic() - started:.0f} s")
+    _say(
+        capfd,
+        f"\ndebian12: create -> SSH answers with the pinned host key: {time.monotonic() - started:.0f} s",
+    )
 
     code, state = _ssh(capfd, "systemctl is-system-running --wait; systemctl --failed --no-legend --plain")
     lines = state.split()
-    print(f"debian12: systemctl is-system-running: {state.strip()}")
+    _say(capfd, f"debian12: systemctl is-system-running: {state.strip()}")
     assert lines and lines[0] in ("running", "degraded"), state
     if lines[0] == "degraded":
         code, why = _ssh(capfd, "systemctl --failed --no-legend --plain | awk '{print $1}' | "
                                 "xargs -r -n1 journalctl -b -o cat -n 5 -u")  # fmt: skip
-        print(f"debian12: degraded because:\n{why}")
+        _say(capfd, f"debian12: degraded because:\n{why}")
 
     code, out = _ssh(capfd, "cloud-init status; hostname; findmnt -n -o FSTYPE /")
+    if out.split()[:2] != ["status:", "done"]:
+        _code, why = _ssh(capfd, "cloud-init status --long; grep -E 'WARNING|ERROR|Traceback|Error' "
+                                 "/var/log/cloud-init.log | tail -n 30")  # fmt: skip
+        _say(capfd, f"debian12: cloud-init:\n{why}")
     assert code == 0 and out.split() == ["status:", "done", NAME, "overlay"], out
     code, out = _ssh(
         capfd, "echo on-the-overlay > /root/marker && cat /root/marker && grep -c . /proc/mounts"
@@ -131,7 +143,7 @@ def test_debian_boots_as_a_systemd_os(
         time.sleep(1)
     if dom.isActive():
         pytest.fail("the guest did not power off within 600 s")
-    print(f"debian12: systemctl poweroff -> powered off: {time.monotonic() - asked:.0f} s")
+    _say(capfd, f"debian12: systemctl poweroff -> powered off: {time.monotonic() - asked:.0f} s")
     conn.close()
     console = (launch_home / "run" / NAME / "console.log").read_text(errors="replace")
     assert "ucernvm-shutdown: scratch disk clean (read-only)" in console, console[-3000:]
