@@ -192,6 +192,9 @@ def _install(tree: Path, debdir: Path, files: list[debpkg.DebPackage], epoch: in
         "c dpkg --force-depends --force-overwrite --unpack " + " ".join(q(r) for r in sorted(rel.values())),
         "c dpkg --configure -a",
         "c systemctl enable systemd-networkd.service cernvm-ssh-hostkeys.service",
+        # the initrd brought the network up before switch_root (the OS root is read over it): waiting
+        # for networkd to call the link online only timed out (2 min, a failed unit) in the e2e boot
+        "c systemctl mask systemd-networkd-wait-online.service",
         *([f"c depmod {q(kver)}"] if kver else []),
         'umount "$T/.debs"',
     ]

@@ -76,4 +76,7 @@ def test_networkd_and_ssh_are_enabled(debian: DebianTree) -> None:
     assert (wants / "ssh.service").is_symlink()
     network = (debian.root / "etc/systemd/network/80-cernvm.network").read_text()
     assert "KeepConfiguration=yes" in network
-    assert "ConfigDrive, NoCloud" in (debian.root / "etc/cloud/cloud.cfg.d/05_cernvm.cfg").read_text()
+    cloud = (debian.root / "etc/cloud/cloud.cfg.d/05_cernvm.cfg").read_text()
+    assert "ConfigDrive, NoCloud" in cloud and "locale: C.UTF-8" in cloud
+    # the initrd configured the network: nothing waits for networkd to call it online
+    assert os.readlink(debian.root / "etc/systemd/system/systemd-networkd-wait-online.service") == "/dev/null"
