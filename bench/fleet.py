@@ -20,56 +20,33 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
 
 from bench.common import Result, print_table
-from tests.cvmfs_interop.test_nginx import _free_port
 from tests.cvmfs_interop.test_squid import _requests, _running, _tool
-from tests.support.fleet import expected_bytes, run_fleet, working_set
+from tests.support.fleet import fleet_stack, run_fleet
 
-FQRN = "fleet.cernvm.test"
 AT_ONCE = 50
 
 
 def run(quick: bool = True) -> list[Result]:
-    from cernvm_build.cli.main import main
-    from cernvm_build.cvmfs.keys import generate_keys
-    from cernvm_build.cvmfs.publish import create_repository, publish_tree
-    from cernvm_build.demo.os_tree import build_demo_os
 
     guests = 50 if quick else 200
     work = Path(tempfile.mkdtemp(prefix="bench-fleet-"))
     squid_run = Path(tempfile.mkdtemp(prefix="bench-fleet-squid-"))
     squid_run.chmod(0o1777)  # squid's own user writes its log there
     try:
-        demo = build_demo_os(work / "demo-os")
-        keys = generate_keys(FQRN)
-        keys.save(work / "keys")
-        pub = work / "keys" / f"{FQRN}.pub"
-        stratum = work / "srv" / FQRN
-        create_repository(stratum, FQRN, keys)
-        publish_tree(stratum, FQRN, keys, demo.root, normalize_owner=True)
-        expected = expected_bytes(demo.root, working_set())
-        origin, proxy = _free_port(), _free_port()
-        nginx_conf, squid_conf = work / "nginx" / "nginx.conf", squid_run / "squid.conf"
-        nginx_conf.parent.mkdir()
-        argv = ["cvmfs", "nginx-config", str(work / "srv"), "--port", str(origin), "--listen", "127.0.0.1"]
-        assert main([*argv, "--user", "root", "-o", str(nginx_conf), "-q"]) == 0
-        argv = ["cvmfs", "squid-config", "--port", str(proxy), "--listen", "127.0.0.1", "-q"]
-        assert main([*argv, "--client", "127.0.0.1", "--stratum", "127.0.0.1", "-o", str(squid_conf)]) == 0
-        log = nginx_conf.parent / "access.log"
-        url = f"http://127.0.0.1:{origin}/cvmfs/{FQRN}"
-        with _running([_tool("nginx"), "-c", str(nginx_conf), "-g", "daemon off;"], origin, "nginx"):
-            direct = run_fleet(url, FQRN, pub, expected, guests=guests, concurrency=AT_ONCE, proxy=None)
-            direct_requests = _requests(log)
-            with _running([_tool("squid"), "-N", "-f", str(squid_conf)], proxy, "squid"):
+        st = fleet_stack(work, squid_run)
+        expected = st.expected
+        nginx = [_tool("nginx"), "-c", str(st.nginx_conf), "-g", "daemon off;"]
+        with _running(nginx, st.origin, "nginx"):
+            direct = run_fleet(
+                st.url, st.fqrn, st.public_key, expected, guests=guests, concurrency=AT_ONCE, proxy=None
+            )
+            direct_requests = _requests(st.origin_log)
+            with _running([_tool("squid"), "-N", "-f", str(st.squid_conf)], st.proxy, "squid"):
+                via = f"http://127.0.0.1:{st.proxy}"
                 squid = run_fleet(
-                    url,
-                    FQRN,
-                    pub,
-                    expected,
-                    guests=guests,
-                    concurrency=AT_ONCE,
-                    proxy=f"http://127.0.0.1:{proxy}",
+                    st.url, st.fqrn, st.public_key, expected, guests=guests, concurrency=AT_ONCE, proxy=via
                 )
-            squid_requests = _requests(log) - direct_requests
+            squid_requests = _requests(st.origin_log) - direct_requests
         for fleet in (direct, squid):
             if fleet.failed or fleet.wrong:
                 raise RuntimeError(f"fleet failed: {(fleet.failed + fleet.wrong)[:3]}")

@@ -16,19 +16,14 @@ import re
 from pathlib import Path
 
 from ..errors import CvmfsError
+from .confpath import plain_path
 from .serve import LONG_CACHE, SHORT_CACHE, find_repositories
 
 _SAFE = re.compile(r"^[A-Za-z0-9._/+@:-]+$")
 
 
 def _quoted(path: Path, what: str) -> str:
-    text = str(path)
-    if not _SAFE.match(text):
-        raise CvmfsError(
-            f"{text}: the {what} path holds characters an nginx configuration would have to escape",
-            hint="use a path of letters, digits and ._/+@:- only",
-        )
-    return text
+    return plain_path(path, what, "nginx")
 
 
 def nginx_config(

@@ -27,22 +27,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import CvmfsError
+from .confpath import plain_path
 
 #: the private and loopback networks: a site proxy's usual clients
 DEFAULT_CLIENTS = ("127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "::1/128", "fc00::/7")
 
-_SAFE_PATH = re.compile(r"^[A-Za-z0-9._/+@:-]+$")
 _HOST = re.compile(r"^\.?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$")
-
-
-def _path(path: Path, what: str) -> str:
-    text = str(path)
-    if not _SAFE_PATH.match(text):
-        raise CvmfsError(
-            f"{text}: the {what} path holds characters a squid configuration cannot carry",
-            hint="use a path of letters, digits and ._/+@:- only",
-        )
-    return text
 
 
 def _network(text: str) -> str:
@@ -111,7 +101,7 @@ def squid_config(
     addresses = [h for h in strata if _is_address(h)]
     domains = [h for h in strata if not _is_address(h)]
     deny = [*(["!cvmfs_strata"] if domains else []), *(["!cvmfs_strata_ip"] if addresses else [])]
-    run = _path(run_dir.resolve(), "run directory")
+    run = plain_path(run_dir.resolve(), "run directory", "squid")
     where = f"[{listen}]:{port}" if ":" in listen else (f"{listen}:{port}" if listen else str(port))
     lines = [
         "# a site proxy for CernVM-FS clients (cernvm-build cvmfs squid-config)",

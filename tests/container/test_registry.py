@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.request
@@ -26,6 +25,7 @@ from cernvm_build.cvmfs.keys import generate_keys
 from cernvm_build.cvmfs.publish import create_repository
 from cernvm_build.cvmfs.repository import SnapshotSpec, open_repository
 from cernvm_build.demo.repository import DemoRepository
+from tests.support import free_port
 
 from .podman import RUN, needs_podman, podman, store
 from .trees import describe
@@ -39,12 +39,6 @@ pytestmark = [
 
 HUB = "unpacked.example.test"
 KB = 1024
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

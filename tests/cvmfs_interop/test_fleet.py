@@ -15,57 +15,31 @@ from pathlib import Path
 import pytest
 
 from cernvm_build.cli.main import main
-from cernvm_build.cvmfs import keys as keymod
-from cernvm_build.cvmfs.publish import create_repository, publish_tree
-from cernvm_build.demo.os_tree import build_demo_os
-from tests.support.fleet import expected_bytes, run_fleet, working_set
+from tests.support import free_port
+from tests.support.fleet import fleet_stack, run_fleet
 
-from .test_nginx import _free_port
 from .test_squid import _requests, _running, _tool
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-FQRN = "fleet.cernvm.test"
 GUESTS = 200
 AT_ONCE = 50
 
 
 def test_a_fleet_booting_at_once_costs_the_origin_one_working_set(tmp_path: Path, logs: Path) -> None:
-    demo = build_demo_os(tmp_path / "demo-os")
-    keys = keymod.generate_keys(FQRN)
-    keys.save(tmp_path / "keys")
-    pub = tmp_path / "keys" / f"{FQRN}.pub"
-    stratum = tmp_path / "srv" / FQRN
-    create_repository(stratum, FQRN, keys)
-    publish_tree(stratum, FQRN, keys, demo.root, tag="boot", normalize_owner=True)
-    expected = expected_bytes(demo.root, working_set())
-
-    origin, proxy = _free_port(), _free_port()
-    nginx_conf, squid_conf = tmp_path / "nginx" / "nginx.conf", logs / "squid.conf"
-    nginx_conf.parent.mkdir()
-    argv = ["cvmfs", "nginx-config", str(tmp_path / "srv"), "--port", str(origin), "--listen", "127.0.0.1"]
-    assert main([*argv, "--user", "root", "-o", str(nginx_conf)]) == 0
-    argv = ["cvmfs", "squid-config", "--port", str(proxy), "--listen", "127.0.0.1"]
-    assert main([*argv, "--client", "127.0.0.1", "--stratum", "127.0.0.1", "-o", str(squid_conf)]) == 0
-    origin_log = nginx_conf.parent / "access.log"
-    url = f"http://127.0.0.1:{origin}/cvmfs/{FQRN}"
-
-    with _running([_tool("nginx"), "-c", str(nginx_conf), "-g", "daemon off;"], origin, "nginx"):
-        one = run_fleet(url, FQRN, pub, expected, guests=1, concurrency=1, proxy=None)
+    st = fleet_stack(tmp_path, logs)
+    expected = st.expected
+    with _running([_tool("nginx"), "-c", str(st.nginx_conf), "-g", "daemon off;"], st.origin, "nginx"):
+        one = run_fleet(st.url, st.fqrn, st.public_key, expected, guests=1, concurrency=1, proxy=None)
         assert not one.failed and not one.wrong, one.failed or one.wrong
-        one_boot = _requests(origin_log)  # the objects one boot costs the origin
-        with _running([_tool("squid"), "-N", "-f", str(squid_conf)], proxy, "squid"):
+        one_boot = _requests(st.origin_log)  # the objects one boot costs the origin
+        with _running([_tool("squid"), "-N", "-f", str(st.squid_conf)], st.proxy, "squid"):
+            proxy = f"http://127.0.0.1:{st.proxy}"
             fleet = run_fleet(
-                url,
-                FQRN,
-                pub,
-                expected,
-                guests=GUESTS,
-                concurrency=AT_ONCE,
-                proxy=f"http://127.0.0.1:{proxy}",
+                st.url, st.fqrn, st.public_key, expected, guests=GUESTS, concurrency=AT_ONCE, proxy=proxy
             )
-        through_squid = _requests(origin_log) - one_boot
-        squid_log = (logs / "access.log").read_text().splitlines()
+        through_squid = _requests(st.origin_log) - one_boot
+        squid_log = st.squid_log.read_text().splitlines()
 
     print(
         f"{GUESTS} guests, {AT_ONCE} at once, {len(expected)} files "
@@ -85,7 +59,7 @@ def test_the_squid_configuration_refuses_other_clients_and_servers(tmp_path: Pat
     """With --client and --stratum the proxy is not open: another destination is refused (403)."""
     import http.client
 
-    proxy = _free_port()
+    proxy = free_port()
     conf = logs / "squid.conf"
     argv = ["cvmfs", "squid-config", "--port", str(proxy), "--listen", "127.0.0.1", "--client", "127.0.0.1"]
     assert main([*argv, "--stratum", "stratum-one.example.org", "-o", str(conf)]) == 0

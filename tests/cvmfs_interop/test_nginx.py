@@ -19,17 +19,12 @@ from cernvm_build.cvmfs import keys as keymod
 from cernvm_build.cvmfs.fetch import USER_AGENT
 from cernvm_build.cvmfs.publish import create_repository, publish_tree
 from cernvm_build.cvmfs.serve import LONG_CACHE, SHORT_CACHE
+from tests.support import free_port
 
 from .real import locate, mounted
 from .test_replicate import FQRN, _objects, _read_all, _tree
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _get(port: int, path: str) -> tuple[int, dict[str, str], bytes]:
@@ -52,7 +47,7 @@ def test_nginx_serves_a_replica_with_stratum1_cache_headers(tmp_path: Path) -> N
     stratum = tmp_path / "srv" / FQRN
     create_repository(stratum, FQRN, keys)
     publish_tree(stratum, FQRN, keys, _tree(tmp_path / "src", 1), tag="v1")
-    port = _free_port()
+    port = free_port()
     run = tmp_path / "nginx"
     run.mkdir()
     conf = run / "nginx.conf"

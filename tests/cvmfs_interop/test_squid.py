@@ -22,9 +22,9 @@ from cernvm_build.cvmfs import keys as keymod
 from cernvm_build.cvmfs.publish import create_repository, publish_tree
 from cernvm_build.cvmfs.repository import open_repository
 from cernvm_build.cvmfs.squid import squid_config
+from tests.support import free_port
 
 from .real import locate, mounted
-from .test_nginx import _free_port
 from .test_replicate import FQRN, _tree
 
 pytestmark = pytest.mark.integration
@@ -69,7 +69,7 @@ def _origin(tmp_path: Path) -> tuple[Path, list[str], int, Path]:
     stratum = tmp_path / "srv" / FQRN
     create_repository(stratum, FQRN, keys)
     publish_tree(stratum, FQRN, keys, _tree(tmp_path / "src", 1), tag="v1")
-    origin = _free_port()
+    origin = free_port()
     run = tmp_path / "nginx"
     run.mkdir()
     conf = run / "nginx.conf"
@@ -81,7 +81,7 @@ def _origin(tmp_path: Path) -> tuple[Path, list[str], int, Path]:
 def _squid(logs: Path, name: str) -> tuple[list[str], int, Path]:
     """A site squid as ``cvmfs squid-config`` writes it, on a free port, its run directory in
     ``logs``: (argv, port, access log)."""
-    port = _free_port()
+    port = free_port()
     run = logs / name
     run.mkdir()
     run.chmod(0o1777)
@@ -126,7 +126,7 @@ def test_proxy_groups_and_fail_over_with_two_squids_one_stopped(tmp_path: Path, 
     pub, nginx_argv, origin, origin_log = _origin(tmp_path)
     a_argv, a_port, a_log = _squid(logs, "squid-a")
     b_argv, b_port, b_log = _squid(logs, "squid-b")
-    a, b, dead = (f"http://127.0.0.1:{p}" for p in (a_port, b_port, _free_port()))
+    a, b, dead = (f"http://127.0.0.1:{p}" for p in (a_port, b_port, free_port()))
     url = f"http://127.0.0.1:{origin}/cvmfs/{FQRN}"
 
     def read(chain: str) -> dict[str, bytes]:

@@ -30,7 +30,7 @@ from cernvm_build import profile
 from cernvm_build.cli.launch import main
 from cernvm_build.cvmfs.serve import Server, serve
 from cernvm_build.demo.repository import publish_demo
-from tests.support import launchhome
+from tests.support import free_port, launchhome
 
 pytestmark = pytest.mark.e2e
 URI = "qemu:///system"
@@ -70,7 +70,7 @@ def test_demo_instance_life_cycle(
     shared.mkdir(mode=0o777)
     shared.chmod(0o777)
     (shared / "from-host.txt").write_text("hello guest\n")
-    fwd = _free_port()
+    fwd = free_port()
     code = main([*args, "create", "--name", "e2e-demo", "--profile", "demo", "--memory", "512", "--yes",
                  "--cvmfs-server", f"10.0.2.2:{srv.port}", "--timeout", "420", "--sharedFolder", str(shared),
                  "--forward", f"{fwd}:8080"])  # fmt: skip
@@ -132,12 +132,6 @@ def test_demo_instance_life_cycle(
     assert "e2e-demo" not in [d.name() for d in libvirt.open(URI).listAllDomains(0)]
     assert not (launch_home / "run" / "e2e-demo").exists()  # scratch disk, context ISO, keys, log
     assert [p.name for p in (launch_home / "images").iterdir() if p.suffix == ".iso"] == [image.name]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_a_guest_that_cannot_reach_its_repository_fails_create_fast(
@@ -236,7 +230,7 @@ def test_a_guest_boots_through_squid_from_an_s3_backed_replica(
 
     run_dir = Path(tempfile.mkdtemp(prefix="e2e-squid-"))
     run_dir.chmod(0o1777)  # squid's own user writes its log there
-    proxy = _free_port()
+    proxy = free_port()
     conf = run_dir / "squid.conf"
     squid = ["cvmfs", "squid-config", "--port", str(proxy), "--listen", "127.0.0.1", "--client", "127.0.0.1"]
     assert build_main([*squid, "--stratum", "127.0.0.1", "-o", str(conf), "-q"]) == 0

@@ -39,7 +39,8 @@ from cernvm_build.cli.launch import main
 from cernvm_build.launch import domain, storage, tunnel
 from tests.launch import test_e2e
 from tests.launch.support import PANIC_CONSOLE, boot_sector_guest, cloud_config
-from tests.support.hypervisor import SSHHypervisor, free_port, ssh_hypervisor
+from tests.support import free_port
+from tests.support.hypervisor import SSHHypervisor, ssh_hypervisor
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 LOCAL = "qemu:///system"

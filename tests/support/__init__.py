@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 from cernvm_build.paths import cache_dir
@@ -27,3 +28,10 @@ def linked_cache(folder: Path) -> Path:
         if real.exists() and not (folder / name).exists():
             os.symlink(real, folder / name)
     return folder
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for a server a test starts)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -84,6 +84,60 @@ def run_fleet(
         return Fleet(tuple(f.result() for f in futures))
 
 
+@dataclass(frozen=True)
+class Stack:
+    """The demo OS published into a Stratum, an nginx configuration serving it and a site squid's in
+    front (written with the CLI's ``cvmfs nginx-config``/``squid-config``; not started)."""
+
+    fqrn: str
+    public_key: Path
+    expected: dict[str, bytes]  # the working set's bytes, from the source tree
+    origin: int
+    nginx_conf: Path
+    proxy: int
+    squid_conf: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.origin}/cvmfs/{self.fqrn}"
+
+    @property
+    def origin_log(self) -> Path:
+        return self.nginx_conf.parent / "access.log"
+
+    @property
+    def squid_log(self) -> Path:
+        return self.squid_conf.parent / "access.log"
+
+
+def fleet_stack(work: Path, squid_dir: Path, fqrn: str = "fleet.cernvm.test") -> Stack:
+    """Everything but the running servers, in ``work``; squid's files in ``squid_dir``, a folder
+    its own user can write to."""
+    from cernvm_build.cli.main import main
+    from cernvm_build.cvmfs.keys import generate_keys
+    from cernvm_build.cvmfs.publish import create_repository, publish_tree
+    from cernvm_build.demo.os_tree import build_demo_os
+
+    from . import free_port
+
+    demo = build_demo_os(work / "demo-os")
+    keys = generate_keys(fqrn)
+    keys.save(work / "keys")
+    create_repository(work / "srv" / fqrn, fqrn, keys)
+    publish_tree(work / "srv" / fqrn, fqrn, keys, demo.root, tag="boot", normalize_owner=True)
+    origin, proxy = free_port(), free_port()
+    nginx_conf, squid_conf = work / "nginx" / "nginx.conf", squid_dir / "squid.conf"
+    nginx_conf.parent.mkdir()
+    argv = ["cvmfs", "nginx-config", str(work / "srv"), "--port", str(origin), "--listen", "127.0.0.1"]
+    if main([*argv, "--user", "root", "-o", str(nginx_conf), "-q"]) != 0:
+        raise RuntimeError("cvmfs nginx-config failed")
+    argv = ["cvmfs", "squid-config", "--port", str(proxy), "--listen", "127.0.0.1", "-q"]
+    if main([*argv, "--client", "127.0.0.1", "--stratum", "127.0.0.1", "-o", str(squid_conf)]) != 0:
+        raise RuntimeError("cvmfs squid-config failed")
+    expected = expected_bytes(demo.root, working_set())
+    return Stack(fqrn, work / "keys" / f"{fqrn}.pub", expected, origin, nginx_conf, proxy, squid_conf)
+
+
 def expected_bytes(tree: Path, paths: Sequence[str]) -> dict[str, bytes]:
     """What each path of the working set holds in the published source tree."""
     return {p: (tree / p.lstrip("/")).read_bytes() for p in paths}

@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support import free_port
+
 
 @dataclass(frozen=True)
 class SSHHypervisor:
@@ -26,12 +28,6 @@ class SSHHypervisor:
     def tunnelled_to(self, port: int) -> bool:
         """Whether the sshd opened a direct-tcpip channel (ssh -W) to 127.0.0.1:port."""
         return f"target 127.0.0.1 port {port}" in self.log.read_text(errors="replace")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager
