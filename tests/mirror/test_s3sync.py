@@ -194,27 +194,41 @@ def test_reader_never_sees_missing_objects(tmp_path: Path, s3: Any, s3server: Lo
     publish(0)
     stop = threading.Event()
     problems: list[str] = []
-    rounds = [0]
+    started, done = [0], [0]  # reader rounds begun / finished
+    progress = threading.Condition()
 
     def reader() -> None:
-        while not stop.is_set():
+        while True:
+            with progress:
+                started[0] += 1
+                this = started[0]
             index = urllib.request.urlopen(f"{base}/index").read().decode().split("\n")
             for name in index:
                 try:
                     urllib.request.urlopen(f"{base}/{name}").read()
                 except urllib.error.HTTPError as e:
                     problems.append(f"{name}: {e.code}")
-            rounds[0] += 1
+            with progress:
+                done[0] = this
+                progress.notify_all()
+            if stop.is_set():
+                return
 
     t = threading.Thread(target=reader)
     t.start()
     try:
         for gen in range(1, 5):
             publish(gen)
+            # The promise covers readers one index behind (keep=1): before the next publish, let a
+            # round that began after this one finish, however slowly the loaded machine runs it.
+            with progress:
+                after = started[0]
+                if not progress.wait_for(lambda after=after: done[0] > after, timeout=120):
+                    pytest.fail("the reader made no progress in 120 s")
     finally:
         stop.set()
         t.join()
-    assert rounds[0] > 0
+    assert done[0] >= 4
     assert problems == []
 
 
