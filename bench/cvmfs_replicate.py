@@ -12,37 +12,24 @@ published by the toolkit and served by ``cvmfs.serve`` in its own process.
 from __future__ import annotations
 
 import concurrent.futures as cf
-import http.client
 import random
 import shutil
 import sys
 import tempfile
-import threading
-import urllib.parse
 from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
 
 from bench.common import Result, print_table, timer
-from bench.cvmfs_read import FQRN, _server_process, make_tree
+from bench.cvmfs_read import FQRN, _server_process, get_blocks, make_tree
 
 JOBS = 8
 ROUNDS = 3
-_conns = threading.local()
 
 
 def _get(url: str) -> int:
-    u = urllib.parse.urlsplit(url)
-    conn = getattr(_conns, "c", None)
-    if conn is None:
-        conn = _conns.c = http.client.HTTPConnection(u.netloc, timeout=30)
-    conn.request("GET", u.path)
-    resp = conn.getresponse()
-    n = 0
-    while block := resp.read(1 << 20):
-        n += len(block)
-    return n
+    return sum(len(block) for block in get_blocks(url))
 
 
 def run(quick: bool = True, replica_dir: Path | None = None) -> list[Result]:

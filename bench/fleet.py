@@ -20,8 +20,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
 
 from bench.common import Result, print_table
-from tests.cvmfs_interop.test_squid import _requests, _running, _tool
 from tests.support.fleet import fleet_stack, run_fleet
+from tests.support.servers import object_requests, running
 
 AT_ONCE = 50
 
@@ -35,18 +35,29 @@ def run(quick: bool = True) -> list[Result]:
     try:
         st = fleet_stack(work, squid_run)
         expected = st.expected
-        nginx = [_tool("nginx"), "-c", str(st.nginx_conf), "-g", "daemon off;"]
-        with _running(nginx, st.origin, "nginx"):
+        with running(st.origin.argv, st.origin.port, "nginx"):
             direct = run_fleet(
-                st.url, st.fqrn, st.public_key, expected, guests=guests, concurrency=AT_ONCE, proxy=None
+                st.url,
+                st.fqrn,
+                st.origin.public_key,
+                expected,
+                guests=guests,
+                concurrency=AT_ONCE,
+                proxy=None,
             )
-            direct_requests = _requests(st.origin_log)
-            with _running([_tool("squid"), "-N", "-f", str(st.squid_conf)], st.proxy, "squid"):
+            direct_requests = object_requests(st.origin.log)
+            with running(st.squid_argv, st.proxy, "squid"):
                 via = f"http://127.0.0.1:{st.proxy}"
                 squid = run_fleet(
-                    st.url, st.fqrn, st.public_key, expected, guests=guests, concurrency=AT_ONCE, proxy=via
+                    st.url,
+                    st.fqrn,
+                    st.origin.public_key,
+                    expected,
+                    guests=guests,
+                    concurrency=AT_ONCE,
+                    proxy=via,
                 )
-            squid_requests = _requests(st.origin_log) - direct_requests
+            squid_requests = object_requests(st.origin.log) - direct_requests
         for fleet in (direct, squid):
             if fleet.failed or fleet.wrong:
                 raise RuntimeError(f"fleet failed: {(fleet.failed + fleet.wrong)[:3]}")

@@ -2,9 +2,11 @@
 
 The build host's interpreter, the shared libraries ``ldd`` names for it and for the extension modules
 it loads, and a stdlib subset: exactly the modules that importing the entry points pulls in (plus the
-imports written inside functions of our own code), compiled to unchecked-hash ``.pyc`` files by the
-target interpreter itself and stored in ``lib/pythonXY.zip``. The result is a folder laid out like a
-Python prefix (``bin/python3``, ``lib/``) that runs with ``PYTHONHOME`` pointing at it.
+imports written inside functions of our own code, and the modules a package loads only when one of
+its attributes is first used, for the dotted names our code uses), compiled to unchecked-hash
+``.pyc`` files by the target interpreter itself and stored in ``lib/pythonXY.zip``. The result is a
+folder laid out like a Python prefix (``bin/python3``, ``lib/``) that runs with ``PYTHONHOME``
+pointing at it.
 """
 
 from __future__ import annotations
@@ -62,6 +64,15 @@ for n in names:
     try:
         __import__(n)
     except Exception as e:
+        # "pkg.Name" may be an attribute that pkg loads on first use (a module-level __getattr__,
+        # as concurrent.futures does for its executors): asking for it loads that module now.
+        parent, _, attr = n.rpartition(".")
+        try:
+            __import__(parent)
+            getattr(sys.modules[parent], attr)
+            continue
+        except Exception:
+            pass
         if n in sys.argv[2].split(","):
             sys.stdout.write("!" + n + ": " + type(e).__name__ + ": " + str(e) + "\n")
 for n, m in sorted(sys.modules.items()):
@@ -85,12 +96,18 @@ print(json.dumps({"pycs": res, "v": "%d.%d" % sys.version_info[:2], "exe": os.pa
 
 
 def _own_imports(path: Path, module: str, is_pkg: bool) -> set[str]:
-    """Every import written anywhere in ``path`` (also inside functions), made absolute."""
+    """Every import written anywhere in ``path`` (also inside functions), made absolute, and every
+    dotted name used through an imported module (``concurrent.futures.ThreadPoolExecutor``: the
+    collector asks for it, which loads what the package would only load on first use)."""
     package = module if is_pkg else module.rpartition(".")[0]
     names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_bytes())):
+    tree = ast.parse(path.read_bytes())
+    bound: dict[str, str] = {}  # a name an ``import`` statement binds -> the module it stands for
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names.update(a.name for a in node.names)
+            for a in node.names:
+                bound[a.asname or a.name.partition(".")[0]] = a.name if a.asname else a.name.partition(".")[0]
         elif isinstance(node, ast.ImportFrom):
             if node.level == 0:
                 base = node.module or ""
@@ -103,6 +120,14 @@ def _own_imports(path: Path, module: str, is_pkg: bool) -> set[str]:
                 names.add(base)
                 # "from pkg import name" may name a submodule; a failed try is ignored.
                 names.update(f"{base}.{a.name}" for a in node.names if a.name != "*")
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute):
+            chain, inner = [node.attr], node.value
+            while isinstance(inner, ast.Attribute):
+                chain.append(inner.attr)
+                inner = inner.value
+            if isinstance(inner, ast.Name) and inner.id in bound:
+                names.add(".".join([bound[inner.id], *reversed(chain)]))
     return names
 
 

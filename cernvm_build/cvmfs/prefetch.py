@@ -16,15 +16,12 @@ from __future__ import annotations
 
 import bisect
 import collections
+import concurrent.futures
 import itertools
 import logging
 import posixpath
 import threading
 from collections.abc import Sequence
-
-# Imported by name, not reached as concurrent.futures.ThreadPoolExecutor: that attribute is loaded
-# lazily on first use, which the initrd runtime's import scan cannot see (test_mount).
-from concurrent.futures import ThreadPoolExecutor
 
 from ..errors import CernVMError
 from .catalog import DirEntry
@@ -65,7 +62,7 @@ class Prefetcher:
         self._lock = threading.Lock()
         self._dirs: collections.OrderedDict[str, _Listing] = collections.OrderedDict()
         self._pending: set[str] = set()
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
 
     def close(self, *, finish: bool = False) -> None:
         """Stop the pool; fetches not started yet are dropped unless ``finish``."""
@@ -135,7 +132,7 @@ class Prefetcher:
     def _submit(self, entry: DirEntry, offset: int, key: str) -> None:
         with self._lock:
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.workers, "prefetch")
+                self._pool = concurrent.futures.ThreadPoolExecutor(self.workers, "prefetch")
             pool = self._pool
 
         def fetch() -> None:

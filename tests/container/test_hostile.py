@@ -19,26 +19,13 @@ import pytest
 from cernvm_build.cvmfs import manifest as mf
 from cernvm_build.cvmfs.keys import generate_keys
 from cernvm_build.cvmfs.publish import create_repository
+from tests.container.profiles import local_profile
 from tests.support import hostile
 
 MAX_RSS_MB = 256
 SMALL = [name for name, case in hostile.CASES.items() if not case.big]
 BIG = [name for name, case in hostile.CASES.items() if case.big]
 HUB = "hub.hostile.test"
-
-PROFILE = """\
-extends: base
-description: "hostile"
-os: {{release: 9, distribution: AlmaLinux}}
-cvmfs:
-  repository: {fqrn}
-  path: /
-  servers: !replace [http://127.0.0.1:9/cvmfs/@fqrn@]
-  public_keys: !replace [{key}]
-bootloader: {{branch: hostile}}
-container:
-  formats: !replace [oci]
-"""
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +65,7 @@ def build_in(
     os.symlink("passwd", canary / "link")
     before = hostile.snapshot_tree(canary)
     prof = where / "hostile.yaml"
-    prof.write_text(PROFILE.format(fqrn=repo.fqrn, key=repo.pub))
+    prof.write_text(local_profile(repo.fqrn, repo.pub, branch="hostile"))
     root_hash = mf.parse((repo.stratum / ".cvmfspublished").read_bytes()).root_hash
     out = where / "out"
     argv = [*hostile.cli(), "container", str(prof), "--source", str(repo.stratum), "--root-hash", root_hash,

@@ -18,24 +18,10 @@ from cernvm_build.cvmfs.publish import create_repository, publish_tree
 from cernvm_build.cvmfs.repository import open_repository
 from cernvm_build.tree import SOCKET_REASON
 from cernvm_build.treewrite import DEVICES_REASON
+from tests.container.profiles import local_profile
 
 FQRN = "cases.example.test"
 ROOT = os.geteuid() == 0
-
-PROFILE = """\
-extends: base
-description: "special cases"
-os: {{release: 9, distribution: AlmaLinux}}
-cvmfs:
-  repository: {fqrn}
-  path: /sw
-  servers: !replace [http://127.0.0.1:9/cvmfs/@fqrn@]
-  public_keys: !replace [{key}]
-  snapshot: {{tag: frozen}}
-bootloader: {{branch: cases}}
-container:
-  formats: !replace [oci]
-"""
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +46,16 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     create_repository(base / "stratum", FQRN, keys)
     publish_tree(base / "stratum", FQRN, keys, base / "tree", tag="frozen")
     prof = base / "cases.yaml"
-    prof.write_text(PROFILE.format(fqrn=FQRN, key=base / "keys" / f"{FQRN}.pub"))
+    prof.write_text(
+        local_profile(
+            FQRN,
+            base / "keys" / f"{FQRN}.pub",
+            branch="cases",
+            tag="frozen",
+            path="/sw",
+            description="special cases",
+        )
+    )
     return base, prof
 
 

@@ -20,25 +20,11 @@ from cernvm_build.cvmfs.keys import generate_keys
 from cernvm_build.cvmfs.publish import create_repository, publish_tree
 from cernvm_build.tree import SOCKET_REASON
 from cernvm_build.treewrite import DEVICES_REASON
+from tests.container.profiles import local_profile
 
 FQRN = "safe.example.test"
 ROOT = os.geteuid() == 0
 T = 1_500_000_000
-
-PROFILE = """\
-extends: base
-description: "dangerous files"
-os: {{release: 9, distribution: AlmaLinux}}
-cvmfs:
-  repository: {fqrn}
-  path: /
-  servers: !replace [http://127.0.0.1:9/cvmfs/@fqrn@]
-  public_keys: !replace [{key}]
-  snapshot: {{tag: frozen}}
-bootloader: {{branch: safe}}
-container:
-  formats: !replace [oci]
-"""
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +56,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     publish_tree(base / "stratum", FQRN, keys, tree, tag="frozen")
     prof = base / "safe.yaml"
     pub = base / "keys" / f"{FQRN}.pub"
-    prof.write_text(PROFILE.format(fqrn=FQRN, key=pub))
+    prof.write_text(local_profile(FQRN, pub, branch="safe", tag="frozen", description="dangerous files"))
     return base / "stratum", pub, prof
 
 

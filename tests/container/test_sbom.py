@@ -18,22 +18,9 @@ from cernvm_build.container.sbom import parse_dpkg_status, read_rpmdb
 from cernvm_build.cvmfs.keys import generate_keys
 from cernvm_build.cvmfs.publish import create_repository, publish_tree
 from cernvm_build.errors import BuildError
+from tests.container.profiles import local_profile
 
 FQRN = "sbom.example.test"
-PROFILE = """\
-extends: base
-description: "sbom"
-os: {{release: 9, distribution: AlmaLinux}}
-cvmfs:
-  repository: {fqrn}
-  path: /
-  servers: !replace [http://127.0.0.1:9/cvmfs/@fqrn@]
-  public_keys: !replace [{key}]
-  snapshot: {{tag: {tag}}}
-bootloader: {{branch: sbom}}
-container:
-  formats: !replace [oci]
-"""
 
 STATUS = """\
 Package: busybox
@@ -107,7 +94,7 @@ def build(base: Path, tree: Path, tag: str, capsys: pytest.CaptureFixture[str]) 
     create_repository(base / "stratum", FQRN, keys)
     publish_tree(base / "stratum", FQRN, keys, tree, tag=tag)
     prof = base / "p.yaml"
-    prof.write_text(PROFILE.format(fqrn=FQRN, key=base / "keys" / f"{FQRN}.pub", tag=tag))
+    prof.write_text(local_profile(FQRN, base / "keys" / f"{FQRN}.pub", branch="sbom", tag=tag))
     capsys.readouterr()
     rc = main(
         ["container", str(prof), "--source", str(base / "stratum"), "--out", str(base / "out"), "--json"]

@@ -17,8 +17,7 @@ import pytest
 from cernvm_build.cli.main import main
 from tests.support import free_port
 from tests.support.fleet import fleet_stack, run_fleet
-
-from .test_squid import _requests, _running, _tool
+from tests.support.servers import object_requests, running, tool
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -29,16 +28,22 @@ AT_ONCE = 50
 def test_a_fleet_booting_at_once_costs_the_origin_one_working_set(tmp_path: Path, logs: Path) -> None:
     st = fleet_stack(tmp_path, logs)
     expected = st.expected
-    with _running([_tool("nginx"), "-c", str(st.nginx_conf), "-g", "daemon off;"], st.origin, "nginx"):
-        one = run_fleet(st.url, st.fqrn, st.public_key, expected, guests=1, concurrency=1, proxy=None)
+    with running(st.origin.argv, st.origin.port, "nginx"):
+        one = run_fleet(st.url, st.fqrn, st.origin.public_key, expected, guests=1, concurrency=1, proxy=None)
         assert not one.failed and not one.wrong, one.failed or one.wrong
-        one_boot = _requests(st.origin_log)  # the objects one boot costs the origin
-        with _running([_tool("squid"), "-N", "-f", str(st.squid_conf)], st.proxy, "squid"):
+        one_boot = object_requests(st.origin.log)  # the objects one boot costs the origin
+        with running(st.squid_argv, st.proxy, "squid"):
             proxy = f"http://127.0.0.1:{st.proxy}"
             fleet = run_fleet(
-                st.url, st.fqrn, st.public_key, expected, guests=GUESTS, concurrency=AT_ONCE, proxy=proxy
+                st.url,
+                st.fqrn,
+                st.origin.public_key,
+                expected,
+                guests=GUESTS,
+                concurrency=AT_ONCE,
+                proxy=proxy,
             )
-        through_squid = _requests(st.origin_log) - one_boot
+        through_squid = object_requests(st.origin.log) - one_boot
         squid_log = st.squid_log.read_text().splitlines()
 
     print(
@@ -63,7 +68,7 @@ def test_the_squid_configuration_refuses_other_clients_and_servers(tmp_path: Pat
     conf = logs / "squid.conf"
     argv = ["cvmfs", "squid-config", "--port", str(proxy), "--listen", "127.0.0.1", "--client", "127.0.0.1"]
     assert main([*argv, "--stratum", "stratum-one.example.org", "-o", str(conf)]) == 0
-    with _running([_tool("squid"), "-N", "-f", str(conf)], proxy, "squid"):
+    with running([tool("squid"), "-N", "-f", str(conf)], proxy, "squid"):
         c = http.client.HTTPConnection("127.0.0.1", proxy, timeout=30)
         c.request("GET", "http://127.0.0.2:9/cvmfs/x/.cvmfspublished")
         assert c.getresponse().status == 403

@@ -5,21 +5,14 @@ read through it."""
 from __future__ import annotations
 
 import http.client
-import os
-import shutil
-import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from cernvm_build.cli.main import main
-from cernvm_build.cvmfs import keys as keymod
 from cernvm_build.cvmfs.fetch import USER_AGENT
-from cernvm_build.cvmfs.publish import create_repository, publish_tree
 from cernvm_build.cvmfs.serve import LONG_CACHE, SHORT_CACHE
-from tests.support import free_port
+from tests.support.servers import nginx_origin, running, tool
 
 from .real import locate, mounted
 from .test_replicate import FQRN, _objects, _read_all, _tree
@@ -38,35 +31,11 @@ def _get(port: int, path: str) -> tuple[int, dict[str, str], bytes]:
 
 
 def test_nginx_serves_a_replica_with_stratum1_cache_headers(tmp_path: Path) -> None:
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    if not os.path.exists(nginx):
-        pytest.fail("nginx is not installed (hint: apt-get install nginx; 'make deps' installs it)")
-    keys = keymod.generate_keys(FQRN)
-    keys.save(tmp_path / "keys")
-    pub = tmp_path / "keys" / f"{FQRN}.pub"
-    stratum = tmp_path / "srv" / FQRN
-    create_repository(stratum, FQRN, keys)
-    publish_tree(stratum, FQRN, keys, _tree(tmp_path / "src", 1), tag="v1")
-    port = free_port()
-    run = tmp_path / "nginx"
-    run.mkdir()
-    conf = run / "nginx.conf"
-    argv = ["cvmfs", "nginx-config", str(tmp_path / "srv"), "--port", str(port), "--listen", "127.0.0.1"]
-    assert main([*argv, "--user", "root", "-o", str(conf)]) == 0
-    check = subprocess.run([nginx, "-t", "-c", str(conf)], capture_output=True, text=True)
+    o = nginx_origin(tmp_path, FQRN, _tree(tmp_path / "src", 1))
+    stratum, pub, port = o.stratum, o.public_key, o.port
+    check = subprocess.run([tool("nginx"), "-t", "-c", str(o.conf)], capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
-    proc = subprocess.Popen([nginx, "-c", str(conf), "-g", "daemon off;"], stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-                if time.monotonic() >= deadline:
-                    pytest.fail("nginx did not start listening")
-                time.sleep(0.05)
+    with running(o.argv, port, "nginx"):
         base = f"/cvmfs/{FQRN}"
         status, headers, body = _get(port, f"{base}/.cvmfspublished")
         assert status == 200 and body == (stratum / ".cvmfspublished").read_bytes()
@@ -88,8 +57,5 @@ def test_nginx_serves_a_replica_with_stratum1_cache_headers(tmp_path: Path) -> N
         with mounted(tools, f"http://127.0.0.1:{port}/cvmfs/@fqrn@", FQRN, pub, tmp_path / "real") as mnt:
             assert (mnt / "sub" / "nested").read_text() == "nested catalog file, step 1\n"
             assert (mnt / "big.bin").read_bytes() == (tmp_path / "src" / "big.bin").read_bytes()
-        agents = {line.rsplit('"', 2)[-2] for line in (run / "access.log").read_text().splitlines()}
+        agents = {line.rsplit('"', 2)[-2] for line in o.log.read_text().splitlines()}
         assert agents - {"-", USER_AGENT}  # the real client's own requests went through nginx
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)

@@ -6,76 +6,21 @@ reader, the FUSE mount (the initrd's ``cvmfs.mount``) and, for comparison, the r
 
 from __future__ import annotations
 
-import contextlib
-import shutil
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from cernvm_build.cli.main import main
-from cernvm_build.cvmfs import keys as keymod
-from cernvm_build.cvmfs.publish import create_repository, publish_tree
 from cernvm_build.cvmfs.repository import open_repository
 from cernvm_build.cvmfs.squid import squid_config
 from tests.support import free_port
+from tests.support.servers import nginx_origin, object_requests, running, tool
 
 from .real import locate, mounted
 from .test_replicate import FQRN, _tree
 
 pytestmark = pytest.mark.integration
-
-
-def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            assert proc.poll() is None, f"{what} exited: {proc.stderr.read() if proc.stderr else ''!r}"
-            if time.monotonic() >= deadline:
-                pytest.fail(f"{what} did not start listening")
-            time.sleep(0.05)
-
-
-@contextlib.contextmanager
-def _running(cmd: list[str], port: int, what: str) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE)
-    try:
-        _wait_port(port, proc, what)
-        yield proc
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-
-
-def _tool(name: str) -> str:
-    path = shutil.which(name) or f"/usr/sbin/{name}"
-    if not Path(path).exists():
-        pytest.fail(f"{name} is not installed (hint: apt-get install {name}; 'make deps' installs it)")
-    return path
-
-
-def _origin(tmp_path: Path) -> tuple[Path, list[str], int, Path]:
-    """A published repository and an nginx configuration serving it: (public key, nginx argv, port, log)."""
-    keys = keymod.generate_keys(FQRN)
-    keys.save(tmp_path / "keys")
-    pub = tmp_path / "keys" / f"{FQRN}.pub"
-    stratum = tmp_path / "srv" / FQRN
-    create_repository(stratum, FQRN, keys)
-    publish_tree(stratum, FQRN, keys, _tree(tmp_path / "src", 1), tag="v1")
-    origin = free_port()
-    run = tmp_path / "nginx"
-    run.mkdir()
-    conf = run / "nginx.conf"
-    argv = ["cvmfs", "nginx-config", str(tmp_path / "srv"), "--port", str(origin), "--listen", "127.0.0.1"]
-    assert main([*argv, "--user", "root", "-o", str(conf)]) == 0
-    return pub, [_tool("nginx"), "-c", str(conf), "-g", "daemon off;"], origin, run / "access.log"
 
 
 def _squid(logs: Path, name: str) -> tuple[list[str], int, Path]:
@@ -87,16 +32,12 @@ def _squid(logs: Path, name: str) -> tuple[list[str], int, Path]:
     run.chmod(0o1777)
     conf = run / "squid.conf"
     conf.write_text(squid_config(port=port, run_dir=run, listen="127.0.0.1", clients=("127.0.0.1",)))
-    return [_tool("squid"), "-N", "-f", str(conf)], port, run / "access.log"
-
-
-def _requests(log: Path) -> int:
-    """Object requests in an access log (nginx's or squid's)."""
-    return sum(1 for line in log.read_text().splitlines() if "/data/" in line) if log.exists() else 0
+    return [tool("squid"), "-N", "-f", str(conf)], port, run / "access.log"
 
 
 def test_reader_through_squid_hits_the_origin_once(tmp_path: Path, logs: Path) -> None:
-    pub, nginx_argv, origin, log = _origin(tmp_path)
+    o = nginx_origin(tmp_path, FQRN, _tree(tmp_path / "src", 1))
+    pub, nginx_argv, origin, log = o.public_key, o.argv, o.port, o.log
     squid_argv, proxy, _ = _squid(logs, "squid")
     url = f"http://127.0.0.1:{origin}/cvmfs/{FQRN}"
 
@@ -104,26 +45,27 @@ def test_reader_through_squid_hits_the_origin_once(tmp_path: Path, logs: Path) -
         with open_repository(url, fqrn=FQRN, public_keys=[pub], proxy=via) as repo:
             return {e.path: repo.read_bytes(e) for e in repo.walk("/") if e.is_file}
 
-    def object_requests() -> int:
-        return _requests(log)
+    def objectobject_requests() -> int:
+        return object_requests(log)
 
-    with _running(nginx_argv, origin, "nginx"):
+    with running(nginx_argv, origin, "nginx"):
         direct = read_everything(None)
-        once = object_requests()
+        once = objectobject_requests()
         assert read_everything(None) == direct
-        assert object_requests() == 2 * once  # no proxy: every reader goes to the origin
-        with _running(squid_argv, proxy, "squid"):
-            before = object_requests()
+        assert objectobject_requests() == 2 * once  # no proxy: every reader goes to the origin
+        with running(squid_argv, proxy, "squid"):
+            before = objectobject_requests()
             assert read_everything(f"http://127.0.0.1:{proxy}") == direct
-            first = object_requests() - before
+            first = objectobject_requests() - before
             assert read_everything(f"http://127.0.0.1:{proxy}") == direct
-            second = object_requests() - before - first
+            second = objectobject_requests() - before - first
     assert first == once  # the first reader's misses went through to the origin
     assert second == 0  # the second reader's objects all came from squid
 
 
 def test_proxy_groups_and_fail_over_with_two_squids_one_stopped(tmp_path: Path, logs: Path) -> None:
-    pub, nginx_argv, origin, origin_log = _origin(tmp_path)
+    o = nginx_origin(tmp_path, FQRN, _tree(tmp_path / "src", 1))
+    pub, nginx_argv, origin, origin_log = o.public_key, o.argv, o.port, o.log
     a_argv, a_port, a_log = _squid(logs, "squid-a")
     b_argv, b_port, b_log = _squid(logs, "squid-b")
     a, b, dead = (f"http://127.0.0.1:{p}" for p in (a_port, b_port, free_port()))
@@ -133,28 +75,28 @@ def test_proxy_groups_and_fail_over_with_two_squids_one_stopped(tmp_path: Path, 
         with open_repository(url, fqrn=FQRN, public_keys=[pub], proxy=chain, retries=0) as repo:
             return {e.path: repo.read_bytes(e) for e in repo.walk("/") if e.is_file}
 
-    with _running(nginx_argv, origin, "nginx"):
+    with running(nginx_argv, origin, "nginx"):
         want = read("DIRECT")
-        objects = _requests(origin_log)
-        with _running(a_argv, a_port, "squid A") as squid_a, _running(b_argv, b_port, "squid B"):
+        objects = object_requests(origin_log)
+        with running(a_argv, a_port, "squid A") as squid_a, running(b_argv, b_port, "squid B"):
             # ';' is fail-over, not balancing: with both up, only the first group is used
             assert read(f"{a};{b}") == want
-            assert _requests(a_log) == objects and _requests(b_log) == 0
+            assert object_requests(a_log) == objects and object_requests(b_log) == 0
             # a dead member of a group hands over to the next member of that group, never to DIRECT
-            before = _requests(origin_log)
+            before = object_requests(origin_log)
             assert read(f"{dead}|{b};DIRECT") == want
-            assert _requests(b_log) == objects and _requests(origin_log) == before + objects
+            assert object_requests(b_log) == objects and object_requests(origin_log) == before + objects
             # one squid stopped while a reader is half-way: the rest comes through the next group
             with open_repository(url, fqrn=FQRN, public_keys=[pub], proxy=f"{a};{b}", retries=0) as repo:
                 files = [e for e in repo.walk("/") if e.is_file]
                 half = len(files) // 2
                 got = {e.path: repo.read_bytes(e) for e in files[:half]}
-                a_served, b_served = _requests(a_log), _requests(b_log)
+                a_served, b_served = object_requests(a_log), object_requests(b_log)
                 squid_a.terminate()
                 squid_a.wait(timeout=30)
                 got.update({e.path: repo.read_bytes(e) for e in files[half:]})
             assert got == want
-            assert _requests(a_log) == a_served and _requests(b_log) > b_served
+            assert object_requests(a_log) == a_served and object_requests(b_log) > b_served
             # the FUSE mount (as the initrd runs it) through the same chain, A stopped
             mnt = tmp_path / "mnt"
             mnt.mkdir()
@@ -164,19 +106,19 @@ def test_proxy_groups_and_fail_over_with_two_squids_one_stopped(tmp_path: Path, 
             r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
             assert r.returncode == 0, r.stderr
             try:
-                before_b = _requests(b_log)
+                before_b = object_requests(b_log)
                 got = {"/" + str(p.relative_to(mnt)): p.read_bytes() for p in mnt.rglob("*") if p.is_file()}
                 assert got == want
-                assert _requests(b_log) > before_b  # through the second group, not DIRECT
+                assert object_requests(b_log) > before_b  # through the second group, not DIRECT
             finally:
                 subprocess.run(["fusermount3", "-u", str(mnt)], check=False, timeout=60)
             # the real cvmfs2 with the same chain (the reference for the semantics)
             tools = locate(tmp_path)
-            before_b, before_origin = _requests(b_log), _requests(origin_log)
+            before_b, before_origin = object_requests(b_log), object_requests(origin_log)
             chain = f"{a}|{dead};{b};DIRECT"
             with mounted(tools, url, FQRN, pub, tmp_path / "real", CVMFS_HTTP_PROXY=f"'{chain}'") as real:
                 got = {"/" + str(p.relative_to(real)): p.read_bytes() for p in real.rglob("*") if p.is_file()}
             assert got == want
-            through_b = _requests(b_log) - before_b
+            through_b = object_requests(b_log) - before_b
             assert through_b > 0  # the second group served it (squid B's misses are its only origin hits)
-            assert _requests(origin_log) - before_origin <= through_b
+            assert object_requests(origin_log) - before_origin <= through_b

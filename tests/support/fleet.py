@@ -19,6 +19,9 @@ from pathlib import Path
 from cernvm_build.cvmfs.repository import open_repository
 from cernvm_build.errors import CernVMError
 
+from . import free_port
+from .servers import Origin, nginx_origin, tool
+
 #: the demo OS's boot working set (how it was recorded is said in the file)
 WORKING_SET = Path(__file__).with_name("demo-boot-working-set.txt")
 
@@ -90,20 +93,18 @@ class Stack:
     front (written with the CLI's ``cvmfs nginx-config``/``squid-config``; not started)."""
 
     fqrn: str
-    public_key: Path
     expected: dict[str, bytes]  # the working set's bytes, from the source tree
-    origin: int
-    nginx_conf: Path
+    origin: Origin
     proxy: int
     squid_conf: Path
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.origin}/cvmfs/{self.fqrn}"
+        return f"http://127.0.0.1:{self.origin.port}/cvmfs/{self.fqrn}"
 
     @property
-    def origin_log(self) -> Path:
-        return self.nginx_conf.parent / "access.log"
+    def squid_argv(self) -> list[str]:
+        return [tool("squid"), "-N", "-f", str(self.squid_conf)]
 
     @property
     def squid_log(self) -> Path:
@@ -114,28 +115,16 @@ def fleet_stack(work: Path, squid_dir: Path, fqrn: str = "fleet.cernvm.test") ->
     """Everything but the running servers, in ``work``; squid's files in ``squid_dir``, a folder
     its own user can write to."""
     from cernvm_build.cli.main import main
-    from cernvm_build.cvmfs.keys import generate_keys
-    from cernvm_build.cvmfs.publish import create_repository, publish_tree
     from cernvm_build.demo.os_tree import build_demo_os
 
-    from . import free_port
-
     demo = build_demo_os(work / "demo-os")
-    keys = generate_keys(fqrn)
-    keys.save(work / "keys")
-    create_repository(work / "srv" / fqrn, fqrn, keys)
-    publish_tree(work / "srv" / fqrn, fqrn, keys, demo.root, tag="boot", normalize_owner=True)
-    origin, proxy = free_port(), free_port()
-    nginx_conf, squid_conf = work / "nginx" / "nginx.conf", squid_dir / "squid.conf"
-    nginx_conf.parent.mkdir()
-    argv = ["cvmfs", "nginx-config", str(work / "srv"), "--port", str(origin), "--listen", "127.0.0.1"]
-    if main([*argv, "--user", "root", "-o", str(nginx_conf), "-q"]) != 0:
-        raise RuntimeError("cvmfs nginx-config failed")
+    origin = nginx_origin(work, fqrn, demo.root, normalize_owner=True)
+    proxy = free_port()
+    squid_conf = squid_dir / "squid.conf"
     argv = ["cvmfs", "squid-config", "--port", str(proxy), "--listen", "127.0.0.1", "-q"]
     if main([*argv, "--client", "127.0.0.1", "--stratum", "127.0.0.1", "-o", str(squid_conf)]) != 0:
         raise RuntimeError("cvmfs squid-config failed")
-    expected = expected_bytes(demo.root, working_set())
-    return Stack(fqrn, work / "keys" / f"{fqrn}.pub", expected, origin, nginx_conf, proxy, squid_conf)
+    return Stack(fqrn, expected_bytes(demo.root, working_set()), origin, proxy, squid_conf)
 
 
 def expected_bytes(tree: Path, paths: Sequence[str]) -> dict[str, bytes]:
