@@ -44,26 +44,24 @@ def _network(text: str) -> str:
         ) from None
 
 
-def _stratum_host(text: str) -> str:
-    """A host name, a ``.domain`` or an IP address (squid's ``dst`` and ``dstdomain`` in one)."""
-    try:
-        return str(ipaddress.ip_address(text))
-    except ValueError:
-        pass
-    if not _HOST.match(text) or len(text) > 253:
-        raise CvmfsError(
-            f"--stratum {text!r}: not a host name or domain",
-            hint="a name like cvmfs-stratum-one.cern.ch, or .cern.ch for a whole domain",
-        )
-    return text.lower()
-
-
-def _is_address(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
+def _strata(hosts: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(IP addresses, host names and ``.domain`` names) of ``--stratum``: squid's ``dst`` and
+    ``dstdomain`` are separate ACL types."""
+    addresses: list[str] = []
+    domains: list[str] = []
+    for text in hosts:
+        try:
+            addresses.append(str(ipaddress.ip_address(text)))
+            continue
+        except ValueError:
+            pass
+        if not _HOST.match(text) or len(text) > 253:
+            raise CvmfsError(
+                f"--stratum {text!r}: not a host name or domain",
+                hint="a name like cvmfs-stratum-one.cern.ch, or .cern.ch for a whole domain",
+            )
+        domains.append(text.lower())
+    return addresses, domains
 
 
 def squid_config(
@@ -97,9 +95,7 @@ def squid_config(
         raise CvmfsError(
             "no --client network: the proxy would refuse everyone", hint="e.g. --client 10.0.0.0/8"
         )
-    strata = [_stratum_host(h) for h in stratum_hosts]
-    addresses = [h for h in strata if _is_address(h)]
-    domains = [h for h in strata if not _is_address(h)]
+    addresses, domains = _strata(stratum_hosts)
     deny = [*(["!cvmfs_strata"] if domains else []), *(["!cvmfs_strata_ip"] if addresses else [])]
     run = plain_path(run_dir.resolve(), "run directory", "squid")
     where = f"[{listen}]:{port}" if ":" in listen else (f"{listen}:{port}" if listen else str(port))

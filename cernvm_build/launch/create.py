@@ -326,12 +326,13 @@ def _upload_image(host: Host, pool: Any, plan: _Plan, tx: Transaction, reporter:
     """The boot image in the pool: uploaded once per content (its name carries the sha256), shared
     by the pool's instances, read-only for them (the domain does not relabel it: mode 0644)."""
     vol_name = storage.image_volume_name(plan.image.path.name, plan.digest)
-    names = storage.image_volumes(vol_name)
-    if not all(storage.lookup(pool, n) is not None for n in names):
+
+    def before_upload() -> None:
         reporter.step(UPLOAD_STEP)
-        tx.on_undo("the uploaded boot image", lambda: storage.delete(pool, names))
+        tx.on_undo("the uploaded boot image", lambda: storage.delete(pool, storage.image_volumes(vol_name)))
+
     vol, _ = storage.shared_image(
-        host.conn, pool, vol_name, plan.image.path,
+        host.conn, pool, vol_name, plan.image.path, before_upload=before_upload,
         progress=lambda done, total: reporter.progress("bytes", done, total),
     )  # fmt: skip
     return Path(vol.path())

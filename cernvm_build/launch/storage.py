@@ -147,13 +147,21 @@ def upload(
 
 
 def shared_image(
-    conn: Any, p: Any, name: str, src: Path, *, progress: Callable[[int, int], None] | None = None
+    conn: Any,
+    p: Any,
+    name: str,
+    src: Path,
+    *,
+    before_upload: Callable[[], None] = lambda: None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[Any, bool]:
-    """The pool's copy of boot image ``src`` under ``name``: (volume, whether it was uploaded now).
-    A copy without its completion marker is a torn upload: deleted and uploaded again."""
+    """The pool's copy of boot image ``src`` under ``name``: (volume, whether it was uploaded now;
+    ``before_upload`` runs first then). A copy without its completion marker is a torn upload:
+    deleted and uploaded again."""
     vol, marker = (lookup(p, n) for n in image_volumes(name))
     if vol is not None and marker is not None:
         return vol, False
+    before_upload()
     delete(p, image_volumes(name))
     vol = upload(conn, p, name, src, mode=0o644, progress=progress)
     create(p, image_volumes(name)[1], 0, "raw", 0o644)
