@@ -32,6 +32,13 @@ def _one_line(fn: Callable[P, R]) -> Callable[P, R]:
             raise LaunchError(
                 f"libvirt: {e.get_error_message()}", hint="run again with -vv for details"
             ) from None
+        except SystemError as e:
+            # Ctrl-C (or SIGTERM) delivered while libvirt ran our error callback inside one of its
+            # calls: libvirt-python reports it as a SystemError caused by the interrupt. It is the
+            # interrupt (exit 130 after the undo), not a crash.
+            if isinstance(e.__cause__, KeyboardInterrupt):
+                raise e.__cause__ from None
+            raise
 
     return call
 

@@ -14,6 +14,7 @@ import libvirt
 import pytest
 
 from cernvm_build.launch import daemon
+from tests.support.hypervisor import NamespaceHypervisor, namespace_hypervisor
 
 DRIVER_XML = """<node>
   <cpu><mode>fixed</mode><nodes>1</nodes><sockets>1</sockets><cores>2</cores><threads>1</threads>
@@ -77,3 +78,15 @@ def system_home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setenv("CERNVM_ACCEL", "tcg")
     yield home
     shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def namespace_host() -> Iterator[NamespaceHypervisor]:
+    """A second libvirt host of the session's own (tests/support/hypervisor.py): its own libvirtd,
+    storage and sshd in a network namespace, reached only as qemu+ssh://root@10.254.N.2/system."""
+    scratch = Path(tempfile.mkdtemp(prefix="launch-nshost-", dir="/var/tmp"))
+    try:
+        with namespace_hypervisor(scratch / "host", f"lv{os.urandom(3).hex()}") as host:
+            yield host
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

@@ -1,16 +1,17 @@
-"""A remote hypervisor for real: libvirt reached only over SSH, disks through the storage API.
+"""A remote hypervisor for real: a second libvirtd, reached only over SSH, disks through the storage API.
 
-The "remote" host is made here (``tests/support/hypervisor.py``): Debian's sshd on 127.0.0.1 on a
-spare port, with a throwaway host key and a throwaway client key authorised for root; libvirt is
-reached as ``qemu+ssh://root@127.0.0.1:PORT/system?keyfile=…&command=…``, the command being OpenSSH
-with the host key pinned in a known_hosts file of the test's own (root's own files are never touched). It is
-the same machine, so what proves the disks went through libvirt's storage API is where they are: in
-a pool directory of the test's own (never the local image cache or launch home), the domain XML
-naming neither of those, and the sshd's log showing every SSH session to the instance tunnelled
-through it (``ssh -W``, a ``direct-tcpip`` channel to the hypervisor's 127.0.0.1).
+The "remote" host is made once per test session (``tests/support/hypervisor.py``): its own libvirtd
+and virtlogd in a network and mount namespace, with their own /etc/libvirt, /run/libvirt,
+/var/lib/libvirt, /var/log/libvirt and /var/cache/libvirt, an address on a veth pair and an sshd
+listening only there. The client is given ``qemu+ssh://root@10.254.N.2/system?keyfile=…&command=…``
+(the command is OpenSSH with the host key pinned in a known_hosts file of the test's own; root's own
+files are never touched). So: the host's own daemon never hears of the instances, their disks are in
+the namespace's storage (read here through this machine's view of its folders), QEMU's SSH forward
+is on the namespace's 127.0.0.1, which the client reaches only through the hypervisor (``ssh -W``,
+a ``direct-tcpip`` channel in the namespace's sshd log), and the client keeps only keys.
 
-The guest is the boot-sector one (the demo OS does not boot at the moment); its SSH server is
-stood in for by dropbear on the hypervisor's loopback, with the host key and authorized key launch
+The guest is the boot-sector one, except one demo OS boot; the boot-sector guest's SSH server is
+stood in for by dropbear on the namespace's loopback, with the host key and authorized key launch
 put into the context volume (read back through the storage API).
 """
 
@@ -36,11 +37,12 @@ import pytest
 
 from cernvm_build import launch
 from cernvm_build.cli.launch import main
+from cernvm_build.cvmfs.serve import serve
 from cernvm_build.launch import domain, storage, tunnel
 from tests.launch import test_e2e
 from tests.launch.support import PANIC_CONSOLE, boot_sector_guest, cloud_config
 from tests.support import free_port
-from tests.support.hypervisor import SSHHypervisor, ssh_hypervisor
+from tests.support.hypervisor import NamespaceHypervisor
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 LOCAL = "qemu:///system"
@@ -49,27 +51,51 @@ GREETING = b"remote-test-guest"
 
 @dataclass(frozen=True)
 class Hypervisor:
+    """The session's namespace host with a storage pool of this test's own."""
+
     uri: str
     pool: str
-    sshd: SSHHypervisor
+    ns: NamespaceHypervisor
 
     def tunnelled_to(self, port: int) -> bool:
-        return self.sshd.tunnelled_to(port)
+        return self.ns.tunnelled_to(port)
+
+    def open(self) -> Any:
+        """The tests' own look at the namespace's daemon (its socket, not launch's SSH)."""
+        return libvirt.open(self.ns.socket_uri)
+
+    def pool_dir(self) -> Path:
+        """This machine's view of the pool's folder in the namespace's /var/lib/libvirt."""
+        path = Path(storage.pool_path(self.open().storagePoolLookupByName(self.pool)))
+        return self.ns.storage / path.relative_to(storage.SYSTEM_PARENT)
+
+    def volumes(self) -> set[str]:
+        p = self.open().storagePoolLookupByName(self.pool)
+        p.refresh(0)
+        return set(p.listVolumes())
+
+    def domains(self) -> list[str]:
+        return [d.name() for d in self.open().listAllDomains(0)]
 
 
 @pytest.fixture
-def hypervisor(libvirtd: None, tmp_path: Path) -> Iterator[Hypervisor]:
-    pool = f"lt-pool-{uuid.uuid4().hex[:8]}"
-    with ssh_hypervisor(tmp_path / "sshd") as sshd:
-        try:
-            yield Hypervisor(sshd.uri, pool, sshd)
-        finally:
-            _remove_pool(pool)
+def hypervisor(libvirtd: None, namespace_host: NamespaceHypervisor) -> Iterator[Hypervisor]:
+    hv = Hypervisor(namespace_host.uri, f"lt-pool-{uuid.uuid4().hex[:8]}", namespace_host)
+    try:
+        yield hv
+    finally:
+        _remove_pool(hv)
 
 
-def _remove_pool(pool: str) -> None:
+def _host_domains() -> list[str]:
+    """The domains this machine's own system daemon knows."""
+    return [d.name() for d in libvirt.open(LOCAL).listAllDomains(0)]
+
+
+def _remove_pool(hv: Hypervisor) -> None:
     """Whatever a failed test left: the pool's domains, volumes and the pool itself."""
-    conn = libvirt.open(LOCAL)
+    pool = hv.pool
+    conn = hv.open()
     for dom in conn.listAllDomains(0):
         meta = domain.metadata_of(dom.XMLDesc(0))
         if meta is not None and meta.pool == pool:
@@ -95,17 +121,6 @@ def remote_conf(system_home: Path, hypervisor: Hypervisor, monkeypatch: pytest.M
     conf.write_text(f"connect={hypervisor.uri}\nstoragePool={hypervisor.pool}\n")
     monkeypatch.setenv("CERNVM_LAUNCH_CONF", str(conf))
     return conf
-
-
-def _pool_dir(pool: str) -> Path:
-    p = libvirt.open(LOCAL).storagePoolLookupByName(pool)
-    return Path(storage.pool_path(p))
-
-
-def _volumes(pool: str) -> set[str]:
-    p = libvirt.open(LOCAL).storagePoolLookupByName(pool)
-    p.refresh(0)
-    return set(p.listVolumes())
 
 
 def _wait_for(pred: Any, timeout: float = 60.0) -> None:
@@ -140,20 +155,23 @@ def test_create_puts_the_disks_in_the_hypervisors_pool_and_destroy_removes_them(
     # A torn copy from an upload killed half-way (full size, wrong bytes, no completion marker)
     # is uploaded again, not booted.
     image_vol = storage.image_volume_name("tiny.hdd", _sha256(src))
-    p = storage.pool(libvirt.open(LOCAL), hypervisor.pool, session=False)
+    p = storage.pool(hypervisor.open(), hypervisor.pool, session=False)
     storage.create(p, image_vol, src.stat().st_size, "raw", 0o644)
     assert _create(name, "tiny.hdd", "--no-wait") == 0, capsys.readouterr().err
     assert "uploading the boot image" in capsys.readouterr().err
 
-    pool_dir = _pool_dir(hypervisor.pool)
-    xml = libvirt.open(LOCAL).lookupByName(name).XMLDesc(0)
-    files = set(_files(xml))  # the boot image, scratch disk, context ISO, console log
-    assert len(files) == 4 and all(Path(f).parent == pool_dir for f in files), files
+    # The namespace's daemon runs it; this machine's own daemon never heard of it.
+    assert name in hypervisor.domains() and name not in _host_domains()
+    xml = hypervisor.open().lookupByName(name).XMLDesc(0)
+    files = {Path(f) for f in _files(xml)}  # the boot image, scratch disk, context ISO, console log
+    pool_dir = hypervisor.pool_dir()  # the namespace's /var/lib/libvirt/POOL, seen from here
+    assert len(files) == 4 and all(f.parent == Path(storage.SYSTEM_PARENT, hypervisor.pool) for f in files)
+    assert {f.name for f in files} <= {p.name for p in pool_dir.iterdir()}, files
+    assert not Path(storage.SYSTEM_PARENT, hypervisor.pool).exists()  # not in this machine's storage
     assert str(cache) not in xml and str(src) not in xml  # the image cache is not the hypervisor's
-    assert not pool_dir.is_relative_to(system_home)
     assert (pool_dir / image_vol).read_bytes() == src.read_bytes()
     own = set(storage.volume_names(name))
-    assert _volumes(hypervisor.pool) - own == set(storage.image_volumes(image_vol))  # + the image
+    assert hypervisor.volumes() - own == set(storage.image_volumes(image_vol))  # + the image
     # Here: the image cache and the login key, nothing else (no disk, ISO or log on the client).
     made = {p.name for p in system_home.rglob("*") if p.is_file() and not p.is_relative_to(cache)}
     assert made == {"id_ed25519", "id_ed25519.pub", remote_conf.name}, made
@@ -168,35 +186,41 @@ def test_create_puts_the_disks_in_the_hypervisors_pool_and_destroy_removes_them(
     (entry,) = [e for e in json.loads(capsys.readouterr().out) if e["name"] == name]
     assert entry["state"] == "running"
     assert main(["ip", name]) == 0  # an address on the hypervisor, said so
-    assert capsys.readouterr().out.strip() == f"127.0.0.1:{entry['ssh_port']} on 127.0.0.1"
+    port = entry["ssh_port"]
+    assert capsys.readouterr().out.strip() == f"127.0.0.1:{port} on {hypervisor.ns.address}"
+    # QEMU's forward is on the namespace's loopback only: not on its address, not on ours.
+    assert hypervisor.ns.listening(port)
+    with pytest.raises(OSError):
+        socket.create_connection((hypervisor.ns.address, port), timeout=5).close()
 
     # No SSH in this guest: wait gives up with the remote console's tail; the attempts went
     # through the hypervisor (ssh -W to its 127.0.0.1).
     assert main(["wait", name, "--timeout", "3"]) == 8
     assert GREETING.decode() in capsys.readouterr().err
-    assert hypervisor.tunnelled_to(entry["ssh_port"])
+    assert hypervisor.tunnelled_to(port)
 
     assert main(["stop", name]) == 0
     assert main(["start", name]) == 0
     live = free_port()
     assert main(["forward", name, f"{live}:8080"]) == 0
     out = capsys.readouterr().err
-    assert "127.0.0.1's 127.0.0.1" in out and f"-L 127.0.0.1:{live}:127.0.0.1:{live}" in out
+    assert f"{hypervisor.ns.address}'s 127.0.0.1" in out and f"-L 127.0.0.1:{live}:127.0.0.1:{live}" in out
 
     # a second instance shares the uploaded image; the image goes with the last one
     other = f"{name}-b"
     assert _create(other, "tiny.hdd", "--no-wait") == 0
     assert "uploading the boot image" not in capsys.readouterr().err
     assert main(["destroy", "--force", name]) == 0
-    left = _volumes(hypervisor.pool)
+    left = hypervisor.volumes()
     assert not own & left and left == {*storage.volume_names(other), *storage.image_volumes(image_vol)}
     assert main(["destroy", "--force", other]) == 0
-    assert _volumes(hypervisor.pool) == set()
+    assert hypervisor.volumes() == set()
     assert {p.name for p in system_home.rglob("*") if p.is_file() and not p.is_relative_to(cache)} == {
         remote_conf.name
     }
-    names = [d.name() for d in libvirt.open(LOCAL).listAllDomains(0)]
-    assert name not in names and other not in names
+    for names in (hypervisor.domains(), _host_domains()):
+        assert name not in names and other not in names
+    assert not hypervisor.ns.listening(port)
 
 
 def _files(xml: str) -> list[str]:
@@ -214,8 +238,8 @@ def test_a_panicking_guest_on_the_hypervisor_fails_create_from_its_console(
     err = capsys.readouterr().err
     assert f"instance '{name}' failed to boot: CernVM-FS mount of demo.cern.ch failed" in err
     assert "Traceback" not in err
-    assert name not in [d.name() for d in libvirt.open(LOCAL).listAllDomains(0)]
-    assert _volumes(hypervisor.pool) == set()  # removed, its image with it
+    assert name not in hypervisor.domains()
+    assert hypervisor.volumes() == set()  # removed, its image with it
 
 
 def test_ssh_scp_and_openssh_reach_the_guest_through_the_hypervisor(
@@ -225,7 +249,7 @@ def test_ssh_scp_and_openssh_reach_the_guest_through_the_hypervisor(
     tmp_path: Path,
     capsysbinary: pytest.CaptureFixture[bytes],
 ) -> None:
-    """dropbear stands in for the guest's SSH server on the hypervisor's loopback (the instance's
+    """dropbear stands in for the guest's SSH server on the namespace's loopback (the instance's
     recorded port is pointed at it): ssh with stdin, scp -r both ways and OpenSSH's own client all
     go through ``ssh -W`` on the hypervisor, with the guest's host key pinned."""
     name = f"lt-{uuid.uuid4().hex[:8]}"
@@ -252,14 +276,14 @@ def test_ssh_scp_and_openssh_reach_the_guest_through_the_hypervisor(
     plain = moved.to_xml().replace(f"{domain.PREFIX}:", "").replace(f"xmlns:{domain.PREFIX}=", "xmlns=")
     dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, plain, domain.PREFIX, domain.NS,
                     libvirt.VIR_DOMAIN_AFFECT_LIVE)  # fmt: skip
-    server = subprocess.Popen(
+    server = hypervisor.ns.run(
         ["unshare", "-m", "--propagation", "private", "sh", "-c",
          f"mount --bind {fake_root} /root && cd / && "
          f"exec dropbear -F -E -s -p 127.0.0.1:{port} -r {host_key}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        _wait_for(lambda: _listening(port), 30)
+        _wait_for(lambda: hypervisor.ns.listening(port), 30)
         capsysbinary.readouterr()
         assert main(["ssh", "-n", name, "--", "echo", "hello", "from", "the", "guest"]) == 0
         assert capsysbinary.readouterr().out == b"hello from the guest\n"
@@ -297,15 +321,7 @@ def test_ssh_scp_and_openssh_reach_the_guest_through_the_hypervisor(
         server.wait(timeout=10)
         conn.close()
     assert main(["destroy", "--force", name]) == 0
-    assert _volumes(hypervisor.pool) == set()
-
-
-def _listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
+    assert hypervisor.volumes() == set()
 
 
 def test_ctrl_c_during_a_remote_create_leaves_no_volume(
@@ -329,8 +345,8 @@ def test_ctrl_c_during_a_remote_create_leaves_no_volume(
             break
     heard.append(child.stderr.read())
     assert child.wait(timeout=120) == 130, "".join(heard)
-    assert name not in [d.name() for d in libvirt.open(LOCAL).listAllDomains(0)]
-    assert _volumes(hypervisor.pool) == set()
+    assert name not in hypervisor.domains()
+    assert hypervisor.volumes() == set()
     assert not list(system_home.glob(f"hosts/*/{name}"))
 
 
@@ -364,26 +380,23 @@ def test_the_demo_os_boots_on_the_remote_hypervisor(
     the pool empty. Everything else about remote instances is checked without a boot above."""
     image, srv = demo
     name = f"lt-{uuid.uuid4().hex[:8]}"
-    code = main(["create", "--name", name, "--iso", str(image), "--memory", "512", "--yes",
-                 "--cvmfs-server", f"10.0.2.2:{srv.port}", "--timeout", "420"])  # fmt: skip
-    assert code == 0, capfd.readouterr().err
-    capfd.readouterr()
-    assert main(["ssh", "-n", name, "--", "hostname"]) == 0
-    assert capfd.readouterr().out.strip() == name
-    r = subprocess.run([sys.executable, "-m", "cernvm_build.cli.launch", "ssh", name, "--",
-                        "cat > /root/from-stdin && sync && cat /root/from-stdin"],
-                       input=b"x\n", capture_output=True, timeout=120, check=False)  # fmt: skip
-    assert r.returncode == 0 and r.stdout == b"x\n", r.stderr
-    (port,) = [e["ssh_port"] for e in _list() if e["name"] == name]
-    assert hypervisor.tunnelled_to(port)
-    assert main(["destroy", "--force", name]) == 0
-    assert _volumes(hypervisor.pool) == set()
-
-
-def _list() -> list[dict[str, Any]]:
-    conn = libvirt.open(LOCAL)
-    try:
-        host = launch.Host(conn, LOCAL)
-        return [i.to_json() for i in launch.list_instances(host)]
-    finally:
-        conn.close()
+    # The repository as a server on the network would be: on this machine's end of the veth,
+    # which the guest reaches through QEMU's NAT in the namespace (its 10.0.2.2 is the namespace).
+    with serve(srv.root, host=hypervisor.ns.gateway) as repo:
+        where = f"{hypervisor.ns.gateway}:{repo.port}"
+        code = main(["create", "--name", name, "--iso", str(image), "--memory", "512", "--yes",
+                     "--cvmfs-server", where, "--timeout", "420"])  # fmt: skip
+        assert code == 0, capfd.readouterr().err
+        capfd.readouterr()
+        assert name in hypervisor.domains() and name not in _host_domains()
+        assert main(["ssh", "-n", name, "--", "hostname"]) == 0
+        assert capfd.readouterr().out.strip() == name
+        r = subprocess.run([sys.executable, "-m", "cernvm_build.cli.launch", "ssh", name, "--",
+                            "cat > /root/from-stdin && sync && cat /root/from-stdin"],
+                           input=b"x\n", capture_output=True, timeout=120, check=False)  # fmt: skip
+        assert r.returncode == 0 and r.stdout == b"x\n", r.stderr
+        (dom,) = [d for d in hypervisor.open().listAllDomains(0) if d.name() == name]
+        meta = domain.metadata_of(dom.XMLDesc(0))
+        assert meta is not None and hypervisor.tunnelled_to(meta.ssh_port)
+        assert main(["destroy", "--force", name]) == 0
+    assert hypervisor.volumes() == set() and name not in hypervisor.domains()

@@ -12,134 +12,26 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import shutil
-import signal
-import subprocess
-import sys
-import tempfile
 import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from cernvm_build import accel
 from tests.launch.support import PANIC_CONSOLE, boot_sector_guest
+from tests.support.hypervisor import User, session_user
 
 pytestmark = pytest.mark.integration
-REPO = Path(__file__).resolve().parents[2]
 GREETING = b"session-test-guest"
-
-
-@dataclass(frozen=True)
-class User:
-    name: str
-    uid: int
-    home: Path
-    env: dict[str, str]
-    wrapper: Path  # runs argv as the user (namespace for the interpreter, then runuser)
-
-    def run(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        argv = [str(self.wrapper), sys.executable, "-m", "cernvm_build.cli.launch", *args]
-        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-
-
-def _interpreter_hidden_root() -> Path | None:
-    """The first folder above the interpreter that others cannot enter (e.g. /root), if any."""
-    exe = Path(os.path.realpath(sys.executable))
-    for parent in reversed(exe.parents):
-        if parent != Path("/") and not os.stat(parent).st_mode & 0o001:
-            return parent
-    return None
-
-
-def _wrapper(path: Path, user: str, env: dict[str, str], hidden: Path | None, scratch: Path) -> Path:
-    exports = " ".join(f"{k}={subprocess.list2cmdline([v])}" for k, v in env.items())
-    lines = ["#!/bin/sh", "set -e"]
-    if hidden is not None:
-        # Keep the interpreter's tree reachable, the rest of the hidden folder out of sight.
-        keep = Path(os.path.realpath(sys.executable)).relative_to(hidden).parts[0]
-        lines += [
-            "mount --make-rprivate /",
-            f"mkdir -p {scratch}/keep",
-            f"mount --bind {hidden / keep} {scratch}/keep",
-            f"mount -t tmpfs -o mode=0755 tmpfs {hidden}",
-            f"mkdir -p {hidden / keep}",
-            f"mount --bind {scratch}/keep {hidden / keep}",
-        ]
-    lines.append(f'exec runuser -u {user} -- env -i {exports} "$@"')
-    path.write_text("\n".join(lines) + "\n")
-    os.chmod(path, 0o700)
-    if hidden is None:
-        return path
-    outer = path.with_name("as-user")
-    outer.write_text(f'#!/bin/sh\nexec unshare -m {path} "$@"\n')
-    os.chmod(outer, 0o700)
-    return outer
 
 
 @pytest.fixture(scope="module")
 def user() -> Iterator[User]:
     if os.geteuid() != 0 or not shutil.which("runuser") or not shutil.which("useradd"):
         pytest.fail("the session-mode tests create a user: they need root, useradd and runuser")
-    name = f"cvml{uuid.uuid4().hex[:8]}"
-    scratch = Path(tempfile.mkdtemp(prefix="launch-session-", dir="/var/tmp"))
-    os.chmod(scratch, 0o755)
-    home = scratch / "home"
-    subprocess.run(["useradd", "-M", "-d", str(home), "-s", "/bin/sh", name], check=True)
-    pw = pwd.getpwnam(name)
-    runtime = scratch / "runtime"
-    for d in (home, runtime):
-        d.mkdir(mode=0o700)
-        os.chown(d, pw.pw_uid, pw.pw_gid)
-    acc = accel.detect()
-    if acc.name == "kvm":
-        subprocess.run(["usermod", "-aG", "kvm", name], check=True)
-    env = {
-        "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
-        "HOME": str(home),
-        "USER": name,
-        "XDG_RUNTIME_DIR": str(runtime),
-        "XDG_DATA_HOME": str(home / "data"),
-        "XDG_CONFIG_HOME": str(home / "config"),
-        "XDG_CACHE_HOME": str(home / "cache"),
-        "PYTHONPATH": str(REPO),
-        "LIBVIRT_LOG_OUTPUTS": "",
-        "CERNVM_ACCEL": acc.name,
-        "CERNVM_LAUNCH_CONF": str(home / "absent.conf"),
-    }
-    wrapper = _wrapper(scratch / "run-as", name, env, _interpreter_hidden_root(), scratch)
-    try:
-        yield User(name, pw.pw_uid, home, env, wrapper)
-    finally:
-        _end_processes_of(pw.pw_uid)
-        subprocess.run(["userdel", name], check=False)
-        shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _end_processes_of(uid: int) -> None:
-    """The session libvirtd (and any QEMU left) this test's user started, by pid."""
-    for _ in range(2):
-        pids = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _uid_of(p) == uid]
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        time.sleep(1.0)
-
-
-def _uid_of(proc: Path) -> int:
-    try:
-        for line in (proc / "status").read_text().splitlines():
-            if line.startswith("Uid:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return -1
+    with session_user() as u:
+        yield u
 
 
 def _guest(user: User, name: str, message: bytes) -> Path:
