@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from .. import yamlerror
 from ..errors import CvmfsError, Location, UsageError
 from .monitor import Target, fqrn_of
 from .trust import default_keys
@@ -65,10 +66,10 @@ def load(path: Path, keys: Sequence[Path] = ()) -> list[Target]:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data: Any = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
+        problem = yamlerror.describe(e)
         raise CvmfsError(
-            f"not valid YAML: {getattr(e, 'problem', None) or e}",
-            where=Location(file=str(path), line=mark.line + 1 if mark else None),
+            f"not valid YAML: {problem.what}",
+            where=problem.location(str(path)),
             hint="see 'cernvm-build cvmfs monitor --help' for the format",
         ) from None
 

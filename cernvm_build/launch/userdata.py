@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from .. import yamlerror
 from ..bootloader import userdata as bootloader_userdata
 from ..errors import ConfigFileError, UsageError
 from ..table import Invalid
@@ -108,11 +109,9 @@ def _load_cloud_config(text: str, source: str) -> dict[str, Any]:
     try:
         loaded = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
-        raise ConfigFileError(
-            f"cloud-config is not valid YAML: {getattr(e, 'problem', e)}", where=where
-        ) from None
+        problem = yamlerror.describe(e)
+        where = f"{source}:{problem.line}:{problem.column}" if problem.line else source
+        raise ConfigFileError(f"cloud-config is not valid YAML: {problem.what}", where=where) from None
     except (ValueError, OverflowError, RecursionError) as e:  # PyYAML's constructors: 2020-99-99, ...
         raise ConfigFileError(
             f"cloud-config has a value YAML cannot read: {e}",

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from .. import yamlerror
 from ..errors import Location, ProfileError
 
 REPLACE_TAG = "!replace"
@@ -161,13 +162,10 @@ def load_text(text: str, path: Path) -> Node:
     try:
         root = loader.get_single_node()
     except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        pos = Pos(path, mark.line + 1, mark.column + 1) if mark else None
-        what = e.problem or e.context or "invalid YAML"
-        if e.problem and e.context:
-            what = f"{e.problem} ({e.context})"
+        problem = yamlerror.describe(e)
+        pos = Pos(path, problem.line, problem.column) if problem.line and problem.column else None
         raise ProfileError(
-            f"YAML syntax error: {what}",
+            f"YAML syntax error: {problem.what}",
             where=location(pos),
             hint="fix the YAML syntax (indentation, quotes, ':' after keys)",
         ) from None

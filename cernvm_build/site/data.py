@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from .. import releaseindex as release_index  # the release engineer's reader and checks
-from .. import table
+from .. import table, yamlerror
 from ..bootloader import userdata
 from ..errors import BuildError, CernVMError, Location
 from . import plots, repos
@@ -36,10 +36,10 @@ def _load_file(path: Path) -> Any:
             f"not valid JSON: {e.msg}", where=Location(file=str(path), line=e.lineno, column=e.colno)
         ) from None
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
+        problem = yamlerror.describe(e)
         raise BuildError(
-            f"not valid YAML: {getattr(e, 'problem', None) or e}",
-            where=Location(file=str(path), line=mark.line + 1 if mark else None),
+            f"not valid YAML: {problem.what}",
+            where=problem.location(str(path)),
             hint="check the indentation and quote values holding ':' or '#'",
         ) from None
 

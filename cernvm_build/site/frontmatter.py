@@ -6,6 +6,7 @@ from typing import Any
 
 import yaml
 
+from .. import yamlerror
 from ..errors import BuildError, Location
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -33,13 +34,10 @@ def parse(raw: str, file: str, first_line: int = 1) -> dict[str, Any]:
         # libyaml's loader when present: the pure-Python one dominates builds of small pages
         meta = yaml.load(raw, Loader=_LOADER)
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = first_line + mark.line if mark is not None else first_line
-        col = mark.column + 1 if mark is not None else None
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        problem = yamlerror.describe(e, first_line)
         raise BuildError(
-            f"front matter is not valid YAML: {problem}",
-            where=Location(file=file, line=line, column=col),
+            f"front matter is not valid YAML: {problem.what}",
+            where=Location(file=file, line=problem.line or first_line, column=problem.column),
             hint="front matter is YAML: 'key: value' lines; quote values that contain ':' or '#'",
         ) from None
     if meta is None:
