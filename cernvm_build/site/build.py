@@ -16,6 +16,7 @@ incremental build writes exactly the bytes a clean build would.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any
 
 from .. import paths
 from ..errors import BuildError
+from ..fsutil import atomic_dir
 from ..report import NULL_REPORTER, Reporter
 from . import config as config_mod
 from . import data as data_mod
@@ -32,8 +34,8 @@ from . import templates as tpl_mod
 from .cache import State
 from .config import SiteConfig
 from .model import BuildReport, Job, LinkErrors, sha
-from .pages import make_pages
-from .plan import plan
+from .pages import PageSet, make_pages
+from .plan import Plan, plan
 from .reference import GENERATORS
 from .sources import Generators, plan_sources, render_markdown, scan
 from .write import execute
@@ -95,6 +97,32 @@ class Builder:
                 hint="choose an empty or new --out folder",
             )
 
+    def _write(
+        self,
+        target: Path,
+        outputs: Plan,
+        pageset: PageSet,
+        old_outputs: dict[str, tuple[str, int, int]],
+        env: tpl_mod.Environment,
+        state: State,
+        fresh: dict[str, str],
+        new: bool,
+    ) -> tuple[int, int, int, int]:
+        """Steps 4 and 5 into ``target``; returns (outputs written, removed, search files written,
+        shards indexed)."""
+        written, rows, removed = execute(
+            target, outputs, pageset, old_outputs, env, state, fresh, self.jobs, self.reporter, new=new
+        )
+        state.put_outputs(rows, removed)  # recorded first: a failed index step keeps the pages
+        if any(j.out.endswith(".html") for j in written) or any(r.endswith(".html") for r in removed):
+            # the index on disk may no longer match: trust none of it until it is made again
+            state.put_outputs([], [search_mod.MANIFEST])
+        indexed = search_mod.update(target, old_outputs, search_pages(outputs.jobs), jobs=self.jobs)
+        if indexed is None:
+            return len(written), len(removed), 0, 0
+        state.put_outputs(indexed.rows, indexed.removed)
+        return len(written), len(removed), indexed.written, indexed.shards
+
     def build(self) -> BuildReport:
         start = time.perf_counter()
         self._check_out_dir()
@@ -118,23 +146,20 @@ class Builder:
             env = tpl_mod.environment(self.site_dir / "templates", jinja_cache)
             outputs = plan(cfg, pageset, sources.assets, data, env)
             state.claim(str(self.out_dir))
-            written, rows, removed = execute(
-                self.out_dir, outputs, pageset, old_outputs, env, state, fresh, self.jobs, self.reporter
-            )
-            state.put_outputs(rows, removed)  # recorded first: a failed index step keeps the pages
-            if any(j.out.endswith(".html") for j in written) or any(r.endswith(".html") for r in removed):
-                # the index on disk may no longer match: trust none of it until it is made again
-                state.put_outputs([], [search_mod.MANIFEST])
-            indexed = search_mod.update(
-                self.out_dir,
-                old_outputs,
-                search_pages(outputs.jobs),
-                jobs=self.jobs,
-            )
-            search_files = search_shards = 0
-            if indexed is not None:
-                state.put_outputs(indexed.rows, indexed.removed)
-                search_files, search_shards = indexed.written, indexed.shards
+            with contextlib.ExitStack() as stack:
+                new = not self.out_dir.exists()
+                target = self.out_dir
+                if new:
+                    # a new folder is made beside it and renamed into place when complete: its files
+                    # are written in place (write.py) and a failed build leaves no half a site
+                    target = stack.enter_context(atomic_dir(self.out_dir))
+                    target.chmod(0o755)  # not mkdtemp's 0700: the site is served to others
+                    if old_outputs:  # the state of a folder that is gone
+                        state.put_outputs([], list(old_outputs))
+                        old_outputs = {}
+                rendered, removed, search_files, search_shards = self._write(
+                    target, outputs, pageset, old_outputs, env, state, fresh, new
+                )
             state.prune_md(set(keys.values()))
             state.prune_code({k for m in metas.values() for k in m.get("code", ())})
         finally:
@@ -143,11 +168,11 @@ class Builder:
             out_dir=self.out_dir,
             pages=len(pageset.pages),
             outputs=len(outputs.jobs),
-            rendered=len(written),
+            rendered=rendered,
             search_files=search_files,
             search_shards=search_shards,
             markdown_rendered=len(fresh),
-            removed=len(removed),
+            removed=removed,
             seconds=time.perf_counter() - start,
             jobs=self.jobs,
             warnings=self.warnings,

@@ -1,17 +1,21 @@
 """Step 4 of a site build: write the outputs whose fingerprint changed, delete what a clean build would
 not write, and return the rows for the state (the index of outputs: fingerprint, size, mtime).
 
-Outputs appear by rename, so readers see the old file or the new one. There is no fsync per file (it
-would cost more than the build): the state records each file's size and mtime, so a file lost in a
-crash no longer matches and is written again by the next build.
+Into an output folder that exists, outputs appear by rename, so readers see the old file or the new
+one. A build into a new folder (``new=True``) writes into a folder nobody reads yet (the builder renames
+it into place at the end, ``fsutil.atomic_dir``): there each file is written once, in place, without a
+temporary sibling and its rename. There is no fsync per file (it would cost more than the build): the
+state records each file's size and mtime, so a file lost in a crash no longer matches and is written
+again by the next build.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from ..errors import BuildError, CernVMError
 from ..fsutil import atomic_copy, atomic_write
@@ -35,10 +39,53 @@ class Work:
     sidebars: dict[str, str]  # sidebar HTML by "section:open dir"
     pageset: PageSet
     jobs: list[Job]
+    made: set[str] | None  # out_dir is new (nobody reads it yet): the folders made in it so far
 
 
-def write_output(dest: Path, blob: bytes) -> None:
-    atomic_write(dest, blob, durable=False)  # see the module docstring
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+
+
+def write_output(dest: Path, blob: bytes, made: set[str] | None = None) -> tuple[int, int]:
+    """Write one output; returns its (size, mtime in ns) for the state. ``made``: None into an existing
+    folder, else the folders made so far in a new one (see the module docstring)."""
+    if made is None:
+        atomic_write(dest, blob, durable=False)
+        st = os.stat(dest)
+        return st.st_size, st.st_mtime_ns
+    with _new_file(dest, made) as f:
+        f.write(blob)
+        f.flush()
+        st = os.fstat(f.fileno())
+    return st.st_size, st.st_mtime_ns
+
+
+def copy_output(src: Path, dest: Path, made: set[str] | None = None) -> tuple[int, int]:
+    """Copy an asset (streamed: it may be a release image); returns (size, mtime in ns)."""
+    if made is None:
+        atomic_copy(src, dest, durable=False)
+        st = os.stat(dest)
+        return st.st_size, st.st_mtime_ns
+    with _new_file(dest, made) as f, open(src, "rb") as s:
+        shutil.copyfileobj(s, f, 1 << 20)
+        f.flush()
+        st = os.fstat(f.fileno())
+    return st.st_size, st.st_mtime_ns
+
+
+def _new_file(dest: Path, made: set[str]) -> BinaryIO:
+    # ``made``: the folders this process made (each page has its own: one mkdir, no failed open first)
+    folder = os.path.dirname(dest)
+    if folder not in made:
+        try:
+            os.mkdir(folder)
+        except FileExistsError:  # made by another worker, or the output's top
+            pass
+        except FileNotFoundError:
+            os.makedirs(folder, exist_ok=True)
+        made.add(folder)
+    fd = os.open(dest, _NEW_FILE, 0o644)
+    os.fchmod(fd, 0o644)  # as atomic_write does, whatever the umask
+    return os.fdopen(fd, "wb")
 
 
 def _lates(obj: Any) -> list[Late]:
@@ -84,25 +131,20 @@ def _do_job(work: Work, i: int) -> tuple[int, int]:
     job = work.jobs[i]
     dest = work.out_dir / job.out
     if job.copy_from is not None:
-        atomic_copy(job.copy_from, dest, durable=False)
+        return copy_output(job.copy_from, dest, work.made)
+    if job.data is not None:
+        blob = job.data
     else:
-        if job.data is not None:
-            blob = job.data
-        else:
-            assert job.template is not None and job.context is not None
-            ctx = _materialize(job.context, work)
-            if "sidebar" in ctx and "page" in ctx:
-                # mark the current page in the shared sidebar fragment
-                url = ctx["page"]["url"]
-                ctx["sidebar"] = tpl_mod.Markup(
-                    str(ctx["sidebar"]).replace(
-                        f'<a href="{url}">', f'<a href="{url}" aria-current="page">', 1
-                    )
-                )
-            blob = work.env.render(job.template, ctx).encode("utf-8")
-        write_output(dest, blob)
-    st = os.stat(dest)
-    return st.st_size, st.st_mtime_ns
+        assert job.template is not None and job.context is not None
+        ctx = _materialize(job.context, work)
+        if "sidebar" in ctx and "page" in ctx:
+            # mark the current page in the shared sidebar fragment
+            url = ctx["page"]["url"]
+            ctx["sidebar"] = tpl_mod.Markup(
+                str(ctx["sidebar"]).replace(f'<a href="{url}">', f'<a href="{url}" aria-current="page">', 1)
+            )
+        blob = work.env.render(job.template, ctx).encode("utf-8")
+    return write_output(dest, blob, work.made)
 
 
 def _unchanged(out_dir: Path, job: Job, old: dict[str, tuple[str, int, int]]) -> bool:
@@ -152,8 +194,11 @@ def execute(
     fresh: dict[str, str],
     jobs: int,
     reporter: Reporter,
+    *,
+    new: bool = False,
 ) -> tuple[list[Job], list[tuple[str, str, int, int]], list[str]]:
-    """Write what changed; returns (jobs written, state rows for them, outputs removed)."""
+    """Write what changed; returns (jobs written, state rows for them, outputs removed). ``new``: the
+    output folder is new and empty (see the module docstring)."""
     todo = [job for job in plan.jobs if not _unchanged(out_dir, job, old)]
     # What the workers need and this process already has: rendered HTML and sidebars.
     need_md = sorted(
@@ -177,7 +222,7 @@ def execute(
         if j.template is not None:
             env.get(j.template)  # compile once, before the fork
 
-    work = Work(out_dir, env, html, sidebar_html, pageset, todo)
+    work = Work(out_dir, env, html, sidebar_html, pageset, todo, {str(out_dir)} if new else None)
     reporter.progress("pages", 0, len(todo))
     results = fork_map(_do_job_safe, work, list(range(len(todo))), jobs)
     reporter.progress("pages", len(todo), len(todo))

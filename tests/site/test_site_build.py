@@ -266,12 +266,23 @@ def test_an_interrupted_build_is_finished_by_the_next(
     calls = {"n": 0}
     real = write_mod.write_output
 
-    def flaky(dest: Path, blob: bytes) -> None:
+    def flaky(dest: Path, blob: bytes, made: set[str] | None = None) -> tuple[int, int]:
         calls["n"] += 1
         if calls["n"] == 10:
             raise KeyboardInterrupt
-        real(dest, blob)
+        return real(dest, blob, made)
 
+    monkeypatch.setattr(write_mod, "write_output", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        build_site(site, out, jobs=1)
+    # a build into a new folder leaves nothing: no half a site, no temporary sibling
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "site"]
+    monkeypatch.setattr(write_mod, "write_output", real)
+    build_site(site, out)
+    # into an existing folder: interrupted after some pages were replaced
+    base = site / "templates/base.html"
+    base.write_text(base.read_text() + "{# every page is written again #}\n")
+    calls["n"] = 0
     monkeypatch.setattr(write_mod, "write_output", flaky)
     with pytest.raises(KeyboardInterrupt):
         build_site(site, out, jobs=1)
@@ -279,6 +290,28 @@ def test_an_interrupted_build_is_finished_by_the_next(
     build_site(site, out)
     assert tree(out) == _clean(site, tmp_path, "clean", monkeypatch)
     assert not [p for p in out.rglob(".*tmp*")]
+
+
+def test_parallel_writers_give_the_serial_bytes(
+    site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cernvm_build.site import parallel
+
+    def serial(name: str) -> dict[str, bytes]:
+        with monkeypatch.context() as m:
+            m.setenv("CERNVM_CACHE_DIR", str(tmp_path / f"cache-{name}"))
+            build_site(site, tmp_path / name, jobs=1)
+        return tree(tmp_path / name)
+
+    monkeypatch.setattr(parallel, "PARALLEL_MIN", 2)  # the shipped site is small: fork anyway
+    first = build_site(site, tmp_path / "parallel", jobs=2)
+    assert first.markdown_rendered > 2 and first.rendered > 2
+    assert tree(tmp_path / "parallel") == serial("serial")
+    # into an existing folder (atomic writes), after a change that every page sees
+    base = site / "templates/base.html"
+    base.write_text(base.read_text() + "{# every page is written again #}\n")
+    assert build_site(site, tmp_path / "parallel", jobs=2).rendered > 2
+    assert tree(tmp_path / "parallel") == serial("serial2")
 
 
 def test_copy_of_site_without_templates_is_an_error(site: Path, tmp_path: Path) -> None:
@@ -397,7 +430,7 @@ def test_without_pagefind_the_build_says_what_to_install_and_a_rerun_finishes(
     out = tmp_path / "out"
     with pytest.raises(ToolError, match="needs Pagefind"):
         build_site(site, out)
-    assert not (out / "pagefind").exists()
+    assert not out.exists()  # a new folder appears only complete
     # a broken binary: one line with its exit status, nothing half-written
     fake = tmp_path / "pagefind"
     fake.write_text("#!/bin/sh\necho 'Error: something broke' >&2\nexit 3\n")
@@ -405,7 +438,16 @@ def test_without_pagefind_the_build_says_what_to_install_and_a_rerun_finishes(
     monkeypatch.setattr(search, "executable", lambda: str(fake))
     with pytest.raises(BuildError, match=r"Pagefind failed \(exit 3\): Error: something broke"):
         build_site(site, out)
-    assert not (out / "pagefind").exists()
+    assert not out.exists()
+    monkeypatch.setattr(search, "executable", real)
+    report = build_site(site, out)
+    assert report.markdown_rendered == 0 and report.search_files > 10  # the Markdown was kept
+    # into an existing folder whose index is gone: the pages stay, the index is made again
+    shutil.rmtree(out / "pagefind")
+    monkeypatch.setattr(search, "executable", lambda: str(fake))
+    with pytest.raises(BuildError, match="Pagefind failed"):
+        build_site(site, out)
+    assert not (out / "pagefind").exists() and (out / "index.html").is_file()
     monkeypatch.setattr(search, "executable", real)
     report = build_site(site, out)  # nothing else changed, yet the index is made
     assert report.rendered == 0 and report.search_files > 10
