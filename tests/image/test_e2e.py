@@ -11,7 +11,6 @@ import base64
 import contextlib
 import http.server
 import io
-import logging
 import shutil
 import socket
 import tarfile
@@ -20,6 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.support.servers import object_requests_served
 
 from .conftest import FQRN, Built, ServedRepo
 from .vm import Boot, blank_disk, boot, context_iso
@@ -91,28 +92,6 @@ def _tarball_b64(files: dict[str, str]) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-@contextlib.contextmanager
-def _object_requests() -> Iterator[list[str]]:
-    """The repository objects (``/data/``) the test server sends while the block runs."""
-    fetched: list[str] = []
-
-    class Record(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            line = record.getMessage()
-            if "/data/" in line and '" 200 ' in line:
-                fetched.append(line)
-
-    logger = logging.getLogger("cernvm_build.cvmfs.serve")
-    handler, level = Record(), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    try:
-        yield fetched
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-
-
 def _shutdown_seconds(b: Boot) -> float:
     [start] = b.lines(r"^test-os: handing back to /run/initramfs/shutdown at ([\d.]+)")
     end = b.lines(r"^\[([\d.]+)\] ucernvm-shutdown: scratch disk")
@@ -136,7 +115,7 @@ def test_boot_pin_persist_and_tag(built: Built, test_repo: ServedRepo, tmp_path:
 
     # 1: first boot from the iso: partitions the blank disk, mounts the snapshot the build recorded.
     log1 = tmp_path / "boot1.log"
-    with _object_requests() as fetched1:
+    with object_requests_served() as fetched1:
         b1 = boot(built.image("iso"), scratch, context_iso(tmp_path / "ctx1.iso", _user_data(port)), log1)
     print(f"accelerator: {b1.accel}; phases: {b1.phases()}")
     assert "ucernvm: panic" not in b1.console, _show(b1, log1)
@@ -165,7 +144,7 @@ def test_boot_pin_persist_and_tag(built: Built, test_repo: ServedRepo, tmp_path:
     # 2: a new revision appears; the qcow2 boot stays on the pinned snapshot and keeps the writes.
     r2 = test_repo.publish("2", "release-2")
     log2 = tmp_path / "boot2.log"
-    with _object_requests() as fetched:
+    with object_requests_served() as fetched:
         b2 = boot(
             built.image("qcow2"),
             scratch,

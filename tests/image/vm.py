@@ -32,8 +32,13 @@ echo "test-os: cache objects on the scratch disk $before then $(find /mnt/.rw/ca
 echo "boot-$(cat /etc/test-release)" > /var/lib/marker
 /bin/busybox sync
 echo "test-os: done"
-# What systemd-shutdown does at the end: switch root to /run/initramfs and run its shutdown program.
+# What systemd does: every mount shared (from boot on); at the end systemd-shutdown unmounts what it
+# can (the OS's bind of the scratch disk among them), makes / private again (its switch_root: no
+# pivot_root under shared mounts), switches root to /run/initramfs and runs its shutdown program.
 if [ -x /run/initramfs/shutdown ]; then
+    /bin/busybox mount --make-rshared /
+    /bin/busybox umount /mnt/.rw
+    /bin/busybox mount --make-rprivate /
     echo "test-os: handing back to /run/initramfs/shutdown at $(cut -d ' ' -f 1 /proc/uptime)"
     cd /run/initramfs && /bin/busybox mount --bind . . && cd /run/initramfs && /bin/busybox mkdir -p oldroot
     /bin/busybox pivot_root . oldroot && exec /bin/busybox chroot . /shutdown poweroff

@@ -1,10 +1,11 @@
 """Real servers tests start on 127.0.0.1: nginx (a Stratum written by ``cvmfs nginx-config``) and
-squid, with their access logs counted. Shared by the nginx, squid and fleet tests and
-``bench/fleet.py``."""
+squid, with their access logs counted; the objects ``cvmfs.serve`` sent. Shared by the nginx, squid,
+fleet, image and Debian tests and ``bench/fleet.py``."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import shutil
 import socket
 import subprocess
@@ -53,6 +54,29 @@ def running(cmd: list[str], port: int, what: str) -> Iterator[subprocess.Popen[b
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def object_requests_served() -> Iterator[list[str]]:
+    """The repository objects (``/data/``) the test server (``cvmfs.serve``) sends while the block
+    runs: its log lines."""
+    fetched: list[str] = []
+
+    class Record(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            line = record.getMessage()
+            if "/data/" in line and '" 200 ' in line:
+                fetched.append(line)
+
+    logger = logging.getLogger("cernvm_build.cvmfs.serve")
+    handler, level = Record(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield fetched
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def object_requests(log: Path) -> int:

@@ -27,8 +27,27 @@ $bb mkdir -p /proc /sys /dev /ro /rw /rt
 [ -e /dev/console ] || $bb mount -t devtmpfs devtmpfs /dev
 say "unmounting the OS root, CernVM-FS and the scratch disk ($verb)"
 pids=$(cat /cvmfs_pids 2>/dev/null)
-# Keep the three mounts of the stack outside the old root, then unmount everything else of it,
-# deepest first (its /dev, /proc, /sys, /run).
+dev=$(cat /scratch_dev 2>/dev/null)
+# Why a step failed, on the console: every mount, and each process left with its mount namespace
+# and open files (the scratch disk stays busy while any mount of it has a file open for writing).
+diagnose() {
+    say "mounts: $($bb tr '\n' ';' </proc/mounts)"
+    ours=$($bb readlink /proc/self/ns/mnt)
+    for p in /proc/[0-9]*; do
+        [ "${p#/proc/}" = "$$" ] && continue
+        st=$($bb cut -d ' ' -f 3 "$p/stat" 2>/dev/null)
+        [ -n "$st" ] || continue
+        ns=$($bb readlink "$p/ns/mnt" 2>/dev/null)
+        # shellcheck disable=SC2016  # an awk program
+        fds=$($bb ls -l "$p/fd" 2>/dev/null | $bb awk '$NF ~ "^/" {print $NF}' | $bb tr '\n' ' ')
+        [ -z "$fds" ] && [ "$ns" = "$ours" ] && continue
+        say "pid ${p#/proc/} ($($bb cat "$p/comm" 2>/dev/null), $st) ns ${ns#mnt:}${ns:+ }fds: $fds"
+    done
+}
+# systemd made every mount shared, and a mount under a shared parent cannot be moved: private first.
+$bb mount --make-rprivate /oldroot 2>/dev/null
+# Keep the three mounts of the stack outside the old root (if systemd-shutdown has not unmounted
+# them already), then unmount everything else of it, deepest first (its /dev, /proc, /sys, /run).
 for m in ro rw rt; do
     $bb mount --move "/oldroot/mnt/.$m" "/$m" 2>/dev/null
 done
@@ -42,25 +61,39 @@ else
     say "OS root busy: $($bb fuser -m /oldroot 2>/dev/null); detached"
     $bb umount -l /oldroot
 fi
-# The FUSE daemon ends when its mount goes; give it a few seconds, then make sure.
+# The FUSE daemon ends when its mount goes; give it a few seconds, then make sure. It is our child
+# now (PID 1 inherits orphans): a zombie ("Z") has closed its files already.
+gone() {
+    st=$($bb cut -d ' ' -f 3 "/proc/$1/stat" 2>/dev/null)
+    [ -z "$st" ] || [ "$st" = Z ]
+}
 $bb umount /ro 2>/dev/null || $bb umount -l /ro 2>/dev/null
 for p in $pids; do
     i=0
-    while [ -d "/proc/$p" ] && [ $i -lt 50 ]; do
+    while ! gone "$p" && [ $i -lt 50 ]; do
         [ $i -eq 20 ] && $bb kill -TERM "$p" 2>/dev/null
         $bb sleep 0.1
         i=$((i + 1))
     done
-    [ -d "/proc/$p" ] && $bb kill -KILL "$p" 2>/dev/null
+    if ! gone "$p"; then
+        $bb kill -KILL "$p" 2>/dev/null
+        i=0
+        while ! gone "$p" && [ $i -lt 20 ]; do $bb sleep 0.1; i=$((i + 1)); done
+    fi
 done
 $bb umount /rt 2>/dev/null || $bb umount -l /rt 2>/dev/null
-# The scratch disk is mounted twice (here, and in the initramfs where the daemon found its cache,
-# out of reach now): read-only applies to the file system itself, so its journal is committed and
-# it is marked clean whatever happens to the other mount.
+# The scratch disk is still mounted in the initramfs (where the daemon found its cache, out of reach
+# now), and systemd-shutdown may have unmounted the OS's bind of it: mounting the device again gives
+# a handle on the same file system. Read-only applies to the file system itself, so its journal is
+# committed and it is marked clean whatever happens to the other mount.
+if ! $bb grep -q ' /rw ' /proc/mounts && [ -b "$dev" ]; then
+    $bb mount -t ext4 "$dev" /rw 2>/dev/null
+fi
 $bb sync
 if $bb mount -o remount,ro /rw 2>/dev/null; then
     say "scratch disk clean (read-only)"
 else
     say "scratch disk still busy: $($bb fuser -m /rw 2>/dev/null)"
+    diagnose
 fi
 $bb umount /rw 2>/dev/null

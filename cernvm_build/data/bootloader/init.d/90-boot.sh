@@ -22,6 +22,7 @@ if mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs $ROOT/run; then
     cp /bin/busybox $ROOT/run/initramfs/bin/busybox
     cp /usr/share/ucernvm/shutdown $ROOT/run/initramfs/shutdown
     echo "${pids# }" >$ROOT/run/initramfs/cvmfs_pids
+    echo "$ROOT_DEV" >$ROOT/run/initramfs/scratch_dev
 fi
 cp /tmp/*.log $ROOT_RW/aux/ 2>/dev/null
 set -f
