@@ -67,6 +67,26 @@ class LoopConfig32(ctypes.Structure):  # struct fuse_loop_config of libfuse 3.2 
     _fields_ = [("clone_fd", c_int), ("max_idle_threads", c_uint)]
 
 
+class Buf(ctypes.Structure):  # struct fuse_buf (libfuse 3.17 adds a size_t: the spare field)
+    _fields_ = [
+        ("size", c_size_t),
+        ("flags", c_int),
+        ("mem", c_void_p),
+        ("fd", c_int),
+        ("pos", c_int64),
+        ("spare", c_size_t),
+    ]
+
+
+class BufVec(ctypes.Structure):  # struct fuse_bufvec with one buffer
+    _fields_ = [("count", c_size_t), ("idx", c_size_t), ("off", c_size_t), ("buf", Buf)]
+
+
+FUSE_BUF_IS_FD = 1 << 1
+FUSE_BUF_FD_SEEK = 1 << 2
+FUSE_BUF_FD_RETRY = 1 << 3
+FUSE_CAP_SPLICE_WRITE = 1 << 7
+
 FileInfo = POINTER(mfusepy.fuse_file_info)
 Req = c_void_p
 Ino = c_uint64
@@ -121,6 +141,7 @@ if available():
     _bind("fuse_reply_readlink", c_int, Req, c_char_p)
     _bind("fuse_reply_open", c_int, Req, FileInfo)
     _bind("fuse_reply_buf", c_int, Req, c_void_p, c_size_t)
+    _bind("fuse_reply_data", c_int, Req, POINTER(BufVec), c_int)
     _bind("fuse_reply_statfs", c_int, Req, POINTER(mfusepy.c_statvfs))
     _bind("fuse_reply_xattr", c_int, Req, c_size_t)
     _bind("fuse_add_direntry_plus", c_size_t, Req, c_void_p, c_size_t, c_char_p, POINTER(EntryParam), c_int64)
@@ -302,6 +323,13 @@ def reply_open(req: int, fi: Any) -> None:
 
 def reply_buf(req: int, data: bytes | Any, size: int | None = None) -> None:
     lib.fuse_reply_buf(req, data, len(data) if size is None else size)
+
+
+def reply_fd(req: int, fd: int, pos: int, size: int) -> None:
+    """Answer a read with ``size`` bytes of ``fd`` at ``pos``: libfuse reads (or splices) them itself,
+    so the bytes never pass through Python."""
+    vec = BufVec(1, 0, 0, Buf(size, FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK | FUSE_BUF_FD_RETRY, None, fd, pos, 0))
+    lib.fuse_reply_data(req, ctypes.byref(vec), 0)
 
 
 def reply_statfs(req: int, st: Any) -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from ..errors import CernVMError, CvmfsError, UsageError
 from ..fsutil import atomic_write
+from .plaincache import PlainCache
 from .quota import MB, Quota
 from .repository import Repository, SnapshotSpec, open_repository
 
@@ -148,10 +149,14 @@ def _open(args: argparse.Namespace) -> Repository:
         retries=args.retries,
     )
     objects = repo.store.cache
-    if args.quota_limit is not None and objects is not None:
-        quota = Quota(objects.root, args.quota_limit * MB)
-        quota.scan()
-        objects.on_use = quota.used
+    if objects is not None:
+        # file contents are read from inflated copies (plaincache.py), the objects stay a Stratum
+        plain = repo.store.plain_cache = PlainCache(objects.root)
+        plain.sweep()
+        if args.quota_limit is not None:
+            quota = Quota(objects.root, args.quota_limit * MB)
+            quota.scan()
+            objects.on_use = plain.on_use = quota.used
     return repo
 
 

@@ -1,6 +1,7 @@
-"""The object cache's size limit (the real client's ``CVMFS_QUOTA_LIMIT``): least recently used
-objects go first; catalogs (``C`` objects) and the signed files are never evicted, so the mounted
-snapshot stays listable offline and a reboot on the pin finds its catalogs.
+"""The cache's size limit (the real client's ``CVMFS_QUOTA_LIMIT``), one rule for the objects
+(``<root>/data``) and the mount daemon's inflated files (``<root>/plain``, ``plaincache.py``) together:
+least recently used files go first; catalogs (``C`` objects) and the signed files are never
+evicted, so the mounted snapshot stays listable offline and a reboot on the pin finds its catalogs.
 
 The order of use survives restarts through the files' mtimes: an object's mtime is set when it is
 first used in a process (scanned at start, oldest first), so a reboot keeps evicting what was
@@ -33,10 +34,11 @@ class Eviction:
 
 
 class Quota:
-    """Tracks the objects under ``<root>/data`` and evicts down to ``CLEAN_TO`` of ``limit`` bytes."""
+    """Tracks the files under ``<root>/data`` and ``<root>/plain`` and evicts down to ``CLEAN_TO`` of
+    ``limit`` bytes."""
 
     def __init__(self, root: Path, limit: int):
-        self.data = root / "data"
+        self.dirs = (root / "data", root / "plain")
         self.limit = limit
         self.total = 0
         self._lru: OrderedDict[str, int] = OrderedDict()  # path -> size, oldest use first
@@ -47,16 +49,17 @@ class Quota:
     def scan(self) -> Eviction:
         """Take stock of what the cache holds (oldest mtime first) and evict if it is over the limit."""
         found: list[tuple[int, str, int]] = []
-        with contextlib.suppress(FileNotFoundError), os.scandir(self.data) as top:
-            for d in top:
-                if not d.is_dir(follow_symlinks=False):
-                    continue
-                with os.scandir(d.path) as objs:
-                    for o in objs:
-                        if o.name.startswith(".") or not o.is_file(follow_symlinks=False):
-                            continue
-                        st = o.stat(follow_symlinks=False)
-                        found.append((st.st_mtime_ns, o.path, st.st_size))
+        for base in self.dirs:
+            with contextlib.suppress(FileNotFoundError), os.scandir(base) as top:
+                for d in top:
+                    if not d.is_dir(follow_symlinks=False):
+                        continue
+                    with os.scandir(d.path) as objs:
+                        for o in objs:
+                            if o.name.startswith(".") or not o.is_file(follow_symlinks=False):
+                                continue
+                            st = o.stat(follow_symlinks=False)
+                            found.append((st.st_mtime_ns, o.path, st.st_size))
         found.sort()
         with self._lock:
             self._lru = OrderedDict((path, size) for _, path, size in found)

@@ -350,6 +350,19 @@ class Repository:
             raise IntegrityError(f"{self.fqrn}: {entry.path}: chunks end at {pos}, file size is {entry.size}")
         return b"".join(parts)
 
+    def inflated_fd(self, entry: DirEntry, part: int) -> int:
+        """A descriptor on the inflated object of a file (``part`` 0) or of its chunk ``part``, from
+        the store's plain cache (the mount's; the caller closes it)."""
+        entry = self._file(entry)
+        if not entry.is_chunked:
+            if entry.content_hash is None:
+                raise IntegrityError(f"{self.fqrn}: {entry.path}: regular file without a content hash")
+            name, suffix, size, what = entry.content_hash, SUFFIX_FILE, entry.size, f"file {entry.path}"
+        else:
+            c = entry.chunks[part]
+            name, suffix, size, what = c.hash, SUFFIX_PARTIAL, c.size, f"chunk at {c.offset} of {entry.path}"
+        return self.store.inflated_fd(name, suffix, size=size, compressed=entry.compressed, what=what)
+
     def open(self, path: str | DirEntry) -> BinaryIO:
         """A seekable binary file that fetches chunk by chunk as it is read."""
         entry = self._file(path)

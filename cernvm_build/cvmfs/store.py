@@ -27,6 +27,7 @@ from .cache import ObjectCache
 from .fetch import Fetcher
 from .limits import human, zlib_bound
 from .objects import ObjectHash, new_hasher, parse_hash
+from .plaincache import PlainCache, SizeMismatch
 
 _T = TypeVar("_T")
 
@@ -57,6 +58,8 @@ class ObjectStore:
         self._spilled: dict[str, Path] = {}
         self._lock = threading.RLock()
         self._key_locks: dict[str, threading.Lock] = {}
+        #: the mount daemon's cache of inflated file contents (``plaincache.py``); None elsewhere
+        self.plain_cache: PlainCache | None = None
         self.stats = {"fetched": 0, "fetched_bytes": 0, "cache_hits": 0}
 
     # -- scratch -----------------------------------------------------------------------------------
@@ -346,10 +349,46 @@ class ObjectStore:
 
         return self._once(name + suffix, self._spilled.get, make, self._spilled.__setitem__)
 
+    def inflated_fd(self, name: str, suffix: str, *, size: int, compressed: bool, what: str) -> int:
+        """A descriptor (the caller closes it) on the inflated object of ``size`` bytes in the plain
+        cache, made there on a miss: hash-checked before it is inflated, size-checked, then kept.
+        The compressed object is not kept beside it (read from the object cache if it is there)."""
+        plain = self.plain_cache
+        assert plain is not None
+        fd = plain.open(name, suffix, size)
+        if fd is not None:
+            self.stats["cache_hits"] += 1
+            return fd
+        key = name + suffix
+        with self._lock:
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        try:
+            with key_lock:  # one fetch for a reader and the prefetcher asking at once
+                fd = plain.open(name, suffix, size)
+                if fd is not None:
+                    return fd
+                h = parse_hash(name)
+                limit = stored_limit(size, compressed, None)
+                with self._stored(h, suffix, what, limit, cached=False) as blocks:
+                    inflated = self._inflate_blocks(h, suffix, blocks, compressed, what, size)
+                    try:
+                        return plain.put(name, suffix, inflated, size)
+                    except SizeMismatch as e:
+                        raise self._size_error(h, suffix, e.got, size, what) from None
+        finally:
+            with self._lock:
+                self._key_locks.pop(key, None)
+
     def read(
         self, name: str, suffix: str, *, size: int, offset: int, length: int, compressed: bool, what: str
     ) -> bytes:
         """``length`` bytes at ``offset`` of the inflated object of ``size`` bytes."""
+        if self.plain_cache is not None:
+            fd = self.inflated_fd(name, suffix, size=size, compressed=compressed, what=what)
+            try:
+                return os.pread(fd, min(length, size - offset), offset)
+            finally:
+                os.close(fd)
         if size > LRU_MAX_ITEM:
             path = self.plain_file(name, suffix, size=size, compressed=compressed, what=what)
             with open(path, "rb") as f:

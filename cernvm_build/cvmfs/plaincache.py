@@ -1,0 +1,161 @@
+"""The mount daemon's second cache: file contents already verified and inflated, read by pread/splice.
+
+The object cache (``cache.py``) keeps objects as the server sent them, because that layout is a
+Stratum (``cvmfs replicate`` and local sources use it); reading from it means hashing and inflating
+again in every process. The FUSE daemon reads file contents from here instead, as the real
+``cvmfs2`` does from its cache: ``<cache>/<fqrn>/plain/XX/rest<suffix>`` holds the inflated bytes of
+the object of that name, so a read is a ``pread`` (or a splice by libfuse) on a descriptor the open
+file handle keeps, with no Python per byte.
+
+- Made once, from a verified stream only: the store hashes the compressed object before it inflates
+  it (``store.ObjectStore.inflated_fd``), inflating is bounded by the declared size, and the result
+  is written to a temporary sibling that is renamed into place only when it is complete and of the
+  declared size. A crash mid-write leaves a ``.*.tmp`` file, never looked up (``sweep`` removes it).
+- Each file ends with an 8-byte trailer: the CRC-32 of the content and a magic. A file whose size is
+  not the declared size plus the trailer is rejected at once (a truncated or torn file); on first use
+  in each process the content is checked against the CRC (a disk error, a write torn by a power loss:
+  objects are not fsynced). A bad file is deleted and made again from the object. The CRC is not a
+  defence against someone who can write the cache directory: that directory is the daemon's own, as
+  the real client's is.
+- The size limit (``quota.py``) counts and evicts these files under the same rule as the objects; a
+  descriptor kept open by a reader survives an eviction (the file is only unlinked).
+
+Standard library only: it runs in the μCernVM initrd.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import struct
+import tempfile
+import time
+import zlib
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from .objects import object_path
+
+MAGIC = b"CVP1"
+TRAILER = 8
+BLOCK = 1 << 20
+#: a temporary file older than this is a crash's leftover (a live write takes seconds at most)
+STALE_TMP_S = 3600
+
+
+class SizeMismatch(Exception):
+    """The bytes given to ``put`` were not the declared size (nothing was kept)."""
+
+    def __init__(self, got: int):
+        super().__init__(got)
+        self.got = got
+
+
+def _trailer(crc: int) -> bytes:
+    return struct.pack(">I4s", crc, MAGIC)
+
+
+class PlainCache:
+    """One repository's inflated files: ``<root>/plain`` next to the object cache's ``<root>/data``."""
+
+    def __init__(self, root: Path):
+        self.dir = root / "plain"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._verified: set[str] = set()
+        #: Told of every file opened or made (the size limit's LRU, quota.py).
+        self.on_use: Callable[[Path], None] | None = None
+
+    def path(self, name: str, suffix: str) -> Path:
+        return self.dir / object_path(name, suffix).removeprefix("data/")
+
+    def open(self, name: str, suffix: str, size: int) -> int | None:
+        """A read-only descriptor on the inflated object of ``size`` bytes (the caller closes it);
+        None if it is absent or bad (a bad one is removed)."""
+        p = self.path(name, suffix)
+        try:
+            fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        key = str(p)
+        try:
+            good = os.fstat(fd).st_size == size + TRAILER and (key in self._verified or _intact(fd, size))
+        except BaseException:
+            os.close(fd)
+            raise
+        if not good:
+            os.close(fd)
+            self.discard(name, suffix)
+            return None
+        self._verified.add(key)
+        if self.on_use is not None:
+            self.on_use(p)
+        return fd
+
+    def put(self, name: str, suffix: str, blocks: Iterable[bytes], size: int) -> int:
+        """Write ``blocks`` (the verified, inflated object) under its name and return a read-only
+        descriptor on it (opened before the size limit may evict it again: a file larger than the
+        limit is still served to this reader); SizeMismatch, and nothing kept, if they are not
+        ``size`` bytes."""
+        dest = self.path(name, suffix)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=dest.parent)
+        try:
+            crc = got = 0
+            with os.fdopen(fd, "wb") as f:
+                for block in blocks:
+                    crc = zlib.crc32(block, crc)
+                    got += len(block)
+                    f.write(block)
+                if got != size:
+                    raise SizeMismatch(got)
+                f.write(_trailer(crc))
+            os.chmod(tmp, 0o644)
+            rfd = os.open(tmp, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.replace(tmp, dest)
+            except BaseException:
+                os.close(rfd)
+                raise
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        self._verified.add(str(dest))
+        if self.on_use is not None:
+            self.on_use(dest)
+        return rfd
+
+    def discard(self, name: str, suffix: str) -> None:
+        p = self.path(name, suffix)
+        self._verified.discard(str(p))
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+
+    def sweep(self) -> int:
+        """Remove temporary files a crashed writer left (older than STALE_TMP_S); returns how many."""
+        removed = 0
+        cutoff = time.time() - STALE_TMP_S
+        with contextlib.suppress(FileNotFoundError), os.scandir(self.dir) as top:
+            for d in top:
+                if not d.is_dir(follow_symlinks=False):
+                    continue
+                with os.scandir(d.path) as files:
+                    for f in files:
+                        if f.name.startswith(".") and f.name.endswith(".tmp"):
+                            with contextlib.suppress(FileNotFoundError):
+                                if f.stat(follow_symlinks=False).st_mtime < cutoff:
+                                    os.unlink(f.path)
+                                    removed += 1
+        return removed
+
+
+def _intact(fd: int, size: int) -> bool:
+    """The content matches the trailer's CRC (the file is ``size`` + TRAILER bytes long)."""
+    crc = pos = 0
+    while pos < size:
+        block = os.pread(fd, min(BLOCK, size - pos), pos)
+        if not block:
+            return False
+        crc = zlib.crc32(block, crc)
+        pos += len(block)
+    return os.pread(fd, TRAILER, size) == _trailer(crc)

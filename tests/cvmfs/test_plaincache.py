@@ -1,0 +1,199 @@
+"""The mount daemon's cache of inflated files (``plaincache.py``): what it serves is the repository's
+bytes or nothing. A damaged, truncated or half-written file is never served, the size limit covers
+it, and both FUSE front ends read the repository byte for byte through it, cold and warm."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cernvm_build.cvmfs.plaincache import STALE_TMP_S, TRAILER, PlainCache
+from cernvm_build.cvmfs.quota import Quota
+from cernvm_build.cvmfs.repository import Repository, open_repository
+from cernvm_build.cvmfs.serve import Server
+from cernvm_build.errors import CvmfsError
+
+from .conftest import FQRN, Fixture
+
+FILE = "/etc/redhat-release"
+BIG = "/opt/sw/big-data.txt"  # three chunks: 16 MiB, 16 MiB, 3.5 MiB
+LIBS = {
+    "libfuse3": "/usr/lib/x86_64-linux-gnu/libfuse3.so.3",
+    "libfuse2": "/usr/lib/x86_64-linux-gnu/libfuse.so.2",
+}
+
+
+def _open(source: str | Path, fx: Fixture, cache: Path) -> Repository:
+    """A reader as the mount daemon has it: object cache plus the plain cache."""
+    repo = open_repository(source, fqrn=FQRN, public_keys=[fx.pub], cache_dir=cache, retries=0, timeout=5)
+    assert repo.store.cache is not None
+    repo.store.plain_cache = PlainCache(repo.store.cache.root)
+    return repo
+
+
+def _plain_file(repo: Repository, path: str) -> Path:
+    entry = repo.stat(path)
+    assert repo.store.plain_cache is not None and entry.content_hash
+    return repo.store.plain_cache.path(entry.content_hash, "")
+
+
+def test_a_read_is_made_once_then_served_from_the_inflated_copy(fx: Fixture, tmp_path: Path) -> None:
+    want = (fx.listing(2)[FILE]["sha1"], fx.listing(2)[FILE]["size"])
+    with _open(fx.repo, fx, tmp_path / "cache") as repo:
+        data = repo.read(FILE)
+        fetched = repo.store.stats["fetched"]
+        assert repo.read(FILE, 3, 10) == data[3:13]
+        assert repo.store.stats["fetched"] == fetched  # the second read fetched nothing
+        plain = _plain_file(repo, FILE)
+    assert len(data) == want[1]
+    assert plain.read_bytes()[:-TRAILER] == data
+    # the objects stay a Stratum: the file's compressed object was not kept a second time
+    assert not (tmp_path / "cache" / FQRN / "data" / plain.parent.name / plain.name).exists()
+
+
+@pytest.mark.parametrize("damage", ["flipped byte", "truncated", "trailer missing", "longer"])
+def test_a_damaged_inflated_file_is_made_again(fx: Fixture, tmp_path: Path, damage: str) -> None:
+    cache = tmp_path / "cache"
+    with _open(fx.repo, fx, cache) as repo:
+        data = repo.read(FILE)
+        plain = _plain_file(repo, FILE)
+    raw = bytearray(plain.read_bytes())
+    if damage == "flipped byte":
+        raw[5] ^= 0x20  # same size: only the CRC tells
+    elif damage == "truncated":
+        del raw[len(raw) // 2 :]
+    elif damage == "trailer missing":
+        del raw[-TRAILER:]
+    else:
+        raw[-TRAILER:-TRAILER] = b"appended"
+    plain.write_bytes(bytes(raw))
+    with _open(fx.repo, fx, cache) as repo:  # a new process: every file is checked on first use
+        assert repo.read(FILE) == data
+        assert repo.store.stats["fetched"] == 1  # fetched again, not served
+    assert plain.read_bytes()[:-TRAILER] == data
+
+
+def test_a_damaged_inflated_file_with_the_server_gone_is_one_error(
+    fx: Fixture, server: Server, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    with _open(server.repo_url(), fx, cache) as repo:
+        repo.read(FILE)
+        plain = _plain_file(repo, FILE)
+    raw = bytearray(plain.read_bytes())
+    raw[0] ^= 1
+    plain.write_bytes(bytes(raw))
+    server.close()
+    with _open(server.repo_url(), fx, cache) as repo, pytest.raises(CvmfsError) as err:  # offline
+        repo.read(FILE)
+    text = str(err.value)
+    assert FQRN in text and "\n" not in text and "redhat-release" in text
+    assert not plain.exists()  # the bad copy was not kept either
+
+
+def test_a_writer_killed_mid_write_leaves_nothing_trusted(fx: Fixture, tmp_path: Path) -> None:
+    """A process killed while it writes an inflated file (the daemon's crash, a power cut before
+    the rename) leaves only a temporary file: never looked up, swept once stale."""
+    root = tmp_path / "cache" / FQRN
+    name = "ab" + "c" * 38
+    code = (
+        "import sys, time; from pathlib import Path; from cernvm_build.cvmfs.plaincache import PlainCache\n"
+        "def blocks():\n"
+        "    yield b'x' * 65536\n"
+        "    print('writing', flush=True)\n"
+        "    time.sleep(60)\n"
+        "    yield b'y'\n"
+        f"PlainCache(Path(sys.argv[1])).put({name!r}, '', blocks(), 65537)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, str(root)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline() == "writing\n"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    cache = PlainCache(root)
+    left = [p for p in cache.dir.rglob("*") if p.is_file()]
+    assert len(left) == 1 and left[0].name.startswith(".") and left[0].name.endswith(".tmp")
+    assert not cache.path(name, "").exists() and cache.open(name, "", 65537) is None
+    assert cache.sweep() == 0  # young: it could be a live writer's
+    old = time.time() - STALE_TMP_S - 60
+    os.utime(left[0], (old, old))
+    assert cache.sweep() == 1 and not left[0].exists()
+
+
+def test_the_size_limit_counts_and_evicts_inflated_files(tmp_path: Path) -> None:
+    def put(sub: str, name: str, size: int, mtime: int) -> Path:
+        p = tmp_path / sub / name[:2] / name[2:]
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"x" * size)
+        os.utime(p, (mtime, mtime))
+        return p
+
+    obj = put("data", "aa" + "1" * 38, 300, 100)
+    inflated_old = put("plain", "bb" + "2" * 38, 500, 200)
+    cat = put("data", "cc" + "3" * 38 + "C", 400, 50)
+    inflated_new = put("plain", "dd" + "4" * 38 + "P", 500, 300)
+    q = Quota(tmp_path, 10_000)
+    q.scan()
+    assert q.total == 1700
+    q.limit = 1300  # evict to 975: the object and the older inflated file go, the catalog stays
+    q.used(inflated_new)
+    assert not obj.exists() and not inflated_old.exists() and cat.exists() and inflated_new.exists()
+
+
+def _mount(fx: Fixture, server: Server, mnt: Path, cache: Path, lib: str) -> None:
+    if not os.path.exists(LIBS[lib]):
+        pytest.fail(f"{LIBS[lib]} is missing: apt-get install {'fuse3' if lib == 'libfuse3' else 'libfuse2'}")
+    cmd = [sys.executable, "-m", "cernvm_build.cvmfs.mount", "--fqrn", FQRN, "--server", server.repo_url()]
+    cmd += ["--public-key", str(fx.pub), "--cache", str(cache), str(mnt)]
+    r = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=120, env=os.environ | {"FUSE_LIBRARY_PATH": LIBS[lib]}
+    )
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.fixture
+def mnt(tmp_path: Path) -> Iterator[Path]:
+    m = tmp_path / "mnt"
+    m.mkdir()
+    yield m
+    if os.path.ismount(m):
+        subprocess.run(["fusermount3", "-u", str(m)], check=False, timeout=60)
+
+
+@pytest.mark.parametrize("lib", sorted(LIBS))
+def test_both_front_ends_read_the_repository_byte_for_byte(
+    fx: Fixture, server: Server, mnt: Path, tmp_path: Path, lib: str
+) -> None:
+    """Cold (made on open/read) and warm (a remount served from the inflated copies, one of them
+    damaged meanwhile), including reads across the chunks of a chunked file."""
+    cache = tmp_path / "cache"
+    files = {p: w for p, w in fx.listing(2).items() if w["type"] == "file" and p != "/etc/redhat-release"}
+    offsets = (16_777_216 - 5000, 33_554_432 - 1, 0, 37_200_000 - 7)  # across chunks, at the end
+    with open_repository(fx.repo, public_keys=[fx.pub]) as ref:  # the store's own checked path
+        pieces = {off: ref.read(BIG, off, 70_000) for off in offsets}
+    for round_ in ("cold", "warm"):
+        _mount(fx, server, mnt, cache, lib)
+        try:
+            for path, want in files.items():
+                data = (mnt / path.lstrip("/")).read_bytes()
+                assert hashlib.sha1(data).hexdigest() == want["sha1"], (round_, path)
+            with open(mnt / BIG.lstrip("/"), "rb", buffering=0) as f:
+                for off, want_piece in pieces.items():
+                    f.seek(off)
+                    assert f.read(70_000) == want_piece, (round_, off)
+        finally:
+            subprocess.run(["fusermount3", "-u", str(mnt)], check=False, timeout=60)
+        if round_ == "cold":
+            inflated = sorted(p for p in (cache / FQRN / "plain").rglob("*") if p.is_file())
+            assert len(inflated) >= 3  # the chunks at least
+            victim = max(inflated, key=lambda p: p.stat().st_size)
+            raw = bytearray(victim.read_bytes())
+            raw[1000] ^= 0xFF
+            victim.write_bytes(bytes(raw))
