@@ -31,6 +31,11 @@ USER_AGENT = "cernvm-build-cvmfs/1"
 MAX_IDLE = 16
 #: the most of an error or redirect page read to keep its connection; a bigger one closes it
 MAX_DRAIN = 64 << 10
+#: the slowest transfer kept going (the real client's CVMFS_LOW_SPEED_LIMIT, curl's low-speed abort):
+#: fewer bytes per second over a whole ``timeout`` window and the transfer is given up, so a server
+#: trickling a byte per read timeout holds an object for about one timeout, not for days; a
+#: transfer at least this fast ends within its object's size cap divided by this rate
+LOW_SPEED = 1024
 
 
 class NotFound(CvmfsError):
@@ -303,19 +308,29 @@ class HttpFetcher(Fetcher):
 
             def blocks() -> Iterator[bytes]:
                 got = 0
+                window, window_got = time.monotonic(), 0
                 while True:
                     try:
                         # read1: what has arrived (read(n) waits for n bytes, however long that is)
-                        block = resp.read(BLOCK) if until is None else resp.read1(BLOCK)
+                        block = resp.read1(BLOCK)
                     except (OSError, http.client.HTTPException) as e:
                         raise _TransportError(f"transfer broke: {e}") from e
-                    if until is not None and time.monotonic() > until:
+                    now = time.monotonic()
+                    if until is not None and now > until:
                         raise _TransportError(
                             f"transfer took more than {self.deadline:g} s ({got} bytes by then)"
                         )
                     if not block:
                         break
                     got += len(block)
+                    window_got += len(block)
+                    if now - window >= self.timeout:
+                        if window_got < LOW_SPEED * (now - window):
+                            raise _TransportError(
+                                f"transfer slower than {LOW_SPEED} bytes/s for {now - window:.0f} s "
+                                f"({got} bytes by then)"
+                            )
+                        window, window_got = now, 0
                     yield block
                 if expected is not None and expected.isdigit() and got != int(expected):
                     raise _TransportError(f"transfer ended after {got} of {expected} bytes")

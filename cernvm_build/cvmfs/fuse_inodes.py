@@ -13,6 +13,7 @@ listings (``cache_readdir``), symlink targets (``FUSE_CAP_CACHE_SYMLINKS``).
 from __future__ import annotations
 
 import bisect
+import collections
 import ctypes
 import errno
 import itertools
@@ -48,6 +49,10 @@ log = logging.getLogger(__name__)
 TIMEOUT = 3600.0
 ROOT = 1
 FUSE_CAP_CACHE_SYMLINKS = 1 << 23
+FUSE_CAP_NO_OPEN_SUPPORT = 1 << 17
+FUSE_CAP_NO_OPENDIR_SUPPORT = 1 << 24
+#: listings being read without OPENDIR, by inode (each dropped once read to its end)
+OPEN_LISTINGS = 64
 
 
 def _error(err: int) -> mfusepy.FuseOSError:
@@ -125,6 +130,8 @@ class InodeFilesystem(ll.Filesystem):
         self._files: dict[int, DirEntry] = {}
         self._open: dict[int, _OpenFile] = {}  # with a plain cache: the open files' descriptors
         self._plain = repo.store.plain_cache is not None
+        self._no_open = self._no_opendir = False
+        self._listings: collections.OrderedDict[int, _Listing] = collections.OrderedDict()
         self._dirs: dict[int, _Listing] = {}
         self._fh = itertools.count(1)
         self._prefetch = Prefetcher(repo)
@@ -132,6 +139,14 @@ class InodeFilesystem(ll.Filesystem):
     # -- life cycle ------------------------------------------------------------------------------
     def init(self, conn: Any) -> None:
         conn.want |= conn.capable & FUSE_CAP_CACHE_SYMLINKS
+        # With the plain cache a read needs no state from open: answering the first OPEN with
+        # ENOSYS makes the kernel send no OPEN or RELEASE again (two of a small file's three
+        # requests) and keep each file's pages across opens (FOPEN_KEEP_CACHE is its no-open
+        # default). Reads then come with fh 0 and take their descriptor themselves.
+        self._no_open = self._plain and bool(conn.capable & FUSE_CAP_NO_OPEN_SUPPORT)
+        # The same for directories: no OPENDIR/RELEASEDIR (the kernel keeps listings, its no-opendir
+        # default); a listing is then kept by inode while it is read (see _listing).
+        self._no_opendir = bool(conn.capable & FUSE_CAP_NO_OPENDIR_SUPPORT)
         if self.on_ready is not None:
             self.on_ready()
 
@@ -211,13 +226,34 @@ class InodeFilesystem(ll.Filesystem):
             raise _error(errno.EINVAL)
         ll.reply_readlink(req, _target(entry).encode("utf-8", "surrogateescape"))
 
+    def _new_listing(self, entry: DirEntry) -> _Listing:
+        return _Listing(entry.path, lambda: children(self.repo, entry.path, self._prefetch, self._remember))
+
+    def _listing(self, ino: int) -> _Listing:
+        """Without OPENDIR: the listing of directory ``ino`` being read (made on its first READDIR;
+        a reader at another offset seeks in it, as on an open handle)."""
+        with self._lock:
+            listing = self._listings.get(ino)
+            if listing is not None:
+                self._listings.move_to_end(ino)
+                return listing
+        entry = self._entry(ino)
+        if not entry.is_dir:
+            raise _error(errno.ENOTDIR)
+        listing = self._new_listing(entry)
+        with self._lock:
+            self._listings[ino] = listing
+            while len(self._listings) > OPEN_LISTINGS:
+                self._listings.popitem(last=False)
+        return listing
+
     def opendir(self, req: int, ino: int, fi: Any) -> None:
         entry = self._entry(ino)
         if not entry.is_dir:
             raise _error(errno.ENOTDIR)
-        listing = _Listing(
-            entry.path, lambda: children(self.repo, entry.path, self._prefetch, self._remember)
-        )
+        if self._no_opendir:  # see init
+            raise _error(errno.ENOSYS)
+        listing = self._new_listing(entry)
         fh = next(self._fh)
         self._dirs[fh] = listing
         fi.fh = fh
@@ -227,7 +263,7 @@ class InodeFilesystem(ll.Filesystem):
         ll.reply_open(req, fi)
 
     def readdir(self, req: int, ino: int, size: int, off: int, fi: Any, plus: bool) -> None:
-        listing = self._dirs.get(fi.fh)
+        listing = self._dirs.get(fi.fh) if fi.fh else self._listing(ino)
         if listing is None:
             raise _error(errno.EBADF)
         buf = ctypes.create_string_buffer(size)
@@ -255,6 +291,11 @@ class InodeFilesystem(ll.Filesystem):
                 if give and entry is not None:
                     self._referenced(entry)
                 listing.advance()
+            done = listing.pending is None
+        if done and not fi.fh and used == 0:  # read to its end: the kernel keeps it from here on
+            with self._lock:
+                if self._listings.get(ino) is listing:
+                    del self._listings[ino]
         ll.reply_buf(req, buf, used)
 
     def releasedir(self, req: int, ino: int, fi: Any) -> None:
@@ -274,6 +315,8 @@ class InodeFilesystem(ll.Filesystem):
         entry = self._entry(ino)
         if not stat.S_ISREG(entry.mode):
             raise _error(errno.EISDIR if entry.is_dir else errno.EINVAL)
+        if self._no_open:  # see init (the mount is read-only: the kernel refuses writes itself)
+            raise _error(errno.ENOSYS)
         fh = next(self._fh)
         if self._plain and not entry.is_external:
             handle = _OpenFile(entry)
@@ -294,6 +337,16 @@ class InodeFilesystem(ll.Filesystem):
         handle = self._open.get(fi.fh)
         if handle is not None:
             self._read_plain(req, handle, size, off)
+            return
+        if self._no_open:
+            entry = self._entry(ino)
+            if off == 0:  # most likely the file was just opened
+                self._prefetch.opened(entry)
+            handle = _OpenFile(entry)
+            try:
+                self._read_plain(req, handle, size, off)
+            finally:
+                handle.close()
             return
         entry = self._files.get(fi.fh) or self._entry(ino)
         try:

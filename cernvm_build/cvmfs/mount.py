@@ -272,9 +272,25 @@ def _tame_malloc() -> None:
         pass
 
 
+def _more_descriptors() -> None:
+    """Each open file of the mount holds a descriptor on its inflated copy (plaincache.py): the soft
+    limit goes up to the hard one (the real client raises its own too), so a reader holding a
+    thousand files open does not meet EMFILE first."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = hard if hard != resource.RLIM_INFINITY else 1 << 20
+        if soft != resource.RLIM_INFINITY and soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    except (ImportError, OSError, ValueError):
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _tame_malloc()
+    _more_descriptors()
     try:
         if args.foreground:
             repo = _open(args)

@@ -34,8 +34,6 @@ import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from .objects import object_path
-
 MAGIC = b"CVP1"
 TRAILER = 8
 BLOCK = 1 << 20
@@ -61,22 +59,26 @@ class PlainCache:
     def __init__(self, root: Path):
         self.dir = root / "plain"
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._base = str(self.dir)
         self._verified: set[str] = set()
         #: Told of every file opened or made (the size limit's LRU, quota.py).
-        self.on_use: Callable[[Path], None] | None = None
+        self.on_use: Callable[[str], None] | None = None
 
     def path(self, name: str, suffix: str) -> Path:
-        return self.dir / object_path(name, suffix).removeprefix("data/")
+        return Path(self.where(name, suffix))
+
+    def where(self, name: str, suffix: str) -> str:
+        """``path`` as a string, built without pathlib (it is on every read's path)."""
+        return f"{self._base}/{name[:2]}/{name[2:]}{suffix}"
 
     def open(self, name: str, suffix: str, size: int) -> int | None:
         """A read-only descriptor on the inflated object of ``size`` bytes (the caller closes it);
         None if it is absent or bad (a bad one is removed)."""
-        p = self.path(name, suffix)
+        key = p = self.where(name, suffix)
         try:
             fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             return None
-        key = str(p)
         try:
             good = os.fstat(fd).st_size == size + TRAILER and (key in self._verified or _intact(fd, size))
         except BaseException:
@@ -122,7 +124,7 @@ class PlainCache:
             raise
         self._verified.add(str(dest))
         if self.on_use is not None:
-            self.on_use(dest)
+            self.on_use(str(dest))
         return rfd
 
     def discard(self, name: str, suffix: str) -> None:

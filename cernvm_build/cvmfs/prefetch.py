@@ -19,9 +19,10 @@ import collections
 import concurrent.futures
 import itertools
 import logging
+import os
 import posixpath
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ..errors import CernVMError
 from .catalog import DirEntry
@@ -63,6 +64,14 @@ class Prefetcher:
         self._dirs: collections.OrderedDict[str, _Listing] = collections.OrderedDict()
         self._pending: set[str] = set()
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        plain = repo.store.plain_cache
+        #: what is in the mount's plain cache needs no fetch (a warm start would otherwise queue a
+        #: thread's work per file for nothing)
+        self._have: Callable[[str, str], bool] = (
+            (lambda name, suffix: os.path.exists(plain.where(name, suffix)))
+            if plain
+            else (lambda name, suffix: False)
+        )
 
     def close(self, *, finish: bool = False) -> None:
         """Stop the pool; fetches not started yet are dropped unless ``finish``."""
@@ -108,7 +117,11 @@ class Prefetcher:
                     break
                 budget -= e.size
                 j += 1
-                if e.content_hash is not None and e.content_hash not in self._pending:
+                if (
+                    e.content_hash is not None
+                    and e.content_hash not in self._pending
+                    and not self._have(e.content_hash, "")
+                ):
                     self._pending.add(e.content_hash)
                     todo.append(e)
             listing.next = max(listing.next, j)
@@ -123,6 +136,8 @@ class Prefetcher:
         if i < 0 or i + 1 >= len(chunks) or pos - chunks[i].offset < chunks[i].size // 2:
             return
         nxt = chunks[i + 1]
+        if self._have(nxt.hash, "P"):
+            return
         with self._lock:
             if nxt.hash in self._pending or len(self._pending) >= MAX_PENDING:
                 return

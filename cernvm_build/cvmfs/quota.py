@@ -66,7 +66,7 @@ class Quota:
             self.total = sum(size for _, _, size in found)
             return self._evict()
 
-    def used(self, path: Path) -> None:
+    def used(self, path: Path | str) -> None:
         """``path`` (an object in the cache) was just read or stored."""
         key = str(path)
         with self._lock:
