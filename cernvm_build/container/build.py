@@ -26,7 +26,7 @@ from ..tree import TreeReport
 from .apptainer import add_scaffold
 from .image import LABEL_MTIMES, LABEL_SKIPPED, ImageSpec, hex_of
 from .layer import LayerResult
-from .layering import DEFAULT_LAYER_BYTES, ChainView, ImageTrees, LayerView, plan_layers
+from .layering import DEFAULT_LAYER_BYTES, ImageTrees, LayerView, plan_layers
 from .layers import write_layers
 from .materialize import materialize
 from .oci import ImageParts, assemble, write_docker_archive, write_oci_dir, write_oci_tar
@@ -160,11 +160,7 @@ def build(req: BuildRequest, progress: Progress | None = None) -> BuildResult:
                 )
             if "cvmfs" in formats:
                 assert req.publish is not None
-                trees = ImageTrees(
-                    tree,
-                    [LayerView(tree, plan, f.index) for f in parts.layers],
-                    [ChainView(tree, plan, f.index) for f in parts.layers],
-                )
+                trees = ImageTrees(tree, [LayerView(tree, plan, f.index) for f in parts.layers])
                 res.artifacts.append(req.publish(parts, trees))
         if "apptainer" in formats:
             sandbox = out / f"{req.basename}.sandbox"

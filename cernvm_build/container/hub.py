@@ -21,13 +21,16 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 from ..artifact import Artifact
 from ..cvmfs.keys import KeySet, load_keys
-from ..cvmfs.publish import publish_tar
+from ..cvmfs.parts import CopyPart, Part, RemovePart, TarPart
+from ..cvmfs.publish import publish_parts
 from ..cvmfs.repository import Repository, open_repository
 from ..errors import BuildError, CernVMError
 from .apptainer import scaffold_tree
@@ -45,18 +48,15 @@ from .hub_store import (
 )
 from .image import canonical, hex_of, tags_of
 from .layer import LayerResult, write_layer
-from .layering import ImageTrees
+from .layering import OPAQUE, WHITEOUT, ImageTrees, LayerTar
 from .layers import LayerFile
 from .oci import ImageParts
 from .source import (
     FILE,
     SYMLINK,
-    Chained,
     Entry,
     MemoryTree,
-    Prefixed,
     TreeSource,
-    memory_dir,
     memory_file,
 )
 from .thin import layer_path
@@ -114,27 +114,43 @@ def _read_json(repo: Repository, path: str) -> object | None:
         return None
 
 
-def _publish(
-    stratum: Path, keys: KeySet, source: TreeSource, base_path: str, work: Path, mtime: int | None
-) -> int:
-    """Publish ``source`` as the subtree (or single node, for a source whose only entry is '.') at
-    ``base_path`` through a tar stream; returns the new revision. ``mtime`` None keeps mtimes."""
-    with tempfile.TemporaryFile(dir=work) as f:
-        write_layer(source, raw_out=f, mtime=mtime)
-        f.seek(0)
-        res = publish_tar(stratum, keys.fqrn, keys, f, base_path=base_path)
-    for w in res.warnings:
-        log.warning("%s: %s", base_path, w)
-    return res.revision
+def _tar(source: TreeSource, files: ExitStack, work: Path, mtime: int | None) -> BinaryIO:
+    """``source`` as a tar in a scratch file (closed when the publish is over)."""
+    f = files.enter_context(tempfile.TemporaryFile(dir=work))  # noqa: SIM115 (closed by the stack)
+    write_layer(source, raw_out=f, mtime=mtime)
+    f.seek(0)
+    return f
+
+
+def _layer_tar(layer: TreeSource | LayerTar, files: ExitStack, work: Path) -> BinaryIO:
+    if isinstance(layer, LayerTar):
+        return files.enter_context(open(layer.path, "rb"))
+    return _tar(layer, files, work, None)
+
+
+class _Without:
+    """``source`` without the top-level names in ``names`` (the scaffold fills in only the others,
+    as ``Chained`` does for the sandbox)."""
+
+    def __init__(self, source: TreeSource, names: frozenset[str]) -> None:
+        self.source, self.names = source, names
+        self.description = source.description
+
+    def entries(self) -> Iterator[Entry]:
+        return (e for e in self.source.entries() if e.path.split("/", 1)[0] not in self.names)
+
+    def open(self, entry: Entry) -> BinaryIO:
+        return self.source.open(entry)
 
 
 def publish_image(
     stratum: Path, keys: KeySet, parts: ImageParts, trees: ImageTrees, *, work: Path
 ) -> Artifact:
-    """Publish ``parts`` into the hub; nothing is written if it is there, and a layer, chain or
-    tree already there is not written again (a re-run after an interruption finishes the job)."""
+    """Publish ``parts`` into the hub in one revision; nothing is written if it is there, and a
+    layer, chain or flat root already there is not written again (content addressed)."""
     manifest = json.loads(parts.manifest)
-    chains = chain_ids([_digest(f) for f in parts.layers])
+    digests = [_digest(f) for f in parts.layers]
+    chains = chain_ids(digests)
     repo = _open_hub(stratum, keys)
     try:
         marker = _read_json(repo, marker_path(parts))
@@ -144,7 +160,7 @@ def publish_image(
             return _artifact(stratum, parts, revision, published=[], unchanged=True)
         fdir = flat_dir(parts.config_digest)
         # a layer is there once its metadata is (written after its layerfs)
-        origins = [_read_json(repo, layer_dir(_digest(f)) + "/.metadata/origin.json") for f in parts.layers]
+        origins = [_read_json(repo, layer_dir(d) + "/.metadata/origin.json") for d in digests]
         have = {
             p
             for p in [fdir, *(chain_dir(c) for c in chains), "/.layers"]
@@ -158,67 +174,92 @@ def publish_image(
         repo.close()
 
     published: list[str] = []
+    ops: list[Part] = []
     cfg = parts.config_digest
     ts = parts.spec.created
-    if "/.layers" not in have:
-        one = MemoryTree("catalog marker", [(_single_file(b"", ts), b"")])
-        revision = _publish(stratum, keys, one, "/.layers/" + CATALOG_MARKER, work, ts)
-    done: set[str] = set()
-    for layer, origin, layer_tree in zip(parts.layers, origins, trees.layers, strict=True):
-        ldir = layer_dir(_digest(layer))
-        if ldir in done:
-            continue
-        done.add(ldir)
-        had = origin.get("origin", []) if isinstance(origin, dict) else []
-        now = sorted({*had, cfg})
-        if origin is None:
-            revision = _publish_layer(stratum, keys, layer.result, layer_tree, now, ldir, work, ts)
-            published.append(ldir)
-        elif cfg not in had:
-            data = canonical({"origin": now})
-            one = MemoryTree("origin.json", [(_single_file(data, ts), data)])
-            revision = _publish(stratum, keys, one, ldir + "/.metadata/origin.json", work, ts)
-            published.append(ldir + "/.metadata/origin.json")
-    for chain, chain_tree in zip(chains, trees.chains, strict=True):
-        if chain_dir(chain) not in have:
-            revision = _publish(stratum, keys, _with_marker(chain_tree, ts), chain_dir(chain), work, None)
-            published.append(chain_dir(chain))
-    if fdir not in have:
-        flat = Chained(trees.root, scaffold_tree(parts.spec, mtime=ts), _marker(ts))
-        revision = _publish(stratum, keys, flat, fdir, work, None)
-        published.append(fdir)
-    revision, store = _publish_store(stratum, keys, parts, images_json, layers_json, work)
-    published += store
-    if not have_link:
-        link_entry = Entry(path=".", kind=SYMLINK, mode=0o777, mtime=ts, target=link_target(parts))
-        revision = _publish(
-            stratum, keys, MemoryTree("link", [(link_entry, b"")]), public_path(parts), work, ts
-        )
-        published.append(public_path(parts))
-    marker_dir = marker_path(parts).rsplit("/", 1)[0]
-    mtree = MemoryTree(
-        "marker",
-        [memory_file("manifest.json", canonical(manifest), mtime=ts)],
-    )
-    revision = _publish(stratum, keys, mtree, marker_dir, work, ts)
-    published.append(marker_path(parts))
-    return _artifact(stratum, parts, revision, published=published, unchanged=False)
+    with ExitStack() as files:
+        if "/.layers" not in have:
+            ops.append(TarPart("/.layers/" + CATALOG_MARKER, _tar(_single(b"", ts), files, work, ts)))
+        done: set[str] = set()
+        for layer, origin, layer_tree in zip(parts.layers, origins, trees.layers, strict=True):
+            ldir = layer_dir(_digest(layer))
+            if ldir in done:
+                continue
+            done.add(ldir)
+            had = origin.get("origin", []) if isinstance(origin, dict) else []
+            now = sorted({*had, cfg})
+            if origin is None:
+                if isinstance(layer_tree, LayerTar):  # the layer alone keeps no whiteout entries
+                    ops += [RemovePart(f"{ldir}/layerfs/{p}") for p in layer_tree.whiteouts]
+                ops += _layer_parts(
+                    layer.result, _layer_tar(layer_tree, files, work), now, ldir, files, work, ts
+                )
+                published.append(ldir)
+            elif cfg not in had:
+                data = canonical({"origin": now})
+                ops.append(TarPart(ldir + "/.metadata/origin.json", _tar(_single(data, ts), files, work, ts)))
+                published.append(ldir + "/.metadata/origin.json")
+        # chain k = chain k-1 (copied: catalog rows only), the layer's whiteouts, layer k over it
+        for k, chain in enumerate(chains):
+            cdir = chain_dir(chain)
+            if cdir in have:
+                continue
+            layerfs = layer_dir(digests[k]) + "/layerfs"
+            if k == 0:
+                ops.append(CopyPart(layerfs, cdir))
+            else:
+                ops.append(CopyPart(chain_dir(chains[k - 1]), cdir))
+                layer_tree = trees.layers[k]
+                if isinstance(layer_tree, LayerTar):
+                    ops += _applied_whiteouts(cdir, layer_tree.whiteouts)
+                ops.append(CopyPart(layerfs, cdir, over=True))
+            published.append(cdir)
+        if fdir not in have:
+            scaffold = _Without(scaffold_tree(parts.spec, mtime=ts), trees.names())
+            ops.append(CopyPart(chain_dir(chains[-1]), fdir))
+            ops.append(TarPart(fdir, _tar(scaffold, files, work, None), over=True))
+            published.append(fdir)
+        for path, tree in _store_parts(parts, images_json, layers_json):
+            ops.append(TarPart(path, _tar(tree, files, work, ts)))
+        published += _store_published(parts)
+        if not have_link:
+            link_entry = Entry(path=".", kind=SYMLINK, mode=0o777, mtime=ts, target=link_target(parts))
+            ops.append(
+                TarPart(public_path(parts), _tar(MemoryTree("link", [(link_entry, b"")]), files, work, ts))
+            )
+            published.append(public_path(parts))
+        marker_dir = marker_path(parts).rsplit("/", 1)[0]
+        mtree = MemoryTree("marker", [memory_file("manifest.json", canonical(manifest), mtime=ts)])
+        ops.append(TarPart(marker_dir, _tar(mtree, files, work, ts)))
+        published.append(marker_path(parts))
+        res = publish_parts(stratum, keys.fqrn, keys, ops)
+    for w in res.warnings:
+        log.warning("%s: %s", public_path(parts), w)
+    return _artifact(stratum, parts, res.revision, published=published, unchanged=False)
 
 
-def _marker(ts: int) -> MemoryTree:
-    return MemoryTree("catalog marker", [memory_file(CATALOG_MARKER, b"", mtime=ts)])
+def _applied_whiteouts(chain: str, whiteouts: Sequence[str]) -> list[Part]:
+    """What a layer's whiteout entries remove from the chain below it: ``d/.wh.NAME`` removes
+    ``d/NAME``, ``d/.wh..wh..opq`` everything in ``d`` (the layer's own entries come after)."""
+    out: list[Part] = []
+    for w in whiteouts:
+        parent, _, name = w.rpartition("/")
+        where = f"{chain}/{parent}" if parent else chain
+        if name == OPAQUE:
+            out.append(RemovePart(where, children_only=True))
+        else:
+            out.append(RemovePart(f"{where}/{name[len(WHITEOUT) :]}"))
+    return out
 
 
-def _with_marker(tree: TreeSource, ts: int) -> TreeSource:
-    """``tree`` with a nested-catalog marker of its own (each layer, chain and flat root is one)."""
-    return Chained(tree, _marker(ts))
+def _store_published(parts: ImageParts) -> list[str]:
+    ldir = f"{STORE}/overlay/{flat_layer_id(parts)}"
+    return [ldir, f"{STORE}/overlay-images/{image_id(parts)}", f"{STORE}/overlay-images/images.json"]
 
 
-def _publish_store(
-    stratum: Path, keys: KeySet, parts: ImageParts, images_json: object, layers_json: object, work: Path
-) -> tuple[int, list[str]]:
+def _store_parts(parts: ImageParts, images_json: object, layers_json: object) -> list[tuple[str, TreeSource]]:
     """The image in ``podmanStore/``: its one layer (a link to the flat root), its metadata, and
-    the store's image list last (podman sees the image once everything it names is there)."""
+    the store's image and layer lists (one revision: podman sees all of it or none)."""
     ts = parts.spec.created
     layer_id = flat_layer_id(parts)
     short = link_id(layer_id)
@@ -246,10 +287,7 @@ def _publish_store(
     names = [f"{parts.spec.name}:{t}" for t in tags_of(parts.spec)]
     images_data = merged(images_json, image_record(parts, layer_id, names), names=True)
     steps.append((f"{STORE}/overlay-images/images.json", _single(images_data, ts)))
-    revision = 0
-    for path, tree in steps:
-        revision = _publish(stratum, keys, tree, path, work, ts)
-    return revision, [ldir, idir, f"{STORE}/overlay-images/images.json"]
+    return steps
 
 
 def _single(data: bytes, ts: int) -> MemoryTree:
@@ -265,17 +303,17 @@ def _digest(layer: LayerFile) -> str:
     return layer.result.digest
 
 
-def _publish_layer(
-    stratum: Path,
-    keys: KeySet,
+def _layer_parts(
     layer: LayerResult,
-    tree: TreeSource,
+    layerfs: BinaryIO,
     origins: list[str],
     ldir: str,
+    files: ExitStack,
     work: Path,
     ts: int,
-) -> int:
-    """``ldir/layerfs`` (its own nested catalog) and ``ldir/.metadata`` in one publish."""
+) -> list[Part]:
+    """``ldir/layerfs`` (the layer's tar, with a nested-catalog marker of its own) and
+    ``ldir/.metadata`` (written after it, so a layer counts as there once its metadata is)."""
     assert layer.digest is not None
     layers_json = canonical(
         [
@@ -291,13 +329,15 @@ def _publish_layer(
     meta = MemoryTree(
         "layer metadata",
         [
-            memory_dir(".metadata", mtime=ts),
-            memory_file(".metadata/layers.json", layers_json, mtime=ts),
-            memory_file(".metadata/origin.json", canonical({"origin": origins}), mtime=ts),
+            memory_file("layers.json", layers_json, mtime=ts),
+            memory_file("origin.json", canonical({"origin": origins}), mtime=ts),
         ],
     )
-    layerfs = _with_marker(tree, ts)
-    return _publish(stratum, keys, Chained(Prefixed(layerfs, "layerfs", mtime=ts), meta), ldir, work, None)
+    return [
+        TarPart(ldir + "/layerfs", layerfs),
+        TarPart(ldir + "/layerfs/" + CATALOG_MARKER, _tar(_single(b"", ts), files, work, ts)),
+        TarPart(ldir + "/.metadata", _tar(meta, files, work, ts)),
+    ]
 
 
 def _single_file(data: bytes, ts: int) -> Entry:

@@ -104,12 +104,16 @@ def layer_record(layer_id: str, created_iso: str, size: int) -> dict[str, Any]:
 
 
 def merged(existing: object, record: dict[str, Any], *, names: bool = False) -> bytes:
-    """``images.json`` / ``layers.json`` with ``record`` added (replacing one with its id; an image
-    name moves to the newest image that has it, as a tag does)."""
+    """``images.json`` / ``layers.json`` with ``record`` added (replacing one with its id, whose
+    names it keeps: one image under several tags; an image name moves to the newest image that has
+    it, as a tag does)."""
     items = [r for r in existing if isinstance(r, dict)] if isinstance(existing, list) else []
     out = []
     for r in items:
         if r.get("id") == record["id"]:
+            if names and isinstance(r.get("names"), list):
+                had = [n for n in r["names"] if isinstance(n, str)]
+                record = dict(record, names=sorted({*had, *record["names"]}))
             continue
         if names:
             had = r.get("names")

@@ -1,12 +1,15 @@
 """``hub ingest``: images from a registry, published unpacked into the hub as DUCC does.
 
 For each wished image (``host[:port]/repo:tag``; ``*``/``?`` in the tag match the registry's tags,
-e.g. ``library/python:3.*``) the image is copied into a scratch OCI layout with skopeo (checked
-against a ``policy.json`` when given), and each view the hub keeps is unpacked with the real umoci
-from that layout, so whiteouts and opaque directories mean what they mean to every engine: each
-layer alone, each chain (layers 0..k: a layout whose manifest lists only those), and the flat root.
-Then the same publisher as for built images writes them (``hub.publish_image``): a layer, chain or
-flat root already in the hub is not written again, and an unchanged image writes nothing.
+e.g. ``library/python:3.*``) the registry's manifest is read first: a manifest list (OCI index) is
+checked and every platform's image ingested (``manifest_list.py`` says under which names). The
+image (all of them, for a list) is copied into a scratch OCI layout with skopeo, checked against a
+``policy.json`` when given. Nothing is unpacked here: each layer's blob goes to the publisher as it
+is (its tar headers read once for its whiteout entries and the image's top-level names), and the
+hub builds each chain from the one below plus the layer, applying the whiteouts as every engine
+does (``.wh.NAME`` removes NAME from the layers below, ``.wh..wh..opq`` hides a directory's lower
+content). All of an image goes into the hub in one revision (``hub.publish_image``); a layer,
+chain or flat root already there is not written again, and an unchanged image writes nothing.
 """
 
 from __future__ import annotations
@@ -14,11 +17,11 @@ from __future__ import annotations
 import fnmatch
 import json
 import logging
-import os
 import re
 import shutil
-import subprocess
+import tarfile
 import tempfile
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,13 +30,13 @@ from typing import Any
 
 from ..artifact import Artifact
 from ..errors import BuildError
-from .image import _TAG_RE, ImageSpec, canonical, digest_of, hex_of
+from .image import _TAG_RE, ImageSpec, hex_of
 from .layer import LayerResult
-from .layering import ImageTrees
+from .layering import OPAQUE, WHITEOUT, ImageTrees, LayerTar
 from .layers import LayerFile
+from .manifest_list import default_platform, index_platforms
 from .oci import ImageParts
-from .registry import RegistryOptions, list_tags, pull
-from .source import LocalTree
+from .registry import RegistryOptions, inspect_raw, list_tags, pull
 
 log = logging.getLogger(__name__)
 
@@ -73,38 +76,11 @@ class Wish:
         return matching
 
 
-def _umoci(layout: Path, tag: str, dest: Path) -> Path:
-    argv = ["umoci", "raw", "unpack", *([] if os.geteuid() == 0 else ["--rootless"])]
-    proc = subprocess.run([*argv, "--image", f"{layout}:{tag}", str(dest)], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise BuildError(
-            f"{layout}: umoci cannot unpack it: {proc.stderr.strip()[-300:]}", hint="is it an image?"
-        )
-    return dest
-
-
 def _blob(layout: Path, digest: str) -> bytes:
     return (layout / "blobs" / "sha256" / hex_of(digest)).read_bytes()
 
 
-def _partial(layout: Path, manifest: dict[str, Any], config: dict[str, Any], top: int, tag: str) -> None:
-    """Tag in ``layout`` an image made of the first ``top + 1`` layers (for unpacking a chain or a layer)."""
-    cfg = dict(config, rootfs={"type": "layers", "diff_ids": config["rootfs"]["diff_ids"][: top + 1]})
-    cfg_bytes = canonical(cfg)
-    m = dict(manifest, layers=manifest["layers"][: top + 1])
-    m["config"] = dict(manifest["config"], digest=digest_of(cfg_bytes), size=len(cfg_bytes))
-    m_bytes = canonical(m)
-    for data in (cfg_bytes, m_bytes):
-        (layout / "blobs" / "sha256" / hex_of(digest_of(data))).write_bytes(data)
-    index = json.loads((layout / "index.json").read_text())
-    entry = {"mediaType": m.get("mediaType", "application/vnd.oci.image.manifest.v1+json"),
-             "digest": digest_of(m_bytes), "size": len(m_bytes),
-             "annotations": {"org.opencontainers.image.ref.name": tag}}  # fmt: skip
-    index["manifests"].append(entry)
-    (layout / "index.json").write_text(json.dumps(index))
-
-
-#: Docker's own limit; each layer is unpacked twice (alone and as a chain)
+#: Docker's own limit
 MAX_LAYERS = 127
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
@@ -171,6 +147,76 @@ def _spec(w: Wish, tag: str, config: dict[str, Any]) -> ImageSpec:
     )
 
 
+#: the layer types the hub unpacks (the publisher reads plain and gzip tars)
+LAYER_TYPES = frozenset(
+    {
+        "application/vnd.oci.image.layer.v1.tar",
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+        "application/vnd.docker.image.rootfs.diff.tar.gzip",
+    }
+)
+
+
+def _member_path(name: str) -> str:
+    return "/".join(p for p in name.split("/") if p not in ("", "."))
+
+
+def scan_layer(blob: Path, below: set[str], where: str) -> LayerTar:
+    """The layer's whiteout entries (read from its tar headers, the contents are skipped) and, in
+    ``below``, the image's top-level names once this layer is applied over the ones before."""
+    whiteouts: list[str] = []
+    try:
+        with tarfile.open(blob, mode="r|*") as tar:
+            for m in tar:
+                path = _member_path(m.name)
+                if not path:
+                    continue
+                parent, _, name = path.rpartition("/")
+                if name == OPAQUE:
+                    whiteouts.append(path)
+                    if not parent:
+                        below.clear()
+                elif name.startswith(WHITEOUT):
+                    whiteouts.append(path)
+                    if not parent:
+                        below.discard(name[len(WHITEOUT) :])
+                else:
+                    below.add(path.split("/", 1)[0])
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+        raise BuildError(
+            f"{where}: the layer is not a tar the hub can read: {e}", hint="the blob is damaged"
+        ) from None
+    return LayerTar(blob, tuple(whiteouts))
+
+
+def ingest_manifest(
+    w: Wish,
+    tag: str,
+    layout: Path,
+    manifest_digest: str,
+    publish: Callable[[ImageParts, ImageTrees], Artifact],
+) -> Artifact:
+    """One image of the pulled layout (a platform of an index, or the image) into the hub: its
+    layers straight from their blobs (no unpacking: the publisher reads the tars, and the hub makes
+    each chain from the one below plus the layer, applying its whiteouts)."""
+    manifest_bytes = _blob(layout, manifest_digest)
+    manifest = json.loads(manifest_bytes)
+    config_bytes = _blob(layout, manifest["config"]["digest"])
+    parts = image_parts(w, tag, manifest_bytes, config_bytes)
+    where = f"{w.registry}/{w.repository}:{tag}"
+    names: set[str] = set()
+    layers = []
+    for layer in manifest["layers"]:
+        media = layer.get("mediaType", "application/vnd.oci.image.layer.v1.tar+gzip")
+        if media not in LAYER_TYPES:
+            raise BuildError(
+                f"{where}: layer {layer['digest']} is {media!r:.100}, which the hub cannot unpack",
+                hint="layers must be tar or tar+gzip (zstd and foreign layers are not supported)",
+            )
+        layers.append(scan_layer(layout / "blobs" / "sha256" / hex_of(layer["digest"]), names, where))
+    return publish(parts, ImageTrees(None, layers, frozenset(names)))
+
+
 def ingest_image(
     w: Wish,
     tag: str,
@@ -178,26 +224,27 @@ def ingest_image(
     *,
     opts: RegistryOptions,
     work: Path,
-) -> Artifact:
-    layout = pull(f"{w.registry}/{w.repository}:{tag}", work / "image.oci", opts=opts)
-    index = json.loads((layout / "index.json").read_text())
-    manifest_bytes = _blob(layout, index["manifests"][0]["digest"])
-    manifest = json.loads(manifest_bytes)
-    config_bytes = _blob(layout, manifest["config"]["digest"])
-    parts = image_parts(w, tag, manifest_bytes, config_bytes)
-    config = json.loads(config_bytes)
-    layers = manifest["layers"]
-    diff_ids = config["rootfs"]["diff_ids"]
-    chains, alone = [], []
-    for k in range(len(layers)):
-        _partial(layout, manifest, config, k, f"chain{k}")
-        chains.append(LocalTree(_umoci(layout, f"chain{k}", work / f"chain{k}")))
-        one = dict(manifest, layers=[layers[k]])
-        _partial(
-            layout, one, dict(config, rootfs={"type": "layers", "diff_ids": [diff_ids[k]]}), 0, f"layer{k}"
-        )
-        alone.append(LocalTree(_umoci(layout, f"layer{k}", work / f"layer{k}")))
-    return publish(parts, ImageTrees(chains[-1], alone, chains))
+) -> list[Artifact]:
+    """The image ``w`` at ``tag``; for a manifest list (OCI index) every platform's image, each
+    under ``<tag>-<os>-<arch>[-<variant>]``, and the default platform also under ``<tag>``."""
+    ref = f"{w.registry}/{w.repository}:{tag}"
+    platforms = index_platforms(ref, inspect_raw(ref, opts=opts))
+    layout = pull(ref, work / "image.oci", opts=opts, all_platforms=platforms is not None)
+    top = json.loads((layout / "index.json").read_text())["manifests"][0]
+    if platforms is None:
+        return [ingest_manifest(w, tag, layout, top["digest"], publish)]
+    listed = {m["digest"] for m in json.loads(_blob(layout, top["digest"]))["manifests"]}
+    out = []
+    for p in platforms:
+        if p.digest not in listed or not (layout / "blobs" / "sha256" / hex_of(p.digest)).is_file():
+            raise BuildError(
+                f"{ref}: platform {p.name}'s manifest {p.digest} was not pulled",
+                hint="is the registry complete?",
+            )
+        out.append(ingest_manifest(w, f"{tag}-{p.name}", layout, p.digest, publish))
+    default = default_platform(platforms)
+    out.append(ingest_manifest(w, tag, layout, default.digest, publish))
+    return out
 
 
 def ingest(
@@ -220,7 +267,7 @@ def ingest(
         for tag in tags:
             work = Path(tempfile.mkdtemp(prefix="cernvm-ingest-", dir=scratch))
             try:
-                out.append(ingest_image(w, tag, publish, opts=opts, work=work))
+                out += ingest_image(w, tag, publish, opts=opts, work=work)
             finally:
                 shutil.rmtree(work, ignore_errors=True)
     return out

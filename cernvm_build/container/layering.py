@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO
 
 from ..tree import DIR, FILE, Entry, TreeSource
@@ -215,13 +216,33 @@ def _chunks(small: list[str], weights: dict[str, int], layer_bytes: int) -> list
     return out
 
 
+WHITEOUT = ".wh."  # OCI's whiteout entries: .wh.NAME removes NAME from the layers below
+OPAQUE = ".wh..wh..opq"  # and this one hides all of its directory's lower content
+
+
+@dataclass(frozen=True)
+class LayerTar:
+    """A layer as a tar file (as a registry holds it) and the paths of its whiteout entries."""
+
+    path: Path
+    whiteouts: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class ImageTrees:
-    """An image's trees, for the hub: the whole root, each layer alone, each chain (layers 0..k)."""
+    """An image's trees, for the hub: each layer alone (a tree, or a tar from a registry); the hub
+    makes each chain from the one below plus its layer. ``top_names``: the top-level names of the
+    whole image (the flat root's scaffold fills in only the others); None: read from ``root``."""
 
-    root: TreeSource
-    layers: Sequence[TreeSource]
-    chains: Sequence[TreeSource]
+    root: TreeSource | None
+    layers: Sequence[TreeSource | LayerTar]
+    top_names: frozenset[str] | None = None
+
+    def names(self) -> frozenset[str]:
+        if self.top_names is not None:
+            return self.top_names
+        assert self.root is not None, "an image's trees give its root or its top-level names"
+        return frozenset(e.path.split("/", 1)[0] for e in self.root.entries() if e.path not in ("", "."))
 
 
 class LayerView:
@@ -234,29 +255,6 @@ class LayerView:
 
     def entries(self) -> Iterator[Entry]:
         return (e for k, e in self.plan.split_entries(self.source) if k == self.layer)
-
-    def open(self, entry: Entry) -> BinaryIO:
-        return self.source.open(entry)
-
-
-class ChainView:
-    """Layers ``0..top`` of ``plan`` applied in order, as one tree (DUCC's chains): their entries,
-    and each split directory once (the base layer's real one when it is included)."""
-
-    def __init__(self, source: TreeSource, plan: LayerPlan, top: int) -> None:
-        self.source, self.plan, self.top = source, plan, top
-        self.description = source.description
-
-    def entries(self) -> Iterator[Entry]:
-        seen: set[str] = set()
-        for k, e in self.plan.split_entries(self.source):
-            if k > self.top:
-                continue
-            if e.path in self.plan.split:
-                if e.path in seen:
-                    continue
-                seen.add(e.path)
-            yield e
 
     def open(self, entry: Entry) -> BinaryIO:
         return self.source.open(entry)

@@ -34,7 +34,9 @@ def _skopeo(args: list[str], what: str) -> str:
     if shutil.which("skopeo") is None:
         raise BuildError(f"{what}: needs skopeo", hint="apt-get install skopeo")
     try:
-        proc = subprocess.run(["skopeo", *args], capture_output=True, text=True, timeout=_TIMEOUT)
+        proc = subprocess.run(
+            ["skopeo", *args], capture_output=True, text=True, errors="replace", timeout=_TIMEOUT
+        )
     except subprocess.TimeoutExpired as e:
         raise BuildError(
             f"{what}: skopeo gave no answer in {_TIMEOUT} s", hint="is the registry reachable?"
@@ -90,9 +92,10 @@ def push(
         digest_file.unlink(missing_ok=True)
 
 
-def pull(ref: str, dest: Path, *, opts: RegistryOptions, arch: str | None = None) -> Path:
+def pull(ref: str, dest: Path, *, opts: RegistryOptions, all_platforms: bool = False) -> Path:
     """Copy ``ref`` (``host[:port]/repo:tag``) into the OCI layout ``dest`` (tagged ``latest``),
-    checked against ``opts.policy`` when given."""
+    checked against ``opts.policy`` when given; ``all_platforms``: a manifest list with every
+    image it lists (else skopeo picks this machine's)."""
     source = ref if ref.startswith("docker://") else f"docker://{ref}"
     # the policy checks the signatures on the way; an OCI layout cannot keep them
     args = [
@@ -104,11 +107,18 @@ def pull(ref: str, dest: Path, *, opts: RegistryOptions, arch: str | None = None
     ]
     if opts.policy is not None:
         args += ["--policy", str(opts.policy)]
-    if arch:
-        args += ["--override-arch", arch]
+    if all_platforms:
+        args += ["--all"]
     with atomic_dir(dest) as tmp:
         _skopeo([*args, source, f"oci:{tmp}:latest"], f"pull {ref}")
     return dest
+
+
+def inspect_raw(ref: str, *, opts: RegistryOptions) -> bytes:
+    """The registry's manifest of ``ref`` as it is (an image's, or a manifest list)."""
+    source = ref if ref.startswith("docker://") else f"docker://{ref}"
+    args = ["inspect", "--raw", *_common(opts), f"--tls-verify={str(opts.tls_verify).lower()}"]
+    return _skopeo([*args, source], f"inspect {ref}").encode("utf-8", "surrogateescape")
 
 
 def list_tags(repository: str, *, opts: RegistryOptions) -> list[str]:

@@ -23,7 +23,7 @@ import shutil
 import sqlite3
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO
@@ -57,6 +57,7 @@ from .lock import publish_lock
 from .nesting import DIRTAB, AutoCatalogs, Placed, place_catalogs
 from .objwrite import ObjectWriter
 from .options import Fault, Options, Progress
+from .parts import Part, replaced_bases, stage_parts
 from .previous import PreviousTree, read_object
 from .scan import dir_entry, ensure_dirs, norm_base, scan_dir, stage_outside
 from .scan_tar import scan_tar
@@ -194,7 +195,7 @@ def _publish(
     timestamp: int | None,
     epoch: int | None,
     chunking: ChunkingSettings | None,
-    base_path: str,
+    base_path: str | tuple[str, ...],
     progress: Progress | None,
     normalize_owner: bool,
     fault: Fault | None,
@@ -202,7 +203,9 @@ def _publish(
 ) -> PublishResult:
     if tag is not None:
         _check_tag_name(tag)
-    base = norm_base(base_path)
+    # several bases: one revision replacing several subtrees (publish_parts); fill gets base ""
+    bases = tuple(norm_base(b) for b in ((base_path,) if isinstance(base_path, str) else base_path))
+    base = bases[0] if len(bases) == 1 else ""
     opts = Options(
         _default_timestamp(timestamp, epoch),
         chunking or ChunkingSettings(),
@@ -220,10 +223,11 @@ def _publish(
         stage = Stage(scratch / "stage.db")
         content = ContentStore(store, stage, opts)
         try:
-            if base:
-                stage_outside(stage, prev, base)
-            if base:
-                ensure_dirs(stage, base.rsplit("/", 1)[0], opts.timestamp)
+            if all(bases):
+                stage_outside(stage, prev, bases)
+            for b in bases:
+                if b:
+                    ensure_dirs(stage, b.rsplit("/", 1)[0], opts.timestamp)
             fill(stage, prev, content, base, opts)
             placed = _place_catalogs(stratum, store, stage, opts)
             opts.reached("staged")
@@ -343,6 +347,46 @@ def publish_tar(
         normalize_owner=normalize_owner,
         fault=fault,
         autocatalogs=autocatalogs,
+    )
+
+
+def publish_parts(
+    stratum: Path,
+    fqrn: str,
+    keys: KeySet,
+    parts: Sequence[Part],
+    *,
+    description: str = "",
+    timestamp: int | None = None,
+    epoch: int | None = None,
+    chunking: ChunkingSettings | None = None,
+    normalize_owner: bool = False,
+    fault: Fault | None = None,
+) -> PublishResult:
+    """Several subtrees changed in one revision (``parts.py``: tars at base paths, copies of
+    subtrees, removals), applied in order; the rest of the previous revision is kept. One lock, one
+    catalog pass and one signature for all of them."""
+    bases = replaced_bases(parts)
+
+    def fill(stage: Stage, prev: PreviousTree, content: ContentStore, base: str, opts: Options) -> None:
+        stage_parts(stage, prev, content.store, parts, opts)
+
+    return _publish(
+        stratum,
+        fqrn,
+        keys,
+        fill,
+        tag=None,
+        description=description,
+        auto_tag=False,
+        timestamp=timestamp,
+        epoch=epoch,
+        chunking=chunking,
+        base_path=bases,
+        progress=None,
+        normalize_owner=normalize_owner,
+        fault=fault,
+        autocatalogs=AutoCatalogs(),
     )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import CvmfsError
@@ -66,13 +67,16 @@ def entry_from_old(row: OldRow, cat: OldCatalog) -> Entry:
     )
 
 
-def stage_outside(stage: Stage, prev: PreviousTree, base: str) -> None:
-    """Copy everything of the previous revision that is not at or below ``base`` into the stage."""
-    ancestors = {base[:i] for i in range(len(base)) if base[i] == "/"}  # "", "/a", "/a/b" for /a/b/c
+def stage_outside(stage: Stage, prev: PreviousTree, base: str | Sequence[str]) -> None:
+    """Copy everything of the previous revision that is not at or below ``base`` (or any of several
+    bases) into the stage."""
+    bases = {base} if isinstance(base, str) else set(base)
+    # "", "/a", "/a/b" for /a/b/c: the directories walked into rather than kept by reference
+    ancestors = {b[:i] for b in bases for i in range(len(b)) if b[i] == "/"}
 
     def walk(cat: OldCatalog, path: str) -> None:
         for row in cat.children(path):
-            if row.path == base or row.path.startswith(base + "/"):
+            if row.path in bases:  # (nothing below a base is reached)
                 continue
             if row.flags & 2 and row.path in cat.nested:  # nested catalog mountpoint
                 if row.path in ancestors:

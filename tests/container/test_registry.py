@@ -232,7 +232,7 @@ def test_push_ingest_and_run_from_the_podman_store(
         (["hub", "ingest", "no-tag-here"], "is not an image name host/repo:tag"),
         (
             ["hub", "ingest", "127.0.0.1:9/cernvm/demo:1", "--no-tls-verify"],
-            "pull 127.0.0.1:9/cernvm/demo:1: ",
+            "inspect 127.0.0.1:9/cernvm/demo:1: ",
         ),
         (["container", "push", "/nonexistent.oci", "127.0.0.1:9/x/y:1"], "not an OCI layout"),
     ],
