@@ -112,8 +112,8 @@ def merged(existing: object, record: dict[str, Any], *, names: bool = False) -> 
     for r in items:
         if r.get("id") == record["id"]:
             if names and isinstance(r.get("names"), list):
-                had = [n for n in r["names"] if isinstance(n, str)]
-                record = dict(record, names=sorted({*had, *record["names"]}))
+                same = [n for n in r["names"] if isinstance(n, str)]
+                record = dict(record, names=sorted({*same, *record["names"]}))
             continue
         if names:
             had = r.get("names")
