@@ -96,8 +96,7 @@ def _copy_old(stage: Stage, prev: PreviousTree, cat: OldCatalog, src: str, dst: 
 
 
 def _copy(stage: Stage, prev: PreviousTree, src: str, dst: str) -> None:
-    top = stage.get(src)
-    if top is None:
+    if not stage.has(src):
         found = prev.lookup(src)
         if found is None:
             raise CvmfsError(f"{src or '/'}: nothing there to copy to {dst}", hint="publish it first")
@@ -106,17 +105,11 @@ def _copy(stage: Stage, prev: PreviousTree, src: str, dst: str) -> None:
         if stat.S_ISDIR(row.mode):
             _copy_old(stage, prev, cat, src, dst)
         return
-    stack = [top]
-    while stack:
-        s = stack.pop()
-        path = dst + s.entry.path[len(src) :]
-        _put(stage, replace(s.entry, path=path))
-        if s.nested is not None:  # kept from the previous revision by reference: read it through
-            found = prev.lookup(s.entry.path)
-            assert found is not None, s.entry.path
-            _copy_old(stage, prev, found[1], s.entry.path, path)
-        elif stat.S_ISDIR(s.entry.mode):
-            stack.extend(stage.children(s.entry.path))
+    for copied in stage.copy_tree(src, dst):  # the parts kept by reference: read them through
+        old = src + copied[len(dst) :]
+        found = prev.lookup(old)
+        assert found is not None, old
+        _copy_old(stage, prev, found[1], old, copied)
 
 
 def _remove(stage: Stage, path: str, children_only: bool) -> None:

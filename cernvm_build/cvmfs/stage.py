@@ -44,6 +44,15 @@ class Staged:
     nested: NestedRef | None
 
 
+#: ``path`` and everything below it: a range of the primary key in byte order ("0" follows "/";
+#: LIKE would be case-insensitive and scan the table)
+_AT_OR_BELOW = "(path = ? OR (path > ? AND path < ?))"
+
+
+def _subtree(path: str) -> tuple[str, str, str]:
+    return path, path + "/", path + "0"
+
+
 class Stage:
     def __init__(self, path: Path):
         self.path = path
@@ -117,9 +126,46 @@ class Stage:
 
     def remove_tree(self, path: str) -> None:
         """Drop ``path`` and everything below it (a tar member replacing a directory)."""
-        like = path.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "/%"
         for table in ("stage", "stage_chunks"):
-            self.db.execute(f"DELETE FROM {table} WHERE path = ? OR path LIKE ? ESCAPE '\\'", (path, like))
+            self.db.execute(f"DELETE FROM {table} WHERE {_AT_OR_BELOW}", _subtree(path))
+
+    def copy_tree(self, src: str, dst: str) -> list[str]:
+        """Copy the staged ``src`` and everything below it to ``dst`` in a few SQL statements (a
+        template transaction: rows only, the content objects are shared), replacing rows there and,
+        where a copied non-directory lands on a directory, that directory's subtree. Returns the
+        copies of directories that were kept by reference to a previous catalog (``NestedRef``,
+        copied as plain directories): the caller copies their content from that catalog."""
+        below = _subtree(src)
+        n = len(src) + 1
+        sel = f"FROM stage WHERE {_AT_OR_BELOW}"
+        s_ifmt, s_ifdir = stat.S_IFMT(0xFFFF), stat.S_IFDIR
+        replaced = self.db.execute(
+            f"SELECT d.path FROM stage s JOIN stage d ON d.path = ? || substr(s.path, ?)"
+            f" WHERE (s.path = ? OR (s.path > ? AND s.path < ?)) AND (d.mode & {s_ifmt}) = {s_ifdir}"
+            f" AND (s.mode & {s_ifmt}) != {s_ifdir}",
+            (dst, n, *below),
+        ).fetchall()
+        for (path,) in replaced:
+            self.remove_tree(str(path))
+        self.db.execute(
+            f"DELETE FROM stage_chunks WHERE path IN (SELECT ? || substr(path, ?) {sel})", (dst, n, *below)
+        )
+        head, _, name = dst.rpartition("/")
+        self.db.execute(
+            "INSERT OR REPLACE INTO stage SELECT ? || substr(path, ?),"
+            " CASE WHEN path = ? THEN ? ELSE ? || substr(parent, ?) END,"
+            " CASE WHEN path = ? THEN ? ELSE name END,"
+            " mode, size, mtime, mtimens, uid, gid, symlink, xattr, digest, algorithm, hlkey, linkcount,"
+            f" hidden, NULL, NULL, NULL {sel}",
+            (dst, n, src, head, dst, n, src, name, *below),
+        )
+        self.db.execute(
+            f"INSERT INTO stage_chunks SELECT ? || substr(path, ?), offset, size, digest"
+            f" FROM stage_chunks WHERE {_AT_OR_BELOW}",
+            (dst, n, *below),
+        )
+        nested = self.db.execute(f"SELECT path {sel} AND nested_hash IS NOT NULL", below).fetchall()
+        return [dst + str(p)[len(src) :] for (p,) in nested]
 
     def get(self, path: str) -> Staged | None:
         row = self.db.execute("SELECT * FROM stage WHERE path = ?", (path,)).fetchone()

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from cernvm_build.container import ingest
+from cernvm_build.container import ingest, manifest_list
 from cernvm_build.container.image import digest_of
 from cernvm_build.container.registry import RegistryOptions
 from cernvm_build.errors import BuildError
@@ -72,3 +72,57 @@ def test_a_listed_tag_that_is_no_tag_is_refused_before_any_pull(monkeypatch: pyt
     with pytest.raises(BuildError) as e:
         WISH.expand(RegistryOptions())
     assert "the registry lists 'demo-/../../../etc', which is not a tag" in str(e.value)
+
+
+def _index(*entries: Any, media: str = manifest_list.OCI_INDEX) -> bytes:
+    return json.dumps({"schemaVersion": 2, "mediaType": media, "manifests": list(entries)}).encode()
+
+
+def _entry(arch: str = "amd64", media: str = manifest_list.OCI_MANIFEST, **more: Any) -> dict[str, Any]:
+    return {"mediaType": media, "digest": f"sha256:{HEX}", "size": 10,
+            "platform": {"os": "linux", "architecture": arch}, **more}  # fmt: skip
+
+
+def test_a_manifest_list_names_its_platforms_and_one_image_none() -> None:
+    attestation = _entry(platform={"os": "unknown", "architecture": "unknown"})
+    got = manifest_list.index_platforms("r/x:1", _index(_entry("arm64", variant=None), _entry(), attestation))
+    assert got is not None and [p.name for p in got] == ["linux-arm64", "linux-amd64"]
+    assert manifest_list.default_platform(got).name == "linux-amd64"
+    assert manifest_list.index_platforms("r/x:1", _image()[0]) is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "error"),
+    [
+        (lambda: _index(*[_entry(f"a{i}") for i in range(300)]), "has 300 entries (at most 64 platforms)"),
+        (
+            lambda: _index(_entry(media="application/x-unknown")),
+            "is 'application/x-unknown', not an image manifest",
+        ),
+        (lambda: _index(_entry(media=manifest_list.OCI_INDEX)), "not an image manifest"),
+        (lambda: _index(_entry(), media="application/x-other"), "neither an image nor a manifest list"),
+        (lambda: _index(_entry("../../x")), "is not os/architecture[/variant]"),
+        (lambda: _index(_entry(), _entry()), "platform linux-amd64 is listed twice"),
+        (lambda: _index(_entry(digest="sha256:../x")), "is not sha256:<hex>"),
+        (lambda: _index(), "names no image"),
+        (lambda: b"\xff" * 10, "is not JSON"),
+        (lambda: b"{" * (manifest_list.MAX_RAW + 1), "bytes (at most"),
+    ],
+    ids=[
+        "hundreds",
+        "unknown-type",
+        "nested-index",
+        "unknown-top",
+        "platform-path",
+        "twice",
+        "digest",
+        "empty",
+        "not-json",
+        "huge",
+    ],
+)
+def test_a_hostile_manifest_list_is_one_build_error(raw: Any, error: str) -> None:
+    with pytest.raises(BuildError) as e:
+        manifest_list.index_platforms("127.0.0.1:5000/cernvm/demo:1", raw())
+    assert error in str(e.value) and "127.0.0.1:5000/cernvm/demo:1" in str(e.value)
+    assert "\n" not in str(e.value)

@@ -17,7 +17,9 @@ import pytest
 
 from cernvm_build import profile
 from cernvm_build.cli.main import main
+from cernvm_build.container import manifest_list
 from cernvm_build.container.from_profile import build_profile
+from cernvm_build.container.image import canonical, digest_of
 from cernvm_build.container.materialize import materialize
 from cernvm_build.container.source import CvmfsTree
 from cernvm_build.context import BuildContext
@@ -250,3 +252,98 @@ def test_bad_names_and_unreachable_registries_are_one_line_errors(
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert len([ln for ln in err.splitlines() if ln.startswith("error:")]) == 1
+
+
+def _two_arch_layout(image: Path, dest: Path) -> tuple[str, str]:
+    """``image`` (a layout of the demo, amd64) copied with a tag ``multi``: an OCI index of it and of
+    a second platform made by hand (the same layer, an arm64 config: no arm64 build is at hand).
+    Returns the two manifest digests (amd64, arm64)."""
+    shutil.copytree(image, dest)
+    blobs = dest / "blobs" / "sha256"
+    index = json.loads((dest / "index.json").read_text())
+    desc = next(m for m in index["manifests"] if m["mediaType"] == manifest_list.OCI_MANIFEST)
+    manifest = json.loads((blobs / desc["digest"][7:]).read_bytes())
+    config = json.loads((blobs / manifest["config"]["digest"][7:]).read_bytes())
+
+    def put(doc: object) -> tuple[str, int]:
+        data = canonical(doc)
+        (blobs / digest_of(data)[7:]).write_bytes(data)
+        return digest_of(data), len(data)
+
+    arm_cfg, arm_cfg_size = put(dict(config, architecture="arm64"))
+    arm, arm_size = put(dict(manifest, config=dict(manifest["config"], digest=arm_cfg, size=arm_cfg_size)))
+    entries = [
+        {"mediaType": manifest_list.OCI_MANIFEST, "digest": d, "size": s,
+         "platform": {"os": "linux", "architecture": a}}
+        for d, s, a in ((desc["digest"], desc["size"], "amd64"), (arm, arm_size, "arm64"))
+    ]  # fmt: skip
+    idx, idx_size = put({"schemaVersion": 2, "mediaType": manifest_list.OCI_INDEX, "manifests": entries})
+    index["manifests"].append({"mediaType": manifest_list.OCI_INDEX, "digest": idx, "size": idx_size,
+                               "annotations": {"org.opencontainers.image.ref.name": "multi"}})  # fmt: skip
+    (dest / "index.json").write_text(json.dumps(index))
+    return desc["digest"], arm
+
+
+def test_ingest_of_a_manifest_list_publishes_every_platform(
+    registry: str, demo_images: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, single = demo_images
+    amd64, arm64 = _two_arch_layout(single, tmp_path / "multi.oci")
+    ref = f"{registry}/cernvm/multi:1"
+    copy = skopeo(
+        "copy", "--all", "--dest-tls-verify=false", f"oci:{tmp_path / 'multi.oci'}:multi", f"docker://{ref}"
+    )
+    assert copy.returncode == 0, copy.stderr
+    again = skopeo("copy", "--all", "--src-tls-verify=false", "--dest-tls-verify=false", f"docker://{ref}",
+                   f"docker://{ref[:-1]}2")  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    keys = generate_keys(HUB)
+    keys.save(tmp_path / "keys")
+    create_repository(tmp_path / "stratum", HUB, keys)
+    hub = [
+        "--hub-stratum",
+        str(tmp_path / "stratum"),
+        "--hub-keys",
+        str(tmp_path / "keys"),
+        "--hub-fqrn",
+        HUB,
+    ]
+    argv = ["hub", "ingest", ref, *hub, "--no-tls-verify", "--json"]
+    capsys.readouterr()
+    assert main(argv) == 0, capsys.readouterr().err
+    images = json.loads(capsys.readouterr().out)["images"]
+    paths = [i["meta"]["public_path"] for i in images]
+    assert paths == [f"/{ref}-linux-amd64", f"/{ref}-linux-arm64", f"/{ref}"]
+    by = {p: i for p, i in zip(paths, images, strict=True)}
+    assert by[f"/{ref}"]["meta"]["flat"] == by[f"/{ref}-linux-amd64"]["meta"]["flat"]
+    assert by[f"/{ref}-linux-arm64"]["meta"]["flat"] != by[f"/{ref}"]["meta"]["flat"]
+    assert by[f"/{ref}-linux-arm64"]["sha256"] == arm64[7:] and by[f"/{ref}"]["sha256"] == amd64[7:]
+    # the arm64 image shares the layers and their chains: only the layers' origin lists change
+    arm_published = by[f"/{ref}-linux-arm64"]["meta"]["published"]
+    shared = [p for p in arm_published if p.startswith(("/.layers", "/.chains"))]
+    assert shared and all(p.endswith("/.metadata/origin.json") for p in shared)
+    with open_repository(
+        tmp_path / "stratum", fqrn=HUB, public_keys=[tmp_path / "keys" / f"{HUB}.pub"]
+    ) as repo:
+        for p in paths:
+            link = repo.lookup(p)
+            assert link is not None and link.is_symlink and link.symlink.endswith(by[p]["meta"]["flat"])
+        store = json.loads(repo.read_bytes(repo.lookup("/podmanStore/overlay-images/images.json")))
+    names = {r["id"]: r["names"] for r in store}
+    assert names[by[f"/{ref}"]["meta"]["flat"].rsplit("/", 1)[1]] == [
+        f"{ref[:-2]}:1",
+        f"{ref[:-2]}:1-linux-amd64",
+        f"{ref[:-2]}:latest",  # the plain tag's image (the default platform) is the latest
+    ]
+    # a platform whose manifest is gone from the registry: one line, nothing half-published
+    revision = images[-1]["meta"]["revision"]
+    req = urllib.request.Request(f"http://{registry}/v2/cernvm/multi/manifests/{arm64}", method="DELETE")
+    assert urllib.request.urlopen(req, timeout=10).status == 202
+    assert main(["hub", "ingest", f"{ref[:-1]}2", *hub, "--no-tls-verify"]) != 0
+    err = capsys.readouterr().err
+    assert len([ln for ln in err.splitlines() if ln.startswith("error:")]) == 1 and "Traceback" not in err
+    assert f"{ref[:-1]}2" in err
+    with open_repository(
+        tmp_path / "stratum", fqrn=HUB, public_keys=[tmp_path / "keys" / f"{HUB}.pub"]
+    ) as repo:
+        assert repo.revision == revision
