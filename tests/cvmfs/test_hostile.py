@@ -327,3 +327,54 @@ def test_fuse_million_entries(
     assert (mnt / "many" / "f0999999").stat().st_size == 0
     print(f"million/fuse: daemon peak RSS {_peak_rss_mb(pid):.0f} MB")
     assert _peak_rss_mb(pid) < RSS_MB
+
+
+def _trickle() -> Iterator[bytes]:
+    """A byte every 0.3 s: each read is well within the timeout, the whole would take days."""
+    for _ in range(1_000_000):
+        yield b"x"
+        time.sleep(0.3)
+
+
+def _object_of(repo: hostile.Repo, path: str) -> str:
+    from cernvm_build.cvmfs.objects import object_path
+
+    with open_repository(repo.stratum, fqrn=repo.fqrn, public_keys=[repo.pub]) as r:
+        digest = r.stat(path).content_hash
+    assert digest is not None
+    return object_path(digest)
+
+
+def test_a_trickling_object_is_given_up_by_cat(hostile_base: hostile.Repo) -> None:
+    """The general reader bounds each object's whole transfer, not only each read: a server that
+    trickles a file's object is given up (the real client's low-speed limit), one line naming the
+    repository and the object."""
+    rel = _object_of(hostile_base, "/dir/file")
+    with hostile.MitmServer(hostile_base, {rel: _trickle}) as server:
+        src, *opts = hostile_base.cli_args(server.url)
+        argv = [*hostile.cli(), "cvmfs", "cat", src, "/dir/file", *opts, "--timeout", "1", "--retries", "0"]
+        m = hostile.run_measured(argv, timeout=60)
+    assert not m.timed_out and m.returncode != 0 and "Traceback" not in m.stderr, m.stderr
+    (line,) = m.error_lines
+    assert hostile_base.fqrn in line and "/dir/file" in line and "slower than 1024 bytes/s" in line, line
+
+
+def test_a_trickling_object_is_an_error_through_the_mount(hostile_base: hostile.Repo, tmp_path: Path) -> None:
+    """The same through FUSE: the read fails (EIO) instead of hanging the reader, and the daemon's
+    log says which repository and object."""
+    rel = _object_of(hostile_base, "/dir/file")
+    mnt, log = tmp_path / "mnt", tmp_path / "daemon.log"
+    mnt.mkdir()
+    with hostile.MitmServer(hostile_base, {rel: _trickle}) as server:
+        cmd = [sys.executable, "-m", "cernvm_build.cvmfs.mount", "--fqrn", hostile_base.fqrn]
+        cmd += ["--server", server.url, "--public-key", str(hostile_base.pub), "--cache", str(tmp_path / "c")]
+        cmd += ["--timeout", "1", "--retries", "0", "--log", str(log), str(mnt)]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        try:
+            read = subprocess.run(["cat", str(mnt / "dir" / "file")], capture_output=True, timeout=60)
+        finally:
+            subprocess.run(["fusermount3", "-u", str(mnt)], check=False, timeout=60)
+    assert read.returncode != 0 and b"Input/output error" in read.stderr
+    lines = [ln for ln in log.read_text().splitlines() if "slower than 1024 bytes/s" in ln]
+    assert lines and hostile_base.fqrn in lines[0] and "/dir/file" in lines[0], log.read_text()
