@@ -124,6 +124,8 @@ class LocalFetcher(Fetcher):
 def _drained(resp: http.client.HTTPResponse) -> bool:
     """Read a small unwanted body (error page, redirect) so the connection can be reused; False
     when it is bigger than ``MAX_DRAIN`` (a hostile server's endless 404 page is not read)."""
+    if resp.isclosed():  # read to its end already (its Content-Length says nothing of what is left)
+        return not resp.will_close
     length = resp.getheader("Content-Length")
     if length is not None and length.isdigit() and int(length) > MAX_DRAIN:
         return False

@@ -168,3 +168,37 @@ def test_kept_alive_connections_are_shared_by_threads() -> None:
     assert got == [b"ok"] * 3
     assert len(accepted) == 1
     lsock.close()
+
+
+def test_a_body_read_to_its_end_keeps_its_connection_whatever_its_size() -> None:
+    """Objects bigger than what an error page may be drained to still leave their connection for
+    the next request (each new connection costs the server a thread and both sides a handshake)."""
+    body = random.Random(3).randbytes(300 << 10)
+    connections: list[int] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def setup(self) -> None:
+            super().setup()
+            connections.append(1)
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        f = HttpFetcher([f"http://127.0.0.1:{httpd.server_address[1]}/cvmfs/x"], repo="x", retries=0)
+        for name in "abc":
+            assert f.get(name, what=name) == body
+        assert len(connections) == 1
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
