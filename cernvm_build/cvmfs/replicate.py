@@ -20,13 +20,15 @@ What a replica promises its readers, and how:
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import itertools
 import os
+import queue
 import shutil
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -130,81 +132,184 @@ def fetch_verified(
     return fetcher.fetch(relpath, consume, what=what, limit=limit)
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it (``os.umask`` sets it for every thread)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o077  # unknown: assume the strictest, so the mode is set explicitly
+
+
+def _write_all(fd: int, block: bytes) -> None:
+    view = memoryview(block)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+#: what one queue item holds: (relative path, algorithm, hex digest, stored-size limit, label)
+_Item = tuple[str, str, str, int | None, str]
+_TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+
+
 class _Transfers:
-    """A bounded pool of object downloads into the replica; the first failure stops the rest."""
+    """Object downloads into the replica by ``jobs`` worker threads, fed by the walking thread in
+    small batches through a bounded queue (at most ``4 * jobs`` batches wait); the first failure
+    stops the rest.
+
+    Why plain threads, batches and raw file descriptors rather than an executor future, a semaphore
+    and ``fsutil.atomic_file`` per object: on 2 busy cores the replica's cost was thread hand-offs,
+    not bytes. Every future, condition and GIL-releasing system call is a futex round trip when nine
+    threads want the interpreter: the per-object pool cost ~90 futex calls per object against ~50
+    for a plain GET that writes each object to a file (``strace -c``, 2,000 objects). So: one queue
+    operation per batch, counters kept per worker, and per object only what the replica needs —
+    create the temporary sibling with its final mode (``fchmod`` only under a umask that would hide
+    it from the web server), write, close, rename. No fsync here: ``PendingSync`` makes them durable
+    together before the manifest names them."""
+
+    BATCH = 8
 
     def __init__(self, fetcher: Fetcher, dest: Path, fqrn: str, jobs: int, pending: PendingSync):
         self.fetcher = fetcher
-        self.dest = dest
         self.dest_text = str(dest)
         self.pending = pending
         self.fqrn = fqrn
-        self.pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="replicate")
-        self.slots = threading.Semaphore(4 * max(1, jobs))
-        self.lock = threading.Lock()
+        self.jobs = max(1, jobs)
+        self.queue: queue.Queue[list[_Item] | None] = queue.Queue(maxsize=4 * self.jobs)
+        self.batch: list[_Item] = []
+        # keys handed to the workers and not yet known to be done: only the walking thread reads or
+        # changes it; workers report what they finished through ``done`` (deque appends are atomic)
         self.inflight: set[str] = set()
+        self.done: collections.deque[str] = collections.deque()
         self.error: BaseException | None = None
-        self.fetched = 0
+        self.counts = [(0, 0)] * self.jobs  # per worker (objects, bytes): each writes only its own
         self.skipped = 0
-        self.bytes = 0
+        self.chmod = bool(_umask() & 0o644)
+        self.temp_tag = f".{os.getpid()}."
+        self.numbers = itertools.count()
+        self.threads = [
+            threading.Thread(target=self._work, args=(i,), name=f"replicate-{i}", daemon=True)
+            for i in range(self.jobs)
+        ]
+        for t in self.threads:
+            t.start()
+
+    @property
+    def fetched(self) -> int:
+        return sum(n for n, _ in self.counts)
+
+    @property
+    def bytes(self) -> int:
+        return sum(b for _, b in self.counts)
 
     def add(self, ref: ObjectRef, what: str) -> None:
         if self.error is not None:
             raise self.error
-        key = ref.name + ref.suffix
-        h = parse_hash(ref.name)
-        rel = h.path(ref.suffix)
-        # Only this (the walking) thread adds, so the check needs no lock around the stat; plain
-        # strings, not pathlib: this runs once per object of every revision, and competes with the
-        # transfers for the interpreter.
-        with self.lock:
-            if key in self.inflight:
-                return
+        done = self.done
+        while done:
+            self.inflight.discard(done.popleft())
+        name = ref.name
+        rel = f"data/{name[:2]}/{name[2:]}{ref.suffix}"
+        if rel in self.inflight:
+            return
+        # An object on disk is complete (it only ever appears by rename): one stat, plain strings.
         if os.path.exists(f"{self.dest_text}/{rel}"):
             self.skipped += 1
             return
-        with self.lock:
-            self.inflight.add(key)
-        self.slots.acquire()
+        self.inflight.add(rel)
+        h = parse_hash(name)
+        limit = stored_limit(ref.size, ref.compressed, None)
+        self.batch.append((rel, h.algorithm, h.hex, limit, f"{self.fqrn}: {what} {name}{ref.suffix}"))
+        if len(self.batch) >= self.BATCH:
+            self._put(self.batch)
+            self.batch = []
 
-        def run() -> None:
+    def _put(self, item: list[_Item] | None) -> None:
+        while True:
             try:
-                target = self.dest / rel
-                n = fetch_verified(
-                    self.fetcher,
-                    rel,
-                    target,
-                    algorithm=h.algorithm,
-                    hex_digest=h.hex,
-                    limit=stored_limit(ref.size, ref.compressed, None),
-                    what=f"{self.fqrn}: {what} {key}",
-                    durable=False,
-                )
-                self.pending.add(target)
-                with self.lock:
-                    self.fetched += 1
-                    self.bytes += n
-            finally:
-                with self.lock:
-                    self.inflight.discard(key)
-                self.slots.release()
+                self.queue.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                # workers that failed drain the queue without working, so this never waits long
+                if self.error is not None and item is not None:
+                    raise self.error from None
 
-        fut: Future[None] = self.pool.submit(run)
-        fut.add_done_callback(self._done)
+    def _work(self, index: int) -> None:
+        fetched = nbytes = 0
+        while (batch := self.queue.get()) is not None:
+            for rel, algorithm, hex_digest, limit, what in batch:
+                if self.error is not None:
+                    break
+                try:
+                    nbytes += self._fetch(rel, algorithm, hex_digest, limit, what)
+                except BaseException as e:  # handed to the walking thread, which raises it
+                    if self.error is None:
+                        self.error = e
+                    break
+                fetched += 1
+                self.counts[index] = (fetched, nbytes)
+                self.done.append(rel)
+        self.counts[index] = (fetched, nbytes)
 
-    def _done(self, fut: Future[None]) -> None:
-        e = fut.exception()
-        if e is not None and self.error is None:
-            self.error = e
+    def _fetch(self, rel: str, algorithm: str, hex_digest: str, limit: int | None, what: str) -> int:
+        target = f"{self.dest_text}/{rel}"
+        head, _, tail = target.rpartition("/")
+
+        def consume(blocks: Iterator[bytes]) -> int:
+            # a fresh temporary on every attempt (the fetcher calls again after a broken transfer)
+            tmp = f"{head}/.{tail}{self.temp_tag}{next(self.numbers)}.tmp"
+            fd = os.open(tmp, _TEMP_FLAGS, 0o644)
+            try:
+                hasher = new_hasher(algorithm)
+                got = 0
+                for block in blocks:
+                    hasher.update(block)  # releases the GIL for big blocks, as os.write does
+                    _write_all(fd, block)
+                    got += len(block)
+                actual = hasher.hexdigest()
+                if actual != hex_digest:
+                    raise IntegrityError(
+                        f"{what}: content hash mismatch (got {actual})",
+                        hint="the source or a proxy delivered damaged or tampered data; it was not "
+                        "stored and the replica's manifest was not changed",
+                    )
+                if self.chmod:
+                    os.fchmod(fd, 0o644)
+                os.close(fd)
+                fd = -1
+                os.rename(tmp, target)
+            except BaseException:
+                if fd >= 0:
+                    os.close(fd)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                raise
+            return got
+
+        n = self.fetcher.fetch(rel, consume, what=what, limit=limit)
+        self.pending.add(target)
+        return n
+
+    def _stop(self) -> None:
+        if self.batch and self.error is None:
+            self._put(self.batch)
+        self.batch = []
+        for _ in self.threads:
+            self._put(None)
+        for t in self.threads:
+            t.join()
 
     def finish(self) -> None:
-        self.pool.shutdown(wait=True)
+        self._stop()
         if self.error is not None:
             raise self.error
 
     def abort(self) -> None:
         self.error = self.error or CvmfsError("replication stopped")
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        self._stop()
 
 
 def _sweep(dest: Path) -> None:
