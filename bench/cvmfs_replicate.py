@@ -1,8 +1,12 @@
 """Stratum-1 replication benchmark (issue 20): ``cvmfs replicate`` of a published tree into an empty
 directory vs the limit: plain HTTP GET of the same stored objects (kept-alive connections, the same
 number of threads, bytes dropped: no hashing, no writes). Aim: >= 70 % of the GET throughput.
-The two are alternated over ``ROUNDS`` rounds (each replicate into a fresh directory) and the best of
-each is compared: on a shared machine single runs swing by 2x either way.
+A second reference, "GET + write files", is the same download writing each object straight to its
+final name in the same directory layout (``data/XX/``, made the way the replica makes it), with no
+hashing, no temporary and no rename: what a plain download that stores the objects costs on this
+file system. The three are alternated over ``ROUNDS`` rounds (each writer into a fresh directory)
+and the best of each is compared: on a shared machine single runs swing by 2x either way. The
+client's CPU seconds (user + system) are printed beside each, the steadier figure under load.
 Then an incremental replicate after about 1 % of the files changed (objects fetched, time).
 
 The tree is ``bench.cvmfs_read``'s synthetic one (2,000 files / 60 MB quick, 20,000 / 500 MB full),
@@ -12,7 +16,9 @@ published by the toolkit and served by ``cvmfs.serve`` in its own process.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import os
 import random
+import resource
 import shutil
 import sys
 import tempfile
@@ -32,12 +38,29 @@ def _get(url: str) -> int:
     return sum(len(block) for block in get_blocks(url))
 
 
+def _get_write(job: tuple[str, str]) -> int:
+    url, path = job
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        n = 0
+        for block in get_blocks(url):
+            n += os.write(fd, block)
+        return n
+    finally:
+        os.close(fd)
+
+
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def run(quick: bool = True, replica_dir: Path | None = None) -> list[Result]:
     """``replica_dir``: where the replicas go (default: beside the served tree). ``--replica-dir
     /dev/shm`` separates the file system's cost of creating one file per object from the rest."""
     from cernvm_build.cvmfs.keys import generate_keys
     from cernvm_build.cvmfs.publish import create_repository, publish_tree
-    from cernvm_build.cvmfs.replicate import replicate
+    from cernvm_build.cvmfs.replicate import replicate, spread_subdirectories
 
     n_files, total_mb = (2000, 60) if quick else (20000, 500)
     work = Path(tempfile.mkdtemp(prefix="bench-replicate-"))
@@ -56,17 +79,35 @@ def run(quick: bool = True, replica_dir: Path | None = None) -> list[Result]:
         with _server_process(work / "srv") as base:
             url = f"{base}/cvmfs/{FQRN}"
             gets: list[float] = []
+            writes: list[float] = []
             reps: list[float] = []
+            cpu: dict[str, list[float]] = {"get": [], "get_write": [], "replicate": []}
             for i in range(ROUNDS):
+                c0 = _cpu()
                 with timer() as t_get, cf.ThreadPoolExecutor(JOBS) as pool:
                     got = sum(pool.map(_get, [f"{url}/{o}" for o in objects]))
                 assert got == stored
                 gets.append(t_get["s"])
-                # a fresh one each round (no deletion in the timings)
+                cpu["get"].append(_cpu() - c0)
+                # fresh directories each round (no deletion in the timings)
+                plain = (replica_root or work) / f"download{i}"
+                c0 = _cpu()
+                with timer() as t_write:
+                    (plain / "data").mkdir(parents=True)
+                    spread_subdirectories(plain / "data")
+                    for k in range(256):
+                        (plain / "data" / f"{k:02x}").mkdir()
+                    with cf.ThreadPoolExecutor(JOBS) as pool:
+                        got = sum(pool.map(_get_write, [(f"{url}/{o}", f"{plain}/{o}") for o in objects]))
+                assert got == stored
+                writes.append(t_write["s"])
+                cpu["get_write"].append(_cpu() - c0)
                 replica = (replica_root or work) / f"replica{i}"
+                c0 = _cpu()
                 with timer() as t_rep:
                     first = replicate(url, replica, public_keys=[pub], jobs=JOBS)
                 reps.append(t_rep["s"])
+                cpu["replicate"].append(_cpu() - c0)
             # about 1 % of the files change, then an incremental replicate
             rng = random.Random(5)
             files = sorted(p for p in tree.rglob("*.dat"))
@@ -77,6 +118,7 @@ def run(quick: bool = True, replica_dir: Path | None = None) -> list[Result]:
             with timer() as t_inc:
                 second = replicate(url, replica, public_keys=[pub], jobs=JOBS)
         get_mbs = stored / 1e6 / min(gets)
+        write_mbs = stored / 1e6 / min(writes)
         rep_mbs = first.bytes_fetched / 1e6 / min(reps)
         return [
             Result(
@@ -94,8 +136,18 @@ def run(quick: bool = True, replica_dir: Path | None = None) -> list[Result]:
                     "stored_MB": round(stored / 1e6, 1),
                     "replicate_s": [round(t, 2) for t in reps],
                     "get_s": [round(t, 2) for t in gets],
+                    "get_write_s": [round(t, 2) for t in writes],
+                    "client_cpu_s": {k: [round(t, 2) for t in v] for k, v in cpu.items()},
                     "replica_dir": str(replica_dir or work),
                 },
+            ),
+            Result(
+                "cvmfs.replicate",
+                "full replica vs GET+write",
+                rep_mbs,
+                "MB/s",
+                reference=f"GET + write files, {JOBS} threads",
+                reference_value=write_mbs,
             ),
             Result(
                 "cvmfs.replicate",

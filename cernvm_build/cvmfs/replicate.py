@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import fcntl
 import itertools
 import os
 import queue
 import shutil
+import struct
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -312,6 +314,35 @@ class _Transfers:
         self._stop()
 
 
+_FS_IOC_GETFLAGS = 0x80086601
+_FS_IOC_SETFLAGS = 0x40086602
+_FS_TOPDIR_FL = 0x00020000
+
+
+def spread_subdirectories(path: Path) -> None:
+    """Mark ``path`` as the top of a directory hierarchy (``chattr +T``) before its fan-out
+    directories are made, so that ext4's Orlov allocator puts them, and so the inodes of the files
+    made in them, in different block groups rather than in the parent's. Why: ext4 places a new
+    file's inode in its directory's group, and without a journal it skips every inode freed there
+    in the last ~30 s (``recently_deleted`` in ``find_inode_bit``); a group shared with busy
+    temporary directories (``/tmp``, test runs deleting thousands of files) made each object's
+    creation cost 0.4-1 ms of kernel time instead of ~30 us (``perf``: ``recently_deleted``,
+    ``find_get_block_common``). Spread groups also mean less lock contention between parallel
+    writers. A hint only: file systems without the flag are left as they are."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        flags = struct.unpack("i", fcntl.ioctl(fd, _FS_IOC_GETFLAGS, struct.pack("i", 0)))[0]
+        if not flags & _FS_TOPDIR_FL:
+            fcntl.ioctl(fd, _FS_IOC_SETFLAGS, struct.pack("i", flags | _FS_TOPDIR_FL))
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def _sweep(dest: Path) -> None:
     """Temporaries a killed run left: half-written objects (``data/XX/.*.tmp``) and scratch."""
     data = dest / "data"
@@ -368,6 +399,7 @@ def replicate(
     previous = _replica_manifest(dest, name)
     with publish_lock(dest, "replicate"):
         _sweep(dest)
+        spread_subdirectories(dest / "data")
         for i in range(256):
             (dest / "data" / f"{i:02x}").mkdir(parents=True, exist_ok=True)
         atomic_write(dest / SNAPSHOTTING_FILE, _now(), durable=False)

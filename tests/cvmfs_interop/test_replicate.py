@@ -6,11 +6,13 @@ converges; a tampered source object is refused and the replica's manifest is not
 
 from __future__ import annotations
 
+import fcntl
 import http.server
 import json
 import os
 import random
 import signal
+import struct
 import subprocess
 import sys
 import threading
@@ -23,6 +25,7 @@ import pytest
 from cernvm_build.cli.main import main
 from cernvm_build.cvmfs import keys as keymod
 from cernvm_build.cvmfs.publish import create_repository, publish_tree
+from cernvm_build.cvmfs.replicate import spread_subdirectories
 from cernvm_build.cvmfs.repository import SnapshotSpec, open_repository
 from cernvm_build.cvmfs.serve import serve
 
@@ -71,6 +74,45 @@ def origin(tmp_path: Path) -> Iterator[tuple[Path, keymod.KeySet, str]]:
         yield stratum, keys, server.repo_url(FQRN)
 
 
+_FS_TOPDIR_FL = 0x00020000
+
+
+def _flags(path: Path) -> int:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        return int(struct.unpack("i", fcntl.ioctl(fd, 0x80086601, struct.pack("i", 0)))[0])
+    finally:
+        os.close(fd)
+
+
+def _takes_topdir(probe: Path) -> bool:
+    """Whether the file system under ``probe`` keeps the ``chattr +T`` flag."""
+    probe.mkdir()
+    spread_subdirectories(probe)
+    try:
+        return bool(_flags(probe) & _FS_TOPDIR_FL)
+    except OSError:
+        return False
+
+
+def test_spread_subdirectories_is_a_hint_that_never_fails(tmp_path: Path) -> None:
+    spread_subdirectories(tmp_path / "missing")  # no such directory: nothing happens
+    f = tmp_path / "file"
+    f.write_bytes(b"")
+    spread_subdirectories(f)  # not a directory: nothing happens
+    if _takes_topdir(tmp_path / "d"):
+        spread_subdirectories(tmp_path / "d")  # twice: still set, no error
+        assert _flags(tmp_path / "d") & _FS_TOPDIR_FL
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK):  # tmpfs has no such flag: left as it is
+        d = shm / f"h20-spread-{os.getpid()}"
+        d.mkdir()
+        try:
+            spread_subdirectories(d)
+        finally:
+            d.rmdir()
+
+
 def _read_all(source: str | Path, pub: Path, tag: str | None = None) -> dict[str, bytes]:
     with open_repository(source, fqrn=FQRN, public_keys=[pub], snapshot=SnapshotSpec(tag=tag)) as repo:
         assert repo.verify().ok
@@ -88,6 +130,8 @@ def test_replica_is_read_by_the_reader_and_the_real_cvmfs2_and_updates_increment
     assert first["objects_skipped"] == 0 and first["objects_fetched"] == len(_objects(dest))
     assert (dest / ".cvmfspublished").read_bytes() == (stratum / ".cvmfspublished").read_bytes()
     assert (dest / ".cvmfs_last_snapshot").is_file() and not (dest / ".cvmfs_is_snapshotting").exists()
+    if _takes_topdir(tmp_path / "probe"):  # ext4: the fan-out directories spread over block groups
+        assert _flags(dest / "data") & _FS_TOPDIR_FL
     want = _read_all(stratum, pub)
     with serve(tmp_path / "replica") as replica:
         assert _read_all(replica.repo_url(FQRN), pub) == want
