@@ -124,7 +124,11 @@ class LocalFetcher(Fetcher):
 def _drained(resp: http.client.HTTPResponse) -> bool:
     """Read a small unwanted body (error page, redirect) so the connection can be reused; False
     when it is bigger than ``MAX_DRAIN`` (a hostile server's endless 404 page is not read)."""
-    if resp.isclosed():  # read to its end already (its Content-Length says nothing of what is left)
+    if resp.isclosed() or resp.length == 0:
+        # read to its end already (its Content-Length says nothing of what is left; ``read1``
+        # leaves the response open at length 0 where ``read`` closes it; the connection sends its
+        # next request only once the response is closed)
+        resp.close()
         return not resp.will_close
     length = resp.getheader("Content-Length")
     if length is not None and length.isdigit() and int(length) > MAX_DRAIN:
