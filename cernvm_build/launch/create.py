@@ -33,7 +33,7 @@ from . import context, domain, forward, images, keys, preservation, storage, tun
 from .config import Settings
 from .domain import Metadata
 from .host import Host
-from .instances import Instance, default_home, describe, pick_port, port_free, undefine
+from .instances import Instance, default_home, describe, free_at, pick_port, undefine
 from .names import validate_name
 from .transaction import Transaction
 
@@ -123,7 +123,7 @@ def create_instance(spec: InstanceSpec, *, host: Host, reporter: Reporter = NULL
                 "--forward needs user-mode networking",
                 hint=f"on the libvirt network '{s.network}' the instance's ports are open at its address",
             )
-        forward.check_free(host.conn, spec.forwards, local=not remote)
+        forward.check_free(host.conn, spec.forwards)
     if s.shared_folder is not None and remote:
         raise InstanceError(
             f"a shared folder would be a folder on {host.remote}, which launch does not manage",
@@ -167,19 +167,25 @@ def _slug(uri: str) -> str:
 
 
 def _port(host: Host, s: Settings, remote: bool) -> int:
-    """The SSH forward's port on the hypervisor's 127.0.0.1. This machine's ports say nothing about
-    another one's: there QEMU's refusal at start names a busy one."""
+    """The SSH forward's port on the hypervisor's 127.0.0.1, free there: this machine's ports are
+    probed here, another hypervisor's through it (``tunnel.listening``)."""
     if s.network != "user":
         return 0
     taken = forward.taken_ports(host.conn)
+    where = f" on {host.remote}" if remote else ""
     if s.ssh_port:
-        if s.ssh_port in taken or (not remote and not port_free(s.ssh_port)):
+        if s.ssh_port in taken or not free_at(host.conn, s.ssh_port):
             raise InstanceError(
-                f"port 127.0.0.1:{s.ssh_port} is busy",
+                f"port 127.0.0.1:{s.ssh_port}{where} is busy",
                 hint="pick another sshPort / --ssh-port, or leave it out to get a free one",
             )
         return s.ssh_port
-    return pick_port(taken)
+    for _ in range(5):  # a port free here is tried there; another one when it is busy there
+        port = pick_port(taken)
+        if free_at(host.conn, port):
+            return port
+        taken.add(port)
+    raise InstanceError(f"no free port on 127.0.0.1{where} for SSH forwarding", hint="try again")
 
 
 def _make(

@@ -16,7 +16,7 @@ import libvirt_qemu
 
 from ..errors import InstanceError, UsageError
 from . import domain, tunnel
-from .instances import Instance, describe, get, list_instances, port_free
+from .instances import Instance, describe, free_at, get, list_instances
 
 
 def parse(spec: str, *, flag: str = "--forward") -> tuple[int, int]:
@@ -42,15 +42,18 @@ def taken_ports(conn: Any, *, but: str = "") -> set[int]:
     return ports
 
 
-def check_free(conn: Any, pairs: tuple[tuple[int, int], ...], *, but: str = "", local: bool = True) -> None:
-    """Refuse a port another instance has on record or (``local``: the hypervisor is this machine)
-    one that something here listens on; a remote hypervisor's QEMU names its own busy ports."""
+def check_free(conn: Any, pairs: tuple[tuple[int, int], ...], *, but: str = "") -> None:
+    """Refuse a port another instance has on record or one that something listens on, on the
+    hypervisor's 127.0.0.1 (this machine's, or another's probed through it)."""
     taken = taken_ports(conn, but=but)
     seen: set[int] = set()
+    remote = tunnel.hop_of_connection(conn)
+    where = f" on {remote.host}" if remote else ""
     for host, _guest in pairs:
-        if host in taken or host in seen or (local and not port_free(host)):
+        if host in taken or host in seen or not free_at(conn, host):
             raise InstanceError(
-                f"port 127.0.0.1:{host} is busy", hint="pick another HOST_PORT for --forward HOST:GUEST"
+                f"port 127.0.0.1:{host}{where} is busy",
+                hint="pick another HOST_PORT for --forward HOST:GUEST",
             )
         seen.add(host)
 
@@ -74,7 +77,7 @@ def add(conn: Any, name: str, pair: tuple[int, int]) -> Instance:
     current = domain.parse_forwards(meta.forwards)
     if pair in current:
         return inst
-    check_free(conn, (pair,), but=name, local=not tunnel.is_remote(str(conn.getURI())))
+    check_free(conn, (pair,), but=name)
     if dom.isActive():
         answer = _hmp(dom, f"hostfwd_add cvmnet0 tcp:127.0.0.1:{pair[0]}-:{pair[1]}").strip()
         if answer:  # HMP answers nothing on success

@@ -197,6 +197,13 @@ def port_free(port: int) -> bool:
     return True
 
 
+def free_at(conn: Any, port: int) -> bool:
+    """Whether ``port`` is free on the hypervisor's 127.0.0.1: this machine's, or another's probed
+    through it (``tunnel.listening``)."""
+    hop = tunnel.hop_of_connection(conn)
+    return port_free(port) if hop is None else not tunnel.listening(hop, port)
+
+
 def pick_port(taken: set[int]) -> int:
     """A free 127.0.0.1 port that no other instance has on record."""
     for _ in range(100):
@@ -232,11 +239,12 @@ def start(conn: Any, name: str, *, fresh: bool = False) -> Instance:
         inst = describe(dom)
     meta = inst.meta
     assert meta is not None
-    local = not tunnel.is_remote(str(conn.getURI()))  # another machine's ports are not ours to test
-    if meta.network == "user" and local and not port_free(meta.ssh_port):
+    if meta.network == "user" and not free_at(conn, meta.ssh_port):
+        hop = tunnel.hop_of_connection(conn)
+        where = f" on {hop.host}" if hop else ""
         if inst.saved:
             raise InstanceError(
-                f"port 127.0.0.1:{meta.ssh_port} of instance '{name}' is busy",
+                f"port 127.0.0.1:{meta.ssh_port}{where} of instance '{name}' is busy",
                 hint=f"free it, or discard the saved state: 'cernvm-launch start --fresh {name}'",
             )
         taken = {i.meta.ssh_port for i in list_instances(conn) if i.meta and i.name != name}

@@ -87,7 +87,7 @@ def openssh_argv(
         "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR",
     ]  # fmt: skip
     if t.via:  # through the hypervisor, as paramiko's sessions (ssh.Target.via)
-        argv += ["-o", f"ProxyCommand={shlex.join(t.via)}"]
+        argv += ["-o", f"ProxyCommand={shlex.join(t.via).replace('%', '%%')}"]  # ssh expands %
     if x11:
         argv.append(x11)
     if tty is not None:

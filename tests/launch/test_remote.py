@@ -38,7 +38,7 @@ import pytest
 from cernvm_build import launch
 from cernvm_build.cli.launch import main
 from cernvm_build.cvmfs.serve import serve
-from cernvm_build.launch import domain, storage, tunnel
+from cernvm_build.launch import create, domain, storage, tunnel
 from tests.launch import test_e2e
 from tests.launch.support import PANIC_CONSOLE, boot_sector_guest, cloud_config
 from tests.support import free_port
@@ -350,6 +350,44 @@ def test_ctrl_c_during_a_remote_create_leaves_no_volume(
     assert not list(system_home.glob(f"hosts/*/{name}"))
 
 
+def test_busy_ports_on_the_hypervisor_are_named_or_avoided(
+    system_home: Path,
+    hypervisor: Hypervisor,
+    remote_conf: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Ports are probed on the hypervisor's 127.0.0.1 (through it), not on this machine's: a busy
+    --ssh-port or --forward is one line naming the host; a busy port picked here is passed over."""
+    busy = free_port()
+    holder = hypervisor.ns.run(
+        [sys.executable, "-c", "import socket, time; s = socket.socket(); "
+         f"s.bind(('127.0.0.1', {busy})); s.listen(); time.sleep(600)"],
+    )  # fmt: skip
+    try:
+        _wait_for(lambda: hypervisor.ns.listening(busy), 30)
+        name = f"lt-{uuid.uuid4().hex[:8]}"
+        image = boot_sector_guest(system_home / "tiny.hdd", GREETING + b"\r\n")
+        assert _create(name, image, "--no-wait", "--ssh-port", str(busy)) != 0
+        err = capsys.readouterr().err
+        assert f"port 127.0.0.1:{busy} on {hypervisor.ns.address} is busy" in err, err
+        assert "Traceback" not in err and name not in hypervisor.domains()
+        assert _create(name, image, "--no-wait", "--forward", f"{busy}:80") != 0
+        assert f"port 127.0.0.1:{busy} on {hypervisor.ns.address} is busy" in capsys.readouterr().err
+
+        picks = iter([busy])
+        real = create.pick_port
+        monkeypatch.setattr(create, "pick_port", lambda taken: next(picks, None) or real(taken))
+        assert _create(name, image, "--no-wait") == 0, capsys.readouterr().err
+        (dom,) = [d for d in hypervisor.open().listAllDomains(0) if d.name() == name]
+        meta = domain.metadata_of(dom.XMLDesc(0))
+        assert meta is not None and meta.ssh_port != busy and hypervisor.ns.listening(meta.ssh_port)
+        assert main(["destroy", "--force", name]) == 0
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_hops_follow_the_uri() -> None:
     hop = tunnel.hop_of("qemu+ssh://alice@hv.example:2222/system?keyfile=/k&no_verify=1")
     assert hop is not None
@@ -362,6 +400,23 @@ def test_hops_follow_the_uri() -> None:
     assert "StrictHostKeyChecking=yes" in pinned.options()
     assert tunnel.hop_of("qemu:///system") is None and tunnel.hop_of("test:///default") is None
     assert tunnel.is_remote("qemu+ssh://root@127.0.0.1:2222/system")  # another daemon, even here
+
+
+def test_tunnels_share_one_connection_in_a_folder_of_the_users_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    hop = tunnel.hop_of("qemu+ssh://hv/system")
+    assert hop is not None
+    folder = tmp_path / f"cernvm-launch-ssh-{os.getuid()}"
+    assert hop.control == str(folder) and folder.stat().st_mode & 0o777 == 0o700
+    argv = hop.proxy("127.0.0.1", 40000)
+    assert any(a.startswith(f"ControlPath={folder}/") for a in argv) and "ControlMaster=auto" in argv
+    assert "ControlPath" not in " ".join(hop.local_forward(1, 2))  # the user's own long-lived ssh -L
+    folder.chmod(0o777)  # writable by others: a socket there could be anyone's
+    assert tunnel.control_folder() == ""
+    hop = tunnel.hop_of("qemu+ssh://hv/system")
+    assert hop is not None and not any("Control" in a for a in hop.proxy("127.0.0.1", 1))
 
 
 demo = test_e2e.demo  # the demo image built against the served demo repository (as test_e2e_context)
