@@ -12,9 +12,10 @@ What a replica promises its readers, and how:
 - *Incremental and resumable*: an object already on disk is complete (it only ever appears by
   rename), so it is skipped; a killed run leaves objects, temporaries and no new manifest, and the
   next run sweeps the temporaries and fetches what is still missing. Every revision the history
-  names (each tag) is walked, so every tag stays mountable from the replica.
-- *Parallel*: data objects are fetched by a bounded pool (kept-alive connections per thread) while
-  the catalogs are read in order; at most ``4 * jobs`` transfers wait at any time.
+  names (each tag) is walked, so every tag stays mountable from the replica; catalogs of the
+  revision the replica already publishes are complete below them, and are not walked again.
+- *Parallel*: data objects are fetched by ``jobs`` worker threads (kept-alive connections) while
+  the catalogs are read in order; at most ``4 * jobs`` batches of objects wait at any time.
 - One replication per directory at a time: the publisher's lock (``data/txn/publish.lock``).
 """
 
@@ -41,7 +42,14 @@ from . import manifest as manifest_mod
 from .cache import ObjectCache
 from .catalog import Catalog, ObjectRef
 from .fetch import Fetcher, NotFound, make_fetcher
-from .limits import MAX_CATALOG_BYTES, MAX_METAINFO_BYTES, MAX_NESTING, MAX_REFLOG_BYTES
+from .history import History
+from .limits import (
+    MAX_CATALOG_BYTES,
+    MAX_HISTORY_BYTES,
+    MAX_METAINFO_BYTES,
+    MAX_NESTING,
+    MAX_REFLOG_BYTES,
+)
 from .lock import publish_lock
 from .objects import (
     SUFFIX_CATALOG,
@@ -67,6 +75,7 @@ class ReplicateResult:
     tags: list[str] = field(default_factory=list)
     revisions: int = 0  # distinct root catalogs walked (trunk + tags)
     catalogs: int = 0
+    catalogs_unchanged: int = 0  # the replica's published revision has them, subtree and all
     objects_fetched: int = 0
     objects_skipped: int = 0
     bytes_fetched: int = 0
@@ -81,6 +90,7 @@ class ReplicateResult:
             "tags": self.tags,
             "revisions": self.revisions,
             "catalogs": self.catalogs,
+            "catalogs_unchanged": self.catalogs_unchanged,
             "objects_fetched": self.objects_fetched,
             "objects_skipped": self.objects_skipped,
             "bytes_fetched": self.bytes_fetched,
@@ -420,6 +430,47 @@ def replicate(
             (dest / SNAPSHOTTING_FILE).unlink(missing_ok=True)
 
 
+def _published_catalogs(store: ObjectStore, name: str, previous: manifest_mod.Manifest) -> set[str]:
+    """The catalogs of the revisions the replica publishes now (its trunk and every tag of its
+    history, all of which the run that wrote its manifest walked): each is on disk with every object
+    and nested catalog below it (a manifest is written only after everything it names), so this run
+    need not read them again, nor look up their objects one by one. Read from the replica itself
+    (the store's cache: hash-checked on use), nested references only."""
+    found: set[str] = set()
+    stack: list[tuple[str, int | None, int]] = [(previous.root_hash, previous.root_size or None, 0)]
+    if previous.history_hash:
+        hpath = store.plain_file(
+            previous.history_hash,
+            SUFFIX_HISTORY,
+            size=None,
+            what=f"the replica's revision {previous.revision}: history database",
+            cap=MAX_HISTORY_BYTES,
+        )
+        history = History(hpath, where=name)
+        try:
+            for tag in history.tags():
+                with contextlib.suppress(ValueError):  # not a root hash: never walked, so not counted
+                    stack.append((str(parse_hash(tag.root_hash)), tag.size or None, 0))
+        finally:
+            history.close()
+    while stack:
+        cat_hash, cat_size, depth = stack.pop()
+        if cat_hash in found:
+            continue
+        if depth > MAX_NESTING:
+            raise CvmfsError(f"{name}: the replica's revision {previous.revision}: catalogs nest too deep")
+        what = f"the replica's revision {previous.revision}: catalog"
+        path = store.plain_file(cat_hash, SUFFIX_CATALOG, size=cat_size, what=what, cap=MAX_CATALOG_BYTES)
+        cat = Catalog(path, name=cat_hash, where=name, depth=depth)
+        try:
+            stack.extend((r.hash, r.size or None, depth + 1) for r in cat.nested())
+        finally:
+            cat.close()
+        path.unlink(missing_ok=True)
+        found.add(cat_hash)
+    return found
+
+
 def _replicate(
     repo: Repository,
     fetcher: Fetcher,
@@ -470,6 +521,7 @@ def _replicate(
     ):
         if ref_hash:
             pending.add(dest / parse_hash(ref_hash).path(suffix))
+    published = _published_catalogs(store, name, previous) if previous is not None else set()
     transfers = _Transfers(fetcher, dest, name, jobs, pending)
     seen: set[str] = set()
     try:
@@ -480,6 +532,9 @@ def _replicate(
                 if cat_hash in seen:  # shared with a revision walked already, subtree and all
                     continue
                 seen.add(cat_hash)
+                if cat_hash in published:  # complete, subtree and all, since the last publish
+                    result.catalogs_unchanged += 1
+                    continue
                 if depth > MAX_NESTING:
                     raise CvmfsError(f"{name}: {label}: catalogs nest deeper than {MAX_NESTING}")
                 what = f"{label}: catalog {prefix or '/'}"
@@ -536,6 +591,7 @@ def _replicate(
     reporter.step(
         f"{name}: revision {m.revision} published: {result.objects_fetched} object(s) fetched "
         f"({result.bytes_fetched} bytes), {result.objects_skipped} already there, "
-        f"{result.catalogs} catalog(s)"
+        f"{result.catalogs} catalog(s) read, {result.catalogs_unchanged} unchanged since revision "
+        f"{previous.revision if previous else '-'}"
     )
     return result

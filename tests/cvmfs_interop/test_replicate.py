@@ -155,8 +155,11 @@ def test_replica_is_read_by_the_reader_and_the_real_cvmfs2_and_updates_increment
     assert second["bytes_fetched"] < 9 * MiB  # the 9 MiB random file: only its changed last chunk
     assert _read_all(dest, pub, tag="v1") == want
     assert _read_all(dest, pub) == _read_all(stratum, pub)
+    assert second["catalogs_unchanged"] == 1  # tag v1: the revision the replica published
     third = _replicate(capsys, url, dest, pub)
     assert third["objects_fetched"] == 0
+    # everything is the published revision's: no catalog read, no object looked up
+    assert third["catalogs"] == 0 and third["catalogs_unchanged"] >= 2 and third["objects_skipped"] == 0
 
 
 class _SlowHandler(http.server.SimpleHTTPRequestHandler):
