@@ -10,6 +10,11 @@ if TYPE_CHECKING:
     from cernvm_build.demo.repository import DemoRepository
 
 
+#: the cache these tests found (``make deps`` filled it: packages, the Debian tree), before
+#: ``_own_cache`` replaces it for the reader
+SHARED_CACHE = os.environ.get("CERNVM_CACHE_DIR")
+
+
 @pytest.fixture(scope="package", autouse=True)
 def _own_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """A cache of our own: the reader's cache remembers the newest manifest it verified per
