@@ -4,14 +4,15 @@ A synthetic OS-like tree (quick: 120 packages, ~20 MB; full: 400 packages, ~80 M
 images that differ in one package each (quick: 3, full: 6), pushed to Debian's docker-registry on
 127.0.0.1. Measured in the same run:
 
-- ours: ``hub ingest`` of the N images (pull, unpack every layer, chain and the flat root with umoci,
-  publish them all into the hub; shared layers and chains are published once);
+- ours: ``hub ingest`` of the N images (pull; each image one revision of the hub with its layers
+  read from their blobs, each chain copied from the one below plus its layer, the flat root, the
+  podman store; shared layers and chains are published once);
 - the reference: ``skopeo copy`` of each image to an OCI layout plus ``umoci raw unpack`` of it (what
   a hub that only keeps flat roots would at least do, without publishing).
 
-Figures: images per minute for both (ours is one small publish per layer, chain, flat root and
-store entry, each a signed revision: that is where its time goes), and the bytes of the hub's
-object store next to the sum of the unpacked trees (the hub stores each distinct file once).
+Figures: images per minute for both (ours also writes a catalog per chain: DUCC's layout holds
+layers 0..k for every k), and the bytes of the hub's object store next to the sum of the unpacked
+trees (the hub stores each distinct file once).
 """
 
 from __future__ import annotations
@@ -115,8 +116,8 @@ def run(quick: bool) -> list[Result]:
         return [
             Result("container.hub_ingest", "images per minute", per_min, "img/min",
                    reference="skopeo copy + umoci unpack", reference_value=ref_per_min,
-                   aim=">= 10 % of reference (ours also publishes layers, chains, flat, store)",
-                   ok=per_min >= 0.1 * ref_per_min,
+                   aim=">= 1/3 of reference (ours also publishes layers, chains, flat, store)",
+                   ok=per_min * 3 >= ref_per_min,
                    extra={"tree": tag, "seconds": round(ours["s"], 1), "ref_seconds": round(ref["s"], 1)}),
             Result("container.hub_ingest", "hub object store", store / 1e6, "MB",
                    reference="unpacked trees, summed", reference_value=unpacked / 1e6,
