@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..errors import MirrorError
-from .s3client import S3Client, S3Url, make_client
+from .s3client import S3Client, S3Url, client_keys, make_client
 from .s3plan import Action, LocalFile
 from .s3write import Conditions, ConflictError, Writer
 
@@ -39,16 +39,15 @@ class IndexWriter:
 
     def __init__(self, client: S3Client, url: S3Url, *, conditional: bool, conditions: Conditions,
                  acl: str | None):  # fmt: skip
-        # The client's own keys, whatever chain found them (botocore keeps them on its request signer;
-        # without them the helper's client looks them up through the same environment).
-        creds = getattr(getattr(client, "_request_signer", None), "_credentials", None)
-        frozen = creds.get_frozen_credentials() if creds is not None else None
+        # The client's own keys, whatever chain found them (for a client not made by make_client, the
+        # helper's client looks them up through the same environment).
+        keys = client_keys(client)
         s3_config: dict[str, Any] = getattr(client.meta.config, "s3", None) or {}
         path_style = s3_config.get("addressing_style") == "path"
         self.spec: dict[str, Any] = {
             "endpoint": client.meta.endpoint_url if path_style else None,
             "region": client.meta.region_name,
-            "credentials": [frozen.access_key, frozen.secret_key, frozen.token] if frozen else None,
+            "credentials": [keys.access, keys.secret, keys.token] if keys else None,
             "bucket": url.bucket,
             "prefix": url.prefix,
             "conditional": conditional,

@@ -6,24 +6,28 @@ Custom endpoints (MinIO, Ceph RGW, moto) get path-style addressing, because thei
 DNS names. boto3 >= 1.36 sends CRC checksums on every request by default, which Ceph RGW and older
 MinIO reject; we only send checksums when an operation requires them, unless the user chose otherwise.
 
-A PutObject that carries our ``x-amz-meta-sha256`` is signed with that hash as its SigV4 payload hash
-(``X-Amz-Content-SHA256``): the server checks the body against it, and neither botocore (which hashes
-every body again over plain HTTP) nor we (Content-MD5) read the bytes once more. The hash is the one the
-source was verified with, so the integrity check is end to end.
+PutObjects of the sync go through ``s3direct`` (our own SigV4 signer on kept-alive connections),
+signed with the SHA-256 the source was verified with; ``direct_put`` finds it for a client made here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import uuid
+import weakref
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import boto3
-import botocore.auth
 import botocore.exceptions
+import botocore.session
 from botocore.config import Config
 
 from ..errors import MirrorError
+from .s3direct import DirectPut, Keys
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client as S3Client
@@ -33,35 +37,47 @@ else:
 
 #: metadata key of an object's SHA-256 (written by the sync, read back by planning)
 META_SHA256 = "sha256"
-_KNOWN_PAYLOAD = "cernvm-s3v4-known-payload"
-_PAYLOAD_KEY = "cernvm_payload_sha256"
+#: clients made by make_client → their direct PutObject path and their credentials (public API only:
+#: botocore keeps neither where a caller may read them)
+_extras: weakref.WeakKeyDictionary[Any, tuple[DirectPut | None, Callable[[], Keys]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
-class _KnownPayloadAuth(botocore.auth.S3SigV4Auth):
-    """SigV4 for S3 whose payload hash is the SHA-256 the caller put in the request context."""
-
-    def payload(self, request: Any) -> str:
-        known = request.context.get(_PAYLOAD_KEY)
-        return str(known) if known else str(super().payload(request))
+def direct_put(client: S3Client) -> DirectPut | None:
+    """The own-signer PutObject path of a client made by make_client (None: use the client itself)."""
+    extra = _extras.get(client)
+    return extra[0] if extra else None
 
 
-# botocore looks signers up by name in this table; ours is an additional entry, nothing is replaced.
-botocore.auth.AUTH_TYPE_MAPS.setdefault(_KNOWN_PAYLOAD, _KnownPayloadAuth)
+def client_keys(client: S3Client) -> Keys | None:
+    """The keys a client made by make_client signs with, whatever chain found them (None otherwise)."""
+    extra = _extras.get(client)
+    return extra[1]() if extra else None
 
 
-def _remember_payload_hash(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
-    known = (params.get("Metadata") or {}).get(META_SHA256)
-    if known and isinstance(params.get("Body"), bytes | bytearray):
-        context[_PAYLOAD_KEY] = known
+@contextlib.contextmanager
+def watching(client: S3Client, seen: Callable[[str, str], None]) -> Iterator[None]:
+    """``seen(method, url path)`` for every request the client sends while inside, by botocore or by
+    its direct PutObject path (request counts; tests that check the order of writes)."""
 
+    def by_botocore(request: Any, **_: Any) -> None:
+        seen(str(request.method), urlsplit(str(request.url)).path)
 
-def _known_payload_signer(
-    signature_version: Any, signing_name: Any, context: dict[str, Any], **_: Any
-) -> str | None:
-    # botocore would pick its "s3v4" for these (plain SigV4 with S3's payload rules): ours is that class.
-    if signature_version in ("v4", "s3v4") and signing_name == "s3" and context.get(_PAYLOAD_KEY):
-        return _KNOWN_PAYLOAD
-    return None  # botocore's own choice
+    def by_direct(method: str, path: str, headers: dict[str, str]) -> None:
+        seen(method, path)
+
+    hook_id = f"cernvm-watch-{uuid.uuid4().hex}"
+    client.meta.events.register("before-send.s3", by_botocore, unique_id=hook_id)
+    direct = direct_put(client)
+    if direct is not None:
+        direct.observers.append(by_direct)
+    try:
+        yield
+    finally:
+        client.meta.events.unregister("before-send.s3", unique_id=hook_id)
+        if direct is not None:
+            direct.observers.remove(by_direct)
 
 
 @dataclass(frozen=True)
@@ -107,7 +123,9 @@ def make_client(
     ``credentials`` (access key, secret key, session token) instead of boto3's usual chain."""
     try:
         access, secret, token = credentials or (None, None, None)
+        core = botocore.session.get_session()  # ours, so its scoped config is read through public API
         session = boto3.Session(
+            botocore_session=core,
             aws_access_key_id=access,
             aws_secret_access_key=secret,
             aws_session_token=token,
@@ -135,7 +153,7 @@ def make_client(
     if endpoint:
         options["s3"] = {"addressing_style": "path"}
     # Respect an explicit user choice (env or profile); otherwise the setting every server accepts.
-    scoped = session._session.get_scoped_config()
+    scoped = core.get_scoped_config()
     if "AWS_REQUEST_CHECKSUM_CALCULATION" not in os.environ and "request_checksum_calculation" not in scoped:
         options["request_checksum_calculation"] = "when_required"
     if "AWS_RESPONSE_CHECKSUM_VALIDATION" not in os.environ and "response_checksum_validation" not in scoped:
@@ -145,10 +163,19 @@ def make_client(
     else:
         region = session.region_name
     client = session.client("s3", endpoint_url=endpoint, region_name=region, config=Config(**options))
-    events = client.meta.events
-    events.register("before-parameter-build.s3.PutObject", _remember_payload_hash, unique_id="cernvm-sha")
-    # (botocore's stubs type handlers as returning None; choose-signer handlers answer with a name)
-    events.register("choose-signer.s3.PutObject", _known_payload_signer, unique_id="cernvm-signer")  # type: ignore[arg-type]
+
+    def keys() -> Keys:
+        # get_frozen_credentials refreshes temporary credentials (roles, SSO) when they are due
+        frozen = creds.get_frozen_credentials()
+        return Keys(str(frozen.access_key), str(frozen.secret_key), frozen.token)
+
+    direct = None
+    if endpoint and DirectPut.usable(endpoint):
+        # Custom endpoints (RGW, MinIO, moto) only: AWS itself wants virtual-hosted addressing and
+        # region redirects, which botocore handles.
+        cafile = os.environ.get("AWS_CA_BUNDLE") or scoped.get("ca_bundle")
+        direct = DirectPut(endpoint, region, keys, connections=max_connections, cafile=cafile)
+    _extras[client] = (direct, keys)
     return client
 
 

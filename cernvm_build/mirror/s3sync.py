@@ -26,7 +26,6 @@ Interrupted anywhere, a re-run plans again from what is there and finishes the j
 from __future__ import annotations
 
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +36,7 @@ from .. import jsonable
 from ..errors import MirrorError
 from .hashcache import HashCache
 from .indexwriter import IndexWriter
-from .s3client import S3Client, S3Url, make_client, parse_s3_url
+from .s3client import S3Client, S3Url, make_client, parse_s3_url, watching
 from .s3plan import (
     MANIFEST,
     Action,
@@ -177,12 +176,10 @@ def sync_tree(
         client = make_client(endpoint_url=endpoint_url, profile=profile, max_connections=jobs + 4)
     counts: Counter[str] = Counter()
 
-    def count(request: Any, **_: Any) -> None:
-        counts[str(request.method)] += 1
+    def count(method: str, path: str) -> None:
+        counts[method] += 1
 
-    hook_id = f"cernvm-sync-{uuid.uuid4().hex}"
-    client.meta.events.register("before-send.s3", count, unique_id=hook_id)
-    try:
+    with watching(client, count):
         report = _sync(
             client,
             url,
@@ -204,8 +201,6 @@ def sync_tree(
             exclude,
             detached_index,
         )
-    finally:
-        client.meta.events.unregister("before-send.s3", unique_id=hook_id)
     report.requests = dict(sorted(counts.items()))
     return report
 

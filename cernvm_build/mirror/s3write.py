@@ -22,7 +22,7 @@ import botocore.exceptions
 
 from ..errors import MirrorError
 from .hashcache import signature
-from .s3client import META_SHA256, S3Client, S3Url, error_code, http_status, s3_error
+from .s3client import META_SHA256, S3Client, S3Url, direct_put, error_code, http_status, s3_error
 from .s3plan import MANIFEST, PROBE_PREFIX, Action, LocalFile, Manifest, Progress, head_sha256
 
 #: Packages above this go up as multipart uploads, PART_JOBS parts at a time (one stream of a few MB/s
@@ -185,6 +185,7 @@ class Writer:
         self.done = 0
         self.lock = threading.Lock()
         self.etags: dict[str, str] = {}  # in the order the uploads completed
+        self.direct = direct_put(client)
 
     def _advance(self, n: int) -> None:
         with self.lock:
@@ -219,11 +220,9 @@ class Writer:
             if lf.size > MULTIPART_THRESHOLD:
                 etag = self._multipart(key, lf, extra, cond)
             else:
-                # No Content-MD5: the body is signed with its known SHA-256 (see s3client), which the
+                # No Content-MD5: the body is signed with its known SHA-256 (see s3direct), which the
                 # server checks; hashing it again here would cost a pass over every byte.
-                data = _read_unchanged(lf)
-                resp = self.client.put_object(Bucket=self.url.bucket, Key=key, Body=data, **extra, **cond)
-                etag = str(resp["ETag"])
+                etag = self._put(key, _read_unchanged(lf), lf.sha256, extra, cond)
                 self._advance(lf.size)
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
             # 412: precondition failed; 409: AWS's ConditionalRequestConflict (a concurrent writer).
@@ -233,6 +232,21 @@ class Writer:
                 raise s3_error(e, f"{self.url}/{action.rel}") from e
         with self.lock:
             self.etags[action.rel] = etag
+
+    def _put(self, key: str, data: bytes, sha256: str, extra: dict[str, Any], cond: dict[str, Any]) -> str:
+        if self.direct is None:
+            # Not a client of make_client: botocore signs (and over plain HTTP hashes) the body itself.
+            return str(
+                self.client.put_object(Bucket=self.url.bucket, Key=key, Body=data, **extra, **cond)["ETag"]
+            )
+        headers = {"Content-Type": extra["ContentType"], f"x-amz-meta-{META_SHA256}": sha256}
+        if extra.get("ACL"):
+            headers["x-amz-acl"] = extra["ACL"]
+        if cond.get("IfNoneMatch"):
+            headers["If-None-Match"] = cond["IfNoneMatch"]
+        if cond.get("IfMatch"):
+            headers["If-Match"] = cond["IfMatch"]
+        return self.direct.put(self.url.bucket, key, data, sha256, headers)
 
     def _check_unchanged(self, action: Action) -> None:
         """Without server-side preconditions: re-read the index's ETag right before replacing it."""

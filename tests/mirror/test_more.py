@@ -89,35 +89,53 @@ def test_multipart_uploads_carry_the_hash(
 def test_uploads_are_signed_with_the_verified_hash_and_the_server_checks_it(
     tmp_path: Path, target: Target
 ) -> None:
-    """A sync's PutObject carries the file's known SHA-256 as its SigV4 payload hash (nothing hashes the
-    body again); Ceph RGW checks the body against it (moto does not check payload hashes)."""
+    """A sync's PutObject carries the file's known SHA-256 as its SigV4 payload hash (our own signer:
+    nothing hashes the body again); Ceph RGW checks the body against it (moto does not check payload
+    hashes)."""
     import hashlib
+
+    import botocore.exceptions
+
+    from cernvm_build.mirror.s3client import direct_put
 
     s3, bucket = target.client, target.bucket
     src = tmp_path / "src"
     src.mkdir()
     (src / "a.rpm").write_bytes(b"package bytes\n" * 1000)
-    sent: dict[str, bytes] = {}
+    (src / "odd name+1%~.rpm").write_bytes(b"a key that needs URI encoding")  # signed as the server sees it
+    sent: dict[str, str] = {}
 
-    def record(request: Any, **_: Any) -> None:
-        if request.method == "PUT" and "a.rpm" in request.url:
-            sent["a.rpm"] = request.headers["X-Amz-Content-SHA256"]
+    def record(method: str, path: str, headers: dict[str, str]) -> None:
+        if method == "PUT" and path.endswith("/a.rpm"):
+            sent["a.rpm"] = headers["x-amz-content-sha256"]
 
-    s3.meta.events.register("before-send.s3", record, unique_id="test-record")
+    direct = direct_put(s3)
+    assert direct is not None
+    direct.observers.append(record)
     try:
         sync_tree(src, f"s3://{bucket}", client=s3)
     finally:
-        s3.meta.events.unregister("before-send.s3", unique_id="test-record")
+        direct.observers.remove(record)
     want = hashlib.sha256((src / "a.rpm").read_bytes()).hexdigest()
-    assert sent["a.rpm"] == want.encode()
+    assert sent["a.rpm"] == want
     assert s3.get_object(Bucket=bucket, Key="a.rpm")["Body"].read() == (src / "a.rpm").read_bytes()
+    assert s3.head_object(Bucket=bucket, Key="a.rpm")["Metadata"] == {"sha256": want}
+    odd = s3.get_object(Bucket=bucket, Key="odd name+1%~.rpm")["Body"].read()
+    assert odd == (src / "odd name+1%~.rpm").read_bytes()
     if target.name == "rgw":
         # The check is real: a body that is not what its hash says is refused by the server.
-        import botocore.exceptions
-
         with pytest.raises(botocore.exceptions.ClientError, match="XAmzContentSHA256Mismatch"):
-            s3.put_object(Bucket=bucket, Key="b.rpm", Body=b"other bytes", Metadata={"sha256": want})
+            direct.put(bucket, "b.rpm", b"other bytes", want, {"x-amz-meta-sha256": want})
         assert "b.rpm" not in target.objects()
+        # And the signature is checked, not just present: a wrong secret is refused.
+        from cernvm_build.mirror.s3direct import DirectPut, Keys
+
+        keys = direct.credentials()
+        wrong = DirectPut(target.endpoint, "us-east-1", lambda: Keys(keys.access, "not-the-secret"))
+        body = b"signed with the wrong key"
+        with pytest.raises(botocore.exceptions.ClientError, match="SignatureDoesNotMatch"):
+            wrong.put(bucket, "c.rpm", body, hashlib.sha256(body).hexdigest(), {})
+        assert "c.rpm" not in target.objects()
 
 
 def test_progress_counts_files_when_verifying_and_bytes_when_uploading(

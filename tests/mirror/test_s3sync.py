@@ -12,6 +12,7 @@ import pytest
 
 from cernvm_build.errors import MirrorError
 from cernvm_build.mirror.locals3 import Fault, LocalS3
+from cernvm_build.mirror.s3client import watching
 from cernvm_build.mirror.s3sync import MANIFEST, ConflictError, sync_tree
 
 pytestmark = pytest.mark.integration
@@ -86,15 +87,12 @@ def test_indexes_go_last_and_deletions_after_them(tmp_path: Path, s3: Any, bucke
     write_tree(src, {f"p{i}.pkg": b"x" * i for i in range(20)} | {"repomd.xml": b"new", "sig.asc": b"s"})
     order: list[tuple[str, str]] = []
 
-    def record(request: Any, **_: Any) -> None:
-        if request.method in ("PUT", "POST", "DELETE"):
-            order.append((request.method, request.url.split("?")[0].rsplit("/", 1)[-1]))
+    def record(method: str, path: str) -> None:
+        if method in ("PUT", "POST", "DELETE"):
+            order.append((method, path.rsplit("/", 1)[-1]))
 
-    s3.meta.events.register("before-send.s3", record, unique_id="order-test")
-    try:
+    with watching(s3, record):
         sync_tree(src, dest, client=s3, last=["repomd.xml", "*.asc"], jobs=4)
-    finally:
-        s3.meta.events.unregister("before-send.s3", unique_id="order-test")
     names = [n for _, n in order if not n.startswith(".cernvm-sync")]
     assert names[-3:-1] == ["repomd.xml", "sig.asc"]
     assert set(names[:20]) == {f"p{i}.pkg" for i in range(20)}
