@@ -1,16 +1,19 @@
-"""Mirror benchmark: an apt repository of real .debs published by ``cernvm-build mirror apt`` and, side
-by side in the same run against the same server, by ``aws s3 sync``, ``rclone sync`` and
-``rclone sync --checksum``; on two real S3 servers on 127.0.0.1: moto (its own process) and a
-single-node Ceph RADOS Gateway (what CERN's S3 runs).
+"""Mirror benchmark: a signed apt repository of real .debs and a signed yum repository of real RPMs
+(createrepo_c, repomd.xml.asc) published by ``cernvm-build mirror apt|yum`` and, side by side in the
+same run against the same server, by ``aws s3 sync``, ``rclone sync`` and ``rclone sync --checksum``;
+on two real S3 servers on 127.0.0.1: moto (its own process) and a single-node Ceph RADOS Gateway
+(what CERN's S3 runs).
 
-Measured per server and tool: wall time, client CPU (ours in this process, the others as children)
-and requests by method (from the server's own request log: the same count for every tool) for the
-initial upload, a no-change re-sync, and a same-size content change with the modification time kept
-(rebuilt packages of equal size, which size/mtime tools miss): how many of the changed packages each
-tool uploads. One package is big enough for multipart uploads.
-The suite is signed (InRelease, Release.gpg) with a throwaway key and the mirror checks it with
-``--gpg-key``, as for a real repository (so its index files go through the index writer process).
-Full: 1,000 packages, ~500 MB; quick: 100 packages, ~70 MB.
+Measured per repository, server and tool: wall time, client CPU (ours in this process, the others as
+children) and requests by method (from the server's own request log: the same count for every tool)
+for the initial upload, a no-change re-sync, and a same-size content change with the modification
+time kept (rebuilt packages of equal size, which size/mtime tools miss): how many of the changed
+packages each tool uploads. One package is big enough for multipart uploads.
+Both repositories are signed with a throwaway key and the mirror checks them with ``--gpg-key``, as
+for a real repository (so its index files go through the index writer process; for yum, every RPM
+is also checked with ``rpm -K``).
+Full: 1,000 packages, ~500 MB per repository; quick: 100 packages, ~75 MB. ``--apt`` / ``--yum``: one
+repository only.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -119,13 +123,17 @@ class RGWProcess:
 KEYS: list[Path] = []
 
 
-def make_repo(root: Path, count: int) -> list[Path]:
+def _payload(i: int, count: int) -> bytes:
+    """Package ``i``'s payload: random (incompressible) bytes, a fixed size per package."""
+    return os.urandom(BIG if i == count - 1 else PAYLOAD)
+
+
+def make_apt(root: Path, count: int) -> list[Path]:
     """``count`` real .debs with random payloads (the last one big), indexed by apt-ftparchive."""
     pool = root / "pool" / "main"
     pool.mkdir(parents=True)
     debs = []
     for i in range(count):
-        size = BIG if i == count - 1 else PAYLOAD
         name = f"bench-pkg{i:04d}"
         tree = root / ".tree"
         (tree / "DEBIAN").mkdir(parents=True, exist_ok=True)
@@ -135,17 +143,17 @@ def make_repo(root: Path, count: int) -> list[Path]:
         )
         data = tree / "usr" / "share" / name
         data.mkdir(parents=True, exist_ok=True)
-        (data / "payload").write_bytes(os.urandom(size))
+        (data / "payload").write_bytes(_payload(i, count))
         out = pool / f"{name}_1.0_all.deb"
         subprocess.run(["dpkg-deb", "-Znone", "--root-owner-group", "--build", str(tree), str(out)],
                        check=True, capture_output=True)  # fmt: skip
         shutil.rmtree(tree)
         debs.append(out)
-    index(root)
+    index_apt(root)
     return debs
 
 
-def index(root: Path) -> None:
+def index_apt(root: Path) -> None:
     dist = root / "dists" / "bench"
     binary = dist / "main" / "binary-amd64"
     shutil.rmtree(dist, ignore_errors=True)
@@ -166,6 +174,95 @@ def index(root: Path) -> None:
         kr.sign_detached(dist / "Release", dist / "Release.gpg")
 
 
+def change_apt(root: Path, debs: list[Path]) -> list[Path]:
+    """Rewrite some packages with different bytes of the same size and the same mtime (a .deb's
+    uncompressed payload: still a valid package), then index again as a publisher would."""
+    changed = _pick(debs)
+    for p in changed:
+        st = p.stat()
+        data = bytearray(p.read_bytes())
+        mid = len(data) - PAYLOAD // 2  # inside the (uncompressed) payload
+        data[mid : mid + 16] = os.urandom(16)
+        p.write_bytes(bytes(data))
+        os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+    index_apt(root)
+    return changed
+
+
+def _pick(packages: list[Path]) -> list[Path]:
+    return packages[:-1][:: max(1, len(packages) // CHANGED)][:CHANGED]
+
+
+def _rpmbuild(work: Path, names: list[str], count: int) -> dict[str, Path]:
+    """One rpmbuild for all ``names`` (subpackages of one spec), uncompressed payloads (so a rebuild
+    with other bytes has the same size); name → .rpm."""
+    shutil.rmtree(work, ignore_errors=True)
+    payloads = work / "payloads"
+    for name in names:
+        (payloads / name).mkdir(parents=True)
+        (payloads / name / "payload").write_bytes(_payload(int(name[-4:]), count))
+    spec = ["Name: bench", "Version: 1.0", "Release: 1", "Summary: bench", "License: MIT",
+            "BuildArch: noarch", "%description", "bench"]  # fmt: skip
+    for name in names:
+        spec += [f"%package -n {name}", f"Summary: {name}", f"%description -n {name}", "benchmark package"]
+    spec += ["%install", "mkdir -p %{buildroot}/usr/share", f"cp -r {payloads}/. %{{buildroot}}/usr/share/"]
+    for name in names:
+        spec += [f"%files -n {name}", f"/usr/share/{name}"]
+    (work / "bench.spec").write_text("\n".join(spec) + "\n")
+    subprocess.run(
+        ["rpmbuild", "--define", f"_topdir {work / 'top'}", "--define", "_build_id_links none",
+         "--define", "__os_install_post %{nil}", "--define", "_binary_payload w0.ufdio",
+         "--define", "_source_date_epoch_from_changelog 0", "-bb", str(work / "bench.spec")],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return {name: work / "top" / "RPMS" / "noarch" / f"{name}-1.0-1.noarch.rpm" for name in names}
+
+
+def make_yum(root: Path, count: int) -> list[Path]:
+    """``count`` real RPMs with random payloads (the last one big), createrepo_c, signed repomd.xml."""
+    names = [f"bench-pkg{i:04d}" for i in range(count)]
+    built = _rpmbuild(root.parent / ".rpmbuild", names, count)
+    (root / "Packages").mkdir(parents=True)
+    rpms = []
+    for name in names:
+        rpms.append(root / "Packages" / built[name].name)
+        shutil.move(built[name], rpms[-1])
+    index_yum(root)
+    return rpms
+
+
+def index_yum(root: Path, update: bool = False) -> None:
+    subprocess.run(["createrepo_c", "--quiet", *(["--update"] if update else []), str(root)], check=True)
+    repomd = root / "repodata" / "repomd.xml"
+    with Keyring([KEYS[0]]) as kr:
+        kr.sign_detached(repomd, repomd.with_name("repomd.xml.asc"))
+
+
+def change_yum(root: Path, rpms: list[Path]) -> list[Path]:
+    """Rebuild some packages with other payload bytes: same name, same size, mtime kept."""
+    changed = _pick(rpms)
+    names = [p.name.removesuffix("-1.0-1.noarch.rpm") for p in changed]
+    built = _rpmbuild(root.parent / ".rpmbuild", names, len(rpms))
+    for p, name in zip(changed, names, strict=True):
+        st = p.stat()
+        if built[name].stat().st_size != st.st_size:
+            raise RuntimeError(f"{name}: the rebuild changed the size; the benchmark needs the same size")
+        shutil.move(built[name], p)
+        os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+    index_yum(root, update=True)
+    return changed
+
+
+@dataclass(frozen=True)
+class Repo:
+    kind: str  # "apt" | "yum"
+    make: Callable[[Path, int], list[Path]]
+    change: Callable[[Path, list[Path]], list[Path]]
+
+
+REPOS = {"apt": Repo("apt", make_apt, change_apt), "yum": Repo("yum", make_yum, change_yum)}
+
+
 def cpu_seconds(own: bool) -> float:
     """CPU time of this process and its finished children (our tool runs in it and starts the index
     writer), or of finished children only (aws, rclone)."""
@@ -180,19 +277,6 @@ def empty_bucket(client: Any, bucket: str) -> None:
             for o in p.get("Contents", [])]  # fmt: skip
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda k: client.delete_object(Bucket=bucket, Key=k), keys))
-
-
-def change_same_size(debs: list[Path]) -> list[Path]:
-    """Rewrite some packages with different bytes of the same size and the same mtime."""
-    changed = debs[:-1][:: max(1, len(debs) // CHANGED)][:CHANGED]
-    for p in changed:
-        st = p.stat()
-        data = bytearray(p.read_bytes())
-        mid = len(data) - PAYLOAD // 2  # inside the (uncompressed) payload
-        data[mid : mid + 16] = os.urandom(16)
-        p.write_bytes(bytes(data))
-        os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
-    return changed
 
 
 def aws_sync(src: Path, dest: str, endpoint: str) -> list[str]:
@@ -232,32 +316,33 @@ TOOLS = ("mirror", "aws", "rclone", "rclone --checksum")
 PHASES = ("initial", "no-change", "same-size change")
 
 
-def measure_server(kind: str, server: MotoProcess | RGWProcess, src: Path, debs: list[Path],
-                   work: Path) -> Figures:  # fmt: skip
+def measure_server(kind: str, server: MotoProcess | RGWProcess, repo: Repo, src: Path,
+                   packages: list[Path], work: Path) -> Figures:  # fmt: skip
     """figures[tool][phase] = {wall, cpu, requests, <method>…, uploaded, changed_found}."""
     client = make_client(endpoint_url=server.endpoint, max_connections=24)
-    bucket = {t: f"bench-{kind}-{i}" for i, t in enumerate(TOOLS)}
+    bucket = {t: f"bench-{kind}-{repo.kind}-{i}" for i, t in enumerate(TOOLS)}
     for b in bucket.values():
         client.create_bucket(Bucket=b)
     # Warm-up outside the figures: RGW creates its data pool on the first write to the cluster
     # (seconds of PG peering), which would be charged to whichever tool runs first.
-    client.create_bucket(Bucket=f"bench-{kind}-warmup")
+    warmup = f"bench-{kind}-{repo.kind}-warmup"
+    client.create_bucket(Bucket=warmup)
     for i in range(4):
-        client.put_object(Bucket=f"bench-{kind}-warmup", Key=f"w{i}", Body=b"w" * 1024)
+        client.put_object(Bucket=warmup, Key=f"w{i}", Body=b"w" * 1024)
 
     def ours() -> list[str]:
         # The same-size change rebuilds packages under their names: a rewrite, allowed explicitly.
-        rep = mirror("apt", str(src), f"s3://{bucket['mirror']}/apt", client=client, allow_rewrite=True,
+        rep = mirror(repo.kind, str(src), f"s3://{bucket['mirror']}/r", client=client, allow_rewrite=True,
                      gpg_key=KEYS[1])  # fmt: skip
         assert rep.sync is not None
         return rep.sync.uploaded
 
     run_tool: dict[str, Callable[[], list[str]]] = {
         "mirror": ours,
-        "aws": lambda: aws_sync(src, f"s3://{bucket['aws']}/apt", server.endpoint),
-        "rclone": lambda: rclone_sync(src, f"{bucket['rclone']}/apt", server.endpoint),
+        "aws": lambda: aws_sync(src, f"s3://{bucket['aws']}/r", server.endpoint),
+        "rclone": lambda: rclone_sync(src, f"{bucket['rclone']}/r", server.endpoint),
         "rclone --checksum": lambda: rclone_sync(
-            src, f"{bucket['rclone --checksum']}/apt", server.endpoint, "--checksum"
+            src, f"{bucket['rclone --checksum']}/r", server.endpoint, "--checksum"
         ),
     }
     shutil.rmtree(work / "cache", ignore_errors=True)  # our hash cache starts empty on each server
@@ -280,8 +365,7 @@ def measure_server(kind: str, server: MotoProcess | RGWProcess, src: Path, debs:
 
     for phase in PHASES:
         if phase == "same-size change":
-            names = {p.name for p in change_same_size(debs)}
-            index(src)  # the indexes are regenerated as a publisher would
+            names = {p.name for p in repo.change(src, packages)}
         for tool in TOOLS:
             figures[tool][phase] = measure(tool)
         if phase == "initial":
@@ -300,9 +384,9 @@ def measure_server(kind: str, server: MotoProcess | RGWProcess, src: Path, debs:
 Figures = dict[str, dict[str, dict[str, float]]]
 
 
-def results_for(kind: str, figures: Figures, meta: dict[str, float | str]) -> list[Result]:
+def results_for(kind: str, repo: str, figures: Figures, meta: dict[str, float | str]) -> list[Result]:
     f = figures
-    bench = f"mirror.apt.{kind}"
+    bench = f"mirror.{repo}.{kind}"
     out = [
         Result(bench, "initial upload", f["mirror"]["initial"]["wall"], "s", "rclone sync",
                f["rclone"]["initial"]["wall"], "<= 1.0x rclone",
@@ -322,7 +406,7 @@ def results_for(kind: str, figures: Figures, meta: dict[str, float | str]) -> li
     return out
 
 
-def run(quick: bool) -> list[Result]:
+def run(quick: bool, repos: list[str]) -> list[Result]:
     count = 100 if quick else 1000
     work = Path(tempfile.mkdtemp(prefix="bench-mirror-"))
     results: list[Result] = []
@@ -331,21 +415,21 @@ def run(quick: bool) -> list[Result]:
     os.environ.update(env)
     try:
         KEYS[:] = generate_test_key(work / "key")
-        src = work / "apt"
-        debs = make_repo(src, count)
-        mb = sum(p.stat().st_size for p in src.rglob("*") if p.is_file()) / 1e6
-        meta: dict[str, float | str] = {"MB": round(mb, 1), "packages": count}
         for kind in ("moto", "rgw"):
             memory = (2 << 30) if quick else (8 << 30)
-            server = MotoProcess(work) if kind == "moto" else RGWProcess(work, memory)
+            server = MotoProcess(work) if kind == "moto" else RGWProcess(work, memory * len(repos))
             try:
-                figures = measure_server(kind, server, src, debs, work)
+                for name in repos:
+                    # Each server starts from a fresh source, made the same way.
+                    src = work / name
+                    shutil.rmtree(src, ignore_errors=True)
+                    packages = REPOS[name].make(src, count)
+                    mb = sum(p.stat().st_size for p in src.rglob("*") if p.is_file()) / 1e6
+                    meta: dict[str, float | str] = {"MB": round(mb, 1), "packages": count}
+                    figures = measure_server(kind, server, REPOS[name], src, packages, work)
+                    results.extend(results_for(kind, name, figures, meta))
             finally:
                 server.stop()
-            results.extend(results_for(kind, figures, meta))
-            # The next server starts from the same source as the first did.
-            shutil.rmtree(src)
-            debs = make_repo(src, count)
     finally:
         for k, v in saved.items():
             if v is None:
@@ -357,7 +441,8 @@ def run(quick: bool) -> list[Result]:
 
 
 if __name__ == "__main__":
-    res = run(quick="--quick" in sys.argv)
+    chosen = [r for r in REPOS if f"--{r}" in sys.argv] or list(REPOS)
+    res = run(quick="--quick" in sys.argv, repos=chosen)
     print_table(res)
     for r in res:
         if r.extra:
