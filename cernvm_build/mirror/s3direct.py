@@ -26,7 +26,7 @@ import urllib.request
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import quote, urlsplit
 
 import botocore.exceptions
@@ -35,6 +35,8 @@ import botocore.exceptions
 _RETRY_STATUS = frozenset({500, 502, 503, 504})
 _RETRY_CODES = frozenset({"RequestTimeout", "SlowDown", "InternalError", "ServiceUnavailable", "Throttling"})
 ATTEMPTS = 5
+#: a body read from a file is sent in blocks of this size
+BLOCK = 1 << 20
 
 #: ``observer(method, path, headers)`` for each request sent (request counts, tests)
 Observer = Callable[[str, str, dict[str, str]], None]
@@ -51,12 +53,17 @@ def _hmac(key: bytes, msg: str) -> bytes:
     return hmac.new(key, msg.encode(), hashlib.sha256).digest()
 
 
+def query_string(query: dict[str, str]) -> str:
+    """SigV4's canonical query string (also what is sent): sorted, each name and value URI-encoded."""
+    return "&".join(f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in sorted(query.items()))
+
+
 def sign(
     method: str, host: str, path: str, headers: dict[str, str], payload_sha256: str, keys: Keys,
-    region: str, now: float | None = None,
+    region: str, now: float | None = None, query: str = "",
 ) -> dict[str, str]:  # fmt: skip
-    """``headers`` plus the SigV4 ones (x-amz-date, x-amz-content-sha256, the token, Authorization) for
-    a request without a query string. ``path`` is already URI-encoded (S3 encodes it once)."""
+    """``headers`` plus the SigV4 ones (x-amz-date, x-amz-content-sha256, the token, Authorization).
+    ``path`` is already URI-encoded (S3 encodes it once), ``query`` is ``query_string``'s."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
     out = {k.lower(): v.strip() for k, v in headers.items()}
     out["host"] = host
@@ -66,7 +73,9 @@ def sign(
         out["x-amz-security-token"] = keys.token
     names = sorted(out)
     signed = ";".join(names)
-    canonical = "\n".join([method, path, "", *(f"{n}:{out[n]}" for n in names), "", signed, payload_sha256])
+    canonical = "\n".join(
+        [method, path, query, *(f"{n}:{out[n]}" for n in names), "", signed, payload_sha256]
+    )
     scope = f"{stamp[:8]}/{region}/s3/aws4_request"
     to_sign = "\n".join(["AWS4-HMAC-SHA256", stamp, scope, hashlib.sha256(canonical.encode()).hexdigest()])
     key = _hmac(_hmac(_hmac(_hmac(f"AWS4{keys.secret}".encode(), stamp[:8]), region), "s3"), "aws4_request")
@@ -131,8 +140,8 @@ class DirectPut:
                 return self._idle.pop()
         if self.https:
             return http.client.HTTPSConnection(self.hostname, self.port, timeout=self.timeout,
-                                               context=self.context)  # fmt: skip
-        return http.client.HTTPConnection(self.hostname, self.port, timeout=self.timeout)
+                                               context=self.context, blocksize=BLOCK)  # fmt: skip
+        return http.client.HTTPConnection(self.hostname, self.port, timeout=self.timeout, blocksize=BLOCK)
 
     def _release(self, conn: http.client.HTTPConnection) -> None:
         with self._lock:
@@ -147,22 +156,43 @@ class DirectPut:
         for conn in idle:
             conn.close()
 
-    def put(self, bucket: str, key: str, body: bytes, sha256: str, headers: dict[str, str]) -> str:
+    def put(
+        self, bucket: str, key: str, body: bytes | BinaryIO, sha256: str, headers: dict[str, str],
+        length: int | None = None,
+    ) -> str:  # fmt: skip
         """Write ``body`` (whose SHA-256 is ``sha256``) to ``bucket/key`` with ``headers`` (Content-Type,
-        x-amz-meta-*, x-amz-acl, If-Match, If-None-Match); returns the ETag. Raises ClientError for an
-        S3 error answer and EndpointConnectionError when the server cannot be reached, after retries."""
+        x-amz-meta-*, x-amz-acl, If-Match, If-None-Match); returns the ETag. ``body`` may be a file
+        open at its start, ``length`` bytes long (sent in blocks, sought back to 0 for a retry). Raises
+        ClientError for an S3 error answer and EndpointConnectionError when the server cannot be
+        reached, after retries."""
+        return self._put(bucket, key, {}, body, sha256, headers, "PutObject", length)
+
+    def put_part(self, bucket: str, key: str, upload_id: str, number: int, body: bytes, sha256: str) -> str:
+        """UploadPart: one part of a multipart upload, signed with its SHA-256; returns its ETag."""
+        query = {"partNumber": str(number), "uploadId": upload_id}
+        return self._put(bucket, key, query, body, sha256, {}, "UploadPart")
+
+    def _put(self, bucket: str, key: str, query: dict[str, str], body: bytes | BinaryIO, sha256: str,
+             headers: dict[str, str], op: str, length: int | None = None) -> str:  # fmt: skip
+        size = len(body) if isinstance(body, bytes) else length
+        if size is None:
+            raise ValueError("a file body needs its length")
         path = f"{self.base}/{quote(bucket, safe='')}/{quote(key, safe='/~')}"
+        qs = query_string(query)
+        target = f"{path}?{qs}" if qs else path
         for attempt in range(ATTEMPTS):
             if attempt:
                 time.sleep(min(2.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.0))
             keys = self.credentials()
-            sent = sign("PUT", self.netloc, path, {**headers, "content-length": str(len(body))}, sha256,
-                        keys, self.region)  # fmt: skip
+            if not isinstance(body, bytes):
+                body.seek(0)
+            sent = sign("PUT", self.netloc, path, {**headers, "content-length": str(size)}, sha256,
+                        keys, self.region, query=qs)  # fmt: skip
             for observe in self.observers:
                 observe("PUT", path, sent)
             conn = self._connection()
             try:
-                conn.request("PUT", path, body=body, headers=sent)
+                conn.request("PUT", target, body=body, headers=sent)
                 resp = conn.getresponse()
                 data = resp.read()
             except (OSError, http.client.HTTPException) as e:
@@ -177,7 +207,7 @@ class DirectPut:
                 self._release(conn)
             if 200 <= resp.status < 300:
                 return str(resp.getheader("ETag", ""))
-            error = _client_error(resp.status, data, resp.getheaders(), "PutObject")
+            error = _client_error(resp.status, data, resp.getheaders(), op)
             code = error.response.get("Error", {}).get("Code", "")
             if (resp.status in _RETRY_STATUS or code in _RETRY_CODES) and attempt < ATTEMPTS - 1:
                 continue

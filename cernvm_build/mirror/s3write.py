@@ -9,6 +9,7 @@ written (a narrower, but not zero, race).
 
 from __future__ import annotations
 
+import hashlib
 import mimetypes
 import os
 import threading
@@ -16,7 +17,7 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 import botocore.exceptions
 
@@ -27,7 +28,11 @@ from .s3plan import MANIFEST, PROBE_PREFIX, Action, LocalFile, Manifest, Progres
 
 #: Packages above this go up as multipart uploads, PART_JOBS parts at a time (one stream of a few MB/s
 #: per connection is what many S3 gateways give; a big package then takes as long as a small one).
-MULTIPART_THRESHOLD = 16 << 20
+#: Below it one PutObject is faster: on Ceph RGW (127.0.0.1, loaded 2-core host) a 25 MB object took
+#: 0.23-0.38 s as one PUT and 0.3-2.4 s as 8 MB parts, 4 at a time (rclone's threshold is 200 MB).
+MULTIPART_THRESHOLD = 64 << 20
+#: Files above this (and below MULTIPART_THRESHOLD) are sent from the open file, not read into memory.
+STREAM_THRESHOLD = 8 << 20
 PART_SIZE = 8 << 20
 PART_JOBS = 4
 
@@ -219,6 +224,9 @@ class Writer:
         try:
             if lf.size > MULTIPART_THRESHOLD:
                 etag = self._multipart(key, lf, extra, cond)
+            elif lf.size > STREAM_THRESHOLD and self.direct is not None:
+                etag = self._put_streamed(key, lf, extra, cond)
+                self._advance(lf.size)
             else:
                 # No Content-MD5: the body is signed with its known SHA-256 (see s3direct), which the
                 # server checks; hashing it again here would cost a pass over every byte.
@@ -233,7 +241,20 @@ class Writer:
         with self.lock:
             self.etags[action.rel] = etag
 
-    def _put(self, key: str, data: bytes, sha256: str, extra: dict[str, Any], cond: dict[str, Any]) -> str:
+    def _put_streamed(self, key: str, lf: LocalFile, extra: dict[str, Any], cond: dict[str, Any]) -> str:
+        """A big file sent from disk. The server checks the bytes against the verified SHA-256 they are
+        signed with (RGW, AWS); for servers that do not, the file's identity must not have changed
+        from before to after (any write moves ctime), as for multipart parts."""
+        with open(lf.path, "rb") as f:
+            if signature(os.fstat(f.fileno())) != lf.sig:
+                raise changed_during_sync(lf)
+            etag = self._put(key, f, lf.sha256, extra, cond, lf.size)
+            if signature(os.fstat(f.fileno())) != lf.sig:
+                raise changed_during_sync(lf)
+        return etag
+
+    def _put(self, key: str, data: bytes | BinaryIO, sha256: str, extra: dict[str, Any], cond: dict[str, Any],
+             length: int | None = None) -> str:  # fmt: skip
         if self.direct is None:
             # Not a client of make_client: botocore signs (and over plain HTTP hashes) the body itself.
             return str(
@@ -246,7 +267,7 @@ class Writer:
             headers["If-None-Match"] = cond["IfNoneMatch"]
         if cond.get("IfMatch"):
             headers["If-Match"] = cond["IfMatch"]
-        return self.direct.put(self.url.bucket, key, data, sha256, headers)
+        return self.direct.put(self.url.bucket, key, data, sha256, headers, length)
 
     def _check_unchanged(self, action: Action) -> None:
         """Without server-side preconditions: re-read the index's ETag right before replacing it."""
@@ -286,13 +307,18 @@ class Writer:
                 offsets = list(range(0, lf.size, PART_SIZE)) or [0]
 
                 def part(number: int) -> tuple[int, str]:
-                    # Parts are signed with their SHA-256 (botocore hashes them: no Content-MD5 header),
-                    # which the server checks.
+                    # Parts are signed with their SHA-256 (no Content-MD5 header), which the server
+                    # checks: hashed here (hashlib lets other threads run meanwhile) or by botocore.
                     block = os.pread(fd, PART_SIZE, offsets[number - 1])
-                    r = self.client.upload_part(Bucket=self.url.bucket, Key=key, UploadId=upload_id,
-                                                PartNumber=number, Body=block)  # fmt: skip
+                    if self.direct is not None:
+                        sha = hashlib.sha256(block).hexdigest()
+                        etag = self.direct.put_part(self.url.bucket, key, upload_id, number, block, sha)
+                    else:
+                        r = self.client.upload_part(Bucket=self.url.bucket, Key=key, UploadId=upload_id,
+                                                    PartNumber=number, Body=block)  # fmt: skip
+                        etag = str(r["ETag"])
                     self._advance(len(block))
-                    return number, str(r["ETag"])
+                    return number, etag
 
                 with ThreadPoolExecutor(max_workers=PART_JOBS) as pool:
                     done = list(pool.map(part, range(1, len(offsets) + 1)))

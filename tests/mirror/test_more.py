@@ -86,6 +86,26 @@ def test_multipart_uploads_carry_the_hash(
     assert sync_tree(src, f"s3://{bucket}", client=s3).uploaded == []
 
 
+def test_big_files_are_sent_from_disk(
+    tmp_path: Path, target: Target, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between the streaming and the multipart thresholds a file is one PutObject sent from the open
+    file (not read into memory), signed with its verified hash, on moto and on Ceph RGW."""
+    import hashlib
+
+    s3, bucket = target.client, target.bucket
+    monkeypatch.setattr(s3write, "STREAM_THRESHOLD", 64 << 10)
+    src = tmp_path / "src"
+    src.mkdir()
+    data = bytes(range(256)) * 4000 + b"tail"  # ~1 MB: several of the connection's blocks
+    (src / "big.rpm").write_bytes(data)
+    rep = sync_tree(src, f"s3://{bucket}", client=s3)
+    assert rep.uploaded == ["big.rpm"]
+    assert s3.get_object(Bucket=bucket, Key="big.rpm")["Body"].read() == data
+    head = s3.head_object(Bucket=bucket, Key="big.rpm")
+    assert head["Metadata"]["sha256"] == hashlib.sha256(data).hexdigest() and "-" not in head["ETag"]
+
+
 def test_uploads_are_signed_with_the_verified_hash_and_the_server_checks_it(
     tmp_path: Path, target: Target
 ) -> None:

@@ -90,42 +90,44 @@ def test_cli_default_jobs_is_the_engines() -> None:
 
 
 @pytest.mark.parametrize(
-    ("key", "headers", "token"),
+    ("key", "headers", "token", "query"),
     [
-        ("el9/Packages/cvm-tool-1.0-1.x86_64.rpm", {"Content-Type": "application/x-rpm"}, None),
-        (
-            "apt/pool/main/c/lib+plus/odd name~1%.deb",
-            {"If-None-Match": "*", "x-amz-acl": "public-read"},
-            None,
-        ),
-        ("dists/bookworm/InRelease", {"If-Match": '"0123abc"', "x-amz-meta-sha256": "ab" * 32}, "tok/en="),
+        ("el9/Packages/cvm-tool-1.0-1.x86_64.rpm", {"Content-Type": "application/x-rpm"}, None, {}),
+        ("pool/c/lib+plus/odd name~1%.deb", {"If-None-Match": "*", "x-amz-acl": "public-read"}, None, {}),
+        ("dists/b/InRelease", {"If-Match": '"0123abc"', "x-amz-meta-sha256": "ab" * 32}, "tok/en=", {}),
+        ("big.rpm", {}, None, {"uploadId": "2~Ab+C/d=_e.f", "partNumber": "10"}),
     ],
 )
-def test_own_sigv4_signature_is_botocores(key: str, headers: dict[str, str], token: str | None) -> None:
-    """The own PutObject signer (s3direct) signs exactly as botocore's SigV4 for S3 does, for keys that
-    need URI encoding, conditional headers, metadata and a session token (botocore is the reference)."""
+def test_own_sigv4_signature_is_botocores(
+    key: str, headers: dict[str, str], token: str | None, query: dict[str, str]
+) -> None:
+    """The own PutObject/UploadPart signer (s3direct) signs exactly as botocore's SigV4 for S3 does, for
+    keys that need URI encoding, conditional headers, metadata, a session token and a query string
+    (botocore is the reference)."""
+    import datetime
     import hashlib
+    from unittest import mock
     from urllib.parse import quote
 
     import botocore.auth
     import botocore.awsrequest
     import botocore.credentials
 
-    from cernvm_build.mirror.s3direct import Keys, sign
+    from cernvm_build.mirror.s3direct import Keys, query_string, sign
 
     body = b"package bytes"
     sha = hashlib.sha256(body).hexdigest()
     path = f"/bucket/{quote(key, safe='/~')}"
     now = 1_780_000_000.0
-    ours = sign("PUT", "127.0.0.1:8000", path, headers, sha, Keys("AKID", "SECRET", token), "eu-west-1", now)
+    qs = query_string(query)
+    ours = sign("PUT", "127.0.0.1:8000", path, headers, sha, Keys("AKID", "SECRET", token), "eu-west-1",
+                now, query=qs)  # fmt: skip
 
-    request = botocore.awsrequest.AWSRequest("PUT", f"http://127.0.0.1:8000{path}", data=body,
+    url = f"http://127.0.0.1:8000{path}" + (f"?{qs}" if qs else "")
+    request = botocore.awsrequest.AWSRequest("PUT", url, data=body,
                                              headers={**headers, "X-Amz-Content-SHA256": sha})  # fmt: skip
     auth = botocore.auth.S3SigV4Auth(botocore.credentials.Credentials("AKID", "SECRET", token), "s3",
                                      "eu-west-1")  # fmt: skip
-    import datetime
-    from unittest import mock
-
     fixed = datetime.datetime.fromtimestamp(now, datetime.UTC).replace(tzinfo=None)
     with mock.patch("botocore.auth.get_current_datetime", return_value=fixed):
         auth.add_auth(request)
