@@ -231,8 +231,8 @@ def make_yum(root: Path, count: int) -> list[Path]:
     return rpms
 
 
-def index_yum(root: Path, update: bool = False) -> None:
-    subprocess.run(["createrepo_c", "--quiet", *(["--update"] if update else []), str(root)], check=True)
+def index_yum(root: Path) -> None:
+    subprocess.run(["createrepo_c", "--quiet", str(root)], check=True)
     repomd = root / "repodata" / "repomd.xml"
     with Keyring([KEYS[0]]) as kr:
         kr.sign_detached(repomd, repomd.with_name("repomd.xml.asc"))
@@ -249,7 +249,7 @@ def change_yum(root: Path, rpms: list[Path]) -> list[Path]:
             raise RuntimeError(f"{name}: the rebuild changed the size; the benchmark needs the same size")
         shutil.move(built[name], p)
         os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
-    index_yum(root, update=True)
+    index_yum(root)  # not --update: it would keep the old checksums of same-size, same-mtime packages
     return changed
 
 

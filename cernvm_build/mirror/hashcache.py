@@ -101,6 +101,7 @@ class HashCache:
         self.dirty = False
         self.hits = 0
         self.misses = 0
+        self._busy: dict[str, threading.Event] = {}  # files being hashed now, by key
         if path is not None and path.is_file():
             try:
                 raw = json.loads(path.read_text())
@@ -127,25 +128,40 @@ class HashCache:
         return hit[1], sig[2], sig
 
     def digest(self, path: Path, algo: str = "sha256") -> tuple[str, int, Sig]:
-        """``(hex digest, size, signature)``; the signature is the file's state the digest belongs to."""
+        """``(hex digest, size, signature)``; the signature is the file's state the digest belongs to.
+        A file another thread is hashing is waited for, not read twice (``prehash`` runs beside the
+        verification)."""
         key = f"{algo}:{os.path.abspath(path)}"
-        for _ in range(3):
+        reads = 0
+        while reads < 3:
             sig = signature(os.stat(path))
             with self.lock:
                 hit = self.entries.get(key)
+                busy = self._busy.get(key) if hit is None or hit[0] != sig else None
+                if busy is None and (hit is None or hit[0] != sig):
+                    self._busy[key] = mine = threading.Event()
             if hit is not None and hit[0] == sig:
                 with self.lock:
                     self.hits += 1
                 return hit[1], sig[2], sig
-            digest, size = hash_stream(_chunks(path), algo)
-            if signature(os.stat(path)) != sig or size != sig[2]:
-                continue  # written while we read it: read again
-            with self.lock:
-                self.misses += 1
-                if max(sig[3], sig[4]) < time.time_ns() - RACY_NS:
-                    self.entries[key] = (sig, digest)
-                    self.dirty = True
-            return digest, size, sig
+            if busy is not None:
+                busy.wait()  # then look again: remembered, or (racy, changed) read here
+                continue
+            reads += 1
+            try:
+                digest, size = hash_stream(_chunks(path), algo)
+                if signature(os.stat(path)) != sig or size != sig[2]:
+                    continue  # written while we read it: read again
+                with self.lock:
+                    self.misses += 1
+                    if max(sig[3], sig[4]) < time.time_ns() - RACY_NS:
+                        self.entries[key] = (sig, digest)
+                        self.dirty = True
+                return digest, size, sig
+            finally:
+                with self.lock:
+                    del self._busy[key]
+                mine.set()
         raise OSError(f"{path}: keeps changing while it is read")
 
     def fact(self, path: Path, name: str) -> str | None:

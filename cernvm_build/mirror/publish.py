@@ -8,6 +8,7 @@ deletion, so readers holding an older index still find everything it names.
 from __future__ import annotations
 
 import contextlib
+import os
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -178,7 +179,13 @@ def _mirror(
     checkpoint: Checkpoint,
 ) -> MirrorReport:
     source = open_source(source_spec, cache_dir("mirror", "staging"), cache)
-    checked = verify_source(kind, source, gpg_key=gpg_key, suites=suites, jobs=jobs, progress=progress)
+    prehash = (
+        source.prehashing(os.cpu_count() or 1)
+        if isinstance(source, LocalSource)
+        else contextlib.nullcontext()
+    )
+    with prehash:
+        checked = verify_source(kind, source, gpg_key=gpg_key, suites=suites, jobs=jobs, progress=progress)
     if checked.problems:
         raise SourceBroken(source.name, checked.problems)
     checkpoint("verified", "")

@@ -35,6 +35,7 @@ import botocore.exceptions
 _RETRY_STATUS = frozenset({500, 502, 503, 504})
 _RETRY_CODES = frozenset({"RequestTimeout", "SlowDown", "InternalError", "ServiceUnavailable", "Throttling"})
 ATTEMPTS = 5
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 #: a body read from a file is sent in blocks of this size
 BLOCK = 1 << 20
 
@@ -165,34 +166,47 @@ class DirectPut:
         open at its start, ``length`` bytes long (sent in blocks, sought back to 0 for a retry). Raises
         ClientError for an S3 error answer and EndpointConnectionError when the server cannot be
         reached, after retries."""
-        return self._put(bucket, key, {}, body, sha256, headers, "PutObject", length)
+        return self._send("PUT", bucket, key, {}, body, sha256, headers, "PutObject", length)[0]
 
     def put_part(self, bucket: str, key: str, upload_id: str, number: int, body: bytes, sha256: str) -> str:
         """UploadPart: one part of a multipart upload, signed with its SHA-256; returns its ETag."""
         query = {"partNumber": str(number), "uploadId": upload_id}
-        return self._put(bucket, key, query, body, sha256, {}, "UploadPart")
+        return self._send("PUT", bucket, key, query, body, sha256, {}, "UploadPart")[0]
 
-    def _put(self, bucket: str, key: str, query: dict[str, str], body: bytes | BinaryIO, sha256: str,
-             headers: dict[str, str], op: str, length: int | None = None) -> str:  # fmt: skip
+    def head(self, bucket: str, key: str) -> tuple[str, str | None] | None:
+        """HeadObject: (ETag, our stored SHA-256 or None), or None when there is no such object."""
+        try:
+            etag, headers = self._send("HEAD", bucket, key, {}, b"", EMPTY_SHA256, {}, "HeadObject")
+        except botocore.exceptions.ClientError as e:
+            if e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+                return None
+            raise
+        return etag, headers.get("x-amz-meta-sha256")
+
+    def _send(self, method: str, bucket: str, key: str, query: dict[str, str], body: bytes | BinaryIO,
+              sha256: str, headers: dict[str, str], op: str, length: int | None = None,
+              ) -> tuple[str, dict[str, str]]:  # fmt: skip
+        """(ETag, response headers by lower-case name) of a successful request."""
         size = len(body) if isinstance(body, bytes) else length
         if size is None:
             raise ValueError("a file body needs its length")
         path = f"{self.base}/{quote(bucket, safe='')}/{quote(key, safe='/~')}"
         qs = query_string(query)
         target = f"{path}?{qs}" if qs else path
+        if method == "PUT":
+            headers = {**headers, "content-length": str(size)}
         for attempt in range(ATTEMPTS):
             if attempt:
                 time.sleep(min(2.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.0))
             keys = self.credentials()
             if not isinstance(body, bytes):
                 body.seek(0)
-            sent = sign("PUT", self.netloc, path, {**headers, "content-length": str(size)}, sha256,
-                        keys, self.region, query=qs)  # fmt: skip
+            sent = sign(method, self.netloc, path, headers, sha256, keys, self.region, query=qs)
             for observe in self.observers:
-                observe("PUT", path, sent)
+                observe(method, path, sent)
             conn = self._connection()
             try:
-                conn.request("PUT", target, body=body, headers=sent)
+                conn.request(method, target, body=body if method == "PUT" else None, headers=sent)
                 resp = conn.getresponse()
                 data = resp.read()
             except (OSError, http.client.HTTPException) as e:
@@ -206,7 +220,8 @@ class DirectPut:
             else:
                 self._release(conn)
             if 200 <= resp.status < 300:
-                return str(resp.getheader("ETag", ""))
+                got = {k.lower(): v for k, v in resp.getheaders()}
+                return got.get("etag", ""), got
             error = _client_error(resp.status, data, resp.getheaders(), op)
             code = error.response.get("Error", {}).get("Code", "")
             if (resp.status in _RETRY_STATUS or code in _RETRY_CODES) and attempt < ATTEMPTS - 1:

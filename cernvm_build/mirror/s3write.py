@@ -24,6 +24,7 @@ import botocore.exceptions
 from ..errors import MirrorError
 from .hashcache import signature
 from .s3client import META_SHA256, S3Client, S3Url, direct_put, error_code, http_status, s3_error
+from .s3direct import DirectPut
 from .s3plan import MANIFEST, PROBE_PREFIX, Action, LocalFile, Manifest, Progress, head_sha256
 
 #: Packages above this go up as multipart uploads, PART_JOBS parts at a time (one stream of a few MB/s
@@ -171,7 +172,7 @@ class Writer:
 
     def __init__(
         self,
-        client: S3Client,
+        client: S3Client | None,
         url: S3Url,
         *,
         conditional: bool,
@@ -179,8 +180,14 @@ class Writer:
         conditions: Conditions | None = None,
         total: int,
         progress: Progress | None,
+        direct: DirectPut | None = None,
+        connect: Callable[[], S3Client] | None = None,
     ):
-        self.client = client
+        """``client``, or ``direct`` and ``connect`` (makes a botocore client on first need: the index
+        writer process, which then imports no boto3 for its PUTs and HEADs)."""
+        self._client = client
+        self._connect = connect
+        self._client_lock = threading.Lock()
         self.url = url
         self.conditional = conditional
         self.conditions = conditions or Conditions(conditional)
@@ -190,7 +197,17 @@ class Writer:
         self.done = 0
         self.lock = threading.Lock()
         self.etags: dict[str, str] = {}  # in the order the uploads completed
-        self.direct = direct_put(client)
+        self.direct = direct if direct is not None or client is None else direct_put(client)
+
+    @property
+    def client(self) -> S3Client:
+        """botocore's client, for what the direct path does not do (multipart, no direct path)."""
+        with self._client_lock:
+            if self._client is None:
+                if self._connect is None:
+                    raise MirrorError("no S3 client to write with", hint="this is a bug; re-run")
+                self._client = self._connect()
+            return self._client
 
     def _advance(self, n: int) -> None:
         with self.lock:
@@ -271,24 +288,27 @@ class Writer:
 
     def _check_unchanged(self, action: Action) -> None:
         """Without server-side preconditions: re-read the index's ETag right before replacing it."""
-        try:
-            resp = self.client.head_object(Bucket=self.url.bucket, Key=self.url.key(action.rel))
-            now: str | None = str(resp["ETag"])
-        except botocore.exceptions.ClientError as e:
-            if http_status(e) != 404:
-                raise s3_error(e, f"{self.url}/{action.rel}") from e
-            now = None
-        if now != action.etag:
+        if self._head(action.rel)[1] != action.etag:
             raise self._conflict(action)
 
     def _lost_race(self, action: Action, lf: LocalFile) -> str:
         # Someone wrote the key after our plan. Identical content (another publisher of the same
         # package) is fine; anything else means two publishers are interleaving.
-        sha, etag = head_sha256(self.client, self.url, action.rel)
+        sha, etag = self._head(action.rel)
         if sha == lf.sha256 and etag:
             self._advance(lf.size)
             return etag
         raise self._conflict(action)
+
+    def _head(self, rel: str) -> tuple[str | None, str | None]:
+        """(stored sha256, ETag) of one object; (None, None) if there is none."""
+        if self.direct is None:
+            return head_sha256(self.client, self.url, rel)
+        try:
+            got = self.direct.head(self.url.bucket, self.url.key(rel))
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
+            raise s3_error(e, f"{self.url}/{rel}") from e
+        return (got[1], got[0]) if got else (None, None)
 
     def _conflict(self, action: Action) -> ConflictError:
         return ConflictError(

@@ -8,10 +8,12 @@ file whose hash still matches, so an interrupted download resumes instead of sta
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Protocol
 from urllib.parse import quote
@@ -97,6 +99,33 @@ class LocalSource:
     def local_path(self, rel: str) -> Path | None:
         p = self.root / safe_rel(rel)
         return p if p.is_file() else None
+
+    @contextlib.contextmanager
+    def prehashing(self, workers: int) -> Iterator[None]:
+        """Hash every file of the tree into the cache in the background while inside (the biggest
+        first), so that the verification's hashing overlaps its gpg runs and index parsing; the sync
+        hashes the whole tree anyway. The cache hashes each file once (a reader waits for a file being
+        hashed). Nothing is decided here: errors are left for the verification to meet and report."""
+        if self.cache is None:
+            yield
+            return
+        cache = self.cache
+        paths = sorted(((p.stat().st_size, p) for p in map(self.root.joinpath, self.list() or [])
+                        if p.is_file()), reverse=True)  # fmt: skip
+
+        def one(path: Path) -> None:
+            try:
+                cache.digest(path)
+            except (OSError, MirrorError):
+                pass
+
+        pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="cernvm-prehash")
+        try:
+            for _, p in paths:
+                pool.submit(one, p)
+            yield
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def list(self) -> list[str] | None:
         out = []

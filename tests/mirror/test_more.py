@@ -191,3 +191,47 @@ def test_progress_counts_files_when_verifying_and_bytes_when_uploading(
     assert last["verifying files"] == (2, 2)  # the two packages
     size = sum(p.stat().st_size for p in src.rglob("*") if p.is_file())
     assert last["uploading bytes"] == (size, size)
+
+
+def test_index_writer_is_a_fresh_process_that_writes_only_what_it_is_handed(
+    tmp_path: Path, s3: Any, bucket: str
+) -> None:
+    """The index writer is a new interpreter (not a fork of the threaded mirror) in its own session;
+    closed before the hand-over it writes nothing; handed a list, it writes it in order and reports
+    each ETag back."""
+    import hashlib
+    import os
+
+    from cernvm_build.mirror.hashcache import signature
+    from cernvm_build.mirror.indexwriter import IndexWriter
+    from cernvm_build.mirror.s3client import parse_s3_url
+    from cernvm_build.mirror.s3plan import Action, LocalFile
+    from cernvm_build.mirror.s3write import Conditions
+
+    url = parse_s3_url(f"s3://{bucket}/r")
+    idle = IndexWriter(s3, url, conditional=True, conditions=Conditions(True), acl=None)
+    cmdline = Path(f"/proc/{idle.proc.pid}/cmdline").read_bytes().split(b"\0")
+    assert b"from cernvm_build.mirror.indexwriter import main; main()" in cmdline
+    assert os.getsid(idle.proc.pid) == idle.proc.pid != os.getsid(0)
+    idle.close()
+    assert idle.status == 0 and "Contents" not in s3.list_objects_v2(Bucket=bucket)
+
+    files = []
+    for name, data in (("repomd.xml", b"<repomd/>"), ("repomd.xml.asc", b"signature")):
+        (tmp_path / name).write_bytes(data)
+        st = os.stat(tmp_path / name)
+        lf = LocalFile(name, tmp_path / name, len(data), hashlib.sha256(data).hexdigest(), signature(st))
+        files.append((Action("create", name, len(data), "new", last=True), lf))
+    seen: list[tuple[str, str]] = []
+    helper = IndexWriter(s3, url, conditional=True, conditions=Conditions(True), acl=None)
+    try:
+        helper.write([[files[0]], [files[1]]], lambda rel, etag: seen.append((rel, etag)))
+    finally:
+        helper.close()
+    assert [rel for rel, _ in seen] == ["repomd.xml", "repomd.xml.asc"]
+    for rel, etag in seen:
+        head = s3.head_object(Bucket=bucket, Key=f"r/{rel}")
+        assert (
+            head["ETag"] == etag
+            and head["Metadata"]["sha256"] == hashlib.sha256((tmp_path / rel).read_bytes()).hexdigest()
+        )
