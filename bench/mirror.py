@@ -8,7 +8,8 @@ Measured per repository, server and tool: wall time, client CPU (ours in this pr
 children) and requests by method (from the server's own request log: the same count for every tool)
 for the initial upload, a no-change re-sync, and a same-size content change with the modification
 time kept (rebuilt packages of equal size, which size/mtime tools miss): how many of the changed
-packages each tool uploads. One package is big enough for multipart uploads.
+packages each tool uploads. One package is 24 MB: aws-cli uploads it in parts (8 MB threshold), the mirror
+as one PutObject sent from disk (parts from 64 MB), rclone too (200 MB).
 Both repositories are signed with a throwaway key and the mirror checks them with ``--gpg-key``, as
 for a real repository (so its index files go through the index writer process; for yum, every RPM
 is also checked with ``rpm -K``).
@@ -44,7 +45,7 @@ from cernvm_build.mirror.publish import mirror
 from cernvm_build.mirror.s3client import make_client
 
 PAYLOAD = 500 * 1024
-BIG = 24 << 20  # one package above the multipart threshold of every tool but rclone's (200 MB)
+BIG = 24 << 20  # above aws-cli's multipart threshold (8 MB), below the mirror's (64 MB) and rclone's (200 MB)
 CHANGED = 5
 CREDS = {  # LocalRGW creates its user with these keys; moto takes any
     "AWS_ACCESS_KEY_ID": "testing",
