@@ -189,11 +189,11 @@ def publish_image(
             had = origin.get("origin", []) if isinstance(origin, dict) else []
             now = sorted({*had, cfg})
             if origin is None:
-                if isinstance(layer_tree, LayerTar):  # the layer alone keeps no whiteout entries
-                    ops += [RemovePart(f"{ldir}/layerfs/{p}") for p in layer_tree.whiteouts]
                 ops += _layer_parts(
                     layer.result, _layer_tar(layer_tree, files, work), now, ldir, files, work, ts
                 )
+                if isinstance(layer_tree, LayerTar):  # the layer alone keeps no whiteout entries
+                    ops += [RemovePart(f"{ldir}/layerfs/{p}") for p in layer_tree.whiteouts]
                 published.append(ldir)
             elif cfg not in had:
                 data = canonical({"origin": now})

@@ -4,10 +4,13 @@ which podman runs the image; the ingested tree is the pushed one, file for file.
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 import os
 import shutil
 import subprocess
+import tarfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -347,3 +350,93 @@ def test_ingest_of_a_manifest_list_publishes_every_platform(
         tmp_path / "stratum", fqrn=HUB, public_keys=[tmp_path / "keys" / f"{HUB}.pub"]
     ) as repo:
         assert repo.revision == revision
+
+
+def _layer(members: dict[str, bytes | None]) -> bytes:
+    """A gzip tar layer: name -> content (None: a directory), in the order given."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as t:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.mtime = 1_700_000_000
+            if data is None:
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                t.addfile(info)
+            else:
+                info.size, info.mode = len(data), 0o644
+                t.addfile(info, io.BytesIO(data))
+    return gzip.compress(raw.getvalue(), mtime=0)
+
+
+def _layout_of(dest: Path, layers: list[dict[str, bytes | None]], tag: str) -> None:
+    """An OCI layout of one image made of ``layers`` (what a docker build with deletions pushes)."""
+    blobs = dest / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+
+    def put(data: bytes) -> dict[str, object]:
+        (blobs / digest_of(data)[7:]).write_bytes(data)
+        return {"digest": digest_of(data), "size": len(data)}
+
+    gz = [_layer(m) for m in layers]
+    diff_ids = [digest_of(gzip.decompress(g)) for g in gz]
+    rootfs = {"type": "layers", "diff_ids": diff_ids}
+    config = canonical({"architecture": "amd64", "os": "linux", "created": "2026-12-01T10:00:00Z",
+                        "config": {"Cmd": ["/bin/sh"]}, "rootfs": rootfs})  # fmt: skip
+    manifest = canonical({
+        "schemaVersion": 2, "mediaType": manifest_list.OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **put(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", **put(g)} for g in gz],
+    })  # fmt: skip
+    entry = {"mediaType": manifest_list.OCI_MANIFEST, **put(manifest),
+             "annotations": {"org.opencontainers.image.ref.name": tag}}  # fmt: skip
+    (dest / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [entry]}))
+    (dest / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+
+
+def test_ingested_whiteouts_mean_what_they_mean_to_umoci(
+    registry: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A layer that deletes a file (``.wh.NAME``) and hides a directory's lower content (opaque):
+    each chain is what umoci unpacks from the same layers, and the layer alone keeps no whiteouts."""
+    base = {"etc/": None, "etc/a": b"a0", "etc/gone": b"g", "opt/": None, "opt/op/": None,
+            "opt/op/old": b"o", "opt/op/sub/": None, "opt/op/sub/deep": b"d", "opt/keep": b"k", "var/": None,
+            "var/gone-dir/": None, "var/gone-dir/f": b"f"}  # fmt: skip
+    top = {"etc/": None, "etc/.wh.gone": b"", "etc/a": b"a1", "opt/op/": None, "opt/op/.wh..wh..opq": b"",
+           "opt/op/new": b"n", "var/": None, "var/.wh.gone-dir": b""}  # fmt: skip
+    _layout_of(tmp_path / "wh.oci", [base, top], "1")
+    ref = f"{registry}/cernvm/whiteouts:1"
+    copy = skopeo("copy", "--dest-tls-verify=false", f"oci:{tmp_path / 'wh.oci'}:1", f"docker://{ref}")
+    assert copy.returncode == 0, copy.stderr
+    keys = generate_keys(HUB)
+    keys.save(tmp_path / "keys")
+    create_repository(tmp_path / "stratum", HUB, keys)
+    hub = [
+        "--hub-stratum",
+        str(tmp_path / "stratum"),
+        "--hub-keys",
+        str(tmp_path / "keys"),
+        "--hub-fqrn",
+        HUB,
+    ]
+    capsys.readouterr()
+    assert main(["hub", "ingest", ref, *hub, "--no-tls-verify", "--json"]) == 0, capsys.readouterr().err
+    (image,) = json.loads(capsys.readouterr().out)["images"]
+    out = tmp_path / "hub"
+    out.mkdir()
+    with open_repository(
+        tmp_path / "stratum", fqrn=HUB, public_keys=[tmp_path / "keys" / f"{HUB}.pub"]
+    ) as repo:
+        materialize(CvmfsTree(repo, "/"), out, mtime=None)
+    marker = frozenset({".cvmfscatalog"})
+    for k, chain in enumerate(image["meta"]["chains"]):
+        unpacked = tmp_path / f"umoci{k}"
+        layout = tmp_path / f"wh{k}.oci"
+        _layout_of(layout, [base, top][: k + 1], "1")
+        subprocess.run(["umoci", "raw", "unpack", "--image", f"{layout}:1", str(unpacked)], check=True)
+        assert describe(out / chain.lstrip("/"), ignore=marker) == describe(unpacked), k
+    assert not (out / image["meta"]["chains"][1].lstrip("/") / "etc" / "gone").exists()
+    assert sorted(os.listdir(out / image["meta"]["chains"][1].lstrip("/") / "opt" / "op")) == ["new"]
+    layerfs = out / image["meta"]["layers"][1].lstrip("/")
+    assert not [p for p in layerfs.rglob(".wh.*")]
+    assert (layerfs / "opt" / "op" / "new").read_bytes() == b"n"
+    assert describe(out / image["meta"]["flat"].lstrip("/") / "opt") == describe(tmp_path / "umoci1" / "opt")
