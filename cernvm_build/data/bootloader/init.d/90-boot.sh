@@ -8,7 +8,7 @@ mount --move $ROOT_RO $ROOT/mnt/.ro
 pids=
 set +f
 for p in /proc/[0-9]*; do
-    case "$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null)" in
+    case "$(tr '\0' ' ' 2>/dev/null <"$p/cmdline")" in  # a process may end meanwhile
         *cernvm_build.cvmfs.mount*) pids="$pids ${p#/proc/}" ;;
     esac
 done
