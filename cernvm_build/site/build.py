@@ -11,7 +11,8 @@ The steps, one module each, in the order data flows:
 - ``search``: Pagefind indexes the written pages (again only when a page changed).
 
 Incremental by construction: an output is rendered again only when its fingerprint changed, so an
-incremental build writes exactly the bytes a clean build would.
+incremental build writes exactly the bytes a clean build would. A build into a folder that does not
+exist yet writes a sibling folder and renames it into place when pages and index are complete.
 """
 
 from __future__ import annotations
