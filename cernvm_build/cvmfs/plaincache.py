@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
-import tempfile
+import threading
 import time
 import zlib
 from collections.abc import Callable, Iterable
@@ -60,6 +60,7 @@ class PlainCache:
         self.dir = root / "plain"
         self.dir.mkdir(parents=True, exist_ok=True)
         self._base = str(self.dir)
+        self._dirs: set[str] = set()  # the XX directories known to exist
         self._verified: set[str] = set()
         #: Told of every file opened or made (the size limit's LRU, quota.py).
         self.on_use: Callable[[str], None] | None = None
@@ -98,9 +99,19 @@ class PlainCache:
         descriptor on it (opened before the size limit may evict it again: a file larger than the
         limit is still served to this reader); SizeMismatch, and nothing kept, if they are not
         ``size`` bytes."""
-        dest = self.path(name, suffix)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=dest.parent)
+        d = f"{self._base}/{name[:2]}"
+        if d not in self._dirs:
+            os.makedirs(d, exist_ok=True)
+            self._dirs.add(d)
+        dest = f"{d}/{name[2:]}{suffix}"
+        # one writer per thread at a time: pid and thread make the name unique without mkstemp
+        tmp = f"{d}/.{name[2:]}{suffix}.{os.getpid()}-{threading.get_ident()}.tmp"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        try:
+            fd = os.open(tmp, flags, 0o644)
+        except FileExistsError:  # a crashed process's, of the same pid and thread number
+            os.unlink(tmp)
+            fd = os.open(tmp, flags, 0o644)
         try:
             crc = got = 0
             with os.fdopen(fd, "wb") as f:
@@ -111,7 +122,7 @@ class PlainCache:
                 if got != size:
                     raise SizeMismatch(got)
                 f.write(_trailer(crc))
-            os.chmod(tmp, 0o644)
+                os.fchmod(f.fileno(), 0o644)  # whatever the umask: readers of the mount are others
             rfd = os.open(tmp, os.O_RDONLY | os.O_CLOEXEC)
             try:
                 os.replace(tmp, dest)
@@ -122,9 +133,9 @@ class PlainCache:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
-        self._verified.add(str(dest))
+        self._verified.add(dest)
         if self.on_use is not None:
-            self.on_use(str(dest))
+            self.on_use(dest)
         return rfd
 
     def discard(self, name: str, suffix: str) -> None:

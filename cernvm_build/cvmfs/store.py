@@ -363,10 +363,15 @@ class ObjectStore:
         with self._lock:
             key_lock = self._key_locks.setdefault(key, threading.Lock())
         try:
-            with key_lock:  # one fetch for a reader and the prefetcher asking at once
+            # one fetch for a reader and the prefetcher asking at once: who waited for the other
+            # looks again
+            if not key_lock.acquire(blocking=False):
+                key_lock.acquire()
                 fd = plain.open(name, suffix, size)
                 if fd is not None:
+                    key_lock.release()
                     return fd
+            try:
                 h = parse_hash(name)
                 limit = stored_limit(size, compressed, None)
                 with self._stored(h, suffix, what, limit, cached=False) as blocks:
@@ -375,6 +380,8 @@ class ObjectStore:
                         return plain.put(name, suffix, inflated, size)
                     except SizeMismatch as e:
                         raise self._size_error(h, suffix, e.got, size, what) from None
+            finally:
+                key_lock.release()
         finally:
             with self._lock:
                 self._key_locks.pop(key, None)
