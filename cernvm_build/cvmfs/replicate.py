@@ -430,15 +430,23 @@ def replicate(
             (dest / SNAPSHOTTING_FILE).unlink(missing_ok=True)
 
 
-def _published_catalogs(store: ObjectStore, name: str, previous: manifest_mod.Manifest) -> set[str]:
+def _published_catalogs(
+    store: ObjectStore, dest: Path, name: str, previous: manifest_mod.Manifest
+) -> set[str]:
     """The catalogs of the revisions the replica publishes now (its trunk and every tag of its
     history, all of which the run that wrote its manifest walked): each is on disk with every object
     and nested catalog below it (a manifest is written only after everything it names), so this run
     need not read them again, nor look up their objects one by one. Read from the replica itself
-    (the store's cache: hash-checked on use), nested references only."""
+    (the store's cache: hash-checked on use), nested references only. Only catalogs already in the
+    replica count, and nothing below one that is not (a replica another tool made may lack the tags'
+    revisions): those are walked as usual."""
+
+    def present(h: str, suffix: str) -> bool:
+        return os.path.exists(f"{dest}/{parse_hash(h).path(suffix)}")
+
     found: set[str] = set()
     stack: list[tuple[str, int | None, int]] = [(previous.root_hash, previous.root_size or None, 0)]
-    if previous.history_hash:
+    if previous.history_hash and present(previous.history_hash, SUFFIX_HISTORY):
         hpath = store.plain_file(
             previous.history_hash,
             SUFFIX_HISTORY,
@@ -455,7 +463,7 @@ def _published_catalogs(store: ObjectStore, name: str, previous: manifest_mod.Ma
             history.close()
     while stack:
         cat_hash, cat_size, depth = stack.pop()
-        if cat_hash in found:
+        if cat_hash in found or not present(cat_hash, SUFFIX_CATALOG):
             continue
         if depth > MAX_NESTING:
             raise CvmfsError(f"{name}: the replica's revision {previous.revision}: catalogs nest too deep")
@@ -521,7 +529,7 @@ def _replicate(
     ):
         if ref_hash:
             pending.add(dest / parse_hash(ref_hash).path(suffix))
-    published = _published_catalogs(store, name, previous) if previous is not None else set()
+    published = _published_catalogs(store, dest, name, previous) if previous is not None else set()
     transfers = _Transfers(fetcher, dest, name, jobs, pending)
     seen: set[str] = set()
     try:

@@ -7,6 +7,7 @@ converges; a tampered source object is refused and the replica's manifest is not
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import http.server
 import json
 import os
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -160,6 +162,18 @@ def test_replica_is_read_by_the_reader_and_the_real_cvmfs2_and_updates_increment
     assert third["objects_fetched"] == 0
     # everything is the published revision's: no catalog read, no object looked up
     assert third["catalogs"] == 0 and third["catalogs_unchanged"] >= 2 and third["objects_skipped"] == 0
+
+    # A replica that lacks a tag's revision (as another tool may make one): its catalog is not
+    # trusted, it is walked, and what it names comes back.
+    v1_root = dest / f"data/{first['root_hash'][:2]}/{first['root_hash'][2:]}C"  # type: ignore[index]
+    only_v1 = hashlib.sha1(zlib.compress(b"file 0 of step 1\n")).hexdigest()
+    only_v1_path = dest / f"data/{only_v1[:2]}/{only_v1[2:]}"
+    assert v1_root.is_file() and only_v1_path.is_file()
+    v1_root.unlink()
+    only_v1_path.unlink()
+    fourth = _replicate(capsys, url, dest, pub)
+    assert fourth["objects_fetched"] == 2 and v1_root.is_file() and only_v1_path.is_file()
+    assert _read_all(dest, pub, tag="v1") == want
 
 
 class _SlowHandler(http.server.SimpleHTTPRequestHandler):
