@@ -118,16 +118,15 @@ def fetch_verified(
     hex_digest: str,
     limit: int | None,
     what: str,
-    durable: bool = True,
 ) -> int:
     """``relpath`` from the source into ``dest`` if its bytes hash to ``hex_digest``: streamed into a
-    temporary sibling, renamed only when it matches (fsynced unless ``durable=False``: the caller
-    makes it durable later). The stored size."""
+    temporary sibling, fsynced, renamed only when it matches (the reflog, written after the objects
+    were made durable; objects go through ``_Transfers``). The stored size."""
 
     def consume(blocks: Iterator[bytes]) -> int:
         hasher = new_hasher(algorithm)
         got = 0
-        with atomic_file(dest, durable=durable) as f:
+        with atomic_file(dest) as f:
             for block in blocks:
                 hasher.update(block)
                 f.write(block)
@@ -520,7 +519,11 @@ def _replicate(
     if m.metainfo_hash:
         store.raw(m.metainfo_hash, SUFFIX_METAINFO, what="meta-information", limit=MAX_METAINFO_BYTES)
     # Objects are made durable together before the manifest names them: a few fsynced one by one,
-    # a big replication with one syncfs (one fsync per object cost as much as the transfers).
+    # a big replication with one syncfs (one fsync per object cost as much as the transfers). Why
+    # that is enough for readers: nothing names an object until the manifest written last does,
+    # and the manifest is written only after the sync. (A kill loses nothing written; a power loss
+    # before the sync may leave an object of the unfinished run torn under its name, which the next
+    # run takes as present: clients hash-check every object, and `cvmfs verify` finds it.)
     pending = PendingSync(dest)
     for ref_hash, suffix in (
         (m.certificate_hash, SUFFIX_CERTIFICATE),
