@@ -9,6 +9,7 @@ anything is refused, so the user sees the whole list at once.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from ..errors import CernVMError
@@ -16,7 +17,7 @@ from ..fsutil import atomic_write
 from ..gpg import Keyring
 from .check import Checked, Expected, Progress, check_files, decompress
 from .rpmsig import check_rpm_signatures
-from .source import Source, safe_rel
+from .source import LocalSource, Source, safe_rel
 
 REPO_NS = "{http://linux.duke.edu/metadata/repo}"
 COMMON_NS = "{http://linux.duke.edu/metadata/common}"
@@ -116,16 +117,29 @@ def _verify_one(
 
     packages = _packages(source, repo, primary)
     result.packages += len(packages)
-    package_problems = check_files(source, packages, jobs=jobs, progress=progress)
-    result.problems.extend(package_problems)
-    result.referenced.update(p.rel for p in packages)
-    if rpm_key is not None and keyring is not None:
+    signatures: Future[list[str]] | None = None
+    with ThreadPoolExecutor(max_workers=1) as rpm_pool:
+        if rpm_key is not None and keyring is not None and isinstance(source, LocalSource):
+            # A folder's packages are all there: rpmkeys (its own process, reading every payload) runs
+            # while they are hashed. Its findings on packages whose bytes the index refuses are dropped.
+            local = [(e.rel, path) for e in packages if (path := source.local_path(e.rel))]
+            fingerprint = "-".join(keyring.primary_fingerprints())
+            signatures = rpm_pool.submit(check_rpm_signatures, local, rpm_key, fingerprint, source.cache)
+        package_problems = check_files(source, packages, jobs=jobs, progress=progress)
+        result.problems.extend(package_problems)
+        result.referenced.update(p.rel for p in packages)
         bad = {p.split(":", 1)[0] for p in package_problems}
-        local = [(e.rel, path) for e in packages if e.rel not in bad and (path := source.local_path(e.rel))]
-        fingerprint = "-".join(keyring.primary_fingerprints())
-        result.problems.extend(
-            check_rpm_signatures(local, rpm_key, fingerprint, getattr(source, "cache", None))
-        )
+        if signatures is not None:
+            result.problems.extend(p for p in signatures.result() if p.split(":", 1)[0] not in bad)
+        elif rpm_key is not None and keyring is not None:
+            # Downloaded sources: their local copies exist only once hashed.
+            local = [
+                (e.rel, path) for e in packages if e.rel not in bad and (path := source.local_path(e.rel))
+            ]
+            fingerprint = "-".join(keyring.primary_fingerprints())
+            result.problems.extend(
+                check_rpm_signatures(local, rpm_key, fingerprint, getattr(source, "cache", None))
+            )
 
 
 def published_references(source: Source, repos: list[str]) -> set[str]:
