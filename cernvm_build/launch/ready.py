@@ -19,6 +19,8 @@ from ..errors import NotReadyError, SSHError
 from . import bootwatch, instances, ssh, tunnel
 
 Phase = Callable[[str], None]
+STAGGER = 1.0  # seconds between the starts of SSH attempts while earlier ones still wait
+MAX_ATTEMPTS = 3
 
 
 def target(conn: Any, name: str, user: str | None = None) -> ssh.Target | None:
@@ -52,9 +54,13 @@ def wait(
     deadline = time.monotonic() + timeout
     phase("waiting for an address")
     last = "no address yet"
-    # An SSH attempt can block for its whole timeout (slirp accepts and then waits for the guest): it
-    # runs in a daemon thread (nothing waits for it at exit) while the console is read every 0.5 s.
-    attempt: _Attempt | None = None
+    # An SSH attempt can block for its whole timeout (slirp accepts and then waits for the guest while
+    # its network is not up): each runs in a daemon thread (nothing waits for it at exit) while the
+    # console is read every 0.5 s, and a new one starts every STAGGER seconds next to those still
+    # waiting (at most MAX_ATTEMPTS), so a guest that comes up is seen within a second or so instead
+    # of when a hung attempt times out.
+    attempts: list[_Attempt] = []
+    started = 0.0
     while True:
         dom, inst = instances.get(conn, name)
         failure = _boot_failure(conn, inst)
@@ -81,16 +87,21 @@ def wait(
                 hint=f"start it: 'cernvm-launch start {name}'",
                 console_tail=instances.console_tail(conn, inst),
             )
-        t = target(conn, name, user) if attempt is None else None
-        if t is not None:
-            phase(f"waiting for SSH on {t.host}:{t.port}")
-            attempt = _Attempt(t, min(10.0, max(1.0, deadline - time.monotonic())))
-        if attempt is not None and attempt.done.is_set():
+        now = time.monotonic()
+        if len(attempts) < MAX_ATTEMPTS and now - started >= STAGGER:
+            t = target(conn, name, user)
+            if t is not None:
+                if not attempts:
+                    phase(f"waiting for SSH on {t.host}:{t.port}")
+                attempts.append(_Attempt(t, min(10.0, max(1.0, deadline - now))))
+                started = now
+        for attempt in [a for a in attempts if a.done.is_set()]:
+            attempts.remove(attempt)
             if attempt.error is not None:
                 raise attempt.error  # wrong host key, refused login: no point in retrying
-            last, done_target, attempt = attempt.why_not, attempt.target, None
+            last = attempt.why_not
             if not last:
-                return done_target
+                return attempt.target
         if time.monotonic() >= deadline:
             raise NotReadyError(
                 f"instance '{name}' did not answer SSH within {timeout:g} s ({last})",
