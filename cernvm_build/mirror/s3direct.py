@@ -38,6 +38,9 @@ ATTEMPTS = 5
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 #: a body read from a file is sent in blocks of this size
 BLOCK = 1 << 20
+#: the most of a response body read (S3 answers are a few hundred bytes of XML): a server sending an
+#: endless error page costs this much memory, and its connection is closed instead of kept
+MAX_BODY = 64 << 10
 
 #: ``observer(method, path, headers)`` for each request sent (request counts, tests)
 Observer = Callable[[str, str, dict[str, str]], None]
@@ -208,14 +211,15 @@ class DirectPut:
             try:
                 conn.request(method, target, body=body if method == "PUT" else None, headers=sent)
                 resp = conn.getresponse()
-                data = resp.read()
+                data = resp.read(MAX_BODY)
+                complete = resp.isclosed()  # read to its end (http.client closes it there)
             except (OSError, http.client.HTTPException) as e:
                 conn.close()  # a kept-alive connection the server closed, a reset, a timeout
                 if attempt == ATTEMPTS - 1:
                     raise botocore.exceptions.EndpointConnectionError(endpoint_url=self.endpoint_url,
                                                                       error=e) from e  # fmt: skip
                 continue
-            if resp.will_close:
+            if resp.will_close or not complete:
                 conn.close()
             else:
                 self._release(conn)

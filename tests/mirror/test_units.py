@@ -132,3 +132,44 @@ def test_own_sigv4_signature_is_botocores(
     with mock.patch("botocore.auth.get_current_datetime", return_value=fixed):
         auth.add_auth(request)
     assert ours["authorization"] == request.headers["Authorization"]
+
+
+def test_direct_put_reads_a_hostile_error_body_with_a_cap() -> None:
+    """An S3 server answering a PutObject with an endless error page (here 64 MB, sent until the
+    client hangs up) costs the own signer's client a bounded read: a one-line S3 error, the
+    connection closed rather than read to its end."""
+    import socket
+    import threading
+
+    import botocore.exceptions
+
+    from cernvm_build.mirror.s3direct import DirectPut, Keys
+
+    body_size = 64 << 20
+    sent = [0]
+    srv = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        with conn:
+            conn.recv(65536)  # the request (headers and the small body)
+            head = f"HTTP/1.1 403 Forbidden\r\nContent-Length: {body_size}\r\n\r\n<Error>"
+            conn.sendall(head.encode())
+            block = b"x" * (1 << 16)
+            try:
+                while sent[0] < body_size - 8:
+                    conn.sendall(block)
+                    sent[0] += len(block)
+            except OSError:
+                pass  # the client hung up: what we wanted
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    put = DirectPut(f"http://127.0.0.1:{srv.getsockname()[1]}", "us-east-1", lambda: Keys("AK", "SK"))
+    with pytest.raises(botocore.exceptions.ClientError) as err:
+        put.put("bucket", "key", b"data", "0" * 64, {"Content-Type": "text/plain"})
+    put.close()
+    t.join(30)
+    srv.close()
+    assert err.value.response["Error"]["Code"] == "403"
+    assert sent[0] < 16 << 20, f"{sent[0]} bytes of the error page were taken"
