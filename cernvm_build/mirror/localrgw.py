@@ -124,6 +124,7 @@ mon data = {d}/mon/$name
 osd data = {d}/osd/$name
 osd objectstore = memstore
 osd class update on start = false
+osd crush update on start = false
 memstore device bytes = {self.memory_bytes}
 keyring = {d}/keyring
 rgw frontends = beast endpoint=127.0.0.1:{self.port}
@@ -145,6 +146,9 @@ rgw enable usage log = false
         if osd_id != "0":
             raise ToolError(f"Ceph RGW: the new OSD got id {osd_id!r}, expected 0", hint=f"see {d}/log")
         self._run("ceph-osd", *c, "-i", "0", "--mkfs", "--osd-uuid", osd_uuid)
+        # Placed in the CRUSH map here, not by the OSD as it boots: on a loaded host its own update
+        # sometimes failed with EPERM ("init unable to update_crush_location"), killing the start.
+        self._run("ceph", *c, "osd", "crush", "add", "osd.0", "1.0", "root=default")
         self._daemon("osd", "ceph-osd", *c, "-i", "0", "-f")
         self._wait(lambda: "1 up" in self._run("ceph", *c, "osd", "stat"), "the OSD to come up")
         self._daemon("rgw", "radosgw", *c, "-n", "client.rgw", "-f")
