@@ -39,6 +39,9 @@ from ..errors import ConnectError
 
 SSH_TRANSPORTS = ("ssh", "libssh", "libssh2")
 CONTROL_PERSIST = 60  # seconds a shared connection outlives its last tunnel
+#: the longest socket folder: a socket path has 107 bytes, OpenSSH's name there is 20, and while it
+#: makes the socket it adds a 17-byte suffix ("ControlPath too long" would stop every tunnel)
+_CONTROL_FOLDER_MAX = 107 - 1 - 20 - 17
 
 
 @dataclass(frozen=True)
@@ -157,6 +160,8 @@ def control_folder() -> str:
     another user made or can write into would let them reach the hypervisor as this user."""
     base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
     path = Path(base) / f"cernvm-launch-ssh-{os.getuid()}"
+    if len(os.fsencode(path)) > _CONTROL_FOLDER_MAX:
+        return ""
     try:
         path.mkdir(mode=0o700, exist_ok=True)
         st = path.lstat()

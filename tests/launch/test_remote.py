@@ -20,10 +20,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 import xml.etree.ElementTree as ET
@@ -402,9 +404,9 @@ def test_hops_follow_the_uri() -> None:
     assert tunnel.is_remote("qemu+ssh://root@127.0.0.1:2222/system")  # another daemon, even here
 
 
-def test_tunnels_share_one_connection_in_a_folder_of_the_users_own(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_tunnels_share_one_connection_in_a_folder_of_the_users_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a short folder, as /run/user/N is: pytest's tmp_path is too long for a socket path
+    tmp_path = Path(tempfile.mkdtemp(prefix="cvl-", dir="/tmp"))
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
     hop = tunnel.hop_of("qemu+ssh://hv/system")
     assert hop is not None
@@ -417,6 +419,23 @@ def test_tunnels_share_one_connection_in_a_folder_of_the_users_own(
     assert tunnel.control_folder() == ""
     hop = tunnel.hop_of("qemu+ssh://hv/system")
     assert hop is not None and not any("Control" in a for a in hop.proxy("127.0.0.1", 1))
+    shutil.rmtree(tmp_path)
+
+
+def test_a_long_runtime_folder_leaves_tunnels_unshared_not_broken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A socket path must fit in 108 bytes (OpenSSH adds a 17-byte suffix while it makes one): under
+    a long $XDG_RUNTIME_DIR every ssh -W would stop at 'ControlPath too long' before connecting."""
+    long_dir = tmp_path / ("r" * 90)
+    long_dir.mkdir()
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(long_dir))
+    hop = tunnel.hop_of("qemu+ssh://hv.invalid/system")
+    assert hop is not None
+    argv = hop.proxy("127.0.0.1", 40000)
+    run = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    assert run.returncode != 0 and "ControlPath too long" not in run.stderr, run.stderr
+    assert not any("Control" in a for a in argv)
 
 
 demo = test_e2e.demo  # the demo image built against the served demo repository (as test_e2e_context)
