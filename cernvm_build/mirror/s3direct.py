@@ -31,6 +31,8 @@ from urllib.parse import quote, urlsplit
 
 import botocore.exceptions
 
+from ..errors import MirrorError
+
 #: statuses and error codes worth another try (what botocore's "standard" retry mode retries)
 _RETRY_STATUS = frozenset({500, 502, 503, 504})
 _RETRY_CODES = frozenset({"RequestTimeout", "SlowDown", "InternalError", "ServiceUnavailable", "Throttling"})
@@ -198,6 +200,13 @@ class DirectPut:
         target = f"{path}?{qs}" if qs else path
         if method == "PUT":
             headers = {**headers, "content-length": str(size)}
+        for name, value in headers.items():
+            # an ETag a server listed (If-Match) or a flag's value: CR/LF would add headers of its own
+            if not all(" " <= c <= "~" for c in value):
+                raise MirrorError(
+                    f"{bucket}/{key}: the {name} value {value!r:.80} cannot be sent as a request header",
+                    hint="the S3 server listed a malformed ETag, or a flag holds control characters",
+                )
         for attempt in range(ATTEMPTS):
             if attempt:
                 time.sleep(min(2.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.0))

@@ -173,3 +173,28 @@ def test_direct_put_reads_a_hostile_error_body_with_a_cap() -> None:
     srv.close()
     assert err.value.response["Error"]["Code"] == "403"
     assert sent[0] < 16 << 20, f"{sent[0]} bytes of the error page were taken"
+
+
+def test_direct_put_refuses_a_hostile_etag_as_a_header(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """An ETag a hostile server listed with CR/LF in it (XML character references) is not sent as
+    If-Match (a header injection, or http.client's ValueError traceback): one MirrorError naming the
+    key, before anything is sent."""
+    import hashlib
+    import os
+
+    from cernvm_build.mirror.hashcache import signature
+    from cernvm_build.mirror.s3client import S3Url
+    from cernvm_build.mirror.s3direct import DirectPut, Keys
+    from cernvm_build.mirror.s3plan import Action, LocalFile
+    from cernvm_build.mirror.s3write import Conditions, Writer
+
+    f = tmp_path / "repomd.xml"
+    f.write_bytes(b"<x/>")
+    lf = LocalFile("repodata/repomd.xml", f, 4, hashlib.sha256(b"<x/>").hexdigest(), signature(os.stat(f)))
+    direct = DirectPut("http://127.0.0.1:9", "us-east-1", lambda: Keys("AK", "SK"))
+    w = Writer(None, S3Url("bucket", ""), direct=direct, conditional=True, conditions=Conditions(True),
+               total=4, progress=None, acl=None)  # fmt: skip
+    hostile = '"abc"\r\nx-amz-acl: public-read-write'
+    with pytest.raises(MirrorError) as err:
+        w.upload(Action("update", lf.rel, 4, "changed", True, hostile), lf)
+    assert "repodata/repomd.xml" in err.value.message and "\n" not in err.value.message
