@@ -172,6 +172,15 @@ def scan_layer(blob: Path, below: set[str], where: str) -> LayerTar:
                 if not path:
                     continue
                 parent, _, name = path.rpartition("/")
+                if ".." in path.split("/") or (
+                    name.startswith(WHITEOUT) and name != OPAQUE and name[len(WHITEOUT) :] in ("", ".", "..")
+                ):
+                    # the hub turns whiteouts into removals of paths: each must name an entry of its
+                    # own folder (not the folder, its parent, or a path through '..')
+                    raise BuildError(
+                        f"{where}: layer member {m.name!r:.200} leaves its folder",
+                        hint="the layer is damaged or hostile",
+                    )
                 if name == OPAQUE:
                     whiteouts.append(path)
                     if not parent:

@@ -126,3 +126,23 @@ def test_a_hostile_manifest_list_is_one_build_error(raw: Any, error: str) -> Non
         manifest_list.index_platforms("127.0.0.1:5000/cernvm/demo:1", raw())
     assert error in str(e.value) and "127.0.0.1:5000/cernvm/demo:1" in str(e.value)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("member", ["d/.wh...", "d/.wh..", "d/.wh.", "../.wh.x", "d/../../.wh.x"])
+def test_a_whiteout_that_names_no_entry_of_its_folder_is_one_build_error(tmp_path: Any, member: str) -> None:
+    """A layer's whiteout must name an entry of its own folder: '.wh...' (its parent), '.wh..' and
+    '.wh.' (the folder itself) and a path through '..' are refused with the layer named, before
+    the hub turns them into removals of other paths."""
+    import io
+    import tarfile
+
+    blob = tmp_path / "layer.tar"
+    with tarfile.open(blob, "w") as tar:
+        for name in ("d/", "d/kept"):
+            info = tarfile.TarInfo(name.rstrip("/"))
+            info.type = tarfile.DIRTYPE if name.endswith("/") else tarfile.REGTYPE
+            tar.addfile(info, io.BytesIO(b""))
+        tar.addfile(tarfile.TarInfo(member), io.BytesIO(b""))
+    with pytest.raises(BuildError) as err:
+        ingest.scan_layer(blob, set(), "reg/x:1 layer sha256:ab")
+    assert "reg/x:1 layer sha256:ab" in err.value.message and member in err.value.message
