@@ -67,7 +67,9 @@ class IndexWriter:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from cernvm_build.mirror.indexwriter import main; main()"],
+            # -P: not the current directory first on sys.path (``-c`` puts it there): a
+            # ``cernvm_build`` folder there would be run, with the keys on its stdin
+            [sys.executable, "-P", "-c", "from cernvm_build.mirror.indexwriter import main; main()"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,  # it reports on stdout; nothing of it reaches the user's terminal

@@ -198,3 +198,25 @@ def test_direct_put_refuses_a_hostile_etag_as_a_header(tmp_path) -> None:  # typ
     with pytest.raises(MirrorError) as err:
         w.upload(Action("update", lf.rel, 4, "changed", True, hostile), lf)
     assert "repodata/repomd.xml" in err.value.message and "\n" not in err.value.message
+
+
+def test_the_index_writer_runs_the_toolkits_own_code_whatever_the_folder(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The index writer process gets the S3 keys on its stdin: it must import the toolkit that started
+    it, not a ``cernvm_build`` folder in the current directory (``python -c`` puts that first)."""
+    from cernvm_build.mirror.indexwriter import IndexWriter
+    from cernvm_build.mirror.s3client import S3Url, make_client
+    from cernvm_build.mirror.s3write import Conditions
+
+    planted = tmp_path / "cernvm_build" / "mirror"
+    planted.mkdir(parents=True)
+    (tmp_path / "cernvm_build" / "__init__.py").write_text("")
+    (planted / "__init__.py").write_text("")
+    stolen = tmp_path / "stolen"
+    (planted / "indexwriter.py").write_text(
+        f"import sys\ndef main():\n    open({str(stolen)!r}, 'wb').write(sys.stdin.buffer.readline())\n"
+    )
+    client = make_client(endpoint_url="http://127.0.0.1:9", region="us-east-1", credentials=("A", "S", None))
+    monkeypatch.chdir(tmp_path)
+    helper = IndexWriter(client, S3Url("bucket", ""), conditional=True, conditions=Conditions(True), acl=None)
+    helper.close()
+    assert not stolen.exists(), stolen.read_text()
