@@ -202,17 +202,22 @@ def _measure(
         with _boot(disks, extra, work / f"{name}-{n}.log", key, 1800) as (vm, took):
             if counter:
                 fig.fetched.append(counter.bytes - before)
+                print(f"osboot: {name}: boot {n} fetched {fig.fetched[-1] / 1e6:.1f} MB", file=sys.stderr)
             vm.login(600)
             if n == 1:
                 fig.boot = took
-                print(f"osboot: {name}: boot to SSH {took:.1f} s\n{vm.ssh(PROFILE_SCRIPT)}", file=sys.stderr)
+                print(f"osboot: {name}: boot to SSH {took:.1f} s", file=sys.stderr)
+                # systemd-analyze answers once the boot has finished (cloud-init may still run at SSH)
+                print(vm.ssh("systemctl is-system-running --wait; " + PROFILE_SCRIPT), file=sys.stderr)
                 for line in vm.ssh(IO_SCRIPT).splitlines():
                     _io, _pass, entries, t0, t1, nbytes, t2, t3 = line.split()
                     fig.io.append((int(entries), float(t1) - float(t0), int(nbytes), float(t3) - float(t2)))
                 print(f"osboot: {name}: in-guest passes (entries, s, bytes, s): {fig.io}", file=sys.stderr)
             else:
                 fig.reboot = took
+                print(f"osboot: {name}: reboot to SSH {took:.1f} s", file=sys.stderr)
             off = vm.poweroff()
+            print(f"osboot: {name}: shutdown {off:.1f} s", file=sys.stderr)
             fig.shutdown = max(fig.shutdown, off)
     return fig
 
