@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from cernvm_build.errors import MirrorError
@@ -220,3 +223,22 @@ def test_the_index_writer_runs_the_toolkits_own_code_whatever_the_folder(tmp_pat
     helper = IndexWriter(client, S3Url("bucket", ""), conditional=True, conditions=Conditions(True), acl=None)
     helper.close()
     assert not stolen.exists(), stolen.read_text()
+
+
+def test_a_source_folder_with_link_loops_is_listed_once_per_folder(tmp_path: Path) -> None:
+    from cernvm_build.mirror.source import LocalSource
+
+    (tmp_path / "pool" / "main").mkdir(parents=True)
+    (tmp_path / "pool" / "main" / "a.deb").write_bytes(b"a")
+    for i in range(4):  # four links back up: without the check each multiplies the walk
+        (tmp_path / "pool" / "main" / f"up{i}").symlink_to("../..")
+    (tmp_path / "alias").symlink_to("pool")  # a link that is no loop: listed under both names
+    assert LocalSource(tmp_path).list() == ["alias/main/a.deb", "pool/main/a.deb"]
+
+
+def test_a_source_file_without_a_utf8_name_is_one_error(tmp_path: Path) -> None:
+    from cernvm_build.mirror.source import LocalSource
+
+    (tmp_path / os.fsdecode(b"bad\xff.deb")).write_bytes(b"x")
+    with pytest.raises(MirrorError, match=r"bad\\xff\.deb.*not a UTF-8 name"):
+        LocalSource(tmp_path).list()
