@@ -13,7 +13,7 @@ from typing import Any
 
 from .. import profile
 from . import extras
-from .app import Output, subparser
+from .app import Output, seconds, subparser, tcp_port
 
 # Handlers import the modules of their area when they run (deliberate lazy imports): `--help` and
 # the other commands start without loading every area, and a missing optional extra only stops the
@@ -123,8 +123,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--out", type=Path, default=Path("build/demo"), help="output folder (default: %(default)s)"
     )
-    p.add_argument("--port", type=int, default=8000, help="port for the repository server (default: 8000)")
+    p.add_argument(
+        "--port", type=tcp_port, default=8000, help="port for the repository server (default: 8000)"
+    )
     p.add_argument("--no-boot", action="store_true", help="build and verify, but boot no VM")
+    p.add_argument(
+        "--boot-timeout",
+        type=seconds,
+        default=900.0,
+        metavar="SECONDS",
+        help="how long the boot may take to answer SSH (default: 900; a real OS under TCG on a busy "
+        "host can need more)",
+    )
     p.add_argument(
         "--os",
         choices=("demo", "debian12"),
@@ -143,7 +153,12 @@ def _run(args: argparse.Namespace, out: Output) -> int:
         raise extras.error("cernvm-build demo", "launch")
 
     opts = DemoOptions(
-        out=args.out.resolve(), port=args.port, boot=not args.no_boot, version=args.version, os=args.os
+        out=args.out.resolve(),
+        port=args.port,
+        boot=not args.no_boot,
+        version=args.version,
+        os=args.os,
+        boot_timeout=args.boot_timeout,
     )
     run = run_demo(opts, out.info)
 

@@ -71,7 +71,7 @@ class DemoOptions:
     port: int = 8000
     boot: bool = True
     version: str = ""  # default: this month's YYYY.MM-1
-    boot_timeout: int = 900
+    boot_timeout: float = 900
     os: str = "demo"  # or "debian12": the Debian tree (osbuild.debian) under the debian12 profile
 
 
