@@ -48,10 +48,11 @@ def test_a_streamed_huge_manifest_stops_at_its_cap(base: Repo) -> None:
 
 
 def _trickle() -> Iterator[bytes]:
-    """A byte every 0.3 s: each read is well within --timeout, the whole would take a week."""
+    """2 KiB every 0.5 s: each read well within --timeout and faster than the low-speed limit
+    (1024 B/s), so only the probe's whole deadline can end it; the whole would take hours."""
     for _ in range(2_000_000):
-        yield b"C"
-        time.sleep(0.3)
+        yield b"C" * 2048
+        time.sleep(0.5)
 
 
 def test_a_trickling_server_is_given_up_at_the_probe_deadline(base: Repo) -> None:
