@@ -4,6 +4,7 @@ hash the source was verified with."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -210,7 +211,12 @@ def test_index_writer_is_a_fresh_process_that_writes_only_what_it_is_handed(
 
     url = parse_s3_url(f"s3://{bucket}/r")
     idle = IndexWriter(s3, url, conditional=True, conditions=Conditions(True), acl=None)
-    cmdline = Path(f"/proc/{idle.proc.pid}/cmdline").read_bytes().split(b"\0")
+    # Popen returns before the child's exec is done: until then /proc shows no command line
+    for _ in range(200):
+        cmdline = Path(f"/proc/{idle.proc.pid}/cmdline").read_bytes().split(b"\0")
+        if b"-P" in cmdline:
+            break
+        time.sleep(0.05)
     assert b"from cernvm_build.mirror.indexwriter import main; main()" in cmdline
     assert os.getsid(idle.proc.pid) == idle.proc.pid != os.getsid(0)
     idle.close()
