@@ -69,6 +69,22 @@ def timer() -> Iterator[dict[str, float]]:
         box["s"] = time.perf_counter() - start
 
 
+@contextmanager
+def environ(values: dict[str, str]) -> Iterator[None]:
+    """``values`` set in ``os.environ`` while inside; each variable's previous value (or absence)
+    restored at the end."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def peak_rss_mb(children: bool = False) -> float:
     """Peak resident memory of this process (or of its waited-for children), in MB."""
     who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF

@@ -27,7 +27,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
 
-from bench.common import Result, print_table, timer
+from bench.common import Result, environ, print_table, timer
 from bench.cvmfs_read import FQRN, _server_process, get_blocks, make_tree
 
 JOBS = 8
@@ -186,65 +186,59 @@ def run_s3(quick: bool = True) -> list[Result]:
     n_files, total_mb = (2000, 60) if quick else (20000, 500)
     work = Path(tempfile.mkdtemp(prefix="bench-replicate-s3-"))
     env = {**CREDS, "CERNVM_CACHE_DIR": str(work / "cache"), "AWS_CONFIG_FILE": "/dev/null"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    server = None
-    try:
-        make_tree(work / "tree", n_files, total_mb)
-        keys = generate_keys(FQRN)
-        keys.save(work / "keys")
-        pub = work / "keys" / f"{FQRN}.pub"
-        stratum = work / "srv" / FQRN
-        create_repository(stratum, FQRN, keys)
-        publish_tree(stratum, FQRN, keys, work / "tree")
-        objects = [p for p in stratum.glob("data/??/*")]
-        stored = sum(p.stat().st_size for p in objects)
-        server = MotoProcess(work)
-        client = make_client(endpoint_url=server.endpoint)
-        for b in ("replica", "rclone"):
-            client.create_bucket(Bucket=b)
-        with _server_process(work / "srv") as base:
-            url = f"{base}/cvmfs/{FQRN}"
-            with timer() as t_local:
-                replicate(url, work / "local" / FQRN, public_keys=[pub], jobs=JOBS)
-            argv = ["cvmfs", "replicate", url, f"s3://replica/{FQRN}", "--key", str(pub), "-j", str(JOBS)]
-            argv += ["--endpoint-url", server.endpoint, "--spool", str(work / "spool"), "--quiet"]
-            with timer() as t_s3:
-                code = main(argv)
-            assert code == 0
-        with timer() as t_rclone:
-            rclone_sync(stratum, f"rclone/{FQRN}", server.endpoint, "--exclude", "data/txn/**")
-        pushed = sum(
-            o["Size"]
-            for page in client.get_paginator("list_objects_v2").paginate(Bucket="replica")
-            for o in page.get("Contents", [])
-            if "/data/" in o["Key"]
-        )
-        return [
-            Result(
-                "cvmfs.replicate.s3",
-                "replicate into moto",
-                t_s3["s"],
-                "s",
-                reference="rclone sync of the same Stratum dir (upload only, 16 transfers)",
-                reference_value=t_rclone["s"],
-                extra={
-                    "objects": len(objects),
-                    "stored_MB": round(stored / 1e6, 1),
-                    "pushed_data_MB": round(pushed / 1e6, 1),
-                    "local_replicate_s": round(t_local["s"], 2),
-                },
+    with environ(env):
+        server = None
+        try:
+            make_tree(work / "tree", n_files, total_mb)
+            keys = generate_keys(FQRN)
+            keys.save(work / "keys")
+            pub = work / "keys" / f"{FQRN}.pub"
+            stratum = work / "srv" / FQRN
+            create_repository(stratum, FQRN, keys)
+            publish_tree(stratum, FQRN, keys, work / "tree")
+            objects = [p for p in stratum.glob("data/??/*")]
+            stored = sum(p.stat().st_size for p in objects)
+            server = MotoProcess(work)
+            client = make_client(endpoint_url=server.endpoint)
+            for b in ("replica", "rclone"):
+                client.create_bucket(Bucket=b)
+            with _server_process(work / "srv") as base:
+                url = f"{base}/cvmfs/{FQRN}"
+                with timer() as t_local:
+                    replicate(url, work / "local" / FQRN, public_keys=[pub], jobs=JOBS)
+                argv = ["cvmfs", "replicate", url, f"s3://replica/{FQRN}", "--key", str(pub), "-j", str(JOBS)]
+                argv += ["--endpoint-url", server.endpoint, "--spool", str(work / "spool"), "--quiet"]
+                with timer() as t_s3:
+                    code = main(argv)
+                assert code == 0
+            with timer() as t_rclone:
+                rclone_sync(stratum, f"rclone/{FQRN}", server.endpoint, "--exclude", "data/txn/**")
+            pushed = sum(
+                o["Size"]
+                for page in client.get_paginator("list_objects_v2").paginate(Bucket="replica")
+                for o in page.get("Contents", [])
+                if "/data/" in o["Key"]
             )
-        ]
-    finally:
-        if server is not None:
-            server.stop()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        shutil.rmtree(work, ignore_errors=True)
+            return [
+                Result(
+                    "cvmfs.replicate.s3",
+                    "replicate into moto",
+                    t_s3["s"],
+                    "s",
+                    reference="rclone sync of the same Stratum dir (upload only, 16 transfers)",
+                    reference_value=t_rclone["s"],
+                    extra={
+                        "objects": len(objects),
+                        "stored_MB": round(stored / 1e6, 1),
+                        "pushed_data_MB": round(pushed / 1e6, 1),
+                        "local_replicate_s": round(t_local["s"], 2),
+                    },
+                )
+            ]
+        finally:
+            if server is not None:
+                server.stop()
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import Result, print_table, timer
+from bench.common import Result, environ, print_table, timer
 from cernvm_build.errors import ToolError
 from cernvm_build.gpg import Keyring, generate_test_key
 from cernvm_build.mirror.localrgw import LocalRGW
@@ -413,36 +413,30 @@ def run(quick: bool, repos: list[str]) -> list[Result]:
     work = Path(tempfile.mkdtemp(prefix="bench-mirror-"))
     results: list[Result] = []
     env = {**CREDS, "CERNVM_CACHE_DIR": str(work / "cache")}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        KEYS[:] = generate_test_key(work / "key")
-        for kind in ("moto", "rgw"):
-            memory = (2 << 30) if quick else (8 << 30)
-            try:
-                server = MotoProcess(work) if kind == "moto" else RGWProcess(work, memory * len(repos))
-            except ToolError as e:  # the figures of the other server are still worth printing
-                print(f"{kind}: not measured: {e.message}", file=sys.stderr)
-                continue
-            try:
-                for name in repos:
-                    # Each server starts from a fresh source, made the same way.
-                    src = work / name
-                    shutil.rmtree(src, ignore_errors=True)
-                    packages = REPOS[name].make(src, count)
-                    mb = sum(p.stat().st_size for p in src.rglob("*") if p.is_file()) / 1e6
-                    meta: dict[str, float | str] = {"MB": round(mb, 1), "packages": count}
-                    figures = measure_server(kind, server, REPOS[name], src, packages, work)
-                    results.extend(results_for(kind, name, figures, meta))
-            finally:
-                server.stop()
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        shutil.rmtree(work, ignore_errors=True)
+    with environ(env):
+        try:
+            KEYS[:] = generate_test_key(work / "key")
+            for kind in ("moto", "rgw"):
+                memory = (2 << 30) if quick else (8 << 30)
+                try:
+                    server = MotoProcess(work) if kind == "moto" else RGWProcess(work, memory * len(repos))
+                except ToolError as e:  # the figures of the other server are still worth printing
+                    print(f"{kind}: not measured: {e.message}", file=sys.stderr)
+                    continue
+                try:
+                    for name in repos:
+                        # Each server starts from a fresh source, made the same way.
+                        src = work / name
+                        shutil.rmtree(src, ignore_errors=True)
+                        packages = REPOS[name].make(src, count)
+                        mb = sum(p.stat().st_size for p in src.rglob("*") if p.is_file()) / 1e6
+                        meta: dict[str, float | str] = {"MB": round(mb, 1), "packages": count}
+                        figures = measure_server(kind, server, REPOS[name], src, packages, work)
+                        results.extend(results_for(kind, name, figures, meta))
+                finally:
+                    server.stop()
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
     return results
 
 
