@@ -24,6 +24,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import fcntl
+import functools
 import itertools
 import os
 import queue
@@ -31,7 +32,7 @@ import shutil
 import struct
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -124,23 +125,31 @@ def fetch_verified(
     were made durable; objects go through ``_Transfers``). The stored size."""
 
     def consume(blocks: Iterator[bytes]) -> int:
-        hasher = new_hasher(algorithm)
-        got = 0
         with atomic_file(dest) as f:
-            for block in blocks:
-                hasher.update(block)
-                f.write(block)
-                got += len(block)
-            actual = hasher.hexdigest()
-            if actual != hex_digest:
-                raise IntegrityError(
-                    f"{what}: content hash mismatch (got {actual})",
-                    hint="the source or a proxy delivered damaged or tampered data; it was not stored "
-                    "and the replica's manifest was not changed",
-                )
-        return got
+            return write_verified(blocks, f.write, algorithm, hex_digest, what)
 
     return fetcher.fetch(relpath, consume, what=what, limit=limit)
+
+
+def write_verified(
+    blocks: Iterator[bytes], write: Callable[[bytes], object], algorithm: str, hex_digest: str, what: str
+) -> int:
+    """Each block to ``write`` while hashing it; IntegrityError (the caller discards what was
+    written) unless the bytes hash to ``hex_digest``. The number of bytes."""
+    hasher = new_hasher(algorithm)
+    got = 0
+    for block in blocks:
+        hasher.update(block)  # releases the GIL for big blocks, as the write does
+        write(block)
+        got += len(block)
+    actual = hasher.hexdigest()
+    if actual != hex_digest:
+        raise IntegrityError(
+            f"{what}: content hash mismatch (got {actual})",
+            hint="the source or a proxy delivered damaged or tampered data; it was not stored "
+            "and the replica's manifest was not changed",
+        )
+    return got
 
 
 def _umask() -> int:
@@ -274,19 +283,7 @@ class _Transfers:
             tmp = f"{head}/.{tail}{self.temp_tag}{next(self.numbers)}.tmp"
             fd = os.open(tmp, _TEMP_FLAGS, 0o644)
             try:
-                hasher = new_hasher(algorithm)
-                got = 0
-                for block in blocks:
-                    hasher.update(block)  # releases the GIL for big blocks, as os.write does
-                    _write_all(fd, block)
-                    got += len(block)
-                actual = hasher.hexdigest()
-                if actual != hex_digest:
-                    raise IntegrityError(
-                        f"{what}: content hash mismatch (got {actual})",
-                        hint="the source or a proxy delivered damaged or tampered data; it was not "
-                        "stored and the replica's manifest was not changed",
-                    )
+                got = write_verified(blocks, functools.partial(_write_all, fd), algorithm, hex_digest, what)
                 if self.chmod:
                     os.fchmod(fd, 0o644)
                 os.close(fd)
