@@ -7,7 +7,7 @@ import socket
 import threading
 import urllib.request
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
@@ -15,20 +15,17 @@ from cernvm_build.cvmfs.fetch import HttpFetcher, Unreachable
 from cernvm_build.cvmfs.proxies import ProxyChain, parse_groups, parse_proxies
 from cernvm_build.cvmfs.serve import Server
 from cernvm_build.errors import CvmfsError
+from tests.support.hostile import http_server
 
 from .conftest import FQRN, Fixture
 
 pytestmark = pytest.mark.integration
 
 
-class _Proxy(BaseHTTPRequestHandler):
-    seen: list[str] = []  # noqa: RUF012 - test-local record
+class _Quiet(BaseHTTPRequestHandler):
+    """A test server's handler: answers with ``_send``, logs nothing."""
 
-    def do_GET(self) -> None:
-        type(self).seen.append(self.path)
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        with opener.open(self.path) as r:
-            body = r.read()
+    def _send(self, body: bytes) -> None:
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -38,15 +35,21 @@ class _Proxy(BaseHTTPRequestHandler):
         pass
 
 
+class _Proxy(_Quiet):
+    seen: list[str] = []  # noqa: RUF012 - test-local record
+
+    def do_GET(self) -> None:
+        type(self).seen.append(self.path)
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(self.path) as r:
+            self._send(r.read())
+
+
 @pytest.fixture
 def proxy() -> Iterator[str]:
     _Proxy.seen = []
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Proxy)
-    t = threading.Thread(target=httpd.serve_forever, daemon=True)
-    t.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with http_server(_Proxy) as url:
+        yield url
 
 
 def _dead() -> str:
@@ -176,7 +179,7 @@ def test_a_body_read_to_its_end_keeps_its_connection_whatever_its_size() -> None
     body = random.Random(3).randbytes(300 << 10)
     connections: list[int] = []
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(_Quiet):
         protocol_version = "HTTP/1.1"
 
         def setup(self) -> None:
@@ -184,21 +187,10 @@ def test_a_body_read_to_its_end_keeps_its_connection_whatever_its_size() -> None
             connections.append(1)
 
         def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self._send(body)
 
-        def log_message(self, *a: object) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        f = HttpFetcher([f"http://127.0.0.1:{httpd.server_address[1]}/cvmfs/x"], repo="x", retries=0)
+    with http_server(Handler) as url:
+        f = HttpFetcher([f"{url}/cvmfs/x"], repo="x", retries=0)
         for name in "abc":
             assert f.get(name, what=name) == body
         assert len(connections) == 1
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
