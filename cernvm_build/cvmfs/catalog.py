@@ -43,6 +43,7 @@ from .catalog_rows import (
     _int,
     _text,
     check_name,
+    chunk_at,
     join,
     md5_pair,
     parse_xattrs,
@@ -73,6 +74,7 @@ __all__ = [
     "NestedRef",
     "ObjectRef",
     "Problem",
+    "chunk_at",
     "md5_pair",
     "parse_xattrs",
 ]

@@ -8,10 +8,12 @@ applies these checks to every row it reads and re-exports the names below.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import operator
 import stat
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import CvmfsError
@@ -96,6 +98,15 @@ class Chunk:
     offset: int
     size: int  # uncompressed
     hash: str  # hex + algorithm id; the object has suffix "P"
+
+
+_chunk_offset = operator.attrgetter("offset")
+
+
+def chunk_at(chunks: Sequence[Chunk], offset: int) -> int:
+    """The index of the last of ``chunks`` (in file order) starting at or before ``offset``; -1 if
+    none does. On every read of a chunked file: a bisection, no list of offsets built per call."""
+    return bisect.bisect_right(chunks, offset, key=_chunk_offset) - 1
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ listings (``cache_readdir``), symlink targets (``FUSE_CAP_CACHE_SYMLINKS``).
 
 from __future__ import annotations
 
-import bisect
 import collections
 import ctypes
 import errno
@@ -28,7 +27,7 @@ import mfusepy
 
 from ..errors import CernVMError
 from . import fuse_lowlevel as ll
-from .catalog import DirEntry
+from .catalog import DirEntry, chunk_at
 from .fuse import (
     ENOATTR,
     ENTRY_CACHE,
@@ -97,12 +96,11 @@ class _OpenFile:
     """An open regular file read from the plain cache: a descriptor per object (the file's, or one
     per chunk as the reader reaches it), kept until release."""
 
-    __slots__ = ("entry", "fds", "lock", "starts")
+    __slots__ = ("entry", "fds", "lock")
 
     def __init__(self, entry: DirEntry):
         self.entry = entry
         self.fds: dict[int, int] = {}  # object index (0, or the chunk's) -> descriptor
-        self.starts = [c.offset for c in entry.chunks] if entry.is_chunked else []
         self.lock = threading.Lock()
 
     def fd(self, repo: Repository, i: int) -> int:
@@ -366,7 +364,7 @@ class InodeFilesystem(ll.Filesystem):
             if not entry.is_chunked:
                 ll.reply_fd(req, handle.fd(self.repo, 0), off, size)
                 return
-            i = max(0, bisect.bisect_right(handle.starts, off) - 1)
+            i = max(0, chunk_at(entry.chunks, off))
             chunk = entry.chunks[i]
             if chunk.offset <= off and off + size <= chunk.offset + chunk.size:
                 ll.reply_fd(req, handle.fd(self.repo, i), off - chunk.offset, size)

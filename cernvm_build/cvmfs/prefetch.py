@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable, Sequence
 
 from ..errors import CernVMError
-from .catalog import DirEntry
+from .catalog import DirEntry, chunk_at
 from .repository import Repository
 
 log = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ class Prefetcher:
         """A sequential reader of a chunked file is at ``pos``, past the middle of a chunk: fetch the
         next chunk, so the network overlaps with the consumer."""
         chunks = entry.chunks
-        i = bisect.bisect_right([c.offset for c in chunks], pos) - 1
+        i = chunk_at(chunks, pos)
         if i < 0 or i + 1 >= len(chunks) or pos - chunks[i].offset < chunks[i].size // 2:
             return
         nxt = chunks[i + 1]

@@ -10,7 +10,6 @@ iterative and streams each directory, so neither depth nor width costs memory in
 
 from __future__ import annotations
 
-import bisect
 import io
 import os
 import threading
@@ -19,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from ..errors import CvmfsError, IntegrityError
-from .catalog import Catalog, DirEntry, NestedRef, Problem
+from .catalog import Catalog, DirEntry, NestedRef, Problem, chunk_at
 from .fetch import Fetcher
 from .history import History, Tag
 from .limits import MAX_CATALOG_BYTES, MAX_NESTING
@@ -321,8 +320,7 @@ class Repository:
                 what=f"file {entry.path}",
             )
         chunks = entry.chunks
-        starts = [c.offset for c in chunks]
-        i = max(0, bisect.bisect_right(starts, offset) - 1)
+        i = max(0, chunk_at(chunks, offset))
         parts = []
         pos = offset
         while pos < end and i < len(chunks):
