@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,36 @@ from cryptography.hazmat.primitives.asymmetric import rsa as crsa
 from cernvm_build.cvmfs import manifest
 from cernvm_build.cvmfs.masterkey import FileMasterKey
 from cernvm_build.cvmfs.serve import Server, serve
+
+#: the libfuse builds the mount daemon runs on (its ``FUSE_LIBRARY_PATH``)
+FUSE_LIBS = {
+    "libfuse3": "/usr/lib/x86_64-linux-gnu/libfuse3.so.3",
+    "libfuse2": "/usr/lib/x86_64-linux-gnu/libfuse.so.2",
+}
+
+
+def fuse_env(lib: str) -> dict[str, str]:
+    """The environment that makes the mount daemon run on ``lib`` (a missing library fails the test:
+    both front ends are part of what is tested)."""
+    path = FUSE_LIBS[lib]
+    if not os.path.exists(path):
+        pytest.fail(f"{path} is missing: apt-get install {'fuse3' if lib == 'libfuse3' else 'libfuse2'}")
+    return os.environ | {"FUSE_LIBRARY_PATH": path}
+
+
+def unmount(mnt: Path) -> None:
+    if os.path.ismount(mnt):
+        subprocess.run(["fusermount3", "-u", str(mnt)], check=False, timeout=60)
+
+
+@pytest.fixture
+def mnt(tmp_path: Path) -> Iterator[Path]:
+    """An empty mount point, unmounted after the test if a mount is left on it."""
+    m = tmp_path / "mnt"
+    m.mkdir()
+    yield m
+    unmount(m)
+
 
 # Written by the real CernVM-FS 2.11.5 server tools (see data/README.md); vendored so CI has it.
 FIXTURE = Path(__file__).resolve().parent / "data" / "fixture.cernvm.test"

@@ -18,13 +18,11 @@ from typing import Any
 
 import pytest
 
+from .conftest import FUSE_LIBS, fuse_env
+
 pytestmark = pytest.mark.integration
 
 FQRN = "inodes.cernvm.test"
-LIBS = {
-    "libfuse3": "/usr/lib/x86_64-linux-gnu/libfuse3.so.3",
-    "libfuse2": "/usr/lib/x86_64-linux-gnu/libfuse.so.2",
-}
 WIDE = 700  # entries in one directory: several 4 KiB READDIRPLUS buffers
 
 
@@ -52,14 +50,11 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def _mount(published: tuple[Path, Path], mnt: Path, lib: str) -> Iterator[Path]:
-    if not os.path.exists(LIBS[lib]):
-        pytest.fail(f"{LIBS[lib]} is missing: apt-get install {'fuse3' if lib == 'libfuse3' else 'libfuse2'}")
     stratum, pub = published
     mnt.mkdir()
     cmd = [sys.executable, "-m", "cernvm_build.cvmfs.mount", "--fqrn", FQRN, "--server", str(stratum)]
     cmd += ["--public-key", str(pub), str(mnt)]
-    env = os.environ | {"FUSE_LIBRARY_PATH": LIBS[lib]}
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=fuse_env(lib))
     assert r.returncode == 0, r.stderr
     try:
         yield mnt
@@ -67,7 +62,7 @@ def _mount(published: tuple[Path, Path], mnt: Path, lib: str) -> Iterator[Path]:
         subprocess.run(["fusermount3", "-u", str(mnt)], check=False, timeout=60)
 
 
-@pytest.fixture(params=sorted(LIBS))
+@pytest.fixture(params=sorted(FUSE_LIBS))
 def mounted(request: pytest.FixtureRequest, published: tuple[Path, Path], tmp_path: Path) -> Iterator[Path]:
     yield from _mount(published, tmp_path / "mnt", request.param)
 
@@ -90,7 +85,7 @@ def _snapshot(root: Path) -> dict[str, Any]:
 
 def test_both_front_ends_show_the_same_tree(published: tuple[Path, Path], tmp_path: Path) -> None:
     snaps = {}
-    for lib in sorted(LIBS):
+    for lib in sorted(FUSE_LIBS):
         for m in _mount(published, tmp_path / f"mnt-{lib}", lib):
             snaps[lib] = _snapshot(m)
             a, b = (m / "sub/deeper/hard").stat(), (m / "sub/deeper/file").stat()

@@ -7,7 +7,6 @@ import os
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ import pytest
 from cernvm_build.bootloader.runtime import build_runtime
 from cernvm_build.cvmfs.serve import Server
 
-from .conftest import FQRN, ROOT_REV1, ROOT_REV2, Fixture
+from .conftest import FQRN, ROOT_REV1, ROOT_REV2, Fixture, unmount
 
 pytestmark = pytest.mark.integration
 
@@ -24,19 +23,6 @@ def _mount(server: Server, fx: Fixture, mnt: Path, *extra: str) -> subprocess.Co
     cmd = [sys.executable, "-m", "cernvm_build.cvmfs.mount", "--fqrn", FQRN, "--server", server.repo_url()]
     cmd += ["--public-key", str(fx.pub), *extra, str(mnt)]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-
-
-def _unmount(mnt: Path) -> None:
-    if os.path.ismount(mnt):
-        subprocess.run(["fusermount3", "-u", str(mnt)], check=False, timeout=60)
-
-
-@pytest.fixture
-def mnt(tmp_path: Path) -> Iterator[Path]:
-    m = tmp_path / "mnt"
-    m.mkdir()
-    yield m
-    _unmount(m)
 
 
 def test_mount_find_and_read_everything(fx: Fixture, server: Server, mnt: Path, tmp_path: Path) -> None:
@@ -81,7 +67,7 @@ def test_snapshot_file_pins_the_next_mount(fx: Fixture, server: Server, mnt: Pat
     assert r.returncode == 0, r.stderr
     assert f"revision 1 root {ROOT_REV1} tag slc4-frozen" in r.stdout
     assert (mnt / "usr/bin/tool5").exists() and not (mnt / "etc/new-in-rev2").exists()
-    _unmount(mnt)
+    unmount(mnt)
     r = _mount(server, fx, mnt, "--tag", "slc4-update", "--snapshot-file", str(snap))  # explicit wins
     assert r.returncode == 0 and "revision 2" in r.stdout
     assert snap.read_text() == f"{ROOT_REV2}\nslc4-update\n"

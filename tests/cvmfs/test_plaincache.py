@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,14 +20,10 @@ from cernvm_build.cvmfs.repository import Repository, open_repository
 from cernvm_build.cvmfs.serve import Server
 from cernvm_build.errors import CvmfsError
 
-from .conftest import FQRN, Fixture
+from .conftest import FQRN, FUSE_LIBS, Fixture, fuse_env
 
 FILE = "/etc/redhat-release"
 BIG = "/opt/sw/big-data.txt"  # three chunks: 16 MiB, 16 MiB, 3.5 MiB
-LIBS = {
-    "libfuse3": "/usr/lib/x86_64-linux-gnu/libfuse3.so.3",
-    "libfuse2": "/usr/lib/x86_64-linux-gnu/libfuse.so.2",
-}
 
 
 def _open(source: str | Path, fx: Fixture, cache: Path) -> Repository:
@@ -148,26 +143,13 @@ def test_the_size_limit_counts_and_evicts_inflated_files(tmp_path: Path) -> None
 
 
 def _mount(fx: Fixture, server: Server, mnt: Path, cache: Path, lib: str) -> None:
-    if not os.path.exists(LIBS[lib]):
-        pytest.fail(f"{LIBS[lib]} is missing: apt-get install {'fuse3' if lib == 'libfuse3' else 'libfuse2'}")
     cmd = [sys.executable, "-m", "cernvm_build.cvmfs.mount", "--fqrn", FQRN, "--server", server.repo_url()]
     cmd += ["--public-key", str(fx.pub), "--cache", str(cache), str(mnt)]
-    r = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=120, env=os.environ | {"FUSE_LIBRARY_PATH": LIBS[lib]}
-    )
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=fuse_env(lib))
     assert r.returncode == 0, r.stderr
 
 
-@pytest.fixture
-def mnt(tmp_path: Path) -> Iterator[Path]:
-    m = tmp_path / "mnt"
-    m.mkdir()
-    yield m
-    if os.path.ismount(m):
-        subprocess.run(["fusermount3", "-u", str(m)], check=False, timeout=60)
-
-
-@pytest.mark.parametrize("lib", sorted(LIBS))
+@pytest.mark.parametrize("lib", sorted(FUSE_LIBS))
 def test_both_front_ends_read_the_repository_byte_for_byte(
     fx: Fixture, server: Server, mnt: Path, tmp_path: Path, lib: str
 ) -> None:
