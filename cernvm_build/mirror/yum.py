@@ -117,14 +117,12 @@ def _verify_one(
 
     packages = _packages(source, repo, primary)
     result.packages += len(packages)
-    signatures: Future[list[str]] | None = None
     with ThreadPoolExecutor(max_workers=1) as rpm_pool:
+        signatures: Future[list[str]] | None = None
         if rpm_key is not None and keyring is not None and isinstance(source, LocalSource):
             # A folder's packages are all there: rpmkeys (its own process, reading every payload) runs
             # while they are hashed. Its findings on packages whose bytes the index refuses are dropped.
-            local = [(e.rel, path) for e in packages if (path := source.local_path(e.rel))]
-            fingerprint = "-".join(keyring.primary_fingerprints())
-            signatures = rpm_pool.submit(check_rpm_signatures, local, rpm_key, fingerprint, source.cache)
+            signatures = rpm_pool.submit(_rpm_signatures, source, packages, rpm_key, keyring)
         package_problems = check_files(source, packages, jobs=jobs, progress=progress)
         result.problems.extend(package_problems)
         result.referenced.update(p.rel for p in packages)
@@ -133,13 +131,15 @@ def _verify_one(
             result.problems.extend(p for p in signatures.result() if p.split(":", 1)[0] not in bad)
         elif rpm_key is not None and keyring is not None:
             # Downloaded sources: their local copies exist only once hashed.
-            local = [
-                (e.rel, path) for e in packages if e.rel not in bad and (path := source.local_path(e.rel))
-            ]
-            fingerprint = "-".join(keyring.primary_fingerprints())
-            result.problems.extend(
-                check_rpm_signatures(local, rpm_key, fingerprint, getattr(source, "cache", None))
-            )
+            good = [e for e in packages if e.rel not in bad]
+            result.problems.extend(_rpm_signatures(source, good, rpm_key, keyring))
+
+
+def _rpm_signatures(source: Source, packages: list[Expected], rpm_key: Path, keyring: Keyring) -> list[str]:
+    """``check_rpm_signatures`` of the packages that have a local copy."""
+    local = [(e.rel, path) for e in packages if (path := source.local_path(e.rel))]
+    fingerprint = "-".join(keyring.primary_fingerprints())
+    return check_rpm_signatures(local, rpm_key, fingerprint, getattr(source, "cache", None))
 
 
 def published_references(source: Source, repos: list[str]) -> set[str]:
