@@ -137,13 +137,12 @@ class HashCache:
             sig = signature(os.stat(path))
             with self.lock:
                 hit = self.entries.get(key)
-                busy = self._busy.get(key) if hit is None or hit[0] != sig else None
-                if busy is None and (hit is None or hit[0] != sig):
-                    self._busy[key] = mine = threading.Event()
-            if hit is not None and hit[0] == sig:
-                with self.lock:
+                if hit is not None and hit[0] == sig:
                     self.hits += 1
-                return hit[1], sig[2], sig
+                    return hit[1], sig[2], sig
+                busy = self._busy.get(key)
+                if busy is None:
+                    self._busy[key] = mine = threading.Event()
             if busy is not None:
                 busy.wait()  # then look again: remembered, or (racy, changed) read here
                 continue
