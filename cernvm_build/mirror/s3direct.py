@@ -136,9 +136,10 @@ class DirectPut:
     @staticmethod
     def usable(endpoint_url: str) -> bool:
         """False where a proxy is configured for the endpoint (botocore honours those; we do not)."""
-        host = urlsplit(endpoint_url).hostname or ""
-        scheme = urlsplit(endpoint_url).scheme
-        return scheme not in urllib.request.getproxies() or bool(urllib.request.proxy_bypass(host))
+        parts = urlsplit(endpoint_url)
+        return parts.scheme not in urllib.request.getproxies() or bool(
+            urllib.request.proxy_bypass(parts.hostname or "")
+        )
 
     def _connection(self) -> http.client.HTTPConnection:
         with self._lock:
@@ -202,7 +203,7 @@ class DirectPut:
             headers = {**headers, "content-length": str(size)}
         for name, value in headers.items():
             # an ETag a server listed (If-Match) or a flag's value: CR/LF would add headers of its own
-            if not all(" " <= c <= "~" for c in value):
+            if not (value.isascii() and value.isprintable()):  # " " to "~", per request: no loop in Python
                 raise MirrorError(
                     f"{bucket}/{key}: the {name} value {value!r:.80} cannot be sent as a request header",
                     hint="the S3 server listed a malformed ETag, or a flag holds control characters",
