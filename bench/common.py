@@ -1,4 +1,5 @@
-"""What every benchmark shares: a result row, a side-by-side table, peak memory, a timer.
+"""What every benchmark shares: a result row, a side-by-side table, peak memory, a timer, environment
+variables set for one run (``environ``).
 
 A benchmark script ``bench/<area>.py`` has ``run(quick: bool) -> list[Result]`` and a ``__main__`` that
 prints the table; ``bench/run_all.py`` runs them all and writes one JSON file plus an HTML report.
