@@ -14,6 +14,7 @@ import contextlib
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,20 @@ MB = 1 << 20
 def pinned(name: str) -> bool:
     """Catalogs are never evicted (the mounted snapshot's tree must stay readable offline)."""
     return name.endswith("C")
+
+
+def _fanned_out_files(base: Path) -> Iterator[tuple[int, str, int]]:
+    """(mtime in ns, path, size) of the files in ``base``'s ``XX`` directories, temporaries (dot
+    files) left out."""
+    with contextlib.suppress(FileNotFoundError), os.scandir(base) as top:
+        for d in top:
+            if not d.is_dir(follow_symlinks=False):
+                continue
+            with os.scandir(d.path) as files:
+                for f in files:
+                    if not f.name.startswith(".") and f.is_file(follow_symlinks=False):
+                        st = f.stat(follow_symlinks=False)
+                        yield st.st_mtime_ns, f.path, st.st_size
 
 
 @dataclass(frozen=True)
@@ -50,16 +65,7 @@ class Quota:
         """Take stock of what the cache holds (oldest mtime first) and evict if it is over the limit."""
         found: list[tuple[int, str, int]] = []
         for base in self.dirs:
-            with contextlib.suppress(FileNotFoundError), os.scandir(base) as top:
-                for d in top:
-                    if not d.is_dir(follow_symlinks=False):
-                        continue
-                    with os.scandir(d.path) as objs:
-                        for o in objs:
-                            if o.name.startswith(".") or not o.is_file(follow_symlinks=False):
-                                continue
-                            st = o.stat(follow_symlinks=False)
-                            found.append((st.st_mtime_ns, o.path, st.st_size))
+            found.extend(_fanned_out_files(base))
         found.sort()
         with self._lock:
             self._lru = OrderedDict((path, size) for _, path, size in found)
