@@ -426,6 +426,21 @@ def replicate(
             (dest / SNAPSHOTTING_FILE).unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def _catalog(
+    store: ObjectStore, cat_hash: str, size: int | None, what: str, where: str, depth: int
+) -> Iterator[Catalog]:
+    """The catalog ``cat_hash`` (hash-checked by the store), open while it is read; its scratch copy
+    is removed once it was read without error (each catalog is walked once per run)."""
+    path = store.plain_file(cat_hash, SUFFIX_CATALOG, size=size, what=what, cap=MAX_CATALOG_BYTES)
+    cat = Catalog(path, name=cat_hash, where=where, depth=depth)
+    try:
+        yield cat
+    finally:
+        cat.close()
+    path.unlink(missing_ok=True)
+
+
 def _published_catalogs(
     store: ObjectStore, dest: Path, name: str, previous: manifest_mod.Manifest
 ) -> set[str]:
@@ -464,13 +479,8 @@ def _published_catalogs(
         if depth > MAX_NESTING:
             raise CvmfsError(f"{name}: the replica's revision {previous.revision}: catalogs nest too deep")
         what = f"the replica's revision {previous.revision}: catalog"
-        path = store.plain_file(cat_hash, SUFFIX_CATALOG, size=cat_size, what=what, cap=MAX_CATALOG_BYTES)
-        cat = Catalog(path, name=cat_hash, where=name, depth=depth)
-        try:
+        with _catalog(store, cat_hash, cat_size, what, name, depth) as cat:
             stack.extend((r.hash, r.size or None, depth + 1) for r in cat.nested())
-        finally:
-            cat.close()
-        path.unlink(missing_ok=True)
         found.add(cat_hash)
     return found
 
@@ -546,11 +556,7 @@ def _replicate(
                 if depth > MAX_NESTING:
                     raise CvmfsError(f"{name}: {label}: catalogs nest deeper than {MAX_NESTING}")
                 what = f"{label}: catalog {prefix or '/'}"
-                path = store.plain_file(
-                    cat_hash, SUFFIX_CATALOG, size=cat_size, what=what, cap=MAX_CATALOG_BYTES
-                )
-                cat = Catalog(path, name=cat_hash, where=name, depth=depth)
-                try:
+                with _catalog(store, cat_hash, cat_size, what, name, depth) as cat:
                     if cat.root_prefix != prefix:
                         raise IntegrityError(
                             f"{name}: {what} {cat_hash}C: its root prefix is {cat.root_prefix or '/'!r}, "
@@ -560,9 +566,6 @@ def _replicate(
                     stack.extend((r.hash, r.size or None, r.path, depth + 1) for r in cat.nested())
                     for ref in cat.objects():
                         transfers.add(ref, f"object of {label} ({prefix or '/'})")
-                finally:
-                    cat.close()
-                path.unlink(missing_ok=True)  # seen: never read again by this run
                 pending.add(dest / parse_hash(cat_hash).path(SUFFIX_CATALOG))
                 result.catalogs += 1
                 reporter.progress("objects", transfers.fetched + transfers.skipped, None)
