@@ -5,12 +5,10 @@ which podman runs the image; the ingested tree is the pushed one, file for file.
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import os
 import shutil
 import subprocess
-import tarfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -31,6 +29,7 @@ from cernvm_build.cvmfs.publish import create_repository
 from cernvm_build.cvmfs.repository import SnapshotSpec, open_repository
 from cernvm_build.demo.repository import DemoRepository
 from tests.support import free_port
+from tests.support.tars import gzip_layer
 
 from .podman import RUN, needs_podman, podman, store
 from .trees import describe
@@ -123,6 +122,21 @@ def skopeo(*argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["skopeo", *argv], capture_output=True, text=True)
 
 
+def _hub(tmp_path: Path) -> list[str]:
+    """A new hub repository (keys and stratum in ``tmp_path``) and the ``--hub-*`` options naming it."""
+    keys = generate_keys(HUB)
+    keys.save(tmp_path / "keys")
+    create_repository(tmp_path / "stratum", HUB, keys)
+    return [
+        "--hub-stratum",
+        str(tmp_path / "stratum"),
+        "--hub-keys",
+        str(tmp_path / "keys"),
+        "--hub-fqrn",
+        HUB,
+    ]
+
+
 def push(
     image: Path,
     dest: str,
@@ -198,11 +212,7 @@ def test_push_ingest_and_run_from_the_podman_store(
 ) -> None:
     multi, _ = demo_images
     push(multi, f"{registry}/cernvm/demo:demo-1", signing, sign=True, monkeypatch=monkeypatch, capsys=capsys)
-    keys = generate_keys(HUB)
-    keys.save(tmp_path / "keys")
-    create_repository(tmp_path / "stratum", HUB, keys)
-    argv = ["hub", "ingest", f"{registry}/cernvm/demo:demo-*", "--hub-stratum", str(tmp_path / "stratum"),
-            "--hub-keys", str(tmp_path / "keys"), "--hub-fqrn", HUB, "--no-tls-verify",
+    argv = ["hub", "ingest", f"{registry}/cernvm/demo:demo-*", *_hub(tmp_path), "--no-tls-verify",
             "--registries-d", str(signing["regd"]), "--policy", str(signing["policy"]), "--json"]  # fmt: skip
     capsys.readouterr()
     assert main(argv) == 0, capsys.readouterr().err
@@ -300,17 +310,7 @@ def test_ingest_of_a_manifest_list_publishes_every_platform(
     again = skopeo("copy", "--all", "--src-tls-verify=false", "--dest-tls-verify=false", f"docker://{ref}",
                    f"docker://{ref[:-1]}2")  # fmt: skip
     assert again.returncode == 0, again.stderr
-    keys = generate_keys(HUB)
-    keys.save(tmp_path / "keys")
-    create_repository(tmp_path / "stratum", HUB, keys)
-    hub = [
-        "--hub-stratum",
-        str(tmp_path / "stratum"),
-        "--hub-keys",
-        str(tmp_path / "keys"),
-        "--hub-fqrn",
-        HUB,
-    ]
+    hub = _hub(tmp_path)
     argv = ["hub", "ingest", ref, *hub, "--no-tls-verify", "--json"]
     capsys.readouterr()
     assert main(argv) == 0, capsys.readouterr().err
@@ -352,22 +352,6 @@ def test_ingest_of_a_manifest_list_publishes_every_platform(
         assert repo.revision == revision
 
 
-def _layer(members: dict[str, bytes | None]) -> bytes:
-    """A gzip tar layer: name -> content (None: a directory), in the order given."""
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w") as t:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.mtime = 1_700_000_000
-            if data is None:
-                info.type, info.mode = tarfile.DIRTYPE, 0o755
-                t.addfile(info)
-            else:
-                info.size, info.mode = len(data), 0o644
-                t.addfile(info, io.BytesIO(data))
-    return gzip.compress(raw.getvalue(), mtime=0)
-
-
 def _layout_of(dest: Path, layers: list[dict[str, bytes | None]], tag: str) -> None:
     """An OCI layout of one image made of ``layers`` (what a docker build with deletions pushes)."""
     blobs = dest / "blobs" / "sha256"
@@ -377,7 +361,7 @@ def _layout_of(dest: Path, layers: list[dict[str, bytes | None]], tag: str) -> N
         (blobs / digest_of(data)[7:]).write_bytes(data)
         return {"digest": digest_of(data), "size": len(data)}
 
-    gz = [_layer(m) for m in layers]
+    gz = [gzip_layer(m) for m in layers]
     diff_ids = [digest_of(gzip.decompress(g)) for g in gz]
     rootfs = {"type": "layers", "diff_ids": diff_ids}
     config = canonical({"architecture": "amd64", "os": "linux", "created": "2026-12-01T10:00:00Z",
@@ -407,17 +391,7 @@ def test_ingested_whiteouts_mean_what_they_mean_to_umoci(
     ref = f"{registry}/cernvm/whiteouts:1"
     copy = skopeo("copy", "--dest-tls-verify=false", f"oci:{tmp_path / 'wh.oci'}:1", f"docker://{ref}")
     assert copy.returncode == 0, copy.stderr
-    keys = generate_keys(HUB)
-    keys.save(tmp_path / "keys")
-    create_repository(tmp_path / "stratum", HUB, keys)
-    hub = [
-        "--hub-stratum",
-        str(tmp_path / "stratum"),
-        "--hub-keys",
-        str(tmp_path / "keys"),
-        "--hub-fqrn",
-        HUB,
-    ]
+    hub = _hub(tmp_path)
     capsys.readouterr()
     assert main(["hub", "ingest", ref, *hub, "--no-tls-verify", "--json"]) == 0, capsys.readouterr().err
     (image,) = json.loads(capsys.readouterr().out)["images"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from cernvm_build.cvmfs import keys as keymod
 from cernvm_build.cvmfs.parts import CopyPart, RemovePart, TarPart
 from cernvm_build.cvmfs.publish import publish_parts, publish_tar
 from cernvm_build.errors import CvmfsError
+from tests.support.tars import tar_bytes
 
 from .helpers import FQRN, describe
 
@@ -20,24 +20,7 @@ pytestmark = pytest.mark.integration
 
 
 def _tar(files: dict[str, bytes | None], links: dict[str, str] | None = None) -> io.BytesIO:
-    """A tar of ``files`` (None: a directory) and hard ``links`` (name -> target)."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as t:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.mtime = 1_700_000_000
-            if data is None:
-                info.type, info.mode = tarfile.DIRTYPE, 0o755
-                t.addfile(info)
-            else:
-                info.size, info.mode = len(data), 0o644
-                t.addfile(info, io.BytesIO(data))
-        for name, target in (links or {}).items():
-            info = tarfile.TarInfo(name)
-            info.type, info.linkname, info.mtime = tarfile.LNKTYPE, target, 1_700_000_000
-            t.addfile(info)
-    buf.seek(0)
-    return buf
+    return io.BytesIO(tar_bytes(files, links))
 
 
 def _tree(root: Path) -> dict[str, bytes | None]:
