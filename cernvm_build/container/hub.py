@@ -219,13 +219,13 @@ def publish_image(
             ops.append(CopyPart(chain_dir(chains[-1]), fdir))
             ops.append(TarPart(fdir, _tar(scaffold, files, work, None), over=True))
             published.append(fdir)
-        for path, tree in _store_parts(parts, images_json, layers_json):
+        store, store_published = _store_parts(parts, images_json, layers_json)
+        for path, tree in store:
             ops.append(TarPart(path, _tar(tree, files, work, ts)))
-        published += _store_published(parts)
+        published += store_published
         if not have_link:
-            link_entry = Entry(path=".", kind=SYMLINK, mode=0o777, mtime=ts, target=link_target(parts))
             ops.append(
-                TarPart(public_path(parts), _tar(MemoryTree("link", [(link_entry, b"")]), files, work, ts))
+                TarPart(public_path(parts), _tar(_single_link(link_target(parts), ts), files, work, ts))
             )
             published.append(public_path(parts))
         marker_dir = marker_path(parts).rsplit("/", 1)[0]
@@ -252,14 +252,12 @@ def _applied_whiteouts(chain: str, whiteouts: Sequence[str]) -> list[Part]:
     return out
 
 
-def _store_published(parts: ImageParts) -> list[str]:
-    ldir = f"{STORE}/overlay/{flat_layer_id(parts)}"
-    return [ldir, f"{STORE}/overlay-images/{image_id(parts)}", f"{STORE}/overlay-images/images.json"]
-
-
-def _store_parts(parts: ImageParts, images_json: object, layers_json: object) -> list[tuple[str, TreeSource]]:
+def _store_parts(
+    parts: ImageParts, images_json: object, layers_json: object
+) -> tuple[list[tuple[str, TreeSource]], list[str]]:
     """The image in ``podmanStore/``: its one layer (a link to the flat root), its metadata, and
-    the store's image and layer lists (one revision: podman sees all of it or none)."""
+    the store's image and layer lists (one revision: podman sees all of it or none); and the paths
+    to report as published."""
     ts = parts.spec.created
     layer_id = flat_layer_id(parts)
     short = link_id(layer_id)
@@ -286,8 +284,9 @@ def _store_parts(parts: ImageParts, images_json: object, layers_json: object) ->
     steps.append((idir, MemoryTree(idir, [memory_file(n, d, mtime=ts) for n, d in files])))
     names = [f"{parts.spec.name}:{t}" for t in tags_of(parts.spec)]
     images_data = merged(images_json, image_record(parts, layer_id, names), names=True)
-    steps.append((f"{STORE}/overlay-images/images.json", _single(images_data, ts)))
-    return steps
+    images = f"{STORE}/overlay-images/images.json"
+    steps.append((images, _single(images_data, ts)))
+    return steps, [ldir, idir, images]
 
 
 def _single(data: bytes, ts: int) -> MemoryTree:
