@@ -11,6 +11,7 @@ again by the next build.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..errors import BuildError, CernVMError
-from ..fsutil import atomic_copy, atomic_write
+from ..fsutil import CHUNK, atomic_file
 from ..report import Reporter
 from . import templates as tpl_mod
 from .cache import State
@@ -48,27 +49,26 @@ _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 def write_output(dest: Path, blob: bytes, made: set[str] | None = None) -> tuple[int, int]:
     """Write one output; returns its (size, mtime in ns) for the state. ``made``: None into an existing
     folder, else the folders made so far in a new one (see the module docstring)."""
-    if made is None:
-        atomic_write(dest, blob, durable=False)
-        st = os.stat(dest)
-        return st.st_size, st.st_mtime_ns
-    with _new_file(dest, made) as f:
+    with _output(dest, made) as f:
         f.write(blob)
-        f.flush()
-        st = os.fstat(f.fileno())
-    return st.st_size, st.st_mtime_ns
+        return _size_mtime(f)
 
 
 def copy_output(src: Path, dest: Path, made: set[str] | None = None) -> tuple[int, int]:
     """Copy an asset (streamed: it may be a release image); returns (size, mtime in ns)."""
-    if made is None:
-        atomic_copy(src, dest, durable=False)
-        st = os.stat(dest)
-        return st.st_size, st.st_mtime_ns
-    with _new_file(dest, made) as f, open(src, "rb") as s:
-        shutil.copyfileobj(s, f, 1 << 20)
-        f.flush()
-        st = os.fstat(f.fileno())
+    with _output(dest, made) as f, open(src, "rb") as s:
+        shutil.copyfileobj(s, f, CHUNK)
+        return _size_mtime(f)
+
+
+def _output(dest: Path, made: set[str] | None) -> contextlib.AbstractContextManager[BinaryIO]:
+    return atomic_file(dest, durable=False) if made is None else _new_file(dest, made)
+
+
+def _size_mtime(f: BinaryIO) -> tuple[int, int]:
+    # from the open file: its mtime is final once written (the rename and chmod do not change it)
+    f.flush()
+    st = os.fstat(f.fileno())
     return st.st_size, st.st_mtime_ns
 
 
