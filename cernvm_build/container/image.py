@@ -91,6 +91,10 @@ def digest_of(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+#: a content digest as registries and layouts name blobs (the only algorithm the toolkit accepts)
+DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
 def hex_of(digest: str) -> str:
     return digest.split(":", 1)[1]
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import fnmatch
 import json
 import logging
-import re
 import shutil
 import tarfile
 import tempfile
@@ -30,7 +29,7 @@ from typing import Any
 
 from ..artifact import Artifact
 from ..errors import BuildError
-from .image import _TAG_RE, ImageSpec, hex_of
+from .image import _TAG_RE, DIGEST_RE, MT_LAYER_GZIP, ImageSpec, hex_of
 from .layer import LayerResult
 from .layering import OPAQUE, WHITEOUT, ImageTrees, LayerTar
 from .layers import LayerFile
@@ -82,7 +81,6 @@ def _blob(layout: Path, digest: str) -> bytes:
 
 #: Docker's own limit
 MAX_LAYERS = 127
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
 def image_parts(w: Wish, tag: str, manifest_bytes: bytes, config_bytes: bytes) -> ImageParts:
@@ -100,7 +98,7 @@ def image_parts(w: Wish, tag: str, manifest_bytes: bytes, config_bytes: bytes) -
             raise ValueError(f"{len(layers)} layers (1 to {MAX_LAYERS} can be ingested)")
         for layer, diff in zip(layers, diff_ids, strict=True):
             digest, size = layer["digest"], layer["size"]
-            if not (isinstance(digest, str) and _DIGEST.match(digest) and isinstance(diff, str)):
+            if not (isinstance(digest, str) and DIGEST_RE.match(digest) and isinstance(diff, str)):
                 raise ValueError(f"layer digest {digest!r:.80} / diff_id {diff!r:.80} is not sha256:<hex>")
             if type(size) is not int or size < 0:
                 raise ValueError(f"layer {digest} has size {size!r:.40}")
@@ -151,7 +149,7 @@ def _spec(w: Wish, tag: str, config: dict[str, Any]) -> ImageSpec:
 LAYER_TYPES = frozenset(
     {
         "application/vnd.oci.image.layer.v1.tar",
-        "application/vnd.oci.image.layer.v1.tar+gzip",
+        MT_LAYER_GZIP,
         "application/vnd.docker.image.rootfs.diff.tar.gzip",
     }
 )
@@ -216,7 +214,7 @@ def ingest_manifest(
     names: set[str] = set()
     layers = []
     for layer in manifest["layers"]:
-        media = layer.get("mediaType", "application/vnd.oci.image.layer.v1.tar+gzip")
+        media = layer.get("mediaType", MT_LAYER_GZIP)
         if media not in LAYER_TYPES:
             raise BuildError(
                 f"{where}: layer {layer['digest']} is {media!r:.100}, which the hub cannot unpack",

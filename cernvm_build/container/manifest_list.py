@@ -22,10 +22,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..errors import BuildError
+from .image import DIGEST_RE
+from .image import MT_INDEX as OCI_INDEX
+from .image import MT_MANIFEST as OCI_MANIFEST
 
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 MANIFEST_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
 INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_LIST})
@@ -33,7 +34,6 @@ INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_LIST})
 MAX_PLATFORMS = 64
 MAX_RAW = 4 << 20  # the registry's own limit for a manifest
 _WORD = re.compile(r"^[a-z0-9][a-z0-9._]{0,31}$")
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ def index_platforms(ref: str, raw: bytes) -> list[Platform] | None:
         if not isinstance(entry, dict):
             raise BuildError(f"{where} is not an object", hint=hint)
         kind, digest, plat = entry.get("mediaType"), entry.get("digest"), entry.get("platform") or {}
-        if not isinstance(digest, str) or not _DIGEST.match(digest):
+        if not isinstance(digest, str) or not DIGEST_RE.match(digest):
             raise BuildError(f"{where}: digest {digest!r:.80} is not sha256:<hex>", hint=hint)
         if not isinstance(plat, dict):
             raise BuildError(f"{where}: platform {plat!r:.80} is not an object", hint=hint)
