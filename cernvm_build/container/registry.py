@@ -57,6 +57,15 @@ def _common(opts: RegistryOptions) -> list[str]:
     return out
 
 
+def _docker(ref: str) -> str:
+    return ref if ref.startswith("docker://") else f"docker://{ref}"
+
+
+def _tls(opts: RegistryOptions, side: str = "") -> str:
+    """skopeo's TLS option; ``side``: "src-" or "dest-" for a copy."""
+    return f"--{side}tls-verify={str(opts.tls_verify).lower()}"
+
+
 def oci_source(image: Path, tag: str | None = None) -> str:
     """The skopeo name of an OCI layout (its first tag when none is given)."""
     if not (image / "oci-layout").is_file():
@@ -79,9 +88,9 @@ def push(
 ) -> str:
     """Copy the OCI layout ``image`` to ``dest`` (``host[:port]/repo:tag``); returns the manifest
     digest the registry holds. ``sign_by``: a gpg key id or fingerprint (``GNUPGHOME`` applies)."""
-    target = dest if dest.startswith("docker://") else f"docker://{dest}"
+    target = _docker(dest)
     digest_file = image.parent / f".{image.name}.push-digest"
-    args = ["copy", "--quiet", *_common(opts), f"--dest-tls-verify={str(opts.tls_verify).lower()}"]
+    args = ["copy", "--quiet", *_common(opts), _tls(opts, "dest-")]
     args += ["--digestfile", str(digest_file)]
     if sign_by:
         args += ["--sign-by", sign_by]
@@ -96,14 +105,14 @@ def pull(ref: str, dest: Path, *, opts: RegistryOptions, all_platforms: bool = F
     """Copy ``ref`` (``host[:port]/repo:tag``) into the OCI layout ``dest`` (tagged ``latest``),
     checked against ``opts.policy`` when given; ``all_platforms``: a manifest list with every
     image it lists (else skopeo picks this machine's)."""
-    source = ref if ref.startswith("docker://") else f"docker://{ref}"
+    source = _docker(ref)
     # the policy checks the signatures on the way; an OCI layout cannot keep them
     args = [
         "copy",
         "--quiet",
         "--remove-signatures",
         *_common(opts),
-        f"--src-tls-verify={str(opts.tls_verify).lower()}",
+        _tls(opts, "src-"),
     ]
     if opts.policy is not None:
         args += ["--policy", str(opts.policy)]
@@ -115,15 +124,15 @@ def pull(ref: str, dest: Path, *, opts: RegistryOptions, all_platforms: bool = F
 
 
 def inspect_raw(ref: str, *, opts: RegistryOptions) -> bytes:
-    """The registry's manifest of ``ref`` as it is (an image's, or a manifest list)."""
-    source = ref if ref.startswith("docker://") else f"docker://{ref}"
-    args = ["inspect", "--raw", *_common(opts), f"--tls-verify={str(opts.tls_verify).lower()}"]
-    return _skopeo([*args, source], f"inspect {ref}").encode("utf-8", "surrogateescape")
+    """The registry's manifest of ``ref`` (an image's, or a manifest list), for parsing: bytes that are
+    not UTF-8 come back as U+FFFD (``_skopeo`` decodes with errors="replace")."""
+    args = ["inspect", "--raw", *_common(opts), _tls(opts)]
+    return _skopeo([*args, _docker(ref)], f"inspect {ref}").encode("utf-8")
 
 
 def list_tags(repository: str, *, opts: RegistryOptions) -> list[str]:
     """The tags of ``host[:port]/repo`` in the registry."""
-    args = ["list-tags", *_common(opts), f"--tls-verify={str(opts.tls_verify).lower()}"]
-    out = _skopeo([*args, f"docker://{repository}"], f"list the tags of {repository}")
+    args = ["list-tags", *_common(opts), _tls(opts)]
+    out = _skopeo([*args, _docker(repository)], f"list the tags of {repository}")
     tags: list[str] = json.loads(out).get("Tags") or []
     return sorted(tags)
