@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
@@ -128,21 +128,6 @@ def _layer_tar(layer: TreeSource | LayerTar, files: ExitStack, work: Path) -> Bi
     return _tar(layer, files, work, None)
 
 
-class _Without:
-    """``source`` without the top-level names in ``names`` (the scaffold fills in only the others,
-    as ``Chained`` does for the sandbox)."""
-
-    def __init__(self, source: TreeSource, names: frozenset[str]) -> None:
-        self.source, self.names = source, names
-        self.description = source.description
-
-    def entries(self) -> Iterator[Entry]:
-        return (e for e in self.source.entries() if e.path.split("/", 1)[0] not in self.names)
-
-    def open(self, entry: Entry) -> BinaryIO:
-        return self.source.open(entry)
-
-
 def publish_image(
     stratum: Path, keys: KeySet, parts: ImageParts, trees: ImageTrees, *, work: Path
 ) -> Artifact:
@@ -215,7 +200,7 @@ def publish_image(
                 ops.append(CopyPart(layerfs, cdir, over=True))
             published.append(cdir)
         if fdir not in have:
-            scaffold = _Without(scaffold_tree(parts.spec, mtime=ts), trees.names())
+            scaffold = scaffold_tree(parts.spec, mtime=ts, present=trees.names())
             ops.append(CopyPart(chain_dir(chains[-1]), fdir))
             ops.append(TarPart(fdir, _tar(scaffold, files, work, None), over=True))
             published.append(fdir)

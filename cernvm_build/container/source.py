@@ -3,7 +3,7 @@
 The model (``Entry``, the kinds, ``TreeSource``) lives in ``cernvm_build.tree``, shared with the
 writers and ``cvmfs export``; this module holds the sources: a local directory (tests, already
 exported trees), a CernVM-FS repository snapshot (the real thing, ``cvmfs.tree``), small trees in
-memory, and the combinators the DUCC hub composes trees with. Writers only see ``Entry`` objects,
+memory, and ``Clamped`` (mtimes capped for reproducible builds). Writers only see ``Entry`` objects,
 so every output format is tested the same way against every source.
 """
 
@@ -45,13 +45,11 @@ __all__ = [
     "FILE",
     "SOCKET",
     "SYMLINK",
-    "Chained",
     "Clamped",
     "CvmfsTree",
     "Entry",
     "LocalTree",
     "MemoryTree",
-    "Prefixed",
     "TreeSource",
     "kind_of_mode",
     "sort_key",
@@ -146,54 +144,6 @@ class MemoryTree:
 
 def memory_file(path: str, data: bytes, *, mtime: int, mode: int = 0o644) -> tuple[Entry, bytes]:
     return Entry(path=path, kind=FILE, mode=mode, size=len(data), mtime=mtime), data
-
-
-def memory_dir(path: str, *, mtime: int, mode: int = 0o755) -> tuple[Entry, bytes]:
-    return Entry(path=path, kind=DIR, mode=mode, mtime=mtime), b""
-
-
-class Prefixed:
-    """``source`` seen below ``prefix`` (a directory entry for the prefix itself comes first)."""
-
-    def __init__(self, source: TreeSource, prefix: str, *, mtime: int, mode: int = 0o755) -> None:
-        self.source, self.prefix = source, prefix.strip("/")
-        self.description = source.description
-        self._top = Entry(path=self.prefix, kind=DIR, mode=mode, mtime=mtime)
-
-    def entries(self) -> Iterator[Entry]:
-        yield self._top
-        for e in self.source.entries():
-            yield replace(e, path=f"{self.prefix}/{e.path}")
-
-    def open(self, entry: Entry) -> BinaryIO:
-        return self.source.open(replace(entry, path=entry.path[len(self.prefix) + 1 :]))
-
-
-class Chained:
-    """Several sources one after the other; a later top-level name already seen is left out with
-    everything below it (the first source wins), so additions never overwrite the tree."""
-
-    def __init__(self, *sources: TreeSource) -> None:
-        self.sources = sources
-        self.description = " + ".join(s.description for s in sources)
-        self._owner: dict[str, TreeSource] = {}
-
-    def entries(self) -> Iterator[Entry]:
-        seen_top: set[str] = set()
-        for i, src in enumerate(self.sources):
-            mine: set[str] = set()
-            for e in src.entries():
-                top = e.path.split("/", 1)[0]
-                if top in seen_top and top not in mine:
-                    continue
-                mine.add(top)
-                if i > 0 and e.kind == FILE:
-                    self._owner[e.path] = src
-                yield e if i == 0 else replace(e, link_id=(i, e.link_id) if e.link_id else None)
-            seen_top |= mine
-
-    def open(self, entry: Entry) -> BinaryIO:
-        return self._owner.get(entry.path, self.sources[0]).open(entry)
 
 
 class Clamped:
