@@ -202,26 +202,36 @@ def ingest_manifest(
     layout: Path,
     manifest_digest: str,
     publish: Callable[[ImageParts, ImageTrees], Artifact],
+    scanned: dict[str, ImageTrees] | None = None,
 ) -> Artifact:
     """One image of the pulled layout (a platform of an index, or the image) into the hub: its
     layers straight from their blobs (no unpacking: the publisher reads the tars, and the hub makes
-    each chain from the one below plus the layer, applying its whiteouts)."""
+    each chain from the one below plus the layer, applying its whiteouts). ``scanned``: the layers
+    already read, by manifest digest (the default platform is ingested twice: read its blobs once)."""
     manifest_bytes = _blob(layout, manifest_digest)
     manifest = json.loads(manifest_bytes)
     config_bytes = _blob(layout, manifest["config"]["digest"])
     parts = image_parts(w, tag, manifest_bytes, config_bytes)
-    where = f"{w.registry}/{w.repository}:{tag}"
+    trees = scanned.get(manifest_digest) if scanned is not None else None
+    if trees is None:
+        trees = _scan_layers(layout, manifest["layers"], f"{w.registry}/{w.repository}:{tag}")
+        if scanned is not None:
+            scanned[manifest_digest] = trees
+    return publish(parts, trees)
+
+
+def _scan_layers(layout: Path, layers: list[dict[str, Any]], where: str) -> ImageTrees:
     names: set[str] = set()
-    layers = []
-    for layer in manifest["layers"]:
+    out = []
+    for layer in layers:
         media = layer.get("mediaType", MT_LAYER_GZIP)
         if media not in LAYER_TYPES:
             raise BuildError(
                 f"{where}: layer {layer['digest']} is {media!r:.100}, which the hub cannot unpack",
                 hint="layers must be tar or tar+gzip (zstd and foreign layers are not supported)",
             )
-        layers.append(scan_layer(layout / "blobs" / "sha256" / hex_of(layer["digest"]), names, where))
-    return publish(parts, ImageTrees(None, layers, frozenset(names)))
+        out.append(scan_layer(layout / "blobs" / "sha256" / hex_of(layer["digest"]), names, where))
+    return ImageTrees(None, out, frozenset(names))
 
 
 def ingest_image(
@@ -242,15 +252,16 @@ def ingest_image(
         return [ingest_manifest(w, tag, layout, top["digest"], publish)]
     listed = {m["digest"] for m in json.loads(_blob(layout, top["digest"]))["manifests"]}
     out = []
+    scanned: dict[str, ImageTrees] = {}
     for p in platforms:
         if p.digest not in listed or not (layout / "blobs" / "sha256" / hex_of(p.digest)).is_file():
             raise BuildError(
                 f"{ref}: platform {p.name}'s manifest {p.digest} was not pulled",
                 hint="is the registry complete?",
             )
-        out.append(ingest_manifest(w, f"{tag}-{p.name}", layout, p.digest, publish))
+        out.append(ingest_manifest(w, f"{tag}-{p.name}", layout, p.digest, publish, scanned))
     default = default_platform(platforms)
-    out.append(ingest_manifest(w, tag, layout, default.digest, publish))
+    out.append(ingest_manifest(w, tag, layout, default.digest, publish, scanned))
     return out
 
 
