@@ -25,9 +25,9 @@ REPOMD = "repodata/repomd.xml"
 XML_BASE = "{http://www.w3.org/XML/1998/namespace}base"
 
 
-def find_repos(source: Source) -> list[str]:
-    """Repository folders (relative, ``""`` for the top) of a listable source; else just the top."""
-    files = source.list()
+def find_repos(files: list[str] | None) -> list[str]:
+    """Repository folders (relative, ``""`` for the top) in a source's list of files (``None``: the
+    source cannot be listed, so just the top)."""
     if files is None:
         return [""]
     return sorted(f[: -len(REPOMD)].rstrip("/") for f in files if f == REPOMD or f.endswith("/" + REPOMD))
@@ -60,13 +60,14 @@ def verify_yum(
     """``rpm_key``: the public key signed packages must verify with (``rpm -K``), for sources whose
     files are on this machine (a folder, a downloaded HTTP source)."""
     result = Checked("yum", source.name, signed=keyring is not None)
-    repos = find_repos(source)
+    files = source.list()  # once: a LIST of the whole bucket for a published (S3) source
+    repos = find_repos(files)
     if not repos:
         result.problems.append(f"{source.name}: no repodata/repomd.xml anywhere")
         return result
     for repo in repos:
         try:
-            _verify_one(source, repo, keyring, rpm_key, jobs, progress, result)
+            _verify_one(source, repo, files is not None, keyring, rpm_key, jobs, progress, result)
         except _Bad as e:
             result.problems.append(str(e))
     return result
@@ -75,6 +76,7 @@ def verify_yum(
 def _verify_one(
     source: Source,
     repo: str,
+    listable: bool,
     keyring: Keyring | None,
     rpm_key: Path | None,
     jobs: int,
@@ -102,7 +104,7 @@ def _verify_one(
     # Fixed-name files go last in this order: the repository's public key (so a new key is there before
     # anything signed by it), repomd.xml, its signature.
     key_rel = repomd_rel + ".key"
-    if source.list() is not None and source.read(key_rel) is not None:
+    if listable and source.read(key_rel) is not None:
         indexes.insert(0, key_rel)
 
     expected, primary = _metadata(repomd, repomd_rel, repo, result.problems)
