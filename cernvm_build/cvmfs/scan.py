@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Iterable
 from pathlib import Path
 
 from ..errors import CvmfsError
@@ -67,10 +67,10 @@ def entry_from_old(row: OldRow, cat: OldCatalog) -> Entry:
     )
 
 
-def stage_outside(stage: Stage, prev: PreviousTree, base: str | Sequence[str]) -> None:
-    """Copy everything of the previous revision that is not at or below ``base`` (or any of several
-    bases) into the stage."""
-    bases = {base} if isinstance(base, str) else set(base)
+def stage_outside(stage: Stage, prev: PreviousTree, base_paths: Iterable[str]) -> None:
+    """Copy everything of the previous revision that is not at or below one of ``base_paths`` into
+    the stage."""
+    bases = set(base_paths)
     # "", "/a", "/a/b" for /a/b/c: the directories walked into rather than kept by reference
     ancestors = {b[:i] for b in bases for i in range(len(b)) if b[i] == "/"}
 
