@@ -362,27 +362,25 @@ class ObjectStore:
         key = name + suffix
         with self._lock:
             key_lock = self._key_locks.setdefault(key, threading.Lock())
+        # one fetch for a reader and the prefetcher asking at once: who waited for the other
+        # looks again
+        waited = not key_lock.acquire(blocking=False)
+        if waited:
+            key_lock.acquire()
         try:
-            # one fetch for a reader and the prefetcher asking at once: who waited for the other
-            # looks again
-            if not key_lock.acquire(blocking=False):
-                key_lock.acquire()
-                fd = plain.open(name, suffix, size)
-                if fd is not None:
-                    key_lock.release()
-                    return fd
-            try:
-                h = parse_hash(name)
-                limit = stored_limit(size, compressed, None)
-                with self._stored(h, suffix, what, limit, cached=False) as blocks:
-                    inflated = self._inflate_blocks(h, suffix, blocks, compressed, what, size)
-                    try:
-                        return plain.put(name, suffix, inflated, size)
-                    except SizeMismatch as e:
-                        raise self._size_error(h, suffix, e.got, size, what) from None
-            finally:
-                key_lock.release()
+            fd = plain.open(name, suffix, size) if waited else None
+            if fd is not None:
+                return fd
+            h = parse_hash(name)
+            limit = stored_limit(size, compressed, None)
+            with self._stored(h, suffix, what, limit, cached=False) as blocks:
+                inflated = self._inflate_blocks(h, suffix, blocks, compressed, what, size)
+                try:
+                    return plain.put(name, suffix, inflated, size)
+                except SizeMismatch as e:
+                    raise self._size_error(h, suffix, e.got, size, what) from None
         finally:
+            key_lock.release()
             with self._lock:
                 self._key_locks.pop(key, None)
 
