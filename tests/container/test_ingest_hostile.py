@@ -13,6 +13,7 @@ from cernvm_build.container import ingest, manifest_list
 from cernvm_build.container.image import digest_of
 from cernvm_build.container.registry import RegistryOptions
 from cernvm_build.errors import BuildError
+from tests.support.tars import tar_bytes
 
 WISH = ingest.Wish("127.0.0.1:5000", "cernvm/demo", "demo-*")
 HEX = "ab" * 32
@@ -133,16 +134,8 @@ def test_a_whiteout_that_names_no_entry_of_its_folder_is_one_build_error(tmp_pat
     """A layer's whiteout must name an entry of its own folder: '.wh...' (its parent), '.wh..' and
     '.wh.' (the folder itself) and a path through '..' are refused with the layer named, before
     the hub turns them into removals of other paths."""
-    import io
-    import tarfile
-
     blob = tmp_path / "layer.tar"
-    with tarfile.open(blob, "w") as tar:
-        for name in ("d/", "d/kept"):
-            info = tarfile.TarInfo(name.rstrip("/"))
-            info.type = tarfile.DIRTYPE if name.endswith("/") else tarfile.REGTYPE
-            tar.addfile(info, io.BytesIO(b""))
-        tar.addfile(tarfile.TarInfo(member), io.BytesIO(b""))
+    blob.write_bytes(tar_bytes({"d": None, "d/kept": b"", member: b""}))
     with pytest.raises(BuildError) as err:
         ingest.scan_layer(blob, set(), "reg/x:1 layer sha256:ab")
     assert "reg/x:1 layer sha256:ab" in err.value.message and member in err.value.message
