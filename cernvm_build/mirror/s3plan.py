@@ -17,7 +17,7 @@ import os
 import threading
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +78,39 @@ def last_rank(rel: str, last: Sequence[str]) -> int | None:
     return None
 
 
+def walk_files(root: Path) -> Iterator[tuple[str, Path]]:
+    """Every file name under ``root``: its ``/``-separated relative path and its path, folders in
+    sorted order. Links are followed (a suite like dists/stable -> bookworm is listed under both
+    names), but not into a folder that is its own ancestor: such a loop would be walked until the
+    paths grow too long, multiplied by every loop on the way."""
+    ids: dict[str, tuple[int, int]] = {}
+    for dirpath, dirs, files in os.walk(root, followlinks=True):
+        st = os.stat(dirpath)
+        ids[dirpath] = key = (st.st_dev, st.st_ino)
+        up = os.path.dirname(dirpath)
+        while up in ids and ids[up] != key:
+            up = os.path.dirname(up)
+        if up in ids:
+            dirs[:] = []
+            continue
+        dirs.sort()
+        for name in sorted(files):
+            p = Path(dirpath) / name
+            yield p.relative_to(root).as_posix(), p
+
+
+def check_key_name(root: Path, rel: str) -> None:
+    """MirrorError unless ``rel`` (a file under ``root``) can be an object key: UTF-8."""
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        raise MirrorError(
+            f"{root}: '{shown}' is not a UTF-8 name, which an object key must be",
+            hint="rename the file (or remove it from the source folder)",
+        ) from None
+
+
 def scan_local(
     root: Path,
     *,
@@ -97,18 +130,15 @@ def scan_local(
     if not root.is_dir():
         raise MirrorError(f"{root}: not a directory", hint="give the folder to publish")
     paths: list[tuple[str, Path, int]] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames.sort()
-        for name in sorted(filenames):
-            p = Path(dirpath) / name
-            if not p.is_file():
-                continue
-            rel = p.relative_to(root).as_posix()
-            if any(matches(rel, pattern) for pattern in exclude):
-                continue
-            if rel == MANIFEST or rel.startswith(PROBE_PREFIX):
-                raise MirrorError(f"{p}: this name is reserved for the sync manifest", hint="rename it")
-            paths.append((rel, p, p.stat().st_size))
+    for rel, p in walk_files(root):
+        if not p.is_file():
+            continue
+        if any(matches(rel, pattern) for pattern in exclude):
+            continue
+        check_key_name(root, rel)
+        if rel == MANIFEST or rel.startswith(PROBE_PREFIX):
+            raise MirrorError(f"{p}: this name is reserved for the sync manifest", hint="rename it")
+        paths.append((rel, p, p.stat().st_size))
     total = sum(s for _, _, s in paths)
     done = 0
     lock = threading.Lock()

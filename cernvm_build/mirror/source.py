@@ -25,7 +25,7 @@ from ..errors import MirrorError
 from ..fsutil import atomic_file
 from .hashcache import HashCache, hash_stream
 from .s3client import S3Client, S3Url, http_status, s3_error
-from .s3plan import MANIFEST, list_remote
+from .s3plan import MANIFEST, check_key_name, list_remote, walk_files
 
 CHUNK = 1 << 20
 
@@ -128,31 +128,11 @@ class LocalSource:
             pool.shutdown(wait=True, cancel_futures=True)
 
     def list(self) -> list[str] | None:
-        # Links are followed (a suite like dists/stable -> bookworm is listed under both names),
-        # but not into a folder that is its own ancestor: such a loop would be walked until the
-        # paths grow too long, multiplied by every loop on the way.
+        # the sync's own walk (scan_local): loops pruned, names that cannot be keys refused
         out = []
-        ids: dict[str, tuple[int, int]] = {}
-        for dirpath, dirs, files in os.walk(self.root, followlinks=True):
-            st = os.stat(dirpath)
-            ids[dirpath] = key = (st.st_dev, st.st_ino)
-            up = os.path.dirname(dirpath)
-            while up in ids and ids[up] != key:
-                up = os.path.dirname(up)
-            if up in ids:
-                dirs[:] = []
-                continue
-            for f in files:
-                rel = (Path(dirpath) / f).relative_to(self.root).as_posix()
-                try:
-                    rel.encode("utf-8")
-                except UnicodeEncodeError:
-                    shown = rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-                    raise MirrorError(
-                        f"{self.root}: '{shown}' is not a UTF-8 name, which an object key must be",
-                        hint="rename the file (or remove it from the source folder)",
-                    ) from None
-                out.append(rel)
+        for rel, _ in walk_files(self.root):
+            check_key_name(self.root, rel)
+            out.append(rel)
         return sorted(out)
 
 

@@ -242,3 +242,19 @@ def test_a_source_file_without_a_utf8_name_is_one_error(tmp_path: Path) -> None:
     (tmp_path / os.fsdecode(b"bad\xff.deb")).write_bytes(b"x")
     with pytest.raises(MirrorError, match=r"bad\\xff\.deb.*not a UTF-8 name"):
         LocalSource(tmp_path).list()
+
+
+def test_the_syncs_own_walk_prunes_link_loops_and_refuses_non_utf8_names(tmp_path: Path) -> None:
+    """The sync walks a local folder itself (scan_local): the same rules as the source's listing, so
+    a loop that verification passed over does not end the upload in a traceback."""
+    from cernvm_build.mirror.s3plan import scan_local
+
+    (tmp_path / "pool" / "main").mkdir(parents=True)
+    (tmp_path / "pool" / "main" / "a.deb").write_bytes(b"a")
+    for i in range(4):
+        (tmp_path / "pool" / "main" / f"up{i}").symlink_to("../..")
+    (tmp_path / "alias").symlink_to("pool")
+    assert sorted(scan_local(tmp_path)) == ["alias/main/a.deb", "pool/main/a.deb"]
+    (tmp_path / os.fsdecode(b"bad\xff.deb")).write_bytes(b"x")
+    with pytest.raises(MirrorError, match=r"bad\\xff\.deb.*not a UTF-8 name"):
+        scan_local(tmp_path)
