@@ -33,7 +33,7 @@ import libvirt
 from bench.common import Result, print_table, timer
 from cernvm_build import accel, launch
 from cernvm_build.cvmfs.serve import Server
-from cernvm_build.launch import bootwatch, config, context, daemon, instances, keys, ssh, userdata
+from cernvm_build.launch import bootwatch, config, context, daemon, instances, keys, ssh, storage, userdata
 from cernvm_build.launch.images import detect_format
 from tests.support.hypervisor import User, namespace_hypervisor, session_user
 
@@ -475,7 +475,7 @@ def _panic_once(host: launch.Host, image: Path, work: Path, root: Path, tag: str
     inst = launch.create_instance(spec, host=host)
     assert inst.meta is not None
     # the console file as this machine sees it (a remote one: in the namespace's /var/lib/libvirt)
-    log = root / Path(inst.meta.console_log).relative_to("/var/lib/libvirt" if root != Path("/") else "/")
+    log = root / Path(inst.meta.console_log).relative_to(storage.SYSTEM_PARENT if root != Path("/") else "/")
     seen: list[float] = []
 
     def watch() -> None:
