@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import hashlib
 import itertools
 import os
 import re
 import shutil
 import stat
+import struct
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -278,3 +280,32 @@ def remove_tree(path: Path) -> None:
                     level[3].close()
                     os.close(level[2])
     os.rmdir(path)
+
+
+_FS_IOC_GETFLAGS = 0x80086601
+_FS_IOC_SETFLAGS = 0x40086602
+_FS_TOPDIR_FL = 0x00020000
+
+
+def spread_subdirectories(path: Path) -> None:
+    """Mark ``path`` as the top of a directory hierarchy (``chattr +T``) before its fan-out
+    directories are made, so that ext4's Orlov allocator puts them, and so the inodes of the files
+    made in them, in different block groups rather than in the parent's. Why: ext4 places a new
+    file's inode in its directory's group, and without a journal it skips every inode freed there
+    in the last ~30 s (``recently_deleted`` in ``find_inode_bit``); a group shared with busy
+    temporary directories (``/tmp``, test runs deleting thousands of files) made each object's
+    creation cost 0.4-1 ms of kernel time instead of ~30 us (``perf``: ``recently_deleted``,
+    ``find_get_block_common``). Spread groups also mean less lock contention between parallel
+    writers. A hint only: file systems without the flag are left as they are."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        flags = struct.unpack("i", fcntl.ioctl(fd, _FS_IOC_GETFLAGS, struct.pack("i", 0)))[0]
+        if not flags & _FS_TOPDIR_FL:
+            fcntl.ioctl(fd, _FS_IOC_SETFLAGS, struct.pack("i", flags | _FS_TOPDIR_FL))
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

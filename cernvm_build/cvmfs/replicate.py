@@ -23,13 +23,11 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import fcntl
 import functools
 import itertools
 import os
 import queue
 import shutil
-import struct
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -37,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import CvmfsError, IntegrityError
-from ..fsutil import PendingSync, atomic_file, atomic_write
+from ..fsutil import PendingSync, atomic_file, atomic_write, spread_subdirectories
 from ..report import NULL_REPORTER, Reporter
 from . import manifest as manifest_mod
 from .cache import ObjectCache
@@ -318,35 +316,6 @@ class _Transfers:
     def abort(self) -> None:
         self.error = self.error or CvmfsError("replication stopped")
         self._stop()
-
-
-_FS_IOC_GETFLAGS = 0x80086601
-_FS_IOC_SETFLAGS = 0x40086602
-_FS_TOPDIR_FL = 0x00020000
-
-
-def spread_subdirectories(path: Path) -> None:
-    """Mark ``path`` as the top of a directory hierarchy (``chattr +T``) before its fan-out
-    directories are made, so that ext4's Orlov allocator puts them, and so the inodes of the files
-    made in them, in different block groups rather than in the parent's. Why: ext4 places a new
-    file's inode in its directory's group, and without a journal it skips every inode freed there
-    in the last ~30 s (``recently_deleted`` in ``find_inode_bit``); a group shared with busy
-    temporary directories (``/tmp``, test runs deleting thousands of files) made each object's
-    creation cost 0.4-1 ms of kernel time instead of ~30 us (``perf``: ``recently_deleted``,
-    ``find_get_block_common``). Spread groups also mean less lock contention between parallel
-    writers. A hint only: file systems without the flag are left as they are."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        return
-    try:
-        flags = struct.unpack("i", fcntl.ioctl(fd, _FS_IOC_GETFLAGS, struct.pack("i", 0)))[0]
-        if not flags & _FS_TOPDIR_FL:
-            fcntl.ioctl(fd, _FS_IOC_SETFLAGS, struct.pack("i", flags | _FS_TOPDIR_FL))
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _sweep(dest: Path) -> None:
