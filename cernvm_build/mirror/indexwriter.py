@@ -9,7 +9,7 @@ verifies only the data of its first signature.
 
 So the sync hands all its index writes at once to this helper: a fresh Python process (``subprocess``,
 not a ``fork()`` of the threaded mirror) in its own session, started when the sync begins so that its
-start-up overlaps the uploads. It reads a first line (endpoint, bucket, keys, the server's
+start-up overlaps the uploads. It reads a first line (endpoint, bucket, keys, CA file, the server's
 precondition behaviour) on its stdin, connects, and waits for the second line: the complete list of
 index writes. It does its PUTs and HEADs with the own SigV4 signer (``s3direct``), so it imports no
 boto3 (the process costs ~0.2 CPU-s here, ~0.6 with boto3 and a client);
@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..errors import MirrorError
-from .s3client import S3Client, S3Url, client_keys, make_client
+from .s3client import S3Client, S3Url, client_ca_bundle, client_keys, make_client
 from .s3direct import DirectPut, Keys
 from .s3plan import Action, LocalFile
 from .s3write import Conditions, ConflictError, Writer
@@ -63,6 +63,8 @@ class IndexWriter:
             "conditional": conditional,
             "conditions": dataclasses.asdict(conditions),
             "acl": acl,
+            # the CA file the mirror's client found (a profile's ca_bundle: the helper has no profile)
+            "ca_bundle": client_ca_bundle(client),
         }
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
@@ -153,13 +155,14 @@ def _writer(spec: dict[str, Any]) -> Writer:
     common: dict[str, Any] = {"conditional": spec["conditional"], "acl": spec["acl"], "total": 0,
                               "conditions": Conditions(**spec["conditions"]), "progress": None}  # fmt: skip
 
+    cafile = spec["ca_bundle"]
+
     def connect() -> S3Client:
         return make_client(endpoint_url=endpoint, region=spec["region"],
-                           credentials=tuple(creds) if creds else None)  # fmt: skip
+                           credentials=tuple(creds) if creds else None, ca_bundle=cafile)  # fmt: skip
 
     if creds and endpoint and DirectPut.usable(endpoint):
         keys = Keys(*creds)
-        cafile = os.environ.get("AWS_CA_BUNDLE")
         direct = DirectPut(endpoint, spec["region"], lambda: keys, connections=2, cafile=cafile)
         return Writer(None, url, direct=direct, connect=connect, **common)
     return Writer(connect(), url, **common)

@@ -34,23 +34,37 @@ else:
 
 #: metadata key of an object's SHA-256 (written by the sync, read back by planning)
 META_SHA256 = "sha256"
-#: clients made by make_client → their direct PutObject path and their credentials (public API only:
-#: botocore keeps neither where a caller may read them)
-_extras: weakref.WeakKeyDictionary[Any, tuple[DirectPut | None, Callable[[], Keys]]] = (
-    weakref.WeakKeyDictionary()
-)
+
+
+@dataclass(frozen=True)
+class _Extra:
+    direct: DirectPut | None
+    keys: Callable[[], Keys]
+    ca_bundle: str | None  # the CA file the client verifies https endpoints with (None: the system's)
+
+
+#: clients made by make_client → their direct PutObject path, their credentials and CA file (public API
+#: only: botocore keeps none of them where a caller may read them)
+_extras: weakref.WeakKeyDictionary[Any, _Extra] = weakref.WeakKeyDictionary()
 
 
 def direct_put(client: S3Client) -> DirectPut | None:
     """The own-signer PutObject path of a client made by make_client (None: use the client itself)."""
     extra = _extras.get(client)
-    return extra[0] if extra else None
+    return extra.direct if extra else None
 
 
 def client_keys(client: S3Client) -> Keys | None:
     """The keys a client made by make_client signs with, whatever chain found them (None otherwise)."""
     extra = _extras.get(client)
-    return extra[1]() if extra else None
+    return extra.keys() if extra else None
+
+
+def client_ca_bundle(client: S3Client) -> str | None:
+    """The CA file a client made by make_client verifies its https endpoint with (``AWS_CA_BUNDLE``, the
+    profile's ``ca_bundle``, or ``ca_bundle=``); None: the system's (or a client not made here)."""
+    extra = _extras.get(client)
+    return extra.ca_bundle if extra else None
 
 
 @contextlib.contextmanager
@@ -115,9 +129,12 @@ def make_client(
     region: str | None = None,
     max_connections: int = 16,
     credentials: tuple[str, str, str | None] | None = None,
+    ca_bundle: str | None = None,
 ) -> S3Client:
     """A thread-safe S3 client; raises MirrorError when the profile or any credentials are missing.
-    ``credentials`` (access key, secret key, session token) instead of boto3's usual chain."""
+    ``credentials`` (access key, secret key, session token) instead of boto3's usual chain;
+    ``ca_bundle`` instead of ``AWS_CA_BUNDLE`` or the profile's (the index writer process has no
+    profile: it is handed the file the mirror's client found)."""
     # Imported here: boto3 costs ~0.2 CPU-s to import, and the index writer process (which imports
     # this module) does its writes without it.
     import boto3
@@ -165,7 +182,10 @@ def make_client(
         region = "us-east-1"  # custom endpoints ignore it; AWS redirects are followed by boto
     else:
         region = session.region_name
-    client = session.client("s3", endpoint_url=endpoint, region_name=region, config=Config(**options))
+    # botocore's own order: AWS_CA_BUNDLE, then the profile's ca_bundle; the same file for our signer
+    cafile = ca_bundle or os.environ.get("AWS_CA_BUNDLE") or scoped.get("ca_bundle")
+    client = session.client("s3", endpoint_url=endpoint, region_name=region, config=Config(**options),
+                            verify=cafile)  # fmt: skip
 
     def keys() -> Keys:
         # get_frozen_credentials refreshes temporary credentials (roles, SSO) when they are due
@@ -176,9 +196,8 @@ def make_client(
     if endpoint and DirectPut.usable(endpoint):
         # Custom endpoints (RGW, MinIO, moto) only: AWS itself wants virtual-hosted addressing and
         # region redirects, which botocore handles.
-        cafile = os.environ.get("AWS_CA_BUNDLE") or scoped.get("ca_bundle")
         direct = DirectPut(endpoint, region, keys, connections=max_connections, cafile=cafile)
-    _extras[client] = (direct, keys)
+    _extras[client] = _Extra(direct, keys, cafile)
     return client
 
 

@@ -10,7 +10,14 @@ is end to end and no byte is hashed twice. SigV4 is short and public
 pieces are used (the session's credentials, its exception classes, which the callers already map to
 one-line errors).
 
-Everything else (LIST, HEAD, multipart, deletions) stays with botocore.
+Everything else (LIST, multipart set-up, deletions) stays with botocore.
+
+Each request has a whole-request deadline besides the per-operation socket timeout: a server that
+trickles a byte now and then never trips the latter, and would hold the request (and the sync) for
+ever. The deadline grows with the body (``DEADLINE_FLOOR`` + size at ``MIN_RATE``; slow enough for
+a thin uplink shared by all parallel transfers); one watchdog thread shuts the socket down when it
+passes, and the request fails with one line naming the endpoint, bucket and key (not retried: a
+server that slow will not finish the next try either).
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import hashlib
 import hmac
 import http.client
 import random
+import socket
 import ssl
 import threading
 import time
@@ -43,6 +51,10 @@ BLOCK = 1 << 20
 #: the most of a response body read (S3 answers are a few hundred bytes of XML): a server sending an
 #: endless error page costs this much memory, and its connection is closed instead of kept
 MAX_BODY = 64 << 10
+
+#: a request's whole-request deadline: this much time, plus its body at MIN_RATE bytes per second
+DEADLINE_FLOOR = 120.0
+MIN_RATE = 64 << 10
 
 #: ``observer(method, path, headers)`` for each request sent (request counts, tests)
 Observer = Callable[[str, str, dict[str, str]], None]
@@ -108,12 +120,69 @@ def _client_error(status: int, body: bytes, headers: Any, op: str) -> botocore.e
     return botocore.exceptions.ClientError(response, op)
 
 
+class _Watchdog:
+    """One thread that shuts down the socket of each request still running at its deadline (the
+    requests in flight are at most the connection pools' size, so a scan per wake-up is cheap)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._armed: dict[int, tuple[float, http.client.HTTPConnection]] = {}
+        self.fired: set[int] = set()
+        self._next = 0
+        self._wake = float("inf")  # when the thread wakes up next, at the latest
+        self._thread: threading.Thread | None = None
+
+    def arm(self, deadline: float, conn: http.client.HTTPConnection) -> int:
+        with self._cond:
+            self._next += 1
+            self._armed[self._next] = (deadline, conn)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="s3direct-deadline", daemon=True)
+                self._thread.start()
+            elif deadline < self._wake:
+                self._cond.notify()  # otherwise no wake-up per request: the thread's own is sooner
+            return self._next
+
+    def disarm(self, token: int) -> bool:
+        """True if the deadline passed (the request's socket was shut down)."""
+        with self._cond:
+            self._armed.pop(token, None)
+            if token in self.fired:
+                self.fired.discard(token)
+                return True
+            return False
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                for token, (deadline, conn) in list(self._armed.items()):
+                    if deadline > now:
+                        continue
+                    sock = conn.sock
+                    if sock is None:  # not connected yet (connect has its own timeout): look again soon
+                        self._armed[token] = (now + 0.5, conn)
+                        continue
+                    del self._armed[token]
+                    self.fired.add(token)
+                    try:
+                        sock.shutdown(socket.SHUT_RDWR)  # the blocked send/recv returns at once
+                    except OSError:
+                        pass  # already closed
+                self._wake = min((d for d, _ in self._armed.values()), default=float("inf"))
+                self._cond.wait(None if self._wake == float("inf") else self._wake - now)
+
+
+_watchdog = _Watchdog()
+
+
 class DirectPut:
     """PutObject for one endpoint (path-style addressing), thread-safe, with a pool of connections."""
 
     def __init__(
         self, endpoint_url: str, region: str, credentials: Callable[[], Keys], *, connections: int = 16,
-        timeout: float = 120.0, cafile: str | None = None,
+        timeout: float = 120.0, cafile: str | None = None, deadline_floor: float = DEADLINE_FLOOR,
+        min_rate: float = MIN_RATE,
     ):  # fmt: skip
         parts = urlsplit(endpoint_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -126,7 +195,9 @@ class DirectPut:
         self.base = parts.path.rstrip("/")
         self.region = region
         self.credentials = credentials
-        self.timeout = timeout
+        self.timeout = timeout  # per socket operation
+        self.deadline_floor = deadline_floor
+        self.min_rate = min_rate
         self.connections = connections
         self.context = ssl.create_default_context(cafile=cafile) if self.https else None
         self.observers: list[Observer] = []
@@ -218,6 +289,8 @@ class DirectPut:
             for observe in self.observers:
                 observe(method, path, sent)
             conn = self._connection()
+            allowed = self.deadline_floor + size / self.min_rate
+            token = _watchdog.arm(time.monotonic() + allowed, conn)
             try:
                 conn.request(method, target, body=body if method == "PUT" else None, headers=sent)
                 resp = conn.getresponse()
@@ -225,10 +298,18 @@ class DirectPut:
                 complete = resp.isclosed()  # read to its end (http.client closes it there)
             except (OSError, http.client.HTTPException) as e:
                 conn.close()  # a kept-alive connection the server closed, a reset, a timeout
+                if _watchdog.disarm(token):
+                    raise self._late(op, bucket, key, size, allowed) from e
+                if isinstance(e, ssl.SSLCertVerificationError):  # no retry changes the certificate
+                    raise botocore.exceptions.SSLError(endpoint_url=self.endpoint_url, error=e) from e
                 if attempt == ATTEMPTS - 1:
                     raise botocore.exceptions.EndpointConnectionError(endpoint_url=self.endpoint_url,
                                                                       error=e) from e  # fmt: skip
                 continue
+            if _watchdog.disarm(token):
+                # the answer ended where the socket was shut down: it only looks complete
+                conn.close()
+                raise self._late(op, bucket, key, size, allowed)
             if resp.will_close or not complete:
                 conn.close()
             else:
@@ -242,3 +323,11 @@ class DirectPut:
                 continue
             raise error
         raise AssertionError("unreachable")
+
+    def _late(self, op: str, bucket: str, key: str, size: int, allowed: float) -> MirrorError:
+        return MirrorError(
+            f"{self.endpoint_url}: {op} of {bucket}/{key} ({size} bytes) did not finish within"
+            f" {allowed:.0f} s: the server is stalled or trickling",
+            hint="check the S3 server's health and load, then re-run (a re-run finishes the sync;"
+            " the published indexes were not switched)",
+        )
