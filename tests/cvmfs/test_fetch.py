@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import socket
 import threading
@@ -194,3 +195,48 @@ def test_a_body_read_to_its_end_keeps_its_connection_whatever_its_size() -> None
         for name in "abc":
             assert f.get(name, what=name) == body
         assert len(connections) == 1
+
+
+def _raw_server(answers: list[bytes]) -> tuple[socket.socket, str]:
+    """A server answering each request on one kept-alive connection with the next raw response."""
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(5)
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = lsock.accept()
+            with conn:
+                for answer in answers:
+                    if not conn.recv(65536):
+                        return
+                    conn.sendall(answer)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return lsock, f"http://127.0.0.1:{lsock.getsockname()[1]}/cvmfs/x"
+
+
+def test_response_headers_are_read_by_our_own_parser_with_its_bounds() -> None:
+    """Header names in any case, a folded line, a chunked body, a 404 with a body: all on one
+    kept-alive connection; then a response with more header lines than allowed is a failed
+    transfer (one line), not a hang or a traceback."""
+    lsock, url = _raw_server(
+        [
+            b"HTTP/1.1 200 OK\r\ncontent-LENGTH: 5\r\nX-Long: a\r\n  b\r\n\r\nhello",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 4\r\n\r\nnope",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        ]
+    )
+    f = HttpFetcher([url], repo="x", retries=0)
+    assert f.get("a", what="a") == b"hello"
+    assert f.get("b", what="b") == b"abcde"
+    with pytest.raises(CvmfsError, match="not found"):
+        f.get("c", what="c")
+    assert f.get("d", what="d") == b"ok"  # the 404's body was drained: the same connection
+    lsock.close()
+    # on a fresh connection (a reused one that fails gets one fresh try, which this server ignores)
+    lsock, url = _raw_server([b"HTTP/1.1 200 OK\r\n" + b"X-A: b\r\n" * 101 + b"\r\n"])
+    with pytest.raises(Unreachable, match="got more than 100 headers"):
+        HttpFetcher([url], repo="x", retries=0).get("e", what="e")
+    lsock.close()
