@@ -116,6 +116,17 @@ for pass in 1 2; do
     echo "io $pass $n $t0 $t1 $b $t2 $t3"
 done
 """
+# Where the time went: the guest's CPU (user, nice, system, idle, iowait... in ticks), the FUSE daemon's
+# CPU (utime, stime in ticks) and its request counts with handler seconds (``cvmfs_stats``).
+DIAG_SCRIPT = r"""
+echo "uptime $(cat /proc/uptime) ticks/s $(getconf CLK_TCK)"; head -n 1 /proc/stat
+for d in /proc/[0-9]*; do
+    case "$(tr '\0' ' ' <$d/cmdline 2>/dev/null)" in
+        @ucernvm-cvmfs*) echo "daemon ${d#/proc/} utime stime $(cut -d ' ' -f 14,15 $d/stat)" ;;
+    esac
+done
+cat /mnt/.rw/aux/fuse-stats 2>/dev/null | sort -k3 -n -r | sed 's/^/fuse /'
+"""
 PROFILE_SCRIPT = (
     "systemd-analyze; systemd-analyze blame | head -n 12; systemd-analyze critical-chain | head -n 20"
 )
@@ -128,6 +139,7 @@ class Vm:
     proc: subprocess.Popen[bytes]
     port: int
     key: Path
+    log: Path
 
     def ssh(self, script: str, timeout: float = 600) -> str:
         cmd = ["ssh", "-i", str(self.key), "-p", str(self.port), "-o", "BatchMode=yes",
@@ -147,12 +159,20 @@ class Vm:
                     raise
                 time.sleep(2)
 
-    def poweroff(self, timeout: float = 600) -> float:
-        """``systemctl poweroff`` until qemu exits: seconds."""
+    def poweroff(self, timeout: float = 300) -> float:
+        """``systemctl poweroff`` until qemu exits: seconds (NaN when it did not within ``timeout``:
+        the guest is killed, its console's last lines go to stderr, and the run goes on)."""
         asked = time.monotonic()
         with contextlib.suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):
             self.ssh("systemctl poweroff", timeout=30)
-        self.proc.wait(timeout=timeout)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            tail = self.log.read_text(errors="replace").splitlines()[-40:]
+            print(f"osboot: no power-off in {timeout:.0f} s; console:", *tail, sep="\n  ", file=sys.stderr)
+            return float("nan")
         return time.monotonic() - asked
 
 
@@ -174,7 +194,7 @@ def _boot(
             if time.monotonic() - start > timeout or proc.poll() is not None:
                 raise RuntimeError(f"no SSH banner within {timeout:.0f} s (console: {log})")
             time.sleep(0.5)
-        yield Vm(proc, port, key), time.monotonic() - start
+        yield Vm(proc, port, key, log), time.monotonic() - start
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -209,20 +229,24 @@ def _measure(
                 print(f"osboot: {name}: boot to SSH {took:.1f} s", file=sys.stderr)
                 # systemd-analyze answers once the boot has finished (cloud-init may still run at SSH)
                 print(vm.ssh("systemctl is-system-running --wait; " + PROFILE_SCRIPT), file=sys.stderr)
+                print(f"osboot: {name}: after boot:\n{vm.ssh(DIAG_SCRIPT)}", file=sys.stderr)
                 for line in vm.ssh(IO_SCRIPT).splitlines():
                     _io, _pass, entries, t0, t1, nbytes, t2, t3 = line.split()
                     fig.io.append((int(entries), float(t1) - float(t0), int(nbytes), float(t3) - float(t2)))
                 print(f"osboot: {name}: in-guest passes (entries, s, bytes, s): {fig.io}", file=sys.stderr)
+                print(f"osboot: {name}: after the passes:\n{vm.ssh(DIAG_SCRIPT)}", file=sys.stderr)
             else:
                 fig.reboot = took
                 print(f"osboot: {name}: reboot to SSH {took:.1f} s", file=sys.stderr)
+                print(f"osboot: {name}: after reboot:\n{vm.ssh(DIAG_SCRIPT)}", file=sys.stderr)
             off = vm.poweroff()
             print(f"osboot: {name}: shutdown {off:.1f} s", file=sys.stderr)
-            fig.shutdown = max(fig.shutdown, off)
+            fig.shutdown = off if off != off or fig.shutdown != fig.shutdown else max(fig.shutdown, off)
     return fig
 
 
-def run(quick: bool) -> list[Result]:
+def run(quick: bool, logs: Path | None = None) -> list[Result]:
+    """``logs``: a directory that keeps the guests' console logs (the work directory is removed)."""
     accel = detect()
     prof = profile.load("debian12")
     kernel = fetch_debian_kernel(prof.kernel.package or "linux-image-cloud-amd64")
@@ -234,7 +258,9 @@ def run(quick: bool) -> list[Result]:
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key], check=True)
         srv = serve(work / "repo")
         try:
-            boot = dataclasses.replace(prof.bootloader, cmdline=[*prof.bootloader.cmdline, "no_timer_check"])
+            # cvmfs_stats: the FUSE daemon counts its requests (DIAG_SCRIPT)
+            cmdline = [*prof.bootloader.cmdline, "no_timer_check", "cvmfs_stats"]
+            boot = dataclasses.replace(prof.bootloader, cmdline=cmdline)
             prof = dataclasses.replace(
                 prof, cvmfs=dataclasses.replace(prof.cvmfs, servers=[srv.repo_url()]), bootloader=boot
             )
@@ -293,6 +319,10 @@ def run(quick: bool) -> list[Result]:
             srv.close()
         size = sum(p.lstat().st_size for p in tree.rglob("*") if p.is_file() and not p.is_symlink())
     finally:
+        if logs is not None:
+            logs.mkdir(parents=True, exist_ok=True)
+            for log in work.glob("*.log"):
+                shutil.copy2(log, logs / log.name)
         shutil.rmtree(work, ignore_errors=True)
     t = accel.name
     rows = [
@@ -329,4 +359,5 @@ class _Fetched(logging.Handler):
 
 
 if __name__ == "__main__":
-    print_table(run(quick="--quick" in sys.argv))
+    where = [a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--logs=")]
+    print_table(run(quick="--quick" in sys.argv, logs=Path(where[0]) if where else None))

@@ -264,8 +264,10 @@ def run_fuse(
     on_ready: Callable[[], None] | None = None,
     allow_other: bool | None = None,
     debug: bool = False,
+    stats: str | None = None,
 ) -> None:
-    """Mount and serve until unmounted (blocks). Root mounts use /dev/fuse directly.
+    """Mount and serve until unmounted (blocks). Root mounts use /dev/fuse directly. ``stats``: a
+    file for the request counts (low-level client only).
 
     On libfuse3 (the initrd's, and the host's choice where both are installed: ``mount.py``) the
     low-level API serves (``fuse_inodes``); on libfuse2 mfusepy's high-level one (``CvmfsOperations``).
@@ -278,7 +280,7 @@ def run_fuse(
         flags = ["ro", "default_permissions", f"fsname=cvmfs2:{repo.fqrn}", "subtype=cvmfs"]
         flags += ["allow_other"] if allow_other else []
         try:
-            fuse_inodes.serve_lowlevel(repo, mountpoint, flags, on_ready=on_ready, debug=debug)
+            fuse_inodes.serve_lowlevel(repo, mountpoint, flags, on_ready=on_ready, debug=debug, stats=stats)
         except RuntimeError as e:
             raise _mount_failed(repo, mountpoint, e) from e
         return

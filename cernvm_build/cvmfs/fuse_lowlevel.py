@@ -18,7 +18,10 @@ import contextlib
 import ctypes
 import errno
 import logging
+import os
 import signal
+import threading
+import time
 from collections.abc import Callable
 from ctypes import (
     CFUNCTYPE,
@@ -192,7 +195,45 @@ def _guarded(fn: Callable[..., None]) -> Callable[..., None]:
     return call
 
 
-def _callbacks(fs: Filesystem) -> tuple[Ops, list[Any]]:
+class RequestCounts:
+    """Requests by name and the seconds their handlers took (``mount --stats FILE``: where a mount's
+    time goes, e.g. in a booting guest). Written to ``path`` every ``every`` seconds, as lines
+    ``name count seconds``, by a daemon thread (temp + rename: a reader never sees half a file)."""
+
+    def __init__(self, path: str, every: float = 10.0):
+        self.path, self.every = path, every
+        self.counts: dict[str, list[float]] = {}
+        threading.Thread(target=self._writer, name="fuse-stats", daemon=True).start()
+
+    def wrap(self, name: str, fn: Callable[..., None]) -> Callable[..., None]:
+        rec = self.counts.setdefault(name, [0, 0.0])
+        clock = time.perf_counter
+
+        def call(*args: Any) -> None:
+            t0 = clock()
+            try:
+                fn(*args)
+            finally:  # GIL-held increments; a lost update under contention does not matter here
+                rec[0] += 1
+                rec[1] += clock() - t0
+
+        return call
+
+    def write(self) -> None:
+        lines = "".join(f"{k} {int(c)} {s:.3f}\n" for k, (c, s) in sorted(self.counts.items()) if c)
+        tmp = f"{self.path}.tmp"
+        with open(tmp, "w") as f:
+            f.write(lines)
+        os.replace(tmp, self.path)
+
+    def _writer(self) -> None:
+        while True:
+            time.sleep(self.every)
+            with contextlib.suppress(OSError):
+                self.write()
+
+
+def _callbacks(fs: Filesystem, counts: RequestCounts | None = None) -> tuple[Ops, list[Any]]:
     """The ops structure and the ctypes callbacks it points to (kept alive by the caller)."""
 
     def forget(req: int, ino: int, nlookup: int) -> None:
@@ -240,18 +281,29 @@ def _callbacks(fs: Filesystem) -> tuple[Ops, list[Any]]:
     keep = []
     for name, proto in _OPS:
         if proto is not None:
-            cb = proto(handlers[name])
+            handler = handlers[name]
+            if counts is not None and name not in ("init", "destroy"):
+                handler = counts.wrap(name, handler)
+            cb = proto(handler)
             keep.append(cb)
             setattr(ops, name, cb)
     return ops, keep
 
 
 def serve(
-    fs: Filesystem, mountpoint: str, options: list[str], *, debug: bool = False, threads: int = 10
+    fs: Filesystem,
+    mountpoint: str,
+    options: list[str],
+    *,
+    debug: bool = False,
+    threads: int = 10,
+    stats: str | None = None,
 ) -> None:
     """Mount ``fs`` on ``mountpoint`` with the mount ``options`` (``-o``) and serve requests with
-    libfuse's worker threads until unmounted (or SIGINT/SIGTERM/SIGHUP)."""
-    ops, keep = _callbacks(fs)
+    libfuse's worker threads until unmounted (or SIGINT/SIGTERM/SIGHUP); ``stats``: a file the
+    request counts go to (``RequestCounts``)."""
+    counts = RequestCounts(stats) if stats else None
+    ops, keep = _callbacks(fs, counts)
     argv_list = [b"cvmfs", b"-o", ",".join(options).encode()] + ([b"-d"] if debug else [])
     argv = (c_char_p * len(argv_list))(*argv_list)
     args = Args(len(argv_list), argv, 0)
@@ -272,6 +324,9 @@ def serve(
                 err = _loop(se, threads)
             finally:
                 lib.fuse_session_unmount(se)
+                if counts is not None:  # the whole life's counts, not the last 10 s's
+                    with contextlib.suppress(OSError):
+                        counts.write()
         finally:
             lib.fuse_remove_signal_handlers(se)
     finally:

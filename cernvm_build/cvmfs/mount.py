@@ -81,6 +81,12 @@ def add_mount_options(p: argparse.ArgumentParser, *, servers_required: bool = Tr
     p.add_argument("--no-allow-other", action="store_true", help="only the mounting user may read it")
     p.add_argument("--log", type=Path, metavar="FILE", help="daemon log file (default: discard)")
     p.add_argument("--debug", action="store_true", help="FUSE debug output")
+    p.add_argument(
+        "--stats",
+        type=Path,
+        metavar="FILE",
+        help="write FUSE request counts and handler seconds (lines: name count seconds) here every 10 s",
+    )
     p.add_argument("mountpoint", metavar="MOUNTPOINT")
 
 
@@ -203,6 +209,7 @@ def _serve(args: argparse.Namespace, repo: Repository, ready: int | None) -> Non
         on_ready=on_ready,
         allow_other=False if args.no_allow_other else None,
         debug=args.debug,
+        stats=os.path.abspath(args.stats) if args.stats else None,
     )
 
 

@@ -186,3 +186,35 @@ def test_an_inode_is_kept_until_the_kernel_forgets_it(published: tuple[Path, Pat
         fs.forget(1, 1 << 40)
         assert fs._entry(1).is_dir  # the root is never forgotten
         fs._prefetch.close()
+
+
+def test_request_counts_are_written_for_a_diagnosis(published: tuple[Path, Path], tmp_path: Path) -> None:
+    """``mount --stats FILE`` (the initrd's ``cvmfs_stats``): per request kind the count and the
+    handler seconds, complete once the daemon ends."""
+    stratum, pub = published
+    mnt, stats = tmp_path / "mnt", tmp_path / "stats"
+    mnt.mkdir()
+    cmd = [sys.executable, "-m", "cernvm_build.cvmfs.mount", "--fqrn", FQRN, "--server", str(stratum)]
+    cmd += ["--public-key", str(pub), "--stats", str(stats), str(mnt)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=fuse_env("libfuse3"))
+    assert r.returncode == 0, r.stderr
+    try:
+        assert len(os.listdir(mnt / "wide")) == WIDE
+        assert (mnt / "sub/deeper/file").read_bytes() == b"deep\n"
+        with pytest.raises(FileNotFoundError):
+            (mnt / "sub" / "nothing-here").lstat()
+    finally:
+        subprocess.run(["fusermount3", "-u", str(mnt)], check=False, timeout=60)
+
+    def counts() -> dict[str, tuple[int, float]]:
+        lines = stats.read_text().splitlines() if stats.exists() else []
+        return {name: (int(n), float(s)) for name, n, s in (ln.split() for ln in lines)}
+
+    deadline = time.monotonic() + 60  # the daemon's last write follows the unmount
+    while "read" not in counts() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    got = counts()
+    assert got["lookup"][0] >= 3  # sub, deeper, file, nothing-here (wide may come by READDIRPLUS)
+    assert got["readdirplus"][0] + got.get("readdir", (0, 0.0))[0] >= 2
+    assert got["read"][0] >= 1
+    assert all(s >= 0 for _n, s in got.values())

@@ -11,7 +11,7 @@ echo "Welcome to micro-CernVM $(cat /version 2>/dev/null)"
 echo
 log setup "kernel $(uname -r), initrd $(cat /version 2>/dev/null)"
 
-CVMFS_REPO=; CERNVM_PATH=; CVMFS_SERVER=; CVMFS_TAG=; CVMFS_DATE=; CVMFS_ROOT_HASH=; CVMFS_PROXY=DIRECT; CVMDEBUG=
+CVMFS_REPO=; CERNVM_PATH=; CVMFS_SERVER=; CVMFS_TAG=; CVMFS_DATE=; CVMFS_ROOT_HASH=; CVMFS_PROXY=DIRECT; CVMDEBUG=; CVMFS_STATS=
 # the cloud metadata service; cernvm_metadata_url=http://HOST:PORT points it elsewhere (tests, clouds
 # that serve it on another address); cernvm_metadata_url=none skips it
 METADATA_URL=http://169.254.169.254
@@ -27,6 +27,7 @@ for arg in $(cat /proc/cmdline); do
         cvmfs_proxy=*|cvmfs_http_proxy=*) CVMFS_PROXY=${arg#*=} ;;
         cernvm_metadata_url=*) METADATA_URL=${arg#*=} ;;
         cvmdebug) CVMDEBUG=1 ;;
+        cvmfs_stats) CVMFS_STATS=1 ;;
     esac
 done
 [ -n "$CVMFS_REPO" ] || panic "no cvmfs_repos= on the kernel command line"
