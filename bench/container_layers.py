@@ -6,6 +6,8 @@ file. The next snapshot changes 1 % of the packages (new content for their files
 Both snapshots are exported as OCI images twice, in the same run:
 
 - ours: cut into layers (``--layer-size`` = tree / 32, about 30 layers);
+- ours on a parent: the second image built on top of the first (``--parent``): the first's layers
+  plus one delta layer;
 - the reference: the same build with one layer (what images were before).
 
 Measured: the compressed bytes of the second image whose blobs the first image already has (what a
@@ -74,15 +76,18 @@ def write_status(root: Path, packages: int, changed: set[int]) -> None:
     )
 
 
-def build_image(tree: Path, out: Path, layer_bytes: int) -> dict[str, int]:
+def build_image(tree: Path, out: Path, layer_bytes: int, parent: Path | None = None) -> dict[str, int]:
     """Blob digest -> compressed size of the layers of an OCI image of ``tree``."""
     from cernvm_build.container.build import BuildRequest, build
-    from cernvm_build.container.image import ImageSpec
+    from cernvm_build.container.image import LABEL_PATH, LABEL_REPOSITORY, ImageSpec
     from cernvm_build.container.source import LocalTree
 
-    spec = ImageSpec("registry.example.test", "bench/layers", "s", CREATED)
-    res = build(BuildRequest(LocalTree(tree), spec, ["oci"], out, "img", layer_bytes=layer_bytes))
+    labels = {LABEL_REPOSITORY: "bench.example.test", LABEL_PATH: "/"}
+    spec = ImageSpec("registry.example.test", "bench/layers", "s", CREATED, labels=labels)
+    req = BuildRequest(LocalTree(tree), spec, ["oci"], out, "img", layer_bytes=layer_bytes, parent=parent)
+    res = build(req)
     assert res.parts is not None
+    assert parent is None or (res.parent is not None and res.parent.used), res.parent
     manifest = json.loads(res.parts.manifest)
     return {layer["digest"]: layer["size"] for layer in manifest["layers"]}
 
@@ -128,6 +133,12 @@ def run(quick: bool) -> list[Result]:
             build_image(tree, work / "b", layer_bytes),
             build_image(tree, work / "b1", one_layer),
         )
+        with timer() as tp:
+            second_parent = build_image(tree, work / "bp", layer_bytes, parent=work / "a" / "img.oci")
+        with timer() as tc:
+            build_image(tree, work / "bc", layer_bytes)
+        upload_parent = sum(size for d, size in second_parent.items() if d not in first_layers)
+        new_parent = len(set(second_parent) - set(first_layers))
         total = sum(second_layers.values())
         shared = sum(size for d, size in second_layers.items() if d in first_layers)
         total_one = sum(second_one.values())
@@ -149,6 +160,12 @@ def run(quick: bool) -> list[Result]:
             Result("container.layers", "bytes to upload (2nd)", upload / 1e6, "MB",
                    reference="one layer", reference_value=upload_one / 1e6,
                    aim="<= 10 % of the one-layer image", ok=upload <= 0.1 * upload_one),
+            Result("container.layers", "bytes to upload (2nd, --parent)", upload_parent / 1e6, "MB",
+                   reference="tree cut", reference_value=upload / 1e6,
+                   aim="one new layer, < tree cut", ok=upload_parent < upload,
+                   extra={"layers": len(second_parent), "new_layers": new_parent,
+                          "one_layer_upload_mb": round(upload_one / 1e6, 2), "seconds": round(tp["s"], 2),
+                          "tree_cut_seconds": round(tc["s"], 2)}),
             Result("container.layers", "export throughput", ours_mbs, "MB/s",
                    reference="tar -c | gzip -6", reference_value=lim_mbs, aim=">= 1.0x reference",
                    ok=ours_mbs >= lim_mbs,

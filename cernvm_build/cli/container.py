@@ -41,7 +41,14 @@ formats (--format, comma-separated; default: the profile's container.formats):
 The layers are deterministic: sorted entries, owners and modes from the repository, hard links as
 tar hard links, xattrs as PAX SCHILY.xattr.*, mtimes the repository's, none later than the revision's
 time (--keep-mtimes: as they are). Directories heavier than --layer-size are cut into layers of their
-own (subdirectories; the rest), so the image of the next snapshot shares every unchanged layer.
+own (subdirectories; the rest), so the image of the next snapshot shares every unchanged layer;
+a change spread over the tree (a package's files and the package database) still changes several.
+--parent IMAGE (an earlier NAME.oci or NAME.oci.tar of the same repository path, checked digest by
+digest) builds on top of it instead: its layers byte for byte, plus one layer with every entry that
+is new or changed and an OCI whiteout (.wh.NAME, .wh..wh..opq) for every one removed. After 16 such
+layers, or when the delta is over 25 % of the parent's layers, the tree is cut again (said in the
+output). A parent is never taken implicitly: the image then depends on the parent as well as on
+the snapshot.
 Sockets are never copied: each is skipped with a warning and counted in the label
 cvmfs.skipped. Layers carry device nodes; the sandbox creates them only with --devices (as root).
 Setuid/setgid files and xattrs are kept, counted in the summary and listed in --json (setid, xattrs).
@@ -51,6 +58,7 @@ examples:
   cernvm-build container el6 --format oci,docker-archive --out build/containers
   cernvm-build container demo --source http://127.0.0.1:8000/cvmfs/demo.cernvm.test --json
   cernvm-build container el4 --tag slc4-frozen --name registry.example/cernvm/el4:frozen
+  cernvm-build container el9 --tag 2026.12 --parent build/containers/el9.oci   # the 2026.11 image
   cernvm-build container verify build/containers/el6.oci"""
 
 VERIFY_DESCRIPTION = """\
@@ -102,6 +110,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=DEFAULT_LAYER_BYTES,
         metavar="SIZE",
         help="cut directories heavier than this into layers of their own (default: 64M)",
+    )
+    b.add_argument(
+        "--parent",
+        type=Path,
+        metavar="IMAGE",
+        help="build on top of this earlier image of the same repository path (NAME.oci or NAME.oci.tar):"
+        " its layers reused byte for byte, plus one layer with what changed (see above)",
     )
     b.add_argument("--devices", action="store_true",
                    help="create device nodes in trees written to disk (sandbox; needs root)")  # fmt: skip
@@ -185,6 +200,7 @@ def _build(args: argparse.Namespace, out: Output) -> int:
             layer_bytes=args.layer_size,
             devices=args.devices,
             hub=HubOptions(fqrn=args.hub_fqrn, stratum=args.hub_stratum, keys_dir=args.hub_keys),
+            parent=args.parent,
             ctx=BuildContext.from_environment(reporter=reporter),
         )
     for path, reason in made.result.skipped:
@@ -196,6 +212,8 @@ def _build(args: argparse.Namespace, out: Output) -> int:
             ["format", "path", "sha256", "size"],
             [[a.format, _where(a), a.sha256[:16], _size(a)] for a in made.result.artifacts],
         )
+        if made.result.parent is not None:
+            out.print(made.result.parent.summary(), highlight=False)
         notable = made.result.report.summary()
         if notable:
             out.print(f"{notable} (listed with --json)", highlight=False)

@@ -24,10 +24,11 @@ from ..errors import BuildError
 from ..fsutil import atomic_dir, atomic_file, remove_tree
 from ..tree import TreeReport
 from .apptainer import add_scaffold
+from .delta import MAX_DELTA_SHARE, ParentUse, created_by, layer_tars, open_parent, too_deep, write_delta
 from .image import LABEL_MTIMES, LABEL_SKIPPED, ImageSpec, hex_of
 from .layer import LayerResult
-from .layering import DEFAULT_LAYER_BYTES, ImageTrees, LayerView, plan_layers
-from .layers import write_layers
+from .layering import DEFAULT_LAYER_BYTES, ImageTrees, LayerTar, LayerView, plan_layers
+from .layers import LayerFile, write_layers
 from .materialize import materialize
 from .oci import ImageParts, assemble, write_docker_archive, write_oci_dir, write_oci_tar
 from .sbom import MEDIA_TYPE as SBOM_MEDIA_TYPE
@@ -61,6 +62,9 @@ class BuildRequest:
     #: the tree's SPDX document (``sbom.py``): written as ``B.spdx.json`` and attached to the OCI
     #: layout as an artifact whose subject is the image
     sbom: bytes | None = None
+    #: an earlier image of the same repository path (OCI layout or archive): its layers reused, plus
+    #: one delta layer (``delta.py``); the tree cut when the chain is too long or the delta too big
+    parent: Path | None = None
 
 
 @dataclass
@@ -71,6 +75,8 @@ class BuildResult:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     #: what was skipped and what carries power (setuid/setgid, xattrs), from the layer and the sandbox
     report: TreeReport = field(default_factory=TreeReport)
+    #: what ``--parent`` did (None: no parent given)
+    parent: ParentUse | None = None
 
 
 def check_formats(formats: Sequence[str]) -> list[str]:
@@ -125,19 +131,27 @@ def build(req: BuildRequest, progress: Progress | None = None) -> BuildResult:
         needs_layer = bool(set(formats) - {"apptainer"})
         spec = req.spec
         if needs_layer:
-            plan = plan_layers(tree, layer_bytes=req.layer_bytes)
-            files = write_layers(
-                tree,
-                plan,
-                work,
-                gzip=bool(_NEEDS_GZ & set(formats)),
-                progress=progress,
-                report=res.report,
-            )
-            res.layers = [f.result for f in files]
+            made = None
+            if req.parent is not None:
+                made, res.parent = _on_parent(tree, req, work, formats, progress)
+            if made is not None:
+                layers, layer_trees, res.report = made
+            else:
+                plan = plan_layers(tree, layer_bytes=req.layer_bytes)
+                files = write_layers(
+                    tree,
+                    plan,
+                    work,
+                    gzip=bool(_NEEDS_GZ & set(formats)) or req.parent is not None,
+                    progress=progress,
+                    report=res.report,
+                )
+                layers = [(f, f.created_by()) for f in files]
+                layer_trees = [LayerView(tree, plan, f.index) for f in files]
+            res.layers = [f.result for f, _ in layers]
             res.skipped = list(res.report.skipped)
             spec = _with_build_labels(spec, req.keep_mtimes, res.report.skipped_count)
-            parts = replace(assemble(spec, [(f, f.created_by()) for f in files]), sbom=req.sbom)
+            parts = replace(assemble(spec, layers), sbom=req.sbom)
             res.parts = parts
             if "oci" in formats:
                 oci_dir = out / f"{req.basename}.oci"
@@ -160,7 +174,7 @@ def build(req: BuildRequest, progress: Progress | None = None) -> BuildResult:
                 )
             if "cvmfs" in formats:
                 assert req.publish is not None
-                trees = ImageTrees(tree, [LayerView(tree, plan, f.index) for f in parts.layers])
+                trees = ImageTrees(tree, layer_trees)
                 res.artifacts.append(req.publish(parts, trees))
         if "apptainer" in formats:
             sandbox = out / f"{req.basename}.sandbox"
@@ -200,6 +214,39 @@ def build(req: BuildRequest, progress: Progress | None = None) -> BuildResult:
     finally:
         remove_tree(work)
     return res
+
+
+def _on_parent(
+    tree: TreeSource, req: BuildRequest, work: Path, formats: list[str], progress: Progress | None
+) -> tuple[tuple[list[tuple[LayerFile, str]], list[TreeSource | LayerTar], TreeReport] | None, ParentUse]:
+    """The image as ``req.parent``'s layers plus a delta (layers, the hub's view of them, the
+    report), or None when the chain is cut short; and what was done."""
+    assert req.parent is not None
+    parent = open_parent(
+        req.parent, req.spec, work, mtimes="kept" if req.keep_mtimes else "clamped",
+        raw="docker-archive" in formats,
+    )  # fmt: skip
+    use = ParentUse(str(req.parent), used=False)
+    why = too_deep(parent)
+    if why is not None:
+        use.why = why
+        return None, use
+    report = TreeReport()
+    delta = write_delta(tree, parent, work, raw="docker-archive" in formats, progress=progress, report=report)
+    size = delta.layer.result.compressed_size if delta.layer is not None else 0
+    if size > MAX_DELTA_SHARE * parent.blob_bytes:
+        use.why = (
+            f"the delta, {size / 1e6:.1f} MB, is over {MAX_DELTA_SHARE:.0%} of its "
+            f"{parent.blob_bytes / 1e6:.1f} MB of layers"
+        )
+        return None, use
+    layers = list(zip(parent.layers, parent.created_by, strict=True))
+    if delta.layer is not None:
+        layers.append((delta.layer, created_by(delta, parent)))
+    use.used, use.reused_layers, use.reused_bytes = True, len(parent.layers), parent.blob_bytes
+    use.delta_bytes, use.changed, use.removed = size, delta.changed, delta.removed
+    trees: list[TreeSource | LayerTar] = list(layer_tars(parent, delta))
+    return (layers, trees, report), use
 
 
 def _with_build_labels(spec: ImageSpec, keep_mtimes: bool, skipped: int) -> ImageSpec:

@@ -60,6 +60,7 @@ class ProfileBuild:
                 }
                 for layer in self.result.layers
             ],
+            "parent": self.result.parent.to_json() if self.result.parent is not None else None,
             "skipped": [{"path": p, "reason": r} for p, r in self.result.skipped],
             # setuid/setgid files and files with xattrs are kept (OS trees need them) and listed
             "setid": self.result.report.to_json()["setid"],
@@ -96,6 +97,7 @@ def build_profile(
     layer_bytes: int = DEFAULT_LAYER_BYTES,
     devices: bool = False,
     hub: HubOptions = HubOptions(),
+    parent: Path | None = None,
     ctx: BuildContext,
 ) -> ProfileBuild:
     """Build ``formats`` (default: the profile's) of ``prof``'s container into ``out_dir``.
@@ -105,6 +107,8 @@ def build_profile(
     mtimes unless ``keep_mtimes``) is the revision's timestamp (``ctx.epoch`` if it has none);
     ``ctx.reporter`` hears a step once the snapshot is open and the content bytes as progress.
     ``devices`` creates device nodes in the sandbox (as root; layers always carry them).
+    ``parent``: an earlier image of the same repository path whose layers the image reuses, plus one
+    delta layer (``delta.py``; ``result.parent`` says whether it was used).
     """
     fmts = check_formats([f.strip() for f in (formats or prof.container.formats)])
     if "cvmfs" in fmts and (hub.stratum is None or hub.keys_dir is None):
@@ -156,6 +160,7 @@ def build_profile(
             publish=publish,
             devices=devices,
             sbom=sbom,
+            parent=parent,
         )
         total = content_size(origin.tree)
         done = 0

@@ -25,6 +25,7 @@ from ..errors import BuildError
 from ..tarwrite import skip_reason
 from .apptainer import SCAFFOLD, SD
 from .image import LABEL_MTIMES, hex_of
+from .layering import OPAQUE, WHITEOUT
 from .source import BLOCK, CHAR, DIR, FIFO, FILE, SYMLINK, Entry, LocalTree, TreeSource
 
 _READ = 1 << 20
@@ -53,6 +54,8 @@ class Node:
     target: str = ""  # symlinks
     inode: str = ""  # the path whose content this file shares (itself unless hard-linked)
     xattrs: dict[str, bytes] = field(default_factory=dict)
+    mtime_nsec: int = 0  # from the PAX mtime, when the layer keeps nanoseconds
+    rdev: tuple[int, int] = (0, 0)  # device nodes
 
 
 @dataclass
@@ -77,6 +80,12 @@ class ImageContents:
     #: top-level paths the format adds to the tree (Apptainer's scaffold); never reported as extra
     scaffold: frozenset[str] = frozenset()
     owners_checked: bool = True
+    #: OCI images: the manifest and config documents, and per layer (bottom first) its uncompressed
+    #: size and its whiteout entries (what an image built on top of this one needs: ``delta.py``)
+    manifest: dict[str, Any] | None = None
+    config: dict[str, Any] | None = None
+    layer_sizes: list[int] = field(default_factory=list)
+    layer_whiteouts: list[tuple[str, ...]] = field(default_factory=list)
 
 
 @dataclass
@@ -173,13 +182,21 @@ def _read_oci(label: str, opener: Callable[[str], IO[bytes]], kind: str, image: 
     if not layers or len(layers) != len(diff_ids):
         raise _bad(image, f"has {len(layers)} layers and {len(diff_ids)} diff_ids")
     nodes: dict[str, Node] = {}
+    sizes: list[int] = []
+    whiteouts: list[tuple[str, ...]] = []
     for layer, diff_id in zip(layers, diff_ids, strict=True):  # bottom first: upper layers win
         name = f"blobs/sha256/{hex_of(layer['digest'])}"
         with opener(name) as f:
             expect = (layer["digest"], diff_id)
-            nodes.update(_scan_layer(f, compressed=True, expect=expect, where=name, out=integrity))
+            scan = _scan_layer(f, compressed=True, expect=expect, where=name, out=integrity)
+        _apply(nodes, scan, name, integrity)
+        sizes.append(scan.size)
+        whiteouts.append(scan.whiteouts)
     labels = dict((config.get("config") or {}).get("Labels") or {})
-    return ImageContents(kind, labels, nodes, integrity)
+    return ImageContents(
+        kind, labels, nodes, integrity, manifest=manifest, config=config, layer_sizes=sizes,
+        layer_whiteouts=whiteouts,
+    )  # fmt: skip
 
 
 def _read_docker(opener: Callable[[str], IO[bytes]], image: Path) -> ImageContents:
@@ -202,16 +219,17 @@ def _read_docker(opener: Callable[[str], IO[bytes]], image: Path) -> ImageConten
     nodes: dict[str, Node] = {}
     for name, diff_id in zip(layers, diff_ids, strict=True):
         with opener(name) as f:
-            nodes.update(_scan_layer(f, compressed=False, expect=(None, diff_id), where=name, out=integrity))
+            scan = _scan_layer(f, compressed=False, expect=(None, diff_id), where=name, out=integrity)
+        _apply(nodes, scan, name, integrity)
     labels = dict((config.get("config") or {}).get("Labels") or {})
     return ImageContents("docker-archive", labels, nodes, integrity)
 
 
 class _Hashing(io.RawIOBase):
-    """Pass reads through while hashing them (the compressed layer blob)."""
+    """Pass reads through while hashing and counting them (the compressed layer blob)."""
 
     def __init__(self, f: IO[bytes]) -> None:
-        self.f, self.h = f, hashlib.sha256()
+        self.f, self.h, self.size = f, hashlib.sha256(), 0
 
     def readable(self) -> bool:
         return True
@@ -221,12 +239,53 @@ class _Hashing(io.RawIOBase):
         n = len(data)
         b[:n] = data
         self.h.update(data)
+        self.size += n
         return n
+
+
+@dataclass
+class _LayerScan:
+    """One layer read: its nodes, its whiteout entries (paths of ``.wh.*`` members) and its
+    uncompressed size."""
+
+    nodes: dict[str, Node] = field(default_factory=dict)
+    whiteouts: tuple[str, ...] = ()
+    size: int = 0
+
+
+def _apply(nodes: dict[str, Node], layer: _LayerScan, where: str, out: list[Difference]) -> None:
+    """Put ``layer`` over ``nodes`` (the layers below) as an engine unpacks it: first its whiteouts
+    (``D/.wh.NAME`` removes NAME and all below it, ``D/.wh..wh..opq`` everything below D), which
+    apply to the lower layers only, then its entries."""
+    gone: set[str] = set()
+    emptied: set[str] = set()
+    for w in layer.whiteouts:
+        parent, _, name = w.rpartition("/")
+        if name == OPAQUE:
+            emptied.add(parent)
+            continue
+        target = name[len(WHITEOUT) :]
+        if target in ("", ".", "..") or "/" in target:
+            out.append(Difference(w, "whiteout", "a name in its folder", name))
+            continue
+        gone.add(f"{parent}/{target}" if parent else target)
+    if gone or emptied:
+        for path in list(nodes):
+            up = path
+            while up:
+                if up in gone:
+                    del nodes[path]
+                    break
+                up = up.rpartition("/")[0]
+                if up in emptied:
+                    del nodes[path]
+                    break
+    nodes.update(layer.nodes)
 
 
 def _scan_layer(
     f: IO[bytes], *, compressed: bool, expect: tuple[str | None, str], where: str, out: list[Difference]
-) -> dict[str, Node]:
+) -> _LayerScan:
     outer = _Hashing(f)
     with ExitStack() as stack:
         stream: IO[bytes] = io.BufferedReader(outer, _READ)
@@ -236,27 +295,38 @@ def _scan_layer(
         inner = _Hashing(stream)
         try:
             tar = stack.enter_context(tarfile.open(fileobj=io.BufferedReader(inner, _READ), mode="r|"))
-            nodes = _nodes(tar)
+            scan = _nodes(tar)
             while inner.read(_READ):  # the tar end marker and padding count for the diff_id
                 pass
             while outer.read(_READ):
                 pass
         except (tarfile.TarError, OSError, EOFError) as e:
             out.append(Difference(where, "layer", "a readable tar layer", str(e)))
-            return {}
+            return _LayerScan()
     blob_digest, diff_id = expect
     if blob_digest is not None and "sha256:" + outer.h.hexdigest() != blob_digest:
         out.append(Difference(where, "blob digest", blob_digest, "sha256:" + outer.h.hexdigest()))
     if "sha256:" + inner.h.hexdigest() != diff_id:
         out.append(Difference(where, "diff_id", diff_id, "sha256:" + inner.h.hexdigest()))
-    return nodes
+    scan.size = inner.size
+    return scan
 
 
-def _nodes(tar: tarfile.TarFile) -> dict[str, Node]:
+def _nsec(m: tarfile.TarInfo) -> int:
+    """The nanoseconds of a PAX ``mtime`` (a float would round them)."""
+    frac = m.pax_headers.get("mtime", "").partition(".")[2]
+    return int(frac[:9].ljust(9, "0")) if frac.isdigit() else 0
+
+
+def _nodes(tar: tarfile.TarFile) -> _LayerScan:
     nodes: dict[str, Node] = {}
+    whiteouts: list[str] = []
     for m in tar:
         path = m.name.removeprefix("./").rstrip("/")
         if not path:
+            continue
+        if path.rpartition("/")[2].startswith(WHITEOUT):
+            whiteouts.append(path)
             continue
         xattrs = {
             k.removeprefix("SCHILY.xattr."): v.encode("utf-8", "surrogateescape")
@@ -264,7 +334,8 @@ def _nodes(tar: tarfile.TarFile) -> dict[str, Node]:
             if k.startswith("SCHILY.xattr.")
         }
         mode, mtime = m.mode & 0o7777, int(m.mtime)
-        common = {"mode": mode, "uid": m.uid, "gid": m.gid, "mtime": mtime, "xattrs": xattrs}
+        common = {"mode": mode, "uid": m.uid, "gid": m.gid, "mtime": mtime, "xattrs": xattrs,
+                  "mtime_nsec": _nsec(m)}  # fmt: skip
         if m.type == tarfile.LNKTYPE:
             first = m.linkname.removeprefix("./")
             base = nodes.get(first)
@@ -291,9 +362,10 @@ def _nodes(tar: tarfile.TarFile) -> dict[str, Node]:
             sha256=sha,
             target=m.linkname if kind == SYMLINK else "",
             inode=path,
+            rdev=(m.devmajor, m.devminor) if kind in (CHAR, BLOCK) else (0, 0),
             **common,  # type: ignore[arg-type]
         )
-    return nodes
+    return _LayerScan(nodes, tuple(whiteouts))
 
 
 def _read_sandbox(image: Path) -> ImageContents:

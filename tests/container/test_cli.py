@@ -8,7 +8,7 @@ import pytest
 
 from cernvm_build.cli.main import main
 from cernvm_build.container.build import BuildRequest, build
-from cernvm_build.container.image import ImageSpec
+from cernvm_build.container.image import LABEL_MTIMES, LABEL_PATH, LABEL_REPOSITORY, ImageSpec
 from cernvm_build.container.source import LocalTree
 
 from .test_cvmfs_source import FIXTURE, KEY, PROFILE
@@ -68,3 +68,23 @@ def test_cvmfs_tags_become_valid_image_tags() -> None:
     ]:
         assert image_tag(cvmfs_tag) == expected
         ImageSpec("localhost", "x", image_tag(cvmfs_tag), created=0)  # accepted
+
+
+def test_parent_builds_on_an_earlier_image_or_is_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prof = tmp_path / "p.yaml"
+    prof.write_text(PROFILE.format(key=KEY))
+    # a parent of the fixture's /etc (any tree will do: the delta removes most of it)
+    labels = {LABEL_REPOSITORY: "fixture.cernvm.test", LABEL_PATH: "/etc", LABEL_MTIMES: "clamped"}
+    spec = ImageSpec("localhost", "plain", "1", created=0, labels=labels)
+    build(BuildRequest(LocalTree(make_tree(tmp_path / "t")), spec, ["oci"], tmp_path / "o", "plain"))
+    parent = tmp_path / "o" / "plain.oci"
+    base = ["container", str(prof), "--source", str(FIXTURE), "--format", "oci", "--basename", "img"]
+    assert main([*base, "--path", "/etc", "--out", str(tmp_path / "b"), "--parent", str(parent)]) == 0
+    assert "1 layers reused" in capsys.readouterr().out
+    rc = main([*base, "--out", str(tmp_path / "c"), "--parent", str(parent)])
+    err = capsys.readouterr().err
+    assert rc == 7 and "Traceback" not in err
+    assert "is an image of cvmfs.path=/etc, not /" in err and "hint:" in err
+    assert not (tmp_path / "c" / "img.oci").exists()

@@ -3,10 +3,15 @@ byte for byte, and that the real consumers (umoci, skopeo, podman) accept and ru
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import shutil
 import subprocess
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
@@ -15,7 +20,7 @@ from cernvm_build.container.build import BuildRequest, build
 from cernvm_build.container.from_profile import build_profile
 from cernvm_build.container.image import ImageSpec
 from cernvm_build.container.layering import BASE, plan_layers
-from cernvm_build.container.source import LocalTree
+from cernvm_build.container.source import Entry, LocalTree, TreeSource
 from cernvm_build.container.verify import read_image
 from cernvm_build.context import BuildContext
 from cernvm_build.cvmfs.repository import SnapshotSpec
@@ -28,6 +33,7 @@ __all__ = ["store"]  # the fixture
 
 SPEC = ImageSpec(registry="registry.example.test", repository="cernvm/layers", tag="s1", created=1764000000)
 KB = 1024
+HUB = "unpacked.example.test"
 
 
 def os_like(root: Path) -> Path:
@@ -160,6 +166,42 @@ def test_podman_runs_the_multi_layer_demo_image(
     proc = run(store, f"oci-archive:{tmp_path / 'out' / 'demo.oci.tar'}", "cat", "/etc/os-release")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith('NAME="CernVM demo OS"\n')
+    # an image built on top of that one (a file changed, one removed: a delta layer with a whiteout)
+    from cernvm_build.container.origin import open_origin
+
+    prof = profile.load("demo")
+    origin = open_origin([str(repo.stratum)], fqrn=prof.cvmfs.repository, path=prof.cvmfs.path,
+                         public_keys=[repo.public_key], snapshot=SnapshotSpec(tag="demo-1"))  # fmt: skip
+    try:
+        edited = _Edited(origin.tree, "etc/os-release", b'NAME="edited"\n', gone="etc/cernvm-demo-release")
+        req = BuildRequest(
+            edited, made.spec, ["oci"], tmp_path / "child", "demo", parent=tmp_path / "out" / "demo.oci"
+        )
+        child = build(req)
+    finally:
+        origin.close()
+    assert child.parent is not None and child.parent.used and len(child.layers) == len(made.result.layers) + 1
+    script = "cat /etc/os-release; test -e /etc/cernvm-demo-release || echo gone"
+    proc = run(store, f"oci-archive:{tmp_path / 'child' / 'demo.oci.tar'}", "sh", "-c", script)
+    assert (proc.returncode, proc.stdout) == (0, 'NAME="edited"\ngone\n'), proc.stderr
+
+
+class _Edited:
+    """``source`` with one file's content replaced and one path left out."""
+
+    def __init__(self, source: TreeSource, path: str, data: bytes, *, gone: str) -> None:
+        self.source, self.path, self.data, self.gone = source, path, data, gone
+        self.description = source.description
+
+    def entries(self) -> Iterator[Entry]:
+        for e in self.source.entries():
+            if e.path == self.path:
+                yield replace(e, size=len(self.data))
+            elif e.path != self.gone:
+                yield e
+
+    def open(self, entry: Entry) -> BinaryIO:
+        return io.BytesIO(self.data) if entry.path == self.path else self.source.open(entry)
 
 
 def test_many_light_directories_are_grouped_and_one_change_moves_one_group(tmp_path: Path) -> None:
@@ -181,10 +223,15 @@ def test_many_light_directories_are_grouped_and_one_change_moves_one_group(tmp_p
 @pytest.mark.integration
 def test_two_snapshots_of_a_repository_share_all_but_the_changed_package(tmp_path: Path) -> None:
     """The real source: two revisions of a CernVM-FS repository, one package changed between them
-    (its files and the package list): only the layers holding those change."""
-    from cernvm_build.container.origin import open_origin
+    (its files and the package list), a file and a folder removed. Cut along the tree, the layers
+    holding those change; built on the first image (``parent``), the second is the first's layers
+    plus one, which verify, umoci and the hub read as the second snapshot."""
+    from cernvm_build.container.hub import publisher
+    from cernvm_build.container.origin import open_origin, provenance
+    from cernvm_build.container.provenance import verify_image
     from cernvm_build.cvmfs.keys import generate_keys
     from cernvm_build.cvmfs.publish import create_repository, publish_tree
+    from cernvm_build.cvmfs.repository import open_repository
 
     fqrn = "layers.example.test"
     tree = os_like(tmp_path / "t")
@@ -196,21 +243,58 @@ def test_two_snapshots_of_a_repository_share_all_but_the_changed_package(tmp_pat
     publish_tree(tmp_path / "stratum", fqrn, keys, tree, tag="s1")
     (tree / "usr" / "lib" / "pkg05" / "lib2.so").write_bytes(b"version 2" * 1000)
     (tree / "var" / "lib" / "dpkg" / "status").write_text("Package: pkg05\nVersion: 2\n")
+    (tree / "usr" / "share" / "doc" / "README7").unlink()  # and a file and a folder removed
+    shutil.rmtree(tree / "usr" / "lib" / "pkg09")
     publish_tree(tmp_path / "stratum", fqrn, keys, tree, tag="s2")
+    key = tmp_path / "keys" / f"{fqrn}.pub"
+    create_repository(tmp_path / "hub", HUB, keys_hub := generate_keys(HUB))
+    keys_hub.save(tmp_path / "hub-keys")
     found = []
-    for tag in ("s1", "s2"):
-        key = tmp_path / "keys" / f"{fqrn}.pub"
+    for tag, parent in (("s1", None), ("s2", None), ("s2p", tmp_path / "s1" / "img.oci")):
         origin = open_origin([str(tmp_path / "stratum")], fqrn=fqrn, path="/", public_keys=[key],
-                             snapshot=SnapshotSpec(tag=tag))  # fmt: skip
+                             snapshot=SnapshotSpec(tag=tag[:2]))  # fmt: skip
         try:
-            spec = ImageSpec(SPEC.registry, SPEC.repository, tag, origin.repo.timestamp)
-            res = build(BuildRequest(origin.tree, spec, ["oci"], tmp_path / tag, "img", layer_bytes=64 * KB))
+            spec = ImageSpec(
+                SPEC.registry, SPEC.repository, tag, origin.repo.timestamp, labels=provenance(origin)
+            )
+            formats, hub = ["oci"], None
+            if parent is not None:  # the child goes into a hub too: its chains apply the delta's whiteouts
+                formats, hub = ["oci", "cvmfs"], publisher(stratum=tmp_path / "hub", fqrn=HUB,
+                                                          keys_dir=tmp_path / "hub-keys")  # fmt: skip
+            res = build(BuildRequest(origin.tree, spec, formats, tmp_path / tag, "img", layer_bytes=64 * KB,
+                                     parent=parent, publish=hub))  # fmt: skip
         finally:
             origin.close()
         assert res.parts is not None
         found.append(digests(json.loads(res.parts.manifest)))
-    first, second = found
-    assert len(first) == len(second) >= 5
-    changed = [i for i, (a, b) in enumerate(zip(first, second, strict=True)) if a != b]
-    # the package's layer, and the one with the package list (var: a light top-level directory)
-    assert len(changed) == 2, changed
+    first, second, child = found
+    assert len(first) >= 5
+    # cut along the tree: the package's layer, the one with the package list (var: a light top-level
+    # directory), the removed file's (and the removed folder's layer is gone)
+    assert len([d for d in second if d not in first]) >= 2
+    # built on the first image: all of its layers, and one more
+    assert child[:-1] == first and len(child) == len(first) + 1
+    check = verify_image(tmp_path / "s2p" / "img.oci", sources=[str(tmp_path / "stratum")], keys=[key])
+    assert check.report.ok, check.report.differences[:5]
+    rootless = [] if os.geteuid() == 0 else ["--rootless"]
+    tool(
+        "umoci",
+        "raw",
+        "unpack",
+        *rootless,
+        "--image",
+        f"{tmp_path / 's2p' / 'img.oci'}:s2p",
+        tmp_path / "rootfs",
+    )
+    assert describe(tmp_path / "rootfs") == describe(tree)
+    meta = res.artifacts[-1].meta
+    with open_repository(
+        tmp_path / "hub", fqrn=HUB, public_keys=[tmp_path / "hub-keys" / f"{HUB}.pub"]
+    ) as repo:
+        top = str(meta["chains"][-1])  # type: ignore[index]
+        assert repo.lookup(f"{top}/usr/share/doc/README7") is None
+        assert repo.lookup(f"{top}/usr/lib/pkg09") is None
+        assert repo.lookup(f"{top}/usr/lib/pkg08/lib0.so") is not None
+        lib = repo.lookup(f"{top}/usr/lib/pkg05/lib2.so")
+        assert lib is not None and repo.read_bytes(lib) == b"version 2" * 1000
+        assert not [e.path for e in repo.walk(top) if e.name.startswith(".wh.")]
