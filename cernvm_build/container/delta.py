@@ -34,7 +34,7 @@ from typing import BinaryIO
 
 from ..errors import BuildError
 from ..tarwrite import TarWriter, skip_reason
-from ..tree import BLOCK, CHAR, DIR, FILE, SYMLINK, Entry, TreeReport, TreeSource
+from ..tree import BLOCK, CHAR, DIR, FILE, SYMLINK, Entry, TreeReport, TreeSource, bad_path
 from .image import (
     LABEL_MTIMES,
     LABEL_PATH,
@@ -143,6 +143,10 @@ def open_parent(path: Path, spec: ImageSpec, work: Path, *, mtimes: str, raw: bo
         )
     if contents.config.get("architecture") != spec.architecture:
         raise _refuse(path, f"is for {contents.config.get('architecture')}, not {spec.architecture}")
+    for p in contents.nodes:  # its paths become whiteout names: each must be a path in a tree
+        why = bad_path(p)
+        if why is not None:
+            raise _refuse(path, f"has a member {p!r:.200} that is not a path in a tree ({why})")
     descs = contents.manifest["layers"]
     if any(d.get("mediaType") != MT_LAYER_GZIP for d in descs):
         raise _refuse(path, "has layers that are not tar+gzip")

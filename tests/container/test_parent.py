@@ -5,6 +5,7 @@ refused; long chains and big deltas cut along the tree again."""
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
 import shutil
@@ -155,3 +156,35 @@ def test_long_chains_and_big_deltas_are_cut_along_the_tree(
             f.write_bytes(os.urandom(f.stat().st_size))
     big = make(tree, tmp_path / "d", "s4", parent=tmp_path / "a" / "img.oci")
     assert big.parent is not None and not big.parent.used and "over 25%" in big.parent.why
+
+
+def test_a_parent_with_a_path_out_of_its_tree_is_refused(tmp_path: Path) -> None:
+    """A parent's paths become whiteout names: one that is not a path in a tree ('etc/..') would make
+    a whiteout of the folder above."""
+    tree = os_like(tmp_path / "t")
+    make(tree, tmp_path / "a", "s1")
+    layout = tmp_path / "a" / "img.oci"
+    blobs = layout / "blobs" / "sha256"
+    index = json.loads((layout / "index.json").read_text())
+    manifest = json.loads((blobs / hex_of(index["manifests"][0]["digest"])).read_text())
+    config = json.loads((blobs / hex_of(manifest["config"]["digest"])).read_text())
+    raw = tarfile.TarInfo("etc/..")
+    raw.type = tarfile.DIRTYPE
+    data = raw.tobuf(tarfile.PAX_FORMAT) + b"\0" * 1024
+    gz = gzip.compress(data, mtime=0)
+    manifest["layers"].append({"mediaType": manifest["layers"][0]["mediaType"], "digest": put(blobs, gz),
+                               "size": len(gz)})  # fmt: skip
+    config["rootfs"]["diff_ids"].append("sha256:" + hashlib.sha256(data).hexdigest())
+    manifest["config"]["digest"] = put(blobs, json.dumps(config).encode())
+    manifest["config"]["size"] = len(json.dumps(config).encode())
+    index["manifests"][0]["digest"] = put(blobs, json.dumps(manifest).encode())
+    index["manifests"][0]["size"] = len(json.dumps(manifest).encode())
+    (layout / "index.json").write_text(json.dumps(index))
+    with pytest.raises(BuildError, match=r"has a member 'etc/\.\.' that is not a path in a tree"):
+        make(tree, tmp_path / "b", "s2", parent=layout)
+
+
+def put(blobs: Path, data: bytes) -> str:
+    digest = hashlib.sha256(data).hexdigest()
+    (blobs / digest).write_bytes(data)
+    return "sha256:" + digest
