@@ -9,6 +9,7 @@ applies these checks to every row it reads and re-exports the names below.
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
 import operator
 import stat
@@ -165,8 +166,10 @@ class DirEntry:
         """Device number of a character/block device (stored in ``size``)."""
         return self.size if self.is_special else 0
 
-    @property
+    @functools.cached_property
     def inode(self) -> int:
+        """Kept once computed (an md5 of the path; the FUSE client asks for it several times per
+        entry it lists)."""
         if self.hardlink_group and not self.is_dir:
             return hardlink_inode(self.catalog_prefix, self.hardlink_group)
         return path_inode(self.path)

@@ -93,13 +93,15 @@ def statfs_numbers(repo: Repository) -> dict[str, int]:
 
 
 def children(
-    repo: Repository, path: str, prefetch: Prefetcher, remember: Callable[[DirEntry], None]
+    repo: Repository, directory: str | DirEntry, prefetch: Prefetcher, remember: Callable[[DirEntry], None]
 ) -> Iterator[tuple[str, DirEntry | None]]:
-    """``.``, ``..`` (no entry) and the children of ``path``; entries of nested catalog mount points
-    are the parent's (the nested root, loaded on lookup, is the one to show)."""
+    """``.``, ``..`` (no entry) and the children of ``directory`` (a path, or its entry: not looked
+    up again); entries of nested catalog mount points are the parent's (the nested root, loaded on
+    lookup, is the one to show)."""
     # A generator: libfuse takes the entries one by one, so a huge directory is never a list here.
+    path = directory if isinstance(directory, str) else directory.path
     try:
-        listing = repo.iterdir(path)
+        listing = repo.iterdir(directory)
     except CernVMError as e:
         if repo.lookup(path) is None:
             raise mfusepy.FuseOSError(errno.ENOENT) from e

@@ -225,7 +225,7 @@ class InodeFilesystem(ll.Filesystem):
         ll.reply_readlink(req, _target(entry).encode("utf-8", "surrogateescape"))
 
     def _new_listing(self, entry: DirEntry) -> _Listing:
-        return _Listing(entry.path, lambda: children(self.repo, entry.path, self._prefetch, self._remember))
+        return _Listing(entry.path, lambda: children(self.repo, entry, self._prefetch, self._remember))
 
     def _listing(self, ino: int) -> _Listing:
         """Without OPENDIR: the listing of directory ``ino`` being read (made on its first READDIR;

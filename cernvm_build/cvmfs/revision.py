@@ -233,10 +233,10 @@ class Repository:
             raise CvmfsError(f"{self.fqrn}: {_norm(path)}: no such file or directory (ENOENT)")
         return entry
 
-    def iterdir(self, path: str = "/") -> Iterator[DirEntry]:
-        """The entries of a directory, in name order, streamed (a million of them cost no more
-        memory than ten)."""
-        entry = self.stat(path)
+    def iterdir(self, path: str | DirEntry = "/") -> Iterator[DirEntry]:
+        """The entries of a directory (a path, or its entry as this revision gave it), in name
+        order, streamed (a million of them cost no more memory than ten)."""
+        entry = path if isinstance(path, DirEntry) else self.stat(path)
         if not entry.is_dir:
             raise CvmfsError(f"{self.fqrn}: {entry.path}: not a directory (ENOTDIR)")
         return self._children(entry.path)
