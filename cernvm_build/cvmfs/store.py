@@ -275,44 +275,51 @@ class ObjectStore:
         return self._once(name + suffix, self._lru_get, make, self._lru_put)
 
     def _lru_get(self, key: str) -> bytes | None:
-        hit = self._lru.get(key)
-        if hit is not None:
-            self._lru.move_to_end(key)
-        return hit
+        with self._lock:
+            hit = self._lru.get(key)
+            if hit is not None:
+                self._lru.move_to_end(key)
+            return hit
 
     def _lru_put(self, key: str, data: bytes) -> None:
         if len(data) <= LRU_MAX_ITEM:
-            self._lru[key] = data
-            self._lru_bytes += len(data)
-            while self._lru_bytes > LRU_BYTES and len(self._lru) > 1:
-                _, old = self._lru.popitem(last=False)
-                self._lru_bytes -= len(old)
+            with self._lock:
+                self._lru[key] = data
+                self._lru_bytes += len(data)
+                while self._lru_bytes > LRU_BYTES and len(self._lru) > 1:
+                    _, old = self._lru.popitem(last=False)
+                    self._lru_bytes -= len(old)
 
     def _once(
         self,
         key: str,
         get: Callable[[str], _T | None],
         make: Callable[[], _T],
-        put: Callable[[str, _T], None],
+        put: Callable[[str, _T], None] | None = None,
     ) -> _T:
-        """``get(key)``, else ``make()`` and ``put`` it: the one caching rule of the store. Threads
-        asking for the same key at once make it once (libfuse reads one object in many pieces from
-        several threads); ``get`` and ``put`` run under the store's lock."""
+        """``get(key)``, else ``make()`` (and ``put`` it): the one caching rule of the store, for the
+        in-memory LRU, the scratch files and the plain cache. Threads asking for the same key at once
+        make it once (libfuse reads one object in many pieces from several threads; a reader and
+        the prefetcher ask for the same file): who waited for the other looks again. ``get`` and
+        ``put`` take what locks they need (the plain cache's ``get`` is a file open: it must not
+        hold the store's lock)."""
+        hit = get(key)
+        if hit is not None:
+            return hit
         with self._lock:
-            hit = get(key)
-            if hit is not None:
-                return hit
             key_lock = self._key_locks.setdefault(key, threading.Lock())
-        with key_lock:
-            with self._lock:
+        try:
+            with key_lock:
                 hit = get(key)
                 if hit is not None:
                     return hit
-            value = make()
+                value = make()
+                if put is not None:
+                    put(key, value)
+                return value
+        finally:
             with self._lock:
-                put(key, value)
                 self._key_locks.pop(key, None)
-            return value
 
     def plain_file(
         self,
@@ -355,22 +362,14 @@ class ObjectStore:
         The compressed object is not kept beside it (read from the object cache if it is there)."""
         plain = self.plain_cache
         assert plain is not None
-        fd = plain.open(name, suffix, size)
-        if fd is not None:
-            self.stats["cache_hits"] += 1
-            return fd
-        key = name + suffix
-        with self._lock:
-            key_lock = self._key_locks.setdefault(key, threading.Lock())
-        # one fetch for a reader and the prefetcher asking at once: who waited for the other
-        # looks again
-        waited = not key_lock.acquire(blocking=False)
-        if waited:
-            key_lock.acquire()
-        try:
-            fd = plain.open(name, suffix, size) if waited else None
+
+        def get(_key: str) -> int | None:
+            fd = plain.open(name, suffix, size)
             if fd is not None:
-                return fd
+                self.stats["cache_hits"] += 1
+            return fd
+
+        def make() -> int:
             h = parse_hash(name)
             limit = stored_limit(size, compressed, None)
             with self._stored(h, suffix, what, limit, cached=False) as blocks:
@@ -379,10 +378,8 @@ class ObjectStore:
                     return plain.put(name, suffix, inflated, size)
                 except SizeMismatch as e:
                     raise self._size_error(h, suffix, e.got, size, what) from None
-        finally:
-            key_lock.release()
-            with self._lock:
-                self._key_locks.pop(key, None)
+
+        return self._once(name + suffix, get, make)
 
     def read(
         self, name: str, suffix: str, *, size: int, offset: int, length: int, compressed: bool, what: str
