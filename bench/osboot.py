@@ -22,6 +22,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import logging
+import os
 import re
 import shutil
 import socket
@@ -121,11 +122,16 @@ done
 DIAG_SCRIPT = r"""
 echo "uptime $(cat /proc/uptime) ticks/s $(getconf CLK_TCK)"; head -n 1 /proc/stat
 for d in /proc/[0-9]*; do
-    case "$(tr '\0' ' ' <$d/cmdline 2>/dev/null)" in
+    case "$(tr '\0' ' ' 2>/dev/null <$d/cmdline)" in
         @ucernvm-cvmfs*) echo "daemon ${d#/proc/} utime stime $(cut -d ' ' -f 14,15 $d/stat)" ;;
     esac
 done
 cat /mnt/.rw/aux/fuse-stats 2>/dev/null | sort -k3 -n -r | sed 's/^/fuse /'
+# inflated copies the daemon made, and how many of them a reader used since (atime past mtime): the rest
+# were fetched ahead for nothing
+find /mnt/.rw/cache/*/plain -type f -printf '%A@ %T@ %s\n' 2>/dev/null |
+    awk '{n++; b+=$3; if ($1 > $2 + 0.0001) {u++; ub+=$3}}
+         END {if (n) print "plain", n, b/1e6, "MB; read", u, ub/1e6, "MB"}'
 """
 PROFILE_SCRIPT = (
     "systemd-analyze; systemd-analyze blame | head -n 12; systemd-analyze critical-chain | head -n 20"
@@ -360,4 +366,6 @@ class _Fetched(logging.Handler):
 
 if __name__ == "__main__":
     where = [a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--logs=")]
+    print(f"osboot: load average at the start {os.getloadavg()}", file=sys.stderr)
     print_table(run(quick="--quick" in sys.argv, logs=Path(where[0]) if where else None))
+    print(f"osboot: load average at the end {os.getloadavg()}", file=sys.stderr)
