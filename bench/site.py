@@ -4,7 +4,7 @@
 Figures: pages/s of a full (cold) build at N pages, on the wall clock and in CPU seconds (user + sys of
 the process tree); a no-change rebuild; a rebuild after one page changed, beside Hugo's full build and
 `mkdocs build --dirty`. Every generator runs as its own process, with its peak memory. Our build also
-writes the search index (Pagefind); Hugo and MkDocs' figures are without one.
+writes the search index (its own, search.py); Hugo and MkDocs' figures are without one.
 Aims (issue 17): full build >= 1.5x Hugo (CPU and wall); one-page rebuild <= 0.05x Hugo's full build
 and <= `mkdocs build --dirty`; peak memory <= Hugo's.
 
@@ -94,7 +94,7 @@ def warm_rebuild(site: Path, out: Path, cache: Path, rel: str) -> Run:
         start, cpu0, kids0 = time.perf_counter(), time.process_time(), _children_cpu()
         report = build_site(site, out)
         seconds = time.perf_counter() - start
-        cpu = time.process_time() - cpu0 + _children_cpu() - kids0  # Pagefind runs as a child
+        cpu = time.process_time() - cpu0 + _children_cpu() - kids0  # forked workers are children
     finally:
         if old is None:
             os.environ.pop("CERNVM_CACHE_DIR", None)

@@ -1,22 +1,27 @@
-"""Search engines for the site, measured on the shipped site: Pagefind (what the build uses) against
-lunr (lunr.py, the Python port of lunr.js), on index size, bytes a first query loads, query time and
-where the expected heading ranks for a set of real queries.
+"""Search engines for the site, measured on the shipped site: the site's own index (search.py, what
+the build uses, queried by static/assets/search.js under node) against Pagefind (what it replaced) and
+lunr (lunr.py, the Python port of lunr.js), on the CPU to make the index, index size, bytes a first
+query loads, query time and where the expected heading ranks for a set of real queries.
 
-Both index the same thing: each page split at its h2/h3 headings (lunr: one document per section;
-Pagefind: its sub-results), English stemming. Pagefind runs in headless Chromium over a local HTTP
-server (what a reader's browser does); lunr runs in Python (lunr.js does the same work in the browser,
-and must load its whole index first).
+All index the same thing: each page's article split at its h2/h3 headings (ours and lunr: one document
+per section; Pagefind: its sub-results), English stemming. Pagefind runs in headless Chromium over a
+local HTTP server (what a reader's browser does), over a copy of the site whose markers are renamed to
+Pagefind's (``data-pagefind-body``/``-ignore``); lunr runs in Python (lunr.js does the same work in the
+browser, and must load its whole index first).
 
     python bench/site_search.py
 """
 
 from __future__ import annotations
 
+import functools
 import html
+import http.server
 import json
 import re
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -43,13 +48,13 @@ TAG = re.compile(r"<[^>]+>")
 
 
 def sections(out: Path) -> list[dict[str, str]]:
-    """Every searchable page (``data-pagefind-body``) split at its headings: id, url, title, text."""
+    """Every searchable page (``data-search-body``) split at its headings: id, url, title, text."""
     docs = []
     for page in sorted(out.rglob("index.html")):
         raw = page.read_text()
-        if "data-pagefind-body" not in raw:
+        if "data-search-body" not in raw:
             continue
-        main = raw.split("data-pagefind-body>", 1)[1].split("</main>", 1)[0]
+        main = raw.split("data-search-body>", 1)[1].split("</main>", 1)[0]
         main = re.sub(r"<(aside|nav|details)\b.*?</\1>", " ", main, flags=re.S)
         url = "/" + page.parent.relative_to(out).as_posix() + "/"
         url = "/" if url == "/./" else url
@@ -88,16 +93,90 @@ def lunr_measure(docs: list[dict[str, str]]) -> dict[str, object]:
     }
 
 
+def ours_measure(out: Path, tmp: Path) -> dict[str, object]:
+    """The site's own index: made again from the built pages with an empty state (CPU of the step),
+    then queried by search.js under node."""
+    import shutil
+    import subprocess
+
+    from cernvm_build.paths import data_dir
+    from cernvm_build.site import search
+    from cernvm_build.site.cache import State
+
+    pages = {
+        p.relative_to(out).as_posix(): "x"
+        for p in out.rglob("*.html")
+        if b"data-search-body" in p.read_bytes()
+    }
+    fresh = tmp / "ours"
+    shutil.copytree(out, fresh)
+    shutil.rmtree(fresh / "search-index")
+    state = State(tmp / "ours-state.sqlite")
+    cpu0 = time.process_time()
+    kids0 = _children_cpu()
+    search.update(fresh, {}, pages, state, jobs=1)
+    build_cpu = time.process_time() - cpu0 + _children_cpu() - kids0
+    state.close()
+    size = sum(p.stat().st_size for p in (fresh / "search-index").rglob("*") if p.is_file())
+    runner = Path(__file__).resolve().parent.parent / "tests/site/search_node.js"
+    script = data_dir("site") / "static/assets/search.js"
+    request = {"queries": [[q, 10] for q, _ in QUERIES]}
+    proc = subprocess.run(
+        ["node", str(runner), str(script), str(fresh / "search-index") + "/"],
+        input=json.dumps(request), capture_output=True, text=True, check=True, timeout=300,
+    )  # fmt: skip
+    got = json.loads(proc.stdout)["results"]
+    ranks = []
+    for (_q, want), row in zip(QUERIES, got, strict=True):
+        urls = [h["url"] for h in row["hits"]]
+        ranks.append(urls.index(want) + 1 if want in urls else None)
+    return {
+        "index_bytes": size,
+        "first_query_bytes": got[0]["loaded"],
+        "build_cpu_s": build_cpu,
+        "pages": len(pages),
+        "ranks": ranks,
+        "times": [r["ms"] / 1000 for r in got],
+    }
+
+
+def _children_cpu() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
 def pagefind_measure(out: Path, tmp: Path) -> dict[str, object]:
+    import shutil
+    import subprocess
+
+    import pagefind_bin_extended  # type: ignore[import-not-found]
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    from cernvm_build.site.build import Builder
-    from cernvm_build.site.serve import Preview
-
-    size = sum(p.stat().st_size for p in (out / "pagefind").rglob("*") if p.is_file())
-    preview = Preview(Builder(out.parent / "site", out), port=0, interval=3600)
-    preview.start()
+    # Pagefind reads its own markers: a copy of the site with ours renamed, indexed by its binary
+    copy = tmp / "pagefind-site"
+    shutil.copytree(out, copy)
+    for page in copy.rglob("*.html"):
+        page.write_bytes(page.read_bytes().replace(b"data-search-", b"data-pagefind-"))
+    kids0 = _children_cpu()
+    subprocess.run(
+        [str(pagefind_bin_extended.get_executable()), "--site", str(copy), "--silent"],
+        check=True,
+        timeout=600,
+    )
+    build_cpu = _children_cpu() - kids0
+    size = sum(p.stat().st_size for p in (copy / "pagefind").rglob("*") if p.is_file())
+    handler = functools.partial(QuietHandler, directory=str(copy))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
     opts = webdriver.ChromeOptions()
     opts.binary_location = "/usr/bin/chromium"
     for arg in (
@@ -108,7 +187,7 @@ def pagefind_measure(out: Path, tmp: Path) -> dict[str, object]:
         opts.add_argument(arg)
     d = webdriver.Chrome(service=Service(executable_path="/usr/bin/chromedriver"), options=opts)
     try:
-        d.get(preview.url + "search/")
+        d.get(url + "search/")
         script = """
         const [queries, done] = [arguments[0], arguments[arguments.length - 1]];
         (async () => {
@@ -133,7 +212,7 @@ def pagefind_measure(out: Path, tmp: Path) -> dict[str, object]:
         got = d.execute_async_script(script, [q for q, _ in QUERIES])
     finally:
         d.quit()
-        preview.stop()
+        server.shutdown()
     ranks = []
     for (q, want), row in zip(QUERIES, got["rows"], strict=True):
         # the site's rule (site.js): per page, the section whose heading names the query, else the
@@ -153,6 +232,7 @@ def pagefind_measure(out: Path, tmp: Path) -> dict[str, object]:
     return {
         "index_bytes": size,
         "first_query_bytes": got["bytes"],
+        "build_cpu_s": build_cpu,
         "init_ms": got["init_ms"],
         "ranks": ranks,
         "times": [r["ms"] / 1000 for r in got["rows"]],
@@ -173,11 +253,12 @@ def run(quick: bool = True) -> list[Result]:
         t0 = time.perf_counter()
         build_site(tmp / "site", out, generators=GENERATORS, cache_dir=tmp / "cache")
         docs = sections(out)
+        ours = ours_measure(out, tmp)
         lu = lunr_measure(docs)
         pf = pagefind_measure(out, tmp)
         del t0
     rows = []
-    for name, m in (("pagefind", pf), ("lunr", lu)):
+    for name, m in (("ours", ours), ("pagefind", pf), ("lunr", lu)):
         ranks = m["ranks"]
         top1 = sum(1 for r in ranks if r == 1)  # type: ignore[union-attr]
         found = [r for r in ranks if r]  # type: ignore[union-attr]
@@ -190,6 +271,12 @@ def run(quick: bool = True) -> list[Result]:
             Result(f"site.search.{name}", "index size", m["index_bytes"] / 1024, "KiB"),  # type: ignore[operator]
             Result(f"site.search.{name}", "loaded by the first query", m["first_query_bytes"] / 1024, "KiB"),  # type: ignore[operator]
             Result(f"site.search.{name}", "median query time", times[len(times) // 2] * 1000, "ms"),
+            Result(
+                f"site.search.{name}",
+                "CPU to make the index",
+                float(m.get("build_cpu_s", m.get("build_s", 0))),
+                "s",
+            ),  # type: ignore[arg-type]
         ]
     return rows
 

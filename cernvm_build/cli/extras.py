@@ -18,7 +18,7 @@ DISTRIBUTION = "cernvm-build"
 EXTRAS: dict[str, tuple[str, ...]] = {
     "launch": ("libvirt", "paramiko", "requests"),
     "mirror": ("boto3", "botocore", "requests"),
-    "site": ("markdown_it", "markdown_it_pyrs", "mdit_py_plugins", "pagefind", "pygments", "requests"),
+    "site": ("markdown_it", "markdown_it_pyrs", "mdit_py_plugins", "pygments", "requests"),
 }
 
 

@@ -8,7 +8,7 @@ The steps, one module each, in the order data flows:
 - ``plan``: one ``Job`` per output with a fingerprint of everything its template sees; links checked;
 - ``write``: render and write the jobs whose fingerprint changed, delete what a clean build would not
   write; the state (``cache.State``) records what was written;
-- ``search``: Pagefind indexes the written pages (again only when a page changed).
+- ``search``: the search index from the written pages (a page read again only when it changed).
 
 Incremental by construction: an output is rendered again only when its fingerprint changed, so an
 incremental build writes exactly the bytes a clean build would. A build into a folder that does not
@@ -118,7 +118,14 @@ class Builder:
         if any(j.out.endswith(".html") for j in written) or any(r.endswith(".html") for r in removed):
             # the index on disk may no longer match: trust none of it until it is made again
             state.put_outputs([], [search_mod.MANIFEST])
-        indexed = search_mod.update(target, old_outputs, search_pages(outputs.jobs), jobs=self.jobs)
+        indexed = search_mod.update(
+            target,
+            old_outputs,
+            search_pages(outputs.jobs),
+            state,
+            base_path=self.cfg.base_path,
+            jobs=self.jobs,
+        )
         if indexed is None:
             return len(written), len(removed), 0, 0
         state.put_outputs(indexed.rows, indexed.removed)
@@ -183,7 +190,7 @@ class Builder:
 
 def search_pages(jobs: list[Job]) -> dict[str, str]:
     """The pages the search index covers (output path -> fingerprint): those whose article is marked
-    for it; a site without any gets all its pages (Pagefind then indexes whole bodies)."""
+    for it; a site without any gets all its pages (their whole bodies are then indexed)."""
     pages = {j.out: j.fp for j in jobs if j.out.endswith(".html")}
     marked = {j.out for j in jobs if ((j.context or {}).get("page") or {}).get("searchable")}
     return {out: fp for out, fp in pages.items() if out in marked} or pages

@@ -12,7 +12,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-SCHEMA = 4
+SCHEMA = 5
 
 
 class State:
@@ -26,6 +26,7 @@ class State:
         if version != SCHEMA:
             self.db.executescript(
                 "DROP TABLE IF EXISTS md; DROP TABLE IF EXISTS outputs; DROP TABLE IF EXISTS code;"
+                "DROP TABLE IF EXISTS search;"
             )
             self.db.execute(f"PRAGMA user_version={SCHEMA}")
         self.db.executescript(
@@ -33,6 +34,7 @@ class State:
             CREATE TABLE IF NOT EXISTS md (key TEXT PRIMARY KEY, meta BLOB, html TEXT);
             CREATE TABLE IF NOT EXISTS code (key TEXT PRIMARY KEY, html TEXT);
             CREATE TABLE IF NOT EXISTS outputs (path TEXT PRIMARY KEY, fp TEXT, size INTEGER, mtime INTEGER);
+            CREATE TABLE IF NOT EXISTS search (key TEXT PRIMARY KEY, fragment BLOB, postings BLOB);
             CREATE TABLE IF NOT EXISTS claims (out_dir TEXT PRIMARY KEY);
             """
         )
@@ -88,6 +90,28 @@ class State:
 
     def prune_code(self, keep: set[str]) -> None:
         self._prune("code", keep)
+
+    # -- search index: each page's extract (search.extract) by page output fingerprint ------------
+    def search_extracts(self, keys: set[str]) -> dict[str, tuple[bytes, bytes]]:
+        out: dict[str, tuple[bytes, bytes]] = {}
+        wanted = sorted(keys)
+        for i in range(0, len(wanted), 500):
+            chunk = wanted[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for key, frag, post in self.db.execute(
+                f"SELECT key, fragment, postings FROM search WHERE key IN ({marks})", chunk
+            ):
+                out[key] = (bytes(frag), bytes(post))
+        return out
+
+    def put_search_extracts(self, rows: list[tuple[str, bytes, bytes]]) -> None:
+        if rows:
+            with self.db:
+                self.db.execute("BEGIN")
+                self.db.executemany("INSERT OR REPLACE INTO search VALUES (?, ?, ?)", rows)
+
+    def prune_search_extracts(self, keep: set[str]) -> None:
+        self._prune("search", keep)
 
     # -- the output folder is ours once a build started writing into it --------------------------
     def claimed(self, out_dir: str) -> bool:

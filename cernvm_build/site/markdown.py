@@ -287,7 +287,7 @@ def render(
                 links.append(Link(target, first_line + _line_of(href, lines, start, end), kind))
     # the permalink sign is not part of the heading's text (search titles, excerpts)
     body = md.renderer.render(tokens, options, env).replace(
-        'class="header-anchor"', 'class="header-anchor" data-pagefind-ignore'
+        'class="header-anchor"', 'class="header-anchor" data-search-ignore'
     )
     if more_at is not None:
         excerpt_tokens = _without_headings(tokens[:more_at])

@@ -61,7 +61,7 @@ class BuildReport:
     seconds: float
     jobs: int
     search_files: int = 0  # files of the search index written (search.update), not in ``rendered``
-    search_shards: int = 0  # shards of the search index Pagefind made again
+    search_shards: int = 0  # shards of the search index made again
     warnings: list[str] = field(default_factory=list)
     sources: dict[str, str] = field(default_factory=dict)  # output file -> source file
 

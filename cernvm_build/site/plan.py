@@ -25,7 +25,7 @@ from .model import Job, Late, Page, human_date, newest_first, plain, sha, tag_sl
 from .pages import PageSet
 
 #: outputs every site has besides its pages and assets
-FIXED_OUTPUTS = ("atom.xml", "sitemap.xml", "robots.txt", "pagefind/pagefind.js")
+FIXED_OUTPUTS = ("atom.xml", "sitemap.xml", "robots.txt", "search-index/shards.json")
 
 
 @dataclass
@@ -90,9 +90,10 @@ def _site_context(cfg: SiteConfig, digests: dict[str, str]) -> dict[str, Any]:
         "menu": [{"title": m.title, "url": base.rstrip("/") + m.url} for m in cfg.menu],
         "feed_url": base + "atom.xml",
         "search_url": base + "search/",
-        "search_bundle": base + "pagefind/",
+        "search_bundle": base + "search-index/",
         "css": [asset_url("assets/site.css"), asset_url("assets/pygments.css")],
         "js": asset_url("assets/site.js"),
+        "search_js": asset_url("assets/search.js"),
         "context_js": asset_url("assets/context.js"),
         "favicon": asset_url("assets/favicon.svg"),
     }
@@ -277,7 +278,7 @@ def _feed_context(
 
 
 def searchable(page: Page, archived: bool = False) -> bool:
-    """Whether the search index covers the page (its article is marked ``data-pagefind-body``); the
+    """Whether the search index covers the page (its article is marked ``data-search-body``); the
     docs of past releases are left out, or every answer would come once per release."""
     return bool(
         page.md_key

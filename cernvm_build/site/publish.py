@@ -12,7 +12,8 @@ from typing import Any
 
 from ..errors import BuildError
 
-LAST = ("*.html", "pagefind-entry.json", "pagefind/shards.json", "atom.xml", "sitemap.xml", "robots.txt")
+#: the search index's files that name others: a shard's list of fragments, then the list of shards
+LAST = ("*.html", "meta.json", "search-index/shards.json", "atom.xml", "sitemap.xml", "robots.txt")
 
 
 def publish(

@@ -1,58 +1,96 @@
-"""Step 5 of a site build: the search index, made by Pagefind over the written pages, in shards.
+"""Step 5 of a site build: the search index, written by the site itself from the built pages.
 
-Pagefind (the ``pagefind[extended]`` package ships its binary) reads the built HTML and writes a
-static index: the browser loads a small entry file, then only the index chunks and page fragments its
-query needs. It stems words per language, matches prefixes and quoted phrases, and returns the
-headings inside a page (``sub_results``, by their ``id``), which is why it was chosen over a hand-made
-index or lunr (measurements: docs/ARCHITECTURE.md, section "site").
+What the browser gets (``static/assets/search.js`` reads it; ``site.js`` loads that script on first
+use), under ``search-index/``:
 
-Pagefind has no incremental mode: it reads every page it is given. So the pages are cut into shards
-(from ``SHARD_FROM`` pages on; whole folders, in path order, at least ``SHARD_PAGES`` pages each, at
-most ``MAX_SHARDS``), each its
-own Pagefind bundle: the first under ``pagefind/``, the others under ``pagefind/more/<id>/``, listed
-in ``pagefind/shards.json`` with the key of the pages they cover. A shard is indexed again only when
-one of its pages changed (its key: the pages' paths and output fingerprints), so a one-page edit costs
-one shard, not the site. The browser merges the shards (``mergeIndex``); a small site is one shard and
-loads exactly what it did before. Every bundle is a pure function of its pages, and the cut a pure
-function of the page list, so an incremental index is byte for byte a clean one.
+- ``shards.json``: the shards (below), each with its word statistics (sections, total length) and the
+  first word of each of its buckets; the only file every query loads;
+- ``<shard>b/<n>.json``: a bucket: the postings of a run of words (Porter stems, in the order JavaScript
+  compares strings) of about ``BUCKET_BYTES``: word -> ``[[page, [section, length, heading length,
+  first position, deltas…], …], …]``; a query loads the bucket of each of its words per shard, a
+  prefix query ("conf*") the buckets its words can be in;
+- ``<shard>meta.json``: the shard's pages, in posting order, as the names of their fragments;
+- ``<shard>f/<hash>.json``: a page's fragment: URL, title and each section (heading ``id``, heading, text),
+  loaded only for the pages a query shows (excerpts, and the heading the result links to).
 
-Only what a page marks with ``data-pagefind-body`` is indexed (the article, not menus or sidebars).
-Index files are written like any other output: by rename, and only those whose bytes changed.
+A page is cut into sections at its h2/h3 headings (the part before the first one is the page's own,
+headed by its h1), so results link to the heading that answers the query. A section's words are its
+heading's (positions from 0) then its text's (after a gap, so a phrase never spans both): positions
+serve phrase queries ("pin a tag" in quotes), the heading length weighs words of headings up. Every
+word is kept, one-letter ones included ("stratum 1"); stemming is ``stemmer.py``'s, mirrored in the
+script. Only what a page marks ``data-search-body`` is read (the article), minus the elements marked
+``data-search-ignore`` (breadcrumbs, sidebars, TOC, permalink signs), scripts and styles.
+
+Incremental: a page's extract (fragment + postings) is kept in the state under the page's output
+fingerprint, so only changed pages are read again. From ``SHARD_FROM`` pages on, the pages are cut
+into shards of whole folders in path order (at least ``SHARD_PAGES`` pages, at most ``MAX_SHARDS``),
+the first under ``search-index/``, the others under ``search-index/more/<id>/``; a shard's files are
+made again only when one of its pages changed (its key: the pages' paths and fingerprints), and
+written only where their bytes changed. Every file is a pure function of its shard's pages, so an
+incremental index is byte for byte a clean one. The browser adds the shards' statistics, so ranking
+does not depend on the cut.
 """
 
 from __future__ import annotations
 
 import contextlib
+import html
+import itertools
 import json
 import os
+import pickle
 import re
-import shutil
-import subprocess
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from ..errors import BuildError, ToolError
+from ..fsutil import atomic_write
+from .cache import State
 from .model import sha
+from .parallel import fork_map
+from .stemmer import stem, words
 
-PREFIX = "pagefind/"
+PREFIX = "search-index/"
 MANIFEST = PREFIX + "shards.json"
-#: below this many pages the index is one bundle: shards rank by their own word statistics, so results
-#: across shards are ordered a little differently than from one index (the bench measured the cost)
+#: the extract's format: a change here makes every page be read again
+VERSION = "2"
+#: below this many pages the index is one shard (a query then loads one bucket per word)
 SHARD_FROM = 200
 #: a shard covers whole folders and at least this many pages (fewer only for the last one)
 SHARD_PAGES = 50
-#: the browser loads one Wasm instance per shard: past this many, shards grow instead
+#: a query loads one bucket per word from each shard: past this many, shards grow instead
 MAX_SHARDS = 16
-#: where Pagefind writes, inside the index folder (the same file system: its files are moved in place)
-WORK = ".work"
-GLOB_SPECIAL = re.compile(r"[{}\[\],*?]")
-UNUSED = re.compile(r"pagefind-(?:[a-z-]*ui|highlight)\.(?:js|css)")
+#: a bucket holds the postings of a run of words (in order) up to about this many bytes
+BUCKET_BYTES = 16 * 1024
+
+_TAG = re.compile(
+    r"<!--.*?-->|<(/?)([a-zA-Z][a-zA-Z0-9-]*)([^>\"']*(?:(?:\"[^\"]*\"|'[^']*')[^>\"']*)*)>", re.S
+)
+_BODY = re.compile(r"<main\b[^>]*\bdata-search-body\b[^>]*>")
+_ID = re.compile(r"""\bid\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]+))""")
+_SPACE = re.compile(r"\s+")
+_PRE_END = re.compile(r"</pre\s*>", re.I)
+_ANY_TAG = re.compile(r"<[^>]*>")
+#: elements nested deeper are read as text (bounds the work per closing tag on hostile pages)
+MAX_DEPTH = 256
+VOID = frozenset(
+    ("area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr")
+)
+SKIP = frozenset(("script", "style", "template", "noscript"))
+#: elements that separate words (text of inline ones runs on: <code>cvmfs</code>_config is one word)
+BLOCK = frozenset(
+    (
+        "address", "article", "aside", "blockquote", "br", "dd", "details", "div", "dl", "dt",
+        "figcaption", "figure", "footer", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr", "li", "main",
+        "nav", "ol", "p", "pre", "section", "summary", "table", "tbody", "td", "tfoot", "th", "thead", "tr",
+        "ul",
+    )
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
 class Shard:
-    bundle: str  # "pagefind/" or "pagefind/more/<id>/"
+    bundle: str  # "search-index/" or "search-index/more/<id>/"
     pages: tuple[str, ...]  # output paths of the HTML pages it covers
     key: str  # sha of the pages' paths and fingerprints
 
@@ -62,26 +100,162 @@ class Indexed:
     rows: list[tuple[str, str, int, int]]  # state rows of every index file
     written: int  # index files written
     removed: list[str]  # index files removed
-    shards: int  # shards Pagefind indexed in this build
+    shards: int  # shards made again in this build
 
 
-def executable() -> str:
-    """The Pagefind binary: from the ``pagefind[extended]`` or ``pagefind[bin]`` wheel, else $PATH."""
-    for module in ("pagefind_bin_extended", "pagefind_bin"):
-        try:
-            mod = __import__(module)
-            return str(mod.get_executable())
-        except (ImportError, FileNotFoundError, RuntimeError):
+# -- one page ---------------------------------------------------------------------------------------
+def sections(page: str) -> tuple[str, list[tuple[str, str, str]]]:
+    """The page's title (its first h1) and sections ``(id, heading, text)``: the first is the text
+    before any h2/h3 (id "", headed by the title), then one per h2/h3 that has an ``id``."""
+    m = _BODY.search(page)
+    if m:
+        start = m.end()
+        end = page.find("</main>", start)
+        page = page[start : end if end >= 0 else len(page)]
+    title = ""
+    secs: list[list[Any]] = [["", None, []]]
+    stack: list[str] = []
+    heading: list[Any] | None = None  # [tag, id, parts]
+    pos = 0
+    while (t := _TAG.search(page, pos)) is not None:
+        if t.start() > pos:
+            (heading[2] if heading is not None else secs[-1][2]).append(page[pos : t.start()])
+        pos = t.end()
+        name = (t.group(2) or "").lower()
+        if not name:
+            continue  # a comment
+        if t.group(1):  # a closing tag: close up to the matching element
+            if name not in stack:
+                continue
+            while stack:
+                top = stack.pop()
+                if heading is not None and top == heading[0]:
+                    _close_heading(heading, secs)
+                    if not title and heading[0] == "h1":
+                        title = _clean("".join(heading[2]))
+                    heading = None
+                if top == name:
+                    break
+            if name in BLOCK:
+                secs[-1][2].append(" ")
             continue
-    found = shutil.which("pagefind_extended") or shutil.which("pagefind")
-    if found:
-        return found
-    raise ToolError(
-        "the search index needs Pagefind, which is not installed",
-        hint="pip install 'cernvm-build[site]' (it brings pagefind[extended])",
-    )
+        attrs = t.group(3) or ""
+        if name in BLOCK:
+            (heading[2] if heading is not None else secs[-1][2]).append(" ")
+        if name in VOID or attrs.rstrip().endswith("/"):
+            continue
+        if name in SKIP or "data-search-ignore" in attrs:
+            pos = _skip(page, name, pos)  # sidebars, TOCs: most of a page's tags, skipped in one go
+            continue
+        if name == "pre" and heading is None:
+            # a code block: highlighted, so hundreds of <span>s; its text in one step (no <pre> inside)
+            close = _PRE_END.search(page, pos)
+            if close is not None:
+                secs[-1][2].append(_ANY_TAG.sub("", page[pos : close.start()]) + " ")
+                pos = close.end()
+                continue
+        if len(stack) >= MAX_DEPTH:
+            continue  # past MAX_DEPTH elements are not tracked: a closing tag costs at most that
+        stack.append(name)
+        if heading is None and name in ("h1", "h2", "h3"):
+            idm = _ID.search(attrs)
+            hid = html.unescape(next(g for g in idm.groups() if g is not None)) if idm else ""
+            heading = [name, hid, []]
+    if pos < len(page):
+        secs[-1][2].append(page[pos:])
+    if heading is not None:
+        _close_heading(heading, secs)
+        if not title and heading[0] == "h1":
+            title = _clean("".join(heading[2]))
+    out = [(hid, head if head is not None else title, _clean("".join(parts))) for hid, head, parts in secs]
+    return title, out
 
 
+_SAME: dict[str, re.Pattern[str]] = {}
+
+
+def _skip(page: str, name: str, pos: int) -> int:
+    """Where the element ``name`` opened before ``pos`` ends (after its closing tag; the page's end if
+    it is not closed): only tags of that name are counted."""
+    same = _SAME.get(name)
+    if same is None:
+        same = _SAME[name] = re.compile(rf"<(/?){re.escape(name)}(?=[\s/>])[^>]*>", re.I)
+    depth = 1
+    for m in same.finditer(page, pos):
+        if m.group(1):
+            depth -= 1
+            if depth == 0:
+                return m.end()
+        elif name not in SKIP and not m.group(0).endswith("/>"):
+            depth += 1
+    return len(page)
+
+
+def _close_heading(heading: list[Any], secs: list[list[Any]]) -> None:
+    tag, hid, parts = heading
+    if tag in ("h2", "h3") and hid:
+        secs.append([hid, _clean("".join(parts)), []])
+    elif tag != "h1":  # a heading without an id stays text of its section
+        secs[-1][2].extend((" ", *parts, " "))
+
+
+def _clean(text: str) -> str:
+    return _SPACE.sub(" ", html.unescape(text)).strip()
+
+
+def extract(page: str, url: str) -> tuple[bytes, dict[str, list[list[int]]], tuple[int, int]]:
+    """A page's fragment (the JSON the browser shows results from), its postings (stem ->
+    ``[[section, length, heading length, first position, deltas…], …]``) and (sections with words,
+    words)."""
+    title, secs = sections(page)
+    postings: dict[str, list[list[int]]] = {}
+    count = total = 0
+    for i, (_hid, head, text) in enumerate(secs):
+        hw = words(head)
+        seq = [*hw, "", *words(text)]  # "" is the gap between heading and text
+        # each word's positions: a sort and a grouping in C, a Python step per distinct word only
+        order = sorted(range(len(seq)), key=seq.__getitem__)
+        at: dict[str, list[int]] = {}
+        for w, group in itertools.groupby(order, key=seq.__getitem__):
+            if w:
+                s = stem(w)
+                ps = list(group)
+                had = at.get(s)
+                at[s] = sorted(had + ps) if had else ps
+        head_len, length = len(hw), len(seq) - 1
+        count += 1 if length else 0
+        total += length
+        for w, ps in at.items():
+            entry = [i, length, head_len, ps[0]]
+            if len(ps) > 1:
+                entry += [b - a for a, b in itertools.pairwise(ps)]
+            listed = postings.get(w)
+            if listed is None:
+                postings[w] = [entry]
+            else:
+                listed.append(entry)
+    frag = {"u": url, "t": title or url, "s": [list(s) for s in secs]}
+    return _json(frag), postings, (count, total)
+
+
+def _json(obj: Any) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode()
+
+
+def page_url(base_path: str, out: str) -> str:
+    if out == "index.html":
+        return base_path
+    return base_path + (out[: -len("index.html")] if out.endswith("/index.html") else out)
+
+
+def _extract_file(shared: tuple[Path, str], out: str) -> tuple[bytes, bytes]:
+    out_dir, base_path = shared
+    page = (out_dir / out).read_text(encoding="utf-8", errors="replace")
+    frag, postings, stats = extract(page, page_url(base_path, out))
+    return frag, pickle.dumps((stats, postings), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+# -- shards -----------------------------------------------------------------------------------------
 def _folder(page: str) -> str:
     # "docs/a/b/index.html" -> "docs/a": a page and its siblings stay together
     parts = page.split("/")
@@ -102,52 +276,66 @@ def shards(pages: dict[str, str]) -> list[Shard]:
     out = []
     for i, group in enumerate(groups):
         bundle = PREFIX if i == 0 else f"{PREFIX}more/{sha('shard', _folder(group[0]))[:12]}/"
-        key = sha(bundle, *(f"{p} {pages[p]}" for p in group))
+        key = sha(VERSION, bundle, *(f"{p} {pages[p]}" for p in group))
         out.append(Shard(bundle, tuple(group), key))
     return out
 
 
-def run(out_dir: Path, work: Path, shard: Shard) -> dict[str, Path]:
-    """Index the shard's pages in ``out_dir`` into ``work``; returns its bundle's files (``pagefind/…``
-    → where Pagefind wrote them). ``work`` is on the output's file system: files are moved, not copied."""
-    if work.exists():
-        shutil.rmtree(work)
-    work.parent.mkdir(parents=True, exist_ok=True)
-    # one glob naming every page: Pagefind reads exactly those (URLs stay relative to the site)
-    pattern = "{" + ",".join(_glob_literal(p) for p in shard.pages) + "}"
-    cmd = [executable(), "--site", str(out_dir), "--glob", pattern, "--output-path", str(work), "--silent"]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
-    except subprocess.TimeoutExpired as e:
-        raise BuildError("Pagefind did not finish indexing within 10 minutes") from e
-    if proc.returncode != 0:
-        detail = (proc.stderr or proc.stdout).strip().splitlines()
-        raise BuildError(
-            f"Pagefind failed (exit {proc.returncode}): {detail[-1] if detail else 'no message'}",
-            hint="run it by hand: " + " ".join(cmd[:3]) + " --output-path /tmp/pagefind",
-        )
-    files: dict[str, Path] = {}
-    for root, _dirs, names in os.walk(work):
-        for name in names:
-            p = Path(root) / name
-            if UNUSED.fullmatch(name):  # Pagefind's ready-made search UIs: the site has its own
-                continue
-            files[shard.bundle + p.relative_to(work).as_posix()] = p
-    return files
+def _utf16(word: str) -> bytes:
+    # the order JavaScript compares strings in (UTF-16 code units), so the script finds a word's bucket
+    return word.encode("utf-16-be")
 
 
-def _glob_literal(page: str) -> str:
-    # Pagefind's globs take a backslash before a special character, but no escaped backslash
-    if "\\" in page:
-        raise BuildError(
-            f"{page}: a page whose path has a backslash cannot be indexed for search",
-            hint="rename its Markdown file (or its url:) without '\\'",
-        )
-    return GLOB_SPECIAL.sub(r"\\\g<0>", page)
+def shard_files(
+    shard: Shard, extracts: dict[str, tuple[bytes, bytes]]
+) -> tuple[dict[str, bytes], dict[str, Any]]:
+    """A shard's files (path -> bytes) and its entry in the manifest, from its pages' extracts."""
+    files: dict[str, bytes] = {}
+    names: list[str] = []
+    merged: dict[str, list[list[Any]]] = {}
+    count = total = 0
+    for n, page in enumerate(shard.pages):
+        frag, blob = extracts[page]
+        name = sha("fragment", frag)[:16]
+        files[f"{shard.bundle}f/{name}.json"] = frag
+        names.append(name)
+        (sections_, words_), postings = pickle.loads(blob)
+        count += sections_  # sections without a word cannot match: not counted
+        total += words_
+        for w, entries in postings.items():
+            got = merged.get(w)
+            if got is None:
+                merged[w] = [[n, *entries]]
+            else:
+                got.append([n, *entries])
+    # buckets: runs of words in order, about BUCKET_BYTES each; the manifest lists each one's first word
+    starts: list[str] = []
+    pieces: list[list[str]] = []
+    size = BUCKET_BYTES
+    for w in sorted(merged, key=_utf16):
+        piece = json.dumps(w, ensure_ascii=False) + ":" + json.dumps(merged[w], separators=(",", ":"))
+        if size + len(piece) > BUCKET_BYTES and (not pieces or pieces[-1]):
+            starts.append(w)
+            pieces.append([])
+            size = 0
+        pieces[-1].append(piece)
+        size += len(piece) + 1
+    for i, run in enumerate(pieces):
+        files[f"{shard.bundle}b/{i}.json"] = ("{" + ",".join(run) + "}").encode()
+    files[f"{shard.bundle}meta.json"] = _json({"pages": names})
+    entry = {
+        "bundle": shard.bundle[len(PREFIX) :],
+        "key": shard.key,
+        "sections": count,
+        "words": total,
+        "starts": starts,
+    }
+    return files, entry
 
 
+# -- the step ---------------------------------------------------------------------------------------
 def _bundle_of(rel: str, bundles: list[str]) -> str | None:
-    # the longest bundle prefix: "pagefind/more/x/…" is shard x's, not the first shard's
+    # the longest bundle prefix: "search-index/more/x/…" is shard x's, not the first shard's
     best = None
     for b in bundles:
         if rel.startswith(b) and (best is None or len(b) > len(best)):
@@ -155,15 +343,15 @@ def _bundle_of(rel: str, bundles: list[str]) -> str | None:
     return best
 
 
-def _previous(out_dir: Path, old: dict[str, tuple[str, int, int]]) -> dict[str, str]:
-    """bundle -> key of the shards the last build recorded as complete (none if the manifest is not
-    the one recorded: a failed or interrupted index step forgets it)."""
+def _previous(out_dir: Path, old: dict[str, tuple[str, int, int]]) -> dict[str, dict[str, Any]]:
+    """bundle -> manifest entry of the shards the last build recorded as complete (none if the manifest
+    is not the one recorded: a failed or interrupted index step forgets it)."""
     prev = old.get(MANIFEST)
     if prev is None or not _matches(out_dir / MANIFEST, prev):
         return {}
     try:
         listed = json.loads((out_dir / MANIFEST).read_bytes())
-        return {PREFIX + s["bundle"]: s["key"] for s in listed["shards"]}
+        return {PREFIX + s["bundle"]: s for s in listed["shards"] if isinstance(s["key"], str)}
     except (ValueError, KeyError, TypeError):
         return {}
 
@@ -172,12 +360,14 @@ def update(
     out_dir: Path,
     old: dict[str, tuple[str, int, int]],
     pages: dict[str, str],
+    state: State,
     *,
+    base_path: str = "/",
     jobs: int = 1,
 ) -> Indexed | None:
-    """Index again the shards whose pages changed (or whose files are missing or damaged); write the
-    files whose bytes changed. ``pages``: every HTML output -> its fingerprint. None when the whole
-    index is current."""
+    """Make again the shards whose pages changed (or whose files are missing or damaged); write the
+    files whose bytes changed. ``pages``: every HTML output to index -> its fingerprint; ``state``: the
+    build's ``cache.State`` (page extracts). None when the whole index is current."""
     ours = {rel: v for rel, v in old.items() if rel.startswith(PREFIX)}
     cut = shards(pages)
     bundles = [s.bundle for s in cut]
@@ -190,35 +380,40 @@ def update(
     stale = [
         s
         for s in cut
-        if prev.get(s.bundle) != s.key
+        if prev.get(s.bundle, {}).get("key") != s.key
         or not recorded[s.bundle]
         or not all(_matches(out_dir / rel, ours[rel]) for rel in recorded[s.bundle])
     ]
     listed = sorted(prev) == sorted(bundles)
     if not stale and listed and not (set(ours) - {MANIFEST} - {r for b in bundles for r in recorded[b]}):
         return None
-    work = out_dir / PREFIX / WORK
-    shutil.rmtree(work, ignore_errors=True)  # a killed run's leftovers
-    work.mkdir(parents=True)
-    made: dict[str, Path] = {}
-    workers = max(1, min(jobs, len(stale)))
-    try:
-        with ThreadPoolExecutor(workers) as pool:  # Pagefind is a process: threads only wait for it
-            for files in pool.map(lambda i: run(out_dir, work / str(i), stale[i]), range(len(stale))):
-                made.update(files)
-        keep = {rel: ours[rel] for s in cut if s not in stale for rel in recorded[s.bundle]}
-        rows: list[tuple[str, str, int, int]] = [(rel, *v) for rel, v in keep.items()]
-        written = sum(_put(out_dir, rel, made[rel], ours.get(rel), rows) for rel in sorted(made))
-        # the manifest last: it names the shards as complete
-        listing = {"shards": [{"bundle": s.bundle[len(PREFIX) :], "key": s.key} for s in cut]}
-        (work / "shards.json").write_text(json.dumps(listing, indent=1, sort_keys=True) + "\n")
-        written += _put(out_dir, MANIFEST, work / "shards.json", ours.get(MANIFEST), rows)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            (out_dir / PREFIX).rmdir()  # only if the failed first run left it empty
+    # the pages' extracts: from the state, else read from the written page
+    keys = {p: sha("search", VERSION, p, fp) for p, fp in pages.items()}
+    need = [p for s in stale for p in s.pages]
+    known = state.search_extracts({keys[p] for p in need})
+    todo = [p for p in need if keys[p] not in known]
+    made = fork_map(_extract_file, (out_dir, base_path), todo, jobs)
+    state.put_search_extracts([(keys[p], *m) for p, m in zip(todo, made, strict=True)])
+    extracts = {p: known[keys[p]] for p in need if keys[p] in known}
+    extracts.update(zip(todo, made, strict=True))
+    rows: list[tuple[str, str, int, int]] = []
+    written = 0
+    final: set[str] = {MANIFEST}
+    entries: dict[str, dict[str, Any]] = {}
+    for s in cut:
+        if s in stale:
+            files, entries[s.bundle] = shard_files(s, extracts)
+            for rel in sorted(files):
+                written += _put(out_dir, rel, files[rel], ours.get(rel), rows)
+            final |= set(files)
+        else:
+            entries[s.bundle] = prev[s.bundle]
+            rows += [(rel, *ours[rel]) for rel in recorded[s.bundle]]
+            final |= set(recorded[s.bundle])
+    # the manifest last: it names the shards as complete
+    listing = {"shards": [entries[b] for b in bundles]}
+    written += _put(out_dir, MANIFEST, _json(listing) + b"\n", ours.get(MANIFEST), rows)
     # whatever else is in the index folder goes, recorded or not (a failed run forgets the rows)
-    final = set(made) | set(keep) | {MANIFEST}
     top = str(out_dir / PREFIX)
     on_disk = {
         PREFIX + (root[len(top) + 1 :] + "/" if root != top else "") + n
@@ -229,24 +424,25 @@ def update(
     for rel in removed:
         (out_dir / rel).unlink(missing_ok=True)
     _prune_dirs(out_dir / PREFIX)
+    state.prune_search_extracts(set(keys.values()))
     return Indexed(sorted(rows), written, removed, len(stale))
 
 
 def _put(
     out_dir: Path,
     rel: str,
-    made: Path,
+    blob: bytes,
     prev: tuple[str, int, int] | None,
     rows: list[tuple[str, str, int, int]],
 ) -> int:
-    """Move a file Pagefind made into place, unless the output already has these bytes."""
-    fp = sha("bytes", made.read_bytes())
+    """Write an index file, unless the output already has these bytes."""
+    fp = sha("bytes", blob)
     dest = out_dir / rel
     if prev and prev[0] == fp and _matches(dest, prev):
         rows.append((rel, *prev))
         return 0
     dest.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(made, dest)  # a rename: readers see the old file or the new one
+    atomic_write(dest, blob, durable=False)  # a rename: readers see the old file or the new one
     st = os.stat(dest)
     rows.append((rel, fp, st.st_size, st.st_mtime_ns))
     return 1
@@ -255,7 +451,8 @@ def _put(
 def _prune_dirs(top: Path) -> None:
     for root, _dirs, _files in os.walk(top, topdown=False):
         if Path(root) != top and not os.listdir(root):
-            os.rmdir(root)
+            with contextlib.suppress(OSError):
+                os.rmdir(root)
 
 
 def _matches(path: Path, v: tuple[str, int, int]) -> bool:

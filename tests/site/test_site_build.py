@@ -33,10 +33,11 @@ def test_real_site_builds_with_every_kind_of_output(site: Path, tmp_path: Path) 
         "atom.xml",
         "sitemap.xml",
         "robots.txt",
-        "pagefind/pagefind.js",
-        "pagefind/pagefind-entry.json",
+        "search-index/shards.json",
+        "search-index/meta.json",
         "assets/site.css",
         "assets/site.js",
+        "assets/search.js",
         "assets/pygments.css",
     ):
         assert must in files, must
@@ -62,10 +63,11 @@ def test_real_site_builds_with_every_kind_of_output(site: Path, tmp_path: Path) 
     assert "https://cvmfs.io/docs/quickstart/client/" in locs
     assert not any("404" in (u or "") for u in locs)
     # the search index covers the articles (menus, sidebars and tables of contents are left out)
-    assert "data-pagefind-body" in client and '<aside class="sidebar" data-pagefind-ignore>' in client
-    entry = json.loads(files["pagefind/pagefind-entry.json"])
-    assert entry["languages"]["en"]["page_count"] >= 30
-    assert not any(n.startswith("pagefind/") for n in files if "playground" in n)
+    assert "data-search-body" in client and '<aside class="sidebar" data-search-ignore>' in client
+    meta = json.loads(files["search-index/meta.json"])
+    assert len(meta["pages"]) >= 30
+    fragments = [json.loads(files[f"search-index/f/{n}.json"]) for n in meta["pages"]]
+    assert not any("playground" in f["u"] for f in fragments)
 
 
 def test_atom_feed_has_real_metadata(site: Path, tmp_path: Path) -> None:
@@ -408,56 +410,47 @@ def test_a_release_keeps_its_docs_version_with_a_switcher(site: Path, tmp_path: 
     fresh = (out / "docs/guides/new-guide/index.html").read_text()
     assert '<option value="/docs-2026.12-1/">2026.12-1</option>' in fresh
     # an archived page has its own sidebar and is not in the search index
-    assert 'href="/docs-2026.12-1/guides/publishing/"' in old and "data-pagefind-body" not in old
+    assert 'href="/docs-2026.12-1/guides/publishing/"' in old and "data-search-body" not in old
     assert (
         'href="/docs/guides/publishing/"' not in old.split('<aside class="sidebar"')[1].split("</aside>")[0]
     )
-    assert "data-pagefind-body" in new
+    assert "data-search-body" in new
 
 
-def test_without_pagefind_the_build_says_what_to_install_and_a_rerun_finishes(
+def test_a_failed_index_step_leaves_no_half_site_and_the_next_build_finishes(
     site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, edit: Edit
 ) -> None:
-    from cernvm_build.errors import ToolError
     from cernvm_build.site import search
 
-    real = search.executable
+    real = search.shard_files
 
-    def missing() -> str:
-        raise ToolError("the search index needs Pagefind, which is not installed", hint="pip install")
+    def broken(*a: object, **kw: object) -> object:
+        raise BuildError("the index step broke")
 
-    monkeypatch.setattr(search, "executable", missing)
+    monkeypatch.setattr(search, "shard_files", broken)
     out = tmp_path / "out"
-    with pytest.raises(ToolError, match="needs Pagefind"):
+    with pytest.raises(BuildError, match="the index step broke"):
         build_site(site, out)
     assert not out.exists()  # a new folder appears only complete
-    # a broken binary: one line with its exit status, nothing half-written
-    fake = tmp_path / "pagefind"
-    fake.write_text("#!/bin/sh\necho 'Error: something broke' >&2\nexit 3\n")
-    fake.chmod(0o755)
-    monkeypatch.setattr(search, "executable", lambda: str(fake))
-    with pytest.raises(BuildError, match=r"Pagefind failed \(exit 3\): Error: something broke"):
-        build_site(site, out)
-    assert not out.exists()
-    monkeypatch.setattr(search, "executable", real)
+    monkeypatch.setattr(search, "shard_files", real)
     report = build_site(site, out)
     assert report.markdown_rendered == 0 and report.search_files > 10  # the Markdown was kept
     # into an existing folder whose index is gone: the pages stay, the index is made again
-    shutil.rmtree(out / "pagefind")
-    monkeypatch.setattr(search, "executable", lambda: str(fake))
-    with pytest.raises(BuildError, match="Pagefind failed"):
+    shutil.rmtree(out / "search-index")
+    monkeypatch.setattr(search, "shard_files", broken)
+    with pytest.raises(BuildError, match="the index step broke"):
         build_site(site, out)
-    assert not (out / "pagefind").exists() and (out / "index.html").is_file()
-    monkeypatch.setattr(search, "executable", real)
+    assert (out / "index.html").is_file()
+    monkeypatch.setattr(search, "shard_files", real)
     report = build_site(site, out)  # nothing else changed, yet the index is made
     assert report.rendered == 0 and report.search_files > 10
     assert tree(out) == _clean(site, tmp_path, "clean", monkeypatch)
     # a page changes and the index step fails: the next build still brings the index up to date
     edit(site / "content/docs/guides/cache.md", "Every object a client reads", "Each object a client reads")
-    monkeypatch.setattr(search, "executable", lambda: str(fake))
-    with pytest.raises(BuildError, match="Pagefind failed"):
+    monkeypatch.setattr(search, "shard_files", broken)
+    with pytest.raises(BuildError, match="the index step broke"):
         build_site(site, out)
-    monkeypatch.setattr(search, "executable", real)
+    monkeypatch.setattr(search, "shard_files", real)
     report = build_site(site, out)
     assert report.rendered == 0 and report.search_files > 0
     assert tree(out) == _clean(site, tmp_path, "clean2", monkeypatch)
@@ -470,25 +463,22 @@ def test_search_index_in_shards_one_page_edit_indexes_one_shard(
 
     monkeypatch.setattr(search, "SHARD_FROM", 1)
     monkeypatch.setattr(search, "SHARD_PAGES", 6)  # the real site is one shard; cut it in several
-    for name in ("a,b.md", "c{d}.md", "e[f]*g.md"):  # Pagefind is told each page in a glob
+    for name in ("a,b.md", "c{d}.md", "e[f]*g.md", "back\\slash.md"):  # odd names are indexed too
         (site / "content/docs/guides" / name).write_text(f"---\ntitle: Odd {name}\n---\nAn odd name.\n")
     out = tmp_path / "out"
     first = build_site(site, out)
-    manifest = json.loads((out / "pagefind/shards.json").read_text())
+    manifest = json.loads((out / "search-index/shards.json").read_text())
     bundles = [s["bundle"] for s in manifest["shards"]]
     assert first.search_shards == len(bundles) > 2 and bundles[0] == ""
     # every page marked for search is in exactly one shard, none twice, no other page
-    marked = {
-        rel for rel, blob in tree(out).items() if rel.endswith(".html") and b"data-pagefind-body" in blob
-    }
-    counts = [
-        json.loads((out / "pagefind" / b / "pagefind-entry.json").read_text())["languages"]["en"][
-            "page_count"
-        ]
+    marked = {rel for rel, blob in tree(out).items() if rel.endswith(".html") and b"data-search-body" in blob}
+    urls = [
+        json.loads((out / "search-index" / b / "f" / f"{name}.json").read_text())["u"]
         for b in bundles
+        for name in json.loads((out / "search-index" / b / "meta.json").read_text())["pages"]
     ]
-    assert sum(counts) == len(marked) and "docs/guides/e[f]*g/index.html" in marked
-    assert all((out / "pagefind" / b / "pagefind.js").is_file() for b in bundles)
+    assert sorted(urls) == sorted("/" + rel.removesuffix("index.html") for rel in marked)
+    assert {"/docs/guides/e[f]*g/", "/docs/guides/back\\slash/"} <= set(urls)
 
     page = site / "content/docs/guides/preservation.md"
     edit(page, "no longer receive security updates", "no longer get security updates")
@@ -496,7 +486,7 @@ def test_search_index_in_shards_one_page_edit_indexes_one_shard(
     assert report.rendered == 1 and report.search_shards == 1
     assert tree(out) == _clean(site, tmp_path, "clean", monkeypatch)
     # a damaged file of one shard: that shard alone is made again
-    victim = next((out / "pagefind" / bundles[-1] / "fragment").iterdir())
+    victim = next((out / "search-index" / bundles[-1] / "b").iterdir())
     victim.write_bytes(b"broken")
     assert build_site(site, out).search_shards == 1
     assert tree(out) == _clean(site, tmp_path, "clean", monkeypatch)
@@ -536,12 +526,3 @@ def test_highlighted_code_is_kept_between_builds(
     assert build_site(site, out, jobs=1).markdown_rendered == 1
     assert lexed == ["$ cernvm-build container el6 --format docker\n"]
     assert tree(out) == _clean(site, tmp_path, "clean", monkeypatch)
-
-
-def test_a_page_path_pagefind_cannot_be_told_is_one_error(site: Path, tmp_path: Path) -> None:
-    (site / "content/docs/guides/back\\slash.md").write_text("---\ntitle: Odd\n---\nText.\n")
-    with pytest.raises(
-        BuildError, match=r"docs/guides/back\\slash/index.html: a page whose path has a backslash"
-    ):
-        build_site(site, tmp_path / "out")
-    assert not (tmp_path / "out" / "pagefind").exists()

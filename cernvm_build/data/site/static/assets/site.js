@@ -1,5 +1,5 @@
-/* cvmfs.io: menu, theme, table of contents, copy buttons, version switcher and search (own code; the
-   search index and its loader are Pagefind's, written by the build under pagefind/). */
+/* cvmfs.io: menu, theme, table of contents, copy buttons, version switcher and search (the engine is
+   search.js, loaded on first use; the build writes its index under search-index/). */
 (function () {
   "use strict";
   var body = document.body;
@@ -84,77 +84,47 @@
     pre.appendChild(b);
   });
 
-  /* ---- search: Pagefind's sharded index, loaded on first use; results link to the heading ---- */
+  /* ---- search: the site's own index (search-index/), its script loaded on first use; results link
+     to the heading that answers the query ---- */
   var bundle = body.getAttribute("data-search");
   var engine = null;
 
+  function getJson(url) {
+    return fetch(url).then(function (r) {
+      if (!r.ok) throw new Error(url + ": HTTP " + r.status);
+      return r.json();
+    });
+  }
+
   function load() {
     if (!engine) {
-      var opts = { baseUrl: body.getAttribute("data-base") || "/", excerptLength: 24 };
-      /* a big site's index is in shards (shards.json lists them after the first, this bundle) */
-      var listed = fetch(bundle + "shards.json").then(function (r) { return r.ok ? r.json() : { shards: [] }; });
-      engine = import(bundle + "pagefind.js").then(function (pf) {
-        return pf.options(opts)
-          .then(function () { return pf.init(); })
-          .then(function () { return listed; })
-          .then(function (m) {
-            return Promise.all(m.shards.filter(function (s) { return s.bundle; }).map(function (s) {
-              return pf.mergeIndex(bundle + s.bundle, opts);
-            }));
-          })
-          .then(function () { return pf; });
+      engine = new Promise(function (resolve, reject) {
+        var script = document.createElement("script");
+        script.src = body.getAttribute("data-search-js");
+        script.onload = function () { resolve(window.SiteSearch.open(bundle, getJson)); };
+        script.onerror = function () { reject(new Error("the search script could not be loaded")); };
+        document.head.appendChild(script);
       });
+      engine.catch(function () { engine = null; });
     }
     return engine;
   }
 
-  function score(sub) {
-    var s = 0;
-    (sub.weighted_locations || []).forEach(function (l) { s += l.balanced_score || l.weight || 0; });
-    return s;
-  }
-
-  /* the query's words, each cut to a stem-like prefix ("configuring" finds "Configure") */
-  function stems(q) {
-    return q.toLowerCase().split(/[^\w]+/).filter(function (w) { return w.length > 1 || /\d/.test(w); })
-      .map(function (w) { return w.length > 5 ? w.slice(0, 5) : w; });
-  }
-
-  function names(heading, words) {
-    var hw = (heading || "").toLowerCase().split(/[^\w]+/);
-    return words.every(function (w) { return hw.some(function (h) { return h.indexOf(w) === 0; }); });
-  }
-
-  /* one hit per page: the heading the query is about. A section whose own heading names every word of
-     the query wins (the most specific place); otherwise the section where the words weigh most. */
-  function best(data, words) {
-    var subs = (data.sub_results || []).slice();
-    subs.sort(function (a, b) { return score(b) - score(a); });
-    var named = subs.filter(function (s) { return s.url.indexOf("#") > 0 && names(s.title, words); });
-    var top = named[0] || subs[0] || { title: data.meta.title, url: data.url, excerpt: data.excerpt };
-    return { page: data.meta.title || data.url, heading: top.title, url: top.url, excerpt: top.excerpt || data.excerpt };
-  }
-
   function search(q, limit) {
-    return load().then(function (pf) { return pf.search(q); }).then(function (res) {
-      if (!res) return [];
-      return Promise.all(res.results.slice(0, limit).map(function (r) { return r.data(); }))
-        .then(function (all) { var words = stems(q); return all.map(function (d) { return best(d, words); }); });
-    });
+    return load().then(function (index) { return index.search(q, limit); });
   }
 
-  /* Pagefind's excerpt is escaped text with <mark>s: rebuild it from DOM nodes, keeping only marks */
-  function excerptNode(html) {
+  /* the excerpt comes as text parts, the query's words marked: text nodes and <mark>s, never HTML */
+  function excerptNode(parts) {
     var span = document.createElement("span");
     span.className = "hit-snip";
-    var doc = new DOMParser().parseFromString("<p>" + html + "</p>", "text/html");
-    doc.body.firstChild.childNodes.forEach(function (n) {
-      if (n.nodeType === 1 && n.tagName === "MARK") {
+    parts.forEach(function (p) {
+      if (p.mark) {
         var m = document.createElement("mark");
-        m.textContent = n.textContent;
+        m.textContent = p.text;
         span.appendChild(m);
       } else {
-        span.appendChild(document.createTextNode(n.textContent));
+        span.appendChild(document.createTextNode(p.text));
       }
     });
     return span;
@@ -173,7 +143,7 @@
       path.textContent = h.page;
       a.appendChild(path);
     }
-    if (h.excerpt) a.appendChild(excerptNode(h.excerpt));
+    if (h.excerpt && h.excerpt.length) a.appendChild(excerptNode(h.excerpt));
     return a;
   }
 
@@ -201,7 +171,9 @@
         pop.hidden = false;
       }).catch(function (e) { console.warn("search: " + e.message); });
     }
-    input.addEventListener("focus", function () { load().catch(function () {}); });
+    input.addEventListener("focus", function () {
+      load().then(function (index) { return index.warm(); }).catch(function () {});
+    });
     input.addEventListener("input", render);
     input.addEventListener("keydown", function (e) {
       var links = pop.querySelectorAll("a");

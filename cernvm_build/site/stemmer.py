@@ -1,0 +1,137 @@
+"""Words of the search index: the tokenizer and the Porter stemmer (M. F. Porter, 1980), shared by the
+index writer (``search.py``) and, ported line for line, by the browser (``static/assets/search.js``):
+a query word finds a page only if both sides cut it the same way, which ``tests/site/test_site_search.py``
+checks by running the script's copy under node over every word of the shipped site.
+
+Only lowercase ASCII words are stemmed ("configuring", "configured" and "configure" -> "configur");
+numbers and other scripts are kept as they are, one-letter words included ("stratum 1").
+"""
+
+from __future__ import annotations
+
+import re
+
+#: letters and digits of any script; everything else separates words ("CVMFS_HTTP_PROXY" is three)
+WORD = re.compile(r"[^\W_]+")
+#: longer "words" (hashes, base64) are not indexed: nobody types them, and they would bloat the index
+MAX_WORD = 40
+_ASCII_WORD = re.compile(r"[a-z]+")
+_cache: dict[str, str] = {}
+
+STEP2 = (
+    ("ational", "ate"), ("tional", "tion"), ("enci", "ence"), ("anci", "ance"), ("izer", "ize"),
+    ("abli", "able"), ("alli", "al"), ("entli", "ent"), ("eli", "e"), ("ousli", "ous"),
+    ("ization", "ize"), ("ation", "ate"), ("ator", "ate"), ("alism", "al"), ("iveness", "ive"),
+    ("fulness", "ful"), ("ousness", "ous"), ("aliti", "al"), ("iviti", "ive"), ("biliti", "ble"),
+)  # fmt: skip
+STEP3 = (
+    ("icate", "ic"), ("ative", ""), ("alize", "al"), ("iciti", "ic"), ("ical", "ic"), ("ful", ""),
+    ("ness", ""),
+)  # fmt: skip
+STEP4 = (
+    "al", "ance", "ence", "er", "ic", "able", "ible", "ant", "ement", "ment", "ent", "ion", "ou", "ism",
+    "ate", "iti", "ous", "ive", "ize",
+)  # fmt: skip
+
+
+def words(text: str) -> list[str]:
+    """The indexable words of a text, lowercased, in order (not stemmed)."""
+    return [w for w in WORD.findall(text.lower()) if len(w) <= MAX_WORD]
+
+
+def stem(word: str) -> str:
+    """The Porter stem of a lowercase word (memoised: a site has a few thousand distinct words)."""
+    got = _cache.get(word)
+    if got is None:
+        got = _porter(word) if len(word) > 2 and _ASCII_WORD.fullmatch(word) else word
+        if len(_cache) > 200_000:  # bounded, whatever the input
+            _cache.clear()
+        _cache[word] = got
+    return got
+
+
+def _cons(w: str, i: int) -> bool:
+    c = w[i]
+    if c in "aeiou":
+        return False
+    if c == "y":
+        return i == 0 or not _cons(w, i - 1)
+    return True
+
+
+def _measure(w: str) -> int:
+    """m in [C](VC)^m[V]."""
+    n, i, end = 0, 0, len(w)
+    while i < end and _cons(w, i):
+        i += 1
+    while i < end:
+        while i < end and not _cons(w, i):
+            i += 1
+        if i >= end:
+            break
+        while i < end and _cons(w, i):
+            i += 1
+        n += 1
+    return n
+
+
+def _has_vowel(w: str) -> bool:
+    return any(not _cons(w, i) for i in range(len(w)))
+
+
+def _double(w: str) -> bool:
+    return len(w) >= 2 and w[-1] == w[-2] and _cons(w, len(w) - 1)
+
+
+def _cvc(w: str) -> bool:
+    n = len(w)
+    return n >= 3 and _cons(w, n - 3) and not _cons(w, n - 2) and _cons(w, n - 1) and w[-1] not in "wxy"
+
+
+def _porter(w: str) -> str:
+    # step 1a
+    if w.endswith("sses") or w.endswith("ies"):
+        w = w[:-2]
+    elif w.endswith("s") and not w.endswith("ss"):
+        w = w[:-1]
+    # step 1b
+    if w.endswith("eed"):
+        if _measure(w[:-3]) > 0:
+            w = w[:-1]
+    else:
+        cut = 2 if w.endswith("ed") else 3 if w.endswith("ing") else 0
+        if cut and _has_vowel(w[:-cut]):
+            w = w[:-cut]
+            if w.endswith(("at", "bl", "iz")):
+                w += "e"
+            elif _double(w) and w[-1] not in "lsz":
+                w = w[:-1]
+            elif _measure(w) == 1 and _cvc(w):
+                w += "e"
+    # step 1c
+    if w.endswith("y") and _has_vowel(w[:-1]):
+        w = w[:-1] + "i"
+    # steps 2 and 3: the first suffix that ends the word is the one tried
+    for table in (STEP2, STEP3):
+        for suffix, repl in table:
+            if w.endswith(suffix):
+                if _measure(w[: -len(suffix)]) > 0:
+                    w = w[: -len(suffix)] + repl
+                break
+    # step 4
+    for suffix in STEP4:
+        if w.endswith(suffix):
+            base = w[: -len(suffix)]
+            if suffix == "ion" and not base.endswith(("s", "t")):
+                continue
+            if _measure(base) > 1:
+                w = base
+            break
+    # step 5
+    if w.endswith("e"):
+        m = _measure(w[:-1])
+        if m > 1 or (m == 1 and not _cvc(w[:-1])):
+            w = w[:-1]
+    if _measure(w) > 1 and _double(w) and w.endswith("l"):
+        w = w[:-1]
+    return w

@@ -1,0 +1,155 @@
+"""The site's own search: the index the build writes (cernvm_build/site/search.py) queried by the very
+script the browser runs (static/assets/search.js, under node), on the shipped site with real queries;
+the stemmer and tokenizer the same on both sides; what a page contributes (article only, by section)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sitehelpers import build_site
+
+from cernvm_build.paths import data_dir
+from cernvm_build.site import search, stemmer
+
+NODE_RUNNER = Path(__file__).with_name("search_node.js")
+SCRIPT = data_dir("site") / "static/assets/search.js"
+
+#: real queries and the heading each must land on first (bench/site_search.py measures the same ones)
+QUERIES = (
+    ("configuring a squid proxy", "/docs/guides/replication/#configuring-a-squid-proxy"),
+    ("stratum 1", "/docs/guides/replication/#stratum-1-a-replica"),
+    ("pin a tag", "/docs/guides/snapshots/#pin-a-tag-on-the-client"),
+    ("DUCC", "/docs/guides/containers/#ducc-publishing-images-unpacked"),
+    ("garbage collection", "/docs/guides/publishing/#garbage-collection"),
+    ("alien cache", "/docs/guides/cache/#alien-cache"),
+    ("whitelist expired", "/docs/guides/publishing/#keys-certificates-and-the-whitelist"),
+    ("apptainer", "/docs/guides/containers/#apptainer-from-cvmfs"),
+    ("rollback", "/docs/guides/snapshots/#roll-back"),
+    ("openstack", "/docs/guides/clouds/#upload-to-openstack"),
+)
+
+
+def node_search(index: Path, **request: Any) -> dict[str, Any]:
+    """Run search.js under node over the index folder (what the browser does, without one)."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    proc = subprocess.run(
+        [node, str(NODE_RUNNER), str(SCRIPT), str(index) + "/"],
+        input=json.dumps(request),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)  # type: ignore[no-any-return]
+
+
+def marked(hit: dict[str, Any]) -> list[str]:
+    return [p["text"] for p in hit["excerpt"] if p["mark"]]
+
+
+def test_real_queries_land_on_their_heading(site: Path, tmp_path: Path) -> None:
+    """The shipped site's index, queried by search.js under node."""
+    out = tmp_path / "out"
+    build_site(site, out)
+    index = out / "search-index"
+    extra = (
+        ('"pin a tag"', 5),  # a phrase: only where the three words follow each other
+        ('"tag a pin"', 5),
+        ("configu", 5),  # the word being typed is a prefix
+        ("stratum 1", 30),
+        ("replic*", 5),
+        ("zzyzx", 5),
+        ("<img src=x onerror=alert(1)>", 5),
+    )
+    got = node_search(index, queries=[[q, 3] for q, _ in QUERIES] + [list(e) for e in extra])
+    results = {r["query"]: r["hits"] for r in got["results"]}
+    for query, want in QUERIES:
+        hits = results[query]
+        assert hits and hits[0]["url"] == want, (query, [h["url"] for h in hits])
+    # results are data: page title, the heading, and an excerpt with the query's words marked
+    squid = results["configuring a squid proxy"][0]
+    assert (
+        squid["heading"] == "Configuring a squid proxy"
+        and squid["page"] == "Stratum 1 replication and site proxies"
+    )
+    assert "proxy" in [w.lower() for w in marked(squid)]
+    assert [h["url"] for h in results['"pin a tag"']] == ["/docs/guides/snapshots/#pin-a-tag-on-the-client"]
+    assert results['"tag a pin"'] == []
+    assert results["configu"][0]["url"] == "/docs/quickstart/client/#configure"
+    assert any(w.lower().startswith("configur") for w in marked(results["configu"][0]))
+    # one-letter words are kept: "stratum 1" is not "stratum" (pages naming Stratum 0 only drop out)
+    assert len(results["stratum 1"]) < len(
+        node_search(index, queries=[["stratum", 30]])["results"][0]["hits"]
+    )
+    assert results["replic*"][0]["url"].startswith("/docs/guides/replication/")
+    assert results["zzyzx"] == [] and results["<img src=x onerror=alert(1)>"] == []
+
+    # the script cuts and stems every word of the shipped site as stemmer.py does
+    texts = []
+    for frag in (out / "search-index/f").iterdir():
+        data = json.loads(frag.read_text())
+        texts += [data["t"], *(h + " " + t for _id, h, t in data["s"])]
+    texts += ["Ünïcode ﬁle naïve ΣΊΣΥΦΟΣ 2.11.5 CVMFS_HTTP_PROXY x" + "a" * 50, "İstanbul straße ½ ²"]
+    words = sorted({w for t in texts for w in stemmer.words(t)})
+    assert len(words) > 2000
+    got = node_search(out / "search-index", words=words, texts=texts)
+    assert got["words"] == [stemmer.words(t) for t in texts]
+    assert got["stems"] == [stemmer.stem(w) for w in words]
+
+
+def test_a_page_gives_its_article_in_sections() -> None:
+    page = (
+        "<html><head><title>T</title><script>var x = '<main>';</script></head><body>"
+        '<nav class="menu">Menu words</nav>'
+        '<main id="main" data-search-body>'
+        '<nav class="crumbs" data-search-ignore><a href="/">Home</a></nav>'
+        "<h1>Page &amp; title</h1><p>Intro <strong>text</strong>, one<br>two.</p>"
+        '<aside data-search-ignore><div><p>sidebar</p></div><h2 id="no">Not a section</h2></aside>'
+        '<h2 id="first-part">First <code>part</code><a class="header-anchor" href="#first-part" '
+        "data-search-ignore>#</a></h2><p>Body &lt;b&gt; of part one.</p><style>p { x: y }</style>"
+        "<h4>Minor heading</h4><p>still part one</p>"
+        '<h3 id="second">Second</h3><ul><li>a</li><li>b<img src="x.png" alt="no"></li></ul>'
+        "</main><footer>Footer words</footer></body></html>"
+    )
+    title, secs = search.sections(page)
+    assert title == "Page & title"
+    assert secs == [
+        ("", "Page & title", "Intro text, one two."),
+        ("first-part", "First part", "Body <b> of part one. Minor heading still part one"),
+        ("second", "Second", "a b"),
+    ]
+    frag, postings, stats = search.extract(page, "/p/")
+    assert stats == (3, 6 + 12 + 3)
+    assert json.loads(frag)["u"] == "/p/" and "menu" not in postings and "sidebar" not in postings
+    # positions: heading words from 0, text after a gap; lengths count both
+    assert postings["part"] == [[1, 12, 2, 1, 5, 5]]
+    assert postings["titl"] == [[0, 6, 2, 1]]
+
+
+@pytest.mark.parametrize(
+    "page",
+    [
+        "<main data-search-body><h2 id='x'>unclosed <p>text",
+        "<main data-search-body></div></p><h2>no id</h2><h3 id=bare>Bare</h3>text</main>",
+        "<main data-search-body><div data-search-ignore><p>hidden</main>",
+        "<main data-search-body>" + "<div>" * 50000 + "deep" + "</div>" * 50000 + "</main>",
+        "<main data-search-body><h2 id='a\"b'>q</h2><!-- <h2 id='c'>comment</h2> --><p a='>'>t</p>",
+        "no markup at all",
+        "",
+    ],
+    ids=["unclosed", "stray-closers", "unclosed-ignored", "deep", "quotes-comment", "plain", "empty"],
+)
+def test_odd_pages_give_a_bounded_extract(page: str) -> None:
+    _title, secs = search.sections(page)
+    frag, postings, _stats = search.extract(page, "/odd/")
+    assert secs and json.loads(frag)["s"] == [list(s) for s in secs]
+    assert all(e[0] < len(secs) for entries in postings.values() for e in entries)
+    assert "comment" not in postings and "hidden" not in postings
