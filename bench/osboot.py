@@ -8,7 +8,7 @@ Both: the same qemu (accelerator as ``accel.detect`` says — TCG here, stated i
 one CPU, user networking, and the same context drive (cloud-init runs in both); (a) and (b) boot at the
 same time, so that on a shared machine both meet the same load. Aim: (a) <= 1.3x (b).
 Each setup boots twice on its disks: boot to SSH, then in the guest ``find /usr`` (entries/s) and reading
-1500 files of /usr/lib (MB/s), twice with the kernel's caches dropped (for (a) the first pass fetches from
+500 files of /usr/lib (MB/s), twice with the kernel's caches dropped (for (a) the first pass fetches from
 the server, the second reads the cache on the scratch disk: the FUSE client's figure of issue 14), then
 ``systemctl poweroff`` (shutdown seconds), then the reboot to SSH. ``systemd-analyze`` blame and critical
 chain of both first boots go to stderr (where the time goes). Also: MB of objects the guest fetched per
@@ -50,6 +50,8 @@ from cernvm_build.launch.context import build_iso
 from cernvm_build.osbuild.debian import build_debian_tree
 
 B = "osboot"
+#: files read per in-guest pass (the first 500 of /usr/lib in name order, ~5 s of reading on ext4)
+FILES = 500
 PLAIN_MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "ext4", "crc32c_generic")
 PLAIN_INIT = """#!/bin/busybox sh
 /bin/busybox mount -t proc proc /proc
@@ -108,7 +110,7 @@ def _free_port() -> int:
 # server, the second reads the objects from the cache on the scratch disk).
 IO_SCRIPT = r"""
 export LC_ALL=C
-find /usr/lib -type f -size +0 | sort | head -n 1500 >/tmp/io-set
+find /usr/lib -type f -size +0 | sort | head -n FILES >/tmp/io-set
 for pass in 1 2; do
     sync; echo 3 >/proc/sys/vm/drop_caches
     t0=$(date +%s.%N); n=$(find /usr | wc -l); t1=$(date +%s.%N)
@@ -236,7 +238,13 @@ def _measure(
                 # systemd-analyze answers once the boot has finished (cloud-init may still run at SSH)
                 print(vm.ssh("systemctl is-system-running --wait; " + PROFILE_SCRIPT), file=sys.stderr)
                 print(f"osboot: {name}: after boot:\n{vm.ssh(DIAG_SCRIPT)}", file=sys.stderr)
-                for line in vm.ssh(IO_SCRIPT).splitlines():
+                # bounded: a cold pass through FUSE under TCG at load 25 took over 600 s for 1,500 files
+                try:
+                    out = vm.ssh(IO_SCRIPT.replace("FILES", str(FILES)), timeout=1800)
+                except subprocess.TimeoutExpired:  # the boot figures still count; the reads are left out
+                    print(f"osboot: {name}: in-guest passes did not end within 1800 s", file=sys.stderr)
+                    out = ""
+                for line in out.splitlines():
                     _io, _pass, entries, t0, t1, nbytes, t2, t3 = line.split()
                     fig.io.append((int(entries), float(t1) - float(t0), int(nbytes), float(t3) - float(t2)))
                 print(f"osboot: {name}: in-guest passes (entries, s, bytes, s): {fig.io}", file=sys.stderr)
@@ -339,11 +347,12 @@ def run(quick: bool, logs: Path | None = None) -> list[Result]:
         Result(B, "MB fetched (first boot)", a.fetched[0] / 1e6, "MB", "tree size", size / 1e6),
         Result(B, "MB fetched (reboot)", a.fetched[1] / 1e6, "MB", "first boot", a.fetched[0] / 1e6),
     ]  # fmt: skip
-    for n, what in ((0, "cold: from the server"), (1, "warm: scratch-disk cache")):
+    passes = ((0, "cold: from the server"), (1, "warm: scratch-disk cache"))
+    for n, what in passes[: min(len(a.io), len(b.io))]:
         (ea, fa, ba, ra), (eb, fb, bb, rb) = a.io[n], b.io[n]
         rows += [
             Result(B, f"find /usr [{t}] {what}", ea / fa, "entries/s", "ext4", eb / fb),
-            Result(B, f"read 1500 files [{t}] {what}", ba / ra / 1e6, "MB/s", "ext4", bb / rb / 1e6,
+            Result(B, f"read {FILES} files [{t}] {what}", ba / ra / 1e6, "MB/s", "ext4", bb / rb / 1e6,
                    extra={"MB": ba / 1e6}),
         ]  # fmt: skip
     return rows
