@@ -18,12 +18,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import CernVMError, CvmfsError, UsageError
 from ..fsutil import atomic_write
-from .plaincache import PlainCache
+from .plaincache import STALE_TMP_S, PlainCache
 from .quota import MB, Quota
 from .repository import Repository, SnapshotSpec, open_repository
 
@@ -158,11 +159,12 @@ def _open(args: argparse.Namespace) -> Repository:
     if objects is not None:
         # file contents are read from inflated copies (plaincache.py), the objects stay a Stratum
         plain = repo.store.plain_cache = PlainCache(objects.root)
-        plain.sweep()
         if args.quota_limit is not None:
             quota = Quota(objects.root, args.quota_limit * MB)
-            quota.scan()
+            quota.scan(sweep_before=time.time() - STALE_TMP_S)  # one walk, the plain cache's sweep too
             objects.on_use = plain.on_use = quota.used
+        else:
+            plain.sweep()
     return repo
 
 

@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from ..fsutil import spread_subdirectories
+from .quota import fanned_out_files
 
 MAGIC = b"CVP1"
 TRAILER = 8
@@ -150,21 +151,12 @@ class PlainCache:
             p.unlink()
 
     def sweep(self) -> int:
-        """Remove temporary files a crashed writer left (older than STALE_TMP_S); returns how many."""
-        removed = 0
-        cutoff = time.time() - STALE_TMP_S
-        with contextlib.suppress(FileNotFoundError), os.scandir(self.dir) as top:
-            for d in top:
-                if not d.is_dir(follow_symlinks=False):
-                    continue
-                with os.scandir(d.path) as files:
-                    for f in files:
-                        if f.name.startswith(".") and f.name.endswith(".tmp"):
-                            with contextlib.suppress(FileNotFoundError):
-                                if f.stat(follow_symlinks=False).st_mtime < cutoff:
-                                    os.unlink(f.path)
-                                    removed += 1
-        return removed
+        """Remove temporary files a crashed writer left (older than STALE_TMP_S); returns how many.
+        (With a size limit the mount's start leaves this to ``Quota.scan``: one walk.)"""
+        swept: list[str] = []
+        for _ in fanned_out_files(self.dir, sweep_before=time.time() - STALE_TMP_S, swept=swept):
+            pass
+        return len(swept)
 
 
 def _intact(fd: int, size: int) -> bool:

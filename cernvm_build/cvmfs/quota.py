@@ -28,16 +28,27 @@ def pinned(name: str) -> bool:
     return name.endswith("C")
 
 
-def _fanned_out_files(base: Path) -> Iterator[tuple[int, str, int]]:
+def fanned_out_files(
+    base: Path, *, sweep_before: float | None = None, swept: list[str] | None = None
+) -> Iterator[tuple[int, str, int]]:
     """(mtime in ns, path, size) of the files in ``base``'s ``XX`` directories, temporaries (dot
-    files) left out."""
+    files) left out. With ``sweep_before`` (a time), temporaries (``.*.tmp``) last changed before
+    it are a crashed writer's and are removed on the way (appended to ``swept``): the mount's start
+    walks the cache once for both."""
     with contextlib.suppress(FileNotFoundError), os.scandir(base) as top:
         for d in top:
             if not d.is_dir(follow_symlinks=False):
                 continue
             with os.scandir(d.path) as files:
                 for f in files:
-                    if not f.name.startswith(".") and f.is_file(follow_symlinks=False):
+                    if f.name.startswith("."):
+                        if sweep_before is not None and f.name.endswith(".tmp"):
+                            with contextlib.suppress(FileNotFoundError):
+                                if f.stat(follow_symlinks=False).st_mtime < sweep_before:
+                                    os.unlink(f.path)
+                                    if swept is not None:
+                                        swept.append(f.path)
+                    elif f.is_file(follow_symlinks=False):
                         st = f.stat(follow_symlinks=False)
                         yield st.st_mtime_ns, f.path, st.st_size
 
@@ -61,11 +72,12 @@ class Quota:
         self._lock = threading.Lock()
         self.evicted = Eviction(0, 0)
 
-    def scan(self) -> Eviction:
-        """Take stock of what the cache holds (oldest mtime first) and evict if it is over the limit."""
+    def scan(self, *, sweep_before: float | None = None) -> Eviction:
+        """Take stock of what the cache holds (oldest mtime first) and evict if it is over the limit;
+        ``sweep_before``: remove crashed writers' temporaries older than that on the way."""
         found: list[tuple[int, str, int]] = []
         for base in self.dirs:
-            found.extend(_fanned_out_files(base))
+            found.extend(fanned_out_files(base, sweep_before=sweep_before))
         found.sort()
         with self._lock:
             self._lru = OrderedDict((path, size) for _, path, size in found)

@@ -24,6 +24,22 @@ def _obj(root: Path, name: str, size: int, mtime: int) -> Path:
     return p
 
 
+def test_the_start_scan_also_sweeps_old_temporaries_in_one_walk(tmp_path: Path) -> None:
+    """The mount's start walks the cache once: the scan with ``sweep_before`` removes a crashed
+    writer's old temporary (in ``data/`` or ``plain/``), keeps a young one (a live writer's) and
+    counts neither."""
+    kept = _obj(tmp_path, "aa" + "1" * 38, 100, 100)
+    old = tmp_path / "plain" / "bb" / ".x.1-2.tmp"
+    young = tmp_path / "data" / "aa" / ".y.tmp"
+    old.parent.mkdir(parents=True)
+    old.write_bytes(b"z" * 50)
+    young.write_bytes(b"z" * 70)
+    os.utime(old, (100, 100))
+    q = Quota(tmp_path, 2000)
+    q.scan(sweep_before=1000)
+    assert q.total == 100 and kept.exists() and young.exists() and not old.exists()
+
+
 def test_least_recently_used_go_first_and_catalogs_never(tmp_path: Path) -> None:
     cat = _obj(tmp_path, "aa" + "0" * 38 + "C", 400, 100)  # the oldest, but a catalog
     old = _obj(tmp_path, "bb" + "1" * 38, 200, 200)
