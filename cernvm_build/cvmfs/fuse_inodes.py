@@ -13,6 +13,7 @@ listings (``cache_readdir``), symlink targets (``FUSE_CAP_CACHE_SYMLINKS``).
 from __future__ import annotations
 
 import collections
+import contextlib
 import ctypes
 import errno
 import itertools
@@ -52,6 +53,8 @@ FUSE_CAP_NO_OPEN_SUPPORT = 1 << 17
 FUSE_CAP_NO_OPENDIR_SUPPORT = 1 << 24
 #: listings being read without OPENDIR, by inode (each dropped once read to its end)
 OPEN_LISTINGS = 64
+#: descriptors on inflated copies kept open without OPEN, most recently used (see _Descriptors)
+KEPT_FDS = 256
 
 
 def _error(err: int) -> mfusepy.FuseOSError:
@@ -118,6 +121,60 @@ class _OpenFile:
         self.fds.clear()
 
 
+class _Descriptors:
+    """Descriptors on inflated copies by (inode, object index), the ``KEPT_FDS`` most recently used
+    kept open. Without OPEN (see ``init``) READs come with no handle: a file read in many pieces
+    (128 KiB a READ) would otherwise open, check and close its copy for each. A descriptor evicted
+    while a reply is being sent from it is closed when that reply is done, not before (its number
+    could otherwise name another file by then)."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self._recs: collections.OrderedDict[tuple[int, int], list[int]] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def use(self, key: tuple[int, int], make: Callable[[], int]) -> Iterator[int]:
+        rec = self._take(key, make)  # [fd, readers, kept]
+        try:
+            yield rec[0]
+        finally:
+            with self._lock:
+                rec[1] -= 1
+                if not rec[1] and not rec[2]:
+                    os.close(rec[0])
+
+    def _take(self, key: tuple[int, int], make: Callable[[], int]) -> list[int]:
+        with self._lock:
+            rec = self._recs.get(key)
+            if rec is not None:
+                rec[1] += 1
+                self._recs.move_to_end(key)
+                return rec
+        fd = make()
+        with self._lock:
+            rec = self._recs.get(key)
+            if rec is not None:  # another reader made one meanwhile
+                os.close(fd)
+                rec[1] += 1
+                return rec
+            rec = self._recs[key] = [fd, 1, 1]
+            while len(self._recs) > self.limit:
+                _, old = self._recs.popitem(last=False)
+                old[2] = 0
+                if not old[1]:
+                    os.close(old[0])
+            return rec
+
+    def close(self) -> None:
+        with self._lock:
+            for rec in self._recs.values():
+                rec[2] = 0
+                if not rec[1]:
+                    os.close(rec[0])
+            self._recs.clear()
+
+
 class InodeFilesystem(ll.Filesystem):
     def __init__(self, repo: Repository, *, on_ready: Callable[[], None] | None = None):
         self.repo = repo
@@ -127,6 +184,7 @@ class InodeFilesystem(ll.Filesystem):
         self._entries: dict[int, DirEntry] = {}
         self._files: dict[int, DirEntry] = {}
         self._open: dict[int, _OpenFile] = {}  # with a plain cache: the open files' descriptors
+        self._kept = _Descriptors(KEPT_FDS)  # the same without OPEN (see init)
         self._plain = repo.store.plain_cache is not None
         self._no_open = self._no_opendir = False
         self._listings: collections.OrderedDict[int, _Listing] = collections.OrderedDict()
@@ -150,6 +208,7 @@ class InodeFilesystem(ll.Filesystem):
 
     def destroy(self) -> None:
         self._prefetch.close()
+        self._kept.close()
         self.repo.close()
 
     # -- inodes ----------------------------------------------------------------------------------
@@ -334,17 +393,20 @@ class InodeFilesystem(ll.Filesystem):
     def read(self, req: int, ino: int, size: int, off: int, fi: Any) -> None:
         handle = self._open.get(fi.fh)
         if handle is not None:
-            self._read_plain(req, handle, size, off)
+            h = handle
+            self._read_plain(req, h.entry, lambda i: contextlib.nullcontext(h.fd(self.repo, i)), size, off)
             return
         if self._no_open:
             entry = self._entry(ino)
             if off == 0:  # most likely the file was just opened
                 self._prefetch.opened(entry)
-            handle = _OpenFile(entry)
-            try:
-                self._read_plain(req, handle, size, off)
-            finally:
-                handle.close()
+            self._read_plain(
+                req,
+                entry,
+                lambda i: self._kept.use((ino, i), lambda: self.repo.inflated_fd(entry, i)),
+                size,
+                off,
+            )
             return
         entry = self._files.get(fi.fh) or self._entry(ino)
         try:
@@ -355,19 +417,28 @@ class InodeFilesystem(ll.Filesystem):
         if entry.is_chunked:
             self._prefetch.next_chunk(entry, off + len(data))
 
-    def _read_plain(self, req: int, handle: _OpenFile, size: int, off: int) -> None:
-        """A read from the inflated copies: libfuse copies from the descriptor (no bytes through
-        Python) unless the read spans two chunks."""
-        entry = handle.entry
+    def _read_plain(
+        self,
+        req: int,
+        entry: DirEntry,
+        fd_of: Callable[[int], contextlib.AbstractContextManager[int]],
+        size: int,
+        off: int,
+    ) -> None:
+        """A read from the inflated copies (``fd_of(i)``: a descriptor on object ``i``'s, held while
+        the reply is sent): libfuse copies from the descriptor (no bytes through Python) unless the
+        read spans two chunks."""
         size = max(0, min(size, entry.size - off))
         try:
             if not entry.is_chunked:
-                ll.reply_fd(req, handle.fd(self.repo, 0), off, size)
+                with fd_of(0) as fd:
+                    ll.reply_fd(req, fd, off, size)
                 return
             i = max(0, chunk_at(entry.chunks, off))
             chunk = entry.chunks[i]
             if chunk.offset <= off and off + size <= chunk.offset + chunk.size:
-                ll.reply_fd(req, handle.fd(self.repo, i), off - chunk.offset, size)
+                with fd_of(i) as fd:
+                    ll.reply_fd(req, fd, off - chunk.offset, size)
             else:  # across a chunk boundary (or a damaged chunk list, which read reports)
                 ll.reply_buf(req, self.repo.read(entry, off, size))
         except CernVMError as e:
