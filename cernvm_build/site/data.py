@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -21,8 +21,10 @@ from .. import releaseindex as release_index  # the release engineer's reader an
 from .. import table, yamlerror
 from ..bootloader import userdata
 from ..errors import BuildError, CernVMError, Location
-from . import plots, repos
 from .config import SiteConfig
+
+if TYPE_CHECKING:
+    from .repos import Platform
 
 
 def _load_file(path: Path) -> Any:
@@ -150,11 +152,13 @@ def load_repositories(data_dir: Path, cfg: SiteConfig, overrides: dict[str, Path
             meta_dir = Path(str(r["metadata"]))
         if meta_dir is not None and not meta_dir.is_absolute():
             meta_dir = data_dir / meta_dir
-        platforms: list[repos.Platform] = []
+        platforms: list[Platform] = []
         missing = None
         if meta_dir is None or not meta_dir.is_dir():
             missing = str(meta_dir) if meta_dir else "no metadata folder configured"
         else:
+            from . import repos  # deliberate lazy import: most builds read no package metadata
+
             platforms = repos.read_yum(meta_dir) if kind == "yum" else repos.read_apt(meta_dir)
         url = str(r["url"]).rstrip("/")
         out.append(
@@ -232,6 +236,8 @@ def load_all(site_dir: Path, cfg: SiteConfig, repo_overrides: dict[str, Path]) -
     if "monitor" in data:
         _check_monitor(data["monitor"], str(data_dir / "monitor.json"))
     if "publish_stats" in data:
+        from . import plots  # deliberate lazy import: only a site with publish statistics plots
+
         # the plots are made here, from data, so they are part of the pages' fingerprints
         data["publish_dashboard"] = plots.publish_dashboard(
             data["publish_stats"], str(data_dir / "publish_stats.json")

@@ -347,7 +347,7 @@ def _previous(out_dir: Path, old: dict[str, tuple[str, int, int]]) -> dict[str, 
     """bundle -> manifest entry of the shards the last build recorded as complete (none if the manifest
     is not the one recorded: a failed or interrupted index step forgets it)."""
     prev = old.get(MANIFEST)
-    if prev is None or not _matches(out_dir / MANIFEST, prev):
+    if prev is None or not _matches(str(out_dir / MANIFEST), prev):
         return {}
     try:
         listed = json.loads((out_dir / MANIFEST).read_bytes())
@@ -369,6 +369,7 @@ def update(
     files whose bytes changed. ``pages``: every HTML output to index -> its fingerprint; ``state``: the
     build's ``cache.State`` (page extracts). None when the whole index is current."""
     ours = {rel: v for rel, v in old.items() if rel.startswith(PREFIX)}
+    top = str(out_dir)  # paths as strings: a stat per index file, a Path each would cost more
     cut = shards(pages)
     bundles = [s.bundle for s in cut]
     prev = _previous(out_dir, old)
@@ -382,7 +383,7 @@ def update(
         for s in cut
         if prev.get(s.bundle, {}).get("key") != s.key
         or not recorded[s.bundle]
-        or not all(_matches(out_dir / rel, ours[rel]) for rel in recorded[s.bundle])
+        or not all(_matches(f"{top}/{rel}", ours[rel]) for rel in recorded[s.bundle])
     ]
     listed = sorted(prev) == sorted(bundles)
     if not stale and listed and not (set(ours) - {MANIFEST} - {r for b in bundles for r in recorded[b]}):
@@ -414,10 +415,10 @@ def update(
     listing = {"shards": [entries[b] for b in bundles]}
     written += _put(out_dir, MANIFEST, _json(listing) + b"\n", ours.get(MANIFEST), rows)
     # whatever else is in the index folder goes, recorded or not (a failed run forgets the rows)
-    top = str(out_dir / PREFIX)
+    index_dir = str(out_dir / PREFIX)
     on_disk = {
-        PREFIX + (root[len(top) + 1 :] + "/" if root != top else "") + n
-        for root, _d, names in os.walk(top)
+        PREFIX + (root[len(index_dir) + 1 :] + "/" if root != index_dir else "") + n
+        for root, _d, names in os.walk(index_dir)
         for n in names
     }
     removed = sorted((set(ours) | on_disk) - final)
@@ -438,7 +439,7 @@ def _put(
     """Write an index file, unless the output already has these bytes."""
     fp = sha("bytes", blob)
     dest = out_dir / rel
-    if prev and prev[0] == fp and _matches(dest, prev):
+    if prev and prev[0] == fp and _matches(str(dest), prev):
         rows.append((rel, *prev))
         return 0
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -455,7 +456,7 @@ def _prune_dirs(top: Path) -> None:
                 os.rmdir(root)
 
 
-def _matches(path: Path, v: tuple[str, int, int]) -> bool:
+def _matches(path: str, v: tuple[str, int, int]) -> bool:
     try:
         st = os.stat(path)
     except FileNotFoundError:
