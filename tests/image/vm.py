@@ -33,11 +33,21 @@ echo "boot-$(cat /etc/test-release)" > /var/lib/marker
 /bin/busybox sync
 echo "test-os: done"
 # What systemd does: every mount shared (from boot on); at the end systemd-shutdown unmounts what it
-# can (the OS's bind of the scratch disk among them), makes / private again (its switch_root: no
-# pivot_root under shared mounts), switches root to /run/initramfs and runs its shutdown program.
+# can with MNT_FORCE (252: every mount but /, /usr, the API file systems and /run/initramfs/*; the OS's
+# bind of the scratch disk among them; for FUSE that aborts the connection), makes / private again
+# (its switch_root: no pivot_root under shared mounts), switches root to /run/initramfs and runs its
+# shutdown program. The root must still read after those unmounts (/etc/late: never read before).
 if [ -x /run/initramfs/shutdown ]; then
     /bin/busybox mount --make-rshared /
-    /bin/busybox umount /mnt/.rw
+    for m in $(/bin/busybox awk '{print $2}' /proc/mounts | /bin/busybox sort -r); do
+        case "$m" in
+            / | /proc | /proc/* | /sys | /sys/* | /dev | /dev/* | /run | /run/initramfs/*) ;;
+            *) /bin/busybox umount -f "$m" 2>/dev/null ;;
+        esac
+    done
+    late=no
+    /bin/busybox cat /etc/late >/dev/null 2>&1 && late=yes
+    echo "test-os: root readable after the forced unmounts: $late"
     /bin/busybox mount --make-rprivate /
     echo "test-os: handing back to /run/initramfs/shutdown at $(cut -d ' ' -f 1 /proc/uptime)"
     cd /run/initramfs && /bin/busybox mount --bind . . && cd /run/initramfs && /bin/busybox mkdir -p oldroot
@@ -60,6 +70,8 @@ def make_os_tree(dest: Path, release: str) -> Path:
     (dest / "etc" / "test-release").write_text(release + "\n")
     # read only by the OS after switch_root: its object must land in the cache on the scratch disk
     (dest / "etc" / "payload").write_text(f"payload of release {release}\n" * 100)
+    # read only after systemd-shutdown's forced unmounts (before "payload": not fetched ahead with it)
+    (dest / "etc" / "late").write_text(f"read at shutdown, release {release}\n")
     return dest
 
 

@@ -48,7 +48,10 @@ diagnose() {
 $bb mount --make-rprivate /oldroot 2>/dev/null
 # Keep the three mounts of the stack outside the old root (if systemd-shutdown has not unmounted
 # them already), then unmount everything else of it, deepest first (its /dev, /proc, /sys, /run).
-for m in ro rw rt; do
+# CernVM-FS is under /run/initramfs (systemd does not unmount it there, see 90-boot.sh).
+$bb mount --move /oldroot/run/initramfs/cvmfs /ro 2>/dev/null ||
+    $bb mount --move /oldroot/mnt/.ro /ro 2>/dev/null
+for m in rw rt; do
     $bb mount --move "/oldroot/mnt/.$m" "/$m" 2>/dev/null
 done
 # shellcheck disable=SC2016  # an awk program

@@ -1,10 +1,9 @@
 # 90-boot: hand the mounts to the OS and switch_root into /sbin/init.
 # The scratch disk and the runtime are bind-mounted (not moved) so that the FUSE process, whose
 # root stays the old initramfs, keeps finding its cache and its modules at the paths it opened.
-mkdir -p $ROOT/mnt/.rw $ROOT/mnt/.ro $ROOT/mnt/.rt
+mkdir -p $ROOT/mnt/.rw $ROOT/mnt/.rt
 mount --bind $ROOT_RW $ROOT/mnt/.rw
 mount --bind $RT $ROOT/mnt/.rt
-mount --move $ROOT_RO $ROOT/mnt/.ro
 pids=
 set +f
 for p in /proc/[0-9]*; do
@@ -17,12 +16,28 @@ echo "${pids# }" >$ROOT/.cvmfs_pids
 # (systemd mounts one only where none is), holding busybox and the program that unmounts the overlay,
 # CernVM-FS and the scratch disk once the OS has stopped (shutdown.sh).
 [ -d $ROOT/run ] || mkdir $ROOT/run
+own_run=
 if mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs $ROOT/run; then
+    own_run=1
     mkdir -p $ROOT/run/initramfs/bin
     cp /bin/busybox $ROOT/run/initramfs/bin/busybox
     cp /usr/share/ucernvm/shutdown $ROOT/run/initramfs/shutdown
     echo "${pids# }" >$ROOT/run/initramfs/cvmfs_pids
     echo "$ROOT_DEV" >$ROOT/run/initramfs/scratch_dev
+fi
+# The CernVM-FS mount goes under /run/initramfs, /mnt/.ro naming it: systemd leaves mounts there alone
+# (neither umount.target nor systemd-shutdown unmounts them). Anywhere else systemd-shutdown unmounts
+# it with MNT_FORCE, which for FUSE aborts the connection: the overlay's lower layer, the OS root, is
+# then gone while systemd-shutdown still runs from it, and a page of it not in memory (after memory
+# pressure or drop_caches) then fails under PID 1 (suspected: a guest that did not power off).
+mkdir -p $ROOT/mnt
+if [ -n "$own_run" ] && mkdir -p $ROOT/run/initramfs/cvmfs && mount --move $ROOT_RO $ROOT/run/initramfs/cvmfs; then
+    [ -L $ROOT/mnt/.ro ] || rmdir $ROOT/mnt/.ro 2>/dev/null
+    ln -sfn /run/initramfs/cvmfs $ROOT/mnt/.ro
+else
+    [ -L $ROOT/mnt/.ro ] && rm -f $ROOT/mnt/.ro
+    mkdir -p $ROOT/mnt/.ro
+    mount --move $ROOT_RO $ROOT/mnt/.ro
 fi
 cp /tmp/*.log $ROOT_RW/aux/ 2>/dev/null
 set -f
