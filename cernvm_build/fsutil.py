@@ -48,22 +48,54 @@ class PendingSync:
 
     A few are fsynced one by one with their directories; past ``per_file_max`` the whole file system
     holding them is synced once (``syncfs``), which is far cheaper than thousands of fsyncs and, unlike
-    ``sync``, does not wait for every other writer of the machine. Thread-safe."""
+    ``sync``, does not wait for every other writer of the machine. Thread-safe.
 
-    def __init__(self, root: Path, per_file_max: int = 512):
+    ``flush_every`` (seconds): once past ``per_file_max``, a background thread also runs ``syncfs``
+    at that interval while files keep coming, so the disk writes overlap with whatever produces the
+    files (a replica's downloads) and ``sync`` waits only for the last interval's. Why: the final
+    ``syncfs`` of a 2,000-object replica took 0.2-0.6 s of its ~2.7 s (the ext4 allocation and
+    writeback of everything at once); with a 0.25 s interval it took 0.01-0.05 s. ``stop`` ends the
+    thread when the files are abandoned (``sync`` ends it too)."""
+
+    def __init__(self, root: Path, per_file_max: int = 512, flush_every: float | None = None):
         self.root = root
         self.per_file_max = per_file_max
+        self.flush_every = flush_every
         self._paths: list[str] | None = []
         self._lock = threading.Lock()
+        self._added = 0  # files added since the background thread's last syncfs
+        self._stopping = threading.Event()
+        self._flusher: threading.Thread | None = None
 
     def add(self, path: Path | str) -> None:
         with self._lock:
+            self._added += 1
             if self._paths is not None:
                 self._paths.append(str(path))
                 if len(self._paths) > self.per_file_max:
                     self._paths = None  # too many for one fsync each: the file system at once
+                    if self.flush_every is not None and not self._stopping.is_set():
+                        self._flusher = threading.Thread(target=self._flush, name="pending-sync", daemon=True)
+                        self._flusher.start()
+
+    def _flush(self) -> None:
+        assert self.flush_every is not None
+        while not self._stopping.wait(self.flush_every):
+            with self._lock:
+                added, self._added = self._added, 0
+            if added:
+                syncfs(self.root)
+
+    def stop(self) -> None:
+        """End the background syncs (if any); idempotent."""
+        self._stopping.set()
+        with self._lock:
+            flusher, self._flusher = self._flusher, None
+        if flusher is not None:
+            flusher.join()
 
     def sync(self) -> None:
+        self.stop()
         with self._lock:
             paths, self._paths = self._paths, []
         if paths is not None:

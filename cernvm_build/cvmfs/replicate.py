@@ -279,7 +279,12 @@ class _Transfers:
         def consume(blocks: Iterator[bytes]) -> int:
             # a fresh temporary on every attempt (the fetcher calls again after a broken transfer)
             tmp = f"{head}/.{tail}{self.temp_tag}{next(self.numbers)}.tmp"
-            fd = os.open(tmp, _TEMP_FLAGS, 0o644)
+            try:
+                fd = os.open(tmp, _TEMP_FLAGS, 0o644)
+            except FileNotFoundError:  # the first object of its fan-out directory
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(head)
+                fd = os.open(tmp, _TEMP_FLAGS, 0o644)
             try:
                 got = write_verified(blocks, functools.partial(_write_all, fd), algorithm, hex_digest, what)
                 if self.chmod:
@@ -374,9 +379,10 @@ def replicate(
     previous = _replica_manifest(dest, name)
     with publish_lock(dest, "replicate"):
         _sweep(dest)
+        # the fan-out directories (data/XX) are made by the first object or catalog written into
+        # each, the rest after the transfers (a Stratum has all 256): made up front, spread over
+        # block groups, they took 0.2-0.45 s on a busy host before the first object was fetched
         spread_subdirectories(dest / "data")
-        for i in range(256):
-            (dest / "data" / f"{i:02x}").mkdir(parents=True, exist_ok=True)
         atomic_write(dest / SNAPSHOTTING_FILE, _now(), durable=False)
         try:
             fetcher = make_fetcher(source, repo=name, proxy=proxy, timeout=timeout, retries=retries)
@@ -500,7 +506,7 @@ def _replicate(
     # and the manifest is written only after the sync. (A kill loses nothing written; a power loss
     # before the sync may leave an object of the unfinished run torn under its name, which the next
     # run takes as present: clients hash-check every object, and `cvmfs verify` finds it.)
-    pending = PendingSync(dest)
+    pending = PendingSync(dest, flush_every=0.25)
     for ref_hash, suffix in (
         (m.certificate_hash, SUFFIX_CERTIFICATE),
         (m.history_hash, SUFFIX_HISTORY),
@@ -541,12 +547,16 @@ def _replicate(
         transfers.finish()
     except BaseException:
         transfers.abort()
+        pending.stop()
         raise
     # catalogs, history, certificate and meta-information came through the store
     result.objects_fetched = transfers.fetched + store.stats["fetched"]
     result.objects_skipped = transfers.skipped
     result.bytes_fetched = transfers.bytes + store.stats["fetched_bytes"]
     reporter.progress("objects", result.objects_fetched + result.objects_skipped, None)
+    for i in range(256):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(dest / "data" / f"{i:02x}")
 
     pending.sync()
     # Everything the new manifest names is on disk: publish.

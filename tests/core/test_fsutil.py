@@ -2,10 +2,13 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
+from cernvm_build import fsutil
 from cernvm_build.fsutil import atomic_dir, atomic_file, atomic_write, reclaim_stale, sha256_file
 
 
@@ -65,3 +68,31 @@ def test_reclaim_leaves_names_that_only_look_alike(tmp_path: Path) -> None:
         (tmp_path / name).write_text("x")
     assert reclaim_stale(dest) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(keep)
+
+
+def test_pending_sync_flushes_in_the_background_only_past_its_per_file_max(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many files: ``syncfs`` runs while they keep coming (the disk writes overlap with the work)
+    and once more in ``sync``; a few: fsynced one by one, no thread. ``stop`` ends the thread."""
+    calls: list[str] = []
+    monkeypatch.setattr(fsutil, "syncfs", lambda path: calls.append(threading.current_thread().name))
+    few = fsutil.PendingSync(tmp_path, per_file_max=4, flush_every=0.001)
+    (tmp_path / "a").write_bytes(b"a")
+    few.add(tmp_path / "a")
+    time.sleep(0.05)
+    few.sync()
+    assert calls == []
+    many = fsutil.PendingSync(tmp_path, per_file_max=4, flush_every=0.001)
+    for i in range(5):
+        many.add(tmp_path / f"f{i}")
+    deadline = time.monotonic() + 30
+    while not calls and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert calls == ["pending-sync"]  # nothing added since: no second background syncfs
+    many.sync()
+    assert calls == ["pending-sync", "MainThread"]
+    abandoned = fsutil.PendingSync(tmp_path, per_file_max=0, flush_every=0.001)
+    abandoned.add(tmp_path / "x")
+    abandoned.stop()
+    assert not [t for t in threading.enumerate() if t.name == "pending-sync"]
