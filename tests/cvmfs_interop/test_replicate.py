@@ -134,6 +134,9 @@ def test_replica_is_read_by_the_reader_and_the_real_cvmfs2_and_updates_increment
     assert (dest / ".cvmfs_last_snapshot").is_file() and not (dest / ".cvmfs_is_snapshotting").exists()
     if _takes_topdir(tmp_path / "probe"):  # ext4: the fan-out directories spread over block groups
         assert _flags(dest / "data") & _FS_TOPDIR_FL
+    # all 256 fan-out directories, as on a real Stratum, though a few objects fill only some of them
+    assert len(_objects(dest)) < 200
+    assert {p.name for p in (dest / "data").iterdir()} == {f"{i:02x}" for i in range(256)} | {"txn"}
     want = _read_all(stratum, pub)
     with serve(tmp_path / "replica") as replica:
         assert _read_all(replica.repo_url(FQRN), pub) == want
