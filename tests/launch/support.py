@@ -46,10 +46,15 @@ def create(conn: Any, spec: launch.InstanceSpec, **kw: Any) -> launch.Instance:
     return launch.create_instance(spec, host=driver_host(conn), **kw)
 
 
-def boot_sector_guest(path: Path, message: bytes) -> Path:
+def boot_sector_guest(path: Path, message: bytes, *, echo: bool = False) -> Path:
     """A 512-byte boot sector that prints ``message`` on the serial port and halts (+ 1 MiB, 0644).
-    mov si,msg; mov dx,0x3f8; next: lodsb; test al,al; jz halt; out dx,al; jmp next; halt: hlt; jmp halt"""
-    code = bytes([0xBA, 0xF8, 0x03, 0xAC, 0x84, 0xC0, 0x74, 0x03, 0xEE, 0xEB, 0xF8, 0xF4, 0xEB, 0xFD])
+    mov si,msg; mov dx,0x3f8; next: lodsb; test al,al; jz halt; out dx,al; jmp next; halt: hlt; jmp halt
+    With ``echo`` it then answers each byte it receives with the next one ('a' -> 'b'), so an answer
+    cannot be a terminal's own echo: halt: mov dx,0x3fd; in al,dx; test al,1; jz halt; mov dx,0x3f8;
+    in al,dx; inc al; out dx,al; jmp halt"""
+    code = bytes([0xBA, 0xF8, 0x03, 0xAC, 0x84, 0xC0, 0x74, 0x03, 0xEE, 0xEB, 0xF8])
+    echo_loop = bytes.fromhex("BAFD03 EC A801 74F8 BAF803 EC FEC0 EE EBEF")
+    code += echo_loop if echo else bytes([0xF4, 0xEB, 0xFD])
     msg_at = 0x7C00 + 3 + len(code)
     sector = bytes([0xBE, msg_at & 0xFF, msg_at >> 8]) + code + message + b"\0"
     assert len(sector) <= 510, "message too long for a boot sector"

@@ -17,9 +17,12 @@ put into the context volume (read back through the storage API).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import pty
+import select
 import shutil
 import signal
 import socket
@@ -44,7 +47,7 @@ from cernvm_build.launch import create, domain, storage, tunnel
 from tests.launch import test_e2e
 from tests.launch.support import PANIC_CONSOLE, boot_sector_guest, cloud_config
 from tests.support import free_port
-from tests.support.hypervisor import NamespaceHypervisor
+from tests.support.hypervisor import REPO, NamespaceHypervisor
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 LOCAL = "qemu:///system"
@@ -150,7 +153,7 @@ def test_create_puts_the_disks_in_the_hypervisors_pool_and_destroy_removes_them(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     name = f"lt-{uuid.uuid4().hex[:8]}"
-    src = boot_sector_guest(tmp_path / "tiny.hdd", GREETING + b"\r\n")
+    src = boot_sector_guest(tmp_path / "tiny.hdd", GREETING + b"\r\n", echo=True)
     assert main(["images", "add", str(src)]) == 0  # into the local image cache
     cache = system_home / "images"
     assert (cache / "tiny.hdd").is_file()
@@ -184,6 +187,7 @@ def test_create_puts_the_disks_in_the_hypervisors_pool_and_destroy_removes_them(
         return GREETING.decode() in capsys.readouterr().out
 
     _wait_for(greeted)
+    _console_round_trip(name)  # and interactively, from a terminal
     assert main(["list", "--json"]) == 0
     (entry,) = [e for e in json.loads(capsys.readouterr().out) if e["name"] == name]
     assert entry["state"] == "running"
@@ -242,6 +246,45 @@ def test_a_panicking_guest_on_the_hypervisor_fails_create_from_its_console(
     assert "Traceback" not in err
     assert name not in hypervisor.domains()
     assert hypervisor.volumes() == set()  # removed, its image with it
+
+
+def _console_round_trip(name: str) -> None:
+    """``console NAME`` on a terminal attaches to the remote guest's serial port over the URI (virsh's
+    console stream through the hypervisor's SSH): keys typed here reach the guest, its answer comes
+    back, Ctrl-] leaves with exit 0."""
+    pid, fd = pty.fork()
+    if pid == 0:  # the CLI as a user runs it, on a terminal (connect= from the config file)
+        os.chdir(REPO)
+        os.execv(sys.executable, [sys.executable, "-m", "cernvm_build.cli.launch", "console", name])
+    seen = b""
+
+    def read_until(want: bytes, then: bytes = b"") -> bool:
+        nonlocal seen
+        deadline = time.monotonic() + 60
+        while want not in seen and time.monotonic() < deadline:
+            if then:
+                os.write(fd, then)  # again until answered: the terminal may not be raw yet
+            if select.select([fd], [], [], 1.0)[0]:
+                with contextlib.suppress(OSError):
+                    seen += os.read(fd, 4096)
+        return want in seen
+
+    try:
+        assert read_until(b"Escape character"), seen
+        assert read_until(b"ibm:111", then=b"hal9000"), seen  # each byte + 1: the guest answered
+        os.write(fd, b"\x1d")  # Ctrl-]
+        deadline = time.monotonic() + 30
+        while (status := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.5)[0]:
+                with contextlib.suppress(OSError):  # EIO once the terminal's last user is gone
+                    seen += os.read(fd, 4096)
+        assert status[0] == pid and os.waitstatus_to_exitcode(status[1]) == 0, seen
+        assert b"Traceback" not in seen
+    finally:
+        with contextlib.suppress(ProcessLookupError, ChildProcessError):
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        os.close(fd)
 
 
 def test_ssh_scp_and_openssh_reach_the_guest_through_the_hypervisor(
