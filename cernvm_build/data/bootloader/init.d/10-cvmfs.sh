@@ -72,6 +72,12 @@ log cvmfs "mounting $CVMFS_REPO (${selector:-latest}, $why) from $CVMFS_SERVER"
 py_storage cernvm_build.cvmfs.mount "$@" $ROOT_RO >/tmp/cvmfs.log 2>&1 \
     || panic "CernVM-FS mount of $CVMFS_REPO failed: $(tail -n 1 /tmp/cvmfs.log)"
 log cvmfs "$(grep '^mounted' /tmp/cvmfs.log | tail -n 1)"
+# Read ahead 1 MiB instead of the kernel's 128 KiB: every READ is a request the daemon answers in
+# Python, and a mapped library (ld.so, the boot's main reader) is read by page-fault readaround.
+# libfuse takes reads of up to 1 MiB (max_pages 256). Mapping three large binaries on the host:
+# 173 READ requests at 128 KiB, 35 at 1 MiB.
+bdi=$(awk -v m=$ROOT_RO '$5 == m {print $3}' /proc/self/mountinfo)
+[ -w "/sys/class/bdi/$bdi/read_ahead_kb" ] && echo 1024 >"/sys/class/bdi/$bdi/read_ahead_kb"
 echo "$CVMFS_REPO $selector" >$ROOT_RW/aux/cvmfs_selector
 log cvmfs "pinned snapshot $(head -n 1 $ROOT_RW/aux/cvmfs_snapshot 2>/dev/null) tag $(sed -n 2p $ROOT_RW/aux/cvmfs_snapshot 2>/dev/null)"
 [ -d "$ROOT_RO/$CERNVM_PATH" ] || panic "/$CERNVM_PATH not found in $CVMFS_REPO"
