@@ -24,12 +24,18 @@ if mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs $ROOT/run; then
     cp /usr/share/ucernvm/shutdown $ROOT/run/initramfs/shutdown
     echo "${pids# }" >$ROOT/run/initramfs/cvmfs_pids
     echo "$ROOT_DEV" >$ROOT/run/initramfs/scratch_dev
+    # systemd's runtime units: systemd-shutdown's code read into memory just before it runs
+    # (shutdown-preload.sh says why)
+    cp /usr/share/ucernvm/shutdown-preload $ROOT/run/initramfs/shutdown-preload
+    mkdir -p $ROOT/run/systemd/system/final.target.wants
+    cp /usr/share/ucernvm/shutdown-preload.service $ROOT/run/systemd/system/ucernvm-shutdown-preload.service
+    ln -s ../ucernvm-shutdown-preload.service $ROOT/run/systemd/system/final.target.wants/
 fi
 # The CernVM-FS mount goes under /run/initramfs, /mnt/.ro naming it: systemd leaves mounts there alone
 # (neither umount.target nor systemd-shutdown unmounts them). Anywhere else systemd-shutdown unmounts
 # it with MNT_FORCE, which for FUSE aborts the connection: the overlay's lower layer, the OS root, is
 # then gone while systemd-shutdown still runs from it, and a page of it not in memory (after memory
-# pressure or drop_caches) then fails under PID 1 (suspected: a guest that did not power off).
+# pressure or drop_caches) can no longer be read.
 mkdir -p $ROOT/mnt
 if [ -n "$own_run" ] && mkdir -p $ROOT/run/initramfs/cvmfs && mount --move $ROOT_RO $ROOT/run/initramfs/cvmfs; then
     [ -L $ROOT/mnt/.ro ] || rmdir $ROOT/mnt/.ro 2>/dev/null
