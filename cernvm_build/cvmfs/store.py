@@ -372,41 +372,12 @@ class ObjectStore:
         def make() -> int:
             h = parse_hash(name)
             limit = stored_limit(size, compressed, None)
-            try:
-                if self.cache is not None and self.cache.path(h, suffix).exists():
-                    with self._stored(h, suffix, what, limit) as blocks:
-                        return plain.put(
-                            name,
-                            suffix,
-                            self._inflate_blocks(h, suffix, blocks, compressed, what, size),
-                            size,
-                        )
-
-                def consume(blocks: Iterator[bytes]) -> int:
-                    # One pass: hashed, inflated and written to the copy's temporary file as the
-                    # bytes arrive; the hash is checked at the stream's end, before the copy is
-                    # renamed into place (plain.put), so nothing unverified is ever served, and
-                    # inflating is bounded by the declared size meanwhile. (Collecting the object
-                    # first cost a second pass, and a scratch file past SPILL.)
-                    hasher = new_hasher(h.algorithm)
-
-                    def hashed() -> Iterator[bytes]:
-                        for block in blocks:
-                            hasher.update(block)
-                            yield block
-                        actual = hasher.hexdigest()
-                        if actual != h.hex:
-                            raise self._mismatch(h, suffix, actual, what)
-
-                    return plain.put(
-                        name, suffix, self._inflate_blocks(h, suffix, hashed(), compressed, what, size), size
-                    )
-
-                fd = self.fetcher.fetch(h.path(suffix), consume, what=f"{what} {h}{suffix}", limit=limit)
-                self.stats["fetched"] += 1
-                return fd
-            except SizeMismatch as e:
-                raise self._size_error(h, suffix, e.got, size, what) from None
+            with self._stored(h, suffix, what, limit, cached=False) as blocks:
+                inflated = self._inflate_blocks(h, suffix, blocks, compressed, what, size)
+                try:
+                    return plain.put(name, suffix, inflated, size)
+                except SizeMismatch as e:
+                    raise self._size_error(h, suffix, e.got, size, what) from None
 
         return self._once(name + suffix, get, make)
 
