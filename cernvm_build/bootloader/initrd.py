@@ -126,8 +126,6 @@ def assemble(inputs: InitrdInputs) -> tuple[Tree, dict[str, Any]]:
     src = data_dir("bootloader")
     tree.file("usr/share/udhcpc/default.script", src / "udhcpc.script", 0o755)
     tree.file("usr/share/ucernvm/shutdown", src / "shutdown.sh", 0o755)
-    tree.file("usr/share/ucernvm/shutdown-preload", src / "shutdown-preload.sh", 0o755)
-    tree.file("usr/share/ucernvm/shutdown-preload.service", src / "shutdown-preload.service", 0o644)
     # The demo OS's cloud-config reader, for OSes without cloud-init (init.d/26-ssh-keys.sh).
     awk = data_dir("demo") / "rootfs/usr/libexec/demo/apply-user-data.awk"
     tree.file("usr/share/ucernvm/apply-user-data.awk", awk, 0o644)

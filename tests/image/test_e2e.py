@@ -135,8 +135,6 @@ def test_boot_pin_persist_and_tag(built: Built, test_repo: ServedRepo, tmp_path:
     assert cached and int(cached[0].group(2)) == int(cached[0].group(1)) + 1, _show(b1, log1)
     # The shutdown hand-back (what systemd-shutdown does): the initrd's program unmounts the overlay
     # and CernVM-FS, stops the daemon and leaves the scratch disk clean.
-    # systemd's runtime unit that reads systemd-shutdown into memory before the daemon is stopped
-    assert "test-os: shutdown units ucernvm-shutdown-preload.service" in b1.console, _show(b1, log1)
     # systemd-shutdown's forced unmounts leave CernVM-FS alone (under /run/initramfs): the root still reads
     assert "test-os: root readable after the forced unmounts: yes" in b1.console, _show(b1, log1)
     assert "ucernvm-shutdown: OS root (overlay) unmounted" in b1.console, _show(b1, log1)

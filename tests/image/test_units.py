@@ -88,21 +88,6 @@ def test_fused_init_is_valid_busybox_sh(tmp_path: Path) -> None:
     assert steps == sorted(steps) and len(steps) >= 8
 
 
-def test_shutdown_preload_unit_and_script_are_valid(tmp_path: Path) -> None:
-    """The runtime unit the init installs into the OS (a unit systemd cannot parse would be skipped
-    silently at shutdown) and the busybox script it runs."""
-    from cernvm_build.paths import data_dir
-
-    src = data_dir("bootloader")
-    unit = tmp_path / "ucernvm-shutdown-preload.service"
-    unit.write_bytes((src / "shutdown-preload.service").read_bytes())
-    r = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
-    assert r.returncode == 0 and not r.stderr.strip(), r.stderr
-    script = str(src / "shutdown-preload.sh")
-    r = subprocess.run(["busybox", "sh", "-n", script], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-
-
 # -- cpio ----------------------------------------------------------------------------------------------
 def _cpio(tree: Tree, mtime: int = 1234) -> bytes:
     buf = io.BytesIO()

@@ -25,7 +25,6 @@ echo "test-os: pids $(cat /.cvmfs_pids)"
 [ -f /root/.ssh/authorized_keys ] && echo "test-os: authorized_keys $(cat /root/.ssh/authorized_keys)"
 [ -f /etc/ssh/ssh_host_ed25519_key ] && echo "test-os: host key $(sed -n 2p /etc/ssh/ssh_host_ed25519_key)"
 echo "test-os: scratch $(ls /mnt/.rw | tr '\\n' ' ')"
-echo "test-os: shutdown units $(ls /run/systemd/system/final.target.wants 2>/dev/null)"
 for p in $(cat /.cvmfs_pids); do echo "test-os: daemon $(tr '\\0' ' ' </proc/$p/cmdline)"; done
 before=$(find /mnt/.rw/cache -type f | wc -l)
 cat /etc/payload >/dev/null

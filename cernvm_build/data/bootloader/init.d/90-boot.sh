@@ -24,12 +24,6 @@ if mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs $ROOT/run; then
     cp /usr/share/ucernvm/shutdown $ROOT/run/initramfs/shutdown
     echo "${pids# }" >$ROOT/run/initramfs/cvmfs_pids
     echo "$ROOT_DEV" >$ROOT/run/initramfs/scratch_dev
-    # systemd's runtime units: systemd-shutdown's code read into memory just before it runs
-    # (shutdown-preload.sh says why)
-    cp /usr/share/ucernvm/shutdown-preload $ROOT/run/initramfs/shutdown-preload
-    mkdir -p $ROOT/run/systemd/system/final.target.wants
-    cp /usr/share/ucernvm/shutdown-preload.service $ROOT/run/systemd/system/ucernvm-shutdown-preload.service
-    ln -s ../ucernvm-shutdown-preload.service $ROOT/run/systemd/system/final.target.wants/
 fi
 # The CernVM-FS mount goes under /run/initramfs, /mnt/.ro naming it: systemd leaves mounts there alone
 # (neither umount.target nor systemd-shutdown unmounts them). Anywhere else systemd-shutdown unmounts
