@@ -38,6 +38,22 @@ echo "test-os: done"
 # (its switch_root: no pivot_root under shared mounts), switches root to /run/initramfs and runs its
 # shutdown program. The root must still read after those unmounts (/etc/late: never read before).
 if [ -x /run/initramfs/shutdown ]; then
+    # systemd-shutdown's last kill pass: every process stopped (the FUSE daemon too), then in_initrd()
+    # for the first time: $SYSTEMD_IN_INITRD, else access("/etc/initrd-release") through the root,
+    # which after drop_caches is a FUSE LOOKUP nobody answers (the guest would hang here for good).
+    # Run by the busybox on /run's tmpfs: a page of this one may be dropped too, and faulting it in
+    # would hang the same way.
+    daemons=$(cat /.cvmfs_pids)
+    echo 3 >/proc/sys/vm/drop_caches
+    # shellcheck disable=SC2016  # expanded by that shell
+    /run/initramfs/bin/busybox sh -c '
+        for p in "$@"; do kill -STOP "$p"; done
+        case "$SYSTEMD_IN_INITRD" in
+            0 | 1) initrd="from the environment ($SYSTEMD_IN_INITRD)" ;;
+            *) initrd=no; [ -e /etc/initrd-release ] && initrd=yes ;;
+        esac
+        for p in "$@"; do kill -CONT "$p"; done
+        echo "test-os: in_initrd in the stop window: $initrd"' - $daemons
     /bin/busybox mount --make-rshared /
     for m in $(/bin/busybox awk '{print $2}' /proc/mounts | /bin/busybox sort -r); do
         case "$m" in

@@ -54,6 +54,12 @@ else
     log boot "modules: the OS has no /lib/modules/$kver: modprobe there fails (build it for this kernel)"
 fi
 log boot "switching root to /sbin/init (cvmfs pids:$pids)"
+# systemd-shutdown's last kill pass asks in_initrd() (first time in that process) while every other
+# process, the FUSE daemon too, is stopped (kill(-1, SIGSTOP) ... SIGCONT): access("/etc/initrd-release")
+# then looks the name up through the overlay in CernVM-FS, and once drop_caches or memory pressure
+# has dropped that dentry the FUSE LOOKUP is never answered: the guest hangs for good. systemd takes
+# the answer from this variable instead (PID 1 passes its environment to systemd-shutdown).
+export SYSTEMD_IN_INITRD=0
 umount /dev/pts 2>/dev/null
 mount --move /dev $ROOT/dev 2>/dev/null || mount -t devtmpfs devtmpfs $ROOT/dev
 umount /sys /proc 2>/dev/null
