@@ -135,6 +135,7 @@ def test_boot_pin_persist_and_tag(built: Built, test_repo: ServedRepo, tmp_path:
     assert cached and int(cached[0].group(2)) == int(cached[0].group(1)) + 1, _show(b1, log1)
     # The shutdown hand-back (what systemd-shutdown does): the initrd's program unmounts the overlay
     # and CernVM-FS, stops the daemon and leaves the scratch disk clean.
+    assert "test-os: LD_LIBRARY_PATH unset" in b1.console, _show(b1, log1)  # the initrd's, not the OS's
     # systemd-shutdown's stop window after drop_caches asks no file of the root (90-boot.sh)
     assert "test-os: in_initrd in the stop window: from the environment (0)" in b1.console, _show(b1, log1)
     # systemd-shutdown's forced unmounts leave CernVM-FS alone (under /run/initramfs): the root still reads

@@ -21,6 +21,7 @@ marker=none
 [ -f /var/lib/marker ] && marker=$(cat /var/lib/marker)
 echo "test-os: marker $marker"
 echo "test-os: pids $(cat /.cvmfs_pids)"
+echo "test-os: LD_LIBRARY_PATH ${LD_LIBRARY_PATH-unset}"
 [ -f /etc/injected ] && echo "test-os: injected $(cat /etc/injected)"
 [ -f /root/.ssh/authorized_keys ] && echo "test-os: authorized_keys $(cat /root/.ssh/authorized_keys)"
 [ -f /etc/ssh/ssh_host_ed25519_key ] && echo "test-os: host key $(sed -n 2p /etc/ssh/ssh_host_ed25519_key)"

@@ -60,6 +60,8 @@ log boot "switching root to /sbin/init (cvmfs pids:$pids)"
 # has dropped that dentry the FUSE LOOKUP is never answered: the guest hangs for good. systemd takes
 # the answer from this variable instead (PID 1 passes its environment to systemd-shutdown).
 export SYSTEMD_IN_INITRD=0
+# The initrd's library path is no business of the OS's programs (PID 1 would pass it on).
+unset LD_LIBRARY_PATH
 umount /dev/pts 2>/dev/null
 mount --move /dev $ROOT/dev 2>/dev/null || mount -t devtmpfs devtmpfs $ROOT/dev
 umount /sys /proc 2>/dev/null
