@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -29,11 +30,21 @@ class Fault:
 
 
 @dataclass
+class Delay:
+    """Hold requests of ``method`` on paths containing ``key_part`` for ``seconds``, then answer them."""
+
+    method: str
+    key_part: str
+    seconds: float
+
+
+@dataclass
 class LocalS3:
     host: str = "127.0.0.1"
     port: int = 0
     requests: Counter[str] = field(default_factory=Counter)
     faults: list[Fault] = field(default_factory=list)
+    delays: list[Delay] = field(default_factory=list)
     #: behave like a server that ignores If-Match/If-None-Match on writes (some S3 implementations do)
     ignore_conditions: bool = False
     _server: Any = None
@@ -93,6 +104,9 @@ class LocalS3:
                             body = json.dumps({"injected": f.status}).encode()
                             start_response(f"{f.status} Injected", [("Content-Length", str(len(body)))])
                             return [body]
+            for d in self.delays:
+                if d.method == method and d.key_part in path:
+                    time.sleep(d.seconds)
             return app(environ, start_response)
 
         return wrapped

@@ -24,7 +24,7 @@ from .check import Checked, Progress, SourceBroken
 from .hashcache import HashCache, local_error, probe_writable
 from .s3client import S3Client, S3Url, make_client, parse_s3_url, s3_error
 from .s3sync import JOBS, Checkpoint, SyncReport, sync_tree
-from .s3write import prefetch_conditions
+from .s3write import prefetch_conditions, settle_probe
 from .source import HttpSource, LocalSource, S3Source, Source, open_source
 from .yum import published_references as yum_refs
 from .yum import verify_yum
@@ -142,6 +142,8 @@ def mirror(
                          progress, client, allow_rewrite, checkpoint or (lambda e, k: None))  # fmt: skip
     except OSError as e:
         raise local_error(e) from e
+    finally:
+        settle_probe(client, url)
     try:
         cache.save()
     except OSError as e:

@@ -124,6 +124,16 @@ def prefetch_conditions(client: S3Client, url: S3Url) -> None:
     threading.Thread(target=run, name="cernvm-probe", daemon=True).start()
 
 
+def settle_probe(client: S3Client, url: S3Url) -> None:
+    """Wait for a started probe to end, whatever its answer: its object is removed when it ends, and a
+    run that stops early (a refused source) must not exit while the probe thread, a daemon, still
+    has its object in the bucket (the process would end it there, leaving the object behind)."""
+    with _probes_lock:
+        fut = _probes.get((str(client.meta.endpoint_url), url.bucket))
+    if fut is not None:
+        fut.exception()  # waits; the probe's own error, if any, is for whoever needs its answer
+
+
 def server_conditions(client: S3Client, url: S3Url) -> Conditions:
     """What the server does with preconditions (probed once; a failed probe is tried again next time)."""
     prefetch_conditions(client, url)

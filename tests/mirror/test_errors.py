@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import pytest
 from cernvm_build.cli.main import main
 from cernvm_build.mirror.check import SourceBroken
 from cernvm_build.mirror.publish import mirror
+from cernvm_build.mirror.s3plan import PROBE_PREFIX
 
 from .conftest import Target
 from .repos import make_rpm, make_yum_repo
@@ -172,3 +175,33 @@ def test_cache_that_cannot_be_saved_after_a_publication_is_a_note(
     rep = mirror("yum", str(src), target.url("r"), client=target.client)
     assert rep.sync is not None and "r/repodata/repomd.xml" in target.objects()
     assert any("hash cache not saved" in n and "No space left" in n for n in rep.sync.notes)
+
+
+def test_a_refused_source_leaves_no_probe_object_behind(
+    tmp_path: Path, rpm: Path, request: pytest.FixtureRequest, s3env: None
+) -> None:
+    """The conditional-write probe runs while the source is verified; a source refused before the
+    probe has ended must not leave the probe's object in the bucket when the process exits (its
+    thread would die with the process, between its PUT and its DELETE)."""
+    from cernvm_build.mirror.locals3 import Delay, LocalS3
+    from cernvm_build.mirror.s3client import make_client
+
+    server: LocalS3 = request.getfixturevalue("s3server")
+    client = make_client(endpoint_url=server.endpoint)
+    client.create_bucket(Bucket="probe-left")
+    src = tmp_path / "src"
+    make_yum_repo(src, [rpm])
+    for p in (src / "Packages").glob("*.rpm"):
+        p.write_bytes(b"damaged")  # refused at once, while the probe's first PUT is still held
+    server.delays.append(Delay("PUT", PROBE_PREFIX, 1.5))
+    try:
+        res = subprocess.run(
+            [sys.executable, "-m", "cernvm_build.cli.main", "mirror", "yum", str(src), "s3://probe-left/r",
+             "--endpoint-url", server.endpoint],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert res.returncode != 0 and "Traceback" not in res.stderr, res.stderr
+        time.sleep(2)  # a PUT the server still held when the process ended lands now
+    finally:
+        server.delays.clear()
+    assert client.list_objects_v2(Bucket="probe-left").get("KeyCount", 0) == 0

@@ -64,6 +64,7 @@ def target(request: pytest.FixtureRequest, s3env: None) -> Target:
     server = request.getfixturevalue("s3server" if request.param == "moto" else "rgwserver")
     if isinstance(server, LocalS3):
         server.faults.clear()
+        server.delays.clear()
         server.ignore_conditions = False
     client = make_client(endpoint_url=server.endpoint)
     name = f"test-{next(_counter)}-{request.param}"
