@@ -28,20 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import Result, print_table
-
-#: (query, the page#heading it should land on): the acceptance test's queries and a few more
-QUERIES = (
-    ("configuring a squid proxy", "/docs/guides/replication/#configuring-a-squid-proxy"),
-    ("stratum 1", "/docs/guides/replication/#stratum-1-a-replica"),
-    ("pin a tag", "/docs/guides/snapshots/#pin-a-tag-on-the-client"),
-    ("DUCC", "/docs/guides/containers/#ducc-publishing-images-unpacked"),
-    ("garbage collection", "/docs/guides/publishing/#garbage-collection"),
-    ("alien cache", "/docs/guides/cache/#alien-cache"),
-    ("whitelist expired", "/docs/guides/publishing/#keys-certificates-and-the-whitelist"),
-    ("apptainer", "/docs/guides/containers/#apptainer-from-cvmfs"),
-    ("rollback", "/docs/guides/snapshots/#roll-back"),
-    ("openstack", "/docs/guides/clouds/#upload-to-openstack"),
-)
+from tests.site.sitehelpers import SEARCH_QUERIES as QUERIES  # the acceptance test's queries
 
 HEADING = re.compile(r'<h([23])[^>]*\bid="([^"]+)"[^>]*>(.*?)</h\1>', re.S)
 TAG = re.compile(r"<[^>]+>")

@@ -12,6 +12,21 @@ from typing import Any
 from cernvm_build.cli import reference as cli_reference
 from cernvm_build.site import build as site_build
 
+#: real queries and the heading each must land on first (tests/site/test_site_search.py; bench/site_search.py
+#: measures the same ones)
+SEARCH_QUERIES = (
+    ("configuring a squid proxy", "/docs/guides/replication/#configuring-a-squid-proxy"),
+    ("stratum 1", "/docs/guides/replication/#stratum-1-a-replica"),
+    ("pin a tag", "/docs/guides/snapshots/#pin-a-tag-on-the-client"),
+    ("DUCC", "/docs/guides/containers/#ducc-publishing-images-unpacked"),
+    ("garbage collection", "/docs/guides/publishing/#garbage-collection"),
+    ("alien cache", "/docs/guides/cache/#alien-cache"),
+    ("whitelist expired", "/docs/guides/publishing/#keys-certificates-and-the-whitelist"),
+    ("apptainer", "/docs/guides/containers/#apptainer-from-cvmfs"),
+    ("rollback", "/docs/guides/snapshots/#roll-back"),
+    ("openstack", "/docs/guides/clouds/#upload-to-openstack"),
+)
+
 
 def tree(root: Path) -> dict[str, bytes]:
     """Every file under ``root`` with its bytes (for byte-for-byte comparisons)."""

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sitehelpers import SEARCH_QUERIES as QUERIES
 from sitehelpers import build_site
 
 from cernvm_build.paths import data_dir
@@ -18,20 +19,6 @@ from cernvm_build.site import search, stemmer
 
 NODE_RUNNER = Path(__file__).with_name("search_node.js")
 SCRIPT = data_dir("site") / "static/assets/search.js"
-
-#: real queries and the heading each must land on first (bench/site_search.py measures the same ones)
-QUERIES = (
-    ("configuring a squid proxy", "/docs/guides/replication/#configuring-a-squid-proxy"),
-    ("stratum 1", "/docs/guides/replication/#stratum-1-a-replica"),
-    ("pin a tag", "/docs/guides/snapshots/#pin-a-tag-on-the-client"),
-    ("DUCC", "/docs/guides/containers/#ducc-publishing-images-unpacked"),
-    ("garbage collection", "/docs/guides/publishing/#garbage-collection"),
-    ("alien cache", "/docs/guides/cache/#alien-cache"),
-    ("whitelist expired", "/docs/guides/publishing/#keys-certificates-and-the-whitelist"),
-    ("apptainer", "/docs/guides/containers/#apptainer-from-cvmfs"),
-    ("rollback", "/docs/guides/snapshots/#roll-back"),
-    ("openstack", "/docs/guides/clouds/#upload-to-openstack"),
-)
 
 
 def node_search(index: Path, **request: Any) -> dict[str, Any]:
