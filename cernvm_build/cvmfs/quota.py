@@ -30,11 +30,12 @@ def pinned(name: str) -> bool:
 
 def fanned_out_files(
     base: Path, *, sweep_before: float | None = None, swept: list[str] | None = None
-) -> Iterator[tuple[int, str, int]]:
-    """(mtime in ns, path, size) of the files in ``base``'s ``XX`` directories, temporaries (dot
-    files) left out. With ``sweep_before`` (a time), temporaries (``.*.tmp``) last changed before
-    it are a crashed writer's and are removed on the way (appended to ``swept``): the mount's start
-    walks the cache once for both."""
+) -> Iterator[os.DirEntry[str]]:
+    """The files in ``base``'s ``XX`` directories, temporaries (dot files) left out; not stat'ed
+    here (``DirEntry.stat`` if the caller wants sizes and times: the plain cache's sweep does not).
+    With ``sweep_before`` (a time), temporaries (``.*.tmp``) last changed before it are a crashed
+    writer's and are removed on the way (appended to ``swept``): the mount's start walks the cache
+    once for both."""
     with contextlib.suppress(FileNotFoundError), os.scandir(base) as top:
         for d in top:
             if not d.is_dir(follow_symlinks=False):
@@ -49,8 +50,7 @@ def fanned_out_files(
                                     if swept is not None:
                                         swept.append(f.path)
                     elif f.is_file(follow_symlinks=False):
-                        st = f.stat(follow_symlinks=False)
-                        yield st.st_mtime_ns, f.path, st.st_size
+                        yield f
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,9 @@ class Quota:
         ``sweep_before``: remove crashed writers' temporaries older than that on the way."""
         found: list[tuple[int, str, int]] = []
         for base in self.dirs:
-            found.extend(fanned_out_files(base, sweep_before=sweep_before))
+            for f in fanned_out_files(base, sweep_before=sweep_before):
+                st = f.stat(follow_symlinks=False)
+                found.append((st.st_mtime_ns, f.path, st.st_size))
         found.sort()
         with self._lock:
             self._lru = OrderedDict((path, size) for _, path, size in found)
