@@ -131,8 +131,7 @@ def _drained(resp: http.client.HTTPResponse) -> bool:
         # next request only once the response is closed)
         resp.close()
         return not resp.will_close
-    length = resp.getheader("Content-Length")
-    if length is not None and length.isdigit() and int(length) > MAX_DRAIN:
+    if resp.length is not None and resp.length > MAX_DRAIN:  # what is left of a declared length
         return False
     return len(resp.read(MAX_DRAIN + 1)) <= MAX_DRAIN and not resp.will_close
 
@@ -406,8 +405,8 @@ class HttpFetcher(Fetcher):
             if resp.status != 200:
                 ok = _drained(resp)
                 raise _HttpStatus(url, resp.status, resp.reason[:200])
-            expected = resp.getheader("Content-Length")
-            if limit is not None and expected is not None and expected.isdigit() and int(expected) > limit:
+            expected = resp.length  # the Content-Length _Response read (None: chunked or unsaid)
+            if limit is not None and expected is not None and expected > limit:
                 raise too_large(self.repo, what, limit)  # refused without reading the body
 
             until = None if self.deadline is None else time.monotonic() + self.deadline
@@ -438,7 +437,7 @@ class HttpFetcher(Fetcher):
                             )
                         window, window_got = now, 0
                     yield block
-                if expected is not None and expected.isdigit() and got != int(expected):
+                if expected is not None and got != expected:
                     raise _TransportError(f"transfer ended after {got} of {expected} bytes")
 
             result = consume(capped(blocks(), limit, self.repo, what))
