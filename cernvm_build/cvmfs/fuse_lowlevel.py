@@ -18,7 +18,6 @@ import contextlib
 import ctypes
 import errno
 import logging
-import os
 import signal
 import threading
 import time
@@ -35,9 +34,12 @@ from ctypes import (
     c_uint64,
     c_void_p,
 )
+from pathlib import Path
 from typing import Any
 
 import mfusepy
+
+from ..fsutil import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +200,7 @@ def _guarded(fn: Callable[..., None]) -> Callable[..., None]:
 class RequestCounts:
     """Requests by name and the seconds their handlers took (``mount --stats FILE``: where a mount's
     time goes, e.g. in a booting guest). Written to ``path`` every ``every`` seconds, as lines
-    ``name count seconds``, by a daemon thread (temp + rename: a reader never sees half a file)."""
+    ``name count seconds``, by a daemon thread (``fsutil.atomic_write``: a reader never sees half a file)."""
 
     def __init__(self, path: str, every: float = 10.0):
         self.path, self.every = path, every
@@ -221,10 +223,7 @@ class RequestCounts:
 
     def write(self) -> None:
         lines = "".join(f"{k} {int(c)} {s:.3f}\n" for k, (c, s) in sorted(self.counts.items()) if c)
-        tmp = f"{self.path}.tmp"
-        with open(tmp, "w") as f:
-            f.write(lines)
-        os.replace(tmp, self.path)
+        atomic_write(Path(self.path), lines.encode(), durable=False)
 
     def _writer(self) -> None:
         while True:
