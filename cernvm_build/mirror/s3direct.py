@@ -127,7 +127,7 @@ class _Watchdog:
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._armed: dict[int, tuple[float, http.client.HTTPConnection]] = {}
-        self.fired: set[int] = set()
+        self._fired: set[int] = set()
         self._next = 0
         self._wake = float("inf")  # when the thread wakes up next, at the latest
         self._thread: threading.Thread | None = None
@@ -147,8 +147,8 @@ class _Watchdog:
         """True if the deadline passed (the request's socket was shut down)."""
         with self._cond:
             self._armed.pop(token, None)
-            if token in self.fired:
-                self.fired.discard(token)
+            if token in self._fired:
+                self._fired.discard(token)
                 return True
             return False
 
@@ -164,7 +164,7 @@ class _Watchdog:
                         self._armed[token] = (now + 0.5, conn)
                         continue
                     del self._armed[token]
-                    self.fired.add(token)
+                    self._fired.add(token)
                     try:
                         sock.shutdown(socket.SHUT_RDWR)  # the blocked send/recv returns at once
                     except OSError:
@@ -182,7 +182,6 @@ class DirectPut:
     def __init__(
         self, endpoint_url: str, region: str, credentials: Callable[[], Keys], *, connections: int = 16,
         timeout: float = 120.0, cafile: str | None = None, deadline_floor: float = DEADLINE_FLOOR,
-        min_rate: float = MIN_RATE,
     ):  # fmt: skip
         parts = urlsplit(endpoint_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -197,7 +196,6 @@ class DirectPut:
         self.credentials = credentials
         self.timeout = timeout  # per socket operation
         self.deadline_floor = deadline_floor
-        self.min_rate = min_rate
         self.connections = connections
         self.context = ssl.create_default_context(cafile=cafile) if self.https else None
         self.observers: list[Observer] = []
@@ -279,6 +277,7 @@ class DirectPut:
                     f"{bucket}/{key}: the {name} value {value!r:.80} cannot be sent as a request header",
                     hint="the S3 server listed a malformed ETag, or a flag holds control characters",
                 )
+        allowed = self.deadline_floor + size / MIN_RATE
         for attempt in range(ATTEMPTS):
             if attempt:
                 time.sleep(min(2.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.0))
@@ -289,27 +288,31 @@ class DirectPut:
             for observe in self.observers:
                 observe(method, path, sent)
             conn = self._connection()
-            allowed = self.deadline_floor + size / self.min_rate
             token = _watchdog.arm(time.monotonic() + allowed, conn)
+            failure: OSError | http.client.HTTPException | None = None
             try:
                 conn.request(method, target, body=body if method == "PUT" else None, headers=sent)
                 resp = conn.getresponse()
                 data = resp.read(MAX_BODY)
                 complete = resp.isclosed()  # read to its end (http.client closes it there)
             except (OSError, http.client.HTTPException) as e:
+                failure = e
+            finally:
+                late = _watchdog.disarm(token)  # whatever the outcome: nothing stays armed
+            if late:
+                # the socket was shut down: an error, or an answer that only looks complete
+                conn.close()
+                raise self._late(op, bucket, key, size, allowed) from failure
+            if failure is not None:
                 conn.close()  # a kept-alive connection the server closed, a reset, a timeout
-                if _watchdog.disarm(token):
-                    raise self._late(op, bucket, key, size, allowed) from e
-                if isinstance(e, ssl.SSLCertVerificationError):  # no retry changes the certificate
-                    raise botocore.exceptions.SSLError(endpoint_url=self.endpoint_url, error=e) from e
+                if isinstance(failure, ssl.SSLCertVerificationError):  # no retry changes the certificate
+                    raise botocore.exceptions.SSLError(
+                        endpoint_url=self.endpoint_url, error=failure
+                    ) from failure
                 if attempt == ATTEMPTS - 1:
                     raise botocore.exceptions.EndpointConnectionError(endpoint_url=self.endpoint_url,
-                                                                      error=e) from e  # fmt: skip
+                                                                      error=failure) from failure  # fmt: skip
                 continue
-            if _watchdog.disarm(token):
-                # the answer ended where the socket was shut down: it only looks complete
-                conn.close()
-                raise self._late(op, bucket, key, size, allowed)
             if resp.will_close or not complete:
                 conn.close()
             else:
