@@ -105,13 +105,17 @@ _probes: dict[tuple[str, str], Future[Conditions]] = {}
 _probes_lock = threading.Lock()
 
 
-def prefetch_conditions(client: S3Client, url: S3Url) -> None:
-    """Start the conditional-write probe in the background: its round trips then overlap the source
-    verification instead of delaying the first upload. ``server_conditions`` collects the answer."""
-    key = (str(client.meta.endpoint_url), url.bucket)
+def _probe_key(client: S3Client, url: S3Url) -> tuple[str, str]:
+    return (str(client.meta.endpoint_url), url.bucket)
+
+
+def prefetch_conditions(client: S3Client, url: S3Url) -> Future[Conditions]:
+    """Start the conditional-write probe in the background (once): its round trips then overlap the
+    source verification instead of delaying the first upload. ``server_conditions`` collects the answer."""
+    key = _probe_key(client, url)
     with _probes_lock:
-        if key in _probes:
-            return
+        if (started := _probes.get(key)) is not None:
+            return started
         fut: Future[Conditions] = Future()
         _probes[key] = fut
 
@@ -122,6 +126,7 @@ def prefetch_conditions(client: S3Client, url: S3Url) -> None:
             fut.set_exception(e)
 
     threading.Thread(target=run, name="cernvm-probe", daemon=True).start()
+    return fut
 
 
 def settle_probe(client: S3Client, url: S3Url) -> None:
@@ -129,19 +134,18 @@ def settle_probe(client: S3Client, url: S3Url) -> None:
     run that stops early (a refused source) must not exit while the probe thread, a daemon, still
     has its object in the bucket (the process would end it there, leaving the object behind)."""
     with _probes_lock:
-        fut = _probes.get((str(client.meta.endpoint_url), url.bucket))
+        fut = _probes.get(_probe_key(client, url))
     if fut is not None:
         fut.exception()  # waits; the probe's own error, if any, is for whoever needs its answer
 
 
 def server_conditions(client: S3Client, url: S3Url) -> Conditions:
     """What the server does with preconditions (probed once; a failed probe is tried again next time)."""
-    prefetch_conditions(client, url)
-    key = (str(client.meta.endpoint_url), url.bucket)
-    fut = _probes[key]
+    fut = prefetch_conditions(client, url)
     try:
         return fut.result()
     except BaseException:
+        key = _probe_key(client, url)
         with _probes_lock:
             if _probes.get(key) is fut:
                 del _probes[key]
