@@ -60,7 +60,8 @@ def run(quick: bool = True, replica_dir: Path | None = None) -> list[Result]:
     /dev/shm`` separates the file system's cost of creating one file per object from the rest."""
     from cernvm_build.cvmfs.keys import generate_keys
     from cernvm_build.cvmfs.publish import create_repository, publish_tree
-    from cernvm_build.cvmfs.replicate import replicate, spread_subdirectories
+    from cernvm_build.cvmfs.replicate import replicate
+    from cernvm_build.fsutil import spread_subdirectories
 
     n_files, total_mb = (2000, 60) if quick else (20000, 500)
     work = Path(tempfile.mkdtemp(prefix="bench-replicate-"))

@@ -10,6 +10,7 @@ import pytest
 
 from cernvm_build import fsutil
 from cernvm_build.fsutil import atomic_dir, atomic_file, atomic_write, reclaim_stale, sha256_file
+from tests.support import FS_TOPDIR_FL, inode_flags, takes_topdir
 
 
 def test_atomic_file_vanishes_on_failure(tmp_path: Path) -> None:
@@ -96,3 +97,21 @@ def test_pending_sync_flushes_in_the_background_only_past_its_per_file_max(
     abandoned.add(tmp_path / "x")
     abandoned.stop()
     assert not [t for t in threading.enumerate() if t.name == "pending-sync"]
+
+
+def test_spread_subdirectories_is_a_hint_that_never_fails(tmp_path: Path) -> None:
+    fsutil.spread_subdirectories(tmp_path / "missing")  # no such directory: nothing happens
+    f = tmp_path / "file"
+    f.write_bytes(b"")
+    fsutil.spread_subdirectories(f)  # not a directory: nothing happens
+    if takes_topdir(tmp_path / "d"):
+        fsutil.spread_subdirectories(tmp_path / "d")  # twice: still set, no error
+        assert inode_flags(tmp_path / "d") & FS_TOPDIR_FL
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK):  # tmpfs has no such flag: left as it is
+        d = shm / f"r1-spread-{os.getpid()}"
+        d.mkdir()
+        try:
+            fsutil.spread_subdirectories(d)
+        finally:
+            d.rmdir()

@@ -6,14 +6,12 @@ converges; a tampered source object is refused and the replica's manifest is not
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import http.server
 import json
 import os
 import random
 import signal
-import struct
 import subprocess
 import sys
 import threading
@@ -27,9 +25,9 @@ import pytest
 from cernvm_build.cli.main import main
 from cernvm_build.cvmfs import keys as keymod
 from cernvm_build.cvmfs.publish import create_repository, publish_tree
-from cernvm_build.cvmfs.replicate import spread_subdirectories
 from cernvm_build.cvmfs.repository import SnapshotSpec, open_repository
 from cernvm_build.cvmfs.serve import serve
+from tests.support import FS_TOPDIR_FL, inode_flags, takes_topdir
 
 from .real import locate, mounted
 
@@ -76,45 +74,6 @@ def origin(tmp_path: Path) -> Iterator[tuple[Path, keymod.KeySet, str]]:
         yield stratum, keys, server.repo_url(FQRN)
 
 
-_FS_TOPDIR_FL = 0x00020000
-
-
-def _flags(path: Path) -> int:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        return int(struct.unpack("i", fcntl.ioctl(fd, 0x80086601, struct.pack("i", 0)))[0])
-    finally:
-        os.close(fd)
-
-
-def _takes_topdir(probe: Path) -> bool:
-    """Whether the file system under ``probe`` keeps the ``chattr +T`` flag."""
-    probe.mkdir()
-    spread_subdirectories(probe)
-    try:
-        return bool(_flags(probe) & _FS_TOPDIR_FL)
-    except OSError:
-        return False
-
-
-def test_spread_subdirectories_is_a_hint_that_never_fails(tmp_path: Path) -> None:
-    spread_subdirectories(tmp_path / "missing")  # no such directory: nothing happens
-    f = tmp_path / "file"
-    f.write_bytes(b"")
-    spread_subdirectories(f)  # not a directory: nothing happens
-    if _takes_topdir(tmp_path / "d"):
-        spread_subdirectories(tmp_path / "d")  # twice: still set, no error
-        assert _flags(tmp_path / "d") & _FS_TOPDIR_FL
-    shm = Path("/dev/shm")
-    if shm.is_dir() and os.access(shm, os.W_OK):  # tmpfs has no such flag: left as it is
-        d = shm / f"h20-spread-{os.getpid()}"
-        d.mkdir()
-        try:
-            spread_subdirectories(d)
-        finally:
-            d.rmdir()
-
-
 def _read_all(source: str | Path, pub: Path, tag: str | None = None) -> dict[str, bytes]:
     with open_repository(source, fqrn=FQRN, public_keys=[pub], snapshot=SnapshotSpec(tag=tag)) as repo:
         assert repo.verify().ok
@@ -132,8 +91,8 @@ def test_replica_is_read_by_the_reader_and_the_real_cvmfs2_and_updates_increment
     assert first["objects_skipped"] == 0 and first["objects_fetched"] == len(_objects(dest))
     assert (dest / ".cvmfspublished").read_bytes() == (stratum / ".cvmfspublished").read_bytes()
     assert (dest / ".cvmfs_last_snapshot").is_file() and not (dest / ".cvmfs_is_snapshotting").exists()
-    if _takes_topdir(tmp_path / "probe"):  # ext4: the fan-out directories spread over block groups
-        assert _flags(dest / "data") & _FS_TOPDIR_FL
+    if takes_topdir(tmp_path / "probe"):  # ext4: the fan-out directories spread over block groups
+        assert inode_flags(dest / "data") & FS_TOPDIR_FL
     # all 256 fan-out directories, as on a real Stratum, though a few objects fill only some of them
     assert len(_objects(dest)) < 200
     assert {p.name for p in (dest / "data").iterdir()} == {f"{i:02x}" for i in range(256)} | {"txn"}

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
+import struct
 from pathlib import Path
 
+from cernvm_build.fsutil import spread_subdirectories
 from cernvm_build.paths import cache_dir
 
 #: Downloaded or expensive inputs that tests may share: packages, kernels, initrd runtimes, KVM probe,
@@ -35,3 +38,26 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+#: ext4's "top of a directory hierarchy" inode flag (``chattr +T``, ``fsutil.spread_subdirectories``)
+FS_TOPDIR_FL = 0x00020000
+
+
+def inode_flags(path: Path) -> int:
+    """A directory's inode flags (``lsattr``'s FS_IOC_GETFLAGS)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        return int(struct.unpack("i", fcntl.ioctl(fd, 0x80086601, struct.pack("i", 0)))[0])
+    finally:
+        os.close(fd)
+
+
+def takes_topdir(probe: Path) -> bool:
+    """Whether the file system under ``probe`` (made here) keeps the ``chattr +T`` flag."""
+    probe.mkdir()
+    spread_subdirectories(probe)
+    try:
+        return bool(inode_flags(probe) & FS_TOPDIR_FL)
+    except OSError:
+        return False
