@@ -28,7 +28,7 @@ import io
 import shutil
 import tarfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -46,7 +46,7 @@ from .image import (
 )
 from .layer import LayerResult
 from .layering import MAX_LAYERS, OPAQUE, WHITEOUT, LayerTar
-from .layers import LayerFile, compress
+from .layers import HashedFile, LayerFile, layer_file
 from .verify import Node, read_image
 
 MAX_DELTAS = 16  # delta layers over the last tree cut
@@ -375,30 +375,19 @@ def write_delta(
     if not ch.changed and not wh:
         return Delta(None, (), 0, 0)
     rawp = work / "delta.tar"
-    h = hashlib.sha256()
-    size = 0
     with open(rawp, "wb") as f:
-
-        def out(data: bytes | bytearray) -> None:
-            nonlocal size
-            h.update(data)
-            size += len(data)
-            f.write(data)
-
+        out = HashedFile(f)
         # the report was made by the pass over the whole tree
-        tar = TarWriter(out, mtime=None, where=source.description, error=BuildError, report=TreeReport())
+        where = source.description
+        tar = TarWriter(out.write, mtime=None, where=where, error=BuildError, report=TreeReport())
         names = set(wh)
         for e in _delta_entries(source, ch):
             tar.add(e, _empty if e.path in names else source.open)
         tar.end()
-    res = LayerResult(diff_id="sha256:" + h.hexdigest(), size=size, report=report)
-    res.files, res.dirs, res.symlinks = tar.files, tar.dirs, tar.symlinks
-    res.hardlinks, res.specials, res.content_bytes = tar.hardlinks, tar.specials, tar.content_bytes
-    gz = work / "delta.tar.gz"
-    res.digest, res.compressed_size = compress(rawp, gz)
-    layer = LayerFile(res, rawp if raw else None, gz, ("delta",), -1)
+    layer = layer_file(tar, out, rawp, gzip=True, report=report, keys=("delta",))
     if not raw:
         rawp.unlink()
+        layer = replace(layer, raw=None)
     return Delta(layer, wh, len(ch.changed), ch.removed)
 
 

@@ -48,7 +48,9 @@ class LayerFile:
         return "cernvm-build layer: " + " ".join(keys)
 
 
-class _HashedFile:
+class HashedFile:
+    """A file written while hashing and counting its bytes (a layer's tar: its diff_id and size)."""
+
     def __init__(self, f: BinaryIO) -> None:
         self.f, self.h, self.size = f, hashlib.sha256(), 0
 
@@ -72,7 +74,7 @@ def write_layers(
     report = report if report is not None else TreeReport()
     raws = [work / f"layer-{i}.tar" for i in range(plan.count)]
     with ExitStack() as stack:
-        outs = [_HashedFile(stack.enter_context(open(p, "wb", buffering=_BUFFER))) for p in raws]
+        outs = [HashedFile(stack.enter_context(open(p, "wb", buffering=_BUFFER))) for p in raws]
         tars = [
             TarWriter(
                 o.write,
@@ -95,32 +97,39 @@ def write_layers(
         if not used[i]:
             raws[i].unlink()
             continue
-        res = LayerResult(diff_id="sha256:" + out.h.hexdigest(), size=out.size, report=report)
-        res.files, res.dirs, res.symlinks = tar.files, tar.dirs, tar.symlinks
-        res.hardlinks, res.specials, res.content_bytes = tar.hardlinks, tar.specials, tar.content_bytes
-        gz = None
-        if gzip:
-            gz = raws[i].with_suffix(".tar.gz")
-            res.digest, res.compressed_size = compress(raws[i], gz)
-        files.append(LayerFile(res, raws[i], gz, plan.keys[i], i))
+        files.append(layer_file(tar, out, raws[i], gzip=gzip, report=report, keys=plan.keys[i], index=i))
     for f in files:
         f.result.skipped = list(report.skipped)
     return files
 
 
+def layer_file(
+    tar: TarWriter,
+    out: HashedFile,
+    raw: Path,
+    *,
+    gzip: bool,
+    report: TreeReport,
+    keys: tuple[str, ...],
+    index: int = -1,
+) -> LayerFile:
+    """The layer ``tar`` wrote through ``out`` into ``raw`` (ended): its result, and its gzip blob
+    (``raw`` + ``.gz``) when ``gzip``."""
+    res = LayerResult(diff_id="sha256:" + out.h.hexdigest(), size=out.size, report=report)
+    res.files, res.dirs, res.symlinks = tar.files, tar.dirs, tar.symlinks
+    res.hardlinks, res.specials, res.content_bytes = tar.hardlinks, tar.specials, tar.content_bytes
+    gz = None
+    if gzip:
+        gz = raw.with_name(raw.name + ".gz")
+        res.digest, res.compressed_size = compress(raw, gz)
+    return LayerFile(res, raw, gz, keys, index)
+
+
 def compress(raw: Path, gz: Path, *, level: int = GZIP_LEVEL) -> tuple[str, int]:
     """gzip ``raw`` into ``gz``; returns the blob's digest and size."""
-    h = hashlib.sha256()
-    size = 0
     with open(raw, "rb") as src, open(gz, "wb") as dst:
-
-        def out(data: bytes) -> None:
-            nonlocal size
-            h.update(data)
-            size += len(data)
-            dst.write(data)
-
-        comp = ParallelGzip(out, level=level)
+        out = HashedFile(dst)
+        comp = ParallelGzip(out.write, level=level)
         try:
             while block := src.read(_BLOCK):
                 comp.write(block)
@@ -128,4 +137,4 @@ def compress(raw: Path, gz: Path, *, level: int = GZIP_LEVEL) -> tuple[str, int]
         except BaseException:
             comp.shutdown()
             raise
-    return "sha256:" + h.hexdigest(), size
+    return "sha256:" + out.h.hexdigest(), out.size
