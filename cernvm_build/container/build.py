@@ -27,12 +27,12 @@ from .apptainer import add_scaffold
 from .delta import MAX_DELTA_SHARE, ParentUse, created_by, layer_tars, open_parent, too_deep, write_delta
 from .image import LABEL_MTIMES, LABEL_SKIPPED, ImageSpec, hex_of
 from .layer import LayerResult
-from .layering import DEFAULT_LAYER_BYTES, ImageTrees, LayerTar, LayerView, plan_layers
+from .layering import DEFAULT_LAYER_BYTES, ImageTrees, LayerTar, LayerView, plan_weighed, weigh
 from .layers import LayerFile, write_layers
 from .materialize import materialize
 from .oci import ImageParts, assemble, write_docker_archive, write_oci_dir, write_oci_tar
 from .sbom import MEDIA_TYPE as SBOM_MEDIA_TYPE
-from .source import FILE, Clamped, TreeSource
+from .source import Clamped, TreeSource
 from .thin import write_thin
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 FORMATS = ("oci", "docker-archive", "apptainer", "thin", "cvmfs")
 _NEEDS_GZ = {"oci", "thin", "cvmfs"}
 
-Progress = Callable[[int], None]
+#: told (content bytes done, the tree's content bytes) as the tree is read
+Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -91,16 +92,30 @@ def check_formats(formats: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(formats))
 
 
-def content_size(source: TreeSource) -> int:
-    """Bytes of file content in the tree (for progress bars); reads metadata only."""
-    seen: set[object] = set()
-    total = 0
-    for e in source.entries():
-        if e.kind == FILE and (e.link_id is None or e.link_id not in seen):
-            total += e.size
-            if e.link_id is not None:
-                seen.add(e.link_id)
-    return total
+class _Count:
+    """Content bytes done of the tree's ``total``, told to ``tell(done, total)``."""
+
+    def __init__(self, tell: Progress, total: int) -> None:
+        self.tell, self.total, self.done = tell, total, 0
+        tell(0, total)
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        self.tell(self.done, self.total)
+
+    def restart(self) -> None:
+        if self.done:
+            self.done = 0
+            self.tell(0, self.total)
+
+
+@dataclass
+class _Layers:
+    """The image's layers (each with its history line), the hub's view of them, the build report."""
+
+    files: list[tuple[LayerFile, str]]
+    trees: list[TreeSource | LayerTar]
+    report: TreeReport
 
 
 def _dir_artifact(path: Path, fmt: str, digest: str, **meta: object) -> Artifact:
@@ -127,31 +142,40 @@ def build(req: BuildRequest, progress: Progress | None = None) -> BuildResult:
     # would be the revision's time, different in every snapshot, and no layer could be shared
     tree = req.source if req.keep_mtimes else Clamped(req.source, req.spec.created)
     res = BuildResult()
+    needs_layer = bool(set(formats) - {"apptainer"})
     try:
-        needs_layer = bool(set(formats) - {"apptainer"})
+        # one metadata pass gives the cut's weights and the progress total
+        weights = weigh(tree) if needs_layer or progress is not None else None
+        count = _Count(progress, weights.content) if progress is not None and weights is not None else None
+        advance = count.advance if count is not None else None
         spec = req.spec
         if needs_layer:
-            made = None
+            assert weights is not None
+            layers = None
             if req.parent is not None:
-                made, res.parent = _on_parent(tree, req, work, formats, progress)
-            if made is not None:
-                layers, layer_trees, res.report = made
-            else:
-                plan = plan_layers(tree, layer_bytes=req.layer_bytes)
+                layers, res.parent = _on_parent(tree, req, work, formats, advance)
+            if layers is None:
+                if count is not None:  # a --parent build that cuts the tree instead reads it again
+                    count.restart()
+                plan = plan_weighed(weights, layer_bytes=req.layer_bytes)
                 files = write_layers(
                     tree,
                     plan,
                     work,
                     gzip=bool(_NEEDS_GZ & set(formats)) or req.parent is not None,
-                    progress=progress,
+                    progress=advance,
                     report=res.report,
                 )
-                layers = [(f, f.created_by()) for f in files]
-                layer_trees = [LayerView(tree, plan, f.index) for f in files]
-            res.layers = [f.result for f, _ in layers]
+                layers = _Layers(
+                    [(f, f.created_by()) for f in files],
+                    [LayerView(tree, plan, f.index) for f in files],
+                    res.report,
+                )
+            res.layers = [f.result for f, _ in layers.files]
+            res.report = layers.report
             res.skipped = list(res.report.skipped)
             spec = _with_build_labels(spec, req.keep_mtimes, res.report.skipped_count)
-            parts = replace(assemble(spec, layers), sbom=req.sbom)
+            parts = replace(assemble(spec, layers.files), sbom=req.sbom)
             res.parts = parts
             if "oci" in formats:
                 oci_dir = out / f"{req.basename}.oci"
@@ -174,7 +198,7 @@ def build(req: BuildRequest, progress: Progress | None = None) -> BuildResult:
                 )
             if "cvmfs" in formats:
                 assert req.publish is not None
-                trees = ImageTrees(tree, layer_trees)
+                trees = ImageTrees(tree, layers.trees)
                 res.artifacts.append(req.publish(parts, trees))
         if "apptainer" in formats:
             sandbox = out / f"{req.basename}.sandbox"
@@ -184,7 +208,7 @@ def build(req: BuildRequest, progress: Progress | None = None) -> BuildResult:
                     tmp,
                     mtime=None,
                     devices=req.devices,
-                    progress=None if needs_layer else progress,
+                    progress=None if needs_layer else advance,
                 )
                 if not needs_layer:
                     res.skipped, res.report = list(m.skipped), m.report
@@ -217,10 +241,14 @@ def build(req: BuildRequest, progress: Progress | None = None) -> BuildResult:
 
 
 def _on_parent(
-    tree: TreeSource, req: BuildRequest, work: Path, formats: list[str], progress: Progress | None
-) -> tuple[tuple[list[tuple[LayerFile, str]], list[TreeSource | LayerTar], TreeReport] | None, ParentUse]:
-    """The image as ``req.parent``'s layers plus a delta (layers, the hub's view of them, the
-    report), or None when the chain is cut short; and what was done."""
+    tree: TreeSource,
+    req: BuildRequest,
+    work: Path,
+    formats: list[str],
+    progress: Callable[[int], None] | None,
+) -> tuple[_Layers | None, ParentUse]:
+    """The image as ``req.parent``'s layers plus a delta, or None when the chain is cut short; and
+    what was done."""
     assert req.parent is not None
     parent = open_parent(
         req.parent, req.spec, work, mtimes="kept" if req.keep_mtimes else "clamped",
@@ -245,8 +273,7 @@ def _on_parent(
         layers.append((delta.layer, created_by(delta, parent)))
     use.used, use.reused_layers, use.reused_bytes = True, len(parent.layers), parent.blob_bytes
     use.delta_bytes, use.changed, use.removed = size, delta.changed, delta.removed
-    trees: list[TreeSource | LayerTar] = list(layer_tars(parent, delta))
-    return (layers, trees, report), use
+    return _Layers(layers, list(layer_tars(parent, delta)), report), use
 
 
 def _with_build_labels(spec: ImageSpec, keep_mtimes: bool, skipped: int) -> ImageSpec:

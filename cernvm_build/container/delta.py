@@ -283,8 +283,8 @@ def _changes(
             out.changed.add(e.path)  # was hard-linked, is not any more
         if node is None or _differs(e, node, source):
             out.changed.add(e.path)
-        if progress is not None and e.kind == FILE:
-            progress(e.size)
+        if progress is not None and e.kind == FILE and (e.link_id is None or len(groups[e.link_id]) == 1):
+            progress(e.size)  # a link group's content once, as the total counts it
     # a link group is written whole when any member changed or the group is not the parent's
     lower_groups: dict[str, set[str]] = {}
     for p, n in nodes.items():

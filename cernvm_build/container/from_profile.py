@@ -20,7 +20,7 @@ from ..context import BuildContext
 from ..cvmfs.repository import SnapshotSpec
 from ..errors import UsageError
 from ..profile import Profile
-from .build import BuildRequest, BuildResult, build, check_formats, content_size
+from .build import BuildRequest, BuildResult, build, check_formats
 from .image import LABEL_TAG, ImageSpec
 from .layering import DEFAULT_LAYER_BYTES
 from .origin import default_cmd, image_spec, oci_arch, open_origin, provenance
@@ -162,16 +162,7 @@ def build_profile(
             sbom=sbom,
             parent=parent,
         )
-        total = content_size(origin.tree)
-        done = 0
-        ctx.reporter.progress("content bytes", 0, total)
-
-        def advance(n: int) -> None:
-            nonlocal done
-            done += n
-            ctx.reporter.progress("content bytes", done, total)
-
-        result = build(req, progress=advance)
+        result = build(req, progress=lambda done, total: ctx.reporter.progress("content bytes", done, total))
         return ProfileBuild(spec, labels, origin.tree.description, result)
     finally:
         origin.close()

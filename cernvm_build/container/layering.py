@@ -43,20 +43,25 @@ def _parent(path: str) -> str:
 
 
 @dataclass
-class _Weights:
-    """Per directory (depth <= SPLIT_DEPTH + 1): its subtree's weight; and the cross-directory link
-    groups (link id -> the first directory it was seen in, pairs of directories it joins)."""
+class Weights:
+    """Per directory (depth <= SPLIT_DEPTH + 1): its subtree's weight; the pairs of directories a
+    link group joins; and the tree's content bytes (a link group once: the build's progress total)."""
 
     dirs: dict[str, int]
     links: set[tuple[str, str]]
+    content: int = 0
 
 
-def weigh(source: TreeSource) -> _Weights:
+def weigh(source: TreeSource) -> Weights:
+    """The tree's weights, from one metadata pass."""
     dirs: dict[str, int] = {"": 0}
-    first_dir: dict[object, str] = {}
+    first_dir: dict[object, str] = {}  # link id -> the first directory it was seen in
     links: set[tuple[str, str]] = set()
+    content = 0
     for e in source.entries():
         weight = _HEADER + (e.size if e.kind == FILE else 0)
+        if e.kind == FILE and (e.link_id is None or e.link_id not in first_dir):
+            content += e.size
         parts = e.path.split("/")
         if e.kind == DIR and len(parts) <= SPLIT_DEPTH + 1 and len(dirs) < MAX_WEIGHED_DIRS:
             dirs[e.path] = 0
@@ -69,7 +74,7 @@ def weigh(source: TreeSource) -> _Weights:
             seen = first_dir.setdefault(e.link_id, where)
             if seen != where:
                 links.add((seen, where))
-    return _Weights(dirs, links)
+    return Weights(dirs, links, content)
 
 
 @dataclass(frozen=True)
@@ -135,7 +140,11 @@ class LayerPlan:
 
 
 def plan_layers(source: TreeSource, *, layer_bytes: int = DEFAULT_LAYER_BYTES) -> LayerPlan:
-    weights = weigh(source)
+    return plan_weighed(weigh(source), layer_bytes=layer_bytes)
+
+
+def plan_weighed(weights: Weights, *, layer_bytes: int = DEFAULT_LAYER_BYTES) -> LayerPlan:
+    """The cut of a tree already weighed (the build weighs it once, for the progress total too)."""
     while True:
         plan = _cut(weights, layer_bytes)
         if plan.count <= MAX_LAYERS:
@@ -143,7 +152,7 @@ def plan_layers(source: TreeSource, *, layer_bytes: int = DEFAULT_LAYER_BYTES) -
         layer_bytes *= 2
 
 
-def _cut(w: _Weights, layer_bytes: int) -> LayerPlan:
+def _cut(w: Weights, layer_bytes: int) -> LayerPlan:
     children: dict[str, list[str]] = {}
     for d in w.dirs:
         if d:

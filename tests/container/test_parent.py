@@ -32,12 +32,17 @@ def spec(tag: str, **labels: str) -> ImageSpec:
 
 
 def make(
-    tree: Path, out: Path, tag: str, parent: Path | None = None, formats: tuple[str, ...] = ("oci",)
+    tree: Path,
+    out: Path,
+    tag: str,
+    parent: Path | None = None,
+    formats: tuple[str, ...] = ("oci",),
+    progress: list[tuple[int, int]] | None = None,
 ) -> BuildResult:
     req = BuildRequest(
         LocalTree(tree), spec(tag), list(formats), out, "img", layer_bytes=64 * KB, parent=parent
     )
-    return build(req)
+    return build(req, progress=None if progress is None else lambda *told: progress.append(told))
 
 
 def layers(res: BuildResult) -> list[tuple[str, str]]:
@@ -154,8 +159,15 @@ def test_long_chains_and_big_deltas_are_cut_along_the_tree(
     for d in (tree / "usr" / "lib").iterdir():  # most of the tree changes: a fresh cut costs less
         for f in d.iterdir() if d.is_dir() else ():
             f.write_bytes(os.urandom(f.stat().st_size))
-    big = make(tree, tmp_path / "d", "s4", parent=tmp_path / "a" / "img.oci")
+    os.link(tree / "etc" / "one", tree / "etc" / "one-link")  # a link group's content counts once
+    seen: list[tuple[int, int]] = []
+    big = make(tree, tmp_path / "d", "s4", parent=tmp_path / "a" / "img.oci", progress=seen)
     assert big.parent is not None and not big.parent.used and "over 25%" in big.parent.why
+    # the delta's pass, then the tree cut's from 0 again: the count never runs past its total
+    total = seen[0][1]
+    assert total > 0 and all(d <= t == total for d, t in seen) and seen[-1] == (total, total)
+    again = next(i for i in range(1, len(seen)) if seen[i][0] < seen[i - 1][0])
+    assert seen[again - 1 : again + 1] == [(total, total), (0, total)]  # the delta's pass: every byte once
 
 
 def test_a_parent_with_a_path_out_of_its_tree_is_refused(tmp_path: Path) -> None:
