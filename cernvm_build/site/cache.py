@@ -51,14 +51,16 @@ class State:
         return out
 
     def md_html(self, keys: list[str]) -> dict[str, str]:
-        return self._column("html", keys)
+        return {key: html for key, html in self._rows("md", ("html",), keys)}
 
-    def _column(self, column: str, keys: list[str]) -> dict[str, str]:
-        out: dict[str, str] = {}
+    def _rows(self, table: str, columns: tuple[str, ...], keys: list[str]) -> list[tuple[Any, ...]]:
+        """The rows ``(key, *columns)`` of these keys (in chunks: SQLite bounds a query's parameters)."""
+        select = ", ".join(("key", *columns))
+        out: list[tuple[Any, ...]] = []
         for i in range(0, len(keys), 500):
             chunk = keys[i : i + 500]
             marks = ",".join("?" * len(chunk))
-            out.update(self.db.execute(f"SELECT key, {column} FROM md WHERE key IN ({marks})", chunk))
+            out += self.db.execute(f"SELECT {select} FROM {table} WHERE key IN ({marks})", chunk)
         return out
 
     def put_md(self, rows: list[tuple[str, Any, str]]) -> None:
@@ -93,16 +95,10 @@ class State:
 
     # -- search index: each page's extract (search.extract) by page output fingerprint ------------
     def search_extracts(self, keys: set[str]) -> dict[str, tuple[bytes, bytes]]:
-        out: dict[str, tuple[bytes, bytes]] = {}
-        wanted = sorted(keys)
-        for i in range(0, len(wanted), 500):
-            chunk = wanted[i : i + 500]
-            marks = ",".join("?" * len(chunk))
-            for key, frag, post in self.db.execute(
-                f"SELECT key, fragment, postings FROM search WHERE key IN ({marks})", chunk
-            ):
-                out[key] = (bytes(frag), bytes(post))
-        return out
+        return {
+            key: (bytes(frag), bytes(post))
+            for key, frag, post in self._rows("search", ("fragment", "postings"), sorted(keys))
+        }
 
     def put_search_extracts(self, rows: list[tuple[str, bytes, bytes]]) -> None:
         if rows:
