@@ -8,7 +8,8 @@ The steps, one module each, in the order data flows:
 - ``plan``: one ``Job`` per output with a fingerprint of everything its template sees; links checked;
 - ``write``: render and write the jobs whose fingerprint changed, delete what a clean build would not
   write; the state (``cache.State``) records what was written;
-- ``search``: the search index from the written pages (a page read again only when it changed).
+- ``search``: the search index from the written pages (each page's extract made as it is written,
+  kept in the state; a page is read back only when the state lost its extract).
 
 Incremental by construction: an output is rendered again only when its fingerprint changed, so an
 incremental build writes exactly the bytes a clean build would. A build into a folder that does not
@@ -111,20 +112,27 @@ class Builder:
     ) -> tuple[int, int, int, int]:
         """Steps 4 and 5 into ``target``; returns (outputs written, removed, search files written,
         shards indexed)."""
-        written, rows, removed = execute(
-            target, outputs, pageset, old_outputs, env, state, fresh, self.jobs, self.reporter, new=new
+        pages = search_pages(outputs.jobs)
+        written, rows, removed, extracts = execute(
+            target,
+            outputs,
+            pageset,
+            old_outputs,
+            env,
+            state,
+            fresh,
+            self.jobs,
+            self.reporter,
+            new=new,
+            extract=search_mod.missing(pages, state),
+            base_path=self.cfg.base_path,
         )
         state.put_outputs(rows, removed)  # recorded first: a failed index step keeps the pages
         if any(j.out.endswith(".html") for j in written) or any(r.endswith(".html") for r in removed):
             # the index on disk may no longer match: trust none of it until it is made again
             state.put_outputs([], [search_mod.MANIFEST])
         indexed = search_mod.update(
-            target,
-            old_outputs,
-            search_pages(outputs.jobs),
-            state,
-            base_path=self.cfg.base_path,
-            jobs=self.jobs,
+            target, old_outputs, pages, state, base_path=self.cfg.base_path, jobs=self.jobs, fresh=extracts
         )
         if indexed is None:
             return len(written), len(removed), 0, 0

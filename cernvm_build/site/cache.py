@@ -100,6 +100,10 @@ class State:
             for key, frag, post in self._rows("search", ("fragment", "postings"), sorted(keys))
         }
 
+    def search_keys(self, keys: set[str]) -> set[str]:
+        """Those of ``keys`` whose extract is kept (the extracts themselves are not read)."""
+        return {key for (key,) in self._rows("search", (), sorted(keys))}
+
     def put_search_extracts(self, rows: list[tuple[str, bytes, bytes]]) -> None:
         if rows:
             with self.db:

@@ -22,8 +22,10 @@ script. Only what a page marks ``data-search-body`` is read (the article), minus
 ``data-search-ignore`` (breadcrumbs, sidebars, TOC, permalink signs), scripts and styles.
 
 Incremental: a page's extract (fragment + postings) is kept in the state under the page's output
-fingerprint, so only changed pages are read again. From ``SHARD_FROM`` pages on, the pages are cut
-into shards of whole folders in path order (at least ``SHARD_PAGES`` pages, at most ``MAX_SHARDS``),
+fingerprint. The write step makes it from the page it renders (``page_extract``; ``missing`` says which
+pages need one), so a page is read back from the output only when the state lost its extract. From
+``SHARD_FROM`` pages on, the pages are cut into shards of whole folders in path order (at least
+``SHARD_PAGES`` pages, at most ``MAX_SHARDS``),
 the first under ``search-index/``, the others under ``search-index/more/<id>/``; a shard's files are
 made again only when one of its pages changed (its key: the pages' paths and fingerprints), and
 written only where their bytes changed. Every file is a pure function of its shard's pages, so an
@@ -248,11 +250,29 @@ def page_url(base_path: str, out: str) -> str:
     return base_path + (out[: -len("index.html")] if out.endswith("/index.html") else out)
 
 
-def _extract_file(shared: tuple[Path, str], out: str) -> tuple[bytes, bytes]:
-    out_dir, base_path = shared
-    page = (out_dir / out).read_text(encoding="utf-8", errors="replace")
+def extract_key(out: str, fp: str) -> str:
+    """A page's extract in the state: by its output path and fingerprint (and the extract's format)."""
+    return sha("search", VERSION, out, fp)
+
+
+def page_extract(page: str, out: str, base_path: str) -> tuple[bytes, bytes]:
+    """What the state keeps of a page: its fragment and its pickled (statistics, postings)."""
     frag, postings, stats = extract(page, page_url(base_path, out))
     return frag, pickle.dumps((stats, postings), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def missing(pages: dict[str, str], state: State) -> set[str]:
+    """The pages (output path -> fingerprint) whose extract the state does not hold: the write step
+    makes theirs from the page it renders (``write.execute``), so no written page is read back."""
+    keys = {extract_key(p, fp): p for p, fp in pages.items()}
+    return {keys[k] for k in set(keys) - state.search_keys(set(keys))}
+
+
+def _extract_file(shared: tuple[Path, str], out: str) -> tuple[bytes, bytes]:
+    # a page the write step did not render in this build (unchanged since one that did not keep its
+    # extract, or copied from static/): read from the output
+    out_dir, base_path = shared
+    return page_extract((out_dir / out).read_text(encoding="utf-8", errors="replace"), out, base_path)
 
 
 # -- shards -----------------------------------------------------------------------------------------
@@ -364,10 +384,12 @@ def update(
     *,
     base_path: str = "/",
     jobs: int = 1,
+    fresh: dict[str, tuple[bytes, bytes]] | None = None,
 ) -> Indexed | None:
     """Make again the shards whose pages changed (or whose files are missing or damaged); write the
     files whose bytes changed. ``pages``: every HTML output to index -> its fingerprint; ``state``: the
-    build's ``cache.State`` (page extracts). None when the whole index is current."""
+    build's ``cache.State`` (page extracts); ``fresh``: extracts the write step made of the pages it
+    rendered (page -> ``page_extract``), kept in the state here. None when the whole index is current."""
     ours = {rel: v for rel, v in old.items() if rel.startswith(PREFIX)}
     top = str(out_dir)  # paths as strings: a stat per index file, a Path each would cost more
     cut = shards(pages)
@@ -388,15 +410,17 @@ def update(
     listed = sorted(prev) == sorted(bundles)
     if not stale and listed and not (set(ours) - {MANIFEST} - {r for b in bundles for r in recorded[b]}):
         return None
-    # the pages' extracts: from the state, else read from the written page
-    keys = {p: sha("search", VERSION, p, fp) for p, fp in pages.items()}
-    need = [p for s in stale for p in s.pages]
+    # the pages' extracts: made by the write step, else from the state, else read from the page
+    keys = {p: extract_key(p, fp) for p, fp in pages.items()}
+    extracts = {p: e for p, e in (fresh or {}).items() if p in keys}
+    need = [p for s in stale for p in s.pages if p not in extracts]
     known = state.search_extracts({keys[p] for p in need})
     todo = [p for p in need if keys[p] not in known]
     made = fork_map(_extract_file, (out_dir, base_path), todo, jobs)
-    state.put_search_extracts([(keys[p], *m) for p, m in zip(todo, made, strict=True)])
-    extracts = {p: known[keys[p]] for p in need if keys[p] in known}
-    extracts.update(zip(todo, made, strict=True))
+    new = {**extracts, **dict(zip(todo, made, strict=True))}
+    state.put_search_extracts([(keys[p], *e) for p, e in new.items()])
+    extracts.update(new)
+    extracts.update((p, known[keys[p]]) for p in need if keys[p] in known)
     rows: list[tuple[str, str, int, int]] = []
     written = 0
     final: set[str] = {MANIFEST}

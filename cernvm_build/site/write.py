@@ -28,6 +28,7 @@ from .pages import PageSet
 from .parallel import fork_map
 from .plan import Plan
 from .search import PREFIX as SEARCH_PREFIX
+from .search import page_extract
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,8 @@ class Work:
     pageset: PageSet
     jobs: list[Job]
     made: set[str] | None  # out_dir is new (nobody reads it yet): the folders made in it so far
+    extract: set[str]  # pages whose search extract is made here, from the HTML rendered (search.missing)
+    base_path: str
 
 
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
@@ -119,7 +122,11 @@ def _materialize(obj: Any, work: Work) -> Any:
     return obj
 
 
-def _do_job_safe(work: Work, i: int) -> tuple[int, int] | tuple[str, str, str]:
+#: what a worker returns for an output: (size, mtime in ns, search extract or None)
+Written = tuple[int, int, tuple[bytes, bytes] | None]
+
+
+def _do_job_safe(work: Work, i: int) -> Written | tuple[str, str, str]:
     # a CernVMError's where/hint do not survive pickling from a worker: send the parts
     try:
         return _do_job(work, i)
@@ -127,24 +134,25 @@ def _do_job_safe(work: Work, i: int) -> tuple[int, int] | tuple[str, str, str]:
         return e.message, str(e.where or ""), e.hint or ""
 
 
-def _do_job(work: Work, i: int) -> tuple[int, int]:
+def _do_job(work: Work, i: int) -> Written:
     job = work.jobs[i]
     dest = work.out_dir / job.out
     if job.copy_from is not None:
-        return copy_output(job.copy_from, dest, work.made)
+        return (*copy_output(job.copy_from, dest, work.made), None)
     if job.data is not None:
-        blob = job.data
-    else:
-        assert job.template is not None and job.context is not None
-        ctx = _materialize(job.context, work)
-        if "sidebar" in ctx and "page" in ctx:
-            # mark the current page in the shared sidebar fragment
-            url = ctx["page"]["url"]
-            ctx["sidebar"] = tpl_mod.Markup(
-                str(ctx["sidebar"]).replace(f'<a href="{url}">', f'<a href="{url}" aria-current="page">', 1)
-            )
-        blob = work.env.render(job.template, ctx).encode("utf-8")
-    return write_output(dest, blob, work.made)
+        return (*write_output(dest, job.data, work.made), None)
+    assert job.template is not None and job.context is not None
+    ctx = _materialize(job.context, work)
+    if "sidebar" in ctx and "page" in ctx:
+        # mark the current page in the shared sidebar fragment
+        url = ctx["page"]["url"]
+        ctx["sidebar"] = tpl_mod.Markup(
+            str(ctx["sidebar"]).replace(f'<a href="{url}">', f'<a href="{url}" aria-current="page">', 1)
+        )
+    page = work.env.render(job.template, ctx)
+    size_mtime = write_output(dest, page.encode("utf-8"), work.made)
+    # the index step's extract of the page, while its HTML is here (else that step reads it back)
+    return (*size_mtime, page_extract(page, job.out, work.base_path) if job.out in work.extract else None)
 
 
 def _unchanged(out_dir: Path, job: Job, old: dict[str, tuple[str, int, int]]) -> bool:
@@ -196,9 +204,12 @@ def execute(
     reporter: Reporter,
     *,
     new: bool = False,
-) -> tuple[list[Job], list[tuple[str, str, int, int]], list[str]]:
-    """Write what changed; returns (jobs written, state rows for them, outputs removed). ``new``: the
-    output folder is new and empty (see the module docstring)."""
+    extract: set[str] | frozenset[str] = frozenset(),
+    base_path: str = "/",
+) -> tuple[list[Job], list[tuple[str, str, int, int]], list[str], dict[str, tuple[bytes, bytes]]]:
+    """Write what changed; returns (jobs written, state rows for them, outputs removed, search extracts
+    of the written pages among ``extract``). ``new``: the output folder is new and empty (see the
+    module docstring)."""
     todo = [job for job in plan.jobs if not _unchanged(out_dir, job, old)]
     # What the workers need and this process already has: rendered HTML and sidebars.
     need_md = sorted(
@@ -222,15 +233,17 @@ def execute(
         if j.template is not None:
             env.get(j.template)  # compile once, before the fork
 
-    work = Work(out_dir, env, html, sidebar_html, pageset, todo, {str(out_dir)} if new else None)
+    made = {str(out_dir)} if new else None
+    work = Work(out_dir, env, html, sidebar_html, pageset, todo, made, set(extract), base_path)
     reporter.progress("pages", 0, len(todo))
     results = fork_map(_do_job_safe, work, list(range(len(todo))), jobs)
     reporter.progress("pages", len(todo), len(todo))
-    failed = [r for r in results if len(r) == 3]
+    failed = [r for r in results if isinstance(r[0], str)]
     if failed:
         message, where, hint = failed[0]
         raise BuildError(str(message), where=str(where) or None, hint=str(hint) or None)
     rows = [(job.out, job.fp, int(r[0]), int(r[1])) for job, r in zip(todo, results, strict=True)]
+    extracts = {job.out: r[2] for job, r in zip(todo, results, strict=True) if isinstance(r[2], tuple)}
     wanted = {j.out for j in plan.jobs}
     # the search index is written by its own step (search.update), after the pages it indexes
     removed = sorted(rel for rel in set(old) - wanted if not rel.startswith(SEARCH_PREFIX))
@@ -243,4 +256,4 @@ def execute(
             pass
     if removed or empty_dirs:
         _prune_empty_dirs(out_dir)
-    return todo, rows, removed
+    return todo, rows, removed, extracts

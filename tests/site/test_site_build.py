@@ -501,6 +501,38 @@ def test_search_index_in_shards_one_page_edit_indexes_one_shard(
     assert tree(out) == _clean(site, tmp_path, "clean2", monkeypatch)
 
 
+def test_the_index_step_reads_back_only_pages_whose_extract_is_not_kept(
+    site: Path, tmp_path: Path, edit: Edit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page's search extract is made as the page is written (its HTML at hand), so neither a clean
+    build nor a one-page edit reads a page back; a page whose extract the state lacks (here: a new
+    extract format) is read from the output and gives the same index files."""
+    from cernvm_build.site import search
+
+    read: list[str] = []
+    real = search._extract_file
+
+    def counted(shared: tuple[Path, str], out: str) -> tuple[bytes, bytes]:
+        read.append(out)  # jobs=1: the index step runs in this process
+        return real(shared, out)
+
+    monkeypatch.setattr(search, "_extract_file", counted)
+    out = tmp_path / "out"
+    build_site(site, out, jobs=1)
+    edit(site / "content/docs/guides/preservation.md", "no longer receive", "no longer get")
+    assert build_site(site, out, jobs=1).search_shards == 1
+    assert read == []
+
+    def index() -> dict[str, bytes]:  # the manifest names the format in its shards' keys
+        return {r: b for r, b in tree(out).items() if r.startswith(search.PREFIX) and r != search.MANIFEST}
+
+    before = index()
+    monkeypatch.setattr(search, "VERSION", "a new format")
+    assert build_site(site, out, jobs=1).rendered == 0
+    marked = {rel for rel, blob in tree(out).items() if rel.endswith(".html") and b"data-search-body" in blob}
+    assert sorted(read) == sorted(marked) and index() == before
+
+
 def test_highlighted_code_is_kept_between_builds(
     site: Path, tmp_path: Path, edit: Edit, monkeypatch: pytest.MonkeyPatch
 ) -> None:
