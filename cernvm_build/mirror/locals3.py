@@ -17,8 +17,18 @@ from typing import Any
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
+class _Rule:
+    """What faults and delays apply to: requests of ``method`` on paths containing ``key_part``."""
+
+    method: str
+    key_part: str
+
+    def applies(self, method: str, path: str) -> bool:
+        return self.method == method and self.key_part in path
+
+
 @dataclass
-class Fault:
+class Fault(_Rule):
     """Answer ``status`` to requests of ``method`` (optionally only keys containing ``key_part``)
     after ``after`` of them have gone through."""
 
@@ -30,7 +40,7 @@ class Fault:
 
 
 @dataclass
-class Delay:
+class Delay(_Rule):
     """Hold requests of ``method`` on paths containing ``key_part`` for ``seconds``, then answer them."""
 
     method: str
@@ -98,14 +108,14 @@ class LocalS3:
             with self._lock:
                 self.requests[method] += 1
                 for f in self.faults:
-                    if f.method == method and f.key_part in path:
+                    if f.applies(method, path):
                         f.seen += 1
                         if f.seen > f.after:
                             body = json.dumps({"injected": f.status}).encode()
                             start_response(f"{f.status} Injected", [("Content-Length", str(len(body)))])
                             return [body]
             for d in self.delays:
-                if d.method == method and d.key_part in path:
+                if d.applies(method, path):
                     time.sleep(d.seconds)
             return app(environ, start_response)
 
