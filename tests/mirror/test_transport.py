@@ -4,13 +4,14 @@ trickles bytes."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import botocore.exceptions
@@ -62,6 +63,29 @@ def _private_ca(work: Path) -> tuple[Path, Path, Path]:
     return paths
 
 
+@contextlib.contextmanager
+def _listening(handle: Callable[[socket.socket], None]) -> Iterator[int]:
+    """A listener on 127.0.0.1 handing each connection to ``handle`` on a thread of its own; yields its
+    port. Shut down on exit (which wakes the blocked accept, so its thread ends there)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        with contextlib.suppress(OSError):
+            listener.shutdown(socket.SHUT_RDWR)
+        listener.close()
+
+
 @pytest.fixture
 def tls_front(tmp_path: Path, s3server: LocalS3) -> Iterator[tuple[str, Path]]:
     """(https endpoint, CA file): moto behind a TLS-terminating forwarder whose certificate only the
@@ -69,8 +93,6 @@ def tls_front(tmp_path: Path, s3server: LocalS3) -> Iterator[tuple[str, Path]]:
     ca, cert, key = _private_ca(tmp_path)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
-    listener = socket.create_server(("127.0.0.1", 0))
-    stop = threading.Event()
 
     def pump(src: socket.socket, dst: socket.socket) -> None:
         try:
@@ -95,18 +117,8 @@ def tls_front(tmp_path: Path, s3server: LocalS3) -> Iterator[tuple[str, Path]]:
         threading.Thread(target=pump, args=(back, tls), daemon=True).start()
         pump(tls, back)
 
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                raw, _ = listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=serve, args=(raw,), daemon=True).start()
-
-    threading.Thread(target=accept, daemon=True).start()
-    yield f"https://127.0.0.1:{listener.getsockname()[1]}", ca
-    stop.set()
-    listener.close()
+    with _listening(serve) as port:
+        yield f"https://127.0.0.1:{port}", ca
 
 
 @pytest.mark.integration
@@ -147,42 +159,33 @@ def test_a_trickling_server_meets_the_whole_request_deadline() -> None:
     """A server that answers one byte at a time, each well inside the per-operation socket timeout,
     would hold a request for ever: the request's own deadline ends it with one line naming the
     endpoint, bucket and key, and it is not tried again."""
-    srv = socket.create_server(("127.0.0.1", 0))
     connections = [0]
-    done = threading.Event()
 
-    def trickle() -> None:
-        while not done.is_set():
+    def trickle(conn: socket.socket) -> None:
+        connections[0] += 1
+        with conn:
             try:
-                conn, _ = srv.accept()
+                conn.recv(65536)
+                for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Pad: " + b"x" * 10**6:
+                    conn.sendall(bytes([byte]))
+                    time.sleep(0.05)
             except OSError:
-                return
-            connections[0] += 1
-            with conn:
-                try:
-                    conn.recv(65536)
-                    for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Pad: " + b"x" * 10**6:
-                        conn.sendall(bytes([byte]))
-                        time.sleep(0.05)
-                except OSError:
-                    pass  # the client hung up
+                pass  # the client hung up
 
-    threading.Thread(target=trickle, daemon=True).start()
-    endpoint = f"http://127.0.0.1:{srv.getsockname()[1]}"
-    put = DirectPut(endpoint, "us-east-1", lambda: Keys("AK", "SK"), timeout=5, deadline_floor=1.0)
     outcome: list[BaseException | str] = []
+    with _listening(trickle) as port:
+        endpoint = f"http://127.0.0.1:{port}"
+        put = DirectPut(endpoint, "us-east-1", lambda: Keys("AK", "SK"), timeout=5, deadline_floor=1.0)
 
-    def request() -> None:
-        try:
-            outcome.append(put.put("bucket", "pool/a.deb", b"data", "0" * 64, {}))
-        except BaseException as e:
-            outcome.append(e)
+        def request() -> None:
+            try:
+                outcome.append(put.put("bucket", "pool/a.deb", b"data", "0" * 64, {}))
+            except BaseException as e:
+                outcome.append(e)
 
-    t = threading.Thread(target=request, daemon=True)
-    t.start()
-    t.join(60)  # a bound for the failure of this test, not a measurement
-    done.set()
-    srv.close()
+        t = threading.Thread(target=request, daemon=True)
+        t.start()
+        t.join(60)  # a bound for the failure of this test, not a measurement
     put.close()
     assert not t.is_alive(), "the request is still held by the trickling server"
     err = outcome[0]
