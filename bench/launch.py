@@ -405,10 +405,12 @@ def _boot_result(
     host's load does not change) next to it."""
     mine = [b for b in boots[kind] if b]
     refs = [b for b in boots["plain"] if b]
+    bench = f"launch.create_to_ready{'' if kind == 'local' else '.' + kind}"
+    metric = f"{point} ({acc.name}, {WHERE[kind]})"
     if not mine or not refs:
         return Result(
-            bench=f"launch.create_to_ready{'' if kind == 'local' else '.' + kind}",
-            metric=f"{point} ({acc.name}, {WHERE[kind]})",
+            bench=bench,
+            metric=metric,
             value=float("nan"),
             unit="s",
             ok=False,
@@ -417,8 +419,8 @@ def _boot_result(
     ours, plain = [b.seconds for b in mine], [b.seconds for b in refs]
     ratios = [b.seconds / p.seconds for b, p in zip(boots[kind], boots["plain"], strict=True) if b and p]
     return Result(
-        bench=f"launch.create_to_ready{'' if kind == 'local' else '.' + kind}",
-        metric=f"{point} ({acc.name}, {WHERE[kind]})",
+        bench=bench,
+        metric=metric,
         value=min(ours),
         unit="s",
         reference="plain qemu, same image+disks, same run"
