@@ -48,7 +48,7 @@ from .hub_store import (
 )
 from .image import canonical, hex_of, tags_of
 from .layer import LayerResult, write_layer
-from .layering import OPAQUE, WHITEOUT, ImageTrees, LayerTar
+from .layering import ImageTrees, LayerTar, whiteout_of
 from .layers import LayerFile
 from .oci import ImageParts
 from .source import (
@@ -227,13 +227,12 @@ def _applied_whiteouts(chain: str, whiteouts: Sequence[str]) -> list[Part]:
     """What a layer's whiteout entries remove from the chain below it: ``d/.wh.NAME`` removes
     ``d/NAME``, ``d/.wh..wh..opq`` everything in ``d`` (the layer's own entries come after)."""
     out: list[Part] = []
-    for w in whiteouts:
-        parent, _, name = w.rpartition("/")
+    for w in whiteouts:  # checked when read (``ingest.scan_layer``, ``verify`` for a parent)
+        parent, target = whiteout_of(w)
         where = f"{chain}/{parent}" if parent else chain
-        if name == OPAQUE:
-            out.append(RemovePart(where, children_only=True))
-        else:
-            out.append(RemovePart(f"{where}/{name[len(WHITEOUT) :]}"))
+        out.append(
+            RemovePart(where, children_only=True) if target is None else RemovePart(f"{where}/{target}")
+        )
     return out
 
 

@@ -31,7 +31,7 @@ from ..artifact import Artifact
 from ..errors import BuildError
 from .image import _TAG_RE, DIGEST_RE, MT_LAYER_GZIP, ImageSpec, hex_of
 from .layer import LayerResult
-from .layering import OPAQUE, WHITEOUT, ImageTrees, LayerTar
+from .layering import WHITEOUT, ImageTrees, LayerTar, whiteout_of
 from .layers import LayerFile
 from .manifest_list import default_platform, index_platforms
 from .oci import ImageParts
@@ -159,6 +159,12 @@ def _member_path(name: str) -> str:
     return "/".join(p for p in name.split("/") if p not in ("", "."))
 
 
+def _leaves(where: str, name: str) -> BuildError:
+    return BuildError(
+        f"{where}: layer member {name!r:.200} leaves its folder", hint="the layer is damaged or hostile"
+    )
+
+
 def scan_layer(blob: Path, below: set[str], where: str) -> LayerTar:
     """The layer's whiteout entries (read from its tar headers, the contents are skipped) and, in
     ``below``, the image's top-level names once this layer is applied over the ones before."""
@@ -169,26 +175,22 @@ def scan_layer(blob: Path, below: set[str], where: str) -> LayerTar:
                 path = _member_path(m.name)
                 if not path:
                     continue
-                parent, _, name = path.rpartition("/")
-                if ".." in path.split("/") or (
-                    name.startswith(WHITEOUT) and name != OPAQUE and name[len(WHITEOUT) :] in ("", ".", "..")
-                ):
-                    # the hub turns whiteouts into removals of paths: each must name an entry of its
-                    # own folder (not the folder, its parent, or a path through '..')
-                    raise BuildError(
-                        f"{where}: layer member {m.name!r:.200} leaves its folder",
-                        hint="the layer is damaged or hostile",
-                    )
-                if name == OPAQUE:
-                    whiteouts.append(path)
-                    if not parent:
-                        below.clear()
-                elif name.startswith(WHITEOUT):
-                    whiteouts.append(path)
-                    if not parent:
-                        below.discard(name[len(WHITEOUT) :])
-                else:
+                # the hub turns whiteouts into removals of paths: each must name an entry of its
+                # own folder (not the folder, its parent, or a path through '..')
+                if ".." in path.split("/"):
+                    raise _leaves(where, m.name)
+                if not path.rpartition("/")[2].startswith(WHITEOUT):
                     below.add(path.split("/", 1)[0])
+                    continue
+                try:
+                    parent, target = whiteout_of(path)
+                except ValueError:
+                    raise _leaves(where, m.name) from None
+                whiteouts.append(path)
+                if not parent and target is None:
+                    below.clear()
+                elif not parent:
+                    below.discard(target)
     except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
         raise BuildError(
             f"{where}: the layer is not a tar the hub can read: {e}", hint="the blob is damaged"

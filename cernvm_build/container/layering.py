@@ -229,6 +229,20 @@ WHITEOUT = ".wh."  # OCI's whiteout entries: .wh.NAME removes NAME from the laye
 OPAQUE = ".wh..wh..opq"  # and this one hides all of its directory's lower content
 
 
+def whiteout_of(path: str) -> tuple[str, str | None]:
+    """What the whiteout entry at ``path`` (its name starts with ``WHITEOUT``) removes from the
+    layers below: its directory and the name there, or None for all of the directory's content
+    (``OPAQUE``). The one reading of whiteouts (``verify``, ``ingest``, the hub); ValueError when
+    the name is no entry of that directory ("", ".", "..")."""
+    directory, _, name = path.rpartition("/")
+    if name == OPAQUE:
+        return directory, None
+    target = name[len(WHITEOUT) :]
+    if target in ("", ".", ".."):
+        raise ValueError(f"{name!r} removes no entry of its folder")
+    return directory, target
+
+
 @dataclass(frozen=True)
 class LayerTar:
     """A layer as a tar file (as a registry holds it) and the paths of its whiteout entries."""

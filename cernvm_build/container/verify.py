@@ -25,7 +25,7 @@ from ..errors import BuildError
 from ..tarwrite import skip_reason
 from .apptainer import SCAFFOLD, SD
 from .image import LABEL_MTIMES, hex_of
-from .layering import OPAQUE, WHITEOUT
+from .layering import WHITEOUT, whiteout_of
 from .source import BLOCK, CHAR, DIR, FIFO, FILE, SYMLINK, Entry, LocalTree, TreeSource
 
 _READ = 1 << 20
@@ -260,15 +260,15 @@ def _apply(nodes: dict[str, Node], layer: _LayerScan, where: str, out: list[Diff
     gone: set[str] = set()
     emptied: set[str] = set()
     for w in layer.whiteouts:
-        parent, _, name = w.rpartition("/")
-        if name == OPAQUE:
+        try:
+            parent, target = whiteout_of(w)
+        except ValueError:
+            out.append(Difference(w, "whiteout", "a name in its folder", w.rpartition("/")[2]))
+            continue
+        if target is None:
             emptied.add(parent)
-            continue
-        target = name[len(WHITEOUT) :]
-        if target in ("", ".", "..") or "/" in target:
-            out.append(Difference(w, "whiteout", "a name in its folder", name))
-            continue
-        gone.add(f"{parent}/{target}" if parent else target)
+        else:
+            gone.add(f"{parent}/{target}" if parent else target)
     if gone or emptied:
         for path in list(nodes):
             up = path
