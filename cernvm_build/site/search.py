@@ -55,7 +55,7 @@ from .stemmer import stem, words
 PREFIX = "search-index/"
 MANIFEST = PREFIX + "shards.json"
 #: the extract's format: a change here makes every page be read again
-VERSION = "2"
+VERSION = "3"
 #: below this many pages the index is one shard (a query then loads one bucket per word)
 SHARD_FROM = 200
 #: a shard covers whole folders and at least this many pages (fewer only for the last one)
@@ -65,6 +65,8 @@ MAX_SHARDS = 16
 #: a bucket holds the postings of a run of words (in order) up to about this many bytes
 BUCKET_BYTES = 16 * 1024
 
+#: compact JSON; one encoder for the many small lists of postings (``json.dumps`` makes one a call)
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _TAG = re.compile(
     r"<!--.*?-->|<(/?)([a-zA-Z][a-zA-Z0-9-]*)([^>\"']*(?:(?:\"[^\"]*\"|'[^']*')[^>\"']*)*)>", re.S
 )
@@ -256,9 +258,12 @@ def extract_key(out: str, fp: str) -> str:
 
 
 def page_extract(page: str, out: str, base_path: str) -> tuple[bytes, bytes]:
-    """What the state keeps of a page: its fragment and its pickled (statistics, postings)."""
+    """What the state keeps of a page: its fragment and its pickled (statistics, postings), each
+    word's entries already JSON (without the outer brackets), so that assembling a shard, which a
+    one-page edit does for all of the shard's pages, joins strings instead of encoding them again."""
     frag, postings, stats = extract(page, page_url(base_path, out))
-    return frag, pickle.dumps((stats, postings), protocol=pickle.HIGHEST_PROTOCOL)
+    encoded = {w: _ENCODE(entries)[1:-1] for w, entries in postings.items()}
+    return frag, pickle.dumps((stats, encoded), protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def missing(pages: dict[str, str], state: State) -> set[str]:
@@ -312,7 +317,7 @@ def shard_files(
     """A shard's files (path -> bytes) and its entry in the manifest, from its pages' extracts."""
     files: dict[str, bytes] = {}
     names: list[str] = []
-    merged: dict[str, list[list[Any]]] = {}
+    merged: dict[str, list[str]] = {}  # word -> its pages' postings as JSON, in page order
     count = total = 0
     for n, page in enumerate(shard.pages):
         frag, blob = extracts[page]
@@ -323,17 +328,18 @@ def shard_files(
         count += sections_  # sections without a word cannot match: not counted
         total += words_
         for w, entries in postings.items():
+            posting = f"[{n},{entries}]"  # [page, [section, …], …]
             got = merged.get(w)
             if got is None:
-                merged[w] = [[n, *entries]]
+                merged[w] = [posting]
             else:
-                got.append([n, *entries])
+                got.append(posting)
     # buckets: runs of words in order, about BUCKET_BYTES each; the manifest lists each one's first word
     starts: list[str] = []
     pieces: list[list[str]] = []
     size = BUCKET_BYTES
     for w in sorted(merged, key=_utf16):
-        piece = json.dumps(w, ensure_ascii=False) + ":" + json.dumps(merged[w], separators=(",", ":"))
+        piece = _ENCODE(w) + ":[" + ",".join(merged[w]) + "]"
         if size + len(piece) > BUCKET_BYTES and (not pieces or pieces[-1]):
             starts.append(w)
             pieces.append([])
