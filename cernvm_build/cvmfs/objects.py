@@ -7,11 +7,14 @@ hex plus an algorithm id (``""`` for SHA-1, ``-rmd160``, ``-shake128``), and liv
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import re
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 #: Object kinds (the letter appended to the path).
@@ -132,6 +135,40 @@ def object_path(name: str, suffix: str = "") -> str:
     if suffix and suffix not in SUFFIXES:
         raise ValueError(f"unknown object suffix {suffix!r}")
     return f"data/{name[:2]}/{name[2:]}{suffix}"
+
+
+def fanned_out_files(
+    base: Path, *, sweep_before: float | None = None, swept: list[str] | None = None
+) -> Iterator[os.DirEntry[str]]:
+    """The files in ``base``'s ``XX`` directories, temporaries (dot files) left out; not stat'ed
+    here (``DirEntry.stat`` if the caller wants sizes and times: the plain cache's sweep does not).
+    With ``sweep_before`` (a time), temporaries (``.*.tmp``) last changed before it are a crashed
+    writer's and are removed on the way (appended to ``swept``): the mount's start walks the cache
+    once for both."""
+    with contextlib.suppress(FileNotFoundError), os.scandir(base) as top:
+        for d in top:
+            if not d.is_dir(follow_symlinks=False):
+                continue
+            with os.scandir(d.path) as files:
+                for f in files:
+                    if f.name.startswith("."):
+                        if sweep_before is not None and f.name.endswith(".tmp"):
+                            with contextlib.suppress(FileNotFoundError):
+                                if f.stat(follow_symlinks=False).st_mtime < sweep_before:
+                                    os.unlink(f.path)
+                                    if swept is not None:
+                                        swept.append(f.path)
+                    elif f.is_file(follow_symlinks=False):
+                        yield f
+
+
+def sweep_temporaries(base: Path, before: float) -> int:
+    """Remove the temporaries (``XX/.*.tmp``) in ``base``'s fan-out directories last changed before
+    ``before`` (a crashed writer's); how many."""
+    swept: list[str] = []
+    for _ in fanned_out_files(base, sweep_before=before, swept=swept):
+        pass
+    return len(swept)
 
 
 def compress(data: bytes) -> bytes:

@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from ..fsutil import spread_subdirectories
-from .quota import fanned_out_files
+from .objects import sweep_temporaries
 
 MAGIC = b"CVP1"
 TRAILER = 8
@@ -153,10 +153,7 @@ class PlainCache:
     def sweep(self) -> int:
         """Remove temporary files a crashed writer left (older than STALE_TMP_S); returns how many.
         (With a size limit the mount's start leaves this to ``Quota.scan``: one walk.)"""
-        swept: list[str] = []
-        for _ in fanned_out_files(self.dir, sweep_before=time.time() - STALE_TMP_S, swept=swept):
-            pass
-        return len(swept)
+        return sweep_temporaries(self.dir, time.time() - STALE_TMP_S)
 
 
 def _intact(fd: int, size: int) -> bool:

@@ -14,9 +14,10 @@ import contextlib
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from .objects import fanned_out_files
 
 #: After an eviction the cache is at most this fraction of the limit (fewer, larger cleanups).
 CLEAN_TO = 0.75
@@ -26,31 +27,6 @@ MB = 1 << 20
 def pinned(name: str) -> bool:
     """Catalogs are never evicted (the mounted snapshot's tree must stay readable offline)."""
     return name.endswith("C")
-
-
-def fanned_out_files(
-    base: Path, *, sweep_before: float | None = None, swept: list[str] | None = None
-) -> Iterator[os.DirEntry[str]]:
-    """The files in ``base``'s ``XX`` directories, temporaries (dot files) left out; not stat'ed
-    here (``DirEntry.stat`` if the caller wants sizes and times: the plain cache's sweep does not).
-    With ``sweep_before`` (a time), temporaries (``.*.tmp``) last changed before it are a crashed
-    writer's and are removed on the way (appended to ``swept``): the mount's start walks the cache
-    once for both."""
-    with contextlib.suppress(FileNotFoundError), os.scandir(base) as top:
-        for d in top:
-            if not d.is_dir(follow_symlinks=False):
-                continue
-            with os.scandir(d.path) as files:
-                for f in files:
-                    if f.name.startswith("."):
-                        if sweep_before is not None and f.name.endswith(".tmp"):
-                            with contextlib.suppress(FileNotFoundError):
-                                if f.stat(follow_symlinks=False).st_mtime < sweep_before:
-                                    os.unlink(f.path)
-                                    if swept is not None:
-                                        swept.append(f.path)
-                    elif f.is_file(follow_symlinks=False):
-                        yield f
 
 
 @dataclass(frozen=True)

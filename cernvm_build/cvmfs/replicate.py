@@ -25,6 +25,7 @@ import collections
 import contextlib
 import functools
 import itertools
+import math
 import os
 import queue
 import shutil
@@ -57,6 +58,7 @@ from .objects import (
     SUFFIX_METAINFO,
     new_hasher,
     parse_hash,
+    sweep_temporaries,
 )
 from .repository import MANIFEST_FILE, WHITELIST_FILE, Repository, _fqrn_from_source, open_on_store
 from .store import ObjectStore, stored_limit
@@ -324,15 +326,12 @@ class _Transfers:
 
 
 def _sweep(dest: Path) -> None:
-    """Temporaries a killed run left: half-written objects (``data/XX/.*.tmp``) and scratch."""
+    """Temporaries a killed run left: half-written objects (``data/XX/.*.tmp``, of any age: the
+    publisher's lock keeps out live writers) and scratch."""
     data = dest / "data"
     if not data.is_dir():
         return
-    for sub in data.iterdir():
-        if len(sub.name) == 2 and sub.is_dir():
-            for tmp in sub.glob(".*.tmp"):
-                with contextlib.suppress(FileNotFoundError):
-                    tmp.unlink()
+    sweep_temporaries(data, math.inf)
     for scratch in (data / "txn").glob("replicate-*"):
         shutil.rmtree(scratch, ignore_errors=True)
 
