@@ -49,11 +49,11 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return stratum, tmp / "keys" / f"{FQRN}.pub"
 
 
-def _mount(published: tuple[Path, Path], mnt: Path, lib: str) -> Iterator[Path]:
+def _mount(published: tuple[Path, Path], mnt: Path, lib: str, *extra: str) -> Iterator[Path]:
     stratum, pub = published
     mnt.mkdir()
     cmd = [sys.executable, "-m", "cernvm_build.cvmfs.mount", "--fqrn", FQRN, "--server", str(stratum)]
-    cmd += ["--public-key", str(pub), str(mnt)]
+    cmd += ["--public-key", str(pub), *extra, str(mnt)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=fuse_env(lib))
     assert r.returncode == 0, r.stderr
     try:
@@ -191,20 +191,16 @@ def test_an_inode_is_kept_until_the_kernel_forgets_it(published: tuple[Path, Pat
 def test_request_counts_are_written_for_a_diagnosis(published: tuple[Path, Path], tmp_path: Path) -> None:
     """``mount --stats FILE`` (the initrd's ``cvmfs_stats``): per request kind the count and the
     handler seconds, complete once the daemon ends."""
-    stratum, pub = published
-    mnt, stats = tmp_path / "mnt", tmp_path / "stats"
-    mnt.mkdir()
-    cmd = [sys.executable, "-m", "cernvm_build.cvmfs.mount", "--fqrn", FQRN, "--server", str(stratum)]
-    cmd += ["--public-key", str(pub), "--stats", str(stats), str(mnt)]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=fuse_env("libfuse3"))
-    assert r.returncode == 0, r.stderr
+    stats = tmp_path / "stats"
+    mounts = _mount(published, tmp_path / "mnt", "libfuse3", "--stats", str(stats))
+    mnt = next(mounts)
     try:
         assert len(os.listdir(mnt / "wide")) == WIDE
         assert (mnt / "sub/deeper/file").read_bytes() == b"deep\n"
         with pytest.raises(FileNotFoundError):
             (mnt / "sub" / "nothing-here").lstat()
     finally:
-        subprocess.run(["fusermount3", "-u", str(mnt)], check=False, timeout=60)
+        mounts.close()  # unmounts
 
     def counts() -> dict[str, tuple[int, float]]:
         lines = stats.read_text().splitlines() if stats.exists() else []
