@@ -220,7 +220,9 @@ def _parent_of(path: str) -> str:
     return path.rpartition("/")[0]
 
 
-def _differs(e: Entry, node: Node, source: TreeSource) -> bool:
+def _differs(e: Entry, node: Node, source: TreeSource | None) -> bool:
+    """Whether ``e`` is not ``node``; its content is read from ``source`` when the rest matches (None:
+    a later member of a link group, whose content is the first member's, compared there)."""
     if node.kind != e.kind or (node.uid, node.gid) != (e.uid, e.gid) or dict(e.xattrs) != node.xattrs:
         return True
     if (node.mtime, node.mtime_nsec) != (e.mtime, e.mtime_nsec):
@@ -232,6 +234,8 @@ def _differs(e: Entry, node: Node, source: TreeSource) -> bool:
     if e.kind == FILE:
         if node.size != e.size:
             return True
+        if source is None:
+            return False
         h = hashlib.sha256()
         if e.size:
             with source.open(e) as f:
@@ -274,16 +278,18 @@ def _changes(
             retyped.add(e.path)
         elif node is not None:
             present.add(e.path)
+        later = False  # a link group's later member: its content is the first's (read once)
         if e.kind == FILE and e.link_id is not None:
             members = groups.setdefault(e.link_id, [])
             members.append(e.path)
+            later = len(members) > 1
             if node is not None and node.inode != members[0]:
                 out.changed.add(e.path)
         elif e.kind == FILE and node is not None and node.inode != e.path:
             out.changed.add(e.path)  # was hard-linked, is not any more
-        if node is None or _differs(e, node, source):
+        if node is None or _differs(e, node, None if later else source):
             out.changed.add(e.path)
-        if progress is not None and e.kind == FILE and (e.link_id is None or len(groups[e.link_id]) == 1):
+        if progress is not None and e.kind == FILE and not later:
             progress(e.size)  # a link group's content once, as the total counts it
     # a link group is written whole when any member changed or the group is not the parent's
     lower_groups: dict[str, set[str]] = {}

@@ -11,13 +11,14 @@ import os
 import shutil
 import tarfile
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
 from cernvm_build.container import delta as delta_mod
 from cernvm_build.container.build import BuildRequest, BuildResult, build
 from cernvm_build.container.image import LABEL_PATH, LABEL_REPOSITORY, ImageSpec, hex_of
-from cernvm_build.container.source import LocalTree
+from cernvm_build.container.source import Entry, LocalTree
 from cernvm_build.container.verify import read_image
 from cernvm_build.errors import BuildError
 
@@ -115,6 +116,30 @@ def test_the_child_is_the_parent_plus_one_delta_layer(tmp_path: Path) -> None:
     (tree / "etc" / "new.conf").write_text("3\n")
     third = make(tree, tmp_path / "d", "s3", parent=out / "img.oci.tar")
     assert layers(third)[:-1] == b
+
+
+def test_against_the_parent_a_file_is_read_once_and_a_link_group_once(tmp_path: Path) -> None:
+    tree = os_like(tmp_path / "t")
+    doc = tree / "usr" / "share" / "doc"
+    for i in range(3):
+        os.link(doc / "README0", doc / f"README0-{i}")
+    make(tree, tmp_path / "a", "s1")
+    opened: list[str] = []
+
+    class Counting(LocalTree):
+        def open(self, entry: Entry) -> BinaryIO:
+            opened.append(entry.path)
+            return super().open(entry)
+
+    req = BuildRequest(Counting(tree), spec("s2"), ["oci"], tmp_path / "b", "img", layer_bytes=64 * KB,
+                       parent=tmp_path / "a" / "img.oci")  # fmt: skip
+    res = build(req)
+    assert res.parent is not None and res.parent.used and not res.parent.delta_bytes, res.parent
+    assert opened and len(opened) == len(set(opened))
+    assert len([p for p in opened if p.startswith("usr/share/doc/README0")]) == 1
+    (doc / "README0").write_text("doc X\n" * 200)  # same size and mtime (clamped): the content differs
+    changed = make(tree, tmp_path / "c", "s3", parent=tmp_path / "a" / "img.oci")
+    assert changed.parent is not None and changed.parent.used and changed.parent.changed == 4, changed.parent
 
 
 def test_a_wrong_parent_is_refused(tmp_path: Path) -> None:
