@@ -76,6 +76,7 @@ class LocalSource:
             raise MirrorError(f"{root}: no such directory", hint="give the repository's top folder or a URL")
         self.root = root
         self.name = str(root)
+        self._listed: list[str] | None = None
 
     def read(self, rel: str) -> bytes | None:
         p = self.root / safe_rel(rel)
@@ -128,12 +129,15 @@ class LocalSource:
             pool.shutdown(wait=True, cancel_futures=True)
 
     def list(self) -> list[str] | None:
-        # the sync's own walk (scan_local): loops pruned, names that cannot be keys refused
-        out = []
-        for rel, _ in walk_files(self.root):
-            check_key_name(self.root, rel)
-            out.append(rel)
-        return sorted(out)
+        # the sync's own walk (scan_local): loops pruned, names that cannot be keys refused; walked
+        # once per source (the prehashing and the verification both ask, one after the other)
+        if self._listed is None:
+            out = []
+            for rel, _ in walk_files(self.root):
+                check_key_name(self.root, rel)
+                out.append(rel)
+            self._listed = sorted(out)
+        return self._listed
 
 
 class HttpSource:
