@@ -90,7 +90,6 @@ class BufVec(ctypes.Structure):  # struct fuse_bufvec with one buffer
 FUSE_BUF_IS_FD = 1 << 1
 FUSE_BUF_FD_SEEK = 1 << 2
 FUSE_BUF_FD_RETRY = 1 << 3
-FUSE_CAP_SPLICE_WRITE = 1 << 7
 
 FileInfo = POINTER(mfusepy.fuse_file_info)
 Req = c_void_p

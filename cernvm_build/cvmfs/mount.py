@@ -30,8 +30,6 @@ from .repository import Repository, SnapshotSpec, open_repository
 
 LIBFUSE3 = "libfuse3.so.3"
 
-READY_TIMEOUT = 300.0
-
 
 def build_parser(prog: str = "python3 -m cernvm_build.cvmfs.mount") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
