@@ -30,7 +30,6 @@ fi
 # it with MNT_FORCE, which for FUSE aborts the connection: the overlay's lower layer, the OS root, is
 # then gone while systemd-shutdown still runs from it, and a page of it not in memory (after memory
 # pressure or drop_caches) can no longer be read.
-mkdir -p $ROOT/mnt
 if [ -n "$own_run" ] && mkdir -p $ROOT/run/initramfs/cvmfs && mount --move $ROOT_RO $ROOT/run/initramfs/cvmfs; then
     [ -L $ROOT/mnt/.ro ] || rmdir $ROOT/mnt/.ro 2>/dev/null
     ln -sfn /run/initramfs/cvmfs $ROOT/mnt/.ro
