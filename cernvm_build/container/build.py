@@ -24,7 +24,7 @@ from ..errors import BuildError
 from ..fsutil import atomic_dir, atomic_file, remove_tree
 from ..tree import TreeReport
 from .apptainer import add_scaffold
-from .delta import MAX_DELTA_SHARE, ParentUse, created_by, layer_tars, open_parent, too_deep, write_delta
+from .delta import ParentUse, created_by, layer_tars, open_parent, too_big, too_deep, write_delta
 from .image import LABEL_MTIMES, LABEL_SKIPPED, ImageSpec, hex_of
 from .layer import LayerResult
 from .layering import DEFAULT_LAYER_BYTES, ImageTrees, LayerTar, LayerView, plan_weighed, weigh
@@ -255,24 +255,19 @@ def _on_parent(
         raw="docker-archive" in formats,
     )  # fmt: skip
     use = ParentUse(str(req.parent), used=False)
-    why = too_deep(parent)
-    if why is not None:
-        use.why = why
+    use.why = too_deep(parent) or ""
+    if use.why:
         return None, use
     report = TreeReport()
     delta = write_delta(tree, parent, work, raw="docker-archive" in formats, progress=progress, report=report)
-    size = delta.layer.result.compressed_size if delta.layer is not None else 0
-    if size > MAX_DELTA_SHARE * parent.blob_bytes:
-        use.why = (
-            f"the delta, {size / 1e6:.1f} MB, is over {MAX_DELTA_SHARE:.0%} of its "
-            f"{parent.blob_bytes / 1e6:.1f} MB of layers"
-        )
+    use.why = too_big(delta, parent) or ""
+    if use.why:
         return None, use
     layers = list(zip(parent.layers, parent.created_by, strict=True))
     if delta.layer is not None:
         layers.append((delta.layer, created_by(delta, parent)))
     use.used, use.reused_layers, use.reused_bytes = True, len(parent.layers), parent.blob_bytes
-    use.delta_bytes, use.changed, use.removed = size, delta.changed, delta.removed
+    use.delta_bytes, use.changed, use.removed = delta.bytes, delta.changed, delta.removed
     return _Layers(layers, list(layer_tars(parent, delta)), report), use
 
 

@@ -61,7 +61,6 @@ class Parent:
     """A checked parent image: its layers (blobs in the work folder or its layout), their history
     and whiteouts, and its tree as the layers give it."""
 
-    path: Path
     layers: tuple[LayerFile, ...]
     created_by: tuple[str, ...]
     whiteouts: tuple[tuple[str, ...], ...]
@@ -174,7 +173,6 @@ def open_parent(path: Path, spec: ImageSpec, work: Path, *, mtimes: str, raw: bo
             break
         deltas += 1
     return Parent(
-        path=path,
         layers=tuple(layers),
         created_by=tuple(history),
         whiteouts=tuple(contents.layer_whiteouts),
@@ -362,6 +360,21 @@ class Delta:
     whiteouts: tuple[str, ...]
     changed: int
     removed: int
+
+    @property
+    def bytes(self) -> int:
+        """The compressed delta layer's size (0: no layer)."""
+        return self.layer.result.compressed_size if self.layer is not None else 0
+
+
+def too_big(delta: Delta, parent: Parent) -> str | None:
+    """Why ``delta`` is too heavy a layer over ``parent`` (the tree is cut instead), or None."""
+    if delta.bytes > MAX_DELTA_SHARE * parent.blob_bytes:
+        return (
+            f"the delta, {delta.bytes / 1e6:.1f} MB, is over {MAX_DELTA_SHARE:.0%} of its "
+            f"{parent.blob_bytes / 1e6:.1f} MB of layers"
+        )
+    return None
 
 
 def write_delta(
