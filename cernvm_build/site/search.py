@@ -35,20 +35,18 @@ does not depend on the cut.
 
 from __future__ import annotations
 
-import contextlib
 import html
 import itertools
 import json
-import os
 import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..fsutil import atomic_write
 from .cache import State
 from .model import sha
+from .output import files_under, matches, prune_empty_dirs, write_output
 from .parallel import fork_map
 from .stemmer import stem, words
 
@@ -373,7 +371,7 @@ def _previous(out_dir: Path, old: dict[str, tuple[str, int, int]]) -> dict[str, 
     """bundle -> manifest entry of the shards the last build recorded as complete (none if the manifest
     is not the one recorded: a failed or interrupted index step forgets it)."""
     prev = old.get(MANIFEST)
-    if prev is None or not _matches(str(out_dir / MANIFEST), prev):
+    if prev is None or not matches(str(out_dir / MANIFEST), prev):
         return {}
     try:
         listed = json.loads((out_dir / MANIFEST).read_bytes())
@@ -411,7 +409,7 @@ def update(
         for s in cut
         if prev.get(s.bundle, {}).get("key") != s.key
         or not recorded[s.bundle]
-        or not all(_matches(f"{top}/{rel}", ours[rel]) for rel in recorded[s.bundle])
+        or not all(matches(f"{top}/{rel}", ours[rel]) for rel in recorded[s.bundle])
     ]
     listed = sorted(prev) == sorted(bundles)
     if not stale and listed and not (set(ours) - {MANIFEST} - {r for b in bundles for r in recorded[b]}):
@@ -445,16 +443,12 @@ def update(
     listing = {"shards": [entries[b] for b in bundles]}
     written += _put(out_dir, MANIFEST, _json(listing) + b"\n", ours.get(MANIFEST), rows)
     # whatever else is in the index folder goes, recorded or not (a failed run forgets the rows)
-    index_dir = str(out_dir / PREFIX)
-    on_disk = {
-        PREFIX + (root[len(index_dir) + 1 :] + "/" if root != index_dir else "") + n
-        for root, _d, names in os.walk(index_dir)
-        for n in names
-    }
-    removed = sorted((set(ours) | on_disk) - final)
+    on_disk, empty = files_under(out_dir / PREFIX)
+    removed = sorted((set(ours) | {PREFIX + rel for rel in on_disk}) - final)
     for rel in removed:
         (out_dir / rel).unlink(missing_ok=True)
-    _prune_dirs(out_dir / PREFIX)
+    if removed or empty:
+        prune_empty_dirs(out_dir / PREFIX)
     state.prune_search_extracts(set(keys.values()))
     return Indexed(sorted(rows), written, removed, len(stale))
 
@@ -469,26 +463,10 @@ def _put(
     """Write an index file, unless the output already has these bytes."""
     fp = sha("bytes", blob)
     dest = out_dir / rel
-    if prev and prev[0] == fp and _matches(str(dest), prev):
+    if prev and prev[0] == fp and matches(str(dest), prev):
         rows.append((rel, *prev))
         return 0
     dest.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(dest, blob, durable=False)  # a rename: readers see the old file or the new one
-    st = os.stat(dest)
-    rows.append((rel, fp, st.st_size, st.st_mtime_ns))
+    size, mtime = write_output(dest, blob)  # a rename: readers see the old file or the new one
+    rows.append((rel, fp, size, mtime))
     return 1
-
-
-def _prune_dirs(top: Path) -> None:
-    for root, _dirs, _files in os.walk(top, topdown=False):
-        if Path(root) != top and not os.listdir(root):
-            with contextlib.suppress(OSError):
-                os.rmdir(root)
-
-
-def _matches(path: str, v: tuple[str, int, int]) -> bool:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return False
-    return st.st_size == v[1] and st.st_mtime_ns == v[2]

@@ -3,27 +3,23 @@ not write, and return the rows for the state (the index of outputs: fingerprint,
 
 Into an output folder that exists, outputs appear by rename, so readers see the old file or the new
 one. A build into a new folder (``new=True``) writes into a folder nobody reads yet (the builder renames
-it into place at the end, ``fsutil.atomic_dir``): there each file is written once, in place, without a
-temporary sibling and its rename. There is no fsync per file (it would cost more than the build): the
-state records each file's size and mtime, so a file lost in a crash no longer matches and is written
-again by the next build.
+it into place at the end, ``fsutil.atomic_dir``): there each file is written once, in place
+(``output.py``: how a file is written and recorded).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from ..errors import BuildError, CernVMError
-from ..fsutil import CHUNK, atomic_file
 from ..report import Reporter
 from . import templates as tpl_mod
 from .cache import State
 from .model import Job, Late
+from .output import copy_output, files_under, matches, prune_empty_dirs, write_output
 from .pages import PageSet
 from .parallel import fork_map
 from .plan import Plan
@@ -44,51 +40,6 @@ class Work:
     made: set[str] | None  # out_dir is new (nobody reads it yet): the folders made in it so far
     extract: set[str]  # pages whose search extract is made here, from the HTML rendered (search.missing)
     base_path: str
-
-
-_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-
-
-def write_output(dest: Path, blob: bytes, made: set[str] | None = None) -> tuple[int, int]:
-    """Write one output; returns its (size, mtime in ns) for the state. ``made``: None into an existing
-    folder, else the folders made so far in a new one (see the module docstring)."""
-    with _output(dest, made) as f:
-        f.write(blob)
-        return _size_mtime(f)
-
-
-def copy_output(src: Path, dest: Path, made: set[str] | None = None) -> tuple[int, int]:
-    """Copy an asset (streamed: it may be a release image); returns (size, mtime in ns)."""
-    with _output(dest, made) as f, open(src, "rb") as s:
-        shutil.copyfileobj(s, f, CHUNK)
-        return _size_mtime(f)
-
-
-def _output(dest: Path, made: set[str] | None) -> contextlib.AbstractContextManager[BinaryIO]:
-    return atomic_file(dest, durable=False) if made is None else _new_file(dest, made)
-
-
-def _size_mtime(f: BinaryIO) -> tuple[int, int]:
-    # from the open file: its mtime is final once written (the rename and chmod do not change it)
-    f.flush()
-    st = os.fstat(f.fileno())
-    return st.st_size, st.st_mtime_ns
-
-
-def _new_file(dest: Path, made: set[str]) -> BinaryIO:
-    # ``made``: the folders this process made (each page has its own: one mkdir, no failed open first)
-    folder = os.path.dirname(dest)
-    if folder not in made:
-        try:
-            os.mkdir(folder)
-        except FileExistsError:  # made by another worker, or the output's top
-            pass
-        except FileNotFoundError:
-            os.makedirs(folder, exist_ok=True)
-        made.add(folder)
-    fd = os.open(dest, _NEW_FILE, 0o644)
-    os.fchmod(fd, 0o644)  # as atomic_write does, whatever the umask
-    return os.fdopen(fd, "wb")
 
 
 def _lates(obj: Any) -> list[Late]:
@@ -157,39 +108,14 @@ def _do_job(work: Work, i: int) -> Written:
 
 def _unchanged(out_dir: Path, job: Job, old: dict[str, tuple[str, int, int]]) -> bool:
     prev = old.get(job.out)
-    if not prev or prev[0] != job.fp:
-        return False
-    try:
-        st = os.stat(out_dir / job.out)
-    except FileNotFoundError:
-        return False
-    return st.st_size == prev[1] and st.st_mtime_ns == prev[2]
+    return prev is not None and prev[0] == job.fp and matches(f"{out_dir}/{job.out}", prev)
 
 
 def _strays(out_dir: Path, wanted: set[str], known: set[str]) -> tuple[list[str], bool]:
-    """Files in the output that a clean build would not write, and whether empty folders exist."""
-    out: list[str] = []
-    empty = False
-    top = str(out_dir)
-    cut = len(top) + 1
-    for root, dirs, files in os.walk(top):
-        if not dirs and not files:
-            empty = True
-        prefix = root[cut:] + "/" if len(root) > len(top) else ""
-        for name in files:
-            rel = prefix + name
-            if rel not in wanted and rel not in known and not rel.startswith(SEARCH_PREFIX):
-                out.append(rel)
-    return sorted(out), empty
-
-
-def _prune_empty_dirs(root: Path) -> None:
-    if not root.is_dir():
-        return
-    for dirpath, _dirs, _files in sorted(os.walk(root), key=lambda t: -len(t[0])):
-        p = Path(dirpath)
-        if p != root and not any(p.iterdir()):
-            p.rmdir()
+    """Files in the output that a clean build would not write, and whether empty folders exist (the
+    search index's folder is the index step's: not walked here)."""
+    files, empty = files_under(out_dir, skip=SEARCH_PREFIX.rstrip("/"))
+    return sorted(rel for rel in files if rel not in wanted and rel not in known), empty
 
 
 def execute(
@@ -255,5 +181,5 @@ def execute(
         except FileNotFoundError:
             pass
     if removed or empty_dirs:
-        _prune_empty_dirs(out_dir)
+        prune_empty_dirs(out_dir)
     return todo, rows, removed, extracts

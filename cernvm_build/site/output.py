@@ -1,0 +1,98 @@
+"""One file of a site's output: written (and its size and mtime returned for the state), recognised
+again by that size and mtime, and the output's files listed and its empty folders pruned. The write
+step (pages, assets) and the index step (``search-index/``) both go through here.
+
+Into an output folder that exists, files appear by rename (``fsutil.atomic_file``), so readers see the
+old file or the new one. Into a new folder nobody reads yet (``made``: the folders made in it so far),
+each file is written once, in place, without a temporary sibling and its rename. There is no fsync per
+file: the state records each file's size and mtime, so a file lost in a crash no longer matches and is
+written again by the next build.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from pathlib import Path
+from typing import BinaryIO
+
+from ..fsutil import CHUNK, atomic_file
+
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+
+
+def write_output(dest: Path, blob: bytes, made: set[str] | None = None) -> tuple[int, int]:
+    """Write one output; returns its (size, mtime in ns) for the state. ``made``: None into an existing
+    folder, else the folders made so far in a new one (see the module docstring)."""
+    with _output(dest, made) as f:
+        f.write(blob)
+        return _size_mtime(f)
+
+
+def copy_output(src: Path, dest: Path, made: set[str] | None = None) -> tuple[int, int]:
+    """Copy an asset (streamed: it may be a release image); returns (size, mtime in ns)."""
+    with _output(dest, made) as f, open(src, "rb") as s:
+        shutil.copyfileobj(s, f, CHUNK)
+        return _size_mtime(f)
+
+
+def matches(path: str, row: tuple[str, int, int]) -> bool:
+    """Whether the file at ``path`` is still the one a state row (fingerprint, size, mtime) records."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    return st.st_size == row[1] and st.st_mtime_ns == row[2]
+
+
+def files_under(top: Path, skip: str = "") -> tuple[list[str], bool]:
+    """The files under ``top`` (paths relative to it, "/"-separated) and whether one of its folders is
+    empty; ``skip``: a folder of ``top`` not walked (another step's)."""
+    out: list[str] = []
+    empty = False
+    root_dir = str(top)
+    cut = len(root_dir) + 1
+    for root, dirs, files in os.walk(root_dir):
+        if not dirs and not files:
+            empty = True
+        if skip and root == root_dir and skip in dirs:
+            dirs.remove(skip)
+        prefix = root[cut:] + "/" if len(root) > len(root_dir) else ""
+        out += [prefix + name for name in files]
+    return out, empty
+
+
+def prune_empty_dirs(top: Path) -> None:
+    """Remove the empty folders under ``top`` (not ``top``), deepest first."""
+    for root, _dirs, _files in os.walk(top, topdown=False):
+        if Path(root) != top and not os.listdir(root):
+            with contextlib.suppress(OSError):
+                os.rmdir(root)
+
+
+def _output(dest: Path, made: set[str] | None) -> contextlib.AbstractContextManager[BinaryIO]:
+    return atomic_file(dest, durable=False) if made is None else _new_file(dest, made)
+
+
+def _size_mtime(f: BinaryIO) -> tuple[int, int]:
+    # from the open file: its mtime is final once written (the rename and chmod do not change it)
+    f.flush()
+    st = os.fstat(f.fileno())
+    return st.st_size, st.st_mtime_ns
+
+
+def _new_file(dest: Path, made: set[str]) -> BinaryIO:
+    # ``made``: the folders this process made (each page has its own: one mkdir, no failed open first)
+    folder = os.path.dirname(dest)
+    if folder not in made:
+        try:
+            os.mkdir(folder)
+        except FileExistsError:  # made by another worker, or the output's top
+            pass
+        except FileNotFoundError:
+            os.makedirs(folder, exist_ok=True)
+        made.add(folder)
+    fd = os.open(dest, _NEW_FILE, 0o644)
+    os.fchmod(fd, 0o644)  # as atomic_write does, whatever the umask
+    return os.fdopen(fd, "wb")
