@@ -33,10 +33,9 @@ class ReleaseEntry:
     path: str  # relative to dists/<suite>/
 
 
-def find_suites(source: Source, suites: list[str] | None) -> list[str]:
-    if suites:
-        return suites
-    files = source.list()
+def find_suites(files: list[str] | None) -> list[str]:
+    """The suites (``dists/<suite>/Release`` or ``InRelease``) in a source's list of files (``None``:
+    the source cannot be listed, so none)."""
     if files is None:
         return []
     found = set()
@@ -65,9 +64,10 @@ def verify_apt(
     progress: Progress | None = None,
 ) -> Checked:
     result = Checked("apt", source.name, signed=keyring is not None)
-    found = find_suites(source, suites)
+    files = None if suites else source.list()  # once: a LIST of the whole bucket for an S3 source
+    found = suites or find_suites(files)
     if not found:
-        hint = " (name them with --suite for an HTTP source)" if source.list() is None else ""
+        hint = " (name them with --suite for an HTTP source)" if files is None else ""
         result.problems.append(f"{source.name}: no dists/<suite>/Release or InRelease{hint}")
         return result
     last_group: list[str] = []
