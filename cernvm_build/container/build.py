@@ -27,7 +27,7 @@ from .apptainer import add_scaffold
 from .delta import ParentUse, created_by, layer_tars, open_parent, too_big, too_deep, write_delta
 from .image import LABEL_MTIMES, LABEL_SKIPPED, ImageSpec, hex_of
 from .layer import LayerResult
-from .layering import DEFAULT_LAYER_BYTES, ImageTrees, LayerTar, LayerView, plan_weighed, weigh
+from .layering import DEFAULT_LAYER_BYTES, ImageTrees, LayerTar, LayerView, Weights, plan_weighed, weigh
 from .layers import LayerFile, write_layers
 from .materialize import materialize
 from .oci import ImageParts, assemble, write_docker_archive, write_oci_dir, write_oci_tar
@@ -144,20 +144,22 @@ def build(req: BuildRequest, progress: Progress | None = None) -> BuildResult:
     res = BuildResult()
     needs_layer = bool(set(formats) - {"apptainer"})
     try:
-        # one metadata pass gives the cut's weights and the progress total
-        weights = weigh(tree) if needs_layer or progress is not None else None
-        count = _Count(progress, weights.content) if progress is not None and weights is not None else None
+        # one metadata pass gives the progress total and the cut's weights (weighed when needed)
+        weights: Weights | None = None
+        count: _Count | None = None
+        if progress is not None:
+            weights = weigh(tree)
+            count = _Count(progress, weights.content)
         advance = count.advance if count is not None else None
         spec = req.spec
         if needs_layer:
-            assert weights is not None
             layers = None
             if req.parent is not None:
                 layers, res.parent = _on_parent(tree, req, work, formats, advance)
             if layers is None:
                 if count is not None:  # a --parent build that cuts the tree instead reads it again
                     count.restart()
-                plan = plan_weighed(weights, layer_bytes=req.layer_bytes)
+                plan = plan_weighed(weights or weigh(tree), layer_bytes=req.layer_bytes)
                 files = write_layers(
                     tree,
                     plan,
