@@ -23,9 +23,11 @@ from .config import SiteConfig
 from .links import check_links, check_release_files
 from .model import Job, Late, Page, human_date, newest_first, plain, sha, tag_slug, tag_uri
 from .pages import PageSet
+from .search import MANIFEST as SEARCH_MANIFEST
+from .search import PREFIX as SEARCH_PREFIX
 
 #: outputs every site has besides its pages and assets
-FIXED_OUTPUTS = ("atom.xml", "sitemap.xml", "robots.txt", "search-index/shards.json")
+FIXED_OUTPUTS = ("atom.xml", "sitemap.xml", "robots.txt", SEARCH_MANIFEST)
 
 
 @dataclass
@@ -90,7 +92,7 @@ def _site_context(cfg: SiteConfig, digests: dict[str, str]) -> dict[str, Any]:
         "menu": [{"title": m.title, "url": base.rstrip("/") + m.url} for m in cfg.menu],
         "feed_url": base + "atom.xml",
         "search_url": base + "search/",
-        "search_bundle": base + "search-index/",
+        "search_bundle": base + SEARCH_PREFIX,
         "css": [asset_url("assets/site.css"), asset_url("assets/pygments.css")],
         "js": asset_url("assets/site.js"),
         "search_js": asset_url("assets/search.js"),
