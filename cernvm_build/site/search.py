@@ -132,9 +132,7 @@ def sections(page: str) -> tuple[str, list[tuple[str, str, str]]]:
             while stack:
                 top = stack.pop()
                 if heading is not None and top == heading[0]:
-                    _close_heading(heading, secs)
-                    if not title and heading[0] == "h1":
-                        title = _clean("".join(heading[2]))
+                    title = _close_heading(heading, secs, title)
                     heading = None
                 if top == name:
                     break
@@ -166,9 +164,7 @@ def sections(page: str) -> tuple[str, list[tuple[str, str, str]]]:
     if pos < len(page):
         secs[-1][2].append(page[pos:])
     if heading is not None:
-        _close_heading(heading, secs)
-        if not title and heading[0] == "h1":
-            title = _clean("".join(heading[2]))
+        title = _close_heading(heading, secs, title)
     out = [(hid, head if head is not None else title, _clean("".join(parts))) for hid, head, parts in secs]
     return title, out
 
@@ -193,12 +189,14 @@ def _skip(page: str, name: str, pos: int) -> int:
     return len(page)
 
 
-def _close_heading(heading: list[Any], secs: list[list[Any]]) -> None:
+def _close_heading(heading: list[Any], secs: list[list[Any]], title: str) -> str:
+    """Close a heading: an h2/h3 with an id starts a section; returns the page's title (its first h1)."""
     tag, hid, parts = heading
     if tag in ("h2", "h3") and hid:
         secs.append([hid, _clean("".join(parts)), []])
     elif tag != "h1":  # a heading without an id stays text of its section
         secs[-1][2].extend((" ", *parts, " "))
+    return title or (_clean("".join(parts)) if tag == "h1" else "")
 
 
 def _clean(text: str) -> str:

@@ -319,7 +319,7 @@
 
   /* about ``size`` words of the text around its first match: [{text, mark}] */
   function excerpt(text, match, size) {
-    var toks = [], re = /[\p{L}\p{N}]+/gu, m, first = -1;
+    var toks = [], re = new RegExp(WORD.source, WORD.flags), m, first = -1;  /* words as words() cuts them */
     while ((m = re.exec(text)) !== null && toks.length < 50000) {
       var hit = match(m[0].toLowerCase());
       if (hit && first < 0) first = toks.length;
