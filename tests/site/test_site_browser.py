@@ -227,8 +227,8 @@ def test_search_over_a_sharded_index(
     browser: object, site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A big site's index is in shards that the browser merges: every shard is loaded, the queries find
-    their heading, with no console errors or missing files. (Each shard ranks by its own word
-    statistics: at 6 pages a shard "stratum 1" is not first any more, at 12 the four land first.)"""
+    their heading, with no console errors or missing files. (The script ranks over the statistics of
+    all shards together, so the cut does not change the order.)"""
     import bisect
     import json
 
