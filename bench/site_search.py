@@ -15,7 +15,6 @@ browser, and must load its whole index first).
 from __future__ import annotations
 
 import functools
-import html
 import http.server
 import json
 import re
@@ -30,31 +29,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import Result, print_table
 from tests.site.sitehelpers import SEARCH_QUERIES as QUERIES  # the acceptance test's queries
 
-HEADING = re.compile(r'<h([23])[^>]*\bid="([^"]+)"[^>]*>(.*?)</h\1>', re.S)
-TAG = re.compile(r"<[^>]+>")
-
 
 def sections(out: Path) -> list[dict[str, str]]:
-    """Every searchable page (``data-search-body``) split at its headings: id, url, title, text."""
+    """Every searchable page (``data-search-body``) in the sections the index step cuts it into
+    (``search.sections``): id (URL and heading ``#id``), heading, text."""
+    from cernvm_build.site import search
+
     docs = []
-    for page in sorted(out.rglob("index.html")):
+    for page in sorted(out.rglob("*.html")):
         raw = page.read_text()
         if "data-search-body" not in raw:
             continue
-        main = raw.split("data-search-body>", 1)[1].split("</main>", 1)[0]
-        main = re.sub(r"<(aside|nav|details)\b.*?</\1>", " ", main, flags=re.S)
-        url = "/" + page.parent.relative_to(out).as_posix() + "/"
-        url = "/" if url == "/./" else url
-        title = html.unescape(TAG.sub("", re.search(r"<h1[^>]*>(.*?)</h1>", raw, re.S).group(1))).strip()  # type: ignore[union-attr]
-        cuts = [(m.start(), m.group(2), m.group(3)) for m in HEADING.finditer(main)]
-        bounds = [(0, "", title), *cuts]
-        for i, (start, hid, head) in enumerate(bounds):
-            end = bounds[i + 1][0] if i + 1 < len(bounds) else len(main)
-            text = html.unescape(TAG.sub(" ", main[start:end]))
-            heading = html.unescape(TAG.sub("", head)).replace("#", "").strip()
-            docs.append(
-                {"id": url + (f"#{hid}" if hid else ""), "title": heading, "text": re.sub(r"\s+", " ", text)}
-            )
+        url = search.page_url("/", page.relative_to(out).as_posix())
+        _title, secs = search.sections(raw)
+        docs += [
+            {"id": url + (f"#{hid}" if hid else ""), "title": head, "text": text} for hid, head, text in secs
+        ]
     return docs
 
 
