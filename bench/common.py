@@ -92,6 +92,12 @@ def peak_rss_mb(children: bool = False) -> float:
     return resource.getrusage(who).ru_maxrss / 1024.0
 
 
+def children_cpu() -> float:
+    """CPU seconds (user + sys) of this process's waited-for children so far (forked workers, tools)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def cores() -> int:
     return len(os.sched_getaffinity(0))
 

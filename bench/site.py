@@ -15,7 +15,6 @@ and <= `mkdocs build --dirty`; peak memory <= Hugo's.
 from __future__ import annotations
 
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import Result, cores, print_table
+from bench.common import Result, children_cpu, cores, print_table
 from bench.site_corpus import generate, rel_path
 
 VENV_BIN = Path(sys.executable).parent
@@ -91,21 +90,16 @@ def warm_rebuild(site: Path, out: Path, cache: Path, rel: str) -> Run:
         build_site(site, out)  # imports, caches, OS page cache: what a running preview has
         page = site / "content" / rel
         page.write_text(page.read_text().replace("\n\n", "\n\nEdited again. ", 1))
-        start, cpu0, kids0 = time.perf_counter(), time.process_time(), _children_cpu()
+        start, cpu0, kids0 = time.perf_counter(), time.process_time(), children_cpu()
         report = build_site(site, out)
         seconds = time.perf_counter() - start
-        cpu = time.process_time() - cpu0 + _children_cpu() - kids0  # forked workers are children
+        cpu = time.process_time() - cpu0 + children_cpu() - kids0  # forked workers are children
     finally:
         if old is None:
             os.environ.pop("CERNVM_CACHE_DIR", None)
         else:
             os.environ["CERNVM_CACHE_DIR"] = old
     return Run(seconds, 0.0, cpu, out=f"{report.rendered} {report.markdown_rendered} {report.search_shards}")
-
-
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def measure(n: int, work: Path) -> dict[str, Run]:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import Result, print_table
+from bench.common import Result, children_cpu, print_table
 from tests.site.sitehelpers import SEARCH_QUERIES as QUERIES  # the acceptance test's queries
 
 
@@ -90,9 +90,9 @@ def ours_measure(out: Path, tmp: Path) -> dict[str, object]:
     shutil.rmtree(fresh / "search-index")
     state = State(tmp / "ours-state.sqlite")
     cpu0 = time.process_time()
-    kids0 = _children_cpu()
+    kids0 = children_cpu()
     search.update(fresh, {}, pages, state, jobs=1)
-    build_cpu = time.process_time() - cpu0 + _children_cpu() - kids0
+    build_cpu = time.process_time() - cpu0 + children_cpu() - kids0
     state.close()
     size = sum(p.stat().st_size for p in (fresh / "search-index").rglob("*") if p.is_file())
     runner = Path(__file__).resolve().parent.parent / "tests/site/search_node.js"
@@ -117,13 +117,6 @@ def ours_measure(out: Path, tmp: Path) -> dict[str, object]:
     }
 
 
-def _children_cpu() -> float:
-    import resource
-
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
-
-
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         pass
@@ -142,13 +135,13 @@ def pagefind_measure(out: Path, tmp: Path) -> dict[str, object]:
     shutil.copytree(out, copy)
     for page in copy.rglob("*.html"):
         page.write_bytes(page.read_bytes().replace(b"data-search-", b"data-pagefind-"))
-    kids0 = _children_cpu()
+    kids0 = children_cpu()
     subprocess.run(
         [str(pagefind_bin_extended.get_executable()), "--site", str(copy), "--silent"],
         check=True,
         timeout=600,
     )
-    build_cpu = _children_cpu() - kids0
+    build_cpu = children_cpu() - kids0
     size = sum(p.stat().st_size for p in (copy / "pagefind").rglob("*") if p.is_file())
     handler = functools.partial(QuietHandler, directory=str(copy))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -227,13 +220,11 @@ def run(quick: bool = True) -> list[Result]:
         tmp = Path(t)
         shutil.copytree(data_dir("site"), tmp / "site")
         out = tmp / "out"
-        t0 = time.perf_counter()
         build_site(tmp / "site", out, generators=GENERATORS, cache_dir=tmp / "cache")
         docs = sections(out)
         ours = ours_measure(out, tmp)
         lu = lunr_measure(docs)
         pf = pagefind_measure(out, tmp)
-        del t0
     rows = []
     for name, m in (("ours", ours), ("pagefind", pf), ("lunr", lu)):
         ranks = m["ranks"]
