@@ -35,6 +35,7 @@ does not depend on the cut.
 
 from __future__ import annotations
 
+import functools
 import html
 import itertools
 import json
@@ -169,17 +170,17 @@ def sections(page: str) -> tuple[str, list[tuple[str, str, str]]]:
     return title, out
 
 
-_SAME: dict[str, re.Pattern[str]] = {}
+@functools.lru_cache(maxsize=64)
+def _same(name: str) -> re.Pattern[str]:
+    # bounded: a page may hold any number of tag names (the process may be a long ``site serve``)
+    return re.compile(rf"<(/?){re.escape(name)}(?=[\s/>])[^>]*>", re.I)
 
 
 def _skip(page: str, name: str, pos: int) -> int:
     """Where the element ``name`` opened before ``pos`` ends (after its closing tag; the page's end if
     it is not closed): only tags of that name are counted."""
-    same = _SAME.get(name)
-    if same is None:
-        same = _SAME[name] = re.compile(rf"<(/?){re.escape(name)}(?=[\s/>])[^>]*>", re.I)
     depth = 1
-    for m in same.finditer(page, pos):
+    for m in _same(name).finditer(page, pos):
         if m.group(1):
             depth -= 1
             if depth == 0:
