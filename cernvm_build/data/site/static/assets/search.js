@@ -238,7 +238,9 @@
           t.stems.forEach(function (st) { want.add(bucket(s.starts, st)); });
           if (t.prefix) {
             [t.words[0], t.stems[0]].forEach(function (pre) {
-              for (var b = bucket(s.starts, pre); b <= bucket(s.starts, pre + "\uffff"); b++) want.add(b);
+              for (var b = bucket(s.starts, pre), last = bucket(s.starts, pre + "\uffff"); b <= last; b++) {
+                want.add(b);
+              }
             });
           }
         });
