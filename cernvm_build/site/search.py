@@ -419,10 +419,8 @@ def update(
     need = [p for s in stale for p in s.pages if p not in extracts]
     known = state.search_extracts({keys[p] for p in need})
     todo = [p for p in need if keys[p] not in known]
-    made = fork_map(_extract_file, (out_dir, base_path), todo, jobs)
-    new = {**extracts, **dict(zip(todo, made, strict=True))}
-    state.put_search_extracts([(keys[p], *e) for p, e in new.items()])
-    extracts.update(new)
+    extracts.update(zip(todo, fork_map(_extract_file, (out_dir, base_path), todo, jobs), strict=True))
+    state.put_search_extracts([(keys[p], *e) for p, e in extracts.items()])  # those made in this build
     extracts.update((p, known[keys[p]]) for p in need if keys[p] in known)
     rows: list[tuple[str, str, int, int]] = []
     written = 0
