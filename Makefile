@@ -15,7 +15,7 @@ APT_PACKAGES := \
 	busybox-static fuse3 libfuse3-3 ca-certificates \
 	umoci skopeo podman gnupg docker-registry \
 	createrepo-c rpm dnf dpkg-dev apt-utils \
-	hugo chromium chromium-driver awscli rclone \
+	hugo chromium chromium-driver nodejs awscli rclone \
 	openssh-client openssh-server iproute2 procps \
 	dropbear-bin \
 	libcurl4 libc-ares2 libleveldb1d libprotobuf-lite32 libsqlite3-0 libpacparser1 libarchive13 libssl3 \
