@@ -30,7 +30,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import Result, cores, peak_rss_mb, print_table, timer
+from bench.common import Result, children_cpu, cores, peak_rss_mb, print_table, timer
 
 FQRN = "bench.container.test"
 
@@ -90,14 +90,9 @@ def export_child(stratum: str, key: str, out: str) -> None:
                       "rss_mb": peak_rss_mb(), "cpu_s": ru.ru_utime + ru.ru_stime}))  # fmt: skip
 
 
-def _children_cpu() -> float:
-    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return ru.ru_utime + ru.ru_stime
-
-
 def _limit(tree: Path, out: Path) -> tuple[float, float]:
     """``tar -c | gzip -6`` of the exported tree; returns (seconds, CPU seconds)."""
-    cpu0 = _children_cpu()
+    cpu0 = children_cpu()
     with timer() as t:
         with open(out, "wb") as f:
             tar = subprocess.Popen(["tar", "-c", "-C", str(tree), "--sort=name", "."], stdout=subprocess.PIPE)
@@ -106,7 +101,7 @@ def _limit(tree: Path, out: Path) -> tuple[float, float]:
             tar.stdout.close()
             tar.wait()
         assert gz.returncode == 0 and tar.returncode == 0
-    return t["s"], _children_cpu() - cpu0
+    return t["s"], children_cpu() - cpu0
 
 
 def _ours(stratum: Path, key: Path, out: Path) -> dict[str, float]:

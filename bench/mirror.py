@@ -38,7 +38,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import Result, environ, print_table, timer
+from bench.common import Result, children_cpu, environ, print_table, timer
 from cernvm_build.errors import ToolError
 from cernvm_build.gpg import Keyring, generate_test_key
 from cernvm_build.mirror.localrgw import LocalRGW
@@ -268,9 +268,8 @@ REPOS = {"apt": Repo("apt", make_apt, change_apt), "yum": Repo("yum", make_yum, 
 def cpu_seconds(own: bool) -> float:
     """CPU time of this process and its finished children (our tool runs in it and starts the index
     writer), or of finished children only (aws, rclone)."""
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    own_cpu = resource.getrusage(resource.RUSAGE_SELF) if own else None
-    return r.ru_utime + r.ru_stime + (own_cpu.ru_utime + own_cpu.ru_stime if own_cpu else 0.0)
+    own_cpu = resource.getrusage(resource.RUSAGE_SELF)
+    return children_cpu() + (own_cpu.ru_utime + own_cpu.ru_stime if own else 0.0)
 
 
 def empty_bucket(client: Any, bucket: str) -> None:
