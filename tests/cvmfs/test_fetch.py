@@ -16,6 +16,7 @@ from cernvm_build.cvmfs.fetch import HttpFetcher, Unreachable
 from cernvm_build.cvmfs.proxies import ProxyChain, parse_groups, parse_proxies
 from cernvm_build.cvmfs.serve import Server
 from cernvm_build.errors import CvmfsError
+from tests.support import listening
 from tests.support.hostile import http_server
 
 from .conftest import FQRN, Fixture
@@ -118,60 +119,40 @@ def test_server_closing_an_idle_connection_is_not_a_failure() -> None:
 
 def test_truncated_transfer_fails_over(server: Server, fx: Fixture) -> None:
     """A server that promises more bytes than it sends: the fetch moves on to the next server."""
-    lsock = socket.socket()
-    lsock.bind(("127.0.0.1", 0))
-    lsock.listen(5)
-    port = lsock.getsockname()[1]
 
-    def short_answers() -> None:
-        while True:
-            try:
-                conn, _ = lsock.accept()
-            except OSError:
-                return
+    def short_answer(conn: socket.socket) -> None:
+        with conn:
             conn.recv(65536)
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nonly a little")
-            conn.close()
 
-    threading.Thread(target=short_answers, daemon=True).start()
-    broken = f"http://127.0.0.1:{port}/cvmfs/{FQRN}"
-    f = HttpFetcher([broken, server.repo_url()], repo=FQRN, retries=1, backoff=0)
-    assert f.get(".cvmfspublished", what="manifest") == (fx.repo / ".cvmfspublished").read_bytes()
-    alone = HttpFetcher([broken], repo=FQRN, retries=1, backoff=0)
-    with pytest.raises(Unreachable, match="no server could deliver it"):
-        alone.get(".cvmfspublished", what="manifest")
-    lsock.close()
+    with listening(short_answer) as port:
+        broken = f"http://127.0.0.1:{port}/cvmfs/{FQRN}"
+        f = HttpFetcher([broken, server.repo_url()], repo=FQRN, retries=1, backoff=0)
+        assert f.get(".cvmfspublished", what="manifest") == (fx.repo / ".cvmfspublished").read_bytes()
+        alone = HttpFetcher([broken], repo=FQRN, retries=1, backoff=0)
+        with pytest.raises(Unreachable, match="no server could deliver it"):
+            alone.get(".cvmfspublished", what="manifest")
 
 
 def test_kept_alive_connections_are_shared_by_threads() -> None:
     """A thread that ends leaves its connection to the next one (libfuse's workers come and go)."""
-    lsock = socket.socket()
-    lsock.bind(("127.0.0.1", 0))
-    lsock.listen(5)
-    port = lsock.getsockname()[1]
     accepted = []
 
-    def serve_keep_alive() -> None:
-        while True:
-            try:
-                conn, _ = lsock.accept()
-            except OSError:
-                return
-            accepted.append(conn)
-            with conn:
-                while conn.recv(65536):
-                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    def serve_keep_alive(conn: socket.socket) -> None:
+        accepted.append(conn)
+        with conn:
+            while conn.recv(65536):
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 
-    threading.Thread(target=serve_keep_alive, daemon=True).start()
-    f = HttpFetcher([f"http://127.0.0.1:{port}/cvmfs/x"], repo="x", retries=0)
-    got: list[bytes] = []
-    for name in ("a", "b", "c"):
-        t = threading.Thread(target=lambda n=name: got.append(f.get(n, what=n)))
-        t.start()
-        t.join()
+    with listening(serve_keep_alive) as port:
+        f = HttpFetcher([f"http://127.0.0.1:{port}/cvmfs/x"], repo="x", retries=0)
+        got: list[bytes] = []
+        for name in ("a", "b", "c"):
+            t = threading.Thread(target=lambda n=name: got.append(f.get(n, what=n)))
+            t.start()
+            t.join()
     assert got == [b"ok"] * 3
     assert len(accepted) == 1
-    lsock.close()
 
 
 def test_a_body_read_to_its_end_keeps_its_connection_whatever_its_size() -> None:

@@ -4,14 +4,13 @@ trickles bytes."""
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import ipaddress
 import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import botocore.exceptions
@@ -25,6 +24,7 @@ from cernvm_build.cli.main import main
 from cernvm_build.errors import MirrorError
 from cernvm_build.mirror.locals3 import CREDENTIALS_ENV, LocalS3
 from cernvm_build.mirror.s3direct import DirectPut, Keys
+from tests.support import listening
 
 from .repos import make_rpm, make_yum_repo
 
@@ -63,29 +63,6 @@ def _private_ca(work: Path) -> tuple[Path, Path, Path]:
     return paths
 
 
-@contextlib.contextmanager
-def _listening(handle: Callable[[socket.socket], None]) -> Iterator[int]:
-    """A listener on 127.0.0.1 handing each connection to ``handle`` on a thread of its own; yields its
-    port. Shut down on exit (which wakes the blocked accept, so its thread ends there)."""
-    listener = socket.create_server(("127.0.0.1", 0))
-
-    def accept() -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=handle, args=(conn,), daemon=True).start()
-
-    threading.Thread(target=accept, daemon=True).start()
-    try:
-        yield listener.getsockname()[1]
-    finally:
-        with contextlib.suppress(OSError):
-            listener.shutdown(socket.SHUT_RDWR)
-        listener.close()
-
-
 @pytest.fixture
 def tls_front(tmp_path: Path, s3server: LocalS3) -> Iterator[tuple[str, Path]]:
     """(https endpoint, CA file): moto behind a TLS-terminating forwarder whose certificate only the
@@ -117,7 +94,7 @@ def tls_front(tmp_path: Path, s3server: LocalS3) -> Iterator[tuple[str, Path]]:
         threading.Thread(target=pump, args=(back, tls), daemon=True).start()
         pump(tls, back)
 
-    with _listening(serve) as port:
+    with listening(serve) as port:
         yield f"https://127.0.0.1:{port}", ca
 
 
@@ -173,7 +150,7 @@ def test_a_trickling_server_meets_the_whole_request_deadline() -> None:
                 pass  # the client hung up
 
     outcome: list[BaseException | str] = []
-    with _listening(trickle) as port:
+    with listening(trickle) as port:
         endpoint = f"http://127.0.0.1:{port}"
         put = DirectPut(endpoint, "us-east-1", lambda: Keys("AK", "SK"), timeout=5, deadline_floor=1.0)
 

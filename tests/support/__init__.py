@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import socket
 import struct
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from cernvm_build.fsutil import spread_subdirectories
@@ -38,6 +41,30 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def listening(handle: Callable[[socket.socket], None]) -> Iterator[int]:
+    """A raw TCP listener on 127.0.0.1 handing each connection to ``handle`` on a thread of its own
+    (for servers that misbehave on purpose); yields its port. Shut down on exit (which wakes the
+    blocked accept, so its thread ends there)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        with contextlib.suppress(OSError):
+            listener.shutdown(socket.SHUT_RDWR)
+        listener.close()
 
 
 #: ext4's "top of a directory hierarchy" inode flag (``chattr +T``, ``fsutil.spread_subdirectories``)
