@@ -101,6 +101,22 @@ def test_a_different_host_key_is_refused(served: tuple[str, instances.Instance])
         ssh.connect(t)
 
 
+@pytest.mark.timeout(60)
+def test_an_attempt_through_a_tunnel_that_closes_is_not_yet_at_once(tmp_path: Path) -> None:
+    """A remote guest still booting: the tunnel's command (``ssh -W`` on the hypervisor) reads the
+    client's first bytes and ends, as when the hypervisor's forward finds nothing listening yet. The
+    attempt ends as NotYet on the closed connection, not by waiting out its timeout: paramiko's
+    ProxyCommand spun a CPU until then (a hung attempt here would be ended by pytest-timeout)."""
+    from cernvm_build.launch import keys
+
+    key = keys.generate("x")
+    (tmp_path / "id").write_text(key.private_openssh)
+    (tmp_path / "id").chmod(0o600)
+    t = ssh.Target("127.0.0.1", 22, "root", key.public_openssh, tmp_path / "id", ("sh", "-c", "head -c1"))
+    with pytest.raises(ssh.NotYet, match=r"reset|EOF"):
+        ssh.connect(t, timeout=600)
+
+
 def test_wait_times_out_with_console_tail(launch_env: Path, image: Path) -> None:
     conn = libvirt.open(URI)
     name = f"silent-{os.getpid()}"
