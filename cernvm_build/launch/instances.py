@@ -371,6 +371,69 @@ def console_bytes(conn: Any, meta: Metadata, limit: int) -> bytes:
         return b""
 
 
+class ConsoleLog:
+    """The serial console log read as it grows, for watching a boot: each ``read`` fetches only what
+    was appended since the last one (on a remote hypervisor one size query and, when it grew, one
+    stream of the new bytes) and returns the last ``limit`` bytes. ``wait`` looks twice a second;
+    reading the whole tail each time moved the log through the hypervisor's SSH connection again
+    and again while the guest booted. A log rewritten from the start (the bytes before the old end
+    differ) or shortened is read again from its tail."""
+
+    OVERLAP = 64  # bytes before the old end read again, to notice a rewritten log
+
+    def __init__(self, conn: Any, meta: Metadata, limit: int = 256 << 10) -> None:
+        self.conn, self.meta, self.limit = conn, meta, limit
+        self.buf = b""  # the log's bytes up to ``end`` (at most ``limit``)
+        self.end = 0
+        self.fetched = 0  # bytes read from the log so far (what crossed the connection)
+        self._vol: Any = None
+
+    def read(self) -> bytes:
+        size = self._size()
+        if size == self.end:
+            return self.buf
+        if size < self.end:
+            self.buf, self.end = b"", 0
+        again = min(self.OVERLAP, len(self.buf))
+        start = max(self.end - again, size - self.limit, 0)
+        data = self._range(start, size)
+        if start < self.end and data[: self.end - start] != self.buf[len(self.buf) - (self.end - start) :]:
+            start = max(size - self.limit, 0)  # rewritten: the tail as it is now
+            self.buf, data = b"", self._range(start, size)
+        kept = self.buf[: len(self.buf) - (self.end - start)] if start < self.end else b""
+        self.buf = (kept + data)[-self.limit :]
+        self.end = start + len(data)
+        return self.buf
+
+    def _size(self) -> int:
+        if not self.meta.console_log:
+            return 0
+        if not self.meta.pool:
+            try:
+                return os.stat(self.meta.console_log).st_size
+            except OSError:
+                return 0
+        if self._vol is None:
+            p = _pool(self.conn, self.meta.pool)
+            self._vol = p and storage.lookup(p, posixpath.basename(self.meta.console_log))
+            if self._vol is None:
+                return 0
+        return storage.size_of(self._vol)
+
+    def _range(self, start: int, end: int) -> bytes:
+        if self.meta.pool:
+            data = storage.read_range(self.conn, self._vol, start, end)
+        else:
+            try:
+                with open(self.meta.console_log, "rb") as f:
+                    f.seek(start)
+                    data = f.read(end - start)
+            except OSError:
+                data = b""
+        self.fetched += len(data)
+        return data
+
+
 def console_tail(conn: Any, inst: Instance, lines: int = 25) -> str:
     if not inst.meta:
         return ""

@@ -20,6 +20,8 @@ from . import bootwatch, instances, ssh, tunnel
 
 Phase = Callable[[str], None]
 STAGGER = 1.0  # seconds between the starts of SSH attempts while earlier ones still wait
+RETRY = 0.5  # seconds from an attempt the guest refused to the next one
+POLL = 0.5  # seconds between looks at the console and the domain's state
 MAX_ATTEMPTS = 3
 
 
@@ -53,79 +55,104 @@ def wait(
     destroyed with ``remove_on_failure``)."""
     deadline = time.monotonic() + timeout
     phase("waiting for an address")
+    dom, inst = instances.get(conn, name)  # what it is does not change while it boots: asked once
+    if inst.broken:
+        raise NotReadyError(
+            f"instance '{name}' is broken: {inst.broken}",
+            hint=f"remove it with 'cernvm-launch destroy {name}'",
+        )
+    assert inst.meta is not None
+    console = instances.ConsoleLog(conn, inst.meta)
     last = "no address yet"
     # An SSH attempt can block for its whole timeout (slirp accepts and then waits for the guest while
-    # its network is not up): each runs in a daemon thread (nothing waits for it at exit) while the
-    # console is read every 0.5 s, and a new one starts every STAGGER seconds next to those still
-    # waiting (at most MAX_ATTEMPTS), so a guest that comes up is seen within a second or so instead
-    # of when a hung attempt times out.
+    # its network is not up): each runs in a daemon thread (nothing waits for it at exit). The loop
+    # wakes when one ends (a guest that answers is seen at once), starts the next RETRY seconds after
+    # a refusal, and one more next to those still waiting every STAGGER seconds (at most
+    # MAX_ATTEMPTS), so a hung attempt does not hide a guest that came up. The console and the
+    # domain's state are looked at every POLL seconds: on a remote hypervisor each look is a round
+    # trip through its SSH connection, and the console only its new bytes (``ConsoleLog``).
     attempts: list[_Attempt] = []
-    started = 0.0
+    ended = threading.Event()  # set by an attempt's thread when it ends
+    t: ssh.Target | None = None
+    started = refused = looked = 0.0
     while True:
-        dom, inst = instances.get(conn, name)
-        failure = _boot_failure(conn, inst)
-        if failure is not None:
-            _give_up(conn, dom, name, remove_on_failure)
-            kept = (
-                "removed"
-                if remove_on_failure
-                else f"powered off (start it again: 'cernvm-launch start {name}')"
-            )
-            raise BootFailedError(
-                f"instance '{name}' failed to boot: {failure.reason}; it was {kept}",
-                hint=failure.hint,
-                console_tail=failure.lines,
-            )
-        if inst.broken:
-            raise NotReadyError(
-                f"instance '{name}' is broken: {inst.broken}",
-                hint=f"remove it with 'cernvm-launch destroy {name}'",
-            )
-        if not dom.isActive():
-            raise NotReadyError(
-                f"instance '{name}' is {inst.state}",
-                hint=f"start it: 'cernvm-launch start {name}'",
-                console_tail=instances.console_tail(conn, inst),
-            )
         now = time.monotonic()
-        if len(attempts) < MAX_ATTEMPTS and now - started >= STAGGER:
-            t = target(conn, name, user)
+        if now - looked >= POLL:
+            looked = now
+            _check_booting(conn, dom, name, inst, console, remove_on_failure)
+        if t is None:
+            t = target(conn, name, user)  # a libvirt network's lease comes when the guest asks
             if t is not None:
-                if not attempts:
-                    phase(f"waiting for SSH on {t.host}:{t.port}")
-                attempts.append(_Attempt(t, min(10.0, max(1.0, deadline - now))))
-                started = now
-        for attempt in [a for a in attempts if a.done.is_set()]:
+                phase(f"waiting for SSH on {t.host}:{t.port}")
+        if t is not None and len(attempts) < MAX_ATTEMPTS and now >= _due(attempts, started, refused):
+            attempts.append(_Attempt(t, min(10.0, max(1.0, deadline - now)), ended))
+            started = now
+        ended.clear()  # before looking: an attempt that ends after the look makes the wait below return
+        for attempt in [a for a in attempts if a.done]:
             attempts.remove(attempt)
             if attempt.error is not None:
                 raise attempt.error  # wrong host key, refused login: no point in retrying
             last = attempt.why_not
             if not last:
                 return attempt.target
+            refused = time.monotonic()
         if time.monotonic() >= deadline:
             raise NotReadyError(
                 f"instance '{name}' did not answer SSH within {timeout:g} s ({last})",
                 hint=f"see the console above, 'cernvm-launch console {name}', or wait longer with --timeout",
                 console_tail=instances.console_tail(conn, inst),
             )
-        time.sleep(0.5)
+        wake = looked + POLL
+        if t is not None and len(attempts) < MAX_ATTEMPTS:
+            wake = min(wake, _due(attempts, started, refused))
+        ended.wait(max(0.0, wake - time.monotonic()))
+
+
+def _due(attempts: list[_Attempt], started: float, refused: float) -> float:
+    """When the next attempt starts: STAGGER after the last one while attempts wait, else RETRY
+    after the last refusal."""
+    return started + STAGGER if attempts else refused + RETRY
+
+
+def _check_booting(
+    conn: Any, dom: Any, name: str, inst: instances.Instance, console: instances.ConsoleLog, remove: bool
+) -> None:
+    """BootFailedError when the console shows a panic; NotReadyError when the domain stopped."""
+    meta = inst.meta
+    assert meta is not None
+    text = console.read().decode(errors="replace")
+    failure = bootwatch.check(text, name=name, cvmfs_server=meta.cvmfs_server)
+    if failure is not None:
+        _give_up(conn, dom, name, remove)
+        kept = "removed" if remove else f"powered off (start it again: 'cernvm-launch start {name}')"
+        raise BootFailedError(
+            f"instance '{name}' failed to boot: {failure.reason}; it was {kept}",
+            hint=failure.hint,
+            console_tail=failure.lines,
+        )
+    if not dom.isActive():
+        _dom, now = instances.get(conn, name)
+        raise NotReadyError(
+            f"instance '{name}' is {now.state}",
+            hint=f"start it: 'cernvm-launch start {name}'",
+            console_tail=instances.console_tail(conn, now),
+        )
 
 
 class _Attempt:
     """One ``ssh -- true`` in a daemon thread: ``why_not`` is "" when it worked."""
 
-    def __init__(self, t: ssh.Target, timeout: float) -> None:
-        self.target, self.timeout = t, timeout
+    def __init__(self, t: ssh.Target, timeout: float, ended: threading.Event) -> None:
+        self.target, self.timeout, self.ended = t, timeout, ended
         self.why_not: str = "not yet"
         self.error: Exception | None = None
-        self.done = threading.Event()
+        self.done = False
         threading.Thread(target=self._run, daemon=True, name=f"ssh-ready-{t.port}").start()
 
     def _run(self) -> None:
         try:
             client = ssh.connect(self.target, timeout=self.timeout)
         except ssh.NotYet as e:
-            time.sleep(0.5)  # a refused connection returns at once: do not spin
             self.why_not = str(e) or "not yet"
         except Exception as e:  # SSHError: handed to the waiting thread
             self.error = e
@@ -136,14 +163,8 @@ class _Attempt:
                 self.why_not = str(e) or type(e).__name__
             finally:
                 client.close()
-        self.done.set()
-
-
-def _boot_failure(conn: Any, inst: instances.Instance) -> bootwatch.BootFailure | None:
-    if not inst.meta:
-        return None
-    text = instances.console_bytes(conn, inst.meta, 256 << 10).decode(errors="replace")
-    return bootwatch.check(text, name=inst.name, cvmfs_server=inst.meta.cvmfs_server)
+        self.done = True
+        self.ended.set()
 
 
 def _give_up(conn: Any, dom: Any, name: str, remove: bool) -> None:

@@ -182,14 +182,21 @@ def tail(conn: Any, p: Any, name: str, limit: int) -> bytes:
     vol = lookup(p, name)
     if vol is None:
         return b""
-    size = int(vol.info()[1])  # a file volume's size, refreshed by the daemon on every call
-    if size <= 0:
-        return b""
-    offset = max(0, size - limit)
+    size = size_of(vol)
+    return read_range(conn, vol, max(0, size - limit), size) if size > 0 else b""
+
+
+def size_of(vol: Any) -> int:
+    """A file volume's size, refreshed by the daemon on every call."""
+    return int(vol.info()[1])
+
+
+def read_range(conn: Any, vol: Any, start: int, end: int) -> bytes:
+    """The volume's bytes from ``start`` to ``end``, through a libvirt stream."""
     stream = conn.newStream(0)
     chunks: list[bytes] = []
     try:
-        vol.download(stream, offset, size - offset, 0)
+        vol.download(stream, start, end - start, 0)
         while True:
             data = stream.recv(CHUNK)
             if not isinstance(data, bytes) or not data:

@@ -324,3 +324,22 @@ def test_create_on_a_remote_hypervisor_not_reached_over_ssh_is_refused_in_one_li
     with pytest.raises(LaunchError, match=r"hv\.example.*not an SSH URI"):
         launch.create_instance(request(launch_env, image, "r"), host=remote)
     assert conn.listAllDomains(0) == [] and not (launch_env / "run" / "r").exists()
+
+
+def test_the_console_log_is_read_as_it_grows(tmp_path: Path) -> None:
+    """wait watches the console twice a second: after the first read only what was appended is
+    fetched (on a remote hypervisor, through its SSH connection); a log written anew is read anew."""
+    log = tmp_path / "console.log"
+    log.write_bytes(b"Linux version 6.1\n" + b"x" * 100_000 + b"\n")
+    console = instances.ConsoleLog(None, domain.Metadata(image="", console_log=str(log)), limit=64 << 10)
+    assert console.read().endswith(b"x\n") and len(console.read()) == 64 << 10
+    before = console.fetched
+    with open(log, "ab") as f:
+        f.write(b"[ 2.0] ucernvm: panic: gone\n")
+    assert console.read().endswith(b"x\n[ 2.0] ucernvm: panic: gone\n")
+    assert len(console.read()) == 64 << 10
+    assert console.fetched - before <= len(b"[ 2.0] ucernvm: panic: gone\n") + console.OVERLAP
+    log.write_bytes(b"Linux version 6.1\n" + b"y" * 200_000 + b"\n[ 1.0] ucernvm: boot: again\n")
+    assert console.read().endswith(b"y\n[ 1.0] ucernvm: boot: again\n")
+    log.write_bytes(b"short\n")  # shorter than what was read: from the start
+    assert console.read() == b"short\n"
