@@ -38,7 +38,9 @@ from urllib.parse import parse_qs, urlsplit
 from ..errors import ConnectError
 
 SSH_TRANSPORTS = ("ssh", "libssh", "libssh2")
-CONTROL_PERSIST = 60  # seconds a shared connection outlives its last tunnel
+#: seconds a shared connection outlives its last tunnel: long enough that a create, its wait and the
+#: user's next ssh/scp minutes later do not each pay a login to the hypervisor (~0.3 s, CPU on both ends)
+CONTROL_PERSIST = 600
 #: the longest socket folder: a socket path has 107 bytes, OpenSSH's name there is 20, and while it
 #: makes the socket it adds a 17-byte suffix ("ControlPath too long" would stop every tunnel)
 _CONTROL_FOLDER_MAX = 107 - 1 - 20 - 17
