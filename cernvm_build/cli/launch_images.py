@@ -69,7 +69,7 @@ def cmd_images_pull(args: argparse.Namespace, out: Output) -> int:
 def cmd_images_remove(args: argparse.Namespace, out: Output) -> int:
     s = settings_of(args)
     host = host_of(args, s)
-    launch.remove_image(host, launch.image_cache(s, host.uri), args.name)
+    launch.remove_image(host, launch.image_cache(s, host.uri), args.name, pool=s.storage_pool)
     out.info(f"removed {args.name}")
     return 0
 

@@ -16,7 +16,7 @@ import libvirt
 
 from ..errors import LaunchError
 from ..report import NULL_REPORTER, Reporter
-from . import config, copy, create, forward, images, instances, ready, remote, ssh, tunnel
+from . import config, copy, create, forward, images, instances, ready, remote, ssh, storage, tunnel
 from .host import Host
 
 P = ParamSpec("P")
@@ -179,12 +179,20 @@ def import_ova(host: Host, settings: config.Settings, ova: Path) -> images.Image
 
 
 @_one_line
-def remove_image(host: Host, cache: images.ImageCache, name: str) -> None:
-    """Remove a cached image unless an instance boots from it."""
+def remove_image(host: Host, cache: images.ImageCache, name: str, *, pool: str = "") -> None:
+    """Remove a cached image unless an instance boots from it; on a remote hypervisor also its copy
+    in the storage pool ``pool`` (kept there after the last instance that booted it, so the next
+    create does not upload it again)."""
     image = cache.get(name)
     users = [
         i.name
         for i in instances.list_instances(host.conn)
-        if image is not None and i.meta and Path(i.meta.image) == image.path
+        if image is not None
+        and i.meta
+        and (Path(i.meta.image) == image.path or (i.meta.pool and i.meta.image_sha256 == image.sha256))
     ]
     cache.remove(name, in_use_by=users)
+    if image is not None and pool and host.remote:
+        found = instances.pool_of(host.conn, pool)
+        if found is not None:
+            storage.delete(found, storage.image_volumes(storage.image_volume_name(name, image.sha256)))

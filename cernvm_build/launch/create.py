@@ -308,6 +308,7 @@ def _make(
         disk=s.disk,
         pool=s.storage_pool if pool is not None else "",
         volumes=",".join(storage.volume_names(name)) if pool is not None else "",
+        image_cached=plan.image.name if pool is not None and plan.image.sha256 else "",
     )
     xml = domain.render(dspec, meta)
     tx.on_undo("the domain", lambda: _remove_domain(host, name))

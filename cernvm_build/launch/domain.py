@@ -45,6 +45,10 @@ class Metadata:
     disk: int = 20000
     pool: str = ""  # the remote hypervisor's storage pool holding the disks ("" for local files)
     volumes: str = ""  # the instance's own volumes in ``pool``, "NAME,..." (destroy removes them)
+    #: the boot image's name in the client's image cache when it came from there: its copy in
+    #: ``pool`` then stays after the last instance (``images remove`` deletes it); "" for a file
+    #: given by path, whose copy goes with the last instance that boots it
+    image_cached: str = ""
 
     def items(self) -> list[tuple[str, str]]:
         return [(f.name, str(getattr(self, f.name))) for f in dataclasses.fields(self)]

@@ -125,7 +125,7 @@ def _missing_files(dom: Any, meta: Metadata) -> str:
     if gone:
         return f"{', '.join(gone)} missing in {folder}"
     if meta.pool:
-        p = _pool(dom.connect(), meta.pool)
+        p = pool_of(dom.connect(), meta.pool)
         lost = [v for v in _own_volumes(meta)[:2] if p is None or storage.lookup(p, v) is None]
         return f"{', '.join(lost)} missing in the pool '{meta.pool}'" if lost else ""
     return ""
@@ -135,7 +135,8 @@ def _own_volumes(meta: Metadata) -> list[str]:
     return [v for v in meta.volumes.split(",") if v]
 
 
-def _pool(conn: Any, name: str) -> Any | None:
+def pool_of(conn: Any, name: str) -> Any | None:
+    """The storage pool ``name``, None when there is none."""
     try:
         return conn.storagePoolLookupByName(name)
     except libvirt.libvirtError as e:
@@ -302,8 +303,9 @@ def undefine(dom: Any) -> None:
 
 
 def destroy(conn: Any, name: str, *, force: bool = False) -> Path | None:
-    """Remove the domain, its volumes on a remote hypervisor (the boot image with the last instance
-    that boots it) and the instance folder (what is left of it); returns the folder."""
+    """Remove the domain, its own volumes on a remote hypervisor (and the boot image there when it is
+    not from the image cache and this was its last instance) and the instance folder (what is left
+    of it); returns the folder."""
     dom, inst = get(conn, name)
     if dom.isActive() and not inst.broken and not force:
         raise InstanceError(
@@ -322,14 +324,16 @@ def destroy(conn: Any, name: str, *, force: bool = False) -> Path | None:
 
 
 def _remove_volumes(conn: Any, meta: Metadata) -> None:
-    p = _pool(conn, meta.pool)
+    """The instance's own volumes. A boot image from the image cache stays in the pool (the next
+    create that boots it does not upload it again; ``images remove`` deletes it); one given as a
+    file goes with the last instance that boots it."""
+    p = pool_of(conn, meta.pool)
     if p is None:
         return
     doomed = _own_volumes(meta)
-    users = [
+    if not meta.image_cached and not [
         i for i in list_instances(conn) if i.meta and i.meta.pool == meta.pool and i.meta.image == meta.image
-    ]
-    if not users:  # this instance (undefined already) was the last to boot the image
+    ]:
         doomed += storage.image_volumes(posixpath.basename(meta.image))
     storage.delete(p, doomed)
 
@@ -360,7 +364,7 @@ def console_bytes(conn: Any, meta: Metadata, limit: int) -> bytes:
     if not meta.console_log:
         return b""
     if meta.pool:
-        p = _pool(conn, meta.pool)
+        p = pool_of(conn, meta.pool)
         return storage.tail(conn, p, posixpath.basename(meta.console_log), limit) if p else b""
     try:
         with open(meta.console_log, "rb") as f:
@@ -414,7 +418,7 @@ class ConsoleLog:
             except OSError:
                 return 0
         if self._vol is None:
-            p = _pool(self.conn, self.meta.pool)
+            p = pool_of(self.conn, self.meta.pool)
             self._vol = p and storage.lookup(p, posixpath.basename(self.meta.console_log))
             if self._vol is None:
                 return 0

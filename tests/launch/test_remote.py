@@ -212,7 +212,8 @@ def test_create_puts_the_disks_in_the_hypervisors_pool_and_destroy_removes_them(
     out = capsys.readouterr().err
     assert f"{hypervisor.ns.address}'s 127.0.0.1" in out and f"-L 127.0.0.1:{live}:127.0.0.1:{live}" in out
 
-    # a second instance shares the uploaded image; the image goes with the last one
+    # a second instance shares the uploaded image; the image stays after the last one, so a create
+    # after both were destroyed does not upload it again; 'images remove' deletes it there too
     other = f"{name}-b"
     assert _create(other, "tiny.hdd", "--no-wait") == 0
     assert "uploading the boot image" not in capsys.readouterr().err
@@ -220,6 +221,13 @@ def test_create_puts_the_disks_in_the_hypervisors_pool_and_destroy_removes_them(
     left = hypervisor.volumes()
     assert not own & left and left == {*storage.volume_names(other), *storage.image_volumes(image_vol)}
     assert main(["destroy", "--force", other]) == 0
+    assert hypervisor.volumes() == set(storage.image_volumes(image_vol))
+    assert _create(other, "tiny.hdd", "--no-wait") == 0
+    assert "uploading the boot image" not in capsys.readouterr().err
+    assert main(["images", "remove", "tiny.hdd"]) != 0  # in use by the instance on the hypervisor
+    assert other in capsys.readouterr().err
+    assert main(["destroy", "--force", other]) == 0
+    assert main(["images", "remove", "tiny.hdd"]) == 0
     assert hypervisor.volumes() == set()
     assert {p.name for p in system_home.rglob("*") if p.is_file() and not p.is_relative_to(cache)} == {
         remote_conf.name
