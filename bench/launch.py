@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -109,6 +110,13 @@ class Boot:
     clock: float  # the guest's uptime at switch_root (its own clock)
     cpu: float  # CPU seconds QEMU used until ready: what the guest cost, whatever the host's load
     queued: float  # seconds QEMU's threads were runnable but waited for a CPU (the host's load)
+    launcher: float = 0.0  # CPU seconds of the launcher (and the ssh -W it ran) from create to ready
+
+
+def _own_cpu() -> float:
+    """CPU seconds of this process and its ended children (the ``ssh -W`` tunnels of the attempts)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def _cpu_seconds(pid: int) -> tuple[float, float]:
@@ -226,6 +234,7 @@ def _launch(
         name=name, user_data=b"", image=str(image), cvmfs_server=cvmfs,
     )  # fmt: skip
     steps = _Steps()
+    cpu = _own_cpu()
     start = time.perf_counter()
     try:
         inst = launch.create_instance(spec, host=host, reporter=steps)
@@ -241,9 +250,10 @@ def _launch(
         else:
             _poll(_greeted(console), timeout, console, f"launch on {host.uri}")
         seconds = time.perf_counter() - start
+        launcher = _own_cpu() - cpu
         if os.environ.get("CERNVM_BENCH_STEPS"):
             print(f"{host.uri.split('?')[0]}: {steps.summary()}", file=sys.stderr)
-        return Boot(seconds, _guest_clock(console()), *_cpu_seconds(_qemu_of(name)))
+        return Boot(seconds, _guest_clock(console()), *_cpu_seconds(_qemu_of(name)), launcher)
     finally:
         instances.destroy(host.conn, name, force=True)
 
@@ -276,7 +286,7 @@ def _session_launch(user: User, image: Path, memory: int, cvmfs: str | None, tim
     )  # fmt: skip
     if r.returncode != 0:
         raise RuntimeError(f"session launch failed: {r.stderr[-2000:]}")
-    return Boot(*map(float, r.stdout.split()[-4:]))
+    return Boot(*map(float, r.stdout.split()[-5:]))
 
 
 def _session_worker(argv: list[str]) -> None:
@@ -288,7 +298,7 @@ def _session_worker(argv: list[str]) -> None:
     conn.getDomainCapabilities(None, None, None, None, 0)
     host = launch.Host(conn, uri, accel.detect())
     boot = _launch(host, image, Path(os.environ["HOME"]) / "launch", memory, cvmfs, timeout)
-    print(f"{boot.seconds} {boot.clock} {boot.cpu} {boot.queued}")
+    print(f"{boot.seconds} {boot.clock} {boot.cpu} {boot.queued} {boot.launcher}")
 
 
 def bench_boot(quick: bool, rounds: int = 0) -> list[Result]:
@@ -364,7 +374,8 @@ def bench_boot(quick: bool, rounds: int = 0) -> list[Result]:
                             continue
                         boots[kind].append(b)
                         print(f"round {n + 1} {kind}: {b.seconds:.1f} s, switch_root {b.clock:.1f} s, QEMU "
-                              f"ran {b.cpu:.1f} s, queued {b.queued:.1f} s, load {loads[-1]:.1f}",
+                              f"ran {b.cpu:.1f} s, queued {b.queued:.1f} s, launcher CPU {b.launcher:.2f} s, "
+                              f"load {loads[-1]:.1f}",
                               file=sys.stderr)  # fmt: skip
             finally:
                 remote.close()
@@ -451,6 +462,7 @@ def _boot_result(
             "plain_qemu_cpu_s_median": statistics.median(b.cpu for b in refs),
             "qemu_queued_s_median": statistics.median(b.queued for b in mine),
             "plain_qemu_queued_s_median": statistics.median(b.queued for b in refs),
+            "launcher_cpu_s_median": statistics.median(b.launcher for b in mine),
             "all_s": " ".join(f"{t:.1f}" for t in ours),
             "plain_all_s": " ".join(f"{t:.1f}" for t in plain),
             "load_1min": f"{min(loads):.1f}-{max(loads):.1f}",
