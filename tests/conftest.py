@@ -10,12 +10,13 @@ million-entry case alone takes minutes to write on a loaded machine, and consume
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support import hostile, linked_cache
+from tests.support.bigfs import loop_ext4
 from tests.support.s3servers import rgwserver, s3env, s3server, target  # noqa: F401  (shared fixtures)
 
 
@@ -45,3 +46,20 @@ def hostile_corpus(
         return built[name]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def _bigfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path | None]:
+    with loop_ext4(tmp_path_factory.mktemp("bigfs")) as mnt:
+        yield mnt
+
+
+@pytest.fixture
+def big_tmp_path(_bigfs: Path | None, tmp_path: Path, request: pytest.FixtureRequest) -> Path:
+    """A fresh folder for a test that writes a million files: on the session's own journaled ext4
+    where one could be made (``tests.support.bigfs`` says why), else ``tmp_path``."""
+    if _bigfs is None:
+        return tmp_path
+    folder = _bigfs / request.node.name.replace("/", "_")
+    folder.mkdir()
+    return folder

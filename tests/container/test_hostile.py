@@ -111,10 +111,10 @@ def test_big_repository_builds_in_bounded_memory(
     consumer: str,
     hostile_corpus: Callable[[str], hostile.Repo],
     hub: tuple[Path, Path],
-    tmp_path: Path,
+    big_tmp_path: Path,
 ) -> None:
     repo = hostile_corpus(name)
-    res, out = build_in(repo, tmp_path / "run", consumers(hub)[consumer], timeout=1200)
+    res, out = build_in(repo, big_tmp_path / "run", consumers(hub)[consumer], timeout=1200)
     assert res.returncode == 0, res.stderr[-3000:]
     if consumer == "apptainer":
         sandbox = out / "hostile.sandbox"
@@ -130,6 +130,7 @@ def test_big_repository_builds_in_bounded_memory(
                 assert os.stat("bottom", dir_fd=fd).st_size == 7
             finally:
                 os.close(fd)
-    from cernvm_build.fsutil import remove_tree
+    if name != "million":
+        from cernvm_build.fsutil import remove_tree
 
-    remove_tree(tmp_path / "run")  # pytest's own clean-up recurses: it cannot remove 1,500 levels
+        remove_tree(big_tmp_path / "run")  # pytest's own clean-up recurses: it cannot remove 1,500 levels

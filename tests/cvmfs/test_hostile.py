@@ -126,11 +126,11 @@ def test_verify_reports_every_bad_entry(hostile_base: hostile.Repo, tmp_path: Pa
 @pytest.mark.parametrize("consumer", [*CONSUMERS, "ls-R"])
 @pytest.mark.parametrize("name", BIG)
 def test_big_repository(
-    name: str, consumer: str, hostile_corpus: Callable[[str], hostile.Repo], tmp_path: Path
+    name: str, consumer: str, hostile_corpus: Callable[[str], hostile.Repo], big_tmp_path: Path
 ) -> None:
     case = hostile.CASES[name]
     repo = hostile_corpus(name)
-    out = _output_dir(tmp_path)
+    out = _output_dir(big_tmp_path)
     before = hostile.snapshot_tree(out / "canary")
     # Writing a million files takes minutes on a loaded machine: the bound is generous, not absent.
     m = hostile.run_measured(_argv(consumer, case, repo, out), timeout=1800, stdout_limit=64 << 20)
