@@ -15,13 +15,14 @@ chain or flat root already there is not written again, and an unchanged image wr
 from __future__ import annotations
 
 import fnmatch
+import functools
 import json
 import logging
 import shutil
 import tarfile
 import tempfile
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -243,11 +244,24 @@ def ingest_image(
     *,
     opts: RegistryOptions,
     work: Path,
+    registry_tags: Callable[[], Collection[str]] | None = None,
 ) -> list[Artifact]:
     """The image ``w`` at ``tag``; for a manifest list (OCI index) every platform's image, each
-    under ``<tag>-<os>-<arch>[-<variant>]``, and the default platform also under ``<tag>``."""
+    under ``<tag>-<os>-<arch>[-<variant>]``, and the default platform also under ``<tag>``.
+    ``registry_tags``: the repository's tags in the registry (listed when a list is met)."""
     ref = f"{w.registry}/{w.repository}:{tag}"
     platforms = index_platforms(ref, inspect_raw(ref, opts=opts))
+    if platforms is not None:
+        # A platform's name in the hub must not be a tag of its own in the registry: the two images
+        # would take turns under one name, whichever was ingested last. Refused before any pull.
+        tags = registry_tags() if registry_tags else _registry_tags(w, opts)
+        clash = sorted(f"{tag}-{p.name}" for p in platforms if f"{tag}-{p.name}" in tags)
+        if clash:
+            raise BuildError(
+                f"{ref}: the hub names this list's platform images <tag>-<os>-<arch>, and the registry "
+                f"has {', '.join(clash)} as tags of their own",
+                hint="ingest those tags by themselves, or rename them in the registry",
+            )
     layout = pull(ref, work / "image.oci", opts=opts, all_platforms=platforms is not None)
     top = json.loads((layout / "index.json").read_text())["manifests"][0]
     if platforms is None:
@@ -267,6 +281,10 @@ def ingest_image(
     return out
 
 
+def _registry_tags(w: Wish, opts: RegistryOptions) -> frozenset[str]:
+    return frozenset(list_tags(f"{w.registry}/{w.repository}", opts=opts))
+
+
 def ingest(
     wishes: Sequence[str],
     publish: Callable[[ImageParts, ImageTrees], Artifact],
@@ -284,10 +302,11 @@ def ingest(
             raise BuildError(
                 f"{text}: no tag of {w.registry}/{w.repository} matches", hint="list them: skopeo list-tags"
             )
+        registry_tags = functools.cache(functools.partial(_registry_tags, w, opts))  # listed once a wish
         for tag in tags:
             work = Path(tempfile.mkdtemp(prefix="cernvm-ingest-", dir=scratch))
             try:
-                out += ingest_image(w, tag, publish, opts=opts, work=work)
+                out += ingest_image(w, tag, publish, opts=opts, work=work, registry_tags=registry_tags)
             finally:
                 shutil.rmtree(work, ignore_errors=True)
     return out

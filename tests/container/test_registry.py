@@ -350,6 +350,19 @@ def test_ingest_of_a_manifest_list_publishes_every_platform(
         tmp_path / "stratum", fqrn=HUB, public_keys=[tmp_path / "keys" / f"{HUB}.pub"]
     ) as repo:
         assert repo.revision == revision
+    # a tag of its own under a platform image's hub name: refused before any pull, not overwritten
+    clash = skopeo(
+        "copy", "--dest-tls-verify=false", f"oci:{single}:demo-1", f"docker://{ref[:-1]}2-linux-amd64"
+    )
+    assert clash.returncode == 0, clash.stderr
+    assert main(["hub", "ingest", f"{ref[:-1]}2", *hub, "--no-tls-verify"]) != 0
+    err = capsys.readouterr().err
+    assert len([ln for ln in err.splitlines() if ln.startswith("error:")]) == 1 and "Traceback" not in err
+    assert "has 2-linux-amd64 as tags of their own" in err
+    with open_repository(
+        tmp_path / "stratum", fqrn=HUB, public_keys=[tmp_path / "keys" / f"{HUB}.pub"]
+    ) as repo:
+        assert repo.revision == revision
 
 
 def _layout_of(dest: Path, layers: list[dict[str, bytes | None]], tag: str) -> None:
