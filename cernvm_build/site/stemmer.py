@@ -50,6 +50,12 @@ def stem(word: str) -> str:
     return got
 
 
+def stem_memo() -> dict[str, str]:
+    """The memo ``stem`` fills (word -> stem): ``memo.get(w) or stem(w)`` skips a call per known word
+    in the index writer's loop over every word of every page."""
+    return _cache
+
+
 def _cons(w: str, i: int) -> bool:
     c = w[i]
     if c in "aeiou":

@@ -113,7 +113,8 @@ def test_a_page_gives_its_article_in_sections() -> None:
         ("first-part", "First part", "Body <b> of part one. Minor heading still part one"),
         ("second", "Second", "a b"),
     ]
-    frag, postings, stats = search.extract(page, "/p/")
+    frag, encoded, stats = search.extract(page, "/p/")
+    postings = {w: json.loads(f"[{e}]") for w, e in encoded.items()}
     assert stats == (3, 6 + 12 + 3)
     assert json.loads(frag)["u"] == "/p/" and "menu" not in postings and "sidebar" not in postings
     # positions: heading words from 0, text after a gap; lengths count both
@@ -136,7 +137,8 @@ def test_a_page_gives_its_article_in_sections() -> None:
 )
 def test_odd_pages_give_a_bounded_extract(page: str) -> None:
     _title, secs = search.sections(page)
-    frag, postings, _stats = search.extract(page, "/odd/")
+    frag, encoded, _stats = search.extract(page, "/odd/")
+    postings = {w: json.loads(f"[{e}]") for w, e in encoded.items()}
     assert secs and json.loads(frag)["s"] == [list(s) for s in secs]
     assert all(e[0] < len(secs) for entries in postings.values() for e in entries)
     assert "comment" not in postings and "hidden" not in postings
