@@ -19,6 +19,7 @@ exist yet writes a sibling folder and renames it into place when pages and index
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import time
 from pathlib import Path
@@ -132,7 +133,14 @@ class Builder:
             # the index on disk may no longer match: trust none of it until it is made again
             state.put_outputs([], [search_mod.MANIFEST])
         indexed = search_mod.update(
-            target, old_outputs, pages, state, base_path=self.cfg.base_path, jobs=self.jobs, fresh=extracts
+            target,
+            old_outputs,
+            pages,
+            state,
+            base_path=self.cfg.base_path,
+            jobs=self.jobs,
+            fresh=extracts,
+            new=new,
         )
         if indexed is None:
             return len(written), len(removed), 0, 0
@@ -140,6 +148,19 @@ class Builder:
         return len(written), len(removed), indexed.written, indexed.shards
 
     def build(self) -> BuildReport:
+        # The cyclic GC is off for the build: a build allocates many objects (page metadata, contexts)
+        # that live until its end, so each collection walked them all for nothing (a tenth of a
+        # one-page rebuild's CPU, measured); what a build leaves behind is freed by reference counts,
+        # and a long-running ``site serve`` gets the collector back between builds.
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return self._build()
+        finally:
+            if enabled:
+                gc.enable()
+
+    def _build(self) -> BuildReport:
         start = time.perf_counter()
         self._check_out_dir()
         cfg = config_mod.load(self.site_dir, base_url=self.base_url)

@@ -394,6 +394,7 @@ def update(
     base_path: str = "/",
     jobs: int = 1,
     fresh: dict[str, tuple[bytes, bytes]] | None = None,
+    new: bool = False,
 ) -> Indexed | None:
     """Make again the shards whose pages changed (or whose files are missing or damaged); write the
     files whose bytes changed. ``pages``: every HTML output to index -> its fingerprint; ``state``: the
@@ -430,13 +431,14 @@ def update(
     extracts.update((p, known[keys[p]]) for p in need if keys[p] in known)
     rows: list[tuple[str, str, int, int]] = []
     written = 0
+    made = {top} if new else None
     final: set[str] = {MANIFEST}
     entries: dict[str, dict[str, Any]] = {}
     for s in cut:
         if s in stale:
             files, entries[s.bundle] = shard_files(s, extracts)
             for rel in sorted(files):
-                written += _put(out_dir, rel, files[rel], ours.get(rel), rows)
+                written += _put(out_dir, rel, files[rel], ours.get(rel), rows, made)
             final |= set(files)
         else:
             entries[s.bundle] = prev[s.bundle]
@@ -444,7 +446,7 @@ def update(
             final |= set(recorded[s.bundle])
     # the manifest last: it names the shards as complete
     listing = {"shards": [entries[b] for b in bundles]}
-    written += _put(out_dir, MANIFEST, _json(listing) + b"\n", ours.get(MANIFEST), rows)
+    written += _put(out_dir, MANIFEST, _json(listing) + b"\n", ours.get(MANIFEST), rows, made)
     # whatever else is in the index folder goes, recorded or not (a failed run forgets the rows)
     on_disk, empty = files_under(out_dir / PREFIX)
     removed = sorted((set(ours) | {PREFIX + rel for rel in on_disk}) - final)
@@ -462,14 +464,17 @@ def _put(
     blob: bytes,
     prev: tuple[str, int, int] | None,
     rows: list[tuple[str, str, int, int]],
+    made: set[str] | None,
 ) -> int:
-    """Write an index file, unless the output already has these bytes."""
+    """Write an index file, unless the output already has these bytes; ``made``: the folders made so
+    far in a new output folder (None: an existing one, written by rename)."""
     fp = sha("bytes", blob)
     dest = out_dir / rel
     if prev and prev[0] == fp and matches(str(dest), prev):
         rows.append((rel, *prev))
         return 0
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    size, mtime = write_output(dest, blob)  # a rename: readers see the old file or the new one
+    if made is None:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    size, mtime = write_output(dest, blob, made)  # existing folder: a rename, readers see old or new
     rows.append((rel, fp, size, mtime))
     return 1
