@@ -169,13 +169,14 @@ class Builder:
         try:
             old_outputs = state.outputs()
             self._guard_out_dir(old_outputs or state.claimed(str(self.out_dir)))
-            sources = scan(self.site_dir)
+            sources = scan(self.site_dir, state.sources())
+            state.put_sources(sources.rows, sources.gone)
             planned = plan_sources(sources, cfg.base_path, self.generators)
             keys = {rel: s.key for rel, s in planned.items()}
             metas = state.md_meta(set(keys.values()))
             fresh = render_markdown(planned, metas, state, self.jobs, self.reporter)
             data = data_mod.load_all(self.site_dir, cfg, self.repo_metadata)
-            files = {rel: path for rel, (path, _raw) in sources.markdown.items()}
+            files = {rel: path for rel, (path, _digest, _name) in sources.markdown.items()}
             changed = gitdates.last_changed(self.site_dir / "content", self.cache_dir)
             pageset = make_pages(cfg, files, keys, metas, data, changed)
             jinja_cache = self.cache_dir / "jinja"

@@ -1,5 +1,5 @@
-"""The build state: rendered Markdown and highlighted code blocks by content hash, and each output's
-fingerprint.
+"""The build state: rendered Markdown and highlighted code blocks by content hash, each output's
+fingerprint, and each Markdown source's digest by its stat (``sources.scan``).
 
 One SQLite file per output folder. Losing it costs a full rebuild, never a wrong one: every entry is
 keyed by the hash of everything that produced it.
@@ -12,7 +12,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-SCHEMA = 5
+SCHEMA = 6
 
 
 class State:
@@ -26,7 +26,7 @@ class State:
         if version != SCHEMA:
             self.db.executescript(
                 "DROP TABLE IF EXISTS md; DROP TABLE IF EXISTS outputs; DROP TABLE IF EXISTS code;"
-                "DROP TABLE IF EXISTS search;"
+                "DROP TABLE IF EXISTS search; DROP TABLE IF EXISTS sources;"
             )
             self.db.execute(f"PRAGMA user_version={SCHEMA}")
         self.db.executescript(
@@ -36,6 +36,10 @@ class State:
             CREATE TABLE IF NOT EXISTS outputs (path TEXT PRIMARY KEY, fp TEXT, size INTEGER, mtime INTEGER);
             CREATE TABLE IF NOT EXISTS search (key TEXT PRIMARY KEY, fragment BLOB, postings BLOB);
             CREATE TABLE IF NOT EXISTS claims (out_dir TEXT PRIMARY KEY);
+            CREATE TABLE IF NOT EXISTS sources (
+                file TEXT PRIMARY KEY, size INTEGER, mtime INTEGER, ctime INTEGER, ino INTEGER,
+                digest TEXT, generate TEXT
+            );
             """
         )
 
@@ -80,6 +84,21 @@ class State:
             with self.db:
                 self.db.execute("BEGIN")
                 self.db.executemany(f"DELETE FROM {table} WHERE key = ?", [(k,) for k in stale])
+
+    # -- Markdown sources: digest and generator name by stat (sources.scan) ------------------------
+    def sources(self) -> dict[str, tuple[tuple[int, int, int, int], str, str]]:
+        """file -> ((size, mtime, ctime, inode), digest of its bytes, its ``generate:`` name or '')."""
+        return {
+            f: ((size, mtime, ctime, ino), digest, gen)
+            for f, size, mtime, ctime, ino, digest, gen in self.db.execute("SELECT * FROM sources")
+        }
+
+    def put_sources(self, rows: list[tuple[str, int, int, int, int, str, str]], removed: list[str]) -> None:
+        if rows or removed:
+            with self.db:
+                self.db.execute("BEGIN")
+                self.db.executemany("INSERT OR REPLACE INTO sources VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+                self.db.executemany("DELETE FROM sources WHERE file = ?", [(f,) for f in removed])
 
     # -- highlighted code blocks (markdown.code_key) -----------------------------------------------
     def code(self) -> dict[str, str]:

@@ -1,13 +1,19 @@
 """Step 1 of a site build: find the sources, key each Markdown file by its content, render the new ones.
 
-A source's key is ``sha(renderer code, base path, source path, bytes, generated text)``: anything that
-changes the rendered page changes the key, so a cached rendering is always the one a clean build makes.
+A source's key is ``sha(renderer code, base path, source path, digest of its bytes, generated text)``:
+anything that changes the rendered page changes the key, so a cached rendering is always the one a clean
+build makes. A file's digest (and its ``generate:`` name) is taken from the state when its size, mtime,
+ctime and inode are the ones recorded, so a rebuild reads only the files that changed. A file is
+recorded only once its mtime and ctime are ``SETTLED_NS`` old: a write in the same clock tick as the
+recorded stat could otherwise go unseen, and nothing (not ``touch``, not ``utime``) sets a ctime back.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,12 +32,20 @@ BUILD_VERSION = "1"
 
 Generators = Mapping[str, Callable[[], str]]
 GENERATE_RE = re.compile(rb"^generate:\s*([\w-]+)\s*$", re.M)
+#: a file's stat is trusted (its digest not taken again) only once it is this old (module docstring)
+SETTLED_NS = 2_000_000_000
+#: what the state knows of a source: file -> ((size, mtime, ctime, inode), digest, generate name)
+Known = dict[str, tuple[tuple[int, int, int, int], str, str]]
 
 
 @dataclass(frozen=True)
 class Sources:
-    markdown: dict[str, tuple[Path, bytes]]  # content-relative path -> (file, bytes)
+    markdown: dict[str, tuple[Path, str, str]]  # content-relative path -> (file, digest, generate name)
     assets: dict[str, Path]  # site-relative path -> file (content/ first, then static/)
+    #: state rows of the Markdown files whose digest was taken now and whose stat is settled, and the
+    #: recorded files that are gone (``State.put_sources``)
+    rows: list[tuple[str, int, int, int, int, str, str]]
+    gone: list[str]
 
 
 @dataclass(frozen=True)
@@ -45,11 +59,15 @@ class Source:
     generated: str  # the text of its ``generate:`` reference, '' when it has none
 
 
-def scan(site_dir: Path) -> Sources:
+def scan(site_dir: Path, known: Known | None = None) -> Sources:
+    """The sources; ``known``: what the state recorded of the Markdown files (``State.sources``)."""
     content = site_dir / "content"
     if not content.is_dir():
         raise BuildError(f"no content/ folder in {site_dir}", hint="put the Markdown pages in content/")
-    md_sources: dict[str, tuple[Path, bytes]] = {}
+    known = known or {}
+    settled = time.time_ns() - SETTLED_NS
+    md_sources: dict[str, tuple[Path, str, str]] = {}
+    rows: list[tuple[str, int, int, int, int, str, str]] = []
     assets: dict[str, Path] = {}
     top = str(content)
     for root, dirs, files in os.walk(top):
@@ -60,8 +78,18 @@ def scan(site_dir: Path) -> Sources:
                 continue
             full = os.path.join(root, name)
             if name.endswith(".md"):
+                st = os.stat(full)
+                stat = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+                got = known.get(full)
+                if got is not None and got[0] == stat:
+                    md_sources[prefix + name] = (Path(full), got[1], got[2])
+                    continue
                 with open(full, "rb") as f:
-                    md_sources[prefix + name] = (Path(full), f.read())
+                    raw = f.read()
+                digest, gen = hashlib.sha256(raw).hexdigest(), generate_name(raw)
+                md_sources[prefix + name] = (Path(full), digest, gen)
+                if max(st.st_mtime_ns, st.st_ctime_ns) < settled and len(raw) == st.st_size:
+                    rows.append((full, *stat, digest, gen))
             else:
                 assets[prefix + name] = Path(full)
     static = site_dir / "static"
@@ -72,18 +100,23 @@ def scan(site_dir: Path) -> Sources:
                 if not name.startswith("."):
                     p = Path(root) / name
                     assets.setdefault(p.relative_to(static).as_posix(), p)
-    return Sources(md_sources, assets)
+    seen = {str(path) for path, _d, _g in md_sources.values()}
+    return Sources(md_sources, assets, rows, sorted(set(known) - seen))
 
 
-def _generated(file: Path, raw: bytes, generators: Generators, cache: dict[str, str]) -> str:
-    """The reference text a page asks for with ``generate: NAME`` in its front matter."""
+def generate_name(raw: bytes) -> str:
+    """The ``generate: NAME`` of a source's front matter ('' without one)."""
     if not raw.startswith(b"---"):
         return ""
     head = raw[: raw.find(b"\n---", 3) + 1] if b"\n---" in raw else raw
-    m = GENERATE_RE.search(head)  # a regex, not YAML: keys are computed on every build
-    if not m:
+    m = GENERATE_RE.search(head)  # a regex, not YAML: cheap, and the name is part of the key
+    return m.group(1).decode() if m else ""
+
+
+def _generated(file: Path, name: str, generators: Generators, cache: dict[str, str]) -> str:
+    """The reference text a page asks for with ``generate: NAME`` in its front matter."""
+    if not name:
         return ""
-    name = m.group(1).decode()
     if name not in generators:
         raise BuildError(
             f"unknown generator '{name}'",
@@ -102,9 +135,9 @@ def plan_sources(sources: Sources, base_path: str, generators: Generators) -> di
     version = render_version()
     generated: dict[str, str] = {}
     out: dict[str, Source] = {}
-    for rel, (path, raw) in sources.markdown.items():
-        gen = _generated(path, raw, generators, generated)
-        key = sha(version, base_path, rel, raw, gen.encode())
+    for rel, (path, digest, name) in sources.markdown.items():
+        gen = _generated(path, name, generators, generated)
+        key = sha(version, base_path, rel, digest, gen.encode())
         out[rel] = Source(key, rel, str(path), base_path, gen)
     return out
 

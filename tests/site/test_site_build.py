@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sitehelpers import Edit, build_site, tree, write_release
@@ -557,4 +559,40 @@ def test_highlighted_code_is_kept_between_builds(
     edit(page, "cernvm-build container el6 --format apptainer", "cernvm-build container el6 --format docker")
     assert build_site(site, out, jobs=1).markdown_rendered == 1
     assert lexed == ["$ cernvm-build container el6 --format docker\n"]
+    assert tree(out) == _clean(site, tmp_path, "clean", monkeypatch)
+
+
+def test_unchanged_sources_are_not_read_and_an_edit_keeping_size_and_mtime_is_seen(
+    site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import builtins
+
+    from cernvm_build.site import sources
+
+    monkeypatch.setattr(sources, "SETTLED_NS", 0)  # every stat counts as settled at once
+    out = tmp_path / "out"
+    build_site(site, out)
+    page = site / "content/docs/guides/preservation.md"
+    real_open = builtins.open
+    opened: list[str] = []
+
+    def counting(file: Any, *args: Any, **kw: Any) -> Any:
+        if str(file).endswith(".md"):
+            opened.append(str(file))
+        return real_open(file, *args, **kw)
+
+    monkeypatch.setattr(builtins, "open", counting)
+    assert build_site(site, out, jobs=1).markdown_rendered == 0
+    assert opened == []  # no Markdown file was read: their stat was the recorded one
+    # same size, mtime put back: the stat still differs (ctime), so the page is read and rendered
+    before = page.stat()
+    text = page.read_text()
+    assert "receive security" in text
+    page.write_text(text.replace("receive security", "obtain  security", 1))
+    os.utime(page, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert page.stat().st_size == before.st_size and page.stat().st_mtime_ns == before.st_mtime_ns
+    report = build_site(site, out, jobs=1)
+    assert report.markdown_rendered == 1 and set(opened) == {str(page)}
+    monkeypatch.setattr(builtins, "open", real_open)
+    assert b"obtain  security" in (out / "docs/guides/preservation/index.html").read_bytes()
     assert tree(out) == _clean(site, tmp_path, "clean", monkeypatch)
