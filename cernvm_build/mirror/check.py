@@ -6,6 +6,7 @@ import bz2
 import gzip
 import lzma
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -79,8 +80,10 @@ def check_files(
     *,
     jobs: int = 4,
     progress: Progress | None = None,
+    on_result: Callable[[str, str | None], None] | None = None,
 ) -> list[str]:
-    """Hash every expected file (in parallel); one problem line per missing or mismatched file."""
+    """Hash every expected file (in parallel); one problem line per missing or mismatched file.
+    ``on_result(rel, problem or None)`` as each file is judged (the mirror's upload gate)."""
     # Files whose hash is remembered (unchanged since hashed) are checked without the thread pool.
     results: list[str | None] = []
     todo: list[Expected] = []
@@ -90,6 +93,8 @@ def check_files(
             todo.append(e)
         else:
             results.append(compare(e, got))
+            if on_result:
+                on_result(e.rel, results[-1])
     done = len(results)
     if progress and done:
         progress("verify", done, len(expected))
@@ -98,6 +103,8 @@ def check_files(
     def one(e: Expected) -> str | None:
         nonlocal done
         problem = compare(e, source.digest(e.rel, e.algo, e.digest))
+        if on_result:
+            on_result(e.rel, problem)
         with lock:
             done += 1
             if progress:

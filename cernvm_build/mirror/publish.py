@@ -1,8 +1,12 @@
 """Mirror a yum or apt repository to S3: verify the source, then sync it in the safe order.
 
-Nothing moves until the whole source has been verified. The published indexes (``repomd.xml``,
-``InRelease`` …) go last, and the objects the previous ``keep`` publications referenced survive
-deletion, so readers holding an older index still find everything it names.
+A refused source leaves the bucket as it was. A folder's signed metadata are verified first; then its
+packages are uploaded as each passes its own checks while the rest is verified, and nothing the live
+index names changes (no rewrite, index or deletion) until the whole source has passed (``gate``);
+a refusal deletes what the run created. Other sources are verified completely before anything moves.
+The published indexes (``repomd.xml``, ``InRelease`` …) go last, and the objects the previous ``keep``
+publications referenced survive deletion, so readers holding an older index still find everything it
+names.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ import contextlib
 import os
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +27,7 @@ from ..paths import cache_dir
 from .apt import published_references as apt_refs
 from .apt import verify_apt
 from .check import Checked, Progress, SourceBroken
+from .gate import VerifyGate
 from .hashcache import HashCache, local_error, probe_writable
 from .s3client import S3Client, S3Url, make_client, parse_s3_url, s3_error
 from .s3sync import JOBS, Checkpoint, SyncReport, sync_tree
@@ -60,13 +67,15 @@ def verify_source(
     suites: list[str] | None = None,
     jobs: int = JOBS,
     progress: Progress | None = None,
+    gate: VerifyGate | None = None,
 ) -> Checked:
-    """Check a repository completely; the result lists every problem (empty when it is sound)."""
+    """Check a repository completely; the result lists every problem (empty when it is sound).
+    ``gate``: verdicts as they come, for a sync running beside (yum; apt hands over none)."""
     if kind not in KINDS:
         raise MirrorError(f"unknown repository kind '{kind}'", hint="use yum or apt")
     with keyring_for(gpg_key) as kr:
         if kind == "yum":
-            return verify_yum(source, keyring=kr, rpm_key=gpg_key, jobs=jobs, progress=progress)
+            return verify_yum(source, keyring=kr, rpm_key=gpg_key, jobs=jobs, progress=progress, gate=gate)
         return verify_apt(source, suites=suites, keyring=kr, jobs=jobs, progress=progress)
 
 
@@ -181,23 +190,80 @@ def _mirror(
     checkpoint: Checkpoint,
 ) -> MirrorReport:
     source = open_source(source_spec, cache_dir("mirror", "staging"), cache)
-    prehash = (
-        source.prehashing(os.cpu_count() or 1)
-        if isinstance(source, LocalSource)
-        else contextlib.nullcontext()
-    )
-    with prehash:
-        checked = verify_source(kind, source, gpg_key=gpg_key, suites=suites, jobs=jobs, progress=progress)
-    if checked.problems:
-        raise SourceBroken(source.name, checked.problems)
-    checkpoint("verified", "")
+    if isinstance(source, LocalSource) and not dry_run:
+        # The packages of a folder are uploaded as soon as each has passed its checks, while the rest
+        # of the source is verified (see ``gate``).
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cernvm-verify") as pool:
+            gate = VerifyGate(lambda: checkpoint("verified", ""))
+            gate.verification = pool.submit(
+                _verify_local, kind, source, gpg_key, suites, jobs, progress, gate
+            )
+            if gate.wait_metadata():
+                assert gate.checked is not None
+                return MirrorReport(
+                    gate.checked,
+                    _sync(kind, source.root, url, gate.checked, client, jobs, keep, dry_run, delete, progress,
+                          cache, allow_rewrite, checkpoint, gate),
+                )  # fmt: skip
+            checked = gate.finish()  # refused before anything was planned, or not handed over
+    else:
+        prehash = source.prehashing(os.cpu_count() or 1) if isinstance(source, LocalSource) else nullcontext()
+        with prehash:
+            checked = verify_source(kind, source, gpg_key=gpg_key, suites=suites, jobs=jobs,
+                                    progress=progress)  # fmt: skip
+        if checked.problems:
+            raise SourceBroken(source.name, checked.problems)
+        checkpoint("verified", "")
     if isinstance(source, HttpSource):
         source.prune(checked.referenced)
         tree = source.staging
     else:
         assert isinstance(source, LocalSource)
         tree = source.root
-    report = sync_tree(
+    return MirrorReport(
+        checked,
+        _sync(kind, tree, url, checked, client, jobs, keep, dry_run, delete, progress, cache, allow_rewrite,
+              checkpoint, None),
+    )  # fmt: skip
+
+
+def _verify_local(
+    kind: str,
+    source: LocalSource,
+    gpg_key: Path | None,
+    suites: list[str] | None,
+    jobs: int,
+    progress: Progress | None,
+    gate: VerifyGate,
+) -> Checked:
+    """The verification thread of a folder: hashed into the cache in the background, verdicts to
+    ``gate``; the gate learns when it ends, whatever the outcome (nothing waits forever)."""
+    try:
+        with source.prehashing(os.cpu_count() or 1):
+            return verify_source(
+                kind, source, gpg_key=gpg_key, suites=suites, jobs=jobs, progress=progress, gate=gate
+            )
+    finally:
+        gate.ended()
+
+
+def _sync(
+    kind: str,
+    tree: Path,
+    url: S3Url,
+    checked: Checked,
+    client: S3Client,
+    jobs: int,
+    keep: int,
+    dry_run: bool,
+    delete: bool,
+    progress: Progress | None,
+    cache: HashCache,
+    allow_rewrite: bool,
+    checkpoint: Checkpoint,
+    gate: VerifyGate | None,
+) -> SyncReport:
+    return sync_tree(
         tree,
         str(url),
         client=client,
@@ -216,5 +282,5 @@ def _mirror(
         # Signed index sets are what a killed sync must not leave mixed (unsigned index files have no
         # signature to disagree with; apt's by-hash readers never read the fixed-name ones).
         detached_index=any(i.endswith((".asc", ".gpg", "InRelease")) for i in checked.indexes),
+        gate=gate,
     )
-    return MirrorReport(checked, report)

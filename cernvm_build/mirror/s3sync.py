@@ -13,6 +13,9 @@ Publishing, in this order, so that no reader ever sees an index naming an absent
 3. the ``last`` files (fixed-name indexes such as ``repomd.xml``, ``InRelease``), pattern by pattern;
 4. deletions of stale objects, except the objects the previous ``keep`` generations referenced;
 5. the manifest.
+With a ``gate`` (the mirror verifying its source beside the sync), step 1 holds each new object until
+the gate allows it, and steps 2–5 wait for the whole verification; when the gate refuses the source,
+every object this run created is deleted again, so the bucket ends as it was (see ``gate``).
 With ``immutable`` (package mirrors: a published name never changes content) rewrites are refused
 before anything is written unless ``allow_rewrite``; then the batch is the only time the live index
 can name bytes that no longer match it, and ``SyncReport.rewritten``/``exposure_s`` say how long.
@@ -30,7 +33,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .. import jsonable
 from ..errors import MirrorError
@@ -125,6 +128,18 @@ class RewriteRefused(MirrorError):
         self.files = files
 
 
+class UploadGate(Protocol):
+    """A verification running beside the sync (``gate.VerifyGate``)."""
+
+    def allow(self, rel: str) -> None:
+        """Blocks until ``rel`` may be uploaded; raises when the source is refused."""
+        ...
+
+    def finish(self) -> object:
+        """Blocks until the whole source is verified; raises when it is refused."""
+        ...
+
+
 def _noop(event: str, key: str) -> None:
     pass
 
@@ -158,6 +173,7 @@ def sync_tree(
     checkpoint: Checkpoint | None = None,
     exclude: Sequence[str] = (),
     detached_index: bool = False,
+    gate: UploadGate | None = None,
 ) -> SyncReport:
     """Make ``dest`` hold exactly ``local_dir`` (plus what the kept generations still reference).
 
@@ -169,7 +185,8 @@ def sync_tree(
     object (RewriteRefused, nothing written) unless ``allow_rewrite``. ``exclude``: local files left out
     (patterns as ``last``'s). ``detached_index``: two or more ``last`` files are written by a helper process
     that a SIGKILL of this one does not stop midway (see ``indexwriter``), so signed index pairs are
-    never left mixed by a killed sync.
+    never left mixed by a killed sync. ``gate``: new objects wait for its ``allow``, everything after
+    them for its ``finish``; when it raises, the objects this run created are deleted and it re-raises.
     """
     url = parse_s3_url(dest)
     if client is None:
@@ -200,6 +217,7 @@ def sync_tree(
             checkpoint or _noop,
             exclude,
             detached_index,
+            gate,
         )
     report.requests = dict(sorted(counts.items()))
     return report
@@ -225,6 +243,7 @@ def _sync(
     checkpoint: Checkpoint,
     exclude: Sequence[str],
     detached_index: bool,
+    gate: UploadGate | None,
 ) -> SyncReport:
     local = scan_local(local_dir, jobs=jobs, progress=progress, cache=hash_cache, exclude=exclude)
     plan = make_plan(
@@ -248,6 +267,8 @@ def _sync(
     rewrites = [a for a in report.uploads if a.op == "update" and not a.last]
     changed = [a.rel for a in rewrites if a.reason != "no stored hash"]
     if refuse_rewrites and changed:
+        if gate is not None:
+            gate.finish()  # a refused source is said first, as when it was verified before planning
         raise RewriteRefused(str(url), changed)
     if dry_run:
         return report
@@ -276,6 +297,8 @@ def _sync(
 
     def uploader(event: str) -> Callable[[Action], None]:
         def up(a: Action) -> None:
+            if gate is not None and event == "uploaded":
+                gate.allow(a.rel)
             writer.upload(a, local[a.rel])
             checkpoint(event, a.rel)
 
@@ -292,7 +315,11 @@ def _sync(
         # 1. new content, 2. rewrites in one batch, 3. indexes pattern by pattern, 4. deletions, 5. manifest.
         # Biggest first: a big package started last would be the long pole of the whole run.
         creates = sorted((a for a in uploads if a.op == "create" and not a.last), key=lambda a: -a.size)
-        run_parallel(jobs, uploader("uploaded"), creates)
+        if gate is None:
+            run_parallel(jobs, uploader("uploaded"), creates)
+        else:
+            step1 = lambda: run_parallel(jobs, uploader("uploaded"), creates)  # noqa: E731
+            _gated(gate, step1, client, url, writer, progress)
         started = time.monotonic()
         run_parallel(jobs, uploader("rewritten"), sorted(rewrites, key=lambda a: -a.size))
         report.rewritten = [a.rel for a in rewrites]
@@ -335,6 +362,31 @@ def _sync(
             report.notes.append("another publisher replaced the sync manifest; it is only a cache")
         checkpoint("manifest", "")
     return report
+
+
+def _gated(gate: UploadGate, creates: Callable[[], None], client: S3Client, url: S3Url, writer: Writer,
+           progress: Progress | None) -> None:  # fmt: skip
+    """Step 1 under a gate, then the whole verification's verdict. An upload error is raised as today
+    (a re-run finishes the job), unless the source is refused meanwhile: its error wins."""
+    try:
+        creates()
+    except Exception:
+        _undo_if_refused(gate, client, url, writer, progress)
+        raise
+    _undo_if_refused(gate, client, url, writer, progress)
+
+
+def _undo_if_refused(gate: UploadGate, client: S3Client, url: S3Url, writer: Writer,
+                     progress: Progress | None) -> None:  # fmt: skip
+    """Waits for the verification; refused, the objects this run created (new keys only: nothing the
+    live index names was written yet) are deleted before its error goes on."""
+    try:
+        gate.finish()
+    except BaseException:
+        created = list(writer.etags)
+        if created:
+            delete_objects(client, url, created, progress)
+        raise
 
 
 def _manifest_vouches(plan: Plan) -> bool:

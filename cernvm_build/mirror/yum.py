@@ -16,6 +16,7 @@ from ..errors import CernVMError
 from ..fsutil import atomic_write
 from ..gpg import Keyring
 from .check import Checked, Expected, Progress, check_files, decompress
+from .gate import VerifyGate
 from .rpmsig import check_rpm_signatures
 from .source import LocalSource, Source, safe_rel
 
@@ -56,33 +57,48 @@ def verify_yum(
     rpm_key: Path | None = None,
     jobs: int = 4,
     progress: Progress | None = None,
+    gate: VerifyGate | None = None,
 ) -> Checked:
     """``rpm_key``: the public key signed packages must verify with (``rpm -K``), for sources whose
-    files are on this machine (a folder, a downloaded HTTP source)."""
+    files are on this machine (a folder, a downloaded HTTP source). ``gate``: told when every
+    repository's signed metadata are sound, then each package's verdicts as they come (a folder's
+    packages are uploaded as soon as they pass, see ``gate``)."""
     result = Checked("yum", source.name, signed=keyring is not None)
     files = source.list()  # once: a LIST of the whole bucket for a published (S3) source
     repos = find_repos(files)
     if not repos:
         result.problems.append(f"{source.name}: no repodata/repomd.xml anywhere")
         return result
+    # Every repository's metadata first, then the packages: the indexes to publish last are all known
+    # before the first package is judged (and may be uploaded).
+    lists: list[list[Expected]] = []
     for repo in repos:
         try:
-            _verify_one(source, repo, files is not None, keyring, rpm_key, jobs, progress, result)
+            packages = _verify_metadata(source, repo, files is not None, keyring, jobs, result)
         except _Bad as e:
             result.problems.append(str(e))
+            continue
+        if packages is not None:
+            lists.append(packages)
+    rpm_check = rpm_key is not None and keyring is not None
+    overlap = rpm_check and isinstance(source, LocalSource)
+    if gate is not None and not result.problems and isinstance(source, LocalSource):
+        gate.metadata_checked(result, (e.rel for p in lists for e in p), 2 if overlap else 1)
+    key = rpm_key if rpm_check else None
+    for packages in lists:
+        _verify_packages(source, packages, key, keyring, jobs, progress, result, gate)
     return result
 
 
-def _verify_one(
+def _verify_metadata(
     source: Source,
     repo: str,
     listable: bool,
     keyring: Keyring | None,
-    rpm_key: Path | None,
     jobs: int,
-    progress: Progress | None,
     result: Checked,
-) -> None:
+) -> list[Expected] | None:
+    """Check one repository's signed metadata; its packages (None: its package list is unusable)."""
     result.repos.append(repo or ".")
     repomd_rel = _join(repo, REPOMD)
     repomd = source.read(repomd_rel)
@@ -115,19 +131,37 @@ def _verify_one(
     result.indexes.extend(i for i in indexes if i not in result.indexes)
     result.referenced.update(indexes)
     if any(p.startswith(primary.rel + ":") for p in problems):
-        return  # the package list itself cannot be trusted
+        return None  # the package list itself cannot be trusted
 
     packages = _packages(source, repo, primary)
     result.packages += len(packages)
+    result.referenced.update(p.rel for p in packages)
+    # Biggest first, the order the sync uploads new files in: their verdicts come when it needs them.
+    return sorted(packages, key=lambda e: -(e.size or 0))
+
+
+def _verify_packages(
+    source: Source,
+    packages: list[Expected],
+    rpm_key: Path | None,
+    keyring: Keyring | None,
+    jobs: int,
+    progress: Progress | None,
+    result: Checked,
+    gate: VerifyGate | None,
+) -> None:
+    def hashed(rel: str, problem: str | None) -> None:
+        if gate is not None:
+            gate.settle(rel, problem is None)
+
     with ThreadPoolExecutor(max_workers=1) as rpm_pool:
         signatures: Future[list[str]] | None = None
         if rpm_key is not None and keyring is not None and isinstance(source, LocalSource):
-            # A folder's packages are all there: rpmkeys (its own process, reading every payload) runs
+            # A folder's packages are all there: rpmkeys (its own processes, reading every payload) runs
             # while they are hashed. Its findings on packages whose bytes the index refuses are dropped.
-            signatures = rpm_pool.submit(_rpm_signatures, source, packages, rpm_key, keyring)
-        package_problems = check_files(source, packages, jobs=jobs, progress=progress)
+            signatures = rpm_pool.submit(_rpm_signatures, source, packages, rpm_key, keyring, gate)
+        package_problems = check_files(source, packages, jobs=jobs, progress=progress, on_result=hashed)
         result.problems.extend(package_problems)
-        result.referenced.update(p.rel for p in packages)
         bad = {p.split(":", 1)[0] for p in package_problems}
         if signatures is not None:
             result.problems.extend(p for p in signatures.result() if p.split(":", 1)[0] not in bad)
@@ -137,11 +171,15 @@ def _verify_one(
             result.problems.extend(_rpm_signatures(source, good, rpm_key, keyring))
 
 
-def _rpm_signatures(source: Source, packages: list[Expected], rpm_key: Path, keyring: Keyring) -> list[str]:
-    """``check_rpm_signatures`` of the packages that have a local copy."""
+def _rpm_signatures(
+    source: Source, packages: list[Expected], rpm_key: Path, keyring: Keyring, gate: VerifyGate | None = None
+) -> list[str]:
+    """``check_rpm_signatures`` of the packages that have a local copy (verdicts to ``gate``)."""
     local = [(e.rel, path) for e in packages if (path := source.local_path(e.rel))]
     fingerprint = "-".join(keyring.primary_fingerprints())
-    return check_rpm_signatures(local, rpm_key, fingerprint, getattr(source, "cache", None))
+    return check_rpm_signatures(
+        local, rpm_key, fingerprint, getattr(source, "cache", None), on_result=gate.settle if gate else None
+    )
 
 
 def published_references(source: Source, repos: list[str]) -> set[str]:
