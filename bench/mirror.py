@@ -6,6 +6,8 @@ on two real S3 servers on 127.0.0.1: moto (its own process) and a single-node Ce
 
 Measured per repository, server and tool: wall time, client CPU (ours in this process, the others as
 children) and requests by method (from the server's own request log: the same count for every tool)
+and, for the mirror, when each of its phases began (seconds from its start: planned, first upload,
+source verified, first index, manifest), with the 1-minute load average at the end of each run,
 for the initial upload, a no-change re-sync, and a same-size content change with the modification
 time kept (rebuilt packages of equal size, which size/mtime tools miss): how many of the changed
 packages each tool uploads. One package is 24 MB: aws-cli uploads it in parts (8 MB threshold), the mirror
@@ -331,10 +333,19 @@ def measure_server(kind: str, server: MotoProcess | RGWProcess, repo: Repo, src:
     for i in range(4):
         client.put_object(Bucket=warmup, Key=f"w{i}", Body=b"w" * 1024)
 
+    #: the mirror's phases in its last run: seconds from its start to the first checkpoint of each kind
+    phases: dict[str, float] = {}
+
     def ours() -> list[str]:
+        phases.clear()
+        start = time.monotonic()
+
+        def checkpoint(event: str, key: str) -> None:
+            phases.setdefault(event, round(time.monotonic() - start, 3))
+
         # The same-size change rebuilds packages under their names: a rewrite, allowed explicitly.
         rep = mirror(repo.kind, str(src), f"s3://{bucket['mirror']}/r", client=client, allow_rewrite=True,
-                     gpg_key=KEYS[1])  # fmt: skip
+                     gpg_key=KEYS[1], checkpoint=checkpoint)  # fmt: skip
         assert rep.sync is not None
         return rep.sync.uploaded
 
@@ -358,10 +369,14 @@ def measure_server(kind: str, server: MotoProcess | RGWProcess, repo: Repo, src:
             uploaded = run_tool[tool]()
         cpu = cpu_seconds(own) - cpu0
         reqs = server.requests(mark, bucket[tool])
+        # the mirror's phases: "t_planned" (metadata verified, tree hashed, bucket listed), "t_uploaded"
+        # (first new object written), "t_verified" (whole source verified), "t_index", "t_manifest"
+        timings = {f"t_{k}": v for k, v in phases.items()} if own else {}
         return {
             "wall": round(t["s"], 3), "cpu": round(cpu, 3), "requests": float(sum(reqs.values())),
             **{k: float(v) for k, v in sorted(reqs.items())}, "uploaded": float(len(uploaded)),
             "changed_found": float(sum(1 for u in uploaded if u.rsplit("/", 1)[-1] in names)),
+            "load": float(Path("/proc/loadavg").read_text().split()[0]), **timings,
         }  # fmt: skip
 
     for phase in PHASES:
