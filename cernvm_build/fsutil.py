@@ -341,3 +341,22 @@ def spread_subdirectories(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def process_umask() -> int:
+    """The process's umask, read without changing it (``os.umask`` sets it for every thread)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o077  # unknown: assume the strictest, so the mode is set explicitly
+
+
+def write_all(fd: int, block: bytes) -> None:
+    """All of ``block`` to the raw descriptor ``fd`` (``os.write`` may write less)."""
+    view = memoryview(block)
+    while view:
+        view = view[os.write(fd, view) :]

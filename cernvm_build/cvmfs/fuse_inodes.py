@@ -13,7 +13,6 @@ listings (``cache_readdir``), symlink targets (``FUSE_CAP_CACHE_SYMLINKS``).
 from __future__ import annotations
 
 import collections
-import contextlib
 import ctypes
 import errno
 import itertools
@@ -133,18 +132,9 @@ class _Descriptors:
         self._recs: collections.OrderedDict[tuple[int, int], list[int]] = collections.OrderedDict()
         self._lock = threading.Lock()
 
-    @contextlib.contextmanager
-    def use(self, key: tuple[int, int], make: Callable[[], int]) -> Iterator[int]:
-        rec = self._take(key, make)  # [fd, readers, kept]
-        try:
-            yield rec[0]
-        finally:
-            with self._lock:
-                rec[1] -= 1
-                if not rec[1] and not rec[2]:
-                    os.close(rec[0])
-
-    def _take(self, key: tuple[int, int], make: Callable[[], int]) -> list[int]:
+    def take(self, key: tuple[int, int], make: Callable[[], int]) -> list[int]:
+        """The record ``[fd, readers, kept]`` of ``key`` (made by ``make()`` on a miss), counted as
+        in use until ``give``: on every warm READ, so a plain call pair, not a context manager."""
         with self._lock:
             rec = self._recs.get(key)
             if rec is not None:
@@ -165,6 +155,12 @@ class _Descriptors:
                 if not old[1]:
                     os.close(old[0])
             return rec
+
+    def give(self, rec: list[int]) -> None:
+        with self._lock:
+            rec[1] -= 1
+            if not rec[1] and not rec[2]:
+                os.close(rec[0])
 
     def close(self) -> None:
         with self._lock:
@@ -323,6 +319,15 @@ class InodeFilesystem(ll.Filesystem):
         listing = self._dirs.get(fi.fh) if fi.fh else self._listing(ino)
         if listing is None:
             raise _error(errno.EBADF)
+        if listing.pending is None and off == listing.pos:
+            # The request after the last entry: the kernel asks once more for every directory
+            # (its listing cache is complete only after an empty reply). Answered without a buffer.
+            if not fi.fh:
+                with self._lock:
+                    if self._listings.get(ino) is listing:
+                        del self._listings[ino]
+            ll.reply_buf(req, None, 0)
+            return
         buf = ctypes.create_string_buffer(size)
         used = 0
         param = ll.EntryParam()
@@ -391,22 +396,15 @@ class InodeFilesystem(ll.Filesystem):
         ll.reply_open(req, fi)
 
     def read(self, req: int, ino: int, size: int, off: int, fi: Any) -> None:
-        handle = self._open.get(fi.fh)
+        handle = self._open.get(fi.fh) if fi.fh else None
         if handle is not None:
-            h = handle
-            self._read_plain(req, h.entry, lambda i: contextlib.nullcontext(h.fd(self.repo, i)), size, off)
+            self._read_plain(req, ino, handle.entry, handle, size, off)
             return
         if self._no_open:
-            entry = self._entry(ino)
+            entry = self._entries.get(ino) or self._entry(ino)
             if off == 0:  # most likely the file was just opened
                 self._prefetch.opened(entry)
-            self._read_plain(
-                req,
-                entry,
-                lambda i: self._kept.use((ino, i), lambda: self.repo.inflated_fd(entry, i)),
-                size,
-                off,
-            )
+            self._read_plain(req, ino, entry, None, size, off)
             return
         entry = self._files.get(fi.fh) or self._entry(ino)
         try:
@@ -418,32 +416,35 @@ class InodeFilesystem(ll.Filesystem):
             self._prefetch.next_chunk(entry, off + len(data))
 
     def _read_plain(
-        self,
-        req: int,
-        entry: DirEntry,
-        fd_of: Callable[[int], contextlib.AbstractContextManager[int]],
-        size: int,
-        off: int,
+        self, req: int, ino: int, entry: DirEntry, handle: _OpenFile | None, size: int, off: int
     ) -> None:
-        """A read from the inflated copies (``fd_of(i)``: a descriptor on object ``i``'s, held while
-        the reply is sent): libfuse copies from the descriptor (no bytes through Python) unless the
-        read spans two chunks."""
+        """A read from the inflated copies: libfuse copies from the copy's descriptor (no bytes
+        through Python) unless the read spans two chunks. The descriptor is the open ``handle``'s,
+        else one kept by (inode, object) and held while the reply is sent (``_Descriptors``)."""
         size = max(0, min(size, entry.size - off))
         try:
-            if not entry.is_chunked:
-                with fd_of(0) as fd:
-                    ll.reply_fd(req, fd, off, size)
-                return
-            i = max(0, chunk_at(entry.chunks, off))
-            chunk = entry.chunks[i]
-            if chunk.offset <= off and off + size <= chunk.offset + chunk.size:
-                with fd_of(i) as fd:
-                    ll.reply_fd(req, fd, off - chunk.offset, size)
-            else:  # across a chunk boundary (or a damaged chunk list, which read reports)
-                ll.reply_buf(req, self.repo.read(entry, off, size))
+            i, pos = 0, off
+            if entry.is_chunked:
+                i = max(0, chunk_at(entry.chunks, off))
+                chunk = entry.chunks[i]
+                pos = off - chunk.offset
+                if not (chunk.offset <= off and off + size <= chunk.offset + chunk.size):
+                    # across a chunk boundary (or a damaged chunk list, which read reports)
+                    ll.reply_buf(req, self.repo.read(entry, off, size))
+                    self._prefetch.next_chunk(entry, off + size)
+                    return
+            if handle is not None:
+                ll.reply_fd(req, handle.fd(self.repo, i), pos, size)
+            else:
+                rec = self._kept.take((ino, i), lambda: self.repo.inflated_fd(entry, i))
+                try:
+                    ll.reply_fd(req, rec[0], pos, size)
+                finally:
+                    self._kept.give(rec)
         except CernVMError as e:
             raise _os_error(e) from e
-        self._prefetch.next_chunk(entry, off + size)
+        if entry.is_chunked:
+            self._prefetch.next_chunk(entry, off + size)
 
     def release(self, req: int, ino: int, fi: Any) -> None:
         self._files.pop(fi.fh, None)

@@ -34,7 +34,7 @@ import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from ..fsutil import spread_subdirectories
+from ..fsutil import process_umask, spread_subdirectories, write_all
 from .objects import sweep_temporaries
 
 MAGIC = b"CVP1"
@@ -71,6 +71,8 @@ class PlainCache:
             with contextlib.suppress(FileExistsError):
                 os.mkdir(f"{self._base}/{i:02x}")
         self._verified: set[str] = set()
+        #: made 0644 at creation unless the umask hides some of it (readers of the mount are others)
+        self._chmod = bool(process_umask() & 0o644)
         #: Told of every file opened or made (the size limit's LRU, quota.py).
         self.on_use: Callable[[str], None] | None = None
 
@@ -104,15 +106,17 @@ class PlainCache:
         return fd
 
     def put(self, name: str, suffix: str, blocks: Iterable[bytes], size: int) -> int:
-        """Write ``blocks`` (the verified, inflated object) under its name and return a read-only
-        descriptor on it (opened before the size limit may evict it again: a file larger than the
-        limit is still served to this reader); SizeMismatch, and nothing kept, if they are not
-        ``size`` bytes."""
+        """Write ``blocks`` (the verified, inflated object) under its name and return a descriptor
+        on it (the one it was written through, open before the size limit may evict the file
+        again: a file larger than the limit is still served to this reader); SizeMismatch, and
+        nothing kept, if they are not ``size`` bytes."""
         d = f"{self._base}/{name[:2]}"
         dest = f"{d}/{name[2:]}{suffix}"
         # one writer per thread at a time: pid and thread make the name unique without mkstemp
         tmp = f"{d}/.{name[2:]}{suffix}.{os.getpid()}-{threading.get_ident()}.tmp"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        # One descriptor to write and then to serve from, raw writes (no buffered file per object)
+        # and the mode given at creation: a cold read makes thousands of these.
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         try:
             fd = os.open(tmp, flags, 0o644)
         except FileExistsError:  # a crashed process's, of the same pid and thread number
@@ -120,29 +124,25 @@ class PlainCache:
             fd = os.open(tmp, flags, 0o644)
         try:
             crc = got = 0
-            with os.fdopen(fd, "wb") as f:
-                for block in blocks:
-                    crc = zlib.crc32(block, crc)
-                    got += len(block)
-                    f.write(block)
-                if got != size:
-                    raise SizeMismatch(got)
-                f.write(_trailer(crc))
-                os.fchmod(f.fileno(), 0o644)  # whatever the umask: readers of the mount are others
-            rfd = os.open(tmp, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                os.replace(tmp, dest)
-            except BaseException:
-                os.close(rfd)
-                raise
+            for block in blocks:
+                crc = zlib.crc32(block, crc)
+                got += len(block)
+                write_all(fd, block)
+            if got != size:
+                raise SizeMismatch(got)
+            write_all(fd, _trailer(crc))
+            if self._chmod:
+                os.fchmod(fd, 0o644)
+            os.replace(tmp, dest)
         except BaseException:
+            os.close(fd)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
         self._verified.add(dest)
         if self.on_use is not None:
             self.on_use(dest)
-        return rfd
+        return fd
 
     def discard(self, name: str, suffix: str) -> None:
         p = self.path(name, suffix)

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import CvmfsError, IntegrityError
-from ..fsutil import PendingSync, atomic_file, atomic_write, spread_subdirectories
+from ..fsutil import PendingSync, atomic_file, atomic_write, process_umask, spread_subdirectories, write_all
 from ..report import NULL_REPORTER, Reporter
 from . import manifest as manifest_mod
 from .cache import ObjectCache
@@ -152,24 +152,6 @@ def write_verified(
     return got
 
 
-def _umask() -> int:
-    """The process's umask, read without changing it (``os.umask`` sets it for every thread)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    return 0o077  # unknown: assume the strictest, so the mode is set explicitly
-
-
-def _write_all(fd: int, block: bytes) -> None:
-    view = memoryview(block)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
 #: what one queue item holds: (relative path, algorithm, hex digest, stored-size limit, label)
 _Item = tuple[str, str, str, int | None, str]
 _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
@@ -207,7 +189,7 @@ class _Transfers:
         self.error: BaseException | None = None
         self.counts = [(0, 0)] * self.jobs  # per worker (objects, bytes): each writes only its own
         self.skipped = 0
-        self.chmod = bool(_umask() & 0o644)
+        self.chmod = bool(process_umask() & 0o644)
         self.temp_tag = f".{os.getpid()}."
         self.numbers = itertools.count()
         self.threads = [
@@ -288,7 +270,7 @@ class _Transfers:
                     os.mkdir(head)
                 fd = os.open(tmp, _TEMP_FLAGS, 0o644)
             try:
-                got = write_verified(blocks, functools.partial(_write_all, fd), algorithm, hex_digest, what)
+                got = write_verified(blocks, functools.partial(write_all, fd), algorithm, hex_digest, what)
                 if self.chmod:
                     os.fchmod(fd, 0o644)
                 os.close(fd)
