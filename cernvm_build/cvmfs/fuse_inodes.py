@@ -60,27 +60,43 @@ def _error(err: int) -> mfusepy.FuseOSError:
     return mfusepy.FuseOSError(err)
 
 
-def fill_stat(st: Any, e: DirEntry) -> None:
-    """``struct stat`` of an entry (what the high-level client's ``attrs`` dict says)."""
+def packed_entry(e: DirEntry) -> bytes:
+    """The ``struct fuse_entry_param`` of an entry (what the high-level client's ``attrs`` dict
+    says), kept by the kernel for ``TIMEOUT``."""
     size = shown_size(e)
-    st.st_mode, st.st_ino, st.st_nlink = e.mode, e.inode, e.linkcount
-    st.st_uid, st.st_gid, st.st_rdev = e.uid, e.gid, e.rdev
-    st.st_size, st.st_blksize, st.st_blocks = size, 1 << 16, (size + 511) // 512
-    sec, nsec = divmod(e.mtime_ns, 10**9)
-    for ts in (st.st_atimespec, st.st_mtimespec, st.st_ctimespec):
-        ts.tv_sec, ts.tv_nsec = sec, nsec
+    sec, nsec = divmod(e.mtime_ns, 1_000_000_000)
+    ino = e.inode
+    return ll.pack_entry(
+        ino, ino, e.linkcount, e.mode, e.uid, e.gid, e.rdev, size, 1 << 16, (size + 511) >> 9,
+        sec, nsec, sec, nsec, sec, nsec, TIMEOUT, TIMEOUT,
+    )  # fmt: skip
+
+
+def _bare_entry(ino: int, mode: int) -> bytes:
+    """An entry with only its inode and type: ``.``/``..`` and a nested catalog's mount point in a
+    listing (no inode reference is given to the kernel: ``ino`` 0 at the top)."""
+    return ll.pack_entry(0, ino, 0, mode, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0.0, 0.0)
+
+
+#: the answer to a lookup of a name that is not there, kept by the kernel for TIMEOUT
+NEGATIVE = ll.pack_entry(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, TIMEOUT, TIMEOUT)
 
 
 class _Listing:
     """An open directory: its entries streamed once (a seek back starts the stream again)."""
 
-    def __init__(self, path: str, start: Callable[[], Iterator[tuple[str, DirEntry | None]]]):
+    def __init__(self, path: str, start: Callable[[], Iterator[tuple[str, DirEntry | None]]], ino: int):
         self.path = path
+        self.ino = ino
         self.start = start
         self.stream = start()
         self.pos = 0  # index of ``pending`` in the listing
         self.pending: tuple[str, DirEntry | None] | None = next(self.stream, None)
         self.lock = threading.Lock()
+
+    def dot_inode(self, name: str) -> int:
+        """``.`` is the directory itself (never a hard link: its inode is its path's)."""
+        return self.ino if name == "." else dot_inode(self.path, name)
 
     def seek(self, off: int) -> None:
         if off < self.pos:
@@ -259,19 +275,15 @@ class InodeFilesystem(ll.Filesystem):
         base = self._path(parent)
         path = ("" if base == "/" else base) + "/" + name.decode("utf-8", "surrogateescape")
         entry = self._lookup(path)
-        param = ll.EntryParam()
-        param.entry_timeout = param.attr_timeout = TIMEOUT
-        if entry is not None:  # else a negative entry (inode 0), also kept for TIMEOUT
-            fill_stat(param.attr, entry)
-            param.ino = entry.inode
-            self._remember(entry)
-            self._referenced(entry)
-        ll.reply_entry(req, param)
+        if entry is None:  # a negative entry (inode 0), also kept for TIMEOUT
+            ll.reply_entry(req, NEGATIVE)
+            return
+        self._remember(entry)
+        self._referenced(entry)
+        ll.reply_entry(req, packed_entry(entry))
 
     def getattr(self, req: int, ino: int) -> None:
-        st = mfusepy.c_stat()
-        fill_stat(st, self._entry(ino))
-        ll.reply_attr(req, st, TIMEOUT)
+        ll.reply_attr(req, packed_entry(self._entry(ino)), TIMEOUT)
 
     def readlink(self, req: int, ino: int) -> None:
         entry = self._entry(ino)
@@ -280,7 +292,9 @@ class InodeFilesystem(ll.Filesystem):
         ll.reply_readlink(req, _target(entry).encode("utf-8", "surrogateescape"))
 
     def _new_listing(self, entry: DirEntry) -> _Listing:
-        return _Listing(entry.path, lambda: children(self.repo, entry, self._prefetch, self._remember))
+        return _Listing(
+            entry.path, lambda: children(self.repo, entry, self._prefetch, self._remember), entry.inode
+        )
 
     def _listing(self, ino: int) -> _Listing:
         """Without OPENDIR: the listing of directory ``ino`` being read (made on its first READDIR;
@@ -330,28 +344,24 @@ class InodeFilesystem(ll.Filesystem):
             return
         buf = ctypes.create_string_buffer(size)
         used = 0
-        param = ll.EntryParam()
         with listing.lock:
             listing.seek(off)
             while listing.pending is not None:
                 name, entry = listing.pending
-                ctypes.memset(ctypes.byref(param), 0, ctypes.sizeof(param))
                 give = plus and entry is not None and not entry.is_nested_mountpoint
-                if entry is None:  # "." and "..": no attributes (the kernel skips them)
-                    param.attr.st_mode, param.attr.st_ino = stat.S_IFDIR, dot_inode(listing.path, name)
-                elif give:
-                    fill_stat(param.attr, entry)
-                    param.ino = entry.inode
-                    param.entry_timeout = param.attr_timeout = TIMEOUT
+                if give:
+                    packed = packed_entry(entry)  # type: ignore[arg-type]
+                elif entry is None:  # "." and "..": no attributes (the kernel skips them)
+                    packed = _bare_entry(listing.dot_inode(name), stat.S_IFDIR)
                 else:  # a nested catalog's mount point: looked up on its own (its root is shown)
-                    param.attr.st_mode, param.attr.st_ino = entry.mode, entry.inode
+                    packed = _bare_entry(entry.inode, entry.mode)
                 raw = name.encode("utf-8", "surrogateescape")
-                n = ll.add_direntry(req, buf, used, raw, param, listing.pos + 1, plus)
+                n = ll.add_direntry(req, buf, used, raw, packed, listing.pos + 1, plus)
                 if n > size - used:
                     break
                 used += n
-                if give and entry is not None:
-                    self._referenced(entry)
+                if give:
+                    self._referenced(entry)  # type: ignore[arg-type]
                 listing.advance()
             done = listing.pending is None
         if done and not fi.fh and used == 0:  # read to its end: the kernel keeps it from here on

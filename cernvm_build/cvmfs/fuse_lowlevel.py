@@ -19,6 +19,7 @@ import ctypes
 import errno
 import logging
 import signal
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -60,6 +61,54 @@ class EntryParam(ctypes.Structure):
     ]
 
 
+def _packed_layout() -> tuple[struct.Struct, int, int]:
+    """``struct fuse_entry_param`` as one ``struct`` format over the fields a reply fills, in this
+    order: ino, then the attributes st_ino, st_nlink, st_mode, st_uid, st_gid, st_rdev, st_size,
+    st_blksize, st_blocks, the three (seconds, nanoseconds) times, then attr_timeout, entry_timeout;
+    everything else zero. Offsets and sizes come from the ctypes layouts (mfusepy's, for the loaded
+    library). Returns the format and where the ``struct stat`` starts and ends in it.
+
+    Why: filling a ``ctypes`` structure field by field (each ``param.attr`` a new view object) was
+    most of a listed entry's cost; one ``pack`` per entry is a single C call."""
+    attr = EntryParam.attr.offset
+    st = mfusepy.c_stat
+    ts = mfusepy.c_timespec
+    fields: list[tuple[int, Any]] = [(EntryParam.ino.offset, c_uint64)]
+    for name in (
+        "st_ino",
+        "st_nlink",
+        "st_mode",
+        "st_uid",
+        "st_gid",
+        "st_rdev",
+        "st_size",
+        "st_blksize",
+        "st_blocks",
+    ):
+        d = dict(st._fields_)
+        fields.append((attr + getattr(st, name).offset, d[name]))
+    for name in ("st_atimespec", "st_mtimespec", "st_ctimespec"):
+        base = attr + getattr(st, name).offset
+        fields += [(base + ts.tv_sec.offset, c_int64), (base + ts.tv_nsec.offset, c_int64)]
+    fields += [(EntryParam.attr_timeout.offset, c_double), (EntryParam.entry_timeout.offset, c_double)]
+    fmt, pos = "=", 0
+    for off, ctype in fields:
+        size = ctypes.sizeof(ctype)
+        if ctype is c_double:
+            code = "d"
+        else:
+            code = {8: "q", 4: "i", 2: "h"}[size]
+            if ctype(-1).value > 0:  # unsigned
+                code = code.upper()
+        assert off >= pos, "fields out of order"
+        fmt += "x" * (off - pos) + code
+        pos = off + size
+    fmt += "x" * (ctypes.sizeof(EntryParam) - pos)
+    packer = struct.Struct(fmt)
+    assert packer.size == ctypes.sizeof(EntryParam)
+    return packer, attr, attr + ctypes.sizeof(st)
+
+
 class ForgetData(ctypes.Structure):
     _fields_ = [("ino", c_uint64), ("nlookup", c_uint64)]
 
@@ -86,6 +135,10 @@ class Buf(ctypes.Structure):  # struct fuse_buf (libfuse 3.17 adds a size_t: the
 class BufVec(ctypes.Structure):  # struct fuse_bufvec with one buffer
     _fields_ = [("count", c_size_t), ("idx", c_size_t), ("off", c_size_t), ("buf", Buf)]
 
+
+ENTRY, ATTR_START, ATTR_END = _packed_layout()
+#: ``ENTRY.pack(...)``: a ``struct fuse_entry_param`` as bytes (the argument order: _packed_layout)
+pack_entry = ENTRY.pack
 
 FUSE_BUF_IS_FD = 1 << 1
 FUSE_BUF_FD_SEEK = 1 << 2
@@ -140,16 +193,16 @@ def _bind(name: str, restype: Any, *argtypes: Any) -> None:
 if available():
     _bind("fuse_reply_err", c_int, Req, c_int)
     _bind("fuse_reply_none", None, Req)
-    _bind("fuse_reply_entry", c_int, Req, POINTER(EntryParam))
-    _bind("fuse_reply_attr", c_int, Req, POINTER(mfusepy.c_stat), c_double)
+    _bind("fuse_reply_entry", c_int, Req, c_char_p)  # packed (pack_entry)
+    _bind("fuse_reply_attr", c_int, Req, c_char_p, c_double)
     _bind("fuse_reply_readlink", c_int, Req, c_char_p)
     _bind("fuse_reply_open", c_int, Req, FileInfo)
     _bind("fuse_reply_buf", c_int, Req, c_void_p, c_size_t)
     _bind("fuse_reply_data", c_int, Req, POINTER(BufVec), c_int)
     _bind("fuse_reply_statfs", c_int, Req, POINTER(mfusepy.c_statvfs))
     _bind("fuse_reply_xattr", c_int, Req, c_size_t)
-    _bind("fuse_add_direntry_plus", c_size_t, Req, c_void_p, c_size_t, c_char_p, POINTER(EntryParam), c_int64)
-    _bind("fuse_add_direntry", c_size_t, Req, c_void_p, c_size_t, c_char_p, POINTER(mfusepy.c_stat), c_int64)
+    _bind("fuse_add_direntry_plus", c_size_t, Req, c_void_p, c_size_t, c_char_p, c_char_p, c_int64)
+    _bind("fuse_add_direntry", c_size_t, Req, c_void_p, c_size_t, c_char_p, c_char_p, c_int64)
     _bind("fuse_session_new", c_void_p, POINTER(Args), POINTER(Ops), c_size_t, c_void_p)
     _bind("fuse_session_mount", c_int, c_void_p, c_char_p)
     _bind("fuse_set_signal_handlers", c_int, c_void_p)
@@ -380,12 +433,14 @@ def reply_err(req: int, err: int) -> None:
     lib.fuse_reply_err(req, err)
 
 
-def reply_entry(req: int, entry: EntryParam) -> None:
-    lib.fuse_reply_entry(req, ctypes.byref(entry))
+def reply_entry(req: int, entry: bytes) -> None:
+    """``entry``: a packed ``struct fuse_entry_param`` (``pack_entry``)."""
+    lib.fuse_reply_entry(req, entry)
 
 
-def reply_attr(req: int, st: Any, timeout: float) -> None:
-    lib.fuse_reply_attr(req, ctypes.byref(st), timeout)
+def reply_attr(req: int, entry: bytes, timeout: float) -> None:
+    """The attributes of a packed ``struct fuse_entry_param`` (``pack_entry``)."""
+    lib.fuse_reply_attr(req, entry[ATTR_START:ATTR_END], timeout)
 
 
 def reply_readlink(req: int, target: bytes) -> None:
@@ -415,10 +470,11 @@ def reply_xattr(req: int, size: int) -> None:
     lib.fuse_reply_xattr(req, size)
 
 
-def add_direntry(req: int, buf: Any, pos: int, name: bytes, entry: EntryParam, off: int, plus: bool) -> int:
-    """Add one entry to ``buf`` at ``pos``; returns its size (more than is left: not added)."""
+def add_direntry(req: int, buf: Any, pos: int, name: bytes, entry: bytes, off: int, plus: bool) -> int:
+    """Add one entry (``entry``: packed by ``pack_entry``) to ``buf`` at ``pos``; returns its size
+    (more than is left: not added)."""
     room = len(buf) - pos
     where = ctypes.addressof(buf) + pos
     if plus:
-        return int(lib.fuse_add_direntry_plus(req, where, room, name, ctypes.byref(entry), off))
-    return int(lib.fuse_add_direntry(req, where, room, name, ctypes.byref(entry.attr), off))
+        return int(lib.fuse_add_direntry_plus(req, where, room, name, entry, off))
+    return int(lib.fuse_add_direntry(req, where, room, name, entry[ATTR_START:ATTR_END], off))

@@ -41,6 +41,11 @@ MAX_PENDING = 64
 #: directory listings remembered (name order, small files only), each of at most MAX_LISTING entries
 MAX_DIRS = 256
 MAX_LISTING = 10_000
+#: after this many opens in a row whose window was all in the plain cache already, only one open in
+#: PROBE_EVERY looks ahead (and listings are not kept meanwhile): a warm cache needs no fetching,
+#: and looking cost a quarter of a warm read's Python work; any file found missing ends it
+QUIET_AFTER = 16
+PROBE_EVERY = 16
 
 
 class _Listing:
@@ -64,6 +69,7 @@ class Prefetcher:
         self._dirs: collections.OrderedDict[str, _Listing] = collections.OrderedDict()
         self._pending: set[str] = set()
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._quiet = 0  # opens in a row that found their window cached (see QUIET_AFTER)
         plain = repo.store.plain_cache
         #: what is in the mount's plain cache needs no fetch (a warm start would otherwise queue a
         #: thread's work per file for nothing)
@@ -82,6 +88,10 @@ class Prefetcher:
 
     def listed(self, path: str, children: Sequence[DirEntry]) -> None:
         """readdir saw these children of ``path`` (name order): keep them for opens that follow."""
+        if self._quiet < QUIET_AFTER:
+            self._keep(path, children)
+
+    def _keep(self, path: str, children: Sequence[DirEntry]) -> None:
         listing = _Listing(children)
         with self._lock:
             self._dirs[path] = listing
@@ -91,6 +101,11 @@ class Prefetcher:
 
     def opened(self, entry: DirEntry) -> None:
         """``entry`` was opened: fetch the next small files of its directory."""
+        probe = self._quiet >= QUIET_AFTER
+        if probe:  # a warm cache: look now and then (a GIL-held counter: a lost update is harmless)
+            self._quiet += 1
+            if (self._quiet - QUIET_AFTER) % PROBE_EVERY:
+                return
         parent = posixpath.dirname(entry.path) or "/"
         with self._lock:
             listing = self._dirs.get(parent)
@@ -100,7 +115,7 @@ class Prefetcher:
             except CernVMError as err:
                 log.debug("prefetch: listing %s failed: %s", parent, err)
                 return
-            self.listed(parent, children if len(children) <= MAX_LISTING else [])
+            self._keep(parent, children if len(children) <= MAX_LISTING else [])
             with self._lock:
                 listing = self._dirs.get(parent)
             if listing is None:
@@ -108,23 +123,27 @@ class Prefetcher:
         i = bisect.bisect_right(listing.names, entry.name)
         todo: list[DirEntry] = []
         with self._lock:
-            start = max(i, listing.next)
+            start = i if probe else max(i, listing.next)  # a probe looks again at what was cached
             budget = WINDOW_BYTES
             j = start
+            checked = 0  # candidates looked up in the plain cache
             while j < len(listing.entries) and j < i + WINDOW_FILES and len(self._pending) < MAX_PENDING:
                 e = listing.entries[j]
                 if e.size > budget:
                     break
                 budget -= e.size
                 j += 1
-                if (
-                    e.content_hash is not None
-                    and e.content_hash not in self._pending
-                    and not self._have(e.content_hash, "")
-                ):
+                if e.content_hash is None or e.content_hash in self._pending:
+                    continue
+                checked += 1
+                if not self._have(e.content_hash, ""):
                     self._pending.add(e.content_hash)
                     todo.append(e)
             listing.next = max(listing.next, j)
+            if todo:
+                self._quiet = 0
+            elif checked:
+                self._quiet = max(self._quiet, 0) + 1
         for e in todo:
             self._submit(e, 0, e.content_hash or "")
 

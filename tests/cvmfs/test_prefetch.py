@@ -3,11 +3,14 @@ its small siblings into the cache, checked like any read; readdir/lookup alone f
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
+from cernvm_build.cvmfs import prefetch
 from cernvm_build.cvmfs.objects import SUFFIX_FILE, parse_hash
+from cernvm_build.cvmfs.plaincache import PlainCache
 from cernvm_build.cvmfs.prefetch import Prefetcher, _small_file
 from cernvm_build.cvmfs.repository import open_repository
 from cernvm_build.cvmfs.serve import Server
@@ -62,3 +65,37 @@ def test_a_damaged_sibling_fails_only_its_own_read(fx: Fixture, server: Server, 
         with pytest.raises(IntegrityError, match="hash mismatch"):  # the reader meets the error itself
             repo.read(victim)
         assert len(repo.read(small[2])) == small[2].size
+
+
+def test_a_warm_cache_quiets_the_prefetcher_until_a_probe_finds_files_missing(
+    fx: Fixture, server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Everything already inflated: opens stop looking ahead (a warm read's Python work), but every
+    PROBE_EVERY-th open still looks, and files found missing are fetched ahead again."""
+    monkeypatch.setattr(prefetch, "QUIET_AFTER", 3)
+    monkeypatch.setattr(prefetch, "PROBE_EVERY", 4)
+    with open_repository(server.repo_url(), public_keys=[fx.pub], cache_dir=tmp_path / "cache") as repo:
+        assert repo.store.cache is not None
+        plain = repo.store.plain_cache = PlainCache(repo.store.cache.root)
+        path, small = _busiest_dir(repo)
+        children = list(repo.iterdir(path))
+        for e in small:
+            repo.read(e)  # all inflated: a warm cache
+
+        def inflated() -> list[bool]:
+            return [os.path.exists(plain.where(e.content_hash or "", "")) for e in small[1:]]
+
+        p = Prefetcher(repo, workers=2)
+        for _ in range(3):  # each open finds its window cached
+            p.listed(path, children)
+            p.opened(small[0])
+        for e in small[1:]:  # now some go missing
+            plain.discard(e.content_hash or "", "")
+        p.listed(path, children)
+        p.opened(small[0])  # quiet: not looked at
+        p.close(finish=True)
+        assert not any(inflated()), "a quiet prefetcher fetched ahead"
+        for _ in range(3):  # the fourth open of the quiet stretch is a probe
+            p.opened(small[0])
+        p.close(finish=True)
+        assert all(inflated()), "the probe did not fetch the missing files ahead"
