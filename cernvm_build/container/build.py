@@ -165,6 +165,7 @@ def build(req: BuildRequest, progress: Progress | None = None) -> BuildResult:
                     plan,
                     work,
                     gzip=bool(_NEEDS_GZ & set(formats)) or req.parent is not None,
+                    raw="docker-archive" in formats,
                     progress=advance,
                     report=res.report,
                 )

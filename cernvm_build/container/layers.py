@@ -1,10 +1,11 @@
 """Write a tree as several layers (see ``layering.py`` for where it is cut) in one pass over it.
 
 The tree is read once (for CernVM-FS, every object fetched and verified once): each entry goes to
-its layer's tar writer, each writing an uncompressed tar to its own file while hashing it (the
-diff_id). The gzip blobs are made afterwards, one layer at a time on all cores (``pgzip``, bytes
-independent of the thread count), so at most one compressor runs and memory stays bounded.
-Layers that received no entry are left out of the image.
+its layer's tar writer, whose stream is hashed (the diff_id) and, in the same pass, gzipped into the
+layer's blob (``pgzip``: every layer's compressor shares one set of threads and one bound on the
+blocks in flight, so deflating runs on all cores while the tree is read, and memory stays bounded
+whatever the number of layers). The uncompressed tar is written to a file only when asked (the
+docker-archive carries it). Layers that received no entry are left out of the image.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from ..tarwrite import TarWriter
 from ..tree import TreeReport, TreeSource
 from .layer import GZIP_LEVEL, LayerResult
 from .layering import LayerPlan
-from .pgzip import ParallelGzip
+from .pgzip import Deflaters, ParallelGzip
 
 _BLOCK = 1 << 20
 _BUFFER = 256 << 10
@@ -60,47 +61,96 @@ class HashedFile:
         self.f.write(data)
 
 
+class _LayerOut:
+    """Where one layer's tar stream goes: hashed and counted (its diff_id and size), gzipped into
+    ``gz`` through the shared deflaters, and written raw to ``raw`` when that is asked for."""
+
+    def __init__(self, raw: BinaryIO | None, gz: BinaryIO | None, deflaters: Deflaters) -> None:
+        self.h, self.size = hashlib.sha256(), 0
+        self.raw = raw
+        self.gz = HashedFile(gz) if gz is not None else None
+        self.comp = ParallelGzip(self.gz.write, level=GZIP_LEVEL, deflaters=deflaters) if self.gz else None
+
+    def write(self, data: bytes | bytearray) -> None:
+        self.h.update(data)
+        self.size += len(data)
+        if self.raw is not None:
+            self.raw.write(data)
+        if self.comp is not None:
+            self.comp.write(data)
+
+
 def write_layers(
     source: TreeSource,
     plan: LayerPlan,
     work: Path,
     *,
     gzip: bool,
+    raw: bool = True,
     progress: Callable[[int], None] | None = None,
     report: TreeReport | None = None,
+    workers: int | None = None,
 ) -> list[LayerFile]:
-    """Write ``source`` cut by ``plan`` into ``work/layer-N.tar`` (+ ``.tar.gz`` when ``gzip``).
-    ``report`` gathers skips and setid/xattr notes."""
+    """Write ``source`` cut by ``plan`` into ``work/layer-N.tar.gz`` when ``gzip`` and
+    ``work/layer-N.tar`` when ``raw`` (always without ``gzip``). ``report`` gathers skips and
+    setid/xattr notes; ``workers`` deflating threads (default: one per core) change no byte."""
     report = report if report is not None else TreeReport()
-    raws = [work / f"layer-{i}.tar" for i in range(plan.count)]
+    raw = raw or not gzip
+    outs: list[_LayerOut | None] = [None] * plan.count
+    deflaters = Deflaters(workers)
     with ExitStack() as stack:
-        outs = [HashedFile(stack.enter_context(open(p, "wb", buffering=_BUFFER))) for p in raws]
+        stack.callback(deflaters.shutdown)  # also after an error: no thread is left running
+
+        def paths(i: int) -> tuple[Path | None, Path | None]:
+            return (work / f"layer-{i}.tar" if raw else None, work / f"layer-{i}.tar.gz" if gzip else None)
+
+        def sink(i: int) -> Callable[[bytes | bytearray], None]:
+            def write(data: bytes | bytearray) -> None:
+                out = outs[i]
+                if out is None:  # opened on the layer's first entry: an unused layer has no file
+                    files = [
+                        stack.enter_context(p.open("wb", buffering=_BUFFER)) if p is not None else None
+                        for p in paths(i)
+                    ]
+                    out = outs[i] = _LayerOut(files[0], files[1], deflaters)
+                out.write(data)
+
+            return write
+
         tars = [
             TarWriter(
-                o.write,
+                sink(i),
                 mtime=None,
                 where=source.description,
                 error=BuildError,
                 report=report,
                 progress=progress,
             )
-            for o in outs
+            for i in range(plan.count)
         ]
-        used = [False] * plan.count
         for layer, entry in plan.split_entries(source):
-            used[layer] = True
             tars[layer].add(entry, source.open)
-        for t in tars:
-            t.end()
-    files: list[LayerFile] = []
-    for i, (tar, out) in enumerate(zip(tars, outs, strict=True)):
-        if not used[i]:
-            raws[i].unlink()
-            continue
-        files.append(layer_file(tar, out, raws[i], gzip=gzip, report=report, keys=plan.keys[i], index=i))
-    for f in files:
+        done: list[LayerFile] = []
+        for i, tar in enumerate(tars):
+            out = outs[i]
+            if out is None:
+                continue
+            tar.end()
+            res = _result(tar, "sha256:" + out.h.hexdigest(), out.size, report)
+            if out.comp is not None and out.gz is not None:
+                out.comp.close()
+                res.digest, res.compressed_size = "sha256:" + out.gz.h.hexdigest(), out.gz.size
+            done.append(LayerFile(res, *paths(i), plan.keys[i], i))
+    for f in done:
         f.result.skipped = list(report.skipped)
-    return files
+    return done
+
+
+def _result(tar: TarWriter, diff_id: str, size: int, report: TreeReport) -> LayerResult:
+    res = LayerResult(diff_id=diff_id, size=size, report=report)
+    res.files, res.dirs, res.symlinks = tar.files, tar.dirs, tar.symlinks
+    res.hardlinks, res.specials, res.content_bytes = tar.hardlinks, tar.specials, tar.content_bytes
+    return res
 
 
 def layer_file(
@@ -115,9 +165,7 @@ def layer_file(
 ) -> LayerFile:
     """The layer ``tar`` wrote through ``out`` into ``raw`` (ended): its result, and its gzip blob
     (``raw`` + ``.gz``) when ``gzip``."""
-    res = LayerResult(diff_id="sha256:" + out.h.hexdigest(), size=out.size, report=report)
-    res.files, res.dirs, res.symlinks = tar.files, tar.dirs, tar.symlinks
-    res.hardlinks, res.specials, res.content_bytes = tar.hardlinks, tar.specials, tar.content_bytes
+    res = _result(tar, "sha256:" + out.h.hexdigest(), out.size, report)
     gz = None
     if gzip:
         gz = raw.with_name(raw.name + ".gz")

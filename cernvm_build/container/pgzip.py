@@ -5,6 +5,10 @@ level as gzip) with the previous block's last 32 KiB as preset dictionary, and e
 flush so that the pieces concatenate into one valid deflate stream; a final empty block, CRC-32 and
 length close the gzip member. The block boundaries are fixed, so the bytes are the same with one
 worker or many; zlib releases the GIL while deflating, so threads use all cores.
+
+Several members can be written at once through one ``Deflaters`` (a multi-layer export streams
+every layer's gzip in one pass over the tree): they share its threads and its bound on the blocks
+in flight, so memory does not grow with the number of members.
 """
 
 from __future__ import annotations
@@ -35,13 +39,49 @@ def _deflate(block: bytes, zdict: bytes, level: int) -> bytes:
     return c.compress(block) + c.flush(zlib.Z_SYNC_FLUSH)
 
 
-class ParallelGzip:
-    """One gzip member written through ``out``; call ``write`` with any pieces, then ``close``."""
+class Deflaters:
+    """The deflating threads (none with one worker: the caller deflates) and the blocks in flight of
+    every member using them, oldest first; at most ``2 * workers`` are held at once."""
 
-    def __init__(self, out: Callable[[bytes], None], *, level: int = 6, workers: int | None = None) -> None:
-        self.out, self.level = out, level
+    def __init__(self, workers: int | None = None) -> None:
         self.workers = workers or default_workers()
         self.pool = ThreadPoolExecutor(self.workers, "gzip") if self.workers > 1 else None
+        self.order: deque[ParallelGzip] = deque()  # the member of each block submitted, in order
+        self.in_flight = 0
+
+    def submit(self, member: ParallelGzip, block: bytes, zdict: bytes, level: int) -> None:
+        if self.pool is None:
+            member.out(_deflate(block, zdict, level))
+            return
+        member.pending.append(self.pool.submit(_deflate, block, zdict, level))
+        self.order.append(member)
+        self.in_flight += 1
+        while self.in_flight > 2 * self.workers:  # bounded memory: write out the oldest block
+            oldest = self.order.popleft()
+            if oldest.pending:  # else that member was closed, its blocks written already
+                oldest.out_one()
+
+    def shutdown(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
+
+
+class ParallelGzip:
+    """One gzip member written through ``out``; call ``write`` with any pieces, then ``close``.
+    ``deflaters``: shared with other members (the caller shuts it down); by default its own."""
+
+    def __init__(
+        self,
+        out: Callable[[bytes], None],
+        *,
+        level: int = 6,
+        workers: int | None = None,
+        deflaters: Deflaters | None = None,
+    ) -> None:
+        self.out, self.level = out, level
+        self.own = deflaters is None
+        self.deflaters = deflaters if deflaters is not None else Deflaters(workers)
         self.pending: deque[Future[bytes]] = deque()
         self.buf = bytearray()
         self.tail = b""
@@ -49,37 +89,39 @@ class ParallelGzip:
         self.isize = 0
         self.out(HEADER)
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | bytearray) -> None:
         if not self.buf and len(data) == BLOCK:
-            self._submit(data)
+            self._submit(bytes(data))
             return
         self.buf += data
-        while len(self.buf) >= BLOCK:
-            block = bytes(self.buf[:BLOCK])
-            del self.buf[:BLOCK]
-            self._submit(block)
+        if len(self.buf) >= BLOCK:
+            view = memoryview(self.buf)
+            whole = len(self.buf) - len(self.buf) % BLOCK
+            for start in range(0, whole, BLOCK):
+                self._submit(bytes(view[start : start + BLOCK]))
+            view.release()
+            del self.buf[:whole]
 
     def _submit(self, block: bytes) -> None:
         self.crc = zlib.crc32(block, self.crc)
         self.isize += len(block)
         zdict, self.tail = self.tail, block[-WINDOW:]
-        if self.pool is None:
-            self.out(_deflate(block, zdict, self.level))
-            return
-        self.pending.append(self.pool.submit(_deflate, block, zdict, self.level))
-        while len(self.pending) > 2 * self.workers:  # bounded memory: a few blocks in flight
-            self.out(self.pending.popleft().result())
+        self.deflaters.submit(self, block, zdict, self.level)
+
+    def out_one(self) -> None:
+        self.deflaters.in_flight -= 1
+        self.out(self.pending.popleft().result())
 
     def close(self) -> None:
         if self.buf:
             self._submit(bytes(self.buf))
             self.buf.clear()
         while self.pending:
-            self.out(self.pending.popleft().result())
+            self.out_one()
         self.out(_FINAL_EMPTY_BLOCK + struct.pack("<II", self.crc & 0xFFFFFFFF, self.isize & 0xFFFFFFFF))
         self.shutdown()
 
     def shutdown(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
-            self.pool = None
+        """Stop the threads when they are this member's own (also after an error)."""
+        if self.own:
+            self.deflaters.shutdown()
