@@ -73,6 +73,60 @@ def tar_info(entry: Entry, *, mtime: int | None, hardlink_to: str | None = None)
     return ti
 
 
+_USTAR_TYPE: dict[str, bytes] = dict(_TAR_TYPE)
+_OCTAL_8 = 8**7  # the most an 8-byte numeric field holds as 7 octal digits
+_OCTAL_12 = 8**11
+_EMPTY_DEVICE = b"\0" * 16
+
+
+def header(entry: Entry, *, mtime: int | None, hardlink_to: str | None = None) -> bytes:
+    """The tar header of ``entry``: the bytes ``tar_info(...).tobuf(PAX_FORMAT, "utf-8")`` gives,
+    built directly when no PAX record is needed (ASCII names and targets of at most 100 bytes,
+    numbers that fit, no xattrs, no sub-second mtime kept) -- most entries of an OS tree. tarfile
+    spends about four times as long on a header, which shows on trees of small files."""
+    name = entry.path or "."
+    if entry.kind == DIR:
+        name += "/"
+    when = entry.mtime if mtime is None else mtime
+    if hardlink_to is not None:
+        kind, size, link = b"1", 0, hardlink_to
+    else:
+        kind = _USTAR_TYPE.get(entry.kind, b"")
+        size = entry.size if entry.kind == FILE else 0
+        link = entry.target if entry.kind == SYMLINK else ""
+    if (
+        not kind
+        or entry.xattrs
+        or (mtime is None and entry.mtime_nsec)
+        or len(name) > 100
+        or len(link) > 100
+        or not name.isascii()
+        or not link.isascii()
+        or not (0 <= entry.uid < _OCTAL_8 and 0 <= entry.gid < _OCTAL_8)
+        or not (0 <= size < _OCTAL_12 and 0 <= when < _OCTAL_12)
+        or (entry.kind in (CHAR, BLOCK) and not all(0 <= n < _OCTAL_8 for n in entry.rdev))
+    ):
+        return tar_info(entry, mtime=mtime, hardlink_to=hardlink_to).tobuf(tarfile.PAX_FORMAT, "utf-8")
+    if entry.kind in (CHAR, BLOCK) and hardlink_to is None:
+        device = b"%07o\0%07o\0" % entry.rdev
+    else:
+        device = _EMPTY_DEVICE
+    buf = b"".join(
+        (
+            name.encode("ascii").ljust(100, b"\0"),
+            b"%07o\0%07o\0%07o\0%011o\0%011o\0        "
+            % (entry.mode & 0o7777, entry.uid, entry.gid, size, when),
+            kind,
+            link.encode("ascii").ljust(100, b"\0"),
+            tarfile.POSIX_MAGIC,
+            b"\0" * 64,  # empty user and group names
+            device,
+            b"\0" * 167,  # empty prefix, and the block's padding
+        )
+    )
+    return b"%s%06o\0%s" % (buf[:148], sum(buf), buf[155:])
+
+
 class TarWriter:
     """Emit a tar stream of entries through ``emit``.
 
@@ -148,7 +202,7 @@ class TarWriter:
             link_to = self._first_of_link.get(entry.link_id)
             if link_to is None:
                 self._first_of_link[entry.link_id] = entry.path
-        self.emit(tar_info(entry, mtime=self.mtime, hardlink_to=link_to).tobuf(tarfile.PAX_FORMAT, "utf-8"))
+        self.emit(header(entry, mtime=self.mtime, hardlink_to=link_to))
         if link_to is not None:
             self.hardlinks += 1
         elif entry.kind == FILE:

@@ -15,7 +15,7 @@ from typing import BinaryIO
 import pytest
 
 from cernvm_build.errors import CernVMError
-from cernvm_build.tarwrite import TarWriter
+from cernvm_build.tarwrite import TarWriter, header, tar_info
 from cernvm_build.tree import BLOCK, CHAR, DIR, FIFO, FILE, SOCKET, SOCKET_REASON, SYMLINK, Entry
 
 T = 1_600_000_000
@@ -165,3 +165,30 @@ def test_gnu_tar_lists_and_extracts_it(tmp_path: Path) -> None:
         out / "dev/null"
     ).st_rdev == os.makedev(1, 3)
     assert (out / LONG / "file").read_bytes() == b"long\n"
+
+
+@pytest.mark.parametrize("mtime", [None, 0, T])
+def test_headers_are_tarfile_s_bytes_for_every_kind_of_entry(mtime: int | None) -> None:
+    """The headers built directly (most entries) are byte for byte what tarfile writes, so layers
+    keep their digests; entries that need PAX records (long or non-ASCII names, xattrs, big numbers,
+    nanoseconds) take tarfile's path."""
+    more = [
+        Entry(path="a" * 100, kind=FILE, mode=0o644, mtime=T),  # exactly a ustar name
+        Entry(path="a" * 99, kind=DIR, mode=0o755, mtime=T),  # 100 with its slash
+        Entry(path="a" * 100, kind=DIR, mode=0o755, mtime=T),  # 101 with its slash: PAX
+        Entry(path="bin/l", kind=SYMLINK, mode=0o777, target="t" * 100),
+        Entry(path="bin/l2", kind=SYMLINK, mode=0o777, target="t" * 101),
+        Entry(path="bin/é", kind=FILE, mode=0o644, size=3, mtime=T),
+        Entry(path="bin/big", kind=FILE, mode=0o644, size=8**11, mtime=T),
+        Entry(path="bin/late", kind=FILE, mode=0o644, mtime=8**11),
+        Entry(path="bin/uid", kind=FILE, mode=0o644, uid=8**7, gid=8**7 - 1),
+        Entry(path="bin/ns", kind=FILE, mode=0o644, mtime=T, mtime_nsec=5),
+        Entry(path="dev/big", kind=CHAR, mode=0o600, rdev=(4095, 8**7 - 1)),
+        Entry(path="x", kind=FILE, mode=0o7777, size=1, mtime=T, uid=8**7 - 1),
+    ]
+    for e in entries() + more:
+        if e.kind == SOCKET:
+            continue
+        for link in (None, "bin/tool") if e.kind == FILE else (None,):
+            want = tar_info(e, mtime=mtime, hardlink_to=link).tobuf(tarfile.PAX_FORMAT, "utf-8")
+            assert header(e, mtime=mtime, hardlink_to=link) == want, (e.path, mtime, link)
