@@ -11,6 +11,7 @@ docker-archive carries it). Layers that received no entry are left out of the im
 from __future__ import annotations
 
 import hashlib
+import io
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -19,13 +20,15 @@ from typing import BinaryIO
 
 from ..errors import BuildError
 from ..tarwrite import TarWriter
-from ..tree import TreeReport, TreeSource
+from ..tree import Entry, TreeReport, TreeSource
 from .layer import GZIP_LEVEL, LayerResult
 from .layering import LayerPlan
 from .pgzip import Deflaters, ParallelGzip
+from .readahead import read_ahead
 
 _BLOCK = 1 << 20
 _BUFFER = 256 << 10
+_DIRECT = 256 << 10  # pieces this big go on as they are, not through the buffer
 
 
 @dataclass(frozen=True)
@@ -63,15 +66,32 @@ class HashedFile:
 
 class _LayerOut:
     """Where one layer's tar stream goes: hashed and counted (its diff_id and size), gzipped into
-    ``gz`` through the shared deflaters, and written raw to ``raw`` when that is asked for."""
+    ``gz`` through the shared deflaters, and written raw to ``raw`` when that is asked for. Tar
+    headers and small files are gathered first: one hash update and one hand-over per MiB, not
+    three per file."""
 
     def __init__(self, raw: BinaryIO | None, gz: BinaryIO | None, deflaters: Deflaters) -> None:
         self.h, self.size = hashlib.sha256(), 0
         self.raw = raw
         self.gz = HashedFile(gz) if gz is not None else None
         self.comp = ParallelGzip(self.gz.write, level=GZIP_LEVEL, deflaters=deflaters) if self.gz else None
+        self.buf = bytearray()
 
     def write(self, data: bytes | bytearray) -> None:
+        if len(data) >= _DIRECT:
+            self.flush()
+            self._put(data)
+            return
+        self.buf += data
+        if len(self.buf) >= _BLOCK:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.buf:
+            self._put(self.buf)
+            self.buf.clear()
+
+    def _put(self, data: bytes | bytearray) -> None:  # keeps no reference to data
         self.h.update(data)
         self.size += len(data)
         if self.raw is not None:
@@ -128,14 +148,15 @@ def write_layers(
             )
             for i in range(plan.count)
         ]
-        for layer, entry in plan.split_entries(source):
-            tars[layer].add(entry, source.open)
+        for layer, entry, data in read_ahead(plan.split_entries(source), source.open):
+            tars[layer].add(entry, source.open if data is None else _given(data))
         done: list[LayerFile] = []
         for i, tar in enumerate(tars):
             out = outs[i]
             if out is None:
                 continue
             tar.end()
+            out.flush()
             res = _result(tar, "sha256:" + out.h.hexdigest(), out.size, report)
             if out.comp is not None and out.gz is not None:
                 out.comp.close()
@@ -144,6 +165,17 @@ def write_layers(
     for f in done:
         f.result.skipped = list(report.skipped)
     return done
+
+
+def _given(data: bytes | BaseException) -> Callable[[Entry], BinaryIO]:
+    """An opener that gives the content read ahead (or raises why it could not be read)."""
+
+    def open_content(_entry: Entry) -> BinaryIO:
+        if isinstance(data, BaseException):
+            raise data
+        return io.BytesIO(data)
+
+    return open_content
 
 
 def _result(tar: TarWriter, diff_id: str, size: int, report: TreeReport) -> LayerResult:

@@ -132,3 +132,77 @@ def test_parallel_gzip_bytes_do_not_depend_on_worker_count(tmp_path: Path) -> No
     # the stream is one standard gzip member that the gzip tool accepts
     (tmp_path / "l.gz").write_bytes(outs[0])
     subprocess.run(["gzip", "-t", str(tmp_path / "l.gz")], check=True)
+
+
+def _several_layers(
+    tree: Path, work: Path, source: object = None, workers: int | None = None
+) -> list[object]:
+    from cernvm_build.container.layering import plan_layers
+    from cernvm_build.container.layers import write_layers
+
+    src = source if source is not None else LocalTree(tree)
+    work.mkdir()
+    plan = plan_layers(src, layer_bytes=64 << 10)  # type: ignore[arg-type]
+    return write_layers(src, plan, work, gzip=True, raw=True, workers=workers)  # type: ignore[arg-type]
+
+
+def test_layers_gzip_in_the_same_pass_is_the_tar_gzipped_whatever_the_threads(tmp_path: Path) -> None:
+    """Each layer's blob (made while the tree is read, the layers sharing the deflating threads)
+    is its tar, gzipped; the bytes are the same with one thread or two, and across runs."""
+    tree = make_tree(tmp_path / "t")
+    for i in range(6):
+        d = tree / "usr" / f"lib{i}"
+        d.mkdir(parents=True)
+        (d / "big.bin").write_bytes(os.urandom(300 << 10) + bytes(700 << 10) + os.urandom(100 << 10))
+        (d / "small.txt").write_bytes(b"x" * 100)
+    runs = []
+    for n, workers in enumerate((1, 2, 2)):
+        files = _several_layers(tree, tmp_path / f"w{n}", workers=workers)
+        runs.append([(f.gz.read_bytes(), f.result.digest, f.result.diff_id) for f in files])  # type: ignore[attr-defined]
+        assert len(files) > 2
+        for f in files:
+            raw = f.raw.read_bytes()  # type: ignore[attr-defined]
+            assert gzip.decompress(f.gz.read_bytes()) == raw  # type: ignore[attr-defined]
+            assert f.result.size == len(raw)  # type: ignore[attr-defined]
+    assert runs[0] == runs[1] == runs[2]
+
+
+@pytest.mark.parametrize("delta", [5, -5])
+def test_a_file_that_changes_size_under_the_layers_writer_is_an_error(tmp_path: Path, delta: int) -> None:
+    """The read-ahead thread reads small files before the writer reaches them: a file that grew or
+    shrank since it was listed is still refused, and no thread is left behind."""
+    import threading
+
+    from cernvm_build.container.source import Entry
+    from cernvm_build.errors import BuildError
+
+    tree = make_tree(tmp_path / "t")
+
+    class Changed(LocalTree):
+        def entries(self):  # type: ignore[no-untyped-def]
+            for e in super().entries():
+                if e.path == "etc/redhat-release":
+                    e = Entry(**{**e.__dict__, "size": e.size + delta})
+                yield e
+
+    before = threading.active_count()
+    with pytest.raises(BuildError, match="etc/redhat-release: content size differs"):
+        _several_layers(tree, tmp_path / "w", Changed(tree))
+    assert threading.active_count() == before
+
+
+def test_a_file_that_cannot_be_read_stops_the_layers_writer(tmp_path: Path) -> None:
+    import threading
+
+    tree = make_tree(tmp_path / "t")
+
+    class Unreadable(LocalTree):
+        def open(self, entry):  # type: ignore[no-untyped-def]
+            if entry.path == "etc/redhat-release":
+                raise PermissionError(13, "Permission denied", entry.path)
+            return super().open(entry)
+
+    before = threading.active_count()
+    with pytest.raises(PermissionError):
+        _several_layers(tree, tmp_path / "w", Unreadable(tree))
+    assert threading.active_count() == before
