@@ -147,9 +147,18 @@ def _qemu_of(name: str) -> int:
 
 
 def _plain_qemu(
-    image: Path, fmt: str, work: Path, acc: accel.Accel, memory: int, cvmfs: str | None, timeout: float
+    image: Path,
+    fmt: str,
+    work: Path,
+    acc: accel.Accel,
+    memory: int,
+    cvmfs: str | None,
+    timeout: float,
+    tweak: Callable[[list[str], Path], list[str]] | None = None,
 ) -> Boot:
-    """Seconds from exec to ready for qemu started by hand with the same disks and network."""
+    """Seconds from exec to ready for qemu started by hand with the same disks and network.
+    ``tweak(argv, console_log)`` may change the command line (bench/launch_qemu_options.py adds
+    libvirt's options one at a time); the console is read from ``console_log`` either way."""
     client, host = keys.generate("bench"), keys.generate("root@bench")
     (work / "id").write_text(client.private_openssh)
     os.chmod(work / "id", 0o600)
@@ -177,6 +186,8 @@ def _plain_qemu(
         "-device", "virtio-net-pci,netdev=n0,addr=0x1e",
         "-device", "virtio-rng-pci",
     ]  # fmt: skip
+    if tweak is not None:
+        argv = tweak(argv, log)
     console = _file(log)
     ready = (
         _ssh_ok(ssh.Target("127.0.0.1", port, "root", host.public_openssh, work / "id"))
