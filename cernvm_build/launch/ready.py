@@ -84,7 +84,7 @@ def wait(
             t = target(conn, name, user)  # a libvirt network's lease comes when the guest asks
             if t is not None:
                 phase(f"waiting for SSH on {t.host}:{t.port}")
-        if t is not None and len(attempts) < MAX_ATTEMPTS and now >= _due(attempts, started, refused):
+        if t is not None and _more(attempts) and now >= _due(attempts, started, refused):
             attempts.append(_Attempt(t, min(10.0, max(1.0, deadline - now)), ended))
             started = now
         ended.clear()  # before looking: an attempt that ends after the look makes the wait below return
@@ -103,9 +103,16 @@ def wait(
                 console_tail=instances.console_tail(conn, inst),
             )
         wake = looked + POLL
-        if t is not None and len(attempts) < MAX_ATTEMPTS:
+        if t is not None and _more(attempts):
             wake = min(wake, _due(attempts, started, refused))
         ended.wait(max(0.0, wake - time.monotonic()))
+
+
+def _more(attempts: list[_Attempt]) -> bool:
+    """Whether another attempt may start: fewer than MAX_ATTEMPTS wait, and none of them has heard
+    the guest's sshd (one it answered is being served; a second login would only slow the booting
+    guest down, as two or three key exchanges at once did under TCG)."""
+    return len(attempts) < MAX_ATTEMPTS and not any(a.heard for a in attempts)
 
 
 def _due(attempts: list[_Attempt], started: float, refused: float) -> float:
@@ -147,11 +154,12 @@ class _Attempt:
         self.why_not: str = "not yet"
         self.error: Exception | None = None
         self.done = False
+        self.heard = False  # the guest's sshd answered this attempt (its banner arrived)
         threading.Thread(target=self._run, daemon=True, name=f"ssh-ready-{t.port}").start()
 
     def _run(self) -> None:
         try:
-            client = ssh.connect(self.target, timeout=self.timeout)
+            client = ssh.connect(self.target, timeout=self.timeout, heard=self._heard)
         except ssh.NotYet as e:
             self.why_not = str(e) or "not yet"
         except Exception as e:  # SSHError: handed to the waiting thread
@@ -165,6 +173,10 @@ class _Attempt:
                 client.close()
         self.done = True
         self.ended.set()
+
+    def _heard(self) -> None:
+        self.heard = True
+        self.ended.set()  # the waiting loop looks again: no new attempt while this one is served
 
 
 def _give_up(conn: Any, dom: Any, name: str, remove: bool) -> None:

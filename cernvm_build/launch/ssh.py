@@ -43,8 +43,11 @@ class NotYet(Exception):
     """The guest does not answer SSH yet (refused, reset, banner timeout): try again later."""
 
 
-def connect(t: Target, *, timeout: float = 10.0) -> paramiko.SSHClient:
-    """An authenticated client; SSHError on a wrong host key or refused login, NotYet while booting."""
+def connect(
+    t: Target, *, timeout: float = 10.0, heard: Callable[[], None] | None = None
+) -> paramiko.SSHClient:
+    """An authenticated client; SSHError on a wrong host key or refused login, NotYet while booting.
+    ``heard()`` is called once, when the first bytes from the guest's side (its SSH banner) arrive."""
     client = paramiko.SSHClient()
     keytype, b64 = t.host_key.split()[:2]
     hostspec = t.host if t.port == 22 else f"[{t.host}]:{t.port}"
@@ -54,14 +57,46 @@ def connect(t: Target, *, timeout: float = 10.0) -> paramiko.SSHClient:
         pkey = paramiko.Ed25519Key.from_private_key_file(str(t.client_key))
     except (OSError, paramiko.SSHException) as e:
         raise SSHError(f"cannot read the instance's login key: {e}", where=str(t.client_key)) from None
-    sock = _Tunnel(t.via) if t.via else None
+    sock = _Tunnel(t.via) if t.via else _direct(t, timeout)
+    sock.heard = heard
     try:
         _login(client, t, pkey, timeout, sock)
     except BaseException:
-        if sock is not None:
-            sock.close()  # the tunnel's ssh process
+        sock.close()  # a tunnel's: its ssh process too
         raise
     return client
+
+
+class _Heard(socket.socket):
+    """A socket that calls ``heard()`` when its first bytes arrive. On slirp's (or a hypervisor's)
+    forward the connection is accepted at once; bytes come only once the guest's sshd answers, and
+    from then on the guest is busy with this login (under TCG the key exchange alone costs it about
+    a second of CPU): readiness then starts no other attempt next to it."""
+
+    heard: Callable[[], None] | None = None
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        data = super().recv(bufsize, flags)
+        if data and self.heard is not None:
+            heard, self.heard = self.heard, None
+            heard()
+        return data
+
+
+def _direct(t: Target, timeout: float) -> _Heard:
+    """A TCP connection to ``t`` (what paramiko would open itself), NotYet when there is none yet."""
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(t.host, t.port, type=socket.SOCK_STREAM)[0]
+        sock = _Heard(family, kind, proto)
+    except OSError as e:
+        raise NotYet(str(e) or type(e).__name__) from None
+    try:
+        sock.settimeout(timeout)
+        sock.connect(addr)
+    except OSError as e:
+        sock.close()
+        raise NotYet(str(e) or type(e).__name__) from None
+    return sock
 
 
 def _login(client: paramiko.SSHClient, t: Target, pkey: paramiko.PKey, timeout: float, sock: Any) -> None:
@@ -88,7 +123,7 @@ def _login(client: paramiko.SSHClient, t: Target, pkey: paramiko.PKey, timeout: 
         raise NotYet(str(e) or type(e).__name__) from None
 
 
-class _Tunnel(socket.socket):
+class _Tunnel(_Heard):
     """A socket whose other end is the stdin and stdout of ``argv`` (``ssh -W`` on a hypervisor).
 
     Not paramiko's ProxyCommand: its ``recv`` waits until the whole requested size arrived or the

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -115,6 +116,44 @@ def test_an_attempt_through_a_tunnel_that_closes_is_not_yet_at_once(tmp_path: Pa
     t = ssh.Target("127.0.0.1", 22, "root", key.public_openssh, tmp_path / "id", ("sh", "-c", "head -c1"))
     with pytest.raises(ssh.NotYet, match=r"reset|EOF"):
         ssh.connect(t, timeout=600)
+
+
+@pytest.mark.timeout(60)
+def test_no_second_attempt_while_the_guests_sshd_serves_one(tmp_path: Path) -> None:
+    """Readiness staggers attempts only while the earlier ones hear nothing (slirp accepted, the
+    guest is not up): once the guest's sshd answered one (its banner), another login next to it
+    would only add key exchanges to the booting guest's work."""
+    import socket
+    import threading
+
+    from cernvm_build.launch import keys
+
+    key = keys.generate("x")
+    (tmp_path / "id").write_text(key.private_openssh)
+    (tmp_path / "id").chmod(0o600)
+    silent, answering = socket.create_server(("127.0.0.1", 0)), socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def serve(server: socket.socket, banner: bytes) -> None:
+        conn, _ = server.accept()
+        held.append(conn)
+        conn.sendall(banner)  # then stalls, as a busy guest's sshd in its key exchange
+
+    for server, banner in ((silent, b""), (answering, b"SSH-2.0-slow\r\n")):
+        threading.Thread(target=serve, args=(server, banner), daemon=True).start()
+    attempts = []
+    for server in (silent, answering):
+        t = ssh.Target("127.0.0.1", server.getsockname()[1], "root", key.public_openssh, tmp_path / "id")
+        attempts.append(ready._Attempt(t, 30, threading.Event()))
+    deadline = time.monotonic() + 20
+    while not attempts[1].heard and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert attempts[1].heard and not attempts[1].done
+    assert not attempts[0].heard
+    assert ready._more(attempts[:1])  # only a silent one waits: stagger another next to it
+    assert not ready._more(attempts)  # the guest serves one: wait for it
+    for conn in held:
+        conn.close()
 
 
 def test_wait_times_out_with_console_tail(launch_env: Path, image: Path) -> None:
