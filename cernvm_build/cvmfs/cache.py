@@ -80,13 +80,12 @@ class ObjectCache:
 
     def read_small(self, h: ObjectHash, suffix: str, limit: int) -> bytes | None:
         """The verified bytes of a cached object of at most ``limit`` bytes, read once (the check on
-        first use and the caller share the read); None if absent, larger, or bad (then removed)."""
+        first use and the caller share the read); None if larger or bad (then removed);
+        FileNotFoundError if absent (the caller need not look it up again: on a cold read that
+        second failed open was one of a fetched object's syscalls, each a GIL hand-off)."""
         p = self.path(h, suffix)
-        try:
-            with open(p, "rb") as f:
-                data = f.read(limit + 1)
-        except FileNotFoundError:
-            return None
+        with open(p, "rb") as f:
+            data = f.read(limit + 1)
         if len(data) > limit:
             return None
         key = str(p)

@@ -71,6 +71,7 @@ class Prefetcher:
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._quiet = 0  # opens in a row that found their window cached (see QUIET_AFTER)
         plain = repo.store.plain_cache
+        self._plain = plain is not None
         #: what is in the mount's plain cache needs no fetch (a warm start would otherwise queue a
         #: thread's work per file for nothing)
         self._have: Callable[[str, str], bool] = (
@@ -145,7 +146,7 @@ class Prefetcher:
             elif checked:
                 self._quiet = max(self._quiet, 0) + 1
         for e in todo:
-            self._submit(e, 0, e.content_hash or "")
+            self._submit(e, 0, 0, e.content_hash or "")
 
     def next_chunk(self, entry: DirEntry, pos: int) -> None:
         """A sequential reader of a chunked file is at ``pos``, past the middle of a chunk: fetch the
@@ -161,9 +162,10 @@ class Prefetcher:
             if nxt.hash in self._pending or len(self._pending) >= MAX_PENDING:
                 return
             self._pending.add(nxt.hash)
-        self._submit(entry, nxt.offset, nxt.hash)
+        self._submit(entry, nxt.offset, i + 1, nxt.hash)
 
-    def _submit(self, entry: DirEntry, offset: int, key: str) -> None:
+    def _submit(self, entry: DirEntry, offset: int, part: int, key: str) -> None:
+        """Fetch ``entry``'s object ``part`` (the chunk at ``offset``; 0 for a whole file)."""
         with self._lock:
             if self._pool is None:
                 self._pool = concurrent.futures.ThreadPoolExecutor(self.workers, "prefetch")
@@ -171,8 +173,10 @@ class Prefetcher:
 
         def fetch() -> None:
             try:
-                # one byte is enough: the store fetches, checks and keeps the whole object (or chunk)
-                self.repo.read(entry, offset, 1)
+                if self._plain:  # made in the plain cache: no byte of it needs reading here
+                    os.close(self.repo.inflated_fd(entry, part))
+                else:  # one byte is enough: the store fetches, checks and keeps the whole object
+                    self.repo.read(entry, offset, 1)
             except CernVMError as e:
                 log.debug("prefetch of %s at %d failed: %s", entry.path, offset, e)
             finally:

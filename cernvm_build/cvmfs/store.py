@@ -58,6 +58,8 @@ class ObjectStore:
         self._spilled: dict[str, Path] = {}
         self._lock = threading.RLock()
         self._key_locks: dict[str, threading.Lock] = {}
+        #: how many ``_once`` makes have ended (only ever grows)
+        self._made = 0
         #: the mount daemon's cache of inflated file contents (``plaincache.py``); None elsewhere
         self.plain_cache: PlainCache | None = None
         self.stats = {"fetched": 0, "fetched_bytes": 0, "cache_hits": 0}
@@ -98,13 +100,18 @@ class ObjectStore:
         signature chain it is part of holds); one already there was put there after that check.
         """
         cache = self.cache
+        path: Path | None = None
         if cache is not None:
-            small = cache.read_small(h, suffix, SMALL)
-            if small is not None and (limit is None or len(small) <= limit):
-                self.stats["cache_hits"] += 1
-                yield iter((small,))
-                return
-            path = cache.lookup(h, suffix)
+            try:
+                small = cache.read_small(h, suffix, SMALL)
+            except FileNotFoundError:
+                small, path = None, None
+            else:
+                if small is not None and (limit is None or len(small) <= limit):
+                    self.stats["cache_hits"] += 1
+                    yield iter((small,))
+                    return
+                path = cache.lookup(h, suffix)
             if path is not None and limit is not None and path.stat().st_size > limit:
                 cache.discard(h, suffix)
                 path = None
@@ -303,6 +310,7 @@ class ObjectStore:
         the prefetcher ask for the same file): who waited for the other looks again. ``get`` and
         ``put`` take what locks they need (the plain cache's ``get`` is a file open: it must not
         hold the store's lock)."""
+        made = self._made
         hit = get(key)
         if hit is not None:
             return hit
@@ -310,12 +318,18 @@ class ObjectStore:
             key_lock = self._key_locks.setdefault(key, threading.Lock())
         try:
             with key_lock:
-                hit = get(key)
-                if hit is not None:
-                    return hit
+                # Looked again only if something was made since the first look (perhaps this, by
+                # the thread this one waited for): on a cold read the second look was a failed
+                # open per object.
+                if self._made != made:
+                    hit = get(key)
+                    if hit is not None:
+                        return hit
                 value = make()
                 if put is not None:
                     put(key, value)
+                with self._lock:  # before the key's lock is let go: its waiter must see it
+                    self._made += 1
                 return value
         finally:
             with self._lock:
