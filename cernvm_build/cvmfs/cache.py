@@ -42,6 +42,7 @@ class ObjectCache:
 
     def __init__(self, root: Path, *, repo: str):
         self.root = root
+        self._base = str(root)
         self.repo = repo
         try:
             (root / "data").mkdir(parents=True, exist_ok=True)
@@ -83,21 +84,22 @@ class ObjectCache:
         first use and the caller share the read); None if larger or bad (then removed);
         FileNotFoundError if absent (the caller need not look it up again: on a cold read that
         second failed open was one of a fetched object's syscalls, each a GIL hand-off)."""
-        p = self.path(h, suffix)
-        with open(p, "rb") as f:
+        # the path as a string: this open is tried for every object a cold read fetches, and
+        # building a pathlib path was most of its cost
+        key = f"{self._base}/{object_path(str(h), suffix)}"
+        with open(key, "rb") as f:
             data = f.read(limit + 1)
         if len(data) > limit:
             return None
-        key = str(p)
         if key not in self._verified:
             hasher = new_hasher(h.algorithm)
             hasher.update(data)
             if hasher.hexdigest() != h.hex:
                 with contextlib.suppress(FileNotFoundError):
-                    p.unlink()
+                    os.unlink(key)
                 return None
             self._verified.add(key)
-        self._used(p)
+        self._used(Path(key))
         return data
 
     def store(self, h: ObjectHash, suffix: str, blocks: Iterator[bytes], *, what: str) -> Path:
