@@ -4,6 +4,7 @@ it, and both FUSE front ends read the repository byte for byte through it, cold 
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import os
 import signal
@@ -52,6 +53,20 @@ def test_a_read_is_made_once_then_served_from_the_inflated_copy(fx: Fixture, tmp
     assert plain.read_bytes()[:-TRAILER] == data
     # the objects stay a Stratum: the file's compressed object was not kept a second time
     assert not (tmp_path / "cache" / FQRN / "data" / plain.parent.name / plain.name).exists()
+
+
+def test_readers_of_one_cold_file_at_once_fetch_it_once(fx: Fixture, server: Server, tmp_path: Path) -> None:
+    """libfuse's workers and the prefetcher ask for the same object at once: one fetch, and every
+    reader gets the file (a waiter looks again only when a make ended meanwhile, store._once)."""
+    with _open(fx.repo, fx, tmp_path / "local") as repo:
+        want = repo.read(FILE)
+    with _open(server.repo_url(), fx, tmp_path / "cache") as repo:
+        entry = repo.stat(FILE)
+        fetched = repo.store.stats["fetched"]  # the catalogs
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            got = list(pool.map(lambda _: repo.read(entry), range(16)))
+        assert repo.store.stats["fetched"] == fetched + 1
+    assert got == [want] * 16
 
 
 @pytest.mark.parametrize("damage", ["flipped byte", "truncated", "trailer missing", "longer"])
