@@ -8,6 +8,8 @@ revision never changes. Like the real client, every path carries the extended at
 
 from __future__ import annotations
 
+import bisect
+import collections
 import errno
 import itertools
 import logging
@@ -15,7 +17,7 @@ import os
 import posixpath
 import stat
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import mfusepy
@@ -49,18 +51,20 @@ def shown_size(e: DirEntry) -> int:
     return len(_target(e).encode("utf-8", "surrogateescape")) if e.is_symlink else e.size
 
 
-def xattr_names(entry: DirEntry) -> list[str]:
-    """The virtual attributes every path carries, then the entry's own."""
-    names = list(VIRTUAL_XATTRS)
-    if entry.content_hash:
+def xattr_names(entry: DirEntry, magic: bool = True) -> list[str]:
+    """The virtual attributes every path carries (unless not ``magic``), then the entry's own."""
+    names = list(VIRTUAL_XATTRS) if magic else []
+    if entry.content_hash and magic:
         names.append("user.hash")
     names.extend(k for k in sorted(entry.xattrs) if k not in names)
     return names
 
 
-def xattr_value(repo: Repository, entry: DirEntry, name: str) -> bytes | None:
+def xattr_value(repo: Repository, entry: DirEntry, name: str, magic: bool = True) -> bytes | None:
     if name in entry.xattrs:
         return entry.xattrs[name]
+    if not magic:
+        return None
     if name == "user.fqrn":
         return repo.fqrn.encode()
     if name == "user.revision":
@@ -72,6 +76,60 @@ def xattr_value(repo: Repository, entry: DirEntry, name: str) -> bytes | None:
     if name == "user.hash" and entry.content_hash:
         return entry.content_hash.encode()
     return None
+
+
+def has_own_xattrs(repo: Repository) -> bool:
+    """Whether any entry of the mounted revision has extended attributes of its own, from the root
+    catalog's counters (nested catalogs' included); a catalog without the counter may have some."""
+    stats = repo.statistics()
+    if "self_xattr" not in stats:
+        return True
+    return stats["self_xattr"] + stats.get("subtree_xattr", 0) > 0
+
+
+#: in-order opens in a row in one directory before its next files are fetched ahead (see below)
+IN_ORDER_RUN = 2
+#: directories whose last open is remembered for that
+IN_ORDER_DIRS = 256
+
+
+class InOrderPrefetcher(Prefetcher):
+    """Fetches a directory's next small files ahead only for a reader that goes through it in name
+    order: when an open is the next small file after the previous open there, ``IN_ORDER_RUN``
+    times in a row, and the directory was listed (tar, ``cp -r``, ``find | xargs cat``, udev's rules).
+    A boot opens files here and there (libraries, units, modules by import): opening one does not
+    mean its neighbours are next, and in a CPU-starved guest (TCG) every copy fetched, inflated
+    and written ahead for nothing costs the boot (28-45 % of them were never read,
+    docs/ARCHITECTURE.md μCernVM). A sequential reader's next chunk is fetched ahead as always."""
+
+    def __init__(self, repo: Repository):
+        super().__init__(repo)
+        self._runs: collections.OrderedDict[str, tuple[str, int]] = collections.OrderedDict()
+
+    def listed(self, path: str, children: Sequence[DirEntry]) -> None:
+        # kept even when the prefetcher has gone quiet (a warm cache): the run needs the order
+        self._keep(path, children)
+
+    def opened(self, entry: DirEntry) -> None:
+        parent = posixpath.dirname(entry.path) or "/"
+        with self._lock:
+            listing = self._dirs.get(parent)
+            prev = self._runs.get(parent)
+            run = 0
+            if listing is not None and prev is not None and prev[0] < entry.name:
+                i = bisect.bisect_right(listing.names, prev[0])
+                if i < len(listing.names) and listing.names[i] == entry.name:
+                    run = prev[1] + 1
+            self._runs[parent] = (entry.name, run)
+            self._runs.move_to_end(parent)
+            while len(self._runs) > IN_ORDER_DIRS:
+                self._runs.popitem(last=False)
+        if run >= IN_ORDER_RUN:
+            super().opened(entry)
+
+
+def make_prefetcher(repo: Repository, in_order: bool) -> Prefetcher:
+    return InOrderPrefetcher(repo) if in_order else Prefetcher(repo)
 
 
 def statfs_numbers(repo: Repository) -> dict[str, int]:
@@ -138,7 +196,14 @@ def _os_error(e: CernVMError) -> mfusepy.FuseOSError:
 class CvmfsOperations(mfusepy.Operations):  # type: ignore[misc]
     use_ns = True
 
-    def __init__(self, repo: Repository, *, on_ready: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        repo: Repository,
+        *,
+        on_ready: Callable[[], None] | None = None,
+        magic_xattrs: bool = True,
+        prefetch_in_order: bool = False,
+    ):
         self.repo = repo
         self.on_ready = on_ready
         self._files: dict[int, DirEntry] = {}
@@ -146,7 +211,10 @@ class CvmfsOperations(mfusepy.Operations):  # type: ignore[misc]
         self._lock = threading.Lock()
         # A mounted revision never changes, so entries can be kept; readdir fills this too.
         self._entries: dict[str, DirEntry] = {}
-        self._prefetch = Prefetcher(repo)
+        self._prefetch = make_prefetcher(repo, prefetch_in_order)
+        self._magic = magic_xattrs
+        #: no attributes to show at all: ENOSYS, and the kernel stops asking (``run_fuse``)
+        self._xattrs = magic_xattrs or has_own_xattrs(repo)
 
     # -- life cycle ------------------------------------------------------------------------------
     def init(self, path: str) -> None:
@@ -250,10 +318,14 @@ class CvmfsOperations(mfusepy.Operations):  # type: ignore[misc]
 
     # -- extended attributes ---------------------------------------------------------------------
     def listxattr(self, path: str) -> list[str]:
-        return xattr_names(self._entry(path))
+        if not self._xattrs:
+            raise mfusepy.FuseOSError(errno.ENOSYS)
+        return xattr_names(self._entry(path), self._magic)
 
     def getxattr(self, path: str, name: str, position: int = 0) -> bytes:
-        value = xattr_value(self.repo, self._entry(path), name)
+        if not self._xattrs:
+            raise mfusepy.FuseOSError(errno.ENOSYS)
+        value = xattr_value(self.repo, self._entry(path), name, self._magic)
         if value is None:
             raise mfusepy.FuseOSError(ENOATTR)
         return value
@@ -267,9 +339,16 @@ def run_fuse(
     allow_other: bool | None = None,
     debug: bool = False,
     stats: str | None = None,
+    magic_xattrs: bool = True,
+    prefetch_in_order: bool = False,
 ) -> None:
     """Mount and serve until unmounted (blocks). Root mounts use /dev/fuse directly. ``stats``: a
-    file for the request counts (low-level client only).
+    file for the request counts (low-level client only). Not ``magic_xattrs``: no virtual attributes
+    (``user.fqrn``...), only the entries' own; when the revision has none either, GETXATTR and
+    LISTXATTR are answered ENOSYS, after which the kernel sends none for the mount's life (the
+    μCernVM root: overlayfs and exec ask for attributes of every file, and FUSE caches none).
+    ``prefetch_in_order``: a directory's files are fetched ahead only for a reader going through it
+    in name order (``InOrderPrefetcher``).
 
     On libfuse3 (the initrd's, and the host's choice where both are installed: ``mount.py``) the
     low-level API serves (``fuse_inodes``); on libfuse2 mfusepy's high-level one (``CvmfsOperations``).
@@ -282,7 +361,10 @@ def run_fuse(
         flags = ["ro", "default_permissions", f"fsname=cvmfs2:{repo.fqrn}", "subtype=cvmfs"]
         flags += ["allow_other"] if allow_other else []
         try:
-            fuse_inodes.serve_lowlevel(repo, mountpoint, flags, on_ready=on_ready, debug=debug, stats=stats)
+            fuse_inodes.serve_lowlevel(
+                repo, mountpoint, flags, on_ready=on_ready, debug=debug, stats=stats,
+                magic_xattrs=magic_xattrs, prefetch_in_order=prefetch_in_order,
+            )  # fmt: skip
         except RuntimeError as e:
             raise _mount_failed(repo, mountpoint, e) from e
         return
@@ -303,7 +385,10 @@ def run_fuse(
     if debug:
         options["debug"] = True
     try:
-        mfusepy.FUSE(CvmfsOperations(repo, on_ready=on_ready), mountpoint, raw_fi=True, **options)
+        ops = CvmfsOperations(
+            repo, on_ready=on_ready, magic_xattrs=magic_xattrs, prefetch_in_order=prefetch_in_order
+        )
+        mfusepy.FUSE(ops, mountpoint, raw_fi=True, **options)
     except RuntimeError as e:  # mfusepy's report of a failed fuse_main
         raise _mount_failed(repo, mountpoint, e) from e
 

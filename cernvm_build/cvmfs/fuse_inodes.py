@@ -35,12 +35,13 @@ from .fuse import (
     _target,
     children,
     dot_inode,
+    has_own_xattrs,
+    make_prefetcher,
     shown_size,
     statfs_numbers,
     xattr_names,
     xattr_value,
 )
-from .prefetch import Prefetcher
 from .repository import Repository
 
 log = logging.getLogger(__name__)
@@ -188,7 +189,14 @@ class _Descriptors:
 
 
 class InodeFilesystem(ll.Filesystem):
-    def __init__(self, repo: Repository, *, on_ready: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        repo: Repository,
+        *,
+        on_ready: Callable[[], None] | None = None,
+        magic_xattrs: bool = True,
+        prefetch_in_order: bool = False,
+    ):
         self.repo = repo
         self.on_ready = on_ready
         self._lock = threading.Lock()
@@ -202,7 +210,11 @@ class InodeFilesystem(ll.Filesystem):
         self._listings: collections.OrderedDict[int, _Listing] = collections.OrderedDict()
         self._dirs: dict[int, _Listing] = {}
         self._fh = itertools.count(1)
-        self._prefetch = Prefetcher(repo)
+        self._prefetch = make_prefetcher(repo, prefetch_in_order)
+        self._magic = magic_xattrs
+        #: whether there are attributes to show at all (else ``serve_lowlevel`` leaves the requests
+        #: to libfuse: ENOSYS, and the kernel stops asking)
+        self.xattrs = magic_xattrs or has_own_xattrs(repo)
 
     # -- life cycle ------------------------------------------------------------------------------
     def init(self, conn: Any) -> None:
@@ -475,15 +487,28 @@ class InodeFilesystem(ll.Filesystem):
             ll.reply_buf(req, data)
 
     def getxattr(self, req: int, ino: int, name: bytes, size: int) -> None:
-        value = xattr_value(self.repo, self._entry(ino), name.decode("utf-8", "surrogateescape"))
+        value = xattr_value(self.repo, self._entry(ino), name.decode("utf-8", "surrogateescape"), self._magic)
         if value is None:
             raise _error(ENOATTR)
         self._reply_sized(req, value, size)
 
     def listxattr(self, req: int, ino: int, size: int) -> None:
-        names = xattr_names(self._entry(ino))
+        names = xattr_names(self._entry(ino), self._magic)
         self._reply_sized(req, b"".join(n.encode("utf-8", "surrogateescape") + b"\0" for n in names), size)
 
 
-def serve_lowlevel(repo: Repository, mountpoint: str, options: list[str], **kw: Any) -> None:
-    ll.serve(InodeFilesystem(repo, on_ready=kw.pop("on_ready", None)), mountpoint, options, **kw)
+def serve_lowlevel(
+    repo: Repository,
+    mountpoint: str,
+    options: list[str],
+    *,
+    on_ready: Callable[[], None] | None = None,
+    magic_xattrs: bool = True,
+    prefetch_in_order: bool = False,
+    **kw: Any,
+) -> None:
+    fs = InodeFilesystem(
+        repo, on_ready=on_ready, magic_xattrs=magic_xattrs, prefetch_in_order=prefetch_in_order
+    )
+    leave_out = frozenset() if fs.xattrs else frozenset({"getxattr", "listxattr"})
+    ll.serve(fs, mountpoint, options, leave_out=leave_out, **kw)

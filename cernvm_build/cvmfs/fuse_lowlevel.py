@@ -302,8 +302,11 @@ class RequestCounts:
                 self.write()
 
 
-def _callbacks(fs: Filesystem, counts: RequestCounts | None = None) -> tuple[Ops, list[Any]]:
-    """The ops structure and the ctypes callbacks it points to (kept alive by the caller)."""
+def _callbacks(
+    fs: Filesystem, counts: RequestCounts | None = None, leave_out: frozenset[str] = frozenset()
+) -> tuple[Ops, list[Any]]:
+    """The ops structure and the ctypes callbacks it points to (kept alive by the caller); the
+    requests named in ``leave_out`` get no callback: libfuse answers them ENOSYS itself."""
 
     def forget(req: int, ino: int, nlookup: int) -> None:
         if not hasattr(_pinned, "on"):
@@ -353,7 +356,7 @@ def _callbacks(fs: Filesystem, counts: RequestCounts | None = None) -> tuple[Ops
     ops = Ops()
     keep = []
     for name, proto in _OPS:
-        if proto is not None:
+        if proto is not None and name not in leave_out:
             handler = handlers[name]
             if counts is not None and name not in ("init", "destroy"):
                 handler = counts.wrap(name, handler)
@@ -371,12 +374,15 @@ def serve(
     debug: bool = False,
     threads: int = 10,
     stats: str | None = None,
+    leave_out: frozenset[str] = frozenset(),
 ) -> None:
     """Mount ``fs`` on ``mountpoint`` with the mount ``options`` (``-o``) and serve requests with
     libfuse's worker threads until unmounted (or SIGINT/SIGTERM/SIGHUP); ``stats``: a file the
-    request counts go to (``RequestCounts``)."""
+    request counts go to (``RequestCounts``); ``leave_out``: requests answered ENOSYS by libfuse
+    without Python (for GETXATTR and LISTXATTR the kernel then stops sending them for the mount's
+    life: ``no_getxattr``/``no_listxattr``)."""
     counts = RequestCounts(stats) if stats else None
-    ops, keep = _callbacks(fs, counts)
+    ops, keep = _callbacks(fs, counts, leave_out)
     argv_list = [b"cvmfs", b"-o", ",".join(options).encode()] + ([b"-d"] if debug else [])
     argv = (c_char_p * len(argv_list))(*argv_list)
     args = Args(len(argv_list), argv, 0)

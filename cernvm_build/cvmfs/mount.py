@@ -2,7 +2,7 @@
 
     python3 -m cernvm_build.cvmfs.mount --fqrn FQRN --server URL [--server URL...] --public-key PATH
         [--cache DIR] [--proxy P] [--tag T | --date D | --root-hash H] [--snapshot-file PATH]
-        [--foreground] MOUNTPOINT
+        [--no-magic-xattrs] [--prefetch-in-order] [--foreground] MOUNTPOINT
 
 Needs only the standard library, mfusepy and libfuse3.so.3 (found through ``FUSE_LIBRARY_PATH`` or
 ``ctypes.util.find_library``). Without ``--foreground`` it forks; the child opens and verifies the
@@ -85,6 +85,19 @@ def add_mount_options(p: argparse.ArgumentParser, *, servers_required: bool = Tr
         type=Path,
         metavar="FILE",
         help="write FUSE request counts and handler seconds (lines: name count seconds) here every 10 s",
+    )
+    p.add_argument(
+        "--no-magic-xattrs",
+        action="store_true",
+        help="show no virtual attributes (user.fqrn, user.revision, ...); if the revision has no "
+        "attributes of its own either, the kernel is told to stop asking (an OS root: overlayfs and "
+        "exec ask for every file)",
+    )
+    p.add_argument(
+        "--prefetch-in-order",
+        action="store_true",
+        help="fetch a directory's next files ahead only for a reader going through it in name order, "
+        "not on every open: for a CPU-starved guest, where every fetch ahead costs the reader",
     )
     p.add_argument("mountpoint", metavar="MOUNTPOINT")
 
@@ -210,6 +223,8 @@ def _serve(args: argparse.Namespace, repo: Repository, ready: int | None) -> Non
         allow_other=False if args.no_allow_other else None,
         debug=args.debug,
         stats=os.path.abspath(args.stats) if args.stats else None,
+        magic_xattrs=not args.no_magic_xattrs,
+        prefetch_in_order=args.prefetch_in_order,
     )
 
 

@@ -8,6 +8,7 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -214,3 +215,103 @@ def test_request_counts_are_written_for_a_diagnosis(published: tuple[Path, Path]
     assert got["readdirplus"][0] + got.get("readdir", (0, 0.0))[0] >= 2
     assert got["read"][0] >= 1
     assert all(s >= 0 for _n, s in got.values())
+
+
+def test_an_os_root_mount_shows_only_the_entries_own_attributes(
+    published: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """``--no-magic-xattrs`` (the μCernVM root): no ``user.fqrn``..., but the tree's own attributes
+    stay readable, on both front ends."""
+    for lib in sorted(FUSE_LIBS):
+        for m in _mount(published, tmp_path / f"mnt-{lib}", lib, "--no-magic-xattrs"):
+            hard = m / "sub/deeper/hard"
+            assert os.listxattr(hard) == ["user.origin"], lib
+            assert os.getxattr(hard, "user.origin") == b"test", lib
+            with pytest.raises(OSError) as e:
+                os.getxattr(m, "user.fqrn")
+            assert e.value.errno == errno.ENODATA, lib
+
+
+@pytest.fixture(scope="module")
+def bare(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A repository whose entries have no extended attributes (like the Debian OS tree)."""
+    from cernvm_build.cvmfs import keys as keymod
+    from cernvm_build.cvmfs.publish import create_repository, publish_tree
+
+    tmp = tmp_path_factory.mktemp("bare")
+    src = tmp / "src"
+    (src / "etc").mkdir(parents=True)
+    for i in range(40):
+        (src / "etc" / f"conf-{i:02d}").write_bytes(b"setting %d\n" % i)
+    (src / "bin").mkdir()
+    shutil.copy2("/bin/true", src / "bin" / "true")
+    keys = keymod.generate_keys(FQRN)
+    keys.save(tmp / "keys")
+    stratum = tmp / "stratum"
+    create_repository(stratum, FQRN, keys, timestamp=int(time.time()))
+    publish_tree(stratum, FQRN, keys, src)
+    return stratum, tmp / "keys" / f"{FQRN}.pub"
+
+
+def test_without_any_attributes_the_kernel_stops_asking_and_overlayfs_works(
+    bare: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """``--no-magic-xattrs`` over a tree without attributes: GETXATTR/LISTXATTR are answered ENOSYS
+    (by libfuse, no Python), so the kernel says EOPNOTSUPP from then on and never asks the daemon
+    again; overlayfs over it (the μCernVM root) still looks up, executes and copies files up."""
+    stats = tmp_path / "stats"
+    mounts = _mount(bare, tmp_path / "mnt", "libfuse3", "--no-magic-xattrs", "--stats", str(stats))
+    m = next(mounts)
+    ov = tmp_path / "ov"
+    try:
+        for _ in range(2):
+            for call in (lambda: os.getxattr(m / "etc/conf-01", "security.capability"),
+                         lambda: os.listxattr(m / "etc")):  # fmt: skip
+                with pytest.raises(OSError) as e:
+                    call()
+                assert e.value.errno == errno.EOPNOTSUPP
+        for d in ("upper", "work", "root"):
+            (ov / d).mkdir(parents=True)
+        opts = f"lowerdir={m},upperdir={ov / 'upper'},workdir={ov / 'work'}"
+        subprocess.run(["mount", "-t", "overlay", "overlay", "-o", opts, str(ov / "root")], check=True)
+        try:
+            root = ov / "root"
+            assert subprocess.run([str(root / "bin/true")], timeout=60).returncode == 0
+            with (root / "etc/conf-07").open("a") as f:  # a copy-up: reads the lower file's attributes
+                f.write("changed\n")
+            assert (ov / "upper/etc/conf-07").read_bytes() == b"setting 7\nchanged\n"
+            assert (m / "etc/conf-07").read_bytes() == b"setting 7\n"
+        finally:
+            subprocess.run(["umount", str(ov / "root")], check=False, timeout=60)
+    finally:
+        mounts.close()
+    deadline = time.monotonic() + 60  # the daemon's last write follows the unmount
+    while "read" not in (text := stats.read_text() if stats.exists() else "") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "read" in text and "lookup" in text
+    assert "xattr" not in text  # no attribute request reached Python
+
+
+def test_prefetch_in_order_fetches_ahead_only_for_a_reader_in_name_order(
+    bare: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """``--prefetch-in-order`` (the μCernVM root): opening one file of a directory fetches that file
+    only (by default its next 32 small siblings come too: 33 objects); a reader going through the
+    listed directory in name order gets the files after it fetched ahead."""
+    cache = tmp_path / "cache"
+
+    def copies() -> int:
+        return sum(1 for p in (cache / FQRN / "plain").rglob("*") if p.is_file())
+
+    for m in _mount(bare, tmp_path / "mnt", "libfuse3", "--prefetch-in-order", "--cache", str(cache)):
+        names = sorted(os.listdir(m / "etc"))
+        assert (m / "etc" / names[5]).read_bytes() == b"setting 5\n"
+        assert (m / "etc" / names[0]).read_bytes() == b"setting 0\n"  # backwards: no run either
+        time.sleep(1)  # what a prefetcher would have started by now
+        assert copies() == 2
+        for i in (1, 2, 3):
+            assert (m / "etc" / names[i]).read_bytes() == b"setting %d\n" % i
+        deadline = time.monotonic() + 60
+        while copies() < 10 and time.monotonic() < deadline:  # fetched ahead, in the background
+            time.sleep(0.1)
+        assert copies() >= 10
