@@ -32,6 +32,7 @@ from ..report import NULL_REPORTER, Reporter
 from . import config as config_mod
 from . import data as data_mod
 from . import gitdates
+from . import markdown as md_mod
 from . import search as search_mod
 from . import templates as tpl_mod
 from .cache import State
@@ -182,7 +183,8 @@ class Builder:
             jinja_cache = self.cache_dir / "jinja"
             jinja_cache.mkdir(parents=True, exist_ok=True)
             env = tpl_mod.environment(self.site_dir / "templates", jinja_cache)
-            outputs = plan(cfg, pageset, sources.assets, data, env)
+            css_key, css = _stylesheet(state, cfg.highlight_style)
+            outputs = plan(cfg, pageset, sources.assets, data, env, css)
             state.claim(str(self.out_dir))
             with contextlib.ExitStack() as stack:
                 new = not self.out_dir.exists()
@@ -199,7 +201,7 @@ class Builder:
                     target, outputs, pageset, old_outputs, env, state, fresh, new
                 )
             state.prune_md(set(keys.values()))
-            state.prune_code({k for m in metas.values() for k in m.get("code", ())})
+            state.prune_code({k for m in metas.values() for k in m.get("code", ())} | {css_key})
         finally:
             state.close()
         return BuildReport(
@@ -216,6 +218,22 @@ class Builder:
             warnings=self.warnings,
             sources={p.out: p.file for p in pageset.pages if p.file},
         )
+
+
+def _stylesheet(state: State, style: str) -> tuple[str, str]:
+    """The highlighting stylesheet and its key in the state, where it is kept beside the highlighted
+    blocks (keyed alike: the style, this renderer's code and Pygments' version): making it imports
+    Pygments' formatter and styles, which a build whose code blocks are all known never needs."""
+    key = md_mod.code_key("\0stylesheet", style)  # no fenced block has that language
+    rows = state.code()
+    try:
+        css = rows.get(key)
+    finally:
+        rows.close()
+    if css is None:
+        css = md_mod.pygments_css(style)
+        state.put_code({key: css})
+    return key, css
 
 
 def search_pages(jobs: list[Job]) -> dict[str, str]:

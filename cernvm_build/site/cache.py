@@ -7,8 +7,10 @@ keyed by the hash of everything that produced it.
 
 from __future__ import annotations
 
+import os
 import pickle
 import sqlite3
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -101,8 +103,9 @@ class State:
                 self.db.executemany("DELETE FROM sources WHERE file = ?", [(f,) for f in removed])
 
     # -- highlighted code blocks (markdown.code_key) -----------------------------------------------
-    def code(self) -> dict[str, str]:
-        return dict(self.db.execute("SELECT key, html FROM code"))
+    def code(self) -> CodeRows:
+        """The highlighted blocks, looked up as a page asks for them (``CodeRows``)."""
+        return CodeRows(self.path)
 
     def put_code(self, rows: dict[str, str]) -> None:
         with self.db:
@@ -148,3 +151,44 @@ class State:
             self.db.execute("BEGIN")
             self.db.executemany("INSERT OR REPLACE INTO outputs VALUES (?, ?, ?, ?)", rows)
             self.db.executemany("DELETE FROM outputs WHERE path = ?", [(p,) for p in removed])
+
+
+class CodeRows(Mapping[str, str]):
+    """The state's highlighted code blocks by key, read one by one as pages ask for them: a rebuild
+    renders the pages that changed and needs their few blocks, where loading the whole table cost it
+    more than rendering (tens of thousands of blocks on a big site). Each process (forked render
+    workers too) reads through its own connection: an SQLite connection must not cross a fork."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._pid = 0
+        self._db: sqlite3.Connection | None = None
+        self._seen: dict[str, str | None] = {}
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None or self._pid != os.getpid():
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._pid = os.getpid()
+            self._seen = {}
+        return self._db
+
+    def __getitem__(self, key: str) -> str:
+        if key in self._seen and self._pid == os.getpid():
+            got = self._seen[key]
+        else:
+            row = self._conn().execute("SELECT html FROM code WHERE key = ?", (key,)).fetchone()
+            got = self._seen[key] = row[0] if row else None
+        if got is None:
+            raise KeyError(key)
+        return got
+
+    def __iter__(self) -> Iterator[str]:
+        return (k for (k,) in self._conn().execute("SELECT key FROM code"))
+
+    def __len__(self) -> int:
+        return int(self._conn().execute("SELECT COUNT(*) FROM code").fetchone()[0])
+
+    def close(self) -> None:
+        if self._db is not None and self._pid == os.getpid():
+            self._db.close()
+        self._db = None

@@ -16,23 +16,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import unquote, urlsplit
 
-import pygments
 from markdown_it import MarkdownIt
 from markdown_it.rules_core import StateCore
 from markdown_it.token import Token
 from markdown_it.utils import OptionsDict, OptionsType
-from mdit_py_plugins.admon import admon_plugin
 from mdit_py_plugins.anchors import anchors_plugin
-from pygments.formatters import HtmlFormatter
-from pygments.lexer import Lexer
-from pygments.lexers import get_lexer_by_name
-from pygments.token import STANDARD_TYPES, _TokenType
-from pygments.util import ClassNotFound
 
 from . import mdtree
+
+if TYPE_CHECKING:
+    from pygments.lexer import Lexer
+    from pygments.token import _TokenType
+
+# Pygments is imported where a block is highlighted, not here: a rebuild whose code blocks are all
+# known from the state (``Code``) never lexes, and importing Pygments' lexer tables and styles was a
+# fifth of a one-page rebuild's imports (the stylesheet comes from the state too, ``build``).
 
 #: bump when the HTML this module produces changes, so cached renders are redone
 VERSION = "7"
@@ -70,6 +71,9 @@ def slugify(title: str) -> str:
 def _lexer(lang: str) -> Lexer | None:
     # Pygments looks lexers up by scanning its tables; a site uses a handful of languages thousands of
     # times, so keep the instances.
+    from pygments.lexers import get_lexer_by_name
+    from pygments.util import ClassNotFound
+
     try:
         return get_lexer_by_name(lang, stripnl=False, ensurenl=False)
     except ClassNotFound:
@@ -82,6 +86,8 @@ _CLASS: dict[_TokenType, str] = {}
 def _css_class(ttype: _TokenType) -> str:
     cls = _CLASS.get(ttype)
     if cls is None:
+        from pygments.token import STANDARD_TYPES
+
         t = ttype
         while t not in STANDARD_TYPES:
             t = t.parent
@@ -125,6 +131,8 @@ def _highlighted(lang: str, code: str) -> str:
 @lru_cache(maxsize=1)
 def _code_salt() -> bytes:
     # what a highlighted block depends on besides its language and text: this code and Pygments
+    import pygments  # its package module only: no lexer tables
+
     return (
         f"{VERSION}\0{pygments.__version__}\0".encode() + hashlib.sha256(Path(__file__).read_bytes()).digest()
     )
@@ -155,6 +163,8 @@ class Code:
 
 @lru_cache(maxsize=1)
 def _parser() -> MarkdownIt:
+    from mdit_py_plugins.admon import admon_plugin  # only pages the Rust parser cannot take need it
+
     md = MarkdownIt("commonmark")
     md.enable(["table", "strikethrough"])
     md.use(admon_plugin)
@@ -172,15 +182,18 @@ def _after_parse() -> MarkdownIt:
     return md
 
 
-def parse(text: str, env: dict[str, Any]) -> list[Token]:
+def parse(text: str, env: dict[str, Any]) -> tuple[list[Token], MarkdownIt]:
     """markdown-it-py's tokens for ``text``: from the Rust parser when ``mdtree`` has a rule for every
-    construct in it (much faster), else from markdown-it-py itself; the same tokens either way."""
+    construct in it (much faster), else from markdown-it-py itself; the same tokens either way. With
+    the parser whose renderer renders them (the Rust path's has no admonition rules: it has none of
+    their tokens, and the plugin is then not even imported)."""
     tokens = mdtree.tokens(text)
     if tokens is None:
-        return _parser().parse(text, env)
+        md = _parser()
+        return md.parse(text, env), md
     post = _after_parse()
     post.core.process(StateCore(text, post, env, tokens))
-    return tokens
+    return tokens, post
 
 
 def _inline_text(tok: Token) -> str:
@@ -237,12 +250,11 @@ def render(
 ) -> Rendered:
     """Render a page body. ``src_path`` is content-relative ('docs/a.md'); lines are file lines;
     ``known_code``: highlighted blocks by ``code_key`` (``Rendered.code`` of earlier renders)."""
-    md = _parser()
     code = Code(known_code or {})
+    env: dict[str, Any] = {}
+    tokens, md = parse(text, env)
     options = OptionsDict(cast(OptionsType, dict(md.options)))
     options["highlight"] = code
-    env: dict[str, Any] = {}
-    tokens = parse(text, env)
     lines = text.splitlines()
     src_dir = posixpath.dirname(src_path)
     links: list[Link] = []
@@ -326,6 +338,8 @@ def _without_headings(tokens: list[Token]) -> list[Token]:
 def pygments_css(style: str) -> str:
     """The highlighting stylesheet: light, and dark when the reader chose it (``data-theme``) or, without
     a choice, when the system prefers it."""
+    from pygments.formatters import HtmlFormatter
+
     light = HtmlFormatter(style=style).get_style_defs(".highlight")
     chosen = HtmlFormatter(style="github-dark").get_style_defs(':root[data-theme="dark"] .highlight')
     system = HtmlFormatter(style="github-dark").get_style_defs(':root:not([data-theme="light"]) .highlight')

@@ -8,12 +8,13 @@ with one job, everything runs in this process (forking costs more than it saves)
 
 from __future__ import annotations
 
-import multiprocessing
 from collections.abc import Callable, Sequence
-from multiprocessing.connection import Connection
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import BuildError
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
 
 S = TypeVar("S")
 T = TypeVar("T")
@@ -36,6 +37,8 @@ def fork_map(fn: Callable[[S, T], R], shared: S, items: Sequence[T], jobs: int) 
     """``[fn(shared, item) for item in items]``, in up to ``jobs`` forked processes; order kept."""
     if jobs <= 1 or len(items) < PARALLEL_MIN:
         return [fn(shared, item) for item in items]
+    import multiprocessing  # here: a small rebuild never forks, and the import costs it ~10 ms
+
     ctx = multiprocessing.get_context("fork")
     n = min(jobs, len(items))
     workers: list[tuple[Any, Connection]] = []

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BuildError, Location
-from . import markdown as md_mod
 from . import nav as nav_mod
 from . import templates as tpl_mod
 from . import versions as versions_mod
@@ -60,7 +59,7 @@ class _Fingerprints:
         return Job(out=out, fp=fp, template=template, context=ctx)
 
 
-def _asset_jobs(cfg: SiteConfig, assets: dict[str, Path]) -> tuple[list[Job], dict[str, str]]:
+def _asset_jobs(cfg: SiteConfig, assets: dict[str, Path], css: str) -> tuple[list[Job], dict[str, str]]:
     """Copies of the asset files and the generated ones; returns the jobs and each asset's digest."""
     jobs: list[Job] = []
     digests: dict[str, str] = {}
@@ -68,7 +67,7 @@ def _asset_jobs(cfg: SiteConfig, assets: dict[str, Path]) -> tuple[list[Job], di
         digest = sha("file", apath.read_bytes())
         digests[rel] = digest
         jobs.append(Job(out=rel, fp=sha("copy", digest), copy_from=apath))
-    generated = {"assets/pygments.css": md_mod.pygments_css(cfg.highlight_style).encode()}
+    generated = {"assets/pygments.css": css.encode()}
     for rel, blob in generated.items():
         digests[rel] = sha("file", blob)
         jobs.append(Job(out=rel, fp=sha("bytes", blob), data=blob))
@@ -292,11 +291,17 @@ def searchable(page: Page, archived: bool = False) -> bool:
 
 
 def plan(
-    cfg: SiteConfig, pageset: PageSet, assets: dict[str, Path], data: dict[str, Any], env: tpl_mod.Environment
+    cfg: SiteConfig,
+    pageset: PageSet,
+    assets: dict[str, Path],
+    data: dict[str, Any],
+    env: tpl_mod.Environment,
+    pygments_css: str,
 ) -> Plan:
-    """Every output of the site, links and served release files checked first."""
+    """Every output of the site, links and served release files checked first; ``pygments_css``: the
+    highlighting stylesheet (``markdown.pygments_css`` of the site's style)."""
     pages = pageset.pages
-    jobs, digests = _asset_jobs(cfg, assets)
+    jobs, digests = _asset_jobs(cfg, assets, pygments_css)
     site_ctx = _site_context(cfg, digests)
     nav = _Navigation(cfg, pageset, env)
     dated = sorted(

@@ -204,7 +204,11 @@ def render_markdown(
     reporter.progress("markdown", 0, total)
     known_code = state.code()
     new_code: dict[str, str] = {}
-    for n, res in enumerate(fork_map(_render_source, known_code, todo, jobs), 1):
+    try:
+        results = fork_map(_render_source, known_code, todo, jobs)
+    finally:
+        known_code.close()
+    for n, res in enumerate(results, 1):
         if len(res) == 2:
             errors.append(res[1])
             continue
