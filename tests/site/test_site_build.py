@@ -596,3 +596,40 @@ def test_unchanged_sources_are_not_read_and_an_edit_keeping_size_and_mtime_is_se
     monkeypatch.setattr(builtins, "open", real_open)
     assert b"obtain  security" in (out / "docs/guides/preservation/index.html").read_bytes()
     assert tree(out) == _clean(site, tmp_path, "clean", monkeypatch)
+
+
+#: a build in a new process (a rebuild as ``site build`` runs it), then the Pygments modules it imported
+_FRESH_BUILD = (
+    "import sys; from pathlib import Path; from cernvm_build.cli.reference import GENERATORS; "
+    "from cernvm_build.site.build import build_site; "
+    "r = build_site(Path(sys.argv[1]), Path(sys.argv[2]), generators=GENERATORS, jobs=1); "
+    "print(r.markdown_rendered, ' '.join(sorted(m for m in sys.modules if m.startswith('pygments.'))))"
+)
+
+
+def test_a_rebuild_whose_code_blocks_are_known_does_not_load_pygments(
+    site: Path, tmp_path: Path, edit: Edit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+    import sys
+
+    def fresh_build() -> list[str]:
+        proc = subprocess.run(
+            [sys.executable, "-c", _FRESH_BUILD, str(site), str(out)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return proc.stdout.split()
+
+    out = tmp_path / "out"
+    assert fresh_build()[1:] != []  # the first build highlights: Pygments is loaded
+    page = site / "content/docs/guides/preservation.md"
+    # prose changed: its blocks and the stylesheet come from the state, Pygments is never imported
+    edit(page, "no longer receive security updates", "no longer get security updates")
+    assert fresh_build() == ["1"]
+    assert tree(out) == _clean(site, tmp_path, "clean", monkeypatch)
+    # a new block is lexed: Pygments is loaded then, and the output is still a clean build's
+    edit(page, "cernvm-build container el6 --format apptainer", "cernvm-build container el6 --format docker")
+    assert fresh_build()[1:] != []
+    assert tree(out) == _clean(site, tmp_path, "clean2", monkeypatch)
