@@ -9,17 +9,16 @@ consumer must therefore start from scratch on every call.
 
 from __future__ import annotations
 
-import contextlib
-import http.client
 import logging
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import TypeVar
 
 from ..errors import CvmfsError, IntegrityError
+from .http1 import Connection, ProtocolError
 from .limits import human
 from .proxies import ProxyChain
 
@@ -28,6 +27,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 BLOCK = 1 << 20
 USER_AGENT = "cernvm-build-cvmfs/1"
+_AGENT = f"User-Agent: {USER_AGENT}\r\n".encode()
 #: idle kept-alive connections per server (proxy), shared by all threads
 MAX_IDLE = 16
 #: the most of an error or redirect page read to keep its connection; a bigger one closes it
@@ -122,117 +122,6 @@ class LocalFetcher(Fetcher):
             return consume(blocks())
 
 
-def _drained(resp: http.client.HTTPResponse) -> bool:
-    """Read a small unwanted body (error page, redirect) so the connection can be reused; False
-    when it is bigger than ``MAX_DRAIN`` (a hostile server's endless 404 page is not read)."""
-    if resp.isclosed() or resp.length == 0:
-        # read to its end already (its Content-Length says nothing of what is left; ``read1``
-        # leaves the response open at length 0 where ``read`` closes it; the connection sends its
-        # next request only once the response is closed)
-        resp.close()
-        return not resp.will_close
-    if resp.length is not None and resp.length > MAX_DRAIN:  # what is left of a declared length
-        return False
-    return len(resp.read(MAX_DRAIN + 1)) <= MAX_DRAIN and not resp.will_close
-
-
-#: bounds on a response's header block (http.client's own: a line, the number of lines)
-MAX_HEADER_LINE = 65536
-MAX_HEADERS = 100
-
-
-class _Headers:
-    """A response's header fields by lower-case name: what ``http.client.HTTPResponse`` asks of its
-    ``headers`` (``get``, ``get_all``, ``items``)."""
-
-    __slots__ = ("fields",)
-
-    def __init__(self, fields: list[tuple[str, str]]):
-        self.fields = fields
-
-    def get_all(self, name: str, failobj: list[str] | None = None) -> list[str] | None:
-        key = name.lower()
-        found = [v for k, v in self.fields if k == key]
-        return found or failobj
-
-    def get(self, name: str, failobj: str | None = None) -> str | None:
-        key = name.lower()
-        for k, v in self.fields:
-            if k == key:
-                return v
-        return failobj
-
-    def items(self) -> list[tuple[str, str]]:
-        return list(self.fields)
-
-
-def _header_fields(fp: BinaryIO) -> list[tuple[str, str]]:
-    """The header block up to its empty line, as (lower-case name, value); at most MAX_HEADERS
-    lines of at most MAX_HEADER_LINE bytes (http.client's bounds: a hostile server's endless
-    header costs 6.4 MB at most). A folded line continues the field before it."""
-    fields: list[tuple[str, str]] = []
-    lines = 0
-    while True:
-        line = fp.readline(MAX_HEADER_LINE + 1)
-        if len(line) > MAX_HEADER_LINE:
-            raise http.client.LineTooLong("header line")
-        if line in (b"\r\n", b"\n", b""):
-            return fields
-        lines += 1
-        if lines > MAX_HEADERS:
-            raise http.client.HTTPException(f"got more than {MAX_HEADERS} headers")
-        text = line.decode("iso-8859-1")
-        if text[0] in " \t" and fields:
-            name, value = fields[-1]
-            fields[-1] = (name, f"{value} {text.strip()}")
-            continue
-        name, colon, value = text.partition(":")
-        if colon:
-            fields.append((name.strip().lower(), value.strip()))
-
-
-class _Response(http.client.HTTPResponse):
-    """``http.client``'s response with the header block read by ``_header_fields``: the standard
-    one parses every response's headers through the ``email`` package, about a fifth of the mount
-    daemon's CPU on a cold read of small files (profiled). The rest (status line, chunked and
-    length-bound bodies, keep-alive) is ``http.client``'s; this ``begin`` is its own but for the
-    header parser."""
-
-    def begin(self) -> None:
-        if self.headers is not None:
-            return
-        while True:
-            version, status, reason = self._read_status()  # type: ignore[attr-defined]
-            if status != http.client.CONTINUE:
-                break
-            _header_fields(self.fp)
-        self.code = self.status = status
-        self.reason = reason.strip()
-        if version in ("HTTP/1.0", "HTTP/0.9"):
-            self.version = 10
-        elif version.startswith("HTTP/1."):
-            self.version = 11
-        else:
-            raise http.client.UnknownProtocol(version)
-        headers = _Headers(_header_fields(self.fp))
-        self.headers = self.msg = headers  # type: ignore[assignment]
-        encoding = headers.get("transfer-encoding")
-        self.chunked = bool(encoding and encoding.lower() == "chunked")
-        self.chunk_left = None
-        self.will_close = self._check_close()  # type: ignore[attr-defined]
-        self.length = None
-        length = headers.get("content-length")
-        if length and not self.chunked:
-            with contextlib.suppress(ValueError):
-                self.length = int(length)
-            if self.length is not None and self.length < 0:
-                self.length = None
-        if status in (204, 304) or 100 <= status < 200 or self._method == "HEAD":  # type: ignore[attr-defined]
-            self.length = 0
-        if not self.will_close and not self.chunked and self.length is None:
-            self.will_close = True
-
-
 class _HttpStatus(Exception):
     def __init__(self, url: str, code: int, reason: str):
         super().__init__(f"{url}: HTTP {code} {reason}")
@@ -244,7 +133,7 @@ class Connections:
     many repositories on the same servers (the monitor probes a Stratum-1's repositories through one)."""
 
     def __init__(self) -> None:
-        self.idle: dict[tuple[str, str], list[http.client.HTTPConnection]] = {}
+        self.idle: dict[tuple[str, str], list[Connection]] = {}
         self.lock = threading.Lock()
 
 
@@ -311,7 +200,7 @@ class HttpFetcher(Fetcher):
                         if e.code < 500 and e.code != 429:
                             break
                         continue
-                    except (_TransportError, OSError, http.client.HTTPException, ValueError) as e:
+                    except (_TransportError, OSError, ProtocolError, ValueError) as e:
                         reason = e.__cause__ or e
                         last_error = f"{url}: {reason}"
                         log.debug("fetch %s (proxy %s) failed: %s", url, proxy or "DIRECT", reason)
@@ -338,20 +227,14 @@ class HttpFetcher(Fetcher):
             hint="check the server URLs and --proxy, or use the local cache for what it holds",
         )
 
-    def _connection(self, key: tuple[str, str], *, fresh: bool = False) -> http.client.HTTPConnection:
-        if not fresh:
-            with self._idle_lock:
-                idle = self._idle.get(key)
-                if idle:
-                    return idle.pop()
-        scheme, netloc = key
-        conn = (http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection)(
-            netloc, timeout=self.timeout
-        )
-        conn.response_class = _Response
-        return conn
+    def _connection(self, key: tuple[str, str]) -> Connection:
+        with self._idle_lock:
+            idle = self._idle.get(key)
+            if idle:
+                return idle.pop()
+        return Connection(key[0], key[1], self.timeout)
 
-    def _release(self, key: tuple[str, str], conn: http.client.HTTPConnection) -> None:
+    def _release(self, key: tuple[str, str], conn: Connection) -> None:
         with self._idle_lock:
             idle = self._idle.setdefault(key, [])
             if len(idle) < MAX_IDLE:
@@ -370,42 +253,43 @@ class HttpFetcher(Fetcher):
     ) -> T:
         target = urllib.parse.urlsplit(url)
         via = urllib.parse.urlsplit(proxy) if proxy else target
-        scheme, netloc = via.scheme or "http", via.netloc
+        key = (via.scheme or "http", via.netloc)
         path = url if proxy else (target.path or "/") + (f"?{target.query}" if target.query else "")
-        headers = {"User-Agent": USER_AGENT, "Host": target.netloc}
-        key = (scheme, netloc)
-        conn = self._connection(key)
+        conn: Connection | None = self._connection(key)
+        assert conn is not None
         reused = conn.sock is not None
         try:
-            conn.request("GET", path, headers=headers)
-            resp = conn.getresponse()
-        except (OSError, http.client.HTTPException):
+            resp = conn.get(path, target.netloc, _AGENT)
+        except (OSError, ProtocolError):
             conn.close()
             if not reused:
                 raise
             # The server closed the idle kept-alive connection: one fresh try, not a failed attempt.
-            conn = self._connection(key, fresh=True)
+            conn = Connection(key[0], key[1], self.timeout)
             try:
-                conn.request("GET", path, headers=headers)
-                resp = conn.getresponse()
+                resp = conn.get(path, target.netloc, _AGENT)
             except BaseException:
                 conn.close()
                 raise
         ok = False
         try:
             if resp.status in (301, 302, 303, 307, 308) and redirects > 0:
-                location = resp.getheader("Location")
-                ok = _drained(resp)
+                location = resp.headers.get("location")
+                ok = resp.drain(MAX_DRAIN)
                 if not location:
                     raise _HttpStatus(url, resp.status, "redirect without Location")
                 following = urllib.parse.urljoin(url, location)
                 if urllib.parse.urlsplit(following).scheme not in ("http", "https"):
                     raise _HttpStatus(url, resp.status, f"redirect to a non-HTTP URL {following[:200]!r}")
+                if ok:  # given back before following: a redirect to the same server reuses it
+                    self._release(key, conn)
+                    ok = False
+                    conn = None
                 return self._get(following, proxy, consume, what, limit, redirects - 1)
             if resp.status != 200:
-                ok = _drained(resp)
+                ok = resp.drain(MAX_DRAIN)
                 raise _HttpStatus(url, resp.status, resp.reason[:200])
-            expected = resp.length  # the Content-Length _Response read (None: chunked or unsaid)
+            expected = resp.length  # the declared Content-Length (None: chunked or unsaid)
             if limit is not None and expected is not None and expected > limit:
                 raise too_large(self.repo, what, limit)  # refused without reading the body
 
@@ -416,9 +300,9 @@ class HttpFetcher(Fetcher):
                 window, window_got = time.monotonic(), 0
                 while True:
                     try:
-                        # read1: what has arrived (read(n) waits for n bytes, however long that is)
+                        # read1: what has arrived (waiting for a whole block could take however long)
                         block = resp.read1(BLOCK)
-                    except (OSError, http.client.HTTPException) as e:
+                    except (OSError, ProtocolError) as e:
                         raise _TransportError(f"transfer broke: {e}") from e
                     now = time.monotonic()
                     if until is not None and now > until:
@@ -441,13 +325,15 @@ class HttpFetcher(Fetcher):
                     raise _TransportError(f"transfer ended after {got} of {expected} bytes")
 
             result = consume(capped(blocks(), limit, self.repo, what))
-            ok = _drained(resp)  # whatever the consumer left, so the connection can be reused
+            # whatever the consumer left, so the connection can be reused
+            ok = resp.drain(MAX_DRAIN)
             return result
         finally:
-            if ok:
-                self._release(key, conn)
-            else:
-                conn.close()
+            if conn is not None:
+                if ok:
+                    self._release(key, conn)
+                else:
+                    conn.close()
 
 
 def make_fetcher(
