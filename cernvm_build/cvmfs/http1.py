@@ -83,12 +83,12 @@ class Connection:
 
     def get(self, target: str, host: str, headers: bytes = b"") -> Response:
         """Send ``GET target`` (``headers``: extra CRLF-ended lines) and read the answer's head."""
+        if any(c in target for c in " \r\n") or any(c in host for c in " \r\n"):
+            raise ProtocolError(f"refusing a request line with whitespace in it: {target[:200]!r}")
         if self.sock is None:
             sock = socket.create_connection((self.host, self.port), self.timeout)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.sock = _tls(sock, self.host) if self.scheme == "https" else sock
-        if any(c in target for c in " \r\n") or any(c in host for c in " \r\n"):
-            raise ProtocolError(f"refusing a request line with whitespace in it: {target[:200]!r}")
         self.sock.sendall(f"GET {target} HTTP/1.1\r\nHost: {host}\r\n".encode() + headers + b"\r\n")
         return Response(self)
 

@@ -1,0 +1,215 @@
+"""The fetcher's own HTTP/1.1 client (``http1.py``) against real local servers: a standard
+``http.server`` (keep-alive, redirects, chunked and length-bound bodies, bodies ended by the
+connection) and raw sockets that misbehave (a huge header, a body longer or shorter than its
+Content-Length, a broken chunk, a head trickled in a byte at a time)."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler
+
+import pytest
+
+from cernvm_build.cvmfs.fetch import HttpFetcher, Unreachable
+from cernvm_build.cvmfs.http1 import Connection, ProtocolError, split_netloc
+from tests.support import listening
+from tests.support.hostile import http_server
+
+pytestmark = pytest.mark.integration
+
+BIG = random.Random(5).randbytes(3 << 20)  # more than one recv, more than one fetch block
+
+
+class _Origin(BaseHTTPRequestHandler):
+    """/len/N: N bytes with a Content-Length; /chunked/N: the same chunked in odd sizes;
+    /redirect: 302 to /len/5 (relative); /gone: 404 with a small page; /close: HTTP/1.0-style body
+    ended by closing the connection. Counts the connections it accepted."""
+
+    protocol_version = "HTTP/1.1"
+    connections: list[int] = []  # noqa: RUF012 - test-local record
+
+    def setup(self) -> None:
+        super().setup()
+        type(self).connections.append(1)
+
+    def log_message(self, *a: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        kind, _, arg = self.path.strip("/").partition("/")
+        if kind == "len":
+            body = BIG[: int(arg)]
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        elif kind == "chunked":
+            body = BIG[: int(arg)]
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            pos, step = 0, 1
+            while pos < len(body):
+                piece = body[pos : pos + step]
+                self.wfile.write(b"%x;ext=1\r\n%s\r\n" % (len(piece), piece))
+                pos, step = pos + len(piece), step * 7 + 3
+            self.wfile.write(b"0\r\nX-Trailer: yes\r\n\r\n")
+        elif kind == "redirect":
+            self.send_response(302)
+            self.send_header("Location", "../len/5")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif kind == "close":
+            self.send_response(200)
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(BIG[:1000])
+            self.close_connection = True
+        else:
+            self.send_response(404)
+            self.send_header("Content-Length", "9")
+            self.end_headers()
+            self.wfile.write(b"not found")
+
+
+@pytest.fixture
+def origin() -> Iterator[str]:
+    _Origin.connections = []
+    with http_server(_Origin) as url:
+        yield url
+
+
+def test_bodies_by_length_chunked_and_connection_end_and_redirects_on_kept_alive_connections(
+    origin: str,
+) -> None:
+    f = HttpFetcher([origin], repo="x", retries=0)
+    assert f.get("len/0", what="empty") == b""
+    assert f.get("len/5", what="small") == BIG[:5]
+    assert f.get(f"len/{len(BIG)}", what="big") == BIG
+    assert f.get("chunked/100000", what="chunked") == BIG[:100000]
+    assert f.get("redirect/x", what="moved") == BIG[:5]  # relative Location, same server
+    with pytest.raises(Exception, match="not found"):
+        f.get("gone", what="gone")
+    assert len(_Origin.connections) == 1  # all of it on one kept-alive connection
+    assert f.get("close", what="ended by close") == BIG[:1000]
+    assert f.get("len/7", what="after") == BIG[:7]
+    assert len(_Origin.connections) == 2  # a body ended by the connection's end leaves no connection
+
+
+def test_a_connection_reads_one_answer_after_another(origin: str) -> None:
+    scheme, _, netloc = origin.partition("://")
+    conn = Connection(scheme, netloc, 5)
+    for size in (10, 70000, 0):
+        resp = conn.get(f"/len/{size}", netloc)
+        assert (resp.status, resp.length) == (200, size)
+        got = b""
+        while block := resp.read1(1 << 20):
+            got += block
+        assert got == BIG[:size] and resp.reusable
+    resp = conn.get("/nowhere", netloc)
+    assert resp.status == 404 and resp.drain(100) and resp.reusable
+    conn.close()
+    assert split_netloc("[::1]:8080", "http") == ("::1", 8080)
+    assert split_netloc("example.org", "https") == ("example.org", 443)
+
+
+def _answers(*answers: bytes | Callable[[socket.socket], None]) -> contextlib.AbstractContextManager[int]:
+    """A raw server: each request, on whatever connection, gets the next answer (raw bytes, or a
+    function that writes to the socket itself); after the last one connections are closed."""
+    left = list(answers)
+
+    def handle(conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            while left and conn.recv(65536):
+                answer = left.pop(0)
+                if callable(answer):
+                    answer(conn)
+                else:
+                    conn.sendall(answer)
+
+    return listening(handle)
+
+
+def _fails(port: int, match: str, **kw: float) -> str:
+    f = HttpFetcher([f"http://127.0.0.1:{port}/r"], repo="x", retries=0, **kw)  # type: ignore[arg-type]
+    with pytest.raises(Unreachable) as err:
+        f.get("obj", what="object")
+    message = str(err.value)
+    assert "\n" not in message and match in message, message
+    return message
+
+
+def test_a_huge_header_line_or_too_many_lines_is_one_failed_transfer() -> None:
+    with _answers(b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n") as port:
+        _fails(port, "header line longer than 65536 bytes")
+    with _answers(b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 200000) as port:  # no line end at all
+        _fails(port, "header line longer than 65536 bytes")
+    with _answers(b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 5000) as port:  # no end of the head
+        _fails(port, "got more than 100 headers")
+    with _answers(b"SSH-2.0-OpenSSH\r\n\r\n") as port:
+        _fails(port, "not an HTTP/1.x status line")
+
+
+def test_a_body_shorter_or_longer_than_its_length_or_a_broken_chunk_is_not_taken() -> None:
+    with _answers(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort") as port:
+        _fails(port, "transfer ended after 5 of 100 bytes")
+    with _answers(b"HTTP/1.1 200 OK\r\nContent-Length: 1x\r\n\r\n1x") as port:
+        _fails(port, "bad Content-Length")
+    with _answers(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabc") as port:
+        _fails(port, "the connection ended inside a chunk")
+    with _answers(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n") as port:
+        _fails(port, "bad chunk size line")
+    with _answers(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n0\r\n\r\n") as port:
+        _fails(port, "a chunk longer than its size line says")
+    # More bytes than the Content-Length: the answer is the declared bytes, and what followed is
+    # never read as the next answer (the connection is not kept).
+    with _answers(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nfake",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nreal",
+    ) as port:
+        f = HttpFetcher([f"http://127.0.0.1:{port}/r"], repo="x", retries=0)
+        assert f.get("a", what="a") == b"ok"
+        assert f.get("b", what="b") == b"real"
+
+
+def test_a_head_trickled_in_a_byte_at_a_time_is_given_up() -> None:
+    """Every read comes well within the timeout, but the head never ends: given up after twice
+    the timeout, one line (``http.client`` would read 100 lines of 64 KiB a byte at a time)."""
+    stop = threading.Event()
+
+    def trickle(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\n")
+        while not stop.is_set():
+            conn.sendall(b"X")
+            time.sleep(0.05)
+
+    with _answers(trickle) as port:
+        try:
+            _fails(port, "response head took more than 2x the timeout", timeout=0.3)
+        finally:
+            stop.set()
+
+
+def test_a_server_that_never_answers_times_out() -> None:
+    def silent(conn: socket.socket) -> None:
+        time.sleep(3)
+
+    with _answers(silent) as port:
+        _fails(port, "timed out", timeout=0.3)
+
+
+def test_a_dead_first_server_fails_over_to_the_next(origin: str) -> None:
+    with _answers(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\ntruncated"[:30]) as port:
+        f = HttpFetcher([f"http://127.0.0.1:{port}", origin], repo="x", retries=0)
+        assert f.get("len/11", what="object") == BIG[:11]
+
+
+def test_a_request_line_with_whitespace_is_refused_before_sending() -> None:
+    conn = Connection("http", "127.0.0.1:9", 1)
+    with pytest.raises(ProtocolError, match="whitespace"):
+        conn.get("/a b", "127.0.0.1")
