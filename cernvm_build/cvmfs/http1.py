@@ -107,10 +107,10 @@ class Connection:
         return Response(self)
 
     # -- reading -----------------------------------------------------------------------------------
-    def _recv(self, n: int) -> bytes:
+    def _recv(self, n: int, flags: int = 0) -> bytes:
         assert self.sock is not None
         try:
-            return self.sock.recv(n)
+            return self.sock.recv(n, flags)
         except BlockingIOError:  # SO_RCVTIMEO ran out
             raise TimeoutError("timed out") from None
 
@@ -260,7 +260,8 @@ class Response:
         return done and not self.will_close and not self._conn._buf
 
     def read1(self, n: int) -> bytes:
-        """Up to ``n`` bytes of the body (at most one recv); b"" at its end. A body cut short by
+        """Up to ``n`` bytes of the body (one recv: all ``n`` of a length-bound plain-HTTP body
+        unless the timeout or the connection's end comes first); b"" at its end. A body cut short by
         the connection's end: b"" (the caller compares with ``length``) or, chunked, ProtocolError."""
         if self.chunked:
             return self._chunk(n)
@@ -274,6 +275,15 @@ class Response:
         if buf:
             data = buf[:n]
             conn._buf = buf[n:]
+        elif left is not None and conn.scheme == "http":
+            # All ``n`` bytes in one call (or what came within the timeout, or up to the end):
+            # never more than the body, and on a big object a few 1 MiB blocks instead of one per
+            # segment that happened to arrive, each block a round of GIL hand-offs downstream
+            # (hash, inflate, write) among the daemon's threads.
+            data = conn._recv(n, socket.MSG_WAITALL)
+            if not data:
+                self.will_close = True
+                return b""
         else:
             data = conn._recv(n if n < RECV else RECV)
             if not data:
