@@ -203,6 +203,30 @@ def test_a_server_that_never_answers_times_out() -> None:
         _fails(port, "timed out", timeout=0.3)
 
 
+def test_a_body_that_stalls_is_a_timeout_not_a_short_body() -> None:
+    """The kernel keeps the socket timeout (``SO_RCVTIMEO``): a recv that runs out comes back as
+    EAGAIN, which must fail the transfer, never end the body (a body ended by the connection's
+    close would otherwise be taken as complete when the server only stalled)."""
+    stop = threading.Event()
+
+    def stall(head: bytes) -> Callable[[socket.socket], None]:
+        def answer(conn: socket.socket) -> None:
+            conn.sendall(head + b"partial")
+            stop.wait(5)
+
+        return answer
+
+    try:
+        for head in (
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n",  # ended by close
+            b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n",
+        ):
+            with _answers(stall(head)) as port:
+                _fails(port, "timed out", timeout=0.3)
+    finally:
+        stop.set()
+
+
 def test_a_dead_first_server_fails_over_to_the_next(origin: str) -> None:
     with _answers(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\ntruncated"[:30]) as port:
         f = HttpFetcher([f"http://127.0.0.1:{port}", origin], repo="x", retries=0)
