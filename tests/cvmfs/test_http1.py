@@ -6,15 +6,19 @@ Content-Length, a broken chunk, a head trickled in a byte at a time)."""
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import random
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
+from cernvm_build.cvmfs import http1
 from cernvm_build.cvmfs.fetch import HttpFetcher, Unreachable
 from cernvm_build.cvmfs.http1 import Connection, ProtocolError, split_netloc
 from tests.support import listening
@@ -237,3 +241,87 @@ def test_a_request_line_with_whitespace_is_refused_before_sending() -> None:
     conn = Connection("http", "127.0.0.1:9", 1)
     with pytest.raises(ProtocolError, match="whitespace"):
         conn.get("/a b", "127.0.0.1")
+
+
+def _ca_and_server_cert(tmp: Path, cn: str) -> tuple[Path, Path, Path]:
+    """A CA (its certificate file) and a server certificate + key for 127.0.0.1 signed by it."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    ca = (
+        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    server = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    pem = serialization.Encoding.PEM
+    paths = tmp / f"{cn}-ca.pem", tmp / f"{cn}-server.pem", tmp / f"{cn}-server.key"
+    paths[0].write_bytes(ca.public_bytes(pem))
+    paths[1].write_bytes(server.public_bytes(pem))
+    paths[2].write_bytes(
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return paths
+
+
+@contextlib.contextmanager
+def _tls_origin(cert: Path, key: Path) -> Iterator[str]:
+    """``_Origin`` behind TLS on 127.0.0.1 (a real handshake: the server's certificate is ``cert``)."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Origin)
+    httpd.daemon_threads = True
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"https://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_https_verifies_the_server_and_keeps_its_connection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """https goes through the same client: the server's certificate is checked against the system's
+    trust (here ``SSL_CERT_FILE``, which OpenSSL's default paths read) and its name; bodies of every
+    kind arrive whole on one kept-alive TLS connection; a server the trust does not vouch for is one
+    failed transfer, never a body."""
+    ca, cert, key = _ca_and_server_cert(tmp_path, "trusted")
+    other_ca, _, _ = _ca_and_server_cert(tmp_path, "other")
+    _Origin.connections = []
+    with _tls_origin(cert, key) as url:
+        monkeypatch.setattr(http1, "_ssl_context", None)
+        monkeypatch.setenv("SSL_CERT_FILE", str(ca))
+        f = HttpFetcher([url], repo="x", retries=0)
+        assert f.get("len/5", what="small") == BIG[:5]
+        assert f.get(f"len/{len(BIG)}", what="big") == BIG
+        assert f.get("chunked/100000", what="chunked") == BIG[:100000]
+        assert f.get("redirect/x", what="moved") == BIG[:5]
+        assert len(_Origin.connections) == 1
+
+        monkeypatch.setattr(http1, "_ssl_context", None)
+        monkeypatch.setenv("SSL_CERT_FILE", str(other_ca))
+        f = HttpFetcher([url], repo="x", retries=0)
+        with pytest.raises(Unreachable) as err:
+            f.get("len/5", what="object")
+        assert "\n" not in str(err.value) and "CERTIFICATE_VERIFY_FAILED" in str(err.value), err.value
+    monkeypatch.setattr(http1, "_ssl_context", None)
