@@ -16,6 +16,7 @@ to its end with nothing after it.
 
 from __future__ import annotations
 
+import math
 import socket
 import struct
 import time
@@ -63,6 +64,15 @@ def split_netloc(netloc: str, scheme: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def timeval(seconds: float) -> bytes:
+    """``seconds`` as the kernel's socket timeout (``struct timeval``), rounded up to whole
+    microseconds: a zero timeval means "wait forever", so a timeout below 1 µs must not become one."""
+    if not 0 < seconds <= 86400:  # nan too
+        raise ValueError(f"a socket timeout of {seconds} s (expected more than 0, at most 86400)")
+    micro = math.ceil(seconds * 1_000_000)
+    return struct.pack("ll", micro // 1_000_000, micro % 1_000_000)
+
+
 class Connection:
     """One connection to ``netloc`` (a server or a proxy); opened on the first request."""
 
@@ -96,7 +106,7 @@ class Connection:
                 # instead of by Python, which polls before every recv and send: a system call and a
                 # GIL hand-off less per call, thousands on a cold read.
                 sock.settimeout(None)
-                limit = struct.pack("ll", int(self.timeout), int(self.timeout % 1 * 1e6))
+                limit = timeval(self.timeout)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, limit)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, limit)
             self.sock = sock

@@ -154,6 +154,8 @@ def _open(args: argparse.Namespace) -> Repository:
         except OSError as e:
             raise CvmfsError(f"{args.cache}: cache directory unusable: {e.strerror}") from e
     source: str | Sequence[str] = servers[0] if len(servers) == 1 else servers
+    if not 0 < args.timeout <= 86400:  # nan too: it compares false
+        raise UsageError(f"--timeout {args.timeout}: expected seconds, more than 0 and at most 86400")
     if args.quota_limit is not None and (cache is None or args.quota_limit < 1):
         raise UsageError("--quota-limit needs --cache and a size of at least 1 MB")
     repo = open_repository(

@@ -10,6 +10,7 @@ import ipaddress
 import random
 import socket
 import ssl
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -205,6 +206,19 @@ def test_a_server_that_never_answers_times_out() -> None:
 
     with _answers(silent) as port:
         _fails(port, "timed out", timeout=0.3)
+
+
+def test_the_kernel_timeout_rounds_up_and_refuses_what_is_no_timeout() -> None:
+    """A zero ``struct timeval`` is no timeout at all to the kernel: 1e-7 s must not become one."""
+
+    def unpack(seconds: float) -> tuple[int, int]:
+        return struct.unpack("ll", http1.timeval(seconds))  # type: ignore[return-value]
+
+    assert unpack(2.5) == (2, 500000) and unpack(10) == (10, 0)
+    assert unpack(1e-9) == (0, 1) and unpack(1.0000001) == (1, 1)
+    for bad in (0, -1, float("nan"), float("inf"), 86401):
+        with pytest.raises(ValueError, match="socket timeout"):
+            http1.timeval(bad)
 
 
 def test_a_body_that_stalls_is_a_timeout_not_a_short_body() -> None:

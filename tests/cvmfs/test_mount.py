@@ -145,6 +145,18 @@ def test_https_without_ssl_is_one_error_line(fx: Fixture, mnt: Path) -> None:
     )
 
 
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
+def test_a_timeout_that_is_no_timeout_is_one_error_line(fx: Fixture, mnt: Path, value: str) -> None:
+    """The mount daemon's ``--timeout`` (the initrd's, from user data) is checked before any fetch:
+    0, negative, nan or inf would be no deadline at all (or a traceback) deep in the socket layer."""
+    cmd = [sys.executable, "-m", "cernvm_build.cvmfs.mount", "--fqrn", FQRN, "--server", str(fx.root)]
+    cmd += ["--public-key", str(fx.pub), "--timeout", value, str(mnt)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+    assert f"--timeout {float(value)}: expected seconds, more than 0 and at most 86400" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
 def test_cli_mount_of_a_local_directory(fx: Fixture, mnt: Path) -> None:
     """``cernvm-build cvmfs mount DIR MOUNTPOINT --tag T``: keys found beside the repository."""
     cmd = [sys.executable, "-m", "cernvm_build.cli.main", "cvmfs", "mount", str(fx.root), str(mnt)]
