@@ -27,11 +27,21 @@ FQRN = "inodes.cernvm.test"
 WIDE = 700  # entries in one directory: several 4 KiB READDIRPLUS buffers
 
 
-@pytest.fixture(scope="module")
-def published(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def _publish(tmp: Path, src: Path) -> tuple[Path, Path]:
+    """``src`` published as a new repository under ``tmp``: (its stratum folder, its public key)."""
     from cernvm_build.cvmfs import keys as keymod
     from cernvm_build.cvmfs.publish import create_repository, publish_tree
 
+    keys = keymod.generate_keys(FQRN)
+    keys.save(tmp / "keys")
+    stratum = tmp / "stratum"
+    create_repository(stratum, FQRN, keys, timestamp=int(time.time()))
+    publish_tree(stratum, FQRN, keys, src)
+    return stratum, tmp / "keys" / f"{FQRN}.pub"
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     tmp = tmp_path_factory.mktemp("inodes")
     src = tmp / "src"
     (src / "wide").mkdir(parents=True)
@@ -42,12 +52,7 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     os.link(src / "sub" / "deeper" / "file", src / "sub" / "deeper" / "hard")  # same directory: cvmfs
     os.symlink("deeper/file", src / "sub" / "link")
     os.setxattr(src / "sub" / "deeper" / "hard", "user.origin", b"test")
-    keys = keymod.generate_keys(FQRN)
-    keys.save(tmp / "keys")
-    stratum = tmp / "stratum"
-    create_repository(stratum, FQRN, keys, timestamp=int(time.time()))
-    publish_tree(stratum, FQRN, keys, src)
-    return stratum, tmp / "keys" / f"{FQRN}.pub"
+    return _publish(tmp, src)
 
 
 def _mount(published: tuple[Path, Path], mnt: Path, lib: str, *extra: str) -> Iterator[Path]:
@@ -235,9 +240,6 @@ def test_an_os_root_mount_shows_only_the_entries_own_attributes(
 @pytest.fixture(scope="module")
 def bare(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A repository whose entries have no extended attributes (like the Debian OS tree)."""
-    from cernvm_build.cvmfs import keys as keymod
-    from cernvm_build.cvmfs.publish import create_repository, publish_tree
-
     tmp = tmp_path_factory.mktemp("bare")
     src = tmp / "src"
     (src / "etc").mkdir(parents=True)
@@ -245,12 +247,7 @@ def bare(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         (src / "etc" / f"conf-{i:02d}").write_bytes(b"setting %d\n" % i)
     (src / "bin").mkdir()
     shutil.copy2("/bin/true", src / "bin" / "true")
-    keys = keymod.generate_keys(FQRN)
-    keys.save(tmp / "keys")
-    stratum = tmp / "stratum"
-    create_repository(stratum, FQRN, keys, timestamp=int(time.time()))
-    publish_tree(stratum, FQRN, keys, src)
-    return stratum, tmp / "keys" / f"{FQRN}.pub"
+    return _publish(tmp, src)
 
 
 def test_without_any_attributes_the_kernel_stops_asking_and_overlayfs_works(

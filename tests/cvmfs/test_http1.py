@@ -14,7 +14,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -296,20 +296,11 @@ def _ca_and_server_cert(tmp: Path, cn: str) -> tuple[Path, Path, Path]:
     return paths
 
 
-@contextlib.contextmanager
-def _tls_origin(cert: Path, key: Path) -> Iterator[str]:
-    """``_Origin`` behind TLS on 127.0.0.1 (a real handshake: the server's certificate is ``cert``)."""
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Origin)
-    httpd.daemon_threads = True
+def _tls(cert: Path, key: Path) -> ssl.SSLContext:
+    """A server context presenting ``cert`` (a real handshake)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
-    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        yield f"https://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    return context
 
 
 def test_https_verifies_the_server_and_keeps_its_connection(
@@ -322,7 +313,7 @@ def test_https_verifies_the_server_and_keeps_its_connection(
     ca, cert, key = _ca_and_server_cert(tmp_path, "trusted")
     other_ca, _, _ = _ca_and_server_cert(tmp_path, "other")
     _Origin.connections = []
-    with _tls_origin(cert, key) as url:
+    with http_server(_Origin, _tls(cert, key)) as url:
         monkeypatch.setattr(http1, "_ssl_context", None)
         monkeypatch.setenv("SSL_CERT_FILE", str(ca))
         f = HttpFetcher([url], repo="x", retries=0)

@@ -24,6 +24,7 @@ import os
 import random
 import shutil
 import sqlite3
+import ssl
 import stat
 import struct
 import subprocess
@@ -766,13 +767,16 @@ class MitmServer:
 
 
 @contextlib.contextmanager
-def http_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
-    """A hostile server of any behaviour (``handler``) on 127.0.0.1; yields its base URL."""
+def http_server(handler: type[BaseHTTPRequestHandler], tls: ssl.SSLContext | None = None) -> Iterator[str]:
+    """A hostile server of any behaviour (``handler``) on 127.0.0.1, behind ``tls`` (a server
+    context) if given; yields its base URL."""
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     httpd.daemon_threads = True
+    if tls is not None:
+        httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{httpd.server_address[1]}"
     finally:
         httpd.shutdown()
         httpd.server_close()
