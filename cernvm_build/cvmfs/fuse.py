@@ -18,6 +18,7 @@ import posixpath
 import stat
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import mfusepy
@@ -129,8 +130,24 @@ class InOrderPrefetcher(Prefetcher):
             super().opened(entry)
 
 
-def make_prefetcher(repo: Repository, in_order: bool) -> Prefetcher:
-    return InOrderPrefetcher(repo) if in_order else Prefetcher(repo)
+@dataclass(frozen=True)
+class Serving:
+    """How a mount serves beyond what the revision says, the same for both libfuse front ends.
+    ``magic_xattrs`` off: no virtual attributes (``user.fqrn``...), only the entries' own; when the
+    revision has none either, GETXATTR and LISTXATTR are answered ENOSYS, after which the kernel sends
+    none for the mount's life (the μCernVM root: overlayfs and exec ask for attributes of every
+    file, and FUSE caches none). ``prefetch_in_order``: a directory's files are fetched ahead only
+    for a reader going through it in name order (``InOrderPrefetcher``)."""
+
+    magic_xattrs: bool = True
+    prefetch_in_order: bool = False
+
+    def prefetcher(self, repo: Repository) -> Prefetcher:
+        return InOrderPrefetcher(repo) if self.prefetch_in_order else Prefetcher(repo)
+
+    def any_xattrs(self, repo: Repository) -> bool:
+        """Whether the mount has attributes to show at all."""
+        return self.magic_xattrs or has_own_xattrs(repo)
 
 
 def statfs_numbers(repo: Repository) -> dict[str, int]:
@@ -202,8 +219,7 @@ class CvmfsOperations(mfusepy.Operations):  # type: ignore[misc]
         repo: Repository,
         *,
         on_ready: Callable[[], None] | None = None,
-        magic_xattrs: bool = True,
-        prefetch_in_order: bool = False,
+        serving: Serving = Serving(),
     ):
         self.repo = repo
         self.on_ready = on_ready
@@ -212,10 +228,10 @@ class CvmfsOperations(mfusepy.Operations):  # type: ignore[misc]
         self._lock = threading.Lock()
         # A mounted revision never changes, so entries can be kept; readdir fills this too.
         self._entries: dict[str, DirEntry] = {}
-        self._prefetch = make_prefetcher(repo, prefetch_in_order)
-        self._magic = magic_xattrs
-        #: no attributes to show at all: ENOSYS, and the kernel stops asking (``run_fuse``)
-        self._xattrs = magic_xattrs or has_own_xattrs(repo)
+        self._prefetch = serving.prefetcher(repo)
+        self._magic = serving.magic_xattrs
+        #: no attributes to show at all: ENOSYS, and the kernel stops asking (``Serving``)
+        self._xattrs = serving.any_xattrs(repo)
 
     # -- life cycle ------------------------------------------------------------------------------
     def init(self, path: str) -> None:
@@ -340,16 +356,10 @@ def run_fuse(
     allow_other: bool | None = None,
     debug: bool = False,
     stats: str | None = None,
-    magic_xattrs: bool = True,
-    prefetch_in_order: bool = False,
+    serving: Serving = Serving(),
 ) -> None:
     """Mount and serve until unmounted (blocks). Root mounts use /dev/fuse directly. ``stats``: a
-    file for the request counts (low-level client only). Not ``magic_xattrs``: no virtual attributes
-    (``user.fqrn``...), only the entries' own; when the revision has none either, GETXATTR and
-    LISTXATTR are answered ENOSYS, after which the kernel sends none for the mount's life (the
-    μCernVM root: overlayfs and exec ask for attributes of every file, and FUSE caches none).
-    ``prefetch_in_order``: a directory's files are fetched ahead only for a reader going through it
-    in name order (``InOrderPrefetcher``).
+    file for the request counts (low-level client only); ``serving``: the mount's choices (``Serving``).
 
     On libfuse3 (the initrd's, and the host's choice where both are installed: ``mount.py``) the
     low-level API serves (``fuse_inodes``); on libfuse2 mfusepy's high-level one (``CvmfsOperations``).
@@ -363,9 +373,8 @@ def run_fuse(
         flags += ["allow_other"] if allow_other else []
         try:
             fuse_inodes.serve_lowlevel(
-                repo, mountpoint, flags, on_ready=on_ready, debug=debug, stats=stats,
-                magic_xattrs=magic_xattrs, prefetch_in_order=prefetch_in_order,
-            )  # fmt: skip
+                repo, mountpoint, flags, on_ready=on_ready, debug=debug, stats=stats, serving=serving
+            )
         except RuntimeError as e:
             raise _mount_failed(repo, mountpoint, e) from e
         return
@@ -386,10 +395,9 @@ def run_fuse(
     if debug:
         options["debug"] = True
     try:
-        ops = CvmfsOperations(
-            repo, on_ready=on_ready, magic_xattrs=magic_xattrs, prefetch_in_order=prefetch_in_order
+        mfusepy.FUSE(
+            CvmfsOperations(repo, on_ready=on_ready, serving=serving), mountpoint, raw_fi=True, **options
         )
-        mfusepy.FUSE(ops, mountpoint, raw_fi=True, **options)
     except RuntimeError as e:  # mfusepy's report of a failed fuse_main
         raise _mount_failed(repo, mountpoint, e) from e
 

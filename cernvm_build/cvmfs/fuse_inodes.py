@@ -31,12 +31,11 @@ from .catalog import DirEntry, chunk_at
 from .fuse import (
     ENOATTR,
     ENTRY_CACHE,
+    Serving,
     _os_error,
     _target,
     children,
     dot_inode,
-    has_own_xattrs,
-    make_prefetcher,
     shown_size,
     statfs_numbers,
     xattr_names,
@@ -194,8 +193,7 @@ class InodeFilesystem(ll.Filesystem):
         repo: Repository,
         *,
         on_ready: Callable[[], None] | None = None,
-        magic_xattrs: bool = True,
-        prefetch_in_order: bool = False,
+        serving: Serving = Serving(),
     ):
         self.repo = repo
         self.on_ready = on_ready
@@ -210,11 +208,11 @@ class InodeFilesystem(ll.Filesystem):
         self._listings: collections.OrderedDict[int, _Listing] = collections.OrderedDict()
         self._dirs: dict[int, _Listing] = {}
         self._fh = itertools.count(1)
-        self._prefetch = make_prefetcher(repo, prefetch_in_order)
-        self._magic = magic_xattrs
+        self._prefetch = serving.prefetcher(repo)
+        self._magic = serving.magic_xattrs
         #: whether there are attributes to show at all (else ``serve_lowlevel`` leaves the requests
         #: to libfuse: ENOSYS, and the kernel stops asking)
-        self.xattrs = magic_xattrs or has_own_xattrs(repo)
+        self.xattrs = serving.any_xattrs(repo)
 
     # -- life cycle ------------------------------------------------------------------------------
     def init(self, conn: Any) -> None:
@@ -503,12 +501,9 @@ def serve_lowlevel(
     options: list[str],
     *,
     on_ready: Callable[[], None] | None = None,
-    magic_xattrs: bool = True,
-    prefetch_in_order: bool = False,
+    serving: Serving = Serving(),
     **kw: Any,
 ) -> None:
-    fs = InodeFilesystem(
-        repo, on_ready=on_ready, magic_xattrs=magic_xattrs, prefetch_in_order=prefetch_in_order
-    )
+    fs = InodeFilesystem(repo, on_ready=on_ready, serving=serving)
     leave_out = frozenset() if fs.xattrs else frozenset({"getxattr", "listxattr"})
     ll.serve(fs, mountpoint, options, leave_out=leave_out, **kw)

@@ -202,7 +202,7 @@ def _serve(args: argparse.Namespace, repo: Repository, ready: int | None) -> Non
     if "FUSE_LIBRARY_PATH" not in os.environ:
         _prefer_libfuse3()
     try:
-        from .fuse import run_fuse
+        from .fuse import Serving, run_fuse
     except OSError as e:  # mfusepy raises this when libfuse cannot be loaded
         raise CvmfsError(
             f"libfuse cannot be loaded: {e}",
@@ -225,8 +225,7 @@ def _serve(args: argparse.Namespace, repo: Repository, ready: int | None) -> Non
         allow_other=False if args.no_allow_other else None,
         debug=args.debug,
         stats=os.path.abspath(args.stats) if args.stats else None,
-        magic_xattrs=not args.no_magic_xattrs,
-        prefetch_in_order=args.prefetch_in_order,
+        serving=Serving(magic_xattrs=not args.no_magic_xattrs, prefetch_in_order=args.prefetch_in_order),
     )
 
 

@@ -225,11 +225,7 @@ def _stylesheet(state: State, style: str) -> tuple[str, str]:
     blocks (keyed alike: the style, this renderer's code and Pygments' version): making it imports
     Pygments' formatter and styles, which a build whose code blocks are all known never needs."""
     key = md_mod.code_key("\0stylesheet", style)  # no fenced block has that language
-    rows = state.code()
-    try:
-        css = rows.get(key)
-    finally:
-        rows.close()
+    css = state.code_html(key)
     if css is None:
         css = md_mod.pygments_css(style)
         state.put_code({key: css})

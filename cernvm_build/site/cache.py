@@ -107,6 +107,11 @@ class State:
         """The highlighted blocks, looked up as a page asks for them (``CodeRows``)."""
         return CodeRows(self.path)
 
+    def code_html(self, key: str) -> str | None:
+        """One highlighted block (or the stylesheet kept beside them), through this connection."""
+        row = self.db.execute("SELECT html FROM code WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
     def put_code(self, rows: dict[str, str]) -> None:
         with self.db:
             self.db.execute("BEGIN")
