@@ -60,7 +60,7 @@ create is all or nothing: failed or interrupted (Ctrl-C, SIGTERM) at any step, i
 
 
 CREATE_FLAGS = ("name", "cpus", "memory", "disk", "sharedFolder", "image", "profile", "network", "sshPort",
-                "sshUser", "waitTimeout")  # fmt: skip
+                "sshUser", "waitTimeout", "seed")  # fmt: skip
 IMPORT_FLAGS = ("name", "cpus", "memory", "disk", "sharedFolder")
 
 

@@ -54,6 +54,7 @@ class Settings:
     image_indexes: tuple[str, ...] = ()  # release index.json URLs that 'images pull NAME' searches
     release_keys: tuple[Path, ...] = ()  # OpenPGP public keys a release's SHA256SUMS must be signed by
     storage_pool: str = "cernvm-launch"  # libvirt pool on a remote hypervisor for the disks
+    seed: Path | None = None  # a pre-warmed scratch disk (qcow2) backing the instance's own (launch/seed.py)
 
     def merged(self, overrides: Mapping[str, Any]) -> Settings:
         """A copy with every non-None override applied (later sources win)."""
@@ -115,6 +116,9 @@ KEYS: tuple[Setting, ...] = (
     Setting("storagePool", Kind.STR, "libvirt storage pool for the disks on a remote hypervisor (made when "
             "missing)", default=DEFAULTS.storage_pool, field="storage_pool",
             pattern=r"[A-Za-z0-9][A-Za-z0-9_.-]*", pattern_help="a pool name"),
+    Setting("seed", Kind.PATH, "pre-warmed scratch disk ('cernvm-build seed') backing the instance's "
+            "scratch disk, read-only; local hypervisors only", default=None, nullable=True, flag="--seed",
+            metavar="SEED.qcow2"),
 )  # fmt: skip
 
 BY_KEY: dict[str, Setting] = by_key(KEYS)

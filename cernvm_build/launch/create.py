@@ -23,18 +23,18 @@ from urllib.parse import urlsplit
 
 import libvirt
 
-from .. import proc
 from ..errors import ImageError, InstanceError, LaunchError
 from ..fsutil import atomic_write
 from ..paths import data_dir
 from ..profile import Profile, load
 from ..report import NULL_REPORTER, Reporter
-from . import context, domain, forward, images, keys, preservation, storage, tunnel, userdata
+from . import context, domain, forward, images, keys, preservation, seed, storage, tunnel, userdata
 from .config import Settings
 from .domain import Metadata
 from .host import Host
 from .instances import Instance, default_home, describe, free_at, pick_port, undefine
 from .names import validate_name
+from .seed import SeedDisk
 from .transaction import Transaction
 
 #: The steps of a create, in order, as the reporter hears them.
@@ -131,9 +131,12 @@ def create_instance(spec: InstanceSpec, *, host: Host, reporter: Reporter = NULL
         )
     if s.shared_folder is not None and not s.shared_folder.is_dir():
         raise InstanceError("shared folder does not exist", where=str(s.shared_folder))
+    seed_disk = None
+    if s.seed is not None:  # checked here: nothing is made for a seed that cannot back the disk
+        seed_disk = seed.check(s.seed, system=not host.session, remote=host.remote if remote else None)
     parsed = userdata.parse(spec.user_data, spec.user_data_source)
     folder = home / "hosts" / _slug(host.uri) / name if remote else home / "run" / name
-    plan = _Plan(name, folder, image, digest, pin.label, block, port, s.profile or "", remote)
+    plan = _Plan(name, folder, image, digest, pin.label, block, port, s.profile or "", remote, seed_disk)
     with Transaction() as tx:
         return _make(spec, plan, parsed, host, tx, reporter)
 
@@ -149,6 +152,7 @@ class _Plan:
     port: int
     profile: str
     remote: bool  # the disks go into the hypervisor's storage pool
+    seed: SeedDisk | None = None  # backs the scratch disk (local hypervisors only)
 
 
 def _refuse_existing(host: Host, name: str) -> None:
@@ -254,8 +258,7 @@ def _make(
         boot_image = _upload_image(host, pool, plan, tx, reporter)
     else:
         scratch = folder / "scratch.qcow2"
-        qcow2 = ["qemu-img", "create", "-q", "-f", "qcow2", "-o", "lazy_refcounts=on"]
-        proc.run([*qcow2, scratch, f"{s.disk}M"])
+        seed.create_scratch(scratch, seed.scratch_size(s.disk, plan.seed), plan.seed)
         os.chmod(scratch, 0o600)
         console_log = folder / "console.log"
         boot_image = plan.image.path
@@ -273,6 +276,7 @@ def _make(
         image=boot_image,
         image_format=plan.image.format,
         scratch=scratch,
+        seed=plan.seed.path if plan.seed else None,
         context_iso=context_iso,
         console_log=console_log,
         network=s.network,
@@ -306,6 +310,7 @@ def _make(
         cpus=s.cpus,
         memory=s.memory,
         disk=s.disk,
+        seed=str(plan.seed.path) if plan.seed else "",
         pool=s.storage_pool if pool is not None else "",
         volumes=",".join(storage.volume_names(name)) if pool is not None else "",
         image_cached=plan.image.name if pool is not None and plan.image.sha256 else "",

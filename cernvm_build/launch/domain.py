@@ -43,6 +43,7 @@ class Metadata:
     cpus: int = 1
     memory: int = 2048
     disk: int = 20000
+    seed: str = ""  # the read-only backing file of the scratch disk ('create --seed'), "" for none
     pool: str = ""  # the remote hypervisor's storage pool holding the disks ("" for local files)
     volumes: str = ""  # the instance's own volumes in ``pool``, "NAME,..." (destroy removes them)
     #: the boot image's name in the client's image cache when it came from there: its copy in
@@ -97,6 +98,7 @@ class DomainSpec:
     #: daemon has no DAC driver at all and refuses a domain that names it.
     dac_seclabel: bool = True
     forwards: tuple[tuple[int, int], ...] = ()  # extra (host, guest) TCP forwards on 127.0.0.1
+    seed: Path | None = None  # the scratch disk's backing file (qcow2, read-only, shared)
 
     @property
     def shared_tag(self) -> str:

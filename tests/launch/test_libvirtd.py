@@ -210,3 +210,27 @@ def test_forward_a_port_live_and_at_create(system_home: Path, name: str) -> None
         pass
     assert main(["--connect", URI, "forward", name, f"{at_create}:22"]) == 8  # busy: its own forward
     assert main(["--connect", URI, "destroy", "--force", name]) == 0
+
+
+def test_a_seeded_instance_starts_and_leaves_the_seed_as_it_was(system_home: Path, name: str) -> None:
+    """create --seed on the system daemon: QEMU (its own user) opens the scratch disk's backing seed,
+    and libvirt's DAC driver neither chowns the shared seed at start nor afterwards."""
+    image = tiny_guest(system_home / "tiny.hdd")
+    seeds = system_home / "seeds"
+    seeds.mkdir(mode=0o755)
+    seed = seeds / "seed.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(seed), "64M"], check=True)
+    seed.chmod(0o644)
+    before = seed.stat()
+    args = ["--connect", URI]
+    assert main([*args, "create", "--name", name, "--iso", str(image), "--memory", "256", "--disk", "100",
+                 "--seed", str(seed), "--no-wait", "--yes"]) == 0  # fmt: skip
+    console = system_home / "run" / name / "console.log"
+    _wait_for(lambda: console.exists() and GREETING in console.read_bytes())
+    dom = libvirt.open(URI).lookupByName(name)
+    assert dom.isActive() and str(seed) in dom.XMLDesc(0)
+    during = seed.stat()
+    assert (during.st_uid, during.st_gid, during.st_mode) == (before.st_uid, before.st_gid, before.st_mode)
+    assert main([*args, "destroy", "--force", name]) == 0
+    after = seed.stat()
+    assert (after.st_uid, after.st_mode, after.st_size) == (before.st_uid, before.st_mode, before.st_size)
