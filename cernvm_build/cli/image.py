@@ -1,4 +1,5 @@
-"""``cernvm-build image``: μCernVM boot images of a profile; inspect and verify their signature block."""
+"""``cernvm-build image``: μCernVM boot images of a profile; their pre-warmed scratch disks (seeds);
+inspect and verify their signature block."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Any
 
 from ..context import BuildContext
 from ..errors import UsageError
+from ..launch import config as launch_config
+from . import flags
 from .app import HelpFormatter, Output, accept_any_word, subcommands_with_default, subparser
 from .profiles import add_override_flags
 from .profiles import load as load_profile
@@ -60,6 +63,35 @@ examples:
   cernvm-build image verify ucernvm-demo.2026.11-1.cernvm.x86_64.iso
   cernvm-build image verify ucernvm-el9.2026.11-1.cernvm.x86_64.hdd --cert cvm-sign.crt --json"""
 
+SEED_DESCRIPTION = """\
+Make a pre-warmed scratch disk ("seed") for PROFILE's images: a qcow2 laid out as the μCernVM initrd
+lays out the scratch disk on a first boot (MBR, ext4 UROOT), whose cache already holds the objects
+a boot reads, verified and inflated as the in-guest mount daemon keeps them. An instance whose
+scratch disk is a copy-on-write overlay on the seed (qemu-img create -b SEED -F qcow2) boots without
+fetching them: as fast as a reboot, and the squids do not serve the same boot objects to every VM.
+
+The seed holds no pin and nothing instance-specific: the first boot picks its snapshot as without
+a seed. Objects are content-addressed, so a seed made for one revision still serves every file a
+newer revision did not change (the others are fetched as usual).
+
+The trace (--trace, repeatable) says which objects: the access log of the HTTP server during one
+boot, from which every /data/XX/... object name is taken (failed requests are skipped), or a plain
+list of object names (<hash>[suffix], one a line). Get one by booting once against a server that
+logs: 'cernvm-build cvmfs serve DIR -vv 2> access.log', or your nginx/squid access log. Only the
+names come from the trace: every object is fetched from the repository and checked against its hash
+and its catalog entry. An object the repository lacks or whose bytes are wrong stops the run with
+the trace line that named it; nothing is written then. An interrupted run re-run goes on from the
+objects it has (kept in .OUTPUT.seed-work beside the output).
+
+The repository, its name, keys and snapshot are the profile's; --server (a profile setting),
+--source, --fqrn and --key override them. Needs mke2fs (e2fsprogs) and qemu-img (qemu-utils), no root.
+
+examples:
+  cernvm-build image seed debian12 --trace access.log -o debian12.seed.qcow2
+  cernvm-build image seed demo --server http://127.0.0.1:8000/cvmfs/demo.cernvm.test \\
+      --trace boot.log -o demo.seed.qcow2 --disk 20G --json
+  cernvm-build image seed demo --source /srv/cvmfs/demo.cernvm.test --trace objects.txt -o s.qcow2"""
+
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     group = sub.add_parser(
@@ -68,11 +100,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description=BUILD_DESCRIPTION,
         formatter_class=HelpFormatter,
         usage="cernvm-build image [build] PROFILE [options]\n"
+        "       cernvm-build image seed PROFILE --trace FILE -o OUT.qcow2 [options]\n"
         "       cernvm-build image inspect IMAGE\n"
         "       cernvm-build image verify IMAGE [--cert PEM]",
     )
     # ``image PROFILE ...`` means ``image build PROFILE ...``; ``image inspect|verify`` stay.
-    inner = subcommands_with_default(group, "build", "{PROFILE,build,inspect,verify}")
+    inner = subcommands_with_default(group, "build", "{PROFILE,build,seed,inspect,verify}")
     b = subparser(inner, "build", help="build the images of PROFILE (the default command)",
                   description=BUILD_DESCRIPTION, json=True, handler=_build)  # fmt: skip
     b.add_argument("profile", metavar="PROFILE", help="profile name (profiles list) or YAML path")
@@ -88,6 +121,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     b.add_argument("--initrd-level", type=int, metavar="N", help="zstd level of the initrd, 1-19 (19)")
     add_override_flags(b)
 
+    s = subparser(inner, "seed", help="a pre-warmed scratch disk (qcow2) from a boot's trace",
+                  description=SEED_DESCRIPTION, json=True, handler=_seed)  # fmt: skip
+    s.add_argument("profile", metavar="PROFILE", help="profile name (profiles list) or YAML path")
+    s.add_argument("--trace", action="append", required=True, type=Path, metavar="FILE",
+                   help="an access log of one boot or a list of object names (repeatable)")  # fmt: skip
+    s.add_argument("-o", "--output", required=True, type=Path, metavar="OUT.qcow2", help="the seed disk")
+    s.add_argument("--source", metavar="URL|DIR",
+                   help="fetch from this Stratum URL or local folder (default: the servers)")  # fmt: skip
+    s.add_argument("--fqrn", help="repository name (default: the profile's cvmfs.repository)")
+    s.add_argument("--key", action="append", default=[], type=Path, metavar="PEM",
+                   help="master public key (repeatable; default: the profile's public_keys)")  # fmt: skip
+    s.add_argument("--proxy", metavar="P", help="HTTP proxy of this host, '|'/';' separated (default: none)")
+    flags.add(s, [launch_config.BY_KEY["disk"]])
+    add_override_flags(s)
+
     i = subparser(inner, "inspect", help="show an image's signature block",
                   description=INSPECT_DESCRIPTION, json=True, handler=_inspect)  # fmt: skip
     i.add_argument("image", type=Path, metavar="IMAGE", help="an iso or hdd image")
@@ -96,6 +144,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     v.add_argument("image", type=Path, metavar="IMAGE", help="an iso or hdd image")
     v.add_argument("--cert", type=Path, metavar="PEM", help="the signer must be this certificate")
     accept_any_word(inner)
+    # argparse builds a leaf's prog from the group's usage text (several lines here): name them plainly
+    for name, leaf in (("build", b), ("seed", s), ("inspect", i), ("verify", v)):
+        leaf.prog = f"cernvm-build image {name}"
+        leaf.set_defaults(command_name=leaf.prog)
 
 
 def _build(args: argparse.Namespace, out: Output) -> int:
@@ -141,6 +193,53 @@ def _build(args: argparse.Namespace, out: Output) -> int:
         out.print(f"manifest {result.manifest}")
 
     out.data(doc, render)
+    return 0
+
+
+def _seed(args: argparse.Namespace, out: Output) -> int:
+    from ..bootloader import seed
+    from ..cvmfs.repository import SnapshotSpec
+
+    prof = load_profile(args.profile, out, args)
+    size_mb = launch_config.from_flags(flags.given(args, [launch_config.BY_KEY["disk"]])).get(
+        "disk", launch_config.DEFAULTS.disk
+    )
+    source: str | list[str] = args.source or prof.cvmfs.server_urls()
+    if not source:
+        raise UsageError(f"profile {prof.name} names no server", hint="pass --server URL or --source URL|DIR")
+    objects: dict[str, str] = {}
+    for trace in args.trace:
+        for name, where in seed.read_trace(trace).items():
+            objects.setdefault(name, where)
+    if not objects:
+        raise UsageError(
+            f"{', '.join(map(str, args.trace))}: no object names in the trace",
+            hint="an access log with GET /cvmfs/<fqrn>/data/XX/... lines, or one object name a line",
+        )
+    snap = prof.cvmfs.snapshot
+    with out.reporter() as reporter:
+        result = seed.make_seed(
+            source,
+            args.fqrn or prof.cvmfs.repository,
+            args.key or prof.cvmfs.public_keys,
+            objects,
+            args.output,
+            size_mb=size_mb,
+            reporter=reporter,
+            proxy=args.proxy,
+            snapshot=SnapshotSpec(tag=snap.tag, date=snap.date, root_hash=snap.root_hash),
+        )
+
+    def render(d: dict[str, Any]) -> None:
+        out.print(
+            f"{d['path']}: {d['objects']} objects of {d['fqrn']} revision {d['revision']} "
+            f"({d['inflated'] / 1e6:.1f} MB inflated, {d['catalogs']} catalogs), "
+            f"{d['size_mb']} MB disk, {d['disk_bytes'] / 1e6:.1f} MB on the host"
+        )
+        if d["foreign"]:
+            out.print(f"{d['foreign']} traced files are not in that revision: kept compressed")
+
+    out.data(result.to_json(), render)
     return 0
 
 

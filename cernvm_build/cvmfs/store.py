@@ -181,6 +181,15 @@ class ObjectStore:
         with self._stored(h, suffix, what, limit, cached=cached) as blocks:
             return b"".join(blocks)
 
+    def cached_path(self, name: str, suffix: str, *, what: str, limit: int | None = None) -> Path:
+        """The verified stored object's file in the object cache, fetched into it on a miss (a seed
+        fills a cache ahead of its reader: ``bootloader/seed.py``). Needs a cache."""
+        assert self.cache is not None
+        h = parse_hash(name)
+        with self._stored(h, suffix, what, limit):
+            pass
+        return self.cache.path(h, suffix)
+
     def keep(self, name: str, suffix: str, stored: bytes, *, what: str) -> None:
         """Put verified stored bytes into the cache (if there is one), e.g. the certificate once
         the signature chain holds, so that an offline start can check it again."""

@@ -1,0 +1,320 @@
+"""A pre-warmed scratch disk ("seed"): the cache a first boot would fill, made ahead on the host.
+
+A first boot of an OS through μCernVM spends most of its extra time in the guest's mount daemon
+fetching, hashing, inflating and writing the ~1,400 objects the boot reads. A seed is a qcow2 disk
+laid out exactly as the initrd lays out the scratch disk (``04-devices.sh``): an MBR with one Linux
+partition at 1 MiB (``disk.mbr``), an ext4 labelled ``UROOT`` holding ``cache/<fqrn>/`` as the mount
+daemon fills it, plus the empty ``aux/ persistent/ context/ work/``. An instance's scratch disk is
+a qcow2 overlay on it, so one seed serves every instance read-only, and the boot takes the
+initrd's "later boot" path (UROOT found: e2fsck, mount, grow).
+
+What the cache holds, as the daemon keeps it (``cvmfs/mount.py``):
+- the signed files (``.cvmfspublished``, ``.cvmfswhitelist``), the certificate, the history database
+  and every catalog of the revision, as stored objects in ``data/`` (compressed, self-verifying), so
+  the daemon opens the revision without fetching any of them (and offline from the saved manifest);
+- file contents (whole files and chunks) only as the daemon serves them, inflated in ``plain/``
+  (``plaincache.py``: the inflated bytes plus a CRC trailer), sized by the verified catalog; an
+  object the revision does not name (a trace of another revision) goes to ``data/`` as stored: the
+  daemon then inflates it without a fetch;
+- no pin (``aux/cvmfs_snapshot``) and nothing else instance-specific: the first boot chooses its
+  snapshot as without a seed; objects are content-addressed, so a seed made for one revision still
+  serves whatever a newer one did not change.
+The size limit's LRU (``quota.py``) orders files by mtime: objects get mtimes in the order the trace
+first named them, catalogs and the rest older (they are never evicted anyway).
+
+Which objects: names only, from a trace of one boot (the server's access log: ``cvmfs serve -vv``,
+nginx or squid; or a plain list of names). Every object's bytes come from the repository through
+the project's verified fetch path (``cvmfs/store.py``), never from the trace.
+
+Built without root: ``mke2fs -d`` into a sparse file at the partition's offset, ``qemu-img
+convert``. The work directory beside the destination is kept when a run is interrupted, so a re-run
+goes on from the objects it has; the destination appears (renamed) only when everything succeeded.
+Host side only: not part of the initrd runtime.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import proc
+from ..cvmfs.catalog_rows import ObjectRef
+from ..cvmfs.fetch import NotFound
+from ..cvmfs.limits import MAX_CATALOG_BYTES, MAX_HISTORY_BYTES, MAX_METAINFO_BYTES
+from ..cvmfs.objects import SUFFIXES, parse_hash
+from ..cvmfs.plaincache import PlainCache
+from ..cvmfs.repository import Repository, SnapshotSpec, open_repository
+from ..errors import CernVMError, CvmfsError, UsageError
+from ..report import NULL_REPORTER, Reporter
+from . import disk
+
+#: the folders 04-devices.sh makes on the scratch disk
+FOLDERS = ("aux", "persistent", "cache", "context", "work")
+LABEL = "UROOT"
+MB = 1 << 20
+#: the smallest seed disk: ext4 with a journal, and room for the cache
+MIN_SIZE_MB = 64
+
+_KIND = {"": "file", "P": "chunk", "C": "catalog", "H": "history database", "X": "certificate",
+         "M": "metainfo", "L": "micro catalog"}  # fmt: skip
+#: the most stored bytes of an object the revision does not describe, by kind (files: no bound
+#: but the disk; the hash is still checked while it streams)
+_LIMIT = {"C": MAX_CATALOG_BYTES, "H": MAX_HISTORY_BYTES, "X": 1 * MB, "M": MAX_METAINFO_BYTES,
+          "L": MAX_CATALOG_BYTES}  # fmt: skip
+
+# An object in a request path: /data/XX/<38 hex>[-rmd160|-shake128][suffix], then no name character.
+_SUFFIX_CLASS = "[" + "".join(sorted(SUFFIXES - {"T"})) + "]"
+_IN_URL = re.compile(
+    rf"/data/([0-9a-f]{{2}})/([0-9a-f]{{38}}(?:-rmd160|-shake128)?{_SUFFIX_CLASS}?)(?![\w-])"
+)
+# A line of a plain list: the object name, or its data/XX/rest path.
+_BARE = re.compile(
+    rf"^\s*(?:/?data/)?([0-9a-f]{{2}})/?([0-9a-f]{{38}}(?:-rmd160|-shake128)?{_SUFFIX_CLASS}?)\s*$"
+)
+# A failed request in a log line: combined format ('"GET ..." 404 '), squid ('TCP_MISS/404 ').
+_FAILED = re.compile(r'"\s+[45]\d\d\s|\b[A-Z_]+/[45]\d\d\s')
+
+
+@dataclass(frozen=True)
+class Seed:
+    path: Path
+    #: objects the trace named (each now in the cache)
+    objects: int
+    #: stored (compressed) bytes this run fetched (a re-run after an interruption: the rest)
+    bytes: int
+    #: bytes of the inflated copies the daemon serves from
+    inflated: int
+    #: the qcow2 file's size on disk, its virtual size in MB
+    disk_bytes: int = 0
+    size_mb: int = 0
+    #: catalogs of the revision kept (every one, named by the trace or not)
+    catalogs: int = 0
+    #: traced objects the revision does not name (kept as stored objects, inflated by the daemon)
+    foreign: int = 0
+    fqrn: str = ""
+    revision: int = 0
+    root_hash: str = ""
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "path": str(self.path),
+            "fqrn": self.fqrn,
+            "revision": self.revision,
+            "root_hash": self.root_hash,
+            "objects": self.objects,
+            "bytes": self.bytes,
+            "inflated": self.inflated,
+            "catalogs": self.catalogs,
+            "foreign": self.foreign,
+            "size_mb": self.size_mb,
+            "disk_bytes": self.disk_bytes,
+        }
+
+
+def trace_objects(lines: Iterable[str], source: str = "trace") -> dict[str, str]:
+    """Object names in first-seen order, each with where it was first seen (``source:line``).
+
+    A line may be an access-log line (``cvmfs serve -vv``, nginx/apache combined, squid's native
+    format: every ``/data/XX/...`` object in it; failed requests, 4xx/5xx, are skipped) or a bare
+    object name (``<hash>[suffix]`` or ``data/XX/<rest>``). Anything else is ignored."""
+    found: dict[str, str] = {}
+    for n, line in enumerate(lines, 1):
+        bare = _BARE.match(line)
+        hits = [bare.groups()] if bare else _IN_URL.findall(line)
+        if not hits or (not bare and _FAILED.search(line)):
+            continue
+        for head, rest in hits:
+            found.setdefault(head + rest, f"{source}:{n}")
+    return found
+
+
+def objects_from_trace(lines: Iterable[str]) -> list[str]:
+    """Object names (hash + suffix) in first-seen order, deduplicated (``trace_objects``)."""
+    return list(trace_objects(lines))
+
+
+def read_trace(path: Path) -> dict[str, str]:
+    """``trace_objects`` of a file (text; undecodable bytes do not stop it)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return trace_objects(f, str(path))
+    except OSError as e:
+        raise UsageError(
+            f"{path}: trace cannot be read: {e.strerror}", hint="pass an access log or a list of object names"
+        ) from e
+
+
+def _split(name: str) -> tuple[str, str]:
+    """(hash text, suffix) of an object name; ValueError if it is none."""
+    suffix = name[-1] if name and name[-1] in SUFFIXES else ""
+    h = name[: len(name) - len(suffix)]
+    return str(parse_hash(h)), suffix
+
+
+def make_seed(
+    source: str | Sequence[str],
+    fqrn: str,
+    public_keys: Sequence[Path],
+    objects: Iterable[str],
+    dest: Path,
+    *,
+    size_mb: int = 20000,
+    reporter: Reporter | None = None,
+    proxy: str | None = None,
+    snapshot: SnapshotSpec | None = None,
+    timeout: float = 10,
+    retries: int = 2,
+) -> Seed:
+    """Make the seed disk ``dest`` (qcow2) whose cache holds ``objects`` of repository ``fqrn``.
+
+    ``source``: the repository's Stratum URL(s) or a local Stratum directory; ``objects``: names as
+    ``objects_from_trace`` gives them, or a mapping name -> where it was seen (``trace_objects``),
+    named in errors. An object the repository lacks or whose bytes are wrong is one error naming
+    it (and where the trace named it); then nothing is written at ``dest``."""
+    rep = reporter or NULL_REPORTER
+    where: Mapping[str, str] = objects if isinstance(objects, Mapping) else {}
+    names = list(dict.fromkeys(objects))
+    parsed: list[tuple[str, str, str]] = []
+    for name in names:
+        try:
+            h, suffix = _split(name)
+        except ValueError:
+            raise UsageError(
+                f"{where.get(name, 'objects')}: {name!r} is not a CernVM-FS object name",
+                hint="an object is named by its hash and kind, e.g. 0a1b...9f or 0a1b...9fC",
+            ) from None
+        parsed.append((name, h, suffix))
+    if size_mb < MIN_SIZE_MB:
+        raise UsageError(f"seed size {size_mb} MB: too small", hint=f"at least {MIN_SIZE_MB} MB")
+    mke2fs, qemu_img = proc.which("mke2fs"), proc.which("qemu-img")
+    dest = Path(os.path.abspath(dest))
+    work = dest.with_name(f".{dest.name}.seed-work")
+    root = work / "root"
+    for d in FOLDERS:
+        (root / d).mkdir(parents=True, exist_ok=True)
+    try:
+        rep.step(f"seed: opening {fqrn}")
+        repo = open_repository(
+            source if isinstance(source, str) else list(source),
+            fqrn=fqrn,
+            public_keys=public_keys,
+            cache_dir=root / "cache",
+            proxy=proxy,
+            snapshot=snapshot,
+            timeout=timeout,
+            retries=retries,
+        )
+        try:
+            seed = _fill(repo, parsed, where, rep)
+        finally:
+            repo.close()
+        cache = root / "cache" / fqrn
+        with contextlib.suppress(OSError):
+            (cache / "tmp").rmdir()  # the store's scratch parent: the daemon makes its own
+        _order_for_lru(cache, [(h, s) for _, h, s in parsed])
+        rep.step(f"seed: writing the {size_mb} MB disk")
+        disk_bytes = _write_disk(root, dest, size_mb, mke2fs, qemu_img)
+    except KeyboardInterrupt:  # and SIGTERM (the CLI raises it): a re-run goes on from what is here
+        raise
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    shutil.rmtree(work, ignore_errors=True)
+    return Seed(path=dest, disk_bytes=disk_bytes, size_mb=size_mb, **seed)
+
+
+def _fill(
+    repo: Repository, parsed: list[tuple[str, str, str]], where: Mapping[str, str], rep: Reporter
+) -> dict[str, Any]:
+    store = repo.store
+    cache = store.cache
+    assert cache is not None
+    store.plain_cache = PlainCache(cache.root)
+    rep.step(f"seed: {repo.fqrn} revision {repo.revision}: reading its catalogs")
+    files: dict[str, ObjectRef] = {}
+    catalogs = 0
+    for cat in repo.catalogs():
+        catalogs += 1
+        for row in cat.objects():
+            files.setdefault(row.name + row.suffix, row)
+    inflated = foreign = 0
+    for i, (name, h, suffix) in enumerate(parsed):
+        rep.progress("objects", i, len(parsed))
+        what = _KIND.get(suffix, "object")
+        try:
+            ref = files.get(h + suffix)
+            if ref is not None:
+                fd = store.inflated_fd(h, suffix, size=ref.size, compressed=ref.compressed, what=what)
+                os.close(fd)
+                inflated += ref.size
+            else:
+                store.cached_path(h, suffix, what=what, limit=_LIMIT.get(suffix))
+                foreign += suffix in ("", "P")
+        except NotFound:
+            raise CvmfsError(
+                f"{where.get(name, 'objects')}: {what} {name}: not in the repository",
+                hint="the trace is of another repository, or the object was garbage-collected",
+            ) from None
+        except CernVMError as e:
+            raise type(e)(f"{where.get(name, 'objects')}: {what} {name}: {e}", hint=e.hint) from None
+    rep.progress("objects", len(parsed), len(parsed))
+    return {
+        "objects": len(parsed),
+        "bytes": store.stats["fetched_bytes"],
+        "inflated": inflated,
+        "catalogs": catalogs,
+        "foreign": foreign,
+        "fqrn": repo.fqrn,
+        "revision": repo.revision,
+        "root_hash": repo.root_hash,
+    }
+
+
+def _order_for_lru(cache: Path, traced: list[tuple[str, str]]) -> None:
+    """mtimes in trace order (the quota's LRU evicts the oldest first; ``quota.Quota.scan``):
+    everything else a second before the first traced object."""
+    now = int(time.time())
+    base = now - len(traced) - 1
+    for top in ("data", "plain"):
+        for dirpath, _dirs, names in os.walk(cache / top):
+            for n in names:
+                os.utime(os.path.join(dirpath, n), (base, base))
+    plain = PlainCache(cache)
+    for i, (h, suffix) in enumerate(traced, 1):
+        t = base + i
+        for p in (plain.where(h, suffix), str(cache / f"data/{h[:2]}/{h[2:]}{suffix}")):
+            with contextlib.suppress(FileNotFoundError):
+                os.utime(p, (t, t))
+
+
+def _write_disk(root: Path, dest: Path, size_mb: int, mke2fs: str, qemu_img: str) -> int:
+    """The scratch disk of ``size_mb`` MB at ``dest`` (qcow2): MBR, ext4 UROOT from ``root``."""
+    raw = root.parent / "disk.raw"
+    total = size_mb * MB // disk.SECTOR
+    with open(raw, "wb") as f:
+        f.truncate(size_mb * MB)
+        f.write(disk.mbr(total))
+    offset = disk.START * disk.SECTOR
+    # The file system fills the partition mbr() describes; inode tables and the journal are
+    # initialised now (zeros: sparse), so the guest's kernel has no lazy init to do at boot.
+    proc.run([mke2fs, "-q", "-F", "-t", "ext4", "-L", LABEL, "-d", root, "-E",
+              f"offset={offset},lazy_itable_init=0,lazy_journal_init=0", raw,
+              f"{(total - disk.START) * disk.SECTOR // 1024}k"])  # fmt: skip
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    try:
+        proc.run([qemu_img, "convert", "-q", "-f", "raw", "-O", "qcow2", raw, tmp])
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    finally:
+        raw.unlink()
+    return dest.stat().st_size

@@ -1,0 +1,243 @@
+"""Seeds (``bootloader/seed.py``, ``cernvm-build image seed``): a pre-warmed scratch disk made from
+a real server log of a read, checked with the real e2fsprogs and opened by the mount daemon's own
+cache code with no server to fetch from."""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import shutil
+import subprocess
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from cernvm_build.bootloader import disk
+from cernvm_build.bootloader.seed import make_seed, objects_from_trace, read_trace, trace_objects
+from cernvm_build.cli.main import main
+from cernvm_build.cvmfs import mount
+from cernvm_build.cvmfs.chunking import ChunkingSettings
+from cernvm_build.cvmfs.fetch import Unreachable
+from cernvm_build.cvmfs.keys import load_keys
+from cernvm_build.cvmfs.plaincache import TRAILER
+from cernvm_build.cvmfs.publish import create_repository, publish_tree
+from cernvm_build.cvmfs.repository import open_repository
+from cernvm_build.cvmfs.serve import serve
+
+from .conftest import DEMO_KEYS, FQRN
+
+PUB = DEMO_KEYS.parent / f"{FQRN}.pub"  # the demo profile's key
+#: the files the traced "boot" reads; UNREAD is published too but never read
+READ = ("etc/os-release", "nested/lib/libc.so", "big.bin")
+UNREAD = "etc/unread"
+OFFSET = disk.START * disk.SECTOR
+
+
+@dataclass
+class Traced:
+    stratum: Path  # <work>/stratum/<fqrn>
+    url: str
+    trace: Path  # the server's log of the read, as `cvmfs serve -vv` writes it
+    files: dict[str, bytes]
+
+
+@pytest.fixture(scope="module")
+def traced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Traced]:
+    """A small repository (nested catalog, a chunked file) published with the demo keys and served;
+    READ read through the project's reader while the server's log goes to a file."""
+    work = tmp_path_factory.mktemp("seedrepo")
+    rnd = random.Random(13)
+    files = {
+        "etc/os-release": b"NAME=seed test\n",
+        "nested/.cvmfscatalog": b"",
+        "nested/lib/libc.so": rnd.randbytes(40_000),
+        "big.bin": rnd.randbytes(200_000),  # chunked below
+        UNREAD: b"never read\n",
+    }
+    src = work / "src"
+    for rel, data in files.items():
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_bytes(data)
+    keys = load_keys(DEMO_KEYS, FQRN)
+    stratum = work / "stratum" / FQRN
+    create_repository(stratum, FQRN, keys)
+    chunking = ChunkingSettings(min_size=16 << 10, avg_size=32 << 10, max_size=64 << 10)
+    publish_tree(stratum, FQRN, keys, src, chunking=chunking)
+    trace = work / "access.log"
+    handler = logging.FileHandler(trace)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))  # the CLI's format
+    log = logging.getLogger("cernvm_build.cvmfs.serve")
+    old_level = log.level
+    log.setLevel(logging.DEBUG)
+    log.addHandler(handler)
+    srv = serve(work / "stratum")
+    try:
+        try:
+            with open_repository(srv.repo_url(FQRN), public_keys=[PUB], cache_dir=work / "cache") as repo:
+                for rel in READ:
+                    assert repo.read_bytes(rel) == files[rel]
+        finally:  # the log of that read only
+            log.removeHandler(handler)
+            log.setLevel(old_level)
+            handler.close()
+        yield Traced(stratum, srv.repo_url(FQRN), trace, files)
+    finally:
+        srv.close()
+
+
+def _debugfs(raw: Path, request: str) -> str:
+    r = subprocess.run(["debugfs", "-R", request, f"{raw}?offset={OFFSET}"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def _mtime(raw: Path, path: str) -> int:
+    out = _debugfs(raw, f"stat {path}")
+    return int(re.search(r"mtime: (0x[0-9a-f]+)", out).group(1), 16)  # type: ignore[union-attr]
+
+
+def _raw(seed: Path, dest: Path) -> Path:
+    subprocess.run(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", seed, dest], check=True)
+    return dest
+
+
+def test_a_seed_is_the_scratch_disk_a_boot_would_have_filled(traced: Traced, tmp_path: Path) -> None:
+    """The seed of a real server log: a qcow2 with the initrd's MBR and an ext4 UROOT that e2fsck
+    finds clean, holding the inflated copies of exactly the files read (mode 0644), the catalogs,
+    the empty folders of 04-devices.sh and no pin; the mount daemon's own start (``mount._open``,
+    quota on) on that cache, with no server listening, serves the files read and nothing else."""
+    objects = read_trace(traced.trace)
+    dest = tmp_path / "out" / "seed.qcow2"
+    dest.parent.mkdir()
+    seed = make_seed(traced.url, FQRN, [PUB], objects, dest, size_mb=64)
+    assert seed.path == dest and dest.exists() and seed.objects == len(objects)
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["seed.qcow2"]  # no work files left
+    info = subprocess.run(["qemu-img", "info", "--output=json", dest], capture_output=True, text=True)
+    assert '"format": "qcow2"' in info.stdout and f'"virtual-size": {64 << 20}' in info.stdout
+    raw = _raw(dest, tmp_path / "seed.raw")
+    assert raw.read_bytes()[: disk.SECTOR] == disk.mbr(64 << 11)
+    fsck = subprocess.run(["e2fsck", "-fn", f"{raw}?offset={OFFSET}"], capture_output=True, text=True)
+    assert fsck.returncode == 0, fsck.stdout + fsck.stderr
+    assert (
+        "volume name:   UROOT"
+        in subprocess.run(["dumpe2fs", "-h", f"{raw}?offset={OFFSET}"], capture_output=True, text=True).stdout
+    )
+    top = _debugfs(raw, "ls -p /").split()
+    for folder in ("aux", "persistent", "cache", "context", "work"):
+        assert any(f"/{folder}/" in line for line in top), folder
+    assert "cvmfs_snapshot" not in _debugfs(raw, "ls -p /aux")
+
+    # the files read are there as the daemon serves them: inflated, plus the trailer, mode 0644
+    with open_repository(traced.stratum, public_keys=[PUB]) as repo:
+        entries = {rel: repo.stat(rel) for rel in (*READ, UNREAD)}
+    small = entries["etc/os-release"]
+    assert small.content_hash is not None
+    h = small.content_hash
+    listing = _debugfs(raw, f"ls -l /cache/{FQRN}/plain/{h[:2]}")
+    line = next(x for x in listing.splitlines() if h[2:] in x)
+    assert "100644" in line and f" {small.size + TRAILER} " in line
+    assert entries["big.bin"].is_chunked  # its chunks are seeded, each in its own plain file
+
+    cache = tmp_path / "extracted"
+    cache.mkdir()
+    _debugfs(raw, f"rdump /cache {cache}")
+    mp = tmp_path / "mnt"
+    mp.mkdir()
+    dead = "http://127.0.0.1:9/cvmfs/" + FQRN  # nothing listens: every fetch would fail
+    args = mount.build_parser().parse_args(
+        ["--fqrn", FQRN, "--server", dead, "--public-key", str(PUB), "--cache", str(cache / "cache"),
+         "--quota-limit", "100", "--timeout", "1", "--retries", "0", str(mp)]
+    )  # fmt: skip
+    repo = mount._open(args)
+    try:
+        assert repo.offline and repo.revision == seed.revision
+        for rel in READ:
+            assert repo.read_bytes(rel) == traced.files[rel], rel
+        assert repo.store.stats["fetched"] == 0
+        with pytest.raises(Unreachable):
+            repo.read_bytes(UNREAD)
+    finally:
+        repo.close()
+    # the quota's LRU (``Quota.scan``: oldest mtime first): in the order the trace named the objects
+    plain = cache / "cache" / FQRN / "plain"
+    order = [n for n in objects if (plain / n[:2] / n[2:]).exists()]
+    assert len(order) == sum(len(entries[rel].chunks) or 1 for rel in READ)  # each file or chunk
+    times = [_mtime(raw, f"/cache/{FQRN}/plain/{n[:2]}/{n[2:]}") for n in order]
+    assert times == sorted(times) and len(set(times)) == len(times)
+    catalog = _mtime(raw, f"/cache/{FQRN}/data/{seed.root_hash[:2]}/{seed.root_hash[2:]}C")
+    assert catalog < times[0]
+
+
+def _cli(*argv: str | Path) -> int:
+    return main(["image", "seed", "demo", *map(str, argv)])
+
+
+def test_an_object_the_repository_lacks_is_one_line_naming_the_trace_line(
+    traced: Traced, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trace = tmp_path / "boot.log"
+    missing = "ab" + "c" * 38
+    lines = traced.trace.read_text().splitlines()
+    trace.write_text(
+        "\n".join([*lines[:3], f'127.0.0.1 - - [x] "GET /cvmfs/{FQRN}/data/ab/{"c" * 38} HTTP/1.1" 200 9'])
+        + "\n"
+    )
+    out = tmp_path / "seed.qcow2"
+    assert _cli("--server", traced.url, "--trace", trace, "-o", out, "--disk", "100M") == 5
+    err = capsys.readouterr().err
+    assert f"{trace}:4: file {missing}: not in the repository" in err
+    assert not out.exists() and list(tmp_path.iterdir()) == [trace]
+
+
+def test_an_object_with_wrong_bytes_is_refused_and_nothing_is_written(
+    traced: Traced, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stratum = tmp_path / "stratum" / FQRN
+    shutil.copytree(traced.stratum, stratum)
+    with open_repository(stratum, public_keys=[PUB]) as repo:
+        h = repo.stat("etc/os-release").content_hash
+    assert h is not None
+    (stratum / "data" / h[:2] / h[2:]).write_bytes(zlib.compress(b"NAME=evil\n"))
+    where = trace_objects(traced.trace.read_text().splitlines(), str(traced.trace))[h]
+    out = tmp_path / "seed.qcow2"
+    code = _cli("--source", stratum, "--trace", traced.trace, "-o", out, "--disk", "100M", "--json")
+    err = capsys.readouterr().err
+    assert code == 6
+    assert f"{where}: file {h}: " in err and "content hash mismatch" in err
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["stratum"]
+
+
+def test_object_names_from_server_logs_and_lists() -> None:
+    a, b, c = "0a" + "1" * 38, "0b" + "2" * 38 + "-rmd160", "0c" + "3" * 38
+    lines = [
+        # `cernvm-build cvmfs serve -vv`
+        f'DEBUG cernvm_build.cvmfs.serve: 10.0.2.15 "GET /cvmfs/x.test/data/0a/{a[2:]}C HTTP/1.1" 200 -',
+        # nginx combined
+        f'10.0.2.15 - - [03/Dec/2026:08:00:00 +0000] "GET /cvmfs/x.test/data/0b/{b[2:]} HTTP/1.1" 200 512 '
+        '"-" "cvmfs"',
+        # squid native, and a repeat
+        f"1764748800.123    12 10.0.2.15 TCP_MISS/200 700 GET http://s1/cvmfs/x.test/data/0c/{c[2:]}P - "
+        "HIER_DIRECT/s1 -",
+        f'10.0.2.15 - - [x] "GET /cvmfs/x.test/data/0a/{a[2:]}C HTTP/1.1" 200 12 "-" "-"',
+        # failed requests name nothing
+        f'10.0.2.15 - - [x] "GET /cvmfs/x.test/data/0d/{"4" * 38} HTTP/1.1" 404 0 "-" "-"',
+        f"1764748800.5 1 10.0.2.15 TCP_MISS/502 0 GET http://s1/cvmfs/x.test/data/0e/{'5' * 38} - -",
+        # bare names (a list)
+        "0f" + "6" * 38 + "H",
+        f"data/10/{'7' * 38}",
+        # junk
+        "GET /cvmfs/x.test/.cvmfspublished",
+        f"/data/0a/{'1' * 37}",  # too short
+        f"/data/0a/{'1' * 39}",  # too long
+        f"/data/0A/{'1' * 38}",  # not lower case hex
+        "\x00\xff binary \u2603",
+        "",
+    ]
+    names = objects_from_trace(lines)
+    assert names == [a + "C", b, c + "P", "0f" + "6" * 38 + "H", "10" + "7" * 38]
+    assert trace_objects(lines, "boot.log")[c + "P"] == "boot.log:3"
+    assert objects_from_trace(["nothing", "here"]) == []
