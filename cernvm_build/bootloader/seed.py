@@ -39,19 +39,20 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .. import proc
+from ..cvmfs.catalog import Catalog
 from ..cvmfs.catalog_rows import ObjectRef
 from ..cvmfs.fetch import NotFound
 from ..cvmfs.limits import MAX_CATALOG_BYTES, MAX_HISTORY_BYTES, MAX_METAINFO_BYTES
 from ..cvmfs.objects import SUFFIXES, parse_hash
 from ..cvmfs.plaincache import PlainCache
 from ..cvmfs.repository import Repository, SnapshotSpec, open_repository
-from ..errors import CernVMError, CvmfsError, UsageError
+from ..errors import CernVMError, CvmfsError, ToolError, UsageError
 from ..report import NULL_REPORTER, Reporter
 from . import disk
 
@@ -78,6 +79,7 @@ _IN_URL = re.compile(
 _BARE = re.compile(
     rf"^\s*(?:/?data/)?([0-9a-f]{{2}})/?([0-9a-f]{{38}}(?:-rmd160|-shake128)?{_SUFFIX_CLASS}?)\s*$"
 )
+_FQRN = re.compile(r"[a-z0-9][a-z0-9._-]*")
 # A failed request in a log line: combined format ('"GET ..." 404 '), squid ('TCP_MISS/404 ').
 _FAILED = re.compile(r'"\s+[45]\d\d\s|\b[A-Z_]+/[45]\d\d\s')
 
@@ -159,7 +161,7 @@ def _split(name: str) -> tuple[str, str]:
 
 
 def make_seed(
-    source: str | Sequence[str],
+    source: str | Path | Sequence[str],
     fqrn: str,
     public_keys: Sequence[Path],
     objects: Iterable[str],
@@ -191,9 +193,11 @@ def make_seed(
                 hint="an object is named by its hash and kind, e.g. 0a1b...9f or 0a1b...9fC",
             ) from None
         parsed.append((name, h, suffix))
+    if not _FQRN.fullmatch(fqrn):
+        raise UsageError(f"{fqrn!r} is not a repository name", hint="e.g. sft.cern.ch")
     if size_mb < MIN_SIZE_MB:
         raise UsageError(f"seed size {size_mb} MB: too small", hint=f"at least {MIN_SIZE_MB} MB")
-    mke2fs, qemu_img = proc.which("mke2fs"), proc.which("qemu-img")
+    mke2fs, debugfs, qemu_img = proc.which("mke2fs"), proc.which("debugfs"), proc.which("qemu-img")
     dest = Path(os.path.abspath(dest))
     work = dest.with_name(f".{dest.name}.seed-work")
     root = work / "root"
@@ -202,7 +206,7 @@ def make_seed(
     try:
         rep.step(f"seed: opening {fqrn}")
         repo = open_repository(
-            source if isinstance(source, str) else list(source),
+            source if isinstance(source, str | Path) else list(source),
             fqrn=fqrn,
             public_keys=public_keys,
             cache_dir=root / "cache",
@@ -220,7 +224,7 @@ def make_seed(
             (cache / "tmp").rmdir()  # the store's scratch parent: the daemon makes its own
         _order_for_lru(cache, [(h, s) for _, h, s in parsed])
         rep.step(f"seed: writing the {size_mb} MB disk")
-        disk_bytes = _write_disk(root, dest, size_mb, mke2fs, qemu_img)
+        disk_bytes = _write_disk(root, dest, size_mb, (mke2fs, debugfs, qemu_img))
     except KeyboardInterrupt:  # and SIGTERM (the CLI raises it): a re-run goes on from what is here
         raise
     except BaseException:
@@ -230,6 +234,20 @@ def make_seed(
     return Seed(path=dest, disk_bytes=disk_bytes, size_mb=size_mb, **seed)
 
 
+@contextlib.contextmanager
+def _named(name: str, what: str, where: Mapping[str, str]) -> Iterator[None]:
+    """Errors about an object name it and the trace line that named it."""
+    try:
+        yield
+    except NotFound:
+        raise CvmfsError(
+            f"{where.get(name, 'objects')}: {what} {name}: not in the repository",
+            hint="the trace is of another repository, or the object was garbage-collected",
+        ) from None
+    except CernVMError as e:
+        raise type(e)(f"{where.get(name, 'objects')}: {what} {name}: {e}", hint=e.hint) from None
+
+
 def _fill(
     repo: Repository, parsed: list[tuple[str, str, str]], where: Mapping[str, str], rep: Reporter
 ) -> dict[str, Any]:
@@ -237,10 +255,23 @@ def _fill(
     cache = store.cache
     assert cache is not None
     store.plain_cache = PlainCache(cache.root)
-    rep.step(f"seed: {repo.fqrn} revision {repo.revision}: reading its catalogs")
+    rep.step(f"seed: {repo.fqrn} revision {repo.revision}: reading the catalogs the trace names")
+    # The catalogs of this revision for the subtrees the boot opened (a boot reaches a catalog only
+    # through its parent): what the daemon would load, and the sizes of the files it read. Not the
+    # whole revision (cernvm-prod.cern.ch has thousands of catalogs). Matched by hash, and by the
+    # subtree a traced catalog is the root of: a trace of an older revision names older catalogs.
+    traced = {h for _, h, suffix in parsed if suffix == "C"}
+    subtrees: set[str] = set()
+    for name, h, suffix in parsed:
+        if suffix == "C":
+            with _named(name, "catalog", where):
+                db = store.plain_file(h, suffix, size=None, what="catalog", cap=MAX_CATALOG_BYTES)
+                cat = Catalog(db, name=h, where=repo.fqrn)  # the revision's own walk reuses the file
+                subtrees.add(cat.root_prefix)
+                cat.close()
     files: dict[str, ObjectRef] = {}
     catalogs = 0
-    for cat in repo.catalogs():
+    for cat in repo.catalogs(descend=lambda ref: ref.hash in traced or ref.path in subtrees):
         catalogs += 1
         for row in cat.objects():
             files.setdefault(row.name + row.suffix, row)
@@ -248,7 +279,7 @@ def _fill(
     for i, (name, h, suffix) in enumerate(parsed):
         rep.progress("objects", i, len(parsed))
         what = _KIND.get(suffix, "object")
-        try:
+        with _named(name, what, where):
             ref = files.get(h + suffix)
             if ref is not None:
                 fd = store.inflated_fd(h, suffix, size=ref.size, compressed=ref.compressed, what=what)
@@ -257,13 +288,6 @@ def _fill(
             else:
                 store.cached_path(h, suffix, what=what, limit=_LIMIT.get(suffix))
                 foreign += suffix in ("", "P")
-        except NotFound:
-            raise CvmfsError(
-                f"{where.get(name, 'objects')}: {what} {name}: not in the repository",
-                hint="the trace is of another repository, or the object was garbage-collected",
-            ) from None
-        except CernVMError as e:
-            raise type(e)(f"{where.get(name, 'objects')}: {what} {name}: {e}", hint=e.hint) from None
     rep.progress("objects", len(parsed), len(parsed))
     return {
         "objects": len(parsed),
@@ -294,19 +318,21 @@ def _order_for_lru(cache: Path, traced: list[tuple[str, str]]) -> None:
                 os.utime(p, (t, t))
 
 
-def _write_disk(root: Path, dest: Path, size_mb: int, mke2fs: str, qemu_img: str) -> int:
+def _write_disk(root: Path, dest: Path, size_mb: int, tools: tuple[str, str, str]) -> int:
     """The scratch disk of ``size_mb`` MB at ``dest`` (qcow2): MBR, ext4 UROOT from ``root``."""
+    mke2fs, debugfs, qemu_img = tools
     raw = root.parent / "disk.raw"
     total = size_mb * MB // disk.SECTOR
     with open(raw, "wb") as f:
         f.truncate(size_mb * MB)
         f.write(disk.mbr(total))
-    offset = disk.START * disk.SECTOR
+    fs = f"{raw}?offset={disk.START * disk.SECTOR}"  # e2fsprogs' unix I/O: the partition in the file
     # The file system fills the partition mbr() describes; inode tables and the journal are
     # initialised now (zeros: sparse), so the guest's kernel has no lazy init to do at boot.
     proc.run([mke2fs, "-q", "-F", "-t", "ext4", "-L", LABEL, "-d", root, "-E",
-              f"offset={offset},lazy_itable_init=0,lazy_journal_init=0", raw,
-              f"{(total - disk.START) * disk.SECTOR // 1024}k"])  # fmt: skip
+              f"offset={disk.START * disk.SECTOR},lazy_itable_init=0,lazy_journal_init=0,root_owner=0:0",
+              raw, f"{(total - disk.START) * disk.SECTOR // 1024}k"])  # fmt: skip
+    _root_owned(root, fs, debugfs)
     tmp = dest.with_name(f".{dest.name}.tmp")
     try:
         proc.run([qemu_img, "convert", "-q", "-f", "raw", "-O", "qcow2", raw, tmp])
@@ -318,3 +344,28 @@ def _write_disk(root: Path, dest: Path, size_mb: int, mke2fs: str, qemu_img: str
     finally:
         raw.unlink()
     return dest.stat().st_size
+
+
+def _root_owned(root: Path, fs: str, debugfs: str) -> None:
+    """Every inode ``mke2fs -d`` copied from ``root`` owned by root, folders 0755, files 0644, as
+    the initrd (root, umask 022) makes them. ``mke2fs -d`` copies the builder's owners: a seed made
+    by user 1000 would let the guest's user 1000 rewrite the cache the root daemon serves from, and
+    own ``persistent/``, the overlay's upper folder, which is the OS's ``/``."""
+    lines = []
+    for dirpath, dirs, files in os.walk(root):
+        rel = "/" + os.path.relpath(dirpath, root).removeprefix(".").lstrip("/")
+        for name, mode in [("", "040755")] + [(d, "040755") for d in dirs] + [(f, "0100644") for f in files]:
+            path = f"{rel.rstrip('/')}/{name}" if name else rel
+            lines += [f"sif {path} uid 0", f"sif {path} gid 0", f"sif {path} mode {mode}"]
+    script = root.parent / "owners.debugfs"
+    script.write_text("\n".join(lines) + "\n")
+    # debugfs reports a failed command on stderr and still exits 0: any output there is a failure
+    r = proc.run([debugfs, "-w", "-f", script, fs])
+    problems = [
+        x for x in r.stderr.decode(errors="replace").splitlines() if x and not x.startswith("debugfs ")
+    ]
+    if problems:
+        raise ToolError(
+            f"debugfs could not set the seed's owners: {problems[0]}",
+            hint="nothing was written; check that e2fsprogs (mke2fs, debugfs) is installed whole",
+        )

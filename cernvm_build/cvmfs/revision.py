@@ -197,9 +197,12 @@ class Repository:
                     return cat
                 cat = self._child(cat, ref)
 
-    def catalogs(self, on_problem: Problem | None = None) -> Iterator[Catalog]:
+    def catalogs(
+        self, on_problem: Problem | None = None, *, descend: Callable[[NestedRef], bool] | None = None
+    ) -> Iterator[Catalog]:
         """Every catalog of this revision, parents before children (loads them all). With
-        ``on_problem`` a catalog that cannot be loaded is reported there and its subtree skipped."""
+        ``on_problem`` a catalog that cannot be loaded is reported there and its subtree skipped;
+        with ``descend`` only the nested catalogs it accepts (and so their subtrees) are loaded."""
         stack = [self._root]
         while stack:
             cat = stack.pop()
@@ -212,6 +215,8 @@ class Repository:
                 on_problem(e)
                 continue
             for ref in refs:
+                if descend is not None and not descend(ref):
+                    continue
                 try:
                     with self._lock:
                         child = self._child(cat, ref)

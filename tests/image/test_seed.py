@@ -5,6 +5,7 @@ cache code with no server to fetch from."""
 from __future__ import annotations
 
 import logging
+import os
 import random
 import re
 import shutil
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from cernvm_build.bootloader import disk
+from cernvm_build.bootloader import seed as seedmod
 from cernvm_build.bootloader.seed import make_seed, objects_from_trace, read_trace, trace_objects
 from cernvm_build.cli.main import main
 from cernvm_build.cvmfs import mount
@@ -35,6 +37,7 @@ PUB = DEMO_KEYS.parent / f"{FQRN}.pub"  # the demo profile's key
 READ = ("etc/os-release", "nested/lib/libc.so", "big.bin")
 UNREAD = "etc/unread"
 OFFSET = disk.START * disk.SECTOR
+CHUNKING = ChunkingSettings(min_size=16 << 10, avg_size=32 << 10, max_size=64 << 10)
 
 
 @dataclass
@@ -65,8 +68,7 @@ def traced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Traced]:
     keys = load_keys(DEMO_KEYS, FQRN)
     stratum = work / "stratum" / FQRN
     create_repository(stratum, FQRN, keys)
-    chunking = ChunkingSettings(min_size=16 << 10, avg_size=32 << 10, max_size=64 << 10)
-    publish_tree(stratum, FQRN, keys, src, chunking=chunking)
+    publish_tree(stratum, FQRN, keys, src, chunking=CHUNKING)
     trace = work / "access.log"
     handler = logging.FileHandler(trace)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))  # the CLI's format
@@ -141,6 +143,10 @@ def test_a_seed_is_the_scratch_disk_a_boot_would_have_filled(traced: Traced, tmp
     line = next(x for x in listing.splitlines() if h[2:] in x)
     assert "100644" in line and f" {small.size + TRAILER} " in line
     assert entries["big.bin"].is_chunked  # its chunks are seeded, each in its own plain file
+    assert seed.catalogs == 2 and seed.foreign == 0  # the root and nested/'s
+    # owned by root as the initrd makes them (persistent/ is the overlay's upper folder: the OS's /)
+    for path in (f"/cache/{FQRN}/plain/{h[:2]}/{h[2:]}", "/persistent", f"/cache/{FQRN}/data"):
+        assert "User:     0   Group:     0" in _debugfs(raw, f"stat {path}"), path
 
     cache = tmp_path / "extracted"
     cache.mkdir()
@@ -170,6 +176,93 @@ def test_a_seed_is_the_scratch_disk_a_boot_would_have_filled(traced: Traced, tmp
     assert times == sorted(times) and len(set(times)) == len(times)
     catalog = _mtime(raw, f"/cache/{FQRN}/data/{seed.root_hash[:2]}/{seed.root_hash[2:]}C")
     assert catalog < times[0]
+
+
+class _StopAfter:
+    """A reporter that interrupts the run (as Ctrl-C would) after ``n`` objects."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def step(self, message: str) -> None:
+        pass
+
+    def warn(self, message: str) -> None:
+        pass
+
+    def progress(self, what: str, done: int, total: int | None) -> None:
+        if what == "objects" and done == self.n:
+            raise KeyboardInterrupt
+
+
+def test_an_interrupted_run_is_finished_by_the_next(traced: Traced, tmp_path: Path) -> None:
+    """Ctrl-C keeps the work beside the output (and writes no output); the re-run fetches only what
+    was not fetched yet. Only the catalogs the trace names are read: a trace without nested/'s
+    catalog seeds the root catalog alone."""
+    every = read_trace(traced.trace)
+    nested = [n for n in every if n.endswith("C")]
+    with open_repository(traced.stratum, public_keys=[PUB]) as repo:
+        root = repo.root_hash + "C"
+        wanted = {repo.stat(rel).content_hash for rel in ("etc/os-release", UNREAD)}
+    objects = {n: w for n, w in every.items() if n == root or n in wanted}
+    assert len(objects) == 2 and nested  # the root catalog, os-release (UNREAD was never read)
+    dest = tmp_path / "seed.qcow2"
+    full = make_seed(traced.url, FQRN, [PUB], objects, tmp_path / "full.qcow2", size_mb=64)
+    with pytest.raises(KeyboardInterrupt):
+        make_seed(traced.url, FQRN, [PUB], objects, dest, size_mb=64, reporter=_StopAfter(1))
+    assert not dest.exists() and (tmp_path / ".seed.qcow2.seed-work").is_dir()
+    again = make_seed(traced.url, FQRN, [PUB], objects, dest, size_mb=64)
+    assert dest.exists() and not (tmp_path / ".seed.qcow2.seed-work").exists()
+    assert again.objects == full.objects == 2 and again.bytes < full.bytes
+    assert full.catalogs == again.catalogs == 1
+
+
+def test_objects_another_revision_no_longer_names_are_kept_as_stored(traced: Traced, tmp_path: Path) -> None:
+    """A trace of revision N seeding for N+1: what N+1 changed is kept compressed in data/ (the
+    daemon inflates it without a fetch if it is ever asked for), the rest inflated as usual."""
+    stratum = tmp_path / "stratum" / FQRN
+    shutil.copytree(traced.stratum, stratum)
+    with open_repository(stratum, public_keys=[PUB]) as repo:
+        old = repo.stat("etc/os-release").content_hash
+    src = tmp_path / "src"
+    for rel, data in traced.files.items():
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_bytes(b"NAME=changed\n" if rel == "etc/os-release" else data)
+    publish_tree(stratum, FQRN, load_keys(DEMO_KEYS, FQRN), src, chunking=CHUNKING)
+    seed = make_seed(stratum, FQRN, [PUB], read_trace(traced.trace), tmp_path / "s.qcow2", size_mb=64)
+    assert seed.foreign == 1 and seed.objects == len(read_trace(traced.trace))
+    assert seed.catalogs == 2  # nested/ of the new revision: by the subtree its traced old one roots
+    raw = _raw(seed.path, tmp_path / "s.raw")
+    assert old is not None
+    assert old[2:] in _debugfs(raw, f"ls /cache/{FQRN}/data/{old[:2]}")
+    assert old[2:] not in _debugfs(raw, f"ls /cache/{FQRN}/plain/{old[:2]}")
+
+
+def test_the_disk_is_root_owned_whoever_made_the_files(tmp_path: Path) -> None:
+    """``mke2fs -d`` copies owners and modes: files of user 1000 (the builder, or here chowned to
+    it), a group-writable folder and a private file all arrive root-owned, 0755/0644, as the
+    initrd (root, umask 022) makes them."""
+    root = tmp_path / "work" / "root"
+    (root / "persistent").mkdir(parents=True)
+    (root / "cache" / "x").mkdir(parents=True)
+    (root / "cache" / "x" / "f").write_bytes(b"data")
+    os.chmod(root / "persistent", 0o775)
+    os.chmod(root / "cache" / "x" / "f", 0o600)
+    if os.geteuid() == 0:
+        for p in (
+            root,
+            root / "persistent",
+            root / "cache",
+            root / "cache" / "x",
+            root / "cache" / "x" / "f",
+        ):
+            os.chown(p, 1000, 1000)
+    tools = (shutil.which("mke2fs") or "", shutil.which("debugfs") or "", shutil.which("qemu-img") or "")
+    seedmod._write_disk(root, tmp_path / "s.qcow2", 64, tools)
+    raw = _raw(tmp_path / "s.qcow2", tmp_path / "s.raw")
+    for path, mode in (("/", "0755"), ("/persistent", "0755"), ("/cache/x", "0755"), ("/cache/x/f", "0644")):
+        out = _debugfs(raw, f"stat {path}")
+        assert "User:     0   Group:     0" in out and f"Mode:  {mode}" in out, (path, out[:200])
 
 
 def _cli(*argv: str | Path) -> int:
