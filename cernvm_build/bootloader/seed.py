@@ -72,8 +72,10 @@ _LIMIT = {"C": MAX_CATALOG_BYTES, "H": MAX_HISTORY_BYTES, "X": 1 * MB, "M": MAX_
 
 # An object in a request path: /data/XX/<38 hex>[-rmd160|-shake128][suffix], then no name character.
 _SUFFIX_CLASS = "[" + "".join(sorted(SUFFIXES - {"T"})) + "]"
+# Under /cvmfs/<fqrn>/ where the server serves several repositories (a Stratum 1, ``cvmfs serve DIR``).
 _IN_URL = re.compile(
-    rf"/data/([0-9a-f]{{2}})/([0-9a-f]{{38}}(?:-rmd160|-shake128)?{_SUFFIX_CLASS}?)(?![\w-])"
+    rf"(?:/cvmfs/([A-Za-z0-9._-]+))?/data/([0-9a-f]{{2}})/([0-9a-f]{{38}}(?:-rmd160|-shake128)?{_SUFFIX_CLASS}?)"
+    r"(?![\w-])"
 )
 # A line of a plain list: the object name, or its data/XX/rest path.
 _BARE = re.compile(
@@ -120,33 +122,35 @@ class Seed:
         }
 
 
-def trace_objects(lines: Iterable[str], source: str = "trace") -> dict[str, str]:
+def trace_objects(lines: Iterable[str], source: str = "trace", fqrn: str | None = None) -> dict[str, str]:
     """Object names in first-seen order, each with where it was first seen (``source:line``).
 
     A line may be an access-log line (``cvmfs serve -vv``, nginx/apache combined, squid's native
-    format: every ``/data/XX/...`` object in it; failed requests, 4xx/5xx, are skipped) or a bare
-    object name (``<hash>[suffix]`` or ``data/XX/<rest>``). Anything else is ignored."""
+    format: every ``/data/XX/...`` object in it; failed requests, 4xx/5xx, are skipped; with
+    ``fqrn``, objects under ``/cvmfs/<another repository>/`` too) or a bare object name
+    (``<hash>[suffix]`` or ``data/XX/<rest>``). Anything else is ignored."""
     found: dict[str, str] = {}
     for n, line in enumerate(lines, 1):
         bare = _BARE.match(line)
-        hits = [bare.groups()] if bare else _IN_URL.findall(line)
+        hits = [("", *bare.groups())] if bare else _IN_URL.findall(line)
         if not hits or (not bare and _FAILED.search(line)):
             continue
-        for head, rest in hits:
-            found.setdefault(head + rest, f"{source}:{n}")
+        for repo, head, rest in hits:
+            if not (fqrn and repo and repo != fqrn):
+                found.setdefault(head + rest, f"{source}:{n}")
     return found
 
 
-def objects_from_trace(lines: Iterable[str]) -> list[str]:
+def objects_from_trace(lines: Iterable[str], fqrn: str | None = None) -> list[str]:
     """Object names (hash + suffix) in first-seen order, deduplicated (``trace_objects``)."""
-    return list(trace_objects(lines))
+    return list(trace_objects(lines, fqrn=fqrn))
 
 
-def read_trace(path: Path) -> dict[str, str]:
+def read_trace(path: Path, fqrn: str | None = None) -> dict[str, str]:
     """``trace_objects`` of a file (text; undecodable bytes do not stop it)."""
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
-            return trace_objects(f, str(path))
+            return trace_objects(f, str(path), fqrn)
     except OSError as e:
         raise UsageError(
             f"{path}: trace cannot be read: {e.strerror}", hint="pass an access log or a list of object names"

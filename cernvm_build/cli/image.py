@@ -207,9 +207,10 @@ def _seed(args: argparse.Namespace, out: Output) -> int:
     source: str | list[str] = args.source or prof.cvmfs.server_urls()
     if not source:
         raise UsageError(f"profile {prof.name} names no server", hint="pass --server URL or --source URL|DIR")
+    fqrn = args.fqrn or prof.cvmfs.repository
     objects: dict[str, str] = {}
     for trace in args.trace:
-        for name, where in seed.read_trace(trace).items():
+        for name, where in seed.read_trace(trace, fqrn).items():
             objects.setdefault(name, where)
     if not objects:
         raise UsageError(
@@ -220,7 +221,7 @@ def _seed(args: argparse.Namespace, out: Output) -> int:
     with out.reporter() as reporter:
         result = seed.make_seed(
             source,
-            args.fqrn or prof.cvmfs.repository,
+            fqrn,
             args.key or prof.cvmfs.public_keys,
             objects,
             args.output,

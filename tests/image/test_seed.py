@@ -4,6 +4,7 @@ cache code with no server to fetch from."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -269,7 +270,7 @@ def _cli(*argv: str | Path) -> int:
     return main(["image", "seed", "demo", *map(str, argv)])
 
 
-def test_an_object_the_repository_lacks_is_one_line_naming_the_trace_line(
+def test_cli_seeds_and_an_object_the_repository_lacks_is_one_line_naming_its_trace_line(
     traced: Traced, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     trace = tmp_path / "boot.log"
@@ -284,6 +285,10 @@ def test_an_object_the_repository_lacks_is_one_line_naming_the_trace_line(
     err = capsys.readouterr().err
     assert f"{trace}:4: file {missing}: not in the repository" in err
     assert not out.exists() and list(tmp_path.iterdir()) == [trace]
+    # the whole trace: the seed, and its description for scripts
+    assert _cli("--server", traced.url, "--trace", traced.trace, "-o", out, "--disk", "100M", "--json") == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["objects"] == len(read_trace(traced.trace)) and doc["size_mb"] == 100 and out.exists()
 
 
 def test_an_object_with_wrong_bytes_is_refused_and_nothing_is_written(
@@ -319,6 +324,8 @@ def test_object_names_from_server_logs_and_lists() -> None:
         # failed requests name nothing
         f'10.0.2.15 - - [x] "GET /cvmfs/x.test/data/0d/{"4" * 38} HTTP/1.1" 404 0 "-" "-"',
         f"1764748800.5 1 10.0.2.15 TCP_MISS/502 0 GET http://s1/cvmfs/x.test/data/0e/{'5' * 38} - -",
+        # another repository's object, in a log of a server that serves several
+        f'10.0.2.15 - - [x] "GET /cvmfs/y.test/data/0a/{"8" * 38} HTTP/1.1" 200 9 "-" "-"',
         # bare names (a list)
         "0f" + "6" * 38 + "H",
         f"data/10/{'7' * 38}",
@@ -330,7 +337,8 @@ def test_object_names_from_server_logs_and_lists() -> None:
         "\x00\xff binary \u2603",
         "",
     ]
-    names = objects_from_trace(lines)
+    names = objects_from_trace(lines, "x.test")
     assert names == [a + "C", b, c + "P", "0f" + "6" * 38 + "H", "10" + "7" * 38]
+    assert "0a" + "8" * 38 in objects_from_trace(lines)  # no repository named: every one's
     assert trace_objects(lines, "boot.log")[c + "P"] == "boot.log:3"
     assert objects_from_trace(["nothing", "here"]) == []
