@@ -34,6 +34,7 @@ Host side only: not part of the initrd runtime.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import os
 import re
@@ -177,6 +178,7 @@ def make_seed(
     snapshot: SnapshotSpec | None = None,
     timeout: float = 10,
     retries: int = 2,
+    jobs: int = 8,
 ) -> Seed:
     """Make the seed disk ``dest`` (qcow2) whose cache holds ``objects`` of repository ``fqrn``.
 
@@ -220,7 +222,7 @@ def make_seed(
             retries=retries,
         )
         try:
-            seed = _fill(repo, parsed, where, rep)
+            seed = _fill(repo, parsed, where, rep, jobs)
         finally:
             repo.close()
         cache = root / "cache" / fqrn
@@ -253,7 +255,7 @@ def _named(name: str, what: str, where: Mapping[str, str]) -> Iterator[None]:
 
 
 def _fill(
-    repo: Repository, parsed: list[tuple[str, str, str]], where: Mapping[str, str], rep: Reporter
+    repo: Repository, parsed: list[tuple[str, str, str]], where: Mapping[str, str], rep: Reporter, jobs: int
 ) -> dict[str, Any]:
     store = repo.store
     cache = store.cache
@@ -279,20 +281,30 @@ def _fill(
         catalogs += 1
         for row in cat.objects():
             files.setdefault(row.name + row.suffix, row)
-    inflated = foreign = 0
-    for i, (name, h, suffix) in enumerate(parsed):
-        rep.progress("objects", i, len(parsed))
+
+    def one(name: str, h: str, suffix: str) -> tuple[int, int]:
+        """(inflated bytes, 1 if the revision does not name it) of one object, now in the cache."""
         what = _KIND.get(suffix, "object")
         with _named(name, what, where):
             ref = files.get(h + suffix)
             if ref is not None:
-                fd = store.inflated_fd(h, suffix, size=ref.size, compressed=ref.compressed, what=what)
-                os.close(fd)
-                inflated += ref.size
-            else:
-                store.cached_path(h, suffix, what=what, limit=_LIMIT.get(suffix))
-                foreign += suffix in ("", "P")
-    rep.progress("objects", len(parsed), len(parsed))
+                os.close(store.inflated_fd(h, suffix, size=ref.size, compressed=ref.compressed, what=what))
+                return ref.size, 0
+            store.cached_path(h, suffix, what=what, limit=_LIMIT.get(suffix))
+            return 0, int(suffix in ("", "P"))
+
+    # Fetched by ``jobs`` threads (the store makes each object once, whoever asks); results taken
+    # in trace order, so the error reported is the first the trace names.
+    inflated = foreign = 0
+    pool = concurrent.futures.ThreadPoolExecutor(max(1, jobs), "seed")
+    try:
+        futures = [pool.submit(one, *item) for item in parsed]
+        for i, fut in enumerate(futures, 1):
+            size, other = fut.result()
+            inflated, foreign = inflated + size, foreign + other
+            rep.progress("objects", i, len(parsed))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     return {
         "objects": len(parsed),
         "bytes": store.stats["fetched_bytes"],

@@ -133,6 +133,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s.add_argument("--key", action="append", default=[], type=Path, metavar="PEM",
                    help="master public key (repeatable; default: the profile's public_keys)")  # fmt: skip
     s.add_argument("--proxy", metavar="P", help="HTTP proxy of this host, '|'/';' separated (default: none)")
+    s.add_argument("-j", "--jobs", type=int, default=8, help="parallel downloads (default 8)")
     flags.add(s, [launch_config.BY_KEY["disk"]])
     add_override_flags(s)
 
@@ -228,6 +229,7 @@ def _seed(args: argparse.Namespace, out: Output) -> int:
             size_mb=size_mb,
             reporter=reporter,
             proxy=args.proxy,
+            jobs=args.jobs,
             snapshot=SnapshotSpec(tag=snap.tag, date=snap.date, root_hash=snap.root_hash),
         )
 
