@@ -99,7 +99,7 @@ class Seed:
     #: the qcow2 file's size on disk, its virtual size in MB
     disk_bytes: int = 0
     size_mb: int = 0
-    #: catalogs of the revision kept (every one, named by the trace or not)
+    #: catalogs of the revision kept: the root and those of the subtrees the trace opened
     catalogs: int = 0
     #: traced objects the revision does not name (kept as stored objects, inflated by the daemon)
     foreign: int = 0
@@ -205,6 +205,8 @@ def make_seed(
         raise UsageError(f"seed size {size_mb} MB: too small", hint=f"at least {MIN_SIZE_MB} MB")
     mke2fs, debugfs, qemu_img = proc.which("mke2fs"), proc.which("debugfs"), proc.which("qemu-img")
     dest = Path(os.path.abspath(dest))
+    if dest.is_dir():
+        raise UsageError(f"{dest}: is a folder", hint="name the seed's file, e.g. -o debian12.seed.qcow2")
     work = dest.with_name(f".{dest.name}.seed-work")
     root = work / "root"
     for d in FOLDERS:
