@@ -13,6 +13,11 @@ the server, the second reads the cache on the scratch disk: the FUSE client's fi
 ``systemctl poweroff`` (shutdown seconds), then the reboot to SSH. ``systemd-analyze`` blame and critical
 chain of both first boots go to stderr (where the time goes). Also: MB of objects the guest fetched per
 boot (the server's log), next to the tree's size.
+Then the pre-warmed scratch disk (``bootloader.seed``): the object names (a)'s first boot fetched up to
+its login (SSH answered and ``systemctl is-system-running --wait`` returned, before the read passes)
+make a seed; (c) μCernVM on a new scratch disk backed by that seed (as ``cernvm-launch create --seed``
+makes it) and (d) a fresh copy of (b)'s ext4 disk (a first boot too: cloud-init's first-boot work)
+boot at the same time, to SSH. Rows: (c) vs (d), MB (c) fetched, the seed's size and object count.
 ``--quick`` is the same (nothing smaller to boot). Needs root (dpkg builds the tree).
 """
 
@@ -40,11 +45,13 @@ from cernvm_build import profile
 from cernvm_build.accel import detect
 from cernvm_build.bootloader.kernel import Kernel, fetch_debian_kernel
 from cernvm_build.bootloader.modules import resolve
+from cernvm_build.bootloader.seed import make_seed, objects_from_trace
 from cernvm_build.context import BuildContext
 from cernvm_build.cvmfs.serve import serve
 from cernvm_build.demo.os_tree import DEFAULT_EPOCH
 from cernvm_build.demo.repository import publish_debian
 from cernvm_build.image.build import build_image
+from cernvm_build.launch import seed as launch_seed
 from cernvm_build.launch import userdata
 from cernvm_build.launch.context import build_iso
 from cernvm_build.osbuild.debian import build_debian_tree
@@ -218,6 +225,8 @@ class Figures:
     shutdown: list[float] = dataclasses.field(default_factory=list)  # after the read passes, after the reboot
     io: list[tuple[int, float, int, float]] = dataclasses.field(default_factory=list)  # entries, s, bytes, s
     fetched: list[int] = dataclasses.field(default_factory=list)  # bytes per boot (μCernVM)
+    #: the server's log lines of the objects the first boot fetched up to its login (μCernVM)
+    trace: list[str] = dataclasses.field(default_factory=list)
 
 
 def _measure(
@@ -227,6 +236,7 @@ def _measure(
     fig = Figures()
     for n in (1, 2):
         before = counter.bytes if counter else 0
+        first_line = len(counter.lines) if counter else 0
         with _boot(disks, extra, work / f"{name}-{n}.log", key, 1800) as (vm, took):
             if counter:
                 fig.fetched.append(counter.bytes - before)
@@ -239,7 +249,10 @@ def _measure(
                 # gap between the setups is made of (the guest is CPU-bound under TCG)
                 print(f"osboot: {name}: at login:\n{vm.ssh(DIAG_SCRIPT)}", file=sys.stderr)
                 # systemd-analyze answers once the boot has finished (cloud-init may still run at SSH)
-                print(vm.ssh("systemctl is-system-running --wait; " + PROFILE_SCRIPT), file=sys.stderr)
+                vm.ssh("systemctl is-system-running --wait || true")
+                if counter:  # the boot's working set, before anything else reads the tree
+                    fig.trace = counter.lines[first_line:]
+                print(vm.ssh(PROFILE_SCRIPT), file=sys.stderr)
                 print(f"osboot: {name}: after boot:\n{vm.ssh(DIAG_SCRIPT)}", file=sys.stderr)
                 # bounded: a cold pass through FUSE under TCG at load 25 took over 600 s for 1,500 files
                 try:
@@ -262,6 +275,39 @@ def _measure(
     return fig
 
 
+@dataclasses.dataclass
+class FirstBoot:
+    """(c)/(d): one first boot to SSH; for μCernVM the objects it fetched (up to the banner, and up to
+    ``systemctl is-system-running --wait``)."""
+
+    boot: float = 0.0
+    fetched: int = 0  # bytes, up to the SSH banner
+    fetched_running: int = 0  # bytes, up to systemd's running
+    objects_running: int = 0
+
+
+def _first_boot(
+    name: str, disks: list[str], extra: list[str], work: Path, key: Path, counter: _Fetched | None
+) -> FirstBoot:
+    fb = FirstBoot()
+    bytes0, objects0 = (counter.bytes, counter.objects) if counter else (0, 0)
+    with _boot(disks, extra, work / f"{name}.log", key, 1800) as (vm, took):
+        fb.boot = took
+        fb.fetched = counter.bytes - bytes0 if counter else 0
+        print(f"osboot: {name}: first boot to SSH {took:.1f} s", file=sys.stderr)
+        vm.login(600)
+        print(f"osboot: {name}: at login:\n{vm.ssh(DIAG_SCRIPT)}", file=sys.stderr)
+        state = vm.ssh("systemctl is-system-running --wait || true").strip()
+        if counter:
+            fb.fetched_running, fb.objects_running = counter.bytes - bytes0, counter.objects - objects0
+            print(f"osboot: {name}: fetched {fb.fetched / 1e6:.1f} MB to SSH, "
+                  f"{fb.fetched_running / 1e6:.1f} MB ({fb.objects_running} objects) to systemd {state}",
+                  file=sys.stderr)  # fmt: skip
+        print(vm.ssh(PROFILE_SCRIPT), file=sys.stderr)
+        print(f"osboot: {name}: shutdown {vm.poweroff():.1f} s", file=sys.stderr)
+    return fb
+
+
 def run(quick: bool, logs: Path | None = None) -> list[Result]:
     """``logs``: a directory that keeps the guests' console logs (the work directory is removed)."""
     accel = detect()
@@ -269,7 +315,7 @@ def run(quick: bool, logs: Path | None = None) -> list[Result]:
     kernel = fetch_debian_kernel(prof.kernel.package or "linux-image-cloud-amd64")
     work = Path(tempfile.mkdtemp(prefix="bench-osboot-", dir="/var/tmp"))
     try:
-        publish_debian(work / "repo", kernel=kernel)
+        repo = publish_debian(work / "repo", kernel=kernel)
         tree = build_debian_tree("12", epoch=DEFAULT_EPOCH, kernel=kernel).root  # the cached tree
         key = work / "login"
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key], check=True)
@@ -295,8 +341,9 @@ def run(quick: bool, logs: Path | None = None) -> list[Result]:
             # (b) the same tree on ext4, prepared before either boots
             raw = work / "plain.img"
             subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "root", "-d", tree, raw, "2G"], check=True)
-            plain = work / "plain.qcow2"
+            plain, fresh = work / "plain.qcow2", work / "plain-fresh.qcow2"
             subprocess.run(["qemu-img", "convert", "-q", "-O", "qcow2", raw, plain], check=True)
+            subprocess.run(["qemu-img", "convert", "-q", "-O", "qcow2", raw, fresh], check=True)  # for (d)
             raw.unlink()
             initrd = _plain_initrd(kernel, work / "plain-initrd.gz")
             # (a) μCernVM
@@ -330,6 +377,40 @@ def run(quick: bool, logs: Path | None = None) -> list[Result]:
                         None,
                     )  # fmt: skip
                     a, b = job_a.result(), job_b.result()
+                # (c)/(d): a seed from (a)'s first-boot working set, its bytes from the repository
+                # itself (not through the server: its log counts the guests' fetches only)
+                names = objects_from_trace(a.trace)
+                made = time.monotonic()
+                sd = make_seed(str(repo.stratum), repo.fqrn, [repo.public_key], names, work / "seed.qcow2",
+                               size_mb=4096)  # fmt: skip
+                made = time.monotonic() - made
+                seed_file = sd.path.stat().st_blocks * 512
+                print(f"osboot: seed: {sd.objects} objects ({len(names)} names in the trace), "
+                      f"{seed_file / 1e6:.1f} MB on disk, made in {made:.1f} s", file=sys.stderr)  # fmt: skip
+                disk = launch_seed.check(sd.path, system=False)
+                seeded = work / "scratch-seeded.qcow2"
+                launch_seed.create_scratch(seeded, launch_seed.scratch_size(4096, disk), disk)
+                with concurrent.futures.ThreadPoolExecutor(2) as pool:
+                    job_c = pool.submit(
+                        _first_boot,
+                        "ucernvm-seeded",
+                        ["-drive", f"file={seeded},format=qcow2,if=virtio", *ctx_drive],
+                        ["-drive", f"file={iso},media=cdrom,if=ide,readonly=on", "-boot", "d"],
+                        work,
+                        key,
+                        counter,
+                    )
+                    job_d = pool.submit(
+                        _first_boot,
+                        "plain-fresh",
+                        ["-drive", f"file={fresh},format=qcow2,if=virtio", *ctx_drive],
+                        ["-kernel", str(kernel.vmlinuz), "-initrd", str(initrd), "-append",
+                         "console=ttyS0,115200 quiet no_timer_check rw"],
+                        work,
+                        key,
+                        None,
+                    )  # fmt: skip
+                    c, d = job_c.result(), job_d.result()
             finally:
                 logger.removeHandler(counter)
         finally:
@@ -351,6 +432,13 @@ def run(quick: bool, logs: Path | None = None) -> list[Result]:
         Result(B, f"shutdown after reboot [{t}] μCernVM", a.shutdown[1], "s", f"ext4 [{t}]", b.shutdown[1]),
         Result(B, "MB fetched (first boot)", a.fetched[0] / 1e6, "MB", "tree size", size / 1e6),
         Result(B, "MB fetched (reboot)", a.fetched[1] / 1e6, "MB", "first boot", a.fetched[0] / 1e6),
+        Result(B, f"first boot to SSH [{t}] μCernVM, seeded scratch disk", c.boot, "s",
+               f"plain ext4, fresh disk [{t}]", d.boot, "<= 1.3x plain", c.boot <= 1.3 * d.boot),
+        Result(B, "MB fetched (seeded first boot)", c.fetched / 1e6, "MB", "un-seeded first boot",
+               a.fetched[0] / 1e6, extra={"MB to running": c.fetched_running / 1e6,
+                                          "objects to running": c.objects_running}),
+        Result(B, "seed size on disk (qcow2)", seed_file / 1e6, "MB", "objects in it", sd.objects,
+               extra={"inflated MB": sd.inflated / 1e6, "object MB": sd.bytes / 1e6, "made in s": made}),
     ]  # fmt: skip
     passes = ((0, "cold: from the server"), (1, "warm: scratch-disk cache"))
     for n, what in passes[: min(len(a.io), len(b.io))]:
@@ -369,10 +457,13 @@ class _Fetched(logging.Handler):
     def __init__(self, root: Path) -> None:
         super().__init__()
         self.root, self.bytes, self.objects = root, 0, 0
+        self.lines: list[str] = []  # the log lines of those GETs, in order: the trace a seed is made of
 
     def emit(self, record: logging.LogRecord) -> None:
-        m = re.search(r'"GET /cvmfs/(\S+/data/\S+) HTTP/[0-9.]+" 200 ', record.getMessage())
+        line = record.getMessage()
+        m = re.search(r'"GET /cvmfs/(\S+/data/\S+) HTTP/[0-9.]+" 200 ', line)
         if m:
+            self.lines.append(line)
             with contextlib.suppress(OSError):
                 self.bytes += (self.root / m.group(1)).stat().st_size
                 self.objects += 1

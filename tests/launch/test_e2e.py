@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import shutil
 import socket
@@ -31,6 +32,7 @@ from cernvm_build.cli.launch import main
 from cernvm_build.cvmfs.serve import Server, serve
 from cernvm_build.demo.repository import publish_demo
 from tests.support import free_port, launchhome
+from tests.support.servers import object_requests_served
 
 pytestmark = pytest.mark.e2e
 URI = "qemu:///system"
@@ -52,6 +54,14 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Serve
         yield next((work / "images").glob("*.iso")), srv
     finally:
         srv.close()
+
+
+@pytest.fixture(scope="module")
+def boot_trace() -> list[str]:
+    """The server's log lines of the objects one whole first boot of the demo fetched (create → SSH →
+    ``cat /etc/os-release`` → destroy): filled by the library boot below, reused by the seeded boot
+    (which boots once more for it when run alone)."""
+    return []
 
 
 @pytest.fixture
@@ -172,7 +182,9 @@ def test_a_guest_that_cannot_reach_its_repository_fails_create_fast(
     assert "e2e-demo" not in [d.name() for d in libvirt.open(URI).listAllDomains(0)]
 
 
-def test_demo_boots_through_the_library(demo: tuple[Path, Server], launch_home: Path) -> None:
+def test_demo_boots_through_the_library(
+    demo: tuple[Path, Server], launch_home: Path, boot_trace: list[str]
+) -> None:
     """The demo's boot step: create → SSH ready → ``cat /etc/os-release`` → destroy, as library calls
     with typed results (no cernvm-launch subprocess, no scraped output)."""
     from contextlib import ExitStack
@@ -184,8 +196,9 @@ def test_demo_boots_through_the_library(demo: tuple[Path, Server], launch_home: 
     shutil.copyfile(built, image)
     os.chmod(image, 0o644)
     run, heard = DemoRun(), list[str]()
-    with ExitStack() as stack:
+    with ExitStack() as stack, object_requests_served() as fetched:
         _boot(run, image, DemoOptions(out=launch_home, port=srv.port, boot_timeout=420), heard.append, stack)
+    boot_trace[:] = fetched  # a first boot's working set, for the seeded boot
     assert [s.name for s in run.steps] == ["boot + ssh ready", "ssh command", "destroy"]
     assert "ID=cernvm-demo" in run.os_release
     assert any(line.endswith(f"{INSTANCE}: defining the domain") for line in heard)  # steps reported
@@ -252,3 +265,70 @@ def test_a_guest_boots_through_squid_from_an_s3_backed_replica(
     shutil.rmtree(run_dir, ignore_errors=True)
     # the guest's objects came from the gateway's bucket, through squid
     assert any(f"http://127.0.0.1:{rgw_port}/cvmfs/{fqrn}/data/" in line for line in through), through[:3]
+
+
+@contextlib.contextmanager
+def _served() -> Iterator[list[str]]:
+    """Every request line the repository server answers while the block runs."""
+    lines: list[str] = []
+
+    class Record(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    logger, handler = logging.getLogger("cernvm_build.cvmfs.serve"), Record()
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def test_a_first_boot_on_a_seed_fetches_no_object(
+    demo: tuple[Path, Server], launch_home: Path, boot_trace: list[str], capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The pre-warmed scratch disk (issue 13): a seed made from one first boot's server log (names
+    only; the bytes from the repository), an instance created with ``--seed``: its first boot finds
+    every object in the cache on the scratch disk — the server sends the signed manifest and
+    whitelist, no object — takes the initrd's later-boot path (UROOT found, grown to the disk) and is
+    up (SSH with the pinned host key)."""
+    from cernvm_build.bootloader.seed import make_seed, objects_from_trace
+    from cernvm_build.demo.repository import PUBLIC_KEY
+
+    image, srv = demo
+    args = ["--connect", URI]
+    assert main([*args, "images", "add", str(image), "--profile", "demo"]) == 0
+    create = [*args, "create", "--profile", "demo", "--memory", "512", "--yes",
+              "--cvmfs-server", f"10.0.2.2:{srv.port}", "--timeout", "420"]  # fmt: skip
+    if not boot_trace:  # run alone: one first boot of its own, as the library boot above
+        with object_requests_served() as fetched:
+            assert main([*create, "--name", "e2e-demo"]) == 0, capfd.readouterr().err
+            assert main([*args, "ssh", "-n", "e2e-demo", "--", "cat", "/etc/os-release"]) == 0
+            assert main([*args, "destroy", "--force", "e2e-demo"]) == 0
+        boot_trace[:] = fetched
+    names = objects_from_trace(boot_trace)
+    assert names, "the first boot fetched objects"
+    ((fqrn, stratum),) = srv.repositories.items()
+    seed = make_seed(str(stratum), fqrn, [PUBLIC_KEY], names, launch_home / "seed.qcow2", size_mb=1024)
+    assert seed.objects == len(names)
+
+    capfd.readouterr()
+    with _served() as served:
+        code = main([*create, "--name", "e2e-demo", "--seed", str(seed.path)])  # --disk: 20000 MB
+        assert code == 0, capfd.readouterr().err
+        assert main([*args, "ssh", "-n", "e2e-demo", "--", "cat", "/etc/os-release"]) == 0
+        assert "ID=cernvm-demo" in capfd.readouterr().out
+    objects = [line for line in served if "/data/" in line]
+    assert not objects, objects[:10]  # every object came from the seed
+    assert any(".cvmfspublished" in line for line in served), served  # the boot did ask the server
+    console = (launch_home / "run" / "e2e-demo" / "console.log").read_text(errors="replace")
+    assert "first boot: partitioned" not in console and "(UROOT) mounted," in console, console[-3000:]
+    assert "grown to the end of /dev/vda" in console, console[-3000:]  # the 1 GB seed, a 20 GB disk
+    # the cache the boot read is the seed's, on the instance's scratch disk
+    assert main([*args, "ssh", "-n", "e2e-demo", "--", f"find /mnt/.rw/cache/{fqrn} -type f | wc -l"]) == 0
+    assert int(capfd.readouterr().out.strip()) >= len(names)
+    assert main([*args, "destroy", "--force", "e2e-demo"]) == 0
+    assert seed.path.exists()  # the seed outlives its instances
