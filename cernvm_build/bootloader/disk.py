@@ -7,6 +7,7 @@ Standard library only: this module is part of the initrd runtime.
 
 from __future__ import annotations
 
+import array
 import fcntl
 import os
 import struct
@@ -17,6 +18,7 @@ from pathlib import Path
 SECTOR = 512
 START = 2048  # 1 MiB alignment
 BLKRRPART = 0x125F
+BLKPG, BLKPG_RESIZE_PARTITION = 0x1269, 3
 _SKIP = ("loop", "ram", "sr", "fd", "zram", "dm-", "md", "nbd")
 
 
@@ -94,7 +96,11 @@ def grown(mbr_sector: bytes, total_sectors: int) -> bytes | None:
 
 
 def grow(dev: str) -> bool:
-    """Extend partition 1 to the end of the disk; True when it changed."""
+    """Extend partition 1 to the end of the disk, on disk and in the kernel; True when it changed.
+
+    Partition 1 is mounted when the init grows it (08-resize, after 04-devices mounted UROOT): the
+    kernel refuses to re-read the table of a disk in use (BLKRRPART: EBUSY), so it is told the one
+    partition's new size (BLKPG_RESIZE_PARTITION), which it allows on a mounted partition."""
     total = disk_sectors(dev)
     with open(dev, "r+b") as f:
         table = grown(f.read(SECTOR), total)
@@ -104,8 +110,18 @@ def grow(dev: str) -> bool:
         f.write(table)
         f.flush()
         os.fsync(f.fileno())
-    _reread(dev)
+        start, count = struct.unpack_from("<II", table, 446 + 8)
+        _resize_in_kernel(f.fileno(), 1, start, count)
     return True
+
+
+def _resize_in_kernel(fd: int, number: int, start: int, count: int) -> None:
+    """``ioctl(BLKPG, {BLKPG_RESIZE_PARTITION, data=&blkpg_partition})`` (linux/blkpg.h): the struct
+    ``{long long start, length; int pno; char devname[64], volname[64];}`` (152 bytes with its
+    padding) in a buffer whose address goes into the argument (no ctypes in the initrd)."""
+    part = array.array("B", struct.pack("=qqi64s64s4x", start * SECTOR, count * SECTOR, number, b"", b""))
+    address, _ = part.buffer_info()
+    fcntl.ioctl(fd, BLKPG, struct.pack("@iiiP", BLKPG_RESIZE_PARTITION, 0, len(part), address))
 
 
 def partition_path(dev: str) -> str:
