@@ -116,7 +116,7 @@ KEYS: tuple[Setting, ...] = (
     Setting("storagePool", Kind.STR, "libvirt storage pool for the disks on a remote hypervisor (made when "
             "missing)", default=DEFAULTS.storage_pool, field="storage_pool",
             pattern=r"[A-Za-z0-9][A-Za-z0-9_.-]*", pattern_help="a pool name"),
-    Setting("seed", Kind.PATH, "pre-warmed scratch disk ('cernvm-build seed') backing the instance's "
+    Setting("seed", Kind.PATH, "pre-warmed scratch disk ('cernvm-build image seed') backing the instance's "
             "scratch disk, read-only; local hypervisors only", default=None, nullable=True, flag="--seed",
             metavar="SEED.qcow2"),
 )  # fmt: skip

@@ -1,4 +1,4 @@
-"""``create --seed``: a pre-warmed scratch disk (``cernvm-build seed``) as the backing file of an
+"""``create --seed``: a pre-warmed scratch disk (``cernvm-build image seed``) as the backing file of an
 instance's scratch disk.
 
 The seed is read-only for every instance it backs; each instance's own qcow2 holds only what that
@@ -46,7 +46,7 @@ def check(path: Path, *, system: bool, remote: str | None = None) -> SeedDisk:
         st = path.stat()
     except FileNotFoundError:
         raise InstanceError(
-            "seed not found", where=where, hint="make one with 'cernvm-build seed' or give its path"
+            "seed not found", where=where, hint="make one with 'cernvm-build image seed' or give its path"
         ) from None
     except OSError as e:
         raise InstanceError(f"cannot read the seed: {e.strerror}", where=where) from None
@@ -59,7 +59,7 @@ def check(path: Path, *, system: bool, remote: str | None = None) -> SeedDisk:
         raise InstanceError(
             f"the seed is not a qcow2 image (qemu-img says {info.get('format', '?')})",
             where=where,
-            hint="give the .qcow2 file 'cernvm-build seed' wrote",
+            hint="give the .qcow2 file 'cernvm-build image seed' wrote",
         )
     backing = info.get("full-backing-filename") or info.get("backing-filename")
     if backing:
