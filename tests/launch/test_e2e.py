@@ -3,7 +3,8 @@
 The demo OS is published into a local demo repository served on 127.0.0.1 (the guest reaches it as
 10.0.2.2 through user-mode networking), the μCernVM demo image is built against it, and one instance
 goes through the whole life: create (waits for SSH with the pinned host key), run a command, write a
-file, stop (saved state), start, read the file back, destroy — and nothing is left behind.
+file, stop (saved state), start, read the file back, destroy — and nothing is left behind. A seed made
+from one first boot's server log serves a second instance's whole first boot (``create --seed``).
 """
 
 from __future__ import annotations
