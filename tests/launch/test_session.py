@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,12 +42,20 @@ def _guest(user: User, name: str, message: bytes) -> Path:
 
 def test_session_life_cycle_as_an_unprivileged_user(user: User) -> None:
     image = _guest(user, "tiny.hdd", GREETING + b"\r\n")
+    # a seed (create --seed) private to the user: the session daemon's QEMU is the user
+    seed = user.home / "seed.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(seed), "64M"], check=True)
+    os.chown(seed, user.uid, -1)
+    seed.chmod(0o600)
     r = user.run("create", "--name", "s1", "--iso", str(image), "--memory", "256", "--disk", "100",
-                 "--no-wait", "--yes")  # fmt: skip
+                 "--seed", str(seed), "--no-wait", "--yes")  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert "Security driver" not in r.stderr
     folder = user.home / "data" / "cernvm-launch" / "run" / "s1"  # XDG_DATA_HOME
     assert (folder / "scratch.qcow2").exists() and folder.stat().st_uid == user.uid
+    info = subprocess.run(["qemu-img", "info", "-U", "--output", "json", str(folder / "scratch.qcow2")],
+                          capture_output=True, check=True).stdout  # fmt: skip
+    assert json.loads(info)["backing-filename"] == str(seed)
 
     r = user.run("list", "--json")
     assert r.returncode == 0, r.stderr
@@ -67,6 +76,7 @@ def test_session_life_cycle_as_an_unprivileged_user(user: User) -> None:
     assert r.returncode == 0, r.stderr
     assert not folder.exists()
     assert json.loads(user.run("list", "--json").stdout) == []
+    assert seed.stat().st_uid == user.uid and seed.stat().st_mode & 0o777 == 0o600  # left as it was
 
 
 def test_a_panicking_guest_fails_create_fast_in_session_mode(user: User) -> None:
