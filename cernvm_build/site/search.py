@@ -9,9 +9,13 @@ use), under ``search-index/``:
   compares strings) of about ``BUCKET_BYTES``: word -> ``[[page, [section, length, heading length,
   first position, deltas…], …], …]``; a query loads the bucket of each of its words per shard, a
   prefix query ("conf*") the buckets its words can be in;
-- ``<shard>meta.json``: the shard's pages, in posting order, as the names of their fragments;
-- ``<shard>f/<hash>.json``: a page's fragment: URL, title and each section (heading ``id``, heading, text),
-  loaded only for the pages a query shows (excerpts, and the heading the result links to).
+- ``<shard>meta.json``: where the shard's pages' fragments are: ``packs`` (the names of its fragment
+  files) and ``first`` (the page, in posting order, each file starts with);
+- ``<shard>f/<hash>.json``: the fragments of a run of pages, in page order (about ``PACK_BYTES``): a
+  page's fragment is its URL, title and each section (heading ``id``, heading, text); a file is loaded
+  only for the pages a query shows (excerpts, and the heading the result links to). Packed, not one
+  file per page: a file per page was most of the index's files, and creating a file costs more than
+  writing its bytes (ext4 allocates an inode; where many were deleted lately it searches for one).
 
 A page is cut into sections at its h2/h3 headings (the part before the first one is the page's own,
 headed by its h1), so results link to the heading that answers the query. A section's words are its
@@ -53,8 +57,8 @@ from .stemmer import stem, stem_memo, words
 
 PREFIX = "search-index/"
 MANIFEST = PREFIX + "shards.json"
-#: the extract's format: a change here makes every page be read again
-VERSION = "3"
+#: the extract's and the shard files' format: a change here makes every page be read again
+VERSION = "4"
 #: below this many pages the index is one shard (a query then loads one bucket per word)
 SHARD_FROM = 200
 #: a shard covers whole folders and at least this many pages (fewer only for the last one)
@@ -63,6 +67,8 @@ SHARD_PAGES = 50
 MAX_SHARDS = 16
 #: a bucket holds the postings of a run of words (in order) up to about this many bytes
 BUCKET_BYTES = 16 * 1024
+#: a fragment file holds the fragments of a run of pages up to about this many bytes
+PACK_BYTES = 24 * 1024
 
 #: compact JSON; one encoder for the many small lists of postings (``json.dumps`` makes one a call)
 _ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
@@ -319,14 +325,19 @@ def shard_files(
 ) -> tuple[dict[str, bytes], dict[str, Any]]:
     """A shard's files (path -> bytes) and its entry in the manifest, from its pages' extracts."""
     files: dict[str, bytes] = {}
-    names: list[str] = []
+    packs: list[list[bytes]] = []  # runs of pages' fragments, about PACK_BYTES each
+    first: list[int] = []  # the page each run starts with
+    size = 0
     merged: dict[str, list[str]] = {}  # word -> its pages' postings as JSON, in page order
     count = total = 0
     for n, page in enumerate(shard.pages):
         frag, blob = extracts[page]
-        name = sha("fragment", frag)[:16]
-        files[f"{shard.bundle}f/{name}.json"] = frag
-        names.append(name)
+        if not packs or size + len(frag) > PACK_BYTES:
+            packs.append([])
+            first.append(n)
+            size = 0
+        packs[-1].append(frag)
+        size += len(frag) + 1
         (sections_, words_), postings = pickle.loads(blob)
         count += sections_  # sections without a word cannot match: not counted
         total += words_
@@ -351,7 +362,13 @@ def shard_files(
         size += len(piece) + 1
     for i, run in enumerate(pieces):
         files[f"{shard.bundle}b/{i}.json"] = ("{" + ",".join(run) + "}").encode()
-    files[f"{shard.bundle}meta.json"] = _json({"pages": names})
+    names = []
+    for pack in packs:
+        joined = b"[" + b",".join(pack) + b"]"
+        name = sha("fragments", joined)[:16]  # by content: a changed file is never taken for a cached copy
+        files[f"{shard.bundle}f/{name}.json"] = joined
+        names.append(name)
+    files[f"{shard.bundle}meta.json"] = _json({"first": first, "packs": names})
     entry = {
         "bundle": shard.bundle[len(PREFIX) :],
         "key": shard.key,

@@ -38,6 +38,17 @@ def tree(root: Path) -> dict[str, bytes]:
     return out
 
 
+def fragments(index: Path, bundle: str = "") -> list[dict[str, Any]]:
+    """A shard's page fragments (URL, title, sections) in posting order, read as search.js finds them:
+    through ``meta.json``'s fragment files (``packs``) and the page each starts with (``first``)."""
+    meta = json.loads((index / bundle / "meta.json").read_text())
+    out: list[dict[str, Any]] = []
+    for start, name in zip(meta["first"], meta["packs"], strict=True):
+        assert start == len(out)  # the files follow each other without a gap
+        out += json.loads((index / bundle / "f" / f"{name}.json").read_text())
+    return out
+
+
 def write_release(
     site: Path, version: str, date: str, files: dict[str, bytes], *, previous: str | None = None
 ) -> Path:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from sitehelpers import SEARCH_QUERIES as QUERIES
-from sitehelpers import build_site
+from sitehelpers import build_site, fragments
 
 from cernvm_build.paths import data_dir
 from cernvm_build.site import search, stemmer
@@ -81,8 +81,7 @@ def test_real_queries_land_on_their_heading(site: Path, tmp_path: Path) -> None:
 
     # the script cuts and stems every word of the shipped site as stemmer.py does
     texts = []
-    for frag in (out / "search-index/f").iterdir():
-        data = json.loads(frag.read_text())
+    for data in fragments(index):
         texts += [data["t"], *(h + " " + t for _id, h, t in data["s"])]
     texts += ["Ünïcode ﬁle naïve ΣΊΣΥΦΟΣ 2.11.5 CVMFS_HTTP_PROXY x" + "a" * 50, "İstanbul straße ½ ²"]
     words = sorted({w for t in texts for w in stemmer.words(t)})

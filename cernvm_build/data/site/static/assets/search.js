@@ -294,7 +294,12 @@
   Index.prototype.result = function (r, terms) {
     var self = this;
     return this.json(r.bundle + "meta.json").then(function (meta) {
-      return self.json(r.bundle + "f/" + meta.pages[r.page] + ".json");
+      // the fragment file holding the page: the last one starting at or before it
+      var k = meta.first.length - 1;
+      while (k > 0 && meta.first[k] > r.page) k--;
+      return self.json(r.bundle + "f/" + meta.packs[k] + ".json").then(function (pack) {
+        return pack[r.page - meta.first[k]];
+      });
     }).then(function (frag) {
       var sec = frag.s[r.sec] || ["", frag.t, ""];
       return {
