@@ -128,10 +128,12 @@ ODD = (
 
 
 def both(text: str, monkeypatch: pytest.MonkeyPatch) -> tuple[bool, Rendered, Rendered]:
-    """(whether the Rust path took it, its render, markdown-it-py's render)."""
+    """(whether the Rust parser's tokens took it, their render, markdown-it-py's render); the Rust
+    renderer (``mdhtml``, tested in test_site_mdhtml.py) is off, so these are the tokens' renders."""
     taken = mdtree.tokens(text) is not None
-    fast = markdown.render(text, src_path="docs/a/b.md", first_line=3, base_path="/base/")
     with monkeypatch.context() as m:
+        m.setattr(markdown, "_render_rust", lambda *_a: None)
+        fast = markdown.render(text, src_path="docs/a/b.md", first_line=3, base_path="/base/")
         m.setattr(mdtree, "tokens", lambda _text: None)
         slow = markdown.render(text, src_path="docs/a/b.md", first_line=3, base_path="/base/")
     return taken, fast, slow

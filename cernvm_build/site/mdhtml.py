@@ -1,0 +1,267 @@
+"""A page's HTML from markdown-it-pyrs' own renderer (Rust), with Python only for what the site adds:
+heading ids and permalinks, highlighted fenced code, link resolution and the links' source lines.
+
+The Rust renderer has no hooks, so its output is edited in one pass: every ``<hN>``, every
+``<pre><code>`` block and every ``href``/``src`` attribute in it is matched, in document order, to the
+syntax tree's headings, code blocks, links and raw HTML (parsed from the same text by the same
+parser). The match is checked, not assumed: raw HTML that holds a heading or ``<pre>`` tag, an
+attribute-like text outside raw HTML (``src='x'`` in inline code), a count or URL that differs from the
+tree's — any of these and ``render_parts`` returns None, and the page goes through markdown-it-py
+(``markdown.render``), as do the pages ``mdtree`` cannot take (admonitions, NUL, deep nesting, recoded
+host names). Both paths give the same HTML in meaning; tests/site/test_site_mdhtml.py compares them.
+
+Excerpts stay markdown-it-py's renderer over ``mdtree`` tokens of the few blocks they show.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import markdown_it_pyrs
+from markdown_it.common.utils import escapeHtml, unescapeAll
+
+from . import mdtree
+
+#: what the renderer emits for a heading and a code block, and any quoted attribute value (``=``
+#: first: a pattern that starts with a literal is scanned for fast; ``ATTR_NAME`` checks the name)
+EDIT = re.compile(
+    r"<(?:h([1-6])>(.*?)</h\1>|pre><code(?: class=\"[^\"]*\")?>.*?</code></pre>\n)"
+    r"""|=\s*(["'])([^"'<>]*)\3""",
+    re.S,
+)
+#: the attribute name before a value: ``markdown.RAW_LINK``'s, within 64 characters
+ATTR_NAME = re.compile(r"\b(?:href|src)\s*\Z", re.I)
+#: raw HTML that would make the renderer's own tags ambiguous in its output
+AMBIGUOUS_RAW = re.compile(r"</?(?:h[1-6]|pre)\b", re.I)
+#: the same attribute pattern as ``markdown.RAW_LINK`` (raw HTML links are resolved and checked too)
+RAW_LINK = re.compile(r"""(\b(?:href|src)\s*=\s*)(["'])([^"'<>]*)\2""", re.I)
+MORE = "<!--more-->"
+#: block nodes whose HTML the renderer makes from their children alone
+CONTAINERS = {"paragraph", "blockquote", "bullet_list", "ordered_list", "list_item", "hr"}
+CONTAINERS |= {"table", "thead", "tbody", "trow", "tcell"}
+SKIPPED_SCHEMES = ("mailto:", "tel:", "data:", "javascript:")
+
+
+class Mismatch(Exception):
+    """The output and the tree do not line up as expected: the caller renders with markdown-it-py."""
+
+
+@lru_cache(maxsize=1)
+def _parser() -> markdown_it_pyrs.MarkdownIt:
+    return markdown_it_pyrs.MarkdownIt("commonmark").enable_many(["table", "strikethrough"])
+
+
+@dataclass
+class Heading:
+    level: int
+    slug_title: str  # text and inline code, as the anchors plugin reads it
+    title: str  # also line breaks as spaces, stripped (toc, h1)
+
+
+@dataclass
+class Parts:
+    """What ``markdown.render`` needs from a page besides its HTML."""
+
+    html: str
+    headings: list[Heading]
+    ids: list[str]
+    links: list[tuple[str, str, int]]  # (resolved target, kind, line 0-based)
+    excerpt_nodes: list[Any]  # top-level tree nodes the excerpt shows
+    flat: mdtree._Flatten  # the page's line map, for flattening the excerpt's blocks
+
+
+class _Walk:
+    """The tree in document order: headings, code blocks, link targets (a Markdown link's URL, or
+    each ``href``/``src`` match in raw HTML) with their source lines."""
+
+    def __init__(self, text: str):
+        self.flat = mdtree._Flatten(text)  # its byte-offset -> line map
+        self.headings: list[Heading] = []
+        self.code: list[tuple[str, str] | None] = []  # (info, content) of a fence, None for indented code
+        self.links: list[tuple[str, str, str, int]] = []  # ("md" | "raw", href, quote, line)
+
+    def line(self, node: Any) -> int:
+        return self.flat.line(node.srcmap[0])
+
+    def blocks(self, nodes: Sequence[Any], depth: int) -> None:
+        if depth >= mdtree.MAX_DEPTH:
+            raise Mismatch("nesting")
+        for node in nodes:
+            name = node.name
+            if name in mdtree.INLINE:
+                self.inline(node, depth)
+            elif name in ("heading", "lheading"):
+                slug: list[str] = []
+                shown: list[str] = []
+                for child in node.children:
+                    self.inline(child, depth, slug, shown)
+                self.headings.append(Heading(node.meta["level"], "".join(slug), "".join(shown).strip()))
+            elif name == "fence":
+                self.code.append((node.meta.get("info") or "", node.meta["content"]))
+            elif name == "code_block":
+                self.code.append(None)
+            elif name == "html_block":
+                if depth and node.meta["content"].strip() == MORE:
+                    raise Mismatch("nested <!--more-->")  # markdown-it-py would cut the page inside a block
+                self.raw(node.meta["content"], self.line(node))
+            elif name in CONTAINERS:
+                self.blocks(node.children, depth + 1)
+            else:
+                raise Mismatch(name)
+
+    def inline(
+        self, node: Any, depth: int, slug: list[str] | None = None, shown: list[str] | None = None
+    ) -> None:
+        if depth >= mdtree.MAX_DEPTH:
+            raise Mismatch("nesting")
+        name = node.name
+        meta = node.meta
+        if name in ("text", "text_special"):
+            if slug is not None and shown is not None:
+                slug.append(meta["content"])
+                shown.append(meta["content"])
+        elif name == "code_inline":
+            if slug is not None and shown is not None:
+                content = "".join(c.meta.get("content", "") for c in node.children)
+                slug.append(content)
+                shown.append(content)
+        elif name in ("softbreak", "hardbreak"):
+            if shown is not None:
+                shown.append(" ")
+        elif name == "html_inline":
+            self.raw(meta["content"], self.line(node))
+        elif name in ("link", "image", "autolink"):
+            url = mdtree._url(meta["url"])  # raises for a recoded host name
+            if name == "autolink":
+                text = "".join(c.meta.get("content", "") for c in node.children)
+                if not mdtree.PLAIN_AUTOLINK.fullmatch(text):
+                    raise Mismatch("autolink")
+            self.links.append(("md", url, '"', self.line(node)))
+            # an image's alt text is not heading text (markdown-it-py keeps it in the image token)
+            inner = (None, None) if name == "image" else (slug, shown)
+            for child in node.children:
+                self.inline(child, depth + 1, *inner)
+        elif name in mdtree.INLINE_TAGS:
+            for child in node.children:
+                self.inline(child, depth + 1, slug, shown)
+        else:
+            raise Mismatch(name)
+
+    def raw(self, content: str, line: int) -> None:
+        if AMBIGUOUS_RAW.search(content):
+            raise Mismatch("raw html heading or pre")
+        for m in RAW_LINK.finditer(content):
+            at = line + content.count("\n", 0, m.start())
+            self.links.append(("raw", m.group(3), m.group(2), at))
+
+
+def render_parts(
+    text: str,
+    *,
+    slugify: Callable[[str], str],
+    highlight: Callable[[str, str], str],
+    resolve: Callable[[str], tuple[str, str]],
+) -> Parts | None:
+    """The page's HTML and parts, or None where the Rust path cannot be matched to the tree (the caller
+    renders with markdown-it-py). ``highlight(content, lang)`` gives a fenced block's HTML,
+    ``resolve(href)`` a link's new href and kind (``markdown._resolve``)."""
+    if mdtree.ADMONITION.search(text) or "\0" in text:
+        return None
+    parser = _parser()
+    tree = parser.tree(text)
+    walk = _Walk(text)
+    try:
+        walk.blocks(tree.children, 0)
+    except (Mismatch, mdtree.Unsupported):
+        return None
+    out = parser.render(text)
+
+    # heading ids as the anchors plugin makes them: unique in the page, in order
+    slugs: set[str] = set()
+    ids: list[str] = []
+    for h in walk.headings:
+        base = slugify(h.slug_title)
+        slug, i = base, 1
+        while slug in slugs:
+            slug, i = f"{base}-{i}", i + 1
+        slugs.add(slug)
+        ids.append(slug)
+
+    counts = [0, 0, 0]  # headings, code blocks, links seen
+    links: list[tuple[str, str, int]] = []
+
+    def link(m: re.Match[str]) -> str:
+        if not ATTR_NAME.search(m.string, max(0, m.start() - 64), m.start()):
+            return m.group(0)
+        k = counts[2]
+        counts[2] += 1
+        if k >= len(walk.links):
+            raise Mismatch("extra link attribute")
+        kind, expected, quote, line = walk.links[k]
+        value = m.group(4)
+        if m.group(3) != quote:
+            raise Mismatch("quote")
+        keep = m.group(0)[: m.start(4) - m.start()]  # "=" and the quote
+        if kind == "raw":
+            if value != expected:
+                raise Mismatch("raw link")
+            if not value or value.startswith(SKIPPED_SCHEMES):
+                return m.group(0)
+            new, how = resolve(value)
+            links.append((new, how, line))
+            return f"{keep}{new}{quote}"
+        if html.unescape(value) != expected:
+            raise Mismatch("link url")
+        new, how = resolve(expected)
+        links.append((new, how, line))
+        return f"{keep}{escapeHtml(new)}{quote}"
+
+    def edit(m: re.Match[str]) -> str:
+        if m.group(3) is not None:
+            return link(m)
+        if m.group(1) is not None:
+            k = counts[0]
+            counts[0] += 1
+            if k >= len(ids) or walk.headings[k].level != int(m.group(1)):
+                raise Mismatch("heading")
+            inner = EDIT.sub(edit, m.group(2))
+            slug = escapeHtml(ids[k])
+            tag = f"h{m.group(1)}"
+            return f'<{tag} id="{slug}">{inner} <a class="header-anchor" href="#{slug}">#</a></{tag}>'
+        k = counts[1]
+        counts[1] += 1
+        if k >= len(walk.code):
+            raise Mismatch("code block")
+        block = walk.code[k]
+        if block is None:
+            return m.group(0)
+        info = unescapeAll(block[0]).strip()
+        return highlight(block[1], info.split(maxsplit=1)[0] if info else "") + "\n"
+
+    try:
+        body = EDIT.sub(edit, out)
+        if counts != [len(ids), len(walk.code), len(walk.links)]:
+            raise Mismatch("counts")
+    except Mismatch:
+        return None
+    # the permalink sign is not part of the heading's text (search titles, excerpts); a plain replace,
+    # as on markdown-it-py's output, so raw HTML naming the class gets the mark too
+    body = body.replace('class="header-anchor"', 'class="header-anchor" data-search-ignore')
+    return Parts(body, walk.headings, ids, links, _excerpt_nodes(tree.children), walk.flat)
+
+
+def _excerpt_nodes(nodes: Sequence[Any]) -> list[Any]:
+    """The top-level blocks before ``<!--more-->`` (headings left out: their ids would collide on list
+    pages), else the first top-level paragraph."""
+    for i, node in enumerate(nodes):
+        if node.name == "html_block" and node.meta["content"].strip() == MORE:
+            return [n for n in nodes[:i] if n.name not in ("heading", "lheading")]
+    for node in nodes:
+        if node.name == "paragraph":
+            return [node]
+    return []
