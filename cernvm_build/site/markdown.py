@@ -1,5 +1,7 @@
-"""Markdown to HTML with markdown-it-py: CommonMark, tables, strikethrough, admonitions, heading anchors,
-fenced code highlighted by Pygments.
+"""Markdown to HTML: CommonMark, tables, strikethrough, admonitions, heading anchors, fenced code
+highlighted by Pygments. Most pages are rendered by markdown-it-pyrs with ids, highlighting and links
+added to its HTML (``mdhtml``); the others by markdown-it-py's renderer over tokens (``mdtree``'s, or
+markdown-it-py's own parse), which gives the same HTML.
 
 Relative links are resolved against the source file and left as markers (``@@L:path#frag@@``) that the
 build replaces with the target's URL: a page's rendered Markdown then depends only on its own text, so
