@@ -77,7 +77,6 @@ _TAG = re.compile(
 )
 _BODY = re.compile(r"<main\b[^>]*\bdata-search-body\b[^>]*>")
 _ID = re.compile(r"""\bid\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]+))""")
-_SPACE = re.compile(r"\s+")
 _PRE_END = re.compile(r"</pre\s*>", re.I)
 _ANY_TAG = re.compile(r"<[^>]*>")
 #: elements nested deeper are read as text (bounds the work per closing tag on hostile pages)
@@ -207,7 +206,9 @@ def _close_heading(heading: list[Any], secs: list[list[Any]], title: str) -> str
 
 
 def _clean(text: str) -> str:
-    return _SPACE.sub(" ", html.unescape(text)).strip()
+    # runs of whitespace as one space, none at the ends: ``str.split`` (the same whitespace as the
+    # regex ``\s``) costs a third of what a substitution, one per space between words, did
+    return " ".join(html.unescape(text).split())
 
 
 def extract(page: str, url: str) -> tuple[bytes, dict[str, str], tuple[int, int]]:
