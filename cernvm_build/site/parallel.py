@@ -33,9 +33,12 @@ def _worker(fn: Callable[[Any, Any], Any], shared: Any, items: Sequence[Any], co
         conn.close()
 
 
-def fork_map(fn: Callable[[S, T], R], shared: S, items: Sequence[T], jobs: int) -> list[R]:
-    """``[fn(shared, item) for item in items]``, in up to ``jobs`` forked processes; order kept."""
-    if jobs <= 1 or len(items) < PARALLEL_MIN:
+def fork_map(
+    fn: Callable[[S, T], R], shared: S, items: Sequence[T], jobs: int, least: int = PARALLEL_MIN
+) -> list[R]:
+    """``[fn(shared, item) for item in items]``, in up to ``jobs`` forked processes; order kept.
+    ``least``: fewer items run in this process (items that are each much work: fewer)."""
+    if jobs <= 1 or len(items) < least:
         return [fn(shared, item) for item in items]
     import multiprocessing  # here: a small rebuild never forks, and the import costs it ~10 ms
 

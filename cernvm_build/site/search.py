@@ -452,12 +452,16 @@ def update(
     made = {top} if new else None
     final: set[str] = {MANIFEST}
     entries: dict[str, dict[str, Any]] = {}
+    # the stale shards' files, made and written in forked workers (a shard is much work: a cold build's
+    # index was serial time after the pages' parallel step)
+    made_now = fork_map(_write_shard, (out_dir, extracts, ours, new), stale, jobs, least=2)
+    by_bundle = {s.bundle: m for s, m in zip(stale, made_now, strict=True)}
     for s in cut:
-        if s in stale:
-            files, entries[s.bundle] = shard_files(s, extracts)
-            for rel in sorted(files):
-                written += _put(out_dir, rel, files[rel], ours.get(rel), rows, made)
-            final |= set(files)
+        if s.bundle in by_bundle:
+            names, entries[s.bundle], shard_rows, shard_written = by_bundle[s.bundle]
+            rows += shard_rows
+            written += shard_written
+            final |= set(names)
         else:
             entries[s.bundle] = prev[s.bundle]
             rows += [(rel, *ours[rel]) for rel in recorded[s.bundle]]
@@ -474,6 +478,19 @@ def update(
         prune_empty_dirs(out_dir / PREFIX)
     state.prune_search_extracts(set(keys.values()))
     return Indexed(sorted(rows), written, removed, len(stale))
+
+
+def _write_shard(
+    shared: tuple[Path, dict[str, tuple[bytes, bytes]], dict[str, tuple[str, int, int]], bool], shard: Shard
+) -> tuple[list[str], dict[str, Any], list[tuple[str, str, int, int]], int]:
+    """Make a shard's files and write those whose bytes changed: (its files, its manifest entry, their
+    state rows, files written)."""
+    out_dir, extracts, ours, new = shared
+    files, entry = shard_files(shard, extracts)
+    rows: list[tuple[str, str, int, int]] = []
+    made = {str(out_dir)} if new else None
+    written = sum(_put(out_dir, rel, files[rel], ours.get(rel), rows, made) for rel in sorted(files))
+    return sorted(files), entry, rows, written
 
 
 def _put(
