@@ -14,6 +14,7 @@ from ..container.registry import RegistryOptions
 from ..context import BuildContext
 from ..cvmfs.repository import SnapshotSpec
 from ..table import parse_size
+from . import areas
 from .app import (
     HelpFormatter,
     Output,
@@ -78,7 +79,7 @@ examples:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     group = sub.add_parser(
         "container",
-        help="reference containers from CernVM-FS; verify them",
+        help=areas.HELP["container"],
         description=BUILD_DESCRIPTION,
         formatter_class=HelpFormatter,
         usage="cernvm-build container [build] PROFILE [options]\n       cernvm-build container verify IMAGE\n"

@@ -20,7 +20,7 @@ from typing import Any
 from ..cvmfs.catalog import DirEntry
 from ..cvmfs.repository import Repository, SnapshotSpec
 from ..errors import IntegrityError
-from . import cvmfs_monitor, cvmfs_publish, cvmfs_serve
+from . import areas, cvmfs_monitor, cvmfs_publish, cvmfs_serve
 from .app import Output, group_handler, subparser
 from .cvmfs_source import add_source, open_from_args
 
@@ -283,7 +283,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     group = subparser(
         sub,
         "cvmfs",
-        help="read, verify, export, serve, mount (and publish) repositories",
+        help=areas.HELP["cvmfs"],
         description=DESCRIPTION,
     )
     group.set_defaults(func=group_handler(group))

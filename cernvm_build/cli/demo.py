@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import profile
-from . import extras
+from . import areas, extras
 from .app import Output, seconds, subparser, tcp_port
 
 # Handlers import the modules of their area when they run (deliberate lazy imports): `--help` and
@@ -111,7 +111,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparser(
         sub,
         "demo",
-        help="the whole flow on a local demo repository (make run)",
+        help=areas.HELP["demo"],
         description=DESCRIPTION,
         json=True,
         handler=cmd_demo,

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from . import areas
 from .app import HelpFormatter, Output, group_handler, subparser
 from .container import registry_options, registry_opts
 
@@ -22,7 +23,7 @@ examples:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    group = sub.add_parser("hub", help="the hub of unpacked images (DUCC): ingest from registries",
+    group = sub.add_parser("hub", help=areas.HELP["hub"],
                            formatter_class=HelpFormatter)  # fmt: skip
     group.set_defaults(func=group_handler(group))
     inner = group.add_subparsers(title="commands", metavar="COMMAND")

@@ -10,7 +10,7 @@ from typing import Any
 from ..context import BuildContext
 from ..errors import UsageError
 from ..launch import config as launch_config
-from . import flags
+from . import areas, flags
 from .app import HelpFormatter, Output, accept_any_word, subcommands_with_default, subparser
 from .profiles import add_override_flags
 from .profiles import load as load_profile
@@ -96,7 +96,7 @@ examples:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     group = sub.add_parser(
         "image",
-        help="μCernVM boot images (iso, hdd, qcow2, vmdk, vdi, vhd); inspect, verify",
+        help=areas.HELP["image"],
         description=BUILD_DESCRIPTION,
         formatter_class=HelpFormatter,
         usage="cernvm-build image [build] PROFILE [options]\n"

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from rich.markup import escape
 
 from ..report import ProgressFn
+from . import areas
 from .app import Output, group_handler, subparser
 
 if TYPE_CHECKING:  # the mirror needs boto3; handlers import it when they run
@@ -50,9 +51,7 @@ finishes the job.
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = subparser(
-        sub, "mirror", help="verified, incremental package mirrors on S3", description=MIRROR_DESCRIPTION
-    )
+    p = subparser(sub, "mirror", help=areas.HELP["mirror"], description=MIRROR_DESCRIPTION)
     msub = p.add_subparsers(title="commands", metavar="COMMAND")
     p.set_defaults(func=group_handler(p))
 

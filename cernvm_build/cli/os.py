@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from . import areas
 from .app import Output, subparser
 
 DESCRIPTION = """\
@@ -75,7 +76,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparser(
         sub,
         "os",
-        help="OS trees from verified Debian packages",
+        help=areas.HELP["os"],
         description=DESCRIPTION,
         json=True,
         handler=cmd_os,

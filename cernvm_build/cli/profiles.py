@@ -15,7 +15,7 @@ from ..errors import CernVMError, ProfileError
 from ..fsutil import atomic_write
 from ..profile import compare, reference, schema, settings
 from ..profile.yamlnodes import display
-from . import flags
+from . import areas, flags
 from .app import Output, group_handler, subparser
 
 DESCRIPTION = """\
@@ -226,9 +226,7 @@ def cmd_reference(args: argparse.Namespace, out: Output) -> int:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    group = subparser(
-        sub, "profiles", help="list, show and validate platform profiles", description=DESCRIPTION
-    )
+    group = subparser(sub, "profiles", help=areas.HELP["profiles"], description=DESCRIPTION)
     group.set_defaults(func=group_handler(group))
     leaves = group.add_subparsers(title="commands", metavar="COMMAND")
 

@@ -10,6 +10,7 @@ from typing import Any
 from ..context import BuildContext
 from ..errors import CernVMError, IntegrityError, UsageError
 from ..report import scoped
+from . import areas
 from .app import (
     HelpFormatter,
     Output,
@@ -193,7 +194,7 @@ def _publish_args(p: argparse.ArgumentParser, *, dest_positional: bool) -> None:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     group = sub.add_parser(
         "release",
-        help="build, verify, rebuild and publish a CernVM release",
+        help=areas.HELP["release"],
         description=DESCRIPTION,
         formatter_class=HelpFormatter,
         usage="cernvm-build release [build] VERSION [options]\n"

@@ -11,6 +11,7 @@ from typing import Any
 from ..errors import BuildError, CernVMError, UsageError
 from ..paths import data_dir
 from ..report import NULL_REPORTER, Reporter, scoped
+from . import areas
 from .app import Output, group_handler, subparser
 
 # Handlers import the modules of their area when they run (deliberate lazy imports): `--help` and
@@ -207,9 +208,7 @@ def cmd_publish(args: argparse.Namespace, out: Output) -> int:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = subparser(
-        sub, "site", help="build, check, preview and publish the cvmfs.io site", description=DESCRIPTION
-    )
+    p = subparser(sub, "site", help=areas.HELP["site"], description=DESCRIPTION)
     p.set_defaults(func=group_handler(p))
     ss = p.add_subparsers(title="site commands", metavar="COMMAND")
 
