@@ -87,7 +87,9 @@ class ObjectCache:
         # the path as a string: this open is tried for every object a cold read fetches, and
         # building a pathlib path was most of its cost
         key = f"{self._base}/{object_path(str(h), suffix)}"
-        with open(key, "rb") as f:
+        # a raw open first: a miss (every object of a cold read) costs no file object
+        fd = os.open(key, os.O_RDONLY | os.O_CLOEXEC)
+        with open(fd, "rb") as f:
             data = f.read(limit + 1)
         if len(data) > limit:
             return None

@@ -71,12 +71,16 @@ class ProxyChain:
     def order(self) -> list[str | None]:
         """The proxies to try for one request: the one that answered last, then the rest of its
         group, the later groups, and the earlier ones."""
+        if len(self._flat) == 1:  # one way (DIRECT, the usual case): no lock round trip per request
+            return self._flat
         with self._lock:
             i = self._current
         return self._flat[i:] + self._flat[:i]
 
     def worked(self, proxy: str | None) -> None:
         """``proxy`` delivered: the next request starts there."""
+        if len(self._flat) == 1:
+            return
         with self._lock:
             self._current = self._flat.index(proxy)
 
