@@ -7,13 +7,17 @@ compared with the heavy ones no such command needs (no timing, so a loaded machi
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from cernvm_build.cli import reference
 from cernvm_build.cli.areas import HELP as AREAS
+from cernvm_build.paths import data_dir
+from cernvm_build.site import reference as site_reference
 
 #: What a command outside cvmfs/launch/image/container must not pay for (0.3 s of it is launch alone).
 HEAVY = ("paramiko", "cryptography", "libvirt", "cernvm_build.launch", "cernvm_build.cvmfs.repository")
@@ -71,3 +75,37 @@ def test_area_help_still_loads_what_it_describes(tmp_path: Path) -> None:
     code, modules = loaded_by(["cvmfs", "--help"], tmp_path)
     assert code in (0, None)
     assert "cernvm_build.cvmfs.repository" in heavy_in(modules)
+
+
+def test_site_build_of_the_shipped_site_imports_no_other_area(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The site's CLI reference page walks every area's parser; its text is kept per version of the
+    code (cli.reference.cached), so only the first build after a change pays for importing them."""
+    monkeypatch.setenv("CERNVM_CACHE_DIR", str(tmp_path / "cache"))
+    site = tmp_path / "site"
+    shutil.copytree(data_dir("site"), site, ignore=shutil.ignore_patterns(".*"))
+    argv = ["site", "build", "--site", str(site), "--out", str(tmp_path / "out"), "-q"]
+    code, modules = loaded_by(argv, tmp_path)
+    assert code == 0 and "cernvm_build.launch" in modules  # the first build generates the reference
+    page = tmp_path / "out" / "docs" / "reference" / "cli" / "index.html"
+    first = page.read_bytes()
+    assert b"cernvm-launch create" in first and b"cernvm-build site build" in first
+    (site / "content" / "docs" / "reference" / "cli.md").write_text(
+        (site / "content" / "docs" / "reference" / "cli.md").read_text() + "\nOne more line.\n"
+    )
+    code, modules = loaded_by(argv, tmp_path)
+    assert code == 0
+    assert heavy_in(modules) == []
+    assert {m for m in modules if m.startswith(CLI) and m[len(CLI) :] in AREAS} == {CLI + "site"}
+    assert page.read_bytes().replace(b"<p>One more line.</p>\n", b"") == first
+
+
+def test_reference_cache_ignores_other_code_versions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CERNVM_CACHE_DIR", str(tmp_path))
+    stale = tmp_path / "reference" / f"profile-settings-{'0' * 32}.md"
+    stale.parent.mkdir()
+    stale.write_text("stale text of an older toolkit")
+    text = reference.GENERATORS["profile-settings"]()
+    assert "stale" not in text and not stale.exists()
+    assert reference.GENERATORS["profile-settings"]() == text == site_reference.profile_settings()
