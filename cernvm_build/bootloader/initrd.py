@@ -114,7 +114,7 @@ def assemble(inputs: InitrdInputs) -> tuple[Tree, dict[str, Any]]:
     mods = kmod.resolve(inputs.kernel.modules, inputs.kernel.version, kmod.WANTED + inputs.extra_modules)
     for rel, data in mods.files.items():
         tree.data(f"lib/modules/{inputs.kernel.version}/{rel}", data)
-    tree.data("etc/ucernvm/modules", "".join(f"{m}\n" for m in mods.order).encode())
+    tree.data("etc/ucernvm/modules", mods.listing().encode())
 
     if CA_BUNDLE.exists():
         tree.file("etc/ssl/certs/ca-certificates.crt", CA_BUNDLE, 0o644)

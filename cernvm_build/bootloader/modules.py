@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import lzma
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +30,15 @@ WANTED = (
 )  # fmt: skip
 
 _SUFFIXES = (".ko", ".ko.xz")
+
+#: Buses whose devices are all enumerated by the time the initrd's module step looks (PCI, and the
+#: virtio/vmbus/xen buses their drivers create): a module with aliases on these is a driver, loaded
+#: in the initrd only when a present device matches one (its alias against /sys/.../modalias).
+#: Other modules (filesystems, sd_mod/sr_mod whose SCSI devices appear asynchronously) always load.
+_GATING_BUSES = ("pci:", "virtio:", "vmbus:", "xen:", "acpi")
+
+#: Modules with no device aliases of their own that are only useful with a driver's device.
+_GATED_WITH = {"9p": "9pnet_virtio"}
 
 
 def _norm(name: str) -> str:
@@ -57,6 +67,12 @@ class ModuleSet:
     order: list[str] = field(default_factory=list)
     builtin: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
+    #: path -> the device aliases (glob patterns) that make the initrd load it; absent: always loaded
+    gates: dict[str, list[str]] = field(default_factory=dict)
+
+    def listing(self) -> str:
+        """/etc/ucernvm/modules: one module a line, load order, then the patterns that gate it."""
+        return "".join(" ".join([rel, *self.gates.get(rel, [])]) + "\n" for rel in self.order)
 
 
 def _index(moddir: Path) -> dict[str, Path]:
@@ -121,5 +137,42 @@ def resolve(moddir: Path, version: str, wanted: tuple[str, ...] = WANTED) -> Mod
         if rel.endswith(".xz"):
             rel = rel[:-3]
         result.files[rel] = data.get(name) or _read(index[name])
+    _gate(result, {_norm(w) for w in wanted}, deps_of)
     result.order = [next(rel for rel in result.files if _modname(Path(rel)) == name) for name in result.order]
     return result
+
+
+def _aliases(raw: bytes) -> list[str]:
+    found = (a.decode(errors="replace") for a in re.findall(rb"(?:^|\0)alias=([^\0]*)", raw))
+    return [a for a in found if a.startswith(_GATING_BUSES) and not any(c.isspace() for c in a)]
+
+
+def _gate(result: ModuleSet, wanted: set[str], deps_of: Callable[[str], list[str]]) -> None:
+    """Which device aliases gate each module (by name in result.order; rekeyed to paths by the caller's
+    order). A module wanted for itself is gated only by its own aliases; a mere dependency by the union
+    of its users' gates, and not at all if one user is not."""
+    rel_of = {_modname(Path(rel)): rel for rel in result.files}
+    own: dict[str, list[str] | None] = {}
+    for name in result.order:
+        own[name] = _aliases(result.files[rel_of[name]]) or None
+    for name, host in _GATED_WITH.items():
+        if name in own and own[name] is None and own.get(host):
+            own[name] = own[host]
+    users: dict[str, list[str]] = {}
+    for name in result.order:
+        for d in deps_of(name):
+            users.setdefault(d, []).append(name)
+    gates: dict[str, list[str] | None] = {}
+    for name in reversed(result.order):  # users come after their dependencies
+        if own[name] is None and name not in wanted and name in users:
+            union: list[str] = []
+            for u in users[name]:
+                g = gates.get(u)
+                if g is None:
+                    union = []
+                    break
+                union += [p for p in g if p not in union]
+            gates[name] = union or None
+        else:
+            gates[name] = own[name]
+    result.gates = {rel_of[n]: g for n, g in gates.items() if g}

@@ -152,6 +152,25 @@ def test_modules_resolved_from_modinfo_in_dependency_order(tmp_path: Path) -> No
     assert ms.builtin == ["ext4"] and ms.missing == ["nosuch"]
 
 
+def test_drivers_are_gated_by_their_device_aliases_and_filesystems_always_load(tmp_path: Path) -> None:
+    # The initrd loads a driver only when a present device matches one of its aliases (01-modules.sh):
+    # a dependency shared with an always-loaded module (fuse for virtiofs) must stay ungated.
+    kdir = tmp_path / "6.1.0-test" / "kernel"
+    kdir.mkdir(parents=True)
+    (kdir / "virtio_ring.ko").write_bytes(b"\0depends=\0")
+    (kdir / "virtio_pci.ko").write_bytes(b"\0alias=pci:v00001AF4d*sv*sd*bc*sc*i*\0depends=virtio_ring\0")
+    (kdir / "virtio_blk.ko").write_bytes(b"\0alias=virtio:d00000002v*\0depends=virtio_ring\0")
+    (kdir / "fuse.ko").write_bytes(b"\0alias=fs-fuse\0alias=char-major-10-229\0depends=\0")
+    (kdir / "virtiofs.ko").write_bytes(b"\0alias=fs-virtiofs\0alias=virtio:d0000001Av*\0depends=fuse\0")
+    ms = resolve(tmp_path / "6.1.0-test", "6.1.0-test", ("virtio_pci", "virtio_blk", "fuse", "virtiofs"))
+    lines = dict(line.split(" ", 1) if " " in line else (line, "") for line in ms.listing().splitlines())
+    assert list(lines) == ms.order
+    assert lines["kernel/virtio_pci.ko"] == "pci:v00001AF4d*sv*sd*bc*sc*i*"
+    assert lines["kernel/virtio_blk.ko"] == "virtio:d00000002v*"
+    assert lines["kernel/virtio_ring.ko"].split() == ["pci:v00001AF4d*sv*sd*bc*sc*i*", "virtio:d00000002v*"]
+    assert lines["kernel/fuse.ko"] == "" and lines["kernel/virtiofs.ko"] == "virtio:d0000001Av*"
+
+
 # -- signature block -------------------------------------------------------------------------------------
 def _signer(tmp_path: Path, cn: str = "test signer") -> signature.Signer:
     import datetime

@@ -51,6 +51,7 @@ if [ -d "$ROOT/lib/modules/$kver" ]; then
     log boot "modules: the OS has /lib/modules/$kver"
 else
     log boot "modules: the OS has no /lib/modules/$kver: modprobe there fails (build it for this kernel)"
+    load_other_modules
 fi
 log boot "switching root to /sbin/init (cvmfs pids:$pids)"
 # systemd-shutdown's last kill pass asks in_initrd() (first time in that process) while every other
