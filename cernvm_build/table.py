@@ -16,12 +16,9 @@ Standard library only: the initrd imports this module through ``bootloader.userd
 
 from __future__ import annotations
 
-import difflib
 import enum
 import re
-from dataclasses import dataclass
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Any, NamedTuple
 
 
 class Kind(enum.Enum):
@@ -64,8 +61,10 @@ SIZE_UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 <<
 DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-@dataclass(frozen=True)
-class Setting:
+# A NamedTuple, not a dataclass: the initrd's user-data parser imports this module under TCG, where
+# dataclasses' import (inspect, ast, dis, tokenize) costs seconds; difflib and urllib.parse are
+# imported where used for the same reason.
+class Setting(NamedTuple):
     """One setting, declared once.
 
     ``key`` is how files spell it (dotted for nested YAML); ``field`` the attribute of the typed model
@@ -140,6 +139,8 @@ class Invalid(ValueError):
 
 def suggest(word: str, options: list[str]) -> str:
     """`` (did you mean 'x'?)`` for the closest option, or ""."""
+    import difflib
+
     close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
@@ -179,6 +180,8 @@ def _expected(s: Setting) -> str:
 
 def is_url(url: str, schemes: tuple[str, ...]) -> bool:
     """An absolute URL with one of ``schemes``, a plausible host name and a valid port."""
+    from urllib.parse import urlsplit
+
     try:
         parts = urlsplit(url)
         _ = parts.port  # raises on a port that is not a number in range

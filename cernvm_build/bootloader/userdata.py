@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import sys
 import zlib
-from dataclasses import dataclass, field
 
 from .. import table
 from ..table import Invalid, Kind, Setting, by_key, suggest
@@ -157,11 +156,14 @@ def check(key: str, value: str) -> str:
     return table.render(spec, table.from_text(spec, value))
 
 
-@dataclass
 class Parsed:
-    values: dict[str, str] = field(default_factory=dict)
-    messages: list[str] = field(default_factory=list)
-    found: bool = False  # whether a block was present at all
+    """The checked key/values, what was wrong, and whether a block was present at all. A plain class:
+    dataclasses' import costs seconds in the initrd under TCG."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, str] = {}
+        self.messages: list[str] = []
+        self.found = False
 
 
 #: user data is small (clouds cap it at 16-64 KiB); more than this once inflated is a gzip bomb
