@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import re
+import subprocess
 import sys
 import tomllib
 from importlib import metadata
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from cernvm_build.cli import app, extras
-from cernvm_build.cli.main import launch_main, main
+from cernvm_build.cli.main import AREA_EXTRAS, launch_main, main
 from cernvm_build.errors import MissingExtraError
 
 PYPROJECT = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
@@ -176,3 +177,27 @@ def test_a_command_module_importing_an_extra_at_the_top(
         "error: `cernvm-build release` needs the 'mirror' extra: pip install 'cernvm-build[mirror]'"
     )
     assert main(["profiles", "list", "--json"]) == 0
+
+
+def test_image_still_needs_the_launch_extra_to_import() -> None:
+    """AREA_EXTRAS lists image because cli/image.py cannot be imported without 'launch' (--help imports
+    no area, so it cannot find out): if that stops being true, the entry would refuse commands that
+    could run. In a fresh interpreter, with the extra's modules hidden, the import must fail."""
+    assert AREA_EXTRAS["image"] == "launch"
+    hide = "".join(f"sys.modules[{m!r}] = None; " for m in extras.EXTRAS["launch"])
+    code = f"import sys; {hide}import cernvm_build.cli.image"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert proc.returncode != 0 and "ModuleNotFoundError" in proc.stderr, (
+        "cli/image.py imports without the 'launch' extra: remove image from AREA_EXTRAS"
+    )
+
+
+@pytest.mark.parametrize(("area", "extra"), sorted(AREA_EXTRAS.items()))
+def test_help_marks_an_area_without_its_extra(
+    area: str, extra: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _hide(monkeypatch, extras.EXTRAS[extra][0])
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    line = next(t for t in capsys.readouterr().out.splitlines() if t.strip().startswith(area + " "))
+    assert f"(not installed: pip install 'cernvm-build[{extra}]')" in line
