@@ -35,8 +35,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -55,6 +56,8 @@ from cernvm_build.launch import seed as launch_seed
 from cernvm_build.launch import userdata
 from cernvm_build.launch.context import build_iso
 from cernvm_build.osbuild.debian import build_debian_tree
+
+T = TypeVar("T")
 
 B = "osboot"
 #: files read per in-guest pass (the first 500 of /usr/lib in name order, ~5 s of reading on ext4)
@@ -308,6 +311,51 @@ def _first_boot(
     return fb
 
 
+@dataclasses.dataclass(frozen=True)
+class Guests:
+    """What both setups' boots share: the μCernVM iso, the plain kernel + initrd, the context drive."""
+
+    iso: Path
+    kernel: Path
+    initrd: Path
+    ctx_drive: list[str]
+    work: Path
+    key: Path
+    counter: _Fetched
+
+
+def _side_by_side(
+    boot: Callable[[str, list[str], list[str], Path, Path, _Fetched | None], T],
+    ucernvm: tuple[str, Path],
+    plain: tuple[str, Path],
+    g: Guests,
+) -> tuple[T, T]:
+    """``boot`` μCernVM (from the iso, on the scratch disk ``ucernvm[1]``) and the plain ext4 disk
+    ``plain[1]`` at the same time: on a shared machine both then meet the same load (each guest has one
+    CPU; the host has at least two). Only μCernVM's fetches are counted."""
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        job_a = pool.submit(
+            boot,
+            ucernvm[0],
+            ["-drive", f"file={ucernvm[1]},format=qcow2,if=virtio", *g.ctx_drive],
+            ["-drive", f"file={g.iso},media=cdrom,if=ide,readonly=on", "-boot", "d"],
+            g.work,
+            g.key,
+            g.counter,
+        )
+        job_b = pool.submit(
+            boot,
+            plain[0],
+            ["-drive", f"file={plain[1]},format=qcow2,if=virtio", *g.ctx_drive],
+            ["-kernel", str(g.kernel), "-initrd", str(g.initrd), "-append",
+             "console=ttyS0,115200 quiet no_timer_check rw"],
+            g.work,
+            g.key,
+            None,
+        )  # fmt: skip
+        return job_a.result(), job_b.result()
+
+
 def run(quick: bool, logs: Path | None = None) -> list[Result]:
     """``logs``: a directory that keeps the guests' console logs (the work directory is removed)."""
     accel = detect()
@@ -353,30 +401,9 @@ def run(quick: bool, logs: Path | None = None) -> list[Result]:
             logger = logging.getLogger("cernvm_build.cvmfs.serve")
             logger.addHandler(counter)
             logger.setLevel(logging.DEBUG)
-            # Both at the same time: on a shared machine they then meet the same load (each guest has
-            # one CPU; the host has at least two).
+            guest = Guests(iso, kernel.vmlinuz, initrd, ctx_drive, work, key, counter)
             try:
-                with concurrent.futures.ThreadPoolExecutor(2) as pool:
-                    job_a = pool.submit(
-                        _measure,
-                        "ucernvm",
-                        ["-drive", f"file={scratch},format=qcow2,if=virtio", *ctx_drive],
-                        ["-drive", f"file={iso},media=cdrom,if=ide,readonly=on", "-boot", "d"],
-                        work,
-                        key,
-                        counter,
-                    )
-                    job_b = pool.submit(
-                        _measure,
-                        "plain",
-                        ["-drive", f"file={plain},format=qcow2,if=virtio", *ctx_drive],
-                        ["-kernel", str(kernel.vmlinuz), "-initrd", str(initrd), "-append",
-                         "console=ttyS0,115200 quiet no_timer_check rw"],
-                        work,
-                        key,
-                        None,
-                    )  # fmt: skip
-                    a, b = job_a.result(), job_b.result()
+                a, b = _side_by_side(_measure, ("ucernvm", scratch), ("plain", plain), guest)
                 # (c)/(d): a seed from (a)'s first-boot working set, its bytes from the repository
                 # itself (not through the server: its log counts the guests' fetches only)
                 names = objects_from_trace(a.trace)
@@ -390,27 +417,7 @@ def run(quick: bool, logs: Path | None = None) -> list[Result]:
                 disk = launch_seed.check(sd.path, system=False)
                 seeded = work / "scratch-seeded.qcow2"
                 launch_seed.create_scratch(seeded, launch_seed.scratch_size(4096, disk), disk)
-                with concurrent.futures.ThreadPoolExecutor(2) as pool:
-                    job_c = pool.submit(
-                        _first_boot,
-                        "ucernvm-seeded",
-                        ["-drive", f"file={seeded},format=qcow2,if=virtio", *ctx_drive],
-                        ["-drive", f"file={iso},media=cdrom,if=ide,readonly=on", "-boot", "d"],
-                        work,
-                        key,
-                        counter,
-                    )
-                    job_d = pool.submit(
-                        _first_boot,
-                        "plain-fresh",
-                        ["-drive", f"file={fresh},format=qcow2,if=virtio", *ctx_drive],
-                        ["-kernel", str(kernel.vmlinuz), "-initrd", str(initrd), "-append",
-                         "console=ttyS0,115200 quiet no_timer_check rw"],
-                        work,
-                        key,
-                        None,
-                    )  # fmt: skip
-                    c, d = job_c.result(), job_d.result()
+                c, d = _side_by_side(_first_boot, ("ucernvm-seeded", seeded), ("plain-fresh", fresh), guest)
             finally:
                 logger.removeHandler(counter)
         finally:
