@@ -5,12 +5,42 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.site_corpus import page_text
 from cernvm_build.cli import reference as cli_reference
+from cernvm_build.paths import data_dir
 from cernvm_build.site import build as site_build
+from cernvm_build.site import frontmatter
+from cernvm_build.site.markdown import Rendered
+
+#: renders a Markdown text both ways: (whether the fast path took it, its render, the reference render)
+Both = Callable[[str], tuple[bool, Rendered, Rendered]]
+
+
+def same_on_shipped_content(both: Both) -> list[tuple[Path, str, bool]]:
+    """Asserts every shipped page renders the same both ways and the fast path takes all but the
+    pages with admonitions (at most 8); returns (path, body, taken) of each page."""
+    pages = []
+    for path in sorted((data_dir("site") / "content").rglob("*.md")):
+        _meta, body, _first = frontmatter.split(path.read_text(), str(path))
+        taken, fast, slow = both(body)
+        assert fast == slow, path
+        pages.append((path, body, taken))
+    assert sum(taken for *_, taken in pages) >= len(pages) - 8
+    return pages
+
+
+def same_on_bench_corpus(both: Both) -> None:
+    """Asserts 60 pages of the bench's corpus are taken by the fast path and render the same."""
+    rng = random.Random(3)
+    for i in range(60):
+        taken, fast, slow = both(page_text(i, 60, rng))
+        assert taken and fast == slow, i
+
 
 #: real queries and the heading each must land on first (tests/site/test_site_search.py; bench/site_search.py
 #: measures the same ones)

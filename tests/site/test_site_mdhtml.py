@@ -5,14 +5,11 @@ page it cannot match to its syntax tree goes through markdown-it-py."""
 
 from __future__ import annotations
 
-import random
-
 import pytest
+from sitehelpers import same_on_bench_corpus, same_on_shipped_content
 from test_site_mdtree import ODD
 
-from bench.site_corpus import page_text
-from cernvm_build.paths import data_dir
-from cernvm_build.site import frontmatter, markdown, mdhtml
+from cernvm_build.site import markdown, mdhtml
 from cernvm_build.site.markdown import Rendered
 
 MORE_CASES = (
@@ -48,21 +45,11 @@ def both(text: str, monkeypatch: pytest.MonkeyPatch) -> tuple[bool, Rendered, Re
 
 
 def test_shipped_content_renders_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
-    taken = 0
-    files = sorted((data_dir("site") / "content").rglob("*.md"))
-    for path in files:
-        _meta, body, _first = frontmatter.split(path.read_text(), str(path))
-        fast_path, fast, slow = both(body, monkeypatch)
-        assert fast == slow, path
-        taken += fast_path
-    assert taken >= len(files) - 8  # all but the pages with admonitions
+    same_on_shipped_content(lambda text: both(text, monkeypatch))
 
 
 def test_bench_corpus_renders_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
-    rng = random.Random(3)
-    for i in range(60):
-        taken, fast, slow = both(page_text(i, 60, rng), monkeypatch)
-        assert taken and fast == slow, i
+    same_on_bench_corpus(lambda text: both(text, monkeypatch))
 
 
 @pytest.mark.parametrize("text", ODD + MORE_CASES, ids=range(len(ODD + MORE_CASES)))
