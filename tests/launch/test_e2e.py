@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import logging
 import os
 import shutil
 import socket
@@ -33,7 +32,7 @@ from cernvm_build.cli.launch import main
 from cernvm_build.cvmfs.serve import Server, serve
 from cernvm_build.demo.repository import publish_demo
 from tests.support import free_port, launchhome
-from tests.support.servers import object_requests_served
+from tests.support.servers import object_requests_served, requests_served
 
 pytestmark = pytest.mark.e2e
 URI = "qemu:///system"
@@ -268,26 +267,6 @@ def test_a_guest_boots_through_squid_from_an_s3_backed_replica(
     assert any(f"http://127.0.0.1:{rgw_port}/cvmfs/{fqrn}/data/" in line for line in through), through[:3]
 
 
-@contextlib.contextmanager
-def _served() -> Iterator[list[str]]:
-    """Every request line the repository server answers while the block runs."""
-    lines: list[str] = []
-
-    class Record(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            lines.append(record.getMessage())
-
-    logger, handler = logging.getLogger("cernvm_build.cvmfs.serve"), Record()
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    try:
-        yield lines
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-
-
 def test_a_first_boot_on_a_seed_fetches_no_object(
     demo: tuple[Path, Server], launch_home: Path, boot_trace: list[str], capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -317,7 +296,7 @@ def test_a_first_boot_on_a_seed_fetches_no_object(
     assert seed.objects == len(names)
 
     capfd.readouterr()
-    with _served() as served:
+    with requests_served() as served:
         code = main([*create, "--name", "e2e-demo", "--seed", str(seed.path)])  # --disk: 20000 MB
         assert code == 0, capfd.readouterr().err
         assert main([*args, "ssh", "-n", "e2e-demo", "--", "cat", "/etc/os-release"]) == 0

@@ -10,7 +10,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,27 +56,36 @@ def running(cmd: list[str], port: int, what: str) -> Iterator[subprocess.Popen[b
         proc.wait(timeout=30)
 
 
+def _object_sent(line: str) -> bool:
+    return "/data/" in line and '" 200 ' in line
+
+
 @contextlib.contextmanager
-def object_requests_served() -> Iterator[list[str]]:
-    """The repository objects (``/data/``) the test server (``cvmfs.serve``) sends while the block
-    runs: its log lines."""
-    fetched: list[str] = []
+def requests_served(keep: Callable[[str], bool] = lambda _line: True) -> Iterator[list[str]]:
+    """The log lines of the requests the test server (``cvmfs.serve``) answers while the block runs
+    (those ``keep`` keeps)."""
+    lines: list[str] = []
 
     class Record(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
             line = record.getMessage()
-            if "/data/" in line and '" 200 ' in line:
-                fetched.append(line)
+            if keep(line):
+                lines.append(line)
 
     logger = logging.getLogger("cernvm_build.cvmfs.serve")
     handler, level = Record(), logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)
     try:
-        yield fetched
+        yield lines
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
+
+
+def object_requests_served() -> contextlib.AbstractContextManager[list[str]]:
+    """The repository objects (``/data/``) the test server sends while the block runs: its log lines."""
+    return requests_served(_object_sent)
 
 
 def object_requests(log: Path) -> int:
