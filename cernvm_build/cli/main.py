@@ -15,10 +15,9 @@ from .app import EXIT_CODES_EPILOG, ArgumentParser, HelpFormatter, Output, run
 #: Command areas, in the order ``--help`` lists them. Each is ``cernvm_build.cli.<name>``.
 AREAS = list(areas.HELP)
 #: Areas that need a pip extra as a whole; any other command names its extra when it first needs one.
-#: ``image`` reads launch's settings table (cernvm_build.launch imports libvirt): listed here so that
-#: ``--help``, which imports no area, still marks it not installed (tests/packaging/test_extras.py
-#: checks each entry is still needed).
-AREA_EXTRAS = {"site": "site", "mirror": "mirror", "image": "launch"}
+#: (``image`` reads launch's settings table, which imports without the 'launch' extra: images build
+#: without libvirt; tests/packaging/test_extras.py checks it.)
+AREA_EXTRAS = {"site": "site", "mirror": "mirror"}
 
 DESCRIPTION = """\
 Build the CernVM platform from declarative profiles:

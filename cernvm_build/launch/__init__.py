@@ -1,47 +1,105 @@
 """cernvm-launch: CernVM instances on libvirt (see docs/ARCHITECTURE.md, section "launch").
 
 The public API is re-exported here from ``api`` (calls), ``create`` (what to create), ``host`` (the
-hypervisor) and ``images``; the CLI and the demo use nothing else.
+hypervisor) and ``images``; the CLI and the demo use nothing else. The re-exports are imported on
+first use (PEP 562): ``cernvm_build.launch.config`` — the settings table `cernvm-build image seed`
+reads for its ``--disk`` — must import without the 'launch' extra (libvirt, paramiko), and a command
+should not pay for paramiko and cryptography before it needs them.
 """
 
 from __future__ import annotations
 
-import libvirt
+import importlib
+from typing import TYPE_CHECKING, Any
 
-# libvirt prints every error to stderr by default; launch turns the ones that matter into one-line
-# LaunchErrors and probes (lookups of names that may not exist) must stay quiet.
-libvirt.registerErrorHandler(lambda ctx, err: None, None)
+try:
+    import libvirt
+except ImportError:  # the 'launch' extra is missing: the first re-export used names it (ImportError)
+    pass
+else:
+    # libvirt prints every error to stderr by default; launch turns the ones that matter into one-line
+    # LaunchErrors and probes (lookups of names that may not exist) must stay quiet. Here, because
+    # every submodule's import runs this file first.
+    libvirt.registerErrorHandler(lambda ctx, err: None, None)
 
-from .api import (  # noqa: E402 - the handler above must be in place before any libvirt call
-    add_forward,
-    address,
-    console_tail,
-    create_instance,
-    destroy,
-    forward_command,
-    get_instance,
-    image_cache,
-    import_ova,
-    is_active,
-    list_instances,
-    openssh_argv,
-    pause,
-    remove_image,
-    scp,
-    ssh_capture,
-    ssh_interactive,
-    ssh_run,
-    start,
-    stop,
-    wait_ready,
-)
-from .connection import default_uri  # noqa: E402
-from .create import STEPS, InstanceSpec, default_user_data, home_for  # noqa: E402
-from .forward import parse as parse_forward  # noqa: E402
-from .host import Host, connect  # noqa: E402
-from .instances import Instance  # noqa: E402
-from .ready import BootFailedError  # noqa: E402
-from .remote import CommandResult  # noqa: E402
+if TYPE_CHECKING:
+    from .api import (
+        add_forward,
+        address,
+        console_tail,
+        create_instance,
+        destroy,
+        forward_command,
+        get_instance,
+        image_cache,
+        import_ova,
+        is_active,
+        list_instances,
+        openssh_argv,
+        pause,
+        remove_image,
+        scp,
+        ssh_capture,
+        ssh_interactive,
+        ssh_run,
+        start,
+        stop,
+        wait_ready,
+    )
+    from .connection import default_uri
+    from .create import STEPS, InstanceSpec, default_user_data, home_for
+    from .forward import parse as parse_forward
+    from .host import Host, connect
+    from .instances import Instance
+    from .ready import BootFailedError
+    from .remote import CommandResult
+
+#: re-export -> (submodule, name)
+_WHERE = {
+    "add_forward": ("api", "add_forward"),
+    "address": ("api", "address"),
+    "console_tail": ("api", "console_tail"),
+    "create_instance": ("api", "create_instance"),
+    "destroy": ("api", "destroy"),
+    "forward_command": ("api", "forward_command"),
+    "get_instance": ("api", "get_instance"),
+    "image_cache": ("api", "image_cache"),
+    "import_ova": ("api", "import_ova"),
+    "is_active": ("api", "is_active"),
+    "list_instances": ("api", "list_instances"),
+    "openssh_argv": ("api", "openssh_argv"),
+    "pause": ("api", "pause"),
+    "remove_image": ("api", "remove_image"),
+    "scp": ("api", "scp"),
+    "ssh_capture": ("api", "ssh_capture"),
+    "ssh_interactive": ("api", "ssh_interactive"),
+    "ssh_run": ("api", "ssh_run"),
+    "start": ("api", "start"),
+    "stop": ("api", "stop"),
+    "wait_ready": ("api", "wait_ready"),
+    "default_uri": ("connection", "default_uri"),
+    "STEPS": ("create", "STEPS"),
+    "InstanceSpec": ("create", "InstanceSpec"),
+    "default_user_data": ("create", "default_user_data"),
+    "home_for": ("create", "home_for"),
+    "Host": ("host", "Host"),
+    "connect": ("host", "connect"),
+    "Instance": ("instances", "Instance"),
+    "BootFailedError": ("ready", "BootFailedError"),
+    "CommandResult": ("remote", "CommandResult"),
+    "parse_forward": ("forward", "parse"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module, attr = _WHERE[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(f".{module}", __name__), attr)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "STEPS",
