@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import proc
+from .. import jsonable, proc
 from ..cvmfs.catalog import Catalog
 from ..cvmfs.catalog_rows import ObjectRef
 from ..cvmfs.fetch import NotFound
@@ -107,20 +107,8 @@ class Seed:
     revision: int = 0
     root_hash: str = ""
 
-    def to_json(self) -> dict[str, object]:
-        return {
-            "path": str(self.path),
-            "fqrn": self.fqrn,
-            "revision": self.revision,
-            "root_hash": self.root_hash,
-            "objects": self.objects,
-            "bytes": self.bytes,
-            "inflated": self.inflated,
-            "catalogs": self.catalogs,
-            "foreign": self.foreign,
-            "size_mb": self.size_mb,
-            "disk_bytes": self.disk_bytes,
-        }
+    def to_json(self) -> dict[str, Any]:
+        return jsonable.to_json(self)
 
 
 def trace_objects(lines: Iterable[str], source: str = "trace", fqrn: str | None = None) -> dict[str, str]:
