@@ -14,22 +14,12 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, NoReturn
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from rich.console import Console
-from rich.filesize import decimal
-from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TextColumn,
-    TimeElapsedColumn,
-)
-from rich.table import Table
-from rich.text import Text
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
 
 from ..errors import EXIT_CODES, EXIT_INTERRUPTED, EXIT_TERMINATED, CernVMError, UsageError
 from ..report import Reporter
@@ -74,14 +64,28 @@ EXIT_CODES_EPILOG = "exit codes:\n" + "\n".join(f"  {code:<4} {text}" for code, 
 
 
 class Output:
-    """Human output on stderr/stdout with rich, or one JSON document on stdout with ``--json``."""
+    """Human output on stderr/stdout with rich, or one JSON document on stdout with ``--json``.
+
+    rich is imported when something is first shown with it (deliberate lazy imports): it is a third
+    of the CLI's start-up, and a command run with ``--json`` or ``--quiet`` that succeeds (a site
+    rebuild from a script, a benchmark) shows nothing with it."""
 
     def __init__(self, *, json_mode: bool = False, quiet: bool = False, verbose: int = 0):
         self.json_mode = json_mode
         self.quiet = quiet
         self.verbose = verbose
-        self.console = Console(highlight=False, soft_wrap=True)
-        self.err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+    @cached_property
+    def console(self) -> Console:
+        from rich.console import Console
+
+        return Console(highlight=False, soft_wrap=True)
+
+    @cached_property
+    def err(self) -> Console:
+        from rich.console import Console
+
+        return Console(stderr=True, highlight=False, soft_wrap=True)
 
     # -- results -------------------------------------------------------------------------------
     def data(self, obj: Any, render: Callable[[Any], None] | None = None) -> None:
@@ -94,6 +98,9 @@ class Output:
             self.console.print_json(json.dumps(obj, default=str))
 
     def table(self, columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> None:
+        from rich.table import Table
+        from rich.text import Text
+
         # cells and titles are data (names, URLs from servers): Text, never markup
         t = Table(title=None if title is None else Text(visible(title)), show_edge=False, header_style="bold")
         for c in columns:
@@ -111,68 +118,94 @@ class Output:
     # Diagnostics carry the user's data (names, paths, console lines with [brackets]): never markup.
     def info(self, text: str) -> None:
         if not self.quiet:
-            self.err.print(escape(visible(text)), highlight=False)
+            self.err.print(_escape(visible(text)), highlight=False)
 
     def detail(self, text: str) -> None:
         if self.verbose and not self.quiet:
-            self.err.print(f"[dim]{escape(visible(text))}[/dim]", highlight=False)
+            self.err.print(f"[dim]{_escape(visible(text))}[/dim]", highlight=False)
 
     def warn(self, text: str) -> None:
-        self.err.print(f"[yellow]warning:[/yellow] {escape(visible(text))}", highlight=False)
+        self.err.print(f"[yellow]warning:[/yellow] {_escape(visible(text))}", highlight=False)
 
     def error(self, err: CernVMError) -> None:
         # The message and hint are the user's data (paths, URLs, `pip install 'x[extra]'`): never markup.
         self.err.print(
-            f"[bold red]error:[/bold red] {escape(visible(str(err)))}", markup=True, highlight=False
+            f"[bold red]error:[/bold red] {_escape(visible(str(err)))}", markup=True, highlight=False
         )
         if err.hint:
-            self.err.print(f"[cyan]hint:[/cyan] {escape(visible(err.hint))}")
+            self.err.print(f"[cyan]hint:[/cyan] {_escape(visible(err.hint))}")
+
+    def _bars_off(self) -> bool:
+        # decided before rich is imported where it can be (--quiet, --json)
+        return self.quiet or self.json_mode or not self.err.is_terminal
 
     @contextmanager
     def progress(self, *, transfer: bool = False) -> Iterator[Progress]:
         """A progress display on stderr; silent with ``--quiet``/``--json`` or when not a terminal."""
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+
         cols: list[Any] = [TextColumn("{task.description}"), BarColumn()]
         cols.append(DownloadColumn() if transfer else TextColumn("{task.completed}/{task.total}"))
         cols.append(TimeElapsedColumn())
-        disable = self.quiet or self.json_mode or not self.err.is_terminal
-        with Progress(*cols, console=self.err, disable=disable, transient=True) as p:
+        with Progress(*cols, console=self.err, disable=self._bars_off(), transient=True) as p:
             yield p
 
     @contextmanager
     def reporter(self, *, steps_as_detail: bool = False) -> Iterator[Reporter]:
         """The library's ``Reporter`` for this command: steps as lines on stderr (only with ``-v`` when
         ``steps_as_detail``), progress as bars (byte counts as sizes), warnings as warnings."""
-        cols: list[Any] = [TextColumn("{task.description}"), BarColumn(), _Amount(), TimeElapsedColumn()]
-        disable = self.quiet or self.json_mode or not self.err.is_terminal
-        with Progress(*cols, console=self.err, disable=disable, transient=True) as bar:
+        if self._bars_off():
+            yield _CliReporter(self, None, steps_as_detail)
+            return
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        cols: list[Any] = [TextColumn("{task.description}"), BarColumn(), _amount(), TimeElapsedColumn()]
+        with Progress(*cols, console=self.err, transient=True) as bar:
             yield _CliReporter(self, bar, steps_as_detail)
 
 
-class _Amount(ProgressColumn):
-    """``done/total``; sizes for tasks that count bytes."""
+def _escape(text: str) -> str:
+    from rich.markup import escape
 
-    def render(self, task: Task) -> Text:
-        fmt = decimal if task.fields.get("bytes") else str
-        total = "?" if task.total is None else fmt(int(task.total))
-        return Text(f"{fmt(int(task.completed))}/{total}")
+    return escape(text)
+
+
+def _amount() -> Any:
+    """A progress column: ``done/total``; sizes for tasks that count bytes."""
+    from rich.filesize import decimal
+    from rich.progress import ProgressColumn, Task
+    from rich.text import Text
+
+    class Amount(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            fmt = decimal if task.fields.get("bytes") else str
+            total = "?" if task.total is None else fmt(int(task.total))
+            return Text(f"{fmt(int(task.completed))}/{total}")
+
+    return Amount()
 
 
 class _CliReporter:
-    def __init__(self, out: Output, bar: Progress, steps_as_detail: bool):
+    """``bar``: None when progress is not shown (``Output._bars_off``)."""
+
+    def __init__(self, out: Output, bar: Progress | None, steps_as_detail: bool):
         self.out, self.bar, self.steps_as_detail = out, bar, steps_as_detail
         self.tasks: dict[str, Any] = {}
         self.status: Any = None
 
     def step(self, message: str) -> None:
         # the latest step stays visible on a status line (transient); the log line is kept too
-        if self.status is None:
-            self.status = self.bar.add_task(escape(message), total=None)
-        self.bar.update(self.status, description=escape(message))
+        if self.bar is not None:
+            if self.status is None:
+                self.status = self.bar.add_task(_escape(message), total=None)
+            self.bar.update(self.status, description=_escape(message))
         (self.out.detail if self.steps_as_detail else self.out.info)(message)
 
     def progress(self, what: str, done: int, total: int | None) -> None:
+        if self.bar is None:
+            return
         if what not in self.tasks:
-            self.tasks[what] = self.bar.add_task(escape(what), total=total, bytes=what.endswith("bytes"))
+            self.tasks[what] = self.bar.add_task(_escape(what), total=total, bytes=what.endswith("bytes"))
         self.bar.update(self.tasks[what], completed=done, total=total)
 
     def warn(self, message: str) -> None:
