@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import json
 import os
 import time
 from pathlib import Path
@@ -35,11 +36,12 @@ from . import gitdates
 from . import markdown as md_mod
 from . import search as search_mod
 from . import templates as tpl_mod
-from .cache import State
+from .cache import Snapshot, State
 from .config import SiteConfig
-from .model import BuildReport, Job, LinkErrors, sha
+from .frontmatter import Memo
+from .model import BuildReport, LinkErrors, sha
 from .pages import PageSet, make_pages
-from .plan import Plan, plan
+from .plan import Delta, Plan, plan, public
 from .reference import GENERATORS
 from .sources import Generators, plan_sources, render_markdown, scan
 from .write import execute
@@ -114,7 +116,7 @@ class Builder:
     ) -> tuple[int, int, int, int]:
         """Steps 4 and 5 into ``target``; returns (outputs written, removed, search files written,
         shards indexed)."""
-        pages = search_pages(outputs.jobs)
+        pages = search_pages(outputs)
         written, rows, removed, extracts = execute(
             target,
             outputs,
@@ -126,7 +128,10 @@ class Builder:
             self.jobs,
             self.reporter,
             new=new,
-            extract=search_mod.missing(pages, state),
+            # only a page written now can have its extract made from its HTML
+            extract=search_mod.missing(
+                {p: fp for p, fp in pages.items() if p not in outputs.unchanged}, state
+            ),
             base_path=self.cfg.base_path,
         )
         state.put_outputs(rows, removed)  # recorded first: a failed index step keeps the pages
@@ -164,19 +169,27 @@ class Builder:
     def _build(self) -> BuildReport:
         start = time.perf_counter()
         self._check_out_dir()
-        cfg = config_mod.load(self.site_dir, base_url=self.base_url)
-        self.cfg: SiteConfig = cfg
         state = State(self.cache_dir / "state.sqlite")
         try:
+            yaml_memo = Memo(state.memo("yaml"))  # config.yaml and data files parsed before
+            cfg = config_mod.load(self.site_dir, base_url=self.base_url, memo=yaml_memo)
+            self.cfg: SiteConfig = cfg
             old_outputs = state.outputs()
             self._guard_out_dir(old_outputs or state.claimed(str(self.out_dir)))
+            snap = state.snapshot()
             sources = scan(self.site_dir, state.sources())
             state.put_sources(sources.rows, sources.gone)
             planned = plan_sources(sources, cfg.base_path, self.generators)
             keys = {rel: s.key for rel, s in planned.items()}
-            metas = state.md_meta(set(keys.values()))
-            fresh = render_markdown(planned, metas, state, self.jobs, self.reporter)
-            data = data_mod.load_all(self.site_dir, cfg, self.repo_metadata)
+            edited = _edited(snap, keys)
+            old_keys = {snap.keys[rel] for rel in edited} if snap and edited is not None else set()
+            metas = state.md_meta(set(keys.values()) | old_keys)
+            fresh = render_markdown(planned, metas, state, self.jobs, self.reporter, old_keys)
+            if edited and snap is not None and _shown_elsewhere(edited, keys, snap, metas):
+                edited = None  # a title, listed excerpt, heading id... other pages show it: plan them all
+            data = data_mod.load_all(self.site_dir, cfg, self.repo_metadata, yaml_memo)
+            if yaml_memo.now.keys() != yaml_memo.known.keys():  # kept: this build's texts, no others
+                state.put_memo("yaml", yaml_memo.now)
             files = {rel: path for rel, (path, _digest, _name) in sources.markdown.items()}
             changed = gitdates.last_changed(self.site_dir / "content", self.cache_dir)
             pageset = make_pages(cfg, files, keys, metas, data, changed)
@@ -184,10 +197,14 @@ class Builder:
             jinja_cache.mkdir(parents=True, exist_ok=True)
             env = tpl_mod.environment(self.site_dir / "templates", jinja_cache)
             css_key, css = _stylesheet(state, cfg.highlight_style)
-            outputs = plan(cfg, pageset, sources.assets, data, env, css)
+            new = not self.out_dir.exists()
+            delta = None
+            if snap is not None and edited is not None and not new:
+                delta = Delta(snap.digest, frozenset(edited), old_outputs, self.out_dir, snap.searchable)
+            inputs = sha(json.dumps(changed, sort_keys=True))
+            outputs = plan(cfg, pageset, sources.assets, data, env, css, inputs=inputs, delta=delta)
             state.claim(str(self.out_dir))
             with contextlib.ExitStack() as stack:
-                new = not self.out_dir.exists()
                 target = self.out_dir
                 if new:
                     # a new folder is made beside it and renamed into place when complete: its files
@@ -197,9 +214,14 @@ class Builder:
                     if old_outputs:  # the state of a folder that is gone
                         state.put_outputs([], list(old_outputs))
                         old_outputs = {}
+                after = Snapshot(outputs.digest, keys, outputs.searchable)
+                if snap is not None and snap != after:
+                    state.put_snapshot(None)  # this build writes: no plan is complete until it ends
                 rendered, removed, search_files, search_shards = self._write(
                     target, outputs, pageset, old_outputs, env, state, fresh, new
                 )
+                if snap != after:
+                    state.put_snapshot(after)
             state.prune_md(set(keys.values()))
             state.prune_code({k for m in metas.values() for k in m.get("code", ())} | {css_key})
         finally:
@@ -211,6 +233,7 @@ class Builder:
             rendered=rendered,
             search_files=search_files,
             search_shards=search_shards,
+            pages_planned=outputs.planned,
             markdown_rendered=len(fresh),
             removed=removed,
             seconds=time.perf_counter() - start,
@@ -232,12 +255,28 @@ def _stylesheet(state: State, style: str) -> tuple[str, str]:
     return key, css
 
 
-def search_pages(jobs: list[Job]) -> dict[str, str]:
+def search_pages(outputs: Plan) -> dict[str, str]:
     """The pages the search index covers (output path -> fingerprint): those whose article is marked
     for it; a site without any gets all its pages (their whole bodies are then indexed)."""
-    pages = {j.out: j.fp for j in jobs if j.out.endswith(".html")}
-    marked = {j.out for j in jobs if ((j.context or {}).get("page") or {}).get("searchable")}
-    return {out: fp for out, fp in pages.items() if out in marked} or pages
+    pages = {j.out: j.fp for j in outputs.jobs if j.out.endswith(".html")}
+    return {out: fp for out, fp in pages.items() if out in outputs.searchable} or pages
+
+
+def _shown_elsewhere(edited: set[str], keys: dict[str, str], snap: Snapshot, metas: dict[str, Any]) -> bool:
+    """Whether an edit changed what other outputs show of its page (``plan.public``), or the former
+    version is not at hand to tell."""
+    return any(
+        snap.keys[rel] not in metas or public(metas[keys[rel]]) != public(metas[snap.keys[rel]])
+        for rel in edited
+    )
+
+
+def _edited(snap: Snapshot | None, keys: dict[str, str]) -> set[str] | None:
+    """The sources whose key changed since the last complete build (None: sources came or went, or
+    no build completed)."""
+    if snap is None or snap.keys.keys() != keys.keys():
+        return None
+    return {rel for rel, key in keys.items() if snap.keys[rel] != key}
 
 
 def build_site(site_dir: Path, out_dir: Path, **kw: Any) -> BuildReport:

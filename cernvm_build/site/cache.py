@@ -1,5 +1,6 @@
 """The build state: rendered Markdown and highlighted code blocks by content hash, each output's
-fingerprint, and each Markdown source's digest by its stat (``sources.scan``).
+fingerprint, each Markdown source's digest by its stat (``sources.scan``), and what the last complete
+build planned (``Snapshot``: a rebuild after a content-only edit plans the edited pages alone).
 
 One SQLite file per output folder. Losing it costs a full rebuild, never a wrong one: every entry is
 keyed by the hash of everything that produced it.
@@ -11,10 +12,23 @@ import os
 import pickle
 import sqlite3
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SCHEMA = 6
+SCHEMA = 7
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the last complete build planned (``plan.Delta``): the digest of everything but the pages'
+    own Markdown, each Markdown source's key, and the pages the search index covers. Dropped before a
+    build writes anything and recorded again when it is complete, so an interrupted build leaves none:
+    the outputs table may then hold rows of a plan no snapshot describes."""
+
+    digest: str
+    keys: dict[str, str]  # content-relative source -> its key (``sources.Source.key``)
+    searchable: frozenset[str]  # output paths
 
 
 class State:
@@ -28,7 +42,8 @@ class State:
         if version != SCHEMA:
             self.db.executescript(
                 "DROP TABLE IF EXISTS md; DROP TABLE IF EXISTS outputs; DROP TABLE IF EXISTS code;"
-                "DROP TABLE IF EXISTS search; DROP TABLE IF EXISTS sources;"
+                "DROP TABLE IF EXISTS search; DROP TABLE IF EXISTS sources; DROP TABLE IF EXISTS snapshot;"
+                "DROP TABLE IF EXISTS memo;"
             )
             self.db.execute(f"PRAGMA user_version={SCHEMA}")
         self.db.executescript(
@@ -38,6 +53,8 @@ class State:
             CREATE TABLE IF NOT EXISTS outputs (path TEXT PRIMARY KEY, fp TEXT, size INTEGER, mtime INTEGER);
             CREATE TABLE IF NOT EXISTS search (key TEXT PRIMARY KEY, fragment BLOB, postings BLOB);
             CREATE TABLE IF NOT EXISTS claims (out_dir TEXT PRIMARY KEY);
+            CREATE TABLE IF NOT EXISTS snapshot (id INTEGER PRIMARY KEY CHECK (id = 0), blob BLOB);
+            CREATE TABLE IF NOT EXISTS memo (name TEXT PRIMARY KEY, blob BLOB);
             CREATE TABLE IF NOT EXISTS sources (
                 file TEXT PRIMARY KEY, size INTEGER, mtime INTEGER, ctime INTEGER, ino INTEGER,
                 digest TEXT, generate TEXT
@@ -146,6 +163,33 @@ class State:
 
     def claim(self, out_dir: str) -> None:
         self.db.execute("INSERT OR IGNORE INTO claims VALUES (?)", (out_dir,))
+
+    # -- memos: results kept by the hash of what made them (YAML texts parsed: ``frontmatter.Memo``) --
+    def memo(self, name: str) -> dict[str, bytes]:
+        row = self.db.execute("SELECT blob FROM memo WHERE name = ?", (name,)).fetchone()
+        return dict(pickle.loads(row[0])) if row else {}
+
+    def put_memo(self, name: str, entries: dict[str, bytes]) -> None:
+        blob = pickle.dumps(entries, protocol=pickle.HIGHEST_PROTOCOL)
+        self.db.execute("INSERT OR REPLACE INTO memo VALUES (?, ?)", (name, blob))
+
+    # -- the last complete build's plan (``Snapshot``) -------------------------------------------
+    def snapshot(self) -> Snapshot | None:
+        row = self.db.execute("SELECT blob FROM snapshot WHERE id = 0").fetchone()
+        if row is None:
+            return None
+        digest, keys, searchable = pickle.loads(row[0])
+        return Snapshot(digest, keys, frozenset(searchable))
+
+    def put_snapshot(self, snap: Snapshot | None) -> None:
+        """Record the plan of a complete build (None: forget it, before a build writes anything)."""
+        if snap is None:
+            self.db.execute("DELETE FROM snapshot")
+            return
+        blob = pickle.dumps(
+            (snap.digest, snap.keys, sorted(snap.searchable)), protocol=pickle.HIGHEST_PROTOCOL
+        )
+        self.db.execute("INSERT OR REPLACE INTO snapshot VALUES (0, ?)", (blob,))
 
     # -- outputs --------------------------------------------------------------------------------
     def outputs(self) -> dict[str, tuple[str, int, int]]:

@@ -90,14 +90,15 @@ DEFAULT_SECTIONS: dict[str, dict[str, Any]] = {
 }
 
 
-def load(site_dir: Path, *, base_url: str | None = None) -> SiteConfig:
+def load(site_dir: Path, *, base_url: str | None = None, memo: frontmatter.Memo | None = None) -> SiteConfig:
+    """``memo``: YAML texts parsed before (``frontmatter.Memo``)."""
     path = site_dir / CONFIG_NAME
     if not path.is_file():
         raise BuildError(
             f"no {CONFIG_NAME} in {site_dir}",
             hint="point --site at the folder holding config.yaml, content/, templates/",
         )
-    raw = frontmatter.parse(path.read_text(encoding="utf-8"), str(path))
+    raw = frontmatter.parse(path.read_text(encoding="utf-8"), str(path), memo=memo)
 
     def need(key: str, kind: type, default: Any = None) -> Any:
         value = raw.get(key, default)

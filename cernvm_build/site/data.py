@@ -15,30 +15,34 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from .. import releaseindex as release_index  # the release engineer's reader and checks
-from .. import table, yamlerror
+from .. import table
 from ..bootloader import userdata
 from ..errors import BuildError, CernVMError, Location
 from .config import SiteConfig
+from .frontmatter import Memo, is_yaml_error
 
 if TYPE_CHECKING:
     from .repos import Platform
 
 
-def _load_file(path: Path) -> Any:
+def _load_file(path: Path, memo: Memo | None = None) -> Any:
+    """A data file's value; ``memo``: YAML texts parsed before (``frontmatter.Memo``)."""
     text = path.read_text(encoding="utf-8")
     try:
         if path.suffix == ".json":
             return json.loads(text)
-        return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        return (memo or Memo()).load(text)
     except json.JSONDecodeError as e:
         raise BuildError(
             f"not valid JSON: {e.msg}", where=Location(file=str(path), line=e.lineno, column=e.colno)
         ) from None
-    except yaml.YAMLError as e:
-        problem = yamlerror.describe(e)
+    except Exception as e:
+        if not is_yaml_error(e):
+            raise
+        from .. import yamlerror
+
+        problem = yamlerror.describe(e)  # type: ignore[arg-type]
         raise BuildError(
             f"not valid YAML: {problem.what}",
             where=problem.location(str(path)),
@@ -117,11 +121,13 @@ def load_releases(data_dir: Path, cfg: SiteConfig) -> list[dict[str, Any]]:
     return out
 
 
-def load_repositories(data_dir: Path, cfg: SiteConfig, overrides: dict[str, Path]) -> list[dict[str, Any]]:
+def load_repositories(
+    data_dir: Path, cfg: SiteConfig, overrides: dict[str, Path], memo: Memo | None = None
+) -> list[dict[str, Any]]:
     path = data_dir / "repositories.yaml"
     if not path.is_file():
         return []
-    raw = _load_file(path) or {}
+    raw = _load_file(path, memo) or {}
     items = raw.get("repositories") if isinstance(raw, dict) else None
     if not isinstance(items, list):
         raise BuildError(
@@ -226,13 +232,16 @@ def _check_monitor(report: Any, source: str) -> None:
             need(problem, ("kind", "message", "hint"), f"probes[{i}].problems[{j}].")
 
 
-def load_all(site_dir: Path, cfg: SiteConfig, repo_overrides: dict[str, Path]) -> dict[str, Any]:
+def load_all(
+    site_dir: Path, cfg: SiteConfig, repo_overrides: dict[str, Path], memo: Memo | None = None
+) -> dict[str, Any]:
+    """Every data file's value, the releases and repositories; ``memo``: YAML texts parsed before."""
     data_dir = site_dir / "data"
     data: dict[str, Any] = {}
     if data_dir.is_dir():
         for path in sorted(data_dir.iterdir()):
             if path.is_file() and path.suffix in (".yaml", ".yml", ".json") and path.stem != "repositories":
-                data[path.stem] = _load_file(path)
+                data[path.stem] = _load_file(path, memo)
     if "monitor" in data:
         _check_monitor(data["monitor"], str(data_dir / "monitor.json"))
     if "publish_stats" in data:
@@ -245,5 +254,5 @@ def load_all(site_dir: Path, cfg: SiteConfig, repo_overrides: dict[str, Path]) -
     # the context builder validates in the browser by the bootloader's own key table (so it cannot drift)
     data["context_keys"] = [table.rules(s) for s in userdata.SETTINGS]
     data["releases"] = load_releases(data_dir, cfg)
-    data["repositories"] = load_repositories(data_dir, cfg, repo_overrides)
+    data["repositories"] = load_repositories(data_dir, cfg, repo_overrides, memo)
     return data

@@ -1,27 +1,70 @@
-"""Front matter: a YAML block between ``---`` lines at the top of a Markdown file."""
+"""Front matter: a YAML block between ``---`` lines at the top of a Markdown file; and the ``Memo`` of
+YAML texts parsed before.
+
+PyYAML is imported when a text is parsed (deliberate lazy import, ~10 ms of a start): a rebuild finds
+the texts it parsed before (config.yaml, data files, the front matter of a page whose edit kept it) in
+a ``Memo`` and needs no YAML at all.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import pickle
+from collections.abc import Mapping
 from typing import Any
 
-import yaml
-
-from .. import yamlerror
 from ..errors import BuildError, Location
 
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+def key(raw: str) -> str:
+    """A YAML text's key in a ``Memo``."""
+    return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class Memo:
+    """YAML texts parsed before (``known``: by ``key``, the value pickled, so every caller gets its own
+    copy); ``now``: the texts asked for since, which are worth keeping for the next build."""
+
+    def __init__(self, known: Mapping[str, bytes] | None = None):
+        self.known = known or {}
+        self.now: dict[str, bytes] = {}
+
+    def load(self, raw: str) -> Any:
+        """``yaml.safe_load(raw)`` (libyaml's loader when present); raises ``yaml.YAMLError``."""
+        k = key(raw)
+        blob = self.known.get(k)
+        if blob is not None:
+            self.now[k] = blob
+            return pickle.loads(blob)
+        import yaml
+
+        # libyaml's loader when present: the pure-Python one dominates builds of small pages
+        value = yaml.load(raw, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        self.now[k] = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        return value
+
+
+def is_yaml_error(e: Exception) -> bool:
+    import yaml  # loaded already: only ``Memo.load`` raises what is asked about
+
+    return isinstance(e, yaml.YAMLError)
 
 
 def split(text: str, file: str) -> tuple[dict[str, Any], str, int]:
     """Return (front matter, body, line number of the body's first line, 1-based)."""
+    raw, body, first_line = split_raw(text, file)
+    return (parse(raw, file, first_line=2) if raw is not None else {}), body, first_line
+
+
+def split_raw(text: str, file: str) -> tuple[str | None, str, int]:
+    """Return (the front matter's YAML text, None without one; body; line number of the body's first
+    line, 1-based). The YAML starts on line 2."""
     if not text.startswith("---\n") and not text.startswith("---\r\n"):
-        return {}, text, 1
+        return None, text, 1
     lines = text.splitlines(keepends=True)
     for i in range(1, len(lines)):
         if lines[i].rstrip("\r\n") in ("---", "..."):
-            raw = "".join(lines[1:i])
-            body = "".join(lines[i + 1 :])
-            return parse(raw, file, first_line=2), body, i + 2
+            return "".join(lines[1:i]), "".join(lines[i + 1 :]), i + 2
     raise BuildError(
         "front matter is not closed",
         where=Location(file=file, line=1, column=1),
@@ -29,12 +72,16 @@ def split(text: str, file: str) -> tuple[dict[str, Any], str, int]:
     )
 
 
-def parse(raw: str, file: str, first_line: int = 1) -> dict[str, Any]:
+def parse(raw: str, file: str, first_line: int = 1, memo: Memo | None = None) -> dict[str, Any]:
+    """The mapping a YAML text holds (``memo``: texts parsed before)."""
     try:
-        # libyaml's loader when present: the pure-Python one dominates builds of small pages
-        meta = yaml.load(raw, Loader=_LOADER)
-    except yaml.YAMLError as e:
-        problem = yamlerror.describe(e, first_line)
+        meta = (memo or Memo()).load(raw)
+    except Exception as e:
+        if not is_yaml_error(e):
+            raise
+        from .. import yamlerror
+
+        problem = yamlerror.describe(e, first_line)  # type: ignore[arg-type]
         raise BuildError(
             f"front matter is not valid YAML: {problem.what}",
             where=Location(file=file, line=problem.line or first_line, column=problem.column),

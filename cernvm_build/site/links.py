@@ -8,14 +8,17 @@ from typing import Any
 
 from ..errors import BuildError, Location
 from ..fsutil import sha256_file
-from .model import LinkErrors
+from .model import LinkErrors, Page
 from .pages import PageSet
 
 
-def check_links(pageset: PageSet, outputs: set[str], assets: dict[str, Path] | set[str]) -> None:
+def check_links(
+    pageset: PageSet, outputs: set[str], assets: dict[str, Path] | set[str], pages: list[Page] | None = None
+) -> None:
+    """The links of ``pages`` (default: every page)."""
     problems: list[str] = []
     base = pageset.base_path
-    for page in pageset.pages:
+    for page in pageset.pages if pages is None else pages:
         ids = set(page.r.get("ids", ()))
         for target, line, kind in page.r.get("links", ()):
             where = f"{page.file}:{line}"

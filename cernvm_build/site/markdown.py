@@ -21,17 +21,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import unquote, urlsplit
 
-from markdown_it import MarkdownIt
-from markdown_it.rules_core import StateCore
-from markdown_it.token import Token
-from markdown_it.utils import OptionsDict, OptionsType
-from mdit_py_plugins.anchors import anchors_plugin
-
-from . import mdhtml, mdtree
-
 if TYPE_CHECKING:
+    from markdown_it import MarkdownIt
+    from markdown_it.token import Token
     from pygments.lexer import Lexer
     from pygments.token import _TokenType
+
+# The Markdown libraries (and ``mdhtml``/``mdtree``, which import them) are imported where a page is
+# rendered: a rebuild that renders no page (nothing changed) never loads them.
 
 # Pygments is imported where a block is highlighted, not here: a rebuild whose code blocks are all
 # known from the state (``Code``) never lexes, and importing Pygments' lexer tables and styles was a
@@ -165,7 +162,9 @@ class Code:
 
 @lru_cache(maxsize=1)
 def _parser() -> MarkdownIt:
+    from markdown_it import MarkdownIt
     from mdit_py_plugins.admon import admon_plugin  # only pages the Rust parser cannot take need it
+    from mdit_py_plugins.anchors import anchors_plugin
 
     md = MarkdownIt("commonmark")
     md.enable(["table", "strikethrough"])
@@ -178,6 +177,9 @@ def _parser() -> MarkdownIt:
 def _after_parse() -> MarkdownIt:
     """The core rules that run after block and inline parsing (text_join, heading anchors), for tokens
     the Rust parser made (``mdtree``)."""
+    from markdown_it import MarkdownIt
+    from mdit_py_plugins.anchors import anchors_plugin
+
     md = MarkdownIt("commonmark")
     md.use(anchors_plugin, min_level=1, max_level=6, slug_func=slugify, permalink=True, permalinkSymbol="#")
     md.disable(["normalize", "block", "inline"])
@@ -189,6 +191,10 @@ def parse(text: str, env: dict[str, Any]) -> tuple[list[Token], MarkdownIt]:
     construct in it (much faster), else from markdown-it-py itself; the same tokens either way. With
     the parser whose renderer renders them (the Rust path's has no admonition rules: it has none of
     their tokens, and the plugin is then not even imported)."""
+    from markdown_it.rules_core import StateCore
+
+    from . import mdtree
+
     tokens = mdtree.tokens(text)
     if tokens is None:
         md = _parser()
@@ -257,6 +263,8 @@ def render(
     fast = _render_rust(text, code, src_dir, first_line, base_path)
     if fast is not None:
         return fast
+    from markdown_it.utils import OptionsDict, OptionsType
+
     env: dict[str, Any] = {}
     tokens, md = parse(text, env)
     options = OptionsDict(cast(OptionsType, dict(md.options)))
@@ -329,6 +337,10 @@ def render(
 def _render_rust(text: str, code: Code, src_dir: str, first_line: int, base_path: str) -> Rendered | None:
     """``render`` by markdown-it-pyrs' own renderer (``mdhtml``; ~10x faster than markdown-it-py's
     parse and render), or None for a page it cannot take."""
+    from markdown_it.utils import OptionsDict, OptionsType
+
+    from . import mdhtml
+
     parts = mdhtml.render_parts(
         text,
         slugify=slugify,

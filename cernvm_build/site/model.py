@@ -62,6 +62,7 @@ class BuildReport:
     jobs: int
     search_files: int = 0  # files of the search index written (search.update), not in ``rendered``
     search_shards: int = 0  # shards of the search index made again
+    pages_planned: int = 0  # pages whose template context was made (``plan.Delta``: the edited ones)
     warnings: list[str] = field(default_factory=list)
     sources: dict[str, str] = field(default_factory=dict)  # output file -> source file
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass
 from html import escape, unescape
-from pathlib import Path
 from typing import Any
 
 from ..errors import BuildError, Location
@@ -136,7 +135,7 @@ def _release_page(base: str, rel_data: dict[str, Any]) -> Page:
 
 def make_pages(
     cfg: SiteConfig,
-    files: dict[str, Path],
+    files: dict[str, str],
     keys: dict[str, str],
     metas: dict[str, Any],
     data: dict[str, Any],
@@ -153,7 +152,7 @@ def make_pages(
         meta = metas[key]
         if meta["fm"].get("draft"):
             continue
-        page = _source_page(cfg, rel, str(files[rel]), key, meta, (changed or {}).get(rel))
+        page = _source_page(cfg, rel, files[rel], key, meta, (changed or {}).get(rel))
         if page.path in by_path:
             raise BuildError(
                 f"page URL {page.path} is also produced by {by_path[page.path].file}",

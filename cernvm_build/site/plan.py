@@ -4,11 +4,21 @@ An output's fingerprint is ``sha(template closure, the template context as JSON)
 (the rendered body, the sidebar) enter as ``Late(kind, key)`` and are materialised only when rendering.
 Anything a template can see is in its fingerprint, so an output whose fingerprint did not change needs
 no rendering, and an incremental build writes exactly what a clean one would.
+
+A rebuild after edits that change no page's public part (``public``: what other pages show of it —
+title, front matter, headings' ids, the excerpt of a listed page) plans only the edited pages
+(``Delta``): the plan's ``digest`` covers everything else a page's context is made of (configuration,
+data, assets, templates, the planner's code, the builder's inputs such as git dates), so when it
+equals the last complete build's, every other page's fingerprint is the one recorded and its output,
+checked by size and mtime, is the one on disk. The feed, sitemap and robots.txt are always planned
+(the feed shows pages' contents; all three are cheap).
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import pickle
 import posixpath
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +31,7 @@ from . import versions as versions_mod
 from .config import SiteConfig
 from .links import check_links, check_release_files
 from .model import Job, Late, Page, human_date, newest_first, plain, sha, tag_slug, tag_uri
+from .output import matches
 from .pages import PageSet
 from .search import MANIFEST as SEARCH_MANIFEST
 from .search import PREFIX as SEARCH_PREFIX
@@ -29,10 +40,53 @@ from .search import PREFIX as SEARCH_PREFIX
 FIXED_OUTPUTS = ("atom.xml", "sitemap.xml", "robots.txt", SEARCH_MANIFEST)
 
 
+#: what of a rendered source's meta (``sources._render_source``) only its own page shows
+PRIVATE = frozenset(("toc", "links", "code", "fm_key"))
+#: what lists show of a page (``_item``): public only for pages in a list (dated or tagged ones)
+LISTED = frozenset(("excerpt_html", "excerpt_text"))
+
+
+def public(meta: dict[str, Any]) -> bytes:
+    """What other outputs can show of a rendered source (its page's title, place, headings' ids, and
+    the excerpt of a page that lists show), as bytes to compare: pickled, so 1 and 1.0 or a date and
+    its text differ (``==`` would not tell them apart, and one becomes "1", the other "1.0" in a
+    sidebar). A page is in a list (section list, tag page, home news, feed) only with a date or tags
+    in its front matter, which is public itself."""
+    fm = meta.get("fm") or {}
+    hidden = PRIVATE if fm.get("date") or fm.get("tags") else PRIVATE | LISTED
+    return pickle.dumps({k: v for k, v in meta.items() if k not in hidden}, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+@dataclass(frozen=True)
+class Delta:
+    """The last complete build's plan, for a rebuild whose edits change no page's ``public`` part."""
+
+    digest: str  # that build's ``Plan.digest``
+    edited: frozenset[str]  # sources (content-relative) whose key changed since
+    old: dict[str, tuple[str, int, int]]  # the outputs it recorded: path -> (fingerprint, size, mtime)
+    out_dir: Path
+    searchable: frozenset[str]  # its ``Plan.searchable``
+
+
 @dataclass
 class Plan:
     jobs: list[Job]
     sidebars: dict[str, tuple[list[dict[str, Any]], str]]  # "section:open dir" -> (items, fingerprint)
+    #: everything the outputs are made of but the pages' own Markdown (``Delta``)
+    digest: str = ""
+    #: the pages the search index covers (their article is marked for it)
+    searchable: frozenset[str] = frozenset()
+    #: outputs known to be on disk as planned (a ``Delta``'s pages, checked by size and mtime)
+    unchanged: frozenset[str] = frozenset()
+    #: pages whose context was made (all of them unless a ``Delta`` was used)
+    planned: int = 0
+
+
+@functools.lru_cache(maxsize=1)
+def _code() -> str:
+    # the planner's and page model's code: a plan recorded by another version of them is not reused
+    here = Path(__file__).parent
+    return sha(*(f.read_bytes() for f in sorted(here.glob("*.py"))))
 
 
 def _fp_default(obj: Any) -> Any:
@@ -297,11 +351,26 @@ def plan(
     data: dict[str, Any],
     env: tpl_mod.Environment,
     pygments_css: str,
+    *,
+    inputs: str = "",
+    delta: Delta | None = None,
 ) -> Plan:
     """Every output of the site, links and served release files checked first; ``pygments_css``: the
-    highlighting stylesheet (``markdown.pygments_css`` of the site's style)."""
+    highlighting stylesheet (``markdown.pygments_css`` of the site's style); ``inputs``: a digest of
+    what the builder made the page set from besides the Markdown (git dates); ``delta``: the last
+    complete build's plan, used when this one's digest is the same (module docstring)."""
     pages = pageset.pages
     jobs, digests = _asset_jobs(cfg, assets, pygments_css)
+    digest = sha(
+        _code(),
+        inputs,
+        repr(cfg),
+        pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL),
+        env.folder_hash(),
+        *(f"{j.out} {j.fp}" for j in jobs),
+    )
+    if delta is not None and delta.digest != digest:
+        delta = None
     site_ctx = _site_context(cfg, digests)
     nav = _Navigation(cfg, pageset, env)
     dated = sorted(
@@ -310,11 +379,25 @@ def plan(
         reverse=True,
     )
     outputs = {j.out for j in jobs} | {p.out for p in pages} | set(FIXED_OUTPUTS)
-    check_links(pageset, outputs, set(assets) | {j.out for j in jobs if j.data is not None})
+    edited = [p for p in pages if delta is None or p.src in delta.edited]
+    # with a delta, the other pages' links are the ones checked last time, to the same targets
+    check_links(pageset, outputs, set(assets) | {j.out for j in jobs if j.data is not None}, edited)
     check_release_files(cfg.base_path, data.get("releases", []), assets)
 
     fps = _Fingerprints(env)
+    searchable_pages: set[str] = set()
+    unchanged: set[str] = set()
     for page in pages:
+        if delta is not None and page.src not in delta.edited:
+            prev = delta.old.get(page.out)
+            if prev is None or not matches(f"{delta.out_dir}/{page.out}", prev):
+                # not on disk as recorded: plan everything (its context is not at hand)
+                return plan(cfg, pageset, assets, data, env, pygments_css, inputs=inputs)
+            jobs.append(Job(out=page.out, fp=prev[0]))  # never rendered: ``Plan.unchanged``
+            unchanged.add(page.out)
+            if page.out in delta.searchable:
+                searchable_pages.add(page.out)
+            continue
         template = f"{page.layout}.html"
         if not env.exists(template):
             raise BuildError(
@@ -324,6 +407,8 @@ def plan(
             )
         ctx = _page_context(cfg, pageset, page, site_ctx, nav, dated, data)
         jobs.append(fps.job(page.out, template, ctx))
+        if ctx["page"]["searchable"]:
+            searchable_pages.add(page.out)
 
     jobs.append(fps.job("atom.xml", "atom.xml", _feed_context(cfg, pageset, site_ctx, dated)))
     sitemap = [
@@ -333,4 +418,5 @@ def plan(
     ]
     jobs.append(fps.job("sitemap.xml", "sitemap.xml", {"urls": sitemap}))
     jobs.append(fps.job("robots.txt", "robots.txt", {"sitemap": cfg.absolute(cfg.base_path + "sitemap.xml")}))
-    return Plan(jobs, nav.sidebars)
+    planned = len(pages) - len(unchanged)
+    return Plan(jobs, nav.sidebars, digest, frozenset(searchable_pages), frozenset(unchanged), planned)

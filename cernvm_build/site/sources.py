@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ Known = dict[str, tuple[tuple[int, int, int, int], str, str]]
 
 @dataclass(frozen=True)
 class Sources:
-    markdown: dict[str, tuple[Path, str, str]]  # content-relative path -> (file, digest, generate name)
+    markdown: dict[str, tuple[str, str, str]]  # content-relative path -> (file, digest, generate name)
     assets: dict[str, Path]  # site-relative path -> file (content/ first, then static/)
     #: state rows of the Markdown files whose digest was taken now and whose stat is settled, and the
     #: recorded files that are gone (``State.put_sources``)
@@ -66,7 +67,7 @@ def scan(site_dir: Path, known: Known | None = None) -> Sources:
         raise BuildError(f"no content/ folder in {site_dir}", hint="put the Markdown pages in content/")
     known = known or {}
     settled = time.time_ns() - SETTLED_NS
-    md_sources: dict[str, tuple[Path, str, str]] = {}
+    md_sources: dict[str, tuple[str, str, str]] = {}
     rows: list[tuple[str, int, int, int, int, str, str]] = []
     assets: dict[str, Path] = {}
     top = str(content)
@@ -82,12 +83,12 @@ def scan(site_dir: Path, known: Known | None = None) -> Sources:
                 stat = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
                 got = known.get(full)
                 if got is not None and got[0] == stat:
-                    md_sources[prefix + name] = (Path(full), got[1], got[2])
+                    md_sources[prefix + name] = (full, got[1], got[2])  # a str: a Path each costs
                     continue
                 with open(full, "rb") as f:
                     raw = f.read()
                 digest, gen = hashlib.sha256(raw).hexdigest(), generate_name(raw)
-                md_sources[prefix + name] = (Path(full), digest, gen)
+                md_sources[prefix + name] = (full, digest, gen)
                 if max(st.st_mtime_ns, st.st_ctime_ns) < settled and len(raw) == st.st_size:
                     rows.append((full, *stat, digest, gen))
             else:
@@ -100,7 +101,7 @@ def scan(site_dir: Path, known: Known | None = None) -> Sources:
                 if not name.startswith("."):
                     p = Path(root) / name
                     assets.setdefault(p.relative_to(static).as_posix(), p)
-    seen = {str(path) for path, _d, _g in md_sources.values()}
+    seen = {path for path, _d, _g in md_sources.values()}
     return Sources(md_sources, assets, rows, sorted(set(known) - seen))
 
 
@@ -113,14 +114,14 @@ def generate_name(raw: bytes) -> str:
     return m.group(1).decode() if m else ""
 
 
-def _generated(file: Path, name: str, generators: Generators, cache: dict[str, str]) -> str:
+def _generated(file: str, name: str, generators: Generators, cache: dict[str, str]) -> str:
     """The reference text a page asks for with ``generate: NAME`` in its front matter."""
     if not name:
         return ""
     if name not in generators:
         raise BuildError(
             f"unknown generator '{name}'",
-            where=Location(file=str(file), key="generate"),
+            where=Location(file=file, key="generate"),
             hint="this build knows: "
             + ", ".join(sorted(generators))
             + " (the command reference 'cli' comes with cernvm_build.cli.reference.GENERATORS)",
@@ -138,7 +139,7 @@ def plan_sources(sources: Sources, base_path: str, generators: Generators) -> di
     for rel, (path, digest, name) in sources.markdown.items():
         gen = _generated(path, name, generators, generated)
         key = sha(version, base_path, rel, digest, gen.encode())
-        out[rel] = Source(key, rel, str(path), base_path, gen)
+        out[rel] = Source(key, rel, path, base_path, gen)
     return out
 
 
@@ -153,13 +154,18 @@ def render_version() -> str:
 
 
 def _render_source(
-    known_code: Mapping[str, str], src: Source
+    known: tuple[Mapping[str, str], Mapping[str, bytes]], src: Source
 ) -> tuple[str, Any, str, dict[str, str]] | tuple[str, tuple[str, str, str]]:
-    """Worker: front matter + Markdown of one source. Returns (key, meta, html, code blocks highlighted
-    now) or (key, error)."""
+    """Worker: front matter + Markdown of one source; ``known``: the code blocks highlighted and the
+    front matters parsed by earlier builds. Returns (key, meta, html, code blocks highlighted now) or
+    (key, error)."""
+    known_code, known_fm = known
     try:
         text = Path(src.file).read_bytes().decode("utf-8")
-        fm, body, first_line = frontmatter.split(text, src.file)
+        raw, body, first_line = frontmatter.split_raw(text, src.file)
+        fm_key = frontmatter.key(raw) if raw is not None else ""
+        memo = frontmatter.Memo(known_fm)
+        fm = frontmatter.parse(raw, src.file, first_line=2, memo=memo) if raw is not None else {}
         if fm.get("generate") and not src.generated:
             raise BuildError(
                 f"unknown generator {fm['generate']!r}",
@@ -178,6 +184,7 @@ def _render_source(
         return src.key, (e.message, str(e.where) if e.where else "", e.hint or "")
     meta = {
         "fm": fm,
+        "fm_key": fm_key,  # its text's, so the next edit of the page finds it parsed (``render_markdown``)
         "h1": r.h1,
         "toc": r.toc,
         "ids": r.ids,
@@ -190,10 +197,16 @@ def _render_source(
 
 
 def render_markdown(
-    planned: dict[str, Source], metas: dict[str, Any], state: State, jobs: int, reporter: Reporter
+    planned: dict[str, Source],
+    metas: dict[str, Any],
+    state: State,
+    jobs: int,
+    reporter: Reporter,
+    earlier: Collection[str] = (),
 ) -> dict[str, str]:
     """Render the sources whose key is not cached (``metas`` gains them), with the code blocks earlier
-    builds highlighted. Returns {key: html}."""
+    builds highlighted and the front matters of ``earlier`` (keys of former versions of the sources,
+    in ``metas``) parsed. Returns {key: html}."""
     todo = sorted((s for s in planned.values() if s.key not in metas), key=lambda s: (s.key, s.rel))
     fresh: dict[str, str] = {}
     if not todo:
@@ -203,9 +216,14 @@ def render_markdown(
     total = len(todo)
     reporter.progress("markdown", 0, total)
     known_code = state.code()
+    known_fm = {
+        m["fm_key"]: pickle.dumps(m["fm"], protocol=pickle.HIGHEST_PROTOCOL)
+        for m in (metas.get(k) for k in earlier)
+        if m and m.get("fm_key")
+    }
     new_code: dict[str, str] = {}
     try:
-        results = fork_map(_render_source, known_code, todo, jobs)
+        results = fork_map(_render_source, (known_code, known_fm), todo, jobs)
     finally:
         known_code.close()
     for n, res in enumerate(results, 1):

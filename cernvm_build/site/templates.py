@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jinja2
 from markupsafe import Markup
 
 from ..errors import BuildError, Location
+
+if TYPE_CHECKING:
+    import jinja2
 
 __all__ = ["LAYOUT_DATA", "Environment", "Markup", "environment"]
 
@@ -26,40 +29,63 @@ LAYOUT_DATA: dict[str, tuple[str, ...]] = {
 REFERENCE = re.compile(r"""\{%-?\s*(?:extends|include|import|from)\s+["']([^"']+)["']""")
 
 
-_DICT_ATTRIBUTES = frozenset(dir(dict))
+@functools.lru_cache(maxsize=1)
+def _dict_first() -> type[jinja2.Environment]:
+    import jinja2
 
+    dict_attributes = frozenset(dir(dict))
 
-class _DictFirst(jinja2.Environment):
-    """``page.title`` on a dict without the failed attribute lookup jinja2 tries first (an exception
-    per access, ~80 per page): a plain dict has no attributes but its methods, so the result is the same."""
+    class DictFirst(jinja2.Environment):
+        """``page.title`` on a dict without the failed attribute lookup jinja2 tries first (an exception
+        per access, ~80 per page): a plain dict has no attributes but its methods, so the result is the
+        same."""
 
-    def getattr(self, obj: Any, attribute: str) -> Any:
-        if type(obj) is dict and attribute not in _DICT_ATTRIBUTES:
-            try:
-                return obj[attribute]
-            except KeyError:
-                return self.undefined(obj=obj, name=attribute)
-        return super().getattr(obj, attribute)
+        def getattr(self, obj: Any, attribute: str) -> Any:
+            if type(obj) is dict and attribute not in dict_attributes:
+                try:
+                    return obj[attribute]
+                except KeyError:
+                    return self.undefined(obj=obj, name=attribute)
+            return super().getattr(obj, attribute)
+
+    return DictFirst
 
 
 class Environment:
+    """The site's templates. jinja2 is imported when a template is first rendered (deliberate lazy
+    import): a build that renders nothing (no change) only hashes the templates' sources."""
+
     def __init__(self, folder: Path, bytecode_cache: Path | None = None):
         if not folder.is_dir():
             raise BuildError(f"no templates/ folder in {folder.parent}", hint="the site needs templates/")
         self.folder = folder
-        self.env = _DictFirst(
-            loader=jinja2.FileSystemLoader(str(folder)),
+        self.bytecode_cache = bytecode_cache
+        self._hash: dict[str, str] = {}
+        self._refs: dict[str, set[str]] = {}
+        self._exists: dict[str, bool] = {}
+
+    @functools.cached_property
+    def env(self) -> jinja2.Environment:
+        import jinja2
+
+        cache = self.bytecode_cache
+        return _dict_first()(
+            loader=jinja2.FileSystemLoader(str(self.folder)),
             autoescape=jinja2.select_autoescape(["html", "xml", "htm"], default_for_string=True),
             undefined=jinja2.StrictUndefined,
             keep_trailing_newline=True,
             trim_blocks=True,
             lstrip_blocks=True,
             # compiled templates survive between builds (jinja2 checks each against its source)
-            bytecode_cache=jinja2.FileSystemBytecodeCache(str(bytecode_cache)) if bytecode_cache else None,
+            bytecode_cache=jinja2.FileSystemBytecodeCache(str(cache)) if cache else None,
         )
-        self._hash: dict[str, str] = {}
-        self._refs: dict[str, set[str]] = {}
-        self._exists: dict[str, bool] = {}
+
+    def folder_hash(self) -> str:
+        """Hash of every file in the templates folder (a plan made with other templates is not reused)."""
+        h = hashlib.sha256()
+        for path in sorted(p for p in self.folder.rglob("*") if p.is_file()):
+            h.update(path.relative_to(self.folder).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+        return h.hexdigest()
 
     def exists(self, name: str) -> bool:
         if name not in self._exists:
@@ -97,6 +123,8 @@ class Environment:
         return self._hash[name]
 
     def get(self, name: str) -> jinja2.Template:
+        import jinja2
+
         try:
             return self.env.get_template(name)
         except jinja2.TemplateSyntaxError as e:
@@ -107,6 +135,8 @@ class Environment:
             ) from None
 
     def render(self, name: str, ctx: dict[str, Any]) -> str:
+        import jinja2
+
         try:
             return self.get(name).render(ctx)
         except jinja2.UndefinedError as e:

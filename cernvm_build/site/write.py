@@ -136,7 +136,7 @@ def execute(
     """Write what changed; returns (jobs written, state rows for them, outputs removed, search extracts
     of the written pages among ``extract``). ``new``: the output folder is new and empty (see the
     module docstring)."""
-    todo = [job for job in plan.jobs if not _unchanged(out_dir, job, old)]
+    todo = [job for job in plan.jobs if job.out not in plan.unchanged and not _unchanged(out_dir, job, old)]
     # What the workers need and this process already has: rendered HTML and sidebars.
     need_md = sorted(
         {

@@ -101,6 +101,43 @@ def test_site_build_of_the_shipped_site_imports_no_other_area(
     assert page.read_bytes().replace(b"<p>One more line.</p>\n", b"") == first
 
 
+#: what a rebuild that renders no page, or one page without new code blocks, does not need: YAML (its
+#: texts are in the build state's memo), rich (nothing shown with --json), the Markdown and template
+#: libraries (nothing rendered), Pygments' lexers (the blocks are known)
+RENDERING = ("markdown_it", "mdit_py_plugins", "jinja2")
+NOT_NEEDED = ("yaml", "rich", "pygments.lexers", "pygments.formatters", "multiprocessing")
+
+
+def test_a_rebuild_imports_only_what_its_changes_need(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CERNVM_CACHE_DIR", str(tmp_path / "cache"))
+    site = tmp_path / "site"
+    shutil.copytree(data_dir("site"), site, ignore=shutil.ignore_patterns(".*"))
+    argv = ["site", "build", "--site", str(site), "--out", str(tmp_path / "out"), "--json"]
+
+    def build() -> tuple[dict[str, int], set[str]]:
+        record = tmp_path / "modules.json"
+        command = [sys.executable, "-c", WRAPPER, str(record), *argv]
+        proc = subprocess.run(command, capture_output=True, text=True, check=False)
+        assert json.loads(record.read_text())["code"] == 0, proc.stderr
+        return json.loads(proc.stdout), set(json.loads(record.read_text())["modules"])
+
+    def among(modules: set[str], names: tuple[str, ...]) -> list[str]:
+        return sorted(m for m in modules if any(m == n or m.startswith(n + ".") for n in names))
+
+    report, modules = build()
+    assert report["pages_planned"] == report["pages"] and among(modules, ("yaml", "jinja2")) != []
+    report, modules = build()  # nothing changed
+    assert report["rendered"] == report["pages_planned"] == 0
+    assert among(modules, NOT_NEEDED + RENDERING) == []
+    page = site / "content" / "docs" / "guides" / "preservation.md"
+    page.write_text(page.read_text().replace("no longer receive security", "no longer get security", 1))
+    report, modules = build()
+    assert report["rendered"] == report["pages_planned"] == report["markdown_rendered"] == 1
+    assert among(modules, NOT_NEEDED) == [] and among(modules, RENDERING) != []
+
+
 def test_reference_cache_ignores_other_code_versions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CERNVM_CACHE_DIR", str(tmp_path))
     stale = tmp_path / "reference" / f"profile-settings-{'0' * 32}.md"

@@ -628,3 +628,83 @@ def test_a_rebuild_whose_code_blocks_are_known_does_not_load_pygments(
     edit(page, "cernvm-build container el6 --format apptainer", "cernvm-build container el6 --format docker")
     assert fresh_build()[1:] != []
     assert tree(out) == _clean(site, tmp_path, "clean2", monkeypatch)
+
+
+def test_an_edit_other_pages_do_not_show_plans_its_page_alone(
+    site: Path, tmp_path: Path, edit: Edit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rebuild plans (makes the template context of) only the pages whose own text changed when
+    nothing other pages show of them changed: no title, heading id, listed excerpt, front matter.
+    Anything else plans every page again; either way the output is a clean build's."""
+    out = tmp_path / "out"
+    first = build_site(site, out)
+    assert first.pages_planned == first.pages > 50
+    assert build_site(site, out).pages_planned == 0  # nothing changed
+    page = site / "content/docs/guides/preservation.md"
+    edit(page, "no longer receive security updates", "no longer get security updates")
+    report = build_site(site, out)
+    assert (report.pages_planned, report.rendered, report.markdown_rendered) == (1, 1, 1)
+    # the excerpt of a page no list shows (no date, no tags): its page alone
+    edit(site / "content/docs/quickstart/_index.md", "Three ten-minute paths:", "Three short paths:")
+    assert build_site(site, out).pages_planned == 1
+    assert tree(out) == _clean(site, tmp_path, "clean1", monkeypatch)
+    # the excerpt of a tagged page is on its tag pages: all planned, the tag pages written too
+    edit(page, "Experiments stop, but", "Experiments end, but")
+    report = build_site(site, out)
+    assert report.pages_planned == report.pages and report.rendered == 1 + 5
+    # a link added: the edited page's links are checked, and a broken one fails the build
+    edit(page, "## The idea", "See [the alien cache](cache.md#alien-cache).\n\n## The idea")
+    assert build_site(site, out).pages_planned == 1
+    edit(page, "cache.md#alien-cache", "cache.md#no-such-heading")
+    with pytest.raises(LinkErrors, match=r"preservation\.md:.*no heading '#no-such-heading'"):
+        build_site(site, out)
+    edit(page, "cache.md#no-such-heading", "cache.md#alien-cache")
+    # a heading another page links to: every page is planned again and that link is checked
+    edit(site / "content/docs/guides/cache.md", "## Alien cache", "## Caches on shared storage")
+    with pytest.raises(LinkErrors, match=r"preservation\.md:.*no heading '#alien-cache'"):
+        build_site(site, out)
+    edit(site / "content/docs/guides/cache.md", "## Caches on shared storage", "## Alien cache")
+    # back as the last complete build had it (the failed builds wrote nothing): nothing to plan
+    assert build_site(site, out).pages_planned == 0
+    assert tree(out) == _clean(site, tmp_path, "clean2", monkeypatch)
+
+
+def test_a_rebuild_planning_only_edited_pages_restores_what_was_changed_in_the_output(
+    site: Path, tmp_path: Path, edit: Edit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "out"
+    build_site(site, out)
+    # another page's output changed by hand: its context is not at hand, every page is planned
+    other = out / "docs/guides/cache/index.html"
+    other.write_bytes(other.read_bytes().replace(b"Alien cache", b"Tampered"))
+    edit(site / "content/docs/guides/preservation.md", "no longer receive", "no longer get")
+    report = build_site(site, out)
+    assert report.pages_planned == report.pages and report.rendered == 2
+    assert tree(out) == _clean(site, tmp_path, "clean", monkeypatch)
+
+
+def test_an_interrupted_rebuild_of_one_page_is_not_trusted_by_the_next(
+    site: Path, tmp_path: Path, edit: Edit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rebuild interrupted after it wrote an edited page, then the edit undone: the next build must
+    not take the page on disk (the edited one, recorded as written) for the page of the last complete
+    build, whose source it has again."""
+    from cernvm_build.site import build as build_mod
+
+    out = tmp_path / "out"
+    build_site(site, out)
+    page = site / "content/docs/guides/preservation.md"
+    before = page.read_text()
+    edit(page, "no longer receive security updates", "no longer get security updates")
+
+    def interrupted(*args: Any, **kw: Any) -> None:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m, pytest.raises(KeyboardInterrupt):
+        m.setattr(build_mod.search_mod, "update", interrupted)  # after the pages are written
+        build_site(site, out)
+    assert b"no longer get security" in (out / "docs/guides/preservation/index.html").read_bytes()
+    page.write_text(before)
+    build_site(site, out)
+    assert b"no longer receive security" in (out / "docs/guides/preservation/index.html").read_bytes()
+    assert tree(out) == _clean(site, tmp_path, "clean", monkeypatch)
