@@ -43,7 +43,7 @@ class State:
             self.db.executescript(
                 "DROP TABLE IF EXISTS md; DROP TABLE IF EXISTS outputs; DROP TABLE IF EXISTS code;"
                 "DROP TABLE IF EXISTS search; DROP TABLE IF EXISTS sources; DROP TABLE IF EXISTS snapshot;"
-                "DROP TABLE IF EXISTS memo;"
+                "DROP TABLE IF EXISTS memo; DROP TABLE IF EXISTS folders;"
             )
             self.db.execute(f"PRAGMA user_version={SCHEMA}")
         self.db.executescript(
@@ -55,6 +55,7 @@ class State:
             CREATE TABLE IF NOT EXISTS claims (out_dir TEXT PRIMARY KEY);
             CREATE TABLE IF NOT EXISTS snapshot (id INTEGER PRIMARY KEY CHECK (id = 0), blob BLOB);
             CREATE TABLE IF NOT EXISTS memo (name TEXT PRIMARY KEY, blob BLOB);
+            CREATE TABLE IF NOT EXISTS folders (path TEXT PRIMARY KEY, ctime INTEGER);
             CREATE TABLE IF NOT EXISTS sources (
                 file TEXT PRIMARY KEY, size INTEGER, mtime INTEGER, ctime INTEGER, ino INTEGER,
                 digest TEXT, generate TEXT
@@ -190,6 +191,17 @@ class State:
             (snap.digest, snap.keys, sorted(snap.searchable)), protocol=pickle.HIGHEST_PROTOCOL
         )
         self.db.execute("INSERT OR REPLACE INTO snapshot VALUES (0, ?)", (blob,))
+
+    # -- the output's folders by ctime (``output.files_in_changed_folders``) -----------------------
+    def folders(self) -> dict[str, int]:
+        return dict(self.db.execute("SELECT path, ctime FROM folders"))
+
+    def put_folders(self, rows: list[tuple[str, int]], gone: list[str]) -> None:
+        if rows or gone:
+            with self.db:
+                self.db.execute("BEGIN")
+                self.db.executemany("INSERT OR REPLACE INTO folders VALUES (?, ?)", rows)
+                self.db.executemany("DELETE FROM folders WHERE path = ?", [(p,) for p in gone])
 
     # -- outputs --------------------------------------------------------------------------------
     def outputs(self) -> dict[str, tuple[str, int, int]]:

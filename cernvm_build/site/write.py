@@ -19,7 +19,15 @@ from ..report import Reporter
 from . import templates as tpl_mod
 from .cache import State
 from .model import Job, Late
-from .output import copy_output, files_under, matches, prune_empty_dirs, write_output
+from .output import (
+    copy_output,
+    files_in_changed_folders,
+    folder_rows,
+    matches,
+    prune_empty_dirs,
+    with_parents,
+    write_output,
+)
 from .pages import PageSet
 from .parallel import fork_map
 from .plan import Plan
@@ -111,11 +119,14 @@ def _unchanged(out_dir: Path, job: Job, old: dict[str, tuple[str, int, int]]) ->
     return prev is not None and prev[0] == job.fp and matches(f"{out_dir}/{job.out}", prev)
 
 
-def _strays(out_dir: Path, wanted: set[str], known: set[str]) -> tuple[list[str], bool]:
-    """Files in the output that a clean build would not write, and whether empty folders exist (the
-    search index's folder is the index step's: not walked here)."""
-    files, empty = files_under(out_dir, skip=SEARCH_PREFIX.rstrip("/"))
-    return sorted(rel for rel in files if rel not in wanted and rel not in known), empty
+def _strays(
+    out_dir: Path, wanted: set[str], known: set[str], folders: dict[str, int]
+) -> tuple[list[str], bool, list[str], set[str]]:
+    """Files in the output that a clean build would not write, whether empty folders exist, the
+    folders listed and every folder (the search index's folder is the index step's: not walked here).
+    ``folders``: the state's (``State.folders``): one recorded and unchanged holds what it held."""
+    files, empty, listed, seen = files_in_changed_folders(out_dir, SEARCH_PREFIX.rstrip("/"), folders)
+    return sorted(rel for rel in files if rel not in wanted and rel not in known), empty, listed, seen
 
 
 def execute(
@@ -173,7 +184,8 @@ def execute(
     wanted = {j.out for j in plan.jobs}
     # the search index is written by its own step (search.update), after the pages it indexes
     removed = sorted(rel for rel in set(old) - wanted if not rel.startswith(SEARCH_PREFIX))
-    strays, empty_dirs = _strays(out_dir, wanted, set(removed))
+    folders = state.folders()
+    strays, empty_dirs, listed, seen = _strays(out_dir, wanted, set(removed), folders)
     removed += strays
     for rel in removed:
         try:
@@ -182,4 +194,8 @@ def execute(
             pass
     if removed or empty_dirs:
         prune_empty_dirs(out_dir)
+    # the folders this build listed or changed, as they are now (the others are as recorded), and
+    # none of those it did not find
+    now, gone = folder_rows(out_dir, set(listed) | with_parents([j.out for j in todo] + removed))
+    state.put_folders(now, gone + [rel for rel in folders if rel not in seen])
     return todo, rows, removed, extracts

@@ -708,3 +708,44 @@ def test_an_interrupted_rebuild_of_one_page_is_not_trusted_by_the_next(
     build_site(site, out)
     assert b"no longer receive security" in (out / "docs/guides/preservation/index.html").read_bytes()
     assert tree(out) == _clean(site, tmp_path, "clean", monkeypatch)
+
+
+def test_strays_are_found_in_folders_unchanged_since_they_were_recorded(
+    site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The walk for strays lists only the output's folders whose ctime moved since the state recorded
+    it: junk added to any folder, however deep, changes that folder's ctime and is found."""
+    from cernvm_build.site import output, write
+
+    monkeypatch.setattr(output, "SETTLED_NS", 0)  # every folder's ctime is trusted at once
+    listed: list[list[str]] = []
+    real = write.files_in_changed_folders
+
+    def spy(top: Path, skip: str, known: Any) -> Any:
+        got = real(top, skip, known)
+        listed.append(got[2])
+        return got
+
+    monkeypatch.setattr(write, "files_in_changed_folders", spy)
+    out = tmp_path / "out"
+    build_site(site, out)
+    build_site(site, out)
+    build_site(site, out)
+    # the first build's folder was renamed into place (its top changed), then nothing changed
+    assert listed[1:] == [[""], []]
+    folders = sum(1 for p in out.rglob("*") if p.is_dir() and "search-index" not in p.parts)
+    assert len(listed[0]) == folders + 1 > 50  # the first build listed them all (and the top)
+    (out / "docs/guides/cache/stray.html").write_text("junk")
+    (out / "docs/guides/empty").mkdir()
+    (out / "docs/reference/cli/junk").mkdir()
+    (out / "docs/reference/cli/junk/deeper.html").write_text("junk")
+    build_site(site, out)
+    assert sorted(listed[-1]) == [
+        "docs/guides",
+        "docs/guides/cache",
+        "docs/guides/empty",
+        "docs/reference/cli",
+        "docs/reference/cli/junk",
+    ]
+    assert tree(out) == _clean(site, tmp_path, "clean", monkeypatch)
+    assert not (out / "docs/guides/empty").exists() and not (out / "docs/reference/cli/junk").exists()
