@@ -8,7 +8,6 @@ site, the demo OS overlay) lives inside the package under ``cernvm_build/data/<a
 from __future__ import annotations
 
 import os
-from importlib import resources
 from pathlib import Path
 
 #: The areas under ``cernvm_build/data/``.
@@ -24,6 +23,8 @@ def data_dir(name: str) -> Path:
     """The shipped data of one area: ``profiles``, ``bootloader``, ``launch``, ``site`` or ``demo``."""
     if name not in DATA_AREAS:
         raise ValueError(f"unknown data area {name!r} (one of {', '.join(DATA_AREAS)})")
+    from importlib import resources  # here: most commands are given their data's folder (--site …)
+
     root = resources.files("cernvm_build").joinpath("data", name)
     # Builders copy trees and hand directories to jinja2 and cpio, so the data must be real files.
     # Wheels are always unpacked; only a zipped install (zipimport) would land here.

@@ -8,14 +8,24 @@ Outside a git checkout (or without git) there are no dates and pages simply show
 from __future__ import annotations
 
 import json
+import os
 import shutil
-import subprocess
 from pathlib import Path
 
 from ..fsutil import atomic_write
 
 
+def _in_work_tree(folder: Path) -> bool:
+    """Whether git could find a repository for ``folder``: a ``.git`` in it or above (or $GIT_DIR).
+    Outside one (a generated site, the bench's corpus) no git process is started at all."""
+    if os.environ.get("GIT_DIR"):
+        return True
+    return any((d / ".git").exists() for d in (folder, *folder.parents))
+
+
 def _git(content: Path, *args: str) -> str | None:
+    import subprocess  # here: a build outside a git checkout starts none
+
     git = shutil.which("git")
     if git is None:
         return None
@@ -30,7 +40,7 @@ def _git(content: Path, *args: str) -> str | None:
 
 def last_changed(content: Path, cache_dir: Path) -> dict[str, str]:
     """``{content-relative path: YYYY-MM-DD of the last commit touching it}``."""
-    head = _git(content, "rev-parse", "HEAD")
+    head = _git(content, "rev-parse", "HEAD") if _in_work_tree(content.resolve()) else None
     if not head:
         return {}
     memo = cache_dir / "gitdates.json"

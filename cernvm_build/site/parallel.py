@@ -8,6 +8,7 @@ with one job, everything runs in this process (forking costs more than it saves)
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -25,6 +26,9 @@ PARALLEL_MIN = 48
 
 
 def _worker(fn: Callable[[Any, Any], Any], shared: Any, items: Sequence[Any], conn: Connection) -> None:
+    # SIGTERM ends a worker quietly: the CLI's handler (raise, so undo stacks run) came with the fork,
+    # and the parent terminates a worker still exiting after its results arrived (a traceback each)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
         conn.send(("ok", [fn(shared, item) for item in items]))
     except BaseException as e:
