@@ -53,10 +53,15 @@ class SiteConfig:
         """The URL path the site lives under: '/' or '/prefix/'."""
         return urlsplit(self.base_url).path or "/"
 
-    def absolute(self, url: str) -> str:
-        """A site path ('/docs/') as an absolute URL for feeds and sitemaps."""
+    @cached_property
+    def _origin(self) -> str:
         parts = urlsplit(self.base_url)
-        return f"{parts.scheme}://{parts.netloc}{url}"
+        return f"{parts.scheme}://{parts.netloc}"
+
+    def absolute(self, url: str) -> str:
+        """A site path ('/docs/') as an absolute URL for feeds and sitemaps (one a page: the base URL
+        is split once)."""
+        return self._origin + url
 
     def key(self) -> tuple[object, ...]:
         """Everything templates can see, for cache fingerprints."""

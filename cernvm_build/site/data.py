@@ -15,7 +15,6 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import releaseindex as release_index  # the release engineer's reader and checks
 from .. import table
 from ..bootloader import userdata
 from ..errors import BuildError, CernVMError, Location
@@ -64,6 +63,8 @@ def load_releases(data_dir: Path, cfg: SiteConfig) -> list[dict[str, Any]]:
     folder = data_dir / "releases"
     if not folder.is_dir():
         return []
+    from .. import releaseindex as release_index  # the release engineer's reader and checks
+
     out: list[dict[str, Any]] = []
     for path in sorted(folder.glob("*.json")):
         try:
