@@ -222,8 +222,10 @@ class Builder:
                 )
                 if snap != after:
                     state.put_snapshot(after)
-            state.prune_md(set(keys.values()))
-            state.prune_code({k for m in metas.values() for k in m.get("code", ())} | {css_key})
+            if edited != set() or fresh:  # else no source changed: the last build pruned to these keys
+                current = set(keys.values())
+                state.prune_md(current)
+                state.prune_code({k for key in current for k in metas[key].get("code", ())} | {css_key})
         finally:
             state.close()
         return BuildReport(
