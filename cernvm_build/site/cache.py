@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SCHEMA = 7
+SCHEMA = 8
 
 
 @dataclass(frozen=True)
@@ -43,12 +43,13 @@ class State:
             self.db.executescript(
                 "DROP TABLE IF EXISTS md; DROP TABLE IF EXISTS outputs; DROP TABLE IF EXISTS code;"
                 "DROP TABLE IF EXISTS search; DROP TABLE IF EXISTS sources; DROP TABLE IF EXISTS snapshot;"
-                "DROP TABLE IF EXISTS memo; DROP TABLE IF EXISTS folders;"
+                "DROP TABLE IF EXISTS memo; DROP TABLE IF EXISTS folders; DROP TABLE IF EXISTS md_meta;"
             )
             self.db.execute(f"PRAGMA user_version={SCHEMA}")
         self.db.executescript(
             """
-            CREATE TABLE IF NOT EXISTS md (key TEXT PRIMARY KEY, meta BLOB, html TEXT);
+            CREATE TABLE IF NOT EXISTS md (key TEXT PRIMARY KEY, html TEXT);
+            CREATE TABLE IF NOT EXISTS md_meta (key TEXT PRIMARY KEY, meta BLOB);
             CREATE TABLE IF NOT EXISTS code (key TEXT PRIMARY KEY, html TEXT);
             CREATE TABLE IF NOT EXISTS outputs (path TEXT PRIMARY KEY, fp TEXT, size INTEGER, mtime INTEGER);
             CREATE TABLE IF NOT EXISTS search (key TEXT PRIMARY KEY, fragment BLOB, postings BLOB);
@@ -68,8 +69,10 @@ class State:
 
     # -- rendered Markdown ----------------------------------------------------------------------
     def md_meta(self, keys: set[str]) -> dict[str, Any]:
+        # a table of its own: every build reads all of it, and beside the HTML that read went
+        # through pages of HTML
         out: dict[str, Any] = {}
-        for key, blob in self.db.execute("SELECT key, meta FROM md"):
+        for key, blob in self.db.execute("SELECT key, meta FROM md_meta"):
             if key in keys:
                 out[key] = pickle.loads(blob)
         return out
@@ -90,20 +93,22 @@ class State:
     def put_md(self, rows: list[tuple[str, Any, str]]) -> None:
         with self.db:
             self.db.execute("BEGIN")
+            self.db.executemany("INSERT OR REPLACE INTO md VALUES (?, ?)", [(k, h) for k, _m, h in rows])
             self.db.executemany(
-                "INSERT OR REPLACE INTO md VALUES (?, ?, ?)",
-                [(k, pickle.dumps(m, protocol=pickle.HIGHEST_PROTOCOL), h) for k, m, h in rows],
+                "INSERT OR REPLACE INTO md_meta VALUES (?, ?)",
+                [(k, pickle.dumps(m, protocol=pickle.HIGHEST_PROTOCOL)) for k, m, _h in rows],
             )
 
     def prune_md(self, keep: set[str]) -> None:
-        self._prune("md", keep)
+        self._prune("md_meta", keep, also="md")  # the keys from the small table, the same in both
 
-    def _prune(self, table: str, keep: set[str]) -> None:
-        stale = [k for (k,) in self.db.execute(f"SELECT key FROM {table}") if k not in keep]
+    def _prune(self, table: str, keep: set[str], also: str = "") -> None:
+        stale = [(k,) for (k,) in self.db.execute(f"SELECT key FROM {table}") if k not in keep]
         if stale:
             with self.db:
                 self.db.execute("BEGIN")
-                self.db.executemany(f"DELETE FROM {table} WHERE key = ?", [(k,) for k in stale])
+                for t in (table, also) if also else (table,):
+                    self.db.executemany(f"DELETE FROM {t} WHERE key = ?", stale)
 
     # -- Markdown sources: digest and generator name by stat (sources.scan) ------------------------
     def sources(self) -> dict[str, tuple[tuple[int, int, int, int], str, str]]:
