@@ -34,6 +34,9 @@ else
     mkdir -p $ROOT/mnt/.ro
     mount --move $ROOT_RO $ROOT/mnt/.ro
 fi
+# the initrd's logs (cvmfs.log, udhcpc.log, e2fsck.log...) for a look from the OS: globbing is off
+# everywhere else (init.head.sh: set -f), so it is turned on for this one line
+set +f
 cp /tmp/*.log $ROOT_RW/aux/ 2>/dev/null
 set -f
 if [ -n "$CVMDEBUG" ]; then
