@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BuildError
-from ..fsutil import atomic_write
+from ..fsutil import atomic_write, sha256_file
 from ..paths import data_dir
 from ..proc import run, which
 from . import modules as kmod
@@ -100,6 +100,10 @@ def assemble(inputs: InitrdInputs) -> tuple[Tree, dict[str, Any]]:
         epoch=inputs.epoch, python=inputs.python, entries=inputs.entries, cache=inputs.runtime_cache
     )
     tree.tree(RT_DIR, rt.root)
+    # What the runtime's code is (its stdlib + our modules zip): a boot reuses the user-data parser's
+    # output that an earlier boot saved only when made by the same code (init.head.sh read_user_data).
+    zips = sorted((rt.root / "lib").glob("python*.zip"))
+    tree.data("etc/ucernvm/runtime-id", "".join(f"{sha256_file(z)}\n" for z in zips).encode())
     tree.symlink("lib64/ld-linux-x86-64.so.2", f"/{RT_DIR}/lib/ld-linux-x86-64.so.2")
     libs: set[Path] = set()
     for tool in E2FSPROGS:

@@ -306,3 +306,53 @@ def test_context_user_data_over_1_mib_is_refused_not_copied(tmp_path: Path) -> N
     assert "rc=1" in r.stdout and f"ucernvm: context: {big}: user data over 1 MiB, ignored" in r.stdout
     assert not (tmp_path / "out1").exists()
     assert r.stdout.rstrip().endswith("rc=0") and (tmp_path / "out2").read_bytes() == ok.read_bytes()
+
+
+def test_a_later_boot_reads_unchanged_user_data_without_the_parser(tmp_path: Path) -> None:
+    """The init's Python start for the user data (1-2 s under emulation) happens once per user data and
+    runtime: a later boot with the same user data assigns the same checked values from the lines an
+    earlier boot kept on the scratch disk; changed user data or another runtime is parsed again, and
+    so is user data whose parse failed."""
+    import sys
+
+    from cernvm_build.paths import data_dir
+
+    head = data_dir("bootloader") / "init.head.sh"
+    keep, runs = tmp_path / "context", tmp_path / "parser-runs"
+    keep.mkdir()
+    ud, rid = tmp_path / "user-data", tmp_path / "runtime-id"
+    rid.write_text("a" * 64 + "\n")
+    # the real parser on the host's Python; each run leaves a mark; FAIL=1: a parser that crashes
+    parser = f'echo run >>{runs}; [ -z "$FAIL" ] || return 1; {sys.executable} -m "$@"'
+    boot = (
+        f". {head}; RUNTIME_ID={rid}; py() {{ {parser}; }}; "
+        f"read_user_data {ud} {tmp_path}/ucontext {keep}; keep_user_data_lines {tmp_path}/ucontext {keep}; "
+        'echo "server=$U_cvmfs_server resize=$U_resize_rootfs"'
+    )
+
+    def reboot(fail: str = "") -> tuple[str, int]:
+        r = subprocess.run(["busybox", "sh", "-c", boot], capture_output=True, text=True, timeout=60,
+                           env={"PATH": "/usr/bin:/bin", "FAIL": fail})  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        return r.stdout, len(runs.read_text().splitlines()) if runs.exists() else 0
+
+    ud.write_text(
+        "#cloud-config\n[ucernvm-begin]\ncvmfs_server=s1.example:8000\nresize_rootfs=off\n[ucernvm-end]\n"
+    )
+    out, n = reboot()
+    assert n == 1 and out.endswith("server=s1.example:8000 resize=0\n"), out
+    out, n = reboot()
+    assert n == 1 and "ucernvm: context: user data unchanged" in out, out
+    assert (
+        out.endswith("server=s1.example:8000 resize=0\n")
+        and "ucernvm: context: cvmfs_server=s1.example" in out
+    )
+    ud.write_text("[ucernvm-begin]\ncvmfs_server=s2.example\n[ucernvm-end]\n")
+    out, n = reboot()
+    assert n == 2 and out.endswith("server=s2.example resize=\n"), out
+    rid.write_text("b" * 64 + "\n")  # a new image: its parser may read the same text otherwise
+    assert reboot()[1] == 3 and reboot()[1] == 3
+    ud.write_text("[ucernvm-begin]\ncvmfs_server=s3.example\n[ucernvm-end]\n")
+    assert reboot(fail="1")[1] == 4 and not (keep / "ucontext.key").exists()
+    out, n = reboot()
+    assert n == 5 and out.endswith("server=s3.example resize=\n"), out

@@ -59,10 +59,26 @@ copy_user_data() {
 
 # The user data's [ucernvm-begin] block, parsed by the Python runtime into checked key=value lines
 # ($2), assigned through this case table: values are data, never evaluated or sourced.
+# $3: the scratch disk's context/ folder, where an earlier boot saved the parser's lines for its user
+# data (ucontext, under ucontext.key: the hashes of that user data and of the runtime's code). The
+# same user data read by the same code gives the same lines: they are taken from there instead of a
+# Python start (1-2 s under emulation, the initrd's first). The scratch disk is trusted as much as
+# before: the saved user data itself, the pin and the OS's writes live there.
 U_resize_rootfs=; U_cvmfs_server=; U_cvmfs_cdn=; U_cvmfs_http_proxy=; U_cvmfs_branch=; U_cvmfs_tag=
 U_cvmfs_date=; U_cernvm_path=; U_cernvm_inject=; U_cvmfs_wait_on_squid=; U_cvmfs_quota_limit=
+RUNTIME_ID=/etc/ucernvm/runtime-id  # the runtime's code (initrd.py writes it)
+user_data_key() {
+    sha256sum "$1" "$RUNTIME_ID" 2>/dev/null | cut -c1-64 | tr '\n' ' '
+}
+UD_KEY=  # the key of the lines read last (empty: the parser failed, nothing to reuse)
 read_user_data() {
-    py cernvm_build.bootloader.userdata "$1" >"$2"
+    UD_KEY=$(user_data_key "$1")
+    if [ -n "$3" ] && [ -n "$UD_KEY" ] && [ -f "$3/ucontext" ] && [ "$(cat "$3/ucontext.key" 2>/dev/null)" = "$UD_KEY" ]; then
+        [ "$3/ucontext" = "$2" ] || cp "$3/ucontext" "$2"
+        log context "user data unchanged: the lines an earlier boot read from it"
+    else
+        py cernvm_build.bootloader.userdata "$1" >"$2" || UD_KEY=
+    fi
     while IFS= read -r line; do
         key=${line%%=*}
         val=${line#*=}
@@ -82,4 +98,11 @@ read_user_data() {
         [ "$key" = cernvm_inject ] && val="(${#val} bytes)"
         log context "$key=$val"
     done <"$2"
+}
+# The lines just read ($1) kept in the scratch disk's context/ folder ($2) under their key, for the
+# next boot's read_user_data (no key when the parser failed: the next boot parses again).
+keep_user_data_lines() {
+    rm -f "$2/ucontext.key"
+    [ "$1" = "$2/ucontext" ] || cp "$1" "$2/ucontext"
+    [ -z "$UD_KEY" ] || echo "$UD_KEY" >"$2/ucontext.key"
 }

@@ -3,7 +3,8 @@
 # 1. a config drive (CONFIG-2: openstack/latest/user_data) or a NoCloud disk (cidata: user-data);
 # 2. an OpenNebula context CD (context.sh: EC2_USER_DATA or USER_DATA, parsed as data, never sourced);
 # 3. the cloud metadata service (GCE, EC2, OpenStack flavours at $METADATA_URL), when the network is up.
-# 06-context saves it on the scratch disk; later boots without any source reuse the saved copy.
+# It is read (parsed) by 04-devices on a first boot (resize_rootfs decides the partition's size), else
+# by 06-context, which saves it on the scratch disk; later boots without any source reuse the saved copy.
 CONTEXT_SRC=
 mkdir -p /mnt/context /tmp/context
 # shellcheck disable=SC2010  # device names are kernel identifiers, no blanks; set -f is on
@@ -28,7 +29,5 @@ if [ -z "$CONTEXT_SRC" ] && [ -n "$NET_IF" ] && [ "$METADATA_URL" != none ] &&
     src=$(py cernvm_build.bootloader.cloudsource metadata /tmp/context/user-data --url "$METADATA_URL"); then
     CONTEXT_SRC="metadata $src"
 fi
-if [ -n "$CONTEXT_SRC" ]; then
-    log context "user data from $CONTEXT_SRC"
-    read_user_data /tmp/context/user-data /tmp/context/ucontext
-fi
+[ -n "$CONTEXT_SRC" ] && log context "user data from $CONTEXT_SRC"
+USER_DATA_READ=

@@ -8,6 +8,10 @@ done
 ROOT_DEV=$(findfs LABEL=UROOT 2>/dev/null)
 FIRST_BOOT=
 if [ -z "$ROOT_DEV" ]; then
+    if [ -n "$CONTEXT_SRC" ]; then
+        read_user_data /tmp/context/user-data /tmp/context/ucontext
+        USER_DATA_READ=1
+    fi
     # One Python start (slow under emulation): find the first empty disk and partition it.
     # resize_rootfs=off: at most 20 GB for the root file system, as the real μCernVM.
     size=

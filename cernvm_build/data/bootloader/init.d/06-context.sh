@@ -1,12 +1,16 @@
 # 06-context: the user data found on a context drive is saved on the scratch disk (context/); without a
 # drive, later boots reuse the saved copy.
+# The parser's lines are saved with their key (init.head.sh read_user_data): the next boot with the
+# same user data reads them from here.
 if [ -n "$CONTEXT_SRC" ]; then
+    [ -n "$USER_DATA_READ" ] || read_user_data /tmp/context/user-data /tmp/context/ucontext $ROOT_RW/context
     cp /tmp/context/user-data $ROOT_RW/context/user-data.new && mv $ROOT_RW/context/user-data.new $ROOT_RW/context/user-data
-    cp /tmp/context/ucontext $ROOT_RW/context/ucontext
+    keep_user_data_lines /tmp/context/ucontext $ROOT_RW/context
     echo "$CONTEXT_SRC" >$ROOT_RW/context/source
 elif [ -f $ROOT_RW/context/user-data ]; then
     log context "no context drive, using the saved user data from $(cat $ROOT_RW/context/source 2>/dev/null)"
-    read_user_data $ROOT_RW/context/user-data $ROOT_RW/context/ucontext
+    read_user_data $ROOT_RW/context/user-data $ROOT_RW/context/ucontext $ROOT_RW/context
+    keep_user_data_lines $ROOT_RW/context/ucontext $ROOT_RW/context
 else
     log context "no user data"
 fi
