@@ -43,8 +43,10 @@ import functools
 import html
 import itertools
 import json
+import operator
 import pickle
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -221,29 +223,30 @@ def extract(page: str, url: str) -> tuple[bytes, dict[str, str], tuple[int, int]
     title, secs = sections(page)
     parts: dict[str, list[str]] = {}
     count = total = 0
-    memo = stem_memo()
+    known = stem_memo().get
     for i, (_hid, head, text) in enumerate(secs):
-        hw = words(head)
-        tw = words(text)
+        hw = _stems(words(head), known)
+        tw = _stems(words(text), known)
         head_len = len(hw)
         length = head_len + len(tw)  # the gap between heading and text (one position) is not counted
+        if not length:
+            continue
         at: dict[str, list[int]] = {}
         # positions: the heading's from 0, the text's after the gap
-        for p, w in itertools.chain(enumerate(hw), enumerate(tw, head_len + 1)):
-            s = memo.get(w) or stem(w)
+        for p, s in itertools.chain(enumerate(hw), enumerate(tw, head_len + 1)):
             ps = at.get(s)
             if ps is None:
                 at[s] = [p]
             else:
                 ps.append(p)
-        count += 1 if length else 0
+        count += 1
         total += length
         pre = f"[{i},{length},{head_len},"
         for s, ps in at.items():
             if len(ps) == 1:
                 entry = f"{pre}{ps[0]}]"
             else:
-                entry = pre + ",".join(map(str, [ps[0], *[b - a for a, b in itertools.pairwise(ps)]])) + "]"
+                entry = pre + ",".join(map(str, [ps[0], *map(operator.sub, ps[1:], ps[:-1])])) + "]"
             listed = parts.get(s)
             if listed is None:
                 parts[s] = [entry]
@@ -251,6 +254,14 @@ def extract(page: str, url: str) -> tuple[bytes, dict[str, str], tuple[int, int]
                 listed.append(entry)
     frag = {"u": url, "t": title or url, "s": [list(s) for s in secs]}
     return _json(frag), {w: ",".join(entries) for w, entries in parts.items()}, (count, total)
+
+
+def _stems(ws: list[str], known: Callable[[str], str | None]) -> list[str]:
+    # the memo's lookups in one C-level pass; the few words not in it yet are stemmed after
+    got = list(map(known, ws))
+    if None in got:
+        return [s if s is not None else stem(w) for s, w in zip(got, ws, strict=True)]
+    return got  # type: ignore[return-value]
 
 
 def _json(obj: Any) -> bytes:

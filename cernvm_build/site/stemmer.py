@@ -16,6 +16,9 @@ WORD = re.compile(r"[^\W_]+")
 #: longer "words" (hashes, base64) are not indexed: nobody types them, and they would bloat the index
 MAX_WORD = 40
 _ASCII_WORD = re.compile(r"[a-z]+")
+#: ``WORD`` on lowercase ASCII text: the same words (ASCII letters and digits are exactly the ASCII
+#: characters ``\w`` takes besides "_"), found ~twice as fast without the Unicode class lookups
+_ASCII_RUN = re.compile(r"[a-z0-9]+")
 _cache: dict[str, str] = {}
 
 STEP2 = (
@@ -36,7 +39,11 @@ STEP4 = (
 
 def words(text: str) -> list[str]:
     """The indexable words of a text, lowercased, in order (not stemmed)."""
-    return [w for w in WORD.findall(text.lower()) if len(w) <= MAX_WORD]
+    low = text.lower()  # lowercased first: a few non-ASCII letters lowercase to ASCII ones
+    found = _ASCII_RUN.findall(low) if low.isascii() else WORD.findall(low)
+    if found and max(map(len, found)) > MAX_WORD:
+        return [w for w in found if len(w) <= MAX_WORD]
+    return found
 
 
 def stem(word: str) -> str:
