@@ -73,8 +73,11 @@ def _lexer(lang: str) -> Lexer | None:
     from pygments.lexers import get_lexer_by_name
     from pygments.util import ClassNotFound
 
+    from . import lexfast  # imports Pygments' lexer module: here, where a block is lexed
+
     try:
-        return get_lexer_by_name(lang, stripnl=False, ensurenl=False)
+        # lexfast: the same tokens, each state's rules tried by one regex (a third of the time)
+        return lexfast.speed_up(get_lexer_by_name(lang, stripnl=False, ensurenl=False))
     except ClassNotFound:
         return None
 
@@ -129,12 +132,13 @@ def _highlighted(lang: str, code: str) -> str:
 
 @lru_cache(maxsize=1)
 def _code_salt() -> bytes:
-    # what a highlighted block depends on besides its language and text: this code and Pygments
+    # what a highlighted block depends on besides its language and text: this code, lexfast's and
+    # Pygments'
     import pygments  # its package module only: no lexer tables
 
-    return (
-        f"{VERSION}\0{pygments.__version__}\0".encode() + hashlib.sha256(Path(__file__).read_bytes()).digest()
-    )
+    code = hashlib.sha256(Path(__file__).read_bytes())
+    code.update((Path(__file__).parent / "lexfast.py").read_bytes())
+    return f"{VERSION}\0{pygments.__version__}\0".encode() + code.digest()
 
 
 def code_key(lang: str, code: str) -> str:
