@@ -78,6 +78,9 @@ class Environment:
             lstrip_blocks=True,
             # compiled templates survive between builds (jinja2 checks each against its source)
             bytecode_cache=jinja2.FileSystemBytecodeCache(str(cache)) if cache else None,
+            # one Environment per build (``site serve`` makes a new one for each): a template loaded
+            # once is current for the whole build, without a stat of its file per page and include
+            auto_reload=False,
         )
 
     def folder_hash(self) -> str:
