@@ -82,6 +82,13 @@ def _lexer(lang: str) -> Lexer | None:
         return None
 
 
+def warm_lexer(lang: str) -> None:
+    """Make (and keep) the lexer of ``lang`` now, with what its first block would import."""
+    lexer = _lexer(lang)
+    if lexer is not None:
+        _spans(lexer, "x\n")
+
+
 _CLASS: dict[_TokenType, str] = {}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import re
+from pathlib import Path
 
 import pytest
 from pygments.lexer import RegexLexer
@@ -87,3 +88,17 @@ def test_highlighting_uses_it_and_keeps_pygments_html(monkeypatch: pytest.Monkey
     ours = re.sub(r"<[^>]+>", "", md_mod._spans(lexer, code))
     theirs = re.sub(r"<[^>]+>", "", highlight(code, plain, HtmlFormatter(nowrap=True)))
     assert ours == theirs
+
+
+def test_the_render_workers_get_the_lexers_made_before_they_fork(tmp_path: Path) -> None:
+    from cernvm_build.site import sources
+
+    page = tmp_path / "a.md"
+    page.write_text("# A\n\n```python\nx = 1\n```\n\n   ~~~ Bash extra\necho\n~~~\n\n```\nplain\n```\n")
+    md_mod._lexer.cache_clear()
+    sources.warm_highlighting([sources.Source("k", "a.md", str(page), "/", "")])
+    made = md_mod._lexer.cache_info()
+    assert made.currsize == 2  # python and bash, each once
+    md_mod._lexer("python")
+    md_mod._lexer("bash")
+    assert md_mod._lexer.cache_info().hits == made.hits + 2
