@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import time
 from pathlib import Path
@@ -98,6 +99,13 @@ def _build(args: argparse.Namespace, out: Output) -> Any:
 
 
 def cmd_build(args: argparse.Namespace, out: Output) -> int:
+    # This process builds once and exits: the cyclic GC stays off from before the site's modules are
+    # imported (the build turns it off for itself, ``Builder.build``), and what the process holds is
+    # frozen at the end, out of the collection Python makes at exit whether the GC is on or not. Each
+    # walked every object the build had made: on again after the build, the first young collection
+    # ~35 ms of a one-page rebuild at 1,000 pages, the exit's ~50-65 ms, the imports' ~20 ms. A build's
+    # garbage is freed by reference counts, and what is left goes with the process.
+    gc.disable()
     _builder_obj, report = _build(args, out)
     data = report.to_json()
     data.pop("sources", None)
@@ -112,6 +120,7 @@ def cmd_build(args: argparse.Namespace, out: Output) -> int:
             out.warn(w)
 
     out.data(data, show)
+    gc.freeze()  # see above
     return 0
 
 
