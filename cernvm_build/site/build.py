@@ -32,7 +32,7 @@ from ..fsutil import atomic_dir
 from ..report import NULL_REPORTER, Reporter
 from . import config as config_mod
 from . import data as data_mod
-from . import gitdates
+from . import filedigest, gitdates
 from . import markdown as md_mod
 from . import search as search_mod
 from . import templates as tpl_mod
@@ -202,7 +202,19 @@ class Builder:
             if snap is not None and edited is not None and not new:
                 delta = Delta(snap.digest, frozenset(edited), old_outputs, self.out_dir, snap.searchable)
             inputs = sha(json.dumps(changed, sort_keys=True))
-            outputs = plan(cfg, pageset, sources.assets, data, env, css, inputs=inputs, delta=delta)
+            asset_sha = filedigest.digests(sources.assets, state.files())
+            state.put_files(asset_sha.rows, asset_sha.gone)
+            outputs = plan(
+                cfg,
+                pageset,
+                sources.assets,
+                data,
+                env,
+                css,
+                inputs=inputs,
+                delta=delta,
+                file_sha256=asset_sha.sha256,
+            )
             state.claim(str(self.out_dir))
             with contextlib.ExitStack() as stack:
                 target = self.out_dir

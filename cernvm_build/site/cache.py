@@ -44,6 +44,7 @@ class State:
                 "DROP TABLE IF EXISTS md; DROP TABLE IF EXISTS outputs; DROP TABLE IF EXISTS code;"
                 "DROP TABLE IF EXISTS search; DROP TABLE IF EXISTS sources; DROP TABLE IF EXISTS snapshot;"
                 "DROP TABLE IF EXISTS memo; DROP TABLE IF EXISTS folders; DROP TABLE IF EXISTS md_meta;"
+                "DROP TABLE IF EXISTS files;"
             )
             self.db.execute(f"PRAGMA user_version={SCHEMA}")
         self.db.executescript(
@@ -60,6 +61,9 @@ class State:
             CREATE TABLE IF NOT EXISTS sources (
                 file TEXT PRIMARY KEY, size INTEGER, mtime INTEGER, ctime INTEGER, ino INTEGER,
                 digest TEXT, generate TEXT
+            );
+            CREATE TABLE IF NOT EXISTS files (
+                file TEXT PRIMARY KEY, size INTEGER, mtime INTEGER, ctime INTEGER, ino INTEGER, sha256 TEXT
             );
             """
         )
@@ -124,6 +128,21 @@ class State:
                 self.db.execute("BEGIN")
                 self.db.executemany("INSERT OR REPLACE INTO sources VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
                 self.db.executemany("DELETE FROM sources WHERE file = ?", [(f,) for f in removed])
+
+    # -- other files: sha256 by stat (filedigest.digests) --------------------------------------------
+    def files(self) -> dict[str, tuple[tuple[int, int, int, int], str]]:
+        """file -> ((size, mtime, ctime, inode), sha256 of its bytes)."""
+        return {
+            f: ((size, mtime, ctime, ino), digest)
+            for f, size, mtime, ctime, ino, digest in self.db.execute("SELECT * FROM files")
+        }
+
+    def put_files(self, rows: list[tuple[str, int, int, int, int, str]], removed: list[str]) -> None:
+        if rows or removed:
+            with self.db:
+                self.db.execute("BEGIN")
+                self.db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)", rows)
+                self.db.executemany("DELETE FROM files WHERE file = ?", [(f,) for f in removed])
 
     # -- highlighted code blocks (markdown.code_key) -----------------------------------------------
     def code(self) -> CodeRows:

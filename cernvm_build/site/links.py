@@ -3,6 +3,7 @@ site serves itself is there with the size and hash its index names."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +49,15 @@ def check_links(
         raise LinkErrors(problems)
 
 
-def check_release_files(base: str, releases: list[dict[str, Any]], assets: dict[str, Path]) -> None:
-    """Artifacts served by the site itself must be there, with the size and hash the index says."""
+def check_release_files(
+    base: str,
+    releases: list[dict[str, Any]],
+    assets: dict[str, Path],
+    file_sha256: Mapping[str, str] | None = None,
+) -> None:
+    """Artifacts served by the site itself must be there, with the size and hash the index says;
+    ``file_sha256``: the sha256 of assets by site path, where the caller knows it (``filedigest``)."""
+    file_sha256 = file_sha256 or {}
     for rel in releases:
         for prof in rel["profiles"]:
             for art in prof["artifacts"]:
@@ -57,14 +65,16 @@ def check_release_files(base: str, releases: list[dict[str, Any]], assets: dict[
                 if "://" in url or not url.startswith(base):
                     continue  # elsewhere: 'site check --external' probes it
                 where = Location(file=rel["source"], key=f"artifacts[{art['name']}]")
-                path = assets.get(url[len(base) :])
+                rel_path = url[len(base) :]
+                path = assets.get(rel_path)
                 if path is None:
                     raise BuildError(
                         f"release {rel['version']}: artifact {art['name']} is not at {url}",
                         where=where,
                         hint="copy the release's files under site/static/ or fix releases_url",
                     )
-                if path.stat().st_size != art["size"] or sha256_file(path) != art["sha256"]:
+                digest = file_sha256.get(rel_path) or sha256_file(path)
+                if path.stat().st_size != art["size"] or digest != art["sha256"]:
                     raise BuildError(
                         f"release {rel['version']}: {url} does not match the size/sha256 in the index",
                         where=where,

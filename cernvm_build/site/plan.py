@@ -20,11 +20,13 @@ import functools
 import json
 import pickle
 import posixpath
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import BuildError, Location
+from ..fsutil import sha256_file
 from . import nav as nav_mod
 from . import templates as tpl_mod
 from . import versions as versions_mod
@@ -113,12 +115,14 @@ class _Fingerprints:
         return Job(out=out, fp=fp, template=template, context=ctx)
 
 
-def _asset_jobs(cfg: SiteConfig, assets: dict[str, Path], css: str) -> tuple[list[Job], dict[str, str]]:
+def _asset_jobs(
+    cfg: SiteConfig, assets: dict[str, Path], css: str, file_sha256: Mapping[str, str]
+) -> tuple[list[Job], dict[str, str]]:
     """Copies of the asset files and the generated ones; returns the jobs and each asset's digest."""
     jobs: list[Job] = []
     digests: dict[str, str] = {}
     for rel, apath in sorted(assets.items()):
-        digest = sha("file", apath.read_bytes())
+        digest = sha("file", file_sha256.get(rel) or sha256_file(apath))
         digests[rel] = digest
         jobs.append(Job(out=rel, fp=sha("copy", digest), copy_from=apath))
     generated = {"assets/pygments.css": css.encode()}
@@ -354,13 +358,16 @@ def plan(
     *,
     inputs: str = "",
     delta: Delta | None = None,
+    file_sha256: Mapping[str, str] | None = None,
 ) -> Plan:
     """Every output of the site, links and served release files checked first; ``pygments_css``: the
     highlighting stylesheet (``markdown.pygments_css`` of the site's style); ``inputs``: a digest of
     what the builder made the page set from besides the Markdown (git dates); ``delta``: the last
-    complete build's plan, used when this one's digest is the same (module docstring)."""
+    complete build's plan, used when this one's digest is the same (module docstring);
+    ``file_sha256``: the sha256 of assets by site path, where the caller knows it (``filedigest``)."""
     pages = pageset.pages
-    jobs, digests = _asset_jobs(cfg, assets, pygments_css)
+    file_sha256 = file_sha256 or {}
+    jobs, digests = _asset_jobs(cfg, assets, pygments_css, file_sha256)
     digest = sha(
         _code(),
         inputs,
@@ -382,7 +389,7 @@ def plan(
     edited = [p for p in pages if delta is None or p.src in delta.edited]
     # with a delta, the other pages' links are the ones checked last time, to the same targets
     check_links(pageset, outputs, set(assets) | {j.out for j in jobs if j.data is not None}, edited)
-    check_release_files(cfg.base_path, data.get("releases", []), assets)
+    check_release_files(cfg.base_path, data.get("releases", []), assets, file_sha256)
 
     fps = _Fingerprints(env)
     searchable_pages: set[str] = set()
@@ -392,7 +399,9 @@ def plan(
             prev = delta.old.get(page.out)
             if prev is None or not matches(f"{delta.out_dir}/{page.out}", prev):
                 # not on disk as recorded: plan everything (its context is not at hand)
-                return plan(cfg, pageset, assets, data, env, pygments_css, inputs=inputs)
+                return plan(
+                    cfg, pageset, assets, data, env, pygments_css, inputs=inputs, file_sha256=file_sha256
+                )
             jobs.append(Job(out=page.out, fp=prev[0]))  # never rendered: ``Plan.unchanged``
             unchanged.add(page.out)
             if page.out in delta.searchable:

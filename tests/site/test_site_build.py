@@ -593,6 +593,57 @@ def test_unchanged_sources_are_not_read_and_an_edit_keeping_size_and_mtime_is_se
     assert tree(out) == _clean(site, tmp_path, "clean", monkeypatch)
 
 
+def _same_size_and_mtime(path: Path, old: bytes, new: bytes) -> None:
+    """Replace ``old`` by ``new`` (as long) in ``path`` and put its mtime back, as ``cp -p`` could."""
+    before = path.stat()
+    blob = path.read_bytes()
+    assert len(old) == len(new) and old in blob
+    path.write_bytes(blob.replace(old, new, 1))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_size == before.st_size and path.stat().st_mtime_ns == before.st_mtime_ns
+
+
+def test_assets_and_served_release_files_are_hashed_again_only_when_their_stat_changed(
+    site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cernvm_build.fsutil import sha256_file
+    from cernvm_build.site import filedigest, links, plan
+
+    monkeypatch.setattr(filedigest, "SETTLED_NS", 0)  # every stat counts as settled at once
+    write_release(site, "2026.11-1", "2026-11-20", {"cernvm-el9-2026.11-1.iso": b"iso image"})
+    iso = site / "static/dist/2026.11-1/cernvm-el9-2026.11-1.iso"
+    css = site / "static/assets/site.css"
+    out = tmp_path / "out"
+    build_site(site, out)
+    hashed: list[str] = []
+
+    def counting(path: Path) -> str:
+        hashed.append(Path(path).name)
+        return sha256_file(path)
+
+    for module in (filedigest, links, plan):
+        monkeypatch.setattr(module, "sha256_file", counting)
+    build_site(site, out)
+    assert hashed == []  # neither the assets nor the release file were read: their stat was recorded
+    # same size, mtime put back: the stat still differs (ctime), so the asset is hashed again, its
+    # URL's version changes on every page and its copy is written
+    old_html = (out / "index.html").read_text()
+    _same_size_and_mtime(css, b"{", b"{")  # the same bytes: hashed again, nothing else changes
+    build_site(site, out)
+    assert hashed == ["site.css"] and (out / "index.html").read_text() == old_html
+    hashed.clear()
+    _same_size_and_mtime(css, b"color", b"COLOR")
+    build_site(site, out)
+    assert hashed == ["site.css"]
+    assert (out / "assets/site.css").read_bytes() == css.read_bytes()
+    assert (out / "index.html").read_text() != old_html
+    assert tree(out) == _clean(site, tmp_path, "clean", monkeypatch)
+    # a served release file replaced with the same size and mtime still fails its check
+    _same_size_and_mtime(iso, b"image", b"imagX")
+    with pytest.raises(BuildError, match="does not match the size/sha256"):
+        build_site(site, out)
+
+
 #: a build in a new process (a rebuild as ``site build`` runs it), then the Pygments modules it imported
 _FRESH_BUILD = (
     "import sys; from pathlib import Path; from cernvm_build.cli.reference import GENERATORS; "

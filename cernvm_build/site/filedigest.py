@@ -1,0 +1,62 @@
+"""The sha256 of the site's non-Markdown files (static assets, the release files a site serves itself),
+taken again only for files that changed.
+
+Every build needs each asset's digest (asset URLs are versioned by content, ``plan._asset_jobs``) and
+each served release file's sha256 (checked against the release index, ``links.check_release_files``);
+reading and hashing them all on every build costs nothing for a few stylesheets and seconds for a site
+serving release images. The rule is the Markdown sources' (``sources``), not the outputs' size + mtime:
+an output is a file this tool wrote, an input is one anybody may change. A file's recorded digest is
+used while its size, mtime, ctime and inode are the recorded ones, so an edit that keeps the size and
+sets the mtime back (``touch -d``, ``cp -p``, ``rsync -t``) is still seen: writing a file or setting its
+times moves its ctime, and nothing sets a ctime back. A file is recorded only once its mtime and ctime
+are ``SETTLED_NS`` old, so a write in the same clock tick as the recorded stat is never missed.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..fsutil import sha256_file
+from .sources import SETTLED_NS
+
+#: what the state knows of a file: path -> ((size, mtime, ctime, inode), sha256)
+Known = dict[str, tuple[tuple[int, int, int, int], str]]
+
+
+@dataclass(frozen=True)
+class Digests:
+    sha256: dict[str, str]  # the caller's name of each file -> sha256 of its bytes (hex)
+    #: state rows of the files hashed now whose stat is settled (``State.put_files``), recorded files gone
+    rows: list[tuple[str, int, int, int, int, str]]
+    gone: list[str]
+
+
+def digests(files: Mapping[str, Path], known: Known) -> Digests:
+    """The sha256 of each of ``files`` (name -> path); ``known``: ``State.files()``."""
+    settled = time.time_ns() - SETTLED_NS
+    out: dict[str, str] = {}
+    rows: list[tuple[str, int, int, int, int, str]] = []
+    seen: set[str] = set()
+    for name, path in files.items():
+        full = str(path)
+        seen.add(full)
+        st = os.stat(full)
+        stat = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+        got = known.get(full)
+        if got is not None and got[0] == stat:
+            out[name] = got[1]
+            continue
+        out[name] = digest = sha256_file(path)
+        # unchanged while it was read (else the digest may be of neither version: not recorded)
+        if max(st.st_mtime_ns, st.st_ctime_ns) < settled and _stat(full) == stat:
+            rows.append((full, *stat, digest))
+    return Digests(out, rows, sorted(set(known) - seen))
+
+
+def _stat(full: str) -> tuple[int, int, int, int]:
+    st = os.stat(full)
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
