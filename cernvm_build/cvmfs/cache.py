@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ..errors import CvmfsError, IntegrityError
 from ..fsutil import atomic_write
-from .objects import ObjectHash, new_hasher, object_path
+from .objects import Holdings, ObjectHash, new_hasher, object_path
 
 BLOCK = 1 << 20
 
@@ -54,6 +54,24 @@ class ObjectCache:
         self._verified: set[str] = set()
         #: Told of every object read from or stored into the cache (the size limit's LRU, quota.py).
         self.on_use: Callable[[Path], None] | None = None
+        #: what ``data`` holds, where this process owns the cache (the mount daemon: ``hold``)
+        self.held: Holdings | None = None
+
+    def hold(self) -> Holdings:
+        """Keep in memory what ``data`` holds from now on (``objects.Holdings``): a miss then costs
+        no failed open. Only for the process that owns the cache, the mount daemon."""
+        self.held = Holdings(self.root / "data")
+        return self.held
+
+    def _missing(self, h: ObjectHash, suffix: str) -> bool:
+        """Known not to be here (``held``); False when unknown or present."""
+        held = self.held
+        return held is not None and str(h) + suffix not in held
+
+    def _gone(self, h: ObjectHash, suffix: str) -> None:
+        """A file ``held`` named was not there (removed behind this process's back)."""
+        if self.held is not None:
+            self.held.discard(str(h) + suffix)
 
     def path(self, h: ObjectHash, suffix: str) -> Path:
         return self.root / object_path(str(h), suffix)
@@ -67,11 +85,15 @@ class ObjectCache:
                 self._used(p)
                 return p
             self._verified.discard(key)
+        if self._missing(h, suffix):
+            return None
         try:
             actual = hash_file(p, h.algorithm)
         except FileNotFoundError:
+            self._gone(h, suffix)
             return None
         if actual != h.hex:
+            self._gone(h, suffix)
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
             return None
@@ -84,11 +106,19 @@ class ObjectCache:
         first use and the caller share the read); None if larger or bad (then removed);
         FileNotFoundError if absent (the caller need not look it up again: on a cold read that
         second failed open was one of a fetched object's syscalls, each a GIL hand-off)."""
+        name = str(h)
+        held = self.held
+        if held is not None and name + suffix not in held:  # no failed open for a known miss
+            raise FileNotFoundError(name + suffix)
         # the path as a string: this open is tried for every object a cold read fetches, and
         # building a pathlib path was most of its cost
-        key = f"{self._base}/{object_path(str(h), suffix)}"
-        # a raw open first: a miss (every object of a cold read) costs no file object
-        fd = os.open(key, os.O_RDONLY | os.O_CLOEXEC)
+        key = f"{self._base}/{object_path(name, suffix)}"
+        # a raw open first: a miss costs no file object
+        try:
+            fd = os.open(key, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            self._gone(h, suffix)
+            raise
         with open(fd, "rb") as f:
             data = f.read(limit + 1)
         if len(data) > limit:
@@ -97,6 +127,7 @@ class ObjectCache:
             hasher = new_hasher(h.algorithm)
             hasher.update(data)
             if hasher.hexdigest() != h.hex:
+                self._gone(h, suffix)
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(key)
                 return None
@@ -128,6 +159,8 @@ class ObjectCache:
                 os.unlink(tmp)
             raise
         self._verified.add(str(dest))
+        if self.held is not None:
+            self.held.add(str(h) + suffix)
         self._used(dest)
         return dest
 
@@ -138,6 +171,7 @@ class ObjectCache:
     def discard(self, h: ObjectHash, suffix: str) -> None:
         p = self.path(h, suffix)
         self._verified.discard(str(p))
+        self._gone(h, suffix)
         with contextlib.suppress(FileNotFoundError):
             p.unlink()
 

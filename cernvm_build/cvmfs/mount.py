@@ -172,12 +172,23 @@ def _open(args: argparse.Namespace) -> Repository:
     if objects is not None:
         # file contents are read from inflated copies (plaincache.py), the objects stay a Stratum
         plain = repo.store.plain_cache = PlainCache(objects.root)
+        quota = None
         if args.quota_limit is not None:
             quota = Quota(objects.root, args.quota_limit * MB)
             quota.scan(sweep_before=time.time() - STALE_TMP_S)  # one walk, the plain cache's sweep too
             objects.on_use = plain.on_use = quota.used
         else:
             plain.sweep()
+        # The daemon owns its cache: what it holds is kept in memory from here on, so a cold
+        # object's misses (plain copy, object, the prefetcher's look) cost no failed opens.
+        held = (objects.hold(), plain.hold())
+        if quota is not None:
+
+            def evicted(path: str) -> None:
+                for h in held:
+                    h.forget_path(path)
+
+            quota.on_evict = evicted
     return repo
 
 

@@ -171,6 +171,48 @@ def sweep_temporaries(base: Path, before: float) -> int:
     return len(swept)
 
 
+class Holdings:
+    """What a cache's fan-out directory holds (``XX/rest`` files, by ``XX + rest``), in memory, so
+    that a miss costs no failed open: on a cold read through the mount every object missed in the
+    plain cache, in the object cache and in the prefetcher's look, each a system call and, among
+    the daemon's threads, a hand-off of the interpreter lock (issue 14).
+
+    For the process that owns the directory, the mount daemon: taken stock of once (one listing per
+    ``XX`` directory), then told of every file the process makes, removes or evicts. A hint both
+    ways, never trusted for what is served: a file gone behind its back (another process's size
+    limit, a user clearing the cache) makes the open after a "held" answer fail, and the caller
+    forgets it and fetches as on a miss; a file another process added is fetched again (the same
+    bytes, renamed into place atomically)."""
+
+    def __init__(self, base: Path):
+        self.base = str(base)
+        self._keys: set[str] = set()
+        with contextlib.suppress(FileNotFoundError):
+            for d in os.listdir(self.base):
+                if len(d) == 2:
+                    with contextlib.suppress(NotADirectoryError, FileNotFoundError):
+                        self._keys.update(d + n for n in os.listdir(f"{self.base}/{d}") if n[0] != ".")
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._keys
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def add(self, key: str) -> None:
+        self._keys.add(key)
+
+    def discard(self, key: str) -> None:
+        self._keys.discard(key)
+
+    def forget_path(self, path: str) -> None:
+        """``path`` (a file of this directory, e.g. one the size limit evicted) is gone."""
+        base = self.base
+        if path.startswith(base) and path[len(base) : len(base) + 1] == "/":
+            rel = path[len(base) + 1 :]
+            self._keys.discard(rel[:2] + rel[3:])
+
+
 def compress(data: bytes) -> bytes:
     """zlib stream with header, as the server writes (Z_DEFAULT_COMPRESSION)."""
     return zlib.compress(data)

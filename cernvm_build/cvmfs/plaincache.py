@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from ..fsutil import process_umask, spread_subdirectories, write_all
-from .objects import sweep_temporaries
+from .objects import Holdings, sweep_temporaries
 
 MAGIC = b"CVP1"
 TRAILER = 8
@@ -87,6 +87,20 @@ class PlainCache:
         self._chmod = bool(process_umask() & 0o644)
         #: Told of every file opened or made (the size limit's LRU, quota.py).
         self.on_use: Callable[[str], None] | None = None
+        #: what the directory holds, where this process owns it (the mount daemon: ``hold``)
+        self.held: Holdings | None = None
+
+    def hold(self) -> Holdings:
+        """Keep in memory what the cache holds from now on (``objects.Holdings``): a miss then costs
+        no failed open. Only for the process that owns the cache, the mount daemon."""
+        self.held = Holdings(self.dir)
+        return self.held
+
+    def has(self, name: str, suffix: str) -> bool:
+        """Whether the inflated object is (most likely) there: ``held`` if kept, else a ``stat``."""
+        if self.held is not None:
+            return name + suffix in self.held
+        return os.path.exists(self.where(name, suffix))
 
     def path(self, name: str, suffix: str) -> Path:
         return Path(self.where(name, suffix))
@@ -98,10 +112,15 @@ class PlainCache:
     def open(self, name: str, suffix: str, size: int) -> int | None:
         """A read-only descriptor on the inflated object of ``size`` bytes (the caller closes it);
         None if it is absent or bad (a bad one is removed)."""
+        held = self.held
+        if held is not None and name + suffix not in held:
+            return None
         key = p = self.where(name, suffix)
         try:
             fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
+        except FileNotFoundError:  # gone behind our back: a miss (the caller makes it again)
+            if held is not None:
+                held.discard(name + suffix)
             return None
         try:
             good = os.fstat(fd).st_size == size + TRAILER and (key in self._verified or _intact(fd, size))
@@ -160,6 +179,8 @@ class PlainCache:
                 os.unlink(tmp)
             raise
         self._verified.add(dest)
+        if self.held is not None:
+            self.held.add(name + suffix)
         if self.on_use is not None:
             self.on_use(dest)
         return fd
@@ -167,6 +188,8 @@ class PlainCache:
     def discard(self, name: str, suffix: str) -> None:
         p = self.path(name, suffix)
         self._verified.discard(str(p))
+        if self.held is not None:
+            self.held.discard(name + suffix)
         with contextlib.suppress(FileNotFoundError):
             p.unlink()
 

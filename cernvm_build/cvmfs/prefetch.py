@@ -73,12 +73,8 @@ class Prefetcher:
         plain = repo.store.plain_cache
         self._plain = plain is not None
         #: what is in the mount's plain cache needs no fetch (a warm start would otherwise queue a
-        #: thread's work per file for nothing)
-        self._have: Callable[[str, str], bool] = (
-            (lambda name, suffix: os.path.exists(plain.where(name, suffix)))
-            if plain
-            else (lambda name, suffix: False)
-        )
+        #: thread's work per file for nothing); the daemon knows that without a stat (``Holdings``)
+        self._have: Callable[[str, str], bool] = plain.has if plain else (lambda name, suffix: False)
 
     def close(self, *, finish: bool = False) -> None:
         """Stop the pool; fetches not started yet are dropped unless ``finish``."""

@@ -14,6 +14,7 @@ import contextlib
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +48,8 @@ class Quota:
         self._touched: set[str] = set()
         self._lock = threading.Lock()
         self.evicted = Eviction(0, 0)
+        #: told of every file evicted (by path), e.g. to forget it in the caches' ``Holdings``
+        self.on_evict: Callable[[str], None] | None = None
 
     def scan(self, *, sweep_before: float | None = None) -> Eviction:
         """Take stock of what the cache holds (oldest mtime first) and evict if it is over the limit;
@@ -96,6 +99,8 @@ class Quota:
             self._touched.discard(key)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(key)
+            if self.on_evict is not None:
+                self.on_evict(key)
             self.total -= size
             files, freed = files + 1, freed + size
         self.evicted = Eviction(self.evicted.files + files, self.evicted.bytes + freed)

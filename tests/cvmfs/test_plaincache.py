@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from cernvm_build.cvmfs.objects import parse_hash
 from cernvm_build.cvmfs.plaincache import STALE_TMP_S, TRAILER, PlainCache
 from cernvm_build.cvmfs.quota import Quota
 from cernvm_build.cvmfs.repository import Repository, open_repository
@@ -194,3 +195,66 @@ def test_both_front_ends_read_the_repository_byte_for_byte(
             raw = bytearray(victim.read_bytes())
             raw[1000] ^= 0xFF
             victim.write_bytes(bytes(raw))
+
+
+def test_a_held_cache_misses_without_opening_and_refetches_what_vanished(
+    fx: Fixture, server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The mount daemon keeps in memory what its cache holds (``hold``): a miss opens no file, a
+    file removed behind its back (another process's size limit, a user clearing the cache) is a miss
+    that is fetched again, never an error, and what the size limit evicts is forgotten."""
+    cache = tmp_path / "cache"
+    with _open(server.repo_url(), fx, cache) as repo:
+        want = repo.read(FILE)  # now in the plain cache
+    with _open(server.repo_url(), fx, cache) as repo:
+        store, plain = repo.store, repo.store.plain_cache
+        assert store.cache is not None and plain is not None
+        store.cache.hold()
+        held = plain.hold()
+        entry = repo.stat(FILE)
+        name = entry.content_hash
+        assert name is not None and plain.has(name, "") and len(held) >= 1  # taken stock of
+        absent = "ee" + "f" * 38
+        opened: list[str] = []
+        real_open = os.open
+        monkeypatch.setattr(os, "open", lambda p, *a: opened.append(p) or real_open(p, *a))
+        assert plain.open(absent, "", 10) is None and not plain.has(absent, "")
+        with pytest.raises(FileNotFoundError):
+            store.cache.read_small(parse_hash(absent), "", 10)
+        assert opened == []  # known misses: no failed opens
+        monkeypatch.undo()
+        plain.path(name, "").unlink()  # behind the daemon's back
+        fetched = store.stats["fetched"]
+        assert repo.read(entry) == want
+        assert store.stats["fetched"] == fetched + 1 and plain.has(name, "")
+        assert plain.path(name, "").exists()  # made again, and known again
+        quota = Quota(store.cache.root, 1)  # the size limit evicts it: forgotten too
+        quota.on_evict = held.forget_path
+        quota.scan()
+        assert not plain.path(name, "").exists() and not plain.has(name, "")
+
+
+@pytest.mark.parametrize("lib", ["libfuse3"])  # the initrd's
+def test_a_cache_cleared_under_a_mount_is_fetched_again(
+    fx: Fixture, server: Server, mnt: Path, tmp_path: Path, lib: str
+) -> None:
+    """The daemon took stock of a warm cache at its start; every file and object removed meanwhile
+    is fetched again when read, byte for byte."""
+    cache = tmp_path / "cache"
+    files = {p: w for p, w in fx.listing(2).items() if w["type"] == "file" and p != FILE}
+    for round_ in ("fill", "cleared"):
+        _mount(fx, server, mnt, cache, lib)
+        try:
+            if round_ == "cleared":
+                tops = [cache / FQRN / "plain", cache / FQRN / "data"]
+                # every file but the catalogs (loaded already)
+                gone = [p for t in tops for p in t.rglob("*") if p.is_file() and not p.name.endswith("C")]
+                assert len(gone) > 3
+                for p in gone:
+                    p.unlink()
+            for path, want in files.items():
+                data = (mnt / path.lstrip("/")).read_bytes()
+                assert hashlib.sha1(data).hexdigest() == want["sha1"], (round_, path)
+        finally:
+            subprocess.run(["fusermount3", "-u", str(mnt)], check=False, timeout=60)
+    assert any(p.is_file() for p in (cache / FQRN / "plain").rglob("*"))  # made again
