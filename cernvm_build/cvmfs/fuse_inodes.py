@@ -444,6 +444,11 @@ class InodeFilesystem(ll.Filesystem):
         size = max(0, min(size, entry.size - off))
         try:
             i, pos = 0, off
+            if handle is None and off == 0 and size == entry.size and not entry.is_chunked:
+                # A small file read whole, the usual read: its bytes in one read of the copy
+                # that also checks it (``PlainCache.read_whole``), no descriptor kept.
+                ll.reply_buf(req, self.repo.read(entry, 0, size))
+                return
             if entry.is_chunked:
                 i = max(0, chunk_at(entry.chunks, off))
                 chunk = entry.chunks[i]

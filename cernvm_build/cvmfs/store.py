@@ -409,6 +409,11 @@ class ObjectStore:
     ) -> bytes:
         """``length`` bytes at ``offset`` of the inflated object of ``size`` bytes."""
         if self.plain_cache is not None:
+            if offset == 0 and length >= size:  # the whole object: one read that also checks it
+                data = self.plain_cache.read_whole(name, suffix, size)
+                if data is not None:
+                    self.stats["cache_hits"] += 1
+                    return data
             fd = self.inflated_fd(name, suffix, size=size, compressed=compressed, what=what)
             try:
                 return os.pread(fd, min(length, size - offset), offset)

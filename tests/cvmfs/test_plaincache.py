@@ -70,8 +70,9 @@ def test_readers_of_one_cold_file_at_once_fetch_it_once(fx: Fixture, server: Ser
     assert got == [want] * 16
 
 
+@pytest.mark.parametrize("whole", [True, False], ids=["whole", "piece"])  # read_whole, or by descriptor
 @pytest.mark.parametrize("damage", ["flipped byte", "truncated", "trailer missing", "longer"])
-def test_a_damaged_inflated_file_is_made_again(fx: Fixture, tmp_path: Path, damage: str) -> None:
+def test_a_damaged_inflated_file_is_made_again(fx: Fixture, tmp_path: Path, damage: str, whole: bool) -> None:
     cache = tmp_path / "cache"
     with _open(fx.repo, fx, cache) as repo:
         data = repo.read(FILE)
@@ -87,7 +88,7 @@ def test_a_damaged_inflated_file_is_made_again(fx: Fixture, tmp_path: Path, dama
         raw[-TRAILER:-TRAILER] = b"appended"
     plain.write_bytes(bytes(raw))
     with _open(fx.repo, fx, cache) as repo:  # a new process: every file is checked on first use
-        assert repo.read(FILE) == data
+        assert (repo.read(FILE) if whole else repo.read(FILE, 3, 10)) == (data if whole else data[3:13])
         assert repo.store.stats["fetched"] == 1  # fetched again, not served
     assert plain.read_bytes()[:-TRAILER] == data
 
