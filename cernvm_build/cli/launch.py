@@ -487,7 +487,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None, *, connect: Connect = launch.connect) -> int:
+def _connect(uri: str | None) -> launch.Host:
+    # launch.connect loads the libvirt bindings (~0.1 CPU-s): only a command that opens a host pays it,
+    # not --help, --version or a usage error
+    return launch.connect(uri)
+
+
+def main(argv: Sequence[str] | None = None, *, connect: Connect = _connect) -> int:
     """``connect`` opens the libvirt host for a URI (tests pass one on libvirt's test driver)."""
     os.environ.setdefault("LIBVIRT_LOG_OUTPUTS", "")  # keep libvirt's own logging off our stderr
     parser = build_parser()

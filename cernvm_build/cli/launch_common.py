@@ -14,7 +14,8 @@ from ..launch import config
 from . import flags
 from .app import HelpFormatter, Output, add_common
 
-Connect = Callable[[str | None], launch.Host]
+# a string: launch.Host would load the host module (libvirt) when the CLI is imported, for --help too
+Connect = Callable[[str | None], "launch.Host"]
 
 
 def ask(question: str, flag: str, default: str = "") -> str:

@@ -10,7 +10,6 @@ from typing import Any
 
 from .. import launch
 from ..errors import UsageError
-from ..launch.contextsrc import load_context, read_context
 from .app import Output
 from .launch_common import ask, leaf
 
@@ -21,6 +20,8 @@ def user_data(args: argparse.Namespace, out: Output) -> tuple[bytes, str] | None
     if args.user_data_file and args.context:
         raise UsageError("give USER_DATA_FILE or --context URL, not both", hint="drop one of them")
     if source:
+        from ..launch.contextsrc import read_context  # here: it loads the profile layer (jinja2, YAML)
+
         return read_context(source)
     data, name = launch.default_user_data()
     if not args.yes:
@@ -33,6 +34,8 @@ def user_data(args: argparse.Namespace, out: Output) -> tuple[bytes, str] | None
 
 
 def cmd_context(args: argparse.Namespace, out: Output) -> int:
+    from ..launch.contextsrc import load_context  # see user_data
+
     data, name, parsed = load_context(args.source)
     cc = parsed.cloud_config or {}
     keys = cc.get("ssh_authorized_keys") if isinstance(cc.get("ssh_authorized_keys"), list) else []

@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import launch
 from ..errors import UsageError
 from ..launch import catalog
-from ..launch.images import ImageCache
 from .app import HelpFormatter, Output
 from .launch_common import host_of, leaf, settings_of, show_help
+
+if TYPE_CHECKING:
+    from ..launch.images import ImageCache
 
 _URLISH = re.compile(r"[:/]")
 

@@ -4,23 +4,13 @@ The public API is re-exported here from ``api`` (calls), ``create`` (what to cre
 hypervisor) and ``images``; the CLI and the demo use nothing else. The re-exports are imported on
 first use (PEP 562): ``cernvm_build.launch.config`` — the settings table `cernvm-build image seed`
 reads for its ``--disk`` — must import without the 'launch' extra (libvirt, paramiko), and a command
-should not pay for paramiko and cryptography before it needs them.
+should not pay for paramiko, cryptography or libvirt before it needs them (``cernvm-launch --help``).
 """
 
 from __future__ import annotations
 
 import importlib
 from typing import TYPE_CHECKING, Any
-
-try:
-    import libvirt
-except ImportError:  # the 'launch' extra is missing: the first re-export used names it (ImportError)
-    pass
-else:
-    # libvirt prints every error to stderr by default; launch turns the ones that matter into one-line
-    # LaunchErrors and probes (lookups of names that may not exist) must stay quiet. Here, because
-    # every submodule's import runs this file first.
-    libvirt.registerErrorHandler(lambda ctx, err: None, None)
 
 if TYPE_CHECKING:
     from .api import (

@@ -9,6 +9,11 @@ import libvirt
 
 from ..errors import ConnectError
 
+# libvirt prints every error to stderr by default; launch turns the ones that matter into one-line
+# LaunchErrors, and probes (lookups of names that may not exist) must stay quiet. Here, because every
+# libvirt call runs on a connection, and every Host's connection comes through this module (host.py).
+libvirt.registerErrorHandler(lambda ctx, err: None, None)
+
 DEFAULT_URI_ENV = "LIBVIRT_DEFAULT_URI"
 
 

@@ -24,12 +24,13 @@ HEAVY = ("paramiko", "cryptography", "libvirt", "cernvm_build.launch", "cernvm_b
 
 CLI = "cernvm_build.cli."
 
-#: Runs `cernvm-build ARGS...` as the entry point does, then writes sys.modules to the file argv[1].
+#: Runs `cernvm-build ARGS...` (or the entry point function named argv[2] of cli.main, such as
+#: launch_main for `cernvm-launch`) as the entry point does, then writes sys.modules to the file argv[1].
 WRAPPER = """
 import json, sys
-from cernvm_build.cli.main import main
+from cernvm_build.cli import main as entry_points
 try:
-    code = main(sys.argv[2:])
+    code = getattr(entry_points, sys.argv[2])(sys.argv[3:])
 except SystemExit as e:
     code = e.code
 with open(sys.argv[1], "w") as f:
@@ -37,11 +38,14 @@ with open(sys.argv[1], "w") as f:
 """
 
 
-def loaded_by(argv: list[str], tmp_path: Path) -> tuple[int, set[str]]:
-    """The exit code of `cernvm-build ARGV` and the modules it imported."""
+def loaded_by(argv: list[str], tmp_path: Path, entry: str = "main") -> tuple[int, set[str]]:
+    """The exit code of `cernvm-build ARGV` (or of the entry point ``entry``) and the modules it imported."""
     record = tmp_path / "modules.json"
     proc = subprocess.run(
-        [sys.executable, "-c", WRAPPER, str(record), *argv], capture_output=True, text=True, check=False
+        [sys.executable, "-c", WRAPPER, str(record), entry, *argv],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert record.exists(), proc.stderr
     result = json.loads(record.read_text())
@@ -68,6 +72,24 @@ def test_command_imports_only_its_area(argv: list[str], area: str | None, tmp_pa
     assert heavy_in(modules) == []
     areas = {m for m in modules if m.startswith(CLI) and m[len(CLI) :] in AREAS}
     assert areas == ({area} if area else set())
+
+
+#: What `cernvm-launch` help and usage errors must not pay for (~0.25 CPU-s): libvirt, SSH, the profile layer.
+LAUNCH_HEAVY = ("libvirt", "paramiko", "cryptography", "jinja2", "yaml")
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["--help"], ["create", "--help"], ["images", "--help"]])
+def test_cernvm_launch_help_loads_no_hypervisor_or_ssh_library(argv: list[str], tmp_path: Path) -> None:
+    code, modules = loaded_by(argv, tmp_path, entry="launch_main")
+    assert code in (0, None)
+    assert sorted(m for m in modules if m.split(".")[0] in LAUNCH_HEAVY) == []
+
+
+def test_a_cernvm_launch_command_still_loads_libvirt(tmp_path: Path) -> None:
+    """The check above can fail: a command that opens a host imports the bindings."""
+    code, modules = loaded_by(["list", "--connect", "test:///default"], tmp_path, entry="launch_main")
+    assert code == 0
+    assert "libvirt" in modules
 
 
 def test_area_help_still_loads_what_it_describes(tmp_path: Path) -> None:
@@ -118,7 +140,7 @@ def test_a_rebuild_imports_only_what_its_changes_need(
 
     def build() -> tuple[dict[str, int], set[str]]:
         record = tmp_path / "modules.json"
-        command = [sys.executable, "-c", WRAPPER, str(record), *argv]
+        command = [sys.executable, "-c", WRAPPER, str(record), "main", *argv]
         proc = subprocess.run(command, capture_output=True, text=True, check=False)
         assert json.loads(record.read_text())["code"] == 0, proc.stderr
         return json.loads(proc.stdout), set(json.loads(record.read_text())["modules"])
