@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import os
 import re
 import shutil
@@ -212,7 +213,7 @@ def make_seed(
             retries=retries,
         )
         try:
-            seed = _fill(repo, parsed, where, rep, jobs)
+            seed = _fill(repo, parsed, where, rep, jobs, dest)
         finally:
             repo.close()
         cache = root / "cache" / fqrn
@@ -227,7 +228,7 @@ def make_seed(
         shutil.rmtree(work, ignore_errors=True)
         raise
     shutil.rmtree(work, ignore_errors=True)
-    return Seed(path=dest, disk_bytes=disk_bytes, size_mb=size_mb, **seed)
+    return dataclasses.replace(seed, disk_bytes=disk_bytes, size_mb=size_mb)
 
 
 @contextlib.contextmanager
@@ -245,8 +246,14 @@ def _named(name: str, what: str, where: Mapping[str, str]) -> Iterator[None]:
 
 
 def _fill(
-    repo: Repository, parsed: list[tuple[str, str, str]], where: Mapping[str, str], rep: Reporter, jobs: int
-) -> dict[str, Any]:
+    repo: Repository,
+    parsed: list[tuple[str, str, str]],
+    where: Mapping[str, str],
+    rep: Reporter,
+    jobs: int,
+    dest: Path,
+) -> Seed:
+    """Every traced object into the repository's cache; the seed ``dest`` will be, but its disk."""
     store = repo.store
     cache = store.cache
     assert cache is not None
@@ -295,16 +302,17 @@ def _fill(
             rep.progress("objects", i, len(parsed))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-    return {
-        "objects": len(parsed),
-        "bytes": store.stats["fetched_bytes"],
-        "inflated": inflated,
-        "catalogs": catalogs,
-        "foreign": foreign,
-        "fqrn": repo.fqrn,
-        "revision": repo.revision,
-        "root_hash": repo.root_hash,
-    }
+    return Seed(
+        path=dest,
+        objects=len(parsed),
+        bytes=store.stats["fetched_bytes"],
+        inflated=inflated,
+        catalogs=catalogs,
+        foreign=foreign,
+        fqrn=repo.fqrn,
+        revision=repo.revision,
+        root_hash=repo.root_hash,
+    )
 
 
 def _order_for_lru(cache: Path, traced: list[tuple[str, str]]) -> None:
