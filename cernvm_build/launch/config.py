@@ -117,7 +117,8 @@ KEYS: tuple[Setting, ...] = (
             "missing)", default=DEFAULTS.storage_pool, field="storage_pool",
             pattern=r"[A-Za-z0-9][A-Za-z0-9_.-]*", pattern_help="a pool name"),
     Setting("seed", Kind.PATH, "pre-warmed scratch disk ('cernvm-build image seed') backing the instance's "
-            "scratch disk, read-only; local hypervisors only", default=None, nullable=True, flag="--seed",
+            "scratch disk, read-only; uploaded once into a remote hypervisor's pool", default=None,
+            nullable=True, flag="--seed",
             metavar="SEED.qcow2"),
 )  # fmt: skip
 

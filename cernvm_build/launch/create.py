@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import libvirt
 
 from ..errors import ImageError, InstanceError, LaunchError
-from ..fsutil import atomic_write
+from ..fsutil import atomic_write, sha256_file
 from ..paths import data_dir
 from ..profile import Profile, load
 from ..report import NULL_REPORTER, Reporter
@@ -51,6 +51,7 @@ STEPS = (
 #: Heard between "creating the scratch disk" and "defining the domain" when a remote hypervisor's
 #: pool does not have the boot image yet.
 UPLOAD_STEP = "uploading the boot image to the hypervisor's storage pool"
+SEED_UPLOAD_STEP = "uploading the seed to the hypervisor's storage pool (once; instances share it)"
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,7 @@ def create_instance(spec: InstanceSpec, *, host: Host, reporter: Reporter = NULL
         raise InstanceError("shared folder does not exist", where=str(s.shared_folder))
     seed_disk = None
     if s.seed is not None:  # checked here: nothing is made for a seed that cannot back the disk
-        seed_disk = seed.check(s.seed, system=not host.session, remote=host.remote if remote else None)
+        seed_disk = seed.check(s.seed, system=not host.session, remote=remote)
     parsed = userdata.parse(spec.user_data, spec.user_data_source)
     folder = home / "hosts" / _slug(host.uri) / name if remote else home / "run" / name
     plan = _Plan(name, folder, image, digest, pin.label, block, port, s.profile or "", remote, seed_disk)
@@ -152,7 +153,7 @@ class _Plan:
     port: int
     profile: str
     remote: bool  # the disks go into the hypervisor's storage pool
-    seed: SeedDisk | None = None  # backs the scratch disk (local hypervisors only)
+    seed: SeedDisk | None = None  # backs the scratch disk (remote: uploaded into the pool first)
 
 
 def _refuse_existing(host: Host, name: str) -> None:
@@ -252,8 +253,11 @@ def _make(
         write_iso(context_iso)
 
     reporter.step(STEPS[5])
+    seed_path = plan.seed.path if plan.seed else None
     if pool is not None:
-        scratch = Path(storage.create(pool, own[0], s.disk << 20, "qcow2").path())
+        seed_path = _upload_seed(host, pool, plan.seed, tx, reporter) if plan.seed else None
+        size = seed.scratch_size(s.disk, plan.seed)
+        scratch = Path(storage.create(pool, own[0], size, "qcow2", backing=str(seed_path or "")).path())
         console_log = Path(storage.create(pool, own[2], 0).path())
         boot_image = _upload_image(host, pool, plan, tx, reporter)
     else:
@@ -276,7 +280,7 @@ def _make(
         image=boot_image,
         image_format=plan.image.format,
         scratch=scratch,
-        seed=plan.seed.path if plan.seed else None,
+        seed=seed_path,
         context_iso=context_iso,
         console_log=console_log,
         network=s.network,
@@ -310,7 +314,7 @@ def _make(
         cpus=s.cpus,
         memory=s.memory,
         disk=s.disk,
-        seed=str(plan.seed.path) if plan.seed else "",
+        seed=str(seed_path or ""),
         pool=s.storage_pool if pool is not None else "",
         volumes=",".join(storage.volume_names(name)) if pool is not None else "",
         image_cached=plan.image.name if pool is not None and plan.image.sha256 else "",
@@ -345,6 +349,22 @@ def _upload_image(host: Host, pool: Any, plan: _Plan, tx: Transaction, reporter:
 
     vol, _ = storage.shared_image(
         host.conn, pool, vol_name, plan.image.path, before_upload=before_upload,
+        progress=lambda done, total: reporter.progress("bytes", done, total),
+    )  # fmt: skip
+    return Path(vol.path())
+
+
+def _upload_seed(host: Host, pool: Any, disk: SeedDisk, tx: Transaction, reporter: Reporter) -> Path:
+    """The seed in the pool, as the boot image is (``_upload_image``): once per content, shared and
+    read-only (mode 0644; the domain names it with relabel='no')."""
+    vol_name = storage.image_volume_name(disk.path.name, sha256_file(disk.path))
+
+    def before_upload() -> None:
+        reporter.step(SEED_UPLOAD_STEP)
+        tx.on_undo("the uploaded seed", lambda: storage.delete(pool, storage.image_volumes(vol_name)))
+
+    vol, _ = storage.shared_image(
+        host.conn, pool, vol_name, disk.path, before_upload=before_upload,
         progress=lambda done, total: reporter.progress("bytes", done, total),
     )  # fmt: skip
     return Path(vol.path())

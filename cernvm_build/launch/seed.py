@@ -9,8 +9,9 @@ read it. On a system daemon QEMU runs as its own user and libvirt's DAC driver w
 image of a disk's backing chain to that user (and never give a backing file back); the domain
 therefore names the seed with ``relabel='no'`` (``domain.xml.j2``), and launch checks instead that
 the seed is readable by others and its folders searchable. A session daemon's QEMU is the user.
-A seed cannot back a disk on a remote hypervisor: refused (the seed is a file here, the disk is a
-volume there).
+On a remote hypervisor the disks are volumes of its storage pool: the seed is uploaded into the pool
+once per content (its volume's name carries the sha256, as the boot images'), shared read-only by the
+pool's instances, and each instance's scratch volume is a qcow2 backed by it (``create``).
 """
 
 from __future__ import annotations
@@ -31,16 +32,10 @@ class SeedDisk:
     virtual_size: int  # bytes
 
 
-def check(path: Path, *, system: bool, remote: str | None = None) -> SeedDisk:
-    """The seed at ``path``, fit to back a scratch disk on this host; else one line + hint."""
+def check(path: Path, *, system: bool, remote: bool = False) -> SeedDisk:
+    """The seed at ``path``, fit to back a scratch disk (``remote``: once uploaded into a hypervisor's
+    pool, where the pool's permissions apply, not this file's); else one line + hint."""
     where = str(path)
-    if remote:
-        raise InstanceError(
-            f"a seed here cannot back a scratch disk on {remote}",
-            where=where,
-            hint="create the instance without --seed (its first boot fetches what it needs), or run "
-            "'cernvm-launch create --seed' on the hypervisor itself",
-        )
     path = Path(os.path.abspath(path))
     try:
         st = path.stat()
@@ -68,7 +63,7 @@ def check(path: Path, *, system: bool, remote: str | None = None) -> SeedDisk:
             where=where,
             hint=f"flatten it first: qemu-img convert -O qcow2 {path} flat.qcow2",
         )
-    if system:
+    if system and not remote:
         _check_others_can_read(path)
     size = info.get("virtual-size")
     return SeedDisk(path, size if isinstance(size, int) else 0)

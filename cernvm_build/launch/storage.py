@@ -96,12 +96,18 @@ def pool_path(p: Any) -> str:
     return path or ""
 
 
-def _volume_xml(name: str, capacity: int, fmt: str, mode: int) -> str:
+def _volume_xml(name: str, capacity: int, fmt: str, mode: int, backing: str = "") -> str:
     features = "<features><lazy_refcounts/></features>" if fmt == "qcow2" else ""
+    # a qcow2 backed by another volume of the pool (create --seed): libvirt runs qemu-img there
+    chain = (
+        f"<backingStore><path>{escape(backing)}</path><format type='qcow2'/></backingStore>"
+        if backing
+        else ""
+    )
     return (
         f"<volume><name>{escape(name)}</name><capacity unit='bytes'>{capacity}</capacity>"
         f"<target><format type='{fmt}'/><permissions><mode>{mode:04o}</mode></permissions>"
-        f"{features}</target></volume>"
+        f"{features}</target>{chain}</volume>"
     )
 
 
@@ -114,9 +120,10 @@ def lookup(p: Any, name: str) -> Any | None:
         raise
 
 
-def create(p: Any, name: str, capacity: int, fmt: str = "raw", mode: int = 0o600) -> Any:
-    """A new volume (a qcow2 one sparse, with lazy refcounts as the local scratch disks)."""
-    return p.createXML(_volume_xml(name, capacity, fmt, mode), 0)
+def create(p: Any, name: str, capacity: int, fmt: str = "raw", mode: int = 0o600, backing: str = "") -> Any:
+    """A new volume (a qcow2 one sparse, with lazy refcounts as the local scratch disks; ``backing``:
+    the path of the qcow2 volume it is backed by)."""
+    return p.createXML(_volume_xml(name, capacity, fmt, mode, backing), 0)
 
 
 def upload(

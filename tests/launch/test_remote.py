@@ -237,6 +237,53 @@ def test_create_puts_the_disks_in_the_hypervisors_pool_and_destroy_removes_them(
     assert not hypervisor.ns.listening(port)
 
 
+def _backing_file(qcow2: Path) -> str:
+    """The backing file a qcow2 header names (read here: qemu-img would open it, a path of the
+    hypervisor's file system)."""
+    with open(qcow2, "rb") as f:
+        head = f.read(20)
+        offset, size = int.from_bytes(head[8:16], "big"), int.from_bytes(head[16:20], "big")
+        f.seek(offset)
+        return f.read(size).decode()
+
+
+def test_a_seed_is_uploaded_once_and_backs_each_instances_scratch_volume(
+    system_home: Path,
+    hypervisor: Hypervisor,
+    remote_conf: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    name = f"ls-{uuid.uuid4().hex[:8]}"
+    src = boot_sector_guest(tmp_path / "tiny.hdd", GREETING + b"\r\n", echo=True)
+    assert main(["images", "add", str(src)]) == 0
+    seed_file = tmp_path / "seed.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(seed_file), "200M"], check=True)
+    os.chmod(seed_file, 0o600)  # private here: QEMU on the hypervisor reads the pool's copy
+    assert _create(name, "tiny.hdd", "--no-wait", "--seed", str(seed_file)) == 0, capsys.readouterr().err
+    assert "uploading the seed" in capsys.readouterr().err
+    seed_vol = storage.image_volume_name("seed.qcow2", _sha256(seed_file))
+    pool_dir = hypervisor.pool_dir()
+    assert (pool_dir / seed_vol).read_bytes() == seed_file.read_bytes()
+    in_pool = f"{storage.SYSTEM_PARENT}/{hypervisor.pool}/{seed_vol}"
+    scratch = pool_dir / storage.volume_names(name)[0]
+    assert _backing_file(scratch) == in_pool
+    assert int.from_bytes(scratch.read_bytes()[24:32], "big") == 200 << 20  # the seed's size > --disk 100
+    disks = ET.fromstring(hypervisor.open().lookupByName(name).XMLDesc(0)).iter("backingStore")
+    assert in_pool in [b.find("source").get("file") for b in disks if b.find("source") is not None]
+    assert hypervisor.open().lookupByName(name).isActive()  # QEMU there opened the chain
+
+    # a second instance shares it; destroying both leaves it for the next
+    other = f"{name}-b"
+    assert _create(other, "tiny.hdd", "--no-wait", "--seed", str(seed_file)) == 0
+    assert "uploading the seed" not in capsys.readouterr().err
+    assert _backing_file(pool_dir / storage.volume_names(other)[0]) == in_pool
+    assert main(["destroy", "--force", name]) == 0
+    assert main(["destroy", "--force", other]) == 0
+    assert set(storage.image_volumes(seed_vol)) <= hypervisor.volumes()
+    assert not {*storage.volume_names(name), *storage.volume_names(other)} & hypervisor.volumes()
+
+
 def _files(xml: str) -> list[str]:
     """The files a domain names: its disks' sources and its console log."""
     root = ET.fromstring(xml)
