@@ -145,6 +145,13 @@ def _create(name: str, image: Path | str, *extra: str) -> int:
                  "--yes", *extra])  # fmt: skip
 
 
+def _tiny_in_cache(tmp_path: Path) -> Path:
+    """The boot-sector guest that greets on its console, added to the local image cache as tiny.hdd."""
+    src = boot_sector_guest(tmp_path / "tiny.hdd", GREETING + b"\r\n", echo=True)
+    assert main(["images", "add", str(src)]) == 0
+    return src
+
+
 def test_create_puts_the_disks_in_the_hypervisors_pool_and_destroy_removes_them(
     system_home: Path,
     hypervisor: Hypervisor,
@@ -153,8 +160,7 @@ def test_create_puts_the_disks_in_the_hypervisors_pool_and_destroy_removes_them(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     name = f"lt-{uuid.uuid4().hex[:8]}"
-    src = boot_sector_guest(tmp_path / "tiny.hdd", GREETING + b"\r\n", echo=True)
-    assert main(["images", "add", str(src)]) == 0  # into the local image cache
+    src = _tiny_in_cache(tmp_path)
     cache = system_home / "images"
     assert (cache / "tiny.hdd").is_file()
     # A torn copy from an upload killed half-way (full size, wrong bytes, no completion marker)
@@ -255,8 +261,7 @@ def test_a_seed_is_uploaded_once_and_backs_each_instances_scratch_volume(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     name = f"ls-{uuid.uuid4().hex[:8]}"
-    src = boot_sector_guest(tmp_path / "tiny.hdd", GREETING + b"\r\n", echo=True)
-    assert main(["images", "add", str(src)]) == 0
+    _tiny_in_cache(tmp_path)
     seed_file = tmp_path / "seed.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(seed_file), "200M"], check=True)
     os.chmod(seed_file, 0o600)  # private here: QEMU on the hypervisor reads the pool's copy
