@@ -341,30 +341,31 @@ def _make(
 def _upload_image(host: Host, pool: Any, plan: _Plan, tx: Transaction, reporter: Reporter) -> Path:
     """The boot image in the pool: uploaded once per content (its name carries the sha256), shared
     by the pool's instances, read-only for them (the domain does not relabel it: mode 0644)."""
-    vol_name = storage.image_volume_name(plan.image.path.name, plan.digest)
-
-    def before_upload() -> None:
-        reporter.step(UPLOAD_STEP)
-        tx.on_undo("the uploaded boot image", lambda: storage.delete(pool, storage.image_volumes(vol_name)))
-
-    vol, _ = storage.shared_image(
-        host.conn, pool, vol_name, plan.image.path, before_upload=before_upload,
-        progress=lambda done, total: reporter.progress("bytes", done, total),
-    )  # fmt: skip
-    return Path(vol.path())
+    name = storage.image_volume_name(plan.image.path.name, plan.digest)
+    return _shared_volume(
+        host, pool, name, plan.image.path, UPLOAD_STEP, "the uploaded boot image", tx, reporter
+    )
 
 
 def _upload_seed(host: Host, pool: Any, disk: SeedDisk, tx: Transaction, reporter: Reporter) -> Path:
-    """The seed in the pool, as the boot image is (``_upload_image``): once per content, shared and
-    read-only (mode 0644; the domain names it with relabel='no')."""
-    vol_name = storage.image_volume_name(disk.path.name, sha256_file(disk.path))
+    """The seed in the pool, as the boot image (read-only for its instances: the domain names it with
+    relabel='no')."""
+    name = storage.image_volume_name(disk.path.name, sha256_file(disk.path))
+    return _shared_volume(host, pool, name, disk.path, SEED_UPLOAD_STEP, "the uploaded seed", tx, reporter)
+
+
+def _shared_volume(
+    host: Host, pool: Any, name: str, src: Path, step: str, what: str, tx: Transaction, reporter: Reporter
+) -> Path:
+    """``src`` as the pool's shared volume ``name``, uploaded (with ``step`` said, undone as ``what``
+    if the create fails) only when the pool lacks a complete copy."""
 
     def before_upload() -> None:
-        reporter.step(SEED_UPLOAD_STEP)
-        tx.on_undo("the uploaded seed", lambda: storage.delete(pool, storage.image_volumes(vol_name)))
+        reporter.step(step)
+        tx.on_undo(what, lambda: storage.delete(pool, storage.image_volumes(name)))
 
     vol, _ = storage.shared_image(
-        host.conn, pool, vol_name, disk.path, before_upload=before_upload,
+        host.conn, pool, name, src, before_upload=before_upload,
         progress=lambda done, total: reporter.progress("bytes", done, total),
     )  # fmt: skip
     return Path(vol.path())

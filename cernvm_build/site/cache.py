@@ -123,11 +123,17 @@ class State:
         }
 
     def put_sources(self, rows: list[tuple[str, int, int, int, int, str, str]], removed: list[str]) -> None:
+        self._upsert("sources", "file", rows, removed)
+
+    def _upsert(self, table: str, key: str, rows: list[tuple[Any, ...]], removed: list[str]) -> None:
+        """Rows written and rows removed (by ``key``), in one transaction; nothing when neither."""
         if rows or removed:
             with self.db:
                 self.db.execute("BEGIN")
-                self.db.executemany("INSERT OR REPLACE INTO sources VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-                self.db.executemany("DELETE FROM sources WHERE file = ?", [(f,) for f in removed])
+                if rows:
+                    marks = ", ".join("?" * len(rows[0]))
+                    self.db.executemany(f"INSERT OR REPLACE INTO {table} VALUES ({marks})", rows)
+                self.db.executemany(f"DELETE FROM {table} WHERE {key} = ?", [(r,) for r in removed])
 
     # -- other files: sha256 by stat (filedigest.digests) --------------------------------------------
     def files(self) -> dict[str, tuple[tuple[int, int, int, int], str]]:
@@ -138,11 +144,7 @@ class State:
         }
 
     def put_files(self, rows: list[tuple[str, int, int, int, int, str]], removed: list[str]) -> None:
-        if rows or removed:
-            with self.db:
-                self.db.execute("BEGIN")
-                self.db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)", rows)
-                self.db.executemany("DELETE FROM files WHERE file = ?", [(f,) for f in removed])
+        self._upsert("files", "file", rows, removed)
 
     # -- highlighted code blocks (markdown.code_key) -----------------------------------------------
     def code(self) -> CodeRows:
@@ -221,21 +223,14 @@ class State:
         return dict(self.db.execute("SELECT path, ctime FROM folders"))
 
     def put_folders(self, rows: list[tuple[str, int]], gone: list[str]) -> None:
-        if rows or gone:
-            with self.db:
-                self.db.execute("BEGIN")
-                self.db.executemany("INSERT OR REPLACE INTO folders VALUES (?, ?)", rows)
-                self.db.executemany("DELETE FROM folders WHERE path = ?", [(p,) for p in gone])
+        self._upsert("folders", "path", rows, gone)
 
     # -- outputs --------------------------------------------------------------------------------
     def outputs(self) -> dict[str, tuple[str, int, int]]:
         return {p: (fp, size, mtime) for p, fp, size, mtime in self.db.execute("SELECT * FROM outputs")}
 
     def put_outputs(self, rows: list[tuple[str, str, int, int]], removed: list[str]) -> None:
-        with self.db:
-            self.db.execute("BEGIN")
-            self.db.executemany("INSERT OR REPLACE INTO outputs VALUES (?, ?, ?, ?)", rows)
-            self.db.executemany("DELETE FROM outputs WHERE path = ?", [(p,) for p in removed])
+        self._upsert("outputs", "path", rows, removed)
 
 
 class CodeRows(Mapping[str, str]):

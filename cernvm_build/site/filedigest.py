@@ -44,15 +44,14 @@ def digests(files: Mapping[str, Path], known: Known) -> Digests:
     for name, path in files.items():
         full = str(path)
         seen.add(full)
-        st = os.stat(full)
-        stat = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+        stat = _stat(full)
         got = known.get(full)
         if got is not None and got[0] == stat:
             out[name] = got[1]
             continue
         out[name] = digest = sha256_file(path)
         # unchanged while it was read (else the digest may be of neither version: not recorded)
-        if max(st.st_mtime_ns, st.st_ctime_ns) < settled and _stat(full) == stat:
+        if max(stat[1], stat[2]) < settled and _stat(full) == stat:
             rows.append((full, *stat, digest))
     return Digests(out, rows, sorted(set(known) - seen))
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..fsutil import CHUNK, atomic_file
+from .sources import SETTLED_NS  # one rule for when a stat is trusted
 
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 
@@ -63,11 +64,6 @@ def files_under(top: Path, skip: str = "") -> tuple[list[str], bool]:
         prefix = root[cut:] + "/" if len(root) > len(root_dir) else ""
         out += [prefix + name for name in files]
     return out, empty
-
-
-#: a folder's ctime is trusted only once it is this old (``sources.SETTLED_NS``'s reason: a change in the
-#: same clock tick as the recorded ctime would go unseen)
-SETTLED_NS = 2_000_000_000
 
 
 def files_in_changed_folders(
@@ -117,7 +113,8 @@ def files_in_changed_folders(
 
 def folder_rows(top: Path, folders: set[str]) -> tuple[list[tuple[str, int]], list[str]]:
     """State rows (folder, ctime) for ``folders`` of ``top`` as they are now (-1, never equal to a
-    ctime, for those changed too recently to be trusted), and those of them that are gone."""
+    ctime, for those changed too recently to be trusted: ``sources.SETTLED_NS``), and those of them
+    that are gone."""
     settled = time.time_ns() - SETTLED_NS
     rows: list[tuple[str, int]] = []
     gone: list[str] = []
