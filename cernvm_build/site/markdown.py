@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from pygments.lexer import Lexer
     from pygments.token import _TokenType
 
+    from . import mdhtml
+
 # The Markdown libraries (and ``mdhtml``/``mdtree``, which import them) are imported where a page is
 # rendered: a rebuild that renders no page (nothing changed) never loads them.
 
@@ -348,8 +350,6 @@ def render(
 def _render_rust(text: str, code: Code, src_dir: str, first_line: int, base_path: str) -> Rendered | None:
     """``render`` by markdown-it-pyrs' own renderer (``mdhtml``; ~10x faster than markdown-it-py's
     parse and render), or None for a page it cannot take."""
-    from markdown_it.utils import OptionsDict, OptionsType
-
     from . import mdhtml
 
     parts = mdhtml.render_parts(
@@ -369,24 +369,7 @@ def _render_rust(text: str, code: Code, src_dir: str, first_line: int, base_path
     toc = [(h.level, hid, h.title) for h, hid in pairs if h.level in (2, 3)]
     excerpt_html = excerpt_text = ""
     if parts.excerpt_nodes:
-        # the few blocks an excerpt shows go through markdown-it-py's renderer, links resolved as above
-        flat = parts.flat
-        flat.blocks(parts.excerpt_nodes, 0)
-        tokens = flat.out
-        for tok in tokens:
-            if tok.type == "html_block":
-                tok.content = _raw_links(tok.content, 0, src_dir, base_path, first_line, [])
-            for child in tok.children or ():
-                if child.type == "html_inline":
-                    child.content = _raw_links(child.content, 0, src_dir, base_path, first_line, [])
-                attr = "href" if child.type == "link_open" else "src" if child.type == "image" else None
-                if attr is not None:
-                    child.attrSet(attr, _resolve(str(child.attrGet(attr) or ""), src_dir, base_path)[0])
-        md = _after_parse()
-        options = OptionsDict(cast(OptionsType, dict(md.options)))
-        options["highlight"] = code
-        excerpt_html = md.renderer.render(tokens, options, {})
-        excerpt_text = " ".join(_inline_text(t) for t in tokens if t.type == "inline")
+        excerpt_html, excerpt_text = _rust_excerpt(parts, code, src_dir, first_line, base_path)
     return Rendered(
         html=parts.html,
         excerpt_html=excerpt_html,
@@ -397,6 +380,46 @@ def _render_rust(text: str, code: Code, src_dir: str, first_line: int, base_path
         links=links,
         code=code.used,
     )
+
+
+def _rust_excerpt(
+    parts: mdhtml.Parts, code: Code, src_dir: str, first_line: int, base_path: str
+) -> tuple[str, str]:
+    """The excerpt's HTML and text: its few blocks rendered by ``mdtree.render_light`` (markdown-it-py
+    not imported), or by markdown-it-py's renderer where that has no rule (a code block, an image)."""
+    from . import mdtree
+
+    tokens = _excerpt_tokens(parts, mdtree.Tok, src_dir, first_line, base_path)
+    text = " ".join(_inline_text(t) for t in tokens if t.type == "inline")
+    shown = mdtree.render_light(tokens)
+    if shown is None:
+        from markdown_it.utils import OptionsDict, OptionsType
+
+        md = _after_parse()
+        options = OptionsDict(cast(OptionsType, dict(md.options)))
+        options["highlight"] = code
+        shown = md.renderer.render(_excerpt_tokens(parts, None, src_dir, first_line, base_path), options, {})
+    return shown, text
+
+
+def _excerpt_tokens(
+    parts: mdhtml.Parts, make: type[Any] | None, src_dir: str, first_line: int, base_path: str
+) -> list[Any]:
+    """The excerpt's blocks as tokens of class ``make`` (None: markdown-it-py's), links resolved as in
+    the page."""
+    flat = parts.flat
+    flat.out, flat.make = [], make
+    flat.blocks(parts.excerpt_nodes, 0)
+    for tok in flat.out:
+        if tok.type == "html_block":
+            tok.content = _raw_links(tok.content, 0, src_dir, base_path, first_line, [])
+        for child in tok.children or ():
+            if child.type == "html_inline":
+                child.content = _raw_links(child.content, 0, src_dir, base_path, first_line, [])
+            attr = "href" if child.type == "link_open" else "src" if child.type == "image" else None
+            if attr is not None:
+                child.attrSet(attr, _resolve(str(child.attrGet(attr) or ""), src_dir, base_path)[0])
+    return flat.out
 
 
 def _without_headings(tokens: list[Token]) -> list[Token]:

@@ -23,7 +23,6 @@ from functools import lru_cache
 from typing import Any
 
 import markdown_it_pyrs
-from markdown_it.common.utils import escapeHtml, unescapeAll
 
 from . import mdtree
 
@@ -227,7 +226,7 @@ def render_parts(
             raise Mismatch("link url")
         new, how = resolve(expected)
         links.append((new, how, line))
-        return f"{keep}{escapeHtml(new)}{quote}"
+        return f"{keep}{mdtree.escape(new)}{quote}"
 
     def edit(m: re.Match[str]) -> str:
         if m.group(3) is not None:
@@ -238,7 +237,7 @@ def render_parts(
             if k >= len(ids) or walk.headings[k].level != int(m.group(1)):
                 raise Mismatch("heading")
             inner = EDIT.sub(edit, m.group(2))
-            slug = escapeHtml(ids[k])
+            slug = mdtree.escape(ids[k])
             tag = f"h{m.group(1)}"
             return f'<{tag} id="{slug}">{inner} <a class="header-anchor" href="#{slug}">#</a></{tag}>'
         k = counts[1]
@@ -248,7 +247,12 @@ def render_parts(
         block = walk.code[k]
         if block is None:
             return m.group(0)
-        info = unescapeAll(block[0]).strip()
+        info = block[0]
+        if "\\" in info or "&" in info:  # escapes or entities: markdown-it-py's own unescaping
+            from markdown_it.common.utils import unescapeAll
+
+            info = unescapeAll(info)
+        info = info.strip()
         return highlight(block[1], info.split(maxsplit=1)[0] if info else "") + "\n"
 
     try:

@@ -10,18 +10,26 @@ syntax tree (no renderer hooks, no plugins of ours). The tree is flattened here 
 parses with markdown-it-py — an admonition (``!!! note``, a plugin the Rust parser lacks), a node type
 without a rule, an autolink whose text markdown-it-py would re-decode. The equivalence is tested on the
 shipped content, the bench corpus and hostile input (tests/site/test_site_mdtree.py).
+
+A page's excerpt (a few top-level blocks) is flattened into ``Tok``s instead and rendered by
+``render_light``, which writes what markdown-it-py's renderer writes for them: importing markdown-it-py
+was ~15 ms of a one-page rebuild, whose page the Rust renderer renders. Excerpts with a code block or an
+image (renderer rules with options and hooks) still go through markdown-it-py.
 """
 
 from __future__ import annotations
 
+import html
 import re
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import markdown_it_pyrs
-from markdown_it.token import Token
+
+if TYPE_CHECKING:
+    from markdown_it.token import Token
 
 #: lines markdown-it-py's admonition plugin would claim (the Rust parser has no such plugin)
 ADMONITION = re.compile(r"^[ \t]*(?:!!!|\?\?\?\+?)", re.M)
@@ -65,11 +73,20 @@ def tokens(text: str) -> list[Token] | None:
 
 
 class _Flatten:
-    def __init__(self, text: str):
+    def __init__(self, text: str, make: Callable[..., Any] | None = None):
         data = text.encode()
         # the tree's source map counts bytes; token maps count lines
         self.starts = [0] + [m.end() for m in re.finditer(b"\n", data)]
         self.out: list[Token] = []
+        #: the token class: markdown-it-py's ``Token`` (imported at the first token), or ``Tok``
+        self.make = make
+
+    def token(self, *args: Any, **kw: Any) -> Token:
+        if self.make is None:
+            from markdown_it.token import Token
+
+            self.make = Token
+        return self.make(*args, **kw)  # type: ignore[no-any-return]
 
     def line(self, offset: int) -> int:
         return bisect_right(self.starts, offset) - 1
@@ -79,7 +96,7 @@ class _Flatten:
         return [self.line(start), self.line(max(start, end - 1)) + 1]
 
     def push(self, type_: str, tag: str, nesting: Literal[-1, 0, 1], level: int, **kw: Any) -> Token:
-        tok = Token(type_, tag, nesting, level=level, block=True, **kw)
+        tok = self.token(type_, tag, nesting, level=level, block=True, **kw)
         self.out.append(tok)
         return tok
 
@@ -181,44 +198,45 @@ class _Flatten:
             name = node.name
             meta = node.meta
             if name in ("text", "text_special"):
-                out.append(Token("text", "", 0, content=meta["content"]))
+                out.append(self.token("text", "", 0, content=meta["content"]))
             elif name in INLINE_TAGS:
                 tag = INLINE_TAGS[name][0]
                 open_type = "s_open" if name == "strikethrough" else f"{name}_open"
-                out.append(Token(open_type, tag, 1))
+                out.append(self.token(open_type, tag, 1))
                 self.inlines(node.children, out, depth + 1)
-                out.append(Token(open_type.replace("_open", "_close"), tag, -1))
+                out.append(self.token(open_type.replace("_open", "_close"), tag, -1))
             elif name == "link":
                 attrs: dict[str, str | int | float] = {"href": _url(meta["url"])}
                 if meta.get("title"):
                     attrs["title"] = meta["title"]
-                out.append(Token("link_open", "a", 1, attrs=attrs))
+                out.append(self.token("link_open", "a", 1, attrs=attrs))
                 self.inlines(node.children, out, depth + 1)
-                out.append(Token("link_close", "a", -1))
+                out.append(self.token("link_close", "a", -1))
             elif name == "image":
                 img: dict[str, str | int | float] = {"src": _url(meta["url"]), "alt": ""}
                 if meta.get("title"):
                     img["title"] = meta["title"]
                 alt: list[Token] = []
                 self.inlines(node.children, alt, depth + 1)
-                out.append(Token("image", "img", 0, attrs=img, children=alt))
+                out.append(self.token("image", "img", 0, attrs=img, children=alt))
             elif name == "autolink":
                 shown = "".join(c.meta.get("content", "") for c in node.children)
                 if not PLAIN_AUTOLINK.fullmatch(shown):
                     raise Unsupported("autolink")
                 href = _url(meta["url"])
-                out.append(Token("link_open", "a", 1, attrs={"href": href}, markup="autolink", info="auto"))
-                out.append(Token("text", "", 0, content=shown))
-                out.append(Token("link_close", "a", -1, markup="autolink", info="auto"))
+                link = {"attrs": {"href": href}, "markup": "autolink", "info": "auto"}
+                out.append(self.token("link_open", "a", 1, **link))
+                out.append(self.token("text", "", 0, content=shown))
+                out.append(self.token("link_close", "a", -1, markup="autolink", info="auto"))
             elif name == "code_inline":
                 content = "".join(c.meta.get("content", "") for c in node.children)
-                out.append(Token("code_inline", "code", 0, content=content))
+                out.append(self.token("code_inline", "code", 0, content=content))
             elif name == "html_inline":
-                out.append(Token("html_inline", "", 0, content=meta["content"]))
+                out.append(self.token("html_inline", "", 0, content=meta["content"]))
             elif name == "softbreak":
-                out.append(Token("softbreak", "br", 0))
+                out.append(self.token("softbreak", "br", 0))
             elif name == "hardbreak":
-                out.append(Token("hardbreak", "br", 0))
+                out.append(self.token("hardbreak", "br", 0))
             else:
                 raise Unsupported(name)
 
@@ -227,3 +245,104 @@ def _url(url: str) -> str:
     if RECODED_URL.match(url):
         raise Unsupported(url)
     return url
+
+
+class Tok:
+    """The fields of markdown-it-py's ``Token`` that flattening, link resolution and ``render_light``
+    use, without importing markdown-it-py."""
+
+    __slots__ = (
+        *("attrs", "block", "children", "content", "hidden", "info"),
+        *("level", "map", "markup", "nesting", "tag", "type"),
+    )
+
+    def __init__(
+        self,
+        type_: str,
+        tag: str,
+        nesting: int,
+        *,
+        level: int = 0,
+        block: bool = False,
+        hidden: bool = False,
+        attrs: dict[str, str | int | float] | None = None,
+        map: list[int] | None = None,  # markdown-it-py's names, here and in attrGet/attrSet
+        children: list[Tok] | None = None,
+        content: str = "",
+        info: str = "",
+        markup: str = "",
+    ):
+        self.type, self.tag, self.nesting, self.level = type_, tag, nesting, level
+        self.block, self.hidden, self.attrs, self.map = block, hidden, attrs or {}, map
+        self.children, self.content, self.info, self.markup = children, content, info, markup
+
+    def attrGet(self, name: str) -> str | int | float | None:
+        return self.attrs.get(name)
+
+    def attrSet(self, name: str, value: str | int | float) -> None:
+        self.attrs[name] = value
+
+
+def escape(text: str) -> str:
+    """HTML-escaped as markdown-it-py escapes text and attribute values (``&<>"``, not ``'``)."""
+    return html.escape(text, quote=False).replace('"', "&quot;")
+
+
+#: token types whose markdown-it-py renderer rules depend on options or hooks (``highlight``) or render
+#: children as text (an image's alt): ``render_light`` leaves them to markdown-it-py
+HEAVY_RULES = frozenset(("fence", "code_block", "image"))
+
+
+def render_light(tokens: Sequence[Tok]) -> str | None:
+    """The HTML markdown-it-py's renderer (commonmark options: XHTML tags, soft breaks as newlines)
+    makes of ``tokens``, or None if one of them is of a ``HEAVY_RULES`` type."""
+    out: list[str] = []
+    for i, tok in enumerate(tokens):
+        got = _inlines(tok.children or ()) if tok.type == "inline" else _one(tokens, i)
+        if got is None:
+            return None
+        out.append(got)
+    return "".join(out)
+
+
+def _inlines(children: Sequence[Tok]) -> str | None:
+    out: list[str] = []
+    for i in range(len(children)):
+        got = _one(children, i)
+        if got is None:
+            return None
+        out.append(got)
+    return "".join(out)
+
+
+def _one(tokens: Sequence[Tok], i: int) -> str | None:
+    tok = tokens[i]
+    kind = tok.type
+    if kind == "text":
+        return escape(tok.content)
+    if kind in ("html_inline", "html_block"):
+        return tok.content
+    if kind == "softbreak":
+        return "\n"
+    if kind == "hardbreak":
+        return "<br />\n"
+    if kind == "code_inline":
+        return f"<code{_attrs(tok)}>{escape(tok.content)}</code>"
+    if kind in HEAVY_RULES:
+        return None
+    # any other tag: markdown-it-py's default (``renderToken``)
+    if tok.hidden:
+        return ""
+    lead = "\n" if tok.block and tok.nesting != -1 and i and tokens[i - 1].hidden else ""
+    opened = "</" if tok.nesting == -1 else "<"
+    slash = " /" if tok.nesting == 0 else ""
+    newline = tok.block
+    if tok.block and tok.nesting == 1 and i + 1 < len(tokens):
+        after = tokens[i + 1]
+        if after.type == "inline" or after.hidden or (after.nesting == -1 and after.tag == tok.tag):
+            newline = False
+    return f"{lead}{opened}{tok.tag}{_attrs(tok)}{slash}>{chr(10) if newline else ''}"
+
+
+def _attrs(tok: Tok) -> str:
+    return "".join(f' {escape(k)}="{escape(str(v))}"' for k, v in tok.attrs.items())

@@ -158,6 +158,13 @@ def test_a_rebuild_imports_only_what_its_changes_need(
     report, modules = build()
     assert report["rendered"] == report["pages_planned"] == report["markdown_rendered"] == 1
     assert among(modules, NOT_NEEDED) == [] and among(modules, RENDERING) != []
+    assert "mdit_py_plugins.admon" in modules  # the page has an admonition: markdown-it-py renders it
+    page = site / "content" / "docs" / "introduction" / "cernvm.md"
+    page.write_text(page.read_text().replace("The result: the same", "The result: one", 1))
+    report, modules = build()
+    assert report["rendered"] == report["pages_planned"] == report["markdown_rendered"] == 1
+    # a page the Rust renderer takes, its excerpt a paragraph (``mdtree.render_light``): no markdown-it-py
+    assert among(modules, ("markdown_it", "mdit_py_plugins")) == [] and "jinja2" in modules
 
 
 def test_reference_cache_ignores_other_code_versions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

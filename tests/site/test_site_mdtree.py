@@ -170,3 +170,27 @@ def test_unsafe_links_stay_text_and_raw_html_is_kept(monkeypatch: pytest.MonkeyP
     assert taken and fast == slow
     assert "href=" not in fast.html and "[j](javascript:alert(1))" in fast.html
     assert '<img src="data:image/png;base64,AA" alt="i" />' in fast.html and "<b>raw</b>" in fast.html
+
+
+def test_the_light_renderer_writes_what_markdown_it_pys_renderer_writes() -> None:
+    # excerpts are rendered by ``render_light`` (no markdown-it-py import on a one-page rebuild): over
+    # every construct flattened here, it must give markdown-it-py's bytes or leave the tokens to it
+    from markdown_it import MarkdownIt
+
+    renderer = MarkdownIt("commonmark").renderer
+    options = MarkdownIt("commonmark").options
+    rendered = 0
+    for text in ODD:
+        if mdtree.tokens(text) is None:
+            continue
+        tree = mdtree._parser().tree(text)
+        light, real = mdtree._Flatten(text, mdtree.Tok), mdtree._Flatten(text)
+        light.blocks(tree.children, 0)
+        real.blocks(tree.children, 0)
+        heavy = {t.type for t in real.out} | {c.type for t in real.out for c in t.children or ()}
+        got = mdtree.render_light(light.out)
+        assert (got is None) == bool(heavy & mdtree.HEAVY_RULES), text
+        if got is not None:
+            assert got == renderer.render(real.out, options, {}), text
+            rendered += 1
+    assert rendered >= 60
