@@ -46,7 +46,7 @@ import json
 import operator
 import pickle
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +59,8 @@ from .stemmer import stem, stem_memo, words
 
 PREFIX = "search-index/"
 MANIFEST = PREFIX + "shards.json"
+#: the folder of every shard but the first (``shards``)
+MORE = PREFIX + "more/"
 #: the extract's and the shard files' format: a change here makes every page be read again
 VERSION = "4"
 #: below this many pages the index is one shard (a query then loads one bucket per word)
@@ -321,7 +323,7 @@ def shards(pages: dict[str, str]) -> list[Shard]:
         groups[-1].extend(by_folder[folder])
     out = []
     for i, group in enumerate(groups):
-        bundle = PREFIX if i == 0 else f"{PREFIX}more/{sha('shard', _folder(group[0]))[:12]}/"
+        bundle = PREFIX if i == 0 else f"{MORE}{sha('shard', _folder(group[0]))[:12]}/"
         key = sha(VERSION, bundle, *(f"{p} {pages[p]}" for p in group))
         out.append(Shard(bundle, tuple(group), key))
     return out
@@ -364,7 +366,8 @@ def shard_files(
     starts: list[str] = []
     pieces: list[list[str]] = []
     size = BUCKET_BYTES
-    for w in sorted(merged, key=_utf16):
+    # JavaScript's order (UTF-16 code units): for ASCII words, Python's own string order
+    for w in sorted(merged) if "".join(merged).isascii() else sorted(merged, key=_utf16):
         piece = _ENCODE(w) + ":[" + ",".join(merged[w]) + "]"
         if size + len(piece) > BUCKET_BYTES and (not pieces or pieces[-1]):
             starts.append(w)
@@ -392,13 +395,13 @@ def shard_files(
 
 
 # -- the step ---------------------------------------------------------------------------------------
-def _bundle_of(rel: str, bundles: list[str]) -> str | None:
-    # the longest bundle prefix: "search-index/more/x/…" is shard x's, not the first shard's
-    best = None
-    for b in bundles:
-        if rel.startswith(b) and (best is None or len(b) > len(best)):
-            best = b
-    return best
+def _bundle_of(rel: str, bundles: Container[str]) -> str:
+    # the longest bundle prefix: "search-index/more/x/…" is shard x's, anything else the first shard's
+    if rel.startswith(MORE):
+        bundle = rel[: rel.find("/", len(MORE)) + 1]
+        if bundle in bundles:
+            return bundle
+    return PREFIX
 
 
 def _previous(out_dir: Path, old: dict[str, tuple[str, int, int]]) -> dict[str, dict[str, Any]]:
@@ -436,9 +439,8 @@ def update(
     prev = _previous(out_dir, old)
     recorded: dict[str, list[str]] = {b: [] for b in bundles}
     for rel in ours:
-        b = _bundle_of(rel, bundles)
-        if b is not None and rel != MANIFEST:
-            recorded[b].append(rel)
+        if rel != MANIFEST:
+            recorded[_bundle_of(rel, recorded.keys())].append(rel)
     stale = [
         s
         for s in cut

@@ -141,3 +141,18 @@ def test_odd_pages_give_a_bounded_extract(page: str) -> None:
     assert secs and json.loads(frag)["s"] == [list(s) for s in secs]
     assert all(e[0] < len(secs) for entries in postings.values() for e in entries)
     assert "comment" not in postings and "hidden" not in postings
+
+
+@pytest.mark.parametrize("extra", [(), ("\uff41wide", "\U00020000x")], ids=["ascii", "beyond-the-bmp"])
+def test_a_shards_words_are_in_the_order_the_script_compares_them(extra: tuple[str, ...]) -> None:
+    # search.js finds a word's bucket by comparing strings as JavaScript does (UTF-16 code units): a
+    # word beyond U+FFFF (a surrogate pair, 0xD840…) sorts before U+FF41 there, after it by code point
+    words = ("b", "a10", "a9", "Z", *extra)
+    page = "<main data-search-body><h1>T</h1><p>" + " ".join(words) + "</p></main>"
+    extracts = {"p/index.html": search.page_extract(page, "p/index.html", "/")}
+    shard = search.shards({"p/index.html": "fp"})[0]
+    files, entry = search.shard_files(shard, extracts)
+    listed = [w for rel in sorted(files) if "/b/" in rel for w in json.loads(files[rel])]
+    assert listed == sorted(listed, key=lambda w: w.encode("utf-16-be")) and entry["starts"] == [listed[0]]
+    if extra:
+        assert listed.index("\U00020000x") < listed.index("\uff41wide")
