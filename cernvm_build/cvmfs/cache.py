@@ -63,7 +63,7 @@ class ObjectCache:
         self.held = Holdings(self.root / "data")
         return self.held
 
-    def _missing(self, h: ObjectHash, suffix: str) -> bool:
+    def missing(self, h: ObjectHash, suffix: str) -> bool:
         """Known not to be here (``held``); False when unknown or present."""
         held = self.held
         return held is not None and str(h) + suffix not in held
@@ -85,7 +85,7 @@ class ObjectCache:
                 self._used(p)
                 return p
             self._verified.discard(key)
-        if self._missing(h, suffix):
+        if self.missing(h, suffix):
             return None
         try:
             actual = hash_file(p, h.algorithm)

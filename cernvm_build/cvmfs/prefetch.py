@@ -16,16 +16,17 @@ from __future__ import annotations
 
 import bisect
 import collections
-import concurrent.futures
 import itertools
 import logging
-import os
-import posixpath
+import queue
 import threading
 from collections.abc import Callable, Sequence
+from stat import S_IFREG
+from typing import Any
 
 from ..errors import CernVMError
 from .catalog import DirEntry, chunk_at
+from .catalog_rows import FLAG_CHUNKED, FLAG_EXTERNAL
 from .repository import Repository
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,14 @@ class _Listing:
 
 
 def _small_file(e: DirEntry) -> bool:
-    return e.is_file and not e.is_chunked and not e.is_external and 0 < e.size <= SMALL_FILE
+    # DirEntry's is_file, is_chunked, is_external inline (this runs for every entry listed)
+    flags = e.flags
+    return (
+        e.mode & 0o170000 == S_IFREG
+        and 0 < e.size <= SMALL_FILE
+        and not flags & FLAG_EXTERNAL
+        and not (flags & FLAG_CHUNKED and e.chunks)
+    )
 
 
 class Prefetcher:
@@ -68,7 +76,7 @@ class Prefetcher:
         self._lock = threading.Lock()
         self._dirs: collections.OrderedDict[str, _Listing] = collections.OrderedDict()
         self._pending: set[str] = set()
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pool: _Pool | None = None
         self._quiet = 0  # opens in a row that found their window cached (see QUIET_AFTER)
         plain = repo.store.plain_cache
         self._plain = plain is not None
@@ -81,7 +89,7 @@ class Prefetcher:
         with self._lock:
             pool, self._pool = self._pool, None
         if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=not finish)
+            pool.shutdown(finish=finish)
 
     def listed(self, path: str, children: Sequence[DirEntry]) -> None:
         """readdir saw these children of ``path`` (name order): keep them for opens that follow."""
@@ -103,7 +111,7 @@ class Prefetcher:
             self._quiet += 1
             if (self._quiet - QUIET_AFTER) % PROBE_EVERY:
                 return
-        parent = posixpath.dirname(entry.path) or "/"
+        parent = entry.path.rpartition("/")[0] or "/"  # posixpath.dirname: four calls, per open
         with self._lock:
             listing = self._dirs.get(parent)
         if listing is None:
@@ -164,23 +172,70 @@ class Prefetcher:
         """Fetch ``entry``'s object ``part`` (the chunk at ``offset``; 0 for a whole file)."""
         with self._lock:
             if self._pool is None:
-                self._pool = concurrent.futures.ThreadPoolExecutor(self.workers, "prefetch")
+                self._pool = _Pool(self.workers)
             pool = self._pool
-
-        def fetch() -> None:
-            try:
-                if self._plain:  # made in the plain cache: no byte of it needs reading here
-                    os.close(self.repo.inflated_fd(entry, part))
-                else:  # one byte is enough: the store fetches, checks and keeps the whole object
-                    self.repo.read(entry, offset, 1)
-            except CernVMError as e:
-                log.debug("prefetch of %s at %d failed: %s", entry.path, offset, e)
-            finally:
-                with self._lock:
-                    self._pending.discard(key)
-
-        try:
-            pool.submit(fetch)
-        except RuntimeError:  # shut down meanwhile (unmount)
+        if not pool.submit((self._fetch, entry, offset, part, key)):  # shut down meanwhile (unmount)
             with self._lock:
                 self._pending.discard(key)
+
+    def _fetch(self, entry: DirEntry, offset: int, part: int, key: str) -> None:
+        try:
+            if self._plain:  # made in the plain cache (its contents handed to the read that follows)
+                self.repo.fetch_ahead(entry, part)
+            else:  # one byte is enough: the store fetches, checks and keeps the whole object
+                self.repo.read(entry, offset, 1)
+        except CernVMError as e:
+            log.debug("prefetch of %s at %d failed: %s", entry.path, offset, e)
+        finally:
+            with self._lock:
+                self._pending.discard(key)
+
+
+class _Pool:
+    """Up to ``workers`` threads taking ``(function, *args)`` jobs from one queue; one more is started
+    only when a job comes and none is idle (as ``concurrent.futures`` does: a cold read on a loaded
+    machine keeps few busy, and each extra one is more contention for the GIL). Not
+    ``concurrent.futures`` itself: nobody waits for a fetch ahead's result, and a future per job
+    (its condition, lock and callbacks) was a third of a cold object's Python calls."""
+
+    def __init__(self, workers: int):
+        self.workers = workers
+        self._jobs: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        self._idle = threading.Semaphore(0)  # one count per worker waiting for a job
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._open = True
+        self._cancel = False
+
+    def submit(self, job: tuple[Any, ...]) -> bool:
+        """Queue ``job``; False if the pool was shut down."""
+        with self._lock:  # not queued after shutdown's ends: each worker takes one and leaves
+            if not self._open:
+                return False
+            self._jobs.put(job)
+            if not self._idle.acquire(timeout=0) and len(self._threads) < self.workers:
+                t = threading.Thread(target=self._work, name=f"prefetch_{len(self._threads)}", daemon=True)
+                self._threads.append(t)
+                t.start()
+        return True
+
+    def _work(self) -> None:
+        get, idle = self._jobs.get, self._idle
+        while (job := get()) is not None:
+            if not self._cancel:
+                try:
+                    job[0](*job[1:])
+                except Exception:  # a job's own errors are its to report: the worker goes on
+                    log.debug("prefetch job failed", exc_info=True)
+            idle.release()
+
+    def shutdown(self, *, finish: bool) -> None:
+        """No more jobs; the queued ones run (``finish``) or are dropped; waits for the workers."""
+        with self._lock:
+            self._open = False
+            self._cancel = not finish
+            threads = list(self._threads)
+            for _ in threads:
+                self._jobs.put(None)
+        for t in threads:
+            t.join()

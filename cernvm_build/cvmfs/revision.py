@@ -15,10 +15,12 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from stat import S_IFDIR, S_IFREG
 from typing import BinaryIO
 
 from ..errors import CvmfsError, IntegrityError
 from .catalog import Catalog, DirEntry, NestedRef, Problem, chunk_at
+from .catalog_rows import FLAG_EXTERNAL
 from .fetch import Fetcher
 from .history import History, Tag
 from .limits import MAX_CATALOG_BYTES, MAX_NESTING
@@ -294,11 +296,12 @@ class Repository:
     # -- contents ----------------------------------------------------------------------------------
     def _file(self, path_or_entry: str | DirEntry) -> DirEntry:
         entry = path_or_entry if isinstance(path_or_entry, DirEntry) else self.stat(path_or_entry)
-        if entry.is_dir:
-            raise CvmfsError(f"{self.fqrn}: {entry.path}: is a directory (EISDIR)")
-        if not entry.is_file:
+        kind = entry.mode & 0o170000  # DirEntry's is_dir, is_file, is_external inline: on every read
+        if kind != S_IFREG:
+            if kind == S_IFDIR:
+                raise CvmfsError(f"{self.fqrn}: {entry.path}: is a directory (EISDIR)")
             raise CvmfsError(f"{self.fqrn}: {entry.path}: not a regular file")
-        if entry.is_external:
+        if entry.flags & FLAG_EXTERNAL:
             raise CvmfsError(
                 f"{self.fqrn}: {entry.path}: external file (stored outside the repository) is not supported"
             )
@@ -353,18 +356,26 @@ class Repository:
             raise IntegrityError(f"{self.fqrn}: {entry.path}: chunks end at {pos}, file size is {entry.size}")
         return b"".join(parts)
 
-    def inflated_fd(self, entry: DirEntry, part: int) -> int:
-        """A descriptor on the inflated object of a file (``part`` 0) or of its chunk ``part``, from
-        the store's plain cache (the mount's; the caller closes it)."""
+    def _object(self, entry: DirEntry, part: int) -> tuple[str, str, int, str]:
+        """(name, suffix, inflated size, what) of a file's object (``part`` 0) or of its chunk ``part``."""
         entry = self._file(entry)
         if not entry.is_chunked:
             if entry.content_hash is None:
                 raise IntegrityError(f"{self.fqrn}: {entry.path}: regular file without a content hash")
-            name, suffix, size, what = entry.content_hash, SUFFIX_FILE, entry.size, f"file {entry.path}"
-        else:
-            c = entry.chunks[part]
-            name, suffix, size, what = c.hash, SUFFIX_PARTIAL, c.size, f"chunk at {c.offset} of {entry.path}"
+            return entry.content_hash, SUFFIX_FILE, entry.size, f"file {entry.path}"
+        c = entry.chunks[part]
+        return c.hash, SUFFIX_PARTIAL, c.size, f"chunk at {c.offset} of {entry.path}"
+
+    def inflated_fd(self, entry: DirEntry, part: int) -> int:
+        """A descriptor on the inflated object of a file (``part`` 0) or of its chunk ``part``, from
+        the store's plain cache (the mount's; the caller closes it)."""
+        name, suffix, size, what = self._object(entry, part)
         return self.store.inflated_fd(name, suffix, size=size, compressed=entry.compressed, what=what)
+
+    def fetch_ahead(self, entry: DirEntry, part: int) -> None:
+        """Make that object in the plain cache ahead of its reader (``ObjectStore.fetch_ahead``)."""
+        name, suffix, size, what = self._object(entry, part)
+        self.store.fetch_ahead(name, suffix, size=size, compressed=entry.compressed, what=what)
 
     def open(self, path: str | DirEntry) -> BinaryIO:
         """A seekable binary file that fetches chunk by chunk as it is read."""

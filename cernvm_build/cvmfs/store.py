@@ -38,6 +38,10 @@ LRU_MAX_ITEM = 24 << 20
 SMALL = 1 << 20
 #: without a cache, stored bytes beyond this go to a scratch file while they are hash-checked
 SPILL = 8 << 20
+#: fetched ahead (``fetch_ahead``): contents up to AHEAD_ITEM bytes (what one FUSE READ of a whole
+#: small file asks for) are handed to the read that follows, AHEAD_BYTES of them at most
+AHEAD_ITEM = 128 << 10
+AHEAD_BYTES = 8 << 20
 
 
 def stored_limit(size: int | None, compressed: bool, cap: int | None) -> int | None:
@@ -62,6 +66,10 @@ class ObjectStore:
         self._made = 0
         #: the mount daemon's cache of inflated file contents (``plaincache.py``); None elsewhere
         self.plain_cache: PlainCache | None = None
+        #: inflated contents made by ``fetch_ahead`` and not yet read, oldest first, and their size
+        self._ahead: dict[str, bytes] = {}
+        self._ahead_bytes = 0
+        self._ahead_lock = threading.Lock()
         self.stats = {"fetched": 0, "fetched_bytes": 0, "cache_hits": 0}
 
     # -- scratch -----------------------------------------------------------------------------------
@@ -101,6 +109,8 @@ class ObjectStore:
         """
         cache = self.cache
         path: Path | None = None
+        if cache is not None and not cached and cache.missing(h, suffix):
+            cache = None  # known absent and not to be kept: no lookup (a cold read's every object)
         if cache is not None:
             try:
                 small = cache.read_small(h, suffix, SMALL)
@@ -392,30 +402,83 @@ class ObjectStore:
                 self.stats["cache_hits"] += 1
             return fd
 
-        def make() -> int:
-            h = parse_hash(name)
-            limit = stored_limit(size, compressed, None)
-            with self._stored(h, suffix, what, limit, cached=False) as blocks:
-                inflated = self._inflate_blocks(h, suffix, blocks, compressed, what, size)
-                try:
-                    return plain.put(name, suffix, inflated, size)
-                except SizeMismatch as e:
-                    raise self._size_error(h, suffix, e.got, size, what) from None
+        return self._once(name + suffix, get, lambda: self._make_plain(name, suffix, size, compressed, what))
 
-        return self._once(name + suffix, get, make)
+    def _make_plain(
+        self, name: str, suffix: str, size: int, compressed: bool, what: str, keep: list[bytes] | None = None
+    ) -> int:
+        """Fetch, check and inflate the object into the plain cache; a descriptor on it. ``keep``:
+        a list the inflated blocks are also put in (the caller bounds ``size``)."""
+        plain = self.plain_cache
+        assert plain is not None
+        h = parse_hash(name)
+        with self._stored(h, suffix, what, stored_limit(size, compressed, None), cached=False) as blocks:
+            inflated = self._inflate_blocks(h, suffix, blocks, compressed, what, size)
+            if keep is not None:
+                keep += inflated  # all of it checked before any of it is written
+                inflated = iter(keep)
+            try:
+                return plain.put(name, suffix, inflated, size)
+            except SizeMismatch as e:
+                raise self._size_error(h, suffix, e.got, size, what) from None
+
+    def fetch_ahead(self, name: str, suffix: str, *, size: int, compressed: bool, what: str) -> None:
+        """Make the inflated object in the plain cache ahead of its reader (the prefetcher): nothing
+        if it is there already; a small one's contents are also kept for the whole read that comes
+        next (``read``), which then costs no open and read of the copy just written."""
+        plain = self.plain_cache
+        assert plain is not None
+        key = name + suffix
+        if plain.has(name, suffix):
+            return
+        if size > AHEAD_ITEM:
+            os.close(self.inflated_fd(name, suffix, size=size, compressed=compressed, what=what))
+            return
+        keep: list[bytes] = []
+
+        def make() -> int:
+            return self._make_plain(name, suffix, size, compressed, what, keep)
+
+        os.close(self._once(key, lambda _key: plain.open(name, suffix, size), make))
+        if not keep:  # made by another thread meanwhile (its reader has it)
+            return
+        data = keep[0] if len(keep) == 1 else b"".join(keep)
+        with self._ahead_lock:
+            if key not in self._ahead:
+                self._ahead[key] = data
+                self._ahead_bytes += len(data)
+                while self._ahead_bytes > AHEAD_BYTES:  # the oldest, never read, go first
+                    self._ahead_bytes -= len(self._ahead.pop(next(iter(self._ahead))))
+
+    def _take_ahead(self, key: str) -> bytes | None:
+        if not self._ahead:  # a warm cache: nothing was fetched ahead (no lock taken)
+            return None
+        with self._ahead_lock:
+            data = self._ahead.pop(key, None)
+            if data is not None:
+                self._ahead_bytes -= len(data)
+        return data
 
     def read(
         self, name: str, suffix: str, *, size: int, offset: int, length: int, compressed: bool, what: str
     ) -> bytes:
         """``length`` bytes at ``offset`` of the inflated object of ``size`` bytes."""
-        if self.plain_cache is not None:
-            if offset == 0 and length >= size:  # the whole object: one read that also checks it
-                data = self.plain_cache.read_whole(name, suffix, size)
+        plain = self.plain_cache
+        if plain is not None:
+            whole = offset == 0 and length >= size
+            if whole:  # the whole object: handed over from its fetch ahead, or one read that checks it
+                data = self._take_ahead(name + suffix)
+                if data is None:
+                    data = plain.read_whole(name, suffix, size)
                 if data is not None:
                     self.stats["cache_hits"] += 1
                     return data
             fd = self.inflated_fd(name, suffix, size=size, compressed=compressed, what=what)
             try:
+                if whole:  # made meanwhile by a fetch ahead this read waited for
+                    data = self._take_ahead(name + suffix)
+                    if data is not None:
+                        return data
                 return os.pread(fd, min(length, size - offset), offset)
             finally:
                 os.close(fd)

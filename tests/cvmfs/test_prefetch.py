@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from cernvm_build.cvmfs import prefetch
+from cernvm_build.cvmfs import store as store_module
 from cernvm_build.cvmfs.objects import SUFFIX_FILE, parse_hash
 from cernvm_build.cvmfs.plaincache import PlainCache
 from cernvm_build.cvmfs.prefetch import Prefetcher, _small_file
@@ -99,3 +100,39 @@ def test_a_warm_cache_quiets_the_prefetcher_until_a_probe_finds_files_missing(
             p.opened(small[0])
         p.close(finish=True)
         assert all(inflated()), "the probe did not fetch the missing files ahead"
+
+
+def test_files_fetched_ahead_are_handed_to_their_first_whole_read(
+    fx: Fixture, server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plain cache's prefetcher (the mount's): a small file fetched ahead is written to the
+    cache and its checked contents go to the whole read that comes next without a read of the copy
+    (a cold read's system calls); a later read reads the copy. At most AHEAD_BYTES wait unread:
+    beyond, the oldest are dropped (and read from their copies). A damaged object hands nothing over."""
+    with open_repository(server.repo_url(), public_keys=[fx.pub], cache_dir=tmp_path / "cache") as repo:
+        assert repo.store.cache is not None
+        plain = repo.store.plain_cache = PlainCache(repo.store.cache.root)
+        plain.hold()
+        _path, small = _busiest_dir(repo)
+        distinct = list({e.content_hash: e for e in small}.values())
+        assert len(distinct) >= 4, "the fixture needs a directory with four different small files"
+        first, second, victim, last = distinct[:4]
+        monkeypatch.setattr(store_module, "AHEAD_BYTES", last.size)  # room for the newest only
+        with open_repository(server.repo_url(), public_keys=[fx.pub]) as ref:  # no cache of its own
+            want = {e.path: ref.read(e.path) for e in (first, last)}
+        next(fx.root.rglob((victim.content_hash or "")[2:])).write_bytes(b"tampered")
+        read_copy: list[str] = []
+        real_read_whole = plain.read_whole
+        monkeypatch.setattr(plain, "read_whole", lambda n, *a: read_copy.append(n) or real_read_whole(n, *a))
+        for e in (first, second, last):
+            repo.fetch_ahead(e, 0)
+            assert plain.has(e.content_hash or "", "")  # written to the cache too
+        with pytest.raises(IntegrityError, match="hash mismatch"):
+            repo.fetch_ahead(victim, 0)
+        assert not plain.has(victim.content_hash or "", "")
+        assert repo.read(last) == want[last.path] and read_copy == []  # handed over
+        assert repo.read(last) == want[last.path] and read_copy == [last.content_hash]  # from the copy
+        assert repo.read(first) == want[first.path]  # dropped for the newer ones: read from the copy
+        assert read_copy[-1] == first.content_hash
+        with pytest.raises(IntegrityError, match="hash mismatch"):  # the reader meets the error itself
+            repo.read(victim)
