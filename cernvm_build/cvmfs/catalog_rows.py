@@ -9,13 +9,13 @@ applies these checks to every row it reads and re-exports the names below.
 from __future__ import annotations
 
 import bisect
-import functools
 import hashlib
 import operator
 import stat
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
 from ..errors import CvmfsError
 from .limits import (
@@ -94,6 +94,9 @@ def parse_xattrs(blob: bytes | None, where: str) -> dict[str, bytes]:
     return out
 
 
+_V = TypeVar("_V")
+
+
 @dataclass(frozen=True)
 class Chunk:
     offset: int
@@ -108,6 +111,21 @@ def chunk_at(chunks: Sequence[Chunk], offset: int) -> int:
     """The index of the last of ``chunks`` (in file order) starting at or before ``offset``; -1 if
     none does. On every read of a chunked file: a bisection, no list of offsets built per call."""
     return bisect.bisect_right(chunks, offset, key=_chunk_offset) - 1
+
+
+class _computed_once(Generic[_V]):
+    """``functools.cached_property`` without its lock (Python 3.11 takes an RLock on every first
+    access: per entry a FUSE listing shows). Two threads computing the same value at once is
+    harmless here: the value depends on the entry alone."""
+
+    def __init__(self, fn: Callable[[Any], _V]):
+        self.fn = fn
+        self.name = fn.__name__
+        self.__doc__ = fn.__doc__
+
+    def __get__(self, instance: Any, owner: Any = None) -> _V:
+        value = instance.__dict__[self.name] = self.fn(instance)
+        return value
 
 
 @dataclass(frozen=True)
@@ -166,7 +184,7 @@ class DirEntry:
         """Device number of a character/block device (stored in ``size``)."""
         return self.size if self.is_special else 0
 
-    @functools.cached_property
+    @_computed_once
     def inode(self) -> int:
         """Kept once computed (an md5 of the path; the FUSE client asks for it several times per
         entry it lists)."""

@@ -63,11 +63,18 @@ def _error(err: int) -> mfusepy.FuseOSError:
 def packed_entry(e: DirEntry) -> bytes:
     """The ``struct fuse_entry_param`` of an entry (what the high-level client's ``attrs`` dict
     says), kept by the kernel for ``TIMEOUT``."""
-    size = shown_size(e)
+    mode = e.mode
+    kind = mode & 0o170000  # DirEntry.rdev and shown_size inline (this runs for every entry listed)
+    if kind in (stat.S_IFREG, stat.S_IFDIR):
+        size, rdev = e.size, 0
+    elif kind == stat.S_IFLNK:
+        size, rdev = shown_size(e), 0
+    else:
+        size, rdev = 0, e.size
     sec, nsec = divmod(e.mtime_ns, 1_000_000_000)
     ino = e.inode
     return ll.pack_entry(
-        ino, ino, e.linkcount, e.mode, e.uid, e.gid, e.rdev, size, 1 << 16, (size + 511) >> 9,
+        ino, ino, e.linkcount, mode, e.uid, e.gid, rdev, size, 1 << 16, (size + 511) >> 9,
         sec, nsec, sec, nsec, sec, nsec, TIMEOUT, TIMEOUT,
     )  # fmt: skip
 

@@ -171,15 +171,16 @@ class Connection:
             end = a if b < 0 or 0 <= a < b else b
             if end >= 0:
                 self._buf = buf[end + (3 if end == a else 2) :]
-                lines = buf[:end].split(b"\n")
+                block = buf[:end]
+                if block.endswith(b"\r"):
+                    block = block[:-1]
+                # whole-block operations, not a loop per line (this runs for every object fetched)
+                lines = block.replace(b"\r\n", b"\n").split(b"\n")
                 if len(lines) > MAX_HEADERS + 1:
                     raise ProtocolError(f"got more than {MAX_HEADERS} headers")
-                out = []
-                for line in lines:
-                    if len(line) > MAX_HEADER_LINE:
-                        raise ProtocolError(f"a header line longer than {MAX_HEADER_LINE} bytes")
-                    out.append(line[:-1] if line.endswith(b"\r") else line)
-                return out
+                if len(block) > MAX_HEADER_LINE and max(map(len, lines)) > MAX_HEADER_LINE:
+                    raise ProtocolError(f"a header line longer than {MAX_HEADER_LINE} bytes")
+                return lines
             if buf.count(b"\n") > MAX_HEADERS + 1:
                 raise ProtocolError(f"got more than {MAX_HEADERS} headers")
             if len(buf) - buf.rfind(b"\n") > MAX_HEADER_LINE + 2:
@@ -193,10 +194,10 @@ def _fields(lines: list[bytes]) -> dict[str, str]:
     continues the field before it)."""
     fields: dict[str, str] = {}
     last = ""
-    for line in lines:
-        if not line:
+    # decoded as one block, not line by line (this runs for every object fetched)
+    for text in b"\n".join(lines).decode("iso-8859-1").split("\n"):
+        if not text:
             continue
-        text = line.decode("iso-8859-1")
         if text[0] in " \t" and last:
             fields[last] = f"{fields[last]} {text.strip()}"
             continue

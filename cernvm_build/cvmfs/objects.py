@@ -171,7 +171,7 @@ def sweep_temporaries(base: Path, before: float) -> int:
     return len(swept)
 
 
-class Holdings:
+class Holdings(set[str]):
     """What a cache's fan-out directory holds (``XX/rest`` files, by ``XX + rest``), in memory, so
     that a miss costs no failed open: on a cold read through the mount every object missed in the
     plain cache, in the object cache and in the prefetcher's look, each a system call and, among
@@ -182,35 +182,26 @@ class Holdings:
     ways, never trusted for what is served: a file gone behind its back (another process's size
     limit, a user clearing the cache) makes the open after a "held" answer fail, and the caller
     forgets it and fetches as on a miss; a file another process added is fetched again (the same
-    bytes, renamed into place atomically)."""
+    bytes, renamed into place atomically).
+
+    A set of those keys itself (``in``, ``add``, ``discard`` are C calls: several per object on a
+    cold read)."""
 
     def __init__(self, base: Path):
+        super().__init__()
         self.base = str(base)
-        self._keys: set[str] = set()
         with contextlib.suppress(FileNotFoundError):
             for d in os.listdir(self.base):
                 if len(d) == 2:
                     with contextlib.suppress(NotADirectoryError, FileNotFoundError):
-                        self._keys.update(d + n for n in os.listdir(f"{self.base}/{d}") if n[0] != ".")
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._keys
-
-    def __len__(self) -> int:
-        return len(self._keys)
-
-    def add(self, key: str) -> None:
-        self._keys.add(key)
-
-    def discard(self, key: str) -> None:
-        self._keys.discard(key)
+                        self.update(d + n for n in os.listdir(f"{self.base}/{d}") if n[0] != ".")
 
     def forget_path(self, path: str) -> None:
         """``path`` (a file of this directory, e.g. one the size limit evicted) is gone."""
         base = self.base
         if path.startswith(base) and path[len(base) : len(base) + 1] == "/":
             rel = path[len(base) + 1 :]
-            self._keys.discard(rel[:2] + rel[3:])
+            self.discard(rel[:2] + rel[3:])
 
 
 def compress(data: bytes) -> bytes:
