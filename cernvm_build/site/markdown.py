@@ -141,12 +141,13 @@ def _highlighted(lang: str, code: str) -> str:
 
 @lru_cache(maxsize=1)
 def _code_salt() -> bytes:
-    # what a highlighted block depends on besides its language and text: this code, lexfast's and
-    # Pygments'
+    # what a highlighted block depends on besides its language and text: this code, lexfast's (and
+    # the rule filter it uses) and Pygments'
     import pygments  # its package module only: no lexer tables
 
     code = hashlib.sha256(Path(__file__).read_bytes())
-    code.update((Path(__file__).parent / "lexfast.py").read_bytes())
+    for name in ("lexfast.py", "refirst.py"):
+        code.update((Path(__file__).parent / name).read_bytes())
     return f"{VERSION}\0{pygments.__version__}\0".encode() + code.digest()
 
 

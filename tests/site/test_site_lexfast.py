@@ -14,6 +14,7 @@ from bench.site_corpus import CODE
 from cernvm_build.paths import data_dir
 from cernvm_build.site import lexfast
 from cernvm_build.site import markdown as md_mod
+from cernvm_build.site.refirst import first_chars
 
 #: the site's languages and others whose rules have what joining must keep: leading flags (Python's
 #: "(?i)" prefixes), numbered backreferences (bash heredocs, Perl's quote operators past group 99),
@@ -58,8 +59,11 @@ def test_tokens_are_pygments_own(lang: str, join_at_once: None) -> None:
         assert list(lexfast.tokens(lexer, text)) == list(RegexLexer.get_tokens_unprocessed(lexer, text)), text
     joined, _uses = lexfast._JOINED[type(lexer)]
     assert any(j is not None for j in joined.values())  # the joined path ran, not only the loop
+    # and so did the alternations of only the rules a position's character can start
+    assert any(j is not None and j.by_rules for j in joined.values())
     if lang in ("python", "bash"):
-        assert joined["root"] is not None
+        root = joined["root"]
+        assert root is not None and root.by_rules
 
 
 def test_states_are_joined_only_after_many_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -102,3 +106,53 @@ def test_the_render_workers_get_the_lexers_made_before_they_fork(tmp_path: Path)
     md_mod._lexer("python")
     md_mod._lexer("bash")
     assert md_mod._lexer.cache_info().hits == made.hits + 2
+
+
+def test_a_rule_matches_only_where_its_first_characters_say(join_at_once: None) -> None:
+    # every rule of the site's languages at every position of the samples: a match that starts with
+    # an ASCII character is one of its first characters, an empty match only for a rule that has none
+    texts = [*ODD, *(code.format(n=7) for code in CODE.values()), *_samples()[-4:]]
+    checked = 0
+    for lang in LANGUAGES:
+        lexer = get_lexer_by_name(lang)
+        for rules in lexer._tokens.values():
+            for match, _action, _new in rules:
+                pattern = match.__self__
+                first = first_chars(pattern)
+                if first is None:
+                    continue
+                checked += 1
+                for text in texts:
+                    for pos in range(len(text)):
+                        m = pattern.match(text, pos)
+                        if m is not None:
+                            assert m.end() > pos, pattern.pattern
+                            assert not text[pos].isascii() or text[pos] in first, (pattern.pattern, text[pos])
+    assert checked > 500
+
+
+@pytest.mark.parametrize(
+    ("source", "flags", "can", "cannot"),
+    [
+        (r"(?i)ſ", 0, "sS", ""),  # ignoring case, the long s matches "s": never left out there
+        (r"\u212a", re.I, "kK", ""),  # the Kelvin sign and "k"
+        ("é", 0, "", "eE"),  # without IGNORECASE a non-ASCII letter starts with no ASCII character
+        (r"[^\S\n]+", 0, " \t\x0b\x1f", "\na"),  # \s has \x1c-\x1f for text patterns
+        (r"(?<!\.)\b(def|class)\b", 0, "dc", ".e_ "),  # zero-width parts add no character
+        (r"(a?)\1x", 0, "ax", ""),  # a backreference may be empty: what follows it counts
+        (r"(?:ab)*c|d", 0, "acd", "b"),
+        (r"x{0}y", 0, "xy", "z"),
+        (r"\d+|[A-F]", re.A, "09AF", "aG"),
+    ],
+)
+def test_first_characters_are_never_too_few(source: str, flags: int, can: str, cannot: str) -> None:
+    pattern = re.compile(source, flags)
+    first = first_chars(pattern)
+    assert first is not None
+    assert set(can) <= first
+    assert not set(cannot) & first
+
+
+@pytest.mark.parametrize("source", [r"x*", r"(?=a)", r"\b", r"a|", r"(a?)\1"])
+def test_a_rule_that_can_match_nothing_is_tried_at_every_character(source: str) -> None:
+    assert first_chars(re.compile(source)) is None

@@ -1,0 +1,118 @@
+"""The ASCII characters a compiled regular expression's match can start with, read from its parsed form.
+
+``lexfast`` tries a lexer state's rules as one alternation; at a position, only the rules whose match
+can start with the character there need to be in it (an identifier in Python code is matched by the
+30th rule after 29 that cannot start with a letter, or with that letter). The answer must never be
+too small: every construct this module does not know, and every one it cannot read exactly (a
+backreference, a character class of non-ASCII members under IGNORECASE, where "ſ" matches "s"),
+counts as "any character", and a zero-width assertion (``^``, ``\\b``, lookarounds) as nothing, so
+the characters after it count too. Only ASCII characters are answered for: at any other character
+every rule is tried.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from re import _constants as C  # type: ignore[attr-defined]  # the parser's opcodes (stdlib)
+from re import _parser  # type: ignore[attr-defined]  # what re.compile parses a pattern into (stdlib)
+from typing import Any
+
+ASCII = frozenset(map(chr, range(128)))
+
+_REPEATS = tuple(op for op in (C.MAX_REPEAT, C.MIN_REPEAT, getattr(C, "POSSESSIVE_REPEAT", None)) if op)
+_ZERO_WIDTH = (C.AT, C.ASSERT, C.ASSERT_NOT)
+
+
+@cache
+def _category(cat: Any, flags: int) -> frozenset[str]:
+    # the ASCII members of \d, \s, \w and their complements, as the engine itself tells them
+    source = {
+        C.CATEGORY_DIGIT: r"\d",
+        C.CATEGORY_NOT_DIGIT: r"\D",
+        C.CATEGORY_SPACE: r"\s",
+        C.CATEGORY_NOT_SPACE: r"\S",
+        C.CATEGORY_WORD: r"\w",
+        C.CATEGORY_NOT_WORD: r"\W",
+    }.get(cat)
+    if source is None:
+        return ASCII
+    pattern = re.compile(source, flags & re.ASCII)
+    return frozenset(c for c in ASCII if pattern.match(c))
+
+
+def _class(items: list[tuple[Any, Any]], flags: int) -> frozenset[str]:
+    members: set[str] = set()
+    negate = False
+    for op, av in items:
+        if op is C.NEGATE:
+            negate = True
+        elif op is C.LITERAL:
+            if av >= 128 and flags & re.I:
+                return ASCII  # a non-ASCII letter may match an ASCII one ignoring case
+            members.add(chr(av))
+        elif op is C.RANGE:
+            low, high = av
+            if high >= 128 and flags & re.I:
+                return ASCII
+            members.update(map(chr, range(low, min(high, 127) + 1)))
+        elif op is C.CATEGORY:
+            members |= _category(av, flags)
+        else:
+            return ASCII
+    if flags & re.I:
+        members |= {c.swapcase() for c in members}
+    members &= ASCII
+    return ASCII - members if negate else frozenset(members)
+
+
+def _sequence(items: Any, flags: int) -> tuple[frozenset[str], bool]:
+    """(the characters a match of the items in a row can start with, whether it can be empty)"""
+    first: set[str] = set()
+    for op, av in items:
+        chars, empty = _item(op, av, flags)
+        first |= chars
+        if not empty:
+            return frozenset(first), False
+    return frozenset(first), True
+
+
+def _item(op: Any, av: Any, flags: int) -> tuple[frozenset[str], bool]:
+    if op is C.LITERAL:
+        return _class([(op, av)], flags), False
+    if op is C.IN:
+        return _class(av, flags), False
+    if op is C.SUBPATTERN:
+        _group, add, delete, sub = av
+        return _sequence(sub, (flags | add) & ~delete)
+    if op is C.BRANCH:
+        first: set[str] = set()
+        empty = False
+        for branch in av[1]:
+            chars, can = _sequence(branch, flags)
+            first |= chars
+            empty = empty or can
+        return frozenset(first), empty
+    if op in _REPEATS:
+        low, _high, sub = av
+        chars, empty = _sequence(sub, flags)
+        return chars, empty or low == 0
+    if op is getattr(C, "ATOMIC_GROUP", None):
+        return _sequence(av, flags)
+    if op in _ZERO_WIDTH:
+        return frozenset(), True
+    if op is C.CATEGORY:
+        return _category(av, flags), False
+    return ASCII, True  # ANY, NOT_LITERAL, a backreference (may be empty), anything else
+
+
+def first_chars(pattern: re.Pattern[str]) -> frozenset[str] | None:
+    """The ASCII characters a match of ``pattern`` can start with; None if it can match the empty
+    string (then it can match anywhere) or is not a text pattern."""
+    if not isinstance(pattern.pattern, str) or pattern.flags & re.LOCALE:
+        return None
+    try:
+        chars, empty = _sequence(_parser.parse(pattern.pattern, pattern.flags), pattern.flags)
+    except Exception:  # a pattern the running parser reads otherwise: no claim
+        return None
+    return None if empty else chars
