@@ -115,8 +115,11 @@ def _spans(lexer: Lexer, code: str) -> str:
     out: list[str] = []
     run: list[str] = []
     current = ""
+    known = _CLASS  # a token type's class without a call per token (most of a block's tokens)
     for ttype, value in lexer.get_tokens(code):
-        cls = _css_class(ttype)
+        cls = known.get(ttype)
+        if cls is None:
+            cls = _css_class(ttype)
         if cls != current and run:
             text = html.escape("".join(run), quote=False)
             out.append(f'<span class="{current}">{text}</span>' if current else text)
