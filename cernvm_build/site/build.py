@@ -183,7 +183,8 @@ class Builder:
             keys = {rel: s.key for rel, s in planned.items()}
             edited = _edited(snap, keys)
             old_keys = {snap.keys[rel] for rel in edited} if snap and edited is not None else set()
-            metas = state.md_meta(set(keys.values()) | old_keys)
+            # a build that may plan the edited pages alone reads the rest of a page's metadata on use
+            metas = state.md_meta(set(keys.values()) | old_keys, lazy=edited is not None)
             fresh = render_markdown(planned, metas, state, self.jobs, self.reporter, old_keys)
             if edited and snap is not None and _shown_elsewhere(edited, keys, snap, metas):
                 edited = None  # a title, listed excerpt, heading id... other pages show it: plan them all
@@ -201,6 +202,8 @@ class Builder:
             delta = None
             if snap is not None and edited is not None and not new:
                 delta = Delta(snap.digest, frozenset(edited), old_outputs, self.out_dir, snap.searchable)
+            else:
+                state.read_whole(metas)  # every page planned: one query, not one per page
             inputs = sha(json.dumps(changed, sort_keys=True))
             asset_sha = filedigest.digests(sources.assets, state.files())
             state.put_files(asset_sha.rows, asset_sha.gone)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,7 @@ class Page:
     description: str = ""
     md_key: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)  # front matter
-    r: dict[str, Any] = field(default_factory=dict)  # rendered Markdown minus the HTML
+    r: Mapping[str, Any] = field(default_factory=dict)  # rendered Markdown minus the HTML (``cache.Meta``)
     extra: dict[str, Any] = field(default_factory=dict)  # layout data (release record, tag items)
 
 

@@ -104,7 +104,7 @@ def _source_page(
         updated=parse_date(fm.get("updated"), file, "updated") or changed,
         tags=tuple(sorted({str(t) for t in tags})),
         weight=int(fm.get("weight", 1000)),
-        description=str(fm.get("description") or meta["excerpt_text"][:200]),
+        description=str(fm.get("description") or meta["summary"]),
         md_key=key,
         meta=fm,
         r=meta,

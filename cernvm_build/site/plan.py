@@ -45,7 +45,7 @@ FIXED_OUTPUTS = ("atom.xml", "sitemap.xml", "robots.txt", SEARCH_MANIFEST)
 #: what of a rendered source's meta (``sources._render_source``) only its own page shows
 PRIVATE = frozenset(("toc", "links", "code", "fm_key"))
 #: what lists show of a page (``_item``): public only for pages in a list (dated or tagged ones)
-LISTED = frozenset(("excerpt_html", "excerpt_text"))
+LISTED = frozenset(("excerpt_html", "summary"))
 
 
 def public(meta: dict[str, Any]) -> bytes:

@@ -192,7 +192,7 @@ def _render_source(
         "ids": r.ids,
         "links": [(x.target, x.line, x.kind) for x in r.links],
         "excerpt_html": r.excerpt_html,
-        "excerpt_text": r.excerpt_text,
+        "summary": r.excerpt_text[:200],  # the page's description unless its front matter has one
         "code": sorted(r.code),
     }
     return src.key, meta, r.html, {k: v for k, v in r.code.items() if k not in known_code}

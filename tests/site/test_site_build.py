@@ -15,6 +15,7 @@ from sitehelpers import Edit, build_site, fragments, tree, write_release
 from cernvm_build.cli import reference as cli_reference
 from cernvm_build.errors import BuildError
 from cernvm_build.site.build import LinkErrors
+from cernvm_build.site.cache import State
 
 
 def test_real_site_builds_with_every_kind_of_output(site: Path, tmp_path: Path) -> None:
@@ -718,6 +719,40 @@ def test_an_edit_other_pages_do_not_show_plans_its_page_alone(
     # back as the last complete build had it (the failed builds wrote nothing): nothing to plan
     assert build_site(site, out).pages_planned == 0
     assert tree(out) == _clean(site, tmp_path, "clean2", monkeypatch)
+
+
+def test_a_rebuild_planning_one_page_reads_the_whole_metadata_of_that_page_alone(
+    site: Path, tmp_path: Path, edit: Edit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every page's head (front matter, title, description) is read by every build, the rest of its
+    rendered metadata (TOC, heading ids, links, excerpt) by a rebuild that plans the edited pages alone
+    only for the pages it uses, and in one query by one that plans them all; both write a clean
+    build's bytes, and a link to another page's heading is checked against that page's ids."""
+    out = tmp_path / "out"
+    assert build_site(site, out).pages > 50
+    read: list[str] = []
+    whole = State.md_meta_of
+    monkeypatch.setattr(State, "md_meta_of", lambda self, key: read.append(key) or whole(self, key))
+    page = site / "content/docs/guides/preservation.md"
+    edit(page, "no longer receive security updates", "no longer get security updates")
+    assert build_site(site, out).pages_planned == 1
+    # the former version's (``plan.public`` compared) and the feed's pages' (their excerpts)
+    assert 1 < len(read) < 10
+    first = len(read)
+    edit(page, "## The idea", "See [the alien cache](cache.md#alien-cache).\n\n## The idea")
+    read.clear()
+    assert build_site(site, out).pages_planned == 1
+    assert len(read) == first + 1  # and the page its link names (its heading ids)
+    edit(page, "cache.md#alien-cache", "cache.md#no-such-heading")
+    with pytest.raises(LinkErrors, match=r"preservation\.md:.*no heading '#no-such-heading'"):
+        build_site(site, out)
+    edit(page, "cache.md#no-such-heading", "cache.md#alien-cache")
+    # a new title: shown by other pages, every page planned, every page's metadata read in one query
+    edit(page, "title: Preserving EL4–EL6 environments", "title: Preserving old environments")
+    read.clear()
+    report = build_site(site, out)
+    assert report.pages_planned == report.pages and len(read) == 1  # the former version's alone
+    assert tree(out) == _clean(site, tmp_path, "clean", monkeypatch)
 
 
 def test_a_rebuild_planning_only_edited_pages_restores_what_was_changed_in_the_output(
