@@ -459,26 +459,45 @@ class ObjectStore:
                 self._ahead_bytes -= len(data)
         return data
 
+    def _whole(
+        self, plain: PlainCache, name: str, suffix: str, size: int, compressed: bool, what: str
+    ) -> bytes:
+        """The whole inflated object from the plain cache: handed over from its fetch ahead, else one
+        read of the copy that also checks it, else made (by this thread, or by the fetch ahead it
+        waits for); a small one made here is returned from memory, not read back from its copy."""
+        key = name + suffix
+
+        def get(_key: str) -> bytes | None:
+            data = self._take_ahead(key)
+            if data is None:
+                data = plain.read_whole(name, suffix, size)
+            if data is not None:
+                self.stats["cache_hits"] += 1
+            return data
+
+        def make() -> bytes:
+            if size > AHEAD_ITEM:
+                fd = self._make_plain(name, suffix, size, compressed, what)
+                try:
+                    return os.pread(fd, size, 0)
+                finally:
+                    os.close(fd)
+            keep: list[bytes] = []
+            os.close(self._make_plain(name, suffix, size, compressed, what, keep))
+            return keep[0] if len(keep) == 1 else b"".join(keep)
+
+        return self._once(key, get, make)
+
     def read(
         self, name: str, suffix: str, *, size: int, offset: int, length: int, compressed: bool, what: str
     ) -> bytes:
         """``length`` bytes at ``offset`` of the inflated object of ``size`` bytes."""
         plain = self.plain_cache
         if plain is not None:
-            whole = offset == 0 and length >= size
-            if whole:  # the whole object: handed over from its fetch ahead, or one read that checks it
-                data = self._take_ahead(name + suffix)
-                if data is None:
-                    data = plain.read_whole(name, suffix, size)
-                if data is not None:
-                    self.stats["cache_hits"] += 1
-                    return data
+            if offset == 0 and length >= size:
+                return self._whole(plain, name, suffix, size, compressed, what)
             fd = self.inflated_fd(name, suffix, size=size, compressed=compressed, what=what)
             try:
-                if whole:  # made meanwhile by a fetch ahead this read waited for
-                    data = self._take_ahead(name + suffix)
-                    if data is not None:
-                        return data
                 return os.pread(fd, min(length, size - offset), offset)
             finally:
                 os.close(fd)
