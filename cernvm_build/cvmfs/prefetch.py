@@ -196,7 +196,8 @@ class _Pool:
     only when a job comes and none is idle (as ``concurrent.futures`` does: a cold read on a loaded
     machine keeps few busy, and each extra one is more contention for the GIL). Not
     ``concurrent.futures`` itself: nobody waits for a fetch ahead's result, and a future per job
-    (its condition, lock and callbacks) was a third of a cold object's Python calls."""
+    (its condition, lock and callbacks) is Python work per fetched object for nothing (cProfile of a
+    cold read: ~4 of a file's ~155 Python calls)."""
 
     def __init__(self, workers: int):
         self.workers = workers
