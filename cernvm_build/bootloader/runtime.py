@@ -28,11 +28,12 @@ from ..fsutil import atomic_dir, sha256_file
 from ..paths import cache_dir, package_dir
 from ..proc import run
 
-#: What the initrd runs with this runtime: the FUSE mount, the user-data parser, the cloud user-data
-#: sources (metadata service, OpenNebula), the disk helper.
+#: What the initrd runs with this runtime: the FUSE mount, the user-data parser, both in one start,
+#: the cloud user-data sources (metadata service, OpenNebula), the disk helper.
 ENTRY_MODULES = (
     "cernvm_build.cvmfs.mount",
     "cernvm_build.bootloader.userdata",
+    "cernvm_build.bootloader.parse_and_mount",
     "cernvm_build.bootloader.cloudsource",
     "cernvm_build.bootloader.disk",
 )

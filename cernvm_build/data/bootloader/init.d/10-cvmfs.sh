@@ -75,7 +75,7 @@ if [ -z "$pinned" ]; then
     esac
 fi
 log cvmfs "mounting $CVMFS_REPO (${selector:-latest}, $why) from $CVMFS_SERVER"
-py_storage cernvm_build.cvmfs.mount "$@" $ROOT_RO >/tmp/cvmfs.log 2>&1 \
+mount_cvmfs /tmp/cvmfs.log "$@" $ROOT_RO \
     || panic "CernVM-FS mount of $CVMFS_REPO failed: $(tail -n 1 /tmp/cvmfs.log)"
 log cvmfs "$(grep '^mounted' /tmp/cvmfs.log | tail -n 1)"
 # Read ahead 1 MiB instead of the kernel's 128 KiB: every READ is a request the daemon answers in

@@ -1,0 +1,81 @@
+"""The user-data parser and the CernVM-FS mount in one Python start (the initrd's, under emulation).
+
+    python3 -m cernvm_build.bootloader.parse_and_mount USER_DATA LINES   (fd 3: done, fd 4: the mount)
+
+A boot that parses its user data (a first boot, a seeded one, changed user data) started Python twice:
+the parser, then the mount. Under TCG each start costs ~0.4 s beyond the first one's warm-up, which
+either process pays. Here one process parses ``USER_DATA`` into ``LINES`` (what
+``python3 -m cernvm_build.bootloader.userdata`` prints: checked ``key=value`` lines; its reports on
+stderr), writes ``0`` (or ``1``: the parse failed, the lines are not to be kept) and a newline on fd 3
+and closes it, then imports the mount while the init goes on (scratch disk, resize), and waits on fd 4
+for the mount's command line: a log file (stdout and stderr go there, as the init's redirection did),
+the number of arguments, then one argument a line. It then runs the mount as
+``python3 -m cernvm_build.cvmfs.mount`` would and exits with its status. fd 4 at its end before a whole
+command line (the init went another way): exits 0, nothing mounted. The init's side is
+``init.head.sh`` ``parse_user_data`` and ``10-cvmfs.sh``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from . import userdata
+
+DONE_FD = 3
+ARGS_FD = 4
+
+
+def _parse(source: str, lines: str) -> bool:
+    try:
+        with open(source, "rb") as f:
+            parsed = userdata.parse(f.read())
+        for msg in parsed.messages:
+            sys.stderr.write(f"ucernvm: context: {msg}\n")
+        text = userdata.render(parsed.values)
+    except OSError as e:
+        sys.stderr.write(f"ucernvm: context: {source}: {e.strerror}\n")
+        text, ok = "", False
+    else:
+        ok = True
+    sys.stderr.flush()
+    with open(lines, "w", encoding="utf-8") as f:
+        f.write(text)
+    return ok
+
+
+def _mount_command(fd: int) -> tuple[str, list[str]] | None:
+    """The log file and the mount's arguments from ``fd``; None when it ends first."""
+    with os.fdopen(fd, "r", encoding="utf-8", errors="surrogateescape") as f:
+        log, count = f.readline(), f.readline()
+        if not log.endswith("\n") or not count.strip().isdigit():
+            return None
+        args = [f.readline() for _ in range(int(count))]
+    if not all(a.endswith("\n") for a in args):
+        return None
+    return log[:-1], [a[:-1] for a in args]
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        sys.stderr.write("usage: python3 -m cernvm_build.bootloader.parse_and_mount USER_DATA LINES\n")
+        return 2
+    ok = _parse(argv[0], argv[1])
+    os.write(DONE_FD, b"0\n" if ok else b"1\n")
+    os.close(DONE_FD)
+    # imported while the init goes on to the scratch disk: its wait for the mount is shorter
+    from ..cvmfs import mount
+
+    command = _mount_command(ARGS_FD)
+    if command is None:
+        return 0
+    log, args = command
+    out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(out, 1)
+    os.dup2(out, 2)
+    os.close(out)
+    return mount.main(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
