@@ -56,6 +56,35 @@ def _mount_command(fd: int) -> tuple[str, list[str]] | None:
     return log[:-1], [a[:-1] for a in args]
 
 
+_shown: object = None  # the buffer /proc/PID/cmdline reads from once _show_mount_command set it
+
+
+def _show_mount_command(args: list[str]) -> None:
+    """``ps`` and ``/proc/PID/cmdline`` show the daemon as the init's ``py_storage`` would have
+    started the mount (``@ucernvm-cvmfs ... -m cernvm_build.cvmfs.mount ARGS``: its arguments, where
+    one looks for them), not as the parser it began as. ``prctl(PR_SET_MM)`` points the kernel at a
+    new argument area (root may; the initrd is root). Where that is refused the command line stays
+    the parser's; argv[0], which marks a root-storage daemon for systemd, is the same either way."""
+    global _shown
+    try:
+        import ctypes
+
+        with open("/proc/self/cmdline", "rb") as f:
+            words = f.read().split(b"\0")
+        head = words[: words.index(b"-m") + 1]
+        text = b"\0".join([*head, b"cernvm_build.cvmfs.mount", *(os.fsencode(a) for a in args)]) + b"\0"
+        buf = ctypes.create_string_buffer(text, len(text))
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_mm, arg_start, arg_end = 35, 8, 9
+        start = ctypes.addressof(buf)
+        # the new area lies below the old one (heap below stack): start first keeps start <= end
+        if libc.prctl(pr_set_mm, arg_start, ctypes.c_ulong(start), 0, 0) == 0:
+            libc.prctl(pr_set_mm, arg_end, ctypes.c_ulong(start + len(text)), 0, 0)
+        _shown = buf
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
         sys.stderr.write("usage: python3 -m cernvm_build.bootloader.parse_and_mount USER_DATA LINES\n")
@@ -74,6 +103,7 @@ def main(argv: list[str]) -> int:
     os.dup2(out, 1)
     os.dup2(out, 2)
     os.close(out)
+    _show_mount_command(args)
     return mount.main(args)
 
 
