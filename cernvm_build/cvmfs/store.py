@@ -435,14 +435,15 @@ class ObjectStore:
             os.close(self.inflated_fd(name, suffix, size=size, compressed=compressed, what=what))
             return
         keep: list[bytes] = []
-
-        def make() -> int:
-            return self._make_plain(name, suffix, size, compressed, what, keep)
-
-        os.close(self._once(key, lambda _key: plain.open(name, suffix, size), make))
+        made = self._once(
+            key,
+            lambda _key: plain.open(name, suffix, size),
+            lambda: self._make_plain(name, suffix, size, compressed, what, keep),
+        )
+        os.close(made)
         if not keep:  # made by another thread meanwhile (its reader has it)
             return
-        data = keep[0] if len(keep) == 1 else b"".join(keep)
+        data = b"".join(keep)  # one block: that block itself, not a copy
         with self._ahead_lock:
             if key not in self._ahead:
                 self._ahead[key] = data
@@ -484,7 +485,7 @@ class ObjectStore:
                     os.close(fd)
             keep: list[bytes] = []
             os.close(self._make_plain(name, suffix, size, compressed, what, keep))
-            return keep[0] if len(keep) == 1 else b"".join(keep)
+            return b"".join(keep)
 
         return self._once(key, get, make)
 
