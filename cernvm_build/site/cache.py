@@ -13,9 +13,8 @@ import os
 import pickle
 import sqlite3
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 SCHEMA = 10
 
@@ -25,8 +24,7 @@ SCHEMA = 10
 HEAD = ("fm", "fm_key", "h1", "summary", "code")
 
 
-@dataclass(frozen=True)
-class Snapshot:
+class Snapshot(NamedTuple):
     """What the last complete build planned (``plan.Delta``): the digest of everything but the pages'
     own Markdown, each Markdown source's key, and the pages the search index covers. Dropped before a
     build writes anything and recorded again when it is complete, so an interrupted build leaves none:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from ..errors import BuildError, Location
@@ -14,14 +14,12 @@ from . import frontmatter
 CONFIG_NAME = "config.yaml"
 
 
-@dataclass(frozen=True)
-class MenuItem:
+class MenuItem(NamedTuple):
     title: str
     url: str
 
 
-@dataclass(frozen=True)
-class Section:
+class Section(NamedTuple):
     name: str
     title: str
     layout: str  # layout of the section's pages

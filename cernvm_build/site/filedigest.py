@@ -17,8 +17,8 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from ..fsutil import sha256_file
 from .sources import SETTLED_NS
@@ -27,8 +27,7 @@ from .sources import SETTLED_NS
 Known = dict[str, tuple[tuple[int, int, int, int], str]]
 
 
-@dataclass(frozen=True)
-class Digests:
+class Digests(NamedTuple):
     sha256: dict[str, str]  # the caller's name of each file -> sha256 of its bytes (hex)
     #: state rows of the files hashed now whose stat is settled (``State.put_files``), recorded files gone
     rows: list[tuple[str, int, int, int, int, str]]

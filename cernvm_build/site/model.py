@@ -7,7 +7,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from .. import jsonable
@@ -71,8 +71,7 @@ class BuildReport:
         return jsonable.to_json(self, omit=("sources",), seconds=round(self.seconds, 3))
 
 
-@dataclass
-class Job:
+class Job(NamedTuple):
     """One output file: copied, written from bytes, or rendered from a template and its context."""
 
     out: str

@@ -4,9 +4,8 @@ and tag — and how a link written in Markdown resolves to a URL."""
 from __future__ import annotations
 
 import posixpath
-from dataclasses import dataclass
 from html import escape, unescape
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import BuildError, Location
 from . import markdown as md_mod
@@ -15,8 +14,7 @@ from .config import SiteConfig
 from .model import Page, out_file, page_path, parse_date, tag_slug
 
 
-@dataclass
-class PageSet:
+class PageSet(NamedTuple):
     pages: list[Page]
     by_path: dict[str, Page]  # site path -> page
     by_src: dict[str, Page]  # content-relative source -> page

@@ -21,9 +21,8 @@ import json
 import pickle
 import posixpath
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import BuildError, Location
 from ..fsutil import sha256_file
@@ -59,8 +58,7 @@ def public(meta: dict[str, Any]) -> bytes:
     return pickle.dumps({k: v for k, v in meta.items() if k not in hidden}, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-@dataclass(frozen=True)
-class Delta:
+class Delta(NamedTuple):
     """The last complete build's plan, for a rebuild whose edits change no page's ``public`` part."""
 
     digest: str  # that build's ``Plan.digest``
@@ -70,8 +68,7 @@ class Delta:
     searchable: frozenset[str]  # its ``Plan.searchable``
 
 
-@dataclass
-class Plan:
+class Plan(NamedTuple):
     jobs: list[Job]
     sidebars: dict[str, tuple[list[dict[str, Any]], str]]  # "section:open dir" -> (items, fingerprint)
     #: everything the outputs are made of but the pages' own Markdown (``Delta``)

@@ -47,9 +47,8 @@ import operator
 import pickle
 import re
 from collections.abc import Callable, Container
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .cache import State
 from .model import sha
@@ -100,15 +99,13 @@ BLOCK = frozenset(
 )  # fmt: skip
 
 
-@dataclass(frozen=True)
-class Shard:
+class Shard(NamedTuple):
     bundle: str  # "search-index/" or "search-index/more/<id>/"
     pages: tuple[str, ...]  # output paths of the HTML pages it covers
     key: str  # sha of the pages' paths and fingerprints
 
 
-@dataclass(frozen=True)
-class Indexed:
+class Indexed(NamedTuple):
     rows: list[tuple[str, str, int, int]]  # state rows of every index file
     written: int  # index files written
     removed: list[str]  # index files removed

@@ -16,9 +16,8 @@ import pickle
 import re
 import time
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import BuildError, CernVMError, Location
 from ..report import Reporter
@@ -41,8 +40,7 @@ SETTLED_NS = 2_000_000_000
 Known = dict[str, tuple[tuple[int, int, int, int], str, str]]
 
 
-@dataclass(frozen=True)
-class Sources:
+class Sources(NamedTuple):
     markdown: dict[str, tuple[str, str, str]]  # content-relative path -> (file, digest, generate name)
     assets: dict[str, Path]  # site-relative path -> file (content/ first, then static/)
     #: state rows of the Markdown files whose digest was taken now and whose stat is settled, and the
@@ -51,8 +49,7 @@ class Sources:
     gone: list[str]
 
 
-@dataclass(frozen=True)
-class Source:
+class Source(NamedTuple):
     """One Markdown file to render, with everything the renderer needs (sent to a worker)."""
 
     key: str

@@ -12,8 +12,7 @@ home when the page did not exist then).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .config import Section, SiteConfig
 
@@ -22,8 +21,7 @@ ARCHIVE = re.compile(r"^([a-z][a-z0-9_]*)-(\d[\w.\-]*)$")
 LATEST = "latest"
 
 
-@dataclass(frozen=True)
-class Versioned:
+class Versioned(NamedTuple):
     base: str  # the live section ('docs')
     version: str  # 'latest' or the release ('2026.11-1')
 

@@ -10,9 +10,8 @@ it into place at the end, ``fsutil.atomic_dir``): there each file is written onc
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import BuildError, CernVMError
 from ..report import Reporter
@@ -35,8 +34,7 @@ from .search import PREFIX as SEARCH_PREFIX
 from .search import page_extract
 
 
-@dataclass(frozen=True)
-class Work:
+class Work(NamedTuple):
     """Everything a worker needs to write outputs; handed to it as an argument through ``fork``."""
 
     out_dir: Path

@@ -125,9 +125,9 @@ def test_site_build_of_the_shipped_site_imports_no_other_area(
 
 #: what a rebuild that renders no page, or one page without new code blocks, does not need: YAML (its
 #: texts are in the build state's memo), rich (nothing shown with --json), the Markdown and template
-#: libraries (nothing rendered), Pygments' lexers (the blocks are known)
+#: libraries (nothing rendered), Pygments' lexers (the blocks are known), ctypes (fsutil's syncfs alone)
 RENDERING = ("markdown_it", "mdit_py_plugins", "jinja2")
-NOT_NEEDED = ("yaml", "rich", "pygments.lexers", "pygments.formatters", "multiprocessing")
+NOT_NEEDED = ("yaml", "rich", "pygments.lexers", "pygments.formatters", "multiprocessing", "ctypes")
 
 
 def test_a_rebuild_imports_only_what_its_changes_need(
