@@ -84,10 +84,15 @@ def _lexer(lang: str) -> Lexer | None:
         return None
 
 
-def warm_lexer(lang: str) -> None:
-    """Make (and keep) the lexer of ``lang`` now, with what its first block would import."""
+def warm_lexer(lang: str, *, many: bool = False) -> None:
+    """Make (and keep) the lexer of ``lang`` now, with what its first block would import; ``many``:
+    this process will highlight many blocks in it (``lexfast.join_early``)."""
     lexer = _lexer(lang)
     if lexer is not None:
+        if many:
+            from . import lexfast
+
+            lexfast.join_early(lexer)
         _spans(lexer, "x\n")
 
 

@@ -78,6 +78,36 @@ def test_states_are_joined_only_after_many_tokens(monkeypatch: pytest.MonkeyPatc
     assert joined["root"] is not None
 
 
+def test_a_lexer_joined_early_joins_each_state_at_its_first_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lexfast, "_JOINED", {})
+    monkeypatch.setattr(lexfast, "_EARLY", set())
+    lexer = get_lexer_by_name("bash", stripnl=False, ensurenl=False)
+    lexfast.join_early(lexer)
+    text = "echo hi\n"
+    assert list(lexfast.tokens(lexer, text)) == list(RegexLexer.get_tokens_unprocessed(lexer, text))
+    joined, uses = lexfast._JOINED[type(lexer)]
+    assert joined["root"] is not None and uses["root"] == 1
+    other = get_lexer_by_name("python", stripnl=False, ensurenl=False)
+    list(lexfast.tokens(other, "x = 1\n"))  # another class: still after JOIN_AFTER tokens
+    assert "root" not in lexfast._JOINED[type(other)][0]
+
+
+def test_warming_joins_early_the_languages_of_many_blocks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cernvm_build.site import sources
+
+    monkeypatch.setattr(lexfast, "_EARLY", set())
+    monkeypatch.setattr(sources, "MANY_BLOCKS", 2)
+    a, b = tmp_path / "a.md", tmp_path / "b.md"
+    a.write_text("```Python\nx = 1\n```\n\n```bash\necho\n```\n")  # a fence on the first line counts
+    b.write_text("text\n\n  ~~~ python\ny = 2\n~~~\n")
+    todo = [sources.Source(k, f.name, str(f), "/", "") for k, f in (("a", a), ("b", b))]
+    sources.warm_highlighting(todo)
+    early = {type(md_mod._lexer("python"))}
+    assert set(lexfast._EARLY) == early
+
+
 def test_highlighting_uses_it_and_keeps_pygments_html(monkeypatch: pytest.MonkeyPatch) -> None:
     from pygments import highlight
     from pygments.formatters import HtmlFormatter
