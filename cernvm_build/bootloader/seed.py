@@ -12,6 +12,8 @@ What the cache holds, as the daemon keeps it (``cvmfs/mount.py``):
 - the signed files (``.cvmfspublished``, ``.cvmfswhitelist``), the certificate, the history database
   and every catalog of the revision, as stored objects in ``data/`` (compressed, self-verifying), so
   the daemon opens the revision without fetching any of them (and offline from the saved manifest);
+  the catalogs (and the history) also inflated in ``plain/``, as the daemon keeps them, so that it
+  opens them without hashing and inflating them again;
 - file contents (whole files and chunks) only as the daemon serves them, inflated in ``plain/``
   (``plaincache.py``: the inflated bytes plus a CRC trailer), sized by the verified catalog; an
   object the revision does not name (a trace of another revision) goes to ``data/`` as stored: the
@@ -211,6 +213,7 @@ def make_seed(
             snapshot=snapshot,
             timeout=timeout,
             retries=retries,
+            inflated=True,
         )
         try:
             seed = _fill(repo, parsed, where, rep, jobs, dest)
@@ -256,8 +259,7 @@ def _fill(
     """Every traced object into the repository's cache; the seed ``dest`` will be, but its disk."""
     store = repo.store
     cache = store.cache
-    assert cache is not None
-    store.plain_cache = PlainCache(cache.root)
+    assert cache is not None and store.plain_cache is not None
     rep.step(f"seed: {repo.fqrn} revision {repo.revision}: reading the catalogs the trace names")
     # The catalogs of this revision for the subtrees the boot opened (a boot reaches a catalog only
     # through its parent): what the daemon would load, and the sizes of the files it read. Not the
@@ -268,7 +270,7 @@ def _fill(
     for name, h, suffix in parsed:
         if suffix == "C":
             with _named(name, "catalog", where):
-                db = store.plain_file(h, suffix, size=None, what="catalog", cap=MAX_CATALOG_BYTES)
+                db = store.database_file(h, suffix, size=None, what="catalog", cap=MAX_CATALOG_BYTES)
                 cat = Catalog(db, name=h, where=repo.fqrn)  # the revision's own walk reuses the file
                 subtrees.add(cat.root_prefix)
                 cat.close()

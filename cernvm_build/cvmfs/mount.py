@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ..errors import CernVMError, CvmfsError, UsageError
 from ..fsutil import atomic_write
-from .plaincache import STALE_TMP_S, PlainCache
+from .plaincache import STALE_TMP_S
 from .quota import MB, Quota
 from .repository import Repository, SnapshotSpec, open_repository
 
@@ -167,11 +167,12 @@ def _open(args: argparse.Namespace) -> Repository:
         snapshot=snapshot_from_args(args),
         timeout=args.timeout,
         retries=args.retries,
+        inflated=True,
     )
-    objects = repo.store.cache
-    if objects is not None:
-        # file contents are read from inflated copies (plaincache.py), the objects stay a Stratum
-        plain = repo.store.plain_cache = PlainCache(objects.root)
+    objects, plain = repo.store.cache, repo.store.plain_cache
+    if objects is not None and plain is not None:
+        # file contents and catalogs are read from inflated copies (plaincache.py), the objects
+        # stay a Stratum
         quota = None
         if args.quota_limit is not None:
             quota = Quota(objects.root, args.quota_limit * MB)

@@ -19,6 +19,12 @@ file handle keeps, with no Python per byte.
   the real client's is.
 - The size limit (``quota.py``) counts and evicts these files under the same rule as the objects; a
   descriptor kept open by a reader survives an eviction (the file is only unlinked).
+- Catalogs and the history database are kept here too (``store.ObjectStore.database_file``), opened
+  by SQLite by name (``database``), trailer and all: SQLite reads a database only up to the page
+  count its header states, and only databases whose header states their size are kept. A restart
+  then opens the mounted revision's catalogs without hashing and inflating them again (under TCG the
+  root catalog's ~0.9 s of every boot); the CRC check on first use stays. Being ``C`` files, the
+  catalogs are pinned by the size limit as their objects are.
 
 Standard library only: it runs in the μCernVM initrd.
 """
@@ -109,9 +115,10 @@ class PlainCache:
         """``path`` as a string, built without pathlib (it is on every read's path)."""
         return f"{self._base}/{name[:2]}/{name[2:]}{suffix}"
 
-    def open(self, name: str, suffix: str, size: int) -> int | None:
-        """A read-only descriptor on the inflated object of ``size`` bytes (the caller closes it);
-        None if it is absent or bad (a bad one is removed)."""
+    def open(self, name: str, suffix: str, size: int | None) -> int | None:
+        """A read-only descriptor on the inflated object of ``size`` bytes (None: as long as the
+        file less its trailer; the caller closes it); None if it is absent or bad (a bad one is
+        removed)."""
         held = self.held
         if held is not None and name + suffix not in held:
             return None
@@ -123,7 +130,10 @@ class PlainCache:
                 held.discard(name + suffix)
             return None
         try:
-            good = os.fstat(fd).st_size == size + TRAILER and (key in self._verified or _intact(fd, size))
+            have = os.fstat(fd).st_size
+            if size is None:
+                size = have - TRAILER
+            good = size >= 0 and have == size + TRAILER and (key in self._verified or _intact(fd, size))
         except BaseException:
             os.close(fd)
             raise
@@ -135,6 +145,16 @@ class PlainCache:
         if self.on_use is not None:
             self.on_use(p)
         return fd
+
+    def database(self, name: str, suffix: str, size: int | None) -> str | None:
+        """The path of the inflated database object (catalog, history) of ``size`` bytes (None:
+        unknown), checked as ``open`` checks it, for SQLite to open by name; None if absent or bad
+        (a bad one is removed)."""
+        fd = self.open(name, suffix, size)
+        if fd is None:
+            return None
+        os.close(fd)
+        return self.where(name, suffix)
 
     def read_whole(self, name: str, suffix: str, size: int) -> bytes | None:
         """The whole inflated object of ``size`` bytes, checked as ``open`` checks it, in one read
@@ -165,11 +185,15 @@ class PlainCache:
             self.on_use(p)
         return data[:size]
 
-    def put(self, name: str, suffix: str, blocks: Iterable[bytes], size: int) -> int:
+    def put(
+        self, name: str, suffix: str, blocks: Iterable[bytes], size: int | None, *, durable: bool = False
+    ) -> int:
         """Write ``blocks`` (the verified, inflated object) under its name and return a descriptor
         on it (the one it was written through, open before the size limit may evict the file
         again: a file larger than the limit is still served to this reader); SizeMismatch, and
-        nothing kept, if they are not ``size`` bytes."""
+        nothing kept, if they are not ``size`` bytes (None: not declared, the caller bounded them).
+        ``durable``: fsynced before the rename (a catalog, read at every start: made again from its
+        object only when its CRC fails, which a crash should not cause)."""
         d = f"{self._base}/{name[:2]}"
         dest = f"{d}/{name[2:]}{suffix}"
         # one writer per thread at a time: pid and thread make the name unique without mkstemp
@@ -191,7 +215,7 @@ class PlainCache:
                 if last:
                     write_all(fd, last)
                 last = block
-            if got != size:
+            if size is not None and got != size:
                 raise SizeMismatch(got)
             # One write for a small file's content and its trailer (a syscall per object less on a
             # cold read, each a GIL hand-off among the daemon's threads).
@@ -201,6 +225,8 @@ class PlainCache:
                 write_all(fd, (bytes(last) + tail)[done:])
             if self._chmod:
                 os.fchmod(fd, 0o644)
+            if durable:
+                os.fsync(fd)
             os.replace(tmp, dest)
         except BaseException:
             os.close(fd)

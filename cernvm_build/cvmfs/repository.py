@@ -30,6 +30,7 @@ from .history import History, Tag, parse_date
 from .limits import MAX_CERTIFICATE_BYTES, MAX_HISTORY_BYTES, MAX_MANIFEST_BYTES, MAX_WHITELIST_BYTES, human
 from .manifest import Manifest
 from .objects import SUFFIX_CERTIFICATE, SUFFIX_HISTORY, InflateLimit, decompress, parse_hash
+from .plaincache import PlainCache
 from .revision import Repository, VerifyReport
 from .store import ObjectStore
 from .whitelist import Whitelist
@@ -232,12 +233,15 @@ def open_repository(
     verify: bool = True,
     timeout: float = 10,
     retries: int = 2,
+    inflated: bool = False,
 ) -> Repository:
     """Open a repository from a Stratum URL (or several, for fail-over) or a local Stratum directory.
 
     ``verify=False`` skips the signature chain (manifest, whitelist, keys) only; object hashes and
     sizes are always checked. With ``cache_dir`` objects are cached in ``<cache_dir>/<fqrn>/`` and
-    the last verified manifest is used when no server answers.
+    the last verified manifest is used when no server answers; with ``inflated`` too, inflated
+    copies are kept beside them (``plaincache.py``: the mount daemon's and a seed's cache), the
+    catalogs from the root catalog on, so that the next start opens them as they are.
     """
     snapshot = snapshot or SnapshotSpec()
     if isinstance(source, str | Path) and not str(source).startswith(("http://", "https://", "file://")):
@@ -253,6 +257,8 @@ def open_repository(
     fetcher = make_fetcher(source, repo=name, proxy=proxy, timeout=timeout, retries=retries)
     cache = ObjectCache(cache_dir / name, repo=name) if cache_dir is not None else None
     store = ObjectStore(fetcher, cache, repo=name)
+    if inflated and cache is not None:
+        store.plain_cache = PlainCache(cache.root)
     keys = _load_keys(public_keys) if verify else []
     if verify and not keys:
         raise CvmfsError(
@@ -336,7 +342,7 @@ def _open(
     history: History | None = None
     if m is not None and m.history_hash:
         try:
-            hpath = store.plain_file(
+            hpath = store.database_file(
                 m.history_hash, SUFFIX_HISTORY, size=None, what="history database", cap=MAX_HISTORY_BYTES
             )
             history = History(hpath, where=name)

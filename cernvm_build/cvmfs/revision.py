@@ -145,7 +145,7 @@ class Repository:
                 hint="a chain of nested catalogs this deep is damaged or hostile; it is not read",
             )
         # A size of 0 means "not recorded" (old schemas): then only the cap bounds the inflation.
-        path = self.store.plain_file(
+        path = self.store.database_file(
             name, SUFFIX_CATALOG, size=size or None, what=what, cap=MAX_CATALOG_BYTES
         )
         cat = Catalog(path, name=name, where=self.fqrn, depth=depth)

@@ -27,7 +27,7 @@ from .cache import ObjectCache
 from .fetch import Fetcher
 from .limits import human, zlib_bound
 from .objects import ObjectHash, new_hasher, parse_hash
-from .plaincache import PlainCache, SizeMismatch
+from .plaincache import TRAILER, PlainCache, SizeMismatch
 
 _T = TypeVar("_T")
 
@@ -42,6 +42,19 @@ SPILL = 8 << 20
 #: small file asks for) are handed to the read that follows, AHEAD_BYTES of them at most
 AHEAD_ITEM = 128 << 10
 AHEAD_BYTES = 8 << 20
+
+
+def sqlite_states_its_size(header: bytes, length: int) -> bool:
+    """The SQLite database of ``length`` bytes whose first 100 bytes are ``header`` states its size
+    in its header (page size times page count, valid: the change counter matches the
+    version-valid-for number), so SQLite reads no further and bytes after it (the plain cache's
+    trailer) are never taken for a page. Every SQLite since 3.7.0 (2010) writes it so."""
+    if len(header) < 100 or not header.startswith(b"SQLite format 3\x00") or header[24:28] != header[92:96]:
+        return False
+    page = int.from_bytes(header[16:18], "big")
+    if page == 1:
+        page = 1 << 16
+    return int.from_bytes(header[28:32], "big") * page == length
 
 
 def stored_limit(size: int | None, compressed: bool, cap: int | None) -> int | None:
@@ -366,28 +379,74 @@ class ObjectStore:
     ) -> Path:
         """The inflated object as a scratch file (catalogs for SQLite, very large file objects);
         ``size`` None: at most ``cap`` bytes."""
+        return self._once(
+            name + suffix,
+            self._spilled.get,
+            lambda: self._make_scratch(name, suffix, size, compressed, what, cap),
+            self._spilled.__setitem__,
+        )
+
+    def _make_scratch(
+        self, name: str, suffix: str, size: int | None, compressed: bool, what: str, cap: int | None
+    ) -> Path:
+        h = parse_hash(name)
+        dest = self.scratch() / (name + suffix)
+        fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=dest.parent)
+        try:
+            got = 0
+            limit = stored_limit(size, compressed, cap)
+            with os.fdopen(fd, "wb") as f, self._stored(h, suffix, what, limit) as blocks:
+                for out in self._inflate_blocks(h, suffix, blocks, compressed, what, size, cap):
+                    got += len(out)
+                    f.write(out)
+            if size is not None and got != size:
+                raise self._size_error(h, suffix, got, size, what)
+            os.replace(tmp, dest)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        return dest
+
+    def database_file(self, name: str, suffix: str, *, size: int | None, what: str, cap: int) -> Path:
+        """A database object (a catalog, the history) inflated into a file for SQLite; ``size``
+        None: at most ``cap`` bytes. With a plain cache the file is its inflated copy, kept across
+        restarts (checked by its CRC on first use, as file contents are: no hash and no inflating
+        of the object again); else a scratch file of this process (``plain_file``)."""
+        plain = self.plain_cache
+        if plain is None:
+            return self.plain_file(name, suffix, size=size, what=what, cap=cap)
+
+        def get(key: str) -> Path | None:
+            known = self._spilled.get(key)
+            if known is not None:
+                return known
+            found = plain.database(name, suffix, size)
+            if found is None:
+                return None
+            self.stats["cache_hits"] += 1
+            return Path(found)
 
         def make() -> Path:
             h = parse_hash(name)
-            dest = self.scratch() / (name + suffix)
-            fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=dest.parent)
+            with self._stored(h, suffix, what, stored_limit(size, True, cap)) as blocks:
+                inflated = self._inflate_blocks(h, suffix, blocks, True, what, size, cap)
+                try:
+                    fd = plain.put(name, suffix, inflated, size, durable=True)
+                except SizeMismatch as e:
+                    raise self._size_error(h, suffix, e.got, size or 0, what) from None
             try:
-                got = 0
-                limit = stored_limit(size, compressed, cap)
-                with os.fdopen(fd, "wb") as f, self._stored(h, suffix, what, limit) as blocks:
-                    for out in self._inflate_blocks(h, suffix, blocks, compressed, what, size, cap):
-                        got += len(out)
-                        f.write(out)
-                if size is not None and got != size:
-                    raise self._size_error(h, suffix, got, size, what)
-                os.replace(tmp, dest)
-            except BaseException:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
-                raise
-            return dest
+                header = os.pread(fd, 100, 0)
+                length = os.fstat(fd).st_size - TRAILER
+            finally:
+                os.close(fd)
+            if not sqlite_states_its_size(header, length):
+                # SQLite would take the trailer for part of the database: a scratch file instead
+                plain.discard(name, suffix)
+                return self._make_scratch(name, suffix, size, True, what, cap)
+            return Path(plain.where(name, suffix))
 
-        return self._once(name + suffix, self._spilled.get, make, self._spilled.__setitem__)
+        return self._once(name + suffix, get, make, self._spilled.__setitem__)
 
     def inflated_fd(self, name: str, suffix: str, *, size: int, compressed: bool, what: str) -> int:
         """A descriptor (the caller closes it) on the inflated object of ``size`` bytes in the plain

@@ -11,11 +11,13 @@ import signal
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import pytest
 
-from cernvm_build.cvmfs.objects import parse_hash
+from cernvm_build.cvmfs import store as store_mod
+from cernvm_build.cvmfs.objects import object_path, parse_hash
 from cernvm_build.cvmfs.plaincache import STALE_TMP_S, TRAILER, PlainCache
 from cernvm_build.cvmfs.quota import Quota
 from cernvm_build.cvmfs.repository import Repository, open_repository
@@ -157,6 +159,86 @@ def test_the_size_limit_counts_and_evicts_inflated_files(tmp_path: Path) -> None
     q.limit = 1300  # evict to 975: the object and the older inflated file go, the catalog stays
     q.used(inflated_new)
     assert not obj.exists() and not inflated_old.exists() and cat.exists() and inflated_new.exists()
+
+
+def _open_inflated(source: str | Path, fx: Fixture, cache: Path) -> Repository:
+    """Opened as the mount daemon opens it: catalogs too are kept inflated in the plain cache."""
+    return open_repository(
+        source, fqrn=FQRN, public_keys=[fx.pub], cache_dir=cache, retries=0, timeout=5, inflated=True
+    )
+
+
+def test_a_restart_opens_the_kept_inflated_catalogs_without_their_objects(
+    fx: Fixture, server: Server, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    with _open_inflated(server.repo_url(), fx, cache) as repo:
+        names = [e.name for e in repo.listdir("/")]
+        databases = [(repo.root_hash, "C")]
+        if repo.manifest is not None and repo.manifest.history_hash:
+            databases.append((repo.manifest.history_hash, "H"))
+    root = cache / FQRN
+    plain = PlainCache(root)
+    for name, suffix in databases:
+        stored = root / object_path(name, suffix)
+        assert plain.path(name, suffix).read_bytes()[:-TRAILER] == zlib.decompress(stored.read_bytes())
+        stored.unlink()
+    # the compressed objects gone, the server down: only the kept copies can open the revision
+    server.close()
+    with _open_inflated(server.repo_url(), fx, cache) as repo:
+        assert repo.offline and [e.name for e in repo.listdir("/")] == names
+        assert repo.store.stats["fetched"] == 0
+
+
+@pytest.mark.parametrize("damage", ["flipped byte", "truncated", "trailer missing"])
+def test_a_damaged_kept_catalog_is_made_again(fx: Fixture, tmp_path: Path, damage: str) -> None:
+    cache = tmp_path / "cache"
+    with _open_inflated(fx.repo, fx, cache) as repo:
+        names = [e.name for e in repo.listdir("/")]
+        kept = PlainCache(cache / FQRN).path(repo.root_hash, "C")
+    good = kept.read_bytes()
+    raw = bytearray(good)
+    if damage == "flipped byte":
+        raw[len(raw) // 2] ^= 0x20  # inside a page, same size: only the CRC tells
+    elif damage == "truncated":
+        del raw[len(raw) // 2 :]
+    else:
+        del raw[-TRAILER:]
+    kept.write_bytes(bytes(raw))
+    with _open_inflated(fx.repo, fx, cache) as repo:  # a new process: checked on first use
+        assert [e.name for e in repo.listdir("/")] == names
+        assert repo.store.stats["fetched"] == 0  # made again from the verified object in data/
+    assert kept.read_bytes() == good
+
+
+def test_kept_catalogs_count_in_the_size_limit_and_are_never_evicted(fx: Fixture, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    with _open_inflated(fx.repo, fx, cache) as repo:
+        repo.read(FILE)
+        kept = PlainCache(cache / FQRN).path(repo.root_hash, "C")
+        content = _plain_file(repo, FILE)
+    q = Quota(cache / FQRN, 1)
+    q.scan()
+    assert kept.exists() and not content.exists()
+    assert q.total >= kept.stat().st_size
+
+
+def test_a_database_whose_header_hides_its_size_is_not_kept(
+    fx: Fixture, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite would read the trailer of such a file as part of the database: a scratch file instead."""
+    with _open_inflated(fx.repo, fx, tmp_path / "cache") as repo:
+        kept = PlainCache(tmp_path / "cache" / FQRN).path(repo.root_hash, "C")
+    db = kept.read_bytes()[:-TRAILER]
+    assert store_mod.sqlite_states_its_size(db[:100], len(db))
+    assert not store_mod.sqlite_states_its_size(db[:100], len(db) + TRAILER)
+    stale = db[:24] + bytes(b ^ 1 for b in db[24:28]) + db[28:100]  # change counter != valid-for
+    assert not store_mod.sqlite_states_its_size(stale, len(db))
+    monkeypatch.setattr(store_mod, "sqlite_states_its_size", lambda header, length: False)
+    with _open_inflated(fx.repo, fx, tmp_path / "other") as repo:
+        names = [e.name for e in repo.listdir("/")]
+        assert not PlainCache(tmp_path / "other" / FQRN).path(repo.root_hash, "C").exists()
+    assert names
 
 
 def _mount(fx: Fixture, server: Server, mnt: Path, cache: Path, lib: str) -> None:

@@ -171,7 +171,9 @@ def test_a_seed_is_the_scratch_disk_a_boot_would_have_filled(traced: Traced, tmp
         repo.close()
     # the quota's LRU (``Quota.scan``: oldest mtime first): in the order the trace named the objects
     plain = cache / "cache" / FQRN / "plain"
-    order = [n for n in objects if (plain / n[:2] / n[2:]).exists()]
+    # the root catalog inflated as the daemon keeps it, so a seeded boot opens it without its object
+    assert (plain / seed.root_hash[:2] / f"{seed.root_hash[2:]}C").exists()
+    order = [n for n in objects if not n.endswith(("C", "H")) and (plain / n[:2] / n[2:]).exists()]
     assert len(order) == sum(len(entries[rel].chunks) or 1 for rel in READ)  # each file or chunk
     times = [_mtime(raw, f"/cache/{FQRN}/plain/{n[:2]}/{n[2:]}") for n in order]
     assert times == sorted(times) and len(set(times)) == len(times)
