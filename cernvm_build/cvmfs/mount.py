@@ -195,7 +195,13 @@ def _open(args: argparse.Namespace) -> Repository:
 
 def _after_mount(args: argparse.Namespace, repo: Repository) -> None:
     if args.snapshot_file is not None:
-        atomic_write(args.snapshot_file, f"{repo.root_hash}\n{repo.tag or ''}\n".encode())
+        pin = f"{repo.root_hash}\n{repo.tag or ''}\n".encode()
+        try:
+            same = args.snapshot_file.read_bytes() == pin
+        except OSError:
+            same = False
+        if not same:  # a reboot on its pin writes nothing (two fsyncs before the mount is ready)
+            atomic_write(args.snapshot_file, pin)
 
 
 def _prefer_libfuse3() -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from cernvm_build.cvmfs import store as store_mod
+from cernvm_build.cvmfs.cache import ObjectCache
 from cernvm_build.cvmfs.fetch import LocalFetcher
 from cernvm_build.cvmfs.objects import compress, hash_bytes
 from cernvm_build.cvmfs.store import ObjectStore
@@ -44,3 +45,14 @@ def test_large_objects_are_spilled_and_read_by_range(tmp_path: Path, monkeypatch
     assert [p.name for p in scratch.iterdir()] == [f"{h}P"]
     s.close()
     assert not scratch.exists()
+
+
+def test_a_signed_file_the_cache_holds_already_is_not_written_again(tmp_path: Path) -> None:
+    cache = ObjectCache(tmp_path / "c", repo="x.test")
+    cache.save_meta(".cvmfspublished", b"manifest 1")
+    ino = (tmp_path / "c" / ".cvmfspublished").stat().st_ino
+    cache.save_meta(".cvmfspublished", b"manifest 1")  # a restart on the same revision
+    assert (tmp_path / "c" / ".cvmfspublished").stat().st_ino == ino
+    for newer in (b"manifest 2", b"manifest 1 and more"):  # changed, or the old one a prefix of it
+        cache.save_meta(".cvmfspublished", newer)
+        assert cache.load_meta(".cvmfspublished") == newer

@@ -63,9 +63,11 @@ def test_mount_find_and_read_everything(fx: Fixture, server: Server, mnt: Path, 
 def test_snapshot_file_pins_the_next_mount(fx: Fixture, server: Server, mnt: Path, tmp_path: Path) -> None:
     snap = tmp_path / "snapshot"
     snap.write_text(f"{ROOT_REV1}\nslc4-frozen\n")
+    ino = snap.stat().st_ino
     r = _mount(server, fx, mnt, "--snapshot-file", str(snap))
     assert r.returncode == 0, r.stderr
     assert f"revision 1 root {ROOT_REV1} tag slc4-frozen" in r.stdout
+    assert snap.stat().st_ino == ino  # the pin it mounted is not written again
     assert (mnt / "usr/bin/tool5").exists() and not (mnt / "etc/new-in-rev2").exists()
     unmount(mnt)
     r = _mount(server, fx, mnt, "--tag", "slc4-update", "--snapshot-file", str(snap))  # explicit wins
