@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from functools import cached_property
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
@@ -29,8 +28,8 @@ class Section(NamedTuple):
     sidebar: bool  # pages show the section tree and previous/next
 
 
-@dataclass(frozen=True)
-class SiteConfig:
+class SiteConfig(NamedTuple):
+    # a NamedTuple, as the other records a rebuild imports: a dataclass costs ~1 ms to create (exec)
     title: str
     description: str
     base_url: str  # absolute, ends with '/'
@@ -43,23 +42,18 @@ class SiteConfig:
     feed_limit: int
     highlight_style: str
     releases_url: str  # download URL of a release's files, '{version}' replaced
-    repositories: dict[str, str] = field(default_factory=dict)  # repo name -> metadata dir override
-    edit_url: str = ""  # where a page's source is edited, '{path}' = its path under content/
+    repositories: dict[str, str]  # repo name -> metadata dir override
+    edit_url: str  # where a page's source is edited, '{path}' = its path under content/
 
-    @cached_property
+    @property
     def base_path(self) -> str:
         """The URL path the site lives under: '/' or '/prefix/'."""
-        return urlsplit(self.base_url).path or "/"
-
-    @cached_property
-    def _origin(self) -> str:
-        parts = urlsplit(self.base_url)
-        return f"{parts.scheme}://{parts.netloc}"
+        return _split(self.base_url)[0]
 
     def absolute(self, url: str) -> str:
         """A site path ('/docs/') as an absolute URL for feeds and sitemaps (one a page: the base URL
         is split once)."""
-        return self._origin + url
+        return _split(self.base_url)[1] + url
 
     def key(self) -> tuple[object, ...]:
         """Everything templates can see, for cache fingerprints."""
@@ -78,6 +72,13 @@ class SiteConfig:
             self.releases_url,
             self.edit_url,
         )
+
+
+@lru_cache(maxsize=8)
+def _split(base_url: str) -> tuple[str, str]:
+    """A base URL's path ('/' or '/prefix/') and origin ('https://host')."""
+    parts = urlsplit(base_url)
+    return parts.path or "/", f"{parts.scheme}://{parts.netloc}"
 
 
 DEFAULT_SECTIONS: dict[str, dict[str, Any]] = {

@@ -15,10 +15,9 @@ import html
 import posixpath
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 from urllib.parse import unquote, urlsplit
 
 if TYPE_CHECKING:
@@ -44,23 +43,21 @@ MARKER = re.compile(r"@@L:([^@]*)@@")
 RAW_LINK = re.compile(r"""(\b(?:href|src)\s*=\s*)(["'])([^"'<>]*)\2""", re.I)
 
 
-@dataclass(frozen=True)
-class Link:
+class Link(NamedTuple):
     target: str  # marker path ("docs/a.md#x"), site path ("/docs/"), "#frag", or absolute URL
     line: int  # line in the source file (1-based)
     kind: str  # "content" | "site" | "anchor" | "external"
 
 
-@dataclass
-class Rendered:
+class Rendered(NamedTuple):
     html: str
     excerpt_html: str
     excerpt_text: str
     h1: str | None
     toc: list[tuple[int, str, str]]  # (level, id, text) for h2/h3
     ids: list[str]  # every heading id, for anchor checks
-    links: list[Link] = field(default_factory=list)
-    code: dict[str, str] = field(default_factory=dict)  # its highlighted blocks by code_key
+    links: list[Link]
+    code: dict[str, str]  # its highlighted blocks by code_key
 
 
 def slugify(title: str) -> str:

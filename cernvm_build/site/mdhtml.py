@@ -18,9 +18,8 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import markdown_it_pyrs
 
@@ -55,15 +54,13 @@ def _parser() -> markdown_it_pyrs.MarkdownIt:
     return markdown_it_pyrs.MarkdownIt("commonmark").enable_many(["table", "strikethrough"])
 
 
-@dataclass
-class Heading:
+class Heading(NamedTuple):
     level: int
     slug_title: str  # text and inline code, as the anchors plugin reads it
     title: str  # also line breaks as spaces, stripped (toc, h1)
 
 
-@dataclass
-class Parts:
+class Parts(NamedTuple):
     """What ``markdown.render`` needs from a page besides its HTML."""
 
     html: str

@@ -28,27 +28,76 @@ class LinkErrors(BuildError):
         self.problems = problems
 
 
-@dataclass
 class Page:
-    src: str | None  # content-relative source, None for pages made from data
-    file: str | None  # source file for messages
-    path: str  # site path without the base: '/docs/a/'
-    url: str  # with the base path
-    out: str  # output file, relative to the output folder
-    section: str
-    kind: str  # page | index | home | release | tags | tag
-    layout: str
-    title: str
-    nav_title: str = ""  # shorter title for the sidebar and previous/next
-    date: str | None = None
-    updated: str | None = None
-    tags: tuple[str, ...] = ()
-    weight: int = 1000
-    description: str = ""
-    md_key: str | None = None
-    meta: dict[str, Any] = field(default_factory=dict)  # front matter
-    r: Mapping[str, Any] = field(default_factory=dict)  # rendered Markdown minus the HTML (``cache.Meta``)
-    extra: dict[str, Any] = field(default_factory=dict)  # layout data (release record, tag items)
+    """A page of the site. A plain class, not a dataclass: the rebuild path imports it, and a dataclass
+    costs ~1 ms to create (its methods are made with ``exec``); pages are built, not compared."""
+
+    __slots__ = (
+        "date",
+        "description",
+        "extra",
+        "file",
+        "kind",
+        "layout",
+        "md_key",
+        "meta",
+        "nav_title",
+        "out",
+        "path",
+        "r",
+        "section",
+        "src",
+        "tags",
+        "title",
+        "updated",
+        "url",
+        "weight",
+    )
+
+    def __init__(
+        self,
+        src: str | None,  # content-relative source, None for pages made from data
+        file: str | None,  # source file for messages
+        path: str,  # site path without the base: '/docs/a/'
+        url: str,  # with the base path
+        out: str,  # output file, relative to the output folder
+        section: str,
+        kind: str,  # page | index | home | release | tags | tag
+        layout: str,
+        title: str,
+        nav_title: str = "",  # shorter title for the sidebar and previous/next
+        date: str | None = None,
+        updated: str | None = None,
+        tags: tuple[str, ...] = (),
+        weight: int = 1000,
+        description: str = "",
+        md_key: str | None = None,
+        meta: dict[str, Any] | None = None,  # front matter
+        r: Mapping[str, Any] | None = None,  # rendered Markdown minus the HTML (``cache.Meta``)
+        extra: dict[str, Any] | None = None,  # layout data (release record, tag items)
+    ):
+        self.src = src
+        self.file = file
+        self.path = path
+        self.url = url
+        self.out = out
+        self.section = section
+        self.kind = kind
+        self.layout = layout
+        self.title = title
+        self.nav_title = nav_title
+        self.date = date
+        self.updated = updated
+        self.tags = tags
+        self.weight = weight
+        self.description = description
+        self.md_key = md_key
+        self.meta: dict[str, Any] = {} if meta is None else meta
+        self.r: Mapping[str, Any] = {} if r is None else r
+        self.extra: dict[str, Any] = {} if extra is None else extra
+
+    def __repr__(self) -> str:
+        return f"Page({self.path!r}, src={self.src!r})"
 
 
 @dataclass

@@ -8,7 +8,6 @@ the current page, so its size stays bounded however large a section grows.
 from __future__ import annotations
 
 import posixpath
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 
@@ -21,14 +20,18 @@ class NavPage(Protocol):
     kind: str
 
 
-@dataclass
 class Node:
-    dir: str  # content-relative folder ('docs/quickstart')
-    title: str
-    url: str | None
-    weight: int
-    pages: list[NavPage] = field(default_factory=list)
-    children: list[Node] = field(default_factory=list)
+    """A folder of the tree (a plain class: see ``model.Page``)."""
+
+    __slots__ = ("children", "dir", "pages", "title", "url", "weight")
+
+    def __init__(self, dir: str, title: str, url: str | None, weight: int):
+        self.dir = dir  # content-relative folder ('docs/quickstart')
+        self.title = title
+        self.url = url
+        self.weight = weight
+        self.pages: list[NavPage] = []
+        self.children: list[Node] = []
 
     def sort_key(self) -> tuple[int, str]:
         return (self.weight, self.title.lower())

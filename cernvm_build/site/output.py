@@ -148,6 +148,27 @@ def prune_empty_dirs(top: Path) -> None:
                 os.rmdir(root)
 
 
+def prune_emptied(top: Path, removed: list[str], empty: bool) -> None:
+    """Remove the folders under ``top`` left empty once ``removed`` (files, relative to ``top``) were
+    deleted; ``empty``: a folder was empty before (the listing said so), then every folder is looked
+    at (``prune_empty_dirs``). Else only the removed files' folders and their parents can be empty:
+    an ``rmdir`` each, not a walk of the tree (a one-page edit replaces a search fragment file)."""
+    if empty:
+        prune_empty_dirs(top)
+        return
+    root = str(top)
+    # deepest first: a folder whose last subfolder goes is tried after it
+    for folder in sorted(
+        {rel.rpartition("/")[0] for rel in removed}, key=lambda d: d.count("/"), reverse=True
+    ):
+        while folder:
+            try:
+                os.rmdir(f"{root}/{folder}")
+            except OSError:  # not empty (or gone): nor are its parents emptied by this one
+                break
+            folder = folder.rpartition("/")[0]
+
+
 def _output(dest: Path, made: set[str] | None) -> contextlib.AbstractContextManager[BinaryIO]:
     return atomic_file(dest, durable=False) if made is None else _new_file(dest, made)
 

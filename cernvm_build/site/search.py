@@ -52,7 +52,7 @@ from typing import Any, NamedTuple
 
 from .cache import State
 from .model import sha
-from .output import files_under, matches, prune_empty_dirs, write_output
+from .output import files_under, matches, prune_emptied, write_output
 from .parallel import fork_map
 from .stemmer import stem, stem_memo, words
 
@@ -487,7 +487,7 @@ def update(
     for rel in removed:
         (out_dir / rel).unlink(missing_ok=True)
     if removed or empty:
-        prune_empty_dirs(out_dir / PREFIX)
+        prune_emptied(out_dir / PREFIX, [rel[len(PREFIX) :] for rel in removed], empty)
     state.prune_search_extracts(set(keys.values()))
     return Indexed(sorted(rows), written, removed, len(stale))
 

@@ -23,7 +23,7 @@ from .output import (
     files_in_changed_folders,
     folder_rows,
     matches,
-    prune_empty_dirs,
+    prune_emptied,
     with_parents,
     write_output,
 )
@@ -191,7 +191,7 @@ def execute(
         except FileNotFoundError:
             pass
     if removed or empty_dirs:
-        prune_empty_dirs(out_dir)
+        prune_emptied(out_dir, removed, empty_dirs)
     # the folders this build listed or changed, as they are now (the others are as recorded), and
     # none of those it did not find
     now, gone = folder_rows(out_dir, set(listed) | with_parents([j.out for j in todo] + removed))

@@ -835,3 +835,25 @@ def test_strays_are_found_in_folders_unchanged_since_they_were_recorded(
     ]
     assert tree(out) == _clean(site, tmp_path, "clean", monkeypatch)
     assert not (out / "docs/guides/empty").exists() and not (out / "docs/reference/cli/junk").exists()
+
+
+def test_prune_emptied_removes_the_folders_a_removal_emptied_and_only_those(tmp_path: Path) -> None:
+    from cernvm_build.site.output import prune_emptied
+
+    for rel in ("a/b/c.html", "a/b2/c.html", "a/d.html", "e/f/g.html", "h/i.html"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x")
+    (tmp_path / "before").mkdir()  # empty before: left unless the listing said so
+    removed = ["a/b/c.html", "a/b2/c.html", "e/f/g.html"]
+    for rel in removed:
+        (tmp_path / rel).unlink()
+    prune_emptied(tmp_path, removed, empty=False)
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == [
+        "a",
+        "a/d.html",
+        "before",
+        "h",
+        "h/i.html",
+    ]
+    prune_emptied(tmp_path, [], empty=True)
+    assert not (tmp_path / "before").exists() and (tmp_path / "h/i.html").exists()
