@@ -91,7 +91,8 @@ class _Walk:
         for node in nodes:
             name = node.name
             if name in mdtree.INLINE:
-                self.inline(node, depth)
+                if name != "text":  # (outside a heading a text node holds nothing to collect)
+                    self.inline(node, depth)
                 after_text = True
                 continue
             if after_text and name not in ("bullet_list", "ordered_list"):
@@ -124,11 +125,11 @@ class _Walk:
         if depth >= mdtree.MAX_DEPTH:
             raise Mismatch("nesting")
         name = node.name
-        meta = node.meta
         if name in ("text", "text_special"):
             if slug is not None and shown is not None:
-                slug.append(meta["content"])
-                shown.append(meta["content"])
+                content = node.meta["content"]  # (a node's meta is a dict made at each access)
+                slug.append(content)
+                shown.append(content)
         elif name == "code_inline":
             if slug is not None and shown is not None:
                 content = "".join(c.meta.get("content", "") for c in node.children)
@@ -138,9 +139,9 @@ class _Walk:
             if shown is not None:
                 shown.append(" ")
         elif name == "html_inline":
-            self.raw(meta["content"], self.line(node))
+            self.raw(node.meta["content"], self.line(node))
         elif name in ("link", "image", "autolink"):
-            url = mdtree._url(meta["url"])  # raises for a recoded host name
+            url = mdtree._url(node.meta["url"])  # raises for a recoded host name
             if name == "autolink":
                 text = "".join(c.meta.get("content", "") for c in node.children)
                 if not mdtree.PLAIN_AUTOLINK.fullmatch(text):
