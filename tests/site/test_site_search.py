@@ -4,7 +4,10 @@ the stemmer and tokenizer the same on both sides; what a page contributes (artic
 
 from __future__ import annotations
 
+import itertools
 import json
+import operator
+import random
 import shutil
 import subprocess
 from pathlib import Path
@@ -14,8 +17,9 @@ import pytest
 from sitehelpers import SEARCH_QUERIES as QUERIES
 from sitehelpers import build_site, fragments
 
+from bench.site_corpus import page_text
 from cernvm_build.paths import data_dir
-from cernvm_build.site import search, stemmer
+from cernvm_build.site import markdown, search, stemmer
 
 NODE_RUNNER = Path(__file__).with_name("search_node.js")
 SCRIPT = data_dir("site") / "static/assets/search.js"
@@ -90,6 +94,70 @@ def test_real_queries_land_on_their_heading(site: Path, tmp_path: Path) -> None:
     assert got["words"] == [stemmer.words(t) for t in texts]
     assert got["stems"] == [stemmer.stem(w) for w in words]
 
+    # every built page's extract is the reference definition's (here: the site is built already)
+    pages = sorted(p for p in out.rglob("*.html") if "search-index" not in p.parts)
+    assert len(pages) > 20
+    for path in pages:
+        page = path.read_text()
+        assert search.extract(page, "/p/") == reference_extract(page, "/p/"), path
+
+
+def reference_extract(page: str, url: str) -> tuple[bytes, dict[str, str], tuple[int, int]]:
+    """``search.extract`` as first written (a dict of positions per section, each (section, stem)
+    entry formatted and merged): the faster definition must give exactly this."""
+    title, secs = search.sections(page)
+    parts: dict[str, list[str]] = {}
+    count = total = 0
+    for i, (_hid, head, text) in enumerate(secs):
+        hw = [stemmer.stem(w) for w in stemmer.words(head)]
+        tw = [stemmer.stem(w) for w in stemmer.words(text)]
+        head_len = len(hw)
+        length = head_len + len(tw)
+        if not length:
+            continue
+        at: dict[str, list[int]] = {}
+        for p, s in itertools.chain(enumerate(hw), enumerate(tw, head_len + 1)):
+            at.setdefault(s, []).append(p)
+        count += 1
+        total += length
+        for s, ps in at.items():
+            entry = [i, length, head_len, ps[0], *map(operator.sub, ps[1:], ps[:-1])]
+            parts.setdefault(s, []).append(",".join(map(str, entry)).join("[]"))
+    frag = {"u": url, "t": title or url, "s": [list(s) for s in secs]}
+    return search._json(frag), {w: ",".join(entries) for w, entries in parts.items()}, (count, total)
+
+
+def _bench_page(i: int, rng: random.Random) -> str:
+    body = markdown.render(
+        page_text(i, 60, rng).split("---\n", 2)[2], src_path="docs/p.md", first_line=1, base_path="/"
+    )
+    return (
+        f"<main data-search-body><aside data-search-ignore><a href='/'>nav</a></aside>"
+        f"<article><h1>Page {i}</h1>{body.html}</article></main>"
+    )
+
+
+def test_the_extract_is_the_reference_one() -> None:
+    """The bench corpus's pages, odd ones and cut-and-spliced ones, a section longer than the cached
+    numbers: the same fragment, postings and statistics as ``reference_extract``."""
+    rng = random.Random(5)
+    pages = [_bench_page(i, rng) for i in range(40)]
+    spliced = []
+    for _ in range(200):
+        a, b = rng.choice(pages), rng.choice(pages)
+        i, j, k = rng.randrange(len(a)), rng.randrange(len(b)), rng.randrange(len(a))
+        spliced.append(a[:i] + b[j : j + rng.randrange(2000)] + a[k:])
+    long = (
+        "<main data-search-body><h2 id='l'>Long x</h2><p>"
+        + "a b c a d " * 1000
+        + "</p><h3 id=m>x a</h3>x</main>"
+    )
+    for page in [*pages, *ODD_PAGES, *spliced, long]:
+        assert search.extract(page, "/p/") == reference_extract(page, "/p/"), page[:300]
+    # "a": in the long section (its last position past the numbers made once) and in the next one
+    entries = json.loads(f"[{search.extract(long, '/p/')[1]['a']}]")
+    assert [e[:5] for e in entries] == [[1, 5002, 2, 3, 3], [2, 3, 2, 1]] and sum(entries[0][3:]) == 5001
+
 
 def test_a_page_gives_its_article_in_sections() -> None:
     page = (
@@ -121,17 +189,20 @@ def test_a_page_gives_its_article_in_sections() -> None:
     assert postings["titl"] == [[0, 6, 2, 1]]
 
 
+ODD_PAGES = [
+    "<main data-search-body><h2 id='x'>unclosed <p>text",
+    "<main data-search-body></div></p><h2>no id</h2><h3 id=bare>Bare</h3>text</main>",
+    "<main data-search-body><div data-search-ignore><p>hidden</main>",
+    "<main data-search-body>" + "<div>" * 50000 + "deep" + "</div>" * 50000 + "</main>",
+    "<main data-search-body><h2 id='a\"b'>q</h2><!-- <h2 id='c'>comment</h2> --><p a='>'>t</p>",
+    "no markup at all",
+    "",
+]
+
+
 @pytest.mark.parametrize(
     "page",
-    [
-        "<main data-search-body><h2 id='x'>unclosed <p>text",
-        "<main data-search-body></div></p><h2>no id</h2><h3 id=bare>Bare</h3>text</main>",
-        "<main data-search-body><div data-search-ignore><p>hidden</main>",
-        "<main data-search-body>" + "<div>" * 50000 + "deep" + "</div>" * 50000 + "</main>",
-        "<main data-search-body><h2 id='a\"b'>q</h2><!-- <h2 id='c'>comment</h2> --><p a='>'>t</p>",
-        "no markup at all",
-        "",
-    ],
+    ODD_PAGES,
     ids=["unclosed", "stray-closers", "unclosed-ignored", "deep", "quotes-comment", "plain", "empty"],
 )
 def test_odd_pages_give_a_bounded_extract(page: str) -> None:
