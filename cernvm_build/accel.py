@@ -1,8 +1,15 @@
 """Which accelerator QEMU can really use here: KVM when it works, TCG otherwise.
 
 ``/dev/kvm`` can exist and still hang every guest (nested virtualisation on some clouds), so opening
-it proves nothing. The probe boots a 512-byte boot sector that writes one byte to the serial port and
-halts; KVM counts as usable only if that byte arrives in time. The answer is cached per host boot.
+it proves nothing. Two checks must both pass:
+
+- the CPU advertises hardware virtualisation (``vmx`` or ``svm`` in ``/proc/cpuinfo``). Without it,
+  ``/dev/kvm`` comes from a paravirtual KVM such as kvm-pvm, which runs a real-mode boot sector but
+  stops with an internal error in any kernel not built for it — a stock kernel prints nothing, ever;
+- a 512-byte boot sector that writes one byte to the serial port and halts gets that byte out in time.
+
+The answer is cached per host boot (and per probe version, so a fixed probe is not shadowed by an
+older answer).
 """
 
 from __future__ import annotations
@@ -38,9 +45,31 @@ def _boot_id() -> str:
         return "unknown"
 
 
+# Bumped whenever the probe learns a new way KVM can fail, so cached answers of the old probe are dropped.
+_PROBE_VERSION = 2
+
+
+def hardware_virtualisation(cpuinfo: str) -> bool:
+    """Whether a ``/proc/cpuinfo`` text lists VT-x (``vmx``) or AMD-V (``svm``) among a CPU's flags."""
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags" and {"vmx", "svm"} & set(value.split()):
+            return True
+    return False
+
+
 def _probe_kvm(qemu: str, timeout: float) -> tuple[bool, str]:
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return False, "/dev/kvm is missing or not accessible"
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        cpuinfo = ""
+    if cpuinfo and not hardware_virtualisation(cpuinfo):
+        return False, (
+            "/dev/kvm exists but the CPU has no vmx/svm flag: a paravirtual KVM (kvm-pvm?) that hangs "
+            "stock kernels"
+        )
     with tempfile.TemporaryDirectory(prefix="kvm-probe-") as d:
         img, serial = Path(d, "boot.img"), Path(d, "serial.out")
         img.write_bytes(_BOOT_SECTOR)
@@ -78,14 +107,15 @@ def detect(qemu: str = "qemu-system-x86_64", *, timeout: float = 8.0, use_cache:
     if use_cache:
         try:
             cached = json.loads(cache.read_text())
-            if cached.get("boot_id") == _boot_id():
+            if cached.get("boot_id") == _boot_id() and cached.get("probe") == _PROBE_VERSION:
                 return Accel(cached["name"], cached["reason"] + " (cached)")
         except (OSError, ValueError, KeyError):
             pass
     ok, reason = _probe_kvm(qemu, timeout)
     result = Accel("kvm" if ok else "tcg", reason)
     try:
-        cache.write_text(json.dumps({"boot_id": _boot_id(), "name": result.name, "reason": reason}))
+        record = {"boot_id": _boot_id(), "probe": _PROBE_VERSION, "name": result.name, "reason": reason}
+        cache.write_text(json.dumps(record))
     except OSError:
         pass
     return result

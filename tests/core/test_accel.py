@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -24,3 +25,29 @@ def test_real_probe_gives_a_reasoned_answer(monkeypatch: pytest.MonkeyPatch, tmp
     assert result.reason
     # The answer is cached for this host boot.
     assert accel.detect().reason.endswith("(cached)")
+
+
+def test_kvm_without_hardware_virtualisation_is_not_trusted() -> None:
+    # kvm-pvm hosts give /dev/kvm on a CPU without vmx/svm; a boot sector runs there, a stock kernel never
+    # does, so the flag decides before any guest is tried.
+    intel = "processor\t: 0\nflags\t\t: fpu vme de pse tsc msr vmx ept\n"
+    amd = "processor\t: 0\nflags\t\t: fpu svm npt\n"
+    pvm = "processor\t: 0\nflags\t\t: fpu vme de pse tsc msr hypervisor\nvmx flags\t: ept\n"
+    assert accel.hardware_virtualisation(intel)
+    assert accel.hardware_virtualisation(amd)
+    assert not accel.hardware_virtualisation(pvm)
+    assert not accel.hardware_virtualisation("")
+
+
+@pytest.mark.integration
+def test_the_probe_never_picks_kvm_where_a_kernel_cannot_run(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("CERNVM_ACCEL", raising=False)
+    monkeypatch.setenv("CERNVM_CACHE_DIR", str(tmp_path))
+    if not accel.hardware_virtualisation(Path("/proc/cpuinfo").read_text()):
+        assert accel.detect(use_cache=False).name == "tcg"
+    # A cached answer from an older probe is not reused.
+    old = {"boot_id": accel._boot_id(), "name": "kvm", "reason": "old"}
+    (tmp_path / "accel.json").write_text(json.dumps(old))
+    assert not accel.detect().reason.startswith("old")
