@@ -430,6 +430,7 @@ class Catalog:
             path=full,
             name="" if full == "/" else full.rsplit("/", 1)[1],
             mode=mode_i,
+            kind=mode_i & 0o170000,
             size=size_i,
             mtime=mtime,
             mtime_ns=mtime * 1_000_000_000 + max(mtimens, 0),

@@ -133,6 +133,9 @@ class DirEntry:
     path: str  # "/a/b"; the root is "/"
     name: str
     mode: int  # full st_mode
+    #: ``mode & 0o170000`` (the file type), kept once at row read: every listed entry and every read
+    #: tests it (prefetch, packed entries, shown sizes, reads), each a mask inlined before
+    kind: int
     size: int
     mtime: int
     mtime_ns: int
@@ -149,15 +152,15 @@ class DirEntry:
 
     @property
     def is_dir(self) -> bool:
-        return stat.S_ISDIR(self.mode)
+        return self.kind == stat.S_IFDIR
 
     @property
     def is_file(self) -> bool:
-        return stat.S_ISREG(self.mode)
+        return self.kind == stat.S_IFREG
 
     @property
     def is_symlink(self) -> bool:
-        return stat.S_ISLNK(self.mode)
+        return self.kind == stat.S_IFLNK
 
     @property
     def is_special(self) -> bool:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from ..errors import CvmfsError, IntegrityError
-from .http1 import Connection, ProtocolError
+from .http1 import Connection, ProtocolError, Response
 from .limits import human
 from .proxies import ProxyChain
 
@@ -63,6 +63,8 @@ class _TransportError(Exception):
 
 
 Consumer = Callable[[Iterator[bytes]], T]
+#: one object of ``fetch_many``: (relpath, consumer, what, limit)
+Item = tuple[str, Consumer[T], str, "int | None"]
 
 
 class Fetcher:
@@ -73,6 +75,15 @@ class Fetcher:
     def fetch(self, relpath: str, consume: Consumer[T], *, what: str, limit: int | None = None) -> T:
         """What ``consume`` made of the file's blocks; TooLarge once more than ``limit`` bytes came."""
         raise NotImplementedError
+
+    def fetch_many(self, items: Sequence[Item[T]]) -> Iterator[tuple[int, T | CvmfsError]]:
+        """Each item's (relpath, consumer, what, limit) result, or its error, in order, as
+        (index, result): one item's failure is that item's alone."""
+        for i, (relpath, consume, what, limit) in enumerate(items):
+            try:
+                yield i, self.fetch(relpath, consume, what=what, limit=limit)
+            except CvmfsError as e:
+                yield i, e
 
     def get(self, relpath: str, *, what: str, limit: int | None = None) -> bytes:
         return self.fetch(relpath, lambda blocks: b"".join(blocks), what=what, limit=limit)
@@ -297,40 +308,7 @@ class HttpFetcher(Fetcher):
             if limit is not None and expected is not None and expected > limit:
                 raise too_large(self.repo, what, limit)  # refused without reading the body
 
-            until = None if self.deadline is None else time.monotonic() + self.deadline
-
-            def blocks() -> Iterator[bytes]:
-                got = 0
-                window, window_got = time.monotonic(), 0
-                while True:
-                    try:
-                        # read1: what has arrived (waiting for a whole block could take however long)
-                        block = resp.read1(BLOCK)
-                    except (OSError, ProtocolError) as e:
-                        raise _TransportError(f"transfer broke: {e}") from e
-                    now = time.monotonic()
-                    if until is not None and now > until:
-                        raise _TransportError(
-                            f"transfer took more than {self.deadline:g} s ({got} bytes by then)"
-                        )
-                    if not block:
-                        break
-                    got += len(block)
-                    if limit is not None and got > limit:  # before the block that crosses it is handed on
-                        raise too_large(self.repo, what, limit)
-                    window_got += len(block)
-                    if now - window >= self.timeout:
-                        if window_got < LOW_SPEED * (now - window):
-                            raise _TransportError(
-                                f"transfer slower than {LOW_SPEED} bytes/s for {now - window:.0f} s "
-                                f"({got} bytes by then)"
-                            )
-                        window, window_got = now, 0
-                    yield block
-                if expected is not None and got != expected:
-                    raise _TransportError(f"transfer ended after {got} of {expected} bytes")
-
-            result = consume(blocks())
+            result = consume(self._body(resp, limit, what))
             # whatever the consumer left, so the connection can be reused
             ok = resp.drain(MAX_DRAIN)
             return result
@@ -340,6 +318,100 @@ class HttpFetcher(Fetcher):
                     self._release(key, conn)
                 else:
                     conn.close()
+
+    def _body(self, resp: Response, limit: int | None, what: str) -> Iterator[bytes]:
+        """The body's blocks as they arrive, within ``limit`` bytes, the deadline and the low speed
+        limit; _TransportError if it is cut short."""
+        expected = resp.length
+        until = None if self.deadline is None else time.monotonic() + self.deadline
+        got = 0
+        window, window_got = time.monotonic(), 0
+        while True:
+            try:
+                # read1: what has arrived (waiting for a whole block could take however long)
+                block = resp.read1(BLOCK)
+            except (OSError, ProtocolError) as e:
+                raise _TransportError(f"transfer broke: {e}") from e
+            now = time.monotonic()
+            if until is not None and now > until:
+                raise _TransportError(f"transfer took more than {self.deadline:g} s ({got} bytes by then)")
+            if not block:
+                break
+            got += len(block)
+            if limit is not None and got > limit:  # before the block that crosses it is handed on
+                raise too_large(self.repo, what, limit)
+            window_got += len(block)
+            if now - window >= self.timeout:
+                if window_got < LOW_SPEED * (now - window):
+                    raise _TransportError(
+                        f"transfer slower than {LOW_SPEED} bytes/s for {now - window:.0f} s "
+                        f"({got} bytes by then)"
+                    )
+                window, window_got = now, 0
+            yield block
+        if expected is not None and got != expected:
+            raise _TransportError(f"transfer ended after {got} of {expected} bytes")
+
+    def fetch_many(self, items: Sequence[Item[T]]) -> Iterator[tuple[int, T | CvmfsError]]:
+        """Pipelined: all the requests at once on one connection to the server that last worked,
+        the answers read in turn (one round trip and one wake-up for a directory's small files, not
+        one each). What the pipeline does not deliver whole and good (an error status, a redirect,
+        a broken transfer, a consumer's error such as a hash mismatch) is fetched again alone with
+        ``fetch`` (its retries and fail-over); only that item fails if that fails too."""
+        if len(items) < 2 or self._bases[self._current] is None:
+            yield from super().fetch_many(items)
+            return
+        index = self._current
+        scheme, netloc, base = self._bases[index]  # type: ignore[misc]
+        proxy = self.proxies.order()[0]
+        if proxy:
+            via = urllib.parse.urlsplit(proxy)
+            key = (via.scheme or "http", via.netloc)
+            paths = [f"{self.urls[index]}/{it[0]}" for it in items]
+        else:
+            key = (scheme or "http", netloc)
+            paths = [f"{base}/{it[0]}" for it in items]
+        conn: Connection | None = self._connection(key)
+        done = 0  # items answered by the pipeline so far
+        try:
+            assert conn is not None
+            conn.send(paths, netloc, _AGENT)
+            while done < len(items):
+                item = items[done]
+                _, consume, what, limit = item
+                resp = Response(conn)
+                alone = resp.status != 200 or (limit is not None and (resp.length or 0) > limit)
+                result = None
+                if not alone:
+                    try:
+                        result = consume(self._body(resp, limit, what))
+                    except _TransportError:
+                        break  # this one and the rest: one by one
+                    except CvmfsError:  # e.g. a hash mismatch: this one again, alone
+                        alone = True
+                in_step = resp.drain(MAX_DRAIN) or resp.complete  # the next answer is next
+                yield done, self._fetch_alone(item) if alone else result  # type: ignore[misc]
+                done += 1
+                if not in_step:
+                    break
+            else:
+                if conn.reusable_idle():
+                    self._release(key, conn)
+                    conn = None
+        except (OSError, ProtocolError, ValueError) as e:
+            log.debug("pipelined fetch from %s failed after %d of %d: %s", netloc, done, len(items), e)
+        finally:
+            if conn is not None:
+                conn.close()
+        for i in range(done, len(items)):  # what the pipeline left: one by one
+            yield i, self._fetch_alone(items[i])
+
+    def _fetch_alone(self, item: Item[T]) -> T | CvmfsError:
+        relpath, consume, what, limit = item
+        try:
+            return self.fetch(relpath, consume, what=what, limit=limit)
+        except CvmfsError as e:
+            return e
 
 
 def _split_base(url: str) -> tuple[str, str, str] | None:

@@ -48,7 +48,7 @@ VIRTUAL_XATTRS = ("user.fqrn", "user.revision", "user.root_hash", "user.tag")
 
 def shown_size(e: DirEntry) -> int:
     """``st_size`` as the real client shows it (a symlink's: its expanded target's length)."""
-    kind = e.mode & 0o170000  # the type tested once here (it runs for every entry listed)
+    kind = e.kind
     if kind in (S_IFREG, S_IFDIR):
         return e.size
     return len(_target(e).encode("utf-8", "surrogateescape")) if kind == S_IFLNK else 0

@@ -64,7 +64,7 @@ def packed_entry(e: DirEntry) -> bytes:
     """The ``struct fuse_entry_param`` of an entry (what the high-level client's ``attrs`` dict
     says), kept by the kernel for ``TIMEOUT``."""
     mode = e.mode
-    kind = mode & 0o170000  # DirEntry.rdev and shown_size inline (this runs for every entry listed)
+    kind = e.kind  # DirEntry.rdev and shown_size inline (this runs for every entry listed)
     if kind in (stat.S_IFREG, stat.S_IFDIR):
         size, rdev = e.size, 0
     elif kind == stat.S_IFLNK:

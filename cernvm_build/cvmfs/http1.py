@@ -21,6 +21,7 @@ import re
 import socket
 import struct
 import time
+from collections.abc import Sequence
 
 #: bounds on a response's header block (http.client's own: a line, the number of lines)
 MAX_HEADER_LINE = 65536
@@ -99,8 +100,16 @@ class Connection:
 
     def get(self, target: str, host: str, headers: bytes = b"") -> Response:
         """Send ``GET target`` (``headers``: extra CRLF-ended lines) and read the answer's head."""
-        if _WHITESPACE(target) or _WHITESPACE(host):
-            raise ProtocolError(f"refusing a request line with whitespace in it: {target[:200]!r}")
+        self.send((target,), host, headers)
+        return Response(self)
+
+    def send(self, targets: Sequence[str], host: str, headers: bytes = b"") -> None:
+        """Send ``GET`` for each of ``targets`` at once (pipelined, in one write: the answers come
+        back in that order, each read with ``Response(connection)`` in turn)."""
+        if _WHITESPACE(host) or any(map(_WHITESPACE, targets)):
+            raise ProtocolError(
+                f"refusing a request line with whitespace in it: {host[:100]!r} {targets!r:.200}"
+            )
         if self.sock is None:
             sock = socket.create_connection((self.host, self.port), self.timeout)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -116,10 +125,14 @@ class Connection:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, limit)
             self.sock = sock
         try:
-            self.sock.sendall(f"GET {target} HTTP/1.1\r\nHost: {host}\r\n".encode() + headers + b"\r\n")
+            tail = f" HTTP/1.1\r\nHost: {host}\r\n".encode() + headers + b"\r\n"
+            self.sock.sendall(b"".join(b"GET " + t.encode() + tail for t in targets))
         except BlockingIOError:
             raise TimeoutError("timed out") from None
-        return Response(self)
+
+    def reusable_idle(self) -> bool:
+        """Open, with nothing received that was not read (after the last pipelined answer)."""
+        return self.sock is not None and not self._buf
 
     # -- reading -----------------------------------------------------------------------------------
     def _recv(self, n: int, flags: int = 0) -> bytes:
@@ -270,10 +283,16 @@ class Response:
         raise ProtocolError(f"got more than {MAX_HEADERS} trailer lines")
 
     @property
+    def complete(self) -> bool:
+        """Read to its end, and the server keeps the connection (a pipelined answer's successor may
+        already be buffered)."""
+        done = self._chunk_left == -1 if self.chunked else self._left == 0
+        return done and not self.will_close
+
+    @property
     def reusable(self) -> bool:
         """Read to its end, nothing after it, and the server keeps the connection."""
-        done = self._chunk_left == -1 if self.chunked else self._left == 0
-        return done and not self.will_close and not self._conn._buf
+        return self.complete and not self._conn._buf
 
     def read1(self, n: int) -> bytes:
         """Up to ``n`` bytes of the body (one recv: all ``n`` of a length-bound plain-HTTP body

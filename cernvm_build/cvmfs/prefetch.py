@@ -28,6 +28,7 @@ from ..errors import CernVMError
 from .catalog import DirEntry, chunk_at
 from .catalog_rows import FLAG_CHUNKED, FLAG_EXTERNAL
 from .repository import Repository
+from .store import AHEAD_ITEM
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,8 @@ SMALL_FILE = 1 << 20
 #: how far ahead of the opened file: at most this many files and bytes (inflated)
 WINDOW_FILES = 32
 WINDOW_BYTES = 8 << 20
+#: whole files fetched by one job, pipelined on one connection (the window moves on by this many)
+BATCH = 8
 #: fetches queued or running at most (a reader jumping between directories cannot pile them up)
 MAX_PENDING = 64
 #: directory listings remembered (name order, small files only), each of at most MAX_LISTING entries
@@ -62,7 +65,7 @@ def _small_file(e: DirEntry) -> bool:
     # DirEntry's is_file, is_chunked, is_external inline (this runs for every entry listed)
     flags = e.flags
     return (
-        e.mode & 0o170000 == S_IFREG
+        e.kind == S_IFREG
         and 0 < e.size <= SMALL_FILE
         and not flags & FLAG_EXTERNAL
         and not (flags & FLAG_CHUNKED and e.chunks)
@@ -127,8 +130,17 @@ class Prefetcher:
                 return
         i = bisect.bisect_right(listing.names, entry.name)
         todo: list[DirEntry] = []
+        own = self._plain and not probe and _small_file(entry) and entry.size <= AHEAD_ITEM
         with self._lock:
             start = i if probe else max(i, listing.next)  # a probe looks again at what was cached
+            # The opened file itself, if nothing is fetching it yet: fetched here, with the next few
+            # small files, by the thread about to read it (see below).
+            key = entry.content_hash
+            own = own and key is not None and key not in self._pending and not self._have(key, "")
+            if own:
+                self._pending.add(key)  # type: ignore[arg-type]
+            elif start > i + WINDOW_FILES - BATCH:
+                return  # less than a batch of the window left to fetch: it moves on by whole batches
             budget = WINDOW_BYTES
             j = start
             checked = 0  # candidates looked up in the plain cache
@@ -149,8 +161,20 @@ class Prefetcher:
                 self._quiet = 0
             elif checked:
                 self._quiet = max(self._quiet, 0) + 1
-        for e in todo:
-            self._submit(e, 0, 0, e.content_hash or "")
+        now: list[DirEntry] = []
+        if own:
+            # The reader waits for its file anyway: this thread fetches it, and the next small files
+            # of the window with it (pipelined, so they cost it little more than their bytes),
+            # instead of waking a worker and waiting for it (a cold read's context switches were
+            # mostly such hand-offs, and most directories hold only a few files).
+            now = [entry]
+            while todo and len(now) < BATCH and todo[0].size <= AHEAD_ITEM:
+                now.append(todo.pop(0))
+        for k in range(0, len(todo), BATCH):
+            batch = todo[k : k + BATCH]
+            self._submit_job((self._fetch_batch, batch), [e.content_hash or "" for e in batch])
+        if now:
+            self._fetch_batch(now)
 
     def next_chunk(self, entry: DirEntry, pos: int) -> None:
         """A sequential reader of a chunked file is at ``pos``, past the middle of a chunk: fetch the
@@ -170,13 +194,31 @@ class Prefetcher:
 
     def _submit(self, entry: DirEntry, offset: int, part: int, key: str) -> None:
         """Fetch ``entry``'s object ``part`` (the chunk at ``offset``; 0 for a whole file)."""
+        self._submit_job((self._fetch, entry, offset, part, key), [key])
+
+    def _submit_job(self, job: tuple[Any, ...], keys: list[str]) -> None:
         with self._lock:
             if self._pool is None:
                 self._pool = _Pool(self.workers)
             pool = self._pool
-        if not pool.submit((self._fetch, entry, offset, part, key)):  # shut down meanwhile (unmount)
+        if not pool.submit(job):  # shut down meanwhile (unmount)
             with self._lock:
-                self._pending.discard(key)
+                self._pending.difference_update(keys)
+
+    def _fetch_batch(self, entries: list[DirEntry]) -> None:
+        """Whole small files of one directory, in one go (one wake-up of this thread, one pipelined
+        round trip: ``Repository.fetch_ahead_many``)."""
+        try:
+            if self._plain:
+                self.repo.fetch_ahead_many(entries)
+            else:
+                for e in entries:
+                    self._fetch(e, 0, 0, e.content_hash or "")
+        except CernVMError as e:
+            log.debug("prefetch of %d files of %s failed: %s", len(entries), entries[0].path, e)
+        finally:
+            with self._lock:
+                self._pending.difference_update(e.content_hash for e in entries)
 
     def _fetch(self, entry: DirEntry, offset: int, part: int, key: str) -> None:
         try:

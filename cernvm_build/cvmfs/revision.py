@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from stat import S_IFDIR, S_IFREG
 from typing import BinaryIO
@@ -296,7 +296,7 @@ class Repository:
     # -- contents ----------------------------------------------------------------------------------
     def _file(self, path_or_entry: str | DirEntry) -> DirEntry:
         entry = path_or_entry if isinstance(path_or_entry, DirEntry) else self.stat(path_or_entry)
-        kind = entry.mode & 0o170000  # DirEntry's is_dir, is_file, is_external inline: on every read
+        kind = entry.kind  # DirEntry's is_dir, is_file, is_external inline: on every read
         if kind != S_IFREG:
             if kind == S_IFDIR:
                 raise CvmfsError(f"{self.fqrn}: {entry.path}: is a directory (EISDIR)")
@@ -376,6 +376,14 @@ class Repository:
         """Make that object in the plain cache ahead of its reader (``ObjectStore.fetch_ahead``)."""
         name, suffix, size, what = self._object(entry, part)
         self.store.fetch_ahead(name, suffix, size=size, compressed=entry.compressed, what=what)
+
+    def fetch_ahead_many(self, entries: Sequence[DirEntry]) -> None:
+        """``fetch_ahead`` of several whole files in one go (``ObjectStore.fetch_ahead_many``)."""
+        items = []
+        for e in entries:
+            name, suffix, size, what = self._object(e, 0)
+            items.append((name, suffix, size, e.compressed, what))
+        self.store.fetch_ahead_many(items)
 
     def open(self, path: str | DirEntry) -> BinaryIO:
         """A seekable binary file that fetches chunk by chunk as it is read."""

@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import logging
 import os
 import shutil
 import tempfile
 import threading
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
-from ..errors import IntegrityError
+from ..errors import CvmfsError, IntegrityError
 from .cache import ObjectCache
 from .fetch import Fetcher
 from .limits import human, zlib_bound
@@ -30,6 +31,9 @@ from .objects import ObjectHash, new_hasher, parse_hash
 from .plaincache import TRAILER, PlainCache, SizeMismatch
 
 _T = TypeVar("_T")
+log = logging.getLogger(__name__)
+#: a claimed object's lock once given back (``fetch_ahead_many``)
+_DONE = threading.Lock()
 
 BLOCK = 1 << 20
 LRU_BYTES = 64 << 20
@@ -502,13 +506,106 @@ class ObjectStore:
         os.close(made)
         if not keep:  # made by another thread meanwhile (its reader has it)
             return
-        data = b"".join(keep)  # one block: that block itself, not a copy
+        self._keep_ahead(key, b"".join(keep))  # one block: that block itself, not a copy
+
+    def _keep_ahead(self, key: str, data: bytes) -> None:
         with self._ahead_lock:
             if key not in self._ahead:
                 self._ahead[key] = data
                 self._ahead_bytes += len(data)
                 while self._ahead_bytes > AHEAD_BYTES:  # the oldest, never read, go first
                     self._ahead_bytes -= len(self._ahead.pop(next(iter(self._ahead))))
+
+    def fetch_ahead_many(self, items: Sequence[tuple[str, str, int, bool, str]]) -> None:
+        """``fetch_ahead`` of several objects, each (name, suffix, size, compressed, what): the
+        small ones not in any cache in one pipelined fetch (``Fetcher.fetch_many``: a directory's
+        next small files cost one wake-up of the fetching thread and one round trip, not one each),
+        the others one by one. Each object is still hash-checked before it is inflated, then
+        size-checked and written with its CRC, and one that fails fails alone (logged: its reader
+        meets the error itself). Each is claimed (its ``_once`` lock held) for the whole fetch, so
+        a reader that comes for one waits for it instead of fetching it a second time."""
+        plain = self.plain_cache
+        assert plain is not None
+        alone: list[tuple[str, str, int, bool, str]] = []
+        claimed: list[tuple[str, str, int, bool, str, threading.Lock]] = []
+        try:
+            for name, suffix, size, compressed, what in items:
+                if plain.has(name, suffix):
+                    continue
+                if size > AHEAD_ITEM or (
+                    self.cache is not None and not self.cache.missing(parse_hash(name), suffix)
+                ):
+                    alone.append((name, suffix, size, compressed, what))
+                    continue
+                lock = threading.Lock()
+                lock.acquire()
+                with self._lock:
+                    if self._key_locks.setdefault(name + suffix, lock) is not lock:
+                        continue  # being made by another thread
+                claimed.append((name, suffix, size, compressed, what, lock))
+            fetched = self.fetcher.fetch_many(
+                [
+                    (
+                        parse_hash(name).path(suffix),
+                        self._checked(parse_hash(name), suffix, what),
+                        f"{what} {name}{suffix}",
+                        stored_limit(size, compressed, None),
+                    )
+                    for name, suffix, size, compressed, what, _ in claimed
+                ]
+            )
+            for i, got in fetched:
+                name, suffix, size, compressed, what, lock = claimed[i]
+                try:
+                    if isinstance(got, CvmfsError):
+                        raise got
+                    self.stats["fetched"] += 1
+                    self.stats["fetched_bytes"] += sum(map(len, got))
+                    h = parse_hash(name)
+                    keep = list(self._inflate_blocks(h, suffix, iter(got), compressed, what, size))
+                    try:
+                        os.close(plain.put(name, suffix, keep, size))
+                    except SizeMismatch as e:
+                        raise self._size_error(h, suffix, e.got, size, what) from None
+                    self._keep_ahead(name + suffix, b"".join(keep))
+                    with self._lock:
+                        self._made += 1
+                except CvmfsError as e:
+                    log.debug("fetch ahead of %s failed: %s", what, e)
+                finally:
+                    self._unclaim(name + suffix, lock)
+                    claimed[i] = (name, suffix, size, compressed, what, _DONE)
+        finally:
+            for name, suffix, *_, lock in claimed:
+                if lock is not _DONE:
+                    self._unclaim(name + suffix, lock)
+        for name, suffix, size, compressed, what in alone:
+            try:
+                self.fetch_ahead(name, suffix, size=size, compressed=compressed, what=what)
+            except CvmfsError as e:
+                log.debug("fetch ahead of %s failed: %s", what, e)
+
+    def _unclaim(self, key: str, lock: threading.Lock) -> None:
+        with self._lock:
+            if self._key_locks.get(key) is lock:
+                del self._key_locks[key]
+        lock.release()
+
+    def _checked(self, h: ObjectHash, suffix: str, what: str) -> Callable[[Iterator[bytes]], list[bytes]]:
+        """A consumer of an object's stored blocks: them all, once they match the object's hash."""
+
+        def collect(blocks: Iterator[bytes]) -> list[bytes]:
+            hasher = new_hasher(h.algorithm)
+            parts = []
+            for block in blocks:
+                hasher.update(block)
+                parts.append(block)
+            actual = hasher.hexdigest()
+            if actual != h.hex:
+                raise self._mismatch(h, suffix, actual, what)
+            return parts
+
+        return collect
 
     def _take_ahead(self, key: str) -> bytes | None:
         if not self._ahead:  # a warm cache: nothing was fetched ahead (no lock taken)

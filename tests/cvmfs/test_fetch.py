@@ -221,3 +221,41 @@ def test_response_headers_are_read_by_our_own_parser_with_its_bounds() -> None:
     with pytest.raises(Unreachable, match="got more than 100 headers"):
         HttpFetcher([url], repo="x", retries=0).get("e", what="e")
     lsock.close()
+
+
+def test_pipelined_answers_each_go_to_their_own_request_and_what_fails_is_fetched_alone() -> None:
+    """``fetch_many``: all requests on one connection at once; a 404 in the middle is drained and
+    that object alone is asked again (and fails alone); an answer that closes the connection ends
+    the pipeline and the rest are fetched one by one."""
+    answers = {
+        b"a": b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nA",
+        b"b": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nBB\r\n0\r\n\r\n",
+        b"c": b"HTTP/1.1 404 Not Found\r\nContent-Length: 4\r\n\r\nnope",
+        b"d": b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nConnection: close\r\n\r\nD",
+        b"e": b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nE",
+    }
+    asked: list[list[bytes]] = []  # by connection, the objects asked for
+
+    def serve(conn: socket.socket) -> None:
+        mine: list[bytes] = []
+        asked.append(mine)
+        buf = b""
+        with conn:
+            while data := conn.recv(65536):
+                buf += data
+                while b"\r\n\r\n" in buf:
+                    head, buf = buf.split(b"\r\n\r\n", 1)
+                    name = head.split(b" ")[1].rsplit(b"/", 1)[1]
+                    mine.append(name)
+                    conn.sendall(answers[name])
+                    if name == b"d":
+                        return
+
+    with listening(serve) as port:
+        f = HttpFetcher([f"http://127.0.0.1:{port}/cvmfs/x"], repo="x", retries=0)
+        items = [(n, lambda blocks: b"".join(blocks), n, None) for n in "abcde"]
+        got = dict(f.fetch_many(items))
+    assert [got[i] for i in (0, 1, 3, 4)] == [b"A", b"BB", b"D", b"E"]
+    assert isinstance(got[2], CvmfsError) and "not found" in str(got[2])
+    assert asked[0] == [b"a", b"b", b"c", b"d"]  # pipelined up to the close (e was sent too)
+    assert sorted(n for later in asked[1:] for n in later) == [b"c", b"e"]

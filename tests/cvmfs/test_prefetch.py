@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cernvm_build.cvmfs import prefetch
+from cernvm_build.cvmfs import http1, prefetch
 from cernvm_build.cvmfs import store as store_module
 from cernvm_build.cvmfs.objects import SUFFIX_FILE, parse_hash
 from cernvm_build.cvmfs.plaincache import PlainCache
@@ -136,3 +136,62 @@ def test_files_fetched_ahead_are_handed_to_their_first_whole_read(
         assert read_copy[-1] == first.content_hash
         with pytest.raises(IntegrityError, match="hash mismatch"):  # the reader meets the error itself
             repo.read(victim)
+
+
+def test_a_batch_is_one_pipelined_request_and_every_object_is_checked(
+    fx: Fixture, server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``fetch_ahead_many``: the small files' requests go out at once on one connection; each
+    object is hash-checked before it is inflated, and a damaged or missing one fails alone (fetched
+    again alone, then left to its reader), the others are cached and handed over."""
+    with open_repository(server.repo_url(), public_keys=[fx.pub], cache_dir=tmp_path / "cache") as repo:
+        assert repo.store.cache is not None
+        plain = repo.store.plain_cache = PlainCache(repo.store.cache.root)
+        repo.store.cache.hold(), plain.hold()  # as the mount does: what is held is known
+        _path, small = _busiest_dir(repo)
+        distinct = list({e.content_hash: e for e in small}.values())[:5]
+        assert len(distinct) == 5, "the fixture needs a directory with five different small files"
+        with open_repository(server.repo_url(), public_keys=[fx.pub]) as ref:
+            want = {e.path: ref.read(e.path) for e in distinct}
+        victim, gone = distinct[1], distinct[3]
+        next(fx.root.rglob((victim.content_hash or "")[2:])).write_bytes(b"tampered")
+        next(fx.root.rglob((gone.content_hash or "")[2:])).unlink()
+        sent: list[int] = []
+        real_send = http1.Connection.send
+        monkeypatch.setattr(
+            http1.Connection, "send", lambda c, t, *a: sent.append(len(t)) or real_send(c, t, *a)
+        )
+        repo.fetch_ahead_many(distinct)
+        assert sent[0] == 5 and sorted(sent[1:]) == [1, 1], sent  # then the two failures, alone
+        for e in distinct:
+            assert plain.has(e.content_hash or "", "") == (e not in (victim, gone))
+        assert all(repo.read(e) == want[e.path] for e in distinct if e not in (victim, gone))
+        with pytest.raises(IntegrityError, match="hash mismatch"):
+            repo.read(victim)
+
+
+def test_opening_a_cold_file_fetches_it_and_the_next_ones_in_the_opening_thread(
+    fx: Fixture, server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the plain cache (the mount's), a cold open's own file and the next small ones of the
+    window are fetched by the opening thread itself, in one batch: no worker is woken and waited
+    for; the reader then gets its file handed over, not read back from the copy."""
+    monkeypatch.setattr(prefetch, "BATCH", 3)
+    with open_repository(server.repo_url(), public_keys=[fx.pub], cache_dir=tmp_path / "cache") as repo:
+        assert repo.store.cache is not None
+        plain = repo.store.plain_cache = PlainCache(repo.store.cache.root)
+        repo.store.cache.hold(), plain.hold()
+        path, small = _busiest_dir(repo)
+        distinct = list({e.content_hash: e for e in small}.values())
+        p = Prefetcher(repo, workers=2)
+        submitted: list[int] = []
+        monkeypatch.setattr(p, "_submit_job", lambda job, keys: submitted.append(len(keys)))
+        p.listed(path, list(repo.iterdir(path)))
+        p.opened(distinct[0])
+        now = [plain.has(e.content_hash or "", "") for e in distinct]
+        assert now[:3] == [True] * 3 and not any(now[3:]), now  # done when opened() returned
+        assert all(n <= 3 for n in submitted)  # the rest of the window: batches for the workers
+        read_copy: list[str] = []
+        monkeypatch.setattr(plain, "read_whole", lambda n, *a: read_copy.append(n))
+        assert len(repo.read(distinct[0])) == distinct[0].size and read_copy == []
+        p.close()

@@ -184,3 +184,19 @@ def test_local_directory_named_otherwise_takes_the_manifest_name(fx: Fixture, tm
     shutil.copytree(fx.repo, other)
     with open_repository(other, public_keys=[fx.pub]) as repo:
         assert repo.fqrn == FQRN
+
+
+def test_every_entry_keeps_its_file_kind_from_its_row(fx: Fixture) -> None:
+    """``DirEntry.kind`` (set once when the row is read, tested by the hot paths instead of the
+    mode) is the mode's file type for every kind of entry in the fixture."""
+    with open_fx(fx) as repo:
+        kinds = set()
+        for e in repo.walk("/"):
+            assert e.kind == stat.S_IFMT(e.mode), e.path
+            kinds.add(e.kind)
+            assert (e.is_dir, e.is_file, e.is_symlink) == (
+                stat.S_ISDIR(e.mode),
+                stat.S_ISREG(e.mode),
+                stat.S_ISLNK(e.mode),
+            )
+    assert {stat.S_IFDIR, stat.S_IFREG, stat.S_IFLNK} <= kinds
