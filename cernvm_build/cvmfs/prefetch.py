@@ -4,7 +4,9 @@ A program that opens a file in a directory is very likely to open its siblings n
 ``tar``, ``cp -r``, an interpreter importing a package, a boot reading ``/usr/lib``). Opening a file
 therefore fetches the next small files of its directory (in the name order readdir showed) whole,
 in parallel, while the reader is still on the first: over HTTP, the round trip per object is what
-costs, not the bytes. A sequential reader of a chunked file gets its next chunk fetched the same way.
+costs, not the bytes. They go in batches (``BATCH`` files a job: one wake-up of a worker, all the
+requests pipelined on one connection). A sequential reader of a chunked file gets its next chunk
+fetched the same way.
 
 Nothing is fetched on readdir or lookup alone, so ``find``/``ls -l`` cost no bandwidth. The window is
 bounded in files and in bytes and the number of queued fetches is capped, so memory stays within the
@@ -28,7 +30,6 @@ from ..errors import CernVMError
 from .catalog import DirEntry, chunk_at
 from .catalog_rows import FLAG_CHUNKED, FLAG_EXTERNAL
 from .repository import Repository
-from .store import AHEAD_ITEM
 
 log = logging.getLogger(__name__)
 
@@ -130,16 +131,9 @@ class Prefetcher:
                 return
         i = bisect.bisect_right(listing.names, entry.name)
         todo: list[DirEntry] = []
-        own = self._plain and not probe and _small_file(entry) and entry.size <= AHEAD_ITEM
         with self._lock:
             start = i if probe else max(i, listing.next)  # a probe looks again at what was cached
-            # The opened file itself, if nothing is fetching it yet: fetched here, with the next few
-            # small files, by the thread about to read it (see below).
-            key = entry.content_hash
-            own = own and key is not None and key not in self._pending and not self._have(key, "")
-            if own:
-                self._pending.add(key)  # type: ignore[arg-type]
-            elif start > i + WINDOW_FILES - BATCH:
+            if start > i + WINDOW_FILES - BATCH:
                 return  # less than a batch of the window left to fetch: it moves on by whole batches
             budget = WINDOW_BYTES
             j = start
@@ -161,20 +155,9 @@ class Prefetcher:
                 self._quiet = 0
             elif checked:
                 self._quiet = max(self._quiet, 0) + 1
-        now: list[DirEntry] = []
-        if own:
-            # The reader waits for its file anyway: this thread fetches it, and the next small files
-            # of the window with it (pipelined, so they cost it little more than their bytes),
-            # instead of waking a worker and waiting for it (a cold read's context switches were
-            # mostly such hand-offs, and most directories hold only a few files).
-            now = [entry]
-            while todo and len(now) < BATCH and todo[0].size <= AHEAD_ITEM:
-                now.append(todo.pop(0))
         for k in range(0, len(todo), BATCH):
             batch = todo[k : k + BATCH]
             self._submit_job((self._fetch_batch, batch), [e.content_hash or "" for e in batch])
-        if now:
-            self._fetch_batch(now)
 
     def next_chunk(self, entry: DirEntry, pos: int) -> None:
         """A sequential reader of a chunked file is at ``pos``, past the middle of a chunk: fetch the

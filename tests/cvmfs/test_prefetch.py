@@ -170,28 +170,23 @@ def test_a_batch_is_one_pipelined_request_and_every_object_is_checked(
             repo.read(victim)
 
 
-def test_opening_a_cold_file_fetches_it_and_the_next_ones_in_the_opening_thread(
+def test_the_window_moves_on_by_whole_batches(
     fx: Fixture, server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With the plain cache (the mount's), a cold open's own file and the next small ones of the
-    window are fetched by the opening thread itself, in one batch: no worker is woken and waited
-    for; the reader then gets its file handed over, not read back from the copy."""
-    monkeypatch.setattr(prefetch, "BATCH", 3)
+    """The files ahead go to the workers in jobs of at most BATCH (one wake-up and one pipelined
+    fetch each); an open that leaves less than a batch of the window unscheduled schedules nothing."""
+    monkeypatch.setattr(prefetch, "BATCH", 2)
+    monkeypatch.setattr(prefetch, "WINDOW_FILES", 4)
     with open_repository(server.repo_url(), public_keys=[fx.pub], cache_dir=tmp_path / "cache") as repo:
-        assert repo.store.cache is not None
-        plain = repo.store.plain_cache = PlainCache(repo.store.cache.root)
-        repo.store.cache.hold(), plain.hold()
         path, small = _busiest_dir(repo)
-        distinct = list({e.content_hash: e for e in small}.values())
+        assert len(small) >= 8, "the fixture needs a directory with eight small files"
         p = Prefetcher(repo, workers=2)
-        submitted: list[int] = []
-        monkeypatch.setattr(p, "_submit_job", lambda job, keys: submitted.append(len(keys)))
+        jobs: list[list[str]] = []
+        monkeypatch.setattr(p, "_submit_job", lambda job, keys: jobs.append(keys))
         p.listed(path, list(repo.iterdir(path)))
-        p.opened(distinct[0])
-        now = [plain.has(e.content_hash or "", "") for e in distinct]
-        assert now[:3] == [True] * 3 and not any(now[3:]), now  # done when opened() returned
-        assert all(n <= 3 for n in submitted)  # the rest of the window: batches for the workers
-        read_copy: list[str] = []
-        monkeypatch.setattr(plain, "read_whole", lambda n, *a: read_copy.append(n))
-        assert len(repo.read(distinct[0])) == distinct[0].size and read_copy == []
-        p.close()
+        p.opened(small[0])  # small[1:5] ahead: two jobs of two
+        first = [len(k) for k in jobs]
+        p.opened(small[1])  # small[5] alone is left of its window: not yet
+        second = len(jobs)
+        p.opened(small[2])  # small[5:7]: one job
+        assert first == [2, 2] and second == 2 and [len(k) for k in jobs[2:]] == [2], jobs
