@@ -1,6 +1,7 @@
 """The user-data parser and the CernVM-FS mount in one Python start (the initrd's, under emulation).
 
     python3 -m cernvm_build.bootloader.parse_and_mount USER_DATA LINES   (fd 3: done, fd 4: the mount)
+    python3 -m cernvm_build.bootloader.parse_and_mount                   (the same fds; a reboot)
 
 A boot that parses its user data (a first boot, a seeded one, changed user data) started Python twice:
 the parser, then the mount. Under TCG each start costs ~0.4 s beyond the first one's warm-up, which
@@ -11,8 +12,14 @@ and closes it, then imports the mount while the init goes on (scratch disk, resi
 for the mount's command line: a log file (stdout and stderr go there, as the init's redirection did),
 the number of arguments, then one argument a line. It then runs the mount as
 ``python3 -m cernvm_build.cvmfs.mount`` would and exits with its status. fd 4 at its end before a whole
-command line (the init went another way): exits 0, nothing mounted. The init's side is
-``init.head.sh`` ``parse_user_data`` and ``10-cvmfs.sh``.
+command line (the init went another way): exits 0, nothing mounted.
+
+Without arguments (a boot that has a scratch disk: it may reuse the lines saved there, which it only
+knows once the disk is checked and mounted) the process imports the mount at once, so the imports
+overlap e2fsck and the resize, instead of starting cold after them (~1.7 s under TCG). If the init
+then has user data to parse after all, it writes ``parse``, ``USER_DATA`` and ``LINES`` (one a line)
+on fd 4 before the command line, and the process answers on fd 3 as above. The init's side is
+``init.head.sh`` ``start_mount``, ``parse_user_data`` and ``mount_cvmfs``.
 """
 
 from __future__ import annotations
@@ -44,10 +51,23 @@ def _parse(source: str, lines: str) -> bool:
     return ok
 
 
-def _mount_command(fd: int) -> tuple[str, list[str]] | None:
-    """The log file and the mount's arguments from ``fd``; None when it ends first."""
+def _report(ok: bool) -> None:
+    os.write(DONE_FD, b"0\n" if ok else b"1\n")
+    os.close(DONE_FD)
+
+
+def _mount_command(fd: int, parse_first: bool) -> tuple[str, list[str]] | None:
+    """The log file and the mount's arguments from ``fd``; None when it ends first. ``parse_first``:
+    a ``parse`` request may come before them (see the module's text)."""
     with os.fdopen(fd, "r", encoding="utf-8", errors="surrogateescape") as f:
-        log, count = f.readline(), f.readline()
+        log = f.readline()
+        if parse_first and log == "parse\n":
+            source, lines = f.readline(), f.readline()
+            if not (source.endswith("\n") and lines.endswith("\n")):
+                return None
+            _report(_parse(source[:-1], lines[:-1]))
+            log = f.readline()
+        count = f.readline()
         if not log.endswith("\n") or not count.strip().isdigit():
             return None
         args = [f.readline() for _ in range(int(count))]
@@ -86,16 +106,20 @@ def _show_mount_command(args: list[str]) -> None:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2:
-        sys.stderr.write("usage: python3 -m cernvm_build.bootloader.parse_and_mount USER_DATA LINES\n")
+    if len(argv) not in (0, 2):
+        sys.stderr.write("usage: python3 -m cernvm_build.bootloader.parse_and_mount [USER_DATA LINES]\n")
         return 2
-    ok = _parse(argv[0], argv[1])
-    os.write(DONE_FD, b"0\n" if ok else b"1\n")
-    os.close(DONE_FD)
+    if argv:
+        _report(_parse(argv[0], argv[1]))
     # imported while the init goes on to the scratch disk: its wait for the mount is shorter
     from ..cvmfs import mount
 
-    command = _mount_command(ARGS_FD)
+    command = _mount_command(ARGS_FD, parse_first=not argv)
+    if not argv:
+        try:  # no parse was asked for: the done fifo is not the mount's to keep
+            os.close(DONE_FD)
+        except OSError:
+            pass
     if command is None:
         return 0
     log, args = command
