@@ -1,25 +1,21 @@
 """The user-data parser and the CernVM-FS mount in one Python start (the initrd's, under emulation).
 
-    python3 -m cernvm_build.bootloader.parse_and_mount USER_DATA LINES   (fd 3: done, fd 4: the mount)
-    python3 -m cernvm_build.bootloader.parse_and_mount                   (the same fds; a reboot)
+    python3 -m cernvm_build.bootloader.parse_and_mount        (fd 3: the parse's answer, fd 4: requests)
 
-A boot that parses its user data (a first boot, a seeded one, changed user data) started Python twice:
-the parser, then the mount. Under TCG each start costs ~0.4 s beyond the first one's warm-up, which
-either process pays. Here one process parses ``USER_DATA`` into ``LINES`` (what
+The init starts it early on every boot (``init.head.sh`` ``start_mount``, from ``00-setup``): it imports
+the mount at once, so its imports (~2.5 s of CPU under TCG) fill the init's waits (module loading,
+DHCP, the context drive, e2fsck) instead of following them, and a boot that parses its user data
+starts Python once, not twice (~0.4 s each under TCG beyond the first one's warm-up). It then reads
+fd 4. A boot that must parse its user data (a first boot, a seeded one, changed user data; the lines
+an earlier boot kept on the scratch disk make it needless otherwise) writes ``parse``, ``USER_DATA``
+and ``LINES`` (one a line): the process parses ``USER_DATA`` into ``LINES`` (what
 ``python3 -m cernvm_build.bootloader.userdata`` prints: checked ``key=value`` lines; its reports on
 stderr), writes ``0`` (or ``1``: the parse failed, the lines are not to be kept) and a newline on fd 3
-and closes it, then imports the mount while the init goes on (scratch disk, resize), and waits on fd 4
-for the mount's command line: a log file (stdout and stderr go there, as the init's redirection did),
-the number of arguments, then one argument a line. It then runs the mount as
+and closes it. Then the mount's command line: a log file (stdout and stderr go there, as the init's
+redirection did), the number of arguments, then one argument a line. It runs the mount as
 ``python3 -m cernvm_build.cvmfs.mount`` would and exits with its status. fd 4 at its end before a whole
-command line (the init went another way): exits 0, nothing mounted.
-
-Without arguments (a boot that has a scratch disk: it may reuse the lines saved there, which it only
-knows once the disk is checked and mounted) the process imports the mount at once, so the imports
-overlap e2fsck and the resize, instead of starting cold after them (~1.7 s under TCG). If the init
-then has user data to parse after all, it writes ``parse``, ``USER_DATA`` and ``LINES`` (one a line)
-on fd 4 before the command line, and the process answers on fd 3 as above. The init's side is
-``init.head.sh`` ``start_mount``, ``parse_user_data`` and ``mount_cvmfs``.
+command line (the init went another way): exits 0, nothing mounted. The init's side is
+``parse_user_data`` and ``mount_cvmfs``.
 """
 
 from __future__ import annotations
@@ -56,12 +52,12 @@ def _report(ok: bool) -> None:
     os.close(DONE_FD)
 
 
-def _mount_command(fd: int, parse_first: bool) -> tuple[str, list[str]] | None:
-    """The log file and the mount's arguments from ``fd``; None when it ends first. ``parse_first``:
-    a ``parse`` request may come before them (see the module's text)."""
+def _mount_command(fd: int) -> tuple[str, list[str]] | None:
+    """The log file and the mount's arguments from ``fd``, after a ``parse`` request if one comes
+    first (see the module's text); None when it ends first."""
     with os.fdopen(fd, "r", encoding="utf-8", errors="surrogateescape") as f:
         log = f.readline()
-        if parse_first and log == "parse\n":
+        if log == "parse\n":
             source, lines = f.readline(), f.readline()
             if not (source.endswith("\n") and lines.endswith("\n")):
                 return None
@@ -106,20 +102,17 @@ def _show_mount_command(args: list[str]) -> None:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) not in (0, 2):
-        sys.stderr.write("usage: python3 -m cernvm_build.bootloader.parse_and_mount [USER_DATA LINES]\n")
-        return 2
     if argv:
-        _report(_parse(argv[0], argv[1]))
-    # imported while the init goes on to the scratch disk: its wait for the mount is shorter
+        sys.stderr.write("usage: python3 -m cernvm_build.bootloader.parse_and_mount (no arguments)\n")
+        return 2
+    # imported while the init goes on (modules, network, the scratch disk): its wait is shorter
     from ..cvmfs import mount
 
-    command = _mount_command(ARGS_FD, parse_first=not argv)
-    if not argv:
-        try:  # no parse was asked for: the done fifo is not the mount's to keep
-            os.close(DONE_FD)
-        except OSError:
-            pass
+    command = _mount_command(ARGS_FD)
+    try:  # no parse was asked for: the done fifo is not the mount's to keep
+        os.close(DONE_FD)
+    except OSError:
+        pass
     if command is None:
         return 0
     log, args = command

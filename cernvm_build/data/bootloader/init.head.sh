@@ -72,23 +72,18 @@ user_data_key() {
 }
 UD_KEY=  # the key of the lines read last (empty: the parser failed, nothing to reuse)
 # The parser runs in the Python start that mounts CernVM-FS later (bootloader/parse_and_mount.py): one
-# start instead of two (~0.4 s each under emulation, beyond the first one's warm-up). It writes the
-# lines ($2), says 0 (parsed) or 1 on a fifo, imports the mount while the init goes on, and mounts
-# when mount_cvmfs writes the command line into the init's fd 5. Each side opens the two fifos in the
-# same order (args, then done), so neither waits for the other; a process that dies closes its end of
-# the done fifo, and the read below ends (empty: failed).
+# start instead of two (~0.4 s each under emulation, beyond the first one's warm-up). start_mount
+# starts it early (00-setup), before the init knows whether the user data must be parsed (the lines
+# an earlier boot kept are on the scratch disk): it imports the mount at once, parses when
+# parse_user_data asks (a request on the init's fd 5, the answer 0 (parsed) or 1 on fd 6), and mounts
+# when mount_cvmfs writes the command line into fd 5. Each side opens the two fifos in the same order
+# (args, then done), so neither waits for the other; a process that dies closes its end of the done
+# fifo, and the read below ends (empty: failed).
 MOUNT_PID=  # that process, once started
-MOUNT_ASK=  # 1: it was started by start_mount and takes a parse request on fd 5 (answer on fd 6)
+MOUNT_ASK=  # 1: it has not been asked to parse yet
 MOUNT_FIFOS=/tmp/mount  # .args, .done
-mount_fifos() {
-    [ -z "$MOUNT_PID" ] && rm -f $MOUNT_FIFOS.args $MOUNT_FIFOS.done && mkfifo $MOUNT_FIFOS.args $MOUNT_FIFOS.done
-}
-# A boot with a scratch disk starts that process before checking the disk (04-devices), without user
-# data: the lines saved there may make the parse needless, which is only known once it is mounted. Its
-# imports (~1.7 s under emulation) then overlap e2fsck and the resize instead of following them; if
-# the user data must be parsed after all, parse_user_data asks it to.
 start_mount() {
-    mount_fifos || return 0
+    rm -f $MOUNT_FIFOS.args $MOUNT_FIFOS.done && mkfifo $MOUNT_FIFOS.args $MOUNT_FIFOS.done || return 0
     py_storage cernvm_build.bootloader.parse_and_mount 4<$MOUNT_FIFOS.args 3>$MOUNT_FIFOS.done &
     MOUNT_PID=$!
     MOUNT_ASK=1
@@ -96,17 +91,11 @@ start_mount() {
 }
 parse_user_data() {
     : >"$2"
-    st=
     if [ -n "$MOUNT_ASK" ]; then
         MOUNT_ASK=
         ( printf '%s\n' parse "$1" "$2" >&5 ) 2>/dev/null
+        st=
         read -r st <&6
-        [ "$st" = 0 ]
-    elif mount_fifos; then
-        py_storage cernvm_build.bootloader.parse_and_mount "$1" "$2" 4<$MOUNT_FIFOS.args 3>$MOUNT_FIFOS.done &
-        MOUNT_PID=$!
-        exec 5>$MOUNT_FIFOS.args
-        read -r st <$MOUNT_FIFOS.done
         [ "$st" = 0 ]
     else
         py cernvm_build.bootloader.userdata "$1" >"$2"

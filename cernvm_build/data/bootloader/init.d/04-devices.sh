@@ -25,7 +25,6 @@ if [ -z "$ROOT_DEV" ]; then
     ROOT_DEV=$part
     FIRST_BOOT=1
 else
-    start_mount  # the mount's Python imports while the disk is checked (init.head.sh)
     /sbin/e2fsck -p "$ROOT_DEV" >/tmp/e2fsck.log 2>&1
     [ $? -ge 4 ] && panic "e2fsck found errors it cannot fix on $ROOT_DEV"
     # "clean" after a clean shutdown; "recovering journal" after an unclean one
