@@ -5,8 +5,9 @@ A program that opens a file in a directory is very likely to open its siblings n
 therefore fetches the next small files of its directory (in the name order readdir showed) whole,
 in parallel, while the reader is still on the first: over HTTP, the round trip per object is what
 costs, not the bytes. They go in batches (``BATCH`` files a job: one wake-up of a worker, all the
-requests pipelined on one connection). A sequential reader of a chunked file gets its next chunk
-fetched the same way.
+requests pipelined on one connection). Past a directory's last small file the window goes on into
+the directories after it in its parent (name order), as ``find``, ``tar`` and ``os.walk`` go. A
+sequential reader of a chunked file gets its next chunk fetched the same way.
 
 Nothing is fetched on readdir or lookup alone, so ``find``/``ls -l`` cost no bandwidth. The window is
 bounded in files and in bytes and the number of queued fetches is capped, so memory stays within the
@@ -23,7 +24,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Sequence
-from stat import S_IFREG
+from stat import S_IFDIR, S_IFREG
 from typing import Any
 
 from ..errors import CernVMError
@@ -41,6 +42,8 @@ WINDOW_FILES = 32
 WINDOW_BYTES = 8 << 20
 #: whole files fetched by one job, pipelined on one connection (the window moves on by this many)
 BATCH = 8
+#: directories after the opened file's that the window may go on into, at most
+BEYOND_DIRS = 8
 #: fetches queued or running at most (a reader jumping between directories cannot pile them up)
 MAX_PENDING = 64
 #: directory listings remembered (name order, small files only), each of at most MAX_LISTING entries
@@ -54,12 +57,13 @@ PROBE_EVERY = 16
 
 
 class _Listing:
-    __slots__ = ("entries", "names", "next")
+    __slots__ = ("crossed", "entries", "names", "next")
 
     def __init__(self, entries: Sequence[DirEntry]):
         self.entries = [e for e in entries if _small_file(e)]
         self.names = [e.name for e in self.entries]
         self.next = 0  # the first index not yet scheduled
+        self.crossed = False  # the window went on into the next directories once
 
 
 def _small_file(e: DirEntry) -> bool:
@@ -80,6 +84,8 @@ class Prefetcher:
         self._lock = threading.Lock()
         self._dirs: collections.OrderedDict[str, _Listing] = collections.OrderedDict()
         self._pending: set[str] = set()
+        #: subdirectories (paths, name order) of the directories whose children were opened last
+        self._subdirs: collections.OrderedDict[str, list[str]] = collections.OrderedDict()
         self._pool: _Pool | None = None
         self._quiet = 0  # opens in a row that found their window cached (see QUIET_AFTER)
         plain = repo.store.plain_cache
@@ -155,9 +161,71 @@ class Prefetcher:
                 self._quiet = 0
             elif checked:
                 self._quiet = max(self._quiet, 0) + 1
+        if not probe and j >= len(listing.entries) and not listing.crossed:
+            listing.crossed = True
+            todo += self._beyond(parent, i + WINDOW_FILES - j, budget)
         for k in range(0, len(todo), BATCH):
             batch = todo[k : k + BATCH]
             self._submit_job((self._fetch_batch, batch), [e.content_hash or "" for e in batch])
+
+    def _beyond(self, path: str, room: int, budget: int) -> list[DirEntry]:
+        """The window went past the end of ``path``'s small files: the small files of the directories
+        that follow it in its parent (name order, as ``find``, ``tar`` or ``os.walk`` go on), up to
+        ``room`` files and ``budget`` bytes. Most directories of a software tree hold a few files:
+        without this the reader met each directory's first file cold and most jobs were one file."""
+        todo: list[DirEntry] = []
+        for sibling in self._next_dirs(path):
+            if room <= 0:
+                break
+            with self._lock:
+                known = sibling in self._dirs
+            if known:  # listed already (by readdir, or by an earlier look beyond)
+                continue
+            try:
+                children = list(itertools.islice(self.repo.iterdir(sibling), MAX_LISTING + 1))
+            except CernVMError as err:
+                log.debug("prefetch: listing %s failed: %s", sibling, err)
+                break
+            self._keep(sibling, children if len(children) <= MAX_LISTING else [])
+            with self._lock:
+                listing = self._dirs.get(sibling)
+                if listing is None:
+                    break
+                k = 0
+                while k < len(listing.entries) and room > 0 and len(self._pending) < MAX_PENDING:
+                    e = listing.entries[k]
+                    if e.size > budget:
+                        room = 0
+                        break
+                    budget -= e.size
+                    room -= 1
+                    k += 1
+                    if e.content_hash is None or e.content_hash in self._pending:
+                        continue
+                    if not self._have(e.content_hash, ""):
+                        self._pending.add(e.content_hash)
+                        todo.append(e)
+                listing.next = max(listing.next, k)
+        return todo
+
+    def _next_dirs(self, path: str) -> list[str]:
+        """Up to BEYOND_DIRS directories after ``path`` in its parent, in name order."""
+        up = path.rpartition("/")[0] or "/"
+        with self._lock:
+            subdirs = self._subdirs.get(up)
+        if subdirs is None:
+            try:
+                listed = itertools.islice(self.repo.iterdir(up), MAX_LISTING)
+                subdirs = [c.path for c in listed if c.kind == S_IFDIR]
+            except CernVMError as err:
+                log.debug("prefetch: listing %s failed: %s", up, err)
+                subdirs = []
+            with self._lock:
+                self._subdirs[up] = subdirs
+                while len(self._subdirs) > MAX_DIRS:
+                    self._subdirs.popitem(last=False)
+        i = bisect.bisect_right(subdirs, path)
+        return subdirs[i : i + BEYOND_DIRS]
 
     def next_chunk(self, entry: DirEntry, pos: int) -> None:
         """A sequential reader of a chunked file is at ``pos``, past the middle of a chunk: fetch the

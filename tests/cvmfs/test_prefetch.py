@@ -190,3 +190,36 @@ def test_the_window_moves_on_by_whole_batches(
         second = len(jobs)
         p.opened(small[2])  # small[5:7]: one job
         assert first == [2, 2] and second == 2 and [len(k) for k in jobs[2:]] == [2], jobs
+
+
+def test_the_window_goes_on_into_the_next_directories(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the last small file of a directory, the window goes on into the directories after it
+    in its parent (name order), once per directory: their small files are fetched ahead too."""
+    from cernvm_build.cvmfs.keys import generate_keys
+    from cernvm_build.cvmfs.publish import create_repository, publish_tree
+
+    tree = tmp_path / "tree"
+    for d, n in (("a", 2), ("b", 2), ("c", 1)):
+        (tree / "top" / d).mkdir(parents=True)
+        for k in range(n):
+            (tree / "top" / d / f"f{k}").write_bytes(f"{d}{k}".encode() * 10)
+    fqrn = "beyond.cernvm.test"
+    keys = generate_keys(fqrn)
+    keys.save(tmp_path / "keys")
+    create_repository(tmp_path / "srv" / fqrn, fqrn, keys)
+    publish_tree(tmp_path / "srv" / fqrn, fqrn, keys, tree)
+    with open_repository(
+        str(tmp_path / "srv" / fqrn), public_keys=[tmp_path / "keys" / f"{fqrn}.pub"]
+    ) as repo:
+        p = Prefetcher(repo, workers=2)
+        jobs: list[list[str]] = []
+        monkeypatch.setattr(p, "_submit_job", lambda job, keys: jobs.append(keys))
+        last = repo.stat("/top/a/f1")
+        p.opened(last)
+        following = [repo.stat(f"/top/{f}").content_hash for f in ("b/f0", "b/f1", "c/f0")]
+        assert [k for keys in jobs for k in keys] == following
+        jobs.clear()
+        p.opened(last)  # once per directory
+        assert jobs == []
