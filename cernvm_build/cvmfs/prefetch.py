@@ -114,6 +114,18 @@ class Prefetcher:
             while len(self._dirs) > MAX_DIRS:
                 self._dirs.popitem(last=False)
 
+    def _list(self, path: str) -> _Listing | None:
+        """``path``'s listing, read from its catalog and kept (None if that fails: a prefetch is only
+        a hint); the one kept under the lock is returned, which a concurrent readdir may have set."""
+        try:
+            children = list(itertools.islice(self.repo.iterdir(path), MAX_LISTING + 1))
+        except CernVMError as err:
+            log.debug("prefetch: listing %s failed: %s", path, err)
+            return None
+        self._keep(path, children if len(children) <= MAX_LISTING else [])
+        with self._lock:
+            return self._dirs.get(path)
+
     def opened(self, entry: DirEntry) -> None:
         """``entry`` was opened: fetch the next small files of its directory."""
         probe = self._quiet >= QUIET_AFTER
@@ -125,14 +137,7 @@ class Prefetcher:
         with self._lock:
             listing = self._dirs.get(parent)
         if listing is None:
-            try:
-                children = list(itertools.islice(self.repo.iterdir(parent), MAX_LISTING + 1))
-            except CernVMError as err:
-                log.debug("prefetch: listing %s failed: %s", parent, err)
-                return
-            self._keep(parent, children if len(children) <= MAX_LISTING else [])
-            with self._lock:
-                listing = self._dirs.get(parent)
+            listing = self._list(parent)
             if listing is None:
                 return
         i = bisect.bisect_right(listing.names, entry.name)
@@ -181,16 +186,10 @@ class Prefetcher:
                 known = sibling in self._dirs
             if known:  # listed already (by readdir, or by an earlier look beyond)
                 continue
-            try:
-                children = list(itertools.islice(self.repo.iterdir(sibling), MAX_LISTING + 1))
-            except CernVMError as err:
-                log.debug("prefetch: listing %s failed: %s", sibling, err)
+            listing = self._list(sibling)
+            if listing is None:
                 break
-            self._keep(sibling, children if len(children) <= MAX_LISTING else [])
             with self._lock:
-                listing = self._dirs.get(sibling)
-                if listing is None:
-                    break
                 k = 0
                 while k < len(listing.entries) and room > 0 and len(self._pending) < MAX_PENDING:
                     e = listing.entries[k]

@@ -367,53 +367,13 @@ def test_a_later_boot_reads_unchanged_user_data_without_the_parser(tmp_path: Pat
     assert n == 5 and out.endswith("server=s3.example resize=\n"), out
 
 
-def test_the_user_data_parser_and_the_mount_are_one_python_start(tmp_path: Path) -> None:
-    """A boot that parses its user data starts Python once for the parser and the CernVM-FS mount (each
-    start costs ~0.4 s under emulation): the values reach the init, the mount gets the init's arguments
-    intact (a blank inside one) with its output in the log and its status as the init's. A process that
-    dies before the parse leaves no lines and a failed mount, never a hung init."""
-    import sys
-
-    from cernvm_build.paths import data_dir
-
-    head = data_dir("bootloader") / "init.head.sh"
-    runs, ud, log = tmp_path / "starts", tmp_path / "user-data", tmp_path / "cvmfs.log"
-    ud.write_text("#cloud-config\n[ucernvm-begin]\ncvmfs_server=s1.example:8000\n[ucernvm-end]\n")
-    not_dir = tmp_path / "not a dir"
-    not_dir.write_text("")
-    start = f'echo "$1" >>{runs}; [ -z "$FAIL" ] || return 1; {sys.executable} -m "$@"'
-    boot = (
-        f". {head}; RUNTIME_ID={tmp_path}/rid; MOUNT_FIFOS={tmp_path}/mount; "
-        f"py() {{ echo py >>{runs}; return 1; }}; py_storage() {{ {start}; }}; "
-        f"start_mount; read_user_data {ud} {tmp_path}/ucontext; "
-        f'mount_cvmfs {log} --fqrn demo.example --server http://127.0.0.1:9/cvmfs/demo.example "{not_dir}"; '
-        'echo "rc=$? server=$U_cvmfs_server key=$UD_KEY"'
-    )
-
-    def boot_once(fail: str = "") -> str:
-        runs.unlink(missing_ok=True)
-        log.unlink(missing_ok=True)
-        env = {"PATH": "/usr/bin:/bin", "FAIL": fail, "PYTHONPATH": _package_root()}
-        r = subprocess.run(["busybox", "sh", "-c", boot], capture_output=True, text=True, timeout=90, env=env)
-        assert r.returncode == 0, r.stderr
-        return r.stdout
-
-    out = boot_once()
-    assert runs.read_text() == "cernvm_build.bootloader.parse_and_mount\n", "one Python start, no other"
-    assert "ucernvm: context: cvmfs_server=s1.example:8000" in out
-    rc, server = re.search(r"rc=(\d+) server=(\S*) key=", out).groups()  # type: ignore[union-attr]
-    assert rc != "0" and server == "s1.example:8000", out
-    assert f"error: {not_dir}: mount point is not a directory" in log.read_text()
-    out = boot_once(fail="1")
-    assert out.rstrip().endswith("server= key=") and "rc=0" not in out, out
-
-
 def test_every_boot_starts_the_mount_before_the_modules(tmp_path: Path) -> None:
     """Every boot starts the mount's Python right after the runtime is in place (its imports, ~2.5 s of
     CPU under emulation, fill the waits of module loading, DHCP and the disk check), not cold after
     the disk work: with the saved lines reused it is the one Python start and mounts with the init's
     arguments; with user data to parse, the same process parses it on request. A process that dies
-    leaves no lines and a failed mount, never a hung init."""
+    leaves no lines and a failed mount, never a hung init. The mount's arguments reach it intact (a
+    blank inside one), its output goes to the log and its status is the init's."""
     import sys
 
     from cernvm_build.bootloader.initrd import fused_init
