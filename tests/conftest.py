@@ -10,6 +10,7 @@ million-entry case alone takes minutes to write on a loaded machine, and consume
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -18,6 +19,12 @@ import pytest
 from tests.support import hostile, linked_cache
 from tests.support.bigfs import loop_ext4
 from tests.support.s3servers import rgwserver, s3env, s3server, target  # noqa: F401  (shared fixtures)
+
+# A suite started in the background by a shell without job control (`make test &`, some CI runners)
+# inherits SIGINT ignored, and Python then keeps it ignored: the tests of what Ctrl-C does to a
+# create would see nothing arrive. Ctrl-C is what users press, so the suite gets Python's own handler.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
