@@ -79,11 +79,15 @@ class Fetcher:
     def fetch_many(self, items: Sequence[Item[T]]) -> Iterator[tuple[int, T | CvmfsError]]:
         """Each item's (relpath, consumer, what, limit) result, or its error, in order, as
         (index, result): one item's failure is that item's alone."""
-        for i, (relpath, consume, what, limit) in enumerate(items):
-            try:
-                yield i, self.fetch(relpath, consume, what=what, limit=limit)
-            except CvmfsError as e:
-                yield i, e
+        for i, item in enumerate(items):
+            yield i, self._fetch_alone(item)
+
+    def _fetch_alone(self, item: Item[T]) -> T | CvmfsError:
+        relpath, consume, what, limit = item
+        try:
+            return self.fetch(relpath, consume, what=what, limit=limit)
+        except CvmfsError as e:
+            return e
 
     def get(self, relpath: str, *, what: str, limit: int | None = None) -> bytes:
         return self.fetch(relpath, lambda blocks: b"".join(blocks), what=what, limit=limit)
@@ -405,13 +409,6 @@ class HttpFetcher(Fetcher):
                 conn.close()
         for i in range(done, len(items)):  # what the pipeline left: one by one
             yield i, self._fetch_alone(items[i])
-
-    def _fetch_alone(self, item: Item[T]) -> T | CvmfsError:
-        relpath, consume, what, limit = item
-        try:
-            return self.fetch(relpath, consume, what=what, limit=limit)
-        except CvmfsError as e:
-            return e
 
 
 def _split_base(url: str) -> tuple[str, str, str] | None:
