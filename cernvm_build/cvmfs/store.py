@@ -528,6 +528,7 @@ class ObjectStore:
         assert plain is not None
         alone: list[tuple[str, str, int, bool, str]] = []
         claimed: list[tuple[str, str, int, bool, str, threading.Lock]] = []
+        hashes: list[ObjectHash] = []  # claimed[i]'s, parsed once
         try:
             for name, suffix, size, compressed, what in items:
                 if plain.has(name, suffix):
@@ -543,15 +544,16 @@ class ObjectStore:
                     if self._key_locks.setdefault(name + suffix, lock) is not lock:
                         continue  # being made by another thread
                 claimed.append((name, suffix, size, compressed, what, lock))
+                hashes.append(parse_hash(name))
             fetched = self.fetcher.fetch_many(
                 [
                     (
-                        parse_hash(name).path(suffix),
-                        self._checked(parse_hash(name), suffix, what),
+                        h.path(suffix),
+                        self._checked(h, suffix, what),
                         f"{what} {name}{suffix}",
                         stored_limit(size, compressed, None),
                     )
-                    for name, suffix, size, compressed, what, _ in claimed
+                    for h, (name, suffix, size, compressed, what, _) in zip(hashes, claimed, strict=True)
                 ]
             )
             for i, got in fetched:
@@ -561,7 +563,7 @@ class ObjectStore:
                         raise got
                     self.stats["fetched"] += 1
                     self.stats["fetched_bytes"] += sum(map(len, got))
-                    h = parse_hash(name)
+                    h = hashes[i]
                     keep = list(self._inflate_blocks(h, suffix, iter(got), compressed, what, size))
                     try:
                         os.close(plain.put(name, suffix, keep, size))
