@@ -16,9 +16,10 @@ WORD = re.compile(r"[^\W_]+")
 #: longer "words" (hashes, base64) are not indexed: nobody types them, and they would bloat the index
 MAX_WORD = 40
 _ASCII_WORD = re.compile(r"[a-z]+")
-#: ``WORD`` on lowercase ASCII text: the same words (ASCII letters and digits are exactly the ASCII
-#: characters ``\w`` takes besides "_"), found ~twice as fast without the Unicode class lookups
-_ASCII_RUN = re.compile(r"[a-z0-9]+")
+#: ``WORD`` on ASCII text, as a table: ASCII letters (lowercased) and digits are exactly the ASCII
+#: characters ``\w`` takes besides "_"; every other character becomes a space, then ``str.split``
+#: cuts the words. ~0.1 µs a word where the regex ``[a-z0-9]+``'s ``findall`` took ~0.17 µs
+_ASCII_WORDS = str.maketrans({chr(c): chr(c).lower() if chr(c).isalnum() else " " for c in range(128)})
 _cache: dict[str, str] = {}
 
 STEP2 = (
@@ -39,8 +40,11 @@ STEP4 = (
 
 def words(text: str) -> list[str]:
     """The indexable words of a text, lowercased, in order (not stemmed)."""
-    low = text.lower()  # lowercased first: a few non-ASCII letters lowercase to ASCII ones
-    found = _ASCII_RUN.findall(low) if low.isascii() else WORD.findall(low)
+    if text.isascii():
+        found = text.translate(_ASCII_WORDS).split()
+    else:
+        low = text.lower()  # lowercased first: a few non-ASCII letters lowercase to ASCII ones
+        found = low.translate(_ASCII_WORDS).split() if low.isascii() else WORD.findall(low)
     if found and max(map(len, found)) > MAX_WORD:
         return [w for w in found if len(w) <= MAX_WORD]
     return found

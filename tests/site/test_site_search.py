@@ -127,6 +127,23 @@ def reference_extract(page: str, url: str) -> tuple[bytes, dict[str, str], tuple
     return search._json(frag), {w: ",".join(entries) for w, entries in parts.items()}, (count, total)
 
 
+def test_words_are_the_regex_definition() -> None:
+    """``stemmer.words`` cuts ASCII text with a translation table: the same words as the definition
+    (``WORD`` over the lowercased text, longer than ``MAX_WORD`` dropped) on every ASCII character,
+    letters that lowercase to ASCII ("\u212a" Kelvin, "\u0130") and random mixed text."""
+
+    def reference(text: str) -> list[str]:
+        return [w for w in stemmer.WORD.findall(text.lower()) if len(w) <= stemmer.MAX_WORD]
+
+    rng = random.Random(11)
+    chars = [chr(c) for c in range(160)] + list("\u212a\u0130\u00df\ufb01\u00e9\u2028\u3000_")
+    texts = ["".join(map(chr, range(128))), "\u212aelvin KB", "x" * 41 + " y " + "z" * 40]
+    for i in range(20000):
+        texts.append("".join(rng.choices(chars[:128] if i % 2 else chars, k=rng.randrange(40))))
+    for text in texts:
+        assert stemmer.words(text) == reference(text), repr(text)
+
+
 def _bench_page(i: int, rng: random.Random) -> str:
     body = markdown.render(
         page_text(i, 60, rng).split("---\n", 2)[2], src_path="docs/p.md", first_line=1, base_path="/"
