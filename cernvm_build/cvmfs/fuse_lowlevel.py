@@ -18,6 +18,7 @@ import contextlib
 import ctypes
 import errno
 import logging
+import os
 import signal
 import struct
 import threading
@@ -268,31 +269,52 @@ def _guarded(fn: Callable[..., None]) -> Callable[..., None]:
 
 
 class RequestCounts:
-    """Requests by name and the seconds their handlers took (``mount --stats FILE``: where a mount's
-    time goes, e.g. in a booting guest). Written to ``path`` every ``every`` seconds, as lines
-    ``name count seconds``, by a daemon thread (``fsutil.atomic_write``: a reader never sees half a file)."""
+    """Requests by name, the seconds their handlers took and the CPU seconds of those handlers
+    (``mount --stats FILE``: where a mount's time goes, e.g. in a booting guest, where a handler's
+    wall time also holds the time the one CPU ran someone else). Written to ``path`` every ``every``
+    seconds, as lines ``name count seconds cpu_seconds``, by a daemon thread (``fsutil.atomic_write``:
+    a reader never sees half a file). Two more lines, ``@ready`` (when the kernel's INIT came: the
+    mount was ready) and ``@process`` (at the write), give the seconds since this was made and the
+    whole process's CPU (all threads, since its start): what is not in a handler (the start, the
+    fetching threads) is their difference to the handlers' sum."""
 
     def __init__(self, path: str, every: float = 10.0):
         self.path, self.every = path, every
         self.counts: dict[str, list[float]] = {}
+        self.t0 = time.monotonic()
+        self.ready: tuple[float, float] | None = None
         threading.Thread(target=self._writer, name="fuse-stats", daemon=True).start()
 
     def wrap(self, name: str, fn: Callable[..., None]) -> Callable[..., None]:
-        rec = self.counts.setdefault(name, [0, 0.0])
-        clock = time.perf_counter
+        rec = self.counts.setdefault(name, [0, 0.0, 0.0])
+        clock, cpu = time.perf_counter, time.thread_time
 
         def call(*args: Any) -> None:
-            t0 = clock()
+            t0, c0 = clock(), cpu()
             try:
                 fn(*args)
             finally:  # GIL-held increments; a lost update under contention does not matter here
                 rec[0] += 1
                 rec[1] += clock() - t0
+                rec[2] += cpu() - c0
 
         return call
 
+    def now(self) -> tuple[float, float]:
+        """(seconds since this was made, the process's CPU seconds)."""
+        t = os.times()
+        return time.monotonic() - self.t0, t.user + t.system
+
+    def mark_ready(self) -> None:
+        self.ready = self.now()
+
     def write(self) -> None:
-        lines = "".join(f"{k} {int(c)} {s:.3f}\n" for k, (c, s) in sorted(self.counts.items()) if c)
+        lines = "".join(
+            f"{k} {int(c)} {s:.3f} {u:.3f}\n" for k, (c, s, u) in sorted(self.counts.items()) if c
+        )
+        for name, mark in (("@ready", self.ready), ("@process", self.now())):
+            if mark is not None:
+                lines += f"{name} 1 {mark[0]:.3f} {mark[1]:.3f}\n"
         atomic_write(Path(self.path), lines.encode(), durable=False)
 
     def _writer(self) -> None:
@@ -324,6 +346,11 @@ def _callbacks(
     def readdirplus(req: int, ino: int, size: int, off: int, fi: Any) -> None:
         fs.readdir(req, ino, size, off, fi.contents, True)
 
+    def init(_data: Any, conn: Any) -> None:
+        if counts is not None:
+            counts.mark_ready()
+        fs.init(conn.contents)
+
     def readdir(req: int, ino: int, size: int, off: int, fi: Any) -> None:
         fs.readdir(req, ino, size, off, fi.contents, False)
 
@@ -335,7 +362,7 @@ def _callbacks(
         return call
 
     handlers: dict[str, Callable[..., None]] = {
-        "init": lambda _data, conn: fs.init(conn.contents),
+        "init": init,
         "destroy": lambda _data: fs.destroy(),
         "lookup": _guarded(fs.lookup),
         "forget": forget,

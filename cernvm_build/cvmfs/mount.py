@@ -84,7 +84,9 @@ def add_mount_options(p: argparse.ArgumentParser, *, servers_required: bool = Tr
         "--stats",
         type=Path,
         metavar="FILE",
-        help="write FUSE request counts and handler seconds (lines: name count seconds) here every 10 s",
+        help="write FUSE request counts, handler seconds and handler CPU seconds (lines: name count "
+        "seconds cpu; @ready and @process: seconds since the start and the process's CPU when the mount "
+        "was ready and now) here every 10 s",
     )
     p.add_argument(
         "--no-magic-xattrs",

@@ -208,18 +208,47 @@ def test_request_counts_are_written_for_a_diagnosis(published: tuple[Path, Path]
     finally:
         mounts.close()  # unmounts
 
-    def counts() -> dict[str, tuple[int, float]]:
+    def counts() -> dict[str, tuple[int, float, float]]:
         lines = stats.read_text().splitlines() if stats.exists() else []
-        return {name: (int(n), float(s)) for name, n, s in (ln.split() for ln in lines)}
+        return {name: (int(n), float(s), float(c)) for name, n, s, c in (ln.split() for ln in lines)}
 
     deadline = time.monotonic() + 60  # the daemon's last write follows the unmount
     while "read" not in counts() and time.monotonic() < deadline:
         time.sleep(0.2)
     got = counts()
     assert got["lookup"][0] >= 3  # sub, deeper, file, nothing-here (wide may come by READDIRPLUS)
-    assert got["readdirplus"][0] + got.get("readdir", (0, 0.0))[0] >= 2
+    assert got["readdirplus"][0] + got.get("readdir", (0, 0.0, 0.0))[0] >= 2
     assert got["read"][0] >= 1
-    assert all(s >= 0 for _n, s in got.values())
+    assert all(s >= 0 and c >= 0 for _n, s, c in got.values())
+    # the process's CPU when the mount was ready (its start: open, imports) and at the end, which
+    # holds the handlers' CPU too
+    ready, process = got.pop("@ready"), got.pop("@process")
+    assert 0 < ready[2] <= process[2] and 0 < ready[1] <= process[1]
+    assert sum(c for _n, _s, c in got.values()) <= process[2] - ready[2] + 0.05
+
+
+def test_request_counts_tell_cpu_from_waiting(tmp_path: Path) -> None:
+    """A handler's CPU is its thread's, apart from its wall time: one that waits shows wall
+    seconds and almost no CPU, one that computes shows CPU (in a guest with one CPU the wall time
+    of every handler holds the others' work too)."""
+    from cernvm_build.cvmfs.fuse_lowlevel import RequestCounts
+
+    counts = RequestCounts(str(tmp_path / "stats"), every=3600)
+
+    def burn() -> None:
+        t = time.thread_time()
+        while time.thread_time() - t < 0.05:
+            pass
+
+    counts.wrap("wait", lambda: time.sleep(0.1))()
+    counts.wrap("burn", burn)()
+    counts.mark_ready()
+    counts.write()
+    lines = (tmp_path / "stats").read_text().splitlines()
+    got = {ln.split()[0]: [float(x) for x in ln.split()[1:]] for ln in lines}
+    assert got["wait"][0] == 1 and got["wait"][1] >= 0.1 and got["wait"][2] < 0.05
+    assert got["burn"][0] == 1 and got["burn"][2] >= 0.05
+    assert got["@ready"][2] >= 0.05 and got["@process"][2] >= got["@ready"][2]
 
 
 def test_an_os_root_mount_shows_only_the_entries_own_attributes(

@@ -34,7 +34,7 @@ done
 IFS=$old_ifs
 [ "$CVMFS_PROXY" != DIRECT ] && set -- "$@" --proxy "$CVMFS_PROXY"
 [ -n "$U_cvmfs_quota_limit" ] && set -- "$@" --quota-limit "$U_cvmfs_quota_limit"
-# cvmfs_stats on the kernel command line: the daemon's FUSE request counts (where a boot's time goes),
+# cvmfs_stats on the kernel command line: the daemon's FUSE request counts and CPU (where a boot's time goes),
 # readable in the OS at /mnt/.rw/aux/fuse-stats
 [ -n "$CVMFS_STATS" ] && set -- "$@" --stats $ROOT_RW/aux/fuse-stats
 
