@@ -65,42 +65,72 @@ class _State:
     """A state's rules joined, and by the character at a position the alternation of only the rules
     whose match can start with it (``refirst``), in the same order: the rules left out cannot match
     there, so the first that matches is the one the whole alternation finds. Made per character when
-    first met (characters with the same rules share one pattern)."""
+    first met (characters with the same rules share one pattern). At the text's end only the rules
+    that can match the empty string are tried; the whole alternation (~20 ms to compile for Python's
+    root state, serial time of every full build) is compiled only for a non-ASCII character."""
 
-    __slots__ = ("by_char", "by_rules", "first", "rules", "whole")
+    __slots__ = ("by_char", "by_rules", "first", "rules")
 
-    def __init__(self, rules: list[Rule], whole: Joined):
+    def __init__(self, rules: list[Rule]):
         self.rules = rules
-        self.whole = whole
         self.first = [first_chars(match.__self__) for match, _action, _new in rules]  # type: ignore[attr-defined]
         self.by_char: dict[str, Joined] = {}
         self.by_rules: dict[tuple[int, ...], Joined] = {}
 
     def at(self, c: str) -> Joined:
         """The alternation for a position whose character is ``c`` ("" at the text's end)."""
-        joined = self.whole
-        if len(c) == 1 and c in ASCII:
+        if not c:
+            some = tuple(i for i, f in enumerate(self.first) if f is None)
+        elif c in ASCII:
             # letters (and "_") share one alternation, digits another: each distinct set of rules is
             # a pattern to compile (~5 ms where it holds the long keyword lists), and the rules' own
             # prefixes (keywords, builtins) fail fast at a letter they do not start with
             group = _GROUP.get(c, c)
             some = tuple(i for i, f in enumerate(self.first) if f is None or not f.isdisjoint(group))
-            if len(some) < len(self.rules):
-                got = self.by_rules.get(some)
-                if got is None:
-                    got = self.by_rules[some] = self._subset(some)
-                joined = got
-        self.by_char[c] = joined
-        return joined
+        else:
+            some = tuple(range(len(self.rules)))
+        got = self.by_rules.get(some)
+        if got is None:
+            got = self.by_rules[some] = self._subset(some)
+        self.by_char[c] = got
+        return got
 
     def _subset(self, some: tuple[int, ...]) -> Joined:
         if not some:
             return _never, {}
         sub = _join([self.rules[i] for i in some])
-        if sub is None:  # cannot happen (a part of patterns that joined), but never guess
-            return self.whole
+        if sub is None:  # cannot happen (``_joinable`` said these rules join), but never guess
+            return _one_by_one([self.rules[i] for i in some], some)
         match, index = sub
         return match, {group: some[k] for group, k in index.items()}
+
+
+class _Hit:
+    """A rule's match standing for the alternation's (``lastindex``: the group of that rule)."""
+
+    __slots__ = ("lastindex", "m")
+
+    def __init__(self, m: re.Match[str], lastindex: int):
+        self.m, self.lastindex = m, lastindex
+
+    def group(self) -> str:
+        return self.m.group()
+
+    def end(self) -> int:
+        return self.m.end()
+
+
+def _one_by_one(rules: list[Rule], some: tuple[int, ...]) -> Joined:
+    """The rules tried one by one, as an alternation of them answers (where theirs did not compile)."""
+
+    def match(text: str, pos: int) -> _Hit | None:
+        for k, (rule_match, _action, _new) in enumerate(rules):
+            m = rule_match(text, pos)
+            if m is not None:
+                return _Hit(m, k + 1)
+        return None
+
+    return match, {k + 1: some[k] for k in range(len(rules))}
 
 
 #: a state's rules are joined once this process matched this many tokens in it rule by rule: joining
@@ -148,6 +178,27 @@ def _renumbered(src: str, outer: int, groups: int) -> str | None:
 
 
 def _join(rules: list[Rule]) -> Joined | None:
+    source = _source(rules)
+    if source is None:
+        return None
+    try:
+        return re.compile(source[0], source[1]).match, source[2]
+    except re.error:
+        return None
+
+
+def _joinable(rules: list[Rule]) -> bool:
+    """Whether the rules can be joined: what ``_join`` checks before it compiles, and no group name
+    twice (the one error compiling the alternation of patterns that compile alone can meet)."""
+    if _source(rules) is None:
+        return False
+    names = [name for match, _a, _n in rules for name in match.__self__.groupindex]  # type: ignore[attr-defined]
+    return len(names) == len(set(names))
+
+
+def _source(rules: list[Rule]) -> tuple[str, int, dict[int, int]] | None:
+    """The alternation of the rules, its flags and, by group number, the rule each group wraps (None
+    where they cannot share one expression)."""
     parts: list[str] = []
     index: dict[int, int] = {}
     flags: set[int] = set()
@@ -174,10 +225,7 @@ def _join(rules: list[Rule]) -> Joined | None:
         group += pattern.groups
     if len(flags) != 1:
         return None
-    try:
-        return re.compile("|".join(parts), flags.pop()).match, index
-    except re.error:
-        return None
+    return "|".join(parts), flags.pop(), index
 
 
 def _joined(lexer: RegexLexer) -> tuple[dict[str, _State | None], dict[str, int]]:
@@ -259,8 +307,7 @@ def tokens(
             if m is not None and state not in joined:
                 n = uses[state] = uses.get(state, 0) + 1
                 if n >= join_after:
-                    whole = _join(rules)
-                    one = joined[state] = _State(rules, whole) if whole is not None else None
+                    one = joined[state] = _State(rules) if _joinable(rules) else None
         if m is not None:
             if action is not None:
                 if type(action) is _TokenType:

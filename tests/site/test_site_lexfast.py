@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from pygments.lexer import RegexLexer
 from pygments.lexers import get_lexer_by_name
+from pygments.token import Name, String, Text
 
 from bench.site_corpus import CODE
 from cernvm_build.paths import data_dir
@@ -153,7 +154,7 @@ def test_a_rule_matches_only_where_its_first_characters_say(join_at_once: None) 
                     continue
                 checked += 1
                 for text in texts:
-                    for pos in range(len(text)):
+                    for pos in range(len(text) + 1):  # the end too: where only empty matches can be
                         m = pattern.match(text, pos)
                         if m is not None:
                             assert m.end() > pos, pattern.pattern
@@ -186,3 +187,40 @@ def test_first_characters_are_never_too_few(source: str, flags: int, can: str, c
 @pytest.mark.parametrize("source", [r"x*", r"(?=a)", r"\b", r"a|", r"(a?)\1"])
 def test_a_rule_that_can_match_nothing_is_tried_at_every_character(source: str) -> None:
     assert first_chars(re.compile(source)) is None
+
+
+def test_the_whole_alternation_is_compiled_only_for_a_non_ascii_character(join_at_once: None) -> None:
+    lexer = get_lexer_by_name("python", stripnl=False, ensurenl=False)
+    text = "x = 1\ny = 2\n"
+    assert list(lexfast.tokens(lexer, text)) == list(RegexLexer.get_tokens_unprocessed(lexer, text))
+    root = lexfast._JOINED[type(lexer)][0]["root"]
+    assert root is not None and "" in root.by_char and "y" in root.by_char
+    every = tuple(range(len(root.rules)))
+    assert every not in root.by_rules  # the text's end tried only the rules that can match empty
+    text = "ü = 1\n"
+    assert list(lexfast.tokens(lexer, text)) == list(RegexLexer.get_tokens_unprocessed(lexer, text))
+    assert every in root.by_rules
+
+
+class _SameName(RegexLexer):
+    """Two rules with one group name: each compiles, their alternation does not."""
+
+    tokens = {"root": [(r"(?P<a>x)", Name), (r"(?P<a>y)", String), (r".", Text), (r"\n", Text)]}  # noqa: RUF012
+
+
+def test_rules_whose_alternation_does_not_compile_are_not_joined(join_at_once: None) -> None:
+    lexer = _SameName()
+    text = "xyü\nyx\n"
+    assert list(lexfast.tokens(lexer, text)) == list(RegexLexer.get_tokens_unprocessed(lexer, text))
+    assert lexfast._JOINED[_SameName][0]["root"] is None  # tried rule by rule, as Pygments does
+
+
+def test_rules_whose_alternation_fails_anyway_are_tried_one_by_one(
+    join_at_once: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lexer = get_lexer_by_name("ini", stripnl=False, ensurenl=False)
+    monkeypatch.setattr(lexfast, "_join", lambda rules: None)  # every alternation fails to compile
+    text = "[s]\nk = v ü\n; c\n"
+    assert list(lexfast.tokens(lexer, text)) == list(RegexLexer.get_tokens_unprocessed(lexer, text))
+    root = lexfast._JOINED[type(lexer)][0]["root"]
+    assert root is not None and root.by_rules
