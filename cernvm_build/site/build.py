@@ -23,6 +23,7 @@ import gc
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -113,9 +114,10 @@ class Builder:
         state: State,
         fresh: dict[str, str],
         new: bool,
+        meanwhile: Callable[[], object],
     ) -> tuple[int, int, int, int]:
         """Steps 4 and 5 into ``target``; returns (outputs written, removed, search files written,
-        shards indexed)."""
+        shards indexed). ``meanwhile``: serial work done while the pages are written."""
         pages = search_pages(outputs)
         written, rows, removed, extracts = execute(
             target,
@@ -133,6 +135,7 @@ class Builder:
                 {p: fp for p, fp in pages.items() if p not in outputs.unchanged}, state
             ),
             base_path=self.cfg.base_path,
+            meanwhile=meanwhile,
         )
         state.put_outputs(rows, removed)  # recorded first: a failed index step keeps the pages
         if any(j.out.endswith(".html") for j in written) or any(r.endswith(".html") for r in removed):
@@ -170,6 +173,9 @@ class Builder:
         start = time.perf_counter()
         self._check_out_dir()
         state = State(self.cache_dir / "state.sqlite")
+        # the Markdown rendered now is kept while the pages are written (``render_markdown``), or at
+        # the end when a step before that failed: the next build does not render it again
+        store_md: Callable[[], None] = _nothing
         try:
             yaml_memo = Memo(state.memo("yaml"))  # config.yaml and data files parsed before
             cfg = config_mod.load(self.site_dir, base_url=self.base_url, memo=yaml_memo)
@@ -185,7 +191,7 @@ class Builder:
             old_keys = {snap.keys[rel] for rel in edited} if snap and edited is not None else set()
             # a build that may plan the edited pages alone reads the rest of a page's metadata on use
             metas = state.md_meta(set(keys.values()) | old_keys, lazy=edited is not None)
-            fresh = render_markdown(planned, metas, state, self.jobs, self.reporter, old_keys)
+            fresh, store_md = render_markdown(planned, metas, state, self.jobs, self.reporter, old_keys)
             if edited and snap is not None and _shown_elsewhere(edited, keys, snap, metas):
                 edited = None  # a title, listed excerpt, heading id... other pages show it: plan them all
             data = data_mod.load_all(self.site_dir, cfg, self.repo_metadata, yaml_memo)
@@ -233,7 +239,7 @@ class Builder:
                 if snap is not None and snap != after:
                     state.put_snapshot(None)  # this build writes: no plan is complete until it ends
                 rendered, removed, search_files, search_shards = self._write(
-                    target, outputs, pageset, old_outputs, env, state, fresh, new
+                    target, outputs, pageset, old_outputs, env, state, fresh, new, store_md
                 )
                 if snap != after:
                     state.put_snapshot(after)
@@ -242,7 +248,10 @@ class Builder:
                 state.prune_md(current)
                 state.prune_code({k for key in current for k in metas[key].get("code", ())} | {css_key})
         finally:
-            state.close()
+            try:
+                store_md()  # (once: a second call does nothing)
+            finally:
+                state.close()
         return BuildReport(
             out_dir=self.out_dir,
             pages=len(pageset.pages),
@@ -258,6 +267,10 @@ class Builder:
             warnings=self.warnings,
             sources={p.out: p.file for p in pageset.pages if p.file},
         )
+
+
+def _nothing() -> None:
+    pass
 
 
 def _stylesheet(state: State, style: str) -> tuple[str, str]:

@@ -2,11 +2,15 @@
 
 ``shared`` (templates, rendered HTML, the page set) reaches the workers through ``fork``: it is an
 argument of each worker's target, inherited with the process, never pickled and never a module global.
-This process works one share itself and forks ``jobs - 1`` children for the others (with two jobs one
-fork, not two while this process only waited: each forked worker cost CPU of its own, its
-copy-on-write page faults, its start and exit). A child's results travel back as one pickled bytes
-object through its own pipe. Below ``PARALLEL_MIN`` items, or with one job, everything runs in this
-process (forking costs more than it saves).
+This process works too and forks ``jobs - 1`` children (with two jobs one fork, not two while this
+process only waited: each forked worker cost CPU of its own, its copy-on-write page faults, its start
+and exit). The items are cut into runs of consecutive items (``RUN_ITEMS`` at most), and every process
+takes the next run when it is done with its last (a number read from a pipe all share, which the
+kernel hands to one reader), so a process slowed by others' load, or by the serial work
+this one does first (``meanwhile``), takes fewer runs instead of being waited for; and neighbouring
+items (a folder's pages, which share a sidebar) stay in one process. A child's results travel back as one
+pickled bytes object through its own pipe. Below ``PARALLEL_MIN`` items, or with one job, everything
+runs in this process (forking costs more than it saves).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import os
 import pickle
 import signal
+import struct
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TypeVar
 
@@ -25,9 +30,39 @@ R = TypeVar("R")
 
 #: fewer items than this are handled in-process
 PARALLEL_MIN = 48
+#: the most items in a run a process takes at once: a page is ~1 ms of work, so the processes end
+#: within a run's time of each other, and the runs are few (a read of the shared pipe each)
+RUN_ITEMS = 8
+_RUN = struct.Struct("=I")  # a run's number in the shared pipe: fixed size, one read takes one whole
+#: the most runs: their numbers must fit in the pipe before any process reads one (a pipe holds one
+#: 4 KiB page at least: what Linux gives a user past its pipe buffer quota)
+MAX_RUNS = 4096 // _RUN.size
 
 
-def _child(fn: Callable[[Any, Any], Any], shared: Any, items: Sequence[Any], fd: int) -> NoReturn:
+def _runs(n: int, jobs: int) -> int:
+    """The items in a run: ``RUN_ITEMS``, fewer where there are few items (each process then gets ~16
+    runs to balance with), more where ``MAX_RUNS`` runs would not hold them all."""
+    return max(1, min(RUN_ITEMS, n // (jobs * 16)), -(-n // MAX_RUNS))
+
+
+def _next_run(fd: int) -> int | None:
+    data = os.read(fd, _RUN.size)  # the runs were all written before any reader started
+    return _RUN.unpack(data)[0] if len(data) == _RUN.size else None
+
+
+def _work(
+    fn: Callable[[Any, Any], Any], shared: Any, items: Sequence[Any], size: int, runs: int
+) -> list[Any]:
+    """``(run number, results)`` of each run this process takes from the shared pipe ``runs``."""
+    done = []
+    while (run := _next_run(runs)) is not None:
+        done.append((run, [fn(shared, item) for item in items[run * size : (run + 1) * size]]))
+    return done
+
+
+def _child(
+    fn: Callable[[Any, Any], Any], shared: Any, items: Sequence[Any], size: int, runs: int, fd: int
+) -> NoReturn:
     """The forked child's whole life: never returns (``os._exit``), so nothing of the parent's stack
     (its ``finally`` blocks, pytest, atexit handlers, buffered output) runs twice."""
     code = 0
@@ -36,7 +71,7 @@ def _child(fn: Callable[[Any, Any], Any], shared: Any, items: Sequence[Any], fd:
         # fork, and the parent terminates workers when it stops early
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         try:
-            data = pickle.dumps(("ok", [fn(shared, item) for item in items]), pickle.HIGHEST_PROTOCOL)
+            data = pickle.dumps(("ok", _work(fn, shared, items, size, runs)), pickle.HIGHEST_PROTOCOL)
         except BaseException as e:  # reported to the parent, which raises it
             data = pickle.dumps(("error", f"{type(e).__name__}: {e}"), pickle.HIGHEST_PROTOCOL)
         with os.fdopen(fd, "wb") as pipe:
@@ -62,42 +97,62 @@ def _receive(fd: int) -> Any:
 
 
 def fork_map(
-    fn: Callable[[S, T], R], shared: S, items: Sequence[T], jobs: int, least: int = PARALLEL_MIN
+    fn: Callable[[S, T], R],
+    shared: S,
+    items: Sequence[T],
+    jobs: int,
+    least: int = PARALLEL_MIN,
+    meanwhile: Callable[[], object] | None = None,
 ) -> list[R]:
     """``[fn(shared, item) for item in items]``, in up to ``jobs`` processes (this one and forked
     children); order kept. ``least``: fewer items run in this process (items that are each much work:
-    fewer)."""
+    fewer). ``meanwhile``: work of this process's own (not of the items) that it does once the children
+    are at work, first (before the items when nothing is forked)."""
     if jobs <= 1 or len(items) < least:
+        if meanwhile is not None:
+            meanwhile()
         return [fn(shared, item) for item in items]
-    n = min(jobs, len(items))
     # The first item before the fork: what it makes on first use (lazy imports, compiled patterns,
     # parsers, caches) is then made once and inherited, not again in every child.
     first = fn(shared, items[0])
-    children: list[tuple[int, int, int]] = []  # (share, pid, read end of its pipe)
+    rest = items[1:]
+    size = _runs(len(rest), jobs)
+    count = -(-len(rest) // size)
+    runs, wr = os.pipe()
+    children: list[tuple[int, int]] = []  # (pid, read end of its pipe)
     try:
-        for w in range(1, n):
+        with os.fdopen(wr, "wb") as feed:  # all of them now: never more than the pipe holds
+            feed.write(b"".join(_RUN.pack(run) for run in range(count)))
+        for _w in range(1, min(jobs, len(items))):
             r, wr = os.pipe()
             pid = os.fork()
             if pid == 0:
                 os.close(r)
-                for _w, _pid, other in children:
+                for _pid, other in children:
                     os.close(other)
-                _child(fn, shared, items[w::n], wr)
+                _child(fn, shared, rest, size, runs, wr)
             os.close(wr)
-            children.append((w, pid, r))
-        out: list[Any] = [None] * len(items)
-        out[0::n] = [first, *(fn(shared, item) for item in items[n::n])]
+            children.append((pid, r))
+        if meanwhile is not None:
+            meanwhile()
+        done = _work(fn, shared, rest, size, runs)
         while children:
             # pop before reading: the read end is closed by _receive whatever happens
-            w, pid, r = children.pop(0)
+            pid, r = children.pop(0)
             try:
-                out[w::n] = _receive(r)
+                done += _receive(r)
             finally:
                 os.waitpid(pid, 0)
+        out: list[Any] = [first]
+        for _run, results in sorted(done, key=lambda d: d[0]):
+            out += results
+        if len(out) != len(items):  # a child took a run and ended without sending it
+            raise BuildError("a site build worker process died", hint="run again with --jobs 1 to see why")
         return out
     finally:
+        os.close(runs)
         # stopped early (an error here or in a child, an interrupt): end the children still running
-        for _w, pid, r in children:
+        for pid, r in children:
             os.close(r)
             try:
                 os.kill(pid, signal.SIGTERM)

@@ -465,7 +465,7 @@ def update(
     known = state.search_extracts({keys[p] for p in need})
     todo = [p for p in need if keys[p] not in known]
     extracts.update(zip(todo, fork_map(_extract_file, (out_dir, base_path), todo, jobs), strict=True))
-    state.put_search_extracts([(keys[p], *e) for p, e in extracts.items()])  # those made in this build
+    made_here = [(keys[p], *e) for p, e in extracts.items()]  # kept in the state, while the shards are made
     extracts.update((p, known[keys[p]]) for p in need if keys[p] in known)
     rows: list[tuple[str, str, int, int]] = []
     written = 0
@@ -474,7 +474,14 @@ def update(
     entries: dict[str, dict[str, Any]] = {}
     # the stale shards' files, made and written in forked workers (a shard is much work: a cold build's
     # index was serial time after the pages' parallel step)
-    made_now = fork_map(_write_shard, (out_dir, extracts, ours, new), stale, jobs, least=2)
+    made_now = fork_map(
+        _write_shard,
+        (out_dir, extracts, ours, new),
+        stale,
+        jobs,
+        least=2,
+        meanwhile=lambda: state.put_search_extracts(made_here),
+    )
     by_bundle = {s.bundle: m for s, m in zip(stale, made_now, strict=True)}
     for s in cut:
         if s.bundle in by_bundle:

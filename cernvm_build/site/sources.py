@@ -227,14 +227,16 @@ def render_markdown(
     jobs: int,
     reporter: Reporter,
     earlier: Collection[str] = (),
-) -> dict[str, str]:
+) -> tuple[dict[str, str], Callable[[], None]]:
     """Render the sources whose key is not cached (``metas`` gains them), with the code blocks earlier
     builds highlighted and the front matters of ``earlier`` (keys of former versions of the sources,
-    in ``metas``) parsed. Returns {key: html}."""
+    in ``metas``) parsed. Returns {key: html} and what keeps them in the state (once, however often
+    called): the builder calls it while the pages are written (serial work the other processes do not
+    wait for), or when a step before that fails."""
     todo = sorted((s for s in planned.values() if s.key not in metas), key=lambda s: (s.key, s.rel))
     fresh: dict[str, str] = {}
     if not todo:
-        return fresh
+        return fresh, _nothing
     errors: list[tuple[str, str, str]] = []
     rows: list[tuple[str, Any, str]] = []
     total = len(todo)
@@ -267,6 +269,16 @@ def render_markdown(
         message, where, hint = errors[0]
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise BuildError(message + more, where=where or None, hint=hint or None)
-    state.put_md(rows)
-    state.put_code(new_code)
-    return fresh
+    stored: list[bool] = []
+
+    def store() -> None:
+        if not stored:
+            stored.append(True)
+            state.put_md(rows)
+            state.put_code(new_code)
+
+    return fresh, store
+
+
+def _nothing() -> None:
+    pass

@@ -10,6 +10,7 @@ it into place at the end, ``fsutil.atomic_dir``): there each file is written onc
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -141,21 +142,27 @@ def execute(
     new: bool = False,
     extract: set[str] | frozenset[str] = frozenset(),
     base_path: str = "/",
+    meanwhile: Callable[[], object] | None = None,
 ) -> tuple[list[Job], list[tuple[str, str, int, int]], list[str], dict[str, tuple[bytes, bytes]]]:
     """Write what changed; returns (jobs written, state rows for them, outputs removed, search extracts
     of the written pages among ``extract``). ``new``: the output folder is new and empty (see the
-    module docstring)."""
+    module docstring); ``meanwhile``: the builder's serial work, done here while the workers write
+    (``parallel.fork_map``)."""
     todo = [job for job in plan.jobs if job.out not in plan.unchanged and not _unchanged(out_dir, job, old)]
-    # What the workers need and this process already has: rendered HTML and sidebars.
-    need_md = sorted(
-        {
-            v.key
-            for j in todo
-            if j.context
-            for v in _lates(j.context)
-            if v.kind == "content" and v.key not in fresh
-        }
-    )
+    # What the workers need and this process already has: rendered HTML and sidebars. The contexts are
+    # searched for the rendered pages they show only where some page was not rendered now (a full
+    # build's ~21,000 context values: 0.02 CPU-s of serial time for nothing).
+    need_md: list[str] = []
+    if any(p.md_key and p.md_key not in fresh for p in pageset.pages):
+        need_md = sorted(
+            {
+                v.key
+                for j in todo
+                if j.context
+                for v in _lates(j.context)
+                if v.kind == "content" and v.key not in fresh
+            }
+        )
     html = dict(fresh)
     html.update(state.md_html(need_md))
     sidebar_html: dict[str, str] = {}
@@ -171,7 +178,7 @@ def execute(
     made = {str(out_dir)} if new else None
     work = Work(out_dir, env, html, sidebar_html, pageset, todo, made, set(extract), base_path)
     reporter.progress("pages", 0, len(todo))
-    results = fork_map(_do_job_safe, work, list(range(len(todo))), jobs)
+    results = fork_map(_do_job_safe, work, list(range(len(todo))), jobs, meanwhile=meanwhile)
     reporter.progress("pages", len(todo), len(todo))
     failed = [r for r in results if isinstance(r[0], str)]
     if failed:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from cernvm_build.site.parallel import fork_map
 
 
 def _pid_and_double(shared: int, item: int) -> tuple[int, int]:
+    time.sleep(0.002)  # work: each process takes runs of items while the others work theirs
     return os.getpid(), item * shared
 
 
@@ -27,6 +29,7 @@ def test_results_keep_the_items_order_and_the_work_is_shared() -> None:
 def _fail_in_a_child(parent: int, item: int) -> int:
     if os.getpid() != parent:
         raise ValueError(f"bad item {item}")
+    time.sleep(0.01)  # this process is slow: the child takes runs too
     return item
 
 
@@ -39,6 +42,7 @@ def test_a_failing_worker_is_a_build_error_naming_the_failure() -> None:
 def _die_in_a_child(parent: int, item: int) -> int:
     if os.getpid() != parent:
         os._exit(3)
+    time.sleep(0.01)
     return item
 
 
@@ -63,3 +67,50 @@ def test_an_error_in_this_process_ends_the_workers_and_is_raised_as_is() -> None
     with pytest.raises(ValueError, match="here"):
         fork_map(_fail_here, os.getpid(), list(range(10)), jobs=3, least=2)
     assert _children() == before  # every worker ended and waited for: none running, no zombie
+
+
+def _note(folder: Path, item: int) -> int:
+    (folder / f"{item}.{os.getpid()}").touch()
+    return item
+
+
+def test_the_runs_go_to_the_processes_free_to_take_them() -> None:
+    """This process's own work first (``meanwhile``), while the children take every run: it waits
+    here until they did all items but the first (made before the fork); with shares fixed in advance
+    a third of them would have waited for this process, and the wait would end without them."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+
+        def meanwhile() -> None:
+            deadline = time.monotonic() + 20
+            while len(list(folder.iterdir())) < 99 and time.monotonic() < deadline:
+                time.sleep(0.01)
+
+        got = fork_map(_note, folder, list(range(100)), jobs=3, least=2, meanwhile=meanwhile)
+        assert got == list(range(100))
+        by = [name.split(".") for name in os.listdir(folder)]
+        here = sorted(int(item) for item, pid in by if int(pid) == os.getpid())
+        assert len(by) == 100 and here == [0]
+
+
+def test_the_work_meanwhile_is_done_without_children_too() -> None:
+    done: list[int] = []
+    got = fork_map(_pid_and_double, 3, [1, 2], jobs=1, meanwhile=lambda: done.append(1))
+    assert [r for _pid, r in got] == [3, 6] and done == [1]
+
+
+def test_many_items_are_cut_into_runs_a_pipe_holds() -> None:
+    from cernvm_build.site import parallel
+
+    assert parallel._runs(1000, 2) == parallel.RUN_ITEMS and parallel._runs(20, 2) == 1
+    for n in (10, 1000, 32_768, 100_000, 1_000_000):
+        size = parallel._runs(n, 2)
+        assert -(-n // size) <= parallel.MAX_RUNS and parallel.MAX_RUNS * parallel._RUN.size <= 4096
+    # 9,000 runs of one item would have blocked this process writing their numbers
+    assert fork_map(_times, 1, list(range(9000)), jobs=2, least=2) == list(range(9000))
+
+
+def _times(shared: int, item: int) -> int:
+    return item * shared
