@@ -178,15 +178,16 @@ def children(
     lookup, is the one to show)."""
     # A generator: libfuse takes the entries one by one, so a huge directory is never a list here.
     path = directory if isinstance(directory, str) else directory.path
+    kept = prefetch.take_children(path)  # read ahead of the reader already: not read again
     try:
-        listing = repo.iterdir(directory)
+        listing = iter(kept) if kept is not None else repo.iterdir(directory)
     except CernVMError as e:
         if repo.lookup(path) is None:
             raise mfusepy.FuseOSError(errno.ENOENT) from e
         raise _os_error(e) from e
     yield ".", None
     yield "..", None
-    listed: list[DirEntry] | None = []
+    listed: list[DirEntry] | None = [] if kept is None else None  # the prefetcher has it
     try:
         for c in listing:
             if listed is not None:

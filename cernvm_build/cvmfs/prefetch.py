@@ -42,13 +42,18 @@ WINDOW_FILES = 32
 WINDOW_BYTES = 8 << 20
 #: whole files fetched by one job, pipelined on one connection (the window moves on by this many)
 BATCH = 8
-#: directories after the opened file's that the window may go on into, at most
-BEYOND_DIRS = 8
+#: directories after the opened file's that the window may go on into, at most; it is topped up
+#: again only when fewer than half of them are left ahead of the reader (whole batches, see _beyond)
+BEYOND_DIRS = 16
 #: fetches queued or running at most (a reader jumping between directories cannot pile them up)
 MAX_PENDING = 64
 #: directory listings remembered (name order, small files only), each of at most MAX_LISTING entries
 MAX_DIRS = 256
 MAX_LISTING = 10_000
+#: listings read ahead of the reader, kept whole for its readdir (``take_children``): at most this
+#: many, of at most SHARED_LISTING entries each
+SHARED_DIRS = 64
+SHARED_LISTING = 256
 #: after this many opens in a row whose window was all in the plain cache already, only one open in
 #: PROBE_EVERY looks ahead (and listings are not kept meanwhile): a warm cache needs no fetching,
 #: and looking cost a quarter of a warm read's Python work; any file found missing ends it
@@ -57,13 +62,23 @@ PROBE_EVERY = 16
 
 
 class _Listing:
-    __slots__ = ("crossed", "entries", "names", "next")
+    __slots__ = ("entries", "names", "next")
 
     def __init__(self, entries: Sequence[DirEntry]):
         self.entries = [e for e in entries if _small_file(e)]
         self.names = [e.name for e in self.entries]
         self.next = 0  # the first index not yet scheduled
-        self.crossed = False  # the window went on into the next directories once
+
+
+class _Subdirs:
+    """A parent's subdirectories (name order) and how far the window has gone into them."""
+
+    __slots__ = ("ahead", "entries", "paths")
+
+    def __init__(self, entries: list[DirEntry]):
+        self.entries = entries
+        self.paths = [e.path for e in entries]
+        self.ahead = 0  # index of the first subdirectory the window has not gone into yet
 
 
 def _small_file(e: DirEntry) -> bool:
@@ -84,8 +99,10 @@ class Prefetcher:
         self._lock = threading.Lock()
         self._dirs: collections.OrderedDict[str, _Listing] = collections.OrderedDict()
         self._pending: set[str] = set()
-        #: subdirectories (paths, name order) of the directories whose children were opened last
-        self._subdirs: collections.OrderedDict[str, list[str]] = collections.OrderedDict()
+        #: subdirectories of the directories whose children were opened last
+        self._subdirs: collections.OrderedDict[str, _Subdirs] = collections.OrderedDict()
+        #: listings read here that readdir has not taken yet (see take_children)
+        self._shared: collections.OrderedDict[str, list[DirEntry]] = collections.OrderedDict()
         self._pool: _Pool | None = None
         self._quiet = 0  # opens in a row that found their window cached (see QUIET_AFTER)
         plain = repo.store.plain_cache
@@ -107,24 +124,45 @@ class Prefetcher:
             self._keep(path, children)
 
     def _keep(self, path: str, children: Sequence[DirEntry]) -> None:
+        """Keep ``path``'s listing unless one is kept already: a revision never changes, and the kept
+        one knows how far the window went (readdir of a directory the window went into ahead of the
+        reader would otherwise have its files looked at, and the window moved on, a second time)."""
+        with self._lock:
+            if path in self._dirs:
+                self._dirs.move_to_end(path)
+                return
         listing = _Listing(children)
         with self._lock:
-            self._dirs[path] = listing
+            listing = self._dirs.setdefault(path, listing)
             self._dirs.move_to_end(path)
             while len(self._dirs) > MAX_DIRS:
                 self._dirs.popitem(last=False)
 
-    def _list(self, path: str) -> _Listing | None:
-        """``path``'s listing, read from its catalog and kept (None if that fails: a prefetch is only
-        a hint); the one kept under the lock is returned, which a concurrent readdir may have set."""
+    def _list(self, path: str, entry: DirEntry | None = None) -> _Listing | None:
+        """``path``'s listing (``entry``: its own, if known: not looked up again), read from its
+        catalog and kept (None if that fails: a prefetch is only a hint); the one kept under the lock
+        is returned, which a concurrent readdir may have set. A small one is also kept whole for the
+        reader's readdir, which follows (``take_children``)."""
         try:
-            children = list(itertools.islice(self.repo.iterdir(path), MAX_LISTING + 1))
+            children = list(itertools.islice(self.repo.iterdir(entry or path), MAX_LISTING + 1))
         except CernVMError as err:
             log.debug("prefetch: listing %s failed: %s", path, err)
             return None
         self._keep(path, children if len(children) <= MAX_LISTING else [])
         with self._lock:
+            if len(children) <= SHARED_LISTING:
+                self._shared[path] = children
+                while len(self._shared) > SHARED_DIRS:
+                    self._shared.popitem(last=False)
             return self._dirs.get(path)
+
+    def take_children(self, path: str) -> list[DirEntry] | None:
+        """The children of ``path`` if they were read here ahead of the reader (once: readdir takes
+        them instead of reading its catalog a second time; the kernel keeps the listing after)."""
+        if not self._shared:  # a GIL-held check: readdir of a directory not read ahead, most often
+            return None
+        with self._lock:
+            return self._shared.pop(path, None)
 
     def opened(self, entry: DirEntry) -> None:
         """``entry`` was opened: fetch the next small files of its directory."""
@@ -166,8 +204,7 @@ class Prefetcher:
                 self._quiet = 0
             elif checked:
                 self._quiet = max(self._quiet, 0) + 1
-        if not probe and j >= len(listing.entries) and not listing.crossed:
-            listing.crossed = True
+        if not probe and j >= len(listing.entries):
             todo += self._beyond(parent, i + WINDOW_FILES - j, budget)
         for k in range(0, len(todo), BATCH):
             batch = todo[k : k + BATCH]
@@ -177,20 +214,31 @@ class Prefetcher:
         """The window went past the end of ``path``'s small files: the small files of the directories
         that follow it in its parent (name order, as ``find``, ``tar`` or ``os.walk`` go on), up to
         ``room`` files and ``budget`` bytes. Most directories of a software tree hold a few files:
-        without this the reader met each directory's first file cold and most jobs were one file."""
+        without this the reader met each directory's first file cold and most jobs were one file.
+        The window goes up to BEYOND_DIRS directories ahead and is topped up only when fewer than
+        half of those are left: each top-up is several directories' files, so jobs are whole batches
+        (one top-up per directory made jobs of one directory's two files on the bench tree)."""
+        up = path.rpartition("/")[0] or "/"
+        subdirs = self._subdirs_of(up)
+        first = bisect.bisect_right(subdirs.paths, path)  # the directory after ``path``
+        with self._lock:
+            start = max(first, subdirs.ahead)
+        if start - first >= BEYOND_DIRS // 2:
+            return []
         todo: list[DirEntry] = []
-        for sibling in self._next_dirs(path):
+        end = min(len(subdirs.paths), first + BEYOND_DIRS)
+        ahead = start
+        for sibling in subdirs.entries[start:end]:
             if room <= 0:
                 break
             with self._lock:
-                known = sibling in self._dirs
-            if known:  # listed already (by readdir, or by an earlier look beyond)
-                continue
-            listing = self._list(sibling)
+                listing = self._dirs.get(sibling.path)
             if listing is None:
-                break
+                listing = self._list(sibling.path, sibling)
+                if listing is None:
+                    break
             with self._lock:
-                k = 0
+                k = listing.next
                 while k < len(listing.entries) and room > 0 and len(self._pending) < MAX_PENDING:
                     e = listing.entries[k]
                     if e.size > budget:
@@ -205,26 +253,30 @@ class Prefetcher:
                         self._pending.add(e.content_hash)
                         todo.append(e)
                 listing.next = max(listing.next, k)
+                if k < len(listing.entries):  # stopped inside it: its own opens go on from there
+                    break
+            ahead += 1
+        with self._lock:
+            subdirs.ahead = max(subdirs.ahead, ahead)
         return todo
 
-    def _next_dirs(self, path: str) -> list[str]:
-        """Up to BEYOND_DIRS directories after ``path`` in its parent, in name order."""
-        up = path.rpartition("/")[0] or "/"
+    def _subdirs_of(self, up: str) -> _Subdirs:
+        """``up``'s subdirectories, read from its catalog once and kept (for MAX_DIRS parents)."""
         with self._lock:
             subdirs = self._subdirs.get(up)
         if subdirs is None:
             try:
                 listed = itertools.islice(self.repo.iterdir(up), MAX_LISTING)
-                subdirs = [c.path for c in listed if c.kind == S_IFDIR]
+                dirs = [c for c in listed if c.kind == S_IFDIR]
             except CernVMError as err:
                 log.debug("prefetch: listing %s failed: %s", up, err)
-                subdirs = []
+                dirs = []
             with self._lock:
-                self._subdirs[up] = subdirs
+                subdirs = self._subdirs.setdefault(up, _Subdirs(dirs))
+                self._subdirs.move_to_end(up)
                 while len(self._subdirs) > MAX_DIRS:
                     self._subdirs.popitem(last=False)
-        i = bisect.bisect_right(subdirs, path)
-        return subdirs[i : i + BEYOND_DIRS]
+        return subdirs
 
     def next_chunk(self, entry: DirEntry, pos: int) -> None:
         """A sequential reader of a chunked file is at ``pos``, past the middle of a chunk: fetch the

@@ -87,11 +87,13 @@ def test_a_warm_cache_quiets_the_prefetcher_until_a_probe_finds_files_missing(
             return [os.path.exists(plain.where(e.content_hash or "", "")) for e in small[1:]]
 
         p = Prefetcher(repo, workers=2)
-        for _ in range(3):  # each open finds its window cached
+        for _ in range(3):  # each open finds its window cached (a first look each time, as in a
+            p._dirs.pop(path, None)  # tree of many directories: a kept listing is looked at once)
             p.listed(path, children)
             p.opened(small[0])
         for e in small[1:]:  # now some go missing
             plain.discard(e.content_hash or "", "")
+        p._dirs.pop(path, None)
         p.listed(path, children)
         p.opened(small[0])  # quiet: not looked at
         p.close(finish=True)
@@ -223,3 +225,86 @@ def test_the_window_goes_on_into_the_next_directories(
         jobs.clear()
         p.opened(last)  # once per directory
         assert jobs == []
+
+
+def test_the_window_ahead_in_the_next_directories_is_topped_up_by_half_its_span(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Directories of two files (the bench tree's): the window goes BEYOND_DIRS directories ahead and
+    is topped up only once fewer than half of them are left, so jobs are whole batches and not one
+    directory's two files each; readdir of a directory the window went into does not make its files
+    looked at again."""
+    from cernvm_build.cvmfs.keys import generate_keys
+    from cernvm_build.cvmfs.publish import create_repository, publish_tree
+
+    monkeypatch.setattr(prefetch, "BEYOND_DIRS", 4)
+    tree = tmp_path / "tree"
+    for d in range(8):
+        (tree / "top" / f"d{d}").mkdir(parents=True)
+        for k in range(2):
+            (tree / "top" / f"d{d}" / f"f{k}").write_bytes(f"{d}-{k}".encode() * 10)
+    fqrn = "topup.cernvm.test"
+    keys = generate_keys(fqrn)
+    keys.save(tmp_path / "keys")
+    create_repository(tmp_path / "srv" / fqrn, fqrn, keys)
+    publish_tree(tmp_path / "srv" / fqrn, fqrn, keys, tree)
+    with open_repository(
+        str(tmp_path / "srv" / fqrn), public_keys=[tmp_path / "keys" / f"{fqrn}.pub"]
+    ) as repo:
+        p = Prefetcher(repo, workers=2)
+        jobs: list[list[str]] = []
+        monkeypatch.setattr(p, "_submit_job", lambda job, keys: jobs.append(keys))
+
+        def files(*dirs: int) -> list[str | None]:
+            return [repo.stat(f"/top/d{d}/f{k}").content_hash for d in dirs for k in range(2)]
+
+        def read_dir(d: int) -> list[str | None]:  # as os.walk and a reader go: readdir, then opens
+            jobs.clear()
+            p.listed(f"/top/d{d}", list(repo.iterdir(f"/top/d{d}")))
+            for k in range(2):
+                p.opened(repo.stat(f"/top/d{d}/f{k}"))
+            return [h for keys in jobs for h in keys]
+
+        assert read_dir(0) == files(0)[1:] + files(1, 2, 3, 4)  # its own next file, then 4 directories
+        assert [len(k) for k in jobs] == [8, 1]  # whole batches (BATCH = 8)
+        assert read_dir(1) == read_dir(2) == []  # 3, then 2 directories ahead: enough
+        assert read_dir(3) == files(5, 6, 7)  # 1 left ahead: topped up (to the parent's last one)
+        assert read_dir(4) == read_dir(5) == read_dir(6) == read_dir(7) == []
+
+
+def test_readdir_takes_the_listing_read_ahead_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A directory the window went into was listed by the prefetcher: the reader's readdir that
+    follows takes that listing (the same entries, its catalog not read again), once."""
+    from cernvm_build.cvmfs.fuse import children
+    from cernvm_build.cvmfs.keys import generate_keys
+    from cernvm_build.cvmfs.publish import create_repository, publish_tree
+
+    tree = tmp_path / "tree"
+    for d in ("a", "b"):
+        (tree / "top" / d / "sub").mkdir(parents=True)
+        for k in range(2):
+            (tree / "top" / d / f"f{k}").write_bytes(f"{d}{k}".encode() * 10)
+    fqrn = "shared.cernvm.test"
+    keys = generate_keys(fqrn)
+    keys.save(tmp_path / "keys")
+    create_repository(tmp_path / "srv" / fqrn, fqrn, keys)
+    publish_tree(tmp_path / "srv" / fqrn, fqrn, keys, tree)
+    with open_repository(
+        str(tmp_path / "srv" / fqrn), public_keys=[tmp_path / "keys" / f"{fqrn}.pub"]
+    ) as repo:
+        expected = [(c.name, c.path) for c in repo.iterdir("/top/b")]
+        p = Prefetcher(repo, workers=2)
+        monkeypatch.setattr(p, "_submit_job", lambda job, keys: None)
+        p.opened(repo.stat("/top/a/f1"))  # the window goes on into /top/b
+        read: list[object] = []
+        iterdir = repo.iterdir
+        monkeypatch.setattr(repo, "iterdir", lambda d: read.append(d) or iterdir(d))
+        remembered: list[str] = []
+
+        def listing() -> list[tuple[str, str]]:
+            got = list(children(repo, "/top/b", p, lambda e: remembered.append(e.path)))
+            return [(name, e.path) for name, e in got if e is not None]
+
+        assert listing() == expected and read == []
+        assert remembered == [path for _, path in expected]  # kept for getattr as a read one is
+        assert listing() == expected and read == ["/top/b"]  # taken once: the next one reads
