@@ -113,7 +113,13 @@ def _css_class(ttype: _TokenType) -> str:
 def _spans(lexer: Lexer, code: str) -> str:
     """Pygments tokens as ``<span class="…">`` runs with the standard short class names (the ones
     ``HtmlFormatter.get_style_defs`` styles). Pygments' own HtmlFormatter does the same with line
-    bookkeeping we do not use and costs more than the lexing; runs of one class are merged."""
+    bookkeeping we do not use and costs more than the lexing; runs of one class are merged.
+
+    The runs are marked with control characters the code does not hold and the block is escaped in
+    one pass, then the marks become tags: an ``html.escape`` call per run (~100,000 in the 1,000-page
+    bench corpus) cost a quarter of this function's time after the lexing."""
+    if "\x00" in code or "\x01" in code or "\x02" in code:
+        return _spans_escaped(lexer, code)
     out: list[str] = []
     run: list[str] = []
     current = ""
@@ -122,6 +128,24 @@ def _spans(lexer: Lexer, code: str) -> str:
         cls = known.get(ttype)
         if cls is None:
             cls = _css_class(ttype)
+        if cls != current and run:
+            out.append(f"\x00{current}\x01{''.join(run)}\x02" if current else "".join(run))
+            run = []
+        current = cls
+        run.append(value)
+    if run:
+        out.append(f"\x00{current}\x01{''.join(run)}\x02" if current else "".join(run))
+    text = html.escape("".join(out), quote=False)
+    return text.replace("\x00", '<span class="').replace("\x01", '">').replace("\x02", "</span>")
+
+
+def _spans_escaped(lexer: Lexer, code: str) -> str:
+    # ``_spans`` for code holding one of its marks: each run escaped on its own
+    out: list[str] = []
+    run: list[str] = []
+    current = ""
+    for ttype, value in lexer.get_tokens(code):
+        cls = _css_class(ttype)
         if cls != current and run:
             text = html.escape("".join(run), quote=False)
             out.append(f'<span class="{current}">{text}</span>' if current else text)

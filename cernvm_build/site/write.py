@@ -100,7 +100,9 @@ def _do_job(work: Work, i: int) -> Written:
     if job.data is not None:
         return (*write_output(dest, job.data, work.made), None)
     assert job.template is not None and job.context is not None
-    ctx = _materialize(job.context, work)
+    # 'site' is shared and plain (as ``_lates`` has it): not copied for each page (23 of the 88
+    # values a docs page's context has)
+    ctx = {k: v if k == "site" else _materialize(v, work) for k, v in job.context.items()}
     if "sidebar" in ctx and "page" in ctx:
         # mark the current page in the shared sidebar fragment
         url = ctx["page"]["url"]

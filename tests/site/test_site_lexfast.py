@@ -125,6 +125,23 @@ def test_highlighting_uses_it_and_keeps_pygments_html(monkeypatch: pytest.Monkey
     assert ours == theirs
 
 
+@pytest.mark.parametrize("lang", ["python", "bash", "yaml", "html", "c"])
+def test_a_block_escaped_at_once_is_the_runs_escaped_one_by_one(lang: str) -> None:
+    """``_spans`` marks the runs and escapes the block in one pass: the same HTML as escaping each run
+    (``_spans_escaped``, which code holding one of the marks gets)."""
+    lexer = md_mod._lexer(lang)
+    assert lexer is not None
+    codes = [*_samples(), "a < b && c > d; echo '<x>' \"&amp;\"\n", 'if x<y:\n  print("&lt;")\n']
+    for code in codes:
+        got = md_mod._spans(lexer, code)
+        assert got == md_mod._spans_escaped(lexer, code), code
+        assert all((mark in got) == (mark in code) for mark in "\x00\x01\x02")
+    marked = "x = '\x01<b>'\n"
+    assert md_mod._spans(lexer, marked) == md_mod._spans_escaped(lexer, marked)
+    got = md_mod._spans(lexer, marked)
+    assert "\x01" in got and "<b>" not in got and "&lt;" in got
+
+
 def test_the_render_workers_get_the_lexers_made_before_they_fork(tmp_path: Path) -> None:
     from cernvm_build.site import sources
 
