@@ -171,6 +171,62 @@ def test_drivers_are_gated_by_their_device_aliases_and_filesystems_always_load(t
     assert lines["kernel/fuse.ko"] == "" and lines["kernel/virtiofs.ko"] == "virtio:d0000001Av*"
 
 
+def test_the_initrd_loads_the_drivers_of_present_devices_in_passes(tmp_path: Path) -> None:
+    """01-modules.sh on the host's busybox, with a fake sysfs and insmod: a driver loads when a present
+    device matches one of its patterns, a bus driver's devices bring their own drivers in a second
+    pass, a failing module is tried once, and load_other_modules loads the rest for an OS without
+    a module tree. The list is read once and a line's answer reused for the next line with the same
+    patterns: failover's 'absent' in the first pass must not stick to virtio_net in the second."""
+    from shutil import rmtree
+
+    from cernvm_build.paths import data_dir
+
+    boot = data_dir("bootloader")
+    sysbus, log = tmp_path / "sys", tmp_path / "insmod.log"
+    for dev, alias in (
+        ("0000:00:01.1", "pci:v00008086d00007010sv00001AF4sd00001100bc01sc01i80"),
+        ("0000:00:03.0", "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00"),
+    ):
+        (sysbus / "pci" / "devices" / dev).mkdir(parents=True)
+        (sysbus / "pci" / "devices" / dev / "modalias").write_text(alias + "\n")
+    virtio = "pci:v00001AF4d*sv*sd*bc*sc*i*"
+    ata = "pci:v00008086d00007010sv*sd*bc*sc*i* pci:v*d*sv*sd*bc01sc01i*"
+    listing = tmp_path / "modules"
+    # virtio_pci brings the virtio device of the PCI one; broken.ko fails (absent hardware)
+    fake = (
+        f'insmod() {{ echo "$1" >>{log}; case $1 in *broken.ko) return 1 ;; *virtio_pci.ko) '
+        f"mkdir -p {sysbus}/virtio/devices/virtio0; echo virtio:d00000001v00001AF4 "
+        f">{sysbus}/virtio/devices/virtio0/modalias ;; esac; }}; uname() {{ echo 6.1.0-t; }}; "
+    )
+    script = (
+        f". {boot / 'init.head.sh'}; MODULES_LIST={listing}; SYS_BUS={sysbus}; {fake}"
+        f". {boot / 'init.d' / '01-modules.sh'}; "
+        'd=$(printf " \\t\\n."); [ "$IFS" = "${d%.}" ] && echo IFS-kept; echo second; load_other_modules'
+    )
+    first = ["virtio_ring.ko", "virtio_pci.ko", "libata.ko", "ata_piix.ko", "broken.ko", "fuse.ko"]
+    # vmxnet3 (no device) last: the first pass's last answer (failover: absent) is the second pass's
+    # first question; without it, vmxnet3 is what load_other_modules loads
+    for extra in ("", "kernel/vmxnet3.ko pci:v000015ADd000007B0sv*sd*bc*sc*i*\n"):
+        listing.write_text(
+            f"kernel/virtio_ring.ko {virtio} virtio:d00000001v*\nkernel/virtio_pci.ko {virtio}\n"
+            f"kernel/libata.ko {ata}\nkernel/ata_piix.ko {ata}\n"
+            "kernel/broken.ko pci:v00008086d*sv*sd*bc*sc*i*\nkernel/fuse.ko\n\n"
+            "kernel/failover.ko virtio:d00000001v*\nkernel/virtio_net.ko virtio:d00000001v*\n" + extra
+        )
+        log.unlink(missing_ok=True)
+        rmtree(sysbus / "virtio", ignore_errors=True)
+        r = subprocess.run(["busybox", "sh", "-c", script], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        paths = log.read_text().split()
+        assert all(p.startswith("/lib/modules/6.1.0-t/kernel/") for p in paths)
+        assert [p.split("/")[-1] for p in paths] == [*first, "failover.ko", "virtio_net.ko"] + (
+            ["vmxnet3.ko"] if extra else []
+        )
+        out = r.stdout.split("second")
+        assert "ucernvm: modules: 7 modules loaded" in out[0] and "IFS-kept" in out[0]
+        assert f"ucernvm: boot: modules: {1 if extra else 0} more loaded for the OS" in out[1]
+
+
 # -- signature block -------------------------------------------------------------------------------------
 def _signer(tmp_path: Path, cn: str = "test signer") -> signature.Signer:
     import datetime

@@ -10,6 +10,8 @@ RT=/rt                            # its copy on a tmpfs of its own (survives swi
 ROOT=/root                        # the overlay root the OS boots from
 ROOT_RW=/root.rw                  # the scratch disk (UROOT)
 ROOT_RO=/root.ro                  # the CernVM-FS mount
+MODULES_LIST=/etc/ucernvm/modules # the kernel modules to load and the device aliases that gate them
+SYS_BUS=/sys/bus                  # where the devices' modaliases are read
 export LD_LIBRARY_PATH=$RT_SRC/lib
 
 # One console line per step: "[uptime] ucernvm: step: message" (the tests and benchmarks parse it).
