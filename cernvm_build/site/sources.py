@@ -227,12 +227,14 @@ def render_markdown(
     jobs: int,
     reporter: Reporter,
     earlier: Collection[str] = (),
+    meanwhile: Callable[[], object] | None = None,
 ) -> tuple[dict[str, str], Callable[[], None]]:
     """Render the sources whose key is not cached (``metas`` gains them), with the code blocks earlier
     builds highlighted and the front matters of ``earlier`` (keys of former versions of the sources,
     in ``metas``) parsed. Returns {key: html} and what keeps them in the state (once, however often
     called): the builder calls it while the pages are written (serial work the other processes do not
-    wait for), or when a step before that fails."""
+    wait for), or when a step before that fails. ``meanwhile``: the builder's work done here while the
+    workers render, when there is anything to render (``parallel.fork_map``)."""
     todo = sorted((s for s in planned.values() if s.key not in metas), key=lambda s: (s.key, s.rel))
     fresh: dict[str, str] = {}
     if not todo:
@@ -251,7 +253,7 @@ def render_markdown(
     if total >= PARALLEL_MIN:  # (with one job too: the lexers of many blocks joined at once)
         warm_highlighting(todo)
     try:
-        results = fork_map(_render_source, (known_code, known_fm), todo, jobs)
+        results = fork_map(_render_source, (known_code, known_fm), todo, jobs, meanwhile=meanwhile)
     finally:
         known_code.close()
     for n, res in enumerate(results, 1):

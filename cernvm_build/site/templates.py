@@ -83,6 +83,10 @@ class Environment:
             auto_reload=False,
         )
 
+    def warm(self) -> None:
+        """Import jinja2 and make the environment now (the builder does it while the Markdown renders)."""
+        _ = self.env
+
     def folder_hash(self) -> str:
         """Hash of every file in the templates folder (a plan made with other templates is not reused)."""
         h = hashlib.sha256()

@@ -94,7 +94,17 @@ def _not_called(*a: object) -> object:
 
 
 def test_same_inputs_same_bytes(site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from cernvm_build.site import write
+    from cernvm_build.site import sources, write
+
+    real = sources.fork_map
+    warm: list[bool] = []
+
+    def render_map(*a: Any, meanwhile: Any = None, **kw: Any) -> Any:
+        out = real(*a, meanwhile=meanwhile, **kw)
+        warm.append("env" in meanwhile.__self__.__dict__)  # jinja2's environment made meanwhile
+        return out
+
+    monkeypatch.setattr(sources, "fork_map", render_map)
 
     with monkeypatch.context() as m:
         # a full build rendered every page now: it never searches the contexts for pages to read back
@@ -103,6 +113,7 @@ def test_same_inputs_same_bytes(site: Path, tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setenv("CERNVM_CACHE_DIR", str(tmp_path / "other-cache"))
     build_site(site, tmp_path / "b", jobs=2)
     assert tree(tmp_path / "a") == tree(tmp_path / "b")
+    assert warm == [True, True]
 
 
 def _clean(site: Path, tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, bytes]:
