@@ -6,7 +6,7 @@
 set -f  # no globbing of values; fragments that glob turn it on for that loop only
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 RT_SRC=/usr/lib/ucernvm-rt        # the Python runtime as shipped in the initrd
-RT=/rt                            # its copy on a tmpfs of its own (survives switch_root)
+RT=/rt                            # its name for the FUSE process (00-setup links it)
 ROOT=/root                        # the overlay root the OS boots from
 ROOT_RW=/root.rw                  # the scratch disk (UROOT)
 ROOT_RO=/root.ro                  # the CernVM-FS mount

@@ -1,4 +1,4 @@
-# 90-boot: hand the mounts to the OS and switch_root into /sbin/init.
+# 90-boot: hand the mounts to the OS and enter it: /sbin/init.
 # The scratch disk and the runtime are bind-mounted (not moved) so that the FUSE process, whose
 # root stays the old initramfs, keeps finding its cache and its modules at the paths it opened.
 mkdir -p $ROOT/mnt/.rw $ROOT/mnt/.rt
@@ -64,5 +64,12 @@ unset LD_LIBRARY_PATH
 umount /dev/pts 2>/dev/null
 mount --move /dev $ROOT/dev 2>/dev/null || mount -t devtmpfs devtmpfs $ROOT/dev
 umount /sys /proc 2>/dev/null
+# busybox switch_root would empty the initramfs, the runtime with it (the FUSE process runs from it):
+# the init does the rest of what switch_root does itself (the OS root moved over /, entered, its init
+# run as PID 1) and frees only the kernel modules (4.8 MB); busybox, e2fsprogs and the runtime stay
+# (the shutdown program has its own busybox in /run/initramfs).
+rm -rf "/lib/modules/$kver"
+cd $ROOT || panic "cannot enter the OS root $ROOT"
+mount --move . / || panic "cannot move the OS root $ROOT over /"
 # shellcheck disable=SC2093  # PID 1 becomes the OS's init; nothing runs after this on success
-exec switch_root $ROOT /sbin/init
+exec chroot . /sbin/init
