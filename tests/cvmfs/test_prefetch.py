@@ -4,6 +4,8 @@ its small siblings into the cache, checked like any read; readdir/lookup alone f
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -13,11 +15,27 @@ from cernvm_build.cvmfs import store as store_module
 from cernvm_build.cvmfs.objects import SUFFIX_FILE, parse_hash
 from cernvm_build.cvmfs.plaincache import PlainCache
 from cernvm_build.cvmfs.prefetch import Prefetcher, _small_file
-from cernvm_build.cvmfs.repository import open_repository
+from cernvm_build.cvmfs.repository import Repository, open_repository
 from cernvm_build.cvmfs.serve import Server
 from cernvm_build.errors import IntegrityError
 
 from .conftest import Fixture
+
+
+@contextmanager
+def _published(tmp_path: Path, fqrn: str, tree: Path) -> Iterator[Repository]:
+    """``tree`` published as a fresh repository ``fqrn`` under ``tmp_path``, opened with its key."""
+    from cernvm_build.cvmfs.keys import generate_keys
+    from cernvm_build.cvmfs.publish import create_repository, publish_tree
+
+    keys = generate_keys(fqrn)
+    keys.save(tmp_path / "keys")
+    create_repository(tmp_path / "srv" / fqrn, fqrn, keys)
+    publish_tree(tmp_path / "srv" / fqrn, fqrn, keys, tree)
+    with open_repository(
+        str(tmp_path / "srv" / fqrn), public_keys=[tmp_path / "keys" / f"{fqrn}.pub"]
+    ) as repo:
+        yield repo
 
 
 def _busiest_dir(repo) -> tuple[str, list]:  # type: ignore[no-untyped-def]
@@ -199,22 +217,12 @@ def test_the_window_goes_on_into_the_next_directories(
 ) -> None:
     """Past the last small file of a directory, the window goes on into the directories after it
     in its parent (name order), once per directory: their small files are fetched ahead too."""
-    from cernvm_build.cvmfs.keys import generate_keys
-    from cernvm_build.cvmfs.publish import create_repository, publish_tree
-
     tree = tmp_path / "tree"
     for d, n in (("a", 2), ("b", 2), ("c", 1)):
         (tree / "top" / d).mkdir(parents=True)
         for k in range(n):
             (tree / "top" / d / f"f{k}").write_bytes(f"{d}{k}".encode() * 10)
-    fqrn = "beyond.cernvm.test"
-    keys = generate_keys(fqrn)
-    keys.save(tmp_path / "keys")
-    create_repository(tmp_path / "srv" / fqrn, fqrn, keys)
-    publish_tree(tmp_path / "srv" / fqrn, fqrn, keys, tree)
-    with open_repository(
-        str(tmp_path / "srv" / fqrn), public_keys=[tmp_path / "keys" / f"{fqrn}.pub"]
-    ) as repo:
+    with _published(tmp_path, "beyond.cernvm.test", tree) as repo:
         p = Prefetcher(repo, workers=2)
         jobs: list[list[str]] = []
         monkeypatch.setattr(p, "_submit_job", lambda job, keys: jobs.append(keys))
@@ -234,23 +242,13 @@ def test_the_window_ahead_in_the_next_directories_is_topped_up_by_half_its_span(
     is topped up only once fewer than half of them are left, so jobs are whole batches and not one
     directory's two files each; readdir of a directory the window went into does not make its files
     looked at again."""
-    from cernvm_build.cvmfs.keys import generate_keys
-    from cernvm_build.cvmfs.publish import create_repository, publish_tree
-
     monkeypatch.setattr(prefetch, "BEYOND_DIRS", 4)
     tree = tmp_path / "tree"
     for d in range(8):
         (tree / "top" / f"d{d}").mkdir(parents=True)
         for k in range(2):
             (tree / "top" / f"d{d}" / f"f{k}").write_bytes(f"{d}-{k}".encode() * 10)
-    fqrn = "topup.cernvm.test"
-    keys = generate_keys(fqrn)
-    keys.save(tmp_path / "keys")
-    create_repository(tmp_path / "srv" / fqrn, fqrn, keys)
-    publish_tree(tmp_path / "srv" / fqrn, fqrn, keys, tree)
-    with open_repository(
-        str(tmp_path / "srv" / fqrn), public_keys=[tmp_path / "keys" / f"{fqrn}.pub"]
-    ) as repo:
+    with _published(tmp_path, "topup.cernvm.test", tree) as repo:
         p = Prefetcher(repo, workers=2)
         jobs: list[list[str]] = []
         monkeypatch.setattr(p, "_submit_job", lambda job, keys: jobs.append(keys))
@@ -276,22 +274,13 @@ def test_readdir_takes_the_listing_read_ahead_once(tmp_path: Path, monkeypatch: 
     """A directory the window went into was listed by the prefetcher: the reader's readdir that
     follows takes that listing (the same entries, its catalog not read again), once."""
     from cernvm_build.cvmfs.fuse import children
-    from cernvm_build.cvmfs.keys import generate_keys
-    from cernvm_build.cvmfs.publish import create_repository, publish_tree
 
     tree = tmp_path / "tree"
     for d in ("a", "b"):
         (tree / "top" / d / "sub").mkdir(parents=True)
         for k in range(2):
             (tree / "top" / d / f"f{k}").write_bytes(f"{d}{k}".encode() * 10)
-    fqrn = "shared.cernvm.test"
-    keys = generate_keys(fqrn)
-    keys.save(tmp_path / "keys")
-    create_repository(tmp_path / "srv" / fqrn, fqrn, keys)
-    publish_tree(tmp_path / "srv" / fqrn, fqrn, keys, tree)
-    with open_repository(
-        str(tmp_path / "srv" / fqrn), public_keys=[tmp_path / "keys" / f"{fqrn}.pub"]
-    ) as repo:
+    with _published(tmp_path, "shared.cernvm.test", tree) as repo:
         expected = [(c.name, c.path) for c in repo.iterdir("/top/b")]
         p = Prefetcher(repo, workers=2)
         monkeypatch.setattr(p, "_submit_job", lambda job, keys: None)
