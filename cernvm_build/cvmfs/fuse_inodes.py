@@ -13,7 +13,6 @@ listings (``cache_readdir``), symlink targets (``FUSE_CAP_CACHE_SYMLINKS``).
 from __future__ import annotations
 
 import collections
-import ctypes
 import errno
 import itertools
 import logging
@@ -359,7 +358,7 @@ class InodeFilesystem(ll.Filesystem):
                         del self._listings[ino]
             ll.reply_buf(req, None, 0)
             return
-        buf = ctypes.create_string_buffer(size)
+        buf = ll.reply_buffer(size)
         used = 0
         with listing.lock:
             listing.seek(off)
@@ -373,7 +372,7 @@ class InodeFilesystem(ll.Filesystem):
                 else:  # a nested catalog's mount point: looked up on its own (its root is shown)
                     packed = _bare_entry(entry.inode, entry.mode)
                 raw = name.encode("utf-8", "surrogateescape")
-                n = ll.add_direntry(req, buf, used, raw, packed, listing.pos + 1, plus)
+                n = ll.add_direntry(req, buf, used, raw, packed, listing.pos + 1, plus, size)
                 if n > size - used:
                     break
                 used += n
@@ -453,8 +452,12 @@ class InodeFilesystem(ll.Filesystem):
             i, pos = 0, off
             if handle is None and off == 0 and size == entry.size and not entry.is_chunked:
                 # A small file read whole, the usual read: its bytes in one read of the copy
-                # that also checks it (``PlainCache.read_whole``), no descriptor kept.
-                ll.reply_buf(req, self.repo.read(entry, 0, size))
+                # that also checks it (``PlainCache.read_whole``), no descriptor kept; when at
+                # hand (warm), without ``read``'s layers and its copy of the bytes.
+                data = self.repo.cached_whole(entry)
+                if data is None:
+                    data = self.repo.read(entry, 0, size)
+                ll.reply_buf(req, data, size)
                 return
             if entry.is_chunked:
                 i = max(0, chunk_at(entry.chunks, off))

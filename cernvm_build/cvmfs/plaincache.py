@@ -161,6 +161,12 @@ class PlainCache:
         (content and trailer; the size from how much there was): None if absent or bad (a bad one
         is removed). For a read of a small file from start to end, the usual one: three system
         calls where a descriptor's ``fstat``, check and a read from it were six (issue 14, warm)."""
+        data = self.read_whole_raw(name, suffix, size)
+        return None if data is None else data[:size]
+
+    def read_whole_raw(self, name: str, suffix: str, size: int) -> bytes | None:
+        """``read_whole`` with its trailer still on: the first ``size`` bytes are the object (a
+        caller that hands them on by length saves a copy of them, on every warm read)."""
         held = self.held
         if held is not None and name + suffix not in held:
             return None
@@ -183,7 +189,7 @@ class PlainCache:
         self._verified.add(p)
         if self.on_use is not None:
             self.on_use(p)
-        return data[:size]
+        return data
 
     def put(
         self, name: str, suffix: str, blocks: Iterable[bytes], size: int | None, *, durable: bool = False

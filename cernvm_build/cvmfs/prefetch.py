@@ -54,9 +54,11 @@ MAX_LISTING = 10_000
 #: many, of at most SHARED_LISTING entries each
 SHARED_DIRS = 64
 SHARED_LISTING = 256
-#: after this many opens in a row whose window was all in the plain cache already, only one open in
-#: PROBE_EVERY looks ahead (and listings are not kept meanwhile): a warm cache needs no fetching,
-#: and looking cost a quarter of a warm read's Python work; any file found missing ends it
+#: after this many files in a row looked up ahead and found in the plain cache already (counted by
+#: file, not by open: in a tree of small directories most opens look at nothing new, their window
+#: having been looked at from the directory before), only one open in PROBE_EVERY looks ahead (and
+#: listings are not kept meanwhile): a warm cache needs no fetching, and looking cost a quarter of a
+#: warm read's Python work; any file found missing ends it
 QUIET_AFTER = 16
 PROBE_EVERY = 16
 
@@ -104,7 +106,7 @@ class Prefetcher:
         #: listings read here that readdir has not taken yet (see take_children)
         self._shared: collections.OrderedDict[str, list[DirEntry]] = collections.OrderedDict()
         self._pool: _Pool | None = None
-        self._quiet = 0  # opens in a row that found their window cached (see QUIET_AFTER)
+        self._quiet = 0  # files in a row found cached ahead, then opens while quiet (see QUIET_AFTER)
         plain = repo.store.plain_cache
         self._plain = plain is not None
         #: what is in the mount's plain cache needs no fetch (a warm start would otherwise queue a
@@ -200,32 +202,43 @@ class Prefetcher:
                     self._pending.add(e.content_hash)
                     todo.append(e)
             listing.next = max(listing.next, j)
-            if todo:
-                self._quiet = 0
-            elif checked:
-                self._quiet = max(self._quiet, 0) + 1
         if not probe and j >= len(listing.entries):
-            todo += self._beyond(parent, i + WINDOW_FILES - j, budget)
+            more, seen = self._beyond(parent, i + WINDOW_FILES - j, budget)
+            todo += more
+            checked += seen
+        if todo or checked:
+            with self._lock:
+                if todo:
+                    self._quiet = 0
+                elif probe:  # counted by open from here on (see PROBE_EVERY)
+                    self._quiet += 1
+                else:
+                    self._quiet = min(QUIET_AFTER, self._quiet + checked)
         for k in range(0, len(todo), BATCH):
             batch = todo[k : k + BATCH]
             self._submit_job((self._fetch_batch, batch), [e.content_hash or "" for e in batch])
 
-    def _beyond(self, path: str, room: int, budget: int) -> list[DirEntry]:
+    def _beyond(self, path: str, room: int, budget: int) -> tuple[list[DirEntry], int]:
         """The window went past the end of ``path``'s small files: the small files of the directories
         that follow it in its parent (name order, as ``find``, ``tar`` or ``os.walk`` go on), up to
         ``room`` files and ``budget`` bytes. Most directories of a software tree hold a few files:
         without this the reader met each directory's first file cold and most jobs were one file.
         The window goes up to BEYOND_DIRS directories ahead and is topped up only when fewer than
         half of those are left: each top-up is several directories' files, so jobs are whole batches
-        (one top-up per directory made jobs of one directory's two files on the bench tree)."""
+        (one top-up per directory made jobs of one directory's two files on the bench tree).
+        Returns the files to fetch and how many were looked up in the cache: those found there count
+        towards the quiet of a warm cache as the opened directory's do (else a warm read of a tree of
+        small directories listed ahead all along: its window in the directory opened is always
+        looked at already, by the look beyond from the directory before)."""
         up = path.rpartition("/")[0] or "/"
         subdirs = self._subdirs_of(up)
         first = bisect.bisect_right(subdirs.paths, path)  # the directory after ``path``
         with self._lock:
             start = max(first, subdirs.ahead)
         if start - first >= BEYOND_DIRS // 2:
-            return []
+            return [], 0
         todo: list[DirEntry] = []
+        checked = 0
         end = min(len(subdirs.paths), first + BEYOND_DIRS)
         ahead = start
         for sibling in subdirs.entries[start:end]:
@@ -249,6 +262,7 @@ class Prefetcher:
                     k += 1
                     if e.content_hash is None or e.content_hash in self._pending:
                         continue
+                    checked += 1
                     if not self._have(e.content_hash, ""):
                         self._pending.add(e.content_hash)
                         todo.append(e)
@@ -258,7 +272,7 @@ class Prefetcher:
             ahead += 1
         with self._lock:
             subdirs.ahead = max(subdirs.ahead, ahead)
-        return todo
+        return todo, checked
 
     def _subdirs_of(self, up: str) -> _Subdirs:
         """``up``'s subdirectories, read from its catalog once and kept (for MAX_DIRS parents)."""

@@ -356,6 +356,13 @@ class Repository:
             raise IntegrityError(f"{self.fqrn}: {entry.path}: chunks end at {pos}, file size is {entry.size}")
         return b"".join(parts)
 
+    def cached_whole(self, entry: DirEntry) -> bytes | None:
+        """A whole unchunked regular file if the store has it at hand (``ObjectStore.cached_whole``:
+        its first ``entry.size`` bytes are the file's, checked), else None: ``read`` it then."""
+        if entry.kind != S_IFREG or entry.flags & FLAG_EXTERNAL or entry.chunks or entry.content_hash is None:
+            return None
+        return self.store.cached_whole(entry.content_hash, SUFFIX_FILE, entry.size)
+
     def _object(self, entry: DirEntry, part: int) -> tuple[str, str, int, str]:
         """(name, suffix, inflated size, what) of a file's object (``part`` 0) or of its chunk ``part``."""
         entry = self._file(entry)

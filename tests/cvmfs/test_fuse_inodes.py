@@ -342,3 +342,31 @@ def test_prefetch_in_order_fetches_ahead_only_for_a_reader_in_name_order(
         while copies() < 10 and time.monotonic() < deadline:  # fetched ahead, in the background
             time.sleep(0.1)
         assert copies() >= 10
+
+
+def test_readdir_reuses_its_threads_buffer_and_keeps_a_reply_to_the_size_asked() -> None:
+    """READDIR fills a buffer of the thread's own, reused (``reply_buffer``): larger than this
+    request asked when an earlier one asked more, so an entry that does not fit the size asked is
+    not added even where the buffer has room (``add_direntry``'s ``end``)."""
+    code = (
+        "import stat, threading\n"
+        "from cernvm_build.cvmfs import fuse_lowlevel as ll\n"
+        "from cernvm_build.cvmfs.fuse_inodes import _bare_entry\n"
+        "buf = ll.reply_buffer(8192)\n"
+        "assert ll.reply_buffer(4096) is buf and len(buf) == 8192\n"
+        "other = []\n"
+        "t = threading.Thread(target=lambda: other.append(ll.reply_buffer(4096))); t.start(); t.join()\n"
+        "assert other[0] is not buf\n"
+        "assert len(ll.reply_buffer(16384)) == 16384\n"
+        "buf = ll.reply_buffer(100)\n"
+        "entry = _bare_entry(5, stat.S_IFDIR)\n"
+        "for plus in (False, True):\n"
+        "    buf.raw = b'\\xff' * len(buf)\n"
+        "    n = ll.add_direntry(0, buf, 0, b'name', entry, 1, plus, 20)\n"
+        "    assert n > 20 and buf.raw == b'\\xff' * len(buf), n\n"
+        "    assert ll.add_direntry(0, buf, 0, b'name', entry, 1, plus, n) == n\n"
+        "    assert b'name' in buf.raw[:n]\n"
+        "print('ok')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=fuse_env("libfuse3"))
+    assert r.stdout == "ok\n", r.stderr

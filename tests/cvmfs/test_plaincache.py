@@ -341,3 +341,30 @@ def test_a_cache_cleared_under_a_mount_is_fetched_again(
         finally:
             subprocess.run(["fusermount3", "-u", str(mnt)], check=False, timeout=60)
     assert any(p.is_file() for p in (cache / FQRN / "plain").rglob("*"))  # made again
+
+
+def test_a_warm_whole_read_takes_the_checked_copy_or_nothing(fx: Fixture, tmp_path: Path) -> None:
+    """``cached_whole`` (a warm READ of a small file): the copy's bytes, checked, with its trailer
+    still on; None when there is no copy (cold), when the copy is bad (removed), for a chunked file;
+    it never fetches."""
+    cache = tmp_path / "cache"
+    with _open(fx.repo, fx, cache) as repo:
+        entry = repo.stat(FILE)
+        fetched = repo.store.stats["fetched"]  # the catalogs
+        assert repo.cached_whole(entry) is None and repo.store.stats["fetched"] == fetched
+        data = repo.read(entry)
+        assert repo.cached_whole(repo.stat(BIG)) is None
+        plain = _plain_file(repo, FILE)
+    with _open(fx.repo, fx, cache) as repo:  # a new process: the copy is checked on first use
+        fetched = repo.store.stats["fetched"]
+        got = repo.cached_whole(entry)
+        assert got is not None and got[: entry.size] == data and len(got) == entry.size + TRAILER
+        assert repo.store.stats["fetched"] == fetched
+    raw = bytearray(plain.read_bytes())
+    raw[5] ^= 0x20
+    plain.write_bytes(bytes(raw))
+    with _open(fx.repo, fx, cache) as repo:
+        fetched = repo.store.stats["fetched"]
+        assert repo.cached_whole(entry) is None and repo.store.stats["fetched"] == fetched
+        assert not plain.exists()
+        assert repo.read(entry) == data  # made again

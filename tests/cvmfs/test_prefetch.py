@@ -297,3 +297,50 @@ def test_readdir_takes_the_listing_read_ahead_once(tmp_path: Path, monkeypatch: 
         assert listing() == expected and read == []
         assert remembered == [path for _, path in expected]  # kept for getattr as a read one is
         assert listing() == expected and read == ["/top/b"]  # taken once: the next one reads
+
+
+def test_a_warm_cache_quiets_the_prefetcher_in_a_tree_of_small_directories(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Directories of two files, all inflated: the files the look beyond (into the next directories)
+    finds cached count towards the quiet as the opened directory's own do, file by file. Without
+    that, each open's window was already looked at by the look beyond from the directory before, so
+    few opens counted and a warm read listed the directories ahead for its first few hundred files
+    (issue 14, warm)."""
+    from cernvm_build.cvmfs.keys import generate_keys
+    from cernvm_build.cvmfs.publish import create_repository, publish_tree
+
+    monkeypatch.setattr(prefetch, "BEYOND_DIRS", 4)
+    monkeypatch.setattr(prefetch, "QUIET_AFTER", 2)
+    monkeypatch.setattr(prefetch, "PROBE_EVERY", 100)
+    tree = tmp_path / "tree"
+    for d in range(8):
+        (tree / "top" / f"d{d}").mkdir(parents=True)
+        for k in range(2):
+            (tree / "top" / f"d{d}" / f"f{k}").write_bytes(f"{d}-{k}".encode() * 10)
+    fqrn = "quiet.cernvm.test"
+    keys = generate_keys(fqrn)
+    keys.save(tmp_path / "keys")
+    create_repository(tmp_path / "srv" / fqrn, fqrn, keys)
+    publish_tree(tmp_path / "srv" / fqrn, fqrn, keys, tree)
+    pub = tmp_path / "keys" / f"{fqrn}.pub"
+    with open_repository(str(tmp_path / "srv" / fqrn), public_keys=[pub], cache_dir=tmp_path / "c") as repo:
+        assert repo.store.cache is not None
+        repo.store.plain_cache = PlainCache(repo.store.cache.root)
+        for d in range(8):
+            for k in range(2):
+                repo.read(f"/top/d{d}/f{k}")  # all inflated: a warm cache
+        p = Prefetcher(repo, workers=2)
+        jobs: list[list[str]] = []
+        monkeypatch.setattr(p, "_submit_job", lambda job, keys: jobs.append(keys))
+        beyond: list[int] = []
+        real_beyond = p._beyond
+        monkeypatch.setattr(p, "_beyond", lambda *a: beyond.append(1) or real_beyond(*a))
+        for d in range(8):  # as os.walk and a reader go: readdir, then opens
+            p.listed(f"/top/d{d}", list(repo.iterdir(f"/top/d{d}")))
+            for k in range(2):
+                p.opened(repo.stat(f"/top/d{d}/f{k}"))
+            if d == 0:  # the first look beyond found d1-d4's files cached
+                assert p._quiet >= prefetch.QUIET_AFTER
+                beyond.clear()
+        assert beyond == [] and jobs == []  # quiet from there on: no look ahead, nothing fetched
