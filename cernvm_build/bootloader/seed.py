@@ -223,6 +223,9 @@ def make_seed(
         with contextlib.suppress(OSError):
             (cache / "tmp").rmdir()  # the store's scratch parent: the daemon makes its own
         _order_for_lru(cache, [(h, s) for _, h, s in parsed])
+        # made whole from verified streams and copied into an image that appears only complete
+        # (mke2fs keeps the ctimes): the first boot trusts it as after a clean stop
+        PlainCache(cache).mark_clean(sync=False)
         rep.step(f"seed: writing the {size_mb} MB disk")
         disk_bytes = _write_disk(root, dest, size_mb, (mke2fs, debugfs, qemu_img))
     except KeyboardInterrupt:  # and SIGTERM (the CLI raises it): a re-run goes on from what is here

@@ -16,6 +16,7 @@ mounts the same snapshot.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -185,6 +186,9 @@ def _open(args: argparse.Namespace) -> Repository:
         # The daemon owns its cache: what it holds is kept in memory from here on, so a cold
         # object's misses (plain copy, object, the prefetcher's look) cost no failed opens.
         held = (objects.hold(), plain.hold())
+        # A clean stop of the last daemon (its marker, taken away before serving): what it left
+        # is served without the first-use CRC check (plaincache.py).
+        plain.take_clean()
         if quota is not None:
 
             def evicted(path: str) -> None:
@@ -238,15 +242,24 @@ def _serve(args: argparse.Namespace, repo: Repository, ready: int | None) -> Non
             os.write(ready, f"ok {line}\n".encode())
             os.close(ready)
 
-    run_fuse(
-        repo,
-        args.mountpoint,
-        on_ready=on_ready,
-        allow_other=False if args.no_allow_other else None,
-        debug=args.debug,
-        stats=os.path.abspath(args.stats) if args.stats else None,
-        serving=Serving(magic_xattrs=not args.no_magic_xattrs, prefetch_in_order=args.prefetch_in_order),
-    )
+    plain = repo.store.plain_cache if repo.store.cache is not None else None
+    try:
+        run_fuse(
+            repo,
+            args.mountpoint,
+            on_ready=on_ready,
+            allow_other=False if args.no_allow_other else None,
+            debug=args.debug,
+            stats=os.path.abspath(args.stats) if args.stats else None,
+            serving=Serving(magic_xattrs=not args.no_magic_xattrs, prefetch_in_order=args.prefetch_in_order),
+        )
+    finally:
+        # However serving ended (unmounted, a signal, an error), what was renamed into place
+        # before the sync began is on the disk: the next start may trust it (plaincache.mark_clean).
+        # Not marking only costs the next start its checks: never an error of its own.
+        if plain is not None:
+            with contextlib.suppress(OSError):
+                plain.mark_clean()
 
 
 def _error_text(e: BaseException) -> str:

@@ -25,6 +25,14 @@ file handle keeps, with no Python per byte.
   then opens the mounted revision's catalogs without hashing and inflating them again (under TCG the
   root catalog's ~0.9 s of every boot); the CRC check on first use stays. Being ``C`` files, the
   catalogs are pinned by the size limit as their objects are.
+- A clean stop skips the next start's CRC checks (the classic clean-shutdown marker): the mount
+  daemon, once unmounted, syncs the cache's file system and then writes ``plain/.clean`` with the
+  time the sync began (``mark_clean``). The next daemon takes that marker away, durably, before it
+  serves (``take_clean``); a file whose inode last changed (``st_ctime``: the rename into place)
+  before that time was on the disk when the sync ended, so it is served without its CRC check. A
+  file changed later (by another process between the two runs, or in this run) is checked as ever;
+  without the marker (a crash, a power loss, an older cache) everything is. Under TCG the CRC is
+  ~85-90 % of reading a cached file (``zlib.crc32`` at ~32 MB/s, note of h13g).
 
 Standard library only: it runs in the μCernVM initrd.
 """
@@ -40,7 +48,7 @@ import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from ..fsutil import process_umask, spread_subdirectories, write_all
+from ..fsutil import atomic_write, fsync_dir, process_umask, spread_subdirectories, syncfs, write_all
 from .objects import Holdings, sweep_temporaries
 
 MAGIC = b"CVP1"
@@ -48,6 +56,11 @@ TRAILER = 8
 BLOCK = 1 << 20
 #: a temporary file older than this is a crash's leftover (a live write takes seconds at most)
 STALE_TMP_S = 3600
+#: the clean-stop marker, beside the fan-out directories (``mark_clean``)
+CLEAN = ".clean"
+#: a file is trusted after a clean stop only if it changed this long before the sync began: the
+#: kernel stamps ctime from a coarse clock that may lag ``time.time_ns`` by a tick
+CLEAN_MARGIN_NS = 1_000_000_000
 
 
 class SizeMismatch(Exception):
@@ -89,6 +102,11 @@ class PlainCache:
             with contextlib.suppress(FileExistsError):
                 os.mkdir(f"{self._base}/{i:02x}")
         self._verified: set[str] = set()
+        #: files whose ctime is before this (ns) were on the disk at the last clean stop and count
+        #: as verified (``take_clean``); 0: none
+        self._clean_before = 0
+        #: CRC checks done (what a clean stop saves; the tests count them)
+        self.checks = 0
         #: made 0644 at creation unless the umask hides some of it (readers of the mount are others)
         self._chmod = bool(process_umask() & 0o644)
         #: Told of every file opened or made (the size limit's LRU, quota.py).
@@ -130,10 +148,15 @@ class PlainCache:
                 held.discard(name + suffix)
             return None
         try:
-            have = os.fstat(fd).st_size
+            st = os.fstat(fd)
+            have = st.st_size
             if size is None:
                 size = have - TRAILER
-            good = size >= 0 and have == size + TRAILER and (key in self._verified or _intact(fd, size))
+            good = (
+                size >= 0
+                and have == size + TRAILER
+                and (key in self._verified or st.st_ctime_ns < self._clean_before or self._check(fd, size))
+            )
         except BaseException:
             os.close(fd)
             raise
@@ -179,11 +202,17 @@ class PlainCache:
             return None
         try:
             data = os.pread(fd, size + TRAILER + 1, 0)
+            if (
+                len(data) == size + TRAILER
+                and p not in self._verified
+                and not (self._clean_before and os.fstat(fd).st_ctime_ns < self._clean_before)
+            ):
+                self.checks += 1
+                if data[size:] != _trailer(zlib.crc32(memoryview(data)[:size])):
+                    data = b""
         finally:
             os.close(fd)
-        if len(data) != size + TRAILER or (
-            p not in self._verified and data[size:] != _trailer(zlib.crc32(memoryview(data)[:size]))
-        ):
+        if len(data) != size + TRAILER:
             self.discard(name, suffix)
             return None
         self._verified.add(p)
@@ -253,6 +282,42 @@ class PlainCache:
             self.held.discard(name + suffix)
         with contextlib.suppress(FileNotFoundError):
             p.unlink()
+
+    def _check(self, fd: int, size: int) -> bool:
+        self.checks += 1
+        return _intact(fd, size)
+
+    def take_clean(self) -> bool:
+        """For the process that owns the cache (the mount daemon), before it serves: if the last
+        owner stopped cleanly (``mark_clean``), trust what it left (no CRC check on first use) and
+        remove the marker durably, so that a crash of this run leaves none. Whether it was there."""
+        marker = f"{self._base}/{CLEAN}"
+        try:
+            with open(marker, "rb") as f:
+                text = f.read(64)
+        except FileNotFoundError:
+            return False
+        os.unlink(marker)
+        fsync_dir(self.dir)
+        try:
+            began = int(text.decode("ascii").strip())
+        except (UnicodeDecodeError, ValueError):  # not ours: trust nothing
+            return False
+        self._clean_before = max(0, began - CLEAN_MARGIN_NS)
+        return self._clean_before > 0
+
+    def mark_clean(self, *, sync: bool = True) -> None:
+        """For the owner, once it has stopped writing (the mount is gone): sync the cache's file
+        system, then say so in the marker ``take_clean`` reads. What is renamed into place after
+        the sync began is not covered (its ctime is later). ``sync=False``: the caller makes the
+        files durable as a whole (a seed: copied into a disk image renamed into place when
+        complete, ctimes kept), and everything changed until now is covered."""
+        began = time.time_ns()
+        if sync:
+            syncfs(self.dir)
+        else:
+            began += CLEAN_MARGIN_NS
+        atomic_write(self.dir / CLEAN, f"{began}\n".encode())
 
     def sweep(self) -> int:
         """Remove temporary files a crashed writer left (older than STALE_TMP_S); returns how many.

@@ -18,7 +18,7 @@ import pytest
 
 from cernvm_build.cvmfs import store as store_mod
 from cernvm_build.cvmfs.objects import object_path, parse_hash
-from cernvm_build.cvmfs.plaincache import STALE_TMP_S, TRAILER, PlainCache
+from cernvm_build.cvmfs.plaincache import CLEAN, CLEAN_MARGIN_NS, STALE_TMP_S, TRAILER, PlainCache
 from cernvm_build.cvmfs.quota import Quota
 from cernvm_build.cvmfs.repository import Repository, open_repository
 from cernvm_build.cvmfs.serve import Server
@@ -241,6 +241,86 @@ def test_a_database_whose_header_hides_its_size_is_not_kept(
     assert names
 
 
+def _wait_for(path: Path) -> None:
+    """The unmounted daemon writes its clean-stop marker as it ends (the unmount returns first)."""
+    for _ in range(600):
+        if path.exists():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{path} never appeared")
+
+
+def _flip(path: str) -> None:
+    raw = bytearray(Path(path).read_bytes())
+    raw[0] ^= 0x20  # same size: only the CRC tells
+    with open(path, "r+b") as f:
+        f.write(raw)
+
+
+@pytest.mark.parametrize("whole", [True, False], ids=["whole", "piece"])
+def test_after_a_clean_stop_files_left_are_not_crc_checked(tmp_path: Path, whole: bool) -> None:
+    """The marker of a clean stop primes the verified set: what was there is served without a CRC
+    check (counted), the marker is gone at once (a crash of this run leaves none), and a file
+    changed after the stop is checked as ever."""
+    root = tmp_path / FQRN
+    names = ["a1" + "0" * 38, "b2" + "0" * 38]
+    first = PlainCache(root)
+    for n in names:
+        os.close(first.put(n, "", [b"x" * 1000], 1000))
+    first.mark_clean()
+    marker = first.dir / CLEAN
+    assert marker.exists()
+    # ctime cannot be set: the stop is moved to just after the files' writing instead (a real
+    # stop comes later than the margin after them)
+    written = max(os.stat(first.where(n, "")).st_ctime_ns for n in names)
+    marker.write_text(f"{written + CLEAN_MARGIN_NS + 1}\n")
+    time.sleep(0.05)  # past the kernel's timestamp tick
+    _flip(first.where(names[1], ""))  # changed after the stop
+
+    def use(cache: PlainCache, n: str) -> bool:
+        if whole:
+            return cache.read_whole(n, "", 1000) is not None
+        fd = cache.open(n, "", 1000)
+        if fd is not None:
+            os.close(fd)
+        return fd is not None
+
+    cache = PlainCache(root)
+    assert cache.take_clean() and not marker.exists()
+    assert use(cache, names[0]) and cache.checks == 0  # trusted
+    assert not use(cache, names[1]) and cache.checks == 1  # changed after: checked, and bad
+    assert not os.path.exists(cache.where(names[1], ""))
+
+
+def test_without_the_marker_every_file_is_checked(tmp_path: Path) -> None:
+    """A crash (or an older cache): no marker, the CRC is checked on first use; a run that took a
+    marker and then crashed leaves none either."""
+    root = tmp_path / FQRN
+    name = "a1" + "0" * 38
+    first = PlainCache(root)
+    os.close(first.put(name, "", [b"x" * 1000], 1000))
+    first.mark_clean()
+    second = PlainCache(root)
+    assert second.take_clean()
+    del second  # crashed: never marked
+    third = PlainCache(root)
+    assert not third.take_clean()
+    assert third.read_whole(name, "", 1000) == b"x" * 1000 and third.checks == 1
+    _flip(third.where(name, ""))
+    fourth = PlainCache(root)
+    assert fourth.read_whole(name, "", 1000) is None and fourth.checks == 1  # detected, removed
+
+
+def test_a_marker_that_is_not_a_time_trusts_nothing(tmp_path: Path) -> None:
+    root = tmp_path / FQRN
+    name = "a1" + "0" * 38
+    os.close(PlainCache(root).put(name, "", [b"x" * 1000], 1000))
+    (root / "plain" / CLEAN).write_bytes(b"\xff garbage")
+    cache = PlainCache(root)
+    assert not cache.take_clean() and not (root / "plain" / CLEAN).exists()
+    assert cache.read_whole(name, "", 1000) is not None and cache.checks == 1
+
+
 def _mount(fx: Fixture, server: Server, mnt: Path, cache: Path, lib: str) -> None:
     cmd = [sys.executable, "-m", "cernvm_build.cvmfs.mount", "--fqrn", FQRN, "--server", server.repo_url()]
     cmd += ["--public-key", str(fx.pub), "--cache", str(cache), str(mnt)]
@@ -262,6 +342,7 @@ def test_both_front_ends_read_the_repository_byte_for_byte(
     for round_ in ("cold", "warm"):
         _mount(fx, server, mnt, cache, lib)
         try:
+            assert not (cache / FQRN / "plain" / CLEAN).exists()  # taken before serving
             for path, want in files.items():
                 data = (mnt / path.lstrip("/")).read_bytes()
                 assert hashlib.sha1(data).hexdigest() == want["sha1"], (round_, path)
@@ -272,7 +353,11 @@ def test_both_front_ends_read_the_repository_byte_for_byte(
         finally:
             subprocess.run(["fusermount3", "-u", str(mnt)], check=False, timeout=60)
         if round_ == "cold":
-            inflated = sorted(p for p in (cache / FQRN / "plain").rglob("*") if p.is_file())
+            # the daemon stopped cleanly: the damage comes after its marker, so it is checked
+            _wait_for(cache / FQRN / "plain" / CLEAN)
+            inflated = sorted(
+                p for p in (cache / FQRN / "plain").rglob("*") if p.is_file() and p.name != CLEAN
+            )
             assert len(inflated) >= 3  # the chunks at least
             victim = max(inflated, key=lambda p: p.stat().st_size)
             raw = bytearray(victim.read_bytes())

@@ -26,7 +26,7 @@ from cernvm_build.cvmfs import mount
 from cernvm_build.cvmfs.chunking import ChunkingSettings
 from cernvm_build.cvmfs.fetch import Unreachable
 from cernvm_build.cvmfs.keys import load_keys
-from cernvm_build.cvmfs.plaincache import TRAILER
+from cernvm_build.cvmfs.plaincache import CLEAN, CLEAN_MARGIN_NS, TRAILER
 from cernvm_build.cvmfs.publish import create_repository, publish_tree
 from cernvm_build.cvmfs.repository import open_repository
 from cernvm_build.cvmfs.serve import serve
@@ -148,6 +148,17 @@ def test_a_seed_is_the_scratch_disk_a_boot_would_have_filled(traced: Traced, tmp
     # owned by root as the initrd makes them (persistent/ is the overlay's upper folder: the OS's /)
     for path in (f"/cache/{FQRN}/plain/{h[:2]}/{h[2:]}", "/persistent", f"/cache/{FQRN}/data"):
         assert "User:     0   Group:     0" in _debugfs(raw, f"stat {path}"), path
+    # marked as after a clean stop, later than every seeded file changed (mke2fs keeps ctimes):
+    # the first boot does not CRC-check them (plaincache.take_clean)
+    began = int(_debugfs(raw, f"cat /cache/{FQRN}/plain/{CLEAN}"))
+    checked = 0
+    for n in objects:
+        stat = _debugfs(raw, f"stat /cache/{FQRN}/plain/{n[:2]}/{n[2:]}")
+        if "ctime" in stat:
+            ctime = int(re.search(r"ctime: (0x[0-9a-f]+)", stat).group(1), 16)  # type: ignore[union-attr]
+            assert ctime * 10**9 < began - CLEAN_MARGIN_NS, n
+            checked += 1
+    assert checked >= 3
 
     cache = tmp_path / "extracted"
     cache.mkdir()
@@ -161,6 +172,7 @@ def test_a_seed_is_the_scratch_disk_a_boot_would_have_filled(traced: Traced, tmp
     )  # fmt: skip
     repo = mount._open(args)
     try:
+        assert not (cache / "cache" / FQRN / "plain" / CLEAN).exists()  # taken before serving
         assert repo.offline and repo.revision == seed.revision
         for rel in READ:
             assert repo.read_bytes(rel) == traced.files[rel], rel
