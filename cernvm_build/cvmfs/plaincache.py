@@ -27,12 +27,13 @@ file handle keeps, with no Python per byte.
   catalogs are pinned by the size limit as their objects are.
 - A clean stop skips the next start's CRC checks (the classic clean-shutdown marker): the mount
   daemon, once unmounted, syncs the cache's file system and then writes ``plain/.clean`` with the
-  time the sync began (``mark_clean``). The next daemon takes that marker away, durably, before it
-  serves (``take_clean``); a file whose inode last changed (``st_ctime``: the rename into place)
-  before that time was on the disk when the sync ended, so it is served without its CRC check. A
-  file changed later (by another process between the two runs, or in this run) is checked as ever;
-  without the marker (a crash, a power loss, an older cache) everything is. Under TCG the CRC is
-  ~85-90 % of reading a cached file (``zlib.crc32`` at ~32 MB/s, note of h13g).
+  time the sync began (``mark_clean``; μCernVM's shutdown program writes it too, in the same form,
+  where systemd made the disk read-only before the daemon could). The next daemon takes that marker
+  away, durably, before it serves (``take_clean``); a file whose inode last changed (``st_ctime``:
+  the rename into place) before that time was on the disk when the sync ended, so it is served
+  without its CRC check. A file changed later (by another process between the two runs, or in this
+  run) is checked as ever; without the marker (a crash, a power loss, an older cache) everything is.
+  Under TCG the CRC is ~85-90 % of reading a cached file (``zlib.crc32`` at ~32 MB/s, note of h13g).
 
 Standard library only: it runs in the μCernVM initrd.
 """

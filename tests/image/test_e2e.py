@@ -144,6 +144,9 @@ def test_boot_pin_persist_and_tag(built: Built, test_repo: ServedRepo, tmp_path:
     assert "ucernvm-shutdown: OS root (overlay) unmounted" in b1.console, _show(b1, log1)
     assert "ucernvm-shutdown: scratch disk clean (read-only)" in b1.console, _show(b1, log1)
     print(f"shutdown: {_shutdown_seconds(b1):.2f} s from the hand-back to the disk being clean")
+    # the cache is marked clean (the next start skips its CRC checks: plaincache.take_clean), by the
+    # daemon or, where systemd-shutdown made the disk read-only first, by the shutdown program
+    assert "ucernvm-shutdown: cache marked clean" in b1.console, _show(b1, log1)
     pids = b1.lines(r"^test-os: pids (\d+)")
     assert pids and int(pids[0].group(1)) > 1, "the FUSE pid must be recorded in /.cvmfs_pids"
 
