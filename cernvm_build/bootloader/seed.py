@@ -199,6 +199,9 @@ def make_seed(
     if dest.is_dir():
         raise UsageError(f"{dest}: is a folder", hint="name the seed's file, e.g. -o debian12.seed.qcow2")
     work = dest.with_name(f".{dest.name}.seed-work")
+    # what this run writes, the clean mark vouches for (a re-run's leftovers are checked on first
+    # use); in whole seconds, as the image keeps the files' ctimes
+    started = time.time_ns() // 10**9 * 10**9
     root = work / "root"
     for d in FOLDERS:
         (root / d).mkdir(parents=True, exist_ok=True)
@@ -225,7 +228,7 @@ def make_seed(
         _order_for_lru(cache, [(h, s) for _, h, s in parsed])
         # made whole from verified streams and copied into an image that appears only complete
         # (mke2fs keeps the ctimes): the first boot trusts it as after a clean stop
-        PlainCache(cache).mark_clean(sync=False)
+        PlainCache(cache).mark_clean(sync=False, since=started)
         rep.step(f"seed: writing the {size_mb} MB disk")
         disk_bytes = _write_disk(root, dest, size_mb, (mke2fs, debugfs, qemu_img))
     except KeyboardInterrupt:  # and SIGTERM (the CLI raises it): a re-run goes on from what is here

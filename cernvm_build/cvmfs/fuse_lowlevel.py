@@ -498,7 +498,13 @@ def reply_open(req: int, fi: Any) -> None:
 
 
 def reply_buf(req: int, data: bytes | Any, size: int | None = None) -> None:
-    lib.fuse_reply_buf(req, data, len(data) if size is None else size)
+    """Answer with ``data``, or its first ``size`` bytes (never more than it has: a ``size`` from
+    a catalog that disagrees with the object must not send what lies beyond it)."""
+    if size is None:
+        size = len(data)
+    elif data is not None:
+        size = min(size, len(data))
+    lib.fuse_reply_buf(req, data, size)
 
 
 def reply_fd(req: int, fd: int, pos: int, size: int) -> None:

@@ -25,15 +25,19 @@ file handle keeps, with no Python per byte.
   then opens the mounted revision's catalogs without hashing and inflating them again (under TCG the
   root catalog's ~0.9 s of every boot); the CRC check on first use stays. Being ``C`` files, the
   catalogs are pinned by the size limit as their objects are.
-- A clean stop skips the next start's CRC checks (the classic clean-shutdown marker): the mount
-  daemon, once unmounted, syncs the cache's file system and then writes ``plain/.clean`` with the
-  time the sync began (``mark_clean``; μCernVM's shutdown program writes it too, in the same form,
-  where systemd made the disk read-only before the daemon could). The next daemon takes that marker
-  away, durably, before it serves (``take_clean``); a file whose inode last changed (``st_ctime``:
-  the rename into place) before that time was on the disk when the sync ended, so it is served
-  without its CRC check. A file changed later (by another process between the two runs, or in this
-  run) is checked as ever; without the marker (a crash, a power loss, an older cache) everything is.
-  Under TCG the CRC is ~85-90 % of reading a cached file (``zlib.crc32`` at ~32 MB/s, note of h13g).
+- A clean stop skips the next start's CRC checks (the classic clean-shutdown marker, bounded): the
+  mount daemon, once unmounted, syncs the cache's file system and then writes ``plain/.clean`` with
+  "SINCE BEGAN" (``mark_clean``): when this chain of clean stops began (the last start that found no
+  valid marker, or a seed run's start) and when the sync began. μCernVM's shutdown program writes it
+  too, in the same form, from the ``plain/.open`` ("SINCE") the daemon keeps while it owns the
+  cache, where systemd made the disk read-only before the daemon could. The next daemon takes the
+  marker away, durably, before it serves (``take_clean``); a file whose inode last changed
+  (``st_ctime``: the rename into place) in [SINCE, BEGAN - margin) was written in the chain and on
+  the disk when the sync ended, so it is served without its CRC check. A file from before the chain
+  (a crash's torn write that no run has read since) or changed later (by another process between the
+  two runs, or in this run) is checked as ever; without a valid marker (a crash, a power loss, an
+  older cache, a time in the future) everything is. Under TCG the CRC is ~85-90 % of reading a
+  cached file (``zlib.crc32`` at ~32 MB/s, note of h13g).
 
 Standard library only: it runs in the μCernVM initrd.
 """
@@ -57,8 +61,10 @@ TRAILER = 8
 BLOCK = 1 << 20
 #: a temporary file older than this is a crash's leftover (a live write takes seconds at most)
 STALE_TMP_S = 3600
-#: the clean-stop marker, beside the fan-out directories (``mark_clean``)
+#: the clean-stop marker, beside the fan-out directories (``mark_clean``): "SINCE BEGAN" in ns
 CLEAN = ".clean"
+#: while a daemon owns the cache: "SINCE" (``take_clean``), the shutdown program's cue and bound
+OPEN = ".open"
 #: a file is trusted after a clean stop only if it changed this long before the sync began: the
 #: kernel stamps ctime from a coarse clock that may lag ``time.time_ns`` by a tick
 CLEAN_MARGIN_NS = 1_000_000_000
@@ -103,9 +109,12 @@ class PlainCache:
             with contextlib.suppress(FileExistsError):
                 os.mkdir(f"{self._base}/{i:02x}")
         self._verified: set[str] = set()
-        #: files whose ctime is before this (ns) were on the disk at the last clean stop and count
-        #: as verified (``take_clean``); 0: none
-        self._clean_before = 0
+        #: files whose ctime (ns) is in [low, high) were written since the cache was last all
+        #: checked or fresh, and were on the disk at the last clean stop: they count as verified
+        #: (``take_clean``); (0, 0): none
+        self._trusted = (0, 0)
+        #: since when (ns) this owner's chain of clean stops runs (``take_clean``), None: not owned
+        self._since: int | None = None
         #: CRC checks done (what a clean stop saves; the tests count them)
         self.checks = 0
         #: made 0644 at creation unless the umask hides some of it (readers of the mount are others)
@@ -156,7 +165,7 @@ class PlainCache:
             good = (
                 size >= 0
                 and have == size + TRAILER
-                and (key in self._verified or st.st_ctime_ns < self._clean_before or self._check(fd, size))
+                and (key in self._verified or self._trusts(st.st_ctime_ns) or self._check(fd, size))
             )
         except BaseException:
             os.close(fd)
@@ -206,7 +215,7 @@ class PlainCache:
             if (
                 len(data) == size + TRAILER
                 and p not in self._verified
-                and not (self._clean_before and os.fstat(fd).st_ctime_ns < self._clean_before)
+                and not (self._trusted[1] and self._trusts(os.fstat(fd).st_ctime_ns))
             ):
                 self.checks += 1
                 if data[size:] != _trailer(zlib.crc32(memoryview(data)[:size])):
@@ -288,42 +297,69 @@ class PlainCache:
         self.checks += 1
         return _intact(fd, size)
 
+    def _trusts(self, ctime_ns: int) -> bool:
+        low, high = self._trusted
+        return low <= ctime_ns < high
+
     def take_clean(self) -> bool:
         """For the process that owns the cache (the mount daemon), before it serves: if the last
-        owner stopped cleanly (``mark_clean``), trust what it left (no CRC check on first use) and
-        remove the marker durably, so that a crash of this run leaves none. Whether it was there."""
+        owner stopped cleanly (``mark_clean``), trust what that chain of clean stops wrote (no CRC
+        check on first use). The marker is replaced durably by ``OPEN``, so that a crash of this run
+        leaves none; without a valid one, the chain starts now, and a file from before (a crash's
+        torn write, never checked) is checked on first use in every later run too. Whether it was
+        there and valid."""
+        now = time.time_ns()
         marker = f"{self._base}/{CLEAN}"
         try:
             with open(marker, "rb") as f:
-                text = f.read(64)
+                text: bytes | None = f.read(64)
         except FileNotFoundError:
+            text = None
+        interval = _interval(text, now) if text is not None else None
+        self._since = interval[0] if interval is not None else now
+        atomic_write(self.dir / OPEN, f"{self._since}\n".encode())
+        if text is not None:
+            os.unlink(marker)
+            fsync_dir(self.dir)
+        if interval is None:
             return False
-        os.unlink(marker)
-        fsync_dir(self.dir)
-        try:
-            began = int(text.decode("ascii").strip())
-        except (UnicodeDecodeError, ValueError):  # not ours: trust nothing
-            return False
-        self._clean_before = max(0, began - CLEAN_MARGIN_NS)
-        return self._clean_before > 0
+        self._trusted = (interval[0], max(interval[0], interval[1] - CLEAN_MARGIN_NS))
+        return True
 
-    def mark_clean(self, *, sync: bool = True) -> None:
+    def mark_clean(self, *, sync: bool = True, since: int | None = None) -> None:
         """For the owner, once it has stopped writing (the mount is gone): sync the cache's file
-        system, then say so in the marker ``take_clean`` reads. What is renamed into place after
-        the sync began is not covered (its ctime is later). ``sync=False``: the caller makes the
-        files durable as a whole (a seed: copied into a disk image renamed into place when
+        system, then say so in the marker ``take_clean`` reads: what was renamed into place since
+        the chain began (``since``: a seed's start, else ``take_clean``'s) and before the sync
+        began. A sync that fails leaves no marker (``OSError``). ``sync=False``: the caller makes
+        the files durable as a whole (a seed: copied into a disk image renamed into place when
         complete, ctimes kept), and everything changed until now is covered."""
+        low = self._since if since is None else since
+        if low is None:  # never owned (no take_clean): nothing to vouch for
+            return
         began = time.time_ns()
         if sync:
-            syncfs(self.dir)
+            syncfs(self.dir, strict=True)
         else:
             began += CLEAN_MARGIN_NS
-        atomic_write(self.dir / CLEAN, f"{began}\n".encode())
+        atomic_write(self.dir / CLEAN, f"{low} {began}\n".encode())
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{self._base}/{OPEN}")
+            fsync_dir(self.dir)
 
     def sweep(self) -> int:
         """Remove temporary files a crashed writer left (older than STALE_TMP_S); returns how many.
         (With a size limit the mount's start leaves this to ``Quota.scan``: one walk.)"""
         return sweep_temporaries(self.dir, time.time() - STALE_TMP_S)
+
+
+def _interval(text: bytes, now: int) -> tuple[int, int] | None:
+    """A marker's "SINCE BEGAN" (ns), or None when it is not one (garbage, an older form) or lies
+    in the future (a clock stepped back, or written by hand): then nothing is trusted."""
+    try:
+        low, high = (int(w) for w in text.decode("ascii").split())
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return (low, high) if 0 < low <= high <= now else None
 
 
 def _intact(fd: int, size: int) -> bool:

@@ -627,6 +627,8 @@ class ObjectStore:
         if plain is None:
             return None
         data = self._take_ahead(name + suffix)
+        if data is not None and len(data) != size:
+            data = None  # fetched ahead for an entry of another size: the checked path says which
         if data is None:
             data = plain.read_whole_raw(name, suffix, size)
         if data is not None:

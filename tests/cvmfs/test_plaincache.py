@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from cernvm_build.cvmfs import plaincache
 from cernvm_build.cvmfs import store as store_mod
 from cernvm_build.cvmfs.objects import object_path, parse_hash
-from cernvm_build.cvmfs.plaincache import CLEAN, CLEAN_MARGIN_NS, STALE_TMP_S, TRAILER, PlainCache
+from cernvm_build.cvmfs.plaincache import CLEAN, OPEN, STALE_TMP_S, TRAILER, PlainCache
 from cernvm_build.cvmfs.quota import Quota
 from cernvm_build.cvmfs.repository import Repository, open_repository
 from cernvm_build.cvmfs.serve import Server
@@ -257,23 +258,32 @@ def _flip(path: str) -> None:
         f.write(raw)
 
 
+@pytest.fixture
+def short_margin(monkeypatch: pytest.MonkeyPatch) -> int:
+    """The clean mark's margin for the kernel's coarse ctime clock, cut to 20 ms: a test waits past
+    it instead of a second."""
+    monkeypatch.setattr(plaincache, "CLEAN_MARGIN_NS", 20_000_000)
+    return 20_000_000
+
+
 @pytest.mark.parametrize("whole", [True, False], ids=["whole", "piece"])
-def test_after_a_clean_stop_files_left_are_not_crc_checked(tmp_path: Path, whole: bool) -> None:
+def test_after_a_clean_stop_files_left_are_not_crc_checked(
+    tmp_path: Path, whole: bool, short_margin: int
+) -> None:
     """The marker of a clean stop primes the verified set: what was there is served without a CRC
     check (counted), the marker is gone at once (a crash of this run leaves none), and a file
     changed after the stop is checked as ever."""
     root = tmp_path / FQRN
     names = ["a1" + "0" * 38, "b2" + "0" * 38]
     first = PlainCache(root)
+    assert not first.take_clean() and (first.dir / OPEN).exists()  # a fresh cache: the chain starts
+    time.sleep(0.05)  # ctime's coarse clock may lag the chain's start by a tick
     for n in names:
         os.close(first.put(n, "", [b"x" * 1000], 1000))
+    time.sleep(2 * short_margin / 1e9)  # the stop comes later than the margin after the writes
     first.mark_clean()
     marker = first.dir / CLEAN
-    assert marker.exists()
-    # ctime cannot be set: the stop is moved to just after the files' writing instead (a real
-    # stop comes later than the margin after them)
-    written = max(os.stat(first.where(n, "")).st_ctime_ns for n in names)
-    marker.write_text(f"{written + CLEAN_MARGIN_NS + 1}\n")
+    assert marker.exists() and not (first.dir / OPEN).exists()
     time.sleep(0.05)  # past the kernel's timestamp tick
     _flip(first.where(names[1], ""))  # changed after the stop
 
@@ -286,7 +296,7 @@ def test_after_a_clean_stop_files_left_are_not_crc_checked(tmp_path: Path, whole
         return fd is not None
 
     cache = PlainCache(root)
-    assert cache.take_clean() and not marker.exists()
+    assert cache.take_clean() and not marker.exists() and (cache.dir / OPEN).exists()
     assert use(cache, names[0]) and cache.checks == 0  # trusted
     assert not use(cache, names[1]) and cache.checks == 1  # changed after: checked, and bad
     assert not os.path.exists(cache.where(names[1], ""))
@@ -298,6 +308,7 @@ def test_without_the_marker_every_file_is_checked(tmp_path: Path) -> None:
     root = tmp_path / FQRN
     name = "a1" + "0" * 38
     first = PlainCache(root)
+    first.take_clean()
     os.close(first.put(name, "", [b"x" * 1000], 1000))
     first.mark_clean()
     second = PlainCache(root)
@@ -311,14 +322,56 @@ def test_without_the_marker_every_file_is_checked(tmp_path: Path) -> None:
     assert fourth.read_whole(name, "", 1000) is None and fourth.checks == 1  # detected, removed
 
 
-def test_a_marker_that_is_not_a_time_trusts_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "text",
+    [b"\xff garbage", b"1700000000000000000\n", b"2 1\n", b"1 99999999999999999999\n"],
+    ids=["garbage", "older-form", "backwards", "future"],
+)
+def test_a_marker_that_is_not_a_past_interval_trusts_nothing(tmp_path: Path, text: bytes) -> None:
+    """Garbage, the single time of an older form, an interval that ends before it begins, and one
+    that ends in the future (a clock stepped back, a hand-written value) trust nothing."""
     root = tmp_path / FQRN
     name = "a1" + "0" * 38
     os.close(PlainCache(root).put(name, "", [b"x" * 1000], 1000))
-    (root / "plain" / CLEAN).write_bytes(b"\xff garbage")
+    (root / "plain" / CLEAN).write_bytes(text)
     cache = PlainCache(root)
     assert not cache.take_clean() and not (root / "plain" / CLEAN).exists()
     assert cache.read_whole(name, "", 1000) is not None and cache.checks == 1
+
+
+def test_a_file_left_by_a_crash_is_checked_after_later_clean_stops(tmp_path: Path, short_margin: int) -> None:
+    """A crashed run leaves a file no later run happens to read; a run after the crash that stops
+    cleanly vouches only for what it wrote itself (its chain starts at its start): the file from
+    before it is still checked, and a flipped byte caught, however many clean stops follow."""
+    root = tmp_path / FQRN
+    torn, fresh = "a1" + "0" * 38, "b2" + "0" * 38
+    crashed = PlainCache(root)
+    crashed.take_clean()
+    os.close(crashed.put(torn, "", [b"x" * 1000], 1000))
+    _flip(crashed.where(torn, ""))  # torn by the crash: never marked clean
+    del crashed
+    time.sleep(0.05)  # past the kernel's timestamp tick
+    for _ in range(2):  # two clean runs that never read it
+        run = PlainCache(root)
+        run.take_clean()
+        time.sleep(0.05)  # ctime's coarse clock may lag the chain's start by a tick
+        if not os.path.exists(run.where(fresh, "")):
+            os.close(run.put(fresh, "", [b"y" * 1000], 1000))
+        time.sleep(2 * short_margin / 1e9)
+        run.mark_clean()
+    last = PlainCache(root)
+    assert last.take_clean()
+    assert last.read_whole(fresh, "", 1000) == b"y" * 1000 and last.checks == 0  # its chain's: trusted
+    assert last.read_whole(torn, "", 1000) is None and last.checks == 1  # from before: checked, caught
+
+
+def test_a_cache_never_taken_is_not_marked(tmp_path: Path) -> None:
+    """mark_clean vouches only for a chain it knows the start of (take_clean's, or a seed's own)."""
+    cache = PlainCache(tmp_path / FQRN)
+    cache.mark_clean()
+    assert not (cache.dir / CLEAN).exists()
+    cache.mark_clean(sync=False, since=time.time_ns())
+    assert (cache.dir / CLEAN).exists()
 
 
 def _mount(fx: Fixture, server: Server, mnt: Path, cache: Path, lib: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,43 +13,77 @@ from cernvm_build.errors import BuildError
 from cernvm_build.site.parallel import fork_map
 
 
-def _pid_and_double(shared: int, item: int) -> tuple[int, int]:
+def _arrived(where: Path) -> None:
+    """A forked child says it has taken an item (``_children_at_work`` waits for it)."""
+    if os.getpid() != int(where.name):
+        (where / str(os.getpid())).touch()
+
+
+def _children_at_work(where: Path, n: int) -> Callable[[], None]:
+    """fork_map's ``meanwhile``: this process takes no run before ``n`` children have taken one (on a
+    loaded machine it could otherwise take every run before a child is scheduled)."""
+
+    def wait() -> None:
+        deadline = time.monotonic() + 60
+        while sum(1 for _ in where.iterdir()) < n and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    return wait
+
+
+def _here(tmp_path: Path) -> Path:
+    where = tmp_path / str(os.getpid())
+    where.mkdir()
+    return where
+
+
+def _pid_and_double(where: Path, item: int) -> tuple[int, int]:
+    _arrived(where)
     time.sleep(0.002)  # work: each process takes runs of items while the others work theirs
-    return os.getpid(), item * shared
+    return os.getpid(), item * 2
 
 
-def test_results_keep_the_items_order_and_the_work_is_shared() -> None:
+def test_results_keep_the_items_order_and_the_work_is_shared(tmp_path: Path) -> None:
     items = list(range(100))
-    got = fork_map(_pid_and_double, 2, items, jobs=3, least=2)
+    where = _here(tmp_path)
+    got = fork_map(_pid_and_double, where, items, jobs=3, least=2, meanwhile=_children_at_work(where, 2))
     assert [r for _pid, r in got] == [i * 2 for i in items]
     pids = {pid for pid, _r in got}
     # three processes, this one among them (it works a share instead of waiting)
     assert len(pids) == 3 and os.getpid() in pids
 
 
-def _fail_in_a_child(parent: int, item: int) -> int:
-    if os.getpid() != parent:
+def _fail_in_a_child(where: Path, item: int) -> int:
+    _arrived(where)
+    if os.getpid() != int(where.name):
         raise ValueError(f"bad item {item}")
     time.sleep(0.01)  # this process is slow: the child takes runs too
     return item
 
 
-def test_a_failing_worker_is_a_build_error_naming_the_failure() -> None:
+def test_a_failing_worker_is_a_build_error_naming_the_failure(tmp_path: Path) -> None:
+    where = _here(tmp_path)
     with pytest.raises(BuildError, match="worker failed: ValueError: bad item") as e:
-        fork_map(_fail_in_a_child, os.getpid(), list(range(10)), jobs=2, least=2)
+        fork_map(
+            _fail_in_a_child, where, list(range(10)), jobs=2, least=2, meanwhile=_children_at_work(where, 1)
+        )
     assert "--jobs 1" in str(e.value.hint)
 
 
-def _die_in_a_child(parent: int, item: int) -> int:
-    if os.getpid() != parent:
+def _die_in_a_child(where: Path, item: int) -> int:
+    _arrived(where)
+    if os.getpid() != int(where.name):
         os._exit(3)
     time.sleep(0.01)
     return item
 
 
-def test_a_worker_that_dies_is_a_build_error() -> None:
+def test_a_worker_that_dies_is_a_build_error(tmp_path: Path) -> None:
+    where = _here(tmp_path)
     with pytest.raises(BuildError, match="worker process died"):
-        fork_map(_die_in_a_child, os.getpid(), list(range(10)), jobs=2, least=2)
+        fork_map(
+            _die_in_a_child, where, list(range(10)), jobs=2, least=2, meanwhile=_children_at_work(where, 1)
+        )
 
 
 def _fail_here(parent: int, item: int) -> int:
@@ -95,10 +130,10 @@ def test_the_runs_go_to_the_processes_free_to_take_them() -> None:
         assert len(by) == 100 and here == [0]
 
 
-def test_the_work_meanwhile_is_done_without_children_too() -> None:
+def test_the_work_meanwhile_is_done_without_children_too(tmp_path: Path) -> None:
     done: list[int] = []
-    got = fork_map(_pid_and_double, 3, [1, 2], jobs=1, meanwhile=lambda: done.append(1))
-    assert [r for _pid, r in got] == [3, 6] and done == [1]
+    got = fork_map(_pid_and_double, _here(tmp_path), [1, 2], jobs=1, meanwhile=lambda: done.append(1))
+    assert [r for _pid, r in got] == [2, 4] and done == [1]
 
 
 def test_many_items_are_cut_into_runs_a_pipe_holds() -> None:

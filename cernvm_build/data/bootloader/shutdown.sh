@@ -74,7 +74,7 @@ for p in $pids; do
     gone "$p" && say "FUSE daemon $p had ended before its mount was unmounted"
 done
 $bb umount /ro 2>/dev/null || $bb umount -l /ro 2>/dev/null
-ended=1  # every daemon has ended: nothing writes to the cache any more
+ended=${pids:+1}  # every daemon has ended (there was one): nothing writes to the cache any more
 for p in $pids; do
     i=0
     while ! gone "$p" && [ $i -lt 50 ]; do
@@ -98,22 +98,27 @@ $bb umount /rt 2>/dev/null || $bb umount -l /rt 2>/dev/null
 if ! $bb grep -q ' /rw ' /proc/mounts && [ -b "$dev" ]; then
     $bb mount -t ext4 "$dev" /rw 2>/dev/null
 fi
-# The cache's clean mark (plaincache.py: plain/.clean holds a time in nanoseconds before which all of
-# the cache is on the disk; the next daemon trusts those files without their CRC check). The daemon
-# writes it when its mount goes, but systemd-shutdown's read-only remount of the OS's bind of the
-# disk may come first (measured: 1 shutdown in 3 left none), so it is written here too, once every
-# daemon has ended: the time first, then the sync that makes everything before it durable.
+# The cache's clean mark (plaincache.py: plain/.clean holds "SINCE BEGAN" in nanoseconds: what was
+# renamed into place in between is on the disk; the next daemon trusts it without the CRC check).
+# The daemon writes it when its mount goes, but systemd-shutdown's read-only remount of the OS's bind
+# of the disk may come first (measured: 1 shutdown in 3 left none), so it is written here too, for a
+# cache whose daemon of this boot left its plain/.open ("SINCE"), once every daemon has ended: the
+# time first, then the sync that makes everything before it durable.
 if [ -n "$ended" ] && $bb grep -q ' /rw ' /proc/mounts; then
     now=$($bb date +%s)000000000
     $bb mount -o remount,rw /rw 2>/dev/null
     $bb sync
-    marked=
     for d in /rw/cache/*/plain; do
-        [ -d "$d" ] || continue
-        echo "$now" >"$d/.clean.new" && $bb sync && $bb mv "$d/.clean.new" "$d/.clean" && marked=1
+        [ -f "$d/.open" ] || continue
+        read -r since <"$d/.open"
+        case "$since" in '' | *[!0-9]*) continue ;; esac
+        echo "$since $now" >"$d/.clean.new" && $bb sync && $bb mv "$d/.clean.new" "$d/.clean" &&
+            $bb rm -f "$d/.open"
     done
-    [ -n "$marked" ] && say "cache marked clean"
 fi
+for d in /rw/cache/*/plain; do
+    [ -f "$d/.clean" ] && say "cache marked clean: ${d#/rw/cache/}"
+done
 $bb sync
 if $bb mount -o remount,ro /rw 2>/dev/null; then
     say "scratch disk clean (read-only)"
