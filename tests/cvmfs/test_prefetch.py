@@ -7,6 +7,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,8 +24,9 @@ from .conftest import Fixture
 
 
 @contextmanager
-def _published(tmp_path: Path, fqrn: str, tree: Path) -> Iterator[Repository]:
-    """``tree`` published as a fresh repository ``fqrn`` under ``tmp_path``, opened with its key."""
+def _published(tmp_path: Path, fqrn: str, tree: Path, **open_args: Any) -> Iterator[Repository]:
+    """``tree`` published as a fresh repository ``fqrn`` under ``tmp_path``, opened with its key
+    (and ``open_args``)."""
     from cernvm_build.cvmfs.keys import generate_keys
     from cernvm_build.cvmfs.publish import create_repository, publish_tree
 
@@ -32,10 +34,19 @@ def _published(tmp_path: Path, fqrn: str, tree: Path) -> Iterator[Repository]:
     keys.save(tmp_path / "keys")
     create_repository(tmp_path / "srv" / fqrn, fqrn, keys)
     publish_tree(tmp_path / "srv" / fqrn, fqrn, keys, tree)
-    with open_repository(
-        str(tmp_path / "srv" / fqrn), public_keys=[tmp_path / "keys" / f"{fqrn}.pub"]
-    ) as repo:
+    pub = tmp_path / "keys" / f"{fqrn}.pub"
+    with open_repository(str(tmp_path / "srv" / fqrn), public_keys=[pub], **open_args) as repo:
         yield repo
+
+
+def _small_dirs(tmp_path: Path, n: int = 8) -> Path:
+    """A tree of ``n`` directories of two small files each (the bench tree's shape)."""
+    tree = tmp_path / "tree"
+    for d in range(n):
+        (tree / "top" / f"d{d}").mkdir(parents=True)
+        for k in range(2):
+            (tree / "top" / f"d{d}" / f"f{k}").write_bytes(f"{d}-{k}".encode() * 10)
+    return tree
 
 
 def _busiest_dir(repo) -> tuple[str, list]:  # type: ignore[no-untyped-def]
@@ -243,12 +254,7 @@ def test_the_window_ahead_in_the_next_directories_is_topped_up_by_half_its_span(
     directory's two files each; readdir of a directory the window went into does not make its files
     looked at again."""
     monkeypatch.setattr(prefetch, "BEYOND_DIRS", 4)
-    tree = tmp_path / "tree"
-    for d in range(8):
-        (tree / "top" / f"d{d}").mkdir(parents=True)
-        for k in range(2):
-            (tree / "top" / f"d{d}" / f"f{k}").write_bytes(f"{d}-{k}".encode() * 10)
-    with _published(tmp_path, "topup.cernvm.test", tree) as repo:
+    with _published(tmp_path, "topup.cernvm.test", _small_dirs(tmp_path)) as repo:
         p = Prefetcher(repo, workers=2)
         jobs: list[list[str]] = []
         monkeypatch.setattr(p, "_submit_job", lambda job, keys: jobs.append(keys))
@@ -307,24 +313,10 @@ def test_a_warm_cache_quiets_the_prefetcher_in_a_tree_of_small_directories(
     that, each open's window was already looked at by the look beyond from the directory before, so
     few opens counted and a warm read listed the directories ahead for its first few hundred files
     (issue 14, warm)."""
-    from cernvm_build.cvmfs.keys import generate_keys
-    from cernvm_build.cvmfs.publish import create_repository, publish_tree
-
     monkeypatch.setattr(prefetch, "BEYOND_DIRS", 4)
     monkeypatch.setattr(prefetch, "QUIET_AFTER", 2)
     monkeypatch.setattr(prefetch, "PROBE_EVERY", 100)
-    tree = tmp_path / "tree"
-    for d in range(8):
-        (tree / "top" / f"d{d}").mkdir(parents=True)
-        for k in range(2):
-            (tree / "top" / f"d{d}" / f"f{k}").write_bytes(f"{d}-{k}".encode() * 10)
-    fqrn = "quiet.cernvm.test"
-    keys = generate_keys(fqrn)
-    keys.save(tmp_path / "keys")
-    create_repository(tmp_path / "srv" / fqrn, fqrn, keys)
-    publish_tree(tmp_path / "srv" / fqrn, fqrn, keys, tree)
-    pub = tmp_path / "keys" / f"{fqrn}.pub"
-    with open_repository(str(tmp_path / "srv" / fqrn), public_keys=[pub], cache_dir=tmp_path / "c") as repo:
+    with _published(tmp_path, "quiet.cernvm.test", _small_dirs(tmp_path), cache_dir=tmp_path / "c") as repo:
         assert repo.store.cache is not None
         repo.store.plain_cache = PlainCache(repo.store.cache.root)
         for d in range(8):
