@@ -635,21 +635,15 @@ class ObjectStore:
             self.stats["cache_hits"] += 1
         return data
 
-    def _whole(
-        self, plain: PlainCache, name: str, suffix: str, size: int, compressed: bool, what: str
-    ) -> bytes:
+    def _whole(self, name: str, suffix: str, size: int, compressed: bool, what: str) -> bytes:
         """The whole inflated object from the plain cache: handed over from its fetch ahead, else one
         read of the copy that also checks it, else made (by this thread, or by the fetch ahead it
         waits for); a small one made here is returned from memory, not read back from its copy."""
         key = name + suffix
 
         def get(_key: str) -> bytes | None:
-            data = self._take_ahead(key)
-            if data is None:
-                data = plain.read_whole(name, suffix, size)
-            if data is not None:
-                self.stats["cache_hits"] += 1
-            return data
+            data = self.cached_whole(name, suffix, size)
+            return None if data is None else data[:size]  # the copy's trailer off
 
         def make() -> bytes:
             if size > AHEAD_ITEM:
@@ -671,7 +665,7 @@ class ObjectStore:
         plain = self.plain_cache
         if plain is not None:
             if offset == 0 and length >= size:
-                return self._whole(plain, name, suffix, size, compressed, what)
+                return self._whole(name, suffix, size, compressed, what)
             fd = self.inflated_fd(name, suffix, size=size, compressed=compressed, what=what)
             try:
                 return os.pread(fd, min(length, size - offset), offset)

@@ -44,7 +44,7 @@ from .model import BuildReport, LinkErrors, sha
 from .pages import PageSet, make_pages
 from .plan import Delta, Plan, plan, public
 from .reference import GENERATORS
-from .sources import Generators, plan_sources, render_markdown, scan
+from .sources import Generators, nothing, plan_sources, render_markdown, scan
 from .write import execute
 
 __all__ = ["BuildReport", "Builder", "LinkErrors", "build_site", "default_cache_dir"]
@@ -175,7 +175,7 @@ class Builder:
         state = State(self.cache_dir / "state.sqlite")
         # the Markdown rendered now is kept while the pages are written (``render_markdown``), or at
         # the end when a step before that failed: the next build does not render it again
-        store_md: Callable[[], None] = _nothing
+        store_md: Callable[[], None] = nothing
         try:
             yaml_memo = Memo(state.memo("yaml"))  # config.yaml and data files parsed before
             cfg = config_mod.load(self.site_dir, base_url=self.base_url, memo=yaml_memo)
@@ -271,10 +271,6 @@ class Builder:
             warnings=self.warnings,
             sources={p.out: p.file for p in pageset.pages if p.file},
         )
-
-
-def _nothing() -> None:
-    pass
 
 
 def _stylesheet(state: State, style: str) -> tuple[str, str]:

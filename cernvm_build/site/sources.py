@@ -238,7 +238,7 @@ def render_markdown(
     todo = sorted((s for s in planned.values() if s.key not in metas), key=lambda s: (s.key, s.rel))
     fresh: dict[str, str] = {}
     if not todo:
-        return fresh, _nothing
+        return fresh, nothing
     errors: list[tuple[str, str, str]] = []
     rows: list[tuple[str, Any, str]] = []
     total = len(todo)
@@ -282,5 +282,5 @@ def render_markdown(
     return fresh, store
 
 
-def _nothing() -> None:
-    pass
+def nothing() -> None:
+    """A ``meanwhile``/store step with nothing to do."""

@@ -153,8 +153,8 @@ def test_files_fetched_ahead_are_handed_to_their_first_whole_read(
             want = {e.path: ref.read(e.path) for e in (first, last)}
         next(fx.root.rglob((victim.content_hash or "")[2:])).write_bytes(b"tampered")
         read_copy: list[str] = []
-        real_read_whole = plain.read_whole
-        monkeypatch.setattr(plain, "read_whole", lambda n, *a: read_copy.append(n) or real_read_whole(n, *a))
+        real = plain.read_whole_raw  # every whole read of a copy goes through it
+        monkeypatch.setattr(plain, "read_whole_raw", lambda n, *a: read_copy.append(n) or real(n, *a))
         for e in (first, second, last):
             repo.fetch_ahead(e, 0)
             assert plain.has(e.content_hash or "", "")  # written to the cache too
