@@ -120,6 +120,17 @@ def mounted_line(repo: Repository) -> str:
     return f"mounted {repo.fqrn} revision {repo.revision} root {repo.root_hash} tag {repo.tag or '-'}"
 
 
+def cache_line(repo: Repository) -> str | None:
+    """What the start found of the last stop (``PlainCache.take_clean``): an operator reading the
+    console after a crash learns why the first reads are slower. None without an owned cache."""
+    plain = repo.store.plain_cache if repo.store.cache is not None else None
+    if plain is None or plain.took_clean is None:
+        return None
+    if plain.took_clean:
+        return "cache: the last stop was clean: cached files are served without a first-use CRC check"
+    return "cache: no clean stop recorded (a first start, a crash): each cached file is checked on first use"
+
+
 def _have_ssl() -> bool:
     """The μCernVM initrd's runtime ships no ssl (no OpenSSL, no CA bundle)."""
     try:
@@ -235,11 +246,13 @@ def _serve(args: argparse.Namespace, repo: Repository, ready: int | None) -> Non
 
     def on_ready() -> None:
         _after_mount(args, repo)
-        line = mounted_line(repo)
+        line, note = mounted_line(repo), cache_line(repo)
         if ready is None:
             print(line, flush=True)
+            if note is not None:
+                print(note, file=sys.stderr, flush=True)
         else:
-            os.write(ready, f"ok {line}\n".encode())
+            os.write(ready, f"ok {line}\n{note or ''}".encode())
             os.close(ready)
 
     plain = repo.store.plain_cache if repo.store.cache is not None else None
@@ -305,7 +318,10 @@ def _daemon(args: argparse.Namespace) -> int:
     os.close(r)
     text = b"".join(chunks).decode(errors="replace").strip()
     if text.startswith("ok "):
-        print(text[3:].splitlines()[0], flush=True)
+        line, *notes = text[3:].splitlines()
+        print(line, flush=True)
+        for note in notes:  # the cache's state: to stderr, stdout keeps the one documented line
+            print(note, file=sys.stderr, flush=True)
         return 0
     _, status = os.waitpid(pid, 0)
     print(text or "error: the FUSE process ended before the mount was ready", file=sys.stderr)

@@ -117,6 +117,8 @@ class PlainCache:
         self._since: int | None = None
         #: CRC checks done (what a clean stop saves; the tests count them)
         self.checks = 0
+        #: whether ``take_clean`` found a valid marker (None: not taken, this process owns no chain)
+        self.took_clean: bool | None = None
         #: made 0644 at creation unless the umask hides some of it (readers of the mount are others)
         self._chmod = bool(process_umask() & 0o644)
         #: Told of every file opened or made (the size limit's LRU, quota.py).
@@ -321,6 +323,7 @@ class PlainCache:
         if text is not None:
             os.unlink(marker)
             fsync_dir(self.dir)
+        self.took_clean = interval is not None
         if interval is None:
             return False
         self._trusted = (interval[0], max(interval[0], interval[1] - CLEAN_MARGIN_NS))

@@ -374,11 +374,13 @@ def test_a_cache_never_taken_is_not_marked(tmp_path: Path) -> None:
     assert (cache.dir / CLEAN).exists()
 
 
-def _mount(fx: Fixture, server: Server, mnt: Path, cache: Path, lib: str) -> None:
+def _mount(fx: Fixture, server: Server, mnt: Path, cache: Path, lib: str) -> str:
+    """Mount as the initrd does (a daemon); what it said on stderr."""
     cmd = [sys.executable, "-m", "cernvm_build.cvmfs.mount", "--fqrn", FQRN, "--server", server.repo_url()]
     cmd += ["--public-key", str(fx.pub), "--cache", str(cache), str(mnt)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=fuse_env(lib))
     assert r.returncode == 0, r.stderr
+    return r.stderr
 
 
 @pytest.mark.parametrize("lib", sorted(FUSE_LIBS))
@@ -393,7 +395,10 @@ def test_both_front_ends_read_the_repository_byte_for_byte(
     with open_repository(fx.repo, public_keys=[fx.pub]) as ref:  # the store's own checked path
         pieces = {off: ref.read(BIG, off, 70_000) for off in offsets}
     for round_ in ("cold", "warm"):
-        _mount(fx, server, mnt, cache, lib)
+        said = _mount(fx, server, mnt, cache, lib)
+        # the start says what it found of the last stop (the console line an operator reads)
+        assert ("the last stop was clean" in said) == (round_ == "warm"), said
+        assert ("no clean stop recorded" in said) == (round_ == "cold"), said
         try:
             assert not (cache / FQRN / "plain" / CLEAN).exists()  # taken before serving
             for path, want in files.items():

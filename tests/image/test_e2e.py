@@ -124,6 +124,7 @@ def test_boot_pin_persist_and_tag(built: Built, test_repo: ServedRepo, tmp_path:
     assert f"mounted {FQRN} revision {r1.revision} root {r1.root_hash}" in b1.console, _show(b1, log1)
     assert r1.root_hash == built.snapshot_root
     assert "ucernvm: overlay: root = /root.rw/persistent" in b1.console
+    assert "ucernvm: cvmfs: cache: no clean stop recorded" in b1.console, _show(b1, log1)  # a new disk
     assert "demo-os: init reached" in b1.console
     assert "test-os: release 1" in b1.console and "test-os: marker none" in b1.console
     # The FUSE daemon is marked as a root-storage daemon (systemd does not kill it at shutdown) and
@@ -167,6 +168,8 @@ def test_boot_pin_persist_and_tag(built: Built, test_repo: ServedRepo, tmp_path:
     assert "test-os: release 1" in b2.console
     assert "test-os: marker boot-1" in b2.console, "writes of the first boot must persist"
     assert "ucernvm: devices: e2fsck: UROOT: clean" in b2.console, _show(b2, log2)
+    # the first boot's shutdown marker reached this boot's daemon: no first-use CRC of its files
+    assert "ucernvm: cvmfs: cache: the last stop was clean" in b2.console, _show(b2, log2)
     assert "recovering journal" not in b2.console, "a clean shutdown leaves no journal to replay"
     # Nothing the cache has is fetched again; only the new revision's tag database (the pinned
     # snapshot's tag is looked up in it) is new.
