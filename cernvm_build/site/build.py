@@ -119,7 +119,13 @@ class Builder:
         """Steps 4 and 5 into ``target``; returns (outputs written, removed, search files written,
         shards indexed). ``meanwhile``: serial work done while the pages are written."""
         pages = search_pages(outputs)
-        written, rows, removed, extracts = execute(
+        index = search_mod.index_plan(target, old_outputs, pages)
+        # only a page written now can have its extract made from its HTML
+        extract = search_mod.missing({p: fp for p, fp in pages.items() if p not in outputs.unchanged}, state)
+        # a new folder only: there a failed write step leaves nothing, while in a folder readers use
+        # a shard's files written before a failed page would no longer match the manifest listed
+        shards, known = search_mod.for_write(index, extract, pages, state) if new else ([], {})
+        written, rows, removed, extracts, built = execute(
             target,
             outputs,
             pageset,
@@ -130,12 +136,12 @@ class Builder:
             self.jobs,
             self.reporter,
             new=new,
-            # only a page written now can have its extract made from its HTML
-            extract=search_mod.missing(
-                {p: fp for p, fp in pages.items() if p not in outputs.unchanged}, state
-            ),
+            extract=extract,
             base_path=self.cfg.base_path,
             meanwhile=meanwhile,
+            shards=shards,
+            known=known,
+            index_old=index.ours,
         )
         state.put_outputs(rows, removed)  # recorded first: a failed index step keeps the pages
         if any(j.out.endswith(".html") for j in written) or any(r.endswith(".html") for r in removed):
@@ -143,13 +149,14 @@ class Builder:
             state.put_outputs([], [search_mod.MANIFEST])
         indexed = search_mod.update(
             target,
-            old_outputs,
+            index,
             pages,
             state,
             base_path=self.cfg.base_path,
             jobs=self.jobs,
             fresh=extracts,
             new=new,
+            built=built,
         )
         if indexed is None:
             return len(written), len(removed), 0, 0

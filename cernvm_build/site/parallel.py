@@ -39,7 +39,7 @@ _RUN = struct.Struct("=I")  # a run's number in the shared pipe: fixed size, one
 MAX_RUNS = 4096 // _RUN.size
 
 
-def _runs(n: int, jobs: int) -> int:
+def run_size(n: int, jobs: int) -> int:
     """The items in a run: ``RUN_ITEMS``, fewer where there are few items (each process then gets ~16
     runs to balance with), more where ``MAX_RUNS`` runs would not hold them all."""
     return max(1, min(RUN_ITEMS, n // (jobs * 16)), -(-n // MAX_RUNS))
@@ -103,20 +103,28 @@ def fork_map(
     jobs: int,
     least: int = PARALLEL_MIN,
     meanwhile: Callable[[], object] | None = None,
+    *,
+    size: int | None = None,
+    first: bool = True,
 ) -> list[R]:
     """``[fn(shared, item) for item in items]``, in up to ``jobs`` processes (this one and forked
     children); order kept. ``least``: fewer items run in this process (items that are each much work:
     fewer). ``meanwhile``: work of this process's own (not of the items) that it does once the children
-    are at work, first (before the items when nothing is forked)."""
+    are at work, first (before the items when nothing is forked). ``size``: the items in a run (items
+    already cut into runs of their own: 1; else ``run_size``'s). ``first``: the first item is done before
+    the fork (False: the caller did that warm-up work itself)."""
     if jobs <= 1 or len(items) < least:
         if meanwhile is not None:
             meanwhile()
         return [fn(shared, item) for item in items]
     # The first item before the fork: what it makes on first use (lazy imports, compiled patterns,
     # parsers, caches) is then made once and inherited, not again in every child.
-    first = fn(shared, items[0])
-    rest = items[1:]
-    size = _runs(len(rest), jobs)
+    done: list[tuple[int, list[Any]]] = []
+    rest = items
+    if first:
+        done.append((-1, [fn(shared, items[0])]))
+        rest = items[1:]
+    size = max(size or run_size(len(rest), jobs), -(-len(rest) // MAX_RUNS))
     count = -(-len(rest) // size)
     runs, wr = os.pipe()
     children: list[tuple[int, int]] = []  # (pid, read end of its pipe)
@@ -135,7 +143,7 @@ def fork_map(
             children.append((pid, r))
         if meanwhile is not None:
             meanwhile()
-        done = _work(fn, shared, rest, size, runs)
+        done += _work(fn, shared, rest, size, runs)
         while children:
             # pop before reading: the read end is closed by _receive whatever happens
             pid, r = children.pop(0)
@@ -143,7 +151,7 @@ def fork_map(
                 done += _receive(r)
             finally:
                 os.waitpid(pid, 0)
-        out: list[Any] = [first]
+        out: list[Any] = []
         for _run, results in sorted(done, key=lambda d: d[0]):
             out += results
         if len(out) != len(items):  # a child took a run and ended without sending it

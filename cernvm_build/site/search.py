@@ -45,7 +45,7 @@ import itertools
 import json
 import pickle
 import re
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -342,7 +342,7 @@ def _utf16(word: str) -> bytes:
 
 
 def shard_files(
-    shard: Shard, extracts: dict[str, tuple[bytes, bytes]]
+    shard: Shard, extracts: Mapping[str, tuple[bytes, bytes]]
 ) -> tuple[dict[str, bytes], dict[str, Any]]:
     """A shard's files (path -> bytes) and its entry in the manifest, from its pages' extracts."""
     files: dict[str, bytes] = {}
@@ -424,21 +424,24 @@ def _previous(out_dir: Path, old: dict[str, tuple[str, int, int]]) -> dict[str, 
         return {}
 
 
-def update(
-    out_dir: Path,
-    old: dict[str, tuple[str, int, int]],
-    pages: dict[str, str],
-    state: State,
-    *,
-    base_path: str = "/",
-    jobs: int = 1,
-    fresh: dict[str, tuple[bytes, bytes]] | None = None,
-    new: bool = False,
-) -> Indexed | None:
-    """Make again the shards whose pages changed (or whose files are missing or damaged); write the
-    files whose bytes changed. ``pages``: every HTML output to index -> its fingerprint; ``state``: the
-    build's ``cache.State`` (page extracts); ``fresh``: extracts the write step made of the pages it
-    rendered (page -> ``page_extract``), kept in the state here. None when the whole index is current."""
+class IndexPlan(NamedTuple):
+    """What the index step will make again (``index_plan``), known before the pages are written."""
+
+    ours: dict[str, tuple[str, int, int]]  # the index files recorded: path -> state row
+    cut: list[Shard]  # every shard
+    prev: dict[str, dict[str, Any]]  # bundle -> manifest entry of the shards recorded complete
+    recorded: dict[str, list[str]]  # bundle -> its files recorded
+    stale: list[Shard]  # the shards to make again
+    current: bool  # nothing to do: the index is complete and has no other files
+
+
+#: what making a shard returns: (its files, its manifest entry, their state rows, files written)
+ShardMade = tuple[list[str], dict[str, Any], list[tuple[str, str, int, int]], int]
+
+
+def index_plan(out_dir: Path, old: dict[str, tuple[str, int, int]], pages: dict[str, str]) -> IndexPlan:
+    """The shards of ``pages`` (every HTML output to index -> its fingerprint) and which are stale: one
+    whose pages changed, or whose files are missing or damaged."""
     ours = {rel: v for rel, v in old.items() if rel.startswith(PREFIX)}
     top = str(out_dir)  # paths as strings: a stat per index file, a Path each would cost more
     cut = shards(pages)
@@ -456,12 +459,51 @@ def update(
         or not all(matches(f"{top}/{rel}", ours[rel]) for rel in recorded[s.bundle])
     ]
     listed = sorted(prev) == sorted(bundles)
-    if not stale and listed and not (set(ours) - {MANIFEST} - {r for b in bundles for r in recorded[b]}):
+    current = (
+        not stale and listed and not (set(ours) - {MANIFEST} - {r for b in bundles for r in recorded[b]})
+    )
+    return IndexPlan(ours, cut, prev, recorded, stale, current)
+
+
+def for_write(
+    index: IndexPlan, extract: set[str], pages: dict[str, str], state: State
+) -> tuple[list[Shard], dict[str, tuple[bytes, bytes]]]:
+    """The stale shards the write step can make (``write.execute``): each of their pages has its
+    extract made there (``extract``, from ``missing``) or kept in the state; and those kept extracts."""
+    if index.current:
+        return [], {}
+    wanted = {extract_key(p, pages[p]): p for s in index.stale for p in s.pages if p not in extract}
+    known = {wanted[k]: e for k, e in state.search_extracts(set(wanted)).items()}
+    return [s for s in index.stale if all(p in extract or p in known for p in s.pages)], known
+
+
+def update(
+    out_dir: Path,
+    index: IndexPlan,
+    pages: dict[str, str],
+    state: State,
+    *,
+    base_path: str = "/",
+    jobs: int = 1,
+    fresh: dict[str, tuple[bytes, bytes]] | None = None,
+    new: bool = False,
+    built: dict[str, ShardMade] | None = None,
+) -> Indexed | None:
+    """Make again the stale shards of ``index`` (``index_plan``) that the write step did not make
+    (``built``: bundle -> ``write_shard``'s result); write the files whose bytes changed, the manifest
+    last. ``pages``: every HTML output to index -> its fingerprint; ``state``: the build's
+    ``cache.State`` (page extracts); ``fresh``: extracts the write step made of the pages it rendered
+    (page -> ``page_extract``), kept in the state here. None when the whole index is current."""
+    if index.current:
         return None
+    ours, prev, recorded = index.ours, index.prev, index.recorded
+    built = built or {}
+    top = str(out_dir)
     # the pages' extracts: made by the write step, else from the state, else read from the page
     keys = {p: extract_key(p, fp) for p, fp in pages.items()}
     extracts = {p: e for p, e in (fresh or {}).items() if p in keys}
-    need = [p for s in stale for p in s.pages if p not in extracts]
+    left = [s for s in index.stale if s.bundle not in built]
+    need = [p for s in left for p in s.pages if p not in extracts]
     known = state.search_extracts({keys[p] for p in need})
     todo = [p for p in need if keys[p] not in known]
     extracts.update(zip(todo, fork_map(_extract_file, (out_dir, base_path), todo, jobs), strict=True))
@@ -477,13 +519,13 @@ def update(
     made_now = fork_map(
         _write_shard,
         (out_dir, extracts, ours, new),
-        stale,
+        left,
         jobs,
         least=2,
         meanwhile=lambda: state.put_search_extracts(made_here),
     )
-    by_bundle = {s.bundle: m for s, m in zip(stale, made_now, strict=True)}
-    for s in cut:
+    by_bundle = {**built, **{s.bundle: m for s, m in zip(left, made_now, strict=True)}}
+    for s in index.cut:
         if s.bundle in by_bundle:
             names, entries[s.bundle], shard_rows, shard_written = by_bundle[s.bundle]
             rows += shard_rows
@@ -494,7 +536,7 @@ def update(
             rows += [(rel, *ours[rel]) for rel in recorded[s.bundle]]
             final |= set(recorded[s.bundle])
     # the manifest last: it names the shards as complete
-    listing = {"shards": [entries[b] for b in bundles]}
+    listing = {"shards": [entries[s.bundle] for s in index.cut]}
     written += _put(out_dir, MANIFEST, _json(listing) + b"\n", ours.get(MANIFEST), rows, made)
     # whatever else is in the index folder goes, recorded or not (a failed run forgets the rows)
     on_disk, empty = files_under(out_dir / PREFIX)
@@ -504,18 +546,28 @@ def update(
     if removed or empty:
         prune_emptied(out_dir / PREFIX, [rel[len(PREFIX) :] for rel in removed], empty)
     state.prune_search_extracts(set(keys.values()))
-    return Indexed(sorted(rows), written, removed, len(stale))
+    return Indexed(sorted(rows), written, removed, len(index.stale))
 
 
 def _write_shard(
     shared: tuple[Path, dict[str, tuple[bytes, bytes]], dict[str, tuple[str, int, int]], bool], shard: Shard
-) -> tuple[list[str], dict[str, Any], list[tuple[str, str, int, int]], int]:
-    """Make a shard's files and write those whose bytes changed: (its files, its manifest entry, their
-    state rows, files written)."""
+) -> ShardMade:
     out_dir, extracts, ours, new = shared
+    return write_shard(out_dir, shard, extracts, ours, {str(out_dir)} if new else None)
+
+
+def write_shard(
+    out_dir: Path,
+    shard: Shard,
+    extracts: Mapping[str, tuple[bytes, bytes]],
+    ours: dict[str, tuple[str, int, int]],
+    made: set[str] | None,
+) -> ShardMade:
+    """Make a shard's files from its pages' ``extracts`` and write those whose bytes changed from the
+    recorded ones (``ours``); ``made``: as ``output.write_output``'s. Its files, its manifest entry,
+    their state rows, files written."""
     files, entry = shard_files(shard, extracts)
     rows: list[tuple[str, str, int, int]] = []
-    made = {str(out_dir)} if new else None
     written = sum(_put(out_dir, rel, files[rel], ours.get(rel), rows, made) for rel in sorted(files))
     return sorted(files), entry, rows, written
 

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 from ..errors import BuildError, CernVMError
 from ..report import Reporter
+from . import parallel
 from . import templates as tpl_mod
 from .cache import State
 from .model import Job, Late
@@ -29,10 +30,10 @@ from .output import (
     write_output,
 )
 from .pages import PageSet
-from .parallel import fork_map
+from .parallel import fork_map, run_size
 from .plan import Plan
 from .search import PREFIX as SEARCH_PREFIX
-from .search import page_extract
+from .search import Shard, ShardMade, page_extract, write_shard
 
 
 class Work(NamedTuple):
@@ -41,12 +42,16 @@ class Work(NamedTuple):
     out_dir: Path
     env: tpl_mod.Environment
     html: dict[str, str]  # rendered Markdown by key
-    sidebars: dict[str, str]  # sidebar HTML by "section:open dir"
+    sidebar_items: dict[str, tuple[list[dict[str, Any]], str]]  # the plan's sidebars by "section:open dir"
+    sidebars: dict[str, str]  # their HTML, rendered where first used (each process its own)
     pageset: PageSet
     jobs: list[Job]
     made: set[str] | None  # out_dir is new (nobody reads it yet): the folders made in it so far
     extract: set[str]  # pages whose search extract is made here, from the HTML rendered (search.missing)
     base_path: str
+    shards: list[Shard]  # search shards made here (from the extracts of the pages written with them)
+    known: dict[str, tuple[bytes, bytes]]  # their pages' extracts not made here: from the state
+    index_old: dict[str, tuple[str, int, int]]  # the index files recorded (written only if changed)
 
 
 def _lates(obj: Any) -> list[Late]:
@@ -71,7 +76,11 @@ def _materialize(obj: Any, work: Work) -> Any:
             page = work.pageset.by_src.get(obj.arg)
             return tpl_mod.Markup(work.pageset.resolve_html(raw) if page else raw)
         if obj.kind == "sidebar":
-            return tpl_mod.Markup(work.sidebars[obj.arg])
+            got = work.sidebars.get(obj.arg)
+            if got is None:  # a run's pages are neighbours: most share the sidebar of the one before
+                items = work.sidebar_items[obj.arg][0]
+                got = work.sidebars[obj.arg] = work.env.render("partials/sidebar.html", {"items": items})
+            return tpl_mod.Markup(got)
         raise AssertionError(obj.kind)
     if isinstance(obj, dict):
         return {k: _materialize(v, work) for k, v in obj.items()}
@@ -82,6 +91,26 @@ def _materialize(obj: Any, work: Work) -> Any:
 
 #: what a worker returns for an output: (size, mtime in ns, search extract or None)
 Written = tuple[int, int, tuple[bytes, bytes] | None]
+
+
+#: a unit of the write step's work: outputs (indices of ``Work.jobs``), and the search shard (an index of
+#: ``Work.shards``) made from their extracts (those outputs are its pages), or None
+Unit = tuple[tuple[int, ...], int | None]
+
+
+def _do_unit(work: Work, unit: Unit) -> tuple[list[Written | tuple[str, str, str]], ShardMade | None]:
+    jobs, shard_no = unit
+    results = [_do_job_safe(work, i) for i in jobs]
+    if shard_no is None:
+        return results, None
+    shard = work.shards[shard_no]
+    extracts = {p: work.known[p] for p in shard.pages if p in work.known}
+    extracts.update(
+        (work.jobs[i].out, r[2]) for i, r in zip(jobs, results, strict=True) if isinstance(r[2], tuple)
+    )
+    if not all(p in extracts for p in shard.pages):  # a page failed, or had no extract: the index step's
+        return results, None
+    return results, write_shard(work.out_dir, shard, extracts, work.index_old, work.made)
 
 
 def _do_job_safe(work: Work, i: int) -> Written | tuple[str, str, str]:
@@ -115,6 +144,31 @@ def _do_job(work: Work, i: int) -> Written:
     return (*size_mtime, page_extract(page, job.out, work.base_path) if job.out in work.extract else None)
 
 
+def _units(todo: list[Job], shards: list[Shard], forked: int) -> tuple[list[Unit], int | None]:
+    """The write step's units in the order the workers take them, and the job done first, before any
+    fork. A shard's pages are one unit, so its files are made where all its extracts are, whatever
+    process that is (a shard's files depend only on its pages' extracts). Shards first, the biggest
+    first; then the other outputs in runs, which even out the processes' ends (a shard is ~0.1 s of
+    work). With ``forked`` processes (0: none forked), the last ``forked - 1`` shards are cut into runs
+    too, for the same reason, and left to the index step (one: made there in-process, no fork)."""
+    by_out = {j.out: i for i, j in enumerate(todo)}
+    units: list[Unit] = sorted(
+        (
+            (tuple(by_out[p] for p in s.pages if p in by_out), n)
+            for n, s in enumerate(shards[: len(shards) - max(0, forked - 1)])
+        ),
+        key=lambda u: -len(u[0]),
+    )
+    warm = units[0][0][0] if units and units[0][0] else 0 if todo else None
+    if units and units[0][0]:
+        units[0] = (units[0][0][1:], units[0][1])
+    taken = {i for u in units for i in u[0]}
+    rest = [i for i in range(len(todo)) if i not in taken and i != warm]
+    size = run_size(len(rest), max(1, forked))
+    units += [(tuple(rest[k : k + size]), None) for k in range(0, len(rest), size)]
+    return units, warm
+
+
 def _unchanged(out_dir: Path, job: Job, old: dict[str, tuple[str, int, int]]) -> bool:
     prev = old.get(job.out)
     return prev is not None and prev[0] == job.fp and matches(f"{out_dir}/{job.out}", prev)
@@ -145,11 +199,26 @@ def execute(
     extract: set[str] | frozenset[str] = frozenset(),
     base_path: str = "/",
     meanwhile: Callable[[], object] | None = None,
-) -> tuple[list[Job], list[tuple[str, str, int, int]], list[str], dict[str, tuple[bytes, bytes]]]:
+    shards: list[Shard] | None = None,
+    known: dict[str, tuple[bytes, bytes]] | None = None,
+    index_old: dict[str, tuple[str, int, int]] | None = None,
+) -> tuple[
+    list[Job],
+    list[tuple[str, str, int, int]],
+    list[str],
+    dict[str, tuple[bytes, bytes]],
+    dict[str, ShardMade],
+]:
     """Write what changed; returns (jobs written, state rows for them, outputs removed, search extracts
-    of the written pages among ``extract``). ``new``: the output folder is new and empty (see the
-    module docstring); ``meanwhile``: the builder's serial work, done here while the workers write
-    (``parallel.fork_map``)."""
+    of the written pages among ``extract``, search shards made: bundle -> ``search.write_shard``'s
+    result). ``new``: the output folder is new and empty (see the module docstring); ``meanwhile``:
+    the builder's serial work, done here while the workers write (``parallel.fork_map``); ``shards``:
+    search shards to make here, each by the worker that writes its pages (``search.for_write``; one
+    whose pages did not all give an extract is left to the index step), from those extracts and
+    ``known`` ones, its files written unless they have the bytes ``index_old`` records."""
+    shards = shards or []
+    known = known or {}
+    index_old = index_old or {}
     todo = [job for job in plan.jobs if job.out not in plan.unchanged and not _unchanged(out_dir, job, old)]
     # What the workers need and this process already has: rendered HTML and sidebars. The contexts are
     # searched for the rendered pages they show only where some page was not rendered now (a full
@@ -167,20 +236,48 @@ def execute(
         )
     html = dict(fresh)
     html.update(state.md_html(need_md))
-    sidebar_html: dict[str, str] = {}
-    for j in todo:
-        if j.context and isinstance(j.context.get("sidebar"), Late):
-            k = j.context["sidebar"].arg
-            if k not in sidebar_html:
-                sidebar_html[k] = env.render("partials/sidebar.html", {"items": plan.sidebars[k][0]})
+    if any(j.context and isinstance(j.context.get("sidebar"), Late) for j in todo):
+        env.get("partials/sidebar.html")  # compiled once, before the fork; rendered by the workers
     for j in todo:
         if j.template is not None:
             env.get(j.template)  # compile once, before the fork
 
     made = {str(out_dir)} if new else None
-    work = Work(out_dir, env, html, sidebar_html, pageset, todo, made, set(extract), base_path)
+    forked = jobs if jobs > 1 and len(todo) >= parallel.PARALLEL_MIN else 0
+    units, warm = _units(todo, shards, forked)
+    work = Work(
+        out_dir,
+        env,
+        html,
+        plan.sidebars,
+        {},
+        pageset,
+        todo,
+        made,
+        set(extract),
+        base_path,
+        shards,
+        dict(known),
+        index_old,
+    )
     reporter.progress("pages", 0, len(todo))
-    results = fork_map(_do_job_safe, work, list(range(len(todo))), jobs, meanwhile=meanwhile)
+    results: list[Any] = [None] * len(todo)
+    if warm is not None:
+        # the first page of the first shard, here before the fork: what it makes on first use (the
+        # page's template compiled, its lexers...) is made once and inherited; its extract with it
+        results[warm] = _do_job_safe(work, warm)
+        if isinstance(results[warm][2], tuple):
+            work.known[todo[warm].out] = results[warm][2]
+    built: dict[str, ShardMade] = {}
+    for unit, (got, shard) in zip(
+        units,
+        fork_map(_do_unit, work, units, forked or 1, 0, meanwhile, size=1, first=False),
+        strict=True,
+    ):
+        for i, r in zip(unit[0], got, strict=True):
+            results[i] = r
+        if shard is not None and unit[1] is not None:
+            built[shards[unit[1]].bundle] = shard
     reporter.progress("pages", len(todo), len(todo))
     failed = [r for r in results if isinstance(r[0], str)]
     if failed:
@@ -189,7 +286,7 @@ def execute(
     rows = [(job.out, job.fp, int(r[0]), int(r[1])) for job, r in zip(todo, results, strict=True)]
     extracts = {job.out: r[2] for job, r in zip(todo, results, strict=True) if isinstance(r[2], tuple)}
     wanted = {j.out for j in plan.jobs}
-    # the search index is written by its own step (search.update), after the pages it indexes
+    # the search index's folder is the index step's (search.update), which lists its shards last
     removed = sorted(rel for rel in set(old) - wanted if not rel.startswith(SEARCH_PREFIX))
     folders = state.folders()
     strays, empty_dirs, listed, seen = _strays(out_dir, wanted, set(removed), folders)
@@ -205,4 +302,4 @@ def execute(
     # none of those it did not find
     now, gone = folder_rows(out_dir, set(listed) | with_parents([j.out for j in todo] + removed))
     state.put_folders(now, gone + [rel for rel in folders if rel not in seen])
-    return todo, rows, removed, extracts
+    return todo, rows, removed, extracts, built

@@ -523,6 +523,65 @@ def test_search_index_in_shards_one_page_edit_indexes_one_shard(
     assert tree(out) == _clean(site, tmp_path, "clean2", monkeypatch)
 
 
+def _in_shards(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """The site cut into several shards, written in forked workers though it is small; returns the list
+    the builds append to: (shards the write step made, shards made again) of each index step."""
+    from cernvm_build.site import build, parallel, search
+
+    monkeypatch.setattr(search, "SHARD_FROM", 1)
+    monkeypatch.setattr(search, "SHARD_PAGES", 6)
+    monkeypatch.setattr(parallel, "PARALLEL_MIN", 2)
+    seen: list[tuple[int, int]] = []
+    real = search.update
+
+    def update(*a: Any, built: Any = None, **kw: Any) -> Any:
+        got = real(*a, built=built, **kw)
+        seen.append((len(built or {}), got.shards if got else 0))
+        return got
+
+    monkeypatch.setattr(build.search_mod, "update", update)
+    return seen
+
+
+def test_shards_made_by_the_page_writers_are_the_index_steps(
+    site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new folder's shards are made by the worker that writes their pages (the last ``jobs - 1`` of
+    them by the index step, to even out the workers' ends); the files are the same bytes whoever made
+    them: with one job (every shard by the page writer), two, or by the index step alone (into an
+    existing folder)."""
+    seen = _in_shards(monkeypatch)
+
+    def clean(name: str, jobs: int) -> dict[str, bytes]:
+        with monkeypatch.context() as m:
+            m.setenv("CERNVM_CACHE_DIR", str(tmp_path / f"cache-{name}"))
+            build_site(site, tmp_path / name, jobs=jobs)
+        return tree(tmp_path / name)
+
+    two = clean("two", 2)
+    made, shards = seen.pop()
+    assert shards > 2 and made == shards - 1
+    assert clean("one", 1) == two and seen.pop() == (shards, shards)
+    # an existing folder: the index step makes them all (there a page that fails to be written must
+    # not leave a shard's files changed under the manifest readers use)
+    base = site / "templates/base.html"
+    base.write_text(base.read_text() + "{# every page is written again #}\n")
+    shutil.rmtree(tmp_path / "two" / "search-index")
+    build_site(site, tmp_path / "two", jobs=2)
+    assert seen.pop() == (0, shards)
+    assert tree(tmp_path / "two") == clean("again", 2)
+
+
+def test_a_page_failing_in_a_shard_worker_names_its_template(
+    site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, edit: Edit
+) -> None:
+    seen = _in_shards(monkeypatch)
+    edit(site / "templates" / "doc.html", "{{ page.title }}", "{{ page.no_such_field }}")
+    with pytest.raises(BuildError, match="undefined value") as e:
+        build_site(site, tmp_path / "out", jobs=2)
+    assert "doc.html" in str(e.value.where) and not (tmp_path / "out").exists() and seen == []
+
+
 def test_the_index_step_reads_back_only_pages_whose_extract_is_not_kept(
     site: Path, tmp_path: Path, edit: Edit, monkeypatch: pytest.MonkeyPatch
 ) -> None:

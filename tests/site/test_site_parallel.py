@@ -130,6 +130,27 @@ def test_the_runs_go_to_the_processes_free_to_take_them() -> None:
         assert len(by) == 100 and here == [0]
 
 
+def test_no_item_before_the_fork_when_the_caller_warmed_up() -> None:
+    """``first=False``: every item is in a run (the caller did its warm-up work itself); ``size``: the
+    caller's runs (items that are runs of their own already)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+
+        def meanwhile() -> None:
+            deadline = time.monotonic() + 20
+            while len(list(folder.iterdir())) < 20 and time.monotonic() < deadline:
+                time.sleep(0.01)
+
+        got = fork_map(
+            _note, folder, list(range(20)), jobs=2, least=2, meanwhile=meanwhile, size=1, first=False
+        )
+        assert got == list(range(20))
+        by = [name.split(".") for name in os.listdir(folder)]
+        assert len(by) == 20 and all(int(pid) != os.getpid() for _item, pid in by)
+
+
 def test_the_work_meanwhile_is_done_without_children_too(tmp_path: Path) -> None:
     done: list[int] = []
     got = fork_map(_pid_and_double, _here(tmp_path), [1, 2], jobs=1, meanwhile=lambda: done.append(1))
@@ -139,12 +160,14 @@ def test_the_work_meanwhile_is_done_without_children_too(tmp_path: Path) -> None
 def test_many_items_are_cut_into_runs_a_pipe_holds() -> None:
     from cernvm_build.site import parallel
 
-    assert parallel._runs(1000, 2) == parallel.RUN_ITEMS and parallel._runs(20, 2) == 1
+    assert parallel.run_size(1000, 2) == parallel.RUN_ITEMS and parallel.run_size(20, 2) == 1
     for n in (10, 1000, 32_768, 100_000, 1_000_000):
-        size = parallel._runs(n, 2)
+        size = parallel.run_size(n, 2)
         assert -(-n // size) <= parallel.MAX_RUNS and parallel.MAX_RUNS * parallel._RUN.size <= 4096
     # 9,000 runs of one item would have blocked this process writing their numbers
     assert fork_map(_times, 1, list(range(9000)), jobs=2, least=2) == list(range(9000))
+    # a run size the caller chose is raised as far as the pipe needs
+    assert fork_map(_times, 1, list(range(9000)), jobs=2, least=2, size=1, first=False) == list(range(9000))
 
 
 def _times(shared: int, item: int) -> int:
