@@ -19,7 +19,7 @@ import logging
 import os
 import stat
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import mfusepy
@@ -27,6 +27,7 @@ import mfusepy
 from ..errors import CernVMError
 from . import fuse_lowlevel as ll
 from .catalog import DirEntry, chunk_at
+from .catalog_rows import FETCH, FLAG_NESTED_MOUNTPOINT
 from .fuse import (
     ENOATTR,
     ENTRY_CACHE,
@@ -51,6 +52,9 @@ FUSE_CAP_NO_OPEN_SUPPORT = 1 << 17
 FUSE_CAP_NO_OPENDIR_SUPPORT = 1 << 24
 #: listings being read without OPENDIR, by inode (each dropped once read to its end)
 OPEN_LISTINGS = 64
+#: a directory of at most this many entries is read in one query and listed from a list (most are:
+#: no stream and generator chain per request); a larger one is streamed, FETCH entries at a time
+LISTED_WHOLE = 1024
 #: descriptors on inflated copies kept open without OPEN, most recently used (see _Descriptors)
 KEPT_FDS = 256
 
@@ -89,31 +93,41 @@ NEGATIVE = ll.pack_entry(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, TIMEOUT
 
 
 class _Listing:
-    """An open directory: its entries streamed once (a seek back starts the stream again)."""
+    """A directory being read: ``.``, ``..``, then its children, at offsets 0, 1, 2, ... The
+    children at hand are a list, ``window``, from child ``base`` on: all of them for a directory
+    read in one query (``LISTED_WHOLE``: most), else the last batch of a stream (``start`` makes it;
+    a seek back starts it again). ``total``: the number of children, once known."""
 
-    def __init__(self, path: str, start: Callable[[], Iterator[tuple[str, DirEntry | None]]], ino: int):
+    __slots__ = ("base", "ino", "lock", "path", "start", "stream", "total", "window")
+
+    def __init__(
+        self, path: str, ino: int, children: list[DirEntry] | None, start: Callable[[], Iterator[DirEntry]]
+    ):
         self.path = path
         self.ino = ino
-        self.start = start
-        self.stream = start()
-        self.pos = 0  # index of ``pending`` in the listing
-        self.pending: tuple[str, DirEntry | None] | None = next(self.stream, None)
+        self.start = None if children is not None else start
+        self.stream: Iterator[DirEntry] | None = None
+        self.window: list[DirEntry] = children if children is not None else []
+        self.base = 0
+        self.total: int | None = len(children) if children is not None else None
         self.lock = threading.Lock()
 
-    def dot_inode(self, name: str) -> int:
-        """``.`` is the directory itself (never a hard link: its inode is its path's)."""
-        return self.ino if name == "." else dot_inode(self.path, name)
+    def dot_inode(self, pos: int) -> int:
+        """``.`` (0) is the directory itself (never a hard link: its inode is its path's)."""
+        return self.ino if pos == 0 else dot_inode(self.path, "..")
 
-    def seek(self, off: int) -> None:
-        if off < self.pos:
-            self.stream, self.pos = self.start(), 0
-            self.pending = next(self.stream, None)
-        while self.pos < off and self.pending is not None:
-            self.advance()
-
-    def advance(self) -> None:
-        self.pending = next(self.stream, None)
-        self.pos += 1
+    def at(self, k: int) -> None:
+        """Make ``window`` the batch holding child ``k`` (of a streamed listing; past the end: the
+        window is left short of it and ``total`` known)."""
+        if self.start is None:
+            return
+        if k < self.base or (self.stream is None and self.total is None):
+            self.stream, self.window, self.base = self.start(), [], 0
+        while k >= self.base + len(self.window) and self.stream is not None:
+            self.base += len(self.window)
+            self.window = list(itertools.islice(self.stream, FETCH))
+            if len(self.window) < FETCH:
+                self.stream, self.total = None, self.base + len(self.window)
 
 
 class _OpenFile:
@@ -245,14 +259,17 @@ class InodeFilesystem(ll.Filesystem):
             self._entries.clear()
         self._entries[entry.inode] = entry
 
-    def _referenced(self, entry: DirEntry) -> None:
-        """The kernel got ``entry`` (lookup or READDIRPLUS): keep its path until it forgets it."""
+    def _referenced(self, entries: Iterable[DirEntry]) -> None:
+        """The kernel got ``entries`` (a lookup's, a READDIRPLUS reply's): keep each one's path
+        until it forgets it (one lock per reply)."""
         with self._lock:
-            rec = self._paths.get(entry.inode)
-            if rec is None:
-                self._paths[entry.inode] = [entry.path, 1]
-            else:
-                rec[1] += 1
+            paths = self._paths
+            for e in entries:
+                rec = paths.get(e.inode)
+                if rec is None:
+                    paths[e.inode] = [e.path, 1]
+                else:
+                    rec[1] += 1
 
     def forget(self, ino: int, nlookup: int) -> None:
         with self._lock:
@@ -288,14 +305,26 @@ class InodeFilesystem(ll.Filesystem):
 
     # -- metadata --------------------------------------------------------------------------------
     def lookup(self, req: int, parent: int, name: bytes) -> None:
-        base = self._path(parent)
+        # _path, _lookup and _remember inline: the most frequent request in a booting
+        # guest, where each costs a millisecond or two of the one CPU
+        rec = self._paths.get(parent)
+        if rec is None:
+            raise _error(errno.ESTALE)
+        base = rec[0]
         path = ("" if base == "/" else base) + "/" + name.decode("utf-8", "surrogateescape")
-        entry = self._lookup(path)
+        try:
+            entry = self.repo.lookup_normal(path)
+        except CernVMError as e:
+            raise _os_error(e) from e
         if entry is None:  # a negative entry (inode 0), also kept for TIMEOUT
             ll.reply_entry(req, NEGATIVE)
             return
-        self._remember(entry)
-        self._referenced(entry)
+        ino = entry.inode
+        entries = self._entries
+        if len(entries) >= ENTRY_CACHE:
+            entries.clear()
+        entries[ino] = entry
+        self._referenced((entry,))
         ll.reply_entry(req, packed_entry(entry))
 
     def getattr(self, req: int, ino: int) -> None:
@@ -308,9 +337,31 @@ class InodeFilesystem(ll.Filesystem):
         ll.reply_readlink(req, _target(entry).encode("utf-8", "surrogateescape"))
 
     def _new_listing(self, entry: DirEntry) -> _Listing:
-        return _Listing(
-            entry.path, lambda: children(self.repo, entry, self._prefetch, self._remember), entry.inode
-        )
+        """``entry``'s listing: taken from the prefetcher if it read it ahead, else read in one
+        query when small (its entries remembered, handed to the prefetcher), else streamed
+        (``fuse.children`` does the same per entry)."""
+        path = entry.path
+        kids = self._prefetch.take_children(path)
+        if kids is None:
+            try:
+                kids = self.repo.listing(entry, LISTED_WHOLE)
+            except CernVMError as e:
+                raise _os_error(e) from e
+            if kids is not None:
+                self._prefetch.listed(path, kids)
+        if kids is not None:
+            entries = self._entries
+            if len(entries) + len(kids) > ENTRY_CACHE:
+                entries.clear()
+            for c in kids:
+                if not c.flags & FLAG_NESTED_MOUNTPOINT:
+                    entries[c.inode] = c
+
+        def start() -> Iterator[DirEntry]:
+            stream = children(self.repo, entry, self._prefetch, self._remember)
+            return (c for _, c in itertools.islice(stream, 2, None) if c is not None)
+
+        return _Listing(path, entry.inode, kids, start)
 
     def _listing(self, ino: int) -> _Listing:
         """Without OPENDIR: the listing of directory ``ino`` being read (made on its first READDIR;
@@ -349,9 +400,11 @@ class InodeFilesystem(ll.Filesystem):
         listing = self._dirs.get(fi.fh) if fi.fh else self._listing(ino)
         if listing is None:
             raise _error(errno.EBADF)
-        if listing.pending is None and off == listing.pos:
+        total = listing.total
+        if total is not None and off >= total + 2:
             # The request after the last entry: the kernel asks once more for every directory
-            # (its listing cache is complete only after an empty reply). Answered without a buffer.
+            # (its listing cache is complete only after an empty reply). Answered without a buffer;
+            # read to its end, the kernel keeps the listing from here on.
             if not fi.fh:
                 with self._lock:
                     if self._listings.get(ino) is listing:
@@ -360,30 +413,47 @@ class InodeFilesystem(ll.Filesystem):
             return
         buf = ll.reply_buffer(size)
         used = 0
+        given: list[DirEntry] = []  # entries whose attributes the kernel got (referenced below)
+        add = ll.add_direntry
         with listing.lock:
-            listing.seek(off)
-            while listing.pending is not None:
-                name, entry = listing.pending
-                give = plus and entry is not None and not entry.is_nested_mountpoint
-                if give:
-                    packed = packed_entry(entry)  # type: ignore[arg-type]
-                elif entry is None:  # "." and "..": no attributes (the kernel skips them)
-                    packed = _bare_entry(listing.dot_inode(name), stat.S_IFDIR)
-                else:  # a nested catalog's mount point: looked up on its own (its root is shown)
-                    packed = _bare_entry(entry.inode, entry.mode)
-                raw = name.encode("utf-8", "surrogateescape")
-                n = ll.add_direntry(req, buf, used, raw, packed, listing.pos + 1, plus, size)
+            pos = off
+            while pos < 2:  # "." and "..": no attributes (the kernel skips them)
+                packed = _bare_entry(listing.dot_inode(pos), stat.S_IFDIR)
+                n = add(req, buf, used, b"." * (pos + 1), packed, pos + 1, plus, size)
                 if n > size - used:
                     break
                 used += n
-                if give:
-                    self._referenced(entry)  # type: ignore[arg-type]
-                listing.advance()
-            done = listing.pending is None
-        if done and not fi.fh and used == 0:  # read to its end: the kernel keeps it from here on
-            with self._lock:
-                if self._listings.get(ino) is listing:
-                    del self._listings[ino]
+                pos += 1
+            else:
+                # One pass over the children at hand, each packed straight into the buffer.
+                listing.at(pos - 2)
+                window, base = listing.window, listing.base
+                while True:
+                    i = pos - 2 - base
+                    if i >= len(window):  # the end, or of a streamed listing's batch
+                        if listing.total is not None and pos - 2 >= listing.total:
+                            break
+                        listing.at(pos - 2)
+                        window, base = listing.window, listing.base
+                        if pos - 2 - base >= len(window):
+                            break
+                        continue
+                    e = window[i]
+                    if e.flags & FLAG_NESTED_MOUNTPOINT:
+                        # a nested catalog's mount point: looked up on its own (its root is shown)
+                        packed, give = _bare_entry(e.inode, e.mode), False
+                    else:
+                        packed, give = packed_entry(e), plus
+                    raw = e.name.encode("utf-8", "surrogateescape")
+                    n = add(req, buf, used, raw, packed, pos + 1, plus, size)
+                    if n > size - used:
+                        break
+                    used += n
+                    pos += 1
+                    if give:
+                        given.append(e)
+        if given:
+            self._referenced(given)
         ll.reply_buf(req, buf, used)
 
     def releasedir(self, req: int, ino: int, fi: Any) -> None:

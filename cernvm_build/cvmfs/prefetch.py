@@ -146,13 +146,14 @@ class Prefetcher:
         is returned, which a concurrent readdir may have set. A small one is also kept whole for the
         reader's readdir, which follows (``take_children``)."""
         try:
-            children = list(itertools.islice(self.repo.iterdir(entry or path), MAX_LISTING + 1))
+            # one query, no stream (None: more than MAX_LISTING, not looked ahead in)
+            children = self.repo.listing(entry or path, MAX_LISTING)
         except CernVMError as err:
             log.debug("prefetch: listing %s failed: %s", path, err)
             return None
-        self._keep(path, children if len(children) <= MAX_LISTING else [])
+        self._keep(path, children or [])
         with self._lock:
-            if len(children) <= SHARED_LISTING:
+            if children is not None and len(children) <= SHARED_LISTING:
                 self._shared[path] = children
                 while len(self._shared) > SHARED_DIRS:
                     self._shared.popitem(last=False)

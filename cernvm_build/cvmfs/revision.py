@@ -234,6 +234,14 @@ class Repository:
         p = _norm(path)
         return self._catalog_for(p).lookup(p)
 
+    def lookup_normal(self, path: str) -> DirEntry | None:
+        """``lookup`` of a path already in the form ``DirEntry.path`` has ("/" or "/a/b": no empty,
+        ``.`` or ``..`` part), such as the FUSE client builds from an entry's path and a name the
+        kernel gives (never ``.``, ``..`` or with a ``/``): not split and joined again per LOOKUP.
+        Another path finds nothing (no row is keyed by it) or an error (a row whose name does not
+        match it)."""
+        return self._catalog_for(path).lookup(path)
+
     def stat(self, path: str) -> DirEntry:
         entry = self.lookup(path)
         if entry is None:
@@ -247,6 +255,14 @@ class Repository:
         if not entry.is_dir:
             raise CvmfsError(f"{self.fqrn}: {entry.path}: not a directory (ENOTDIR)")
         return self._children(entry.path)
+
+    def listing(self, path: str | DirEntry, limit: int) -> list[DirEntry] | None:
+        """``iterdir`` as a list read in one query, or None when the directory holds more than
+        ``limit`` entries (then stream them with ``iterdir``)."""
+        entry = path if isinstance(path, DirEntry) else self.stat(path)
+        if not entry.is_dir:
+            raise CvmfsError(f"{self.fqrn}: {entry.path}: not a directory (ENOTDIR)")
+        return self._catalog_for(entry.path).listing(entry.path, limit)
 
     def listdir(self, path: str = "/") -> list[DirEntry]:
         """``iterdir`` as a list, for directories known to be small."""

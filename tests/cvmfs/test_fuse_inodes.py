@@ -179,8 +179,8 @@ def test_an_inode_is_kept_until_the_kernel_forgets_it(published: tuple[Path, Pat
         fs = InodeFilesystem(repo)
         entry = repo.lookup("/sub/deeper/file")
         assert entry is not None
-        fs._referenced(entry)
-        fs._referenced(entry)
+        fs._referenced([entry])
+        fs._referenced([entry])
         fs._entries.clear()
         assert fs._entry(entry.inode).path == "/sub/deeper/file"  # found again by its path
         fs.forget(entry.inode, 1)
@@ -370,3 +370,91 @@ def test_readdir_reuses_its_threads_buffer_and_keeps_a_reply_to_the_size_asked()
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=fuse_env("libfuse3"))
     assert r.stdout == "ok\n", r.stderr
+
+
+class _Replies:
+    """READDIR replies without the kernel (``fuse_lowlevel``'s calls replaced): each entry counts
+    ``ENTRY`` bytes; a reply is the list of (name, offset, inode) its buffer got."""
+
+    ENTRY = 100
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch):
+        from cernvm_build.cvmfs import fuse_lowlevel as ll
+
+        self.ll = ll
+        self.pending: list[tuple[str, int, int]] = []
+        self.replies: list[list[tuple[str, int, int]]] = []
+        monkeypatch.setattr(ll, "reply_buffer", lambda size: bytearray(size))
+        monkeypatch.setattr(ll, "add_direntry", self.add)
+        monkeypatch.setattr(ll, "reply_buf", self.reply)
+        monkeypatch.setattr(ll, "reply_entry", lambda req, entry: None)
+
+    def add(
+        self, req: int, buf: Any, pos: int, name: bytes, entry: bytes, off: int, plus: bool, end: int
+    ) -> int:
+        if end - pos >= self.ENTRY:
+            self.pending.append((name.decode(), off, self.ll.ENTRY.unpack(entry)[1]))  # st_ino
+        return self.ENTRY
+
+    def reply(self, req: int, buf: Any, size: int | None = None) -> None:
+        self.replies.append(self.pending)
+        self.pending = []
+
+
+@pytest.mark.parametrize("whole", [True, False])
+def test_readdir_lists_in_buffers_from_any_offset_and_references_what_it_gave(
+    published: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, whole: bool
+) -> None:
+    """A directory larger than one reply buffer, listed whole (one query) or streamed (a small
+    batch size): consecutive offsets across buffers, a reply at any offset (a seek forwards and
+    back), the empty reply at the end; each entry given with attributes is referenced once per
+    time the kernel got it, and FORGET of those references drops its path (no kernel needed)."""
+    from cernvm_build.cvmfs import fuse_inodes
+    from cernvm_build.cvmfs.fuse_inodes import InodeFilesystem
+    from cernvm_build.cvmfs.repository import open_repository
+
+    if whole:
+        monkeypatch.setattr(fuse_inodes, "LISTED_WHOLE", WIDE)
+    else:
+        monkeypatch.setattr(fuse_inodes, "LISTED_WHOLE", 10)
+        monkeypatch.setattr(fuse_inodes, "FETCH", 64)
+    out = _Replies(monkeypatch)
+    stratum, pub = published
+    with open_repository(str(stratum), public_keys=[pub]) as repo:
+        fs = InodeFilesystem(repo)
+        try:
+            wide = repo.stat("/wide")
+            kids = list(repo.iterdir(wide))
+            want = [(".", 1, wide.inode), ("..", 2, 1)]
+            want += [(c.name, i + 3, c.inode) for i, c in enumerate(kids)]
+            fs.lookup(0, 1, b"wide")
+
+            class Fi:
+                fh = 0
+
+            def read(off: int, plus: bool = True, per: int = 50) -> list[tuple[str, int, int]]:
+                fs.readdir(0, wide.inode, per * _Replies.ENTRY, off, Fi(), plus)
+                return out.replies[-1]
+
+            got: list[tuple[str, int, int]] = []
+            while part := read(got[-1][1] if got else 0):
+                assert len(part) <= 50
+                got += part
+            assert got == want and len(out.replies) == WIDE // 50 + 2  # the last one empty
+            assert wide.inode not in fs._listings  # read to its end: dropped
+            assert read(300) == want[300:350]  # a new listing, from an offset
+            assert read(650) == want[650:700]  # forwards in the same listing
+            assert read(60) == want[60:110]  # and back (streamed: across a batch again)
+            assert read(0, plus=False, per=3) == want[:3]  # a plain READDIR references nothing
+            counts = {
+                c.inode: 1 + (300 <= i + 2 < 350) + (650 <= i + 2 < 700) + (60 <= i + 2 < 110)
+                for i, c in enumerate(kids)
+            }
+            assert {c.inode: fs._paths[c.inode][1] for c in kids} == counts
+            for c in kids:
+                fs.forget(c.inode, counts[c.inode] - 1)
+                assert fs._entry(c.inode) == c
+                fs.forget(c.inode, 1)
+                assert c.inode not in fs._paths
+        finally:
+            fs._prefetch.close()

@@ -336,3 +336,38 @@ def test_a_warm_cache_quiets_the_prefetcher_in_a_tree_of_small_directories(
                 assert p._quiet >= prefetch.QUIET_AFTER
                 beyond.clear()
         assert beyond == [] and jobs == []  # quiet from there on: no look ahead, nothing fetched
+
+
+def test_the_inode_client_takes_the_listing_read_ahead_and_a_huge_one_is_not_shared(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The low-level client's readdir lists a directory read ahead from the prefetcher's list (its
+    catalog not queried again; the entries remembered for getattr and reads); a directory of more
+    than MAX_LISTING entries is neither kept nor handed over (none of its entries looked at)."""
+    from cernvm_build.cvmfs.fuse_inodes import InodeFilesystem
+
+    tree = tmp_path / "tree"
+    for d in ("a", "b"):
+        (tree / "top" / d / "sub").mkdir(parents=True)
+        for k in range(2):
+            (tree / "top" / d / f"f{k}").write_bytes(f"{d}{k}".encode() * 10)
+    with _published(tmp_path, "taken.cernvm.test", tree) as repo:
+        fs = InodeFilesystem(repo)
+        fs._prefetch.close()
+        p = fs._prefetch = Prefetcher(repo, workers=2)
+        monkeypatch.setattr(p, "_submit_job", lambda job, keys: None)
+        expected = list(repo.iterdir("/top/b"))
+        p.opened(repo.stat("/top/a/f1"))  # the window goes on into /top/b
+        listing = repo.listing
+        monkeypatch.setattr(repo, "listing", lambda *a: pytest.fail("listed again"))
+        taken = fs._new_listing(repo.stat("/top/b"))
+        assert taken.window == expected and taken.total == 3
+        assert all(fs._entries[e.inode] == e for e in expected)
+        assert p.take_children("/top/b") is None  # once
+        monkeypatch.setattr(repo, "listing", listing)
+        monkeypatch.setattr(prefetch, "MAX_LISTING", 2)
+        fresh = Prefetcher(repo, workers=2)
+        fresh._list("/top/a")
+        assert fresh.take_children("/top/a") is None and fresh._dirs["/top/a"].entries == []
+        fresh.close()
+        p.close()

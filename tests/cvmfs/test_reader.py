@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import stat
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 
 from cernvm_build.cvmfs import SnapshotSpec, open_repository
+from cernvm_build.cvmfs.catalog import DirEntry
 from cernvm_build.cvmfs.repository import Repository
 from cernvm_build.errors import CvmfsError
 
@@ -200,3 +202,30 @@ def test_every_entry_keeps_its_file_kind_from_its_row(fx: Fixture) -> None:
                 stat.S_ISLNK(e.mode),
             )
     assert {stat.S_IFDIR, stat.S_IFREG, stat.S_IFLNK} <= kinds
+
+
+def test_rows_make_entries_with_every_field_as_the_class_would(fx: Fixture) -> None:
+    """Rows become ``DirEntry`` without its ``__init__`` (``Catalog._entry``, for speed): every field
+    is set, and each entry equals the one the class itself makes from the same values."""
+    names = {f.name for f in dataclasses.fields(DirEntry)}
+    with open_fx(fx) as repo:
+        entries = [repo.stat("/"), *repo.walk("/")]
+        for e in entries:
+            assert names <= set(vars(e)), (e.path, names - set(vars(e)))
+            same = DirEntry(**{n: getattr(e, n) for n in names})
+            assert same == e and hash(same) == hash(e) and same.inode == e.inode, e.path
+        assert {e.name for e in entries} - {""} == {e.path.rsplit("/", 1)[1] for e in entries} - {""}
+
+
+def test_a_directory_is_listed_in_one_query_up_to_a_limit(fx: Fixture) -> None:
+    """``Repository.listing``: the entries ``iterdir`` streams, as a list, or None when the directory
+    holds more than the limit (then it is streamed)."""
+    with open_fx(fx) as repo:
+        for d in [repo.stat("/"), *(e for e in repo.walk("/") if e.is_dir)]:
+            streamed = list(repo.iterdir(d))
+            assert repo.listing(d, len(streamed)) == streamed
+            assert repo.listing(d.path, len(streamed) + 5) == streamed
+            if streamed:
+                assert repo.listing(d, len(streamed) - 1) is None
+        with pytest.raises(CvmfsError, match="not a directory"):
+            repo.listing(next(e for e in repo.walk("/") if e.is_file), 10)
