@@ -40,7 +40,7 @@ from . import templates as tpl_mod
 from .cache import Snapshot, State
 from .config import SiteConfig
 from .frontmatter import Memo
-from .model import BuildReport, LinkErrors, sha
+from .model import BuildReport, ContentText, LinkErrors, sha
 from .pages import PageSet, make_pages
 from .plan import Delta, Plan, plan, public
 from .reference import GENERATORS
@@ -113,6 +113,7 @@ class Builder:
         env: tpl_mod.Environment,
         state: State,
         fresh: dict[str, str],
+        texts: dict[str, ContentText],
         new: bool,
         meanwhile: Callable[[], object],
     ) -> tuple[int, int, int, int]:
@@ -136,6 +137,7 @@ class Builder:
             self.jobs,
             self.reporter,
             new=new,
+            texts=texts,
             extract=extract,
             base_path=self.cfg.base_path,
             meanwhile=meanwhile,
@@ -203,7 +205,7 @@ class Builder:
             env = tpl_mod.environment(self.site_dir / "templates", jinja_cache)
             # jinja2 imported while the workers render (~0.05 CPU-s that was serial time after them): a
             # build that renders Markdown writes pages
-            fresh, store_md = render_markdown(
+            fresh, texts, store_md = render_markdown(
                 planned, metas, state, self.jobs, self.reporter, old_keys, meanwhile=env.warm
             )
             if edited and snap is not None and _shown_elsewhere(edited, keys, snap, metas):
@@ -250,7 +252,7 @@ class Builder:
                 if snap is not None and snap != after:
                     state.put_snapshot(None)  # this build writes: no plan is complete until it ends
                 rendered, removed, search_files, search_shards = self._write(
-                    target, outputs, pageset, old_outputs, env, state, fresh, new, store_md
+                    target, outputs, pageset, old_outputs, env, state, fresh, texts, new, store_md
                 )
                 if snap != after:
                     state.put_snapshot(after)

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from pygments.token import _TokenType
 
     from . import mdhtml
+    from .model import ContentText
 
 # The Markdown libraries (and ``mdhtml``/``mdtree``, which import them) are imported where a page is
 # rendered: a rebuild that renders no page (nothing changed) never loads them.
@@ -58,6 +59,7 @@ class Rendered(NamedTuple):
     ids: list[str]  # every heading id, for anchor checks
     links: list[Link]
     code: dict[str, str]  # its highlighted blocks by code_key
+    search: ContentText | None = None  # what the search index reads of ``html`` (``mdhtml`` pages)
 
 
 def slugify(title: str) -> str:
@@ -409,6 +411,7 @@ def _render_rust(text: str, code: Code, src_dir: str, first_line: int, base_path
         ids=parts.ids,
         links=links,
         code=code.used,
+        search=parts.search,
     )
 
 

@@ -10,6 +10,9 @@ tree's — any of these and ``render_parts`` returns None, and the page goes thr
 (``markdown.render``), as do the pages ``mdtree`` cannot take (admonitions, NUL, deep nesting, recoded
 host names). Both paths give the same HTML in meaning; tests/site/test_site_mdhtml.py compares them.
 
+The same walk of the tree collects the text ``search.sections`` would read of the page's HTML
+(``model.ContentText``), so the write step's search extract does not scan the Markdown's HTML again.
+
 Excerpts stay markdown-it-py's renderer over ``mdtree`` tokens of the few blocks they show.
 """
 
@@ -24,6 +27,7 @@ from typing import Any, NamedTuple
 import markdown_it_pyrs
 
 from . import mdtree
+from .model import ContentText
 
 #: what the renderer emits for a heading and a code block, and any quoted attribute value (``=``
 #: first: a pattern that starts with a literal is scanned for fast; ``ATTR_NAME`` checks the name)
@@ -39,6 +43,8 @@ AMBIGUOUS_RAW = re.compile(r"</?(?:h[1-6]|pre)\b", re.I)
 #: the same attribute pattern as ``markdown.RAW_LINK`` (raw HTML links are resolved and checked too)
 RAW_LINK = re.compile(r"""(\b(?:href|src)\s*=\s*)(["'])([^"'<>]*)\2""", re.I)
 MORE = "<!--more-->"
+#: raw HTML that is one comment (``<!--more-->``): ``search.sections`` reads no text in it
+COMMENT = re.compile(r"<!--(?:(?!-->).)*-->", re.S)
 #: block nodes whose HTML the renderer makes from their children alone
 CONTAINERS = {"paragraph", "blockquote", "bullet_list", "ordered_list", "list_item", "hr"}
 CONTAINERS |= {"table", "thead", "tbody", "trow", "tcell"}
@@ -69,17 +75,34 @@ class Parts(NamedTuple):
     links: list[tuple[str, str, int]]  # (resolved target, kind, line 0-based)
     excerpt_nodes: list[Any]  # top-level tree nodes the excerpt shows
     flat: mdtree._Flatten  # the page's line map, for flattening the excerpt's blocks
+    search: ContentText | None  # what the search index reads of the HTML, None where raw HTML is
 
 
 class _Walk:
     """The tree in document order: headings, code blocks, link targets (a Markdown link's URL, or
-    each ``href``/``src`` match in raw HTML) with their source lines."""
+    each ``href``/``src`` match in raw HTML) with their source lines; and the text the search index
+    reads of the HTML (``search.sections``): a block element's tags separate words, inline ones do
+    not, an image's alt text and the permalink sign are not text, a code block is its code."""
 
     def __init__(self, text: str):
         self.flat = mdtree._Flatten(text)  # its byte-offset -> line map
         self.headings: list[Heading] = []
         self.code: list[tuple[str, str] | None] = []  # (info, content) of a fence, None for indented code
         self.links: list[tuple[str, str, str, int]] = []  # ("md" | "raw", href, quote, line)
+        self.text: list[str] = []  # the current section's text (decoded)
+        self.sections: list[tuple[int, str, list[str]]] = []  # (heading number, heading, text) per h2/h3
+        self.lead = self.text  # the text before the first h2/h3
+        self.title = ""  # the first non-empty h1's
+        self.searchable = True  # False: raw HTML, whose text only the HTML has
+
+    def search(self, ids: list[str]) -> ContentText | None:
+        if not self.searchable:
+            return None
+        secs = [(ids[k], head, _raw("".join(text))) for k, head, text in self.sections]
+        lead = _raw("".join(self.lead))
+        if any("@@L:" in t for t in (lead, self.title, *(h + t for _k, h, t in secs))):
+            return None  # the link markers' pattern: the builder's link resolution would edit it
+        return ContentText(lead, secs, self.title)
 
     def line(self, node: Any) -> int:
         return self.flat.line(node.srcmap[0])
@@ -90,9 +113,12 @@ class _Walk:
         after_text = False
         for node in nodes:
             name = node.name
+            if name == "text":
+                self.text.append(node.meta["content"])
+                after_text = True
+                continue
             if name in mdtree.INLINE:
-                if name != "text":  # (outside a heading a text node holds nothing to collect)
-                    self.inline(node, depth)
+                self.inline(node, depth, into=self.text)
                 after_text = True
                 continue
             if after_text and name not in ("bullet_list", "ordered_list"):
@@ -100,28 +126,57 @@ class _Walk:
                 # line, markdown-it-py does not (a fence: ``<li>text<pre>``); not the same bytes
                 raise Mismatch("block after a tight item's text")
             after_text = False
+            text = self.text
+            text.append(" ")
             if name in ("heading", "lheading"):
                 slug: list[str] = []
                 shown: list[str] = []
                 for child in node.children:
                     self.inline(child, depth, slug, shown)
-                self.headings.append(Heading(node.meta["level"], "".join(slug), "".join(shown).strip()))
+                level = node.meta["level"]
+                self.headings.append(Heading(level, "".join(slug), "".join(shown).strip()))
+                if level in (2, 3):  # a section of its own
+                    self.text = [" "]
+                    self.sections.append(
+                        (len(self.headings) - 1, " ".join("".join(shown).split()), self.text)
+                    )
+                    continue
+                if level == 1:
+                    self.title = self.title or " ".join("".join(shown).split())
+                else:
+                    text += shown
             elif name == "fence":
-                self.code.append((node.meta.get("info") or "", node.meta["content"]))
+                content = node.meta["content"]
+                self.code.append((node.meta.get("info") or "", content))
+                text.append(content)
+                if "\ufeff" in content:
+                    self.searchable = False  # (Pygments drops a leading one)
             elif name == "code_block":
                 self.code.append(None)
+                text.append(node.meta["content"])
             elif name == "html_block":
-                if depth and node.meta["content"].strip() == MORE:
+                content = node.meta["content"]
+                if depth and content.strip() == MORE:
                     raise Mismatch("nested <!--more-->")  # markdown-it-py would cut the page inside a block
-                self.raw(node.meta["content"], self.line(node))
+                self.raw(content, self.line(node))
+                if not COMMENT.fullmatch(content.strip()):
+                    self.searchable = False
             elif name in CONTAINERS:
                 self.blocks(node.children, depth + 1)
             else:
                 raise Mismatch(name)
+            self.text.append(" ")
 
     def inline(
-        self, node: Any, depth: int, slug: list[str] | None = None, shown: list[str] | None = None
+        self,
+        node: Any,
+        depth: int,
+        slug: list[str] | None = None,
+        shown: list[str] | None = None,
+        into: list[str] | None = None,
     ) -> None:
+        """``slug``, ``shown``: a heading's text as the anchors plugin reads it and as shown; ``into``:
+        the text outside headings (``search``)."""
         if depth >= mdtree.MAX_DEPTH:
             raise Mismatch("nesting")
         name = node.name
@@ -130,16 +185,23 @@ class _Walk:
                 content = node.meta["content"]  # (a node's meta is a dict made at each access)
                 slug.append(content)
                 shown.append(content)
+            elif into is not None:
+                into.append(node.meta["content"])
         elif name == "code_inline":
+            content = "".join(c.meta.get("content", "") for c in node.children)
             if slug is not None and shown is not None:
-                content = "".join(c.meta.get("content", "") for c in node.children)
                 slug.append(content)
                 shown.append(content)
+            elif into is not None:
+                into.append(content)
         elif name in ("softbreak", "hardbreak"):
             if shown is not None:
                 shown.append(" ")
+            elif into is not None:
+                into.append(" ")
         elif name == "html_inline":
             self.raw(node.meta["content"], self.line(node))
+            self.searchable = False
         elif name in ("link", "image", "autolink"):
             url = mdtree._url(node.meta["url"])  # raises for a recoded host name
             if name == "autolink":
@@ -147,13 +209,17 @@ class _Walk:
                 if not mdtree.PLAIN_AUTOLINK.fullmatch(text):
                     raise Mismatch("autolink")
             self.links.append(("md", url, '"', self.line(node)))
-            # an image's alt text is not heading text (markdown-it-py keeps it in the image token)
-            inner = (None, None) if name == "image" else (slug, shown)
-            for child in node.children:
-                self.inline(child, depth + 1, *inner)
+            # an image's alt text is not heading text (markdown-it-py keeps it in the image token), nor
+            # text of the page (an attribute)
+            if name != "image":
+                for child in node.children:
+                    self.inline(child, depth + 1, slug, shown, into)
+            else:
+                for child in node.children:
+                    self.inline(child, depth + 1)
         elif name in mdtree.INLINE_TAGS:
             for child in node.children:
-                self.inline(child, depth + 1, slug, shown)
+                self.inline(child, depth + 1, slug, shown, into)
         else:
             raise Mismatch(name)
 
@@ -262,7 +328,12 @@ def render_parts(
     # the permalink sign is not part of the heading's text (search titles, excerpts); a plain replace,
     # as on markdown-it-py's output, so raw HTML naming the class gets the mark too
     body = body.replace('class="header-anchor"', 'class="header-anchor" data-search-ignore')
-    return Parts(body, walk.headings, ids, links, _excerpt_nodes(tree.children), walk.flat)
+    return Parts(body, walk.headings, ids, links, _excerpt_nodes(tree.children), walk.flat, walk.search(ids))
+
+
+def _raw(text: str) -> str:
+    # text as ``search.sections`` joins it with the HTML's raw text (which it unescapes after)
+    return text.replace("&", "&amp;") if "&" in text else text
 
 
 def _excerpt_nodes(nodes: Sequence[Any]) -> list[Any]:

@@ -120,6 +120,17 @@ class BuildReport:
         return jsonable.to_json(self, omit=("sources",), seconds=round(self.seconds, 3))
 
 
+class ContentText(NamedTuple):
+    """What ``search.sections`` reads of a page's rendered Markdown, made from its syntax tree by the Markdown
+    stage (``mdhtml``) instead of from its HTML: the text before its first h2/h3 and after each (raw:
+    whitespace where the HTML has a word break, ``&`` as ``&amp;``, so it joins the template's raw text
+    as the HTML would), each h2/h3's id and heading (clean) and its first non-empty h1's text."""
+
+    lead: str
+    sections: list[tuple[str, str, str]]  # (id, heading, raw text)
+    title: str
+
+
 class Job(NamedTuple):
     """One output file: copied, written from bytes, or rendered from a template and its context."""
 

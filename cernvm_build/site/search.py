@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from .cache import State
-from .model import sha
+from .model import ContentText, sha
 from .output import files_under, matches, prune_emptied, write_output
 from .parallel import fork_map
 from .stemmer import stem, stem_memo, words
@@ -111,21 +111,57 @@ class Indexed(NamedTuple):
     shards: int  # shards made again in this build
 
 
+#: a rendered Markdown page nests fewer elements than this (``mdtree.MAX_DEPTH`` bounds its blocks and
+#: its inlines): where the template is deeper, its elements past ``MAX_DEPTH`` would not be tracked
+CONTENT_DEPTH = 64
+_IGNORED_ANCHOR = 'class="header-anchor" data-search-ignore'
+
+
 # -- one page ---------------------------------------------------------------------------------------
-def sections(page: str) -> tuple[str, list[tuple[str, str, str]]]:
+def sections(
+    page: str, content: tuple[str, ContentText] | None = None
+) -> tuple[str, list[tuple[str, str, str]]]:
     """The page's title (its first h1) and sections ``(id, heading, text)``: the first is the text
-    before any h2/h3 (id "", headed by the title), then one per h2/h3 that has an ``id``."""
+    before any h2/h3 (id "", headed by the title), then one per h2/h3 that has an ``id``.
+
+    ``content``: the rendered Markdown the page holds and its ``ContentText``: the page's HTML is then
+    scanned around it (the template's parts), and its text taken from the Markdown stage. Where that
+    cannot be the same (it is not found in the page once and at a tag, it is inside an ignored element
+    or a heading, the page marks something in it ignored) the whole page is scanned."""
+    whole = page
     m = _BODY.search(page)
     if m:
         start = m.end()
         end = page.find("</main>", start)
         page = page[start : end if end >= 0 else len(page)]
+    cut = len(page) + 1  # where the content is (past the end: none)
+    if content is not None:
+        shown, text = content
+        at = page.find(shown) if shown.startswith("<") else -1
+        if (
+            at < 0
+            or page.find(shown, at + 1) >= 0
+            or shown.count("data-search-ignore") != shown.count(_IGNORED_ANCHOR)
+        ):
+            return sections(whole)
+        cut = at
     title = ""
     secs: list[list[Any]] = [["", None, []]]
     stack: list[str] = []
     heading: list[Any] | None = None  # [tag, id, parts]
     pos = 0
     while (t := _TAG.search(page, pos)) is not None:
+        if t.end() > cut:  # the content: its text from the Markdown stage
+            if t.start() != cut or heading is not None or len(stack) > MAX_DEPTH - CONTENT_DEPTH:
+                return sections(whole)
+            if cut > pos:
+                secs[-1][2].append(page[pos:cut])
+            secs[-1][2].append(text.lead)
+            secs += ([hid, head, [raw]] for hid, head, raw in text.sections)
+            title = title or text.title
+            pos = cut + len(shown)
+            cut = len(page) + 1
+            continue
         if t.start() > pos:
             (heading[2] if heading is not None else secs[-1][2]).append(page[pos : t.start()])
         pos = t.end()
@@ -167,6 +203,8 @@ def sections(page: str) -> tuple[str, list[tuple[str, str, str]]]:
             idm = _ID.search(attrs)
             hid = html.unescape(next(g for g in idm.groups() if g is not None)) if idm else ""
             heading = [name, hid, []]
+    if cut <= len(page):  # the content was in an element skipped whole
+        return sections(whole)
     if pos < len(page):
         secs[-1][2].append(page[pos:])
     if heading is not None:
@@ -211,7 +249,9 @@ def _clean(text: str) -> str:
     return " ".join(html.unescape(text).split())
 
 
-def extract(page: str, url: str) -> tuple[bytes, dict[str, str], tuple[int, int]]:
+def extract(
+    page: str, url: str, content: tuple[str, ContentText] | None = None
+) -> tuple[bytes, dict[str, str], tuple[int, int]]:
     """A page's fragment (the JSON the browser shows results from), its postings (stem -> its entries
     ``[section, length, heading length, first position, deltas…]`` as JSON, comma-separated, without
     the outer brackets) and (sections with words, words).
@@ -223,7 +263,7 @@ def extract(page: str, url: str) -> tuple[bytes, dict[str, str], tuple[int, int]
     entry head and its position. A dict of positions per section, each (section, stem) entry then
     formatted and merged into the page's, took ~2.2x as long after the words were cut and stemmed
     (``tests/site/test_site_search.py`` keeps that definition and compares)."""
-    title, secs = sections(page)
+    title, secs = sections(page, content)
     at: dict[str, list[str]] = {}  # stem -> its postings' pieces
     last: dict[str, int] = {}  # stem -> its last word's position on the page (``base`` + in section)
     count = total = base = 0
@@ -288,11 +328,13 @@ def extract_key(out: str, fp: str) -> str:
     return f"{VERSION} {fp} {out}"
 
 
-def page_extract(page: str, out: str, base_path: str) -> tuple[bytes, bytes]:
+def page_extract(
+    page: str, out: str, base_path: str, content: tuple[str, ContentText] | None = None
+) -> tuple[bytes, bytes]:
     """What the state keeps of a page: its fragment and its pickled (statistics, postings), each
     word's entries already JSON (without the outer brackets), so that assembling a shard, which a
     one-page edit does for all of the shard's pages, joins strings instead of encoding them again."""
-    frag, postings, stats = extract(page, page_url(base_path, out))
+    frag, postings, stats = extract(page, page_url(base_path, out), content)
     return frag, pickle.dumps((stats, postings), protocol=pickle.HIGHEST_PROTOCOL)
 
 

@@ -25,7 +25,7 @@ from ..report import Reporter
 from . import frontmatter
 from . import markdown as md_mod
 from .cache import State
-from .model import sha
+from .model import ContentText, sha
 from .parallel import PARALLEL_MIN, fork_map
 
 #: bump when the build changes what it keeps per rendered source
@@ -160,10 +160,10 @@ def render_version() -> str:
 
 def _render_source(
     known: tuple[Mapping[str, str], Mapping[str, bytes]], src: Source
-) -> tuple[str, Any, str, dict[str, str]] | tuple[str, tuple[str, str, str]]:
+) -> tuple[str, Any, str, dict[str, str], ContentText | None] | tuple[str, tuple[str, str, str]]:
     """Worker: front matter + Markdown of one source; ``known``: the code blocks highlighted and the
-    front matters parsed by earlier builds. Returns (key, meta, html, code blocks highlighted now) or
-    (key, error)."""
+    front matters parsed by earlier builds. Returns (key, meta, html, code blocks highlighted now, what
+    the search index reads of the html) or (key, error)."""
     known_code, known_fm = known
     try:
         text = Path(src.file).read_bytes().decode("utf-8")
@@ -198,7 +198,7 @@ def _render_source(
         "summary": r.excerpt_text[:200],  # the page's description unless its front matter has one
         "code": sorted(r.code),
     }
-    return src.key, meta, r.html, {k: v for k, v in r.code.items() if k not in known_code}
+    return src.key, meta, r.html, {k: v for k, v in r.code.items() if k not in known_code}, r.search
 
 
 def warm_highlighting(todo: list[Source]) -> None:
@@ -228,17 +228,19 @@ def render_markdown(
     reporter: Reporter,
     earlier: Collection[str] = (),
     meanwhile: Callable[[], object] | None = None,
-) -> tuple[dict[str, str], Callable[[], None]]:
+) -> tuple[dict[str, str], dict[str, ContentText], Callable[[], None]]:
     """Render the sources whose key is not cached (``metas`` gains them), with the code blocks earlier
     builds highlighted and the front matters of ``earlier`` (keys of former versions of the sources,
-    in ``metas``) parsed. Returns {key: html} and what keeps them in the state (once, however often
+    in ``metas``) parsed. Returns {key: html}, {key: what the search index reads of it} (where the
+    Markdown stage could tell, ``mdhtml``) and what keeps them in the state (once, however often
     called): the builder calls it while the pages are written (serial work the other processes do not
     wait for), or when a step before that fails. ``meanwhile``: the builder's work done here while the
     workers render, when there is anything to render (``parallel.fork_map``)."""
     todo = sorted((s for s in planned.values() if s.key not in metas), key=lambda s: (s.key, s.rel))
     fresh: dict[str, str] = {}
+    texts: dict[str, ContentText] = {}
     if not todo:
-        return fresh, nothing
+        return fresh, texts, nothing
     errors: list[tuple[str, str, str]] = []
     rows: list[tuple[str, Any, str]] = []
     total = len(todo)
@@ -260,7 +262,9 @@ def render_markdown(
         if len(res) == 2:
             errors.append(res[1])
             continue
-        key, meta, html, code = res  # type: ignore[misc]
+        key, meta, html, code, text = res  # type: ignore[misc]
+        if text is not None:
+            texts[key] = text
         new_code.update(code)
         metas[key] = meta
         fresh[key] = html
@@ -279,7 +283,7 @@ def render_markdown(
             state.put_md(rows)
             state.put_code(new_code)
 
-    return fresh, store
+    return fresh, texts, store
 
 
 def nothing() -> None:

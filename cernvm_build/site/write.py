@@ -19,7 +19,7 @@ from ..report import Reporter
 from . import parallel
 from . import templates as tpl_mod
 from .cache import State
-from .model import Job, Late
+from .model import ContentText, Job, Late
 from .output import (
     copy_output,
     files_in_changed_folders,
@@ -52,6 +52,7 @@ class Work(NamedTuple):
     shards: list[Shard]  # search shards made here (from the extracts of the pages written with them)
     known: dict[str, tuple[bytes, bytes]]  # their pages' extracts not made here: from the state
     index_old: dict[str, tuple[str, int, int]]  # the index files recorded (written only if changed)
+    texts: dict[str, ContentText]  # what the search index reads of rendered Markdown, by key
 
 
 def _lates(obj: Any) -> list[Late]:
@@ -140,8 +141,15 @@ def _do_job(work: Work, i: int) -> Written:
         )
     page = work.env.render(job.template, ctx)
     size_mtime = write_output(dest, page.encode("utf-8"), work.made)
-    # the index step's extract of the page, while its HTML is here (else that step reads it back)
-    return (*size_mtime, page_extract(page, job.out, work.base_path) if job.out in work.extract else None)
+    if job.out not in work.extract:
+        return (*size_mtime, None)
+    # the index step's extract of the page, while its HTML is here (else that step reads it back); the
+    # text of its Markdown as the Markdown stage read it, where it did
+    shown = job.context.get("page")
+    late = shown.get("content") if isinstance(shown, dict) else None
+    text = work.texts.get(late.key) if isinstance(late, Late) and late.kind == "content" else None
+    content = (str(ctx["page"]["content"]), text) if text is not None else None
+    return (*size_mtime, page_extract(page, job.out, work.base_path, content))
 
 
 def _units(todo: list[Job], shards: list[Shard], forked: int) -> tuple[list[Unit], int | None]:
@@ -197,6 +205,7 @@ def execute(
     *,
     new: bool = False,
     extract: set[str] | frozenset[str] = frozenset(),
+    texts: dict[str, ContentText] | None = None,
     base_path: str = "/",
     meanwhile: Callable[[], object] | None = None,
     shards: list[Shard] | None = None,
@@ -211,11 +220,13 @@ def execute(
 ]:
     """Write what changed; returns (jobs written, state rows for them, outputs removed, search extracts
     of the written pages among ``extract``, search shards made: bundle -> ``search.write_shard``'s
-    result). ``new``: the output folder is new and empty (see the module docstring); ``meanwhile``:
-    the builder's serial work, done here while the workers write (``parallel.fork_map``); ``shards``:
-    search shards to make here, each by the worker that writes its pages (``search.for_write``; one
-    whose pages did not all give an extract is left to the index step), from those extracts and
-    ``known`` ones, its files written unless they have the bytes ``index_old`` records."""
+    result). ``new``: the output folder is new and empty (see the module docstring); ``texts``: what
+    the search index reads of rendered Markdown (by key; a page showing other Markdown is read whole);
+    ``meanwhile``: the builder's serial work, done here while the workers write (``parallel.fork_map``);
+    ``shards``: search shards to make here, each by the worker that writes its pages
+    (``search.for_write``; one whose pages did not all give an extract is left to the index step),
+    from those extracts and ``known`` ones, its files written unless they have the bytes ``index_old``
+    records."""
     shards = shards or []
     known = known or {}
     index_old = index_old or {}
@@ -259,6 +270,7 @@ def execute(
         shards,
         dict(known),
         index_old,
+        texts or {},
     )
     reporter.progress("pages", 0, len(todo))
     results: list[Any] = [None] * len(todo)

@@ -587,22 +587,33 @@ def test_the_index_step_reads_back_only_pages_whose_extract_is_not_kept(
 ) -> None:
     """A page's search extract is made as the page is written (its HTML at hand), so neither a clean
     build nor a one-page edit reads a page back; a page whose extract the state lacks (here: a new
-    extract format) is read from the output and gives the same index files."""
+    extract format) is read from the output and gives the same index files. A page rendered in the
+    build has its Markdown's text from the Markdown stage (``ContentText``), the others are read whole."""
     from cernvm_build.site import search
 
     read: list[str] = []
     real = search._extract_file
+    given: list[bool] = []  # per page extract: its Markdown's text given
+    scan = search.sections
 
     def counted(shared: tuple[Path, str], out: str) -> tuple[bytes, bytes]:
         read.append(out)  # jobs=1: the index step runs in this process
         return real(shared, out)
 
+    def sections(page: str, content: Any = None) -> Any:
+        given.append(content is not None)
+        return scan(page, content)
+
     monkeypatch.setattr(search, "_extract_file", counted)
+    monkeypatch.setattr(search, "sections", sections)
     out = tmp_path / "out"
     build_site(site, out, jobs=1)
-    edit(site / "content/docs/guides/preservation.md", "no longer receive", "no longer get")
+    assert sum(given) > 15
+    given.clear()
+    edit(site / "content/docs/guides/snapshots.md", "Every publish makes", "Each publish makes")
     assert build_site(site, out, jobs=1).search_shards == 1
-    assert read == []
+    assert read == [] and given == [True]
+    given.clear()
 
     def index() -> dict[str, bytes]:  # the manifest names the format in its shards' keys
         return {r: b for r, b in tree(out).items() if r.startswith(search.PREFIX) and r != search.MANIFEST}
@@ -611,7 +622,7 @@ def test_the_index_step_reads_back_only_pages_whose_extract_is_not_kept(
     monkeypatch.setattr(search, "VERSION", "a new format")
     assert build_site(site, out, jobs=1).rendered == 0
     marked = {rel for rel, blob in tree(out).items() if rel.endswith(".html") and b"data-search-body" in blob}
-    assert sorted(read) == sorted(marked) and index() == before
+    assert sorted(read) == sorted(marked) and index() == before and not any(given)
 
 
 def test_highlighted_code_is_kept_between_builds(

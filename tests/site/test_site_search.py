@@ -19,7 +19,8 @@ from sitehelpers import build_site, fragments
 
 from bench.site_corpus import page_text
 from cernvm_build.paths import data_dir
-from cernvm_build.site import markdown, search, stemmer
+from cernvm_build.site import frontmatter, markdown, search, stemmer
+from cernvm_build.site.model import ContentText
 
 NODE_RUNNER = Path(__file__).with_name("search_node.js")
 SCRIPT = data_dir("site") / "static/assets/search.js"
@@ -244,3 +245,91 @@ def test_a_shards_words_are_in_the_order_the_script_compares_them(extra: tuple[s
     assert listed == sorted(listed, key=lambda w: w.encode("utf-16-be")) and entry["starts"] == [listed[0]]
     if extra:
         assert listed.index("\U00020000x") < listed.index("\uff41wide")
+
+
+#: Markdown pieces the hostile pages are made of: entities (complete, cut, without ``;``), escapes, nested
+#: inline markup, code, links and images (titles and targets naming the ignore mark), Unicode spaces
+_PIECES = (
+    *("word", "two words", "&amp;", "&lt;b&gt;", "&copy;", "&#65;", "&", "&l", "t;", "&amp", "\\*"),
+    *("*em*", "**strong *both***", "~~del~~", "`code & <x>`", "``a ` b``", "[link **x**](/x 't')"),
+    *("[l](data-search-ignore)", '[l](/y "data-search-ignore")', "![alt *text*](i.png)", "<https://e.x/a>"),
+    *("\u00a0", "\u2003", "x\u00a0y", "a_b", "\n", "  \n", "\\\n", "é", "İ", '"q"', ">", "&nbsp;", "&#0;"),
+)
+_BLOCKS = (
+    *("# H1 {i}", "## H2 {i}", "### H3 *em* `c` [l](/l) {i}", "#### H4 {i}", "###### h6", "##", "## &amp;"),
+    *("Setext {i}\nline two\n===", "Set  \nhard\n---", "> quote {i}\n> more", "- a\n- b\n  - c {i}"),
+    *("3. x\n4. y", "- a\n\n  para\n\n- b", "```python\nx = 1 & 2 < 3\n```", "```nolang\n<&amp;>\n```"),
+    *("    indented &\n", "---", "| a | b |\n|---|:-:|\n| `c` | *d* |\n| e &amp; | |", "> # in quote"),
+    *("- ## in item", "<!--more-->", "<!-- a comment -->", "- ```\n  in item\n  ```", "[ref]\n\n[ref]: /r"),
+    # raw HTML: the page is read whole (its text is the HTML's only)
+    *("<div>\nraw *block*\n</div>", "text <b>raw</b> inline", "<!-- a --> b -->", "@@L:x.md@@ text"),
+    "```\n\ufeffbom\n```",
+)
+
+
+def _hostile_markdown(rng: random.Random) -> str:
+    blocks = []
+    for i in range(rng.randint(1, 10)):
+        if rng.random() < 0.5:
+            blocks.append(rng.choice(_BLOCKS).format(i=i))
+        else:
+            blocks.append("".join(rng.choice(_PIECES) + rng.choice(("", " ", "\n")) for _ in range(9)))
+    return "\n\n".join(blocks) + "\n"
+
+
+#: pages around rendered Markdown (``{c}``): the doc template's shape, text and a heading before it
+_AROUND = (
+    '<main id="main" data-search-body>\n<div class="doc-grid"><aside class="sidebar" data-search-ignore>'
+    "<p>side</p></aside><article><nav data-search-ignore>crumbs</nav><h1>Title &amp; co</h1>\n  {c}\n"
+    '<ul class="tags" data-search-ignore><li>t</li></ul></article></div></main><footer>f</footer>',
+    "<main data-search-body><p>before &am</p>{c}after <em>text</em></main>",
+    '<main data-search-body>\n<h2 id="t">x</h2>{c}</main>',
+    "<body>{c}</body>",
+)
+#: pages where the Markdown's text is not the page's there: it is read whole
+_NOT_THERE = (
+    "<main data-search-body><div data-search-ignore>{c}</div></main>",  # ignored
+    "<main data-search-body><h2 id='h'>{c}</h2></main>",  # in a heading
+    "<main data-search-body>{c}<p>{c}</p></main>",  # twice
+    "<main data-search-body><!-- {c} --></main>",  # in a comment
+    "<main data-search-body><p title='{c}'>x</p></main>",  # in a tag
+    "<main data-search-body><pre>{c}</pre></main>",  # in a code block
+    "<main data-search-body>" + "<div>" * 250 + "{c}</main>",  # deeper than tracked
+)
+
+
+def test_the_markdown_stages_text_is_the_pages_scan() -> None:
+    """``search.sections`` of a page given its Markdown's ``ContentText`` (from the syntax tree,
+    ``mdhtml``) is the scan of the whole page, on the shipped site's pages, bench corpus pages and
+    hostile ones, in several templates; where the Markdown is not in the page as a whole element, or
+    holds raw HTML, the page is read whole."""
+    rng = random.Random(17)
+    texts = [
+        frontmatter.split_raw(p.read_text(), str(p))[1]
+        for p in sorted((data_dir("site") / "content").rglob("*.md"))
+    ]
+    texts += [page_text(i, 60, rng) for i in range(10)]
+    hostile = [_hostile_markdown(rng) for _ in range(250)]
+    bogus = ContentText("zzbogus", [], "")
+    taken = raw = 0
+    for n, text in enumerate(texts + hostile):
+        r = markdown.render(text, src_path="docs/p.md", first_line=1, base_path="/")
+        if r.search is None:
+            raw += n >= len(texts)
+            continue
+        taken += 1
+        for around in _AROUND:
+            page = around.replace("{c}", r.html)
+            whole = search.sections(page)
+            assert search.sections(page, (r.html, r.search)) == whole, (text, around)
+            marks = r.html.count("data-search-ignore")
+            if r.html and marks == r.html.count('class="header-anchor" data-search-ignore'):
+                # the text did come from the Markdown stage
+                assert search.sections(page, (r.html, bogus)) != whole
+        for around in _NOT_THERE:
+            page = around.replace("{c}", r.html)
+            assert search.sections(page, (r.html, bogus)) == search.sections(page), (text, around)
+    assert taken > len(texts) + 80 and raw > 40  # (both ways taken, on hostile pages too)
+    # raw HTML or a link marker in the text: the Markdown stage cannot tell the page's text
+    for text in ("<span>x</span>", "<div>\nx\n</div>", "a @@L:b.md@@ c", "```\n\ufeffx\n```"):
+        assert markdown.render(text, src_path="p.md", first_line=1, base_path="/").search is None
