@@ -40,6 +40,14 @@ _GATING_BUSES = ("pci:", "virtio:", "vmbus:", "xen:", "acpi")
 #: Modules with no device aliases of their own that are only useful with a driver's device.
 _GATED_WITH = {"9p": "9pnet_virtio"}
 
+#: The IDE/SATA controllers every PC (i440fx, q35) has whether or not a disk or CD-ROM is on them, and
+#: the disk and CD-ROM drivers: the kernel takes ~2.5 s under TCG to load this stack (libata,
+#: scsi_mod, ata_piix, sr_mod...), and a guest whose context drive and scratch disk are virtio disks
+#: (cernvm-launch, most clouds) never uses it in the initrd. These, and their dependencies that only
+#: they use, load only when the init looks for a context drive or a scratch disk it did not find on
+#: the other disks (01-modules.sh load_late_modules); the OS's udev loads them otherwise.
+LATE = ("ata_piix", "ata_generic", "ahci", "sd_mod", "sr_mod", "cdrom")
+
 
 def _norm(name: str) -> str:
     return name.replace("-", "_")
@@ -69,10 +77,16 @@ class ModuleSet:
     missing: list[str] = field(default_factory=list)
     #: path -> the device aliases (glob patterns) that make the initrd load it; absent: always loaded
     gates: dict[str, list[str]] = field(default_factory=dict)
+    #: paths of the modules loaded only when the init looks further for its disks (LATE)
+    late: set[str] = field(default_factory=set)
 
     def listing(self) -> str:
-        """/etc/ucernvm/modules: one module a line, load order, then the patterns that gate it."""
-        return "".join(" ".join([rel, *self.gates.get(rel, [])]) + "\n" for rel in self.order)
+        """/etc/ucernvm/modules: one module a line, load order, then '@late' for a LATE one, then the
+        patterns that gate it."""
+        return "".join(
+            " ".join([rel, *(["@late"] if rel in self.late else []), *self.gates.get(rel, [])]) + "\n"
+            for rel in self.order
+        )
 
 
 def _index(moddir: Path) -> dict[str, Path]:
@@ -148,9 +162,12 @@ def _aliases(raw: bytes) -> list[str]:
 
 
 def _gate(result: ModuleSet, wanted: set[str], deps_of: Callable[[str], list[str]]) -> None:
-    """Which device aliases gate each module (by name in result.order; rekeyed to paths by the caller's
-    order). A module wanted for itself is gated only by its own aliases; a mere dependency by the union
-    of its users' gates, and not at all if one user is not."""
+    """Which modules load late and which device aliases gate each (by name in result.order; rekeyed to
+    paths by the caller's order). Late: a LATE module, or a mere dependency, that only late modules
+    use (cdrom stays early for isofs). Gates: a module wanted for itself is gated only by its own
+    aliases; a mere dependency by the union of its users' gates, and not at all if one user is not;
+    a late user of an early dependency counts as the pattern '@late', true in the late pass (scsi_mod:
+    early for virtio_scsi's device, else only once sd_mod loads)."""
     rel_of = {_modname(Path(rel)): rel for rel in result.files}
     own: dict[str, list[str] | None] = {}
     for name in result.order:
@@ -162,12 +179,16 @@ def _gate(result: ModuleSet, wanted: set[str], deps_of: Callable[[str], list[str
     for name in result.order:
         for d in deps_of(name):
             users.setdefault(d, []).append(name)
+    late: set[str] = set()
     gates: dict[str, list[str] | None] = {}
     for name in reversed(result.order):  # users come after their dependencies
-        if own[name] is None and name not in wanted and name in users:
+        us = users.get(name, [])
+        if (name in LATE or (name not in wanted and us)) and all(u in late for u in us):
+            late.add(name)
+        if own[name] is None and name not in wanted and us:
             union: list[str] = []
-            for u in users[name]:
-                g = gates.get(u)
+            for u in us:
+                g = ["@late"] if u in late and name not in late else gates.get(u)
                 if g is None:
                     union = []
                     break
@@ -176,3 +197,4 @@ def _gate(result: ModuleSet, wanted: set[str], deps_of: Callable[[str], list[str
         else:
             gates[name] = own[name]
     result.gates = {rel_of[n]: g for n, g in gates.items() if g}
+    result.late = {rel_of[n] for n in late}

@@ -171,6 +171,31 @@ def test_drivers_are_gated_by_their_device_aliases_and_filesystems_always_load(t
     assert lines["kernel/fuse.ko"] == "" and lines["kernel/virtiofs.ko"] == "virtio:d0000001Av*"
 
 
+def test_the_ide_sata_scsi_stack_is_late_unless_an_early_driver_needs_it(tmp_path: Path) -> None:
+    # ata_piix (LATE) and libata, used by it alone, are @late; scsi_mod loads early for virtio_scsi's
+    # device, else in the late pass; cdrom (LATE) stays early and ungated for isofs
+    kdir = tmp_path / "6.1.0-test" / "kernel"
+    kdir.mkdir(parents=True)
+    (kdir / "scsi_mod.ko").write_bytes(b"\0depends=\0")
+    (kdir / "libata.ko").write_bytes(b"\0depends=scsi_mod\0")
+    piix = b"pci:v00008086d00007010sv*sd*bc*sc*i*"
+    (kdir / "ata_piix.ko").write_bytes(b"\0alias=" + piix + b"\0depends=libata,scsi_mod\0")
+    (kdir / "sr_mod.ko").write_bytes(b"\0depends=scsi_mod,cdrom\0")
+    (kdir / "virtio_scsi.ko").write_bytes(b"\0alias=virtio:d00000008v*\0depends=scsi_mod\0")
+    (kdir / "cdrom.ko").write_bytes(b"\0depends=\0")
+    (kdir / "isofs.ko").write_bytes(b"\0alias=fs-iso9660\0depends=cdrom\0")
+    names = ("ata_piix", "sr_mod", "virtio_scsi", "cdrom", "isofs")
+    ms = resolve(tmp_path / "6.1.0-test", "6.1.0-test", names)
+    lines = dict(line.split(" ", 1) if " " in line else (line, "") for line in ms.listing().splitlines())
+    assert lines["kernel/ata_piix.ko"] == "@late pci:v00008086d00007010sv*sd*bc*sc*i*"
+    assert lines["kernel/libata.ko"] == "@late pci:v00008086d00007010sv*sd*bc*sc*i*"
+    assert lines["kernel/sr_mod.ko"] == "@late" and lines["kernel/scsi_mod.ko"] == "@late virtio:d00000008v*"
+    assert lines["kernel/cdrom.ko"] == "" and lines["kernel/isofs.ko"] == ""
+    alone = resolve(tmp_path / "6.1.0-test", "6.1.0-test", names[:2])
+    assert "kernel/scsi_mod.ko" in alone.late, "used by LATE modules alone: late too"
+    assert "kernel/cdrom.ko" in alone.late
+
+
 def test_the_initrd_loads_the_drivers_of_present_devices_in_passes(tmp_path: Path) -> None:
     """01-modules.sh on the host's busybox, with a fake sysfs and insmod: a driver loads when a present
     device matches one of its patterns, a bus driver's devices bring their own drivers in a second
@@ -201,15 +226,18 @@ def test_the_initrd_loads_the_drivers_of_present_devices_in_passes(tmp_path: Pat
     script = (
         f". {boot / 'init.head.sh'}; MODULES_LIST={listing}; SYS_BUS={sysbus}; {fake}"
         f". {boot / 'init.d' / '01-modules.sh'}; "
-        'd=$(printf " \\t\\n."); [ "$IFS" = "${d%.}" ] && echo IFS-kept; echo second; load_other_modules'
+        'd=$(printf " \\t\\n."); [ "$IFS" = "${d%.}" ] && echo IFS-kept; echo late >>' + str(log) + "; "
+        "load_late_modules && echo late-loaded; load_late_modules || echo late-once; "
+        "echo second; load_other_modules"
     )
-    first = ["virtio_ring.ko", "virtio_pci.ko", "libata.ko", "ata_piix.ko", "broken.ko", "fuse.ko"]
+    first = ["virtio_ring.ko", "virtio_pci.ko", "broken.ko", "fuse.ko"]
     # vmxnet3 (no device) last: the first pass's last answer (failover: absent) is the second pass's
     # first question; without it, vmxnet3 is what load_other_modules loads
     for extra in ("", "kernel/vmxnet3.ko pci:v000015ADd000007B0sv*sd*bc*sc*i*\n"):
         listing.write_text(
             f"kernel/virtio_ring.ko {virtio} virtio:d00000001v*\nkernel/virtio_pci.ko {virtio}\n"
-            f"kernel/libata.ko {ata}\nkernel/ata_piix.ko {ata}\n"
+            f"kernel/scsi_mod.ko virtio:d00000008v* @late\nkernel/libata.ko @late {ata}\n"
+            f"kernel/ata_piix.ko @late {ata}\nkernel/sr_mod.ko @late\n"
             "kernel/broken.ko pci:v00008086d*sv*sd*bc*sc*i*\nkernel/fuse.ko\n\n"
             "kernel/failover.ko virtio:d00000001v*\nkernel/virtio_net.ko virtio:d00000001v*\n" + extra
         )
@@ -217,14 +245,81 @@ def test_the_initrd_loads_the_drivers_of_present_devices_in_passes(tmp_path: Pat
         rmtree(sysbus / "virtio", ignore_errors=True)
         r = subprocess.run(["busybox", "sh", "-c", script], capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
-        paths = log.read_text().split()
+        early, late = log.read_text().split("late\n")
+        paths = early.split() + late.split()
         assert all(p.startswith("/lib/modules/6.1.0-t/kernel/") for p in paths)
-        assert [p.split("/")[-1] for p in paths] == [*first, "failover.ko", "virtio_net.ko"] + (
-            ["vmxnet3.ko"] if extra else []
-        )
+        assert [p.split("/")[-1] for p in early.split()] == [*first, "failover.ko", "virtio_net.ko"]
+        # the @late lines on demand, once, gated as the others (the PIIX controller is present)
+        late_ones = ["scsi_mod.ko", "libata.ko", "ata_piix.ko", "sr_mod.ko"]
+        assert [p.split("/")[-1] for p in late.split()] == late_ones + (["vmxnet3.ko"] if extra else [])
         out = r.stdout.split("second")
-        assert "ucernvm: modules: 7 modules loaded" in out[0] and "IFS-kept" in out[0]
+        assert "ucernvm: modules: 5 modules loaded" in out[0] and "IFS-kept" in out[0]
+        assert "modules: 4 more loaded for the disks" in out[0]
+        assert "late-loaded" in out[0] and "late-once" in out[0]
         assert f"ucernvm: boot: modules: {1 if extra else 0} more loaded for the OS" in out[1]
+
+
+def test_the_context_drive_is_looked_for_on_late_disks_only_when_the_others_have_none(tmp_path: Path) -> None:
+    """03-context-drive.sh on the host's busybox with fake disks: user data on a virtio disk is taken
+    without loading the IDE/SATA/SCSI drivers; on a CD alone, they load (once) and its CD is read,
+    and the disks already looked at are not mounted again."""
+    from cernvm_build.paths import data_dir
+
+    boot = data_dir("bootloader")
+    mnt, log = tmp_path / "mnt", tmp_path / "calls.log"
+    mnt.mkdir()
+    for where in ("vdb", "sr0"):
+        # the disks present before the late drivers (vda: the scratch disk), sr0 after them
+        fake = (
+            f'DEVS="vda vdb"; ls() {{ printf "%s\\n" $DEVS; }}; mkdir() {{ :; }}; '
+            f"umount() {{ rm -rf {mnt}/openstack; }}; "
+            f'mount() {{ echo "mount $5" >>{log}; [ "$5" = /dev/{where} ] || return 1; '
+            f"command mkdir -p {mnt}/openstack/latest; echo data >{mnt}/openstack/latest/user_data; }}; "
+            f"copy_user_data() {{ :; }}; "
+            f'load_late_modules() {{ echo late >>{log}; DEVS="sda sr0 vda vdb"; }}; '
+        )
+        script = (
+            f". {boot / 'init.head.sh'}; CONTEXT_MNT={mnt}; NET_IF=; {fake}"
+            f". {boot / 'init.d' / '03-context-drive.sh'}; echo source=$CONTEXT_SRC"
+        )
+        log.unlink(missing_ok=True)
+        r = subprocess.run(["busybox", "sh", "-c", script], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert f"source=/dev/{where}:openstack/latest/user_data" in r.stdout
+        calls = log.read_text().splitlines()
+        if where == "vdb":
+            assert calls == ["mount /dev/vda", "mount /dev/vda", "mount /dev/vdb"], "iso9660 then vfat"
+        else:
+            tried = [f"mount /dev/{d}" for d in ("vda", "vda", "vdb", "vdb")]
+            assert calls == [*tried, "late", "mount /dev/sda", "mount /dev/sda", "mount /dev/sr0"]
+
+
+def test_the_scratch_disk_is_looked_for_on_late_disks_when_the_others_have_no_uroot(tmp_path: Path) -> None:
+    """04-devices.sh on the host's busybox with fakes: UROOT on a SATA disk is found once the late
+    drivers are loaded; UROOT on a virtio disk is found without them."""
+    from cernvm_build.paths import data_dir
+
+    boot = data_dir("bootloader")
+    log = tmp_path / "calls.log"
+    # the fragment's own files under /tmp go to tmp_path
+    frag = (boot / "init.d" / "04-devices.sh").read_text().replace("/tmp/", f"{tmp_path}/")
+    (tmp_path / "04.sh").write_text(frag)
+    for where in ("vda1", "sda1"):
+        fake = (
+            f"ls() {{ echo vda; }}; mkdir() {{ :; }}; df() {{ echo; echo x x x 100; }}; "
+            f'mount() {{ echo "mount $*" >>{log}; }}; alias /sbin/e2fsck="echo clean; :"; '
+            f"findfs() {{ case {where} in vda1) echo /dev/vda1 ;; "
+            f'*) [ -z "$LATE" ] || echo /dev/{where} ;; esac; }}; '
+            f'load_late_modules() {{ [ -z "$LATE" ] || return 1; LATE=1; echo late >>{log}; }}; '
+        )
+        script = f". {boot / 'init.head.sh'}; {fake} . {tmp_path / '04.sh'}; echo root=$ROOT_DEV"
+        log.unlink(missing_ok=True)
+        r = subprocess.run(["busybox", "sh", "-c", script], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert f"root=/dev/{where}" in r.stdout, r.stdout + r.stderr
+        calls = log.read_text().splitlines()
+        mounted = f"mount -t ext4 /dev/{where} /root.rw"
+        assert calls == [*(["late"] if where == "sda1" else []), mounted], calls
 
 
 # -- signature block -------------------------------------------------------------------------------------

@@ -3,6 +3,9 @@
 # A gated module (a driver) loads only when a present device's modalias matches: the OS loads the
 # rest itself from its own module tree (90-boot.sh loads them here when the OS has none). A pass
 # repeats while it loaded drivers, whose buses (virtio, vmbus) bring devices of their own.
+# A line marked @late (the IDE/SATA/SCSI disk and CD-ROM stack, modules.py LATE) loads only when
+# load_late_modules is called: by 03-context-drive and 04-devices when the other disks lacked what
+# they look for. The pattern @late (scsi_mod: virtio_scsi's device, or sd_mod) matches in that pass.
 MODDIR=/lib/modules/$(uname -r)
 MODS_LOADED=" "
 n=0
@@ -43,7 +46,9 @@ device_present() {
     for pat in "$@"; do
         case "$pat" in
             pci:*) devs=$DEVS_pci ;; virtio:*) devs=$DEVS_virtio ;; vmbus:*) devs=$DEVS_vmbus ;;
-            xen:*) devs=$DEVS_xen ;; acpi*) devs=$DEVS_acpi ;; *) continue ;;
+            xen:*) devs=$DEVS_xen ;; acpi*) devs=$DEVS_acpi ;;
+            @late) [ -n "$MODS_LATE" ] && return 0; continue ;;  # a late module's dependency: the late pass
+            *) continue ;;
         esac
         for a in $devs; do
             # shellcheck disable=SC2254  # the pattern is a glob on purpose
@@ -63,6 +68,10 @@ gate_module() {
     mod=$1
     shift
     case "$MODS_LOADED" in *" $mod "*) return 0 ;; esac
+    if [ "$1" = @late ]; then
+        [ -n "$MODS_LATE" ] || return 0
+        shift
+    fi
     if [ $# -eq 0 ]; then
         load_module "$mod"
         return 0
@@ -77,14 +86,29 @@ gate_module() {
         again=1
     fi
 }
-again=1
-while [ -n "$again" ]; do
-    again=
-    pass_pats=
-    device_aliases
-    each_module gate_module
-done
+load_passes() {
+    again=1
+    while [ -n "$again" ]; do
+        again=
+        pass_pats=
+        device_aliases
+        each_module gate_module
+    done
+}
+MODS_LATE=
+load_passes
 log modules "$n modules loaded (drivers of the devices present; the OS loads the others)"
+
+# The @late modules, once: true when this call loaded them (the caller looks at the disks again).
+# A module's load returns after the probes its init started (the kernel waits for async work at the
+# end of init_module), so the disks of these controllers are there when it returns.
+load_late_modules() {
+    [ -z "$MODS_LATE" ] || return 1
+    MODS_LATE=1
+    n=0
+    load_passes
+    log modules "$n more loaded for the disks and CD-ROMs of the IDE, SATA and SCSI controllers"
+}
 
 # The modules the device check left out, for an OS without a module tree of its own (90-boot.sh):
 # it gets every module the initrd carries, as before the check (hot-plugged devices, shared folders).

@@ -6,25 +6,37 @@
 # It is read (parsed) by 04-devices on a first boot (resize_rootfs decides the partition's size), else
 # by 06-context, which saves it on the scratch disk; later boots without any source reuse the saved copy.
 CONTEXT_SRC=
-mkdir -p /mnt/context /tmp/context
-# shellcheck disable=SC2010  # device names are kernel identifiers, no blanks; set -f is on
-for dev in $(ls /dev | grep -e '^sr[0-9]' -e '^vd[a-z]$' -e '^sd[a-z]$' -e '^xvd[a-z]$'); do
-    for fs in iso9660 vfat; do
-        mount -t $fs -o ro "/dev/$dev" /mnt/context 2>/dev/null || continue
-        for f in openstack/latest/user_data user-data; do
-            if [ -f "/mnt/context/$f" ]; then
-                copy_user_data "/mnt/context/$f" /tmp/context/user-data && CONTEXT_SRC="/dev/$dev:$f"
-                break
+mkdir -p $CONTEXT_MNT /tmp/context
+# The disks not looked at yet, in name order; the first with user data is the source.
+CONTEXT_TRIED=" "
+context_from_disks() {
+    # shellcheck disable=SC2010  # device names are kernel identifiers, no blanks; set -f is on
+    for dev in $(ls /dev | grep -e '^sr[0-9]' -e '^vd[a-z]$' -e '^sd[a-z]$' -e '^xvd[a-z]$'); do
+        case "$CONTEXT_TRIED" in *" $dev "*) continue ;; esac
+        CONTEXT_TRIED="$CONTEXT_TRIED$dev "
+        for fs in iso9660 vfat; do
+            mount -t $fs -o ro "/dev/$dev" $CONTEXT_MNT 2>/dev/null || continue
+            for f in openstack/latest/user_data user-data; do
+                if [ -f "$CONTEXT_MNT/$f" ]; then
+                    copy_user_data "$CONTEXT_MNT/$f" /tmp/context/user-data && CONTEXT_SRC="/dev/$dev:$f"
+                    break
+                fi
+            done
+            if [ -z "$CONTEXT_SRC" ] && [ -f $CONTEXT_MNT/context.sh ] &&
+                src=$(py cernvm_build.bootloader.cloudsource opennebula $CONTEXT_MNT/context.sh /tmp/context/user-data); then
+                CONTEXT_SRC="/dev/$dev:$src"
             fi
+            umount $CONTEXT_MNT
+            [ -n "$CONTEXT_SRC" ] && return 0
         done
-        if [ -z "$CONTEXT_SRC" ] && [ -f /mnt/context/context.sh ] &&
-            src=$(py cernvm_build.bootloader.cloudsource opennebula /mnt/context/context.sh /tmp/context/user-data); then
-            CONTEXT_SRC="/dev/$dev:$src"
-        fi
-        umount /mnt/context
-        [ -n "$CONTEXT_SRC" ] && break 2
     done
-done
+}
+context_from_disks
+# The IDE/SATA/SCSI disks and CD-ROMs (an OpenNebula context CD...) only when no other disk had user
+# data: their drivers load then (01-modules.sh). A virtio disk's user data is thus taken before a CD's.
+if [ -z "$CONTEXT_SRC" ] && load_late_modules; then
+    context_from_disks
+fi
 if [ -z "$CONTEXT_SRC" ] && [ -n "$NET_IF" ] && [ "$METADATA_URL" != none ] &&
     src=$(py cernvm_build.bootloader.cloudsource metadata /tmp/context/user-data --url "$METADATA_URL"); then
     CONTEXT_SRC="metadata $src"

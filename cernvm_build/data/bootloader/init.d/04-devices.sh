@@ -6,6 +6,11 @@ for i in 1 2 3 4 5 6 7 8 9 10; do
     sleep 0.3
 done
 ROOT_DEV=$(findfs LABEL=UROOT 2>/dev/null)
+# not on the disks of the drivers loaded so far: the IDE/SATA/SCSI ones too (01-modules.sh), before a
+# first boot picks its empty disk among all of them
+if [ -z "$ROOT_DEV" ] && load_late_modules; then
+    ROOT_DEV=$(findfs LABEL=UROOT 2>/dev/null)
+fi
 FIRST_BOOT=
 if [ -z "$ROOT_DEV" ]; then
     if [ -n "$CONTEXT_SRC" ]; then
