@@ -43,10 +43,14 @@ _GATED_WITH = {"9p": "9pnet_virtio"}
 #: The IDE/SATA controllers every PC (i440fx, q35) has whether or not a disk or CD-ROM is on them, and
 #: the disk and CD-ROM drivers: the kernel takes ~2.5 s under TCG to load this stack (libata,
 #: scsi_mod, ata_piix, sr_mod...), and a guest whose context drive and scratch disk are virtio disks
-#: (cernvm-launch, most clouds) never uses it in the initrd. These, and their dependencies that only
-#: they use, load only when the init looks for a context drive or a scratch disk it did not find on
-#: the other disks (01-modules.sh load_late_modules); the OS's udev loads them otherwise.
-LATE = ("ata_piix", "ata_generic", "ahci", "sd_mod", "sr_mod", "cdrom")
+#: (cernvm-launch, most clouds) never uses it in the initrd; nor vfat and its code pages (~0.5 s),
+#: for a config drive in that format. These, and their dependencies that only they use, load only
+#: when the init looks for a context drive or a scratch disk it did not find on the other disks
+#: (01-modules.sh load_late_modules); the OS's udev loads them otherwise.
+LATE = (
+    "ata_piix", "ata_generic", "ahci", "sd_mod", "sr_mod", "cdrom",
+    "vfat", "nls_cp437", "nls_ascii", "nls_utf8", "nls_iso8859_1",
+)  # fmt: skip
 
 
 def _norm(name: str) -> str:

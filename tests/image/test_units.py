@@ -184,13 +184,16 @@ def test_the_ide_sata_scsi_stack_is_late_unless_an_early_driver_needs_it(tmp_pat
     (kdir / "virtio_scsi.ko").write_bytes(b"\0alias=virtio:d00000008v*\0depends=scsi_mod\0")
     (kdir / "cdrom.ko").write_bytes(b"\0depends=\0")
     (kdir / "isofs.ko").write_bytes(b"\0alias=fs-iso9660\0depends=cdrom\0")
-    names = ("ata_piix", "sr_mod", "virtio_scsi", "cdrom", "isofs")
+    (kdir / "fat.ko").write_bytes(b"\0depends=\0")
+    (kdir / "vfat.ko").write_bytes(b"\0alias=fs-vfat\0depends=fat\0")
+    names = ("ata_piix", "sr_mod", "virtio_scsi", "cdrom", "isofs", "vfat")
     ms = resolve(tmp_path / "6.1.0-test", "6.1.0-test", names)
     lines = dict(line.split(" ", 1) if " " in line else (line, "") for line in ms.listing().splitlines())
     assert lines["kernel/ata_piix.ko"] == "@late pci:v00008086d00007010sv*sd*bc*sc*i*"
     assert lines["kernel/libata.ko"] == "@late pci:v00008086d00007010sv*sd*bc*sc*i*"
     assert lines["kernel/sr_mod.ko"] == "@late" and lines["kernel/scsi_mod.ko"] == "@late virtio:d00000008v*"
     assert lines["kernel/cdrom.ko"] == "" and lines["kernel/isofs.ko"] == ""
+    assert lines["kernel/fat.ko"] == lines["kernel/vfat.ko"] == "@late", "vfat: a config drive's other format"
     alone = resolve(tmp_path / "6.1.0-test", "6.1.0-test", names[:2])
     assert "kernel/scsi_mod.ko" in alone.late, "used by LATE modules alone: late too"
     assert "kernel/cdrom.ko" in alone.late
@@ -260,23 +263,25 @@ def test_the_initrd_loads_the_drivers_of_present_devices_in_passes(tmp_path: Pat
 
 
 def test_the_context_drive_is_looked_for_on_late_disks_only_when_the_others_have_none(tmp_path: Path) -> None:
-    """03-context-drive.sh on the host's busybox with fake disks: user data on a virtio disk is taken
-    without loading the IDE/SATA/SCSI drivers; on a CD alone, they load (once) and its CD is read,
-    and the disks already looked at are not mounted again."""
+    """03-context-drive.sh on the host's busybox with fake disks: iso9660 user data on a virtio disk
+    is taken without the late modules; on a CD, or on a vfat disk (vfat is late too), they load
+    (once) and every disk is looked at again."""
     from cernvm_build.paths import data_dir
 
     boot = data_dir("bootloader")
     mnt, log = tmp_path / "mnt", tmp_path / "calls.log"
     mnt.mkdir()
-    for where in ("vdb", "sr0"):
+    for where, fs in (("vdb", "iso9660"), ("sr0", "iso9660"), ("vda", "vfat")):
         # the disks present before the late drivers (vda: the scratch disk), sr0 after them
         fake = (
-            f'DEVS="vda vdb"; ls() {{ printf "%s\\n" $DEVS; }}; mkdir() {{ :; }}; '
+            f'DEVS="vda vdb"; LATE=; ls() {{ printf "%s\\n" $DEVS; }}; mkdir() {{ :; }}; '
             f"umount() {{ rm -rf {mnt}/openstack; }}; "
-            f'mount() {{ echo "mount $5" >>{log}; [ "$5" = /dev/{where} ] || return 1; '
+            f'mount() {{ echo "$2 $5" >>{log}; [ "$5" = /dev/{where} ] && [ "$2" = {fs} ] || return 1; '
+            f'[ $2 = iso9660 ] || [ -n "$LATE" ] || return 1; '
             f"command mkdir -p {mnt}/openstack/latest; echo data >{mnt}/openstack/latest/user_data; }}; "
             f"copy_user_data() {{ :; }}; "
-            f'load_late_modules() {{ echo late >>{log}; DEVS="sda sr0 vda vdb"; }}; '
+            f'load_late_modules() {{ [ -z "$LATE" ] || return 1; LATE=1; echo late >>{log}; '
+            f'DEVS="sda sr0 vda vdb"; }}; '
         )
         script = (
             f". {boot / 'init.head.sh'}; CONTEXT_MNT={mnt}; NET_IF=; {fake}"
@@ -287,11 +292,14 @@ def test_the_context_drive_is_looked_for_on_late_disks_only_when_the_others_have
         assert r.returncode == 0, r.stderr
         assert f"source=/dev/{where}:openstack/latest/user_data" in r.stdout
         calls = log.read_text().splitlines()
+        first = [f"{f} /dev/{d}" for d in ("vda", "vdb") for f in ("iso9660", "vfat")]
         if where == "vdb":
-            assert calls == ["mount /dev/vda", "mount /dev/vda", "mount /dev/vdb"], "iso9660 then vfat"
+            assert calls == first[:3], "iso9660 then vfat"
+        elif where == "sr0":
+            assert calls == [*first, "late", "iso9660 /dev/sda", "vfat /dev/sda", "iso9660 /dev/sr0"]
         else:
-            tried = [f"mount /dev/{d}" for d in ("vda", "vda", "vdb", "vdb")]
-            assert calls == [*tried, "late", "mount /dev/sda", "mount /dev/sda", "mount /dev/sr0"]
+            again = [f"{f} /dev/{d}" for d in ("sda", "sr0") for f in ("iso9660", "vfat")]
+            assert calls == [*first, "late", *again, "iso9660 /dev/vda", "vfat /dev/vda"]
 
 
 def test_the_scratch_disk_is_looked_for_on_late_disks_when_the_others_have_no_uroot(tmp_path: Path) -> None:

@@ -7,13 +7,10 @@
 # by 06-context, which saves it on the scratch disk; later boots without any source reuse the saved copy.
 CONTEXT_SRC=
 mkdir -p $CONTEXT_MNT /tmp/context
-# The disks not looked at yet, in name order; the first with user data is the source.
-CONTEXT_TRIED=" "
+# The disks in name order; the first with user data is the source.
 context_from_disks() {
     # shellcheck disable=SC2010  # device names are kernel identifiers, no blanks; set -f is on
     for dev in $(ls /dev | grep -e '^sr[0-9]' -e '^vd[a-z]$' -e '^sd[a-z]$' -e '^xvd[a-z]$'); do
-        case "$CONTEXT_TRIED" in *" $dev "*) continue ;; esac
-        CONTEXT_TRIED="$CONTEXT_TRIED$dev "
         for fs in iso9660 vfat; do
             mount -t $fs -o ro "/dev/$dev" $CONTEXT_MNT 2>/dev/null || continue
             for f in openstack/latest/user_data user-data; do
@@ -32,8 +29,9 @@ context_from_disks() {
     done
 }
 context_from_disks
-# The IDE/SATA/SCSI disks and CD-ROMs (an OpenNebula context CD...) only when no other disk had user
-# data: their drivers load then (01-modules.sh). A virtio disk's user data is thus taken before a CD's.
+# The IDE/SATA/SCSI disks and CD-ROMs (an OpenNebula context CD...) and vfat (a config drive in
+# that format) only when no disk had iso9660 user data: their modules load then (01-modules.sh), and
+# every disk is looked at again. A virtio disk's iso9660 user data is thus taken before a CD's.
 if [ -z "$CONTEXT_SRC" ] && load_late_modules; then
     context_from_disks
 fi
