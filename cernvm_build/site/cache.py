@@ -250,10 +250,21 @@ class State:
         return {key for (key,) in self._rows("search", (), sorted(keys))}
 
     def put_search_extracts(self, rows: list[tuple[str, bytes, bytes]]) -> None:
-        if rows:
-            with self.db:
-                self.db.execute("BEGIN")
-                self.db.executemany("INSERT OR REPLACE INTO search VALUES (?, ?, ?)", rows)
+        """Keep page extracts; from a forked write worker too, through a connection of its own (it keeps
+        the extracts of the shards it made: they are not sent back)."""
+        if not rows:
+            return
+        if os.getpid() == self._pid:
+            db = self.db
+        else:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            with db:
+                db.execute("BEGIN")
+                db.executemany("INSERT OR REPLACE INTO search VALUES (?, ?, ?)", rows)
+        finally:
+            if db is not self.db:
+                db.close()
 
     def prune_search_extracts(self, keep: set[str]) -> None:
         self._prune("search", keep)

@@ -33,7 +33,7 @@ from .pages import PageSet
 from .parallel import fork_map, run_size
 from .plan import Plan
 from .search import PREFIX as SEARCH_PREFIX
-from .search import Shard, ShardMade, page_extract, write_shard
+from .search import Shard, ShardMade, extract_key, page_extract, write_shard
 
 
 class Work(NamedTuple):
@@ -53,6 +53,7 @@ class Work(NamedTuple):
     known: dict[str, tuple[bytes, bytes]]  # their pages' extracts not made here: from the state
     index_old: dict[str, tuple[str, int, int]]  # the index files recorded (written only if changed)
     texts: dict[str, ContentText]  # what the search index reads of rendered Markdown, by key
+    state: State  # the build's state: the extracts of a shard made here are kept from here
 
 
 def _lates(obj: Any) -> list[Late]:
@@ -111,7 +112,14 @@ def _do_unit(work: Work, unit: Unit) -> tuple[list[Written | tuple[str, str, str
     )
     if not all(p in extracts for p in shard.pages):  # a page failed, or had no extract: the index step's
         return results, None
-    return results, write_shard(work.out_dir, shard, extracts, work.index_old, work.made)
+    made = write_shard(work.out_dir, shard, extracts, work.index_old, work.made)
+    # the extracts made here are kept in the state from here, not sent back (the index step needs
+    # them no more): ~5.5 KB a page to pickle, and a serial step after the last worker
+    here = [(work.jobs[i], r) for i, r in zip(jobs, results, strict=True)]
+    work.state.put_search_extracts(
+        [(extract_key(job.out, job.fp), *r[2]) for job, r in here if isinstance(r[2], tuple)]
+    )
+    return [r if not isinstance(r[2], tuple) else (r[0], r[1], None) for r in results], made
 
 
 def _do_job_safe(work: Work, i: int) -> Written | tuple[str, str, str]:
@@ -271,6 +279,7 @@ def execute(
         dict(known),
         index_old,
         texts or {},
+        state,
     )
     reporter.progress("pages", 0, len(todo))
     results: list[Any] = [None] * len(todo)

@@ -558,9 +558,19 @@ def test_shards_made_by_the_page_writers_are_the_index_steps(
             build_site(site, tmp_path / name, jobs=jobs)
         return tree(tmp_path / name)
 
+    from cernvm_build.site import search
+
     two = clean("two", 2)
     made, shards = seen.pop()
     assert shards > 2 and made == shards - 1
+    # the workers kept the extracts of the shards they made in the state (they send them back no
+    # more): with its index gone, the folder's index is made again from them, no page read back
+    shutil.rmtree(tmp_path / "two" / "search-index")
+    with monkeypatch.context() as m:
+        m.setattr(search, "_extract_file", _not_called)
+        m.setenv("CERNVM_CACHE_DIR", str(tmp_path / "cache-two"))
+        assert build_site(site, tmp_path / "two", jobs=2).rendered == 0
+    assert tree(tmp_path / "two") == two and seen.pop() == (0, shards)
     assert clean("one", 1) == two and seen.pop() == (shards, shards)
     # an existing folder: the index step makes them all (there a page that fails to be written must
     # not leave a shard's files changed under the manifest readers use)
