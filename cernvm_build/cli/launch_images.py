@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import launch
 from ..errors import UsageError
-from ..launch import catalog
+from ..launch import catalog, images
 from .app import HelpFormatter, Output
 from .launch_common import host_of, leaf, settings_of, show_help
 
@@ -105,7 +105,10 @@ def register(sub: Any) -> None:
         "download an image by URL (with its .sha256) or by name from a release index",
         "Download URL and URL.sha256 and keep the image only if they match; or look NAME (a\n"
         "profile such as el9, or an image file name) up in the release indexes (imageIndexes, or\n"
-        "--index), check the release's signed SHA256SUMS with releaseKeys (or --key), and pull it.\n\n"
+        "--index), check the release's signed SHA256SUMS with releaseKeys (or --key), and pull it.\n"
+        "Of a release's images, the hdd one (a read-only virtio disk: under TCG its boot loader\n"
+        "reads the kernel faster than from the iso's emulated CD-ROM), else the iso, else qcow2;\n"
+        "--format picks one.\n\n"
         "  cernvm-launch images pull el9\n"
         "  cernvm-launch images pull demo --index http://127.0.0.1:8000/2026.11-1/index.json --key k.asc",
         cmd_images_pull,
@@ -116,7 +119,9 @@ def register(sub: Any) -> None:
     p.add_argument("--index", action="append", metavar="URL", help="a release index.json (repeatable)")
     p.add_argument("--key", action="append", metavar="FILE", help="a release signing key (repeatable)")
     p.add_argument(
-        "--format", choices=catalog.FORMATS, help="which image of the release (default: iso first)"
+        "--format",
+        choices=images.FORMATS,
+        help="which image of the release (default: hdd, else iso, else qcow2)",
     )
     p = leaf(isub, "remove", "remove a cached image", "Remove a cached image.", cmd_images_remove)
     p.add_argument("name", metavar="NAME")

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import CernVMError, InstanceError, LaunchError
+from ..launch.images import FORMATS
 from ..paths import cache_dir
 from ..profile import Override, Profile, load
 from ..report import LineReporter, scoped
@@ -170,7 +171,8 @@ def run_demo(opts: DemoOptions, say: Say) -> DemoRun:
                 )
                 box["detail"] = f"{version}: {len(release.artifacts)} artifacts"
         run.locations["release"] = str(release_dir)
-        image = next(release_dir.glob("images/*/*.iso"))
+        # the format cernvm-launch pulls from a release (the hdd: it boots faster than the iso)
+        image = next(p for fmt in FORMATS for p in sorted(release_dir.glob(f"images/*/*.{fmt}")))
         run.locations["image"] = str(image)
         run.locations["container"] = str(next(release_dir.glob("containers/*/*.oci.tar"), ""))
         if opts.boot:

@@ -16,9 +16,7 @@ from urllib.parse import urljoin, urlsplit
 from .. import gpg, releaseindex
 from ..errors import CernVMError, ImageError
 from ..release import sums
-
-#: which image format a name pulls when the release has several (an ISO boots everywhere)
-FORMATS = ("iso", "hdd", "qcow2")
+from .images import FORMATS
 
 
 @dataclass(frozen=True)

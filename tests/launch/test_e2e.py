@@ -40,7 +40,8 @@ URI = "qemu:///system"
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Server]]:
-    """The demo image (iso) built against the demo repository, which stays served for the guest."""
+    """The demo image built against the demo repository, which stays served for the guest: the hdd
+    (what ``images pull`` prefers; virtio), with the iso of the same build next to it (IDE CD-ROM)."""
     from cernvm_build.context import BuildContext
     from cernvm_build.image.build import build_image
 
@@ -50,8 +51,8 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Serve
     try:
         prof = profile.load("demo")
         prof = dataclasses.replace(prof, cvmfs=dataclasses.replace(prof.cvmfs, servers=[srv.repo_url()]))
-        build_image(prof, work / "images", formats=["iso"], ctx=BuildContext.from_environment())
-        yield next((work / "images").glob("*.iso")), srv
+        build_image(prof, work / "images", formats=["iso", "hdd"], ctx=BuildContext.from_environment())
+        yield next((work / "images").glob("*.hdd")), srv
     finally:
         srv.close()
 
@@ -141,7 +142,7 @@ def test_demo_instance_life_cycle(
     assert main([*args, "destroy", "--force", "e2e-demo"]) == 0
     assert "e2e-demo" not in [d.name() for d in libvirt.open(URI).listAllDomains(0)]
     assert not (launch_home / "run" / "e2e-demo").exists()  # scratch disk, context ISO, keys, log
-    assert [p.name for p in (launch_home / "images").iterdir() if p.suffix == ".iso"] == [image.name]
+    assert [p.name for p in (launch_home / "images").iterdir() if p.suffix == image.suffix] == [image.name]
 
 
 def test_a_guest_that_cannot_reach_its_repository_fails_create_fast(
@@ -149,8 +150,8 @@ def test_a_guest_that_cannot_reach_its_repository_fails_create_fast(
 ) -> None:
     """The README's mistake: the repository server is not reachable (nothing listens on port 1).
     μCernVM panics; create ends at once with the console's lines and the hint, and the instance is
-    removed (--rm-on-failure)."""
-    built, _srv = demo
+    removed (--rm-on-failure). The iso, on the IDE CD-ROM: the launcher boots that medium too."""
+    built = demo[0].with_suffix(".iso")
     image = launch_home / built.name  # where the system daemon's qemu user may read it (tmp_path: 0700)
     shutil.copyfile(built, image)
     os.chmod(image, 0o644)

@@ -75,8 +75,11 @@ def release_keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, 
     return secret, public, other
 
 
-def _publish(root: Path, image: Path, secret: Path, *, tamper: bool = False) -> None:
-    """A release as cernvm-build release lays it out: images/PROFILE/FILE, SHA256SUMS + signature, index."""
+def _publish(
+    root: Path, image: Path, secret: Path, *, tamper: bool = False, also: Path | None = None
+) -> None:
+    """A release as cernvm-build release lays it out: images/PROFILE/FILE, SHA256SUMS + signature, index.
+    ``also``: a second image of the same profile (its format from its suffix), listed before ``image``."""
     import hashlib
     import shutil
 
@@ -86,20 +89,24 @@ def _publish(root: Path, image: Path, secret: Path, *, tamper: bool = False) -> 
 
     rel = root / "2026.11-1"
     (rel / "images/el9").mkdir(parents=True)
-    shutil.copyfile(image, rel / "images/el9" / image.name)
-    digest = hashlib.sha256(image.read_bytes()).hexdigest()
-    art = idx.ReleaseArtifact(image.name, f"images/el9/{image.name}", "el9", "image", "hdd", digest,
-                              image.stat().st_size)  # fmt: skip
+    arts = []
+    for img in (also, image) if also else (image,):
+        shutil.copyfile(img, rel / "images/el9" / img.name)
+        digest = hashlib.sha256(img.read_bytes()).hexdigest()
+        arts.append(idx.ReleaseArtifact(img.name, f"images/el9/{img.name}", "el9", "image", img.suffix[1:],
+                                        digest, img.stat().st_size))  # fmt: skip
     snap = idx.Snapshot("cernvm-prod.cern.ch", "/cvm5", None, None, None)
-    sums.write(rel, (art,))
+    sums.write(rel, tuple(arts))
     with gpg.Keyring([secret]) as kr:
         kr.sign_detached(rel / "SHA256SUMS", rel / "SHA256SUMS.asc")
         signer = kr.secret_fingerprints()[0]
     if tamper:  # the index says another hash than the signed sums
-        art = idx.ReleaseArtifact(art.name, art.path, "el9", "image", "hdd", "0" * 64, art.size)
+        arts[-1] = idx.ReleaseArtifact(
+            arts[-1].name, arts[-1].path, "el9", "image", "hdd", "0" * 64, arts[-1].size
+        )
     release = idx.ReleaseIndex(
         version="2026.11-1", date="2026-11-25T00:00:00Z", source_date_epoch=0,
-        profiles=(idx.ProfileRecord("el9", "AlmaLinux 9", False, snap, "00" * 32),), artifacts=(art,),
+        profiles=(idx.ProfileRecord("el9", "AlmaLinux 9", False, snap, "00" * 32),), artifacts=tuple(arts),
         signature="SHA256SUMS.asc", signer=signer,
     )  # fmt: skip
     (rel / "index.json").write_text(release.dumps())
@@ -138,6 +145,26 @@ def test_pull_by_name_through_a_signed_release_index(
     assert _pull("el5") == 8
     assert "no image named 'el5'" in capsys.readouterr().err
     assert cache.list() == []
+
+
+def test_pull_by_name_takes_the_hdd_image_of_a_release_with_an_iso_too_unless_told(
+    http_dir: tuple[Path, str], image: Path, release_keys: tuple[Path, Path, Path], launch_env: Path,
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """The hdd boots on virtio (faster before the kernel than the iso's IDE CD-ROM): it wins over an
+    iso listed first in the same release; --format iso still pulls the iso."""
+    root, url = http_dir
+    secret, public, _other = release_keys
+    iso = tmp_path / image.name.replace(".hdd", ".iso")
+    iso.write_bytes(bytes(0x8001) + b"CD001" + bytes(0x8000))  # an ISO 9660 volume descriptor
+    _publish(root, image, secret, also=iso)
+    index = ["--index", f"{url}/2026.11-1/index.json", "--key", str(public)]
+    assert _pull("el9", *index) == 0, capsys.readouterr().err
+    cache = ImageCache(launch_env)
+    assert [(i.name, i.format) for i in cache.list()] == [(image.name, "hdd")]
+    cache.remove(image.name)
+    assert _pull("el9", *index, "--format", "iso") == 0, capsys.readouterr().err
+    assert [(i.name, i.format) for i in cache.list()] == [(iso.name, "iso")]
 
 
 def test_pull_by_name_refuses_an_index_that_disagrees_with_its_signed_sums(
