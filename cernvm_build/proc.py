@@ -29,6 +29,7 @@ TOOL_PACKAGES: dict[str, str] = {
     "cpio": "cpio",
     "xz": "xz-utils",
     "zstd": "zstd",
+    "lz4": "lz4",
     "createrepo_c": "createrepo-c",
     "rpmbuild": "rpm",
     "dpkg-deb": "dpkg",

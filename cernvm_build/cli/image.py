@@ -118,7 +118,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     b.add_argument("--sign-key", type=Path, metavar="PEM", help="RSA private key that signs iso/hdd")
     b.add_argument("--sign-cert", type=Path, metavar="PEM", help="its X.509 certificate (embedded)")
     b.add_argument("--python", metavar="PATH", help="interpreter for the initrd (default: /usr/bin/python3)")
-    b.add_argument("--initrd-level", type=int, metavar="N", help="zstd level of the initrd, 1-19 (19)")
+    b.add_argument("--initrd-level", type=int, metavar="N", help="lz4 level of the initrd, 1-12 (12)")
     add_override_flags(b)
 
     s = subparser(inner, "seed", help="a pre-warmed scratch disk (qcow2) from a boot's trace",

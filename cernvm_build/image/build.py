@@ -85,7 +85,7 @@ def parse_formats(text: str | list[str] | None, default: list[str]) -> list[str]
 
 def check_tools(formats: list[str]) -> None:
     """Every tool the build will call, up front: a missing one fails before any work is done."""
-    needed = {"zstd", "dpkg-deb", "apt-get", "apt-cache", "ldd", "busybox", "mke2fs", "e2fsck", "resize2fs"}
+    needed = {"lz4", "dpkg-deb", "apt-get", "apt-cache", "ldd", "busybox", "mke2fs", "e2fsck", "resize2fs"}
     for f in formats:
         needed.update(TOOLS[f])
     for tool in sorted(needed):
@@ -162,7 +162,7 @@ def get_kernel(profile: Profile, cache: Path | None) -> Kernel:
 
 def _tool_versions() -> dict[str, str]:
     # The build tools, and the Debian packages the initrd copies files from (interpreter, stdlib, libfuse).
-    pkgs = ["xorriso", "syslinux", "isolinux", "mtools", "qemu-utils", "zstd", "busybox-static", "e2fsprogs"]
+    pkgs = ["xorriso", "syslinux", "isolinux", "mtools", "qemu-utils", "lz4", "busybox-static", "e2fsprogs"]
     pkgs += ["python3.11-minimal", "libpython3.11-minimal", "libpython3.11-stdlib", "libfuse3-3", "libc6"]
     proc = run(["dpkg-query", "-W", "-f", "${Package} ${Version}\n", *pkgs], check=False)
     return dict(line.split(" ", 1) for line in proc.stdout.decode().splitlines() if " " in line)

@@ -18,7 +18,7 @@ from cryptography.x509.oid import NameOID
 
 from cernvm_build.bootloader import disk, userdata
 from cernvm_build.bootloader.cpio import Tree, write_newc
-from cernvm_build.bootloader.initrd import fused_init
+from cernvm_build.bootloader.initrd import InitrdInputs, compress, fused_init, level_of
 from cernvm_build.bootloader.modules import resolve
 from cernvm_build.errors import BuildError, IntegrityError
 from cernvm_build.image import build, signature
@@ -114,6 +114,19 @@ def test_cpio_is_sorted_fixed_and_readable_by_cpio(tmp_path: Path) -> None:
     assert listing.index("bin/sh") < listing.index("dev/console") < listing.index("usr/bin/f")
     assert b"TRAILER!!!" in _cpio(t1)
     assert len(_cpio(t1)) % 4 == 0
+
+
+def test_the_initrd_is_lz4_in_the_legacy_frame_the_kernel_unpacks(tmp_path: Path) -> None:
+    """The kernel unpacks only lz4's legacy frame (magic 0x184C2102), not the lz4 tool's default one;
+    a zstd-level 19 is capped to lz4's highest (12), and the bytes come back whole."""
+    assert InitrdInputs.__dataclass_fields__["compression"].default == "lz4"
+    payload = b"070701" + bytes(range(256)) * 4000
+    packed = compress(payload, "lz4", 19)
+    assert packed[:4] == struct.pack("<I", 0x184C2102)
+    assert len(packed) < len(payload)
+    back = subprocess.run(["lz4", "-dc"], input=packed, capture_output=True, check=True).stdout
+    assert back == payload
+    assert level_of("lz4", 19) == 12 and level_of("zstd", 19) == 19 and level_of("xz", 19) == 9
 
 
 def test_cpio_replaces_same_path() -> None:
