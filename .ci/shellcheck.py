@@ -29,6 +29,7 @@ MARKER = re.compile(r"^# ---- (?P<name>\S+) ----$")
 def _origin(fused: list[str], line: int) -> tuple[Path, int]:
     """The fragment file and line a line of the fused init comes from."""
     boot = data_dir("bootloader")
+    line = min(line, len(fused))  # a parse error is reported one line past the end
     for n in range(line, 0, -1):
         m = MARKER.match(fused[n - 1])
         if m:

@@ -49,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import Result, print_table
 from cernvm_build import profile
 from cernvm_build.accel import detect
+from cernvm_build.bootloader.disk import SCRATCH_SERIAL
 from cernvm_build.bootloader.kernel import Kernel, fetch_debian_kernel
 from cernvm_build.bootloader.modules import resolve
 from cernvm_build.bootloader.seed import make_seed, objects_from_trace
@@ -382,7 +383,14 @@ def _side_by_side(
         job_a = pool.submit(
             boot,
             ucernvm[0],
-            ["-drive", f"file={ucernvm[1]},format=qcow2,if=virtio", *g.ctx_drive],
+            # the scratch disk named as cernvm-launch names it (bootloader/disk.py SCRATCH_SERIAL)
+            [
+                "-drive",
+                f"file={ucernvm[1]},format=qcow2,if=none,id=scratch",
+                "-device",
+                f"virtio-blk-pci,drive=scratch,serial={SCRATCH_SERIAL}",
+                *g.ctx_drive,
+            ],
             _medium(image or g.hdd),
             g.work,
             g.key,

@@ -20,6 +20,11 @@ START = 2048  # 1 MiB alignment
 BLKRRPART = 0x125F
 BLKPG, BLKPG_RESIZE_PARTITION = 0x1269, 3
 _SKIP = ("loop", "ram", "sr", "fd", "zram", "dm-", "md", "nbd")
+#: The serial cernvm-launch gives an instance's scratch disk (libvirt ``<serial>``, a virtio disk):
+#: a first boot takes that disk before any other empty one, and 04-devices.sh then looks for no UROOT
+#: behind the IDE/SATA/SCSI drivers (not loaded: ~3 s of a boot under TCG). The init's shell spells it
+#: too (a test holds the two equal).
+SCRATCH_SERIAL = "ucernvm-scratch"
 
 
 def _sysfs(dev: str) -> Path:
@@ -43,8 +48,16 @@ def is_empty(dev: str, probe: int = 1 << 20) -> bool:
     return head.count(0) == len(head)
 
 
-def find_empty() -> str | None:
-    for d in sorted(Path("/sys/block").iterdir()):
+def _serial(d: Path) -> str:
+    try:
+        return (d / "serial").read_text().strip()
+    except OSError:
+        return ""
+
+
+def find_empty(block: Path = Path("/sys/block")) -> str | None:
+    """The first empty disk in name order, the one named the scratch disk (``SCRATCH_SERIAL``) first."""
+    for d in sorted(block.iterdir(), key=lambda d: (_serial(d) != SCRATCH_SERIAL, d.name)):
         name = d.name
         if name.startswith(_SKIP):
             continue
@@ -130,8 +143,8 @@ def partition_path(dev: str) -> str:
 
 
 def first_boot(size_mb: int = 0, wait: float = 5.0) -> str | None:
-    """Partition the first empty disk (the whole of it, or at most ``size_mb``); return the new
-    partition once the kernel shows it."""
+    """Partition the first empty disk (``find_empty``; the whole of it, or at most ``size_mb``);
+    return the new partition once the kernel shows it."""
     dev = find_empty()
     if dev is None:
         return None

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import jinja2
 
+from ..bootloader.disk import SCRATCH_SERIAL
 from ..paths import data_dir
 
 NS = "https://cernvm.cern.ch/xmlns/cernvm-launch/1"
@@ -131,7 +132,13 @@ def render(spec: DomainSpec, meta: Metadata) -> str:
     return (
         _env()
         .get_template("domain.xml.j2")
-        .render(s=spec, meta=meta.items(), ns=NS, netdev=netdev(spec.ssh_port, spec.api_port, spec.forwards))
+        .render(
+            s=spec,
+            meta=meta.items(),
+            ns=NS,
+            scratch_serial=SCRATCH_SERIAL,
+            netdev=netdev(spec.ssh_port, spec.api_port, spec.forwards),
+        )
     )
 
 

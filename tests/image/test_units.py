@@ -343,6 +343,55 @@ def test_the_scratch_disk_is_looked_for_on_late_disks_when_the_others_have_no_ur
         assert calls == [*(["late"] if where == "sda1" else []), mounted], calls
 
 
+def test_a_first_boot_on_the_launchers_scratch_disk_loads_no_late_driver(tmp_path: Path) -> None:
+    """04-devices.sh with a blank virtio disk of cernvm-launch's serial (disk.SCRATCH_SERIAL): the
+    first boot partitions it without the IDE/SATA/SCSI drivers; without the serial they come first."""
+    from cernvm_build.bootloader.disk import SCRATCH_SERIAL
+    from cernvm_build.paths import data_dir
+
+    boot = data_dir("bootloader")
+    log = tmp_path / "calls.log"
+    sysfs = tmp_path / "block"
+    frag = (boot / "init.d" / "04-devices.sh").read_text()
+    frag = frag.replace("/tmp/", f"{tmp_path}/").replace("/sys/block", str(sysfs))
+    (tmp_path / "04.sh").write_text(frag)
+    for named in (True, False):
+        for d, serial in (("vda", "data"), ("vdb", SCRATCH_SERIAL if named else "other")):
+            (sysfs / d).mkdir(parents=True, exist_ok=True)
+            (sysfs / d / "serial").write_text(serial + "\n")
+        fake = (
+            f"mkdir() {{ :; }}; df() {{ echo; echo x x x 100; }}; sleep() {{ :; }}; findfs() {{ :; }}; "
+            f'mount() {{ echo "mount $*" >>{log}; }}; alias /sbin/mke2fs="echo >>{log} mke2fs"; '
+            f'py() {{ echo "py $*" >>{log}; echo /dev/vdb1; }}; '
+            f'load_late_modules() {{ [ -z "$LATE" ] || return 1; LATE=1; echo late >>{log}; }}; '
+        )
+        script = f". {boot / 'init.head.sh'}; {fake} . {tmp_path / '04.sh'}; echo root=$ROOT_DEV"
+        log.unlink(missing_ok=True)
+        r = subprocess.run(["busybox", "sh", "-c", script], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert "root=/dev/vdb1" in r.stdout, r.stdout + r.stderr
+        calls = log.read_text().splitlines()
+        assert calls[0] == ("py cernvm_build.bootloader.disk first-boot" if named else "late"), calls
+        assert ("empty disk named by cernvm-launch (/dev/vdb)" in r.stdout) == named, r.stdout
+
+
+def test_the_first_empty_disk_is_the_launchers_scratch_disk_if_there_is_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """disk.find_empty: name order, except that the disk of SCRATCH_SERIAL comes first."""
+    block = tmp_path / "block"
+    for d, serial in (("sda", None), ("vda", "x"), ("vdb", disk.SCRATCH_SERIAL), ("sr0", None)):
+        (block / d).mkdir(parents=True)
+        for k, v in (("ro", "0"), ("removable", "0"), ("size", "8388608")):
+            (block / d / k).write_text(v + "\n")
+        if serial is not None:
+            (block / d / "serial").write_text(serial + "\n")
+    monkeypatch.setattr(disk, "is_empty", lambda dev: True)
+    assert disk.find_empty(block) == "/dev/vdb"
+    (block / "vdb" / "serial").write_text("other\n")
+    assert disk.find_empty(block) == "/dev/sda"
+
+
 # -- signature block -------------------------------------------------------------------------------------
 def _signer(tmp_path: Path, cn: str = "test signer") -> signature.Signer:
     import datetime

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from cernvm_build import launch
+from cernvm_build.bootloader.disk import SCRATCH_SERIAL
 from cernvm_build.errors import ImageError, InstanceError, LaunchError, UsageError
 from cernvm_build.launch import domain, instances
 from tests.launch.support import create, driver_host, request
@@ -39,6 +40,7 @@ def test_create_defines_domain_with_disks_context_and_metadata(
     assert boot.find("readonly") is not None  # the base image is never written
     assert boot.find("source").get("file") == str(image)  # type: ignore[union-attr]
     assert disks["vda"].find("source").get("file") == str(home / "scratch.qcow2")  # type: ignore[union-attr]
+    assert disks["vda"].findtext("serial") == SCRATCH_SERIAL  # the bootloader's first boot takes this disk
     ctx = disks["vdb"]
     assert ctx.find("source").get("file") == str(home / "context.iso")  # type: ignore[union-attr]
     assert ctx.find("readonly") is not None

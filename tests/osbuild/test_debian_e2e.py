@@ -172,6 +172,9 @@ def test_debian_boots_as_a_systemd_os(
         _say(capfd, f"\ndebian12: create -> SSH answers with the pinned host key: {took:.0f} s")
         guest.running()
         assert f"root {deb.repo.root_hash}" in guest.console(), guest.console()[-4000:]
+        # the blank scratch disk cernvm-launch named (its serial): made without the late drivers
+        assert "first boot: partitioned the empty disk named by cernvm-launch (/dev/vda)" in guest.console()
+        assert "more loaded for the disks and CD-ROMs" not in guest.console(), guest.console()[-4000:]
 
         code, out = guest.ssh("cloud-init status; hostname; findmnt -n -o FSTYPE /")
         if out.split()[:2] != ["status:", "done"]:

@@ -6,9 +6,18 @@ for i in 1 2 3 4 5 6 7 8 9 10; do
     sleep 0.3
 done
 ROOT_DEV=$(findfs LABEL=UROOT 2>/dev/null)
+# The scratch disk cernvm-launch attached: a virtio disk with its serial (disk.SCRATCH_SERIAL). Its
+# instance's UROOT can be nowhere else, so a first boot on it needs no IDE/SATA/SCSI driver.
+NAMED_SCRATCH=
+# shellcheck disable=SC2045  # block device names are kernel identifiers, no blanks; set -f is on
+for d in $(ls /sys/block); do
+    serial=
+    case $d in vd*) [ -r "/sys/block/$d/serial" ] && read -r serial <"/sys/block/$d/serial" ;; esac
+    [ "$serial" = ucernvm-scratch ] && NAMED_SCRATCH=/dev/$d
+done
 # not on the disks of the drivers loaded so far: the IDE/SATA/SCSI ones too (01-modules.sh), before a
 # first boot picks its empty disk among all of them
-if [ -z "$ROOT_DEV" ] && load_late_modules; then
+if [ -z "$ROOT_DEV" ] && [ -z "$NAMED_SCRATCH" ] && load_late_modules; then
     ROOT_DEV=$(findfs LABEL=UROOT 2>/dev/null)
 fi
 FIRST_BOOT=
@@ -23,7 +32,7 @@ if [ -z "$ROOT_DEV" ]; then
     [ "$U_resize_rootfs" = 0 ] && size=20480
     part=$(py cernvm_build.bootloader.disk first-boot $size) \
         || panic "no UROOT scratch disk and no empty disk to make one (attach a blank disk)"
-    log devices "first boot: partitioned the empty disk, formatting $part"
+    log devices "first boot: partitioned the empty disk${NAMED_SCRATCH:+ named by cernvm-launch ($NAMED_SCRATCH)}, formatting $part"
     for i in 1 2 3 4 5 6 7 8 9 10; do [ -b "$part" ] && break; sleep 0.2; done
     /sbin/mke2fs -q -F -t ext4 -L UROOT -E lazy_itable_init=1,lazy_journal_init=1 "$part" >/tmp/mke2fs.log 2>&1 \
         || panic "mke2fs on $part failed: $(tail -n 1 /tmp/mke2fs.log)"
