@@ -51,6 +51,9 @@ LATE = (
     "ata_piix", "ata_generic", "ahci", "sd_mod", "sr_mod", "cdrom",
     "vfat", "nls_cp437", "nls_ascii", "nls_utf8", "nls_iso8859_1",
 )  # fmt: skip
+#: In the listing (01-modules.sh reads both): the word after a late module's path, and the gate
+#: pattern that is true in the late pass (an early dependency of late modules, e.g. scsi_mod).
+LATE_MARK, LATE_PASS = "@late", "@late-pass"
 
 
 def _norm(name: str) -> str:
@@ -85,10 +88,11 @@ class ModuleSet:
     late: set[str] = field(default_factory=set)
 
     def listing(self) -> str:
-        """/etc/ucernvm/modules: one module a line, load order, then '@late' for a LATE one, then the
-        patterns that gate it."""
+        """/etc/ucernvm/modules: one module a line, load order, then ``LATE_MARK`` for a late one, then
+        the patterns that gate it (``LATE_PASS`` among them: a word of its own, so that a gate list
+        that begins with it never reads as the mark)."""
         return "".join(
-            " ".join([rel, *(["@late"] if rel in self.late else []), *self.gates.get(rel, [])]) + "\n"
+            " ".join([rel, *([LATE_MARK] if rel in self.late else []), *self.gates.get(rel, [])]) + "\n"
             for rel in self.order
         )
 
@@ -170,7 +174,7 @@ def _gate(result: ModuleSet, wanted: set[str], deps_of: Callable[[str], list[str
     paths by the caller's order). Late: a LATE module, or a mere dependency, that only late modules
     use (cdrom stays early for isofs). Gates: a module wanted for itself is gated only by its own
     aliases; a mere dependency by the union of its users' gates, and not at all if one user is not;
-    a late user of an early dependency counts as the pattern '@late', true in the late pass (scsi_mod:
+    a late user of an early dependency counts as the pattern ``LATE_PASS``, true in the late pass (scsi_mod:
     early for virtio_scsi's device, else only once sd_mod loads)."""
     rel_of = {_modname(Path(rel)): rel for rel in result.files}
     own: dict[str, list[str] | None] = {}
@@ -192,7 +196,7 @@ def _gate(result: ModuleSet, wanted: set[str], deps_of: Callable[[str], list[str
         if own[name] is None and name not in wanted and us:
             union: list[str] = []
             for u in us:
-                g = ["@late"] if u in late and name not in late else gates.get(u)
+                g = [LATE_PASS] if u in late and name not in late else gates.get(u)
                 if g is None:
                     union = []
                     break

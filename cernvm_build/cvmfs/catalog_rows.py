@@ -50,9 +50,11 @@ Problem = Callable[[CvmfsError], None]
 
 
 def md5_pair(path: str) -> tuple[int, int]:
-    """The two signed 64-bit halves of md5(path) as stored in ``md5path_1/2`` (root is "")."""
+    """The two signed 64-bit halves of md5(path) as stored in ``md5path_1/2`` (root is ""). A path is
+    bytes to CernVM-FS: a name that is not UTF-8 (decoded with surrogateescape, as rows are) hashes
+    as its own bytes, as the real tools hash it."""
     key = "" if path == "/" else path
-    a, b = struct.unpack("<qq", hashlib.md5(key.encode("utf-8")).digest())
+    a, b = struct.unpack("<qq", hashlib.md5(key.encode("utf-8", "surrogateescape")).digest())
     return a, b
 
 
@@ -60,7 +62,8 @@ def path_inode(path: str) -> int:
     """A stable inode number for ``path`` (root is 1)."""
     if path in ("", "/"):
         return 1
-    return (int.from_bytes(hashlib.md5(path.encode("utf-8")).digest()[:8], "little") >> 2) | 2
+    digest = hashlib.md5(path.encode("utf-8", "surrogateescape")).digest()
+    return (int.from_bytes(digest[:8], "little") >> 2) | 2
 
 
 def hardlink_inode(catalog_prefix: str, group: int) -> int:

@@ -11,12 +11,11 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import stat
-import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# The flag bits are the format's, defined once with the reader's row model.
+# The flag bits and the path key are the format's, defined once with the reader's row model.
 from .catalog_rows import (
     FLAG_CHUNKED,
     FLAG_DIR,
@@ -25,6 +24,7 @@ from .catalog_rows import (
     FLAG_NESTED_MOUNTPOINT,
     FLAG_NESTED_ROOT,
     FLAG_SPECIAL,
+    md5_pair,
 )
 
 SCHEMA = "2.5"
@@ -66,12 +66,6 @@ COUNTER_FIELDS = (
     "external",
     "external_file_size",
 )
-
-
-def md5_pair(path: str) -> tuple[int, int]:
-    """The two signed little-endian int64 halves of md5(path), as the catalog keys rows."""
-    a, b = struct.unpack("<qq", hashlib.md5(path.encode("utf-8", "surrogateescape")).digest())
-    return int(a), int(b)
 
 
 def parent_path(path: str) -> str:

@@ -254,10 +254,13 @@ class InodeFilesystem(ll.Filesystem):
         self.repo.close()
 
     # -- inodes ----------------------------------------------------------------------------------
-    def _remember(self, entry: DirEntry) -> None:
-        if len(self._entries) >= ENTRY_CACHE:
-            self._entries.clear()
-        self._entries[entry.inode] = entry
+    def _remember(self, *entries: DirEntry) -> None:
+        """Keep ``entries`` by inode for GETATTR/READ/READLINK (bounded: cleared when full)."""
+        cache = self._entries
+        if len(cache) + len(entries) > ENTRY_CACHE:
+            cache.clear()
+        for e in entries:
+            cache[e.inode] = e
 
     def _referenced(self, entries: Iterable[DirEntry]) -> None:
         """The kernel got ``entries`` (a lookup's, a READDIRPLUS reply's): keep each one's path
@@ -305,8 +308,8 @@ class InodeFilesystem(ll.Filesystem):
 
     # -- metadata --------------------------------------------------------------------------------
     def lookup(self, req: int, parent: int, name: bytes) -> None:
-        # _path, _lookup and _remember inline: the most frequent request in a booting
-        # guest, where each costs a millisecond or two of the one CPU
+        # _path and _lookup inline: the most frequent request in a booting guest, where each
+        # costs a millisecond or two of the one CPU
         rec = self._paths.get(parent)
         if rec is None:
             raise _error(errno.ESTALE)
@@ -319,11 +322,7 @@ class InodeFilesystem(ll.Filesystem):
         if entry is None:  # a negative entry (inode 0), also kept for TIMEOUT
             ll.reply_entry(req, NEGATIVE)
             return
-        ino = entry.inode
-        entries = self._entries
-        if len(entries) >= ENTRY_CACHE:
-            entries.clear()
-        entries[ino] = entry
+        self._remember(entry)
         self._referenced((entry,))
         ll.reply_entry(req, packed_entry(entry))
 
@@ -350,12 +349,7 @@ class InodeFilesystem(ll.Filesystem):
             if kids is not None:
                 self._prefetch.listed(path, kids)
         if kids is not None:
-            entries = self._entries
-            if len(entries) + len(kids) > ENTRY_CACHE:
-                entries.clear()
-            for c in kids:
-                if not c.flags & FLAG_NESTED_MOUNTPOINT:
-                    entries[c.inode] = c
+            self._remember(*(c for c in kids if not c.flags & FLAG_NESTED_MOUNTPOINT))
 
         def start() -> Iterator[DirEntry]:
             stream = children(self.repo, entry, self._prefetch, self._remember)

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CvmfsError, IntegrityError
-from .catalog_write import ChunkRow, Counters, md5_pair
+from .catalog_rows import md5_pair
+from .catalog_write import ChunkRow, Counters
 from .objects import new_hasher, object_path, parse_hash
 
 ROW_COLUMNS = (

@@ -229,3 +229,27 @@ def test_a_directory_is_listed_in_one_query_up_to_a_limit(fx: Fixture) -> None:
                 assert repo.listing(d, len(streamed) - 1) is None
         with pytest.raises(CvmfsError, match="not a directory"):
             repo.listing(next(e for e in repo.walk("/") if e.is_file), 10)
+
+
+def test_a_name_that_is_not_utf8_is_listed_looked_up_and_read(tmp_path: Path) -> None:
+    """A path is bytes to CernVM-FS (the real server stores what the file system had): a Latin-1 name
+    is listed, looked up and read — its md5 key is that of its own bytes — and not an error."""
+    import stat as st
+
+    from tests.support import hostile
+
+    repo = hostile.copy_repo(hostile.publish_base(tmp_path / "base"), tmp_path / "r")
+    with hostile.Editor(repo) as ed:
+        db = ed.catalog()
+        digest = bytes.fromhex(ed.put(b"latin\n"))
+        name = b"caf\xe9".decode("utf-8", "surrogateescape")
+        mode = st.S_IFREG | 0o644
+        hostile.add_row(db, "/dir", "x", mode=mode, size=6, digest=digest, key_path=f"/dir/{name}")
+        db.execute("UPDATE catalog SET name = CAST(? AS TEXT) WHERE name = 'x'", (b"caf\xe9",))
+    with open_repository(repo.stratum, public_keys=[repo.pub]) as r:
+        assert name in {e.name for e in r.iterdir("/dir")}
+        listed = r.listing("/dir", 100)
+        assert listed is not None and name in {e.name for e in listed}
+        entry = r.lookup(f"/dir/{name}")
+        assert entry is not None and entry.inode == r.lookup_normal(f"/dir/{name}").inode  # type: ignore[union-attr]
+        assert r.read(entry) == b"latin\n"

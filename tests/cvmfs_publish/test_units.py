@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from cernvm_build.cvmfs import rsa
-from cernvm_build.cvmfs.catalog_write import md5_pair, serialize_xattrs
+from cernvm_build.cvmfs.catalog_rows import md5_pair
+from cernvm_build.cvmfs.catalog_write import serialize_xattrs
 from cernvm_build.cvmfs.chunking import ChunkingSettings, split_points
 from cernvm_build.cvmfs.history_write import auto_tag_name
 from cernvm_build.cvmfs.keys import check_fqrn, generate_keys, load_keys

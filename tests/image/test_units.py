@@ -204,12 +204,50 @@ def test_the_ide_sata_scsi_stack_is_late_unless_an_early_driver_needs_it(tmp_pat
     lines = dict(line.split(" ", 1) if " " in line else (line, "") for line in ms.listing().splitlines())
     assert lines["kernel/ata_piix.ko"] == "@late pci:v00008086d00007010sv*sd*bc*sc*i*"
     assert lines["kernel/libata.ko"] == "@late pci:v00008086d00007010sv*sd*bc*sc*i*"
-    assert lines["kernel/sr_mod.ko"] == "@late" and lines["kernel/scsi_mod.ko"] == "@late virtio:d00000008v*"
+    assert (
+        lines["kernel/sr_mod.ko"] == "@late"
+        and lines["kernel/scsi_mod.ko"] == "@late-pass virtio:d00000008v*"
+    )
     assert lines["kernel/cdrom.ko"] == "" and lines["kernel/isofs.ko"] == ""
     assert lines["kernel/fat.ko"] == lines["kernel/vfat.ko"] == "@late", "vfat: a config drive's other format"
     alone = resolve(tmp_path / "6.1.0-test", "6.1.0-test", names[:2])
     assert "kernel/scsi_mod.ko" in alone.late, "used by LATE modules alone: late too"
     assert "kernel/cdrom.ko" in alone.late
+    # This very listing, read by 01-modules.sh with a virtio-scsi disk present (GCE, Proxmox): scsi_mod
+    # and virtio_scsi load in the first pass (a gate list that begins with the late pass's pattern is
+    # not the late mark), the PIIX stack only when asked for.
+    got = _early_and_late(
+        tmp_path, ms.listing(), {"virtio": ["virtio:d00000008v00001AF4"], "pci": [piix[:-1].decode()]}
+    )
+    assert got == (
+        ["scsi_mod.ko", "cdrom.ko", "virtio_scsi.ko", "isofs.ko"],
+        ["libata.ko", "ata_piix.ko", "sr_mod.ko", "fat.ko", "vfat.ko"],
+    ), got
+
+
+def _early_and_late(
+    tmp_path: Path, listing: str, devices: dict[str, list[str]]
+) -> tuple[list[str], list[str]]:
+    """The modules 01-modules.sh (host busybox, fake sysfs and insmod) loads from ``listing`` with
+    ``devices`` (bus -> modaliases) present: in its passes, then in load_late_modules."""
+    from cernvm_build.paths import data_dir
+
+    boot = data_dir("bootloader")
+    sysbus, log, path = tmp_path / "sys-el", tmp_path / "insmod-el.log", tmp_path / "modules-el"
+    for bus, aliases in devices.items():
+        for i, alias in enumerate(aliases):
+            (sysbus / bus / "devices" / f"d{i}").mkdir(parents=True)
+            (sysbus / bus / "devices" / f"d{i}" / "modalias").write_text(alias + "\n")
+    path.write_text(listing)
+    fake = f'insmod() {{ echo "${{1##*/}}" >>{log}; }}; uname() {{ echo 6.1.0-t; }}; '
+    script = (
+        f". {boot / 'init.head.sh'}; MODULES_LIST={path}; SYS_BUS={sysbus}; {fake}"
+        f". {boot / 'init.d' / '01-modules.sh'}; echo late >>{log}; load_late_modules"
+    )
+    r = subprocess.run(["busybox", "sh", "-c", script], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    early, late = log.read_text().split("late\n")
+    return early.split(), late.split()
 
 
 def test_the_initrd_loads_the_drivers_of_present_devices_in_passes(tmp_path: Path) -> None:
@@ -252,7 +290,7 @@ def test_the_initrd_loads_the_drivers_of_present_devices_in_passes(tmp_path: Pat
     for extra in ("", "kernel/vmxnet3.ko pci:v000015ADd000007B0sv*sd*bc*sc*i*\n"):
         listing.write_text(
             f"kernel/virtio_ring.ko {virtio} virtio:d00000001v*\nkernel/virtio_pci.ko {virtio}\n"
-            f"kernel/scsi_mod.ko virtio:d00000008v* @late\nkernel/libata.ko @late {ata}\n"
+            f"kernel/scsi_mod.ko virtio:d00000008v* @late-pass\nkernel/libata.ko @late {ata}\n"
             f"kernel/ata_piix.ko @late {ata}\nkernel/sr_mod.ko @late\n"
             "kernel/broken.ko pci:v00008086d*sv*sd*bc*sc*i*\nkernel/fuse.ko\n\n"
             "kernel/failover.ko virtio:d00000001v*\nkernel/virtio_net.ko virtio:d00000001v*\n" + extra

@@ -5,7 +5,8 @@
 # repeats while it loaded drivers, whose buses (virtio, vmbus) bring devices of their own.
 # A line marked @late (the IDE/SATA/SCSI disk and CD-ROM stack, modules.py LATE) loads only when
 # load_late_modules is called: by 03-context-drive and 04-devices when the other disks lacked what
-# they look for. The pattern @late (scsi_mod: virtio_scsi's device, or sd_mod) matches in that pass.
+# they look for. The pattern @late-pass (scsi_mod: virtio_scsi's device, or sd_mod) matches in that
+# pass; it is a word of its own, so that a gate list beginning with it is never read as the mark.
 MODDIR=/lib/modules/$(uname -r)
 MODS_LOADED=" "
 n=0
@@ -47,7 +48,7 @@ device_present() {
         case "$pat" in
             pci:*) devs=$DEVS_pci ;; virtio:*) devs=$DEVS_virtio ;; vmbus:*) devs=$DEVS_vmbus ;;
             xen:*) devs=$DEVS_xen ;; acpi*) devs=$DEVS_acpi ;;
-            @late) [ -n "$MODS_LATE" ] && return 0; continue ;;  # a late module's dependency: the late pass
+            @late-pass) [ -n "$MODS_LATE" ] && return 0; continue ;;  # a late module's dependency: the late pass
             *) continue ;;
         esac
         for a in $devs; do
