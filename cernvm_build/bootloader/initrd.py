@@ -159,6 +159,7 @@ def build_initrd(inputs: InitrdInputs, dest: Path) -> Initrd:
         raise BuildError(
             f"unknown initrd compression '{inputs.compression}'", hint=f"use one of {', '.join(COMPRESSORS)}"
         )
+    check_kernel_unpacks(inputs.kernel, inputs.compression)
     tree, info = assemble(inputs)
     buf = io.BytesIO()
     payload = write_newc(tree.members.values(), buf, inputs.epoch)
@@ -170,6 +171,26 @@ def build_initrd(inputs: InitrdInputs, dest: Path) -> Initrd:
 
 #: each compressor's levels, lowest and highest
 LEVELS = {"lz4": (1, 12), "zstd": (1, 19), "xz": (0, 9)}
+#: the kernel option that lets a kernel unpack an initrd of each compressor
+KERNEL_OPTION = {"lz4": "CONFIG_RD_LZ4", "zstd": "CONFIG_RD_ZSTD", "xz": "CONFIG_RD_XZ"}
+
+
+def check_kernel_unpacks(kernel: Kernel, method: str) -> None:
+    """Refuse an initrd the kernel could not unpack (its boot would end at "Initramfs unpacking
+    failed"), where the kernel's config lies beside it (``boot/config-VERSION``, as Debian's and most
+    distributions' packages have it); a kernel given without one is taken on trust."""
+    config = kernel.vmlinuz.parent / f"config-{kernel.version}"
+    try:
+        lines = config.read_text(errors="replace").splitlines()
+    except OSError:
+        return
+    option = KERNEL_OPTION[method]
+    if f"{option}=y" not in lines:
+        raise BuildError(
+            f"kernel {kernel.version} cannot unpack a {method} initrd: {option} is not set",
+            where=str(config),
+            hint=f"use a kernel built with {option}=y, or the initrd compression its config has",
+        )
 
 
 def level_of(method: str, level: int) -> int:

@@ -68,7 +68,7 @@ def path_inode(path: str) -> int:
 
 def hardlink_inode(catalog_prefix: str, group: int) -> int:
     """Hard links of one group share this inode (groups are numbered per catalog)."""
-    digest = hashlib.md5(f"{catalog_prefix}\0{group}".encode()).digest()
+    digest = hashlib.md5(f"{catalog_prefix}\0{group}".encode("utf-8", "surrogateescape")).digest()
     return (int.from_bytes(digest[:8], "little") >> 2) | 3
 
 

@@ -70,14 +70,26 @@ class Meta(Mapping[str, Any]):
         return True
 
 
+#: how long a writer waits for another: the parent keeps the rendered Markdown in one transaction
+#: while the write workers keep their shards' extracts (SQLite's default, 5 s, could fail a build)
+BUSY_TIMEOUT_S = 300.0
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection to the state, as each process opens it (the build's own; a forked worker's, since
+    SQLite's connections do not survive a fork): autocommit, the WAL's NORMAL sync, a long busy wait."""
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S)
+    db.execute("PRAGMA synchronous=NORMAL")
+    return db
+
+
 class State:
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._pid = os.getpid()  # the process whose connection ``db`` is (``md_meta_of``)
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db = connect(path)
+        self.db.execute("PRAGMA journal_mode=WAL")  # kept in the file: every connection has it
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
         if version != SCHEMA:
             self.db.executescript(
@@ -146,7 +158,7 @@ class State:
         if os.getpid() == self._pid:
             row = self.db.execute(query, (key,)).fetchone()
         else:
-            with contextlib.closing(sqlite3.connect(self.path)) as db:
+            with contextlib.closing(connect(self.path)) as db:
                 row = db.execute(query, (key,)).fetchone()
         if row is None:  # the row is read in the build that listed it, which prunes only at its end
             raise KeyError(key)
@@ -254,10 +266,7 @@ class State:
         the extracts of the shards it made: they are not sent back)."""
         if not rows:
             return
-        if os.getpid() == self._pid:
-            db = self.db
-        else:
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db = self.db if os.getpid() == self._pid else connect(self.path)
         try:
             with db:
                 db.execute("BEGIN")
@@ -332,7 +341,7 @@ class CodeRows(Mapping[str, str]):
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None or self._pid != os.getpid():
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db = connect(self.path)
             self._pid = os.getpid()
             self._seen = {}
         return self._db

@@ -10,6 +10,7 @@ it into place at the end, ``fsutil.atomic_dir``): there each file is written onc
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -116,9 +117,12 @@ def _do_unit(work: Work, unit: Unit) -> tuple[list[Written | tuple[str, str, str
     # the extracts made here are kept in the state from here, not sent back (the index step needs
     # them no more): ~5.5 KB a page to pickle, and a serial step after the last worker
     here = [(work.jobs[i], r) for i, r in zip(jobs, results, strict=True)]
-    work.state.put_search_extracts(
-        [(extract_key(job.out, job.fp), *r[2]) for job, r in here if isinstance(r[2], tuple)]
-    )
+    try:
+        work.state.put_search_extracts(
+            [(extract_key(job.out, job.fp), *r[2]) for job, r in here if isinstance(r[2], tuple)]
+        )
+    except sqlite3.Error:  # the state busy past its wait, or unwritable: the parent keeps them, as before
+        return results, made
     return [r if not isinstance(r[2], tuple) else (r[0], r[1], None) for r in results], made
 
 

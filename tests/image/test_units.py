@@ -129,6 +129,25 @@ def test_the_initrd_is_lz4_in_the_legacy_frame_the_kernel_unpacks(tmp_path: Path
     assert level_of("lz4", 19) == 12 and level_of("zstd", 19) == 19 and level_of("xz", 19) == 9
 
 
+def test_an_initrd_the_kernel_cannot_unpack_is_refused(tmp_path: Path) -> None:
+    """The kernel's config beside it (boot/config-VERSION) must have the compressor's CONFIG_RD_*:
+    one error naming the config; a kernel without a config beside it is taken on trust."""
+    from cernvm_build.bootloader.initrd import check_kernel_unpacks
+    from cernvm_build.bootloader.kernel import Kernel
+    from cernvm_build.errors import BuildError
+
+    boot = tmp_path / "boot"
+    boot.mkdir()
+    (boot / "vmlinuz-6.1.0-t").write_bytes(b"")
+    kernel = Kernel(boot / "vmlinuz-6.1.0-t", tmp_path / "modules", "6.1.0-t", "tree")
+    check_kernel_unpacks(kernel, "lz4")  # no config: on trust
+    (boot / "config-6.1.0-t").write_text("CONFIG_RD_XZ=y\n# CONFIG_RD_LZ4 is not set\nCONFIG_RD_ZSTD=y\n")
+    check_kernel_unpacks(kernel, "zstd")
+    with pytest.raises(BuildError, match="cannot unpack a lz4 initrd: CONFIG_RD_LZ4 is not set") as e:
+        check_kernel_unpacks(kernel, "lz4")
+    assert e.value.where == str(boot / "config-6.1.0-t")
+
+
 def test_cpio_replaces_same_path() -> None:
     t = Tree()
     t.symlink("sbin/mke2fs", "/bin/busybox")

@@ -961,3 +961,42 @@ def test_prune_emptied_removes_the_folders_a_removal_emptied_and_only_those(tmp_
     ]
     prune_emptied(tmp_path, [], empty=True)
     assert not (tmp_path / "before").exists() and (tmp_path / "h/i.html").exists()
+
+
+def test_a_forked_write_worker_keeps_extracts_through_a_connection_of_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write worker keeps its shards' extracts itself (``State.put_search_extracts`` in a forked
+    process): the parent reads them back; while the parent holds the write lock the worker waits
+    (here shortened) and, past its wait, raises ``sqlite3.Error`` — what ``write._do_unit`` falls back
+    on (the extracts then go back to the parent)."""
+    import sqlite3
+
+    from cernvm_build.site import cache
+
+    state = State(tmp_path / "state.db")
+    assert cache.connect(state.path).execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL, as WAL allows
+
+    def in_child(rows: list[tuple[str, bytes, bytes]]) -> str:
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                state.put_search_extracts(rows)
+            except sqlite3.Error:
+                code = 3
+            except BaseException:
+                code = 1
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        return {0: "kept", 3: "busy"}.get(os.waitstatus_to_exitcode(status), "failed")
+
+    assert in_child([("k1", b"frag", b"post")]) == "kept"
+    assert state.search_extracts({"k1"}) == {"k1": (b"frag", b"post")}
+    monkeypatch.setattr(cache, "BUSY_TIMEOUT_S", 0.2)
+    state.db.execute("BEGIN IMMEDIATE")
+    try:
+        assert in_child([("k2", b"f", b"p")]) == "busy"
+    finally:
+        state.db.execute("ROLLBACK")
+    assert state.search_extracts({"k2"}) == {}
