@@ -39,13 +39,14 @@ def _published(tmp_path: Path, fqrn: str, tree: Path, **open_args: Any) -> Itera
         yield repo
 
 
-def _small_dirs(tmp_path: Path, n: int = 8) -> Path:
-    """A tree of ``n`` directories of two small files each (the bench tree's shape)."""
+def _small_dirs(tmp_path: Path, n: int = 8, names: tuple[str, ...] = (), sub: bool = False) -> Path:
+    """A tree of ``n`` directories ``top/d0``… (or ``names``) of two small files each (the bench
+    tree's shape), each with an empty directory ``sub`` too if asked."""
     tree = tmp_path / "tree"
-    for d in range(n):
-        (tree / "top" / f"d{d}").mkdir(parents=True)
+    for d in names or [f"d{i}" for i in range(n)]:
+        (tree / "top" / d / ("sub" if sub else "")).mkdir(parents=True)
         for k in range(2):
-            (tree / "top" / f"d{d}" / f"f{k}").write_bytes(f"{d}-{k}".encode() * 10)
+            (tree / "top" / d / f"f{k}").write_bytes(f"{d}-{k}".encode() * 10)
     return tree
 
 
@@ -281,11 +282,7 @@ def test_readdir_takes_the_listing_read_ahead_once(tmp_path: Path, monkeypatch: 
     follows takes that listing (the same entries, its catalog not read again), once."""
     from cernvm_build.cvmfs.fuse import children
 
-    tree = tmp_path / "tree"
-    for d in ("a", "b"):
-        (tree / "top" / d / "sub").mkdir(parents=True)
-        for k in range(2):
-            (tree / "top" / d / f"f{k}").write_bytes(f"{d}{k}".encode() * 10)
+    tree = _small_dirs(tmp_path, names=("a", "b"), sub=True)
     with _published(tmp_path, "shared.cernvm.test", tree) as repo:
         expected = [(c.name, c.path) for c in repo.iterdir("/top/b")]
         p = Prefetcher(repo, workers=2)
@@ -346,11 +343,7 @@ def test_the_inode_client_takes_the_listing_read_ahead_and_a_huge_one_is_not_sha
     than MAX_LISTING entries is neither kept nor handed over (none of its entries looked at)."""
     from cernvm_build.cvmfs.fuse_inodes import InodeFilesystem
 
-    tree = tmp_path / "tree"
-    for d in ("a", "b"):
-        (tree / "top" / d / "sub").mkdir(parents=True)
-        for k in range(2):
-            (tree / "top" / d / f"f{k}").write_bytes(f"{d}{k}".encode() * 10)
+    tree = _small_dirs(tmp_path, names=("a", "b"), sub=True)
     with _published(tmp_path, "taken.cernvm.test", tree) as repo:
         fs = InodeFilesystem(repo)
         fs._prefetch.close()

@@ -372,16 +372,28 @@ def test_the_context_drive_is_looked_for_on_late_disks_only_when_the_others_have
             assert calls == [*first, "late", *again, "iso9660 /dev/vda", "vfat /dev/vda"]
 
 
-def test_the_scratch_disk_is_looked_for_on_late_disks_when_the_others_have_no_uroot(tmp_path: Path) -> None:
-    """04-devices.sh on the host's busybox with fakes: UROOT on a SATA disk is found once the late
-    drivers are loaded; UROOT on a virtio disk is found without them."""
+def _devices_step(tmp_path: Path, fake: str) -> tuple[str, list[str]]:
+    """04-devices.sh on the host's busybox, its files under /tmp and /sys/block in ``tmp_path``,
+    with the shell functions ``fake`` (which append to ``tmp_path/calls.log``): its stdout and calls."""
     from cernvm_build.paths import data_dir
 
     boot = data_dir("bootloader")
+    frag = (boot / "init.d" / "04-devices.sh").read_text()
+    (tmp_path / "04.sh").write_text(
+        frag.replace("/tmp/", f"{tmp_path}/").replace("/sys/block", f"{tmp_path}/block")
+    )
     log = tmp_path / "calls.log"
-    # the fragment's own files under /tmp go to tmp_path
-    frag = (boot / "init.d" / "04-devices.sh").read_text().replace("/tmp/", f"{tmp_path}/")
-    (tmp_path / "04.sh").write_text(frag)
+    log.unlink(missing_ok=True)
+    script = f". {boot / 'init.head.sh'}; {fake} . {tmp_path / '04.sh'}; echo root=$ROOT_DEV"
+    r = subprocess.run(["busybox", "sh", "-c", script], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout, log.read_text().splitlines()
+
+
+def test_the_scratch_disk_is_looked_for_on_late_disks_when_the_others_have_no_uroot(tmp_path: Path) -> None:
+    """04-devices.sh with fakes: UROOT on a SATA disk is found once the late drivers are loaded; UROOT
+    on a virtio disk is found without them."""
+    log = tmp_path / "calls.log"
     for where in ("vda1", "sda1"):
         fake = (
             f"ls() {{ echo vda; }}; mkdir() {{ :; }}; df() {{ echo; echo x x x 100; }}; "
@@ -390,12 +402,8 @@ def test_the_scratch_disk_is_looked_for_on_late_disks_when_the_others_have_no_ur
             f'*) [ -z "$LATE" ] || echo /dev/{where} ;; esac; }}; '
             f'load_late_modules() {{ [ -z "$LATE" ] || return 1; LATE=1; echo late >>{log}; }}; '
         )
-        script = f". {boot / 'init.head.sh'}; {fake} . {tmp_path / '04.sh'}; echo root=$ROOT_DEV"
-        log.unlink(missing_ok=True)
-        r = subprocess.run(["busybox", "sh", "-c", script], capture_output=True, text=True, timeout=60)
-        assert r.returncode == 0, r.stderr
-        assert f"root=/dev/{where}" in r.stdout, r.stdout + r.stderr
-        calls = log.read_text().splitlines()
+        out, calls = _devices_step(tmp_path, fake)
+        assert f"root=/dev/{where}" in out, out
         mounted = f"mount -t ext4 /dev/{where} /root.rw"
         assert calls == [*(["late"] if where == "sda1" else []), mounted], calls
 
@@ -404,32 +412,22 @@ def test_a_first_boot_on_the_launchers_scratch_disk_loads_no_late_driver(tmp_pat
     """04-devices.sh with a blank virtio disk of cernvm-launch's serial (disk.SCRATCH_SERIAL): the
     first boot partitions it without the IDE/SATA/SCSI drivers; without the serial they come first."""
     from cernvm_build.bootloader.disk import SCRATCH_SERIAL
-    from cernvm_build.paths import data_dir
 
-    boot = data_dir("bootloader")
     log = tmp_path / "calls.log"
-    sysfs = tmp_path / "block"
-    frag = (boot / "init.d" / "04-devices.sh").read_text()
-    frag = frag.replace("/tmp/", f"{tmp_path}/").replace("/sys/block", str(sysfs))
-    (tmp_path / "04.sh").write_text(frag)
     for named in (True, False):
         for d, serial in (("vda", "data"), ("vdb", SCRATCH_SERIAL if named else "other")):
-            (sysfs / d).mkdir(parents=True, exist_ok=True)
-            (sysfs / d / "serial").write_text(serial + "\n")
+            (tmp_path / "block" / d).mkdir(parents=True, exist_ok=True)
+            (tmp_path / "block" / d / "serial").write_text(serial + "\n")
         fake = (
             f"mkdir() {{ :; }}; df() {{ echo; echo x x x 100; }}; sleep() {{ :; }}; findfs() {{ :; }}; "
             f'mount() {{ echo "mount $*" >>{log}; }}; alias /sbin/mke2fs="echo >>{log} mke2fs"; '
             f'py() {{ echo "py $*" >>{log}; echo /dev/vdb1; }}; '
             f'load_late_modules() {{ [ -z "$LATE" ] || return 1; LATE=1; echo late >>{log}; }}; '
         )
-        script = f". {boot / 'init.head.sh'}; {fake} . {tmp_path / '04.sh'}; echo root=$ROOT_DEV"
-        log.unlink(missing_ok=True)
-        r = subprocess.run(["busybox", "sh", "-c", script], capture_output=True, text=True, timeout=60)
-        assert r.returncode == 0, r.stderr
-        assert "root=/dev/vdb1" in r.stdout, r.stdout + r.stderr
-        calls = log.read_text().splitlines()
+        out, calls = _devices_step(tmp_path, fake)
+        assert "root=/dev/vdb1" in out, out
         assert calls[0] == ("py cernvm_build.bootloader.disk first-boot" if named else "late"), calls
-        assert ("empty disk named by cernvm-launch (/dev/vdb)" in r.stdout) == named, r.stdout
+        assert ("empty disk named by cernvm-launch (/dev/vdb)" in out) == named, out
 
 
 def test_the_first_empty_disk_is_the_launchers_scratch_disk_if_there_is_one(

@@ -109,6 +109,17 @@ def _note(folder: Path, item: int) -> int:
     return item
 
 
+def _until(folder: Path, n: int) -> Callable[[], None]:
+    """A ``meanwhile`` that waits (20 s at most) until the children made ``n`` files in ``folder``."""
+
+    def meanwhile() -> None:
+        deadline = time.monotonic() + 20
+        while len(list(folder.iterdir())) < n and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    return meanwhile
+
+
 def test_the_runs_go_to_the_processes_free_to_take_them() -> None:
     """This process's own work first (``meanwhile``), while the children take every run: it waits
     here until they did all items but the first (made before the fork); with shares fixed in advance
@@ -118,11 +129,7 @@ def test_the_runs_go_to_the_processes_free_to_take_them() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
 
-        def meanwhile() -> None:
-            deadline = time.monotonic() + 20
-            while len(list(folder.iterdir())) < 99 and time.monotonic() < deadline:
-                time.sleep(0.01)
-
+        meanwhile = _until(folder, 99)
         got = fork_map(_note, folder, list(range(100)), jobs=3, least=2, meanwhile=meanwhile)
         assert got == list(range(100))
         by = [name.split(".") for name in os.listdir(folder)]
@@ -138,11 +145,7 @@ def test_no_item_before_the_fork_when_the_caller_warmed_up() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
 
-        def meanwhile() -> None:
-            deadline = time.monotonic() + 20
-            while len(list(folder.iterdir())) < 20 and time.monotonic() < deadline:
-                time.sleep(0.01)
-
+        meanwhile = _until(folder, 20)
         got = fork_map(
             _note, folder, list(range(20)), jobs=2, least=2, meanwhile=meanwhile, size=1, first=False
         )
