@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import launch
 from ..errors import UsageError
-from ..launch import catalog, images
+from ..launch import catalog
 from .app import HelpFormatter, Output
 from .launch_common import host_of, leaf, settings_of, show_help
 
@@ -120,7 +120,7 @@ def register(sub: Any) -> None:
     p.add_argument("--key", action="append", metavar="FILE", help="a release signing key (repeatable)")
     p.add_argument(
         "--format",
-        choices=images.FORMATS,
+        choices=catalog.FORMATS,
         help="which image of the release (default: hdd, else iso, else qcow2)",
     )
     p = leaf(isub, "remove", "remove a cached image", "Remove a cached image.", cmd_images_remove)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import CernVMError, InstanceError, LaunchError
-from ..launch.images import FORMATS
+from ..launch.catalog import FORMATS
 from ..paths import cache_dir
 from ..profile import Override, Profile, load
 from ..report import LineReporter, scoped

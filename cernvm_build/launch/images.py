@@ -27,15 +27,9 @@ from ..errors import ImageError
 from ..fsutil import atomic_file, atomic_write, sha256_file
 from ..profile import Profile
 from ..report import NULL_REPORTER, Reporter
+from .catalog import FORMATS
 
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
-#: the image formats, best first: of a release's several images, ``images pull NAME`` takes the first
-#: (``catalog.find``). hdd first: the launcher attaches it read-only on virtio (``domain.xml.j2``), and
-#: SeaBIOS's virtio-blk driver reads the kernel and initrd from it; an iso goes on an emulated IDE
-#: CD-ROM, read by ATAPI PIO, which under TCG cost 2.5-2.8 s more qemu CPU per boot before the kernel
-#: started (22 MB, paired rounds, issue 13). Both carry the same kernel and initrd, which finds the
-#: scratch disk and the context drive on virtio either way; the hdd is ~10 MB more to download.
-FORMATS = ("hdd", "iso", "qcow2")
 Progress = Callable[[int, int | None], None]  # (bytes done, total or None)
 
 
