@@ -116,6 +116,16 @@ class _Listing:
         """``.`` (0) is the directory itself (never a hard link: its inode is its path's)."""
         return self.ino if pos == 0 else dot_inode(self.path, "..")
 
+    def child(self, k: int) -> DirEntry | None:
+        """Child ``k``, or None past the end."""
+        i = k - self.base
+        if not 0 <= i < len(self.window):
+            self.at(k)
+            i = k - self.base
+            if i >= len(self.window):
+                return None
+        return self.window[i]
+
     def at(self, k: int) -> None:
         """Make ``window`` the batch holding child ``k`` (of a streamed listing; past the end: the
         window is left short of it and ``total`` known)."""
@@ -419,20 +429,8 @@ class InodeFilesystem(ll.Filesystem):
                 used += n
                 pos += 1
             else:
-                # One pass over the children at hand, each packed straight into the buffer.
-                listing.at(pos - 2)
-                window, base = listing.window, listing.base
-                while True:
-                    i = pos - 2 - base
-                    if i >= len(window):  # the end, or of a streamed listing's batch
-                        if listing.total is not None and pos - 2 >= listing.total:
-                            break
-                        listing.at(pos - 2)
-                        window, base = listing.window, listing.base
-                        if pos - 2 - base >= len(window):
-                            break
-                        continue
-                    e = window[i]
+                # the children, each packed straight into the buffer
+                while (e := listing.child(pos - 2)) is not None:
                     if e.flags & FLAG_NESTED_MOUNTPOINT:
                         # a nested catalog's mount point: looked up on its own (its root is shown)
                         packed, give = _bare_entry(e.inode, e.mode), False

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from ..errors import CernVMError, CvmfsError, UsageError
 from ..fsutil import atomic_write
-from .plaincache import STALE_TMP_S
+from .plaincache import STALE_TMP_S, PlainCache
 from .quota import MB, Quota
 from .repository import Repository, SnapshotSpec, open_repository
 
@@ -120,10 +120,9 @@ def mounted_line(repo: Repository) -> str:
     return f"mounted {repo.fqrn} revision {repo.revision} root {repo.root_hash} tag {repo.tag or '-'}"
 
 
-def cache_line(repo: Repository) -> str | None:
+def cache_line(plain: PlainCache | None) -> str | None:
     """What the start found of the last stop (``PlainCache.take_clean``): an operator reading the
     console after a crash learns why the first reads are slower. None without an owned cache."""
-    plain = repo.store.plain_cache if repo.store.cache is not None else None
     if plain is None or plain.took_clean is None:
         return None
     if plain.took_clean:
@@ -244,9 +243,11 @@ def _serve(args: argparse.Namespace, repo: Repository, ready: int | None) -> Non
             hint="install libfuse3-3, or set FUSE_LIBRARY_PATH=/path/to/libfuse3.so.3",
         ) from e
 
+    plain = repo.store.plain_cache if repo.store.cache is not None else None
+
     def on_ready() -> None:
         _after_mount(args, repo)
-        line, note = mounted_line(repo), cache_line(repo)
+        line, note = mounted_line(repo), cache_line(plain)
         if ready is None:
             print(line, flush=True)
             if note is not None:
@@ -255,7 +256,6 @@ def _serve(args: argparse.Namespace, repo: Repository, ready: int | None) -> Non
             os.write(ready, f"ok {line}\n{note or ''}".encode())
             os.close(ready)
 
-    plain = repo.store.plain_cache if repo.store.cache is not None else None
     try:
         run_fuse(
             repo,

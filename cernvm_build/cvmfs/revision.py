@@ -251,18 +251,20 @@ class Repository:
     def iterdir(self, path: str | DirEntry = "/") -> Iterator[DirEntry]:
         """The entries of a directory (a path, or its entry as this revision gave it), in name
         order, streamed (a million of them cost no more memory than ten)."""
-        entry = path if isinstance(path, DirEntry) else self.stat(path)
-        if not entry.is_dir:
-            raise CvmfsError(f"{self.fqrn}: {entry.path}: not a directory (ENOTDIR)")
-        return self._children(entry.path)
+        return self._children(self._dir(path).path)
 
     def listing(self, path: str | DirEntry, limit: int) -> list[DirEntry] | None:
         """``iterdir`` as a list read in one query, or None when the directory holds more than
         ``limit`` entries (then stream them with ``iterdir``)."""
+        entry = self._dir(path)
+        return self._catalog_for(entry.path).listing(entry.path, limit)
+
+    def _dir(self, path: str | DirEntry) -> DirEntry:
+        """The directory ``path`` (or its entry as this revision gave it); not one: ENOTDIR."""
         entry = path if isinstance(path, DirEntry) else self.stat(path)
         if not entry.is_dir:
             raise CvmfsError(f"{self.fqrn}: {entry.path}: not a directory (ENOTDIR)")
-        return self._catalog_for(entry.path).listing(entry.path, limit)
+        return entry
 
     def listdir(self, path: str = "/") -> list[DirEntry]:
         """``iterdir`` as a list, for directories known to be small."""

@@ -154,12 +154,8 @@ class State:
     def md_meta_of(self, key: str) -> dict[str, Any]:
         """One key's whole metadata (``Meta``); from a forked worker through a connection of its own
         (SQLite's connections do not survive a fork)."""
-        query = "SELECT meta FROM md_meta WHERE key = ?"
-        if os.getpid() == self._pid:
-            row = self.db.execute(query, (key,)).fetchone()
-        else:
-            with contextlib.closing(connect(self.path)) as db:
-                row = db.execute(query, (key,)).fetchone()
+        with self._here() as db:
+            row = db.execute("SELECT meta FROM md_meta WHERE key = ?", (key,)).fetchone()
         if row is None:  # the row is read in the build that listed it, which prunes only at its end
             raise KeyError(key)
         return pickle.loads(row[0])  # type: ignore[no-any-return]
@@ -266,14 +262,19 @@ class State:
         the extracts of the shards it made: they are not sent back)."""
         if not rows:
             return
-        db = self.db if os.getpid() == self._pid else connect(self.path)
-        try:
-            with db:
-                db.execute("BEGIN")
-                db.executemany("INSERT OR REPLACE INTO search VALUES (?, ?, ?)", rows)
-        finally:
-            if db is not self.db:
-                db.close()
+        with self._here() as db, db:
+            db.execute("BEGIN")
+            db.executemany("INSERT OR REPLACE INTO search VALUES (?, ?, ?)", rows)
+
+    @contextlib.contextmanager
+    def _here(self) -> Iterator[sqlite3.Connection]:
+        """This process's connection: ``db`` in the one that opened the state, else (a forked worker:
+        SQLite's connections do not survive a fork) one of its own, closed after."""
+        if os.getpid() == self._pid:
+            yield self.db
+            return
+        with contextlib.closing(connect(self.path)) as db:
+            yield db
 
     def prune_search_extracts(self, keep: set[str]) -> None:
         self._prune("search", keep)

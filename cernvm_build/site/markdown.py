@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 from urllib.parse import unquote, urlsplit
 
+from .model import PERMALINK, PERMALINK_IGNORED, ContentText
+
 if TYPE_CHECKING:
     from markdown_it import MarkdownIt
     from markdown_it.token import Token
@@ -27,7 +29,6 @@ if TYPE_CHECKING:
     from pygments.token import _TokenType
 
     from . import mdhtml
-    from .model import ContentText
 
 # The Markdown libraries (and ``mdhtml``/``mdtree``, which import them) are imported where a page is
 # rendered: a rebuild that renders no page (nothing changed) never loads them.
@@ -356,9 +357,7 @@ def render(
                 target = MARKER.sub(r"\1", new) if kind == "content" else new
                 links.append(Link(target, first_line + _line_of(href, lines, start, end), kind))
     # the permalink sign is not part of the heading's text (search titles, excerpts)
-    body = md.renderer.render(tokens, options, env).replace(
-        'class="header-anchor"', 'class="header-anchor" data-search-ignore'
-    )
+    body = md.renderer.render(tokens, options, env).replace(PERMALINK, PERMALINK_IGNORED)
     if more_at is not None:
         excerpt_tokens = _without_headings(tokens[:more_at])
     elif first_para is not None:

@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 import markdown_it_pyrs
 
 from . import mdtree
-from .model import ContentText
+from .model import PERMALINK, PERMALINK_IGNORED, ContentText
 
 #: what the renderer emits for a heading and a code block, and any quoted attribute value (``=``
 #: first: a pattern that starts with a literal is scanned for fast; ``ATTR_NAME`` checks the name)
@@ -327,7 +327,7 @@ def render_parts(
         return None
     # the permalink sign is not part of the heading's text (search titles, excerpts); a plain replace,
     # as on markdown-it-py's output, so raw HTML naming the class gets the mark too
-    body = body.replace('class="header-anchor"', 'class="header-anchor" data-search-ignore')
+    body = body.replace(PERMALINK, PERMALINK_IGNORED)
     return Parts(body, walk.headings, ids, links, _excerpt_nodes(tree.children), walk.flat, walk.search(ids))
 
 

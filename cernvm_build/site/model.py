@@ -120,6 +120,12 @@ class BuildReport:
         return jsonable.to_json(self, omit=("sources",), seconds=round(self.seconds, 3))
 
 
+#: what a heading's permalink anchor becomes in rendered Markdown (both renderers): its sign is not
+#: text of the heading or the page (search titles, excerpts)
+PERMALINK = 'class="header-anchor"'
+PERMALINK_IGNORED = 'class="header-anchor" data-search-ignore'
+
+
 class ContentText(NamedTuple):
     """What ``search.sections`` reads of a page's rendered Markdown, made from its syntax tree by the Markdown
     stage (``mdhtml``) instead of from its HTML: the text before its first h2/h3 and after each (raw:

@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from .cache import State
-from .model import ContentText, sha
+from .model import PERMALINK_IGNORED, ContentText, sha
 from .output import files_under, matches, prune_emptied, write_output
 from .parallel import fork_map
 from .stemmer import stem, stem_memo, words
@@ -114,7 +114,6 @@ class Indexed(NamedTuple):
 #: a rendered Markdown page nests fewer elements than this (``mdtree.MAX_DEPTH`` bounds its blocks and
 #: its inlines): where the template is deeper, its elements past ``MAX_DEPTH`` would not be tracked
 CONTENT_DEPTH = 64
-_IGNORED_ANCHOR = 'class="header-anchor" data-search-ignore'
 
 
 # -- one page ---------------------------------------------------------------------------------------
@@ -141,7 +140,7 @@ def sections(
         if (
             at < 0
             or page.find(shown, at + 1) >= 0
-            or shown.count("data-search-ignore") != shown.count(_IGNORED_ANCHOR)
+            or shown.count("data-search-ignore") != shown.count(PERMALINK_IGNORED)
         ):
             return sections(whole)
         cut = at

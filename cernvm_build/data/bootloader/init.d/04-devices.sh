@@ -6,19 +6,22 @@ for i in 1 2 3 4 5 6 7 8 9 10; do
     sleep 0.3
 done
 ROOT_DEV=$(findfs LABEL=UROOT 2>/dev/null)
-# The scratch disk cernvm-launch attached: a virtio disk with its serial (disk.SCRATCH_SERIAL). Its
-# instance's UROOT can be nowhere else, so a first boot on it needs no IDE/SATA/SCSI driver.
+# Without UROOT, the scratch disk cernvm-launch attached: a virtio disk with its serial
+# (disk.SCRATCH_SERIAL). Its instance's UROOT can be nowhere else, so a first boot on it needs no
+# IDE/SATA/SCSI driver. (Looked for only here: a later boot found its UROOT.)
 NAMED_SCRATCH=
-# shellcheck disable=SC2045  # block device names are kernel identifiers, no blanks; set -f is on
-for d in $(ls /sys/block); do
-    serial=
-    case $d in vd*) [ -r "/sys/block/$d/serial" ] && read -r serial <"/sys/block/$d/serial" ;; esac
-    [ "$serial" = ucernvm-scratch ] && NAMED_SCRATCH=/dev/$d
-done
-# not on the disks of the drivers loaded so far: the IDE/SATA/SCSI ones too (01-modules.sh), before a
-# first boot picks its empty disk among all of them
-if [ -z "$ROOT_DEV" ] && [ -z "$NAMED_SCRATCH" ] && load_late_modules; then
-    ROOT_DEV=$(findfs LABEL=UROOT 2>/dev/null)
+if [ -z "$ROOT_DEV" ]; then
+    # shellcheck disable=SC2045  # block device names are kernel identifiers, no blanks; set -f is on
+    for d in $(ls /sys/block); do
+        serial=
+        case $d in vd*) [ -r "/sys/block/$d/serial" ] && read -r serial <"/sys/block/$d/serial" ;; esac
+        [ "$serial" = ucernvm-scratch ] && NAMED_SCRATCH=/dev/$d
+    done
+    # not on the disks of the drivers loaded so far: the IDE/SATA/SCSI ones too (01-modules.sh),
+    # before a first boot picks its empty disk among all of them
+    if [ -z "$NAMED_SCRATCH" ] && load_late_modules; then
+        ROOT_DEV=$(findfs LABEL=UROOT 2>/dev/null)
+    fi
 fi
 FIRST_BOOT=
 if [ -z "$ROOT_DEV" ]; then
