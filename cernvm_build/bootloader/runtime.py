@@ -85,13 +85,14 @@ for n, m in sorted(sys.modules.items()):
 # Compiles the modules to unchecked-hash pycs (no source mtimes inside: reproducible).
 _COMPILE = r"""
 import json, os, py_compile, sys, tempfile
-out = tempfile.mkdtemp()
 res = {}
-for arc, src in json.loads(sys.stdin.read()):
-    c = os.path.join(out, "x.pyc")
-    py_compile.compile(src, cfile=c, dfile=arc[:-1], doraise=True,
-                       invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
-    res[arc] = open(c, "rb").read().hex()
+with tempfile.TemporaryDirectory(prefix="ucernvm-pyc-") as out:  # gone after, whatever happens
+    for arc, src in json.loads(sys.stdin.read()):
+        c = os.path.join(out, "x.pyc")
+        py_compile.compile(src, cfile=c, dfile=arc[:-1], doraise=True,
+                           invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+        with open(c, "rb") as f:
+            res[arc] = f.read().hex()
 print(json.dumps({"pycs": res, "v": "%d.%d" % sys.version_info[:2], "exe": os.path.realpath(sys.executable)}))
 """
 

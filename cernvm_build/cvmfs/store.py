@@ -18,6 +18,7 @@ import os
 import shutil
 import tempfile
 import threading
+import weakref
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -93,9 +94,13 @@ class ObjectStore:
     def scratch(self) -> Path:
         with self._lock:
             if self._scratch is None:
-                self._scratch = (
-                    self.cache.scratch() if self.cache else Path(tempfile.mkdtemp(prefix="cvmfs-reader-"))
-                )
+                if self.cache:
+                    self._scratch = self.cache.scratch()
+                else:
+                    self._scratch = Path(tempfile.mkdtemp(prefix="cvmfs-reader-"))
+                    # a caller that never closes (a script, a library user) leaves no folder behind
+                    # either: removed when the store is collected or the interpreter exits
+                    weakref.finalize(self, shutil.rmtree, self._scratch, True)
             return self._scratch
 
     def close(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import hashlib
 import stat
 from pathlib import Path
@@ -253,3 +254,13 @@ def test_a_name_that_is_not_utf8_is_listed_looked_up_and_read(tmp_path: Path) ->
         entry = r.lookup(f"/dir/{name}")
         assert entry is not None and entry.inode == r.lookup_normal(f"/dir/{name}").inode  # type: ignore[union-attr]
         assert r.read(entry) == b"latin\n"
+
+
+def test_a_repository_never_closed_leaves_no_scratch_folder(fx: Fixture) -> None:
+    repo = open_fx(fx)
+    assert repo.read("/etc/redhat-release")  # catalogs opened: spilled into the store's scratch
+    scratch = repo.store.scratch()
+    assert scratch.is_dir() and any(scratch.iterdir())
+    del repo
+    gc.collect()
+    assert not scratch.exists()

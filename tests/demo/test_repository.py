@@ -14,21 +14,21 @@ pytestmark = pytest.mark.integration
 
 def test_publish_read_and_republish(tmp_path: Path) -> None:
     first = publish_demo(tmp_path, release="1")
-    repo = open_repository(first.stratum, fqrn=first.fqrn, public_keys=[first.public_key])
-    assert repo.root_hash == first.root_hash
-    assert b'VERSION_ID="1"' in repo.read("/etc/os-release", 0, 4096)
-    assert repo.stat("/usr/sbin/init").is_symlink and repo.readlink("/sbin") == "usr/sbin"
+    with open_repository(first.stratum, fqrn=first.fqrn, public_keys=[first.public_key]) as repo:
+        assert repo.root_hash == first.root_hash
+        assert b'VERSION_ID="1"' in repo.read("/etc/os-release", 0, 4096)
+        assert repo.stat("/usr/sbin/init").is_symlink and repo.readlink("/sbin") == "usr/sbin"
 
     second = publish_demo(tmp_path, release="2", extra_files={"/etc/motd": "second\n"})
     assert second.revision > first.revision
     assert second.objects_written < first.objects_written  # only what changed, plus catalogs
-    pinned = open_repository(
+    with open_repository(
         first.stratum, fqrn=first.fqrn, public_keys=[first.public_key], snapshot=SnapshotSpec(tag="demo-1")
-    )
-    assert pinned.root_hash == first.root_hash
-    assert pinned.lookup("/etc/motd") is None
-    trunk = open_repository(first.stratum, fqrn=first.fqrn, public_keys=[first.public_key])
-    assert trunk.read("/etc/motd", 0, 100) == b"second\n"
+    ) as pinned:
+        assert pinned.root_hash == first.root_hash
+        assert pinned.lookup("/etc/motd") is None
+    with open_repository(first.stratum, fqrn=first.fqrn, public_keys=[first.public_key]) as trunk:
+        assert trunk.read("/etc/motd", 0, 100) == b"second\n"
 
 
 def test_same_inputs_publish_nothing_new(tmp_path: Path) -> None:

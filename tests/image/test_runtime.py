@@ -14,8 +14,14 @@ from cernvm_build.bootloader.runtime import build_runtime
 pytestmark = pytest.mark.integration
 
 
-def test_runtime_runs_entry_points_from_its_own_prefix(tmp_path: Path) -> None:
+def test_runtime_runs_entry_points_from_its_own_prefix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))  # the build's helper processes inherit it
     rt = build_runtime(tmp_path / "rt", epoch=0)
+    assert not list(tmp.iterdir()), "the build left temporary files behind"
     names = zipfile.ZipFile(tmp_path / "rt" / "lib" / f"python{rt.version.replace('.', '')}.zip").namelist()
     assert "cernvm_build/cvmfs/mount.pyc" in names and "mfusepy.pyc" in names
     assert "cernvm_build/cvmfs/fuse.pyc" in names, "imports inside functions must be followed"
