@@ -6,8 +6,10 @@ Handlers have the signature ``handler(args, out) -> int`` and never print direct
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import logging
+import os
 import re
 import signal
 import sys
@@ -293,10 +295,36 @@ def _sigterm_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
+def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None, *, own_process: bool = False) -> int:
     """The one handler of both entry points: a CernVMError is one line, a hint and its class's exit
-    code (``errors.EXIT_CODES``); Ctrl-C exits 130 and SIGTERM 143, after undoing what was half-done."""
+    code (``errors.EXIT_CODES``); Ctrl-C exits 130 and SIGTERM 143, after undoing what was half-done.
+
+    ``own_process``: the command line is this process's (an entry point, not a caller in the same
+    interpreter); a command whose parser sets ``ends_process`` then ends it here (``end_process``)."""
     args = parser.parse_args(argv)
+    code = _dispatch(parser, args)
+    if own_process and getattr(args, "ends_process", False):
+        end_process(code)
+    return code
+
+
+def end_process(code: int) -> NoReturn:
+    """Exit now, without the interpreter's teardown: a one-shot command that has written its result
+    and closed its files (``site build``) otherwise spends ~10 ms of a one-page rebuild's ~140 freeing
+    every module and object one by one (measured: its end to the parent's wait, 13.7 -> 3.3 ms median,
+    15 runs), memory the kernel takes back at once. What an ordinary exit does that others rely on is
+    done first: the atexit hooks (logging's flush, ``weakref.finalize`` cleanups) and the standard
+    streams' flush. Only for commands that opt in (they leave no thread running)."""
+    atexit._run_exitfuncs()  # the first step of an ordinary exit, as Python runs it
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (BrokenPipeError, ValueError):  # a closed pipe (`| head`) or stream: nothing to keep
+            pass
+    os._exit(code)
+
+
+def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     verbose = getattr(args, "verbose", 0)
     quiet = getattr(args, "quiet", False)
     out = Output(json_mode=getattr(args, "json", False), quiet=quiet, verbose=verbose)

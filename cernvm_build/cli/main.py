@@ -100,7 +100,8 @@ def _register_missing(sub: argparse._SubParsersAction[ArgumentParser], area: str
 
 def main(argv: Sequence[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else argv
-    return run(build_parser(words), words)
+    # argv None: the process's own command line (the entry point), which a command may end at once
+    return run(build_parser(words), words, own_process=argv is None)
 
 
 def launch_main(argv: Sequence[str] | None = None) -> int:

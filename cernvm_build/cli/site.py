@@ -234,6 +234,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         json=True,
         handler=cmd_build,
     )
+    b.set_defaults(ends_process=True)  # one-shot: no teardown after the report (app.end_process)
     _site_args(b)
 
     c = subparser(

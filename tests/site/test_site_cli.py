@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -58,3 +59,42 @@ def test_help_teaches_with_examples() -> None:
         )
         assert proc.returncode == 0
         assert "cernvm-build site" in proc.stdout
+
+
+#: `cernvm-build ARGS...` as its entry point runs it, with an atexit hook (which every exit runs) and an
+#: object that says when the interpreter's teardown freed it (a process ended by `app.end_process` does not)
+ENTRY = """
+import atexit, sys
+atexit.register(lambda: print("atexit ran", file=sys.stderr))
+class Canary:
+    def __del__(self):
+        print("teardown ran", file=sys.stderr)
+canary = Canary()
+from cernvm_build.cli.main import main
+sys.argv = ["cernvm-build", *sys.argv[1:]]
+raise SystemExit(main())
+"""
+
+
+def test_site_build_ends_its_process_without_teardown_and_loses_no_output(tmp_path: Path) -> None:
+    from bench.site_corpus import generate
+
+    corpus = generate(tmp_path / "corpus", 3)["ours"]
+    argv = ["site", "build", "--site", str(corpus), "--out", str(tmp_path / "out")]
+    # stdout buffered as in a pipe to a script (PYTHONUNBUFFERED would hide an exit that loses it)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    env["CERNVM_CACHE_DIR"] = str(tmp_path / "cache")
+    built = subprocess.run(
+        [sys.executable, "-c", ENTRY, *argv, "--json"], capture_output=True, text=True, env=env
+    )
+    assert built.returncode == 0 and "teardown ran" not in built.stderr, built.stderr
+    assert "atexit ran" in built.stderr
+    assert json.loads(built.stdout)["pages"] == 5  # the whole report, flushed before the exit
+    failed = subprocess.run(
+        [sys.executable, "-c", ENTRY, *argv, "--repo-metadata", "x"], capture_output=True, text=True, env=env
+    )
+    assert failed.returncode == 2 and "error:" in failed.stderr and "NAME=DIR" in failed.stderr
+    assert "teardown ran" not in failed.stderr
+    # another command, or `site build` called in a process of its caller's: an ordinary exit
+    helped = subprocess.run([sys.executable, "-c", ENTRY, "site", "--help"], capture_output=True, text=True)
+    assert helped.returncode == 0 and "teardown ran" in helped.stderr
