@@ -8,13 +8,17 @@ and exit). The items are cut into runs of consecutive items (``RUN_ITEMS`` at mo
 takes the next run when it is done with its last (a number read from a pipe all share, which the
 kernel hands to one reader), so a process slowed by others' load, or by the serial work
 this one does first (``meanwhile``), takes fewer runs instead of being waited for; and neighbouring
-items (a folder's pages, which share a sidebar) stay in one process. A child's results travel back as one
-pickled bytes object through its own pipe. Below ``PARALLEL_MIN`` items, or with one job, everything
-runs in this process (forking costs more than it saves).
+items (a folder's pages, which share a sidebar) stay in one process. A child sends each run's results
+back as soon as they are made (pickled, length-prefixed, through a pipe of its own made as big as the
+kernel allows) and this process reads whatever has arrived between its own runs: the pickling, the copy
+through the pipe and the unpickling of a render step's ~7 MB happen while both processes work, not
+after the last run while a core idles. Below ``PARALLEL_MIN`` items, or with one job, everything runs
+in this process (forking costs more than it saves).
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pickle
 import signal
@@ -37,6 +41,9 @@ _RUN = struct.Struct("=I")  # a run's number in the shared pipe: fixed size, one
 #: the most runs: their numbers must fit in the pipe before any process reads one (a pipe holds one
 #: 4 KiB page at least: what Linux gives a user past its pipe buffer quota)
 MAX_RUNS = 4096 // _RUN.size
+_FRAME = struct.Struct("=Q")  # the length of a child's message (one pickled run, or its last word)
+#: a child's pipe: room for many runs' results, so a child never waits for this process to read
+PIPE_BYTES = 1 << 20
 
 
 def run_size(n: int, jobs: int) -> int:
@@ -51,13 +58,81 @@ def _next_run(fd: int) -> int | None:
 
 
 def _work(
-    fn: Callable[[Any, Any], Any], shared: Any, items: Sequence[Any], size: int, runs: int
+    fn: Callable[[Any, Any], Any],
+    shared: Any,
+    items: Sequence[Any],
+    size: int,
+    runs: int,
+    each: Callable[[tuple[int, list[Any]]], object] | None = None,
 ) -> list[Any]:
-    """``(run number, results)`` of each run this process takes from the shared pipe ``runs``."""
+    """``(run number, results)`` of each run this process takes from the shared pipe ``runs``; ``each``
+    is called with each as it is made."""
     done = []
     while (run := _next_run(runs)) is not None:
         done.append((run, [fn(shared, item) for item in items[run * size : (run + 1) * size]]))
+        if each is not None:
+            each(done[-1])
     return done
+
+
+def _send(fd: int, message: object) -> None:
+    data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
+    view = memoryview(_FRAME.pack(len(data)) + data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+class _Inbox:
+    """A child's messages, read as they arrive (``drain``, between this process's runs) or to the end
+    (``finish``): ``(run number, results)`` of each run, then ``("end", None)``, or ``("error", text)``."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.buf = bytearray()
+        self.runs: list[tuple[int, list[Any]]] = []
+        self.error: str | None = None
+        self.ended = False
+
+    def _parse(self) -> None:
+        while len(self.buf) >= _FRAME.size:
+            (n,) = _FRAME.unpack_from(self.buf)
+            if len(self.buf) < _FRAME.size + n:
+                return
+            tag, payload = pickle.loads(self.buf[_FRAME.size : _FRAME.size + n])
+            del self.buf[: _FRAME.size + n]
+            if tag == "end":
+                self.ended = True
+            elif tag == "error":
+                self.error = payload
+            else:
+                self.runs.append((tag, payload))
+
+    def drain(self) -> None:
+        """What has arrived, without waiting (the read end is non-blocking)."""
+        while True:
+            try:
+                data = os.read(self.fd, PIPE_BYTES)
+            except BlockingIOError:
+                break
+            if not data:
+                break
+            self.buf += data
+        self._parse()
+
+    def finish(self) -> list[tuple[int, list[Any]]]:
+        """Everything, to the child's end; raises ``BuildError`` for a failed or dead child."""
+        os.set_blocking(self.fd, True)
+        while data := os.read(self.fd, PIPE_BYTES):
+            self.buf += data
+        try:
+            self._parse()
+        except Exception:  # a truncated or garbled message: the child ended in the middle of one
+            self.ended = False
+        if self.error is not None:
+            raise BuildError(f"a site build worker failed: {self.error}", hint="run again with --jobs 1")
+        if not self.ended or self.buf:
+            raise BuildError("a site build worker process died", hint="run again with --jobs 1 to see why")
+        return self.runs
 
 
 def _child(
@@ -71,29 +146,26 @@ def _child(
         # fork, and the parent terminates workers when it stops early
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         try:
-            data = pickle.dumps(("ok", _work(fn, shared, items, size, runs)), pickle.HIGHEST_PROTOCOL)
+            _work(fn, shared, items, size, runs, lambda done: _send(fd, done))
+            _send(fd, ("end", None))
         except BaseException as e:  # reported to the parent, which raises it
-            data = pickle.dumps(("error", f"{type(e).__name__}: {e}"), pickle.HIGHEST_PROTOCOL)
-        with os.fdopen(fd, "wb") as pipe:
-            pipe.write(data)
-    except BaseException:  # the parent sees a short read: "worker process died"
+            _send(fd, ("error", f"{type(e).__name__}: {e}"))
+    except BaseException:  # the parent sees no end: "worker process died"
         code = 1
     finally:
         os._exit(code)
 
 
-def _receive(fd: int) -> Any:
-    with os.fdopen(fd, "rb") as pipe:
-        data = pipe.read()
+def _pipe() -> tuple[int, int]:
+    """A child's pipe: as big as ``PIPE_BYTES`` where the kernel allows (else its default), the read
+    end non-blocking (``_Inbox.drain``)."""
+    r, w = os.pipe()
     try:
-        status, payload = pickle.loads(data)
-    except Exception:  # nothing or a truncated result: the child ended before it sent all
-        raise BuildError(
-            "a site build worker process died", hint="run again with --jobs 1 to see why"
-        ) from None
-    if status != "ok":
-        raise BuildError(f"a site build worker failed: {payload}", hint="run again with --jobs 1")
-    return payload
+        fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    except OSError:  # over the system's or this user's pipe limit: the default size works too
+        pass
+    os.set_blocking(r, False)
+    return r, w
 
 
 def fork_map(
@@ -127,29 +199,35 @@ def fork_map(
     size = max(size or run_size(len(rest), jobs), -(-len(rest) // MAX_RUNS))
     count = -(-len(rest) // size)
     runs, wr = os.pipe()
-    children: list[tuple[int, int]] = []  # (pid, read end of its pipe)
+    children: list[tuple[int, _Inbox]] = []  # (pid, what it sent)
     try:
         with os.fdopen(wr, "wb") as feed:  # all of them now: never more than the pipe holds
             feed.write(b"".join(_RUN.pack(run) for run in range(count)))
         for _w in range(1, min(jobs, len(items))):
-            r, wr = os.pipe()
+            r, wr = _pipe()
             pid = os.fork()
             if pid == 0:
                 os.close(r)
                 for _pid, other in children:
-                    os.close(other)
+                    os.close(other.fd)
                 _child(fn, shared, rest, size, runs, wr)
             os.close(wr)
-            children.append((pid, r))
+            children.append((pid, _Inbox(r)))
+
+        def drain(_done: object) -> None:
+            for _pid, inbox in children:
+                inbox.drain()
+
         if meanwhile is not None:
             meanwhile()
-        done += _work(fn, shared, rest, size, runs)
+        done += _work(fn, shared, rest, size, runs, drain)
         while children:
-            # pop before reading: the read end is closed by _receive whatever happens
-            pid, r = children.pop(0)
+            # pop before reading: the read end is closed here whatever happens
+            pid, inbox = children.pop(0)
             try:
-                done += _receive(r)
+                done += inbox.finish()
             finally:
+                os.close(inbox.fd)
                 os.waitpid(pid, 0)
         out: list[Any] = []
         for _run, results in sorted(done, key=lambda d: d[0]):
@@ -160,8 +238,8 @@ def fork_map(
     finally:
         os.close(runs)
         # stopped early (an error here or in a child, an interrupt): end the children still running
-        for pid, r in children:
-            os.close(r)
+        for pid, inbox in children:
+            os.close(inbox.fd)
             try:
                 os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:

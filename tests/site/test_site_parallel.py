@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from cernvm_build.errors import BuildError
+from cernvm_build.site import parallel
 from cernvm_build.site.parallel import fork_map
 
 
@@ -175,3 +176,59 @@ def test_many_items_are_cut_into_runs_a_pipe_holds() -> None:
 
 def _times(shared: int, item: int) -> int:
     return item * shared
+
+
+_TAKEN: list[int] = []  # the items a forked child has taken (its own copy of this list)
+
+
+def _second_waits_for_the_first(where: Path, item: int) -> tuple[int, int]:
+    """A child's second item waits until this process has read the child's first result: it could not
+    if a child sent its results only at its end. This process's own items take a while, so it reads
+    between them."""
+    if os.getpid() == int(where.name):
+        time.sleep(0.02)
+        return os.getpid(), item
+    _arrived(where)
+    _TAKEN.append(item)
+    deadline = time.monotonic() + 30
+    while len(_TAKEN) > 1 and not (where / "read").exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the first result was not read while this child worked")
+        time.sleep(0.005)
+    return os.getpid(), item
+
+
+def test_a_childs_results_are_read_while_it_works(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    where = _here(tmp_path)
+    drain = parallel._Inbox.drain
+
+    def noted(self: parallel._Inbox) -> None:
+        drain(self)
+        if self.runs:
+            (where / "read").touch()
+
+    monkeypatch.setattr(parallel._Inbox, "drain", noted)
+    items = list(range(60))
+    got = fork_map(
+        _second_waits_for_the_first,
+        where,
+        items,
+        jobs=2,
+        least=2,
+        meanwhile=_children_at_work(where, 1),
+        size=1,
+        first=False,
+    )
+    assert [i for _pid, i in got] == items
+    assert {pid for pid, _i in got} - {os.getpid()}  # the child did its share
+
+
+def _big(_shared: int, item: int) -> bytes:
+    return bytes([item % 256]) * 200_000
+
+
+def test_results_bigger_than_the_pipe_arrive_whole() -> None:
+    # 12 MB from two processes: a child's pipe fills many times over, whether or not this process is
+    # still taking runs when the child sends
+    got = fork_map(_big, 0, list(range(60)), jobs=2, least=2, size=1)
+    assert got == [_big(0, i) for i in range(60)]
