@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from cernvm_build.cli import app
-from cernvm_build.cli.main import build_parser, main
+from cernvm_build.cli.main import AREAS, build_parser, main
 from cernvm_build.errors import EXIT_CODES, BuildError, Location
 
 
@@ -54,6 +54,17 @@ def test_help_lists_exit_codes() -> None:
     text = build_parser().format_help()
     for code in EXIT_CODES:
         assert f"  {code:<4} " in text
+
+
+def test_a_command_line_parses_its_area_alone_and_help_lists_them_all() -> None:
+    def listed(argv: list[str]) -> set[str]:
+        sub = next(a for a in build_parser(argv)._actions if isinstance(a, argparse._SubParsersAction))
+        return set(sub.choices)
+
+    assert listed(["site", "build", "--json"]) == {"site"}
+    every = set(AREAS)
+    assert listed(["--help"]) == listed(["--help", "site"]) == listed(["sit", "build"]) == every
+    assert listed([]) == listed(["--version"]) == every
 
 
 def test_both_entry_points_document_and_use_the_one_exit_code_map() -> None:
