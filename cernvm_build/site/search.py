@@ -136,12 +136,8 @@ def sections(
     cut = len(page) + 1  # where the content is (past the end: none)
     if content is not None:
         shown, text = content
-        at = page.find(shown) if shown.startswith("<") else -1
-        if (
-            at < 0
-            or page.find(shown, at + 1) >= 0
-            or shown.count("data-search-ignore") != shown.count(PERMALINK_IGNORED)
-        ):
+        at = _once(page, shown) if shown.startswith("<") else -1
+        if at < 0 or shown.count("data-search-ignore") != shown.count(PERMALINK_IGNORED):
             return sections(whole)
         cut = at
     title = ""
@@ -210,6 +206,25 @@ def sections(
         title = _close_heading(heading, secs, title)
     out = [(hid, head if head is not None else title, _clean("".join(parts))) for hid, head, parts in secs]
     return title, out
+
+
+#: how much of the content ``_once`` looks for first
+HEAD = 64
+
+
+def _once(page: str, shown: str) -> int:
+    """Where ``shown`` is in ``page`` if it is there exactly once, else -1. Its first ``HEAD``
+    characters are looked for first: where they are in the page once, so is ``shown`` at most. A
+    search for the whole content (~6 KB), twice to know it is there once, cost 2.5x as much (the
+    string search prepares a long needle first)."""
+    head = shown[:HEAD]
+    at = page.find(head)
+    if at < 0:
+        return -1
+    if page.find(head, at + 1) < 0:
+        return at if page.startswith(shown, at) else -1
+    at = page.find(shown)
+    return at if at >= 0 and page.find(shown, at + 1) < 0 else -1
 
 
 @functools.lru_cache(maxsize=64)

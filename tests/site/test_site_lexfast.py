@@ -241,3 +241,16 @@ def test_rules_whose_alternation_fails_anyway_are_tried_one_by_one(
     assert list(lexfast.tokens(lexer, text)) == list(RegexLexer.get_tokens_unprocessed(lexer, text))
     root = lexfast._JOINED[type(lexer)][0]["root"]
     assert root is not None and root.by_rules
+
+
+def test_the_tokens_highlighted_are_get_tokens() -> None:
+    """``markdown._tokens`` reads a plain lexer's tokens directly: the input cleaned up as
+    ``get_tokens`` does (line ends, tabs, a BOM); a lexer with filters (or its own ``get_tokens``)
+    goes through ``get_tokens``, filters applied."""
+    code = "\ufeffdef f():\r\n\treturn 1\rx = 2"
+    for lang in ("python", "yaml", "bash"):
+        lexer = get_lexer_by_name(lang, stripnl=False, ensurenl=False, tabsize=4)
+        assert [(t, v) for _p, t, v in md_mod._tokens(lexer, code)] == list(lexer.get_tokens(code))
+    lexer = get_lexer_by_name("python", stripnl=False, ensurenl=False)
+    lexer.add_filter("keywordcase", case="upper")
+    assert ">DEF<" in md_mod._spans(lexer, "def f(): pass\n")

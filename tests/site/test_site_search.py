@@ -333,3 +333,19 @@ def test_the_markdown_stages_text_is_the_pages_scan() -> None:
     # raw HTML or a link marker in the text: the Markdown stage cannot tell the page's text
     for text in ("<span>x</span>", "<div>\nx\n</div>", "a @@L:b.md@@ c", "```\n\ufeffx\n```"):
         assert markdown.render(text, src_path="p.md", first_line=1, base_path="/").search is None
+
+
+def test_the_content_is_found_only_where_it_is_once() -> None:
+    """``search._once``: where the content's first ``HEAD`` characters are once in the page it is
+    checked whole there; where they are more often, the whole content is looked for (twice: -1)."""
+    head = "<p>" + "h" * search.HEAD
+    shown = head + "tail</p>"
+    assert search._once(f"a{shown}b", shown) == 1
+    assert search._once(f"a{head}other</p>b", shown) == -1  # its start there, not the rest
+    assert search._once("a<p>b", shown) == -1
+    assert search._once(f"{head}x {shown}", shown) == len(head) + 2  # its start twice, the whole once
+    assert search._once(f"{shown}{shown}", shown) == -1
+    assert search._once(f"{head}x {shown} {shown}", shown) == -1
+    overlap = "<a" * search.HEAD  # a second copy may start inside the first
+    assert search._once(overlap + "<a", overlap) == -1
+    assert search._once(overlap, overlap) == 0
