@@ -303,7 +303,9 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None, *, own_proc
     interpreter); a command whose parser sets ``ends_process`` then ends it here (``end_process``)."""
     args = parser.parse_args(argv)
     code = _dispatch(parser, args)
-    if own_process and getattr(args, "ends_process", False):
+    # not under a profiler or tracer (python -m cProfile, a debugger): it writes its results after this
+    profiled = sys.getprofile() is not None or sys.gettrace() is not None
+    if own_process and getattr(args, "ends_process", False) and not profiled:
         end_process(code)
     return code
 

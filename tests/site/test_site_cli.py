@@ -98,3 +98,14 @@ def test_site_build_ends_its_process_without_teardown_and_loses_no_output(tmp_pa
     # another command, or `site build` called in a process of its caller's: an ordinary exit
     helped = subprocess.run([sys.executable, "-c", ENTRY, "site", "--help"], capture_output=True, text=True)
     assert helped.returncode == 0 and "teardown ran" in helped.stderr
+    # under a profiler, which writes its results once the command has returned: an ordinary exit
+    entry = tmp_path / "entry.py"
+    entry.write_text(ENTRY)
+    profile = tmp_path / "build.prof"
+    profiled = subprocess.run(
+        [sys.executable, "-m", "cProfile", "-o", str(profile), str(entry), *argv, "-q"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert profiled.returncode == 0 and profile.stat().st_size > 0, profiled.stderr
