@@ -126,7 +126,7 @@ def cache_line(plain: PlainCache | None) -> str | None:
     if plain is None or plain.took_clean is None:
         return None
     if plain.took_clean:
-        return "cache: the last stop was clean: cached files are served without a first-use CRC check"
+        return "cache: the last stop was clean: cached files are served without a first-use checksum check"
     return "cache: no clean stop recorded (a first start, a crash): each cached file is checked on first use"
 
 
@@ -197,7 +197,7 @@ def _open(args: argparse.Namespace) -> Repository:
         # object's misses (plain copy, object, the prefetcher's look) cost no failed opens.
         held = (objects.hold(), plain.hold())
         # A clean stop of the last daemon (its marker, taken away before serving): what it left
-        # is served without the first-use CRC check (plaincache.py).
+        # is served without the first-use checksum check (plaincache.py).
         plain.take_clean()
         if quota is not None:
 

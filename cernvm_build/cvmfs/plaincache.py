@@ -11,21 +11,28 @@ file handle keeps, with no Python per byte.
   it (``store.ObjectStore.inflated_fd``), inflating is bounded by the declared size, and the result
   is written to a temporary sibling that is renamed into place only when it is complete and of the
   declared size. A crash mid-write leaves a ``.*.tmp`` file, never looked up (``sweep`` removes it).
-- Each file ends with an 8-byte trailer: the CRC-32 of the content and a magic. A file whose size is
-  not the declared size plus the trailer is rejected at once (a truncated or torn file); on first use
-  in each process the content is checked against the CRC (a disk error, a write torn by a power loss:
-  objects are not fsynced). A bad file is deleted and made again from the object. The CRC is not a
-  defence against someone who can write the cache directory: that directory is the daemon's own, as
-  the real client's is.
+- Each file ends with an 8-byte trailer: a checksum of the content and a magic saying which one
+  (``CVP2``: Adler-32, what new files get; ``CVP1``: CRC-32, what earlier versions wrote, still
+  read). A file whose size is not the declared size plus the trailer is rejected at once (a
+  truncated or torn file); on first use in each process the content is checked against the checksum
+  (a disk error, a write torn by a power loss: objects are not fsynced). A bad file is deleted and
+  made again from the object. The checksum is not a defence against someone who can write the cache
+  directory: that directory is the daemon's own, as the real client's is.
+- Adler-32 because a zlib stream ends with the Adler-32 of what it inflates to, which zlib checks
+  while inflating: for a compressed object (nearly all) the store hands that value over
+  (``put(adler32=...)``) and the content is not summed again. A CRC-32 was a second pass over every
+  inflated byte (~32 MB/s under TCG: ~3 guest-s of an un-seeded first boot's ~100 MB, issue 13).
+  Adler-32 is weak for a few hundred bytes or fewer (its sums do not spread over 32 bits), not for
+  what it is here to catch: a block of zeros or stale data where content was.
 - The size limit (``quota.py``) counts and evicts these files under the same rule as the objects; a
   descriptor kept open by a reader survives an eviction (the file is only unlinked).
 - Catalogs and the history database are kept here too (``store.ObjectStore.database_file``), opened
   by SQLite by name (``database``), trailer and all: SQLite reads a database only up to the page
   count its header states, and only databases whose header states their size are kept. A restart
   then opens the mounted revision's catalogs without hashing and inflating them again (under TCG the
-  root catalog's ~0.9 s of every boot); the CRC check on first use stays. Being ``C`` files, the
+  root catalog's ~0.9 s of every boot); the check on first use stays. Being ``C`` files, the
   catalogs are pinned by the size limit as their objects are.
-- A clean stop skips the next start's CRC checks (the classic clean-shutdown marker, bounded): the
+- A clean stop skips the next start's checksum checks (the classic clean-shutdown marker, bounded): the
   mount daemon, once unmounted, syncs the cache's file system and then writes ``plain/.clean`` with
   "SINCE BEGAN" (``mark_clean``): when this chain of clean stops began (the last start that found no
   valid marker, or a seed run's start) and when the sync began. μCernVM's shutdown program writes it
@@ -33,11 +40,11 @@ file handle keeps, with no Python per byte.
   cache, where systemd made the disk read-only before the daemon could. The next daemon takes the
   marker away, durably, before it serves (``take_clean``); a file whose inode last changed
   (``st_ctime``: the rename into place) in [SINCE, BEGAN - margin) was written in the chain and on
-  the disk when the sync ended, so it is served without its CRC check. A file from before the chain
+  the disk when the sync ended, so it is served without its check. A file from before the chain
   (a crash's torn write that no run has read since) or changed later (by another process between the
   two runs, or in this run) is checked as ever; without a valid marker (a crash, a power loss, an
-  older cache, a time in the future) everything is. Under TCG the CRC is ~85-90 % of reading a
-  cached file (``zlib.crc32`` at ~32 MB/s, note of h13g).
+  older cache, a time in the future) everything is. Under TCG a CRC-32 check was ~85-90 % of
+  reading a cached file (``zlib.crc32`` at ~32 MB/s, note of h13g).
 
 Standard library only: it runs in the μCernVM initrd.
 """
@@ -56,7 +63,8 @@ from pathlib import Path
 from ..fsutil import atomic_write, fsync_dir, process_umask, spread_subdirectories, syncfs, write_all
 from .objects import Holdings, sweep_temporaries
 
-MAGIC = b"CVP1"
+MAGIC = b"CVP2"  # the trailer's checksum is the content's Adler-32 (files written now)
+MAGIC_CRC = b"CVP1"  # ... its CRC-32 (files of earlier versions; still read)
 TRAILER = 8
 BLOCK = 1 << 20
 #: a temporary file older than this is a crash's leftover (a live write takes seconds at most)
@@ -90,8 +98,25 @@ def _forked() -> None:
 os.register_at_fork(after_in_child=_forked)
 
 
-def _trailer(crc: int) -> bytes:
-    return struct.pack(">I4s", crc, MAGIC)
+def _trailer(adler: int) -> bytes:
+    return struct.pack(">I4s", adler, MAGIC)
+
+
+def _sum_for(trailer: bytes) -> Callable[[bytes | memoryview, int], int] | None:
+    """The checksum a trailer's magic names (Adler-32 or an older file's CRC-32), None if neither."""
+    magic = trailer[4:]
+    if magic == MAGIC:
+        return zlib.adler32
+    if magic == MAGIC_CRC:
+        return zlib.crc32
+    return None
+
+
+def _matches(content: memoryview, trailer: bytes) -> bool:
+    """The content matches the checksum in its 8-byte trailer."""
+    fn = _sum_for(trailer)
+    start = 1 if fn is zlib.adler32 else 0
+    return fn is not None and fn(content, start) == int.from_bytes(trailer[:4], "big")
 
 
 class PlainCache:
@@ -115,7 +140,7 @@ class PlainCache:
         self._trusted = (0, 0)
         #: since when (ns) this owner's chain of clean stops runs (``take_clean``), None: not owned
         self._since: int | None = None
-        #: CRC checks done (what a clean stop saves; the tests count them)
+        #: checksum checks done (what a clean stop saves; the tests count them)
         self.checks = 0
         #: whether ``take_clean`` found a valid marker (None: not taken, this process owns no chain)
         self.took_clean: bool | None = None
@@ -220,7 +245,7 @@ class PlainCache:
                 and not (self._trusted[1] and self._trusts(os.fstat(fd).st_ctime_ns))
             ):
                 self.checks += 1
-                if data[size:] != _trailer(zlib.crc32(memoryview(data)[:size])):
+                if not _matches(memoryview(data)[:size], data[size:]):
                     data = b""
         finally:
             os.close(fd)
@@ -233,14 +258,24 @@ class PlainCache:
         return data
 
     def put(
-        self, name: str, suffix: str, blocks: Iterable[bytes], size: int | None, *, durable: bool = False
+        self,
+        name: str,
+        suffix: str,
+        blocks: Iterable[bytes],
+        size: int | None,
+        *,
+        durable: bool = False,
+        adler32: list[int] | None = None,
     ) -> int:
         """Write ``blocks`` (the verified, inflated object) under its name and return a descriptor
         on it (the one it was written through, open before the size limit may evict the file
         again: a file larger than the limit is still served to this reader); SizeMismatch, and
         nothing kept, if they are not ``size`` bytes (None: not declared, the caller bounded them).
         ``durable``: fsynced before the rename (a catalog, read at every start: made again from its
-        object only when its CRC fails, which a crash should not cause)."""
+        object only when its checksum fails, which a crash should not cause). ``adler32``: a list
+        the producer of ``blocks`` puts the Adler-32 of all it yielded in once it has yielded them
+        (an inflater hands over the zlib stream's own, checked by zlib): then it is not summed
+        here."""
         d = f"{self._base}/{name[:2]}"
         dest = f"{d}/{name[2:]}{suffix}"
         # one writer per thread at a time: pid and thread make the name unique without mkstemp
@@ -254,19 +289,23 @@ class PlainCache:
             os.unlink(tmp)
             fd = os.open(tmp, flags, 0o644)
         try:
-            crc = got = 0
+            adler, got = 1, 0  # Adler-32 starts at 1
+            summing = adler32 is None
             last = b""  # written one block behind, so the last goes out with the trailer
             for block in blocks:
-                crc = zlib.crc32(block, crc)
+                if summing:
+                    adler = zlib.adler32(block, adler)
                 got += len(block)
                 if last:
                     write_all(fd, last)
                 last = block
             if size is not None and got != size:
                 raise SizeMismatch(got)
+            if adler32 is not None:
+                (adler,) = adler32  # the producer's, now that it has yielded everything
             # One write for a small file's content and its trailer (a syscall per object less on a
             # cold read, each a GIL hand-off among the daemon's threads).
-            tail = _trailer(crc)
+            tail = _trailer(adler)
             done = os.writev(fd, (last, tail))
             if done < len(last) + len(tail):
                 write_all(fd, (bytes(last) + tail)[done:])
@@ -305,7 +344,7 @@ class PlainCache:
 
     def take_clean(self) -> bool:
         """For the process that owns the cache (the mount daemon), before it serves: if the last
-        owner stopped cleanly (``mark_clean``), trust what that chain of clean stops wrote (no CRC
+        owner stopped cleanly (``mark_clean``), trust what that chain of clean stops wrote (no
         check on first use). The marker is replaced durably by ``OPEN``, so that a crash of this run
         leaves none; without a valid one, the chain starts now, and a file from before (a crash's
         torn write, never checked) is checked on first use in every later run too. Whether it was
@@ -366,12 +405,17 @@ def _interval(text: bytes, now: int) -> tuple[int, int] | None:
 
 
 def _intact(fd: int, size: int) -> bool:
-    """The content matches the trailer's CRC (the file is ``size`` + TRAILER bytes long)."""
-    crc = pos = 0
+    """The content matches the trailer's checksum (the file is ``size`` + TRAILER bytes long)."""
+    trailer = os.pread(fd, TRAILER, size)
+    fn = _sum_for(trailer) if len(trailer) == TRAILER else None
+    if fn is None:
+        return False
+    value = 1 if fn is zlib.adler32 else 0
+    pos = 0
     while pos < size:
         block = os.pread(fd, min(BLOCK, size - pos), pos)
         if not block:
             return False
-        crc = zlib.crc32(block, crc)
+        value = fn(block, value)
         pos += len(block)
-    return os.pread(fd, TRAILER, size) == _trailer(crc)
+    return value == int.from_bytes(trailer[:4], "big")

@@ -242,17 +242,30 @@ class ObjectStore:
         what: str,
         size: int | None = None,
         cap: int | None = None,
+        adler32: list[int] | None = None,
     ) -> Iterator[bytes]:
         """The inflated blocks, each at most BLOCK bytes; stops with IntegrityError as soon as the
-        output passes ``size`` (declared) or, with no size declared, ``cap``."""
+        output passes ``size`` (declared) or, with no size declared, ``cap``. ``adler32``: a list
+        the Adler-32 of all the blocks is put in once they are all out (``PlainCache.put``'s): for
+        a compressed object the zlib stream's last four bytes, which zlib has checked against what
+        it inflated by then (no second pass over the output)."""
         limit = size if size is not None else cap
         if not compressed:
-            yield from blocks
+            if adler32 is None:
+                yield from blocks
+                return
+            value = 1
+            for block in blocks:
+                value = zlib.adler32(block, value)
+                yield block
+            adler32.append(value)
             return
         d = zlib.decompressobj()
         got = 0
+        last4 = b""  # the last four bytes of the stream so far (its Adler-32 once it has ended)
         try:
             for block in blocks:
+                last4 = block[-4:] if len(block) >= 4 else (last4 + block)[-4:]
                 data = block
                 while data:
                     out = d.decompress(data, BLOCK)
@@ -277,6 +290,8 @@ class ObjectStore:
         if not d.eof or d.unused_data:
             self._drop(h, suffix)
             raise IntegrityError(f"{self.repo}: {what} {h}{suffix}: truncated or over-long zlib stream")
+        if adler32 is not None:  # the stream ended exactly with its checked trailer
+            adler32.append(int.from_bytes(last4, "big"))
 
     def _overflow(
         self, h: ObjectHash, suffix: str, what: str, size: int | None, cap: int | None
@@ -420,7 +435,7 @@ class ObjectStore:
     def database_file(self, name: str, suffix: str, *, size: int | None, what: str, cap: int) -> Path:
         """A database object (a catalog, the history) inflated into a file for SQLite; ``size``
         None: at most ``cap`` bytes. With a plain cache the file is its inflated copy, kept across
-        restarts (checked by its CRC on first use, as file contents are: no hash and no inflating
+        restarts (checked by its checksum on first use, as file contents are: no hash and no inflating
         of the object again); else a scratch file of this process (``plain_file``)."""
         plain = self.plain_cache
         if plain is None:
@@ -439,9 +454,10 @@ class ObjectStore:
         def make() -> Path:
             h = parse_hash(name)
             with self._stored(h, suffix, what, stored_limit(size, True, cap)) as blocks:
-                inflated = self._inflate_blocks(h, suffix, blocks, True, what, size, cap)
+                adler: list[int] = []
+                inflated = self._inflate_blocks(h, suffix, blocks, True, what, size, cap, adler)
                 try:
-                    fd = plain.put(name, suffix, inflated, size, durable=True)
+                    fd = plain.put(name, suffix, inflated, size, durable=True, adler32=adler)
                 except SizeMismatch as e:
                     raise self._size_error(h, suffix, e.got, size or 0, what) from None
             try:
@@ -481,12 +497,13 @@ class ObjectStore:
         assert plain is not None
         h = parse_hash(name)
         with self._stored(h, suffix, what, stored_limit(size, compressed, None), cached=False) as blocks:
-            inflated = self._inflate_blocks(h, suffix, blocks, compressed, what, size)
+            adler: list[int] = []
+            inflated = self._inflate_blocks(h, suffix, blocks, compressed, what, size, adler32=adler)
             if keep is not None:
                 keep += inflated  # all of it checked before any of it is written
                 inflated = iter(keep)
             try:
-                return plain.put(name, suffix, inflated, size)
+                return plain.put(name, suffix, inflated, size, adler32=adler)
             except SizeMismatch as e:
                 raise self._size_error(h, suffix, e.got, size, what) from None
 
@@ -526,7 +543,7 @@ class ObjectStore:
         small ones not in any cache in one pipelined fetch (``Fetcher.fetch_many``: a directory's
         next small files cost one wake-up of the fetching thread and one round trip, not one each),
         the others one by one. Each object is still hash-checked before it is inflated, then
-        size-checked and written with its CRC, and one that fails fails alone (logged: its reader
+        size-checked and written with its checksum, and one that fails fails alone (logged: its reader
         meets the error itself). Each is claimed (its ``_once`` lock held) for the whole fetch, so
         a reader that comes for one waits for it instead of fetching it a second time."""
         plain = self.plain_cache
@@ -569,9 +586,12 @@ class ObjectStore:
                     self.stats["fetched"] += 1
                     self.stats["fetched_bytes"] += sum(map(len, got))
                     h = hashes[i]
-                    keep = list(self._inflate_blocks(h, suffix, iter(got), compressed, what, size))
+                    adler: list[int] = []
+                    keep = list(
+                        self._inflate_blocks(h, suffix, iter(got), compressed, what, size, adler32=adler)
+                    )
                     try:
-                        os.close(plain.put(name, suffix, keep, size))
+                        os.close(plain.put(name, suffix, keep, size, adler32=adler))
                     except SizeMismatch as e:
                         raise self._size_error(h, suffix, e.got, size, what) from None
                     self._keep_ahead(name + suffix, b"".join(keep))

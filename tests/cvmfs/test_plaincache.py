@@ -8,6 +8,7 @@ import concurrent.futures
 import hashlib
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ import pytest
 
 from cernvm_build.cvmfs import plaincache
 from cernvm_build.cvmfs import store as store_mod
+from cernvm_build.cvmfs.catalog_rows import FLAG_COMPRESSION_NONE
 from cernvm_build.cvmfs.objects import object_path, parse_hash
 from cernvm_build.cvmfs.plaincache import CLEAN, OPEN, STALE_TMP_S, TRAILER, PlainCache
 from cernvm_build.cvmfs.quota import Quota
@@ -74,7 +76,9 @@ def test_readers_of_one_cold_file_at_once_fetch_it_once(fx: Fixture, server: Ser
 
 
 @pytest.mark.parametrize("whole", [True, False], ids=["whole", "piece"])  # read_whole, or by descriptor
-@pytest.mark.parametrize("damage", ["flipped byte", "truncated", "trailer missing", "longer"])
+@pytest.mark.parametrize(
+    "damage", ["flipped byte", "truncated", "trailer missing", "longer", "unknown magic", "old CRC wrong"]
+)
 def test_a_damaged_inflated_file_is_made_again(fx: Fixture, tmp_path: Path, damage: str, whole: bool) -> None:
     cache = tmp_path / "cache"
     with _open(fx.repo, fx, cache) as repo:
@@ -82,7 +86,11 @@ def test_a_damaged_inflated_file_is_made_again(fx: Fixture, tmp_path: Path, dama
         plain = _plain_file(repo, FILE)
     raw = bytearray(plain.read_bytes())
     if damage == "flipped byte":
-        raw[5] ^= 0x20  # same size: only the CRC tells
+        raw[5] ^= 0x20  # same size: only the checksum tells
+    elif damage == "unknown magic":
+        raw[-4:] = b"CVP9"
+    elif damage == "old CRC wrong":  # an earlier version's trailer whose CRC-32 does not match
+        raw[-TRAILER:] = struct.pack(">I4s", zlib.crc32(data) ^ 1, plaincache.MAGIC_CRC)
     elif damage == "truncated":
         del raw[len(raw) // 2 :]
     elif damage == "trailer missing":
@@ -94,6 +102,34 @@ def test_a_damaged_inflated_file_is_made_again(fx: Fixture, tmp_path: Path, dama
         assert (repo.read(FILE) if whole else repo.read(FILE, 3, 10)) == (data if whole else data[3:13])
         assert repo.store.stats["fetched"] == 1  # fetched again, not served
     assert plain.read_bytes()[:-TRAILER] == data
+
+
+def test_the_trailer_is_the_zlib_streams_adler32_and_an_old_crc_trailer_still_serves(
+    fx: Fixture, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file made from a compressed object ends with the Adler-32 zlib checked while inflating it
+    (the content is not summed a second time on its way to the disk); a file an earlier version
+    wrote, with a CRC-32 trailer, is served as it is when its CRC matches."""
+    summed = []
+    adler32, crc32 = zlib.adler32, zlib.crc32
+    monkeypatch.setattr(zlib, "adler32", lambda b, v=1: summed.append(len(b)) or adler32(b, v))
+    monkeypatch.setattr(zlib, "crc32", lambda b, v=0: summed.append(len(b)) or crc32(b, v))
+    cache = tmp_path / "cache"
+    with _open(fx.repo, fx, cache) as repo:
+        entry = repo.stat(FILE)
+        assert entry.size > 0 and not entry.flags & FLAG_COMPRESSION_NONE
+        data = repo.read(entry)
+        plain = _plain_file(repo, FILE)
+    assert summed == []  # neither the store nor the cache summed the content
+    monkeypatch.undo()
+    assert plain.read_bytes() == data + struct.pack(">I4s", zlib.adler32(data), b"CVP2")
+    plain.write_bytes(data + struct.pack(">I4s", zlib.crc32(data), plaincache.MAGIC_CRC))
+    for whole in (True, False):
+        with _open(fx.repo, fx, cache) as repo:  # a new process: checked on first use
+            assert (repo.read(FILE) if whole else repo.read(FILE, 3, 10)) == (data if whole else data[3:13])
+            assert repo.store.stats["fetched"] == 0  # the old file was served, not made again
+            assert repo.store.plain_cache is not None and repo.store.plain_cache.checks == 1
+    assert plain.read_bytes()[-4:] == plaincache.MAGIC_CRC  # left as it was
 
 
 def test_a_damaged_inflated_file_with_the_server_gone_is_one_error(
