@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 from ..errors import BuildError, Location
 from . import markdown as md_mod
 from . import versions as versions_mod
-from .config import SiteConfig
+from .config import Section, SiteConfig
 from .model import Page, out_file, page_path, parse_date, tag_slug
 
 
@@ -56,12 +56,24 @@ def _kind(rel: str) -> str:
 
 
 def _source_page(
-    cfg: SiteConfig, rel: str, file: str, key: str, meta: dict[str, Any], changed: str | None = None
+    cfg: SiteConfig,
+    rel: str,
+    file: str,
+    key: str,
+    meta: dict[str, Any],
+    changed: str | None,
+    base: str,
+    settings: dict[str, Section | None],
 ) -> Page:
+    """``base``: the base path without its last '/'; ``settings``: section -> its settings, filled here
+    (one look-up a section, not one a page: this runs for every page of every build)."""
     fm: dict[str, Any] = meta["fm"]
     path = page_path(rel, fm)
     section = rel.split("/", 1)[0] if "/" in rel else ""
-    sec = versions_mod.section_settings(cfg, section)
+    try:
+        sec = settings[section]
+    except KeyError:
+        sec = settings[section] = versions_mod.section_settings(cfg, section)
     kind = _kind(rel)
     default_layout = (
         "home"
@@ -91,7 +103,7 @@ def _source_page(
         src=rel,
         file=file,
         path=path,
-        url=cfg.base_path.rstrip("/") + path,
+        url=base + path,
         out=out_file(path),
         section=section,
         kind=kind,
@@ -145,12 +157,14 @@ def make_pages(
     base = cfg.base_path.rstrip("/")
     pages: list[Page] = []
     by_path: dict[str, Page] = {}
+    settings: dict[str, Section | None] = {}
+    changed = changed or {}
     for rel in sorted(files):
         key = keys[rel]
         meta = metas[key]
         if meta["fm"].get("draft"):
             continue
-        page = _source_page(cfg, rel, files[rel], key, meta, (changed or {}).get(rel))
+        page = _source_page(cfg, rel, files[rel], key, meta, changed.get(rel), base, settings)
         if page.path in by_path:
             raise BuildError(
                 f"page URL {page.path} is also produced by {by_path[page.path].file}",
