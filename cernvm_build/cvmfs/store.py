@@ -69,6 +69,11 @@ def stored_limit(size: int | None, compressed: bool, cap: int | None) -> int | N
     return zlib_bound(size) if compressed else size
 
 
+def _remove_own(folder: Path, pid: int) -> None:
+    if os.getpid() == pid:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 class ObjectStore:
     def __init__(self, fetcher: Fetcher, cache: ObjectCache | None, *, repo: str):
         self.fetcher = fetcher
@@ -99,8 +104,9 @@ class ObjectStore:
                 else:
                     self._scratch = Path(tempfile.mkdtemp(prefix="cvmfs-reader-"))
                     # a caller that never closes (a script, a library user) leaves no folder behind
-                    # either: removed when the store is collected or the interpreter exits
-                    weakref.finalize(self, shutil.rmtree, self._scratch, True)
+                    # either: removed when the store is collected or the interpreter exits, by the
+                    # process that made it (a forked child that exits must not take it from its parent)
+                    weakref.finalize(self, _remove_own, self._scratch, os.getpid())
             return self._scratch
 
     def close(self) -> None:
