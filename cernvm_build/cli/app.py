@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -303,11 +303,23 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None, *, own_proc
     interpreter); a command whose parser sets ``ends_process`` then ends it here (``end_process``)."""
     args = parser.parse_args(argv)
     code = _dispatch(parser, args)
-    # not under a profiler or tracer (python -m cProfile, a debugger): it writes its results after this
-    profiled = sys.getprofile() is not None or sys.gettrace() is not None
-    if own_process and getattr(args, "ends_process", False) and not profiled:
+    if (
+        own_process
+        and getattr(args, "ends_process", False)
+        and not _observed()
+        and threading.active_count() == 1
+    ):
         end_process(code)
     return code
+
+
+def _observed() -> bool:
+    """Under a profiler or tracer (python -m cProfile, a debugger), which writes its results after the
+    command returns: on 3.12+ cProfile registers with ``sys.monitoring`` and sets no profile function."""
+    if sys.getprofile() is not None or sys.gettrace() is not None:
+        return True
+    monitoring = getattr(sys, "monitoring", None)
+    return monitoring is not None and any(monitoring.get_tool(i) is not None for i in range(6))
 
 
 def end_process(code: int) -> NoReturn:
@@ -316,13 +328,18 @@ def end_process(code: int) -> NoReturn:
     every module and object one by one (measured: its end to the parent's wait, 13.7 -> 3.3 ms median,
     15 runs), memory the kernel takes back at once. What an ordinary exit does that others rely on is
     done first: the atexit hooks (logging's flush, ``weakref.finalize`` cleanups) and the standard
-    streams' flush. Only for commands that opt in (they leave no thread running)."""
+    streams' flush. Only for commands that opt in, and only when no other thread runs (``run``: its
+    joins at an ordinary exit would otherwise be skipped)."""
     atexit._run_exitfuncs()  # the first step of an ordinary exit, as Python runs it
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except (BrokenPipeError, ValueError):  # a closed pipe (`| head`) or stream: nothing to keep
             pass
+        except OSError as e:  # a full disk under `> report.json`: one line, not a traceback
+            with suppress(OSError):
+                os.write(2, f"error: cannot write the output: {e.strerror or e}\n".encode())
+            code = code or 1
     os._exit(code)
 
 

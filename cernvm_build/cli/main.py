@@ -84,7 +84,7 @@ def _area_of(argv: Sequence[str]) -> str | None:
     """The area a command line runs: its first word that is not an option (the top level's options,
     --help and --version, take no value); None when --help comes first (it lists every area)."""
     for word in argv:
-        if word in ("-h", "--help"):
+        if word == "-h" or (len(word) > 2 and "--help".startswith(word)):  # argparse takes --he, --hel
             return None
         if not word.startswith("-"):
             return word

@@ -64,6 +64,7 @@ def test_a_command_line_parses_its_area_alone_and_help_lists_them_all() -> None:
     assert listed(["site", "build", "--json"]) == {"site"}
     every = set(AREAS)
     assert listed(["--help"]) == listed(["--help", "site"]) == listed(["sit", "build"]) == every
+    assert listed(["--hel", "site"]) == listed(["--he", "site"]) == every  # argparse's abbreviations
     assert listed([]) == listed(["--version"]) == every
 
 

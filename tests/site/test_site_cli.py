@@ -95,9 +95,29 @@ def test_site_build_ends_its_process_without_teardown_and_loses_no_output(tmp_pa
     )
     assert failed.returncode == 2 and "error:" in failed.stderr and "NAME=DIR" in failed.stderr
     assert "teardown ran" not in failed.stderr
-    # another command, or `site build` called in a process of its caller's: an ordinary exit
-    helped = subprocess.run([sys.executable, "-c", ENTRY, "site", "--help"], capture_output=True, text=True)
-    assert helped.returncode == 0 and "teardown ran" in helped.stderr
+    # a report that cannot be written (a full disk): one line and a failure, not a traceback
+    with open("/dev/full", "w") as full:
+        lost = subprocess.run(
+            [sys.executable, "-c", ENTRY, *argv, "--json"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+    assert lost.returncode == 1 and "error: cannot write the output" in lost.stderr, lost.stderr
+    assert "Traceback" not in lost.stderr
+    # another command, or `site build` called with its caller's arguments (main(list): a process of the
+    # caller's, which goes on): an ordinary exit
+    other = subprocess.run([sys.executable, "-c", ENTRY, "profiles", "list"], capture_output=True, text=True)
+    assert other.returncode == 0 and "teardown ran" in other.stderr, other.stderr
+    called = ENTRY.replace(
+        "raise SystemExit(main())",
+        "code = main(sys.argv[1:])\nprint('returned', file=sys.stderr)\nraise SystemExit(code)",
+    )
+    in_caller = subprocess.run(
+        [sys.executable, "-c", called, *argv, "-q"], capture_output=True, text=True, env=env
+    )
+    assert in_caller.returncode == 0 and "returned" in in_caller.stderr, in_caller.stderr
     # under a profiler, which writes its results once the command has returned: an ordinary exit
     entry = tmp_path / "entry.py"
     entry.write_text(ENTRY)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -232,3 +233,21 @@ def test_results_bigger_than_the_pipe_arrive_whole() -> None:
     # still taking runs when the child sends
     got = fork_map(_big, 0, list(range(60)), jobs=2, least=2, size=1)
     assert got == [_big(0, i) for i in range(60)]
+
+
+def test_a_worker_that_dies_in_the_middle_of_a_message_is_a_build_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def half_then_die(fd: int, message: object) -> None:
+        data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
+        frame = parallel._FRAME.pack(len(data)) + data
+        os.write(fd, frame[: len(frame) // 2])
+        os._exit(3)
+
+    monkeypatch.setattr(parallel, "_send", half_then_die)  # only children send
+    with pytest.raises(BuildError, match="worker process died"):
+        fork_map(_plus_one, None, list(range(200)), jobs=2, least=2)
+
+
+def _plus_one(_shared: None, item: int) -> int:
+    return item + 1
