@@ -80,6 +80,8 @@ class ObjectStore:
         self.cache = cache
         self.repo = repo
         self._scratch: Path | None = None
+        #: removes a scratch folder this store made itself (close, collection or the exit of this process)
+        self._cleanup: Callable[[], object] | None = None
         self._lru: collections.OrderedDict[str, bytes] = collections.OrderedDict()
         self._lru_bytes = 0
         self._spilled: dict[str, Path] = {}
@@ -106,14 +108,17 @@ class ObjectStore:
                     # a caller that never closes (a script, a library user) leaves no folder behind
                     # either: removed when the store is collected or the interpreter exits, by the
                     # process that made it (a forked child that exits must not take it from its parent)
-                    weakref.finalize(self, _remove_own, self._scratch, os.getpid())
+                    self._cleanup = weakref.finalize(self, _remove_own, self._scratch, os.getpid())
             return self._scratch
 
     def close(self) -> None:
         with self._lock:
-            if self._scratch is not None:
+            if self._cleanup is not None:  # the one removal of a scratch of our own (runs once)
+                self._cleanup()
+                self._cleanup = None
+            elif self._scratch is not None:
                 shutil.rmtree(self._scratch, ignore_errors=True)
-                self._scratch = None
+            self._scratch = None
             self._lru.clear()
             self._lru_bytes = 0
             self._spilled.clear()
@@ -251,20 +256,13 @@ class ObjectStore:
         adler32: list[int] | None = None,
     ) -> Iterator[bytes]:
         """The inflated blocks, each at most BLOCK bytes; stops with IntegrityError as soon as the
-        output passes ``size`` (declared) or, with no size declared, ``cap``. ``adler32``: a list
-        the Adler-32 of all the blocks is put in once they are all out (``PlainCache.put``'s): for
-        a compressed object the zlib stream's last four bytes, which zlib has checked against what
-        it inflated by then (no second pass over the output)."""
+        output passes ``size`` (declared) or, with no size declared, ``cap``. ``adler32`` (compressed
+        objects only): a list the Adler-32 of all the blocks is put in once they are all out
+        (``PlainCache.put``'s): the zlib stream's last four bytes, which zlib has checked against
+        what it inflated by then (no second pass over the output)."""
         limit = size if size is not None else cap
-        if not compressed:
-            if adler32 is None:
-                yield from blocks
-                return
-            value = 1
-            for block in blocks:
-                value = zlib.adler32(block, value)
-                yield block
-            adler32.append(value)
+        if not compressed:  # no stream to take a sum from: PlainCache.put sums what it writes
+            yield from blocks
             return
         d = zlib.decompressobj()
         got = 0
@@ -503,7 +501,7 @@ class ObjectStore:
         assert plain is not None
         h = parse_hash(name)
         with self._stored(h, suffix, what, stored_limit(size, compressed, None), cached=False) as blocks:
-            adler: list[int] = []
+            adler: list[int] | None = [] if compressed else None  # the zlib stream's, else put's own
             inflated = self._inflate_blocks(h, suffix, blocks, compressed, what, size, adler32=adler)
             if keep is not None:
                 keep += inflated  # all of it checked before any of it is written
@@ -592,7 +590,7 @@ class ObjectStore:
                     self.stats["fetched"] += 1
                     self.stats["fetched_bytes"] += sum(map(len, got))
                     h = hashes[i]
-                    adler: list[int] = []
+                    adler: list[int] | None = [] if compressed else None  # as in _make_plain
                     keep = list(
                         self._inflate_blocks(h, suffix, iter(got), compressed, what, size, adler32=adler)
                     )

@@ -7,6 +7,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,10 +20,12 @@ from .conftest import FQRN, ROOT_REV1, ROOT_REV2, Fixture, unmount
 pytestmark = pytest.mark.integration
 
 
-def _mount(server: Server, fx: Fixture, mnt: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+def _mount(
+    server: Server, fx: Fixture, mnt: Path, *extra: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-m", "cernvm_build.cvmfs.mount", "--fqrn", FQRN, "--server", server.repo_url()]
     cmd += ["--public-key", str(fx.pub), *extra, str(mnt)]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
 
 
 def test_mount_find_and_read_everything(fx: Fixture, server: Server, mnt: Path, tmp_path: Path) -> None:
@@ -167,6 +170,21 @@ def test_cli_mount_of_a_local_directory(fx: Fixture, mnt: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == f"mounted {FQRN} revision 1 root {ROOT_REV1} tag slc4-frozen"
     assert (mnt / "usr/bin/tool5").is_file()
+
+
+def test_a_mount_without_a_cache_leaves_no_scratch_after_unmount(
+    fx: Fixture, server: Server, mnt: Path
+) -> None:
+    tmp = mnt.parent / "tmp"
+    tmp.mkdir()
+    assert _mount(server, fx, mnt, env={**os.environ, "TMPDIR": str(tmp)}).returncode == 0
+    assert (mnt / "etc/redhat-release").read_bytes()  # catalogs opened: spilled into the scratch
+    assert list(tmp.iterdir()), "the daemon keeps its catalogs in a scratch folder under TMPDIR"
+    unmount(mnt)
+    deadline = time.monotonic() + 30
+    while list(tmp.iterdir()) and time.monotonic() < deadline:  # the daemon ends after the unmount
+        time.sleep(0.1)
+    assert not list(tmp.iterdir())
 
 
 def test_statfs_reports_the_revision_size(fx: Fixture, server: Server, mnt: Path) -> None:

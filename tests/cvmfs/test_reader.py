@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import atexit
 import dataclasses
 import gc
 import hashlib
@@ -264,8 +263,10 @@ def test_a_repository_never_closed_leaves_no_scratch_folder(fx: Fixture) -> None
     scratch = repo.store.scratch()
     assert scratch.is_dir() and any(scratch.iterdir())
     pid = os.fork()
-    if pid == 0:  # a forked child exiting the ordinary way (its exit hooks run) leaves the parent's alone
-        atexit._run_exitfuncs()
+    if pid == 0:  # a forked child whose exit runs the store's finalizer leaves the parent's folder alone
+        cleanup = repo.store._cleanup
+        assert cleanup is not None
+        cleanup()
         os._exit(0)
     os.waitpid(pid, 0)
     assert scratch.is_dir()

@@ -5,6 +5,7 @@ the one the bootloader mounted and recorded."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -62,9 +63,16 @@ def _download_context(page: str, tmp_path: Path, values: dict[str, str], key: st
         for name, value in values.items():
             driver.find_element(By.CSS_SELECTOR, f"#cb-key-{name}").send_keys(value)
         driver.find_element(By.CSS_SELECTOR, "#cb-download").click()
-        for _ in range(100):
-            got = [p for p in downloads.glob("*") if not p.name.endswith(".crdownload")]
-            if got:
+        # Chromium makes the file's name empty first and writes a .crdownload beside it, renamed over
+        # it at the end; quitting before then cancels the download and removes both (CI saw the name,
+        # then no file): done is the name with content and no .crdownload left
+        for _ in range(300):
+            sizes = {}
+            for p in downloads.glob("*"):
+                with contextlib.suppress(FileNotFoundError):  # renamed meanwhile
+                    sizes[p] = p.stat().st_size
+            got = [p for p, size in sizes.items() if size and not p.name.endswith(".crdownload")]
+            if got and not any(p.name.endswith(".crdownload") for p in sizes):
                 return got[0]
             time.sleep(0.1)
     finally:
