@@ -35,13 +35,8 @@ from .repository import Repository
 log = logging.getLogger(__name__)
 
 WORKERS = 8
-#: whole files up to this size are fetched ahead (chunked ones are read ahead by chunk). Larger
-#: ones are fetched when opened: there a wrong guess costs bytes, not a round trip. Measured on the
-#: Debian 12 OS's un-seeded first boot (issue 13, icount): at 1 MiB the window fetched 29 libraries
-#: of /usr/lib/x86_64-linux-gnu the boot never read (libmvec, libgmp, libfdisk..., 3.0 of 36 MB
-#: fetched; nearly all 256 KiB-1 MiB); at 256 KiB 7.6 MB less was inflated and the FUSE daemon
-#: used 2.6 guest-s less CPU (multi-user.target 6 s sooner)
-SMALL_FILE = 256 << 10
+#: whole files up to this size are fetched ahead (larger ones are chunked and read ahead by chunk)
+SMALL_FILE = 1 << 20
 #: how far ahead of the opened file: at most this many files and bytes (inflated)
 WINDOW_FILES = 32
 WINDOW_BYTES = 8 << 20

@@ -247,25 +247,6 @@ def test_the_window_goes_on_into_the_next_directories(
         assert jobs == []
 
 
-def test_a_library_sized_sibling_is_not_fetched_ahead(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Opening a file fetches its small siblings ahead, not those over 256 KiB (a boot opening one
-    shared library of /usr/lib/x86_64-linux-gnu fetched 29 it never read: issue 13)."""
-    tree = tmp_path / "tree"
-    (tree / "lib").mkdir(parents=True)
-    for name, size in (("a.so", 1000), ("b.so", 300 << 10), ("c.so", 200 << 10), ("d.so", 1000)):
-        (tree / "lib" / name).write_bytes(os.urandom(size))  # incompressible: the size is the size
-    with _published(tmp_path, "libs.cernvm.test", tree) as repo:
-        p = Prefetcher(repo, workers=2)
-        jobs: list[list[str]] = []
-        monkeypatch.setattr(p, "_submit_job", lambda job, keys: jobs.append(keys))
-        p.opened(repo.stat("/lib/a.so"))
-        assert [k for keys in jobs for k in keys] == [
-            repo.stat(f"/lib/{f}").content_hash for f in ("c.so", "d.so")
-        ]
-
-
 def test_the_window_ahead_in_the_next_directories_is_topped_up_by_half_its_span(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
