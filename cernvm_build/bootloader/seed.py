@@ -15,7 +15,7 @@ What the cache holds, as the daemon keeps it (``cvmfs/mount.py``):
   the catalogs (and the history) also inflated in ``plain/``, as the daemon keeps them, so that it
   opens them without hashing and inflating them again;
 - file contents (whole files and chunks) only as the daemon serves them, inflated in ``plain/``
-  (``plaincache.py``: the inflated bytes plus a CRC trailer), sized by the verified catalog; an
+  (``plaincache.py``: the inflated bytes plus a checksum trailer), sized by the verified catalog; an
   object the revision does not name (a trace of another revision) goes to ``data/`` as stored: the
   daemon then inflates it without a fetch;
 - no pin (``aux/cvmfs_snapshot``) and nothing else instance-specific: the first boot chooses its

@@ -145,7 +145,7 @@ def test_boot_pin_persist_and_tag(built: Built, test_repo: ServedRepo, tmp_path:
     assert "ucernvm-shutdown: OS root (overlay) unmounted" in b1.console, _show(b1, log1)
     assert "ucernvm-shutdown: scratch disk clean (read-only)" in b1.console, _show(b1, log1)
     print(f"shutdown: {_shutdown_seconds(b1):.2f} s from the hand-back to the disk being clean")
-    # the cache is marked clean (the next start skips its CRC checks: plaincache.take_clean), by the
+    # the cache is marked clean (the next start skips its checksum checks: plaincache.take_clean), by the
     # daemon or, where systemd-shutdown made the disk read-only first, by the shutdown program
     assert "ucernvm-shutdown: cache marked clean" in b1.console, _show(b1, log1)
     pids = b1.lines(r"^test-os: pids (\d+)")
@@ -168,7 +168,7 @@ def test_boot_pin_persist_and_tag(built: Built, test_repo: ServedRepo, tmp_path:
     assert "test-os: release 1" in b2.console
     assert "test-os: marker boot-1" in b2.console, "writes of the first boot must persist"
     assert "ucernvm: devices: e2fsck: UROOT: clean" in b2.console, _show(b2, log2)
-    # the first boot's shutdown marker reached this boot's daemon: no first-use CRC of its files
+    # the first boot's shutdown marker reached this boot's daemon: no first-use checksum of its files
     assert "ucernvm: cvmfs: cache: the last stop was clean" in b2.console, _show(b2, log2)
     assert "recovering journal" not in b2.console, "a clean shutdown leaves no journal to replay"
     # Nothing the cache has is fetched again; only the new revision's tag database (the pinned

@@ -99,7 +99,7 @@ if ! $bb grep -q ' /rw ' /proc/mounts && [ -b "$dev" ]; then
     $bb mount -t ext4 "$dev" /rw 2>/dev/null
 fi
 # The cache's clean mark (plaincache.py: plain/.clean holds "SINCE BEGAN" in nanoseconds: what was
-# renamed into place in between is on the disk; the next daemon trusts it without the CRC check).
+# renamed into place in between is on the disk; the next daemon trusts it without the checksum check).
 # The daemon writes it when its mount goes, but systemd-shutdown's read-only remount of the OS's bind
 # of the disk may come first (measured: 1 shutdown in 3 left none), so it is written here too, for a
 # cache whose daemon of this boot left its plain/.open ("SINCE"), once every daemon has ended: the
