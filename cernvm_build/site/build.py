@@ -206,7 +206,14 @@ class Builder:
             # jinja2 imported while the workers render (~0.05 CPU-s that was serial time after them): a
             # build that renders Markdown writes pages
             fresh, texts, store_md = render_markdown(
-                planned, metas, state, self.jobs, self.reporter, old_keys, meanwhile=env.warm
+                planned,
+                metas,
+                state,
+                self.jobs,
+                self.reporter,
+                old_keys,
+                meanwhile=env.warm,
+                fences=sources.fences,
             )
             if edited and snap is not None and _shown_elsewhere(edited, keys, snap, metas):
                 edited = None  # a title, listed excerpt, heading id... other pages show it: plan them all

@@ -53,6 +53,9 @@ class Sources(NamedTuple):
     #: recorded files that are gone (``State.put_sources``)
     rows: list[tuple[str, int, int, int, int, str, str]]
     gone: list[str]
+    #: the languages the fenced blocks of the Markdown files read now name (file -> ``FENCE_LANG``'s
+    #: finds), for ``warm_highlighting``: a cold build read each file once, not twice
+    fences: dict[str, list[bytes]]
 
 
 class Source(NamedTuple):
@@ -74,6 +77,7 @@ def scan(site_dir: Path, known: Known | None = None) -> Sources:
     settled = time.time_ns() - SETTLED_NS
     md_sources: dict[str, tuple[str, str, str]] = {}
     rows: list[tuple[str, int, int, int, int, str, str]] = []
+    fences: dict[str, list[bytes]] = {}
     assets: dict[str, Path] = {}
     top = str(content)
     for root, dirs, files in os.walk(top):
@@ -93,6 +97,7 @@ def scan(site_dir: Path, known: Known | None = None) -> Sources:
                 with open(full, "rb") as f:
                     raw = f.read()
                 digest, gen = hashlib.sha256(raw).hexdigest(), generate_name(raw)
+                fences[full] = FENCE_LANG.findall(b"\n" + raw)
                 md_sources[prefix + name] = (full, digest, gen)
                 if max(st.st_mtime_ns, st.st_ctime_ns) < settled and len(raw) == st.st_size:
                     rows.append((full, *stat, digest, gen))
@@ -107,7 +112,7 @@ def scan(site_dir: Path, known: Known | None = None) -> Sources:
                     p = Path(root) / name
                     assets.setdefault(p.relative_to(static).as_posix(), p)
     seen = {path for path, _d, _g in md_sources.values()}
-    return Sources(md_sources, assets, rows, sorted(set(known) - seen))
+    return Sources(md_sources, assets, rows, sorted(set(known) - seen), fences)
 
 
 def generate_name(raw: bytes) -> str:
@@ -201,13 +206,19 @@ def _render_source(
     return src.key, meta, r.html, {k: v for k, v in r.code.items() if k not in known_code}, r.search
 
 
-def warm_highlighting(todo: list[Source]) -> None:
+def warm_highlighting(todo: list[Source], fences: Mapping[str, list[bytes]] | None = None) -> None:
     """Make the lexers of the languages the sources' fenced blocks name, before the render workers
     fork: each worker would otherwise import and compile them again (~0.15 CPU-s for Python, bash and
     YAML, most of it Pygments compiling the Python lexer's rules); those of ``MANY_BLOCKS`` blocks or
-    more with their states joined at once."""
+    more with their states joined at once. ``fences``: the languages of the files ``scan`` read
+    (``Sources.fences``); the others are read here."""
     found: Counter[bytes] = Counter()
+    fences = fences or {}
     for src in todo:
+        got = fences.get(src.file)
+        if got is not None:
+            found.update(got)
+            continue
         try:
             with open(src.file, "rb") as f:
                 found.update(FENCE_LANG.findall(b"\n" + f.read()))
@@ -228,6 +239,7 @@ def render_markdown(
     reporter: Reporter,
     earlier: Collection[str] = (),
     meanwhile: Callable[[], object] | None = None,
+    fences: Mapping[str, list[bytes]] | None = None,
 ) -> tuple[dict[str, str], dict[str, ContentText], Callable[[], None]]:
     """Render the sources whose key is not cached (``metas`` gains them), with the code blocks earlier
     builds highlighted and the front matters of ``earlier`` (keys of former versions of the sources,
@@ -235,7 +247,8 @@ def render_markdown(
     Markdown stage could tell, ``mdhtml``) and what keeps them in the state (once, however often
     called): the builder calls it while the pages are written (serial work the other processes do not
     wait for), or when a step before that fails. ``meanwhile``: the builder's work done here while the
-    workers render, when there is anything to render (``parallel.fork_map``)."""
+    workers render, when there is anything to render (``parallel.fork_map``); ``fences``:
+    ``Sources.fences`` (``warm_highlighting``)."""
     todo = sorted((s for s in planned.values() if s.key not in metas), key=lambda s: (s.key, s.rel))
     fresh: dict[str, str] = {}
     texts: dict[str, ContentText] = {}
@@ -253,7 +266,7 @@ def render_markdown(
     }
     new_code: dict[str, str] = {}
     if total >= PARALLEL_MIN:  # (with one job too: the lexers of many blocks joined at once)
-        warm_highlighting(todo)
+        warm_highlighting(todo, fences)
     try:
         results = fork_map(_render_source, (known_code, known_fm), todo, jobs, meanwhile=meanwhile)
     finally:

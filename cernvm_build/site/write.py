@@ -314,7 +314,15 @@ def execute(
     # the search index's folder is the index step's (search.update), which lists its shards last
     removed = sorted(rel for rel in set(old) - wanted if not rel.startswith(SEARCH_PREFIX))
     folders = state.folders()
-    strays, empty_dirs, listed, seen = _strays(out_dir, wanted, set(removed), folders)
+    strays: list[str]
+    listed: list[str]
+    if made is not None:
+        # a new folder holds only what this build wrote (the search index's folder aside): its folders
+        # are those of the outputs, and a walk would find nothing else (~0.006 CPU-s of serial time
+        # after the workers at 1,000 pages)
+        strays, empty_dirs, listed, seen = [], False, [], with_parents(wanted)
+    else:
+        strays, empty_dirs, listed, seen = _strays(out_dir, wanted, set(removed), folders)
     removed += strays
     for rel in removed:
         try:

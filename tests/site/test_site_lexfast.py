@@ -254,3 +254,26 @@ def test_the_tokens_highlighted_are_get_tokens() -> None:
     lexer = get_lexer_by_name("python", stripnl=False, ensurenl=False)
     lexer.add_filter("keywordcase", case="upper")
     assert ">DEF<" in md_mod._spans(lexer, "def f(): pass\n")
+
+
+def test_warming_takes_the_languages_the_scan_found_without_reading_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file ``scan`` read has its fenced blocks' languages found there; the warm-up before the render
+    fork reads only the others."""
+    from cernvm_build.site import sources
+
+    content = tmp_path / "content"
+    content.mkdir()
+    (content / "a.md").write_text("# A\n\n```python\nx = 1\n```\n\n~~~ Bash\necho\n~~~\n")
+    found = sources.scan(tmp_path)
+    a = str(content / "a.md")
+    assert found.fences == {a: [b"python", b"Bash"]}
+    other = tmp_path / "b.md"  # not scanned: read by the warm-up
+    other.write_text("```yaml\nx: 1\n```\n")
+    (content / "a.md").write_text("")  # not read again: the scan's languages are used
+    warmed: list[str] = []
+    monkeypatch.setattr(md_mod, "warm_lexer", lambda lang, many=False: warmed.append(lang))
+    todo = [sources.Source("k", "a.md", a, "/", ""), sources.Source("l", "b.md", str(other), "/", "")]
+    sources.warm_highlighting(todo, found.fences)
+    assert warmed == ["bash", "python", "yaml"]
