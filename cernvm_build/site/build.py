@@ -228,8 +228,6 @@ class Builder:
             delta = None
             if snap is not None and edited is not None and not new:
                 delta = Delta(snap.digest, frozenset(edited), old_outputs, self.out_dir, snap.searchable)
-            else:
-                state.read_whole(metas)  # every page planned: one query, not one per page
             inputs = sha(json.dumps(changed, sort_keys=True))
             asset_sha = filedigest.digests(sources.assets, state.files())
             state.put_files(asset_sha.rows, asset_sha.gone)
@@ -243,6 +241,8 @@ class Builder:
                 inputs=inputs,
                 delta=delta,
                 file_sha256=asset_sha.sha256,
+                # every page planned (no delta, or one plan cannot use): one query, not one per page
+                whole=lambda: state.read_whole(metas),
             )
             state.claim(str(self.out_dir))
             with contextlib.ExitStack() as stack:

@@ -20,7 +20,7 @@ import functools
 import json
 import pickle
 import posixpath
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -356,12 +356,15 @@ def plan(
     inputs: str = "",
     delta: Delta | None = None,
     file_sha256: Mapping[str, str] | None = None,
+    whole: Callable[[], object] | None = None,
 ) -> Plan:
     """Every output of the site, links and served release files checked first; ``pygments_css``: the
     highlighting stylesheet (``markdown.pygments_css`` of the site's style); ``inputs``: a digest of
     what the builder made the page set from besides the Markdown (git dates); ``delta``: the last
     complete build's plan, used when this one's digest is the same (module docstring);
-    ``file_sha256``: the sha256 of assets by site path, where the caller knows it (``filedigest``)."""
+    ``file_sha256``: the sha256 of assets by site path, where the caller knows it (``filedigest``);
+    ``whole``: called when every page is planned, before any context is made (the builder reads the
+    pages' whole metadata then, in one query: a delta's metadata is read on use, one query a page)."""
     pages = pageset.pages
     file_sha256 = file_sha256 or {}
     jobs, digests = _asset_jobs(cfg, assets, pygments_css, file_sha256)
@@ -375,6 +378,8 @@ def plan(
     )
     if delta is not None and delta.digest != digest:
         delta = None
+    if delta is None and whole is not None:
+        whole()
     site_ctx = _site_context(cfg, digests)
     nav = _Navigation(cfg, pageset, env)
     dated = sorted(
@@ -397,7 +402,15 @@ def plan(
             if prev is None or not matches(f"{delta.out_dir}/{page.out}", prev):
                 # not on disk as recorded: plan everything (its context is not at hand)
                 return plan(
-                    cfg, pageset, assets, data, env, pygments_css, inputs=inputs, file_sha256=file_sha256
+                    cfg,
+                    pageset,
+                    assets,
+                    data,
+                    env,
+                    pygments_css,
+                    inputs=inputs,
+                    file_sha256=file_sha256,
+                    whole=whole,
                 )
             jobs.append(Job(out=page.out, fp=prev[0]))  # never rendered: ``Plan.unchanged``
             unchanged.add(page.out)

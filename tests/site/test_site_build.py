@@ -856,6 +856,14 @@ def test_a_rebuild_planning_one_page_reads_the_whole_metadata_of_that_page_alone
     read.clear()
     report = build_site(site, out)
     assert report.pages_planned == report.pages and len(read) == 1  # the former version's alone
+    # a body edited and a template changed: the last plan is of other templates (its digest), every
+    # page planned after all, their metadata read in one query too
+    edit(page, "no longer get security updates", "no longer receive security updates")
+    template = site / "templates/base.html"
+    template.write_text(template.read_text() + "\n")
+    read.clear()
+    report = build_site(site, out)
+    assert report.pages_planned == report.pages and len(read) == 1
     assert tree(out) == _clean(site, tmp_path, "clean", monkeypatch)
 
 
