@@ -20,7 +20,35 @@ _ASCII_WORD = re.compile(r"[a-z]+")
 #: characters ``\w`` takes besides "_"; every other character becomes a space, then ``str.split``
 #: cuts the words. ~0.1 µs a word where the regex ``[a-z0-9]+``'s ``findall`` took ~0.17 µs
 _ASCII_WORDS = str.maketrans({chr(c): chr(c).lower() if chr(c).isalnum() else " " for c in range(128)})
-_cache: dict[str, str] = {}
+#: the memo's bound (a site has a few thousand distinct words; whatever the input, it stays bounded)
+MEMO_WORDS = 200_000
+
+
+class _Memo(dict[str, "str | None"]):
+    """word -> its stem, filled on lookup (``__missing__``): ``stems`` reads a text's words through
+    ``map(memo.__getitem__, …)``, one C-level pass, with no check for words not seen yet. A word longer
+    than ``MAX_WORD`` is not indexed: it is not kept, gives None and counts in ``long``, so that only a
+    text that had one is filtered (a length check of every word cost ~30 ns a word). A count, not a
+    flag: a lookup in another thread can only make a text be filtered that needed not be."""
+
+    __slots__ = ("long",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.long = 0
+
+    def __missing__(self, word: str) -> str | None:
+        if len(word) > MAX_WORD:
+            self.long += 1
+            return None
+        got = _porter(word) if len(word) > 2 and _ASCII_WORD.fullmatch(word) else word
+        if len(self) > MEMO_WORDS:
+            self.clear()
+        self[word] = got
+        return got
+
+
+_cache = _Memo()
 
 STEP2 = (
     ("ational", "ate"), ("tional", "tion"), ("enci", "ence"), ("anci", "ance"), ("izer", "ize"),
@@ -38,33 +66,39 @@ STEP4 = (
 )  # fmt: skip
 
 
+def _cut(text: str) -> list[str]:
+    # the words of any length, lowercased, in order
+    if text.isascii():
+        return text.translate(_ASCII_WORDS).split()
+    low = text.lower()  # lowercased first: a few non-ASCII letters lowercase to ASCII ones
+    return low.translate(_ASCII_WORDS).split() if low.isascii() else WORD.findall(low)
+
+
 def words(text: str) -> list[str]:
     """The indexable words of a text, lowercased, in order (not stemmed)."""
-    if text.isascii():
-        found = text.translate(_ASCII_WORDS).split()
-    else:
-        low = text.lower()  # lowercased first: a few non-ASCII letters lowercase to ASCII ones
-        found = low.translate(_ASCII_WORDS).split() if low.isascii() else WORD.findall(low)
+    found = _cut(text)
     if found and max(map(len, found)) > MAX_WORD:
         return [w for w in found if len(w) <= MAX_WORD]
     return found
 
 
+def stems(text: str) -> list[str]:
+    """The stems of the indexable words of a text, in order: ``[stem(w) for w in words(text)]``, in
+    C-level passes (the index writer's cut of every word of every page)."""
+    memo = _cache
+    long = memo.long
+    got = list(map(memo.__getitem__, _cut(text)))
+    if memo.long != long:
+        return [s for s in got if s is not None]
+    return got  # type: ignore[return-value]
+
+
 def stem(word: str) -> str:
     """The Porter stem of a lowercase word (memoised: a site has a few thousand distinct words)."""
-    got = _cache.get(word)
-    if got is None:
-        got = _porter(word) if len(word) > 2 and _ASCII_WORD.fullmatch(word) else word
-        if len(_cache) > 200_000:  # bounded, whatever the input
-            _cache.clear()
-        _cache[word] = got
+    got = _cache[word]
+    if got is None:  # longer than MAX_WORD: not indexed, so not kept
+        return _porter(word) if _ASCII_WORD.fullmatch(word) else word
     return got
-
-
-def stem_memo() -> dict[str, str]:
-    """The memo ``stem`` fills (word -> stem): ``memo.get(w) or stem(w)`` skips a call per known word
-    in the index writer's loop over every word of every page."""
-    return _cache
 
 
 def _cons(w: str, i: int) -> bool:

@@ -145,6 +145,24 @@ def test_words_are_the_regex_definition() -> None:
         assert stemmer.words(text) == reference(text), repr(text)
 
 
+def test_stems_are_the_stems_of_words(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``stemmer.stems`` (the index writer's cut, through the memo's lookups) is ``stem`` of each of
+    ``words``: words longer than ``MAX_WORD`` dropped wherever they are, seen once or again, before or
+    after a text without one; the memo never keeps them and stays bounded."""
+    monkeypatch.setattr(stemmer, "MEMO_WORDS", 50)  # cleared many times below
+    stemmer._cache.clear()
+    rng = random.Random(3)
+    vocab = ["configuring", "proxies", "stratum", "1", "ünïcode", "ﬁle", "x" * 40, "y" * 41, "Z" * 60]
+    vocab += ["".join(rng.choices("abcdeilnorstuy", k=rng.randrange(1, 12))) for _ in range(200)]
+    for _ in range(3000):
+        text = " ".join(rng.choices(vocab, k=rng.randrange(12)))
+        assert stemmer.stems(text) == [stemmer.stem(w) for w in stemmer.words(text)], text
+        assert all(len(w) <= stemmer.MAX_WORD for w in stemmer._cache)
+        assert len(stemmer._cache) <= 51
+    assert stemmer.stems("y" * 41) == [] and stemmer.stems("a " + "y" * 41 + " b") == ["a", "b"]
+    assert stemmer.stem("configuring" * 4) == "configuringconfiguringconfiguringconfigur"
+
+
 def _bench_page(i: int, rng: random.Random) -> str:
     body = markdown.render(
         page_text(i, 60, rng).split("---\n", 2)[2], src_path="docs/p.md", first_line=1, base_path="/"
