@@ -1,7 +1,7 @@
 """Markdown to HTML: CommonMark, tables, strikethrough, admonitions, heading anchors, fenced code
-highlighted by Pygments. Most pages are rendered by markdown-it-pyrs with ids, highlighting and links
-added to its HTML (``mdhtml``); the others by markdown-it-py's renderer over tokens (``mdtree``'s, or
-markdown-it-py's own parse), which gives the same HTML.
+highlighted by Pygments. Most pages are parsed by markdown-it-pyrs and their HTML written from its tree
+with ids, highlighting and links (``mdhtml``); the others by markdown-it-py's renderer over tokens
+(``mdtree``'s, or markdown-it-py's own parse), which gives the same HTML.
 
 Relative links are resolved against the source file and left as markers (``@@L:path#frag@@``) that the
 build replaces with the target's URL: a page's rendered Markdown then depends only on its own text, so
@@ -391,7 +391,7 @@ def render(
 
 
 def _render_rust(text: str, code: Code, src_dir: str, first_line: int, base_path: str) -> Rendered | None:
-    """``render`` by markdown-it-pyrs' own renderer (``mdhtml``; ~10x faster than markdown-it-py's
+    """``render`` from markdown-it-pyrs' tree (``mdhtml``; several times faster than markdown-it-py's
     parse and render), or None for a page it cannot take."""
     from . import mdhtml
 

@@ -1,24 +1,23 @@
-"""A page's HTML from markdown-it-pyrs' own renderer (Rust), with Python only for what the site adds:
-heading ids and permalinks, highlighted fenced code, link resolution and the links' source lines.
+"""A page's HTML written from markdown-it-pyrs' syntax tree (the Rust parser), in Python, with what the
+site adds in the same walk: heading ids and permalinks (the anchors plugin's), highlighted fenced code
+(``markdown.Code``), resolved links (a Markdown link's URL, a raw-HTML ``href``/``src``) with their source
+lines, and the text ``search.sections`` would read of the HTML (``model.ContentText``, so the write
+step's search extract does not scan the Markdown's HTML again).
 
-The Rust renderer has no hooks, so its output is edited in one pass: every ``<hN>``, every
-``<pre><code>`` block and every ``href``/``src`` attribute in it is matched, in document order, to the
-syntax tree's headings, code blocks, links and raw HTML (parsed from the same text by the same
-parser). The match is checked, not assumed: raw HTML that holds a heading or ``<pre>`` tag, an
-attribute-like text outside raw HTML (``src='x'`` in inline code), a count or URL that differs from the
-tree's — any of these and ``render_parts`` returns None, and the page goes through markdown-it-py
-(``markdown.render``), as do the pages ``mdtree`` cannot take (admonitions, NUL, deep nesting, recoded
-host names). Both paths give the same HTML in meaning; tests/site/test_site_mdhtml.py compares them.
-
-The same walk of the tree collects the text ``search.sections`` would read of the page's HTML
-(``model.ContentText``), so the write step's search extract does not scan the Markdown's HTML again.
+The bytes are markdown-it-py's renderer's for the tokens ``mdtree`` would make of the tree (XHTML tags,
+a tight list's hidden paragraphs and the new line ``renderToken`` puts after them): the page is parsed
+once. (markdown-it-pyrs' tree has no renderer; rendering the text again with the Rust renderer and
+editing its output to match the tree was a second parse and a regex pass, ~0.15 CPU-s of a 1,000-page
+build.) A node without a rule here — a reference definition, an admonition (``!!! note``, a plugin the
+Rust parser lacks), NUL, nesting past ``mdtree.MAX_DEPTH``, a recoded host name, a ``<!--more-->`` inside
+a block — and ``render_parts`` returns None: the page goes through markdown-it-py (``markdown.render``).
+tests/site/test_site_mdhtml.py compares both paths byte for byte.
 
 Excerpts stay markdown-it-py's renderer over ``mdtree`` tokens of the few blocks they show.
 """
 
 from __future__ import annotations
 
-import html
 import re
 from collections.abc import Callable, Sequence
 from functools import lru_cache
@@ -29,30 +28,16 @@ import markdown_it_pyrs
 from . import mdtree
 from .model import PERMALINK, PERMALINK_IGNORED, ContentText
 
-#: what the renderer emits for a heading and a code block, and any quoted attribute value (``=``
-#: first: a pattern that starts with a literal is scanned for fast; ``ATTR_NAME`` checks the name)
-EDIT = re.compile(
-    r"<(?:h([1-6])>(.*?)</h\1>|pre><code(?: class=\"[^\"]*\")?>.*?</code></pre>\n)"
-    r"""|=\s*(["'])([^"'<>]*)\3""",
-    re.S,
-)
-#: the attribute name before a value: ``markdown.RAW_LINK``'s, within 64 characters
-ATTR_NAME = re.compile(r"\b(?:href|src)\s*\Z", re.I)
-#: raw HTML that would make the renderer's own tags ambiguous in its output
-AMBIGUOUS_RAW = re.compile(r"</?(?:h[1-6]|pre)\b", re.I)
 #: the same attribute pattern as ``markdown.RAW_LINK`` (raw HTML links are resolved and checked too)
 RAW_LINK = re.compile(r"""(\b(?:href|src)\s*=\s*)(["'])([^"'<>]*)\2""", re.I)
 MORE = "<!--more-->"
 #: raw HTML that is one comment (``<!--more-->``): ``search.sections`` reads no text in it
 COMMENT = re.compile(r"<!--(?:(?!-->).)*-->", re.S)
-#: block nodes whose HTML the renderer makes from their children alone
-CONTAINERS = {"paragraph", "blockquote", "bullet_list", "ordered_list", "list_item", "hr"}
-CONTAINERS |= {"table", "thead", "tbody", "trow", "tcell"}
 SKIPPED_SCHEMES = ("mailto:", "tel:", "data:", "javascript:")
 
 
 class Mismatch(Exception):
-    """The output and the tree do not line up as expected: the caller renders with markdown-it-py."""
+    """A node this module has no rule for: the caller renders with markdown-it-py."""
 
 
 @lru_cache(maxsize=1)
@@ -79,25 +64,39 @@ class Parts(NamedTuple):
 
 
 class _Walk:
-    """The tree in document order: headings, code blocks, link targets (a Markdown link's URL, or
-    each ``href``/``src`` match in raw HTML) with their source lines; and the text the search index
-    reads of the HTML (``search.sections``): a block element's tags separate words, inline ones do
+    """The tree in document order, written as HTML (markdown-it-py's renderer's bytes for the tokens
+    ``mdtree`` would make of it, with the anchors plugin's ids and permalinks, highlighted fences and
+    resolved links), with its headings, links (new target, kind, source line) and the text the search
+    index reads of the HTML (``search.sections``): a block element's tags separate words, inline ones do
     not, an image's alt text and the permalink sign are not text, a code block is its code."""
 
-    def __init__(self, text: str):
+    def __init__(
+        self,
+        text: str,
+        slugify: Callable[[str], str],
+        highlight: Callable[[str, str], str],
+        resolve: Callable[[str], tuple[str, str]],
+    ):
         self.flat = mdtree._Flatten(text)  # its byte-offset -> line map
+        self.slugify, self.highlight, self.resolve = slugify, highlight, resolve
+        self.out: list[str] = []  # the HTML
+        #: the last token written was a tight list item's (hidden) paragraph: markdown-it-py's renderer
+        #: starts the next opening block tag on a new line
+        self.after_hidden = False
         self.headings: list[Heading] = []
-        self.code: list[tuple[str, str] | None] = []  # (info, content) of a fence, None for indented code
-        self.links: list[tuple[str, str, str, int]] = []  # ("md" | "raw", href, quote, line)
+        self.ids: list[str] = []
+        self.slugs: set[str] = set()
+        self.links: list[tuple[str, str, int]] = []  # (resolved target, kind, line 0-based)
         self.text: list[str] = []  # the current section's text (decoded)
         self.sections: list[tuple[int, str, list[str]]] = []  # (heading number, heading, text) per h2/h3
         self.lead = self.text  # the text before the first h2/h3
         self.title = ""  # the first non-empty h1's
         self.searchable = True  # False: raw HTML, whose text only the HTML has
 
-    def search(self, ids: list[str]) -> ContentText | None:
+    def search(self) -> ContentText | None:
         if not self.searchable:
             return None
+        ids = self.ids
         secs = [(ids[k], head, _raw("".join(text))) for k, head, text in self.sections]
         lead = _raw("".join(self.lead))
         if any("@@L:" in t for t in (lead, self.title, *(h + t for _k, h, t in secs))):
@@ -107,65 +106,173 @@ class _Walk:
     def line(self, node: Any) -> int:
         return self.flat.line(node.srcmap[0])
 
-    def blocks(self, nodes: Sequence[Any], depth: int) -> None:
+    def open(self, tag: str) -> str:
+        # an opening block tag as ``renderToken`` writes it after the token before
+        if self.after_hidden:
+            self.after_hidden = False
+            return f"\n<{tag}"
+        return f"<{tag}"
+
+    def blocks(self, nodes: Sequence[Any], depth: int, *, item: bool = False) -> None:
+        """``item``: a list item's children, whose inline nodes are a tight list's hidden paragraph."""
         if depth >= mdtree.MAX_DEPTH:
             raise Mismatch("nesting")
-        after_text = False
+        out = self.out
+        in_text = False
         for node in nodes:
             name = node.name
-            if name == "text":
-                self.text.append(node.meta["content"])
-                after_text = True
-                continue
             if name in mdtree.INLINE:
-                self.inline(node, depth, into=self.text)
-                after_text = True
+                if not item:
+                    raise Mismatch("inline node outside a list item")
+                if name == "text":
+                    content = node.meta["content"]
+                    self.text.append(content)
+                    out.append(_escape(content))
+                else:
+                    self.inline(node, depth, into=self.text)
+                in_text = True
                 continue
-            if after_text and name not in ("bullet_list", "ordered_list"):
-                # a block right after a tight list item's text: the Rust renderer starts it on a new
-                # line, markdown-it-py does not (a fence: ``<li>text<pre>``); not the same bytes
-                raise Mismatch("block after a tight item's text")
-            after_text = False
+            if in_text:
+                in_text = False
+                self.after_hidden = True
             text = self.text
             text.append(" ")
-            if name in ("heading", "lheading"):
-                slug: list[str] = []
-                shown: list[str] = []
+            if name == "paragraph":
+                out.append(self.open("p") + ">")
                 for child in node.children:
-                    self.inline(child, depth, slug, shown)
-                level = node.meta["level"]
-                self.headings.append(Heading(level, "".join(slug), "".join(shown).strip()))
-                if level in (2, 3):  # a section of its own
-                    self.text = [" "]
-                    self.sections.append(
-                        (len(self.headings) - 1, " ".join("".join(shown).split()), self.text)
-                    )
-                    continue
-                if level == 1:
-                    self.title = self.title or " ".join("".join(shown).split())
-                else:
-                    text += shown
+                    self.inline(child, depth + 1, into=text)
+                out.append("</p>\n")
+            elif name in ("heading", "lheading"):
+                self.heading(node, depth, text)
+                if self.headings[-1].level in (2, 3):
+                    continue  # a section of its own, whose text starts there
             elif name == "fence":
-                content = node.meta["content"]
-                self.code.append((node.meta.get("info") or "", content))
+                self.after_hidden = False
+                meta = node.meta
+                content = meta["content"]
                 text.append(content)
                 if "\ufeff" in content:
                     self.searchable = False  # (Pygments drops a leading one)
+                info = meta.get("info") or ""
+                if "\\" in info or "&" in info:  # escapes or entities: markdown-it-py's own unescaping
+                    from markdown_it.common.utils import unescapeAll
+
+                    info = unescapeAll(info)
+                info = info.strip()
+                out.append(self.highlight(content, info.split(maxsplit=1)[0] if info else "") + "\n")
             elif name == "code_block":
-                self.code.append(None)
-                text.append(node.meta["content"])
+                self.after_hidden = False
+                content = node.meta["content"]
+                text.append(content)
+                out.append(f"<pre><code>{_escape(content)}</code></pre>\n")
             elif name == "html_block":
+                self.after_hidden = False
                 content = node.meta["content"]
                 if depth and content.strip() == MORE:
                     raise Mismatch("nested <!--more-->")  # markdown-it-py would cut the page inside a block
-                self.raw(content, self.line(node))
+                out.append(self.raw(content, self.line(node)))
                 if not COMMENT.fullmatch(content.strip()):
                     self.searchable = False
-            elif name in CONTAINERS:
-                self.blocks(node.children, depth + 1)
+            elif name == "blockquote":
+                children = node.children
+                out.append(self.open("blockquote") + (">\n" if children else ">"))
+                self.blocks(children, depth + 1)
+                out.append("</blockquote>\n")
+            elif name in ("bullet_list", "ordered_list"):
+                self.lists(node, name, depth)
+            elif name == "hr":
+                out.append(self.open("hr") + " />\n")
+            elif name == "table":
+                self.table(node, depth)
             else:
                 raise Mismatch(name)
             self.text.append(" ")
+        if in_text:
+            self.after_hidden = True
+
+    def heading(self, node: Any, depth: int, text: list[str]) -> None:
+        out = self.out
+        start = self.open("h")
+        inner: list[str] = []
+        self.out = inner
+        slug: list[str] = []
+        shown: list[str] = []
+        for child in node.children:
+            self.inline(child, depth, slug, shown)
+        self.out = out
+        level = node.meta["level"]
+        self.headings.append(Heading(level, "".join(slug), "".join(shown).strip()))
+        # ids as the anchors plugin makes them: unique in the page, in order
+        base = self.slugify("".join(slug))
+        hid, i = base, 1
+        while hid in self.slugs:
+            hid, i = f"{base}-{i}", i + 1
+        self.slugs.add(hid)
+        self.ids.append(hid)
+        sid = _escape(hid)
+        permalink = f'<a class="header-anchor" href="#{sid}">#</a>'
+        out.append(f'{start}{level} id="{sid}">{"".join(inner)} {permalink}</h{level}>\n')
+        if level in (2, 3):
+            self.text = [" "]
+            self.sections.append((len(self.headings) - 1, " ".join("".join(shown).split()), self.text))
+        elif level == 1:
+            self.title = self.title or " ".join("".join(shown).split())
+        else:
+            text += shown
+
+    def lists(self, node: Any, name: str, depth: int) -> None:
+        out = self.out
+        if name == "bullet_list":
+            tag = "ul"
+            out.append(self.open("ul") + ">\n")
+        else:
+            tag = "ol"
+            start = node.meta.get("start", 1)
+            out.append(self.open("ol") + (f' start="{start}">\n' if start != 1 else ">\n"))
+        for item in node.children:
+            if item.name != "list_item":
+                raise Mismatch(item.name)
+            children = item.children
+            # no new line after <li> where a hidden paragraph or </li> follows
+            out.append("<li>\n" if children and children[0].name not in mdtree.INLINE else "<li>")
+            self.text.append(" ")
+            self.blocks(children, depth + 2, item=True)  # (the depths ``mdtree``'s checks count)
+            self.text.append(" ")
+            self.after_hidden = False
+            out.append("</li>\n")
+        out.append(f"</{tag}>\n")
+
+    def table(self, node: Any, depth: int) -> None:
+        out = self.out
+        aligns = node.meta.get("alignments") or []
+        out.append(self.open("table") + ">\n")
+        for part in node.children:
+            pname = part.name
+            if pname not in ("thead", "tbody"):
+                raise Mismatch(pname)
+            cell = "th" if pname == "thead" else "td"
+            out.append(f"<{pname}>\n")
+            self.text.append(" ")
+            for row in part.children:
+                out.append("<tr>\n")
+                self.text.append(" ")
+                for i, td in enumerate(row.children):
+                    align = aligns[i] if i < len(aligns) else "none"
+                    if align in ("left", "right", "center"):
+                        out.append(f'<{cell} style="text-align:{align}">')
+                    else:
+                        out.append(f"<{cell}>")
+                    text = self.text
+                    text.append(" ")
+                    for child in td.children:
+                        self.inline(child, depth + 4, into=text)
+                    text.append(" ")
+                    out.append(f"</{cell}>\n")
+                self.text.append(" ")
+                out.append("</tr>\n")
+            self.text.append(" ")
+            out.append(f"</{pname}>\n")
+        out.append("</table>\n")
 
     def inline(
         self,
@@ -180,55 +287,116 @@ class _Walk:
         if depth >= mdtree.MAX_DEPTH:
             raise Mismatch("nesting")
         name = node.name
+        out = self.out
         if name in ("text", "text_special"):
+            content = node.meta["content"]  # (a node's meta is a dict made at each access)
+            out.append(_escape(content))
             if slug is not None and shown is not None:
-                content = node.meta["content"]  # (a node's meta is a dict made at each access)
                 slug.append(content)
                 shown.append(content)
             elif into is not None:
-                into.append(node.meta["content"])
+                into.append(content)
         elif name == "code_inline":
             content = "".join(c.meta.get("content", "") for c in node.children)
+            out.append(f"<code>{_escape(content)}</code>")
             if slug is not None and shown is not None:
                 slug.append(content)
                 shown.append(content)
             elif into is not None:
                 into.append(content)
         elif name in ("softbreak", "hardbreak"):
+            out.append("\n" if name == "softbreak" else "<br />\n")
             if shown is not None:
                 shown.append(" ")
             elif into is not None:
                 into.append(" ")
         elif name == "html_inline":
-            self.raw(node.meta["content"], self.line(node))
+            out.append(self.raw(node.meta["content"], self.line(node)))
             self.searchable = False
-        elif name in ("link", "image", "autolink"):
-            url = mdtree._url(node.meta["url"])  # raises for a recoded host name
-            if name == "autolink":
-                text = "".join(c.meta.get("content", "") for c in node.children)
-                if not mdtree.PLAIN_AUTOLINK.fullmatch(text):
-                    raise Mismatch("autolink")
-            self.links.append(("md", url, '"', self.line(node)))
-            # an image's alt text is not heading text (markdown-it-py keeps it in the image token), nor
-            # text of the page (an attribute)
-            if name != "image":
-                for child in node.children:
-                    self.inline(child, depth + 1, slug, shown, into)
-            else:
-                for child in node.children:
-                    self.inline(child, depth + 1)
         elif name in mdtree.INLINE_TAGS:
+            tag = mdtree.INLINE_TAGS[name][0]
+            out.append(f"<{tag}>")
             for child in node.children:
                 self.inline(child, depth + 1, slug, shown, into)
+            out.append(f"</{tag}>")
+        elif name in ("link", "image", "autolink"):
+            meta = node.meta
+            url = mdtree._url(meta["url"])  # raises for a recoded host name
+            new, kind = self.resolve(url)
+            # the line of the node's end, where its URL is (its text may take lines before it)
+            self.links.append((new, kind, self.flat.line(node.srcmap[1] - 1)))
+            href = _escape(new)
+            title = meta.get("title")
+            title = f' title="{_escape(title)}"' if title else ""
+            if name == "image":
+                # the alt text is not heading text (markdown-it-py keeps it in the image token), nor
+                # text of the page (an attribute); links in it are not resolved (nor by markdown-it-py's
+                # path, which reads the inline tokens' own children only)
+                alt: list[str] = []
+                _alt_text(node.children, alt, depth + 1)
+                out.append(f'<img src="{href}" alt="{_escape("".join(alt))}"{title} />')
+            elif name == "autolink":
+                shown_url = "".join(c.meta.get("content", "") for c in node.children)
+                if not mdtree.PLAIN_AUTOLINK.fullmatch(shown_url):
+                    raise Mismatch("autolink")
+                out.append(f'<a href="{href}">{_escape(shown_url)}</a>')
+                if slug is not None and shown is not None:
+                    slug.append(shown_url)
+                    shown.append(shown_url)
+                elif into is not None:
+                    into.append(shown_url)
+            else:
+                out.append(f'<a href="{href}"{title}>')
+                for child in node.children:
+                    self.inline(child, depth + 1, slug, shown, into)
+                out.append("</a>")
         else:
             raise Mismatch(name)
 
-    def raw(self, content: str, line: int) -> None:
-        if AMBIGUOUS_RAW.search(content):
-            raise Mismatch("raw html heading or pre")
-        for m in RAW_LINK.finditer(content):
-            at = line + content.count("\n", 0, m.start())
-            self.links.append(("raw", m.group(3), m.group(2), at))
+    def raw(self, content: str, line: int) -> str:
+        """Raw HTML with its ``href``/``src`` values resolved (``markdown.RAW_LINK``'s)."""
+
+        def one(m: re.Match[str]) -> str:
+            href = m.group(3)
+            if not href or href.startswith(SKIPPED_SCHEMES):
+                return m.group(0)
+            new, kind = self.resolve(href)
+            self.links.append((new, kind, line + content.count("\n", 0, m.start())))
+            return f"{m.group(1)}{m.group(2)}{new}{m.group(2)}"
+
+        return RAW_LINK.sub(one, content)
+
+
+def _alt_text(nodes: Sequence[Any], out: list[str], depth: int) -> None:
+    # markdown-it-py's ``renderInlineAsText`` over the image's child tokens
+    if depth >= mdtree.MAX_DEPTH:
+        raise Mismatch("nesting")
+    for node in nodes:
+        name = node.name
+        if name in ("text", "text_special", "html_inline"):
+            out.append(node.meta["content"])
+        elif name == "code_inline":
+            out.append("".join(c.meta.get("content", "") for c in node.children))
+        elif name in ("softbreak", "hardbreak"):
+            out.append("\n")
+        elif name == "autolink":
+            shown = "".join(c.meta.get("content", "") for c in node.children)
+            if not mdtree.PLAIN_AUTOLINK.fullmatch(shown):
+                raise Mismatch("autolink")
+            out.append(shown)
+        elif name in ("link", "image") or name in mdtree.INLINE_TAGS:
+            if name in ("link", "image"):
+                mdtree._url(node.meta["url"])  # raises where ``mdtree`` leaves the page to markdown-it-py
+            _alt_text(node.children, out, depth + 1)
+        else:
+            raise Mismatch(name)
+
+
+def _escape(text: str) -> str:
+    # ``mdtree.escape`` (markdown-it-py's: ``&<>"``), without its calls where there is nothing to escape
+    if "&" in text or "<" in text or ">" in text or '"' in text:
+        return mdtree.escape(text)
+    return text
 
 
 def render_parts(
@@ -238,97 +406,22 @@ def render_parts(
     highlight: Callable[[str, str], str],
     resolve: Callable[[str], tuple[str, str]],
 ) -> Parts | None:
-    """The page's HTML and parts, or None where the Rust path cannot be matched to the tree (the caller
-    renders with markdown-it-py). ``highlight(content, lang)`` gives a fenced block's HTML,
+    """The page's HTML and parts, or None where the tree holds what this module has no rule for (the
+    caller renders with markdown-it-py). ``highlight(content, lang)`` gives a fenced block's HTML,
     ``resolve(href)`` a link's new href and kind (``markdown._resolve``)."""
     if mdtree.ADMONITION.search(text) or "\0" in text:
         return None
-    parser = _parser()
-    tree = parser.tree(text)
-    walk = _Walk(text)
+    tree = _parser().tree(text)
+    nodes = tree.children
+    walk = _Walk(text, slugify, highlight, resolve)
     try:
-        walk.blocks(tree.children, 0)
+        walk.blocks(nodes, 0)
     except (Mismatch, mdtree.Unsupported):
-        return None
-    out = parser.render(text)
-
-    # heading ids as the anchors plugin makes them: unique in the page, in order
-    slugs: set[str] = set()
-    ids: list[str] = []
-    for h in walk.headings:
-        base = slugify(h.slug_title)
-        slug, i = base, 1
-        while slug in slugs:
-            slug, i = f"{base}-{i}", i + 1
-        slugs.add(slug)
-        ids.append(slug)
-
-    counts = [0, 0, 0]  # headings, code blocks, links seen
-    links: list[tuple[str, str, int]] = []
-
-    def link(m: re.Match[str]) -> str:
-        if not ATTR_NAME.search(m.string, max(0, m.start() - 64), m.start()):
-            return m.group(0)
-        k = counts[2]
-        counts[2] += 1
-        if k >= len(walk.links):
-            raise Mismatch("extra link attribute")
-        kind, expected, quote, line = walk.links[k]
-        value = m.group(4)
-        if m.group(3) != quote:
-            raise Mismatch("quote")
-        keep = m.group(0)[: m.start(4) - m.start()]  # "=" and the quote
-        if kind == "raw":
-            if value != expected:
-                raise Mismatch("raw link")
-            if not value or value.startswith(SKIPPED_SCHEMES):
-                return m.group(0)
-            new, how = resolve(value)
-            links.append((new, how, line))
-            return f"{keep}{new}{quote}"
-        if html.unescape(value) != expected:
-            raise Mismatch("link url")
-        new, how = resolve(expected)
-        links.append((new, how, line))
-        return f"{keep}{mdtree.escape(new)}{quote}"
-
-    def edit(m: re.Match[str]) -> str:
-        if m.group(3) is not None:
-            return link(m)
-        if m.group(1) is not None:
-            k = counts[0]
-            counts[0] += 1
-            if k >= len(ids) or walk.headings[k].level != int(m.group(1)):
-                raise Mismatch("heading")
-            inner = EDIT.sub(edit, m.group(2))
-            slug = mdtree.escape(ids[k])
-            tag = f"h{m.group(1)}"
-            return f'<{tag} id="{slug}">{inner} <a class="header-anchor" href="#{slug}">#</a></{tag}>'
-        k = counts[1]
-        counts[1] += 1
-        if k >= len(walk.code):
-            raise Mismatch("code block")
-        block = walk.code[k]
-        if block is None:
-            return m.group(0)
-        info = block[0]
-        if "\\" in info or "&" in info:  # escapes or entities: markdown-it-py's own unescaping
-            from markdown_it.common.utils import unescapeAll
-
-            info = unescapeAll(info)
-        info = info.strip()
-        return highlight(block[1], info.split(maxsplit=1)[0] if info else "") + "\n"
-
-    try:
-        body = EDIT.sub(edit, out)
-        if counts != [len(ids), len(walk.code), len(walk.links)]:
-            raise Mismatch("counts")
-    except Mismatch:
         return None
     # the permalink sign is not part of the heading's text (search titles, excerpts); a plain replace,
     # as on markdown-it-py's output, so raw HTML naming the class gets the mark too
-    body = body.replace(PERMALINK, PERMALINK_IGNORED)
-    return Parts(body, walk.headings, ids, links, _excerpt_nodes(tree.children), walk.flat, walk.search(ids))
+    body = "".join(walk.out).replace(PERMALINK, PERMALINK_IGNORED)
+    return Parts(body, walk.headings, walk.ids, walk.links, _excerpt_nodes(nodes), walk.flat, walk.search())
 
 
 def _raw(text: str) -> str:
