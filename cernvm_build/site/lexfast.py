@@ -6,8 +6,10 @@ highlighting was a fifth of a page's build. Here a state's rules are joined into
 ``(rule0)|(rule1)|…``, which the regex engine tries in the same order; the match's ``lastindex`` (the
 outermost group, closed last) says which rule it is. An alternation takes the first alternative that
 matches at the position, with the match that alternative makes on its own (nothing follows it), so the
-rule, its text and its end are the ones Pygments finds. A rule whose action is a callback
-(``bygroups``, ``using``) is matched again with its own pattern, for its own group numbers.
+rule, its text and its end are the ones Pygments finds. A rule whose action is a ``bygroups`` of
+token types has its tokens read here from the alternation's groups (the rule's follow its own group);
+any other callback (``using``, a lexer's own) gets the rule matched again with its own pattern, for its
+own group numbers.
 
 The engine still tries every alternative at a position: Python's root state has 56 rules and an
 identifier is matched by the last, ~6 us a token. So at an ASCII character only the rules whose match
@@ -18,9 +20,11 @@ Around the match, the lexer's state machine is Pygments' own, as its ``RegexLexe
 action that is a token type yields the matched text, a callback yields its tokens; the new state
 pushes states (``'#push'`` the current one again, ``'#pop'`` pops one, never the last), or an integer
 pops that many; where no rule matches, a newline yields a ``Whitespace`` token and resets the stack to
-``root``, any other character yields an ``Error`` token. tests/site/test_site_lexfast.py compares the
-tokens with Pygments' for the site's languages and a set of others, on the shipped pages' code blocks
-and odd input.
+``root``, any other character yields an ``Error`` token. ``ExtendedRegexLexer``'s loop (YAML's, whose
+callbacks keep the indentation in the context; Ruby's, Terraform's...) is the same around a
+``LexerContext`` that holds the position and stack (``context_tokens``). tests/site/test_site_lexfast.py
+compares the tokens with Pygments' for the site's languages and a set of others, on the shipped pages'
+code blocks, the bench corpus's and odd input.
 
 A state is joined once the process has matched ``JOIN_AFTER`` tokens in it rule by rule (joining
 compiles its patterns again, which only pays off over many tokens), or at its first token for a lexer
@@ -35,8 +39,8 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from pygments.lexer import Lexer, RegexLexer
-from pygments.token import Error, Whitespace, _TokenType
+from pygments.lexer import ExtendedRegexLexer, Lexer, LexerContext, RegexLexer, bygroups
+from pygments.token import Error, Text, Whitespace, _TokenType
 
 from .refirst import ASCII, first_chars
 
@@ -59,6 +63,25 @@ _GROUP = {**dict.fromkeys(_WORDISH, _WORDISH), **dict.fromkeys(_DIGITS, _DIGITS)
 
 def _never(text: str, pos: int) -> None:
     return None  # no rule of the state can match at this character
+
+
+#: Pygments' ``bygroups`` callbacks share this code object (each holds its own ``args``)
+_BYGROUPS_CODE = bygroups(Text).__code__
+#: by callback: its groups and their token types where it is a ``bygroups`` of token types only (its
+#: tokens are then read from the match here, without its generator, and in a joined state without
+#: matching the rule again), else None
+_GROUPS: dict[Any, tuple[tuple[int, _TokenType], ...] | None] = {}
+
+
+def _groups(action: Any) -> tuple[tuple[int, _TokenType], ...] | None:
+    got = None
+    if getattr(action, "__code__", None) is _BYGROUPS_CODE:
+        cells = dict(zip(action.__code__.co_freevars, action.__closure__, strict=True))
+        args = cells["args"].cell_contents
+        if all(a is None or type(a) is _TokenType for a in args):
+            got = tuple((i, a) for i, a in enumerate(args, 1) if a is not None)
+    _GROUPS[action] = got
+    return got
 
 
 class _State:
@@ -106,15 +129,19 @@ class _State:
 
 
 class _Hit:
-    """A rule's match standing for the alternation's (``lastindex``: the group of that rule)."""
+    """A rule's match standing for the alternation's (``lastindex``: the group of that rule; the rule's
+    own groups follow it, as in the alternation)."""
 
     __slots__ = ("lastindex", "m")
 
     def __init__(self, m: re.Match[str], lastindex: int):
         self.m, self.lastindex = m, lastindex
 
-    def group(self) -> str:
-        return self.m.group()
+    def group(self, n: int = 0) -> str | Any:
+        return self.m.group(n - self.lastindex if n else 0)
+
+    def start(self, n: int = 0) -> int:
+        return self.m.start(n - self.lastindex if n else 0)
 
     def end(self) -> int:
         return self.m.end()
@@ -237,22 +264,57 @@ def _joined(lexer: RegexLexer) -> tuple[dict[str, _State | None], dict[str, int]
 
 
 def supports(lexer: Lexer) -> bool:
-    """Whether ``lexer`` runs the plain ``RegexLexer`` loop (other lexers have loops of their own)."""
+    """Whether ``lexer`` runs the plain ``RegexLexer`` loop, or ``ExtendedRegexLexer``'s (other lexers
+    have loops of their own)."""
+    if isinstance(lexer, ExtendedRegexLexer):
+        return _context(lexer) is not None
     return isinstance(lexer, RegexLexer) and (
         type(lexer).get_tokens_unprocessed is RegexLexer.get_tokens_unprocessed
     )
 
 
+def _context(lexer: ExtendedRegexLexer) -> Any:
+    """The context class ``lexer``'s own ``get_tokens_unprocessed`` starts ``ExtendedRegexLexer``'s
+    loop with (a ``LexerContext`` class): Pygments' plain one, or YAML's (whose method only makes its
+    context first); None for a lexer whose method does more."""
+    method = type(lexer).get_tokens_unprocessed
+    if method is ExtendedRegexLexer.get_tokens_unprocessed:
+        return LexerContext
+    if type(lexer).__module__ == "pygments.lexers.data":
+        from pygments.lexers.data import YamlLexer, YamlLexerContext
+
+        if method is YamlLexer.get_tokens_unprocessed:
+            return YamlLexerContext
+    return None
+
+
 def speed_up(lexer: Lexer) -> Lexer:
-    """``lexer``, finding its tokens with ``tokens`` where it runs the plain ``RegexLexer`` loop; its
-    ``get_tokens`` (input clean-up, filters) stays Pygments'."""
-    if supports(lexer):
-        regex_lexer: RegexLexer = lexer  # type: ignore[assignment]
+    """``lexer``, finding its tokens with ``tokens`` (``context_tokens``) where it runs the plain
+    ``RegexLexer`` (``ExtendedRegexLexer``) loop; its ``get_tokens`` (input clean-up, filters) stays
+    Pygments'."""
+    if not supports(lexer):
+        return lexer
+    if isinstance(lexer, ExtendedRegexLexer):
+        extended = lexer
+        make = _context(lexer)
+        assert make is not None
 
-        def unprocessed(text: str, stack: tuple[str, ...] = ("root",)) -> Iterator[tuple[int, Any, str]]:
-            return tokens(regex_lexer, text, stack)
+        def in_context(
+            text: str | None = None, context: LexerContext | None = None
+        ) -> Iterator[tuple[int, Any, str]]:
+            ctx = context if context is not None else make(text, 0)
+            if ctx.end != len(ctx.text):  # a context ending early (not the site's): Pygments' loop
+                return iter(ExtendedRegexLexer.get_tokens_unprocessed(extended, ctx.text, ctx))
+            return context_tokens(extended, ctx)
 
-        lexer.get_tokens_unprocessed = unprocessed  # type: ignore[method-assign]
+        lexer.get_tokens_unprocessed = in_context  # type: ignore[method-assign]
+        return lexer
+    regex_lexer: RegexLexer = lexer  # type: ignore[assignment]
+
+    def unprocessed(text: str, stack: tuple[str, ...] = ("root",)) -> Iterator[tuple[int, Any, str]]:
+        return tokens(regex_lexer, text, stack)
+
+    lexer.get_tokens_unprocessed = unprocessed  # type: ignore[method-assign]
     return lexer
 
 
@@ -290,6 +352,8 @@ def tokens(
     end = len(text)
     while True:
         m = None
+        groups = None
+        base = 0
         if one is not None:
             c = text[pos : pos + 1]
             here = one.by_char.get(c) or one.at(c)
@@ -297,12 +361,19 @@ def tokens(
             if m is not None:
                 match, action, new_state = rules[here[1][m.lastindex]]
                 if action is not None and type(action) is not _TokenType:
-                    m = match(text, pos)  # the callback reads the rule's own groups
+                    groups = _GROUPS[action] if action in _GROUPS else _groups(action)
+                    if groups is None:
+                        m = match(text, pos)  # the callback reads the rule's own groups
+                    else:
+                        base = m.lastindex  # the rule's groups follow its own in the alternation
         else:
             for rule in rules:
                 m = rule[0](text, pos)
                 if m is not None:
                     _match, action, new_state = rule
+                    if action is not None and type(action) is not _TokenType:
+                        groups = _GROUPS[action] if action in _GROUPS else _groups(action)
+                        base = 0
                     break
             if m is not None and state not in joined:
                 n = uses[state] = uses.get(state, 0) + 1
@@ -312,6 +383,11 @@ def tokens(
             if action is not None:
                 if type(action) is _TokenType:
                     yield pos, action, m.group()
+                elif groups is not None:  # what the ``bygroups`` callback yields
+                    for group, ttype in groups:
+                        data = m.group(base + group)
+                        if data:
+                            yield m.start(base + group), ttype, data
                 else:
                     yield from action(lexer, m)
             pos = m.end()
@@ -332,3 +408,83 @@ def tokens(
         else:
             yield pos, Error, text[pos]
             pos += 1
+
+
+def context_tokens(lexer: ExtendedRegexLexer, ctx: LexerContext) -> Iterator[tuple[int, Any, str]]:
+    """What ``ExtendedRegexLexer.get_tokens_unprocessed(lexer, context=ctx)`` yields, for a context
+    that ends at its text's end. Its loop differs from ``RegexLexer``'s (``tokens``): the position and
+    the state stack are the context's, which a callback moves (``callback(lexer, match, ctx)``; after
+    one without a new state, the state is read again from the stack); a rule without an action does
+    not move the position; where no rule matches at a newline, it is a ``Text`` token."""
+    tokendefs: dict[str, list[Rule]] = lexer._tokens  # type: ignore[attr-defined]
+    joined, uses = _joined(lexer)
+    join_after = 1 if type(lexer) in _EARLY else JOIN_AFTER
+    text = ctx.text
+    end = ctx.end
+    state = ctx.stack[-1]
+    rules = tokendefs[state]
+    one = joined.get(state)
+    while True:
+        pos = ctx.pos
+        m = None
+        groups = None
+        base = 0
+        if one is not None:
+            c = text[pos : pos + 1]
+            here = one.by_char.get(c) or one.at(c)
+            m = here[0](text, pos)
+            if m is not None:
+                match, action, new_state = rules[here[1][m.lastindex]]
+                if action is not None and type(action) is not _TokenType:
+                    groups = _GROUPS[action] if action in _GROUPS else _groups(action)
+                    if groups is None:
+                        m = match(text, pos)  # the callback reads the rule's own groups
+                    else:
+                        base = m.lastindex  # the rule's groups follow its own in the alternation
+        else:
+            for rule in rules:
+                m = rule[0](text, pos)
+                if m is not None:
+                    _match, action, new_state = rule
+                    if action is not None and type(action) is not _TokenType:
+                        groups = _GROUPS[action] if action in _GROUPS else _groups(action)
+                        base = 0
+                    break
+            if m is not None and state not in joined:
+                n = uses[state] = uses.get(state, 0) + 1
+                if n >= join_after:
+                    one = joined[state] = _State(rules) if _joinable(rules) else None
+        if m is not None:
+            if action is not None:
+                if type(action) is _TokenType:
+                    yield pos, action, m.group()
+                    ctx.pos = m.end()
+                elif groups is not None:  # what the ``bygroups`` callback yields
+                    for group, ttype in groups:
+                        data = m.group(base + group)
+                        if data:
+                            yield m.start(base + group), ttype, data
+                    ctx.pos = m.end()
+                else:
+                    yield from action(lexer, m, ctx)
+                    if not new_state:  # the callback may have moved the stack
+                        state = ctx.stack[-1]
+                        rules = tokendefs[state]
+                        one = joined.get(state)
+            if new_state is not None:
+                _move(ctx.stack, new_state)
+                state = ctx.stack[-1]
+                rules = tokendefs[state]
+                one = joined.get(state)
+        elif pos >= end:
+            return
+        elif text[pos] == "\n":  # no rule matched at a line's end: back to the root state
+            ctx.stack = ["root"]
+            state = "root"
+            rules = tokendefs[state]
+            one = joined.get(state)
+            yield pos, Text, "\n"
+            ctx.pos = pos + 1
+        else:
+            yield pos, Error, text[pos]
+            ctx.pos = pos + 1

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from pygments.lexer import RegexLexer
+from pygments.lexer import RegexLexer, bygroups, using
 from pygments.lexers import get_lexer_by_name
 from pygments.token import Name, String, Text
 
@@ -65,6 +65,48 @@ def test_tokens_are_pygments_own(lang: str, join_at_once: None) -> None:
     if lang in ("python", "bash"):
         root = joined["root"]
         assert root is not None and root.by_rules
+
+
+#: ``ExtendedRegexLexer``s (their loop keeps position and stack in a context its callbacks move): the
+#: site's YAML (callbacks keeping indentation), Ruby (heredocs), Terraform, Sass
+EXTENDED = ("yaml", "ruby", "terraform", "sass")
+YAML_ODD = (
+    "a: |\n  x\n\n   y\n b\n",
+    "a: >-\n    folded\n  less\nb: |2+\n   keep\n\n",
+    "- - a\n  - b: [1, {c: d, 'e': \"f\\n\"}]\n? k\n: v\n--- !tag &a *b\n...\n%YAML 1.2\n%TAG ! x\n",
+    "\t\x00é: 'x\n  # c\nk:   v # c\n   bad\n",
+)
+
+
+@pytest.mark.parametrize("lang", EXTENDED)
+@pytest.mark.parametrize("join_after", [1, 10**9])
+def test_extended_lexers_tokens_are_pygments_own(
+    lang: str, join_after: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lexfast, "JOIN_AFTER", join_after)
+    monkeypatch.setattr(lexfast, "_JOINED", {})
+    ours = lexfast.speed_up(get_lexer_by_name(lang, stripnl=False, ensurenl=False))
+    theirs = get_lexer_by_name(lang, stripnl=False, ensurenl=False)
+    assert lexfast.supports(theirs) and ours.get_tokens_unprocessed.__qualname__.startswith("speed_up")
+    for text in [*_samples(), *YAML_ODD]:
+        assert list(ours.get_tokens_unprocessed(text)) == list(theirs.get_tokens_unprocessed(text)), text
+    joined, _uses = lexfast._JOINED[type(theirs)]
+    # joined from the first token, or never (rule by rule): both loops ran
+    assert any(j is not None for j in joined.values()) == (join_after == 1)
+    # a context that ends before its text's end: Pygments' loop
+    text = "a: 1\nb: [2]\n"
+    make = lexfast._context(theirs)  # (YAML's keeps the indentation too)
+    early = list(ours.get_tokens_unprocessed(context=make(text, 0, end=6)))
+    assert early == list(theirs.get_tokens_unprocessed(context=make(text, 0, end=6))) and early
+
+
+def test_bygroups_of_token_types_are_read_from_the_match() -> None:
+    assert lexfast._groups(bygroups(Name, None, String)) == ((1, Name), (3, String))
+    assert lexfast._groups(bygroups(Name, using(RegexLexer))) is None  # a callback in it: Pygments'
+    assert lexfast._groups(lambda lexer, m: iter(())) is None
+    # and the site's lexers have such rules (tests above compare their tokens with Pygments')
+    python = get_lexer_by_name("python")
+    assert any(lexfast._groups(a) for rules in python._tokens.values() for _m, a, _n in rules if callable(a))
 
 
 def test_states_are_joined_only_after_many_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
