@@ -4,6 +4,7 @@ and tag — and how a link written in Markdown resolves to a URL."""
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Iterable, Mapping
 from html import escape, unescape
 from typing import Any, NamedTuple
 
@@ -55,6 +56,37 @@ def _kind(rel: str) -> str:
     return "page"
 
 
+def _default_layout(rel: str, kind: str, section: str, sec: Section | None) -> str:
+    """The layout of a source whose front matter names none."""
+    if kind == "home":
+        return "home"
+    if sec is None:
+        return "page"
+    return sec.list_layout if kind == "index" and "/" not in rel[len(section) + 1 :] else sec.layout
+
+
+def likely_layouts(
+    cfg: SiteConfig, rels: Iterable[str], named: Mapping[str, str], tagged: bool = False
+) -> set[str]:
+    """The layouts ``make_pages`` will likely give the pages of these sources and the section indexes it
+    makes, guessed before their front matter is parsed (``named``: the ``layout:`` lines ``sources.scan``
+    saw, by source; ``tagged``: it saw ``tags:``, the tag pages' too): the builder compiles their
+    templates while the Markdown renders."""
+    settings: dict[str, Section | None] = {}
+    layouts: set[str] = set()
+    for rel in rels:
+        section = rel.split("/", 1)[0] if "/" in rel else ""
+        if section not in settings:
+            settings[section] = versions_mod.section_settings(cfg, section)
+        got = named.get(rel)
+        layouts.add(got if got is not None else _default_layout(rel, _kind(rel), section, settings[section]))
+    # a section without an index page of its own gets one
+    layouts.update(sec.list_layout for name, sec in cfg.sections.items() if name in settings)
+    if tagged:
+        layouts.update(("tags", "list"))  # the tags page's and a tag's (``make_pages``)
+    return layouts
+
+
 def _source_page(
     cfg: SiteConfig,
     rel: str,
@@ -75,13 +107,7 @@ def _source_page(
     except KeyError:
         sec = settings[section] = versions_mod.section_settings(cfg, section)
     kind = _kind(rel)
-    default_layout = (
-        "home"
-        if kind == "home"
-        else (sec.list_layout if kind == "index" and "/" not in rel[len(section) + 1 :] else sec.layout)
-        if sec
-        else "page"
-    )
+    default_layout = _default_layout(rel, kind, section, sec)
     title = fm.get("title") or meta["h1"]
     if not title:
         raise BuildError(

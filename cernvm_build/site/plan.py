@@ -39,6 +39,8 @@ from .search import PREFIX as SEARCH_PREFIX
 
 #: outputs every site has besides its pages and assets
 FIXED_OUTPUTS = ("atom.xml", "sitemap.xml", "robots.txt", SEARCH_MANIFEST)
+#: the site-wide outputs rendered from templates of their own name (``plan``'s last jobs)
+FIXED_TEMPLATES = FIXED_OUTPUTS[:3]
 
 
 #: what of a rendered source's meta (``sources._render_source``) only its own page shows

@@ -33,6 +33,9 @@ BUILD_VERSION = "1"
 
 Generators = Mapping[str, Callable[[], str]]
 GENERATE_RE = re.compile(rb"^generate:\s*([\w-]+)\s*$", re.M)
+#: a front matter's layout, roughly (``Sources.layouts``: a wrong guess costs a template compiled)
+LAYOUT_RE = re.compile(rb"""^layout:[ \t]*["']?([\w.-]+)["']?[ \t]*$""", re.M)
+TAGS_RE = re.compile(rb"^tags:", re.M)
 #: a fenced code block's language, roughly (``warm_highlighting``: a wrong guess costs a lookup), after
 #: a newline: a literal first character the regex engine searches for fast, where a ``^`` under
 #: ``re.M`` was tried at every position (4x the time)
@@ -56,6 +59,10 @@ class Sources(NamedTuple):
     #: the languages the fenced blocks of the Markdown files read now name (file -> ``FENCE_LANG``'s
     #: finds), for ``warm_highlighting``: a cold build read each file once, not twice
     fences: dict[str, list[bytes]]
+    #: the ``layout:`` lines of the front matters of the Markdown files read now (content-relative
+    #: path -> layout), for ``pages.likely_layouts``
+    layouts: dict[str, str]
+    tagged: bool  # one of those front matters has ``tags:`` (the site has tag pages, likely)
 
 
 class Source(NamedTuple):
@@ -78,6 +85,8 @@ def scan(site_dir: Path, known: Known | None = None) -> Sources:
     md_sources: dict[str, tuple[str, str, str]] = {}
     rows: list[tuple[str, int, int, int, int, str, str]] = []
     fences: dict[str, list[bytes]] = {}
+    layouts: dict[str, str] = {}
+    tagged = False
     assets: dict[str, Path] = {}
     top = str(content)
     for root, dirs, files in os.walk(top):
@@ -96,7 +105,12 @@ def scan(site_dir: Path, known: Known | None = None) -> Sources:
                     continue
                 with open(full, "rb") as f:
                     raw = f.read()
-                digest, gen = hashlib.sha256(raw).hexdigest(), generate_name(raw)
+                head = _front(raw)
+                digest, gen = hashlib.sha256(raw).hexdigest(), _generate(head)
+                layout = LAYOUT_RE.search(head)
+                if layout:
+                    layouts[prefix + name] = layout.group(1).decode("ascii", "replace")
+                tagged = tagged or TAGS_RE.search(head) is not None
                 fences[full] = FENCE_LANG.findall(b"\n" + raw)
                 md_sources[prefix + name] = (full, digest, gen)
                 if max(st.st_mtime_ns, st.st_ctime_ns) < settled and len(raw) == st.st_size:
@@ -112,14 +126,18 @@ def scan(site_dir: Path, known: Known | None = None) -> Sources:
                     p = Path(root) / name
                     assets.setdefault(p.relative_to(static).as_posix(), p)
     seen = {path for path, _d, _g in md_sources.values()}
-    return Sources(md_sources, assets, rows, sorted(set(known) - seen), fences)
+    return Sources(md_sources, assets, rows, sorted(set(known) - seen), fences, layouts, tagged)
 
 
-def generate_name(raw: bytes) -> str:
-    """The ``generate: NAME`` of a source's front matter ('' without one)."""
+def _front(raw: bytes) -> bytes:
+    """A source's front matter, roughly (b'' without one)."""
     if not raw.startswith(b"---"):
-        return ""
-    head = raw[: raw.find(b"\n---", 3) + 1] if b"\n---" in raw else raw
+        return b""
+    return raw[: raw.find(b"\n---", 3) + 1] if b"\n---" in raw else raw
+
+
+def _generate(head: bytes) -> str:
+    """The ``generate: NAME`` of a source's front matter ('' without one)."""
     m = GENERATE_RE.search(head)  # a regex, not YAML: cheap, and the name is part of the key
     return m.group(1).decode() if m else ""
 

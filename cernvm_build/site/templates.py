@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -86,6 +87,23 @@ class Environment:
     def warm(self) -> None:
         """Import jinja2 and make the environment now (the builder does it while the Markdown renders)."""
         _ = self.env
+
+    def compile(self, names: Iterable[str]) -> None:
+        """Compile now these templates that exist and what they extend, include or import (the builder
+        does it while the Markdown renders, for the templates it expects the pages to use). One that
+        fails is left: the page that uses it reports the error."""
+        todo = [n for n in names if self.exists(n)]
+        seen: set[str] = set()
+        while todo:
+            name = todo.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            try:
+                self.get(name)
+                todo.extend(n for n in self._referenced(name) if self.exists(n))
+            except Exception:  # raised again where a page uses the template, with its place
+                continue
 
     def folder_hash(self) -> str:
         """Hash of every file in the templates folder (a plan made with other templates is not reused)."""

@@ -1010,3 +1010,72 @@ def test_a_forked_write_worker_keeps_extracts_through_a_connection_of_its_own(
     finally:
         state.db.execute("ROLLBACK")
     assert state.search_extracts({"k2"}) == {}
+
+
+def test_the_templates_the_pages_use_are_compiled_while_the_markdown_renders(
+    site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a render step that forks, the templates of the pages' likely layouts (and what they extend
+    or include) are compiled meanwhile, not in the write step's serial preamble; a guess that misses
+    or a template that does not compile changes nothing but where it is compiled."""
+    from cernvm_build.site import build as build_mod
+    from cernvm_build.site import templates as tpl_mod
+
+    first: dict[str, str] = {}  # template -> the step that compiled it first
+    step = ["render"]
+    real_get, real_execute = tpl_mod.Environment.get, build_mod.execute
+
+    def get(self: tpl_mod.Environment, name: str) -> Any:
+        first.setdefault(name, step[0])
+        return real_get(self, name)
+
+    def execute(*args: Any, **kw: Any) -> Any:
+        step[0] = "write"
+        return real_execute(*args, **kw)
+
+    monkeypatch.setattr(tpl_mod.Environment, "get", get)
+    monkeypatch.setattr(build_mod, "execute", execute)
+    monkeypatch.setattr(build_mod, "PARALLEL_MIN", 8)  # the site's 39 sources: a render step that forks
+    build_site(site, tmp_path / "out", jobs=2)
+    assert len(first) > 15 and {n for n, s in first.items() if s == "write"} == set()
+    # a layout the scan cannot see (a page's front matter without a layout line): compiled in the write
+    # step as before, and the output is a clean build's
+    (site / "templates/odd.html").write_text('{% extends "base.html" %}')
+    (site / "content/docs/odd.md").write_text("---\ntitle: Odd\nlayout: >-\n  odd\n---\nText.\n")
+    (site / "templates/broken.html").write_text("{% if %}")  # used by no page
+    first.clear()
+    step[0] = "render"
+    build_site(site, tmp_path / "out2", jobs=2)
+    assert first["odd.html"] == "write" and first["doc.html"] == "render" and "broken.html" not in first
+    assert b"<html" in (tmp_path / "out2/docs/odd/index.html").read_bytes()
+
+
+def test_the_scan_reads_layout_lines_from_front_matter_only(tmp_path: Path) -> None:
+    from cernvm_build.site.sources import scan
+
+    content = tmp_path / "content"
+    (content / "news").mkdir(parents=True)
+    (content / "a.md").write_text("---\ntitle: A\nlayout: 'home'\n---\nlayout: no\n")
+    (content / "news/b.md").write_text("---\ntitle: B\n---\n\nlayout: post\n")
+    (content / "c.md").write_text("layout: page\n")  # no front matter
+    found = scan(tmp_path)
+    assert found.layouts == {"a.md": "home"} and not found.tagged
+    (content / "c.md").write_text("---\ntitle: C\ntags:\n  - x\n---\n")
+    assert scan(tmp_path).tagged
+
+
+def test_likely_layouts_are_those_make_pages_gives(site: Path) -> None:
+    from cernvm_build.site import config as config_mod
+    from cernvm_build.site.pages import likely_layouts, make_pages
+
+    cfg = config_mod.load(site)
+    rels = ["index.md", "docs/_index.md", "docs/a.md", "news/2024-01-01-x.md", "about.md"]
+    tagged = "news/2024-01-01-x.md"
+    files = {rel: str(site / "content" / rel) for rel in rels}
+    metas = {rel: {"fm": {"title": rel, "date": "2024-01-01"}, "h1": "", "summary": ""} for rel in rels}
+    metas["about.md"]["fm"]["layout"] = "context"
+    metas[tagged]["fm"]["tags"] = ["x"]
+    pageset = make_pages(cfg, files, {rel: rel for rel in rels}, metas, {})
+    made = {p.layout for p in pageset.pages}
+    assert likely_layouts(cfg, rels, {"about.md": "context"}, tagged=True) == made
+    assert "tags" in made and "tags" not in likely_layouts(cfg, rels, {"about.md": "context"})
