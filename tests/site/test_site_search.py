@@ -188,7 +188,10 @@ def test_the_extract_is_the_reference_one() -> None:
         + "a b c a d " * 1000
         + "</p><h3 id=m>x a</h3>x</main>"
     )
-    for page in [*pages, *ODD_PAGES, *spliced, long]:
+    # sections as long as the numbers made once (4,096 positions) and longer, whose last word is the first
+    # of its stem there (the text of the last position)
+    longer = f"<main data-search-body><h2 id=l>L</h2><p>{'a ' * 4094}end</p><h2 id=k>K</h2>{'b ' * 5000}end"
+    for page in [*pages, *ODD_PAGES, *spliced, long, longer]:
         assert search.extract(page, "/p/") == reference_extract(page, "/p/"), page[:300]
     # "a": in the long section (its last position past the numbers made once) and in the next one
     entries = json.loads(f"[{search.extract(long, '/p/')[1]['a']}]")
