@@ -13,7 +13,8 @@ and ``LINES`` (one a line): the process parses ``USER_DATA`` into ``LINES`` (wha
 stderr), writes ``0`` (or ``1``: the parse failed, the lines are not to be kept) and a newline on fd 3
 and closes it. Then the mount's command line: a log file (stdout and stderr go there, as the init's
 redirection did), the number of arguments, then one argument a line. It runs the mount as
-``python3 -m cernvm_build.cvmfs.mount`` would and exits with its status. fd 4 at its end before a whole
+``python3 -m cernvm_build.cvmfs.mount`` would and exits with its status, without the interpreter's
+teardown (``exit_now``). fd 4 at its end before a whole
 command line (the init went another way): exits 0, nothing mounted. The init's side is
 ``parse_user_data`` and ``mount_cvmfs``.
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import NoReturn
 
 from . import userdata
 
@@ -124,5 +126,19 @@ def main(argv: list[str]) -> int:
     return mount.main(args)
 
 
+def exit_now(status: int) -> NoReturn:
+    """End the process without the interpreter's teardown (freeing every module's objects: 0.27 s of
+    the initrd's one CPU under TCG, between the daemon's "ready" and the init going on, measured
+    under icount). What this process leaves is written through by then: the lines file is closed
+    after the parse, the mount's line is printed and flushed, the FUSE daemon is a child of its own;
+    only the standard streams' buffers are flushed here."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed or broken stream: nothing more can reach it
+            pass
+    os._exit(status)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))
+    exit_now(main(sys.argv[1:]))

@@ -130,9 +130,13 @@ class PlainCache:
         # then spread over ext4's block groups, away from the parent's (in /tmp's group each new
         # file's allocation skipped every inode freed there lately: ~12 % of a cold read's CPU).
         spread_subdirectories(self.dir)
-        for i in range(256):
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(f"{self._base}/{i:02x}")
+        # Only the missing ones: every start of the mount daemon comes here, and 256 refused mkdirs
+        # (each a Python exception) took 0.07 s of the initrd's CPU under TCG (icount: 0.084 -> 0.014 s).
+        there = set(os.listdir(self._base))
+        for d in (f"{i:02x}" for i in range(256)):
+            if d not in there:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(f"{self._base}/{d}")
         self._verified: set[str] = set()
         #: files whose ctime (ns) is in [low, high) were written since the cache was last all
         #: checked or fresh, and were on the disk at the last clean stop: they count as verified

@@ -178,6 +178,24 @@ def test_a_writer_killed_mid_write_leaves_nothing_trusted(fx: Fixture, tmp_path:
     assert cache.sweep() == 1 and not left[0].exists()
 
 
+def test_a_start_makes_only_the_missing_fan_out_directories(tmp_path: Path) -> None:
+    """Every start of the mount daemon opens the cache: the fan-out directories an earlier start made
+    are left alone (no refused mkdir for each: 0.07 s of the initrd's CPU under TCG), one gone is
+    made again, and what the others hold stays."""
+    cache = PlainCache(tmp_path)
+    name = "ab" + "c" * 38
+    cache.put(name, "", [b"data"], 4)
+    (cache.dir / "ef").rmdir()
+    made: list[str] = []
+    real_mkdir = os.mkdir
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "mkdir", lambda p, *a, **k: made.append(os.path.basename(p)) or real_mkdir(p, *a, **k))
+        cache = PlainCache(tmp_path)
+    assert [m for m in made if len(m) == 2] == ["ef"] and (cache.dir / "ef").is_dir()
+    assert {f"{i:02x}" for i in range(256)} <= set(os.listdir(cache.dir))
+    assert cache.path(name, "").read_bytes()[:4] == b"data"
+
+
 def test_the_size_limit_counts_and_evicts_inflated_files(tmp_path: Path) -> None:
     def put(sub: str, name: str, size: int, mtime: int) -> Path:
         p = tmp_path / sub / name[:2] / name[2:]
