@@ -178,7 +178,8 @@ class Catalog:
         )
 
     def lookup(self, path: str) -> DirEntry | None:
-        rows = self._query(self._lookup_sql, md5_pair(path))
+        pair = md5_pair(path)
+        rows = self._query(self._lookup_sql, pair)
         if not rows:
             return None
         parent, _, base = path.rpartition("/") if path not in ("", "/") else ("", "", "")
@@ -188,7 +189,12 @@ class Catalog:
         if name != base:
             why = check_name(name) or f"the entry's name does not match its path {path}"
             raise self._bad_entry(parent, name, why)
-        return self._entry(rows[0], parent, path)
+        entry = self._entry(rows[0], parent, path)
+        if base and not (entry.hardlink_group and entry.kind != stat.S_IFDIR):
+            # ``DirEntry.inode`` is ``path_inode``: the md5 of the path just hashed for the query (its
+            # first half, unsigned), not a second md5 of it (every FUSE LOOKUP asks for it)
+            entry.__dict__["inode"] = ((pair[0] & 0xFFFF_FFFF_FFFF_FFFF) >> 2) | 2
+        return entry
 
     def children(self, path: str, on_problem: Problem | None = None) -> Iterator[DirEntry]:
         """Entries whose parent is ``path``, in name order (byte order of the UTF-8, as ``sorted``),

@@ -332,8 +332,17 @@ class InodeFilesystem(ll.Filesystem):
         if entry is None:  # a negative entry (inode 0), also kept for TIMEOUT
             ll.reply_entry(req, NEGATIVE)
             return
-        self._remember(entry)
-        self._referenced((entry,))
+        ino = entry.inode  # _remember and _referenced inline, for this one entry
+        cache = self._entries
+        if len(cache) >= ENTRY_CACHE:
+            cache.clear()
+        cache[ino] = entry
+        with self._lock:
+            rec = self._paths.get(ino)
+            if rec is None:
+                self._paths[ino] = [entry.path, 1]
+            else:
+                rec[1] += 1
         ll.reply_entry(req, packed_entry(entry))
 
     def getattr(self, req: int, ino: int) -> None:

@@ -168,6 +168,59 @@ def test_missing_names_are_not_found(mounted: Path) -> None:
     assert (mounted / "sub/deeper/file").read_bytes() == b"deep\n"
 
 
+def test_a_lookup_gives_each_entry_the_inode_its_class_computes(published: tuple[Path, Path]) -> None:
+    """``Catalog.lookup`` sets the inode from the md5 it hashed for the query: the same number
+    ``DirEntry.inode`` computes itself (the path's md5; a hard link's group number; the root 1)."""
+    import dataclasses
+
+    from cernvm_build.cvmfs.catalog import DirEntry
+    from cernvm_build.cvmfs.repository import open_repository
+
+    stratum, pub = published
+    fields = [f.name for f in dataclasses.fields(DirEntry)]
+    with open_repository(str(stratum), public_keys=[pub]) as repo:
+        paths = ["/", *(e.path for e in repo.walk("/"))]
+        kinds = set()
+        for path in paths:
+            got = repo.lookup(path)
+            assert got is not None
+            fresh = DirEntry(**{n: getattr(got, n) for n in fields})  # computes its inode itself
+            assert got.inode == fresh.inode, path
+            kinds.add((got.kind, bool(got.hardlink_group)))
+        assert {(stat.S_IFDIR, False), (stat.S_IFREG, True), (stat.S_IFLNK, False)} <= kinds
+
+
+def test_each_lookup_is_a_reference_until_forgotten(
+    published: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The LOOKUP handler (its bookkeeping inline): it answers with the entry, and every answer is
+    one more reference the kernel holds (two lookups need two forgets)."""
+    from cernvm_build.cvmfs import fuse_inodes
+    from cernvm_build.cvmfs.fuse_inodes import InodeFilesystem, packed_entry
+    from cernvm_build.cvmfs.repository import open_repository
+
+    replies: list[bytes] = []
+    monkeypatch.setattr(fuse_inodes.ll, "reply_entry", lambda _req, entry: replies.append(entry))
+    stratum, pub = published
+    with open_repository(str(stratum), public_keys=[pub]) as repo:
+        fs = InodeFilesystem(repo)
+        sub = repo.lookup("/sub")
+        entry = repo.lookup("/sub/link")
+        assert sub is not None and entry is not None
+        fs.lookup(0, 1, b"sub")
+        fs.lookup(0, sub.inode, b"link")
+        fs.lookup(0, sub.inode, b"link")
+        assert replies == [packed_entry(sub), packed_entry(entry), packed_entry(entry)]
+        fs._entries.clear()
+        fs.forget(entry.inode, 1)
+        assert fs._entry(entry.inode).path == "/sub/link"
+        fs.forget(entry.inode, 1)
+        with pytest.raises(OSError) as e:
+            fs._entry(entry.inode)
+        assert e.value.errno == errno.ESTALE
+        fs._prefetch.close()
+
+
 def test_an_inode_is_kept_until_the_kernel_forgets_it(published: tuple[Path, Path]) -> None:
     """The inode table's rule (no kernel needed): a path is kept per reference the kernel holds, the
     entry cache may drop entries at any time, FORGET of the last reference drops the path."""
