@@ -286,6 +286,15 @@ def _resolve(href: str, src_dir: str, base_path: str) -> tuple[str, str]:
     return f"@@L:{path}{frag}@@", "content"
 
 
+def _target(new: str, kind: str) -> str:
+    """A resolved link's target for the link check: a content link's marker path (``MARKER``'s group),
+    sliced where the marker is the whole of ``new`` (``MARKER.sub`` cost ~2.5 us a link)."""
+    if kind != "content":
+        return new
+    inner = new[4:-2]
+    return inner if "@" not in inner else MARKER.sub(r"\1", new)
+
+
 def _raw_links(
     html_text: str, line: int, src_dir: str, base_path: str, first_line: int, out: list[Link]
 ) -> str:
@@ -296,7 +305,7 @@ def _raw_links(
         if not href or href.startswith(("mailto:", "tel:", "data:", "javascript:")):
             return m.group(0)
         new, kind = _resolve(href, src_dir, base_path)
-        target = MARKER.sub(r"\1", new) if kind == "content" else new
+        target = _target(new, kind)
         at = line + html_text.count("\n", 0, m.start())
         out.append(Link(target, first_line + at, kind))
         return f"{m.group(1)}{m.group(2)}{new}{m.group(2)}"
@@ -366,7 +375,7 @@ def render(
                     continue
                 new, kind = _resolve(href, src_dir, base_path)
                 child.attrSet(attr, new)
-                target = MARKER.sub(r"\1", new) if kind == "content" else new
+                target = _target(new, kind)
                 links.append(Link(target, first_line + _line_of(href, lines, start, end), kind))
     # the permalink sign is not part of the heading's text (search titles, excerpts)
     body = md.renderer.render(tokens, options, env).replace(PERMALINK, PERMALINK_IGNORED)
@@ -403,10 +412,7 @@ def _render_rust(text: str, code: Code, src_dir: str, first_line: int, base_path
     )
     if parts is None:
         return None
-    links = [
-        Link(MARKER.sub(r"\1", new) if kind == "content" else new, first_line + line, kind)
-        for new, kind, line in parts.links
-    ]
+    links = [Link(_target(new, kind), first_line + line, kind) for new, kind, line in parts.links]
     h1 = next((h.title for h in parts.headings if h.level == 1), None)
     pairs = zip(parts.headings, parts.ids, strict=True)
     toc = [(h.level, hid, h.title) for h, hid in pairs if h.level in (2, 3)]

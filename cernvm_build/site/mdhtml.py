@@ -409,7 +409,7 @@ def render_parts(
     """The page's HTML and parts, or None where the tree holds what this module has no rule for (the
     caller renders with markdown-it-py). ``highlight(content, lang)`` gives a fenced block's HTML,
     ``resolve(href)`` a link's new href and kind (``markdown._resolve``)."""
-    if mdtree.ADMONITION.search(text) or "\0" in text:
+    if mdtree.has_admonition(text) or "\0" in text:
         return None
     tree = _parser().tree(text)
     nodes = tree.children

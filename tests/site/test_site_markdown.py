@@ -63,3 +63,21 @@ def test_raw_html_in_markdown_passes_but_text_is_escaped() -> None:
 def test_slugify() -> None:
     assert slugify("Quick start: the client!") == "quick-start-the-client"
     assert slugify("???") == "section"
+
+
+def test_a_content_links_target_is_its_markers_path() -> None:
+    from cernvm_build.site import markdown
+
+    for href in ("a.md", "../b/c.md#x", "x@y.md", "a@@b.md#f", "@", "/docs/", "#top", "https://x.y/@z"):
+        new, kind = markdown._resolve(href, "docs/a", "/base/")
+        expected = markdown.MARKER.sub(r"\1", new) if kind == "content" else new
+        assert markdown._target(new, kind) == expected, href
+
+
+def test_admonitions_are_found_where_the_pattern_finds_them() -> None:
+    from cernvm_build.site import mdtree
+
+    texts = ("!!! note\n    x\n", "a\n  ??? tip\n", "???+ open\n", "text !!! not\n", "a ??? b\n", "!!", "?")
+    for text in texts:
+        assert mdtree.has_admonition(text) == (mdtree.ADMONITION.search(text) is not None), text
+    assert [mdtree.has_admonition(t) for t in texts[:3]] == [True] * 3
