@@ -1048,6 +1048,11 @@ def test_the_templates_the_pages_use_are_compiled_while_the_markdown_renders(
     build_site(site, tmp_path / "out2", jobs=2)
     assert first["odd.html"] == "write" and first["doc.html"] == "render" and "broken.html" not in first
     assert b"<html" in (tmp_path / "out2/docs/odd/index.html").read_bytes()
+    # a used template that does not compile: left meanwhile, reported where the pages use it
+    (site / "templates/doc.html").write_text("{% if %}")
+    with pytest.raises(BuildError, match="template syntax error") as err:
+        build_site(site, tmp_path / "out3", jobs=2)
+    assert str(err.value.where).endswith("doc.html:1")
 
 
 def test_the_scan_reads_layout_lines_from_front_matter_only(tmp_path: Path) -> None:
