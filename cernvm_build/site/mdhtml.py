@@ -8,9 +8,10 @@ The bytes are markdown-it-py's renderer's for the tokens ``mdtree`` would make o
 a tight list's hidden paragraphs and the new line ``renderToken`` puts after them): the page is parsed
 once. (markdown-it-pyrs' tree has no renderer; rendering the text again with the Rust renderer and
 editing its output to match the tree was a second parse and a regex pass, ~0.15 CPU-s of a 1,000-page
-build.) A node without a rule here — a reference definition, an admonition (``!!! note``, a plugin the
-Rust parser lacks), NUL, nesting past ``mdtree.MAX_DEPTH``, a recoded host name, a ``<!--more-->`` inside
-a block — and ``render_parts`` returns None: the page goes through markdown-it-py (``markdown.render``).
+build.) A node without a rule here — an admonition (``!!! note``, a plugin the Rust parser lacks), NUL,
+nesting past ``mdtree.MAX_DEPTH``, a recoded host name, a ``<!--more-->`` inside a block — and
+``render_parts`` returns None: the page goes through markdown-it-py (``markdown.render``). A link
+reference definition writes nothing, as in markdown-it-py.
 tests/site/test_site_mdhtml.py compares both paths byte for byte.
 
 Excerpts stay markdown-it-py's renderer over ``mdtree`` tokens of the few blocks they show.
@@ -121,6 +122,8 @@ class _Walk:
         in_text = False
         for node in nodes:
             name = node.name
+            if name == "definition":
+                continue  # a link reference definition: no HTML, no text (its links carry its URL)
             if name in mdtree.INLINE:
                 if not item:
                     raise Mismatch("inline node outside a list item")
@@ -175,7 +178,7 @@ class _Walk:
                     self.searchable = False
             elif name == "blockquote":
                 children = node.children
-                out.append(self.open("blockquote") + (">\n" if children else ">"))
+                out.append(self.open("blockquote") + (">\n" if _first(children) is not None else ">"))
                 self.blocks(children, depth + 1)
                 out.append("</blockquote>\n")
             elif name in ("bullet_list", "ordered_list"):
@@ -234,7 +237,8 @@ class _Walk:
                 raise Mismatch(item.name)
             children = item.children
             # no new line after <li> where a hidden paragraph or </li> follows
-            out.append("<li>\n" if children and children[0].name not in mdtree.INLINE else "<li>")
+            first = _first(children)
+            out.append("<li>\n" if first is not None and first.name not in mdtree.INLINE else "<li>")
             self.text.append(" ")
             self.blocks(children, depth + 2, item=True)  # (the depths ``mdtree``'s checks count)
             self.text.append(" ")
@@ -367,6 +371,11 @@ class _Walk:
         return RAW_LINK.sub(one, content)
 
 
+def _first(nodes: Sequence[Any]) -> Any:
+    # the first node that has HTML (markdown-it-py makes no token of a reference definition)
+    return next((n for n in nodes if n.name != "definition"), None)
+
+
 def _alt_text(nodes: Sequence[Any], out: list[str], depth: int) -> None:
     # markdown-it-py's ``renderInlineAsText`` over the image's child tokens
     if depth >= mdtree.MAX_DEPTH:
@@ -434,7 +443,7 @@ def _excerpt_nodes(nodes: Sequence[Any]) -> list[Any]:
     pages), else the first top-level paragraph."""
     for i, node in enumerate(nodes):
         if node.name == "html_block" and node.meta["content"].strip() == MORE:
-            return [n for n in nodes[:i] if n.name not in ("heading", "lheading")]
+            return [n for n in nodes[:i] if n.name not in ("heading", "lheading", "definition")]
     for node in nodes:
         if node.name == "paragraph":
             return [node]

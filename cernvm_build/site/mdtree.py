@@ -172,6 +172,8 @@ class _Flatten:
             self.push("html_block", "", 0, level, map=self.lines(node), content=meta["content"])
         elif name == "hr":
             self.push("hr", "hr", 0, level, map=self.lines(node))
+        elif name == "definition":
+            pass  # a link reference definition: markdown-it-py makes no token of it
         elif name == "table":
             self.table(node, level)
         else:

@@ -31,11 +31,15 @@ MORE_CASES = (
     ">\n\n-\n\n1.\n\n> - \n",
     '![a `c` <b>x</b> ![n](n.png) [l](l.md) *e*\nsoft](i.png "t") [![alt](a.png)](b.md)\n',
     "## [link](a.md) in `h` <b>raw</b>\n\n#### h4 *em*\n\ntext\n",
+    # link reference definitions: no HTML of their own, also where they are a list item's or a quote's
+    # only or first block, or before <!--more--> (the excerpt)
+    '[ref] and [other][ref]\n\n[ref]: http://x.y/z "T"\n',
+    "- [a]: a.md\n- [b]: b.md\n  text [a] [b]\n\n> [c]: c.md\n\n>\n> [d]: /d\n> [d]\n",
+    "Intro [x].\n\n[x]: x.md\n\n<!--more-->\n\nRest.\n",
 )
 #: what the tree's writer has no rule for (or where the Rust parser and markdown-it-py differ): the page
 #: goes through markdown-it-py
 LEFT = (
-    '[ref] and [other][ref]\n\n[ref]: http://x.y/z "T"\n',
     '!!! note "Title"\n    Admonition body.\n',
     "nul \x00 char\n",
     "- " * 12 + "deep\n",
