@@ -3,13 +3,24 @@ laid out for three generators at once (this toolkit's site builder, Hugo, MkDocs
 very same pages.
 
     python bench/site_corpus.py 1000 /tmp/corpus     # writes /tmp/corpus/{ours,hugo,mkdocs}
+    python bench/site_corpus.py 1000 /tmp/corpus --kind prose
+
+``--kind`` picks inputs the default has not: ``prose`` (real prose: paragraphs from the Markdown long
+descriptions of the installed packages' METADATA and /usr/share/doc's READMEs, ~4,300 distinct words,
+code in 18 languages), ``tiny`` (one short paragraph a page), ``big`` (every 100th page 1-5 MB of prose
+and code), ``deep`` (prose pages eight folders deep). The default (``synthetic``) stays byte-identical
+to what the earlier figures were measured on.
 """
 
 from __future__ import annotations
 
+import email.parser
+import os
 import random
+import re
 import shutil
 import sys
+import sysconfig
 from pathlib import Path
 
 PER_SECTION = 50
@@ -115,6 +126,174 @@ def page_text(i: int, n: int, rng: random.Random) -> str:
     return "\n".join(out)
 
 
+KINDS = ("synthetic", "prose", "tiny", "big", "deep")
+
+#: Code in the languages real docs show, several of which Pygments lexes through its generic loop.
+MORE_CODE = {
+    **CODE,
+    "c": (
+        "#include <stdio.h>\n"
+        "int main(int argc, char **argv) {\n"
+        "    for (int i = 0; i < {n}; i++)\n"
+        '        printf("%d: %s\\n", i, argv[0]);\n'
+        "    return 0;\n"
+        "}\n"
+    ),
+    "cpp": (
+        "#include <vector>\n"
+        "template <typename T> T sum(const std::vector<T>& v) {\n"
+        "    T s{};\n"
+        "    for (auto& x : v) s += x * {n};\n"
+        "    return s;\n"
+        "}\n"
+    ),
+    "go": (
+        "package main\n"
+        "\n"
+        'import "fmt"\n'
+        "\n"
+        "func main() {\n"
+        "\tfor i := 0; i < {n}; i++ {\n"
+        '\t\tfmt.Println("chunk", i)\n'
+        "\t}\n"
+        "}\n"
+    ),
+    "rust": (
+        "fn main() {\n"
+        "    let v: Vec<u64> = (0..{n}).map(|x| x * 2).collect();\n"
+        '    println!("{:?}", v.iter().sum::<u64>());\n'
+        "}\n"
+    ),
+    "js": (
+        "const url = `https://cvmfs.example/${{n}}`;\n"
+        "fetch(url).then((r) => r.json()).then((d) => {\n"
+        "  console.log(d.revision, {n});\n"
+        "});\n"
+    ),
+    "json": (
+        "{\n"
+        '  "repository": "sft.cern.ch",\n'
+        '  "revision": {n},\n'
+        '  "tags": ["prod", "v{n}"],\n'
+        '  "gc": false\n'
+        "}\n"
+    ),
+    "toml": ('[repository]\nname = "sft.cern.ch"\nrevision = {n}\n\n[proxy]\nurls = ["http://squid:3128"]\n'),
+    "ini": ("[cvmfs]\nCVMFS_REPOSITORIES = sft.cern.ch\nCVMFS_QUOTA_LIMIT = {n}\n; a comment\n"),
+    "dockerfile": (
+        "FROM almalinux:9\n"
+        "RUN dnf -y install cvmfs && dnf clean all\n"
+        "ENV CVMFS_QUOTA={n}\n"
+        'CMD ["/bin/bash"]\n'
+    ),
+    "make": (
+        "all: image-{n}.qcow2\n"
+        "\n"
+        "image-%.qcow2: profile.yaml\n"
+        "\tcernvm-build image build --profile $< --out $@\n"
+    ),
+    "sql": (
+        "SELECT path, size FROM catalog\n"
+        "WHERE revision = {n} AND flags & 4 = 0\n"
+        "ORDER BY size DESC LIMIT 10;\n"
+    ),
+    "diff": (
+        "--- a/default.local\n"
+        "+++ b/default.local\n"
+        "@@ -1,2 +1,2 @@\n"
+        "-CVMFS_QUOTA_LIMIT=4000\n"
+        "+CVMFS_QUOTA_LIMIT={n}\n"
+        " CVMFS_HTTP_PROXY=DIRECT\n"
+    ),
+    "console": (
+        "$ cvmfs_config probe\n"
+        "Probing /cvmfs/sft.cern.ch... OK\n"
+        "$ df -h /cvmfs/sft.cern.ch\n"
+        "Filesystem  Size  Used Avail Use% Mounted on\n"
+        "cvmfs2       {n}G  1.2G   3G  29% /cvmfs/sft.cern.ch\n"
+    ),
+    "html": (
+        '<!doctype html>\n<html><body>\n  <a href="/docs/{n}/" class="nav">Page {n}</a>\n</body></html>\n'
+    ),
+    "xml": (
+        '<?xml version="1.0"?>\n'
+        '<repomd revision="{n}">\n'
+        '  <data type="primary"><location href="repodata/p.xml.gz"/></data>\n'
+        "</repomd>\n"
+    ),
+}
+
+_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
+_PLAIN = re.compile(r"[A-Za-z][^<>|{}\[\]#*_\\]+")
+
+
+def prose_paragraphs() -> list[str]:
+    """Plain paragraphs of the installed packages' long descriptions and /usr/share/doc's READMEs and
+    NEWS (links reduced to their text, so no page links outside the corpus); sorted, so the corpus
+    depends only on what is installed."""
+    site = Path(sysconfig.get_paths()["purelib"])
+    bodies: list[str] = []
+    for meta in sorted(site.glob("*.dist-info/METADATA")):
+        body = email.parser.Parser().parsestr(meta.read_text(errors="replace")).get_payload()
+        if isinstance(body, str):
+            bodies.append(body)
+    docs = Path("/usr/share/doc")
+    for name in ("README", "README.md", "README.txt", "NEWS", "NEWS.md", "FAQ", "TODO"):
+        bodies.extend(p.read_text(errors="replace") for p in sorted(docs.glob(f"*/{name}")))
+    paras: set[str] = set()
+    for body in bodies:
+        for block in re.split(r"\n\s*\n", body):
+            if block.startswith((" ", "\t")):
+                continue  # indented code
+            text = " ".join(line.strip() for line in block.splitlines())
+            text = _LINK.sub(r"\1", text)
+            if len(text) < 80 or text.count("`") % 2 or not _PLAIN.fullmatch(text):
+                continue
+            paras.add(text)
+    if not paras:
+        raise SystemExit("no Markdown long descriptions found in the installed packages")
+    return sorted(paras)
+
+
+def kind_path(kind: str, i: int) -> str:
+    if kind == "deep":
+        parts = [f"d{(i >> (2 * k)) % 4}" for k in range(8)]  # 8 levels, 4 folders a level
+        return "docs/" + "/".join(parts) + f"/p{i:05d}.md"
+    return rel_path(i)
+
+
+def kind_text(kind: str, i: int, n: int, rng: random.Random, paras: list[str]) -> str:
+    me = kind_path(kind, i)
+    if kind == "tiny":
+        return f"---\ntitle: Note {i}\nweight: {i}\n---\n\n{rng.choice(paras)}\n"
+
+    def link_to(j: int, anchor: str) -> str:
+        rel = os.path.relpath(kind_path(kind, j), me.rsplit("/", 1)[0])
+        return f"[page {j}]({rel}#{anchor})"
+
+    title = " ".join(rng.choice(paras).split()[:6]).strip(" ,.;:")
+    out = [f"---\ntitle: {json_str(title)}\nweight: {i}\n---\n"]
+    out.append(rng.choice(paras) + "\n")
+    sections = 3
+    if kind == "big" and i % 100 == 0:
+        sections = 800 * (1 + (i // 100) % 5)  # 800..4,000 sections: ~1-5 MB
+    for h in range(sections):
+        out.append(f"## Part {h} of note {i}\n")
+        out.append(" ".join(rng.choice(paras) for _ in range(rng.randint(1, 3))) + "\n")
+        j = rng.randrange(n)
+        out.append(f"See {link_to(j, 'part-1-of-note-' + str(j))} and [above](#part-0-of-note-{i}).\n")
+        lang = rng.choice(sorted(MORE_CODE))
+        out.append(f"```{lang}\n{MORE_CODE[lang].replace('{n}', str(i))}```\n")
+        out.append(f"### More on part {h}\n")
+        out.append(rng.choice(paras) + "\n")
+        out.append("- " + "\n- ".join(rng.choice(paras)[:120] for _ in range(3)) + "\n")
+    return "\n".join(out)
+
+
+def json_str(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def write_ours(root: Path, n: int, texts: dict[str, str]) -> Path:
     from cernvm_build.paths import data_dir
 
@@ -198,12 +377,16 @@ def write_mkdocs(root: Path, n: int, texts: dict[str, str]) -> Path:
     return site
 
 
-def generate(root: Path, n: int, seed: int = 7) -> dict[str, Path]:
+def generate(root: Path, n: int, seed: int = 7, kind: str = "synthetic") -> dict[str, Path]:
     """Write the corpus for all three generators under ``root``; returns their site folders."""
     if root.exists():
         shutil.rmtree(root)
     rng = random.Random(seed)
-    texts = {rel_path(i): page_text(i, n, rng) for i in range(n)}
+    if kind == "synthetic":
+        texts = {rel_path(i): page_text(i, n, rng) for i in range(n)}
+    else:
+        paras = prose_paragraphs()
+        texts = {kind_path(kind, i): kind_text(kind, i, n, rng, paras) for i in range(n)}
     return {
         "ours": write_ours(root, n, texts),
         "hugo": write_hugo(root, n, texts),
@@ -212,7 +395,15 @@ def generate(root: Path, n: int, seed: int = 7) -> dict[str, Path]:
 
 
 if __name__ == "__main__":
-    count = int(sys.argv[1]) if len(sys.argv) > 1 else 100
-    dest = Path(sys.argv[2]) if len(sys.argv) > 2 else Path("/tmp/site-corpus")
-    for name, path in generate(dest, count).items():
+    args = sys.argv[1:]
+    kind = "synthetic"
+    if "--kind" in args:
+        at = args.index("--kind")
+        kind = args[at + 1]
+        del args[at : at + 2]
+        if kind not in KINDS:
+            raise SystemExit(f"--kind {kind}: one of {', '.join(KINDS)}")
+    count = int(args[0]) if args else 100
+    dest = Path(args[1]) if len(args) > 1 else Path("/tmp/site-corpus")
+    for name, path in generate(dest, count, kind=kind).items():
         print(f"{name}: {path}")
