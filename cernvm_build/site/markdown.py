@@ -469,7 +469,9 @@ def _excerpt_tokens(
             attr = "href" if child.type == "link_open" else "src" if child.type == "image" else None
             if attr is not None:
                 child.attrSet(attr, _resolve(str(child.attrGet(attr) or ""), src_dir, base_path)[0])
-    return flat.out
+    # a list item's or a quote's headings too (``_excerpt_nodes`` leaves out the top-level ones), as on
+    # markdown-it-py's path
+    return _without_headings(flat.out)
 
 
 def _without_headings(tokens: list[Token]) -> list[Token]:

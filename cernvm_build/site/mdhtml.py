@@ -87,6 +87,7 @@ class _Walk:
         self.headings: list[Heading] = []
         self.ids: list[str] = []
         self.slugs: set[str] = set()
+        self.suffix: dict[str, int] = {}  # a heading id's base -> the next suffix to try
         self.links: list[tuple[str, str, int]] = []  # (resolved target, kind, line 0-based)
         self.text: list[str] = []  # the current section's text (decoded)
         self.sections: list[tuple[int, str, list[str]]] = []  # (heading number, heading, text) per h2/h3
@@ -205,11 +206,18 @@ class _Walk:
         self.out = out
         level = node.meta["level"]
         self.headings.append(Heading(level, "".join(slug), "".join(shown).strip()))
-        # ids as the anchors plugin makes them: unique in the page, in order
+        # ids as the anchors plugin makes them: unique in the page, in order (the first free of base,
+        # base-1, base-2 ...); the search for a base resumes after its last suffix, taken for good as
+        # the set only grows (n identical headings: O(n), not n²/2 tries)
         base = self.slugify("".join(slug))
-        hid, i = base, 1
-        while hid in self.slugs:
-            hid, i = f"{base}-{i}", i + 1
+        hid = base
+        if hid in self.slugs:
+            i = self.suffix.get(base, 1)
+            hid = f"{base}-{i}"
+            while hid in self.slugs:
+                i += 1
+                hid = f"{base}-{i}"
+            self.suffix[base] = i + 1
         self.slugs.add(hid)
         self.ids.append(hid)
         sid = _escape(hid)

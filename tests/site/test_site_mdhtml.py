@@ -36,6 +36,11 @@ MORE_CASES = (
     '[ref] and [other][ref]\n\n[ref]: http://x.y/z "T"\n',
     "- [a]: a.md\n- [b]: b.md\n  text [a] [b]\n\n> [c]: c.md\n\n>\n> [d]: /d\n> [d]\n",
     "Intro [x].\n\n[x]: x.md\n\n<!--more-->\n\nRest.\n",
+    # headings inside a list item or a quote before <!--more-->: not in the excerpt
+    "- one\n  # Heading in item\n\n<!--more-->\n\nrest\n",
+    "> ## quoted heading\n\n<!--more-->\n",
+    # repeated headings and headings named like another's suffixed id: the anchors plugin's ids
+    "# a\n\n# a\n\n## a-1\n\n# a\n\n### a-3\n\n# a-1\n\n# a\n\n# a\n\n# a-1-1\n\n# a-1\n",
 )
 #: what the tree's writer has no rule for (or where the Rust parser and markdown-it-py differ): the page
 #: goes through markdown-it-py
@@ -97,3 +102,25 @@ def test_what_the_tree_writer_has_no_rule_for_is_left_to_markdown_it_py(
     ]
     assert '<a class="header-anchor" data-search-ignore href="#c-b">#</a></h2>' in page.html
     assert 'href="@@L:docs/a/c.md@@"' in page.html and "src='@@L:docs/a/d.png@@'" in page.html
+
+
+def test_unique_heading_ids_take_linear_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    """n identical headings: the ids a, a-1 ... a-(n-1) with O(n) lookups of the ids taken, not the
+    n²/2 of trying every suffix from 1 again for each."""
+    looked: list[int] = [0]
+
+    class Taken(set[str]):
+        def __contains__(self, item: object) -> bool:
+            looked[0] += 1
+            return super().__contains__(item)
+
+    class Walk(mdhtml._Walk):
+        def __init__(self, *args: object) -> None:
+            super().__init__(*args)  # type: ignore[arg-type]
+            self.slugs = Taken()
+
+    monkeypatch.setattr(mdhtml, "_Walk", Walk)
+    n = 400
+    page = markdown.render("# a\n\n" * n, src_path="a.md", first_line=1, base_path="/")
+    assert page.ids == ["a", *(f"a-{i}" for i in range(1, n))]
+    assert looked[0] <= 3 * n
