@@ -14,7 +14,7 @@ import hashlib
 import html
 import posixpath
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
@@ -38,11 +38,13 @@ if TYPE_CHECKING:
 # fifth of a one-page rebuild's imports (the stylesheet comes from the state too, ``build``).
 
 #: bump when the HTML this module produces changes, so cached renders are redone
-VERSION = "8"
+VERSION = "9"
 MORE = "<!--more-->"
 MARKER = re.compile(r"@@L:([^@]*)@@")
 #: links in raw HTML written in the Markdown: checked and resolved like Markdown links
 RAW_LINK = re.compile(r"""(\b(?:href|src)\s*=\s*)(["'])([^"'<>]*)\2""", re.I)
+#: raw HTML links left as they are (neither resolved nor checked)
+SKIPPED_SCHEMES = ("mailto:", "tel:", "data:", "javascript:")
 
 
 class Link(NamedTuple):
@@ -295,22 +297,36 @@ def _target(new: str, kind: str) -> str:
     return inner if "@" not in inner else MARKER.sub(r"\1", new)
 
 
-def _raw_links(
-    html_text: str, line: int, src_dir: str, base_path: str, first_line: int, out: list[Link]
+def raw_links(
+    html_text: str,
+    line: int,
+    resolve: Callable[[str], tuple[str, str]],
+    record: Callable[[str, str, int], None],
 ) -> str:
-    """Resolve the href/src attributes of raw HTML like Markdown links (and record them for the check)."""
+    """Raw HTML with its ``href``/``src`` values resolved like Markdown links (``resolve(href)``: the new
+    href and its kind), each recorded for the check as ``record(new, kind, its line)``, ``line`` being
+    the HTML's first. Both paths' one rule (this module's tokens, ``mdhtml``'s tree)."""
 
     def one(m: re.Match[str]) -> str:
         href = m.group(3)
-        if not href or href.startswith(("mailto:", "tel:", "data:", "javascript:")):
+        if not href or href.startswith(SKIPPED_SCHEMES):
             return m.group(0)
-        new, kind = _resolve(href, src_dir, base_path)
-        target = _target(new, kind)
-        at = line + html_text.count("\n", 0, m.start())
-        out.append(Link(target, first_line + at, kind))
+        new, kind = resolve(href)
+        record(new, kind, line + html_text.count("\n", 0, m.start()))
         return f"{m.group(1)}{m.group(2)}{new}{m.group(2)}"
 
     return RAW_LINK.sub(one, html_text)
+
+
+def _raw_links(
+    html_text: str, line: int, src_dir: str, base_path: str, first_line: int, out: list[Link]
+) -> str:
+    """``raw_links`` on markdown-it-py's path: links recorded in ``out`` (file lines)."""
+
+    def record(new: str, kind: str, at: int) -> None:
+        out.append(Link(_target(new, kind), first_line + at, kind))
+
+    return raw_links(html_text, line, lambda href: _resolve(href, src_dir, base_path), record)
 
 
 def _line_of(href: str, lines: list[str], start: int, end: int) -> int:

@@ -27,14 +27,12 @@ from typing import Any, NamedTuple
 import markdown_it_pyrs
 
 from . import mdtree
+from .markdown import raw_links
 from .model import PERMALINK, PERMALINK_IGNORED, ContentText
 
-#: the same attribute pattern as ``markdown.RAW_LINK`` (raw HTML links are resolved and checked too)
-RAW_LINK = re.compile(r"""(\b(?:href|src)\s*=\s*)(["'])([^"'<>]*)\2""", re.I)
 MORE = "<!--more-->"
 #: raw HTML that is one comment (``<!--more-->``): ``search.sections`` reads no text in it
 COMMENT = re.compile(r"<!--(?:(?!-->).)*-->", re.S)
-SKIPPED_SCHEMES = ("mailto:", "tel:", "data:", "javascript:")
 
 
 class Mismatch(Exception):
@@ -366,17 +364,11 @@ class _Walk:
             raise Mismatch(name)
 
     def raw(self, content: str, line: int) -> str:
-        """Raw HTML with its ``href``/``src`` values resolved (``markdown.RAW_LINK``'s)."""
+        """Raw HTML with its ``href``/``src`` values resolved (``markdown.raw_links``)."""
+        return raw_links(content, line, self.resolve, self.record)
 
-        def one(m: re.Match[str]) -> str:
-            href = m.group(3)
-            if not href or href.startswith(SKIPPED_SCHEMES):
-                return m.group(0)
-            new, kind = self.resolve(href)
-            self.links.append((new, kind, line + content.count("\n", 0, m.start())))
-            return f"{m.group(1)}{m.group(2)}{new}{m.group(2)}"
-
-        return RAW_LINK.sub(one, content)
+    def record(self, new: str, kind: str, line: int) -> None:
+        self.links.append((new, kind, line))
 
 
 def _first(nodes: Sequence[Any]) -> Any:

@@ -124,3 +124,13 @@ def test_unique_heading_ids_take_linear_work(monkeypatch: pytest.MonkeyPatch) ->
     page = markdown.render("# a\n\n" * n, src_path="a.md", first_line=1, base_path="/")
     assert page.ids == ["a", *(f"a-{i}" for i in range(1, n))]
     assert looked[0] <= 3 * n
+
+
+def test_raw_html_links_have_one_rule_on_both_paths(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Raw HTML's links are resolved by ``markdown.raw_links`` on both paths: a scheme added to the
+    skipped ones is left as it is on the tree path too."""
+    text = 'a <a href="vbscript:x">v</a> <a href="y.md">y</a>\n'
+    monkeypatch.setattr(markdown, "SKIPPED_SCHEMES", (*markdown.SKIPPED_SCHEMES, "vbscript:"))
+    taken, fast, slow = both(text, monkeypatch)
+    assert taken and fast == slow
+    assert 'href="vbscript:x"' in fast.html and [link.target for link in fast.links] == ["docs/a/y.md"]
