@@ -222,6 +222,7 @@ class Builder:
                 meanwhile=meanwhile,
                 fences=sources.fences,
             )
+            env.forget_changed()  # a template compiled meanwhile and edited since is compiled again
             if edited and snap is not None and _shown_elsewhere(edited, keys, snap, metas):
                 edited = None  # a title, listed excerpt, heading id... other pages show it: plan them all
             data = data_mod.load_all(self.site_dir, cfg, self.repo_metadata, yaml_memo)

@@ -64,6 +64,7 @@ class Environment:
         self._hash: dict[str, str] = {}
         self._refs: dict[str, set[str]] = {}
         self._exists: dict[str, bool] = {}
+        self._early: list[jinja2.Template] = []  # compiled by ``compile``, before the build hashed sources
 
     @functools.cached_property
     def env(self) -> jinja2.Environment:
@@ -100,10 +101,26 @@ class Environment:
                 continue
             seen.add(name)
             try:
-                self.get(name)
+                self._early.append(self.get(name))
                 todo.extend(n for n in self._referenced(name) if self.exists(n))
             except Exception:  # raised again where a page uses the template, with its place
                 continue
+
+    def forget_changed(self) -> None:
+        """Forget every compiled template and what was read of the sources if one ``compile`` made has
+        changed on disk since (an edit while the Markdown rendered): the build then hashes and renders
+        the same, new sources; else a page would be written with the old template under the new
+        source's hash, and the next build would keep it. One stat per template compiled early."""
+        if not self._early:
+            return
+        if all(template.is_up_to_date for template in self._early):
+            return
+        self._early = []
+        if self.env.cache is not None:
+            self.env.cache.clear()
+        self._hash.clear()
+        self._refs.clear()
+        self._exists.clear()
 
     def folder_hash(self) -> str:
         """Hash of every file in the templates folder (a plan made with other templates is not reused)."""

@@ -1043,16 +1043,52 @@ def test_the_templates_the_pages_use_are_compiled_while_the_markdown_renders(
     (site / "templates/odd.html").write_text('{% extends "base.html" %}')
     (site / "content/docs/odd.md").write_text("---\ntitle: Odd\nlayout: >-\n  odd\n---\nText.\n")
     (site / "templates/broken.html").write_text("{% if %}")  # used by no page
+    # a guessed layout no page uses, which does not compile: left meanwhile, the build goes on
+    (site / "templates/ghost.html").write_text("{% if %}")
+    real_likely = build_mod.likely_layouts
+    monkeypatch.setattr(build_mod, "likely_layouts", lambda *a: {*real_likely(*a), "ghost"})
     first.clear()
     step[0] = "render"
     build_site(site, tmp_path / "out2", jobs=2)
     assert first["odd.html"] == "write" and first["doc.html"] == "render" and "broken.html" not in first
+    assert first["ghost.html"] == "render"
     assert b"<html" in (tmp_path / "out2/docs/odd/index.html").read_bytes()
     # a used template that does not compile: left meanwhile, reported where the pages use it
     (site / "templates/doc.html").write_text("{% if %}")
+    step[0] = "render"
     with pytest.raises(BuildError, match="template syntax error") as err:
         build_site(site, tmp_path / "out3", jobs=2)
-    assert str(err.value.where).endswith("doc.html:1")
+    assert str(err.value.where).endswith("doc.html:1") and step[0] == "write"  # (not raised meanwhile)
+
+
+def test_a_template_edited_while_the_markdown_renders_is_the_one_written(
+    site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """doc.html compiled while the Markdown renders and saved again before the render step ends: the
+    pages are written with the new template the build hashed (not the one compiled early, which the
+    next build would keep as current)."""
+    from cernvm_build.site import build as build_mod
+
+    real_warm = build_mod._warm_templates
+    doc = site / "templates/doc.html"
+    edited: list[bool] = []
+
+    def warm_then_edit(*args: Any) -> None:
+        real_warm(*args)
+        doc.write_text(doc.read_text().replace('<div class="doc-grid">', '<div class="doc-grid" data-new>'))
+        mtime = doc.stat().st_mtime_ns + 2_000_000_000  # (jinja2 compares the file's mtime)
+        os.utime(doc, ns=(mtime, mtime))
+        edited.append(True)
+
+    monkeypatch.setattr(build_mod, "_warm_templates", warm_then_edit)
+    monkeypatch.setattr(build_mod, "PARALLEL_MIN", 8)  # the site's 39 sources: a render step that forks
+    out = tmp_path / "out"
+    build_site(site, out, jobs=2)
+    assert edited == [True]
+    page = (out / "docs/index.html").read_text()
+    assert "data-new" in page
+    again = build_site(site, out, jobs=2)
+    assert again.rendered == 0 and (out / "docs/index.html").read_text() == page
 
 
 def test_the_scan_reads_layout_lines_from_front_matter_only(tmp_path: Path) -> None:
