@@ -12,7 +12,8 @@ build.) A node without a rule here — an admonition (``!!! note``, a plugin the
 nesting past ``mdtree.MAX_DEPTH``, a recoded host name, a ``<!--more-->`` inside a block — and
 ``render_parts`` returns None: the page goes through markdown-it-py (``markdown.render``). A link
 reference definition writes nothing, as in markdown-it-py.
-tests/site/test_site_mdhtml.py compares both paths byte for byte.
+tests/site/test_site_mdhtml.py compares both paths byte for byte; only a link's source line may differ
+(here the node's own, there the paragraph's line holding the href, see that test's docstring).
 
 Excerpts stay markdown-it-py's renderer over ``mdtree`` tokens of the few blocks they show.
 """

@@ -1,7 +1,11 @@
 """The Rust tree path (``mdhtml``: markdown-it-pyrs parses, Python writes the HTML from its tree with ids,
 highlighting and links) gives the HTML markdown-it-py's path gives, byte for byte, with the same toc, ids,
-links (and their source lines) and excerpts: on the shipped content, the bench corpus and odd or hostile
-Markdown; a page holding what it has no rule for goes through markdown-it-py."""
+links and excerpts: on the shipped content, the bench corpus and odd or hostile Markdown; a page holding
+what it has no rule for goes through markdown-it-py. One exception: a link's source line. The tree path
+has each node's own (a Markdown link's end, where its URL is, or for a reference link where ``[ref]`` is
+used; a raw-HTML link's line in its HTML); the token path has the first line of the paragraph holding the
+href's text, else the paragraph's first (``markdown._line_of``). The cases compared have their links on
+a paragraph's first line; ``test_the_tree_path_gives_each_link_its_own_line`` pins the tree path's."""
 
 from __future__ import annotations
 
@@ -134,3 +138,24 @@ def test_raw_html_links_have_one_rule_on_both_paths(monkeypatch: pytest.MonkeyPa
     taken, fast, slow = both(text, monkeypatch)
     assert taken and fast == slow
     assert 'href="vbscript:x"' in fast.html and [link.target for link in fast.links] == ["docs/a/y.md"]
+
+
+@pytest.mark.parametrize(
+    ("text", "tree", "token"),
+    [
+        ("See x.md below\n[the page](x.md)\n", 4, 3),  # a link on a paragraph's second line
+        ("Mail\n<a@b.c>\n", 4, 3),  # an autolink
+        ("line one\nsee [r] here\n\n[r]: r.md\n", 4, 3),  # a reference link: where it is used
+        ('text\n<a href="x.md">x</a>\n', 4, 3),  # raw HTML
+        ('[multi\nline](m.md "t\nx")\n', 5, 4),  # its end: the title's line
+    ],
+)
+def test_the_tree_path_gives_each_link_its_own_line(
+    text: str, tree: int, token: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(first_line 3) The token path's lines differ (``markdown._line_of``): the one difference between
+    the two paths (this module's docstring)."""
+    taken, fast, slow = both(text, monkeypatch)
+    assert taken and [link.line for link in fast.links] == [tree]
+    assert [link.line for link in slow.links] == [token]
+    assert fast._replace(links=[]) == slow._replace(links=[])
