@@ -38,11 +38,16 @@ if TYPE_CHECKING:
 # fifth of a one-page rebuild's imports (the stylesheet comes from the state too, ``build``).
 
 #: bump when the HTML this module produces changes, so cached renders are redone
-VERSION = "9"
+VERSION = "10"
 MORE = "<!--more-->"
 MARKER = re.compile(r"@@L:([^@]*)@@")
 #: links in raw HTML written in the Markdown: checked and resolved like Markdown links
 RAW_LINK = re.compile(r"""(\b(?:href|src)\s*=\s*)(["'])([^"'<>]*)\2""", re.I)
+#: the same, or an HTML comment (group 1; an unclosed one runs to the end, as it does in a browser):
+#: a link in a comment is not a link (a README's commented-out template code is not checked)
+RAW_LINK_OR_COMMENT = re.compile(
+    r"""(<!--[\s\S]*?(?:-->|\Z))|(\b(?:href|src)\s*=\s*)(["'])([^"'<>]*)\3""", re.I
+)
 #: raw HTML links left as they are (neither resolved nor checked)
 SKIPPED_SCHEMES = ("mailto:", "tel:", "data:", "javascript:")
 
@@ -307,15 +312,19 @@ def raw_links(
     href and its kind), each recorded for the check as ``record(new, kind, its line)``, ``line`` being
     the HTML's first. Both paths' one rule (this module's tokens, ``mdhtml``'s tree)."""
 
+    # groups 2-4 of RAW_LINK_OR_COMMENT are RAW_LINK's 1-3; without a comment in the text, RAW_LINK alone
+    base = 1 if "<!--" in html_text else 0
+
     def one(m: re.Match[str]) -> str:
-        href = m.group(3)
-        if not href or href.startswith(SKIPPED_SCHEMES):
+        href = m.group(base + 3)
+        if not href or href.startswith(SKIPPED_SCHEMES):  # (a comment has no group base + 3)
             return m.group(0)
         new, kind = resolve(href)
         record(new, kind, line + html_text.count("\n", 0, m.start()))
-        return f"{m.group(1)}{m.group(2)}{new}{m.group(2)}"
+        quote = m.group(base + 2)
+        return f"{m.group(base + 1)}{quote}{new}{quote}"
 
-    return RAW_LINK.sub(one, html_text)
+    return (RAW_LINK_OR_COMMENT if base else RAW_LINK).sub(one, html_text)
 
 
 def _raw_links(

@@ -141,6 +141,24 @@ def test_raw_html_links_have_one_rule_on_both_paths(monkeypatch: pytest.MonkeyPa
 
 
 @pytest.mark.parametrize(
+    "text",
+    [
+        '<!-- <a href="{gone[">x</a> -->\n\n<a href="y.md">y</a>\n',  # an HTML block that is a comment
+        'a <!-- src="gone.png" --> <a href="y.md">y</a>\n',  # an inline comment
+        '<div>\n<!-- href="gone.md" -->\n<a href="y.md">y</a>\n</div>\n',  # a comment inside a block
+        '<a href="y.md">y</a>\n\n<!-- unclosed href="gone.md"\n',  # an unclosed one runs to the end
+    ],
+)
+def test_links_in_html_comments_are_not_links(text: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A README's commented-out template (``<!-- ... href="{x[" ... -->``) is neither resolved nor
+    checked, on both paths; the link outside the comment still is."""
+    taken, fast, slow = both(text, monkeypatch)
+    assert taken and fast == slow
+    assert [link.target for link in fast.links] == ["docs/a/y.md"]
+    assert "gone" in fast.html  # the comment is left as it was written
+
+
+@pytest.mark.parametrize(
     ("text", "tree", "token"),
     [
         ("See x.md below\n[the page](x.md)\n", 4, 3),  # a link on a paragraph's second line
