@@ -268,6 +268,38 @@ def test_a_shards_words_are_in_the_order_the_script_compares_them(extra: tuple[s
         assert listed.index("\U00020000x") < listed.index("\uff41wide")
 
 
+def test_a_shards_postings_are_its_pages_extracts_numbered(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the state keeps a page's words and postings as two line-joined strings (``page_extract``); the
+    # shard puts each page's number before its postings: what the browser reads is the pages' ``extract``
+    # postings, page by page, whatever the pages hold (no word at all, a word in several sections)
+    pages = {
+        "a/index.html": "<main data-search-body><h1>Cache</h1><p>cache proxy cache</p>"
+        '<h2 id="s">Proxy cache</h2><p>mount cache</p></main>',
+        "b/index.html": "<main data-search-body><p></p></main>",
+        "c/index.html": "<main data-search-body><h1>Mount</h1><p>proxy \u00e9t\u00e9 a b a</p></main>",
+    }
+    extracts = {out: search.page_extract(page, out, "/") for out, page in pages.items()}
+    shard = search.shards(dict.fromkeys(pages, "fp"))[0]
+    files, entry = search.shard_files(shard, extracts)
+    got: dict[str, Any] = {}
+    for rel in sorted(files):
+        if "/b/" in rel:
+            got.update(json.loads(files[rel]))
+    want: dict[str, list[Any]] = {}
+    count = total = 0
+    for n, out in enumerate(shard.pages):
+        _frag, postings, (sections_, words_) = search.extract(pages[out], search.page_url("/", out))
+        count, total = count + sections_, total + words_
+        for w, e in postings.items():
+            want.setdefault(w, []).append([n, *json.loads(f"[{e}]")])
+    assert got == want and (entry["sections"], entry["words"]) == (count, total)
+    assert len(got["cach"]) == 1 and len(got["cach"][0]) == 3  # two sections of page 0
+    # the extract's format is not the index files': a change of it keeps the shards' keys
+    monkeypatch.setattr(search, "EXTRACT_VERSION", "x")
+    assert search.shards(dict.fromkeys(pages, "fp")) == [shard]
+    assert search.extract_key("a/index.html", "fp").startswith("x ")
+
+
 #: Markdown pieces the hostile pages are made of: entities (complete, cut, without ``;``), escapes, nested
 #: inline markup, code, links and images (titles and targets naming the ignore mark), Unicode spaces
 _PIECES = (
