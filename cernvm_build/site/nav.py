@@ -7,7 +7,6 @@ the current page, so its size stays bounded however large a section grows.
 
 from __future__ import annotations
 
-import posixpath
 from typing import Any, Protocol
 
 
@@ -41,27 +40,33 @@ def build_tree(section: str, pages: list[NavPage], titles: dict[str, str]) -> No
     """The folder tree of one section. ``titles`` names folders without an ``_index.md``."""
     nodes: dict[str, Node] = {}
 
+    # ``rpartition`` for ``posixpath.dirname``/``basename`` (content paths are "/"-separated, never
+    # "//"), lists of one not sorted: a tree of 8-deep folders (4,300 of them for 1,000 pages) took
+    # 8-9 ms, a tenth of what a one-page rebuild of it spends beyond a flat one's
     def node(d: str) -> Node:
-        if d not in nodes:
-            name = posixpath.basename(d)
-            nodes[d] = Node(d, titles.get(d, name.replace("-", " ").capitalize()), None, 1000)
+        got = nodes.get(d)
+        if got is None:
+            parent, _, name = d.rpartition("/")
+            got = nodes[d] = Node(d, titles.get(d, name.replace("-", " ").capitalize()), None, 1000)
             if d != section:
-                node(posixpath.dirname(d)).children.append(nodes[d])
-        return nodes[d]
+                node(parent).children.append(got)
+        return got
 
     root = node(section)
     for p in pages:
         if p.src is None:
             continue
-        d = posixpath.dirname(p.src)
+        d = p.src.rpartition("/")[0]
         if p.kind == "index":
             n = node(d)
             n.title, n.url, n.weight = p.nav_title, p.url, p.weight
         else:
             node(d).pages.append(p)
     for n in nodes.values():
-        n.pages.sort(key=lambda p: (p.weight, p.nav_title.lower()))
-        n.children.sort(key=Node.sort_key)
+        if len(n.pages) > 1:
+            n.pages.sort(key=lambda p: (p.weight, p.nav_title.lower()))
+        if len(n.children) > 1:
+            n.children.sort(key=Node.sort_key)
     return root
 
 
