@@ -3,6 +3,7 @@ change, where ``bench/site.py`` compares with Hugo and MkDocs).
 
     git archive main cernvm_build | tar -x -C /tmp/old      # a tree: a folder holding cernvm_build/
     python bench/site_ab.py /tmp/old . --pages 1000 --rounds 6 --jobs 2 1 --work /dev/shm/ab
+    python bench/site_ab.py /tmp/old . --kind prose --highlight --jobs      # real prose, 18 languages
 
 Each run is ``cernvm-build site build --json --jobs J`` with ``PYTHONPATH=<tree>`` into an output and
 cache folder removed before it (a cold full build) on the corpus of ``bench/site_corpus.py``; the trees
@@ -29,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.site_corpus import generate
+from bench.site_corpus import KINDS, generate
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -87,6 +88,7 @@ def main() -> None:
     ap.add_argument("old", type=Path, help="folder holding the reference's cernvm_build package")
     ap.add_argument("new", type=Path, help="folder holding the changed cernvm_build package")
     ap.add_argument("--pages", type=int, default=1000)
+    ap.add_argument("--kind", choices=KINDS, default="synthetic", help="the corpus (site_corpus --kind)")
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--jobs", type=int, nargs="*", default=[2, 1], help="job counts (none: builds skipped)")
     ap.add_argument(
@@ -104,8 +106,8 @@ def main() -> None:
     args.work and args.work.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
         work = Path(tmp)
-        site = generate(work / "corpus", args.pages)["ours"]
-        print(f"{args.pages} pages, {args.rounds} rounds, work in {work}; load {_load()} at start")
+        site = generate(work / "corpus", args.pages, kind=args.kind)["ours"]
+        print(f"{args.pages} {args.kind} pages, {args.rounds} rounds, work in {work}; load {_load()}")
         if args.highlight:
             got: dict[str, list[float]] = {name: [] for name in trees}
             for _ in range(args.rounds):

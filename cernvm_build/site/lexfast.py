@@ -22,9 +22,14 @@ pushes states (``'#push'`` the current one again, ``'#pop'`` pops one, never the
 pops that many; where no rule matches, a newline yields a ``Whitespace`` token and resets the stack to
 ``root``, any other character yields an ``Error`` token. ``ExtendedRegexLexer``'s loop (YAML's, whose
 callbacks keep the indentation in the context; Ruby's, Terraform's...) is the same around a
-``LexerContext`` that holds the position and stack (``context_tokens``). tests/site/test_site_lexfast.py
+``LexerContext`` that holds the position and stack (``context_tokens``). A few of
+Pygments' own loops wrap that one and are kept, with their inner lexer sped up: the C family's
+(``Name`` tokens that are type names retyped), shell sessions' (``console``: its commands' lexer) and
+Makefiles' (the lines other than special and comment ones); a ``using(OtherLexer)`` callback
+(Dockerfile's shell lines, HTML's scripts) lexes with one sped-up instance a lexer keeps, not a new
+one per match (``_using``). tests/site/test_site_lexfast.py
 compares the tokens with Pygments' for the site's languages and a set of others, on the shipped pages'
-code blocks, the bench corpus's and odd input.
+code blocks, the bench corpora's and odd input.
 
 A state is joined once the process has matched ``JOIN_AFTER`` tokens in it rule by rule (joining
 compiles its patterns again, which only pays off over many tokens), or at its first token for a lexer
@@ -36,11 +41,12 @@ expression: different flags, verbose patterns, a backreference the joined number
 from __future__ import annotations
 
 import re
+import types
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from pygments.lexer import ExtendedRegexLexer, Lexer, LexerContext, RegexLexer, bygroups
-from pygments.token import Error, Text, Whitespace, _TokenType
+from pygments.lexer import ExtendedRegexLexer, Lexer, LexerContext, RegexLexer, bygroups, using
+from pygments.token import Error, Keyword, Name, Text, Whitespace, _TokenType
 
 from .refirst import ASCII, first_chars
 
@@ -73,15 +79,53 @@ _BYGROUPS_CODE = bygroups(Text).__code__
 _GROUPS: dict[Any, tuple[tuple[int, _TokenType], ...] | None] = {}
 
 
+#: Pygments' ``using(OtherLexer)`` callbacks share this code object (``using(this)`` has another)
+_USING_CODE = using(Text).__code__
+#: by callback that is not a ``bygroups`` of token types: what the loops call instead (``_using``'s
+#: for a ``using(OtherLexer)``, else the callback itself)
+_CALLBACK: dict[Any, Any] = {}
+
+
 def _groups(action: Any) -> tuple[tuple[int, _TokenType], ...] | None:
     got = None
-    if getattr(action, "__code__", None) is _BYGROUPS_CODE:
+    code = getattr(action, "__code__", None)
+    if code is _BYGROUPS_CODE:
         cells = dict(zip(action.__code__.co_freevars, action.__closure__, strict=True))
         args = cells["args"].cell_contents
         if all(a is None or type(a) is _TokenType for a in args):
             got = tuple((i, a) for i, a in enumerate(args, 1) if a is not None)
     _GROUPS[action] = got
+    if got is None:
+        _CALLBACK[action] = _using(action) if code is _USING_CODE else action
     return got
+
+
+def _using(action: Any) -> Any:
+    """What the ``using(OtherLexer, **kwargs)`` callback ``action`` yields, from one instance of that
+    lexer a lexer keeps, sped up: Pygments' makes a new instance at every match (its "XXX: cache
+    that somehow"), whose rules are tried one by one (Dockerfile's shell lines are Bash's). Only for
+    a lexer ``speed_up`` takes (its tokens depend on its options and the text, not on an earlier
+    call); any other stays Pygments' callback."""
+    cells = dict(zip(action.__code__.co_freevars, action.__closure__, strict=True))
+    other, kwargs, gt_kwargs = (cells[n].cell_contents for n in ("_other", "kwargs", "gt_kwargs"))
+    inner: dict[int, tuple[Lexer, Lexer | None]] = {}  # by id of the calling lexer (kept beside it)
+
+    def callback(lexer: Lexer, match: Any, ctx: LexerContext | None = None) -> Iterator[tuple[int, Any, str]]:
+        got = inner.get(id(lexer))
+        if got is None or got[0] is not lexer:
+            lx = other(**{**lexer.options, **kwargs})
+            got = inner[id(lexer)] = (lexer, speed_up(lx) if supports(lx) else None)
+        lx = got[1]
+        if lx is None:
+            yield from action(lexer, match, ctx)
+            return
+        s = match.start()
+        for i, t, v in lx.get_tokens_unprocessed(match.group(), **gt_kwargs):
+            yield i + s, t, v
+        if ctx:
+            ctx.pos = match.end()
+
+    return callback
 
 
 class _State:
@@ -229,6 +273,7 @@ def _source(rules: list[Rule]) -> tuple[str, int, dict[int, int]] | None:
     parts: list[str] = []
     index: dict[int, int] = {}
     flags: set[int] = set()
+    empty = 0
     group = 0
     for i, (match, _action, _new_state) in enumerate(rules):
         pattern = getattr(match, "__self__", None)
@@ -242,7 +287,10 @@ def _source(rules: list[Rule]) -> tuple[str, int, dict[int, int]] | None:
             src = f"(?{lead.group(1)}:{src[lead.end() :]})"
         if own & re.X:
             return None  # a comment in the pattern would swallow the closing parenthesis
-        flags.add(own)
+        if src:  # an empty pattern (Pygments' ``default(state)``, compiled without the lexer's flags)
+            flags.add(own)  # matches the empty string under any flags
+        else:
+            empty = own
         group += 1
         index[group] = i
         renumbered = _renumbered(src, group, pattern.groups)
@@ -250,9 +298,9 @@ def _source(rules: list[Rule]) -> tuple[str, int, dict[int, int]] | None:
             return None
         parts.append(f"({renumbered})")
         group += pattern.groups
-    if len(flags) != 1:
+    if len(flags) > 1:
         return None
-    return "|".join(parts), flags.pop(), index
+    return "|".join(parts), flags.pop() if flags else empty, index
 
 
 def _joined(lexer: RegexLexer) -> tuple[dict[str, _State | None], dict[str, int]]:
@@ -264,13 +312,67 @@ def _joined(lexer: RegexLexer) -> tuple[dict[str, _State | None], dict[str, int]
 
 
 def supports(lexer: Lexer) -> bool:
-    """Whether ``lexer`` runs the plain ``RegexLexer`` loop, or ``ExtendedRegexLexer``'s (other lexers
-    have loops of their own)."""
+    """Whether ``lexer`` runs the plain ``RegexLexer`` loop, or ``ExtendedRegexLexer``'s, or one of
+    the loops of Pygments' own around the first that ``speed_up`` knows (``_c_types``,
+    ``_session_inner``); other lexers have loops of their own."""
     if isinstance(lexer, ExtendedRegexLexer):
         return _context(lexer) is not None
+    if _c_types(lexer) is not None:
+        return True
+    if _session_inner(lexer) is not None or _make_base(lexer) is not None:
+        return True
     return isinstance(lexer, RegexLexer) and (
         type(lexer).get_tokens_unprocessed is RegexLexer.get_tokens_unprocessed
     )
+
+
+def _pygments_class(lexer: Lexer, module: str, name: str) -> Any:
+    """The class ``module.name`` of Pygments where ``lexer``'s class has that one's
+    ``get_tokens_unprocessed`` (without importing the module: a lexer of it was made)."""
+    klass: Any
+    for klass in type(lexer).__mro__:
+        if klass.__name__ == name and klass.__module__ == module:
+            return klass if type(lexer).get_tokens_unprocessed is klass.get_tokens_unprocessed else None
+    return None
+
+
+def _c_types(lexer: Lexer) -> frozenset[str] | None:
+    """For a lexer that runs Pygments' C family loop (C, C++...: the ``RegexLexer`` loop, then each
+    ``Name`` that is one of the type names its options highlight becomes ``Keyword.Type``), those
+    names; else None."""
+    klass = _pygments_class(lexer, "pygments.lexers.c_cpp", "CFamilyLexer")
+    if klass is None:
+        return None
+    names: set[str] = set()
+    for flag, attr in (
+        ("stdlibhighlighting", "stdlib_types"),
+        ("c99highlighting", "c99_types"),
+        ("c11highlighting", "c11_atomic_types"),
+        ("platformhighlighting", "linux_types"),
+    ):
+        if getattr(lexer, flag):
+            names.update(getattr(lexer, attr))
+    return frozenset(names)
+
+
+def _make_base(lexer: Lexer) -> Lexer | None:
+    """For a Makefile lexer (its loop sets the special and comment lines apart, then lexes the rest
+    with a new ``BaseMakefileLexer``, a ``RegexLexer``), such an inner lexer; else None."""
+    klass = _pygments_class(lexer, "pygments.lexers.make", "MakefileLexer")
+    if klass is None:
+        return None
+    inner = klass.get_tokens_unprocessed.__globals__["BaseMakefileLexer"](**lexer.options)
+    return inner if supports(inner) else None
+
+
+def _session_inner(lexer: Lexer) -> Lexer | None:
+    """For a shell session lexer (``console``: prompts, then the commands lexed by an inner lexer,
+    a new one each block) whose inner lexer ``speed_up`` takes, that inner lexer; else None."""
+    klass = _pygments_class(lexer, "pygments.lexers.shell", "ShellSessionBaseLexer")
+    if klass is None:
+        return None
+    inner = lexer._innerLexerCls(**lexer.options)  # type: ignore[attr-defined]
+    return inner if supports(inner) else None
 
 
 def _context(lexer: ExtendedRegexLexer) -> Any:
@@ -294,6 +396,19 @@ def speed_up(lexer: Lexer) -> Lexer:
     Pygments'."""
     if not supports(lexer):
         return lexer
+    inner = _session_inner(lexer)
+    if inner is not None:  # its loop makes the inner lexer from this attribute: one, sped up
+        fast = speed_up(inner)
+        lexer._innerLexerCls = lambda **_options: fast  # type: ignore[attr-defined]
+        return lexer
+    base = _make_base(lexer)
+    if base is not None:  # its own loop, run with its global inner lexer class making this one
+        fast_base = speed_up(base)
+        own = type(lexer).get_tokens_unprocessed
+        names = {**own.__globals__, "BaseMakefileLexer": lambda **_options: fast_base}
+        loop = types.FunctionType(own.__code__, names, own.__name__, own.__defaults__, own.__closure__)
+        lexer.get_tokens_unprocessed = types.MethodType(loop, lexer)  # type: ignore[method-assign]
+        return lexer
     if isinstance(lexer, ExtendedRegexLexer):
         extended = lexer
         make = _context(lexer)
@@ -310,6 +425,15 @@ def speed_up(lexer: Lexer) -> Lexer:
         lexer.get_tokens_unprocessed = in_context  # type: ignore[method-assign]
         return lexer
     regex_lexer: RegexLexer = lexer  # type: ignore[assignment]
+    type_names = _c_types(lexer)
+    if type_names is not None:
+
+        def retyped(text: str, stack: tuple[str, ...] = ("root",)) -> Iterator[tuple[int, Any, str]]:
+            for index, token, value in tokens(regex_lexer, text, stack):
+                yield index, Keyword.Type if token is Name and value in type_names else token, value
+
+        lexer.get_tokens_unprocessed = retyped  # type: ignore[method-assign]
+        return lexer
 
     def unprocessed(text: str, stack: tuple[str, ...] = ("root",)) -> Iterator[tuple[int, Any, str]]:
         return tokens(regex_lexer, text, stack)
@@ -389,7 +513,7 @@ def tokens(
                         if data:
                             yield m.start(base + group), ttype, data
                 else:
-                    yield from action(lexer, m)
+                    yield from _CALLBACK[action](lexer, m)
             pos = m.end()
             if new_state is not None:
                 _move(states, new_state)
@@ -466,7 +590,7 @@ def context_tokens(lexer: ExtendedRegexLexer, ctx: LexerContext) -> Iterator[tup
                             yield m.start(base + group), ttype, data
                     ctx.pos = m.end()
                 else:
-                    yield from action(lexer, m, ctx)
+                    yield from _CALLBACK[action](lexer, m, ctx)
                     if not new_state:  # the callback may have moved the stack
                         state = ctx.stack[-1]
                         rules = tokendefs[state]

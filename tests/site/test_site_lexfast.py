@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import re
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
-from pygments.lexer import RegexLexer, bygroups, using
+from pygments.lexer import ExtendedRegexLexer, RegexLexer, bygroups, using
 from pygments.lexers import get_lexer_by_name
-from pygments.token import Name, String, Text
+from pygments.lexers.shell import BashLexer
+from pygments.token import Generic, Keyword, Name, String, Text
 
-from bench.site_corpus import CODE
+from bench.site_corpus import CODE, MORE_CODE
 from cernvm_build.paths import data_dir
 from cernvm_build.site import lexfast
 from cernvm_build.site import markdown as md_mod
@@ -98,6 +101,96 @@ def test_extended_lexers_tokens_are_pygments_own(
     make = lexfast._context(theirs)  # (YAML's keeps the indentation too)
     early = list(ours.get_tokens_unprocessed(context=make(text, 0, end=6)))
     assert early == list(theirs.get_tokens_unprocessed(context=make(text, 0, end=6))) and early
+
+
+#: lexers whose own loops wrap the ``RegexLexer`` loop (C family: names of types retyped; shell
+#: sessions: the commands lexed by an inner Bash lexer) or that call another lexer (``using``:
+#: Dockerfile's shell lines, HTML's scripts)
+WRAPPED = ("c", "cpp", "console", "make", "dockerfile", "html")
+C_TYPES = "size_t n; int32_t x; pid_t y; atomic_int z; FILE *f; bool b; _Bool c; my_t d;\n"
+MAKEFILE = ".PHONY: all\n# c\nall: a.o \\\n\tb.o\n\t$(CC) -o $@ $^ # x\nifeq ($(X),1)\nY ?= 2\nendif\n"
+SESSION = "$ echo a \\\n> b\nout\n(venv) $ ls\n# id -u\n0\n"
+
+
+@pytest.mark.parametrize("lang", WRAPPED)
+@pytest.mark.parametrize("join_after", [1, 10**9])
+def test_wrapped_lexers_tokens_are_pygments_own(
+    lang: str, join_after: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lexfast, "JOIN_AFTER", join_after)
+    monkeypatch.setattr(lexfast, "_JOINED", {})
+    ours = lexfast.speed_up(get_lexer_by_name(lang, stripnl=False, ensurenl=False))
+    theirs = get_lexer_by_name(lang, stripnl=False, ensurenl=False)
+    assert lexfast.supports(theirs)
+    more = [code.replace("{n}", "3") for code in MORE_CODE.values()]
+    texts = [*_samples(), *more, C_TYPES, SESSION, MAKEFILE]
+    for text in texts:
+        assert list(ours.get_tokens_unprocessed(text)) == list(theirs.get_tokens_unprocessed(text)), text
+
+
+def test_c_type_names_are_retyped_as_pygments_does() -> None:
+    ours = lexfast.speed_up(get_lexer_by_name("c", stripnl=False, ensurenl=False))
+    assert ours.get_tokens_unprocessed.__qualname__.startswith("speed_up")
+    kinds = {v: t for _i, t, v in ours.get_tokens_unprocessed(C_TYPES)}
+    assert kinds["size_t"] is kinds["int32_t"] is kinds["pid_t"] is kinds["atomic_int"] is Keyword.Type
+    assert kinds["my_t"] is Name
+    plain = lexfast.speed_up(get_lexer_by_name("c", stdlibhighlighting=False, c99highlighting=False))
+    assert {v: t for _i, t, v in plain.get_tokens_unprocessed(C_TYPES)}["size_t"] is Name
+
+
+def test_a_shell_session_lexes_its_commands_with_one_sped_up_lexer() -> None:
+    ours = lexfast.speed_up(get_lexer_by_name("console", stripnl=False, ensurenl=False))
+    inner = ours._innerLexerCls(**ours.options)
+    assert inner is ours._innerLexerCls() and inner.get_tokens_unprocessed.__qualname__.startswith("speed_up")
+    assert any(t is Generic.Prompt for _i, t, _v in ours.get_tokens_unprocessed(SESSION))
+
+
+def test_a_makefile_is_lexed_by_its_own_loop_with_one_sped_up_inner_lexer() -> None:
+    ours = lexfast.speed_up(get_lexer_by_name("make", stripnl=False, ensurenl=False))
+    inner = ours.get_tokens_unprocessed.__func__.__globals__["BaseMakefileLexer"]()
+    assert inner is ours.get_tokens_unprocessed.__func__.__globals__["BaseMakefileLexer"]()
+    assert inner.get_tokens_unprocessed.__qualname__.startswith("speed_up")
+    assert list(ours.get_tokens_unprocessed(MAKEFILE))  # (its tokens: the test above)
+
+
+def test_using_another_lexer_keeps_one_sped_up_instance_per_lexer() -> None:
+    docker = get_lexer_by_name("dockerfile", stripnl=False, ensurenl=False)
+    calls = [a for rules in docker._tokens.values() for _m, a, _n in rules if callable(a)]
+    used = [a for a in calls if lexfast._groups(a) is None and lexfast._CALLBACK[a] is not a]
+    assert used  # Dockerfile's shell lines: ``using(BashLexer)``, replaced
+    made = []
+    real = lexfast.speed_up
+    try:
+        lexfast.speed_up = lambda lx: made.append(lx) or real(lx)  # type: ignore[assignment]
+        lexer = lexfast.speed_up(get_lexer_by_name("dockerfile", stripnl=False, ensurenl=False))
+        made.clear()
+        list(lexer.get_tokens_unprocessed("RUN a\nRUN b\nCMD c\n"))
+    finally:
+        lexfast.speed_up = real  # type: ignore[assignment]
+    assert len(made) <= 1  # one Bash lexer for the three lines (none: made for this lexer before)
+    # a ``using`` of a lexer with a loop of its own: Pygments' callback, a new instance each match
+    from pygments.lexers.data import JsonLexer
+
+    class Wrap(RegexLexer):
+        tokens: ClassVar = {"root": [(r"[^\n]+", using(JsonLexer)), (r"\n", Text)]}
+
+    text = '{"a": 1}\n[2]\n'
+    ours = lexfast.speed_up(Wrap()).get_tokens_unprocessed(text)
+    assert list(ours) == list(Wrap().get_tokens_unprocessed(text))
+    # from an ``ExtendedRegexLexer``'s loop: the callback moves the context's position past the match
+
+    class Extended(ExtendedRegexLexer):
+        tokens: ClassVar = {"root": [(r"[^\n]+", using(BashLexer)), (r"\n", Text)]}
+
+    text = "echo $A\nls -l\n"
+    ours = itertools.islice(lexfast.speed_up(Extended()).get_tokens_unprocessed(text), 50)
+    assert list(ours) == list(Extended().get_tokens_unprocessed(text))
+
+
+def test_an_empty_rule_joins_whatever_its_flags() -> None:
+    rust = get_lexer_by_name("rust")
+    flags = {m.__self__.flags for m, _a, _n in rust._tokens["root"]}
+    assert len(flags) > 1 and lexfast._joinable(rust._tokens["root"])  # ``default`` rules compile with none
 
 
 def test_bygroups_of_token_types_are_read_from_the_match() -> None:
