@@ -27,14 +27,14 @@ def _shape(n: nav.Node) -> list[object]:
 
 
 def test_a_deep_tree_has_every_folder_titled_and_ordered() -> None:
-    pages = [
+    pages = [  # each folder's children and pages come out of order: sorted by (weight, title)
+        _page("docs/z/p.md", 1),
+        _page("docs/a/b-c/x-y/q.md", 1),
         _page("docs/a/b-c/d/e/p2.md", 2),
         _page("docs/a/b-c/d/e/p1.md", 1),
         _page("docs/a/b-c/d/e/p0.md", 1, "Alpha"),  # same weight: by title
         _page("docs/a/_index.md", 5, "Folder A", "index"),
-        _page("docs/z/p.md", 1),
         _page("docs/top.md", 3),
-        _page("docs/a/b-c/x-y/q.md", 1),
         _Page(None, "/gen/", "Generated", "Generated", 0),  # no source: not in the tree
     ]
     root = nav.build_tree("docs", pages, {"docs": "Docs", "docs/a/b-c/d": "Named"})  # type: ignore[arg-type]
