@@ -14,7 +14,7 @@ import hashlib
 import html
 import posixpath
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
@@ -91,9 +91,11 @@ def _lexer(lang: str) -> Lexer | None:
         return None
 
 
-def warm_lexer(lang: str, *, many: bool = False) -> None:
+def warm_lexer(lang: str, *, many: bool = False, samples: Iterable[str] = ()) -> None:
     """Make (and keep) the lexer of ``lang`` now, with what its first block would import; ``many``:
-    this process will highlight many blocks in it (``lexfast.join_early``)."""
+    this process will highlight many blocks in it (``lexfast.join_early``); ``samples``: blocks in it
+    to highlight now (kept by ``_highlighted``), which make the states and alternations real code
+    meets, not only those of a word."""
     lexer = _lexer(lang)
     if lexer is not None:
         if many:
@@ -101,6 +103,8 @@ def warm_lexer(lang: str, *, many: bool = False) -> None:
 
             lexfast.join_early(lexer)
         _spans(lexer, "x\n")
+        for code in samples:
+            _highlighted(lang, code)
 
 
 _CLASS: dict[_TokenType, str] = {}

@@ -40,6 +40,9 @@ TAGS_RE = re.compile(rb"^tags:", re.M)
 #: a newline: a literal first character the regex engine searches for fast, where a ``^`` under
 #: ``re.M`` was tried at every position (4x the time)
 FENCE_LANG = re.compile(rb"\n {0,3}(?:`{3,}|~{3,})[ \t]*([\w+#.-]+)")
+#: an unindented fenced block (``warm_highlighting``'s samples): its language and its text, after a
+#: newline; a block this reads other than the renderer does only misses the lexed blocks kept
+FENCE_BLOCK = re.compile(rb"\n(`{3,}|~{3,})[ \t]*([\w+#.-]+)[^\n]*\n(.*?\n)\1[ \t]*(?=\n|$)", re.S)
 #: a language with this many fenced blocks to render has its lexer's states joined at once
 #: (``lexfast.join_early``): fewer would not win back the regexes compiled
 MANY_BLOCKS = 100
@@ -245,8 +248,40 @@ def warm_highlighting(todo: list[Source], fences: Mapping[str, list[bytes]] | No
     blocks: Counter[str] = Counter()
     for name, n in found.items():
         blocks[name.decode("ascii", "replace").lower()] += n
-    for lang in sorted(blocks)[:32]:
-        md_mod.warm_lexer(lang, many=blocks[lang] >= MANY_BLOCKS)
+    langs = sorted(blocks)[:32]
+    samples = _samples(todo, fences, {lang for lang in langs if blocks[lang] >= MANY_BLOCKS})
+    for lang in langs:
+        md_mod.warm_lexer(lang, many=blocks[lang] >= MANY_BLOCKS, samples=samples.get(lang, ()))
+
+
+def _samples(todo: list[Source], fences: Mapping[str, list[bytes]], langs: set[str]) -> dict[str, list[str]]:
+    """A block of each of ``langs`` (the first the sources hold), for ``warm_highlighting`` to lex
+    before the workers fork: each worker would otherwise compile the lexer states and alternations
+    the language's code meets again (~0.1 CPU-s for the prose corpus's 18 languages), and lexes
+    the block no more (``markdown._highlighted`` keeps it). Reads only files that name a language
+    still wanted (``fences``: the scan's finds; a file it did not read is read for them)."""
+    got: dict[str, list[str]] = {}
+    for src in todo:
+        if len(got) == len(langs):
+            break
+        named = fences.get(src.file)
+        if named is not None and not any(
+            n.decode("ascii", "replace").lower() in langs.difference(got) for n in named
+        ):
+            continue
+        try:
+            with open(src.file, "rb") as f:
+                data = b"\n" + f.read()
+        except OSError:
+            continue  # the worker reports it
+        for m in FENCE_BLOCK.finditer(data):
+            lang = m.group(2).decode("ascii", "replace").lower()
+            if lang in langs and lang not in got:
+                try:
+                    got[lang] = [m.group(3).decode("utf-8")]
+                except UnicodeDecodeError:
+                    continue
+    return got
 
 
 def render_markdown(

@@ -408,7 +408,42 @@ def test_warming_takes_the_languages_the_scan_found_without_reading_again(
     other.write_text("```yaml\nx: 1\n```\n")
     (content / "a.md").write_text("")  # not read again: the scan's languages are used
     warmed: list[str] = []
-    monkeypatch.setattr(md_mod, "warm_lexer", lambda lang, many=False: warmed.append(lang))
+    monkeypatch.setattr(md_mod, "warm_lexer", lambda lang, many=False, samples=(): warmed.append(lang))
     todo = [sources.Source("k", "a.md", a, "/", ""), sources.Source("l", "b.md", str(other), "/", "")]
     sources.warm_highlighting(todo, found.fences)
     assert warmed == ["bash", "python", "yaml"]
+
+
+def test_warming_lexes_a_block_of_each_language_of_many_blocks_as_the_renderer_reads_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before the render workers fork, the first block of each language of ``MANY_BLOCKS`` blocks is
+    highlighted (the states and alternations its code meets made once, not in each worker), the same
+    text the renderer hands the highlighter (so a worker finds it kept)."""
+    from markdown_it import MarkdownIt
+
+    from cernvm_build.site import sources
+
+    monkeypatch.setattr(lexfast, "_EARLY", set())
+    monkeypatch.setattr(sources, "MANY_BLOCKS", 2)
+    a, b, c = tmp_path / "a.md", tmp_path / "b.md", tmp_path / "c.md"
+    a.write_text("intro\n\n```bash\necho\n```\n")
+    b.write_text("x\n```Python title='t'\ndef f():\n    return {1: [2]}\n\n```\n\n~~~~ python\ny = 2\n~~~~\n")
+    c.write_text("```python\nz = 3\n```\n")
+    todo = [sources.Source(k, f.name, str(f), "/", "") for k, f in (("a", a), ("b", b), ("c", c))]
+    fences = {str(a): [b"bash"], str(c): [b"python"]}  # b: not scanned, read here
+    got = sources._samples(todo, fences, {"python"})
+    rendered = [t.content for t in MarkdownIt("commonmark").parse(b.read_text()) if t.type == "fence"]
+    assert got == {"python": [rendered[0]]} and rendered[0] == "def f():\n    return {1: [2]}\n\n"
+    opened: list[str] = []
+    monkeypatch.setattr(sources, "open", lambda f, mode: opened.append(f) or open(f, mode), raising=False)  # noqa: SIM115
+    assert sources._samples(todo, fences, {"python"}) == got and opened == [str(b)]  # a: no python
+    monkeypatch.undo()
+    monkeypatch.setattr(lexfast, "_EARLY", set())
+    monkeypatch.setattr(sources, "MANY_BLOCKS", 2)
+    md_mod._highlighted.cache_clear()
+    sources.warm_highlighting(todo, fences)
+    hits = md_mod._highlighted.cache_info().hits
+    md_mod._highlighted("python", rendered[0])
+    assert md_mod._highlighted.cache_info().hits == hits + 1  # lexed by the warm-up
+    assert type(md_mod._lexer("python")) in lexfast._EARLY
