@@ -50,6 +50,7 @@ ROOT = 1
 FUSE_CAP_CACHE_SYMLINKS = 1 << 23
 FUSE_CAP_NO_OPEN_SUPPORT = 1 << 17
 FUSE_CAP_NO_OPENDIR_SUPPORT = 1 << 24
+FUSE_CAP_READDIRPLUS_AUTO = 1 << 14
 #: listings being read without OPENDIR, by inode (each dropped once read to its end)
 OPEN_LISTINGS = 64
 #: a directory of at most this many entries is read in one query and listed from a list (most are:
@@ -247,6 +248,12 @@ class InodeFilesystem(ll.Filesystem):
     # -- life cycle ------------------------------------------------------------------------------
     def init(self, conn: Any) -> None:
         conn.want |= conn.capable & FUSE_CAP_CACHE_SYMLINKS
+        # READDIRPLUS for every listing request, not only the first of a directory (libfuse's
+        # default, "auto"): a listing longer than one reply (4 KiB before kernel 6.14, as the guest's
+        # 6.1) then gives the kernel every entry with its attributes, and the stat/open of each that
+        # follows (Python's imports after a FileFinder listing, ls -l) asks no LOOKUP. Import storm of
+        # cloud-init with 4 KiB replies: 925 listing + LOOKUP requests -> 788; walking /usr: no more.
+        conn.want &= ~FUSE_CAP_READDIRPLUS_AUTO
         # With the plain cache a read needs no state from open: answering the first OPEN with
         # ENOSYS makes the kernel send no OPEN or RELEASE again (two of a small file's three
         # requests) and keep each file's pages across opens (FOPEN_KEEP_CACHE is its no-open

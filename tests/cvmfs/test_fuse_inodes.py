@@ -280,6 +280,40 @@ def test_request_counts_are_written_for_a_diagnosis(published: tuple[Path, Path]
     assert sum(c for _n, _s, c in got.values()) <= process[2] - ready[2] + 0.05
 
 
+def _final_counts(stats: Path, unmounted: float) -> dict[str, tuple[int, float, float]]:
+    """The ``--stats`` file as the daemon writes it at its end: the first write after ``unmounted``
+    (``time.time()``; it also writes every 10 s while serving)."""
+    deadline = time.monotonic() + 60
+    while not (stats.exists() and stats.stat().st_mtime >= unmounted) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    lines = stats.read_text().splitlines()
+    return {name: (int(n), float(s), float(c)) for name, n, s, c in (ln.split() for ln in lines)}
+
+
+def test_every_listing_is_readdirplus_so_ls_l_asks_no_lookups(
+    published: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The daemon asks for READDIRPLUS on every listing request, not only the first (libfuse's
+    default, ``FUSE_CAP_READDIRPLUS_AUTO``): a directory larger than one buffer (4 KiB before
+    kernel 6.14, the reader's getdents buffer after) comes whole with its attributes, so listing it
+    and then looking at its entries (``ls -l``, Python's imports after a FileFinder listing) needs no
+    LOOKUP per entry. Default would be one READDIRPLUS, then READDIRs and ~350 LOOKUPs here (checked)."""
+    stats = tmp_path / "stats"
+    mounts = _mount(published, tmp_path / "mnt", "libfuse3", "--stats", str(stats))
+    mnt = next(mounts)
+    try:
+        names = os.listdir(mnt / "wide")
+        assert len(names) == WIDE
+        for name in names:
+            (mnt / "wide" / name).lstat()
+    finally:
+        mounts.close()  # unmounts
+    got = _final_counts(stats, time.time() - 0.01)
+    assert "readdir" not in got
+    assert got["readdirplus"][0] >= 2  # several buffers (and the empty one at the end)
+    assert got["lookup"][0] <= 2  # /wide itself, not its entries
+
+
 def test_request_counts_tell_cpu_from_waiting(tmp_path: Path) -> None:
     """A handler's CPU is its thread's, apart from its wall time: one that waits shows wall
     seconds and almost no CPU, one that computes shows CPU (in a guest with one CPU the wall time
