@@ -545,3 +545,38 @@ def test_readdir_lists_in_buffers_from_any_offset_and_references_what_it_gave(
                 assert c.inode not in fs._paths
         finally:
             fs._prefetch.close()
+
+
+def test_a_huge_listing_gives_attributes_only_to_its_first_entries(
+    published: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """READDIRPLUS is asked for every listing request (see ``init``), so a directory of a million
+    entries would leave a million inodes referenced: past ``GIVEN_PER_LISTING`` children the entries
+    go bare (inode and type, no reference; the kernel looks them up when used)."""
+    from cernvm_build.cvmfs import fuse_inodes
+    from cernvm_build.cvmfs.fuse_inodes import InodeFilesystem
+    from cernvm_build.cvmfs.repository import open_repository
+
+    monkeypatch.setattr(fuse_inodes, "GIVEN_PER_LISTING", 100)
+    out = _Replies(monkeypatch)
+    stratum, pub = published
+    with open_repository(str(stratum), public_keys=[pub]) as repo:
+        fs = InodeFilesystem(repo)
+        try:
+            wide = repo.stat("/wide")
+            kids = list(repo.iterdir(wide))
+            fs.lookup(0, 1, b"wide")
+
+            class Fi:
+                fh = 0
+
+            got: list[tuple[str, int, int]] = []
+            while True:
+                fs.readdir(0, wide.inode, 50 * _Replies.ENTRY, got[-1][1] if got else 0, Fi(), True)
+                if not out.replies[-1]:
+                    break
+                got += out.replies[-1]
+            assert got[2:] == [(c.name, i + 3, c.inode) for i, c in enumerate(kids)]  # all listed
+            assert [c.inode in fs._paths for c in kids] == [True] * 100 + [False] * (WIDE - 100)
+        finally:
+            fs._prefetch.close()
