@@ -25,6 +25,7 @@ import os
 import sys
 from typing import NoReturn
 
+from ..procexit import end_process
 from . import userdata
 
 DONE_FD = 3
@@ -131,13 +132,9 @@ def exit_now(status: int) -> NoReturn:
     the initrd's one CPU under TCG, between the daemon's "ready" and the init going on, measured
     under icount). What this process leaves is written through by then: the lines file is closed
     after the parse, the mount's line is printed and flushed, the FUSE daemon is a child of its own;
-    only the standard streams' buffers are flushed here."""
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):  # a closed or broken stream: nothing more can reach it
-            pass
-    os._exit(status)
+    only the standard streams' buffers are flushed. No atexit hook is run: this process registers
+    none the init relies on. The status is the mount's: the streams are only its log."""
+    end_process(status, run_atexit=False, output_is_result=False)
 
 
 if __name__ == "__main__":

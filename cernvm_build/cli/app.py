@@ -6,16 +6,14 @@ Handlers have the signature ``handler(args, out) -> int`` and never print direct
 from __future__ import annotations
 
 import argparse
-import atexit
 import json
 import logging
-import os
 import re
 import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -24,6 +22,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress
 
 from ..errors import EXIT_CODES, EXIT_INTERRUPTED, EXIT_TERMINATED, CernVMError, UsageError
+from ..procexit import end_process
 from ..report import Reporter
 from . import extras
 
@@ -309,7 +308,7 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None, *, own_proc
         and not _observed()
         and threading.active_count() == 1
     ):
-        end_process(code)
+        end_process(code, run_atexit=True, output_is_result=True)
     return code
 
 
@@ -320,27 +319,6 @@ def _observed() -> bool:
         return True
     monitoring = getattr(sys, "monitoring", None)
     return monitoring is not None and any(monitoring.get_tool(i) is not None for i in range(6))
-
-
-def end_process(code: int) -> NoReturn:
-    """Exit now, without the interpreter's teardown: a one-shot command that has written its result
-    and closed its files (``site build``) otherwise spends ~10 ms of a one-page rebuild's ~140 freeing
-    every module and object one by one (measured: its end to the parent's wait, 13.7 -> 3.3 ms median,
-    15 runs), memory the kernel takes back at once. What an ordinary exit does that others rely on is
-    done first: the atexit hooks (logging's flush, ``weakref.finalize`` cleanups) and the standard
-    streams' flush. Only for commands that opt in, and only when no other thread runs (``run``: its
-    joins at an ordinary exit would otherwise be skipped)."""
-    atexit._run_exitfuncs()  # the first step of an ordinary exit, as Python runs it
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (BrokenPipeError, ValueError):  # a closed pipe (`| head`) or stream: nothing to keep
-            pass
-        except OSError as e:  # a full disk under `> report.json`: one line, not a traceback
-            with suppress(OSError):
-                os.write(2, f"error: cannot write the output: {e.strerror or e}\n".encode())
-            code = code or 1
-    os._exit(code)
 
 
 def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:

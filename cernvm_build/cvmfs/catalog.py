@@ -44,6 +44,7 @@ from .catalog_rows import (
     _text,
     check_name,
     chunk_at,
+    inode_of_md5_half,
     join,
     md5_pair,
     parse_xattrs,
@@ -190,10 +191,10 @@ class Catalog:
             why = check_name(name) or f"the entry's name does not match its path {path}"
             raise self._bad_entry(parent, name, why)
         entry = self._entry(rows[0], parent, path)
-        if base and not (entry.hardlink_group and entry.kind != stat.S_IFDIR):
-            # ``DirEntry.inode`` is ``path_inode``: the md5 of the path just hashed for the query (its
-            # first half, unsigned), not a second md5 of it (every FUSE LOOKUP asks for it)
-            entry.__dict__["inode"] = ((pair[0] & 0xFFFF_FFFF_FFFF_FFFF) >> 2) | 2
+        if base and not entry.shares_inode:
+            # ``DirEntry.inode`` is ``path_inode``: from the md5 of the path just hashed for the query,
+            # not a second md5 of it (every FUSE LOOKUP asks for it)
+            entry.__dict__["inode"] = inode_of_md5_half(pair[0])
         return entry
 
     def children(self, path: str, on_problem: Problem | None = None) -> Iterator[DirEntry]:

@@ -63,7 +63,13 @@ def path_inode(path: str) -> int:
     if path in ("", "/"):
         return 1
     digest = hashlib.md5(path.encode("utf-8", "surrogateescape")).digest()
-    return (int.from_bytes(digest[:8], "little") >> 2) | 2
+    return inode_of_md5_half(struct.unpack_from("<q", digest)[0])
+
+
+def inode_of_md5_half(first: int) -> int:
+    """``path_inode`` from the first (signed) half of the path's ``md5_pair``: a lookup has it from
+    its query and need not hash the path again."""
+    return ((first & 0xFFFF_FFFF_FFFF_FFFF) >> 2) | 2
 
 
 def hardlink_inode(catalog_prefix: str, group: int) -> int:
@@ -190,11 +196,16 @@ class DirEntry:
         """Device number of a character/block device (stored in ``size``)."""
         return self.size if self.is_special else 0
 
+    @property
+    def shares_inode(self) -> bool:
+        """A hard link (never a directory): its group's inode, not its path's."""
+        return bool(self.hardlink_group) and not self.is_dir
+
     @_computed_once
     def inode(self) -> int:
         """Kept once computed (an md5 of the path; the FUSE client asks for it several times per
         entry it lists)."""
-        if self.hardlink_group and not self.is_dir:
+        if self.shares_inode:
             return hardlink_inode(self.catalog_prefix, self.hardlink_group)
         return path_inode(self.path)
 

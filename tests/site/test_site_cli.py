@@ -62,7 +62,8 @@ def test_help_teaches_with_examples() -> None:
 
 
 #: `cernvm-build ARGS...` as its entry point runs it, with an atexit hook (which every exit runs) and an
-#: object that says when the interpreter's teardown freed it (a process ended by `app.end_process` does not)
+#: object that says when the interpreter's teardown freed it (a process ended by `procexit.end_process`
+#: does not)
 ENTRY = """
 import atexit, sys
 atexit.register(lambda: print("atexit ran", file=sys.stderr))
