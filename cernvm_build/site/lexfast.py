@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import re
 import types
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -108,14 +109,15 @@ def _using(action: Any) -> Any:
     call); any other stays Pygments' callback."""
     cells = dict(zip(action.__code__.co_freevars, action.__closure__, strict=True))
     other, kwargs, gt_kwargs = (cells[n].cell_contents for n in ("_other", "kwargs", "gt_kwargs"))
-    inner: dict[int, tuple[Lexer, Lexer | None]] = {}  # by id of the calling lexer (kept beside it)
+    # by calling lexer, weakly: ``markdown._lexer``'s cache makes evicted lexers again, for a long serve
+    inner: weakref.WeakKeyDictionary[Lexer, Lexer | None] = weakref.WeakKeyDictionary()
 
     def callback(lexer: Lexer, match: Any, ctx: LexerContext | None = None) -> Iterator[tuple[int, Any, str]]:
-        got = inner.get(id(lexer))
-        if got is None or got[0] is not lexer:
+        if lexer in inner:
+            lx = inner[lexer]
+        else:
             lx = other(**{**lexer.options, **kwargs})
-            got = inner[id(lexer)] = (lexer, speed_up(lx) if supports(lx) else None)
-        lx = got[1]
+            lx = inner[lexer] = speed_up(lx) if supports(lx) else None
         if lx is None:
             yield from action(lexer, match, ctx)
             return

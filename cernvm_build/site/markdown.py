@@ -43,10 +43,11 @@ MORE = "<!--more-->"
 MARKER = re.compile(r"@@L:([^@]*)@@")
 #: links in raw HTML written in the Markdown: checked and resolved like Markdown links
 RAW_LINK = re.compile(r"""(\b(?:href|src)\s*=\s*)(["'])([^"'<>]*)\2""", re.I)
-#: the same, or an HTML comment (group 1; an unclosed one runs to the end, as it does in a browser):
-#: a link in a comment is not a link (a README's commented-out template code is not checked)
+#: the same, or an HTML comment (group 1; an unclosed one runs to the end of this piece of HTML, as
+#: it does in a browser), or any other quoted attribute value (its ``<!--`` is no comment): a link in
+#: a comment is not a link (a README's commented-out template code is not checked)
 RAW_LINK_OR_COMMENT = re.compile(
-    r"""(<!--[\s\S]*?(?:-->|\Z))|(\b(?:href|src)\s*=\s*)(["'])([^"'<>]*)\3""", re.I
+    r"""(<!--[\s\S]*?(?:-->|\Z))|(\b(?:href|src)\s*=\s*)(["'])([^"'<>]*)\3|=\s*(?:"[^"]*"|'[^']*')""", re.I
 )
 #: raw HTML links left as they are (neither resolved nor checked)
 SKIPPED_SCHEMES = ("mailto:", "tel:", "data:", "javascript:")

@@ -59,10 +59,11 @@ PREFIX = "search-index/"
 MANIFEST = PREFIX + "shards.json"
 #: the folder of every shard but the first (``shards``)
 MORE = PREFIX + "more/"
-#: the shard files' format: a change here makes every shard again (it is part of their keys)
+#: what the index holds, a page's extract's content included (stemmer, sections): a change here
+#: makes every page be read again and every shard again (it is part of both keys)
 VERSION = "4"
-#: the format of a page's extract in the state (``page_extract``): a change here makes every page be
-#: read again, and changes no index file
+#: only how the state stores a page's extract (``page_extract``): a change here makes every page be
+#: read again, and changes no index file; a change of what an extract holds bumps ``VERSION``
 EXTRACT_VERSION = "5"
 #: below this many pages the index is one shard (a query then loads one bucket per word)
 SHARD_FROM = 200
@@ -334,10 +335,11 @@ def page_url(base_path: str, out: str) -> str:
 
 
 def extract_key(out: str, fp: str) -> str:
-    """A page's extract in the state: by its output path and fingerprint (and the extract's format).
+    """A page's extract in the state: by its output path and fingerprint (and what the index holds,
+    and the extract's format).
     Joined, not hashed: the fingerprint is a hash already and the path is unique to the page, and a
     one-page rebuild makes the key of every page (a sha256 each cost ~2 ms at 1,000 pages)."""
-    return f"{EXTRACT_VERSION} {fp} {out}"
+    return f"{VERSION}.{EXTRACT_VERSION} {fp} {out}"
 
 
 def page_extract(

@@ -16,7 +16,7 @@ import pickle
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -40,9 +40,8 @@ TAGS_RE = re.compile(rb"^tags:", re.M)
 #: a newline: a literal first character the regex engine searches for fast, where a ``^`` under
 #: ``re.M`` was tried at every position (4x the time)
 FENCE_LANG = re.compile(rb"\n {0,3}(?:`{3,}|~{3,})[ \t]*([\w+#.-]+)")
-#: an unindented fenced block (``warm_highlighting``'s samples): its language and its text, after a
-#: newline; a block this reads other than the renderer does only misses the lexed blocks kept
-FENCE_BLOCK = re.compile(rb"\n(`{3,}|~{3,})[ \t]*([\w+#.-]+)[^\n]*\n(.*?\n)\1[ \t]*(?=\n|$)", re.S)
+#: an unindented fence's opening line, after a newline (``fence_blocks``): its fence and info string
+FENCE_OPEN = re.compile(rb"\n(`{3,}|~{3,})([^\n]*)\n")
 #: a language with this many fenced blocks to render has its lexer's states joined at once
 #: (``lexfast.join_early``): fewer would not win back the regexes compiled
 MANY_BLOCKS = 100
@@ -271,17 +270,37 @@ def _samples(todo: list[Source], fences: Mapping[str, list[bytes]], langs: set[s
             continue
         try:
             with open(src.file, "rb") as f:
-                data = b"\n" + f.read()
+                data = f.read()
         except OSError:
             continue  # the worker reports it
-        for m in FENCE_BLOCK.finditer(data):
-            lang = m.group(2).decode("ascii", "replace").lower()
+        for lang, code in fence_blocks(data):
             if lang in langs and lang not in got:
                 try:
-                    got[lang] = [m.group(3).decode("utf-8")]
+                    got[lang] = [code.decode("utf-8")]
                 except UnicodeDecodeError:
                     continue
     return got
+
+
+def fence_blocks(data: bytes) -> Iterator[tuple[str, bytes]]:
+    """The unindented fenced blocks of a Markdown file: (language as ``markdown.Code`` reads it, text).
+    Linear: each opening's closer is searched for once and the scan goes on after it; an unclosed
+    fence ends the scan (it swallows the rest, in CommonMark as in markdown-it, whose input has its
+    CRLFs made LFs, as here). A block read other than the renderer does only misses a sample."""
+    data = b"\n" + data.replace(b"\r\n", b"\n")
+    pos = 0
+    while (m := FENCE_OPEN.search(data, pos)) is not None:
+        fence, info = m.group(1), m.group(2)
+        if fence[:1] == b"`" and b"`" in info:  # not a fence: a backtick fence's info has none
+            pos = m.end() - 1
+            continue
+        close = re.compile(rb"\n {0,3}" + re.escape(fence) + re.escape(fence[:1]) + rb"*[ \t]*(?=\n|\Z)")
+        c = close.search(data, m.end() - 1)
+        if c is None:
+            return
+        words = info.decode("utf-8", "replace").strip().split()
+        yield (words[0].lower() if words else ""), data[m.end() : c.start() + 1]
+        pos = c.end()
 
 
 def render_markdown(

@@ -159,6 +159,21 @@ def test_links_in_html_comments_are_not_links(text: str, monkeypatch: pytest.Mon
 
 
 @pytest.mark.parametrize(
+    ("text", "target"),
+    [
+        ('x <img alt="<!--" src="y.png"> y\n', "docs/a/y.png"),
+        ('<div title="a <!-- b">\n<a href="y.md">p</a>\n</div>\n', "docs/a/y.md"),
+    ],
+)
+def test_a_comment_opener_in_an_attribute_value_is_no_comment(
+    text: str, target: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(review r10c, 1) A ``<!--`` in a quoted attribute value hid the links after it."""
+    taken, fast, slow = both(text, monkeypatch)
+    assert taken and fast == slow and [link.target for link in fast.links] == [target]
+
+
+@pytest.mark.parametrize(
     ("text", "tree", "token"),
     [
         ("See x.md below\n[the page](x.md)\n", 4, 3),  # a link on a paragraph's second line

@@ -297,7 +297,7 @@ def test_a_shards_postings_are_its_pages_extracts_numbered(monkeypatch: pytest.M
     # the extract's format is not the index files': a change of it keeps the shards' keys
     monkeypatch.setattr(search, "EXTRACT_VERSION", "x")
     assert search.shards(dict.fromkeys(pages, "fp")) == [shard]
-    assert search.extract_key("a/index.html", "fp").startswith("x ")
+    assert search.extract_key("a/index.html", "fp") == f"{search.VERSION}.x fp a/index.html"
 
 
 #: Markdown pieces the hostile pages are made of: entities (complete, cut, without ``;``), escapes, nested
