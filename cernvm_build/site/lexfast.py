@@ -541,7 +541,10 @@ def context_tokens(lexer: ExtendedRegexLexer, ctx: LexerContext) -> Iterator[tup
     that ends at its text's end. Its loop differs from ``RegexLexer``'s (``tokens``): the position and
     the state stack are the context's, which a callback moves (``callback(lexer, match, ctx)``; after
     one without a new state, the state is read again from the stack); a rule without an action does
-    not move the position; where no rule matches at a newline, it is a ``Text`` token."""
+    not move the position; where no rule matches at a newline, it is a ``Text`` token.
+
+    Its matching step (joined state or rule by rule, then the action's groups) is ``tokens``' own,
+    written out again rather than shared, so that neither hot loop pays a function call per token."""
     tokendefs: dict[str, list[Rule]] = lexer._tokens  # type: ignore[attr-defined]
     joined, uses = _joined(lexer)
     join_after = 1 if type(lexer) in _EARLY else JOIN_AFTER
