@@ -93,16 +93,13 @@ class Environment:
         """Compile now these templates that exist and what they extend, include or import (the builder
         does it while the Markdown renders, for the templates it expects the pages to use). One that
         fails is left: the page that uses it reports the error."""
-        todo = [n for n in names if self.exists(n)]
-        seen: set[str] = set()
-        while todo:
-            name = todo.pop()
-            if name in seen:
-                continue
-            seen.add(name)
+        try:
+            closure = self._closure(names, only_existing=True)
+        except BuildError:  # one went away while read: the page that uses it reports it
+            return
+        for name in sorted(closure):
             try:
                 self._early.append(self.get(name))
-                todo.extend(n for n in self._referenced(name) if self.exists(n))
             except Exception:  # raised again where a page uses the template, with its place
                 continue
 
@@ -147,19 +144,24 @@ class Environment:
             self._refs[name] = set(REFERENCE.findall(self._source(name)))
         return self._refs[name]
 
+    def _closure(self, names: Iterable[str], *, only_existing: bool = False) -> set[str]:
+        """These templates and every one they extend, include or import (``only_existing``: those whose
+        file is there; otherwise a missing one is a BuildError)."""
+        seen: set[str] = set()
+        stack = list(names)
+        while stack:
+            n = stack.pop()
+            if n in seen or (only_existing and not self.exists(n)):
+                continue
+            seen.add(n)
+            stack.extend(self._referenced(n))
+        return seen
+
     def closure_hash(self, name: str) -> str:
         """Hash of a template and every template it extends, includes or imports."""
         if name not in self._hash:
-            seen: set[str] = set()
-            stack = [name]
-            while stack:
-                n = stack.pop()
-                if n in seen:
-                    continue
-                seen.add(n)
-                stack.extend(self._referenced(n))
             h = hashlib.sha256()
-            for n in sorted(seen):
+            for n in sorted(self._closure([name])):
                 h.update(n.encode() + b"\0" + self._source(n).encode() + b"\0")
             self._hash[name] = h.hexdigest()
         return self._hash[name]
