@@ -36,6 +36,7 @@ from tests.support.servers import object_requests_served, requests_served
 
 pytestmark = pytest.mark.e2e
 URI = "qemu:///system"
+NAME = launchhome.unique("e2e-demo")  # hostname, shared folder and domain
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +68,7 @@ def boot_trace() -> list[str]:
 
 @pytest.fixture
 def launch_home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    with launchhome.launch_home(monkeypatch, "e2e-demo") as home:
+    with launchhome.launch_home(monkeypatch, NAME) as home:
         yield home
 
 
@@ -82,66 +83,61 @@ def test_demo_instance_life_cycle(
     shared.chmod(0o777)
     (shared / "from-host.txt").write_text("hello guest\n")
     fwd = free_port()
-    code = main([*args, "create", "--name", "e2e-demo", "--profile", "demo", "--memory", "512", "--yes",
+    code = main([*args, "create", "--name", NAME, "--profile", "demo", "--memory", "512", "--yes",
                  "--cvmfs-server", f"10.0.2.2:{srv.port}", "--timeout", "420", "--sharedFolder", str(shared),
                  "--forward", f"{fwd}:8080"])  # fmt: skip
     err = capfd.readouterr().err
     assert code == 0, err
 
     # stdin reaches the command (a pipe, not a terminal)
-    r = subprocess.run([sys.executable, "-m", "cernvm_build.cli.launch", *args, "ssh", "e2e-demo", "--",
+    r = subprocess.run([sys.executable, "-m", "cernvm_build.cli.launch", *args, "ssh", NAME, "--",
                         "cat > /root/from-stdin && cat /root/from-stdin"],
                        input=b"x\n", capture_output=True, timeout=120, check=False)  # fmt: skip
     assert r.returncode == 0 and r.stdout == b"x\n", r.stderr
     # the shared folder is mounted in the guest, both ways
-    assert main([*args, "ssh", "-n", "e2e-demo", "--", "cat /mnt/shared/e2e-demo_sf/from-host.txt"]) == 0
+    assert main([*args, "ssh", "-n", NAME, "--", f"cat /mnt/shared/{NAME}_sf/from-host.txt"]) == 0
     assert capfd.readouterr().out == "hello guest\n"
-    assert (
-        main([*args, "ssh", "-n", "e2e-demo", "--", "echo hi > /mnt/shared/e2e-demo_sf/from-guest.txt"]) == 0
-    )
+    assert main([*args, "ssh", "-n", NAME, "--", f"echo hi > /mnt/shared/{NAME}_sf/from-guest.txt"]) == 0
     assert (shared / "from-guest.txt").read_text() == "hi\n"
     # scp -r both ways
     tree = launch_home / "tree"
     (tree / "sub").mkdir(parents=True)
     (tree / "sub" / "f.txt").write_text("deep\n")
-    assert main([*args, "scp", "-r", str(tree), "e2e-demo:/root/"]) == 0
+    assert main([*args, "scp", "-r", str(tree), f"{NAME}:/root/"]) == 0
     back = launch_home / "back"
-    assert main([*args, "scp", "-r", "e2e-demo:/root/tree", str(back)]) == 0
+    assert main([*args, "scp", "-r", f"{NAME}:/root/tree", str(back)]) == 0
     assert (back / "sub" / "f.txt").read_text() == "deep\n"
-    assert main([*args, "scp", "e2e-demo:/nonexistent/x", str(launch_home)]) == 8
+    assert main([*args, "scp", f"{NAME}:/nonexistent/x", str(launch_home)]) == 8
     assert "Traceback" not in capfd.readouterr().err
     # a port forward answers (busybox nc in the guest serves one line)
     assert (
-        main(
-            [*args, "ssh", "-n", "e2e-demo", "--", "(echo forwarded | nc -l -p 8080 >/dev/null &) ; sleep 1"]
-        )
-        == 0
+        main([*args, "ssh", "-n", NAME, "--", "(echo forwarded | nc -l -p 8080 >/dev/null &) ; sleep 1"]) == 0
     )
     with socket.create_connection(("127.0.0.1", fwd), timeout=30) as sock:
         assert sock.makefile().readline() == "forwarded\n"
-    assert main([*args, "ssh", "-n", "e2e-demo", "--", "cat", "/etc/os-release"]) == 0
+    assert main([*args, "ssh", "-n", NAME, "--", "cat", "/etc/os-release"]) == 0
     assert "ID=cernvm-demo" in capfd.readouterr().out
-    assert main([*args, "ssh", "-n", "e2e-demo", "--", "hostname"]) == 0
-    assert capfd.readouterr().out.strip() == "e2e-demo"  # the user data reached the OS
-    assert main([*args, "ssh", "-n", "e2e-demo", "--", "echo kept-across-stop > /root/marker && sync"]) == 0
+    assert main([*args, "ssh", "-n", NAME, "--", "hostname"]) == 0
+    assert capfd.readouterr().out.strip() == NAME  # the user data reached the OS
+    assert main([*args, "ssh", "-n", NAME, "--", "echo kept-across-stop > /root/marker && sync"]) == 0
 
     # a virtiofs shared folder cannot be saved: stop says so; powered off, the scratch disk keeps the data
     capfd.readouterr()
-    assert main([*args, "stop", "e2e-demo"]) == 8
+    assert main([*args, "stop", NAME]) == 8
     assert "virtiofs shared folder" in capfd.readouterr().err
-    assert main([*args, "stop", "--force", "e2e-demo"]) == 0
+    assert main([*args, "stop", "--force", NAME]) == 0
     assert main([*args, "list", "--json"]) == 0
-    (entry,) = [e for e in json.loads(capfd.readouterr().out) if e["name"] == "e2e-demo"]  # others may run
+    (entry,) = [e for e in json.loads(capfd.readouterr().out) if e["name"] == NAME]  # others may run
     assert entry["state"] == "stopped" and entry["profile"] == "demo"
-    assert main([*args, "start", "e2e-demo", "--wait", "--timeout", "420"]) == 0
+    assert main([*args, "start", NAME, "--wait", "--timeout", "420"]) == 0
     capfd.readouterr()
-    assert main([*args, "ssh", "-n", "e2e-demo", "--", "cat", "/root/marker"]) == 0
+    assert main([*args, "ssh", "-n", NAME, "--", "cat", "/root/marker"]) == 0
     assert capfd.readouterr().out == "kept-across-stop\n"
-    assert main([*args, "ssh", "-n", "e2e-demo", "--", "exit 3"]) == 3
+    assert main([*args, "ssh", "-n", NAME, "--", "exit 3"]) == 3
 
-    assert main([*args, "destroy", "--force", "e2e-demo"]) == 0
-    assert "e2e-demo" not in [d.name() for d in libvirt.open(URI).listAllDomains(0)]
-    assert not (launch_home / "run" / "e2e-demo").exists()  # scratch disk, context ISO, keys, log
+    assert main([*args, "destroy", "--force", NAME]) == 0
+    assert NAME not in [d.name() for d in libvirt.open(URI).listAllDomains(0)]
+    assert not (launch_home / "run" / NAME).exists()  # scratch disk, context ISO, keys, log
     assert [p.name for p in (launch_home / "images").iterdir() if p.suffix == image.suffix] == [image.name]
 
 
@@ -156,7 +152,7 @@ def test_a_guest_that_cannot_reach_its_repository_fails_create_fast(
     shutil.copyfile(built, image)
     os.chmod(image, 0o644)
     args = ["--connect", URI]
-    console = launch_home / "run" / "e2e-demo" / "console.log"
+    console = launch_home / "run" / NAME / "console.log"
     panicked: list[float] = []
 
     def watch() -> None:  # when the panic line reached the console log
@@ -169,7 +165,7 @@ def test_a_guest_that_cannot_reach_its_repository_fails_create_fast(
     started = time.monotonic()
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
-    code = main([*args, "create", "--name", "e2e-demo", "--iso", str(image), "--memory", "512", "--yes",
+    code = main([*args, "create", "--name", NAME, "--iso", str(image), "--memory", "512", "--yes",
                  "--cvmfs-server", "10.0.2.2:1", "--rm-on-failure"])  # fmt: skip
     ended = time.monotonic()
     elapsed = ended - started
@@ -180,7 +176,7 @@ def test_a_guest_that_cannot_reach_its_repository_fails_create_fast(
     assert code == 8, err
     assert "ucernvm: panic: CernVM-FS mount" in err and "10.0.2.2:1" in err
     print(f"\ndemo guest panic -> create exit: {elapsed:.1f} s (default timeout 900 s)")
-    assert "e2e-demo" not in [d.name() for d in libvirt.open(URI).listAllDomains(0)]
+    assert NAME not in [d.name() for d in libvirt.open(URI).listAllDomains(0)]
 
 
 def test_demo_boots_through_the_library(
@@ -252,13 +248,13 @@ def test_a_guest_boots_through_squid_from_an_s3_backed_replica(
     try:
         args = ["--connect", URI]
         assert main([*args, "images", "add", str(image), "--profile", "demo"]) == 0
-        code = main([*args, "create", "--name", "e2e-demo", "--profile", "demo", "--memory", "512", "--yes",
+        code = main([*args, "create", "--name", NAME, "--profile", "demo", "--memory", "512", "--yes",
                      "--cvmfs-server", f"127.0.0.1:{rgw_port}", "--cvmfs-http-proxy", f"http://10.0.2.2:{proxy}",
                      "--timeout", "420"])  # fmt: skip
         assert code == 0, capfd.readouterr().err
-        assert main([*args, "ssh", "-n", "e2e-demo", "--", "cat", "/etc/os-release"]) == 0
+        assert main([*args, "ssh", "-n", NAME, "--", "cat", "/etc/os-release"]) == 0
         assert "ID=cernvm-demo" in capfd.readouterr().out
-        assert main([*args, "destroy", "--force", "e2e-demo"]) == 0
+        assert main([*args, "destroy", "--force", NAME]) == 0
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -286,9 +282,9 @@ def test_a_first_boot_on_a_seed_fetches_no_object(
               "--cvmfs-server", f"10.0.2.2:{srv.port}", "--timeout", "420"]  # fmt: skip
     if not boot_trace:  # run alone: one first boot of its own, as the library boot above
         with object_requests_served() as fetched:
-            assert main([*create, "--name", "e2e-demo"]) == 0, capfd.readouterr().err
-            assert main([*args, "ssh", "-n", "e2e-demo", "--", "cat", "/etc/os-release"]) == 0
-            assert main([*args, "destroy", "--force", "e2e-demo"]) == 0
+            assert main([*create, "--name", NAME]) == 0, capfd.readouterr().err
+            assert main([*args, "ssh", "-n", NAME, "--", "cat", "/etc/os-release"]) == 0
+            assert main([*args, "destroy", "--force", NAME]) == 0
         boot_trace[:] = fetched
     names = objects_from_trace(boot_trace)
     assert names, "the first boot fetched objects"
@@ -298,18 +294,18 @@ def test_a_first_boot_on_a_seed_fetches_no_object(
 
     capfd.readouterr()
     with requests_served() as served:
-        code = main([*create, "--name", "e2e-demo", "--seed", str(seed.path)])  # --disk: 20000 MB
+        code = main([*create, "--name", NAME, "--seed", str(seed.path)])  # --disk: 20000 MB
         assert code == 0, capfd.readouterr().err
-        assert main([*args, "ssh", "-n", "e2e-demo", "--", "cat", "/etc/os-release"]) == 0
+        assert main([*args, "ssh", "-n", NAME, "--", "cat", "/etc/os-release"]) == 0
         assert "ID=cernvm-demo" in capfd.readouterr().out
     objects = [line for line in served if "/data/" in line]
     assert not objects, objects[:10]  # every object came from the seed
     assert any(".cvmfspublished" in line for line in served), served  # the boot did ask the server
-    console = (launch_home / "run" / "e2e-demo" / "console.log").read_text(errors="replace")
+    console = (launch_home / "run" / NAME / "console.log").read_text(errors="replace")
     assert "first boot: partitioned" not in console and "(UROOT) mounted," in console, console[-3000:]
     assert "grown to the end of /dev/vda" in console, console[-3000:]  # the 1 GB seed, a 20 GB disk
     # the cache the boot read is the seed's, on the instance's scratch disk
-    assert main([*args, "ssh", "-n", "e2e-demo", "--", f"find /mnt/.rw/cache/{fqrn} -type f | wc -l"]) == 0
+    assert main([*args, "ssh", "-n", NAME, "--", f"find /mnt/.rw/cache/{fqrn} -type f | wc -l"]) == 0
     assert int(capfd.readouterr().out.strip()) >= len(names)
-    assert main([*args, "destroy", "--force", "e2e-demo"]) == 0
+    assert main([*args, "destroy", "--force", NAME]) == 0
     assert seed.path.exists()  # the seed outlives its instances

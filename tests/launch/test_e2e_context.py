@@ -17,7 +17,7 @@ import pytest
 
 from cernvm_build.cli.launch import main
 from cernvm_build.cvmfs.serve import Server
-from tests.launch.test_e2e import URI, demo, launch_home  # noqa: F401 (fixtures)
+from tests.launch.test_e2e import NAME, URI, demo, launch_home  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.e2e
 
@@ -99,11 +99,11 @@ def test_a_context_from_the_page_boots_with_its_key_and_pin(
     args = ["--connect", URI]
     assert main([*args, "images", "add", str(image), "--profile", "demo"]) == 0
     assert main([*args, "context", str(context)]) == 0
-    code = main([*args, "create", "--name", "e2e-demo", "--profile", "demo", "--memory", "512", "--yes",
+    code = main([*args, "create", "--name", NAME, "--profile", "demo", "--memory", "512", "--yes",
                  "--timeout", "420", str(context)])  # fmt: skip
     assert code == 0, capfd.readouterr().err
     capfd.readouterr()
-    assert main([*args, "ip", "e2e-demo", "--json"]) == 0
+    assert main([*args, "ip", NAME, "--json"]) == 0
     where = json.loads(capfd.readouterr().out)
 
     def own_ssh(command: str) -> str:
@@ -119,4 +119,4 @@ def test_a_context_from_the_page_boots_with_its_key_and_pin(
     assert own_ssh("hostname").strip() == "from-the-page"
     # the bootloader's record of what it mounted: root hash, then the tag the page pinned
     assert own_ssh("cat /mnt/.rw/aux/cvmfs_snapshot").split()[1:] == ["demo-1"]
-    assert main([*args, "destroy", "--force", "e2e-demo"]) == 0
+    assert main([*args, "destroy", "--force", NAME]) == 0

@@ -42,7 +42,7 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="the Debian tree is built with dpkg in a chroot (root)"),
 ]
 URI = "qemu:///system"
-NAME = "e2e-debian"
+NAME = launchhome.unique("e2e-debian")
 
 
 @dataclasses.dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +16,13 @@ import pytest
 from cernvm_build.launch import daemon
 
 URI = "qemu:///system"
+_RUN = uuid.uuid4().hex[:6]
+
+
+def unique(stem: str) -> str:
+    """``stem`` with this test run's token: domain names are global on the system libvirtd, and a
+    second suite on the same host (or a domain a killed run left behind) must not collide with ours."""
+    return f"{stem}-{_RUN}"
 
 
 @contextmanager
