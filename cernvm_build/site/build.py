@@ -188,6 +188,9 @@ class Builder:
         # the end when a step before that failed: the next build does not render it again
         store_md: Callable[[], None] = nothing
         try:
+            # the pages' dates from git: its log runs in a process of its own while this one scans and
+            # renders the sources (read after that)
+            dates = gitdates.start(self.site_dir / "content", self.cache_dir)
             yaml_memo = Memo(state.memo("yaml"))  # config.yaml and data files parsed before
             cfg = config_mod.load(self.site_dir, base_url=self.base_url, memo=yaml_memo)
             self.cfg: SiteConfig = cfg
@@ -229,7 +232,7 @@ class Builder:
             if yaml_memo.now.keys() != yaml_memo.known.keys():  # kept: this build's texts, no others
                 state.put_memo("yaml", yaml_memo.now)
             files = {rel: path for rel, (path, _digest, _name) in sources.markdown.items()}
-            changed = gitdates.last_changed(self.site_dir / "content", self.cache_dir)
+            changed = dates()
             pageset = make_pages(cfg, files, keys, metas, data, changed)
             css_key, css = _stylesheet(state, cfg.highlight_style)
             new = not self.out_dir.exists()

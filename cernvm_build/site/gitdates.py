@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from ..fsutil import atomic_write
@@ -38,25 +39,70 @@ def _git(content: Path, *args: str) -> str | None:
     return proc.stdout if proc.returncode == 0 else None
 
 
+def _git_started(content: Path, *args: str) -> Callable[[], str | None]:
+    """``_git``, the process started now and waited for when the returned function is called. Its output
+    goes to a file, not a pipe: git never waits for this process to read, and one never waited for (a
+    build that failed before) ends on its own."""
+    import subprocess
+    import tempfile
+
+    git = shutil.which("git")
+    if git is None:
+        return lambda: None
+    out = tempfile.TemporaryFile()  # noqa: SIM115  # closed by wait(), or with the object
+    try:
+        proc = subprocess.Popen(
+            [git, "-C", str(content), *args], stdout=out, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL
+        )
+    except OSError:
+        out.close()
+        return lambda: None
+
+    def wait() -> str | None:
+        with out:
+            try:
+                code = proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                return None
+            out.seek(0)
+            return out.read().decode("utf-8", "replace") if code == 0 else None
+
+    return wait
+
+
 def last_changed(content: Path, cache_dir: Path) -> dict[str, str]:
     """``{content-relative path: YYYY-MM-DD of the last commit touching it}``."""
+    return start(content, cache_dir)()
+
+
+def start(content: Path, cache_dir: Path) -> Callable[[], dict[str, str]]:
+    """``last_changed``, its ``git log`` started now and read when the returned function is called (once):
+    the builder starts it before the Markdown is rendered and reads it after, so the log runs meanwhile
+    in its own process (~0.06-0.1 s of wall time of a cold build of the shipped site, nearly all of it
+    git's own, that the build waited for)."""
     head = _git(content, "rev-parse", "HEAD") if _in_work_tree(content.resolve()) else None
     if not head:
-        return {}
+        return dict
     memo = cache_dir / "gitdates.json"
     try:
         saved = json.loads(memo.read_text())
         if saved.get("head") == head.strip() and saved.get("dir") == str(content):
-            return dict(saved["dates"])
+            return lambda: dict(saved["dates"])
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    log = _git(content, "log", "--format=%x00%cs", "--name-only", "--relative", "--", ".")
-    dates: dict[str, str] = {}
-    date = ""
-    for line in (log or "").splitlines():
-        if line.startswith("\0"):
-            date = line[1:]
-        elif line and date:
-            dates.setdefault(line, date)  # newest first: the first date seen is the last change
-    atomic_write(memo, json.dumps({"head": head.strip(), "dir": str(content), "dates": dates}).encode())
-    return dates
+    log = _git_started(content, "log", "--format=%x00%cs", "--name-only", "--relative", "--", ".")
+
+    def dates_of() -> dict[str, str]:
+        dates: dict[str, str] = {}
+        date = ""
+        for line in (log() or "").splitlines():
+            if line.startswith("\0"):
+                date = line[1:]
+            elif line and date:
+                dates.setdefault(line, date)  # newest first: the first date seen is the last change
+        atomic_write(memo, json.dumps({"head": head.strip(), "dir": str(content), "dates": dates}).encode())
+        return dates
+
+    return dates_of

@@ -1,0 +1,86 @@
+"""The pages' "last updated" dates from git: the last commit touching each file, its log run while the
+sources render."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sitehelpers import build_site
+
+from cernvm_build.site import build as build_mod
+from cernvm_build.site import gitdates
+
+
+def _commit(repo: Path, date: str, message: str) -> None:
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.org",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.org",
+        "GIT_AUTHOR_DATE": f"{date}T12:00:00+00:00",
+        "GIT_COMMITTER_DATE": f"{date}T12:00:00+00:00",
+    }
+    subprocess.run(["git", "-C", str(repo), "add", "-A"], check=True, env=env)
+    subprocess.run(["git", "-C", str(repo), "commit", "-q", "-m", message], check=True, env=env)
+
+
+def _repo(folder: Path) -> None:
+    subprocess.run(["git", "init", "-q", str(folder)], check=True)
+
+
+def test_each_file_dated_by_its_last_commit_and_remembered_per_head(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    content = tmp_path / "repo" / "content"
+    (content / "docs").mkdir(parents=True)
+    _repo(tmp_path / "repo")
+    (content / "a.md").write_text("a\n")
+    (content / "docs" / "b.md").write_text("b\n")
+    _commit(tmp_path / "repo", "2024-03-05", "first")
+    (content / "a.md").write_text("a2\n")
+    _commit(tmp_path / "repo", "2024-04-06", "second")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    assert gitdates.start(content, cache)() == {"a.md": "2024-04-06", "docs/b.md": "2024-03-05"}
+    # the same HEAD again: the dates remembered, no log run
+    monkeypatch.setattr(gitdates, "_git_started", lambda *a: pytest.fail("git log run again"))
+    assert gitdates.last_changed(content, cache) == {"a.md": "2024-04-06", "docs/b.md": "2024-03-05"}
+    # outside a work tree: no dates, no git
+    assert gitdates.start(tmp_path / "cache", cache)() == {}
+
+
+def test_the_git_log_runs_while_the_sources_render(
+    site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _repo(site)
+    _commit(site, "2023-02-01", "site")
+    events: list[str] = []
+    started = gitdates._git_started
+
+    def log(*a: Any) -> Any:
+        events.append("log started")
+        wait = started(*a)
+
+        def read() -> Any:
+            events.append("log read")
+            return wait()
+
+        return read
+
+    render = build_mod.render_markdown
+
+    def rendering(*a: Any, **kw: Any) -> Any:
+        events.append("render")
+        return render(*a, **kw)
+
+    monkeypatch.setattr(gitdates, "_git_started", log)
+    monkeypatch.setattr(build_mod, "render_markdown", rendering)
+    build_site(site, tmp_path / "out")
+    assert events == ["log started", "render", "log read"]
+    page = (tmp_path / "out" / "docs" / "index.html").read_text()
+    assert 'Last updated <time datetime="2023-02-01"' in page
