@@ -9,7 +9,8 @@ a tight list's hidden paragraphs and the new line ``renderToken`` puts after the
 once. (markdown-it-pyrs' tree has no renderer; rendering the text again with the Rust renderer and
 editing its output to match the tree was a second parse and a regex pass, ~0.15 CPU-s of a 1,000-page
 build.) A node without a rule here — an admonition (``!!! note``, a plugin the Rust parser lacks), NUL,
-nesting past ``mdtree.MAX_DEPTH``, a recoded host name, a ``<!--more-->`` inside a block — and
+nesting past ``mdtree.MAX_DEPTH``, a recoded host name, a ``<!--more-->`` inside a block, text the Rust
+parser panics on (``mdtree.parse``) — and
 ``render_parts`` returns None: the page goes through markdown-it-py (``markdown.render``). A link
 reference definition writes nothing, as in markdown-it-py.
 tests/site/test_site_mdhtml.py compares both paths byte for byte; only a link's source line may differ
@@ -22,10 +23,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from functools import lru_cache
 from typing import Any, NamedTuple
-
-import markdown_it_pyrs
 
 from . import mdtree
 from .markdown import raw_links
@@ -38,11 +36,6 @@ COMMENT = re.compile(r"<!--(?:(?!-->).)*-->", re.S)
 
 class Mismatch(Exception):
     """A node this module has no rule for: the caller renders with markdown-it-py."""
-
-
-@lru_cache(maxsize=1)
-def _parser() -> markdown_it_pyrs.MarkdownIt:
-    return markdown_it_pyrs.MarkdownIt("commonmark").enable_many(["table", "strikethrough"])
 
 
 class Heading(NamedTuple):
@@ -421,7 +414,9 @@ def render_parts(
     ``resolve(href)`` a link's new href and kind (``markdown._resolve``)."""
     if mdtree.has_admonition(text) or "\0" in text:
         return None
-    tree = _parser().tree(text)
+    tree = mdtree.parse(text)
+    if tree is None:
+        return None
     nodes = tree.children
     walk = _Walk(text, slugify, highlight, resolve)
     try:

@@ -63,13 +63,28 @@ def tokens(text: str) -> list[Token] | None:
     # (a NUL markdown-it-py turns into U+FFFD before it parses)
     if has_admonition(text) or "\0" in text:
         return None
-    tree = _parser().tree(text)
+    tree = parse(text)
+    if tree is None:
+        return None
     conv = _Flatten(text)
     try:
         conv.blocks(tree.children, 0)
     except Unsupported:
         return None
     return conv.out
+
+
+def parse(text: str) -> Any:
+    """markdown-it-pyrs' syntax tree of ``text``, or None where the Rust parser panics: markdown-it 0.6
+    indexes past a code span's end when a link label holds an unmatched backtick run (``[a`b]``, an
+    unclosed ``[` ``), a typo a page may well have; the page then goes through markdown-it-py. (The
+    panic's message is Rust's panic hook's, on stderr: it cannot be told not to print it.)"""
+    try:
+        return _parser().tree(text)
+    except BaseException as e:  # pyo3's PanicException derives from BaseException, not Exception
+        if type(e).__name__ != "PanicException":
+            raise
+        return None
 
 
 def has_admonition(text: str) -> bool:

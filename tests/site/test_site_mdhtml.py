@@ -54,6 +54,10 @@ LEFT = (
     "- " * 12 + "deep\n",
     "<https://例え.jp>\n",
     "- item\n\n  <!--more-->\n\n- more\n",
+    # an unmatched backtick run in a link label: the Rust parser panics (markdown-it 0.6)
+    "See [a`b] here.\n",
+    "An unclosed [` here.\n",
+    "# [``\n\n- [x `y\n",
 )
 
 

@@ -157,6 +157,9 @@ def test_the_rust_path_is_taken_for_ordinary_markdown_and_left_where_it_differs(
     assert mdtree.tokens("[x](http://例え.jp/)\n") is None  # punycode host names
     assert mdtree.tokens("a \0 b\n") is None
     assert mdtree.tokens(">" * 30 + " deep\n") is None  # markdown-it-py stops nesting at 20
+    # an unmatched backtick run in a link label: markdown-it-pyrs panics (a BaseException)
+    assert mdtree.tokens("See [a`b] here\n") is None
+    assert mdtree.tokens("An unclosed [` here\n") is None
 
 
 def test_unsafe_links_stay_text_and_raw_html_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
