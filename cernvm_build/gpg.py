@@ -44,8 +44,11 @@ class Keyring:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        # gpg-agent may hold a socket in the home; it exits when the directory goes.
+        # gpg-agent may hold a socket in the home; it exits when the directory goes. Where
+        # /run/user/<uid> exists, the sockets live in a folder there named for this home, which even the
+        # kill creates and nothing removes: without --remove-socketdir one folder is left per keyring.
         run(["gpgconf", "--homedir", self.home, "--kill", "all"], check=False)
+        run(["gpgconf", "--homedir", self.home, "--remove-socketdir"], check=False)
         shutil.rmtree(self.home, ignore_errors=True)
 
     def _gpg(self, *args: str | os.PathLike[str], input: bytes | None = None, check: bool = True) -> str:

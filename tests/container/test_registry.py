@@ -28,7 +28,7 @@ from cernvm_build.cvmfs.keys import generate_keys
 from cernvm_build.cvmfs.publish import create_repository
 from cernvm_build.cvmfs.repository import SnapshotSpec, open_repository
 from cernvm_build.demo.repository import DemoRepository
-from tests.support import free_port
+from tests.support import free_port, gpgagents
 from tests.support.tars import gzip_layer
 
 from .podman import RUN, needs_podman, podman, store
@@ -71,12 +71,15 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def signing(tmp_path_factory: pytest.TempPathFactory, registry: str) -> dict[str, Path | str]:
+def signing(
+    tmp_path_factory: pytest.TempPathFactory, registry: str, request: pytest.FixtureRequest
+) -> dict[str, Path | str]:
     """A gpg key made here, skopeo's registries.d (signatures in a folder) and a policy.json that
-    requires that key's signature for the registry."""
+    requires that key's signature for the registry; the gpg-agent of its home is stopped after."""
     base = tmp_path_factory.mktemp("signing")
     home = base / "gnupg"
     home.mkdir(mode=0o700)
+    request.addfinalizer(lambda: gpgagents.stop(home))  # gpg and skopeo's signing start its agent
     env = dict(os.environ, GNUPGHOME=str(home))
     subprocess.run(["gpg", "--batch", "--passphrase", "", "--quick-gen-key", "CernVM test <test@cernvm.test>",
                     "ed25519", "sign", "never"], env=env, check=True, capture_output=True)  # fmt: skip

@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 from cernvm_build.gpg import Keyring
+from tests.support import gpgagents
 
 SPEC = """\
 Name: {name}
@@ -165,12 +166,15 @@ def dnf_install(tmp: Path, baseurl: str, package: str, *, public_key: Path | Non
         f"[mirror]\nname=mirror\nbaseurl={baseurl}\nenabled=1\ngpgcheck=0\n{gpg}metadata_expire=0\n"
     )
     root = base / "root"
-    run(
-        "dnf", "-y", f"--installroot={root}", f"--config={base / 'dnf.conf'}",
-        f"--setopt=reposdir={base / 'repos'}", f"--setopt=cachedir={base / 'cache'}",
-        f"--setopt=logdir={base / 'log'}", "--releasever=9", "--setopt=install_weak_deps=False",
-        "install", package,
-    )  # fmt: skip
+    try:
+        run(
+            "dnf", "-y", f"--installroot={root}", f"--config={base / 'dnf.conf'}",
+            f"--setopt=reposdir={base / 'repos'}", f"--setopt=cachedir={base / 'cache'}",
+            f"--setopt=logdir={base / 'log'}", "--releasever=9", "--setopt=install_weak_deps=False",
+            "install", package,
+        )  # fmt: skip
+    finally:
+        gpgagents.stop_under(base)  # dnf starts one per repository's keyring in its cache, and leaves it
     return root
 
 
@@ -214,6 +218,9 @@ def sign_rpm(rpm: Path, secret_key: Path, out: Path) -> Path:
         listing = run("gpg", "--homedir", home, "--list-secret-keys", "--with-colons")
         fpr = next(ln.split(":")[9] for ln in listing.splitlines() if ln.startswith("fpr:"))
         gpg = shutil.which("gpg") or "gpg"
-        run("rpmsign", "--addsign", "--define", f"_gpg_name {fpr}", "--define", f"_gpg_path {home}",
-            "--define", f"__gpg {gpg}", out)  # fmt: skip
+        try:
+            run("rpmsign", "--addsign", "--define", f"_gpg_name {fpr}", "--define", f"_gpg_path {home}",
+                "--define", f"__gpg {gpg}", out)  # fmt: skip
+        finally:
+            gpgagents.stop(Path(home))
     return out
