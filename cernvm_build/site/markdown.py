@@ -447,7 +447,9 @@ def _render_rust(text: str, code: Code, src_dir: str, first_line: int, base_path
     pairs = zip(parts.headings, parts.ids, strict=True)
     toc = [(h.level, hid, h.title) for h, hid in pairs if h.level in (2, 3)]
     excerpt_html = excerpt_text = ""
-    if parts.excerpt_nodes:
+    if parts.excerpt is not None:
+        excerpt_html, excerpt_text = parts.excerpt
+    elif parts.excerpt_nodes:
         excerpt_html, excerpt_text = _rust_excerpt(parts, code, src_dir, first_line, base_path)
     return Rendered(
         html=parts.html,

@@ -16,7 +16,9 @@ reference definition writes nothing, as in markdown-it-py.
 tests/site/test_site_mdhtml.py compares both paths byte for byte; only a link's source line may differ
 (here the node's own, there the paragraph's line holding the href, see that test's docstring).
 
-Excerpts stay markdown-it-py's renderer over ``mdtree`` tokens of the few blocks they show.
+An excerpt that is the page's first paragraph (most pages: no ``<!--more-->``) is that paragraph's HTML
+and text as the walk wrote them; the blocks before a ``<!--more-->`` are flattened into ``mdtree`` tokens
+and rendered apart (``markdown._rust_excerpt``).
 """
 
 from __future__ import annotations
@@ -52,6 +54,10 @@ class Parts(NamedTuple):
     ids: list[str]
     links: list[tuple[str, str, int]]  # (resolved target, kind, line 0-based)
     excerpt_nodes: list[Any]  # top-level tree nodes the excerpt shows
+    #: the excerpt's HTML and text where it is the page's first paragraph, as the walk wrote it (the
+    #: bytes markdown-it-py's renderer writes for it, as for the page), else None: ``excerpt_nodes`` are
+    #: rendered apart
+    excerpt: tuple[str, str] | None
     flat: mdtree._Flatten  # the page's line map, for flattening the excerpt's blocks
     search: ContentText | None  # what the search index reads of the HTML, None where raw HTML is
 
@@ -86,6 +92,9 @@ class _Walk:
         self.lead = self.text  # the text before the first h2/h3
         self.title = ""  # the first non-empty h1's
         self.searchable = True  # False: raw HTML, whose text only the HTML has
+        #: the first top-level paragraph, its HTML (as written, before the page's permalink marking,
+        #: which the excerpt's has not) and text
+        self.first_para: tuple[Any, str, str] | None = None
 
     def search(self) -> ContentText | None:
         if not self.searchable:
@@ -134,10 +143,13 @@ class _Walk:
             text = self.text
             text.append(" ")
             if name == "paragraph":
+                at, text_at = len(out), len(text)
                 out.append(self.open("p") + ">")
                 for child in node.children:
                     self.inline(child, depth + 1, into=text)
                 out.append("</p>\n")
+                if not depth and self.first_para is None:
+                    self.first_para = (node, "".join(out[at:]), "".join(text[text_at:]))
             elif name in ("heading", "lheading"):
                 self.heading(node, depth, text)
                 if self.headings[-1].level in (2, 3):
@@ -426,7 +438,12 @@ def render_parts(
     # the permalink sign is not part of the heading's text (search titles, excerpts); a plain replace,
     # as on markdown-it-py's output, so raw HTML naming the class gets the mark too
     body = "".join(walk.out).replace(PERMALINK, PERMALINK_IGNORED)
-    return Parts(body, walk.headings, walk.ids, walk.links, _excerpt_nodes(nodes), walk.flat, walk.search())
+    shown = _excerpt_nodes(nodes)
+    first = walk.first_para
+    # the excerpt is the first paragraph (no ``<!--more-->``): its HTML as written above, not flattened
+    # and rendered a second time
+    excerpt = first[1:] if first is not None and len(shown) == 1 and shown[0] is first[0] else None
+    return Parts(body, walk.headings, walk.ids, walk.links, shown, excerpt, walk.flat, walk.search())
 
 
 def _raw(text: str) -> str:

@@ -35,6 +35,8 @@ MORE_CASES = (
     ">\n\n-\n\n1.\n\n> - \n",
     '![a `c` <b>x</b> ![n](n.png) [l](l.md) *e*\nsoft](i.png "t") [![alt](a.png)](b.md)\n',
     "## [link](a.md) in `h` <b>raw</b>\n\n#### h4 *em*\n\ntext\n",
+    # the excerpt (the first paragraph) is the page's HTML of it, without the permalink's marking
+    'Intro <a class="header-anchor" href="#x">#</a> [l](l.md "T") `c` *e*\nsoft ![i](i.png) <https://a.b>\n',
     # link reference definitions: no HTML of their own, also where they are a list item's or a quote's
     # only or first block, or before <!--more--> (the excerpt)
     '[ref] and [other][ref]\n\n[ref]: http://x.y/z "T"\n',
