@@ -98,6 +98,7 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ[VAR] = uuid.uuid4().hex
 
 
+@pytest.hookimpl(trylast=True)  # after pytest's own, which tears down what -x or Ctrl-C left set up
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """Fail the run if an agent it started is still running; stop those agents either way."""
     leaked = running(os.environ.get(VAR))
