@@ -281,6 +281,15 @@ def extract(
     entry head and its position. A dict of positions per section, each (section, stem) entry then
     formatted and merged into the page's, took ~2.2x as long after the words were cut and stemmed
     (``tests/site/test_site_search.py`` keeps that definition and compares)."""
+    frag, at, stats = _postings(page, url, content)
+    return frag, {s: "".join(pieces[1:]) + "]" for s, pieces in at.items()}, stats
+
+
+def _postings(
+    page: str, url: str, content: tuple[str, ContentText] | None
+) -> tuple[bytes, dict[str, list[Any]], tuple[int, int]]:
+    """``extract``'s, each stem's postings still its pieces after its last position (``extract`` joins
+    them, ``page_extract`` joins them into its one string)."""
     title, secs = sections(page, content)
     # stem -> [its last word's position on the page (``base`` + in section), its postings' pieces…]
     at: dict[str, list[Any]] = {}
@@ -316,7 +325,7 @@ def extract(
                 got[0] = p
         base += length + 1  # past every position of this section
     frag = {"u": url, "t": title or url, "s": [list(s) for s in secs]}
-    return _json(frag), {s: "".join(pieces[1:]) + "]" for s, pieces in at.items()}, (count, total)
+    return _json(frag), at, (count, total)
 
 
 #: the decimal text of the positions and distances most sections have, made once, not once per word
@@ -352,9 +361,10 @@ def page_extract(
     strings instead of encoding them again. Two strings rather than a dict: a shard unpickled its pages'
     dicts (300 words a page of prose) and formatted each posting, ~0.045 of 0.175 CPU-s at 1,000 pages
     of prose; a word never holds a line break (words are cut at whitespace)."""
-    frag, postings, stats = extract(page, page_url(base_path, out), content)
-    words = "\n".join(postings)
-    entries = "]\n".join(postings.values()) + "]" if postings else ""
+    frag, at, stats = _postings(page, page_url(base_path, out), content)
+    words = "\n".join(at)
+    # each stem's entries closed twice: its last entry, and its list (as ``extract``'s + "]")
+    entries = "]]\n".join(["".join(pieces[1:]) for pieces in at.values()]) + "]]" if at else ""
     return frag, pickle.dumps((stats, words, entries), protocol=pickle.HIGHEST_PROTOCOL)
 
 
