@@ -42,6 +42,7 @@ from .fuse import (
     xattr_value,
 )
 from .repository import Repository
+from .store import Phases
 
 log = logging.getLogger(__name__)
 
@@ -608,4 +609,7 @@ def serve_lowlevel(
 ) -> None:
     fs = InodeFilesystem(repo, on_ready=on_ready, serving=serving)
     leave_out = frozenset() if fs.xattrs else frozenset({"getxattr", "listxattr"})
-    ll.serve(fs, mountpoint, options, leave_out=leave_out, **kw)
+    more = None
+    if kw.get("stats"):  # the counts file also says where making objects went
+        more = repo.store.phases = Phases()
+    ll.serve(fs, mountpoint, options, leave_out=leave_out, more=more, **kw)

@@ -278,9 +278,12 @@ class RequestCounts:
     whole process's CPU (all threads, since its start): what is not in a handler (the start, the
     fetching threads) is their difference to the handlers' sum."""
 
-    def __init__(self, path: str, every: float = 10.0):
+    def __init__(self, path: str, every: float = 10.0, more: dict[str, list[float]] | None = None):
+        """``more``: further lines of the same form, kept by someone else (the store's ``Phases``,
+        written with a ``~`` before their names)."""
         self.path, self.every = path, every
         self.counts: dict[str, list[float]] = {}
+        self.more = more
         self.t0 = time.monotonic()
         self.ready: tuple[float, float] | None = None
         threading.Thread(target=self._writer, name="fuse-stats", daemon=True).start()
@@ -312,6 +315,9 @@ class RequestCounts:
         lines = "".join(
             f"{k} {int(c)} {s:.3f} {u:.3f}\n" for k, (c, s, u) in sorted(self.counts.items()) if c
         )
+        if self.more:
+            more = sorted(self.more.copy().items())
+            lines += "".join(f"~{k} {int(c)} {s:.3f} {u:.3f}\n" for k, (c, s, u) in more)
         for name, mark in (("@ready", self.ready), ("@process", self.now())):
             if mark is not None:
                 lines += f"{name} 1 {mark[0]:.3f} {mark[1]:.3f}\n"
@@ -415,6 +421,7 @@ def serve(
     threads: int = 10,
     stats: str | None = None,
     leave_out: frozenset[str] = frozenset(),
+    more: dict[str, list[float]] | None = None,
 ) -> None:
     """Mount ``fs`` on ``mountpoint`` with the mount ``options`` (``-o``) and serve requests with
     libfuse's worker threads until unmounted (or SIGINT/SIGTERM/SIGHUP); ``stats``: a file the
@@ -429,7 +436,7 @@ def serve(
     that holds every request behind a READ waiting on the network; 2 idle workers spent 3-24 % more,
     1 spent 14-59 % more and 0 spent 46 % more: a worker ends after each burst and the next burst
     starts new ones, each with a new Python thread state."""
-    counts = RequestCounts(stats) if stats else None
+    counts = RequestCounts(stats, more=more) if stats else None
     ops, keep = _callbacks(fs, counts, leave_out)
     argv_list = [b"cvmfs", b"-o", ",".join(options).encode()] + ([b"-d"] if debug else [])
     argv = (c_char_p * len(argv_list))(*argv_list)

@@ -249,9 +249,11 @@ def test_an_inode_is_kept_until_the_kernel_forgets_it(published: tuple[Path, Pat
 
 def test_request_counts_are_written_for_a_diagnosis(published: tuple[Path, Path], tmp_path: Path) -> None:
     """``mount --stats FILE`` (the initrd's ``cvmfs_stats``): per request kind the count and the
-    handler seconds, complete once the daemon ends."""
+    handler seconds, complete once the daemon ends; with a cache, where making objects went."""
     stats = tmp_path / "stats"
-    mounts = _mount(published, tmp_path / "mnt", "libfuse3", "--stats", str(stats))
+    mounts = _mount(
+        published, tmp_path / "mnt", "libfuse3", "--stats", str(stats), "--cache", str(tmp_path / "cache")
+    )
     mnt = next(mounts)
     try:
         assert len(os.listdir(mnt / "wide")) == WIDE
@@ -277,6 +279,10 @@ def test_request_counts_are_written_for_a_diagnosis(published: tuple[Path, Path]
     # holds the handlers' CPU too
     ready, process = got.pop("@ready"), got.pop("@process")
     assert 0 < ready[2] <= process[2] and 0 < ready[1] <= process[1]
+    # where making the fetched objects went (the store's phases: fetch, inflate, write), apart
+    # from the requests (their CPU is inside the READ handlers')
+    phases = {k: got.pop(k) for k in list(got) if k.startswith("~")}
+    assert phases and all(n >= 1 and s >= 0 and c >= 0 for n, s, c in phases.values()), phases
     assert sum(c for _n, _s, c in got.values()) <= process[2] - ready[2] + 0.05
 
 

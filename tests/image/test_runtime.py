@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cernvm_build.bootloader.runtime import build_runtime
+from cernvm_build.bootloader.runtime import build_runtime, deflate_library
 
 pytestmark = pytest.mark.integration
 
@@ -27,6 +27,8 @@ def test_runtime_runs_entry_points_from_its_own_prefix(
     assert "cernvm_build/cvmfs/fuse.pyc" in names, "imports inside functions must be followed"
     assert not any(n.startswith(("cryptography", "yaml", "rich", "cernvm_build/cli/")) for n in names)
     assert "libfuse3.so.3" in rt.libraries and not any("libcrypto" in lib for lib in rt.libraries)
+    # libdeflate goes along when the build host has it (the daemon inflates with it: cvmfs/inflate.py)
+    assert ("libdeflate.so.0" in rt.libraries) == (deflate_library() is not None)
     ud = tmp_path / "user-data"
     ud.write_text("[ucernvm-begin]\ncvmfs_tag=v1\nbad key\n[ucernvm-end]\n")
     lib = tmp_path / "rt" / "lib"
@@ -37,6 +39,10 @@ def test_runtime_runs_entry_points_from_its_own_prefix(
     )
     assert r.returncode == 0, r.stderr
     assert r.stdout == "cvmfs_tag=v1\n" and "not key=value" in r.stderr
+    if deflate_library() is not None:  # and the runtime's daemon finds it on its library path
+        check = "from cernvm_build.cvmfs import inflate; print(inflate.available())"
+        r = subprocess.run([*py[:-1], "-c", check], env=env, capture_output=True, text=True)
+        assert r.stdout == "True\n", r.stderr
     r = subprocess.run(
         [*py, "cernvm_build.cvmfs.mount", "--help"], env=env, capture_output=True, text=True, cwd=tmp_path
     )
