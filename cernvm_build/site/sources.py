@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 from ..errors import BuildError, CernVMError, Location
 from ..report import Reporter
-from . import frontmatter
+from . import frontmatter, recache
 from . import markdown as md_mod
 from .cache import State
 from .model import ContentText, sha
@@ -337,10 +337,14 @@ def render_markdown(
         if m and m.get("fm_key")
     }
     new_code: dict[str, str] = {}
-    if total >= PARALLEL_MIN:  # (with one job too: the lexers of many blocks joined at once)
-        warm_highlighting(todo, fences)
+    # the lexers' (and templates') patterns compiled by an earlier build on this Python: made from
+    # their code, not compiled again (``recache``)
+    patterns = recache.Patterns(state.memo(recache.MEMO))
     try:
-        results = fork_map(_render_source, (known_code, known_fm), todo, jobs, meanwhile=meanwhile)
+        with recache.kept(patterns):
+            if total >= PARALLEL_MIN:  # (with one job too: the lexers of many blocks joined at once)
+                warm_highlighting(todo, fences)
+            results = fork_map(_render_source, (known_code, known_fm), todo, jobs, meanwhile=meanwhile)
     finally:
         known_code.close()
     for n, res in enumerate(results, 1):
@@ -367,6 +371,8 @@ def render_markdown(
             stored.append(True)
             state.put_md(rows)
             state.put_code(new_code)
+            if (entries := patterns.entries()) is not None:
+                state.put_memo(recache.MEMO, entries)
 
     return fresh, texts, store
 

@@ -1,0 +1,208 @@
+"""recache: compiled patterns (and refirst's answers) kept in the build state between builds."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pygments.lexers import get_lexer_by_name
+from sitehelpers import tree
+
+from bench.site_corpus import CODE
+from cernvm_build.site import cache, lexfast, recache, refirst
+from cernvm_build.site import markdown as md_mod
+
+#: the site's languages and others (``test_site_lexfast``'s)
+LANGUAGES = (
+    *("python", "bash", "ini", "toml", "perl", "rust", "javascript", "html", "nginx", "diff", "sql", "yaml"),
+)
+
+
+@pytest.fixture(autouse=True)
+def uncached() -> Iterator[None]:
+    re.purge()  # every re.compile below reaches the compiler (re keeps the last 512 it made)
+    yield
+    re.purge()
+
+
+def _lexer_patterns() -> list[tuple[str, int]]:
+    """The (pattern, flags) of the rules of real lexers, as Pygments compiled them."""
+    found: dict[tuple[str, int], None] = {}
+    for lang in LANGUAGES:
+        lexer = get_lexer_by_name(lang)
+        for rules in lexer._tokens.values():
+            for match, _action, _new in rules:
+                found[match.__self__.pattern, match.__self__.flags] = None
+    return list(found)
+
+
+def _kept(pairs: list[tuple[str | bytes, int]]) -> dict[str, bytes]:
+    """The state's entries after compiling ``pairs`` on a cold state."""
+    re.purge()
+    patterns = recache.Patterns({})
+    with recache.kept(patterns):
+        for p, f in pairs:
+            re.compile(p, f)
+    entries = patterns.entries()
+    assert entries is not None
+    re.purge()
+    return entries
+
+
+def test_real_lexer_patterns_made_from_kept_code_are_the_compiled_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    text = "".join(code.format(n=7) for code in CODE.values())[:4000] + "\x00 ünï ``` }}} $(( ${x:-y} `c`\n"
+    # and lexfast's alternations of them, as highlighting the text compiles them
+    monkeypatch.setattr(lexfast, "JOIN_AFTER", 1)
+    monkeypatch.setattr(lexfast, "_JOINED", {})
+    joined = recache.Patterns({})
+    with recache.kept(joined):
+        for lang in LANGUAGES:
+            list(md_mod._lexer(lang).get_tokens_unprocessed(text))  # type: ignore[union-attr]
+    alternations = [(p, f) for what, p, f, _held in joined.made if not what]  # not refirst's answers
+    pairs = list(dict.fromkeys(_lexer_patterns() + alternations))
+    assert len(alternations) > 100 and len(pairs) > 500
+    entries = _kept(pairs)  # type: ignore[arg-type]
+    patterns = recache.Patterns(entries)
+    with recache.kept(patterns):
+        made = [re.compile(p, f) for p, f in pairs]
+    assert patterns.hits == len(pairs) and patterns.entries() is None  # nothing new to keep
+    re.purge()
+    for (p, f), ours in zip(pairs, made, strict=True):
+        theirs = re.compile(p, f)
+        assert ours is not theirs and ours == theirs  # same pattern, flags and code
+        assert ours.groupindex == theirs.groupindex and ours.groups == theirs.groups
+        found = [(m.span(), m.groups()) for m in ours.finditer(text)]
+        assert found == [(m.span(), m.groups()) for m in theirs.finditer(text)], p
+
+
+def test_bytes_and_named_groups_round_trip() -> None:
+    pairs: list[tuple[str | bytes, int]] = [(rb"\n(?P<fence>`{3,})x", re.M), (r"(?P<a>ß)|(?i:k)", 0)]
+    entries = _kept(pairs)
+    patterns = recache.Patterns(entries)
+    with recache.kept(patterns):
+        made = [re.compile(p, f) for p, f in pairs]
+    assert patterns.hits == 2
+    assert made[0].match(b"\n````x").group("fence") == b"````"  # type: ignore[union-attr]
+    assert made[1].fullmatch("K") and made[1].match("ß").lastgroup == "a"  # type: ignore[union-attr]
+
+
+def test_a_broken_foreign_or_refused_entry_is_compiled_again() -> None:
+    p = r"(a|b)+c"
+    entries = _kept([(p, 0)])
+    k = recache.key(p, 0)
+    other = _kept([(r"x", 0)])[recache.key(r"x", 0)]
+    made_for, flags, sre_flags, code, *rest = pickle.loads(entries[k])
+    refused = pickle.dumps((made_for, flags, sre_flags, type(code)("I", [1, 2, 3]), *rest))
+    for blob in (b"not a pickle", other, refused):  # unreadable; made for another pattern; invalid code
+        patterns = recache.Patterns({**entries, k: blob})
+        re.purge()
+        with recache.kept(patterns):
+            got = re.compile(p)
+        re.purge()
+        assert patterns.hits == 0 and got == re.compile(p) and got.match("abd") is None
+        assert got.match("abbc")
+        assert patterns.entries() is not None  # compiled now: kept for the next build
+
+
+def test_another_pythons_entries_are_neither_used_nor_kept() -> None:
+    entries = _kept([(r"a+", 0)])
+    patterns = recache.Patterns({**entries, "": b"another Python"})
+    assert patterns.known == {}
+    with recache.kept(patterns):
+        re.compile(r"a+")
+    assert patterns.hits == 0 and patterns.entries() == entries
+
+
+def test_a_python_whose_re_is_otherwise_keeps_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(recache, "_compiler", None)
+    patterns = recache.Patterns({})
+    with recache.kept(patterns):
+        assert re.compile(r"a(b)").match("ab")
+    assert patterns.entries() is None
+
+
+def test_refirst_answers_are_kept_for_its_own_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    pattern = re.compile(r"[ab]c|d")
+    patterns = recache.Patterns({})
+    with recache.kept(patterns):
+        first = refirst.first_chars(pattern)
+    assert first == frozenset("abd")
+    entries = patterns.entries()
+    assert entries is not None
+
+    def parse_again(p: re.Pattern[str]) -> frozenset[str] | None:
+        raise AssertionError("parsed again")
+
+    monkeypatch.setattr(refirst, "_first_chars", parse_again)
+    patterns = recache.Patterns(entries)
+    with recache.kept(patterns):
+        assert refirst.first_chars(pattern) == first and patterns.hits == 1
+    monkeypatch.setattr(refirst, "_CODE", ["refirst changed"])  # other code: its own answers
+    with recache.kept(recache.Patterns(entries)), pytest.raises(AssertionError, match="parsed again"):
+        refirst.first_chars(pattern)
+
+
+#: a build in a fresh process (no lexer made yet), printing how many patterns it made from kept entries
+_BUILD = """
+import contextlib, sys
+from pathlib import Path
+from cernvm_build.site import recache
+sys.path.insert(0, 'tests/site')
+from sitehelpers import build_site
+real, hits = recache.kept, []
+
+@contextlib.contextmanager
+def counted(patterns):
+    with real(patterns):
+        yield
+    hits.append(patterns.hits)
+
+recache.kept = counted
+build_site(Path(sys.argv[1]), Path(sys.argv[2]))
+print(sum(hits))
+"""
+
+
+def test_a_build_keeps_the_patterns_and_the_next_render_makes_them_from_it(
+    site: Path, site_cache: Path
+) -> None:
+    (site / "content" / "code.md").write_text(
+        '# Code\n\n```python\ndef f(x):\n    return x ** 2  # sq\n```\n\n```bash\necho "$HOME" | wc -c\n```\n'
+    )
+    out = site.parent / "out"
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root), "CERNVM_CACHE_DIR": str(site_cache)}
+
+    def build() -> int:  # in a fresh process: no lexer made yet (this one's tests made them)
+        run = subprocess.run(
+            [sys.executable, "-c", _BUILD, str(site), str(out)],
+            env=env,
+            cwd=root,
+            capture_output=True,
+            text=True,
+        )
+        assert run.returncode == 0, run.stderr
+        return int(run.stdout.split()[-1])
+
+    assert build() == 0
+    first = tree(out)
+    (state_file,) = site_cache.rglob("state.sqlite")
+    state = cache.State(state_file)
+    kept = state.memo(recache.MEMO)
+    assert len(kept) > 100 and kept[""] == recache.TAG.encode()
+    with state.db:  # every page rendered and every block highlighted again
+        for table in ("md", "md_meta", "md_head", "code", "snapshot"):
+            state.db.execute(f"DELETE FROM {table}")
+    state.close()
+    shutil.rmtree(out)
+    assert build() > 100
+    assert tree(out) == first
