@@ -196,6 +196,39 @@ def test_a_start_makes_only_the_missing_fan_out_directories(tmp_path: Path) -> N
     assert cache.path(name, "").read_bytes()[:4] == b"data"
 
 
+def test_reads_leave_the_access_time_alone(tmp_path: Path) -> None:
+    """Serving a cached file (a descriptor, a whole read, the first-use check) does not write its
+    access time: under relatime each first read since the file was written dirtied its inode (a
+    seeded first boot: ~1,400 inode writes on the instance's disk). The control: a plain read of
+    the same file does update it on this file system."""
+    cache = PlainCache(tmp_path)
+    names = ["a1" + "0" * 38, "b2" + "0" * 38]
+    for n in names:
+        os.close(cache.put(n, "", [b"x" * 1000], 1000))
+    past = time.time_ns() - 3 * 86400 * 10**9  # older than relatime's day: any read would renew it
+
+    def age(n: str) -> str:
+        p = cache.where(n, "")
+        os.utime(p, ns=(past, os.stat(p).st_mtime_ns))
+        return p
+
+    cache = PlainCache(tmp_path)  # a new process: nothing verified, the first use checks the content
+    p = age(names[0])
+    fd = cache.open(names[0], "", 1000)
+    assert fd is not None and cache.checks == 1
+    try:
+        assert os.pread(fd, 1000, 0) == b"x" * 1000
+    finally:
+        os.close(fd)
+    assert os.stat(p).st_atime_ns == past
+    q = age(names[1])
+    assert cache.read_whole(names[1], "", 1000) == b"x" * 1000 and os.stat(q).st_atime_ns == past
+    with open(q, "rb") as f:  # the control
+        f.read()
+    if os.stat(q).st_atime_ns == past:
+        pytest.skip("this file system does not update access times (noatime)")
+
+
 def test_the_size_limit_counts_and_evicts_inflated_files(tmp_path: Path) -> None:
     def put(sub: str, name: str, size: int, mtime: int) -> Path:
         p = tmp_path / sub / name[:2] / name[2:]
