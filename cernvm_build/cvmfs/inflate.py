@@ -1,12 +1,13 @@
 """Inflating a whole zlib stream of a known size in one call with libdeflate, where it is there.
 
 On an un-seeded first boot of μCernVM (one vCPU under TCG) the mount daemon inflates every object it
-fetches (~100 MB for the Debian tree): with zlib's inflate that was the largest single cost of the
-boot's fetching (~19 of the daemon's ~38 guest-s under icount, issue 13). libdeflate inflates a
-whole buffer with about a third of zlib's instructions (the same data: 8 MiB in 10 ms against
-28 ms on the host), and an object's stored bytes are whole in memory once their hash is checked,
-its inflated size declared by the catalog. The initrd ships the library when the build host has it
-(``bootloader/runtime.py``); without it, or for objects above ``WHOLE_MAX``, zlib streams as before.
+fetches (~100 MB for the Debian tree): inflating and writing the objects over 128 KiB was the
+largest item of the boot's fetching (15.4 of the daemon's 38 guest-s by ``running``, icount, issue
+13; 10.8 with this). libdeflate inflates a whole buffer with a fraction of zlib's instructions (the
+same data: 8 MiB in 10 ms against 28 ms on the host), and an object's stored bytes are whole in
+memory once their hash is checked, its inflated size declared by the catalog. The initrd ships the
+library when the build host has it (``bootloader/runtime.py``); without it, or for objects above
+``WHOLE_MAX``, zlib streams as before.
 
 The checks are zlib's: the stream's own Adler-32 (libdeflate checks it), no byte after the stream,
 and never more output than declared (the buffer is that size: a zlib bomb ends there).

@@ -290,7 +290,7 @@ class ObjectStore:
             yield from blocks
             return
         if size is not None and size <= WHOLE_MAX and inflate.available():
-            # in one call with libdeflate: a third of zlib's instructions (inflate.py)
+            # in one call with libdeflate: a fraction of zlib's instructions (inflate.py)
             data = b"".join(blocks)
             try:
                 whole = inflate.inflate_exact(data, size)
