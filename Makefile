@@ -12,7 +12,7 @@ APT_PACKAGES := \
 	python3-venv python3-dev gcc pkg-config libvirt-dev \
 	qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients ovmf \
 	xorriso isolinux syslinux syslinux-common syslinux-utils mtools dosfstools e2fsprogs cpio xz-utils zstd lz4 \
-	busybox-static fuse3 libfuse3-3 ca-certificates \
+	busybox-static fuse3 libfuse3-3 libdeflate0 ca-certificates \
 	umoci skopeo podman gnupg docker-registry \
 	createrepo-c rpm dnf dpkg-dev apt-utils \
 	hugo chromium chromium-driver nodejs awscli rclone \
