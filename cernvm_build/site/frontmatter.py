@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -74,6 +75,9 @@ def split_raw(text: str, file: str) -> tuple[str | None, str, int]:
 
 def parse(raw: str, file: str, first_line: int = 1, memo: Memo | None = None) -> dict[str, Any]:
     """The mapping a YAML text holds (``memo``: texts parsed before)."""
+    plain = _plain(raw)
+    if plain is not None:
+        return plain
     try:
         meta = (memo or Memo()).load(raw)
     except Exception as e:
@@ -96,3 +100,34 @@ def parse(raw: str, file: str, first_line: int = 1, memo: Memo | None = None) ->
             hint="write 'title: My page' style lines between the '---' markers",
         )
     return meta
+
+
+#: a line of the plain form: a lowercase key and a double-quoted string without escapes or quotes, or
+#: a decimal integer without a leading zero or sign (what a page's front matter mostly is)
+_PLAIN_LINE = re.compile(r'([a-z][a-z0-9_]*): (?:"([^"\\]*)"|([1-9][0-9]{0,17}))')
+#: keys YAML 1.1 reads as a bool or null, not a string
+_NOT_STRING_KEYS = frozenset(("yes", "no", "true", "false", "on", "off", "null", "y", "n"))
+
+
+def _plain(raw: str) -> dict[str, Any] | None:
+    """The mapping of a front matter whose every line is ``key: "text"`` or ``key: 123``, without
+    YAML; None for any other text (YAML then parses it, and reports its errors). The same values as
+    YAML's: each form is read by one rule there too. libyaml plus keeping the value for the next build
+    cost ~57 µs a page (0.057 CPU-s of a 1,000-page build); this ~2 µs."""
+    if not raw.endswith("\n"):
+        return None
+    out: dict[str, Any] = {}
+    for line in raw[:-1].split("\n"):
+        m = _PLAIN_LINE.fullmatch(line)
+        if m is None:
+            return None
+        k, text, number = m.groups()
+        if k in out or k in _NOT_STRING_KEYS:
+            return None
+        if number is not None:
+            out[k] = int(number)
+        elif text.isprintable():  # no tab, control or line-separator character: YAML's own rules there
+            out[k] = text
+        else:
+            return None
+    return out

@@ -1,0 +1,65 @@
+"""Front matter: the plain ``key: "text"`` / ``key: 123`` form is read without YAML, to the same values."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from cernvm_build.errors import BuildError
+from cernvm_build.site import frontmatter
+
+# each is read without YAML: the values must be YAML's, types included
+PLAIN = [
+    'title: "On platforms where the lightweight pthread"\nweight: 7\n',
+    'title: ""\n',
+    'title: "  spaced # not a comment: really  "\nweight: 123456789012345678\n',
+    'title: "<script>alert(1)</script> & \'q\'"\ndescription: "ünïcödé 😀"\n',
+    'weight: 1\nlayout_2: "x"\n',
+]
+
+# each must go to YAML (a value or key the plain rule would read otherwise, or a form it does not know)
+NOT_PLAIN = [
+    "on: 3\n",  # a bool key
+    'yes: "a"\n',
+    "null: 1\n",
+    "weight: 007\n",  # octal in YAML 1.1
+    "weight: 0\n",
+    "weight: -1\n",
+    "weight: 1_000\n",
+    "weight: 1:30\n",  # sexagesimal
+    'title: "a\\tb"\n',  # an escape
+    'title: "a\tb"\n',  # a tab inside the quotes
+    'title: "a\u2028b"\n',
+    'title: "a" \n',  # trailing space
+    "title: plain words\n",
+    'title: "a"\ntitle: "b"\n',  # a repeated key
+    'Title: "a"\n',
+    'title: "a"',  # no final line break
+    'title: "a"\n\nweight: 2\n',  # a blank line
+    'title: "a"\r\n',
+    "tags: [a, b]\n",
+    "date: 2020-01-02\n",
+]
+
+
+@pytest.mark.parametrize("raw", PLAIN)
+def test_the_plain_form_is_read_without_yaml_to_yamls_values(raw: str) -> None:
+    got = frontmatter._plain(raw)
+    assert got is not None
+    want = yaml.load(raw, Loader=yaml.SafeLoader)
+    assert got == want
+    assert [type(v) for v in got.values()] == [type(v) for v in want.values()]
+    assert frontmatter.parse(raw, "p.md") == want
+
+
+@pytest.mark.parametrize("raw", NOT_PLAIN)
+def test_any_other_form_goes_to_yaml(raw: str) -> None:
+    assert frontmatter._plain(raw) is None
+
+
+def test_an_error_after_plain_lines_still_names_the_file_and_line() -> None:
+    with pytest.raises(BuildError) as e:
+        frontmatter.parse('title: "a"\nweight: 2\ntags: [a\n', "p.md", first_line=2)
+    assert "not valid YAML" in e.value.message
+    assert e.value.where is not None and e.value.where.file == "p.md"
+    assert e.value.where.line is not None and e.value.where.line >= 4
