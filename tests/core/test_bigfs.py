@@ -30,13 +30,17 @@ def _mount(where: Path) -> Path:
 
 
 def test_the_sweep_unmounts_a_killed_runs_file_system_only(tmp_path: Path) -> None:
-    dead, live = _mount(tmp_path / "bigfs0"), _mount(tmp_path / "bigfs1")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "theirs").mkdir()
+    dead, live = _mount(tmp_path / "mine" / "bigfs0"), _mount(tmp_path / "mine" / "bigfs1")
+    # unheld, as another suite's test of the sweep makes it (or a killed run leaves it): not this test's
+    elsewhere = _mount(tmp_path / "theirs" / "bigfs0")
     lock = runlock.hold(live.parent)
     try:
-        assert bigfs.sweep() == [dead]
+        assert bigfs.sweep(within=tmp_path / "mine") == [dead]
         assert not dead.is_mount() and not (dead.parent / "fs.img").exists()
-        assert live.is_mount()
+        assert live.is_mount() and elsewhere.is_mount()
     finally:
         os.close(lock)
-        for mnt in (dead, live):
+        for mnt in (dead, live, elsewhere):
             subprocess.run(["umount", "-l", mnt], check=False, capture_output=True)

@@ -4,9 +4,12 @@ fails and names the agent's home; agents stopped in time, and agents that are no
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -59,15 +62,68 @@ def test_an_agent_that_outlives_the_run_fails_it_and_is_stopped(tmp_path: Path) 
         gpgagents.stop(homes["foreign"])
 
 
-def test_stop_under_ends_the_agents_of_nested_homes_only(tmp_path: Path) -> None:
-    """dnf's keyrings are ``<cache>/<repo>-<hash>/pubring``: found by their agents, not by dnf's layout."""
-    inside, outside = tmp_path / "dnf" / "cache" / "repo-1" / "pubring", tmp_path / "other"
-    for home in (inside, outside):
-        home.mkdir(mode=0o700, parents=True)
-        subprocess.run(["gpgconf", "--homedir", home, "--launch", "gpg-agent"], check=True)
+def test_stop_under_ends_the_agents_of_nested_homes_only() -> None:
+    """dnf's keyrings are ``<cache>/<repo>-<hash>/pubring``: found by their agents, not by dnf's layout.
+
+    The homes are short, in /tmp: without /run/user/<uid> (containers, su) gpg binds its sockets in the
+    home, and ``tmp_path`` plus this nesting plus ``S.gpg-agent.browser`` reaches the 108-byte AF_UNIX
+    limit as pytest's folder counter or the user name grows."""
+    base = Path(tempfile.mkdtemp(prefix="ga-", dir="/tmp"))
+    inside, outside = base / "d" / "c" / "r-1" / "pubring", base / "o"
     try:
-        gpgagents.stop_under(tmp_path / "dnf")
+        for home in (inside, outside):
+            home.mkdir(mode=0o700, parents=True)
+            subprocess.run(["gpgconf", "--homedir", home, "--launch", "gpg-agent"], check=True)
+        gpgagents.stop_under(base / "d")
         alive = {a.home for a in gpgagents.running(os.environ[gpgagents.VAR])}
         assert inside not in alive and outside in alive
     finally:
+        gpgagents.stop(inside)
         gpgagents.stop(outside)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+class _Session:
+    """What the session-end hook reads of a session."""
+
+    def __init__(self, exitstatus: int) -> None:
+        self.exitstatus = exitstatus
+        self.config = self
+        self.pluginmanager = self
+
+    def get_plugin(self, name: str) -> None:
+        return None
+
+
+def _leaking(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """One agent left by the run (as ``running`` would find it); returns the homes ``stop`` is given."""
+    stopped: list[Path] = []
+    monkeypatch.setattr(gpgagents, "running", lambda token=None: [gpgagents.Agent(1, Path("/nowhere"))])
+    monkeypatch.setattr(gpgagents, "stop", stopped.append)
+    return stopped
+
+
+def test_without_a_run_token_the_check_touches_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No token would mean every gpg-agent on the host (other users', other suites')."""
+    stopped = _leaking(monkeypatch)
+    monkeypatch.delenv(gpgagents.VAR)
+    session = _Session(pytest.ExitCode.OK)
+    gpgagents.pytest_sessionfinish(cast(pytest.Session, session))
+    assert stopped == [] and session.exitstatus == pytest.ExitCode.OK
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED),
+        (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERRUPTED),
+        (pytest.ExitCode.NO_TESTS_COLLECTED, pytest.ExitCode.NO_TESTS_COLLECTED),
+    ],
+)
+def test_a_leak_fails_a_passing_run_and_keeps_any_other_exit_status(
+    monkeypatch: pytest.MonkeyPatch, before: pytest.ExitCode, after: pytest.ExitCode
+) -> None:
+    stopped = _leaking(monkeypatch)
+    session = _Session(before)
+    gpgagents.pytest_sessionfinish(cast(pytest.Session, session))
+    assert stopped == [Path("/nowhere")] and session.exitstatus == after

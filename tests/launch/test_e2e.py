@@ -180,12 +180,17 @@ def test_a_guest_that_cannot_reach_its_repository_fails_create_fast(
 
 
 def test_demo_boots_through_the_library(
-    demo: tuple[Path, Server], launch_home: Path, boot_trace: list[str]
+    demo: tuple[Path, Server], launch_home: Path, boot_trace: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The demo's boot step: create → SSH ready → ``cat /etc/os-release`` → destroy, as library calls
     with typed results (no cernvm-launch subprocess, no scraped output)."""
     from contextlib import ExitStack
 
+    from cernvm_build.demo import flow
+
+    # this run's own name, swept like the others if the run is killed: the demo's ``cernvm-demo`` may be
+    # another suite's boot or a user's ``make run`` guest, which ``_boot``'s leftover removal would destroy
+    monkeypatch.setattr(flow, "INSTANCE", launchhome.unique("e2e-lib"))
     from cernvm_build.demo.flow import INSTANCE, DemoOptions, DemoRun, _boot
 
     built, srv = demo

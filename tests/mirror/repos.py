@@ -214,11 +214,11 @@ def sign_rpm(rpm: Path, secret_key: Path, out: Path) -> Path:
     shutil.copy2(rpm, out)
     with tempfile.TemporaryDirectory(prefix="rpmsign-") as home:
         os.chmod(home, 0o700)
-        run("gpg", "--homedir", home, "--batch", "--import", secret_key)
-        listing = run("gpg", "--homedir", home, "--list-secret-keys", "--with-colons")
-        fpr = next(ln.split(":")[9] for ln in listing.splitlines() if ln.startswith("fpr:"))
-        gpg = shutil.which("gpg") or "gpg"
-        try:
+        try:  # the import already starts the agent: stopped whatever fails from here
+            run("gpg", "--homedir", home, "--batch", "--import", secret_key)
+            listing = run("gpg", "--homedir", home, "--list-secret-keys", "--with-colons")
+            fpr = next(ln.split(":")[9] for ln in listing.splitlines() if ln.startswith("fpr:"))
+            gpg = shutil.which("gpg") or "gpg"
             run("rpmsign", "--addsign", "--define", f"_gpg_name {fpr}", "--define", f"_gpg_path {home}",
                 "--define", f"__gpg {gpg}", out)  # fmt: skip
         finally:

@@ -78,11 +78,13 @@ def debian_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Debian]:
         built = next((work / "images").glob("*.iso"))
         home = Path(tempfile.mkdtemp(prefix="debian-e2e-", dir="/var/tmp"))
         os.chmod(home, 0o711)
-        image = home / built.name  # readable by the system daemon's qemu user
-        shutil.copyfile(built, image)
-        os.chmod(image, 0o644)
-        yield Debian(image, srv, published)
-        shutil.rmtree(home, ignore_errors=True)
+        try:  # removed however the tests end (a killed run's is left: not held, not swept)
+            image = home / built.name  # readable by the system daemon's qemu user
+            shutil.copyfile(built, image)
+            os.chmod(image, 0o644)
+            yield Debian(image, srv, published)
+        finally:
+            shutil.rmtree(home, ignore_errors=True)
     finally:
         srv.close()
 

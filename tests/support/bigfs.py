@@ -71,10 +71,11 @@ def _drop(mnt: Path) -> None:
     (mnt.parent / "fs.img").unlink(missing_ok=True)
 
 
-def sweep() -> list[Path]:
+def sweep(within: Path | None = None) -> list[Path]:
     """Unmount the file systems killed earlier runs left, delete their images; returns their mount
     points. Only a loop-mounted ext4 at ``…/bigfs<N>/mnt`` whose folder has a run lock nobody holds
-    is taken (``tests.support.runlock``): another live run's, or anything else, is left alone."""
+    is taken (``tests.support.runlock``): another live run's, or anything else, is left alone.
+    ``within``: only below that folder (a test of the sweep must not take another run's mounts)."""
     swept = []
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         fields = line.split()
@@ -83,6 +84,8 @@ def sweep() -> list[Path]:
         if tail[:1] != ["ext4"] or not tail[1].startswith("/dev/loop") or mnt.name != "mnt":
             continue
         where = mnt.parent
+        if within is not None and not where.is_relative_to(within):
+            continue
         ours = re.fullmatch(r"bigfs\d+", where.name) and (where / runlock.LOCK).exists()
         if ours and runlock.abandoned(where):
             _drop(mnt)

@@ -101,7 +101,10 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.hookimpl(trylast=True)  # after pytest's own, which tears down what -x or Ctrl-C left set up
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """Fail the run if an agent it started is still running; stop those agents either way."""
-    leaked = running(os.environ.get(VAR))
+    token = os.environ.get(VAR)
+    if not token:  # no token: ``running`` would list every agent on the host, not this run's
+        return
+    leaked = running(token)
     if not leaked:
         return
     for agent in leaked:
@@ -115,4 +118,5 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         )
         for agent in leaked:
             reporter.write_line(f"  pid {agent.pid}: {agent.home}", red=True)
-    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if session.exitstatus == pytest.ExitCode.OK:  # an interrupted run or one with no tests says so still
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import tempfile
-import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,20 +23,25 @@ import libvirt
 import pytest
 
 from cernvm_build.launch import daemon
-from tests.support import runlock
+from tests.support import gpgagents, runlock
 
 URI = "qemu:///system"
-_RUN = uuid.uuid4().hex[:6]
 HOMES = Path("/var/tmp")
 PREFIX = "launch-e2e-"
 # the domain names ``unique`` makes for the e2e tests (tests/launch/test_e2e.py, tests/osbuild)
-_OURS = re.compile(r"(e2e-demo|e2e-debian)-[0-9a-f]{6}")
+_OURS = re.compile(r"(e2e-demo|e2e-lib|e2e-debian)-[0-9a-f]{6}")
+
+
+def _run() -> str:
+    """This test run's token: the one ``gpgagents`` puts in the environment at ``pytest_configure``
+    (before any test module is imported), so one run has one token."""
+    return os.environ[gpgagents.VAR][:6]
 
 
 def unique(stem: str) -> str:
     """``stem`` with this test run's token: domain names are global on the system libvirtd, and a
     second suite on the same host (or a domain a killed run left behind) must not collide with ours."""
-    return f"{stem}-{_RUN}"
+    return f"{stem}-{_run()}"
 
 
 @contextmanager
@@ -90,15 +94,18 @@ def sweep(conn: libvirt.virConnect) -> list[str]:
     all in one of the suite's launch homes, nobody holding it, is taken: anything else is not ours."""
     swept = []
     for dom in conn.listAllDomains(0):
-        name = dom.name()
-        if not _OURS.fullmatch(name) or name.endswith(f"-{_RUN}"):
+        try:
+            name = dom.name()
+            if not _OURS.fullmatch(name) or name.endswith(f"-{_run()}"):
+                continue
+            home = _home_of(dom)
+            if home is None or not runlock.abandoned(home):
+                continue
+            if dom.isActive():
+                dom.destroy()
+            dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+        except libvirt.libvirtError:  # another run undefined it meanwhile, or is sweeping it too
             continue
-        home = _home_of(dom)
-        if home is None or not runlock.abandoned(home):
-            continue
-        if dom.isActive():
-            dom.destroy()
-        dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
         shutil.rmtree(home, ignore_errors=True)
         swept.append(name)
     return swept

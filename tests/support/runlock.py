@@ -25,9 +25,9 @@ def abandoned(folder: Path) -> bool:
     stays: its run cannot be told dead from alive)."""
     if not folder.exists():
         return True
-    try:
-        fd = os.open(folder / LOCK, os.O_RDWR | os.O_CLOEXEC)
-    except FileNotFoundError:
+    try:  # read-only: flock needs no more, and another user's run's lock is 0600
+        fd = os.open(folder / LOCK, os.O_RDONLY | os.O_CLOEXEC)
+    except (FileNotFoundError, PermissionError):  # not ours to judge: left alone
         return False
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
