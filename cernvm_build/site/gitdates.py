@@ -92,12 +92,17 @@ def start(content: Path, cache_dir: Path) -> Callable[[], dict[str, str]]:
             return lambda: dict(saved["dates"])
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    log = _git_started(content, "log", "--format=%x00%cs", "--name-only", "--relative", "--", ".")
+    # core.quotePath=false: git would print a non-ASCII name quoted and escaped ("caf\303\251.md")
+    quoting = ("-c", "core.quotePath=false")
+    log = _git_started(content, *quoting, "log", "--format=%x00%cs", "--name-only", "--relative", "--", ".")
 
     def dates_of() -> dict[str, str]:
+        text = log()
+        if text is None:  # failed or timed out (a loaded host): not remembered, the next build asks again
+            return {}
         dates: dict[str, str] = {}
         date = ""
-        for line in (log() or "").splitlines():
+        for line in text.splitlines():
             if line.startswith("\0"):
                 date = line[1:]
             elif line and date:

@@ -20,9 +20,13 @@ image (renderer rules with options and hooks) still go through markdown-it-py.
 from __future__ import annotations
 
 import html
+import os
 import re
+import sys
+import threading
 from bisect import bisect_right
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -77,14 +81,39 @@ def tokens(text: str) -> list[Token] | None:
 def parse(text: str) -> Any:
     """markdown-it-pyrs' syntax tree of ``text``, or None where the Rust parser panics: markdown-it 0.6
     indexes past a code span's end when a link label holds an unmatched backtick run (``[a`b]``, an
-    unclosed ``[` ``), a typo a page may well have; the page then goes through markdown-it-py. (The
-    panic's message is Rust's panic hook's, on stderr: it cannot be told not to print it.)"""
+    unclosed ``[` ``), a typo a page may well have; the page then goes through markdown-it-py. Rust's
+    panic hook would print the panic (and with ``RUST_BACKTRACE`` a backtrace) on stderr for every such
+    page of a build that succeeds; it cannot be told not to, so stderr is closed around a parse that could
+    panic (a ``[`` and a backtick: two ``dup2`` calls, microseconds)."""
     try:
+        if "`" in text and "[" in text:
+            with _stderr_silenced():
+                return _parser().tree(text)
         return _parser().tree(text)
     except BaseException as e:  # pyo3's PanicException derives from BaseException, not Exception
         if type(e).__name__ != "PanicException":
             raise
         return None
+
+
+_SILENCING = threading.Lock()
+
+
+@contextmanager
+def _stderr_silenced() -> Iterator[None]:
+    """File descriptor 2 on /dev/null meanwhile (the Rust panic hook writes there, not to sys.stderr).
+    One at a time: two threads' saves and restores interleaved could leave it on /dev/null."""
+    with _SILENCING:
+        sys.stderr.flush()  # what Python already wrote goes out first
+        saved = os.dup(2)
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, 2)
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(null)
 
 
 def has_admonition(text: str) -> bool:

@@ -84,3 +84,28 @@ def test_the_git_log_runs_while_the_sources_render(
     assert events == ["log started", "render", "log read"]
     page = (tmp_path / "out" / "docs" / "index.html").read_text()
     assert 'Last updated <time datetime="2023-02-01"' in page
+
+
+def test_a_non_ascii_name_gets_its_date(tmp_path: Path) -> None:
+    """git quotes such names by default (core.quotePath): the page would never match its date."""
+    content = tmp_path / "repo" / "content"
+    content.mkdir(parents=True)
+    _repo(tmp_path / "repo")
+    (content / "café.md").write_text("c\n")
+    _commit(tmp_path / "repo", "2024-05-07", "first")
+    assert gitdates.last_changed(content, tmp_path) == {"café.md": "2024-05-07"}
+
+
+def test_a_failed_log_is_not_remembered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One git log that failed or timed out on a loaded host must not mean "no dates" at this commit for
+    every later build."""
+    content = tmp_path / "repo" / "content"
+    content.mkdir(parents=True)
+    _repo(tmp_path / "repo")
+    (content / "a.md").write_text("a\n")
+    _commit(tmp_path / "repo", "2024-03-05", "first")
+    started = gitdates._git_started
+    monkeypatch.setattr(gitdates, "_git_started", lambda *a: lambda: None)
+    assert gitdates.last_changed(content, tmp_path) == {}
+    monkeypatch.setattr(gitdates, "_git_started", started)
+    assert gitdates.last_changed(content, tmp_path) == {"a.md": "2024-03-05"}

@@ -4,6 +4,8 @@ leaves to markdown-it-py."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from sitehelpers import same_on_bench_corpus, same_on_shipped_content
 
@@ -160,6 +162,18 @@ def test_the_rust_path_is_taken_for_ordinary_markdown_and_left_where_it_differs(
     # an unmatched backtick run in a link label: markdown-it-pyrs panics (a BaseException)
     assert mdtree.tokens("See [a`b] here\n") is None
     assert mdtree.tokens("An unclosed [` here\n") is None
+
+
+def test_a_page_the_rust_parser_panics_on_prints_nothing(
+    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rust's panic hook writes the panic (a backtrace with RUST_BACKTRACE) to fd 2: a build that
+    succeeds must not print what looks like a crash; stderr works again after."""
+    monkeypatch.setenv("RUST_BACKTRACE", "1")
+    capfd.readouterr()
+    assert mdtree.parse("See [a`b] here\n") is None
+    os.write(2, b"after\n")
+    assert capfd.readouterr().err == "after\n"
 
 
 def test_unsafe_links_stay_text_and_raw_html_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
