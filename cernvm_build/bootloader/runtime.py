@@ -212,13 +212,14 @@ def fuse_library() -> Path:
     raise BuildError("libfuse3.so.3 not found", hint="install it with 'apt-get install libfuse3-3'")
 
 
-def deflate_library() -> Path | None:
-    """libdeflate, when the build host has it: the mount daemon inflates objects with it (a third of
-    zlib's instructions, ``cvmfs/inflate.py``); without it the daemon uses zlib."""
+def deflate_library() -> Path:
+    """libdeflate: the mount daemon inflates objects of up to 16 MiB with it (``cvmfs/inflate.py``;
+    measured under TCG: the daemon's CPU -13 %, big-object inflate+write 15.4 -> 10.8 guest-s). Required,
+    as libfuse is, so the initrd's contents do not depend on what the build host happens to have."""
     for cand in ("/usr/lib/x86_64-linux-gnu/libdeflate.so.0", "/lib/x86_64-linux-gnu/libdeflate.so.0"):
         if Path(cand).exists():
             return Path(cand)
-    return None
+    raise BuildError("libdeflate.so.0 not found", hint="install it with 'apt-get install libdeflate0'")
 
 
 def _cache_key(python: str, entries: tuple[str, ...], epoch: int) -> str:
@@ -328,12 +329,12 @@ def build_runtime(
             zi.external_attr = 0o644 << 16
             z.writestr(zi, bytes.fromhex(pyc))
     deflate = deflate_library()
-    binaries: list[Path] = [exe, fuse_library(), *([deflate] if deflate else [])]
+    binaries: list[Path] = [exe, fuse_library(), deflate]
     for _, f in sorted(mods.values()):
         if f.suffix == ".so":
             shutil.copy2(f, dyn / f.name)
             binaries.append(f)
-    libs: set[Path] = {fuse_library(), *([deflate] if deflate else [])}
+    libs: set[Path] = {fuse_library(), deflate}
     for binary in binaries:
         libs.update(ldd(binary))
     for lib in sorted(libs):

@@ -5,24 +5,35 @@ fetches (~100 MB for the Debian tree): inflating and writing the objects over 12
 largest item of the boot's fetching (15.4 of the daemon's 38 guest-s by ``running``, icount, issue
 13; 10.8 with this). libdeflate inflates a whole buffer with a fraction of zlib's instructions (the
 same data: 8 MiB in 10 ms against 28 ms on the host), and an object's stored bytes are whole in
-memory once their hash is checked, its inflated size declared by the catalog. The initrd ships the
-library when the build host has it (``bootloader/runtime.py``); without it, or for objects above
-``WHOLE_MAX``, zlib streams as before.
+memory once their hash is checked, its inflated size declared by the catalog. The initrd always ships
+the library (``bootloader/runtime.py`` requires it); without it (the host toolkit may lack it), for
+objects above ``WHOLE_MAX`` or with ``AT_ONCE`` inflates running, zlib streams as before.
 
 The checks are zlib's: the stream's own Adler-32 (libdeflate checks it), no byte after the stream,
-and never more output than declared (the buffer is that size: a zlib bomb ends there).
-Standard library only (ctypes): it runs in the μCernVM initrd.
+and never more output than declared (the buffer is that size: a zlib bomb ends there). The store
+does not raise libdeflate's verdict: on a stream it refuses, zlib's streaming path runs over the same
+bytes, so the diagnosis and the message are zlib's on every host (libdeflate calls a cut trailer an
+overflow). Memory: at most ``AT_ONCE`` whole-buffer inflates run at once (another caller gets None and
+streams); each holds the stored bytes (twice: their blocks and their join) and one output buffer of
+the declared size, handed to the caller without a copy. Decompressors come from a small pool of at
+most ``AT_ONCE`` (libfuse2 runs each request on a fresh thread state: one per thread leaked one per
+request), freed at exit. Standard library only (ctypes): it runs in the μCernVM initrd.
 """
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import threading
 
 #: the largest declared size inflated in one buffer, the largest chunk a publish makes by default
-#: (cvmfs's 16 MiB): a thread holds the stored bytes and two copies of the output at most, so the
-#: daemon's threads stay within a 1 GB guest; bigger objects stream through zlib in 1 MiB steps
+#: (cvmfs's 16 MiB); bigger objects stream through zlib in 1 MiB steps
 WHOLE_MAX = 16 << 20
+#: whole-buffer inflates at once (the others stream through zlib): each holds up to ~16.4 MiB of
+#: stored bytes twice (blocks and join) and a 16 MiB output, ~49 MiB, so ~100 MiB for the inflates,
+#: not one buffer per FUSE and prefetch thread (18, ~0.9 GB); a caller then holds its output while it
+#: writes it (and the LRU or keep-ahead may keep a copy, bounded by their own limits)
+AT_ONCE = 2
 SONAME = "libdeflate.so.0"
 
 # libdeflate_result
@@ -53,8 +64,34 @@ class _Lib:
             ctypes.POINTER(ctypes.c_size_t),
             ctypes.POINTER(ctypes.c_size_t),
         ]
-        #: one decompressor per thread (a decompressor is not to be shared by threads at once)
-        self.local = threading.local()
+        self.free = lib.libdeflate_free_decompressor
+        self.free.restype = None
+        self.free.argtypes = [ctypes.c_void_p]
+        #: idle decompressors (one is not to be used by two threads at once); at most AT_ONCE,
+        #: as ``slots`` lets no more inflate at once
+        self.pool: list[int] = []
+        self.lock = threading.Lock()
+        self.slots = threading.BoundedSemaphore(AT_ONCE)
+        atexit.register(self.close)
+
+    def take(self) -> int | None:
+        with self.lock:
+            if self.pool:
+                return self.pool.pop()
+        return self.alloc() or None
+
+    def give(self, d: int) -> None:
+        with self.lock:
+            if len(self.pool) < AT_ONCE:
+                self.pool.append(d)
+                return
+        self.free(d)
+
+    def close(self) -> None:
+        with self.lock:
+            pool, self.pool = self.pool, []
+        for d in pool:
+            self.free(d)
 
 
 _lib: _Lib | None = None
@@ -79,23 +116,28 @@ def available() -> bool:
     return _library() is not None
 
 
-def inflate_exact(data: bytes, size: int) -> bytes | None:
+def inflate_exact(data: bytes, size: int) -> bytearray | None:
     """The zlib stream ``data`` inflated: exactly ``size`` bytes or an error (Damaged; Overflow
     when it inflates to more; a shorter result is returned as it is, for the caller's size check).
-    None when libdeflate is not there or ``size`` is above ``WHOLE_MAX`` (then the caller streams)."""
+    None when libdeflate is not there, ``size`` is above ``WHOLE_MAX`` or ``AT_ONCE`` inflates are
+    running already (then the caller streams)."""
     lib = _library()
-    if lib is None or size > WHOLE_MAX:
+    if lib is None or size > WHOLE_MAX or not lib.slots.acquire(blocking=False):
         return None
-    d = getattr(lib.local, "d", None)
-    if d is None:
-        d = lib.local.d = lib.alloc()
-        if not d:
+    try:
+        d = lib.take()
+        if d is None:
             return None
-    out = bytearray(size)
-    used, made = ctypes.c_size_t(), ctypes.c_size_t()
-    buf = (ctypes.c_char * size).from_buffer(out) if size else None
-    res = lib.decompress(d, data, len(data), buf, size, ctypes.byref(used), ctypes.byref(made))
-    del buf  # the bytearray may be resized again only once no ctypes view holds it
+        try:
+            out = bytearray(size)
+            used, made = ctypes.c_size_t(), ctypes.c_size_t()
+            buf = (ctypes.c_char * size).from_buffer(out) if size else None
+            res = lib.decompress(d, data, len(data), buf, size, ctypes.byref(used), ctypes.byref(made))
+            del buf  # the bytearray may be resized again only once no ctypes view holds it
+        finally:
+            lib.give(d)
+    finally:
+        lib.slots.release()
     if res == _INSUFFICIENT_SPACE:
         raise Overflow(f"inflates to more than {size} bytes")
     if res != _SUCCESS:
@@ -104,4 +146,4 @@ def inflate_exact(data: bytes, size: int) -> bytes | None:
         raise Damaged("bytes after the end of the zlib stream")
     if made.value != size:
         del out[made.value :]
-    return bytes(out)  # one copy (memcpy: little beside inflating) for callers that keep bytes
+    return out  # no copy: every caller takes a bytes-like (writev, b"".join)

@@ -3,10 +3,14 @@
 Compressed bytes are hashed *before* anything is inflated or cached, and the stream is cut off as
 soon as it is longer than its declared size allows (``limits.zlib_bound``). Inflating stops as soon
 as the output passes the declared size (or, where nothing is declared, the cap for the kind of
-object), in steps of at most ``BLOCK`` bytes, so a zlib bomb costs a few MB. Without a cache, stored
-bytes above ``SPILL`` go to a scratch file, not to memory. Inflated objects are kept in a small
-in-memory LRU (so reading a chunk in 128 KiB FUSE pieces inflates it once); objects larger than the
-LRU allows are inflated into a scratch file once and then read with pread.
+object), in steps of at most ``BLOCK`` bytes, so a zlib bomb costs a few MB — or, for a declared
+size of at most ``WHOLE_MAX`` (16 MiB) where libdeflate is there, in one call into a buffer of that
+size (``inflate.py``: at most ``AT_ONCE`` at once), so a bomb costs that buffer and its stored bytes.
+Without a cache, stored bytes above ``SPILL`` go to a scratch file while they are fetched and hashed
+(one inflated in one call is then read back whole: at most ``zlib_bound`` of 16 MiB). Inflated
+objects are kept in a small in-memory LRU (so reading a chunk in 128 KiB FUSE pieces inflates it
+once); objects larger than the LRU allows are inflated into a scratch file once and then read with
+pread.
 """
 
 from __future__ import annotations
@@ -280,28 +284,29 @@ class ObjectStore:
         cap: int | None = None,
         adler32: list[int] | None = None,
     ) -> Iterator[bytes]:
-        """The inflated blocks, each at most BLOCK bytes; stops with IntegrityError as soon as the
-        output passes ``size`` (declared) or, with no size declared, ``cap``. ``adler32`` (compressed
-        objects only): a list the Adler-32 of all the blocks is put in once they are all out
-        (``PlainCache.put``'s): the zlib stream's last four bytes, which zlib has checked against
-        what it inflated by then (no second pass over the output)."""
+        """The inflated blocks, each at most BLOCK bytes (or the whole object in one, declared
+        size at most WHOLE_MAX, inflated by libdeflate: ``inflate.py``); stops with IntegrityError
+        as soon as the output passes ``size`` (declared) or, with no size declared, ``cap``.
+        ``adler32`` (compressed objects only): a list the Adler-32 of all the blocks is put in once
+        they are all out (``PlainCache.put``'s): the zlib stream's last four bytes, which zlib (or
+        libdeflate) has checked against what it inflated by then (no second pass over the output)."""
         limit = size if size is not None else cap
         if not compressed:  # no stream to take a sum from: PlainCache.put sums what it writes
             yield from blocks
             return
         if size is not None and size <= WHOLE_MAX and inflate.available():
-            # in one call with libdeflate: a fraction of zlib's instructions (inflate.py)
+            # in one call with libdeflate: a fraction of zlib's instructions (inflate.py); the
+            # stored bytes are then whole in memory (also a spilled object's: at most zlib_bound)
             data = b"".join(blocks)
             try:
                 whole = inflate.inflate_exact(data, size)
-            except inflate.Overflow:
-                raise self._overflow(h, suffix, what, size, cap) from None
-            except inflate.Damaged as e:
-                self._drop(h, suffix)
-                raise IntegrityError(f"{self.repo}: {what} {h}{suffix}: cannot be inflated ({e})") from None
+            except (inflate.Overflow, inflate.Damaged):
+                # rare: zlib below says exactly what is wrong (libdeflate calls a cut trailer an
+                # overflow) and stops at the declared size, so every host gives the same message
+                whole = None
             if whole is not None:
-                if whole:
-                    yield whole
+                if whole:  # the bytearray itself: every consumer takes a bytes-like (writev, join)
+                    yield whole  # type: ignore[misc]
                 if adler32 is not None:  # checked by libdeflate against what it inflated
                     adler32.append(int.from_bytes(data[-4:], "big"))
                 return
@@ -557,12 +562,12 @@ class ObjectStore:
                     phases.add("inflate", *t)
                     t = _now()
             try:
-                return plain.put(name, suffix, inflated, size, adler32=adler)
+                fd = plain.put(name, suffix, inflated, size, adler32=adler)
             except SizeMismatch as e:
                 raise self._size_error(h, suffix, e.got, size, what) from None
-            finally:
-                if t is not None and phases is not None:
-                    phases.add("write" if keep is not None else "inflate+write", *t)
+            if t is not None and phases is not None:  # a failed put is no write
+                phases.add("write" if keep is not None else "inflate+write", *t)
+            return fd
 
     def fetch_ahead(self, name: str, suffix: str, *, size: int, compressed: bool, what: str) -> None:
         """Make the inflated object in the plain cache ahead of its reader (the prefetcher): nothing
@@ -639,11 +644,11 @@ class ObjectStore:
             )
             for i, got in fetched:
                 name, suffix, size, compressed, what, lock = claimed[i]
-                if t is not None and phases is not None:
-                    phases.add("ahead-fetch", *t)
                 try:
                     if isinstance(got, CvmfsError):
                         raise got
+                    if t is not None and phases is not None:
+                        phases.add("ahead-fetch", *t)
                     self.stats["fetched"] += 1
                     self.stats["fetched_bytes"] += sum(map(len, got))
                     h = hashes[i]
@@ -665,11 +670,11 @@ class ObjectStore:
                     self._keep_ahead(name + suffix, b"".join(keep))
                     with self._lock:
                         self._made += 1
-                    if t is not None:
-                        t = _now()
                 except CvmfsError as e:
                     log.debug("fetch ahead of %s failed: %s", what, e)
                 finally:
+                    if t is not None:  # the next item's wait starts here, whatever this one did
+                        t = _now()
                     self._unclaim(name + suffix, lock)
                     claimed[i] = (name, suffix, size, compressed, what, _DONE)
         finally:

@@ -161,9 +161,11 @@ def get_kernel(profile: Profile, cache: Path | None) -> Kernel:
 
 
 def _tool_versions() -> dict[str, str]:
-    # The build tools, and the Debian packages the initrd copies files from (interpreter, stdlib, libfuse).
+    # The build tools, and the Debian packages the initrd copies files from (interpreter, stdlib, libfuse,
+    # libdeflate).
     pkgs = ["xorriso", "syslinux", "isolinux", "mtools", "qemu-utils", "lz4", "busybox-static", "e2fsprogs"]
     pkgs += ["python3.11-minimal", "libpython3.11-minimal", "libpython3.11-stdlib", "libfuse3-3", "libc6"]
+    pkgs += ["libdeflate0"]
     proc = run(["dpkg-query", "-W", "-f", "${Package} ${Version}\n", *pkgs], check=False)
     return dict(line.split(" ", 1) for line in proc.stdout.decode().splitlines() if " " in line)
 

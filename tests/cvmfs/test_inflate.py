@@ -1,10 +1,11 @@
-"""Inflating whole objects with libdeflate (``inflate.py``): the same bytes and the same refusals as
-zlib's streaming path in the store (damaged streams, a bad Adler-32, bytes after the stream, more or
-fewer bytes than declared)."""
+"""Inflating whole objects with libdeflate (``inflate.py``): the same bytes and the same refusals, word
+for word, as zlib's streaming path in the store (damaged streams, a bad Adler-32, bytes after the
+stream, a cut trailer, more or fewer bytes than declared); decompressors pooled."""
 
 from __future__ import annotations
 
 import os
+import threading
 import zlib
 from pathlib import Path
 
@@ -87,17 +88,124 @@ def test_the_store_inflates_the_same_either_way(
     assert adler == [zlib.adler32(DATA)]  # the trailer's checksum, handed to the plain cache
 
 
+def _refusal(tmp_path: Path, stream: bytes, size: int) -> str:
+    with pytest.raises(IntegrityError) as e:
+        _inflated(tmp_path, stream, size)
+    return f"{e.value} | {e.value.hint}"
+
+
+_RAW = zlib.compressobj(wbits=-15)
+_GZIP = zlib.compressobj(wbits=31)
+_ZDICT = zlib.compressobj(zdict=b"a preset dictionary")
+
+
+@needs_libdeflate
 @pytest.mark.parametrize(
     ("stream", "size", "message"),
     [
         (STREAM, len(DATA) - 1, "inflates to more than the"),
-        (STREAM + b"x", len(DATA), "cannot be inflated|over-long"),
-        (STREAM[:-1] + bytes([STREAM[-1] ^ 1]), len(DATA), "cannot be inflated"),
+        (STREAM + b"x", len(DATA), "truncated or over-long"),
+        (STREAM + STREAM, len(DATA), "truncated or over-long"),
+        (STREAM[:-1] + bytes([STREAM[-1] ^ 1]), len(DATA), "incorrect data check"),
+        (STREAM[:-1], len(DATA), "truncated or over-long"),  # a cut trailer: no "zlib bomb"
+        (STREAM[:-3], len(DATA) + 100, "truncated or over-long"),
+        (STREAM[:-6], len(DATA), "truncated or over-long"),
+        (STREAM[: len(STREAM) // 2], len(DATA), "truncated or over-long"),
+        (b"", len(DATA), "truncated or over-long"),
+        (STREAM[:3], len(DATA), "truncated or over-long"),
+        (b"not zlib at all", len(DATA), "incorrect header check"),
+        (_RAW.compress(DATA) + _RAW.flush(), len(DATA), "cannot be inflated"),
+        (_GZIP.compress(DATA) + _GZIP.flush(), len(DATA), "incorrect header check"),
+        (_ZDICT.compress(DATA) + _ZDICT.flush(), len(DATA), "cannot be inflated"),
     ],
-    ids=["bomb", "byte-after", "bad-adler32"],
+    ids=[
+        "bomb",
+        "byte-after",
+        "two-streams",
+        "bad-adler32",
+        "cut-1",
+        "cut-3-declared-larger",
+        "cut-6",
+        "cut-half",
+        "empty",
+        "three-bytes",
+        "not-zlib",
+        "raw-deflate",
+        "gzip",
+        "preset-dictionary",
+    ],
 )
-def test_the_store_refuses_the_same_either_way(
-    tmp_path: Path, path: str, stream: bytes, size: int, message: str
+def test_the_store_refuses_with_zlibs_message_either_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stream: bytes, size: int, message: str
 ) -> None:
-    with pytest.raises(IntegrityError, match=message):
-        _inflated(tmp_path, stream, size)
+    """libdeflate's verdict is not the message: zlib's path runs over the same bytes (a cut trailer
+    is libdeflate's "overflow"), so a host with the library says exactly what one without says."""
+    calls: list[int] = []
+    whole = inflate.inflate_exact
+    monkeypatch.setattr(inflate, "inflate_exact", lambda data, size: calls.append(size) or whole(data, size))
+    with_libdeflate = _refusal(tmp_path, stream, size)
+    assert calls == [size]  # libdeflate did see it
+    monkeypatch.setattr(inflate, "available", lambda: False)
+    with_zlib = _refusal(tmp_path, stream, size)
+    assert with_libdeflate == with_zlib
+    assert message in with_zlib
+
+
+@needs_libdeflate
+def test_the_store_streams_through_zlib_what_libdeflate_leaves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``inflate_exact`` says None (above its bound, or all its slots busy): the store's zlib path
+    gives the same bytes and Adler-32."""
+    monkeypatch.setattr(inflate, "WHOLE_MAX", len(DATA) - 1)  # the store's own bound lets it through
+    assert _inflated(tmp_path, STREAM, len(DATA)) == (DATA, [zlib.adler32(DATA)])
+    monkeypatch.undo()
+    lib = inflate._library()
+    assert lib is not None
+    for _ in range(inflate.AT_ONCE):
+        assert lib.slots.acquire(blocking=False)
+    try:
+        assert inflate.inflate_exact(STREAM, len(DATA)) is None  # AT_ONCE running already
+        assert _inflated(tmp_path, STREAM, len(DATA)) == (DATA, [zlib.adler32(DATA)])
+    finally:
+        for _ in range(inflate.AT_ONCE):
+            lib.slots.release()
+    out = inflate.inflate_exact(STREAM, len(DATA))
+    assert type(out) is bytearray and out == DATA  # the buffer itself, not a copy of it
+
+
+@needs_libdeflate
+def test_decompressors_are_pooled_not_one_per_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """libfuse2 calls each request on a fresh thread state: short-lived threads take decompressors
+    from the pool (at most AT_ONCE of them), and those beyond it are freed."""
+    lib = inflate._library()
+    assert lib is not None
+    lib.close()
+    made: list[int] = []
+    freed: list[int] = []
+    alloc, free = lib.alloc, lib.free
+    monkeypatch.setattr(lib, "alloc", lambda: made.append(1) or alloc())
+    monkeypatch.setattr(lib, "free", lambda d: freed.append(1) or free(d))
+    monkeypatch.setattr(lib, "slots", threading.BoundedSemaphore(inflate.AT_ONCE + 2))
+    go = threading.Barrier(inflate.AT_ONCE + 2)
+
+    def one() -> None:
+        go.wait()  # AT_ONCE + 2 at once: the pool must give back what it cannot keep
+        assert inflate.inflate_exact(STREAM, len(DATA)) == DATA
+
+    for _ in range(5):
+        threads = [threading.Thread(target=one) for _ in range(inflate.AT_ONCE + 2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    before = len(made)
+    for _ in range(50):  # one after another, each on a new thread
+        t = threading.Thread(target=lambda: inflate.inflate_exact(STREAM, len(DATA)))
+        t.start()
+        t.join()
+    assert len(made) == before  # the pool's, not one per thread
+    assert 0 < len(lib.pool) <= inflate.AT_ONCE
+    assert len(made) - len(freed) == len(lib.pool)  # none lost
+    lib.close()
+    assert len(made) == len(freed)

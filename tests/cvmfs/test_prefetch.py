@@ -7,6 +7,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -193,8 +194,17 @@ def test_a_batch_is_one_pipelined_request_and_every_object_is_checked(
         monkeypatch.setattr(
             http1.Connection, "send", lambda c, t, *a: sent.append(len(t)) or real_send(c, t, *a)
         )
+        # --stats on a clock that ticks once per read: a phase timed from its own start is 1 tick
+        clock = iter(range(1_000_000))
+        monkeypatch.setattr(
+            store_module, "time", SimpleNamespace(perf_counter=lambda: next(clock), thread_time=lambda: 0)
+        )
+        phases = repo.store.phases = store_module.Phases()
         repo.fetch_ahead_many(distinct)
         assert sent[0] == 5 and sorted(sent[1:]) == [1, 1], sent  # then the two failures, alone
+        # the three good ones' wait, inflate and write, each timed from the end of the item before
+        for phase in ("ahead-fetch", "ahead-inflate", "ahead-write"):
+            assert phases[phase] == [3, 3.0, 0.0], (phase, phases)
         for e in distinct:
             assert plain.has(e.content_hash or "", "") == (e not in (victim, gone))
         assert all(repo.read(e) == want[e.path] for e in distinct if e not in (victim, gone))

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from cernvm_build.bootloader.runtime import build_runtime, deflate_library
+from cernvm_build.bootloader import runtime
+from cernvm_build.bootloader.runtime import build_runtime
+from cernvm_build.errors import BuildError
 
 pytestmark = pytest.mark.integration
 
@@ -27,8 +29,8 @@ def test_runtime_runs_entry_points_from_its_own_prefix(
     assert "cernvm_build/cvmfs/fuse.pyc" in names, "imports inside functions must be followed"
     assert not any(n.startswith(("cryptography", "yaml", "rich", "cernvm_build/cli/")) for n in names)
     assert "libfuse3.so.3" in rt.libraries and not any("libcrypto" in lib for lib in rt.libraries)
-    # libdeflate goes along when the build host has it (the daemon inflates with it: cvmfs/inflate.py)
-    assert ("libdeflate.so.0" in rt.libraries) == (deflate_library() is not None)
+    # libdeflate goes along (the daemon inflates with it: cvmfs/inflate.py)
+    assert "libdeflate.so.0" in rt.libraries and (tmp_path / "rt" / "lib" / "libdeflate.so.0").is_file()
     ud = tmp_path / "user-data"
     ud.write_text("[ucernvm-begin]\ncvmfs_tag=v1\nbad key\n[ucernvm-end]\n")
     lib = tmp_path / "rt" / "lib"
@@ -39,10 +41,13 @@ def test_runtime_runs_entry_points_from_its_own_prefix(
     )
     assert r.returncode == 0, r.stderr
     assert r.stdout == "cvmfs_tag=v1\n" and "not key=value" in r.stderr
-    if deflate_library() is not None:  # and the runtime's daemon finds it on its library path
-        check = "from cernvm_build.cvmfs import inflate; print(inflate.available())"
-        r = subprocess.run([*py[:-1], "-c", check], env=env, capture_output=True, text=True)
-        assert r.stdout == "True\n", r.stderr
+    # and the runtime's daemon loads it from the runtime's own lib/ (dlopen would also find the host's)
+    check = (
+        "from cernvm_build.cvmfs import inflate; print(inflate.available()); "
+        "print(*{l.split()[-1] for l in open('/proc/self/maps') if 'libdeflate' in l})"
+    )
+    r = subprocess.run([*py[:-1], "-c", check], env=env, capture_output=True, text=True)
+    assert r.stdout == f"True\n{lib / 'libdeflate.so.0'}\n", r.stderr
     r = subprocess.run(
         [*py, "cernvm_build.cvmfs.mount", "--help"], env=env, capture_output=True, text=True, cwd=tmp_path
     )
@@ -63,3 +68,19 @@ def test_the_build_time_is_an_input_of_the_runtime(tmp_path: Path, monkeypatch: 
     assert a.root != b.root
     assert cached_runtime(epoch=epoch, cache=tmp_path / "cache").root == a.root
     assert len(list((tmp_path / "cache").iterdir())) == 2
+
+
+def test_the_runtime_build_needs_libdeflate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without libdeflate the build stops with a hint, as without libfuse: the initrd's contents must
+    not depend on what the build host happens to have."""
+    real = runtime.Path.exists
+    monkeypatch.setattr(runtime.Path, "exists", lambda p: "libdeflate" not in str(p) and real(p))
+    with pytest.raises(BuildError, match=r"libdeflate\.so\.0 not found") as e:
+        runtime.deflate_library()
+    assert "apt-get install libdeflate0" in str(e.value.hint)
+
+
+def test_the_build_manifest_names_the_libdeflate_it_shipped() -> None:
+    from cernvm_build.image.build import _tool_versions
+
+    assert "libdeflate0" in _tool_versions()  # the Makefile installs it
