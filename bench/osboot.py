@@ -295,7 +295,7 @@ def _measure(
     try:
         for n in (1, 2):
             if n == 2 and together is not None:
-                together.wait(timeout=3600)
+                together.wait()  # no timeout: a slow side is a slow row, not a lost run (a failure aborts)
             before = counter.bytes if counter else 0
             first_line = len(counter.lines) if counter else 0
             with _boot(disks, extra, work / f"{name}-{n}.log", key, 1800) as (vm, took):
@@ -464,7 +464,17 @@ def _side_by_side(
             g.key,
             None,
         )  # fmt: skip
-        return job_a.result(), job_b.result()
+        return _both(job_a, job_b)
+
+
+def _both(job_a: concurrent.futures.Future[T], job_b: concurrent.futures.Future[T]) -> tuple[T, T]:
+    """Both jobs' results, once both have ended; else the first real failure: one side's failure
+    breaks the barrier (``_measure``), and the other side's BrokenBarrierError would hide it."""
+    concurrent.futures.wait((job_a, job_b))
+    errors = [e for e in (job_a.exception(), job_b.exception()) if e is not None]
+    for e in sorted(errors, key=lambda e: isinstance(e, threading.BrokenBarrierError)):
+        raise e
+    return job_a.result(), job_b.result()
 
 
 def run(quick: bool, logs: Path | None = None) -> list[Result]:

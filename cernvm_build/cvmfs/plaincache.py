@@ -287,12 +287,12 @@ class PlainCache:
         # One descriptor to write and then to serve from, raw writes (no buffered file per object)
         # and the mode given at creation: a cold read makes thousands of these.
         # (O_NOATIME: the reader served from this descriptor leaves the access time alone, ``_READ``)
-        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | getattr(os, "O_NOATIME", 0)
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         try:
-            fd = os.open(tmp, flags, 0o644)
+            fd = _create(tmp, flags)
         except FileExistsError:  # a crashed process's, of the same pid and thread number
             os.unlink(tmp)
-            fd = os.open(tmp, flags, 0o644)
+            fd = _create(tmp, flags)
         try:
             adler, got = 1, 0  # Adler-32 starts at 1
             summing = adler32 is None
@@ -414,6 +414,18 @@ def _open_to_read(path: str) -> int:
         return os.open(path, _READ)
     except PermissionError:
         return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+
+
+def _create(path: str, flags: int) -> int:
+    """``os.open(path, flags | O_NOATIME, 0o644)`` for a new file, without O_NOATIME where the kernel
+    refuses it: its owner check applies to the file just created too (a cache on NFS that squashes
+    the owner), and then the file it made is removed before the plain create."""
+    try:
+        return os.open(path, flags | getattr(os, "O_NOATIME", 0), 0o644)
+    except PermissionError:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        return os.open(path, flags, 0o644)
 
 
 def _interval(text: bytes, now: int) -> tuple[int, int] | None:

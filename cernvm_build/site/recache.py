@@ -13,7 +13,8 @@ made for, compared on use; an entry that does not load or that ``_sre.compile`` 
 again the ordinary way. A Python whose ``re`` does not call ``_sre.compile`` through its compiler
 module's ``_sre`` (as 3.11 does: the only one checked) leaves nothing recorded, and then this does
 nothing. The entries of patterns a site no longer uses stay (a few hundred KB for all the lexers of
-the prose corpus's 18 languages); another Python's are dropped.
+the prose corpus's 18 languages); another Python's, and those made before a Pygments upgrade or an
+edit of lexfast or refirst, are dropped (``_generation``).
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ import _sre  # type: ignore[import-not-found]  # re's C engine (stdlib, no stubs
 import array
 import contextlib
 import hashlib
+import importlib.util
 import pickle
 import re
 import sys
 import threading
 import types
 from collections.abc import Callable, Iterator, MutableMapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -46,7 +49,28 @@ TAG = repr(
 )
 #: an array type code of ``_sre``'s code word size (None: there is none, and nothing is kept)
 _CODE = next((c for c in "IL" if array.array(c).itemsize == _sre.CODESIZE), None)
-_TAG_KEY = ""  # the memo's entry naming the Python build its other entries are for
+_TAG_KEY = ""  # the memo's entry naming what its other entries were made by (``_generation``)
+#: the code whose patterns and answers fill the memo besides Pygments' (read, not imported: a build
+#: whose code blocks are all known does not load Pygments)
+_MADE_BY = (Path(__file__).with_name("lexfast.py"), Path(__file__).with_name("refirst.py"))
+_GENERATION: list[bytes] = []
+
+
+def _generation() -> bytes:
+    """The memo's tag: the Python build and the code that filled it (the Pygments package, by its
+    ``__init__``, which names its version; lexfast, whose alternations are compiled; refirst). An
+    upgrade or an edit starts a new memo instead of adding entries to the old one without bound."""
+    if not _GENERATION:
+        spec = importlib.util.find_spec("pygments")
+        h = hashlib.blake2b(TAG.encode(), digest_size=16)
+        for path in (spec.origin if spec else None, *_MADE_BY):
+            try:
+                h.update(Path(path).read_bytes() if path else b"-")  # type: ignore[arg-type]
+            except OSError:
+                h.update(b"-")
+        _GENERATION.append(h.hexdigest().encode())
+    return _GENERATION[0]
+
 
 #: what the state's memo of compiled patterns is called (``cache.State.memo``)
 MEMO = "re"
@@ -67,7 +91,7 @@ class Patterns:
     after the serial part of the build: a cold build's compiles pay no key, array or pickle)."""
 
     def __init__(self, known: MutableMapping[str, bytes]):
-        self.known = known if known.get(_TAG_KEY) == TAG.encode() else {}
+        self.known = known if known.get(_TAG_KEY) == _generation() else {}
         self.made: list[tuple[str, Any, int, tuple[Any, ...]]] = []
         self.hits = 0
 
@@ -76,8 +100,13 @@ class Patterns:
         already (nothing was compiled that it did not have)."""
         if not self.made:
             return None
-        made = {key(p, flags, what): _blob(what, p, flags, held) for what, p, flags, held in self.made}
-        return {**self.known, **made, _TAG_KEY: TAG.encode()}
+        made = {}
+        for what, p, flags, held in self.made:
+            try:
+                made[key(p, flags, what)] = _blob(what, p, flags, held)
+            except Exception:  # an entry that does not pickle is only not kept: never a failed build
+                continue
+        return {**self.known, **made, _TAG_KEY: _generation()}
 
 
 _recorded = threading.local()
@@ -133,7 +162,11 @@ def _from_blob(pattern: str | bytes, flags: int, blob: bytes) -> Any:
 def kept(patterns: Patterns) -> Iterator[None]:
     """While active, ``re.compile`` (and everything using ``re``) in this process makes a pattern from
     ``patterns`` where it holds one, and records those it compiles. Not reentrant; other threads'
-    compiles go through it too, which is harmless (same patterns either way)."""
+    compiles go through it too, which is harmless (same patterns either way). A pattern made from an
+    entry is not parsed, so the parser's warnings (``FutureWarning: Possible nested set``) are not
+    repeated on a hit; ``re.DEBUG`` compiles and ``str``/``bytes`` subclasses go to ``re`` as they
+    are. Forked processes (``--jobs 2``'s render workers) record into their own copy, which dies with
+    them: only what this process compiles is kept."""
     usable = _compiler is not None and callable(getattr(_compiler, "compile", None))
     if _CODE is None or not usable or getattr(_compiler, "_sre", None) is not _sre:
         yield
@@ -143,7 +176,9 @@ def kept(patterns: Patterns) -> Iterator[None]:
     recorder.compile = _recording_compile
 
     def compile(p: Any, flags: int = 0) -> Any:
-        if not isinstance(p, (str, bytes)):
+        # only plain str/bytes (a subclass is refused on use, and may not pickle); DEBUG prints the
+        # code as it compiles, which a pattern made from an entry would not (re never caches them)
+        if type(p) not in (str, bytes) or flags & re.DEBUG:
             return original(p, flags)
         blob = patterns.known.get(key(p, flags)) if patterns.known else None
         if blob is not None:

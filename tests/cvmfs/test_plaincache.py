@@ -5,6 +5,7 @@ it, and both FUSE front ends read the repository byte for byte through it, cold 
 from __future__ import annotations
 
 import concurrent.futures
+import errno
 import hashlib
 import os
 import signal
@@ -227,6 +228,38 @@ def test_reads_leave_the_access_time_alone(tmp_path: Path) -> None:
         f.read()
     if os.stat(q).st_atime_ns == past:
         pytest.skip("this file system does not update access times (noatime)")
+
+
+@pytest.mark.skipif(not hasattr(os, "O_NOATIME"), reason="no O_NOATIME on this system")
+def test_a_kernel_that_refuses_o_noatime_still_gets_its_files_written_and_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """O_NOATIME needs the file's owner or CAP_FOWNER, checked on a file just created too (a cache on
+    NFS that squashes the owner): then the cache is written and read without it, as before, and the
+    file the refused create made is not left behind."""
+    real_open = os.open
+
+    def refusing(path: str, flags: int, mode: int = 0o777) -> int:
+        if flags & os.O_NOATIME:
+            if flags & os.O_CREAT:  # as the kernel does: the file is made, then the open refused
+                os.close(real_open(path, flags & ~os.O_NOATIME, mode))
+            raise PermissionError(errno.EPERM, "Operation not permitted", path)
+        return real_open(path, flags, mode)
+
+    monkeypatch.setattr(os, "open", refusing)
+    cache = PlainCache(tmp_path)
+    name = "cd" + "1" * 38
+    fd = cache.put(name, "", [b"abc", b"def"], 6)
+    try:
+        assert os.pread(fd, 6, 0) == b"abcdef"
+    finally:
+        os.close(fd)
+    cache = PlainCache(tmp_path)  # a new process: the first use checks the content
+    assert cache.read_whole(name, "", 6) == b"abcdef"
+    fd = cache.open(name, "", 6)
+    assert fd is not None
+    os.close(fd)
+    assert not [p for p in tmp_path.rglob("*.tmp")]
 
 
 def test_the_size_limit_counts_and_evicts_inflated_files(tmp_path: Path) -> None:

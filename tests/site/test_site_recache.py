@@ -115,11 +115,61 @@ def test_a_broken_foreign_or_refused_entry_is_compiled_again() -> None:
 
 def test_another_pythons_entries_are_neither_used_nor_kept() -> None:
     entries = _kept([(r"a+", 0)])
-    patterns = recache.Patterns({**entries, "": b"another Python"})
+    foreign = "f" * 32  # an entry only the other Python's memo has
+    patterns = recache.Patterns({**entries, foreign: b"x", "": b"another Python"})
     assert patterns.known == {}
     with recache.kept(patterns):
         re.compile(r"a+")
-    assert patterns.hits == 0 and patterns.entries() == entries
+    kept = patterns.entries()
+    assert patterns.hits == 0 and kept == entries and foreign not in kept
+
+
+def test_a_pygments_upgrade_or_an_edit_of_the_code_starts_a_new_memo(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    code = tmp_path / "lexfast.py"
+    code.write_text("# one version\n")
+    monkeypatch.setattr(recache, "_MADE_BY", (code,))
+    monkeypatch.setattr(recache, "_GENERATION", [])
+    entries = _kept([(r"a+", 0)])
+    assert recache.Patterns(entries).known == entries
+    code.write_text("# another version\n")
+    monkeypatch.setattr(recache, "_GENERATION", [])
+    assert recache.Patterns(entries).known == {}
+
+
+def test_debug_compiles_print_their_code_and_are_not_kept(capsys: pytest.CaptureFixture[str]) -> None:
+    p = r"a[b]c"
+    patterns = recache.Patterns({})
+    with recache.kept(patterns):
+        re.compile(p, re.DEBUG)
+    assert "LITERAL" in capsys.readouterr().out and patterns.entries() is None
+    # an entry for it (as a build before this rule could have kept) is not used either
+    entries = _kept([(p, 0)])
+    made_for, _flags, *held = pickle.loads(entries[recache.key(p, 0)])
+    debug = pickle.dumps((made_for, re.DEBUG, *held))
+    patterns = recache.Patterns({**entries, recache.key(p, re.DEBUG): debug})
+    re.purge()
+    with recache.kept(patterns):
+        assert re.compile(p, re.DEBUG).match("abc")
+    assert "LITERAL" in capsys.readouterr().out and patterns.hits == 0
+
+
+class Named(str):
+    """A ``str`` subclass that pickles: its entry would be refused on every use (type checked)."""
+
+
+def test_str_subclasses_and_entries_that_do_not_pickle_are_not_kept() -> None:
+    class Local(str):  # defined in a function: does not pickle
+        pass
+
+    patterns = recache.Patterns({})
+    with recache.kept(patterns):
+        assert re.compile(Local("xy")).match("xy") and re.compile(Named("q+")).match("qq")
+        assert recache.remembered("a fact", "xy", 0, lambda: lambda: 1)() == 1  # a lambda: does not pickle
+        re.compile(r"z+")
+    entries = patterns.entries()  # the build goes on: only what pickles is kept
+    assert entries is not None and set(entries) == {"", recache.key(r"z+", 0)}
 
 
 def test_a_python_whose_re_is_otherwise_keeps_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -198,7 +248,7 @@ def test_a_build_keeps_the_patterns_and_the_next_render_makes_them_from_it(
     (state_file,) = site_cache.rglob("state.sqlite")
     state = cache.State(state_file)
     kept = state.memo(recache.MEMO)
-    assert len(kept) > 100 and kept[""] == recache.TAG.encode()
+    assert len(kept) > 100 and kept[""] == recache._generation()
     with state.db:  # every page rendered and every block highlighted again
         for table in ("md", "md_meta", "md_head", "code", "snapshot"):
             state.db.execute(f"DELETE FROM {table}")
