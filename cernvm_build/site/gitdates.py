@@ -24,26 +24,12 @@ def _in_work_tree(folder: Path) -> bool:
     return any((d / ".git").exists() for d in (folder, *folder.parents))
 
 
-def _git(content: Path, *args: str) -> str | None:
-    import subprocess  # here: a build outside a git checkout starts none
-
-    git = shutil.which("git")
-    if git is None:
-        return None
-    try:
-        proc = subprocess.run(
-            [git, "-C", str(content), *args], capture_output=True, text=True, timeout=60, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return proc.stdout if proc.returncode == 0 else None
-
-
 def _git_started(content: Path, *args: str) -> Callable[[], str | None]:
-    """``_git``, the process started now and waited for when the returned function is called. Its output
-    goes to a file, not a pipe: git never waits for this process to read, and one never waited for (a
-    build that failed before) ends on its own."""
-    import subprocess
+    """git's output (None if it fails, is not there or takes over 60 s), the process started now and
+    waited for when the returned function is called. Its output goes to a file, not a pipe: git never
+    waits for this process to read, and one never waited for (a build that failed before) ends on its own.
+    The one way git is run here."""
+    import subprocess  # here: a build outside a git checkout starts none
     import tempfile
 
     git = shutil.which("git")
@@ -72,17 +58,13 @@ def _git_started(content: Path, *args: str) -> Callable[[], str | None]:
     return wait
 
 
-def last_changed(content: Path, cache_dir: Path) -> dict[str, str]:
-    """``{content-relative path: YYYY-MM-DD of the last commit touching it}``."""
-    return start(content, cache_dir)()
-
-
 def start(content: Path, cache_dir: Path) -> Callable[[], dict[str, str]]:
-    """``last_changed``, its ``git log`` started now and read when the returned function is called (once):
-    the builder starts it before the Markdown is rendered and reads it after, so the log runs meanwhile
-    in its own process (~0.06-0.1 s of wall time of a cold build of the shipped site, nearly all of it
-    git's own, that the build waited for)."""
-    head = _git(content, "rev-parse", "HEAD") if _in_work_tree(content.resolve()) else None
+    """What reads ``{content-relative path: YYYY-MM-DD of the last commit touching it}``, its ``git log``
+    started now and read when the returned function is called (once): the builder starts it before the
+    Markdown is rendered and reads it after, so the log runs meanwhile in its own process (~0.06-0.1 s
+    of wall time of a cold build of the shipped site, nearly all of it git's own, that the build waited
+    for)."""
+    head = _git_started(content, "rev-parse", "HEAD")() if _in_work_tree(content.resolve()) else None
     if not head:
         return dict
     memo = cache_dir / "gitdates.json"

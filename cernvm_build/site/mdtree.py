@@ -83,8 +83,8 @@ def parse(text: str) -> Any:
     indexes past a code span's end when a link label holds an unmatched backtick run (``[a`b]``, an
     unclosed ``[` ``), a typo a page may well have; the page then goes through markdown-it-py. Rust's
     panic hook would print the panic (and with ``RUST_BACKTRACE`` a backtrace) on stderr for every such
-    page of a build that succeeds; it cannot be told not to, so stderr is closed around a parse that could
-    panic (a ``[`` and a backtick: two ``dup2`` calls, microseconds)."""
+    page of a build that succeeds; it cannot be told not to, so fd 2 is sent to /dev/null around a parse
+    that could panic (a ``[`` and a backtick: two ``dup2`` calls, microseconds)."""
     try:
         if "`" in text and "[" in text:
             with _stderr_silenced():
@@ -102,10 +102,16 @@ _SILENCING = threading.Lock()
 @contextmanager
 def _stderr_silenced() -> Iterator[None]:
     """File descriptor 2 on /dev/null meanwhile (the Rust panic hook writes there, not to sys.stderr).
-    One at a time: two threads' saves and restores interleaved could leave it on /dev/null."""
+    One at a time: two threads' saves and restores interleaved could leave it on /dev/null. With fd 2
+    closed (a daemon's ``2>&-``; ``sys.stderr`` is then None) nothing can be printed: left as it is."""
     with _SILENCING:
-        sys.stderr.flush()  # what Python already wrote goes out first
-        saved = os.dup(2)
+        if sys.stderr is not None:
+            sys.stderr.flush()  # what Python already wrote goes out first
+        try:
+            saved = os.dup(2)
+        except OSError:
+            yield
+            return
         null = os.open(os.devnull, os.O_WRONLY)
         try:
             os.dup2(null, 2)

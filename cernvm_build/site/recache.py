@@ -115,7 +115,7 @@ _active: list[Patterns] = []  # the patterns ``kept`` uses now
 
 def remembered(what: str, pattern: str, flags: int, compute: Callable[[], T]) -> T:
     """``compute()``, a fact about the pattern (pattern, flags) that the code ``what`` names tells
-    (its own source's digest: changed code is never answered for by the old one's entries); kept
+    (that code is one of ``_MADE_BY``: changed code starts a new memo, never answered for by the old); kept
     with the compiled patterns while ``kept`` is active, and read from them where they hold it."""
     if not _active:
         return compute()

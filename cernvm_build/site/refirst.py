@@ -12,10 +12,8 @@ every rule is tried.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from functools import cache
-from pathlib import Path
 from re import _constants as C  # type: ignore[attr-defined]  # the parser's opcodes (stdlib)
 from re import _parser  # type: ignore[attr-defined]  # what re.compile parses a pattern into (stdlib)
 from typing import Any
@@ -115,14 +113,10 @@ def first_chars(pattern: re.Pattern[str]) -> frozenset[str] | None:
     string (then it can match anywhere) or is not a text pattern."""
     if not isinstance(pattern.pattern, str) or pattern.flags & re.LOCALE:
         return None
-    if not _CODE:
-        _CODE.append("refirst " + hashlib.sha256(Path(__file__).read_bytes()).hexdigest())
     # kept between builds with the compiled patterns (``recache``): reading a pattern's parse is most of
-    # a lexer's making once its patterns are no longer compiled
-    return recache.remembered(_CODE[0], pattern.pattern, pattern.flags, lambda: _first_chars(pattern))
-
-
-_CODE: list[str] = []  # this module's code, by its digest: what its answers kept between builds are for
+    # a lexer's making once its patterns are no longer compiled. An edit of this file starts a new memo
+    # (``recache._MADE_BY``), so the old code's answers are never read.
+    return recache.remembered("refirst", pattern.pattern, pattern.flags, lambda: _first_chars(pattern))
 
 
 def _first_chars(pattern: re.Pattern[str]) -> frozenset[str] | None:

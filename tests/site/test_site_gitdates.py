@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,12 @@ def _commit(repo: Path, date: str, message: str) -> None:
     subprocess.run(["git", "-C", str(repo), "commit", "-q", "-m", message], check=True, env=env)
 
 
+def _on_log(monkeypatch: pytest.MonkeyPatch, fake: Callable[..., Any]) -> None:
+    """``fake`` runs instead of the ``git log`` (git's other commands run)."""
+    started = gitdates._git_started
+    monkeypatch.setattr(gitdates, "_git_started", lambda c, *a: fake(c, *a) if "log" in a else started(c, *a))
+
+
 def _repo(folder: Path) -> None:
     subprocess.run(["git", "init", "-q", str(folder)], check=True)
 
@@ -48,8 +55,8 @@ def test_each_file_dated_by_its_last_commit_and_remembered_per_head(
     cache.mkdir()
     assert gitdates.start(content, cache)() == {"a.md": "2024-04-06", "docs/b.md": "2024-03-05"}
     # the same HEAD again: the dates remembered, no log run
-    monkeypatch.setattr(gitdates, "_git_started", lambda *a: pytest.fail("git log run again"))
-    assert gitdates.last_changed(content, cache) == {"a.md": "2024-04-06", "docs/b.md": "2024-03-05"}
+    _on_log(monkeypatch, lambda *a: pytest.fail("git log run again"))
+    assert gitdates.start(content, cache)() == {"a.md": "2024-04-06", "docs/b.md": "2024-03-05"}
     # outside a work tree: no dates, no git
     assert gitdates.start(tmp_path / "cache", cache)() == {}
 
@@ -78,7 +85,7 @@ def test_the_git_log_runs_while_the_sources_render(
         events.append("render")
         return render(*a, **kw)
 
-    monkeypatch.setattr(gitdates, "_git_started", log)
+    _on_log(monkeypatch, log)
     monkeypatch.setattr(build_mod, "render_markdown", rendering)
     build_site(site, tmp_path / "out")
     assert events == ["log started", "render", "log read"]
@@ -93,7 +100,7 @@ def test_a_non_ascii_name_gets_its_date(tmp_path: Path) -> None:
     _repo(tmp_path / "repo")
     (content / "café.md").write_text("c\n")
     _commit(tmp_path / "repo", "2024-05-07", "first")
-    assert gitdates.last_changed(content, tmp_path) == {"café.md": "2024-05-07"}
+    assert gitdates.start(content, tmp_path)() == {"café.md": "2024-05-07"}
 
 
 def test_a_failed_log_is_not_remembered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -104,8 +111,7 @@ def test_a_failed_log_is_not_remembered(tmp_path: Path, monkeypatch: pytest.Monk
     _repo(tmp_path / "repo")
     (content / "a.md").write_text("a\n")
     _commit(tmp_path / "repo", "2024-03-05", "first")
-    started = gitdates._git_started
-    monkeypatch.setattr(gitdates, "_git_started", lambda *a: lambda: None)
-    assert gitdates.last_changed(content, tmp_path) == {}
-    monkeypatch.setattr(gitdates, "_git_started", started)
-    assert gitdates.last_changed(content, tmp_path) == {"a.md": "2024-03-05"}
+    with monkeypatch.context() as failing:
+        _on_log(failing, lambda *a: lambda: None)
+        assert gitdates.start(content, tmp_path)() == {}
+    assert gitdates.start(content, tmp_path)() == {"a.md": "2024-03-05"}

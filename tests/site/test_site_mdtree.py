@@ -5,6 +5,8 @@ leaves to markdown-it-py."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 from sitehelpers import same_on_bench_corpus, same_on_shipped_content
@@ -174,6 +176,21 @@ def test_a_page_the_rust_parser_panics_on_prints_nothing(
     assert mdtree.parse("See [a`b] here\n") is None
     os.write(2, b"after\n")
     assert capfd.readouterr().err == "after\n"
+
+
+def test_a_build_with_stderr_closed_parses_such_a_page() -> None:
+    """A daemon or cron job may run the build with ``2>&-``: no stderr to silence is no crash."""
+    code = "from cernvm_build.site import mdtree; print(mdtree.parse('See [a`b] here\\n'))"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        preexec_fn=lambda: os.close(2),
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
+    assert (run.returncode, run.stdout) == (0, "None\n")
 
 
 def test_unsafe_links_stay_text_and_raw_html_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
