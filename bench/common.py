@@ -42,6 +42,22 @@ class Result:
         return d
 
 
+def flags(doc: str | None, known: dict[str, str]) -> None:
+    """The command line checked before anything runs: ``-h``/``--help`` prints the script's docstring and
+    its flags and exits; a flag not in ``known`` (name: what it does) is an error (exit 2). A benchmark
+    boots guests or builds corpora for minutes: a mistyped flag, or ``--help``, must not start one."""
+    args = sys.argv[1:]
+    if "-h" in args or "--help" in args:
+        print((doc or "").strip() + "\n\nflags:")
+        for name, what in known.items():
+            print(f"  {name:<22} {what}")
+        raise SystemExit(0)
+    for arg in args:
+        if arg.startswith("-") and arg.split("=", 1)[0] not in known:
+            print(f"error: unknown flag {arg!r} (hint: --help lists this benchmark's flags)", file=sys.stderr)
+            raise SystemExit(2)
+
+
 def print_table(results: list[Result], file: object = sys.stdout) -> None:
     header = f"{'benchmark':<34} {'metric':<26} {'value':>12} {'reference':>30} {'ratio':>7}  aim"
     print(header, file=file)  # type: ignore[call-overload]

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import Result, children_cpu, cores, peak_rss_mb, print_table, timer
+from bench.common import Result, children_cpu, cores, flags, peak_rss_mb, print_table, timer
 
 if TYPE_CHECKING:
     from cernvm_build.tree import TreeSource
@@ -196,6 +196,13 @@ def run(quick: bool) -> list[Result]:
 
 
 if __name__ == "__main__":
+    flags(
+        __doc__,
+        {
+            "--quick": "a smaller run (fewer rounds or inputs)",
+            "--export": "internal: the export child (ARCHIVE ROOT OUT)",
+        },
+    )
     if len(sys.argv) == 5 and sys.argv[1] == "--export":
         export_child(*sys.argv[2:5])
     else:

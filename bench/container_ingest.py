@@ -29,7 +29,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import Result, print_table, timer
+from bench.common import Result, flags, print_table, timer
 from bench.container_layers import CREATED, make_tree, write_package
 
 HUB = "unpacked.bench.test"
@@ -130,6 +130,7 @@ def run(quick: bool) -> list[Result]:
 
 
 if __name__ == "__main__":
+    flags(__doc__, {"--quick": "a smaller run (fewer rounds or inputs)"})
     results = run(quick="--quick" in sys.argv)
     print_table(results)
     for r in results:

@@ -21,7 +21,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
 
-from bench.common import Result, print_table, timer
+from bench.common import Result, flags, print_table, timer
 from bench.cvmfs_read import _server_process
 from bench.cvmfs_replicate import _get
 
@@ -101,6 +101,7 @@ def run(quick: bool = True) -> list[Result]:
 
 
 if __name__ == "__main__":
+    flags(__doc__, {"--full": "the full-size run (the default is the quick one)"})
     rows = run(quick="--full" not in sys.argv)
     print_table(rows)
     for r in rows:

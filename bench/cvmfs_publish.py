@@ -32,7 +32,7 @@ ROOT = HERE.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import Result, cores, print_table  # noqa: E402
+from bench.common import Result, cores, flags, print_table  # noqa: E402
 
 FQRN = "bench.cernvm.test"
 _WORDS = (
@@ -244,6 +244,7 @@ def run(quick: bool = True) -> list[Result]:
 
 
 if __name__ == "__main__":
+    flags(__doc__, {"--full": "the full-size run (the default is the quick one)"})
     results = run(quick="--full" not in sys.argv)
     print_table(results)
     for r in results:

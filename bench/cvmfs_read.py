@@ -50,7 +50,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
 
-from bench.common import Result, peak_rss_mb, print_table, timer  # noqa: E402
+from bench.common import Result, flags, peak_rss_mb, print_table, timer  # noqa: E402
 from cernvm_build.cvmfs.objects import object_path  # noqa: E402
 from cernvm_build.cvmfs.repository import Repository, open_repository  # noqa: E402
 from cernvm_build.fsutil import remove_tree  # noqa: E402
@@ -571,6 +571,15 @@ def run(quick: bool = True, rounds: int | None = None) -> list[Result]:
 
 
 if __name__ == "__main__":
+    flags(
+        __doc__,
+        {
+            "--full": "the full-size run (the default is the quick one)",
+            "--rounds": "N: alternated rounds per row",
+            "--make": "internal: make a repository (DIR FILES SIZE)",
+            "--make-lookup": "internal: make a lookup repository (DIR N)",
+        },
+    )
     if sys.argv[1:2] == ["--make-lookup"]:
         print(*make_lookup_repository(Path(sys.argv[2]), int(sys.argv[3])))
         raise SystemExit(0)

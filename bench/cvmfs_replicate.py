@@ -27,7 +27,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
 
-from bench.common import Result, environ, print_table, timer
+from bench.common import Result, environ, flags, print_table, timer
 from bench.cvmfs_read import FQRN, _server_process, get_blocks, make_tree
 
 JOBS = 8
@@ -243,6 +243,14 @@ def run_s3(quick: bool = True) -> list[Result]:
 
 
 if __name__ == "__main__":
+    flags(
+        __doc__,
+        {
+            "--full": "the full-size run (the default is the quick one)",
+            "--s3": "replicate into S3 (moto) instead of a folder",
+            "--replica-dir": "DIR: where the replica goes",
+        },
+    )
     if "--s3" in sys.argv:
         rows = run_s3(quick="--full" not in sys.argv)
         print_table(rows)

@@ -19,7 +19,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
 
-from bench.common import Result, print_table
+from bench.common import Result, flags, print_table
 from tests.support.fleet import fleet_stack, run_fleet
 from tests.support.servers import object_requests, running
 
@@ -100,4 +100,5 @@ def run(quick: bool = True) -> list[Result]:
 
 
 if __name__ == "__main__":
+    flags(__doc__, {"--quick": "a smaller run (fewer rounds or inputs)"})
     print_table(run(quick="--quick" in sys.argv))

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if __package__ in (None, ""):
     sys.path.insert(0, str(ROOT))  # run as a script
 
-from bench.common import Process, Result, measure_process, print_table, python_module  # noqa: E402
+from bench.common import Process, Result, flags, measure_process, print_table, python_module  # noqa: E402
 from tests.support import hostile  # noqa: E402
 
 BEFORE = "b517710"  # main before the hardening of issue 12
@@ -219,6 +219,7 @@ def run(quick: bool = True) -> list[Result]:
 
 
 if __name__ == "__main__":
+    flags(__doc__, {"--full": "the full-size run (the default is the quick one)"})
     rows = run(quick="--full" not in sys.argv)
     print_table(rows)
     for r in rows:

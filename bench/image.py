@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import Result, print_table, timer
+from bench.common import Result, flags, print_table, timer
 from cernvm_build import profile
 from cernvm_build.accel import detect
 from cernvm_build.bootloader.cpio import write_newc
@@ -162,4 +162,5 @@ def run(quick: bool) -> list[Result]:
 
 
 if __name__ == "__main__":
+    flags(__doc__, {"--quick": "a smaller run (fewer rounds or inputs)"})
     print_table(run(quick="--quick" in sys.argv))

@@ -34,7 +34,7 @@ if __package__ in (None, ""):
 
 import libvirt
 
-from bench.common import Result, print_table, timer
+from bench.common import Result, flags, print_table, timer
 from cernvm_build import accel, launch
 from cernvm_build.errors import LaunchError
 from cernvm_build.launch import bootwatch, config, context, daemon, instances, keys, ssh, storage, userdata
@@ -631,6 +631,16 @@ def run(quick: bool, rounds: int = 0) -> list[Result]:
 
 
 if __name__ == "__main__":
+    flags(
+        __doc__,
+        {
+            "--quick": "a smaller run (fewer rounds or inputs)",
+            "--rounds": "N: boots of each kind (default 3, --quick 1)",
+            "--boot-only": "only the boot rows",
+            "--session-worker": "internal: the unprivileged session's worker",
+            "--plain-in-machine-cgroup": "the plain qemu in libvirt's machine cgroup too",
+        },
+    )
     if "--session-worker" in sys.argv:
         _session_worker(sys.argv[sys.argv.index("--session-worker") + 1 :])
         raise SystemExit(0)

@@ -40,7 +40,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import Result, children_cpu, environ, print_table, timer
+from bench.common import Result, children_cpu, environ, flags, print_table, timer
 from cernvm_build.errors import ToolError
 from cernvm_build.gpg import Keyring, generate_test_key
 from cernvm_build.mirror.localrgw import LocalRGW
@@ -455,6 +455,7 @@ def run(quick: bool, repos: list[str]) -> list[Result]:
 
 
 if __name__ == "__main__":
+    flags(__doc__, {"--quick": "a smaller run (fewer rounds or inputs)"})
     chosen = [r for r in REPOS if f"--{r}" in sys.argv] or list(REPOS)
     res = run(quick="--quick" in sys.argv, repos=chosen)
     print_table(res)

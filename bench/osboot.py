@@ -62,7 +62,7 @@ from typing import TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import Result, print_table
+from bench.common import Result, flags, print_table
 from cernvm_build import profile
 from cernvm_build.accel import detect
 from cernvm_build.bootloader.disk import SCRATCH_SERIAL
@@ -639,6 +639,13 @@ class _Fetched(logging.Handler):
 
 
 if __name__ == "__main__":
+    flags(
+        __doc__,
+        {
+            "--quick": "a smaller run (fewer rounds or inputs)",
+            "--logs": "=DIR: keep the guests' consoles and the server's log there",
+        },
+    )
     where = [a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--logs=")]
     print(f"osboot: load average at the start {os.getloadavg()}", file=sys.stderr)
     print_table(run(quick="--quick" in sys.argv, logs=Path(where[0]) if where else None))

@@ -26,7 +26,7 @@ if __package__ in (None, ""):
 import jsonschema
 import yaml
 
-from bench.common import Result, print_table, timer
+from bench.common import Result, flags, print_table, timer
 from cernvm_build import profile
 from cernvm_build.paths import data_dir
 from cernvm_build.profile.schema import schema
@@ -202,6 +202,7 @@ def run(quick: bool) -> list[Result]:
 
 
 if __name__ == "__main__":
+    flags(__doc__, {"--quick": "a smaller run (fewer rounds or inputs)"})
     res = run(quick="--quick" in sys.argv)
     print_table(res)
     for r in res:

@@ -46,7 +46,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import Result, children_cpu, cores, print_table
+from bench.common import Result, children_cpu, cores, flags, print_table
 from bench.site_corpus import generate, kind_path, rel_path
 from tests.support.bigfs import loop_ext4
 
@@ -376,6 +376,10 @@ def run(quick: bool, here: bool = False) -> list[Result]:
 
 
 if __name__ == "__main__":
+    flags(
+        __doc__,
+        {"--quick": "a smaller run (fewer rounds or inputs)", "--tmp": "build in /tmp instead of /dev/shm"},
+    )
     rows = run("--quick" in sys.argv, here="--tmp" in sys.argv)
     print_table(rows)
     for r in rows:
