@@ -24,6 +24,7 @@ import threading
 import time
 
 from bench import launch as bl
+from bench.common import flags
 from bench.launch import _demo_image, _plain_qemu, _serve_apart
 from cernvm_build import accel
 from cernvm_build.launch import ready, ssh
@@ -189,4 +190,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    flags(__doc__, {"--rounds": "N: interleaved rounds per variant (default 3); VARIANT...: only those"})
     main(sys.argv[1:])

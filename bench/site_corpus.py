@@ -395,6 +395,12 @@ def generate(root: Path, n: int, seed: int = 7, kind: str = "synthetic") -> dict
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from bench.common import flags
+
+    flags(
+        __doc__, {"--kind": "KIND: " + ", ".join(KINDS) + " (then COUNT DEST, default 100 /tmp/site-corpus)"}
+    )
     args = sys.argv[1:]
     kind = "synthetic"
     if "--kind" in args:

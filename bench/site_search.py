@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import Result, children_cpu, print_table
+from bench.common import Result, children_cpu, flags, print_table
 from tests.site.sitehelpers import SEARCH_QUERIES as QUERIES  # the acceptance test's queries
 
 
@@ -250,6 +250,7 @@ def run(quick: bool = True) -> list[Result]:
 
 
 if __name__ == "__main__":
+    flags(__doc__, {})
     rows = run()
     print_table(rows)
     for r in rows:
