@@ -13,9 +13,10 @@ The checks are zlib's: the stream's own Adler-32 (libdeflate checks it), no byte
 and never more output than declared (the buffer is that size: a zlib bomb ends there). The store
 does not raise libdeflate's verdict: on a stream it refuses, zlib's streaming path runs over the same
 bytes, so the diagnosis and the message are zlib's on every host (libdeflate calls a cut trailer an
-overflow). Memory: at most ``AT_ONCE`` whole-buffer inflates run at once (another caller gets None and
-streams); each holds the stored bytes (twice: their blocks and their join) and one output buffer of
-the declared size, handed to the caller without a copy. Decompressors come from a small pool of at
+overflow). Memory: at most ``AT_ONCE`` callers hold a ``slot`` at once, and only they join the stored
+bytes (another caller streams the blocks it has, 1 MiB of output at a time); each holds the stored
+bytes (twice while they are joined) and one output buffer of the declared size, handed to the caller
+without a copy. Decompressors come from a small pool of at
 most ``AT_ONCE`` (libfuse2 runs each request on a fresh thread state: one per thread leaked one per
 request), freed at exit. Standard library only (ctypes): it runs in the μCernVM initrd.
 """
@@ -25,14 +26,18 @@ from __future__ import annotations
 import atexit
 import ctypes
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 #: the largest declared size inflated in one buffer, the largest chunk a publish makes by default
 #: (cvmfs's 16 MiB); bigger objects stream through zlib in 1 MiB steps
 WHOLE_MAX = 16 << 20
-#: whole-buffer inflates at once (the others stream through zlib): each holds up to ~16.4 MiB of
-#: stored bytes twice (blocks and join) and a 16 MiB output, ~49 MiB, so ~100 MiB for the inflates,
-#: not one buffer per FUSE and prefetch thread (18, ~0.9 GB); a caller then holds its output while it
-#: writes it (and the LRU or keep-ahead may keep a copy, bounded by their own limits)
+#: whole-buffer inflates at once (``slot``; the others stream through zlib): each holds up to ~16.4 MiB
+#: of stored bytes twice (blocks and join) and a 16 MiB output, ~49 MiB, so ~100 MiB for the inflates,
+#: not one join and buffer per FUSE and prefetch thread (18, ~0.9 GB); a caller then holds its output
+#: while it writes it (and the LRU or keep-ahead may keep a copy, bounded by their own limits). A
+#: caller without a slot holds what it held before: the stored blocks as they come (a spilled or
+#: cached object's: read 1 MiB at a time)
 AT_ONCE = 2
 SONAME = "libdeflate.so.0"
 
@@ -116,33 +121,44 @@ def available() -> bool:
     return _library() is not None
 
 
+@contextmanager
+def slot() -> Iterator[bool]:
+    """Whether the caller may inflate a whole buffer now (one of ``AT_ONCE``; False without libdeflate
+    or with all taken: then it streams). Held while the stored bytes are joined and inflated, so only
+    ``AT_ONCE`` callers ever join them; released before the output is handed on."""
+    lib = _library()
+    ok = lib is not None and lib.slots.acquire(blocking=False)
+    try:
+        yield ok
+    finally:
+        if lib is not None and ok:
+            lib.slots.release()
+
+
 def inflate_exact(data: bytes, size: int) -> bytearray | None:
     """The zlib stream ``data`` inflated: exactly ``size`` bytes or an error (Damaged; Overflow
     when it inflates to more; a shorter result is returned as it is, for the caller's size check).
-    None when libdeflate is not there, ``size`` is above ``WHOLE_MAX`` or ``AT_ONCE`` inflates are
-    running already (then the caller streams)."""
+    None when libdeflate is not there or ``size`` is above ``WHOLE_MAX`` (then the caller streams).
+    The caller holds a ``slot``: that bounds how many run at once."""
     lib = _library()
-    if lib is None or size > WHOLE_MAX or not lib.slots.acquire(blocking=False):
+    if lib is None or size > WHOLE_MAX:
+        return None
+    d = lib.take()
+    if d is None:
         return None
     try:
-        d = lib.take()
-        if d is None:
-            return None
-        try:
-            out = bytearray(size)
-            used, made = ctypes.c_size_t(), ctypes.c_size_t()
-            # The output's address through a one-byte view, not a ``c_char * size`` array: that made
-            # a new ctypes type per object size (uncached, ~8 us on the host: 40 % of inflating a
-            # 4 KB object, and a cycle left for the garbage collector), on every small object of a
-            # cold read (issue 13).
-            view = ctypes.c_char.from_buffer(out) if size else None
-            buf = ctypes.addressof(view) if view is not None else None
-            res = lib.decompress(d, data, len(data), buf, size, ctypes.byref(used), ctypes.byref(made))
-            del view  # the bytearray may be resized again only once no ctypes view holds it
-        finally:
-            lib.give(d)
+        out = bytearray(size)
+        used, made = ctypes.c_size_t(), ctypes.c_size_t()
+        # The output's address through a one-byte view, not a ``c_char * size`` array: that made
+        # a new ctypes type per object size (uncached, ~8 us on the host: 40 % of inflating a
+        # 4 KB object, and a cycle left for the garbage collector), on every small object of a
+        # cold read (issue 13).
+        view = ctypes.c_char.from_buffer(out) if size else None
+        buf = ctypes.addressof(view) if view is not None else None
+        res = lib.decompress(d, data, len(data), buf, size, ctypes.byref(used), ctypes.byref(made))
+        del view  # the bytearray may be resized again only once no ctypes view holds it
     finally:
-        lib.slots.release()
+        lib.give(d)
     if res == _INSUFFICIENT_SPACE:
         raise Overflow(f"inflates to more than {size} bytes")
     if res != _SUCCESS:

@@ -296,27 +296,39 @@ class ObjectStore:
             return
         if size is not None and size <= WHOLE_MAX and inflate.available():
             # in one call with libdeflate: a fraction of zlib's instructions (inflate.py); the
-            # stored bytes are then whole in memory (also a spilled object's: at most zlib_bound)
-            data = b"".join(blocks)
-            try:
-                whole = inflate.inflate_exact(data, size)
-            except (inflate.Overflow, inflate.Damaged):
-                # rare: zlib below says exactly what is wrong (libdeflate calls a cut trailer an
-                # overflow) and stops at the declared size, so every host gives the same message
-                whole = None
-            if whole is not None:
+            # stored bytes are then whole in memory (also a spilled object's: at most zlib_bound),
+            # joined only with a slot (at most AT_ONCE at once): without one the blocks stream as
+            # they are
+            whole = data = None
+            with inflate.slot() as whole_now:
+                if whole_now:
+                    data = b"".join(blocks)
+                    try:
+                        whole = inflate.inflate_exact(data, size)
+                    except (inflate.Overflow, inflate.Damaged):
+                        # rare: zlib below says exactly what is wrong (libdeflate calls a cut trailer
+                        # an overflow) and stops at the declared size, so every host gives the same
+                        # message
+                        whole = None
+            if whole is not None and data is not None:
+                trailer = data[-4:]
+                del data  # only the output is held while the caller takes it
                 if whole:  # the bytearray itself: every consumer takes a bytes-like (writev, join)
                     yield whole  # type: ignore[misc]
                 if adler32 is not None:  # checked by libdeflate against what it inflated
-                    adler32.append(int.from_bytes(data[-4:], "big"))
+                    adler32.append(int.from_bytes(trailer, "big"))
                 return
-            blocks = iter((data,))
+            if data is not None:
+                # zlib in 1 MiB slices: fed one 16 MiB block, it would copy the rest of its input
+                # (``unconsumed_tail``) after every 1 MiB of output, ~4x the CPU
+                view = memoryview(data)
+                blocks = (view[i : i + BLOCK] for i in range(0, len(data), BLOCK))  # type: ignore[misc]
         d = zlib.decompressobj()
         got = 0
         last4 = b""  # the last four bytes of the stream so far (its Adler-32 once it has ended)
         try:
             for block in blocks:
-                last4 = block[-4:] if len(block) >= 4 else (last4 + block)[-4:]
+                last4 = bytes(block[-4:]) if len(block) >= 4 else (last4 + bytes(block))[-4:]
                 data = block
                 while data:
                     out = d.decompress(data, BLOCK)

@@ -8,11 +8,14 @@ import gc
 import os
 import threading
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from cernvm_build.cvmfs import inflate
+from cernvm_build.cvmfs import store as store_mod
 from cernvm_build.cvmfs.fetch import LocalFetcher
 from cernvm_build.cvmfs.objects import hash_bytes
 from cernvm_build.cvmfs.store import ObjectStore
@@ -172,8 +175,9 @@ def test_the_store_refuses_with_zlibs_message_either_way(
 def test_the_store_streams_through_zlib_what_libdeflate_leaves(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``inflate_exact`` says None (above its bound, or all its slots busy): the store's zlib path
-    gives the same bytes and Adler-32."""
+    """Above the whole-buffer bound, or with all ``AT_ONCE`` slots taken, the store's zlib path gives
+    the same bytes and Adler-32; without a slot the stored bytes are never joined: the blocks stream
+    as they come (memory stays bounded by the slots, not by the threads reading)."""
     monkeypatch.setattr(inflate, "WHOLE_MAX", len(DATA) - 1)  # the store's own bound lets it through
     assert _inflated(tmp_path, STREAM, len(DATA)) == (DATA, [zlib.adler32(DATA)])
     monkeypatch.undo()
@@ -182,13 +186,54 @@ def test_the_store_streams_through_zlib_what_libdeflate_leaves(
     for _ in range(inflate.AT_ONCE):
         assert lib.slots.acquire(blocking=False)
     try:
-        assert inflate.inflate_exact(STREAM, len(DATA)) is None  # AT_ONCE running already
+        with inflate.slot() as whole_now:
+            assert not whole_now
         assert _inflated(tmp_path, STREAM, len(DATA)) == (DATA, [zlib.adler32(DATA)])
+        store = ObjectStore(LocalFetcher(tmp_path, repo="x.test"), None, repo="x.test")
+        read: list[int] = []
+        chunks = [STREAM[i : i + 7000] for i in range(0, len(STREAM), 7000)]
+
+        def stored() -> Iterator[bytes]:
+            for c in chunks:
+                read.append(len(c))
+                yield c
+
+        out = store._inflate_blocks(hash_bytes(STREAM), "", stored(), True, "file", len(DATA))
+        next(out)
+        assert len(read) < len(chunks)  # output before the last block came in: not joined
     finally:
         for _ in range(inflate.AT_ONCE):
             lib.slots.release()
-    out = inflate.inflate_exact(STREAM, len(DATA))
+    with inflate.slot() as whole_now:
+        assert whole_now
+        out = inflate.inflate_exact(STREAM, len(DATA))
     assert type(out) is bytearray and out == DATA  # the buffer itself, not a copy of it
+
+
+@needs_libdeflate
+def test_a_stream_libdeflate_refuses_reaches_zlib_in_slices(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fed the joined bytes as one block, zlib copies the rest of its input after every BLOCK of output
+    (its cost grows with the square of the size): the fallback feeds it BLOCK-sized slices."""
+    fed: list[int] = []
+    real = zlib.decompressobj
+
+    class Counted:
+        def __init__(self) -> None:
+            self.d = real()
+
+        def decompress(self, data: bytes, limit: int) -> bytes:
+            fed.append(len(data))
+            return self.d.decompress(data, limit)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.d, name)
+
+    monkeypatch.setattr(store_mod, "BLOCK", 4096)
+    monkeypatch.setattr(store_mod.zlib, "decompressobj", Counted)
+    assert "truncated or over-long" in _refusal(tmp_path, STREAM + b"x", len(DATA))
+    assert fed and max(fed) <= 4096 and sum(1 for n in fed if n == 4096) > 1
 
 
 @needs_libdeflate
@@ -203,7 +248,6 @@ def test_decompressors_are_pooled_not_one_per_thread(monkeypatch: pytest.MonkeyP
     alloc, free = lib.alloc, lib.free
     monkeypatch.setattr(lib, "alloc", lambda: made.append(1) or alloc())
     monkeypatch.setattr(lib, "free", lambda d: freed.append(1) or free(d))
-    monkeypatch.setattr(lib, "slots", threading.BoundedSemaphore(inflate.AT_ONCE + 2))
     go = threading.Barrier(inflate.AT_ONCE + 2)
     results: list[object] = []  # checked here: an assert in a thread only warns
 
