@@ -2,7 +2,8 @@
 variables set for one run (``environ``).
 
 A benchmark script ``bench/<area>.py`` has ``run(quick: bool) -> list[Result]`` and a ``__main__`` that
-checks its flags (``flags``: ``--help``, unknown flags refused) and prints the table; ``bench/run_all.py`` runs them all and writes one JSON file plus an HTML report.
+checks its flags (``flags``: ``--help``, unknown flags refused) and prints the table;
+``bench/run_all.py`` runs them all and writes one JSON file plus an HTML report.
 Benchmarks print figures next to the reference they are compared to, measured in the same run.
 """
 
