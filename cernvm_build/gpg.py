@@ -44,11 +44,7 @@ class Keyring:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        # gpg-agent may hold a socket in the home; it exits when the directory goes. Where
-        # /run/user/<uid> exists, the sockets live in a folder there named for this home, which even the
-        # kill creates and nothing removes: without --remove-socketdir one folder is left per keyring.
-        run(["gpgconf", "--homedir", self.home, "--kill", "all"], check=False)
-        run(["gpgconf", "--homedir", self.home, "--remove-socketdir"], check=False)
+        stop_agent(self.home)
         shutil.rmtree(self.home, ignore_errors=True)
 
     def _gpg(self, *args: str | os.PathLike[str], input: bytes | None = None, check: bool = True) -> str:
@@ -169,6 +165,14 @@ class _Sig:
             if len(self.words.get(keyword, [])) > 1:
                 return " ".join(self.words[keyword][1:])
         return ""
+
+
+def stop_agent(home: str | os.PathLike[str]) -> None:
+    """End the gpg-agent of ``home`` (it may hold a socket there; it exits at its next tick) and remove
+    the socket folder gpg keeps for it: where /run/user/<uid> exists the sockets live in a folder there
+    named for the home, which even the kill creates and nothing removes, one per home otherwise."""
+    run(["gpgconf", "--homedir", home, "--kill", "all"], check=False)
+    run(["gpgconf", "--homedir", home, "--remove-socketdir"], check=False)
 
 
 def _signatures(status: str) -> list[_Sig]:

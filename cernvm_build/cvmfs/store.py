@@ -97,8 +97,37 @@ class Phases(dict[str, list[float]]):
         rec[2] += time.thread_time() - c0
 
 
-def _now() -> tuple[float, float]:
-    return time.perf_counter(), time.thread_time()
+class _Laps:
+    """A stopwatch over one object's phases: ``lap(name)`` adds the time since the last lap (or
+    ``restart``) to ``name`` and starts the next; ``_NO_LAPS`` when no one asked for the figures."""
+
+    __slots__ = ("c0", "phases", "t0")
+
+    def __init__(self, phases: Phases) -> None:
+        self.phases = phases
+        self.restart()
+
+    def restart(self) -> None:
+        self.t0, self.c0 = time.perf_counter(), time.thread_time()
+
+    def lap(self, name: str) -> None:
+        self.phases.add(name, self.t0, self.c0)
+        self.restart()
+
+
+class _NoLaps:
+    def restart(self) -> None:
+        pass
+
+    def lap(self, name: str) -> None:
+        pass
+
+
+_NO_LAPS = _NoLaps()
+
+
+def _laps(phases: Phases | None) -> _Laps | _NoLaps:
+    return _NO_LAPS if phases is None else _Laps(phases)
 
 
 class ObjectStore:
@@ -559,26 +588,20 @@ class ObjectStore:
         plain = self.plain_cache
         assert plain is not None
         h = parse_hash(name)
-        phases = self.phases
-        t = _now() if phases is not None else None
+        laps = _laps(self.phases)
         with self._stored(h, suffix, what, stored_limit(size, compressed, None), cached=False) as blocks:
-            if t is not None and phases is not None:
-                phases.add("fetch", *t)
-                t = _now()
+            laps.lap("fetch")
             adler: list[int] | None = [] if compressed else None  # the zlib stream's, else put's own
             inflated = self._inflate_blocks(h, suffix, blocks, compressed, what, size, adler32=adler)
             if keep is not None:
                 keep += inflated  # all of it checked before any of it is written
                 inflated = iter(keep)
-                if t is not None and phases is not None:
-                    phases.add("inflate", *t)
-                    t = _now()
+                laps.lap("inflate")
             try:
                 fd = plain.put(name, suffix, inflated, size, adler32=adler)
             except SizeMismatch as e:
                 raise self._size_error(h, suffix, e.got, size, what) from None
-            if t is not None and phases is not None:  # a failed put is no write
-                phases.add("write" if keep is not None else "inflate+write", *t)
+            laps.lap("write" if keep is not None else "inflate+write")  # a failed put is no write
             return fd
 
     def fetch_ahead(self, name: str, suffix: str, *, size: int, compressed: bool, what: str) -> None:
@@ -641,8 +664,7 @@ class ObjectStore:
                         continue  # being made by another thread
                 claimed.append((name, suffix, size, compressed, what, lock))
                 hashes.append(parse_hash(name))
-            phases = self.phases
-            t = _now() if phases is not None else None
+            laps = _laps(self.phases)
             fetched = self.fetcher.fetch_many(
                 [
                     (
@@ -659,34 +681,28 @@ class ObjectStore:
                 try:
                     if isinstance(got, CvmfsError):
                         raise got
-                    if t is not None and phases is not None:
-                        phases.add("ahead-fetch", *t)
+                    laps.lap("ahead-fetch")
                     self.stats["fetched"] += 1
                     self.stats["fetched_bytes"] += sum(map(len, got))
                     h = hashes[i]
                     adler: list[int] | None = [] if compressed else None  # as in _make_plain
-                    if t is not None:
-                        t = _now()
+                    laps.restart()
                     keep = list(
                         self._inflate_blocks(h, suffix, iter(got), compressed, what, size, adler32=adler)
                     )
-                    if t is not None and phases is not None:
-                        phases.add("ahead-inflate", *t)
-                        t = _now()
+                    laps.lap("ahead-inflate")
                     try:
                         os.close(plain.put(name, suffix, keep, size, adler32=adler))
                     except SizeMismatch as e:
                         raise self._size_error(h, suffix, e.got, size, what) from None
-                    if t is not None and phases is not None:
-                        phases.add("ahead-write", *t)
+                    laps.lap("ahead-write")
                     self._keep_ahead(name + suffix, b"".join(keep))
                     with self._lock:
                         self._made += 1
                 except CvmfsError as e:
                     log.debug("fetch ahead of %s failed: %s", what, e)
                 finally:
-                    if t is not None:  # the next item's wait starts here, whatever this one did
-                        t = _now()
+                    laps.restart()  # the next item's wait starts here, whatever this one did
                     self._unclaim(name + suffix, lock)
                     claimed[i] = (name, suffix, size, compressed, what, _DONE)
         finally:

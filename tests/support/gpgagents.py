@@ -17,13 +17,14 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from cernvm_build import gpg
 
 VAR = "CERNVM_TEST_RUN"
 
@@ -69,11 +70,10 @@ def stop(home: Path) -> None:
     at its next timer tick (1–2 s later); it has nothing left to clean then, so it is killed right away
     rather than waited for (about 22 homes a run)."""
     pids = [a.pid for a in running() if a.home == home]
-    subprocess.run(["gpgconf", "--homedir", home, "--kill", "all"], capture_output=True, check=False)
+    gpg.stop_agent(home)
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-    subprocess.run(["gpgconf", "--homedir", home, "--remove-socketdir"], capture_output=True, check=False)
     deadline = time.monotonic() + 10
     while pids and time.monotonic() < deadline:
         pids = [p for p in pids if _alive(p)]
