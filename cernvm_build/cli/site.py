@@ -81,6 +81,7 @@ def _builder(args: argparse.Namespace, out: Output, reporter: Reporter = NULL_RE
         repo_metadata=overrides,
         reporter=reporter,
         generators=GENERATORS,
+        ends_process=getattr(args, "process_ends", False),
     )
 
 

@@ -74,6 +74,7 @@ class Builder:
         repo_metadata: dict[str, Path] | None = None,
         reporter: Reporter = NULL_REPORTER,
         generators: Generators | None = None,
+        ends_process: bool = False,
     ):
         self.site_dir = site_dir.resolve()
         self.out_dir = out_dir.resolve()
@@ -84,6 +85,9 @@ class Builder:
         self.reporter = reporter
         self.generators: Generators = GENERATORS if generators is None else generators
         self.warnings: list[str] = []
+        # the process ends after this build (the CLI's one-shot): nothing is tidied for a next one
+        # that never comes (``State.close``)
+        self.ends_process = ends_process
 
     def _check_out_dir(self) -> None:
         if self.out_dir == self.site_dir or (
@@ -282,7 +286,7 @@ class Builder:
             try:
                 store_md()  # (once: a second call does nothing)
             finally:
-                state.close()
+                state.close(ends_process=self.ends_process)
         return BuildReport(
             out_dir=self.out_dir,
             pages=len(pageset.pages),

@@ -122,7 +122,22 @@ class State:
             """
         )
 
-    def close(self) -> None:
+    def close(self, *, ends_process: bool = False) -> None:
+        """``ends_process``: the process ends next (the CLI's one-shot build); a small WAL is then left
+        as it is, the connection open to that end. The last connection's close copies the WAL into the
+        database and fsyncs both: 10-35 ms of waiting (1 ms of CPU) in each one-page rebuild of ~200 ms
+        on a journaled ext4. Left in the WAL, what the build committed is as durable as every commit
+        with ``synchronous=NORMAL`` is, and the next build reads it from there. Past ``WAL_LEFT_MAX``
+        (a full build's) it is copied now, so that a commit of a later one-page rebuild never finds it
+        at ``wal_autocheckpoint``'s 1,000 pages and copies 4 MB then."""
+        if ends_process:
+            try:
+                small = os.stat(f"{self.path}-wal").st_size < WAL_LEFT_MAX
+            except OSError:
+                small = True
+            if small:
+                _LEFT_OPEN.append(self.db)  # a reference to the end: a freed connection closes itself
+                return
         self.db.close()
 
     # -- rendered Markdown ----------------------------------------------------------------------
@@ -367,6 +382,13 @@ class CodeRows(Mapping[str, str]):
         if self._db is not None and self._pid == os.getpid():
             self._db.close()
         self._db = None
+
+
+#: the largest WAL a one-shot build leaves for the next (``State.close``): a one-page rebuild at 1,000
+#: pages commits ~640 KB, so the copy and its fsyncs come once in ~3 of them
+WAL_LEFT_MAX = 2 << 20
+#: connections left open for the process's end (``State.close``)
+_LEFT_OPEN: list[sqlite3.Connection] = []
 
 
 def _pickle(obj: Any) -> bytes:

@@ -130,3 +130,46 @@ def test_site_build_ends_its_process_without_teardown_and_loses_no_output(tmp_pa
         env=env,
     )
     assert profiled.returncode == 0 and profile.stat().st_size > 0, profiled.stderr
+
+
+def test_one_shot_build_leaves_its_wal_to_the_next_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`site build` ends its process without the state's closing checkpoint (the WAL copied into the
+    database and both fsynced: waiting, in each one-page rebuild); the next build reads the WAL. A
+    builder whose process goes on (serve, a caller) closes the state, and so does a one-shot build whose
+    WAL grew past ``WAL_LEFT_MAX``."""
+    from bench.site_corpus import generate
+    from cernvm_build.site import cache
+    from cernvm_build.site.build import Builder
+
+    corpus = generate(tmp_path / "corpus", 3)["ours"]
+    out = tmp_path / "out"
+    argv = ["site", "build", "--site", str(corpus), "--out", str(out), "--json"]
+    env = {**os.environ, "CERNVM_CACHE_DIR": str(tmp_path / "cache")}
+
+    def build() -> dict[str, int]:
+        done = subprocess.run([sys.executable, "-c", ENTRY, *argv], capture_output=True, text=True, env=env)
+        assert done.returncode == 0, done.stderr
+        report: dict[str, int] = json.loads(done.stdout)
+        return report
+
+    assert build()["rendered"] > 0
+    (wal,) = (tmp_path / "cache").glob("site/*/state.sqlite-wal")
+    assert wal.stat().st_size > 0  # the build's commits, not copied into the database
+    page = next(corpus.glob("content/**/p*.md"))
+    page.write_text(page.read_text().replace("\n\n", "\n\nEdited. ", 1))
+    one = build()
+    assert (one["markdown_rendered"], one["pages_planned"]) == (1, 1)  # the state in the WAL was read
+    noop = build()
+    assert (noop["rendered"], noop["markdown_rendered"]) == (0, 0)
+    # a builder whose process goes on: the state closed, its WAL copied and removed
+    monkeypatch.setenv("CERNVM_CACHE_DIR", str(tmp_path / "cache"))
+    page.write_text(page.read_text().replace("\n\n", "\n\nAgain. ", 1))
+    assert Builder(corpus, out).build().markdown_rendered == 1
+    assert not wal.exists()
+    # a one-shot build whose WAL is past the most it leaves: closed too
+    monkeypatch.setattr(cache, "WAL_LEFT_MAX", 0)
+    page.write_text(page.read_text().replace("\n\n", "\n\nOnce more. ", 1))
+    assert Builder(corpus, out, ends_process=True).build().markdown_rendered == 1
+    assert not wal.exists() and not cache._LEFT_OPEN
