@@ -59,6 +59,11 @@ def test_each_file_dated_by_its_last_commit_and_remembered_per_head(
     assert gitdates.start(content, cache)() == {"a.md": "2024-04-06", "docs/b.md": "2024-03-05"}
     # outside a work tree: no dates, no git
     assert gitdates.start(tmp_path / "cache", cache)() == {}
+    # another commit: the remembered dates are another HEAD's, its log is run (once it is known)
+    monkeypatch.undo()
+    (content / "docs" / "b.md").write_text("b2\n")
+    _commit(tmp_path / "repo", "2024-05-07", "third")
+    assert gitdates.start(content, cache)() == {"a.md": "2024-04-06", "docs/b.md": "2024-05-07"}
 
 
 def test_the_git_log_runs_while_the_sources_render(
@@ -68,27 +73,35 @@ def test_the_git_log_runs_while_the_sources_render(
     _commit(site, "2023-02-01", "site")
     events: list[str] = []
     started = gitdates._git_started
-
-    def log(*a: Any) -> Any:
-        events.append("log started")
-        wait = started(*a)
-
-        def read() -> Any:
-            events.append("log read")
-            return wait()
-
-        return read
-
     render = build_mod.render_markdown
 
     def rendering(*a: Any, **kw: Any) -> Any:
         events.append("render")
         return render(*a, **kw)
 
-    _on_log(monkeypatch, log)
+    def git(content: Path, *a: str) -> Any:
+        name = "log" if "log" in a else a[0]
+        events.append(f"{name} started")
+        wait = started(content, *a)
+
+        def read() -> Any:
+            events.append(f"{name} read")
+            return wait()
+
+        return read
+
+    monkeypatch.setattr(gitdates, "_git_started", git)
     monkeypatch.setattr(build_mod, "render_markdown", rendering)
     build_site(site, tmp_path / "out")
-    assert events == ["log started", "render", "log read"]
+    assert events == ["rev-parse started", "log started", "render", "rev-parse read", "log read"]
+    page = (tmp_path / "out" / "docs" / "index.html").read_text()
+    assert 'Last updated <time datetime="2023-02-01"' in page
+    # the dates remembered for this commit: its HEAD asked for while the sources render, no log run
+    events.clear()
+    with (site / "content" / "docs" / "_index.md").open("a") as f:
+        f.write("\nEdited.\n")
+    build_site(site, tmp_path / "out")
+    assert events == ["rev-parse started", "render", "rev-parse read"]
     page = (tmp_path / "out" / "docs" / "index.html").read_text()
     assert 'Last updated <time datetime="2023-02-01"' in page
 
