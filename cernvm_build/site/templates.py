@@ -30,16 +30,58 @@ LAYOUT_DATA: dict[str, tuple[str, ...]] = {
 REFERENCE = re.compile(r"""\{%-?\s*(?:extends|include|import|from)\s+["']([^"']+)["']""")
 
 
+#: the compiled templates' bytecode files (``jinja2.FileSystemBytecodeCache``): named for the code
+#: generator, so a cache that holds another one's code (it calls other names) is never loaded
+BYTECODE_PATTERN = "__jinja2_out1_%s.cache"
+
+
+def _escape_out() -> Any:
+    """What a template's ``{{ value }}`` calls where it autoescapes: a plain string's escaped text as a
+    ``str``. jinja2 joins the pieces it outputs into a ``str`` anyway (a macro's, a block's, the page's),
+    so the ``Markup`` that ``markupsafe.escape`` wraps each in (a Python ``__new__``: two calls a value,
+    ~64 values a docs page) is never seen; anything else (Markup, numbers, undefined) goes through
+    ``escape`` itself."""
+    from markupsafe import escape
+
+    try:  # markupsafe's C escaping of a str; without it (a pure-Python build), escape's own text
+        from markupsafe._speedups import _escape_inner
+    except ImportError:  # pragma: no cover - markupsafe is installed with its C speedups here
+        return escape
+
+    def escape_out(value: Any) -> Any:
+        if type(value) is str:
+            return _escape_inner(value)
+        return escape(value)
+
+    return escape_out
+
+
 @functools.lru_cache(maxsize=1)
 def _dict_first() -> type[jinja2.Environment]:
     import jinja2
+    from jinja2.compiler import CodeGenerator
 
     dict_attributes = frozenset(dir(dict))
+
+    class OutEscape(CodeGenerator):
+        """Autoescaped output through the environment's ``escape_out`` (``_escape_out``), not
+        ``markupsafe.escape``; where autoescaping is decided while rendering, jinja2's own code."""
+
+        def _output_child_pre(self, node: Any, frame: Any, finalize: Any) -> None:
+            if frame.eval_ctx.volatile or not frame.eval_ctx.autoescape:
+                super()._output_child_pre(node, frame, finalize)
+                return
+            self.write("environment.escape_out(")
+            if finalize.src is not None:
+                self.write(finalize.src)
 
     class DictFirst(jinja2.Environment):
         """``page.title`` on a dict without the failed attribute lookup jinja2 tries first (an exception
         per access, ~80 per page): a plain dict has no attributes but its methods, so the result is the
-        same."""
+        same. Autoescaped output made by ``OutEscape``."""
+
+        code_generator_class = OutEscape
+        escape_out = staticmethod(_escape_out())
 
         def getattr(self, obj: Any, attribute: str) -> Any:
             if type(obj) is dict and attribute not in dict_attributes:
@@ -79,7 +121,7 @@ class Environment:
             trim_blocks=True,
             lstrip_blocks=True,
             # compiled templates survive between builds (jinja2 checks each against its source)
-            bytecode_cache=jinja2.FileSystemBytecodeCache(str(cache)) if cache else None,
+            bytecode_cache=jinja2.FileSystemBytecodeCache(str(cache), BYTECODE_PATTERN) if cache else None,
             # one Environment per build (``site serve`` makes a new one for each): a template loaded
             # once is current for the whole build, without a stat of its file per page and include
             auto_reload=False,

@@ -1,0 +1,105 @@
+"""The site's jinja2 environment (cernvm_build/site/templates.py): its autoescaped output (a plain
+string escaped to a ``str``, not wrapped in ``Markup``) is stock jinja2's, byte for byte, for every kind of
+value, in pages, macros, blocks and ``{% set %}`` blocks; compiled templates kept in its bytecode cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pytest
+from markupsafe import Markup
+
+from cernvm_build.errors import BuildError
+from cernvm_build.site import templates
+
+
+class _Html:
+    def __html__(self) -> str:
+        return "<i>own</i>"
+
+
+class _Text(str):
+    pass
+
+
+#: every kind of value a context holds: text that needs escaping, Markup, numbers, None, a str
+#: subclass, an object with ``__html__``, a list
+VALUES: dict[str, Any] = {
+    "text": "<script>alert('x')</script> & \"co\"",
+    "plain": "no specials",
+    "markup": Markup("<b>safe</b> &amp;"),
+    "number": 3,
+    "none": None,
+    "sub": _Text("<sub> & 'x'"),
+    "html": _Html(),
+    "items": ["<a>", Markup("<b>"), 1],
+}
+
+BASE = "<title>{{ text }}</title>{% block body %}{% endblock %}<p>{{ markup }}</p>\n"
+MACROS = "{% macro item(x) %}<li>{{ x }}|{{ x ~ '<' }}</li>{% endmacro %}"
+PAGE = """{% extends "base.html" %}{% from "macros.html" import item %}
+{% block body %}{{ plain }} {{ number }} {{ none }} {{ sub }} {{ html }} {{ text|upper }}
+{% for v in items %}{{ item(v) }}{% endfor %}
+{% set held %}<q>{{ text }}</q>{% endset %}{{ held }} {{ held|length }}
+{% filter lower %}{{ text }}{% endfilter %} {{ "%s<" % text }} {{ text if number else markup }}
+{% autoescape false %}{{ text }}{% endautoescape %}{% endblock %}
+"""
+
+
+def _folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "templates"
+    folder.mkdir()
+    for name, text in (("base.html", BASE), ("macros.html", MACROS), ("page.html", PAGE)):
+        (folder / name).write_text(text)
+    return folder
+
+
+def test_the_output_is_stock_jinjas(tmp_path: Path) -> None:
+    folder = _folder(tmp_path)
+    stock = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(folder)),
+        autoescape=jinja2.select_autoescape(["html", "xml", "htm"], default_for_string=True),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    want = stock.get_template("page.html").render(VALUES)
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &#34;co&#34;" in want  # escaped at all
+    assert "<script>alert('x')</script>" in want  # the autoescape-false block
+    env = templates.environment(folder)
+    assert env.render("page.html", VALUES) == want
+    # the generated code calls the environment's escape (the cheaper one): not stock jinja2's code
+    code = env.env.compile(PAGE, "page.html", raw=True)
+    assert "environment.escape_out(" in code
+
+
+def test_escape_out_is_escape_as_text() -> None:
+    from markupsafe import escape
+
+    out = templates._dict_first().escape_out
+    for value in (*VALUES.values(), "", "&&", "\u00e9<\U0001f600>"):
+        got = out(value)
+        assert str(got) == str(escape(value)), value
+    assert type(out("<x>")) is str  # a plain string's: the str, not a Markup made for it
+
+
+def test_compiled_templates_are_kept_and_used(tmp_path: Path) -> None:
+    folder, cache = _folder(tmp_path), tmp_path / "bytecode"
+    cache.mkdir()
+    first = templates.environment(folder, cache).render("page.html", VALUES)
+    kept = sorted(p.name for p in cache.iterdir())
+    assert len(kept) == 3 and all(p.startswith("__jinja2_out1_") for p in kept)
+    # a second build loads them (compiling is not called) and renders the same
+    env = templates.environment(folder, cache)
+    env.env.compile = None  # type: ignore[method-assign]
+    assert env.render("page.html", VALUES) == first
+
+
+def test_an_undefined_value_is_still_an_error(tmp_path: Path) -> None:
+    folder = _folder(tmp_path)
+    (folder / "bad.html").write_text("<p>{{ nosuch }}</p>")
+    with pytest.raises(BuildError, match="undefined value"):
+        templates.environment(folder).render("bad.html", {})
