@@ -91,6 +91,15 @@ def test_real_queries_land_on_their_heading(site: Path, tmp_path: Path) -> None:
     texts += ["Ünïcode ﬁle naïve ΣΊΣΥΦΟΣ 2.11.5 CVMFS_HTTP_PROXY x" + "a" * 50, "İstanbul straße ½ ²"]
     words = sorted({w for t in texts for w in stemmer.words(t)})
     assert len(words) > 2000
+    # and made-up words where Porter's rules meet ("y" after "y", doubled letters, every suffix)
+    rng = random.Random(7)
+    suffixes = ["", "s", "ies", "eed", "ed", "ing", "y", "ational", "ousness", "ical", "ement", "ion", "e"]
+    words += sorted(
+        {
+            "".join(rng.choices("aeiouyybdlmnrstwx", k=rng.randrange(1, 9))) + rng.choice(suffixes)
+            for _ in range(3000)
+        }
+    )
     got = node_search(out / "search-index", words=words, texts=texts)
     assert got["words"] == [stemmer.words(t) for t in texts]
     assert got["stems"] == [stemmer.stem(w) for w in words]
