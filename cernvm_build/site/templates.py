@@ -39,8 +39,8 @@ def _escape_out() -> Any:
     """What a template's ``{{ value }}`` calls where it autoescapes: a plain string's escaped text as a
     ``str``. jinja2 joins the pieces it outputs into a ``str`` anyway (a macro's, a block's, the page's),
     so the ``Markup`` that ``markupsafe.escape`` wraps each in (a Python ``__new__``: two calls a value,
-    ~64 values a docs page) is never seen; anything else (Markup, numbers, undefined) goes through
-    ``escape`` itself."""
+    ~64 values a docs page) is never seen; a ``Markup`` is output as it is (what ``escape`` makes of
+    it, in three Python calls); anything else (numbers, subclasses, undefined) goes through ``escape``."""
     from markupsafe import escape
 
     try:  # markupsafe's C escaping of a str; without it (a pure-Python build), escape's own text
@@ -51,6 +51,8 @@ def _escape_out() -> Any:
     def escape_out(value: Any) -> Any:
         if type(value) is str:
             return _escape_inner(value)
+        if type(value) is Markup:  # safe already (page content, sidebar, a macro's output): as it is
+            return value
         return escape(value)
 
     return escape_out
