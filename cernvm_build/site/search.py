@@ -460,8 +460,9 @@ def shard_files(
     size = BUCKET_BYTES
     # JavaScript's order (UTF-16 code units): where no word has a character beyond U+FFFF (a surrogate
     # pair in UTF-16), Python's own string order, without a key made for each word
-    joined = "".join(merged)
-    for w in sorted(merged) if joined.isascii() or max(joined) < "\U00010000" else sorted(merged, key=_utf16):
+    text = "".join(merged)
+    bmp = text.isascii() or max(text) < "\U00010000"
+    for w in sorted(merged) if bmp else sorted(merged, key=_utf16):
         # a word is letters and digits (``stemmer.WORD``): its JSON is itself in quotes, which an
         # encoder call per word (~34,000 at 1,000 pages) only confirmed
         piece = '"' + w + '":[' + ",".join(merged[w]) + "]"
