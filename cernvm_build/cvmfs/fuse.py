@@ -115,7 +115,7 @@ class InOrderPrefetcher(Prefetcher):
         self._keep(path, children)
 
     def opened(self, entry: DirEntry) -> None:
-        parent = posixpath.dirname(entry.path) or "/"
+        parent = entry.path.rpartition("/")[0] or "/"  # posixpath.dirname: four calls, on every open
         with self._lock:
             listing = self._dirs.get(parent)
             prev = self._runs.get(parent)

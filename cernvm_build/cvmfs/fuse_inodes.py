@@ -254,6 +254,11 @@ class InodeFilesystem(ll.Filesystem):
     # -- life cycle ------------------------------------------------------------------------------
     def init(self, conn: Any) -> None:
         conn.want |= conn.capable & FUSE_CAP_CACHE_SYMLINKS
+        # Not FUSE_CAP_SPLICE_WRITE (libfuse would splice a ``reply_fd`` read from the copy into
+        # /dev/fuse: one kernel copy instead of a pread and a write, but a pipe and three system
+        # calls per read): 92 MB of large files read warm in 1 MiB READs, daemon CPU, alternated
+        # rounds: 4-13 % less from an old cache, 20 % more in bench/fuse_daemon.py (copies written
+        # that round) on a loaded host (issue 13): no clear gain to keep.
         # READDIRPLUS for every listing request, not only the first of a directory (libfuse's
         # default, "auto"): a listing longer than one reply (4 KiB before kernel 6.14, as the guest's
         # 6.1) then gives the kernel every entry with its attributes, and the stat/open of each that

@@ -1,0 +1,222 @@
+"""The FUSE daemon's CPU per request kind (issue 13: the μCernVM boot's extra is in the guest's one CPU,
+much of it the mount daemon's), on the host: this tree's daemon next to a reference tree's (``--ref
+DIR``: e.g. ``git archive main cernvm_build | tar -x -C DIR``), in alternating rounds.
+
+A Debian-like tree (by default the host's ``/usr/lib/python3.11`` and ``/usr/share/perl``: many small
+files, as a boot reads) is published and served on 127.0.0.1 from its own process; each round mounts
+it as the initrd does (``--no-magic-xattrs --prefetch-in-order``, plain cache on a fresh folder,
+libfuse3, 1 MiB read-ahead), walks it like a boot (``lstat`` every entry, read every regular file
+whole), unmounts, remounts on the now warm cache and walks again. Figures: the daemon's whole CPU
+seconds per walk (``schedstat`` of all its threads, the fetching ones too) and, from ``mount
+--stats``, the handlers' CPU microseconds per request by kind, both as medians over the rounds, ours
+beside the reference's. CPU, not wall time: other work shares the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(ROOT))  # run as a script
+
+from bench.common import Result, flags, print_table  # noqa: E402
+
+FQRN = "daemon.cernvm.test"
+SOURCES = ["/usr/lib/python3.11", "/usr/share/perl"]
+LIBFUSE3 = "/usr/lib/x86_64-linux-gnu/libfuse3.so.3"
+
+
+def _publish(work: Path, sources: list[str]) -> tuple[Path, Path]:
+    from cernvm_build.cvmfs.keys import generate_keys
+    from cernvm_build.cvmfs.publish import create_repository, publish_tree
+
+    tree = work / "tree"
+    for src in sources:
+        shutil.copytree(src, tree / src.strip("/"), symlinks=True, ignore_dangling_symlinks=True)
+    stratum = work / "srv" / FQRN
+    keys = generate_keys(FQRN)
+    keys.save(work / "keys")
+    create_repository(stratum, FQRN, keys)
+    publish_tree(stratum, FQRN, keys, tree)
+    shutil.rmtree(tree)
+    return stratum, work / "keys" / f"{FQRN}.pub"
+
+
+@contextlib.contextmanager
+def _server(stratum: Path) -> Iterator[str]:
+    code = (
+        "import sys, time; from pathlib import Path; from cernvm_build.cvmfs.serve import serve; "
+        "s = serve(Path(sys.argv[1])); print(s.url, flush=True); time.sleep(86400)"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(stratum)], stdout=subprocess.PIPE, text=True, cwd=ROOT
+    )
+    try:
+        assert proc.stdout is not None
+        yield proc.stdout.readline().strip()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _walk(root: Path) -> int:
+    """lstat every entry, read every regular file whole (as a boot reads: small files at once)."""
+    n = 0
+    for dirpath, dirs, names in os.walk(root):
+        for name in dirs + names:
+            p = os.path.join(dirpath, name)
+            st = os.lstat(p)
+            if name in names and (st.st_mode & 0o170000) == 0o100000:
+                with open(p, "rb", buffering=0) as f:
+                    while f.read(1 << 20):
+                        pass
+            n += 1
+    return n
+
+
+def _daemon_pid(mnt: Path) -> str:
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            with contextlib.suppress(OSError):
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                if str(mnt).encode() in cmd and b"cernvm_build.cvmfs.mount" in cmd:
+                    return pid
+    raise RuntimeError(f"no daemon serving {mnt}")
+
+
+def _cpu(pid: str) -> float:
+    """The daemon's CPU seconds so far, in ns steps (``schedstat`` of each of its threads: the
+    clock ticks of ``/proc/PID/stat`` are 10 ms, a tenth of a warm walk)."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError):
+            total += int(Path(f"/proc/{pid}/task/{task}/schedstat").read_text().split()[0])
+    return total / 1e9
+
+
+def _read_ahead(mnt: Path) -> None:
+    """1 MiB read-ahead on the mount, as the initrd sets it (``10-cvmfs.sh``): READs of up to 1 MiB."""
+    dev = os.stat(mnt).st_dev
+    with contextlib.suppress(OSError):
+        Path(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb").write_text("1024")
+
+
+def _stats(path: Path) -> dict[str, tuple[int, float]]:
+    out = {}
+    for line in path.read_text().splitlines():
+        name, count, _wall, cpu = line.split()
+        out[name] = (int(count), float(cpu))
+    return out
+
+
+def _round(tree: str, url: str, pub: Path, work: Path) -> dict[str, float]:
+    """Cold and warm walks through a daemon from ``tree``; returns the figures of both."""
+    mnt, cache = work / "mnt", work / "cache"
+    shutil.rmtree(cache, ignore_errors=True)
+    mnt.mkdir(exist_ok=True)
+    out: dict[str, float] = {}
+    for phase in ("cold", "warm"):
+        stats = work / f"stats-{phase}"
+        cmd = [sys.executable, "-m", "cernvm_build.cvmfs.mount", "--fqrn", FQRN, "--server", url]
+        cmd += ["--public-key", str(pub), "--cache", str(cache), "--stats", str(stats)]
+        cmd += ["--no-magic-xattrs", "--prefetch-in-order", str(mnt)]
+        env = os.environ | {"FUSE_LIBRARY_PATH": LIBFUSE3, "PYTHONPATH": tree}
+        # run from the tree: ``-m`` puts the working directory first on sys.path, before PYTHONPATH
+        subprocess.run(cmd, check=True, capture_output=True, timeout=300, env=env, cwd=tree)
+        try:
+            _read_ahead(mnt)
+            pid = _daemon_pid(mnt)
+            c0 = _cpu(pid)
+            out[f"{phase} entries"] = _walk(mnt)
+            time.sleep(0.3)  # fetches ahead finishing
+            out[f"{phase} daemon cpu s"] = _cpu(pid) - c0
+        finally:
+            subprocess.run(["fusermount3", "-u", str(mnt)], check=False, timeout=120)
+            for _ in range(100):  # the daemon writes its last counts as it ends
+                if not any(True for _ in _pids(mnt)):
+                    break
+                time.sleep(0.1)
+        for name, (count, cpu) in _stats(stats).items():
+            if name[0] not in "@~" and count:
+                out[f"{phase} {name} n"] = count
+                out[f"{phase} {name} us"] = cpu / count * 1e6
+            elif name[0] == "~":
+                out[f"{phase} {name} s"] = cpu
+    return out
+
+
+def _pids(mnt: Path) -> Iterator[str]:
+    with contextlib.suppress(RuntimeError):
+        yield _daemon_pid(mnt)
+
+
+def run(
+    quick: bool = True, rounds: int = 3, ref: str | None = None, sources: list[str] | None = None
+) -> list[Result]:
+    trees = {"this": str(ROOT)} | ({"ref": ref} if ref else {})
+    with tempfile.TemporaryDirectory(prefix="fuse-daemon-") as tmp:
+        work = Path(tmp)
+        stratum, pub = _publish(work, sources or SOURCES)
+        got: dict[str, list[dict[str, float]]] = {k: [] for k in trees}
+        with _server(stratum) as url:
+            for r in range(rounds):
+                order = list(trees) if r % 2 == 0 else list(reversed(trees))
+                for name in order:
+                    got[name].append(_round(trees[name], url, pub, work))
+    results = []
+    keys = sorted({k for rows in got["this"] for k in rows if k.endswith((" cpu s", " us", " s"))})
+    for key in keys:
+        med = {name: statistics.median(row.get(key, 0.0) for row in rows) for name, rows in got.items()}
+        n = (
+            statistics.median(row.get(key[:-3] + " n", 0) for row in got["this"])
+            if key.endswith(" us")
+            else 0
+        )
+        unit = "µs" if key.endswith(" us") else "s"
+        results.append(
+            Result(
+                "cvmfs.fuse_daemon",
+                key.rsplit(" ", 1)[0],
+                med["this"],
+                unit,
+                reference="ref tree" if ref else None,
+                reference_value=med.get("ref"),
+                extra={"requests": n} if n else {},
+            )
+        )
+    return results
+
+
+if __name__ == "__main__":
+    flags(
+        __doc__,
+        {
+            "--ref": "DIR: the reference tree (PYTHONPATH)",
+            "--rounds": "N (default 3)",
+            "--source": "DIR to publish (repeatable)",
+        },
+    )
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--ref")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--source", action="append")
+    args = parser.parse_args()
+    print(f"load before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    rows = run(rounds=args.rounds, ref=args.ref, sources=args.source)
+    print_table(rows)
+    for r in rows:
+        if r.extra:
+            print(f"{r.metric}: {r.extra}")
+    print(f"load after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
