@@ -205,6 +205,10 @@ def test_a_batch_is_one_pipelined_request_and_every_object_is_checked(
         # the three good ones' wait, inflate and write, each timed from the end of the item before
         for phase in ("ahead-fetch", "ahead-inflate", "ahead-write"):
             assert phases[phase] == [3, 3.0, 0.0], (phase, phases)
+        # one read of the clocks per phase's end (also the next one's start) and per item's start,
+        # not two per phase (``thread_time`` is a system call): the batch's start, 3 + 1 for each good
+        # item, 1 for each failed one
+        assert next(clock) == 1 + 3 * 4 + 2
         for e in distinct:
             assert plain.has(e.content_hash or "", "") == (e not in (victim, gone))
         assert all(repo.read(e) == want[e.path] for e in distinct if e not in (victim, gone))
