@@ -528,6 +528,7 @@ def test_kernel_cmdline_carries_repository_path_servers_tag() -> None:
     assert f"cvmfs_repos={p.cvmfs.repository}" in line
     assert "cvmfs_server=cvmfs-stratum-one.cern.ch," in line
     assert "console=ttyS0" in line
+    assert "cryptomgr.notests" in line.split()  # no crypto self-tests before /init (~6 s under TCG)
     if p.cvmfs.path.strip("/"):
         assert f"cernvm_path={p.cvmfs.path.strip('/')}" in line
     if p.cvmfs.snapshot.tag:
