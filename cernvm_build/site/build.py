@@ -24,7 +24,7 @@ import gc
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,7 @@ from .frontmatter import Memo
 from .model import BuildReport, ContentText, LinkErrors, sha
 from .pages import PageSet, likely_layouts, make_pages
 from .parallel import PARALLEL_MIN
-from .plan import FIXED_TEMPLATES, Delta, Plan, plan, public
+from .plan import FIXED_TEMPLATES, Delta, Plan, plan, plan_code, public
 from .reference import GENERATORS
 from .sources import Generators, Sources, nothing, plan_sources, render_markdown, scan
 from .write import execute
@@ -171,6 +171,21 @@ class Builder:
         state.put_outputs(indexed.rows, indexed.removed)
         return len(written), len(removed), indexed.written, indexed.shards
 
+    def _aside(
+        self, state: State, cfg: SiteConfig, sources: Sources, yaml_memo: Memo
+    ) -> tuple[dict[str, Any], tuple[str, str], Mapping[str, str]]:
+        """The plan's inputs that do not depend on the rendered Markdown: the data files, the
+        highlighting stylesheet (its key and text), the assets' sha256. Made while the render workers
+        work (``render_markdown``'s meanwhile), where they were serial time between the two forks; the
+        scan's and the assets' digests recorded then too. A data file's error is raised from here."""
+        state.put_sources(sources.rows, sources.gone)
+        data = data_mod.load_all(self.site_dir, cfg, self.repo_metadata, yaml_memo)
+        css = _stylesheet(state, cfg.highlight_style)
+        asset_sha = filedigest.digests(sources.assets, state.files())
+        state.put_files(asset_sha.rows, asset_sha.gone)
+        plan_code()  # the planner's own code read and hashed (``Plan.digest``), kept for the plan
+        return data, css, asset_sha.sha256
+
     def build(self) -> BuildReport:
         # The cyclic GC is off for the build: a build allocates many objects (page metadata, contexts)
         # that live until its end, so each collection walked them all for nothing (a tenth of a
@@ -202,7 +217,8 @@ class Builder:
             self._guard_out_dir(old_outputs or state.claimed(str(self.out_dir)))
             snap = state.snapshot()
             sources = scan(self.site_dir, state.sources())
-            state.put_sources(sources.rows, sources.gone)
+            # what the plan needs besides the rendered Markdown: made while the workers render (once)
+            aside = functools.cache(functools.partial(self._aside, state, cfg, sources, yaml_memo))
             planned = plan_sources(sources, cfg.base_path, self.generators)
             keys = {rel: s.key for rel, s in planned.items()}
             edited = _edited(snap, keys)
@@ -226,26 +242,23 @@ class Builder:
                 self.jobs,
                 self.reporter,
                 old_keys,
-                meanwhile=meanwhile,
+                meanwhile=functools.partial(_both, aside, meanwhile),
                 fences=sources.fences,
             )
+            data, (css_key, css), file_sha256 = aside()  # (made already when anything was rendered)
             env.forget_changed()  # a template compiled meanwhile and edited since is compiled again
             if edited and snap is not None and _shown_elsewhere(edited, keys, snap, metas):
                 edited = None  # a title, listed excerpt, heading id... other pages show it: plan them all
-            data = data_mod.load_all(self.site_dir, cfg, self.repo_metadata, yaml_memo)
             if yaml_memo.now.keys() != yaml_memo.known.keys():  # kept: this build's texts, no others
                 state.put_memo("yaml", yaml_memo.now)
             files = {rel: path for rel, (path, _digest, _name) in sources.markdown.items()}
             changed = dates()
             pageset = make_pages(cfg, files, keys, metas, data, changed)
-            css_key, css = _stylesheet(state, cfg.highlight_style)
             new = not self.out_dir.exists()
             delta = None
             if snap is not None and edited is not None and not new:
                 delta = Delta(snap.digest, frozenset(edited), old_outputs, self.out_dir, snap.searchable)
             inputs = sha(json.dumps(changed, sort_keys=True))
-            asset_sha = filedigest.digests(sources.assets, state.files())
-            state.put_files(asset_sha.rows, asset_sha.gone)
             outputs = plan(
                 cfg,
                 pageset,
@@ -255,7 +268,7 @@ class Builder:
                 css,
                 inputs=inputs,
                 delta=delta,
-                file_sha256=asset_sha.sha256,
+                file_sha256=file_sha256,
                 # every page planned (no delta, or one plan cannot use): one query, not one per page
                 whole=lambda: state.read_whole(metas),
             )
@@ -302,6 +315,11 @@ class Builder:
             warnings=self.warnings,
             sources={p.out: p.file for p in pageset.pages if p.file},
         )
+
+
+def _both(first: Callable[[], object], then: Callable[[], object]) -> None:
+    first()
+    then()
 
 
 def _warm_templates(env: tpl_mod.Environment, cfg: SiteConfig, sources: Sources) -> None:

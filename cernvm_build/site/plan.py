@@ -84,7 +84,7 @@ class Plan(NamedTuple):
 
 
 @functools.lru_cache(maxsize=1)
-def _code() -> str:
+def plan_code() -> str:
     # the planner's and page model's code: a plan recorded by another version of them is not reused
     here = Path(__file__).parent
     return sha(*(f.read_bytes() for f in sorted(here.glob("*.py"))))
@@ -371,7 +371,7 @@ def plan(
     file_sha256 = file_sha256 or {}
     jobs, digests = _asset_jobs(cfg, assets, pygments_css, file_sha256)
     digest = sha(
-        _code(),
+        plan_code(),
         inputs,
         repr(cfg),
         pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL),

@@ -101,7 +101,10 @@ def test_same_inputs_same_bytes(site: Path, tmp_path: Path, monkeypatch: pytest.
 
     def render_map(*a: Any, meanwhile: Any = None, **kw: Any) -> Any:
         out = real(*a, meanwhile=meanwhile, **kw)
-        warm.append("env" in meanwhile.__self__.__dict__)  # jinja2's environment made meanwhile
+        aside, then = meanwhile.args
+        warm.append("env" in then.__self__.__dict__)  # jinja2's environment made meanwhile
+        # and the plan's inputs that need no rendered Markdown (data, stylesheet, asset digests)
+        warm.append(aside.cache_info().currsize == 1)
         return out
 
     monkeypatch.setattr(sources, "fork_map", render_map)
@@ -113,7 +116,7 @@ def test_same_inputs_same_bytes(site: Path, tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setenv("CERNVM_CACHE_DIR", str(tmp_path / "other-cache"))
     build_site(site, tmp_path / "b", jobs=2)
     assert tree(tmp_path / "a") == tree(tmp_path / "b")
-    assert warm == [True, True]
+    assert warm == [True, True, True, True]
 
 
 def _clean(site: Path, tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, bytes]:
