@@ -644,6 +644,23 @@ def test_a_later_boot_reads_unchanged_user_data_without_the_parser(tmp_path: Pat
     assert n == 5 and out.endswith("server=s3.example resize=\n"), out
 
 
+def test_a_mount_process_not_asked_to_parse_loads_no_user_data_parser() -> None:
+    """What a reboot with unchanged user data imports in the initrd (the mount, while the modules load):
+    not the parser and its settings table (~0.2 guest-s under TCG), which only a parse request loads."""
+    import sys
+
+    code = (
+        "import sys; import cernvm_build.bootloader.parse_and_mount; from cernvm_build.cvmfs import mount; "
+        "names = ('cernvm_build.bootloader.userdata', 'cernvm_build.table'); "
+        "print(*sorted(m for m in sys.modules if m in names))"
+    )
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": _package_root()}
+    out = subprocess.run(
+        [sys.executable, "-S", "-c", code], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert out.returncode == 0 and out.stdout == "\n", out.stdout + out.stderr
+
+
 def test_the_init_enters_the_os_without_emptying_the_initramfs() -> None:
     """The runtime stays where the initrd has it (no copy onto a tmpfs: 0.2 s under TCG) and the FUSE
     process runs from it after the OS has started: busybox switch_root would delete it with the rest of
