@@ -112,14 +112,18 @@ def _stderr_silenced() -> Iterator[None]:
         except OSError:
             yield
             return
-        null = os.open(os.devnull, os.O_WRONLY)
         try:
-            os.dup2(null, 2)
+            os.dup2(_devnull(), 2)
             yield
         finally:
             os.dup2(saved, 2)
             os.close(saved)
-            os.close(null)
+
+
+@lru_cache(maxsize=1)
+def _devnull() -> int:
+    # opened once per process: an open and a close per page were a third of the silencing's time
+    return os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
 
 
 def has_admonition(text: str) -> bool:
@@ -131,9 +135,12 @@ def has_admonition(text: str) -> bool:
 
 class _Flatten:
     def __init__(self, text: str, make: Callable[..., Any] | None = None):
-        data = text.encode()
         # the tree's source map counts bytes; token maps count lines
-        self.starts = [0] + [m.end() for m in re.finditer(b"\n", data)]
+        self.data = text.encode()
+        #: (byte offset, its line): a line asked for at or past it is counted on from there (the tree
+        #: writer asks in document order: one pass over the text, no table of every line's start)
+        self.at = (0, 0)
+        self._starts: list[int] | None = None
         self.out: list[Token] = []
         #: the token class: markdown-it-py's ``Token`` (imported at the first token), or ``Tok``
         self.make = make
@@ -146,7 +153,15 @@ class _Flatten:
         return self.make(*args, **kw)  # type: ignore[no-any-return]
 
     def line(self, offset: int) -> int:
-        return bisect_right(self.starts, offset) - 1
+        """The 0-based line of a byte offset (-1 before the text)."""
+        at, line = self.at
+        if offset >= at:
+            line += self.data.count(b"\n", at, offset)
+            self.at = (offset, line)
+            return line
+        if self._starts is None:  # (flattening asks for a block's end, then its children's starts)
+            self._starts = [0] + [m.end() for m in re.finditer(b"\n", self.data)]
+        return bisect_right(self._starts, offset) - 1
 
     def lines(self, node: Any) -> list[int]:
         start, end = node.srcmap

@@ -228,3 +228,13 @@ def test_the_light_renderer_writes_what_markdown_it_pys_renderer_writes() -> Non
             assert got == renderer.render(real.out, options, {}), text
             rendered += 1
     assert rendered >= 60
+
+
+def test_a_byte_offsets_line_is_the_same_asked_in_any_order() -> None:
+    """``_Flatten.line`` counts on from the last offset asked (the tree writer's document order) and
+    looks earlier ones up in a table: both give the newlines before the offset (-1 before the text)."""
+    text = "a\n\nbé\n" * 5 + "tail"
+    data = text.encode()
+    offsets = [3, 3, 9, 40, 2, 0, -1, len(data), 17, 4, len(data) + 5]
+    flat = mdtree._Flatten(text)
+    assert [flat.line(o) for o in offsets] == [data.count(b"\n", 0, max(o, 0)) - (o < 0) for o in offsets]
