@@ -437,14 +437,18 @@ def render(
 def _render_rust(text: str, code: Code, src_dir: str, first_line: int, base_path: str) -> Rendered | None:
     """``render`` from markdown-it-pyrs' tree (``mdhtml``; several times faster than markdown-it-py's
     parse and render), or None for a page it cannot take."""
-    from . import mdhtml
+    from . import mdfast, mdhtml
 
-    parts = mdhtml.render_parts(
-        text,
-        slugify=slugify,
-        highlight=lambda content, lang: code(content, lang, None),
-        resolve=lambda href: _resolve(href, src_dir, base_path),
-    )
+    def highlight(content: str, lang: str) -> str:
+        return code(content, lang, None)
+
+    def resolve(href: str) -> tuple[str, str]:
+        return _resolve(href, src_dir, base_path)
+
+    # a plain page from the Rust renderer's HTML, else from the Rust parser's tree
+    parts = mdfast.render_parts(text, slugify=slugify, highlight=highlight, resolve=resolve)
+    if parts is None:
+        parts = mdhtml.render_parts(text, slugify=slugify, highlight=highlight, resolve=resolve)
     if parts is None:
         return None
     links = [Link(_target(new, kind), first_line + line, kind) for new, kind, line in parts.links]
@@ -495,6 +499,7 @@ def _excerpt_tokens(
     """The excerpt's blocks as tokens of class ``make`` (None: markdown-it-py's), links resolved as in
     the page."""
     flat = parts.flat
+    assert flat is not None  # (a page with excerpt nodes comes from the tree)
     flat.out, flat.make = [], make
     flat.blocks(parts.excerpt_nodes, 0)
     for tok in flat.out:

@@ -58,7 +58,7 @@ class Parts(NamedTuple):
     #: bytes markdown-it-py's renderer writes for it, as for the page), else None: ``excerpt_nodes`` are
     #: rendered apart
     excerpt: tuple[str, str] | None
-    flat: mdtree._Flatten  # the page's line map, for flattening the excerpt's blocks
+    flat: mdtree._Flatten | None  # the page's line map, for flattening the excerpt's blocks
     search: ContentText | None  # what the search index reads of the HTML, None where raw HTML is
 
 
@@ -84,8 +84,7 @@ class _Walk:
         self.after_hidden = False
         self.headings: list[Heading] = []
         self.ids: list[str] = []
-        self.slugs: set[str] = set()
-        self.suffix: dict[str, int] = {}  # a heading id's base -> the next suffix to try
+        self.taken = Ids()
         self.links: list[tuple[str, str, int]] = []  # (resolved target, kind, line 0-based)
         self.text: list[str] = []  # the current section's text (decoded)
         self.sections: list[tuple[int, str, list[str]]] = []  # (heading number, heading, text) per h2/h3
@@ -209,19 +208,7 @@ class _Walk:
         self.out = out
         level = node.meta["level"]
         self.headings.append(Heading(level, "".join(slug), "".join(shown).strip()))
-        # ids as the anchors plugin makes them: unique in the page, in order (the first free of base,
-        # base-1, base-2 ...); the search for a base resumes after its last suffix, taken for good as
-        # the set only grows (n identical headings: O(n), not n²/2 tries)
-        base = self.slugify("".join(slug))
-        hid = base
-        if hid in self.slugs:
-            i = self.suffix.get(base, 1)
-            hid = f"{base}-{i}"
-            while hid in self.slugs:
-                i += 1
-                hid = f"{base}-{i}"
-            self.suffix[base] = i + 1
-        self.slugs.add(hid)
+        hid = self.taken.take(self.slugify("".join(slug)))
         self.ids.append(hid)
         sid = _escape(hid)
         permalink = f'<a class="header-anchor" href="#{sid}">#</a>'
@@ -407,6 +394,28 @@ class _Walk:
 
     def record(self, new: str, kind: str, line: int) -> None:
         self.links.append((new, kind, line))
+
+
+class Ids:
+    """A page's heading ids as the anchors plugin makes them: unique in the page, in order (the first
+    free of base, base-1, base-2 ...); the search for a base resumes after its last suffix, taken for
+    good as the set only grows (n identical headings: O(n), not n²/2 tries)."""
+
+    def __init__(self) -> None:
+        self.slugs: set[str] = set()
+        self.suffix: dict[str, int] = {}  # a heading id's base -> the next suffix to try
+
+    def take(self, base: str) -> str:
+        hid = base
+        if hid in self.slugs:
+            i = self.suffix.get(base, 1)
+            hid = f"{base}-{i}"
+            while hid in self.slugs:
+                i += 1
+                hid = f"{base}-{i}"
+            self.suffix[base] = i + 1
+        self.slugs.add(hid)
+        return hid
 
 
 def _first(nodes: Sequence[Any]) -> Any:

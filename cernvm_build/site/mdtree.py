@@ -78,18 +78,21 @@ def tokens(text: str) -> list[Token] | None:
     return conv.out
 
 
-def parse(text: str) -> Any:
-    """markdown-it-pyrs' syntax tree of ``text``, or None where the Rust parser panics: markdown-it 0.6
+def parse(text: str, parser: Any = None, *, render: bool = False) -> Any:
+    """markdown-it-pyrs' syntax tree of ``text`` (``render``: its HTML) by ``parser`` (default: this
+    module's), or None where the Rust parser panics: markdown-it 0.6
     indexes past a code span's end when a link label holds an unmatched backtick run (``[a`b]``, an
     unclosed ``[` ``), a typo a page may well have; the page then goes through markdown-it-py. Rust's
     panic hook would print the panic (and with ``RUST_BACKTRACE`` a backtrace) on stderr for every such
     page of a build that succeeds; it cannot be told not to, so fd 2 is sent to /dev/null around a parse
     that could panic (a ``[`` and a backtick: two ``dup2`` calls, microseconds)."""
+    parser = parser or _parser()
+    call = parser.render if render else parser.tree
     try:
         if "`" in text and "[" in text:
             with _stderr_silenced():
-                return _parser().tree(text)
-        return _parser().tree(text)
+                return call(text)
+        return call(text)
     except BaseException as e:  # pyo3's PanicException derives from BaseException, not Exception
         if type(e).__name__ != "PanicException":
             raise

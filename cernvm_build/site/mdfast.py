@@ -1,0 +1,236 @@
+"""A plain page's HTML and parts from markdown-it-pyrs' own renderer, edited in a few regex passes:
+heading ids and permalinks, resolved links, highlighted fences, the search text and the excerpt. The
+Rust renderer writes a page in one call, with no Python object per node: the tree writer (``mdhtml``)
+spent most of its time building the tree's Python nodes and reading their fields.
+
+Only pages whose HTML can be told apart from its source are taken (else None, and ``mdhtml`` walks the
+tree): the parser here has no raw HTML and no autolink rules, so a ``<`` the full parser would read as
+HTML stays text, and a page with ``&lt;`` outside code is left to the tree; so are pages with link
+reference definitions (``]:``), ``<!--more-->``, a BOM, a link marker, a link whose URL is not found
+after its ``](`` in the source in order (the line each link is reported at), a fence with no language
+or one straight after a tight list item's text, an indented code block, or nesting near ``mdtree``'s
+limit. tests/site/test_site_mdhtml.py compares every path with markdown-it-py's byte for byte.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Any
+
+from . import mdhtml, mdtree
+from .mdhtml import Heading, Parts
+from .model import PERMALINK_IGNORED, ContentText
+
+#: a fenced block as the Rust renderer writes it (its language's first word in the class)
+_FENCE = re.compile(r'<pre><code class="language-([^"]*)">([^<]*)</code></pre>\n')
+_HEADING = re.compile(r"<h([1-6])>(.*?)</h\1>\n", re.S)
+_LINK = re.compile(r'<(a href|img src)="([^"]*)"([^>]*)>')
+_TAG = re.compile(r"<[^>]*>")
+_IMG = re.compile(r"<img [^>]*>")
+#: tags that nest (the depth check) and the paragraph (the excerpt is the first top-level one)
+_NEST = re.compile(r"<(/?)(ul|ol|li|blockquote|em|strong|s|a)[ >]")
+_OUTER_OR_P = re.compile(r"<(/?)(ul|ol|blockquote|p)[ >]")
+#: an inline code span or a code block before highlighting (its text is escaped: no tag inside)
+_CODE = re.compile(r"<code[^>]*>[^<]*</code>")
+_CONTAINERS = frozenset(("ul", "ol", "li", "blockquote"))
+#: ``search.BLOCK``'s tags this renderer writes: they separate words, other tags do not
+_BLOCK_TAG = re.compile(r"</?(?:blockquote|br|h[1-6]|hr|li|ol|p|pre|table|tbody|td|th|thead|tr|ul)\b[^>]*>")
+_SECTION = re.compile(r'<h[1-6] id="[^"]*">.*?</h[1-6]>\n', re.S)
+#: a language word the class attribute holds as is (no escapes, no entities to decode)
+_LANG = re.compile(r"[\w.+#-]+")
+_AFTER_TEXT = ("</code>", "</em>", "</strong>", "</s>", "</a>")
+
+
+class Skip(Exception):
+    """Something this module does not edit: the tree writer takes the page."""
+
+
+@lru_cache(maxsize=1)
+def _parser() -> Any:
+    import markdown_it_pyrs
+
+    # commonmark's rules without raw HTML and autolinks, with tables and strikethrough
+    return markdown_it_pyrs.MarkdownIt("zero").enable_many(
+        [
+            *("blockquote", "code", "fence", "heading", "hr", "lheading", "list", "paragraph"),
+            *("reference", "backticks", "emphasis", "entity", "escape", "image", "link", "newline"),
+            *("table", "strikethrough"),
+        ]
+    )
+
+
+def _unescape(text: str) -> str:
+    # ``mdtree.escape`` undone (the renderer escapes ``&<>"`` only)
+    if "&" not in text:
+        return text
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", '"').replace("&amp;", "&")
+
+
+def render_parts(
+    text: str,
+    *,
+    slugify: Callable[[str], str],
+    highlight: Callable[[str, str], str],
+    resolve: Callable[[str], tuple[str, str]],
+) -> Parts | None:
+    """``mdhtml.render_parts`` for a plain page, or None (see the module's docstring)."""
+    if "]:" in text or "<!--" in text or "\ufeff" in text or "@@L:" in text or "\0" in text:
+        return None
+    if mdtree.has_admonition(text):
+        return None
+    html = mdtree.parse(text, _parser(), render=True)
+    if html is None:
+        return None
+    try:
+        return _edit(text, html, slugify, highlight, resolve)
+    except (Skip, mdtree.Unsupported):
+        return None
+
+
+def _edit(
+    text: str,
+    html: str,
+    slugify: Callable[[str], str],
+    highlight: Callable[[str, str], str],
+    resolve: Callable[[str], tuple[str, str]],
+) -> Parts:
+    if "&lt;" in html and "&lt;" in _CODE.sub("", html):
+        raise Skip("< outside code: raw HTML or an autolink for the full parser")
+    if "<blockquote>\n</blockquote>" in html:
+        raise Skip("an empty quote (markdown-it-py writes no new line in it)")
+    if "<pre><code>" in html:
+        raise Skip("indented code or a fence without a language")
+    # the nesting depth (``mdtree.MAX_DEPTH``, with a margin for the tree's own counting) and the
+    # first top-level paragraph
+    depth = inline = deepest = 0
+    for close, name in _NEST.findall(html):
+        if name in _CONTAINERS:
+            depth += -1 if close else 1
+        else:
+            inline += -1 if close else 1
+        if depth + inline > deepest:
+            deepest = depth + inline
+    if deepest + 6 >= mdtree.MAX_DEPTH:  # (a paragraph, a table's four levels)
+        raise Skip("nesting")
+    first_p = _first_paragraph(html)
+    excerpt_at = -1 if first_p < 0 else html.index("</p>\n", first_p) + 5
+
+    # links: each one's URL follows its ``](`` in the source, in order (the line it is reported at)
+    links: list[tuple[str, str, int]] = []
+    starts = [m.end() for m in re.finditer(r"\]\(", text)]
+    line_at = [0, 0]  # (character offset, its line): counted on, in document order
+
+    def link(m: re.Match[str]) -> str:
+        n = len(links)
+        url = _unescape(m.group(2))
+        if n >= len(starts) or "title=" in m.group(3):
+            raise Skip("a link without ]( or with a title")
+        at = starts[n]
+        if text.startswith(url, at):
+            after = at + len(url)
+        elif text.startswith(f"<{url}>", at):
+            after = at + len(url) + 2
+        else:
+            raise Skip("a link's URL is not its source's")
+        if not text.startswith(")", after):
+            raise Skip("a link's URL is not its source's")
+        mdtree._url(url)  # raises for a recoded host name (markdown-it-py writes punycode)
+        new, kind = resolve(url)
+        line_at[1] += text.count("\n", line_at[0], at)
+        line_at[0] = at
+        links.append((new, kind, line_at[1]))
+        return f'<{m.group(1)}="{mdtree.escape(new)}"{m.group(3)}>'
+
+    excerpt = None
+    if first_p >= 0:
+        # the excerpt is the page's first paragraph as edited here
+        before = _LINK.sub(link, html[:first_p])
+        para = _LINK.sub(link, html[first_p:excerpt_at])
+        excerpt = (para, _unescape(_TAG.sub("", _IMG.sub("", para))))
+        html = before + para + _LINK.sub(link, html[excerpt_at:])
+    else:
+        html = _LINK.sub(link, html)
+    if len(links) != len(starts):
+        raise Skip("a ]( that is no link")
+
+    headings: list[Heading] = []
+    ids: list[str] = []
+    taken = mdhtml.Ids()
+
+    def heading(m: re.Match[str]) -> str:
+        level = int(m.group(1))
+        inner = m.group(2)
+        bare = _unescape(_TAG.sub("", _IMG.sub("", inner))) if "<" in inner or "&" in inner else inner
+        headings.append(Heading(level, bare.replace("\n", ""), bare.replace("\n", " ").strip()))
+        hid = taken.take(slugify(bare.replace("\n", "")))
+        ids.append(hid)
+        sid = mdtree.escape(hid)
+        # (the permalink marked as no text, as ``mdhtml`` marks it)
+        return f'<h{level} id="{sid}">{inner} <a {PERMALINK_IGNORED} href="#{sid}">#</a></h{level}>\n'
+
+    if "<h" in html:
+        html = _HEADING.sub(heading, html)
+    # the text before the code is highlighted (its spans are no text: fewer tags to strip)
+    search = _search(html, headings, ids)
+
+    def fence(m: re.Match[str]) -> str:
+        lang = m.group(1)
+        if not _LANG.fullmatch(lang):
+            raise Skip("a language word with escapes")
+        before = html[max(0, m.start() - 8) : m.start()]
+        if m.start() and (
+            not before.endswith(">\n") or before.endswith(_AFTER_TEXT_NL) or _ends_in_img(html, m.start())
+        ):
+            raise Skip("a fence after a tight list item's text")
+        return highlight(_unescape(m.group(2)), lang) + "\n"
+
+    if "<pre>" in html:
+        html = _FENCE.sub(fence, html)
+        if "<pre><code" in html:
+            raise Skip("a block the fence pattern missed")
+    return Parts(html, headings, ids, links, [], excerpt, None, search)
+
+
+_AFTER_TEXT_NL = tuple(t + "\n" for t in _AFTER_TEXT)
+
+
+def _ends_in_img(html: str, at: int) -> bool:
+    # an image's `` />`` before the new line (an <hr /> is a block)
+    return html.endswith(" />\n", 0, at) and not html.endswith("<hr />\n", 0, at)
+
+
+def _first_paragraph(html: str) -> int:
+    """Where the first top-level ``<p>`` starts, or -1 (a list's or a quote's are not top-level)."""
+    depth = 0
+    for m in _OUTER_OR_P.finditer(html):
+        if m.group(2) != "p":
+            depth += -1 if m.group(1) else 1
+        elif depth == 0 and not m.group(1):
+            return m.start()
+    return -1
+
+
+def _search(body: str, headings: list[Heading], ids: list[str]) -> ContentText:
+    """What ``search.sections`` reads of ``body``: block tags separate words, other tags do not, the
+    permalinks are not text; h2/h3 start sections, the first h1 is the title, h4-h6 are text."""
+    # the headings as marks, then the text of every section in three passes over the page
+    chunks = _TAG.sub("", _BLOCK_TAG.sub(" ", _SECTION.sub("\0", body))).split("\0")
+    title = ""
+    lead: list[str] = [" ", chunks[0]]
+    sections: list[tuple[str, str, list[str]]] = []
+    current = lead
+    for k, head in enumerate(headings):
+        shown = " ".join(head.title.split())
+        after = chunks[k + 1]
+        if head.level in (2, 3):
+            current = [" ", after]
+            sections.append((ids[k], shown, current))
+        elif head.level == 1:
+            title = title or shown
+            current += (" ", after)
+        else:
+            current += (" ", mdtree.escape(shown), " ", after)
+    secs = [(hid, head, "".join(parts) + " ") for hid, head, parts in sections]
+    return ContentText("".join(lead) + " ", secs, title)

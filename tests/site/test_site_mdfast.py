@@ -1,0 +1,119 @@
+"""The Rust renderer's path (``mdfast``: markdown-it-pyrs writes the HTML, regex passes add ids, links,
+highlighting, the search text and the excerpt) takes plain pages and gives what the tree writer
+(``mdhtml``) gives: the same HTML, parts and links with their lines, and search text ``search.sections``
+reads the same. What it cannot tell from its HTML it leaves to the tree (test_site_mdhtml.py compares
+every path with markdown-it-py's on the shipped content, the bench corpus and hostile input)."""
+
+from __future__ import annotations
+
+import html
+import random
+
+import pytest
+from sitehelpers import same_on_bench_corpus, same_on_shipped_content
+
+from bench.site_corpus import page_text
+from cernvm_build.site import markdown, mdfast
+from cernvm_build.site.markdown import Rendered
+from cernvm_build.site.model import ContentText
+
+#: plain pages: taken
+PLAIN = (
+    "# T [a](a.md)\n\n## `c` [b](b.md#x) ![i](i.png)\n\n## T a\n\ntext *em* **strong** ~~s~~\n",
+    "Intro [l](l.md) `c` *e*\nsoft ![i](i.png) and a hard  \nbreak\n\n## h\n\n- a\n- b\n\n1. x\n2. y\n",
+    "Setext *t*\n===\n\n#### h4 [x](#h4)\n\n> quoted [q](q.md)\n>\n> more\n\n"
+    "| a | b |\n|:-|-:|\n| [1](1.md) | `2` |\n",
+    '- item\n\n  loose [a](<a.md>)\n\n- next\n\n***\n\n```sh\nls -l && echo "x" <in\n```\n\ntail\n',
+)
+#: what it leaves to the tree: raw HTML or an autolink (a ``<`` outside code), reference definitions,
+#: <!--more-->, a code block it cannot tell from a fence without a language, a fence straight after a
+#: tight item's text, an empty quote, nesting, a link with a title, a link URL written otherwise than
+#: its href, an image in a link, a ``](`` that is no link, a recoded host name
+LEFT = (
+    "a <b>x</b>\n",
+    "see <https://a.b>\n",
+    "a < b\n",
+    "[r]\n\n[r]: r.md\n",
+    "intro\n\n<!--more-->\n\nrest\n",
+    "    indented\n",
+    "```\nno language\n```\n",
+    "- item\n  ```sh\n  ls\n  ```\n",
+    "- `c`\n  ```sh\n  ls\n  ```\n",
+    ">\n",
+    "- " * 6 + "deep\n",
+    '[a](a.md "title")\n',
+    "[a](<b c.md>)\n",
+    "[![i](a.png)](b.md)\n",
+    "`a](b` [c](c.md)\n",
+    "[x](http://x.y/%E4%BE%8B)\n",
+)
+
+
+def _parts(text: str, monkeypatch: pytest.MonkeyPatch) -> tuple[bool, Rendered, Rendered]:
+    """(whether ``mdfast`` took it, the render, the tree writer's), the search texts as
+    ``search.sections`` reads them (``_clean``: whitespace runs and entities)."""
+    taken = (
+        mdfast.render_parts(
+            text, slugify=markdown.slugify, highlight=lambda c, lang: "", resolve=lambda h: (h, "")
+        )
+        is not None
+    )
+    fast = markdown.render(text, src_path="docs/a/b.md", first_line=3, base_path="/base/")
+    with monkeypatch.context() as m:
+        m.setattr(mdfast, "render_parts", lambda *_a, **_k: None)
+        tree = markdown.render(text, src_path="docs/a/b.md", first_line=3, base_path="/base/")
+    return taken, fast._replace(search=_clean(fast.search)), tree._replace(search=_clean(tree.search))
+
+
+def _clean(text: ContentText | None) -> object:
+    def c(t: str) -> str:
+        return " ".join(html.unescape(t).split())
+
+    if text is None:
+        return None
+    return c(text.lead), [(hid, head, c(t)) for hid, head, t in text.sections], text.title
+
+
+@pytest.mark.parametrize("text", PLAIN, ids=range(len(PLAIN)))
+def test_plain_pages_are_taken_and_render_as_the_tree_does(
+    text: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    taken, fast, tree = _parts(text, monkeypatch)
+    assert taken and fast == tree
+    assert fast.search is not None and fast.links
+
+
+@pytest.mark.parametrize("text", LEFT, ids=range(len(LEFT)))
+def test_what_it_cannot_tell_is_left_to_the_tree(text: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    taken, fast, tree = _parts(text, monkeypatch)
+    assert not taken and fast == tree
+
+
+def test_shipped_content_and_bench_corpus_render_as_the_tree_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    pages = same_on_shipped_content(lambda text: _parts(text, monkeypatch))
+    assert sum(taken for *_, taken in pages) >= len(pages) // 2
+    same_on_bench_corpus(lambda text: _parts(text, monkeypatch))
+
+
+def test_hostile_pages_render_as_the_tree_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Random pieces of Markdown syntax run together: taken or not, the same render."""
+    rng = random.Random(5)
+    bits = ["[a](a.md)", "`c`", "*e*", "**s**", "~~x~~", "\n", "\n\n", "- ", "> ", "# ", "## ", "1. "]
+    bits += ["```py\nx\n```\n", "](", "![i](i.png)", "&amp;", "\\*", "  \n", "| a |\n|-|\n| b |\n", "text "]
+    taken = 0
+    for _ in range(300):
+        text = "".join(rng.choice(bits) for _ in range(rng.randint(1, 25)))
+        took, fast, tree = _parts(text, monkeypatch)
+        taken += took
+        assert fast == tree, text
+    assert taken > 100
+
+
+def test_the_bench_corpus_is_taken() -> None:
+    rng = random.Random(3)
+    for i in range(20):
+        text = page_text(i, 20, rng)
+        parts = mdfast.render_parts(
+            text, slugify=markdown.slugify, highlight=lambda c, lang: "", resolve=lambda h: (h, "")
+        )
+        assert parts is not None, i
