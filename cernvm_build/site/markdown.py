@@ -1,7 +1,8 @@
 """Markdown to HTML: CommonMark, tables, strikethrough, admonitions, heading anchors, fenced code
-highlighted by Pygments. Most pages are parsed by markdown-it-pyrs and their HTML written from its tree
-with ids, highlighting and links (``mdhtml``); the others by markdown-it-py's renderer over tokens
-(``mdtree``'s, or markdown-it-py's own parse), which gives the same HTML.
+highlighted by Pygments. Plain pages are rendered by markdown-it-pyrs' renderer, ids, highlighting and
+links added to its HTML (``mdfast``); most others parsed by markdown-it-pyrs and their HTML written from
+its tree (``mdhtml``); the rest by markdown-it-py's renderer over tokens (``mdtree``'s, or
+markdown-it-py's own parse). All give the same HTML.
 
 Relative links are resolved against the source file and left as markers (``@@L:path#frag@@``) that the
 build replaces with the target's URL: a page's rendered Markdown then depends only on its own text, so
