@@ -5,6 +5,7 @@ compressed with lz4 (or zstd, xz).
 
 from __future__ import annotations
 
+import hashlib
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +39,7 @@ class InitrdInputs:
     kernel: Kernel
     keys: dict[str, Path]  # key name (file stem) -> public key file
     version: str  # what /version says, e.g. "demo 2026.11-1"
-    epoch: int  # the build time: every member's mtime, the runtime zip's dates
+    epoch: int  # the build time: every member's mtime, the runtime modules' dates
     python: str = field(default_factory=default_python)
     compression: str = "lz4"
     level: int = DEFAULT_LEVEL
@@ -82,6 +83,18 @@ def _busybox(tree: Tree) -> str:
     return _tool_version("busybox-static")
 
 
+def runtime_id(root: Path) -> bytes:
+    """What the runtime's code is: the sha256 of its modules' pycs, each by path and content, in name
+    order (``/etc/ucernvm/runtime-id``). A boot reuses the user-data parser's output that an earlier
+    boot saved only when made by the same code (init.head.sh read_user_data)."""
+    lib = root / "lib"
+    pycs = sorted(lib.glob("python*/**/*.pyc"))
+    if not pycs:
+        raise BuildError(f"{root}: the runtime has no Python modules", hint="remove the runtime cache")
+    listing = "".join(f"{p.relative_to(lib).as_posix()} {sha256_file(p)}\n" for p in pycs)
+    return (hashlib.sha256(listing.encode()).hexdigest() + "\n").encode()
+
+
 def assemble(inputs: InitrdInputs) -> tuple[Tree, dict[str, Any]]:
     """The initrd's members (and what went in, for the manifest); the runtime comes from its cache."""
     tree = Tree()
@@ -106,10 +119,7 @@ def assemble(inputs: InitrdInputs) -> tuple[Tree, dict[str, Any]]:
         epoch=inputs.epoch, python=inputs.python, entries=inputs.entries, cache=inputs.runtime_cache
     )
     tree.tree(RT_DIR, rt.root)
-    # What the runtime's code is (its stdlib + our modules zip): a boot reuses the user-data parser's
-    # output that an earlier boot saved only when made by the same code (init.head.sh read_user_data).
-    zips = sorted((rt.root / "lib").glob("python*.zip"))
-    tree.data("etc/ucernvm/runtime-id", "".join(f"{sha256_file(z)}\n" for z in zips).encode())
+    tree.data("etc/ucernvm/runtime-id", runtime_id(rt.root))
     tree.symlink("lib64/ld-linux-x86-64.so.2", f"/{RT_DIR}/lib/ld-linux-x86-64.so.2")
     libs: set[Path] = set()
     for tool in E2FSPROGS:

@@ -4,9 +4,9 @@ The build host's interpreter, the shared libraries ``ldd`` names for it and for 
 it loads, and a stdlib subset: exactly the modules that importing the entry points pulls in (plus the
 imports written inside functions of our own code, and the modules a package loads only when one of
 its attributes is first used, for the dotted names our code uses), compiled to unchecked-hash
-``.pyc`` files by the target interpreter itself and stored in ``lib/pythonXY.zip``. The result is a
-folder laid out like a Python prefix (``bin/python3``, ``lib/``) that runs with ``PYTHONHOME``
-pointing at it.
+``.pyc`` files by the target interpreter itself and stored in ``lib/pythonX.Y/`` (no sources). The
+result is a folder laid out like a Python prefix (``bin/python3``, ``lib/``) that runs with
+``PYTHONHOME`` pointing at it.
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ import os
 import re
 import shutil
 import sys
-import time
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,7 +50,7 @@ EXTRA_MODULES = (
 
 #: Left out on purpose: hashlib falls back to its built-in SHA/MD5 (saves libcrypto, 5 MB), and the
 #: repository is read over plain HTTP with signatures checked in pure Python, so no TLS stack.
-#: zip timestamps cannot predate 1980
+#: the modules' dates start in 1980 at the earliest (they were a zip's, whose dates cannot be older)
 ZIP_EPOCH_MIN = 315532800
 
 EXCLUDE = ("_hashlib", "_ssl", "ssl")
@@ -225,7 +223,7 @@ def deflate_library() -> Path:
 def _cache_key(python: str, entries: tuple[str, ...], epoch: int) -> str:
     """What the runtime depends on besides our own sources (checked one by one, see ``cached_runtime``):
     the interpreter, the installed packages (``/var/lib/dpkg/status`` changes whenever a library could)
-    and the build time (the zip's member dates). Also where our package is imported from: the sources
+    and the build time (the modules' dates). Also where our package is imported from: the sources
     are checked by path, so two checkouts (worktrees) must not share an entry, or one would boot the
     other's code."""
     exe = Path(python).resolve()
@@ -245,7 +243,7 @@ def _cache_key(python: str, entries: tuple[str, ...], epoch: int) -> str:
 
 
 def _zip_epoch(epoch: int) -> int:
-    return max(ZIP_EPOCH_MIN, epoch)  # zip dates start in 1980
+    return max(ZIP_EPOCH_MIN, epoch)
 
 
 def _still_valid(info: Path) -> bool:
@@ -296,7 +294,7 @@ def cached_runtime(
 def build_runtime(
     dest: Path, *, epoch: int, python: str | None = None, entries: tuple[str, ...] = ENTRY_MODULES
 ) -> Runtime:
-    """Assemble the runtime under ``dest`` (``bin/python3``, ``lib/*.so*``, ``lib/pythonXY.zip``)."""
+    """Assemble the runtime under ``dest`` (``bin/python3``, ``lib/*.so*``, ``lib/pythonX.Y/**.pyc``)."""
     python = python or default_python()
     if not Path(python).exists():
         raise BuildError(f"{python}: interpreter not found", hint="pass an existing python3")
@@ -322,12 +320,15 @@ def build_runtime(
     (dest / "bin").mkdir(parents=True, exist_ok=True)
     exe = Path(info["exe"])
     shutil.copy2(exe, dest / "bin" / "python3")
-    stamp = time.gmtime(_zip_epoch(epoch))[:6]
-    with zipfile.ZipFile(libdir / f"python{info['v'].replace('.', '')}.zip", "w", zipfile.ZIP_STORED) as z:
-        for arc, pyc in sorted(info["pycs"].items()):
-            zi = zipfile.ZipInfo(arc, date_time=stamp)  # type: ignore[arg-type]
-            zi.external_attr = 0o644 << 16
-            z.writestr(zi, bytes.fromhex(pyc))
+    # The pycs as files of lib/pythonX.Y (the stdlib's own folder, on sys.path with PYTHONHOME), not
+    # a zip: zipimport's per-module work is Python code (the archive opened and its header read for
+    # each module); the mount process's imports took 14 % less CPU from files (host, median of 25).
+    stamp = _zip_epoch(epoch)
+    for arc, pyc in sorted(info["pycs"].items()):
+        out = libdir / f"python{info['v']}" / arc
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(bytes.fromhex(pyc))
+        os.utime(out, (stamp, stamp))
     deflate = deflate_library()
     binaries: list[Path] = [exe, fuse_library(), deflate]
     for _, f in sorted(mods.values()):

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import time
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -24,7 +22,9 @@ def test_runtime_runs_entry_points_from_its_own_prefix(
     monkeypatch.setenv("TMPDIR", str(tmp))  # the build's helper processes inherit it
     rt = build_runtime(tmp_path / "rt", epoch=0)
     assert not list(tmp.iterdir()), "the build left temporary files behind"
-    names = zipfile.ZipFile(tmp_path / "rt" / "lib" / f"python{rt.version.replace('.', '')}.zip").namelist()
+    pycs = tmp_path / "rt" / "lib" / f"python{rt.version}"
+    names = [p.relative_to(pycs).as_posix() for p in pycs.rglob("*.pyc")]
+    assert not list((tmp_path / "rt" / "lib").glob("*.zip")), "modules are files, not a zip (zipimport costs)"
     assert "cernvm_build/cvmfs/mount.pyc" in names and "mfusepy.pyc" in names
     assert "cernvm_build/cvmfs/fuse.pyc" in names, "imports inside functions must be followed"
     assert not any(n.startswith(("cryptography", "yaml", "rich", "cernvm_build/cli/")) for n in names)
@@ -55,15 +55,22 @@ def test_runtime_runs_entry_points_from_its_own_prefix(
 
 
 def test_the_build_time_is_an_input_of_the_runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The zip's dates come from the epoch passed in (not the environment), and the cached runtime is
+    """The modules' dates come from the epoch passed in (not the environment), and the cached runtime is
     keyed by it: a runtime made at another build time is never reused."""
     from cernvm_build.bootloader.runtime import ZIP_EPOCH_MIN, cached_runtime
 
     epoch = 1_764_000_000
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1000000000")  # stages do not read it
     a = cached_runtime(epoch=epoch, cache=tmp_path / "cache")
-    z = zipfile.ZipFile(next((a.root / "lib").glob("python*.zip")))
-    assert {i.date_time for i in z.infolist()} == {time.gmtime(epoch)[:6]}
+    pycs = list((a.root / "lib").glob("python*/**/*.pyc"))
+    assert pycs and {p.stat().st_mtime for p in pycs} == {epoch}
+    # the initrd names the runtime's code by its modules (a boot reuses saved parser output only then)
+    from cernvm_build.bootloader.initrd import runtime_id
+
+    rid = runtime_id(a.root)
+    assert len(rid) == 65 and rid == runtime_id(a.root)
+    pycs[0].write_bytes(pycs[0].read_bytes() + b"\0")
+    assert runtime_id(a.root) != rid, "another module's content is another runtime"
     b = cached_runtime(epoch=ZIP_EPOCH_MIN, cache=tmp_path / "cache")
     assert a.root != b.root
     assert cached_runtime(epoch=epoch, cache=tmp_path / "cache").root == a.root
