@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import itertools
 import random
 import re
 import weakref
+from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
 
@@ -18,7 +20,7 @@ from pygments.token import Generic, Keyword, Name, String, Text
 
 from bench.site_corpus import CODE, MORE_CODE
 from cernvm_build.paths import data_dir
-from cernvm_build.site import lexfast
+from cernvm_build.site import lexfast, refirst
 from cernvm_build.site import markdown as md_mod
 from cernvm_build.site.refirst import first_chars
 
@@ -475,3 +477,42 @@ def test_warming_lexes_a_block_of_each_language_of_many_blocks_as_the_renderer_r
     md_mod._highlighted("python", rendered[0])
     assert md_mod._highlighted.cache_info().hits == hits + 1  # lexed by the warm-up
     assert type(md_mod._lexer("python")) in lexfast._EARLY
+
+
+@pytest.mark.parametrize("lang", ("python", "bash", "yaml", "sql", "cpp"))
+def test_first_characters_noted_while_compiling_are_those_a_parse_of_their_own_gives(
+    lang: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a lexer made under ``noting`` (as ``markdown._lexer`` makes them): each rule's first characters
+    # are read from the parse its compile made, and are the ones ``first_chars`` reads from a parse
+    monkeypatch.setattr(refirst, "_NOTED", {})
+    fresh = type("Fresh", (type(get_lexer_by_name(lang)),), {})  # its rules compiled again
+    re.purge()  # (and parsed again: not from re's cache)
+    with refirst.noting():
+        lexer = fresh()
+    noted = dict(refirst._NOTED)
+    monkeypatch.setattr(refirst, "_NOTED", {})
+    checked = 0
+    for rules in lexer._tokens.values():
+        for match, _action, _new in rules:
+            pattern = match.__self__
+            assert (pattern.pattern, pattern.flags) in noted, pattern.pattern  # no second parse
+            assert noted[(pattern.pattern, pattern.flags)] == refirst._first_chars(pattern), pattern.pattern
+            checked += 1
+    assert checked > 10
+
+
+def test_a_lexer_is_made_noting_its_patterns_first_characters(monkeypatch: pytest.MonkeyPatch) -> None:
+    entered: list[bool] = []
+    real = refirst.noting
+
+    @contextlib.contextmanager
+    def noting() -> Iterator[None]:
+        with real():
+            entered.append(True)
+            yield
+
+    monkeypatch.setattr(refirst, "noting", noting)
+    md_mod._lexer.cache_clear()
+    assert md_mod._lexer("python") is not None
+    assert entered == [True]
