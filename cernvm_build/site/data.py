@@ -27,14 +27,26 @@ if TYPE_CHECKING:
 
 def _load_file(path: Path, memo: Memo | None = None) -> Any:
     """A data file's value; ``memo``: YAML texts parsed before (``frontmatter.Memo``)."""
-    text = path.read_text(encoding="utf-8")
     try:
+        text = path.read_text(encoding="utf-8")
         if path.suffix == ".json":
             return json.loads(text)
         return (memo or Memo()).load(text)
     except json.JSONDecodeError as e:
         raise BuildError(
             f"not valid JSON: {e.msg}", where=Location(file=str(path), line=e.lineno, column=e.colno)
+        ) from None
+    except UnicodeDecodeError as e:
+        raise BuildError(
+            f"not UTF-8 text (byte {e.start})",
+            where=str(path),
+            hint="save the file as UTF-8",
+        ) from None
+    except RecursionError:  # json's decoder, or keeping a YAML value (pickle): ~1,000 levels deep
+        raise BuildError(
+            "nested too deeply",
+            where=str(path),
+            hint="nest lists and mappings a few levels deep, not hundreds",
         ) from None
     except Exception as e:
         if not is_yaml_error(e):

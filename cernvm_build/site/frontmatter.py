@@ -80,6 +80,12 @@ def parse(raw: str, file: str, first_line: int = 1, memo: Memo | None = None) ->
         return plain
     try:
         meta = (memo or Memo()).load(raw)
+    except RecursionError:  # keeping the value (pickle) of flow collections ~1,000 levels deep
+        raise BuildError(
+            "front matter is nested too deeply",
+            where=Location(file=file, line=first_line),
+            hint="front matter nests lists and mappings a few levels deep, not hundreds",
+        ) from None
     except Exception as e:
         if not is_yaml_error(e):
             raise

@@ -173,3 +173,32 @@ def test_one_shot_build_leaves_its_wal_to_the_next_build(
     page.write_text(page.read_text().replace("\n\n", "\n\nOnce more. ", 1))
     assert Builder(corpus, out, ends_process=True).build().markdown_rendered == 1
     assert not wal.exists() and not cache._LEFT_OPEN
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "error"),
+    [
+        ("data/x.yaml", b"a: \xff\n", "data/x.yaml: not UTF-8 text"),
+        ("data/y.json", b"[" * 50000 + b"]" * 50000, "data/y.json: nested too deeply"),
+        (
+            "content/deep.md",
+            b"---\na: " + b"[" * 990 + b"]" * 990 + b"\n---\nx\n",
+            "deep.md:2: front matter is",
+        ),
+    ],
+    ids=["yaml-bytes", "json-deep", "front-matter-deep"],
+)
+def test_a_hostile_data_file_is_one_line_not_a_traceback(
+    tmp_path: Path, name: str, body: bytes, error: str
+) -> None:
+    from bench.site_corpus import generate
+
+    corpus = generate(tmp_path / "corpus", 3)["ours"]
+    (corpus / name).parent.mkdir(exist_ok=True)
+    (corpus / name).write_bytes(body)
+    env = {**os.environ, "CERNVM_CACHE_DIR": str(tmp_path / "cache")}
+    argv = ["site", "build", "--site", str(corpus), "--out", str(tmp_path / "out"), "--jobs", "2"]
+    proc = subprocess.run([sys.executable, "-c", ENTRY, *argv], capture_output=True, text=True, env=env)
+    assert proc.returncode == 7 and "Traceback" not in proc.stderr, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and error in lines[0], proc.stderr
