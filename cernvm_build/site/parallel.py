@@ -136,15 +136,26 @@ class _Inbox:
 
 
 def _child(
-    fn: Callable[[Any, Any], Any], shared: Any, items: Sequence[Any], size: int, runs: int, fd: int
+    fn: Callable[[Any, Any], Any],
+    shared: Any,
+    items: Sequence[Any],
+    size: int,
+    runs: int,
+    fd: int,
+    parents: list[int],
+    mask: set[int | signal.Signals],
 ) -> NoReturn:
     """The forked child's whole life: never returns (``os._exit``), so nothing of the parent's stack
-    (its ``finally`` blocks, pytest, atexit handlers, buffered output) runs twice."""
+    (its ``finally`` blocks, pytest, atexit handlers, buffered output) runs twice. ``parents``: the
+    parent's pipe ends this child closes; ``mask``: the signal mask to restore (SIGTERM came blocked)."""
     code = 0
     try:
         # SIGTERM ends a worker quietly: the CLI's handler (raise, so undo stacks run) came with the
-        # fork, and the parent terminates workers when it stops early
+        # fork, and the parent terminates workers when it stops early; unblocked only once it is reset
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        for other in parents:
+            os.close(other)
         try:
             _work(fn, shared, items, size, runs, lambda done: _send(fd, done))
             _send(fd, ("end", None))
@@ -205,12 +216,18 @@ def fork_map(
             feed.write(b"".join(_RUN.pack(run) for run in range(count)))
         for _w in range(1, min(jobs, len(items))):
             r, wr = _pipe()
-            pid = os.fork()
+            # SIGTERM blocked across the fork: a child terminated before ``_child`` resets its handler
+            # would otherwise run the CLI's (raise), unwinding this stack (its finally blocks) in the
+            # child. A SIGTERM meant for this process is delivered when it unblocks, just below.
+            mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+            pid = -1  # not forked
+            try:
+                pid = os.fork()
+            finally:
+                if pid != 0:
+                    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             if pid == 0:
-                os.close(r)
-                for _pid, other in children:
-                    os.close(other.fd)
-                _child(fn, shared, rest, size, runs, wr)
+                _child(fn, shared, rest, size, runs, wr, [r, *(other.fd for _pid, other in children)], mask)
             os.close(wr)
             children.append((pid, _Inbox(r)))
 

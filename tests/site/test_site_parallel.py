@@ -251,3 +251,37 @@ def test_a_worker_that_dies_in_the_middle_of_a_message_is_a_build_error(
 
 def _plus_one(_shared: None, item: int) -> int:
     return item + 1
+
+
+#: fork_map under the CLI's SIGTERM handler (raise ``Terminated``), each child SIGTERMed the moment
+#: ``os.fork`` returns in it, before ``_child`` resets the handler (the parent stopping early, as on a
+#: hostile data file, does that); the child must end quietly, not unwind the parent's stack
+TERM_AT_FORK = """
+import os, signal, sys
+from cernvm_build.cli.app import _sigterm_raises
+from cernvm_build.errors import BuildError
+from cernvm_build.site import parallel
+fork = os.fork
+def fork_then_term():
+    pid = fork()
+    if pid == 0:
+        os.kill(os.getpid(), signal.SIGTERM)
+    return pid
+parallel.os.fork = fork_then_term
+with _sigterm_raises():
+    try:
+        parallel.fork_map(lambda shared, item: item, None, list(range(20)), jobs=3, least=1)
+    except BuildError as e:
+        print("error:", e)
+    except BaseException as e:
+        print(f"pid {os.getpid()}: {type(e).__name__}")
+"""
+
+
+def test_a_worker_terminated_at_its_fork_ends_quietly() -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", TERM_AT_FORK], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stdout.splitlines() == ["error: a site build worker process died"], proc.stdout
