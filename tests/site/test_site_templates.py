@@ -1,6 +1,7 @@
 """The site's jinja2 environment (cernvm_build/site/templates.py): its autoescaped output (a plain
 string escaped to a ``str``, not wrapped in ``Markup``) is stock jinja2's, byte for byte, for every kind of
-value, in pages, macros, blocks and ``{% set %}`` blocks; compiled templates kept in its bytecode cache."""
+value, in pages, macros, blocks, ``{% set %}`` blocks and autoescaping decided while rendering; compiled
+templates kept in its bytecode cache."""
 
 from __future__ import annotations
 
@@ -24,12 +25,22 @@ class _Text(str):
     pass
 
 
-#: every kind of value a context holds: text that needs escaping, Markup, numbers, None, a str
-#: subclass, an object with ``__html__``, a list
+class _Safe(Markup):
+    """A Markup subclass with its own ``__html__``: escaped through it, not passed on as it is."""
+
+    def __html__(self) -> Markup:
+        return Markup("<em>own</em>")
+
+
+#: every kind of value a context holds: text that needs escaping, Markup, a Markup subclass, numbers,
+#: None, booleans (autoescape decided while rendering), a str subclass, an object with ``__html__``, a list
 VALUES: dict[str, Any] = {
     "text": "<script>alert('x')</script> & \"co\"",
     "plain": "no specials",
     "markup": Markup("<b>safe</b> &amp;"),
+    "safe": _Safe("<b>kept</b>"),
+    "on": True,
+    "off": False,
     "number": 3,
     "none": None,
     "sub": _Text("<sub> & 'x'"),
@@ -44,7 +55,9 @@ PAGE = """{% extends "base.html" %}{% from "macros.html" import item %}
 {% for v in items %}{{ item(v) }}{% endfor %}
 {% set held %}<q>{{ text }}</q>{% endset %}{{ held }} {{ held|length }}
 {% filter lower %}{{ text }}{% endfilter %} {{ "%s<" % text }} {{ text if number else markup }}
-{% autoescape false %}{{ text }}{% endautoescape %}{% endblock %}
+{% autoescape false %}{{ text }}{% endautoescape %} {{ safe }}
+{% autoescape on %}{{ text }} {{ safe }}{% endautoescape %} {% autoescape off %}{{ text }}{% endautoescape %}
+{% endblock %}
 """
 
 
@@ -69,6 +82,8 @@ def test_the_output_is_stock_jinjas(tmp_path: Path) -> None:
     want = stock.get_template("page.html").render(VALUES)
     assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &#34;co&#34;" in want  # escaped at all
     assert "<script>alert('x')</script>" in want  # the autoescape-false block
+    assert want.count("<script>") == 2 and want.count("&lt;script&gt;") == 6  # off at render time too
+    assert "<em>own</em>" in want and "kept" not in want  # the Markup subclass's own __html__
     env = templates.environment(folder)
     assert env.render("page.html", VALUES) == want
     # the generated code calls the environment's escape (the cheaper one): not stock jinja2's code
