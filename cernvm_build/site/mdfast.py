@@ -8,8 +8,11 @@ tree): the parser here has no raw HTML and no autolink rules, so a ``<`` the ful
 HTML stays text, and a page with ``&lt;`` outside code is left to the tree; so are pages with link
 reference definitions (``]:``), ``<!--more-->``, a BOM, a link marker, a link whose URL is not found
 after its ``](`` in the source in order (the line each link is reported at), a fence with no language
-or one straight after a tight list item's text, an indented code block, or nesting near ``mdtree``'s
-limit. tests/site/test_site_mdhtml.py compares every path with markdown-it-py's byte for byte.
+or one straight after a tight list item's text, an indented code block, nesting near ``mdtree``'s
+limit, an image's alt with an escape, an entity or a hard break (the renderer's alt drops them), a
+``<`` in a code span with a line an HTML block may start on (the full parser ends the paragraph there),
+or a link marker written with entities. tests/site/test_site_mdhtml.py compares every path with
+markdown-it-py's byte for byte.
 """
 
 from __future__ import annotations
@@ -34,6 +37,10 @@ _NEST = re.compile(r"<(/?)(ul|ol|li|blockquote|em|strong|s|a)[ >]")
 _OUTER_OR_P = re.compile(r"<(/?)(ul|ol|blockquote|p)[ >]")
 #: an inline code span or a code block before highlighting (its text is escaped: no tag inside)
 _CODE = re.compile(r"<code[^>]*>[^<]*</code>")
+#: a line an HTML block may start on (after quote and list markers): in the full parser it ends a
+#: paragraph, so a code span the zero parser runs across it is none there (the ``<`` shows as ``&lt;``
+#: inside the code)
+_HTML_LINE = re.compile(r"(?:^|[\r\n])(?:[ \t>]|(?:[-+*]|\d{1,9}[.)])[ \t])*<[?!/A-Za-z]")
 _CONTAINERS = frozenset(("ul", "ol", "li", "blockquote"))
 #: ``search.BLOCK``'s tags this renderer writes: they separate words, other tags do not
 _BLOCK_TAG = re.compile(r"</?(?:blockquote|br|h[1-6]|hr|li|ol|p|pre|table|tbody|td|th|thead|tr|ul)\b[^>]*>")
@@ -98,6 +105,10 @@ def _edit(
 ) -> Parts:
     if "&lt;" in html and "&lt;" in _CODE.sub("", html):
         raise Skip("< outside code: raw HTML or an autolink for the full parser")
+    if "&lt;" in html and "&lt;" in _FENCE.sub("", html) and _HTML_LINE.search(text):
+        raise Skip("a line an HTML block may start on inside a code span")
+    if "@@L:" in html:
+        raise Skip("a link marker written with entities or escapes (the tree gives no search text)")
     if "<blockquote>\n</blockquote>" in html:
         raise Skip("an empty quote (markdown-it-py writes no new line in it)")
     if "<pre><code>" in html:
@@ -128,6 +139,14 @@ def _edit(
         if n >= len(starts) or "title=" in m.group(3):
             raise Skip("a link without ]( or with a title")
         at = starts[n]
+        if m.group(1) == "img src":
+            # the renderer's alt drops escapes, entities and hard breaks: this image's label starts at
+            # or after the first ``![`` since the last link's ``](`` (a taken page's ``](`` are its
+            # links'; a ``![`` in the label, in code say, may not be its start)
+            begin = text.find("![", starts[n - 1] if n else 0, at)
+            label = text[begin:at]
+            if begin < 0 or "\\" in label or "&" in label or "  \n" in label or "  \r" in label:
+                raise Skip("an image's alt with an escape, entity or hard break")
         if text.startswith(url, at):
             after = at + len(url)
         elif text.startswith(f"<{url}>", at):

@@ -127,8 +127,8 @@ def test_boot_pin_persist_and_tag(built: Built, test_repo: ServedRepo, tmp_path:
     assert "ucernvm: cvmfs: cache: no clean stop recorded" in b1.console, _show(b1, log1)  # a new disk
     assert "demo-os: init reached" in b1.console
     assert "test-os: release 1" in b1.console and "test-os: marker none" in b1.console
-    # the image's command line reached the kernel as its parameter (a misspelt one is only passed to
-    # the init): no crypto self-tests before /init (~6 s of the kernel's start under TCG)
+    # the image's command line reached the kernel as its parameter (a misspelt dotted one is ignored,
+    # so only the file tells): no crypto self-tests before /init (~6 s of the kernel's start under TCG)
     assert "test-os: crypto self-tests skipped Y" in b1.console, _show(b1, log1)
     # The FUSE daemon is marked as a root-storage daemon (systemd does not kill it at shutdown) and
     # what the OS reads after switch_root is cached on the scratch disk, not in the initramfs. (This boot
