@@ -56,7 +56,7 @@ LEFT = (
     "`a\n<div>\nb`\n",
     "`a\r<?php ?>\rb`\n",
     "- `a\n  <details>\n  b`\n",
-    "> `a\n> - <script>\n> b`\n",
+    "> `a\n> <script>\n> b`\n",
     "a &#64;@L:x.md@@ b\n",
 )
 
