@@ -42,8 +42,10 @@ _CODE = re.compile(r"<code[^>]*>[^<]*</code>")
 #: inside the code)
 _HTML_LINE = re.compile(r"(?:^|[\r\n])(?:[ \t>]|(?:[-+*]|\d{1,9}[.)])[ \t])*<[?!/A-Za-z]")
 _CONTAINERS = frozenset(("ul", "ol", "li", "blockquote"))
-#: ``search.BLOCK``'s tags this renderer writes: they separate words, other tags do not
-_BLOCK_TAG = re.compile(r"</?(?:blockquote|br|h[1-6]|hr|li|ol|p|pre|table|tbody|td|th|thead|tr|ul)\b[^>]*>")
+#: ``search.BLOCK``'s tags separate words, other tags do not; the renderer writes a new line after each
+#: block tag or before each that text follows (``<p>``, ``<li>``, ``<td>``), so all tags are dropped
+#: in one pass and the words stay apart (``search`` reads any whitespace as one space;
+#: tests/site/test_site_mdfast.py checks this on every page it renders)
 _SECTION = re.compile(r'<h[1-6] id="[^"]*">.*?</h[1-6]>\n', re.S)
 #: a language word the class attribute holds as is (no escapes, no entities to decode)
 _LANG = re.compile(r"[\w.+#-]+")
@@ -234,8 +236,9 @@ def _first_paragraph(html: str) -> int:
 def _search(body: str, headings: list[Heading], ids: list[str]) -> ContentText:
     """What ``search.sections`` reads of ``body``: block tags separate words, other tags do not, the
     permalinks are not text; h2/h3 start sections, the first h1 is the title, h4-h6 are text."""
-    # the headings as marks, then the text of every section in three passes over the page
-    chunks = _TAG.sub("", _BLOCK_TAG.sub(" ", _SECTION.sub("\0", body))).split("\0")
+    # the headings as marks, then the text of every section in two passes over the page (a block tag
+    # needs no space for its words: see ``_BLOCK_TAG``)
+    chunks = _TAG.sub("", _SECTION.sub("\0", body)).split("\0")
     title = ""
     lead: list[str] = [" ", chunks[0]]
     sections: list[tuple[str, str, list[str]]] = []
