@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from functools import lru_cache
+from itertools import accumulate
 from typing import Any
 
 from . import mdhtml, mdtree
@@ -33,7 +34,14 @@ _LINK = re.compile(r'<(a href|img src)="([^"]*)"([^>]*)>')
 _TAG = re.compile(r"<[^>]*>")
 _IMG = re.compile(r"<img [^>]*>")
 #: tags that nest (the depth check) and the paragraph (the excerpt is the first top-level one)
-_NEST = re.compile(r"<(/?)(ul|ol|li|blockquote|em|strong|s|a)[ >]")
+_NEST = re.compile(r"</?(?:ul|ol|li|blockquote|em|strong|s|a)[ >]")
+#: each of those tags' step in depth (a sum and a maximum in C: no Python step per tag)
+_STEP = {
+    f"<{close}{name}{end}": -1 if close else 1
+    for close in ("", "/")
+    for name in ("ul", "ol", "li", "blockquote", "em", "strong", "s", "a")
+    for end in " >"
+}
 _OUTER_OR_P = re.compile(r"<(/?)(ul|ol|blockquote|p)[ >]")
 #: an inline code span or a code block before highlighting (its text is escaped: no tag inside)
 _CODE = re.compile(r"<code[^>]*>[^<]*</code>")
@@ -41,7 +49,6 @@ _CODE = re.compile(r"<code[^>]*>[^<]*</code>")
 #: paragraph, so a code span the zero parser runs across it is none there (the ``<`` shows as ``&lt;``
 #: inside the code)
 _HTML_LINE = re.compile(r"(?:^|[\r\n])(?:[ \t>]|(?:[-+*]|\d{1,9}[.)])[ \t])*<[?!/A-Za-z]")
-_CONTAINERS = frozenset(("ul", "ol", "li", "blockquote"))
 #: ``search.BLOCK``'s tags separate words, other tags do not; the renderer writes a new line after each
 #: block tag or before each that text follows (``<p>``, ``<li>``, ``<td>``), so all tags are dropped
 #: in one pass and the words stay apart (``search`` reads any whitespace as one space;
@@ -117,14 +124,7 @@ def _edit(
         raise Skip("indented code or a fence without a language")
     # the nesting depth (``mdtree.MAX_DEPTH``, with a margin for the tree's own counting) and the
     # first top-level paragraph
-    depth = inline = deepest = 0
-    for close, name in _NEST.findall(html):
-        if name in _CONTAINERS:
-            depth += -1 if close else 1
-        else:
-            inline += -1 if close else 1
-        if depth + inline > deepest:
-            deepest = depth + inline
+    deepest = max(accumulate(map(_STEP.__getitem__, _NEST.findall(html))), default=0)
     if deepest + 6 >= mdtree.MAX_DEPTH:  # (a paragraph, a table's four levels)
         raise Skip("nesting")
     first_p = _first_paragraph(html)

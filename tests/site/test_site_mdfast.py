@@ -44,6 +44,7 @@ LEFT = (
     "- `c`\n  ```sh\n  ls\n  ```\n",
     ">\n",
     "- " * 6 + "deep\n",
+    "- - - *a **b [c *d*](x.md)** e*\n",  # (lists' and inlines' depth together)
     '[a](a.md "title")\n',
     "[a](<b c.md>)\n",
     "[![i](a.png)](b.md)\n",
