@@ -236,6 +236,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         handler=cmd_build,
     )
     b.set_defaults(ends_process=True)  # one-shot: no teardown after the report (app.end_process)
+    b.set_defaults(logs=False)  # nothing in the build logs: logging is not imported (app._dispatch)
     _site_args(b)
 
     c = subparser(

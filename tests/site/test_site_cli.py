@@ -175,6 +175,54 @@ def test_one_shot_build_leaves_its_wal_to_the_next_build(
     assert not wal.exists() and not cache._LEFT_OPEN
 
 
+#: What a one-page rebuild runs without (issue 17: most of its CPU is the process's start-up), each
+#: imported only where it is needed: logging (configured for commands that log, or -v), YAML (a data
+#: file or front matter not parsed before), Pygments' lexers (a code block not highlighted before), the
+#: pure-Python Markdown parser (the tree writer's fallback), rich (tables, progress), other command areas
+#: and site commands.
+NOT_IN_ONE_PAGE_REBUILD = (
+    "logging",
+    "yaml",
+    "pygments.lexers",
+    "markdown_it",
+    "rich",
+    "cernvm_build.cli.cvmfs",
+    "cernvm_build.cli.image",
+    "cernvm_build.site.check",
+    "cernvm_build.site.serve",
+)
+#: ... and what a rebuild that renders nothing runs without too
+NOT_IN_NOOP_REBUILD = (*NOT_IN_ONE_PAGE_REBUILD, "jinja2", "cernvm_build.site.mdfast")
+
+
+def test_one_page_rebuild_imports_only_what_it_needs(tmp_path: Path) -> None:
+    """The modules made lazy stay lazy: the one-shot CLI's ``-X importtime`` lists every module the
+    process imported (written as it imports, so a process ended by ``os._exit`` lists them too)."""
+    from bench.site_corpus import generate
+
+    corpus = generate(tmp_path / "corpus", 3)["ours"]
+    argv = ["site", "build", "--site", str(corpus), "--out", str(tmp_path / "out"), "--json"]
+    env = {**os.environ, "CERNVM_CACHE_DIR": str(tmp_path / "cache")}
+
+    def imported() -> tuple[dict[str, int], set[str]]:
+        cmd = [sys.executable, "-X", "importtime", "-m", "cernvm_build.cli.main", *argv]
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        assert done.returncode == 0, done.stderr
+        names = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if "|" in line}
+        return json.loads(done.stdout), names
+
+    report, names = imported()
+    assert report["rendered"] > 0 and {"jinja2", "yaml", "pygments.lexers"} <= names  # the check sees
+    page = next(corpus.glob("content/**/p*.md"))
+    assert "```" in page.read_text()  # its code blocks are highlighted already
+    page.write_text(page.read_text().replace("\n\n", "\n\nEdited. ", 1))
+    report, names = imported()
+    assert (report["markdown_rendered"], report["rendered"]) == (1, 1)
+    assert "jinja2" in names and not names & set(NOT_IN_ONE_PAGE_REBUILD)
+    report, names = imported()
+    assert report["rendered"] == 0 and not names & set(NOT_IN_NOOP_REBUILD)
+
+
 @pytest.mark.parametrize(
     ("name", "body", "error"),
     [
