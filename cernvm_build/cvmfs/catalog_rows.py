@@ -108,6 +108,8 @@ _V = TypeVar("_V")
 
 @dataclass(frozen=True)
 class Chunk:
+    """One chunk of a chunked file: where it starts, its size and its object."""
+
     offset: int
     size: int  # uncompressed
     hash: str  # hex + algorithm id; the object has suffix "P"
@@ -139,6 +141,8 @@ class _computed_once(Generic[_V]):
 
 @dataclass(frozen=True)
 class DirEntry:
+    """One catalog row: a directory entry."""
+
     path: str  # "/a/b"; the root is "/"
     name: str
     mode: int  # full st_mode
@@ -223,6 +227,8 @@ class ObjectRef:
 
 @dataclass(frozen=True)
 class NestedRef:
+    """A nested catalog's mount point, root hash and size, as its parent lists it."""
+
     path: str
     hash: str  # hex + algorithm id, no suffix
     size: int  # uncompressed bytes (0 when the schema predates the column)

@@ -16,6 +16,8 @@ _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 
 @dataclass(frozen=True)
 class Tag:
+    """A named tag of the repository's history: the snapshot it names."""
+
     name: str
     root_hash: str  # hex + algorithm id, no suffix
     revision: int

@@ -73,6 +73,8 @@ def parse_keyvals(body: bytes) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Manifest:
+    """A repository manifest (``.cvmfspublished``): the fields this code reads."""
+
     root_hash: str  # hex + algorithm id, no suffix
     root_size: int  # uncompressed root catalog bytes
     revision: int

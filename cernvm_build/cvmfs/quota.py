@@ -32,6 +32,8 @@ def pinned(name: str) -> bool:
 
 @dataclass(frozen=True)
 class Eviction:
+    """What one eviction removed: files and bytes."""
+
     files: int
     bytes: int
 

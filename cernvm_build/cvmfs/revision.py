@@ -37,6 +37,8 @@ MAX_SEEN = 200_000
 
 @dataclass
 class VerifyReport:
+    """What a verification walk counted and the problems it found."""
+
     catalogs: int = 0
     entries: int = 0
     files: int = 0

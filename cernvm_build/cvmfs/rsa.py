@@ -31,6 +31,8 @@ class DerError(ValueError):
 
 @dataclass(frozen=True)
 class PublicKey:
+    """An RSA public key: modulus and exponent."""
+
     n: int
     e: int
 
@@ -42,6 +44,8 @@ class PublicKey:
 
 @dataclass(frozen=True)
 class PrivateKey:
+    """An RSA private key: modulus, public and private exponents."""
+
     n: int
     e: int
     d: int
@@ -53,6 +57,8 @@ class PrivateKey:
 
 @dataclass(frozen=True)
 class Certificate:
+    """An X.509 certificate's DER bytes and the RSA key it holds."""
+
     der: bytes
     public_key: PublicKey
 

@@ -19,6 +19,8 @@ _FPR_RE = re.compile(r"^([0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2})+)(-[A-Za-z0-9]+)?$")
 
 @dataclass(frozen=True)
 class Whitelist:
+    """A repository whitelist (``.cvmfswhitelist``): its dates, name and certificate fingerprints."""
+
     created: dt.datetime  # UTC, tz-aware
     expires: dt.datetime  # UTC, tz-aware, as written (seconds precision)
     fqrn: str

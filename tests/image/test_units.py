@@ -661,6 +661,24 @@ def test_a_mount_process_not_asked_to_parse_loads_no_user_data_parser() -> None:
     assert out.returncode == 0 and out.stdout == "\n", out.stdout + out.stderr
 
 
+def test_every_dataclass_the_mount_daemon_imports_has_its_own_docstring() -> None:
+    """The mount daemon's imports in the initrd (the mount, then the FUSE code) create a dataclass per
+    row kind, key, tag...: one without a docstring makes ``dataclasses`` build one from
+    ``inspect.signature`` at import (~1 % of the daemon's import instructions for the 11 that had none)."""
+    import sys
+
+    code = (
+        "import sys, dataclasses; import cernvm_build.bootloader.parse_and_mount; "
+        "from cernvm_build.cvmfs import mount, fuse; "
+        "print(*sorted(f'{n}.{k}' for n, m in list(sys.modules.items()) if n.startswith('cernvm_build') "
+        "for k, v in vars(m).items() if isinstance(v, type) and dataclasses.is_dataclass(v) "
+        "and v.__module__ == n and (v.__doc__ or '').startswith(v.__name__ + '(')))"
+    )
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": _package_root()}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 0 and out.stdout == "\n", out.stdout + out.stderr
+
+
 def test_the_init_enters_the_os_without_emptying_the_initramfs() -> None:
     """The runtime stays where the initrd has it (no copy onto a tmpfs: 0.2 s under TCG) and the FUSE
     process runs from it after the OS has started: busybox switch_root would delete it with the rest of
