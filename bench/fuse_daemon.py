@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -88,13 +89,19 @@ def _walk(root: Path) -> int:
     return n
 
 
-def _daemon_pid(mnt: Path) -> str:
+def _pids(mnt: Path) -> Iterator[str]:
+    """The daemons serving (or starting to serve) ``mnt``, by their command line."""
     for pid in os.listdir("/proc"):
         if pid.isdigit():
             with contextlib.suppress(OSError):
                 cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
                 if str(mnt).encode() in cmd and b"cernvm_build.cvmfs.mount" in cmd:
-                    return pid
+                    yield pid
+
+
+def _daemon_pid(mnt: Path) -> str:
+    for pid in _pids(mnt):
+        return pid
     raise RuntimeError(f"no daemon serving {mnt}")
 
 
@@ -111,8 +118,13 @@ def _cpu(pid: str) -> float:
 def _read_ahead(mnt: Path) -> None:
     """1 MiB read-ahead on the mount, as the initrd sets it (``10-cvmfs.sh``): READs of up to 1 MiB."""
     dev = os.stat(mnt).st_dev
-    with contextlib.suppress(OSError):
-        Path(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb").write_text("1024")
+    knob = Path(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb")
+    try:
+        knob.write_text("1024")
+    except OSError as e:
+        # not fatal (a user may mount FUSE but not write /sys), but READs are then at most the
+        # default's size, not the initrd's: the per-READ figures are not a boot's
+        print(f"note: read-ahead not set to 1 MiB ({e.strerror}): READs use the default", file=sys.stderr)
 
 
 def _stats(path: Path) -> dict[str, tuple[int, float]]:
@@ -123,6 +135,38 @@ def _stats(path: Path) -> dict[str, tuple[int, float]]:
     return out
 
 
+def _mounted(mnt: Path) -> bool:
+    """Whether ``mnt`` is a mount point, also when its daemon is gone (``os.path.ismount`` says no
+    then: its ``lstat`` fails with ENOTCONN)."""
+    target = os.path.realpath(mnt)
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == target for line in f)
+
+
+def _end(mnt: Path, wait: float = 10.0) -> bool:
+    """Unmount ``mnt`` and end its daemon, whatever state the start or the walk left them in (a
+    Ctrl-C or a timeout while the mount starts leaves a daemon that goes on: it called setsid).
+    True if the daemon ended by itself within ``wait`` seconds after the unmount (then it wrote its
+    last counts); False if it had to be killed."""
+    if _mounted(mnt):
+        r = subprocess.run(["fusermount3", "-u", str(mnt)], capture_output=True, timeout=120)
+        if r.returncode != 0:  # busy: detach now, the daemon ends when the last user closes
+            subprocess.run(["fusermount3", "-uz", str(mnt)], capture_output=True, timeout=120)
+        deadline = time.monotonic() + wait
+        while any(True for _ in _pids(mnt)) and time.monotonic() < deadline:
+            time.sleep(0.1)  # the daemon writes its last counts as it ends
+    pids = list(_pids(mnt))
+    for pid in pids:  # not mounted (yet) or did not end: it will not write its counts now
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid), signal.SIGKILL)
+    deadline = time.monotonic() + wait
+    while any(True for _ in _pids(mnt)) and time.monotonic() < deadline:
+        time.sleep(0.05)  # a killed process stays in /proc until its parent (init) reaps it
+    if _mounted(mnt):  # it mounted between the check and the kill: its mount is dead now
+        subprocess.run(["fusermount3", "-uz", str(mnt)], capture_output=True, timeout=120)
+    return not pids
+
+
 def _round(tree: str, url: str, pub: Path, work: Path) -> dict[str, float]:
     """Cold and warm walks through a daemon from ``tree``; returns the figures of both."""
     mnt, cache = work / "mnt", work / "cache"
@@ -131,13 +175,27 @@ def _round(tree: str, url: str, pub: Path, work: Path) -> dict[str, float]:
     out: dict[str, float] = {}
     for phase in ("cold", "warm"):
         stats = work / f"stats-{phase}"
+        stats.unlink(missing_ok=True)  # the same path every round: never read another's counts
         cmd = [sys.executable, "-m", "cernvm_build.cvmfs.mount", "--fqrn", FQRN, "--server", url]
         cmd += ["--public-key", str(pub), "--cache", str(cache), "--stats", str(stats)]
         cmd += ["--no-magic-xattrs", "--prefetch-in-order", str(mnt)]
         env = os.environ | {"FUSE_LIBRARY_PATH": LIBFUSE3, "PYTHONPATH": tree}
-        # run from the tree: ``-m`` puts the working directory first on sys.path, before PYTHONPATH
-        subprocess.run(cmd, check=True, capture_output=True, timeout=300, env=env, cwd=tree)
         try:
+            try:
+                # run from the tree: ``-m`` puts the working directory first on sys.path
+                subprocess.run(
+                    cmd,
+                    check=True,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    timeout=300,
+                    env=env,
+                    cwd=tree,
+                )
+            except subprocess.CalledProcessError as e:
+                why = (e.stderr or "").strip().splitlines() or [f"exit status {e.returncode}"]
+                raise RuntimeError(f"mounting {tree}'s daemon on {mnt} failed: {why[-1]}") from None
             _read_ahead(mnt)
             pid = _daemon_pid(mnt)
             c0 = _cpu(pid)
@@ -145,11 +203,12 @@ def _round(tree: str, url: str, pub: Path, work: Path) -> dict[str, float]:
             time.sleep(0.3)  # fetches ahead finishing
             out[f"{phase} daemon cpu s"] = _cpu(pid) - c0
         finally:
-            subprocess.run(["fusermount3", "-u", str(mnt)], check=False, timeout=120)
-            for _ in range(100):  # the daemon writes its last counts as it ends
-                if not any(True for _ in _pids(mnt)):
-                    break
-                time.sleep(0.1)
+            ended = _end(mnt)
+        if not ended or not stats.exists():
+            raise RuntimeError(
+                f"the daemon on {mnt} did not end within 10 s of its unmount or ended without writing"
+                " its counts (hint: a loaded host: run again)"
+            )
         for name, (count, cpu) in _stats(stats).items():
             if name[0] not in "@~" and count:
                 out[f"{phase} {name} n"] = count
@@ -157,11 +216,6 @@ def _round(tree: str, url: str, pub: Path, work: Path) -> dict[str, float]:
             elif name[0] == "~":
                 out[f"{phase} {name} s"] = cpu
     return out
-
-
-def _pids(mnt: Path) -> Iterator[str]:
-    with contextlib.suppress(RuntimeError):
-        yield _daemon_pid(mnt)
 
 
 def run(
@@ -219,7 +273,11 @@ if __name__ == "__main__":
     parser.add_argument("--source", action="append")
     args = parser.parse_args()
     print(f"load before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    rows = run(rounds=args.rounds, ref=args.ref, sources=args.source)
+    try:
+        rows = run(rounds=args.rounds, ref=args.ref, sources=args.source)
+    except RuntimeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
     print_table(rows)
     for r in rows:
         if r.extra:
