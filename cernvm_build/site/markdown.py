@@ -77,6 +77,7 @@ _DASHES = re.compile(r"-{2,}")
 _SPACES = re.compile(r"\s+")
 
 
+@lru_cache(maxsize=4096)  # (pure; a site repeats its heading titles: Overview, Usage ...)
 def slugify(title: str) -> str:
     slug = _NOT_SLUG.sub("", title.strip().lower()).strip().replace(" ", "-")
     return _DASHES.sub("-", slug) if "--" in slug else slug or "section"
@@ -293,6 +294,7 @@ def _inline_text(tok: Token) -> str:
     return "".join(parts).strip()
 
 
+@lru_cache(maxsize=8192)  # (pure; a directory's pages link to the same targets)
 def _resolve(href: str, src_dir: str, base_path: str) -> tuple[str, str]:
     """(new href, kind) for a link written in a source file in ``src_dir`` (content-relative)."""
     if href.startswith("#"):  # (no scheme: ``urlsplit``, a fifth of a link's time, not needed)

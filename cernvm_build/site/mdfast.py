@@ -137,11 +137,12 @@ def _edit(
 
     def link(m: re.Match[str]) -> str:
         n = len(links)
-        url = _unescape(m.group(2))
-        if n >= len(starts) or "title=" in m.group(3):
+        kind_attr, raw, rest = m.group(1, 2, 3)
+        url = _unescape(raw)
+        if n >= len(starts) or "title=" in rest:
             raise Skip("a link without ]( or with a title")
         at = starts[n]
-        if m.group(1) == "img src":
+        if kind_attr == "img src":
             # the renderer's alt drops escapes, entities and hard breaks: this image's label starts at
             # or after the first ``![`` since the last link's ``](`` (a taken page's ``](`` are its
             # links'; a ``![`` in the label, in code say, may not be its start)
@@ -162,7 +163,7 @@ def _edit(
         line_at[1] += text.count("\n", line_at[0], at)
         line_at[0] = at
         links.append((new, kind, line_at[1]))
-        return f'<{m.group(1)}="{mdtree.escape(new)}"{m.group(3)}>'
+        return f'<{kind_attr}="{mdtree.escape(new)}"{rest}>'
 
     excerpt = None
     if first_p >= 0:
@@ -181,15 +182,18 @@ def _edit(
     taken = mdhtml.Ids()
 
     def heading(m: re.Match[str]) -> str:
-        level = int(m.group(1))
-        inner = m.group(2)
+        digit, inner = m.group(1, 2)
         bare = _unescape(_TAG.sub("", _IMG.sub("", inner))) if "<" in inner or "&" in inner else inner
-        headings.append(Heading(level, bare.replace("\n", ""), bare.replace("\n", " ").strip()))
-        hid = taken.take(slugify(bare.replace("\n", "")))
+        if "\n" in bare:
+            flat, title = bare.replace("\n", ""), bare.replace("\n", " ").strip()
+        else:
+            flat, title = bare, bare.strip()
+        headings.append(Heading(int(digit), flat, title))
+        hid = taken.take(slugify(flat))
         ids.append(hid)
         sid = mdtree.escape(hid)
         # (the permalink marked as no text, as ``mdhtml`` marks it)
-        return f'<h{level} id="{sid}">{inner} <a {PERMALINK_IGNORED} href="#{sid}">#</a></h{level}>\n'
+        return f'<h{digit} id="{sid}">{inner} <a {PERMALINK_IGNORED} href="#{sid}">#</a></h{digit}>\n'
 
     if "<h" in html:
         html = _HEADING.sub(heading, html)

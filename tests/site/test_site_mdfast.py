@@ -25,6 +25,8 @@ PLAIN = (
     "Setext *t*\n===\n\n#### h4 [x](#h4)\n\n> quoted [q](q.md)\n>\n> more\n\n"
     "| a | b |\n|:-|-:|\n| [1](1.md) | `2` |\n",
     '- item\n\n  loose [a](<a.md>)\n\n- next\n\n***\n\n```sh\nls -l && echo "x" <in\n```\n\ntail\n',
+    # (headings whose titles span lines)
+    "Two *lines* of\n `a` title\n---\n\ntext [a](a.md)\n\nTwo *lines* of\n`a` title\n===\n",
 )
 #: what it leaves to the tree: raw HTML or an autolink (a ``<`` outside code), reference definitions,
 #: <!--more-->, a code block it cannot tell from a fence without a language, a fence straight after a

@@ -238,3 +238,10 @@ def test_a_byte_offsets_line_is_the_same_asked_in_any_order() -> None:
     offsets = [3, 3, 9, 40, 2, 0, -1, len(data), 17, 4, len(data) + 5]
     flat = mdtree._Flatten(text)
     assert [flat.line(o) for o in offsets] == [data.count(b"\n", 0, max(o, 0)) - (o < 0) for o in offsets]
+
+
+@pytest.mark.parametrize("text", ["plain ids-and_words", "", "a&b", "a<b", "a>b", 'a"b', "'", '&<>"x'])
+def test_escape_writes_what_markdown_it_py_writes(text: str) -> None:
+    from markdown_it.common.utils import escapeHtml
+
+    assert mdtree.escape(text) == escapeHtml(text)
