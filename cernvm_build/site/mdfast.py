@@ -31,6 +31,7 @@ from .model import PERMALINK_IGNORED, ContentText
 _FENCE = re.compile(r'<pre><code class="language-([^"]*)">([^<]*)</code></pre>\n')
 _HEADING = re.compile(r"<h([1-6])>(.*?)</h\1>\n", re.S)
 _LINK = re.compile(r'<(a href|img src)="([^"]*)"([^>]*)>')
+_LINK_START = re.compile(r"\]\(")
 _TAG = re.compile(r"<[^>]*>")
 _IMG = re.compile(r"<img [^>]*>")
 #: tags that nest (the depth check) and the paragraph (the excerpt is the first top-level one)
@@ -132,7 +133,7 @@ def _edit(
 
     # links: each one's URL follows its ``](`` in the source, in order (the line it is reported at)
     links: list[tuple[str, str, int]] = []
-    starts = [m.end() for m in re.finditer(r"\]\(", text)]
+    starts = [m.end() for m in _LINK_START.finditer(text)]
     line_at = [0, 0]  # (character offset, its line): counted on, in document order
 
     def link(m: re.Match[str]) -> str:
