@@ -120,7 +120,7 @@ def run(quick: bool) -> list[Result]:
                 prof, cvmfs=dataclasses.replace(prof.cvmfs, servers=[srv.repo_url(demo.fqrn)])
             )
             get_kernel(prof, None)  # warm caches: kernel and initrd runtime (not timed)
-            cached_runtime(epoch=CTX.epoch)
+            cached_runtime()
             # Alternate build and limit, best of N: the machine is shared, so single runs are noisy.
             builds, limits = [], []
             for i in range(1 if quick else 2):

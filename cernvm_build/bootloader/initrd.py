@@ -39,7 +39,7 @@ class InitrdInputs:
     kernel: Kernel
     keys: dict[str, Path]  # key name (file stem) -> public key file
     version: str  # what /version says, e.g. "demo 2026.11-1"
-    epoch: int  # the build time: every member's mtime, the runtime modules' dates
+    epoch: int  # the build time: every member's mtime
     python: str = field(default_factory=default_python)
     compression: str = "lz4"
     level: int = DEFAULT_LEVEL
@@ -115,9 +115,7 @@ def assemble(inputs: InitrdInputs) -> tuple[Tree, dict[str, Any]]:
     tree.chardev("dev/null", 1, 3, 0o666)
     busybox_version = _busybox(tree)
 
-    rt = cached_runtime(
-        epoch=inputs.epoch, python=inputs.python, entries=inputs.entries, cache=inputs.runtime_cache
-    )
+    rt = cached_runtime(python=inputs.python, entries=inputs.entries, cache=inputs.runtime_cache)
     tree.tree(RT_DIR, rt.root)
     tree.data("etc/ucernvm/runtime-id", runtime_id(rt.root))
     tree.symlink("lib64/ld-linux-x86-64.so.2", f"/{RT_DIR}/lib/ld-linux-x86-64.so.2")

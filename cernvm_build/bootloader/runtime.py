@@ -50,9 +50,6 @@ EXTRA_MODULES = (
 
 #: Left out on purpose: hashlib falls back to its built-in SHA/MD5 (saves libcrypto, 5 MB), and the
 #: repository is read over plain HTTP with signatures checked in pure Python, so no TLS stack.
-#: the modules' dates start in 1980 at the earliest (they were a zip's, whose dates cannot be older)
-ZIP_EPOCH_MIN = 315532800
-
 EXCLUDE = ("_hashlib", "_ssl", "ssl")
 
 # Runs under the TARGET interpreter with ``-S``; uses only builtins so it imports nothing itself.
@@ -220,12 +217,13 @@ def deflate_library() -> Path:
     raise BuildError("libdeflate.so.0 not found", hint="install it with 'apt-get install libdeflate0'")
 
 
-def _cache_key(python: str, entries: tuple[str, ...], epoch: int) -> str:
+def _cache_key(python: str, entries: tuple[str, ...]) -> str:
     """What the runtime depends on besides our own sources (checked one by one, see ``cached_runtime``):
-    the interpreter, the installed packages (``/var/lib/dpkg/status`` changes whenever a library could)
-    and the build time (the modules' dates). Also where our package is imported from: the sources
-    are checked by path, so two checkouts (worktrees) must not share an entry, or one would boot the
-    other's code."""
+    the interpreter and the installed packages (``/var/lib/dpkg/status`` changes whenever a library
+    could). Not the build time: the pycs are unchecked-hash (Python never reads their dates) and the
+    initrd's cpio gives every member the image's date, so the runtime's bytes do not depend on it.
+    Also where our package is imported from: the sources are checked by path, so two checkouts
+    (worktrees) must not share an entry, or one would boot the other's code."""
     exe = Path(python).resolve()
     st = exe.stat()
     dpkg = Path("/var/lib/dpkg/status")
@@ -237,13 +235,8 @@ def _cache_key(python: str, entries: tuple[str, ...], epoch: int) -> str:
         "code": sha256_file(Path(__file__)),
         "package": str(package_dir()),
         "dpkg_status": dpkg.stat().st_mtime_ns if dpkg.exists() else None,
-        "epoch": _zip_epoch(epoch),
     }
     return cachekey.key(inputs)[:24]
-
-
-def _zip_epoch(epoch: int) -> int:
-    return max(ZIP_EPOCH_MIN, epoch)
 
 
 def _still_valid(info: Path) -> bool:
@@ -256,7 +249,6 @@ def _still_valid(info: Path) -> bool:
 
 def cached_runtime(
     *,
-    epoch: int,
     python: str | None = None,
     entries: tuple[str, ...] = ENTRY_MODULES,
     cache: Path | None = None,
@@ -265,11 +257,11 @@ def cached_runtime(
     python = python or default_python()
     if not Path(python).exists():
         raise BuildError(f"{python}: interpreter not found", hint="pass an existing python3")
-    root = (cache or cache_dir("initrd-runtime")) / _cache_key(python, entries, epoch)
+    root = (cache or cache_dir("initrd-runtime")) / _cache_key(python, entries)
     info = root / "runtime.json"
     if not _still_valid(info):
         with atomic_dir(root) as tmp:
-            rt = build_runtime(tmp / "rt", epoch=epoch, python=python, entries=entries)
+            rt = build_runtime(tmp / "rt", python=python, entries=entries)
             doc = {
                 "python": rt.python,
                 "version": rt.version,
@@ -292,7 +284,7 @@ def cached_runtime(
 
 
 def build_runtime(
-    dest: Path, *, epoch: int, python: str | None = None, entries: tuple[str, ...] = ENTRY_MODULES
+    dest: Path, *, python: str | None = None, entries: tuple[str, ...] = ENTRY_MODULES
 ) -> Runtime:
     """Assemble the runtime under ``dest`` (``bin/python3``, ``lib/*.so*``, ``lib/pythonX.Y/**.pyc``)."""
     python = python or default_python()
@@ -323,12 +315,10 @@ def build_runtime(
     # The pycs as files of lib/pythonX.Y (the stdlib's own folder, on sys.path with PYTHONHOME), not
     # a zip: zipimport's per-module work is Python code (the archive opened and its header read for
     # each module); the mount process's imports took 14 % less CPU from files (host, median of 25).
-    stamp = _zip_epoch(epoch)
     for arc, pyc in sorted(info["pycs"].items()):
         out = libdir / f"python{info['v']}" / arc
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(bytes.fromhex(pyc))
-        os.utime(out, (stamp, stamp))
     deflate = deflate_library()
     binaries: list[Path] = [exe, fuse_library(), deflate]
     for _, f in sorted(mods.values()):

@@ -91,7 +91,7 @@ def test_the_initrd_runtime_serves_every_read(fx: Fixture, server: Server, mnt: 
     and libraries). A module imported only on first use (the prefetch pool's
     ``concurrent.futures.thread``) once was missing from it: every open in the guest failed with
     EINVAL and switch_root could not exec /sbin/init, while the host's full stdlib hid it."""
-    rt = build_runtime(tmp_path / "rt", epoch=0)
+    rt = build_runtime(tmp_path / "rt")
     lib = rt.root / "lib"
     env = {"PYTHONHOME": str(rt.root), "LD_LIBRARY_PATH": str(lib), "PATH": os.environ["PATH"]}
     cmd = [str(lib / "ld-linux-x86-64.so.2"), str(rt.root / "bin" / "python3"), "-S", "-m"]

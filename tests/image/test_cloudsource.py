@@ -178,7 +178,7 @@ def test_runs_from_the_initrd_runtime_alone(
     url = service({("GET", "/openstack/2013-10-17/user_data"): _ok(USER_DATA)})
     ctx = tmp_path / "context.sh"
     ctx.write_text(f"EC2_USER_DATA='{base64.b64encode(b'nebula').decode()}'\n")
-    rt = build_runtime(tmp_path / "rt", epoch=0)
+    rt = build_runtime(tmp_path / "rt")
     lib = rt.root / "lib"
     env = {"PYTHONHOME": str(rt.root), "LD_LIBRARY_PATH": str(lib), "PATH": os.environ["PATH"]}
     py = [str(lib / "ld-linux-x86-64.so.2"), str(rt.root / "bin" / "python3"), "-S", "-m"]

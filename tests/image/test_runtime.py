@@ -1,7 +1,9 @@
-"""The initrd's Python runtime is self-contained: it runs the initrd's modules from its own zip only."""
+"""The initrd's Python runtime is self-contained: it runs the initrd's modules from its own
+``lib/pythonX.Y`` only."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -20,7 +22,7 @@ def test_runtime_runs_entry_points_from_its_own_prefix(
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     monkeypatch.setenv("TMPDIR", str(tmp))  # the build's helper processes inherit it
-    rt = build_runtime(tmp_path / "rt", epoch=0)
+    rt = build_runtime(tmp_path / "rt")
     assert not list(tmp.iterdir()), "the build left temporary files behind"
     pycs = tmp_path / "rt" / "lib" / f"python{rt.version}"
     names = [p.relative_to(pycs).as_posix() for p in pycs.rglob("*.pyc")]
@@ -54,27 +56,33 @@ def test_runtime_runs_entry_points_from_its_own_prefix(
     assert r.returncode == 0 and "--snapshot-file" in r.stdout, r.stderr
 
 
-def test_the_build_time_is_an_input_of_the_runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The modules' dates come from the epoch passed in (not the environment), and the cached runtime is
-    keyed by it: a runtime made at another build time is never reused."""
-    from cernvm_build.bootloader.runtime import ZIP_EPOCH_MIN, cached_runtime
-
-    epoch = 1_764_000_000
-    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1000000000")  # stages do not read it
-    a = cached_runtime(epoch=epoch, cache=tmp_path / "cache")
-    pycs = list((a.root / "lib").glob("python*/**/*.pyc"))
-    assert pycs and {p.stat().st_mtime for p in pycs} == {epoch}
-    # the initrd names the runtime's code by its modules (a boot reuses saved parser output only then)
+def test_the_runtime_is_named_and_cached_by_its_modules(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The build time is not an input (the cpio dates every member); the modules are: the initrd names
+    the runtime by them, and the cached runtime is rebuilt when one of our sources changed."""
     from cernvm_build.bootloader.initrd import runtime_id
+    from cernvm_build.bootloader.runtime import cached_runtime
 
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1000000000")  # stages do not read it
+    a = cached_runtime(cache=tmp_path / "cache")
+    pycs = list((a.root / "lib").glob("python*/**/*.pyc"))
+    assert pycs
+    # the initrd names the runtime's code by its modules (a boot reuses saved parser output only then)
     rid = runtime_id(a.root)
     assert len(rid) == 65 and rid == runtime_id(a.root)
     pycs[0].write_bytes(pycs[0].read_bytes() + b"\0")
     assert runtime_id(a.root) != rid, "another module's content is another runtime"
-    b = cached_runtime(epoch=ZIP_EPOCH_MIN, cache=tmp_path / "cache")
-    assert a.root != b.root
-    assert cached_runtime(epoch=epoch, cache=tmp_path / "cache").root == a.root
-    assert len(list((tmp_path / "cache").iterdir())) == 2
+    assert cached_runtime(cache=tmp_path / "cache").root == a.root
+    assert runtime_id(a.root) != rid, "no source changed: the cached runtime is reused as it is"
+    info = a.root.parent / "runtime.json"
+    doc = json.loads(info.read_text())
+    some = sorted(doc["sources"])[0]
+    doc["sources"][some] = "0" * 64  # as if that source had changed since
+    info.write_text(json.dumps(doc))
+    assert cached_runtime(cache=tmp_path / "cache").root == a.root
+    assert runtime_id(a.root) == rid, "a changed source rebuilds the runtime"
+    assert len(list((tmp_path / "cache").iterdir())) == 1
 
 
 def test_the_runtime_build_needs_libdeflate(monkeypatch: pytest.MonkeyPatch) -> None:
