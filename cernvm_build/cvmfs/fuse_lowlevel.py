@@ -523,8 +523,8 @@ def reply_buf(req: int, data: bytes | Any, size: int | None = None) -> None:
 
 
 def reply_fd(req: int, fd: int, pos: int, size: int) -> None:
-    """Answer a read with ``size`` bytes of ``fd`` at ``pos``: libfuse reads (or splices) them itself,
-    so the bytes never pass through Python."""
+    """Answer a read with ``size`` bytes of ``fd`` at ``pos``: libfuse reads them itself (no splice: see
+    ``InodeFilesystem.init``), so the bytes never pass through Python."""
     vec = BufVec(1, 0, 0, Buf(size, FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK | FUSE_BUF_FD_RETRY, None, fd, pos, 0))
     lib.fuse_reply_data(req, ctypes.byref(vec), 0)
 

@@ -1,10 +1,10 @@
-"""The mount daemon's second cache: file contents already verified and inflated, read by pread/splice.
+"""The mount daemon's second cache: file contents already verified and inflated, read by pread.
 
 The object cache (``cache.py``) keeps objects as the server sent them, because that layout is a
 Stratum (``cvmfs replicate`` and local sources use it); reading from it means hashing and inflating
 again in every process. The FUSE daemon reads file contents from here instead, as the real
 ``cvmfs2`` does from its cache: ``<cache>/<fqrn>/plain/XX/rest<suffix>`` holds the inflated bytes of
-the object of that name, so a read is a ``pread`` (or a splice by libfuse) on a descriptor the open
+the object of that name, so a read is a ``pread`` (by libfuse) on a descriptor the open
 file handle keeps, with no Python per byte.
 
 - Made once, from a verified stream only: the store hashes the compressed object before it inflates

@@ -69,7 +69,7 @@ class Rendered(NamedTuple):
     ids: list[str]  # every heading id, for anchor checks
     links: list[Link]
     code: dict[str, str]  # its highlighted blocks by code_key
-    search: ContentText | None = None  # what the search index reads of ``html`` (``mdhtml`` pages)
+    search: ContentText | None = None  # what the search index reads of ``html`` (``mdfast``/``mdhtml`` pages)
 
 
 _NOT_SLUG = re.compile(r"[^\w\- ]")
@@ -441,8 +441,8 @@ def render(
 
 
 def _render_rust(text: str, code: Code, src_dir: str, first_line: int, base_path: str) -> Rendered | None:
-    """``render`` from markdown-it-pyrs' tree (``mdhtml``; several times faster than markdown-it-py's
-    parse and render), or None for a page it cannot take."""
+    """``render`` from markdown-it-pyrs' HTML (``mdfast``) or its tree (``mdhtml``; several times faster
+    than markdown-it-py's parse and render), or None for a page neither can take."""
     from . import mdfast, mdhtml
 
     def highlight(content: str, lang: str) -> str:

@@ -11,8 +11,8 @@ after its ``](`` in the source in order (the line each link is reported at), a f
 or one straight after a tight list item's text, an indented code block, nesting near ``mdtree``'s
 limit, an image's alt with an escape, an entity or a hard break (the renderer's alt drops them), a
 ``<`` in a code span with a line an HTML block may start on (the full parser ends the paragraph there),
-or a link marker written with entities. tests/site/test_site_mdhtml.py compares every path with
-markdown-it-py's byte for byte.
+or a link marker written with entities. tests/site/test_site_mdfast.py compares this render with the
+tree's (``mdhtml``) and tests/site/test_site_mdhtml.py every path with markdown-it-py's, byte for byte.
 """
 
 from __future__ import annotations
@@ -242,7 +242,7 @@ def _search(body: str, headings: list[Heading], ids: list[str]) -> ContentText:
     """What ``search.sections`` reads of ``body``: block tags separate words, other tags do not, the
     permalinks are not text; h2/h3 start sections, the first h1 is the title, h4-h6 are text."""
     # the headings as marks, then the text of every section in two passes over the page (a block tag
-    # needs no space for its words: see ``_BLOCK_TAG``)
+    # needs no space for its words: see the comment above ``_SECTION``)
     chunks = _TAG.sub("", _SECTION.sub("\0", body)).split("\0")
     title = ""
     lead: list[str] = [" ", chunks[0]]
