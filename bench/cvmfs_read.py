@@ -102,21 +102,28 @@ def make_tree(root: Path, n_files: int, total_mb: int, seed: int = 42) -> int:
     return written
 
 
-def make_repository(work: Path, n_files: int, total_mb: int) -> tuple[Path, Path, int]:
-    """Publish a synthetic tree; returns (stratum dir, public key, bytes of content)."""
+def publish(work: Path, tree: Path, fqrn: str = FQRN) -> tuple[Path, Path]:
+    """Publish ``tree`` (removed after) as a new repository ``work/srv/<fqrn>`` with keys in
+    ``work/keys``; returns (stratum dir, public key)."""
     from cernvm_build.cvmfs.keys import generate_keys
     from cernvm_build.cvmfs.publish import create_repository, publish_tree
 
-    tree = work / "tree"
-    size = make_tree(tree, n_files, total_mb)
-    stratum = work / "srv" / FQRN
-    keys = generate_keys(FQRN)
+    stratum = work / "srv" / fqrn
+    keys = generate_keys(fqrn)
     keydir = work / "keys"
     keys.save(keydir)
-    create_repository(stratum, FQRN, keys)
-    publish_tree(stratum, FQRN, keys, tree)
+    create_repository(stratum, fqrn, keys)
+    publish_tree(stratum, fqrn, keys, tree)
     shutil.rmtree(tree)
-    return stratum, keydir / f"{FQRN}.pub", size
+    return stratum, keydir / f"{fqrn}.pub"
+
+
+def make_repository(work: Path, n_files: int, total_mb: int) -> tuple[Path, Path, int]:
+    """Publish a synthetic tree; returns (stratum dir, public key, bytes of content)."""
+    tree = work / "tree"
+    size = make_tree(tree, n_files, total_mb)
+    stratum, pub = publish(work, tree)
+    return stratum, pub, size
 
 
 def _objects(repo: Repository) -> list[str]:

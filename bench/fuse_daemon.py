@@ -35,6 +35,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(ROOT))  # run as a script
 
 from bench.common import Result, flags, print_table  # noqa: E402
+from bench.cvmfs_read import _server_process, publish  # noqa: E402
 
 FQRN = "daemon.cernvm.test"
 SOURCES = ["/usr/lib/python3.11", "/usr/share/perl"]
@@ -42,36 +43,10 @@ LIBFUSE3 = "/usr/lib/x86_64-linux-gnu/libfuse3.so.3"
 
 
 def _publish(work: Path, sources: list[str]) -> tuple[Path, Path]:
-    from cernvm_build.cvmfs.keys import generate_keys
-    from cernvm_build.cvmfs.publish import create_repository, publish_tree
-
     tree = work / "tree"
     for src in sources:
         shutil.copytree(src, tree / src.strip("/"), symlinks=True, ignore_dangling_symlinks=True)
-    stratum = work / "srv" / FQRN
-    keys = generate_keys(FQRN)
-    keys.save(work / "keys")
-    create_repository(stratum, FQRN, keys)
-    publish_tree(stratum, FQRN, keys, tree)
-    shutil.rmtree(tree)
-    return stratum, work / "keys" / f"{FQRN}.pub"
-
-
-@contextlib.contextmanager
-def _server(stratum: Path) -> Iterator[str]:
-    code = (
-        "import sys, time; from pathlib import Path; from cernvm_build.cvmfs.serve import serve; "
-        "s = serve(Path(sys.argv[1])); print(s.url, flush=True); time.sleep(86400)"
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code, str(stratum)], stdout=subprocess.PIPE, text=True, cwd=ROOT
-    )
-    try:
-        assert proc.stdout is not None
-        yield proc.stdout.readline().strip()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    return publish(work, tree, FQRN)
 
 
 def _walk(root: Path) -> int:
@@ -219,14 +194,16 @@ def _round(tree: str, url: str, pub: Path, work: Path) -> dict[str, float]:
 
 
 def run(
-    quick: bool = True, rounds: int = 3, ref: str | None = None, sources: list[str] | None = None
+    quick: bool = True, rounds: int | None = None, ref: str | None = None, sources: list[str] | None = None
 ) -> list[Result]:
+    if rounds is None:
+        rounds = 1 if quick else 3  # as run_all asks: a quick run is one cold and warm mount per tree
     trees = {"this": str(ROOT)} | ({"ref": ref} if ref else {})
     with tempfile.TemporaryDirectory(prefix="fuse-daemon-") as tmp:
         work = Path(tmp)
         stratum, pub = _publish(work, sources or SOURCES)
         got: dict[str, list[dict[str, float]]] = {k: [] for k in trees}
-        with _server(stratum) as url:
+        with _server_process(stratum) as url:
             # a first round of the reference, not counted: the server's process and the page cache
             # of its objects start cold, which only the first daemon to run would pay
             _round(trees["ref" if ref else "this"], url, pub, work)
@@ -274,7 +251,7 @@ if __name__ == "__main__":
     args = parser.parse_args()
     print(f"load before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     try:
-        rows = run(rounds=args.rounds, ref=args.ref, sources=args.source)
+        rows = run(quick=False, rounds=args.rounds, ref=args.ref, sources=args.source)
     except RuntimeError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)

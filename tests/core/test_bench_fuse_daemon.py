@@ -115,7 +115,7 @@ def test_a_round_reads_each_walks_own_counts_or_says_it_has_none(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     stratum, pub = fd._publish(tmp_path, [_tree(tmp_path)])
-    with fd._server(stratum) as url:
+    with fd._server_process(stratum) as url:
         got = fd._round(str(ROOT), url, pub, tmp_path)
         # the tree's 4 files are read in both walks, the counts are each walk's own
         assert got["cold read n"] >= 4 and got["warm read n"] >= 4
