@@ -74,7 +74,7 @@ from cernvm_build.context import BuildContext
 from cernvm_build.cvmfs.serve import serve
 from cernvm_build.demo.os_tree import DEFAULT_EPOCH
 from cernvm_build.demo.repository import publish_debian
-from cernvm_build.image.build import build_image
+from cernvm_build.image.build import KERNEL_OWN, build_image
 from cernvm_build.launch import keys, userdata
 from cernvm_build.launch import seed as launch_seed
 from cernvm_build.launch.context import build_iso
@@ -85,10 +85,10 @@ T = TypeVar("T")
 B = "osboot"
 #: files read per in-guest pass (the first 500 of /usr/lib in name order, ~5 s of reading on ext4)
 FILES = 500
-#: what μCernVM's image gives its kernel (``image.build.kernel_cmdline``) that changes the kernel's own
-#: start, given to the plain boot too: the same kernel starts alike in both (the crypto self-tests took
+#: what μCernVM's image gives its kernel that changes the kernel's own start (``image.build.KERNEL_OWN``),
+#: given to the plain boot too: the same kernel starts alike in both (the crypto self-tests took
 #: ~6 guest-s of it under TCG), the setups differ from the initrd on
-PLAIN_SAME = "cryptomgr.notests"
+PLAIN_SAME = " ".join(KERNEL_OWN)
 PLAIN_MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "ext4", "crc32c_generic")
 PLAIN_INIT = """#!/bin/busybox sh
 /bin/busybox mount -t proc proc /proc

@@ -98,6 +98,13 @@ def _cmd_server(url: str, fqrn: str) -> str:
     return m.group(1) if m else url.replace(fqrn, "@fqrn@")
 
 
+#: options for the kernel's own start (not μCernVM's), also given to bench/osboot.py's plain boot so
+#: the same kernel starts alike in both. cryptomgr.notests: the kernel's crypto self-tests
+#: (crypto_algapi_init, run before /init on every boot) took 5.9 of the kernel's 12 s to /init under
+#: TCG (icount guest-s, Debian 12's cloud kernel); a kernel in FIPS mode runs them anyway
+KERNEL_OWN = ("cryptomgr.notests",)
+
+
 def kernel_cmdline(profile: Profile) -> str:
     """The kernel command line: repository, path, servers and snapshot, like the real images."""
     c = profile.cvmfs
@@ -113,16 +120,7 @@ def kernel_cmdline(profile: Profile) -> str:
         args.append(f"cvmfs_root_hash={c.snapshot.root_hash}")
     if c.http_proxy and c.http_proxy != "DIRECT":
         args.append(f"cvmfs_http_proxy={c.http_proxy}")
-    # cryptomgr.notests: the kernel's crypto self-tests (crypto_algapi_init, run before /init on every
-    # boot) took 5.9 of the kernel's 12 s to /init under TCG (icount guest-s, Debian 12's cloud kernel);
-    # a kernel in FIPS mode runs them anyway
-    args += [
-        "console=tty0",
-        "console=ttyS0,115200",
-        "quiet",
-        "cryptomgr.notests",
-        *profile.bootloader.cmdline,
-    ]
+    args += ["console=tty0", "console=ttyS0,115200", "quiet", *KERNEL_OWN, *profile.bootloader.cmdline]
     for a in args:
         if not _SAFE_ARG.match(a):
             raise BuildError(
