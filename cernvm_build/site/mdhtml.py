@@ -131,7 +131,7 @@ class _Walk:
                 if name == "text":
                     content = node.meta["content"]
                     self.text.append(content)
-                    out.append(_escape(content))
+                    out.append(mdtree.escape(content))
                 else:
                     self.inline(node, depth, into=self.text)
                 in_text = True
@@ -170,7 +170,7 @@ class _Walk:
                 self.after_hidden = False
                 content = node.meta["content"]
                 text.append(content)
-                out.append(f"<pre><code>{_escape(content)}</code></pre>\n")
+                out.append(f"<pre><code>{mdtree.escape(content)}</code></pre>\n")
             elif name == "html_block":
                 self.after_hidden = False
                 content = node.meta["content"]
@@ -210,7 +210,7 @@ class _Walk:
         self.headings.append(Heading(level, "".join(slug), "".join(shown).strip()))
         hid = self.taken.take(self.slugify("".join(slug)))
         self.ids.append(hid)
-        sid = _escape(hid)
+        sid = mdtree.escape(hid)
         permalink = f'<a class="header-anchor" href="#{sid}">#</a>'
         out.append(f'{start}{level} id="{sid}">{"".join(inner)} {permalink}</h{level}>\n')
         if level in (2, 3):
@@ -289,16 +289,14 @@ class _Walk:
             if name == "text" or name == "text_special":
                 content = node.meta["content"]  # (a node's meta is a dict made at each access)
                 keep(content)
-                if "&" in content or "<" in content or ">" in content or '"' in content:
-                    content = mdtree.escape(content)
-                add(content)
+                add(mdtree.escape(content))
             elif name == "softbreak":
                 add("\n")
                 keep(" ")
             elif name == "code_inline":
                 content = "".join([c.meta.get("content", "") for c in node.children])
                 keep(content)
-                add(f"<code>{_escape(content)}</code>")
+                add(f"<code>{mdtree.escape(content)}</code>")
             else:
                 self.inline(node, depth, into=into)
 
@@ -318,7 +316,7 @@ class _Walk:
         out = self.out
         if name in ("text", "text_special"):
             content = node.meta["content"]  # (a node's meta is a dict made at each access)
-            out.append(_escape(content))
+            out.append(mdtree.escape(content))
             if slug is not None and shown is not None:
                 slug.append(content)
                 shown.append(content)
@@ -326,7 +324,7 @@ class _Walk:
                 into.append(content)
         elif name == "code_inline":
             content = "".join(c.meta.get("content", "") for c in node.children)
-            out.append(f"<code>{_escape(content)}</code>")
+            out.append(f"<code>{mdtree.escape(content)}</code>")
             if slug is not None and shown is not None:
                 slug.append(content)
                 shown.append(content)
@@ -352,21 +350,21 @@ class _Walk:
             new, kind = self.resolve(url)
             # the line of the node's end, where its URL is (its text may take lines before it)
             self.links.append((new, kind, self.flat.line(node.srcmap[1] - 1)))
-            href = _escape(new)
+            href = mdtree.escape(new)
             title = meta.get("title")
-            title = f' title="{_escape(title)}"' if title else ""
+            title = f' title="{mdtree.escape(title)}"' if title else ""
             if name == "image":
                 # the alt text is not heading text (markdown-it-py keeps it in the image token), nor
                 # text of the page (an attribute); links in it are not resolved (nor by markdown-it-py's
                 # path, which reads the inline tokens' own children only)
                 alt: list[str] = []
                 _alt_text(node.children, alt, depth + 1)
-                out.append(f'<img src="{href}" alt="{_escape("".join(alt))}"{title} />')
+                out.append(f'<img src="{href}" alt="{mdtree.escape("".join(alt))}"{title} />')
             elif name == "autolink":
                 shown_url = "".join(c.meta.get("content", "") for c in node.children)
                 if not mdtree.PLAIN_AUTOLINK.fullmatch(shown_url):
                     raise Mismatch("autolink")
-                out.append(f'<a href="{href}">{_escape(shown_url)}</a>')
+                out.append(f'<a href="{href}">{mdtree.escape(shown_url)}</a>')
                 if slug is not None and shown is not None:
                     slug.append(shown_url)
                     shown.append(shown_url)
@@ -446,13 +444,6 @@ def _alt_text(nodes: Sequence[Any], out: list[str], depth: int) -> None:
             _alt_text(node.children, out, depth + 1)
         else:
             raise Mismatch(name)
-
-
-def _escape(text: str) -> str:
-    # ``mdtree.escape`` (markdown-it-py's: ``&<>"``), without its calls where there is nothing to escape
-    if "&" in text or "<" in text or ">" in text or '"' in text:
-        return mdtree.escape(text)
-    return text
 
 
 def render_parts(

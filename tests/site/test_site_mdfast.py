@@ -14,7 +14,7 @@ import pytest
 from sitehelpers import same_on_bench_corpus, same_on_shipped_content
 
 from bench.site_corpus import page_text
-from cernvm_build.site import markdown, mdfast, mdtree
+from cernvm_build.site import markdown, mdfast, mdtree, search
 from cernvm_build.site.markdown import Rendered
 from cernvm_build.site.model import ContentText
 
@@ -83,8 +83,8 @@ def _parts(text: str, monkeypatch: pytest.MonkeyPatch) -> tuple[bool, Rendered, 
     return taken, fast._replace(search=_clean(fast.search)), tree._replace(search=_clean(tree.search))
 
 
-#: ``search.BLOCK``'s tags the Rust renderer writes
-_BLOCK_TAG = re.compile(r"</?(?:blockquote|br|h[1-6]|hr|li|ol|p|pre|table|tbody|td|th|thead|tr|ul)\b[^>]*>")
+#: ``search.BLOCK``'s tags (the words around them are apart in the search text)
+_BLOCK_TAG = re.compile(rf"</?(?:{'|'.join(sorted(search.BLOCK))})\b[^>]*>")
 _TAG = re.compile(r"<[^>]*>")
 
 
