@@ -34,15 +34,14 @@ _LINK = re.compile(r'<(a href|img src)="([^"]*)"([^>]*)>')
 _LINK_START = re.compile(r"\]\(")
 _TAG = re.compile(r"<[^>]*>")
 _IMG = re.compile(r"<img [^>]*>")
-#: tags that nest (the depth check) and the paragraph (the excerpt is the first top-level one)
-_NEST = re.compile(r"</?(?:ul|ol|li|blockquote|em|strong|s|a)[ >]")
+#: tags that nest (the depth check)
+_NESTING = ("ul", "ol", "li", "blockquote", "em", "strong", "s", "a")
+_NEST = re.compile(rf"</?(?:{'|'.join(_NESTING)})[ >]")
 #: each of those tags' step in depth (a sum and a maximum in C: no Python step per tag)
 _STEP = {
-    f"<{close}{name}{end}": -1 if close else 1
-    for close in ("", "/")
-    for name in ("ul", "ol", "li", "blockquote", "em", "strong", "s", "a")
-    for end in " >"
+    f"<{close}{name}{end}": -1 if close else 1 for close in ("", "/") for name in _NESTING for end in " >"
 }
+#: the blocks that hold paragraphs, and the paragraph (the excerpt is the first top-level one)
 _OUTER_OR_P = re.compile(r"<(/?)(ul|ol|blockquote|p)[ >]")
 #: an inline code span or a code block before highlighting (its text is escaped: no tag inside)
 _CODE = re.compile(r"<code[^>]*>[^<]*</code>")
@@ -57,7 +56,8 @@ _HTML_LINE = re.compile(r"(?:^|[\r\n])(?:[ \t>]|(?:[-+*]|\d{1,9}[.)])[ \t])*<[?!
 _SECTION = re.compile(r'<h[1-6] id="[^"]*">.*?</h[1-6]>\n', re.S)
 #: a language word the class attribute holds as is (no escapes, no entities to decode)
 _LANG = re.compile(r"[\w.+#-]+")
-_AFTER_TEXT = ("</code>", "</em>", "</strong>", "</s>", "</a>")
+#: closing tags text may end on, with the new line the renderer writes after
+_AFTER_TEXT_NL = ("</code>\n", "</em>\n", "</strong>\n", "</s>\n", "</a>\n")
 
 
 class Skip(Exception):
@@ -216,10 +216,7 @@ def _edit(
         html = _FENCE.sub(fence, html)
         if "<pre><code" in html:
             raise Skip("a block the fence pattern missed")
-    return Parts(html, headings, ids, links, [], excerpt, None, search)
-
-
-_AFTER_TEXT_NL = tuple(t + "\n" for t in _AFTER_TEXT)
+    return Parts(html, headings, ids, links, excerpt_nodes=[], excerpt=excerpt, flat=None, search=search)
 
 
 def _ends_in_img(html: str, at: int) -> bool:

@@ -58,7 +58,8 @@ class Parts(NamedTuple):
     #: bytes markdown-it-py's renderer writes for it, as for the page), else None: ``excerpt_nodes`` are
     #: rendered apart
     excerpt: tuple[str, str] | None
-    flat: mdtree._Flatten | None  # the page's line map, for flattening the excerpt's blocks
+    #: the page's line map, for flattening the excerpt's blocks; None from ``mdfast`` (no excerpt nodes)
+    flat: mdtree._Flatten | None
     search: ContentText | None  # what the search index reads of the HTML, None where raw HTML is
 
 
