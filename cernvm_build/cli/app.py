@@ -300,10 +300,11 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None, *, own_proc
     ``own_process``: the command line is this process's (an entry point, not a caller in the same
     interpreter); a command whose parser sets ``ends_process`` then ends it here (``end_process``)."""
     args = parser.parse_args(argv)
-    # told to the command, which may then leave to the process's end what it would tidy up
-    args.process_ends = own_process and getattr(args, "ends_process", False) and not _observed()
+    # told to the command (the parser's ``ends_process`` says it may end, this that it will), which may
+    # then leave to the process's end what it would tidy up
+    args.one_shot = own_process and getattr(args, "ends_process", False) and not _observed()
     code = _dispatch(parser, args)
-    if args.process_ends and threading.active_count() == 1:
+    if args.one_shot and threading.active_count() == 1:
         end_process(code, run_atexit=True, output_is_result=True)
     return code
 

@@ -81,7 +81,8 @@ def _builder(args: argparse.Namespace, out: Output, reporter: Reporter = NULL_RE
         repo_metadata=overrides,
         reporter=reporter,
         generators=GENERATORS,
-        ends_process=getattr(args, "process_ends", False),
+        # set by ``app.run``: the process ends after this command (an entry point's own, not observed)
+        ends_process=getattr(args, "one_shot", False),
     )
 
 
