@@ -90,8 +90,9 @@ def _cpu(pid: str) -> float:
     return total / 1e9
 
 
-def _read_ahead(mnt: Path) -> None:
-    """1 MiB read-ahead on the mount, as the initrd sets it (``10-cvmfs.sh``): READs of up to 1 MiB."""
+def _read_ahead(mnt: Path) -> str | None:
+    """1 MiB read-ahead on the mount, as the initrd sets it (``10-cvmfs.sh``): READs of up to 1 MiB;
+    returns a note where it could not be set."""
     dev = os.stat(mnt).st_dev
     knob = Path(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb")
     try:
@@ -99,7 +100,8 @@ def _read_ahead(mnt: Path) -> None:
     except OSError as e:
         # not fatal (a user may mount FUSE but not write /sys), but READs are then at most the
         # default's size, not the initrd's: the per-READ figures are not a boot's
-        print(f"note: read-ahead not set to 1 MiB ({e.strerror}): READs use the default", file=sys.stderr)
+        return f"read-ahead not set to 1 MiB ({e.strerror}): READs use the default"
+    return None
 
 
 def _stats(path: Path) -> dict[str, tuple[int, float]]:
@@ -142,8 +144,9 @@ def _end(mnt: Path, wait: float = 10.0) -> bool:
     return not pids
 
 
-def _round(tree: str, url: str, pub: Path, work: Path) -> dict[str, float]:
-    """Cold and warm walks through a daemon from ``tree``; returns the figures of both."""
+def _round(tree: str, url: str, pub: Path, work: Path, notes: set[str] | None = None) -> dict[str, float]:
+    """Cold and warm walks through a daemon from ``tree``; returns the figures of both (and adds to
+    ``notes`` what makes them differ from a boot's)."""
     mnt, cache = work / "mnt", work / "cache"
     shutil.rmtree(cache, ignore_errors=True)
     mnt.mkdir(exist_ok=True)
@@ -171,7 +174,9 @@ def _round(tree: str, url: str, pub: Path, work: Path) -> dict[str, float]:
             except subprocess.CalledProcessError as e:
                 why = (e.stderr or "").strip().splitlines() or [f"exit status {e.returncode}"]
                 raise RuntimeError(f"mounting {tree}'s daemon on {mnt} failed: {why[-1]}") from None
-            _read_ahead(mnt)
+            note = _read_ahead(mnt)
+            if note is not None and notes is not None:
+                notes.add(note)
             pid = _daemon_pid(mnt)
             c0 = _cpu(pid)
             out[f"{phase} entries"] = _walk(mnt)
@@ -203,14 +208,15 @@ def run(
         work = Path(tmp)
         stratum, pub = _publish(work, sources or SOURCES)
         got: dict[str, list[dict[str, float]]] = {k: [] for k in trees}
+        notes: set[str] = set()
         with _server_process(stratum) as url:
             # a first round of the reference, not counted: the server's process and the page cache
             # of its objects start cold, which only the first daemon to run would pay
-            _round(trees["ref" if ref else "this"], url, pub, work)
+            _round(trees["ref" if ref else "this"], url, pub, work, notes)
             for r in range(rounds):
                 order = list(trees) if r % 2 == 0 else list(reversed(trees))
                 for name in order:
-                    got[name].append(_round(trees[name], url, pub, work))
+                    got[name].append(_round(trees[name], url, pub, work, notes))
     results = []
     keys = sorted({k for rows in got["this"] for k in rows if k.endswith((" cpu s", " us", " s"))})
     for key in keys:
@@ -229,7 +235,8 @@ def run(
                 unit,
                 reference="ref tree" if ref else None,
                 reference_value=med.get("ref"),
-                extra={"requests": n} if n else {},
+                # the per-request figures carry what makes them unlike a boot's
+                extra=({"requests": n} | ({"note": "; ".join(sorted(notes))} if notes else {})) if n else {},
             )
         )
     return results
@@ -255,8 +262,11 @@ if __name__ == "__main__":
     except RuntimeError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+    for note in sorted({str(r.extra["note"]) for r in rows if "note" in r.extra}):
+        print(f"note: {note}", file=sys.stderr)
     print_table(rows)
     for r in rows:
-        if r.extra:
-            print(f"{r.metric}: {r.extra}")
+        shown = {k: v for k, v in r.extra.items() if k != "note"}
+        if shown:
+            print(f"{r.metric}: {shown}")
     print(f"load after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
