@@ -147,12 +147,16 @@ def _child(
 ) -> NoReturn:
     """The forked child's whole life: never returns (``os._exit``), so nothing of the parent's stack
     (its ``finally`` blocks, pytest, atexit handlers, buffered output) runs twice. ``parents``: the
-    parent's pipe ends this child closes; ``mask``: the signal mask to restore (SIGTERM came blocked)."""
+    parent's pipe ends this child closes; ``mask``: the signal mask to restore (SIGTERM and SIGINT came
+    blocked)."""
     code = 0
     try:
-        # SIGTERM ends a worker quietly: the CLI's handler (raise, so undo stacks run) came with the
-        # fork, and the parent terminates workers when it stops early; unblocked only once it is reset
+        # Both unblocked only once reset, inside this try. SIGTERM ends a worker quietly: the CLI's
+        # handler (raise, so undo stacks run) came with the fork, and the parent terminates workers
+        # when it stops early. SIGINT (Ctrl-C reaches the whole process group): Python's own, whatever
+        # the parent had (e.g. an undo's hold-back), so it raises here and is reported as an error.
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         for other in parents:
             os.close(other)
@@ -214,22 +218,29 @@ def fork_map(
     try:
         with os.fdopen(wr, "wb") as feed:  # all of them now: never more than the pipe holds
             feed.write(b"".join(_RUN.pack(run) for run in range(count)))
+        # The mask to come back to, read once (a query): the restore then does not depend on a block
+        # call that an interrupt could cut short.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, ())
         for _w in range(1, min(jobs, len(items))):
             r, wr = _pipe()
-            # SIGTERM blocked across the fork: a child terminated before ``_child`` resets its handler
-            # would otherwise run the CLI's (raise), unwinding this stack (its finally blocks) in the
-            # child. A SIGTERM meant for this process is delivered when it unblocks, just below.
-            mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+            # SIGTERM and SIGINT blocked across the fork: a child signalled before ``_child`` resets its
+            # handlers would otherwise run the parent's (raise), unwinding this stack (its finally
+            # blocks) in the child. A signal meant for this process is delivered when it unblocks, only
+            # once the new child is in ``children`` (so the finally below ends and reaps it).
             pid = -1  # not forked
             try:
+                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
                 pid = os.fork()
+                if pid == 0:
+                    _child(fn, shared, rest, size, runs, wr, [r, *(o.fd for _pid, o in children)], mask)
+                children.append((pid, _Inbox(r)))
+                os.close(wr)
             finally:
+                if pid == -1:  # not forked (EAGAIN, ENOMEM, an interrupt): no child to hand the pipe to
+                    os.close(r)
+                    os.close(wr)
                 if pid != 0:
                     signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-            if pid == 0:
-                _child(fn, shared, rest, size, runs, wr, [r, *(other.fd for _pid, other in children)], mask)
-            os.close(wr)
-            children.append((pid, _Inbox(r)))
 
         def drain(_done: object) -> None:
             for _pid, inbox in children:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -285,3 +286,58 @@ def test_a_worker_terminated_at_its_fork_ends_quietly() -> None:
     proc = subprocess.run([sys.executable, "-c", TERM_AT_FORK], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stdout.splitlines() == ["error: a site build worker process died"], proc.stdout
+
+
+TERM_PARENT_AT_FORK = """
+import os, signal, time
+from cernvm_build.cli.app import _sigterm_raises
+from cernvm_build.site import parallel
+fork = os.fork
+forked = []
+def fork_then_term_parent():
+    pid = fork()
+    if pid != 0:
+        forked.append(pid)
+        os.kill(os.getpid(), signal.SIGTERM)  # held while blocked across the fork
+    return pid
+parallel.os.fork = fork_then_term_parent
+def slow(shared, item):
+    time.sleep(0.02)
+    return item
+with _sigterm_raises():
+    try:
+        parallel.fork_map(slow, None, list(range(20)), jobs=3, least=1)
+    except BaseException as e:
+        print(type(e).__name__)
+for pid in forked:
+    try:
+        print("left running" if os.waitpid(pid, os.WNOHANG) == (0, 0) else "left a zombie")
+    except ChildProcessError:
+        print("reaped")
+"""
+
+
+def test_the_parent_terminated_at_a_fork_ends_and_reaps_that_child() -> None:
+    # The SIGTERM is delivered when the mask is restored: only after the new child is registered,
+    # so fork_map's cleanup terminates and waits for it too.
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", TERM_PARENT_AT_FORK], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stdout.splitlines() == ["Terminated", "reaped"], proc.stdout
+
+
+def test_a_failed_fork_leaves_no_pipe_open(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_fork() -> int:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(parallel.os, "fork", no_fork)
+    before = sorted(os.listdir("/proc/self/fd"))
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, ())
+    with pytest.raises(BlockingIOError):
+        parallel.fork_map(lambda shared, item: item, None, list(range(20)), jobs=3, least=1)
+    assert sorted(os.listdir("/proc/self/fd")) == before
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, ()) == mask
