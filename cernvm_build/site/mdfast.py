@@ -143,7 +143,14 @@ def _edit(
         if n >= len(starts) or "title=" in rest:
             raise Skip("a link without ]( or with a title")
         at = starts[n]
-        if kind_attr == "img src":
+        if kind_attr == "a href":
+            # an image inside a link: the link comes first here but its ``](`` after the image's, so
+            # the two would take each other's (and the image's alt be checked against the wrong label);
+            # links do not nest, and one never spans the excerpt's segments
+            close = m.string.find("</a>", m.end())
+            if m.string.find("<img", m.end(), len(m.string) if close < 0 else close) >= 0:
+                raise Skip("an image inside a link")
+        elif kind_attr == "img src":
             # the renderer's alt drops escapes, entities and hard breaks: this image's label starts at
             # or after the first ``![`` since the last link's ``](`` (a taken page's ``](`` are its
             # links'; a ``![`` in the label, in code say, may not be its start)

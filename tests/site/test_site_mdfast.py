@@ -50,6 +50,8 @@ LEFT = (
     '[a](a.md "title")\n',
     "[a](<b c.md>)\n",
     "[![i](a.png)](b.md)\n",
+    "[![x\\*](a.png) `![`](a.png)\n",  # (the same URL: the link and the image would swap their ](s)
+    "[![x&amp;y](a.png) `![`](a.png)\n",
     "`a](b` [c](c.md)\n",
     "[x](http://x.y/%E4%BE%8B)\n",
     "![C\\+\\+ logo](cpp.png)\n",
