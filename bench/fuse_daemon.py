@@ -120,15 +120,24 @@ def _mounted(mnt: Path) -> bool:
         return any(line.split()[4] == target for line in f)
 
 
+def _fusermount(*args: str) -> bool:
+    """``fusermount3 args``: True if it unmounted. Never raises: ``_end`` runs in a ``finally``, where
+    its error (fusermount3 missing, hung) would replace the one being raised (a failed mount's, a
+    Ctrl-C); the daemons are then killed all the same."""
+    try:
+        return subprocess.run(["fusermount3", *args], capture_output=True, timeout=120).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
 def _end(mnt: Path, wait: float = 10.0) -> bool:
     """Unmount ``mnt`` and end its daemon, whatever state the start or the walk left them in (a
     Ctrl-C or a timeout while the mount starts leaves a daemon that goes on: it called setsid).
     True if the daemon ended by itself within ``wait`` seconds after the unmount (then it wrote its
     last counts); False if it had to be killed."""
     if _mounted(mnt):
-        r = subprocess.run(["fusermount3", "-u", str(mnt)], capture_output=True, timeout=120)
-        if r.returncode != 0:  # busy: detach now, the daemon ends when the last user closes
-            subprocess.run(["fusermount3", "-uz", str(mnt)], capture_output=True, timeout=120)
+        if not _fusermount("-u", str(mnt)):  # busy: detach now, the daemon ends when the last user closes
+            _fusermount("-uz", str(mnt))
         deadline = time.monotonic() + wait
         while any(True for _ in _pids(mnt)) and time.monotonic() < deadline:
             time.sleep(0.1)  # the daemon writes its last counts as it ends
@@ -140,7 +149,7 @@ def _end(mnt: Path, wait: float = 10.0) -> bool:
     while any(True for _ in _pids(mnt)) and time.monotonic() < deadline:
         time.sleep(0.05)  # a killed process stays in /proc until its parent (init) reaps it
     if _mounted(mnt):  # it mounted between the check and the kill: its mount is dead now
-        subprocess.run(["fusermount3", "-uz", str(mnt)], capture_output=True, timeout=120)
+        _fusermount("-uz", str(mnt))
     return not pids
 
 

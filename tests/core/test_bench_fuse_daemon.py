@@ -142,6 +142,17 @@ def test_a_failed_mount_says_why(tmp_path: Path) -> None:
     assert not _daemons_under(tmp_path)
 
 
+def test_a_failed_mount_says_why_when_fusermount3_fails_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # seen as mounted, fusermount3 not found: the cleanup's error must not replace the mount's
+    monkeypatch.setattr(fd, "_mounted", lambda mnt: True)
+    monkeypatch.setenv("PATH", str(tmp_path / "nobin"))
+    with pytest.raises(RuntimeError, match=r"failed: error: .*nokey\.pub"):
+        fd._round(str(ROOT), "http://127.0.0.1:9", tmp_path / "nokey.pub", tmp_path)
+    assert not _daemons_under(tmp_path)
+
+
 def test_a_read_ahead_not_set_is_said() -> None:
     # /proc's device has no read-ahead knob: the write fails as it does for a user who may not write /sys
     assert "read-ahead not set to 1 MiB" in str(fd._read_ahead(Path("/proc")))
