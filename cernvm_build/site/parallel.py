@@ -154,7 +154,7 @@ def _child(
         # Both unblocked only once reset, inside this try. SIGTERM ends a worker quietly: the CLI's
         # handler (raise, so undo stacks run) came with the fork, and the parent terminates workers
         # when it stops early. SIGINT (Ctrl-C reaches the whole process group): Python's own, whatever
-        # the parent had (e.g. an undo's hold-back), so it raises here and is reported as an error.
+        # the parent had (e.g. an undo's hold-back), so it raises inside this try (exit 1: "died").
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
