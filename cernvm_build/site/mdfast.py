@@ -78,13 +78,6 @@ def _parser() -> Any:
     )
 
 
-def _unescape(text: str) -> str:
-    # ``mdtree.escape`` undone (the renderer escapes ``&<>"`` only)
-    if "&" not in text:
-        return text
-    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", '"').replace("&amp;", "&")
-
-
 def render_parts(
     text: str,
     *,
@@ -139,7 +132,7 @@ def _edit(
     def link(m: re.Match[str]) -> str:
         n = len(links)
         kind_attr, raw, rest = m.group(1, 2, 3)
-        url = _unescape(raw)
+        url = mdtree.unescape(raw)
         if n >= len(starts) or "title=" in rest:
             raise Skip("a link without ]( or with a title")
         at = starts[n]
@@ -166,7 +159,7 @@ def _edit(
             raise Skip("a link's URL is not its source's")
         if not text.startswith(")", after):
             raise Skip("a link's URL is not its source's")
-        mdtree._url(url)  # raises for a recoded host name (markdown-it-py writes punycode)
+        mdtree.check_url(url)  # raises for a recoded host name (markdown-it-py writes punycode)
         new, kind = resolve(url)
         line_at[1] += text.count("\n", line_at[0], at)
         line_at[0] = at
@@ -178,7 +171,7 @@ def _edit(
         # the excerpt is the page's first paragraph as edited here
         before = _LINK.sub(link, html[:first_p])
         para = _LINK.sub(link, html[first_p:excerpt_at])
-        excerpt = (para, _unescape(_TAG.sub("", _IMG.sub("", para))))
+        excerpt = (para, mdtree.unescape(_TAG.sub("", _IMG.sub("", para))))
         html = before + para + _LINK.sub(link, html[excerpt_at:])
     else:
         html = _LINK.sub(link, html)
@@ -191,7 +184,7 @@ def _edit(
 
     def heading(m: re.Match[str]) -> str:
         digit, inner = m.group(1, 2)
-        bare = _unescape(_TAG.sub("", _IMG.sub("", inner))) if "<" in inner or "&" in inner else inner
+        bare = mdtree.unescape(_TAG.sub("", _IMG.sub("", inner))) if "<" in inner or "&" in inner else inner
         if "\n" in bare:
             flat, title = bare.replace("\n", ""), bare.replace("\n", " ").strip()
         else:
@@ -217,7 +210,7 @@ def _edit(
             not before.endswith(">\n") or before.endswith(_AFTER_TEXT_NL) or _ends_in_img(html, m.start())
         ):
             raise Skip("a fence after a tight list item's text")
-        return highlight(_unescape(m.group(2)), lang) + "\n"
+        return highlight(mdtree.unescape(m.group(2)), lang) + "\n"
 
     if "<pre>" in html:
         html = _FENCE.sub(fence, html)

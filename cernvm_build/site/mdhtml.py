@@ -347,7 +347,7 @@ class _Walk:
             out.append(f"</{tag}>")
         elif name in ("link", "image", "autolink"):
             meta = node.meta
-            url = mdtree._url(meta["url"])  # raises for a recoded host name
+            url = mdtree.check_url(meta["url"])  # raises for a recoded host name
             new, kind = self.resolve(url)
             # the line of the node's end, where its URL is (its text may take lines before it)
             self.links.append((new, kind, self.flat.line(node.srcmap[1] - 1)))
@@ -441,7 +441,9 @@ def _alt_text(nodes: Sequence[Any], out: list[str], depth: int) -> None:
             out.append(shown)
         elif name in ("link", "image") or name in mdtree.INLINE_TAGS:
             if name in ("link", "image"):
-                mdtree._url(node.meta["url"])  # raises where ``mdtree`` leaves the page to markdown-it-py
+                mdtree.check_url(
+                    node.meta["url"]
+                )  # raises where ``mdtree`` leaves the page to markdown-it-py
             _alt_text(node.children, out, depth + 1)
         else:
             raise Mismatch(name)

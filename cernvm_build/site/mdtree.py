@@ -283,14 +283,14 @@ class _Flatten:
                 self.inlines(node.children, out, depth + 1)
                 out.append(self.token(open_type.replace("_open", "_close"), tag, -1))
             elif name == "link":
-                attrs: dict[str, str | int | float] = {"href": _url(meta["url"])}
+                attrs: dict[str, str | int | float] = {"href": check_url(meta["url"])}
                 if meta.get("title"):
                     attrs["title"] = meta["title"]
                 out.append(self.token("link_open", "a", 1, attrs=attrs))
                 self.inlines(node.children, out, depth + 1)
                 out.append(self.token("link_close", "a", -1))
             elif name == "image":
-                img: dict[str, str | int | float] = {"src": _url(meta["url"]), "alt": ""}
+                img: dict[str, str | int | float] = {"src": check_url(meta["url"]), "alt": ""}
                 if meta.get("title"):
                     img["title"] = meta["title"]
                 alt: list[Token] = []
@@ -300,7 +300,7 @@ class _Flatten:
                 shown = "".join(c.meta.get("content", "") for c in node.children)
                 if not PLAIN_AUTOLINK.fullmatch(shown):
                     raise Unsupported("autolink")
-                href = _url(meta["url"])
+                href = check_url(meta["url"])
                 link = {"attrs": {"href": href}, "markup": "autolink", "info": "auto"}
                 out.append(self.token("link_open", "a", 1, **link))
                 out.append(self.token("text", "", 0, content=shown))
@@ -318,7 +318,9 @@ class _Flatten:
                 raise Unsupported(name)
 
 
-def _url(url: str) -> str:
+def check_url(url: str) -> str:
+    """``url`` as markdown-it-py writes it, or ``Unsupported`` where it would recode it (a host name
+    in punycode): the page is then left to markdown-it-py."""
     if RECODED_URL.match(url):
         raise Unsupported(url)
     return url
@@ -365,6 +367,13 @@ def escape(text: str) -> str:
     if "&" not in text and "<" not in text and ">" not in text and '"' not in text:
         return text  # (most ids, URLs and words: four scans in C instead of four new strings)
     return html.escape(text, quote=False).replace('"', "&quot;")
+
+
+def unescape(text: str) -> str:
+    """``escape`` undone (markdown-it's renderers escape ``&<>"`` only)."""
+    if "&" not in text:
+        return text
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", '"').replace("&amp;", "&")
 
 
 #: token types whose markdown-it-py renderer rules depend on options or hooks (``highlight``) or render
