@@ -91,7 +91,7 @@ def ours_measure(out: Path, tmp: Path) -> dict[str, object]:
     state = State(tmp / "ours-state.sqlite")
     cpu0 = time.process_time()
     kids0 = children_cpu()
-    search.update(fresh, {}, pages, state, jobs=1)
+    search.update(fresh, search.index_plan(fresh, {}, pages), pages, state, jobs=1)
     build_cpu = time.process_time() - cpu0 + children_cpu() - kids0
     state.close()
     size = sum(p.stat().st_size for p in (fresh / "search-index").rglob("*") if p.is_file())
