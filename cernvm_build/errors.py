@@ -7,12 +7,15 @@ traceback. Internal bugs are not ``CernVMError`` and keep their tracebacks.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class Location:
-    """Where in a user's input the problem is: a file with optional line/column, and a key path."""
+class Location(NamedTuple):
+    """Where in a user's input the problem is: a file with optional line/column, and a key path.
+
+    A NamedTuple, not a dataclass: every command imports this module, and ``dataclasses`` imports
+    ``inspect`` (with ``ast``, ``dis``, ``tokenize``), ~10 ms of each command's start, 5% of a one-page
+    site rebuild (``tests/site/test_site_cli.py`` checks a rebuild never imports it)."""
 
     file: str | None = None
     line: int | None = None

@@ -9,9 +9,9 @@ bytes → hex. ``cachekey`` hashes inputs through the same encoder.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import enum
+import sys
 from collections.abc import Mapping
 from pathlib import PurePath
 from typing import Any
@@ -21,7 +21,7 @@ def encode(obj: Any) -> Any:
     """``obj`` as plain JSON data (dict, list, str, int, float, bool, None)."""
     if obj is None or isinstance(obj, str | int | float | bool):
         return obj
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+    if _is_dataclass(obj):
         own = getattr(obj, "to_json", None)
         return own() if callable(own) else to_json(obj)
     if isinstance(obj, Mapping):
@@ -41,8 +41,18 @@ def encode(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} has no JSON form")
 
 
+def _is_dataclass(obj: Any) -> bool:
+    """Whether ``obj`` is a dataclass instance. ``dataclasses`` is not imported for the question: it
+    imports ``inspect`` (~10 ms), and a command whose results are no dataclasses (a site rebuild's)
+    never needs it; where no module has imported it, nothing is a dataclass."""
+    dataclasses = sys.modules.get("dataclasses")
+    return dataclasses is not None and dataclasses.is_dataclass(obj) and not isinstance(obj, type)
+
+
 def to_json(obj: Any, *, omit: tuple[str, ...] = (), **overrides: Any) -> dict[str, Any]:
     """The dataclass ``obj`` as a dict of its fields (minus ``omit``), with ``overrides`` applied."""
+    import dataclasses  # (imported already: ``obj`` is a dataclass)
+
     out = {
         f.name: encode(getattr(obj, f.name))
         for f in dataclasses.fields(obj)
