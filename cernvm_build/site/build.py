@@ -293,8 +293,16 @@ class Builder:
                     state.put_snapshot(after)
             if edited != set() or fresh:  # else no source changed: the last build pruned to these keys
                 current = set(keys.values())
-                state.prune_md(current)
-                state.prune_code({k for key in current for k in metas[key].get("code", ())} | {css_key})
+                # only edited sources (the others as the last complete build had them, which pruned to
+                # its keys): what can be stale is their former versions' rows (``State._prune``)
+                former = old_keys if edited else None
+                state.prune_md(current, former)
+                state.prune_code(
+                    {k for key in current for k in metas[key].get("code", ())} | {css_key},
+                    None
+                    if former is None
+                    else {k for key in former if key in metas for k in metas[key].get("code", ())},
+                )
         finally:
             try:
                 store_md()  # (once: a second call does nothing)

@@ -1128,3 +1128,98 @@ def test_likely_layouts_are_those_make_pages_gives(site: Path) -> None:
     made = {p.layout for p in pageset.pages}
     assert likely_layouts(cfg, rels, {"about.md": "context"}, tagged=True) == made
     assert "tags" in made and "tags" not in likely_layouts(cfg, rels, {"about.md": "context"})
+
+
+def test_a_touched_source_is_read_once_and_nothing_is_written(
+    site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A source whose stat moved but whose bytes did not (``touch``, a checkout): read and hashed again,
+    found the same (nothing rendered or written), its new stat recorded, so the next build reads nothing."""
+    import builtins
+
+    from cernvm_build.site import sources
+
+    monkeypatch.setattr(sources, "SETTLED_NS", 0)  # every stat counts as settled at once
+    out = tmp_path / "out"
+    build_site(site, out)
+    page = site / "content/docs/guides/preservation.md"
+    real_open = builtins.open
+    opened: list[str] = []
+
+    def counting(file: Any, *args: Any, **kw: Any) -> Any:
+        if str(file).endswith(".md"):
+            opened.append(str(file))
+        return real_open(file, *args, **kw)
+
+    monkeypatch.setattr(builtins, "open", counting)
+    mtime = page.stat().st_mtime_ns + 5_000_000_000
+    os.utime(page, ns=(mtime, mtime))
+    report = build_site(site, out, jobs=1)
+    assert opened == [str(page)]
+    assert (report.markdown_rendered, report.rendered, report.search_files) == (0, 0, 0)
+    opened.clear()
+    assert build_site(site, out, jobs=1).rendered == 0 and opened == []
+    monkeypatch.setattr(builtins, "open", real_open)
+    assert tree(out) == _clean(site, tmp_path, "clean", monkeypatch)
+
+
+def test_a_one_page_rebuild_prunes_by_key_and_a_failed_builds_rows_by_listing(
+    site: Path, tmp_path: Path, edit: Edit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The state keeps the rendered Markdown and code blocks of the current sources alone. A rebuild of
+    edited pages deletes their former versions' rows by key, without listing the tables; the rows a
+    failed build kept (its rendered pages) are found by the row count and the tables listed then."""
+    import sqlite3
+
+    from cernvm_build.site import cache
+
+    statements: list[str] = []
+    real_connect = cache.connect
+
+    def traced(path: Path) -> sqlite3.Connection:
+        db = real_connect(path)
+        db.set_trace_callback(statements.append)
+        return db
+
+    monkeypatch.setattr(cache, "connect", traced)
+    out = tmp_path / "out"
+    build_site(site, out)
+    state = State(next((tmp_path / "cache").rglob("state.sqlite")))
+
+    def md_keys() -> set[str]:
+        return {k for (k,) in state.db.execute("SELECT key FROM md_head")}
+
+    def code_keys() -> set[str]:
+        return {k for (k,) in state.db.execute("SELECT key FROM code")}
+
+    def current() -> tuple[set[str], set[str]]:
+        snap = state.snapshot()
+        assert snap is not None
+        keys = set(snap.keys.values())
+        code = {k for key in keys for k in state.md_meta_of(key)["code"]}
+        return keys, code
+
+    listed = ("SELECT key FROM md_head", "SELECT key FROM code")
+    page = site / "content/docs/guides/preservation.md"
+    code_before = code_keys()
+    # a new code block: the former version's block is stale, the new one kept
+    edit(page, "cernvm-build container el6 --format apptainer", "cernvm-build container el6 --format docker")
+    statements.clear()
+    assert build_site(site, out).pages_planned == 1
+    assert not any(s.startswith(listed) for s in statements)
+    keys, code = current()
+    assert md_keys() == keys and code <= code_keys() and code_keys() - code <= code_before
+    assert len(code_keys() - code) == 1  # the stylesheet's, kept beside the blocks
+    # a failed build (a broken link) keeps the page it rendered; the fixed page's build finds that
+    edit(page, "## The idea", "See [nowhere](no-such-page.md).\n\n## The idea")
+    with pytest.raises(LinkErrors):
+        build_site(site, out)
+    assert len(md_keys()) == len(keys) + 1
+    edit(page, "See [nowhere](no-such-page.md).\n\n", "")
+    edit(page, "no longer receive security updates", "no longer get security updates")
+    statements.clear()
+    assert build_site(site, out).pages_planned == 1
+    assert any(s.startswith(listed[0]) for s in statements)
+    keys, code = current()
+    assert md_keys() == keys and code <= code_keys() and len(code_keys() - code) == 1
+    assert tree(out) == _clean(site, tmp_path, "clean", monkeypatch)
