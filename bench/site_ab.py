@@ -4,13 +4,16 @@ change, where ``bench/site.py`` compares with Hugo and MkDocs).
     git archive main cernvm_build | tar -x -C /tmp/old      # a tree: a folder holding cernvm_build/
     python bench/site_ab.py /tmp/old . --pages 1000 --rounds 6 --jobs 2 1 --work /dev/shm/ab
     python bench/site_ab.py /tmp/old . --kind prose --highlight --jobs      # real prose, 18 languages
+    python bench/site_ab.py /tmp/old . --rebuild --rounds 12 --jobs         # one-page and no-change rebuilds
 
 Each run is ``cernvm-build site build --json --jobs J`` with ``PYTHONPATH=<tree>`` into an output and
 cache folder removed before it (a cold full build) on the corpus of ``bench/site_corpus.py``; the trees
 alternate round by round, so load that comes and goes falls on both. Figures per tree and job count:
 CPU seconds (user + sys of the process tree, forked workers included), wall seconds and minor page
 faults, min and median, beside the other tree's from the same run, with the load average before and
-after. The trees' bytecode is compiled first (as an installed package has it). ``--work`` on a tmpfs
+after. ``--rebuild``: each round edits one page's body, then each tree (in alternating order) rebuilds
+through the CLI into its own output and cache, built before the rounds: a one-page rebuild, then a
+no-change one. The trees' bytecode is compiled first (as an installed package has it). ``--work`` on a tmpfs
 (/dev/shm) keeps the file system's own cost out of the comparison: on ext4 the sys time of creating a
 build's ~2,700 files and folders moved by seconds from run to run.
 """
@@ -35,13 +38,17 @@ from bench.site_corpus import KINDS, generate
 VENV_BIN = Path(sys.executable).parent
 
 
-def _run(tree: Path, site: Path, work: Path, jobs: int) -> tuple[float, float, int]:
+def _run(
+    tree: Path, site: Path, work: Path, jobs: int | None, *, clean: bool = True
+) -> tuple[float, float, int]:
+    """One build; ``clean``: output and cache removed first; ``jobs`` None: the default."""
     out, cache = work / "out", work / "cache"
-    for d in (out, cache):
+    for d in (out, cache) if clean else ():
         shutil.rmtree(d, ignore_errors=True)
     exe = VENV_BIN / "cernvm-build"
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "cernvm_build.cli.main"]
-    cmd += ["site", "build", "--site", str(site), "--out", str(out), "--json", "--jobs", str(jobs)]
+    cmd += ["site", "build", "--site", str(site), "--out", str(out), "--json"]
+    cmd += ["--jobs", str(jobs)] if jobs is not None else []
     env = {**os.environ, "PYTHONPATH": str(tree), "CERNVM_CACHE_DIR": str(cache)}
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -79,6 +86,33 @@ def _highlight(tree: Path, site: Path) -> tuple[float, int]:
     return float(cpu), int(blocks)
 
 
+def _rebuilds(trees: dict[str, Path], site: Path, work: Path, rounds: int) -> None:
+    """One-page and no-change rebuilds of each tree, alternated (``--rebuild``)."""
+    folders = {name: work / f"rebuild-{name}" for name in trees}
+    for name, tree in trees.items():
+        _run(tree, site, folders[name], None)
+        _run(tree, site, folders[name], None, clean=False)
+    page = sorted((site / "content").rglob("*.md"))[len(list((site / "content").rglob("*.md"))) // 2]
+    got: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    load = _load()
+    for r in range(rounds):
+        text = page.read_text()
+        page.write_text(text.replace("\n\n", f"\n\nEdited {r}. ", 1))  # the body: no other page shows it
+        order = list(trees) if r % 2 == 0 else list(reversed(trees))
+        for name in order:
+            for what in ("one page", "no change"):
+                cpu, wall, _faults = _run(trees[name], site, folders[name], None, clean=False)
+                got.setdefault((what, name), []).append((cpu, wall))
+    for what in ("one page", "no change"):
+        for name in trees:
+            cpu, wall = zip(*got[(what, name)], strict=True)
+            print(
+                f"{what} {name}: CPU-s min {min(cpu):.3f} median {statistics.median(cpu):.3f}"
+                f" | wall-s min {min(wall):.3f} median {statistics.median(wall):.3f}"
+            )
+    print(f"rebuilds: load {load} before, {_load()} after")
+
+
 def _load() -> str:
     return Path("/proc/loadavg").read_text().split()[0]
 
@@ -97,6 +131,7 @@ def main() -> None:
     ap.add_argument(
         "--highlight", action="store_true", help="also: highlighting the corpus's code blocks, one process"
     )
+    ap.add_argument("--rebuild", action="store_true", help="also: one-page and no-change rebuilds")
     args = ap.parse_args()
     trees = {"old": args.old.resolve(), "new": args.new.resolve()}
     for tree in trees.values():
@@ -120,6 +155,8 @@ def main() -> None:
                     f" median {statistics.median(got[name]):.3f}"
                 )
             print(f"highlighting: load {_load()} after")
+        if args.rebuild:
+            _rebuilds(trees, site, work, args.rounds)
         for jobs in args.jobs:
             runs: dict[str, list[tuple[float, float, int]]] = {name: [] for name in trees}
             for _ in range(args.rounds):
