@@ -19,7 +19,7 @@ from .. import table
 from ..bootloader import userdata
 from ..errors import BuildError, CernVMError, Location
 from .config import SiteConfig
-from .frontmatter import Memo, is_yaml_error
+from .frontmatter import Memo, is_yaml_error, load_nested
 
 if TYPE_CHECKING:
     from .repos import Platform
@@ -29,9 +29,7 @@ def _load_file(path: Path, memo: Memo | None = None) -> Any:
     """A data file's value; ``memo``: YAML texts parsed before (``frontmatter.Memo``)."""
     try:
         text = path.read_text(encoding="utf-8")
-        if path.suffix == ".json":
-            return json.loads(text)
-        return (memo or Memo()).load(text)
+        return load_nested(json.loads if path.suffix == ".json" else (memo or Memo()).load, text, str(path))
     except json.JSONDecodeError as e:
         raise BuildError(
             f"not valid JSON: {e.msg}", where=Location(file=str(path), line=e.lineno, column=e.colno)
@@ -42,14 +40,8 @@ def _load_file(path: Path, memo: Memo | None = None) -> Any:
             where=str(path),
             hint="save the file as UTF-8",
         ) from None
-    except RecursionError:  # json's decoder, or keeping a YAML value (pickle): ~1,000 levels deep
-        raise BuildError(
-            "nested too deeply",
-            where=str(path),
-            hint="nest lists and mappings a few levels deep, not hundreds",
-        ) from None
     except Exception as e:
-        if not is_yaml_error(e):
+        if isinstance(e, BuildError) or not is_yaml_error(e):
             raise
         from .. import yamlerror
 

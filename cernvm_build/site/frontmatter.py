@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..errors import BuildError, Location
@@ -43,6 +43,21 @@ class Memo:
         value = yaml.load(raw, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
         self.now[k] = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
         return value
+
+
+def load_nested(load: Callable[[str], Any], text: str, where: str | Location, what: str = "") -> Any:
+    """``load(text)`` (``Memo.load``, ``json.loads``), a value nested too deeply raised as one line with
+    the file and a hint: a ``RecursionError`` from json's decoder or from keeping a YAML value (pickle,
+    ``Memo``) ~1,000 levels deep. ``what``: what the text is where the file holds more (the front
+    matter), said in the message. The one handler for data files, config.yaml and front matter."""
+    try:
+        return load(text)
+    except RecursionError:
+        raise BuildError(
+            f"{what} is nested too deeply" if what else "nested too deeply",
+            where=where,
+            hint="nest lists and mappings a few levels deep, not hundreds",
+        ) from None
 
 
 def is_yaml_error(e: Exception) -> bool:
@@ -79,15 +94,9 @@ def parse(raw: str, file: str, first_line: int = 1, memo: Memo | None = None) ->
     if plain is not None:
         return plain
     try:
-        meta = (memo or Memo()).load(raw)
-    except RecursionError:  # keeping the value (pickle) of flow collections ~1,000 levels deep
-        raise BuildError(
-            "front matter is nested too deeply",
-            where=Location(file=file, line=first_line),
-            hint="front matter nests lists and mappings a few levels deep, not hundreds",
-        ) from None
+        meta = load_nested((memo or Memo()).load, raw, Location(file=file, line=first_line), "front matter")
     except Exception as e:
-        if not is_yaml_error(e):
+        if isinstance(e, BuildError) or not is_yaml_error(e):
             raise
         from .. import yamlerror
 
