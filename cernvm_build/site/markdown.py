@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 from urllib.parse import unquote, urlsplit
 
-from .model import PERMALINK, PERMALINK_IGNORED, ContentText
+from .model import ContentText, permalink
 
 if TYPE_CHECKING:
     from markdown_it import MarkdownIt
@@ -249,7 +249,8 @@ def _parser() -> MarkdownIt:
     md = MarkdownIt("commonmark")
     md.enable(["table", "strikethrough"])
     md.use(admon_plugin)
-    md.use(anchors_plugin, min_level=1, max_level=6, slug_func=slugify, permalink=True, permalinkSymbol="#")
+    # the plugin makes the ids; ``render`` adds the permalinks (``model.permalink``, as the Rust paths)
+    md.use(anchors_plugin, min_level=1, max_level=6, slug_func=slugify)
     return md
 
 
@@ -261,7 +262,7 @@ def _after_parse() -> MarkdownIt:
     from mdit_py_plugins.anchors import anchors_plugin
 
     md = MarkdownIt("commonmark")
-    md.use(anchors_plugin, min_level=1, max_level=6, slug_func=slugify, permalink=True, permalinkSymbol="#")
+    md.use(anchors_plugin, min_level=1, max_level=6, slug_func=slugify)
     md.disable(["normalize", "block", "inline"])
     return md
 
@@ -384,11 +385,13 @@ def render(
     h1: str | None = None
     more_at: int | None = None
     first_para: tuple[int, int] | None = None
+    headings: list[tuple[Token, str]] = []  # (inline token, id): their permalinks added below
     for i, tok in enumerate(tokens):
         if tok.type == "heading_open":
             hid = str(tok.attrGet("id") or "")
             title = _inline_text(tokens[i + 1])
             ids.append(hid)
+            headings.append((tokens[i + 1], hid))
             level = int(tok.tag[1])
             if level == 1 and h1 is None:
                 h1 = title
@@ -412,14 +415,19 @@ def render(
                 if attr is None:
                     continue
                 href = str(child.attrGet(attr) or "")
-                if child.attrGet("class") == "header-anchor":
-                    continue
                 new, kind = _resolve(href, src_dir, base_path)
                 child.attrSet(attr, new)
                 target = _target(new, kind)
                 links.append(Link(target, first_line + _line_of(href, lines, start, end), kind))
-    # the permalink sign is not part of the heading's text (search titles, excerpts)
-    body = md.renderer.render(tokens, options, env).replace(PERMALINK, PERMALINK_IGNORED)
+    # each heading's permalink, after the links were resolved (it is none of the page's)
+    from markdown_it.token import Token as MdToken
+
+    from . import mdtree
+
+    for inline, hid in headings:
+        anchor = MdToken("html_inline", "", 0, content=" " + permalink(mdtree.escape(hid)))
+        inline.children = [*(inline.children or ()), anchor]
+    body = md.renderer.render(tokens, options, env)
     if more_at is not None:
         excerpt_tokens = _without_headings(tokens[:more_at])
     elif first_para is not None:

@@ -25,7 +25,7 @@ from typing import Any
 
 from . import mdhtml, mdtree
 from .mdhtml import Heading, Parts
-from .model import PERMALINK_IGNORED, ContentText
+from .model import SECTION, TITLE, ContentText, heading_role, permalink
 
 #: a fenced block as the Rust renderer writes it (its language's first word in the class)
 _FENCE = re.compile(r'<pre><code class="language-([^"]*)">([^<]*)</code></pre>\n')
@@ -193,8 +193,7 @@ def _edit(
         hid = taken.take(slugify(flat))
         ids.append(hid)
         sid = mdtree.escape(hid)
-        # (the permalink marked as no text, as ``mdhtml`` marks it)
-        return f'<h{digit} id="{sid}">{inner} <a {PERMALINK_IGNORED} href="#{sid}">#</a></h{digit}>\n'
+        return f'<h{digit} id="{sid}">{inner} {permalink(sid)}</h{digit}>\n'
 
     if "<h" in html:
         html = _HEADING.sub(heading, html)
@@ -237,7 +236,7 @@ def _first_paragraph(html: str) -> int:
 
 def _search(body: str, headings: list[Heading], ids: list[str]) -> ContentText:
     """What ``search.sections`` reads of ``body``: block tags separate words, other tags do not, the
-    permalinks are not text; h2/h3 start sections, the first h1 is the title, h4-h6 are text."""
+    permalinks are not text; sections and title by ``model.heading_role``."""
     # the headings as marks, then the text of every section in two passes over the page (a block tag
     # needs no space for its words: see the comment above ``_SECTION``)
     chunks = _TAG.sub("", _SECTION.sub("\0", body)).split("\0")
@@ -248,10 +247,11 @@ def _search(body: str, headings: list[Heading], ids: list[str]) -> ContentText:
     for k, head in enumerate(headings):
         shown = " ".join(head.title.split())
         after = chunks[k + 1]
-        if head.level in (2, 3):
+        role = heading_role(f"h{head.level}", ids[k])
+        if role == SECTION:
             current = [" ", after]
             sections.append((ids[k], shown, current))
-        elif head.level == 1:
+        elif role == TITLE:
             title = title or shown
             current += (" ", after)
         else:

@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 
 from . import mdtree
 from .markdown import raw_links
-from .model import PERMALINK, PERMALINK_IGNORED, ContentText
+from .model import SECTION, TITLE, ContentText, heading_role, permalink
 
 MORE = "<!--more-->"
 #: raw HTML that is one comment (``<!--more-->``): ``search.sections`` reads no text in it
@@ -88,12 +88,12 @@ class _Walk:
         self.taken = Ids()
         self.links: list[tuple[str, str, int]] = []  # (resolved target, kind, line 0-based)
         self.text: list[str] = []  # the current section's text (decoded)
-        self.sections: list[tuple[int, str, list[str]]] = []  # (heading number, heading, text) per h2/h3
-        self.lead = self.text  # the text before the first h2/h3
-        self.title = ""  # the first non-empty h1's
+        #: (heading number, heading, text) per section (``model.heading_role``)
+        self.sections: list[tuple[int, str, list[str]]] = []
+        self.lead = self.text  # the text before the first section
+        self.title = ""  # the page's title (``model.heading_role``)
         self.searchable = True  # False: raw HTML, whose text only the HTML has
-        #: the first top-level paragraph, its HTML (as written, before the page's permalink marking,
-        #: which the excerpt's has not) and text
+        #: the first top-level paragraph, its HTML and text
         self.first_para: tuple[Any, str, str] | None = None
 
     def search(self) -> ContentText | None:
@@ -150,8 +150,7 @@ class _Walk:
                 if not depth and self.first_para is None:
                     self.first_para = (node, "".join(out[at:]), "".join(text[text_at:]))
             elif name in ("heading", "lheading"):
-                self.heading(node, depth, text)
-                if self.headings[-1].level in (2, 3):
+                if self.heading(node, depth, text):
                     continue  # a section of its own, whose text starts there
             elif name == "fence":
                 self.after_hidden = False
@@ -197,7 +196,8 @@ class _Walk:
         if in_text:
             self.after_hidden = True
 
-    def heading(self, node: Any, depth: int, text: list[str]) -> None:
+    def heading(self, node: Any, depth: int, text: list[str]) -> bool:
+        """Write a heading; True where it starts a search section (``model.heading_role``)."""
         out = self.out
         start = self.open("h")
         inner: list[str] = []
@@ -212,15 +212,17 @@ class _Walk:
         hid = self.taken.take(self.slugify("".join(slug)))
         self.ids.append(hid)
         sid = mdtree.escape(hid)
-        permalink = f'<a class="header-anchor" href="#{sid}">#</a>'
-        out.append(f'{start}{level} id="{sid}">{"".join(inner)} {permalink}</h{level}>\n')
-        if level in (2, 3):
+        out.append(f'{start}{level} id="{sid}">{"".join(inner)} {permalink(sid)}</h{level}>\n')
+        role = heading_role(f"h{level}", hid)
+        if role == SECTION:
             self.text = [" "]
             self.sections.append((len(self.headings) - 1, " ".join("".join(shown).split()), self.text))
-        elif level == 1:
+            return True
+        if role == TITLE:
             self.title = self.title or " ".join("".join(shown).split())
         else:
             text += shown
+        return False
 
     def lists(self, node: Any, name: str, depth: int) -> None:
         out = self.out
@@ -318,19 +320,11 @@ class _Walk:
         if name in ("text", "text_special"):
             content = node.meta["content"]  # (a node's meta is a dict made at each access)
             out.append(mdtree.escape(content))
-            if slug is not None and shown is not None:
-                slug.append(content)
-                shown.append(content)
-            elif into is not None:
-                into.append(content)
+            _keep(content, slug, shown, into)
         elif name == "code_inline":
             content = "".join(c.meta.get("content", "") for c in node.children)
             out.append(f"<code>{mdtree.escape(content)}</code>")
-            if slug is not None and shown is not None:
-                slug.append(content)
-                shown.append(content)
-            elif into is not None:
-                into.append(content)
+            _keep(content, slug, shown, into)
         elif name in ("softbreak", "hardbreak"):
             out.append("\n" if name == "softbreak" else "<br />\n")
             if shown is not None:
@@ -366,11 +360,7 @@ class _Walk:
                 if not mdtree.PLAIN_AUTOLINK.fullmatch(shown_url):
                     raise Mismatch("autolink")
                 out.append(f'<a href="{href}">{mdtree.escape(shown_url)}</a>')
-                if slug is not None and shown is not None:
-                    slug.append(shown_url)
-                    shown.append(shown_url)
-                elif into is not None:
-                    into.append(shown_url)
+                _keep(shown_url, slug, shown, into)
             else:
                 out.append(f'<a href="{href}"{title}>')
                 self.children(node, depth + 1, slug, shown, into)
@@ -393,6 +383,15 @@ class _Walk:
 
     def record(self, new: str, kind: str, line: int) -> None:
         self.links.append((new, kind, line))
+
+
+def _keep(content: str, slug: list[str] | None, shown: list[str] | None, into: list[str] | None) -> None:
+    # an inline node's text: the heading's (as the anchors plugin reads it and as shown), else the page's
+    if slug is not None and shown is not None:
+        slug.append(content)
+        shown.append(content)
+    elif into is not None:
+        into.append(content)
 
 
 class Ids:
@@ -470,9 +469,7 @@ def render_parts(
         walk.blocks(nodes, 0)
     except (Mismatch, mdtree.Unsupported):
         return None
-    # the permalink sign is not part of the heading's text (search titles, excerpts); a plain replace,
-    # as on markdown-it-py's output, so raw HTML naming the class gets the mark too
-    body = "".join(walk.out).replace(PERMALINK, PERMALINK_IGNORED)
+    body = "".join(walk.out)
     shown = _excerpt_nodes(nodes)
     first = walk.first_para
     # the excerpt is the first paragraph (no ``<!--more-->``): its HTML as written above, not flattened

@@ -157,17 +157,41 @@ class BuildReport:
         return "BuildReport(" + ", ".join(f"{n}={getattr(self, n)!r}" for n in self.FIELDS) + ")"
 
 
-#: what a heading's permalink anchor becomes in rendered Markdown (both renderers): its sign is not
-#: text of the heading or the page (search titles, excerpts)
-PERMALINK = 'class="header-anchor"'
+#: a heading's permalink anchor's attributes in rendered Markdown: its sign is not text of the heading
+#: or the page (search titles, excerpts)
 PERMALINK_IGNORED = 'class="header-anchor" data-search-ignore'
+
+
+def permalink(sid: str) -> str:
+    """A heading's permalink anchor (the anchors plugin's, its sign marked as no text) for its id
+    ``sid`` as the ``id`` attribute holds it (escaped): the one writer of it, for all three renderers
+    (``mdfast``, ``mdhtml``, markdown-it-py's path in ``markdown``), whose outputs are compared byte for
+    byte. The page's own HTML naming the class is left as written."""
+    return f'<a {PERMALINK_IGNORED} href="#{sid}">#</a>'
+
+
+#: what a heading is to the search index: an h2 or h3 with an ``id`` starts a section, named by that
+#: id (results link to it); the first h1 with text is the page's title; any other heading (h4-h6, one
+#: without an id) is text of the section it is in. The one rule for ``search.sections``' scan of a page
+#: and for the text the Markdown renderers make of it (``mdfast``, ``mdhtml``: ``ContentText``), which
+#: the index takes instead of scanning and which must therefore agree with the scan. Tag -> role; the
+#: tags not here are plain text.
+SECTION, TITLE = "section", "title"
+HEADING_ROLES: dict[str, str] = {"h1": TITLE, "h2": SECTION, "h3": SECTION}
+
+
+def heading_role(tag: str, hid: str) -> str | None:
+    """``SECTION``, ``TITLE`` or None (text) for a heading ``tag`` ("h2") with the id ``hid``."""
+    role = HEADING_ROLES.get(tag)
+    return None if role == SECTION and not hid else role
 
 
 class ContentText(NamedTuple):
     """What ``search.sections`` reads of a page's rendered Markdown, made from its syntax tree by the Markdown
-    stage (``mdhtml``) instead of from its HTML: the text before its first h2/h3 and after each (raw:
-    whitespace where the HTML has a word break, ``&`` as ``&amp;``, so it joins the template's raw text
-    as the HTML would), each h2/h3's id and heading (clean) and its first non-empty h1's text."""
+    stage (``mdhtml``) instead of from its HTML: the text before its first section heading and after each
+    (raw: whitespace where the HTML has a word break, ``&`` as ``&amp;``, so it joins the template's raw
+    text as the HTML would), each section heading's id and heading (clean) and its title (the sections
+    and title by ``heading_role``)."""
 
     lead: str
     sections: list[tuple[str, str, str]]  # (id, heading, raw text)

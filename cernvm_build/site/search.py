@@ -18,12 +18,13 @@ use), under ``search-index/``:
   writing its bytes (ext4 allocates an inode; where many were deleted lately it searches for one).
 
 A page is cut into sections at its h2/h3 headings (the part before the first one is the page's own,
-headed by its h1), so results link to the heading that answers the query. A section's words are its
-heading's (positions from 0) then its text's (after a gap, so a phrase never spans both): positions
-serve phrase queries ("pin a tag" in quotes), the heading length weighs words of headings up. Every
-word is kept, one-letter ones included ("stratum 1"); stemming is ``stemmer.py``'s, mirrored in the
-script. Only what a page marks ``data-search-body`` is read (the article), minus the elements marked
-``data-search-ignore`` (breadcrumbs, sidebars, TOC, permalink signs), scripts and styles.
+headed by its h1; the rule is ``model.heading_role``, which the Markdown renderers' text follows), so
+results link to the heading that answers the query. A section's words are its heading's (positions from
+0) then its text's (after a gap, so a phrase never spans both): positions serve phrase queries ("pin a
+tag" in quotes), the heading length weighs words of headings up. Every word is kept, one-letter ones
+included ("stratum 1"); stemming is ``stemmer.py``'s, mirrored in the script. Only what a page marks
+``data-search-body`` is read (the article), minus the elements marked ``data-search-ignore``
+(breadcrumbs, sidebars, TOC, permalink signs), scripts and styles.
 
 Incremental: a page's extract (fragment + postings) is kept in the state under the page's output
 fingerprint. The write step makes it from the page it renders (``page_extract``; ``missing`` says which
@@ -50,7 +51,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from .cache import State
-from .model import PERMALINK_IGNORED, ContentText, sha
+from .model import HEADING_ROLES, PERMALINK_IGNORED, SECTION, TITLE, ContentText, heading_role, sha
 from .output import files_under, matches, prune_emptied, write_output
 from .parallel import fork_map
 from .stemmer import stems
@@ -196,7 +197,7 @@ def sections(
         if len(stack) >= MAX_DEPTH:
             continue  # past MAX_DEPTH elements are not tracked: a closing tag costs at most that
         stack.append(name)
-        if heading is None and name in ("h1", "h2", "h3"):
+        if heading is None and name in HEADING_ROLES:  # (other headings are text: not tracked)
             idm = _ID.search(attrs)
             hid = html.unescape(next(g for g in idm.groups() if g is not None)) if idm else ""
             heading = [name, hid, []]
@@ -250,13 +251,15 @@ def _skip(page: str, name: str, pos: int) -> int:
 
 
 def _close_heading(heading: list[Any], secs: list[list[Any]], title: str) -> str:
-    """Close a heading: an h2/h3 with an id starts a section; returns the page's title (its first h1)."""
+    """Close a heading (``model.heading_role``: a section's start, the title or text); returns the
+    page's title."""
     tag, hid, parts = heading
-    if tag in ("h2", "h3") and hid:
+    role = heading_role(tag, hid)
+    if role == SECTION:
         secs.append([hid, _clean("".join(parts)), []])
-    elif tag != "h1":  # a heading without an id stays text of its section
+    elif role != TITLE:  # text of its section
         secs[-1][2].extend((" ", *parts, " "))
-    return title or (_clean("".join(parts)) if tag == "h1" else "")
+    return title or (_clean("".join(parts)) if role == TITLE else "")
 
 
 def _clean(text: str) -> str:

@@ -27,6 +27,8 @@ PLAIN = (
     '- item\n\n  loose [a](<a.md>)\n\n- next\n\n***\n\n```sh\nls -l && echo "x" <in\n```\n\ntail\n',
     # (headings whose titles span lines)
     "Two *lines* of\n `a` title\n---\n\ntext [a](a.md)\n\nTwo *lines* of\n`a` title\n===\n",
+    # a highlighted fence naming the permalink's class: as written (``model.permalink`` is the headings')
+    '## H [a](a.md)\n\n```sh\necho \'<a class="header-anchor" href="#h">#</a>\'\n```\n',
 )
 #: what it leaves to the tree: raw HTML or an autolink (a ``<`` outside code), reference definitions,
 #: <!--more-->, a code block it cannot tell from a fence without a language, a fence straight after a

@@ -35,8 +35,10 @@ MORE_CASES = (
     ">\n\n-\n\n1.\n\n> - \n",
     '![a `c` <b>x</b> ![n](n.png) [l](l.md) *e*\nsoft](i.png "t") [![alt](a.png)](b.md)\n',
     "## [link](a.md) in `h` <b>raw</b>\n\n#### h4 *em*\n\ntext\n",
-    # the excerpt (the first paragraph) is the page's HTML of it, without the permalink's marking
+    # raw HTML naming the permalink's class: as written, in the page and in its excerpt (the first
+    # paragraph); a highlighted fence holding it too (``model.permalink`` writes the headings' only)
     'Intro <a class="header-anchor" href="#x">#</a> [l](l.md "T") `c` *e*\nsoft ![i](i.png) <https://a.b>\n',
+    '# H\n\n```sh\necho \'<a class="header-anchor" href="#h">#</a>\'\n```\n\n<i class="header-anchor">x</i>',
     # link reference definitions: no HTML of their own, also where they are a list item's or a quote's
     # only or first block, or before <!--more--> (the excerpt)
     '[ref] and [other][ref]\n\n[ref]: http://x.y/z "T"\n',
@@ -112,6 +114,9 @@ def test_what_the_tree_writer_has_no_rule_for_is_left_to_markdown_it_py(
     ]
     assert '<a class="header-anchor" data-search-ignore href="#c-b">#</a></h2>' in page.html
     assert 'href="@@L:docs/a/c.md@@"' in page.html and "src='@@L:docs/a/d.png@@'" in page.html
+    # only the heading's permalink is marked: the page's code and raw HTML naming the class are as written
+    _t, page, _s = both(next(c for c in MORE_CASES if c.startswith("# H\n\n```sh")), monkeypatch)
+    assert page.html.count("data-search-ignore") == 1 and page.html.count('class="header-anchor"') == 3
 
 
 @pytest.mark.parametrize("path", ["render", "tree"])

@@ -19,7 +19,7 @@ from sitehelpers import build_site, fragments
 
 from bench.site_corpus import page_text
 from cernvm_build.paths import data_dir
-from cernvm_build.site import frontmatter, markdown, search, stemmer
+from cernvm_build.site import frontmatter, markdown, mdfast, model, search, stemmer
 from cernvm_build.site.model import ContentText
 
 NODE_RUNNER = Path(__file__).with_name("search_node.js")
@@ -415,3 +415,30 @@ def test_the_content_is_found_only_where_it_is_once() -> None:
     overlap = "<a" * search.HEAD  # a second copy may start inside the first
     assert search._once(overlap + "<a", overlap) == -1
     assert search._once(overlap, overlap) == 0
+
+
+def test_one_heading_rule_makes_the_scan_and_the_renderers_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Which headings start a section, and the title, are ``model.HEADING_ROLES``' for the index's scan
+    of a page and for both renderers' text of its Markdown (``mdfast``, ``mdhtml``): with the rule
+    changed (an h4 starts a section, an h3 is text) they still agree, and the sections did change."""
+    text = "# Title\n\nintro\n\n## Two\n\na\n\n### Three\n\nb *c*\n\n#### Four\n\nd\n\n##### Five\n\ne\n"
+    monkeypatch.setitem(model.HEADING_ROLES, "h4", model.SECTION)
+    monkeypatch.delitem(model.HEADING_ROLES, "h3")
+    assert mdfast.render_parts(text, slugify=markdown.slugify, highlight=str, resolve=lambda h: (h, ""))
+    for renderer in ("mdfast", "mdhtml"):
+        with monkeypatch.context() as m:
+            if renderer == "mdhtml":
+                m.setattr(mdfast, "render_parts", lambda *_a, **_k: None)
+            r = markdown.render(text, src_path="docs/p.md", first_line=1, base_path="/")
+        assert r.search is not None
+        for around in _AROUND:
+            page = around.replace("{c}", r.html)
+            whole = search.sections(page)
+            assert search.sections(page, (r.html, r.search)) == whole, (renderer, around)
+        title, secs = search.sections(f"<main data-search-body>{r.html}</main>")
+        assert title == "Title" and [(hid, head) for hid, head, _t in secs] == [
+            ("", "Title"),
+            ("two", "Two"),
+            ("four", "Four"),
+        ]
+        assert secs[1][2] == "a Three b c"
