@@ -111,7 +111,11 @@ class Connection:
                 f"refusing a request line with whitespace in it: {host[:100]!r} {targets!r:.200}"
             )
         if self.sock is None:
-            sock = socket.create_connection((self.host, self.port), self.timeout)
+            # an ASCII name as bytes: a str is IDNA-encoded first, which imports encodings.idna,
+            # stringprep and unicodedata into the mount's start (its one connection); getaddrinfo
+            # takes bytes, typeshed only names str
+            name = self.host.encode() if self.host.isascii() else self.host
+            sock = socket.create_connection((name, self.port), self.timeout)  # type: ignore[arg-type]
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self.scheme == "https":
                 sock = _tls(sock, self.host)

@@ -44,8 +44,12 @@ class Whitelist:
 def _stamp(text: str, where: str, what: str) -> dt.datetime:
     if len(text) != 14 or not text.isdigit():
         raise CvmfsError(f"{where}: {what} is not YYYYMMDDhhmmss: {text!r}")
+    # by hand, not strptime: that imports _strptime and calendar into the mount's start
     try:
-        return dt.datetime.strptime(text, _STAMP).replace(tzinfo=dt.UTC)
+        y, mo, d, h, mi, s = (
+            int(text[i : i + n]) for i, n in ((0, 4), (4, 2), (6, 2), (8, 2), (10, 2), (12, 2))
+        )
+        return dt.datetime(y, mo, d, h, mi, s, tzinfo=dt.UTC)
     except ValueError as e:
         raise CvmfsError(f"{where}: {what} is not a valid date: {text!r}") from e
 

@@ -68,6 +68,25 @@ def test_whitelist_bad_lines_name_their_line() -> None:
         whitelist.parse(b"20260101000000\nE20270101000000\nNx\nnot-a-fingerprint\n")
 
 
+def test_whitelist_dates_are_read_as_strptime_read_them() -> None:
+    """The dates are parsed by hand (strptime imports two modules into the mount's start): the same
+    datetimes, and an impossible date is the same one-line error."""
+    w = whitelist.parse(b"20260228235959\nE20991231235959\nNx\n")
+    assert w.created == dt.datetime.strptime("20260228235959", "%Y%m%d%H%M%S").replace(tzinfo=dt.UTC)
+    assert w.expires == dt.datetime(2099, 12, 31, 23, 59, 59, tzinfo=dt.UTC)
+    for bad, line in (
+        (b"20260230000000", 1),
+        (b"20261301000000", 1),
+        (b"00000101000000", 1),
+        (b"20260101246000", 2),
+    ):
+        body = bad + b"\nE20270101000000\nNx\n" if line == 1 else b"20260101000000\nE" + bad + b"\nNx\n"
+        with pytest.raises(CvmfsError, match=rf":{line}: .* is not a valid date"):
+            whitelist.parse(body)
+    with pytest.raises(CvmfsError, match=r":1: creation time is not YYYYMMDDhhmmss"):
+        whitelist.parse(b"2026010100000\nE20270101000000\nNx\n")
+
+
 def test_fixture_signatures_verify_with_pure_python_rsa() -> None:
     m_signed = manifest.split_signed((REPO / ".cvmfspublished").read_bytes(), "m")
     m = manifest.parse(m_signed.body)

@@ -192,3 +192,28 @@ def test_statfs_reports_the_revision_size(fx: Fixture, server: Server, mnt: Path
     st = os.statvfs(mnt)
     assert st.f_blocks * st.f_frsize >= 37_200_000 and st.f_bfree == 0
     assert st.f_files >= 80
+
+
+def test_a_pinned_restart_imports_nothing_while_it_opens_the_repository(
+    fx: Fixture, server: Server, mnt: Path, tmp_path: Path
+) -> None:
+    """A reboot's start (pinned, warm cache, the initrd's options) opens the repository on the boot's
+    critical path: what it needs is imported before, while the init still waits. Parsing the
+    whitelist's dates with strptime imported _strptime and calendar, and connecting by a str host name
+    imported encodings.idna, stringprep and unicodedata: 40 % of the open's instructions."""
+    snap, cache = tmp_path / "snapshot", tmp_path / "cache"
+    first = _mount(
+        server, fx, mnt, "--cache", str(cache), "--snapshot-file", str(snap), "--tag", "slc4-frozen"
+    )
+    assert first.returncode == 0, first.stderr
+    unmount(mnt)
+    code = (
+        "import sys; from cernvm_build.cvmfs import mount\n"
+        "args = mount.build_parser().parse_args(sys.argv[1:]); before = set(sys.modules)\n"
+        "repo = mount._open(args); print(*sorted(set(sys.modules) - before))\n"
+        "print(repo.root_hash, repo.tag)\n"
+    )
+    args = ["--fqrn", FQRN, "--server", server.repo_url(), "--public-key", str(fx.pub), "--cache", str(cache)]
+    args += ["--snapshot-file", str(snap), "--no-magic-xattrs", "--prefetch-in-order", str(mnt)]
+    r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout == f"\n{ROOT_REV1} slc4-frozen\n", r.stdout + r.stderr
