@@ -187,15 +187,15 @@ def _open(args: argparse.Namespace) -> Repository:
         # file contents and catalogs are read from inflated copies (plaincache.py), the objects
         # stay a Stratum
         quota = None
+        stale = time.time() - STALE_TMP_S
         if args.quota_limit is not None:
             quota = Quota(objects.root, args.quota_limit * MB)
-            quota.scan(sweep_before=time.time() - STALE_TMP_S)  # one walk, the plain cache's sweep too
+            quota.scan(sweep_before=stale)  # one walk, the plain cache's sweep too
             objects.on_use = plain.on_use = quota.used
-        else:
-            plain.sweep()
         # The daemon owns its cache: what it holds is kept in memory from here on, so a cold
-        # object's misses (plain copy, object, the prefetcher's look) cost no failed opens.
-        held = (objects.hold(), plain.hold())
+        # object's misses (plain copy, object, the prefetcher's look) cost no failed opens. Without
+        # a size limit, the plain cache's temporaries are swept in the same listing.
+        held = (objects.hold(), plain.hold(sweep_before=None if quota is not None else stale))
         # A clean stop of the last daemon (its marker, taken away before serving): what it left
         # is served without the first-use checksum check (plaincache.py).
         plain.take_clean()

@@ -152,14 +152,26 @@ def fanned_out_files(
             with os.scandir(d.path) as files:
                 for f in files:
                     if f.name.startswith("."):
-                        if sweep_before is not None and f.name.endswith(".tmp"):
-                            with contextlib.suppress(FileNotFoundError):
-                                if f.stat(follow_symlinks=False).st_mtime < sweep_before:
-                                    os.unlink(f.path)
-                                    if swept is not None:
-                                        swept.append(f.path)
+                        if (
+                            sweep_before is not None
+                            and f.name.endswith(".tmp")
+                            and _sweep_one(f.path, sweep_before)
+                            and swept is not None
+                        ):
+                            swept.append(f.path)
                     elif f.is_file(follow_symlinks=False):
                         yield f
+
+
+def _sweep_one(path: str, before: float) -> bool:
+    """Remove the temporary ``path`` if it was last changed before ``before``; whether it was."""
+    try:
+        if os.lstat(path).st_mtime < before:
+            os.unlink(path)
+            return True
+    except FileNotFoundError:
+        pass
+    return False
 
 
 def sweep_temporaries(base: Path, before: float) -> int:
@@ -185,16 +197,27 @@ class Holdings(set[str]):
     bytes, renamed into place atomically).
 
     A set of those keys itself (``in``, ``add``, ``discard`` are C calls: several per object on a
-    cold read)."""
+    cold read).
 
-    def __init__(self, base: Path):
+    ``sweep_before`` (a time): on the way, as ``sweep_temporaries`` does, a crashed writer's
+    temporaries (``.*.tmp``) last changed before it are removed: the mount's start lists the
+    directory once for both (each listing of its 256 directories is a few ms of a TCG guest's CPU)."""
+
+    def __init__(self, base: Path, *, sweep_before: float | None = None):
         super().__init__()
         self.base = str(base)
         with contextlib.suppress(FileNotFoundError):
             for d in os.listdir(self.base):
                 if len(d) == 2:
-                    with contextlib.suppress(NotADirectoryError, FileNotFoundError):
-                        self.update(d + n for n in os.listdir(f"{self.base}/{d}") if n[0] != ".")
+                    try:
+                        names = os.listdir(f"{self.base}/{d}")
+                    except (NotADirectoryError, FileNotFoundError):
+                        continue
+                    self.update(d + n for n in names if n[0] != ".")
+                    if sweep_before is not None:
+                        for n in names:
+                            if n[0] == "." and n.endswith(".tmp"):
+                                _sweep_one(f"{self.base}/{d}/{n}", sweep_before)
 
     def forget_path(self, path: str) -> None:
         """``path`` (a file of this directory, e.g. one the size limit evicted) is gone."""

@@ -155,10 +155,11 @@ class PlainCache:
         #: what the directory holds, where this process owns it (the mount daemon: ``hold``)
         self.held: Holdings | None = None
 
-    def hold(self) -> Holdings:
+    def hold(self, *, sweep_before: float | None = None) -> Holdings:
         """Keep in memory what the cache holds from now on (``objects.Holdings``): a miss then costs
-        no failed open. Only for the process that owns the cache, the mount daemon."""
-        self.held = Holdings(self.dir)
+        no failed open. Only for the process that owns the cache, the mount daemon (which sweeps
+        its temporaries in the same listing: ``sweep_before``)."""
+        self.held = Holdings(self.dir, sweep_before=sweep_before)
         return self.held
 
     def has(self, name: str, suffix: str) -> bool:

@@ -179,6 +179,24 @@ def test_a_writer_killed_mid_write_leaves_nothing_trusted(fx: Fixture, tmp_path:
     assert cache.sweep() == 1 and not left[0].exists()
 
 
+def test_hold_sweeps_old_temporaries_in_the_same_listing(tmp_path: Path) -> None:
+    """The mount's start without a size limit lists the plain cache once (``hold(sweep_before=)``):
+    a crashed writer's old temporary is removed there, a young one (a live writer's) is left, and
+    neither is held."""
+    cache = PlainCache(tmp_path / "cache")
+    name = "ab" + "c" * 38
+    cache.put(name, "", iter((b"data",)), 4)
+    stale, young = cache.dir / "ab" / ".x.tmp", cache.dir / "cd" / ".y.tmp"
+    for p in (stale, young):
+        p.parent.mkdir(exist_ok=True)
+        p.write_bytes(b"torn")
+    old = time.time() - STALE_TMP_S - 60
+    os.utime(stale, (old, old))
+    held = cache.hold(sweep_before=time.time() - STALE_TMP_S)
+    assert not stale.exists() and young.exists()
+    assert set(held) == {name}
+
+
 def test_a_start_makes_only_the_missing_fan_out_directories(tmp_path: Path) -> None:
     """Every start of the mount daemon opens the cache: the fan-out directories an earlier start made
     are left alone (no refused mkdir for each: 0.07 s of the initrd's CPU under TCG), one gone is
