@@ -404,6 +404,24 @@ def short_margin(monkeypatch: pytest.MonkeyPatch) -> int:
     return 20_000_000
 
 
+def test_taking_a_clean_stop_flushes_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, short_margin: int
+) -> None:
+    """A restart after a clean stop (every reboot) removes the marker and writes OPEN with two
+    fsyncs (OPEN's, then the directory's for both), not three: each is a host flush under qemu on
+    the mount's critical path. The marker is gone and OPEN there once it returns."""
+    first = PlainCache(tmp_path / FQRN)
+    first.take_clean()
+    first.mark_clean(sync=False)  # vouches until the margin from now
+    time.sleep(2 * short_margin / 1e9)
+    synced: list[int] = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real(fd))
+    again = PlainCache(tmp_path / FQRN)
+    assert again.take_clean() and len(synced) == 2
+    assert not (again.dir / CLEAN).exists() and (again.dir / OPEN).exists()
+
+
 @pytest.mark.parametrize("whole", [True, False], ids=["whole", "piece"])
 def test_after_a_clean_stop_files_left_are_not_crc_checked(
     tmp_path: Path, whole: bool, short_margin: int
