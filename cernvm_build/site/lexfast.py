@@ -26,8 +26,8 @@ callbacks keep the indentation in the context; Ruby's, Terraform's...) is the sa
 Pygments' own loops wrap that one and are kept, with their inner lexer sped up: the C family's
 (``Name`` tokens that are type names retyped), shell sessions' (``console``: its commands' lexer) and
 Makefiles' (the lines other than special and comment ones); a ``using(OtherLexer)`` callback
-(Dockerfile's shell lines, HTML's scripts) lexes with one sped-up instance a lexer keeps, not a new
-one per match (``_using``). tests/site/test_site_lexfast.py
+(Dockerfile's shell lines, HTML's scripts), also as a group of a ``bygroups``, lexes with one sped-up
+instance a lexer keeps, not a new one per match (``_using``). tests/site/test_site_lexfast.py
 compares the tokens with Pygments' for the site's languages and a set of others, on the shipped pages'
 code blocks, the bench corpora's and odd input.
 
@@ -83,21 +83,31 @@ _GROUPS: dict[Any, tuple[tuple[int, _TokenType], ...] | None] = {}
 #: Pygments' ``using(OtherLexer)`` callbacks share this code object (``using(this)`` has another)
 _USING_CODE = using(Text).__code__
 #: by callback that is not a ``bygroups`` of token types: what the loops call instead (``_using``'s
-#: for a ``using(OtherLexer)``, else the callback itself)
+#: for a ``using(OtherLexer)``, a ``bygroups`` of the same actions with ``_using``'s for those among
+#: them, else the callback itself)
 _CALLBACK: dict[Any, Any] = {}
 
 
 def _groups(action: Any) -> tuple[tuple[int, _TokenType], ...] | None:
     got = None
+    callback = action
     code = getattr(action, "__code__", None)
     if code is _BYGROUPS_CODE:
         cells = dict(zip(action.__code__.co_freevars, action.__closure__, strict=True))
         args = cells["args"].cell_contents
         if all(a is None or type(a) is _TokenType for a in args):
             got = tuple((i, a) for i, a in enumerate(args, 1) if a is not None)
+        elif any(getattr(a, "__code__", None) is _USING_CODE for a in args):
+            # a group lexed by another lexer (Dockerfile's ENV, LABEL, CMD... lines: Bash): Pygments'
+            # made a new one per match, whose rules were tried one by one (12 matches a token)
+            callback = bygroups(
+                *(_using(a) if getattr(a, "__code__", None) is _USING_CODE else a for a in args)
+            )
+    elif code is _USING_CODE:
+        callback = _using(action)
     _GROUPS[action] = got
     if got is None:
-        _CALLBACK[action] = _using(action) if code is _USING_CODE else action
+        _CALLBACK[action] = callback
     return got
 
 

@@ -195,6 +195,41 @@ def test_using_another_lexer_keeps_one_sped_up_instance_per_lexer() -> None:
     assert list(ours) == list(Extended().get_tokens_unprocessed(text))
 
 
+def test_a_group_lexed_by_another_lexer_uses_one_sped_up_instance(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``bygroups(Keyword, Whitespace, using(BashLexer))`` (Dockerfile's ENV, LABEL, ARG, ONBUILD,
+    HEALTHCHECK and CMD lines): Pygments' callback made a Bash lexer per line and tried its rules one by
+    one; here the group goes to ``_using``'s one sped-up instance, with Pygments' tokens."""
+    text = 'ENV A=1\nLABEL b=2 \\\n  c=3\nARG d\nONBUILD RUN x\nCMD ["a", "b"]\nHEALTHCHECK --i=5 CMD y\n'
+    theirs = list(
+        get_lexer_by_name("dockerfile", stripnl=False, ensurenl=False).get_tokens_unprocessed(text * 3)
+    )
+    lexer = lexfast.speed_up(get_lexer_by_name("dockerfile", stripnl=False, ensurenl=False))
+    made: list[object] = []
+    init = BashLexer.__init__
+    monkeypatch.setattr(
+        BashLexer, "__init__", lambda self, **options: made.append(self) or init(self, **options)
+    )
+    assert list(lexer.get_tokens_unprocessed(text * 3)) == theirs
+    assert len(made) <= 5  # one per rule (each ``using`` keeps its own), not one per line (18 here)
+    # from an ``ExtendedRegexLexer``'s loop too: Pygments' ``bygroups`` moves the context's position
+    # to each group before its callback and past the match after
+
+    class Extended(ExtendedRegexLexer):
+        tokens: ClassVar = {
+            "root": [
+                (r"(run)( +)([^\n]*)", bygroups(Keyword, Text, using(BashLexer, state="math"))),
+                (r"(env)( +)([^\n]*)", bygroups(Keyword, Text, using(BashLexer)), "after"),
+                (r"\n", Text),
+            ],
+            "after": [(r"\n", Text, "#pop")],
+        }
+
+    extended = "run 1 + $x\nenv A=1 b\nrun\nenv \n"
+    ours = list(itertools.islice(lexfast.speed_up(Extended()).get_tokens_unprocessed(extended), 100))
+    assert ours == list(Extended().get_tokens_unprocessed(extended))
+    assert any(t is Keyword for _i, t, _v in ours)
+
+
 def test_an_empty_rule_joins_whatever_its_flags() -> None:
     rust = get_lexer_by_name("rust")
     flags = {m.__self__.flags for m, _a, _n in rust._tokens["root"]}
