@@ -127,6 +127,8 @@ def _using(action: Any) -> Any:
             lx = inner[lexer]
         else:
             lx = other(**{**lexer.options, **kwargs})
+            if type(lexer) in _EARLY:  # (``join_early``)
+                _EARLY.add(type(lx))
             lx = inner[lexer] = speed_up(lx) if supports(lx) else None
         if lx is None:
             yield from action(lexer, match, ctx)
@@ -232,8 +234,14 @@ def join_early(lexer: Lexer) -> None:
     """Join each state of ``lexer``'s class at its first token from now on, not after ``JOIN_AFTER``:
     for a process that will lex many blocks in its language (a full build), where the tokens matched
     rule by rule before the join cost more than the join (~0.05 CPU-s of the bench corpus's 3,000
-    blocks); made before the render workers fork, the joined states are made once."""
+    blocks); made before the render workers fork, the joined states are made once. The lexers its
+    own loop lexes with (a Makefile's lines, a shell session's commands) and those its ``using``
+    rules call (``_using``) lex its blocks too: theirs join early as well (a Makefile's inner lexer
+    had matched 3.9 rules a token, one by one)."""
     _EARLY.add(type(lexer))
+    for inner in (_session_inner(lexer), _make_base(lexer)):
+        if inner is not None:
+            _EARLY.add(type(inner))
 
 
 def _renumbered(src: str, outer: int, groups: int) -> str | None:

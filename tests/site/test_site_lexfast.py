@@ -271,6 +271,27 @@ def test_a_lexer_joined_early_joins_each_state_at_its_first_token(monkeypatch: p
     assert "root" not in lexfast._JOINED[type(other)][0]
 
 
+@pytest.mark.parametrize(
+    ("lang", "text", "inner"),
+    [
+        ("make", MAKEFILE, "BaseMakefileLexer"),  # its own loop's inner lexer
+        ("console", SESSION, "BashLexer"),  # a shell session's commands
+        ("dockerfile", "ENV A=1\nRUN echo $A\n", "BashLexer"),  # a ``using(BashLexer)`` rule
+    ],
+)
+def test_the_lexers_an_early_lexer_lexes_with_join_early_too(
+    lang: str, text: str, inner: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lexfast, "_JOINED", {})
+    monkeypatch.setattr(lexfast, "_EARLY", set())
+    theirs = list(get_lexer_by_name(lang, stripnl=False, ensurenl=False).get_tokens_unprocessed(text))
+    lexer = lexfast.speed_up(get_lexer_by_name(lang, stripnl=False, ensurenl=False))
+    lexfast.join_early(lexer)
+    assert list(lexer.get_tokens_unprocessed(text)) == theirs
+    joined = {cls.__name__: states for cls, (states, _uses) in lexfast._JOINED.items()}
+    assert joined[inner].get("root") is not None  # joined at its first token, not after JOIN_AFTER
+
+
 def test_warming_joins_early_the_languages_of_many_blocks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
