@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import re
+import select
 import socket
 import struct
 import time
@@ -31,6 +32,15 @@ HEAD_TIMEOUTS = 2
 #: the most asked of the socket at once for a body (a bigger recv buffer is allocated per call)
 RECV = 256 << 10
 
+
+#: a body's rest of at least this many bytes is waited for whole, in one wake-up (``_await``); a
+#: smaller one comes in a segment or two anyway
+AWAIT_WHOLE = 8 << 10
+#: the most waited for at once that way (the kernel caps SO_RCVLOWAT at half its largest receive
+#: buffer itself; a reader asks for at most 1 MiB)
+AWAIT_MOST = 1 << 20
+_LOWAT = getattr(socket, "SO_RCVLOWAT", None)
+_POLLIN = getattr(select, "POLLIN", 1)
 
 #: a space, CR or LF: refused in a request line (one C call, not a generator per character class)
 _WHITESPACE = re.compile("[ \r\n]").search
@@ -82,7 +92,7 @@ def timeval(seconds: float) -> bytes:
 class Connection:
     """One connection to ``netloc`` (a server or a proxy); opened on the first request."""
 
-    __slots__ = ("_buf", "host", "port", "scheme", "sock", "timeout")
+    __slots__ = ("_buf", "_poll", "host", "port", "scheme", "sock", "timeout")
 
     def __init__(self, scheme: str, netloc: str, timeout: float):
         self.scheme = scheme
@@ -91,10 +101,13 @@ class Connection:
         self.sock: socket.socket | None = None
         #: bytes received and not yet consumed (the start of the response being read)
         self._buf = b""
+        #: the socket registered for POLLIN (``_await``), made on first use
+        self._poll: select.poll | None = None
 
     def close(self) -> None:
         sock, self.sock = self.sock, None
         self._buf = b""
+        self._poll = None
         if sock is not None:
             sock.close()
 
@@ -145,6 +158,37 @@ class Connection:
             return self.sock.recv(n, flags)
         except BlockingIOError:  # SO_RCVTIMEO ran out
             raise TimeoutError("timed out") from None
+
+    def _await(self, n: int) -> bytes:
+        """Up to ``n`` bytes of a body known to be at least that long, from a plain socket: the thread
+        sleeps until all of them are there (SO_RCVLOWAT, then poll), or the timeout, then takes what
+        is there. A blocking recv (MSG_WAITALL too) is woken by every segment that arrives: ~17 for a
+        25 KB object over Ethernet, each a context switch and a return to Python, and in the μCernVM
+        guest (one vCPU under TCG) those wake-ups were much of a fetch's CPU (issue 13). The mark is
+        set back to 1 before returning: a head's recv must not wait for a body's worth of bytes.
+        Like a recv under SO_RCVTIMEO: what came within the timeout (the caller's low-speed check
+        sees a trickle), TimeoutError if nothing did, b"" at the connection's end."""
+        sock = self.sock
+        assert sock is not None
+        if self._poll is None:
+            self._poll = select.poll()
+            self._poll.register(sock, _POLLIN)
+        # Not a blocking recv with the mark set: the kernel wakes a reader when what is *not yet
+        # copied* reaches the mark, so once a recv has copied part of the body the rest would never
+        # reach it (it hangs; seen on Linux 6.18). poll copies nothing.
+        sock.setsockopt(socket.SOL_SOCKET, _LOWAT, min(n, AWAIT_MOST))  # type: ignore[arg-type]
+        try:
+            ready = self._poll.poll(self.timeout * 1000)
+            data = sock.recv(n, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            data = None
+        finally:
+            sock.setsockopt(socket.SOL_SOCKET, _LOWAT, 1)  # type: ignore[arg-type]
+        if data is not None:
+            return data
+        if not ready:
+            raise TimeoutError("timed out")
+        return self._recv(n, socket.MSG_WAITALL)  # ready but nothing there (spurious): as before
 
     def _line(self, until: float, what: str) -> bytes:
         """The next line (without its end), at most MAX_HEADER_LINE bytes, by ``until`` (chunk
@@ -319,7 +363,10 @@ class Response:
             # never more than the body, and on a big object a few 1 MiB blocks instead of one per
             # segment that happened to arrive, each block a round of GIL hand-offs downstream
             # (hash, inflate, write) among the daemon's threads.
-            data = conn._recv(n, socket.MSG_WAITALL)
+            if n >= AWAIT_WHOLE and _LOWAT is not None:
+                data = conn._await(n)
+            else:
+                data = conn._recv(n, socket.MSG_WAITALL)
             if not data:
                 self.will_close = True
                 return b""
