@@ -167,9 +167,14 @@ class Connection:
         guest (one vCPU under TCG) those wake-ups were much of a fetch's CPU (issue 13). The mark is
         set back to 1 before returning: a head's recv must not wait for a body's worth of bytes.
         Like a recv under SO_RCVTIMEO: what came within the timeout (the caller's low-speed check
-        sees a trickle), TimeoutError if nothing did, b"" at the connection's end."""
+        sees a trickle), TimeoutError if nothing did, b"" at the connection's end. What is there
+        already is taken at once without waiting (the caller asks again for the rest)."""
         sock = self.sock
         assert sock is not None
+        try:  # what has come already (a pipelined batch's later answers: all of it, one call)
+            return sock.recv(n, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            pass
         if self._poll is None:
             self._poll = select.poll()
             self._poll.register(sock, _POLLIN)
