@@ -42,12 +42,13 @@ from .cache import Snapshot, State
 from .config import SiteConfig
 from .frontmatter import Memo
 from .model import BuildReport, ContentText, LinkErrors, sha
+from .output import folder_rows, matches
 from .pages import PageSet, likely_layouts, make_pages
 from .parallel import PARALLEL_MIN
-from .plan import FIXED_TEMPLATES, Delta, Plan, plan, plan_code, public
+from .plan import FIXED_TEMPLATES, Delta, Plan, plan, plan_code, plan_digest, public
 from .reference import GENERATORS
 from .sources import Generators, Sources, nothing, plan_sources, render_markdown, scan
-from .write import execute
+from .write import execute, find_strays
 
 __all__ = ["BuildReport", "Builder", "LinkErrors", "build_site", "default_cache_dir"]
 
@@ -209,7 +210,7 @@ class Builder:
         try:
             # the pages' dates from git: its log runs in a process of its own while this one scans and
             # renders the sources (read after that)
-            dates = gitdates.start(self.site_dir / "content", self.cache_dir)
+            dates = functools.cache(gitdates.start(self.site_dir / "content", self.cache_dir))
             yaml_memo = Memo(state.memo("yaml"))  # config.yaml and data files parsed before
             cfg = config_mod.load(self.site_dir, base_url=self.base_url, memo=yaml_memo)
             self.cfg: SiteConfig = cfg
@@ -222,6 +223,11 @@ class Builder:
             planned = plan_sources(sources, cfg.base_path, self.generators)
             keys = {rel: s.key for rel, s in planned.items()}
             edited = _edited(snap, keys)
+            if edited == set() and snap is not None:  # no source changed: maybe nothing did
+                quick = self._as_recorded(snap, state, cfg, sources, aside, dates, old_outputs, yaml_memo)
+                if quick is not None:
+                    quick.seconds = time.perf_counter() - start
+                    return quick
             old_keys = {snap.keys[rel] for rel in edited} if snap and edited is not None else set()
             # a build that may plan the edited pages alone reads the rest of a page's metadata on use
             metas = state.md_meta(set(keys.values()) | old_keys, lazy=edited is not None)
@@ -284,11 +290,17 @@ class Builder:
                         state.put_outputs([], list(old_outputs))
                         old_outputs = {}
                 after = Snapshot(outputs.digest, keys, outputs.searchable)
-                if snap is not None and snap != after:
+                if snap is not None and snap[:3] != after[:3]:
                     state.put_snapshot(None)  # this build writes: no plan is complete until it ends
                 rendered, removed, search_files, search_shards = self._write(
                     target, outputs, pageset, old_outputs, env, state, fresh, texts, new, store_md
                 )
+                by_output = _sources(pageset)
+                fp = sha(*(f"{out}\0{file}" for out, file in sorted(by_output.items())))
+                if snap is None or snap.report[3] != fp:
+                    state.put_report_sources(fp, by_output)
+                report = (str(self.site_dir), len(pageset.pages), len(outputs.jobs), fp)
+                after = after._replace(rows=state.output_count(), report=report)
                 if snap != after:
                     state.put_snapshot(after)
             if edited != set() or fresh:  # else no source changed: the last build pruned to these keys
@@ -321,8 +333,69 @@ class Builder:
             seconds=time.perf_counter() - start,
             jobs=self.jobs,
             warnings=self.warnings,
-            sources={p.out: p.file for p in pageset.pages if p.file},
+            sources=by_output,
         )
+
+    def _as_recorded(
+        self,
+        snap: Snapshot,
+        state: State,
+        cfg: SiteConfig,
+        sources: Sources,
+        aside: Callable[[], tuple[dict[str, Any], tuple[str, str], Mapping[str, str]]],
+        dates: Callable[[], dict[str, str]],
+        old_outputs: dict[str, tuple[str, int, int]],
+        yaml_memo: Memo,
+    ) -> BuildReport | None:
+        """The report of a rebuild that has nothing to do, or None: no source changed (the caller
+        knows), the plan's digest is the last complete build's (config, data, templates, assets, git
+        dates, the site code), the outputs table is as that build left it (its row count), every
+        recorded output is on disk as recorded, the search index's manifest among them, and no other
+        file is (``write.find_strays``, the walk of the output's changed folders). Then a full rebuild
+        would plan the same outputs, find each unchanged and write nothing: the page set, the plan and
+        the search index's plan are not made (~20 ms of a ~0.12 s no-change rebuild through the CLI at
+        1,000 pages). Else the build goes on (``aside`` and ``dates`` are cached: not made twice)."""
+        site, pages, jobs, fp = snap.report
+        if snap.rows != len(old_outputs) or site != str(self.site_dir) or not self.out_dir.is_dir():
+            return None
+        if search_mod.MANIFEST not in old_outputs:  # forgotten: the index on disk is trusted no more
+            return None
+        kept, by_output = state.report_sources()
+        if kept != fp:
+            return None
+        data, (_css_key, css), file_sha256 = aside()
+        if yaml_memo.now.keys() != yaml_memo.known.keys():
+            state.put_memo("yaml", yaml_memo.now)
+        env = tpl_mod.environment(self.site_dir / "templates", self.cache_dir / "jinja")
+        inputs = sha(json.dumps(dates(), sort_keys=True))
+        digest, _jobs, _digests = plan_digest(cfg, sources.assets, data, env, css, inputs, file_sha256)
+        top = str(self.out_dir)
+        if digest != snap.digest or not all(matches(f"{top}/{rel}", row) for rel, row in old_outputs.items()):
+            return None
+        folders = state.folders()
+        strays, empty, listed, seen = find_strays(self.out_dir, set(old_outputs), set(), folders)
+        if strays or empty:
+            return None
+        # the folders listed now recorded as they are (``write.execute``)
+        now, gone = folder_rows(self.out_dir, set(listed))
+        state.put_folders(now, gone + [rel for rel in folders if rel not in seen])
+        return BuildReport(
+            out_dir=self.out_dir,
+            pages=pages,
+            outputs=jobs,
+            rendered=0,
+            markdown_rendered=0,
+            removed=0,
+            seconds=0.0,
+            jobs=self.jobs,
+            warnings=self.warnings,
+            sources=by_output,
+        )
+
+
+def _sources(pageset: PageSet) -> dict[str, str]:
+    """The report's output -> source file."""
+    return {p.out: p.file for p in pageset.pages if p.file}
 
 
 def _both(first: Callable[[], object], then: Callable[[], object]) -> None:

@@ -33,6 +33,12 @@ class Snapshot(NamedTuple):
     digest: str
     keys: dict[str, str]  # content-relative source -> its key (``sources.Source.key``)
     searchable: frozenset[str]  # output paths
+    #: the outputs table's row count when the build ended (-1: not recorded), and its report's site
+    #: folder, pages, outputs and the fingerprint of its output -> source file map (kept beside it,
+    #: ``State.report_sources``): a rebuild that finds nothing changed and every recorded output as
+    #: recorded reports these without making the page set (``Builder._as_recorded``)
+    rows: int = -1
+    report: tuple[str, int, int, str] = ("", 0, 0, "")
 
 
 class Meta(Mapping[str, Any]):
@@ -332,8 +338,8 @@ class State:
         row = self.db.execute("SELECT blob FROM snapshot WHERE id = 0").fetchone()
         if row is None:
             return None
-        digest, keys, searchable = pickle.loads(row[0])
-        return Snapshot(digest, keys, frozenset(searchable))
+        digest, keys, searchable, *more = pickle.loads(row[0])
+        return Snapshot(digest, keys, frozenset(searchable), *more)
 
     def put_snapshot(self, snap: Snapshot | None) -> None:
         """Record the plan of a complete build (None: forget it, before a build writes anything)."""
@@ -341,9 +347,19 @@ class State:
             self.db.execute("DELETE FROM snapshot")
             return
         blob = pickle.dumps(
-            (snap.digest, snap.keys, sorted(snap.searchable)), protocol=pickle.HIGHEST_PROTOCOL
+            (snap.digest, snap.keys, sorted(snap.searchable), snap.rows, snap.report),
+            protocol=pickle.HIGHEST_PROTOCOL,
         )
         self.db.execute("INSERT OR REPLACE INTO snapshot VALUES (0, ?)", (blob,))
+
+    def report_sources(self) -> tuple[str, dict[str, str]]:
+        """The last complete build's output -> source file map and its fingerprint (``Snapshot.report``);
+        a row of its own, written only when it changed: read by a rebuild that has nothing to do."""
+        row = self.db.execute("SELECT blob FROM memo WHERE name = ?", (REPORT,)).fetchone()
+        return pickle.loads(row[0]) if row else ("", {})  # type: ignore[no-any-return]
+
+    def put_report_sources(self, fp: str, sources: dict[str, str]) -> None:
+        self.db.execute("INSERT OR REPLACE INTO memo VALUES (?, ?)", (REPORT, _pickle((fp, sources))))
 
     # -- the output's folders by ctime (``output.files_in_changed_folders``) -----------------------
     def folders(self) -> dict[str, int]:
@@ -353,6 +369,9 @@ class State:
         self._upsert("folders", "path", rows, gone)
 
     # -- outputs --------------------------------------------------------------------------------
+    def output_count(self) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM outputs").fetchone()[0])
+
     def outputs(self) -> dict[str, tuple[str, int, int]]:
         return {p: (fp, size, mtime) for p, fp, size, mtime in self.db.execute("SELECT * FROM outputs")}
 
@@ -404,6 +423,8 @@ class CodeRows(Mapping[str, str]):
 #: the largest WAL a one-shot build leaves for the next (``State.close``): a one-page rebuild at 1,000
 #: pages commits ~640 KB, so the copy and its fsyncs come once in ~3 of them
 WAL_LEFT_MAX = 2 << 20
+#: the memo row of the last complete build's output -> source file map (``State.report_sources``)
+REPORT = "\0report"
 #: connections left open for the process's end (``State.close``)
 _LEFT_OPEN: list[sqlite3.Connection] = []
 

@@ -347,6 +347,30 @@ def searchable(page: Page, archived: bool = False) -> bool:
     )
 
 
+def plan_digest(
+    cfg: SiteConfig,
+    assets: dict[str, Path],
+    data: dict[str, Any],
+    env: tpl_mod.Environment,
+    pygments_css: str,
+    inputs: str,
+    file_sha256: Mapping[str, str],
+) -> tuple[str, list[Job], dict[str, str]]:
+    """``Plan.digest`` (everything the outputs are made of but the pages' Markdown), with the asset
+    jobs and the assets' digests it covers: made before the page set by a rebuild that may find
+    nothing changed (``Builder._as_recorded``), and by ``plan``."""
+    jobs, digests = _asset_jobs(cfg, assets, pygments_css, file_sha256)
+    digest = sha(
+        plan_code(),
+        inputs,
+        repr(cfg),
+        pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL),
+        env.folder_hash(),
+        *(f"{j.out} {j.fp}" for j in jobs),
+    )
+    return digest, jobs, digests
+
+
 def plan(
     cfg: SiteConfig,
     pageset: PageSet,
@@ -369,15 +393,7 @@ def plan(
     pages' whole metadata then, in one query: a delta's metadata is read on use, one query a page)."""
     pages = pageset.pages
     file_sha256 = file_sha256 or {}
-    jobs, digests = _asset_jobs(cfg, assets, pygments_css, file_sha256)
-    digest = sha(
-        plan_code(),
-        inputs,
-        repr(cfg),
-        pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL),
-        env.folder_hash(),
-        *(f"{j.out} {j.fp}" for j in jobs),
-    )
+    digest, jobs, digests = plan_digest(cfg, assets, data, env, pygments_css, inputs, file_sha256)
     if delta is not None and delta.digest != digest:
         delta = None
     if delta is None and whole is not None:

@@ -194,7 +194,7 @@ def _unchanged(out_dir: Path, job: Job, old: dict[str, tuple[str, int, int]]) ->
     return prev is not None and prev[0] == job.fp and matches(f"{out_dir}/{job.out}", prev)
 
 
-def _strays(
+def find_strays(
     out_dir: Path, wanted: set[str], known: set[str], folders: dict[str, int]
 ) -> tuple[list[str], bool, list[str], set[str]]:
     """Files in the output that a clean build would not write, whether empty folders exist, the
@@ -322,7 +322,7 @@ def execute(
         # after the workers at 1,000 pages)
         strays, empty_dirs, listed, seen = [], False, [], with_parents(wanted)
     else:
-        strays, empty_dirs, listed, seen = _strays(out_dir, wanted, set(removed), folders)
+        strays, empty_dirs, listed, seen = find_strays(out_dir, wanted, set(removed), folders)
     removed += strays
     for rel in removed:
         try:

@@ -1223,3 +1223,61 @@ def test_a_one_page_rebuild_prunes_by_key_and_a_failed_builds_rows_by_listing(
     keys, code = current()
     assert md_keys() == keys and code <= code_keys() and len(code_keys() - code) == 1
     assert tree(out) == _clean(site, tmp_path, "clean", monkeypatch)
+
+
+def test_a_rebuild_with_nothing_changed_makes_no_page_set_and_checks_every_output(
+    site: Path, tmp_path: Path, edit: Edit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No source, template, data or asset changed and every recorded output on disk as recorded, no
+    other file there: the rebuild reports the last build's figures without making the page set or the
+    plan. Anything else (an output changed, gone or added by hand, a row the state lost, a template
+    edited) takes the whole way, which writes a clean build's bytes."""
+    from cernvm_build.site import build as build_mod
+    from cernvm_build.site.search import MANIFEST
+
+    made: list[int] = []
+    real = build_mod.make_pages
+    monkeypatch.setattr(build_mod, "make_pages", lambda *a, **k: made.append(1) or real(*a, **k))
+    out = tmp_path / "out"
+    first = build_site(site, out)
+    made.clear()
+    again = build_site(site, out)
+    assert made == [] and again.rendered == again.removed == again.markdown_rendered == 0
+    assert (again.pages, again.outputs, again.sources) == (first.pages, first.outputs, first.sources)
+    page = out / "docs/guides/cache/index.html"
+
+    def rebuilt() -> None:
+        """A rebuild takes the whole way and writes a clean build's bytes; a second one has nothing to
+        do (or a third: one that rewrote a page whose search shard did not change left the index's
+        manifest to be made again, ``Builder._write``)."""
+        made.clear()
+        build_site(site, out)
+        assert made == [1]
+        assert tree(out) == _clean(site, tmp_path, f"clean{len(list(tmp_path.iterdir()))}", monkeypatch)
+        for _ in range(2):
+            made.clear()
+            build_site(site, out)
+        assert made == []
+
+    page.write_bytes(page.read_bytes().replace(b"Alien cache", b"Tampered!!!"))  # same size
+    rebuilt()
+    # a page rewritten while its search shard stays: the index's manifest is forgotten (its row), and
+    # the next rebuild checks the index again, not the files the state records
+    page.write_bytes(page.read_bytes().replace(b"Alien cache", b"Tampered!!!"))
+    build_site(site, out)
+    manifest = out / MANIFEST
+    manifest.write_bytes(manifest.read_bytes().replace(b'"', b"'"))
+    rebuilt()
+    page.unlink()
+    rebuilt()
+    (out / "docs/guides/junk.html").write_text("junk")
+    rebuilt()
+    # a row the state lost (the manifest's: a failed index step forgets it) and its file changed
+    state = State(next((tmp_path / "cache").rglob("state.sqlite")))
+    state.put_outputs([], [MANIFEST])
+    state.close()
+    manifest.write_bytes(manifest.read_bytes().replace(b'"', b"'"))
+    rebuilt()
+    template = site / "templates/base.html"
+    template.write_text(template.read_text() + "\n")
+    rebuilt()
