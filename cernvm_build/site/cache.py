@@ -33,12 +33,13 @@ class Snapshot(NamedTuple):
     digest: str
     keys: dict[str, str]  # content-relative source -> its key (``sources.Source.key``)
     searchable: frozenset[str]  # output paths
-    #: the outputs table's row count when the build ended (-1: not recorded), and its report's site
-    #: folder, pages, outputs and the fingerprint of its output -> source file map (kept beside it,
+    #: the outputs table's row count when the build ended (-1: not recorded), and its site folder, the
+    #: search index's format (``search.VERSION``: the index plan, which checks it, is not made then), its
+    #: report's pages and outputs and the fingerprint of its output -> source file map (kept beside it,
     #: ``State.report_sources``): a rebuild that finds nothing changed and every recorded output as
     #: recorded reports these without making the page set (``Builder._as_recorded``)
     rows: int = -1
-    report: tuple[str, int, int, str] = ("", 0, 0, "")
+    report: tuple[str, str, int, int, str] = ("", "", 0, 0, "")
 
 
 class Meta(Mapping[str, Any]):
