@@ -1,4 +1,5 @@
-"""The read-only FUSE filesystem over a Repository (mfusepy over libfuse3; nothing else third-party).
+"""The read-only FUSE filesystem over a Repository: its parts shared by the daemon (``fuse_inodes``
+on the kernel's protocol, ``fuse_lowlevel``) and mfusepy's libfuse 2 front end (``fuse_libfuse2``).
 
 Contents are fetched on demand through the repository's object store and cache. Inodes are stable
 per path and shared by hard links; the kernel may cache everything for long because a mounted
@@ -11,18 +12,12 @@ from __future__ import annotations
 import bisect
 import collections
 import errno
-import itertools
 import logging
 import os
 import posixpath
-import stat
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from stat import S_IFDIR, S_IFLNK, S_IFREG
-from typing import Any
-
-import mfusepy
 
 from ..errors import CernVMError, CvmfsError
 from .catalog import DirEntry
@@ -134,7 +129,7 @@ class InOrderPrefetcher(Prefetcher):
 
 @dataclass(frozen=True)
 class Serving:
-    """How a mount serves beyond what the revision says, the same for both libfuse front ends.
+    """How a mount serves beyond what the revision says, the same for both front ends.
     ``magic_xattrs`` off: no virtual attributes (``user.fqrn``...), only the entries' own; when the
     revision has none either, GETXATTR and LISTXATTR are answered ENOSYS, after which the kernel sends
     none for the mount's life (the μCernVM root: overlayfs and exec ask for attributes of every
@@ -176,14 +171,14 @@ def children(
     """``.``, ``..`` (no entry) and the children of ``directory`` (a path, or its entry: not looked
     up again); entries of nested catalog mount points are the parent's (the nested root, loaded on
     lookup, is the one to show)."""
-    # A generator: libfuse takes the entries one by one, so a huge directory is never a list here.
+    # A generator: taken one by one, so a huge directory is never a list here.
     path = directory if isinstance(directory, str) else directory.path
     kept = prefetch.take_children(path)  # read ahead of the reader already: not read again
     try:
         listing = iter(kept) if kept is not None else repo.iterdir(directory)
     except CernVMError as e:
         if repo.lookup(path) is None:
-            raise mfusepy.FuseOSError(errno.ENOENT) from e
+            raise OSError(errno.ENOENT, path) from e
         raise _os_error(e) from e
     yield ".", None
     yield "..", None
@@ -209,146 +204,9 @@ def dot_inode(path: str, name: str) -> int:
     return path_inode(path if name == "." else posixpath.dirname(path))
 
 
-def _os_error(e: CernVMError) -> mfusepy.FuseOSError:
+def _os_error(e: CernVMError) -> OSError:
     log.error("%s", e)
-    return mfusepy.FuseOSError(errno.EIO)
-
-
-class CvmfsOperations(mfusepy.Operations):  # type: ignore[misc]
-    use_ns = True
-
-    def __init__(
-        self,
-        repo: Repository,
-        *,
-        on_ready: Callable[[], None] | None = None,
-        serving: Serving = Serving(),
-    ):
-        self.repo = repo
-        self.on_ready = on_ready
-        self._files: dict[int, DirEntry] = {}
-        self._fh = itertools.count(1)
-        self._lock = threading.Lock()
-        # A mounted revision never changes, so entries can be kept; readdir fills this too.
-        self._entries: dict[str, DirEntry] = {}
-        self._prefetch = serving.prefetcher(repo)
-        self._magic = serving.magic_xattrs
-        #: no attributes to show at all: ENOSYS, and the kernel stops asking (``Serving``)
-        self._xattrs = serving.any_xattrs(repo)
-
-    # -- life cycle ------------------------------------------------------------------------------
-    def init(self, path: str) -> None:
-        if self.on_ready is not None:
-            self.on_ready()
-
-    def destroy(self, path: str) -> None:
-        self._prefetch.close()
-        self.repo.close()
-
-    # -- metadata --------------------------------------------------------------------------------
-    def _remember(self, entry: DirEntry) -> None:
-        if len(self._entries) >= ENTRY_CACHE:
-            self._entries.clear()
-        self._entries[entry.path] = entry
-
-    def _entry(self, path: str) -> DirEntry:
-        hit = self._entries.get(path)
-        if hit is not None:
-            return hit
-        try:
-            entry = self.repo.lookup(path)
-        except CernVMError as e:
-            raise _os_error(e) from e
-        if entry is None:
-            raise mfusepy.FuseOSError(errno.ENOENT)
-        self._remember(entry)
-        return entry
-
-    @staticmethod
-    def attrs(e: DirEntry) -> dict[str, Any]:
-        size = shown_size(e)
-        return {
-            "st_mode": e.mode,
-            "st_ino": e.inode,
-            "st_nlink": e.linkcount,
-            "st_size": size,
-            "st_uid": e.uid,
-            "st_gid": e.gid,
-            "st_rdev": e.rdev,
-            "st_mtime": e.mtime_ns,
-            "st_ctime": e.mtime_ns,
-            "st_atime": e.mtime_ns,
-            "st_blksize": 1 << 16,
-            "st_blocks": (size + 511) // 512,
-        }
-
-    def getattr(self, path: str, fh: Any = None) -> dict[str, Any]:
-        return self.attrs(self._entry(path))
-
-    def readdir(self, path: str, fh: int) -> Iterator[Any]:
-        for name, c in self.children(path):
-            if c is None:
-                yield name, {"st_mode": stat.S_IFDIR, "st_ino": dot_inode(path, name)}, 0
-            else:
-                yield name, {"st_mode": c.mode, "st_ino": c.inode}, 0
-
-    def children(self, path: str) -> Iterator[tuple[str, DirEntry | None]]:
-        return children(self.repo, path, self._prefetch, self._remember)
-
-    def readlink(self, path: str) -> str:
-        entry = self._entry(path)
-        if not entry.is_symlink:
-            raise mfusepy.FuseOSError(errno.EINVAL)
-        return _target(entry)
-
-    def statfs(self, path: str) -> dict[str, int]:
-        return statfs_numbers(self.repo)
-
-    # -- contents --------------------------------------------------------------------------------
-    # raw_fi: these get libfuse's fuse_file_info, so open can ask the kernel to keep its page cache
-    # across opens (contents of a mounted revision never change).
-    def open(self, path: str, fi: Any) -> int:
-        if fi.flags & os.O_ACCMODE != os.O_RDONLY:
-            raise mfusepy.FuseOSError(errno.EROFS)
-        entry = self._entry(path)
-        if not stat.S_ISREG(entry.mode):
-            raise mfusepy.FuseOSError(errno.EISDIR if entry.is_dir else errno.EINVAL)
-        with self._lock:
-            fh = next(self._fh)
-            self._files[fh] = entry
-        fi.fh = fh
-        fi.keep_cache = 1
-        self._prefetch.opened(entry)
-        return 0
-
-    def read(self, path: str, size: int, offset: int, fi: Any) -> bytes:
-        entry = self._files.get(fi.fh) or self._entry(path)
-        try:
-            data = self.repo.read(entry, offset, size)
-        except CernVMError as e:
-            raise _os_error(e) from e
-        if entry.is_chunked:
-            self._prefetch.next_chunk(entry, offset + len(data))
-        return data
-
-    def release(self, path: str, fi: Any) -> int:
-        with self._lock:
-            self._files.pop(fi.fh, None)
-        return 0
-
-    # -- extended attributes ---------------------------------------------------------------------
-    def listxattr(self, path: str) -> list[str]:
-        if not self._xattrs:
-            raise mfusepy.FuseOSError(errno.ENOSYS)
-        return xattr_names(self._entry(path), self._magic)
-
-    def getxattr(self, path: str, name: str, position: int = 0) -> bytes:
-        if not self._xattrs:
-            raise mfusepy.FuseOSError(errno.ENOSYS)
-        value = xattr_value(self.repo, self._entry(path), name, self._magic)
-        if value is None:
-            raise mfusepy.FuseOSError(ENOATTR)
-        return value
+    return OSError(errno.EIO, str(e))
 
 
 def run_fuse(
@@ -361,47 +219,34 @@ def run_fuse(
     stats: str | None = None,
     serving: Serving = Serving(),
 ) -> None:
-    """Mount and serve until unmounted (blocks). Root mounts use /dev/fuse directly. ``stats``: a
-    file for the request counts (low-level client only); ``serving``: the mount's choices (``Serving``).
+    """Mount and serve until unmounted (blocks). ``stats``: a file for the request counts;
+    ``serving``: the mount's choices (``Serving``).
 
-    On libfuse3 (the initrd's, and the host's choice where both are installed: ``mount.py``) the
-    low-level API serves (``fuse_inodes``); on libfuse2 mfusepy's high-level one (``CvmfsOperations``).
+    The daemon speaks the kernel's protocol itself (``fuse_lowlevel``, ``fuse_inodes``). Only where
+    ``FUSE_LIBRARY_PATH`` names libfuse 2 (a host, to compare with: tests, ``bench/cvmfs_read.py``)
+    mfusepy's high-level API serves instead (``fuse_libfuse2``).
     """
     if allow_other is None:
         allow_other = os.geteuid() == 0
-    from . import fuse_inodes, fuse_lowlevel
+    if "libfuse.so.2" in os.environ.get("FUSE_LIBRARY_PATH", ""):
+        from .fuse_libfuse2 import run_libfuse2
 
-    if fuse_lowlevel.available():
-        flags = ["ro", "default_permissions", f"fsname=cvmfs2:{repo.fqrn}", "subtype=cvmfs"]
-        flags += ["allow_other"] if allow_other else []
         try:
-            fuse_inodes.serve_lowlevel(
-                repo, mountpoint, flags, on_ready=on_ready, debug=debug, stats=stats, serving=serving
+            run_libfuse2(
+                repo, mountpoint, on_ready=on_ready, allow_other=allow_other, debug=debug, serving=serving
             )
-        except RuntimeError as e:
+        except RuntimeError as e:  # mfusepy's report of a failed fuse_main
             raise _mount_failed(repo, mountpoint, e) from e
         return
-    options: dict[str, Any] = {
-        "foreground": True,
-        "ro": True,
-        "default_permissions": True,
-        "fsname": f"cvmfs2:{repo.fqrn}",
-        "subtype": "cvmfs",
-        "use_ino": True,
-        "kernel_cache": True,
-        "entry_timeout": 3600,
-        "attr_timeout": 3600,
-        "negative_timeout": 3600,
-    }
-    if allow_other:
-        options["allow_other"] = True
-    if debug:
-        options["debug"] = True
+    from . import fuse_inodes
+
+    flags = ["ro", "default_permissions", f"fsname=cvmfs2:{repo.fqrn}", "subtype=cvmfs"]
+    flags += ["allow_other"] if allow_other else []
     try:
-        mfusepy.FUSE(
-            CvmfsOperations(repo, on_ready=on_ready, serving=serving), mountpoint, raw_fi=True, **options
+        fuse_inodes.serve_lowlevel(
+            repo, mountpoint, flags, on_ready=on_ready, debug=debug, stats=stats, serving=serving
         )
-    except RuntimeError as e:  # mfusepy's report of a failed fuse_main
+    except RuntimeError as e:
         raise _mount_failed(repo, mountpoint, e) from e
 
 

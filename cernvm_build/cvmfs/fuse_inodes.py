@@ -1,4 +1,4 @@
-"""The read-only FUSE filesystem on libfuse3's low-level API (``fuse_lowlevel``): requests name inodes.
+"""The read-only FUSE filesystem on the kernel's protocol (``fuse_lowlevel``): requests name inodes.
 
 The inode numbers are the catalog's (``DirEntry.inode``: stable per path, shared by hard links, the
 root's is 1 as FUSE wants). For each inode the kernel holds a reference to (a lookup or a
@@ -22,8 +22,6 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-import mfusepy
-
 from ..errors import CernVMError
 from . import fuse_lowlevel as ll
 from .catalog import DirEntry, chunk_at
@@ -46,7 +44,7 @@ from .store import Phases
 
 log = logging.getLogger(__name__)
 
-TIMEOUT = 3600.0
+TIMEOUT = 3600  # seconds
 ROOT = 1
 FUSE_CAP_CACHE_SYMLINKS = 1 << 23
 FUSE_CAP_NO_OPEN_SUPPORT = 1 << 17
@@ -66,13 +64,13 @@ GIVEN_PER_LISTING = 1024
 KEPT_FDS = 256
 
 
-def _error(err: int) -> mfusepy.FuseOSError:
-    return mfusepy.FuseOSError(err)
+def _error(err: int) -> OSError:
+    return OSError(err, os.strerror(err))
 
 
 def packed_entry(e: DirEntry) -> bytes:
-    """The ``struct fuse_entry_param`` of an entry (what the high-level client's ``attrs`` dict
-    says), kept by the kernel for ``TIMEOUT``."""
+    """The ``struct fuse_entry_out`` of an entry (``fuse_lowlevel.ENTRY``), kept by the kernel for
+    ``TIMEOUT``."""
     mode = e.mode
     kind = e.kind  # DirEntry.rdev and shown_size inline (this runs for every entry listed)
     if kind in (stat.S_IFREG, stat.S_IFDIR):
@@ -83,20 +81,20 @@ def packed_entry(e: DirEntry) -> bytes:
         size, rdev = 0, e.size
     sec, nsec = divmod(e.mtime_ns, 1_000_000_000)
     ino = e.inode
-    return ll.pack_entry(
-        ino, ino, e.linkcount, mode, e.uid, e.gid, rdev, size, 1 << 16, (size + 511) >> 9,
-        sec, nsec, sec, nsec, sec, nsec, TIMEOUT, TIMEOUT,
+    return ll.ENTRY.pack(
+        ino, 0, TIMEOUT, TIMEOUT, 0, 0, ino, size, (size + 511) >> 9, sec, sec, sec, nsec, nsec, nsec,
+        mode, e.linkcount, e.uid, e.gid, rdev, 1 << 16, 0,
     )  # fmt: skip
 
 
 def _bare_entry(ino: int, mode: int) -> bytes:
     """An entry with only its inode and type: ``.``/``..`` and a nested catalog's mount point in a
     listing (no inode reference is given to the kernel: ``ino`` 0 at the top)."""
-    return ll.pack_entry(0, ino, 0, mode, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0.0, 0.0)
+    return ll.ENTRY.pack(0, 0, 0, 0, 0, 0, ino, 0, 0, 0, 0, 0, 0, 0, 0, mode, 0, 0, 0, 0, 0, 0)
 
 
 #: the answer to a lookup of a name that is not there, kept by the kernel for TIMEOUT
-NEGATIVE = ll.pack_entry(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, TIMEOUT, TIMEOUT)
+NEGATIVE = ll.ENTRY.pack(0, 0, TIMEOUT, TIMEOUT, *[0] * 18)
 
 
 class _Listing:
@@ -247,24 +245,24 @@ class InodeFilesystem(ll.Filesystem):
         self._fh = itertools.count(1)
         self._prefetch = serving.prefetcher(repo)
         self._magic = serving.magic_xattrs
-        #: whether there are attributes to show at all (else ``serve_lowlevel`` leaves the requests
-        #: to libfuse: ENOSYS, and the kernel stops asking)
+        #: whether there are attributes to show at all (else ``serve_lowlevel`` answers the requests
+        #: ENOSYS without calling us, and the kernel stops asking)
         self.xattrs = serving.any_xattrs(repo)
 
     # -- life cycle ------------------------------------------------------------------------------
-    def init(self, conn: Any) -> None:
+    def init(self, conn: ll.Conn) -> None:
         conn.want |= conn.capable & FUSE_CAP_CACHE_SYMLINKS
-        # Not FUSE_CAP_SPLICE_WRITE (libfuse would splice a ``reply_fd`` read from the copy into
-        # /dev/fuse: one kernel copy instead of a pread and a write, but a pipe and three system
-        # calls per read): 92 MB of large files read warm in 1 MiB READs, daemon CPU, alternated
-        # rounds: 4-13 % less from an old cache, 20 % more in bench/fuse_daemon.py (copies written
-        # that round) on a loaded host (issue 13): no clear gain to keep.
-        # READDIRPLUS for every listing request, not only the first of a directory (libfuse's
-        # default, "auto"): a listing longer than one reply (4 KiB before kernel 6.14, as the guest's
-        # 6.1) then gives the kernel every entry with its attributes, and the stat/open of each that
-        # follows (Python's imports after a FileFinder listing, ls -l) asks no LOOKUP. Import storm of
-        # cloud-init with 4 KiB replies: 925 listing + LOOKUP requests -> 788; walking /usr: no more.
-        # A huge directory's entries past GIVEN_PER_LISTING go without attributes (its memory).
+        # No splicing of a ``reply_fd`` read from the copy into /dev/fuse (one kernel copy instead
+        # of a pread and a write, but a pipe and three system calls per read): tried with libfuse's
+        # FUSE_CAP_SPLICE_WRITE, 92 MB of large files read warm in 1 MiB READs, daemon CPU,
+        # alternated rounds: 4-13 % less from an old cache, 20 % more in bench/fuse_daemon.py
+        # (copies written that round) on a loaded host (issue 13): no clear gain to keep.
+        # READDIRPLUS for every listing request, not only the first of a directory (libfuse's default "auto",
+        # kept in ``fuse_lowlevel.DEFAULT_WANT``): a listing longer than one reply (4 KiB before kernel 6.14,
+        # as the guest's 6.1) then gives the kernel every entry with its attributes, and the stat/open of each
+        # that follows (Python's imports after a FileFinder listing, ls -l) asks no LOOKUP. Import storm of
+        # cloud-init with 4 KiB replies: 925 listing + LOOKUP requests -> 788; walking /usr: no more. A huge
+        # directory's entries past GIVEN_PER_LISTING go without attributes (its memory).
         conn.want &= ~FUSE_CAP_READDIRPLUS_AUTO
         # With the plain cache a read needs no state from open: answering the first OPEN with
         # ENOSYS makes the kernel send no OPEN or RELEASE again (two of a small file's three
@@ -415,7 +413,7 @@ class InodeFilesystem(ll.Filesystem):
                 self._listings.popitem(last=False)
         return listing
 
-    def opendir(self, req: int, ino: int, fi: Any) -> None:
+    def opendir(self, req: int, ino: int, fi: ll.FileInfo) -> None:
         entry = self._entry(ino)
         if not entry.is_dir:
             raise _error(errno.ENOTDIR)
@@ -426,11 +424,10 @@ class InodeFilesystem(ll.Filesystem):
         self._dirs[fh] = listing
         fi.fh = fh
         fi.keep_cache = 1  # with cache_readdir: the kernel keeps the listing
-        if hasattr(fi, "cache_readdir"):
-            fi.cache_readdir = 1
+        fi.cache_readdir = 1
         ll.reply_open(req, fi)
 
-    def readdir(self, req: int, ino: int, size: int, off: int, fi: Any, plus: bool) -> None:
+    def readdir(self, req: int, ino: int, size: int, off: int, fi: ll.FileInfo, plus: bool) -> None:
         listing = self._dirs.get(fi.fh) if fi.fh else self._listing(ino)
         if listing is None:
             raise _error(errno.EBADF)
@@ -479,18 +476,15 @@ class InodeFilesystem(ll.Filesystem):
             self._referenced(given)
         ll.reply_buf(req, buf, used)
 
-    def releasedir(self, req: int, ino: int, fi: Any) -> None:
+    def releasedir(self, req: int, ino: int, fi: ll.FileInfo) -> None:
         self._dirs.pop(fi.fh, None)
         ll.reply_err(req, 0)
 
     def statfs(self, req: int, ino: int) -> None:
-        st = mfusepy.c_statvfs()
-        for key, value in statfs_numbers(self.repo).items():
-            setattr(st, key, value)
-        ll.reply_statfs(req, st)
+        ll.reply_statfs(req, statfs_numbers(self.repo))
 
     # -- contents --------------------------------------------------------------------------------
-    def open(self, req: int, ino: int, fi: Any) -> None:
+    def open(self, req: int, ino: int, fi: ll.FileInfo) -> None:
         if fi.flags & os.O_ACCMODE != os.O_RDONLY:
             raise _error(errno.EROFS)
         entry = self._entry(ino)
@@ -514,7 +508,7 @@ class InodeFilesystem(ll.Filesystem):
         self._prefetch.opened(entry)
         ll.reply_open(req, fi)
 
-    def read(self, req: int, ino: int, size: int, off: int, fi: Any) -> None:
+    def read(self, req: int, ino: int, size: int, off: int, fi: ll.FileInfo) -> None:
         handle = self._open.get(fi.fh) if fi.fh else None
         if handle is not None:
             self._read_plain(req, ino, handle.entry, handle, size, off)
@@ -537,8 +531,8 @@ class InodeFilesystem(ll.Filesystem):
     def _read_plain(
         self, req: int, ino: int, entry: DirEntry, handle: _OpenFile | None, size: int, off: int
     ) -> None:
-        """A read from the inflated copies: libfuse copies from the copy's descriptor (no bytes
-        through Python) unless the read spans two chunks. The descriptor is the open ``handle``'s,
+        """A read from the inflated copies: one ``pread`` of the copy's descriptor unless the read
+        spans two chunks. The descriptor is the open ``handle``'s,
         else one kept by (inode, object) and held while the reply is sent (``_Descriptors``)."""
         size = max(0, min(size, entry.size - off))
         try:
@@ -574,7 +568,7 @@ class InodeFilesystem(ll.Filesystem):
         if entry.is_chunked:
             self._prefetch.next_chunk(entry, off + size)
 
-    def release(self, req: int, ino: int, fi: Any) -> None:
+    def release(self, req: int, ino: int, fi: ll.FileInfo) -> None:
         self._files.pop(fi.fh, None)
         handle = self._open.pop(fi.fh, None)
         if handle is not None:

@@ -1,271 +1,150 @@
-"""libfuse3's low-level API through ctypes: the part of it a read-only filesystem needs.
+"""The FUSE kernel protocol on ``/dev/fuse``, in Python (standard library only): the part of it a
+read-only filesystem needs.
 
-Why not the high-level API (``fuse_main``, what mfusepy wraps): there libfuse keeps its own tree of
-path names, builds the full path string of every request, and mfusepy decodes it and turns an
-attribute dict into a ``struct stat`` per call. The low-level API hands over the inode number and
-takes the reply as prebuilt structures (issue 14: lookup-heavy work was 2.4-2.9x slower than the
-real client, which uses this API too). pyfuse3 would need trio and a compiler (not in the initrd).
+Why not libfuse: measured on the host (``bench/fuse_daemon.py``), a warm READ was ~60 µs of daemon
+CPU of which ~15 µs was our handler; the rest was the ctypes callback, libfuse and its reply. Here a
+reader thread reads a request into its own reused buffer (``os.readv``), parses the header and the
+body with precompiled ``struct.Struct``s and answers with one ``os.writev`` of the out header and
+the payload. The layouts are ``linux/fuse.h``'s (protocol 7.x, little-endian x86_64 and aarch64).
 
-The structure layouts (``struct stat``, ``statvfs``, ``fuse_file_info``, ``fuse_conn_info``) are
-mfusepy's, built for the library mfusepy loaded, so they match its version; this module needs that
-library to be libfuse3 (``available()``). Callbacks get the request and must answer it exactly once
-(``reply_*``); ``Filesystem`` below is what a file system implements.
+A request is its ``unique`` id (``req`` below); handlers answer it exactly once (``reply_*``) or
+raise an ``OSError`` (its errno is the reply; any other exception is logged and answered EIO).
+One mount per process: the replies go to the session's descriptor (``_dev``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import logging
 import os
 import signal
+import socket
+import stat
 import struct
+import subprocess
 import threading
 import time
 from collections.abc import Callable
-from ctypes import (
-    CFUNCTYPE,
-    POINTER,
-    c_char_p,
-    c_double,
-    c_int,
-    c_int64,
-    c_size_t,
-    c_uint,
-    c_uint64,
-    c_void_p,
-)
 from pathlib import Path
 from typing import Any
-
-import mfusepy
 
 from ..fsutil import atomic_write
 
 log = logging.getLogger(__name__)
 
-lib: Any = mfusepy._libfuse  # the handle mfusepy loaded (the structure layouts belong to it)
+#: protocol version we speak (7.31: kernel 5.4+; a newer kernel speaks ours, an older one its own)
+MAJOR, MINOR = 7, 31
+#: the largest READ the kernel sends (``max_pages`` 256: 1 MiB, libfuse 3's default) and the
+#: largest WRITE it could (none come: read-only; the kernel wants a read buffer that holds one)
+MAX_PAGES = 256
+MAX_WRITE = 128 * 1024
+#: each reader's request buffer: a request header, a WRITE's header and its data, some slack
+BUFSIZE = MAX_WRITE + 4096
+
+# opcodes (linux/fuse.h)
+LOOKUP, FORGET, GETATTR, READLINK = 1, 2, 3, 5
+OPEN, READ, STATFS, RELEASE = 14, 15, 17, 18
+GETXATTR, LISTXATTR, FLUSH, INIT = 22, 23, 25, 26
+OPENDIR, READDIR, RELEASEDIR, ACCESS = 27, 28, 29, 34
+INTERRUPT, DESTROY, BATCH_FORGET, READDIRPLUS = 36, 38, 42, 44
+
+# INIT flags (the kernel's; libfuse's FUSE_CAP_* of the same names have the same bits)
+ASYNC_READ = 1 << 0
+ATOMIC_O_TRUNC = 1 << 3
+BIG_WRITES = 1 << 5
+HAS_IOCTL_DIR = 1 << 11
+AUTO_INVAL_DATA = 1 << 12
+DO_READDIRPLUS = 1 << 13
+READDIRPLUS_AUTO = 1 << 14
+ASYNC_DIO = 1 << 15
+NO_OPEN_SUPPORT = 1 << 17  # not sent: the kernel takes an ENOSYS answer to OPEN as this (7.23+)
+PARALLEL_DIROPS = 1 << 18
+HANDLE_KILLPRIV = 1 << 19
+FLAG_MAX_PAGES = 1 << 22
+CACHE_SYMLINKS = 1 << 23
+NO_OPENDIR_SUPPORT = 1 << 24  # the same for OPENDIR (7.29+)
+#: what libfuse 3 asks for by default (its ``do_init``), kept: the filesystem's ``init`` adds and
+#: removes from this (``Conn.want``)
+DEFAULT_WANT = (
+    ASYNC_READ | ATOMIC_O_TRUNC | BIG_WRITES | HAS_IOCTL_DIR | AUTO_INVAL_DATA | DO_READDIRPLUS
+    | READDIRPLUS_AUTO | ASYNC_DIO | PARALLEL_DIROPS | HANDLE_KILLPRIV | FLAG_MAX_PAGES
+)  # fmt: skip
+_NOT_SENT = NO_OPEN_SUPPORT | NO_OPENDIR_SUPPORT
+
+FOPEN_KEEP_CACHE = 1 << 1
+FOPEN_CACHE_DIR = 1 << 3
+
+IN_HEADER = struct.Struct("<IIQQIIIHH")  # len, opcode, unique, nodeid, uid, gid, pid, extlen, pad
+_HEAD = struct.Struct("<4xIQQ")  # opcode, unique, nodeid
+OUT_HEADER = struct.Struct("<IiQ")  # len, error, unique
+_INIT_IN = struct.Struct("<IIII")  # major, minor, max_readahead, flags
+#: major, minor, max_readahead, flags, max_background, congestion_threshold, max_write, time_gran,
+#: max_pages, map_alignment, flags2, unused[7]
+INIT_OUT = struct.Struct("<IIIIHHIIHHI28x")
+_READ_IN = struct.Struct("<QQI")  # fh, offset, size (of fuse_read_in)
+_OPEN_IN = struct.Struct("<I")  # flags (of fuse_open_in)
+_FH = struct.Struct("<Q")  # fh, the start of fuse_release_in and fuse_getattr_in's second word
+_U64 = struct.Struct("<Q")
+_U32 = struct.Struct("<I")
+_FORGET_ONE = struct.Struct("<QQ")  # nodeid, nlookup
+OPEN_OUT = struct.Struct("<QII")  # fh, open_flags, padding
+ATTR_OUT_HEAD = struct.Struct("<QII")  # attr_valid, attr_valid_nsec, dummy
+XATTR_OUT = struct.Struct("<II")  # size, padding
+#: fuse_kstatfs: blocks, bfree, bavail, files, ffree, bsize, namelen, frsize, padding, spare[6]
+STATFS_OUT = struct.Struct("<QQQQQIII28x")
+#: ``struct fuse_entry_out``: nodeid, generation, entry_valid, attr_valid, entry_valid_nsec,
+#: attr_valid_nsec, then ``struct fuse_attr``: ino, size, blocks, atime, mtime, ctime, atimensec,
+#: mtimensec, ctimensec, mode, nlink, uid, gid, rdev, blksize, flags. ``ENTRY.pack(...)`` is what
+#: a LOOKUP answers and a READDIRPLUS entry starts with; its attributes are ``[ATTR_START:]``.
+ENTRY = struct.Struct("<QQQQIIQQQQQQIIIIIIIIII")
+ATTR_START, ATTR_END = 40, ENTRY.size
+#: from a packed entry: the attributes' ino and mode (a plain READDIR entry's d_ino and d_type)
+_INO_MODE = struct.Struct("<40xQ52xI")
+DIRENT = struct.Struct("<QQII")  # ino, off, namelen, type: then the name, 8-byte aligned
+_PADS = [b"\0" * n for n in range(8)]
+assert ENTRY.size == 128 and INIT_OUT.size == 64 and STATFS_OUT.size == 80
 
 
-def available() -> bool:
-    return bool(mfusepy.fuse_version_major == 3)
+class Conn:
+    """The INIT negotiation a filesystem's ``init`` sees: what the kernel can (``capable``) and what
+    the reply asks for (``want``), in the kernel's flag bits."""
+
+    __slots__ = ("capable", "max_readahead", "minor", "want")
+
+    def __init__(self, capable: int, want: int, max_readahead: int, minor: int):
+        self.capable, self.want, self.max_readahead, self.minor = capable, want, max_readahead, minor
 
 
-class EntryParam(ctypes.Structure):
-    _fields_ = [
-        ("ino", c_uint64),
-        ("generation", c_uint64),
-        ("attr", mfusepy.c_stat),
-        ("attr_timeout", c_double),
-        ("entry_timeout", c_double),
-    ]
+class FileInfo:
+    """An OPEN/READ/RELEASE's handle (``fh``) and flags; ``keep_cache``/``cache_readdir`` are the
+    open reply's ``FOPEN_KEEP_CACHE``/``FOPEN_CACHE_DIR``."""
 
+    __slots__ = ("cache_readdir", "fh", "flags", "keep_cache")
 
-def _packed_layout() -> tuple[struct.Struct, int, int]:
-    """``struct fuse_entry_param`` as one ``struct`` format over the fields a reply fills, in this
-    order: ino, then the attributes st_ino, st_nlink, st_mode, st_uid, st_gid, st_rdev, st_size,
-    st_blksize, st_blocks, the three (seconds, nanoseconds) times, then attr_timeout, entry_timeout;
-    everything else zero. Offsets and sizes come from the ctypes layouts (mfusepy's, for the loaded
-    library). Returns the format and where the ``struct stat`` starts and ends in it.
-
-    Why: filling a ``ctypes`` structure field by field (each ``param.attr`` a new view object) was
-    most of a listed entry's cost; one ``pack`` per entry is a single C call."""
-    attr = EntryParam.attr.offset
-    st = mfusepy.c_stat
-    ts = mfusepy.c_timespec
-    fields: list[tuple[int, Any]] = [(EntryParam.ino.offset, c_uint64)]
-    for name in (
-        "st_ino",
-        "st_nlink",
-        "st_mode",
-        "st_uid",
-        "st_gid",
-        "st_rdev",
-        "st_size",
-        "st_blksize",
-        "st_blocks",
-    ):
-        d = dict(st._fields_)
-        fields.append((attr + getattr(st, name).offset, d[name]))
-    for name in ("st_atimespec", "st_mtimespec", "st_ctimespec"):
-        base = attr + getattr(st, name).offset
-        fields += [(base + ts.tv_sec.offset, c_int64), (base + ts.tv_nsec.offset, c_int64)]
-    fields += [(EntryParam.attr_timeout.offset, c_double), (EntryParam.entry_timeout.offset, c_double)]
-    fmt, pos = "=", 0
-    for off, ctype in fields:
-        size = ctypes.sizeof(ctype)
-        if ctype is c_double:
-            code = "d"
-        else:
-            code = {8: "q", 4: "i", 2: "h"}[size]
-            if ctype(-1).value > 0:  # unsigned
-                code = code.upper()
-        assert off >= pos, "fields out of order"
-        fmt += "x" * (off - pos) + code
-        pos = off + size
-    fmt += "x" * (ctypes.sizeof(EntryParam) - pos)
-    packer = struct.Struct(fmt)
-    assert packer.size == ctypes.sizeof(EntryParam)
-    return packer, attr, attr + ctypes.sizeof(st)
-
-
-class ForgetData(ctypes.Structure):
-    _fields_ = [("ino", c_uint64), ("nlookup", c_uint64)]
-
-
-class Args(ctypes.Structure):
-    _fields_ = [("argc", c_int), ("argv", POINTER(c_char_p)), ("allocated", c_int)]
-
-
-class LoopConfig32(ctypes.Structure):  # struct fuse_loop_config of libfuse 3.2 - 3.11
-    _fields_ = [("clone_fd", c_int), ("max_idle_threads", c_uint)]
-
-
-class Buf(ctypes.Structure):  # struct fuse_buf (libfuse 3.17 adds a size_t: the spare field)
-    _fields_ = [
-        ("size", c_size_t),
-        ("flags", c_int),
-        ("mem", c_void_p),
-        ("fd", c_int),
-        ("pos", c_int64),
-        ("spare", c_size_t),
-    ]
-
-
-class BufVec(ctypes.Structure):  # struct fuse_bufvec with one buffer
-    _fields_ = [("count", c_size_t), ("idx", c_size_t), ("off", c_size_t), ("buf", Buf)]
-
-
-ENTRY, ATTR_START, ATTR_END = _packed_layout()
-#: ``ENTRY.pack(...)``: a ``struct fuse_entry_param`` as bytes (the argument order: _packed_layout)
-pack_entry = ENTRY.pack
-
-FUSE_BUF_IS_FD = 1 << 1
-FUSE_BUF_FD_SEEK = 1 << 2
-FUSE_BUF_FD_RETRY = 1 << 3
-
-FileInfo = POINTER(mfusepy.fuse_file_info)
-Req = c_void_p
-Ino = c_uint64
-
-#: struct fuse_lowlevel_ops in order, up to the last member used; the prototypes of the used ones
-_OPS: list[tuple[str, Any]] = [
-    ("init", CFUNCTYPE(None, c_void_p, POINTER(mfusepy.fuse_conn_info))),
-    ("destroy", CFUNCTYPE(None, c_void_p)),
-    ("lookup", CFUNCTYPE(None, Req, Ino, c_char_p)),
-    ("forget", CFUNCTYPE(None, Req, Ino, c_uint64)),
-    ("getattr", CFUNCTYPE(None, Req, Ino, FileInfo)),
-    ("setattr", None),
-    ("readlink", CFUNCTYPE(None, Req, Ino)),
-    *((name, None) for name in ("mknod", "mkdir", "unlink", "rmdir", "symlink", "rename", "link")),
-    ("open", CFUNCTYPE(None, Req, Ino, FileInfo)),
-    ("read", CFUNCTYPE(None, Req, Ino, c_size_t, c_int64, FileInfo)),
-    ("write", None),
-    ("flush", None),
-    ("release", CFUNCTYPE(None, Req, Ino, FileInfo)),
-    ("fsync", None),
-    ("opendir", CFUNCTYPE(None, Req, Ino, FileInfo)),
-    ("readdir", CFUNCTYPE(None, Req, Ino, c_size_t, c_int64, FileInfo)),
-    ("releasedir", CFUNCTYPE(None, Req, Ino, FileInfo)),
-    ("fsyncdir", None),
-    ("statfs", CFUNCTYPE(None, Req, Ino)),
-    ("setxattr", None),
-    ("getxattr", CFUNCTYPE(None, Req, Ino, c_char_p, c_size_t)),
-    ("listxattr", CFUNCTYPE(None, Req, Ino, c_size_t)),
-    *((name, None) for name in ("removexattr", "access", "create", "getlk", "setlk", "bmap", "ioctl")),
-    *((name, None) for name in ("poll", "write_buf", "retrieve_reply")),
-    ("forget_multi", CFUNCTYPE(None, Req, c_size_t, POINTER(ForgetData))),
-    ("flock", None),
-    ("fallocate", None),
-    ("readdirplus", CFUNCTYPE(None, Req, Ino, c_size_t, c_int64, FileInfo)),
-]
-
-
-class Ops(ctypes.Structure):
-    _fields_ = [(name, proto or c_void_p) for name, proto in _OPS]
-
-
-def _bind(name: str, restype: Any, *argtypes: Any) -> None:
-    fn = getattr(lib, name)
-    fn.restype, fn.argtypes = restype, list(argtypes)
-
-
-if available():
-    _bind("fuse_reply_err", c_int, Req, c_int)
-    _bind("fuse_reply_none", None, Req)
-    _bind("fuse_reply_entry", c_int, Req, c_char_p)  # packed (pack_entry)
-    _bind("fuse_reply_attr", c_int, Req, c_char_p, c_double)
-    _bind("fuse_reply_readlink", c_int, Req, c_char_p)
-    _bind("fuse_reply_open", c_int, Req, FileInfo)
-    _bind("fuse_reply_buf", c_int, Req, c_void_p, c_size_t)
-    _bind("fuse_reply_data", c_int, Req, POINTER(BufVec), c_int)
-    _bind("fuse_reply_statfs", c_int, Req, POINTER(mfusepy.c_statvfs))
-    _bind("fuse_reply_xattr", c_int, Req, c_size_t)
-    _bind("fuse_add_direntry_plus", c_size_t, Req, c_void_p, c_size_t, c_char_p, c_char_p, c_int64)
-    _bind("fuse_add_direntry", c_size_t, Req, c_void_p, c_size_t, c_char_p, c_char_p, c_int64)
-    _bind("fuse_session_new", c_void_p, POINTER(Args), POINTER(Ops), c_size_t, c_void_p)
-    _bind("fuse_session_mount", c_int, c_void_p, c_char_p)
-    _bind("fuse_set_signal_handlers", c_int, c_void_p)
-    _bind("fuse_remove_signal_handlers", None, c_void_p)
-    _bind("fuse_session_unmount", None, c_void_p)
-    _bind("fuse_session_destroy", None, c_void_p)
-    _bind("fuse_session_loop", c_int, c_void_p)
+    def __init__(self, fh: int = 0, flags: int = 0):
+        self.fh, self.flags, self.keep_cache, self.cache_readdir = fh, flags, 0, 0
 
 
 class Filesystem:
     """What a file system implements; each handler answers its request (``reply_*`` below) or raises
-    an ``OSError`` such as ``mfusepy.FuseOSError(errno.ENOENT)`` (any other exception is logged and
-    answered with EIO)."""
+    an ``OSError`` (any other exception is logged and answered with EIO)."""
 
-    def init(self, conn: Any) -> None: ...
+    def init(self, conn: Conn) -> None: ...
     def destroy(self) -> None: ...
     def lookup(self, req: int, parent: int, name: bytes) -> None: ...
     def forget(self, ino: int, nlookup: int) -> None: ...
     def getattr(self, req: int, ino: int) -> None: ...
     def readlink(self, req: int, ino: int) -> None: ...
-    def open(self, req: int, ino: int, fi: Any) -> None: ...
-    def read(self, req: int, ino: int, size: int, off: int, fi: Any) -> None: ...
-    def release(self, req: int, ino: int, fi: Any) -> None: ...
-    def opendir(self, req: int, ino: int, fi: Any) -> None: ...
-    def readdir(self, req: int, ino: int, size: int, off: int, fi: Any, plus: bool) -> None: ...
-    def releasedir(self, req: int, ino: int, fi: Any) -> None: ...
+    def open(self, req: int, ino: int, fi: FileInfo) -> None: ...
+    def read(self, req: int, ino: int, size: int, off: int, fi: FileInfo) -> None: ...
+    def release(self, req: int, ino: int, fi: FileInfo) -> None: ...
+    def opendir(self, req: int, ino: int, fi: FileInfo) -> None: ...
+    def readdir(self, req: int, ino: int, size: int, off: int, fi: FileInfo, plus: bool) -> None: ...
+    def releasedir(self, req: int, ino: int, fi: FileInfo) -> None: ...
     def statfs(self, req: int, ino: int) -> None: ...
     def getxattr(self, req: int, ino: int, name: bytes, size: int) -> None: ...
     def listxattr(self, req: int, ino: int, size: int) -> None: ...
-
-
-_pinned = threading.local()
-
-
-def _pin_thread() -> None:
-    """Keep this libfuse worker's Python thread state for the thread's life.
-
-    A ctypes callback on a thread Python did not start makes a new thread state for the call and
-    deletes it afterwards (``PyGILState_Ensure``/``Release``); in 3.11 that maps and unmaps the
-    state's frame stack each time: ~10 % of the daemon's CPU in a warm read (``perf``: ``munmap``,
-    its TLB shootdowns, ``_PyThreadState_BumpFramePointerSlow``), once per request. One extra
-    ``Ensure`` that is never released keeps the state until the thread ends (libfuse keeps up to
-    ``threads`` idle workers, so few are ever made)."""
-    _pinned.on = True  # in the state that is kept from here on
-    ctypes.pythonapi.PyGILState_Ensure()
-
-
-def _guarded(fn: Callable[..., None]) -> Callable[..., None]:
-    """The C callback for a request handler: a raised error becomes the request's error reply."""
-
-    def call(req: int, *args: Any) -> None:
-        if not hasattr(_pinned, "on"):
-            _pin_thread()
-        try:
-            fn(req, *args)
-        except OSError as e:
-            lib.fuse_reply_err(req, e.errno or errno.EIO)
-        except Exception:
-            log.exception("FUSE %s failed", getattr(fn, "__name__", "request"))
-            lib.fuse_reply_err(req, errno.EIO)
-
-    return call
 
 
 class RequestCounts:
@@ -330,86 +209,362 @@ class RequestCounts:
                 self.write()
 
 
-def _callbacks(
-    fs: Filesystem, counts: RequestCounts | None = None, leave_out: frozenset[str] = frozenset()
-) -> tuple[Ops, list[Any]]:
-    """The ops structure and the ctypes callbacks it points to (kept alive by the caller); the
-    requests named in ``leave_out`` get no callback: libfuse answers them ENOSYS itself."""
+# -- replies ---------------------------------------------------------------------------------------
+#: the session's /dev/fuse descriptor (one mount per process; ``serve`` sets it)
+_dev = -1
+#: a reply's write failing with these is not an error: ENOENT, a request the kernel dropped meanwhile
+#: (interrupted); ENODEV, the connection ended (unmounted); EBADF, the session ended
+_GONE = (errno.ENOENT, errno.ENODEV, errno.EBADF)
 
-    def forget(req: int, ino: int, nlookup: int) -> None:
-        if not hasattr(_pinned, "on"):
-            _pin_thread()
-        fs.forget(ino, nlookup)
-        lib.fuse_reply_none(req)
 
-    def forget_multi(req: int, count: int, items: Any) -> None:
-        if not hasattr(_pinned, "on"):
-            _pin_thread()
-        for i in range(count):
-            fs.forget(items[i].ino, items[i].nlookup)
-        lib.fuse_reply_none(req)
+def _send(req: int, payload: Any, size: int) -> None:
+    """One ``writev`` of the out header and ``payload`` (``size`` bytes); a failed write is not the
+    daemon's end."""
+    try:
+        os.writev(_dev, [OUT_HEADER.pack(16 + size, 0, req), payload])
+    except OSError as e:
+        if e.errno not in _GONE:
+            log.warning("FUSE reply to request %d failed: %s", req, e)
 
-    def readdirplus(req: int, ino: int, size: int, off: int, fi: Any) -> None:
-        fs.readdir(req, ino, size, off, fi.contents, True)
 
-    def init(_data: Any, conn: Any) -> None:
-        if counts is not None:
-            counts.mark_ready()
-        fs.init(conn.contents)
+def reply_err(req: int, err: int) -> None:
+    try:
+        os.write(_dev, OUT_HEADER.pack(16, -err, req))
+    except OSError as e:
+        if e.errno not in _GONE:
+            log.warning("FUSE reply to request %d failed: %s", req, e)
 
-    def readdir(req: int, ino: int, size: int, off: int, fi: Any) -> None:
-        fs.readdir(req, ino, size, off, fi.contents, False)
 
-    def read(req: int, ino: int, size: int, off: int, fi: Any) -> None:
-        # READ, the most frequent request (once per file read whole): its own callback rather
-        # than ``_guarded(with_fi(...))``, one Python frame less per request (issue 14, warm)
-        if not hasattr(_pinned, "on"):
-            _pin_thread()
-        try:
-            fs.read(req, ino, size, off, fi.contents)
-        except OSError as e:
-            lib.fuse_reply_err(req, e.errno or errno.EIO)
-        except Exception:
-            log.exception("FUSE read failed")
-            lib.fuse_reply_err(req, errno.EIO)
+def reply_entry(req: int, entry: bytes) -> None:
+    """``entry``: a packed ``struct fuse_entry_out`` (``ENTRY``)."""
+    _send(req, entry, 128)
 
-    def with_fi(method: Callable[..., None]) -> Callable[..., None]:
-        def call(req: int, ino: int, *rest: Any) -> None:
-            method(req, ino, *rest[:-1], rest[-1].contents)
 
-        call.__name__ = method.__name__
-        return call
+def reply_attr(req: int, entry: bytes, timeout: float) -> None:
+    """The attributes of a packed ``struct fuse_entry_out`` (``ENTRY``)."""
+    _send(req, ATTR_OUT_HEAD.pack(int(timeout), 0, 0) + entry[ATTR_START:], 104)
 
-    handlers: dict[str, Callable[..., None]] = {
-        "init": init,
-        "destroy": lambda _data: fs.destroy(),
-        "lookup": _guarded(fs.lookup),
-        "forget": forget,
-        "getattr": _guarded(lambda req, ino, _fi: fs.getattr(req, ino)),
-        "readlink": _guarded(fs.readlink),
-        "open": _guarded(with_fi(fs.open)),
-        "read": read,
-        "release": _guarded(with_fi(fs.release)),
-        "opendir": _guarded(with_fi(fs.opendir)),
-        "readdir": _guarded(readdir),
-        "releasedir": _guarded(with_fi(fs.releasedir)),
-        "statfs": _guarded(fs.statfs),
-        "getxattr": _guarded(fs.getxattr),
-        "listxattr": _guarded(fs.listxattr),
-        "forget_multi": forget_multi,
-        "readdirplus": _guarded(readdirplus),
+
+def reply_readlink(req: int, target: bytes) -> None:
+    _send(req, target, len(target))
+
+
+def reply_open(req: int, fi: FileInfo) -> None:
+    flags = (FOPEN_KEEP_CACHE if fi.keep_cache else 0) | (FOPEN_CACHE_DIR if fi.cache_readdir else 0)
+    _send(req, OPEN_OUT.pack(fi.fh, flags, 0), OPEN_OUT.size)
+
+
+def reply_buf(req: int, data: bytes | bytearray | None, size: int | None = None) -> None:
+    """Answer with ``data``, or its first ``size`` bytes (never more than it has: a ``size`` from
+    a catalog that disagrees with the object must not send what lies beyond it)."""
+    if data is None:
+        _send(req, b"", 0)
+        return
+    n = len(data) if size is None else min(size, len(data))
+    _send(req, data if n == len(data) else memoryview(data)[:n], n)
+
+
+def reply_fd(req: int, fd: int, pos: int, size: int) -> None:
+    """Answer a read with ``size`` bytes of ``fd`` at ``pos`` (fewer at its end): one ``pread``."""
+    data = os.pread(fd, size, pos)
+    _send(req, data, len(data))
+
+
+def reply_statfs(req: int, numbers: dict[str, int]) -> None:
+    """``numbers``: ``statvfs`` names (``f_blocks``, ``f_bsize``, ...); the missing ones are 0."""
+    get = numbers.get
+    payload = STATFS_OUT.pack(
+        get("f_blocks", 0), get("f_bfree", 0), get("f_bavail", 0), get("f_files", 0), get("f_ffree", 0),
+        get("f_bsize", 0), get("f_namemax", 0), get("f_frsize", 0),
+    )  # fmt: skip
+    _send(req, payload, STATFS_OUT.size)
+
+
+def reply_xattr(req: int, size: int) -> None:
+    _send(req, XATTR_OUT.pack(size, 0), XATTR_OUT.size)
+
+
+_buffers = threading.local()
+
+
+def reply_buffer(size: int) -> bytearray:
+    """A buffer of at least ``size`` bytes for a reply (a READDIR's entries), this thread's own,
+    reused from request to request: not a zeroed allocation per request (issue 14, warm). What it
+    holds is valid until the thread's next request; ``add_direntry``'s ``end`` keeps a reply to
+    ``size``."""
+    buf: bytearray | None = getattr(_buffers, "buf", None)
+    if buf is None or len(buf) < size:
+        buf = _buffers.buf = bytearray(size)
+    return buf
+
+
+def add_direntry(
+    req: int,
+    buf: bytearray,
+    pos: int,
+    name: bytes,
+    entry: bytes,
+    off: int,
+    plus: bool,
+    end: int | None = None,
+) -> int:
+    """Add one entry (``entry``: packed by ``ENTRY``) to ``buf`` at ``pos``, within its first ``end``
+    bytes (None: all of it): a ``struct fuse_direntplus`` (the entry, then the dirent) or, not
+    ``plus``, a ``struct fuse_dirent``, its name padded to 8 bytes. Returns its size (more than is
+    left: not added)."""
+    namelen = len(name)
+    head = ENTRY.size if plus else 0
+    size = (head + 24 + namelen + 7) & ~7
+    if size > (len(buf) if end is None else end) - pos:
+        return size
+    ino, mode = _INO_MODE.unpack_from(entry)
+    if plus:
+        buf[pos : pos + 128] = entry
+    p = pos + head
+    DIRENT.pack_into(buf, p, ino, off, namelen, (mode & 0o170000) >> 12)
+    p += 24
+    buf[p : p + namelen] = name
+    p += namelen
+    buf[p : pos + size] = _PADS[pos + size - p]
+    return size
+
+
+# -- the session -----------------------------------------------------------------------------------
+class _Stop(Exception):
+    """Raised by the signal handler in the main thread's reader: the loop ends, we unmount."""
+
+
+def _handlers(
+    fs: Filesystem, counts: RequestCounts | None, leave_out: frozenset[str]
+) -> dict[int, Callable[[int, int, bytearray, int], None]]:
+    """By opcode: a function of (unique, nodeid, request buffer, request length) that parses the
+    body and calls ``fs``. Those named in ``leave_out`` are answered ENOSYS (for GETXATTR and
+    LISTXATTR the kernel then stops sending them for the mount's life)."""
+
+    def lookup(req: int, ino: int, buf: bytearray, n: int) -> None:
+        fs.lookup(req, ino, bytes(buf[40 : n - 1]))
+
+    def forget(req: int, ino: int, buf: bytearray, n: int) -> None:
+        fs.forget(ino, _U64.unpack_from(buf, 40)[0])
+
+    def forget_multi(req: int, ino: int, buf: bytearray, n: int) -> None:
+        count = min(_U32.unpack_from(buf, 40)[0], (n - 48) // 16)
+        for nodeid, nlookup in _FORGET_ONE.iter_unpack(buf[48 : 48 + 16 * count]):
+            fs.forget(nodeid, nlookup)
+
+    def getattr(req: int, ino: int, buf: bytearray, n: int) -> None:
+        fs.getattr(req, ino)
+
+    def readlink(req: int, ino: int, buf: bytearray, n: int) -> None:
+        fs.readlink(req, ino)
+
+    def open(req: int, ino: int, buf: bytearray, n: int) -> None:
+        fs.open(req, ino, FileInfo(0, _OPEN_IN.unpack_from(buf, 40)[0]))
+
+    def read(req: int, ino: int, buf: bytearray, n: int) -> None:
+        fh, off, size = _READ_IN.unpack_from(buf, 40)
+        fs.read(req, ino, size, off, FileInfo(fh))
+
+    def release(req: int, ino: int, buf: bytearray, n: int) -> None:
+        fs.release(req, ino, FileInfo(_FH.unpack_from(buf, 40)[0]))
+
+    def opendir(req: int, ino: int, buf: bytearray, n: int) -> None:
+        fs.opendir(req, ino, FileInfo(0, _OPEN_IN.unpack_from(buf, 40)[0]))
+
+    def readdir(req: int, ino: int, buf: bytearray, n: int) -> None:
+        fh, off, size = _READ_IN.unpack_from(buf, 40)
+        fs.readdir(req, ino, size, off, FileInfo(fh), False)
+
+    def readdirplus(req: int, ino: int, buf: bytearray, n: int) -> None:
+        fh, off, size = _READ_IN.unpack_from(buf, 40)
+        fs.readdir(req, ino, size, off, FileInfo(fh), True)
+
+    def releasedir(req: int, ino: int, buf: bytearray, n: int) -> None:
+        fs.releasedir(req, ino, FileInfo(_FH.unpack_from(buf, 40)[0]))
+
+    def statfs(req: int, ino: int, buf: bytearray, n: int) -> None:
+        fs.statfs(req, ino)
+
+    def getxattr(req: int, ino: int, buf: bytearray, n: int) -> None:
+        fs.getxattr(req, ino, bytes(buf[48 : n - 1]), _U32.unpack_from(buf, 40)[0])
+
+    def listxattr(req: int, ino: int, buf: bytearray, n: int) -> None:
+        fs.listxattr(req, ino, _U32.unpack_from(buf, 40)[0])
+
+    named: dict[str, tuple[int, Callable[[int, int, bytearray, int], None]]] = {
+        "lookup": (LOOKUP, lookup),
+        "forget": (FORGET, forget),
+        "forget_multi": (BATCH_FORGET, forget_multi),
+        "getattr": (GETATTR, getattr),
+        "readlink": (READLINK, readlink),
+        "open": (OPEN, open),
+        "read": (READ, read),
+        "release": (RELEASE, release),
+        "opendir": (OPENDIR, opendir),
+        "readdir": (READDIR, readdir),
+        "readdirplus": (READDIRPLUS, readdirplus),
+        "releasedir": (RELEASEDIR, releasedir),
+        "statfs": (STATFS, statfs),
+        "getxattr": (GETXATTR, getxattr),
+        "listxattr": (LISTXATTR, listxattr),
     }
-    ops = Ops()
-    keep = []
-    for name, proto in _OPS:
-        if proto is not None and name not in leave_out:
-            handler = handlers[name]
-            if counts is not None and name not in ("init", "destroy"):
-                handler = counts.wrap(name, handler)
-            cb = proto(handler)
-            keep.append(cb)
-            setattr(ops, name, cb)
-    return ops, keep
+    out = {}
+    for name, (opcode, handler) in named.items():
+        if name not in leave_out:
+            out[opcode] = counts.wrap(name, handler) if counts is not None else handler
+    return out
+
+
+#: requests the kernel expects no answer to
+NO_REPLY = frozenset({FORGET, BATCH_FORGET, INTERRUPT})
+
+
+class Session:
+    """One mount's requests: ``run`` in each reader thread, until the kernel ends the connection
+    (unmounted: ENODEV) or, in the main thread, a signal (``_Stop``)."""
+
+    def __init__(self, fs: Filesystem, fd: int, counts: RequestCounts | None, leave_out: frozenset[str]):
+        self.fs, self.fd, self.counts = fs, fd, counts
+        self.handlers = _handlers(fs, counts, leave_out)
+        self.inited = threading.Event()
+
+    def init(self, req: int, buf: bytearray, n: int) -> None:
+        major, minor, max_readahead, kernel_flags = _INIT_IN.unpack_from(buf, 40)
+        if major > MAJOR:  # a newer kernel: it sends INIT again in our version (as libfuse)
+            _send(req, INIT_OUT.pack(MAJOR, MINOR, 0, 0, 0, 0, 0, 0, 0, 0, 0), INIT_OUT.size)
+            return
+        if major < MAJOR:
+            reply_err(req, errno.EPROTO)
+            return
+        capable = kernel_flags | (NO_OPEN_SUPPORT if minor >= 23 else 0)
+        capable |= NO_OPENDIR_SUPPORT if minor >= 29 else 0
+        conn = Conn(capable, DEFAULT_WANT & capable, max_readahead, min(minor, MINOR))
+        if self.counts is not None:
+            self.counts.mark_ready()
+        self.fs.init(conn)
+        flags = conn.want & kernel_flags & ~_NOT_SENT
+        pages = MAX_PAGES if flags & FLAG_MAX_PAGES else 0
+        out = INIT_OUT.pack(MAJOR, MINOR, conn.max_readahead, flags, 0, 0, MAX_WRITE, 0, pages, 0, 0)
+        _send(req, out, INIT_OUT.size)
+        self.inited.set()
+
+    def run(self) -> None:
+        """Read, parse, answer, until the connection ends (the unmount: ENODEV)."""
+        buf = bytearray(BUFSIZE)
+        bufs = [buf]
+        fd, readv, unpack = self.fd, os.readv, _HEAD.unpack_from
+        handlers = self.handlers
+        while True:
+            try:
+                n = readv(fd, bufs)
+            except OSError as e:
+                if e.errno in (errno.ENODEV, errno.EBADF):  # unmounted; the session closed
+                    return
+                if e.errno in (errno.ENOENT, errno.EINTR, errno.EAGAIN):  # a request interrupted
+                    continue
+                raise
+            if n < 40:  # cannot happen (the kernel writes whole requests); not a reason to stop
+                if n == 0:  # not /dev/fuse any more (closed at the end)
+                    return
+                continue
+            opcode, req, ino = unpack(buf)
+            handler = handlers.get(opcode)
+            if handler is None:
+                if opcode == INIT:
+                    self.init(req, buf, n)
+                elif opcode == DESTROY:
+                    _send(req, b"", 0)
+                elif opcode not in NO_REPLY:  # ACCESS, FLUSH, writes...: as libfuse without them
+                    reply_err(req, errno.ENOSYS)
+                continue
+            try:
+                handler(req, ino, buf, n)
+            except OSError as e:
+                if opcode not in NO_REPLY:
+                    reply_err(req, e.errno or errno.EIO)
+            except _Stop:
+                raise
+            except Exception:
+                log.exception("FUSE request %d failed", opcode)
+                if opcode not in NO_REPLY:
+                    reply_err(req, errno.EIO)
+
+
+# -- mounting --------------------------------------------------------------------------------------
+MS_RDONLY, MS_NOSUID, MS_NODEV = 1, 2, 4
+MNT_DETACH = 2
+
+
+def _libc() -> Any:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mount.argtypes = [ctypes.c_char_p] * 3 + [ctypes.c_ulong, ctypes.c_char_p]
+    libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+    return libc
+
+
+def mount(mountpoint: str, options: list[str]) -> int:
+    """Mount a FUSE filesystem on ``mountpoint`` with libfuse's ``-o`` ``options`` (``ro``,
+    ``fsname=``, ``subtype=``, ``allow_other``, ``default_permissions``...) and return the /dev/fuse
+    descriptor of the connection: as root by mount(2) (nosuid, nodev: libfuse's defaults), else
+    through ``fusermount3``, which mounts and hands the descriptor over a socket (``_FUSE_COMMFD``)."""
+    if os.geteuid() != 0:
+        return _fusermount(mountpoint, options)
+    fsname, kind, flags, data = "fuse", "fuse", MS_NOSUID | MS_NODEV, []
+    for opt in options:
+        if opt == "ro":
+            flags |= MS_RDONLY
+        elif opt.startswith("fsname="):
+            fsname = opt[7:]
+        elif opt.startswith("subtype="):
+            kind = "fuse." + opt[8:]
+        else:
+            data.append(opt)
+    import ctypes  # only for mount(2), once: not on every import
+
+    fd = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
+    try:
+        rootmode = stat.S_IFMT(os.stat(mountpoint).st_mode)
+        data = [
+            f"fd={fd}",
+            f"rootmode={rootmode:o}",
+            f"user_id={os.getuid()}",
+            f"group_id={os.getgid()}",
+            *data,
+        ]
+        if _libc().mount(fsname.encode(), mountpoint.encode(), kind.encode(), flags, ",".join(data).encode()):
+            err = ctypes.get_errno()
+            raise OSError(err, f"mount {mountpoint}: {os.strerror(err)}")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _fusermount(mountpoint: str, options: list[str]) -> int:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    with ours, theirs:
+        env = os.environ | {"_FUSE_COMMFD": str(theirs.fileno())}
+        r = subprocess.run(
+            ["fusermount3", "-o", ",".join(options), "--", mountpoint],
+            env=env, pass_fds=[theirs.fileno()], capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if r.returncode != 0:
+            raise OSError(errno.EPERM, f"fusermount3: {r.stderr.strip() or r.returncode}")
+        _msg, fds, _flags, _addr = socket.recv_fds(ours, 1, 1)
+    if not fds:
+        raise OSError(errno.EIO, "fusermount3 sent no /dev/fuse descriptor")
+    os.set_inheritable(fds[0], False)
+    return fds[0]
+
+
+def unmount(mountpoint: str) -> None:
+    """Detach the mount (lazily: as libfuse does, a busy mount goes once its last user does)."""
+    if os.geteuid() == 0:
+        _libc().umount2(mountpoint.encode(), MNT_DETACH)
+    else:
+        subprocess.run(["fusermount3", "-u", "-q", "-z", "--", mountpoint], check=False, capture_output=True)
 
 
 def serve(
@@ -423,141 +578,56 @@ def serve(
     leave_out: frozenset[str] = frozenset(),
     more: dict[str, list[float]] | None = None,
 ) -> None:
-    """Mount ``fs`` on ``mountpoint`` with the mount ``options`` (``-o``) and serve requests with
-    libfuse's worker threads until unmounted (or SIGINT/SIGTERM/SIGHUP); ``stats``: a file the
-    request counts go to (``RequestCounts``); ``leave_out``: requests answered ENOSYS by libfuse
-    without Python (for GETXATTR and LISTXATTR the kernel then stops sending them for the mount's
-    life: ``no_getxattr``/``no_listxattr``).
+    """Mount ``fs`` on ``mountpoint`` with the mount ``options`` and serve requests with ``threads``
+    reader threads (the main one among them) until unmounted, or SIGINT/SIGTERM/SIGHUP (then this
+    unmounts); ``stats``: a file the request counts go to (``RequestCounts``); ``leave_out``:
+    requests answered ENOSYS without calling ``fs``.
 
-    ``threads``: the idle workers libfuse keeps, also on one CPU (the guest's). Measured there
-    (host pinned to one CPU, libfuse 3.14, 6,400 requests from six readers, warm and cold cache,
-    the daemon's whole CPU, medians of 7-11 rounds): the single-threaded loop
-    (``fuse_session_loop``) spent 2-3 % less (up to a fifth fewer thread switches), too little for a loop
-    that holds every request behind a READ waiting on the network; 2 idle workers spent 3-24 % more,
-    1 spent 14-59 % more and 0 spent 46 % more: a worker ends after each burst and the next burst
-    starts new ones, each with a new Python thread state."""
+    Each reader blocks in ``read`` on the descriptor; the kernel gives each request to one of them,
+    so a READ waiting on the network holds up no other request (up to ``threads`` at once). The
+    signals are blocked in the other readers, so they interrupt the main thread's read."""
+    global _dev
+    if debug:
+        log.setLevel(logging.DEBUG)
     counts = RequestCounts(stats, more=more) if stats else None
-    ops, keep = _callbacks(fs, counts, leave_out)
-    argv_list = [b"cvmfs", b"-o", ",".join(options).encode()] + ([b"-d"] if debug else [])
-    argv = (c_char_p * len(argv_list))(*argv_list)
-    args = Args(len(argv_list), argv, 0)
-    se = lib.fuse_session_new(ctypes.byref(args), ctypes.byref(ops), ctypes.sizeof(ops), None)
-    if not se:
-        raise RuntimeError("fuse_session_new failed (bad options?)")
-    # libfuse installs its handlers (ending the loop) only over the default ones; Python's SIGINT
-    # handler could not run anyway while the main thread waits in the loop.
-    with contextlib.suppress(ValueError):  # not the main thread
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
     try:
-        if lib.fuse_set_signal_handlers(se) != 0:
-            raise RuntimeError("fuse_set_signal_handlers failed")
+        fd = mount(mountpoint, options)
+    except OSError as e:
+        raise RuntimeError(str(e)) from e
+    _dev = fd
+    session = Session(fs, fd, counts, leave_out)
+    stop_signals = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    stopped = False
+
+    def stop(_sig: int, _frame: Any) -> None:
+        raise _Stop()
+
+    old = {}
+    try:
         try:
-            if lib.fuse_session_mount(se, mountpoint.encode()) != 0:
-                raise RuntimeError(f"fuse_session_mount {mountpoint} failed")
-            try:
-                err = _loop(se, threads)
-            finally:
-                lib.fuse_session_unmount(se)
-                if counts is not None:  # the whole life's counts, not the last 10 s's
-                    with contextlib.suppress(OSError):
-                        counts.write()
+            for sig in stop_signals:
+                old[sig] = signal.signal(sig, stop)
+        except ValueError:  # not the main thread (a test): the signals stay as they are
+            pass
+        signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+        try:
+            for i in range(max(0, threads - 1)):
+                threading.Thread(target=session.run, name=f"fuse-{i}", daemon=True).start()
         finally:
-            lib.fuse_remove_signal_handlers(se)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
+        try:
+            session.run()
+        except _Stop:
+            stopped = True
     finally:
-        lib.fuse_session_destroy(se)
-        del keep
-    if err < 0:
-        raise RuntimeError(f"the FUSE loop ended with error {-err}")
-
-
-def _loop(se: int, threads: int) -> int:
-    """libfuse's multithreaded loop in whichever ABI the library has (3.12 configs, 3.2 struct)."""
-    if hasattr(lib, "fuse_loop_cfg_create") and hasattr(lib, "fuse_session_loop_mt_312"):
-        _bind("fuse_loop_cfg_create", c_void_p)
-        _bind("fuse_loop_cfg_destroy", None, c_void_p)
-        _bind("fuse_loop_cfg_set_idle_threads", None, c_void_p, c_uint)
-        _bind("fuse_session_loop_mt_312", c_int, c_void_p, c_void_p)
-        cfg = lib.fuse_loop_cfg_create()
-        try:
-            lib.fuse_loop_cfg_set_idle_threads(cfg, threads)
-            return int(lib.fuse_session_loop_mt_312(se, cfg))
-        finally:
-            lib.fuse_loop_cfg_destroy(cfg)
-    if hasattr(lib, "fuse_session_loop_mt_32"):
-        _bind("fuse_session_loop_mt_32", c_int, c_void_p, POINTER(LoopConfig32))
-        return int(lib.fuse_session_loop_mt_32(se, ctypes.byref(LoopConfig32(0, threads))))
-    return int(lib.fuse_session_loop(se))
-
-
-# -- replies ---------------------------------------------------------------------------------------
-def reply_err(req: int, err: int) -> None:
-    lib.fuse_reply_err(req, err)
-
-
-def reply_entry(req: int, entry: bytes) -> None:
-    """``entry``: a packed ``struct fuse_entry_param`` (``pack_entry``)."""
-    lib.fuse_reply_entry(req, entry)
-
-
-def reply_attr(req: int, entry: bytes, timeout: float) -> None:
-    """The attributes of a packed ``struct fuse_entry_param`` (``pack_entry``)."""
-    lib.fuse_reply_attr(req, entry[ATTR_START:ATTR_END], timeout)
-
-
-def reply_readlink(req: int, target: bytes) -> None:
-    lib.fuse_reply_readlink(req, target)
-
-
-def reply_open(req: int, fi: Any) -> None:
-    lib.fuse_reply_open(req, ctypes.byref(fi))
-
-
-def reply_buf(req: int, data: bytes | Any, size: int | None = None) -> None:
-    """Answer with ``data``, or its first ``size`` bytes (never more than it has: a ``size`` from
-    a catalog that disagrees with the object must not send what lies beyond it)."""
-    if size is None:
-        size = len(data)
-    elif data is not None:
-        size = min(size, len(data))
-    lib.fuse_reply_buf(req, data, size)
-
-
-def reply_fd(req: int, fd: int, pos: int, size: int) -> None:
-    """Answer a read with ``size`` bytes of ``fd`` at ``pos``: libfuse reads them itself (no splice: see
-    ``InodeFilesystem.init``), so the bytes never pass through Python."""
-    vec = BufVec(1, 0, 0, Buf(size, FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK | FUSE_BUF_FD_RETRY, None, fd, pos, 0))
-    lib.fuse_reply_data(req, ctypes.byref(vec), 0)
-
-
-def reply_statfs(req: int, st: Any) -> None:
-    lib.fuse_reply_statfs(req, ctypes.byref(st))
-
-
-def reply_xattr(req: int, size: int) -> None:
-    lib.fuse_reply_xattr(req, size)
-
-
-_buffers = threading.local()
-
-
-def reply_buffer(size: int) -> Any:
-    """A buffer of at least ``size`` bytes for a reply (a READDIR's entries), this thread's own,
-    reused from request to request: not a zeroed allocation per request (issue 14, warm). What it
-    holds is valid until the thread's next request; ``add_direntry``'s ``end`` keeps a reply to
-    ``size``."""
-    buf = getattr(_buffers, "buf", None)
-    if buf is None or len(buf) < size:
-        buf = _buffers.buf = ctypes.create_string_buffer(size)
-    return buf
-
-
-def add_direntry(
-    req: int, buf: Any, pos: int, name: bytes, entry: bytes, off: int, plus: bool, end: int | None = None
-) -> int:
-    """Add one entry (``entry``: packed by ``pack_entry``) to ``buf`` at ``pos``, within its first
-    ``end`` bytes (None: all of it); returns its size (more than is left: not added)."""
-    room = (len(buf) if end is None else end) - pos
-    where = ctypes.addressof(buf) + pos
-    if plus:
-        return int(lib.fuse_add_direntry_plus(req, where, room, name, entry, off))
-    return int(lib.fuse_add_direntry(req, where, room, name, entry[ATTR_START:ATTR_END], off))
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        if stopped:
+            unmount(mountpoint)
+        if counts is not None:  # the whole life's counts, not the last 10 s's
+            with contextlib.suppress(OSError):
+                counts.write()
+        if session.inited.is_set():
+            fs.destroy()
+        _dev = -1  # a reader still answering gets EBADF, not a descriptor this number names next
+        os.close(fd)

@@ -4,13 +4,13 @@
         [--cache DIR] [--proxy P] [--tag T | --date D | --root-hash H] [--snapshot-file PATH]
         [--no-magic-xattrs] [--prefetch-in-order] [--foreground] MOUNTPOINT
 
-Needs only the standard library, mfusepy and libfuse3.so.3 (found through ``FUSE_LIBRARY_PATH`` or
-``ctypes.util.find_library``). Without ``--foreground`` it forks; the child opens and verifies the
-repository, mounts, and reports back through a pipe once the kernel has the mount; the parent then
-prints ``mounted FQRN revision N root HASH tag TAG`` and exits 0, or prints one error line and exits
-non-zero. ``--snapshot-file``: if it exists and no selector is given, its first line (a root hash) is
-mounted; after a successful mount ``root_hash\\ntag\\n`` is written to it atomically, so the next boot
-mounts the same snapshot.
+Needs only the standard library and /dev/fuse (and ``fusermount3`` when not run as root): the daemon
+speaks the kernel's FUSE protocol itself (``fuse_lowlevel``). Without ``--foreground`` it forks; the
+child opens and verifies the repository, mounts, and reports back through a pipe once the kernel has
+the mount; the parent then prints ``mounted FQRN revision N root HASH tag TAG`` and exits 0, or
+prints one error line and exits non-zero. ``--snapshot-file``: if it exists and no selector is
+given, its first line (a root hash) is mounted; after a successful mount ``root_hash\\ntag\\n`` is
+written to it atomically, so the next boot mounts the same snapshot.
 """
 
 from __future__ import annotations
@@ -28,8 +28,6 @@ from ..fsutil import atomic_write
 from .plaincache import STALE_TMP_S, PlainCache
 from .quota import MB, Quota
 from .repository import Repository, SnapshotSpec, open_repository
-
-LIBFUSE3 = "libfuse3.so.3"
 
 
 def build_parser(prog: str = "python3 -m cernvm_build.cvmfs.mount") -> argparse.ArgumentParser:
@@ -220,28 +218,8 @@ def _after_mount(args: argparse.Namespace, repo: Repository) -> None:
             atomic_write(args.snapshot_file, pin)
 
 
-def _prefer_libfuse3() -> None:
-    """mfusepy loads libfuse2 where both are installed; libfuse3 (the initrd's) has the faster
-    low-level client (``fuse_inodes``), so it is named when it can be loaded."""
-    import ctypes
-
-    try:
-        ctypes.CDLL(LIBFUSE3)
-    except OSError:
-        return
-    os.environ["FUSE_LIBRARY_PATH"] = LIBFUSE3
-
-
 def _serve(args: argparse.Namespace, repo: Repository, ready: int | None) -> None:
-    if "FUSE_LIBRARY_PATH" not in os.environ:
-        _prefer_libfuse3()
-    try:
-        from .fuse import Serving, run_fuse
-    except OSError as e:  # mfusepy raises this when libfuse cannot be loaded
-        raise CvmfsError(
-            f"libfuse cannot be loaded: {e}",
-            hint="install libfuse3-3, or set FUSE_LIBRARY_PATH=/path/to/libfuse3.so.3",
-        ) from e
+    from .fuse import Serving, run_fuse
 
     plain = repo.store.plain_cache if repo.store.cache is not None else None
 

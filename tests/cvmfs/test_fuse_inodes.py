@@ -442,28 +442,41 @@ def test_readdir_reuses_its_threads_buffer_and_keeps_a_reply_to_the_size_asked()
     """READDIR fills a buffer of the thread's own, reused (``reply_buffer``): larger than this
     request asked when an earlier one asked more, so an entry that does not fit the size asked is
     not added even where the buffer has room (``add_direntry``'s ``end``)."""
-    code = (
-        "import stat, threading\n"
-        "from cernvm_build.cvmfs import fuse_lowlevel as ll\n"
-        "from cernvm_build.cvmfs.fuse_inodes import _bare_entry\n"
-        "buf = ll.reply_buffer(8192)\n"
-        "assert ll.reply_buffer(4096) is buf and len(buf) == 8192\n"
-        "other = []\n"
-        "t = threading.Thread(target=lambda: other.append(ll.reply_buffer(4096))); t.start(); t.join()\n"
-        "assert other[0] is not buf\n"
-        "assert len(ll.reply_buffer(16384)) == 16384\n"
-        "buf = ll.reply_buffer(100)\n"
-        "entry = _bare_entry(5, stat.S_IFDIR)\n"
-        "for plus in (False, True):\n"
-        "    buf.raw = b'\\xff' * len(buf)\n"
-        "    n = ll.add_direntry(0, buf, 0, b'name', entry, 1, plus, 20)\n"
-        "    assert n > 20 and buf.raw == b'\\xff' * len(buf), n\n"
-        "    assert ll.add_direntry(0, buf, 0, b'name', entry, 1, plus, n) == n\n"
-        "    assert b'name' in buf.raw[:n]\n"
-        "print('ok')\n"
-    )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=fuse_env("libfuse3"))
-    assert r.stdout == "ok\n", r.stderr
+    import threading
+
+    from cernvm_build.cvmfs import fuse_lowlevel as ll
+    from cernvm_build.cvmfs.fuse_inodes import _bare_entry
+
+    def in_thread() -> None:
+        buf = ll.reply_buffer(8192)
+        assert ll.reply_buffer(4096) is buf and len(buf) == 8192
+        other: list[bytearray] = []
+        t = threading.Thread(target=lambda: other.append(ll.reply_buffer(4096)))
+        t.start()
+        t.join()
+        assert other[0] is not buf
+        assert len(ll.reply_buffer(16384)) == 16384
+        buf = ll.reply_buffer(100)
+        entry = _bare_entry(5, stat.S_IFDIR)
+        for plus in (False, True):
+            buf[:] = b"\xff" * len(buf)
+            n = ll.add_direntry(0, buf, 0, b"name", entry, 1, plus, 20)
+            assert n > 20 and buf == b"\xff" * len(buf), n
+            assert ll.add_direntry(0, buf, 0, b"name", entry, 1, plus, n) == n
+            assert b"name" in buf[:n]
+
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            in_thread()
+        except BaseException as e:
+            errors.append(e)
+
+    t = threading.Thread(target=run)  # a fresh thread: no buffer of an earlier test
+    t.start()
+    t.join()
+    assert not errors, errors
 
 
 class _Replies:
@@ -487,7 +500,7 @@ class _Replies:
         self, req: int, buf: Any, pos: int, name: bytes, entry: bytes, off: int, plus: bool, end: int
     ) -> int:
         if end - pos >= self.ENTRY:
-            self.pending.append((name.decode(), off, self.ll.ENTRY.unpack(entry)[1]))  # st_ino
+            self.pending.append((name.decode(), off, self.ll.ENTRY.unpack(entry)[6]))  # attr.ino
         return self.ENTRY
 
     def reply(self, req: int, buf: Any, size: int | None = None) -> None:

@@ -1,0 +1,154 @@
+"""The FUSE kernel protocol layer (``fuse_lowlevel``) without a kernel: requests parsed from bytes
+laid out as ``linux/fuse.h`` says, replies checked byte by byte (the mount tests check the same
+against the kernel)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import stat
+import struct
+from typing import Any
+
+import pytest
+
+from cernvm_build.cvmfs import fuse_lowlevel as ll
+
+IN = struct.Struct("<IIQQIIIHH")
+OUT = struct.Struct("<IiQ")
+
+
+def _entry(ino: int, mode: int, size: int) -> bytes:
+    return ll.ENTRY.pack(
+        ino, 0, 3600, 3600, 0, 0, ino, size, 1, 10, 10, 10, 0, 0, 0, mode, 1, 0, 0, 0, 4096, 0
+    )
+
+
+def test_a_readdirplus_entry_is_the_entry_then_the_dirent_padded_to_8_bytes() -> None:
+    entry = _entry(7, stat.S_IFREG | 0o644, 5)
+    buf = bytearray(b"\xff" * 400)
+    n = ll.add_direntry(0, buf, 8, b"ab", entry, 3, True)
+    # fuse_direntplus: fuse_entry_out (128), then fuse_dirent: ino, off, namelen, type (DT_REG 8),
+    # the name and zeros to a multiple of 8: 128 + 24 + 2 = 154 -> 160
+    dirent = (7).to_bytes(8, "little") + (3).to_bytes(8, "little") + (2).to_bytes(4, "little")
+    dirent += (8).to_bytes(4, "little") + b"ab" + b"\0" * 6
+    assert n == 160 and bytes(buf[8:168]) == entry + dirent
+    assert buf[:8] == b"\xff" * 8 and buf[168:] == b"\xff" * 232  # nothing written around it
+    assert len(entry) == 128 and entry[40:48] == (7).to_bytes(8, "little")  # fuse_attr.ino
+
+
+def test_a_readdir_entry_is_a_bare_dirent_and_one_that_does_not_fit_is_not_written() -> None:
+    entry = _entry(0o1234, stat.S_IFDIR | 0o755, 0)
+    buf = bytearray(b"\xff" * 64)
+    assert ll.add_direntry(0, buf, 0, b"dir", entry, 9, False, 31) == 32  # too big: untouched
+    assert buf == b"\xff" * 64
+    assert ll.add_direntry(0, buf, 0, b"dir", entry, 9, False) == 32
+    want = struct.pack("<QQII", 0o1234, 9, 3, 4) + b"dir" + b"\0" * 5  # DT_DIR 4
+    assert bytes(buf[:32]) == want
+
+
+class _Recorder(ll.Filesystem):
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    def init(self, conn: ll.Conn) -> None:
+        conn.want |= conn.capable & ll.CACHE_SYMLINKS
+        conn.want &= ~ll.READDIRPLUS_AUTO
+        self.calls.append(("init", conn.capable & ll.NO_OPEN_SUPPORT, conn.max_readahead))
+
+    def lookup(self, req: int, parent: int, name: bytes) -> None:
+        self.calls.append(("lookup", parent, name))
+        ll.reply_entry(req, _entry(42, stat.S_IFREG, 1))
+
+    def forget(self, ino: int, nlookup: int) -> None:
+        self.calls.append(("forget", ino, nlookup))
+
+    def read(self, req: int, ino: int, size: int, off: int, fi: ll.FileInfo) -> None:
+        self.calls.append(("read", ino, size, off, fi.fh))
+        ll.reply_buf(req, b"0123456789" * 20, size)
+
+    def getxattr(self, req: int, ino: int, name: bytes, size: int) -> None:
+        self.calls.append(("getxattr", ino, name, size))
+        raise OSError(errno.ENODATA, "no")
+
+    def statfs(self, req: int, ino: int) -> None:
+        raise ValueError("a bug")
+
+
+def _request(opcode: int, unique: int, nodeid: int, body: bytes) -> bytes:
+    return IN.pack(40 + len(body), opcode, unique, nodeid, 0, 0, 0, 0, 0) + body
+
+
+def test_a_session_parses_each_request_and_answers_it_once_or_not_at_all(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Requests in the kernel's layout through a socket that keeps message boundaries, as /dev/fuse
+    does: each handler gets its parsed arguments; FORGET, BATCH_FORGET and INTERRUPT get no reply,
+    an unknown request ENOSYS, a handler's OSError its errno, any other exception EIO; a short
+    request is skipped; the loop ends at the end of the connection."""
+    kernel, daemon = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with kernel, daemon:
+        monkeypatch.setattr(ll, "_dev", daemon.fileno())
+        fs = _Recorder()
+        session = ll.Session(fs, daemon.fileno(), None, frozenset())
+        kernel_flags = (1 << 32) - 1 & ~(ll.NO_OPEN_SUPPORT | ll.NO_OPENDIR_SUPPORT)
+        init_in = struct.pack("<IIII", 7, 38, 1 << 20, kernel_flags) + b"\0" * 48
+        requests = [
+            _request(ll.INIT, 1, 0, init_in),
+            _request(ll.LOOKUP, 2, 1, b"name\0"),
+            _request(ll.FORGET, 3, 9, struct.pack("<Q", 4)),
+            _request(ll.BATCH_FORGET, 4, 0, struct.pack("<IIQQQQ", 2, 0, 10, 1, 11, 2)),
+            _request(ll.READ, 5, 7, struct.pack("<QQIIQII", 3, 4096, 100, 0, 0, 0, 0)),
+            _request(ll.GETXATTR, 6, 7, struct.pack("<II", 0, 0) + b"user.a\0"),
+            _request(16, 7, 7, struct.pack("<QQIIQII", 0, 0, 1, 0, 0, 0, 0) + b"x"),  # WRITE
+            b"short",
+            _request(ll.STATFS, 8, 1, b""),
+            _request(ll.INTERRUPT, 9, 0, struct.pack("<Q", 5)),
+        ]
+        for r in requests:
+            kernel.send(r)
+        kernel.shutdown(socket.SHUT_WR)
+        session.run()  # returns at the end of the connection
+        assert session.inited.is_set()
+        assert fs.calls == [
+            ("init", ll.NO_OPEN_SUPPORT, 1 << 20),
+            ("lookup", 1, b"name"),
+            ("forget", 9, 4),
+            ("forget", 10, 1),
+            ("forget", 11, 2),
+            ("read", 7, 100, 4096, 3),
+            ("getxattr", 7, b"user.a", 0),
+        ]
+        kernel.setblocking(False)
+        replies = []
+        while True:
+            try:
+                replies.append(kernel.recv(1 << 16))
+            except BlockingIOError:
+                break
+    heads = [OUT.unpack_from(r) for r in replies]
+    assert [(u, e) for _n, e, u in heads] == [
+        (1, 0), (2, 0), (5, 0), (6, -errno.ENODATA), (7, -errno.ENOSYS), (8, -errno.EIO)
+    ]  # fmt: skip
+    assert all(n == len(r) for (n, _e, _u), r in zip(heads, replies, strict=True))
+    major, minor, readahead, flags, _bg, _cong, max_write, _tg, pages = struct.unpack_from(
+        "<IIIIHHIIH", replies[0], 16
+    )
+    assert (major, minor, readahead, max_write, pages) == (7, ll.MINOR, 1 << 20, ll.MAX_WRITE, 256)
+    assert flags & ll.DO_READDIRPLUS and flags & ll.CACHE_SYMLINKS and flags & ll.ASYNC_READ
+    assert not flags & ll.READDIRPLUS_AUTO and not flags & (1 << 7)  # nor splice
+    assert not flags & (ll.NO_OPEN_SUPPORT | ll.NO_OPENDIR_SUPPORT)  # not kernel flags
+    assert replies[1][16:] == _entry(42, stat.S_IFREG, 1)
+    assert replies[2][16:] == b"0123456789" * 10  # the size asked, not more
+
+
+def test_a_reply_that_cannot_be_written_does_not_raise(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernel drops an interrupted request (its reply's write: ENOENT); after the session a
+    late reply goes nowhere (EBADF): neither ends a reader."""
+    r, w = os.pipe()
+    os.close(r)
+    monkeypatch.setattr(ll, "_dev", -1)
+    ll.reply_err(1, errno.EIO)
+    ll.reply_buf(1, b"x")
+    os.close(w)
