@@ -50,7 +50,7 @@ EXTRA_MODULES = (
 
 #: Left out on purpose: hashlib falls back to its built-in SHA/MD5 (saves libcrypto, 5 MB), and the
 #: repository is read over plain HTTP with signatures checked in pure Python, so no TLS stack.
-EXCLUDE = ("_hashlib", "_ssl", "ssl")
+EXCLUDE = ("_hashlib", "_ssl", "ssl", "cernvm_build.cvmfs.fuse_libfuse2")
 
 # Runs under the TARGET interpreter with ``-S``; uses only builtins so it imports nothing itself.
 _IMPORT = r"""
@@ -171,7 +171,7 @@ class Runtime:
     version: str  # "3.11"
     modules: list[str] = field(default_factory=list)
     libraries: list[str] = field(default_factory=list)
-    sources: list[str] = field(default_factory=list)  # our own .py files in it (mfusepy too)
+    sources: list[str] = field(default_factory=list)  # our own .py files in it
 
 
 def default_python() -> str:
@@ -190,27 +190,10 @@ def ldd(path: Path | str) -> list[Path]:
     return libs
 
 
-def _mfusepy_file() -> Path:
-    try:
-        import mfusepy  # deliberate lazy import: only the initrd build needs the file, not the toolkit
-    except ImportError as e:
-        raise BuildError(
-            "the Python package mfusepy is not installed", hint="run 'make deps' (it is in pyproject.toml)"
-        ) from e
-    return Path(str(mfusepy.__file__))
-
-
-def fuse_library() -> Path:
-    for cand in ("/usr/lib/x86_64-linux-gnu/libfuse3.so.3", "/lib/x86_64-linux-gnu/libfuse3.so.3"):
-        if Path(cand).exists():
-            return Path(cand)
-    raise BuildError("libfuse3.so.3 not found", hint="install it with 'apt-get install libfuse3-3'")
-
-
 def deflate_library() -> Path:
     """libdeflate: the mount daemon inflates objects of up to 16 MiB with it (``cvmfs/inflate.py``;
     measured under TCG: the daemon's CPU -13 %, big-object inflate+write 15.4 -> 10.8 guest-s). Required,
-    as libfuse is, so the initrd's contents do not depend on what the build host happens to have."""
+    so the initrd's contents do not depend on what the build host happens to have."""
     for cand in ("/usr/lib/x86_64-linux-gnu/libdeflate.so.0", "/lib/x86_64-linux-gnu/libdeflate.so.0"):
         if Path(cand).exists():
             return Path(cand)
@@ -290,21 +273,15 @@ def build_runtime(
     python = python or default_python()
     if not Path(python).exists():
         raise BuildError(f"{python}: interpreter not found", hint="pass an existing python3")
-    # Only our package and mfusepy besides the stdlib: nothing else from site-packages can leak in.
-    extra = dest.parent / ".pyextra"
-    extra.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(_mfusepy_file(), extra / "mfusepy.py")
-    roots = [package_dir(), extra / "mfusepy.py"]
-    try:
-        mods = collect_modules(python, entries, [package_dir().parent, extra], roots)
-        py = [
-            (name.replace(".", "/") + ("/__init__.pyc" if pkg else ".pyc"), str(f))
-            for name, (pkg, f) in sorted(mods.items())
-            if f.suffix == ".py"
-        ]
-        proc = run([python, "-S", "-c", _COMPILE], input=json.dumps(py).encode())
-    finally:
-        shutil.rmtree(extra, ignore_errors=True)
+    # Only our package besides the stdlib (the FUSE daemon speaks the kernel's protocol itself: no
+    # libfuse, no mfusepy): nothing from site-packages can leak in.
+    mods = collect_modules(python, entries, [package_dir().parent], [package_dir()])
+    py = [
+        (name.replace(".", "/") + ("/__init__.pyc" if pkg else ".pyc"), str(f))
+        for name, (pkg, f) in sorted(mods.items())
+        if f.suffix == ".py"
+    ]
+    proc = run([python, "-S", "-c", _COMPILE], input=json.dumps(py).encode())
     info = json.loads(proc.stdout)
     libdir = dest / "lib"
     dyn = libdir / f"python{info['v']}" / "lib-dynload"
@@ -320,12 +297,12 @@ def build_runtime(
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(bytes.fromhex(pyc))
     deflate = deflate_library()
-    binaries: list[Path] = [exe, fuse_library(), deflate]
+    binaries: list[Path] = [exe, deflate]
     for _, f in sorted(mods.values()):
         if f.suffix == ".so":
             shutil.copy2(f, dyn / f.name)
             binaries.append(f)
-    libs: set[Path] = {fuse_library(), deflate}
+    libs: set[Path] = {deflate}
     for binary in binaries:
         libs.update(ldd(binary))
     for lib in sorted(libs):
@@ -336,9 +313,5 @@ def build_runtime(
         version=info["v"],
         modules=sorted(mods),
         libraries=sorted(p.name for p in libs),
-        sources=sorted(
-            str(_mfusepy_file() if f.name == "mfusepy.py" else f)
-            for _, f in mods.values()
-            if (f.suffix == ".py" and package_dir() in f.parents) or f.name == "mfusepy.py"
-        ),
+        sources=sorted(str(f) for _, f in mods.values() if f.suffix == ".py" and package_dir() in f.parents),
     )

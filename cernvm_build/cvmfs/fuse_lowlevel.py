@@ -334,8 +334,16 @@ class _Stop(Exception):
     """Raised by the signal handler in the main thread's reader: the loop ends, we unmount."""
 
 
+def _traced(name: str, fn: Callable[[int, int, bytearray, int], None]) -> Callable[..., None]:
+    def call(req: int, ino: int, buf: bytearray, n: int) -> None:
+        log.debug("%s unique %d node %d (%d bytes)", name, req, ino, n)
+        fn(req, ino, buf, n)
+
+    return call
+
+
 def _handlers(
-    fs: Filesystem, counts: RequestCounts | None, leave_out: frozenset[str]
+    fs: Filesystem, counts: RequestCounts | None, leave_out: frozenset[str], debug: bool = False
 ) -> dict[int, Callable[[int, int, bytearray, int], None]]:
     """By opcode: a function of (unique, nodeid, request buffer, request length) that parses the
     body and calls ``fs``. Those named in ``leave_out`` are answered ENOSYS (for GETXATTR and
@@ -411,6 +419,8 @@ def _handlers(
     out = {}
     for name, (opcode, handler) in named.items():
         if name not in leave_out:
+            if debug:  # mount --debug: each request on stderr
+                handler = _traced(name, handler)
             out[opcode] = counts.wrap(name, handler) if counts is not None else handler
     return out
 
@@ -423,9 +433,16 @@ class Session:
     """One mount's requests: ``run`` in each reader thread, until the kernel ends the connection
     (unmounted: ENODEV) or, in the main thread, a signal (``_Stop``)."""
 
-    def __init__(self, fs: Filesystem, fd: int, counts: RequestCounts | None, leave_out: frozenset[str]):
+    def __init__(
+        self,
+        fs: Filesystem,
+        fd: int,
+        counts: RequestCounts | None,
+        leave_out: frozenset[str],
+        debug: bool = False,
+    ):
         self.fs, self.fd, self.counts = fs, fd, counts
-        self.handlers = _handlers(fs, counts, leave_out)
+        self.handlers = _handlers(fs, counts, leave_out, debug)
         self.inited = threading.Event()
 
     def init(self, req: int, buf: bytearray, n: int) -> None:
@@ -589,13 +606,14 @@ def serve(
     global _dev
     if debug:
         log.setLevel(logging.DEBUG)
+        log.addHandler(logging.StreamHandler())
     counts = RequestCounts(stats, more=more) if stats else None
     try:
         fd = mount(mountpoint, options)
     except OSError as e:
         raise RuntimeError(str(e)) from e
     _dev = fd
-    session = Session(fs, fd, counts, leave_out)
+    session = Session(fs, fd, counts, leave_out, debug)
     stop_signals = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
     stopped = False
 

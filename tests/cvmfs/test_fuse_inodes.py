@@ -9,9 +9,11 @@ import ctypes.util
 import errno
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -600,3 +602,68 @@ def test_a_huge_listing_gives_attributes_only_to_its_first_entries(
             assert [c.inode in fs._paths for c in kids] == [True] * 100 + [False] * (WIDE - 100)
         finally:
             fs._prefetch.close()
+
+
+def test_sigterm_unmounts_and_ends_the_daemon(published: tuple[Path, Path], tmp_path: Path) -> None:
+    """SIGTERM (SIGINT, SIGHUP) to the daemon ends its loop even while its readers wait in the
+    kernel: it unmounts, writes its counts and exits 0 (as libfuse's signal handlers did)."""
+    stratum, pub = published
+    mnt, stats = tmp_path / "mnt", tmp_path / "stats"
+    mnt.mkdir()
+    cmd = [sys.executable, "-m", "cernvm_build.cvmfs.mount", "--fqrn", FQRN, "--server", str(stratum)]
+    cmd += ["--public-key", str(pub), "--foreground", "--stats", str(stats), str(mnt)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().startswith("mounted")
+        assert (mnt / "sub/deeper/file").read_bytes() == b"deep\n"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
+        assert not os.path.ismount(mnt)
+        assert "read 1 " in stats.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        subprocess.run(["umount", "-l", str(mnt)], check=False, capture_output=True)
+
+
+def test_an_unprivileged_user_mounts_through_fusermount3(
+    published: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Not root: the daemon has ``fusermount3`` mount and hand it the /dev/fuse descriptor (over
+    the ``_FUSE_COMMFD`` socket, as libfuse does); the user unmounts with ``fusermount3 -u``."""
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root to run the daemon as another user (setpriv)")
+    if os.stat("/dev/fuse").st_mode & 0o006 != 0o006:
+        pytest.skip("/dev/fuse is not open to other users here (fusermount3 opens it as the user)")
+    stratum, pub = published
+    shared = Path(tempfile.mkdtemp(prefix="fusewire-"))  # readable by the user, unlike tmp_path
+    try:
+        shutil.copytree(stratum, shared / "stratum")
+        shutil.copy2(pub, shared / "key.pub")
+        (shared / "mnt").mkdir()
+        for p in [shared, *shared.rglob("*")]:
+            p.chmod(0o777 if p.is_dir() else 0o644)
+        as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        cmd = [*as_nobody, sys.executable, "-m", "cernvm_build.cvmfs.mount", "--fqrn", FQRN]
+        cmd += [
+            "--server",
+            str(shared / "stratum"),
+            "--public-key",
+            str(shared / "key.pub"),
+            str(shared / "mnt"),
+        ]
+        env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd=shared)
+        assert r.returncode == 0, r.stderr
+        try:
+            read = [*as_nobody, "cat", str(shared / "mnt/sub/deeper/file")]
+            assert subprocess.run(read, capture_output=True, timeout=60).stdout == b"deep\n"
+            line = next(ln for ln in Path("/proc/self/mounts").read_text().splitlines() if str(shared) in ln)
+            assert "fuse.cvmfs" in line and "user_id=65534" in line, line
+        finally:
+            u = subprocess.run([*as_nobody, "fusermount3", "-u", str(shared / "mnt")], capture_output=True)
+            assert u.returncode == 0, u.stderr
+    finally:
+        subprocess.run(["umount", "-l", str(shared / "mnt")], check=False, capture_output=True)
+        shutil.rmtree(shared, ignore_errors=True)

@@ -27,10 +27,13 @@ def test_runtime_runs_entry_points_from_its_own_prefix(
     pycs = tmp_path / "rt" / "lib" / f"python{rt.version}"
     names = [p.relative_to(pycs).as_posix() for p in pycs.rglob("*.pyc")]
     assert not list((tmp_path / "rt" / "lib").glob("*.zip")), "modules are files, not a zip (zipimport costs)"
-    assert "cernvm_build/cvmfs/mount.pyc" in names and "mfusepy.pyc" in names
+    assert "cernvm_build/cvmfs/mount.pyc" in names
     assert "cernvm_build/cvmfs/fuse.pyc" in names, "imports inside functions must be followed"
+    # the daemon speaks the kernel's FUSE protocol itself: no mfusepy, no libfuse (ctypes: mount(2))
+    assert "cernvm_build/cvmfs/fuse_lowlevel.pyc" in names and "ctypes/__init__.pyc" in names
+    assert "mfusepy.pyc" not in names and "cernvm_build/cvmfs/fuse_libfuse2.pyc" not in names
     assert not any(n.startswith(("cryptography", "yaml", "rich", "cernvm_build/cli/")) for n in names)
-    assert "libfuse3.so.3" in rt.libraries and not any("libcrypto" in lib for lib in rt.libraries)
+    assert not any("libfuse" in lib or "libcrypto" in lib for lib in rt.libraries)
     # libdeflate goes along (the daemon inflates with it: cvmfs/inflate.py)
     assert "libdeflate.so.0" in rt.libraries and (tmp_path / "rt" / "lib" / "libdeflate.so.0").is_file()
     ud = tmp_path / "user-data"
@@ -86,7 +89,7 @@ def test_the_runtime_is_named_and_cached_by_its_modules(
 
 
 def test_the_runtime_build_needs_libdeflate(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without libdeflate the build stops with a hint, as without libfuse: the initrd's contents must
+    """Without libdeflate the build stops with a hint: the initrd's contents must
     not depend on what the build host happens to have."""
     real = runtime.Path.exists
     monkeypatch.setattr(runtime.Path, "exists", lambda p: "libdeflate" not in str(p) and real(p))

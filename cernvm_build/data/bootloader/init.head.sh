@@ -32,7 +32,7 @@ panic() {
 
 # Run a module of the Python runtime (user data, disks, the FUSE mount).
 py() {
-    PYTHONHOME=$RT LD_LIBRARY_PATH=$RT/lib FUSE_LIBRARY_PATH=$RT/lib/libfuse3.so.3 \
+    PYTHONHOME=$RT LD_LIBRARY_PATH=$RT/lib \
         PYTHONDONTWRITEBYTECODE=1 $RT/lib/ld-linux-x86-64.so.2 $RT/bin/python3 -S -m "$@"
 }
 
@@ -41,7 +41,7 @@ py() {
 # program the initrd leaves in /run/initramfs stops it after the OS root is unmounted.
 py_storage() {
     (
-        export PYTHONHOME=$RT LD_LIBRARY_PATH=$RT/lib FUSE_LIBRARY_PATH=$RT/lib/libfuse3.so.3
+        export PYTHONHOME=$RT LD_LIBRARY_PATH=$RT/lib
         export PYTHONDONTWRITEBYTECODE=1
         # shellcheck disable=SC3038  # busybox sh has exec -a
         exec -a @ucernvm-cvmfs $RT/lib/ld-linux-x86-64.so.2 $RT/bin/python3 -S -m "$@"
