@@ -7,9 +7,10 @@
   with the objects cached (warm) — vs the real ``cvmfs2`` 2.11.5 (``../shared/fixtures/cvmfs-real``)
   mounting the same repository from the same HTTP server in the same run (aims: cold <= 1.0x, warm
   <= 1.25x the real client's time); reading the exported tree from the local disk is in ``extra``.
-  Ours runs once per libfuse installed (libfuse3: the low-level client, the initrd's; libfuse2:
-  mfusepy's high-level API); ``extra`` has CPU seconds (daemon + reading process) beside the
-  elapsed ones, the fairer figure on a loaded machine, and the load average.
+  Ours runs once per front end (``libfuse3``: the daemon on the kernel's protocol, the initrd's, no
+  libfuse since issue 13 — the name is kept for comparisons; ``libfuse2``: mfusepy's high-level
+  API); ``extra`` has CPU seconds (daemon + reading process) beside the elapsed ones, the fairer
+  figure on a loaded machine, and the load average.
 - lookup-heavy: ``lstat`` of every entry of a tree of 100,000 entries (20,000 in quick mode) spread
   over nested catalogs (the publisher's automatic split), cold, through both clients.
 

@@ -5,7 +5,8 @@ DIR``: e.g. ``git archive main cernvm_build | tar -x -C DIR``), in alternating r
 A Debian-like tree (by default the host's ``/usr/lib/python3.11`` and ``/usr/share/perl``: many small
 files, as a boot reads) is published and served on 127.0.0.1 from its own process; each round mounts
 it as the initrd does (``--no-magic-xattrs --prefetch-in-order``, plain cache on a fresh folder,
-libfuse3, 1 MiB read-ahead), walks it like a boot (``lstat`` every entry, read every regular file
+its FUSE layer — the kernel's protocol itself, or libfuse3 for a tree before issue 13 —, 1 MiB
+read-ahead), walks it like a boot (``lstat`` every entry, read every regular file
 whole), unmounts, remounts on the now warm cache and walks again. Figures: the daemon's whole CPU
 seconds per walk (``schedstat`` of all its threads, the fetching ones too) and, from ``mount
 --stats``, the handlers' CPU microseconds per request by kind, both as medians over the rounds, ours

@@ -626,9 +626,9 @@ def serve(
     leave_out: frozenset[str] = frozenset(),
     more: dict[str, list[float]] | None = None,
 ) -> None:
-    """Mount ``fs`` on ``mountpoint`` with the mount ``options`` and serve requests with up to ``threads``
-    reader threads (the main one among them; started as needed, ``Session``) until unmounted, or SIGINT/SIGTERM/SIGHUP (then this
-    unmounts); ``stats``: a file the request counts go to (``RequestCounts``); ``leave_out``:
+    """Mount ``fs`` on ``mountpoint`` with the mount ``options`` and serve requests with up to
+    ``threads`` reader threads (the main one among them; started as needed, ``Session``) until
+    unmounted, or SIGINT/SIGTERM/SIGHUP (then this unmounts); ``stats``: a file the request counts go to (``RequestCounts``); ``leave_out``:
     requests answered ENOSYS without calling ``fs``.
 
     Each reader blocks in ``read`` on the descriptor; the kernel gives each request to one of them,
