@@ -628,8 +628,8 @@ def serve(
 ) -> None:
     """Mount ``fs`` on ``mountpoint`` with the mount ``options`` and serve requests with up to
     ``threads`` reader threads (the main one among them; started as needed, ``Session``) until
-    unmounted, or SIGINT/SIGTERM/SIGHUP (then this unmounts); ``stats``: a file the request counts go to (``RequestCounts``); ``leave_out``:
-    requests answered ENOSYS without calling ``fs``.
+    unmounted, or SIGINT/SIGTERM/SIGHUP (then this unmounts); ``stats``: a file the request counts
+    go to (``RequestCounts``); ``leave_out``: requests answered ENOSYS without calling ``fs``.
 
     Each reader blocks in ``read`` on the descriptor; the kernel gives each request to one of them,
     so a READ waiting on the network holds up no other request (up to ``threads`` at once). The
