@@ -46,7 +46,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from pygments.lexer import ExtendedRegexLexer, Lexer, LexerContext, RegexLexer, bygroups, this, using
+from pygments.lexer import ExtendedRegexLexer, Lexer, LexerContext, RegexLexer, bygroups, using
 from pygments.token import Error, Keyword, Name, Text, Whitespace, _TokenType
 
 from .refirst import ASCII, first_chars
@@ -86,12 +86,6 @@ _USING_CODE = using(Text).__code__
 #: for a ``using(OtherLexer)``, a ``bygroups`` of the same actions with ``_using``'s for those among
 #: them, else the callback itself)
 _CALLBACK: dict[Any, Any] = {}
-#: callbacks that read only ``group(n)``, ``start(n)`` and ``end()`` of the match they are given
-#: (Pygments' ``bygroups`` and ``using``, and ``_using``'s): in a joined state they get the
-#: alternation's match shifted to the rule's groups (``_Shifted``), not the rule matched again (C's
-#: function header rules, its heaviest, matched twice: a third of its lexing)
-_SHIFTABLE: set[Any] = set()
-_READS_GROUPS = frozenset((_BYGROUPS_CODE, _USING_CODE, using(this).__code__))
 
 
 def _groups(action: Any) -> tuple[tuple[int, _TokenType], ...] | None:
@@ -114,8 +108,6 @@ def _groups(action: Any) -> tuple[tuple[int, _TokenType], ...] | None:
     _GROUPS[action] = got
     if got is None:
         _CALLBACK[action] = callback
-        if code in _READS_GROUPS:
-            _SHIFTABLE.add(action)
     return got
 
 
@@ -211,25 +203,6 @@ class _Hit:
 
     def end(self) -> int:
         return self.m.end()
-
-
-class _Shifted:
-    """The alternation's match as the rule's own, for a callback of ``_SHIFTABLE`` (the rule's groups
-    follow its own, ``base``; the whole match is the rule's)."""
-
-    __slots__ = ("base", "m")
-
-    def __init__(self, m: Any, base: int):
-        self.m, self.base = m, base
-
-    def group(self, n: int = 0) -> str | Any:
-        return self.m.group(self.base + n) if n else self.m.group()
-
-    def start(self, n: int = 0) -> int:
-        return self.m.start(self.base + n) if n else self.m.start()  # type: ignore[no-any-return]
-
-    def end(self) -> int:
-        return self.m.end()  # type: ignore[no-any-return]
 
 
 def _one_by_one(rules: list[Rule], some: tuple[int, ...]) -> Joined:
@@ -533,8 +506,8 @@ def tokens(
                 match, action, new_state = rules[here[1][m.lastindex]]
                 if action is not None and type(action) is not _TokenType:
                     groups = _GROUPS[action] if action in _GROUPS else _groups(action)
-                    if groups is None:  # the callback reads the rule's own groups
-                        m = _Shifted(m, m.lastindex) if action in _SHIFTABLE else match(text, pos)
+                    if groups is None:
+                        m = match(text, pos)  # the callback reads the rule's own groups
                     else:
                         base = m.lastindex  # the rule's groups follow its own in the alternation
         else:
@@ -611,8 +584,8 @@ def context_tokens(lexer: ExtendedRegexLexer, ctx: LexerContext) -> Iterator[tup
                 match, action, new_state = rules[here[1][m.lastindex]]
                 if action is not None and type(action) is not _TokenType:
                     groups = _GROUPS[action] if action in _GROUPS else _groups(action)
-                    if groups is None:  # the callback reads the rule's own groups
-                        m = _Shifted(m, m.lastindex) if action in _SHIFTABLE else match(text, pos)
+                    if groups is None:
+                        m = match(text, pos)  # the callback reads the rule's own groups
                     else:
                         base = m.lastindex  # the rule's groups follow its own in the alternation
         else:

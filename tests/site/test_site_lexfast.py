@@ -10,7 +10,7 @@ import re
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import pytest
 from pygments.lexer import ExtendedRegexLexer, RegexLexer, bygroups, using
@@ -228,68 +228,6 @@ def test_a_group_lexed_by_another_lexer_uses_one_sped_up_instance(monkeypatch: p
     ours = list(itertools.islice(lexfast.speed_up(Extended()).get_tokens_unprocessed(extended), 100))
     assert ours == list(Extended().get_tokens_unprocessed(extended))
     assert any(t is Keyword for _i, t, _v in ours)
-
-
-class _Counting:
-    """A rule's ``match`` counting its calls (its ``__self__``, the pattern, is what joining reads)."""
-
-    def __init__(self, match: Any):
-        self.match, self.__self__, self.calls = match, match.__self__, 0
-
-    def __call__(self, text: str, pos: int) -> Any:
-        self.calls += 1
-        return self.match(text, pos)
-
-
-def _headed(lexer: Any, match: Any, ctx: Any = None) -> Iterator[tuple[int, Any, str]]:
-    yield match.start(), Name.Label, match.group(2)  # a callback of its own: its rule's group numbers
-    if ctx:
-        ctx.pos = match.end()
-
-
-@pytest.mark.parametrize("base", [RegexLexer, ExtendedRegexLexer])
-def test_a_bygroups_or_using_callback_reads_the_alternations_match(base: type, join_at_once: None) -> None:
-    """In a joined state, a rule whose callback is Pygments' ``bygroups`` or ``using`` gets the
-    alternation's match shifted to its groups, not the rule matched again; any other callback gets
-    the rule's own match. Nested states, pops, pushes, empty matches (``default``) around them."""
-    from pygments.lexer import default, this
-
-    # (``using(this, state=...)`` is for ``RegexLexer``s only)
-    this_name = using(this, state="name") if base is RegexLexer else Name.Function
-    this_ys = using(this, state="ys") if base is RegexLexer else using(this)
-
-    class Lexer(base):  # type: ignore[misc,valid-type]
-        tokens: ClassVar = {
-            "root": [
-                (r"(def)( +)(\w*)( *)(\()", bygroups(Keyword, Text, this_name, Text, Text), "args"),
-                (r"(run)( +)([^\n]*)", bygroups(Keyword, Text, using(BashLexer))),
-                (r"(x)(y+)?", bygroups(Name, this_ys)),
-                (r"(#)(\w+)", _headed),
-                (r"=[^\n]*", using(BashLexer)),
-                (r"[^\n]", Text),
-                (r"\n", Text),
-            ],
-            "name": [(r"\w+", Name.Function, "#pop"), default("#pop")],
-            "ys": [(r"y", Name.Other)],
-            "args": [(r"\)", Text, "#pop"), (r"[a-z]+", Name.Variable), (r",", Text, "#push"), (r" ", Text)],
-        }
-
-    text = "def f(a, b)\ndef (c)\nrun echo $A\nxyy x #top #\n= ls -l\n@@ def g(\n"
-    lexer = Lexer()
-    theirs = list(itertools.islice(Lexer().get_tokens_unprocessed(text), 200))
-    counted: dict[Any, _Counting] = {}
-    for rules in lexer._tokens.values():
-        for k, (match, action, new) in enumerate(rules):
-            rules[k] = (counted.setdefault(match, _Counting(match)), action, new)
-    ours = lexfast.speed_up(lexer)
-    assert list(itertools.islice(ours.get_tokens_unprocessed(text), 200)) == theirs  # states joined
-    for counting in counted.values():
-        counting.calls = 0
-    assert list(itertools.islice(ours.get_tokens_unprocessed(text), 200)) == theirs
-    calls = {c.__self__.pattern: c.calls for c in counted.values()}
-    for shifted in (r"(def)( +)(\w*)( *)(\()", r"(run)( +)([^\n]*)", r"(x)(y+)?", r"=[^\n]*"):
-        assert calls[shifted] == 0, shifted
-    assert calls[r"(#)(\w+)"] == 1  # "#top": its own match, for its own group numbers
 
 
 def test_an_empty_rule_joins_whatever_its_flags() -> None:
