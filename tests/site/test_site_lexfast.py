@@ -10,7 +10,7 @@ import re
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 from pygments.lexer import ExtendedRegexLexer, RegexLexer, bygroups, using
@@ -228,6 +228,48 @@ def test_a_group_lexed_by_another_lexer_uses_one_sped_up_instance(monkeypatch: p
     ours = list(itertools.islice(lexfast.speed_up(Extended()).get_tokens_unprocessed(extended), 100))
     assert ours == list(Extended().get_tokens_unprocessed(extended))
     assert any(t is Keyword for _i, t, _v in ours)
+
+
+def _headed(lexer: Any, match: Any, ctx: Any = None) -> Iterator[tuple[int, Any, str]]:
+    yield match.start(), Name.Label, match.group(2)  # a callback of its own: its rule's group numbers
+    if ctx:
+        ctx.pos = match.end()
+
+
+@pytest.mark.parametrize("base", [RegexLexer, ExtendedRegexLexer])
+def test_callbacks_among_nested_states_give_pygments_tokens(base: type, join_at_once: None) -> None:
+    """Callbacks in joined states (``bygroups`` with ``using`` groups, ``using(this)`` with a state,
+    ``using(OtherLexer)``, a callback of its own reading its rule's group numbers) among nested
+    states, pops, pushes and empty matches (``default``): Pygments' tokens, joined or not."""
+    from pygments.lexer import default, this
+
+    # (``using(this, state=...)`` is for ``RegexLexer``s only)
+    this_name = using(this, state="name") if base is RegexLexer else Name.Function
+    this_ys = using(this, state="ys") if base is RegexLexer else using(this)
+
+    class Lexer(base):  # type: ignore[misc,valid-type]
+        tokens: ClassVar = {
+            "root": [
+                (r"(def)( +)(\w*)( *)(\()", bygroups(Keyword, Text, this_name, Text, Text), "args"),
+                (r"(run)( +)([^\n]*)", bygroups(Keyword, Text, using(BashLexer))),
+                (r"(x)(y+)?", bygroups(Name, this_ys)),
+                (r"(#)(\w+)", _headed),
+                (r"=[^\n]*", using(BashLexer)),
+                (r"[^\n]", Text),
+                (r"\n", Text),
+            ],
+            "name": [(r"\w+", Name.Function, "#pop"), default("#pop")],
+            "ys": [(r"y", Name.Other)],
+            "args": [(r"\)", Text, "#pop"), (r"[a-z]+", Name.Variable), (r",", Text, "#push"), (r" ", Text)],
+        }
+
+    text = "def f(a, b)\ndef (c)\nrun echo $A\nxyy x #top #\n= ls -l\n@@ def g(\n"
+    lexer = Lexer()
+    theirs = list(itertools.islice(Lexer().get_tokens_unprocessed(text), 200))
+    ours = lexfast.speed_up(lexer)
+    for _joined in range(2):  # the states are joined at their first token (``join_at_once``)
+        assert list(itertools.islice(ours.get_tokens_unprocessed(text), 200)) == theirs
+    assert any(t is Name.Label for _i, t, _v in theirs)  # (the own callback's token)
 
 
 def test_an_empty_rule_joins_whatever_its_flags() -> None:
