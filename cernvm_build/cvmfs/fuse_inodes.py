@@ -78,7 +78,7 @@ def packed_entry(e: DirEntry) -> bytes:
     elif kind == stat.S_IFLNK:
         size, rdev = shown_size(e), 0
     else:
-        size, rdev = 0, e.size
+        size, rdev = 0, e.size & 0xFFFFFFFF  # the kernel's fuse_attr.rdev is a u32 (as libfuse cast)
     sec, nsec = divmod(e.mtime_ns, 1_000_000_000)
     ino = e.inode
     return ll.ENTRY.pack(

@@ -82,6 +82,9 @@ _INIT_IN = struct.Struct("<IIII")  # major, minor, max_readahead, flags
 #: major, minor, max_readahead, flags, max_background, congestion_threshold, max_write, time_gran,
 #: max_pages, map_alignment, flags2, unused[7]
 INIT_OUT = struct.Struct("<IIIIHHIIHHI28x")
+#: a kernel before 7.23 (Linux 3.15) takes only init_out's first 24 bytes (up to max_write; the
+#: longer reply is EINVAL to it): libfuse's FUSE_COMPAT_22_INIT_OUT_SIZE
+INIT_OUT_22 = 24
 _READ_IN = struct.Struct("<QQI")  # fh, offset, size (of fuse_read_in)
 _OPEN_IN = struct.Struct("<I")  # flags (of fuse_open_in)
 _FH = struct.Struct("<Q")  # fh, the start of fuse_release_in and fuse_getattr_in's second word
@@ -97,7 +100,9 @@ STATFS_OUT = struct.Struct("<QQQQQIII28x")
 #: attr_valid_nsec, then ``struct fuse_attr``: ino, size, blocks, atime, mtime, ctime, atimensec,
 #: mtimensec, ctimensec, mode, nlink, uid, gid, rdev, blksize, flags. ``ENTRY.pack(...)`` is what
 #: a LOOKUP answers and a READDIRPLUS entry starts with; its attributes are ``[ATTR_START:]``.
-ENTRY = struct.Struct("<QQQQIIQQQQQQIIIIIIIIII")
+#: The times are signed (the kernel reads the u64 as a time64_t: a time before 1970 packs; libfuse
+#: stored ``st_mtime`` there); rdev is the kernel's u32 (``packed_entry`` masks it).
+ENTRY = struct.Struct("<QQQQIIQQQqqqIIIIIIIIII")
 ATTR_START, ATTR_END = 40, ENTRY.size
 #: from a packed entry: the attributes' ino and mode (a plain READDIR entry's d_ino and d_type)
 _INO_MODE = struct.Struct("<40xQ52xI")
@@ -458,17 +463,48 @@ class Session:
         self._waiting: list[None] = []  # one item per reader waiting in read (GIL-atomic appends/pops)
         self._readers = 1
         self._spawn_lock = threading.Lock()
+        self._threads: list[threading.Thread] = []  # the readers started (``end`` waits for them)
+        #: the kernel ended the connection (a reader read ENODEV): nothing left to unmount
+        self.gone = False
 
     def _spawn(self) -> None:
         with self._spawn_lock:
             if self._readers >= self.threads:
                 return
             self._readers += 1
+            thread = threading.Thread(target=self.run, name=f"fuse-{self._readers}", daemon=True)
         old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # inherited by the new thread
         try:
-            threading.Thread(target=self.run, name=f"fuse-{self._readers}", daemon=True).start()
+            thread.start()
+        except RuntimeError as e:  # "can't start new thread" (RLIMIT_NPROC, memory): serve with fewer
+            with self._spawn_lock:
+                self._readers -= 1
+                self.threads = self._readers  # stop trying (and logging)
+            log.warning("FUSE: serving with %d reader threads (%s)", self._readers, e)
+            return
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        self._threads.append(thread)
+
+    def end(self, timeout: float = 2.0) -> None:
+        """After the main thread's ``run``: wait up to ``timeout`` seconds for the other readers
+        (each returns once its handler has answered: the kernel gives it ENODEV next), then
+        ``destroy`` the filesystem (not under a handler still using it) and close the descriptor.
+        A reader still busy then finds /dev/null there, not a descriptor a later ``open`` got."""
+        global _dev
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if _dev == self.fd:
+            _dev = -1  # a reader still answering gets EBADF, not a descriptor this number names next
+        if self.inited.is_set():
+            self.fs.destroy()
+        if any(thread.is_alive() for thread in self._threads):
+            null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+            os.dup2(null, self.fd, inheritable=False)  # its read: 0 bytes, and it returns
+            os.close(null)
+        else:
+            os.close(self.fd)
 
     def init(self, req: int, buf: bytearray, n: int) -> None:
         major, minor, max_readahead, kernel_flags = _INIT_IN.unpack_from(buf, 40)
@@ -487,7 +523,8 @@ class Session:
         flags = conn.want & kernel_flags & ~_NOT_SENT
         pages = MAX_PAGES if flags & FLAG_MAX_PAGES else 0
         out = INIT_OUT.pack(MAJOR, MINOR, conn.max_readahead, flags, 0, 0, MAX_WRITE, 0, pages, 0, 0)
-        _send(req, out, INIT_OUT.size)
+        size = INIT_OUT_22 if minor < 23 else INIT_OUT.size
+        _send(req, out[:size], size)
         self.inited.set()
 
     def run(self) -> None:
@@ -503,7 +540,10 @@ class Session:
                 n = readv(fd, bufs)
             except OSError as e:
                 waiting.pop()
-                if e.errno in (errno.ENODEV, errno.EBADF):  # unmounted; the session closed
+                if e.errno == errno.ENODEV:  # unmounted (or aborted): the kernel ended it
+                    self.gone = True
+                    return
+                if e.errno == errno.EBADF:  # the session closed
                     return
                 if e.errno in (errno.ENOENT, errno.EINTR, errno.EAGAIN):  # a request interrupted
                     continue
@@ -594,12 +634,15 @@ def _fusermount(mountpoint: str, options: list[str]) -> int:
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     with ours, theirs:
         env = os.environ | {"_FUSE_COMMFD": str(theirs.fileno())}
-        r = subprocess.run(
-            ["fusermount3", "-o", ",".join(options), "--", mountpoint],
-            env=env, pass_fds=[theirs.fileno()], capture_output=True, text=True, check=False,
-        )  # fmt: skip
-        if r.returncode != 0:
-            raise OSError(errno.EPERM, f"fusermount3: {r.stderr.strip() or r.returncode}")
+        try:
+            r = subprocess.run(
+                ["fusermount3", "-o", ",".join(options), "--", mountpoint],
+                env=env, pass_fds=[theirs.fileno()], capture_output=True, text=True, check=False,
+            )  # fmt: skip
+        except FileNotFoundError:
+            raise OSError(errno.ENOENT, "fusermount3 not found: install fuse3 or mount as root") from None
+        if r.returncode != 0:  # its message on one line (the CLI's and the initrd's error lines)
+            raise OSError(errno.EPERM, f"fusermount3: {' '.join(r.stderr.split()) or r.returncode}")
         _msg, fds, _flags, _addr = socket.recv_fds(ours, 1, 1)
     if not fds:
         raise OSError(errno.EIO, "fusermount3 sent no /dev/fuse descriptor")
@@ -628,7 +671,7 @@ def serve(
 ) -> None:
     """Mount ``fs`` on ``mountpoint`` with the mount ``options`` and serve requests with up to
     ``threads`` reader threads (the main one among them; started as needed, ``Session``) until
-    unmounted, or SIGINT/SIGTERM/SIGHUP (then this unmounts); ``stats``: a file the request counts
+    unmounted, or SIGINT/SIGTERM/SIGHUP or an error (then this unmounts); ``stats``: a file the request counts
     go to (``RequestCounts``); ``leave_out``: requests answered ENOSYS without calling ``fs``.
 
     Each reader blocks in ``read`` on the descriptor; the kernel gives each request to one of them,
@@ -646,7 +689,6 @@ def serve(
     _dev = fd
     session = Session(fs, fd, counts, leave_out, debug)
     session.threads = max(1, threads)
-    stopped = False
 
     def stop(_sig: int, _frame: Any) -> None:
         raise _Stop()
@@ -658,19 +700,17 @@ def serve(
                 old[sig] = signal.signal(sig, stop)
         except ValueError:  # not the main thread (a test): the signals stay as they are
             pass
-        try:
+        with contextlib.suppress(_Stop):
             session.run()
-        except _Stop:
-            stopped = True
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
-        if stopped:
+        # A signal, or an error (INIT's ``on_ready``, a failed read): unmount, or the mount point is
+        # left dead (ENOTCONN). Not after ENODEV: the kernel ended it, and something else may be
+        # mounted there by now.
+        if not session.gone:
             unmount(mountpoint)
         if counts is not None:  # the whole life's counts, not the last 10 s's
             with contextlib.suppress(OSError):
                 counts.write()
-        if session.inited.is_set():
-            fs.destroy()
-        _dev = -1  # a reader still answering gets EBADF, not a descriptor this number names next
-        os.close(fd)
+        session.end()

@@ -54,6 +54,9 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     os.link(src / "sub" / "deeper" / "file", src / "sub" / "deeper" / "hard")  # same directory: cvmfs
     os.symlink("deeper/file", src / "sub" / "link")
     os.setxattr(src / "sub" / "deeper" / "hard", "user.origin", b"test")
+    (src / "old").mkdir()
+    (src / "old" / "1969").write_bytes(b"old\n")
+    os.utime(src / "old" / "1969", ns=(-(10**9), -(10**9)))  # a broken tarball's 1969-12-31 23:59:59
     return _publish(tmp, src)
 
 
@@ -602,6 +605,44 @@ def test_a_huge_listing_gives_attributes_only_to_its_first_entries(
             assert [c.inode in fs._paths for c in kids] == [True] * 100 + [False] * (WIDE - 100)
         finally:
             fs._prefetch.close()
+
+
+def test_a_file_from_before_1970_is_listed_and_stated(published: tuple[Path, Path], tmp_path: Path) -> None:
+    """A negative mtime packs (it was EIO for its LOOKUP and for every READDIRPLUS of its folder)."""
+    for m in _mount(published, tmp_path / "mnt", "libfuse3"):
+        assert [(e.name, e.stat(follow_symlinks=False).st_mtime) for e in os.scandir(m / "old")] == [
+            ("1969", -1)
+        ]
+        assert (m / "old" / "1969").stat().st_mtime == -1 and (m / "old" / "1969").read_bytes() == b"old\n"
+
+
+def test_an_error_while_serving_leaves_no_dead_mount(published: tuple[Path, Path], tmp_path: Path) -> None:
+    """``on_ready`` (in INIT) fails, e.g. writing ``--snapshot-file`` on a full disk: the daemon
+    unmounts on its way out, or the mount point stays dead (ENOTCONN) until someone unmounts it."""
+    if os.geteuid() != 0:
+        pytest.skip("mounts by mount(2) in this process: needs root")
+    from cernvm_build.cvmfs import fuse_lowlevel as ll
+    from cernvm_build.cvmfs.fuse_inodes import InodeFilesystem
+    from cernvm_build.cvmfs.repository import open_repository
+
+    def on_ready() -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    stratum, pub = published
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    try:
+        with open_repository(str(stratum), public_keys=[pub]) as repo:
+            fs = InodeFilesystem(repo, on_ready=on_ready)
+            try:
+                with pytest.raises(OSError, match="No space left"):
+                    ll.serve(fs, str(mnt), ["ro", "fsname=cvmfs2:test", "subtype=cvmfs"])
+            finally:
+                fs._prefetch.close()
+        assert not os.path.ismount(mnt)
+        assert os.listdir(mnt) == []  # not ENOTCONN
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False, capture_output=True)
 
 
 def test_sigterm_unmounts_and_ends_the_daemon(published: tuple[Path, Path], tmp_path: Path) -> None:

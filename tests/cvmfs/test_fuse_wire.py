@@ -9,6 +9,7 @@ import os
 import socket
 import stat
 import struct
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -152,3 +153,141 @@ def test_a_reply_that_cannot_be_written_does_not_raise(monkeypatch: pytest.Monke
     ll.reply_err(1, errno.EIO)
     ll.reply_buf(1, b"x")
     os.close(w)
+
+
+def test_an_entry_before_1970_or_with_a_wide_device_number_packs() -> None:
+    """A catalog entry's mtime may be negative (a broken tarball's 1969-12-31) and a device's number
+    wider than the kernel's u32: both pack (else its LOOKUP and its directory's READDIRPLUS were
+    EIO), the time as the kernel's time64_t reads it, the number cut to 32 bits as libfuse's was."""
+    from cernvm_build.cvmfs.catalog import DirEntry
+    from cernvm_build.cvmfs.fuse_inodes import packed_entry
+
+    old = DirEntry("/old", "old", stat.S_IFREG | 0o644, stat.S_IFREG, 3, -1, -(10**9), 0, 0, "", 0, 1, 0)
+    dev = DirEntry(
+        "/dev", "dev", stat.S_IFCHR | 0o600, stat.S_IFCHR, (5 << 32) | 0x0103, 0, 0, 0, 0, "", 0, 1, 0
+    )
+    attr = packed_entry(old)[ll.ATTR_START :]
+    atime, mtime, ctime = struct.unpack_from("<qqq", attr, 24)
+    assert (atime, mtime, ctime) == (-1, -1, -1)
+    assert struct.unpack_from("<Q", attr, 32)[0] == (1 << 64) - 1  # the same bytes as a u64
+    assert struct.unpack_from("<III", attr, 60) == (stat.S_IFREG | 0o644, 1, 0)  # mode, nlink, uid
+    rdev = struct.unpack_from("<I", packed_entry(dev)[ll.ATTR_START :], 76)[0]
+    assert rdev == 0x0103
+
+
+def _one_request(session: ll.Session, kernel: socket.socket, request: bytes) -> list[bytes]:
+    """``request`` through ``session`` (until the connection's end): the replies."""
+    kernel.send(request)
+    kernel.shutdown(socket.SHUT_WR)
+    session.run()
+    kernel.setblocking(False)
+    replies = []
+    while True:
+        try:
+            replies.append(kernel.recv(1 << 16))
+        except BlockingIOError:
+            return replies
+
+
+def test_a_kernel_before_7_23_gets_the_24_byte_init_reply(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Linux < 3.15 (7.22) takes init_out up to max_write only, as libfuse sends it; 7.23+ all 64."""
+    for minor, size in ((22, 24), (23, 64)):
+        kernel, daemon = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with kernel, daemon:
+            monkeypatch.setattr(ll, "_dev", daemon.fileno())
+            session = ll.Session(_Recorder(), daemon.fileno(), None, frozenset())
+            init_in = struct.pack("<IIII", 7, minor, 1 << 17, ll.ASYNC_READ) + b"\0" * 48
+            (reply,) = _one_request(session, kernel, _request(ll.INIT, 1, 0, init_in))
+        assert OUT.unpack_from(reply) == (16 + size, 0, 1) and len(reply) == 16 + size, minor
+        assert struct.unpack_from("<IIIIHHI", reply, 16) == (
+            7,
+            ll.MINOR,
+            1 << 17,
+            ll.ASYNC_READ,
+            0,
+            0,
+            ll.MAX_WRITE,
+        )
+
+
+def test_a_reader_thread_that_cannot_start_leaves_the_request_answered(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``can't start new thread`` (RLIMIT_NPROC, memory): the request just read is still answered,
+    the session serves with the readers it has and says so once."""
+
+    def refuse(self: Any) -> None:
+        raise RuntimeError("can't start new thread")
+
+    kernel, daemon = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with kernel, daemon:
+        monkeypatch.setattr(ll, "_dev", daemon.fileno())
+        fs = _Recorder()
+        session = ll.Session(fs, daemon.fileno(), None, frozenset())
+        session.threads = 4
+        monkeypatch.setattr(ll.threading.Thread, "start", refuse)
+        kernel.send(_request(ll.LOOKUP, 2, 1, b"a\0"))
+        replies = _one_request(session, kernel, _request(ll.LOOKUP, 3, 1, b"b\0"))
+    assert [OUT.unpack_from(r)[1:] for r in replies] == [(0, 2), (0, 3)]
+    assert fs.calls == [("lookup", 1, b"a"), ("lookup", 1, b"b")]
+    assert (session.threads, session._readers) == (1, 1)
+    assert [r.message for r in caplog.records if "reader threads" in r.message] == [
+        "FUSE: serving with 1 reader threads (can't start new thread)"
+    ]
+
+
+def test_the_end_waits_for_a_reader_still_answering_before_destroy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The main reader's loop ends while another is inside a READ: ``end`` lets that one answer
+    before ``destroy`` closes what it uses, and closes the descriptor after."""
+    import threading
+
+    started, calls = threading.Event(), []
+
+    class Slow(_Recorder):
+        def read(self, req: int, ino: int, size: int, off: int, fi: ll.FileInfo) -> None:
+            started.set()
+            threading.Event().wait(0.3)  # a network fetch
+            calls.append("read answered")
+            ll.reply_buf(req, b"x")
+
+        def destroy(self) -> None:
+            calls.append("destroy")
+
+    kernel, daemon = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    fd = os.dup(daemon.fileno())
+    daemon.close()
+    with kernel:
+        monkeypatch.setattr(ll, "_dev", fd)
+        session = ll.Session(Slow(), fd, None, frozenset())
+        session.inited.set()
+        session.threads = 2
+        session._spawn()  # a second reader, which takes the READ
+        kernel.send(_request(ll.READ, 5, 7, struct.pack("<QQIIQII", 3, 0, 1, 0, 0, 0, 0)))
+        assert started.wait(10)
+        kernel.shutdown(socket.SHUT_WR)  # the main reader's loop ends (the kernel's ENODEV)
+        session.run()
+        session.end(timeout=30)
+        assert calls == ["read answered", "destroy"]
+        assert OUT.unpack_from(kernel.recv(100)) == (17, 0, 5)
+    with pytest.raises(OSError, match="Bad file descriptor"):
+        os.fstat(fd)
+    assert ll._dev == -1
+
+
+def test_fusermount3_missing_or_failing_says_so_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(OSError) as e:
+        ll._fusermount(str(tmp_path), ["ro"])
+    assert e.value.errno == errno.ENOENT
+    assert str(e.value) == "[Errno 2] fusermount3 not found: install fuse3 or mount as root"
+    fake = tmp_path / "fusermount3"
+    fake.write_text(
+        "#!/bin/sh\nprintf 'fusermount3: mount failed:\\n  Operation not permitted\\n' >&2\nexit 1\n"
+    )
+    fake.chmod(0o755)
+    with pytest.raises(
+        OSError, match=r"^\[Errno 1\] fusermount3: fusermount3: mount failed: Operation not permitted$"
+    ):
+        ll._fusermount(str(tmp_path), ["ro"])
