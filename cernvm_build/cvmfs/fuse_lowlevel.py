@@ -486,7 +486,7 @@ class Session:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
         self._threads.append(thread)
 
-    def end(self, timeout: float = 2.0) -> None:
+    def end(self, timeout: float = 1.0) -> None:
         """After the main thread's ``run``: wait up to ``timeout`` seconds for the other readers
         (each returns once its handler has answered: the kernel gives it ENODEV next), then
         ``destroy`` the filesystem (not under a handler still using it) and close the descriptor.
