@@ -106,7 +106,7 @@ def parse_xattrs(blob: bytes | None, where: str) -> dict[str, bytes]:
 _V = TypeVar("_V")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Chunk:
     """One chunk of a chunked file: where it starts, its size and its object."""
 
@@ -139,7 +139,7 @@ class _computed_once(Generic[_V]):
         return value
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class DirEntry:
     """One catalog row: a directory entry."""
 
@@ -214,7 +214,7 @@ class DirEntry:
         return path_inode(self.path)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class ObjectRef:
     """A data object a catalog names: ``name`` (hex + algorithm id), kind ``suffix`` ("" or "P"),
     inflated ``size`` and whether it is stored compressed."""
@@ -225,7 +225,7 @@ class ObjectRef:
     compressed: bool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class NestedRef:
     """A nested catalog's mount point, root hash and size, as its parent lists it."""
 

@@ -14,7 +14,7 @@ from ..errors import CvmfsError
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Tag:
     """A named tag of the repository's history: the snapshot it names."""
 

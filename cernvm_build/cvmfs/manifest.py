@@ -18,7 +18,7 @@ MD5_EMPTY = hashlib.md5(b"").hexdigest()
 SEPARATOR = b"--\n"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class SignedText:
     """A signed text file split into its parts."""
 
@@ -71,7 +71,7 @@ def parse_keyvals(body: bytes) -> dict[str, str]:
     return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class Manifest:
     """A repository manifest (``.cvmfspublished``): the fields this code reads."""
 

@@ -37,7 +37,7 @@ _HASH_RE = re.compile(r"^([0-9a-f]{40})(-rmd160|-shake128)?$")
 _MD5_RE = re.compile(r"^[0-9a-f]{32}$")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class ObjectHash:
     """A content hash: the hex digest and its algorithm."""
 

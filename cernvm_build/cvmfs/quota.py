@@ -30,7 +30,7 @@ def pinned(name: str) -> bool:
     return name.endswith("C")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class Eviction:
     """What one eviction removed: files and bytes."""
 

@@ -35,7 +35,7 @@ MAX_REPORTED = 10_000
 MAX_SEEN = 200_000
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class VerifyReport:
     """What a verification walk counted and the problems it found."""
 

@@ -29,7 +29,7 @@ class DerError(ValueError):
     pass
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class PublicKey:
     """An RSA public key: modulus and exponent."""
 
@@ -42,7 +42,7 @@ class PublicKey:
         return (self.n.bit_length() + 7) // 8
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class PrivateKey:
     """An RSA private key: modulus, public and private exponents."""
 
@@ -55,7 +55,7 @@ class PrivateKey:
         return PublicKey(self.n, self.e)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class Certificate:
     """An X.509 certificate's DER bytes and the RSA key it holds."""
 

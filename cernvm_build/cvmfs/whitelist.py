@@ -17,7 +17,7 @@ _STAMP = "%Y%m%d%H%M%S"
 _FPR_RE = re.compile(r"^([0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2})+)(-[A-Za-z0-9]+)?$")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class Whitelist:
     """A repository whitelist (``.cvmfswhitelist``): its dates, name and certificate fingerprints."""
 
