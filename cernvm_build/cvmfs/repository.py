@@ -50,7 +50,7 @@ MANIFEST_FILE = ".cvmfspublished"
 WHITELIST_FILE = ".cvmfswhitelist"
 
 
-@dataclass(frozen=True, repr=False, eq=False)
+@dataclass(frozen=True, repr=False)
 class SnapshotSpec:
     """Which revision to read: at most one of a tag name, a date (``YYYY-MM-DDTHH:MM:SSZ``: the newest
     tag at or before it) or a root catalog hash. All None: the trunk (the manifest's root catalog)."""

@@ -29,7 +29,7 @@ class DerError(ValueError):
     pass
 
 
-@dataclass(frozen=True, repr=False, eq=False)
+@dataclass(frozen=True, repr=False)
 class PublicKey:
     """An RSA public key: modulus and exponent."""
 

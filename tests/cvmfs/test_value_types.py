@@ -15,9 +15,8 @@ from cernvm_build.cvmfs.revision import VerifyReport
 from cernvm_build.cvmfs.rsa import Certificate, PrivateKey, PublicKey
 from cernvm_build.cvmfs.whitelist import Whitelist
 
-BY_VALUE = (ObjectHash, Tag, Chunk, DirEntry, ObjectRef, NestedRef)
-BY_IDENTITY = (SignedText, Manifest, PublicKey, PrivateKey, Certificate, Whitelist, VerifyReport)
-BY_IDENTITY += (SnapshotSpec, Eviction)
+BY_VALUE = (ObjectHash, Tag, Chunk, DirEntry, ObjectRef, NestedRef, PublicKey, SnapshotSpec)
+BY_IDENTITY = (SignedText, Manifest, PrivateKey, Certificate, Whitelist, VerifyReport, Eviction)
 
 
 def _entry(**kw: object) -> DirEntry:
@@ -34,6 +33,8 @@ def test_value_types_still_compare_and_hash_by_value() -> None:
         (Chunk(0, 1, "ab" * 20), Chunk(0, 1, "ab" * 20)),
         (ObjectRef("ab" * 20, "", 1, True), ObjectRef("ab" * 20, "", 1, True)),
         (NestedRef("/n", "ab" * 20, 1), NestedRef("/n", "ab" * 20, 1)),
+        (PublicKey(5, 3), PublicKey(5, 3)),  # test_formats compares keys read from PEM and PKCS#1
+        (SnapshotSpec(tag="t"), SnapshotSpec(tag="t")),
         (_entry(chunks=(Chunk(0, 1, "c"),)), _entry(chunks=(Chunk(0, 1, "c"),))),
     ]
     for a, b in pairs:
@@ -49,8 +50,8 @@ def test_the_others_are_compared_by_identity_and_generate_no_repr() -> None:
         assert not params.repr and "__repr__" not in vars(cls), cls
         assert params.eq == (cls in BY_VALUE), cls
     # frozen ones stay frozen (and hashable, by identity)
-    spec = SnapshotSpec()
-    assert spec != SnapshotSpec() and hash(spec) == object.__hash__(spec)
+    ev = Eviction(0, 0)
+    assert ev != Eviction(0, 0) and hash(ev) == object.__hash__(ev)
     for cls in BY_IDENTITY:
         assert cls is VerifyReport or cls.__dataclass_params__.frozen, cls  # type: ignore[attr-defined]
-    assert dataclasses.is_dataclass(spec)
+    assert dataclasses.is_dataclass(ev)
