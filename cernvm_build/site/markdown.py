@@ -206,7 +206,7 @@ def _highlighted(lang: str, code: str) -> str:
 
 
 @lru_cache(maxsize=1)
-def _code_salt() -> bytes:
+def code_salt() -> bytes:
     # what a highlighted block depends on besides its language and text: this code, lexfast's (and
     # the rule filter it uses) and Pygments'
     import pygments  # its package module only: no lexer tables
@@ -218,7 +218,7 @@ def _code_salt() -> bytes:
 
 
 def code_key(lang: str, code: str) -> str:
-    return hashlib.sha256(_code_salt() + lang.encode() + b"\0" + code.encode()).hexdigest()
+    return hashlib.sha256(code_salt() + lang.encode() + b"\0" + code.encode()).hexdigest()
 
 
 class Code:

@@ -175,11 +175,18 @@ def plan_sources(sources: Sources, base_path: str, generators: Generators) -> di
 
 _VERSION: list[str] = []
 
+#: the modules whose code shapes a source's rendered HTML or the search text kept with it: the three
+#: renderers and their tree walker, and ``model`` (the permalink anchor, ``HEADING_ROLES``); the
+#: highlighter's code comes with ``markdown.code_salt`` (the rendered HTML holds the blocks)
+RENDERER = ("markdown.py", "mdfast.py", "mdhtml.py", "mdtree.py", "model.py")
+
 
 def render_version() -> str:
     # The renderer's own code is part of every cache key: changing it re-renders everything.
     if not _VERSION:
-        _VERSION.append(sha(md_mod.VERSION, BUILD_VERSION, Path(md_mod.__file__).read_bytes()))
+        here = Path(md_mod.__file__).parent
+        code = [(here / name).read_bytes() for name in RENDERER]
+        _VERSION.append(sha(md_mod.VERSION, BUILD_VERSION, md_mod.code_salt(), *code))
     return _VERSION[0]
 
 

@@ -1285,3 +1285,66 @@ def test_a_rebuild_with_nothing_changed_makes_no_page_set_and_checks_every_outpu
     template = site / "templates/base.html"
     template.write_text(template.read_text() + "\n")
     rebuilt()
+
+
+def _edited_code(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """``cernvm_build/site/<name>`` as if edited (its bytes read with a comment more), the render
+    key and the highlighter's salt made again."""
+    from cernvm_build.site import markdown, sources
+
+    here = Path(markdown.__file__).parent / name
+    real = Path.read_bytes
+
+    def read_bytes(self: Path) -> bytes:
+        return real(self) + (b"\n# edited\n" if self == here else b"")
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    monkeypatch.setattr(sources, "_VERSION", [])
+    markdown.code_salt.cache_clear()
+
+
+@pytest.fixture
+def fresh_salt() -> Any:
+    from cernvm_build.site import markdown
+
+    yield
+    markdown.code_salt.cache_clear()  # made again from the real bytes
+
+
+@pytest.mark.parametrize(
+    "name", ["markdown.py", "mdfast.py", "mdhtml.py", "mdtree.py", "model.py", "lexfast.py", "refirst.py"]
+)
+def test_the_render_key_covers_every_module_that_shapes_rendered_markdown(
+    name: str, monkeypatch: pytest.MonkeyPatch, fresh_salt: None
+) -> None:
+    from cernvm_build.site import sources
+
+    monkeypatch.setattr(sources, "_VERSION", [])
+    before = sources.render_version()
+    _edited_code(monkeypatch, name)
+    assert sources.render_version() != before
+
+
+def test_an_edited_permalink_rule_renders_every_page_again(
+    site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_salt: None
+) -> None:
+    """The anchor writer lives in ``model`` (not ``markdown``): an edit there re-renders the cached
+    Markdown, and the rebuild on the old state writes a clean build's bytes (r13b: every page kept
+    the old sign)."""
+    from cernvm_build.site import markdown, mdfast, mdhtml, model
+
+    out = tmp_path / "out"
+    first = build_site(site, out, jobs=1)
+    real = model.permalink
+
+    def permalink(sid: str) -> str:
+        return real(sid).replace(">#</a>", ">¶</a>")
+
+    for mod in (model, markdown, mdfast, mdhtml):
+        monkeypatch.setattr(mod, "permalink", permalink)
+    _edited_code(monkeypatch, "model.py")
+    again = build_site(site, out, jobs=1)
+    assert again.markdown_rendered == first.markdown_rendered > 0
+    page = (out / "docs/guides/cache/index.html").read_text()
+    assert 'data-search-ignore href="#' in page and ">¶</a>" in page and ">#</a>" not in page
+    assert tree(out) == _clean(site, tmp_path, "clean", monkeypatch)
