@@ -16,7 +16,9 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
-SCHEMA = 10
+#: bumped with every change of a table's or a blob's format: a tool of another schema drops the state
+#: (a full rebuild) instead of misreading it (11: the snapshot's five values; the tools of 10 unpack three)
+SCHEMA = 11
 
 #: what every build needs of every rendered source (``pages.make_pages``: front matter, title, default
 #: description; ``render_markdown``: the front matter's key; pruning: code blocks): kept beside the whole
@@ -355,7 +357,8 @@ class State:
 
     def report_sources(self) -> tuple[str, dict[str, str]]:
         """The last complete build's output -> source file map and its fingerprint (``Snapshot.report``);
-        a row of its own, written only when it changed: read by a rebuild that has nothing to do."""
+        a row of its own, written only when it differs from the build's: read by a rebuild that has
+        nothing to do, and by one that built, which repairs it."""
         row = self.db.execute("SELECT blob FROM memo WHERE name = ?", (REPORT,)).fetchone()
         return pickle.loads(row[0]) if row else ("", {})  # type: ignore[no-any-return]
 
