@@ -237,11 +237,17 @@ class HttpFetcher(Fetcher):
         )
 
     def _connection(self, key: tuple[str, str]) -> Connection:
-        with self._idle_lock:
-            idle = self._idle.get(key)
-            if idle:
-                return idle.pop()
-        return Connection(key[0], key[1], self.timeout)
+        """An idle kept-alive connection to ``key`` (one that got bytes or its end while idle is
+        closed instead: ``Connection.spoiled``), else a new one."""
+        while True:
+            with self._idle_lock:
+                idle = self._idle.get(key)
+                if not idle:
+                    return Connection(key[0], key[1], self.timeout)
+                conn = idle.pop()
+            if not conn.spoiled():
+                return conn
+            conn.close()
 
     def _release(self, key: tuple[str, str], conn: Connection) -> None:
         with self._idle_lock:

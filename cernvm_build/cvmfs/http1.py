@@ -151,6 +151,22 @@ class Connection:
         """Open, with nothing received that was not read (after the last pipelined answer)."""
         return self.sock is not None and not self._buf
 
+    def spoiled(self) -> bool:
+        """A kept-alive plain-HTTP connection that got bytes while idle, or whose end came: the
+        bytes would be read as the next request's answer (bytes after a body's last segment arrive
+        after the check that kept it), and a request on a closed one is spent. One non-blocking
+        peek, nothing consumed. Not checked over TLS (a record there may be no answer's byte)."""
+        sock = self.sock
+        if sock is None or self.scheme != "http":
+            return False
+        try:
+            sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)  # b"": the end; a byte: extra
+        except BlockingIOError:
+            return False  # nothing there: as it was left
+        except OSError:
+            pass  # reset by the server
+        return True
+
     # -- reading -----------------------------------------------------------------------------------
     def _recv(self, n: int, flags: int = 0) -> bytes:
         assert self.sock is not None
@@ -168,32 +184,54 @@ class Connection:
         set back to 1 before returning: a head's recv must not wait for a body's worth of bytes.
         Like a recv under SO_RCVTIMEO: what came within the timeout (the caller's low-speed check
         sees a trickle), TimeoutError if nothing did, b"" at the connection's end. What is there
-        already is taken at once without waiting (the caller asks again for the rest)."""
+        already is taken at once without waiting (a pipelined batch's later answers: one call); if
+        that is only part and the rest is at least AWAIT_WHOLE, the rest is waited for whole too and
+        both returned together (one copy): else a body arriving at the pace it is consumed would
+        come back one arrival at a time, the many small blocks this avoids (review r13a)."""
         sock = self.sock
         assert sock is not None
-        try:  # what has come already (a pipelined batch's later answers: all of it, one call)
-            return sock.recv(n, socket.MSG_DONTWAIT)
+        try:
+            got = sock.recv(n, socket.MSG_DONTWAIT)
         except BlockingIOError:
-            pass
+            got = b""
+        else:
+            if not got or n - len(got) < AWAIT_WHOLE:
+                return got  # the end, all of it, or a small rest (asked for again by the caller)
+        rest = n - len(got)
         if self._poll is None:
             self._poll = select.poll()
             self._poll.register(sock, _POLLIN)
         # Not a blocking recv with the mark set: the kernel wakes a reader when what is *not yet
         # copied* reaches the mark, so once a recv has copied part of the body the rest would never
         # reach it (it hangs; seen on Linux 6.18). poll copies nothing.
-        sock.setsockopt(socket.SOL_SOCKET, _LOWAT, min(n, AWAIT_MOST))  # type: ignore[arg-type]
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, _LOWAT, min(rest, AWAIT_MOST))  # type: ignore[arg-type]
+        except OSError:  # a kernel (a sandbox?) that refuses the mark: a blocking read, as without it
+            return self._blocking(got, rest)
         try:
             ready = self._poll.poll(self.timeout * 1000)
-            data = sock.recv(n, socket.MSG_DONTWAIT)
+            data = sock.recv(rest, socket.MSG_DONTWAIT)
         except BlockingIOError:
             data = None
         finally:
             sock.setsockopt(socket.SOL_SOCKET, _LOWAT, 1)  # type: ignore[arg-type]
         if data is not None:
-            return data
+            return got + data  # at the end (b""): what came before it; the next call sees the end
+        if got:
+            return got  # nothing more within the timeout, or a spurious wake-up
         if not ready:
             raise TimeoutError("timed out")
         return self._recv(n, socket.MSG_WAITALL)  # ready but nothing there (spurious): as before
+
+    def _blocking(self, got: bytes, n: int) -> bytes:
+        """``got`` and up to ``n`` more bytes by one blocking recv (``got`` alone if none come within
+        the timeout)."""
+        try:
+            return got + self._recv(n, socket.MSG_WAITALL)
+        except TimeoutError:
+            if got:
+                return got
+            raise
 
     def _line(self, until: float, what: str) -> bytes:
         """The next line (without its end), at most MAX_HEADER_LINE bytes, by ``until`` (chunk

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import random
+import select
 import socket
 import ssl
 import struct
@@ -276,6 +277,76 @@ def test_a_body_arriving_in_many_segments_is_waited_for_in_one_wake_up() -> None
         assert kept.sock is not None and kept.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT) == 1
         assert f.get("b", what="b") == b"ok"  # same connection: the head is not held back
     assert woken <= 10, f"{woken} wake-ups for 60 segments"
+
+
+def test_a_body_arriving_as_fast_as_it_is_consumed_still_comes_in_few_blocks() -> None:
+    """The reader takes what has come without waiting, but when that is only part of a large body
+    the rest is waited for whole and returned with it: a consumer as slow as the arrivals does not
+    get one block per arrival (each block a round of GIL hand-offs downstream; review r13a)."""
+    body = BIG[: 60 * 1448]
+
+    def segments(conn: socket.socket) -> None:
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body))
+        for i in range(0, len(body), 1448):
+            time.sleep(0.002)
+            conn.sendall(body[i : i + 1448])
+
+    with _answers(segments) as port:
+        conn = Connection("http", f"127.0.0.1:{port}", 2)
+        try:
+            resp = conn.get("/a", "x")
+            blocks = []
+            while True:
+                time.sleep(0.01)  # the consumer's work: meanwhile segments arrive
+                block = resp.read1(1 << 20)
+                if not block:
+                    break
+                blocks.append(block)
+        finally:
+            conn.close()
+    assert b"".join(blocks) == body
+    assert len(blocks) <= 3, f"{len(blocks)} blocks for 60 segments"
+
+
+def test_a_kernel_that_refuses_the_low_water_mark_gets_a_blocking_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """If setting SO_RCVLOWAT fails (here an option number the kernel does not know: ENOPROTOOPT),
+    large bodies are read with a blocking recv, not failed."""
+    monkeypatch.setattr(http1, "_LOWAT", 0x7FFF)
+
+    def late(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+        time.sleep(0.2)  # the body after the reader started waiting for it
+        conn.sendall(BIG[:100000])
+
+    with _answers(late) as port:
+        f = HttpFetcher([f"http://127.0.0.1:{port}/r"], repo="x", retries=0, timeout=2)
+        assert f.get("a", what="a") == BIG[:100000]
+
+
+def test_bytes_arriving_on_an_idle_kept_alive_connection_are_never_read_as_an_answer() -> None:
+    """Bytes beyond the Content-Length that come after the body's last segment are not in the
+    client's buffer when it keeps the connection: the next fetch peeks at the idle connection, finds
+    them, and opens a new one (else the stray bytes, here a well-formed answer, are read as the next
+    request's)."""
+    read, sent = threading.Event(), threading.Event()
+
+    def then_more(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        read.wait(5)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nfake")
+        sent.set()
+
+    with _answers(then_more, b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nreal") as port:
+        f = HttpFetcher([f"http://127.0.0.1:{port}/r"], repo="x", retries=0, timeout=2)
+        assert f.get("a", what="a") == b"ok"
+        read.set()
+        assert sent.wait(5)
+        (kept,) = f._idle[("http", f"127.0.0.1:{port}")]
+        assert kept.sock is not None and select.select([kept.sock], [], [], 5)[0]  # arrived
+        assert f.get("b", what="b") == b"real"
 
 
 def test_a_dead_first_server_fails_over_to_the_next(origin: str) -> None:
