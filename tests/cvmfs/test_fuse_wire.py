@@ -121,13 +121,7 @@ def test_a_session_parses_each_request_and_answers_it_once_or_not_at_all(
             ("read", 7, 100, 4096, 3),
             ("getxattr", 7, b"user.a", 0),
         ]
-        kernel.setblocking(False)
-        replies = []
-        while True:
-            try:
-                replies.append(kernel.recv(1 << 16))
-            except BlockingIOError:
-                break
+        replies = _replies(kernel)
     heads = [OUT.unpack_from(r) for r in replies]
     assert [(u, e) for _n, e, u in heads] == [
         (1, 0), (2, 0), (5, 0), (6, -errno.ENODATA), (7, -errno.ENOSYS), (8, -errno.EIO)
@@ -180,6 +174,11 @@ def _one_request(session: ll.Session, kernel: socket.socket, request: bytes) -> 
     kernel.send(request)
     kernel.shutdown(socket.SHUT_WR)
     session.run()
+    return _replies(kernel)
+
+
+def _replies(kernel: socket.socket) -> list[bytes]:
+    """What the session wrote to the kernel's end, reply by reply, without waiting."""
     kernel.setblocking(False)
     replies = []
     while True:

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -670,17 +671,17 @@ def test_highlighted_code_is_kept_between_builds(
     assert tree(out) == _clean(site, tmp_path, "clean", monkeypatch)
 
 
-def test_unchanged_sources_are_not_read_and_an_edit_keeping_size_and_mtime_is_seen(
-    site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _built_then_counting_md_opens(
+    site: Path, out: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[list[str], Callable[[], None]]:
+    """Build ``site`` into ``out`` (every stat settled at once), then record each Markdown file opened:
+    the list and what puts ``open`` back."""
     import builtins
 
     from cernvm_build.site import sources
 
     monkeypatch.setattr(sources, "SETTLED_NS", 0)  # every stat counts as settled at once
-    out = tmp_path / "out"
     build_site(site, out)
-    page = site / "content/docs/guides/preservation.md"
     real_open = builtins.open
     opened: list[str] = []
 
@@ -690,6 +691,15 @@ def test_unchanged_sources_are_not_read_and_an_edit_keeping_size_and_mtime_is_se
         return real_open(file, *args, **kw)
 
     monkeypatch.setattr(builtins, "open", counting)
+    return opened, lambda: monkeypatch.setattr(builtins, "open", real_open)
+
+
+def test_unchanged_sources_are_not_read_and_an_edit_keeping_size_and_mtime_is_seen(
+    site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "out"
+    opened, restore_open = _built_then_counting_md_opens(site, out, monkeypatch)
+    page = site / "content/docs/guides/preservation.md"
     assert build_site(site, out, jobs=1).markdown_rendered == 0
     assert opened == []  # no Markdown file was read: their stat was the recorded one
     # same size, mtime put back: the stat still differs (ctime), so the page is read and rendered
@@ -701,7 +711,7 @@ def test_unchanged_sources_are_not_read_and_an_edit_keeping_size_and_mtime_is_se
     assert page.stat().st_size == before.st_size and page.stat().st_mtime_ns == before.st_mtime_ns
     report = build_site(site, out, jobs=1)
     assert report.markdown_rendered == 1 and set(opened) == {str(page)}
-    monkeypatch.setattr(builtins, "open", real_open)
+    restore_open()
     assert b"obtain  security" in (out / "docs/guides/preservation/index.html").read_bytes()
     assert tree(out) == _clean(site, tmp_path, "clean", monkeypatch)
 
@@ -1135,23 +1145,9 @@ def test_a_touched_source_is_read_once_and_nothing_is_written(
 ) -> None:
     """A source whose stat moved but whose bytes did not (``touch``, a checkout): read and hashed again,
     found the same (nothing rendered or written), its new stat recorded, so the next build reads nothing."""
-    import builtins
-
-    from cernvm_build.site import sources
-
-    monkeypatch.setattr(sources, "SETTLED_NS", 0)  # every stat counts as settled at once
     out = tmp_path / "out"
-    build_site(site, out)
+    opened, restore_open = _built_then_counting_md_opens(site, out, monkeypatch)
     page = site / "content/docs/guides/preservation.md"
-    real_open = builtins.open
-    opened: list[str] = []
-
-    def counting(file: Any, *args: Any, **kw: Any) -> Any:
-        if str(file).endswith(".md"):
-            opened.append(str(file))
-        return real_open(file, *args, **kw)
-
-    monkeypatch.setattr(builtins, "open", counting)
     mtime = page.stat().st_mtime_ns + 5_000_000_000
     os.utime(page, ns=(mtime, mtime))
     report = build_site(site, out, jobs=1)
@@ -1159,7 +1155,7 @@ def test_a_touched_source_is_read_once_and_nothing_is_written(
     assert (report.markdown_rendered, report.rendered, report.search_files) == (0, 0, 0)
     opened.clear()
     assert build_site(site, out, jobs=1).rendered == 0 and opened == []
-    monkeypatch.setattr(builtins, "open", real_open)
+    restore_open()
     assert tree(out) == _clean(site, tmp_path, "clean", monkeypatch)
 
 
