@@ -38,7 +38,8 @@ device emulation, the other guest). While the guest is idle (waiting for a disk 
 clock runs with the host's (icount's default ``sleep=on``; ``sleep=off`` would jump it to the next
 timer and fire the guest's network timeouts), so those waits count as they took: each row's extra
 gives both guests' idle + iowait seconds by then (``/proc/stat``). Under KVM these rows are left out.
-``--quick`` is the same (nothing smaller to boot). Needs root (dpkg builds the tree).
+``--quick`` boots (a) and (b) only (first boot, read passes, shutdown, reboot: ~6 min, not ~15): the
+first boot's A/B between two builds. Needs root (dpkg builds the tree).
 """
 
 from __future__ import annotations
@@ -542,39 +543,53 @@ def run(quick: bool, logs: Path | None = None) -> list[Result]:
             try:
                 together = functools.partial(_measure, together=threading.Barrier(2))
                 a, b = _side_by_side(together, ("ucernvm", scratch), ("plain", plain), guest)
-                # (c)/(d): a seed from (a)'s first-boot working set, its bytes from the repository
-                # itself (not through the server: its log counts the guests' fetches only)
-                names = objects_from_trace(a.trace)
-                made = time.monotonic()
-                sd = make_seed(str(repo.stratum), repo.fqrn, [repo.public_key], names, work / "seed.qcow2",
-                               size_mb=4096)  # fmt: skip
-                made = time.monotonic() - made
-                seed_file = sd.path.stat().st_size  # the qcow2 file (what a release would ship)
-                print(f"osboot: seed: {sd.objects} objects ({len(names)} names in the trace), "
-                      f"{seed_file / 1e6:.1f} MB on disk, made in {made:.1f} s", file=sys.stderr)  # fmt: skip
-                disk = launch_seed.check(sd.path, system=False)
-                seeded = work / "scratch-seeded.qcow2"
-                launch_seed.create_scratch(seeded, launch_seed.scratch_size(4096, disk), disk)
-                c, d = _side_by_side(_first_boot, ("ucernvm-seeded", seeded), ("plain-fresh", fresh), guest)
-                # (e)/(f): a reboot of (a) from the iso on the IDE CD-ROM, next to one of (b)
-                e, f = _side_by_side(
-                    _first_boot, ("ucernvm-iso", scratch), ("plain-3", plain), guest, images[".iso"]
-                )
                 icount: list[tuple[tuple[float, float], tuple[float, float]]] = []
-                if accel.name == "tcg":
-                    # (g)/(h) reboots; (i)/(j) first boots on a new seeded disk and a fresh ext4 copy
-                    seeded_i = work / "scratch-seeded-icount.qcow2"
-                    try:
-                        launch_seed.create_scratch(seeded_i, launch_seed.scratch_size(4096, disk), disk)
-                        pairs = [(("ucernvm-i", scratch), ("plain-i", plain)),
-                                 (("ucernvm-seeded-i", seeded_i), ("plain-fresh-i", fresh_i))]  # fmt: skip
-                        for u, p in pairs:
-                            icount.append(_side_by_side(_icount_boot, u, p, guest))
-                    except Exception as err:  # optional rows: the rows before still count
-                        print(
-                            f"osboot: the icount boots failed, their rows are left out: {err}",
-                            file=sys.stderr,
-                        )
+                if not quick:
+                    # (c)/(d): a seed from (a)'s first-boot working set, its bytes from the repository
+                    # itself (not through the server: its log counts the guests' fetches only)
+                    names = objects_from_trace(a.trace)
+                    made = time.monotonic()
+                    sd = make_seed(
+                        str(repo.stratum),
+                        repo.fqrn,
+                        [repo.public_key],
+                        names,
+                        work / "seed.qcow2",
+                        size_mb=4096,
+                    )
+                    made = time.monotonic() - made
+                    seed_file = sd.path.stat().st_size  # the qcow2 file (what a release would ship)
+                    print(
+                        f"osboot: seed: {sd.objects} objects ({len(names)} names in the trace), "
+                        f"{seed_file / 1e6:.1f} MB on disk, made in {made:.1f} s",
+                        file=sys.stderr,
+                    )
+                    disk = launch_seed.check(sd.path, system=False)
+                    seeded = work / "scratch-seeded.qcow2"
+                    launch_seed.create_scratch(seeded, launch_seed.scratch_size(4096, disk), disk)
+                    c, d = _side_by_side(
+                        _first_boot, ("ucernvm-seeded", seeded), ("plain-fresh", fresh), guest
+                    )
+                    # (e)/(f): a reboot of (a) from the iso on the IDE CD-ROM, next to one of (b)
+                    e, f = _side_by_side(
+                        _first_boot, ("ucernvm-iso", scratch), ("plain-3", plain), guest, images[".iso"]
+                    )
+                    if accel.name == "tcg":
+                        # (g)/(h) reboots; (i)/(j) first boots on a new seeded disk and a fresh ext4 copy
+                        seeded_i = work / "scratch-seeded-icount.qcow2"
+                        try:
+                            launch_seed.create_scratch(seeded_i, launch_seed.scratch_size(4096, disk), disk)
+                            pairs = [
+                                (("ucernvm-i", scratch), ("plain-i", plain)),
+                                (("ucernvm-seeded-i", seeded_i), ("plain-fresh-i", fresh_i)),
+                            ]
+                            for u, p in pairs:
+                                icount.append(_side_by_side(_icount_boot, u, p, guest))
+                        except Exception as err:  # optional rows: the rows before still count
+                            print(
+                                f"osboot: the icount boots failed, their rows are left out: {err}",
+                                file=sys.stderr,
+                            )
             finally:
                 logger.removeHandler(counter)
         finally:
@@ -596,6 +611,8 @@ def run(quick: bool, logs: Path | None = None) -> list[Result]:
         Result(B, f"shutdown after reboot [{t}] μCernVM", a.shutdown[1], "s", f"ext4 [{t}]", b.shutdown[1]),
         Result(B, "MB fetched (first boot)", a.fetched[0] / 1e6, "MB", "tree size", size / 1e6),
         Result(B, "MB fetched (reboot)", a.fetched[1] / 1e6, "MB", "first boot", a.fetched[0] / 1e6),
+    ]  # fmt: skip
+    rows += [] if quick else [
         Result(B, f"first boot to SSH [{t}] μCernVM, seeded scratch disk", c.boot, "s",
                f"plain ext4, fresh disk [{t}]", d.boot, "<= 1.3x plain", c.boot <= 1.3 * d.boot),
         Result(B, "MB fetched (seeded first boot)", c.fetched / 1e6, "MB", "un-seeded first boot",
