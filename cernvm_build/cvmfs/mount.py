@@ -2,7 +2,7 @@
 
     python3 -m cernvm_build.cvmfs.mount --fqrn FQRN --server URL [--server URL...] --public-key PATH
         [--cache DIR] [--proxy P] [--tag T | --date D | --root-hash H] [--snapshot-file PATH]
-        [--no-magic-xattrs] [--prefetch-in-order] [--foreground] MOUNTPOINT
+        [--no-magic-xattrs] [--prefetch-in-order] [--boot-list FILE] [--foreground] MOUNTPOINT
 
 Needs only the standard library and /dev/fuse (and ``fusermount3`` when not run as root): the daemon
 speaks the kernel's FUSE protocol itself (``fuse_lowlevel``). Without ``--foreground`` it forks; the
@@ -25,6 +25,7 @@ from pathlib import Path
 
 from ..errors import CernVMError, CvmfsError, UsageError
 from ..fsutil import atomic_write
+from .bootlist import BootList
 from .plaincache import STALE_TMP_S, PlainCache
 from .quota import MB, Quota
 from .repository import Repository, SnapshotSpec, open_repository
@@ -99,6 +100,14 @@ def add_mount_options(p: argparse.ArgumentParser, *, servers_required: bool = Tr
         action="store_true",
         help="fetch a directory's next files ahead only for a reader going through it in name order, "
         "not on every open: for a CPU-starved guest, where every fetch ahead costs the reader",
+    )
+    p.add_argument(
+        "--boot-list",
+        type=Path,
+        metavar="FILE",
+        help="object names (one a line) to fetch ahead in the background once the mount is ready, "
+        "pipelined, those not cached yet: a first boot's working set (bootlist.py). Never fatal: "
+        "unreadable lines and missing objects are skipped",
     )
     p.add_argument("mountpoint", metavar="MOUNTPOINT")
 
@@ -222,9 +231,14 @@ def _serve(args: argparse.Namespace, repo: Repository, ready: int | None) -> Non
     from .fuse import Serving, run_fuse
 
     plain = repo.store.plain_cache if repo.store.cache is not None else None
+    boot_list = None
+    if args.boot_list is not None and repo.store.cache is not None:
+        boot_list = BootList(repo, Path(os.path.abspath(args.boot_list)))
 
     def on_ready() -> None:
         _after_mount(args, repo)
+        if boot_list is not None:  # after the pin is written: the list only ever adds to the cache
+            boot_list.start()
         line, note = mounted_line(repo), cache_line(plain)
         if ready is None:
             print(line, flush=True)
@@ -248,6 +262,8 @@ def _serve(args: argparse.Namespace, repo: Repository, ready: int | None) -> Non
         # However serving ended (unmounted, a signal, an error), what was renamed into place
         # before the sync began is on the disk: the next start may trust it (plaincache.mark_clean).
         # Not marking only costs the next start its checks: never an error of its own.
+        if boot_list is not None:
+            boot_list.stop()
         if plain is not None:
             with contextlib.suppress(OSError):
                 plain.mark_clean()

@@ -717,6 +717,59 @@ class ObjectStore:
             except CvmfsError as e:
                 log.debug("fetch ahead of %s failed: %s", what, e)
 
+    def fetch_stored_many(self, items: Sequence[tuple[ObjectHash, str]], *, limit: int) -> tuple[int, int]:
+        """Objects known by name only (a boot list: ``bootlist.py``) into the object cache, as
+        stored: no size is known, so no inflated copy; the reader that comes inflates from the cache
+        without a fetch. Those in either cache already are left out; the rest go in one pipelined
+        fetch (``Fetcher.fetch_many``), each streamed through ``ObjectCache.store`` (hash-checked,
+        nothing kept on a mismatch, counted by the quota) and at most ``limit`` stored bytes. Each is
+        claimed for the whole fetch under the key its reader's ``_once`` takes, so a reader that
+        comes for one waits for it instead of fetching it a second time. Returns (fetched, failed);
+        one that fails (absent, damaged, too large) fails alone, logged."""
+        cache, plain = self.cache, self.plain_cache
+        assert cache is not None
+        claimed: list[tuple[ObjectHash, str, threading.Lock]] = []
+        fetched = failed = 0
+        try:
+            for h, suffix in items:
+                name = str(h)
+                if (plain is not None and plain.has(name, suffix)) or not cache.missing(h, suffix):
+                    continue
+                lock = threading.Lock()
+                lock.acquire()
+                with self._lock:
+                    if self._key_locks.setdefault(name + suffix, lock) is not lock:
+                        continue  # being made by another thread (a reader, the prefetcher)
+                claimed.append((h, suffix, lock))
+
+            def into_cache(h: ObjectHash, suffix: str) -> Callable[[Iterator[bytes]], Path]:
+                return lambda blocks: cache.store(h, suffix, blocks, what="listed object")
+
+            results = self.fetcher.fetch_many(
+                [
+                    (h.path(suffix), into_cache(h, suffix), f"listed object {h}{suffix}", limit)
+                    for h, suffix, _ in claimed
+                ]
+            )
+            for i, got in results:
+                h, suffix, lock = claimed[i]
+                if isinstance(got, CvmfsError):
+                    failed += 1
+                    log.info("boot list: %s", got)
+                else:
+                    fetched += 1
+                    self.stats["fetched"] += 1
+                    self.stats["fetched_bytes"] += got.stat().st_size
+                    with self._lock:
+                        self._made += 1
+                self._unclaim(str(h) + suffix, lock)
+                claimed[i] = (h, suffix, _DONE)
+        finally:
+            for h, suffix, lock in claimed:
+                if lock is not _DONE:
+                    self._unclaim(str(h) + suffix, lock)
+        return fetched, failed
+
     def _unclaim(self, key: str, lock: threading.Lock) -> None:
         with self._lock:
             if self._key_locks.get(key) is lock:

@@ -37,6 +37,8 @@ IFS=$old_ifs
 # cvmfs_stats on the kernel command line: the daemon's FUSE request counts and CPU (where a boot's time goes),
 # readable in the OS at /mnt/.rw/aux/fuse-stats
 [ -n "$CVMFS_STATS" ] && set -- "$@" --stats $ROOT_RW/aux/fuse-stats
+# An image built with --boot-list: the boot's working set, fetched ahead once mounted (bootlist.py)
+[ -f /etc/cvmfs/boot.list ] && set -- "$@" --boot-list /etc/cvmfs/boot.list
 
 # Which snapshot: an explicit selector from the context (new or changed), else the pin, else the
 # image's default tag.

@@ -1,0 +1,134 @@
+"""The boot list (``cvmfs/bootlist.py``): the real mount daemon over the fixture served by HTTP,
+the server's own log says what was fetched and when."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cernvm_build.cvmfs import bootlist
+from cernvm_build.cvmfs.repository import open_repository
+from cernvm_build.cvmfs.serve import Server
+
+from .conftest import FQRN, Fixture
+
+pytestmark = pytest.mark.integration
+
+
+class _Requests(logging.Handler):
+    """The paths the server was asked for (its request log), in order."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.paths: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        line = record.getMessage()
+        if '"GET ' in line:
+            self.paths.append(line.split('"GET ', 1)[1].split(" ", 1)[0])
+
+    def objects(self) -> set[str]:
+        """Object names (hash + suffix) asked for."""
+        return {p.split("/data/", 1)[1].replace("/", "") for p in list(self.paths) if "/data/" in p}
+
+
+@pytest.fixture
+def requests() -> Iterator[_Requests]:
+    logger = logging.getLogger("cernvm_build.cvmfs.serve")
+    handler, level = _Requests(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    yield handler
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+def _catalogs(fx: Fixture) -> list[str]:
+    """Object names of revision 2's catalogs (a boot's trace names those it opened)."""
+    with open_repository(fx.repo, fqrn=FQRN, public_keys=[fx.pub]) as repo:
+        return [cat.name + "C" for cat in repo.catalogs()]
+
+
+def _file_objects(fx: Fixture) -> dict[str, str]:
+    """Object name -> one path of revision 2 whose contents it is (small whole files)."""
+    with open_repository(fx.repo, fqrn=FQRN, public_keys=[fx.pub]) as repo:
+        names = {r.name + r.suffix for cat in repo.catalogs() for r in cat.objects() if r.suffix == ""}
+    found: dict[str, str] = {}
+    with open_repository(fx.repo, fqrn=FQRN, public_keys=[fx.pub]) as repo:
+        for path, want in fx.listing(2).items():
+            if want["type"] == "file" and want["size"] < 1 << 20:
+                e = repo.lookup(path)
+                if e is not None and e.content_hash in names and not e.chunks:
+                    found.setdefault(e.content_hash, path)
+    return found
+
+
+def _mount(server: Server, fx: Fixture, mnt: Path, cache: Path, *extra: str) -> None:
+    cmd = [sys.executable, "-m", "cernvm_build.cvmfs.mount", "--fqrn", FQRN, "--server", server.repo_url()]
+    cmd += ["--public-key", str(fx.pub), "--cache", str(cache), *extra, str(mnt)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+
+
+def _wait_for(requests: _Requests, names: set[str], seconds: float = 20) -> set[str]:
+    """The names not asked for within ``seconds`` (polled: the list runs in the background)."""
+    end = time.monotonic() + seconds
+    while (left := names - requests.objects()) and time.monotonic() < end:
+        time.sleep(0.05)
+    return left
+
+
+def test_listed_objects_arrive_without_an_open_and_an_open_then_fetches_nothing(
+    fx: Fixture, server: Server, mnt: Path, tmp_path: Path, requests: _Requests
+) -> None:
+    files = _file_objects(fx)
+    assert len(files) >= 5
+    listed = tmp_path / "boot.list"
+    names = [*_catalogs(fx), *files]
+    listed.write_text("".join(f"{n}\n" for n in names))
+    _mount(server, fx, mnt, tmp_path / "cache", "--boot-list", str(listed), "--no-magic-xattrs")
+    assert _wait_for(requests, set(names)) == set()
+    time.sleep(0.2)  # the last batch's files renamed into place
+    before = len(requests.paths)
+    for path in files.values():
+        (mnt / path.lstrip("/")).read_bytes()
+    assert [p for p in requests.paths[before:] if "/data/" in p] == []
+
+
+def test_garbage_unknown_names_and_a_damaged_object_still_mount_and_serve(
+    fx: Fixture, server: Server, mnt: Path, tmp_path: Path, requests: _Requests
+) -> None:
+    files = _file_objects(fx)
+    names = list(files)
+    damaged, good = names[0], names[1:]
+    fx.object(damaged).write_bytes(b"not the object")
+    absent = "0" * 40
+    listed = tmp_path / "boot.list"
+    lines = ["garbage line", absent, "\xff\xfe", f"{absent}T", damaged, "", *good, "data/zz/nothing"]
+    listed.write_text("\n".join(lines) + "\n", errors="surrogateescape")
+    _mount(server, fx, mnt, tmp_path / "cache", "--boot-list", str(listed))
+    assert _wait_for(requests, set(good)) == set()
+    assert absent in requests.objects()  # asked for, 404, skipped
+    path = files[good[0]]
+    assert (mnt / path.lstrip("/")).stat().st_size == fx.listing(2)[path]["size"]
+    assert len((mnt / path.lstrip("/")).read_bytes()) == fx.listing(2)[path]["size"]
+
+
+def test_a_missing_list_file_still_mounts(fx: Fixture, server: Server, mnt: Path, tmp_path: Path) -> None:
+    _mount(server, fx, mnt, tmp_path / "cache", "--boot-list", str(tmp_path / "nope.list"))
+    assert (mnt / "etc").is_dir()
+
+
+def test_parse_skips_and_counts_bad_lines_and_is_bounded() -> None:
+    a, b = "a" * 40, "b" * 40 + "-rmd160"
+    names, bad = bootlist.parse([a, f"{a}C", "x", f"{b}P", a, f"{a}T", f"{a}Q", "  "])
+    assert [(str(h), s) for h, s in names] == [(a, ""), (a, "C"), (b, "P")]
+    assert bad == 3
+    many = [f"{i:040x}" for i in range(bootlist.MAX_NAMES + 5)]
+    assert len(bootlist.parse(many)[0]) == bootlist.MAX_NAMES
