@@ -22,6 +22,8 @@ from .runtime import ENTRY_MODULES, cached_runtime, default_python, ldd
 
 RT_DIR = "usr/lib/ucernvm-rt"
 E2FSPROGS = ("mke2fs", "e2fsck", "resize2fs")
+#: where the image carries its boot list: the initrd's 10-cvmfs.sh passes it to the mount
+BOOT_LIST = "etc/cvmfs/boot.list"
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 COMPRESSORS = ("lz4", "zstd", "xz")
 #: lz4 by default: the kernel unpacks the initrd before it runs /init, on the boot's one CPU. Under TCG
@@ -46,6 +48,7 @@ class InitrdInputs:
     extra_modules: tuple[str, ...] = ()
     entries: tuple[str, ...] = ENTRY_MODULES  # Python modules the init runs
     runtime_cache: Path | None = None  # default: <cache>/initrd-runtime
+    boot_list: bytes | None = None  # object names the mount fetches ahead (cvmfs/bootlist.py)
 
 
 @dataclass
@@ -147,6 +150,8 @@ def assemble(inputs: InitrdInputs) -> tuple[Tree, dict[str, Any]]:
     # The demo OS's cloud-config reader, for OSes without cloud-init (init.d/26-ssh-keys.sh).
     awk = data_dir("demo") / "rootfs/usr/libexec/demo/apply-user-data.awk"
     tree.file("usr/share/ucernvm/apply-user-data.awk", awk, 0o644)
+    if inputs.boot_list is not None:
+        tree.data(BOOT_LIST, inputs.boot_list)
     tree.data("init", fused_init(src), 0o755)
     tree.data("version", (inputs.version + "\n").encode())
     info = {
@@ -158,6 +163,12 @@ def assemble(inputs: InitrdInputs) -> tuple[Tree, dict[str, Any]]:
         "kernel_modules_builtin": mods.builtin,
         "keys": sorted(inputs.keys),
     }
+    if inputs.boot_list is not None:
+        info["boot_list"] = {
+            "names": inputs.boot_list.count(b"\n"),
+            "bytes": len(inputs.boot_list),
+            "sha256": hashlib.sha256(inputs.boot_list).hexdigest(),
+        }
     return tree, info
 
 

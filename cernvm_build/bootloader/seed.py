@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import jsonable, proc
+from ..cvmfs import bootlist
 from ..cvmfs.catalog import Catalog
 from ..cvmfs.catalog_rows import ObjectRef
 from ..cvmfs.fetch import NotFound
@@ -147,6 +148,33 @@ def read_trace(path: Path, fqrn: str | None = None) -> dict[str, str]:
         raise UsageError(
             f"{path}: trace cannot be read: {e.strerror}", hint="pass an access log or a list of object names"
         ) from e
+
+
+def boot_list(traces: Sequence[Path], fqrn: str | None = None) -> tuple[bytes, int]:
+    """The boot list an image carries (``cvmfs/bootlist.py``): the traces' object names in
+    first-seen order, one a line, and how many. A trace that names none, or more than the daemon
+    reads (``bootlist.MAX_NAMES`` / ``MAX_BYTES``), is refused naming the file (and line)."""
+    names: dict[str, str] = {}
+    for trace in traces:
+        for name, where in read_trace(trace, fqrn).items():
+            names.setdefault(name, where)
+            if len(names) > bootlist.MAX_NAMES:
+                raise UsageError(
+                    f"{where}: more than {bootlist.MAX_NAMES:,} object names in the boot list",
+                    hint="trace one boot only (a boot reads a few thousand objects); a seed carries more",
+                )
+    if not names:
+        raise UsageError(
+            f"{', '.join(map(str, traces))}:1: no object names in the trace",
+            hint="an access log with GET /cvmfs/<fqrn>/data/XX/... lines, or one object name a line",
+        )
+    data = "".join(f"{n}\n" for n in names).encode()
+    if len(data) > bootlist.MAX_BYTES:
+        raise UsageError(
+            f"{list(names.values())[-1]}: the boot list is {len(data):,} bytes, over {bootlist.MAX_BYTES:,}",
+            hint="trace one boot only",
+        )
+    return data, len(names)
 
 
 def _split(name: str) -> tuple[str, str]:

@@ -30,8 +30,6 @@ from .repository import Repository
 
 log = logging.getLogger(__name__)
 
-#: where the image carries its list (the initrd's ``10-cvmfs.sh`` passes it when it is there)
-IN_INITRD = "etc/cvmfs/boot.list"
 #: bounds of a list, at build and when read: names, bytes (a boot reads ~1,700 objects)
 MAX_NAMES = 200_000
 MAX_BYTES = 16 << 20

@@ -65,6 +65,8 @@ class BuildResult:
     initrd_payload: int
     kernel: Kernel
     timings: dict[str, float] = field(default_factory=dict)
+    #: the boot list in the initrd: names, bytes (0, 0: none)
+    boot_list: tuple[int, int] = (0, 0)
 
 
 def parse_formats(text: str | list[str] | None, default: list[str]) -> list[str]:
@@ -208,11 +210,14 @@ def build_image(
     signer: signature.Signer | None = None,
     python: str | None = None,
     initrd_level: int | None = None,
+    boot_list: bytes | None = None,
 ) -> BuildResult:
     """Build ``formats`` of ``profile`` into ``out_dir``; see the module docstring for the order.
 
     ``ctx.epoch`` dates everything inside the outputs; ``ctx.cache`` holds the kernel (unless
-    ``kernel_cache``) and the initrd's Python runtime; steps go to ``ctx.reporter``."""
+    ``kernel_cache``) and the initrd's Python runtime; steps go to ``ctx.reporter``. ``boot_list``:
+    object names, one a line (``bootloader.seed.boot_list``), carried in the initrd for the first
+    boot's mount to fetch ahead; recorded in the manifest (count and sha256)."""
     say = ctx.reporter.step
     fmts = parse_formats(formats, list(profile.image.formats))
     check_tools(fmts)
@@ -246,6 +251,7 @@ def build_image(
                     python=python or default_python(),
                     runtime_cache=ctx.cache / "initrd-runtime",
                     level=initrd_level or DEFAULT_LEVEL,
+                    boot_list=boot_list,
                 ),
                 work / "initrd.img",
             )
@@ -338,4 +344,5 @@ def build_image(
         initrd_size=initrd.size,
         initrd_payload=initrd.payload_size,
         kernel=kernel,
+        boot_list=(boot_list.count(b"\n"), len(boot_list)) if boot_list is not None else (0, 0),
     )

@@ -170,3 +170,54 @@ def test_rerun_after_a_killed_build_cleans_up(test_repo: ServedRepo, tmp_path: P
     with pytest.raises(BuildError):
         build_image(p, out, formats=["iso"], ctx=BuildContext(epoch=0))
     assert not stale.exists()
+
+
+def test_a_boot_list_is_carried_in_the_initrd_and_counted(test_repo: ServedRepo, tmp_path: Path) -> None:
+    """``--boot-list TRACE``: the trace's object names, one a line in first-seen order, are the
+    initrd's /etc/cvmfs/boot.list (which 10-cvmfs.sh hands to the mount); --json counts them."""
+    a, b = "a" * 40, "b" * 40 + "C"
+    trace = tmp_path / "access.log"
+    trace.write_text(
+        f'127.0.0.1 "GET /cvmfs/{FQRN}/data/{a[:2]}/{a[2:]} HTTP/1.1" 200 -\n'
+        f'127.0.0.1 "GET /cvmfs/{FQRN}/data/{b[:2]}/{b[2:]} HTTP/1.1" 200 -\n'
+        f'127.0.0.1 "GET /cvmfs/{FQRN}/data/{a[:2]}/{a[2:]} HTTP/1.1" 200 -\n'
+    )
+    out = tmp_path / "out"
+    r = _cli("image", "build", "demo", "--server", test_repo.url, "--format", "hdd", "--initrd-level", "1",
+             "--boot-list", str(trace), "--out", str(out), "--json")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["boot_list"] == {"names": 2, "bytes": 83}
+    hdd = next(out.glob("*.hdd"))
+    packed = subprocess.run(
+        ["mcopy", "-n", "-i", f"{hdd}@@{1 << 20}", "::/cernvm/initrd.img", "-"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    payload = subprocess.run(["lz4", "-dc"], input=packed, capture_output=True, check=True).stdout
+    listed = subprocess.run(
+        ["cpio", "-i", "--quiet", "--to-stdout", "etc/cvmfs/boot.list"], input=payload, capture_output=True
+    ).stdout
+    assert listed == f"{a}\n{b}\n".encode()
+    manifest = json.loads(next(out.glob("*.manifest.json")).read_text())
+    assert manifest["initrd"]["boot_list"]["names"] == 2
+
+
+def test_a_bad_boot_list_trace_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A trace that names no object: one line naming it, a hint, nothing built (before any work);
+    one over the bound names the line where it went over."""
+    from cernvm_build.bootloader import seed
+    from cernvm_build.cvmfs import bootlist
+    from cernvm_build.errors import UsageError
+
+    empty = tmp_path / "empty.log"
+    empty.write_text("no objects here\n")
+    r = _cli("image", "build", "demo", "--boot-list", str(empty), "--out", str(tmp_path / "out"))
+    assert r.returncode != 0
+    assert r.stderr.splitlines()[0] == f"error: {empty}:1: no object names in the trace", r.stderr
+    assert "hint:" in r.stderr and "Traceback" not in r.stderr
+    _assert_nothing_written(tmp_path / "out")
+    many = tmp_path / "many.list"
+    many.write_text("".join(f"{i:040x}\n" for i in range(6)))
+    monkeypatch.setattr(bootlist, "MAX_NAMES", 4)
+    with pytest.raises(UsageError, match=f"^{many}:5: more than 4 object names in the boot list$"):
+        seed.boot_list([many])
