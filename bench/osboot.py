@@ -27,6 +27,9 @@ its login (SSH answered and ``systemctl is-system-running --wait`` returned, bef
 make a seed; (c) μCernVM on a new scratch disk backed by that seed (as ``cernvm-launch create --seed``
 makes it) and (d) a fresh copy of (b)'s ext4 disk (a first boot too: cloud-init's first-boot work)
 boot at the same time, to SSH. Rows: (c) vs (d), MB (c) fetched, the seed's size and object count.
+Then (k) an image of the same profile carrying that trace as its boot list (``image build
+--boot-list``: names only, in the initrd; the mount fetches them ahead, pipelined, once ready) on a
+blank scratch disk and (l) another fresh copy of (b)'s disk, side by side, both first boots.
 Last, (e) μCernVM from the iso of the same build on an IDE CD-ROM (as the launcher attaches an iso, and
 as this bench booted before) and (f) the plain disk, both a reboot on their disks, side by side: the
 medium's part of the boot (isolinux's BIOS reads from the CD vs SeaBIOS's virtio-blk) stays visible.
@@ -525,6 +528,9 @@ def run(quick: bool, logs: Path | None = None) -> list[Result]:
             plain, fresh = work / "plain.qcow2", work / "plain-fresh.qcow2"
             subprocess.run(["qemu-img", "convert", "-q", "-O", "qcow2", raw, plain], check=True)
             subprocess.run(["qemu-img", "convert", "-q", "-O", "qcow2", raw, fresh], check=True)  # for (d)
+            fresh_bl = work / "plain-fresh-bl.qcow2"
+            if not quick:  # for (l)
+                subprocess.run(["qemu-img", "convert", "-q", "-O", "qcow2", raw, fresh_bl], check=True)
             fresh_i = work / "plain-fresh-icount.qcow2"
             if accel.name == "tcg":  # for (j)
                 subprocess.run(["qemu-img", "convert", "-q", "-O", "qcow2", raw, fresh_i], check=True)
@@ -570,6 +576,19 @@ def run(quick: bool, logs: Path | None = None) -> list[Result]:
                     c, d = _side_by_side(
                         _first_boot, ("ucernvm-seeded", seeded), ("plain-fresh", fresh), guest
                     )
+                    # (k)/(l): an image carrying (a)'s trace as its boot list, on a blank scratch
+                    # disk, next to another fresh ext4 copy (both first boots): the list's objects
+                    # fetched ahead, pipelined, once mounted, instead of one round trip per reader
+                    listed = "".join(f"{n}\n" for n in names).encode()
+                    res_bl = build_image(prof, work / "images-bl", formats=["hdd"],
+                                         ctx=BuildContext.from_environment(), boot_list=listed)  # fmt: skip
+                    blank = work / "scratch-bl.qcow2"
+                    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", blank, "4G"], check=True)
+                    k, l_ = _side_by_side(
+                        _first_boot, ("ucernvm-bootlist", blank), ("plain-fresh-bl", fresh_bl), guest,
+                        res_bl.artifacts[0].path,
+                    )  # fmt: skip
+                    bl = (len(names), len(listed))
                     # (e)/(f): a reboot of (a) from the iso on the IDE CD-ROM, next to one of (b)
                     e, f = _side_by_side(
                         _first_boot, ("ucernvm-iso", scratch), ("plain-3", plain), guest, images[".iso"]
@@ -621,6 +640,11 @@ def run(quick: bool, logs: Path | None = None) -> list[Result]:
         Result(B, "seed size on disk (qcow2)", seed_file / 1e6, "MB", "un-seeded first boot fetched",
                a.fetched[0] / 1e6, extra={"inflated MB": sd.inflated / 1e6, "made in s": made}),
         Result(B, "objects in the seed", sd.objects, "objects", extra={"MB made from": sd.bytes / 1e6}),
+        Result(B, f"first boot to SSH [{t}] μCernVM, boot list ({bl[0]} names, {bl[1] / 1e3:.0f} KB in the "
+               "image)", k.boot, "s", f"plain ext4, fresh disk [{t}]", l_.boot, "<= 1.3x plain",
+               k.boot <= 1.3 * l_.boot, extra={"un-seeded first boot": a.boot}),
+        Result(B, "MB fetched (boot-list first boot)", k.fetched / 1e6, "MB", "un-seeded first boot",
+               a.fetched[0] / 1e6, extra={"MB to running": k.fetched_running / 1e6}),
         Result(B, f"reboot to SSH [{t}] μCernVM from the iso (IDE CD-ROM)", e.boot, "s", f"plain ext4 [{t}]",
                f.boot, extra={"μCernVM from the hdd (virtio), the earlier reboot": a.reboot}),
     ]  # fmt: skip
