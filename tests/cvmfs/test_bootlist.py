@@ -3,9 +3,11 @@ the server's own log says what was fetched and when."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,7 +64,7 @@ def _file_objects(fx: Fixture) -> dict[str, str]:
     found: dict[str, str] = {}
     with open_repository(fx.repo, fqrn=FQRN, public_keys=[fx.pub]) as repo:
         for path, want in fx.listing(2).items():
-            if want["type"] == "file" and want["size"] < 1 << 20:
+            if want["type"] == "file" and 0 < want["size"] < 1 << 20:
                 e = repo.lookup(path)
                 if e is not None and e.content_hash in names and not e.chunks:
                     found.setdefault(e.content_hash, path)
@@ -132,3 +134,41 @@ def test_parse_skips_and_counts_bad_lines_and_is_bounded() -> None:
     assert bad == 3
     many = [f"{i:040x}" for i in range(bootlist.MAX_NAMES + 5)]
     assert len(bootlist.parse(many)[0]) == bootlist.MAX_NAMES
+
+
+def test_a_reader_waits_for_a_listed_object_in_flight_instead_of_fetching_it_again(
+    fx: Fixture, server: Server, tmp_path: Path, requests: _Requests
+) -> None:
+    """The list claims each object of its batch under the key the reader's fetch takes: a reader
+    that comes for one while its request is on the way (held 0.3 s by a relay) gets it from the
+    cache once it lands; the server is asked for it once."""
+    from bench.bootlist import _relay
+
+    name, path = next(iter(_file_objects(fx).items()))
+    with _relay(server.url.split("//", 1)[1], 0.3) as url:
+        repo = open_repository(
+            f"{url}/cvmfs/{FQRN}",
+            fqrn=FQRN,
+            public_keys=[fx.pub],
+            cache_dir=tmp_path / "cache",
+            inflated=True,
+        )
+        try:
+            assert repo.store.cache is not None and repo.store.plain_cache is not None
+            repo.store.cache.hold()
+            repo.store.plain_cache.hold()
+            entry = repo.lookup(path)
+            assert entry is not None
+            ahead = threading.Thread(
+                target=repo.store.fetch_stored_many,
+                args=([bootlist.parse_name(name)],),
+                kwargs={"limit": 1 << 20},
+            )
+            ahead.start()
+            time.sleep(0.1)  # its request is held by the relay
+            data = repo.read(entry, 0, entry.size)
+            ahead.join()
+        finally:
+            repo.close()
+    assert hashlib.sha1(data).hexdigest() == fx.listing(2)[path]["sha1"]
+    assert sum(1 for p in requests.paths if p.endswith(f"/data/{name[:2]}/{name[2:]}")) == 1
