@@ -77,12 +77,14 @@ def _relay(upstream: str, delay: float) -> Iterator[str]:
 
 
 def _sample(stratum: Path, pub: Path, n: int) -> tuple[list[str], list[str]]:
-    """``n`` small files of the repository in a random order, and their object names."""
+    """``n`` small files of the repository in a random order, and the list's object names: the
+    catalogs (a boot's trace names those it opened), then the files'."""
     with open_repository(stratum, fqrn=FQRN, public_keys=[pub]) as repo:
         files = [e for e in repo.walk("/") if e.is_file and not e.chunks and e.content_hash and e.size]
+        catalogs = [f"{cat.name}C" for cat in repo.catalogs()]
         rng = random.Random(13)
         picked = rng.sample(files, min(n, len(files)))
-        return [e.path for e in picked], list(dict.fromkeys(e.content_hash or "" for e in picked))
+        return [e.path for e in picked], catalogs + list(dict.fromkeys(e.content_hash or "" for e in picked))
 
 
 def _boot(

@@ -25,6 +25,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from ..errors import CvmfsError
 from .objects import SUFFIXES, ObjectHash, parse_hash
 from .repository import Repository
 
@@ -35,8 +36,14 @@ MAX_NAMES = 200_000
 MAX_BYTES = 16 << 20
 #: objects per pipelined request (as the prefetcher's batches: ``prefetch.BATCH``)
 BATCH = 8
-#: the most stored bytes of one listed object (larger ones are left to their reader)
+#: the most stored bytes of one listed object, or inflated bytes of a file (larger ones are left
+#: to their reader)
 ITEM_LIMIT = 64 << 20
+#: file objects of at most this many bytes go in the pipelined batches, held in memory whole until
+#: written (a batch: 8 MB at most); larger ones are fetched one by one, streamed
+WHOLE = 1 << 20
+#: the suffixes of file contents (whole files, chunks): made inflated in the plain cache
+FILE_SUFFIXES = ("", "P")
 
 
 def parse_name(text: str) -> tuple[ObjectHash, str]:
@@ -82,7 +89,7 @@ class BootList:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="boot_list", daemon=True)
         #: what it did, for the log and the stats: names read, found cached, fetched, failed, bad lines
-        self.counts = {"names": 0, "cached": 0, "fetched": 0, "failed": 0, "bad": 0}
+        self.counts = {"names": 0, "cached": 0, "fetched": 0, "failed": 0, "stale": 0, "bad": 0}
 
     def start(self) -> None:
         self._thread.start()
@@ -126,18 +133,82 @@ class BootList:
         ]
         self.counts["cached"] = len(names) - len(todo)
         self._count("cached", self.counts["cached"])
-        for k in range(0, len(todo), BATCH):
+        # File objects become their reader's inflated copy at once (``plain/``), as a reader's own
+        # fetch makes it; the rest (catalogs) go into the object cache as stored, first: the
+        # catalogs say the files' sizes.
+        files = [(h, s) for h, s in todo if s in FILE_SUFFIXES] if plain is not None else []
+        others = [(h, s) for h, s in todo if s not in FILE_SUFFIXES or plain is None]
+        for k in range(0, len(others), BATCH):
+            if self._stop.is_set():
+                return
+            t0, c0 = time.monotonic(), time.thread_time()
+            try:
+                fetched, failed = store.fetch_stored_many(others[k : k + BATCH], limit=ITEM_LIMIT)
+            except OSError as e:  # the cache's disk (full, gone): the readers will say so themselves
+                log.warning("boot list %s: %s", self.path, e)
+                return
+            self._done(fetched, failed, t0, c0)
+        if files and not self._stop.is_set():
+            self._fetch_files(files, {f"{h}C" for h, s in names if s == "C"})
+        with contextlib.suppress(Exception):
+            log.info("boot list %s: %s", self.path, " ".join(f"{k} {v}" for k, v in self.counts.items()))
+
+    def _done(self, fetched: int, failed: int, t0: float, c0: float) -> None:
+        self.counts["fetched"] += fetched
+        self.counts["failed"] += failed
+        self._count("fetch", fetched, time.monotonic() - t0, time.thread_time() - c0)
+        self._count("failed", failed)
+
+    def _fetch_files(self, files: list[tuple[ObjectHash, str]], catalogs: set[str]) -> None:
+        """The listed file objects into the plain cache, each under its declared size and compression
+        (``sizes``); a name no listed catalog of this revision knows (a list of an older one) is
+        skipped, never stored under a guessed size."""
+        t0, c0 = time.monotonic(), time.thread_time()
+        known = sizes(self.repo, files, catalogs)
+        self._count("map", len(known), time.monotonic() - t0, time.thread_time() - c0)
+        items: list[tuple[str, str, int, bool, str]] = []
+        for h, s in files:
+            name = str(h)
+            found = known.get((name, s))
+            if found is None:
+                self.counts["stale"] += 1
+            elif found[0] > ITEM_LIMIT:  # left to its reader
+                self.counts["failed"] += 1
+            else:
+                items.append((name, s, found[0], found[1], f"listed object {name}{s}"))
+        self._count("stale", self.counts["stale"])
+        for k in range(0, len(items), BATCH):
             if self._stop.is_set():
                 break
             t0, c0 = time.monotonic(), time.thread_time()
             try:
-                fetched, failed = store.fetch_stored_many(todo[k : k + BATCH], limit=ITEM_LIMIT)
+                made, failed = self.repo.store.fetch_ahead_many(items[k : k + BATCH], keep=False, whole=WHOLE)
             except OSError as e:  # the cache's disk (full, gone): the readers will say so themselves
                 log.warning("boot list %s: %s", self.path, e)
                 break
-            self.counts["fetched"] += fetched
-            self.counts["failed"] += failed
-            self._count("fetch", fetched, time.monotonic() - t0, time.thread_time() - c0)
-            self._count("failed", failed)
-        with contextlib.suppress(Exception):
-            log.info("boot list %s: %s", self.path, " ".join(f"{k} {v}" for k, v in self.counts.items()))
+            self._done(made, failed, t0, c0)
+
+
+def sizes(
+    repo: Repository, files: list[tuple[ObjectHash, str]], catalogs: set[str]
+) -> dict[tuple[str, str], tuple[int, bool]]:
+    """(name, suffix) -> (inflated size, compressed) of the listed file objects, from the root
+    catalog and the nested ones the list names (loaded as a reader loads them: they are the boot's),
+    each asked once for its rows among the listed hashes (SQL filters: ``Catalog.objects_among``).
+    A catalog that cannot be read is logged and its names stay unknown."""
+    wanted = {(str(h), s) for h, s in files}
+    digests = sorted({h.digest for h, _ in files})
+    known: dict[tuple[str, str], tuple[int, bool]] = {}
+
+    def problem(e: CvmfsError) -> None:
+        log.info("boot list: %s", e)
+
+    for cat in repo.catalogs(problem, descend=lambda ref: f"{ref.hash}C" in catalogs):
+        try:
+            for ref in cat.objects_among(digests):
+                key = (ref.name, ref.suffix)
+                if key in wanted:
+                    known.setdefault(key, (ref.size, ref.compressed))
+        except CvmfsError as e:
+            problem(e)
+    return known

@@ -21,7 +21,7 @@ import sqlite3
 import stat
 import threading
 import urllib.parse
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,8 @@ from .objects import (
 )
 
 _new = object.__new__
+#: bound parameters of one ``IN`` list (``Catalog.objects_among``), under SQLite's older 999
+IN_BATCH = 900
 
 __all__ = [
     "FLAG_HIDDEN",
@@ -293,18 +295,30 @@ class Catalog:
     def objects(self) -> Iterator[ObjectRef]:
         """Every data object this catalog's rows name (whole files and chunks; external files and
         the bulk hash of chunked files name none), streamed; duplicates are not removed."""
+        return self._objects("", ())
+
+    def objects_among(self, digests: Sequence[bytes]) -> Iterator[ObjectRef]:
+        """``objects`` whose hash (the raw digest) is one of ``digests``: SQLite filters the rows
+        (one scan per table, ``IN`` a bound list), not Python (the boot list maps its ~1,700 names
+        to sizes on the guest's one CPU: ``bootlist.py``)."""
+        for k in range(0, len(digests), IN_BATCH):
+            part = tuple(digests[k : k + IN_BATCH])
+            yield from self._objects(f" AND {{h}} IN ({','.join('?' * len(part))})", part)
+
+    def _objects(self, where: str, args: tuple[object, ...]) -> Iterator[ObjectRef]:
+        """``objects``, with ``where`` (``{h}``: the hash column) added to each query's condition."""
         skip = FLAG_CHUNKED | FLAG_EXTERNAL
         queries = (
             (
                 f"SELECT hash, size, flags FROM catalog WHERE (flags & {FLAG_FILE}) "
-                f"AND NOT (flags & {skip}) AND hash IS NOT NULL",
+                f"AND NOT (flags & {skip}) AND hash IS NOT NULL" + where.format(h="hash"),
                 "",
             ),
             (
                 "SELECT c.hash, c.size, f.flags FROM chunks c JOIN catalog f "
                 "ON c.md5path_1 = f.md5path_1 AND c.md5path_2 = f.md5path_2 "
                 f"WHERE (f.flags & {FLAG_FILE}) AND (f.flags & {FLAG_CHUNKED}) "
-                f"AND NOT (f.flags & {FLAG_EXTERNAL})",
+                f"AND NOT (f.flags & {FLAG_EXTERNAL})" + where.format(h="c.hash"),
                 "P",
             ),
         )
@@ -312,7 +326,7 @@ class Catalog:
         for sql, suffix in queries:
             if suffix and "chunks" not in tables:  # schemas before chunking had no such table
                 continue
-            for h, size, flags in self._stream(sql, ()):
+            for h, size, flags in self._stream(sql, args):
                 if h in (None, b""):
                     continue
                 if (

@@ -638,16 +638,22 @@ class ObjectStore:
                 while self._ahead_bytes > AHEAD_BYTES:  # the oldest, never read, go first
                     self._ahead_bytes -= len(self._ahead.pop(next(iter(self._ahead))))
 
-    def fetch_ahead_many(self, items: Sequence[tuple[str, str, int, bool, str]]) -> None:
-        """``fetch_ahead`` of several objects, each (name, suffix, size, compressed, what): the
-        small ones not in any cache in one pipelined fetch (``Fetcher.fetch_many``: a directory's
-        next small files cost one wake-up of the fetching thread and one round trip, not one each),
-        the others one by one. Each object is still hash-checked before it is inflated, then
-        size-checked and written with its checksum, and one that fails fails alone (logged: its reader
-        meets the error itself). Each is claimed (its ``_once`` lock held) for the whole fetch, so
-        a reader that comes for one waits for it instead of fetching it a second time."""
+    def fetch_ahead_many(
+        self, items: Sequence[tuple[str, str, int, bool, str]], *, keep: bool = True, whole: int = AHEAD_ITEM
+    ) -> tuple[int, int]:
+        """``fetch_ahead`` of several objects, each (name, suffix, size, compressed, what): those of
+        at most ``whole`` bytes not in any cache in one pipelined fetch (``Fetcher.fetch_many``: a
+        directory's next small files cost one wake-up of the fetching thread and one round trip, not
+        one each; each is held in memory whole), the others one by one. Each object is still
+        hash-checked before it is inflated, then size-checked and written with its checksum, and one
+        that fails fails alone (logged: its reader meets the error itself). Each is claimed (its
+        ``_once`` lock held) for the whole fetch, so a reader that comes for one waits for it
+        instead of fetching it a second time. ``keep`` False: the contents are not kept in memory
+        for a read that follows (a boot list's objects are read later, if at all, and would push
+        out the prefetcher's). Returns how many were made (or found made) and how many failed."""
         plain = self.plain_cache
         assert plain is not None
+        made = failed = 0
         alone: list[tuple[str, str, int, bool, str]] = []
         claimed: list[tuple[str, str, int, bool, str, threading.Lock]] = []
         hashes: list[ObjectHash] = []  # claimed[i]'s, parsed once
@@ -655,7 +661,7 @@ class ObjectStore:
             for name, suffix, size, compressed, what in items:
                 if plain.has(name, suffix):
                     continue
-                if size > AHEAD_ITEM or (
+                if size > whole or (
                     self.cache is not None and not self.cache.missing(parse_hash(name), suffix)
                 ):
                     alone.append((name, suffix, size, compressed, what))
@@ -689,19 +695,22 @@ class ObjectStore:
                     self.stats["fetched_bytes"] += sum(map(len, got))
                     h = hashes[i]
                     adler: list[int] | None = [] if compressed else None  # as in _make_plain
-                    keep = list(
+                    contents = list(
                         self._inflate_blocks(h, suffix, iter(got), compressed, what, size, adler32=adler)
                     )
                     laps.lap("ahead-inflate")
                     try:
-                        os.close(plain.put(name, suffix, keep, size, adler32=adler))
+                        os.close(plain.put(name, suffix, contents, size, adler32=adler))
                     except SizeMismatch as e:
                         raise self._size_error(h, suffix, e.got, size, what) from None
                     laps.lap("ahead-write")
-                    self._keep_ahead(name + suffix, b"".join(keep))
+                    if keep:
+                        self._keep_ahead(name + suffix, b"".join(contents))
                     with self._lock:
                         self._made += 1
+                    made += 1
                 except CvmfsError as e:
+                    failed += 1
                     log.debug("fetch ahead of %s failed: %s", what, e)
                 finally:
                     laps.restart()  # the next item's wait starts here, whatever this one did
@@ -713,9 +722,15 @@ class ObjectStore:
                     self._unclaim(name + suffix, lock)
         for name, suffix, size, compressed, what in alone:
             try:
-                self.fetch_ahead(name, suffix, size=size, compressed=compressed, what=what)
+                if keep:
+                    self.fetch_ahead(name, suffix, size=size, compressed=compressed, what=what)
+                else:
+                    os.close(self.inflated_fd(name, suffix, size=size, compressed=compressed, what=what))
+                made += 1
             except CvmfsError as e:
+                failed += 1
                 log.debug("fetch ahead of %s failed: %s", what, e)
+        return made, failed
 
     def fetch_stored_many(self, items: Sequence[tuple[ObjectHash, str]], *, limit: int) -> tuple[int, int]:
         """Objects known by name only (a boot list: ``bootlist.py``) into the object cache, as
