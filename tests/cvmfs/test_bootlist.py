@@ -189,3 +189,21 @@ def test_a_reader_waits_for_a_listed_object_in_flight_instead_of_fetching_it_aga
             repo.close()
     assert hashlib.sha1(data).hexdigest() == fx.listing(2)[path]["sha1"]
     assert sum(1 for p in requests.paths if p.endswith(f"/data/{name[:2]}/{name[2:]}")) == 1
+
+
+def test_objects_among_are_the_catalog_rows_of_those_hashes_in_batches(
+    fx: Fixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The boot list's sizes come from SQL-filtered rows: the same refs ``objects`` gives for those
+    hashes (files and chunks), whatever the ``IN`` batches."""
+    from cernvm_build.cvmfs import catalog
+
+    monkeypatch.setattr(catalog, "IN_BATCH", 3)
+    with open_repository(fx.repo, fqrn=FQRN, public_keys=[fx.pub]) as repo:
+        for cat in repo.catalogs():
+            every = set(cat.objects())
+            picked = sorted(every, key=lambda r: (r.name, r.suffix))[::2]
+            digests = sorted({bytes.fromhex(r.name[:40]) for r in picked})
+            got = set(cat.objects_among([*digests, b"\0" * 20]))
+            assert got == {r for r in every if bytes.fromhex(r.name[:40]) in set(digests)}
+            assert picked and {r.suffix for r in every} <= {"", "P"}
