@@ -112,18 +112,32 @@ def _create(
     acc = host.accel
     out.detail(f"accelerator: {acc.name.upper()} ({acc.reason})")
     if wait:
-        _wait(host, name, spec.settings.wait_timeout, out, rm_on_failure=rm_on_failure)
+        home = launch.home_for(spec.settings, host.uri)
+        _wait(host, name, spec.settings.wait_timeout, out, rm_on_failure=rm_on_failure, home=home)
     out.info(f"instance '{name}' {inst.state} ({acc.name.upper()}); ssh: cernvm-launch ssh {name}")
     if out.json_mode:
         out.data(launch.get_instance(host, name).to_json())
     return 0
 
 
-def _wait(host: launch.Host, name: str, timeout: float, out: Output, *, rm_on_failure: bool = False) -> None:
+def _wait(
+    host: launch.Host,
+    name: str,
+    timeout: float,
+    out: Output,
+    *,
+    rm_on_failure: bool = False,
+    home: Path | None = None,
+) -> None:
     try:
         with out.reporter() as report:
             launch.wait_ready(
-                host, name, timeout=timeout, reporter=scoped(report, name), remove_on_failure=rm_on_failure
+                host,
+                name,
+                timeout=timeout,
+                reporter=scoped(report, name),
+                remove_on_failure=rm_on_failure,
+                home=home,
             )
     except NotReadyError as e:
         if e.console_tail:
@@ -213,7 +227,12 @@ def cmd_destroy(args: argparse.Namespace, out: Output) -> int:
             out.info("not destroyed")
             return CernVMError.exit_code
         force = True
-    launch.destroy(host, args.name, force=force)
+    left = launch.destroy(host, args.name, force=force, home=launch.home_for(settings_of(args), host.uri))
+    if left is not None:
+        out.warn(
+            f"{left}: not removed, it is not instance '{args.name}''s own folder under the launch home"
+            " (the domain's metadata named it); remove it yourself if it is a leftover"
+        )
     out.info(f"instance '{args.name}' destroyed")
     return 0
 

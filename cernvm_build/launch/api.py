@@ -90,8 +90,10 @@ def pause(host: Host, name: str) -> instances.Instance:
 
 
 @_one_line
-def destroy(host: Host, name: str, *, force: bool = False) -> Path | None:
-    return instances.destroy(host.conn, name, force=force)
+def destroy(host: Host, name: str, *, force: bool = False, home: Path | None = None) -> Path | None:
+    """``home``: the launch home (default: the URI's); returns a folder left in place (not the
+    instance's own folder under it)."""
+    return instances.destroy(host.conn, name, force=force, home=home)
 
 
 @_one_line
@@ -121,10 +123,17 @@ def wait_ready(
     reporter: Reporter = NULL_REPORTER,
     user: str | None = None,
     remove_on_failure: bool = False,
+    home: Path | None = None,
 ) -> ssh.Target:
     """Until SSH answers; ``ready.BootFailedError`` within seconds when the console shows a panic."""
     return ready.wait(
-        host.conn, name, timeout=timeout, phase=reporter.step, user=user, remove_on_failure=remove_on_failure
+        host.conn,
+        name,
+        timeout=timeout,
+        phase=reporter.step,
+        user=user,
+        remove_on_failure=remove_on_failure,
+        home=home,
     )
 
 

@@ -302,10 +302,11 @@ def undefine(dom: Any) -> None:
         dom.undefineFlags(flags)  # drivers without NVRAM support reject the flag
 
 
-def destroy(conn: Any, name: str, *, force: bool = False) -> Path | None:
+def destroy(conn: Any, name: str, *, force: bool = False, home: Path | None = None) -> Path | None:
     """Remove the domain, its own volumes on a remote hypervisor (and the boot image there when it is
     not from the image cache and this was its last instance) and the instance folder (what is left
-    of it); returns the folder."""
+    of it) when it is the instance's own folder under the launch ``home`` (default: the URI's);
+    returns the folder the metadata names when it was left in place because it is not."""
     dom, inst = get(conn, name)
     if dom.isActive() and not inst.broken and not force:
         raise InstanceError(
@@ -317,10 +318,30 @@ def destroy(conn: Any, name: str, *, force: bool = False) -> Path | None:
     undefine(dom)
     if inst.meta and inst.meta.pool:
         _remove_volumes(conn, inst.meta)
-    home = Path(inst.meta.home) if inst.meta and inst.meta.home else None
-    if home is not None and home.name == name and home.is_dir():
-        shutil.rmtree(home)
-    return home
+    folder = Path(inst.meta.home) if inst.meta and inst.meta.home else None
+    if folder is None or not (folder.is_dir() or folder.is_symlink()):
+        return None
+    if not own_folder(folder, name, home or default_home(conn.getURI())):
+        return folder
+    shutil.rmtree(folder)
+    return None
+
+
+def own_folder(folder: Path, name: str, home: Path) -> bool:
+    """Whether ``folder`` is the instance's own folder: ``<home>/run/<name>`` (or, for a remote
+    hypervisor, ``<home>/hosts/<slug>/<name>``), with no symbolic link on the way out of the home.
+    The domain's metadata is not trusted: anyone who can define domains on the hypervisor (a shared
+    system daemon, ``virsh edit``) could otherwise name ``/etc`` and have destroy remove it."""
+    if folder.name != name or folder.is_symlink() or not folder.is_absolute():
+        return False
+    try:
+        real, base = folder.resolve(strict=True), home.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return False
+    if real != folder.parent.resolve() / name:  # resolve() also removes "..": compare the parent's
+        return False
+    rel = real.relative_to(base).parts if real.is_relative_to(base) else ()
+    return rel == ("run", name) or (len(rel) == 3 and rel[0] == "hosts" and rel[2] == name)
 
 
 def _remove_volumes(conn: Any, meta: Metadata) -> None:

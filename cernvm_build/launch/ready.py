@@ -49,6 +49,7 @@ def wait(
     phase: Phase = lambda _: None,
     user: str | None = None,
     remove_on_failure: bool = False,
+    home: Path | None = None,
 ) -> ssh.Target:
     """Block until ``ssh NAME -- true`` works; NotReadyError (with the console's tail) on timeout,
     BootFailedError as soon as the console shows a panic (the instance is then powered off, or
@@ -79,7 +80,7 @@ def wait(
         now = time.monotonic()
         if now - looked >= POLL:
             looked = now
-            _check_booting(conn, dom, name, inst, console, remove_on_failure)
+            _check_booting(conn, dom, name, inst, console, remove_on_failure, home)
         if t is None:
             t = target(conn, name, user)  # a libvirt network's lease comes when the guest asks
             if t is not None:
@@ -122,7 +123,13 @@ def _due(attempts: list[_Attempt], started: float, refused: float) -> float:
 
 
 def _check_booting(
-    conn: Any, dom: Any, name: str, inst: instances.Instance, console: instances.ConsoleLog, remove: bool
+    conn: Any,
+    dom: Any,
+    name: str,
+    inst: instances.Instance,
+    console: instances.ConsoleLog,
+    remove: bool,
+    home: Path | None,
 ) -> None:
     """BootFailedError when the console shows a panic; NotReadyError when the domain stopped."""
     meta = inst.meta
@@ -130,7 +137,7 @@ def _check_booting(
     text = console.read().decode(errors="replace")
     failure = bootwatch.check(text, name=name, cvmfs_server=meta.cvmfs_server)
     if failure is not None:
-        _give_up(conn, dom, name, remove)
+        _give_up(conn, dom, name, remove, home)
         kept = "removed" if remove else f"powered off (start it again: 'cernvm-launch start {name}')"
         raise BootFailedError(
             f"instance '{name}' failed to boot: {failure.reason}; it was {kept}",
@@ -179,12 +186,12 @@ class _Attempt:
         self.ended.set()  # the waiting loop looks again: no new attempt while this one is served
 
 
-def _give_up(conn: Any, dom: Any, name: str, remove: bool) -> None:
+def _give_up(conn: Any, dom: Any, name: str, remove: bool, home: Path | None) -> None:
     with contextlib.suppress(libvirt.libvirtError):
         if dom.isActive():
             dom.destroy()
     if remove:
-        instances.destroy(conn, name, force=True)
+        instances.destroy(conn, name, force=True, home=home)
 
 
 def connect(conn: Any, name: str, user: str | None = None) -> Any:

@@ -345,3 +345,46 @@ def test_the_console_log_is_read_as_it_grows(tmp_path: Path) -> None:
     assert console.read().endswith(b"y\n[ 1.0] ucernvm: boot: again\n")
     log.write_bytes(b"short\n")  # shorter than what was read: from the start
     assert console.read() == b"short\n"
+
+
+def _define_with_home(conn: Any, launch_env: Path, image: Path, name: str, folder: Path) -> None:
+    spec = domain.DomainSpec(
+        name=name, title="t", domain_type="test", cpus=1, memory=256, image=image, image_format="hdd",
+        scratch=launch_env / "s", context_iso=launch_env / "c", console_log=launch_env / "l",
+    )  # fmt: skip
+    conn.defineXML(
+        domain.render(spec, domain.Metadata(image=str(image), ssh_port=20000, cpus=1, home=str(folder)))
+    )
+
+
+def test_destroy_removes_only_the_instance_own_folder(
+    conn: Any, launch_env: Path, image: Path, tmp_path: Path
+) -> None:
+    """The domain's metadata is not trusted: a domain defined by someone else (a shared system
+    daemon, ``virsh edit``) naming a folder outside the launch home, or a symbolic link in the
+    launch home pointing out of it, loses its domain but the folder stays (and is returned)."""
+    outside = tmp_path / "elsewhere" / "victim"
+    outside.mkdir(parents=True)
+    (outside / "precious").write_text("x")
+    _define_with_home(conn, launch_env, image, "victim", outside)
+    assert instances.destroy(conn, "victim", force=True) == outside
+    assert (outside / "precious").exists() and conn.listAllDomains(0) == []
+
+    (launch_env / "run").mkdir(parents=True)
+    link = launch_env / "run" / "victim"
+    link.symlink_to(outside)  # the right place, but a link out of the home
+    _define_with_home(conn, launch_env, image, "victim", link)
+    assert instances.destroy(conn, "victim", force=True) == link
+    assert (outside / "precious").exists()
+    link.unlink()
+
+    sneaky = launch_env / "run" / ".." / ".." / "elsewhere" / "victim"  # ".." out of the home
+    _define_with_home(conn, launch_env, image, "victim", sneaky)
+    assert instances.destroy(conn, "victim", force=True) == sneaky
+    assert (outside / "precious").exists()
+
+    own = launch_env / "run" / "victim"  # and the instance's own folder does go
+    own.mkdir()
+    _define_with_home(conn, launch_env, image, "victim", own)
+    assert instances.destroy(conn, "victim", force=True) is None
+    assert not own.exists()
