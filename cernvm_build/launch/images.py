@@ -27,6 +27,7 @@ from ..errors import ImageError
 from ..fsutil import atomic_file, atomic_write, sha256_file
 from ..profile import Profile
 from ..report import NULL_REPORTER, Reporter
+from . import qcow2
 from .catalog import FORMATS
 
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
@@ -59,6 +60,13 @@ def detect_format(path: Path, *, bootable: bool = False) -> str:
     except OSError as e:
         raise ImageError(f"cannot read image: {e.strerror}", where=str(path)) from None
     if head[:4] == b"QFI\xfb":
+        outside = qcow2.outside_file(qcow2.info(path, ImageError, "image"))
+        if outside:  # the guest would read that host file (the seeds' rule, launch/qcow2.py)
+            raise ImageError(
+                f"the qcow2 image reads {outside}; a boot image must be one self-contained file",
+                where=str(path),
+                hint=qcow2.flatten_hint(path),
+            )
         return "qcow2"
     if iso == b"CD001":
         return "iso"

@@ -3,8 +3,8 @@ instance's scratch disk.
 
 The seed is read-only for every instance it backs; each instance's own qcow2 holds only what that
 instance writes, so one seed serves any number of instances and creation stays instant. The seed is
-checked before anything is made: it exists, is a qcow2 with no backing file of its own (a chain
-would make every instance depend on files launch does not know about), and the hypervisor's QEMU can
+checked before anything is made: it exists, is a qcow2 with no backing file or external data file
+(``qcow2.outside_file``: the guest would read files launch does not know about), and the hypervisor's QEMU can
 read it. On a system daemon QEMU runs as its own user and libvirt's DAC driver would chown every
 image of a disk's backing chain to that user (and never give a backing file back); the domain
 therefore names the seed with ``relabel='no'`` (``domain.xml.j2``), and launch checks instead that
@@ -16,14 +16,14 @@ pool's instances, and each instance's scratch volume is a qcow2 backed by it (``
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import proc
-from ..errors import InstanceError, ToolError
+from ..errors import InstanceError
+from . import qcow2
 
 
 @dataclass(frozen=True)
@@ -49,39 +49,24 @@ def check(path: Path, *, system: bool, remote: bool = False) -> SeedDisk:
         raise InstanceError("the seed is not a file", where=where, hint="give the seed's qcow2 file")
     if not os.access(path, os.R_OK):
         raise InstanceError("the seed is not readable", where=where, hint=f"chmod u+r {path}")
-    info = _info(path)
+    info = qcow2.info(path, InstanceError, "seed")
     if info.get("format") != "qcow2":
         raise InstanceError(
             f"the seed is not a qcow2 image (qemu-img says {info.get('format', '?')})",
             where=where,
             hint="give the .qcow2 file 'cernvm-build image seed' wrote",
         )
-    backing = info.get("full-backing-filename") or info.get("backing-filename")
-    if backing:
+    outside = qcow2.outside_file(info)
+    if outside:  # a chain, or a data file: the guest would read files launch does not know about
         raise InstanceError(
-            f"the seed has a backing file of its own ({backing}); a chain of seeds is not supported",
+            f"the seed reads {outside}; a seed must be one self-contained file",
             where=where,
-            hint=f"flatten it first: qemu-img convert -O qcow2 {path} flat.qcow2",
+            hint=qcow2.flatten_hint(path),
         )
     if system and not remote:
         _check_others_can_read(path)
     size = info.get("virtual-size")
     return SeedDisk(path, size if isinstance(size, int) else 0)
-
-
-def _info(path: Path) -> dict[str, object]:
-    # --force-share: an instance running on the seed holds qemu's lock on it; reading the header is safe
-    try:
-        out = proc.run(["qemu-img", "info", "--force-share", "--output", "json", path]).stdout
-    except ToolError as e:
-        raise InstanceError(
-            f"qemu-img cannot read the seed: {e.message}", where=str(path), hint="give a qcow2 image"
-        ) from None
-    try:
-        info = json.loads(out)
-    except ValueError:
-        raise InstanceError("qemu-img's description of the seed is not JSON", where=str(path)) from None
-    return info if isinstance(info, dict) else {}
 
 
 def _check_others_can_read(path: Path) -> None:

@@ -194,3 +194,40 @@ def test_bad_urls_and_unbootable_files_are_one_line(
     assert main(["images", "add", str(text)]) == 8
     assert "not a bootable image" in capsys.readouterr().err
     assert main(["images", "add", str(image)]) == 0  # a boot sector (0x55AA)
+
+
+def test_a_qcow2_boot_image_reading_other_files_is_refused(
+    http_dir: tuple[Path, str], tmp_path: Path, launch_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The seeds' rule for boot images: a qcow2 naming a backing file or an external data file (the
+    guest would read that host file) is refused when added, pulled (checksum or not: the publisher
+    writes both) or given as a file; a self-contained qcow2 is fine."""
+    import hashlib
+    import subprocess
+
+    from cernvm_build.cli.launch import main
+    from cernvm_build.launch.images import detect_format
+
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"\0" * 4096)
+    root, url = http_dir
+    evil = root / "evil.qcow2"
+    opts = f"data_file={secret},data_file_raw=on"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-o", opts, str(evil), "1M"], check=True)
+    (root / "evil.qcow2.sha256").write_text(f"{hashlib.sha256(evil.read_bytes()).hexdigest()}  evil.qcow2\n")
+    chained = tmp_path / "chained.qcow2"
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(evil), "-F", "qcow2", str(chained)], check=True
+    )
+    assert main(["images", "add", str(evil)]) == 8
+    err = capsys.readouterr().err
+    assert "reads an external data file" in err and str(secret) in err and "Traceback" not in err
+    with pytest.raises(ImageError, match="reads a backing file"):
+        detect_format(chained)  # a file given to create --iso
+    cache = ImageCache(tmp_path / "home")
+    with pytest.raises(ImageError, match="reads an external data file"):
+        cache.pull(f"{url}/evil.qcow2")
+    assert cache.list() == [] and not (tmp_path / "home" / "images" / "evil.qcow2").exists()
+    plain = tmp_path / "plain.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(plain), "1M"], check=True)
+    assert detect_format(plain) == "qcow2"

@@ -87,8 +87,15 @@ def test_a_session_domain_names_the_seed_without_a_dac_label(
         (lambda d: d / "absent.qcow2", "seed not found"),
         (lambda d: d, "the seed is not a file"),
         (lambda d: _raw(d / "seed.img"), "the seed is not a qcow2 image (qemu-img says raw)"),
-        (lambda d: _qcow2(d / "top.qcow2", backing=_qcow2(d / "base.qcow2")), "a backing file of its own"),
+        (
+            lambda d: _qcow2(d / "top.qcow2", backing=_qcow2(d / "base.qcow2")),
+            "the seed reads a backing file",
+        ),
         (lambda d: _mode(_qcow2(d / "private.qcow2"), 0o600), "QEMU user cannot read the seed"),
+        (
+            lambda d: _with_data_file(d / "s.qcow2", _raw(d / "secret")),
+            "the seed reads an external data file",
+        ),
     ],
 )
 def test_a_bad_seed_is_refused_before_anything_is_made(
@@ -99,6 +106,14 @@ def test_a_bad_seed_is_refused_before_anything_is_made(
         create(conn, request(launch_env, image, "bad", seed=bad))
     assert message in err.value.message and err.value.hint
     assert conn.listAllDomains(0) == [] and not (launch_env / "run" / "bad").exists()
+
+
+def _with_data_file(path: Path, data: Path) -> Path:
+    """A qcow2 whose clusters are another file (a downloaded seed naming ~/.ssh/id_ed25519)."""
+    opts = f"data_file={data},data_file_raw=on"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-o", opts, str(path), "1M"], check=True)
+    path.chmod(0o644)
+    return path
 
 
 def _raw(path: Path) -> Path:
@@ -133,7 +148,7 @@ def test_a_seed_for_a_remote_hypervisor_is_checked_here_but_not_for_this_hosts_q
     with pytest.raises(InstanceError, match="cannot read the seed"):
         seed.check(own, system=True)
     assert seed.check(own, system=True, remote=True).virtual_size == 64 << 20
-    with pytest.raises(InstanceError, match="backing file of its own"):
+    with pytest.raises(InstanceError, match="the seed reads a backing file"):
         seed.check(_qcow2(tmp_path / "chained.qcow2", backing=own), system=True, remote=True)
 
 
