@@ -175,6 +175,95 @@ cat /mnt/.rw/aux/fuse-stats 2>/dev/null | sort -k3 -n -r | sed 's/^/fuse /'
 find /mnt/.rw/cache/*/plain -type f -printf '%s\n' 2>/dev/null |
     awk '{n++; b+=$1} END {if (n) print "plain", n, b/1e6, "MB"}'
 """
+# Where the guest's CPU went by the login, for the μCernVM vs plain map (issue 13): systemd's own stamps
+# (µs since the kernel's start: systemd's start, ssh active), each cgroup's CPU (cgroup v2 ``cpu.stat``
+# usage_usec: a unit's CPU including its exited processes; the root's is the whole guest's since the
+# kernel started, so root minus its children is what ran outside systemd's units: the kernel's threads,
+# IRQs, the initrd and what it left running, the FUSE daemon), the kernel threads' CPU by name (ticks),
+# the processes left in the root cgroup (ticks; the daemon starts before systemd), and the CPU systemd
+# logged for each unit that had stopped by then (its cgroup gone, its CPU only in the parent's).
+CPU_MAP_SCRIPT = r"""
+for p in UserspaceTimestampMonotonic FinishTimestampMonotonic; do
+    echo "stamp $p $(systemctl show -p $p --value)"
+done
+for u in ssh.service cloud-init-local.service cloud-init.service systemd-udev-settle.service; do
+    echo "stamp $u $(systemctl show -p ActiveEnterTimestampMonotonic --value $u)"
+done
+find /sys/fs/cgroup -name cpu.stat | while read -r f; do
+    d=${f%/cpu.stat}; d=${d#/sys/fs/cgroup}
+    awk -v d="${d:-/}" '$1 == "usage_usec" {u = $2} $1 == "user_usec" {s = $2}
+        $1 == "system_usec" {k = $2} END {if (u >= 20000) printf "cg %.0f %.0f %.0f %s\n", u, s, k, d}' "$f"
+done | sort -k2 -n -r
+for d in /proc/[0-9]*; do
+    s=$(sed 's/^.*) //' $d/stat 2>/dev/null) || continue
+    c=$(sed 's/^[0-9]* (\(.*\)) .*/\1/' $d/stat 2>/dev/null)
+    set -- $s
+    if [ "${d#/proc/}" = 2 ] || [ "$2" = 2 ]; then
+        echo "kt ${c%%/*} ${12} ${13}"
+    elif grep -qx '0::/' $d/cgroup 2>/dev/null; then
+        [ $((${12} + ${13} + ${14} + ${15})) -gt 0 ] && echo "rootproc ${d#/proc/} $c ${12} ${13} ${14} ${15}"
+    fi
+done | awk '$1 == "kt" {t[$2] += $3 + $4; all += $3 + $4; next} {print}
+    END {print "kthreads", all; for (n in t) if (t[n] >= 5) print "kt", t[n], n}' | sort -k2 -n -r
+echo "init $(sed 's/^.*) //' /proc/1/stat | cut -d ' ' -f 12-15)"
+# a unit that has stopped (a oneshot: cloud-init's stages) has no cgroup left: systemd logs its CPU
+journalctl -b -o cat --no-pager | sed -n 's/^\([^ ]*\): Consumed \(.*\) CPU time.*/gone \1 \2/p'
+"""
+#: a span as systemd prints it ("1min 2.345s", "830ms", "12us"): unit -> seconds
+SPAN_UNITS = {"h": 3600.0, "min": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6}
+SPAN = re.compile(r"([0-9.]+)(h|min|ms|us|µs|s)\b")
+
+
+def cpu_map(text: str) -> dict[str, float]:
+    """``CPU_MAP_SCRIPT``'s output as seconds by item: ``stamp <name>`` (since the kernel's start),
+    ``cg <path>`` (a cgroup's CPU), ``gone <unit>`` (a stopped unit's, systemd's figure), ``kt <name>``
+    and ``kthreads`` (the kernel's threads), ``proc <comm>`` (processes left in the root cgroup), and
+    ``cg /*``: the top-level cgroups' sum, what ran in systemd's units and scopes (the daemon too: systemd
+    moves what it finds in the root cgroup into init.scope). The root's own ``cg /`` is the kernel's
+    tick count, as /proc/stat: the children's figures are exact clock readings and under TCG add up to
+    more than it (a tick lost while the host ran something else), so the two are not subtracted."""
+    out: dict[str, float] = {}
+    children = 0.0
+    for line in text.splitlines():
+        f = line.split()
+        if len(f) < 2:
+            continue
+        kind = f[0]
+        if kind == "stamp":
+            usec = f[2] if len(f) > 2 else ""
+            out[f"stamp {f[1]}"] = int(usec) / 1e6 if usec.isdigit() and int(usec) else float("nan")
+        elif kind == "cg" and len(f) == 5:
+            out[f"cg {f[4]}"] = int(f[1]) / 1e6
+            if f[4].count("/") == 1 and f[4] != "/":
+                children += int(f[1]) / 1e6
+        elif kind == "gone":
+            out[f"gone {f[1]}"] = sum(float(n) * SPAN_UNITS[u] for n, u in SPAN.findall(" ".join(f[2:])))
+        elif kind == "kthreads":
+            out["kthreads"] = int(f[1]) / 100  # ticks (USER_HZ)
+        elif kind == "kt" and len(f) == 3:
+            out[f"kt {f[2]}"] = int(f[1]) / 100
+        elif kind == "rootproc" and len(f) == 7:
+            out[f"proc {f[2]}"] = out.get(f"proc {f[2]}", 0.0) + (int(f[3]) + int(f[4])) / 100
+    out["cg /*"] = children
+    return out
+
+
+def cpu_map_rows(ucernvm: dict[str, float], plain: dict[str, float], least: float = 0.2) -> list[str]:
+    """The two guests' maps side by side: stamps first, then the items by how much more μCernVM's
+    took (seconds); items under ``least`` in both are left out."""
+    stamps = sorted(k for k in ucernvm.keys() | plain.keys() if k.startswith("stamp "))
+    items = [k for k in ucernvm.keys() | plain.keys() if not k.startswith("stamp ")]
+    items = [k for k in items if max(ucernvm.get(k, 0.0), plain.get(k, 0.0)) >= least]
+    items.sort(key=lambda k: (-(ucernvm.get(k, 0.0) - plain.get(k, 0.0)), k))
+    rows = [f"{'item (guest s)':58} {'uCernVM':>8} {'plain':>8} {'extra':>8}"]
+    for k in stamps + items:
+        a, b = ucernvm.get(k, float("nan")), plain.get(k, float("nan"))
+        if not k.startswith("stamp "):
+            a, b = ucernvm.get(k, 0.0), plain.get(k, 0.0)
+        rows.append(f"{k[:58]:58} {a:8.2f} {b:8.2f} {a - b:+8.2f}")
+    return rows
+
+
 PROFILE_SCRIPT = (
     "systemd-analyze; systemd-analyze blame | head -n 12; systemd-analyze critical-chain | head -n 20"
 )
@@ -287,6 +376,8 @@ class Figures:
     fetched: list[int] = dataclasses.field(default_factory=list)  # bytes per boot (μCernVM)
     #: the server's log lines of the objects the first boot fetched up to its login (μCernVM)
     trace: list[str] = dataclasses.field(default_factory=list)
+    #: ``CPU_MAP_SCRIPT``'s output at the first boot's login and at the reboot's
+    cpu_maps: list[str] = dataclasses.field(default_factory=list)
 
 
 def _measure(
@@ -319,6 +410,7 @@ def _measure(
                     # the CPU split (guest, FUSE daemon) as near the boot's end as a login gets: what the
                     # gap between the setups is made of (the guest is CPU-bound under TCG)
                     print(f"osboot: {name}: at login:\n{vm.ssh(DIAG_SCRIPT)}", file=sys.stderr)
+                    fig.cpu_maps.append(vm.ssh(CPU_MAP_SCRIPT))
                     # systemd-analyze answers once the boot has finished (cloud-init may still run at SSH)
                     vm.ssh("systemctl is-system-running --wait || true")
                     if counter:  # the boot's working set, before anything else reads the tree
@@ -345,6 +437,8 @@ def _measure(
                     print(f"osboot: {name}: reboot to SSH {took:.1f} s, {vm.before_kernel:.1f} s of it "
                           "before the kernel's clock started", file=sys.stderr)  # fmt: skip
                     print(f"osboot: {name}: after reboot:\n{vm.ssh(DIAG_SCRIPT)}", file=sys.stderr)
+                    fig.cpu_maps.append(vm.ssh(CPU_MAP_SCRIPT))
+                    print(vm.ssh(PROFILE_SCRIPT), file=sys.stderr)
                 off = vm.poweroff()
                 print(f"osboot: {name}: shutdown {off:.1f} s", file=sys.stderr)
                 fig.shutdown.append(off)  # NaN: did not power off
@@ -549,6 +643,10 @@ def run(quick: bool, logs: Path | None = None) -> list[Result]:
             try:
                 together = functools.partial(_measure, together=threading.Barrier(2))
                 a, b = _side_by_side(together, ("ucernvm", scratch), ("plain", plain), guest)
+                for when, map_a, map_b in zip(("first boot", "reboot"), a.cpu_maps, b.cpu_maps, strict=False):
+                    # under TCG without icount the guest's clock is the host's: a loaded host inflates both
+                    print(f"osboot: CPU map at the {when}'s login (guest-CPU-s):", file=sys.stderr)
+                    print(*cpu_map_rows(cpu_map(map_a), cpu_map(map_b)), sep="\n", file=sys.stderr)
                 icount: list[tuple[tuple[float, float], tuple[float, float]]] = []
                 if not quick:
                     # (c)/(d): a seed from (a)'s first-boot working set, its bytes from the repository

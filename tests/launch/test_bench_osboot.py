@@ -1,13 +1,16 @@
-"""bench/osboot: a failure on one side of a side-by-side pair is the one reported."""
+"""bench/osboot: a failure on one side of a side-by-side pair is the one reported; the CPU map's parsing."""
 
 from __future__ import annotations
 
 import concurrent.futures
+import math
+import subprocess
 import threading
+from pathlib import Path
 
 import pytest
 
-from bench.osboot import _both
+from bench.osboot import CPU_MAP_SCRIPT, _both, cpu_map, cpu_map_rows
 
 
 def test_the_failing_side_is_reported_not_the_barrier_it_broke() -> None:
@@ -31,3 +34,69 @@ def test_the_failing_side_is_reported_not_the_barrier_it_broke() -> None:
 def test_both_results_when_both_sides_end() -> None:
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         assert _both(pool.submit(lambda: 1), pool.submit(lambda: 2)) == (1, 2)
+
+
+# what CPU_MAP_SCRIPT printed in a μCernVM guest at a reboot's login (trimmed; bench/osboot.py)
+UCERNVM_MAP = """\
+stamp UserspaceTimestampMonotonic 13555733
+stamp FinishTimestampMonotonic 0
+stamp ssh.service 111100000
+cg 128970000 80000000 48970000 /
+cg 99350000 60000000 39350000 /system.slice
+cg 28850000 16000000 12850000 /init.scope
+cg 18450000 11000000 7450000 /user.slice
+cg 25230000 20000000 5230000 /system.slice/cloud-init-local.service
+kthreads 696
+kt 416 rcu_preempt
+kt 175 kworker
+rootproc 178 @ucernvm-cvmfs 945 809 0 0
+gone cloud-init.service 1min 2.5s
+gone systemd-fsck@dev-vdb1.service 830ms
+init 462 555 6104 2602
+"""
+PLAIN_MAP = """\
+stamp UserspaceTimestampMonotonic 5658347
+stamp ssh.service 68173304
+cg 87340000 60000000 27340000 /system.slice
+cg 11070000 6000000 5070000 /init.scope
+kthreads 589
+gone cloud-init.service 20.25s
+"""
+
+
+def test_the_cpu_map_reads_each_item_as_seconds() -> None:
+    got = cpu_map(UCERNVM_MAP)
+    assert got["stamp UserspaceTimestampMonotonic"] == pytest.approx(13.555733)
+    assert math.isnan(got["stamp FinishTimestampMonotonic"])  # 0: not reached yet
+    assert got["cg /system.slice/cloud-init-local.service"] == pytest.approx(25.23)
+    assert got["cg /*"] == pytest.approx(99.35 + 28.85 + 18.45)  # top level only, not the root's ticks
+    assert got["kthreads"] == pytest.approx(6.96)
+    assert got["kt rcu_preempt"] == pytest.approx(4.16)
+    assert got["proc @ucernvm-cvmfs"] == pytest.approx(17.54)
+    # systemd's spans of the units that had stopped
+    assert got["gone cloud-init.service"] == pytest.approx(62.5)
+    assert got["gone systemd-fsck@dev-vdb1.service"] == pytest.approx(0.83)
+
+
+def test_the_cpu_map_rows_put_stamps_first_then_the_largest_extra() -> None:
+    rows = cpu_map_rows(cpu_map(UCERNVM_MAP), cpu_map(PLAIN_MAP))
+    names = [r.split()[0] + " " + r.split()[1] for r in rows[1:]]
+    assert names[:3] == [
+        "stamp FinishTimestampMonotonic",
+        "stamp UserspaceTimestampMonotonic",
+        "stamp ssh.service",
+    ]
+    assert names[3:5] == ["cg /", "cg /*"]  # +128.97 (on one side only), +48.24: the largest extras
+    assert names.index("gone cloud-init.service") < names.index("cg /init.scope")  # +42.25 before +17.78
+    row = rows[1 + names.index("cg /system.slice/cloud-init-local.service")]
+    assert row.split()[-3:] == ["25.23", "0.00", "+25.23"]  # a unit only one side has counts 0 on the other
+
+
+@pytest.mark.skipif(not list(Path("/sys/fs/cgroup").glob("**/cpu.stat")), reason="no cgroup cpu.stat here")
+def test_the_cpu_map_script_runs_and_parses_on_this_kernel() -> None:
+    # the guest's script on the host (systemctl and journalctl may be missing or refuse: their lines are
+    # empty); the cgroup, kernel-thread and process parts are the kernel's, as in the guest
+    out = subprocess.run(["bash", "-c", CPU_MAP_SCRIPT], capture_output=True, text=True, timeout=120).stdout
+    got = cpu_map(out)
+    assert any(k.startswith("cg /") and k != "cg /*" and v > 0 for k, v in got.items())
+    assert got["kthreads"] > 0 and any(k.startswith("kt ") for k in got)
