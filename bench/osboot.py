@@ -180,8 +180,8 @@ find /mnt/.rw/cache/*/plain -type f -printf '%s\n' 2>/dev/null |
 # usage_usec: a unit's CPU including its exited processes; the root's is the whole guest's since the
 # kernel started, so root minus its children is what ran outside systemd's units: the kernel's threads,
 # IRQs, the initrd and what it left running, the FUSE daemon), the kernel threads' CPU by name (ticks),
-# the processes left in the root cgroup (ticks; the daemon starts before systemd), and the CPU systemd
-# logged for each unit that had stopped by then (its cgroup gone, its CPU only in the parent's).
+# the processes left in the root cgroup (ticks; the daemon starts before systemd), and each service's
+# CPU as systemd keeps it (a stopped unit's cgroup is gone, its CPU then only in the parent's).
 CPU_MAP_SCRIPT = r"""
 for p in UserspaceTimestampMonotonic FinishTimestampMonotonic; do
     echo "stamp $p $(systemctl show -p $p --value)"
@@ -206,17 +206,19 @@ for d in /proc/[0-9]*; do
 done | awk '$1 == "kt" {t[$2] += $3 + $4; all += $3 + $4; next} {print}
     END {print "kthreads", all; for (n in t) if (t[n] >= 5) print "kt", t[n], n}' | sort -k2 -n -r
 echo "init $(sed 's/^.*) //' /proc/1/stat | cut -d ' ' -f 12-15)"
-# a unit that has stopped (a oneshot: cloud-init's stages) has no cgroup left: systemd logs its CPU
-journalctl -b -o cat --no-pager | sed -n 's/^\([^ ]*\): Consumed \(.*\) CPU time.*/gone \1 \2/p'
+# a unit that has stopped (a oneshot: cloud-init's stages) has no cgroup left: systemd keeps its last
+# CPUUsageNSec (one systemctl call for all: a fork per unit costs seconds under TCG)
+systemctl show -p Id -p CPUUsageNSec $(systemctl list-units --all --plain --no-legend --type=service |
+    awk '{print ($1 == "●" ? $2 : $1)}') | awk -v RS= '{id = ""; ns = ""; for (i = 1; i <= NF; i++) {
+        if ($i ~ /^Id=/) id = substr($i, 4); if ($i ~ /^CPUUsageNSec=[0-9]+$/) ns = substr($i, 14) }
+    if (id != "" && ns != "" && ns + 0 >= 20000000) printf "unit %s %.0f\n", id, ns / 1000}'
 """
-#: a span as systemd prints it ("1min 2.345s", "830ms", "12us"): unit -> seconds
-SPAN_UNITS = {"h": 3600.0, "min": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6}
-SPAN = re.compile(r"([0-9.]+)(h|min|ms|us|µs|s)\b")
 
 
 def cpu_map(text: str) -> dict[str, float]:
     """``CPU_MAP_SCRIPT``'s output as seconds by item: ``stamp <name>`` (since the kernel's start),
-    ``cg <path>`` (a cgroup's CPU), ``gone <unit>`` (a stopped unit's, systemd's figure), ``kt <name>``
+    ``cg <path>`` (a cgroup's CPU), ``unit <name>`` (a service's, systemd's figure: also once it has
+    stopped and its cgroup is gone), ``kt <name>``
     and ``kthreads`` (the kernel's threads), ``proc <comm>`` (processes left in the root cgroup), and
     ``cg /*``: the top-level cgroups' sum, what ran in systemd's units and scopes (the daemon too: systemd
     moves what it finds in the root cgroup into init.scope). The root's own ``cg /`` is the kernel's
@@ -236,8 +238,8 @@ def cpu_map(text: str) -> dict[str, float]:
             out[f"cg {f[4]}"] = int(f[1]) / 1e6
             if f[4].count("/") == 1 and f[4] != "/":
                 children += int(f[1]) / 1e6
-        elif kind == "gone":
-            out[f"gone {f[1]}"] = sum(float(n) * SPAN_UNITS[u] for n, u in SPAN.findall(" ".join(f[2:])))
+        elif kind == "unit" and len(f) == 3:
+            out[f"unit {f[1]}"] = int(f[2]) / 1e6
         elif kind == "kthreads":
             out["kthreads"] = int(f[1]) / 100  # ticks (USER_HZ)
         elif kind == "kt" and len(f) == 3:

@@ -50,8 +50,8 @@ kthreads 696
 kt 416 rcu_preempt
 kt 175 kworker
 rootproc 178 @ucernvm-cvmfs 945 809 0 0
-gone cloud-init.service 1min 2.5s
-gone systemd-fsck@dev-vdb1.service 830ms
+unit cloud-init.service 62500000
+unit systemd-fsck@dev-vdb1.service 830000
 init 462 555 6104 2602
 """
 PLAIN_MAP = """\
@@ -60,7 +60,7 @@ stamp ssh.service 68173304
 cg 87340000 60000000 27340000 /system.slice
 cg 11070000 6000000 5070000 /init.scope
 kthreads 589
-gone cloud-init.service 20.25s
+unit cloud-init.service 20250000
 """
 
 
@@ -73,9 +73,9 @@ def test_the_cpu_map_reads_each_item_as_seconds() -> None:
     assert got["kthreads"] == pytest.approx(6.96)
     assert got["kt rcu_preempt"] == pytest.approx(4.16)
     assert got["proc @ucernvm-cvmfs"] == pytest.approx(17.54)
-    # systemd's spans of the units that had stopped
-    assert got["gone cloud-init.service"] == pytest.approx(62.5)
-    assert got["gone systemd-fsck@dev-vdb1.service"] == pytest.approx(0.83)
+    # systemd's figures (µs), also of the units that had stopped
+    assert got["unit cloud-init.service"] == pytest.approx(62.5)
+    assert got["unit systemd-fsck@dev-vdb1.service"] == pytest.approx(0.83)
 
 
 def test_the_cpu_map_rows_put_stamps_first_then_the_largest_extra() -> None:
@@ -87,7 +87,7 @@ def test_the_cpu_map_rows_put_stamps_first_then_the_largest_extra() -> None:
         "stamp ssh.service",
     ]
     assert names[3:5] == ["cg /", "cg /*"]  # +128.97 (on one side only), +48.24: the largest extras
-    assert names.index("gone cloud-init.service") < names.index("cg /init.scope")  # +42.25 before +17.78
+    assert names.index("unit cloud-init.service") < names.index("cg /init.scope")  # +42.25 before +17.78
     row = rows[1 + names.index("cg /system.slice/cloud-init-local.service")]
     assert row.split()[-3:] == ["25.23", "0.00", "+25.23"]  # a unit only one side has counts 0 on the other
 
