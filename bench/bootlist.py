@@ -26,7 +26,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -41,17 +41,18 @@ DELAY_MS = 2.0
 
 
 @contextlib.contextmanager
-def _relay(upstream: str, delay: float) -> Iterator[str]:
-    """``http://127.0.0.1:PORT`` forwarding to ``upstream`` (host:port), each client send held ``delay`` s."""
+def _relay(upstream: str, delay: float | Callable[[], float]) -> Iterator[str]:
+    """``http://127.0.0.1:PORT`` forwarding to ``upstream`` (host:port), each client send held ``delay`` s
+    (a callable: asked at each send, so a test can hold only the requests it means to)."""
     host, port = upstream.split(":")
     lsock = socket.create_server(("127.0.0.1", 0))
     stop = threading.Event()
 
-    def pipe(src: socket.socket, dst: socket.socket, hold: float) -> None:
+    def pipe(src: socket.socket, dst: socket.socket, hold: float | Callable[[], float]) -> None:
         with contextlib.suppress(OSError):
             while data := src.recv(1 << 16):
-                if hold:
-                    time.sleep(hold)
+                if seconds := hold() if callable(hold) else hold:
+                    time.sleep(seconds)
                 dst.sendall(data)
         with contextlib.suppress(OSError):
             dst.shutdown(socket.SHUT_WR)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..cvmfs import bootlist
 from ..errors import BuildError
 from ..fsutil import atomic_write, sha256_file
 from ..paths import data_dir
@@ -165,7 +166,7 @@ def assemble(inputs: InitrdInputs) -> tuple[Tree, dict[str, Any]]:
     }
     if inputs.boot_list is not None:
         info["boot_list"] = {
-            "names": inputs.boot_list.count(b"\n"),
+            "names": bootlist.names_in(inputs.boot_list),
             "bytes": len(inputs.boot_list),
             "sha256": hashlib.sha256(inputs.boot_list).hexdigest(),
         }

@@ -42,11 +42,12 @@ import dataclasses
 import os
 import re
 import shutil
+import stat
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from .. import jsonable, proc
 from ..cvmfs import bootlist
@@ -115,13 +116,30 @@ class Seed:
         return jsonable.to_json(self)
 
 
-def trace_objects(lines: Iterable[str], source: str = "trace", fqrn: str | None = None) -> dict[str, str]:
+#: bounds of a trace file, checked while it is read: a boot's server log is a few MB, its longest
+#: lines (a squid or combined log's user agent) well under a KB
+MAX_TRACE_BYTES = 1 << 30
+MAX_TRACE_LINE = 64 << 10
+
+
+class TooManyNames(Exception):
+    """``trace_objects`` found more than its ``limit``; ``where`` is the line that crossed it."""
+
+    def __init__(self, where: str):
+        super().__init__(where)
+        self.where = where
+
+
+def trace_objects(
+    lines: Iterable[str], source: str = "trace", fqrn: str | None = None, limit: int | None = None
+) -> dict[str, str]:
     """Object names in first-seen order, each with where it was first seen (``source:line``).
 
     A line may be an access-log line (``cvmfs serve -vv``, nginx/apache combined, squid's native
     format: every ``/data/XX/...`` object in it; failed requests, 4xx/5xx, are skipped; with
     ``fqrn``, objects under ``/cvmfs/<another repository>/`` too) or a bare object name
-    (``<hash>[suffix]`` or ``data/XX/<rest>``). Anything else is ignored."""
+    (``<hash>[suffix]`` or ``data/XX/<rest>``). Anything else is ignored. More than ``limit``
+    names: ``TooManyNames`` at the line that crossed it (not after the whole trace is held)."""
     found: dict[str, str] = {}
     for n, line in enumerate(lines, 1):
         bare = _BARE.match(line)
@@ -131,6 +149,8 @@ def trace_objects(lines: Iterable[str], source: str = "trace", fqrn: str | None 
         for repo, head, rest in hits:
             if not (fqrn and repo and repo != fqrn):
                 found.setdefault(head + rest, f"{source}:{n}")
+        if limit is not None and len(found) > limit:
+            raise TooManyNames(f"{source}:{n}")
     return found
 
 
@@ -139,15 +159,41 @@ def objects_from_trace(lines: Iterable[str], fqrn: str | None = None) -> list[st
     return list(trace_objects(lines, fqrn=fqrn))
 
 
-def read_trace(path: Path, fqrn: str | None = None) -> dict[str, str]:
-    """``trace_objects`` of a file (text; undecodable bytes do not stop it)."""
+def _trace_lines(f: BinaryIO, source: str) -> Iterator[str]:
+    """The lines of a trace, each bound checked as it is read (MAX_TRACE_LINE, MAX_TRACE_BYTES): a
+    wrong file is one error naming where it crossed the bound, not all of it in memory first."""
+    total = 0
+    for n, raw in enumerate(iter(lambda: f.readline(MAX_TRACE_LINE + 1), b""), 1):
+        total += len(raw)
+        if len(raw) > MAX_TRACE_LINE:
+            raise UsageError(
+                f"{source}:{n}: a line over {MAX_TRACE_LINE:,} bytes: not a trace",
+                hint="pass an access log or a list of object names",
+            )
+        if total > MAX_TRACE_BYTES:
+            raise UsageError(
+                f"{source}:{n}: the trace is over {MAX_TRACE_BYTES:,} bytes",
+                hint="cut the log to the requests of one boot",
+            )
+        yield raw.decode("utf-8", errors="replace")
+
+
+def read_trace(path: Path, fqrn: str | None = None, limit: int | None = None) -> dict[str, str]:
+    """``trace_objects`` of a file: a regular one (a FIFO or a device is refused at once, never read
+    or waited on), text (undecodable bytes do not stop it), within the trace bounds."""
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return trace_objects(f, str(path), fqrn)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as e:
         raise UsageError(
             f"{path}: trace cannot be read: {e.strerror}", hint="pass an access log or a list of object names"
         ) from e
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UsageError(f"{path}: the trace is not a regular file", hint="save the log to a file first")
+        try:
+            return trace_objects(_trace_lines(f, str(path)), str(path), fqrn, limit)
+        except OSError as e:
+            raise UsageError(f"{path}: trace cannot be read: {e.strerror}", hint="check the file") from e
 
 
 def boot_list(traces: Sequence[Path], fqrn: str | None = None) -> tuple[bytes, int]:
@@ -156,13 +202,17 @@ def boot_list(traces: Sequence[Path], fqrn: str | None = None) -> tuple[bytes, i
     reads (``bootlist.MAX_NAMES`` / ``MAX_BYTES``), is refused naming the file (and line)."""
     names: dict[str, str] = {}
     for trace in traces:
-        for name, where in read_trace(trace, fqrn).items():
-            names.setdefault(name, where)
-            if len(names) > bootlist.MAX_NAMES:
-                raise UsageError(
-                    f"{where}: more than {bootlist.MAX_NAMES:,} object names in the boot list",
-                    hint="trace one boot only (a boot reads a few thousand objects); a seed carries more",
-                )
+        try:
+            found = read_trace(trace, fqrn, limit=bootlist.MAX_NAMES).items()
+            for name, where in found:
+                names.setdefault(name, where)
+                if len(names) > bootlist.MAX_NAMES:
+                    raise TooManyNames(where)
+        except TooManyNames as e:
+            raise UsageError(
+                f"{e.where}: more than {bootlist.MAX_NAMES:,} object names in the boot list",
+                hint="trace one boot only (a boot reads a few thousand objects); a seed carries more",
+            ) from None
     if not names:
         raise UsageError(
             f"{', '.join(map(str, traces))}:1: no object names in the trace",

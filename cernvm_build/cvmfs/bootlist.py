@@ -1,12 +1,18 @@
 """A boot list: the object names of a boot's working set, fetched ahead as soon as the mount is ready.
 
-An image built with ``--boot-list`` carries ``/etc/cvmfs/boot.list`` in its initrd (names only, one
-a line: ``<hash>[suffix]``); the mount daemon (``mount.py --boot-list``) hands it to ``start`` once
-the kernel has the mount. One background thread then fetches the objects not in the cache yet in
-pipelined batches (``ObjectStore.fetch_stored_many``: the same hash check, cache and quota as any
-fetch), so the boot's readers, whose opens are scattered over the tree (libraries, Python packages,
-unit files), find them on the disk instead of waiting a round trip each. The bytes still come from
-the server, checked against their names; the list only says which to ask for.
+An image built with ``--boot-list`` carries ``/etc/cvmfs/boot.list`` in its initrd (a header ``#
+<fqrn> revision N root <hash>``, then names only, one a line: ``<hash>[suffix]``); the mount daemon
+(``mount.py --boot-list``) hands it to ``start`` once the kernel has the mount. One background
+thread then fetches the objects not in the cache yet in pipelined batches
+(``ObjectStore.fetch_stored_many``: the same hash check, cache and quota as any fetch), so the
+boot's readers, whose opens are scattered over the tree (libraries, Python packages, unit files),
+find them on the disk instead of waiting a round trip each. The bytes still come from the server,
+checked against their names; the list only says which to ask for.
+
+A list made for another repository (user data switched it) is skipped whole; one of another
+revision is fetched all the same (unchanged files keep their names). The file must be a regular
+one (opened without blocking: a FIFO never holds up the unmount), is read to MAX_BYTES at most, a
+line over MAX_LINE is skipped unread, and after MAX_BAD bad lines the rest is not read.
 
 Never fatal: an unreadable list, a line that is no object name, an object the server lacks or
 delivers damaged is counted (``--stats``: ``~list-*``) and skipped. One thread and one connection,
@@ -19,11 +25,16 @@ Stdlib only: part of the initrd runtime.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
+import os
+import stat
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from ..errors import CvmfsError
 from .objects import SUFFIXES, ObjectHash, parse_hash
@@ -34,8 +45,14 @@ log = logging.getLogger(__name__)
 #: bounds of a list, at build and when read: names, bytes (a boot reads ~1,700 objects)
 MAX_NAMES = 200_000
 MAX_BYTES = 16 << 20
+#: a line longer than this is no name (the longest, ``<40 hex>-shake128C``, is 50): skipped unread
+MAX_LINE = 100
+#: bad lines after which the rest of a file is not read (it is no list)
+MAX_BAD = 1_000
 #: objects per pipelined request (as the prefetcher's batches: ``prefetch.BATCH``)
 BATCH = 8
+#: how long unmount waits for a batch in flight (``stop``)
+STOP_WAIT = 0.5
 #: the most stored bytes of one listed object, or inflated bytes of a file (larger ones are left
 #: to their reader)
 ITEM_LIMIT = 64 << 20
@@ -54,30 +71,106 @@ def parse_name(text: str) -> tuple[ObjectHash, str]:
     return parse_hash(text[: len(text) - len(suffix)]), suffix
 
 
-def parse(lines: Iterable[str]) -> tuple[list[tuple[ObjectHash, str]], int]:
-    """The object names of a list in order, deduplicated, at most MAX_NAMES, and how many lines were
-    neither a name nor blank (skipped: a list is a hint, never a reason to fail)."""
+@dataclass
+class Listing:
+    """What a list file held: its names in order (deduplicated, at most MAX_NAMES), how many lines
+    were neither a name, a comment nor blank, and its header (``header``) if it has one."""
+
+    names: list[tuple[ObjectHash, str]] = field(default_factory=list)
+    bad: int = 0
+    #: the repository (and, when the build knew them, revision and root hash) it was made for
+    fqrn: str | None = None
+    revision: int | None = None
+    root_hash: str | None = None
+
+
+def header(fqrn: str, revision: int | None = None, root_hash: str | None = None) -> str:
+    """The first line of a list an image carries: which repository (revision, root) its names are
+    of. The daemon skips a list made for another repository (user data switched it)."""
+    rest = (f" revision {revision}" if revision is not None else "") + (
+        f" root {root_hash}" if root_hash else ""
+    )
+    return f"# {fqrn}{rest}\n"
+
+
+def names_in(data: bytes) -> int:
+    """How many names a list's text holds (its lines but the header, comments and blanks)."""
+    return sum(1 for line in data.splitlines() if line.strip() and not line.startswith(b"#"))
+
+
+def _header(text: str, into: Listing) -> None:
+    words = text.lstrip("#").split()
+    if not words:
+        return
+    into.fqrn = words[0]
+    pairs = dict(zip(words[1::2], words[2::2], strict=False))
+    with contextlib.suppress(ValueError):
+        into.revision = int(pairs.get("revision", ""))
+    into.root_hash = pairs.get("root")
+
+
+def parse(lines: Iterable[str | None]) -> Listing:
+    """The list's names and header (a first line ``# <fqrn> ...``; later ``#`` lines are comments).
+    A line that is no name (or None: over MAX_LINE, cut by the reader) is counted and skipped: a
+    list is a hint, never a reason to fail. After MAX_BAD such lines the rest is not read: it is
+    no list (a hostile or wrong file costs the daemon a bounded amount of CPU)."""
     names: dict[tuple[ObjectHash, str], None] = {}
-    bad = 0
+    out = Listing()
+    first = True
     for line in lines:
-        text = line.strip()
-        if not text:
+        text = line.strip() if line is not None else None
+        if text == "":
             continue
+        if text is not None and text.startswith("#"):
+            if first:
+                _header(text, out)
+            first = False
+            continue
+        first = False
         try:
+            if text is None or len(text) > MAX_LINE:
+                raise ValueError("too long")
             names.setdefault(parse_name(text), None)
         except ValueError:
-            bad += 1
+            out.bad += 1
+            if out.bad >= MAX_BAD:
+                break
             continue
         if len(names) >= MAX_NAMES:
             break
-    return list(names), bad
+    out.names = list(names)
+    return out
 
 
-def read(path: Path) -> tuple[list[tuple[ObjectHash, str]], int]:
-    """``parse`` of the first MAX_BYTES of ``path`` (undecodable bytes spoil only their line)."""
-    with open(path, "rb") as f:
-        data = f.read(MAX_BYTES)
-    return parse(data.decode("utf-8", errors="replace").splitlines())
+def _lines(f: BinaryIO) -> Iterator[str | None]:
+    """The lines of the first MAX_BYTES of ``f``, None for one over MAX_LINE (its bytes are read
+    in bounded pieces, never held); undecodable bytes spoil only their line."""
+    left = MAX_BYTES
+    while left > 0:
+        line = f.readline(min(MAX_LINE + 2, left))
+        if not line:
+            return
+        left -= len(line)
+        if len(line) > MAX_LINE and not line.endswith(b"\n"):  # cut: skip the rest of it
+            while left > 0 and line and not line.endswith(b"\n"):
+                line = f.readline(min(1 << 16, left))
+                left -= len(line)
+            yield None
+            continue
+        yield line.decode("utf-8", errors="replace")
+
+
+def read(path: Path) -> Listing:
+    """``parse`` of ``path``, a regular file: opened without blocking (a FIFO or a device is refused
+    at once, never waited on: the daemon's unmount must not hang on its list)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            return parse(_lines(f))
+    finally:
+        os.close(fd)
 
 
 class BootList:
@@ -94,7 +187,9 @@ class BootList:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = STOP_WAIT) -> None:
+        """Ends the list at its next batch; waits at most ``timeout`` for a batch in flight (the
+        daemon exits right after: a copy cut short is a ``.tmp`` the next start sweeps)."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
@@ -119,10 +214,27 @@ class BootList:
         if cache is None:
             return
         try:
-            names, bad = read(self.path)
+            listing = read(self.path)
         except OSError as e:
             log.warning("boot list %s: cannot be read: %s", self.path, e.strerror)
             return
+        repo = self.repo
+        if listing.fqrn is not None and listing.fqrn != repo.fqrn:
+            # user data switched the repository: the names are another repository's
+            log.warning(
+                "boot list %s: made for %s, not the mounted %s: skipped", self.path, listing.fqrn, repo.fqrn
+            )
+            return
+        if listing.root_hash is not None and listing.root_hash != repo.root_hash:
+            # another revision (the pin moved on): most names are still the boot's (unchanged files
+            # keep their hashes); those gone are 404s, bounded by the give-up rule below
+            log.info(
+                "boot list %s: made for revision %s, revision %s mounted: fetched all the same",
+                self.path,
+                listing.revision if listing.revision is not None else listing.root_hash,
+                repo.revision,
+            )
+        names, bad = listing.names, listing.bad
         self.counts["names"], self.counts["bad"] = len(names), bad
         self._count("bad-line", bad)
         # what a reboot finds: one look each in the caches' in-memory holdings, no stat

@@ -26,6 +26,7 @@ from ..bootloader.initrd import DEFAULT_LEVEL, InitrdInputs, build_initrd
 from ..bootloader.kernel import Kernel, fetch_debian_kernel, kernel_from_tree
 from ..bootloader.runtime import default_python
 from ..context import BuildContext
+from ..cvmfs import bootlist
 from ..cvmfs.repository import SnapshotSpec, open_repository
 from ..errors import BuildError, CernVMError
 from ..fsutil import fsync_dir, sha256_file
@@ -216,7 +217,8 @@ def build_image(
 
     ``ctx.epoch`` dates everything inside the outputs; ``ctx.cache`` holds the kernel (unless
     ``kernel_cache``) and the initrd's Python runtime; steps go to ``ctx.reporter``. ``boot_list``:
-    object names, one a line (``bootloader.seed.boot_list``), carried in the initrd for the first
+    object names, one a line (``bootloader.seed.boot_list``), under a header naming the snapshot
+    (``bootlist.header``), carried in the initrd for the first
     boot's mount to fetch ahead; recorded in the manifest (count and sha256)."""
     say = ctx.reporter.step
     fmts = parse_formats(formats, list(profile.image.formats))
@@ -230,6 +232,8 @@ def build_image(
 
     say(f"repository {profile.cvmfs.repository}: reading the snapshot")
     snap = query_snapshot(profile)
+    if boot_list is not None:  # which repository and revision its names are of: the daemon checks
+        boot_list = bootlist.header(snap.fqrn, snap.revision, snap.root_hash).encode() + boot_list
     say(f"kernel: {profile.kernel.package or profile.kernel.vmlinuz}")
     kernel = get_kernel(profile, kernel_cache or ctx.cache / "kernel")
 
@@ -344,5 +348,5 @@ def build_image(
         initrd_size=initrd.size,
         initrd_payload=initrd.payload_size,
         kernel=kernel,
-        boot_list=(boot_list.count(b"\n"), len(boot_list)) if boot_list is not None else (0, 0),
+        boot_list=(bootlist.names_in(boot_list), len(boot_list)) if boot_list is not None else (0, 0),
     )

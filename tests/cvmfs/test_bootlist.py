@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -148,11 +149,107 @@ def test_a_missing_list_file_still_mounts(fx: Fixture, server: Server, mnt: Path
 
 def test_parse_skips_and_counts_bad_lines_and_is_bounded() -> None:
     a, b = "a" * 40, "b" * 40 + "-rmd160"
-    names, bad = bootlist.parse([a, f"{a}C", "x", f"{b}P", a, f"{a}T", f"{a}Q", "  "])
-    assert [(str(h), s) for h, s in names] == [(a, ""), (a, "C"), (b, "P")]
-    assert bad == 3
+    got = bootlist.parse([a, f"{a}C", "x", f"{b}P", a, f"{a}T", f"{a}Q", "  ", "# a comment", None])
+    assert [(str(h), s) for h, s in got.names] == [(a, ""), (a, "C"), (b, "P")]
+    assert (got.bad, got.fqrn) == (4, None)
     many = [f"{i:040x}" for i in range(bootlist.MAX_NAMES + 5)]
-    assert len(bootlist.parse(many)[0]) == bootlist.MAX_NAMES
+    assert len(bootlist.parse(many).names) == bootlist.MAX_NAMES
+    head = bootlist.parse([bootlist.header(FQRN, 7, "c" * 40), a])
+    assert (head.fqrn, head.revision, head.root_hash, len(head.names), head.bad) == (FQRN, 7, "c" * 40, 1, 0)
+    assert bootlist.parse(["# other.repo", a]).fqrn == "other.repo"
+
+
+def test_a_hostile_list_file_is_read_within_bounds(tmp_path: Path) -> None:
+    """Only the first MAX_BAD bad lines are read (then it is no list); a line over MAX_LINE is
+    skipped without being held; a FIFO (no writer: an open would block) and a device are refused
+    at once."""
+    a = "a" * 40
+    junk = tmp_path / "junk.list"
+    junk.write_text("x\n" * bootlist.MAX_BAD + f"{a}\n")
+    got = bootlist.read(junk)
+    assert (got.names, got.bad) == ([], bootlist.MAX_BAD)
+    long = tmp_path / "long.list"
+    long.write_text(a * 1000 + f"\n{a}\n" + "b" * (bootlist.MAX_LINE + 1) + "\n" + "c" * 40)
+    got = bootlist.read(long)
+    assert ([str(h) for h, _ in got.names], got.bad) == ([a, "c" * 40], 2)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    errors: list[str] = []
+
+    def read(path: Path) -> None:
+        try:
+            bootlist.read(path)
+        except OSError as e:
+            errors.append(f"{path}: {e.strerror}")
+
+    for path in (fifo, Path("/dev/zero")):
+        t = threading.Thread(target=read, args=(path,), daemon=True)
+        t.start()
+        t.join(10)
+        if t.is_alive():  # the test's own bound, not a timing: an open of a FIFO blocks forever
+            with open(fifo, "wb"):  # let the reader go
+                pass
+        assert errors[-1:] == [f"{path}: not a regular file"]
+
+
+def _log_has(log: Path, text: str, seconds: float = 20) -> bool:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if log.exists() and text in log.read_text():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_list_made_for_another_repository_is_skipped_and_another_revision_is_fetched(
+    fx: Fixture, server: Server, mnt: Path, tmp_path: Path, requests: _Requests
+) -> None:
+    """User data switched the repository: the list's header names another one, so none of its
+    names is asked for (one log line). A list of another revision of this repository is fetched."""
+    names = list(_file_objects(fx))[:3]
+    other = tmp_path / "other.list"
+    other.write_text(bootlist.header("other.example.org", 5, "c" * 40) + "".join(f"{n}\n" for n in names))
+    log = tmp_path / "log"
+    _mount(server, fx, mnt, tmp_path / "cache", "--boot-list", str(other), "--log", str(log))
+    assert _log_has(log, "boot list"), log.read_text()
+    assert "for other.example.org, not the mounted" in log.read_text()
+    assert not requests.objects() & set(names)
+    subprocess.run(["fusermount3", "-u", str(mnt)], check=True)
+    older = tmp_path / "older.list"
+    older.write_text(bootlist.header(FQRN, 1, "c" * 40) + "".join(f"{n}\n" for n in [*_catalogs(fx), *names]))
+    _mount(server, fx, mnt, tmp_path / "cache", "--boot-list", str(older))
+    assert _wait_for(requests, set(names)) == set()
+
+
+def test_stop_does_not_wait_for_a_batch_in_flight(fx: Fixture, server: Server, tmp_path: Path) -> None:
+    """Unmount (``stop``) waits at most STOP_WAIT for the list's batch on the way (held 2 s by a
+    relay), not until it lands: the daemon exits right after."""
+    from bench.bootlist import _relay
+
+    listed = tmp_path / "boot.list"
+    listed.write_text("".join(f"{n}\n" for n in list(_file_objects(fx))[:3]))
+    hold = 0.0
+    with _relay(server.url.split("//", 1)[1], lambda: hold) as url:
+        repo = open_repository(
+            f"{url}/cvmfs/{FQRN}",
+            fqrn=FQRN,
+            public_keys=[fx.pub],
+            cache_dir=tmp_path / "cache",
+            inflated=True,
+        )
+        try:
+            assert repo.store.cache is not None
+            repo.store.cache.hold()
+            boot = bootlist.BootList(repo, listed)
+            hold = 2.0
+            boot.start()
+            time.sleep(0.2)  # its batch is held by the relay
+            boot.stop()
+            alive = boot._thread.is_alive()
+            boot._thread.join(30)  # before the repository closes under it
+        finally:
+            repo.close()
+    assert alive
 
 
 def test_a_reader_waits_for_a_listed_object_in_flight_instead_of_fetching_it_again(

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -186,7 +187,9 @@ def test_a_boot_list_is_carried_in_the_initrd_and_counted(test_repo: ServedRepo,
     r = _cli("image", "build", "demo", "--server", test_repo.url, "--format", "hdd", "--initrd-level", "1",
              "--boot-list", str(trace), "--out", str(out), "--json")  # fmt: skip
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["boot_list"] == {"names": 2, "bytes": 83}
+    doc = json.loads(r.stdout)
+    head = f"# {FQRN} revision {doc['repository']['revision']} root {doc['repository']['root_hash']}\n"
+    assert doc["boot_list"] == {"names": 2, "bytes": len(head) + 83}
     hdd = next(out.glob("*.hdd"))
     packed = subprocess.run(
         ["mcopy", "-n", "-i", f"{hdd}@@{1 << 20}", "::/cernvm/initrd.img", "-"],
@@ -197,7 +200,7 @@ def test_a_boot_list_is_carried_in_the_initrd_and_counted(test_repo: ServedRepo,
     listed = subprocess.run(
         ["cpio", "-i", "--quiet", "--to-stdout", "etc/cvmfs/boot.list"], input=payload, capture_output=True
     ).stdout
-    assert listed == f"{a}\n{b}\n".encode()
+    assert listed == f"{head}{a}\n{b}\n".encode()  # the header: which repository the names are of
     manifest = json.loads(next(out.glob("*.manifest.json")).read_text())
     assert manifest["initrd"]["boot_list"]["names"] == 2
 
@@ -221,3 +224,46 @@ def test_a_bad_boot_list_trace_is_one_line(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setattr(bootlist, "MAX_NAMES", 4)
     with pytest.raises(UsageError, match=f"^{many}:5: more than 4 object names in the boot list$"):
         seed.boot_list([many])
+
+
+def test_a_trace_that_is_no_file_or_too_big_is_one_line_naming_where(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A device or a FIFO is refused before a byte is read (never a MemoryError or a hang); a line
+    or a file over its bound names the line where it went over, found while reading."""
+    from cernvm_build.bootloader import seed
+    from cernvm_build.errors import UsageError
+
+    r = _cli("image", "build", "demo", "--boot-list", "/dev/zero", "--out", str(tmp_path / "out"))
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.splitlines()[0] == "error: /dev/zero: the trace is not a regular file", r.stderr
+    assert "hint:" in r.stderr and "Traceback" not in r.stderr
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    refused: list[str] = []
+
+    def read() -> None:
+        try:
+            seed.read_trace(fifo)
+        except UsageError as e:
+            refused.append(str(e))
+
+    t = threading.Thread(target=read, daemon=True)
+    t.start()
+    t.join(10)
+    if t.is_alive():  # the test's own bound: with no writer, an open of a FIFO waits for ever
+        with open(fifo, "wb"):
+            pass
+    assert refused == [f"{fifo}: the trace is not a regular file"]
+    name = "a" * 40
+    long = tmp_path / "long.log"
+    long.write_text(f"{name}\n" + "x" * (seed.MAX_TRACE_LINE + 1) + "\n")
+    with pytest.raises(UsageError, match=f"^{long}:2: a line over {seed.MAX_TRACE_LINE:,} bytes"):
+        seed.read_trace(long)
+    big = tmp_path / "big.log"
+    big.write_text(f"{name}\n" * 10)
+    monkeypatch.setattr(seed, "MAX_TRACE_BYTES", 41 * 3 + 1)
+    with pytest.raises(UsageError, match=f"^{big}:4: the trace is over 124 bytes"):
+        seed.read_trace(big)
+    with pytest.raises(seed.TooManyNames, match=f"^{big}:2$"):
+        seed.trace_objects([name, "b" * 40, "c" * 40], str(big), limit=1)
