@@ -113,12 +113,12 @@ def cmd_build(args: argparse.Namespace, out: Output) -> int:
     gc.disable()
     child = None
     if getattr(args, "one_shot", False) and (args.jobs or len(os.sched_getaffinity(0))) > 1:
-        # forked now, while this process is small, where a core is idle: it imports jinja2 and renders
-        # a one-page rebuild's pages on the second core while this one plans (``site/renderchild.py``);
-        # ended by the build when unused
-        from ..site import renderchild
+        # forked now, while this process is small: it imports jinja2 on the second core while this one
+        # imports the builder and finds what changed, and renders a one-page rebuild's pages
+        # (``site/renderchild.py``); ended by the build when unused
+        from ..site.renderchild import RenderChild
 
-        child = renderchild.RenderChild.start() if renderchild.idle_core() else None
+        child = RenderChild.start()
     try:
         _builder_obj, report = _build(args, out, child)
     finally:

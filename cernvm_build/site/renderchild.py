@@ -102,17 +102,6 @@ def _child(requests: int, replies: int, mask: set[int | signal.Signals]) -> NoRe
         os._exit(code)
 
 
-def idle_core() -> bool:
-    """Whether a core is likely free for the child: the 1-minute load average below the cores this
-    process may use, less one. On a machine whose cores are all busy the child only adds its CPU
-    (~0.04 s: its own jinja2 import, copy-on-write faults) to the others' and waits for a core
-    itself (measured at load 4-10 on 2 cores: one-page rebuilds slower, wall and CPU)."""
-    try:
-        return os.getloadavg()[0] < len(os.sched_getaffinity(0)) - 1
-    except OSError:  # no load average: assume busy
-        return False
-
-
 class RenderChild:
     """The forked renderer (``start``); ``render`` a template there, ``close`` it."""
 
