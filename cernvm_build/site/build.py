@@ -229,16 +229,6 @@ class Builder:
             planned = plan_sources(sources, cfg.base_path, self.generators)
             keys = {rel: s.key for rel, s in planned.items()}
             edited = _edited(snap, keys)
-            jinja_cache = self.cache_dir / "jinja"
-            jinja_cache.mkdir(parents=True, exist_ok=True)
-            env = closing = tpl_mod.environment(self.site_dir / "templates", jinja_cache)
-            if child is not None and edited and len(edited) < PARALLEL_MIN and self.jobs > 1:
-                # a few sources edited: the child the CLI forked imports jinja2 from now, on the second
-                # core while this process plans, and renders the pages (``renderchild``)
-                env.use(child)
-            elif child is not None:  # nothing edited, or sources came or went: no use for it
-                child.close()
-            child = None
             if edited == set() and snap is not None:  # no source changed: maybe nothing did
                 quick = self._as_recorded(snap, state, cfg, sources, aside, dates, old_outputs, yaml_memo)
                 if quick is not None:
@@ -247,14 +237,24 @@ class Builder:
             old_keys = {snap.keys[rel] for rel in edited} if snap and edited is not None else set()
             # a build that may plan the edited pages alone reads the rest of a page's metadata on use
             metas = state.md_meta(set(keys.values()) | old_keys, lazy=edited is not None)
+            jinja_cache = self.cache_dir / "jinja"
+            jinja_cache.mkdir(parents=True, exist_ok=True)
+            env = closing = tpl_mod.environment(self.site_dir / "templates", jinja_cache)
             # jinja2 imported while the workers render (~0.05 CPU-s that was serial time after them): a
             # build that renders Markdown writes pages
-            meanwhile: Callable[[], object] = env.warm if env.child is None else nothing
+            meanwhile: Callable[[], object] = env.warm
             if self.jobs > 1 and sum(s.key not in metas for s in planned.values()) >= PARALLEL_MIN:
                 # the render step forks: the templates the pages will likely use compiled meanwhile
                 # too (0.034 CPU-s at 1,000 pages, serial before the write step forked)
-                env.close()  # (the render child, if any: the pages are rendered here and by workers)
                 meanwhile = functools.partial(_warm_templates, env, cfg, sources)
+            elif child is not None and self.jobs > 1:
+                # few pages to render: jinja2 is imported, and the pages rendered, by the child the CLI
+                # forked (``renderchild``), on the second core while this process plans
+                env.use(child)
+                meanwhile = nothing if env.child is not None else env.warm
+            if env.child is None and child is not None:
+                child.close()  # many pages (or it is gone): rendered here and by the write workers
+            child = None
             fresh, texts, store_md = render_markdown(
                 planned,
                 metas,

@@ -5,14 +5,12 @@ compiler, parser and nodes come with ``jinja2.environment`` even when every temp
 the bytecode cache) was ~0.03 s of its ~0.16 s wall, on the one core the build used. The CLI forks
 this child (``start``) as soon as it knows it runs a one-shot ``site build`` with more than one job,
 while the process is still small (a fork copies the page tables, and every page the parent writes
-while the child lives is copied once: forked from the builder, ~1,700 more page faults in the
-parent). The child waits. A build that finds a few sources edited (``Builder._build``, right after its
-scan: a one-page rebuild) hands it the templates (``Environment.use``): the child imports jinja2 and
-makes the environment on the second core while the parent reads the metadata, renders the Markdown,
-loads the data and plans; the parent then sends each render (template name and context, pickled:
-~15 KB for a docs page) through a pipe and gets the HTML back, and never imports jinja2 itself. Any
-other build (nothing edited, sources added or removed, a cold build) ends it there, unused: it cost a
-fork and nothing else.
+afterwards is copied once: forked from the builder, ~1,700 more page faults in the parent). The child
+imports jinja2 at once, on the second core, while the parent imports the builder, reads the state and
+finds what changed. A build that renders its Markdown in-process (``Builder._build``: a one-page
+rebuild) hands it the templates (``Environment.use``): the parent then sends each render (template
+name and context, pickled: ~15 KB for a docs page) through a pipe and gets the HTML back, and never
+imports jinja2 itself. Any other build (nothing changed, many pages) ends it unused.
 
 Correctness does not depend on the child: it writes nothing (the parent writes every output, as
 before), and when it is gone or fails in any way but a template's own error (killed, a context that
@@ -65,12 +63,15 @@ def _receive(fd: int) -> Any:
 
 
 def _serve(requests: int, replies: int) -> None:
-    try:
-        folder, cache = _receive(requests)  # the build's templates (``bind``): it will render
-    except EOFError:  # not needed after all
-        return
+    import jinja2  # noqa: F401  (imported now, while the parent works: the point of this process)
+
     from . import templates
 
+    templates._dict_first()  # jinja2's code generator imported and the environment's class made
+    try:
+        folder, cache = _receive(requests)  # the build's templates (``bind``)
+    except EOFError:  # not needed after all
+        return
     env = templates.environment(folder, cache)
     env.warm()
     while True:
