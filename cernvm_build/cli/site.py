@@ -57,9 +57,7 @@ def _site_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _builder(
-    args: argparse.Namespace, out: Output, reporter: Reporter = NULL_REPORTER, render_child: Any = None
-) -> Any:
+def _builder(args: argparse.Namespace, out: Output, reporter: Reporter = NULL_REPORTER) -> Any:
     from ..site.build import Builder
     from .reference import GENERATORS
 
@@ -85,13 +83,12 @@ def _builder(
         generators=GENERATORS,
         # set by ``app.run``: the process ends after this command (an entry point's own, not observed)
         ends_process=getattr(args, "one_shot", False),
-        render_child=render_child,
     )
 
 
-def _build(args: argparse.Namespace, out: Output, render_child: Any = None) -> Any:
+def _build(args: argparse.Namespace, out: Output) -> Any:
     with out.reporter() as reporter:
-        builder = _builder(args, out, scoped(reporter, "rendering"), render_child)
+        builder = _builder(args, out, scoped(reporter, "rendering"))
         try:
             report = builder.build()
         except CernVMError as e:
@@ -111,19 +108,7 @@ def cmd_build(args: argparse.Namespace, out: Output) -> int:
     # ~35 ms of a one-page rebuild at 1,000 pages, the exit's ~50-65 ms, the imports' ~20 ms. A build's
     # garbage is freed by reference counts, and what is left goes with the process.
     gc.disable()
-    child = None
-    if getattr(args, "one_shot", False) and (args.jobs or len(os.sched_getaffinity(0))) > 1:
-        # forked now, while this process is small: it imports jinja2 on the second core while this one
-        # imports the builder and finds what changed, and renders a one-page rebuild's pages
-        # (``site/renderchild.py``); ended by the build when unused
-        from ..site.renderchild import RenderChild
-
-        child = RenderChild.start()
-    try:
-        _builder_obj, report = _build(args, out, child)
-    finally:
-        if child is not None:
-            child.close()  # (the build ended it already, unless it failed before it began)
+    _builder_obj, report = _build(args, out)
     data = report.to_json()
     data.pop("sources", None)
 

@@ -23,6 +23,7 @@ import functools
 import gc
 import json
 import os
+import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -47,7 +48,6 @@ from .pages import PageSet, likely_layouts, make_pages
 from .parallel import PARALLEL_MIN
 from .plan import FIXED_TEMPLATES, Delta, Plan, plan, plan_code, plan_digest, public
 from .reference import GENERATORS
-from .renderchild import RenderChild
 from .sources import Generators, Sources, nothing, plan_sources, render_markdown, scan
 from .write import execute, find_strays
 
@@ -77,7 +77,6 @@ class Builder:
         reporter: Reporter = NULL_REPORTER,
         generators: Generators | None = None,
         ends_process: bool = False,
-        render_child: RenderChild | None = None,
     ):
         self.site_dir = site_dir.resolve()
         self.out_dir = out_dir.resolve()
@@ -91,8 +90,6 @@ class Builder:
         # the process ends after this build (the CLI's one-shot): nothing is tidied for a next one
         # that never comes (``State.close``)
         self.ends_process = ends_process
-        # forked by the CLI for this build's pages (``renderchild``): used or ended by the next build
-        self.render_child = render_child
 
     def _check_out_dir(self) -> None:
         if self.out_dir == self.site_dir or (
@@ -212,7 +209,6 @@ class Builder:
         # the end when a step before that failed: the next build does not render it again
         store_md: Callable[[], None] = nothing
         closing: tpl_mod.Environment | None = None  # its render child (if any) ended at the end
-        child, self.render_child = self.render_child, None  # this build's (a next one renders here)
         try:
             # the pages' dates from git: its log runs in a process of its own while this one scans and
             # renders the sources (read after that)
@@ -247,14 +243,11 @@ class Builder:
                 # the render step forks: the templates the pages will likely use compiled meanwhile
                 # too (0.034 CPU-s at 1,000 pages, serial before the write step forked)
                 meanwhile = functools.partial(_warm_templates, env, cfg, sources)
-            elif child is not None and self.jobs > 1:
-                # few pages to render: jinja2 is imported, and the pages rendered, by the child the CLI
-                # forked (``renderchild``), on the second core while this process plans
-                env.use(child)
+            elif self.jobs > 1 and self.ends_process and "jinja2" not in sys.modules:
+                # a one-shot build of few pages: jinja2 imported, and the pages rendered, by a child
+                # forked now, on the second core while this process plans (``renderchild``)
+                env.start_child()
                 meanwhile = nothing if env.child is not None else env.warm
-            if env.child is None and child is not None:
-                child.close()  # many pages (or it is gone): rendered here and by the write workers
-            child = None
             fresh, texts, store_md = render_markdown(
                 planned,
                 metas,
@@ -334,8 +327,6 @@ class Builder:
                 )
         finally:
             try:
-                if child is not None:  # not used (nothing changed, or a step before failed)
-                    child.close()
                 if closing is not None:
                     closing.close()
                 store_md()  # (once: a second call does nothing)

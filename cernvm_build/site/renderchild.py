@@ -2,15 +2,11 @@
 
 A one-page rebuild through the CLI renders one page and a sidebar, and importing jinja2 for that (its
 compiler, parser and nodes come with ``jinja2.environment`` even when every template is loaded from
-the bytecode cache) was ~0.03 s of its ~0.16 s wall, on the one core the build used. The CLI forks
-this child (``start``) as soon as it knows it runs a one-shot ``site build`` with more than one job,
-while the process is still small (a fork copies the page tables, and every page the parent writes
-afterwards is copied once: forked from the builder, ~1,700 more page faults in the parent). The child
-imports jinja2 at once, on the second core, while the parent imports the builder, reads the state and
-finds what changed. A build that renders its Markdown in-process (``Builder._build``: a one-page
-rebuild) hands it the templates (``Environment.use``): the parent then sends each render (template
-name and context, pickled: ~15 KB for a docs page) through a pipe and gets the HTML back, and never
-imports jinja2 itself. Any other build (nothing changed, many pages) ends it unused.
+the bytecode cache) was ~0.03 s of its ~0.16 s wall, on the one core the build used. The builder forks
+this child as soon as it knows Markdown will be rendered by one process (``Builder._build``): the
+child imports jinja2 and makes the environment while the parent renders the Markdown, loads the data
+and plans; the parent then sends each render (template name and context, pickled: ~15 KB for a docs
+page) through a pipe and gets the HTML back. The parent never imports jinja2 on that path.
 
 Correctness does not depend on the child: it writes nothing (the parent writes every output, as
 before), and when it is gone or fails in any way but a template's own error (killed, a context that
@@ -27,10 +23,12 @@ import os
 import pickle
 import signal
 import struct
-from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ..errors import BuildError, CernVMError
+
+if TYPE_CHECKING:
+    from .templates import Environment
 
 _FRAME = struct.Struct("=Q")  # the length of a pickled message
 
@@ -62,18 +60,8 @@ def _receive(fd: int) -> Any:
     return pickle.loads(body)
 
 
-def _serve(requests: int, replies: int) -> None:
-    import jinja2  # noqa: F401  (imported now, while the parent works: the point of this process)
-
-    from . import templates
-
-    templates._dict_first()  # jinja2's code generator imported and the environment's class made
-    try:
-        folder, cache = _receive(requests)  # the build's templates (``bind``)
-    except EOFError:  # not needed after all
-        return
-    env = templates.environment(folder, cache)
-    env.warm()
+def _serve(env: Environment, requests: int, replies: int) -> None:
+    env.warm()  # jinja2 imported and the environment made while the parent plans
     while True:
         try:
             name, ctx = _receive(requests)
@@ -88,7 +76,7 @@ def _serve(requests: int, replies: int) -> None:
         _send(replies, reply)
 
 
-def _child(requests: int, replies: int, mask: set[int | signal.Signals]) -> NoReturn:
+def _child(env: Environment, requests: int, replies: int, mask: set[int | signal.Signals]) -> NoReturn:
     """The child's whole life: never returns (``os._exit``), so nothing of the parent's stack (its
     ``finally`` blocks, the state's connection, atexit handlers, buffered output) runs twice."""
     code = 0
@@ -96,7 +84,7 @@ def _child(requests: int, replies: int, mask: set[int | signal.Signals]) -> NoRe
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        _serve(requests, replies)
+        _serve(env, requests, replies)
     except BaseException:  # the parent sees the pipe end and renders itself
         code = 1
     finally:
@@ -113,8 +101,8 @@ class RenderChild:
         self.replies = replies
 
     @classmethod
-    def start(cls) -> RenderChild | None:
-        """Fork the child (None: the fork failed; the build renders in-process)."""
+    def start(cls, env: Environment) -> RenderChild | None:
+        """Fork the child for ``env`` (None: the fork failed; the build renders in-process)."""
         req_r, req_w = os.pipe()
         rep_r, rep_w = os.pipe()
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, ())
@@ -127,7 +115,7 @@ class RenderChild:
             if pid == 0:
                 os.close(req_w)
                 os.close(rep_r)
-                _child(req_r, rep_w, mask)
+                _child(env, req_r, rep_w, mask)
         except OSError:  # EAGAIN, ENOMEM: no child
             pass
         finally:
@@ -140,17 +128,6 @@ class RenderChild:
             os.close(rep_r)
             return None
         return cls(pid, req_w, rep_r)
-
-    def bind(self, folder: Path, cache: Path | None) -> bool:
-        """Tell the child the build's templates folder and bytecode cache; False: it is gone."""
-        if self.pid <= 0 or os.getpid() != self.owner:
-            return False
-        try:
-            _send(self.requests, (folder, cache))
-        except OSError:
-            self.close()
-            return False
-        return True
 
     def render(self, name: str, ctx: dict[str, Any]) -> str | None:
         """The page the child rendered, or None: render it here (the child is gone, failed, or this is

@@ -227,11 +227,11 @@ class Environment:
                 hint="see the jinja2 template documentation",
             ) from None
 
-    def use(self, child: RenderChild | None) -> None:
-        """Render in this forked child from now on (``renderchild``: it imported jinja2), until
-        ``close``; None, or a child that is gone: render here."""
-        if child is not None and child.bind(self.folder, self.bytecode_cache):
-            self.child = child
+    def start_child(self) -> None:
+        """Import jinja2 and render in a forked child from now on (``renderchild``), until ``close``."""
+        from .renderchild import RenderChild
+
+        self.child = RenderChild.start(self)
 
     def close(self) -> None:
         """End the child, if any (this environment renders in-process after that)."""

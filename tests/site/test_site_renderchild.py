@@ -14,7 +14,6 @@ import pytest
 
 from cernvm_build.errors import BuildError
 from cernvm_build.site import templates as tpl_mod
-from cernvm_build.site.renderchild import RenderChild
 
 
 def _env(tmp_path: Path) -> tpl_mod.Environment:
@@ -38,7 +37,7 @@ def test_the_child_renders_what_this_process_would_and_its_errors_are_ours(tmp_p
     env = _env(tmp_path)
     ctx: dict[str, Any] = {"title": "a < b", "body": tpl_mod.Markup("<em>kept</em>"), "pid": 0}
     local = _env(tmp_path / "here").render("page.html", ctx)
-    env.use(RenderChild.start())
+    env.start_child()
     child = env.child
     assert child is not None and child.pid > 0
     try:
@@ -61,7 +60,7 @@ def test_the_child_renders_what_this_process_would_and_its_errors_are_ours(tmp_p
 
 def test_a_dead_child_or_an_unpicklable_context_is_rendered_here(tmp_path: Path) -> None:
     env = _env(tmp_path)
-    env.use(RenderChild.start())
+    env.start_child()
     child = env.child
     assert child is not None
     pid = child.pid
@@ -71,7 +70,7 @@ def test_a_dead_child_or_an_unpicklable_context_is_rendered_here(tmp_path: Path)
     env.close()
 
     env = _env(tmp_path / "second")
-    env.use(RenderChild.start())
+    env.start_child()
     child = env.child
     assert child is not None
     os.kill(child.pid, signal.SIGKILL)  # the child dies (killed, crashed): the page is made here
@@ -84,7 +83,7 @@ def test_a_forked_process_renders_itself(tmp_path: Path) -> None:
     """Only the process that forked the child talks to it: a forked write worker renders itself (the
     child is stopped meanwhile: a worker that asked it would wait for good)."""
     env = _env(tmp_path)
-    env.use(RenderChild.start())
+    env.start_child()
     child = env.child
     assert child is not None
     os.kill(child.pid, signal.SIGSTOP)
