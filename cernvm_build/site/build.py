@@ -23,7 +23,6 @@ import functools
 import gc
 import json
 import os
-import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -208,7 +207,6 @@ class Builder:
         # the Markdown rendered now is kept while the pages are written (``render_markdown``), or at
         # the end when a step before that failed: the next build does not render it again
         store_md: Callable[[], None] = nothing
-        closing: tpl_mod.Environment | None = None  # its render child (if any) ended at the end
         try:
             # the pages' dates from git: its log runs in a process of its own while this one scans and
             # renders the sources (read after that)
@@ -235,19 +233,14 @@ class Builder:
             metas = state.md_meta(set(keys.values()) | old_keys, lazy=edited is not None)
             jinja_cache = self.cache_dir / "jinja"
             jinja_cache.mkdir(parents=True, exist_ok=True)
-            env = closing = tpl_mod.environment(self.site_dir / "templates", jinja_cache)
+            env = tpl_mod.environment(self.site_dir / "templates", jinja_cache)
             # jinja2 imported while the workers render (~0.05 CPU-s that was serial time after them): a
             # build that renders Markdown writes pages
-            meanwhile: Callable[[], object] = env.warm
+            meanwhile = env.warm
             if self.jobs > 1 and sum(s.key not in metas for s in planned.values()) >= PARALLEL_MIN:
                 # the render step forks: the templates the pages will likely use compiled meanwhile
                 # too (0.034 CPU-s at 1,000 pages, serial before the write step forked)
                 meanwhile = functools.partial(_warm_templates, env, cfg, sources)
-            elif self.jobs > 1 and self.ends_process and "jinja2" not in sys.modules:
-                # a one-shot build of few pages: jinja2 imported, and the pages rendered, by a child
-                # forked now, on the second core while this process plans (``renderchild``)
-                env.start_child()
-                meanwhile = nothing if env.child is not None else env.warm
             fresh, texts, store_md = render_markdown(
                 planned,
                 metas,
@@ -327,8 +320,6 @@ class Builder:
                 )
         finally:
             try:
-                if closing is not None:
-                    closing.close()
                 store_md()  # (once: a second call does nothing)
             finally:
                 state.close(ends_process=self.ends_process)
