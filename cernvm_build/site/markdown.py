@@ -42,13 +42,16 @@ if TYPE_CHECKING:
 VERSION = "10"
 MORE = "<!--more-->"
 MARKER = re.compile(r"@@L:([^@]*)@@")
-#: links in raw HTML written in the Markdown: checked and resolved like Markdown links
-RAW_LINK = re.compile(r"""(\b(?:href|src)\s*=\s*)(["'])([^"'<>]*)\2""", re.I)
+#: links in raw HTML written in the Markdown (quoted or unquoted values): checked and resolved like
+#: Markdown links
+RAW_LINK = re.compile(r"""(\b(?:href|src)\s*=\s*)(?:(["'])([^"'<>]*)\2|([^\s"'<>=`]+))""", re.I)
 #: the same, or an HTML comment (group 1; an unclosed one runs to the end of this piece of HTML, as
 #: it does in a browser), or any other quoted attribute value (its ``<!--`` is no comment): a link in
 #: a comment is not a link (a README's commented-out template code is not checked)
 RAW_LINK_OR_COMMENT = re.compile(
-    r"""(<!--[\s\S]*?(?:-->|\Z))|(\b(?:href|src)\s*=\s*)(["'])([^"'<>]*)\3|=\s*(?:"[^"]*"|'[^']*')""", re.I
+    r"""(<!--[\s\S]*?(?:-->|\Z))|(\b(?:href|src)\s*=\s*)(?:(["'])([^"'<>]*)\3|([^\s"'<>=`]+))"""
+    r"""|=\s*(?:"[^"]*"|'[^']*')""",
+    re.I,
 )
 #: raw HTML links left as they are (neither resolved nor checked)
 SKIPPED_SCHEMES = ("mailto:", "tel:", "data:", "javascript:")
@@ -333,12 +336,13 @@ def raw_links(
     base = 1 if "<!--" in html_text else 0
 
     def one(m: re.Match[str]) -> str:
-        href = m.group(base + 3)
-        if not href or href.startswith(SKIPPED_SCHEMES):  # (a comment has no group base + 3)
+        # quoted (groups base + 2, 3) or unquoted (base + 4: written back quoted)
+        href = m.group(base + 3) or m.group(base + 4)
+        if not href or href.startswith(SKIPPED_SCHEMES):  # (a comment has neither group)
             return m.group(0)
         new, kind = resolve(href)
         record(new, kind, line + html_text.count("\n", 0, m.start()))
-        quote = m.group(base + 2)
+        quote = m.group(base + 2) or '"'
         return f"{m.group(base + 1)}{quote}{new}{quote}"
 
     return (RAW_LINK_OR_COMMENT if base else RAW_LINK).sub(one, html_text)

@@ -19,10 +19,28 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import BinaryIO
 
+from ..errors import BuildError
 from ..fsutil import CHUNK, atomic_file
 from .sources import SETTLED_NS  # one rule for when a stat is trusted
 
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+
+
+def check_out(rel: str) -> None:
+    """Refuse an output path (relative to the output folder) that could resolve outside it: absolute,
+    with a '..', '.' or empty segment, a backslash or a NUL. The page model keeps every output inside
+    (``pages._checked_url``, slugs, the scan's names); this is the last guard before a write."""
+    if (
+        not rel
+        or rel[0] == "/"
+        or "\\" in rel
+        or "\0" in rel
+        or any(s in ("", ".", "..") for s in rel.split("/"))
+    ):
+        raise BuildError(
+            f"refusing to write {rel!r}: it is not a path inside the output folder",
+            hint="an output path came from a source unchecked; please report it with the source that made it",
+        )
 
 
 def write_output(dest: Path, blob: bytes, made: set[str] | None = None) -> tuple[int, int]:

@@ -4,6 +4,8 @@ and tag — and how a link written in Markdown resolves to a URL."""
 from __future__ import annotations
 
 import posixpath
+import re
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from html import escape, unescape
 from typing import Any, NamedTuple
@@ -46,6 +48,31 @@ class PageSet(NamedTuple):
             for t, _line, kind in page.r.get("links", ())
             if kind == "content"
         ]
+
+
+#: what a ``url:`` must not hold: control characters, a backslash (a folder separator elsewhere), a query
+#: or fragment, a %-escape (the output file would be named with it literally)
+_BAD_URL = re.compile(r"[\x00-\x1f\x7f\\?#%]")
+
+
+def _checked_url(path: str, file: str) -> str:
+    """A page's site path from its front matter's ``url:`` (``model.page_path``), normalised (``//``,
+    ``/./``) and kept inside the site: a ``..`` segment would make its output file leave the output
+    folder. The trailing '/' (an ``index.html``) is kept."""
+    bad = _BAD_URL.search(path)
+    if bad is not None or ".." in path.split("/"):
+        what = f"holds {bad.group()!r}" if bad is not None else "has a '..' segment: it leaves the site"
+        raise BuildError(
+            f"url: {path!r} {what}",
+            where=Location(file=file, key="url"),
+            hint="write the page's path inside the site, e.g. 'url: /docs/name/' (no '..', no control "
+            "characters, backslashes, '?', '#' or %-escapes)",
+        )
+    norm = posixpath.normpath(path)
+    norm = "/" + norm.lstrip("/")  # (normpath keeps a leading '//')
+    if path.endswith("/") and norm != "/":
+        norm += "/"
+    return norm
 
 
 def _kind(rel: str) -> str:
@@ -101,6 +128,8 @@ def _source_page(
     (one look-up a section, not one a page: this runs for every page of every build)."""
     fm: dict[str, Any] = meta["fm"]
     path = page_path(rel, fm)
+    if "url" in fm and isinstance(fm["url"], str):
+        path = _checked_url(path, file)
     section = rel.split("/", 1)[0] if "/" in rel else ""
     try:
         sec = settings[section]
@@ -169,6 +198,11 @@ def _release_page(base: str, rel_data: dict[str, Any]) -> Page:
     )
 
 
+def _spelling(counts: Counter[str]) -> str:
+    """The name of a tag written several ways: the spelling most pages use, ties to the first sorted."""
+    return min(counts, key=lambda t: (-counts[t], t))
+
+
 def make_pages(
     cfg: SiteConfig,
     files: dict[str, str],
@@ -220,10 +254,18 @@ def make_pages(
         found.layout = "release"
         found.extra["release"] = rel_data
 
-    tagged: dict[str, list[Page]] = {}
+    # Tags are grouped by slug (their page's path): 'Squid' and 'squid' are one tag, named by the
+    # spelling most pages use (ties: the first in sorted order), each page once in it.
+    by_slug: dict[str, list[Page]] = {}
+    spellings: dict[str, Counter[str]] = {}
     for p in pages:
         for t in p.tags:
-            tagged.setdefault(t, []).append(p)
+            slug = tag_slug(t)
+            spelt = spellings.setdefault(slug, Counter())
+            if not spelt or by_slug[slug][-1] is not p:
+                by_slug.setdefault(slug, []).append(p)
+            spelt[t] += 1
+    tagged = {_spelling(c): by_slug[slug] for slug, c in spellings.items()}
     if tagged:
         path = "/tags/"
         pages.append(Page(None, None, path, base + path, out_file(path), "tags", "tags", "tags", "Tags"))

@@ -131,6 +131,53 @@ def _asset_jobs(
     return jobs, digests
 
 
+def _origin(page: Page) -> str:
+    """What a page's output is made from, for a message."""
+    if page.file:
+        return page.file
+    if page.kind == "tag":
+        return f"the tag page of {page.extra.get('tag', '')!r}"
+    if page.kind == "tags":
+        return "the tags page"
+    return f"the {page.kind} page {page.path}"
+
+
+def check_outputs(pages: list[Page], asset_jobs: list[Job], assets: Mapping[str, Path]) -> None:
+    """Every output path once, before anything is written: two sources of one output (a page and a
+    copied file, a tag page and a page, a file named like a generated one, a file in the search index's
+    folder), or a file where another output needs a folder, is one line naming both (not a
+    ``FileExistsError`` from the writer)."""
+    by_out: dict[str, str] = {out: f"the generated {out}" for out in FIXED_OUTPUTS}
+
+    def claim(out: str, source: str) -> None:
+        other = by_out.get(out)
+        if other is None and out.startswith(SEARCH_PREFIX):
+            other = f"the search index ({SEARCH_PREFIX})"
+        if other is not None:
+            raise BuildError(
+                f"output {out} would be written from both {other} and {source}",
+                hint="rename or remove one of them (or give the page another 'url:')",
+            )
+        by_out[out] = source
+
+    for job in asset_jobs:
+        claim(job.out, str(assets[job.out]) if job.out in assets else f"the generated {job.out}")
+    for page in pages:
+        claim(page.out, _origin(page))
+    folders: set[str] = set()
+    for out, source in by_out.items():
+        folder = out.rpartition("/")[0]
+        while folder and folder not in folders:
+            if folder in by_out:
+                raise BuildError(
+                    f"output {folder} would be a file (from {by_out[folder]}) and the folder of {out} "
+                    f"(from {source})",
+                    hint="rename or remove one of them",
+                )
+            folders.add(folder)
+            folder = folder.rpartition("/")[0]
+
+
 def _site_context(cfg: SiteConfig, digests: dict[str, str]) -> dict[str, Any]:
     base = cfg.base_path
 
@@ -405,6 +452,7 @@ def plan(
         key=lambda p: (p.date or "", p.path),
         reverse=True,
     )
+    check_outputs(pages, jobs, assets)
     outputs = {j.out for j in jobs} | {p.out for p in pages} | set(FIXED_OUTPUTS)
     edited = [p for p in pages if delta is None or p.src in delta.edited]
     # with a delta, the other pages' links are the ones checked last time, to the same targets

@@ -14,6 +14,7 @@ import hashlib
 import os
 import pickle
 import re
+import stat as stat_mod
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Mapping
@@ -91,6 +92,7 @@ def scan(site_dir: Path, known: Known | None = None) -> Sources:
     tagged = False
     assets: dict[str, Path] = {}
     top = str(content)
+    inside = os.path.realpath(site_dir) + os.sep
     for root, dirs, files in os.walk(top):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         prefix = root[len(top) + 1 :] + "/" if len(root) > len(top) else ""
@@ -98,8 +100,11 @@ def scan(site_dir: Path, known: Known | None = None) -> Sources:
             if name.startswith("."):
                 continue
             full = os.path.join(root, name)
+            _check_name(prefix + name, full)
             if name.endswith(".md"):
-                st = os.stat(full)
+                st = os.lstat(full)
+                if stat_mod.S_ISLNK(st.st_mode):
+                    st = _linked(full, inside)
                 stat = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
                 got = known.get(full)
                 if got is not None and got[0] == stat:
@@ -118,6 +123,8 @@ def scan(site_dir: Path, known: Known | None = None) -> Sources:
                 if max(st.st_mtime_ns, st.st_ctime_ns) < settled and len(raw) == st.st_size:
                     rows.append((full, *stat, digest, gen))
             else:
+                if os.path.islink(full):
+                    _linked(full, inside)
                 assets[prefix + name] = Path(full)
     static = site_dir / "static"
     if static.is_dir():
@@ -126,9 +133,55 @@ def scan(site_dir: Path, known: Known | None = None) -> Sources:
             for name in sorted(files):
                 if not name.startswith("."):
                     p = Path(root) / name
-                    assets.setdefault(p.relative_to(static).as_posix(), p)
+                    rel = p.relative_to(static).as_posix()
+                    _check_name(rel, str(p))
+                    if os.path.islink(p):
+                        _linked(str(p), inside)
+                    if rel in assets:
+                        raise BuildError(
+                            f"{rel} is both {assets[rel]} and {p}: one output, two files",
+                            where=str(p),
+                            hint="remove one of them",
+                        )
+                    assets[rel] = p
     seen = {path for path, _d, _g in md_sources.values()}
     return Sources(md_sources, assets, rows, sorted(set(known) - seen), fences, layouts, tagged)
+
+
+#: what a source's path (content- or static-relative) must not hold: control characters (a newline
+#: broke the sitemap and every link to the page) and characters that end or escape a URL or an attribute
+_BAD_NAME = re.compile(r'[\x00-\x1f\x7f"<>\\?#]')
+
+
+def _check_name(rel: str, full: str) -> None:
+    bad = _BAD_NAME.search(rel)
+    if bad is not None:
+        raise BuildError(
+            f"the file name {rel!r} holds {bad.group()!r}, which cannot be part of a URL",
+            where=full.encode("unicode_escape").decode("ascii"),  # one line, whatever the name holds
+            hint="rename the file (no control characters, quotes, '<', '>', backslashes, '?' or '#')",
+        )
+
+
+def _linked(full: str, inside: str) -> os.stat_result:
+    """The stat of the file a symbolic link in content/ or static/ points to, which must be inside the
+    site folder (``inside``: its real path and a separator): a link elsewhere would publish that file
+    (``/etc/passwd``, a key) with the site."""
+    real = os.path.realpath(full)
+    if not real.startswith(inside):
+        raise BuildError(
+            f"{full} is a symbolic link to {real}, outside the site folder",
+            where=full,
+            hint="copy the file into the site instead of linking to it",
+        )
+    try:
+        return os.stat(real)
+    except OSError as e:
+        raise BuildError(
+            f"{full} is a symbolic link to {real}, which cannot be read: {e.strerror}",
+            where=full,
+            hint="fix or remove the link",
+        ) from None
 
 
 def _front(raw: bytes) -> bytes:

@@ -22,6 +22,7 @@ from . import templates as tpl_mod
 from .cache import State
 from .model import ContentText, Job, Late
 from .output import (
+    check_out,
     copy_output,
     files_in_changed_folders,
     folder_rows,
@@ -243,6 +244,8 @@ def execute(
     known = known or {}
     index_old = index_old or {}
     todo = [job for job in plan.jobs if job.out not in plan.unchanged and not _unchanged(out_dir, job, old)]
+    for job in todo:
+        check_out(job.out)  # the last guard: nothing is written outside ``out_dir``
     # What the workers need and this process already has: rendered HTML and sidebars. The contexts are
     # searched for the rendered pages they show only where some page was not rendered now (a full
     # build's ~21,000 context values: 0.02 CPU-s of serial time for nothing).

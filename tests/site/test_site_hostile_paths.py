@@ -1,0 +1,190 @@
+"""Sources that would make the build write outside its output, publish files from outside the site,
+write one output twice, or break URLs (issue 17): each is one line naming the source, nothing is
+written, and what is fine keeps working (links inside the site, tags written two ways)."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+from sitehelpers import build_site
+
+from cernvm_build.cli.main import main
+from cernvm_build.errors import BuildError
+from cernvm_build.site import output, pages
+from cernvm_build.site.model import LinkErrors
+
+NEWS = "---\ntitle: {title}\ndate: 2026-12-01\n{extra}---\nbody\n"
+
+
+def _page(site: Path, rel: str, title: str = "p", extra: str = "") -> Path:
+    page = site / "content" / rel
+    page.parent.mkdir(parents=True, exist_ok=True)
+    page.write_text(NEWS.format(title=title, extra=extra))
+    return page
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/../../../{away}/pwned/",
+        "../../../../{away}/pwned/",
+        "/docs/../../{away}/",
+        "/a\\\\b/",
+        "/a\\tb/",
+        "/a?b/",
+    ],
+    ids=["absolute-dots", "relative-dots", "inner-dots", "backslash", "control", "query"],
+)
+def test_a_url_leaving_the_site_is_one_line_and_nothing_is_written(
+    site: Path, tmp_path: Path, url: str
+) -> None:
+    away = tmp_path / "away"
+    out = tmp_path / "a" / "b" / "out"
+    page = _page(site, "news/p.md", extra=f'url: "{url.format(away=str(away).lstrip("/"))}"\n')
+    with pytest.raises(BuildError) as e:
+        build_site(site, out)
+    assert str(e.value.where) == f"{page}: url" and e.value.hint
+    assert not away.exists() and not out.exists() and not (tmp_path / "a" / "b" / "pwned").exists()
+
+
+def test_a_url_is_normalised(site: Path, tmp_path: Path) -> None:
+    _page(site, "news/p.md", extra="url: /news//./elsewhere/\n")
+    build_site(site, tmp_path / "out")
+    assert (tmp_path / "out" / "news" / "elsewhere" / "index.html").is_file()
+
+
+def test_the_writer_refuses_an_output_outside_the_folder(
+    site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last guard: with the page model's check gone, the write step still refuses."""
+    monkeypatch.setattr(pages, "_checked_url", lambda path, file: path)
+    _page(site, "news/p.md", extra="url: /../../../away/\n")
+    with pytest.raises(BuildError, match=re.escape("refusing to write '../../../away/index.html'")):
+        build_site(site, tmp_path / "x" / "y" / "out")
+    assert not (tmp_path / "away").exists()
+    for rel in ("", "/etc/x", "a/../b", "a//b", "./a", "a\\b", "a\0b"):
+        with pytest.raises(BuildError):
+            output.check_out(rel)
+    output.check_out("docs/a/index.html")
+
+
+def test_a_link_out_of_the_site_is_one_line_and_one_inside_works(site: Path, tmp_path: Path) -> None:
+    secret = tmp_path / "secret.md"
+    secret.write_text("---\ntitle: secret\n---\nTOP SECRET\n")
+    (tmp_path / "secret.txt").write_text("TOP SECRET\n")
+    leak = site / "content" / "docs" / "leak.md"
+    leak.symlink_to(secret)
+    told = re.escape(f"is a symbolic link to {secret}, outside the site folder")
+    with pytest.raises(BuildError, match=told) as e:
+        build_site(site, tmp_path / "out")
+    assert str(e.value.where) == str(leak) and "copy the file" in str(e.value.hint)
+    leak.unlink()
+    asset = site / "static" / "assets" / "leak.txt"
+    asset.symlink_to(tmp_path / "secret.txt")
+    with pytest.raises(BuildError, match=r"secret\.txt, outside the site folder"):
+        build_site(site, tmp_path / "out")
+    asset.unlink()
+    (site / "content" / "docs" / "dangling.png").symlink_to(site / "nowhere.png")
+    with pytest.raises(BuildError, match="which cannot be read"):
+        build_site(site, tmp_path / "out")
+    (site / "content" / "docs" / "dangling.png").unlink()
+    assert not (tmp_path / "out").exists()
+    # links inside the site work as before
+    (site / "content" / "docs" / "alias.md").symlink_to(site / "content" / "docs" / "_index.md")
+    (site / "static" / "assets" / "copy.css").symlink_to(site / "static" / "assets" / "site.css")
+    build_site(site, tmp_path / "out")
+    assert (tmp_path / "out" / "docs" / "alias" / "index.html").is_file()
+    assert (tmp_path / "out" / "assets" / "copy.css").read_bytes() == (
+        site / "static/assets/site.css"
+    ).read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("rel", "both"),
+    [
+        ("content/docs/index.html", ("content/docs/index.html", "content/docs/_index.md")),
+        ("static/docs/index.html", ("static/docs/index.html", "content/docs/_index.md")),
+        ("content/sitemap.xml", ("the generated sitemap.xml", "content/sitemap.xml")),
+        ("content/search-index/meta.json", ("the search index", "content/search-index/meta.json")),
+        ("content/tags", ("content/tags", "the folder of tags/")),
+        ("content/tags/launch/index.html", ("content/tags/launch/index.html", "tag page of 'launch'")),
+        ("static/downloads/index.html", ("static/downloads/index.html", "content/downloads.md")),
+    ],
+    ids=[
+        "page-index",
+        "static-page",
+        "sitemap",
+        "search-index",
+        "file-and-folder",
+        "tag-page",
+        "static-page2",
+    ],
+)
+def test_two_sources_of_one_output_are_one_line_naming_both(
+    site: Path, tmp_path: Path, rel: str, both: tuple[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    f = site / rel
+    f.parent.mkdir(parents=True, exist_ok=True)
+    f.write_text("<p>x</p>\n")
+    out = tmp_path / "out"
+    code = main(["site", "build", "--site", str(site), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code != 0 and "Traceback" not in err and "hint:" in err
+    line = next(x for x in err.splitlines() if x.startswith("error"))
+    assert all(b in line for b in both), line
+    assert not out.exists()
+
+
+def test_a_static_file_and_a_content_file_of_one_path_are_one_line(site: Path, tmp_path: Path) -> None:
+    (site / "content" / "assets").mkdir()
+    (site / "content" / "assets" / "site.css").write_text("x")
+    with pytest.raises(BuildError, match=r"assets/site\.css is both .*content/assets/site\.css and .*static"):
+        build_site(site, tmp_path / "out")
+
+
+def test_tags_of_one_slug_are_one_tag_page(site: Path, tmp_path: Path) -> None:
+    _page(site, "news/a.md", "Alpha", "tags: [Squid, squid]\n")
+    _page(site, "news/b.md", "Beta", "tags: [Squid]\n")
+    _page(site, "news/c.md", "Gamma", "tags: [squid]\n")
+    _page(site, "news/d.md", "Delta", 'tags: ["..", "."]\n')
+    out = tmp_path / "out"
+    build_site(site, out)
+    tag = (out / "tags" / "squid" / "index.html").read_text()
+    assert tag.count(">Alpha<") == 1 and ">Beta<" in tag and ">Gamma<" in tag
+    # the spelling most pages use (replication.md has 'squid' too: 3 to 2)
+    assert "Tagged “squid”" in tag and "Stratum 1 replication and site proxies" in tag
+    assert ">Delta<" in (out / "tags" / "section" / "index.html").read_text()
+    # a rebuild after an edit writes what a clean build writes
+    _page(site, "news/c.md", "Gamma", "tags: [Squid, Squid2]\n")  # now 'Squid' 3 to 2
+    build_site(site, out)
+    build_site(site, tmp_path / "clean")
+    assert "Tagged “Squid”" in (out / "tags" / "squid" / "index.html").read_text()
+    for rel in ("tags/squid/index.html", "tags/index.html"):
+        assert (out / rel).read_bytes() == (tmp_path / "clean" / rel).read_bytes()
+
+
+def test_raw_html_links_without_quotes_are_resolved_and_checked(site: Path, tmp_path: Path) -> None:
+    page = site / "content" / "docs" / "raw.md"
+    page.write_text("---\ntitle: raw\n---\n<a href=../index.md>home</a> <img src=../nope.png>\n")
+    with pytest.raises(LinkErrors) as e:
+        build_site(site, tmp_path / "out")
+    assert e.value.problems == [f"{page}:4: 'nope.png' does not exist in content/ or static/"]
+    page.write_text("---\ntitle: raw\n---\n<a href=../index.md>home</a> <a class=x href=_index.md>q</a>\n")
+    build_site(site, tmp_path / "out")
+    html = (tmp_path / "out" / "docs" / "raw" / "index.html").read_text()
+    assert '<a href="/">home</a>' in html and '<a class=x href="/docs/">q</a>' in html
+
+
+@pytest.mark.parametrize(
+    "name", ["a\nb.md", 'a"b.md', "a\x1bb.png", "a#b.png"], ids=["newline", "quote", "esc", "hash"]
+)
+def test_a_file_name_that_breaks_urls_is_one_line(site: Path, tmp_path: Path, name: str) -> None:
+    f = site / "content" / "docs" / name
+    f.write_text("---\ntitle: t\n---\nx\n")
+    with pytest.raises(BuildError, match="cannot be part of a URL") as e:
+        build_site(site, tmp_path / "out")
+    assert "\n" not in str(e.value) + str(e.value.where)
+    os.unlink(f)
