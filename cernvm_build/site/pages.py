@@ -63,7 +63,7 @@ def _checked_url(path: str, file: str) -> str:
     if bad is not None or ".." in path.split("/"):
         what = f"holds {bad.group()!r}" if bad is not None else "has a '..' segment: it leaves the site"
         raise BuildError(
-            f"url: {path!r} {what}",
+            f"{path!r} {what}",
             where=Location(file=file, key="url"),
             hint="write the page's path inside the site, e.g. 'url: /docs/name/' (no '..', no control "
             "characters, backslashes, '?', '#' or %-escapes)",

@@ -170,7 +170,7 @@ def _linked(full: str, inside: str) -> os.stat_result:
     real = os.path.realpath(full)
     if not real.startswith(inside):
         raise BuildError(
-            f"{full} is a symbolic link to {real}, outside the site folder",
+            f"a symbolic link to {real}, outside the site folder",
             where=full,
             hint="copy the file into the site instead of linking to it",
         )
@@ -178,7 +178,7 @@ def _linked(full: str, inside: str) -> os.stat_result:
         return os.stat(real)
     except OSError as e:
         raise BuildError(
-            f"{full} is a symbolic link to {real}, which cannot be read: {e.strerror}",
+            f"a symbolic link to {real}, which cannot be read: {e.strerror}",
             where=full,
             hint="fix or remove the link",
         ) from None

@@ -77,7 +77,7 @@ def test_a_link_out_of_the_site_is_one_line_and_one_inside_works(site: Path, tmp
     (tmp_path / "secret.txt").write_text("TOP SECRET\n")
     leak = site / "content" / "docs" / "leak.md"
     leak.symlink_to(secret)
-    told = re.escape(f"is a symbolic link to {secret}, outside the site folder")
+    told = re.escape(f"a symbolic link to {secret}, outside the site folder")
     with pytest.raises(BuildError, match=told) as e:
         build_site(site, tmp_path / "out")
     assert str(e.value.where) == str(leak) and "copy the file" in str(e.value.hint)
