@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import enum
 import re
+from fractions import Fraction
 from typing import Any, NamedTuple
 
 
@@ -195,7 +196,25 @@ def is_url(url: str, schemes: tuple[str, ...]) -> bool:
     )
 
 
+#: No setting counts beyond 18 digits. Longer numbers are refused before int() and the arithmetic:
+#: Python's int() raises a bare ValueError past 4,300 digits, float() overflows past ~308, and a
+#: message would echo them all.
+MAX_DIGITS = 18
+
+
+def _check_digits(text: str, number: str) -> None:
+    whole, _, fraction = number.lstrip("+-").partition(".")
+    if len(whole.lstrip("0")) > MAX_DIGITS or len(fraction) > MAX_DIGITS:
+        shown = text.strip()
+        shown = shown if len(shown) <= 24 else f"{shown[:20]}…"
+        raise Invalid(f"{shown!r} is too large a number", f"write at most {MAX_DIGITS} digits")
+
+
 def check_range(s: Setting, number: int) -> int:
+    if number.bit_length() > 4 * MAX_DIGITS:  # a YAML integer: not parsed here, and not echoed
+        # str() raises past 4,300 digits: estimated from the bits (log10 2) there
+        digits = len(str(abs(number))) if number.bit_length() < 14000 else int(number.bit_length() * 0.30103)
+        raise Invalid(f"a number of about {digits} digits is too large", f"write at most {MAX_DIGITS} digits")
     if (s.minimum is not None and number < s.minimum) or (s.maximum is not None and number > s.maximum):
         shown = format_size(number, s.unit) if s.kind is Kind.SIZE and number > 0 else str(number)
         what = {Kind.SIZE: "a size", Kind.DURATION: "seconds"}.get(s.kind, "an integer")
@@ -211,6 +230,7 @@ def _unit_name(unit: str) -> str:
 def parse_int(text: str) -> int:
     if not re.fullmatch(r"\s*[-+]?\d+\s*", text):
         raise Invalid(f"{text.strip()!r} is not a whole number", "write digits, e.g. 2")
+    _check_digits(text, text.strip())
     return int(text)
 
 
@@ -220,8 +240,9 @@ def parse_size(text: str, unit: str = "") -> int:
     if m is None:
         raise Invalid(f"{text.strip()!r} is not a size", "write a number with a unit: 4G, 512M, 4096")
     number, suffix = m.group(1), (m.group(2).upper() or unit)
-    scaled = float(number) * SIZE_UNITS[suffix] / SIZE_UNITS[unit]
-    if scaled != int(scaled):
+    _check_digits(text, number)
+    scaled = Fraction(number) * SIZE_UNITS[suffix] / SIZE_UNITS[unit]  # exact, no float overflow
+    if scaled.denominator != 1:
         raise Invalid(f"{text.strip()!r} is not a whole number of {_unit_name(unit)}", "give a whole number")
     return int(scaled)
 
@@ -240,6 +261,7 @@ def parse_duration(text: str) -> int:
     m = re.fullmatch(r"\s*([-+]?\d+)\s*([smhd]?)\s*", text)
     if m is None:
         raise Invalid(f"{text.strip()!r} is not a duration", "write seconds, or with s, m, h or d: 900, 15m")
+    _check_digits(text, m.group(1))
     return int(m.group(1)) * DURATION_UNITS[m.group(2)]
 
 

@@ -45,6 +45,10 @@ def _parse(source: str, lines: str) -> bool:
     except OSError as e:
         sys.stderr.write(f"ucernvm: context: {source}: {e.strerror}\n")
         text, ok = "", False
+    except Exception as e:  # a parser bug must not kill the process that also mounts the OS
+        why = f"{type(e).__name__}: {str(e)[:200]}"
+        sys.stderr.write(f"ucernvm: context: {source}: cannot read the user data ({why}), ignored\n")
+        text, ok = "", False
     else:
         ok = True
     sys.stderr.flush()

@@ -249,7 +249,16 @@ def _convert(node: yaml.Node, walk: _Walk, at: str = "") -> Node:
             where=location(pos, at or None),
             hint=f"a single value always replaces the parent's; remove {REPLACE_TAG}",
         )
-    value = walk.loader.construct_object(node, deep=True)
+    try:
+        value = walk.loader.construct_object(node, deep=True)
+    except ValueError as e:  # past Python's 4,300-digit int() limit; a date such as 2026-13-01
+        shown = str(node.value) if len(str(node.value)) <= 24 else f"{str(node.value)[:20]}…"
+        big = node.tag == "tag:yaml.org,2002:int"
+        raise ProfileError(
+            f"{shown!r} is too large a number" if big else f"{shown!r} cannot be read: {e}",
+            where=location(pos, at or None),
+            hint="write at most 18 digits" if big else "quote it to make it text",
+        ) from None
     return Node("scalar", value, pos, text=str(node.value))
 
 

@@ -131,3 +131,28 @@ def test_a_table_with_a_key_twice_is_a_bug() -> None:
 def test_allowed_text_describes_ranges_units_and_refusals() -> None:
     assert "256M..4T" in table.allowed_text(MEMORY) and "MiB" in table.allowed_text(MEMORY)
     assert "not `aarch64` (x86-64 only)" in table.allowed_text(ARCH)
+
+
+@pytest.mark.parametrize(
+    ("setting", "text"),
+    [
+        (CPUS, "9" * 5000),  # past Python's int() digit limit (a bare ValueError)
+        (CPUS, "-" + "9" * 19),
+        (MEMORY, "9" * 400 + "G"),  # float() overflows
+        (MEMORY, "1." + "0" * 5000 + "1G"),
+        (TIMEOUT, "9" * 5000 + "d"),
+    ],
+    ids=["int-5000", "int-19", "size-400", "size-fraction-5000", "duration-5000"],
+)
+def test_huge_numbers_are_one_line_naming_a_prefix(setting: table.Setting, text: str) -> None:
+    with pytest.raises(Invalid) as e:
+        table.from_text(setting, text)
+    assert "too large a number" in e.value.message and len(e.value.message) < 60
+    assert "18 digits" in e.value.hint
+
+
+def test_huge_yaml_integers_are_too_large_and_not_echoed() -> None:
+    with pytest.raises(Invalid, match="a number of about 4000 digits is too large"):
+        table.scalar(CPUS, 10**3999)
+    assert table.from_text(CPUS, "000000000000000000000002") == 2  # leading zeros are no digits
+    assert table.from_text(MEMORY, "0.50000000000000000T") == 512 << 10

@@ -793,3 +793,28 @@ def test_every_boot_starts_the_mount_before_the_modules(tmp_path: Path) -> None:
     assert out.rstrip().endswith("server= key=") and "rc=0" not in out, out
     out = boot_once()  # the failed parse kept no key: parsed again
     assert "server=s2.example" in out and "user data unchanged" not in out, out
+
+
+def test_the_guest_parse_reports_a_bad_key_and_never_raises(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process that parses the user data also mounts the OS: a key it cannot read (5,000 digits,
+    past Python's int() limit) is reported and ignored, the others kept; and whatever else the
+    parser raises is one line and no lines, never the end of the mount process."""
+    from cernvm_build.bootloader import parse_and_mount
+
+    source, lines = tmp_path / "user-data", tmp_path / "lines"
+    huge = "9" * 5000
+    source.write_text(f"[ucernvm-begin]\ncvmfs_quota_limit={huge}\nresize_rootfs=on\n[ucernvm-end]\n")
+    assert parse_and_mount._parse(str(source), str(lines)) is True
+    err = capsys.readouterr().err
+    assert "cvmfs_quota_limit: '99999999999999999999…' is too large a number, ignored" in err
+    assert huge not in err and "resize_rootfs" in lines.read_text() and "quota" not in lines.read_text()
+
+    def broken(data: bytes) -> None:
+        raise RecursionError("a parser bug")
+
+    monkeypatch.setattr(userdata, "parse", broken)
+    assert parse_and_mount._parse(str(source), str(lines)) is False
+    assert "cannot read the user data (RecursionError: a parser bug), ignored" in capsys.readouterr().err
+    assert lines.read_text() == ""

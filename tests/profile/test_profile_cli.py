@@ -197,3 +197,20 @@ def test_the_group_alone_shows_its_commands(capsys: pytest.CaptureFixture[str]) 
     assert main(["profiles"]) == 2
     err = capsys.readouterr().err
     assert all(c in err for c in ("list", "show", "validate", "diff", "schema", "reference"))
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("bootloader: {release: " + "9" * 5000 + "}\n", "'99999999999999999999…' is too large a number"),
+        ("bootloader: {release: " + "9" * 40 + "}\n", "a number of about 40 digits is too large"),
+    ],
+    ids=["past-int-limit", "40-digits"],
+)
+def test_huge_numbers_in_a_profile_are_one_line_at_their_position(
+    capsys: pytest.CaptureFixture[str], write: Write, body: str, message: str
+) -> None:
+    path = write("big", "extends: minimal\n" + body)
+    assert main(["profiles", "validate", str(path)]) == 3
+    err = capsys.readouterr().err
+    assert message in err and "big.yaml:2:" in err and "Traceback" not in err and "9" * 30 not in err
