@@ -12,6 +12,7 @@ import hashlib
 import pickle
 import re
 from collections.abc import Callable, Mapping
+from functools import lru_cache
 from typing import Any
 
 from ..errors import BuildError, Location
@@ -37,12 +38,104 @@ class Memo:
         if blob is not None:
             self.now[k] = blob
             return pickle.loads(blob)
-        import yaml
-
-        # libyaml's loader when present: the pure-Python one dominates builds of small pages
-        value = yaml.load(raw, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        value = yaml_load(raw)
         self.now[k] = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
         return value
+
+
+#: values a YAML text's aliases may add when expanded (``plain``, JSON, templates copy every use): a
+#: "billion laughs" text of a few hundred bytes expands to 10^9 values and gigabytes
+ALIAS_BUDGET = 100_000
+
+
+def yaml_load(raw: str) -> Any:
+    """``yaml.safe_load(raw)`` that refuses what would pass unnoticed or blow up later, as a marked
+    ``yaml.YAMLError`` (file:line via ``yamlerror``): a key given twice in one mapping (YAML keeps
+    the last silently), a value Python cannot build (``2026-02-30``, a time zone of +99:00), and aliases
+    that expand past ``ALIAS_BUDGET`` values."""
+    import yaml
+
+    value = yaml.load(raw, Loader=_loader())
+    if "*" in raw:  # no alias without one
+        extra = _alias_extra(value)
+        if extra > ALIAS_BUDGET:
+            m = _ALIAS.search(raw)
+            at = m.start(1) if m else 0
+            line = raw.count("\n", 0, at)
+            mark = yaml.Mark("<yaml>", at, line, at - (raw.rfind("\n", 0, at) + 1), "", 0)
+            raise yaml.constructor.ConstructorError(
+                None, None, f"aliases expand to more than {ALIAS_BUDGET:,} values", mark
+            )
+    return value
+
+
+#: an alias (``*name``) where YAML reads one: after a space, a flow indicator or at a line's start
+_ALIAS = re.compile(r"(?:^|[\s\[{,])(\*)[^\s,\[\]{}]", re.M)
+
+
+def _alias_extra(value: Any) -> int:
+    """How many more values ``value`` holds written out than it holds as built (aliases share one
+    object per anchor; a deep copy does not): each container's expanded size is counted once."""
+    sizes: dict[int, int] = {}
+    distinct = 0
+
+    def size(v: Any) -> int:
+        nonlocal distinct
+        if isinstance(v, dict):
+            items: Any = [*v.keys(), *v.values()]
+        elif isinstance(v, list):
+            items = v
+        else:
+            return 1
+        known = sizes.get(id(v))
+        if known is not None:
+            return known
+        distinct += 1 + sum(1 for x in items if not isinstance(x, dict | list))
+        n = 1 + sum(size(x) for x in items)
+        sizes[id(v)] = n
+        return n
+
+    return size(value) - distinct
+
+
+@lru_cache(maxsize=1)
+def _loader() -> Any:
+    import yaml
+    from yaml.constructor import ConstructorError, SafeConstructor
+
+    # libyaml's parser when present: the pure-Python one dominates builds of small pages (the
+    # constructor, subclassed here, is Python's either way)
+    base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+    class Loader(base):  # type: ignore[misc,valid-type]
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            if isinstance(node, yaml.MappingNode):
+                seen: set[Any] = set()
+                for key_node, _ in node.value:
+                    if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                        continue
+                    k = self.construct_object(key_node)
+                    try:
+                        dup = k in seen
+                        seen.add(k)
+                    except TypeError:  # unhashable: YAML's own error follows
+                        continue
+                    if dup:
+                        raise ConstructorError(
+                            None, None, f"key {k!r} is given twice in one mapping", key_node.start_mark
+                        )
+            return super().construct_mapping(node, deep=deep)
+
+        def construct_yaml_timestamp(self, node: Any) -> Any:
+            try:
+                return SafeConstructor.construct_yaml_timestamp(self, node)
+            except (ValueError, OverflowError) as e:
+                raise ConstructorError(
+                    None, None, f"not a valid date or time: {e}", node.start_mark
+                ) from None
+
+    Loader.add_constructor("tag:yaml.org,2002:timestamp", Loader.construct_yaml_timestamp)
+    return Loader
 
 
 def load_nested(load: Callable[[str], Any], text: str, where: str | Location, what: str = "") -> Any:

@@ -12,6 +12,7 @@ written again by the next build.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import time
@@ -46,16 +47,43 @@ def check_out(rel: str) -> None:
 def write_output(dest: Path, blob: bytes, made: set[str] | None = None) -> tuple[int, int]:
     """Write one output; returns its (size, mtime in ns) for the state. ``made``: None into an existing
     folder, else the folders made so far in a new one (see the module docstring)."""
-    with _output(dest, made) as f:
-        f.write(blob)
-        return _size_mtime(f)
+    try:
+        with _output(dest, made) as f:
+            f.write(blob)
+            return _size_mtime(f)
+    except OSError as e:
+        raise write_error(e, dest) from None
 
 
 def copy_output(src: Path, dest: Path, made: set[str] | None = None) -> tuple[int, int]:
     """Copy an asset (streamed: it may be a release image); returns (size, mtime in ns)."""
-    with _output(dest, made) as f, open(src, "rb") as s:
-        shutil.copyfileobj(s, f, CHUNK)
-        return _size_mtime(f)
+    try:
+        with _output(dest, made) as f, open(src, "rb") as s:
+            shutil.copyfileobj(s, f, CHUNK)
+            return _size_mtime(f)
+    except OSError as e:
+        raise write_error(e, dest) from None
+
+
+#: what to do about a write that failed, by errno
+_WRITE_HINTS = {
+    errno.ENOSPC: "free space on the output's disk (the old output is left as it was)",
+    errno.EDQUOT: "free space in your quota (the old output is left as it was)",
+    errno.EROFS: "choose a writable --out folder",
+    errno.EACCES: "check the output folder's permissions, or choose another --out",
+    errno.EPERM: "check the output folder's permissions, or choose another --out",
+    errno.ENAMETOOLONG: "shorten the name it comes from (a file name, a tag, a 'url:')",
+}
+
+
+def write_error(e: OSError, dest: Path) -> BuildError:
+    """A failed write (a full disk, a read-only output, a name too long) as one line naming the file;
+    the build's temporary output is removed by its caller, and the old output stays."""
+    path = e.filename if isinstance(e.filename, str) else str(dest)
+    return BuildError(
+        f"cannot write {path}: {e.strerror or e}",
+        hint=_WRITE_HINTS.get(e.errno or 0, "check the output folder (--out) can be written"),
+    )
 
 
 def matches(path: str, row: tuple[str, int, int]) -> bool:

@@ -127,6 +127,7 @@ def _source_page(
     """``base``: the base path without its last '/'; ``settings``: section -> its settings, filled here
     (one look-up a section, not one a page: this runs for every page of every build)."""
     fm: dict[str, Any] = meta["fm"]
+    _check_types(fm, file)
     path = page_path(rel, fm)
     if "url" in fm and isinstance(fm["url"], str):
         path = _checked_url(path, file)
@@ -174,6 +175,40 @@ def _source_page(
         meta=fm,
         r=meta,
     )
+
+
+def _check_types(fm: dict[str, Any], file: str) -> None:
+    """Keys a page shows as text hold text (a mapping would show as its Python repr), ``weight`` an
+    integer (the nav orders by it); else one line naming the key."""
+    for k in ("title", "description", "nav_title"):
+        if k in fm and fm[k] is not None and not isinstance(fm[k], str):
+            raise BuildError(
+                f"{k} must be text, not {_yaml_kind(fm[k])}",
+                where=Location(file=file, key=k),
+                hint=f"write '{k}: \"…\"' (quotes keep a number or a date as text)",
+            )
+    tags = fm.get("tags")
+    if not (
+        tags is None
+        or isinstance(tags, str)
+        or (isinstance(tags, list) and all(isinstance(t, str) for t in tags))
+    ):
+        raise BuildError(
+            "tags must be a list of text",
+            where=Location(file=file, key="tags"),
+            hint="write 'tags: [one, two]' (quote a tag that is a number or a date)",
+        )
+    weight = fm.get("weight")
+    if weight is not None and (not isinstance(weight, int) or isinstance(weight, bool)):
+        raise BuildError(
+            f"weight must be a whole number, not {_yaml_kind(weight)}",
+            where=Location(file=file, key="weight"),
+            hint="write 'weight: 10' (lower comes first)",
+        )
+
+
+def _yaml_kind(v: Any) -> str:
+    return {dict: "a mapping", list: "a list", bool: "true/false"}.get(type(v), type(v).__name__)
 
 
 def _release_page(base: str, rel_data: dict[str, Any]) -> Page:

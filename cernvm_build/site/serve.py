@@ -12,6 +12,7 @@ import contextlib
 import http.server
 import os
 import threading
+import urllib.parse
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -89,6 +90,14 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
             return self._send(html, "text/html; charset=utf-8")
         return super().do_GET()
 
+    def parse_request(self) -> bool:
+        if not super().parse_request():
+            return False
+        if "\0" in urllib.parse.unquote(self.path):  # no file has a NUL in its name: os calls refuse one
+            self.send_error(400, "NUL in the path")
+            return False
+        return True
+
     def translate_path(self, path: str) -> str:
         clean = path.split("?", 1)[0].split("#", 1)[0]
         if clean.startswith(self.base_path):
@@ -117,7 +126,8 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         with contextlib.suppress(ValueError, TypeError):
-            type(self).log(int(code), self.path)
+            # (a 414's request line is never parsed: no ``path``)
+            type(self).log(int(code), getattr(self, "path", ""))
 
     def log_message(self, format: str, *args: Any) -> None:
         pass

@@ -186,6 +186,7 @@ def _linked(full: str, inside: str) -> os.stat_result:
 
 def _front(raw: bytes) -> bytes:
     """A source's front matter, roughly (b'' without one)."""
+    raw = raw.removeprefix(b"\xef\xbb\xbf")  # a BOM (``page_text`` drops it too)
     if not raw.startswith(b"---"):
         return b""
     return raw[: raw.find(b"\n---", 3) + 1] if b"\n---" in raw else raw
@@ -243,6 +244,20 @@ def render_version() -> str:
     return _VERSION[0]
 
 
+#: a Markdown source's size limit: a page takes ~40x its size in memory while rendered (in each worker
+#: of ``--jobs``), and a 50 MB page a minute; docs/ARCHITECTURE.md says it
+MAX_PAGE_BYTES = 4 * 1024 * 1024
+#: a lone CR (old Mac line ends): a line end for Markdown, not for the front matter's ``---`` lines
+_LONE_CR = re.compile(r"\r(?!\n)")
+
+
+def page_text(data: bytes) -> str:
+    """A source's text: UTF-8 with its byte-order mark dropped (it would hide the front matter's first
+    ``---``), lone CRs made line ends as Markdown reads them."""
+    text = data.decode("utf-8-sig")
+    return _LONE_CR.sub("\n", text) if "\r" in text else text
+
+
 def _render_source(
     known: tuple[Mapping[str, str], Mapping[str, bytes]], src: Source
 ) -> tuple[str, Any, str, dict[str, str], ContentText | None] | tuple[str, tuple[str, str, str]]:
@@ -251,7 +266,14 @@ def _render_source(
     the search index reads of the html) or (key, error)."""
     known_code, known_fm = known
     try:
-        text = Path(src.file).read_bytes().decode("utf-8")
+        data = Path(src.file).read_bytes()
+        if len(data) > MAX_PAGE_BYTES:
+            raise BuildError(
+                f"page is {len(data):,} bytes, over the limit of {MAX_PAGE_BYTES:,}",
+                where=src.file,
+                hint="split it into several pages (rendering takes ~40x a page's size in memory)",
+            )
+        text = page_text(data)
         raw, body, first_line = frontmatter.split_raw(text, src.file)
         fm_key = frontmatter.key(raw) if raw is not None else ""
         memo = frontmatter.Memo(known_fm)
@@ -268,7 +290,9 @@ def _render_source(
             body, src_path=src.rel, first_line=first_line, base_path=src.base_path, known_code=known_code
         )
     except UnicodeDecodeError as e:
-        return src.key, (f"not UTF-8 text (byte {e.start})", src.file, "save the file as UTF-8")
+        line = data.count(b"\n", 0, e.start) + 1
+        where = f"{src.file}:{line}"
+        return src.key, (f"not UTF-8 text (byte {e.start})", where, "save the file as UTF-8")
     except CernVMError as e:
         # exceptions do not cross the process boundary with their fields: send the parts
         return src.key, (e.message, str(e.where) if e.where else "", e.hint or "")

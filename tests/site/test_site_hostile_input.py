@@ -1,0 +1,145 @@
+"""Hostile pages, data and requests (issue 17): each is one line naming the file (and line or key),
+in bounded time and memory, never a traceback or silently dropped content."""
+
+from __future__ import annotations
+
+import http.client
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sitehelpers import Builder, build_site
+
+from cernvm_build.errors import BuildError
+from cernvm_build.site import data, frontmatter, mdtree, sources
+from cernvm_build.site.serve import Preview
+
+# "billion laughs": 9 levels of 10 aliases each, 10^9 values written out from ~300 bytes
+BOMB = "a: &a [x,x,x,x,x,x,x,x,x,x]\n" + "".join(
+    f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=True)
+)
+
+
+def test_an_alias_bomb_is_refused_at_its_first_alias() -> None:
+    with pytest.raises(BuildError, match="aliases expand to more than 100,000 values") as e:
+        frontmatter.parse(BOMB, "p.md", first_line=2)
+    assert str(e.value.where) == "p.md:3:8"
+
+
+def test_an_alias_bomb_in_a_data_file_is_refused(tmp_path: Path) -> None:
+    f = tmp_path / "d.yaml"
+    f.write_text(BOMB)
+    with pytest.raises(BuildError, match="aliases expand") as e:
+        data._load_file(f)
+    assert str(e.value.where).startswith(f"{f}:2:")
+
+
+def test_anchors_aliases_and_merge_keys_still_work() -> None:
+    raw = "a: &x {k: 1, s: 'a * b'}\nb: *x\nc: [*x, *x]\nd:\n  <<: *x\n  k: 2\n"
+    assert frontmatter.parse(raw, "p.md") == {
+        "a": {"k": 1, "s": "a * b"},
+        "b": {"k": 1, "s": "a * b"},
+        "c": [{"k": 1, "s": "a * b"}] * 2,
+        "d": {"k": 2, "s": "a * b"},
+    }
+
+
+@pytest.mark.parametrize(
+    ("raw", "what", "line"),
+    [
+        ("title: one\ntitle: two\n", "key 'title' is given twice", 3),
+        ("title: t\ndate: 2026-02-30\n", "day is out of range", 3),
+        ("date: 0000-01-01\n", "year 0 is out of range", 2),
+        ("date: 2026-12-01T25:00:00\n", "hour must be in 0..23", 2),
+        ("date: 2026-12-01 10:00:00 +99:00\n", "not a valid date or time", 2),
+        ("x:\n  a: 1\n  a: 2\n", "key 'a' is given twice", 4),
+    ],
+)
+def test_yaml_values_python_cannot_build_are_one_line(raw: str, what: str, line: int) -> None:
+    with pytest.raises(BuildError, match=what) as e:
+        frontmatter.parse(raw, "p.md", first_line=2)
+    assert e.value.where is not None and e.value.where.file == "p.md" and e.value.where.line == line
+
+
+@pytest.mark.parametrize(
+    ("front", "key"),
+    [
+        ("title: {a: b}", "title"),
+        ("title: t\ndescription: [x]", "description"),
+        ("title: t\ntags: [a, {b: c}]", "tags"),
+        ("title: t\nweight: x", "weight"),
+    ],
+)
+def test_keys_shown_as_text_must_be_text(site: Path, tmp_path: Path, front: str, key: str) -> None:
+    page = site / "content" / "docs" / "typed.md"
+    page.write_text(f"---\n{front}\n---\nbody\n")
+    with pytest.raises(BuildError, match=f"{key} must be") as e:
+        build_site(site, tmp_path / "out", jobs=1)
+    assert e.value.message.startswith(f"{key} must be") and str(e.value.where) == f"{page}: {key}"
+
+
+def test_a_bom_and_lone_cr_line_ends_keep_the_front_matter(site: Path, tmp_path: Path) -> None:
+    (site / "content" / "docs" / "bom.md").write_bytes(b"\xef\xbb\xbf---\ntitle: With a BOM\n---\nx\n")
+    (site / "content" / "docs" / "cr.md").write_bytes(b"---\rtitle: Old Mac\r---\rline\r")
+    build_site(site, tmp_path / "out", jobs=1)
+    assert "<title>With a BOM" in (tmp_path / "out/docs/bom/index.html").read_text()
+    assert "<title>Old Mac" in (tmp_path / "out/docs/cr/index.html").read_text()
+
+
+def test_invalid_utf8_is_reported_with_its_line(site: Path, tmp_path: Path) -> None:
+    page = site / "content" / "docs" / "bad.md"
+    page.write_bytes(b"---\ntitle: t\n---\nfine\nbad \xff here\n")
+    with pytest.raises(BuildError, match="not UTF-8") as e:
+        build_site(site, tmp_path / "out", jobs=1)
+    assert str(e.value.where) == f"{page}:5"
+
+
+def test_a_page_over_the_size_limit_is_refused(
+    site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sources, "MAX_PAGE_BYTES", 4096)
+    page = site / "content" / "docs" / "big.md"
+    page.write_text("---\ntitle: big\n---\n" + "word " * 1000)
+    with pytest.raises(BuildError, match="over the limit of 4,096") as e:
+        build_site(site, tmp_path / "out", jobs=1)
+    assert str(e.value.where) == str(page)
+
+
+def test_a_long_paragraph_of_emphasis_leaves_the_rust_parser() -> None:
+    # the Rust parser is superlinear on emphasis within one paragraph; markdown-it-py linear
+    assert mdtree.parse("word *em* " * 1000) is not None
+    assert mdtree.parse("word *em* " * 3000) is None
+    assert mdtree.parse("para\n\n" + "word *em*\n" * 3000 + "\nend\n") is None
+    # a long code block has few delimiters: it stays
+    assert mdtree.parse("```py\n" + "x = f(1)\n" * 5000 + "```\n") is not None
+
+
+def test_a_name_too_long_to_write_is_one_line(site: Path, tmp_path: Path) -> None:
+    page = site / "content" / "docs" / "tagged.md"
+    page.write_text(f"---\ntitle: t\ntags: [{'g' * 300}]\n---\nbody\n")
+    with pytest.raises(BuildError, match=r"^cannot write .*ggg: File name too long") as e:
+        build_site(site, tmp_path / "out", jobs=1)
+    assert e.value.hint and "shorten" in e.value.hint
+    assert not (tmp_path / "out").exists()  # nothing half-written is left
+
+
+def _raw_get(p: Preview, target: str) -> tuple[int, Any]:
+    host, port = p.url.split("//", 1)[1].rstrip("/").split(":")
+    c = http.client.HTTPConnection(host, int(port), timeout=10)
+    c.putrequest("GET", target, skip_host=True, skip_accept_encoding=True)
+    c.endheaders()
+    r = c.getresponse()
+    c.close()
+    return r.status, p.requests
+
+
+@pytest.mark.integration
+def test_serve_answers_hostile_requests(site: Path, tmp_path: Path) -> None:
+    p = Preview(Builder(site, tmp_path / "out"), port=0, interval=0.1)
+    p.start()
+    try:
+        assert _raw_get(p, "/docs/%00")[0] == 400
+        assert _raw_get(p, "/" + "a" * 70_000)[0] == 414
+        assert _raw_get(p, "/docs/quickstart/client/")[0] == 200  # still serving
+    finally:
+        p.stop()
