@@ -282,7 +282,9 @@ def parse(text: str, env: dict[str, Any]) -> tuple[list[Token], MarkdownIt]:
     tokens = mdtree.tokens(text)
     if tokens is None:
         md = _parser()
-        return md.parse(text, env), md
+        tokens = md.parse(text, env)
+        mdtree.check_depth(tokens)  # nesting it would drop: one line, not lost content
+        return tokens, md
     post = _after_parse()
     post.core.process(StateCore(text, post, env, tokens))
     return tokens, post

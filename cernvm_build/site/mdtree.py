@@ -53,22 +53,28 @@ INLINE |= {"softbreak", "hardbreak", *INLINE_TAGS}
 MAX_DEPTH = 16
 
 
-#: a block (lines between blank lines) this long goes to markdown-it-py: the Rust parser's emphasis is
-#: superlinear within one paragraph ("word *em* " 10k times: 0.22 s, 20k: 1.3 s, 40k: 7.6 s, and it
-#: cannot be interrupted), markdown-it-py's linear (40k: 1.2 s); pages are bounded by
-#: ``sources.MAX_PAGE_BYTES``
+#: Text the Rust parser does not get, because one call into it cannot be interrupted (a SIGTERM or
+#: Ctrl-C is acted on when it returns) and its emphasis is superlinear within one paragraph ("word *em* "
+#: 10k times: 0.22 s, 20k: 1.3 s, 40k: 7.6 s; markdown-it-py, which a signal stops at once: 40k 1.2 s):
+#: a page over ``LONG_TEXT`` characters, or one over ``LONG_BLOCK`` with a block (lines between blank
+#: lines) holding more than ``MANY_DELIMITERS`` of ``*_[`` and backticks. A long code block has few and
+#: stays (markdown-it-py takes twice as long on it). Worst case left: 512 KiB of paragraphs of 4,700
+#: emphasis pairs each, ~2 CPU-s in one call. Pages are at most ``sources.MAX_PAGE_BYTES``.
+LONG_TEXT = 512 * 1024
 LONG_BLOCK = 20_000
-#: ... with this many delimiters (``*``, ``_``, ``[``, a backtick) in it: a long code block has few and
-#: stays on the Rust parser (markdown-it-py takes twice as long on it)
 MANY_DELIMITERS = 2_000
 _BLANK_LINE = re.compile(r"\n[ \t]*(?:\r?\n|$)")
 
 
-def has_long_block(text: str) -> bool:
+def too_long_for_rust(text: str) -> bool:
+    if len(text) <= LONG_BLOCK:
+        return False
+    if len(text) > LONG_TEXT:
+        return True
     start = 0
     for m in (*_BLANK_LINE.finditer(text), None):
         end = m.start() if m is not None else len(text)
-        if end - start > LONG_BLOCK:
+        if end - start > MANY_DELIMITERS:
             block = text[start:end]
             if sum(block.count(c) for c in "*_[`") > MANY_DELIMITERS:
                 return True
@@ -78,6 +84,31 @@ def has_long_block(text: str) -> bool:
 
 class Unsupported(Exception):
     """A construct this module has no rule for: the caller parses with markdown-it-py instead."""
+
+
+#: markdown-it-py's ``maxNesting``: a block at this level or deeper is dropped without a word
+MAX_NESTING = 20
+#: the blocks that hold blocks (their children are a level deeper)
+_CONTAINERS = frozenset(
+    f"{name}_open" for name in ("blockquote", "bullet_list", "ordered_list", "list_item", "admonition")
+)
+
+
+class TooDeep(Exception):
+    """Blocks nested ``MAX_NESTING`` levels deep, which markdown-it-py (the parser that takes such a
+    page: this module stops at ``MAX_DEPTH``) drops silently. ``line``: 0-based in the text."""
+
+    def __init__(self, line: int):
+        super().__init__(f"nested deeper than {MAX_NESTING} levels")
+        self.line = line
+
+
+def check_depth(tokens: Sequence[Token]) -> None:
+    """Raise ``TooDeep`` where markdown-it-py's ``tokens`` lost blocks: a block that holds blocks, one
+    level above the limit (its children would be at it)."""
+    for t in tokens:
+        if t.level >= MAX_NESTING - 1 and t.type in _CONTAINERS:
+            raise TooDeep(t.map[0] if t.map else 0)
 
 
 @lru_cache(maxsize=1)
@@ -109,7 +140,7 @@ def parse(text: str, parser: Any = None, *, render: bool = False) -> Any:
     panic hook would print the panic (and with ``RUST_BACKTRACE`` a backtrace) on stderr for every such
     page of a build that succeeds; it cannot be told not to, so fd 2 is sent to /dev/null around a parse
     that could panic (a ``[`` and a backtick: two ``dup2`` calls, microseconds)."""
-    if len(text) > LONG_BLOCK and has_long_block(text):
+    if too_long_for_rust(text):
         return None
     parser = parser or _parser()
     call = parser.render if render else parser.tree

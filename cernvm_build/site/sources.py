@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 
 from ..errors import BuildError, CernVMError, Location
 from ..report import Reporter
-from . import frontmatter, recache
+from . import frontmatter, mdtree, recache
 from . import markdown as md_mod
 from .cache import State
 from .model import ContentText, sha
@@ -289,6 +289,9 @@ def _render_source(
         r = md_mod.render(
             body, src_path=src.rel, first_line=first_line, base_path=src.base_path, known_code=known_code
         )
+    except mdtree.TooDeep as e:
+        hint = "nest lists and quotes fewer levels deep (each list is two levels: list and item)"
+        return src.key, (str(e), f"{src.file}:{first_line + e.line}", hint)
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
         where = f"{src.file}:{line}"

@@ -11,7 +11,7 @@ import pytest
 from sitehelpers import Builder, build_site
 
 from cernvm_build.errors import BuildError
-from cernvm_build.site import data, frontmatter, mdtree, sources
+from cernvm_build.site import data, frontmatter, markdown, mdtree, pages, sources
 from cernvm_build.site.serve import Preview
 
 # "billion laughs": 9 levels of 10 aliases each, 10^9 values written out from ~300 bytes
@@ -62,20 +62,29 @@ def test_yaml_values_python_cannot_build_are_one_line(raw: str, what: str, line:
 
 
 @pytest.mark.parametrize(
-    ("front", "key"),
+    ("fm", "key"),
     [
-        ("title: {a: b}", "title"),
-        ("title: t\ndescription: [x]", "description"),
-        ("title: t\ntags: [a, {b: c}]", "tags"),
-        ("title: t\nweight: x", "weight"),
+        ({"title": "t", "description": ["x"]}, "description"),
+        ({"title": "t", "nav_title": 3}, "nav_title"),
+        ({"title": "t", "tags": ["a", {"b": "c"}]}, "tags"),
+        ({"title": "t", "tags": 7}, "tags"),
+        ({"title": "t", "weight": "x"}, "weight"),
+        ({"title": "t", "weight": True}, "weight"),
     ],
 )
-def test_keys_shown_as_text_must_be_text(site: Path, tmp_path: Path, front: str, key: str) -> None:
-    page = site / "content" / "docs" / "typed.md"
-    page.write_text(f"---\n{front}\n---\nbody\n")
+def test_keys_shown_as_text_must_be_text(fm: dict[str, Any], key: str) -> None:
     with pytest.raises(BuildError, match=f"{key} must be") as e:
+        pages._check_types(fm, "p.md")
+    assert str(e.value.where) == f"p.md: {key}"
+
+
+def test_a_title_that_is_a_mapping_stops_the_build(site: Path, tmp_path: Path) -> None:
+    page = site / "content" / "docs" / "typed.md"
+    page.write_text("---\ntitle: {a: b}\n---\nbody\n")
+    with pytest.raises(BuildError, match="title must be text, not a mapping") as e:
         build_site(site, tmp_path / "out", jobs=1)
-    assert e.value.message.startswith(f"{key} must be") and str(e.value.where) == f"{page}: {key}"
+    assert str(e.value.where) == f"{page}: title"
+    pages._check_types({"title": "t", "tags": "one", "weight": 3, "description": None}, "p.md")
 
 
 def test_a_bom_and_lone_cr_line_ends_keep_the_front_matter(site: Path, tmp_path: Path) -> None:
@@ -97,10 +106,12 @@ def test_invalid_utf8_is_reported_with_its_line(site: Path, tmp_path: Path) -> N
 def test_a_page_over_the_size_limit_is_refused(
     site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sources, "MAX_PAGE_BYTES", 4096)
+    # a limit the shipped pages keep below (the real one, 4 MiB, would make a slow test)
+    limit = max(f.stat().st_size for f in (site / "content").rglob("*.md"))
+    monkeypatch.setattr(sources, "MAX_PAGE_BYTES", limit)
     page = site / "content" / "docs" / "big.md"
-    page.write_text("---\ntitle: big\n---\n" + "word " * 1000)
-    with pytest.raises(BuildError, match="over the limit of 4,096") as e:
+    page.write_text("---\ntitle: big\n---\n" + "word " * (limit // 5))
+    with pytest.raises(BuildError, match=f"over the limit of {limit:,}") as e:
         build_site(site, tmp_path / "out", jobs=1)
     assert str(e.value.where) == str(page)
 
@@ -112,6 +123,8 @@ def test_a_long_paragraph_of_emphasis_leaves_the_rust_parser() -> None:
     assert mdtree.parse("para\n\n" + "word *em*\n" * 3000 + "\nend\n") is None
     # a long code block has few delimiters: it stays
     assert mdtree.parse("```py\n" + "x = f(1)\n" * 5000 + "```\n") is not None
+    # nor does a page over 512 KiB, whatever it holds: one call into it cannot be interrupted
+    assert mdtree.parse("plain words\n\n" * 50_000) is None
 
 
 def test_a_name_too_long_to_write_is_one_line(site: Path, tmp_path: Path) -> None:
@@ -143,3 +156,30 @@ def test_serve_answers_hostile_requests(site: Path, tmp_path: Path) -> None:
         assert _raw_get(p, "/docs/quickstart/client/")[0] == 200  # still serving
     finally:
         p.stop()
+
+
+@pytest.mark.parametrize(
+    ("body", "line"),
+    [
+        ("".join("  " * i + f"- w{i}\n" for i in range(10)), 9),  # a list is two levels: list, item
+        ("intro\n\n" + ">" * 20 + " quoted\n", 2),
+    ],
+)
+def test_nesting_markdown_it_py_would_drop_is_one_line(body: str, line: int) -> None:
+    with pytest.raises(mdtree.TooDeep) as e:
+        markdown.render(body, src_path="docs/p.md", first_line=1, base_path="/")
+    assert e.value.line == line
+
+
+def test_nesting_up_to_the_limit_keeps_every_block() -> None:
+    body = "".join("  " * i + f"- w{i}\n" for i in range(9)) + "\n" + ">" * 19 + " quoted\n"
+    html = markdown.render(body, src_path="docs/p.md", first_line=1, base_path="/").html
+    assert all(f"w{i}" in html for i in range(9)) and "quoted" in html
+
+
+def test_a_too_deep_page_names_its_file_and_line(site: Path, tmp_path: Path) -> None:
+    page = site / "content" / "docs" / "deep.md"
+    page.write_text("---\ntitle: deep\n---\n" + ">" * 25 + " quoted\n")
+    with pytest.raises(BuildError, match="nested deeper than 20 levels") as e:
+        build_site(site, tmp_path / "out", jobs=1)
+    assert str(e.value.where) == f"{page}:4"
