@@ -151,7 +151,16 @@ def test_bench_corpus_renders_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize("text", ODD, ids=range(len(ODD)))
 def test_odd_and_hostile_markdown_renders_the_same(text: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    _taken, fast, slow = both(text, monkeypatch)
+    try:
+        _taken, fast, slow = both(text, monkeypatch)
+    except mdtree.TooDeep:
+        # blocks markdown-it-py would drop: refused on every path (test_site_hostile_input.py)
+        with monkeypatch.context() as m:
+            m.setattr(markdown, "_render_rust", lambda *_a: None)
+            m.setattr(mdtree, "tokens", lambda _text: None)
+            with pytest.raises(mdtree.TooDeep):
+                markdown.render(text, src_path="docs/a/b.md", first_line=3, base_path="/base/")
+        return
     assert fast == slow
 
 
