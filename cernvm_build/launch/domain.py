@@ -51,23 +51,34 @@ class Metadata:
     #: ``pool`` then stays after the last instance (``images remove`` deletes it); "" for a file
     #: given by path, whose copy goes with the last instance that boots it
     image_cached: str = ""
+    #: read, not written: the fields whose text was no value of their type (someone edited the
+    #: domain), kept at their defaults; the instance is then listed as broken, not a traceback
+    malformed: str = dataclasses.field(default="", compare=False)
 
     def items(self) -> list[tuple[str, str]]:
-        return [(f.name, str(getattr(self, f.name))) for f in dataclasses.fields(self)]
+        return [
+            (f.name, str(getattr(self, f.name))) for f in dataclasses.fields(self) if f.name != "malformed"
+        ]
 
     @classmethod
     def from_element(cls, elem: ET.Element) -> Metadata:
         values: dict[str, object] = {}
-        types = {f.name: f.type for f in dataclasses.fields(cls)}
+        bad: list[str] = []
+        types = {f.name: f.type for f in dataclasses.fields(cls) if f.name != "malformed"}
         for child in elem:
             key = child.tag.rpartition("}")[2]
             if key not in types:
                 continue  # written by a newer launch: ignore what this one does not know
             text = child.text or ""
-            values[key] = int(text) if types[key] in (int, "int") and text.strip() else text
+            if types[key] not in (int, "int") or not text.strip():
+                values[key] = text
+            elif len(text) <= 20 and text.strip().isdecimal():  # int() would take "1_0", "-3", 4,300 digits
+                values[key] = int(text)
+            else:
+                bad.append(f"{key}: {text[:20]!r}")
         if "image" not in values:
             values["image"] = ""
-        return cls(**values)  # type: ignore[arg-type]
+        return cls(**values, malformed=", ".join(bad))  # type: ignore[arg-type]
 
     def to_xml(self) -> str:
         root = ET.Element(f"{{{NS}}}instance")

@@ -102,7 +102,10 @@ def describe(dom: Any) -> Instance:
     except libvirt.libvirtError:
         saved = False
     meta = domain.metadata_of(dom.XMLDesc(0))
-    broken = _missing_files(dom, meta) if meta is not None else ""
+    broken = ""
+    if meta is not None:
+        broken = f"its launcher metadata is malformed ({meta.malformed})" if meta.malformed else ""
+        broken = broken or _missing_files(dom, meta)
     if broken:
         label = "broken"
     elif saved and state == libvirt.VIR_DOMAIN_SHUTOFF:

@@ -388,3 +388,29 @@ def test_destroy_removes_only_the_instance_own_folder(
     _define_with_home(conn, launch_env, image, "victim", own)
     assert instances.destroy(conn, "victim", force=True) is None
     assert not own.exists()
+
+
+def test_a_domain_with_malformed_metadata_is_listed_broken_and_destroyed(
+    conn: Any, launch_env: Path, image: Path
+) -> None:
+    """Someone edits a domain's launcher metadata (``virsh edit``): that instance is broken, the
+    others are listed as ever, and destroy removes it without --force."""
+    create(conn, request(launch_env, image, "fine"))
+    folder = launch_env / "run" / "edited"
+    folder.mkdir(parents=True)
+    _define_with_home(conn, launch_env, image, "edited", folder)
+    xml = conn.lookupByName("edited").XMLDesc(0)
+    ns = xml[xml.index("<", xml.index("<metadata>") + 1) + 1 : xml.index(":instance")]
+    xml = xml.replace(f"<{ns}:cpus>1</{ns}:cpus>", f"<{ns}:cpus>abc</{ns}:cpus>")
+    xml = xml.replace(f"<{ns}:ssh_port>20000</{ns}:ssh_port>", f"<{ns}:ssh_port>{'9' * 5000}</{ns}:ssh_port>")
+    conn.defineXML(xml)
+    found = {i.name: i for i in instances.list_instances(conn)}
+    assert found["fine"].state == "running" and not found["fine"].broken
+    edited = found["edited"]
+    assert edited.state == "broken" and edited.meta is not None and edited.meta.cpus == 1
+    assert (
+        edited.broken == "its launcher metadata is malformed (ssh_port: '99999999999999999999', cpus: 'abc')"
+    )
+    assert edited.to_json()["state"] == "broken"
+    instances.destroy(conn, "edited")  # broken: no --force needed
+    assert [d.name() for d in conn.listAllDomains(0)] == ["fine"] and not folder.exists()
