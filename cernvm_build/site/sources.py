@@ -105,6 +105,7 @@ def scan(site_dir: Path, known: Known | None = None) -> Sources:
                 st = os.lstat(full)
                 if stat_mod.S_ISLNK(st.st_mode):
                     st = _linked(full, inside)
+                check_size(full, st.st_size)
                 stat = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
                 got = known.get(full)
                 if got is not None and got[0] == stat:
@@ -251,6 +252,17 @@ MAX_PAGE_BYTES = 4 * 1024 * 1024
 _LONE_CR = re.compile(r"\r(?!\n)")
 
 
+def check_size(file: str, size: int) -> None:
+    """A source over ``MAX_PAGE_BYTES`` is one line (at the scan, before it is read; again where it is
+    rendered, in case it grew)."""
+    if size > MAX_PAGE_BYTES:
+        raise BuildError(
+            f"page is {size:,} bytes, over the limit of {MAX_PAGE_BYTES:,}",
+            where=file,
+            hint="split it into several pages (rendering takes ~40x a page's size in memory)",
+        )
+
+
 def page_text(data: bytes) -> str:
     """A source's text: UTF-8 with its byte-order mark dropped (it would hide the front matter's first
     ``---``), lone CRs made line ends as Markdown reads them."""
@@ -267,12 +279,7 @@ def _render_source(
     known_code, known_fm = known
     try:
         data = Path(src.file).read_bytes()
-        if len(data) > MAX_PAGE_BYTES:
-            raise BuildError(
-                f"page is {len(data):,} bytes, over the limit of {MAX_PAGE_BYTES:,}",
-                where=src.file,
-                hint="split it into several pages (rendering takes ~40x a page's size in memory)",
-            )
+        check_size(src.file, len(data))
         text = page_text(data)
         raw, body, first_line = frontmatter.split_raw(text, src.file)
         fm_key = frontmatter.key(raw) if raw is not None else ""
