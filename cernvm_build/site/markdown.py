@@ -44,15 +44,20 @@ MORE = "<!--more-->"
 MARKER = re.compile(r"@@L:([^@]*)@@")
 #: links in raw HTML written in the Markdown (quoted or unquoted values): checked and resolved like
 #: Markdown links
-RAW_LINK = re.compile(r"""(\b(?:href|src)\s*=\s*)(?:(["'])([^"'<>]*)\2|([^\s"'<>=`]+))""", re.I)
+RAW_LINK = re.compile(
+    r"""(\b(?:href|src)\s*=\s*)(?:(["'])([^"'<>]*)\2|([^\s"'<>=`]+))|(\bsrcset\s*=\s*)(["'])([^"'<>]*)\6""",
+    re.I,
+)
 #: the same, or an HTML comment (group 1; an unclosed one runs to the end of this piece of HTML, as
 #: it does in a browser), or any other quoted attribute value (its ``<!--`` is no comment): a link in
 #: a comment is not a link (a README's commented-out template code is not checked)
 RAW_LINK_OR_COMMENT = re.compile(
     r"""(<!--[\s\S]*?(?:-->|\Z))|(\b(?:href|src)\s*=\s*)(?:(["'])([^"'<>]*)\3|([^\s"'<>=`]+))"""
-    r"""|=\s*(?:"[^"]*"|'[^']*')""",
+    r"""|(\bsrcset\s*=\s*)(["'])([^"'<>]*)\7|=\s*(?:"[^"]*"|'[^']*')""",
     re.I,
 )
+#: a srcset candidate's URL (group 2), after the start or a comma and white space (group 1)
+SRCSET_URL = re.compile(r"((?:^|,)\s*)([^\s,]+)")
 #: raw HTML links left as they are (neither resolved nor checked)
 SKIPPED_SCHEMES = ("mailto:", "tel:", "data:", "javascript:")
 
@@ -338,6 +343,19 @@ def raw_links(
     base = 1 if "<!--" in html_text else 0
 
     def one(m: re.Match[str]) -> str:
+        if m.group(base + 5) is not None:  # a quoted srcset: each candidate's URL (before its descriptor)
+            at = line + html_text.count("\n", 0, m.start())
+
+            def candidate(c: re.Match[str]) -> str:
+                url = c.group(2)
+                if url.startswith(SKIPPED_SCHEMES):
+                    return c.group(0)
+                new, kind = resolve(url)
+                record(new, kind, at)
+                return c.group(1) + new
+
+            value = SRCSET_URL.sub(candidate, m.group(base + 7))
+            return f"{m.group(base + 5)}{m.group(base + 6)}{value}{m.group(base + 6)}"
         # quoted (groups base + 2, 3) or unquoted (base + 4: written back quoted)
         href = m.group(base + 3) or m.group(base + 4)
         if not href or href.startswith(SKIPPED_SCHEMES):  # (a comment has neither group)

@@ -168,14 +168,24 @@ def test_tags_of_one_slug_are_one_tag_page(site: Path, tmp_path: Path) -> None:
 
 def test_raw_html_links_without_quotes_are_resolved_and_checked(site: Path, tmp_path: Path) -> None:
     page = site / "content" / "docs" / "raw.md"
-    page.write_text("---\ntitle: raw\n---\n<a href=../index.md>home</a> <img src=../nope.png>\n")
+    page.write_text(
+        "---\ntitle: raw\n---\n<a href=../index.md>home</a> <img src=../nope.png>\n"
+        '<img srcset="../assets/favicon.svg 1x, ../gone.png 2x">\n'
+    )
     with pytest.raises(LinkErrors) as e:
         build_site(site, tmp_path / "out")
-    assert e.value.problems == [f"{page}:4: 'nope.png' does not exist in content/ or static/"]
-    page.write_text("---\ntitle: raw\n---\n<a href=../index.md>home</a> <a class=x href=_index.md>q</a>\n")
+    assert e.value.problems == [
+        f"{page}:4: 'nope.png' does not exist in content/ or static/",
+        f"{page}:5: 'gone.png' does not exist in content/ or static/",
+    ]
+    page.write_text(
+        "---\ntitle: raw\n---\n<a href=../index.md>home</a> <a class=x href=_index.md>q</a>\n"
+        '<img srcset="../assets/favicon.svg 1x, ../assets/favicon.svg 2x">\n'
+    )
     build_site(site, tmp_path / "out")
     html = (tmp_path / "out" / "docs" / "raw" / "index.html").read_text()
     assert '<a href="/">home</a>' in html and '<a class=x href="/docs/">q</a>' in html
+    assert '<img srcset="/assets/favicon.svg 1x, /assets/favicon.svg 2x">' in html
 
 
 @pytest.mark.parametrize(
