@@ -101,6 +101,7 @@ def create_instance(spec: InstanceSpec, *, host: Host, reporter: Reporter = NULL
     name = validate_name(spec.name)
     remote = tunnel.hop_of(host.uri) is not None  # a non-SSH remote URI is refused here, first
     home = home_for(s, host.uri)
+    _check_xml_path("launch home", home)
     profile = load_profile(s.profile)
     reporter.step(STEPS[0])
     image = images.resolve(images.ImageCache(home), image_choice(spec, profile), reporter=reporter)
@@ -125,6 +126,8 @@ def create_instance(spec: InstanceSpec, *, host: Host, reporter: Reporter = NULL
                 hint=f"on the libvirt network '{s.network}' the instance's ports are open at its address",
             )
         forward.check_free(host.conn, spec.forwards)
+    for what, path in (("shared folder", s.shared_folder), ("seed", s.seed), ("boot image", image.path)):
+        _check_xml_path(what, path)
     if s.shared_folder is not None and remote:
         raise InstanceError(
             f"a shared folder would be a folder on {host.remote}, which launch does not manage",
@@ -162,6 +165,17 @@ def _refuse_existing(host: Host, name: str) -> None:
         raise InstanceError(
             f"an instance named '{name}' exists already",
             hint=f"pick another --name, or 'cernvm-launch destroy {name}' first",
+        )
+
+
+def _check_xml_path(what: str, path: Path | None) -> None:
+    """A path that goes into the domain XML: control characters are none that XML can carry (libvirt
+    answers with a three-line parser error), refused here in one line before anything is made."""
+    if path is not None and any(ord(c) < 0x20 or ord(c) == 0x7F for c in str(path)):
+        raise InstanceError(
+            f"the {what}'s path has a control character, which a libvirt domain cannot carry",
+            where=repr(str(path))[1:-1],
+            hint="rename the folder or file, or use another",
         )
 
 

@@ -5,6 +5,7 @@ the domain's ``<metadata>`` so that ``list`` and every other verb need no side d
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,17 +118,24 @@ class DomainSpec:
         return shared_tag(self.name)
 
 
+#: QEMU's limit for a 9p mount tag (virtiofs allows 36): a longer one defines fine and fails at start
+MAX_TAG = 31
+
+
 def shared_tag(name: str) -> str:
-    """As the VirtualBox shared folder of the original: <name>_sf, mounted at /mnt/shared/<name>_sf."""
-    return f"{name}_sf"
+    """As the VirtualBox shared folder of the original: <name>_sf; for a name too long for a mount
+    tag (names may have 63 characters), ``sf_`` and 12 hex digits of its sha256."""
+    tag = f"{name}_sf"
+    return tag if len(tag.encode()) <= MAX_TAG else "sf_" + hashlib.sha256(name.encode()).hexdigest()[:12]
 
 
 def shared_mount(name: str, driver: str) -> list[str]:
-    """The cloud-config ``mounts`` entry that mounts the shared folder in the guest."""
-    tag = shared_tag(name)
+    """The cloud-config ``mounts`` entry that mounts the shared folder in the guest, at
+    /mnt/shared/<name>_sf as the original (a path has no tag's limit)."""
+    tag, where = shared_tag(name), f"/mnt/shared/{name}_sf"
     if driver == "virtiofs":
-        return [tag, f"/mnt/shared/{tag}", "virtiofs", "defaults", "0", "0"]
-    return [tag, f"/mnt/shared/{tag}", "9p", "trans=virtio,version=9p2000.L,msize=262144", "0", "0"]
+        return [tag, where, "virtiofs", "defaults", "0", "0"]
+    return [tag, where, "9p", "trans=virtio,version=9p2000.L,msize=262144", "0", "0"]
 
 
 def _env() -> jinja2.Environment:

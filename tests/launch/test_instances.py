@@ -414,3 +414,32 @@ def test_a_domain_with_malformed_metadata_is_listed_broken_and_destroyed(
     assert edited.to_json()["state"] == "broken"
     instances.destroy(conn, "edited")  # broken: no --force needed
     assert [d.name() for d in conn.listAllDomains(0)] == ["fine"] and not folder.exists()
+
+
+def test_a_long_name_gets_a_short_shared_folder_tag(
+    conn: Any, launch_env: Path, image: Path, tmp_path: Path
+) -> None:
+    """QEMU refuses a 9p mount tag over 31 bytes at start: a 63-character name gets ``sf_`` and 12
+    hex digits as the tag, the guest still mounts at /mnt/shared/<name>_sf."""
+    name = "analysis-run-2026-december-06"  # "<name>_sf" would be 32 bytes
+    create(conn, request(launch_env, image, name, shared_folder=tmp_path))
+    target = ET.fromstring(conn.lookupByName(name).XMLDesc(0)).find("devices/filesystem/target")
+    assert target is not None
+    tag = target.get("dir") or ""
+    assert tag.startswith("sf_") and len(tag) == 15
+    assert domain.shared_mount(name, "9p")[:2] == [tag, f"/mnt/shared/{name}_sf"]
+    assert domain.shared_tag("a" * 28) == "a" * 28 + "_sf"  # 31 bytes: the original's tag
+
+
+@pytest.mark.parametrize("where", ["shared_folder", "seed"])
+def test_control_characters_in_paths_for_the_domain_are_one_line(
+    conn: Any, launch_env: Path, image: Path, tmp_path: Path, where: str
+) -> None:
+    odd = tmp_path / "dir\x01x"
+    odd.mkdir()
+    with pytest.raises(InstanceError) as err:
+        create(conn, request(launch_env, image, "ctl", **{where: odd}))
+    assert "path has a control character" in err.value.message and err.value.where == str(odd).replace(
+        "\x01", "\\x01"
+    )
+    assert conn.listAllDomains(0) == [] and not (launch_env / "run" / "ctl").exists()
