@@ -19,8 +19,10 @@ from ..table import Invalid, Kind, Setting, by_key, suggest
 BEGIN = "[ucernvm-begin]"
 END = "[ucernvm-end]"
 
-_HOST = r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?"
-_PROXY = r"(DIRECT|auto|https?://[A-Za-z0-9._:/-]+|[A-Za-z0-9._-]+:[0-9]{1,5})"
+#: 1..65535, as a pattern (the site's browser validator runs the same one)
+_PORT = r"([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+_HOST = rf"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:{_PORT})?"
+_PROXY = rf"(DIRECT|auto|https?://[A-Za-z0-9._-]+(:{_PORT})?(/[A-Za-z0-9._/-]*)?|[A-Za-z0-9._-]+:{_PORT})"
 
 #: The keys the bootloader honours (the real μCernVM's names), in the one settings type
 #: (``cernvm_build.table``). The profile's ``context`` and cernvm-launch's ``--cvmfs-server``,
@@ -39,7 +41,7 @@ SETTINGS: tuple[Setting, ...] = (
         "comma-separated Stratum-1 hosts (host[:port]) serving the OS repository; replaces the image's list",
         default=None,
         pattern=rf"{_HOST}(,{_HOST})*",
-        pattern_help="host[:port], comma-separated",
+        pattern_help="host[:port] (port 1..65535), comma-separated",
         example="cvmfs-stratum-one.cern.ch,10.0.2.2:8000",
         flag="--cvmfs-server",
         metavar="HOST[:PORT]",
@@ -50,7 +52,7 @@ SETTINGS: tuple[Setting, ...] = (
         "CDN hosts (host[:port]); like cvmfs_server, used when no server is given",
         default=None,
         pattern=rf"{_HOST}(,{_HOST})*",
-        pattern_help="host[:port], comma-separated",
+        pattern_help="host[:port] (port 1..65535), comma-separated",
     ),
     Setting(
         "cvmfs_http_proxy",
@@ -59,7 +61,7 @@ SETTINGS: tuple[Setting, ...] = (
         "';' fails over to the next group: 'http://p1:3128|http://p2:3128;DIRECT')",
         default=None,
         pattern=rf"{_PROXY}([;|]{_PROXY})*",
-        pattern_help="DIRECT, auto or proxies joined by ';' and '|'",
+        pattern_help="DIRECT, auto or proxies (host:port, port 1..65535) joined by ';' and '|'",
         example="http://squid.example:3128;DIRECT",
         flag="--cvmfs-http-proxy",
         metavar="CHAIN",

@@ -23,6 +23,7 @@ from cernvm_build.bootloader.modules import resolve
 from cernvm_build.errors import BuildError, CvmfsError, IntegrityError
 from cernvm_build.image import build, signature
 from cernvm_build.site.reference import userdata_keys
+from cernvm_build.table import Invalid
 
 
 # -- user data ---------------------------------------------------------------------------------------
@@ -60,6 +61,28 @@ def test_userdata_gzip_and_render_roundtrip() -> None:
 def test_userdata_rejects_shell_metacharacters(line: str) -> None:
     p = userdata.parse(f"[ucernvm-begin]\n{line}\n[ucernvm-end]\n")
     assert p.values == {} and len(p.messages) == 1
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "cvmfs_server=h:99999",
+        "cvmfs_server=h:8000,a:0",
+        "cvmfs_server=h:65536",
+        "cvmfs_cdn=h:00",
+        "cvmfs_http_proxy=http://p:99999",
+        "cvmfs_http_proxy=p:0;DIRECT",
+        "cvmfs_http_proxy=http://p:3128:77",
+    ],
+)
+def test_userdata_ports_are_1_to_65535(line: str) -> None:
+    p = userdata.parse(f"[ucernvm-begin]\n{line}\n[ucernvm-end]\n")
+    assert p.values == {} and len(p.messages) == 1
+    with pytest.raises(Invalid) as e:  # launch's --cvmfs-server and the profile's context: the hint
+        userdata.check(*line.split("=", 1))
+    assert "1..65535" in e.value.hint
+    good = "cvmfs_server=h:65535,a:1\ncvmfs_http_proxy=http://p:3128/|q:1;DIRECT"
+    assert userdata.parse(f"[ucernvm-begin]\n{good}\n[ucernvm-end]\n").messages == []
 
 
 def test_keys_table_documents_every_honoured_key() -> None:
