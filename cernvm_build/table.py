@@ -158,9 +158,37 @@ def check_text(s: Setting, text: str) -> str:
         raise Invalid(f"unknown value {text!r}{suggest(text, list(s.choices))}", _choose(s))
     if s.pattern and not re.fullmatch(s.pattern, text):
         raise Invalid("must not be empty" if not text else f"invalid value {text!r}", _expected(s))
+    if s.kind.item is Kind.URL and has_credentials(text):
+        raise credentials_refused(text)
     if s.kind.item is Kind.URL and not is_url(text, s.schemes):
         raise Invalid(f"not an {_schemes(s)} URL: {text!r}", _expected(s))
     return text
+
+
+_AUTHORITY = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)([^/?#]*)")
+
+
+def has_credentials(url: str) -> bool:
+    """Whether ``url`` carries a user name or password (``http://user:secret@host/``)."""
+    m = _AUTHORITY.match(url)
+    return m is not None and "@" in m.group(2)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its user name and password replaced by ``***`` (messages never echo them)."""
+    m = _AUTHORITY.match(url)
+    if m is None or "@" not in m.group(2):
+        return url
+    return f"{m.group(1)}***@{m.group(2).rpartition('@')[2]}{url[m.end() :]}"
+
+
+def credentials_refused(url: str) -> Invalid:
+    """A URL with credentials: refused (urllib would send them as part of the host name, and every
+    message would echo the password), shown redacted."""
+    return Invalid(
+        f"a URL with credentials is not supported: {redact_url(url)}",
+        "give the URL without user:password@ (credentials are not sent)",
+    )
 
 
 def _schemes(s: Setting) -> str:

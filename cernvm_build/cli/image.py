@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from .. import table
 from ..context import BuildContext
 from ..errors import UsageError
 from ..launch import config as launch_config
@@ -224,6 +225,9 @@ def _seed(args: argparse.Namespace, out: Output) -> int:
     size_mb = launch_config.from_flags(flags.given(args, [launch_config.BY_KEY["disk"]])).get(
         "disk", launch_config.DEFAULTS.disk
     )
+    if args.source and table.has_credentials(args.source):
+        refused = table.credentials_refused(args.source)
+        raise UsageError(f"--source: {refused.message}", hint=refused.hint)
     source: str | list[str] = args.source or prof.cvmfs.server_urls()
     if not source:
         raise UsageError(f"profile {prof.name} names no server", hint="pass --server URL or --source URL|DIR")

@@ -17,6 +17,7 @@ from urllib.parse import unquote, urlsplit
 from ..bootloader.cloudsource import read_within
 from ..bootloader.userdata import MAX_INFLATED
 from ..errors import ConfigFileError
+from ..table import credentials_refused, has_credentials
 from . import userdata
 
 #: the bootloader never inflates more than this; a bigger context file is no context
@@ -91,6 +92,9 @@ def read_context(source: str) -> tuple[bytes, str]:
     """The bytes of a context and the name errors give it; ``source`` is a path or an
     ``http(s)://`` / ``file://`` URL."""
     scheme = urlsplit(source).scheme.lower() if "://" in source else ""
+    if scheme and has_credentials(source):
+        refused = credentials_refused(source)
+        raise ConfigFileError(refused.message, where="context URL", hint=refused.hint)
     if scheme in ("http", "https"):
         return _read_url(source), source
     if scheme == "file":

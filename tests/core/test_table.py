@@ -156,3 +156,12 @@ def test_huge_yaml_integers_are_too_large_and_not_echoed() -> None:
         table.scalar(CPUS, 10**3999)
     assert table.from_text(CPUS, "000000000000000000000002") == 2  # leading zeros are no digits
     assert table.from_text(MEMORY, "0.50000000000000000T") == 512 << 10
+
+
+def test_urls_with_credentials_are_refused_redacted() -> None:
+    with pytest.raises(Invalid) as e:
+        table.from_text(SERVERS, "http://ok.example/x,http://alice:s3cret@h.example:8000/cvmfs")
+    assert e.value.message == "a URL with credentials is not supported: http://***@h.example:8000/cvmfs"
+    assert "s3cret" not in e.value.hint
+    assert table.redact_url("https://u@h/p?q=1") == "https://***@h/p?q=1"
+    assert table.redact_url("http://h/a@b") == "http://h/a@b"  # an @ in the path is no credential

@@ -60,3 +60,13 @@ def test_a_trickling_answer_is_given_up_at_its_deadline(
     monkeypatch.setattr(contextsrc, "DEADLINE", 1.0)
     with pytest.raises(ConfigFileError, match="took longer than its deadline"):
         contextsrc.read_context(f"{hostile}/slow")
+
+
+@pytest.mark.parametrize("url", ["http://alice:s3cret@127.0.0.1:1/x", "file://alice:s3cret@/etc/passwd"])
+def test_a_url_with_credentials_is_refused_and_never_echoed(url: str) -> None:
+    """urllib would send "alice:s3cret@127.0.0.1" as the host name (and every error would echo the
+    password): refused before any connection, shown redacted."""
+    with pytest.raises(ConfigFileError) as err:
+        contextsrc.read_context(url)
+    text = f"{err.value.message} {err.value.where} {err.value.hint}"
+    assert "a URL with credentials is not supported" in text and "***@" in text and "s3cret" not in text
