@@ -31,10 +31,8 @@ from ..cvmfs.repository import SnapshotSpec, open_repository
 from ..errors import BuildError, CernVMError
 from ..fsutil import fsync_dir, sha256_file
 from ..proc import run, which
-from ..profile import Profile
+from ..profile import Profile, checks
 from . import disks, signature
-
-_SAFE_ARG = re.compile(r"^[A-Za-z0-9@%+,./:;=_|-]+$")
 
 TOOLS: dict[str, tuple[str, ...]] = {
     "iso": ("xorriso",),
@@ -124,14 +122,27 @@ def kernel_cmdline(profile: Profile) -> str:
     if c.http_proxy and c.http_proxy != "DIRECT":
         args.append(f"cvmfs_http_proxy={c.http_proxy}")
     args += ["console=tty0", "console=ttyS0,115200", "quiet", *KERNEL_OWN, *profile.bootloader.cmdline]
-    for a in args:
-        if not _SAFE_ARG.match(a):
+    for a in args:  # profiles validate checks each setting alike (checks.KERNEL_ARG): a backstop
+        if not checks.KERNEL_ARG.fullmatch(a):
+            message, hint = checks.kernel_arg_refused(a)
             raise BuildError(
-                f"kernel command line argument {a!r} has characters a boot loader cannot carry",
-                hint="use no spaces or quotes in the profile's cvmfs and bootloader settings",
-                where=f"{profile.source}: bootloader.cmdline",
+                message,
+                hint=hint,
+                where=f"{profile.source}: {_ARG_KEYS.get(a.partition('=')[0], 'bootloader.cmdline')}",
             )
     return " ".join(args)
+
+
+#: the profile setting each argument of kernel_cmdline comes from (others: bootloader.cmdline)
+_ARG_KEYS = {
+    "cvmfs_repos": "cvmfs.repository",
+    "cernvm_path": "cvmfs.path",
+    "cvmfs_server": "cvmfs.servers",
+    "cvmfs_repository_tag": "cvmfs.snapshot.tag",
+    "cvmfs_repository_date": "cvmfs.snapshot.date",
+    "cvmfs_root_hash": "cvmfs.snapshot.root_hash",
+    "cvmfs_http_proxy": "cvmfs.http_proxy",
+}
 
 
 def query_snapshot(profile: Profile, timeout: float = 10) -> Snapshot:

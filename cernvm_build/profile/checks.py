@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -16,6 +17,29 @@ from .model import is_rolling_tag
 from .yamlnodes import Pos, display, location
 
 VSYSCALL = "vsyscall=emulate"
+
+#: What a kernel command line argument may hold (boot loaders' configs split on spaces and quotes;
+#: ``image build`` checks every argument it writes with the same): letters, digits and these
+KERNEL_ARG = re.compile(r"[A-Za-z0-9@%+,./:;=_|-]+")
+#: the settings that become kernel command line arguments (``image/build.py`` ``kernel_cmdline``)
+KERNEL_ARG_SETTINGS = (
+    "cvmfs.repository",
+    "cvmfs.path",
+    "cvmfs.servers",
+    "cvmfs.snapshot.tag",
+    "cvmfs.snapshot.date",
+    "cvmfs.snapshot.root_hash",
+    "cvmfs.http_proxy",
+    "bootloader.cmdline",
+)
+
+
+def kernel_arg_refused(value: str) -> tuple[str, str]:
+    """The message and hint for a setting's value the kernel command line cannot carry."""
+    return (
+        f"{value!r} has characters a kernel command line cannot carry",
+        "use letters, digits and @ % + , . / : ; = _ | - only; for an IPv6 address give a host name",
+    )
 
 
 def _fail(v: Values, key: str, message: str, hint: str, pos: Pos | None = None) -> None:
@@ -53,6 +77,7 @@ def check(v: Values) -> None:
     _servers(v)
     _keys(v)
     _kernel(v)
+    _kernel_args(v)
     path = val["cvmfs.path"]
     if isinstance(path, str) and ".." in path.split("/"):
         _fail(v, "cvmfs.path", f"'..' is not allowed in {path!r}", "give the path from the repository root")
@@ -276,6 +301,16 @@ def _pem_problem(path: Path) -> str | None:
 
 
 DEBIAN_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
+
+
+def _kernel_args(v: Values) -> None:
+    """What ``image build`` would refuse at the end of its checks, at the setting's position."""
+    for key in KERNEL_ARG_SETTINGS:
+        value = v.values.get(key)
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, str) and text.strip("/") and not KERNEL_ARG.fullmatch(text.strip("/")):
+                message, hint = kernel_arg_refused(text)
+                _fail(v, key, message, hint, pos=_pos_of(v, key, text))
 
 
 def _kernel(v: Values) -> None:

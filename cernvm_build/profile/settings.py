@@ -205,8 +205,8 @@ SETTINGS: tuple[Setting, ...] = (
         "bootloader.branch",
         Kind.STR,
         "Bootloader branch, part of image names (`ucernvm-<branch>.<version>-<release>...`).",
-        pattern=r"[a-z0-9][a-z0-9_-]*",
-        pattern_help="lower-case letters, digits, '_' or '-'",
+        pattern=r"[a-z0-9][a-z0-9_-]{0,31}",
+        pattern_help="up to 32 lower-case letters, digits, '_' or '-'",
         example="v4prod",
     ),
     Setting(
@@ -217,7 +217,15 @@ SETTINGS: tuple[Setting, ...] = (
         pattern_help="YYYY.MM, e.g. 2026.11",
         example="2026.11",
     ),
-    Setting("bootloader.release", Kind.INT, "Release number within the version.", default=1, minimum=1),
+    # bounded: the release and the branch are parts of every image's file name (255 bytes at most)
+    Setting(
+        "bootloader.release",
+        Kind.INT,
+        "Release number within the version.",
+        default=1,
+        minimum=1,
+        maximum=9999,
+    ),
     Setting(
         "bootloader.cmdline",
         Kind.LIST_STR,

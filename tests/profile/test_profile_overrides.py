@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from cernvm_build import profile
 from cernvm_build.demo.flow import demo_profile
 
@@ -90,3 +92,56 @@ def test_an_https_server_is_refused_because_the_initrd_has_no_ssl(tmp_path: Path
     path.write_text("extends: demo\ncvmfs:\n  servers: !replace [https://s1.example.org/cvmfs/@fqrn@]\n")
     [error] = profile.check(path).errors
     assert "mine.yaml:3:" in str(error) and "cannot fetch over https" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("body", "key", "column"),
+    [
+        ('cvmfs:\n  servers: !replace ["http://x/cvmfs/@fqrn@\'$(reboot)"]\n', "cvmfs.servers", 22),
+        ("cvmfs:\n  servers: !replace ['http://[::1]:8000/cvmfs/@fqrn@']\n", "cvmfs.servers", 22),
+        ('bootloader:\n  cmdline: ["a\\u0000b"]\n', "bootloader.cmdline", 13),
+    ],
+    ids=["quote-and-shell", "ipv6", "nul"],
+)
+def test_validate_refuses_what_the_kernel_command_line_cannot_carry(
+    tmp_path: Path, body: str, key: str, column: int
+) -> None:
+    """``profiles validate`` applies the build's own character check to each setting that becomes a
+    kernel argument, at its position (the build refused these at its end, naming the wrong key)."""
+    path = tmp_path / "mine.yaml"
+    path.write_text("extends: demo\n" + body)
+    [error] = profile.check(path).errors
+    assert f"mine.yaml:3:{column}: {key}: " in str(error)
+    assert "has characters a kernel command line cannot carry" in str(error) and error.hint
+
+
+def test_the_build_names_the_setting_an_argument_comes_from() -> None:
+    """The build's own check (a backstop) names the setting, not always bootloader.cmdline."""
+    import dataclasses
+
+    from cernvm_build.errors import BuildError
+    from cernvm_build.image import build
+
+    p = profile.load("demo")
+    bad = dataclasses.replace(
+        p, cvmfs=dataclasses.replace(p.cvmfs, servers=["http://[::1]:8000/cvmfs/@fqrn@"])
+    )
+    with pytest.raises(BuildError) as err:
+        build.kernel_cmdline(bad)
+    assert err.value.where.endswith(": cvmfs.servers") and "IPv6" in (err.value.hint or "")
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("bootloader: {release: 10000}\n", "bootloader.release: 10000 is out of range"),
+        ("bootloader: {branch: " + "b" * 33 + "}\n", "bootloader.branch: invalid value"),
+    ],
+)
+def test_the_parts_of_image_names_are_bounded(tmp_path: Path, body: str, message: str) -> None:
+    """The release and branch are in every image's file name: a 300-digit release validated and the
+    build failed at its end (ENAMETOOLONG)."""
+    path = tmp_path / "mine.yaml"
+    path.write_text("extends: demo\n" + body)
+    [error] = profile.check(path).errors
+    assert message in str(error)
