@@ -39,6 +39,7 @@ from typing import BinaryIO
 from ..errors import CvmfsError
 from .objects import SUFFIXES, ObjectHash, parse_hash
 from .repository import Repository
+from .store import AHEAD_ITEM
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +58,11 @@ STOP_WAIT = 0.5
 #: to their reader)
 ITEM_LIMIT = 64 << 20
 #: file objects of at most this many bytes go in the pipelined batches, held in memory whole until
-#: written (a batch: 8 MB at most); larger ones are fetched one by one, streamed
-WHOLE = 1 << 20
+#: written (a batch: 1 MB at most: what a reader of its last object waits behind, as the
+#: prefetcher's); larger ones are fetched one by one, streamed
+WHOLE = AHEAD_ITEM
+#: batches in a row that fetched nothing (server down, names all gone) after which the list stops
+GIVE_UP = 2
 #: the suffixes of file contents (whole files, chunks): made inflated in the plain cache
 FILE_SUFFIXES = ("", "P")
 
@@ -180,6 +184,8 @@ class BootList:
         self.repo = repo
         self.path = path
         self._stop = threading.Event()
+        self._empty = 0  # batches in a row that fetched nothing (``_done``)
+        self._evicted = 0  # the quota's evictions when the list began
         self._thread = threading.Thread(target=self._run, name="boot_list", daemon=True)
         #: what it did, for the log and the stats: names read, found cached, fetched, failed, bad lines
         self.counts = {"names": 0, "cached": 0, "fetched": 0, "failed": 0, "stale": 0, "bad": 0}
@@ -225,11 +231,14 @@ class BootList:
                 "boot list %s: made for %s, not the mounted %s: skipped", self.path, listing.fqrn, repo.fqrn
             )
             return
-        if listing.root_hash is not None and listing.root_hash != repo.root_hash:
-            # another revision (the pin moved on): most names are still the boot's (unchanged files
-            # keep their hashes); those gone are 404s, bounded by the give-up rule below
+        moved = listing.root_hash is not None and listing.root_hash != repo.root_hash
+        if moved:
+            # another revision (the pin moved on): most file names are still the boot's (unchanged
+            # files keep their hashes; those the mounted catalogs lack are skipped as stale), but
+            # its catalogs are not fetched as listed: an older revision's would stay pinned in the
+            # cache for ever (quota.pinned); the mounted revision's are loaded as readers load them
             log.info(
-                "boot list %s: made for revision %s, revision %s mounted: fetched all the same",
+                "boot list %s: made for revision %s, revision %s mounted: its files only",
                 self.path,
                 listing.revision if listing.revision is not None else listing.root_hash,
                 repo.revision,
@@ -250,6 +259,11 @@ class BootList:
         # catalogs say the files' sizes.
         files = [(h, s) for h, s in todo if s in FILE_SUFFIXES] if plain is not None else []
         others = [(h, s) for h, s in todo if s not in FILE_SUFFIXES or plain is None]
+        if moved:
+            self.counts["stale"] += sum(1 for _, s in others if s == "C")
+            others = [(h, s) for h, s in others if s != "C"]
+        quota = store.quota
+        self._evicted = quota.evicted.files if quota is not None else 0
         for k in range(0, len(others), BATCH):
             if self._stop.is_set():
                 return
@@ -259,17 +273,31 @@ class BootList:
             except OSError as e:  # the cache's disk (full, gone): the readers will say so themselves
                 log.warning("boot list %s: %s", self.path, e)
                 return
-            self._done(fetched, failed, t0, c0)
+            if not self._done(fetched, failed, t0, c0):
+                return
         if files and not self._stop.is_set():
             self._fetch_files(files, {f"{h}C" for h, s in names if s == "C"})
         with contextlib.suppress(Exception):
             log.info("boot list %s: %s", self.path, " ".join(f"{k} {v}" for k, v in self.counts.items()))
 
-    def _done(self, fetched: int, failed: int, t0: float, c0: float) -> None:
+    def _done(self, fetched: int, failed: int, t0: float, c0: float) -> bool:
+        """Counts a batch; False (with one log line) when the list should stop: GIVE_UP batches in
+        a row fetched nothing (the server is down, or the names are gone: each further batch
+        would only cost requests), or the cache's size limit began evicting (the list would push
+        out what the boot has read, or its own first objects, before they are read)."""
         self.counts["fetched"] += fetched
         self.counts["failed"] += failed
         self._count("fetch", fetched, time.monotonic() - t0, time.thread_time() - c0)
         self._count("failed", failed)
+        self._empty = self._empty + 1 if failed and not fetched else 0
+        if self._empty >= GIVE_UP:
+            log.warning("boot list %s: %d batches in a row fetched nothing: stopped", self.path, GIVE_UP)
+            return False
+        quota = self.repo.store.quota
+        if quota is not None and quota.evicted.files > self._evicted:
+            log.warning("boot list %s: the cache is full (its size limit evicts): stopped", self.path)
+            return False
+        return True
 
     def _fetch_files(self, files: list[tuple[ObjectHash, str]], catalogs: set[str]) -> None:
         """The listed file objects into the plain cache, each under its declared size and compression
@@ -294,11 +322,14 @@ class BootList:
                 break
             t0, c0 = time.monotonic(), time.thread_time()
             try:
-                made, failed = self.repo.store.fetch_ahead_many(items[k : k + BATCH], keep=False, whole=WHOLE)
+                made, failed = self.repo.store.fetch_ahead_many(
+                    items[k : k + BATCH], keep=False, whole=WHOLE, retry=False
+                )
             except OSError as e:  # the cache's disk (full, gone): the readers will say so themselves
                 log.warning("boot list %s: %s", self.path, e)
                 break
-            self._done(made, failed, t0, c0)
+            if not self._done(made, failed, t0, c0):
+                break
 
 
 def sizes(

@@ -58,6 +58,10 @@ def too_large(repo: str, what: str, limit: int) -> TooLarge:
     )
 
 
+class Missed(CvmfsError):
+    """An item a pipelined ``fetch_many(retry=False)`` did not deliver (not fetched again)."""
+
+
 class _TransportError(Exception):
     """A transfer broke while the consumer was reading; the fetch retries elsewhere."""
 
@@ -76,9 +80,13 @@ class Fetcher:
         """What ``consume`` made of the file's blocks; TooLarge once more than ``limit`` bytes came."""
         raise NotImplementedError
 
-    def fetch_many(self, items: Sequence[Item[T]]) -> Iterator[tuple[int, T | CvmfsError]]:
+    def fetch_many(
+        self, items: Sequence[Item[T]], *, retry: bool = True
+    ) -> Iterator[tuple[int, T | CvmfsError]]:
         """Each item's (relpath, consumer, what, limit) result, or its error, in order, as
-        (index, result): one item's failure is that item's alone."""
+        (index, result): one item's failure is that item's alone. ``retry`` False (a boot list's
+        batches): what a pipeline does not deliver is that item's error at once, not fetched again
+        one by one (``HttpFetcher``)."""
         for i, item in enumerate(items):
             yield i, self._fetch_alone(item)
 
@@ -362,13 +370,20 @@ class HttpFetcher(Fetcher):
         if expected is not None and got != expected:
             raise _TransportError(f"transfer ended after {got} of {expected} bytes")
 
-    def fetch_many(self, items: Sequence[Item[T]]) -> Iterator[tuple[int, T | CvmfsError]]:
+    def fetch_many(
+        self, items: Sequence[Item[T]], *, retry: bool = True
+    ) -> Iterator[tuple[int, T | CvmfsError]]:
         """Pipelined: all the requests at once on one connection to the server that last worked,
         the answers read in turn (one round trip and one wake-up for a directory's small files, not
         one each). What the pipeline does not deliver whole and good (an error status, a redirect,
         a broken transfer, a consumer's error such as a hash mismatch) is fetched again alone with
-        ``fetch`` (its retries and fail-over); only that item fails if that fails too."""
-        if len(items) < 2 or self._bases[self._current] is None:
+        ``fetch`` (its retries and fail-over); only that item fails if that fails too. With
+        ``retry`` False it is that item's error at once (``Missed``), and when the pipeline breaks
+        every item not answered yet is: a caller holding claims on them gives them back now, not
+        after the others' retries (a boot list: its readers must not wait behind its failures), a
+        single item is sent the same way, and a consumer's OSError (its disk full) is raised, not
+        taken for a transport error and retried."""
+        if (retry and len(items) < 2) or self._bases[self._current] is None:
             yield from super().fetch_many(items)
             return
         index = self._current
@@ -383,6 +398,7 @@ class HttpFetcher(Fetcher):
             paths = [f"{base}/{it[0]}" for it in items]
         conn: Connection | None = self._connection(key)
         done = 0  # items answered by the pipeline so far
+        own: OSError | None = None
         try:
             assert conn is not None
             conn.send(paths, netloc, _AGENT)
@@ -390,17 +406,27 @@ class HttpFetcher(Fetcher):
                 item = items[done]
                 _, consume, what, limit = item
                 resp = Response(conn)
-                alone = resp.status != 200 or (limit is not None and (resp.length or 0) > limit)
+                failed: bool | CvmfsError = resp.status != 200 or (
+                    limit is not None and (resp.length or 0) > limit
+                )
                 result = None
-                if not alone:
+                if not failed:
                     try:
                         result = consume(self._body(resp, limit, what))
                     except _TransportError:
                         break  # this one and the rest: one by one
-                    except CvmfsError:  # e.g. a hash mismatch: this one again, alone
-                        alone = True
+                    except CvmfsError as e:  # e.g. a hash mismatch: this one again, alone
+                        failed = e
+                    except OSError as e:  # the consumer's own (its disk: the body's are wrapped)
+                        if retry:
+                            raise
+                        own = e  # no server can help: the caller's to see, not retried
+                        break
                 in_step = resp.drain(MAX_DRAIN) or resp.complete  # the next answer is next
-                yield done, self._fetch_alone(item) if alone else result  # type: ignore[misc]
+                if failed and not retry:
+                    yield done, failed if isinstance(failed, CvmfsError) else self._missed(what, netloc, resp)
+                else:
+                    yield done, self._fetch_alone(item) if failed else result  # type: ignore[misc]
                 done += 1
                 if not in_step:
                     break
@@ -413,8 +439,20 @@ class HttpFetcher(Fetcher):
         finally:
             if conn is not None:
                 conn.close()
+        if own is not None:
+            raise own
         for i in range(done, len(items)):  # what the pipeline left: one by one
-            yield i, self._fetch_alone(items[i])
+            if retry:
+                yield i, self._fetch_alone(items[i])
+            else:
+                yield i, Missed(f"{self.repo}: {items[i][2]}: the pipelined fetch from {netloc} broke off")
+
+    def _missed(self, what: str, netloc: str, resp: Response) -> CvmfsError:
+        if resp.status == 404:
+            return NotFound(f"{self.repo}: {what} not found on {netloc}")
+        if resp.status != 200:
+            return Missed(f"{self.repo}: {what}: {netloc} answered {resp.status} {resp.reason[:100]}")
+        return Missed(f"{self.repo}: {what}: over its size limit on {netloc}")
 
 
 def _split_base(url: str) -> tuple[str, str, str] | None:

@@ -199,6 +199,7 @@ def _open(args: argparse.Namespace) -> Repository:
             quota = Quota(objects.root, args.quota_limit * MB)
             quota.scan(sweep_before=stale)  # one walk, the plain cache's sweep too
             objects.on_use = plain.on_use = quota.used
+            repo.store.quota = quota
         # The daemon owns its cache: what it holds is kept in memory from here on, so a cold
         # object's misses (plain copy, object, the prefetcher's look) cost no failed opens. Without
         # a size limit, the plain cache's temporaries are swept in the same listing.

@@ -37,6 +37,7 @@ from .inflate import WHOLE_MAX
 from .limits import human, zlib_bound
 from .objects import ObjectHash, new_hasher, parse_hash
 from .plaincache import TRAILER, PlainCache, SizeMismatch
+from .quota import Quota
 
 _T = TypeVar("_T")
 log = logging.getLogger(__name__)
@@ -150,6 +151,8 @@ class ObjectStore:
         self._made = 0
         #: the mount daemon's cache of inflated file contents (``plaincache.py``); None elsewhere
         self.plain_cache: PlainCache | None = None
+        #: the caches' size limit where the mount daemon has one (the boot list watches its evictions)
+        self.quota: Quota | None = None
         #: inflated contents made by ``fetch_ahead`` and not yet read, oldest first, and their size
         self._ahead: dict[str, bytes] = {}
         self._ahead_bytes = 0
@@ -639,7 +642,12 @@ class ObjectStore:
                     self._ahead_bytes -= len(self._ahead.pop(next(iter(self._ahead))))
 
     def fetch_ahead_many(
-        self, items: Sequence[tuple[str, str, int, bool, str]], *, keep: bool = True, whole: int = AHEAD_ITEM
+        self,
+        items: Sequence[tuple[str, str, int, bool, str]],
+        *,
+        keep: bool = True,
+        whole: int = AHEAD_ITEM,
+        retry: bool = True,
     ) -> tuple[int, int]:
         """``fetch_ahead`` of several objects, each (name, suffix, size, compressed, what): those of
         at most ``whole`` bytes not in any cache in one pipelined fetch (``Fetcher.fetch_many``: a
@@ -650,7 +658,9 @@ class ObjectStore:
         ``_once`` lock held) for the whole fetch, so a reader that comes for one waits for it
         instead of fetching it a second time. ``keep`` False: the contents are not kept in memory
         for a read that follows (a boot list's objects are read later, if at all, and would push
-        out the prefetcher's). Returns how many were made (or found made) and how many failed."""
+        out the prefetcher's). ``retry`` False: what the pipeline does not deliver fails at once
+        (``Fetcher.fetch_many``: its claim given back), not fetched again one by one. Returns
+        how many were made (or found made) and how many failed."""
         plain = self.plain_cache
         assert plain is not None
         made = failed = 0
@@ -683,7 +693,8 @@ class ObjectStore:
                         stored_limit(size, compressed, None),
                     )
                     for h, (name, suffix, size, compressed, what, _) in zip(hashes, claimed, strict=True)
-                ]
+                ],
+                retry=retry,
             )
             for i, got in fetched:
                 name, suffix, size, compressed, what, lock = claimed[i]
@@ -740,7 +751,8 @@ class ObjectStore:
         nothing kept on a mismatch, counted by the quota) and at most ``limit`` stored bytes. Each is
         claimed for the whole fetch under the key its reader's ``_once`` takes, so a reader that
         comes for one waits for it instead of fetching it a second time. Returns (fetched, failed);
-        one that fails (absent, damaged, too large) fails alone, logged."""
+        one that fails (absent, damaged, too large, not delivered by the pipeline: never fetched
+        again here) fails alone, logged; the cache's OSError (its disk full) is raised."""
         cache, plain = self.cache, self.plain_cache
         assert cache is not None
         claimed: list[tuple[ObjectHash, str, threading.Lock]] = []
@@ -764,7 +776,8 @@ class ObjectStore:
                 [
                     (h.path(suffix), into_cache(h, suffix), f"listed object {h}{suffix}", limit)
                     for h, suffix, _ in claimed
-                ]
+                ],
+                retry=False,  # a reader waiting for one of them must not wait for the others' retries
             )
             for i, got in results:
                 h, suffix, lock = claimed[i]

@@ -3,6 +3,8 @@ the server's own log says what was fetched and when."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import logging
 import os
@@ -16,7 +18,9 @@ from pathlib import Path
 import pytest
 
 from cernvm_build.cvmfs import bootlist
+from cernvm_build.cvmfs.quota import Quota
 from cernvm_build.cvmfs.repository import open_repository
+from cernvm_build.cvmfs.revision import Repository
 from cernvm_build.cvmfs.serve import Server
 
 from .conftest import FQRN, Fixture
@@ -205,7 +209,8 @@ def test_a_list_made_for_another_repository_is_skipped_and_another_revision_is_f
     fx: Fixture, server: Server, mnt: Path, tmp_path: Path, requests: _Requests
 ) -> None:
     """User data switched the repository: the list's header names another one, so none of its
-    names is asked for (one log line). A list of another revision of this repository is fetched."""
+    names is asked for (one log line). A list of another revision of this repository is fetched,
+    but for its catalogs: the mounted revision's are loaded as readers load them."""
     names = list(_file_objects(fx))[:3]
     other = tmp_path / "other.list"
     other.write_text(bootlist.header("other.example.org", 5, "c" * 40) + "".join(f"{n}\n" for n in names))
@@ -216,9 +221,15 @@ def test_a_list_made_for_another_repository_is_skipped_and_another_revision_is_f
     assert not requests.objects() & set(names)
     subprocess.run(["fusermount3", "-u", str(mnt)], check=True)
     older = tmp_path / "older.list"
-    older.write_text(bootlist.header(FQRN, 1, "c" * 40) + "".join(f"{n}\n" for n in [*_catalogs(fx), *names]))
+    blob = b"an older revision's catalog"
+    stale = hashlib.sha1(blob).hexdigest()
+    fx.object(stale, "C").parent.mkdir(exist_ok=True)
+    fx.object(stale, "C").write_bytes(blob)
+    listed = [f"{stale}C", *_catalogs(fx), *names]
+    older.write_text(bootlist.header(FQRN, 1, "c" * 40) + "".join(f"{n}\n" for n in listed))
     _mount(server, fx, mnt, tmp_path / "cache", "--boot-list", str(older))
     assert _wait_for(requests, set(names)) == set()
+    assert f"{stale}C" not in requests.objects()  # it would stay pinned in the cache for ever
 
 
 def test_stop_does_not_wait_for_a_batch_in_flight(fx: Fixture, server: Server, tmp_path: Path) -> None:
@@ -304,3 +315,79 @@ def test_objects_among_are_the_catalog_rows_of_those_hashes_in_batches(
             got = set(cat.objects_among([*digests, b"\0" * 20]))
             assert got == {r for r in every if bytes.fromhex(r.name[:40]) in set(digests)}
             assert picked and {r.suffix for r in every} <= {"", "P"}
+
+
+@contextlib.contextmanager
+def _daemon_repo(url: str, fx: Fixture, cache: Path) -> Iterator[Repository]:
+    """The repository as the mount daemon opens it (inflated copies, both caches held)."""
+    repo = open_repository(
+        f"{url}/cvmfs/{FQRN}", fqrn=FQRN, public_keys=[fx.pub], cache_dir=cache, inflated=True
+    )
+    try:
+        assert repo.store.cache is not None and repo.store.plain_cache is not None
+        repo.store.cache.hold()
+        repo.store.plain_cache.hold()
+        yield repo
+    finally:
+        repo.close()
+
+
+def test_absent_names_are_asked_for_once_and_the_list_gives_up(
+    fx: Fixture, server: Server, tmp_path: Path, requests: _Requests, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Names the server lacks (a list of a repository's former catalogs): each is asked for once
+    in its batch, never again alone, and after GIVE_UP batches that fetched nothing the list stops
+    with one log line, whatever is left."""
+    absent = [f"{i:040x}C" for i in range(1, 3 * bootlist.BATCH + 1)]
+    listed = tmp_path / "boot.list"
+    listed.write_text("".join(f"{n}\n" for n in absent))
+    with _daemon_repo(server.url, fx, tmp_path / "cache") as repo, caplog.at_level(logging.WARNING):
+        before = len(requests.paths)
+        boot = bootlist.BootList(repo, listed)
+        boot._run()
+    asked = [p.split("/data/", 1)[1].replace("/", "") for p in requests.paths[before:] if "/data/" in p]
+    assert sorted(asked) == absent[: bootlist.GIVE_UP * bootlist.BATCH]
+    assert boot.counts["failed"] == bootlist.GIVE_UP * bootlist.BATCH
+    assert "batches in a row fetched nothing: stopped" in caplog.text
+
+
+def test_a_full_disk_is_raised_without_asking_again(
+    fx: Fixture, server: Server, tmp_path: Path, requests: _Requests, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cache's own OSError (ENOSPC while a listed object is stored) is no transport error: no
+    object of the batch is asked for again (each once at most, in the pipeline), the claims are given back
+    and the error reaches the list, which stops (``BootList._fetch_all``)."""
+    names = list(_file_objects(fx))[: bootlist.BATCH]
+    with _daemon_repo(server.url, fx, tmp_path / "cache") as repo:
+        assert repo.store.cache is not None
+
+        def full(*_: object, **__: object) -> Path:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(repo.store.cache, "store", full)
+        before = len(requests.paths)
+        with pytest.raises(OSError, match="No space left"):
+            repo.store.fetch_stored_many([bootlist.parse_name(n) for n in names], limit=1 << 20)
+        assert not repo.store._key_locks
+    asked = [p for p in requests.paths[before:] if "/data/" in p]
+    assert 0 < len(asked) == len(set(asked)) <= len(names), asked  # the server may answer fewer: cut off
+
+
+def test_the_list_stops_once_the_cache_size_limit_evicts(fx: Fixture, server: Server, tmp_path: Path) -> None:
+    """With a size limit the list's own objects would push out, the list stops at the first
+    eviction instead of evicting what the boot read (or its own first objects) to fetch more."""
+    files = list(_file_objects(fx))
+    assert len(files) > 2 * bootlist.BATCH
+    listed = tmp_path / "boot.list"
+    listed.write_text("".join(f"{n}\n" for n in [*_catalogs(fx), *files]))
+    with _daemon_repo(server.url, fx, tmp_path / "cache") as repo:
+        cache, plain = repo.store.cache, repo.store.plain_cache
+        assert cache is not None and plain is not None
+        quota = Quota(cache.root, 1)  # any file stored is over it
+        quota.scan()
+        cache.on_use = plain.on_use = quota.used
+        repo.store.quota = quota
+        boot = bootlist.BootList(repo, listed)
+        boot._run()
+    assert quota.evicted.files > 0
+    assert 0 < boot.counts["fetched"] <= bootlist.BATCH + len(_catalogs(fx))  # one batch of files
