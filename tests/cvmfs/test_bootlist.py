@@ -140,6 +140,8 @@ def test_garbage_unknown_names_and_a_damaged_object_still_mount_and_serve(
     # a name no catalog of the revision knows (an older revision's) is skipped, not asked for
     assert absent not in requests.objects()
     assert damaged in requests.objects()  # asked for, its hash fails, not kept
+    # once, in its batch: not again alone (a reader of a later object of the batch would wait)
+    assert sum(1 for p in requests.paths if p.endswith(f"/data/{damaged[:2]}/{damaged[2:]}")) == 1
     assert not (tmp_path / "cache" / FQRN / "plain" / damaged[:2] / damaged[2:]).exists()
     path = files[good[0]]
     assert (mnt / path.lstrip("/")).stat().st_size == fx.listing(2)[path]["size"]
