@@ -82,6 +82,7 @@ SETTINGS: tuple[Setting, ...] = (
         "least recently used objects are evicted, catalogs never",
         default=None,
         minimum=1,
+        maximum=1 << 24,  # 16 TiB: no scratch disk is larger (the eviction's byte counts stay small)
         example="4000",
     ),
     Setting(

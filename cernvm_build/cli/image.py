@@ -4,6 +4,8 @@ inspect and verify their signature block."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -242,19 +244,28 @@ def _seed(args: argparse.Namespace, out: Output) -> int:
             hint="an access log with GET /cvmfs/<fqrn>/data/XX/... lines, or one object name a line",
         )
     snap = prof.cvmfs.snapshot
-    with out.reporter() as reporter:
-        result = seed.make_seed(
-            source,
-            fqrn,
-            args.key or prof.cvmfs.public_keys,
-            objects,
-            args.output,
-            size_mb=size_mb,
-            reporter=reporter,
-            proxy=args.proxy,
-            jobs=args.jobs,
-            snapshot=SnapshotSpec(tag=snap.tag, date=snap.date, root_hash=snap.root_hash),
-        )
+    # the folders -o names that are not there yet: a failed seed leaves none of them behind (an
+    # interrupted one keeps its work folder, which a re-run goes on from)
+    made = [d for d in Path(os.path.abspath(args.output)).parents if not d.exists()]
+    try:
+        with out.reporter() as reporter:
+            result = seed.make_seed(
+                source,
+                fqrn,
+                args.key or prof.cvmfs.public_keys,
+                objects,
+                args.output,
+                size_mb=size_mb,
+                reporter=reporter,
+                proxy=args.proxy,
+                jobs=args.jobs,
+                snapshot=SnapshotSpec(tag=snap.tag, date=snap.date, root_hash=snap.root_hash),
+            )
+    except Exception:
+        for d in made:  # deepest first; only empty ones
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise
 
     def render(d: dict[str, Any]) -> None:
         out.print(

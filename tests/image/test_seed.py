@@ -299,6 +299,9 @@ def test_cli_seeds_and_an_object_the_repository_lacks_is_one_line_naming_its_tra
     err = capsys.readouterr().err
     assert f"{trace}:4: file {missing}: not in the repository" in err
     assert not out.exists() and list(tmp_path.iterdir()) == [trace]
+    nested = tmp_path / "a" / "b" / "seed.qcow2"  # folders -o names that were not there: none left
+    assert _cli("--server", traced.url, "--trace", trace, "-o", nested, "--disk", "100M") == 5
+    assert list(tmp_path.iterdir()) == [trace], capsys.readouterr().err
     # the whole trace: the seed, and its description for scripts
     assert _cli("--server", traced.url, "--trace", traced.trace, "-o", out, "--disk", "100M", "--json") == 0
     doc = json.loads(capsys.readouterr().out)

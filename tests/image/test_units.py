@@ -63,6 +63,12 @@ def test_userdata_rejects_shell_metacharacters(line: str) -> None:
     assert p.values == {} and len(p.messages) == 1
 
 
+def test_userdata_quota_limit_has_a_maximum() -> None:
+    p = userdata.parse("[ucernvm-begin]\ncvmfs_quota_limit=16777217\n[ucernvm-end]\n")
+    assert p.values == {} and p.messages == ["line 2: cvmfs_quota_limit: 16777217 is out of range, ignored"]
+    assert userdata.parse("[ucernvm-begin]\ncvmfs_quota_limit=16777216\n[ucernvm-end]\n").messages == []
+
+
 @pytest.mark.parametrize(
     "line",
     [
