@@ -3,12 +3,14 @@
 What the browser gets (``static/assets/search.js`` reads it; ``site.js`` loads that script on first
 use), under ``search-index/``:
 
-- ``shards.json``: the shards (below), each with its word statistics (sections, total length) and the
-  first word of each of its buckets; the only file every query loads;
-- ``<shard>b/<n>.json``: a bucket: the postings of a run of words (Porter stems, in the order JavaScript
-  compares strings) of about ``BUCKET_BYTES``: word -> ``[[page, [section, length, heading length,
-  first position, deltas…], …], …]``; a query loads the bucket of each of its words per shard, a
-  prefix query ("conf*") the buckets its words can be in;
+- ``shards.json``: the shards (below), each with its word statistics (sections, total length), the
+  first word of each of its buckets (``starts``) and their names (``buckets``); the only file every
+  query loads;
+- ``<shard>b/<hash>.json``: a bucket, named by its content: the postings of a run of words (Porter
+  stems, in the order JavaScript compares strings) of about 13 KiB (cut where the words say, ``_cut``):
+  word -> ``[[page, [section, length, heading length, first position, deltas…], …], …]``; a query
+  loads the bucket of each of its words per shard, a prefix query ("conf*") the buckets its words can
+  be in;
 - ``<shard>meta.json``: where the shard's pages' fragments are: ``packs`` (the names of its fragment
   files) and ``first`` (the page, in posting order, each file starts with);
 - ``<shard>f/<hash>.json``: the fragments of a run of pages, in page order (about ``PACK_BYTES``): a
@@ -46,6 +48,7 @@ import itertools
 import json
 import pickle
 import re
+import zlib
 from collections.abc import Container, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -62,7 +65,7 @@ MANIFEST = PREFIX + "shards.json"
 MORE = PREFIX + "more/"
 #: what the index holds, a page's extract's content included (stemmer, sections): a change here
 #: makes every page be read again and every shard again (it is part of both keys)
-VERSION = "4"
+VERSION = "5"
 #: only how the state stores a page's extract (``page_extract``): a change here makes every page be
 #: read again, and changes no index file; a change of what an extract holds bumps ``VERSION``
 EXTRACT_VERSION = "5"
@@ -72,8 +75,14 @@ SHARD_FROM = 200
 SHARD_PAGES = 50
 #: a query loads one bucket per word from each shard: past this many, shards grow instead
 MAX_SHARDS = 16
-#: a bucket holds the postings of a run of words (in order) up to about this many bytes
-BUCKET_BYTES = 16 * 1024
+#: a bucket holds the postings of a run of words (in order): at least BUCKET_MIN bytes (but the last),
+#: then it ends before a word whose stable hash hits (one in BUCKET_SPAN bytes of postings) or that
+#: would pass BUCKET_MAX (``_cut``): 12-13.5 KiB on average (bench/site_buckets.py; the greedy 16 KiB
+#: cut made 12.7-15.2). A small minimum: a hit skipped for it moves the next boundary (a larger one made a
+#: one-word edit rewrite several buckets); the maximum bounds what a query loads per word.
+BUCKET_MIN = 2 * 1024
+BUCKET_SPAN = 14 * 1024
+BUCKET_MAX = 24 * 1024
 #: a fragment file holds the fragments of a run of pages up to about this many bytes
 PACK_BYTES = 24 * 1024
 
@@ -424,6 +433,26 @@ def _utf16(word: str) -> bytes:
     return word.encode("utf-16-be")
 
 
+def _cut(words: list[str], pieces: list[str]) -> list[int]:
+    """Where the buckets of ``words`` (in order; ``pieces``: their JSON) start: before a word whose hash
+    (crc32: stable, unlike ``hash``) hits, with a chance of its piece's bytes in ``BUCKET_SPAN`` (so the
+    sizes do not depend on how large words' postings are), once the bucket holds ``BUCKET_MIN`` bytes;
+    or before one that would take it past ``BUCKET_MAX``. Cut where the content says (as rsync's
+    chunks), not greedily by size: a greedy cut moves every later boundary when one bucket's size
+    changes, so a one-word edit rewrote the buckets after it; here a boundary depends only on the words
+    just before it, and a forced cut's shift ends at the next word whose hash hits."""
+    cuts: list[int] = []
+    size = BUCKET_MAX  # the first word starts a bucket
+    for i, (w, piece) in enumerate(zip(words, pieces, strict=True)):
+        if size + len(piece) > BUCKET_MAX or (
+            size >= BUCKET_MIN and zlib.crc32(w.encode()) * BUCKET_SPAN < len(piece) << 32
+        ):
+            cuts.append(i)
+            size = 0
+        size += len(piece) + 1
+    return cuts
+
+
 def shard_files(
     shard: Shard, extracts: Mapping[str, tuple[bytes, bytes]]
 ) -> tuple[dict[str, bytes], dict[str, Any]]:
@@ -457,26 +486,24 @@ def shard_files(
                 merged[w] = [posting]
             else:
                 got.append(posting)
-    # buckets: runs of words in order, about BUCKET_BYTES each; the manifest lists each one's first word
-    starts: list[str] = []
-    pieces: list[list[str]] = []
-    size = BUCKET_BYTES
+    # buckets: runs of words in order (``_cut``); the manifest lists each one's first word
     # JavaScript's order (UTF-16 code units): where no word has a character beyond U+FFFF (a surrogate
     # pair in UTF-16), Python's own string order, without a key made for each word
     text = "".join(merged)
     bmp = text.isascii() or max(text) < "\U00010000"
-    for w in sorted(merged) if bmp else sorted(merged, key=_utf16):
-        # a word is letters and digits (``stemmer.WORD``): its JSON is itself in quotes, which an
-        # encoder call per word (~34,000 at 1,000 pages) only confirmed
-        piece = '"' + w + '":[' + ",".join(merged[w]) + "]"
-        if size + len(piece) > BUCKET_BYTES and (not pieces or pieces[-1]):
-            starts.append(w)
-            pieces.append([])
-            size = 0
-        pieces[-1].append(piece)
-        size += len(piece) + 1
-    for i, run in enumerate(pieces):
-        files[f"{shard.bundle}b/{i}.json"] = ("{" + ",".join(run) + "}").encode()
+    order = sorted(merged) if bmp else sorted(merged, key=_utf16)
+    # a word is letters and digits (``stemmer.WORD``): its JSON is itself in quotes, which an encoder
+    # call per word (~34,000 at 1,000 pages) only confirmed
+    pieces = ['"' + w + '":[' + ",".join(merged[w]) + "]" for w in order]
+    cuts = _cut(order, pieces)
+    starts = [order[a] for a in cuts]
+    buckets = []
+    for a, b in itertools.pairwise([*cuts, len(order)]):
+        joined = ("{" + ",".join(pieces[a:b]) + "}").encode()
+        # by content, as the fragment files: a boundary made or lost renames no other bucket
+        name = sha("bucket", joined)[:16]
+        files[f"{shard.bundle}b/{name}.json"] = joined
+        buckets.append(name)
     names = []
     for pack in packs:
         joined = b"[" + b",".join(pack) + b"]"
@@ -490,6 +517,7 @@ def shard_files(
         "sections": count,
         "words": total,
         "starts": starts,
+        "buckets": buckets,
     }
     return files, entry
 

@@ -258,7 +258,7 @@ def test_search_over_a_sharded_index(
             return range(first, max(first, bisect.bisect_right(keys, search._utf16(w + "\uffff")) - 1) + 1)
 
         wanted = {
-            f"/search-index/{s['bundle']}b/{b}.json"
+            f"/search-index/{s['bundle']}b/{s['buckets'][b]}.json"
             for s in shards
             for w in words
             for b in holding(s["starts"], w)

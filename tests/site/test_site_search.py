@@ -4,6 +4,7 @@ the stemmer and tokenizer the same on both sides; what a page contributes (artic
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import json
 import operator
@@ -442,3 +443,35 @@ def test_one_heading_rule_makes_the_scan_and_the_renderers_agree(monkeypatch: py
             ("four", "Four"),
         ]
         assert secs[1][2] == "a Three b c"
+
+
+def test_a_one_page_edit_rewrites_few_buckets() -> None:
+    # buckets are cut where the words' hashes say (``search._cut``), not greedily by size, and named by
+    # content: words added to or removed from a page (in a section of their own: other sections'
+    # lengths, in each of their postings, stay), early in the shard's word order, make new files of the
+    # buckets they are in (and of the heading "new": the section's length), not of buckets after them
+    rng = random.Random(3)
+    pages = {f"p{i:02}/index.html": _bench_page(i, rng) for i in range(60)}
+    shard = search.shards(dict.fromkeys(pages, "fp"))[0]
+    extracts = {out: search.page_extract(page, out, "/") for out, page in pages.items()}
+
+    def buckets(extra: str) -> dict[str, bytes]:
+        edited = pages["p07/index.html"].replace("</article>", f"<h2 id=new>New</h2><p>{extra}</p></article>")
+        got = {**extracts, "p07/index.html": search.page_extract(edited, "p07/index.html", "/")}
+        return {rel: data for rel, data in search.shard_files(shard, got)[0].items() if "/b/" in rel}
+
+    before = buckets("")
+    assert len(before) >= 10
+    # a few KiB of postings each: more than the room left in a greedy cut's bucket
+    for extra in ("aardvark " * 2000, "abacus 0zeta " * 1000, "1991 aardvark 2001 " * 700, "aa " * 3000):
+        after = buckets(extra)
+        for old, new in ((before, after), (after, before)):  # the words added, then removed
+            was, now = (
+                {w: v for data in f.values() for w, v in json.loads(data).items()} for f in (old, new)
+            )
+            changed = {w for w in was.keys() | now.keys() if was.get(w) != now.get(w)}
+            firsts = sorted(next(iter(json.loads(data))) for data in new.values())
+            holding = {bisect.bisect_right(firsts, w) - 1 for w in changed}
+            written = {firsts.index(next(iter(json.loads(new[rel])))) for rel in new.keys() - old.keys()}
+            # beyond the buckets of the words changed: at most the other half of a bucket split in two
+            assert written and len(written - holding) <= 1, (extra[:20], sorted(written), sorted(holding))

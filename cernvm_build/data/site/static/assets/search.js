@@ -245,7 +245,7 @@
           }
         });
         return Promise.all(Array.from(want).sort(function (a, b) { return a - b; }).map(function (b) {
-          return self.json(s.bundle + "b/" + b + ".json");
+          return self.json(s.bundle + "b/" + s.buckets[b] + ".json");
         })).then(function (loaded) { return Object.assign.apply(null, [{}].concat(loaded)); });
       })).then(function (dicts) { return rank(shards, dicts, terms); });
     }).then(function (ranked) {
