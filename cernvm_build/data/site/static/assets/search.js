@@ -216,7 +216,7 @@
   Index.prototype.json = function (rel) {
     var files = this.files, p = files.get(rel);
     if (!p) {
-      p = this.getJson(this.base + rel);
+      p = this.getJson(this.base + rel, rel === "shards.json");
       files.set(rel, p);
       p.catch(function () { files.delete(rel); });
     }

@@ -89,8 +89,10 @@
   var bundle = body.getAttribute("data-search");
   var engine = null;
 
-  function getJson(url) {
-    return fetch(url).then(function (r) {
+  // fresh: revalidate (the index's manifest, shards.json, keeps its name across builds; every file it
+  // names is named by its content, so a copy a browser kept is never stale)
+  function getJson(url, fresh) {
+    return fetch(url, fresh ? { cache: "no-cache" } : {}).then(function (r) {
       if (!r.ok) throw new Error(url + ": HTTP " + r.status);
       return r.json();
     });
