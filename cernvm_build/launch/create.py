@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import libvirt
 
@@ -32,7 +31,7 @@ from . import context, domain, forward, images, keys, preservation, seed, storag
 from .config import Settings
 from .domain import Metadata
 from .host import Host
-from .instances import Instance, default_home, describe, free_at, pick_port, undefine
+from .instances import Instance, default_home, describe, free_at, instance_folder, pick_port, undefine
 from .names import validate_name
 from .seed import SeedDisk
 from .transaction import Transaction
@@ -139,7 +138,7 @@ def create_instance(spec: InstanceSpec, *, host: Host, reporter: Reporter = NULL
     if s.seed is not None:  # checked here: nothing is made for a seed that cannot back the disk
         seed_disk = seed.check(s.seed, system=not host.session, remote=remote)
     parsed = userdata.parse(spec.user_data, spec.user_data_source)
-    folder = home / "hosts" / _slug(host.uri) / name if remote else home / "run" / name
+    folder = instance_folder(home, host.uri, name)
     plan = _Plan(name, folder, image, digest, pin.label, block, port, s.profile or "", remote, seed_disk)
     with Transaction() as tx:
         return _make(spec, plan, parsed, host, tx, reporter)
@@ -177,12 +176,6 @@ def _check_xml_path(what: str, path: Path | None) -> None:
             where=repr(str(path))[1:-1],
             hint="rename the folder or file, or use another",
         )
-
-
-def _slug(uri: str) -> str:
-    """A folder name for the hypervisor a remote URI names (its instances' keys live under it)."""
-    parts = urlsplit(uri)
-    return "".join(c if c.isalnum() or c in ".-_" else "_" for c in f"{parts.hostname}_{parts.port or 22}")
 
 
 def _port(host: Host, s: Settings, remote: bool) -> int:

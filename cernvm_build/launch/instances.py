@@ -18,6 +18,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import libvirt
 
@@ -324,27 +325,40 @@ def destroy(conn: Any, name: str, *, force: bool = False, home: Path | None = No
     folder = Path(inst.meta.home) if inst.meta and inst.meta.home else None
     if folder is None or not (folder.is_dir() or folder.is_symlink()):
         return None
-    if not own_folder(folder, name, home or default_home(conn.getURI())):
+    uri = conn.getURI()
+    if not own_folder(folder, instance_folder(home or default_home(uri), uri, name)):
         return folder
     shutil.rmtree(folder)
     return None
 
 
-def own_folder(folder: Path, name: str, home: Path) -> bool:
-    """Whether ``folder`` is the instance's own folder: ``<home>/run/<name>`` (or, for a remote
-    hypervisor, ``<home>/hosts/<slug>/<name>``), with no symbolic link on the way out of the home.
-    The domain's metadata is not trusted: anyone who can define domains on the hypervisor (a shared
-    system daemon, ``virsh edit``) could otherwise name ``/etc`` and have destroy remove it."""
-    if folder.name != name or folder.is_symlink() or not folder.is_absolute():
+def instance_folder(home: Path, uri: str, name: str) -> Path:
+    """The one folder an instance on the hypervisor ``uri`` names has: ``<home>/run/<name>`` for a
+    local URI, ``<home>/hosts/<slug>/<name>`` for a remote one (its keys are that host's). ``create``
+    makes it and ``destroy`` removes only it, so another hypervisor's folder is never touched."""
+    remote = bool(urlsplit(uri).hostname)
+    return home / "hosts" / _slug(uri) / name if remote else home / "run" / name
+
+
+def _slug(uri: str) -> str:
+    """A folder name for the hypervisor a remote URI names (its instances' keys live under it)."""
+    parts = urlsplit(uri)
+    return "".join(c if c.isalnum() or c in ".-_" else "_" for c in f"{parts.hostname}_{parts.port or 22}")
+
+
+def own_folder(folder: Path, expected: Path) -> bool:
+    """Whether ``folder`` is the instance's own folder ``expected`` (``instance_folder``), with no
+    symbolic link on the way. The domain's metadata is not trusted: anyone who can define domains on
+    the hypervisor (a shared system daemon, ``virsh edit``) could otherwise name ``/etc``, or another
+    hypervisor's instance folder, and have destroy remove it."""
+    if folder.name != expected.name or folder.is_symlink() or not folder.is_absolute():
         return False
     try:
-        real, base = folder.resolve(strict=True), home.resolve(strict=True)
+        real, want = folder.resolve(strict=True), expected.resolve(strict=True)
     except (OSError, RuntimeError):
         return False
-    if real != folder.parent.resolve() / name:  # resolve() also removes "..": compare the parent's
-        return False
-    rel = real.relative_to(base).parts if real.is_relative_to(base) else ()
-    return rel == ("run", name) or (len(rel) == 3 and rel[0] == "hosts" and rel[2] == name)
+    # resolve() also removes "..": the folder's own parent must resolve to where it says it is
+    return real == folder.parent.resolve() / folder.name and real == want
 
 
 def _remove_volumes(conn: Any, meta: Metadata) -> None:

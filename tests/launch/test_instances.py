@@ -383,6 +383,18 @@ def test_destroy_removes_only_the_instance_own_folder(
     assert instances.destroy(conn, "victim", force=True) == sneaky
     assert (outside / "precious").exists()
 
+    other_host = launch_env / "hosts" / "lxplus.example_22" / "victim"  # another hypervisor's folder
+    other_host.mkdir(parents=True)
+    (other_host / "id_ed25519").write_text("x")
+    _define_with_home(conn, launch_env, image, "victim", other_host)
+    assert instances.destroy(conn, "victim", force=True) == other_host  # test:/// is local: run/ only
+    assert (other_host / "id_ed25519").exists()
+    uri = "qemu+ssh://u@lxplus.example/system"
+    assert instances.instance_folder(launch_env, uri, "victim") == other_host
+    assert instances.own_folder(other_host, instances.instance_folder(launch_env, uri, "victim"))
+    elsewhere = instances.instance_folder(launch_env, "qemu+ssh://h:2/s", "victim")
+    assert not instances.own_folder(other_host, elsewhere)
+
     own = launch_env / "run" / "victim"  # and the instance's own folder does go
     own.mkdir()
     _define_with_home(conn, launch_env, image, "victim", own)
