@@ -57,7 +57,8 @@ MAX_DEPTH = 16
 #: Ctrl-C is acted on when it returns) and its emphasis is superlinear within one paragraph ("word *em* "
 #: 10k times: 0.22 s, 20k: 1.3 s, 40k: 7.6 s; markdown-it-py, which a signal stops at once: 40k 1.2 s):
 #: a page over ``LONG_TEXT`` characters, or one over ``LONG_BLOCK`` with a block (lines between blank
-#: lines) holding more than ``MANY_DELIMITERS`` of ``*_[`` and backticks. A long code block has few and
+#: lines) holding more than ``MANY_DELIMITERS`` of ``*_[~`` and backticks (``~~`` strikethrough pairs cost the
+#: Rust parser as much as emphasis: 40k pairs, 8.5 CPU-s). A long code block has few and
 #: stays (markdown-it-py takes twice as long on it). Worst case left: 512 KiB of paragraphs of 4,700
 #: emphasis pairs each, ~2 CPU-s in one call. Pages are at most ``sources.MAX_PAGE_BYTES``.
 LONG_TEXT = 512 * 1024
@@ -76,7 +77,7 @@ def too_long_for_rust(text: str) -> bool:
         end = m.start() if m is not None else len(text)
         if end - start > MANY_DELIMITERS:
             block = text[start:end]
-            if sum(block.count(c) for c in "*_[`") > MANY_DELIMITERS:
+            if sum(block.count(c) for c in "*_[`~") > MANY_DELIMITERS:
                 return True
         start = m.end() if m is not None else end
     return False

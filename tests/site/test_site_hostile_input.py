@@ -121,6 +121,8 @@ def test_a_long_paragraph_of_emphasis_leaves_the_rust_parser() -> None:
     assert mdtree.parse("word *em* " * 1000) is not None
     assert mdtree.parse("word *em* " * 3000) is None
     assert mdtree.parse("para\n\n" + "word *em*\n" * 3000 + "\nend\n") is None
+    # ~~strikethrough~~ pairs are delimiters as costly as emphasis (audit17b finding 1)
+    assert mdtree.parse("w ~~s~~ " * 3000) is None
     # a long code block has few delimiters: it stays
     assert mdtree.parse("```py\n" + "x = f(1)\n" * 5000 + "```\n") is not None
     # nor does a page over 512 KiB, whatever it holds: one call into it cannot be interrupted
