@@ -46,26 +46,30 @@ class Memo:
 #: values a YAML text's aliases may add when expanded (``plain``, JSON, templates copy every use): a
 #: "billion laughs" text of a few hundred bytes expands to 10^9 values and gigabytes
 ALIAS_BUDGET = 100_000
+#: characters of text the aliases may add: a few aliases of one long string are few values but
+#: gigabytes (40,000 characters used 90,000 times: 7 GB)
+ALIAS_CHARS = 10_000_000
 
 
 def yaml_load(raw: str) -> Any:
     """``yaml.safe_load(raw)`` that refuses what would pass unnoticed or blow up later, as a marked
     ``yaml.YAMLError`` (file:line via ``yamlerror``): a key given twice in one mapping (YAML keeps
     the last silently), a value Python cannot build (``2026-02-30``, a time zone of +99:00), and aliases
-    that expand past ``ALIAS_BUDGET`` values."""
+    that expand past ``ALIAS_BUDGET`` values or ``ALIAS_CHARS`` characters."""
     import yaml
 
     value = yaml.load(raw, Loader=_loader())
     if "*" in raw:  # no alias without one
-        extra = _alias_extra(value)
-        if extra > ALIAS_BUDGET:
+        extra, chars = _alias_extra(value)
+        if extra > ALIAS_BUDGET or chars > ALIAS_CHARS:
             m = _ALIAS.search(raw)
             at = m.start(1) if m else 0
             line = raw.count("\n", 0, at)
             mark = yaml.Mark("<yaml>", at, line, at - (raw.rfind("\n", 0, at) + 1), "", 0)
-            raise yaml.constructor.ConstructorError(
-                None, None, f"aliases expand to more than {ALIAS_BUDGET:,} values", mark
+            what = (
+                f"{ALIAS_BUDGET:,} values" if extra > ALIAS_BUDGET else f"{ALIAS_CHARS:,} characters of text"
             )
+            raise yaml.constructor.ConstructorError(None, None, f"aliases expand to more than {what}", mark)
     return value
 
 
@@ -73,29 +77,44 @@ def yaml_load(raw: str) -> Any:
 _ALIAS = re.compile(r"(?:^|[\s\[{,])(\*)[^\s,\[\]{}]", re.M)
 
 
-def _alias_extra(value: Any) -> int:
-    """How many more values ``value`` holds written out than it holds as built (aliases share one
-    object per anchor; a deep copy does not): each container's expanded size is counted once."""
-    sizes: dict[int, int] = {}
-    distinct = 0
+def _alias_extra(value: Any) -> tuple[int, int]:
+    """How many more values, and characters of text, ``value`` holds written out than it holds as
+    built (aliases share one object per anchor; a deep copy does not): each container's expanded size
+    is counted once, each text's characters once as built and at every use written out."""
+    sizes: dict[int, tuple[int, int]] = {}
+    texts: set[int] = set()
+    distinct = distinct_chars = 0
 
-    def size(v: Any) -> int:
-        nonlocal distinct
+    def size(v: Any) -> tuple[int, int]:
+        nonlocal distinct, distinct_chars
         if isinstance(v, dict):
             items: Any = [*v.keys(), *v.values()]
         elif isinstance(v, list):
             items = v
         else:
-            return 1
+            return 1, len(v) if isinstance(v, str | bytes) else 0
         known = sizes.get(id(v))
         if known is not None:
             return known
-        distinct += 1 + sum(1 for x in items if not isinstance(x, dict | list))
-        n = 1 + sum(size(x) for x in items)
-        sizes[id(v)] = n
-        return n
+        distinct += 1
+        for x in items:
+            if not isinstance(x, dict | list):
+                distinct += 1
+                if isinstance(x, str | bytes) and id(x) not in texts:
+                    texts.add(id(x))
+                    distinct_chars += len(x)
+        n, chars = 1, 0
+        for x in items:
+            xn, xc = size(x)
+            n += xn
+            chars += xc
+        sizes[id(v)] = n, chars
+        return n, chars
 
-    return size(value) - distinct
+    if not isinstance(value, dict | list):
+        return 0, 0
+    n, chars = size(value)
+    return n - distinct, chars - distinct_chars
 
 
 @lru_cache(maxsize=1)

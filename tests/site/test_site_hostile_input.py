@@ -34,6 +34,29 @@ def test_an_alias_bomb_in_a_data_file_is_refused(tmp_path: Path) -> None:
     assert str(e.value.where).startswith(f"{f}:2:")
 
 
+# few values, but each alias a copy of 40,000 characters: 3.6 GB written out (audit17b finding 2)
+LONG_BOMB = 'a: &a "' + "x" * 40_000 + '"\nb: [' + ", ".join(["*a"] * 90_000) + "]\n"
+
+
+def test_aliases_of_a_long_text_are_refused_by_their_characters(tmp_path: Path) -> None:
+    with pytest.raises(BuildError, match="aliases expand to more than 10,000,000 characters") as e:
+        frontmatter.parse(LONG_BOMB, "p.md", first_line=2)
+    assert str(e.value.where) == "p.md:3:5"
+    f = tmp_path / "d.yaml"
+    f.write_text(LONG_BOMB)
+    with pytest.raises(BuildError, match="characters of text"):
+        data._load_file(f)
+    # a long text used a few times, and long texts each written once, are fine
+    raw = (
+        'a: &a "'
+        + "x" * 40_000
+        + '"\nb: [*a, *a]\nc: ['
+        + ", ".join(['"' + "y" * 100 + '"'] * 200_000)
+        + "]\n"
+    )
+    assert len(frontmatter.parse(raw, "p.md")["c"]) == 200_000
+
+
 def test_anchors_aliases_and_merge_keys_still_work() -> None:
     raw = "a: &x {k: 1, s: 'a * b'}\nb: *x\nc: [*x, *x]\nd:\n  <<: *x\n  k: 2\n"
     assert frontmatter.parse(raw, "p.md") == {
