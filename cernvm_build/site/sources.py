@@ -93,6 +93,8 @@ def scan(site_dir: Path, known: Known | None = None) -> Sources:
     assets: dict[str, Path] = {}
     top = str(content)
     inside = os.path.realpath(site_dir) + os.sep
+    for folder in ("content", "static", "data", "templates"):  # every folder the build reads whole
+        _inside_folder(str(site_dir / folder), inside)
     for root, dirs, files in os.walk(top):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         prefix = root[len(top) + 1 :] + "/" if len(root) > len(top) else ""
@@ -183,6 +185,20 @@ def _linked(full: str, inside: str) -> os.stat_result:
             where=full,
             hint="fix or remove the link",
         ) from None
+
+
+def _inside_folder(top: str, inside: str) -> None:
+    """A folder the build reads whole (content/, static/, data/, templates/) must be inside the site
+    folder: ``os.walk`` follows a link at its top, so ``content -> ~/.ssh`` would publish the keys."""
+    real = os.path.realpath(top)
+    if not os.path.isdir(real):
+        return
+    if not (real + os.sep).startswith(inside):
+        raise BuildError(
+            f"{os.path.basename(top)}/ is a symbolic link to {real}, outside the site folder",
+            where=top,
+            hint="move the folder into the site instead of linking to it",
+        )
 
 
 def _front(raw: bytes) -> bytes:

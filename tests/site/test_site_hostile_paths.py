@@ -102,6 +102,28 @@ def test_a_link_out_of_the_site_is_one_line_and_one_inside_works(site: Path, tmp
     ).read_bytes()
 
 
+@pytest.mark.parametrize("folder", ["content", "static", "data", "templates"])
+def test_a_top_folder_linked_out_of_the_site_is_one_line(site: Path, tmp_path: Path, folder: str) -> None:
+    """os.walk follows a link at its top: content -> ~/.ssh would publish the keys (audit17b finding 3)."""
+    away = tmp_path / "away"
+    (site / folder).rename(away)
+    (away / "secret.txt").write_text("TOP SECRET\n")
+    (site / folder).symlink_to(away)
+    with pytest.raises(
+        BuildError, match=re.escape(f"{folder}/ is a symbolic link to {away}, outside the site")
+    ) as e:
+        build_site(site, tmp_path / "out")
+    assert str(e.value.where) == str(site / folder) and e.value.hint
+    assert not (tmp_path / "out").exists()
+    # a link to a folder inside the site builds as before
+    (site / folder).unlink()
+    (site / f".{folder}").mkdir()
+    away.rename(site / f".{folder}" / folder)
+    (site / folder).symlink_to(site / f".{folder}" / folder)
+    build_site(site, tmp_path / "out")
+    assert (tmp_path / "out" / "sitemap.xml").is_file()
+
+
 @pytest.mark.parametrize(
     ("rel", "both"),
     [
