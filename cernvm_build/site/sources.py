@@ -261,9 +261,10 @@ def render_version() -> str:
     return _VERSION[0]
 
 
-#: a Markdown source's size limit: a page takes ~40x its size in memory while rendered (in each worker
-#: of ``--jobs``), and a 50 MB page a minute; docs/ARCHITECTURE.md says it
-MAX_PAGE_BYTES = 4 * 1024 * 1024
+#: a Markdown source's size limit: the worst page (one paragraph of emphasis or strikethrough) takes
+#: ~230x its size in memory while rendered (in each worker of ``--jobs``) and ~5 CPU-s a MiB, so 1 MiB
+#: (4 MiB took 33 s and 957 MB; audit17b finding 4); docs/ARCHITECTURE.md and the site guide say it
+MAX_PAGE_BYTES = 1024 * 1024
 #: a lone CR (old Mac line ends): a line end for Markdown, not for the front matter's ``---`` lines
 _LONE_CR = re.compile(r"\r(?!\n)")
 
@@ -275,7 +276,7 @@ def check_size(file: str, size: int) -> None:
         raise BuildError(
             f"page is {size:,} bytes, over the limit of {MAX_PAGE_BYTES:,}",
             where=file,
-            hint="split it into several pages (rendering takes ~40x a page's size in memory)",
+            hint="split it into several pages (rendering one can take ~250x its size in memory)",
         )
 
 
