@@ -51,8 +51,10 @@ class PageSet(NamedTuple):
 
 
 #: what a ``url:`` must not hold: control characters, a backslash (a folder separator elsewhere), a query
-#: or fragment, a %-escape (the output file would be named with it literally)
-_BAD_URL = re.compile(r"[\x00-\x1f\x7f\\?#%]")
+#: or fragment, a %-escape (the output file would be named with it literally); C1 controls, line and
+#: paragraph separators, bidi controls (a folder name shown reversed) and ``"<>`` or a space (each breaks
+#: the sitemap's and the pages' links; audit17b finding 6)
+_BAD_URL = re.compile(r"[\x00-\x20\x7f-\x9f\\?#%\"<>\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 def _checked_url(path: str, file: str) -> str:
@@ -60,13 +62,20 @@ def _checked_url(path: str, file: str) -> str:
     ``/./``) and kept inside the site: a ``..`` segment would make its output file leave the output
     folder. The trailing '/' (an ``index.html``) is kept."""
     bad = _BAD_URL.search(path)
-    if bad is not None or ".." in path.split("/"):
+    segments = path.split("/")
+    if bad is not None or ".." in segments:
         what = f"holds {bad.group()!r}" if bad is not None else "has a '..' segment: it leaves the site"
         raise BuildError(
             f"{path!r} {what}",
             where=Location(file=file, key="url"),
             hint="write the page's path inside the site, e.g. 'url: /docs/name/' (no '..', no control "
-            "characters, backslashes, '?', '#' or %-escapes)",
+            "characters, spaces, backslashes, quotes, '<', '>', '?', '#' or %-escapes)",
+        )
+    if any(s.startswith(".") and s != "." for s in segments):  # out/.git/config, a hidden file
+        raise BuildError(
+            f"{path!r} has a segment starting with '.'",
+            where=Location(file=file, key="url"),
+            hint="write the page's path without hidden names, e.g. 'url: /docs/name/'",
         )
     norm = posixpath.normpath(path)
     norm = "/" + norm.lstrip("/")  # (normpath keeps a leading '//')
@@ -180,7 +189,7 @@ def _source_page(
 def _check_types(fm: dict[str, Any], file: str) -> None:
     """Keys a page shows as text hold text (a mapping would show as its Python repr), ``weight`` an
     integer (the nav orders by it); else one line naming the key."""
-    for k in ("title", "description", "nav_title"):
+    for k in ("title", "description", "nav_title", "url"):
         if k in fm and fm[k] is not None and not isinstance(fm[k], str):
             raise BuildError(
                 f"{k} must be text, not {_yaml_kind(fm[k])}",

@@ -35,8 +35,18 @@ def _page(site: Path, rel: str, title: str = "p", extra: str = "") -> Path:
         "/a\\\\b/",
         "/a\\tb/",
         "/a?b/",
+        "/{away}/a\\x85b/",
+        "/{away}/a\\u2028b/",
+        "/{away}/a\\u202eb/",
+        '/{away}/a\\"b/',
+        "/{away}/a<b/",
+        "/{away}/a b/",
+        "/.{away}/",
     ],
-    ids=["absolute-dots", "relative-dots", "inner-dots", "backslash", "control", "query"],
+    ids=[
+        *("absolute-dots", "relative-dots", "inner-dots", "backslash", "control", "query"),
+        *("c1-control", "line-separator", "bidi", "quote", "less-than", "space", "dot-segment"),
+    ],
 )
 def test_a_url_leaving_the_site_is_one_line_and_nothing_is_written(
     site: Path, tmp_path: Path, url: str
