@@ -10,9 +10,11 @@ find them on the disk instead of waiting a round trip each. The bytes still come
 checked against their names; the list only says which to ask for.
 
 A list made for another repository (user data switched it) is skipped whole; one of another
-revision is fetched all the same (unchanged files keep their names). The file must be a regular
-one (opened without blocking: a FIFO never holds up the unmount), is read to MAX_BYTES at most, a
-line over MAX_LINE is skipped unread, and after MAX_BAD bad lines the rest is not read.
+revision is fetched all the same (unchanged files keep their names). Only a first line of the
+header's shape is a header (``# my boot list`` is a comment); it may be MAX_HEADER long. The
+file must be a regular one (opened without blocking: a FIFO never holds up the unmount), is read to
+MAX_BYTES at most, a line over MAX_LINE is skipped unread, and after MAX_BAD bad lines the rest is
+not read.
 
 Never fatal: an unreadable list, a line that is no object name, an object the server lacks or
 delivers damaged is counted (``--stats``: ``~list-*``) and skipped. One thread and one connection,
@@ -28,6 +30,7 @@ import contextlib
 import errno
 import logging
 import os
+import re
 import stat
 import threading
 import time
@@ -48,6 +51,8 @@ MAX_NAMES = 200_000
 MAX_BYTES = 16 << 20
 #: a line longer than this is no name (the longest, ``<40 hex>-shake128C``, is 50): skipped unread
 MAX_LINE = 100
+#: the first line may be a header this long (fqrn, revision and a shake128 root exceed MAX_LINE)
+MAX_HEADER = 300
 #: bad lines after which the rest of a file is not read (it is no list)
 MAX_BAD = 1_000
 #: objects per pipelined request (as the prefetcher's batches: ``prefetch.BATCH``)
@@ -102,15 +107,29 @@ def names_in(data: bytes) -> int:
     return sum(1 for line in data.splitlines() if line.strip() and not line.startswith(b"#"))
 
 
+#: the header: ``# <fqrn> revision N root <hash>`` (revision and root optional). Only a first line
+#: of this shape is one: ``# my boot list`` is a comment (a hand-written list is trusted whole)
+_HEADER = re.compile(
+    r"#\s*([A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)+)(?:\s+revision\s+([0-9]{1,18}))?(?:\s+root\s+([0-9a-f]{40}(?:-[a-z0-9]+)?))?",
+    re.ASCII,
+)
+
+
 def _header(text: str, into: Listing) -> None:
-    words = text.lstrip("#").split()
-    if not words:
+    m = _HEADER.fullmatch(text)
+    if m is None:
         return
-    into.fqrn = words[0]
-    pairs = dict(zip(words[1::2], words[2::2], strict=False))
-    with contextlib.suppress(ValueError):
-        into.revision = int(pairs.get("revision", ""))
-    into.root_hash = pairs.get("root")
+    into.fqrn = m[1]
+    into.revision = int(m[2]) if m[2] else None
+    into.root_hash = m[3]
+
+
+def moved(listing: Listing, revision: int, root_hash: str) -> bool:
+    """Whether the list was made for another revision than the mounted one (its root or its
+    revision, when the header gives them, differs): its catalog names are then not fetched."""
+    return (listing.root_hash is not None and listing.root_hash != root_hash) or (
+        listing.revision is not None and listing.revision != revision
+    )
 
 
 def parse(lines: Iterable[str | None]) -> Listing:
@@ -149,13 +168,13 @@ def parse(lines: Iterable[str | None]) -> Listing:
 def _lines(f: BinaryIO) -> Iterator[str | None]:
     """The lines of the first MAX_BYTES of ``f``, None for one over MAX_LINE (its bytes are read
     in bounded pieces, never held); undecodable bytes spoil only their line."""
-    left = MAX_BYTES
+    left, limit = MAX_BYTES, MAX_HEADER
     while left > 0:
-        line = f.readline(min(MAX_LINE + 2, left))
+        line = f.readline(min(limit + 2, left))
         if not line:
             return
-        left -= len(line)
-        if len(line) > MAX_LINE and not line.endswith(b"\n"):  # cut: skip the rest of it
+        left, limit = left - len(line), MAX_LINE
+        if len(line) > limit and not line.endswith(b"\n"):  # cut: skip the rest of it
             while left > 0 and line and not line.endswith(b"\n"):
                 line = f.readline(min(1 << 16, left))
                 left -= len(line)
@@ -231,8 +250,8 @@ class BootList:
                 "boot list %s: made for %s, not the mounted %s: skipped", self.path, listing.fqrn, repo.fqrn
             )
             return
-        moved = listing.root_hash is not None and listing.root_hash != repo.root_hash
-        if moved:
+        stale = moved(listing, repo.revision, repo.root_hash)
+        if stale:
             # another revision (the pin moved on): most file names are still the boot's (unchanged
             # files keep their hashes; those the mounted catalogs lack are skipped as stale), but
             # its catalogs are not fetched as listed: an older revision's would stay pinned in the
@@ -259,7 +278,7 @@ class BootList:
         # catalogs say the files' sizes.
         files = [(h, s) for h, s in todo if s in FILE_SUFFIXES] if plain is not None else []
         others = [(h, s) for h, s in todo if s not in FILE_SUFFIXES or plain is None]
-        if moved:
+        if stale:
             self.counts["stale"] += sum(1 for _, s in others if s == "C")
             others = [(h, s) for h, s in others if s != "C"]
         quota = store.quota

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import io
 import logging
 import os
 import subprocess
@@ -163,6 +164,17 @@ def test_parse_skips_and_counts_bad_lines_and_is_bounded() -> None:
     head = bootlist.parse([bootlist.header(FQRN, 7, "c" * 40), a])
     assert (head.fqrn, head.revision, head.root_hash, len(head.names), head.bad) == (FQRN, 7, "c" * 40, 1, 0)
     assert bootlist.parse(["# other.repo", a]).fqrn == "other.repo"
+    # a header only of the header's shape: a comment on line 1 is no repository
+    assert [bootlist.parse([c, a]).fqrn for c in ("# my boot list", "# my", "# x.y z")] == [None] * 3
+    long_fqrn = "atlas-nightlies-testing.cern.ch"  # with a shake128 root, line 1 is over MAX_LINE
+    head = bootlist.parse(
+        bootlist._lines(io.BytesIO(f"{bootlist.header(long_fqrn, 12345, a + '-shake128')}{a}\n".encode()))
+    )
+    assert (head.fqrn, head.root_hash, head.bad, len(head.names)) == (long_fqrn, a + "-shake128", 0, 1)
+    # a header giving only a revision still counts as moved when the revision differs
+    only_rev = bootlist.parse([bootlist.header(FQRN, 7)])
+    assert bootlist.moved(only_rev, 8, "d" * 40) and not bootlist.moved(only_rev, 7, "d" * 40)
+    assert not bootlist.moved(bootlist.parse([a]), 8, "d" * 40)
 
 
 def test_a_hostile_list_file_is_read_within_bounds(tmp_path: Path) -> None:
