@@ -20,6 +20,10 @@ QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 PREFIX = "cvml"
 
 
+#: metadata fields that are TCP ports (0: none, for networks other than user mode)
+_PORTS = ("ssh_port", "api_port")
+
+
 @dataclass(frozen=True)
 class Metadata:
     """What launch remembers about an instance, kept in the domain XML."""
@@ -73,7 +77,11 @@ class Metadata:
             text = child.text or ""
             if types[key] not in (int, "int") or not text.strip():
                 values[key] = text
-            elif len(text) <= 20 and text.strip().isdecimal():  # int() would take "1_0", "-3", 4,300 digits
+            elif (
+                len(text) <= 20
+                and text.strip().isdecimal()  # int() would take "1_0", "-3", 4,300 digits
+                and (key not in _PORTS or int(text) <= 65535)  # bind() would raise OverflowError
+            ):
                 values[key] = int(text)
             else:
                 bad.append(f"{key}: {text[:20]!r}")

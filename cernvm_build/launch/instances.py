@@ -192,6 +192,10 @@ def get(conn: Any, name: str) -> tuple[Any, Instance]:
 
 
 def port_free(port: int) -> bool:
+    """Whether this machine's 127.0.0.1 ``port`` can be bound; a number that is no port is not free
+    (never an OverflowError: a port may come from an edited domain's metadata)."""
+    if not 0 < port <= 65535:
+        return False
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         try:
             s.bind(("127.0.0.1", port))

@@ -424,6 +424,16 @@ def test_a_domain_with_malformed_metadata_is_listed_broken_and_destroyed(
         edited.broken == "its launcher metadata is malformed (ssh_port: '99999999999999999999', cpus: 'abc')"
     )
     assert edited.to_json()["state"] == "broken"
+    for port in ("70000", "65536"):  # a number, but no port: bind() would raise OverflowError
+        meta = domain.Metadata.from_element(
+            ET.fromstring(f"<i><ssh_port>{port}</ssh_port><api_port>{port}</api_port></i>")
+        )
+        assert (meta.ssh_port, meta.api_port, meta.malformed) == (
+            0,
+            22,
+            f"ssh_port: '{port}', api_port: '{port}'",
+        )
+    assert not instances.port_free(70000) and not instances.port_free(-1)
     instances.destroy(conn, "edited")  # broken: no --force needed
     assert [d.name() for d in conn.listAllDomains(0)] == ["fine"] and not folder.exists()
 
