@@ -169,8 +169,20 @@ def _refuse_existing(host: Host, name: str) -> None:
 
 def _check_xml_path(what: str, path: Path | None) -> None:
     """A path that goes into the domain XML: control characters are none that XML can carry (libvirt
-    answers with a three-line parser error), refused here in one line before anything is made."""
-    if path is not None and any(ord(c) < 0x20 or ord(c) == 0x7F for c in str(path)):
+    answers with a three-line parser error), nor bytes that are no UTF-8 (Python holds them as
+    surrogates, which libvirt's call cannot encode: a traceback), refused here in one line before
+    anything is made."""
+    if path is None:
+        return
+    try:
+        str(path).encode()
+    except UnicodeEncodeError:
+        raise InstanceError(
+            f"the {what}'s path is not valid UTF-8, which a libvirt domain cannot carry",
+            where=repr(os.fsencode(path))[2:-1],
+            hint="rename the folder or file, or use another",
+        ) from None
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in str(path)):
         raise InstanceError(
             f"the {what}'s path has a control character, which a libvirt domain cannot carry",
             where=repr(str(path))[1:-1],

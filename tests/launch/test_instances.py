@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import socket
 import subprocess
 import xml.etree.ElementTree as ET
@@ -464,4 +465,10 @@ def test_control_characters_in_paths_for_the_domain_are_one_line(
     assert "path has a control character" in err.value.message and err.value.where == str(odd).replace(
         "\x01", "\\x01"
     )
+    assert conn.listAllDomains(0) == [] and not (launch_env / "run" / "ctl").exists()
+    bad = Path(os.fsdecode(bytes(tmp_path / "x") + b"\xff"))  # not UTF-8: a surrogate in the str
+    bad.mkdir()
+    with pytest.raises(InstanceError) as err:
+        create(conn, request(launch_env, image, "ctl", **{where: bad}))
+    assert "path is not valid UTF-8" in err.value.message and err.value.where == f"{tmp_path}/x\\xff"
     assert conn.listAllDomains(0) == [] and not (launch_env / "run" / "ctl").exists()
