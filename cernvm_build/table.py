@@ -20,6 +20,7 @@ import enum
 import re
 from fractions import Fraction
 from typing import Any, NamedTuple
+from urllib.parse import urlsplit, urlunsplit
 
 
 class Kind(enum.Enum):
@@ -168,18 +169,33 @@ def check_text(s: Setting, text: str) -> str:
 _AUTHORITY = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)([^/?#]*)")
 
 
+def _netloc(url: str) -> tuple[str, str] | None:
+    """The authority of ``url`` as urllib reads it (``urlsplit`` drops leading blanks and tabs,
+    so a regex anchored at the scheme is not enough) and ``url`` without it, split around it; None
+    when there is none. A URL urlsplit refuses (``http://[::1``) is read by the pattern alone."""
+    text = url.strip()
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        m = _AUTHORITY.match(text)
+        return (m.group(2), f"{m.group(1)}\0{text[m.end() :]}") if m else None
+    if not parts.netloc:
+        return None
+    return parts.netloc, urlunsplit(parts._replace(netloc="\0"))
+
+
 def has_credentials(url: str) -> bool:
     """Whether ``url`` carries a user name or password (``http://user:secret@host/``)."""
-    m = _AUTHORITY.match(url)
-    return m is not None and "@" in m.group(2)
+    got = _netloc(url)
+    return got is not None and "@" in got[0]
 
 
 def redact_url(url: str) -> str:
     """``url`` with its user name and password replaced by ``***`` (messages never echo them)."""
-    m = _AUTHORITY.match(url)
-    if m is None or "@" not in m.group(2):
+    got = _netloc(url)
+    if got is None or "@" not in got[0]:
         return url
-    return f"{m.group(1)}***@{m.group(2).rpartition('@')[2]}{url[m.end() :]}"
+    return got[1].replace("\0", f"***@{got[0].rpartition('@')[2]}", 1)
 
 
 def credentials_refused(url: str) -> Invalid:

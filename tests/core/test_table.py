@@ -165,3 +165,8 @@ def test_urls_with_credentials_are_refused_redacted() -> None:
     assert "s3cret" not in e.value.hint
     assert table.redact_url("https://u@h/p?q=1") == "https://***@h/p?q=1"
     assert table.redact_url("http://h/a@b") == "http://h/a@b"  # an @ in the path is no credential
+    # decided as urllib reads the URL: it drops leading blanks and tabs inside the scheme
+    for url in (" http://alice:s3cret@h/x", "\thttp://alice:s3cret@h/x", "ht\ttp://alice:s3cret@h/x"):
+        assert table.has_credentials(url) and table.redact_url(url) == "http://***@h/x"
+    assert table.redact_url("http://u:p@[::1/x") == "http://***@[::1/x"  # urlsplit refuses it
+    assert not table.has_credentials("/tmp/a@b") and not table.has_credentials("a@b.example")

@@ -62,7 +62,14 @@ def test_a_trickling_answer_is_given_up_at_its_deadline(
         contextsrc.read_context(f"{hostile}/slow")
 
 
-@pytest.mark.parametrize("url", ["http://alice:s3cret@127.0.0.1:1/x", "file://alice:s3cret@/etc/passwd"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://alice:s3cret@127.0.0.1:1/x",
+        "file://alice:s3cret@/etc/passwd",
+        " http://alice:s3cret@127.0.0.1:1/x",
+    ],
+)
 def test_a_url_with_credentials_is_refused_and_never_echoed(url: str) -> None:
     """urllib would send "alice:s3cret@127.0.0.1" as the host name (and every error would echo the
     password): refused before any connection, shown redacted."""
