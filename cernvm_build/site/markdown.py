@@ -15,6 +15,7 @@ import hashlib
 import html
 import posixpath
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import lru_cache
 from pathlib import Path
@@ -87,6 +88,9 @@ _SPACES = re.compile(r"\s+")
 
 @lru_cache(maxsize=4096)  # (pure; a site repeats its heading titles: Overview, Usage ...)
 def slugify(title: str) -> str:
+    # NFKC: "Café" typed composed and decomposed, or "ﬁle" and "file", are one tag page and one anchor
+    if not title.isascii():
+        title = unicodedata.normalize("NFKC", title)
     slug = _NOT_SLUG.sub("", title.strip().lower()).strip().replace(" ", "-")
     return _DASHES.sub("-", slug) if "--" in slug else slug or "section"
 

@@ -20,6 +20,7 @@ import functools
 import json
 import pickle
 import posixpath
+import unicodedata
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -148,9 +149,19 @@ def check_outputs(pages: list[Page], asset_jobs: list[Job], assets: Mapping[str,
     folder), or a file where another output needs a folder, is one line naming both (not a
     ``FileExistsError`` from the writer)."""
     by_out: dict[str, str] = {out: f"the generated {out}" for out in FIXED_OUTPUTS}
+    # outputs that differ only by case or Unicode form are one file on macOS/Windows checkouts and on
+    # case-insensitive hosts: one would overwrite the other there
+    folded: dict[str, str] = {_fold(out): out for out in by_out}
 
     def claim(out: str, source: str) -> None:
         other = by_out.get(out)
+        same = folded.setdefault(_fold(out), out)
+        if other is None and same != out:
+            raise BuildError(
+                f"outputs {same} (from {by_out[same]}) and {out} (from {source}) differ only by case or "
+                "Unicode form",
+                hint="rename one of them (they would be one file on a case-insensitive file system)",
+            )
         if other is None and out.startswith(SEARCH_PREFIX):
             other = f"the search index ({SEARCH_PREFIX})"
         if other is not None:
@@ -176,6 +187,10 @@ def check_outputs(pages: list[Page], asset_jobs: list[Job], assets: Mapping[str,
                 )
             folders.add(folder)
             folder = folder.rpartition("/")[0]
+
+
+def _fold(out: str) -> str:
+    return unicodedata.normalize("NFC", out).casefold() if not out.isascii() else out.lower()
 
 
 def _site_context(cfg: SiteConfig, digests: dict[str, str]) -> dict[str, Any]:

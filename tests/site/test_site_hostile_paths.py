@@ -198,6 +198,26 @@ def test_tags_of_one_slug_are_one_tag_page(site: Path, tmp_path: Path) -> None:
         assert (out / rel).read_bytes() == (tmp_path / "clean" / rel).read_bytes()
 
 
+def test_unicode_forms_and_case_are_one_tag_or_one_line(site: Path, tmp_path: Path) -> None:
+    """audit17b finding 5: 'Café' composed and decomposed, 'ﬁle' and 'file' are one tag page; two
+    outputs that differ only by case or Unicode form (one file on a case-insensitive host) are one line."""
+    _page(site, "news/a.md", "Alpha", "tags: [Caf\u00e9, \ufb01le]\n")
+    _page(site, "news/b.md", "Beta", "tags: [Cafe\u0301, file]\n")
+    build_site(site, tmp_path / "out")
+    tags = sorted(p.name for p in (tmp_path / "out" / "tags").iterdir() if p.is_dir())
+    assert "caf\u00e9" in tags and "cafe\u0301" not in tags and "file" in tags and "\ufb01le" not in tags
+    for name in ("caf\u00e9", "file"):
+        tag = (tmp_path / "out" / "tags" / name / "index.html").read_text()
+        assert ">Alpha<" in tag and ">Beta<" in tag
+    _page(site, "news/Case.md", "Upper")
+    _page(site, "news/case.md", "Lower")
+    with pytest.raises(
+        BuildError, match=r"outputs news/Case/index\.html \(from .*\) and news/case/index\.html"
+    ):
+        build_site(site, tmp_path / "out2")
+    assert not (tmp_path / "out2").exists()
+
+
 def test_raw_html_links_without_quotes_are_resolved_and_checked(site: Path, tmp_path: Path) -> None:
     page = site / "content" / "docs" / "raw.md"
     page.write_text(
