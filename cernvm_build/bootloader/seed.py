@@ -196,23 +196,41 @@ def read_trace(path: Path, fqrn: str | None = None, limit: int | None = None) ->
             raise UsageError(f"{path}: trace cannot be read: {e.strerror}", hint="check the file") from e
 
 
+#: the most object names ``image seed`` reads from its traces together (10 boot lists: a seed
+#: carries more than one boot reads, but not a whole repository: 1 GiB of trace would be ~26 M)
+MAX_SEED_NAMES = 10 * bootlist.MAX_NAMES
+
+
+def traces_objects(
+    traces: Sequence[Path], fqrn: str | None, limit: int, what: str, hint: str
+) -> dict[str, str]:
+    """``read_trace`` of each trace, merged in first-seen order, at most ``limit`` names in all:
+    one more is refused naming the trace line that crossed it (while reading, not after)."""
+    names: dict[str, str] = {}
+    for trace in traces:
+        try:
+            for name, where in read_trace(trace, fqrn, limit=limit).items():
+                names.setdefault(name, where)
+                if len(names) > limit:
+                    raise TooManyNames(where)
+        except TooManyNames as e:
+            raise UsageError(
+                f"{e.where}: more than {limit:,} object names in the {what}", hint=hint
+            ) from None
+    return names
+
+
 def boot_list(traces: Sequence[Path], fqrn: str | None = None) -> tuple[bytes, int]:
     """The boot list an image carries (``cvmfs/bootlist.py``): the traces' object names in
     first-seen order, one a line, and how many. A trace that names none, or more than the daemon
     reads (``bootlist.MAX_NAMES`` / ``MAX_BYTES``), is refused naming the file (and line)."""
-    names: dict[str, str] = {}
-    for trace in traces:
-        try:
-            found = read_trace(trace, fqrn, limit=bootlist.MAX_NAMES).items()
-            for name, where in found:
-                names.setdefault(name, where)
-                if len(names) > bootlist.MAX_NAMES:
-                    raise TooManyNames(where)
-        except TooManyNames as e:
-            raise UsageError(
-                f"{e.where}: more than {bootlist.MAX_NAMES:,} object names in the boot list",
-                hint="trace one boot only (a boot reads a few thousand objects); a seed carries more",
-            ) from None
+    names = traces_objects(
+        traces,
+        fqrn,
+        bootlist.MAX_NAMES,
+        "boot list",
+        "trace one boot only (a boot reads a few thousand objects); a seed carries more",
+    )
     if not names:
         raise UsageError(
             f"{', '.join(map(str, traces))}:1: no object names in the trace",

@@ -234,10 +234,13 @@ def _seed(args: argparse.Namespace, out: Output) -> int:
     if not source:
         raise UsageError(f"profile {prof.name} names no server", hint="pass --server URL or --source URL|DIR")
     fqrn = args.fqrn or prof.cvmfs.repository
-    objects: dict[str, str] = {}
-    for trace in args.trace:
-        for name, where in seed.read_trace(trace, fqrn).items():
-            objects.setdefault(name, where)
+    objects = seed.traces_objects(
+        args.trace,
+        fqrn,
+        seed.MAX_SEED_NAMES,
+        "seed",
+        "seed the objects of a few boots, not a whole repository",
+    )
     if not objects:
         raise UsageError(
             f"{', '.join(map(str, args.trace))}: no object names in the trace",

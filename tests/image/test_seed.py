@@ -285,7 +285,7 @@ def _cli(*argv: str | Path) -> int:
 
 
 def test_cli_seeds_and_an_object_the_repository_lacks_is_one_line_naming_its_trace_line(
-    traced: Traced, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    traced: Traced, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     trace = tmp_path / "boot.log"
     missing = "ab" + "c" * 38
@@ -306,6 +306,14 @@ def test_cli_seeds_and_an_object_the_repository_lacks_is_one_line_naming_its_tra
     assert _cli("--server", traced.url, "--trace", traced.trace, "-o", out, "--disk", "100M", "--json") == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["objects"] == len(read_trace(traced.trace)) and doc["size_mb"] == 100 and out.exists()
+    # a name limit across all the traces (each within it), before anything is fetched
+    many = tmp_path / "many.list"
+    many.write_text("".join(f"{i:040x}\n" for i in range(3)))
+    monkeypatch.setattr(seedmod, "MAX_SEED_NAMES", 4)
+    assert _cli("--server", traced.url, "--trace", many, "--trace", traced.trace, "-o", nested) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {traced.trace}:") and "more than 4 object names in the seed" in err
+    assert not nested.parent.parent.exists()
 
 
 def test_an_object_with_wrong_bytes_is_refused_and_nothing_is_written(
