@@ -254,26 +254,17 @@ def test_stop_does_not_wait_for_a_batch_in_flight(fx: Fixture, server: Server, t
     listed = tmp_path / "boot.list"
     listed.write_text("".join(f"{n}\n" for n in list(_file_objects(fx))[:3]))
     hold = 0.0
-    with _relay(server.url.split("//", 1)[1], lambda: hold) as url:
-        repo = open_repository(
-            f"{url}/cvmfs/{FQRN}",
-            fqrn=FQRN,
-            public_keys=[fx.pub],
-            cache_dir=tmp_path / "cache",
-            inflated=True,
-        )
-        try:
-            assert repo.store.cache is not None
-            repo.store.cache.hold()
-            boot = bootlist.BootList(repo, listed)
-            hold = 2.0
-            boot.start()
-            time.sleep(0.2)  # its batch is held by the relay
-            boot.stop()
-            alive = boot._thread.is_alive()
-            boot._thread.join(30)  # before the repository closes under it
-        finally:
-            repo.close()
+    with (
+        _relay(server.url.split("//", 1)[1], lambda: hold) as url,
+        _daemon_repo(url, fx, tmp_path / "cache") as repo,
+    ):
+        boot = bootlist.BootList(repo, listed)
+        hold = 2.0
+        boot.start()
+        time.sleep(0.2)  # its batch is held by the relay
+        boot.stop()
+        alive = boot._thread.is_alive()
+        boot._thread.join(30)  # before the repository closes under it
     assert alive
 
 
@@ -286,29 +277,16 @@ def test_a_reader_waits_for_a_listed_object_in_flight_instead_of_fetching_it_aga
     from bench.bootlist import _relay
 
     name, path = next(iter(_file_objects(fx).items()))
-    with _relay(server.url.split("//", 1)[1], 0.3) as url:
-        repo = open_repository(
-            f"{url}/cvmfs/{FQRN}",
-            fqrn=FQRN,
-            public_keys=[fx.pub],
-            cache_dir=tmp_path / "cache",
-            inflated=True,
-        )
-        try:
-            assert repo.store.cache is not None and repo.store.plain_cache is not None
-            repo.store.cache.hold()
-            repo.store.plain_cache.hold()
-            entry = repo.lookup(path)
-            assert entry is not None
-            listed = tmp_path / "boot.list"
-            listed.write_text(f"{name}\n")
-            ahead = threading.Thread(target=bootlist.BootList(repo, listed)._fetch_all)
-            ahead.start()
-            time.sleep(0.1)  # its request is held by the relay
-            data = repo.read(entry, 0, entry.size)
-            ahead.join()
-        finally:
-            repo.close()
+    with _relay(server.url.split("//", 1)[1], 0.3) as url, _daemon_repo(url, fx, tmp_path / "cache") as repo:
+        entry = repo.lookup(path)
+        assert entry is not None
+        listed = tmp_path / "boot.list"
+        listed.write_text(f"{name}\n")
+        ahead = threading.Thread(target=bootlist.BootList(repo, listed)._fetch_all)
+        ahead.start()
+        time.sleep(0.1)  # its request is held by the relay
+        data = repo.read(entry, 0, entry.size)
+        ahead.join()
     assert hashlib.sha1(data).hexdigest() == fx.listing(2)[path]["sha1"]
     assert sum(1 for p in requests.paths if p.endswith(f"/data/{name[:2]}/{name[2:]}")) == 1
 

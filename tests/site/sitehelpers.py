@@ -10,11 +10,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from bench.site_corpus import page_text
 from cernvm_build.cli import reference as cli_reference
 from cernvm_build.paths import data_dir
 from cernvm_build.site import build as site_build
-from cernvm_build.site import frontmatter
+from cernvm_build.site import frontmatter, markdown, mdtree
 from cernvm_build.site.markdown import Rendered
 
 #: renders a Markdown text both ways: (whether the fast path took it, its render, the reference render)
@@ -40,6 +42,21 @@ def same_on_bench_corpus(both: Both) -> None:
     for i in range(60):
         taken, fast, slow = both(page_text(i, 60, rng))
         assert taken and fast == slow, i
+
+
+def same_unless_too_deep(both: Both, text: str, monkeypatch: Any) -> None:
+    """Asserts ``text`` renders the same both ways, or, when it nests blocks markdown-it-py would drop,
+    that every path refuses it (``mdtree.TooDeep``; test_site_hostile_input.py)."""
+    try:
+        _taken, fast, slow = both(text)
+    except mdtree.TooDeep:
+        with monkeypatch.context() as m:
+            m.setattr(markdown, "_render_rust", lambda *_a: None)
+            m.setattr(mdtree, "tokens", lambda _text: None)
+            with pytest.raises(mdtree.TooDeep):
+                markdown.render(text, src_path="docs/a/b.md", first_line=3, base_path="/base/")
+        return
+    assert fast == slow
 
 
 #: real queries and the heading each must land on first (tests/site/test_site_search.py; bench/site_search.py

@@ -10,10 +10,10 @@ a paragraph's first line; ``test_the_tree_path_gives_each_link_its_own_line`` pi
 from __future__ import annotations
 
 import pytest
-from sitehelpers import same_on_bench_corpus, same_on_shipped_content
+from sitehelpers import same_on_bench_corpus, same_on_shipped_content, same_unless_too_deep
 from test_site_mdtree import ODD
 
-from cernvm_build.site import markdown, mdfast, mdhtml, mdtree
+from cernvm_build.site import markdown, mdfast, mdhtml
 from cernvm_build.site.markdown import Rendered
 
 MORE_CASES = (
@@ -94,17 +94,7 @@ CASES = ODD + MORE_CASES + LEFT
 
 @pytest.mark.parametrize("text", CASES, ids=range(len(CASES)))
 def test_odd_and_hostile_markdown_renders_the_same(text: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    try:
-        _taken, fast, slow = both(text, monkeypatch)
-    except mdtree.TooDeep:
-        # blocks markdown-it-py would drop: refused on every path (test_site_hostile_input.py)
-        with monkeypatch.context() as m:
-            m.setattr(markdown, "_render_rust", lambda *_a: None)
-            m.setattr(mdtree, "tokens", lambda _text: None)
-            with pytest.raises(mdtree.TooDeep):
-                markdown.render(text, src_path="docs/a/b.md", first_line=3, base_path="/base/")
-        return
-    assert fast == slow
+    same_unless_too_deep(lambda t: both(t, monkeypatch), text, monkeypatch)
 
 
 def test_what_the_tree_writer_has_no_rule_for_is_left_to_markdown_it_py(

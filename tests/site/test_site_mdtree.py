@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from sitehelpers import same_on_bench_corpus, same_on_shipped_content
+from sitehelpers import same_on_bench_corpus, same_on_shipped_content, same_unless_too_deep
 
 from cernvm_build.site import markdown, mdtree
 from cernvm_build.site.markdown import Rendered
@@ -151,17 +151,7 @@ def test_bench_corpus_renders_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize("text", ODD, ids=range(len(ODD)))
 def test_odd_and_hostile_markdown_renders_the_same(text: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    try:
-        _taken, fast, slow = both(text, monkeypatch)
-    except mdtree.TooDeep:
-        # blocks markdown-it-py would drop: refused on every path (test_site_hostile_input.py)
-        with monkeypatch.context() as m:
-            m.setattr(markdown, "_render_rust", lambda *_a: None)
-            m.setattr(mdtree, "tokens", lambda _text: None)
-            with pytest.raises(mdtree.TooDeep):
-                markdown.render(text, src_path="docs/a/b.md", first_line=3, base_path="/base/")
-        return
-    assert fast == slow
+    same_unless_too_deep(lambda t: both(t, monkeypatch), text, monkeypatch)
 
 
 def test_the_rust_path_is_taken_for_ordinary_markdown_and_left_where_it_differs() -> None:
