@@ -44,6 +44,17 @@ def node_search(index: Path, **request: Any) -> dict[str, Any]:
     return json.loads(proc.stdout)  # type: ignore[no-any-return]
 
 
+def test_only_the_files_whose_names_stay_are_fetched_revalidated(site: Path, tmp_path: Path) -> None:
+    """shards.json and a shard's meta.json keep their names across builds: a copy a browser kept may be
+    stale, so the script asks for them revalidated; buckets and fragment packs are named by their
+    content and may come from any cache."""
+    out = tmp_path / "out"
+    build_site(site, out)
+    fetched = node_search(out / "search-index", queries=[["configuring a squid proxy", 3]])["fetched"]
+    kinds = {(rel.rsplit("/", 1)[-1] in ("shards.json", "meta.json"), fresh) for rel, fresh in fetched}
+    assert kinds == {(True, True), (False, False)}, fetched
+
+
 def marked(hit: dict[str, Any]) -> list[str]:
     return [p["text"] for p in hit["excerpt"] if p["mark"]]
 

@@ -216,7 +216,9 @@
   Index.prototype.json = function (rel) {
     var files = this.files, p = files.get(rel);
     if (!p) {
-      p = this.getJson(this.base + rel, rel === "shards.json");
+      // the two files whose names stay across builds (shards.json, a shard's meta.json) are
+      // revalidated; the buckets and fragment packs they name are named by their content
+      p = this.getJson(this.base + rel, /(^|\/)(shards|meta)\.json$/.test(rel));
       files.set(rel, p);
       p.catch(function () { files.delete(rel); });
     }

@@ -89,8 +89,7 @@
   var bundle = body.getAttribute("data-search");
   var engine = null;
 
-  // fresh: revalidate (the index's manifest, shards.json, keeps its name across builds; every file it
-  // names is named by its content, so a copy a browser kept is never stale)
+  // fresh: revalidate (search.js asks it for the index's files whose names stay across builds)
   function getJson(url, fresh) {
     return fetch(url, fresh ? { cache: "no-cache" } : {}).then(function (r) {
       if (!r.ok) throw new Error(url + ": HTTP " + r.status);
