@@ -17,10 +17,17 @@ from typing import Any
 
 from ..errors import BuildError, Location
 
+#: the loader's rules (what ``yaml_load`` refuses or builds); raise it at every rule change, so that a
+#: value a ``Memo`` kept from an older rule is parsed again (an incremental build refuses what a clean
+#: one does)
+LOADER_VERSION = 2
+
 
 def key(raw: str) -> str:
-    """A YAML text's key in a ``Memo``."""
-    return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
+    """A YAML text's key in a ``Memo``: the text and the ``LOADER_VERSION`` that parsed it."""
+    h = hashlib.sha256(f"yaml-loader-{LOADER_VERSION}\0".encode())
+    h.update(raw.encode("utf-8", "surrogatepass"))
+    return h.hexdigest()
 
 
 class Memo:

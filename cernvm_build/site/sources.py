@@ -248,7 +248,8 @@ _VERSION: list[str] = []
 
 #: the modules whose code shapes a source's rendered HTML or the search text kept with it: the three
 #: renderers and their tree walker, and ``model`` (the permalink anchor, ``HEADING_ROLES``); the
-#: highlighter's code comes with ``markdown.code_salt`` (the rendered HTML holds the blocks)
+#: highlighter's code comes with ``markdown.code_salt`` (the rendered HTML holds the blocks); the front
+#: matter's rules come with ``frontmatter.LOADER_VERSION`` (an unchanged page is checked again)
 RENDERER = ("markdown.py", "mdfast.py", "mdhtml.py", "mdtree.py", "model.py")
 
 
@@ -257,7 +258,9 @@ def render_version() -> str:
     if not _VERSION:
         here = Path(md_mod.__file__).parent
         code = [(here / name).read_bytes() for name in RENDERER]
-        _VERSION.append(sha(md_mod.VERSION, BUILD_VERSION, md_mod.code_salt(), *code))
+        _VERSION.append(
+            sha(md_mod.VERSION, BUILD_VERSION, md_mod.code_salt(), str(frontmatter.LOADER_VERSION), *code)
+        )
     return _VERSION[0]
 
 

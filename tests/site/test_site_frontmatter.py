@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 import yaml
 
@@ -63,3 +65,15 @@ def test_an_error_after_plain_lines_still_names_the_file_and_line() -> None:
     assert "not valid YAML" in e.value.message
     assert e.value.where is not None and e.value.where.file == "p.md"
     assert e.value.where.line is not None and e.value.where.line >= 4
+
+
+def test_a_value_memoised_under_an_older_loader_rule_is_parsed_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a duplicate key: refused by the current rules; a memo from before that rule kept a value for it
+    raw = "a: 1\na: 2\n"
+    old = frontmatter.key(raw)
+    stale = frontmatter.Memo({old: pickle.dumps({"a": 2})})
+    assert stale.load(raw) == {"a": 2}  # same rules: the memo is used
+    monkeypatch.setattr(frontmatter, "LOADER_VERSION", frontmatter.LOADER_VERSION + 1)
+    assert frontmatter.key(raw) != old
+    with pytest.raises(yaml.YAMLError):
+        stale.load(raw)
