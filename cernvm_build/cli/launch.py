@@ -113,7 +113,7 @@ def _create(
     out.detail(f"accelerator: {acc.name.upper()} ({acc.reason})")
     if wait:
         home = launch.home_for(spec.settings, host.uri)
-        _wait(host, name, spec.settings.wait_timeout, out, rm_on_failure=rm_on_failure, home=home)
+        _wait(host, name, spec.settings.wait_timeout, out, remove_on_failure=home if rm_on_failure else None)
     out.info(f"instance '{name}' {inst.state} ({acc.name.upper()}); ssh: cernvm-launch ssh {name}")
     if out.json_mode:
         out.data(launch.get_instance(host, name).to_json())
@@ -126,8 +126,7 @@ def _wait(
     timeout: float,
     out: Output,
     *,
-    rm_on_failure: bool = False,
-    home: Path | None = None,
+    remove_on_failure: Path | None = None,
 ) -> None:
     try:
         with out.reporter() as report:
@@ -136,8 +135,7 @@ def _wait(
                 name,
                 timeout=timeout,
                 reporter=scoped(report, name),
-                remove_on_failure=rm_on_failure,
-                home=home,
+                remove_on_failure=remove_on_failure,
             )
     except NotReadyError as e:
         if e.console_tail:

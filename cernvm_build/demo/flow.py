@@ -195,8 +195,9 @@ def _boot(run: DemoRun, image: Path, opts: DemoOptions, say: Say, stack: ExitSta
     stack.callback(host.close)
     run.accelerator = f"{host.accel.name} ({host.accel.reason})"
     say(f"accelerator: {run.accelerator}")
-    _destroy_leftover(host)  # from an interrupted run
-    stack.callback(_destroy_leftover, host)
+    home = launch.home_for(settings, host.uri)  # create's: destroy removes the folder create made
+    _destroy_leftover(host, home)  # from an interrupted run
+    stack.callback(_destroy_leftover, host, home)
     user_data, source = launch.default_user_data()
     spec = launch.InstanceSpec(
         settings=settings,
@@ -229,12 +230,12 @@ def _boot(run: DemoRun, image: Path, opts: DemoOptions, say: Say, stack: ExitSta
         )
         box["detail"] = f"guest says: {pretty}"
     with _timed(run, "destroy", say) as box:
-        launch.destroy(host, INSTANCE, force=True)
+        launch.destroy(host, INSTANCE, force=True, home=home)
         box["detail"] = "instance, disks, context ISO and keys removed"
 
 
-def _destroy_leftover(host: launch.Host) -> None:
+def _destroy_leftover(host: launch.Host, home: Path) -> None:
     from .. import launch
 
     with contextlib.suppress(InstanceError):
-        launch.destroy(host, INSTANCE, force=True)
+        launch.destroy(host, INSTANCE, force=True, home=home)

@@ -90,8 +90,8 @@ def pause(host: Host, name: str) -> instances.Instance:
 
 
 @_one_line
-def destroy(host: Host, name: str, *, force: bool = False, home: Path | None = None) -> Path | None:
-    """``home``: the launch home (default: the URI's); returns a folder left in place (not the
+def destroy(host: Host, name: str, *, force: bool = False, home: Path) -> Path | None:
+    """``home``: the launch home (``home_for``, as ``create`` used); returns a folder left in place (not the
     instance's own folder under it)."""
     return instances.destroy(host.conn, name, force=force, home=home)
 
@@ -122,10 +122,10 @@ def wait_ready(
     timeout: float,
     reporter: Reporter = NULL_REPORTER,
     user: str | None = None,
-    remove_on_failure: bool = False,
-    home: Path | None = None,
+    remove_on_failure: Path | None = None,
 ) -> ssh.Target:
-    """Until SSH answers; ``ready.BootFailedError`` within seconds when the console shows a panic."""
+    """Until SSH answers; ``ready.BootFailedError`` within seconds when the console shows a panic
+    (the instance is then destroyed when ``remove_on_failure`` names its launch home, ``home_for``)."""
     return ready.wait(
         host.conn,
         name,
@@ -133,7 +133,6 @@ def wait_ready(
         phase=reporter.step,
         user=user,
         remove_on_failure=remove_on_failure,
-        home=home,
     )
 
 

@@ -310,7 +310,7 @@ def undefine(dom: Any) -> None:
         dom.undefineFlags(flags)  # drivers without NVRAM support reject the flag
 
 
-def destroy(conn: Any, name: str, *, force: bool = False, home: Path | None = None) -> Path | None:
+def destroy(conn: Any, name: str, *, force: bool = False, home: Path) -> Path | None:
     """Remove the domain, its own volumes on a remote hypervisor (and the boot image there when it is
     not from the image cache and this was its last instance) and the instance folder (what is left
     of it) when it is the instance's own folder under the launch ``home`` (default: the URI's);
@@ -330,7 +330,7 @@ def destroy(conn: Any, name: str, *, force: bool = False, home: Path | None = No
     if folder is None or not (folder.is_dir() or folder.is_symlink()):
         return None
     uri = conn.getURI()
-    if not own_folder(folder, instance_folder(home or default_home(uri), uri, name)):
+    if not own_folder(folder, instance_folder(home, uri, name)):
         return folder
     shutil.rmtree(folder)
     return None

@@ -48,12 +48,11 @@ def wait(
     timeout: float,
     phase: Phase = lambda _: None,
     user: str | None = None,
-    remove_on_failure: bool = False,
-    home: Path | None = None,
+    remove_on_failure: Path | None = None,
 ) -> ssh.Target:
     """Block until ``ssh NAME -- true`` works; NotReadyError (with the console's tail) on timeout,
     BootFailedError as soon as the console shows a panic (the instance is then powered off, or
-    destroyed with ``remove_on_failure``)."""
+    destroyed when ``remove_on_failure`` names its launch home, ``create.home_for``)."""
     deadline = time.monotonic() + timeout
     phase("waiting for an address")
     dom, inst = instances.get(conn, name)  # what it is does not change while it boots: asked once
@@ -80,7 +79,7 @@ def wait(
         now = time.monotonic()
         if now - looked >= POLL:
             looked = now
-            _check_booting(conn, dom, name, inst, console, remove_on_failure, home)
+            _check_booting(conn, dom, name, inst, console, remove_on_failure)
         if t is None:
             t = target(conn, name, user)  # a libvirt network's lease comes when the guest asks
             if t is not None:
@@ -128,8 +127,7 @@ def _check_booting(
     name: str,
     inst: instances.Instance,
     console: instances.ConsoleLog,
-    remove: bool,
-    home: Path | None,
+    remove: Path | None,
 ) -> None:
     """BootFailedError when the console shows a panic; NotReadyError when the domain stopped."""
     meta = inst.meta
@@ -137,7 +135,7 @@ def _check_booting(
     text = console.read().decode(errors="replace")
     failure = bootwatch.check(text, name=name, cvmfs_server=meta.cvmfs_server)
     if failure is not None:
-        _give_up(conn, dom, name, remove, home)
+        _give_up(conn, dom, name, remove)
         kept = "removed" if remove else f"powered off (start it again: 'cernvm-launch start {name}')"
         raise BootFailedError(
             f"instance '{name}' failed to boot: {failure.reason}; it was {kept}",
@@ -186,11 +184,12 @@ class _Attempt:
         self.ended.set()  # the waiting loop looks again: no new attempt while this one is served
 
 
-def _give_up(conn: Any, dom: Any, name: str, remove: bool, home: Path | None) -> None:
+def _give_up(conn: Any, dom: Any, name: str, home: Path | None) -> None:
+    """Power the domain off; destroy it too when ``home`` (its launch home) is given."""
     with contextlib.suppress(libvirt.libvirtError):
         if dom.isActive():
             dom.destroy()
-    if remove:
+    if home is not None:
         instances.destroy(conn, name, force=True, home=home)
 
 

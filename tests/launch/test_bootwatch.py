@@ -79,7 +79,9 @@ def test_wait_ends_within_seconds_of_a_panic(conn: Any, launch_env: Path, image:
     writer.start()
     # a wait that ignored the panic would run into pytest-timeout, not pass
     with pytest.raises(launch.BootFailedError) as e:
-        launch.wait_ready(driver_host(conn), "vm", timeout=600, remove_on_failure=remove)
+        launch.wait_ready(
+            driver_host(conn), "vm", timeout=600, remove_on_failure=launch_env if remove else None
+        )
     writer.join()
     assert "failed to boot: CernVM-FS mount of demo.cern.ch failed" in str(e.value)
     assert "--cvmfs-server 10.0.2.2:PORT" in (e.value.hint or "")

@@ -77,8 +77,8 @@ def test_life_cycle_and_destroy_leaves_nothing(conn: Any, launch_env: Path, imag
     assert stopped.state == "saved" and stopped.saved  # like VirtualBox savestate
     assert instances.start(conn, "life").state == "running"
     with pytest.raises(InstanceError, match="is running"):
-        instances.destroy(conn, "life")
-    instances.destroy(conn, "life", force=True)
+        instances.destroy(conn, "life", home=launch_env)
+    instances.destroy(conn, "life", force=True, home=launch_env)
     assert conn.listAllDomains(0) == []
     assert not (launch_env / "run" / "life").exists()
 
@@ -368,27 +368,29 @@ def test_destroy_removes_only_the_instance_own_folder(
     outside.mkdir(parents=True)
     (outside / "precious").write_text("x")
     _define_with_home(conn, launch_env, image, "victim", outside)
-    assert instances.destroy(conn, "victim", force=True) == outside
+    assert instances.destroy(conn, "victim", force=True, home=launch_env) == outside
     assert (outside / "precious").exists() and conn.listAllDomains(0) == []
 
     (launch_env / "run").mkdir(parents=True)
     link = launch_env / "run" / "victim"
     link.symlink_to(outside)  # the right place, but a link out of the home
     _define_with_home(conn, launch_env, image, "victim", link)
-    assert instances.destroy(conn, "victim", force=True) == link
+    assert instances.destroy(conn, "victim", force=True, home=launch_env) == link
     assert (outside / "precious").exists()
     link.unlink()
 
     sneaky = launch_env / "run" / ".." / ".." / "elsewhere" / "victim"  # ".." out of the home
     _define_with_home(conn, launch_env, image, "victim", sneaky)
-    assert instances.destroy(conn, "victim", force=True) == sneaky
+    assert instances.destroy(conn, "victim", force=True, home=launch_env) == sneaky
     assert (outside / "precious").exists()
 
     other_host = launch_env / "hosts" / "lxplus.example_22" / "victim"  # another hypervisor's folder
     other_host.mkdir(parents=True)
     (other_host / "id_ed25519").write_text("x")
     _define_with_home(conn, launch_env, image, "victim", other_host)
-    assert instances.destroy(conn, "victim", force=True) == other_host  # test:/// is local: run/ only
+    assert (
+        instances.destroy(conn, "victim", force=True, home=launch_env) == other_host
+    )  # test:/// is local: run/ only
     assert (other_host / "id_ed25519").exists()
     uri = "qemu+ssh://u@lxplus.example/system"
     assert instances.instance_folder(launch_env, uri, "victim") == other_host
@@ -399,7 +401,7 @@ def test_destroy_removes_only_the_instance_own_folder(
     own = launch_env / "run" / "victim"  # and the instance's own folder does go
     own.mkdir()
     _define_with_home(conn, launch_env, image, "victim", own)
-    assert instances.destroy(conn, "victim", force=True) is None
+    assert instances.destroy(conn, "victim", force=True, home=launch_env) is None
     assert not own.exists()
 
 
@@ -435,7 +437,7 @@ def test_a_domain_with_malformed_metadata_is_listed_broken_and_destroyed(
             f"ssh_port: '{port}', api_port: '{port}'",
         )
     assert not instances.port_free(70000) and not instances.port_free(-1)
-    instances.destroy(conn, "edited")  # broken: no --force needed
+    instances.destroy(conn, "edited", home=launch_env)  # broken: no --force needed
     assert [d.name() for d in conn.listAllDomains(0)] == ["fine"] and not folder.exists()
 
 

@@ -169,7 +169,7 @@ def test_wait_times_out_with_console_tail(launch_env: Path, image: Path) -> None
         assert "did not answer SSH within 2 s" in e.value.message
         assert e.value.console_tail.endswith("ucernvm: cvmfs: mounting demo.cern.ch")
     finally:
-        instances.destroy(conn, name, force=True)
+        instances.destroy(conn, name, force=True, home=launch_env)
 
 
 def test_ssh_passes_stdin_to_the_command(
