@@ -244,6 +244,14 @@ def parse_date(value: Any, file: str, key: str) -> str | None:
         ) from None
 
 
+#: characters no page path holds, whether from a file name (which becomes the path unchanged) or a
+#: ``url:`` (a regex class body): C0/C1 controls and DEL (a newline broke the sitemap and every link to
+#: the page), a backslash (a folder separator elsewhere), ``?`` and ``#`` (they end a URL's path), ``"<>``
+#: (they end an attribute or a tag), line and paragraph separators (a line end to JavaScript and the
+#: sitemap's readers) and bidi controls (a folder name shown reversed; audit17b finding 6)
+BAD_PATH_CHARS = r'\x00-\x1f\x7f-\x9f\\?#"<>\u2028\u2029\u202a-\u202e\u2066-\u2069'
+
+
 def page_path(rel: str, fm: dict[str, Any]) -> str:
     if isinstance(fm.get("url"), str):
         url = str(fm["url"])

@@ -14,7 +14,7 @@ from ..errors import BuildError, Location
 from . import markdown as md_mod
 from . import versions as versions_mod
 from .config import Section, SiteConfig
-from .model import Page, out_file, page_path, parse_date, tag_slug
+from .model import BAD_PATH_CHARS, Page, out_file, page_path, parse_date, tag_slug
 
 
 class PageSet(NamedTuple):
@@ -50,11 +50,10 @@ class PageSet(NamedTuple):
         ]
 
 
-#: what a ``url:`` must not hold: control characters, a backslash (a folder separator elsewhere), a query
-#: or fragment, a %-escape (the output file would be named with it literally); C1 controls, line and
-#: paragraph separators, bidi controls (a folder name shown reversed) and ``"<>`` or a space (each breaks
-#: the sitemap's and the pages' links; audit17b finding 6)
-_BAD_URL = re.compile(r"[\x00-\x20\x7f-\x9f\\?#%\"<>\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+#: what a ``url:`` must not hold: what no page path holds (``BAD_PATH_CHARS``, a file name's rule too),
+#: and a %-escape (the output file would be named with it literally) or a space (written as the reader
+#: means a URL, not as a file name: it would break the sitemap's and the pages' links)
+_BAD_URL = re.compile(f"[{BAD_PATH_CHARS} %]")
 
 
 def _checked_url(path: str, file: str) -> str:

@@ -26,7 +26,7 @@ from ..report import Reporter
 from . import frontmatter, mdtree, recache
 from . import markdown as md_mod
 from .cache import State
-from .model import ContentText, sha
+from .model import BAD_PATH_CHARS, ContentText, sha
 from .parallel import PARALLEL_MIN, fork_map
 
 #: bump when the build changes what it keeps per rendered source
@@ -151,9 +151,8 @@ def scan(site_dir: Path, known: Known | None = None) -> Sources:
     return Sources(md_sources, assets, rows, sorted(set(known) - seen), fences, layouts, tagged)
 
 
-#: what a source's path (content- or static-relative) must not hold: control characters (a newline
-#: broke the sitemap and every link to the page) and characters that end or escape a URL or an attribute
-_BAD_NAME = re.compile(r'[\x00-\x1f\x7f"<>\\?#]')
+#: what a source's path (content- or static-relative) must not hold: a page's path is its file name
+_BAD_NAME = re.compile(f"[{BAD_PATH_CHARS}]")
 
 
 def _check_name(rel: str, full: str) -> None:
@@ -162,7 +161,7 @@ def _check_name(rel: str, full: str) -> None:
         raise BuildError(
             f"the file name {rel!r} holds {bad.group()!r}, which cannot be part of a URL",
             where=full.encode("unicode_escape").decode("ascii"),  # one line, whatever the name holds
-            hint="rename the file (no control characters, quotes, '<', '>', backslashes, '?' or '#')",
+            hint="rename the file (no control, bidi or line-separator characters, none of '\"<>\\?#')",
         )
 
 

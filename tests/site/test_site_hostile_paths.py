@@ -241,7 +241,9 @@ def test_raw_html_links_without_quotes_are_resolved_and_checked(site: Path, tmp_
 
 
 @pytest.mark.parametrize(
-    "name", ["a\nb.md", 'a"b.md', "a\x1bb.png", "a#b.png"], ids=["newline", "quote", "esc", "hash"]
+    "name",
+    ["a\nb.md", 'a"b.md', "a\x1bb.png", "a#b.png", "a\u2028b.md", "a\u202eb.md", "a\x85b.png"],
+    ids=["newline", "quote", "esc", "hash", "line-separator", "bidi", "c1"],
 )
 def test_a_file_name_that_breaks_urls_is_one_line(site: Path, tmp_path: Path, name: str) -> None:
     f = site / "content" / "docs" / name
