@@ -125,24 +125,9 @@ def kernel_cmdline(profile: Profile) -> str:
     for a in args:  # profiles validate checks each setting alike (checks.KERNEL_ARG): a backstop
         if not checks.KERNEL_ARG.fullmatch(a):
             message, hint = checks.kernel_arg_refused(a)
-            raise BuildError(
-                message,
-                hint=hint,
-                where=f"{profile.source}: {_ARG_KEYS.get(a.partition('=')[0], 'bootloader.cmdline')}",
-            )
+            key = checks.KERNEL_ARG_KEYS.get(a.partition("=")[0], "bootloader.cmdline")
+            raise BuildError(message, hint=hint, where=f"{profile.source}: {key}")
     return " ".join(args)
-
-
-#: the profile setting each argument of kernel_cmdline comes from (others: bootloader.cmdline)
-_ARG_KEYS = {
-    "cvmfs_repos": "cvmfs.repository",
-    "cernvm_path": "cvmfs.path",
-    "cvmfs_server": "cvmfs.servers",
-    "cvmfs_repository_tag": "cvmfs.snapshot.tag",
-    "cvmfs_repository_date": "cvmfs.snapshot.date",
-    "cvmfs_root_hash": "cvmfs.snapshot.root_hash",
-    "cvmfs_http_proxy": "cvmfs.http_proxy",
-}
 
 
 def query_snapshot(profile: Profile, timeout: float = 10) -> Snapshot:

@@ -21,17 +21,19 @@ VSYSCALL = "vsyscall=emulate"
 #: What a kernel command line argument may hold (boot loaders' configs split on spaces and quotes;
 #: ``image build`` checks every argument it writes with the same): letters, digits and these
 KERNEL_ARG = re.compile(r"[A-Za-z0-9@%+,./:;=_|-]+")
-#: the settings that become kernel command line arguments (``image/build.py`` ``kernel_cmdline``)
-KERNEL_ARG_SETTINGS = (
-    "cvmfs.repository",
-    "cvmfs.path",
-    "cvmfs.servers",
-    "cvmfs.snapshot.tag",
-    "cvmfs.snapshot.date",
-    "cvmfs.snapshot.root_hash",
-    "cvmfs.http_proxy",
-    "bootloader.cmdline",
-)
+#: the kernel command line argument each setting becomes (``image/build.py`` ``kernel_cmdline``, which
+#: names the setting when it refuses an argument); every other argument comes from bootloader.cmdline
+KERNEL_ARG_KEYS = {
+    "cvmfs_repos": "cvmfs.repository",
+    "cernvm_path": "cvmfs.path",
+    "cvmfs_server": "cvmfs.servers",
+    "cvmfs_repository_tag": "cvmfs.snapshot.tag",
+    "cvmfs_repository_date": "cvmfs.snapshot.date",
+    "cvmfs_root_hash": "cvmfs.snapshot.root_hash",
+    "cvmfs_http_proxy": "cvmfs.http_proxy",
+}
+#: the settings that become kernel command line arguments
+KERNEL_ARG_SETTINGS = (*KERNEL_ARG_KEYS.values(), "bootloader.cmdline")
 
 
 def kernel_arg_refused(value: str) -> tuple[str, str]:
