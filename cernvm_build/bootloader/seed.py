@@ -131,7 +131,11 @@ class TooManyNames(Exception):
 
 
 def trace_objects(
-    lines: Iterable[str], source: str = "trace", fqrn: str | None = None, limit: int | None = None
+    lines: Iterable[str],
+    source: str = "trace",
+    fqrn: str | None = None,
+    limit: int | None = None,
+    found: dict[str, str] | None = None,
 ) -> dict[str, str]:
     """Object names in first-seen order, each with where it was first seen (``source:line``).
 
@@ -139,8 +143,9 @@ def trace_objects(
     format: every ``/data/XX/...`` object in it; failed requests, 4xx/5xx, are skipped; with
     ``fqrn``, objects under ``/cvmfs/<another repository>/`` too) or a bare object name
     (``<hash>[suffix]`` or ``data/XX/<rest>``). Anything else is ignored. More than ``limit``
-    names: ``TooManyNames`` at the line that crossed it (not after the whole trace is held)."""
-    found: dict[str, str] = {}
+    names: ``TooManyNames`` at the line that crossed it (not after the whole trace is held).
+    ``found``: names of earlier traces, added to (the limit counts them too)."""
+    found = {} if found is None else found
     for n, line in enumerate(lines, 1):
         bare = _BARE.match(line)
         hits = [("", *bare.groups())] if bare else _IN_URL.findall(line)
@@ -178,7 +183,9 @@ def _trace_lines(f: BinaryIO, source: str) -> Iterator[str]:
         yield raw.decode("utf-8", errors="replace")
 
 
-def read_trace(path: Path, fqrn: str | None = None, limit: int | None = None) -> dict[str, str]:
+def read_trace(
+    path: Path, fqrn: str | None = None, limit: int | None = None, found: dict[str, str] | None = None
+) -> dict[str, str]:
     """``trace_objects`` of a file: a regular one (a FIFO or a device is refused at once, never read
     or waited on), text (undecodable bytes do not stop it), within the trace bounds."""
     try:
@@ -191,7 +198,7 @@ def read_trace(path: Path, fqrn: str | None = None, limit: int | None = None) ->
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise UsageError(f"{path}: the trace is not a regular file", hint="save the log to a file first")
         try:
-            return trace_objects(_trace_lines(f, str(path)), str(path), fqrn, limit)
+            return trace_objects(_trace_lines(f, str(path)), str(path), fqrn, limit, found)
         except OSError as e:
             raise UsageError(f"{path}: trace cannot be read: {e.strerror}", hint="check the file") from e
 
@@ -204,26 +211,22 @@ MAX_SEED_NAMES = 10 * bootlist.MAX_NAMES
 def traces_objects(
     traces: Sequence[Path], fqrn: str | None, limit: int, what: str, hint: str
 ) -> dict[str, str]:
-    """``read_trace`` of each trace, merged in first-seen order, at most ``limit`` names in all:
-    one more is refused naming the trace line that crossed it (while reading, not after)."""
+    """``read_trace`` of each trace into one dict, in first-seen order, at most ``limit`` names in
+    all: one more is refused naming the trace line that crossed it (while reading, not after)."""
     names: dict[str, str] = {}
-    for trace in traces:
-        try:
-            for name, where in read_trace(trace, fqrn, limit=limit).items():
-                names.setdefault(name, where)
-                if len(names) > limit:
-                    raise TooManyNames(where)
-        except TooManyNames as e:
-            raise UsageError(
-                f"{e.where}: more than {limit:,} object names in the {what}", hint=hint
-            ) from None
+    try:
+        for trace in traces:
+            read_trace(trace, fqrn, limit=limit, found=names)
+    except TooManyNames as e:
+        raise UsageError(f"{e.where}: more than {limit:,} object names in the {what}", hint=hint) from None
     return names
 
 
 def boot_list(traces: Sequence[Path], fqrn: str | None = None) -> tuple[bytes, int]:
     """The boot list an image carries (``cvmfs/bootlist.py``): the traces' object names in
     first-seen order, one a line, and how many. A trace that names none, or more than the daemon
-    reads (``bootlist.MAX_NAMES`` / ``MAX_BYTES``), is refused naming the file (and line)."""
+    reads (``bootlist.MAX_NAMES``), is refused naming the file (and line). ``bootlist.MAX_BYTES``
+    needs no check: MAX_NAMES names of at most ``_NAME_BYTES`` each are fewer bytes."""
     names = traces_objects(
         traces,
         fqrn,
@@ -237,12 +240,13 @@ def boot_list(traces: Sequence[Path], fqrn: str | None = None) -> tuple[bytes, i
             hint="an access log with GET /cvmfs/<fqrn>/data/XX/... lines, or one object name a line",
         )
     data = "".join(f"{n}\n" for n in names).encode()
-    if len(data) > bootlist.MAX_BYTES:
-        raise UsageError(
-            f"{list(names.values())[-1]}: the boot list is {len(data):,} bytes, over {bootlist.MAX_BYTES:,}",
-            hint="trace one boot only",
-        )
     return data, len(names)
+
+
+#: the longest line a boot list holds (40 hex digits, ``-shake128``, a suffix, a newline): what makes a
+#: boot list of MAX_NAMES names fit bootlist.MAX_BYTES
+_NAME_BYTES = 40 + len("-shake128") + 1 + 1
+assert bootlist.MAX_NAMES * _NAME_BYTES <= bootlist.MAX_BYTES
 
 
 def _split(name: str) -> tuple[str, str]:

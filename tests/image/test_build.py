@@ -224,6 +224,13 @@ def test_a_bad_boot_list_trace_is_one_line(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setattr(bootlist, "MAX_NAMES", 4)
     with pytest.raises(UsageError, match=f"^{many}:5: more than 4 object names in the boot list$"):
         seed.boot_list([many])
+    # across traces the limit counts the earlier ones, checked while the later one is read: it stops
+    # at the line that crossed it, before what follows (here a line no trace holds) is read
+    first, second = tmp_path / "first.list", tmp_path / "second.list"
+    first.write_text("".join(f"{i:040x}\n" for i in range(3)))
+    second.write_text("".join(f"{i:040x}\n" for i in range(2, 5)) + "x" * (seed.MAX_TRACE_LINE + 1) + "\n")
+    with pytest.raises(UsageError, match=f"^{second}:3: more than 4 object names in the boot list$"):
+        seed.boot_list([first, second])
 
 
 def test_a_trace_that_is_no_file_or_too_big_is_one_line_naming_where(
