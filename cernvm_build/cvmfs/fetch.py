@@ -383,8 +383,10 @@ class HttpFetcher(Fetcher):
         after the others' retries (a boot list: its readers must not wait behind its failures), a
         single item is sent the same way, and a consumer's OSError (its disk full) is raised, not
         taken for a transport error and retried."""
+        if not items:  # nothing to send: no connection opened (a boot-list batch all claimed elsewhere)
+            return
         if (retry and len(items) < 2) or self._bases[self._current] is None:
-            yield from super().fetch_many(items)
+            yield from super().fetch_many(items, retry=retry)
             return
         index = self._current
         scheme, netloc, base = self._bases[index]  # type: ignore[misc]

@@ -259,3 +259,22 @@ def test_pipelined_answers_each_go_to_their_own_request_and_what_fails_is_fetche
     assert isinstance(got[2], CvmfsError) and "not found" in str(got[2])
     assert asked[0] == [b"a", b"b", b"c", b"d"]  # pipelined up to the close (e was sent too)
     assert sorted(n for later in asked[1:] for n in later) == [b"c", b"e"]
+
+
+def test_a_pipeline_of_nothing_opens_no_connection() -> None:
+    """A boot-list batch whose objects are all claimed elsewhere is empty: no connection for it."""
+    peers: list[int] = []  # the client port of each connection, in the order they came
+    arrived = threading.Event()
+
+    def serve(conn: socket.socket) -> None:
+        with conn:
+            peers.append(conn.getpeername()[1])
+            arrived.set()
+
+    with listening(serve) as port:
+        f = HttpFetcher([f"http://127.0.0.1:{port}/cvmfs/x"], repo="x", retries=0)
+        assert list(f.fetch_many([], retry=False)) == []
+        # a probe connection afterwards: once it is seen, one fetch_many opened would have been too
+        with socket.create_connection(("127.0.0.1", port)) as probe:
+            assert arrived.wait(10)
+            assert peers == [probe.getsockname()[1]]
