@@ -326,15 +326,26 @@ class BootList:
         known = sizes(self.repo, files, catalogs)
         self._count("map", len(known), time.monotonic() - t0, time.thread_time() - c0)
         items: list[tuple[str, str, int, bool, str]] = []
+        over = 0
         for h, s in files:
             name = str(h)
             found = known.get((name, s))
             if found is None:
                 self.counts["stale"] += 1
-            elif found[0] > ITEM_LIMIT:  # left to its reader
-                self.counts["failed"] += 1
+            elif found[0] > ITEM_LIMIT:  # left to its reader, which streams it
+                over += 1
+                log.info(
+                    "boot list %s: %s%s is %d bytes, over %d: left to its reader",
+                    self.path,
+                    name,
+                    s,
+                    found[0],
+                    ITEM_LIMIT,
+                )
             else:
                 items.append((name, s, found[0], found[1], f"listed object {name}{s}"))
+        self.counts["failed"] += over
+        self._count("failed", over)
         self._count("stale", self.counts["stale"])
         for k in range(0, len(items), BATCH):
             if self._stop.is_set():

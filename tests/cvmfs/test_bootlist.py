@@ -23,6 +23,7 @@ from cernvm_build.cvmfs.quota import Quota
 from cernvm_build.cvmfs.repository import open_repository
 from cernvm_build.cvmfs.revision import Repository
 from cernvm_build.cvmfs.serve import Server
+from cernvm_build.cvmfs.store import Phases
 
 from .conftest import FQRN, Fixture
 
@@ -383,3 +384,29 @@ def test_the_list_stops_once_the_cache_size_limit_evicts(fx: Fixture, server: Se
         boot._run()
     assert quota.evicted.files > 0
     assert 0 < boot.counts["fetched"] <= bootlist.BATCH + len(_catalogs(fx))  # one batch of files
+
+
+def test_objects_over_the_item_limit_are_left_to_their_readers_counted_and_logged(
+    fx: Fixture,
+    server: Server,
+    tmp_path: Path,
+    requests: _Requests,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A listed file over ITEM_LIMIT is not asked for (its reader streams it): it counts as failed,
+    in the stats' ``~list-failed`` too, and is logged."""
+    files = list(_file_objects(fx))
+    listed = tmp_path / "boot.list"
+    listed.write_text("".join(f"{n}\n" for n in [*_catalogs(fx), *files]))
+    monkeypatch.setattr(bootlist, "ITEM_LIMIT", 0)  # every file object is over it
+    with _daemon_repo(server.url, fx, tmp_path / "cache") as repo, caplog.at_level(logging.INFO):
+        repo.store.phases = Phases()
+        before = len(requests.paths)
+        boot = bootlist.BootList(repo, listed)
+        boot._run()
+    assert not {p.split("/data/", 1)[1].replace("/", "") for p in requests.paths[before:]} & set(files)
+    # (the nested catalogs, fetched whole, are over a limit of 0 too)
+    assert boot.counts["failed"] >= len(files)
+    assert repo.store.phases["list-failed"][0] == boot.counts["failed"]
+    assert caplog.text.count(": left to its reader") == len(files)
