@@ -681,7 +681,8 @@ def run(quick: bool, logs: Path | None = None) -> list[Result]:
                     # fetched ahead, pipelined, once mounted, instead of one round trip per reader
                     listed = "".join(f"{n}\n" for n in names).encode()
                     res_bl = build_image(prof, work / "images-bl", formats=["hdd"],
-                                         ctx=BuildContext.from_environment(), boot_list=listed)  # fmt: skip
+                                         ctx=BuildContext.from_environment(),
+                                         boot_list=(listed, len(names)))  # fmt: skip
                     blank = work / "scratch-bl.qcow2"
                     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", blank, "4G"], check=True)
                     k, l_ = _side_by_side(

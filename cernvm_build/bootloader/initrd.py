@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..cvmfs import bootlist
 from ..errors import BuildError
 from ..fsutil import atomic_write, sha256_file
 from ..paths import data_dir
@@ -50,6 +49,7 @@ class InitrdInputs:
     entries: tuple[str, ...] = ENTRY_MODULES  # Python modules the init runs
     runtime_cache: Path | None = None  # default: <cache>/initrd-runtime
     boot_list: bytes | None = None  # object names the mount fetches ahead (cvmfs/bootlist.py)
+    boot_list_names: int = 0  # how many (``seed.boot_list`` counted them: not counted again)
 
 
 @dataclass
@@ -166,7 +166,7 @@ def assemble(inputs: InitrdInputs) -> tuple[Tree, dict[str, Any]]:
     }
     if inputs.boot_list is not None:
         info["boot_list"] = {
-            "names": bootlist.names_in(inputs.boot_list),
+            "names": inputs.boot_list_names,
             "bytes": len(inputs.boot_list),
             "sha256": hashlib.sha256(inputs.boot_list).hexdigest(),
         }

@@ -177,7 +177,7 @@ def _build(args: argparse.Namespace, out: Output) -> int:
     if args.boot_list:
         from ..bootloader import seed
 
-        boot_list, _ = seed.boot_list(args.boot_list, prof.cvmfs.repository)
+        boot_list = seed.boot_list(args.boot_list, prof.cvmfs.repository)
     with out.reporter(steps_as_detail=True) as reporter:
         result = build_mod.build_image(
             prof,

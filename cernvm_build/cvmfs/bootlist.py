@@ -102,11 +102,6 @@ def header(fqrn: str, revision: int | None = None, root_hash: str | None = None)
     return f"# {fqrn}{rest}\n"
 
 
-def names_in(data: bytes) -> int:
-    """How many names a list's text holds (its lines but the header, comments and blanks)."""
-    return sum(1 for line in data.splitlines() if line.strip() and not line.startswith(b"#"))
-
-
 #: the header: ``# <fqrn> revision N root <hash>`` (revision and root optional). Only a first line
 #: of this shape is one: ``# my boot list`` is a comment (a hand-written list is trusted whole)
 _HEADER = re.compile(

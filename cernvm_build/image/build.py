@@ -207,13 +207,13 @@ def build_image(
     signer: signature.Signer | None = None,
     python: str | None = None,
     initrd_level: int | None = None,
-    boot_list: bytes | None = None,
+    boot_list: tuple[bytes, int] | None = None,
 ) -> BuildResult:
     """Build ``formats`` of ``profile`` into ``out_dir``; see the module docstring for the order.
 
     ``ctx.epoch`` dates everything inside the outputs; ``ctx.cache`` holds the kernel (unless
     ``kernel_cache``) and the initrd's Python runtime; steps go to ``ctx.reporter``. ``boot_list``:
-    object names, one a line (``bootloader.seed.boot_list``), under a header naming the snapshot
+    object names, one a line, and how many (``bootloader.seed.boot_list``), under a header naming the snapshot
     (``bootlist.header``), carried in the initrd for the first
     boot's mount to fetch ahead; recorded in the manifest (count and sha256)."""
     say = ctx.reporter.step
@@ -228,8 +228,9 @@ def build_image(
 
     say(f"repository {profile.cvmfs.repository}: reading the snapshot")
     snap = query_snapshot(profile)
-    if boot_list is not None:  # which repository and revision its names are of: the daemon checks
-        boot_list = bootlist.header(snap.fqrn, snap.revision, snap.root_hash).encode() + boot_list
+    listed, names = boot_list if boot_list is not None else (None, 0)
+    if listed is not None:  # which repository and revision its names are of: the daemon checks
+        listed = bootlist.header(snap.fqrn, snap.revision, snap.root_hash).encode() + listed
     say(f"kernel: {profile.kernel.package or profile.kernel.vmlinuz}")
     kernel = get_kernel(profile, kernel_cache or ctx.cache / "kernel")
 
@@ -251,7 +252,8 @@ def build_image(
                     python=python or default_python(),
                     runtime_cache=ctx.cache / "initrd-runtime",
                     level=initrd_level or DEFAULT_LEVEL,
-                    boot_list=boot_list,
+                    boot_list=listed,
+                    boot_list_names=names,
                 ),
                 work / "initrd.img",
             )
@@ -344,5 +346,5 @@ def build_image(
         initrd_size=initrd.size,
         initrd_payload=initrd.payload_size,
         kernel=kernel,
-        boot_list=(bootlist.names_in(boot_list), len(boot_list)) if boot_list is not None else (0, 0),
+        boot_list=(names, len(listed)) if listed is not None else (0, 0),
     )
