@@ -77,3 +77,15 @@ def test_a_value_memoised_under_an_older_loader_rule_is_parsed_again(monkeypatch
     assert frontmatter.key(raw) != old
     with pytest.raises(yaml.YAMLError):
         stale.load(raw)
+
+
+def test_a_loader_rule_change_renders_unchanged_pages_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unchanged page's cached render carries its front matter parsed under the older rule:
+    the render version, part of every page's cache key, changes with the loader's."""
+    from cernvm_build.site import sources
+
+    monkeypatch.setattr(sources, "_VERSION", [])
+    before = sources.render_version()
+    monkeypatch.setattr(sources, "_VERSION", [])
+    monkeypatch.setattr(frontmatter, "LOADER_VERSION", frontmatter.LOADER_VERSION + 1)
+    assert sources.render_version() != before
