@@ -266,7 +266,7 @@ def _launch(
             print(f"{host.uri.split('?')[0]}: {steps.summary()}", file=sys.stderr)
         return Boot(seconds, _guest_clock(console()), *_cpu_seconds(_qemu_of(name)), launcher)
     finally:
-        instances.destroy(host.conn, name, force=True)
+        instances.destroy(host.conn, name, force=True, home=launch.home_for(spec.settings, host.uri))
 
 
 class _Steps:
