@@ -14,6 +14,7 @@ import os
 import posixpath
 import re
 import socket
+import sys
 import threading
 import urllib.parse
 from dataclasses import dataclass, field
@@ -107,6 +108,16 @@ class Server:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A client that went away mid-answer (a reader that gave up, a pipelined batch cut short)
+        is the client's business: one debug line, not socketserver's traceback on stderr."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            log.debug("%s: the client closed the connection", client_address)
+            return
+        super().handle_error(request, client_address)  # type: ignore[arg-type]
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -223,7 +234,7 @@ def serve(root: Path, host: str = "127.0.0.1", port: int = 0) -> Server:
     single = _stratum_dir(root)
     handler = type("Handler", (_Handler,), {"repositories": repos, "single": single})
     try:
-        httpd = ThreadingHTTPServer((host, port), handler)
+        httpd = _HTTPServer((host, port), handler)
     except OSError as e:
         raise CvmfsError(f"cannot listen on {host}:{port}: {e.strerror}", hint="choose another --port") from e
     httpd.daemon_threads = True

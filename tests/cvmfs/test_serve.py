@@ -79,3 +79,22 @@ def test_folder_of_repositories(fx: Fixture, tmp_path: Path) -> None:
 def test_nothing_to_serve(tmp_path: Path) -> None:
     with pytest.raises(CvmfsError, match="no repository here"):
         serve(tmp_path)
+
+
+def test_a_client_that_went_away_is_not_a_traceback(
+    server: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """socketserver prints a traceback for whatever a request raises; a client that closed its
+    connection mid-answer (BrokenPipe/ConnectionReset while the headers go out) is not an error of
+    the server's. Anything else still is."""
+    for gone in (BrokenPipeError(32, "Broken pipe"), ConnectionResetError(104, "reset")):
+        try:
+            raise gone
+        except ConnectionError:
+            server.httpd.handle_error(None, ("127.0.0.1", 1))  # type: ignore[arg-type]
+    assert capsys.readouterr().err == ""
+    try:
+        raise ValueError("a bug")
+    except ValueError:
+        server.httpd.handle_error(None, ("127.0.0.1", 1))  # type: ignore[arg-type]
+    assert "ValueError: a bug" in capsys.readouterr().err
