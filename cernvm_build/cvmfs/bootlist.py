@@ -3,8 +3,9 @@
 An image built with ``--boot-list`` carries ``/etc/cvmfs/boot.list`` in its initrd (a header ``#
 <fqrn> revision N root <hash>``, then names only, one a line: ``<hash>[suffix]``); the mount daemon
 (``mount.py --boot-list``) hands it to ``start`` once the kernel has the mount. One background
-thread then fetches the objects not in the cache yet in pipelined batches
-(``ObjectStore.fetch_stored_many``: the same hash check, cache and quota as any fetch), so the
+thread then fetches the objects not in the cache yet in pipelined batches — files as their
+inflated copies (``ObjectStore.fetch_ahead_many``, sizes from the catalogs), catalogs and other
+objects as stored (``fetch_stored_many``): the same hash check, cache and quota as any fetch — so the
 boot's readers, whose opens are scattered over the tree (libraries, Python packages, unit files),
 find them on the disk instead of waiting a round trip each. The bytes still come from the server,
 checked against their names; the list only says which to ask for.
