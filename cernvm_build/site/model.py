@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
@@ -225,6 +225,25 @@ def sha(*parts: bytes | str) -> str:
         h.update(p.encode() if isinstance(p, str) else p)
         h.update(b"\0")
     return h.hexdigest()
+
+
+def sha_after(*head: bytes | str) -> Callable[..., str]:
+    """``sha(*head, *rest)`` as a function of ``rest`` (text), the same digests: for many fingerprints
+    that start alike (every source's key starts with the renderer's version and the base path) the head
+    is hashed once and its state copied, and the rest in one ``update`` (about half ``sha``'s time at
+    1,000 sources: a call an ``update`` was most of it)."""
+    start = hashlib.sha256()
+    for p in head:
+        start.update(p.encode() if isinstance(p, str) else p)
+        start.update(b"\0")
+
+    def after(*rest: str) -> str:
+        h = start.copy()
+        if rest:  # NUL after each part, as ``sha``
+            h.update(("\0".join(rest) + "\0").encode())
+        return h.hexdigest()
+
+    return after
 
 
 def parse_date(value: Any, file: str, key: str) -> str | None:

@@ -26,7 +26,7 @@ from ..report import Reporter
 from . import frontmatter, mdtree, recache
 from . import markdown as md_mod
 from .cache import State
-from .model import BAD_PATH_CHARS, ContentText, sha
+from .model import BAD_PATH_CHARS, ContentText, sha, sha_after
 from .parallel import PARALLEL_MIN, fork_map
 
 #: bump when the build changes what it keeps per rendered source
@@ -233,12 +233,12 @@ def _generated(file: str, name: str, generators: Generators, cache: dict[str, st
 
 def plan_sources(sources: Sources, base_path: str, generators: Generators) -> dict[str, Source]:
     """Every Markdown source with its key."""
-    version = render_version()
+    key_of = sha_after(render_version(), base_path)  # a key: sha(version, base_path, rel, digest, gen)
     generated: dict[str, str] = {}
     out: dict[str, Source] = {}
     for rel, (path, digest, name) in sources.markdown.items():
         gen = _generated(path, name, generators, generated)
-        key = sha(version, base_path, rel, digest, gen.encode())
+        key = key_of(rel, digest, gen)
         out[rel] = Source(key, rel, path, base_path, gen)
     return out
 

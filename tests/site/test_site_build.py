@@ -1329,6 +1329,25 @@ def test_the_render_key_covers_every_module_that_shapes_rendered_markdown(
     assert sources.render_version() != before
 
 
+def test_a_source_key_is_the_sha_the_module_docstring_names() -> None:
+    """``plan_sources`` makes each key with the version and base path hashed once (``sha_after``): the
+    keys stay ``sha(renderer code, base path, source path, digest, generated text)``, so the renders
+    kept by earlier builds are found (a key made another way would render every page again)."""
+    from cernvm_build.site import sources
+    from cernvm_build.site.model import sha, sha_after
+
+    markdown = {
+        "index.md": ("/s/content/index.md", "d" * 64, ""),
+        "docs/é x.md": ("/s/content/docs/é x.md", "e" * 64, "cli"),
+    }
+    found = sources.Sources(markdown, {}, [], [], {}, {}, False)
+    planned = sources.plan_sources(found, "/cvmfs/", {"cli": lambda: "generated\0text"})
+    version = sources.render_version()
+    assert planned["index.md"].key == sha(version, "/cvmfs/", "index.md", "d" * 64, b"")
+    assert planned["docs/é x.md"].key == sha(version, "/cvmfs/", "docs/é x.md", "e" * 64, b"generated\0text")
+    assert sha_after("a", b"b")() == sha("a", b"b") and sha_after()("c") == sha("c")
+
+
 def test_an_edited_permalink_rule_renders_every_page_again(
     site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_salt: None
 ) -> None:
