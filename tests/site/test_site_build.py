@@ -1160,6 +1160,51 @@ def test_a_touched_source_is_read_once_and_nothing_is_written(
     assert tree(out) == _clean(site, tmp_path, "clean", monkeypatch)
 
 
+def test_a_one_page_rebuild_records_only_the_index_rows_that_changed(
+    site: Path, tmp_path: Path, edit: Edit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The index step's rows of files left as recorded are not written again (they were most of a
+    one-page rebuild's state writes); the rows this build dropped (the manifest's) are. Every output on
+    disk stays recorded as it is, so the next build finds nothing changed."""
+    from cernvm_build.site import search
+
+    out = tmp_path / "out"
+    build_site(site, out)
+    state = State(next((tmp_path / "cache").rglob("state.sqlite")))
+    before = state.outputs()
+    index_files = [rel for rel in before if rel.startswith(search.PREFIX)]
+    put: list[list[tuple[str, str, int, int]]] = []
+    real = State.put_outputs
+
+    def spy(self: State, rows: list[tuple[str, str, int, int]], removed: list[str]) -> None:
+        put.append(list(rows))
+        real(self, rows, removed)
+
+    monkeypatch.setattr(State, "put_outputs", spy)
+    edit(site / "content/docs/guides/preservation.md", "no longer receive", "no longer get")
+    report = build_site(site, out)
+    assert report.pages_planned == 1 and report.search_shards == 1
+    rows = [r for batch in put for r in batch if r[0].startswith(search.PREFIX)]
+    assert search.MANIFEST in {r[0] for r in rows}
+    assert all(before.get(r[0]) != r[1:] for r in rows) and len(rows) < len(index_files)
+    on_disk = {rel: (p.stat().st_size, p.stat().st_mtime_ns) for rel, p in _files(out).items()}
+    assert {rel: (size, mtime) for rel, (_fp, size, mtime) in state.outputs().items()} == on_disk
+    assert build_site(site, out).rendered == 0
+    # a page written (its HTML: the manifest's row dropped) that the index leaves out, and an index file
+    # lost: the shard is made again, the manifest's bytes stay and its row is written again
+    next(out.glob(search.PREFIX + "b/*.json")).unlink()
+    edit(site / "content/index.md", "change\ndaily", "change\nevery day")
+    report = build_site(site, out)
+    assert (report.rendered, report.search_shards) == (1, 1)
+    assert search.MANIFEST in state.outputs()
+    on_disk = {rel: (p.stat().st_size, p.stat().st_mtime_ns) for rel, p in _files(out).items()}
+    assert {rel: (size, mtime) for rel, (_fp, size, mtime) in state.outputs().items()} == on_disk
+
+
+def _files(root: Path) -> dict[str, Path]:
+    return {p.relative_to(root).as_posix(): p for p in root.rglob("*") if p.is_file()}
+
+
 def test_a_one_page_rebuild_prunes_by_key_and_a_failed_builds_rows_by_listing(
     site: Path, tmp_path: Path, edit: Edit, monkeypatch: pytest.MonkeyPatch
 ) -> None:
