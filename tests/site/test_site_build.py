@@ -1165,7 +1165,8 @@ def test_a_one_page_rebuild_records_only_the_index_rows_that_changed(
 ) -> None:
     """The index step's rows of files left as recorded are not written again (they were most of a
     one-page rebuild's state writes); the rows this build dropped (the manifest's) are. Every output on
-    disk stays recorded as it is, so the next build finds nothing changed."""
+    disk stays recorded as it is, so the next build finds nothing changed. Files named by their content
+    are not hashed again for their rows."""
     from cernvm_build.site import search
 
     out = tmp_path / "out"
@@ -1181,9 +1182,21 @@ def test_a_one_page_rebuild_records_only_the_index_rows_that_changed(
         real(self, rows, removed)
 
     monkeypatch.setattr(State, "put_outputs", spy)
+    hashed: list[bytes] = []  # the bytes of index files hashed to compare with their rows
+    real_sha = search.sha
+
+    def sha_spy(*parts: bytes | str) -> str:
+        if parts[0] == "bytes" and isinstance(parts[1], bytes):
+            hashed.append(parts[1])
+        return real_sha(*parts)
+
+    monkeypatch.setattr(search, "sha", sha_spy)
     edit(site / "content/docs/guides/preservation.md", "no longer receive", "no longer get")
     report = build_site(site, out)
     assert report.pages_planned == 1 and report.search_shards == 1
+    # a bucket or fragments file is named by its bytes' hash: not hashed a second time for its row
+    named = {p.read_bytes() for p in out.glob(search.PREFIX + "[bf]/*.json")}
+    assert named and hashed and not named & set(hashed)
     rows = [r for batch in put for r in batch if r[0].startswith(search.PREFIX)]
     assert search.MANIFEST in {r[0] for r in rows}
     assert all(before.get(r[0]) != r[1:] for r in rows) and len(rows) < len(index_files)
