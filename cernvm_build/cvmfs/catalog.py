@@ -50,6 +50,7 @@ from .catalog_rows import (
     parse_xattrs,
 )
 from .limits import (
+    MAX_CATALOG_BYTES,
     MAX_CHUNKS,
     MAX_ID,
     MAX_MTIME,
@@ -98,6 +99,14 @@ class Catalog:
         try:
             self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
             self._db.text_factory = _text
+            # Pages read through a memory map of the file, not a pread each into SQLite's own cache
+            # (issue 13): a booting μCernVM's LOOKUPs and listings hit the catalog's B-tree at random
+            # on a cold page cache, and a pread is one 4 KiB disk read each (the kernel reads a random
+            # pread as is) where a fault on the map reads the 128 KiB around it (read-around); a
+            # cached page then costs no system call and no copy. The file is read-only and never
+            # rewritten in place (copies are renamed into place), so the map cannot shrink under
+            # SQLite; a disk error while reading it is SIGBUS here, not an error line.
+            self._db.execute(f"PRAGMA mmap_size={MAX_CATALOG_BYTES}")  # SQLite may cap it (2 GiB)
             self.properties = dict(self._db.execute("SELECT key, value FROM properties").fetchall())
             cols = {row[1] for row in self._db.execute("PRAGMA table_info(catalog)")}
             nested_cols = {row[1] for row in self._db.execute("PRAGMA table_info(nested_catalogs)")}

@@ -274,3 +274,14 @@ def test_a_repository_never_closed_leaves_no_scratch_folder(fx: Fixture) -> None
     del repo
     gc.collect()
     assert not scratch.exists()
+
+
+def test_a_catalog_is_read_through_a_memory_map(fx: Fixture, tmp_path: Path) -> None:
+    """SQLite maps the catalog file (issue 13: a booting guest's random lookups fault 128 KiB in at a
+    time, not a 4 KiB pread each): after a lookup the process's maps list the file it opened."""
+    with open_fx(fx, cache_dir=tmp_path / "cache", inflated=True) as repo:
+        assert repo.lookup("/etc") is not None
+        catalogs = {c.path for c in repo.catalogs()}
+        with open("/proc/self/maps") as f:
+            mapped = {line.split(maxsplit=5)[-1].strip() for line in f if line.count(" ") >= 5}
+    assert catalogs and {str(p) for p in catalogs} <= mapped
