@@ -58,6 +58,7 @@ from .limits import (
     MAX_NESTED_REFS,
     MAX_SIZE,
     MAX_SYMLINK_BYTES,
+    MAX_XATTR_BYTES,
 )
 from .objects import (
     ALGORITHM_IDS,
@@ -123,10 +124,19 @@ class Catalog:
         self._has_xattr = "xattr" in cols
         self._has_mtimens = "mtimens" in cols
         self._nested_size = "size" in nested_cols
+        # An over-long symlink or xattr cell comes as the integer -1, measured by SQLite and never
+        # fetched into Python (a 4 GiB catalog may hold a cell of hundreds of MB; SQLite 3.40 has
+        # no octet_length, so ``length`` of a text counts characters: more than the byte limit
+        # in characters is more in bytes too; the byte check follows on the fetched text).
         self._select = (
-            "SELECT hash, size, mode, mtime, flags, name, symlink, uid, gid, hardlinks, "
-            "md5path_1, md5path_2, "
-            + ("xattr" if self._has_xattr else "NULL")
+            "SELECT hash, size, mode, mtime, flags, name, "
+            f"CASE WHEN length(symlink) > {MAX_SYMLINK_BYTES} THEN -1 ELSE symlink END, "
+            "uid, gid, hardlinks, md5path_1, md5path_2, "
+            + (
+                f"CASE WHEN length(xattr) > {MAX_XATTR_BYTES} THEN -1 ELSE xattr END"
+                if self._has_xattr
+                else "NULL"
+            )
             + ", "
             + ("mtimens" if self._has_mtimens else "NULL")
             + " FROM catalog"
@@ -410,6 +420,14 @@ class Catalog:
             raise CvmfsError(f"{self.where}: {self.label}: {full}: {e}", hint=ENTRY_HINT) from e
         raise AssertionError("a field was out of range but no check says which")
 
+    def _xattrs(self, blob: object, full: str) -> dict[str, bytes]:
+        where = f"{self.where}: {self.label}: {full}"
+        if blob == -1:
+            raise CvmfsError(
+                f"{where}: extended attribute block is longer than {MAX_XATTR_BYTES} bytes", hint=ENTRY_HINT
+            )
+        return parse_xattrs(blob, where)  # type: ignore[arg-type]  # parse_xattrs checks the type
+
     def _entry(self, row: Any, parent: str, path: str | None) -> DirEntry:
         (h, size, mode, mtime, flags, name, symlink, uid, gid, hardlinks, _m1, _m2, xattr, mtimens) = row
         if path is None:
@@ -451,13 +469,17 @@ class Catalog:
         link = ""
         if mode_i & 0o170000 == stat.S_IFLNK:
             where = f"{self.where}: {self.label}: {full}"
+            # -1: the query measured it and did not fetch it
+            if symlink == -1 or (
+                isinstance(symlink, str)
+                and len(symlink.encode("utf-8", "surrogateescape")) > MAX_SYMLINK_BYTES
+            ):
+                raise CvmfsError(
+                    f"{where}: symlink target is longer than {MAX_SYMLINK_BYTES} bytes", hint=ENTRY_HINT
+                )
             if not isinstance(symlink, str) or not symlink or "\0" in symlink:
                 raise CvmfsError(
                     f"{where}: symlink target {symlink!r} is empty or holds NUL", hint=ENTRY_HINT
-                )
-            if len(symlink.encode("utf-8", "surrogateescape")) > MAX_SYMLINK_BYTES:
-                raise CvmfsError(
-                    f"{where}: symlink target is longer than {MAX_SYMLINK_BYTES} bytes", hint=ENTRY_HINT
                 )
             link = symlink
         content = None
@@ -491,7 +513,7 @@ class Catalog:
             flags=flags_i,
             content_hash=content,
             chunks=chunks,
-            xattrs=parse_xattrs(xattr, f"{self.where}: {self.label}: {full}") if xattr else {},
+            xattrs=self._xattrs(xattr, full) if xattr else {},
             catalog_prefix=self.root_prefix,
         )
         return entry

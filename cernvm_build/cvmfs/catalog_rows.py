@@ -72,9 +72,9 @@ def inode_of_md5_half(first: int) -> int:
     return ((first & 0xFFFF_FFFF_FFFF_FFFF) >> 2) | 2
 
 
-def hardlink_inode(catalog_prefix: str, group: int) -> int:
-    """Hard links of one group share this inode (groups are numbered per catalog)."""
-    digest = hashlib.md5(f"{catalog_prefix}\0{group}".encode("utf-8", "surrogateescape")).digest()
+def hardlink_inode(link_key: tuple[object, ...]) -> int:
+    """Hard links of one group share this inode (``DirEntry.link_key``: one key, one file)."""
+    digest = hashlib.md5("\0".join(map(str, link_key)).encode("utf-8", "surrogateescape")).digest()
     return (int.from_bytes(digest[:8], "little") >> 2) | 3
 
 
@@ -205,12 +205,26 @@ class DirEntry:
         """A hard link (never a directory): its group's inode, not its path's."""
         return bool(self.hardlink_group) and not self.is_dir
 
+    @property
+    def link_key(self) -> tuple[str, str, int, str | None, int, int] | None:
+        """The file this hard link is one name of (None: not a hard link). The group number is
+        scoped to its catalog and its directory, as CernVM-FS numbers groups and links only within
+        one directory, and the key holds the content and mode every member must share: a hostile
+        catalog that claims one group across directories or for different contents thereby names
+        separate files (the export writes each with its own bytes, the mount gives each its own
+        inode) and ``verify`` reports it (audit13c finding 6)."""
+        if not self.shares_inode:
+            return None
+        parent = self.path.rsplit("/", 1)[0]
+        return (self.catalog_prefix, parent, self.hardlink_group, self.content_hash, self.size, self.mode)
+
     @_computed_once
     def inode(self) -> int:
         """Kept once computed (an md5 of the path; the FUSE client asks for it several times per
         entry it lists)."""
-        if self.shares_inode:
-            return hardlink_inode(self.catalog_prefix, self.hardlink_group)
+        key = self.link_key
+        if key is not None:
+            return hardlink_inode(key)
         return path_inode(self.path)
 
 

@@ -45,6 +45,9 @@ MAX_CHUNKS = 200_000
 MAX_NAME_BYTES = 255
 #: a symbolic link target is at most PATH_MAX - 1 bytes
 MAX_SYMLINK_BYTES = 4095
+#: an extended attribute block is at most what its format can hold: a version and a count byte,
+#: then up to 255 entries of (key length, value length, key, value), each length one byte
+MAX_XATTR_BYTES = 2 + 255 * (2 + 255 + 255)
 #: uid/gid 0 .. 2^32 - 2 (2^32 - 1 is "no id" to chown)
 MAX_ID = (1 << 32) - 2
 #: mtimes within +-2^33 s of 1970 (years 1697 .. 2242): nanoseconds still fit a signed 64-bit integer

@@ -445,10 +445,13 @@ class Repository:
         for _cat in self.catalogs(problem):
             report.catalogs += 1
         seen: set[str] = set()
+        groups: dict[tuple[str, int], tuple[object, str]] = {}  # a hard-link group's first member
         for entry in self.walk("/", problem):
             report.entries += 1
             if progress is not None:
                 progress(entry)
+            if entry.shares_inode:
+                self._check_link(entry, groups, problem)
             if not entry.is_file or entry.is_external:
                 continue
             report.files += 1
@@ -473,6 +476,26 @@ class Repository:
                 except CvmfsError as e:
                     problem(e)
         return report
+
+    def _check_link(
+        self,
+        entry: DirEntry,
+        groups: dict[tuple[str, int], tuple[object, str]],
+        problem: Callable[[str], None],
+    ) -> None:
+        """A hard-link group's members must share one directory, content and mode
+        (``DirEntry.link_key``); a member that does not is read and exported as its own file."""
+        group = (entry.catalog_prefix, entry.hardlink_group)
+        first = groups.get(group)
+        if first is None:
+            if len(groups) >= MAX_SEEN:
+                groups.clear()
+            groups[group] = (entry.link_key, entry.path)
+        elif first[0] != entry.link_key:
+            problem(
+                f"{self.fqrn}: {entry.path}: hard-link group {entry.hardlink_group} also names {first[1]},"
+                " in another directory or with other content or mode (read as a separate file)"
+            )
 
 
 class _RawFile(io.RawIOBase):

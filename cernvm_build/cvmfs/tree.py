@@ -2,9 +2,10 @@
 container builds write, through the one tree writer and the one tar writer.
 
 Entries come depth-first, children sorted by their UTF-8 bytes, walked with an explicit stack (a
-1,500-deep chain does not meet Python's recursion limit). Hard links are recognised by (catalog,
-hard-link group), as CernVM-FS scopes groups to one catalog. Entries hidden by the server (the
-``/.cvmfs`` virtual snapshot directory) are left out.
+1,500-deep chain does not meet Python's recursion limit). Hard links are recognised by
+``DirEntry.link_key`` (catalog, directory, group, content and mode), as CernVM-FS links only within
+one directory; a group a hostile catalog claims more widely is written as separate files.
+Entries hidden by the server (the ``/.cvmfs`` virtual snapshot directory) are left out.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def entry_of(d: DirEntry, rel: str) -> Entry:
         uid=d.uid,
         gid=d.gid,
         target=d.symlink if kind == SYMLINK else "",
-        link_id=(d.catalog_prefix, d.hardlink_group) if kind == FILE and d.hardlink_group else None,
+        link_id=d.link_key if kind == FILE else None,
         xattrs=dict(sorted(d.xattrs.items())),
         rdev=(os.major(d.rdev), os.minor(d.rdev)) if kind in (CHAR, BLOCK) else (0, 0),
         ref=d,

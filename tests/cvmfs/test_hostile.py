@@ -119,6 +119,40 @@ def test_verify_reports_every_bad_entry(hostile_base: hostile.Repo, tmp_path: Pa
     assert report["files"] == 7
 
 
+def test_hard_link_group_across_directories_is_separate_files(
+    hostile_base: hostile.Repo, tmp_path: Path
+) -> None:
+    """Two files in different directories, with different contents, claiming one hard-link group
+    (audit13c finding 6): each keeps its own bytes in the export (directory and tar), its own inode
+    on the mount, and verify reports the claim."""
+    repo = hostile.copy_repo(hostile_base, tmp_path / "r")
+    with hostile.Editor(repo) as ed:
+        db = ed.catalog()
+        for path in ("/dir/file", "/dir/sub/deep"):
+            hostile.set_column(db, path, hardlinks=(7 << 32) | 2)
+    with open_repository(repo.stratum, fqrn=repo.fqrn, public_keys=[repo.pub]) as r:
+        a, b = r.stat("/dir/file"), r.stat("/dir/sub/deep")
+        assert a.hardlink_group == b.hardlink_group == 7
+        assert a.inode != b.inode  # what the FUSE daemon answers (DirEntry.inode)
+    out = tmp_path / "out"
+    for dest in (out / "dest", out / "dest.tar"):
+        m = hostile.run_measured(
+            [*hostile.cli(), "cvmfs", "export", *repo.cli_args(), str(dest)], timeout=TIMEOUT
+        )
+        assert m.returncode == 0, m.stderr
+    assert (out / "dest/dir/sub/deep").read_bytes() == b"deep\n"
+    assert (out / "dest/dir/file").read_bytes() == b"hello\n"
+    assert (out / "dest/dir/file").stat().st_ino != (out / "dest/dir/sub/deep").stat().st_ino
+    import tarfile
+
+    with tarfile.open(out / "dest.tar") as tf:
+        deep = tf.getmember("dir/sub/deep")
+        assert deep.isfile() and tf.extractfile(deep).read() == b"deep\n"  # type: ignore[union-attr]
+    m = hostile.run_measured([*hostile.cli(), "cvmfs", "verify", *repo.cli_args()], timeout=TIMEOUT)
+    assert m.returncode != 0 and "Traceback" not in m.stderr, m.stderr
+    assert "/dir/sub/deep: hard-link group 7 also names /dir/file" in m.stderr, m.stderr
+
+
 # -- big but legitimate: bounded memory ------------------------------------------------------------
 
 

@@ -553,6 +553,16 @@ def _set(path: str, **values: object) -> Callable[[Editor], None]:
     return build
 
 
+def _huge_cell(path: str, column: str) -> Callable[[Editor], None]:
+    """A 64 MiB symlink target or xattr block (made when the case is built, not at import)."""
+
+    def build(ed: Editor) -> None:
+        value: object = "A" * (64 << 20) if column == "symlink" else b"\x01" * (64 << 20)
+        set_column(ed.catalog(), path, **{column: value})
+
+    return build
+
+
 MILLION = 1_000_000
 
 
@@ -651,6 +661,10 @@ def _cases() -> dict[str, Case]:
         Case("mode-range", _set("/dir/file", mode=reg | (1 << 20)), r"mode", "/dir", "/dir/file"),
         Case("mtime-huge", _set("/dir/file", mtime=1 << 62), r"mtime", "/dir", "/dir/file"),
         Case("symlink-nul", _set("/dir/link", symlink="fi\0le"), r"symlink|link", "/dir", None),
+        # cells far over their limits: refused before they are fetched (audit13c finding 7: a 64 MB
+        # symlink cost 538 MB of RSS, a 64 MB xattr block was accepted)
+        Case("symlink-huge", _huge_cell("/dir/link", "symlink"), r"longer than", "/dir", "/dir/link"),
+        Case("xattr-huge", _huge_cell("/dir/file", "xattr"), r"longer than", "/dir", "/dir/file"),
         Case("million", _million, None, "/many", "/dir/file", big=True),
         Case("deep", _deep, None, "/d", "/d" * DEPTH + "/bottom", big=True),
     ]
