@@ -30,11 +30,15 @@ Handler = Callable[[argparse.Namespace, "Output"], int]
 #: C0/C1 control characters but newline and tab: an ESC from a server's answer, a repository name or a
 #: user-data key would otherwise reach the terminal as an escape sequence (rich passes ESC through)
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+#: the same and newline and tab, for one line of a listing (a file name holding a newline would
+#: otherwise forge a line of its own)
+_CONTROL_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
-def visible(text: str) -> str:
-    """``text`` with control characters shown as ``\\xNN``: safe to print to a terminal."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+def visible(text: str, *, one_line: bool = False) -> str:
+    """``text`` with control characters shown as ``\\xNN``: safe to print to a terminal; with
+    ``one_line`` newline and tab too (names from a catalog or a tar, printed one per line)."""
+    return (_CONTROL_LINE if one_line else _CONTROL).sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def seconds(text: str) -> float:

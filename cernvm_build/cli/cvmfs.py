@@ -21,7 +21,7 @@ from ..cvmfs.catalog import DirEntry
 from ..cvmfs.repository import Repository, SnapshotSpec
 from ..errors import IntegrityError
 from . import areas, cvmfs_monitor, cvmfs_publish, cvmfs_serve
-from .app import Output, group_handler, subparser
+from .app import Output, group_handler, subparser, visible
 from .cvmfs_source import add_source, open_from_args
 
 # Handlers import the modules of their area when they run (deliberate lazy imports): `--help` and
@@ -139,6 +139,7 @@ def _ls_line(e: DirEntry, full_path: bool) -> str:
     name = e.path if full_path else e.name or "/"
     if e.is_symlink:
         name += f" -> {e.symlink}"
+    name = visible(name, one_line=True)  # a catalog's names are data: no escape sequence, no forged line
     return f"{kind} {e.linkcount:>3} {e.uid:>5} {e.gid:>5} {e.size:>12} {t} {name}"
 
 
@@ -162,7 +163,7 @@ def cmd_ls(args: argparse.Namespace, out: Output) -> int:
             if args.long:
                 line = _ls_line(e, args.recursive)
             else:
-                line = e.path if args.recursive else e.name
+                line = visible(e.path if args.recursive else e.name, one_line=True)
             write(line.encode("utf-8", "surrogateescape").decode("utf-8", "replace") + "\n")
     return 0
 
@@ -183,10 +184,14 @@ def cmd_cat(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_verify(args: argparse.Namespace, out: Output) -> int:
+    from rich.markup import escape
+
     def problem(text: str) -> None:
         # Each problem as it is found (there may be millions; the report keeps the first ones).
         if not out.json_mode:
-            out.err.print(f"[bold red]problem:[/bold red] {text}", highlight=False, markup=True)
+            out.err.print(
+                f"[bold red]problem:[/bold red] {escape(visible(text))}", highlight=False, markup=True
+            )
 
     with open_from_args(args) as repo:
         with out.progress() as bar:

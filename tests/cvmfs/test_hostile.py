@@ -153,6 +153,29 @@ def test_hard_link_group_across_directories_is_separate_files(
     assert "/dir/sub/deep: hard-link group 7 also names /dir/file" in m.stderr, m.stderr
 
 
+def test_ls_escapes_control_characters_in_names(hostile_base: hostile.Repo, tmp_path: Path) -> None:
+    """A name holding an OSC title, a screen clear and a newline (audit13c finding 10) is listed as
+    one line with the characters shown as \\xNN: nothing reaches the terminal, no line is forged."""
+    repo = hostile.copy_repo(hostile_base, tmp_path / "r")
+    evil = "evil\x1b]0;owned\x07\x1b[2J\nfake-line"
+    with hostile.Editor(repo) as ed:
+        db = ed.catalog()
+        hostile.add_row(db, "/dir", evil, mode=0o100644, size=0)
+    shown = "evil\\x1b]0;owned\\x07\\x1b[2J\\x0afake-line"
+    for argv, line in (
+        (["ls", "/dir"], shown),
+        (["ls", "/dir", "-l"], shown),
+        (["ls", "/", "-R"], "/dir/" + shown),
+    ):
+        src, *opts = repo.cli_args()
+        m = hostile.run_measured([*hostile.cli(), "cvmfs", argv[0], src, *argv[1:], *opts], timeout=TIMEOUT)
+        assert m.returncode == 0, m.stderr
+        assert "\x1b" not in m.stdout and "\x07" not in m.stdout, m.stdout
+        lines = m.stdout.splitlines()
+        assert not [x for x in lines if x.startswith("fake-line")], lines
+        assert [x for x in lines if x.endswith(line)], lines
+
+
 # -- big but legitimate: bounded memory ------------------------------------------------------------
 
 
