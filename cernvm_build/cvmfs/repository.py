@@ -118,6 +118,30 @@ def _load_keys(keys: Sequence[Path | bytes]) -> list[tuple[str, rsa.PublicKey]]:
     return out
 
 
+def _utc(timestamp: int) -> str:
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _verified_floor(
+    name: str, cache: ObjectCache, store: ObjectStore, keys: list[tuple[str, rsa.PublicKey]]
+) -> Manifest | None:
+    """The manifest this cache last verified, verified again (its signature and whitelist; an old
+    whitelist's expiry does not matter, the question is only whether it was genuinely published):
+    the floor a newly offered manifest must not fall below. The cache is a file tree anyone with
+    write access can edit, so an unverifiable cached manifest is no floor (audit13c finding 8: a
+    forged far-future T refused every genuine revision after it)."""
+    old, old_w = cache.load_meta(MANIFEST_FILE), cache.load_meta(WHITELIST_FILE)
+    if old is None or old_w is None:
+        return None
+    try:
+        prev, _ = _verify_chain(
+            fqrn=name, manifest_bytes=old, whitelist_bytes=old_w, store=store, keys=keys, check_expiry=False
+        )
+    except (CvmfsError, ValueError):
+        return None
+    return prev
+
+
 def _verify_chain(
     *,
     fqrn: str,
@@ -322,19 +346,14 @@ def _open(
             if m.fqrn and m.fqrn != name:
                 raise IntegrityError(f"{name}: {MANIFEST_FILE}: manifest is for repository {m.fqrn!r}")
         if cache is not None and not offline:
-            old = cache.load_meta(MANIFEST_FILE)
-            if old is not None and verify:
-                try:
-                    prev = manifest_mod.parse(manifest_mod.split_signed(old, "cached").body)
-                except CvmfsError:
-                    prev = None
-                if prev is not None and prev.timestamp > m.timestamp:
-                    raise IntegrityError(
-                        f"{name}: {MANIFEST_FILE}: the server offers revision {m.revision} published at "
-                        f"{m.timestamp}, older than the revision {prev.revision} this cache already verified",
-                        hint=f"a stale mirror or a replay; if the repository was re-created, "
-                        f"remove {cache.root}",
-                    )
+            prev = _verified_floor(name, cache, store, keys) if verify else None
+            if prev is not None and (prev.revision > m.revision or prev.timestamp > m.timestamp):
+                raise IntegrityError(
+                    f"{name}: {MANIFEST_FILE}: the server offers revision {m.revision} published at "
+                    f"{_utc(m.timestamp)}, behind revision {prev.revision} published at "
+                    f"{_utc(prev.timestamp)} that this cache already verified",
+                    hint=f"a stale mirror or a replay; if the repository was re-created, remove {cache.root}",
+                )
             cache.save_meta(MANIFEST_FILE, mbytes)
             if wbytes:
                 cache.save_meta(WHITELIST_FILE, wbytes)

@@ -176,6 +176,46 @@ def test_ls_escapes_control_characters_in_names(hostile_base: hostile.Repo, tmp_
         assert [x for x in lines if x.endswith(line)], lines
 
 
+def test_rollback_floor_is_the_verified_manifest(hostile_base: hostile.Repo, tmp_path: Path) -> None:
+    """The cache refuses a genuinely signed manifest behind the one it verified (older T, or a lower
+    revision with a newer T), naming both; a forged (unsigned) cached manifest is no floor
+    (audit13c finding 8: its far-future T refused every genuine revision, for good)."""
+    from cernvm_build.errors import IntegrityError
+
+    repo = hostile.copy_repo(hostile_base, tmp_path / "r")
+    cache = tmp_path / "cache"
+
+    def revision() -> int:
+        with open_repository(repo.stratum, fqrn=repo.fqrn, public_keys=[repo.pub], cache_dir=cache) as r:
+            assert r.manifest is not None
+            return r.manifest.revision
+
+    first = (repo.stratum / ".cvmfspublished").read_bytes()
+    m0 = manifest.parse(manifest.split_signed(first, "m").body)
+
+    def sign(**changes: int) -> None:
+        ed = hostile.Editor(repo)
+        ed.sign_manifest(**changes)
+        ed.close()
+
+    assert revision() == m0.revision
+    sign(revision=m0.revision + 1, timestamp=m0.timestamp + 10)
+    assert revision() == m0.revision + 1
+    for replay in ("old", "lower-revision-newer-time"):
+        if replay == "old":
+            (repo.stratum / ".cvmfspublished").write_bytes(first)
+        else:
+            sign(revision=m0.revision, timestamp=m0.timestamp + 20)
+        with pytest.raises(IntegrityError, match=rf"revision {m0.revision} published at .* behind revision "):
+            revision()
+    # a forged cached manifest (T in 2099, no valid signature) is ignored as a floor
+    sign(revision=m0.revision + 2, timestamp=m0.timestamp + 30)
+    cached = cache / repo.fqrn / ".cvmfspublished"
+    assert cached.exists()
+    cached.write_bytes(hostile.tampered_manifest(repo, T="4070908800"))
+    assert revision() == m0.revision + 2
+
+
 # -- big but legitimate: bounded memory ------------------------------------------------------------
 
 
