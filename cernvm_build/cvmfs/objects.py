@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from ..errors import CvmfsError
+
 #: Object kinds (the letter appended to the path).
 SUFFIX_FILE = ""
 SUFFIX_CATALOG = "C"
@@ -183,6 +185,17 @@ def sweep_temporaries(base: Path, before: float) -> int:
     return len(swept)
 
 
+def refuse_symlinked_fan_out(base: str, entry: os.DirEntry[str]) -> None:
+    """A cache's ``XX`` directory must not be a symbolic link: objects would be read from and
+    written to where it points (audit13c finding 9). Free where the caller lists anyway (d_type)."""
+    if entry.is_symlink():
+        raise CvmfsError(
+            f"cache {base}: {entry.name} is a symbolic link, not a directory: objects would be read "
+            "from and written to where it points",
+            hint=f"the cache was tampered with; remove {base}",
+        )
+
+
 class Holdings(set[str]):
     """What a cache's fan-out directory holds (``XX/rest`` files, by ``XX + rest``), in memory, so
     that a miss costs no failed open: on a cold read through the mount every object missed in the
@@ -206,9 +219,11 @@ class Holdings(set[str]):
     def __init__(self, base: Path, *, sweep_before: float | None = None):
         super().__init__()
         self.base = str(base)
-        with contextlib.suppress(FileNotFoundError):
-            for d in os.listdir(self.base):
+        with contextlib.suppress(FileNotFoundError), os.scandir(self.base) as listing:
+            for entry in listing:
+                d = entry.name
                 if len(d) == 2:
+                    refuse_symlinked_fan_out(self.base, entry)
                     try:
                         names = os.listdir(f"{self.base}/{d}")
                     except (NotADirectoryError, FileNotFoundError):

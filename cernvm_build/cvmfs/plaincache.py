@@ -52,6 +52,7 @@ Standard library only: it runs in the μCernVM initrd.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import struct
 import threading
@@ -61,7 +62,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from ..fsutil import atomic_write, fsync_dir, process_umask, spread_subdirectories, syncfs, write_all
-from .objects import Holdings, sweep_temporaries
+from .objects import Holdings, refuse_symlinked_fan_out, sweep_temporaries
 
 MAGIC = b"CVP2"  # the trailer's checksum is the content's Adler-32 (files written now)
 MAGIC_CRC = b"CVP1"  # ... its CRC-32 (files of earlier versions; still read)
@@ -132,7 +133,12 @@ class PlainCache:
         spread_subdirectories(self.dir)
         # Only the missing ones: every start of the mount daemon comes here, and 256 refused mkdirs
         # (each a Python exception) took 0.07 s of the initrd's CPU under TCG (icount: 0.084 -> 0.014 s).
-        there = set(os.listdir(self._base))
+        there: set[str] = set()
+        with os.scandir(self._base) as listing:
+            for entry in listing:
+                if len(entry.name) == 2:
+                    refuse_symlinked_fan_out(self._base, entry)
+                there.add(entry.name)
         for d in (f"{i:02x}" for i in range(256)):
             if d not in there:
                 with contextlib.suppress(FileExistsError):
@@ -406,16 +412,26 @@ class PlainCache:
 #: dirtied its inode. A seeded first boot read ~1,400 files the seed had made, each such read a
 #: journalled inode write on the scratch disk and, on a qcow2 backed by the seed, new clusters in
 #: the instance's disk (issue 13); a reboot a day later paid them again.
-_READ = os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOATIME", 0)
+#: O_NOFOLLOW: a symbolic link in the cache is never an object (audit13c finding 9: one to a host
+#: file was served as the signed file)
+_READ = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | getattr(os, "O_NOATIME", 0)
 
 
 def _open_to_read(path: str) -> int:
     """A read-only descriptor on ``path`` that leaves its access time alone where the kernel allows
-    (O_NOATIME: the file's owner or CAP_FOWNER; a cache someone else owns is read as before)."""
+    (O_NOATIME: the file's owner or CAP_FOWNER; a cache someone else owns is read as before). A
+    symbolic link there is removed and is a miss (FileNotFoundError)."""
     try:
-        return os.open(path, _READ)
-    except PermissionError:
-        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            return os.open(path, _READ)
+        except PermissionError:
+            return os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            raise
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        raise FileNotFoundError(errno.ENOENT, "a symbolic link in the cache (removed)", path) from e
 
 
 def _create(path: str, flags: int) -> int:

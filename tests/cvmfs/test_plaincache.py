@@ -197,6 +197,36 @@ def test_hold_sweeps_old_temporaries_in_the_same_listing(tmp_path: Path) -> None
     assert set(held) == {name}
 
 
+def test_a_symlink_in_the_cache_is_never_followed(tmp_path: Path) -> None:
+    """audit13c finding 9: ``XX/rest`` as a symbolic link to a host file with a valid trailer is a
+    miss (removed), through ``open`` and ``read_whole``; ``XX`` as a symbolic link to a folder
+    elsewhere stops ``hold`` (the mount's start) with one error naming it, before any object is
+    read from or written to where it points."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    secret = b"SECRT\n"
+    (outside / "hostfile").write_bytes(secret + struct.pack(">I4s", zlib.adler32(secret, 1), b"CVP2"))
+    cache = PlainCache(tmp_path / "cache")
+    names = ["ab" + "c" * 38, "ab" + "d" * 38]
+    for n in names:
+        os.close(cache.put(n, "", [b"hello\n"], 6))
+        os.unlink(cache.where(n, ""))
+        os.symlink(outside / "hostfile", cache.where(n, ""))
+    cache = PlainCache(tmp_path / "cache")  # nothing verified yet
+    assert cache.open(names[0], "", 6) is None
+    assert cache.read_whole(names[1], "", 6) is None
+    assert not [n for n in names if os.path.lexists(cache.where(n, ""))]  # the links removed
+    assert (outside / "hostfile").read_bytes()[:6] == secret  # and not what they pointed to
+    cache.hold()  # no symlinked fan-out directory: fine
+    (cache.dir / "ef").rmdir()
+    (cache.dir / "ef").symlink_to(outside)
+    with pytest.raises(CvmfsError, match=r"ef is a symbolic link"):
+        cache.hold()
+    with pytest.raises(CvmfsError, match=r"ef is a symbolic link"):  # a new start: before any write
+        PlainCache(tmp_path / "cache")
+    assert sorted(os.listdir(outside)) == ["hostfile"]
+
+
 def test_a_start_makes_only_the_missing_fan_out_directories(tmp_path: Path) -> None:
     """Every start of the mount daemon opens the cache: the fan-out directories an earlier start made
     are left alone (no refused mkdir for each: 0.07 s of the initrd's CPU under TCG), one gone is
