@@ -25,14 +25,14 @@ import threading
 import time
 import weakref
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
 from ..errors import CvmfsError, IntegrityError
 from . import inflate
 from .cache import ObjectCache
-from .fetch import Fetcher
+from .fetch import Fetcher, Item
 from .inflate import WHOLE_MAX
 from .limits import human, zlib_bound
 from .objects import ObjectHash, new_hasher, parse_hash
@@ -41,7 +41,7 @@ from .quota import Quota
 
 _T = TypeVar("_T")
 log = logging.getLogger(__name__)
-#: a claimed object's lock once given back (``fetch_ahead_many``)
+#: a claimed object's lock once given back (``_claimed_many``)
 _DONE = threading.Lock()
 
 BLOCK = 1 << 20
@@ -650,61 +650,48 @@ class ObjectStore:
         retry: bool = True,
     ) -> tuple[int, int]:
         """``fetch_ahead`` of several objects, each (name, suffix, size, compressed, what): those of
-        at most ``whole`` bytes not in any cache in one pipelined fetch (``Fetcher.fetch_many``: a
+        at most ``whole`` bytes not in any cache in one pipelined fetch (``_claimed_many``: a
         directory's next small files cost one wake-up of the fetching thread and one round trip, not
-        one each; each is held in memory whole), the others one by one. Each object is still
-        hash-checked before it is inflated, then size-checked and written with its checksum, and one
-        that fails fails alone (logged: its reader meets the error itself). Each is claimed (its
-        ``_once`` lock held) for the whole fetch, so a reader that comes for one waits for it
-        instead of fetching it a second time. ``keep`` False: the contents are not kept in memory
-        for a read that follows (a boot list's objects are read later, if at all, and would push
-        out the prefetcher's). ``retry`` False: what the pipeline does not deliver fails at once
-        (``Fetcher.fetch_many``: its claim given back), not fetched again one by one. Returns
-        how many were made (or found made) and how many failed."""
+        one each; each is held in memory whole; one a reader is waiting for is not fetched twice),
+        the others one by one. Each object is still hash-checked before it is inflated, then
+        size-checked and written with its checksum, and one that fails fails alone (logged: its
+        reader meets the error itself). ``keep`` False: the contents are not kept in memory for a
+        read that follows (a boot list's objects are read later, if at all, and would push out the
+        prefetcher's). ``retry`` False: what the pipeline does not deliver fails at once
+        (``Fetcher.fetch_many``: its claim given back), not fetched again one by one. Returns how
+        many were made (or found made) and how many failed."""
         plain = self.plain_cache
         assert plain is not None
+        cache = self.cache
         made = failed = 0
         alone: list[tuple[str, str, int, bool, str]] = []
-        claimed: list[tuple[str, str, int, bool, str, threading.Lock]] = []
-        hashes: list[ObjectHash] = []  # claimed[i]'s, parsed once
-        try:
-            for name, suffix, size, compressed, what in items:
-                if plain.has(name, suffix):
-                    continue
-                if size > whole or (
-                    self.cache is not None and not self.cache.missing(parse_hash(name), suffix)
-                ):
-                    alone.append((name, suffix, size, compressed, what))
-                    continue
-                lock = threading.Lock()
-                lock.acquire()
-                with self._lock:
-                    if self._key_locks.setdefault(name + suffix, lock) is not lock:
-                        continue  # being made by another thread
-                claimed.append((name, suffix, size, compressed, what, lock))
-                hashes.append(parse_hash(name))
-            laps = _laps(self.phases)
-            fetched = self.fetcher.fetch_many(
-                [
-                    (
-                        h.path(suffix),
-                        self._checked(h, suffix, what),
-                        f"{what} {name}{suffix}",
-                        stored_limit(size, compressed, None),
-                    )
-                    for h, (name, suffix, size, compressed, what, _) in zip(hashes, claimed, strict=True)
-                ],
-                retry=retry,
+        batch: list[tuple[str, Item[list[bytes]]]] = []
+        meta: list[tuple[ObjectHash, str, str, int, bool, str]] = []  # batch[i]'s, hash parsed once
+        for name, suffix, size, compressed, what in items:
+            if plain.has(name, suffix):
+                continue
+            h = parse_hash(name)
+            if size > whole or (cache is not None and not cache.missing(h, suffix)):
+                alone.append((name, suffix, size, compressed, what))
+                continue
+            limit = stored_limit(size, compressed, None)
+            batch.append(
+                (
+                    name + suffix,
+                    (h.path(suffix), self._checked(h, suffix, what), f"{what} {name}{suffix}", limit),
+                )
             )
-            for i, got in fetched:
-                name, suffix, size, compressed, what, lock = claimed[i]
+            meta.append((h, name, suffix, size, compressed, what))
+        laps = _laps(self.phases)
+        with contextlib.closing(self._claimed_many(batch, retry=retry)) as results:
+            for i, got in results:
+                h, name, suffix, size, compressed, what = meta[i]
                 try:
                     if isinstance(got, CvmfsError):
                         raise got
                     laps.lap("ahead-fetch")
                     self.stats["fetched"] += 1
                     self.stats["fetched_bytes"] += sum(map(len, got))
-                    h = hashes[i]
                     adler: list[int] | None = [] if compressed else None  # as in _make_plain
                     contents = list(
                         self._inflate_blocks(h, suffix, iter(got), compressed, what, size, adler32=adler)
@@ -717,20 +704,12 @@ class ObjectStore:
                     laps.lap("ahead-write")
                     if keep:
                         self._keep_ahead(name + suffix, b"".join(contents))
-                    with self._lock:
-                        self._made += 1
                     made += 1
                 except CvmfsError as e:
                     failed += 1
                     log.debug("fetch ahead of %s failed: %s", what, e)
                 finally:
                     laps.restart()  # the next item's wait starts here, whatever this one did
-                    self._unclaim(name + suffix, lock)
-                    claimed[i] = (name, suffix, size, compressed, what, _DONE)
-        finally:
-            for name, suffix, *_, lock in claimed:
-                if lock is not _DONE:
-                    self._unclaim(name + suffix, lock)
         for name, suffix, size, compressed, what in alone:
             try:
                 if keep:
@@ -747,40 +726,26 @@ class ObjectStore:
         """Objects known by name only (a boot list: ``bootlist.py``) into the object cache, as
         stored: no size is known, so no inflated copy; the reader that comes inflates from the cache
         without a fetch. Those in either cache already are left out; the rest go in one pipelined
-        fetch (``Fetcher.fetch_many``), each streamed through ``ObjectCache.store`` (hash-checked,
-        nothing kept on a mismatch, counted by the quota) and at most ``limit`` stored bytes. Each is
-        claimed for the whole fetch under the key its reader's ``_once`` takes, so a reader that
-        comes for one waits for it instead of fetching it a second time. Returns (fetched, failed);
-        one that fails (absent, damaged, too large, not delivered by the pipeline: never fetched
-        again here) fails alone, logged; the cache's OSError (its disk full) is raised."""
+        fetch (``_claimed_many``: one a reader is waiting for is not fetched twice), each streamed
+        through ``ObjectCache.store`` (hash-checked, nothing kept on a mismatch, counted by the
+        quota) and at most ``limit`` stored bytes. Returns (fetched, failed); one that fails
+        (absent, damaged, too large, not delivered by the pipeline: never fetched again here) fails
+        alone, logged; the cache's OSError (its disk full) is raised."""
         cache, plain = self.cache, self.plain_cache
         assert cache is not None
-        claimed: list[tuple[ObjectHash, str, threading.Lock]] = []
+
+        def into_cache(h: ObjectHash, suffix: str) -> Callable[[Iterator[bytes]], Path]:
+            return lambda blocks: cache.store(h, suffix, blocks, what="listed object")
+
+        batch = [
+            (f"{h}{suffix}", (h.path(suffix), into_cache(h, suffix), f"listed object {h}{suffix}", limit))
+            for h, suffix in items
+            if not ((plain is not None and plain.has(str(h), suffix)) or not cache.missing(h, suffix))
+        ]
         fetched = failed = 0
-        try:
-            for h, suffix in items:
-                name = str(h)
-                if (plain is not None and plain.has(name, suffix)) or not cache.missing(h, suffix):
-                    continue
-                lock = threading.Lock()
-                lock.acquire()
-                with self._lock:
-                    if self._key_locks.setdefault(name + suffix, lock) is not lock:
-                        continue  # being made by another thread (a reader, the prefetcher)
-                claimed.append((h, suffix, lock))
-
-            def into_cache(h: ObjectHash, suffix: str) -> Callable[[Iterator[bytes]], Path]:
-                return lambda blocks: cache.store(h, suffix, blocks, what="listed object")
-
-            results = self.fetcher.fetch_many(
-                [
-                    (h.path(suffix), into_cache(h, suffix), f"listed object {h}{suffix}", limit)
-                    for h, suffix, _ in claimed
-                ],
-                retry=False,  # a reader waiting for one of them must not wait for the others' retries
-            )
-            for i, got in results:
-                h, suffix, lock = claimed[i]
+        # a reader waiting for one of them must not wait for the others' retries: no retry
+        with contextlib.closing(self._claimed_many(batch, retry=False)) as results:
+            for _, got in results:
                 if isinstance(got, CvmfsError):
                     failed += 1
                     log.info("boot list: %s", got)
@@ -788,18 +753,45 @@ class ObjectStore:
                     fetched += 1
                     self.stats["fetched"] += 1
                     self.stats["fetched_bytes"] += got.stat().st_size
-                    with self._lock:
-                        self._made += 1
-                self._unclaim(str(h) + suffix, lock)
-                claimed[i] = (h, suffix, _DONE)
-        finally:
-            for h, suffix, lock in claimed:
-                if lock is not _DONE:
-                    self._unclaim(str(h) + suffix, lock)
         return fetched, failed
 
+    def _claimed_many(
+        self, items: Sequence[tuple[str, Item[_T]]], *, retry: bool
+    ) -> Generator[tuple[int, _T | CvmfsError], None, None]:
+        """One pipelined fetch (``Fetcher.fetch_many``) of the items, each (key, fetch item), whose
+        key this thread claims first: the key its reader's ``_once`` takes, so a reader that comes
+        for one while it is in flight waits for it instead of fetching it a second time; one being
+        made by another thread (a reader, the prefetcher) is left out. Yields (index in ``items``,
+        what the item's consumer returned or its error) in order; each claim is given back when the
+        caller asks for the next result (it has handled this one: written it, or failed), all
+        still held when the caller stops early or raises (close the generator:
+        ``contextlib.closing``). The one claim rule of both pipelined fetches."""
+        claimed: list[tuple[int, str, threading.Lock]] = []
+        try:
+            for i, (key, _) in enumerate(items):
+                lock = threading.Lock()
+                lock.acquire()
+                with self._lock:
+                    if self._key_locks.setdefault(key, lock) is not lock:
+                        continue  # being made by another thread
+                claimed.append((i, key, lock))
+            for j, got in self.fetcher.fetch_many([items[i][1] for i, _, _ in claimed], retry=retry):
+                i, key, lock = claimed[j]
+                try:
+                    yield i, got
+                finally:
+                    claimed[j] = (i, key, _DONE)
+                    self._unclaim(key, lock)
+        finally:
+            for _, key, lock in claimed:
+                if lock is not _DONE:
+                    self._unclaim(key, lock)
+
     def _unclaim(self, key: str, lock: threading.Lock) -> None:
+        """Give a claim back. ``_made`` moves first, under the store's lock, so the reader that
+        waited for the key looks again (and finds what was made, or makes it)."""
         with self._lock:
+            self._made += 1
             if self._key_locks.get(key) is lock:
                 del self._key_locks[key]
         lock.release()

@@ -366,6 +366,32 @@ def test_a_full_disk_is_raised_without_asking_again(
     assert 0 < len(asked) == len(set(asked)) <= len(names), asked  # the server may answer fewer: cut off
 
 
+def test_a_full_disk_while_writing_inflated_copies_gives_every_claim_back(
+    fx: Fixture, server: Server, tmp_path: Path, requests: _Requests, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plain cache's OSError while a batch's first object is written (``fetch_ahead_many``, the
+    list's files) reaches the caller, and every claim of the batch, the written one's and those
+    not reached yet, is given back: a reader of any of them makes it itself, not waits for ever."""
+    with _daemon_repo(server.url, fx, tmp_path / "cache") as repo:
+        plain = repo.store.plain_cache
+        assert plain is not None
+        items = []
+        for name, path in list(_file_objects(fx).items())[: bootlist.BATCH]:
+            e = repo.lookup(path)
+            assert e is not None
+            items.append((name, "", e.size, e.compressed, "listed object"))
+
+        def full(*_: object, **__: object) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(plain, "put", full)
+        with pytest.raises(OSError, match="No space left") as caught:
+            repo.store.fetch_ahead_many(items, keep=False, retry=False)
+        # given back before the caller is done with the error (its traceback keeps the frames)
+        assert not repo.store._key_locks, caught.traceback
+        assert len(requests.objects()) > 1  # a pipelined batch was in flight
+
+
 def test_the_list_stops_once_the_cache_size_limit_evicts(fx: Fixture, server: Server, tmp_path: Path) -> None:
     """With a size limit the list's own objects would push out, the list stops at the first
     eviction instead of evicting what the boot read (or its own first objects) to fetch more."""
