@@ -101,12 +101,12 @@ class Catalog:
             self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
             self._db.text_factory = _text
             # Pages read through a memory map of the file, not a pread each into SQLite's own cache
-            # (issue 13): a booting μCernVM's LOOKUPs and listings hit the catalog's B-tree at random
-            # on a cold page cache, and a pread is one 4 KiB disk read each (the kernel reads a random
-            # pread as is) where a fault on the map reads the 128 KiB around it (read-around); a
-            # cached page then costs no system call and no copy. The file is read-only and never
-            # rewritten in place (copies are renamed into place), so the map cannot shrink under
-            # SQLite; a disk error while reading it is SIGBUS here, not an error line.
+            # (issue 13): a booting μCernVM's LOOKUPs and listings hit the catalog's B-tree at random,
+            # and each page missing from SQLite's cache was a system call and a copy (a mapped page
+            # costs neither once faulted in); on a cold page cache also one 4 KiB disk read (the
+            # kernel reads a random pread as is) where a fault reads the 128 KiB around it. The file
+            # is read-only and never rewritten in place (copies are renamed into place), so the map
+            # cannot shrink under SQLite; a disk error while reading it is SIGBUS, not an error line.
             self._db.execute(f"PRAGMA mmap_size={MAX_CATALOG_BYTES}")  # SQLite may cap it (2 GiB)
             self.properties = dict(self._db.execute("SELECT key, value FROM properties").fetchall())
             cols = {row[1] for row in self._db.execute("PRAGMA table_info(catalog)")}
