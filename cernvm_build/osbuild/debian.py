@@ -17,21 +17,23 @@ logs, caches holding inode numbers) is removed. The tree is cached under the key
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import shlex
 import shutil
 import subprocess
+import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import cachekey, debpkg
 from ..bootloader.kernel import Kernel
-from ..errors import BuildError
+from ..errors import BuildError, IntegrityError
 from ..fsutil import atomic_dir, remove_tree, sha256_file
 from ..paths import cache_dir, data_dir
 from ..proc import run
-from . import aptindex, resolve
+from . import aptindex, inroot, resolve
 
 SUITES = {"12": ("bookworm", "bookworm-updates", "bookworm-security")}
 #: Beyond Essential + required: what a systemd OS that μCernVM boots and cernvm-launch reaches needs.
@@ -135,9 +137,10 @@ def build_debian_tree(
     ]
     with atomic_dir(dest) as tree:
         _unpack(tree, files)
-        if kernel is not None:
-            shutil.copytree(kernel.modules, tree / "usr/lib/modules" / kernel.version, symlinks=True)
-        shutil.copytree(OVERLAY, tree, symlinks=True, dirs_exist_ok=True)
+        with inroot.Root(tree) as root:
+            if kernel is not None:
+                root.copy_in(kernel.modules, f"usr/lib/modules/{kernel.version}")
+            root.copy_in(OVERLAY, "")
         say(f"debian{release}: dpkg installs {len(files)} packages in a chroot")
         _install(tree, debdir, files, epoch, kver)
         _scrub(tree, epoch)
@@ -149,23 +152,81 @@ def build_debian_tree(
 
 
 def _unpack(tree: Path, files: list[debpkg.DebPackage]) -> None:
-    """Every package's data, onto a merged-/usr skeleton (tar keeps the directory symlinks)."""
-    for d in ("usr/bin", "usr/sbin", "usr/lib", "usr/lib64", "proc", "sys", "dev", "run", "tmp"):
-        (tree / d).mkdir(parents=True, exist_ok=True)
-    for link in ("bin", "sbin", "lib", "lib64"):
-        (tree / link).symlink_to(f"usr/{link}")
-    for deb in files:
-        script = 'dpkg-deb --fsys-tarfile "$1" | tar -x --keep-directory-symlink -C "$2"'
-        run(["sh", "-ec", script, "unpack", deb.path, tree])
-    for d in ("var/lib/dpkg/info", "var/lib/dpkg/updates", "var/lib/dpkg/triggers"):
-        (tree / d).mkdir(parents=True, exist_ok=True)
-    for f in ("var/lib/dpkg/status", "var/lib/dpkg/available"):
-        (tree / f).write_text("")
-    (tree / "usr/sbin/policy-rc.d").write_text(
-        "#!/bin/sh\n# no service starts while the tree is built\nexit 101\n"
+    """Every package's data, onto a merged-/usr skeleton, every path resolved inside the tree (a
+    package's symlink leads into the tree, never out: ``inroot``); directory symlinks are kept."""
+    with inroot.Root(tree) as root:
+        for d in ("usr/bin", "usr/sbin", "usr/lib", "usr/lib64", "proc", "sys", "dev", "run", "tmp"):
+            root.mkdir(d)
+        for link in ("bin", "sbin", "lib", "lib64"):
+            root.symlink(link, f"usr/{link}")
+        for deb in files:
+            _unpack_deb(root, deb)
+        for d in ("var/lib/dpkg/info", "var/lib/dpkg/updates", "var/lib/dpkg/triggers", ".debs"):
+            root.mkdir(d)
+        for f in ("var/lib/dpkg/status", "var/lib/dpkg/available"):
+            root.write(f, b"", 0o644)
+        root.write(
+            "usr/sbin/policy-rc.d",
+            b"#!/bin/sh\n# no service starts while the tree is built\nexit 101\n",
+            0o755,
+        )
+        root.mkdir("tmp", 0o1777)
+
+
+def _unpack_deb(root: inroot.Root, deb: debpkg.DebPackage) -> None:
+    """One package's data.tar into ``root``, as dpkg would put it there (numeric owners, modes)."""
+    proc = subprocess.Popen(
+        ["dpkg-deb", "--fsys-tarfile", deb.path], stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
-    os.chmod(tree / "usr/sbin/policy-rc.d", 0o755)
-    os.chmod(tree / "tmp", 0o1777)
+    assert proc.stdout is not None
+    name = "?"
+    try:
+        with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
+            for m in tar:
+                name = m.name
+                rel = inroot.clean(m.name)
+                if rel is None:
+                    raise _member_error(deb, name, "the name leaves the tree (absolute or '..')")
+                if m.isdir():
+                    root.mkdir(rel, m.mode & 0o7777, m.uid, m.gid)
+                elif m.isreg():
+                    src = tar.extractfile(m)
+                    assert src is not None
+                    root.write(rel, src, m.mode & 0o7777, m.uid, m.gid)
+                elif m.issym():
+                    root.symlink(rel, m.linkname, m.uid, m.gid)
+                elif m.islnk():
+                    source = inroot.clean(m.linkname)
+                    if not source:
+                        raise _member_error(
+                            deb, name, f"the hard link's target {m.linkname!r} leaves the tree"
+                        )
+                    root.hardlink(rel, source)
+                elif m.isfifo():
+                    root.fifo(rel, m.mode & 0o7777, m.uid, m.gid)
+                else:
+                    raise _member_error(deb, name, "a device node (packages ship none; dpkg makes them)")
+    except OSError as e:
+        raise _member_error(deb, name, e.strerror or str(e)) from None
+    except tarfile.TarError as e:
+        raise _member_error(deb, name, f"bad data archive: {e}") from None
+    finally:
+        proc.stdout.close()
+        err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
+        code = proc.wait()
+    if code != 0:
+        last = err.splitlines()[-1] if err else ""
+        raise IntegrityError(
+            f"package {deb.name} ({deb.path.name}): dpkg-deb --fsys-tarfile failed: {last or code}",
+            hint="the package file is damaged: delete it from the cache and fetch it again",
+        )
+
+
+def _member_error(deb: debpkg.DebPackage, member: str, why: str) -> IntegrityError:
+    return IntegrityError(
+        f"package {deb.name} ({deb.path.name}): member {member!r}: {why}",
+        hint="the package is not installable as shipped; it is not unpacked",
+    )
 
 
 def _install(tree: Path, debdir: Path, files: list[debpkg.DebPackage], epoch: int, kver: str | None) -> None:
@@ -177,6 +238,13 @@ def _install(tree: Path, debdir: Path, files: list[debpkg.DebPackage], epoch: in
         f"DEBCONF_NONINTERACTIVE_SEEN=true SOURCE_DATE_EPOCH={epoch}"
     )
     q = shlex.quote
+    with inroot.Root(tree) as root:
+        for d in ("proc", "dev", ".debs"):  # mount points: a package's symlink there is refused
+            if not root.is_dir(d):
+                raise IntegrityError(
+                    f"{tree}: /{d} is not a directory (a package replaced it)",
+                    hint="the packages are not installable as shipped; the tree is not kept",
+                )
     lines = [
         "set -eu",
         f"T={q(str(tree))}",
@@ -184,7 +252,6 @@ def _install(tree: Path, debdir: Path, files: list[debpkg.DebPackage], epoch: in
         'mount -t tmpfs -o mode=0755 dev "$T/dev"',
         *[f'mknod -m 666 "$T/dev/{n}" c {a} {b}' for n, a, b in DEV_NODES],
         'ln -s /proc/self/fd "$T/dev/fd"',
-        'mkdir -p "$T/.debs"',
         f'mount --bind {q(str(debdir))} "$T/.debs"',
         'mount -o remount,bind,ro "$T/.debs"',
         f'c() {{ chroot "$T" {env} "$@"; }}',
@@ -215,32 +282,37 @@ def _install(tree: Path, debdir: Path, files: list[debpkg.DebPackage], epoch: in
             hint=f"dpkg's whole output is in {kept}; the tree is not kept",
         )
     log.unlink()
-    (tree / ".debs").rmdir()
-    states = [ln.split(":", 1)[1].strip() for ln in (tree / "var/lib/dpkg/status").read_text().splitlines()
-              if ln.startswith("Status:")]  # fmt: skip
+    with inroot.Root(tree) as root:
+        root.rmdir(".debs")
+        status = (root.read("var/lib/dpkg/status") or b"").decode(errors="replace")
+    states = [ln.split(":", 1)[1].strip() for ln in status.splitlines() if ln.startswith("Status:")]
     bad = [s for s in states if s != "install ok installed"]
     if bad or len(states) != len(files):
         raise BuildError(f"dpkg left {len(bad)} of {len(files)} packages not installed ({len(states)} known)")
 
 
 def _scrub(tree: Path, epoch: int) -> None:
-    """Remove what records one installation's moment or machine; fix every time to ``epoch``."""
-    for rel in VOLATILE:
-        p = tree / rel
-        if p.is_file() or p.is_symlink():
-            p.unlink()
-    for p in sorted((tree / "etc/ssh").glob("ssh_host_*")):
-        p.unlink()  # each instance gets its own (the pinned one from the user data)
-    for pattern in ("var/lib/dpkg/*-old", "var/cache/debconf/*-old", "var/log/apt/*"):
-        for p in tree.glob(pattern):
-            p.unlink()
-    (tree / "etc/machine-id").write_text("")  # systemd makes one at first boot
-    day = str(epoch // 86400)
-    for name in ("shadow", "shadow-"):
-        p = tree / "etc" / name
-        if p.is_file():
-            rows = [ln.split(":") for ln in p.read_text().splitlines()]
-            p.write_text("".join(":".join([*r[:2], day if r[2] else "", *r[3:]]) + "\n" for r in rows))
+    """Remove what records one installation's moment or machine; fix every time to ``epoch``. Paths
+    are resolved inside the tree (``inroot``): a package's ``etc/ssh -> /etc/ssh`` is the tree's own."""
+    with inroot.Root(tree) as root:
+        for rel in VOLATILE:
+            root.remove(rel)
+        for d, pattern in (
+            ("etc/ssh", "ssh_host_*"),  # each instance gets its own (the pinned one from the user data)
+            ("var/lib/dpkg", "*-old"),
+            ("var/cache/debconf", "*-old"),
+            ("var/log/apt", "*"),
+        ):
+            for name in fnmatch.filter(root.listdir(d), pattern):
+                root.remove(f"{d}/{name}")
+        root.rewrite("etc/machine-id", b"", 0o444)  # systemd makes one at first boot
+        day = str(epoch // 86400)
+        for rel in ("etc/shadow", "etc/shadow-"):
+            text = root.read(rel)
+            if text is not None:
+                rows = [ln.split(b":") for ln in text.splitlines()]  # field 3: the last change's day
+                new = [[*r[:2], day.encode() if r[2] else b"", *r[3:]] if len(r) > 2 else r for r in rows]
+                root.rewrite(rel, b"".join(b":".join(r) + b"\n" for r in new))
     for dirpath, dirnames, filenames in os.walk(tree):
         for name in dirnames + filenames:
             os.utime(os.path.join(dirpath, name), (epoch, epoch), follow_symlinks=False)
