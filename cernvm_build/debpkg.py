@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -20,6 +21,12 @@ from .errors import BuildError, IntegrityError
 from .fsutil import atomic_write, sha256_file
 from .paths import cache_dir
 from .proc import run
+
+#: What a Debian package name, version and architecture may hold (Debian policy 5.6.1, 5.6.12; dpkg):
+#: checked wherever they come from an index, so none can become a path outside a cache or a huge int.
+NAME = re.compile(r"[a-z0-9][a-z0-9+.-]{1,127}")
+VERSION = re.compile(r"[0-9]{1,9}:[A-Za-z0-9][A-Za-z0-9.+~:-]{0,255}|[A-Za-z0-9][A-Za-z0-9.+~-]{0,255}")
+ARCH = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 
 
 @dataclass(frozen=True)
@@ -142,6 +149,16 @@ def fetch_verified(
 ) -> DebPackage:
     """The package ``name`` ``version`` whose SHA256 must be ``want``: reused from ``cache`` when its
     bytes match, else downloaded with ``apt-get download`` (never when ``offline``) and checked."""
+    for what, value, pattern in (
+        ("name", name, NAME),
+        ("version", version, VERSION),
+        ("architecture", arch, ARCH),
+    ):
+        if not pattern.fullmatch(value):
+            raise IntegrityError(
+                f"package {name[:80]!r}: {value[:80]!r} is not a Debian package {what}",
+                hint="the index that named it is damaged or hostile; it is not fetched",
+            )
     cache.mkdir(parents=True, exist_ok=True)
     dest = cache / f"{name}_{version.replace(':', '%3a')}_{arch}.deb"
     if dest.exists():

@@ -9,16 +9,20 @@ apt itself follows, re-checked by us, and a build needs apt only to download fil
 
 from __future__ import annotations
 
+import datetime as dt
+import email.utils
 import hashlib
 import re
+import subprocess
+import tempfile
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..debpkg import parse_deb822
+from ..debpkg import NAME, VERSION, parse_deb822
 from ..errors import BuildError, IntegrityError
 from ..gpg import Keyring
-from ..proc import run
 
 LISTS = Path("/var/lib/apt/lists")
 KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
@@ -60,16 +64,28 @@ class Index:
 Relation = tuple[str, str, str]  # name, operator ('' when any version), version
 
 
+#: One alternative of a binary package's relation field: name, arch qualifier, (operator version).
+_RELATION = re.compile(r"\s*([^\s(:]+)(?::[a-z0-9-]+)?\s*(?:\(\s*(<<|<=|=|>=|>>)\s*([^\s)]+)\s*\))?\s*")
+
+
 def _relations(field: str) -> tuple[tuple[Relation, ...], ...]:
+    """Groups of alternatives; a ValueError names what is not a relation."""
     groups = []
     for group in field.split(","):
+        if not group.strip():
+            continue  # nothing between two commas (or an empty field)
         alts = []
         for alt in group.split("|"):
-            m = re.match(r"\s*([^\s(:]+)(?::\S+)?\s*(?:\(\s*([<>=]+)\s*([^)\s]+)\s*\))?", alt)
-            if m and m.group(1):
-                alts.append((m.group(1), m.group(2) or "", m.group(3) or ""))
-        if alts:
-            groups.append(tuple(alts))
+            m = _RELATION.fullmatch(alt)
+            if not m:
+                raise ValueError(
+                    f"{alt.strip()[:80]!r} is not a relation (name, then (<< <= = >= >> version))"
+                )
+            name, op, version = m.group(1), m.group(2) or "", m.group(3) or ""
+            if not NAME.fullmatch(name) or (op and not VERSION.fullmatch(version)):
+                raise ValueError(f"{alt.strip()[:80]!r} names no Debian package name and version")
+            alts.append((name, op, version))
+        groups.append(tuple(alts))
     return tuple(groups)
 
 
@@ -81,7 +97,7 @@ def satisfies(version: str, op: str, wanted: str) -> bool:
     if not version:
         return False
     a, b = version_key(version), version_key(wanted)
-    return {"<<": a < b, "<=": a <= b, "<": a <= b, "=": a == b, ">=": a >= b, ">>": a > b, ">": a >= b}[op]
+    return {"<<": a < b, "<=": a <= b, "=": a == b, ">=": a >= b, ">>": a > b}[op]
 
 
 def _release_entry(signed: str, rel: str, where: str) -> tuple[str, int]:
@@ -144,33 +160,143 @@ def _char_order(c: str) -> str:
 
 def version_key(version: str) -> tuple[int, list[tuple[int, int | str]], list[tuple[int, int | str]]]:
     """A sort key giving Debian's version order (epoch, upstream, revision)."""
-    epoch, _, rest = version.rpartition(":") if ":" in version else ("0", "", version)
+    epoch, _, rest = version.partition(":") if ":" in version else ("0", "", version)
     upstream, _, revision = rest.rpartition("-") if "-" in rest else (rest, "", "0")
     return int(epoch or 0), _version_key(upstream), _version_key(revision)
 
 
-def _parse_packages(text: str, suite: str, arch: str) -> Iterable[IndexPackage]:
-    for st in parse_deb822(text):
-        if st.get("Architecture") not in (arch, "all") or "SHA256" not in st:
+def _parse_packages(text: str, suite: str, arch: str, where: Path) -> Iterable[IndexPackage]:
+    """The list's packages of ``arch`` (and ``all``), each stanza checked once: the list is signed,
+    but what it says must still be a package dpkg could name (an IntegrityError names the stanza)."""
+    for n, st in enumerate(parse_deb822(text), 1):
+        if st.get("Architecture") not in (arch, "all"):
             continue
-        yield IndexPackage(
-            name=st["Package"],
-            version=st["Version"],
-            arch=st["Architecture"],
-            sha256=st["SHA256"].lower(),
-            size=int(st.get("Size", "0")),
-            suite=suite,
-            essential=st.get("Essential") == "yes",
-            priority=st.get("Priority", ""),
-            depends=_relations(st.get("Pre-Depends", "") + "," + st.get("Depends", "")),
-            provides=tuple(r for g in _relations(st.get("Provides", "")) for r in g),
+        try:
+            yield _package(st, suite)
+        except ValueError as e:
+            raise IntegrityError(
+                f"{where}: stanza {n}: {e}",
+                hint="the signed list holds an entry no Debian tool writes: use another mirror",
+            ) from None
+
+
+def _package(st: dict[str, str], suite: str) -> IndexPackage:
+    for field, pattern in (("Package", NAME), ("Version", VERSION), ("SHA256", _SHA256), ("Size", _SIZE)):
+        value = st.get(field)
+        if value is None or not pattern.fullmatch(value):
+            raise ValueError(
+                f"{field} is missing" if value is None else f"{field} {value[:80]!r} is not valid"
+            )
+    try:
+        depends = _relations(st.get("Pre-Depends", "") + "," + st.get("Depends", ""))
+        provides = tuple(r for g in _relations(st.get("Provides", "")) for r in g)
+    except ValueError as e:
+        raise ValueError(f"package {st['Package']}: {e}") from None
+    return IndexPackage(
+        name=st["Package"],
+        version=st["Version"],
+        arch=st["Architecture"],
+        sha256=st["SHA256"].lower(),
+        size=int(st["Size"]),
+        suite=suite,
+        essential=st.get("Essential") == "yes",
+        priority=st.get("Priority", ""),
+        depends=depends,
+        provides=provides,
+    )
+
+
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+_SIZE = re.compile(r"[0-9]{1,18}")
+#: apt refuses a Release dated ahead of the clock by more than this (and so do we)
+MAX_FUTURE = 86400
+
+
+def _check_release(signed: str, suite: str, where: Path, now: float) -> None:
+    """The signed Release is this suite's and current, as apt requires: its Codename (or Suite) is
+    ``suite``, its Valid-Until has not passed and its Date is not more than a day ahead. A validly
+    signed but old Release (replayed, or a stale mirror) would otherwise build old packages."""
+    stanzas = parse_deb822(signed)
+    fields = stanzas[0] if stanzas else {}
+    if suite not in (fields.get("Codename"), fields.get("Suite")):
+        raise IntegrityError(
+            f"{where}: the signed Release is of suite {fields.get('Suite', '?')[:40]!r} "
+            f"(codename {fields.get('Codename', '?')[:40]!r}), not {suite!r}",
+            hint="the list was renamed or replaced: run 'apt-get update' (on the mirror, if it serves one)",
         )
+    stale = "the mirror is stale or replays an old Release: run 'apt-get update' (on the mirror too)"
+    for field in ("Date", "Valid-Until"):
+        raw = fields.get(field)
+        if raw is None:
+            continue
+        try:
+            when = email.utils.parsedate_to_datetime(raw).timestamp()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            raise IntegrityError(f"{where}: {field} {raw[:60]!r} is not a date", hint=stale) from None
+        clock = dt.datetime.fromtimestamp(now, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        if field == "Valid-Until" and when < now:
+            raise IntegrityError(
+                f"{where}: the signed Release expired ({field}: {raw}; now {clock})", hint=stale
+            )
+        if field == "Date" and when > now + MAX_FUTURE:
+            raise IntegrityError(
+                f"{where}: the signed Release is dated {raw}, over a day after this clock ({clock})",
+                hint="check the clock; else " + stale,
+            )
+
+
+def _read_list(listed: Path, want: str, size: int, release: str) -> bytes:
+    """The decompressed list, hashed while read and never more than the signed size + 1 bytes in
+    memory (a small file that inflates to gigabytes is refused at that point)."""
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(
+            ["/usr/lib/apt/apt-helper", "cat-file", listed], stdout=subprocess.PIPE, stderr=err
+        )
+        assert proc.stdout is not None
+        h, blocks, n = hashlib.sha256(), [], 0
+        try:
+            while n <= size and (block := proc.stdout.read(min(1 << 20, size + 1 - n))):
+                h.update(block)
+                blocks.append(block)
+                n += len(block)
+        finally:
+            if n > size:
+                proc.kill()
+            proc.stdout.close()
+            code = proc.wait()
+        err.seek(0)
+        why = err.read()[-400:].decode(errors="replace").strip().splitlines()
+    if n > size:
+        raise IntegrityError(
+            f"{listed}: longer than the {size} B that {release} records (reading stopped there)",
+            hint="the list is stale or damaged: run 'apt-get update'",
+        )
+    if code != 0:
+        raise IntegrityError(
+            f"{listed}: cannot be read: {why[-1] if why else f'apt-helper exit {code}'}",
+            hint="the list is damaged: run 'apt-get update'",
+        )
+    got = h.hexdigest()
+    if got != want or n != size:
+        raise IntegrityError(
+            f"{listed}: sha256 {got} ({n} B) is not {release}'s {want} ({size} B)",
+            hint="the list is stale or damaged: run 'apt-get update'",
+        )
+    return b"".join(blocks)
 
 
 def load_index(
-    suites: tuple[str, ...], *, arch: str = "amd64", lists: Path = LISTS, keyring: Path = KEYRING
+    suites: tuple[str, ...],
+    *,
+    arch: str = "amd64",
+    lists: Path = LISTS,
+    keyring: Path = KEYRING,
+    now: float | None = None,
 ) -> Index:
-    """The verified index of ``suites`` (later suites' newer versions win, as apt's candidates do)."""
+    """The verified index of ``suites`` (later suites' newer versions win, as apt's candidates do).
+    ``now``: the time the Releases must be current at (default: this machine's clock, as apt's; not
+    the build's SOURCE_DATE_EPOCH, which dates the files and precedes the lists)."""
+    now = time.time() if now is None else now
     checked: list[SuiteIndex] = []
     packages: dict[str, IndexPackage] = {}
     with Keyring([keyring]) as kr:
@@ -178,18 +304,13 @@ def load_index(
             release = _find_release(lists, suite)
             signer, content = kr.verify_clearsigned(release)
             signed = content.decode(errors="replace")
+            _check_release(signed, suite, release, now)
             rel = f"{COMPONENT}/binary-{arch}/Packages"
             want, size = _release_entry(signed, rel, str(release))
             listed = _list_file(lists, release.name[: -len("_InRelease")], rel)
-            data = run(["/usr/lib/apt/apt-helper", "cat-file", listed]).stdout
-            got = hashlib.sha256(data).hexdigest()
-            if got != want or len(data) != size:
-                raise IntegrityError(
-                    f"{listed}: sha256 {got} ({len(data)} B) is not {release.name}'s {want} ({size} B)",
-                    hint="the list is stale or damaged: run 'apt-get update'",
-                )
+            data = _read_list(listed, want, size, release.name)
             checked.append(SuiteIndex(suite, release, signer, want))
-            for pkg in _parse_packages(data.decode(errors="replace"), suite, arch):
+            for pkg in _parse_packages(data.decode(errors="replace"), suite, arch, listed):
                 old = packages.get(pkg.name)
                 if old is None or version_key(pkg.version) > version_key(old.version):
                     packages[pkg.name] = pkg

@@ -181,7 +181,7 @@ def _unpack_deb(root: inroot.Root, deb: debpkg.DebPackage) -> None:
     assert proc.stdout is not None
     name = "?"
     try:
-        with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
+        with tarfile.open(fileobj=proc.stdout, mode="r|", bufsize=1 << 20) as tar:
             for m in tar:
                 name = m.name
                 rel = inroot.clean(m.name)
@@ -294,6 +294,20 @@ def _install(tree: Path, debdir: Path, files: list[debpkg.DebPackage], epoch: in
 def _scrub(tree: Path, epoch: int) -> None:
     """Remove what records one installation's moment or machine; fix every time to ``epoch``. Paths
     are resolved inside the tree (``inroot``): a package's ``etc/ssh -> /etc/ssh`` is the tree's own."""
+    try:
+        _scrub_in(tree, epoch)
+    except OSError as e:
+        raise IntegrityError(
+            f"{tree}: /{e.filename}: {e.strerror}",
+            hint="a package or its scripts left this path unusable; the tree is not kept",
+        ) from None
+    for dirpath, dirnames, filenames in os.walk(tree):
+        for name in dirnames + filenames:
+            os.utime(os.path.join(dirpath, name), (epoch, epoch), follow_symlinks=False)
+    os.utime(tree, (epoch, epoch))
+
+
+def _scrub_in(tree: Path, epoch: int) -> None:
     with inroot.Root(tree) as root:
         for rel in VOLATILE:
             root.remove(rel)
@@ -305,7 +319,7 @@ def _scrub(tree: Path, epoch: int) -> None:
         ):
             for name in fnmatch.filter(root.listdir(d), pattern):
                 root.remove(f"{d}/{name}")
-        root.rewrite("etc/machine-id", b"", 0o444)  # systemd makes one at first boot
+        root.write("etc/machine-id", b"", 0o444)  # empty: systemd makes one at first boot
         day = str(epoch // 86400)
         for rel in ("etc/shadow", "etc/shadow-"):
             text = root.read(rel)
@@ -313,10 +327,6 @@ def _scrub(tree: Path, epoch: int) -> None:
                 rows = [ln.split(b":") for ln in text.splitlines()]  # field 3: the last change's day
                 new = [[*r[:2], day.encode() if r[2] else b"", *r[3:]] if len(r) > 2 else r for r in rows]
                 root.rewrite(rel, b"".join(b":".join(r) + b"\n" for r in new))
-    for dirpath, dirnames, filenames in os.walk(tree):
-        for name in dirnames + filenames:
-            os.utime(os.path.join(dirpath, name), (epoch, epoch), follow_symlinks=False)
-    os.utime(tree, (epoch, epoch))
 
 
 def copy_tree(src: Path, dest: Path) -> None:

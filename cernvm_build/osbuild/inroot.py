@@ -73,10 +73,11 @@ class Root:
         return int(fd)
 
     @contextmanager
-    def parent(self, rel: str) -> Iterator[tuple[int, str]]:
-        """The directory that holds ``rel`` (made 0755 where missing) and ``rel``'s last name."""
+    def parent(self, rel: str, create: bool = True) -> Iterator[tuple[int, str]]:
+        """The directory that holds ``rel`` (made 0755 where missing, if ``create``) and ``rel``'s
+        last name."""
         up, name = split(rel)
-        fd = self._dir(up)
+        fd = self._dir(up) if create else self.open(up, os.O_PATH | os.O_DIRECTORY)
         try:
             yield fd, name
         finally:
@@ -155,10 +156,11 @@ class Root:
         followed): a link can only join two files of the tree."""
         with self.parent(source) as (sfd, sname), self.parent(rel) as (pfd, name):
             self._clear(pfd, name)
-            if not os.path.lexists(f"/proc/self/fd/{sfd}/{sname}"):
-                raise FileNotFoundError(
-                    errno.ENOENT, f"the hard link's target {source} is not in the tree", rel
-                )
+            try:
+                os.stat(sname, dir_fd=sfd, follow_symlinks=False)
+            except FileNotFoundError:
+                why = f"the hard link's target {source} is not in the tree"
+                raise FileNotFoundError(errno.ENOENT, why, rel) from None
             os.link(sname, name, src_dir_fd=sfd, dst_dir_fd=pfd, follow_symlinks=False)
 
     def fifo(self, rel: str, mode: int, uid: int = 0, gid: int = 0) -> None:
@@ -170,13 +172,13 @@ class Root:
     def remove(self, rel: str) -> None:
         """Remove the name ``rel`` if it is there (a symlink itself, not its target)."""
         try:
-            with self.parent(rel) as (pfd, name):
+            with self.parent(rel, create=False) as (pfd, name):
                 os.unlink(name, dir_fd=pfd)
         except FileNotFoundError:
             pass
 
     def rmdir(self, rel: str) -> None:
-        with self.parent(rel) as (pfd, name):
+        with self.parent(rel, create=False) as (pfd, name):
             os.rmdir(name, dir_fd=pfd)
 
     def listdir(self, rel: str) -> list[str]:
@@ -212,11 +214,11 @@ class Root:
 
     def is_dir(self, rel: str) -> bool:
         """Whether ``rel`` is a directory itself (not a symlink to one)."""
-        with self.parent(rel) as (pfd, name):
-            try:
+        try:
+            with self.parent(rel, create=False) as (pfd, name):
                 return stat.S_ISDIR(os.stat(name, dir_fd=pfd, follow_symlinks=False).st_mode)
-            except FileNotFoundError:
-                return False
+        except FileNotFoundError:
+            return False
 
     def copy_in(self, src: Path, rel: str) -> None:
         """The host folder ``src`` (trusted: ours) merged into ``rel``: its files and symlinks replace
