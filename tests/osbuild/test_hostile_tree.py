@@ -1,0 +1,146 @@
+"""Hostile packages against the Debian tree's host-side steps (unpack, overlay, scrub): whatever a
+package's symlinks, hard links or member names say, nothing is written, removed or linked outside the
+tree; a refusal is one line naming the package and member. Real .deb files (tar + ar), run as root."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from cernvm_build import debpkg
+from cernvm_build.errors import IntegrityError
+from cernvm_build.osbuild import debian
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="unpacking keeps owners (root)")
+
+
+def _deb(where: Path, name: str, members: list[tarfile.TarInfo | tuple[str, bytes]]) -> debpkg.DebPackage:
+    d = where / name
+    d.mkdir()
+    (d / "debian-binary").write_text("2.0\n")
+    for part, items in (
+        ("control", [("./control", f"Package: {name}\nVersion: 1\n".encode())]),
+        ("data", members),
+    ):
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:gz", format=tarfile.GNU_FORMAT) as tf:
+            for m in items:
+                if isinstance(m, tuple):
+                    ti = tarfile.TarInfo(m[0])
+                    ti.size, ti.mode = len(m[1]), 0o644
+                    tf.addfile(ti, io.BytesIO(m[1]))
+                else:
+                    tf.addfile(m)
+        (d / f"{part}.tar.gz").write_bytes(buf.getvalue())
+    path = where / f"{name}.deb"
+    subprocess.run(["ar", "rc", path, "debian-binary", "control.tar.gz", "data.tar.gz"], cwd=d, check=True)
+    return debpkg.DebPackage(name, "1", "all", path, "")
+
+
+def _entry(name: str, kind: bytes, link: str = "", mode: int = 0o755) -> tarfile.TarInfo:
+    ti = tarfile.TarInfo(name)
+    ti.type, ti.linkname, ti.mode = kind, link, mode
+    return ti
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    out = tmp_path / "outside"  # a stand-in for the host's /etc
+    out.mkdir()
+    (out / "secret").write_text("host secret\n")
+    return out
+
+
+def test_symlinks_lead_into_the_tree_never_out(tmp_path: Path, outside: Path) -> None:
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    up = "../" * (len(tree.parts) + 2)
+    links = _deb(tmp_path, "links", [
+        _entry("./etc/", tarfile.DIRTYPE),
+        _entry("./usr/share/abs", tarfile.SYMTYPE, "/etc"),  # chroot-style: the tree's own etc
+        _entry("./usr/share/rel", tarfile.SYMTYPE, f"{up}etc"),  # '..' stops at the tree's top
+        _entry("./usr/share/host", tarfile.SYMTYPE, str(outside)),  # names a host folder
+    ])  # fmt: skip
+    through = _deb(tmp_path, "through", [
+        ("./usr/share/abs/by-abs", b"1\n"),
+        ("./usr/share/rel/by-rel", b"2\n"),
+        _entry("./usr/share/hl", tarfile.LNKTYPE, "usr/share/abs/by-abs"),
+        ("./usr/share/host", b"a file replaces the symlink, never writes through it\n"),
+    ])  # fmt: skip
+    debian._unpack(tree, [links, through])
+    assert sorted(os.listdir(outside)) == ["secret"] and (outside / "secret").read_text() == "host secret\n"
+    assert (tree / "etc/by-abs").read_text() == "1\n" and (tree / "etc/by-rel").read_text() == "2\n"
+    assert (tree / "usr/share/hl").stat().st_ino == (tree / "etc/by-abs").stat().st_ino
+    assert not (tree / "usr/share/host").is_symlink()
+    assert os.readlink(tree / "bin") == "usr/bin" and (tree / "tmp").stat().st_mode & 0o7777 == 0o1777
+
+
+@pytest.mark.parametrize(
+    ("members", "why"),
+    [
+        ([("./usr/share/host/pwned", b"x")], "nor a symlink to one inside the tree"),
+        ([_entry("./usr/share/host/", tarfile.DIRTYPE)], "nor a symlink to one inside the tree"),
+        ([_entry("./usr/share/hl", tarfile.LNKTYPE, "usr/share/host/secret")], "inside the tree"),
+        ([_entry("./usr/share/hl", tarfile.LNKTYPE, "../../secret")], "hard link's target"),
+        ([("../../../pwned", b"x")], "leaves the tree"),
+        ([("/pwned", b"x")], "leaves the tree"),
+        ([_entry("./dev/kmem", tarfile.CHRTYPE, mode=0o666)], "device node"),
+    ],
+    ids=[
+        "file-through-host-link",
+        "dir-through-host-link",
+        "hardlink-through",
+        "hardlink-dotdot",
+        "dotdot",
+        "abs",
+        "dev",
+    ],
+)
+def test_a_member_that_would_leave_the_tree_is_refused_in_one_line(
+    tmp_path: Path, outside: Path, members: list[tarfile.TarInfo | tuple[str, bytes]], why: str
+) -> None:
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    host = _deb(tmp_path, "host-link", [_entry("./usr/share/host", tarfile.SYMTYPE, str(outside))])
+    evil = _deb(tmp_path, "evil", members)
+    with pytest.raises(IntegrityError, match=r"^package evil \(evil.deb\): member '[^']+': ") as e:
+        debian._unpack(tree, [host, evil])
+    assert why in str(e.value) and "\n" not in str(e.value)
+    assert sorted(os.listdir(outside)) == ["secret"] and (outside / "secret").read_text() == "host secret\n"
+    assert not any(p.name == "pwned" for p in tmp_path.rglob("*"))
+
+
+def test_scrub_never_follows_a_symlink_out(tmp_path: Path, outside: Path) -> None:
+    (outside / "ssh").mkdir()
+    (outside / "ssh/ssh_host_ed25519_key").write_text("HOST KEY\n")
+    (outside / "machine-id").write_text("0123456789abcdef\n")
+    (outside / "shadow").write_text("root:$6$hash:19000:0:99999:7:::\n")
+    (outside / "log").mkdir()
+    (outside / "log/dpkg.log").write_text("host log\n")
+    tree = tmp_path / "tree"
+    (tree / "etc").mkdir(parents=True)
+    (tree / "var").mkdir()
+    for name in ("ssh", "machine-id", "shadow"):
+        (tree / "etc" / name).symlink_to(outside / name)
+    (tree / "var/log").symlink_to(outside / "log")
+    (tree / "etc/shadow-").write_text("root:*:19000:0:99999:7:::\n")
+    debian._scrub(tree, 86400 * 20000)
+    assert (outside / "ssh/ssh_host_ed25519_key").read_text() == "HOST KEY\n"
+    assert (outside / "machine-id").read_text() == "0123456789abcdef\n"
+    assert (outside / "shadow").read_text() == "root:$6$hash:19000:0:99999:7:::\n"
+    assert (outside / "log/dpkg.log").read_text() == "host log\n"
+    # the tree's own: machine-id an empty file (not the link), shadow's change day set
+    assert not (tree / "etc/machine-id").is_symlink() and (tree / "etc/machine-id").read_text() == ""
+    assert (tree / "etc/shadow-").read_text() == "root:*:20000:0:99999:7:::\n"
+
+
+def test_a_package_name_is_never_a_path(tmp_path: Path) -> None:
+    for name, version in (("../../../../tmp/x", "1"), ("ok", "1/../../x"), ("ok", "x:1")):
+        with pytest.raises(IntegrityError, match="is not a Debian package"):
+            debpkg.fetch_verified(name, version, "all", "0" * 64, tmp_path, offline=True)
+    assert list(tmp_path.iterdir()) == []
