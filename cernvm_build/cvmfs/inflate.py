@@ -32,6 +32,11 @@ from contextlib import contextmanager
 #: the largest declared size inflated in one buffer, the largest chunk a publish makes by default
 #: (cvmfs's 16 MiB); bigger objects stream through zlib in 1 MiB steps
 WHOLE_MAX = 16 << 20
+#: the largest declared size left to zlib all the same: below it the one call into libdeflate costs
+#: more than zlib's whole inflate (ctypes' fixed work per call, the decompressor pool, the slot:
+#: ~7 us on the host; zlib/libdeflate CPU at 1 KB 0.51, 2 KB 0.52-0.66, 4 KB 0.77, 8 KB ~1.0,
+#: 16 KB 1.1-1.4, 32 KB 1.3-2.3: note of bl15), and a boot reads many files this small
+WHOLE_MIN = 4 << 10
 #: whole-buffer inflates at once (``slot``; the others stream through zlib): each holds up to ~16.4 MiB
 #: of stored bytes twice (blocks and join) and a 16 MiB output, ~49 MiB, so ~100 MiB for the inflates,
 #: not one join and buffer per FUSE and prefetch thread (18, ~0.9 GB); a caller then holds its output

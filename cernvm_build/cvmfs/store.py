@@ -319,9 +319,10 @@ class ObjectStore:
         cap: int | None = None,
         adler32: list[int] | None = None,
     ) -> Iterator[bytes]:
-        """The inflated blocks, each at most BLOCK bytes (or the whole object in one, declared
-        size at most WHOLE_MAX, inflated by libdeflate: ``inflate.py``); stops with IntegrityError
-        as soon as the output passes ``size`` (declared) or, with no size declared, ``cap``.
+        """The inflated blocks, each at most BLOCK bytes (or the whole object in one, declared size
+        above ``inflate.WHOLE_MIN`` and at most WHOLE_MAX, inflated by libdeflate: ``inflate.py``);
+        stops with IntegrityError as soon as the output passes ``size`` (declared) or, with no size
+        declared, ``cap``.
         ``adler32`` (compressed objects only): a list the Adler-32 of all the blocks is put in once
         they are all out (``PlainCache.put``'s): the zlib stream's last four bytes, which zlib (or
         libdeflate) has checked against what it inflated by then (no second pass over the output)."""
@@ -329,7 +330,7 @@ class ObjectStore:
         if not compressed:  # no stream to take a sum from: PlainCache.put sums what it writes
             yield from blocks
             return
-        if size is not None and size <= WHOLE_MAX and inflate.available():
+        if size is not None and inflate.WHOLE_MIN < size <= WHOLE_MAX and inflate.available():
             # in one call with libdeflate: a fraction of zlib's instructions (inflate.py); the
             # stored bytes are then whole in memory (also a spilled object's: at most zlib_bound),
             # joined only with a slot (at most AT_ONCE at once): without one the blocks stream as

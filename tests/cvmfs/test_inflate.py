@@ -108,6 +108,21 @@ def test_the_store_inflates_the_same_either_way(
     assert adler == [zlib.adler32(DATA)]  # the trailer's checksum, handed to the plain cache
 
 
+@needs_libdeflate
+def test_a_small_object_is_left_to_zlib_a_larger_one_is_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Up to ``WHOLE_MIN`` declared bytes zlib inflates (cheaper than one call into libdeflate),
+    above it libdeflate: the same bytes and Adler-32 either way."""
+    calls: list[int] = []
+    whole = inflate.inflate_exact
+    monkeypatch.setattr(inflate, "inflate_exact", lambda data, size: calls.append(size) or whole(data, size))
+    for size in (inflate.WHOLE_MIN, inflate.WHOLE_MIN + 1):
+        data = DATA[:size]
+        assert _inflated(tmp_path, zlib.compress(data), size) == (data, [zlib.adler32(data)])
+    assert calls == [inflate.WHOLE_MIN + 1]
+
+
 def _refusal(tmp_path: Path, stream: bytes, size: int) -> str:
     with pytest.raises(IntegrityError) as e:
         _inflated(tmp_path, stream, size)
