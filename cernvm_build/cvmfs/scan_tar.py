@@ -35,6 +35,11 @@ def _tar_path(name: str, base: str) -> str:
     return base + "".join("/" + p for p in parts)
 
 
+def _mode(stage: Stage, path: str) -> int:
+    have = stage.get(path)
+    return 0 if have is None else have.entry.mode
+
+
 def scan_tar(stage: Stage, content: ContentStore, stream: BinaryIO, base: str, opts: Options) -> None:
     links: list[tuple[str, str]] = []
     where = str(getattr(stream, "name", "tar stream"))
@@ -122,3 +127,18 @@ def scan_tar(stage: Stage, content: ContentStore, stream: BinaryIO, base: str, o
             break
         for p in missing:
             ensure_dirs(stage, p, opts.timestamp)
+    # An error, not a warning: the archive is self-contradictory (a name both a non-directory and a
+    # parent), no choice between the two is the one meant, and a warning lets a tree with files
+    # missing be published and signed; this way nothing is (audit13c finding 11). The symlink is
+    # never followed.
+    below = stage.below_non_directories()
+    if below is not None:
+        count, path, parent = below
+        what = "a symbolic link" if stat.S_ISLNK(_mode(stage, parent)) else "not a directory"
+        more = f" (and {count - 1} more below non-directories)" if count > 1 else ""
+        raise CvmfsError(
+            f"{where}: tar member {path!r} is below {parent!r}, which is {what} in the archive or the "
+            f"repository, so it would not be published{more}",
+            hint="the archive holds the name both as a non-directory and as a parent: fix the archive "
+            "(e.g. extract it and publish the directory)",
+        )

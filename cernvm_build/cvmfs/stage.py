@@ -186,6 +186,19 @@ class Stage:
         ).fetchall():
             yield str(p)
 
+    def below_non_directories(self) -> tuple[int, str, str] | None:
+        """Entries whose parent is staged as something other than a directory (a tar's ``a`` as a
+        symlink or file, then ``a/b``): how many, the first one's path and its parent's; None if
+        there are none. A catalog lists only a directory's children, so they would vanish."""
+        where = (
+            f"FROM stage d JOIN stage s ON s.parent = d.path WHERE (d.mode & {0o170000}) != {stat.S_IFDIR}"
+        )
+        first = self.db.execute(f"SELECT s.path, d.path {where} ORDER BY s.path LIMIT 1").fetchone()
+        if first is None:
+            return None
+        (count,) = self.db.execute(f"SELECT COUNT(*) {where}").fetchone()
+        return int(count), str(first[0]), str(first[1])
+
     def _staged(self, r: Any) -> Staged:
         path = str(r[0])
         mode = int(r[3])

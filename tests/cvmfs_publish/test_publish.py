@@ -229,6 +229,43 @@ def test_tar_with_missing_dirs_and_bad_paths(tmp_path: Path, stratum: Path, keys
         publish_tar(stratum, FQRN, keyset, io.BytesIO(b"this is not a tar" * 100))
 
 
+@pytest.mark.parametrize(
+    ("members", "what"),
+    [
+        ([("a", tarfile.SYMTYPE, "/etc"), ("a/passwd", tarfile.REGTYPE, "")], "a symbolic link"),
+        ([("x", tarfile.REGTYPE, ""), ("x/y", tarfile.REGTYPE, "")], "not a directory"),
+        (
+            [("d/f", tarfile.REGTYPE, ""), ("d/g", tarfile.REGTYPE, ""), ("d", tarfile.SYMTYPE, "e")],
+            "a symbolic",
+        ),
+    ],
+)
+def test_tar_member_below_a_non_directory_is_one_error(
+    stratum: Path, keyset: keymod.KeySet, members: list[tuple[str, bytes, str]], what: str
+) -> None:
+    """audit13c finding 11: a member below a symlink or a file (either order) was dropped without a
+    word (exit 0); now one error names it and how many more, and no revision is made."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, kind, link in members:
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = kind, link
+            info.size = 1 if kind == tarfile.REGTYPE else 0
+            tar.addfile(info, io.BytesIO(b"x") if kind == tarfile.REGTYPE else None)
+    buf.seek(0)
+    before = (stratum / ".cvmfspublished").read_bytes()
+    first = members[1][0] if len(members) == 2 else "d/f"
+    with pytest.raises(
+        CvmfsError, match=rf"tar member '/{first}' is below '/{first.split('/')[0]}', which is {what}"
+    ):
+        publish_tar(stratum, FQRN, keyset, buf)
+    assert (stratum / ".cvmfspublished").read_bytes() == before
+    if len(members) == 3:
+        with pytest.raises(CvmfsError, match=r"\(and 1 more below non-directories\)"):
+            buf.seek(0)
+            publish_tar(stratum, FQRN, keyset, buf)
+
+
 def test_tags_add_remove_and_pin(
     tmp_path: Path, stratum: Path, keyset: keymod.KeySet, reader: Callable[..., Repository]
 ) -> None:
