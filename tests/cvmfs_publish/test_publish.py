@@ -266,6 +266,33 @@ def test_tar_member_below_a_non_directory_is_one_error(
             publish_tar(stratum, FQRN, keyset, buf)
 
 
+def test_a_source_deeper_than_path_max_is_one_short_line(
+    tmp_path: Path, stratum: Path, keyset: keymod.KeySet, reader: Callable[..., Repository]
+) -> None:
+    """audit13c finding 12: 40 nested 200-byte names (8 KB, past PATH_MAX) gave one 4 KB line with
+    the whole path; now a short line with the path's head and tail and a hint to publish it as a
+    tar stream, which the test then follows (GNU tar walks by descriptors)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    fd = os.open(src, os.O_RDONLY)
+    for _ in range(40):
+        os.mkdir("d" * 200, dir_fd=fd)
+        deeper = os.open("d" * 200, os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = deeper
+    leaf = os.open("leaf", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+    os.write(leaf, b"deep\n")
+    os.close(leaf)
+    os.close(fd)
+    with pytest.raises(CvmfsError, match="longer than the system allows") as e:
+        publish_tree(stratum, FQRN, keyset, src)
+    assert len(str(e.value)) < 400 and "tar stream" in (e.value.hint or "")
+    tar = subprocess.run(["tar", "-C", str(src), "-c", "."], capture_output=True, check=True).stdout
+    publish_tar(stratum, FQRN, keyset, io.BytesIO(tar))
+    with reader(stratum) as repo:
+        assert repo.read_bytes("".join("/" + "d" * 200 for _ in range(40)) + "/leaf") == b"deep\n"
+
+
 def test_tags_add_remove_and_pin(
     tmp_path: Path, stratum: Path, keyset: keymod.KeySet, reader: Callable[..., Repository]
 ) -> None:
