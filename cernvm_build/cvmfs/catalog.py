@@ -51,6 +51,7 @@ from .catalog_rows import (
 )
 from .limits import (
     MAX_CATALOG_BYTES,
+    MAX_CELL_BYTES,
     MAX_CHUNKS,
     MAX_ID,
     MAX_MTIME,
@@ -59,6 +60,7 @@ from .limits import (
     MAX_SIZE,
     MAX_SYMLINK_BYTES,
     MAX_XATTR_BYTES,
+    human,
 )
 from .objects import (
     ALGORITHM_IDS,
@@ -100,6 +102,7 @@ class Catalog:
         try:
             self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
             self._db.text_factory = _text
+            self._db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_CELL_BYTES)
             # Pages read through a memory map of the file, not a pread each into SQLite's own cache
             # (issue 13): a booting μCernVM's LOOKUPs and listings hit the catalog's B-tree at random,
             # and each page missing from SQLite's cache was a system call and a copy (a mapped page
@@ -127,7 +130,8 @@ class Catalog:
         # An over-long symlink or xattr cell comes as the integer -1, measured by SQLite and never
         # fetched into Python (a 4 GiB catalog may hold a cell of hundreds of MB; SQLite 3.40 has
         # no octet_length, so ``length`` of a text counts characters: more than the byte limit
-        # in characters is more in bytes too; the byte check follows on the fetched text).
+        # in characters is more in bytes too; the byte check follows on the fetched text). A text
+        # cell is read by SQLite to be counted: MAX_CELL_BYTES bounds that.
         self._select = (
             "SELECT hash, size, mode, mtime, flags, name, "
             f"CASE WHEN length(symlink) > {MAX_SYMLINK_BYTES} THEN -1 ELSE symlink END, "
@@ -161,6 +165,11 @@ class Catalog:
             self._db.close()
 
     def _error(self, e: sqlite3.Error) -> CvmfsError:
+        if isinstance(e, sqlite3.DataError):  # SQLITE_TOOBIG: over the connection's length limit
+            return CvmfsError(
+                f"{self.where}: {self.label}: a value in it is longer than {human(MAX_CELL_BYTES)} ({e})",
+                hint=ENTRY_HINT,
+            )
         return CvmfsError(f"{self.where}: {self.label} cannot be queried: {e}", hint=ENTRY_HINT)
 
     def _query(self, sql: str, args: tuple[object, ...]) -> list[Any]:

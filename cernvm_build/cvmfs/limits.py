@@ -48,6 +48,10 @@ MAX_SYMLINK_BYTES = 4095
 #: an extended attribute block is at most what its format can hold: a version and a count byte,
 #: then up to 255 entries of (key length, value length, key, value), each length one byte
 MAX_XATTR_BYTES = 2 + 255 * (2 + 255 + 255)
+#: any one value a catalog query returns (SQLite's SQLITE_LIMIT_LENGTH on the connection): a bigger
+#: cell is an error before SQLite reads it (a text cell's ``length`` would read it whole); the
+#: largest legitimate cell is an xattr block, ``MAX_XATTR_BYTES``
+MAX_CELL_BYTES = 1 * MiB
 #: uid/gid 0 .. 2^32 - 2 (2^32 - 1 is "no id" to chown)
 MAX_ID = (1 << 32) - 2
 #: mtimes within +-2^33 s of 1970 (years 1697 .. 2242): nanoseconds still fit a signed 64-bit integer

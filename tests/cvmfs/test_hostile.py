@@ -119,6 +119,27 @@ def test_verify_reports_every_bad_entry(hostile_base: hostile.Repo, tmp_path: Pa
     assert report["files"] == 7
 
 
+@pytest.mark.parametrize(
+    ("target", "error"),
+    [
+        ("A" * 5000, r"symlink target is longer than 4095 bytes"),  # measured by SQL, not fetched
+        ("\u00e9" * 2048, r"symlink target is longer than 4095 bytes"),  # 2048 characters, 4096 bytes
+        ("A" * (2 << 20), r"a value in it is longer than 1 MiB"),  # over the connection's cell limit
+    ],
+)
+def test_symlink_target_limits(hostile_base: hostile.Repo, tmp_path: Path, target: str, error: str) -> None:
+    """The symlink limit in bytes, whichever check meets it (audit13c finding 7)."""
+    from cernvm_build.errors import CvmfsError
+
+    repo = hostile.copy_repo(hostile_base, tmp_path / "r")
+    with hostile.Editor(repo) as ed:
+        hostile.set_column(ed.catalog(), "/dir/link", symlink=target, size=len(target))
+    with open_repository(repo.stratum, fqrn=repo.fqrn, public_keys=[repo.pub]) as r:
+        with pytest.raises(CvmfsError, match=error):
+            r.stat("/dir/link")
+        assert r.read_bytes("/dir/file") == b"hello\n"  # the rest of the catalog reads
+
+
 def test_hard_link_group_across_directories_is_separate_files(
     hostile_base: hostile.Repo, tmp_path: Path
 ) -> None:
