@@ -212,10 +212,11 @@ _SIZE = re.compile(r"[0-9]{1,18}")
 MAX_FUTURE = 86400
 
 
-def _check_release(signed: str, suite: str, where: Path, now: float) -> None:
+def _check_release(signed: str, suite: str, where: Path, now: float, *, expiry: bool) -> None:
     """The signed Release is this suite's and current, as apt requires: its Codename (or Suite) is
-    ``suite``, its Valid-Until has not passed and its Date is not more than a day ahead. A validly
-    signed but old Release (replayed, or a stale mirror) would otherwise build old packages."""
+    ``suite``, its Date is not more than a day ahead and (with ``expiry``) its Valid-Until has not
+    passed. A validly signed but old Release (replayed, or a stale mirror) would otherwise build old
+    packages."""
     stanzas = parse_deb822(signed)
     fields = stanzas[0] if stanzas else {}
     if suite not in (fields.get("Codename"), fields.get("Suite")):
@@ -234,7 +235,7 @@ def _check_release(signed: str, suite: str, where: Path, now: float) -> None:
         except (TypeError, ValueError, IndexError, OverflowError):
             raise IntegrityError(f"{where}: {field} {raw[:60]!r} is not a date", hint=stale) from None
         clock = dt.datetime.fromtimestamp(now, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-        if field == "Valid-Until" and when < now:
+        if field == "Valid-Until" and expiry and when < now:
             raise IntegrityError(
                 f"{where}: the signed Release expired ({field}: {raw}; now {clock})", hint=stale
             )
@@ -295,7 +296,14 @@ def load_index(
 ) -> Index:
     """The verified index of ``suites`` (later suites' newer versions win, as apt's candidates do).
     ``now``: the time the Releases must be current at (default: this machine's clock, as apt's; not
-    the build's SOURCE_DATE_EPOCH, which dates the files and precedes the lists)."""
+    the build's SOURCE_DATE_EPOCH, which dates the files and precedes the lists).
+
+    Valid-Until is checked when the lists were not acquired by this machine's apt (another ``lists``
+    folder), or when ``now`` is given. apt's own lists passed that check when ``apt-get update``
+    fetched them (it refuses an expired Release), and apt installs from them later without checking
+    again; doing more here would refuse every build a week after the last update (bookworm-security
+    is valid for 7 days) although nothing was replayed. A replay into /var/lib/apt/lists needs root."""
+    expiry = now is not None or lists.resolve() != LISTS.resolve()
     now = time.time() if now is None else now
     checked: list[SuiteIndex] = []
     packages: dict[str, IndexPackage] = {}
@@ -304,7 +312,7 @@ def load_index(
             release = _find_release(lists, suite)
             signer, content = kr.verify_clearsigned(release)
             signed = content.decode(errors="replace")
-            _check_release(signed, suite, release, now)
+            _check_release(signed, suite, release, now, expiry=expiry)
             rel = f"{COMPONENT}/binary-{arch}/Packages"
             want, size = _release_entry(signed, rel, str(release))
             listed = _list_file(lists, release.name[: -len("_InRelease")], rel)

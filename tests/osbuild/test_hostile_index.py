@@ -94,6 +94,21 @@ def test_a_release_of_another_suite_or_time_is_refused(
     assert "\n" not in str(e.value) and "apt-get update" in (e.value.hint or "")
 
 
+def test_apt_own_lists_are_not_refused_for_their_age_other_lists_are(
+    tmp_path: Path, key: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """apt refused an expired Release when it fetched its own lists; a build a week after the last
+    apt-get update must still work from them. A folder apt did not fetch is checked on the clock."""
+    lists = _lists(tmp_path, key, STANZA.encode(), GOOD + "Valid-Until: Sun, 02 Jan 2000 00:00:00 UTC\n")
+    with pytest.raises(IntegrityError, match="expired"):
+        aptindex.load_index(("bookworm",), lists=lists, keyring=key[1])
+    monkeypatch.setattr(aptindex, "LISTS", lists)
+    index = aptindex.load_index(("bookworm",), lists=lists, keyring=key[1])
+    assert "usr-is-merged" in index.packages
+    with pytest.raises(IntegrityError, match="expired"):  # an explicit clock checks it anyway
+        aptindex.load_index(("bookworm",), lists=lists, keyring=key[1], now=NOW)
+
+
 @pytest.mark.parametrize(
     ("change", "why"),
     [
