@@ -188,7 +188,7 @@ def load_repositories(
                         "path": p.path,
                         "url": f"{url}/{p.path}",
                         "id": p.path.replace("/", "-"),
-                        "count": len(p.packages),
+                        "count": p.count,
                         "packages": [
                             {"name": x.name, "version": x.version, "arch": x.arch, "summary": x.summary}
                             for x in p.latest()

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import lzma
 import xml.etree.ElementTree as ET
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from ..debpkg import parse_deb822
 from ..errors import BuildError, Location
@@ -31,19 +35,77 @@ class Package:
 
 @dataclass
 class Platform:
-    """One installable slice: a yum directory (``EL/9/x86_64``) or an apt suite (``bookworm-prod``)."""
+    """One installable slice: a yum directory (``EL/9/x86_64``) or an apt suite (``bookworm-prod``).
+
+    Only the newest version of each (name, arch) is kept while the metadata is read, so a list of
+    millions of entries costs the memory of its distinct packages (audit17c: a 50 KB Packages.xz held
+    5 GB when every entry was kept)."""
 
     path: str
-    packages: list[Package] = field(default_factory=list)
+    count: int = 0  # package entries the metadata lists (every version)
+    best: dict[tuple[str, str], Package] = field(default_factory=dict)
+
+    def add(self, p: Package) -> None:
+        self.count += 1
+        key = (p.name, p.arch)
+        old = self.best.get(key)
+        if old is None or (p.version != old.version and _vkey(p.version) > _vkey(old.version)):
+            self.best[key] = p
 
     def latest(self) -> list[Package]:
         """The newest version of each package name (per arch), sorted by name."""
-        best: dict[tuple[str, str], Package] = {}
-        for p in self.packages:
-            key = (p.name, p.arch)
-            if key not in best or _vkey(p.version) > _vkey(best[key].version):
-                best[key] = p
-        return sorted(best.values(), key=lambda p: (p.name, p.arch))
+        return sorted(self.best.values(), key=lambda p: (p.name, p.arch))
+
+
+#: unpacked bytes one package list may hold; the largest real ones (EPEL primary.xml, Debian main
+#: Packages) are well under 100 MiB, and past this a tiny compressed file could take minutes and GBs
+MAX_UNPACKED = 256 << 20
+#: one line of a Packages file; real ones are a few KiB at most
+_MAX_LINE = 1 << 20
+_DAMAGED = (ET.ParseError, OSError, EOFError, lzma.LZMAError, zlib.error, ValueError)
+
+
+class _TooBig(Exception):
+    pass
+
+
+class _Capped(io.RawIOBase):
+    """A decompressing reader that stops past ``MAX_UNPACKED`` bytes (a decompression bomb)."""
+
+    def __init__(self, inner: IO[bytes]) -> None:
+        self._inner = inner
+        self._left = MAX_UNPACKED
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: Any) -> int:
+        data = self._inner.read(min(len(buf), self._left + 1))
+        if len(data) > self._left:
+            raise _TooBig
+        self._left -= len(data)
+        buf[: len(data)] = data
+        return len(data)
+
+
+@contextmanager
+def _reading(path: Path, where: Location | str) -> Iterator[IO[bytes]]:
+    """``path`` unpacked and capped; every way a damaged or hostile file fails is one BuildError."""
+    try:
+        with _open(path) as raw, io.BufferedReader(_Capped(raw)) as f:
+            yield f
+    except _TooBig:
+        raise BuildError(
+            f"{path.name} unpacks to more than {MAX_UNPACKED >> 20} MiB",
+            where=where,
+            hint="this is not a real package list (a decompression bomb?); sync the mirror again",
+        ) from None
+    except _DAMAGED as e:
+        raise BuildError(
+            f"{path.name} cannot be read: {e}",
+            where=where,
+            hint="the metadata is damaged or half-copied; sync the mirror again",
+        ) from None
 
 
 def _vkey(v: str) -> tuple[tuple[int, object], ...]:
@@ -125,27 +187,26 @@ def read_yum(root: Path) -> list[Platform]:
                 where=Location(file=where, key="data[primary].checksum"),
                 hint="the metadata is damaged or half-copied; sync it again",
             )
-        opener = (
-            gzip.open if ppath.name.endswith(".gz") else lzma.open if ppath.name.endswith(".xz") else open
-        )
-        packages: list[Package] = []
-        with opener(ppath, "rb") as f:
-            for _, el in ET.iterparse(f):
-                if el.tag != f"{COMMON_NS}package":
+        platform = Platform(base.relative_to(root).as_posix())
+        with _reading(ppath, str(ppath)) as f:
+            root_el = None
+            for event, el in ET.iterparse(f, events=("start", "end")):
+                if root_el is None:
+                    root_el = el
+                if event != "end" or el.tag != f"{COMMON_NS}package":
                     continue
                 ver = el.find(f"{COMMON_NS}version")
                 name = el.findtext(f"{COMMON_NS}name") or ""
                 arch = el.findtext(f"{COMMON_NS}arch") or ""
-                if ver is None or not name:
-                    continue
-                epoch = ver.get("epoch") or "0"
-                v = f"{ver.get('ver')}-{ver.get('rel')}"
-                if epoch != "0":
-                    v = f"{epoch}:{v}"
-                summary = (el.findtext(f"{COMMON_NS}summary") or "").strip()
-                packages.append(Package(name, v, arch, summary))
-                el.clear()
-        platforms.append(Platform(base.relative_to(root).as_posix(), packages))
+                if ver is not None and name:
+                    epoch = ver.get("epoch") or "0"
+                    v = f"{ver.get('ver')}-{ver.get('rel')}"
+                    if epoch != "0":
+                        v = f"{epoch}:{v}"
+                    summary = (el.findtext(f"{COMMON_NS}summary") or "").strip()
+                    platform.add(Package(name, v, arch, summary))
+                root_el.clear()  # drop the packages read so far (el.clear() alone leaves them in the root)
+        platforms.append(platform)
     return platforms
 
 
@@ -153,7 +214,7 @@ def read_apt(root: Path) -> list[Platform]:
     platforms: list[Platform] = []
     for release in sorted(root.glob("dists/*/Release")):
         suite_dir = release.parent
-        fields = parse_deb822(release.read_text(encoding="utf-8"))
+        fields = parse_deb822(release.read_text(encoding="utf-8", errors="replace"))
         if not fields:
             raise BuildError("Release file is empty", where=str(release), hint="regenerate it")
         sums: dict[str, str] = {}
@@ -167,7 +228,7 @@ def read_apt(root: Path) -> list[Platform]:
                 where=Location(file=str(release), key="SHA256"),
                 hint="generate it with apt-ftparchive release or reprepro",
             )
-        packages: list[Package] = []
+        platform = Platform(suite_dir.name)
         index_names = sorted(
             {n.rsplit("/Packages", 1)[0] for n in sums if "/binary-" in n and "/Packages" in n}
         )
@@ -187,13 +248,46 @@ def read_apt(root: Path) -> list[Platform]:
                     where=Location(file=str(release), key=f"SHA256[{rel}]"),
                     hint="the metadata is damaged or half-copied; sync it again",
                 )
-            with _open(cand) as f:
-                text = f.read().decode("utf-8", errors="replace")
-            for st in parse_deb822(text):
-                if "Package" in st and "Version" in st:
-                    summary = st.get("Description", "").split("\n", 1)[0]
-                    packages.append(
-                        Package(st["Package"], st["Version"], st.get("Architecture", ""), summary)
-                    )
-        platforms.append(Platform(suite_dir.name, packages))
+            with _reading(cand, str(cand)) as f:
+                for st in _stanzas(f, str(cand)):
+                    if "Package" in st and "Version" in st:
+                        platform.add(
+                            Package(
+                                st["Package"],
+                                st["Version"],
+                                st.get("Architecture", ""),
+                                st.get("Description", ""),
+                            )
+                        )
+        platforms.append(platform)
     return platforms
+
+
+def _stanzas(f: IO[bytes], where: str) -> Iterator[dict[str, str]]:
+    """The fields the page shows from each stanza of a Packages file, read line by line from the
+    stream (continuation lines are skipped: only the Description's first line is shown)."""
+    cur: dict[str, str] = {}
+    lineno = 0
+    while line := f.readline(_MAX_LINE):
+        lineno += 1
+        if len(line) == _MAX_LINE and not line.endswith(b"\n"):
+            raise BuildError(
+                f"a line longer than {_MAX_LINE >> 20} MiB",
+                where=Location(file=where, line=lineno),
+                hint="this is not a real package list; sync the mirror again",
+            )
+        text = line.decode("utf-8", errors="replace").rstrip("\r\n")
+        if not text.strip():
+            if cur:
+                yield cur
+            cur = {}
+        elif text[0] not in " \t" and ":" in text:
+            key, _, value = text.partition(":")
+            key = key.strip()
+            if key in _APT_FIELDS:
+                cur[key] = value.strip()
+    if cur:
+        yield cur
+
+
+_APT_FIELDS = frozenset(("Package", "Version", "Architecture", "Description"))

@@ -4,12 +4,15 @@ apt-ftparchive): versions are read, checksums verified, never typed by hand."""
 from __future__ import annotations
 
 import gzip
+import hashlib
+import lzma
 from pathlib import Path
 
 import pytest
 from sitehelpers import build_site
 
 from cernvm_build.errors import BuildError
+from cernvm_build.site import repos
 from cernvm_build.site.repos import read_apt, read_yum
 from tests.mirror.repos import make_apt_repo, make_deb, make_rpm, make_yum_repo
 
@@ -44,7 +47,7 @@ def test_yum_platforms_and_newest_versions(yum_tree: Path) -> None:
     platforms = {p.path: p for p in read_yum(yum_tree)}
     assert sorted(platforms) == ["EL/8/x86_64", "EL/9/x86_64"]
     el9 = platforms["EL/9/x86_64"]
-    assert len(el9.packages) == 3
+    assert el9.count == 3
     assert [(p.name, p.version) for p in el9.latest()] == [("cvmfs", "2.13.1-1"), ("cvmfs-fuse3", "2.13.1-1")]
 
 
@@ -95,3 +98,115 @@ def test_repositories_page_lists_what_the_metadata_says(
         "package list is not shown here" in bare and "https://cvmrepo.s3.cern.ch/cvmrepo/yum/cvmfs/" in bare
     )
     assert "--repo-metadata" not in bare and str(tmp_path) not in bare and "/tmp/" not in bare
+
+
+def _apt(root: Path, name: str, body: bytes) -> Path:
+    """A suite whose Release lists one package list ``name`` holding ``body`` (checksum correct)."""
+    binary = root / "dists/s/main/binary-amd64"
+    binary.mkdir(parents=True, exist_ok=True)
+    (binary / name).write_bytes(body)
+    digest = hashlib.sha256(body).hexdigest()
+    (root / "dists/s/Release").write_text(
+        f"Suite: s\nSHA256:\n {digest} {len(body)} main/binary-amd64/{name}\n"
+    )
+    return binary / name
+
+
+def _yum(root: Path, name: str, body: bytes) -> Path:
+    """A yum directory whose repomd.xml points at primary ``name`` holding ``body`` (checksum correct)."""
+    repodata = root / "EL/9/x86_64/repodata"
+    repodata.mkdir(parents=True, exist_ok=True)
+    (repodata / name).write_bytes(body)
+    digest = hashlib.sha256(body).hexdigest()
+    (repodata / "repomd.xml").write_text(
+        '<repomd xmlns="http://linux.duke.edu/metadata/repo"><data type="primary">'
+        f'<location href="repodata/{name}"/><checksum type="sha256">{digest}</checksum></data></repomd>'
+    )
+    return repodata / name
+
+
+def _stanza(i: int) -> bytes:
+    return f"Package: p{i % 7}\nVersion: 1.{i}\nArchitecture: all\nDescription: d{i}\n long text\n\n".encode()
+
+
+_PKG = (
+    '<package type="rpm"><name>p{n}</name><arch>x86_64</arch><version epoch="0" ver="1.{i}" rel="1"/>'
+    "<summary>s</summary></package>"
+)
+
+
+def _primary(entries: int) -> bytes:
+    body = "".join(_PKG.format(n=i % 7, i=i) for i in range(entries))
+    return f'<?xml version="1.0"?><metadata xmlns="{COMMON}">{body}</metadata>'.encode()
+
+
+COMMON = "http://linux.duke.edu/metadata/common"
+
+
+def test_package_lists_keep_the_newest_per_name_while_reading(tmp_path: Path) -> None:
+    """Many versions of few packages: the platform holds one entry per (name, arch), counts them all."""
+    _apt(tmp_path / "apt", "Packages.xz", lzma.compress(b"".join(_stanza(i) for i in range(2000))))
+    (suite,) = read_apt(tmp_path / "apt")
+    assert suite.count == 2000 and len(suite.best) == 7
+    assert ("p0", "1.1995", "d1995") in [(p.name, p.version, p.summary) for p in suite.latest()]
+    _yum(tmp_path / "yum", "primary.xml.gz", gzip.compress(_primary(2000)))
+    (el9,) = read_yum(tmp_path / "yum")
+    assert el9.count == 2000 and len(el9.best) == 7 and el9.latest()[0].version == "1.1995-1"
+
+
+def test_a_decompression_bomb_stops_at_the_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past MAX_UNPACKED bytes one error names the file (the real cap is 256 MiB; a small one here
+    keeps the test fast, the code path is the same)."""
+    monkeypatch.setattr(repos, "MAX_UNPACKED", 1 << 20)
+    bomb = lzma.compress(b"".join(_stanza(i) for i in range(40000)))  # ~2.6 MiB unpacked
+    path = _apt(tmp_path / "apt", "Packages.xz", bomb)
+    with pytest.raises(BuildError, match=r"Packages\.xz unpacks to more than 1 MiB") as e:
+        read_apt(tmp_path / "apt")
+    assert str(e.value.where) == str(path) and "sync the mirror again" in str(e.value.hint)
+    path = _yum(tmp_path / "yum", "primary.xml.gz", gzip.compress(_primary(40000)))
+    with pytest.raises(BuildError, match=r"primary\.xml\.gz unpacks to more than 1 MiB") as e:
+        read_yum(tmp_path / "yum")
+    assert str(e.value.where) == str(path)
+    # one endless line is stopped too, before the cap
+    _apt(tmp_path / "line", "Packages", b"Package: " + b"x" * (2 << 20))
+    monkeypatch.setattr(repos, "MAX_UNPACKED", 8 << 20)
+    with pytest.raises(BuildError, match="a line longer than 1 MiB"):
+        read_apt(tmp_path / "line")
+
+
+@pytest.mark.parametrize(
+    ("name", "body"),
+    [
+        ("primary.xml", b'<?xml version="1.0"?><metadata><package><name>&#x1b;</name></package></metadata>'),
+        ("primary.xml.gz", gzip.compress(_primary(50))[:-30]),  # cut short
+        ("primary.xml.gz", b"\x1f\x8b\x08\x00" + b"\xff" * 64),  # not deflate data
+        ("primary.xml.xz", lzma.compress(_primary(50))[:-20]),
+        ("primary.xml.xz", b"not xz at all"),
+    ],
+    ids=["control-char-entity", "gz-cut-short", "gz-not-deflate", "xz-cut-short", "xz-not-xz"],
+)
+def test_damaged_yum_metadata_with_matching_checksum_is_one_error(
+    tmp_path: Path, name: str, body: bytes
+) -> None:
+    path = _yum(tmp_path, name, body)
+    with pytest.raises(BuildError, match=rf"{name.replace('.', '[.]')} cannot be read") as e:
+        read_yum(tmp_path)
+    assert str(e.value.where) == str(path) and "sync the mirror again" in str(e.value.hint)
+
+
+@pytest.mark.parametrize(
+    ("name", "body"),
+    [
+        ("Packages.gz", gzip.compress(_stanza(1) * 50)[:-30]),
+        ("Packages.xz", lzma.compress(_stanza(1) * 50)[:-20]),
+        ("Packages.xz", b"\xfd7zXZ\x00garbage"),
+    ],
+    ids=["gz-cut-short", "xz-cut-short", "xz-garbage"],
+)
+def test_damaged_apt_metadata_with_matching_checksum_is_one_error(
+    tmp_path: Path, name: str, body: bytes
+) -> None:
+    path = _apt(tmp_path, name, body)
+    with pytest.raises(BuildError, match=rf"{name.replace('.', '[.]')} cannot be read") as e:
+        read_apt(tmp_path)
+    assert str(e.value.where) == str(path)
