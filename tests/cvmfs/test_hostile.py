@@ -126,6 +126,7 @@ def test_verify_reports_every_bad_entry(hostile_base: hostile.Repo, tmp_path: Pa
         ("\u00e9" * 2048, r"symlink target is longer than 4095 bytes"),  # 2048 characters, 4096 bytes
         ("A" * (2 << 20), r"a value in it is longer than 1 MiB"),  # over the connection's cell limit
     ],
+    ids=["5000-bytes", "4096-bytes-in-2048-characters", "2-MiB"],
 )
 def test_symlink_target_limits(hostile_base: hostile.Repo, tmp_path: Path, target: str, error: str) -> None:
     """The symlink limit in bytes, whichever check meets it (audit13c finding 7)."""
