@@ -12,6 +12,8 @@ Layout under ``site/data/``:
 from __future__ import annotations
 
 import json
+import re
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -126,6 +128,45 @@ def load_releases(data_dir: Path, cfg: SiteConfig) -> list[dict[str, Any]]:
     return out
 
 
+# One table of what a repositories.yaml entry may hold (audit17c: a name holding '"' or ';' broke out of
+# the shell commands shown for copying, a url 'javascript:' became a link). The URLs are shown in commands
+# people paste as root, so only https and a character set that needs no quoting is accepted; the
+# commands quote every value anyway (shlex.quote), and the template escapes HTML.
+_HTTPS = re.compile(r"https://[A-Za-z0-9._~:/%+@=-]+")
+_REPO_RULES: dict[str, tuple[re.Pattern[str], bool, str]] = {
+    # key: (whole-value pattern, required, what it must be)
+    "name": (re.compile(r"[a-z0-9][a-z0-9._-]*"), True, "lower-case letters, digits, '.', '_' and '-'"),
+    "kind": (re.compile(r"yum|apt"), True, "'yum' or 'apt'"),
+    "url": (_HTTPS, True, "an https:// URL without spaces, quotes or shell characters"),
+    "gpgkey": (_HTTPS, False, "an https:// URL without spaces, quotes or shell characters"),
+    "release_package": (_HTTPS, False, "an https:// URL without spaces, quotes or shell characters"),
+    "component": (
+        re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*"),
+        False,
+        "one word (letters, digits, '.', '_', '-')",
+    ),
+}
+
+
+def _check_repository(r: Any, source: str, at: str) -> None:
+    if not isinstance(r, dict) or not {k for k, rule in _REPO_RULES.items() if rule[1]} <= set(r):
+        raise BuildError(
+            "a repository needs 'name', 'kind' (yum|apt) and 'url'",
+            where=Location(file=source, key=at),
+            hint="for example: {name: cvmfs, kind: yum, url: https://…/yum/cvmfs}",
+        )
+    for key, (pattern, required, what) in _REPO_RULES.items():
+        value = r.get(key)
+        if value is None and not required:
+            continue
+        if not isinstance(value, str) or not pattern.fullmatch(value):
+            raise BuildError(
+                f"{key} {value!r} is not {what}",
+                where=Location(file=source, key=f"{at}.{key}"),
+                hint=f"{key} is shown in commands people copy and in links; write {what}",
+            )
+
+
 def load_repositories(
     data_dir: Path, cfg: SiteConfig, overrides: dict[str, Path], memo: Memo | None = None
 ) -> list[dict[str, Any]]:
@@ -143,19 +184,8 @@ def load_repositories(
     out: list[dict[str, Any]] = []
     for i, r in enumerate(items):
         key = f"repositories[{i}]"
-        if not isinstance(r, dict) or not {"name", "kind", "url"} <= set(r):
-            raise BuildError(
-                "a repository needs 'name', 'kind' (yum|apt) and 'url'",
-                where=Location(file=str(path), key=key),
-                hint="for example: {name: cvmfs, kind: yum, url: https://…/yum/cvmfs}",
-            )
+        _check_repository(r, str(path), key)
         name, kind = str(r["name"]), str(r["kind"])
-        if kind not in ("yum", "apt"):
-            raise BuildError(
-                f"repository kind '{kind}' is not yum or apt",
-                where=Location(file=str(path), key=f"{key}.kind"),
-                hint="use 'yum' or 'apt'",
-            )
         meta_dir: Path | None = overrides.get(name)
         if meta_dir is None and cfg.repositories.get(name):
             meta_dir = Path(cfg.repositories[name])
@@ -172,6 +202,7 @@ def load_repositories(
 
             platforms = repos.read_yum(meta_dir) if kind == "yum" else repos.read_apt(meta_dir)
         url = str(r["url"]).rstrip("/")
+        gpgkey, release_package = r.get("gpgkey"), r.get("release_package")
         out.append(
             {
                 "name": name,
@@ -179,9 +210,18 @@ def load_repositories(
                 "kind": kind,
                 "url": url,
                 "description": str(r.get("description", "")),
-                "gpgkey": r.get("gpgkey"),
-                "release_package": r.get("release_package"),
+                "gpgkey": gpgkey,
+                "release_package": release_package,
                 "component": str(r.get("component", "main")),
+                # the copyable command lines: each value quoted for the shell (the template escapes HTML)
+                "sh": {
+                    "name": shlex.quote(name),
+                    "gpgkey": shlex.quote(str(gpgkey)) if gpgkey else None,
+                    "release_package": shlex.quote(str(release_package)) if release_package else None,
+                    "deb": shlex.quote(f"deb [signed-by=/usr/share/keyrings/{name}.gpg] {url}")
+                    + ' "$(lsb_release -cs)-prod" '
+                    + shlex.quote(str(r.get("component", "main"))),
+                },
                 "missing": missing,
                 "platforms": [
                     {

@@ -4,12 +4,14 @@ traceback), and a statistics row lacking fields shows them empty."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from cernvm_build.errors import BuildError
-from cernvm_build.site import data, plots
+from cernvm_build.site import config, data, plots
 
 PROBE = {
     "fqrn": "a.org", "url": "http://s0/cvmfs/a.org", "role": "stratum0", "status": "ok", "revision": 3,
@@ -46,3 +48,58 @@ def test_statistics_rows_lacking_fields_show_them_empty() -> None:
     (repo,) = plots.publish_dashboard({"repositories": [{"fqrn": "a.org", "publishes": [{"revision": 2}]}]})
     (row,) = repo["rows"]
     assert row["finish_time"] is None and row["files_added"] is None and row["duration"] == 0.0
+
+
+CFG = config.load(Path(__file__).parents[2] / "cernvm_build/data/site")
+GOOD_REPO = {
+    "name": "cvmfs-apt",
+    "kind": "apt",
+    "url": "https://h.example/~cvm/apt",
+    "gpgkey": "https://h/k.gpg",
+}
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("url", "javascript:alert(document.domain)//"),
+        ("url", "http://h.example/apt"),  # shown in commands run as root: https only
+        ("gpgkey", "https://x/$(touch /tmp/pwn)"),
+        ("name", 'a"; rm -rf ~; echo "'),
+        ("name", "a b"),
+        ("release_package", "https://x/r.rpm; id"),
+        ("component", "main contrib"),
+        ("kind", "zypper"),
+        ("name", 5),
+    ],
+    ids=[
+        "url-javascript",
+        "url-http",
+        "gpgkey-subshell",
+        "name-quote",
+        "name-space",
+        "release-semicolon",
+        "component-two-words",
+        "kind",
+        "name-int",
+    ],
+)
+def test_a_hostile_repositories_entry_is_one_error_naming_its_key(
+    tmp_path: Path, field: str, value: object
+) -> None:
+    (tmp_path / "repositories.yaml").write_text(json.dumps({"repositories": [{**GOOD_REPO, field: value}]}))
+    with pytest.raises(BuildError) as e:
+        data.load_repositories(tmp_path, CFG, {})
+    assert str(e.value.where).endswith(f"repositories.yaml: repositories[0].{field}")
+    assert "is not" in e.value.message and e.value.hint
+
+
+def test_repository_commands_are_quoted_for_the_shell(tmp_path: Path) -> None:
+    (tmp_path / "repositories.yaml").write_text(json.dumps({"repositories": [GOOD_REPO]}))
+    (repo,) = data.load_repositories(tmp_path, CFG, {})
+    # '~' is not shell-safe: the deb line is one quoted word, the release suite expands in double quotes
+    assert repo["sh"]["deb"] == (
+        "'deb [signed-by=/usr/share/keyrings/cvmfs-apt.gpg] https://h.example/~cvm/apt'"
+        ' "$(lsb_release -cs)-prod" main'
+    )
+    assert repo["sh"]["gpgkey"] == "https://h/k.gpg" and repo["sh"]["name"] == "cvmfs-apt"
