@@ -10,6 +10,7 @@ it into place at the end, ``fsutil.atomic_dir``): there each file is written onc
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -153,6 +154,8 @@ def _do_job(work: Work, i: int) -> Written:
             str(ctx["sidebar"]).replace(f'<a href="{url}">', f'<a href="{url}" aria-current="page">', 1)
         )
     page = work.env.render(job.template, ctx)
+    if job.out.endswith(".xml"):
+        page = _xml_text(page)
     size_mtime = write_output(dest, page.encode("utf-8"), work.made)
     if job.out not in work.extract:
         return (*size_mtime, None)
@@ -163,6 +166,17 @@ def _do_job(work: Work, i: int) -> Written:
     text = work.texts.get(late.key) if isinstance(late, Late) and late.kind == "content" else None
     content = (str(ctx["page"]["content"]), text) if text is not None else None
     return (*size_mtime, page_extract(page, job.out, work.base_path, content))
+
+
+#: characters XML 1.0 does not allow (escaped or not): one in atom.xml made feed readers drop the whole
+#: feed (audit17c: a YAML "\x01" in a title, a raw \x0b in Markdown, "\u0001" in a release index).
+#: They reach the XML outputs from many sources, so this one rule removes them from every XML output
+#: as it is written; HTML readers tolerate them, and the HTML pages keep them as written.
+_XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
+
+
+def _xml_text(text: str) -> str:
+    return _XML_INVALID.sub("", text) if _XML_INVALID.search(text) else text
 
 
 def _units(todo: list[Job], shards: list[Shard], forked: int) -> tuple[list[Unit], int | None]:

@@ -214,3 +214,20 @@ def test_a_too_deep_page_names_its_file_and_line(site: Path, tmp_path: Path) -> 
     with pytest.raises(BuildError, match="nested deeper than 20 levels") as e:
         build_site(site, tmp_path / "out", jobs=1)
     assert str(e.value.where) == f"{page}:4"
+
+
+def test_xml_invalid_control_characters_never_reach_the_feed_or_sitemap(site: Path, tmp_path: Path) -> None:
+    """YAML escapes pass the front matter's check for raw controls, and a Markdown body may hold them:
+    the feed must still be well-formed XML (feed readers drop a feed that is not)."""
+    import xml.dom.minidom
+
+    (site / "content/news/2026-12-01-ctl.md").write_text(
+        '---\ntitle: "ctl \\x01 \\x0b \\uFFFE end"\ndate: 2026-12-01\n'
+        'description: "d\\x1f"\ntags: ["t\\x02"]\n---\nbody \x01 and \x0b here\n'
+    )
+    out = tmp_path / "out"
+    build_site(site, out)
+    feed = (out / "atom.xml").read_text()
+    assert "<title>ctl    end</title>" in feed and "body  and  here" in feed
+    for name in ("atom.xml", "sitemap.xml"):
+        xml.dom.minidom.parse(str(out / name))  # well-formed
