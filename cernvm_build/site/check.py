@@ -8,8 +8,10 @@ Problems are reported as ``output-file:line`` plus, when the page came from Mark
 from __future__ import annotations
 
 import os
+import queue
 import re
-from concurrent.futures import ThreadPoolExecutor
+import threading
+import time
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
@@ -85,6 +87,11 @@ def _scan(path: Path) -> _Scan:
     return s
 
 
+#: how long one external link may take in all (connect, redirects, every header); the per-read timeout
+#: alone let a server sending one header line every 5 s hold a link for 100 x 5 s (audit17c)
+DEADLINE = 30.0
+
+
 def check_site(
     out_dir: Path,
     base_url: str,
@@ -93,6 +100,7 @@ def check_site(
     sources: dict[str, str] | None = None,
     timeout: float = 15.0,
     jobs: int = 8,
+    deadline: float = DEADLINE,
 ) -> CheckReport:
     """Check ``out_dir`` as published at ``base_url``. ``sources`` maps output files to source files."""
     base = urlsplit(base_url)
@@ -169,13 +177,17 @@ def check_site(
                 if p.netloc != base.netloc or target_file(p.path) is None:
                     problems.append(Problem("sitemap.xml", n, f"'{loc}' is not a page of this site"))
     if external and ext_links:
-        problems.extend(_check_external(ext_links, sources, timeout, jobs))
+        problems.extend(_check_external(ext_links, sources, timeout, jobs, deadline))
     problems.sort(key=lambda p: (p.file, p.line, p.message))
     return CheckReport(pages=len(pages), links=count, external=len(ext_links), problems=problems)
 
 
 def _check_external(
-    links: dict[str, list[tuple[str, int]]], sources: dict[str, str], timeout: float, jobs: int
+    links: dict[str, list[tuple[str, int]]],
+    sources: dict[str, str],
+    timeout: float,
+    jobs: int,
+    deadline: float = DEADLINE,
 ) -> list[Problem]:
     import requests  # deliberate lazy import: only --external probes the network
 
@@ -192,11 +204,44 @@ def _check_external(
         except requests.RequestException as e:
             return type(e).__name__
 
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        results = dict(zip(links, pool.map(probe, links), strict=True))
+    # Daemon threads, not a ThreadPoolExecutor: its workers are joined at exit, so a link that never
+    # answers held Ctrl-C and SIGTERM until it did (audit17c: 386 s after the signal). A link past its
+    # deadline is reported and its thread left behind (it ends with the process); a new one takes its place.
+    todo: queue.SimpleQueue[str] = queue.SimpleQueue()
+    for url in links:
+        todo.put(url)
+    done: queue.SimpleQueue[tuple[str, str | None]] = queue.SimpleQueue()
+    started: dict[str, float] = {}
+
+    def worker() -> None:
+        while True:
+            try:
+                url = todo.get_nowait()
+            except queue.Empty:
+                return
+            started[url] = time.monotonic()
+            done.put((url, probe(url)))
+
+    def spawn() -> None:
+        threading.Thread(target=worker, name="site-check-link", daemon=True).start()
+
+    for _ in range(min(jobs, len(links))):
+        spawn()
+    results: dict[str, str | None] = {}
+    while len(results) < len(links):
+        try:
+            url, err = done.get(timeout=0.5)
+            results.setdefault(url, err)
+        except queue.Empty:
+            pass
+        now = time.monotonic()
+        for url, t0 in started.copy().items():
+            if url not in results and now - t0 > deadline:
+                results[url] = f"no answer within {deadline:g} s"
+                spawn()
     out: list[Problem] = []
-    for url, err in results.items():
-        if err:
+    for url in links:
+        if err := results[url]:
             for page, line in links[url]:
                 out.append(Problem(page, line, f"external link '{url}': {err}", sources.get(page)))
     return out

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import http.server
+import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sitehelpers import Edit, build_site
 
+import cernvm_build
 from cernvm_build.site.check import check_site
 
 BASE = "https://cvmfs.io/"
@@ -73,3 +80,72 @@ def test_external_links_only_on_request(tmp_path: Path, web: str) -> None:
     report = check_site(out, BASE, external=True, timeout=5)
     assert [str(p) for p in report.problems] == [f"index.html:2: external link '{web}/gone': HTTP 404"]
     assert report.external == 2
+
+
+@pytest.fixture
+def drip() -> Iterator[str]:
+    """A server that answers with one header line every 0.5 s, forever: each read is quick, the
+    answer never ends (urllib3 gives up only after 100 headers)."""
+    stop = threading.Event()
+    srv = socket.create_server(("127.0.0.1", 0))
+
+    def serve(c: socket.socket) -> None:
+        with c:
+            try:
+                c.recv(4096)
+                c.sendall(b"HTTP/1.1 200 OK\r\n")
+                while not stop.wait(0.5):
+                    c.sendall(b"X-a: b\r\n")
+            except OSError:
+                pass
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(c,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"http://127.0.0.1:{srv.getsockname()[1]}/slow"
+    stop.set()
+    srv.close()
+
+
+@pytest.mark.integration
+def test_an_external_link_that_never_finishes_is_cut_at_its_deadline(tmp_path: Path, drip: str) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "index.html").write_text(f'<a href="{drip}">slow</a>\n')
+    report = check_site(out, BASE, external=True, timeout=5, deadline=1.5)
+    assert [str(p) for p in report.problems] == [
+        f"index.html:1: external link '{drip}': no answer within 1.5 s"
+    ]
+
+
+@pytest.mark.integration
+def test_ctrl_c_stops_the_external_check_without_waiting_for_links(tmp_path: Path, drip: str) -> None:
+    """The probes must not hold the process after an interrupt (a thread pool joined its workers at exit)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "index.html").write_text(f'<a href="{drip}">slow</a>\n')
+    code = (
+        "import sys; from pathlib import Path; from cernvm_build.site.check import check_site; "
+        "print('started', flush=True); "
+        f"check_site(Path({str(out)!r}), 'https://x/', external=True, timeout=5)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(cernvm_build.__file__).parents[1])}  # the code under test
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path, env=env
+    )
+    assert proc.stdout is not None and proc.stdout.readline() == b"started\n"
+    time.sleep(1)  # the probe is under way
+    proc.send_signal(signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=30)  # the drip lasts 100 headers x 0.5 s = 50 s
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        pytest.fail("the interrupted check waited for the link")
+    assert b"KeyboardInterrupt" in err
