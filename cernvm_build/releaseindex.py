@@ -102,6 +102,38 @@ def _require(d: dict[str, Any], key: str, typ: type, where: str) -> Any:
     return value
 
 
+def _optional(d: dict[str, Any], key: str, typ: type, where: Location) -> Any:
+    """``d[key]`` when it is a ``typ``, None when absent or null; another type is one error (a number
+    as ``signature`` was a TypeError in the site build, a list as ``previous`` a link to
+    ``/releases/['x']/``)."""
+    value = d.get(key)
+    if value is not None and (not isinstance(value, typ) or (isinstance(value, bool) and typ is not bool)):
+        raise ReleaseError(
+            f"'{key}' should be {typ.__name__} or null, is {type(value).__name__}",
+            where=where,
+            hint="the index is damaged; write it with 'cernvm-build release'",
+        )
+    return value
+
+
+def _relative(rel: str, where: Location) -> str:
+    if rel.startswith("/") or ".." in Path(rel).parts:
+        raise ReleaseError(f"path '{rel}' leaves the release directory", where=where)
+    return rel
+
+
+def _previous(raw: dict[str, Any], where: str) -> str | None:
+    at = Location(where, key="previous")
+    previous = _optional(raw, "previous", str, at)
+    return None if previous is None else check_version(previous, at)
+
+
+def _signature(raw: dict[str, Any], where: str) -> str | None:
+    at = Location(where, key="signature")
+    signature = _optional(raw, "signature", str, at)
+    return None if signature is None else _relative(signature, at)
+
+
 def load(path: Path) -> ReleaseIndex:
     """Read and check an index.json; every problem names the file and the key."""
     where = str(path)
@@ -122,13 +154,17 @@ def load(path: Path) -> ReleaseIndex:
     for i, p in enumerate(_require(raw, "profiles", list, where)):
         key = f"profiles[{i}]"
         snap = _require(p, "snapshot", dict, f"{where}: {key}")
+        snap_types = {"repository": str, "path": str, "root_hash": str, "revision": int, "tag": str}
         profiles.append(
             ProfileRecord(
                 name=_require(p, "name", str, where),
                 os=_require(p, "os", str, where),
                 frozen=_require(p, "frozen", bool, where),
                 snapshot=Snapshot(
-                    **{k: snap.get(k) for k in ("repository", "path", "root_hash", "revision", "tag")}
+                    **{
+                        k: _optional(snap, k, t, Location(where, key=f"{key}.snapshot.{k}"))
+                        for k, t in snap_types.items()
+                    }
                 ),
                 profile_sha256=_require(p, "profile_sha256", str, where),
             )
@@ -141,11 +177,7 @@ def load(path: Path) -> ReleaseIndex:
             raise ReleaseError(
                 f"sha256 '{sha}' is not 64 hex digits", where=Location(where, key=f"{key}.sha256")
             )
-        rel = _require(a, "path", str, where)
-        if rel.startswith("/") or ".." in Path(rel).parts:
-            raise ReleaseError(
-                f"path '{rel}' leaves the release directory", where=Location(where, key=f"{key}.path")
-            )
+        rel = _relative(_require(a, "path", str, where), Location(where, key=f"{key}.path"))
         artifacts.append(
             ReleaseArtifact(
                 name=_require(a, "name", str, where),
@@ -164,7 +196,7 @@ def load(path: Path) -> ReleaseIndex:
         source_date_epoch=_require(raw, "source_date_epoch", int, where),
         profiles=tuple(profiles),
         artifacts=tuple(artifacts),
-        previous=raw.get("previous"),
-        signature=raw.get("signature"),
-        signer=raw.get("signer"),
+        previous=_previous(raw, where),
+        signature=_signature(raw, where),
+        signer=_optional(raw, "signer", str, Location(where, key="signer")),
     )

@@ -103,3 +103,54 @@ def test_repository_commands_are_quoted_for_the_shell(tmp_path: Path) -> None:
         ' "$(lsb_release -cs)-prod" main'
     )
     assert repo["sh"]["gpgkey"] == "https://h/k.gpg" and repo["sh"]["name"] == "cvmfs-apt"
+
+
+def _index(**over: Any) -> dict[str, Any]:
+    snap = {"repository": "r.cern.ch", "path": "/cvm4/el9", "root_hash": None, "revision": 4, "tag": "t"}
+    return {
+        "schema": 1, "version": "2026.11-1", "date": "2026-11-20T12:00:00Z", "source_date_epoch": 1,
+        "previous": "2026.10-1", "signature": "SHA256SUMS.asc", "signer": "Release Team",
+        "profiles": [
+            {"name": "el9", "os": "Alma", "frozen": False, "snapshot": snap, "profile_sha256": "0" * 64}
+        ],
+        "artifacts": [],
+        **over,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("over", "key", "what"),
+    [
+        ({"signature": 5}, "signature", "should be str or null, is int"),
+        ({"signature": "../../x.asc"}, "signature", "leaves the release directory"),
+        ({"previous": ["x"]}, "previous", "should be str or null, is list"),
+        ({"previous": "../../javascript:alert(1)//"}, "previous", "is not of the form YYYY.MM-N"),
+        ({"signer": {"a": 1}}, "signer", "should be str or null, is dict"),
+        (
+            {"profiles": [{**_index()["profiles"][0], "snapshot": {"revision": "<x>"}}]},
+            "profiles[0].snapshot.revision",
+            "should be int or null, is str",
+        ),
+        (
+            {"profiles": [{**_index()["profiles"][0], "snapshot": {"tag": True}}]},
+            "profiles[0].snapshot.tag",
+            "should be str or null, is bool",
+        ),
+    ],
+    ids=["signature-int", "signature-up", "previous-list", "previous-js", "signer-dict", "revision", "tag"],
+)
+def test_release_index_fields_of_another_type_are_one_error(
+    tmp_path: Path, over: dict[str, Any], key: str, what: str
+) -> None:
+    (tmp_path / "releases").mkdir()
+    (tmp_path / "releases/2026.11-1.json").write_text(json.dumps(_index(**over)))
+    with pytest.raises(BuildError) as e:
+        data.load_releases(tmp_path, CFG)
+    assert str(e.value.where).endswith(f"2026.11-1.json: {key}") and what in e.value.message
+
+
+def test_a_genuine_release_index_loads(tmp_path: Path) -> None:
+    (tmp_path / "releases").mkdir()
+    (tmp_path / "releases/2026.11-1.json").write_text(json.dumps(_index()))
+    (release,) = data.load_releases(tmp_path, CFG)
+    assert release["previous"] == "2026.10-1" and release["signature_url"].endswith("/SHA256SUMS.asc")
