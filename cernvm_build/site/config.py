@@ -144,6 +144,18 @@ def load(site_dir: Path, *, base_url: str | None = None, memo: frontmatter.Memo 
             dated=bool(s.get("dated", False)),
             sidebar=bool(s.get("sidebar", False)),
         )
+
+    def link(key: str, default: str) -> str:
+        """A URL the pages link to: http(s) or a path on this site (a 'javascript:' one was a link)."""
+        value = need(key, str, default) if raw.get(key) is not None else default
+        if value and not (value.startswith("/") or urlsplit(value).scheme in ("http", "https")):
+            raise BuildError(
+                f"{key} '{value}' is not an http(s) URL or a path starting with '/'",
+                where=Location(file=str(path), key=key),
+                hint=f"for example '{'/releases/{version}/files/' if key == 'releases_url' else 'https://…'}'",
+            )
+        return value
+
     feed = need("feed", dict, {})
     repos = need("repositories", dict, {})
     return SiteConfig(
@@ -158,7 +170,7 @@ def load(site_dir: Path, *, base_url: str | None = None, memo: frontmatter.Memo 
         feed_title=str(feed.get("title", raw.get("title", ""))),
         feed_limit=int(feed.get("limit", 20)),
         highlight_style=str(raw.get("highlight_style", "friendly")),
-        releases_url=str(raw.get("releases_url", "/releases/{version}/files/")),
+        releases_url=link("releases_url", "/releases/{version}/files/"),
         repositories={str(k): str(v) for k, v in repos.items()},
-        edit_url=str(raw.get("edit_url") or ""),
+        edit_url=link("edit_url", ""),
     )

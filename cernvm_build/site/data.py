@@ -77,7 +77,7 @@ def load_releases(data_dir: Path, cfg: SiteConfig) -> list[dict[str, Any]]:
             idx = release_index.load(path)
         except CernVMError as e:
             raise BuildError(str(e.message), where=e.where or str(path), hint=e.hint) from None
-        base = cfg.releases_url.format(version=idx.version)
+        base = cfg.releases_url.replace("{version}", idx.version)  # not str.format: config is input
         profiles = []
         for p in idx.profiles:
             arts = [

@@ -154,3 +154,34 @@ def test_a_genuine_release_index_loads(tmp_path: Path) -> None:
     (tmp_path / "releases/2026.11-1.json").write_text(json.dumps(_index()))
     (release,) = data.load_releases(tmp_path, CFG)
     assert release["previous"] == "2026.10-1" and release["signature_url"].endswith("/SHA256SUMS.asc")
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("releases_url", "javascript:alert(1)//{version}/"),
+        ("releases_url", "ftp://x/{version}/"),
+        ("edit_url", "javascript:alert(1)//{path}"),
+        ("edit_url", "data:text/html,x"),
+    ],
+    ids=["releases-js", "releases-ftp", "edit-js", "edit-data"],
+)
+def test_config_links_must_be_http_or_a_site_path(tmp_path: Path, key: str, value: str) -> None:
+    (tmp_path / "config.yaml").write_text(json.dumps({"title": "t", "base_url": "https://x/", key: value}))
+    with pytest.raises(BuildError) as e:
+        config.load(tmp_path)
+    assert str(e.value.where).endswith(f"config.yaml: {key}") and "is not an http(s) URL" in e.value.message
+
+
+def test_releases_url_replaces_only_the_version(tmp_path: Path) -> None:
+    """Not str.format: '{x}' was a KeyError traceback and '{version.__class__}' was evaluated."""
+    (tmp_path / "config.yaml").write_text(
+        json.dumps(
+            {"title": "t", "base_url": "https://x/", "releases_url": "/r/{x}/{version.__class__}/{version}/"}
+        )
+    )
+    cfg = config.load(tmp_path)
+    (tmp_path / "releases").mkdir()
+    (tmp_path / "releases/2026.11-1.json").write_text(json.dumps(_index()))
+    (release,) = data.load_releases(tmp_path, cfg)
+    assert release["base_url"] == "/r/{x}/{version.__class__}/2026.11-1/"
