@@ -18,11 +18,12 @@ import posixpath
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from stat import S_IFDIR, S_IFLNK, S_IFREG
+from typing import Any
 
 from ..errors import CernVMError, CvmfsError
 from .catalog import DirEntry
 from .catalog_rows import path_inode
-from .prefetch import MAX_LISTING, Prefetcher
+from .prefetch import MAX_LISTING, WINDOW_FILES, Prefetcher
 from .repository import Repository
 from .variant import expand
 
@@ -89,6 +90,10 @@ def has_own_xattrs(repo: Repository) -> bool:
 IN_ORDER_RUN = 2
 #: directories whose last open is remembered for that
 IN_ORDER_DIRS = 256
+#: opens in a row of cached files, nothing fetched ahead meanwhile, after which opens of cached files
+#: are not followed (a warm cache); two windows: an in-order reader on a cold cache has its window
+#: topped up (a fetch) at least once in that many opens
+IN_ORDER_QUIET = 2 * WINDOW_FILES
 
 
 class InOrderPrefetcher(Prefetcher):
@@ -104,12 +109,33 @@ class InOrderPrefetcher(Prefetcher):
     def __init__(self, repo: Repository):
         super().__init__(repo)
         self._runs: collections.OrderedDict[str, tuple[str, int]] = collections.OrderedDict()
+        #: files opened in a row that were in the plain cache while nothing was fetched ahead
+        self._warm = 0
+        self._cache = repo.store.plain_cache
 
     def listed(self, path: str, children: Sequence[DirEntry]) -> None:
         # kept even when the prefetcher has gone quiet (a warm cache): the run needs the order
         self._keep(path, children)
 
     def opened(self, entry: DirEntry) -> None:
+        # A warm cache: after IN_ORDER_QUIET opens in a row of cached files with nothing fetched
+        # ahead meanwhile, an open of a cached file does nothing more (the run bookkeeping below was
+        # up to 15 % of a warm READ's instructions); the first open of a file not cached restarts
+        # run detection, so a reader entering a cold part meets IN_ORDER_RUN + 1 files cold first.
+        # Any fetch ahead (``_submit_job``) counts again from zero: an in-order reader on a cold
+        # cache reads the files fetched ahead for it, cached, but the window keeps moving on.
+        h = entry.content_hash
+        if self._warm >= IN_ORDER_QUIET:  # a GIL-held counter: a lost update is harmless
+            held = self._cache.held if self._cache else None  # PlainCache.has inline: every open
+            if held is not None and h in held:
+                return
+            if h is None or entry.chunks or self._have(h, ""):
+                return
+            self._warm = self._quiet = 0  # the base's quiet too: a missing file ends it
+        elif h is not None and self._have(h, ""):
+            self._warm += 1
+        else:
+            self._warm = 0
         parent = entry.path.rpartition("/")[0] or "/"  # posixpath.dirname: four calls, on every open
         with self._lock:
             listing = self._dirs.get(parent)
@@ -125,6 +151,10 @@ class InOrderPrefetcher(Prefetcher):
                 self._runs.popitem(last=False)
         if run >= IN_ORDER_RUN:
             super().opened(entry)
+
+    def _submit_job(self, job: tuple[Any, ...], keys: list[str]) -> None:
+        self._warm = 0  # fetching ahead: not quiet (see opened)
+        super()._submit_job(job, keys)
 
 
 @dataclass(frozen=True)

@@ -378,3 +378,45 @@ def test_the_inode_client_takes_the_listing_read_ahead_and_a_huge_one_is_not_sha
         assert fresh.take_children("/top/a") is None and fresh._dirs["/top/a"].entries == []
         fresh.close()
         p.close()
+
+
+def test_the_in_order_prefetcher_goes_quiet_on_a_warm_cache_until_a_file_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``InOrderPrefetcher`` (the μCernVM root's): after IN_ORDER_QUIET opens of cached files with
+    nothing fetched ahead, an open of a cached file is not followed at all (the run bookkeeping was up
+    to 15 % of a warm READ); the first file found missing restarts run detection, and a reader in
+    name order then gets the files after it fetched ahead again."""
+    from cernvm_build.cvmfs import fuse
+
+    monkeypatch.setattr(fuse, "IN_ORDER_QUIET", 4)
+    tree = tmp_path / "tree"
+    (tree / "d").mkdir(parents=True)
+    for k in range(80):
+        (tree / "d" / f"f{k:02}").write_bytes(f"file {k} ".encode() * 10)
+    with _published(tmp_path, "inorder.cernvm.test", tree, cache_dir=tmp_path / "c") as repo:
+        assert repo.store.cache is not None
+        plain = repo.store.plain_cache = PlainCache(repo.store.cache.root)
+        plain.hold()  # as the daemon does
+        files = [repo.stat(f"/d/f{k:02}") for k in range(80)]
+        for e in files:
+            repo.read(e)  # all inflated: a warm cache
+        p = fuse.InOrderPrefetcher(repo)
+        looked: list[str] = []
+        real = Prefetcher.opened
+        monkeypatch.setattr(Prefetcher, "opened", lambda self, e: looked.append(e.name) or real(self, e))
+        p.listed("/d", list(repo.iterdir("/d")))
+        for e in files[:20]:
+            p.opened(e)
+        # runs from the 3rd open on (IN_ORDER_RUN) until the 4th cached one: then nothing more
+        assert looked == ["f02", "f03"]
+        assert p._runs["/d"][0] == "f03", "a quiet open was still followed"
+        for e in files[40:]:  # a part of the directory not cached (past the windows looked at)
+            plain.discard(e.content_hash or "", "")
+        looked.clear()
+        for e in files[40:44]:
+            p.opened(e)
+        p.close(finish=True)
+        # f40 (missing) restarts the runs; f41 is the 2nd in order, f42 the 3rd: looks ahead again
+        assert looked == ["f42", "f43"]
+        assert all(plain.has(e.content_hash or "", "") for e in files[43:74]), "nothing was fetched ahead"
