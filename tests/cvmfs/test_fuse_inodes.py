@@ -350,6 +350,31 @@ def test_request_counts_tell_cpu_from_waiting(tmp_path: Path) -> None:
     assert got["@ready"][2] >= 0.05 and got["@process"][2] >= got["@ready"][2]
 
 
+def test_request_counts_count_every_request_but_time_only_a_sample(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--stats`` (on in every bench boot) reads the thread's CPU clock, a system call, for one
+    request in SAMPLE_EVERY of a kind only, and scales the times it took up to all of them."""
+    from cernvm_build.cvmfs import fuse_lowlevel as ll
+
+    reads: list[int] = []
+
+    def thread_time() -> float:  # each request "costs" 1 ms of CPU
+        reads.append(1)
+        return len(reads) // 2 * 0.001
+
+    monkeypatch.setattr(time, "thread_time", thread_time)
+    counts = ll.RequestCounts(str(tmp_path / "stats"), every=3600)
+    handler = counts.wrap("read", lambda: None)
+    for _ in range(64):
+        handler()
+    counts.write()
+    name, n, _wall, cpu = (tmp_path / "stats").read_text().splitlines()[0].split()
+    assert (name, n) == ("read", "64")
+    assert len(reads) == 2 * 64 // ll.SAMPLE_EVERY, "the CPU clock was read for every request"
+    assert float(cpu) == pytest.approx(0.064, abs=0.002)
+
+
 def test_an_os_root_mount_shows_only_the_entries_own_attributes(
     published: tuple[Path, Path], tmp_path: Path
 ) -> None:
