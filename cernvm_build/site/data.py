@@ -277,6 +277,37 @@ def _check_monitor(report: Any, source: str) -> None:
             need(problem, ("kind", "message", "hint"), f"probes[{i}].problems[{j}].")
 
 
+def _check_benchmarks(report: Any, source: str) -> None:
+    """The benchmarks page formats each result's numbers ('%.4g'); a string there was a template
+    TypeError traceback (audit17c). The shape ``bench/`` writes, or one error naming the key."""
+
+    def bad(key: str | None, what: str) -> BuildError:
+        return BuildError(
+            f"{'must' if key else 'the results must'} be {what}",
+            where=Location(file=source, key=key),
+            hint="write the file with 'make bench' (bench/run.py)",
+        )
+
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    if not isinstance(report, dict):
+        raise bad(None, "a mapping")
+    if not isinstance(report.get("meta", {}), dict):
+        raise bad("meta", "a mapping")
+    if not isinstance(report.get("failures", []), list):
+        raise bad("failures", "a list")
+    results = report.get("results", [])
+    if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
+        raise bad("results", "a list of mappings")
+    for i, r in enumerate(results):
+        if not number(r.get("value")):
+            raise bad(f"results[{i}].value", "a number")
+        for k in ("reference_value", "ratio"):
+            if r.get(k) is not None and not number(r[k]):
+                raise bad(f"results[{i}].{k}", "a number or null")
+
+
 def load_all(
     site_dir: Path, cfg: SiteConfig, repo_overrides: dict[str, Path], memo: Memo | None = None
 ) -> dict[str, Any]:
@@ -289,6 +320,8 @@ def load_all(
                 data[path.stem] = _load_file(path, memo)
     if "monitor" in data:
         _check_monitor(data["monitor"], str(data_dir / "monitor.json"))
+    if "benchmarks" in data:
+        _check_benchmarks(data["benchmarks"], str(data_dir / "benchmarks.json"))
     if "publish_stats" in data:
         from . import plots  # deliberate lazy import: only a site with publish statistics plots
 

@@ -6,8 +6,10 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 from sitehelpers import Builder
 
+from cernvm_build.errors import BuildError
 from cernvm_build.paths import data_dir
 
 
@@ -38,3 +40,10 @@ def test_results_are_listed_next_to_their_reference(tmp_path: Path) -> None:
 def test_without_results_the_page_says_how_to_get_them(tmp_path: Path) -> None:
     page = _build(tmp_path, None)
     assert "No figures yet" in page and "<table>" not in page
+
+
+def test_a_result_whose_value_is_text_stops_the_build_naming_it(tmp_path: Path) -> None:
+    row = {"bench": "b", "metric": "m", "value": "fast", "unit": "s", "reference_value": None, "ratio": None}
+    with pytest.raises(BuildError) as e:
+        _build(tmp_path, {"meta": {}, "results": [row], "failures": []})
+    assert str(e.value.where).endswith("benchmarks.json: results[0].value")

@@ -185,3 +185,25 @@ def test_releases_url_replaces_only_the_version(tmp_path: Path) -> None:
     (tmp_path / "releases/2026.11-1.json").write_text(json.dumps(_index()))
     (release,) = data.load_releases(tmp_path, cfg)
     assert release["base_url"] == "/r/{x}/{version.__class__}/2026.11-1/"
+
+
+BENCH_ROW = {"bench": "b", "metric": "m", "value": 4.4, "unit": "s", "reference_value": None, "ratio": None}
+
+
+@pytest.mark.parametrize(
+    ("results", "error"),
+    [
+        ([1], "benchmarks.json: the results must be a mapping"),
+        ({"results": 5}, "benchmarks.json: results: must be a list of mappings"),
+        ({"results": [{**BENCH_ROW, "value": "fast"}]}, "results[0].value: must be a number"),
+        ({"results": [{**BENCH_ROW, "value": True}]}, "results[0].value: must be a number"),
+        ({"results": [{**BENCH_ROW, "ratio": "2"}]}, "results[0].ratio: must be a number or null"),
+        ({"meta": [], "results": []}, "benchmarks.json: meta: must be a mapping"),
+    ],
+    ids=["list", "results-int", "value-str", "value-bool", "ratio-str", "meta-list"],
+)
+def test_benchmark_results_of_another_shape_are_one_error(results: Any, error: str) -> None:
+    with pytest.raises(BuildError) as e:
+        data._check_benchmarks(results, "site/data/benchmarks.json")
+    assert error in str(e.value)
+    data._check_benchmarks({"meta": {}, "results": [BENCH_ROW], "failures": []}, "b.json")  # the real shape
