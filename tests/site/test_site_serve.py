@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -64,3 +65,26 @@ def test_live_reload_generation_moves_when_the_output_changes(
     before = requests.get(preview.url + "__livereload", timeout=10).text
     edit(site / "content" / "docs" / "guides" / "site.md", "This site is generated", "This site is built")
     assert wait_for(lambda: requests.get(preview.url + "__livereload", timeout=10).text != before)
+
+
+def test_a_silent_connection_is_closed_and_connections_are_bounded(site: Path, tmp_path: Path) -> None:
+    """An idle or half-sent request held a thread for ever; past the bound a new connection is closed
+    at once, and the server answers again when one ends."""
+    p = Preview(Builder(site, tmp_path / "out"), port=0, interval=60, idle_timeout=2, max_connections=2)
+    p.start()
+    try:
+        host, port = p.server.server_address[:2]
+        idle = socket.create_connection((str(host), port), timeout=20)
+        half = socket.create_connection((str(host), port), timeout=20)
+        half.sendall(b"GET / HTTP/1.1\\r\\nHost: x\\r\\n")  # never finished
+        extra = socket.create_connection((str(host), port), timeout=20)
+        extra.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        assert extra.recv(1) == b""  # over the bound: closed without an answer
+        # the server closes the silent ones (the socket timeout waits for it; it fails without one)
+        assert idle.recv(1) == b""
+        assert half.recv(1) == b""
+        for s in (idle, half, extra):
+            s.close()
+        assert wait_for(lambda: requests.get(p.url, timeout=5).status_code == 200)
+    finally:
+        p.stop()
