@@ -492,6 +492,9 @@ class InodeFilesystem(ll.Filesystem):
             raise _error(errno.EISDIR if entry.is_dir else errno.EINVAL)
         if self._no_open:  # see init (the mount is read-only: the kernel refuses writes itself)
             raise _error(errno.ENOSYS)
+        # before the copy is made below: the in-order prefetcher's quiet ends on an open of a file
+        # not cached yet (``InOrderPrefetcher.opened``), and its fetches ahead overlap this one
+        self._prefetch.opened(entry)
         fh = next(self._fh)
         if self._plain and not entry.is_external:
             handle = _OpenFile(entry)
@@ -505,7 +508,6 @@ class InodeFilesystem(ll.Filesystem):
             self._files[fh] = entry
         fi.fh = fh
         fi.keep_cache = 1  # contents of a mounted revision never change
-        self._prefetch.opened(entry)
         ll.reply_open(req, fi)
 
     def read(self, req: int, ino: int, size: int, off: int, fi: ll.FileInfo) -> None:

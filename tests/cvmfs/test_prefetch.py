@@ -420,3 +420,28 @@ def test_the_in_order_prefetcher_goes_quiet_on_a_warm_cache_until_a_file_is_miss
         # f40 (missing) restarts the runs; f41 is the 2nd in order, f42 the 3rd: looks ahead again
         assert looked == ["f42", "f43"]
         assert all(plain.has(e.content_hash or "", "") for e in files[43:74]), "nothing was fetched ahead"
+
+
+def test_an_open_tells_the_prefetcher_before_the_copy_is_made(tmp_path: Path) -> None:
+    """On a kernel without FUSE's no-open mode an OPEN makes the file's copy: the prefetcher is told
+    first, else every file opened looked cached to it and the in-order prefetcher went quiet on a
+    cold cache for good."""
+    from cernvm_build.cvmfs import fuse_inodes
+    from cernvm_build.cvmfs import fuse_lowlevel as ll
+    from cernvm_build.cvmfs.fuse import Serving
+
+    with _published(
+        tmp_path, "open.cernvm.test", _small_dirs(tmp_path, n=1), cache_dir=tmp_path / "c"
+    ) as repo:
+        assert repo.store.cache is not None
+        plain = repo.store.plain_cache = PlainCache(repo.store.cache.root)
+        fs = fuse_inodes.InodeFilesystem(repo, serving=Serving(prefetch_in_order=True))
+        fs.init(ll.Conn(ll.DEFAULT_WANT, ll.DEFAULT_WANT, 1 << 20, 31))  # no FUSE_CAP_NO_OPEN_SUPPORT
+        entry = repo.stat("/top/d0/f0")
+        fs._entries[entry.inode] = entry
+        seen: list[bool] = []
+        fs._prefetch.opened = lambda e: seen.append(plain.has(e.content_hash or "", ""))  # type: ignore[method-assign]
+        fs.open(7, entry.inode, ll.FileInfo(flags=os.O_RDONLY))
+        assert seen == [False], "the prefetcher was told of the open after the copy was made"
+        assert plain.has(entry.content_hash or "", "")
+        fs.destroy()
