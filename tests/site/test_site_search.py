@@ -486,3 +486,23 @@ def test_a_one_page_edit_rewrites_few_buckets() -> None:
             written = {firsts.index(next(iter(json.loads(new[rel])))) for rel in new.keys() - old.keys()}
             # beyond the buckets of the words changed: at most the other half of a bucket split in two
             assert written and len(written - holding) <= 1, (extra[:20], sorted(written), sorted(holding))
+
+
+def test_results_show_no_bidi_controls_and_no_overlong_parts(site: Path, tmp_path: Path) -> None:
+    """A page's text is shown as data, but a U+202E reversed the rest of a result and one 200 KB word
+    was a 200 KB excerpt: each shown part is cut to 300 characters and bidi controls removed."""
+    (site / "content/docs/zz-hostile.md").write_text(
+        "---\ntitle: Hostile \u202eeltit\n---\n## Quuxheading \u2067ab\u2069 \u202ereversed\n\n"
+        "quuxword " + "z" * 5000 + " tail words here\n"
+    )
+    out = tmp_path / "out"
+    build_site(site, out)
+    got = node_search(out / "search-index", queries=[["quuxheading", 3], ["quuxword", 3]])
+    for r in got["results"]:
+        (hit,) = r["hits"]
+        shown = [hit["page"], hit["heading"], *(p["text"] for p in hit["excerpt"])]
+        assert not any(ch in text for text in shown for ch in "\u202e\u2067\u2069"), shown
+        assert max(len(text) for text in shown) <= 301, [len(t) for t in shown]
+    assert got["results"][0]["hits"][0]["heading"] == "Quuxheading ab reversed"
+    long = [p["text"] for p in got["results"][1]["hits"][0]["excerpt"] if "z" * 250 in p["text"]]
+    assert long and long[0].endswith("z\u2026")  # cut, and says so

@@ -305,10 +305,12 @@
     }).then(function (frag) {
       var sec = frag.s[r.sec] || ["", frag.t, ""];
       return {
-        page: frag.t,
-        heading: sec[1],
+        page: shown(frag.t),
+        heading: shown(sec[1]),
         url: frag.u + (sec[0] ? "#" + sec[0] : ""),
-        excerpt: excerpt(sec[2], matcher(terms), 24)
+        excerpt: excerpt(sec[2], matcher(terms), 24).map(function (p) {
+          return { text: shown(p.text), mark: p.mark };
+        })
       };
     });
   };
@@ -324,6 +326,14 @@
       var s = stem(w);
       return exact.has(s) || pre.some(function (p) { return w.indexOf(p) === 0 || s.indexOf(p) === 0; });
     };
+  }
+
+  /* what a result shows of a page's text: bidi controls removed (a U+202E in a heading reversed the
+     rest of the result) and each part cut to SHOWN characters (one 200 KB "word" was one excerpt) */
+  var BIDI = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, SHOWN = 300;
+  function shown(text) {
+    text = String(text).replace(BIDI, "");
+    return text.length > SHOWN ? text.slice(0, SHOWN) + "\u2026" : text;
   }
 
   /* about ``size`` words of the text around its first match: [{text, mark}] */
