@@ -334,13 +334,14 @@ def test_request_counts_tell_cpu_from_waiting(tmp_path: Path) -> None:
 
     counts = RequestCounts(str(tmp_path / "stats"), every=3600)
 
-    def burn() -> None:
+    def burn(*request: object) -> None:
         t = time.thread_time()
         while time.thread_time() - t < 0.05:
             pass
 
-    counts.wrap("wait", lambda: time.sleep(0.1))()
-    counts.wrap("burn", burn)()
+    request = (7, 1, bytearray(), 0)  # (req, ino, buf, n) as the session calls a handler
+    counts.wrap("wait", lambda *r: time.sleep(0.1))(*request)
+    counts.wrap("burn", burn)(*request)
     counts.mark_ready()
     counts.write()
     lines = (tmp_path / "stats").read_text().splitlines()
@@ -365,9 +366,9 @@ def test_request_counts_count_every_request_but_time_only_a_sample(
 
     monkeypatch.setattr(time, "thread_time", thread_time)
     counts = ll.RequestCounts(str(tmp_path / "stats"), every=3600)
-    handler = counts.wrap("read", lambda: None)
+    handler = counts.wrap("read", lambda *request: None)
     for _ in range(64):
-        handler()
+        handler(7, 1, bytearray(), 0)
     counts.write()
     name, n, _wall, cpu = (tmp_path / "stats").read_text().splitlines()[0].split()
     assert (name, n) == ("read", "64")
