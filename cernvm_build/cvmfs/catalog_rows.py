@@ -78,6 +78,21 @@ def hardlink_inode(link_key: tuple[object, ...]) -> int:
     return (int.from_bytes(digest[:8], "little") >> 2) | 3
 
 
+def _digest_of(chunks: Sequence[Chunk], xattrs: dict[str, bytes]) -> str:
+    """One string for a hard link's chunk list and extended attributes (part of its ``link_key``);
+    empty for the common file with neither, so nothing is hashed for it."""
+    if not chunks and not xattrs:
+        return ""
+    h = hashlib.sha256()
+    for c in chunks:
+        h.update(f"{c.offset}\0{c.size}\0{c.hash}\n".encode())
+    h.update(b"\1")
+    for k in sorted(xattrs):
+        key = k.encode("utf-8", "surrogateescape")
+        h.update(len(key).to_bytes(2, "big") + key + len(xattrs[k]).to_bytes(4, "big") + xattrs[k])
+    return h.hexdigest()
+
+
 def parse_xattrs(blob: bytes | None, where: str) -> dict[str, bytes]:
     """``uint8 version=1, uint8 count, then count x (uint8 klen, uint8 vlen, key, value)``."""
     if not blob:
@@ -206,17 +221,29 @@ class DirEntry:
         return bool(self.hardlink_group) and not self.is_dir
 
     @property
-    def link_key(self) -> tuple[str, str, int, str | None, int, int] | None:
+    def link_key(self) -> tuple[object, ...] | None:
         """The file this hard link is one name of (None: not a hard link). The group number is
         scoped to its catalog and its directory, as CernVM-FS numbers groups and links only within
-        one directory, and the key holds the content and mode every member must share: a hostile
-        catalog that claims one group across directories or for different contents thereby names
-        separate files (the export writes each with its own bytes, the mount gives each its own
-        inode) and ``verify`` reports it (audit13c finding 6)."""
+        one directory, and the key holds everything every member must share: content (a chunked
+        file's bytes come from its chunk rows, so their digest is in the key), mode, owner and
+        extended attributes. A hostile catalog that claims one group across directories or for
+        different files thereby names separate files (the export writes each with its own bytes,
+        owner and xattrs, the mount gives each its own inode) and ``verify`` reports it (audit13c
+        finding 6, audit13d findings 1 and 2)."""
         if not self.shares_inode:
             return None
         parent = self.path.rsplit("/", 1)[0]
-        return (self.catalog_prefix, parent, self.hardlink_group, self.content_hash, self.size, self.mode)
+        return (
+            self.catalog_prefix,
+            parent,
+            self.hardlink_group,
+            self.content_hash,
+            self.size,
+            self.mode,
+            self.uid,
+            self.gid,
+            _digest_of(self.chunks, self.xattrs),
+        )
 
     @_computed_once
     def inode(self) -> int:

@@ -483,7 +483,7 @@ class Repository:
         groups: dict[tuple[str, int], tuple[object, str]],
         problem: Callable[[str], None],
     ) -> None:
-        """A hard-link group's members must share one directory, content and mode
+        """A hard-link group's members must share one directory, content, mode, owner and xattrs
         (``DirEntry.link_key``); a member that does not is read and exported as its own file."""
         group = (entry.catalog_prefix, entry.hardlink_group)
         first = groups.get(group)
@@ -494,7 +494,8 @@ class Repository:
         elif first[0] != entry.link_key:
             problem(
                 f"{self.fqrn}: {entry.path}: hard-link group {entry.hardlink_group} also names {first[1]},"
-                " in another directory or with other content or mode (read as a separate file)"
+                " in another directory or with other content, chunks, mode, owner or xattrs"
+                " (read as a separate file)"
             )
 
 

@@ -3,8 +3,9 @@ container builds write, through the one tree writer and the one tar writer.
 
 Entries come depth-first, children sorted by their UTF-8 bytes, walked with an explicit stack (a
 1,500-deep chain does not meet Python's recursion limit). Hard links are recognised by
-``DirEntry.link_key`` (catalog, directory, group, content and mode), as CernVM-FS links only within
-one directory; a group a hostile catalog claims more widely is written as separate files.
+``DirEntry.link_key`` (catalog, directory, group, content, chunks, mode, owner, xattrs), as
+CernVM-FS links only within one directory; a group a hostile catalog claims more widely is written
+as separate files.
 Entries hidden by the server (the ``/.cvmfs`` virtual snapshot directory) are left out.
 """
 

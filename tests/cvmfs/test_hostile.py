@@ -497,3 +497,88 @@ def test_a_trickling_object_is_an_error_through_the_mount(hostile_base: hostile.
     assert read.returncode != 0 and b"Input/output error" in read.stderr
     lines = [ln for ln in log.read_text().splitlines() if "slower than 1024 bytes/s" in ln]
     assert lines and hostile_base.fqrn in lines[0] and "/dir/file" in lines[0], log.read_text()
+
+
+def _link_chunked(ed: hostile.Editor) -> None:
+    """/chunked2: /chunked's hash, size, mode and group, but chunk rows of its own."""
+    db = ed.catalog()
+    m1, m2 = hostile.md5_pair("/chunked")
+    digest, size, mode, flags = db.execute(
+        "SELECT hash, size, mode, flags FROM catalog WHERE md5path_1 = ? AND md5path_2 = ?", (m1, m2)
+    ).fetchone()
+    hostile.add_row(
+        db, "/", "chunked2", mode=mode, size=size, digest=digest, flags=flags, hardlinks=(7 << 32) | 2
+    )
+    hostile.set_column(db, "/chunked", hardlinks=(7 << 32) | 2)
+    n1, n2 = hostile.md5_pair("/chunked2")
+    rows = db.execute(
+        "SELECT offset, size FROM chunks WHERE md5path_1 = ? AND md5path_2 = ? ORDER BY offset", (m1, m2)
+    ).fetchall()
+    for offset, length in rows:
+        db.execute(
+            "INSERT INTO chunks VALUES (?,?,?,?,?)",
+            (n1, n2, offset, length, bytes.fromhex(ed.put(b"E" * length, "P"))),
+        )
+
+
+def _link_owner_xattr(ed: hostile.Editor) -> None:
+    """/dir/ping: /dir/file's content, mode and group, but another uid and a capability."""
+    from cernvm_build.cvmfs.catalog_write import serialize_xattrs
+
+    db = ed.catalog()
+    m1, m2 = hostile.md5_pair("/dir/file")
+    digest, size, mode, flags = db.execute(
+        "SELECT hash, size, mode, flags FROM catalog WHERE md5path_1 = ? AND md5path_2 = ?", (m1, m2)
+    ).fetchone()
+    cap = serialize_xattrs({"security.capability": b"\x01\x00\x00\x02\x00\x20\x00\x00" + b"\0" * 12})
+    hostile.add_row(
+        db,
+        "/dir",
+        "ping",
+        mode=mode,
+        size=size,
+        digest=digest,
+        flags=flags,
+        hardlinks=(9 << 32) | 2,
+        uid=1234,
+        xattr=cap,
+    )
+    hostile.set_column(db, "/dir/file", hardlinks=(9 << 32) | 2)
+
+
+@pytest.mark.parametrize(
+    ("edit", "first", "second", "group"),
+    [(_link_chunked, "/chunked", "/chunked2", 7), (_link_owner_xattr, "/dir/file", "/dir/ping", 9)],
+    ids=["other-chunks", "other-owner-and-xattrs"],
+)
+def test_hard_link_group_of_differing_files_is_separate_files(
+    hostile_base: hostile.Repo,
+    tmp_path: Path,
+    edit: Callable[[hostile.Editor], None],
+    first: str,
+    second: str,
+    group: int,
+) -> None:
+    """Hard-link members with one bulk hash but their own chunk rows, or their own owner and xattrs
+    (audit13d findings 1, 2), are separate files: their own inode on the mount and in the export
+    (with their own bytes), and verify reports the claim."""
+    repo = hostile.copy_repo(hostile_base, tmp_path / "r")
+    with hostile.Editor(repo) as ed:
+        edit(ed)
+    with open_repository(repo.stratum, fqrn=repo.fqrn, public_keys=[repo.pub]) as r:
+        a, b = r.stat(first), r.stat(second)
+        assert a.hardlink_group == b.hardlink_group == group
+        assert a.inode != b.inode
+        want = r.read_bytes(second)
+    dest = tmp_path / "out"
+    m = hostile.run_measured(
+        [*hostile.cli(), "cvmfs", "export", *repo.cli_args(), str(dest)], timeout=TIMEOUT
+    )
+    assert m.returncode == 0, m.stderr
+    assert (dest / first[1:]).stat().st_ino != (dest / second[1:]).stat().st_ino
+    assert (dest / second[1:]).read_bytes() == want
+    m = hostile.run_measured([*hostile.cli(), "cvmfs", "verify", *repo.cli_args()], timeout=TIMEOUT)
+    assert m.returncode != 0 and "Traceback" not in m.stderr, m.stderr
+    assert re.search(
+        f"(({first}|{second}): hard-link group {group} also names ({first}|{second}))", m.stderr
+    ), m.stderr
