@@ -170,7 +170,7 @@ def _unpack(tree: Path, files: list[debpkg.DebPackage]) -> None:
             b"#!/bin/sh\n# no service starts while the tree is built\nexit 101\n",
             0o755,
         )
-        root.mkdir("tmp", 0o1777)
+        root.mkdir("tmp", 0o1777, reset=True)
 
 
 def _unpack_deb(root: inroot.Root, deb: debpkg.DebPackage) -> None:

@@ -129,19 +129,23 @@ class Root:
                 os.fchown(fd, uid, gid)
                 os.fchmod(fd, mode)  # after chown, which clears set-id bits
 
-    def mkdir(self, rel: str, mode: int | None = 0o755, uid: int = 0, gid: int = 0) -> None:
-        """Directory ``rel``: made, or kept (a symlink to a directory in the root stays, as tar's
-        --keep-directory-symlink); ``mode`` None leaves an existing one's owner and mode alone."""
+    def mkdir(self, rel: str, mode: int = 0o755, uid: int = 0, gid: int = 0, *, reset: bool = False) -> None:
+        """Directory ``rel``: made with ``mode`` and owner, or kept (a symlink to a directory in the
+        root stays, as tar's --keep-directory-symlink). An existing directory keeps its own owner
+        and mode, as dpkg leaves it (a package's ``x/`` member must not chmod the tree's root or,
+        through ``x -> /etc``, the tree's /etc: audit13d finding 9), unless ``reset``: our own
+        skeleton's fixes."""
         with self.parent(rel) as (pfd, name):
             try:
                 os.mkdir(name or ".", 0o700, dir_fd=pfd)
             except FileExistsError:
-                if mode is None:
+                if not reset:
+                    os.close(self._existing_dir(rel, os.O_PATH))  # a file there is refused
                     return
         fd = self._existing_dir(rel, os.O_RDONLY)
         try:
             os.fchown(fd, uid, gid)
-            os.fchmod(fd, 0o755 if mode is None else mode)
+            os.fchmod(fd, mode)
         finally:
             os.close(fd)
 
@@ -153,15 +157,24 @@ class Root:
 
     def hardlink(self, rel: str, source: str) -> None:
         """``rel`` as another name of ``source``, itself resolved in the root (its last name not
-        followed): a link can only join two files of the tree."""
-        with self.parent(source) as (sfd, sname), self.parent(rel) as (pfd, name):
-            self._clear(pfd, name)
+        followed): a link can only join two files of the tree. A missing target is refused before
+        anything is made (no parent folders for ``rel`` either)."""
+        why = f"the hard link's target {source} is not in the tree"
+        try:
+            sfd = self.open(split(source)[0], os.O_PATH | os.O_DIRECTORY)
+        except FileNotFoundError:
+            raise FileNotFoundError(errno.ENOENT, why, rel) from None
+        try:
+            sname = split(source)[1]
             try:
                 os.stat(sname, dir_fd=sfd, follow_symlinks=False)
             except FileNotFoundError:
-                why = f"the hard link's target {source} is not in the tree"
                 raise FileNotFoundError(errno.ENOENT, why, rel) from None
-            os.link(sname, name, src_dir_fd=sfd, dst_dir_fd=pfd, follow_symlinks=False)
+            with self.parent(rel) as (pfd, name):
+                self._clear(pfd, name)
+                os.link(sname, name, src_dir_fd=sfd, dst_dir_fd=pfd, follow_symlinks=False)
+        finally:
+            os.close(sfd)
 
     def fifo(self, rel: str, mode: int, uid: int = 0, gid: int = 0) -> None:
         with self.parent(rel) as (pfd, name):
@@ -192,24 +205,37 @@ class Root:
         finally:
             os.close(fd)
 
+    def _regular(self, rel: str, flags: int, mode: int = 0) -> int:
+        """A descriptor of the regular file ``rel``. O_NONBLOCK: a FIFO a package ships (or names
+        ``etc/shadow`` with) must not block the build, nor a device be used (audit13d finding 5); a
+        FIFO without a reader is ENXIO to a writer, anything not a regular file is refused."""
+        try:
+            fd = self.open(rel, flags | os.O_NONBLOCK, mode)
+        except OSError as e:
+            if e.errno == errno.ENXIO:
+                raise OSError(errno.EINVAL, "not a regular file (a FIFO)", rel) from None
+            raise
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise OSError(errno.EINVAL, "not a regular file", rel)
+        os.set_blocking(fd, True)
+        return fd
+
     def read(self, rel: str) -> bytes | None:
         """The regular file ``rel``'s bytes (None when it is missing)."""
         try:
-            fd = self.open(rel, os.O_RDONLY)
+            fd = self._regular(rel, os.O_RDONLY)
         except FileNotFoundError:
             return None
         with os.fdopen(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise IsADirectoryError(21, "not a regular file", rel)
             return f.read()
 
     def rewrite(self, rel: str, data: bytes, mode: int = 0o644) -> None:
         """Replace the content of ``rel`` (created with ``mode`` when missing), as a process in the
-        chroot writing ``/rel`` would: owner and mode stay."""
-        fd = self.open(rel, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        chroot writing ``/rel`` would: owner and mode stay. Truncated only once known regular."""
+        fd = self._regular(rel, os.O_WRONLY | os.O_CREAT, mode)
         with os.fdopen(fd, "wb") as f:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise IsADirectoryError(21, "not a regular file", rel)
+            f.truncate(0)
             f.write(data)
 
     def is_dir(self, rel: str) -> bool:
@@ -223,7 +249,7 @@ class Root:
     def copy_in(self, src: Path, rel: str) -> None:
         """The host folder ``src`` (trusted: ours) merged into ``rel``: its files and symlinks replace
         what is there, directories already in the tree are kept as they are."""
-        self.mkdir(rel, None)
+        self.mkdir(rel)
         for dirpath, dirnames, filenames in os.walk(src):
             here = Path(dirpath).relative_to(src)
             for name in sorted(dirnames + filenames):
@@ -233,7 +259,7 @@ class Root:
                 if stat.S_ISLNK(st.st_mode):
                     self.symlink(dest, os.readlink(s))
                 elif stat.S_ISDIR(st.st_mode):
-                    self.mkdir(dest, None)
+                    self.mkdir(dest)
                 else:
                     with s.open("rb") as f:
                         self.write(dest, f, stat.S_IMODE(st.st_mode))

@@ -85,7 +85,10 @@ def test_symlinks_lead_into_the_tree_never_out(tmp_path: Path, outside: Path) ->
     [
         ([("./usr/share/host/pwned", b"x")], "nor a symlink to one inside the tree"),
         ([_entry("./usr/share/host/", tarfile.DIRTYPE)], "nor a symlink to one inside the tree"),
-        ([_entry("./usr/share/hl", tarfile.LNKTYPE, "usr/share/host/secret")], "inside the tree"),
+        (
+            [_entry("./usr/share/hl", tarfile.LNKTYPE, "usr/share/host/secret")],
+            "target usr/share/host/secret is not in",
+        ),
         ([_entry("./usr/share/hl", tarfile.LNKTYPE, "../../secret")], "hard link's target"),
         ([("../../../pwned", b"x")], "leaves the tree"),
         ([("/pwned", b"x")], "leaves the tree"),
@@ -144,3 +147,62 @@ def test_a_package_name_is_never_a_path(tmp_path: Path) -> None:
         with pytest.raises(IntegrityError, match="is not a Debian package"):
             debpkg.fetch_verified(name, version, "all", "0" * 64, tmp_path, offline=True)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_directory_member_keeps_an_existing_directory_as_it_is(tmp_path: Path) -> None:
+    """As dpkg: a package's ``./`` or ``x/`` (through ``x -> /etc``) changes neither the tree's root
+    nor the tree's /etc (audit13d finding 9); a new directory gets the member's owner and mode."""
+    tree = tmp_path / "tree"
+    tree.mkdir(mode=0o755)
+    base = _deb(tmp_path, "base", [_entry("./etc/", tarfile.DIRTYPE)])
+    members = [_entry("./", tarfile.DIRTYPE, mode=0o777), _entry("./usr/share/x", tarfile.SYMTYPE, "/etc")]
+    members += [
+        _entry("./usr/share/x/", tarfile.DIRTYPE, mode=0o777),
+        _entry("./new/", tarfile.DIRTYPE, mode=0o750),
+    ]
+    for m in members:
+        m.uid = 1234
+    debian._unpack(tree, [base, _deb(tmp_path, "evil", members)])
+    for path in (tree, tree / "etc"):
+        st = path.stat()
+        assert (st.st_mode & 0o7777, st.st_uid) == (0o755, 0), path
+    st = (tree / "new").stat()
+    assert (st.st_mode & 0o7777, st.st_uid) == (0o750, 1234)
+
+
+def test_a_hard_link_to_a_missing_target_makes_nothing(tmp_path: Path) -> None:
+    """Refused before its parent folders (or the target's) are made (audit13d finding 9)."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    evil = _deb(tmp_path, "evil", [_entry("./made/here/hl", tarfile.LNKTYPE, "missing/dir/file")])
+    with pytest.raises(IntegrityError, match=r"^package evil \(evil.deb\): member '[^']+': the hard link's"):
+        debian._unpack(tree, [evil])
+    assert not (tree / "made").exists() and not (tree / "missing").exists()
+
+
+@pytest.mark.parametrize("name", ["shadow", "shadow-"])
+def test_scrub_refuses_a_fifo_in_one_line(tmp_path: Path, name: str) -> None:
+    """A FIFO a package leaves at etc/shadow does not block the scrub (audit13d finding 5)."""
+    import threading
+
+    tree = tmp_path / "tree"
+    (tree / "etc").mkdir(parents=True)
+    os.mkfifo(tree / "etc" / name)
+    got: list[BaseException | None] = []
+
+    def scrub() -> None:
+        try:
+            debian._scrub(tree, 86400 * 20000)
+            got.append(None)
+        except BaseException as e:  # handed to the test's thread
+            got.append(e)
+
+    t = threading.Thread(target=scrub, daemon=True)
+    t.start()
+    t.join(60)
+    if t.is_alive():  # blocked in open(): a writer lets it go, so the test ends either way
+        os.close(os.open(tree / "etc" / name, os.O_WRONLY | os.O_NONBLOCK))
+        t.join()
+        pytest.fail("the scrub blocked on a FIFO")
+    assert isinstance(got[0], IntegrityError), got
+    assert f"/etc/{name}: not a regular file" in str(got[0]) and "\n" not in str(got[0])
