@@ -196,6 +196,18 @@ def refuse_symlinked_fan_out(base: str, entry: os.DirEntry[str]) -> None:
         )
 
 
+def refuse_symlinked_folder(path: Path) -> None:
+    """A cache's own folders (the repository's, ``plain``) must not be symbolic links: objects
+    would be read from and written to where they point (audit13d finding 4). The folder the user
+    names as the cache may be one (a cache on another disk); what it holds is the cache's."""
+    if path.is_symlink():
+        raise CvmfsError(
+            f"cache {path} is a symbolic link, not a directory: objects would be read from and "
+            "written to where it points",
+            hint=f"the cache was tampered with; remove {path}",
+        )
+
+
 class Holdings(set[str]):
     """What a cache's fan-out directory holds (``XX/rest`` files, by ``XX + rest``), in memory, so
     that a miss costs no failed open: on a cold read through the mount every object missed in the

@@ -54,6 +54,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
 import struct
 import threading
 import time
@@ -62,7 +63,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from ..fsutil import atomic_write, fsync_dir, process_umask, spread_subdirectories, syncfs, write_all
-from .objects import Holdings, refuse_symlinked_fan_out, sweep_temporaries
+from .objects import Holdings, refuse_symlinked_fan_out, refuse_symlinked_folder, sweep_temporaries
 
 MAGIC = b"CVP2"  # the trailer's checksum is the content's Adler-32 (files written now)
 MAGIC_CRC = b"CVP1"  # ... its CRC-32 (files of earlier versions; still read)
@@ -126,6 +127,8 @@ class PlainCache:
     def __init__(self, root: Path):
         self.dir = root / "plain"
         self.dir.mkdir(parents=True, exist_ok=True)
+        refuse_symlinked_folder(root)
+        refuse_symlinked_folder(self.dir)
         self._base = str(self.dir)
         # Made up front, below a directory marked as the top of a hierarchy: their files' inodes
         # then spread over ext4's block groups, away from the parent's (in /tmp's group each new
@@ -202,6 +205,7 @@ class PlainCache:
                 size = have - TRAILER
             good = (
                 size >= 0
+                and stat.S_ISREG(st.st_mode)  # a FIFO or device a seed ships is no object
                 and have == size + TRAILER
                 and (key in self._verified or self._trusts(st.st_ctime_ns) or self._check(fd, size))
             )
@@ -249,15 +253,15 @@ class PlainCache:
                 held.discard(name + suffix)
             return None
         try:
-            data = os.pread(fd, size + TRAILER + 1, 0)
-            if (
-                len(data) == size + TRAILER
-                and p not in self._verified
-                and not (self._trusted[1] and self._trusts(os.fstat(fd).st_ctime_ns))
-            ):
-                self.checks += 1
-                if not _matches(memoryview(data)[:size], data[size:]):
-                    data = b""
+            if p in self._verified:
+                data = os.pread(fd, size + TRAILER + 1, 0)
+            else:  # first read: a regular file (a FIFO cannot be pread), checked unless trusted
+                st = os.fstat(fd)
+                data = os.pread(fd, size + TRAILER + 1, 0) if stat.S_ISREG(st.st_mode) else b""
+                if len(data) == size + TRAILER and not (self._trusted[1] and self._trusts(st.st_ctime_ns)):
+                    self.checks += 1
+                    if not _matches(memoryview(data)[:size], data[size:]):
+                        data = b""
         finally:
             os.close(fd)
         if len(data) != size + TRAILER:
@@ -413,8 +417,11 @@ class PlainCache:
 #: journalled inode write on the scratch disk and, on a qcow2 backed by the seed, new clusters in
 #: the instance's disk (issue 13); a reboot a day later paid them again.
 #: O_NOFOLLOW: a symbolic link in the cache is never an object (audit13c finding 9: one to a host
-#: file was served as the signed file)
-_READ = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | getattr(os, "O_NOATIME", 0)
+#: file was served as the signed file). O_NONBLOCK: opening a FIFO (a seed can ship one) returns at
+#: once instead of waiting for a writer forever; the caller's fstat then finds it is no regular
+#: file, removes it and counts a miss (audit13d finding 3). No effect on a regular file's reads.
+_OPEN = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+_READ = _OPEN | getattr(os, "O_NOATIME", 0)
 
 
 def _open_to_read(path: str) -> int:
@@ -425,7 +432,7 @@ def _open_to_read(path: str) -> int:
         try:
             return os.open(path, _READ)
         except PermissionError:
-            return os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            return os.open(path, _OPEN)
     except OSError as e:
         if e.errno != errno.ELOOP:
             raise

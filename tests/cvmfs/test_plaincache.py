@@ -227,6 +227,52 @@ def test_a_symlink_in_the_cache_is_never_followed(tmp_path: Path) -> None:
     assert sorted(os.listdir(outside)) == ["hostfile"]
 
 
+def test_a_fifo_in_the_cache_is_a_miss_never_a_hang(tmp_path: Path) -> None:
+    """audit13d finding 3: an object that is a FIFO (a seed can ship one) is removed and a miss,
+    through ``open`` and ``read_whole``, instead of an open waiting for a writer forever. Run in a
+    child with a deadline, so a regression fails instead of hanging the suite."""
+    code = f"""
+import os
+from pathlib import Path
+from cernvm_build.cvmfs.plaincache import PlainCache
+cache = PlainCache(Path({str(tmp_path / "cache")!r}))
+names = ["ab" + "c" * 38, "ab" + "d" * 38]
+for n in names:
+    os.close(cache.put(n, "", [b"hello\\n"], 6))
+    os.unlink(cache.where(n, ""))
+    os.mkfifo(cache.where(n, ""))
+cache = PlainCache(Path({str(tmp_path / "cache")!r}))
+print(cache.open(names[0], "", 6), cache.read_whole(names[1], "", 6))
+print([n for n in names if os.path.lexists(cache.where(n, ""))])
+"""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("opening a FIFO in the cache blocked")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["None None", "[]"]
+
+
+@pytest.mark.parametrize("which", ["plain", "repository"])
+def test_a_symlinked_cache_folder_is_refused_in_one_line(tmp_path: Path, which: str) -> None:
+    """audit13d finding 4: ``plain`` or the repository's folder as a symbolic link to a folder
+    elsewhere stops the cache's start with one error naming it, before anything is written there."""
+    outside = tmp_path / "outside"
+    top = tmp_path / "cache" / FQRN
+    PlainCache(top)
+    link = top / "plain" if which == "plain" else top
+    link.rename(outside)
+    link.symlink_to(outside)
+    before = sorted(p.name for p in outside.rglob("*"))
+    with pytest.raises(CvmfsError, match=r"is a symbolic link, not a directory") as e:
+        PlainCache(top)
+    assert str(link) in str(e.value) and "\n" not in str(e.value)
+    assert sorted(p.name for p in outside.rglob("*")) == before
+
+
 def test_a_start_makes_only_the_missing_fan_out_directories(tmp_path: Path) -> None:
     """Every start of the mount daemon opens the cache: the fan-out directories an earlier start made
     are left alone (no refused mkdir for each: 0.07 s of the initrd's CPU under TCG), one gone is
