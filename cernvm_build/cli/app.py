@@ -28,17 +28,26 @@ from . import extras
 Handler = Callable[[argparse.Namespace, "Output"], int]
 
 #: C0/C1 control characters but newline and tab: an ESC from a server's answer, a repository name or a
-#: user-data key would otherwise reach the terminal as an escape sequence (rich passes ESC through)
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-#: the same and newline and tab, for one line of a listing (a file name holding a newline would
-#: otherwise forge a line of its own)
-_CONTROL_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+#: user-data key would otherwise reach the terminal as an escape sequence (rich passes ESC through);
+#: and the bidirectional controls (U+061C, U+200E-200F, U+202A-202E, U+2066-2069), which reorder what follows
+#: them on the screen: a name holding U+202E showed its end reversed (audit13d finding 6)
+_BIDI = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+_CONTROL = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f{_BIDI}]")
+#: the same and newline and tab, for one line: a listing's names, and error, hint and problem lines
+#: (a file name holding a newline would otherwise forge a line of its own, "error: none" or a hint)
+_CONTROL_LINE = re.compile(f"[\x00-\x1f\x7f-\x9f{_BIDI}]")
+
+
+def _shown(m: re.Match[str]) -> str:
+    c = ord(m.group())
+    return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
 
 
 def visible(text: str, *, one_line: bool = False) -> str:
-    """``text`` with control characters shown as ``\\xNN``: safe to print to a terminal; with
-    ``one_line`` newline and tab too (names from a catalog or a tar, printed one per line)."""
-    return (_CONTROL_LINE if one_line else _CONTROL).sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    """``text`` with control characters shown as ``\\xNN`` (bidi controls as ``\\uNNNN``): safe to
+    print to a terminal; with ``one_line`` newline and tab too (names from a catalog or a tar,
+    printed one per line, and every error, hint and problem line: they quote such names)."""
+    return (_CONTROL_LINE if one_line else _CONTROL).sub(_shown, text)
 
 
 def seconds(text: str) -> float:
@@ -134,10 +143,12 @@ class Output:
     def error(self, err: CernVMError) -> None:
         # The message and hint are the user's data (paths, URLs, `pip install 'x[extra]'`): never markup.
         self.err.print(
-            f"[bold red]error:[/bold red] {_escape(visible(str(err)))}", markup=True, highlight=False
+            f"[bold red]error:[/bold red] {_escape(visible(str(err), one_line=True))}",
+            markup=True,
+            highlight=False,
         )
         if err.hint:
-            self.err.print(f"[cyan]hint:[/cyan] {_escape(visible(err.hint))}")
+            self.err.print(f"[cyan]hint:[/cyan] {_escape(visible(err.hint, one_line=True))}")
 
     def _bars_off(self) -> bool:
         # decided before rich is imported where it can be (--quiet, --json)

@@ -190,7 +190,9 @@ def cmd_verify(args: argparse.Namespace, out: Output) -> int:
         # Each problem as it is found (there may be millions; the report keeps the first ones).
         if not out.json_mode:
             out.err.print(
-                f"[bold red]problem:[/bold red] {escape(visible(text))}", highlight=False, markup=True
+                f"[bold red]problem:[/bold red] {escape(visible(text, one_line=True))}",
+                highlight=False,
+                markup=True,
             )
 
     with open_from_args(args) as repo:

