@@ -41,8 +41,33 @@ class DebPackage:
         return jsonable.to_json(self, omit=("path",))
 
 
-def parse_deb822(text: str) -> list[dict[str, str]]:
-    """Stanzas of a Debian control file; continuation lines are kept (joined with newlines)."""
+#: field names Debian does not spell as capitalised words (``_field``)
+_SPELLED = {"md5sum": "MD5Sum", "sha1": "SHA1", "sha256": "SHA256", "sha512": "SHA512"}
+
+
+#: names seen, as ``_field`` spells them: a dict look-up per line (a Packages list has ~1.2 M), the
+#: spelling made once per name; cleared past 4096 (a hostile list's made-up names stay bounded)
+_FIELDS: dict[str, str] = {}
+
+
+def _field(name: str) -> str:
+    """One spelling of a field name: names are case-insensitive (Policy 5.1), so ``valid-until``
+    and ``Valid-Until`` are one field, and apt reads either (audit13d finding 8). Each word
+    capitalised (``Pre-Depends``, ``Checksums-Sha256``, as Debian writes them), but ``_SPELLED``."""
+    key = name.casefold()
+    spelled = _SPELLED.get(key) or "-".join(w[:1].upper() + w[1:] for w in key.split("-"))
+    if len(_FIELDS) >= 4096:
+        _FIELDS.clear()
+    _FIELDS[name] = spelled
+    return spelled
+
+
+def parse_deb822(text: str, where: str = "Debian control data") -> list[dict[str, str]]:
+    """Stanzas of a Debian control file; continuation lines are kept (joined with newlines). Field
+    names are spelled one way (``_field``: look them up as ``Valid-Until``, ``SHA256``); a field
+    given twice in a stanza is an IntegrityError naming ``where``: which one would count is a
+    guess (this parser kept the last, apt refuses), and a signed Release with ``Valid-Until`` past
+    then future must not pass as current."""
     stanzas: list[dict[str, str]] = []
     cur: dict[str, str] = {}
     key = None
@@ -55,8 +80,14 @@ def parse_deb822(text: str) -> list[dict[str, str]]:
             if key is not None:
                 cur[key] += "\n" + line.strip()
         elif ":" in line:
-            key, _, value = line.partition(":")
-            key = key.strip()
+            name, _, value = line.partition(":")
+            name = name.strip()
+            key = _FIELDS.get(name) or _field(name)
+            if key in cur:
+                raise IntegrityError(
+                    f"{where}: stanza {len(stanzas) + 1}: field {name[:60]!r} appears twice",
+                    hint="no Debian tool writes a field twice in one stanza: use another mirror or archive",
+                )
             cur[key] = value.strip()
     if cur:
         stanzas.append(cur)

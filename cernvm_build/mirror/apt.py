@@ -117,7 +117,7 @@ def _verify_suite(
         result.problems.append(f"{base}/InRelease: says something else than {base}/Release")
     if text is None:
         text = strip_clearsign((inrelease or release or b"").decode(errors="replace"))
-    stanzas = parse_deb822(text)
+    stanzas = parse_deb822(text, f"{base}/Release")
     if not stanzas:
         raise CernVMError(f"{base}/Release: empty")
     fields = stanzas[0]
@@ -204,7 +204,7 @@ def published_references(source: Source, suites: list[str]) -> set[str]:
             raw = source.read(f"{base}/InRelease") or source.read(f"{base}/Release")
             if raw is None:
                 continue
-            stanzas = parse_deb822(strip_clearsign(raw.decode(errors="replace")))
+            stanzas = parse_deb822(strip_clearsign(raw.decode(errors="replace")), base)
             fields = stanzas[0] if stanzas else {}
             for e in _entries(fields.get("SHA256", ""), base, scratch):
                 out.add(f"{base}/{e.path}")
@@ -243,7 +243,7 @@ def _entries(block: str, where: str, result: Checked) -> list[ReleaseEntry]:
 
 def _packages(text: bytes, where: str, result: Checked) -> list[Expected]:
     out = []
-    for i, st in enumerate(parse_deb822(text.decode(errors="replace"))):
+    for i, st in enumerate(parse_deb822(text.decode(errors="replace"), where)):
         name = st.get("Package", f"stanza {i + 1}")
         filename, sha, size = st.get("Filename"), st.get("SHA256"), st.get("Size")
         if not filename or not sha or not size or not size.isdigit():
@@ -262,7 +262,7 @@ def _sources(text: bytes, where: str, result: Checked) -> tuple[int, list[Expect
     """(source packages, their files) from a Sources index: ``Directory`` + ``Checksums-Sha256``."""
     count = 0
     out = []
-    for i, st in enumerate(parse_deb822(text.decode(errors="replace"))):
+    for i, st in enumerate(parse_deb822(text.decode(errors="replace"), where)):
         name = st.get("Package", f"stanza {i + 1}")
         directory, files = st.get("Directory"), st.get("Checksums-Sha256", "").strip()
         if not directory or not files:

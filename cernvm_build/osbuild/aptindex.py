@@ -168,7 +168,7 @@ def version_key(version: str) -> tuple[int, list[tuple[int, int | str]], list[tu
 def _parse_packages(text: str, suite: str, arch: str, where: Path) -> Iterable[IndexPackage]:
     """The list's packages of ``arch`` (and ``all``), each stanza checked once: the list is signed,
     but what it says must still be a package dpkg could name (an IntegrityError names the stanza)."""
-    for n, st in enumerate(parse_deb822(text), 1):
+    for n, st in enumerate(parse_deb822(text, str(where)), 1):
         if st.get("Architecture") not in (arch, "all"):
             continue
         try:
@@ -217,7 +217,7 @@ def _check_release(signed: str, suite: str, where: Path, now: float, *, expiry: 
     ``suite``, its Date is not more than a day ahead and (with ``expiry``) its Valid-Until has not
     passed. A validly signed but old Release (replayed, or a stale mirror) would otherwise build old
     packages."""
-    stanzas = parse_deb822(signed)
+    stanzas = parse_deb822(signed, str(where))
     fields = stanzas[0] if stanzas else {}
     if suite not in (fields.get("Codename"), fields.get("Suite")):
         raise IntegrityError(

@@ -214,7 +214,7 @@ def read_apt(root: Path) -> list[Platform]:
     platforms: list[Platform] = []
     for release in sorted(root.glob("dists/*/Release")):
         suite_dir = release.parent
-        fields = parse_deb822(release.read_text(encoding="utf-8", errors="replace"))
+        fields = parse_deb822(release.read_text(encoding="utf-8", errors="replace"), str(release))
         if not fields:
             raise BuildError("Release file is empty", where=str(release), hint="regenerate it")
         sums: dict[str, str] = {}

@@ -82,8 +82,19 @@ def test_a_current_release_of_the_suite_is_accepted(tmp_path: Path, key: tuple[P
             r"dated Fri, 08 Dec 2025 .* over a day after this clock",
         ),
         (GOOD.replace("Fri, 05 Dec 2025 03:54:28 UTC", "yesterday"), r"Date 'yesterday' is not a date"),
+        # field names are case-insensitive (Policy 5.1), as apt reads them (audit13d finding 8)
+        (GOOD + "valid-until: Sun, 02 Jan 2000 00:00:00 UTC\n", r"expired \(Valid-Until: Sun, 02 Jan 2000"),
+        (GOOD.replace("Date:", "date:").replace("05 Dec 2025", "08 Dec 2025"), r"dated Fri, 08 Dec 2025"),
     ],
-    ids=["other-codename", "no-suite", "valid-until-past", "date-future", "date-garbage"],
+    ids=[
+        "other-codename",
+        "no-suite",
+        "valid-until-past",
+        "date-future",
+        "date-garbage",
+        "valid-until-lowercase",
+        "date-lowercase",
+    ],
 )
 def test_a_release_of_another_suite_or_time_is_refused(
     tmp_path: Path, key: tuple[Path, Path], head: str, why: str
@@ -142,6 +153,30 @@ def test_a_stanza_no_debian_tool_writes_is_refused(
     with pytest.raises(IntegrityError, match=rf"{PACKAGES}: stanza 2: .*{re.escape(why)}") as e:
         aptindex.load_index(("bookworm",), lists=lists, keyring=key[1], now=NOW)
     assert "\n" not in str(e.value) and len(str(e.value)) < 400
+
+
+@pytest.mark.parametrize(
+    ("head", "stanza", "where"),
+    [
+        (
+            GOOD + "Valid-Until: Sun, 02 Jan 2000 00:00:00 UTC\nValid-Until: Sun, 02 Jan 2200 00:00:00 UTC\n",
+            STANZA,
+            INRELEASE,
+        ),
+        (GOOD.replace("Codename: bookworm", "Codename: sid\nCODENAME: bookworm"), STANZA, INRELEASE),
+        (GOOD, STANZA.replace("Priority:", f"sha256: {'b' * 64}\nPriority:"), PACKAGES),
+    ],
+    ids=["valid-until-past-then-future", "codename-sid-then-bookworm", "two-sha256"],
+)
+def test_a_field_given_twice_is_refused(
+    tmp_path: Path, key: tuple[Path, Path], head: str, stanza: str, where: str
+) -> None:
+    """Which of two values would count is a guess (the last won, so an expired Release passed as
+    current): refused, names compared without case (audit13d finding 8)."""
+    lists = _lists(tmp_path, key, stanza.encode(), head)
+    with pytest.raises(IntegrityError, match=rf"{where}: stanza 1: field '[^']+' appears twice") as e:
+        aptindex.load_index(("bookworm",), lists=lists, keyring=key[1], now=NOW)
+    assert "\n" not in str(e.value)
 
 
 def test_a_list_inflating_past_its_signed_size_is_refused_without_being_held(
