@@ -29,7 +29,7 @@ from .fetch import Fetcher, NotFound, Unreachable, make_fetcher
 from .history import History, Tag, parse_date
 from .limits import MAX_CERTIFICATE_BYTES, MAX_HISTORY_BYTES, MAX_MANIFEST_BYTES, MAX_WHITELIST_BYTES, human
 from .manifest import Manifest
-from .objects import SUFFIX_CERTIFICATE, SUFFIX_HISTORY, InflateLimit, decompress, parse_hash
+from .objects import SUFFIX_CERTIFICATE, SUFFIX_HISTORY, InflateLimit, decompress, hash_bytes, parse_hash
 from .plaincache import PlainCache
 from .revision import Repository, VerifyReport
 from .store import ObjectStore
@@ -48,6 +48,8 @@ __all__ = [
 
 MANIFEST_FILE = ".cvmfspublished"
 WHITELIST_FILE = ".cvmfswhitelist"
+#: the certificate object (as stored, hash X) of the manifest the cache keeps: the rollback floor's
+CERTIFICATE_META = ".cvmfscertificate"
 
 
 @dataclass(frozen=True, repr=False)
@@ -129,13 +131,22 @@ def _verified_floor(
     whitelist's expiry does not matter, the question is only whether it was genuinely published):
     the floor a newly offered manifest must not fall below. The cache is a file tree anyone with
     write access can edit, so an unverifiable cached manifest is no floor (audit13c finding 8: a
-    forged far-future T refused every genuine revision after it)."""
+    forged far-future T refused every genuine revision after it). Its certificate is the one kept
+    with it (``CERTIFICATE_META``), not fetched from the server being judged: after a certificate
+    rotation, a replayer of an older manifest who answered 404 for the newer certificate made the
+    floor unverifiable and the rollback pass (audit13d finding 7)."""
     old, old_w = cache.load_meta(MANIFEST_FILE), cache.load_meta(WHITELIST_FILE)
     if old is None or old_w is None:
         return None
     try:
         prev, _ = _verify_chain(
-            fqrn=name, manifest_bytes=old, whitelist_bytes=old_w, store=store, keys=keys, check_expiry=False
+            fqrn=name,
+            manifest_bytes=old,
+            whitelist_bytes=old_w,
+            store=store,
+            keys=keys,
+            check_expiry=False,
+            certificate=cache.load_meta(CERTIFICATE_META, MAX_CERTIFICATE_BYTES),
         )
     except (CvmfsError, ValueError):
         return None
@@ -151,7 +162,10 @@ def _verify_chain(
     keys: list[tuple[str, rsa.PublicKey]],
     now: dt.datetime | None = None,
     check_expiry: bool = True,
+    certificate: bytes | None = None,
 ) -> tuple[Manifest, Whitelist]:
+    """The manifest and whitelist, verified up to the master key; ``certificate``: the stored
+    certificate object kept earlier, used when it is the one the manifest names (its hash is X)."""
     where = f"{fqrn}: {MANIFEST_FILE}"
     signed = manifest_mod.split_signed(manifest_bytes, where)
     m = manifest_mod.parse(signed.body, where)
@@ -197,9 +211,17 @@ def _verify_chain(
     # The certificate is named by the manifest, whose signature it is to check: it is bounded
     # (stored and inflated), and neither taken from nor put into the cache before the chain holds.
     cwhere = f"{fqrn}: certificate {m.certificate_hash}X"
-    cert_obj = store.raw(
-        m.certificate_hash, SUFFIX_CERTIFICATE, what="certificate", limit=MAX_CERTIFICATE_BYTES, cached=False
-    )
+    x = parse_hash(m.certificate_hash)
+    if certificate is not None and hash_bytes(certificate, x.algorithm).hex == x.hex:
+        cert_obj = certificate
+    else:
+        cert_obj = store.raw(
+            m.certificate_hash,
+            SUFFIX_CERTIFICATE,
+            what="certificate",
+            limit=MAX_CERTIFICATE_BYTES,
+            cached=False,
+        )
     try:
         cert_pem = decompress(cert_obj, MAX_CERTIFICATE_BYTES)
     except InflateLimit as e:
@@ -354,6 +376,11 @@ def _open(
                     f"{_utc(prev.timestamp)} that this cache already verified",
                     hint=f"a stale mirror or a replay; if the repository was re-created, remove {cache.root}",
                 )
+            if m.certificate_hash and verify:  # kept before the manifest it verifies (the floor's)
+                cert = store.raw(
+                    m.certificate_hash, SUFFIX_CERTIFICATE, what="certificate", limit=MAX_CERTIFICATE_BYTES
+                )  # from the object cache: the chain just kept it there, verified
+                cache.save_meta(CERTIFICATE_META, cert)
             cache.save_meta(MANIFEST_FILE, mbytes)
             if wbytes:
                 cache.save_meta(WHITELIST_FILE, wbytes)

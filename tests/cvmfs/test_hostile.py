@@ -606,3 +606,32 @@ def test_error_and_problem_lines_quote_a_name_in_one_line(
     lines = m.stderr.splitlines()
     assert not [x for x in lines if x.startswith(("error: none", "hint: run"))], lines
     assert [x for x in lines if "evil\\x0aerror: none\\x0ahint: run" in x], lines
+
+
+def test_rollback_floor_needs_no_certificate_from_the_server(
+    hostile_base: hostile.Repo, tmp_path: Path
+) -> None:
+    """The floor's certificate is the one the cache kept with the manifest it verified (audit13d
+    finding 7): a server that withholds it (404, as a replayer of a manifest signed before a
+    certificate rotation would) and a cache whose object was evicted still leave the floor."""
+    from cernvm_build.cvmfs.cache import ObjectCache
+    from cernvm_build.cvmfs.fetch import make_fetcher
+    from cernvm_build.cvmfs.objects import SUFFIX_CERTIFICATE, object_path
+    from cernvm_build.cvmfs.repository import _load_keys, _verified_floor
+    from cernvm_build.cvmfs.store import ObjectStore
+
+    repo = hostile.copy_repo(hostile_base, tmp_path / "r")
+    cache = tmp_path / "cache"
+    with open_repository(repo.stratum, fqrn=repo.fqrn, public_keys=[repo.pub], cache_dir=cache) as r:
+        assert r.manifest is not None
+        m = r.manifest
+    cert = object_path(m.certificate_hash, SUFFIX_CERTIFICATE)
+    for top in (repo.stratum, cache / repo.fqrn):
+        (top / cert).unlink()
+    objects = ObjectCache(cache / repo.fqrn, repo=repo.fqrn)
+    store = ObjectStore(make_fetcher(repo.stratum, repo=repo.fqrn), objects, repo=repo.fqrn)
+    try:
+        floor = _verified_floor(repo.fqrn, objects, store, _load_keys([repo.pub]))
+    finally:
+        store.close()
+    assert floor is not None and (floor.revision, floor.timestamp) == (m.revision, m.timestamp)
