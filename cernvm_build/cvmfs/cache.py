@@ -29,9 +29,20 @@ from .objects import Holdings, ObjectHash, new_hasher, object_path
 BLOCK = 1 << 20
 
 
+#: O_NONBLOCK: an object path that is a FIFO (a seed can ship one) opens at once and reads as empty,
+#: which no object hashes to, instead of waiting for a writer forever; no effect on a regular file
+_READ = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
+
+
 def hash_file(path: Path, algorithm: str) -> str:
     h = new_hasher(algorithm)
-    with open(path, "rb") as f:
+    fd = os.open(path, _READ)
+    try:
+        f = open(fd, "rb")  # noqa: SIM115 (a refused descriptor is closed below, a taken one by with)
+    except IsADirectoryError:
+        os.close(fd)  # open() does not close a descriptor it refused
+        raise
+    with f:
         while block := f.read(BLOCK):
             h.update(block)
     return h.hexdigest()
@@ -92,9 +103,11 @@ class ObjectCache:
         except FileNotFoundError:
             self._gone(h, suffix)
             return None
+        except IsADirectoryError:
+            actual = ""
         if actual != h.hex:
             self._gone(h, suffix)
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
                 p.unlink()
             return None
         self._verified.add(key)
@@ -115,12 +128,18 @@ class ObjectCache:
         key = f"{self._base}/{object_path(name, suffix)}"
         # a raw open first: a miss costs no file object
         try:
-            fd = os.open(key, os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(key, _READ)
         except FileNotFoundError:
             self._gone(h, suffix)
             raise
-        with open(fd, "rb") as f:
-            data = f.read(limit + 1)
+        try:
+            f = open(fd, "rb")  # noqa: SIM115 (a refused descriptor is closed below, a taken one by with)
+        except IsADirectoryError:  # a folder where the object belongs: bad, as a FIFO's empty read
+            os.close(fd)  # open() does not close a descriptor it refused
+            data = b""
+        else:
+            with f:
+                data = f.read(limit + 1)
         if len(data) > limit:
             return None
         if key not in self._verified:
@@ -128,7 +147,7 @@ class ObjectCache:
             hasher.update(data)
             if hasher.hexdigest() != h.hex:
                 self._gone(h, suffix)
-                with contextlib.suppress(FileNotFoundError):
+                with contextlib.suppress(FileNotFoundError, IsADirectoryError):
                     os.unlink(key)
                 return None
             self._verified.add(key)

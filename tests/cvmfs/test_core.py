@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -58,3 +59,39 @@ def test_a_signed_file_the_cache_holds_already_is_not_written_again(tmp_path: Pa
     for newer in (b"manifest 2", b"manifest 1 and more"):  # changed, or the old one a prefix of it
         cache.save_meta(".cvmfspublished", newer)
         assert cache.load_meta(".cvmfspublished") == newer
+
+
+def test_an_object_that_is_a_fifo_or_a_folder_is_a_miss_never_a_hang(tmp_path: Path) -> None:
+    """A seed can ship a FIFO where an object belongs: ``lookup`` and ``read_small`` of the object
+    cache take it as a bad copy (the FIFO removed) instead of an open that waits for a writer
+    forever. Run in a child with a deadline, so a regression fails instead of hanging the suite."""
+    code = f"""
+import os
+from pathlib import Path
+from cernvm_build.cvmfs.cache import ObjectCache
+from cernvm_build.cvmfs.objects import compress, hash_bytes
+cache = ObjectCache(Path({str(tmp_path / "c")!r}), repo="x.test")
+got = []
+for what in ("fifo", "folder"):
+    data = compress(what.encode())
+    h = hash_bytes(data, "sha1")
+    cache.store(h, "", iter([data]), what=what)
+    p = cache.path(h, "")
+    p.unlink()
+    for read in ("read_small", "lookup"):
+        if not p.is_dir():
+            os.mkfifo(p) if what == "fifo" else p.mkdir()
+        fresh = ObjectCache(Path({str(tmp_path / "c")!r}), repo="x.test")  # as after a boot from a seed
+        got += [fresh.read_small(h, "", 1 << 20) if read == "read_small" else fresh.lookup(h, "")]
+    got.append(p.is_fifo())
+print(got)
+"""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("reading a FIFO in the object cache blocked")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[None, None, False, None, None, False]"
