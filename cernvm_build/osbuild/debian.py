@@ -155,8 +155,22 @@ def _unpack(tree: Path, files: list[debpkg.DebPackage]) -> None:
     """Every package's data, onto a merged-/usr skeleton, every path resolved inside the tree (a
     package's symlink leads into the tree, never out: ``inroot``); directory symlinks are kept."""
     with inroot.Root(tree) as root:
-        for d in ("usr/bin", "usr/sbin", "usr/lib", "usr/lib64", "proc", "sys", "dev", "run", "tmp"):
-            root.mkdir(d)
+        # The root comes from mkdtemp (0700) and a package's ``./`` keeps an existing directory as it
+        # is (as dpkg): the skeleton sets it, and every directory it makes, 0755 root:root itself.
+        for d in (
+            "",
+            "usr",
+            "usr/bin",
+            "usr/sbin",
+            "usr/lib",
+            "usr/lib64",
+            "proc",
+            "sys",
+            "dev",
+            "run",
+            "tmp",
+        ):
+            root.mkdir(d, reset=True)
         for link in ("bin", "sbin", "lib", "lib64"):
             root.symlink(link, f"usr/{link}")
         for deb in files:

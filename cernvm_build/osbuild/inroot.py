@@ -84,17 +84,33 @@ class Root:
             os.close(fd)
 
     def _dir(self, rel: str) -> int:
+        """A descriptor of directory ``rel``, its missing components made one by one (a loop, not a
+        recursion: an 800-byte ``a/a/…`` member must not exhaust Python's stack), each 0755 root:root
+        whatever the umask."""
         try:
             return self.open(rel, os.O_PATH | os.O_DIRECTORY)
         except FileNotFoundError:
             if not rel:
                 raise
-        with self.parent(rel) as (fd, name):
-            try:
-                os.mkdir(name, 0o755, dir_fd=fd)
-            except FileExistsError:
-                pass  # a dangling symlink, or a file
-        return self._existing_dir(rel, os.O_PATH)
+        parts = rel.split("/")
+        fd = self.open("", os.O_PATH | os.O_DIRECTORY)
+        try:
+            for i, name in enumerate(parts):
+                try:
+                    os.mkdir(name, 0o700, dir_fd=fd)
+                    made = True
+                except FileExistsError:
+                    made = False  # a directory, a symlink (followed in the root), or a file (refused)
+                here = self._existing_dir("/".join(parts[: i + 1]), os.O_RDONLY if made else os.O_PATH)
+                os.close(fd)
+                fd = here
+                if made:
+                    os.fchown(fd, 0, 0)
+                    os.fchmod(fd, 0o755)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     def _existing_dir(self, rel: str, flags: int) -> int:
         try:

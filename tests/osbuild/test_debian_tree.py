@@ -43,6 +43,9 @@ def test_dpkg_installed_every_package_and_systemd_is_init(debian: DebianTree) ->
     assert os.readlink(tree / "sbin") == "usr/sbin"
     assert os.readlink(tree / "usr/sbin/init").endswith("lib/systemd/systemd")
     assert "systemd 252" in _chroot(tree, "systemctl", "--version")
+    for rel in ("", "usr", "usr/bin", "etc", "var", "var/lib/dpkg"):
+        st = (tree / rel).stat()  # the root is mkdtemp's 0700 unless the skeleton sets it (r15 finding 1)
+        assert (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (0o755, 0, 0), rel
 
 
 def test_no_instance_secrets_and_fixed_times(debian: DebianTree) -> None:

@@ -206,3 +206,34 @@ def test_scrub_refuses_a_fifo_in_one_line(tmp_path: Path, name: str) -> None:
         pytest.fail("the scrub blocked on a FIFO")
     assert isinstance(got[0], IntegrityError), got
     assert f"/etc/{name}: not a regular file" in str(got[0]) and "\n" not in str(got[0])
+
+
+def test_the_root_and_the_skeleton_come_out_0755_whatever_mkdtemp_and_the_umask(tmp_path: Path) -> None:
+    """The tree's root is mkdtemp's (0700) and a package's ``./`` keeps it (as dpkg): the skeleton
+    sets it 0755 root:root, or no non-root process could traverse ``/`` (r15 finding 1). Directories
+    made as a member's missing parents are 0755 too, under any umask."""
+    tree = tmp_path / "tree"
+    tree.mkdir(mode=0o700)
+    base = _deb(tmp_path, "base", [
+        _entry("./", tarfile.DIRTYPE),
+        _entry("./usr/", tarfile.DIRTYPE),
+        _entry("./etc/", tarfile.DIRTYPE),
+        ("./etc/deep/er/file", b"x"),
+    ])  # fmt: skip
+    old = os.umask(0o077)
+    try:
+        debian._unpack(tree, [base])
+    finally:
+        os.umask(old)
+    for rel in ("", "usr", "usr/bin", "usr/lib64", "etc", "etc/deep", "etc/deep/er", "var", "var/lib/dpkg"):
+        st = (tree / rel).stat()
+        assert (oct(st.st_mode & 0o7777), st.st_uid, st.st_gid) == (oct(0o755), 0, 0), rel
+
+
+def test_a_deep_member_is_no_recursion_error(tmp_path: Path) -> None:
+    """An 800-byte ``a/a/…/x`` (under PATH_MAX) is unpacked: missing parents are made in a loop."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    deep = "a/" * 400 + "x"
+    debian._unpack(tree, [_deb(tmp_path, "deep", [("./" + deep, b"deep\n")])])
+    assert (tree / deep).read_text() == "deep\n"
