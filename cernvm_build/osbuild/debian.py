@@ -23,7 +23,8 @@ import shlex
 import shutil
 import subprocess
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,10 +138,8 @@ def build_debian_tree(
     ]
     with atomic_dir(dest) as tree:
         _unpack(tree, files)
-        with inroot.Root(tree) as root:
-            if kernel is not None:
-                root.copy_in(kernel.modules, f"usr/lib/modules/{kernel.version}")
-            root.copy_in(OVERLAY, "")
+        modules = [(kernel.modules, f"usr/lib/modules/{kernel.version}")] if kernel is not None else []
+        _copy_in(tree, [*modules, (OVERLAY, "")])
         say(f"debian{release}: dpkg installs {len(files)} packages in a chroot")
         _install(tree, debdir, files, epoch, kver)
         _scrub(tree, epoch)
@@ -151,9 +150,33 @@ def build_debian_tree(
     return DebianTree(dest, release, key, packages, kver, reused=False)
 
 
+@contextmanager
+def _paths_in(tree: Path, hint: str) -> Iterator[None]:
+    """An OSError on a path of the tree as one line naming it: it comes from what a package left
+    there (a file where a folder should be, a FIFO, ...)."""
+    try:
+        yield
+    except OSError as e:
+        where = f"/{e.filename}" if e.filename is not None else "?"
+        raise IntegrityError(f"{tree}: {where}: {e.strerror or e}", hint=hint) from None
+
+
+def _copy_in(tree: Path, folders: list[tuple[Path, str]]) -> None:
+    """Our host folders (kernel modules, the overlay) merged into the tree at their places."""
+    hint = "a package left this path unusable for our files; the tree is not kept"
+    with _paths_in(tree, hint), inroot.Root(tree) as root:
+        for src, rel in folders:
+            root.copy_in(src, rel)
+
+
 def _unpack(tree: Path, files: list[debpkg.DebPackage]) -> None:
     """Every package's data, onto a merged-/usr skeleton, every path resolved inside the tree (a
     package's symlink leads into the tree, never out: ``inroot``); directory symlinks are kept."""
+    with _paths_in(tree, "a package left this path unusable; the tree is not kept"):
+        _unpack_in(tree, files)
+
+
+def _unpack_in(tree: Path, files: list[debpkg.DebPackage]) -> None:
     with inroot.Root(tree) as root:
         # The root comes from mkdtemp (0700) and a package's ``./`` keeps an existing directory as it
         # is (as dpkg): the skeleton sets it, and every directory it makes, 0755 root:root itself.
@@ -308,13 +331,8 @@ def _install(tree: Path, debdir: Path, files: list[debpkg.DebPackage], epoch: in
 def _scrub(tree: Path, epoch: int) -> None:
     """Remove what records one installation's moment or machine; fix every time to ``epoch``. Paths
     are resolved inside the tree (``inroot``): a package's ``etc/ssh -> /etc/ssh`` is the tree's own."""
-    try:
+    with _paths_in(tree, "a package or its scripts left this path unusable; the tree is not kept"):
         _scrub_in(tree, epoch)
-    except OSError as e:
-        raise IntegrityError(
-            f"{tree}: /{e.filename}: {e.strerror}",
-            hint="a package or its scripts left this path unusable; the tree is not kept",
-        ) from None
     for dirpath, dirnames, filenames in os.walk(tree):
         for name in dirnames + filenames:
             os.utime(os.path.join(dirpath, name), (epoch, epoch), follow_symlinks=False)

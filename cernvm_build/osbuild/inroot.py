@@ -19,8 +19,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+from ..errors import BuildError
+
 _SYS_OPENAT2 = 437  # the same number on every Linux architecture (added after the syscall table merge)
 _RESOLVE = 0x01 | 0x02 | 0x10  # RESOLVE_NO_XDEV | RESOLVE_NO_MAGICLINKS | RESOLVE_IN_ROOT
+_EAGAIN_TRIES = 16  # openat2(2): RESOLVE_IN_ROOT may return EAGAIN; the caller should retry
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 
@@ -50,6 +53,16 @@ class Root:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.fd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:  # once, here: without openat2 every later call would fail on a path of its own
+            os.close(self.open("", os.O_PATH | os.O_DIRECTORY))
+        except OSError as e:
+            os.close(self.fd)
+            if e.errno not in (errno.ENOSYS, errno.EPERM):
+                raise
+            raise BuildError(
+                f"building an OS tree needs Linux >= 5.6 (openat2): {e.strerror}",
+                hint="run it on a newer kernel, or in a container whose seccomp profile allows openat2",
+            ) from None
 
     def __enter__(self) -> Root:
         return self
@@ -60,17 +73,20 @@ class Root:
     def open(self, rel: str, flags: int, mode: int = 0o644) -> int:
         """A descriptor of ``rel`` resolved inside the root (its symlinks followed chroot-style)."""
         how = _OpenHow(flags | os.O_CLOEXEC, mode if flags & os.O_CREAT else 0, _RESOLVE)
-        fd = _libc.syscall(
-            ctypes.c_long(_SYS_OPENAT2),
-            ctypes.c_long(self.fd),
-            ctypes.c_char_p(os.fsencode(rel or ".")),
-            ctypes.byref(how),
-            ctypes.c_size_t(ctypes.sizeof(how)),
-        )
-        if fd < 0:
+        for _ in range(_EAGAIN_TRIES):
+            fd = _libc.syscall(
+                ctypes.c_long(_SYS_OPENAT2),
+                ctypes.c_long(self.fd),
+                ctypes.c_char_p(os.fsencode(rel or ".")),
+                ctypes.byref(how),
+                ctypes.c_size_t(ctypes.sizeof(how)),
+            )
+            if fd >= 0:
+                return int(fd)
             err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err), rel or ".")
-        return int(fd)
+            if err != errno.EAGAIN:  # EAGAIN: a rename or mount elsewhere raced a '..' step; retry
+                break
+        raise OSError(err, os.strerror(err), rel or ".")
 
     @contextmanager
     def parent(self, rel: str, create: bool = True) -> Iterator[tuple[int, str]]:

@@ -237,3 +237,51 @@ def test_a_deep_member_is_no_recursion_error(tmp_path: Path) -> None:
     deep = "a/" * 400 + "x"
     debian._unpack(tree, [_deb(tmp_path, "deep", [("./" + deep, b"deep\n")])])
     assert (tree / deep).read_text() == "deep\n"
+
+
+def test_without_openat2_the_build_stops_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kernel older than 5.6 or a seccomp profile without openat2 (ENOSYS here: an unknown system
+    call number) is a BuildError naming the need, not an OSError on the first path (r15 finding 3)."""
+    from cernvm_build.errors import BuildError
+    from cernvm_build.osbuild import inroot
+
+    monkeypatch.setattr(inroot, "_SYS_OPENAT2", 9999)
+    with pytest.raises(BuildError, match=r"needs Linux >= 5\.6 \(openat2\)"):
+        debian._unpack(tmp_path, [])
+
+
+def test_our_files_over_a_package_s_file_are_refused_in_one_line(tmp_path: Path) -> None:
+    """The overlay needs a folder where a package left a file: one line naming the path (r15 finding 3)."""
+    tree, ours = tmp_path / "tree", tmp_path / "ours"
+    (tree / "etc").mkdir(parents=True)
+    (tree / "etc/cloud").write_text("a file\n")
+    (ours / "etc/cloud").mkdir(parents=True)
+    (ours / "etc/cloud/x.cfg").write_text("x\n")
+    with pytest.raises(IntegrityError, match=r": /etc/cloud: .*neither a directory") as e:
+        debian._copy_in(tree, [(ours, "")])
+    assert "\n" not in str(e.value)
+
+
+def test_openat2_eagain_is_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """openat2(2): RESOLVE_IN_ROOT returns EAGAIN when a rename or mount races a '..' step, and
+    asks the caller to retry (r15 finding 4). The race is injected: two EAGAINs, then the real call."""
+    import ctypes
+    import errno
+
+    from cernvm_build.osbuild import inroot
+
+    real, calls = inroot._libc, []
+
+    class Racy:
+        def syscall(self, *args: object) -> int:
+            calls.append(1)
+            if len(calls) in (2, 3):  # the first is Root's probe
+                ctypes.set_errno(errno.EAGAIN)
+                return -1
+            return int(real.syscall(*args))
+
+    monkeypatch.setattr(inroot, "_libc", Racy())
+    (tmp_path / "d").mkdir()
+    with inroot.Root(tmp_path) as root:
+        os.close(root.open("d", os.O_PATH))
+    assert len(calls) == 4
