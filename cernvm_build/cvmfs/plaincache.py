@@ -126,8 +126,8 @@ class PlainCache:
 
     def __init__(self, root: Path):
         self.dir = root / "plain"
+        refuse_symlinked_folder(root)  # before the mkdir: plain/ is not made where it points
         self.dir.mkdir(parents=True, exist_ok=True)
-        refuse_symlinked_folder(root)
         refuse_symlinked_folder(self.dir)
         self._base = str(self.dir)
         # Made up front, below a directory marked as the top of a hierarchy: their files' inodes
@@ -436,7 +436,7 @@ def _open_to_read(path: str) -> int:
     except OSError as e:
         if e.errno != errno.ELOOP:
             raise
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):  # gone already, or a cache this reader cannot write
             os.unlink(path)
         raise FileNotFoundError(errno.ENOENT, "a symbolic link in the cache (removed)", path) from e
 

@@ -273,6 +273,37 @@ def test_a_symlinked_cache_folder_is_refused_in_one_line(tmp_path: Path, which: 
     assert sorted(p.name for p in outside.rglob("*")) == before
 
 
+def test_a_symlinked_repository_folder_gets_no_plain_folder_where_it_points(tmp_path: Path) -> None:
+    """r15 finding 5: refused before ``plain/`` is made (in an empty folder it points to)."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    top = tmp_path / "cache" / FQRN
+    top.parent.mkdir()
+    top.symlink_to(outside)
+    with pytest.raises(CvmfsError, match=r"is a symbolic link, not a directory"):
+        PlainCache(top)
+    assert os.listdir(outside) == []
+
+
+def test_a_symlink_in_a_cache_the_reader_cannot_write_is_still_a_miss(tmp_path: Path) -> None:
+    """r15 finding 6: the symlink's removal fails (an immutable folder: EPERM, even for root, as
+    EACCES or EROFS would for another reader); the read is still the documented miss."""
+    from cernvm_build.cvmfs.plaincache import _open_to_read
+
+    folder = tmp_path / "ab"
+    folder.mkdir()
+    (tmp_path / "target").write_bytes(b"x")
+    os.symlink(tmp_path / "target", folder / "link")
+    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available here")
+    try:
+        with pytest.raises(FileNotFoundError, match="a symbolic link in the cache"):
+            _open_to_read(str(folder / "link"))
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+    assert (folder / "link").is_symlink()
+
+
 def test_a_start_makes_only_the_missing_fan_out_directories(tmp_path: Path) -> None:
     """Every start of the mount daemon opens the cache: the fan-out directories an earlier start made
     are left alone (no refused mkdir for each: 0.07 s of the initrd's CPU under TCG), one gone is
