@@ -23,6 +23,7 @@ import shlex
 import shutil
 import subprocess
 import tarfile
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from ..bootloader.kernel import Kernel
 from ..errors import BuildError, IntegrityError
 from ..fsutil import atomic_dir, remove_tree, sha256_file
 from ..paths import cache_dir, data_dir
-from ..proc import run
+from ..proc import run, which
 from . import aptindex, inroot, resolve
 
 SUITES = {"12": ("bookworm", "bookworm-updates", "bookworm-security")}
@@ -211,52 +212,61 @@ def _unpack_in(tree: Path, files: list[debpkg.DebPackage]) -> None:
 
 
 def _unpack_deb(root: inroot.Root, deb: debpkg.DebPackage) -> None:
-    """One package's data.tar into ``root``, as dpkg would put it there (numeric owners, modes)."""
-    proc = subprocess.Popen(
-        ["dpkg-deb", "--fsys-tarfile", deb.path], stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    assert proc.stdout is not None
-    name = "?"
-    try:
-        with tarfile.open(fileobj=proc.stdout, mode="r|", bufsize=1 << 20) as tar:
-            for m in tar:
-                name = m.name
-                rel = inroot.clean(m.name)
-                if rel is None:
-                    raise _member_error(deb, name, "the name leaves the tree (absolute or '..')")
-                if m.isdir():
-                    root.mkdir(rel, m.mode & 0o7777, m.uid, m.gid)
-                elif m.isreg():
-                    src = tar.extractfile(m)
-                    assert src is not None
-                    root.write(rel, src, m.mode & 0o7777, m.uid, m.gid)
-                elif m.issym():
-                    root.symlink(rel, m.linkname, m.uid, m.gid)
-                elif m.islnk():
-                    source = inroot.clean(m.linkname)
-                    if not source:
-                        raise _member_error(
-                            deb, name, f"the hard link's target {m.linkname!r} leaves the tree"
-                        )
-                    root.hardlink(rel, source)
-                elif m.isfifo():
-                    root.fifo(rel, m.mode & 0o7777, m.uid, m.gid)
-                else:
-                    raise _member_error(deb, name, "a device node (packages ship none; dpkg makes them)")
-    except OSError as e:
-        raise _member_error(deb, name, e.strerror or str(e)) from None
-    except tarfile.TarError as e:
-        raise _member_error(deb, name, f"bad data archive: {e}") from None
-    finally:
-        proc.stdout.close()
-        err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
-        code = proc.wait()
-    if code != 0:
-        last = err.splitlines()[-1] if err else ""
+    """One package's data.tar into ``root``, as dpkg would put it there (numeric owners, modes).
+    dpkg-deb's stderr goes to a file: a pipe read only at its end could fill and stall it."""
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(
+            [which("dpkg-deb"), "--fsys-tarfile", deb.path], stdout=subprocess.PIPE, stderr=err
+        )
+        assert proc.stdout is not None
+        name, bad = "?", None
+        try:
+            with tarfile.open(fileobj=proc.stdout, mode="r|", bufsize=1 << 20) as tar:
+                for m in tar:
+                    name = m.name
+                    _unpack_member(root, deb, tar, m)
+        except OSError as e:
+            raise _member_error(deb, name, e.strerror or str(e)) from None
+        except tarfile.TarError as e:
+            bad = _member_error(deb, name, f"bad data archive: {e}")  # unless dpkg-deb says why
+        finally:
+            proc.stdout.close()
+            code = proc.wait()
+        err.seek(0)
+        why = err.read()[-400:].decode(errors="replace").strip().splitlines()
+    if code != 0:  # a .deb dpkg-deb cannot read: its reason, not tar's 'empty file' after it
         raise IntegrityError(
-            f"package {deb.name} ({deb.path.name}): dpkg-deb --fsys-tarfile failed: {last or code}",
+            f"package {deb.name} ({deb.path.name}): dpkg-deb --fsys-tarfile failed: "
+            f"{why[-1] if why else f'exit {code}'}",
             hint="the package file is damaged: delete it from the cache and fetch it again",
         )
+    if bad is not None:
+        raise bad
+
+
+def _unpack_member(
+    root: inroot.Root, deb: debpkg.DebPackage, tar: tarfile.TarFile, m: tarfile.TarInfo
+) -> None:
+    rel = inroot.clean(m.name)
+    if rel is None:
+        raise _member_error(deb, m.name, "the name leaves the tree (absolute or '..')")
+    if m.isdir():
+        root.mkdir(rel, m.mode & 0o7777, m.uid, m.gid)
+    elif m.isreg():
+        src = tar.extractfile(m)
+        assert src is not None
+        root.write(rel, src, m.mode & 0o7777, m.uid, m.gid)
+    elif m.issym():
+        root.symlink(rel, m.linkname, m.uid, m.gid)
+    elif m.islnk():
+        source = inroot.clean(m.linkname)
+        if not source:
+            raise _member_error(deb, m.name, f"the hard link's target {m.linkname!r} leaves the tree")
+        root.hardlink(rel, source)
+    elif m.isfifo():
+        root.fifo(rel, m.mode & 0o7777, m.uid, m.gid)
+    else:
+        raise _member_error(deb, m.name, "a device node (packages ship none; dpkg makes them)")
 
 
 def _member_error(deb: debpkg.DebPackage, member: str, why: str) -> IntegrityError:

@@ -285,3 +285,16 @@ def test_openat2_eagain_is_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     with inroot.Root(tmp_path) as root:
         os.close(root.open("d", os.O_PATH))
     assert len(calls) == 4
+
+
+def test_a_deb_dpkg_deb_cannot_read_is_dpkg_deb_s_error(tmp_path: Path) -> None:
+    """Not tar's 'empty file' after it with 'not installable as shipped' (r15 finding 7)."""
+    path = tmp_path / "broken.deb"
+    path.write_bytes(b"!<arch>\nnot really a package\n")
+    broken = debpkg.DebPackage("broken", "1", "all", path, "")
+    (tmp_path / "tree").mkdir()
+    with pytest.raises(
+        IntegrityError, match=r"^package broken \(broken.deb\): dpkg-deb --fsys-tarfile failed: "
+    ) as e:
+        debian._unpack(tmp_path / "tree", [broken])
+    assert "delete it from the cache" in (e.value.hint or "") and "\n" not in str(e.value)
