@@ -12,6 +12,7 @@ import json
 import re
 import shutil
 import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,13 +69,23 @@ def parse_deb822(text: str, where: str = "Debian control data") -> list[dict[str
     given twice in a stanza is an IntegrityError naming ``where``: which one would count is a
     guess (this parser kept the last, apt refuses), and a signed Release with ``Valid-Until`` past
     then future must not pass as current."""
-    stanzas: list[dict[str, str]] = []
+    return list(iter_deb822(text.splitlines(), where))
+
+
+def iter_deb822(
+    lines: Iterable[str], where: str = "Debian control data", keep: frozenset[str] | None = None
+) -> Iterator[dict[str, str]]:
+    """``parse_deb822`` one stanza at a time, from lines (without their ends) read as they come:
+    a list too big to hold is read in constant memory. ``keep``: only these fields are returned,
+    each its first line (no continuation line is joined); every field is still checked for repeats."""
     cur: dict[str, str] = {}
     key = None
-    for line in text.splitlines():
+    n = 0
+    for line in lines:
         if not line.strip():
             if cur:
-                stanzas.append(cur)
+                n += 1
+                yield cur if keep is None else {k: v for k, v in cur.items() if k in keep}
             cur, key = {}, None
         elif line[0] in " \t":
             if key is not None:
@@ -82,16 +93,16 @@ def parse_deb822(text: str, where: str = "Debian control data") -> list[dict[str
         elif ":" in line:
             name, _, value = line.partition(":")
             name = name.strip()
-            key = _FIELDS.get(name) or _field(name)
-            if key in cur:
+            field = _FIELDS.get(name) or _field(name)
+            if field in cur:
                 raise IntegrityError(
-                    f"{where}: stanza {len(stanzas) + 1}: field {name[:60]!r} appears twice",
+                    f"{where}: stanza {n + 1}: field {name[:60]!r} appears twice",
                     hint="no Debian tool writes a field twice in one stanza: use another mirror or archive",
                 )
-            cur[key] = value.strip()
+            cur[field] = value.strip()
+            key = field if keep is None else None
     if cur:
-        stanzas.append(cur)
-    return stanzas
+        yield cur if keep is None else {k: v for k, v in cur.items() if k in keep}
 
 
 _RECORDS: dict[str, dict[str, str]] = {}

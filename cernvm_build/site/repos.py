@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from ..debpkg import parse_deb822
+from ..debpkg import iter_deb822, parse_deb822
 from ..errors import BuildError, Location
 
 REPO_NS = "{http://linux.duke.edu/metadata/repo}"
@@ -264,9 +264,13 @@ def read_apt(root: Path) -> list[Platform]:
 
 
 def _stanzas(f: IO[bytes], where: str) -> Iterator[dict[str, str]]:
-    """The fields the page shows from each stanza of a Packages file, read line by line from the
-    stream (continuation lines are skipped: only the Description's first line is shown)."""
-    cur: dict[str, str] = {}
+    """The fields the page shows from each stanza of a Packages file, read from the stream by
+    ``debpkg.iter_deb822`` (its rules: field names in any case, a repeated field refused), each
+    the first line (only the Description's first line is shown), lines bounded here."""
+    return iter_deb822(_lines(f, where), where, keep=_APT_FIELDS)
+
+
+def _lines(f: IO[bytes], where: str) -> Iterator[str]:
     lineno = 0
     while line := f.readline(_MAX_LINE):
         lineno += 1
@@ -276,18 +280,7 @@ def _stanzas(f: IO[bytes], where: str) -> Iterator[dict[str, str]]:
                 where=Location(file=where, line=lineno),
                 hint="this is not a real package list; sync the mirror again",
             )
-        text = line.decode("utf-8", errors="replace").rstrip("\r\n")
-        if not text.strip():
-            if cur:
-                yield cur
-            cur = {}
-        elif text[0] not in " \t" and ":" in text:
-            key, _, value = text.partition(":")
-            key = key.strip()
-            if key in _APT_FIELDS:
-                cur[key] = value.strip()
-    if cur:
-        yield cur
+        yield line.decode("utf-8", errors="replace").rstrip("\r\n")
 
 
 _APT_FIELDS = frozenset(("Package", "Version", "Architecture", "Description"))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sitehelpers import build_site
 
-from cernvm_build.errors import BuildError
+from cernvm_build.errors import BuildError, IntegrityError
 from cernvm_build.site import repos
 from cernvm_build.site.repos import read_apt, read_yum
 from tests.mirror.repos import make_apt_repo, make_deb, make_rpm, make_yum_repo
@@ -210,3 +210,15 @@ def test_damaged_apt_metadata_with_matching_checksum_is_one_error(
     with pytest.raises(BuildError, match=rf"{name.replace('.', '[.]')} cannot be read") as e:
         read_apt(tmp_path)
     assert str(e.value.where) == str(path)
+
+
+def test_package_lists_follow_the_deb822_rules_of_the_build(tmp_path: Path) -> None:
+    """One parser (``debpkg.iter_deb822``, r15 finding 8a): field names in any case are read, a
+    field given twice in a stanza is refused in one line naming the file."""
+    _apt(tmp_path / "apt", "Packages", b"package: lower\nVERSION: 2\nDescription: d\n long\n\n")
+    (suite,) = read_apt(tmp_path / "apt")
+    assert [(p.name, p.version, p.summary) for p in suite.latest()] == [("lower", "2", "d")]
+    _apt(tmp_path / "twice", "Packages", b"Package: a\nVersion: 1\nversion: 9\n\n")
+    with pytest.raises(IntegrityError, match=r"Packages: stanza 1: field 'version' appears twice") as e:
+        read_apt(tmp_path / "twice")
+    assert "\n" not in str(e.value)
