@@ -298,3 +298,16 @@ def test_a_deb_dpkg_deb_cannot_read_is_dpkg_deb_s_error(tmp_path: Path) -> None:
     ) as e:
         debian._unpack(tmp_path / "tree", [broken])
     assert "delete it from the cache" in (e.value.hint or "") and "\n" not in str(e.value)
+
+
+def test_without_dpkg_deb_the_unpack_is_a_tool_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """dpkg-deb through ``proc.which``: a missing tool names its package, no FileNotFoundError
+    traceback (r15 finding 7). Missing is simulated: the lookup finds nothing."""
+    from cernvm_build import proc
+    from cernvm_build.errors import ToolError
+
+    deb = _deb(tmp_path, "plain", [("./usr/share/x", b"x")])
+    monkeypatch.setattr(proc.shutil, "which", lambda *a, **k: None)
+    (tmp_path / "tree").mkdir()
+    with pytest.raises(ToolError, match="required tool 'dpkg-deb' is not installed"):
+        debian._unpack(tmp_path / "tree", [deb])
