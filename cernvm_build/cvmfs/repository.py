@@ -369,12 +369,16 @@ def _open(
                 raise IntegrityError(f"{name}: {MANIFEST_FILE}: manifest is for repository {m.fqrn!r}")
         if cache is not None and not offline:
             prev = _verified_floor(name, cache, store, keys) if verify else None
-            if prev is not None and (prev.revision > m.revision or prev.timestamp > m.timestamp):
+            # the publication time decides, not the revision: a replay (or a stale mirror) carries
+            # an older T, and a newer T needs the signing key; a repository re-created under its
+            # name (new revisions from 2, later T) is followed, as before the floor was verified —
+            # a revision rule refused it (the test suite's re-published demo repository showed it)
+            if prev is not None and prev.timestamp > m.timestamp:
                 raise IntegrityError(
                     f"{name}: {MANIFEST_FILE}: the server offers revision {m.revision} published at "
                     f"{_utc(m.timestamp)}, behind revision {prev.revision} published at "
                     f"{_utc(prev.timestamp)} that this cache already verified",
-                    hint=f"a stale mirror or a replay; if the repository was re-created, remove {cache.root}",
+                    hint=f"a stale mirror or a replay; if the server's clock went back, remove {cache.root}",
                 )
             if m.certificate_hash and verify:  # kept before the manifest it verifies (the floor's)
                 cert = store.raw(
