@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.server
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,6 +17,7 @@ from sitehelpers import Edit, build_site
 
 import cernvm_build
 from cernvm_build.site.check import check_site
+from tests.support import hostile
 
 BASE = "https://cvmfs.io/"
 
@@ -63,12 +63,8 @@ def web() -> Iterator[str]:
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    t = threading.Thread(target=server.serve_forever, daemon=True)
-    t.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with hostile.http_server(Handler) as url:
+        yield url
 
 
 @pytest.mark.integration
@@ -87,30 +83,22 @@ def drip() -> Iterator[str]:
     """A server that answers with one header line every 0.5 s, forever: each read is quick, the
     answer never ends (urllib3 gives up only after 100 headers)."""
     stop = threading.Event()
-    srv = socket.create_server(("127.0.0.1", 0))
 
-    def serve(c: socket.socket) -> None:
-        with c:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self) -> None:
             try:
-                c.recv(4096)
-                c.sendall(b"HTTP/1.1 200 OK\r\n")
+                self.wfile.write(b"HTTP/1.1 200 OK\r\n")
                 while not stop.wait(0.5):
-                    c.sendall(b"X-a: b\r\n")
+                    self.wfile.write(b"X-a: b\r\n")
             except OSError:
                 pass
 
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                c, _ = srv.accept()
-            except OSError:
-                return
-            threading.Thread(target=serve, args=(c,), daemon=True).start()
+        def log_message(self, format: str, *args: object) -> None:
+            pass
 
-    threading.Thread(target=accept, daemon=True).start()
-    yield f"http://127.0.0.1:{srv.getsockname()[1]}/slow"
-    stop.set()
-    srv.close()
+    with hostile.http_server(Handler) as url:
+        yield f"{url}/slow"
+        stop.set()
 
 
 @pytest.mark.integration
