@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -241,6 +242,18 @@ def load_repositories(
     return out
 
 
+def _shape_error(source: str, key: str | None, what: str, whole: str, hint: str) -> BuildError:
+    """A data file the pages iterate is not of the shape its writer makes: one error naming the key
+    (``key`` None: the file as a whole, called ``whole``)."""
+    return BuildError(
+        f"{'must' if key else whole + ' must'} be {what}", where=Location(file=source, key=key), hint=hint
+    )
+
+
+def _mappings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(x, dict) for x in value)
+
+
 _REPORT_KEYS = ("checked", "healthy", "problem_count", "probes")
 _PROBE_KEYS = ("fqrn", "url", "role", "status", "revision", "published", "whitelist_expires", "lag_revisions",
                "lag_seconds", "problems")  # fmt: skip
@@ -250,12 +263,12 @@ def _check_monitor(report: Any, source: str) -> None:
     """The status page iterates what ``cvmfs monitor --out`` wrote; another shape is one error naming
     the key (a template TypeError was a traceback from a build worker)."""
 
-    def bad(key: str | None, what: str) -> BuildError:
-        return BuildError(
-            f"{'must' if key else 'the report must'} be {what}",
-            where=Location(file=source, key=key),
-            hint="write the file with 'cernvm-build cvmfs monitor --out'",
-        )
+    bad = partial(
+        _shape_error,
+        source,
+        whole="the report",
+        hint="write the file with 'cernvm-build cvmfs monitor --out'",
+    )
 
     def need(item: dict[str, Any], keys: tuple[str, ...], at: str) -> None:
         for k in keys:
@@ -266,12 +279,12 @@ def _check_monitor(report: Any, source: str) -> None:
         raise bad(None, "a mapping")
     need(report, _REPORT_KEYS, "")
     probes = report["probes"]
-    if not isinstance(probes, list) or not all(isinstance(p, dict) for p in probes):
+    if not _mappings(probes):
         raise bad("probes", "a list of mappings")
     for i, probe in enumerate(probes):
         need(probe, _PROBE_KEYS, f"probes[{i}].")
         problems = probe["problems"]
-        if not isinstance(problems, list) or not all(isinstance(x, dict) for x in problems):
+        if not _mappings(problems):
             raise bad(f"probes[{i}].problems", "a list of mappings")
         for j, problem in enumerate(problems):
             need(problem, ("kind", "message", "hint"), f"probes[{i}].problems[{j}].")
@@ -281,12 +294,9 @@ def _check_benchmarks(report: Any, source: str) -> None:
     """The benchmarks page formats each result's numbers ('%.4g'); a string there was a template
     TypeError traceback (audit17c). The shape ``bench/`` writes, or one error naming the key."""
 
-    def bad(key: str | None, what: str) -> BuildError:
-        return BuildError(
-            f"{'must' if key else 'the results must'} be {what}",
-            where=Location(file=source, key=key),
-            hint="write the file with 'make bench' (bench/run.py)",
-        )
+    bad = partial(
+        _shape_error, source, whole="the results", hint="write the file with 'make bench' (bench/run.py)"
+    )
 
     def number(v: Any) -> bool:
         return isinstance(v, (int, float)) and not isinstance(v, bool)
@@ -298,7 +308,7 @@ def _check_benchmarks(report: Any, source: str) -> None:
     if not isinstance(report.get("failures", []), list):
         raise bad("failures", "a list")
     results = report.get("results", [])
-    if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
+    if not _mappings(results):
         raise bad("results", "a list of mappings")
     for i, r in enumerate(results):
         if not number(r.get("value")):
