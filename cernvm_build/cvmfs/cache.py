@@ -21,6 +21,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from ..errors import CvmfsError, IntegrityError
 from ..fsutil import atomic_write
@@ -34,14 +35,23 @@ BLOCK = 1 << 20
 _READ = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
 
 
-def hash_file(path: Path, algorithm: str) -> str:
-    h = new_hasher(algorithm)
+def _open_object(path: str) -> BinaryIO | None:
+    """An object file opened to read; None for a folder where the object belongs (bad, as a FIFO's
+    empty read); FileNotFoundError if absent."""
     fd = os.open(path, _READ)
     try:
-        f = open(fd, "rb")  # noqa: SIM115 (a refused descriptor is closed below, a taken one by with)
+        return open(fd, "rb")
     except IsADirectoryError:
         os.close(fd)  # open() does not close a descriptor it refused
-        raise
+        return None
+
+
+def hash_file(path: Path, algorithm: str) -> str:
+    """The file's hash; "" (no object's) for a folder there."""
+    f = _open_object(str(path))
+    if f is None:
+        return ""
+    h = new_hasher(algorithm)
     with f:
         while block := f.read(BLOCK):
             h.update(block)
@@ -103,8 +113,6 @@ class ObjectCache:
         except FileNotFoundError:
             self._gone(h, suffix)
             return None
-        except IsADirectoryError:
-            actual = ""
         if actual != h.hex:
             self._gone(h, suffix)
             with contextlib.suppress(FileNotFoundError, IsADirectoryError):
@@ -128,16 +136,12 @@ class ObjectCache:
         key = f"{self._base}/{object_path(name, suffix)}"
         # a raw open first: a miss costs no file object
         try:
-            fd = os.open(key, _READ)
+            f = _open_object(key)
         except FileNotFoundError:
             self._gone(h, suffix)
             raise
-        try:
-            f = open(fd, "rb")  # noqa: SIM115 (a refused descriptor is closed below, a taken one by with)
-        except IsADirectoryError:  # a folder where the object belongs: bad, as a FIFO's empty read
-            os.close(fd)  # open() does not close a descriptor it refused
-            data = b""
-        else:
+        data = b""
+        if f is not None:
             with f:
                 data = f.read(limit + 1)
         if len(data) > limit:
