@@ -152,7 +152,7 @@ def load(site_dir: Path, *, base_url: str | None = None, memo: frontmatter.Memo 
             raise BuildError(
                 f"{key} '{value}' is not an http(s) URL or a path starting with '/'",
                 where=Location(file=str(path), key=key),
-                hint=f"for example '{'/releases/{version}/files/' if key == 'releases_url' else 'https://…'}'",
+                hint=f"for example '{default or 'https://…'}'",
             )
         return value
 
