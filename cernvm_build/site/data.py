@@ -204,6 +204,7 @@ def load_repositories(
             platforms = repos.read_yum(meta_dir) if kind == "yum" else repos.read_apt(meta_dir)
         url = str(r["url"]).rstrip("/")
         gpgkey, release_package = r.get("gpgkey"), r.get("release_package")
+        component = str(r.get("component", "main"))
         out.append(
             {
                 "name": name,
@@ -213,7 +214,7 @@ def load_repositories(
                 "description": str(r.get("description", "")),
                 "gpgkey": gpgkey,
                 "release_package": release_package,
-                "component": str(r.get("component", "main")),
+                "component": component,
                 # the copyable command lines: each value quoted for the shell (the template escapes HTML)
                 "sh": {
                     "name": shlex.quote(name),
@@ -221,7 +222,7 @@ def load_repositories(
                     "release_package": shlex.quote(str(release_package)) if release_package else None,
                     "deb": shlex.quote(f"deb [signed-by=/usr/share/keyrings/{name}.gpg] {url}")
                     + ' "$(lsb_release -cs)-prod" '
-                    + shlex.quote(str(r.get("component", "main"))),
+                    + shlex.quote(component),
                 },
                 "missing": missing,
                 "platforms": [
