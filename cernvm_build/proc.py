@@ -7,8 +7,12 @@ import os
 import shlex
 import shutil
 import subprocess
-from collections.abc import Mapping, Sequence
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from .errors import ToolError
 
@@ -98,3 +102,37 @@ def run(
             hint=f"command was: {shlex.join(argv)}",
         )
     return proc
+
+
+@dataclass
+class Streamed:
+    """A running tool whose stdout is read as it comes (``streamed``); ``code`` and ``why`` (the
+    last line of its stderr, '' when it wrote none) are set once it has been waited for."""
+
+    proc: subprocess.Popen[bytes]
+    stdout: IO[bytes]
+    code: int = 0
+    why: str = ""
+
+
+@contextmanager
+def streamed(cmd: Sequence[str | os.PathLike[str]]) -> Iterator[Streamed]:
+    """Run ``cmd`` (resolved as ``run`` does) with its stdout to read while it runs, for output too
+    big to hold; its stderr goes to a temporary file (a pipe read only at the end could fill and
+    stall the tool). On leaving, also by an exception: stdout is closed, the tool waited for, and
+    ``code``/``why`` set; the caller judges them (a reader that stops early may ``proc.kill()``)."""
+    argv = [os.fspath(c) for c in cmd]
+    argv[0] = which(argv[0]) if os.sep not in argv[0] else argv[0]
+    log.debug("run: %s", shlex.join(argv))
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err)
+        assert proc.stdout is not None
+        s = Streamed(proc, proc.stdout)
+        try:
+            yield s
+        finally:
+            proc.stdout.close()
+            s.code = proc.wait()
+            err.seek(max(0, err.seek(0, os.SEEK_END) - 400))
+            lines = err.read().decode(errors="replace").strip().splitlines()
+            s.why = lines[-1] if lines else ""

@@ -13,8 +13,6 @@ import datetime as dt
 import email.utils
 import hashlib
 import re
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -23,6 +21,7 @@ from pathlib import Path
 from ..debpkg import NAME, VERSION, parse_deb822
 from ..errors import BuildError, IntegrityError
 from ..gpg import Keyring
+from ..proc import streamed
 
 LISTS = Path("/var/lib/apt/lists")
 KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
@@ -249,32 +248,22 @@ def _check_release(signed: str, suite: str, where: Path, now: float, *, expiry: 
 def _read_list(listed: Path, want: str, size: int, release: str) -> bytes:
     """The decompressed list, hashed while read and never more than the signed size + 1 bytes in
     memory (a small file that inflates to gigabytes is refused at that point)."""
-    with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(
-            ["/usr/lib/apt/apt-helper", "cat-file", listed], stdout=subprocess.PIPE, stderr=err
-        )
-        assert proc.stdout is not None
-        h, blocks, n = hashlib.sha256(), [], 0
-        try:
-            while n <= size and (block := proc.stdout.read(min(1 << 20, size + 1 - n))):
-                h.update(block)
-                blocks.append(block)
-                n += len(block)
-        finally:
-            if n > size:
-                proc.kill()
-            proc.stdout.close()
-            code = proc.wait()
-        err.seek(0)
-        why = err.read()[-400:].decode(errors="replace").strip().splitlines()
+    h, blocks, n = hashlib.sha256(), [], 0
+    with streamed(["/usr/lib/apt/apt-helper", "cat-file", listed]) as tool:
+        while n <= size and (block := tool.stdout.read(min(1 << 20, size + 1 - n))):
+            h.update(block)
+            blocks.append(block)
+            n += len(block)
+        if n > size:
+            tool.proc.kill()
     if n > size:
         raise IntegrityError(
             f"{listed}: longer than the {size} B that {release} records (reading stopped there)",
             hint="the list is stale or damaged: run 'apt-get update'",
         )
-    if code != 0:
+    if tool.code != 0:
         raise IntegrityError(
-            f"{listed}: cannot be read: {why[-1] if why else f'apt-helper exit {code}'}",
+            f"{listed}: cannot be read: {tool.why or f'apt-helper exit {tool.code}'}",
             hint="the list is damaged: run 'apt-get update'",
         )
     got = h.hexdigest()

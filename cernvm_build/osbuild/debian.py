@@ -23,7 +23,6 @@ import shlex
 import shutil
 import subprocess
 import tarfile
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from ..bootloader.kernel import Kernel
 from ..errors import BuildError, IntegrityError
 from ..fsutil import atomic_dir, remove_tree, sha256_file
 from ..paths import cache_dir, data_dir
-from ..proc import run, which
+from ..proc import run, streamed
 from . import aptindex, inroot, resolve
 
 SUITES = {"12": ("bookworm", "bookworm-updates", "bookworm-security")}
@@ -212,16 +211,11 @@ def _unpack_in(tree: Path, files: list[debpkg.DebPackage]) -> None:
 
 
 def _unpack_deb(root: inroot.Root, deb: debpkg.DebPackage) -> None:
-    """One package's data.tar into ``root``, as dpkg would put it there (numeric owners, modes).
-    dpkg-deb's stderr goes to a file: a pipe read only at its end could fill and stall it."""
-    with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(
-            [which("dpkg-deb"), "--fsys-tarfile", deb.path], stdout=subprocess.PIPE, stderr=err
-        )
-        assert proc.stdout is not None
-        name, bad = "?", None
+    """One package's data.tar into ``root``, as dpkg would put it there (numeric owners, modes)."""
+    name, bad = "?", None
+    with streamed(["dpkg-deb", "--fsys-tarfile", deb.path]) as tool:
         try:
-            with tarfile.open(fileobj=proc.stdout, mode="r|", bufsize=1 << 20) as tar:
+            with tarfile.open(fileobj=tool.stdout, mode="r|", bufsize=1 << 20) as tar:
                 for m in tar:
                     name = m.name
                     _unpack_member(root, deb, tar, m)
@@ -229,15 +223,10 @@ def _unpack_deb(root: inroot.Root, deb: debpkg.DebPackage) -> None:
             raise _member_error(deb, name, e.strerror or str(e)) from None
         except tarfile.TarError as e:
             bad = _member_error(deb, name, f"bad data archive: {e}")  # unless dpkg-deb says why
-        finally:
-            proc.stdout.close()
-            code = proc.wait()
-        err.seek(0)
-        why = err.read()[-400:].decode(errors="replace").strip().splitlines()
-    if code != 0:  # a .deb dpkg-deb cannot read: its reason, not tar's 'empty file' after it
+    if tool.code != 0:  # a .deb dpkg-deb cannot read: its reason, not tar's 'empty file' after it
         raise IntegrityError(
             f"package {deb.name} ({deb.path.name}): dpkg-deb --fsys-tarfile failed: "
-            f"{why[-1] if why else f'exit {code}'}",
+            f"{tool.why or f'exit {tool.code}'}",
             hint="the package file is damaged: delete it from the cache and fetch it again",
         )
     if bad is not None:
