@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ from cernvm_build.cvmfs.cache import ObjectCache
 from cernvm_build.cvmfs.fetch import LocalFetcher
 from cernvm_build.cvmfs.objects import compress, hash_bytes
 from cernvm_build.cvmfs.store import ObjectStore
+from tests.support import run_python
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -86,12 +86,6 @@ for what in ("fifo", "folder"):
     got.append(p.is_fifo())
 print(got)
 """
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
-    try:
-        done = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env
-        )
-    except subprocess.TimeoutExpired:
-        pytest.fail("reading a FIFO in the object cache blocked")
+    done = run_python(code, blocked="reading a FIFO in the object cache blocked")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[None, None, False, None, None, False]"

@@ -27,6 +27,7 @@ from cernvm_build.cvmfs.quota import Quota
 from cernvm_build.cvmfs.repository import Repository, open_repository
 from cernvm_build.cvmfs.serve import Server
 from cernvm_build.errors import CvmfsError
+from tests.support import run_python
 
 from .conftest import FQRN, FUSE_LIBS, Fixture, fuse_env
 
@@ -245,13 +246,7 @@ cache = PlainCache(Path({str(tmp_path / "cache")!r}))
 print(cache.open(names[0], "", 6), cache.read_whole(names[1], "", 6))
 print([n for n in names if os.path.lexists(cache.where(n, ""))])
 """
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
-    try:
-        done = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env
-        )
-    except subprocess.TimeoutExpired:
-        pytest.fail("opening a FIFO in the cache blocked")
+    done = run_python(code, blocked="opening a FIFO in the cache blocked")
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["None None", "[]"]
 

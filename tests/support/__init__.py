@@ -7,6 +7,8 @@ import fcntl
 import os
 import socket
 import struct
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -34,6 +36,21 @@ def linked_cache(folder: Path) -> Path:
         if real.exists() and not (folder / name).exists():
             os.symlink(real, folder / name)
     return folder
+
+
+def run_python(code: str, *, blocked: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``code`` run by this Python, this checkout importable, in a child with a deadline: a call that
+    would wait forever (an open of a FIFO) fails the test with ``blocked`` instead of hanging the
+    suite. Its output is captured as text."""
+    import pytest  # here: the benches import this package, and pytest is a test's
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    try:
+        return subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, env=env
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(blocked)
 
 
 def free_port() -> int:
