@@ -135,20 +135,22 @@ class Root:
             why = f"{rel} is neither a directory nor a symlink to one inside the tree"
             raise NotADirectoryError(errno.ENOTDIR, why, rel) from None
 
-    @staticmethod
-    def _clear(fd: int, name: str) -> None:
-        """Remove ``name`` (never what it points to); an empty directory too, as tar does."""
-        try:
-            os.unlink(name, dir_fd=fd)
-        except FileNotFoundError:
-            pass
-        except IsADirectoryError:
-            os.rmdir(name, dir_fd=fd)
+    @contextmanager
+    def _fresh(self, rel: str) -> Iterator[tuple[int, str]]:
+        """``parent(rel)`` with ``rel``'s name free: whatever was there is removed (never what it
+        points to; an empty directory too, as tar does), so what is made there replaces it."""
+        with self.parent(rel) as (pfd, name):
+            try:
+                os.unlink(name, dir_fd=pfd)
+            except FileNotFoundError:
+                pass
+            except IsADirectoryError:
+                os.rmdir(name, dir_fd=pfd)
+            yield pfd, name
 
     def write(self, rel: str, data: IO[bytes] | bytes, mode: int, uid: int = 0, gid: int = 0) -> None:
         """A new regular file ``rel`` (whatever was there is replaced, not written through)."""
-        with self.parent(rel) as (pfd, name):
-            self._clear(pfd, name)
+        with self._fresh(rel) as (pfd, name):
             fd = os.open(
                 name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=pfd
             )
@@ -182,8 +184,7 @@ class Root:
             os.close(fd)
 
     def symlink(self, rel: str, target: str, uid: int = 0, gid: int = 0) -> None:
-        with self.parent(rel) as (pfd, name):
-            self._clear(pfd, name)
+        with self._fresh(rel) as (pfd, name):
             os.symlink(target, name, dir_fd=pfd)
             os.chown(name, uid, gid, dir_fd=pfd, follow_symlinks=False)
 
@@ -202,15 +203,13 @@ class Root:
                 os.stat(sname, dir_fd=sfd, follow_symlinks=False)
             except FileNotFoundError:
                 raise FileNotFoundError(errno.ENOENT, why, rel) from None
-            with self.parent(rel) as (pfd, name):
-                self._clear(pfd, name)
+            with self._fresh(rel) as (pfd, name):
                 os.link(sname, name, src_dir_fd=sfd, dst_dir_fd=pfd, follow_symlinks=False)
         finally:
             os.close(sfd)
 
     def fifo(self, rel: str, mode: int, uid: int = 0, gid: int = 0) -> None:
-        with self.parent(rel) as (pfd, name):
-            self._clear(pfd, name)
+        with self._fresh(rel) as (pfd, name):
             os.mkfifo(name, mode, dir_fd=pfd)
             os.chown(name, uid, gid, dir_fd=pfd, follow_symlinks=False)
 
