@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -498,17 +500,25 @@ def test_a_trickling_object_is_an_error_through_the_mount(hostile_base: hostile.
     assert lines and hostile_base.fqrn in lines[0] and "/dir/file" in lines[0], log.read_text()
 
 
-def _link_chunked(ed: hostile.Editor) -> None:
-    """/chunked2: /chunked's hash, size, mode and group, but chunk rows of its own."""
-    db = ed.catalog()
-    m1, m2 = hostile.md5_pair("/chunked")
+def _link(db: sqlite3.Connection, source: str, parent: str, name: str, group: int, **more: Any) -> None:
+    """``parent/name``: ``source``'s hash, size, mode and flags (and ``more``), both in hard-link
+    group ``group``."""
+    m1, m2 = hostile.md5_pair(source)
     digest, size, mode, flags = db.execute(
         "SELECT hash, size, mode, flags FROM catalog WHERE md5path_1 = ? AND md5path_2 = ?", (m1, m2)
     ).fetchone()
+    hardlinks = (group << 32) | 2
     hostile.add_row(
-        db, "/", "chunked2", mode=mode, size=size, digest=digest, flags=flags, hardlinks=(7 << 32) | 2
+        db, parent, name, mode=mode, size=size, digest=digest, flags=flags, hardlinks=hardlinks, **more
     )
-    hostile.set_column(db, "/chunked", hardlinks=(7 << 32) | 2)
+    hostile.set_column(db, source, hardlinks=hardlinks)
+
+
+def _link_chunked(ed: hostile.Editor) -> None:
+    """/chunked2: /chunked's hash, size, mode and group, but chunk rows of its own."""
+    db = ed.catalog()
+    _link(db, "/chunked", "/", "chunked2", 7)
+    m1, m2 = hostile.md5_pair("/chunked")
     n1, n2 = hostile.md5_pair("/chunked2")
     rows = db.execute(
         "SELECT offset, size FROM chunks WHERE md5path_1 = ? AND md5path_2 = ? ORDER BY offset", (m1, m2)
@@ -524,25 +534,8 @@ def _link_owner_xattr(ed: hostile.Editor) -> None:
     """/dir/ping: /dir/file's content, mode and group, but another uid and a capability."""
     from cernvm_build.cvmfs.catalog_write import serialize_xattrs
 
-    db = ed.catalog()
-    m1, m2 = hostile.md5_pair("/dir/file")
-    digest, size, mode, flags = db.execute(
-        "SELECT hash, size, mode, flags FROM catalog WHERE md5path_1 = ? AND md5path_2 = ?", (m1, m2)
-    ).fetchone()
     cap = serialize_xattrs({"security.capability": b"\x01\x00\x00\x02\x00\x20\x00\x00" + b"\0" * 12})
-    hostile.add_row(
-        db,
-        "/dir",
-        "ping",
-        mode=mode,
-        size=size,
-        digest=digest,
-        flags=flags,
-        hardlinks=(9 << 32) | 2,
-        uid=1234,
-        xattr=cap,
-    )
-    hostile.set_column(db, "/dir/file", hardlinks=(9 << 32) | 2)
+    _link(ed.catalog(), "/dir/file", "/dir", "ping", 9, uid=1234, xattr=cap)
 
 
 @pytest.mark.parametrize(
