@@ -134,6 +134,10 @@ def _signature(raw: dict[str, Any], where: str) -> str | None:
     return None if signature is None else _relative(signature, at)
 
 
+#: the type of each ``Snapshot`` field in an index (``_optional``: absent or null reads as None)
+_SNAPSHOT_TYPES = {"repository": str, "path": str, "root_hash": str, "revision": int, "tag": str}
+
+
 def load(path: Path) -> ReleaseIndex:
     """Read and check an index.json; every problem names the file and the key."""
     where = str(path)
@@ -154,7 +158,6 @@ def load(path: Path) -> ReleaseIndex:
     for i, p in enumerate(_require(raw, "profiles", list, where)):
         key = f"profiles[{i}]"
         snap = _require(p, "snapshot", dict, f"{where}: {key}")
-        snap_types = {"repository": str, "path": str, "root_hash": str, "revision": int, "tag": str}
         profiles.append(
             ProfileRecord(
                 name=_require(p, "name", str, where),
@@ -163,7 +166,7 @@ def load(path: Path) -> ReleaseIndex:
                 snapshot=Snapshot(
                     **{
                         k: _optional(snap, k, t, Location(where, key=f"{key}.snapshot.{k}"))
-                        for k, t in snap_types.items()
+                        for k, t in _SNAPSHOT_TYPES.items()
                     }
                 ),
                 profile_sha256=_require(p, "profile_sha256", str, where),
