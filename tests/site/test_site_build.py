@@ -1200,8 +1200,7 @@ def test_a_one_page_rebuild_records_only_the_index_rows_that_changed(
     rows = [r for batch in put for r in batch if r[0].startswith(search.PREFIX)]
     assert search.MANIFEST in {r[0] for r in rows}
     assert all(before.get(r[0]) != r[1:] for r in rows) and len(rows) < len(index_files)
-    on_disk = {rel: (p.stat().st_size, p.stat().st_mtime_ns) for rel, p in _files(out).items()}
-    assert {rel: (size, mtime) for rel, (_fp, size, mtime) in state.outputs().items()} == on_disk
+    assert _recorded(state) == _on_disk(out)
     assert build_site(site, out).rendered == 0
     # a page written (its HTML: the manifest's row dropped) that the index leaves out, and an index file
     # lost: the shard is made again, the manifest's bytes stay and its row is written again
@@ -1210,12 +1209,18 @@ def test_a_one_page_rebuild_records_only_the_index_rows_that_changed(
     report = build_site(site, out)
     assert (report.rendered, report.search_shards) == (1, 1)
     assert search.MANIFEST in state.outputs()
-    on_disk = {rel: (p.stat().st_size, p.stat().st_mtime_ns) for rel, p in _files(out).items()}
-    assert {rel: (size, mtime) for rel, (_fp, size, mtime) in state.outputs().items()} == on_disk
+    assert _recorded(state) == _on_disk(out)
 
 
-def _files(root: Path) -> dict[str, Path]:
-    return {p.relative_to(root).as_posix(): p for p in root.rglob("*") if p.is_file()}
+def _recorded(state: State) -> dict[str, tuple[int, int]]:
+    """Each output's size and mtime as the state records them."""
+    return {rel: (size, mtime) for rel, (_fp, size, mtime) in state.outputs().items()}
+
+
+def _on_disk(root: Path) -> dict[str, tuple[int, int]]:
+    """Each file's size and mtime under ``root`` (one stat each)."""
+    stats = {p.relative_to(root).as_posix(): p.stat() for p in root.rglob("*") if p.is_file()}
+    return {rel: (st.st_size, st.st_mtime_ns) for rel, st in stats.items()}
 
 
 def test_a_one_page_rebuild_prunes_by_key_and_a_failed_builds_rows_by_listing(
