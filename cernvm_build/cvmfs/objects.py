@@ -185,27 +185,27 @@ def sweep_temporaries(base: Path, before: float) -> int:
     return len(swept)
 
 
+def _symlinked(shown: str, remove: str) -> CvmfsError:
+    return CvmfsError(
+        f"cache {shown} is a symbolic link, not a directory: objects would be read from and written "
+        "to where it points",
+        hint=f"the cache was tampered with; remove {remove}",
+    )
+
+
 def refuse_symlinked_fan_out(base: str, entry: os.DirEntry[str]) -> None:
     """A cache's ``XX`` directory must not be a symbolic link: objects would be read from and
     written to where it points (audit13c finding 9). Free where the caller lists anyway (d_type)."""
     if entry.is_symlink():
-        raise CvmfsError(
-            f"cache {base}: {entry.name} is a symbolic link, not a directory: objects would be read "
-            "from and written to where it points",
-            hint=f"the cache was tampered with; remove {base}",
-        )
+        raise _symlinked(f"{base}: {entry.name}", base)
 
 
 def refuse_symlinked_folder(path: Path) -> None:
-    """A cache's own folders (the repository's, ``plain``) must not be symbolic links: objects
-    would be read from and written to where they point (audit13d finding 4). The folder the user
-    names as the cache may be one (a cache on another disk); what it holds is the cache's."""
+    """A cache's own folders (the repository's, ``plain``) must not be symbolic links, for the same
+    reason (audit13d finding 4). The folder the user names as the cache may be one (a cache on
+    another disk); what it holds is the cache's."""
     if path.is_symlink():
-        raise CvmfsError(
-            f"cache {path} is a symbolic link, not a directory: objects would be read from and "
-            "written to where it points",
-            hint=f"the cache was tampered with; remove {path}",
-        )
+        raise _symlinked(str(path), str(path))
 
 
 class Holdings(set[str]):
