@@ -151,11 +151,12 @@ def build_debian_tree(
 
 
 @contextmanager
-def _paths_in(tree: Path, hint: str) -> Iterator[None]:
-    """An OSError on a path of the tree as one line naming it: it comes from what a package left
-    there (a file where a folder should be, a FIFO, ...)."""
+def _in_root(tree: Path, hint: str) -> Iterator[inroot.Root]:
+    """``tree`` opened as an ``inroot.Root``; an OSError on a path of it as one line naming it: it
+    comes from what a package left there (a file where a folder should be, a FIFO, ...)."""
     try:
-        yield
+        with inroot.Root(tree) as root:
+            yield root
     except OSError as e:
         where = f"/{e.filename}" if e.filename is not None else "?"
         raise IntegrityError(f"{tree}: {where}: {e.strerror or e}", hint=hint) from None
@@ -164,7 +165,7 @@ def _paths_in(tree: Path, hint: str) -> Iterator[None]:
 def _copy_in(tree: Path, folders: list[tuple[Path, str]]) -> None:
     """Our host folders (kernel modules, the overlay) merged into the tree at their places."""
     hint = "a package left this path unusable for our files; the tree is not kept"
-    with _paths_in(tree, hint), inroot.Root(tree) as root:
+    with _in_root(tree, hint) as root:
         for src, rel in folders:
             root.copy_in(src, rel)
 
@@ -172,12 +173,7 @@ def _copy_in(tree: Path, folders: list[tuple[Path, str]]) -> None:
 def _unpack(tree: Path, files: list[debpkg.DebPackage]) -> None:
     """Every package's data, onto a merged-/usr skeleton, every path resolved inside the tree (a
     package's symlink leads into the tree, never out: ``inroot``); directory symlinks are kept."""
-    with _paths_in(tree, "a package left this path unusable; the tree is not kept"):
-        _unpack_in(tree, files)
-
-
-def _unpack_in(tree: Path, files: list[debpkg.DebPackage]) -> None:
-    with inroot.Root(tree) as root:
+    with _in_root(tree, "a package left this path unusable; the tree is not kept") as root:
         # The root comes from mkdtemp (0700) and a package's ``./`` keeps an existing directory as it
         # is (as dpkg): the skeleton sets it, and every directory it makes, 0755 root:root itself.
         for d in (
@@ -330,16 +326,7 @@ def _install(tree: Path, debdir: Path, files: list[debpkg.DebPackage], epoch: in
 def _scrub(tree: Path, epoch: int) -> None:
     """Remove what records one installation's moment or machine; fix every time to ``epoch``. Paths
     are resolved inside the tree (``inroot``): a package's ``etc/ssh -> /etc/ssh`` is the tree's own."""
-    with _paths_in(tree, "a package or its scripts left this path unusable; the tree is not kept"):
-        _scrub_in(tree, epoch)
-    for dirpath, dirnames, filenames in os.walk(tree):
-        for name in dirnames + filenames:
-            os.utime(os.path.join(dirpath, name), (epoch, epoch), follow_symlinks=False)
-    os.utime(tree, (epoch, epoch))
-
-
-def _scrub_in(tree: Path, epoch: int) -> None:
-    with inroot.Root(tree) as root:
+    with _in_root(tree, "a package or its scripts left this path unusable; the tree is not kept") as root:
         for rel in VOLATILE:
             root.remove(rel)
         for d, pattern in (
@@ -358,6 +345,10 @@ def _scrub_in(tree: Path, epoch: int) -> None:
                 rows = [ln.split(b":") for ln in text.splitlines()]  # field 3: the last change's day
                 new = [[*r[:2], day.encode() if r[2] else b"", *r[3:]] if len(r) > 2 else r for r in rows]
                 root.rewrite(rel, b"".join(b":".join(r) + b"\n" for r in new))
+    for dirpath, dirnames, filenames in os.walk(tree):
+        for name in dirnames + filenames:
+            os.utime(os.path.join(dirpath, name), (epoch, epoch), follow_symlinks=False)
+    os.utime(tree, (epoch, epoch))
 
 
 def copy_tree(src: Path, dest: Path) -> None:
