@@ -11,7 +11,6 @@ machine disturbs least. Needs root and the packages in the cache (``make deps``)
 from __future__ import annotations
 
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -23,12 +22,12 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import Result, flags, print_table
+from bench.common import Result, children_cpu, flags, print_table
 
 
 def _cpu() -> float:
-    s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
+    """CPU seconds of this process and its ended children (dpkg-deb, tar)."""
+    return time.process_time() + children_cpu()
 
 
 def _reference(tree: Path, files: list[Path]) -> None:
