@@ -1,0 +1,36 @@
+"""proc.streamed: a tool's stdout read as it comes, its exit code and last stderr line kept."""
+
+from __future__ import annotations
+
+import pytest
+
+from cernvm_build.errors import ToolError
+from cernvm_build.proc import streamed
+
+
+def test_streamed_gives_stdout_code_and_the_last_stderr_line() -> None:
+    script = (
+        "echo out; i=0; while [ $i -lt 200 ]; do echo noise $i >&2; i=$((i+1)); done; echo why >&2; exit 3"
+    )
+    with streamed(["sh", "-c", script]) as tool:
+        assert tool.stdout.read() == b"out\n"
+    assert (tool.code, tool.why) == (3, "why")
+
+
+def test_streamed_without_stderr_has_no_why() -> None:
+    with streamed(["sh", "-c", "exit 0"]) as tool:
+        assert tool.stdout.read() == b""
+    assert (tool.code, tool.why) == (0, "")
+
+
+def test_streamed_waits_for_a_tool_whose_reader_stopped_early() -> None:
+    with pytest.raises(RuntimeError), streamed(["sh", "-c", "yes"]) as tool:
+        tool.stdout.read(10)
+        raise RuntimeError("the reader fails")
+    assert tool.proc.returncode is not None  # waited for: stdout closed, yes ended on SIGPIPE
+
+
+def test_streamed_names_a_missing_tool() -> None:
+    missing = pytest.raises(ToolError, match="required tool 'no-such-tool-x' is not installed")
+    with missing, streamed(["no-such-tool-x"]):
+        pass
