@@ -193,12 +193,12 @@ class Root:
         followed): a link can only join two files of the tree. A missing target is refused before
         anything is made (no parent folders for ``rel`` either)."""
         why = f"the hard link's target {source} is not in the tree"
+        sdir, sname = split(source)
         try:
-            sfd = self.open(split(source)[0], os.O_PATH | os.O_DIRECTORY)
+            sfd = self.open(sdir, os.O_PATH | os.O_DIRECTORY)
         except FileNotFoundError:
             raise FileNotFoundError(errno.ENOENT, why, rel) from None
         try:
-            sname = split(source)[1]
             try:
                 os.stat(sname, dir_fd=sfd, follow_symlinks=False)
             except FileNotFoundError:
