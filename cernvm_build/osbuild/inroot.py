@@ -38,6 +38,11 @@ def split(rel: str) -> tuple[str, str]:
     return parent, name
 
 
+def executable(mode: int) -> bool:
+    """Whether a host file of ``mode`` is copied in as a program (0755; otherwise 0644)."""
+    return bool(mode & 0o111)
+
+
 def clean(name: str) -> str | None:
     """A member name as a clean path relative to the root ('' for the root itself), or None when it
     is absolute or climbs with ``..`` (tar and dpkg refuse such names too)."""
@@ -291,6 +296,6 @@ class Root:
                     self.symlink(dest, os.readlink(s))
                 elif stat.S_ISDIR(st.st_mode):
                     self.mkdir(dest)
-                else:
+                else:  # the checkout's mode depends on the umask; the output must not
                     with s.open("rb") as f:
-                        self.write(dest, f, stat.S_IMODE(st.st_mode))
+                        self.write(dest, f, 0o755 if executable(st.st_mode) else 0o644)
