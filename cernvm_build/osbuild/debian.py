@@ -78,8 +78,11 @@ def _inputs(
         {
             "release": release,
             "packages": [f"{p.name} {p.version} {p.sha256}" for p in packages],
+            # a file's bytes and whether it is executable: all that is kept of it (inroot.copy_in)
             "overlay": {
-                str(p.relative_to(OVERLAY)): sha256_file(p) for p in sorted(OVERLAY.rglob("*")) if p.is_file()
+                str(p.relative_to(OVERLAY)): [sha256_file(p), inroot.executable(p.stat().st_mode)]
+                for p in sorted(OVERLAY.rglob("*"))
+                if p.is_file()
             },
             "kernel": None if kernel is None else [kernel.version, kernel.sha256],
             "epoch": epoch,
@@ -270,7 +273,7 @@ def _install(tree: Path, debdir: Path, files: list[debpkg.DebPackage], epoch: in
         f"DEBCONF_NONINTERACTIVE_SEEN=true SOURCE_DATE_EPOCH={epoch}"
     )
     q = shlex.quote
-    with inroot.Root(tree) as root:
+    with _in_root(tree, "a package left this mount point unusable; the tree is not kept") as root:
         for d in ("proc", "dev", ".debs"):  # mount points: a package's symlink there is refused
             if not root.is_dir(d):
                 raise IntegrityError(
@@ -314,13 +317,19 @@ def _install(tree: Path, debdir: Path, files: list[debpkg.DebPackage], epoch: in
             hint=f"dpkg's whole output is in {kept}; the tree is not kept",
         )
     log.unlink()
-    with inroot.Root(tree) as root:
+    _check_installed(tree, len(files))
+
+
+def _check_installed(tree: Path, count: int) -> None:
+    """Every one of the ``count`` packages installed, as dpkg's status file in the tree says; the
+    packages' mount point removed. Both are paths packages and their scripts could have changed."""
+    with _in_root(tree, "a package or its scripts left this path unusable; the tree is not kept") as root:
         root.rmdir(".debs")
         status = (root.read("var/lib/dpkg/status") or b"").decode(errors="replace")
     states = [ln.split(":", 1)[1].strip() for ln in status.splitlines() if ln.startswith("Status:")]
     bad = [s for s in states if s != "install ok installed"]
-    if bad or len(states) != len(files):
-        raise BuildError(f"dpkg left {len(bad)} of {len(files)} packages not installed ({len(states)} known)")
+    if bad or len(states) != count:
+        raise BuildError(f"dpkg left {len(bad)} of {count} packages not installed ({len(states)} known)")
 
 
 def _scrub(tree: Path, epoch: int) -> None:

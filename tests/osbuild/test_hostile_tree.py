@@ -8,6 +8,7 @@ import io
 import os
 import subprocess
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -311,3 +312,56 @@ def test_without_dpkg_deb_the_unpack_is_a_tool_error(tmp_path: Path, monkeypatch
     (tmp_path / "tree").mkdir()
     with pytest.raises(ToolError, match="required tool 'dpkg-deb' is not installed"):
         debian._unpack(tmp_path / "tree", [deb])
+
+
+@pytest.mark.parametrize(
+    ("make", "why"),
+    [
+        (
+            lambda t: (t / "var/lib/dpkg/status").mkdir(parents=True),
+            "/var/lib/dpkg/status: not a regular file",
+        ),
+        (lambda t: (t / ".debs/left-behind").write_text("x\n"), "/.debs: Directory not empty"),
+    ],
+    ids=["status-is-a-directory", "debs-not-empty"],
+)
+def test_install_s_reads_in_the_tree_fail_in_one_line(
+    tmp_path: Path, make: Callable[[Path], object], why: str
+) -> None:
+    """What dpkg and the maintainer scripts left is read through ``_in_root``: an OSError on it is
+    one line naming the path (sr_osb "noted, not changed"), not a traceback."""
+    tree = tmp_path / "tree"
+    (tree / ".debs").mkdir(parents=True)
+    make(tree)
+    with pytest.raises(IntegrityError, match=f"^{tree}: {why}$") as e:
+        debian._check_installed(tree, 1)
+    assert "not kept" in (e.value.hint or "")
+
+
+def test_install_refuses_a_mount_point_a_package_replaced(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    for d in ("dev", ".debs"):
+        (tree / d).mkdir(parents=True)
+    (tree / "proc").symlink_to("/proc")
+    with pytest.raises(IntegrityError, match=r"/proc is not a directory \(a package replaced it\)$"):
+        debian._install(tree, tmp_path, [], 0, None)
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o077])
+def test_our_files_get_fixed_modes_whatever_the_umask(tmp_path: Path, umask: int) -> None:
+    """The overlay is copied in 0644 (0755 when executable) whatever mode the checkout gave it: the
+    cache key hashes bytes and the executable bit, so nothing else may reach the tree (r15 finding 9)."""
+    old = os.umask(umask)
+    try:
+        ours = tmp_path / "ours"
+        (ours / "etc/d").mkdir(parents=True)
+        (ours / "etc/d/conf").write_text("c\n")
+        (ours / "etc/d/prog").write_text("#!/bin/sh\n")
+        os.chmod(ours / "etc/d/prog", 0o777 & ~umask | 0o100)  # a checkout makes it executable
+        tree = tmp_path / "tree"
+        tree.mkdir()
+        debian._copy_in(tree, [(ours, "")])
+    finally:
+        os.umask(old)
+    modes = {p: (tree / p).stat().st_mode & 0o7777 for p in ("etc", "etc/d", "etc/d/conf", "etc/d/prog")}
+    assert modes == {"etc": 0o755, "etc/d": 0o755, "etc/d/conf": 0o644, "etc/d/prog": 0o755}
