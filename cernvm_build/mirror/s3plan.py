@@ -79,10 +79,14 @@ def last_rank(rel: str, last: Sequence[str]) -> int | None:
 
 
 def walk_files(root: Path) -> Iterator[tuple[str, Path]]:
-    """Every file name under ``root``: its ``/``-separated relative path and its path, folders in
-    sorted order. Links are followed (a suite like dists/stable -> bookworm is listed under both
-    names), but not into a folder that is its own ancestor: such a loop would be walked until the
-    paths grow too long, multiplied by every loop on the way."""
+    """Every regular file under ``root``: its ``/``-separated relative path and its path, folders in
+    sorted order. Links inside the tree are followed (a suite like dists/stable -> bookworm is listed
+    under both names), but not into a folder that is its own ancestor: such a loop would be walked
+    until the paths grow too long, multiplied by every loop on the way. A link that leaves the tree is
+    refused: a tree copied with its links from a hostile upstream would otherwise publish whatever the
+    link names on this machine (``Packages/x.rpm -> ~/.aws/credentials``). FIFOs, sockets and devices
+    are passed over (not files of a repository; reading a FIFO would wait forever)."""
+    top = os.path.realpath(root)
     ids: dict[str, tuple[int, int]] = {}
     for dirpath, dirs, files in os.walk(root, followlinks=True):
         st = os.stat(dirpath)
@@ -94,9 +98,26 @@ def walk_files(root: Path) -> Iterator[tuple[str, Path]]:
             dirs[:] = []
             continue
         dirs.sort()
+        for name in dirs:
+            _check_inside(root, top, os.path.join(dirpath, name))
         for name in sorted(files):
             p = Path(dirpath) / name
-            yield p.relative_to(root).as_posix(), p
+            _check_inside(root, top, str(p))
+            if p.is_file():
+                yield p.relative_to(root).as_posix(), p
+
+
+def _check_inside(root: Path, top: str, path: str) -> None:
+    """MirrorError if ``path`` (under ``root``, whose real path is ``top``) is a link leading out of it."""
+    if not os.path.islink(path):
+        return  # reached through checked folders: inside
+    target = os.path.realpath(path)
+    if target != top and not target.startswith(top.rstrip("/") + "/"):
+        rel = Path(path).relative_to(root).as_posix()
+        raise MirrorError(
+            f"{root}: '{rel}' is a link to {target}, outside the folder",
+            hint="links may only point inside the source folder; copy the file in or remove the link",
+        )
 
 
 def check_key_name(root: Path, rel: str) -> None:
@@ -131,8 +152,6 @@ def scan_local(
         raise MirrorError(f"{root}: not a directory", hint="give the folder to publish")
     paths: list[tuple[str, Path, int]] = []
     for rel, p in walk_files(root):
-        if not p.is_file():
-            continue
         if any(matches(rel, pattern) for pattern in exclude):
             continue
         check_key_name(root, rel)

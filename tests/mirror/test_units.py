@@ -258,3 +258,41 @@ def test_the_syncs_own_walk_prunes_link_loops_and_refuses_non_utf8_names(tmp_pat
     (tmp_path / os.fsdecode(b"bad\xff.deb")).write_bytes(b"x")
     with pytest.raises(MirrorError, match=r"bad\\xff\.deb.*not a UTF-8 name"):
         scan_local(tmp_path)
+
+
+def test_a_link_leaving_the_source_folder_is_refused_and_links_inside_stay(tmp_path: Path) -> None:
+    """A tree copied with its links from a hostile upstream (``Packages/b.rpm -> ~/.aws/credentials``)
+    must not publish what the link names on this machine: the listing and the sync's walk refuse it."""
+    from cernvm_build.mirror.s3plan import scan_local
+    from cernvm_build.mirror.source import LocalSource
+
+    secret = tmp_path / "home" / "credentials"
+    secret.parent.mkdir()
+    secret.write_text("secret")
+    src = tmp_path / "src"
+    (src / "Packages").mkdir(parents=True)
+    (src / "Packages" / "a.rpm").write_bytes(b"a")
+    (src / "Packages" / "same.rpm").symlink_to("a.rpm")  # inside: allowed
+    (src / "alias").symlink_to("Packages")
+    assert sorted(scan_local(src)) == ["Packages/a.rpm", "Packages/same.rpm", "alias/a.rpm", "alias/same.rpm"]
+    planted_links = (("Packages/b.rpm", secret), ("Packages/home", secret.parent), ("esc", src / ".."))
+    for planted, target in planted_links:
+        link = src / planted
+        link.symlink_to(target)
+        for walk in (scan_local, lambda root: LocalSource(root).list()):
+            with pytest.raises(MirrorError, match=r"is a link to .*, outside the folder") as e:
+                walk(src)
+            assert "\n" not in str(e.value) and e.value.hint
+        link.unlink()
+
+
+def test_fifos_and_devices_in_a_source_folder_are_passed_over_without_reading_them(tmp_path: Path) -> None:
+    from cernvm_build.mirror.s3plan import scan_local
+    from cernvm_build.mirror.source import LocalSource
+
+    (tmp_path / "a.rpm").write_bytes(b"a")
+    os.mkfifo(tmp_path / "fifo.rpm")  # opening it would wait for a writer forever
+    (tmp_path / "link.rpm").symlink_to("fifo.rpm")
+    assert sorted(scan_local(tmp_path)) == ["a.rpm"]
+    assert LocalSource(tmp_path).list() == ["a.rpm"]
+    assert LocalSource(tmp_path).digest("link.rpm", "sha256") is None
