@@ -5,15 +5,19 @@ Uploads go file by file over one SSH connection (``mkdir -p`` for the folders, `
 the minimal guests have no sftp-server); downloads are one ``tar -c`` in the guest, unpacked here as
 data (no absolute paths, ``..`` or links out) into a temporary folder beside the destination; each
 source is moved into place once it arrived whole, so a failed copy leaves nothing half-written.
+Only the names asked for are accepted from the guest (a guest that sends others is refused before
+anything is placed), and an existing folder is merged into, never removed, as scp does.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import os
 import shlex
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -109,16 +113,29 @@ def _put_tree(client: Any, src: Path, dest: str) -> None:
         ssh.put(client, local, remote_path)
 
 
-def _remote_pattern(path: str) -> tuple[str, str]:
-    """(folder, name) for ``cd FOLDER && tar -c NAME``: the folder is quoted; the name is left to the
-    remote shell's globbing when it has glob characters and nothing else it would interpret."""
+def _remote_pattern(path: str) -> tuple[str, str, str]:
+    """(folder, name, raw name) for ``cd FOLDER && tar -c NAME``: the folder is quoted; the name is
+    left to the remote shell's globbing when it has glob characters and nothing else it would
+    interpret. ``vm:`` and ``vm:.`` name the folder itself: the raw name is ``.``."""
     p = PurePosixPath(path or ".")
     folder, leaf = str(p.parent), p.name or "."
     if _GLOB & set(folder):
         raise UsageError(f"{path}: globs only in the last part of a remote path")
     if _GLOB & set(leaf) and all(c.isalnum() or c in "*?[]-_.+,=@%" for c in leaf):
-        return shlex.quote(folder), leaf
-    return shlex.quote(folder), shlex.quote(leaf)
+        return shlex.quote(folder), leaf, leaf
+    return shlex.quote(folder), shlex.quote(leaf), leaf
+
+
+def _wanted(leaf: str) -> Callable[[str], bool]:
+    """Which top-level names the guest may send for ``leaf``: the name itself, or for a glob what
+    the shell would expand it to (a leading dot only when the pattern has one)."""
+    if not _GLOB & set(leaf):
+        return lambda top: top == leaf
+    return lambda top: (
+        top not in ("", ".", "..")
+        and (leaf.startswith(".") or not top.startswith("."))
+        and fnmatch.fnmatchcase(top, leaf)
+    )
 
 
 def _download(conn: Any, machine: str, paths: list[str], dest: Path, recursive: bool) -> list[str]:
@@ -133,18 +150,18 @@ def _download(conn: Any, machine: str, paths: list[str], dest: Path, recursive: 
     parent = dest if into_dir else dest.parent
     tmp = Path(tempfile.mkdtemp(prefix=".scp-", dir=parent))
     try:
-        for path in paths:
-            folder, leaf = _remote_pattern(path)
-            part = tmp / str(len(landed))
+        for i, path in enumerate(paths):
+            folder, leaf, raw = _remote_pattern(path)
+            part = tmp / str(i)
             part.mkdir()
             check = (
                 ""
                 if recursive
                 else f'for f in {leaf}; do [ -d "$f" ] && echo "$f: {_NO_R}" >&2 && exit 1; done; '
             )
-            tops = ssh.get_tree(client, f"cd {folder} && {check}tar -cf - {leaf}", part)
+            tops = ssh.get_tree(client, f"cd {folder} && {check}tar -cf - {leaf}", part, _wanted(raw))
             for top in tops:
-                final = dest / top if into_dir else dest
+                final = dest / top if into_dir and top != "." else dest
                 landed.append(str(final))
                 _place(part / top, final)
     finally:
@@ -154,6 +171,24 @@ def _download(conn: Any, machine: str, paths: list[str], dest: Path, recursive: 
 
 
 def _place(src: Path, final: Path) -> None:
-    if final.is_dir() and not final.is_symlink() and src.is_dir():
-        shutil.rmtree(final)
-    os.replace(src, final)
+    """Move ``src`` to ``final`` as scp writes: a folder merges into an existing folder (what was
+    there stays), a file replaces a file; a folder never replaces a file, nor a file a folder."""
+    folder = src.is_dir() and not src.is_symlink()
+    try:
+        if folder and final.is_dir() and not final.is_symlink():
+            for child in sorted(src.iterdir()):
+                _place(child, final / child.name)
+            return
+        if final.is_dir() and not final.is_symlink():
+            raise SSHError(
+                f"cannot copy {src.name} over the folder {final}", hint="remove it or copy elsewhere"
+            )
+        if folder and os.path.lexists(final):
+            raise SSHError(
+                f"cannot copy the folder {src.name} over the file {final}", hint="remove it or copy elsewhere"
+            )
+        os.replace(src, final)
+    except OSError as e:
+        raise SSHError(
+            f"cannot write {final}: {e.strerror or e}", hint="check the folder's permissions"
+        ) from None

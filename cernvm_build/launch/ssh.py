@@ -294,9 +294,13 @@ def status(client: paramiko.SSHClient, command: str) -> tuple[int, str]:
     return code, err.text()
 
 
-def get_tree(client: paramiko.SSHClient, command: str, into: Path) -> list[str]:
+def get_tree(
+    client: paramiko.SSHClient, command: str, into: Path, wanted: Callable[[str], bool]
+) -> list[str]:
     """Unpack the tar stream ``command`` writes on its stdout into ``into``; the top-level names.
-    Members are checked as data (no absolute paths, no ``..``, no devices, no links out)."""
+    Members are checked as data (no absolute paths, no ``..``, no devices, no links out), and a
+    member whose top-level name was not asked for (``wanted``) ends the copy: the guest chose it
+    (scp's CVE-2019-6111), so nothing of this stream may be placed."""
     import tarfile  # deliberate lazy import: only copies of trees read tar streams
 
     transport = client.get_transport()
@@ -309,6 +313,12 @@ def get_tree(client: paramiko.SSHClient, command: str, into: Path) -> list[str]:
         with chan.makefile("rb") as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
             for member in tar:
                 top = member.name.split("/", 1)[0]
+                if not wanted(top):
+                    chan.close()
+                    raise SSHError(
+                        f"the instance sent {member.name[:200]!r}, which was not asked for",
+                        hint="the guest may be compromised; nothing was copied",
+                    )
                 if top not in tops:
                     tops.append(top)
                 tar.extract(member, into, filter="data")

@@ -252,3 +252,28 @@ def test_scp_recursive_globs_both_ways_and_clear_errors(
     assert main([*args, str(src / "a.root"), f"{name}:/nonexistent/dir/"]) == 8
     err = capsys.readouterr().err
     assert "not a folder on the instance" in err and "Traceback" not in err
+
+
+def test_scp_of_the_remote_home_merges_into_an_existing_folder(
+    served: tuple[str, instances.Instance], tmp_path: Path
+) -> None:
+    """``vm:.`` and ``vm:`` copy the guest home's contents; what the destination held stays (this
+    once removed the whole destination folder)."""
+    name, _ = served
+    ready.wait(libvirt.open(URI), name, timeout=30)
+    guest_home = tmp_path / "root"  # the guest's /root (the fixture binds it there)
+    (guest_home / "results").mkdir()
+    (guest_home / "results" / "r.txt").write_text("from guest\n")
+    (guest_home / "notes.txt").write_text("notes\n")
+    for remote in (f"{name}:.", f"{name}:"):
+        here = tmp_path / f"here{len(remote)}"
+        (here / "results").mkdir(parents=True)
+        (here / "results" / "mine.txt").write_text("mine\n")
+        (here / "other.txt").write_text("other\n")
+        (here / "notes.txt").write_text("old notes\n")
+        assert main(["--connect", URI, "scp", "-r", remote, str(here)]) == 0
+        assert (here / "other.txt").read_text() == "other\n"
+        assert (here / "results" / "mine.txt").read_text() == "mine\n"
+        assert (here / "results" / "r.txt").read_text() == "from guest\n"
+        assert (here / "notes.txt").read_text() == "notes\n"  # a file replaces a file, as scp
+        assert not list(here.glob(".scp-*"))

