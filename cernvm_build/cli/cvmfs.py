@@ -209,6 +209,7 @@ def cmd_verify(args: argparse.Namespace, out: Output) -> int:
             "files": report.files,
             "objects": report.objects,
             "bytes": report.bytes,
+            "bulk_absent": report.bulk_absent,
             "problems": report.problems,
             "errors": report.errors,
         }
@@ -219,6 +220,11 @@ def cmd_verify(args: argparse.Namespace, out: Output) -> int:
             f"{d['fqrn']} revision {d['revision']}: {d['catalogs']} catalogs, {d['entries']} entries, "
             f"{d['objects']} objects, {d['bytes']} bytes checked: {verdict}"
         )
+        if d["bulk_absent"]:
+            out.print(
+                f"{d['bulk_absent']} chunked file(s) name a legacy bulk object the repository does not "
+                "hold (optional: their chunks were checked)"
+            )
 
     out.data(data, render)
     if not report.ok:

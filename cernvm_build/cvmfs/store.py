@@ -891,13 +891,17 @@ class ObjectStore:
         compressed: bool = True,
         what: str,
         cap: int | None = None,
+        sink: Callable[[bytes], object] | None = None,
     ) -> int:
-        """Fetch, hash-check, inflate and size-check an object without keeping it; returns its size."""
+        """Fetch, hash-check, inflate and size-check an object without keeping it; returns its size.
+        ``sink`` is given each inflated block in order (verify's digest of a file's bytes)."""
         h = parse_hash(name)
         got = 0
         with self._stored(h, suffix, what, stored_limit(size, compressed, cap)) as blocks:
             for out in self._inflate_blocks(h, suffix, blocks, compressed, what, size, cap):
                 got += len(out)
+                if sink is not None:
+                    sink(out)
         if size is not None and got != size:
             raise self._size_error(h, suffix, got, size, what)
         return got

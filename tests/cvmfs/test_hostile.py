@@ -8,6 +8,7 @@ itself. Each consumer runs as the CLI in a subprocess whose own peak RSS (``wait
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import sqlite3
@@ -627,3 +628,40 @@ def test_rollback_floor_needs_no_certificate_from_the_server(
     finally:
         store.close()
     assert floor is not None and (floor.revision, floor.timestamp) == (m.revision, m.timestamp)
+
+
+@pytest.mark.parametrize(
+    ("bulk", "problem"),
+    [
+        ("same", None),
+        ("other", r"catalog /: /chunked: its chunks, in offset order, are not the bytes of its bulk object"),
+        ("absent", None),
+    ],
+)
+def test_a_chunked_file_s_bulk_object_holds_its_chunks_bytes(
+    hostile_base: hostile.Repo, tmp_path: Path, bulk: str, problem: str | None
+) -> None:
+    """A bulk hash on a chunked file (the server's legacy whole-file object) names an object whose
+    bytes must be the chunks' in order; one that is absent is counted, not a problem (replicas
+    leave it out). Compared by streaming digests: the chunks are never joined in memory."""
+    repo = hostile.copy_repo(hostile_base, tmp_path / "r")
+    with open_repository(repo.stratum, fqrn=repo.fqrn, public_keys=[repo.pub]) as r:
+        data = r.read_bytes("/chunked")
+    with hostile.Editor(repo) as ed:
+        if bulk == "absent":
+            name = hashlib.sha1(b"never stored").hexdigest()
+        else:  # "other": as long, one byte changed
+            name = ed.put(data if bulk == "same" else data[:-1] + bytes([data[-1] ^ 1]))
+        hostile.set_column(ed.catalog(), "/chunked", hash=bytes.fromhex(name))
+    with open_repository(repo.stratum, fqrn=repo.fqrn, public_keys=[repo.pub]) as r:
+        assert r.stat("/chunked").content_hash == name and r.stat("/chunked").is_chunked
+        report = r.verify()
+    if problem is None:
+        assert report.ok, report.errors
+    else:
+        assert report.problems == 1 and re.search(problem, report.errors[0]), report.errors
+    assert report.bulk_absent == (bulk == "absent")
+    m = hostile.run_measured([*hostile.cli(), "cvmfs", "verify", *repo.cli_args()], timeout=TIMEOUT)
+    assert "Traceback" not in m.stderr and (m.returncode == 0) == (problem is None), m.stderr
+    if problem is not None:
+        assert re.search(problem, m.stderr), m.stderr
