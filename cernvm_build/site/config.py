@@ -148,7 +148,14 @@ def load(site_dir: Path, *, base_url: str | None = None, memo: frontmatter.Memo 
     def link(key: str, default: str) -> str:
         """A URL the pages link to: http(s) or a path on this site (a 'javascript:' one was a link)."""
         value = need(key, str, default) if raw.get(key) is not None else default
-        if value and not (value.startswith("/") or urlsplit(value).scheme in ("http", "https")):
+        if value[:2] in ("//", "/\\"):  # a browser reads both as another host, by the page's scheme
+            raise BuildError(
+                f"{key} '{value}' is a protocol-relative URL (another host), not a path on this site",
+                where=Location(file=str(path), key=key),
+                hint=f"write 'https://{value[2:]}' for another site, or one '/' for a path on this one",
+            )
+        u = urlsplit(value)
+        if value and not (value.startswith("/") or (u.scheme in ("http", "https") and u.netloc)):
             raise BuildError(
                 f"{key} '{value}' is not an http(s) URL or a path starting with '/'",
                 where=Location(file=str(path), key=key),

@@ -173,6 +173,28 @@ def test_config_links_must_be_http_or_a_site_path(tmp_path: Path, key: str, valu
     assert str(e.value.where).endswith(f"config.yaml: {key}") and "is not an http(s) URL" in e.value.message
 
 
+@pytest.mark.parametrize("key", ["releases_url", "edit_url"])
+@pytest.mark.parametrize(
+    "value", ["//evil.example/{version}/", "/\\evil.example/x"], ids=["slashes", "backslash"]
+)
+def test_a_protocol_relative_config_link_is_refused(tmp_path: Path, key: str, value: str) -> None:
+    """'//host/…' starts with '/' but is another host to a browser (over http on an http page):
+    refused, the hint gives the https form and the site-path form (lf16)."""
+    (tmp_path / "config.yaml").write_text(json.dumps({"title": "t", "base_url": "https://x/", key: value}))
+    with pytest.raises(BuildError, match="is a protocol-relative URL") as e:
+        config.load(tmp_path)
+    assert str(e.value.where).endswith(f"config.yaml: {key}")
+    assert f"'https://{value[2:]}'" in (e.value.hint or "")
+
+
+def test_an_http_url_without_a_host_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text(
+        json.dumps({"title": "t", "base_url": "https://x/", "edit_url": "https:/x"})
+    )
+    with pytest.raises(BuildError, match="is not an http"):
+        config.load(tmp_path)
+
+
 def test_releases_url_replaces_only_the_version(tmp_path: Path) -> None:
     """Not str.format: '{x}' was a KeyError traceback and '{version.__class__}' was evaluated."""
     (tmp_path / "config.yaml").write_text(
