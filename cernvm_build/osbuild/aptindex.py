@@ -22,6 +22,7 @@ from ..debpkg import NAME, VERSION, parse_deb822
 from ..errors import BuildError, IntegrityError
 from ..gpg import Keyring
 from ..proc import streamed
+from ..vercmp import debian_key
 
 LISTS = Path("/var/lib/apt/lists")
 KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
@@ -95,7 +96,7 @@ def satisfies(version: str, op: str, wanted: str) -> bool:
         return True
     if not version:
         return False
-    a, b = version_key(version), version_key(wanted)
+    a, b = debian_key(version), debian_key(wanted)
     return {"<<": a < b, "<=": a <= b, "=": a == b, ">=": a >= b, ">>": a > b}[op]
 
 
@@ -134,34 +135,6 @@ def _find_release(lists: Path, suite: str) -> Path:
             hint="add the suite to apt's sources and run 'apt-get update' once on this machine",
         )
     return found[0]
-
-
-def _version_key(part: str) -> list[tuple[int, int | str]]:
-    """dpkg's ordering of one version part: alternating non-digit (with ``~`` lowest) and digit runs."""
-    key: list[tuple[int, int | str]] = []
-    for nondigit, digit in re.findall(r"(\D*)(\d*)", part):
-        if not nondigit and not digit:
-            continue
-        key.append((0, "".join(_char_order(c) for c in nondigit) + "\x02"))
-        key.append((1, int(digit or 0)))
-    key.append((0, "\x01"))  # the end of the part: after '~', before anything else
-    return key
-
-
-def _char_order(c: str) -> str:
-    # '~' sorts before the end of a part, letters before other characters (dpkg's order)
-    if c == "~":
-        return "\x00"
-    if c.isalpha():
-        return chr(0x100 + ord(c))
-    return chr(0x200 + ord(c))
-
-
-def version_key(version: str) -> tuple[int, list[tuple[int, int | str]], list[tuple[int, int | str]]]:
-    """A sort key giving Debian's version order (epoch, upstream, revision)."""
-    epoch, _, rest = version.partition(":") if ":" in version else ("0", "", version)
-    upstream, _, revision = rest.rpartition("-") if "-" in rest else (rest, "", "0")
-    return int(epoch or 0), _version_key(upstream), _version_key(revision)
 
 
 def _parse_packages(text: str, suite: str, arch: str, where: Path) -> Iterable[IndexPackage]:
@@ -309,7 +282,7 @@ def load_index(
             checked.append(SuiteIndex(suite, release, signer, want))
             for pkg in _parse_packages(data.decode(errors="replace"), suite, arch, listed):
                 old = packages.get(pkg.name)
-                if old is None or version_key(pkg.version) > version_key(old.version):
+                if old is None or debian_key(pkg.version) > debian_key(old.version):
                     packages[pkg.name] = pkg
     providers: dict[str, list[tuple[str, str]]] = {}
     for pkg in packages.values():

@@ -20,6 +20,7 @@ from typing import IO, Any
 
 from ..debpkg import iter_deb822, parse_deb822
 from ..errors import BuildError, Location
+from ..vercmp import debian_key, rpm_compare
 
 REPO_NS = "{http://linux.duke.edu/metadata/repo}"
 COMMON_NS = "{http://linux.duke.edu/metadata/common}"
@@ -42,6 +43,7 @@ class Platform:
     5 GB when every entry was kept)."""
 
     path: str
+    kind: str  # "yum" or "apt": which version order decides the newest
     count: int = 0  # package entries the metadata lists (every version)
     best: dict[tuple[str, str], Package] = field(default_factory=dict)
 
@@ -49,8 +51,13 @@ class Platform:
         self.count += 1
         key = (p.name, p.arch)
         old = self.best.get(key)
-        if old is None or (p.version != old.version and _vkey(p.version) > _vkey(old.version)):
+        if old is None or (p.version != old.version and self._newer(p.version, old.version)):
             self.best[key] = p
+
+    def _newer(self, a: str, b: str) -> bool:
+        if self.kind == "apt":
+            return debian_key(a) > debian_key(b)
+        return rpm_compare(a, b) > 0
 
     def latest(self) -> list[Package]:
         """The newest version of each package name (per arch), sorted by name."""
@@ -106,29 +113,6 @@ def _reading(path: Path, where: Location | str) -> Iterator[IO[bytes]]:
             where=where,
             hint="the metadata is damaged or half-copied; sync the mirror again",
         ) from None
-
-
-def _vkey(v: str) -> tuple[tuple[int, object], ...]:
-    # Good enough ordering for display (rpmvercmp/dpkg order differ in corner cases we do not show).
-    out: list[tuple[int, object]] = []
-    num = ""
-    word = ""
-    for ch in v + "\0":
-        if ch.isdigit():
-            if word:
-                out.append((0, word))
-                word = ""
-            num += ch
-        else:
-            if num:
-                out.append((1, int(num)))
-                num = ""
-            if ch.isalpha():
-                word += ch
-            elif word:
-                out.append((0, word))
-                word = ""
-    return tuple(out)
 
 
 def _sha(path: Path, algo: str) -> str:
@@ -187,7 +171,7 @@ def read_yum(root: Path) -> list[Platform]:
                 where=Location(file=where, key="data[primary].checksum"),
                 hint="the metadata is damaged or half-copied; sync it again",
             )
-        platform = Platform(base.relative_to(root).as_posix())
+        platform = Platform(base.relative_to(root).as_posix(), "yum")
         with _reading(ppath, str(ppath)) as f:
             root_el = None
             for event, el in ET.iterparse(f, events=("start", "end")):
@@ -228,7 +212,7 @@ def read_apt(root: Path) -> list[Platform]:
                 where=Location(file=str(release), key="SHA256"),
                 hint="generate it with apt-ftparchive release or reprepro",
             )
-        platform = Platform(suite_dir.name)
+        platform = Platform(suite_dir.name, "apt")
         index_names = sorted(
             {n.rsplit("/Packages", 1)[0] for n in sums if "/binary-" in n and "/Packages" in n}
         )

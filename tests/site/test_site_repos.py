@@ -154,6 +154,36 @@ def test_package_lists_keep_the_newest_per_name_while_reading(tmp_path: Path) ->
     assert el9.count == 2000 and len(el9.best) == 7 and el9.latest()[0].version == "1.1995-1"
 
 
+@pytest.mark.parametrize("order", ["listed", "reversed"])
+def test_the_newest_is_by_dpkg_and_rpm_order(tmp_path: Path, order: str) -> None:
+    """The pages show the version apt or dnf would install: a release candidate is older than the
+    release, an epoch beats the rest, a binNMU is newer, ``^`` snapshots are after (the old
+    approximate order took ``1.0~rc1`` for newer than ``1.0``, and ``1.0-1`` as ``1.0-1+b1``)."""
+    deb = [("a", "1.0~rc1"), ("a", "1.0"), ("b", "1.0-1+b1"), ("b", "1.0-1"), ("c", "1:0.9"), ("c", "2.0")]
+    evr = [("a", "0", "1.0~rc1", "1"), ("a", "0", "1.0", "1"), ("b", "1", "0.9", "1"), ("b", "0", "2.0", "1")]
+    evr += [
+        ("c", "0", "1.0^git1", "1"),
+        ("c", "0", "1.0", "1"),
+        ("d", "0", "1.0", "1.el9"),
+        ("d", "0", "1.0", "1"),
+    ]
+    if order == "reversed":
+        deb, evr = deb[::-1], evr[::-1]
+    stanzas = "".join(f"Package: {n}\nVersion: {v}\nArchitecture: all\n\n" for n, v in deb)
+    _apt(tmp_path / "apt", "Packages", stanzas.encode())
+    (suite,) = read_apt(tmp_path / "apt")
+    assert [(p.name, p.version) for p in suite.latest()] == [("a", "1.0"), ("b", "1.0-1+b1"), ("c", "1:0.9")]
+    body = "".join(
+        f'<package type="rpm"><name>{n}</name><arch>x86_64</arch><version epoch="{e}" ver="{v}" rel="{r}"/>'
+        "</package>"
+        for n, e, v, r in evr
+    )
+    _yum(tmp_path / "yum", "primary.xml", f'<metadata xmlns="{COMMON}">{body}</metadata>'.encode())
+    (el9,) = read_yum(tmp_path / "yum")
+    got = [(p.name, p.version) for p in el9.latest()]
+    assert got == [("a", "1.0-1"), ("b", "1:0.9-1"), ("c", "1.0^git1-1"), ("d", "1.0-1.el9")]
+
+
 def test_a_decompression_bomb_stops_at_the_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Past MAX_UNPACKED bytes one error names the file (the real cap is 256 MiB; a small one here
     keeps the test fast, the code path is the same)."""
