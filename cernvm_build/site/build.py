@@ -23,6 +23,7 @@ import functools
 import gc
 import json
 import os
+import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -34,7 +35,7 @@ from ..fsutil import atomic_dir
 from ..report import NULL_REPORTER, Reporter
 from . import config as config_mod
 from . import data as data_mod
-from . import filedigest, gitdates
+from . import filedigest, gitdates, renderchild
 from . import markdown as md_mod
 from . import search as search_mod
 from . import templates as tpl_mod
@@ -212,6 +213,7 @@ class Builder:
         # the Markdown rendered now is kept while the pages are written (``render_markdown``), or at
         # the end when a step before that failed: the next build does not render it again
         store_md: Callable[[], None] = nothing
+        closing: tpl_mod.Environment | None = None  # its render child (if any) ended at the end
         try:
             # the pages' dates from git: its log runs in a process of its own while this one scans and
             # renders the sources (read after that)
@@ -228,6 +230,20 @@ class Builder:
             planned = plan_sources(sources, cfg.base_path, self.generators)
             keys = {rel: s.key for rel, s in planned.items()}
             edited = _edited(snap, keys)
+            jinja_cache = self.cache_dir / "jinja"
+            jinja_cache.mkdir(parents=True, exist_ok=True)
+            env = closing = tpl_mod.environment(self.site_dir / "templates", jinja_cache)
+            if (
+                edited
+                and len(edited) < PARALLEL_MIN
+                and self.jobs > 1
+                and self.ends_process
+                and "jinja2" not in sys.modules
+                and renderchild.idle_core()
+            ):
+                # a one-shot build of a few edited pages, a core idle: a child forked now imports
+                # jinja2 and renders the pages on it while this process plans (``renderchild``)
+                env.use(renderchild.RenderChild.start(env.folder, env.bytecode_cache))
             if edited == set() and snap is not None:  # no source changed: maybe nothing did
                 quick = self._as_recorded(snap, state, cfg, sources, aside, dates, old_outputs, yaml_memo)
                 if quick is not None:
@@ -236,15 +252,13 @@ class Builder:
             old_keys = {snap.keys[rel] for rel in edited} if snap and edited is not None else set()
             # a build that may plan the edited pages alone reads the rest of a page's metadata on use
             metas = state.md_meta(set(keys.values()) | old_keys, lazy=edited is not None)
-            jinja_cache = self.cache_dir / "jinja"
-            jinja_cache.mkdir(parents=True, exist_ok=True)
-            env = tpl_mod.environment(self.site_dir / "templates", jinja_cache)
             # jinja2 imported while the workers render (~0.05 CPU-s that was serial time after them): a
             # build that renders Markdown writes pages
-            meanwhile = env.warm
+            meanwhile: Callable[[], object] = env.warm if env.child is None else nothing
             if self.jobs > 1 and sum(s.key not in metas for s in planned.values()) >= PARALLEL_MIN:
                 # the render step forks: the templates the pages will likely use compiled meanwhile
                 # too (0.034 CPU-s at 1,000 pages, serial before the write step forked)
+                env.close()  # (the render child, if any: the pages are rendered here and by workers)
                 meanwhile = functools.partial(_warm_templates, env, cfg, sources)
             fresh, texts, store_md = render_markdown(
                 planned,
@@ -325,6 +339,8 @@ class Builder:
                 )
         finally:
             try:
+                if closing is not None:
+                    closing.close()
                 store_md()  # (once: a second call does nothing)
             finally:
                 state.close(ends_process=self.ends_process)

@@ -16,6 +16,8 @@ from ..errors import BuildError, Location
 if TYPE_CHECKING:
     import jinja2
 
+    from .renderchild import RenderChild
+
 __all__ = ["LAYOUT_DATA", "Environment", "Markup", "environment"]
 
 #: data files each layout receives (pages can ask for more with ``data: [name]``)
@@ -109,6 +111,9 @@ class Environment:
         self._refs: dict[str, set[str]] = {}
         self._exists: dict[str, bool] = {}
         self._early: list[jinja2.Template] = []  # compiled by ``compile``, before the build hashed sources
+        # renders in a forked process that imported jinja2 there (``renderchild``; a one-shot build's few
+        # pages): this one then never imports it
+        self.child: RenderChild | None = None
 
     @functools.cached_property
     def env(self) -> jinja2.Environment:
@@ -222,7 +227,22 @@ class Environment:
                 hint="see the jinja2 template documentation",
             ) from None
 
+    def use(self, child: RenderChild | None) -> None:
+        """Render in this forked child from now on (``renderchild``: it imports jinja2), until
+        ``close``; None (not forked): render here."""
+        self.child = child
+
+    def close(self) -> None:
+        """End the child, if any (this environment renders in-process after that)."""
+        if self.child is not None:
+            self.child.close()
+            self.child = None
+
     def render(self, name: str, ctx: dict[str, Any]) -> str:
+        if self.child is not None:
+            got = self.child.render(name, ctx)
+            if got is not None:
+                return got
         import jinja2
 
         try:

@@ -272,14 +272,16 @@ def execute(
         )
     html = dict(fresh)
     html.update(state.md_html(need_md))
-    if any(j.context and isinstance(j.context.get("sidebar"), Late) for j in todo):
-        env.get("partials/sidebar.html")  # compiled once, before the fork; rendered by the workers
-    for j in todo:
-        if j.template is not None:
-            env.get(j.template)  # compile once, before the fork
-
     made = {str(out_dir)} if new else None
     forked = jobs if jobs > 1 and len(todo) >= parallel.PARALLEL_MIN else 0
+    if forked:
+        env.close()  # a render child (``renderchild``) is for a few pages: the workers render here
+    if env.child is None:
+        if any(j.context and isinstance(j.context.get("sidebar"), Late) for j in todo):
+            env.get("partials/sidebar.html")  # compiled once, before the fork; rendered by the workers
+        for j in todo:
+            if j.template is not None:
+                env.get(j.template)  # compile once, before the fork
     units, warm = _units(todo, shards, forked)
     work = Work(
         out_dir,

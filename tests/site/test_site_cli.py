@@ -252,3 +252,80 @@ def test_a_hostile_data_file_is_one_line_not_a_traceback(
     assert proc.returncode == 7 and "Traceback" not in proc.stderr, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and error in lines[0], proc.stderr
+
+
+#: the CLI's entry with a finder that reports which process imports jinja2 (forked processes keep it)
+SPY_ENTRY = """
+import os, sys
+class Spy:
+    def find_spec(self, name, path=None, target=None):
+        if name == "jinja2":
+            print(f"jinja2 imported by {os.getpid()}", file=sys.stderr, flush=True)
+        return None
+sys.meta_path.insert(0, Spy())
+print(f"entry {os.getpid()}", file=sys.stderr, flush=True)
+from cernvm_build.site import renderchild
+busy = sys.argv[-1] == "busy"
+renderchild.idle_core = lambda: not busy  # (the test's machine is as loaded as it is)
+if busy:
+    sys.argv.pop()
+from cernvm_build.cli.main import main
+sys.argv = ["cernvm-build", *sys.argv[1:]]
+sys.exit(main())
+"""
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_one_shot_one_page_rebuild_imports_jinja2_in_its_render_child(tmp_path: Path) -> None:
+    """``renderchild``: with two jobs the one-page rebuild's page is rendered by a forked child, which
+    imported jinja2 (this process never did), and the child is gone when the command returns; a cold
+    build and a no-change one fork none; with ``--jobs 1`` one process does
+    it all. Both end byte-identical to a clean build. A template's error
+    met in the child is one line, and the output is left as it was."""
+    from bench.site_corpus import generate
+
+    corpus = generate(tmp_path / "corpus", 3)["ours"]
+    env = {**os.environ, "CERNVM_CACHE_DIR": str(tmp_path / "cache")}
+    page = next(corpus.glob("content/**/p*.md"))
+
+    def build(out: str, *more: str) -> tuple[int, str, set[int]]:
+        argv = ["site", "build", "--site", str(corpus), "--out", str(tmp_path / out), "--json", *more]
+        done = subprocess.run(
+            [sys.executable, "-c", SPY_ENTRY, *argv], capture_output=True, text=True, env=env
+        )
+        lines = done.stderr.splitlines()
+        entry = int(next(line.split()[1] for line in lines if line.startswith("entry ")))
+        importers = {int(line.split()[-1]) for line in lines if line.startswith("jinja2 imported by")}
+        return done.returncode, done.stderr, {pid - entry for pid in importers}
+
+    for jobs, where in (("2", "child"), ("1", "here")):
+        # the first build renders every page here (a cold build forks no child)
+        assert build(jobs, "--jobs", jobs)[::2] == (0, {0})
+        page.write_text(page.read_text().replace("\n\n", f"\n\nEdited {jobs}. ", 1))
+        code, err, importers = build(jobs, "--jobs", jobs)
+        assert code == 0, err
+        if where == "child":
+            (offset,) = importers  # one process imported jinja2: not this one
+            assert offset != 0
+            with pytest.raises(ProcessLookupError):  # the child was reaped (or died with the command)
+                os.kill(int(err.split("entry ")[1].split()[0]) + offset, 0)
+        else:
+            assert importers == {0}
+        assert build(jobs, "--jobs", jobs)[::2] == (0, set())  # nothing changed: no one imports jinja2
+        if where == "child":  # no core idle: no child, the page rendered here
+            page.write_text(page.read_text().replace("Edited", "Busy", 1))
+            assert build(jobs, "--jobs", jobs, "busy")[::2] == (0, {0})
+        assert build(f"clean{jobs}", "--jobs", jobs)[0] == 0
+        assert _tree(tmp_path / jobs) == _tree(tmp_path / f"clean{jobs}")
+
+    before = _tree(tmp_path / "2")
+    (corpus / "templates" / "broken.html").write_text("<p>{{ nope }}</p>\n")
+    page.write_text(page.read_text().replace("---\n", "---\nlayout: broken\n", 1).replace("Edited", "Again"))
+    code, err, importers = build("2", "--jobs", "2")
+    assert code != 0 and "Traceback" not in err and importers and 0 not in importers, err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "undefined value" in errors[0] and "broken.html" in err, err
+    assert _tree(tmp_path / "2") == before

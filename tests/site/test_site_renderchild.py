@@ -1,0 +1,138 @@
+"""The render child (``site/renderchild.py``): pages rendered in a forked process that imported jinja2
+are the pages rendered here; a template's error comes back as the same one-line error; a child that is
+gone, or a context that does not pickle, falls back to rendering here; the child is always reaped."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cernvm_build.errors import BuildError
+from cernvm_build.site import templates as tpl_mod
+from cernvm_build.site.renderchild import RenderChild
+
+
+def _env(tmp_path: Path) -> tpl_mod.Environment:
+    folder = tmp_path / "templates"
+    folder.mkdir(parents=True)
+    (folder / "page.html").write_text("<h1>{{ title }}</h1>{{ body }} {{ pid }}\n")
+    (folder / "broken.html").write_text("<p>{{ nope }}</p>\n")
+    (tmp_path / "jinja").mkdir()
+    return tpl_mod.environment(folder, tmp_path / "jinja")
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_the_child_renders_what_this_process_would_and_its_errors_are_ours(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    ctx: dict[str, Any] = {"title": "a < b", "body": tpl_mod.Markup("<em>kept</em>"), "pid": 0}
+    local = _env(tmp_path / "here").render("page.html", ctx)
+    env.use(RenderChild.start(env.folder, env.bytecode_cache))
+    child = env.child
+    assert child is not None and child.pid > 0
+    try:
+        assert env.render("page.html", ctx) == local == "<h1>a &lt; b</h1><em>kept</em> 0\n"
+        with pytest.raises(BuildError) as there:
+            env.render("broken.html", {})
+        with pytest.raises(BuildError) as here:
+            _env(tmp_path / "again").render("broken.html", {})
+        assert (there.value.message, str(there.value.where), there.value.hint) == (
+            here.value.message,
+            str(here.value.where).replace(str(tmp_path / "again"), str(tmp_path)),
+            here.value.hint,
+        )
+        assert env.child is child  # an error of the template's: the child renders on
+    finally:
+        pid = child.pid
+        env.close()
+    assert env.child is None and _gone(pid)
+
+
+def test_a_dead_child_or_an_unpicklable_context_is_rendered_here(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    env.use(RenderChild.start(env.folder, env.bytecode_cache))
+    child = env.child
+    assert child is not None
+    pid = child.pid
+    # a context that does not pickle: rendered here, and the child ended
+    got = env.render("page.html", {"title": "t", "body": "b", "pid": lambda: 1})
+    assert got.startswith("<h1>t</h1>b ") and _gone(pid) and child.pid == -1
+    env.close()
+
+    env = _env(tmp_path / "second")
+    env.use(RenderChild.start(env.folder, env.bytecode_cache))
+    child = env.child
+    assert child is not None
+    os.kill(child.pid, signal.SIGKILL)  # the child dies (killed, crashed): the page is made here
+    assert env.render("page.html", {"title": "t", "body": "b", "pid": 2}) == "<h1>t</h1>b 2\n"
+    assert child.pid == -1  # reaped at once, not left for the end
+    env.close()
+
+
+def test_a_forked_process_renders_itself(tmp_path: Path) -> None:
+    """Only the process that forked the child talks to it: a forked write worker renders itself (the
+    child is stopped meanwhile: a worker that asked it would wait for good)."""
+    env = _env(tmp_path)
+    env.use(RenderChild.start(env.folder, env.bytecode_cache))
+    child = env.child
+    assert child is not None
+    os.kill(child.pid, signal.SIGSTOP)
+    try:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the forked process
+            code = 1
+            try:
+                out = env.render("page.html", {"title": "w", "body": "", "pid": 7})
+                code = 0 if out == "<h1>w</h1> 7\n" and child.pid > 0 else 2
+                env.close()  # not its child: nothing happens
+            finally:
+                os._exit(code)
+        deadline = time.monotonic() + 20
+        while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if done[0] == 0:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        assert done[0] == pid and os.waitstatus_to_exitcode(done[1]) == 0
+    finally:
+        os.kill(child.pid, signal.SIGCONT)
+    assert env.render("page.html", {"title": "p", "body": "", "pid": 1}) == "<h1>p</h1> 1\n"
+    assert not _gone(child.pid)  # the worker's close left it to its owner
+    env.close()
+
+
+@pytest.mark.parametrize(
+    ("loadavg", "idle"),
+    [
+        ("0.00 0.01 0.05 1/120 9", True),  # this process alone runnable: the second core is free
+        ("1.20 1.02 1.01 1/120 9", True),  # a minute of builds (and their children): still free now
+        ("0.10 0.10 0.10 2/120 9", False),  # another thread runnable: both cores taken
+        ("5.20 4.00 3.00 7/150 9", False),
+        ("garbled", False),  # no figure: assumed busy
+    ],
+)
+def test_a_core_is_idle_when_nothing_else_is_runnable_now(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loadavg: str, idle: bool
+) -> None:
+    """``idle_core`` reads the runnable count of this moment, not the 1-minute average (which builds run
+    back to back keep near 1 by themselves: on 2 cores that read as busy and never forked)."""
+    from cernvm_build.site import renderchild
+
+    fake = tmp_path / "loadavg"
+    fake.write_text(loadavg + "\n")
+    monkeypatch.setattr(renderchild, "LOADAVG", str(fake))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1})
+    assert renderchild.idle_core() is idle
+    monkeypatch.setattr(renderchild, "LOADAVG", str(tmp_path / "absent"))
+    assert renderchild.idle_core() is False
