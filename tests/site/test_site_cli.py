@@ -329,3 +329,39 @@ def test_a_one_shot_one_page_rebuild_imports_jinja2_in_its_render_child(tmp_path
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "undefined value" in errors[0] and "broken.html" in err, err
     assert _tree(tmp_path / "2") == before
+
+
+#: imports the builder as ``site build`` does and prints (patterns made from the memo, compiled, in it)
+IMPORT_BUILDER = """
+from cernvm_build.cli import site
+from cernvm_build.site import recache
+seen = []
+entries = recache.Patterns.entries
+recache.Patterns.entries = lambda self: seen.append((self.hits, len(self.made))) or entries(self)
+site._import_builder()
+from cernvm_build.site import write
+assert write._XML_INVALID.sub("", "a\\x01b\\ufffe") == "ab"  # a pattern that may come from the memo works
+print(*seen[0])
+"""
+
+
+def test_the_builders_import_patterns_are_kept_between_processes(tmp_path: Path) -> None:
+    """``_import_builder``: the first process compiles the patterns the builder's modules compile as
+    they are imported and keeps them; the next makes every one from the memo and compiles none; a
+    damaged memo is compiled again and replaced."""
+    env = {**os.environ, "CERNVM_CACHE_DIR": str(tmp_path)}
+
+    def run() -> tuple[int, int]:
+        done = subprocess.run(
+            [sys.executable, "-P", "-c", IMPORT_BUILDER], capture_output=True, text=True, env=env
+        )
+        assert done.returncode == 0, done.stderr
+        hits, made = map(int, done.stdout.split())
+        return hits, made
+
+    hits, made = run()
+    assert hits == 0 and made > 20
+    assert run() == (made, 0)
+    (tmp_path / "site" / "import-patterns.pickle").write_bytes(b"not a pickle")
+    assert run() == (0, made)
+    assert run() == (made, 0)
