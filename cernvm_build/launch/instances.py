@@ -9,6 +9,8 @@ instance is listed as ``broken`` and ``destroy`` removes it.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import errno
 import os
@@ -106,6 +108,7 @@ def describe(dom: Any) -> Instance:
     broken = ""
     if meta is not None:
         broken = f"its launcher metadata is malformed ({meta.malformed})" if meta.malformed else ""
+        broken = broken or _bad_host_key(meta) or _foreign_paths(dom.name(), meta)
         broken = broken or _missing_files(dom, meta)
     if broken:
         label = "broken"
@@ -114,6 +117,39 @@ def describe(dom: Any) -> Instance:
     else:
         label = STATES.get(state, "unknown")
     return Instance(dom.name(), label, meta, uuid=dom.UUIDString(), saved=saved, broken=broken)
+
+
+_ED25519_BLOB = b"\x00\x00\x00\x0bssh-ed25519\x00\x00\x00\x20"  # then the 32-byte key
+
+
+def _bad_host_key(meta: Metadata) -> str:
+    """Why the guest's pinned host key on record is not an ed25519 public key (what create
+    writes), or "": without one no login can check whom it talks to."""
+    parts = meta.host_key.split()
+    try:
+        blob = base64.b64decode(parts[1], validate=True) if parts[:1] == ["ssh-ed25519"] else b""
+    except (IndexError, binascii.Error):
+        blob = b""
+    if len(blob) != len(_ED25519_BLOB) + 32 or not blob.startswith(_ED25519_BLOB):
+        return f"its host key on record ({meta.host_key[:80]!r}) is not an ed25519 public key"
+    return ""
+
+
+def _foreign_paths(name: str, meta: Metadata) -> str:
+    """Why the metadata's folder or login key is not an instance folder launch made (``run/NAME``
+    or ``hosts/SLUG/NAME``, no link on the way) holding ``id_ed25519``, or "". The metadata is not
+    trusted (``own_folder``): a shared or remote hypervisor naming ``~/.ssh/id_ed25519`` would have
+    ``ssh -X`` log in with the user's own key and replace ``~/.ssh/known_hosts`` beside it."""
+    if not meta.home:
+        return ""  # _missing_files says so
+    folder = Path(meta.home)
+    layout = folder.parent.name == "run" or folder.parent.parent.name == "hosts"
+    made = layout and folder.name == name and folder.is_absolute()
+    if not made or (os.path.lexists(folder) and not own_folder(folder, folder)):
+        return f"its instance folder on record ({meta.home[:200]!r}) is not one launch made for it"
+    if meta.client_key and Path(meta.client_key) != folder / "id_ed25519":
+        return f"its login key on record ({meta.client_key[:200]!r}) is not in its instance folder"
+    return ""
 
 
 def _missing_files(dom: Any, meta: Metadata) -> str:

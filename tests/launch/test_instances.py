@@ -15,7 +15,7 @@ import pytest
 from cernvm_build import launch
 from cernvm_build.bootloader.disk import SCRATCH_SERIAL
 from cernvm_build.errors import ImageError, InstanceError, LaunchError, UsageError
-from cernvm_build.launch import domain, instances
+from cernvm_build.launch import domain, instances, keys
 from tests.launch.support import create, driver_host, request
 
 
@@ -90,6 +90,7 @@ def test_list_reads_everything_from_metadata(conn: Any, launch_env: Path, image:
     create(conn, request(launch_env, image, "vm00"))
     # 49 more defined straight from the template: list reads everything it shows from metadata
     # (the files are only checked for being there: see test_broken_leftover_is_listed_and_destroyed).
+    host_key = keys.generate("root@vm").public_openssh
     for n in range(1, 50):
         name = f"vm{n:02d}"
         folder = launch_env / "run" / name
@@ -104,7 +105,9 @@ def test_list_reads_everything_from_metadata(conn: Any, launch_env: Path, image:
         conn.defineXML(
             domain.render(
                 spec,
-                domain.Metadata(image=str(image), ssh_port=20000 + n, cpus=1 + n % 2, home=str(folder)),
+                domain.Metadata(
+                    image=str(image), ssh_port=20000 + n, cpus=1 + n % 2, home=str(folder), host_key=host_key
+                ),
             )
         )
     found = instances.list_instances(conn)
@@ -474,3 +477,62 @@ def test_control_characters_in_paths_for_the_domain_are_one_line(
         create(conn, request(launch_env, image, "ctl", **{where: bad}))
     assert "path is not valid UTF-8" in err.value.message and err.value.where == f"{tmp_path}/x\\xff"
     assert conn.listAllDomains(0) == [] and not (launch_env / "run" / "ctl").exists()
+
+
+def test_a_login_key_or_folder_on_record_outside_the_instance_folder_is_broken(
+    conn: Any, launch_env: Path, image: Path, tmp_path: Path
+) -> None:
+    """A shared or remote hypervisor names the user's own key in the metadata: ``ssh -X`` would log
+    in with it and replace the known_hosts beside it. The instance is broken instead, and no verb
+    that logs in goes near that key."""
+    from cernvm_build.errors import SSHError
+    from cernvm_build.launch import ready
+
+    create(conn, request(launch_env, image, "keyed"))
+    dot_ssh = tmp_path / "dotssh"
+    dot_ssh.mkdir()
+    (dot_ssh / "id_ed25519").write_text("the user's own key\n")
+    (dot_ssh / "known_hosts").write_text("github.com ssh-ed25519 AAAA\n")
+    xml = conn.lookupByName("keyed").XMLDesc(0)
+    ns = xml[xml.index("<", xml.index("<metadata>") + 1) + 1 : xml.index(":instance")]
+    own_key = str(launch_env / "run" / "keyed" / "id_ed25519")
+    assert f"<{ns}:client_key>{own_key}</{ns}:client_key>" in xml
+    assert not instances.describe(conn.lookupByName("keyed")).broken
+    conn.lookupByName("keyed").destroy()  # a running domain shows its live metadata
+    for key, home in (
+        (dot_ssh / "id_ed25519", launch_env / "run" / "keyed"),  # the key elsewhere
+        (dot_ssh / "id_ed25519", dot_ssh),  # the folder too
+        (dot_ssh / "keyed" / "id_ed25519", dot_ssh / "keyed"),  # a folder named like it, elsewhere
+    ):
+        edited = xml.replace(f">{own_key}<", f">{key}<").replace(
+            f">{launch_env / 'run' / 'keyed'}<", f">{home}<"
+        )
+        conn.defineXML(edited)
+        inst = instances.describe(conn.lookupByName("keyed"))
+        assert inst.state == "broken" and "not" in inst.broken and "instance folder" in inst.broken
+        with pytest.raises(SSHError, match="broken"):
+            ready.connect(conn, "keyed")
+    assert (dot_ssh / "known_hosts").read_text() == "github.com ssh-ed25519 AAAA\n"
+
+
+@pytest.mark.parametrize(
+    "host_key", ["", "ssh-ed25519", "ssh-ed25519 !!notbase64", "ssh-rsa AAAAB3NzaC1yc2E=", "ssh-ed25519 AAAA"]
+)
+def test_a_missing_or_malformed_host_key_on_record_is_broken(
+    conn: Any, launch_env: Path, image: Path, host_key: str
+) -> None:
+    from cernvm_build.errors import SSHError
+    from cernvm_build.launch import ready
+
+    create(conn, request(launch_env, image, "hk"))
+    dom = conn.lookupByName("hk")
+    dom.destroy()  # a running domain shows its live metadata
+    xml = dom.XMLDesc(0)
+    ns = xml[xml.index("<", xml.index("<metadata>") + 1) + 1 : xml.index(":instance")]
+    start = xml.index(f"<{ns}:host_key>")
+    end = xml.index(f"</{ns}:host_key>") + len(f"</{ns}:host_key>")
+    conn.defineXML(xml[:start] + f"<{ns}:host_key>{host_key}</{ns}:host_key>" + xml[end:])
+    inst = instances.describe(conn.lookupByName("hk"))
+    assert inst.state == "broken" and "host key" in inst.broken
+    with pytest.raises(SSHError, match="broken"):
+        ready.connect(conn, "hk")
