@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from .. import table
 from ..errors import ConfigFileError, Location, UsageError
@@ -154,16 +156,62 @@ def from_flags(given: Iterable[tuple[Setting, str | list[str]]]) -> dict[str, An
     return values
 
 
-def parse_conf(path: Path) -> dict[str, Any]:
-    """Read one ``key=value`` file (``#`` comments); typed values keyed by Settings field name."""
+MAX_CONF = 1 << 20  # bytes: a configuration file is a few lines
+# connect= query parameters that run a program, pick a login key or skip the host key check: only
+# from the command line, never from a file someone else may have written or handed over
+_CONNECT_FROM_CLI_ONLY = ("command", "keyfile", "no_verify")
+
+
+def _read_conf(path: Path) -> str:
+    """The file's text, if it is one this user may trust (OpenSSH's rule for its config: owned by
+    the user or root, writable by no one else) and a regular file of at most MAX_CONF bytes (opened
+    non-blocking, so a FIFO is refused rather than waited on)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except FileNotFoundError:
         raise ConfigFileError(
             "configuration file not found", where=str(path), hint="give an existing file"
         ) from None
-    except (OSError, UnicodeDecodeError) as e:
+    except OSError as e:
+        raise ConfigFileError(f"cannot read configuration file: {e.strerror}", where=str(path)) from None
+    try:
+        st = os.fstat(fd)
+        problem = (
+            "is not a regular file"
+            if not stat.S_ISREG(st.st_mode)
+            else f"is owned by another user (uid {st.st_uid})"
+            if st.st_uid not in (os.geteuid(), 0)
+            else "is writable by other users"
+            if st.st_mode & 0o022
+            else ""
+        )
+        if problem:
+            raise ConfigFileError(
+                f"configuration file {problem}",
+                where=str(path),
+                hint="it must be your own (or root's) regular file: 'chmod go-w' it",
+            )
+        try:
+            data = os.read(fd, MAX_CONF + 1)
+        except OSError as e:
+            raise ConfigFileError(f"cannot read configuration file: {e.strerror}", where=str(path)) from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_CONF:
+        raise ConfigFileError(
+            f"configuration file is larger than {MAX_CONF >> 20} MiB",
+            where=str(path),
+            hint="give a key=value file",
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
         raise ConfigFileError(f"cannot read configuration file: {e}", where=str(path)) from None
+
+
+def parse_conf(path: Path) -> dict[str, Any]:
+    """Read one ``key=value`` file (``#`` comments); typed values keyed by Settings field name."""
+    text = _read_conf(path)
     values: dict[str, Any] = {}
     for lineno, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
@@ -191,6 +239,14 @@ def parse_conf(path: Path) -> dict[str, Any]:
             raise ConfigFileError(
                 e.message, where=Location(str(path), lineno, col, key), hint=e.hint
             ) from None
+        params = parse_qs(urlsplit(value.strip()).query) if spec.name == "connect" else {}
+        refused = [p for p in params if p.lower() in _CONNECT_FROM_CLI_ONLY]
+        if refused:
+            raise ConfigFileError(
+                f"'{refused[0]}=' in connect is taken from the command line only",
+                where=Location(str(path), lineno, raw.index("=") + 2, key),
+                hint="give this URI with --connect if you mean it",
+            )
     return values
 
 

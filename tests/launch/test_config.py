@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,39 @@ def test_flags_go_through_the_same_conversions_naming_the_flag() -> None:
         config.from_flags([(memory, "-5")])
     assert str(e.value) == "--memory: -5 is out of range"
     assert e.value.hint == "expected a size in 256M..4T (a bare number counts MiB)"
+
+
+def test_files_others_could_write_or_that_are_no_files_are_refused(tmp_path: Path) -> None:
+    """OpenSSH's rule for its own config: a file another user wrote (or could write) would choose the
+    hypervisor, and with it what runs; a device or a FIFO is refused at once, not read forever."""
+    conf = tmp_path / "conf"
+    conf.write_text("cpus=2\n")
+    assert config.parse_conf(conf)["cpus"] == 2
+    for mode in (0o666, 0o620):
+        conf.chmod(mode)
+        with pytest.raises(ConfigFileError, match="writable by other users"):
+            config.parse_conf(conf)
+    conf.chmod(0o644)
+    os.chown(conf, 65534, 65534)
+    with pytest.raises(ConfigFileError, match="owned by another user"):
+        config.parse_conf(conf)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for path in (fifo, Path("/dev/zero"), tmp_path):
+        with pytest.raises(ConfigFileError, match="not a regular file"):
+            config.resolve(global_file=path)
+    big = tmp_path / "big"
+    big.write_text("#" * (1 << 20) + "\n")
+    with pytest.raises(ConfigFileError, match="larger than 1 MiB"):
+        config.parse_conf(big)
+
+
+@pytest.mark.parametrize("query", ["command=/tmp/evil.sh", "keyfile=/tmp/k", "no_verify=1", "x=1&Command=/x"])
+def test_connect_from_a_file_takes_no_command_key_or_no_verify(tmp_path: Path, query: str) -> None:
+    conf = tmp_path / "conf"
+    conf.write_text(f"connect=qemu+ssh://127.0.0.1/system?{query}\n")
+    with pytest.raises(ConfigFileError, match="command line only") as e:
+        config.parse_conf(conf)
+    assert ":1:" in str(e.value)
+    conf.write_text("connect=qemu+ssh://127.0.0.1/system?known_hosts=/tmp/kh\n")
+    assert config.parse_conf(conf)["connect"].endswith("known_hosts=/tmp/kh")
