@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from . import jsonable
 from .errors import CernVMError, Location
@@ -117,8 +118,11 @@ def _optional(d: dict[str, Any], key: str, typ: type, where: Location) -> Any:
 
 
 def _relative(rel: str, where: Location) -> str:
-    if rel.startswith("/") or ".." in Path(rel).parts:
-        raise ReleaseError(f"path '{rel}' leaves the release directory", where=where)
+    # a scheme or host (file:///dev/zero, //other/) would survive urljoin: a pull would read any
+    # local file or another server, before anything is verified
+    parts = urlsplit(rel)
+    if rel.startswith("/") or ".." in Path(rel).parts or parts.scheme or parts.netloc or "\\" in rel:
+        raise ReleaseError(f"path {rel[:200]!r} leaves the release directory", where=where)
     return rel
 
 

@@ -7,6 +7,8 @@ that sha256 (``ImageCache.pull``).
 
 from __future__ import annotations
 
+import os
+import stat
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,29 +42,40 @@ class CatalogImage:
     signer: str  # fingerprint of the key that signed SHA256SUMS
 
 
-def fetch(url: str, dest: Path, *, limit: int = 64 << 20) -> Path:
-    """``url`` (http, https, file or a plain path) into ``dest``; one ImageError line on failure."""
-    scheme = urlsplit(url).scheme
-    if scheme in ("", "file"):
-        src = Path(urlsplit(url).path if scheme else url)
-        try:
-            dest.write_bytes(src.read_bytes()[:limit])
-        except OSError as e:
-            raise ImageError(f"cannot read {src}: {e.strerror}") from None
-        return dest
-    if scheme not in ("http", "https"):
-        raise ImageError(
-            f"not an http(s) or file URL: {url}", hint="e.g. https://example.org/releases/index.json"
-        )
+def _nonblocking(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NONBLOCK)  # a FIFO is refused as no regular file, not waited on
+
+
+def _http(url: str, limit: int) -> bytes:
     import requests  # only pulls need it
 
     try:
         with requests.get(url, timeout=30, stream=True) as r:
             if r.status_code != 200:
                 raise ImageError(f"HTTP {r.status_code} for {url}")
-            data = r.raw.read(limit + 1, decode_content=True)
+            return bytes(r.raw.read(limit + 1, decode_content=True))
     except requests.RequestException as e:
         raise ImageError(f"cannot fetch {url}: {type(e).__name__}", hint=str(e)[:200]) from None
+
+
+def fetch(url: str, dest: Path, *, limit: int = 64 << 20) -> Path:
+    """``url`` (http, https, file or a plain path) into ``dest``; one ImageError line on failure."""
+    scheme = urlsplit(url).scheme
+    if scheme in ("", "file"):
+        src = Path(urlsplit(url).path if scheme else url)
+        try:
+            with open(src, "rb", opener=_nonblocking) as f:
+                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                    raise ImageError(f"{src} is not a regular file", hint="name a release file")
+                data = f.read(limit + 1)
+        except OSError as e:
+            raise ImageError(f"cannot read {src}: {e.strerror}") from None
+    elif scheme not in ("http", "https"):
+        raise ImageError(
+            f"not an http(s) or file URL: {url}", hint="e.g. https://example.org/releases/index.json"
+        )
+    else:
+        data = _http(url, limit)
     if len(data) > limit:
         raise ImageError(f"{url} is larger than {limit >> 20} MiB: not a release file")
     dest.write_bytes(data)

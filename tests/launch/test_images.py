@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -231,3 +232,20 @@ def test_a_qcow2_boot_image_reading_other_files_is_refused(
     plain = tmp_path / "plain.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(plain), "1M"], check=True)
     assert detect_format(plain) == "qcow2"
+
+
+def test_a_release_file_read_locally_is_a_bounded_regular_file(tmp_path: Path) -> None:
+    """A file URL is read at most ``limit`` + 1 bytes, and only from a regular file (/dev/zero once
+    used all memory; a FIFO would wait forever)."""
+    from cernvm_build.launch import catalog
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for src in ("/dev/zero", f"file://{fifo}"):
+        with pytest.raises(ImageError, match="not a regular file"):
+            catalog.fetch(src, tmp_path / "out", limit=1024)
+    big = tmp_path / "big"
+    big.write_bytes(b"x" * 2048)
+    with pytest.raises(ImageError, match="larger than"):
+        catalog.fetch(str(big), tmp_path / "out", limit=1024)
+    assert catalog.fetch(str(big), tmp_path / "out", limit=4096).read_bytes() == b"x" * 2048
