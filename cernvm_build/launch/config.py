@@ -157,8 +157,9 @@ def from_flags(given: Iterable[tuple[Setting, str | list[str]]]) -> dict[str, An
 
 
 MAX_CONF = 1 << 20  # bytes: a configuration file is a few lines
-# connect= query parameters that run a program, pick a login key or skip the host key check: only
-# from the command line, never from a file someone else may have written or handed over
+# connect= query parameters that run a program, pick a login key or skip the host key check: from
+# the command line or the user's own global file (trusted as ~/.ssh/config is, which can name a
+# ProxyCommand), never from a per-create CONFIGURATION_FILE, which someone may have handed over
 _CONNECT_FROM_CLI_ONLY = ("command", "keyfile", "no_verify")
 
 
@@ -209,8 +210,9 @@ def _read_conf(path: Path) -> str:
         raise ConfigFileError(f"cannot read configuration file: {e}", where=str(path)) from None
 
 
-def parse_conf(path: Path) -> dict[str, Any]:
-    """Read one ``key=value`` file (``#`` comments); typed values keyed by Settings field name."""
+def parse_conf(path: Path, *, handed: bool = False) -> dict[str, Any]:
+    """Read one ``key=value`` file (``#`` comments); typed values keyed by Settings field name.
+    ``handed``: a per-create file, whose ``connect=`` may not run a program or choose keys."""
     text = _read_conf(path)
     values: dict[str, Any] = {}
     for lineno, raw in enumerate(text.splitlines(), start=1):
@@ -239,13 +241,13 @@ def parse_conf(path: Path) -> dict[str, Any]:
             raise ConfigFileError(
                 e.message, where=Location(str(path), lineno, col, key), hint=e.hint
             ) from None
-        params = parse_qs(urlsplit(value.strip()).query) if spec.name == "connect" else {}
+        params = parse_qs(urlsplit(value.strip()).query) if handed and spec.name == "connect" else {}
         refused = [p for p in params if p.lower() in _CONNECT_FROM_CLI_ONLY]
         if refused:
             raise ConfigFileError(
-                f"'{refused[0]}=' in connect is taken from the command line only",
+                f"'{refused[0]}=' in connect is not taken from a per-create file",
                 where=Location(str(path), lineno, raw.index("=") + 2, key),
-                hint="give this URI with --connect if you mean it",
+                hint="give this URI with --connect, or in your own ~/.cernvm-launch.conf, if you mean it",
             )
     return values
 
@@ -270,7 +272,7 @@ def resolve(
     if present:
         settings = settings.merged(parse_conf(gpath))
     if create_file is not None:
-        settings = settings.merged(parse_conf(create_file))
+        settings = settings.merged(parse_conf(create_file, handed=True))
     return settings.merged(cli or {})
 
 

@@ -105,11 +105,14 @@ def test_files_others_could_write_or_that_are_no_files_are_refused(tmp_path: Pat
 
 
 @pytest.mark.parametrize("query", ["command=/tmp/evil.sh", "keyfile=/tmp/k", "no_verify=1", "x=1&Command=/x"])
-def test_connect_from_a_file_takes_no_command_key_or_no_verify(tmp_path: Path, query: str) -> None:
+def test_connect_from_a_per_create_file_takes_no_command_key_or_no_verify(tmp_path: Path, query: str) -> None:
+    """A per-create CONFIGURATION_FILE may come from someone else; the user's own global file (own,
+    not writable by others) may name them, as ~/.ssh/config may name a ProxyCommand."""
     conf = tmp_path / "conf"
     conf.write_text(f"connect=qemu+ssh://127.0.0.1/system?{query}\n")
-    with pytest.raises(ConfigFileError, match="command line only") as e:
-        config.parse_conf(conf)
+    with pytest.raises(ConfigFileError, match="not taken from a per-create file") as e:
+        config.resolve(create_file=conf, global_file=tmp_path / "none")
     assert ":1:" in str(e.value)
+    assert query in str(config.resolve(global_file=conf).connect)
     conf.write_text("connect=qemu+ssh://127.0.0.1/system?known_hosts=/tmp/kh\n")
-    assert config.parse_conf(conf)["connect"].endswith("known_hosts=/tmp/kh")
+    assert str(config.resolve(create_file=conf, global_file=tmp_path / "none").connect).endswith("kh")
