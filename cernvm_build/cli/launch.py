@@ -25,7 +25,7 @@ from ..launch import config
 from ..launch.names import validate_name
 from ..report import scoped
 from . import flags, launch_context, launch_images
-from .app import EXIT_CODES_EPILOG, ArgumentParser, HelpFormatter, Output, run
+from .app import EXIT_CODES_EPILOG, ArgumentParser, HelpFormatter, Output, run, visible
 from .launch_common import Connect, ask, host_of, leaf, settings_of, show_help
 
 EPILOG = f"""\
@@ -140,7 +140,7 @@ def _wait(
     except NotReadyError as e:
         if e.console_tail:
             out.err.print(f"--- {name}'s console ---", markup=False)
-            out.err.print(e.console_tail, markup=False, highlight=False)
+            out.err.print(visible(e.console_tail), markup=False, highlight=False)  # the guest wrote it
             out.err.print("---", markup=False)
         raise
 
@@ -284,6 +284,8 @@ def cmd_console(args: argparse.Namespace, out: Output) -> int:
     launch.get_instance(host, args.name)  # "no instance named ..." before anything else
     if args.log or not sys.stdin.isatty():
         tail = launch.console_tail(host, args.name, args.lines)
+        if sys.stdout.isatty():  # the guest wrote it: no escape sequence reaches the terminal
+            tail = visible(tail)
         sys.stdout.write(tail + ("\n" if tail else ""))
         return 0
     out.info("console: press Ctrl-] to leave")

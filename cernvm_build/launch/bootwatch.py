@@ -11,8 +11,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_UCERNVM_PANIC = re.compile(r"ucernvm: panic: (?P<why>.*)")
-_KERNEL_PANIC = re.compile(r"Kernel panic - not syncing: ?(?P<why>.*)")
+# At the start of a line (after the uptime stamp, if any): a program the guest runs that merely
+# prints "ucernvm: panic:" in a line of its own must not get the instance powered off or removed.
+_STAMP = r"(?:\[[ \d.]+\] )?"
+_UCERNVM_PANIC = re.compile(_STAMP + r"ucernvm: panic: (?P<why>.*)")
+_KERNEL_PANIC = re.compile(_STAMP + r"Kernel panic - not syncing: ?(?P<why>.*)")
+REASON_MAX = 200  # characters of the panic's message kept for the one-line error
 _BANNER = re.compile(r"Linux version \d")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 #: The console lines kept for the user: those that say what the boot did, not the rescue shell's prompt.
@@ -33,9 +37,10 @@ def check(console: str, *, name: str = "NAME", cvmfs_server: str = "") -> BootFa
     # The log is appended to across boots: only what the latest boot (kernel banner) wrote counts.
     first = max((i for i, line in enumerate(lines) if _BANNER.search(line)), default=0)
     for i in range(len(lines) - 1, first - 1, -1):
-        m = _UCERNVM_PANIC.search(lines[i]) or _KERNEL_PANIC.search(lines[i])
+        m = _UCERNVM_PANIC.match(lines[i]) or _KERNEL_PANIC.match(lines[i])
         if m:
             reason = m.group("why").strip() or "kernel panic"
+            reason = reason if len(reason) <= REASON_MAX else reason[:REASON_MAX] + "…"
             kernel = m.re is _KERNEL_PANIC
             return BootFailure(reason, _meaningful(lines[: i + 1]), _hint(reason, kernel, name, cvmfs_server))
     return None

