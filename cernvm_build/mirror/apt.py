@@ -43,7 +43,9 @@ def find_suites(files: list[str] | None) -> list[str]:
         m = re.fullmatch(r"dists/(.+)/(InRelease|Release)", f)
         if m:
             found.add(m.group(1))
-    return sorted(found)
+    # Debian and Ubuntu also publish component Release files (dists/<suite>/main/binary-amd64/Release):
+    # they belong to the suite above them, they are not suites
+    return sorted(s for s in found if not any(s.startswith(t + "/") for t in found))
 
 
 def strip_clearsign(text: str) -> str:
@@ -177,11 +179,19 @@ def _verify_suite(
             continue
         result.source_packages += count
         sources.extend(files)
-    unique = {d.rel: d for d in debs}
-    result.packages += len(unique)
-    unique.update((x.rel, x) for x in sources)
+    result.packages += len({d.rel for d in debs})
+    # Every distinct (file, hash, size) is checked: a file named twice with two hashes (two stanzas,
+    # or binary-all beside binary-amd64) would fail for the apt client that reads the other entry.
+    unique = {(x.rel, x.digest, x.size): x for x in debs + sources}
+    named: dict[str, list[Expected]] = {}
+    for x in unique.values():
+        named.setdefault(x.rel, []).append(x)
+    for rel, claims in sorted(named.items()):
+        if len(claims) > 1:
+            says = ", ".join(f"{c.named_by} says {c.digest[:16]}… size {c.size}" for c in claims)
+            result.problems.append(f"{rel}: conflicting hashes ({says})")
     result.problems.extend(check_files(source, list(unique.values()), jobs=jobs, progress=progress))
-    result.referenced.update(unique)
+    result.referenced.update(named)
 
     # Per suite: the plain-named indexes (apt without by-hash reads these) before the Release files.
     for rel in sorted(fixed):

@@ -210,8 +210,15 @@ def _metadata(
     root = _parse(repomd, repomd_rel)
     expected: list[Expected] = []
     primary: Expected | None = None
+    kinds: set[str] = set()
     for data in root.findall(f"{REPO_NS}data"):
         kind = data.get("type", "?")
+        if kind in kinds:
+            # dnf (librepo) reads the first record of a type, another reader may take the last:
+            # what one of them uses would go unchecked
+            problems.append(f"{repomd_rel}: data type '{kind}' is listed twice")
+            continue
+        kinds.add(kind)
         loc = data.find(f"{REPO_NS}location")
         csum = data.find(f"{REPO_NS}checksum")
         size = data.findtext(f"{REPO_NS}size")
