@@ -134,7 +134,7 @@ def _verify_suite(
     fixed: list[str] = []
     for e in entries:
         rel = f"{base}/{e.path}"
-        got = source.digest(rel, "sha256", e.sha256)
+        got = source.digest(rel, "sha256", e.sha256, e.size)
         if got is None:
             continue  # Release may list uncompressed variants that are not published
         present.add(e.path)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import io
 import lzma
+import tempfile
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -13,9 +15,9 @@ from typing import Any
 
 from .. import jsonable
 from ..errors import MirrorError, ToolError
-from ..proc import run
+from ..proc import streamed
 from ..report import ProgressFn
-from .source import Source
+from .source import MAX_INDEX, Source
 
 #: ``progress(stage, done, total)`` with stage "verify" (files).
 Progress = ProgressFn  # see report.Reporter.progress
@@ -102,7 +104,7 @@ def check_files(
 
     def one(e: Expected) -> str | None:
         nonlocal done
-        problem = compare(e, source.digest(e.rel, e.algo, e.digest))
+        problem = compare(e, source.digest(e.rel, e.algo, e.digest, e.size))
         if on_result:
             on_result(e.rel, problem)
         with lock:
@@ -117,17 +119,52 @@ def check_files(
     return [p for p in results if p]
 
 
+def inflate_limit(compressed: int) -> int:
+    """The most a compressed index of this size may inflate to: 200 times (XML and deb822 indexes
+    compress 5 to 20 times), at least MAX_INDEX, at most 1 GiB. A bomb (200 MiB of zeros from
+    200 KiB) stops here instead of taking that much memory."""
+    return min(1 << 30, max(MAX_INDEX, 200 * compressed))
+
+
 def decompress(rel: str, data: bytes) -> bytes:
-    """The content of an index file compressed as its name says (gz, xz, bz2, zst, or none)."""
+    """The content of an index file compressed as its name says (gz, xz, bz2, zst, or none), read
+    in a stream up to ``inflate_limit``: MirrorError past it."""
+    limit = inflate_limit(len(data))
+    raw = io.BytesIO(data)
+    reader: io.BufferedIOBase | None = None
     try:
         if rel.endswith(".gz"):
-            return gzip.decompress(data)
-        if rel.endswith((".xz", ".lzma")):
-            return lzma.decompress(data)
-        if rel.endswith(".bz2"):
-            return bz2.decompress(data)
-        if rel.endswith(".zst"):
-            return run(["zstd", "-dc", "-q"], input=data).stdout
+            reader = gzip.GzipFile(fileobj=raw)
+        elif rel.endswith((".xz", ".lzma")):
+            reader = lzma.LZMAFile(raw)  # noqa: SIM115 (closed by the with below)
+        elif rel.endswith(".bz2"):
+            reader = bz2.BZ2File(raw)
+        elif not rel.endswith(".zst"):
+            return data
+        if reader is not None:
+            with reader:
+                out = reader.read(limit + 1)
+        else:
+            out = _unzstd(data, limit)
     except (OSError, EOFError, lzma.LZMAError, ValueError, ToolError) as e:
         raise MirrorError(f"{rel}: cannot decompress: {e}", hint="the file is damaged") from e
-    return data
+    if len(out) > limit:
+        raise MirrorError(
+            f"{rel}: inflates beyond {limit >> 20} MiB ({len(data)} bytes compressed)",
+            hint="the source is broken or hostile (a decompression bomb)",
+        )
+    return out
+
+
+def _unzstd(data: bytes, limit: int) -> bytes:
+    """``zstd -dc`` of ``data``, its output read up to ``limit`` + 1 bytes (the tool killed there)."""
+    with tempfile.NamedTemporaryFile(suffix=".zst") as src:
+        src.write(data)
+        src.flush()
+        with streamed(["zstd", "-dc", "-q", src.name]) as tool:
+            out = tool.stdout.read(limit + 1)
+            if len(out) > limit:
+                tool.proc.kill()
+        if len(out) <= limit and tool.code != 0:
+            raise ToolError(f"'zstd' failed: {tool.why or f'exit code {tool.code}'}")
+    return out

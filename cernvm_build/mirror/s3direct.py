@@ -22,6 +22,7 @@ server that slow will not finish the next try either).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import http.client
@@ -121,21 +122,23 @@ def _client_error(status: int, body: bytes, headers: Any, op: str) -> botocore.e
 
 
 class _Watchdog:
-    """One thread that shuts down the socket of each request still running at its deadline (the
-    requests in flight are at most the connection pools' size, so a scan per wake-up is cheap)."""
+    """One thread that stops each request still running at its deadline (the requests in flight
+    are at most the connection pools' size, so a scan per wake-up is cheap). ``stop()`` shuts the
+    request's socket down, so its blocked send/recv returns at once; it answers False when there is
+    no socket yet (connect has its own timeout), and is then called again half a second later."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._armed: dict[int, tuple[float, http.client.HTTPConnection]] = {}
+        self._armed: dict[int, tuple[float, Callable[[], bool]]] = {}
         self._fired: set[int] = set()
         self._next = 0
         self._wake = float("inf")  # when the thread wakes up next, at the latest
         self._thread: threading.Thread | None = None
 
-    def arm(self, deadline: float, conn: http.client.HTTPConnection) -> int:
+    def arm(self, deadline: float, stop: Callable[[], bool]) -> int:
         with self._cond:
             self._next += 1
-            self._armed[self._next] = (deadline, conn)
+            self._armed[self._next] = (deadline, stop)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="s3direct-deadline", daemon=True)
                 self._thread.start()
@@ -156,24 +159,31 @@ class _Watchdog:
         with self._cond:
             while True:
                 now = time.monotonic()
-                for token, (deadline, conn) in list(self._armed.items()):
+                for token, (deadline, stop) in list(self._armed.items()):
                     if deadline > now:
                         continue
-                    sock = conn.sock
-                    if sock is None:  # not connected yet (connect has its own timeout): look again soon
-                        self._armed[token] = (now + 0.5, conn)
+                    try:
+                        stopped = stop()
+                    except (OSError, RuntimeError, ValueError):
+                        stopped = True  # already closed or released: nothing left to stop
+                    if not stopped:
+                        self._armed[token] = (now + 0.5, stop)
                         continue
                     del self._armed[token]
                     self._fired.add(token)
-                    try:
-                        sock.shutdown(socket.SHUT_RDWR)  # the blocked send/recv returns at once
-                    except OSError:
-                        pass  # already closed
                 self._wake = min((d for d, _ in self._armed.values()), default=float("inf"))
                 self._cond.wait(None if self._wake == float("inf") else self._wake - now)
 
 
-_watchdog = _Watchdog()
+def _shutdown(conn: http.client.HTTPConnection) -> bool:
+    if conn.sock is None:
+        return False
+    conn.sock.shutdown(socket.SHUT_RDWR)
+    return True
+
+
+#: shared by every request with a deadline (S3 uploads here, HTTP source downloads in ``source``)
+watchdog = _Watchdog()
 
 
 class DirectPut:
@@ -288,7 +298,7 @@ class DirectPut:
             for observe in self.observers:
                 observe(method, path, sent)
             conn = self._connection()
-            token = _watchdog.arm(time.monotonic() + allowed, conn)
+            token = watchdog.arm(time.monotonic() + allowed, functools.partial(_shutdown, conn))
             failure: OSError | http.client.HTTPException | None = None
             try:
                 conn.request(method, target, body=body if method == "PUT" else None, headers=sent)
@@ -298,7 +308,7 @@ class DirectPut:
             except (OSError, http.client.HTTPException) as e:
                 failure = e
             finally:
-                late = _watchdog.disarm(token)  # whatever the outcome: nothing stays armed
+                late = watchdog.disarm(token)  # whatever the outcome: nothing stays armed
             if late:
                 # the socket was shut down: an error, or an answer that only looks complete
                 conn.close()

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import os
 import shutil
+import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,14 +21,19 @@ from urllib.parse import quote
 
 import botocore.exceptions
 import requests
+import urllib3.exceptions
 
 from ..errors import MirrorError
 from ..fsutil import atomic_file
 from .hashcache import HashCache, hash_stream
 from .s3client import S3Client, S3Url, http_status, s3_error
+from .s3direct import DEADLINE_FLOOR, MIN_RATE, watchdog
 from .s3plan import MANIFEST, check_key_name, list_remote, walk_files
 
 CHUNK = 1 << 20
+#: the most of an index file (repomd.xml, primary.xml.gz, Release, Packages.xz …) read into memory:
+#: real ones are tens of MiB; a hostile or broken server's endless one stops here
+MAX_INDEX = 128 << 20
 
 
 class Source(Protocol):
@@ -38,8 +44,12 @@ class Source(Protocol):
         """The whole file, or None if it does not exist."""
         ...
 
-    def digest(self, rel: str, algo: str, expect: str | None = None) -> tuple[str, int] | None:
-        """``(hex digest, size)`` of a file, or None if it does not exist."""
+    def digest(
+        self, rel: str, algo: str, expect: str | None = None, size: int | None = None
+    ) -> tuple[str, int] | None:
+        """``(hex digest, size)`` of a file, or None if it does not exist. ``expect`` and ``size`` are
+        what the index says: a download keeps a staged copy with that hash, and stops one byte past
+        that size (the size it then reports is wrong, which is the finding)."""
         ...
 
     def list(self) -> list[str] | None:
@@ -61,6 +71,23 @@ def _read_chunks(path: Path) -> Iterable[bytes]:
             yield block
 
 
+def _too_big(name: str) -> MirrorError:
+    return MirrorError(
+        f"{name}: an index file larger than {MAX_INDEX >> 20} MiB",
+        hint="the source is broken or hostile (real indexes are far smaller)",
+    )
+
+
+def _capped(chunks: Iterable[bytes], name: str) -> bytes:
+    """The chunks joined, or MirrorError past MAX_INDEX (before holding more than that)."""
+    out = bytearray()
+    for block in chunks:
+        out += block
+        if len(out) > MAX_INDEX:
+            raise _too_big(name)
+    return bytes(out)
+
+
 def safe_rel(rel: str) -> str:
     """Refuse paths from repository metadata that would leave the repository (``../``, absolute)."""
     parts = rel.split("/")
@@ -80,9 +107,11 @@ class LocalSource:
 
     def read(self, rel: str) -> bytes | None:
         p = self.root / safe_rel(rel)
-        return p.read_bytes() if p.is_file() else None
+        return _capped(_read_chunks(p), str(p)) if p.is_file() else None
 
-    def digest(self, rel: str, algo: str, expect: str | None = None) -> tuple[str, int] | None:
+    def digest(
+        self, rel: str, algo: str, expect: str | None = None, size: int | None = None
+    ) -> tuple[str, int] | None:
         p = self.root / safe_rel(rel)
         if not p.is_file():
             return None
@@ -140,11 +169,25 @@ class LocalSource:
         return self._listed
 
 
+def _stop(resp: requests.Response) -> bool:
+    resp.raw.shutdown()  # urllib3's: the socket's reading side, so a blocked read returns
+    return True
+
+
 class HttpSource:
     """Reads over HTTP(S), keeping a verified copy of everything it read under ``staging``."""
 
-    def __init__(self, base_url: str, staging: Path, *, timeout: float = 60, cache: HashCache | None = None):
+    def __init__(
+        self,
+        base_url: str,
+        staging: Path,
+        *,
+        timeout: float = 60,
+        cache: HashCache | None = None,
+        deadline_floor: float = DEADLINE_FLOOR,
+    ):
         self.cache = cache
+        self.deadline_floor = deadline_floor
         self.base = base_url.rstrip("/") + "/"
         self.name = self.base
         self.staging = staging
@@ -155,41 +198,74 @@ class HttpSource:
     def _url(self, rel: str) -> str:
         return self.base + quote(safe_rel(rel))
 
-    def _download(self, rel: str) -> Path | None:
+    def _download(self, rel: str, size: int | None = None) -> Path | None:
+        """Download ``rel`` into the staging folder: at most ``size`` + 1 bytes when the index gives
+        the size (enough to see it is wrong), else MAX_INDEX. A whole-request deadline (the S3
+        uploads' one: a floor plus the body at a minimal rate) stops a server that trickles a byte
+        per timeout, which no per-read timeout does."""
         dest = self.staging / rel
+        limit = (size if size is not None else MAX_INDEX) + 1
+        allowed = self.deadline_floor + limit / MIN_RATE
+        url = self._url(rel)
+        start = time.monotonic()
+        late = False
         try:
-            with self.session.get(self._url(rel), stream=True, timeout=self.timeout) as resp:
+            # identity: the bytes are hashed as they are, and no Content-Encoding inflates them
+            headers = {"Accept-Encoding": "identity"}
+            with self.session.get(url, stream=True, timeout=self.timeout, headers=headers) as resp:
                 if resp.status_code == 404:
                     return None
                 if resp.status_code >= 400:
                     raise MirrorError(
-                        f"{self._url(rel)}: HTTP {resp.status_code}",
-                        hint="check the URL; a re-run resumes the download",
+                        f"{url}: HTTP {resp.status_code}", hint="check the URL; a re-run resumes the download"
                     )
-                with atomic_file(dest) as f:
-                    for block in resp.iter_content(CHUNK):
-                        f.write(block)
-        except requests.RequestException as e:
+                token = watchdog.arm(start + allowed, lambda: _stop(resp))
+                try:
+                    with atomic_file(dest) as f:
+                        got = 0
+                        for block in resp.raw.stream(min(CHUNK, limit), decode_content=False):
+                            f.write(block[: limit - got])
+                            got = min(limit, got + len(block))
+                            if got == limit:
+                                break
+                        if size is None and got > MAX_INDEX:
+                            raise _too_big(url)
+                finally:
+                    late = watchdog.disarm(token)
+        except (requests.RequestException, urllib3.exceptions.HTTPError) as e:
+            if late:
+                raise self._late(url, allowed) from e
             raise MirrorError(
-                f"{self._url(rel)}: cannot download: {e.__class__.__name__}",
+                f"{url}: cannot download: {e.__class__.__name__}",
                 hint="check the URL and the network; a re-run resumes the download",
             ) from e
+        if late:  # the socket was shut down: what was read may only look complete
+            raise self._late(url, allowed)
         self.fetched.add(rel)
         return dest
+
+    @staticmethod
+    def _late(url: str, allowed: float) -> MirrorError:
+        return MirrorError(
+            f"{url}: the download did not finish within {allowed:.0f} s: the server is stalled or trickling",
+            hint="check the server; a re-run resumes the download",
+        )
 
     def read(self, rel: str) -> bytes | None:
         # Indexes are always fetched fresh: a staged copy may be from an older publication.
         p = self._download(rel)
         return p.read_bytes() if p else None
 
-    def digest(self, rel: str, algo: str, expect: str | None = None) -> tuple[str, int] | None:
+    def digest(
+        self, rel: str, algo: str, expect: str | None = None, size: int | None = None
+    ) -> tuple[str, int] | None:
         p = self.staging / safe_rel(rel)
         if expect is not None and p.is_file():
             got = self._hash(p, algo)
             if got[0] == expect:
                 self.fetched.add(rel)
                 return got
-        fresh = self._download(rel)
+        fresh = self._download(rel, size)
         return self._hash(fresh, algo) if fresh else None
 
     def _hash(self, path: Path, algo: str) -> tuple[str, int]:
@@ -245,9 +321,11 @@ class S3Source:
 
     def read(self, rel: str) -> bytes | None:
         chunks = self._get(rel)
-        return b"".join(chunks) if chunks is not None else None
+        return _capped(chunks, f"{self.url}/{rel}") if chunks is not None else None
 
-    def digest(self, rel: str, algo: str, expect: str | None = None) -> tuple[str, int] | None:
+    def digest(
+        self, rel: str, algo: str, expect: str | None = None, size: int | None = None
+    ) -> tuple[str, int] | None:
         chunks = self._get(rel)
         if chunks is None:
             return None

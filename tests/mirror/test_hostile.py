@@ -3,12 +3,23 @@ what a client would read differently from the verifier is a problem, never a pas
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import hashlib
+import http.server
+import lzma
+import subprocess
+import threading
+import time
+import tracemalloc
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
+from cernvm_build.errors import MirrorError
 from cernvm_build.mirror.apt import verify_apt
-from cernvm_build.mirror.source import LocalSource
+from cernvm_build.mirror.source import HttpSource, LocalSource
 from cernvm_build.mirror.yum import verify_yum
 
 
@@ -120,3 +131,105 @@ def test_component_release_files_of_a_real_debian_layout_are_not_suites(tmp_path
     }
     result = verify_apt(LocalSource(apt_tree(tmp_path, indexes, {"pool/a.deb": DEB})))
     assert (result.repos, result.problems, result.packages) == (["s"], [], 1)
+
+
+class _Endless(http.server.BaseHTTPRequestHandler):
+    """``/big``: bytes for ever; ``/slow``: one byte per 50 ms for ever (each well inside a per-read
+    timeout); HTTP/1.0 without a Content-Length, so only the client decides when to stop."""
+
+    protocol_version = "HTTP/1.0"
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.end_headers()
+        try:
+            while True:
+                if self.path.endswith("/slow"):
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                    time.sleep(0.05)
+                else:
+                    self.wfile.write(b"<" * (1 << 16))
+        except OSError:
+            pass  # the client hung up
+
+
+@pytest.fixture
+def endless() -> Iterator[str]:
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Endless)
+    srv.daemon_threads = True
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}/"
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_http_downloads_stop_at_the_index_cap_or_one_byte_past_the_known_size(
+    endless: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cernvm_build.mirror.source as source
+
+    monkeypatch.setattr(source, "MAX_INDEX", 1 << 20)  # the same code path as 128 MiB, sooner
+    src = HttpSource(endless, tmp_path / "stage")
+    with pytest.raises(MirrorError, match=r"/repodata/big: an index file larger than 1 MiB") as e:
+        src.read("repodata/big")
+    assert e.value.hint and not (tmp_path / "stage" / "repodata" / "big").exists()
+    # a package the index says is 3 bytes: 4 are read, enough for the size check to fail
+    local = tmp_path / "local"
+    (local / "repodata").mkdir(parents=True)
+    (local / "repodata" / "big").write_bytes(b"<" * ((1 << 20) + 1))
+    with pytest.raises(MirrorError, match=r"local/repodata/big: an index file larger than 1 MiB"):
+        LocalSource(local).read("repodata/big")
+    assert src.digest("Packages/big", "sha256", "0" * 64, size=3) == (hashlib.sha256(b"<<<<").hexdigest(), 4)
+
+
+def test_a_trickling_http_source_meets_the_whole_request_deadline(endless: str, tmp_path: Path) -> None:
+    """Each byte comes well inside the per-read timeout; the S3 uploads' deadline (floor + size at
+    a minimal rate) ends the download with one line."""
+    src = HttpSource(endless, tmp_path / "stage", timeout=5, deadline_floor=0.5)
+    outcome: list[BaseException | object] = []
+
+    def download() -> None:
+        try:
+            outcome.append(src.digest("Packages/slow", "sha256", "0" * 64, size=1000))
+        except BaseException as e:
+            outcome.append(e)
+
+    t = threading.Thread(target=download, daemon=True)
+    t.start()
+    t.join(30)  # a bound for the failure of this test (1000 bytes take 50 s), not a measurement
+    assert not t.is_alive(), "the download is still held by the trickling server"
+    err = outcome[0]
+    assert isinstance(err, MirrorError), err
+    assert "/Packages/slow: the download did not finish within 1 s" in err.message and err.hint
+
+
+def test_compressed_indexes_are_inflated_up_to_a_cap_in_every_format(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Zeros compress about 1000 times: each format is read as a stream and refused past the cap
+    (zstd's output too: the tool is killed there), before holding what lies beyond it."""
+    import cernvm_build.mirror.check as check
+
+    assert check.inflate_limit(1000) == check.MAX_INDEX
+    assert check.inflate_limit(2 << 20) == 400 << 20 and check.inflate_limit(100 << 20) == 1 << 30
+    monkeypatch.setattr(check, "inflate_limit", lambda compressed: 1 << 20)  # the same path, sooner
+    zeros = b"\0" * (1 << 20)
+
+    def zstd(data: bytes) -> bytes:
+        return subprocess.run(["zstd", "-q", "-c"], input=data, capture_output=True, check=True).stdout
+
+    for ext, pack in ((".gz", gzip.compress), (".xz", lzma.compress), (".bz2", bz2.compress), (".zst", zstd)):
+        bomb = pack(zeros) * 24  # 24 MiB in concatenated members/streams/frames, as the tools may write
+        tracemalloc.start()
+        with pytest.raises(MirrorError, match=rf"primary\.xml{ext}: inflates beyond 1 MiB") as e:
+            check.decompress(f"repodata/primary.xml{ext}", bomb)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert e.value.hint
+        # what is held: the output up to the cap, buffers, xz's dictionary (8 MiB); not 24 MiB
+        assert peak < 16 << 20, f"{ext}: {peak} bytes held: not read as a stream"
+        assert check.decompress(f"x{ext}", pack(zeros)) == zeros  # at the cap: whole
+        assert check.decompress(f"x{ext}", pack(b"abc") + pack(b"def")) == b"abcdef", ext
