@@ -50,18 +50,22 @@ def cmd_images_add(args: argparse.Namespace, out: Output) -> int:
 def cmd_images_pull(args: argparse.Namespace, out: Output) -> int:
     """A URL is pulled with its .sha256; a name (``el9``, ``demo``) is looked up in the release indexes."""
     s = settings_of(args)
-    url, sha256, profile, how = args.url, None, args.profile or "", "sha256 verified"
+    url, sha256, size, profile, how = args.url, None, None, args.profile or "", "sha256 verified"
     if not _URLISH.search(args.url):  # a name: el9, demo, ucernvm-prod...iso
         indexes = args.index or list(s.image_indexes)
         keys = [Path(k) for k in (args.key or s.release_keys)]
         found = catalog.find(args.url, indexes, keys, fmt=args.format)
-        url, sha256, profile = found.url, found.sha256, profile or found.profile
+        url, sha256, size, profile = found.url, found.sha256, found.size or None, profile or found.profile
         how = f"release {found.release}, signed by {found.signer[-16:]}, sha256 verified"
         out.detail(f"{args.url}: {found.name} from {url}")
     with out.progress(transfer=True) as bar:
         task = bar.add_task(Path(url).name, total=None)
         img = launch.image_cache(s, launch.default_uri(s.connect)).pull(
-            url, profile=profile, sha256=sha256, progress=lambda d, t: bar.update(task, completed=d, total=t)
+            url,
+            profile=profile,
+            sha256=sha256,
+            size=size,
+            progress=lambda d, t: bar.update(task, completed=d, total=t),
         )
     out.info(f"pulled {img.name} ({img.format}, {how})")
     out.data(img.to_json(), lambda d: None)

@@ -31,6 +31,11 @@ from . import qcow2
 from .catalog import FORMATS
 
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
+# A cached image's name is a file name in the cache and a storage volume's: no '/', no leading dot,
+# and none of the cache's own side files (NAME.sha256, NAME.json)
+_IMAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,200}")
+MAX_SHA256_FILE = 4096  # bytes: '<64 hex>  NAME' and a line break
+MAX_IMAGE = 32 << 30  # bytes a pull without a size from a verified index may write
 Progress = Callable[[int, int | None], None]  # (bytes done, total or None)
 
 
@@ -79,6 +84,18 @@ def detect_format(path: Path, *, bootable: bool = False) -> str:
     return "hdd"
 
 
+def image_name(name: str, where: str) -> str:
+    """``name`` if it can name a cached image; else one ImageError saying so."""
+    if _IMAGE_NAME.fullmatch(name) and not name.endswith((".sha256", ".json")):
+        return name
+    raise ImageError(
+        f"{name[:100]!r} cannot name a cached image",
+        where=where,
+        hint="letters, digits and . _ + - (no '/', not starting with '.', not ending .sha256 or .json);"
+        " 'images add FILE --as NAME' names it",
+    )
+
+
 def read_sha256_file(path: Path) -> str:
     """The hash in a ``.sha256`` file (``HEX`` or ``HEX  NAME``)."""
     text = path.read_text(errors="replace").strip()
@@ -101,6 +118,10 @@ def verify_checksum(path: Path, expected: str | None = None) -> str:
             hint="the image is damaged or not the one published; fetch it again",
         )
     return actual
+
+
+def _bytes(n: int) -> str:
+    return f"{n >> 30} GiB" if n >= 1 << 30 and n % (1 << 30) == 0 else f"{n} bytes"
 
 
 class ImageCache:
@@ -165,7 +186,7 @@ class ImageCache:
             raise ImageError(
                 "image file not found", where=str(path), hint="give the path of an iso/hdd/qcow2"
             )
-        name = name or path.name
+        name = image_name(name or path.name, "--as" if name else str(path))
         fmt = detect_format(path, bootable=True)
         digest = verify_checksum(path)
         if not profile:
@@ -177,10 +198,17 @@ class ImageCache:
         return self._store(name, digest, fmt, str(path.resolve()), profile)
 
     def pull(
-        self, url: str, *, profile: str = "", progress: Progress | None = None, sha256: str | None = None
+        self,
+        url: str,
+        *,
+        profile: str = "",
+        progress: Progress | None = None,
+        sha256: str | None = None,
+        size: int | None = None,
     ) -> Image:
         """Download ``url``; keep it only if it hashes to ``sha256`` (given by a verified release
-        index), else to what ``url.sha256`` says."""
+        index, with its ``size``), else to what ``url.sha256`` says. At most ``size`` (else
+        MAX_IMAGE) bytes are written: a server cannot fill the disk."""
         import requests  # only pulls need it
 
         parts = urlsplit(url)
@@ -192,16 +220,24 @@ class ImageCache:
         name = Path(parts.path).name
         if not name:
             raise ImageError("URL names no file", where=url, hint="give the URL of the image file itself")
+        name = image_name(name, url)
+        cap = size if size is not None else MAX_IMAGE
         try:
             if sha256 is None:
-                resp = requests.get(url + ".sha256", timeout=30)
-                if resp.status_code != 200:
+                with requests.get(url + ".sha256", timeout=30, stream=True) as resp:
+                    if resp.status_code != 200:
+                        raise ImageError(
+                            f"no checksum published (HTTP {resp.status_code} for {name}.sha256)",
+                            where=url,
+                            hint="images are pulled only with a .sha256 beside them",
+                        )
+                    body = resp.raw.read(MAX_SHA256_FILE + 1, decode_content=True)
+                if len(body) > MAX_SHA256_FILE:
                     raise ImageError(
-                        f"no checksum published (HTTP {resp.status_code} for {name}.sha256)",
-                        where=url,
-                        hint="images are pulled only with a .sha256 beside them",
+                        f"checksum file is larger than {MAX_SHA256_FILE} bytes", where=url + ".sha256"
                     )
-                expected = resp.text.split()[0] if resp.text.split() else ""
+                words = body.decode(errors="replace").split()
+                expected = words[0] if words else ""
             else:
                 expected = sha256
             if not _HEX64.fullmatch(expected):
@@ -214,8 +250,15 @@ class ImageCache:
                 total = int(r.headers.get("content-length") or 0) or None
                 done = 0
                 h = hashlib.sha256()
-                with atomic_file(dest, mode=0o644) as out:
+                with atomic_file(dest, mode=0o644) as out:  # an error here keeps nothing
                     for chunk in r.iter_content(1 << 20):
+                        if done + len(chunk) > cap:
+                            raise ImageError(
+                                f"download is larger than {_bytes(cap)}"
+                                + (", the size its release index gives" if size is not None else ""),
+                                where=url,
+                                hint="nothing was kept" + ("" if size is not None else "; is this an image?"),
+                            )
                         out.write(chunk)
                         h.update(chunk)
                         done += len(chunk)

@@ -249,3 +249,35 @@ def test_a_release_file_read_locally_is_a_bounded_regular_file(tmp_path: Path) -
     with pytest.raises(ImageError, match="larger than"):
         catalog.fetch(str(big), tmp_path / "out", limit=1024)
     assert catalog.fetch(str(big), tmp_path / "out", limit=4096).read_bytes() == b"x" * 2048
+
+
+@pytest.mark.parametrize(
+    "name", ["../../escaped.hdd", "a/b.hdd", ".hidden.hdd", "..", "x.json", "img.hdd.sha256", "a b.hdd"]
+)
+def test_a_cached_image_name_is_one_file_name_of_the_cache(image: Path, tmp_path: Path, name: str) -> None:
+    """``--as`` and a URL's file name follow one rule: nothing is written outside the cache, and
+    none of an image's side files (NAME.sha256, NAME.json) is replaced."""
+    cache = ImageCache(tmp_path / "home" / "deep")
+    with pytest.raises(ImageError, match="cannot name a cached image"):
+        cache.add(image, name=name)
+    if "/" not in name:  # a URL's last part (no server is asked)
+        with pytest.raises(ImageError, match="cannot name a cached image"):
+            cache.pull(f"http://127.0.0.1:1/evil/{name}")
+    assert not (tmp_path / "home").exists() and not (tmp_path / "escaped.hdd").exists()
+
+
+def test_pull_reads_a_bounded_sha256_and_writes_at_most_the_size_it_was_given(
+    http_dir: tuple[Path, str], image: Path, tmp_path: Path
+) -> None:
+    root, url = http_dir
+    (root / image.name).write_bytes(image.read_bytes())
+    digest = image.with_name(image.name + ".sha256").read_text().split()[0]
+    (root / f"{image.name}.sha256").write_text(digest + " " * 5000 + "\n")
+    cache = ImageCache(tmp_path / "home")
+    with pytest.raises(ImageError, match="checksum file is larger than 4096 bytes"):
+        cache.pull(f"{url}/{image.name}")
+    with pytest.raises(ImageError, match="the size its release index gives"):
+        cache.pull(f"{url}/{image.name}", sha256=digest, size=image.stat().st_size - 1)
+    assert cache.list() == [] and not [p for p in cache.dir.iterdir() if p.is_file()]
+    got = cache.pull(f"{url}/{image.name}", sha256=digest, size=image.stat().st_size)
+    assert got.sha256 == digest
