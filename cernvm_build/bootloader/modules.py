@@ -8,7 +8,9 @@ data depmod uses. Compressed modules (``.ko.xz``) are unpacked here so busybox `
 from __future__ import annotations
 
 import lzma
+import os
 import re
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,9 +70,38 @@ def _modname(p: Path) -> str:
     return _norm(n)
 
 
-def _read(p: Path) -> bytes:
-    data = p.read_bytes()
-    return lzma.decompress(data) if p.name.endswith(".xz") else data
+MAX_MODULE = 64 << 20  # bytes of one module, unpacked (the largest in-tree ones are a few MiB)
+
+
+def _read(p: Path, moddir: Path) -> bytes:
+    """A module file's contents, unpacked. A kernel tree a profile names is input: a module that is a
+    link out of the modules folder (a host file in the initrd), not a regular file (a FIFO would
+    block the build) or larger than MAX_MODULE unpacked (an xz bomb) is one BuildError naming it."""
+    where = f"kernel module {p}"
+    try:
+        if not p.resolve().is_relative_to(moddir.resolve()):
+            raise BuildError(f"{where} points out of the modules folder", hint="check the kernel tree")
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with open(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise BuildError(f"{where} is not a regular file", hint="check the kernel tree")
+            data = f.read(MAX_MODULE + 1)
+    except OSError as e:
+        raise BuildError(f"cannot read {where}: {e.strerror}", hint="check the kernel tree") from None
+    if p.name.endswith(".xz"):
+        unpack = lzma.LZMADecompressor()
+        try:
+            data = unpack.decompress(data, max_length=MAX_MODULE + 1)
+        except lzma.LZMAError as e:
+            raise BuildError(f"{where} is not valid xz: {e}", hint="check the kernel tree") from None
+        if not unpack.eof and unpack.needs_input:
+            raise BuildError(f"{where} is a truncated xz file", hint="check the kernel tree")
+    if len(data) > MAX_MODULE:  # read whole, or unpacked up to the cap with more output waiting
+        raise BuildError(
+            f"{where} is larger than {MAX_MODULE >> 20} MiB unpacked: not a kernel module",
+            hint="check the kernel tree",
+        )
+    return data
 
 
 @dataclass
@@ -131,7 +162,7 @@ def resolve(moddir: Path, version: str, wanted: tuple[str, ...] = WANTED) -> Mod
     def deps_of(name: str) -> list[str]:
         if depfile is not None and name in depfile:
             return depfile[name]
-        raw = data.setdefault(name, _read(index[name]))
+        raw = data.setdefault(name, _read(index[name], moddir))
         m = re.search(rb"(?:^|\0)depends=([^\0]*)\0", raw)
         return [_norm(d) for d in m.group(1).decode().split(",") if d] if m else []
 
@@ -158,7 +189,7 @@ def resolve(moddir: Path, version: str, wanted: tuple[str, ...] = WANTED) -> Mod
         rel = index[name].relative_to(moddir).as_posix()
         if rel.endswith(".xz"):
             rel = rel[:-3]
-        result.files[rel] = data.get(name) or _read(index[name])
+        result.files[rel] = data.get(name) or _read(index[name], moddir)
     _gate(result, {_norm(w) for w in wanted}, deps_of)
     result.order = [next(rel for rel in result.files if _modname(Path(rel)) == name) for name in result.order]
     return result

@@ -851,3 +851,42 @@ def test_the_guest_parse_reports_a_bad_key_and_never_raises(
     assert parse_and_mount._parse(str(source), str(lines)) is False
     assert "cannot read the user data (RecursionError: a parser bug), ignored" in capsys.readouterr().err
     assert lines.read_text() == ""
+
+
+def test_a_hostile_kernel_tree_is_one_build_error_naming_the_module(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A module linked to a host file, a FIFO, an xz bomb or a broken xz: a BuildError naming the
+    file, nothing of the host read, no hang, no MemoryError."""
+    import lzma
+    import os
+
+    from cernvm_build.bootloader import modules
+
+    moddir = tmp_path / "6.1.0-test"
+    kdir = moddir / "kernel" / "drivers"
+    kdir.mkdir(parents=True)
+    secret = tmp_path / "secret-of-host"
+    secret.write_bytes(b"\0depends=\0secret\n")
+    (kdir / "virtio_pci.ko").symlink_to(secret)
+    os.mkfifo(kdir / "virtio_blk.ko")
+    monkeypatch.setattr(modules, "MAX_MODULE", 1 << 20)  # the rule, with a smaller bomb
+    bomb = lzma.compress(b"\0" * (4 << 20), format=lzma.FORMAT_XZ)
+    (kdir / "ext4.ko.xz").write_bytes(bomb)
+    small = lzma.compress(b"\0depends=\0" + os.urandom(4096), format=lzma.FORMAT_XZ)
+    (kdir / "fuse.ko.xz").write_bytes(small[: len(small) // 2])
+    (kdir / "overlay.ko.xz").write_bytes(b"not xz at all")
+    for name, message in (
+        ("virtio_pci", "points out of the modules folder"),
+        ("virtio_blk", "is not a regular file"),
+        ("ext4", "larger than 1 MiB unpacked"),
+        ("fuse", "truncated xz"),
+        ("overlay", "not valid xz"),
+    ):
+        with pytest.raises(BuildError, match=message) as e:
+            resolve(moddir, "6.1.0-test", (name,))
+        assert f"kernel module {kdir}/{name}.ko" in str(e.value)
+    (kdir / "sd_mod.ko").symlink_to("virtio_pci.ko")  # a link inside the folder is fine...
+    (kdir / "virtio_pci.ko").unlink()
+    (kdir / "virtio_pci.ko").write_bytes(b"\0depends=\0")
+    assert list(resolve(moddir, "6.1.0-test", ("sd_mod",)).files) == ["kernel/drivers/sd_mod.ko"]
