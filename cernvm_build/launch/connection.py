@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from typing import Any
+from urllib.parse import urlsplit
 
 import libvirt
 
@@ -35,6 +36,13 @@ def open_connection(uri: str) -> Any:
         raise _connect_error(uri, e) from None
 
 
+def _host_of(uri: str) -> str:
+    try:
+        return urlsplit(uri).hostname or ""
+    except ValueError:  # a malformed authority ('[::1'): libvirt said what is wrong
+        return ""
+
+
 def _connect_error(uri: str, e: Any) -> ConnectError:
     msg = str(e.get_error_message() or e)
     low = msg.lower()
@@ -47,6 +55,13 @@ def _connect_error(uri: str, e: Any) -> ConnectError:
         return ConnectError(
             f"no permission to use libvirt at {uri}",
             hint="run as root, join the 'libvirt' group, or use --connect qemu:///session",
+        )
+    host = _host_of(uri)
+    if host:  # the daemon is on another machine: the way there failed, or nothing listens there
+        over = " over SSH" if "+ssh" in urlsplit(uri).scheme else ""
+        return ConnectError(
+            f"cannot reach {host}{over} for {uri}: {msg[:200]}",
+            hint=f"check that '{host}' is reachable{over} and runs libvirtd, and the URI's user and port",
         )
     if "no such file" in low or "connection refused" in low or "failed to connect socket" in low:
         return ConnectError(

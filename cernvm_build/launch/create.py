@@ -132,8 +132,8 @@ def create_instance(spec: InstanceSpec, *, host: Host, reporter: Reporter = NULL
             f"a shared folder would be a folder on {host.remote}, which launch does not manage",
             hint="copy data in and out with 'cernvm-launch scp -r'",
         )
-    if s.shared_folder is not None and not s.shared_folder.is_dir():
-        raise InstanceError("shared folder does not exist", where=str(s.shared_folder))
+    if s.shared_folder is not None:
+        _check_shared_folder(s.shared_folder)
     seed_disk = None
     if s.seed is not None:  # checked here: nothing is made for a seed that cannot back the disk
         seed_disk = seed.check(s.seed, system=not host.session, remote=remote)
@@ -142,6 +142,24 @@ def create_instance(spec: InstanceSpec, *, host: Host, reporter: Reporter = NULL
     plan = _Plan(name, folder, image, digest, pin.label, block, port, s.profile or "", remote, seed_disk)
     with Transaction() as tx:
         return _make(spec, plan, parsed, host, tx, reporter)
+
+
+def _check_shared_folder(path: Path) -> None:
+    """An existing folder other than ``/``: with the system daemon the share is a virtiofs
+    passthrough, so ``/`` (also through a link, or from a per-create file the user did not read)
+    would give the guest the host's whole filesystem, read-write."""
+    if not path.exists():
+        raise InstanceError("shared folder does not exist", where=str(path))
+    if not path.is_dir():
+        raise InstanceError(
+            "shared folder is not a folder", where=str(path), hint="share the folder that holds it"
+        )
+    if path.resolve() == Path("/"):
+        raise InstanceError(
+            "the shared folder is the host's root folder: the guest could change any file",
+            where=str(path),
+            hint="share a folder of your data instead",
+        )
 
 
 @dataclass(frozen=True)

@@ -139,6 +139,18 @@ def test_daemon_not_running_is_one_line(
     assert len(err.strip().splitlines()) == 2
 
 
+@pytest.mark.parametrize("host", ["127.0.0.1", "[::1]"])
+def test_an_unreachable_remote_hypervisor_is_named(
+    cli: None, tmp_path: Path, capsys: pytest.CaptureFixture[str], host: str
+) -> None:
+    """Not "start libvirtd": the daemon is on another machine, the way there failed."""
+    uri = f"qemu+ssh://nobody@{host}:1/system?no_verify=1&known_hosts={tmp_path}/kh"
+    assert main(["list", "--connect", uri]) == 8
+    err = capsys.readouterr().err
+    assert f"error: cannot reach {host.strip('[]')} over SSH for {uri}" in err
+    assert "libvirtd -d" not in err and len(err.strip().splitlines()) == 2
+
+
 def test_image_failing_verification_is_refused(
     cli: None, image: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

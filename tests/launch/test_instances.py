@@ -227,6 +227,14 @@ def test_shared_folder(
 def test_missing_shared_folder_is_refused(conn: Any, launch_env: Path, image: Path, tmp_path: Path) -> None:
     with pytest.raises(InstanceError, match="shared folder does not exist"):
         create(conn, request(launch_env, image, "nosf", shared_folder=tmp_path / "nope"))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InstanceError, match="shared folder is not a folder"):
+        create(conn, request(launch_env, image, "nosf", shared_folder=tmp_path / "file"))
+    (tmp_path / "root-link").symlink_to("/")
+    for root in (Path("/"), tmp_path / "root-link", tmp_path / ".." / ".." / ".." / ".." / ".."):
+        with pytest.raises(InstanceError, match="the host's root folder"):
+            create(conn, request(launch_env, image, "nosf", shared_folder=root))
+    assert conn.listAllDomains(0) == []
 
 
 def test_libvirt_network_address_comes_from_the_lease(conn: Any, launch_env: Path, image: Path) -> None:
