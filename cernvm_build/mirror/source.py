@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterable, Iterator
@@ -88,11 +89,18 @@ def _capped(chunks: Iterable[bytes], name: str) -> bytes:
     return bytes(out)
 
 
+#: what a client would read differently from the key the mirror checks and publishes: a query
+#: (``?``) or fragment (``#``) cut from the URL, a ``%``-escape decoded by the server, a control character
+_UNSAFE_CHARS = re.compile(r"[?#\\\x00-\x1f\x7f]|%[0-9A-Fa-f]{2}")
+
+
 def safe_rel(rel: str) -> str:
-    """Refuse paths from repository metadata that would leave the repository (``../``, absolute)."""
+    """Refuse paths from repository metadata that would leave the repository (``../``, absolute) or
+    name another object for a client than the key that is checked (``./x``, ``a//b``, ``?#%2e``)."""
     parts = rel.split("/")
-    if rel.startswith("/") or any(p in ("..", "") for p in parts) or "\\" in rel:
-        raise MirrorError(f"unsafe path '{rel}' in repository metadata", hint="the source is malformed")
+    if rel.startswith("/") or any(p in ("..", ".", "") for p in parts) or _UNSAFE_CHARS.search(rel):
+        shown = rel.encode("unicode_escape").decode("ascii")
+        raise MirrorError(f"unsafe path '{shown}' in repository metadata", hint="the source is malformed")
     return rel
 
 

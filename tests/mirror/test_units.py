@@ -62,10 +62,24 @@ def test_content_types() -> None:
     assert content_type("pool/a.deb") in ("application/vnd.debian.binary-package", "application/octet-stream")
 
 
-@pytest.mark.parametrize("bad", ["../etc/passwd", "/abs", "a/../../b", "a//b", "a\\b"])
-def test_paths_from_metadata_cannot_leave_the_repository(bad: str) -> None:
-    with pytest.raises(MirrorError, match="unsafe path"):
+@pytest.mark.parametrize(
+    "bad",
+    ["../etc/passwd", "/abs", "a/../../b", "a//b", "a\\b", "a/", "./a.rpm", "P/./a.rpm", "P/a.rpm?x",
+     "P/a.rpm#x",
+     "%2e%2e/%2e%2e/other/x.rpm", "P/a%2Frpm", "P/a\nb.rpm", "P/a\x7f.rpm", "P/a\x00.rpm"],
+)  # fmt: skip
+def test_paths_from_metadata_cannot_leave_the_repository_or_mean_another_url(bad: str) -> None:
+    """A name the client would read as another URL (query, fragment, escape, dot segment) than the
+    key the mirror checks: refused in one line."""
+    with pytest.raises(MirrorError, match="unsafe path") as e:
         safe_rel(bad)
+    assert "\n" not in str(e.value)
+
+
+def test_ordinary_package_names_are_safe() -> None:
+    for good in ("Packages/a-1.0-1.el9.x86_64.rpm", "pool/main/g/g++-12/g++-12_12.2_amd64.deb", "a/50%.txt",
+                 "pool/main/f/foo/foo_1.0~rc1+dfsg.orig.tar.xz", "x/.hidden", "x/a..b"):  # fmt: skip
+        assert safe_rel(good) == good
 
 
 def test_client_settings_suit_rgw_and_minio(s3env: None, monkeypatch: pytest.MonkeyPatch) -> None:
