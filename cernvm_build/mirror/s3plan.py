@@ -209,9 +209,7 @@ def list_remote(client: S3Client, url: S3Url) -> dict[str, RemoteObject]:
         for c in root.findall(f"{ns}Contents"):
             key = c.findtext(f"{ns}Key") or ""
             key = unquote_plus(key) if encoded else key
-            rel = url.rel(key)
-            if rel:
-                out[rel] = RemoteObject(rel, int(c.findtext(f"{ns}Size") or 0), c.findtext(f"{ns}ETag") or "")
+            _listed(out, client, url, key, c.findtext(f"{ns}Size") or "", c.findtext(f"{ns}ETag") or "")
             root.remove(c)
         response_dict["body"] = ET.tostring(root)
 
@@ -221,14 +219,29 @@ def list_remote(client: S3Client, url: S3Url) -> dict[str, RemoteObject]:
         pages = client.get_paginator("list_objects_v2").paginate(Bucket=url.bucket, Prefix=url.list_prefix)
         for page in pages:
             for obj in page.get("Contents", []):  # only if the hook could not read the page
-                rel = url.rel(obj["Key"])
-                if rel:
-                    out[rel] = RemoteObject(rel, int(obj["Size"]), str(obj["ETag"]))
+                _listed(out, client, url, str(obj["Key"]), str(obj["Size"]), str(obj["ETag"]))
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
         raise s3_error(e, str(url)) from e
     finally:
         client.meta.events.unregister("before-parse.s3.ListObjectsV2", unique_id=hook)
     return out
+
+
+def _listed(
+    out: dict[str, RemoteObject], client: S3Client, url: S3Url, key: str, size: str, etag: str
+) -> None:
+    """One listed object into ``out``. A key outside the prefix (a gateway that ignores ``Prefix``)
+    is passed over: sliced blindly it would stand for another key of ours (``el8/P/x.rpm`` for
+    ``P/x.rpm`` under ``el9``) and could vouch for an object that is missing."""
+    if not key.startswith(url.list_prefix) or key == url.list_prefix:
+        return
+    if not (size.isascii() and size.isdigit()):  # "abc", "-1", " 5", "1e3"
+        raise MirrorError(
+            f"{client.meta.endpoint_url}: malformed listing of {url}: <Size> '{size[:40]}' of '{key[:200]}'",
+            hint="the S3 server answered a broken ListObjectsV2; check the endpoint",
+        )
+    rel = url.rel(key)
+    out[rel] = RemoteObject(rel, int(size), etag)
 
 
 @dataclass

@@ -233,3 +233,60 @@ def test_compressed_indexes_are_inflated_up_to_a_cap_in_every_format(monkeypatch
         assert peak < 16 << 20, f"{ext}: {peak} bytes held: not read as a stream"
         assert check.decompress(f"x{ext}", pack(zeros)) == zeros  # at the cap: whole
         assert check.decompress(f"x{ext}", pack(b"abc") + pack(b"def")) == b"abcdef", ext
+
+
+class _Lister(http.server.BaseHTTPRequestHandler):
+    """An S3 endpoint whose ListObjectsV2 answers ``listing`` (a hostile or broken gateway)."""
+
+    listing: bytes = b""
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        body = self.listing if "list-type=2" in self.path else b"<Error><Code>NoSuchKey</Code></Error>"
+        self.send_response(200 if "list-type=2" in self.path else 404)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def _listing(contents: list[tuple[str, str]]) -> bytes:
+    body = "".join(
+        f'<Contents><Key>{k}</Key><Size>{s}</Size><ETag>"e"</ETag></Contents>' for k, s in contents
+    )
+    return (
+        '<?xml version="1.0"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+        f"<Name>b</Name><Prefix>el9/</Prefix><KeyCount>{len(contents)}</KeyCount>"
+        f"<IsTruncated>false</IsTruncated>{body}</ListBucketResult>"
+    ).encode()
+
+
+def test_a_malformed_or_foreign_s3_listing_is_one_line_or_passed_over(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cernvm_build.mirror.s3client import make_client, parse_s3_url
+    from cernvm_build.mirror.s3plan import list_remote
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Lister)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{srv.server_address[1]}"
+    client = make_client(endpoint_url=endpoint, region="us-east-1", credentials=("A", "S", None))
+    url = parse_s3_url("s3://b/el9")
+    try:
+        for size in ("abc", "-1", "", "1e3"):
+            _Lister.listing = _listing([("el9/repodata/repomd.xml", size)])
+            with pytest.raises(
+                MirrorError, match=rf"{endpoint}: malformed listing of s3://b/el9: <Size>"
+            ) as e:
+                list_remote(client, url)
+            assert e.value.hint and "\n" not in e.value.message
+        # a gateway that ignores Prefix: keys of others are not read as ours (el8/P/x.rpm is not P/x.rpm)
+        _Lister.listing = _listing(
+            [("el8/P/x.rpm", "5"), ("el9", "1"), ("el9x/P/y.rpm", "5"), ("el9/P/z.rpm", "7")]
+        )
+        listed = list_remote(client, url)
+        assert sorted(listed) == ["P/z.rpm"] and listed["P/z.rpm"].size == 7
+    finally:
+        srv.shutdown()
+        srv.server_close()
