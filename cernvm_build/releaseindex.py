@@ -103,6 +103,16 @@ def _require(d: dict[str, Any], key: str, typ: type, where: str) -> Any:
     return value
 
 
+def _object(value: Any, where: str, key: str) -> None:
+    """A list entry that must be a JSON object (``_require`` reads keys of it)."""
+    if not isinstance(value, dict):
+        raise ReleaseError(
+            f"'{key}' should be an object, is {type(value).__name__}",
+            where=Location(where, key=key),
+            hint="the index is damaged; write it with 'cernvm-build release'",
+        )
+
+
 def _optional(d: dict[str, Any], key: str, typ: type, where: Location) -> Any:
     """``d[key]`` when it is a ``typ``, None when absent or null; another type is one error (a number
     as ``signature`` was a TypeError in the site build, a list as ``previous`` a link to
@@ -146,7 +156,11 @@ def load(path: Path) -> ReleaseIndex:
     """Read and check an index.json; every problem names the file and the key."""
     where = str(path)
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ReleaseError(
+            f"not UTF-8 text (byte {e.start})", where=where, hint="the index is damaged"
+        ) from None
     except FileNotFoundError:
         raise ReleaseError(
             f"{path}: no such release index", hint="give the index.json of a release"
@@ -161,6 +175,7 @@ def load(path: Path) -> ReleaseIndex:
     profiles = []
     for i, p in enumerate(_require(raw, "profiles", list, where)):
         key = f"profiles[{i}]"
+        _object(p, where, key)
         snap = _require(p, "snapshot", dict, f"{where}: {key}")
         profiles.append(
             ProfileRecord(
@@ -179,6 +194,7 @@ def load(path: Path) -> ReleaseIndex:
     artifacts = []
     for i, a in enumerate(_require(raw, "artifacts", list, where)):
         key = f"artifacts[{i}]"
+        _object(a, where, key)
         sha = _require(a, "sha256", str, where)
         if not HEX64.match(sha):
             raise ReleaseError(

@@ -22,13 +22,28 @@ def write(release_dir: Path, artifacts: list[ReleaseArtifact] | tuple[ReleaseArt
 
 
 def parse(path: Path) -> dict[str, str]:
-    """``{relative path: sha256}``; a malformed line is an IntegrityError naming file and line."""
+    """``{relative path: sha256}``; a malformed line is an IntegrityError naming file and line. Read
+    as ``sha256sum -c`` would judge it: a name listed twice (the last line would otherwise win over a
+    wrong first one) and CR line ends are refused, as is text that is not UTF-8."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise IntegrityError(
+            f"{path}: not UTF-8 text (byte {e.start})", hint="the file was damaged or edited"
+        ) from None
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()  # the newline that ends the last line
     sums: dict[str, str] = {}
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(lines, 1):
         digest, sep, name = line.partition("  ")
-        if not sep or len(digest) != 64 or not name:
+        if not sep or len(digest) != 64 or not name or "\r" in line:
             raise IntegrityError(
                 f"{path}:{n}: not a 'sha256  path' line", hint="the file was damaged or edited"
+            )
+        if name in sums:
+            raise IntegrityError(
+                f"{path}:{n}: '{name[:200]}' is listed a second time", hint="the file was damaged or edited"
             )
         sums[name] = digest
     return sums

@@ -121,6 +121,9 @@ def test_signature_by_an_expired_or_revoked_key_is_a_finding(tmp_path: Path, whi
         (lambda d: d.update(signature="http://other.example/SHA256SUMS.asc"), "leaves the release directory"),
         (lambda d: d["artifacts"][0].update(sha256="xyz"), "not 64 hex digits"),
         (lambda d: d.update(schema=99), "schema 99 is not supported"),
+        (lambda d: d.update(profiles=[1]), r"'profiles\[0\]' should be an object, is int"),
+        (lambda d: d.update(profiles=["snapshot"]), r"'profiles\[0\]' should be an object, is str"),
+        (lambda d: d.update(artifacts=[[]]), r"'artifacts\[0\]' should be an object, is list"),
     ],
 )
 def test_damaged_index_is_one_clear_error(tmp_path: Path, edit: object, message: str) -> None:
@@ -151,3 +154,36 @@ def test_locate_index_names_what_is_missing(tmp_path: Path) -> None:
     assert locate_index("2026.11-1", tmp_path) == index
     with pytest.raises(CernVMError, match="no such release index, folder or version"):
         locate_index("/nonexistent/index.json", tmp_path)
+
+
+def test_an_index_that_is_not_utf8_is_one_clear_error(tmp_path: Path) -> None:
+    index = _release(tmp_path / "r")
+    index.write_bytes(b'{"schema": "\xff"}')
+    with pytest.raises(CernVMError, match="not UTF-8 text") as e:
+        idx.load(index)
+    assert str(index) in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda b: b + b"\xff\xfe  x\n", "not UTF-8 text"),
+        (lambda b: b.replace(b"\n", b"\r\n"), ":1: not a 'sha256  path' line"),
+        # a wrong line before the right one: sha256sum -c fails on it, so must we (not: the last wins)
+        (
+            lambda b: b"0" * 64 + b"  " + b.split(b"  ", 1)[1].split(b"\n")[0] + b"\n" + b,
+            ":2: '.*' is listed a second",
+        ),
+        (lambda b: b + b.split(b"\n")[0] + b"\n", ":3: '.*' is listed a second time"),
+    ],
+)
+def test_sha256sums_are_read_as_sha256sum_reads_them(tmp_path: Path, edit: object, message: str) -> None:
+    index = _release(tmp_path / "r")
+    path = tmp_path / "r/SHA256SUMS"
+    assert len(sums.parse(path)) == 2
+    path.write_bytes(edit(path.read_bytes()))  # type: ignore[operator]
+    with pytest.raises(CernVMError, match=message) as e:
+        sums.parse(path)
+    assert e.value.hint and "\n" not in e.value.message
+    with pytest.raises(CernVMError, match=message):  # release verify: one line, exit 6
+        verify(index)
