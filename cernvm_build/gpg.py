@@ -97,13 +97,20 @@ class Keyring:
     def primary_fingerprints(self) -> list[str]:
         return self._fingerprints("--list-keys", "pub:")
 
-    def _fingerprints(self, listing: str, record: str) -> list[str]:
-        """The fingerprint (the ``fpr`` row after each ``record`` row) of every key gpg lists."""
+    def dead_primary_fingerprints(self) -> list[str]:
+        """The primary keys gpg lists as revoked (``r``) or expired (``e``) now (``now`` if given)."""
+        return self._fingerprints("--list-keys", "pub:", validity="re")
+
+    def _fingerprints(self, listing: str, record: str, validity: str | None = None) -> list[str]:
+        """The fingerprint (the ``fpr`` row after each ``record`` row) of every key gpg lists (only
+        those whose validity field is one of ``validity``'s letters, if given)."""
         rows = self._listing("--with-colons", listing).splitlines()
         return [
             rows[i + 1].split(":")[9]
             for i, r in enumerate(rows)
-            if r.startswith(record) and i + 1 < len(rows)
+            if r.startswith(record)
+            and i + 1 < len(rows)
+            and (validity is None or r.split(":")[1] in validity)
         ]
 
     def sign_detached(self, data: Path, out: Path, *, armor: bool = True) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -25,16 +25,19 @@ BATCH = 32
 
 def check_rpm_signatures(
     packages: Iterable[tuple[str, Path]],
-    key: Path,
+    keys: Sequence[Path],
     fingerprint: str,
     cache: HashCache | None,
     *,
     on_result: Callable[[str, bool], None] | None = None,
     procs: int | None = None,
+    note: str = "",
 ) -> list[str]:
-    """One problem line per package (``rel``, local path) whose signature does not verify with ``key``.
-    ``on_result(rel, ok)`` as each package is judged; ``procs`` rpmkeys at once (default: one per core,
-    at most 2: they read every payload, with the hashing and the upload beside them)."""
+    """One problem line per package (``rel``, local path) whose signature does not verify with one of
+    ``keys`` (none: every signed package is refused); ``fingerprint`` names them in the cache, and
+    ``note`` ends each problem line. ``on_result(rel, ok)`` as each package is judged; ``procs``
+    rpmkeys at once (default: one per core, at most 2: they read every payload, with the hashing and
+    the upload beside them)."""
     fact = f"rpmsig-{fingerprint}"
     todo = []
     for rel, p in packages:
@@ -46,7 +49,8 @@ def check_rpm_signatures(
     if not todo:
         return []
     with tempfile.TemporaryDirectory(prefix="cernvm-rpmdb-") as db:
-        run(["rpmkeys", "--dbpath", db, "--import", str(key)])
+        if keys:
+            run(["rpmkeys", "--dbpath", db, "--import", *(str(k) for k in keys)])
 
         def batch(chunk: list[tuple[str, Path]]) -> list[str]:
             out = run(["rpmkeys", "--dbpath", db, "-K", *(str(p) for _, p in chunk)], check=False)
@@ -57,7 +61,8 @@ def check_rpm_signatures(
                 ok = "NOT OK" not in verdict and not verdict.startswith("no answer")
                 if not ok:
                     problems.append(
-                        f"{rel}: package signature does not verify with the given key (rpm -K: {verdict})"
+                        f"{rel}: package signature does not verify with the given key"
+                        f" (rpm -K: {verdict}){note}"
                     )
                 elif cache is not None:
                     cache.remember_fact(p, fact, "ok")

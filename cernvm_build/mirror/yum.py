@@ -176,10 +176,20 @@ def _rpm_signatures(
 ) -> list[str]:
     """``check_rpm_signatures`` of the packages that have a local copy (verdicts to ``gate``)."""
     local = [(e.rel, path) for e in packages if (path := source.local_path(e.rel))]
-    fingerprint = "-".join(keyring.primary_fingerprints())
+    # rpmkeys (rpm 4.18's own OpenPGP parser) takes a revoked or expired key as good: only the keys
+    # gpg holds valid now are handed to it, so a package signed by a dead one is refused
+    dead = keyring.dead_primary_fingerprints()
+    live = [f for f in keyring.primary_fingerprints() if f not in dead]
+    keys = [rpm_key]
+    if dead:
+        keys = [keyring.home / f"rpm-{f}.asc" for f in live]
+        for f, out in zip(live, keys, strict=True):
+            keyring.export(f, out)
+    note = f" (left out as revoked or expired: {', '.join(dead)})" if dead else ""
     return check_rpm_signatures(
-        local, rpm_key, fingerprint, getattr(source, "cache", None), on_result=gate.settle if gate else None
-    )
+        local, keys, "-".join(live), getattr(source, "cache", None), on_result=gate.settle if gate else None,
+        note=note,
+    )  # fmt: skip
 
 
 def published_references(source: Source, repos: list[str]) -> set[str]:

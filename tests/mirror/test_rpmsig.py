@@ -115,3 +115,28 @@ def test_mirror_verify_checks_the_packages_in_the_bucket(
         "(rpm -K: digests SIGNATURES NOT OK)"
     ]
     assert verify_published("yum", target.url("r"), client=target.client).problems == []  # no key, no check
+
+
+def test_a_package_signed_by_a_revoked_key_of_the_key_file_is_refused(
+    tmp_path: Path, signing_key: tuple[Path, Path]
+) -> None:
+    """rpmkeys (rpm 4.18's own parser) knows no revocation: the key file holds the repository key and
+    a separate package key that has been revoked; only the keys gpg holds valid are given to rpmkeys."""
+    from cernvm_build.gpg import Keyring, generate_test_key
+    from cernvm_build.mirror.source import LocalSource
+    from cernvm_build.mirror.yum import verify_yum
+
+    secret, public = signing_key
+    dead_secret, dead_public = generate_test_key(tmp_path / "dead", name="Revoked Package Key", revoked=True)
+    rpm = make_rpm(tmp_path / "a", "cvm-delta", payload=b"delta\n")
+    src = tmp_path / "src"
+    make_yum_repo(src, [sign_rpm(rpm, dead_secret, tmp_path / "signed" / rpm.name)], secret_key=secret)
+    both = tmp_path / "keys.asc"
+    both.write_bytes(public.read_bytes() + dead_public.read_bytes())
+    with Keyring([both]) as kr:
+        (dead,) = kr.dead_primary_fingerprints()
+        result = verify_yum(LocalSource(src), keyring=kr, rpm_key=both)
+    assert result.problems == [
+        f"Packages/{rpm.name}: package signature does not verify with the given key "
+        f"(rpm -K: digests SIGNATURES NOT OK) (left out as revoked or expired: {dead})"
+    ]
