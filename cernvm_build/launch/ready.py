@@ -27,6 +27,8 @@ MAX_ATTEMPTS = 3
 
 def target(conn: Any, name: str, user: str | None = None) -> ssh.Target | None:
     _dom, inst = instances.get(conn, name)
+    if inst.broken:  # its key or host key on record is not to be used (also by OpenSSH's argv)
+        raise SSHError(f"instance '{name}' is broken: {inst.broken}", hint=f"'cernvm-launch destroy {name}'")
     meta = inst.meta
     assert meta is not None
     addr = instances.address(conn, name)

@@ -520,6 +520,8 @@ def test_a_login_key_or_folder_on_record_outside_the_instance_folder_is_broken(
         assert inst.state == "broken" and "not" in inst.broken and "instance folder" in inst.broken
         with pytest.raises(SSHError, match="broken"):
             ready.connect(conn, "keyed")
+        with pytest.raises(SSHError, match="broken"):
+            ready.target(conn, "keyed")  # what OpenSSH's argv for ssh -X is made of
     assert (dot_ssh / "known_hosts").read_text() == "github.com ssh-ed25519 AAAA\n"
 
 
