@@ -190,7 +190,9 @@ def _read_conf(path: Path) -> str:
             raise ConfigFileError(
                 f"configuration file {problem}",
                 where=str(path),
-                hint="it must be your own (or root's) regular file: 'chmod go-w' it",
+                hint="give a key=value file"
+                if "regular" in problem
+                else "it must be your own (or root's) and writable by no one else: 'chmod go-w' it",
             )
         try:
             data = os.read(fd, MAX_CONF + 1)
