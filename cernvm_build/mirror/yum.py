@@ -26,6 +26,10 @@ REPOMD = "repodata/repomd.xml"
 XML_BASE = "{http://www.w3.org/XML/1998/namespace}base"
 
 
+#: checksum types that a signed repository may not rely on (collisions are practical)
+WEAK_SUMS = frozenset({"md5", "sha1", "sha"})
+
+
 def find_repos(files: list[str] | None) -> list[str]:
     """Repository folders (relative, ``""`` for the top) in a source's list of files (``None``: the
     source cannot be listed, so just the top)."""
@@ -134,6 +138,13 @@ def _verify_metadata(
         return None  # the package list itself cannot be trusted
 
     packages = _packages(source, repo, primary)
+    weak = sorted({e.algo.lower() for e in expected + packages} & WEAK_SUMS)
+    if keyring is not None and weak:
+        # the signature covers repomd.xml; what it names is bound to it only by these checksums
+        result.problems.append(
+            f"{repomd_rel}: {' and '.join(weak)} checksums cannot carry a signature (collisions can be made);"
+            " re-create the repository with sha256 (createrepo_c's default)"
+        )
     result.packages += len(packages)
     result.referenced.update(p.rel for p in packages)
     # Biggest first, the order the sync uploads new files in: their verdicts come when it needs them.

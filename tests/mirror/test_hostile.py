@@ -43,11 +43,11 @@ def primary_xml(pkgs: list[tuple[str, str, str, int]]) -> bytes:
     return "".join([*out, "</metadata>"]).encode()
 
 
-def repomd(entries: list[tuple[str, str, bytes]]) -> bytes:
+def repomd(entries: list[tuple[str, str, bytes]], algo: str = "sha256") -> bytes:
     out = ['<?xml version="1.0"?><repomd xmlns="http://linux.duke.edu/metadata/repo">']
     for kind, href, data in entries:
         out.append(
-            f'<data type="{kind}"><checksum type="sha256">{sha(data)}</checksum>'
+            f'<data type="{kind}"><checksum type="{algo}">{hashlib.new(algo, data).hexdigest()}</checksum>'
             f'<location href="{href}"/><size>{len(data)}</size></data>'
         )
     return "".join([*out, "</repomd>"]).encode()
@@ -72,6 +72,32 @@ def test_a_repomd_listing_a_data_type_twice_is_a_problem(tmp_path: Path) -> None
     assert "repodata/repomd.xml: data type 'primary' is listed twice" in problems
     write(tmp_path, "repodata/repomd.xml", repomd(entries[1:]))
     assert verify_yum(LocalSource(tmp_path)).problems == []
+
+
+def test_md5_or_sha1_checksums_in_a_signed_repository_are_refused(
+    tmp_path: Path, signing_key: tuple[Path, Path]
+) -> None:
+    """The signature covers repomd.xml; what it names is bound to it only by the checksums: with a key
+    given they must resist collisions. Without a key (nothing signed) they are accepted."""
+    from cernvm_build.gpg import Keyring
+
+    secret, public = signing_key
+    pkg = b"pkg"
+    write(tmp_path, "Packages/a.rpm", pkg)
+    for algo in ("md5", "sha1", "sha256"):
+        primary = gzip.compress(primary_xml([("a", "Packages/a.rpm", sha(pkg), len(pkg))]))
+        write(tmp_path, "repodata/primary.xml.gz", primary)
+        write(
+            tmp_path, "repodata/repomd.xml", repomd([("primary", "repodata/primary.xml.gz", primary)], algo)
+        )
+        with Keyring([secret]) as kr:
+            kr.sign_detached(tmp_path / "repodata/repomd.xml", tmp_path / "repodata/repomd.xml.asc")
+        with Keyring([public]) as kr:
+            problems = verify_yum(LocalSource(tmp_path), keyring=kr).problems
+        weak = [f"repodata/repomd.xml: {algo} checksums cannot carry a signature (collisions can be made);"
+                " re-create the repository with sha256 (createrepo_c's default)"]  # fmt: skip
+        assert problems == ([] if algo == "sha256" else weak), algo
+        assert verify_yum(LocalSource(tmp_path)).problems == [], algo
 
 
 def stanza(name: str, filename: str, data: bytes, digest: str | None = None) -> str:
