@@ -17,7 +17,7 @@ import os
 import threading
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,6 +130,22 @@ def check_key_name(root: Path, rel: str) -> None:
             f"{root}: '{shown}' is not a UTF-8 name, which an object key must be",
             hint="rename the file (or remove it from the source folder)",
         ) from None
+
+
+#: the longest object key S3 (AWS, Ceph RGW) takes, in UTF-8 bytes
+MAX_KEY_BYTES = 1024
+
+
+def check_key_lengths(url: S3Url, rels: Iterable[str]) -> None:
+    """MirrorError if a file's key under ``url`` is longer than S3 allows: found before anything is
+    written, not by the server partway through a sync (moto takes such keys; AWS and RGW do not)."""
+    for rel in rels:
+        n = len(url.key(rel).encode("utf-8"))
+        if n > MAX_KEY_BYTES:
+            raise MirrorError(
+                f"{url}: the key of '{rel[:80]}…' would be {n} bytes; S3 takes at most {MAX_KEY_BYTES}",
+                hint="shorten the file's path or the destination prefix",
+            )
 
 
 def scan_local(

@@ -47,6 +47,7 @@ from .s3plan import (
     Manifest,
     Plan,
     Progress,
+    check_key_lengths,
     last_rank,
     make_plan,
     matches,
@@ -246,6 +247,7 @@ def _sync(
     gate: UploadGate | None,
 ) -> SyncReport:
     local = scan_local(local_dir, jobs=jobs, progress=progress, cache=hash_cache, exclude=exclude)
+    check_key_lengths(url, local)
     plan = make_plan(
         client,
         url,

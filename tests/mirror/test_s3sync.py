@@ -281,3 +281,26 @@ def test_server_ignoring_conditions_is_detected(
     assert rep.conditional_writes is False
     assert any("conditional writes" in n for n in rep.notes)
     assert keys(s3, bucket)["index"] == b"v1"
+
+
+def test_a_key_longer_than_s3_takes_is_refused_before_anything_is_written(
+    tmp_path: Path, s3: Any, bucket: str
+) -> None:
+    """moto takes keys over 1024 bytes, AWS and RGW refuse them: partway through a sync, after other
+    files were sent. The sync refuses the tree before its first request that writes."""
+    src = tmp_path / "src"
+    (src / "a.txt").parent.mkdir(parents=True)
+    (src / "a.txt").write_bytes(b"a")
+    deep = src.joinpath(*["d" * 200] * 4)  # "p/" and 4 x 201 bytes: 806
+    deep.mkdir(parents=True)
+    (deep / ("f" * 210)).write_bytes(b"f")
+    sync_tree(src, f"s3://{bucket}/p", client=s3)  # a key of 1016 bytes: fine
+    (deep / ("f" * 210)).unlink()
+    (deep / ("g" * 219)).write_bytes(b"g")  # 1025 bytes
+    (src / "b.txt").write_bytes(b"b")
+    listed = s3.list_objects_v2(Bucket=bucket)["Contents"]
+    with pytest.raises(
+        MirrorError, match=r"s3://.*/p: the key of 'd.*' would be 1025 bytes; S3 takes at most 1024"
+    ):
+        sync_tree(src, f"s3://{bucket}/p", client=s3)
+    assert s3.list_objects_v2(Bucket=bucket)["Contents"] == listed
