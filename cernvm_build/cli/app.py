@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress
+    from rich.text import Text
 
 from ..errors import EXIT_CODES, EXIT_INTERRUPTED, EXIT_TERMINATED, CernVMError, UsageError
 from ..procexit import end_process
@@ -48,6 +49,15 @@ def visible(text: str, *, one_line: bool = False) -> str:
     print to a terminal; with ``one_line`` newline and tab too (names from a catalog or a tar,
     printed one per line, and every error, hint and problem line: they quote such names)."""
     return (_CONTROL_LINE if one_line else _CONTROL).sub(_shown, text)
+
+
+def styled(*parts: str | tuple[str, str]) -> Text:
+    """A line for ``Output.print`` where some parts carry a style: ``styled(("ok", "green"), " ", name)``.
+    Every part is data (made visible, never parsed as markup): a path holding ``[/b]`` crashed the print
+    and one holding ``[link=...]`` made a hyperlink (pr16d finding 1)."""
+    from rich.text import Text
+
+    return Text.assemble(*(visible(p) if isinstance(p, str) else (visible(p[0]), p[1]) for p in parts))
 
 
 def seconds(text: str) -> float:
@@ -115,16 +125,22 @@ class Output:
         from rich.text import Text
 
         # cells and titles are data (names, URLs from servers): Text, never markup
-        t = Table(title=None if title is None else Text(visible(title)), show_edge=False, header_style="bold")
+        t = Table(
+            title=None if title is None else Text(visible(title, one_line=True)),
+            show_edge=False,
+            header_style="bold",
+        )
         for c in columns:
             t.add_column(c)
         for r in rows:
-            t.add_row(*(Text("" if v is None else visible(str(v))) for v in r))
+            t.add_row(*(Text("" if v is None else visible(str(v), one_line=True)) for v in r))
         self.console.print(t)
 
-    def print(self, text: str = "", **kw: Any) -> None:
-        """Primary human output (stdout); suppressed in JSON mode."""
+    def print(self, text: str | Text = "", **kw: Any) -> None:
+        """Primary human output (stdout); suppressed in JSON mode. ``text`` is data, never markup: a
+        line that wants style is built with ``styled``."""
         if not self.json_mode:
+            kw.setdefault("markup", False)
             self.console.print(visible(text) if isinstance(text, str) else text, **kw)
 
     # -- diagnostics (stderr) ------------------------------------------------------------------

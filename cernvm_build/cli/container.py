@@ -20,6 +20,7 @@ from .app import (
     Output,
     accept_any_word,
     group_handler,
+    styled,
     subcommands_with_default,
     subparser,
 )
@@ -208,7 +209,7 @@ def _build(args: argparse.Namespace, out: Output) -> int:
         out.warn(f"{made.description}: {path}: skipped ({reason})")
 
     def render(d: dict[str, Any]) -> None:
-        out.print(f"[bold]{made.spec.reference}[/bold] from {made.description}")
+        out.print(styled((str(made.spec.reference), "bold"), f" from {made.description}"))
         out.table(
             ["format", "path", "sha256", "size"],
             [[a.format, _where(a), a.sha256[:16], _size(a)] for a in made.result.artifacts],
@@ -251,7 +252,9 @@ def _verify(args: argparse.Namespace, out: Output) -> int:
 
     def render(d: dict[str, Any]) -> None:
         if report.ok:
-            out.print(f"[green]ok[/green] {args.image}: {report.checked} entries match {result.snapshot}")
+            out.print(
+                styled(("ok", "green"), f" {args.image}: {report.checked} entries match {result.snapshot}")
+            )
             return
         out.table(["path", "what", "expected", "found"],
                   [[x.path, x.what, x.expected, x.found] for x in report.differences])  # fmt: skip

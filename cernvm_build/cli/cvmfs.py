@@ -21,7 +21,7 @@ from ..cvmfs.catalog import DirEntry
 from ..cvmfs.repository import Repository, SnapshotSpec
 from ..errors import IntegrityError
 from . import areas, cvmfs_monitor, cvmfs_publish, cvmfs_serve
-from .app import Output, group_handler, subparser, visible
+from .app import Output, group_handler, styled, subparser, visible
 from .cvmfs_source import add_source, open_from_args
 
 # Handlers import the modules of their area when they run (deliberate lazy imports): `--help` and
@@ -215,10 +215,13 @@ def cmd_verify(args: argparse.Namespace, out: Output) -> int:
         }
 
     def render(d: dict[str, Any]) -> None:
-        verdict = "[green]OK[/green]" if d["ok"] else f"[red]{d['problems']} problem(s)[/red]"
+        verdict = ("OK", "green") if d["ok"] else (f"{d['problems']} problem(s)", "red")
         out.print(
-            f"{d['fqrn']} revision {d['revision']}: {d['catalogs']} catalogs, {d['entries']} entries, "
-            f"{d['objects']} objects, {d['bytes']} bytes checked: {verdict}"
+            styled(
+                f"{d['fqrn']} revision {d['revision']}: {d['catalogs']} catalogs, {d['entries']} entries, "
+                f"{d['objects']} objects, {d['bytes']} bytes checked: ",
+                verdict,
+            )
         )
         if d["bulk_absent"]:
             out.print(

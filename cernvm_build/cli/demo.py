@@ -13,7 +13,7 @@ from typing import Any
 
 from .. import profile
 from . import areas, extras
-from .app import Output, seconds, subparser, tcp_port
+from .app import Output, seconds, styled, subparser, tcp_port
 
 # Handlers import the modules of their area when they run (deliberate lazy imports): `--help` and
 # the other commands start without loading every area, and a missing optional extra only stops the
@@ -77,7 +77,7 @@ def cmd_demo(args: argparse.Namespace, out: Output) -> int:
     snap = p.cvmfs.snapshot
 
     def render(_: Any) -> None:
-        out.print(f"[bold]profile {p.name}[/bold]: {p.description}")
+        out.print(styled((f"profile {p.name}", "bold"), f": {p.description}"))
         out.table(
             ["setting", "value"],
             [
@@ -96,10 +96,10 @@ def cmd_demo(args: argparse.Namespace, out: Output) -> int:
             ],
         )
         out.print()
-        out.print("[bold]plan[/bold]")
+        out.print(styled(("plan", "bold")))
         for s in steps:
             out.print(f"  {s.stage:<11} {s.action}\n  {'':<11} -> {s.output}", markup=False)
-        out.print("[bold]stage by stage[/bold]")
+        out.print(styled(("stage by stage", "bold")))
         for c in commands:
             out.print(f"  {c}", markup=False)
 

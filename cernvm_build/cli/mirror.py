@@ -277,7 +277,7 @@ def _verify_handler(args: argparse.Namespace, out: Output) -> int:
         elif not out.quiet:
             sig = ", signatures good" if c.signed else ""
             what = _count(len(c.repos), "suite" if c.kind == "apt" else "repository")
-            out.print(f"{escape(c.source)}: ok, {what}, {_count(c.packages, 'package')}{sig}")
+            out.print(f"{c.source}: ok, {what}, {_count(c.packages, 'package')}{sig}")
 
     out.data(checked.to_json(), lambda _: render(checked))
     if checked.problems:

@@ -16,6 +16,7 @@ from .app import (
     Output,
     accept_any_word,
     group_handler,
+    styled,
     subcommands_with_default,
     subparser,
 )
@@ -135,10 +136,10 @@ def _verify(args: argparse.Namespace, out: Output) -> int:
 
     def show(d: dict[str, Any]) -> None:
         for f in d["findings"]:
-            out.print(f"[red]FAIL[/red] {f['artifact']}: {f['problem']}")
-        verdict = "[green]OK[/green]" if d["ok"] else "[red]FAILED[/red]"
+            out.print(styled(("FAIL", "red"), f" {f['artifact']}: {f['problem']}"))
+        verdict = ("OK", "green") if d["ok"] else ("FAILED", "red")
         signer = f", signature by {d['signer']}" if d["signer"] else ""
-        out.print(f"{verdict}: release {d['version']}: {d['checked']} artifacts checked{signer}")
+        out.print(styled(verdict, f": release {d['version']}: {d['checked']} artifacts checked{signer}"))
 
     out.data(data, show)
     return 0 if report.ok else IntegrityError.exit_code

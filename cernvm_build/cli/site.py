@@ -13,7 +13,7 @@ from ..errors import BuildError, CernVMError, UsageError
 from ..paths import data_dir
 from ..report import NULL_REPORTER, Reporter, scoped
 from . import areas
-from .app import Output, group_handler, subparser
+from .app import Output, group_handler, styled, subparser
 
 # Handlers import the modules of their area when they run (deliberate lazy imports): `--help` and
 # the other commands start without loading every area, and a missing optional extra only stops the
@@ -170,12 +170,12 @@ def cmd_check(args: argparse.Namespace, out: Output) -> int:
 
     def show(d: dict[str, Any]) -> None:
         for p in report.problems:
-            out.print(f"[red]broken:[/red] {p}", highlight=False)
+            out.print(styled(("broken:", "red"), f" {p}"), highlight=False)
         ext = f", {d['external']} external URLs" + (
             " checked" if args.external else " not checked (--external)"
         )
-        state = "[green]ok[/green]" if not d["problems"] else f"[red]{len(d['problems'])} broken[/red]"
-        out.print(f"{state}: {d['pages']} pages, {d['links']} links{ext}")
+        state = ("ok", "green") if not d["problems"] else (f"{len(d['problems'])} broken", "red")
+        out.print(styled(state, f": {d['pages']} pages, {d['links']} links{ext}"))
 
     out.data(data, show)
     if report.problems:

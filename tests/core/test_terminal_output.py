@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from cernvm_build.cli.app import Output
+from cernvm_build.cli.app import Output, styled
 from cernvm_build.errors import CvmfsError
 
 HOSTILE = "[bold]a[/bold] [link=http://evil]b[/link] \x1b]0;pwned\x07\x1b[2Jc\x9b"
@@ -17,6 +17,23 @@ def test_table_cells_and_titles_are_shown_as_given(capsys: pytest.CaptureFixture
     shown = capsys.readouterr().out
     assert shown.count("[bold]a[/bold] [link=http://evil]b[/link]") == 2
     assert "\x1b" not in shown and "\x9b" not in shown and "\\x1b]0;pwned\\x07\\x1b[2Jc\\x9b" in shown
+
+
+def test_a_table_cell_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """pr16d finding 6: a tag name or description from a hostile history holding a newline forged
+    table rows ("error: none", "hint: curl x|sh")."""
+    Output().table(["name", "description"], [["evil\nerror: none", "d\thint: curl x|sh"]], title="t\nx")
+    lines = capsys.readouterr().out.splitlines()
+    assert "evil\\x0aerror: none" in lines[-1] and "d\\x09hint: curl x|sh" in lines[-1]
+    assert len(lines) == 4 and "t\\x0ax" in lines[0]  # title, header, rule, the one row
+
+
+def test_plain_print_is_never_markup(capsys: pytest.CaptureFixture[str]) -> None:
+    """pr16d finding 1: ``Output.print`` takes data; style is asked for with ``styled``."""
+    out = Output()
+    out.print("a[/b]c [link=http://evil]d[/link]")
+    out.print(styled(("ok", "green"), " [/b]"))
+    assert capsys.readouterr().out.splitlines() == ["a[/b]c [link=http://evil]d[/link]", "ok [/b]"]
 
 
 def test_diagnostics_and_printed_lines_carry_no_escape_sequences(capsys: pytest.CaptureFixture[str]) -> None:

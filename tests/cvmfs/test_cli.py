@@ -159,3 +159,32 @@ def test_export_rerun_after_a_kill_leaves_nothing_of_the_killed_run(
     assert [p.name for p in out.iterdir() if p.name.startswith(f".{name}.")]
     run_json(capsys, "cvmfs", "export", str(fx.root), str(dest), "--path", "/etc", "--json")
     assert [p.name for p in out.iterdir()] == [name]
+
+
+MARKUP = "x[/b]y[link=http://evil]z[/link]"
+
+
+def test_paths_and_names_are_printed_as_given_never_as_markup(
+    fx: Fixture, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pr16d finding 1: a destination holding ``[/b]`` crashed the export's result line (after the
+    export) and a manifest name ``[link=...]`` made a hyperlink in ``cvmfs serve``'s line."""
+    dest = tmp_path / f"tree{MARKUP}"
+    assert main(["cvmfs", "export", str(fx.root), str(dest), "--path", "/etc"]) == 0
+    assert f"to {dest}" in capsys.readouterr().out
+    import shutil
+
+    served = tmp_path / "srv"
+    shutil.copytree(fx.repo, served)
+    (served / ".cvmfspublished").write_bytes(b"C" + b"0" * 40 + f"\nN{MARKUP}\n--\n".encode())
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "300"}
+    cmd = [sys.executable, "-m", "cernvm_build.cli.main", "cvmfs", "serve", str(served), "--port", "0"]
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as p:
+        try:
+            assert p.stdout is not None
+            line = p.stdout.readline()
+        finally:
+            p.terminate()
+            _, err = p.communicate(timeout=30)
+    assert line.startswith(f"serving {MARKUP} at http://"), (line, err)
+    assert f"/cvmfs/{MARKUP}" in line
