@@ -10,12 +10,20 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from ..errors import CvmfsError
 
 LOCK_NAME = "publish.lock"
+#: the repository's working state (this lock, a replicator's scratch, staging, caches): never served
+#: (``cvmfs serve``, nginx-config) nor pushed to S3 -- the lock names its holder's pid
+TXN_DIR = "data/txn"
+
+
+def is_working_state(parts: Sequence[str]) -> bool:
+    """Whether the path ``parts`` (relative to the Stratum directory) lies in ``TXN_DIR``."""
+    return list(parts[:2]) == TXN_DIR.split("/")
 
 
 class RepositoryLocked(CvmfsError):
@@ -23,7 +31,7 @@ class RepositoryLocked(CvmfsError):
 
 
 def lock_path(stratum: Path) -> Path:
-    return stratum / "data" / "txn" / LOCK_NAME
+    return stratum / TXN_DIR / LOCK_NAME
 
 
 @contextlib.contextmanager

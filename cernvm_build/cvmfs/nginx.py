@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..errors import CvmfsError
 from .confpath import plain_path
+from .lock import TXN_DIR
 from .serve import LONG_CACHE, SHORT_CACHE, find_repositories
 
 _SAFE = re.compile(r"^[A-Za-z0-9._/+@:-]+$")
@@ -71,7 +72,7 @@ def nginx_config(
         url = f"/cvmfs/{fqrn}"
         lines += [
             f"        # {fqrn}",
-            f"        location ^~ {url}/data/txn/ {{ return 404; }}",
+            f"        location ^~ {url}/{TXN_DIR}/ {{ return 404; }}",
             f"        location ^~ {url}/data/ {{",
             f"            alias {base}/data/;",
             f'            add_header Cache-Control "{LONG_CACHE}";',

@@ -34,7 +34,7 @@ from ..paths import cache_dir
 from . import manifest as manifest_mod
 from .fetch import too_large
 from .limits import MAX_MANIFEST_BYTES
-from .lock import held_lock
+from .lock import TXN_DIR, held_lock
 from .pubstats import STATS_PATH
 from .repository import MANIFEST_FILE
 
@@ -42,7 +42,7 @@ from .repository import MANIFEST_FILE
 #: files that change under their name (the publish statistics too), every other one is immutable
 LAST = (STATS_PATH, ".cvmfsreflog", ".cvmfswhitelist", MANIFEST_FILE, ".cvmfs_last_snapshot")
 #: the spool's working state, never published
-EXCLUDE = ("data/txn/*", ".cvmfs_is_snapshotting")
+EXCLUDE = (f"{TXN_DIR}/*", ".cvmfs_is_snapshotting")
 
 
 def is_s3(target: str | os.PathLike[str]) -> bool:

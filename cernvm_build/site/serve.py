@@ -19,6 +19,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from ..boundedhttp import IDLE_TIMEOUT, MAX_CONNECTIONS, BoundedHTTPServer
 from ..errors import CernVMError
 from .build import Builder, BuildReport
 
@@ -53,41 +54,12 @@ LIVE_JS = b"""(function () {
 """
 
 
-#: seconds a connection may stay silent (idle keep-alive, or a request sent slowly); with no timeout
-#: each idle connection held a thread for ever (audit17c: 2000 idle connections, 2003 threads)
-IDLE_TIMEOUT = 30.0
-#: connections served at once; past it a new one is closed at once (a browser opens about 6)
-MAX_CONNECTIONS = 64
-
-
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, address: tuple[str, int], handler: Any, max_connections: int) -> None:
-        super().__init__(address, handler)
-        self._slots = threading.BoundedSemaphore(max_connections)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._slots.release()
-            raise
-
+class _Server(BoundedHTTPServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
         # a client gone or silent past the timeout while its answer is sent is not a problem of ours
         # (socketserver printed a traceback); anything else still is
         if not isinstance(sys.exc_info()[1], OSError):
             super().handle_error(request, client_address)
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):

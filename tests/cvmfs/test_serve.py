@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import http.client
+import socket
+import time
 import urllib.parse
 from pathlib import Path
 
@@ -48,6 +50,51 @@ def test_head_and_ranges(fx: Fixture, server: Server) -> None:
     assert resp.status == 206 and body == full[-5:]
     resp, _ = request(server, "GET", path, {"Range": f"bytes={len(full) + 10}-"})
     assert resp.status == 416
+    # pr16d finding 3: 5000 digits overflowed int() into a traceback and a dropped connection
+    for rng in ("bytes=" + "9" * 5000 + "-", "bytes=1-" + "9" * 19, "bytes=-" + "0" * 19 + "5"):
+        resp, _ = request(server, "GET", path, {"Range": rng})
+        assert resp.status == 416 and resp.getheader("Content-Range") == f"bytes */{len(full)}", rng
+    resp, body = request(server, "GET", path, {"Range": "bytes=0-" + "9" * 18})
+    assert resp.status == 206 and body == full
+
+
+def test_the_working_state_is_not_served(fx: Fixture, server: Server) -> None:
+    """pr16d finding 4: ``data/txn/`` (the publish lock naming its holder's pid, a replicator's
+    scratch catalogs) is not served, as nginx-config and the S3 push leave it out."""
+    (fx.repo / "data" / "txn").mkdir(exist_ok=True)
+    (fx.repo / "data" / "txn" / "publish.lock").write_text("4242 publish\n")
+    for path in (f"/cvmfs/{FQRN}/data/txn/publish.lock", f"/cvmfs/{FQRN}//data/./txn/publish.lock"):
+        resp, _ = request(server, "GET", path)
+        assert resp.status == 404, path
+    with serve(fx.repo) as single:  # a Stratum directory is served at / too
+        assert request(single, "GET", "/data/txn/publish.lock")[0].status == 404
+        assert request(single, "GET", "/.cvmfspublished")[0].status == 200
+
+
+def test_a_silent_connection_is_closed_and_connections_are_bounded(fx: Fixture) -> None:
+    """pr16d finding 3: an idle or half-sent request held a thread for ever (50 of 50 after 40 s);
+    past the bound a new connection is closed at once, and the server answers again when one ends."""
+    with serve(fx.root, idle_timeout=2, max_connections=2) as s:
+        addr = ("127.0.0.1", s.port)
+        idle = socket.create_connection(addr, timeout=20)
+        half = socket.create_connection(addr, timeout=20)
+        half.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # never finished
+        extra = socket.create_connection(addr, timeout=20)
+        extra.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        assert extra.recv(1) == b""  # over the bound: closed without an answer
+        # the server closes the silent ones (the socket timeout waits for it; it fails without one)
+        assert idle.recv(1) == b""
+        assert half.recv(1) == b""
+        for c in (idle, half, extra):
+            c.close()
+        for _ in range(100):  # the slots come back as the handler threads end
+            try:
+                if request(s, "GET", f"/cvmfs/{FQRN}/.cvmfspublished")[0].status == 200:
+                    break
+            except (ConnectionError, http.client.RemoteDisconnected):
+                time.sleep(0.05)
+        else:
+            raise AssertionError("the server did not answer again")
 
 
 def test_not_found_and_no_escape(server: Server) -> None:
