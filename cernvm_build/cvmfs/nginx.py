@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 
 from ..errors import CvmfsError
-from .confpath import plain_path
+from .confpath import listen_at, plain_path, user_name
 from .lock import TXN_DIR
 from .serve import LONG_CACHE, SHORT_CACHE, find_repositories
 
@@ -34,6 +34,8 @@ def nginx_config(
     of ``<fqrn>/`` ones); ``run_dir`` holds the pid file, logs and nginx's temporary files."""
     if not 0 < port < 65536:
         raise CvmfsError(f"--port {port}: not a TCP port", hint="1 .. 65535")
+    where = listen_at(listen, port)
+    user = user_name(user) if user else None
     repos = find_repositories(stratum)
     if not repos:
         raise CvmfsError(
@@ -62,7 +64,7 @@ def nginx_config(
         "    types { }",
         "    default_type application/octet-stream;",
         "    server {",
-        f"        listen {listen}:{port};",
+        f"        listen {where};",
         "        server_name _;",
     ]
     for fqrn, directory in sorted(repos.items()):

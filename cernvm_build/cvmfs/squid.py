@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import CvmfsError
-from .confpath import plain_path
+from .confpath import listen_at, plain_path
 
 #: the private and loopback networks: a site proxy's usual clients
 DEFAULT_CLIENTS = ("127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "::1/128", "fc00::/7")
@@ -85,11 +85,7 @@ def squid_config(
     ):
         if value < low:
             raise CvmfsError(f"{flag} {value}: at least {low}", hint="sizes are in MB")
-    if listen:
-        try:
-            ipaddress.ip_address(listen)
-        except ValueError:
-            raise CvmfsError(f"--listen {listen!r}: not an IP address", hint="e.g. 127.0.0.1") from None
+    where = listen_at(listen, port)
     nets = [_network(c) for c in clients]
     if not nets:
         raise CvmfsError(
@@ -98,7 +94,6 @@ def squid_config(
     addresses, domains = _strata(stratum_hosts)
     deny = [*(["!cvmfs_strata"] if domains else []), *(["!cvmfs_strata_ip"] if addresses else [])]
     run = plain_path(run_dir.resolve(), "run directory", "squid")
-    where = f"[{listen}]:{port}" if ":" in listen else (f"{listen}:{port}" if listen else str(port))
     lines = [
         "# a site proxy for CernVM-FS clients (cernvm-build cvmfs squid-config)",
         f"# start: squid -N -f THIS_FILE{'   (once before: squid -z -f THIS_FILE)' if cache_mb else ''}",

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from cernvm_build.cli.main import main
+from cernvm_build.cvmfs.nginx import nginx_config
 from cernvm_build.cvmfs.serve import LONG_CACHE, SHORT_CACHE, Server, serve
 from cernvm_build.errors import CvmfsError
 
@@ -145,3 +147,39 @@ def test_a_client_that_went_away_is_not_a_traceback(
     except ValueError:
         server.httpd.handle_error(None, ("127.0.0.1", 1))  # type: ignore[arg-type]
     assert "ValueError: a bug" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"user": "nobody;\nload_module /tmp/evil.so;#"}, "--user 'nobody;"),
+        ({"user": "nobody nogroup extra"}, "--user"),
+        ({"listen": "127.0.0.1:1;\n location / { root /; }\n#"}, "--listen '127.0.0.1:1;"),
+        ({"listen": "localhost"}, "--listen 'localhost': not an IP address"),
+    ],
+)
+def test_nginx_values_that_would_add_directives_are_refused(
+    fx: Fixture, tmp_path: Path, kwargs: dict[str, str], message: str
+) -> None:
+    """pr16d finding 5: ``--user`` and ``--listen`` went into nginx.conf whole (a ``load_module`` line,
+    a ``location / { root /; }``)."""
+    with pytest.raises(CvmfsError, match=message):
+        nginx_config(fx.root, port=8080, run_dir=tmp_path, **kwargs)  # type: ignore[arg-type]
+
+
+def test_nginx_listen_and_user_as_written(
+    fx: Fixture, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def lines(**kw: str) -> list[str]:
+        return [x.strip() for x in nginx_config(fx.root, port=8080, run_dir=tmp_path, **kw).splitlines()]
+
+    assert "listen 8080;" in lines() and "user www-data;" in lines(user="www-data")
+    assert "listen [::1]:8080;" in lines(listen="::1") and "listen 10.0.0.1:8080;" in lines(listen="10.0.0.1")
+    assert "user nginx nginx;" in lines(user="nginx nginx")
+    argv = ["cvmfs", "nginx-config", str(fx.root), "--port", "8080", "--run-dir", str(tmp_path)]
+    assert main([*argv, "--user", "x;\nload_module /e.so;#"]) == CvmfsError.exit_code
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("error: --user 'x;\\nload_module /e.so;#': not a user name") and "Traceback" not in err
+    )
+    assert len(err.splitlines()) == 2 and "load_module /e.so;" not in capsys.readouterr().out
