@@ -26,8 +26,11 @@ REPOMD = "repodata/repomd.xml"
 XML_BASE = "{http://www.w3.org/XML/1998/namespace}base"
 
 
-#: checksum types that a signed repository may not rely on (collisions are practical)
-WEAK_SUMS = frozenset({"md5", "sha1", "sha"})
+#: checksum types that a signed repository may not rely on: md5 collisions take seconds. sha1 ("sha" in
+#: old createrepo) stays accepted: the EL4-EL6 repositories kept for preservation are signed with it, a
+#: sha1 collision is still a chosen-prefix attack on the repository's own builder, and every package
+#: also carries its own rpm signature, checked against the same keys
+WEAK_SUMS = frozenset({"md5"})
 
 
 def find_repos(files: list[str] | None) -> list[str]:
