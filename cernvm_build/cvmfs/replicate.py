@@ -41,7 +41,7 @@ from ..report import NULL_REPORTER, Reporter
 from . import manifest as manifest_mod
 from .cache import ObjectCache
 from .catalog import Catalog, ObjectRef
-from .fetch import Fetcher, NotFound, make_fetcher
+from .fetch import Fetcher, NotFound, Unreachable, make_fetcher
 from .history import History
 from .limits import (
     MAX_CATALOG_BYTES,
@@ -119,6 +119,7 @@ def fetch_verified(
     hex_digest: str,
     limit: int | None,
     what: str,
+    repo: str,
 ) -> int:
     """``relpath`` from the source into ``dest`` if its bytes hash to ``hex_digest``: streamed into a
     temporary sibling, fsynced, renamed only when it matches (the reflog, written after the objects
@@ -126,7 +127,7 @@ def fetch_verified(
 
     def consume(blocks: Iterator[bytes]) -> int:
         with atomic_file(dest) as f:
-            return write_verified(blocks, f.write, algorithm, hex_digest, what)
+            return write_verified(blocks, f.write, algorithm, hex_digest, f"{repo}: {what}")
 
     return fetcher.fetch(relpath, consume, what=what, limit=limit)
 
@@ -224,7 +225,8 @@ class _Transfers:
         self.inflight.add(rel)
         h = parse_hash(name)
         limit = stored_limit(ref.size, ref.compressed, None)
-        self.batch.append((rel, h.algorithm, h.hex, limit, f"{self.fqrn}: {what} {name}{ref.suffix}"))
+        # the label without the repository: the fetcher's errors name it ("x: x: object ..." was doubled)
+        self.batch.append((rel, h.algorithm, h.hex, limit, f"{what} {name}{ref.suffix}"))
         if len(self.batch) >= self.BATCH:
             self._put(self.batch)
             self.batch = []
@@ -270,7 +272,9 @@ class _Transfers:
                     os.mkdir(head)
                 fd = os.open(tmp, _TEMP_FLAGS, 0o644)
             try:
-                got = write_verified(blocks, functools.partial(write_all, fd), algorithm, hex_digest, what)
+                got = write_verified(
+                    blocks, functools.partial(write_all, fd), algorithm, hex_digest, f"{self.fqrn}: {what}"
+                )
                 if self.chmod:
                     os.fchmod(fd, 0o644)
                 os.close(fd)
@@ -329,7 +333,14 @@ def _replica_manifest(dest: Path, fqrn: str) -> manifest_mod.Manifest | None:
     except FileNotFoundError:
         return None
     where = f"{dest / MANIFEST_FILE}"
-    m = manifest_mod.parse(manifest_mod.split_signed(data, where).body, where)
+    try:
+        m = manifest_mod.parse(manifest_mod.split_signed(data, where).body, where)
+    except CvmfsError as e:  # it blocked every run with no way out named (pr16d finding 10)
+        e.hint = (
+            f"the replica's own manifest is damaged: remove {where} and replicate again "
+            "(the objects already there are kept, not fetched again)"
+        )
+        raise
     if m.fqrn != fqrn:
         raise CvmfsError(
             f"{where}: the directory holds repository {m.fqrn!r}, not {fqrn!r}",
@@ -357,8 +368,10 @@ def replicate(
     if not name:
         raise CvmfsError(f"cannot tell the repository name from {source!r}", hint="pass --fqrn NAME")
     dest.mkdir(parents=True, exist_ok=True)
-    previous = _replica_manifest(dest, name)
     with publish_lock(dest, "replicate"):
+        # the rollback floor is read under the lock: read before it, a run that waited for another
+        # one's publish worked from the older revision and could publish a stale source's (pr16d 7)
+        previous = _replica_manifest(dest, name)
         _sweep(dest)
         # the fan-out directories (data/XX) are made by the first object or catalog written into
         # each, the rest after the transfers (a Stratum has all 256): made up front, spread over
@@ -377,6 +390,10 @@ def replicate(
                 return _replicate(repo, fetcher, store, dest, name, previous, jobs, reporter)
             finally:
                 repo.close()
+        except Unreachable as e:
+            # the reader's hint ("use the local cache for what it holds") does not apply here
+            e.hint = "check the source URL(s) and --proxy, then run again: what was fetched is kept"
+            raise
         finally:
             # "in progress" only while it is: a failed run leaves the old revision, not a marker
             (dest / SNAPSHOTTING_FILE).unlink(missing_ok=True)
@@ -551,10 +568,20 @@ def _replicate(
                 algorithm=reflog.algorithm,
                 hex_digest=reflog.hex,
                 limit=MAX_REFLOG_BYTES,
-                what=f"{name}: {REFLOG_FILE}",
+                what=REFLOG_FILE,
+                repo=name,
             )
         except NotFound:
             reporter.warn(f"{name}: the source has no {REFLOG_FILE} (the manifest names one); left out")
+    # checked when the source was opened; a long run must not publish it already expired (pr16d 9)
+    w = repo.whitelist
+    if w is not None and w.expired():
+        raise IntegrityError(
+            f"{name}: {WHITELIST_FILE} expired on {w.expires:%Y-%m-%d %H:%M:%S} UTC during the "
+            "replication; nothing was published",
+            hint="re-sign the whitelist at the Stratum-0 ('cernvm-build cvmfs resign'), then replicate "
+            "again: what was fetched is kept",
+        )
     signed = repo.signed_files
     atomic_write(dest / WHITELIST_FILE, signed[WHITELIST_FILE])
     atomic_write(dest / MANIFEST_FILE, signed[MANIFEST_FILE])

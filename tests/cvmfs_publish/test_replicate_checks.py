@@ -1,0 +1,114 @@
+"""``cvmfs replicate`` between local Stratum directories: the rollback floor under the lock, a
+whitelist that expires during the run, and the errors' words (pr16d findings 7, 9, 10)."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cernvm_build.cli.main import main
+from cernvm_build.cvmfs import keys as keymod
+from cernvm_build.cvmfs import replicate as rep
+from cernvm_build.cvmfs.commit import read_current
+from cernvm_build.cvmfs.publish import publish_tree
+from cernvm_build.cvmfs.whitelist import Whitelist
+from cernvm_build.errors import IntegrityError
+from tests.support import free_port
+
+from .helpers import FQRN
+
+
+def _publish(stratum: Path, keyset: keymod.KeySet, tmp_path: Path, n: int) -> None:
+    src = tmp_path / f"src{n}"
+    src.mkdir()
+    (src / "f").write_text(f"revision {n}\n")
+    publish_tree(stratum, FQRN, keyset, src)
+
+
+def test_the_rollback_floor_is_read_under_the_lock(
+    stratum: Path, keyset: keymod.KeySet, key_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run B waits for the lock while run A publishes revision 4; B's source is a stale mirror at 3.
+    With the replica's manifest read before the lock, B published 3 over 4."""
+    pub = [key_dir / f"{FQRN}.pub"]
+    _publish(stratum, keyset, tmp_path, 2)
+    dest = tmp_path / "replica"
+    rep.replicate(stratum, dest, public_keys=pub, fqrn=FQRN)
+    _publish(stratum, keyset, tmp_path, 3)
+    stale = tmp_path / "stale"
+    shutil.copytree(stratum, stale)
+    _publish(stratum, keyset, tmp_path, 4)
+    real = rep.publish_lock
+
+    @contextlib.contextmanager
+    def after_run_a(d: Path, what: str) -> Iterator[None]:
+        monkeypatch.setattr(rep, "publish_lock", real)
+        rep.replicate(stratum, dest, public_keys=pub, fqrn=FQRN)  # run A, while B waits
+        with real(d, what):
+            yield
+
+    monkeypatch.setattr(rep, "publish_lock", after_run_a)
+    with pytest.raises(IntegrityError, match="offers revision 3, older than the replica's 4"):
+        rep.replicate(stale, dest, public_keys=pub, fqrn=FQRN)  # run B
+    assert read_current(dest, FQRN).revision == 4
+
+
+def test_a_whitelist_that_expires_during_the_run_is_not_published(
+    stratum: Path, keyset: keymod.KeySet, key_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _publish(stratum, keyset, tmp_path, 2)
+    checks: list[bool] = []
+
+    def expired(self: Whitelist, now: object = None) -> bool:
+        checks.append(bool(checks))  # valid when the source is opened, expired from then on
+        return checks[-1]
+
+    monkeypatch.setattr(Whitelist, "expired", expired)
+    dest = tmp_path / "replica"
+    with pytest.raises(
+        IntegrityError, match=r"expired on .* during the replication; nothing was published"
+    ) as e:
+        rep.replicate(stratum, dest, public_keys=[key_dir / f"{FQRN}.pub"], fqrn=FQRN)
+    assert "re-sign the whitelist at the Stratum-0" in (e.value.hint or "")
+    assert not (dest / ".cvmfspublished").exists() and not (dest / ".cvmfswhitelist").exists()
+
+
+def test_replicate_errors_name_the_way_out_once(
+    stratum: Path, keyset: keymod.KeySet, key_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _publish(stratum, keyset, tmp_path, 2)
+    pub = str(key_dir / f"{FQRN}.pub")
+    dest = tmp_path / "replica"
+    argv = ["cvmfs", "replicate", str(stratum), str(dest), "--key", pub, "--fqrn", FQRN]
+    assert main(argv) == 0
+    capsys.readouterr()
+    # a damaged manifest of the replica's own blocked every run with no way out named
+    (dest / ".cvmfspublished").write_bytes(b"C0000\nN" + FQRN.encode() + b"\n")
+    assert main(argv) != 0
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and err[0].startswith(f"error: {dest}/.cvmfspublished"), err
+    assert err[1] == f"hint: the replica's own manifest is damaged: remove {dest}/.cvmfspublished and " + (
+        "replicate again (the objects already there are kept, not fetched again)"
+    )
+    (dest / ".cvmfspublished").unlink()
+    assert main(argv) == 0
+    capsys.readouterr()
+    # an object the source lacks: the repository named once
+    _publish(stratum, keyset, tmp_path, 3)
+    new = {p for p in (stratum / "data").glob("??/*") if not (dest / p.relative_to(stratum)).exists()}
+    victim = next(p for p in sorted(new) if not p.name.endswith(("C", "H", "X", "M", "L")))
+    victim.unlink()
+    assert main(argv) != 0
+    error = next(line for line in capsys.readouterr().err.splitlines() if line.startswith("error:"))
+    assert error.startswith(f"error: {FQRN}: ") and error.count(FQRN) == 1, error
+    # a source that does not answer: no reader's hint about a local cache
+    url = f"http://127.0.0.1:{free_port()}/cvmfs/{FQRN}"
+    assert main(["cvmfs", "replicate", url, str(dest), "--key", pub, "--retries", "0"]) != 0
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1] == "hint: check the source URL(s) and --proxy, then run again: what was fetched is kept", (
+        err
+    )
