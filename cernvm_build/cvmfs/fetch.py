@@ -219,7 +219,7 @@ class HttpFetcher(Fetcher):
                         continue
                     except (_TransportError, OSError, ProtocolError, ValueError) as e:
                         reason = e.__cause__ or e
-                        last_error = f"{url}: {reason}"
+                        last_error = f"{url}{f' via {proxy}' if proxy else ''}: {reason}"
                         log.debug("fetch %s (proxy %s) failed: %s", url, proxy or "DIRECT", reason)
                         continue
                     except IntegrityError as e:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 import threading
+import urllib.parse
 
 from ..errors import CvmfsError
 
@@ -39,7 +40,7 @@ def parse_groups(spec: str | None) -> list[list[str | None]]:
             if member.lower() == "auto":
                 auto = True
                 continue
-            members.append(None if member.upper() == DIRECT else member)
+            members.append(None if member.upper() == DIRECT else _proxy(member))
         if members:
             groups.append(members)
     if not groups and auto:
@@ -48,6 +49,40 @@ def parse_groups(spec: str | None) -> list[list[str | None]]:
             hint="name the proxies (http://squid:3128), or add ;DIRECT",
         )
     return groups or [[None]]
+
+
+def _proxy(member: str) -> str:
+    """``member`` as ``http://HOST:PORT``, what a client speaks to a proxy, else a one-line error
+    naming it: ``file:///etc/passwd``, ``socks5://``, a user and password or port 99999 were all tried
+    as HTTP proxies, and the error then blamed the server (pr16d 8). ``HOST:PORT`` is taken as
+    ``http://`` (the μCernVM user data writes proxies so, and curl reads them so); it was tried as
+    a URL of scheme ``HOST`` before."""
+    written = member
+    if "://" not in member:
+        member = f"http://{member}"
+    try:
+        u = urllib.parse.urlsplit(member)
+        port = u.port
+    except ValueError:  # a port out of range or not a number, a bad IPv6 literal
+        u, port = None, None
+    if (
+        u is None
+        or u.scheme != "http"
+        or not u.hostname
+        or not port
+        or "@" in u.netloc
+        or u.path not in ("", "/")
+        or u.query
+        or u.fragment
+        or not member.isprintable()
+        or " " in member
+    ):
+        raise CvmfsError(
+            f"proxy {written!r}: not http://HOST:PORT (or DIRECT)",
+            hint="e.g. --proxy 'http://squid.example.org:3128;DIRECT': a port from 1 to 65535, no user, "
+            "path or other scheme",
+        )
+    return member
 
 
 def parse_proxies(spec: str | None) -> list[str | None]:

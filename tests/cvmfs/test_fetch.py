@@ -71,16 +71,42 @@ def test_parse_proxies() -> None:
         parse_groups("auto")
 
 
+@pytest.mark.parametrize(
+    "member",
+    [
+        "file:///etc/passwd",
+        "squid",
+        "socks5://h:1080",
+        "http://u:p@h:1",
+        "http://h:99999",
+        "http://h",
+        "http://h:0",
+        "http://h:1/path",
+        "https://h:443",
+        "http://h:x",
+        "http://h:1\nX: y",
+    ],
+)
+def test_a_proxy_that_is_not_http_host_port_is_refused_naming_it(member: str) -> None:
+    """pr16d finding 8: each was tried as an HTTP proxy, and the error then blamed the server."""
+    with pytest.raises(CvmfsError, match="not http://HOST:PORT") as e:
+        parse_groups(f"http://ok:3128;{member};DIRECT")
+    assert str(e.value).startswith(f"proxy {member!r}:")
+    assert parse_groups("http://[::1]:3128/|squid.example.org:3128") == [
+        ["http://[::1]:3128/", "http://squid.example.org:3128"]  # HOST:PORT is http (the user data's form)
+    ]
+
+
 def test_proxy_chain_balances_within_a_group_and_fails_over_between_groups_sticky() -> None:
-    spec = "http://a|http://b|http://c;http://d;DIRECT"
+    spec = "http://a:1|http://b:1|http://c:1;http://d:1;DIRECT"
     firsts = {ProxyChain(spec, rng=random.Random(seed)).order()[0] for seed in range(40)}
-    assert firsts == {"http://a", "http://b", "http://c"}  # clients spread over the first group only
+    assert firsts == {"http://a:1", "http://b:1", "http://c:1"}  # clients spread over the first group only
     chain = ProxyChain(spec, rng=random.Random(1))
     order = chain.order()
-    assert set(order[:3]) == {"http://a", "http://b", "http://c"} and order[3:] == ["http://d", None]
-    chain.worked("http://d")  # the whole first group failed: the next requests start at the second
-    assert chain.order() == ["http://d", None, *order[:3]]
-    assert chain.current == "http://d"
+    assert set(order[:3]) == {"http://a:1", "http://b:1", "http://c:1"} and order[3:] == ["http://d:1", None]
+    chain.worked("http://d:1")  # the whole first group failed: the next requests start at the second
+    assert chain.order() == ["http://d:1", None, *order[:3]]
+    assert chain.current == "http://d:1"
 
 
 def test_through_a_proxy(server: Server, proxy: str, fx: Fixture) -> None:
