@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import gzip
+import io
 import json
 import logging
 import shutil
@@ -26,10 +28,12 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from ..artifact import Artifact
-from ..errors import BuildError
+from ..cvmfs.limits import human
+from ..cvmfs.tar_limits import TarLimits, checked_members, stream_bound
+from ..errors import BuildError, CvmfsError
 from .image import _TAG_RE, DIGEST_RE, MT_LAYER_GZIP, ImageSpec, hex_of
 from .layer import LayerResult
 from .layering import WHITEOUT, ImageTrees, LayerTar, whiteout_of
@@ -37,6 +41,10 @@ from .layers import LayerFile
 from .manifest_list import default_platform, index_platforms
 from .oci import ImageParts
 from .registry import RegistryOptions, inspect_raw, list_tags, pull
+from .verify import Hashing
+
+#: read size of the decompressed layer
+_READ = 1 << 16
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +107,9 @@ def image_parts(w: Wish, tag: str, manifest_bytes: bytes, config_bytes: bytes) -
             raise ValueError(f"{len(layers)} layers (1 to {MAX_LAYERS} can be ingested)")
         for layer, diff in zip(layers, diff_ids, strict=True):
             digest, size = layer["digest"], layer["size"]
-            if not (isinstance(digest, str) and DIGEST_RE.match(digest) and isinstance(diff, str)):
+            if not (isinstance(digest, str) and DIGEST_RE.match(digest)) or not (
+                isinstance(diff, str) and DIGEST_RE.match(diff)
+            ):
                 raise ValueError(f"layer digest {digest!r:.80} / diff_id {diff!r:.80} is not sha256:<hex>")
             if type(size) is not int or size < 0:
                 raise ValueError(f"layer {digest} has size {size!r:.40}")
@@ -166,36 +176,62 @@ def _leaves(where: str, name: str) -> BuildError:
     )
 
 
-def scan_layer(blob: Path, below: set[str], where: str) -> LayerTar:
+def scan_layer(
+    blob: Path, below: set[str], where: str, diff_id: str | None = None, limits: TarLimits = TarLimits()
+) -> LayerTar:
     """The layer's whiteout entries (read from its tar headers, the contents are skipped) and, in
-    ``below``, the image's top-level names once this layer is applied over the ones before."""
+    ``below``, the image's top-level names once this layer is applied over the ones before. The
+    members are bounded as the publisher bounds them (``tar_limits``), and the tar's digest must be
+    ``diff_id`` (the config's word for it, published as the layer's id)."""
     whiteouts: list[str] = []
     try:
-        with tarfile.open(blob, mode="r|*") as tar:
-            for m in tar:
-                path = _member_path(m.name)
-                if not path:
-                    continue
-                # the hub turns whiteouts into removals of paths: each must name an entry of its
-                # own folder (not the folder, its parent, or a path through '..')
-                if ".." in path.split("/"):
-                    raise _leaves(where, m.name)
-                if not path.rpartition("/")[2].startswith(WHITEOUT):
-                    below.add(path.split("/", 1)[0])
-                    continue
-                try:
-                    parent, target = whiteout_of(path)
-                except ValueError:
-                    raise _leaves(where, m.name) from None
-                whiteouts.append(path)
-                if not parent and target is None:
-                    below.clear()
-                elif not parent:
-                    below.discard(target)
+        with open(blob, "rb") as f:
+            gz = f.read(2) == b"\x1f\x8b"
+            f.seek(0)
+            # decompressed here (not by tarfile) to hash the tar; GzipFile reads every gzip member
+            raw: IO[bytes] = gzip.GzipFile(fileobj=f, mode="rb") if gz else f  # type: ignore[assignment]
+            tar_bytes = Hashing(raw)
+            bound = stream_bound("gz" if gz else "tar", blob.stat().st_size, limits)
+            with tarfile.open(fileobj=io.BufferedReader(tar_bytes, _READ), mode="r|") as tar:
+                for m in checked_members(tar, bound, limits, where):
+                    path = _member_path(m.name)
+                    if not path:
+                        continue
+                    # the hub turns whiteouts into removals of paths: each must name an entry of its
+                    # own folder (not the folder, its parent, or a path through '..')
+                    if ".." in path.split("/"):
+                        raise _leaves(where, m.name)
+                    if not path.rpartition("/")[2].startswith(WHITEOUT):
+                        below.add(path.split("/", 1)[0])
+                        continue
+                    try:
+                        parent, target = whiteout_of(path)
+                    except ValueError:
+                        raise _leaves(where, m.name) from None
+                    whiteouts.append(path)
+                    if not parent and target is None:
+                        below.clear()
+                    elif not parent:
+                        below.discard(target)
+                # the end marker and padding count for the diff_id (bounded: a bomb after the end)
+                while tar_bytes.size <= bound and tar_bytes.read(_READ):
+                    pass
+    except CvmfsError as e:
+        raise BuildError(e.message, hint=e.hint or "") from None
     except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
         raise BuildError(
             f"{where}: the layer is not a tar the hub can read: {e}", hint="the blob is damaged"
         ) from None
+    if tar_bytes.size > bound:
+        raise BuildError(
+            f"{where}: the layer holds more than {human(bound)} of tar",
+            hint="the layer is damaged or hostile",
+        )
+    if diff_id is not None and "sha256:" + tar_bytes.h.hexdigest() != diff_id:
+        raise BuildError(
+            f"{where}: the layer's tar is sha256:{tar_bytes.h.hexdigest()}, the config says {diff_id}",
+            hint="the config's diff_ids do not match the layers: the registry is damaged or hostile",
+        )
     return LayerTar(blob, tuple(whiteouts))
 
 
@@ -206,6 +242,7 @@ def ingest_manifest(
     manifest_digest: str,
     publish: Callable[[ImageParts, ImageTrees], Artifact],
     scanned: dict[str, ImageTrees] | None = None,
+    limits: TarLimits = TarLimits(),
 ) -> Artifact:
     """One image of the pulled layout (a platform of an index, or the image) into the hub: its
     layers straight from their blobs (no unpacking: the publisher reads the tars, and the hub makes
@@ -217,23 +254,27 @@ def ingest_manifest(
     parts = image_parts(w, tag, manifest_bytes, config_bytes)
     trees = scanned.get(manifest_digest) if scanned is not None else None
     if trees is None:
-        trees = _scan_layers(layout, manifest["layers"], f"{w.registry}/{w.repository}:{tag}")
+        trees = _scan_layers(layout, manifest["layers"], parts, f"{w.registry}/{w.repository}:{tag}", limits)
         if scanned is not None:
             scanned[manifest_digest] = trees
     return publish(parts, trees)
 
 
-def _scan_layers(layout: Path, layers: list[dict[str, Any]], where: str) -> ImageTrees:
+def _scan_layers(
+    layout: Path, layers: list[dict[str, Any]], parts: ImageParts, where: str, limits: TarLimits
+) -> ImageTrees:
     names: set[str] = set()
     out = []
-    for layer in layers:
+    for layer, file in zip(layers, parts.layers, strict=True):
+        diff = file.result.diff_id
         media = layer.get("mediaType", MT_LAYER_GZIP)
         if media not in LAYER_TYPES:
             raise BuildError(
                 f"{where}: layer {layer['digest']} is {media!r:.100}, which the hub cannot unpack",
                 hint="layers must be tar or tar+gzip (zstd and foreign layers are not supported)",
             )
-        out.append(scan_layer(layout / "blobs" / "sha256" / hex_of(layer["digest"]), names, where))
+        blob = layout / "blobs" / "sha256" / hex_of(layer["digest"])
+        out.append(scan_layer(blob, names, f"{where} layer {layer['digest']}", diff, limits))
     return ImageTrees(None, out, frozenset(names))
 
 
@@ -245,6 +286,7 @@ def ingest_image(
     opts: RegistryOptions,
     work: Path,
     registry_tags: Callable[[], Collection[str]] | None = None,
+    limits: TarLimits = TarLimits(),
 ) -> list[Artifact]:
     """The image ``w`` at ``tag``; for a manifest list (OCI index) every platform's image, each
     under ``<tag>-<os>-<arch>[-<variant>]``, and the default platform also under ``<tag>``.
@@ -265,7 +307,7 @@ def ingest_image(
     layout = pull(ref, work / "image.oci", opts=opts, all_platforms=platforms is not None)
     top = json.loads((layout / "index.json").read_text())["manifests"][0]
     if platforms is None:
-        return [ingest_manifest(w, tag, layout, top["digest"], publish)]
+        return [ingest_manifest(w, tag, layout, top["digest"], publish, limits=limits)]
     listed = {m["digest"] for m in json.loads(_blob(layout, top["digest"]))["manifests"]}
     out = []
     scanned: dict[str, ImageTrees] = {}
@@ -275,9 +317,9 @@ def ingest_image(
                 f"{ref}: platform {p.name}'s manifest {p.digest} was not pulled",
                 hint="is the registry complete?",
             )
-        out.append(ingest_manifest(w, f"{tag}-{p.name}", layout, p.digest, publish, scanned))
+        out.append(ingest_manifest(w, f"{tag}-{p.name}", layout, p.digest, publish, scanned, limits))
     default = default_platform(platforms)
-    out.append(ingest_manifest(w, tag, layout, default.digest, publish, scanned))
+    out.append(ingest_manifest(w, tag, layout, default.digest, publish, scanned, limits))
     return out
 
 
@@ -291,6 +333,7 @@ def ingest(
     *,
     opts: RegistryOptions,
     scratch: Path | None = None,
+    limits: TarLimits = TarLimits(),
 ) -> list[Artifact]:
     """Ingest every image the ``wishes`` name; returns one artifact per image (``unchanged`` when
     the hub had it)."""
@@ -306,7 +349,9 @@ def ingest(
         for tag in tags:
             work = Path(tempfile.mkdtemp(prefix="cernvm-ingest-", dir=scratch))
             try:
-                out += ingest_image(w, tag, publish, opts=opts, work=work, registry_tags=registry_tags)
+                out += ingest_image(
+                    w, tag, publish, opts=opts, work=work, registry_tags=registry_tags, limits=limits
+                )
             finally:
                 shutil.rmtree(work, ignore_errors=True)
     return out

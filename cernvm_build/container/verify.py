@@ -225,7 +225,7 @@ def _read_docker(opener: Callable[[str], IO[bytes]], image: Path) -> ImageConten
     return ImageContents("docker-archive", labels, nodes, integrity)
 
 
-class _Hashing(io.RawIOBase):
+class Hashing(io.RawIOBase):
     """Pass reads through while hashing and counting them (the compressed layer blob)."""
 
     def __init__(self, f: IO[bytes]) -> None:
@@ -286,13 +286,13 @@ def _apply(nodes: dict[str, Node], layer: _LayerScan, where: str, out: list[Diff
 def _scan_layer(
     f: IO[bytes], *, compressed: bool, expect: tuple[str | None, str], where: str, out: list[Difference]
 ) -> _LayerScan:
-    outer = _Hashing(f)
+    outer = Hashing(f)
     with ExitStack() as stack:
         stream: IO[bytes] = io.BufferedReader(outer, _READ)
         if compressed:
             gz = stack.enter_context(gzip.GzipFile(fileobj=stream, mode="rb"))
             stream = gz  # type: ignore[assignment]
-        inner = _Hashing(stream)
+        inner = Hashing(stream)
         try:
             tar = stack.enter_context(tarfile.open(fileobj=io.BufferedReader(inner, _READ), mode="r|"))
             scan = _nodes(tar)

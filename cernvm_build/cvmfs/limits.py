@@ -73,3 +73,11 @@ def human(n: int) -> str:
         if n >= scale and n % scale == 0:
             return f"{n // scale} {unit}"
     return f"{n} bytes"
+
+
+# -- tar streams (``hub ingest`` layers, ``publish`` of a tar) -------------------------------------
+#: the bytes a tar stream may declare (its members' data, sparse files counted at their real size);
+#: also bounded by what the compressed stream can hold (``tar_limits.stream_bound``)
+MAX_TAR_BYTES = 64 * GiB
+#: members of one tar stream (a base OS layer has about 100,000)
+MAX_TAR_ENTRIES = 2_000_000

@@ -18,6 +18,7 @@ from .objwrite import SMALL
 from .options import Options
 from .scan import XATTR_PREFIXES, check_name, ensure_dirs
 from .stage import Stage
+from .tar_limits import TarLimits, checked_members, stored_size, stream_bound
 
 
 def _tar_path(name: str, base: str) -> str:
@@ -49,8 +50,10 @@ def scan_tar(stage: Stage, content: ContentStore, stream: BinaryIO, base: str, o
         raise CvmfsError(
             f"{where}: not a tar archive ({e})", hint="give a (compressed) tar file or stream"
         ) from e
+    limits = TarLimits()
+    bound = stream_bound(getattr(tar.fileobj, "comptype", ""), stored_size(stream), limits)
     try:
-        for m in tar:
+        for m in checked_members(tar, bound, limits, where):
             path = _tar_path(m.name, base)
             check_name(path, f"tar member {m.name!r}")
             xattrs: dict[str, bytes] = {}

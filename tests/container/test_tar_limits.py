@@ -1,0 +1,144 @@
+"""A layer's tar members are bounded as their headers are read, by one implementation
+(``cvmfs/tar_limits.py``) that ``hub ingest``'s layer scan and the publisher's ``scan_tar`` share:
+a declared size past what the blob can hold (a 200-byte layer saying ``size=10**40`` made tarfile
+read empty blocks for ever), a sparse member's real size (1 TiB of zeros from 1 KB), and the caps
+on bytes and members. Each hostile case runs in a child with a deadline: a regression fails, it
+does not hang the suite."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from cernvm_build.container import ingest
+from cernvm_build.cvmfs.tar_limits import TarLimits
+from cernvm_build.errors import BuildError
+from tests.support import run_python
+from tests.support.tars import tar_bytes
+
+WHERE = "reg/x:1 layer sha256:ab"
+
+
+def _pax_size() -> bytes:
+    t = tarfile.TarInfo("big")
+    t.size, t.mtime, t.pax_headers = 5, 1, {"size": "9" * 40}
+    return gzip.compress(t.tobuf(format=tarfile.PAX_FORMAT) + b"hello".ljust(512, b"\0") + b"\0" * 1024)
+
+
+def _sparse() -> bytes:
+    t = tarfile.TarInfo("GNUSparseFile.0/sp")
+    t.size, t.mtime = 1024, 1
+    t.pax_headers = {
+        "GNU.sparse.major": "1",
+        "GNU.sparse.minor": "0",
+        "GNU.sparse.name": "sp",
+        "GNU.sparse.realsize": str(1 << 40),
+    }
+    body = b"1\n0\n5\n".ljust(512, b"\0") + b"hello".ljust(512, b"\0")
+    return gzip.compress(t.tobuf(format=tarfile.PAX_FORMAT) + body + b"\0" * 1024)
+
+
+SCAN = """
+from pathlib import Path
+from cernvm_build.container import ingest
+from cernvm_build.errors import BuildError
+try:
+    ingest.scan_layer(Path({blob!r}), set(), {where!r})
+except BuildError as e:
+    print(e.message, "|", e.hint)
+"""
+
+PUBLISH = """
+from pathlib import Path
+from cernvm_build.cvmfs import keys
+from cernvm_build.cvmfs.publish import create_repository, publish_tar
+from cernvm_build.errors import CvmfsError
+ks = keys.generate_keys("t.cernvm.test")
+create_repository(Path({stratum!r}), "t.cernvm.test", ks, timestamp=1)
+try:
+    with open({blob!r}, "rb") as f:
+        publish_tar(Path({stratum!r}), "t.cernvm.test", ks, f)
+except CvmfsError as e:
+    print(e.message, "|", e.hint)
+"""
+
+
+@pytest.mark.parametrize(
+    ("blob", "said"),
+    [
+        (_pax_size, "tar member 'big' declares 9999"),
+        (_sparse, "tar sparse member 'sp' declares 1099511627776"),
+    ],
+    ids=["pax-size-1e40", "sparse-1TiB"],
+)
+@pytest.mark.parametrize("path", ["scan_layer", "publish_tar"])
+def test_a_member_larger_than_its_blob_can_hold_is_refused_by_both_readers(
+    tmp_path: Path, blob: object, said: str, path: str
+) -> None:
+    f = tmp_path / "layer.tar.gz"
+    f.write_bytes(blob())  # type: ignore[operator]
+    code = SCAN.format(blob=str(f), where=WHERE) if path == "scan_layer" else None
+    code = code or PUBLISH.format(blob=str(f), stratum=str(tmp_path / "s"))
+    r = run_python(code, blocked=f"{path} did not refuse the member: it reads on", timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert said in r.stdout and "more than the stream can hold" in r.stdout, r.stdout
+    assert "damaged or hostile" in r.stdout and len(r.stdout.strip().splitlines()) == 1
+
+
+def _layer(files: dict[str, bytes | None]) -> tuple[bytes, str]:
+    raw = tar_bytes(files)
+    return gzip.compress(raw), "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def test_the_layer_tar_must_be_its_diff_id(tmp_path: Path) -> None:
+    blob, diff = _layer({"etc": None, "etc/a": b"a"})
+    f = tmp_path / "layer.tar.gz"
+    f.write_bytes(blob)
+    ingest.scan_layer(f, set(), WHERE, diff)  # the genuine diff_id passes
+    with pytest.raises(BuildError) as e:
+        ingest.scan_layer(f, set(), WHERE, "sha256:" + "ab" * 32)
+    assert e.value.message.startswith(WHERE) and f"the layer's tar is {diff}" in e.value.message
+
+
+def test_a_multi_member_gzip_layer_is_read_whole(tmp_path: Path) -> None:
+    raw = tar_bytes({"a": b"a", "b": b"b"})
+    f = tmp_path / "layer.tar.gz"
+    f.write_bytes(gzip.compress(raw[:1024]) + gzip.compress(raw[1024:]))
+    below: set[str] = set()
+    ingest.scan_layer(f, below, WHERE, "sha256:" + hashlib.sha256(raw).hexdigest())
+    assert below == {"a", "b"}
+
+
+@pytest.mark.parametrize(
+    ("files", "limits", "said"),
+    [
+        ({"z": b"\0" * 100_000}, TarLimits(max_bytes=50_000), "tar member 'z' declares 100000 bytes"),
+        ({f"f{i}": b"" for i in range(10)}, TarLimits(max_entries=5), "more than 5 members"),
+    ],
+    ids=["bytes", "entries"],
+)
+def test_the_caps_on_bytes_and_members(
+    tmp_path: Path, files: dict[str, bytes | None], limits: TarLimits, said: str
+) -> None:
+    blob, diff = _layer(files)
+    f = tmp_path / "layer.tar.gz"
+    f.write_bytes(blob)
+    ingest.scan_layer(f, set(), WHERE, diff)  # under the default caps
+    with pytest.raises(BuildError) as e:
+        ingest.scan_layer(f, set(), WHERE, diff, limits)
+    assert e.value.message.startswith(WHERE) and said in e.value.message
+    assert "raise the limit" in (e.value.hint or "")
+
+
+def test_zeros_after_the_end_marker_count_to_the_cap(tmp_path: Path) -> None:
+    """A bomb after the tar's end: the rest is read for the diff_id, at most up to the cap."""
+    raw = tar_bytes({"a": b"a"}) + b"\0" * 200_000
+    f = tmp_path / "layer.tar.gz"
+    f.write_bytes(gzip.compress(raw))
+    with pytest.raises(BuildError) as e:
+        ingest.scan_layer(f, set(), WHERE, None, TarLimits(max_bytes=100_000))
+    assert "holds more than" in e.value.message
