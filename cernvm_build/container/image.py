@@ -66,6 +66,14 @@ class ImageSpec:
             raise BuildError(
                 f"invalid image tag {self.tag!r}", hint="letters, digits, '_', '.', '-'; at most 128"
             )
+        # every producer (a profile, a registry's config) gets this: the names are written unquoted
+        # into the container's environment script (``export NAME='value'``), which a shell sources
+        for key in self.env:
+            if not isinstance(key, str) or not _ENV_NAME_RE.match(key):
+                raise BuildError(
+                    f"environment variable name {key!r:.100} is not a shell name",
+                    hint="a name is letters, digits and '_', not starting with a digit",
+                )
 
     @property
     def name(self) -> str:
@@ -91,8 +99,11 @@ def digest_of(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+#: a variable name the shell can export (POSIX: letters, digits, '_', not starting with a digit)
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+
 #: a content digest as registries and layouts name blobs (the only algorithm the toolkit accepts)
-DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")  # \Z: "$" would pass a final newline
 
 
 def hex_of(digest: str) -> str:

@@ -5,11 +5,12 @@ image (it was a KeyError/TypeError traceback, or a layer path built from the reg
 from __future__ import annotations
 
 import json
+import subprocess
 from typing import Any
 
 import pytest
 
-from cernvm_build.container import ingest, manifest_list
+from cernvm_build.container import apptainer, ingest, manifest_list
 from cernvm_build.container.image import digest_of
 from cernvm_build.container.registry import RegistryOptions
 from cernvm_build.errors import BuildError
@@ -139,3 +140,38 @@ def test_a_whiteout_that_names_no_entry_of_its_folder_is_one_build_error(tmp_pat
     with pytest.raises(BuildError) as err:
         ingest.scan_layer(blob, set(), "reg/x:1 layer sha256:ab")
     assert "reg/x:1 layer sha256:ab" in err.value.message and member in err.value.message
+
+
+@pytest.mark.parametrize("name", ["X;touch /tmp/pwned;Y", "LF\nLINE", "1X", "A-B", "A B", "", "X\n"])
+def test_a_config_env_name_that_is_no_shell_name_is_refused(name: str) -> None:
+    """The names are written unquoted into the container's environment script (``export NAME=``)."""
+    with pytest.raises(BuildError) as e:
+        ingest.image_parts(WISH, "demo-1", *_image(config={"Env": [f"{name}=1", "PATH=/bin"]}))
+    assert "is not a shell name" in str(e.value) and "127.0.0.1:5000/cernvm/demo:demo-1" in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_sourcing_the_environment_script_runs_nothing_a_value_holds(tmp_path: Any) -> None:
+    """Values reach the script quoted: newlines, quotes, ``$(...)`` and backquotes stay text."""
+    mark = tmp_path / "pwned"
+    value = f"a\nb' ; touch {mark}; '\n$(touch {mark})`touch {mark}`\"x"
+    parts = ingest.image_parts(WISH, "demo-1", *_image(config={"Env": [f"V={value}", "_W1=2"]}))
+    script = tmp_path / "env.sh"
+    script.write_text(apptainer.environment_script(parts.spec))
+    out = subprocess.run(
+        ["sh", "-c", f'. {script} && printf %s "$V"'], capture_output=True, text=True, check=True
+    ).stdout
+    assert out == value and not mark.exists()
+
+
+def test_a_diff_id_that_is_no_digest_is_refused() -> None:
+    m, c = _image()
+    cfg = json.loads(c)
+    for bad in ['../../../x"y', f"sha256:{HEX}\n", f"sha256:{HEX.upper()}"]:
+        cfg["rootfs"]["diff_ids"] = [bad]
+        cb = json.dumps(cfg).encode()
+        man = json.loads(m)
+        man["config"]["digest"] = digest_of(cb)
+        with pytest.raises(BuildError) as e:
+            ingest.image_parts(WISH, "demo-1", json.dumps(man).encode(), cb)
+        assert "is not sha256:<hex>" in str(e.value)
