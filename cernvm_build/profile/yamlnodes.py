@@ -135,13 +135,25 @@ def load_file(path: Path) -> Node:
         raise ProfileError(
             "no such profile file", where=Location(file=display(path)), hint="check the path"
         ) from None
-    except (OSError, UnicodeDecodeError) as e:
+    except UnicodeDecodeError as e:
+        line, column = _line_column(data[: e.start].decode("utf-8"))
+        raise ProfileError(
+            f"byte 0x{data[e.start]:02x} is not UTF-8",
+            where=Location(file=display(path), line=line, column=column),
+            hint="profiles are UTF-8 text files: save the file as UTF-8",
+        ) from None
+    except OSError as e:
         raise ProfileError(
             f"cannot read: {e}", where=Location(file=display(path)), hint="profiles are UTF-8 text files"
         ) from None
     node = load_text(text, path)
     _CACHE[key] = node
     return node
+
+
+def _line_column(before: str) -> tuple[int, int]:
+    """The 1-based line and column of the character after ``before`` (the text up to it)."""
+    return before.count("\n") + 1, len(before) - before.rfind("\n")
 
 
 #: no profile comes near (the largest shipped one is under 2 KiB); parsing costs ~200 bytes of memory per
@@ -168,6 +180,17 @@ def load_text(text: str, path: Path) -> Node:
             f"YAML syntax error: {problem.what}",
             where=location(pos),
             hint="fix the YAML syntax (indentation, quotes, ':' after keys)",
+        ) from None
+    except yaml.reader.ReaderError as e:  # a character YAML does not allow (NUL, other controls)
+        # libyaml (CSafeLoader) counts UTF-8 bytes, PyYAML's own reader characters
+        c = _BaseLoader is not yaml.SafeLoader
+        line, column = _line_column(
+            text.encode()[: e.position].decode(errors="replace") if c else text[: e.position]
+        )
+        raise ProfileError(
+            f"YAML syntax error: character {chr(e.character)!r} (#x{e.character:04x}) is not allowed in YAML",
+            where=Location(file=display(path), line=line, column=column),
+            hint='remove the control character (write it as an escape, e.g. "\\0", in a quoted string)',
         ) from None
     except yaml.YAMLError as e:
         raise ProfileError(

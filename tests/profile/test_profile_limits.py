@@ -101,3 +101,26 @@ def test_a_file_one_byte_over_the_cap_is_refused(tmp_path: Path) -> None:
         profile.load(path)
     path.write_text("extends: el7\n" + "#" * (MAX_FILE_BYTES - 14) + "\n")
     assert profile.load(path).name == "over"
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        (b"format: 1\nextends: el7\ndescription: caf\xe9\n", r"bad.yaml:3:17: byte 0xe9 is not UTF-8"),
+        (b"format: 1\nextends: el7\n\xc3\xa9\xff: 1\n", r"bad.yaml:3:2: byte 0xff is not UTF-8"),
+        (
+            b"format: 1\nextends: el7\ndescription: \xc3\xa9a\0b\n",
+            r"bad.yaml:3:16: YAML syntax error: character '\\x00' \(#x0000\) is not allowed",
+        ),
+    ],
+    ids=["latin1-value", "after-a-two-byte-char", "raw-nul"],
+)
+def test_a_byte_that_is_not_profile_text_is_named_at_its_line_and_column(
+    tmp_path: Path, content: bytes, said: str
+) -> None:
+    """The column counts characters (a two-byte 'é' is one), as every other profile error does."""
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(content)
+    with pytest.raises(profile.ProfileError, match=said) as e:
+        profile.load(path)
+    assert "\n" not in str(e.value) and e.value.hint
