@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ..cvmfs.limits import MAX_TAR_BYTES, MAX_TAR_ENTRIES
+from ..table import parse_size
 from . import areas
 from .app import HelpFormatter, Output, group_handler, subparser
 from .container import registry_options, registry_opts
@@ -37,15 +39,31 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     i.add_argument(
         "--hub-fqrn", default="unpacked.cern.ch", help="hub repository name (default: %(default)s)"
     )
+    i.add_argument(
+        "--max-layer-bytes",
+        type=parse_size,
+        default=MAX_TAR_BYTES,
+        metavar="SIZE",
+        help="refuse a layer whose tar holds more (default: 64G; a hostile 1 MB layer can inflate to 1 GB)",
+    )
+    i.add_argument(
+        "--max-layer-entries",
+        type=int,
+        default=MAX_TAR_ENTRIES,
+        metavar="N",
+        help="refuse a layer of more members (default: %(default)s)",
+    )
     registry_options(i)
 
 
 def _ingest(args: argparse.Namespace, out: Output) -> int:
     from ..container.hub import publisher
     from ..container.ingest import ingest
+    from ..cvmfs.tar_limits import TarLimits
 
     publish = publisher(stratum=args.hub_stratum, fqrn=args.hub_fqrn, keys_dir=args.hub_keys)
-    made = ingest(args.images, publish, opts=registry_opts(args))
+    limits = TarLimits(max_bytes=args.max_layer_bytes, max_entries=args.max_layer_entries)
+    made = ingest(args.images, publish, opts=registry_opts(args), limits=limits)
     doc = {"images": [a.to_json() for a in made]}
 
     def render(d: dict[str, Any]) -> None:

@@ -252,12 +252,24 @@ def ingest_manifest(
     manifest = json.loads(manifest_bytes)
     config_bytes = _blob(layout, manifest["config"]["digest"])
     parts = image_parts(w, tag, manifest_bytes, config_bytes)
+    where = f"{w.registry}/{w.repository}:{tag}"
     trees = scanned.get(manifest_digest) if scanned is not None else None
     if trees is None:
-        trees = _scan_layers(layout, manifest["layers"], parts, f"{w.registry}/{w.repository}:{tag}", limits)
+        trees = _scan_layers(layout, manifest["layers"], parts, where, limits)
         if scanned is not None:
             scanned[manifest_digest] = trees
-    return publish(parts, trees)
+    try:
+        return publish(parts, trees)
+    except CvmfsError as e:
+        # the publisher names the tar it read by its file: a layer's blob in the scratch layout
+        for layer in parts.layers:
+            blob = f"{layout / 'blobs' / 'sha256' / hex_of(layer.result.digest or '')}: "
+            if e.message.startswith(blob):
+                raise BuildError(
+                    f"{where} layer {layer.result.digest}: {e.message.removeprefix(blob)}",
+                    hint="the layer is damaged or hostile",
+                ) from None
+        raise
 
 
 def _scan_layers(
@@ -267,15 +279,62 @@ def _scan_layers(
     out = []
     for layer, file in zip(layers, parts.layers, strict=True):
         diff = file.result.diff_id
-        media = layer.get("mediaType", MT_LAYER_GZIP)
-        if media not in LAYER_TYPES:
-            raise BuildError(
-                f"{where}: layer {layer['digest']} is {media!r:.100}, which the hub cannot unpack",
-                hint="layers must be tar or tar+gzip (zstd and foreign layers are not supported)",
-            )
+        _check_media(where, layer)
         blob = layout / "blobs" / "sha256" / hex_of(layer["digest"])
         out.append(scan_layer(blob, names, f"{where} layer {layer['digest']}", diff, limits))
     return ImageTrees(None, out, frozenset(names))
+
+
+def _check_media(where: str, layer: dict[str, Any]) -> None:
+    media = layer.get("mediaType", MT_LAYER_GZIP)
+    if media not in LAYER_TYPES:
+        raise BuildError(
+            f"{where}: layer {layer['digest']!s:.80} is {media!r:.100}, which the hub cannot unpack",
+            hint="layers must be tar or tar+gzip (zstd and foreign layers are not supported)",
+        )
+
+
+def check_before_pull(where: str, raw: bytes, limits: TarLimits) -> int:
+    """The bytes the pull of one image (``raw``: its manifest, as the registry gives it) will fetch,
+    its layers checked first -- their count, media types and sizes -- so that a hostile manifest is
+    refused before any blob is pulled (1,000 layers took 3 minutes to refuse after the pull)."""
+    try:
+        layers = json.loads(raw)["layers"]
+        if not isinstance(layers, list):
+            raise ValueError("its 'layers' is not a list")
+        if not 0 < len(layers) <= MAX_LAYERS:
+            raise ValueError(f"{len(layers)} layers (1 to {MAX_LAYERS} can be ingested)")
+        total = 0
+        for layer in layers:
+            _check_media(where, layer)
+            size = layer["size"]
+            if type(size) is not int or size < 0:
+                raise ValueError(f"layer {layer['digest']!s:.80} has size {size!r:.40}")
+            # gzip stores incompressible data in 16 KiB-odd blocks of 5 bytes' overhead: a blob this
+            # much larger than the cap holds more tar than the cap allows
+            if size > limits.max_bytes + limits.max_bytes // 1000 + 1024:
+                raise BuildError(
+                    f"{where}: layer {layer['digest']!s:.80} is {size} bytes, more than the "
+                    f"{human(limits.max_bytes)} of tar a layer may hold",
+                    hint="the registry is hostile, or raise the limit (--max-layer-bytes)",
+                )
+            total += size
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        what = f"no {e}" if isinstance(e, KeyError) else str(e)
+        raise BuildError(
+            f"{where}: not an image the hub can take: {what}"[:400],
+            hint="the registry's manifest is damaged or hostile",
+        ) from None
+    return total
+
+
+def _check_space(where: str, need: int, work: Path) -> None:
+    free = shutil.disk_usage(work).free
+    if need > free:
+        raise BuildError(
+            f"{where}: the pull needs {need} bytes of scratch space, {work.parent} has {free} free",
+            hint="free some space, or point TMPDIR at a larger file system",
+        )
 
 
 def ingest_image(
@@ -292,7 +351,10 @@ def ingest_image(
     under ``<tag>-<os>-<arch>[-<variant>]``, and the default platform also under ``<tag>``.
     ``registry_tags``: the repository's tags in the registry (listed when a list is met)."""
     ref = f"{w.registry}/{w.repository}:{tag}"
-    platforms = index_platforms(ref, inspect_raw(ref, opts=opts))
+    raw = inspect_raw(ref, opts=opts)
+    platforms = index_platforms(ref, raw)
+    if platforms is None:
+        _check_space(ref, check_before_pull(ref, raw, limits), work)
     if platforms is not None:
         # A platform's name in the hub must not be a tag of its own in the registry: the two images
         # would take turns under one name, whichever was ingested last. Refused before any pull.
@@ -304,6 +366,13 @@ def ingest_image(
                 f"has {', '.join(clash)} as tags of their own",
                 hint="ingest those tags by themselves, or rename them in the registry",
             )
+        need = 0
+        for p in platforms:
+            where = f"{ref} ({p.name})"
+            need += check_before_pull(
+                where, inspect_raw(f"{w.registry}/{w.repository}@{p.digest}", opts=opts), limits
+            )
+        _check_space(ref, need, work)
     layout = pull(ref, work / "image.oci", opts=opts, all_platforms=platforms is not None)
     top = json.loads((layout / "index.json").read_text())["manifests"][0]
     if platforms is None:

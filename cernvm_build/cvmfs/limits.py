@@ -75,9 +75,9 @@ def human(n: int) -> str:
     return f"{n} bytes"
 
 
-# -- tar streams (``hub ingest`` layers, ``publish`` of a tar) -------------------------------------
-#: the bytes a tar stream may declare (its members' data, sparse files counted at their real size);
-#: also bounded by what the compressed stream can hold (``tar_limits.stream_bound``)
+# -- container layers (``hub ingest``; ``--max-layer-bytes``/``--max-layer-entries`` raise them) ----
+#: the tar bytes a layer may declare (its members' data, sparse files at their real size); every tar
+#: stream is also bounded by what its compressed size can hold (``tar_limits.stream_bound``)
 MAX_TAR_BYTES = 64 * GiB
-#: members of one tar stream (a base OS layer has about 100,000)
+#: members of one layer (a base OS layer has about 100,000)
 MAX_TAR_ENTRIES = 2_000_000

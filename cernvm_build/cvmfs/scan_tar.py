@@ -18,7 +18,7 @@ from .objwrite import SMALL
 from .options import Options
 from .scan import XATTR_PREFIXES, check_name, ensure_dirs
 from .stage import Stage
-from .tar_limits import TarLimits, checked_members, stored_size, stream_bound
+from .tar_limits import STREAM, checked_members, stored_size, stream_bound
 
 
 def _tar_path(name: str, base: str) -> str:
@@ -42,18 +42,31 @@ def _mode(stage: Stage, path: str) -> int:
 
 
 def scan_tar(stage: Stage, content: ContentStore, stream: BinaryIO, base: str, opts: Options) -> None:
-    links: list[tuple[str, str]] = []
+    """Stage the tar ``stream`` under ``base``; every error names the stream first (its file name:
+    ``hub ingest`` tells its layers apart by it)."""
     where = str(getattr(stream, "name", "tar stream"))
+    try:
+        _scan_tar(stage, content, stream, base, opts, where)
+    except CvmfsError as e:
+        if not e.message.startswith(where + ": "):
+            e.message = f"{where}: {e.message}"
+            e.args = (e.message,)
+        raise
+
+
+def _scan_tar(
+    stage: Stage, content: ContentStore, stream: BinaryIO, base: str, opts: Options, where: str
+) -> None:
+    links: list[tuple[str, str]] = []
     try:
         tar = tarfile.open(fileobj=stream, mode="r|*")  # noqa: SIM115 (closed below)
     except tarfile.TarError as e:
         raise CvmfsError(
             f"{where}: not a tar archive ({e})", hint="give a (compressed) tar file or stream"
         ) from e
-    limits = TarLimits()
-    bound = stream_bound(getattr(tar.fileobj, "comptype", ""), stored_size(stream), limits)
+    bound = stream_bound(getattr(tar.fileobj, "comptype", ""), stored_size(stream), STREAM)
     try:
-        for m in checked_members(tar, bound, limits, where):
+        for m in checked_members(tar, bound, STREAM, where):
             path = _tar_path(m.name, base)
             check_name(path, f"tar member {m.name!r}")
             xattrs: dict[str, bytes] = {}

@@ -5,8 +5,9 @@ tarfile in stream mode skips a member's data by reading it: a 200-byte layer who
 ``size=10**40`` reads empty blocks at the end of the stream for ever, and a sparse member says its
 real size (what the publisher writes) with no data behind it. So a member's declared data end, and
 the sum of the members' real sizes, are refused past what the stream can hold -- its stored size
-times the compression's largest ratio -- before tarfile goes past the header; and the whole stream
-past ``TarLimits`` (``limits.MAX_TAR_BYTES``, ``MAX_TAR_ENTRIES``).
+times the compression's largest ratio -- before tarfile goes past the header. ``hub ingest`` caps a
+layer further (``TarLimits``: ``--max-layer-bytes``/``--max-layer-entries``); the publisher keeps only
+what the stream can hold (``STREAM``: a tree published from a tar may be as large as the user's).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from typing import IO
 
 from ..errors import CvmfsError
-from .limits import MAX_TAR_BYTES, MAX_TAR_ENTRIES, human
+from .limits import MAX_SIZE, MAX_TAR_BYTES, MAX_TAR_ENTRIES, human
 
 #: the most one stored byte inflates to, by tarfile's compression name: deflate's 1032:1 (its
 #: longest match, 258 bytes, per code of at least 2 bits); a plain tar holds exactly what it stores.
@@ -35,6 +36,11 @@ class TarLimits:
     max_bytes: int = MAX_TAR_BYTES
     #: members (headers) of one stream
     max_entries: int = MAX_TAR_ENTRIES
+
+
+#: the publisher's limits: none past what the stream can hold (a pipe, or bz2/xz/zstd: a size fits
+#: the catalog's signed 64-bit integer, so ``size=10**40`` is refused)
+STREAM = TarLimits(max_bytes=MAX_SIZE, max_entries=MAX_SIZE)
 
 
 def stored_size(stream: IO[bytes]) -> int | None:
@@ -64,7 +70,7 @@ def checked_members(
         if count > limits.max_entries:
             raise CvmfsError(
                 f"{where}: more than {limits.max_entries} members",
-                hint=f"{HINT} (or raise the limit on members)",
+                hint=f"{HINT} (or raise the limit: --max-layer-entries)",
             )
         end = m.offset_data + m.size
         if m.isreg():
@@ -75,6 +81,6 @@ def checked_members(
             raise CvmfsError(
                 f"{where}: tar {what} {m.name!r:.200} declares {m.size} bytes, more than the stream "
                 f"can hold (at most {say})",
-                hint=HINT if bound < limits.max_bytes else f"{HINT} (or raise the limit on bytes)",
+                hint=HINT if bound < limits.max_bytes else f"{HINT} (or raise the limit: --max-layer-bytes)",
             )
         yield m

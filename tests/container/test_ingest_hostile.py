@@ -4,15 +4,23 @@ image (it was a KeyError/TypeError traceback, or a layer path built from the reg
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import io
 import json
 import subprocess
+import tarfile
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from cernvm_build.container import apptainer, ingest, manifest_list
-from cernvm_build.container.image import digest_of
+from cernvm_build.container.hub import publisher
+from cernvm_build.container.image import MT_LAYER_GZIP, digest_of
 from cernvm_build.container.registry import RegistryOptions
+from cernvm_build.cvmfs.keys import generate_keys
+from cernvm_build.cvmfs.publish import create_repository
 from cernvm_build.errors import BuildError
 from tests.support.tars import tar_bytes
 
@@ -175,3 +183,107 @@ def test_a_diff_id_that_is_no_digest_is_refused() -> None:
         with pytest.raises(BuildError) as e:
             ingest.image_parts(WISH, "demo-1", json.dumps(man).encode(), cb)
         assert "is not sha256:<hex>" in str(e.value)
+
+
+def _layout(tmp_path: Path, layer: bytes) -> tuple[Path, str, str]:
+    """A scratch OCI layout as ``pull`` leaves it, of one image with ``layer`` (a gzip tar)."""
+    blobs = tmp_path / "image.oci" / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    diff = "sha256:" + hashlib.sha256(gzip.decompress(layer)).hexdigest()
+    cfg = json.dumps({"created": "2026-12-01T10:00:00Z", "rootfs": {"type": "layers", "diff_ids": [diff]}})
+    manifest = {
+        "schemaVersion": 2,
+        "config": {"digest": digest_of(cfg.encode()), "size": len(cfg)},
+        "layers": [{"digest": digest_of(layer), "size": len(layer), "mediaType": MT_LAYER_GZIP}],
+    }
+    man = json.dumps(manifest).encode()
+    for data in (layer, cfg.encode(), man):
+        (blobs / digest_of(data).removeprefix("sha256:")).write_bytes(data)
+    return tmp_path / "image.oci", digest_of(man), digest_of(layer)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("members", "said"),
+    [
+        ({"lnk": "->/outside", "lnk/evil": b"x"}, "is below"),
+        ({"h": "=>../../../etc/passwd"}, "path leaves the archive"),
+        ({"d": None, "h": "=>d"}, "which is not a file in the archive"),
+    ],
+    ids=["symlink-then-file", "hardlink-dotdot", "hardlink-dir"],
+)
+def test_a_layer_the_publisher_refuses_is_named_by_image_and_digest(
+    tmp_path: Path, members: dict[str, Any], said: str
+) -> None:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as t:
+        for name, what in members.items():
+            m = tarfile.TarInfo(name)
+            if what is None:
+                m.type = tarfile.DIRTYPE
+            elif isinstance(what, str):
+                m.type, m.linkname = (tarfile.SYMTYPE if what[0] == "-" else tarfile.LNKTYPE), what[2:]
+            else:
+                m.size = len(what)
+            t.addfile(m, io.BytesIO(what) if isinstance(what, bytes) else None)
+    layout, manifest, layer = _layout(tmp_path, gzip.compress(buf.getvalue()))
+    keys = generate_keys("hub.cernvm.test")
+    keys.save(tmp_path / "keys")
+    create_repository(tmp_path / "stratum", "hub.cernvm.test", keys)
+    pub = publisher(stratum=tmp_path / "stratum", fqrn="hub.cernvm.test", keys_dir=tmp_path / "keys")
+    with pytest.raises(BuildError) as e:
+        ingest.ingest_manifest(WISH, "demo-1", layout, manifest, pub)
+    assert e.value.message.startswith(f"127.0.0.1:5000/cernvm/demo:demo-1 layer {layer}: "), e.value.message
+    assert said in e.value.message and str(tmp_path) not in e.value.message
+    assert e.value.hint == "the layer is damaged or hostile"
+
+
+def _pull_never(*args: Any, **kwargs: Any) -> None:
+    raise AssertionError("pulled")
+
+
+def _raw_manifest(layers: list[Any]) -> bytes:
+    config = {"digest": f"sha256:{HEX}", "size": 2}
+    media = "application/vnd.oci.image.manifest.v1+json"
+    return json.dumps({"schemaVersion": 2, "mediaType": media, "config": config, "layers": layers}).encode()
+
+
+@pytest.mark.parametrize(
+    ("layers", "said"),
+    [
+        ([{"digest": f"sha256:{HEX}", "size": 10}] * 1000, "1000 layers (1 to 127 can be ingested)"),
+        (
+            [
+                {
+                    "digest": f"sha256:{HEX}",
+                    "size": 10,
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar+zstd",
+                }
+            ],
+            "which the hub cannot unpack",
+        ),
+        ([{"digest": f"sha256:{HEX}", "size": 1 << 50}], f"layer sha256:{HEX} is {1 << 50} bytes"),
+        ([{"digest": f"sha256:{HEX}", "size": -1}], "has size -1"),
+    ],
+    ids=["1000-layers", "zstd", "petabyte", "negative"],
+)
+def test_a_manifest_is_checked_before_anything_is_pulled(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, layers: list[Any], said: str
+) -> None:
+    raw = _raw_manifest(layers)
+    monkeypatch.setattr(ingest, "inspect_raw", lambda ref, opts: raw)
+    monkeypatch.setattr(ingest, "pull", _pull_never)
+    with pytest.raises(BuildError) as e:
+        ingest.ingest_image(WISH, "demo-1", _pull_never, opts=RegistryOptions(), work=tmp_path)
+    assert said in str(e.value) and "127.0.0.1:5000/cernvm/demo:demo-1" in str(e.value)
+
+
+def test_a_pull_larger_than_the_scratch_space_is_refused_first(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    raw = _raw_manifest([{"digest": f"sha256:{HEX}", "size": 60 << 30}] * 127)  # 7.4 TiB
+    monkeypatch.setattr(ingest, "inspect_raw", lambda ref, opts: raw)
+    monkeypatch.setattr(ingest, "pull", _pull_never)
+    with pytest.raises(BuildError) as e:
+        ingest.ingest_image(WISH, "demo-1", _pull_never, opts=RegistryOptions(), work=tmp_path)
+    assert f"the pull needs {127 * (60 << 30)} bytes of scratch space" in str(e.value)
