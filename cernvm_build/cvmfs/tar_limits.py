@@ -77,10 +77,14 @@ def checked_members(
             declared += m.size  # a sparse member at its real size: what a reader writes
         if end > bound or declared > bound:
             what = "sparse member" if m.issparse() else "member"
-            say = human(bound) if bound < limits.max_bytes else f"{human(bound)} (the limit)"
+            held = bound < limits.max_bytes  # the stream's own bound, not the limit
+            past = (
+                f"more than the stream can hold ({human(bound)})"
+                if held
+                else f"past the limit of {human(bound)}"
+            )
             raise CvmfsError(
-                f"{where}: tar {what} {m.name!r:.200} declares {m.size} bytes, more than the stream "
-                f"can hold (at most {say})",
-                hint=HINT if bound < limits.max_bytes else f"{HINT} (or raise the limit: --max-layer-bytes)",
+                f"{where}: tar {what} {m.name!r:.200} declares {m.size} bytes, {past}",
+                hint=HINT if held or limits is STREAM else f"{HINT} (or raise the limit: --max-layer-bytes)",
             )
         yield m
