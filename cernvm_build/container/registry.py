@@ -10,6 +10,7 @@ folder first).
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -42,12 +43,21 @@ def _skopeo(args: list[str], what: str) -> str:
             f"{what}: skopeo gave no answer in {_TIMEOUT} s", hint="is the registry reachable?"
         ) from e
     if proc.returncode != 0:
-        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()] or ["no message"]
-        msg = lines[-1].removeprefix('time="').split('msg="', 1)[-1].rstrip('"')
         raise BuildError(
-            f"{what}: {msg}", hint="check the image name, the registry and its TLS (--no-tls-verify)"
+            f"{what}: {skopeo_message(proc.stderr)}",
+            hint="check the image name, the registry and its TLS (--no-tls-verify)",
         )
     return proc.stdout
+
+
+def skopeo_message(stderr: str) -> str:
+    """skopeo's last line; its logger writes ``time="…" level=fatal msg="…"`` with the message
+    quoted as Go does (``\\"`` and ``\\\\``): shown as skopeo meant it."""
+    lines = [ln for ln in stderr.strip().splitlines() if ln.strip()] or ["no message"]
+    head, sep, msg = lines[-1].partition('msg="')
+    if not sep:
+        return head
+    return re.sub(r'\\(["\\])', r"\1", msg.removesuffix('"'))
 
 
 def _common(opts: RegistryOptions) -> list[str]:

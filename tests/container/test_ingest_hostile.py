@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from cernvm_build.container import apptainer, ingest, manifest_list
+from cernvm_build.container import apptainer, ingest, manifest_list, registry
 from cernvm_build.container.hub import publisher
 from cernvm_build.container.image import MT_LAYER_GZIP, digest_of
 from cernvm_build.container.registry import RegistryOptions
@@ -287,3 +287,17 @@ def test_a_pull_larger_than_the_scratch_space_is_refused_first(
     with pytest.raises(BuildError) as e:
         ingest.ingest_image(WISH, "demo-1", _pull_never, opts=RegistryOptions(), work=tmp_path)
     assert f"the pull needs {127 * (60 << 30)} bytes of scratch space" in str(e.value)
+
+
+def test_skopeo_messages_are_shown_unquoted() -> None:
+    """skopeo's logger quotes its message as Go does; the user sees what skopeo meant."""
+    stderr = (
+        'time="2026-12-06T12:00:00Z" level=fatal msg="Error parsing image name '
+        '\\"docker://a b\\": invalid reference format: \\\\x"\n'
+    )
+    assert (
+        registry.skopeo_message(stderr)
+        == 'Error parsing image name "docker://a b": invalid reference format: \\x'
+    )
+    assert registry.skopeo_message("plain failure\n") == "plain failure"
+    assert registry.skopeo_message("") == "no message"
