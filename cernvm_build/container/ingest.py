@@ -369,9 +369,11 @@ def ingest_image(
         need = 0
         for p in platforms:
             where = f"{ref} ({p.name})"
-            need += check_before_pull(
-                where, inspect_raw(f"{w.registry}/{w.repository}@{p.digest}", opts=opts), limits
-            )
+            try:
+                raw = inspect_raw(f"{w.registry}/{w.repository}@{p.digest}", opts=opts)
+            except BuildError as e:
+                raise BuildError(f"{where}: {e.message}", hint=e.hint or "") from None
+            need += check_before_pull(where, raw, limits)
         _check_space(ref, need, work)
     layout = pull(ref, work / "image.oci", opts=opts, all_platforms=platforms is not None)
     top = json.loads((layout / "index.json").read_text())["manifests"][0]
