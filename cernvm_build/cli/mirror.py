@@ -247,7 +247,7 @@ def _mirror_handler(kind: str) -> Callable[[argparse.Namespace, Output], int]:
         c = rep.checked
         what = _count(len(c.repos), "suite" if kind == "apt" else "repository")
         sig = ", signatures good" if c.signed else ""
-        out.info(f"verified {escape(c.source)}: {what}, {_count(c.packages, 'package')}{sig}")
+        out.info(f"verified {c.source}: {what}, {_count(c.packages, 'package')}{sig}")
         assert rep.sync is not None
         out.data(rep.to_json(), lambda _: _render_plan(out, rep.sync) if rep.sync else None)
         return 0

@@ -49,7 +49,7 @@ def overrides(args: argparse.Namespace) -> list[profile.Override]:
 def load(name: str, out: Output, args: argparse.Namespace | None = None) -> profile.Profile:
     """``profile.load`` with the command-line layer of ``args`` and warnings printed."""
     given = overrides(args) if args is not None else []
-    return profile.load(name, overrides=given, warn=lambda w: out.warn(_escape(f"{w} ({w.hint})")))
+    return profile.load(name, overrides=given, warn=lambda w: out.warn(f"{w} ({w.hint})"))
 
 
 def _snapshot(p: profile.Profile) -> str:
@@ -92,7 +92,7 @@ def cmd_list(args: argparse.Namespace, out: Output) -> int:
         table = []
         for r in data:
             if "error" in r:
-                table.append([r["name"], "[red]invalid[/red]", _escape(r["error"]), "", "", ""])
+                table.append([r["name"], "invalid", r["error"], "", "", ""])
             else:
                 frozen = "yes" if r["frozen"] else "no"
                 table.append([r["name"], r["os"], r["repository"], r["path"], r["snapshot"], frozen])
@@ -112,9 +112,7 @@ def cmd_show(args: argparse.Namespace, out: Output) -> int:
         rows = [{"key": k, "value": _lookup(p, k), "from": v} for k, v in where.items()]
         out.data(
             rows,
-            lambda r: out.table(
-                ["key", "value", "from"], [[_escape(str(x)) for x in row.values()] for row in r]
-            ),
+            lambda r: out.table(["key", "value", "from"], [[str(x) for x in row.values()] for row in r]),
         )
         return 0
     if args.resolved or given:
@@ -173,8 +171,7 @@ def cmd_validate(args: argparse.Namespace, out: Output) -> int:
         )
         for w in warnings:
             if not out.json_mode:
-                hint = f" [cyan](hint: {_escape(w.hint)})[/cyan]" if w.hint else ""
-                out.warn(f"{_escape(str(w))}{hint}")
+                out.warn(f"{w} (hint: {w.hint})" if w.hint else str(w))
         if errors:
             n_bad += 1
             n_errors += len(errors)
@@ -204,7 +201,7 @@ def cmd_diff(args: argparse.Namespace, out: Output) -> int:
         if not data:
             out.print(f"{args.a} and {args.b} resolve to the same settings")
             return
-        out.table(["key", args.a, args.b], [[_escape(str(v)) for v in r.values()] for r in data])
+        out.table(["key", args.a, args.b], [[str(v) for v in r.values()] for r in data])
 
     out.data(rows, render)
     return 1 if rows and args.exit_code else 0

@@ -13,7 +13,7 @@ from ..errors import BuildError, CernVMError, UsageError
 from ..paths import data_dir
 from ..report import NULL_REPORTER, Reporter, scoped
 from . import areas
-from .app import Output, group_handler, styled, subparser
+from .app import Output, group_handler, styled, subparser, visible
 
 # Handlers import the modules of their area when they run (deliberate lazy imports): `--help` and
 # the other commands start without loading every area, and a missing optional extra only stops the
@@ -128,8 +128,11 @@ def _build(args: argparse.Namespace, out: Output) -> Any:
         except CernVMError as e:
             problems = getattr(e, "problems", None)
             if problems and len(problems) > 1:
-                for p in problems[1:]:
-                    out.err.print(f"[bold red]error:[/bold red] {p}", highlight=False)
+                from rich.markup import escape  # only on this path: rich is not imported by a good build
+
+                for p in problems[1:]:  # page text and URLs: data, never markup
+                    shown = escape(visible(str(p), one_line=True))
+                    out.err.print(f"[bold red]error:[/bold red] {shown}", highlight=False)
             raise
     return builder, report
 

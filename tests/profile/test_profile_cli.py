@@ -193,6 +193,21 @@ def test_list_shows_an_invalid_profile_instead_of_failing_on_it(
     assert "out of range" in rows["broken"]["error"] and rows["el7"]["repository"] == "cernvm-prod.cern.ch"
 
 
+def test_list_shows_an_invalid_profile_as_plain_text(
+    capsys: pytest.CaptureFixture[str], write: Write, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Table cells are data (never markup): the word is not ``[red]invalid[/red]`` and the error keeps
+    its own brackets, not ``\\[``."""
+    write("broken", "extends: el7\nos: {release: [42]}\n")
+    (tmp_path / "minimal.yaml").unlink()
+    monkeypatch.setenv("CERNVM_PROFILE_PATH", str(tmp_path))
+    monkeypatch.setenv("COLUMNS", "400")
+    assert main(["profiles", "list"]) == 3
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.strip().startswith("broken"))
+    assert " invalid " in row and "[red]" not in row and "\\" not in row, row
+
+
 def test_the_group_alone_shows_its_commands(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["profiles"]) == 2
     err = capsys.readouterr().err
