@@ -15,13 +15,14 @@ import io
 import json
 import os
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from ..errors import BuildError
+from ..cvmfs.tar_limits import TarLimits, checked_members, stored_size, stream_bound
+from ..errors import BuildError, CvmfsError
 from ..tarwrite import skip_reason
 from .apptainer import SCAFFOLD, SD
 from .image import LABEL_MTIMES, hex_of
@@ -295,12 +296,13 @@ def _scan_layer(
         inner = Hashing(stream)
         try:
             tar = stack.enter_context(tarfile.open(fileobj=io.BufferedReader(inner, _READ), mode="r|"))
-            scan = _nodes(tar)
+            bound = stream_bound("gz" if compressed else "tar", stored_size(f), TarLimits())
+            scan = _nodes(tar, checked_members(tar, bound, TarLimits(), where))
             while inner.read(_READ):  # the tar end marker and padding count for the diff_id
                 pass
             while outer.read(_READ):
                 pass
-        except (tarfile.TarError, OSError, EOFError) as e:
+        except (tarfile.TarError, OSError, EOFError, CvmfsError) as e:
             out.append(Difference(where, "layer", "a readable tar layer", str(e)))
             return _LayerScan()
     blob_digest, diff_id = expect
@@ -318,10 +320,11 @@ def _nsec(m: tarfile.TarInfo) -> int:
     return int(frac[:9].ljust(9, "0")) if frac.isdigit() else 0
 
 
-def _nodes(tar: tarfile.TarFile) -> _LayerScan:
+def _nodes(tar: tarfile.TarFile, members: Iterator[tarfile.TarInfo]) -> _LayerScan:
+    """``tar``'s ``members`` (checked as they are read) as nodes and whiteout entries."""
     nodes: dict[str, Node] = {}
     whiteouts: list[str] = []
-    for m in tar:
+    for m in members:
         path = m.name.removeprefix("./").rstrip("/")
         if not path:
             continue

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import tarfile
 from pathlib import Path
 
@@ -142,3 +143,37 @@ def test_zeros_after_the_end_marker_count_to_the_cap(tmp_path: Path) -> None:
     with pytest.raises(BuildError) as e:
         ingest.scan_layer(f, set(), WHERE, None, TarLimits(max_bytes=100_000))
     assert "holds more than" in e.value.message
+
+
+VERIFY = """
+import json
+from pathlib import Path
+from cernvm_build.container import verify
+print(json.dumps([str(d) for d in verify.read_image(Path({layout!r})).integrity]))
+"""
+
+
+def test_verify_reads_a_parent_layer_under_the_same_bound(tmp_path: Path) -> None:
+    """``verify`` (and a ``--parent`` build) reads an OCI layout's layers with tarfile too, and
+    hashes every file: a sparse member's 1 TiB of zeros would take days."""
+    layer = _sparse()
+    cfg = json.dumps({"rootfs": {"type": "layers", "diff_ids": ["sha256:" + "ab" * 32]}}).encode()
+    manifest = json.dumps(
+        {"config": {"digest": _digest(cfg)}, "layers": [{"digest": _digest(layer), "size": len(layer)}]}
+    ).encode()
+    blobs = tmp_path / "img" / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    for data in (layer, cfg, manifest):
+        (blobs / _digest(data)[7:]).write_bytes(data)
+    (tmp_path / "img" / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    (tmp_path / "img" / "index.json").write_text(json.dumps({"manifests": [{"digest": _digest(manifest)}]}))
+    r = run_python(
+        VERIFY.format(layout=str(tmp_path / "img")), blocked="verify read the layer on", timeout=30
+    )
+    assert r.returncode == 0, r.stderr
+    found = json.loads(r.stdout)
+    assert any("tar sparse member 'sp' declares 1099511627776 bytes" in d for d in found), found
+
+
+def _digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
