@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import unquote_plus
 
 from .. import table
 from ..errors import ConfigFileError, Location, UsageError
@@ -157,10 +158,42 @@ def from_flags(given: Iterable[tuple[Setting, str | list[str]]]) -> dict[str, An
 
 
 MAX_CONF = 1 << 20  # bytes: a configuration file is a few lines
-# connect= query parameters that run a program, pick a login key or skip the host key check: from
-# the command line or the user's own global file (trusted as ~/.ssh/config is, which can name a
-# ProxyCommand), never from a per-create CONFIGURATION_FILE, which someone may have handed over
-_CONNECT_FROM_CLI_ONLY = ("command", "keyfile", "no_verify")
+# The only connect= query parameters a per-create CONFIGURATION_FILE (which someone may have handed
+# over) may set: they name the daemon, its socket or the known_hosts file, none runs a program, picks
+# a login key, a TLS CA or an auth method, or skips the host key check (command, keyfile, no_verify,
+# known_hosts_verify, pkipath, sshauth, netcat, proxy...). The user's own global file and the command
+# line may set any, as ~/.ssh/config may name a ProxyCommand.
+_CONNECT_HANDED_OK = frozenset({"name", "socket", "mode", "no_tty", "known_hosts"})
+# Keys that reach the host's files, keys or trust: a handed file may not set them (sharedFolder would
+# give the guest read-write access to ~, diskPath/seed a host file as a disk, releaseKeys and
+# imageIndexes decide which releases are trusted, launchHomeFolder where keys and instances live).
+_HOST_SIDE_KEYS = ("sharedFolder", "launchHomeFolder", "releaseKeys", "imageIndexes", "diskPath", "seed")
+
+
+def connect_params(uri: str) -> list[str]:
+    """The parameter names of ``uri``'s query as libvirt reads them (virURIParseParams): split on
+    ``&`` and ``;``, ``+`` and %-escapes decoded, case folded. Everything after the first ``?`` counts
+    (a ``#`` included), so no spelling hides a parameter from the check."""
+    _, sep, query = uri.partition("?")
+    names = []
+    for chunk in re.split(r"[&;]", query) if sep else []:
+        name = unquote_plus(chunk.partition("=")[0]).strip().casefold()
+        if name:
+            names.append(name)
+    return names
+
+
+def _refused_from_handed(spec: Setting, value: Any) -> str:
+    """Why a per-create file may not set ``spec`` to ``value`` ('' if it may)."""
+    if spec.key in _HOST_SIDE_KEYS:
+        return f"'{spec.key}' is not taken from a per-create file (it reaches this host's files or trust)"
+    if spec.name == "image" and value and ("/" in value or value.startswith("~")):
+        return "an image path is not taken from a per-create file (it reaches this host's files)"
+    if spec.name == "connect" and value:
+        bad = [n for n in connect_params(value) if n not in _CONNECT_HANDED_OK]
+        if bad:
+            return f"'{bad[0]}=' in connect is not taken from a per-create file"
+    return ""
 
 
 def _read_conf(path: Path) -> str:
@@ -214,7 +247,8 @@ def _read_conf(path: Path) -> str:
 
 def parse_conf(path: Path, *, handed: bool = False) -> dict[str, Any]:
     """Read one ``key=value`` file (``#`` comments); typed values keyed by Settings field name.
-    ``handed``: a per-create file, whose ``connect=`` may not run a program or choose keys."""
+    ``handed``: a per-create file, which may not set host-side keys nor a ``connect=`` that runs a
+    program or chooses keys (``_refused_from_handed``)."""
     text = _read_conf(path)
     values: dict[str, Any] = {}
     for lineno, raw in enumerate(text.splitlines(), start=1):
@@ -243,13 +277,15 @@ def parse_conf(path: Path, *, handed: bool = False) -> dict[str, Any]:
             raise ConfigFileError(
                 e.message, where=Location(str(path), lineno, col, key), hint=e.hint
             ) from None
-        params = parse_qs(urlsplit(value.strip()).query) if handed and spec.name == "connect" else {}
-        refused = [p for p in params if p.lower() in _CONNECT_FROM_CLI_ONLY]
+        refused = _refused_from_handed(spec, values[spec.name]) if handed else ""
         if refused:
             raise ConfigFileError(
-                f"'{refused[0]}=' in connect is not taken from a per-create file",
+                refused,
                 where=Location(str(path), lineno, raw.index("=") + 2, key),
-                hint="give this URI with --connect, or in your own ~/.cernvm-launch.conf, if you mean it",
+                hint="if you mean it, put it in your own ~/.cernvm-launch.conf"
+                + (
+                    f" or pass {spec.flag}" if spec.flag else " or pass --connect" if key == "connect" else ""
+                ),
             )
     return values
 

@@ -71,8 +71,9 @@ def test_configuration_file_and_user_data_positionals(cli: None, image: Path, tm
     ud = tmp_path / "analysis.txt"
     ud.write_text("[amiconfig]\nplugins=cernvm\n")
     conf = tmp_path / "vm.conf"
-    conf.write_text(f"cpus=2\nmemory=1024\ndiskPath={image}\n")
-    assert launch("create", "--name", "cli-b", "--memory", "768", "--no-start", str(ud), str(conf)) == 0
+    conf.write_text("cpus=2\nmemory=1024\n")  # a handed file may not name a host file (diskPath)
+    argv = ("create", "--name", "cli-b", "--memory", "768", "--image", str(image), "--no-start")
+    assert launch(*argv, str(ud), str(conf)) == 0
     dom = libvirt.open(URI).lookupByName("cli-b")
     assert dom.info()[1:4:2] == [768 * 1024, 2]  # memory from the CLI, cpus from the file
     assert not dom.isActive()

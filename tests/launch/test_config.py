@@ -21,8 +21,8 @@ def test_precedence_cli_over_create_file_over_global(tmp_path: Path) -> None:
     glob = tmp_path / "global.conf"
     glob.write_text("# global\ncpus=2\nmemory=1024\ndisk=5000\n")
     per = tmp_path / "vm.conf"
-    per.write_text("memory = 3000\n\nsharedFolder=/srv/data\n")
-    s = config.resolve({"disk": 7000, "cpus": None}, per, glob)
+    per.write_text("memory = 3000\n\n")
+    s = config.resolve({"disk": 7000, "cpus": None, "shared_folder": Path("/srv/data")}, per, glob)
     assert s.cpus == 2  # global (CLI gave None)
     assert s.memory == 3000  # per-create file beats global
     assert s.disk == 7000  # command line beats both
@@ -104,15 +104,69 @@ def test_files_others_could_write_or_that_are_no_files_are_refused(tmp_path: Pat
         config.parse_conf(big)
 
 
-@pytest.mark.parametrize("query", ["command=/tmp/evil.sh", "keyfile=/tmp/k", "no_verify=1", "x=1&Command=/x"])
-def test_connect_from_a_per_create_file_takes_no_command_key_or_no_verify(tmp_path: Path, query: str) -> None:
+@pytest.mark.parametrize(
+    "query",
+    [
+        "command=/tmp/evil.sh",
+        "keyfile=/tmp/k",
+        "no_verify=1",
+        "x=1&Command=/x",
+        "x=1;command=/tmp/evil.sh",  # libvirt also splits on ';'
+        "%63ommand=/x",  # and unescapes the names
+        "known_hosts_verify=ignore",
+        "pkipath=/tmp/ca",
+        "sshauth=privkey",
+        "x=1#&command=/x",
+    ],
+)
+def test_connect_from_a_per_create_file_takes_only_harmless_parameters(tmp_path: Path, query: str) -> None:
     """A per-create CONFIGURATION_FILE may come from someone else; the user's own global file (own,
     not writable by others) may name them, as ~/.ssh/config may name a ProxyCommand."""
     conf = tmp_path / "conf"
     conf.write_text(f"connect=qemu+ssh://127.0.0.1/system?{query}\n")
+    conf.chmod(0o644)
+    with pytest.raises(ConfigFileError, match="in connect is not taken from a per-create file") as e:
+        config.resolve(create_file=conf, global_file=tmp_path / "none")
+    assert ":1:" in str(e.value) and "--connect" in str(e.value.hint)
+    assert query in str(config.resolve(global_file=conf).connect)
+    conf.write_text(
+        "connect=qemu+ssh://127.0.0.1/system?known_hosts=/tmp/kh&Mode=direct;no_tty=1&socket=/s\n"
+    )
+    assert str(config.resolve(create_file=conf, global_file=tmp_path / "none").connect).endswith("/s")
+
+
+def test_connect_params_are_read_as_libvirt_reads_them() -> None:
+    assert config.connect_params("qemu+ext:///system?x=1;command=/e&%4Eo+Verify=1") == [
+        "x",
+        "command",
+        "no verify",
+    ]
+    assert config.connect_params("qemu:///system") == []
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "sharedFolder=/home/u",
+        "launchHomeFolder=/tmp/h",
+        "releaseKeys=/tmp/author.asc",
+        "imageIndexes=https://example.org/index.json",
+        "diskPath=/home/u/.ssh/id_ed25519",
+        "seed=/home/u/.ssh/id_ed25519",
+        "image=/home/u/.ssh/id_ed25519",
+        "image=~/.ssh/id_ed25519",
+    ],
+)
+def test_a_per_create_file_sets_nothing_that_reaches_the_hosts_files_or_trust(
+    tmp_path: Path, line: str
+) -> None:
+    conf = tmp_path / "conf"
+    conf.write_text(f"cpus=2\n{line}\n")
+    conf.chmod(0o644)
+    key = line.partition("=")[0]
     with pytest.raises(ConfigFileError, match="not taken from a per-create file") as e:
         config.resolve(create_file=conf, global_file=tmp_path / "none")
-    assert ":1:" in str(e.value)
-    assert query in str(config.resolve(global_file=conf).connect)
-    conf.write_text("connect=qemu+ssh://127.0.0.1/system?known_hosts=/tmp/kh\n")
-    assert str(config.resolve(create_file=conf, global_file=tmp_path / "none").connect).endswith("kh")
+    assert f":2:{len(key) + 2}: {key}:" in str(e.value) and "~/.cernvm-launch.conf" in str(e.value.hint)
+    config.resolve(global_file=conf)  # the user's own file may
+    conf.write_text("cpus=2\nimage=demo-2026.11.hdd\n")  # a cached image's name is fine
+    assert config.resolve(create_file=conf, global_file=tmp_path / "none").image == "demo-2026.11.hdd"
