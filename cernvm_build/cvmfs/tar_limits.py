@@ -2,12 +2,14 @@
 ``hub ingest``'s layer scan and by the publisher's ``scan_tar``).
 
 tarfile in stream mode skips a member's data by reading it: a 200-byte layer whose PAX header says
-``size=10**40`` reads empty blocks at the end of the stream for ever, and a sparse member says its
-real size (what the publisher writes) with no data behind it. So a member's declared data end, and
-the sum of the members' real sizes, are refused past what the stream can hold -- its stored size
-times the compression's largest ratio -- before tarfile goes past the header. ``hub ingest`` caps a
-layer further (``TarLimits``: ``--max-layer-bytes``/``--max-layer-entries``); the publisher keeps only
-what the stream can hold (``STREAM``: a tree published from a tar may be as large as the user's).
+``size=10**40`` reads empty blocks at the end of the stream for ever. So a member's *stored* data end
+(a sparse member's map, and where tarfile reads the next header) is refused past what the stream can
+hold -- its stored size times the compression's largest ratio -- before tarfile goes past the header.
+A sparse member's real size is what a reader writes, holes as zeros, with no data behind them (1 TiB
+from 1 KB): the holes are capped on their own (``TarLimits.max_holes``), so a 10 KiB ``tar --sparse``
+of a 100 MB file passes. ``hub ingest`` caps a layer further (``TarLimits``: ``--max-layer-bytes``/
+``--max-layer-entries``); the publisher keeps only what the stream can hold and the holes' cap
+(``STREAM``: a tree published from a tar may be as large as the user's).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import stat
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, cast
 
 from ..errors import CvmfsError
 from .limits import MAX_SIZE, MAX_TAR_BYTES, MAX_TAR_ENTRIES, human
@@ -36,11 +38,13 @@ class TarLimits:
     max_bytes: int = MAX_TAR_BYTES
     #: members (headers) of one stream
     max_entries: int = MAX_TAR_ENTRIES
+    #: the bytes the sparse members' holes add past their stored data (zeros a reader writes)
+    max_holes: int = MAX_TAR_BYTES
 
 
 #: the publisher's limits: none past what the stream can hold (a pipe, or bz2/xz/zstd: a size fits
 #: the catalog's signed 64-bit integer, so ``size=10**40`` is refused)
-STREAM = TarLimits(max_bytes=MAX_SIZE, max_entries=MAX_SIZE)
+STREAM = TarLimits(max_bytes=MAX_SIZE, max_entries=MAX_SIZE, max_holes=MAX_TAR_BYTES)
 
 
 def stored_size(stream: IO[bytes]) -> int | None:
@@ -65,26 +69,45 @@ def checked_members(
 ) -> Iterator[tarfile.TarInfo]:
     """``tar``'s members, each checked before it is handed out (so before tarfile reads or skips its
     data on the next step): a CvmfsError naming ``where`` and the member past a limit."""
-    declared = 0
+    declared = holes = 0
     for count, m in enumerate(tar, 1):
         if count > limits.max_entries:
             raise CvmfsError(
                 f"{where}: more than {limits.max_entries} members",
                 hint=f"{HINT} (or raise the limit: --max-layer-entries)",
             )
-        end = m.offset_data + m.size
+        # the stored data: a sparse member's map says what is stored (its size is the real one);
+        # tar.offset is where tarfile reads the next header (an old GNU sparse header's own size)
+        sparse = cast("list[tuple[int, int]] | None", m.sparse)  # typeshed says bytes: it is not
+        data = m.size if sparse is None else sum(n for _, n in sparse)
+        end = max(m.offset_data + data, tar.offset)
         if m.isreg():
             declared += m.size  # a sparse member at its real size: what a reader writes
-        if end > bound or declared > bound:
-            what = "sparse member" if m.issparse() else "member"
+            holes += max(0, m.size - data)
+        what = "sparse member" if m.issparse() else "member"
+        flag = HINT if limits is STREAM else f"{HINT} (or raise the limit: --max-layer-bytes)"
+        if end > bound:
             held = bound < limits.max_bytes  # the stream's own bound, not the limit
             past = (
                 f"more than the stream can hold ({human(bound)})"
                 if held
                 else f"past the limit of {human(bound)}"
             )
+            said = data if m.offset_data + data > bound else end - m.offset_data
             raise CvmfsError(
-                f"{where}: tar {what} {m.name!r:.200} declares {m.size} bytes, {past}",
-                hint=HINT if held or limits is STREAM else f"{HINT} (or raise the limit: --max-layer-bytes)",
+                f"{where}: tar {what} {m.name!r:.200} declares {said} bytes, {past}",
+                hint=HINT if held else flag,
+            )
+        if declared > limits.max_bytes:
+            raise CvmfsError(
+                f"{where}: tar {what} {m.name!r:.200} declares {m.size} bytes, "
+                f"past the limit of {human(limits.max_bytes)}",
+                hint=flag,
+            )
+        if holes > limits.max_holes:
+            raise CvmfsError(
+                f"{where}: tar sparse member {m.name!r:.200} declares {m.size} bytes, "
+                f"its holes past the limit of {human(limits.max_holes)}",
+                hint=HINT,
             )
         yield m

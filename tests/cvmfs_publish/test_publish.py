@@ -423,3 +423,26 @@ def test_damaged_previous_revision_is_reported_not_reused(
     obj.write_bytes(obj.read_bytes()[:-10] + b"0123456789")
     with pytest.raises(IntegrityError, match=f"object {r.root_hash}C does not match its hash"):
         publish_tree(stratum, FQRN, keyset, src)
+
+
+def test_a_sparse_tar_from_gnu_tar_publishes_at_its_real_size(
+    tmp_path: Path, stratum: Path, keyset: keymod.KeySet, reader: Callable[..., Repository]
+) -> None:
+    """``tar --sparse`` stores only a file's data: the 100 MB file below is a 10 KiB tar. Its stored
+    data is bounded by the stream, its holes by their own cap (they were once refused as more than
+    the stream can hold)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    with (src / "sp").open("wb") as f:
+        f.seek(50 << 20)
+        f.write(b"hello")
+        f.truncate(100 << 20)
+    tar = tmp_path / "s.tar"
+    subprocess.run(["tar", "--sparse", "-C", str(src), "-cf", str(tar), "sp"], check=True)
+    assert tar.stat().st_size <= 20 << 10
+    with tar.open("rb") as f:
+        publish_tar(stratum, FQRN, keyset, f)
+    with reader(stratum) as repo:
+        data = repo.read_bytes("/sp")
+    assert len(data) == 100 << 20 and data[50 << 20 : (50 << 20) + 5] == b"hello"
+    assert data.count(0) == len(data) - 5
