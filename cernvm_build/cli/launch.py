@@ -239,21 +239,22 @@ def cmd_ssh(args: argparse.Namespace, out: Output) -> int:
     """As OpenSSH: a command runs without a terminal (stdin passed on when it is not one), unless -t;
     no command is a login shell on a terminal, unless -T; -X/-Y hand the session to OpenSSH's own
     client (X11 forwarding), with the instance's key and pinned host key."""
-    host = host_of(args)
+    settings = settings_of(args)
+    host = host_of(args, settings)
+    home = launch.home_for(settings, host.uri)  # the key used must be in its folder there
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]
     tty_in = sys.stdin.isatty()
     if args.x11:
-        argv = launch.openssh_argv(host, args.target, command, x11=args.x11, tty=args.tty)
+        argv = launch.openssh_argv(host, args.target, command, x11=args.x11, tty=args.tty, home=home)
         return proc.run(argv, capture=False, check=False).returncode
     want_tty = args.tty if args.tty is not None else not command
     if want_tty and tty_in:
-        return launch.ssh_interactive(host, args.target, command)
+        return launch.ssh_interactive(host, args.target, command, home=home)
     stdin = None if tty_in or args.no_stdin else sys.stdin.buffer
-    return launch.ssh_run(
-        host, args.target, command, stdin=stdin, stdout=sys.stdout.buffer, stderr=sys.stderr.buffer
-    )
+    out_, err_ = sys.stdout.buffer, sys.stderr.buffer
+    return launch.ssh_run(host, args.target, command, stdin=stdin, stdout=out_, stderr=err_, home=home)
 
 
 def cmd_forward(args: argparse.Namespace, out: Output) -> int:
@@ -274,7 +275,11 @@ def cmd_scp(args: argparse.Namespace, out: Output) -> int:
             "scp needs a SOURCE and a DEST", hint="e.g. cernvm-launch scp -r results analysis:/tmp/"
         )
     *sources, dest = args.paths
-    landed = launch.scp(host_of(args), sources, dest, recursive=args.recursive)
+    settings = settings_of(args)
+    host = host_of(args, settings)
+    landed = launch.scp(
+        host, sources, dest, recursive=args.recursive, home=launch.home_for(settings, host.uri)
+    )
     out.detail(f"copied to {', '.join(landed)}")
     return 0
 

@@ -145,33 +145,45 @@ def ssh_run(
     stdin: BinaryIO | None = None,
     stdout: BinaryIO | None = None,
     stderr: BinaryIO | None = None,
+    home: Path | None = None,
 ) -> int:
-    return remote.run(host.conn, target, list(command), stdin=stdin, stdout=stdout, stderr=stderr)
+    """``home``: the launch home (``home_for``), whose instance folder must be the one on record."""
+    return remote.run(host.conn, target, list(command), stdin=stdin, stdout=stdout, stderr=stderr, home=home)
 
 
 @_one_line
-def ssh_capture(host: Host, target: str, command: Sequence[str]) -> remote.CommandResult:
-    return remote.capture(host.conn, target, list(command))
+def ssh_capture(
+    host: Host, target: str, command: Sequence[str], *, home: Path | None = None
+) -> remote.CommandResult:
+    return remote.capture(host.conn, target, list(command), home=home)
 
 
 @_one_line
-def ssh_interactive(host: Host, target: str, command: Sequence[str] = ()) -> int:
-    return remote.interactive(host.conn, target, list(command))
+def ssh_interactive(host: Host, target: str, command: Sequence[str] = (), *, home: Path | None = None) -> int:
+    return remote.interactive(host.conn, target, list(command), home=home)
 
 
 @_one_line
 def openssh_argv(
-    host: Host, target: str, command: Sequence[str], *, x11: str | None = None, tty: bool | None = None
+    host: Host,
+    target: str,
+    command: Sequence[str],
+    *,
+    x11: str | None = None,
+    tty: bool | None = None,
+    home: Path | None = None,
 ) -> list[str]:
     """OpenSSH's own client for ``[user@]NAME``, with the instance's key and pinned host key."""
-    return remote.openssh_argv(host.conn, target, list(command), x11=x11, tty=tty)
+    return remote.openssh_argv(host.conn, target, list(command), x11=x11, tty=tty, home=home)
 
 
 @_one_line
-def scp(host: Host, source: str | Sequence[str], dest: str, *, recursive: bool = False) -> list[str]:
+def scp(
+    host: Host, source: str | Sequence[str], dest: str, *, recursive: bool = False, home: Path | None = None
+) -> list[str]:
     """Copy SOURCE(s) to DEST as scp does (``[user@]NAME:PATH`` on one side); where they landed."""
     sources = [source] if isinstance(source, str) else list(source)
-    return copy.copy(host.conn, sources, dest, recursive=recursive)
+    return copy.copy(host.conn, sources, dest, recursive=recursive, home=home)
 
 
 # -- images -----------------------------------------------------------------------------------------

@@ -38,21 +38,24 @@ def _remote(spec: str) -> tuple[str, str] | None:
     return head, path
 
 
-def copy(conn: Any, sources: list[str], dest: str, *, recursive: bool = False) -> list[str]:
-    """Copy ``sources`` to ``dest`` (all local and dest remote, or the reverse); where they landed."""
+def copy(
+    conn: Any, sources: list[str], dest: str, *, recursive: bool = False, home: Path | None = None
+) -> list[str]:
+    """Copy ``sources`` to ``dest`` (all local and dest remote, or the reverse); where they landed.
+    ``home``: the launch home, whose instance folder must be the one on record (``ready.target``)."""
     if not sources:
         raise UsageError("scp needs a SOURCE and a DEST")
     remote_srcs = [_remote(s) for s in sources]
     remote_dest = _remote(dest)
     if remote_dest is not None and not any(remote_srcs):
-        return _upload(conn, sources, remote_dest, recursive)
+        return _upload(conn, sources, remote_dest, recursive, home)
     if remote_dest is None and all(remote_srcs):
         machines = {r[0] for r in remote_srcs if r}
         if len(machines) > 1:
             raise UsageError(
                 "all SOURCEs must be on the same instance", hint="copy from one instance at a time"
             )
-        return _download(conn, machines.pop(), [r[1] for r in remote_srcs if r], Path(dest), recursive)
+        return _download(conn, machines.pop(), [r[1] for r in remote_srcs if r], Path(dest), recursive, home)
     raise UsageError(
         "either every SOURCE is local and DEST is NAME:PATH, or every SOURCE is NAME:PATH and DEST is local",
         hint="e.g. scp -r results analysis:/tmp/   or   scp 'analysis:/tmp/*.root' .",
@@ -73,11 +76,13 @@ def _local_sources(sources: list[str], recursive: bool) -> list[Path]:
     return paths
 
 
-def _upload(conn: Any, sources: list[str], remote: tuple[str, str], recursive: bool) -> list[str]:
+def _upload(
+    conn: Any, sources: list[str], remote: tuple[str, str], recursive: bool, home: Path | None
+) -> list[str]:
     locals_ = _local_sources(sources, recursive)
     user, name = split_user(remote[0])
     target = remote[1] or "."
-    client = ready.connect(conn, name, user)
+    client = ready.connect(conn, name, user, home)
     try:
         is_dir = ssh.status(client, f"test -d {shlex.quote(target)}")[0] == 0
         if (len(locals_) > 1 or target.endswith("/")) and not is_dir:
@@ -138,14 +143,16 @@ def _wanted(leaf: str) -> Callable[[str], bool]:
     )
 
 
-def _download(conn: Any, machine: str, paths: list[str], dest: Path, recursive: bool) -> list[str]:
+def _download(
+    conn: Any, machine: str, paths: list[str], dest: Path, recursive: bool, home: Path | None
+) -> list[str]:
     user, name = split_user(machine)
     into_dir = dest.is_dir()
     if len(paths) > 1 and not into_dir:
         raise UsageError(f"{dest} is not a folder", hint="copying several files needs a folder as DEST")
     if not dest.parent.is_dir() and not into_dir:
         raise UsageError(f"no such folder: {dest.parent}")
-    client = ready.connect(conn, name, user)
+    client = ready.connect(conn, name, user, home)
     landed: list[str] = []
     parent = dest if into_dir else dest.parent
     tmp = Path(tempfile.mkdtemp(prefix=".scp-", dir=parent))

@@ -372,6 +372,18 @@ def destroy(conn: Any, name: str, *, force: bool = False, home: Path) -> Path | 
     return None
 
 
+def not_its_folder(conn: Any, name: str, meta: Metadata, home: Path) -> str:
+    """Why the folder on record is not the one ``instance_folder`` gives for this connection under
+    the user's launch ``home``, or "". ``describe`` (which knows no home) checks the layout only; a
+    verb that logs in with the key there, or writes the ``known_hosts`` beside it (``ssh -X``), checks
+    this too: another instance's folder (another hypervisor's ``hosts/SLUG/NAME``, a ``run/NAME``
+    elsewhere) holds another key."""
+    expected = instance_folder(home, conn.getURI(), name)
+    if meta.home and own_folder(Path(meta.home), expected):
+        return ""
+    return f"its instance folder on record ({meta.home[:200]!r}) is not {expected}"
+
+
 def instance_folder(home: Path, uri: str, name: str) -> Path:
     """The one folder an instance on the hypervisor ``uri`` names has: ``<home>/run/<name>`` for a
     local URI, ``<home>/hosts/<slug>/<name>`` for a remote one (its keys are that host's). ``create``

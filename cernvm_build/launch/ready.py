@@ -25,10 +25,21 @@ POLL = 0.5  # seconds between looks at the console and the domain's state
 MAX_ATTEMPTS = 3
 
 
-def target(conn: Any, name: str, user: str | None = None) -> ssh.Target | None:
-    _dom, inst = instances.get(conn, name)
-    if inst.broken:  # its key or host key on record is not to be used (also by OpenSSH's argv)
-        raise SSHError(f"instance '{name}' is broken: {inst.broken}", hint=f"'cernvm-launch destroy {name}'")
+def _loggable(conn: Any, name: str, home: Path | None) -> tuple[Any, instances.Instance]:
+    """The domain and instance, unless its key or host key on record is not to be used (also by
+    OpenSSH's argv): broken, or (``home`` given) its folder is not its own under the launch home."""
+    dom, inst = instances.get(conn, name)
+    meta = inst.meta
+    broken = inst.broken or (instances.not_its_folder(conn, name, meta, home) if meta and home else "")
+    if broken:
+        raise SSHError(f"instance '{name}' is broken: {broken}", hint=f"'cernvm-launch destroy {name}'")
+    return dom, inst
+
+
+def target(conn: Any, name: str, user: str | None = None, home: Path | None = None) -> ssh.Target | None:
+    """Where and how to log in; ``home``: the user's launch home (``create.home_for``), whose
+    instance folder for this connection must be the one on record (``instances.not_its_folder``)."""
+    _dom, inst = _loggable(conn, name, home)
     meta = inst.meta
     assert meta is not None
     addr = instances.address(conn, name)
@@ -195,14 +206,12 @@ def _give_up(conn: Any, dom: Any, name: str, home: Path | None) -> None:
         instances.destroy(conn, name, force=True, home=home)
 
 
-def connect(conn: Any, name: str, user: str | None = None) -> Any:
-    """An SSH client to a running instance, or one clear line why not."""
-    dom, inst = instances.get(conn, name)
-    if inst.broken:
-        raise SSHError(f"instance '{name}' is broken: {inst.broken}", hint=f"'cernvm-launch destroy {name}'")
+def connect(conn: Any, name: str, user: str | None = None, home: Path | None = None) -> Any:
+    """An SSH client to a running instance, or one clear line why not (``home``: see ``target``)."""
+    dom, inst = _loggable(conn, name, home)
     if not dom.isActive() or inst.state != "running":
         raise SSHError(f"instance '{name}' is {inst.state}", hint=f"'cernvm-launch start {name}'")
-    t = target(conn, name, user)
+    t = target(conn, name, user, home)
     if t is None:
         raise SSHError(f"instance '{name}' has no address yet", hint=f"'cernvm-launch wait {name}'")
     try:

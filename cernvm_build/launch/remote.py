@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import shlex
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..fsutil import atomic_write
@@ -38,11 +39,13 @@ def run(
     stdin: BinaryIO | None = None,
     stdout: BinaryIO | None = None,
     stderr: BinaryIO | None = None,
+    home: Path | None = None,
 ) -> int:
     """Run ``command`` on ``[user@]NAME`` and return its exit status. As OpenSSH, the words are
-    joined with spaces and the remote shell parses them; with no command, ``stdin`` is the script."""
+    joined with spaces and the remote shell parses them; with no command, ``stdin`` is the script.
+    ``home``: the launch home, whose instance folder must be the one on record (``ready.target``)."""
     user, name = split_user(target)
-    client = ready.connect(conn, name, user)
+    client = ready.connect(conn, name, user, home)
     try:
         if command:
             return ssh.run(client, " ".join(command), stdin=stdin, stdout=stdout, stderr=stderr)
@@ -51,17 +54,17 @@ def run(
         client.close()
 
 
-def capture(conn: Any, target: str, command: list[str]) -> CommandResult:
+def capture(conn: Any, target: str, command: list[str], *, home: Path | None = None) -> CommandResult:
     """Run ``command`` and keep its output (for callers that use the result, not a terminal)."""
     out, err = io.BytesIO(), io.BytesIO()
-    status = run(conn, target, command, stdout=out, stderr=err)
+    status = run(conn, target, command, stdout=out, stderr=err, home=home)
     return CommandResult(status, out.getvalue(), err.getvalue())
 
 
-def interactive(conn: Any, target: str, command: list[str] | None = None) -> int:
+def interactive(conn: Any, target: str, command: list[str] | None = None, *, home: Path | None = None) -> int:
     """A login shell (or ``command``) on a pty, on the local terminal."""
     user, name = split_user(target)
-    client = ready.connect(conn, name, user)
+    client = ready.connect(conn, name, user, home)
     try:
         return ssh.interactive(client, " ".join(command) if command else None)
     finally:
@@ -69,13 +72,19 @@ def interactive(conn: Any, target: str, command: list[str] | None = None) -> int
 
 
 def openssh_argv(
-    conn: Any, target: str, command: list[str], *, x11: str | None = None, tty: bool | None = None
+    conn: Any,
+    target: str,
+    command: list[str],
+    *,
+    x11: str | None = None,
+    tty: bool | None = None,
+    home: Path | None = None,
 ) -> list[str]:
     """The ``ssh`` command line for what paramiko does not do (X11 forwarding): the instance's key,
     its pinned host key in a known_hosts file of the instance's own, nothing learned or asked."""
     user, name = split_user(target)
-    ready.connect(conn, name, user).close()  # the same checks and one-line errors as every verb
-    t = ready.target(conn, name, user)
+    ready.connect(conn, name, user, home).close()  # the same checks and one-line errors as every verb
+    t = ready.target(conn, name, user, home)
     assert t is not None
     known = t.client_key.parent / "known_hosts"
     hostspec = t.host if t.port == 22 else f"[{t.host}]:{t.port}"

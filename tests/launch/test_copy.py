@@ -72,7 +72,7 @@ def home(tmp_path: Path) -> Path:
 
 
 def _download(monkeypatch: pytest.MonkeyPatch, stream: bytes, src: str, dest: Path) -> list[str]:
-    monkeypatch.setattr(ready, "connect", lambda conn, name, user=None: _Guest(stream))
+    monkeypatch.setattr(ready, "connect", lambda conn, name, user=None, home=None: _Guest(stream))
     return copy.copy(None, [f"vm:{src}"], str(dest), recursive=True)
 
 

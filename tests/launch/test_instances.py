@@ -528,6 +528,33 @@ def test_a_login_key_or_folder_on_record_outside_the_instance_folder_is_broken(
     assert (dot_ssh / "known_hosts").read_text() == "github.com ssh-ed25519 AAAA\n"
 
 
+def test_another_instances_folder_on_record_is_refused_by_the_verbs_that_log_in(
+    conn: Any, launch_env: Path, image: Path, tmp_path: Path
+) -> None:
+    """The layout alone (``describe``) passes another hypervisor's ``hosts/SLUG/NAME`` or a
+    ``run/NAME`` outside the launch home: its key is another instance's, and ``ssh -X`` would rewrite
+    the known_hosts there. With the launch home, the folder must be this connection's own."""
+    from cernvm_build.errors import SSHError
+    from cernvm_build.launch import ready
+
+    create(conn, request(launch_env, image, "keyed"))
+    conn.lookupByName("keyed").destroy()
+    ready.target(conn, "keyed", home=launch_env)  # its own folder: no error
+    xml = conn.lookupByName("keyed").XMLDesc(0)
+    own = launch_env / "run" / "keyed"
+    for other in (launch_env / "hosts" / "lxplus.example_22" / "keyed", tmp_path / "x" / "run" / "keyed"):
+        other.mkdir(parents=True)
+        for f in ("id_ed25519", "scratch.qcow2", "context.iso"):  # another instance's files
+            (other / f).write_text("another instance's\n")
+        conn.defineXML(
+            xml.replace(f">{own}/id_ed25519<", f">{other}/id_ed25519<").replace(f">{own}<", f">{other}<")
+        )
+        assert not instances.describe(conn.lookupByName("keyed")).broken  # the layout is right
+        for verb in (ready.target, ready.connect):
+            with pytest.raises(SSHError, match=f"broken: its instance folder on record .* is not {own}$"):
+                verb(conn, "keyed", home=launch_env)
+
+
 @pytest.mark.parametrize(
     "host_key", ["", "ssh-ed25519", "ssh-ed25519 !!notbase64", "ssh-rsa AAAAB3NzaC1yc2E=", "ssh-ed25519 AAAA"]
 )
