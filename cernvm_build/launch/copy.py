@@ -133,14 +133,25 @@ def _remote_pattern(path: str) -> tuple[str, str, str]:
 
 def _wanted(leaf: str) -> Callable[[str], bool]:
     """Which top-level names the guest may send for ``leaf``: the name itself, or for a glob what
-    the shell would expand it to (a leading dot only when the pattern has one)."""
+    the shell would expand it to (a leading dot only when the pattern has one; ``.`` and ``..``,
+    which dash's ``.*`` yields, are dropped in the guest, ``_pick``). bash and dash read ``[^a]`` as
+    ``[!a]``, fnmatch as ``^`` or ``a``."""
     if not _GLOB & set(leaf):
         return lambda top: top == leaf
+    pattern = leaf.replace("[^", "[!")
     return lambda top: (
         top not in ("", ".", "..")
         and (leaf.startswith(".") or not top.startswith("."))
-        and fnmatch.fnmatchcase(top, leaf)
+        and fnmatch.fnmatchcase(top, pattern)
     )
+
+
+def _pick(leaf: str, raw: str) -> str:
+    """Shell code setting ``$@`` to the names ``leaf`` stands for in the guest: a glob's matches
+    less ``.`` and ``..`` (tar would send the whole folder, or its parent)."""
+    if not _GLOB & set(raw):
+        return f"set -- {leaf}; "
+    return f'set --; for f in {leaf}; do case "$f" in .|..) ;; *) set -- "$@" "$f";; esac; done; '
 
 
 def _download(
@@ -153,7 +164,7 @@ def _download(
     if not dest.parent.is_dir() and not into_dir:
         raise UsageError(f"no such folder: {dest.parent}")
     client = ready.connect(conn, name, user, home)
-    landed: list[str] = []
+    moves: list[tuple[Path, Path]] = []
     parent = dest if into_dir else dest.parent
     tmp = Path(tempfile.mkdtemp(prefix=".scp-", dir=parent))
     try:
@@ -161,20 +172,37 @@ def _download(
             folder, leaf, raw = _remote_pattern(path)
             part = tmp / str(i)
             part.mkdir()
-            check = (
-                ""
-                if recursive
-                else f'for f in {leaf}; do [ -d "$f" ] && echo "$f: {_NO_R}" >&2 && exit 1; done; '
-            )
-            tops = ssh.get_tree(client, f"cd {folder} && {check}tar -cf - {leaf}", part, _wanted(raw))
-            for top in tops:
-                final = dest / top if into_dir and top != "." else dest
-                landed.append(str(final))
-                _place(part / top, final)
+            check = "" if recursive else f'for f; do [ -d "$f" ] && echo "$f: {_NO_R}" >&2 && exit 1; done; '
+            command = f'cd {folder} || exit 1; {_pick(leaf, raw)}{check}tar -cf - "$@"'
+            for top in ssh.get_tree(client, command, part, _wanted(raw)):
+                moves.append((part / top, dest / top if into_dir and top != "." else dest))
+        # every conflict before anything moves: a refusal leaves DEST as it was, not half merged
+        problem = next(filter(None, (_conflict(src, final) for src, final in moves)), "")
+        if problem:
+            raise SSHError(problem, hint="remove it or copy elsewhere; nothing was copied")
+        for src, final in moves:
+            _place(src, final)
     finally:
         client.close()
         shutil.rmtree(tmp, ignore_errors=True)
-    return landed
+    return [str(final) for _, final in moves]
+
+
+def _conflict(src: Path, final: Path) -> str:
+    """What ``_place`` would refuse in moving ``src`` to ``final`` (a file over a folder, a folder
+    over a file, at any depth of a merge), or ""."""
+    folder = src.is_dir() and not src.is_symlink()
+    if final.is_dir() and not final.is_symlink():
+        if not folder:
+            return f"cannot copy {src.name} over the folder {final}"
+        try:
+            children = sorted(src.iterdir())
+        except OSError as e:
+            return f"cannot read {src}: {e.strerror or e}"
+        return next(filter(None, (_conflict(c, final / c.name) for c in children)), "")
+    if folder and os.path.lexists(final):
+        return f"cannot copy the folder {src.name} over the file {final}"
+    return ""
 
 
 def _place(src: Path, final: Path) -> None:
@@ -186,14 +214,9 @@ def _place(src: Path, final: Path) -> None:
             for child in sorted(src.iterdir()):
                 _place(child, final / child.name)
             return
-        if final.is_dir() and not final.is_symlink():
-            raise SSHError(
-                f"cannot copy {src.name} over the folder {final}", hint="remove it or copy elsewhere"
-            )
-        if folder and os.path.lexists(final):
-            raise SSHError(
-                f"cannot copy the folder {src.name} over the file {final}", hint="remove it or copy elsewhere"
-            )
+        problem = _conflict(src, final)  # checked before anything moved; again, as DEST may change
+        if problem:
+            raise SSHError(problem, hint="remove it or copy elsewhere")
         os.replace(src, final)
     except OSError as e:
         raise SSHError(

@@ -7,6 +7,8 @@ with a prepared tar stream; the unpacking, the name check and the placing are th
 from __future__ import annotations
 
 import io
+import shlex
+import subprocess
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -113,3 +115,30 @@ def test_the_names_asked_for_land_and_a_folder_merges(monkeypatch: pytest.Monkey
         _download(monkeypatch, _tar([("Documents", b"flat")]), "Documents", home)
     assert (home / "Documents" / "thesis.tex").exists()
     assert not list(home.glob(".scp-*"))
+
+
+def test_a_conflict_anywhere_is_found_before_anything_moves(
+    monkeypatch: pytest.MonkeyPatch, home: Path
+) -> None:
+    """A folder over a file deep in a merge is refused before the other members are placed: DEST is
+    as it was, not half merged (``a.txt`` sorts before the conflicting ``thesis.tex``)."""
+    stream = _tar([("Documents", None), ("Documents/a.txt", b"a"), ("Documents/thesis.tex", None)])
+    with pytest.raises(SSHError, match=r"cannot copy the folder thesis\.tex over the file") as e:
+        _download(monkeypatch, stream, "Documents", home)
+    _untouched(home)
+    assert "nothing was copied" in str(e.value.hint)
+    assert not list(home.glob(".scp-*"))
+
+
+def test_globs_are_read_as_the_guests_shell_reads_them(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
+    """bash and dash read ``[^D]`` as ``[!D]``; dash's ``.*`` yields ``.`` and ``..``, which the
+    guest's command drops (tar would send the whole folder), run here by the same POSIX shell."""
+    assert _download(monkeypatch, _tar([("b.txt", b"b")]), "[^D]*", home) == [str(home / "b.txt")]
+    listing = subprocess.run(
+        ["sh", "-c", f"cd {shlex.quote(str(home))} || exit 1; {copy._pick('.*', '.*')}printf '%s\\n' \"$@\""],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert listing.stdout.split() == [".bashrc"]
+    assert copy._pick("'.'", ".") == "set -- '.'; "  # vm:. names the folder itself
