@@ -196,6 +196,25 @@ def _refused_from_handed(spec: Setting, value: Any) -> str:
     return ""
 
 
+def _private_group(gid: int, owner: int) -> bool:
+    """Whether group ``gid`` has exactly one member, this user, who owns the file (OpenSSH's
+    ``secure_permissions``): the user-private group umask 002 gives files on Fedora, RHEL and
+    Ubuntu, so a group-writable file in it is writable by no one else."""
+    import grp  # deliberate lazy imports: only a group-writable file asks
+    import pwd
+
+    uid = os.geteuid()
+    try:
+        members = grp.getgrgid(gid).gr_mem
+        owner_name = pwd.getpwuid(owner).pw_name
+    except KeyError:
+        return False
+    primary = [p.pw_uid for p in pwd.getpwall() if p.pw_gid == gid]
+    if any(u != uid for u in primary) or members not in ([], [owner_name]):
+        return False
+    return bool(primary or members)
+
+
 def _read_conf(path: Path) -> str:
     """The file's text, if it is one this user may trust (OpenSSH's rule for its config: owned by
     the user or root, writable by no one else) and a regular file of at most MAX_CONF bytes (opened
@@ -216,7 +235,7 @@ def _read_conf(path: Path) -> str:
             else f"is owned by another user (uid {st.st_uid})"
             if st.st_uid not in (os.geteuid(), 0)
             else "is writable by other users"
-            if st.st_mode & 0o022
+            if st.st_mode & 0o002 or (st.st_mode & 0o020 and not _private_group(st.st_gid, st.st_uid))
             else ""
         )
         if problem:
@@ -225,7 +244,8 @@ def _read_conf(path: Path) -> str:
                 where=str(path),
                 hint="give a key=value file"
                 if "regular" in problem
-                else "it must be your own (or root's) and writable by no one else: 'chmod go-w' it",
+                else "it must be your own (or root's) and writable by no one else (a group only if it is"
+                " yours alone): 'chmod go-w' it",
             )
         try:
             data = os.read(fd, MAX_CONF + 1)

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import dataclasses
+import grp
 import os
+import pwd
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from cernvm_build.errors import ConfigFileError, UsageError
 from cernvm_build.launch import config
+
+
+@pytest.fixture(autouse=True)
+def _umask_022() -> Iterator[None]:
+    """The files written here are the user's own, writable by no one else, whatever the umask."""
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
 
 
 def test_defaults_are_the_originals(tmp_path: Path) -> None:
@@ -84,15 +95,16 @@ def test_files_others_could_write_or_that_are_no_files_are_refused(tmp_path: Pat
     hypervisor, and with it what runs; a device or a FIFO is refused at once, not read forever."""
     conf = tmp_path / "conf"
     conf.write_text("cpus=2\n")
-    assert config.parse_conf(conf)["cpus"] == 2
-    for mode in (0o666, 0o620):
-        conf.chmod(mode)
-        with pytest.raises(ConfigFileError, match="writable by other users"):
-            config.parse_conf(conf)
     conf.chmod(0o644)
-    os.chown(conf, 65534, 65534)
-    with pytest.raises(ConfigFileError, match="owned by another user"):
+    assert config.parse_conf(conf)["cpus"] == 2
+    conf.chmod(0o666)
+    with pytest.raises(ConfigFileError, match="writable by other users"):
         config.parse_conf(conf)
+    if os.geteuid() == 0:  # only root may give a file away
+        conf.chmod(0o644)
+        os.chown(conf, 65534, 65534)
+        with pytest.raises(ConfigFileError, match="owned by another user"):
+            config.parse_conf(conf)
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     for path in (fifo, Path("/dev/zero"), tmp_path):
@@ -102,6 +114,41 @@ def test_files_others_could_write_or_that_are_no_files_are_refused(tmp_path: Pat
     big.write_text("#" * (1 << 20) + "\n")
     with pytest.raises(ConfigFileError, match="larger than 1 MiB"):
         config.parse_conf(big)
+
+
+def _groups() -> tuple[int | None, int | None]:
+    """A group of this user's own (its only member) and one it shares, among those this user may
+    give a file (root: any), or None."""
+    own = shared = None
+    mine = set(os.getgroups()) | {os.getegid()}
+    for g in grp.getgrall():
+        if os.geteuid() != 0 and g.gr_gid not in mine:
+            continue
+        primary = {p.pw_uid for p in pwd.getpwall() if p.pw_gid == g.gr_gid}
+        me = pwd.getpwuid(os.geteuid()).pw_name
+        if primary <= {os.geteuid()} and g.gr_mem in ([], [me]) and (primary or g.gr_mem):
+            own = g.gr_gid if own is None else own
+        elif primary - {os.geteuid()} or set(g.gr_mem) - {me}:
+            shared = g.gr_gid if shared is None else shared
+    return own, shared
+
+
+def test_a_group_writable_file_is_read_when_the_group_is_the_users_alone(tmp_path: Path) -> None:
+    """As OpenSSH's ``secure_permissions``: umask 002 with user-private groups (Fedora, RHEL,
+    Ubuntu) gives 0664 files, writable by no one else; a group with other members is refused."""
+    own, shared = _groups()
+    conf = tmp_path / "conf"
+    conf.write_text("cpus=2\n")
+    conf.chmod(0o664)
+    if own is None and shared is None:
+        pytest.skip("no group this user may give a file")
+    if own is not None:
+        os.chown(conf, -1, own)
+        assert config.parse_conf(conf)["cpus"] == 2
+    if shared is not None:
+        os.chown(conf, -1, shared)
+        with pytest.raises(ConfigFileError, match="writable by other users"):
+            config.parse_conf(conf)
 
 
 @pytest.mark.parametrize(
