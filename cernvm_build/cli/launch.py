@@ -22,6 +22,7 @@ from .. import __version__, launch, proc
 from ..bootloader import userdata
 from ..errors import CernVMError, NotReadyError, UsageError
 from ..launch import config
+from ..launch.bootwatch import plain
 from ..launch.names import validate_name
 from ..report import scoped
 from . import flags, launch_context, launch_images
@@ -140,7 +141,7 @@ def _wait(
     except NotReadyError as e:
         if e.console_tail:
             out.err.print(f"--- {name}'s console ---", markup=False)
-            out.err.print(visible(e.console_tail), markup=False, highlight=False)  # the guest wrote it
+            out.err.print(visible(plain(e.console_tail)), markup=False, highlight=False)  # the guest wrote it
             out.err.print("---", markup=False)
         raise
 
@@ -290,7 +291,7 @@ def cmd_console(args: argparse.Namespace, out: Output) -> int:
     if args.log or not sys.stdin.isatty():
         tail = launch.console_tail(host, args.name, args.lines)
         if sys.stdout.isatty():  # the guest wrote it: no escape sequence reaches the terminal
-            tail = visible(tail)
+            tail = visible(plain(tail))
         sys.stdout.write(tail + ("\n" if tail else ""))
         return 0
     out.info("console: press Ctrl-] to leave")

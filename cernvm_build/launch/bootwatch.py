@@ -23,6 +23,12 @@ _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _MEANINGFUL = re.compile(r"ucernvm:|Kernel panic|panic|error|fail|cannot|not found|unable", re.IGNORECASE)
 
 
+def plain(console: str) -> str:
+    """``console`` without its CSI sequences (systemd's and init's colours): shown through
+    ``visible`` they would read ``\\x1b[0;32m``; other escapes (OSC) stay, to be shown escaped."""
+    return _ANSI.sub("", console)
+
+
 @dataclass(frozen=True)
 class BootFailure:
     reason: str  # the panic's own message
@@ -32,7 +38,7 @@ class BootFailure:
 
 def check(console: str, *, name: str = "NAME", cvmfs_server: str = "") -> BootFailure | None:
     """The boot failure the console shows, or None while it shows none."""
-    text = _ANSI.sub("", console.replace("\r", ""))
+    text = plain(console.replace("\r", ""))
     lines = text.splitlines()
     # The log is appended to across boots: only what the latest boot (kernel banner) wrote counts.
     first = max((i for i, line in enumerate(lines) if _BANNER.search(line)), default=0)
