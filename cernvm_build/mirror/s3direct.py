@@ -164,7 +164,7 @@ class _Watchdog:
                         continue
                     try:
                         stopped = stop()
-                    except (OSError, RuntimeError, ValueError):
+                    except Exception:  # any: one request's failure must not end the shared thread
                         stopped = True  # already closed or released: nothing left to stop
                     if not stopped:
                         self._armed[token] = (now + 0.5, stop)

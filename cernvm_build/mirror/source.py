@@ -13,6 +13,7 @@ import hashlib
 import os
 import re
 import shutil
+import socket
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -178,7 +179,19 @@ class LocalSource:
 
 
 def _stop(resp: requests.Response) -> bool:
-    resp.raw.shutdown()  # urllib3's: the socket's reading side, so a blocked read returns
+    """Shut the socket's reading side down, so a blocked read returns."""
+    shutdown = getattr(resp.raw, "shutdown", None)
+    if shutdown is not None:  # urllib3 2.3 and later
+        shutdown()
+        return True
+    # older urllib3 (Debian 12 has 1.26): the same socket, found as 2.3 finds it -- the connection's,
+    # or, once http.client handed a closing connection's socket to the response, the response's
+    sock = getattr(getattr(resp.raw, "_connection", None), "sock", None)
+    if sock is None:
+        fp = getattr(getattr(resp.raw, "_fp", None), "fp", None)  # http.client's makefile reader
+        sock = getattr(getattr(fp, "raw", None), "_sock", None)
+    if sock is not None:  # none: read to its end or released, nothing left to stop
+        sock.shutdown(socket.SHUT_RD)
     return True
 
 

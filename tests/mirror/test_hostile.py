@@ -214,9 +214,19 @@ def test_http_downloads_stop_at_the_index_cap_or_one_byte_past_the_known_size(
     assert src.digest("Packages/big", "sha256", "0" * 64, size=3) == (hashlib.sha256(b"<<<<").hexdigest(), 4)
 
 
-def test_a_trickling_http_source_meets_the_whole_request_deadline(endless: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("urllib3_shutdown", [True, False], ids=["urllib3-2.3+", "urllib3-1.26"])
+def test_a_trickling_http_source_meets_the_whole_request_deadline(
+    endless: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, urllib3_shutdown: bool
+) -> None:
     """Each byte comes well inside the per-read timeout; the S3 uploads' deadline (floor + size at
-    a minimal rate) ends the download with one line."""
+    a minimal rate) ends the download with one line. urllib3 before 2.3 (Debian 12 has 1.26) has no
+    ``HTTPResponse.shutdown``: the socket is shut down all the same."""
+    if not urllib3_shutdown:
+        import urllib3.response
+
+        for cls in urllib3.response.HTTPResponse.__mro__:  # 2.x: HTTPResponse and BaseHTTPResponse
+            if "shutdown" in vars(cls):
+                monkeypatch.delattr(cls, "shutdown")
     src = HttpSource(endless, tmp_path / "stage", timeout=5, deadline_floor=0.5)
     outcome: list[BaseException | object] = []
 
@@ -233,6 +243,26 @@ def test_a_trickling_http_source_meets_the_whole_request_deadline(endless: str, 
     err = outcome[0]
     assert isinstance(err, MirrorError), err
     assert "/Packages/slow: the download did not finish within 1 s" in err.message and err.hint
+
+
+def test_a_stop_that_raises_does_not_end_the_shared_deadline_thread() -> None:
+    """One request's stop failing (an AttributeError, as ``resp.raw.shutdown`` on urllib3 1.26 was)
+    is that request's end: the thread goes on, and the next request's deadline still fires."""
+    from cernvm_build.mirror.s3direct import _Watchdog
+
+    dog, fired = _Watchdog(), threading.Event()
+
+    def broken() -> bool:
+        raise AttributeError("'HTTPResponse' object has no attribute 'shutdown'")
+
+    def stop() -> bool:
+        fired.set()
+        return True
+
+    first = dog.arm(time.monotonic(), broken)
+    second = dog.arm(time.monotonic() + 0.1, stop)
+    assert fired.wait(30), "the deadline thread died on the first request's stop"
+    assert dog.disarm(first) and dog.disarm(second)
 
 
 def test_compressed_indexes_are_inflated_up_to_a_cap_in_every_format(monkeypatch: pytest.MonkeyPatch) -> None:
