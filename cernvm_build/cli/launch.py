@@ -36,6 +36,9 @@ EPILOG = f"""\
 {config.keys_help()}
 
 precedence: command line > CONFIGURATION_FILE > ~/.cernvm-launch.conf > defaults.
+A CONFIGURATION_FILE may be someone else's: it may not set sharedFolder, launchHomeFolder,
+releaseKeys, imageIndexes, diskPath, seed or an image path, and its connect= takes only the
+parameters name, socket, mode, no_tty and known_hosts.
 The libvirt URI: --connect, else $LIBVIRT_DEFAULT_URI, else qemu:///system as root and
 qemu:///session otherwise. Instances and images live in launchHomeFolder (default
 /var/lib/cernvm-launch for qemu:///system as root, else $XDG_DATA_HOME/cernvm-launch, i.e.
