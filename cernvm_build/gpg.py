@@ -98,7 +98,7 @@ class Keyring:
         return self._fingerprints("--list-keys", "pub:")
 
     def dead_primary_fingerprints(self) -> list[str]:
-        """The primary keys gpg lists as revoked (``r``) or expired (``e``) now (``now`` if given)."""
+        """The primary keys gpg lists as revoked (``r``) or expired (``e``) now (gpg's own clock)."""
         return self._fingerprints("--list-keys", "pub:", validity="re")
 
     def _fingerprints(self, listing: str, record: str, validity: str | None = None) -> list[str]:

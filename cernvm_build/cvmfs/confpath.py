@@ -16,7 +16,7 @@ from ..errors import CvmfsError
 _PLAIN = re.compile(r"^[A-Za-z0-9._/+@:-]+$")
 #: a user and an optional group, as useradd accepts names (``user nobody;\nload_module ...`` went in
 #: whole, pr16d finding 5)
-_USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}(?: [a-z_][a-z0-9_-]{0,31})?$")
+_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}(?: [a-z_][a-z0-9_-]{0,31})?")  # fullmatch: $ takes "x\n"
 
 
 def plain_path(path: Path, what: str, program: str) -> str:
@@ -48,7 +48,7 @@ def listen_at(listen: str, port: int) -> str:
 
 def user_name(user: str) -> str:
     """``user`` for nginx's ``user`` directive (a name and an optional group), or a one-line error."""
-    if not _USER.match(user):
+    if not _USER.fullmatch(user):
         raise CvmfsError(
             f"--user {user!r}: not a user name",
             hint="e.g. --user www-data, or --user 'nginx nginx' with a group",

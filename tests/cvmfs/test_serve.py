@@ -176,6 +176,8 @@ def test_nginx_listen_and_user_as_written(
     assert "listen 8080;" in lines() and "user www-data;" in lines(user="www-data")
     assert "listen [::1]:8080;" in lines(listen="::1") and "listen 10.0.0.1:8080;" in lines(listen="10.0.0.1")
     assert "user nginx nginx;" in lines(user="nginx nginx")
+    with pytest.raises(CvmfsError, match="not a user name"):
+        lines(user="nobody\n")  # a regex's $ matches before a final newline: the directive would end
     argv = ["cvmfs", "nginx-config", str(fx.root), "--port", "8080", "--run-dir", str(tmp_path)]
     assert main([*argv, "--user", "x;\nload_module /e.so;#"]) == CvmfsError.exit_code
     err = capsys.readouterr().err
