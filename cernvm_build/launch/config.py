@@ -186,13 +186,15 @@ def connect_params(uri: str) -> list[str]:
 def _refused_from_handed(spec: Setting, value: Any) -> str:
     """Why a per-create file may not set ``spec`` to ``value`` ('' if it may)."""
     if spec.key in _HOST_SIDE_KEYS:
-        return f"'{spec.key}' is not taken from a per-create file (it reaches this host's files or trust)"
+        return "not taken from a per-create file (it reaches this host's files or trust)"
     if spec.name == "image" and value and ("/" in value or value.startswith("~")):
         return "an image path is not taken from a per-create file (it reaches this host's files)"
     if spec.name == "connect" and value:
         bad = [n for n in connect_params(value) if n not in _CONNECT_HANDED_OK]
         if bad:
-            return f"'{bad[0]}=' in connect is not taken from a per-create file"
+            names = ", ".join(repr(n + "=") for n in dict.fromkeys(bad))
+            ok = ", ".join(sorted(_CONNECT_HANDED_OK))
+            return f"URI parameters {names} not taken from a per-create file (only {ok})"
     return ""
 
 

@@ -172,7 +172,7 @@ def test_connect_from_a_per_create_file_takes_only_harmless_parameters(tmp_path:
     conf = tmp_path / "conf"
     conf.write_text(f"connect=qemu+ssh://127.0.0.1/system?{query}\n")
     conf.chmod(0o644)
-    with pytest.raises(ConfigFileError, match="in connect is not taken from a per-create file") as e:
+    with pytest.raises(ConfigFileError, match=r"URI parameters .* not taken from a per-create file") as e:
         config.resolve(create_file=conf, global_file=tmp_path / "none")
     assert ":1:" in str(e.value) and "--connect" in str(e.value.hint)
     assert query in str(config.resolve(global_file=conf).connect)

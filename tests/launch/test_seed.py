@@ -182,7 +182,7 @@ def test_seed_is_a_flag_a_config_key_and_in_help(
         str(conf),
     ]
     assert launch_cli(*from_file) != 0  # a handed file may not name a host file as a disk
-    assert "'seed' is not taken from a per-create file" in capsys.readouterr().err
+    assert "seed: not taken from a per-create file" in capsys.readouterr().err
     Path(os.environ["CERNVM_LAUNCH_CONF"]).write_text(conf.read_text())  # the user's own file may
     conf.write_text("cpus=1\n")
     assert launch_cli(*from_file) == 8
