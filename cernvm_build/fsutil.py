@@ -34,6 +34,30 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+class NotRegularFile(OSError):
+    """``open_regular``'s refusal (errno EINVAL, "not a regular file"): a FIFO, a device, a folder."""
+
+
+def open_regular(path: Path) -> BinaryIO:
+    """``path`` opened for reading if it is a regular file. The open does not block (O_NONBLOCK): a
+    FIFO or a device that input names is refused at once, never waited on or read for ever."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotRegularFile(errno.EINVAL, "not a regular file", str(path))
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_regular(path: Path, limit: int) -> bytes:
+    """At most ``limit`` + 1 bytes of the regular file ``path`` (``open_regular``): more than
+    ``limit`` says the file is larger, without reading the rest."""
+    with open_regular(path) as f:
+        return f.read(limit + 1)
+
+
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:

@@ -8,14 +8,13 @@ data depmod uses. Compressed modules (``.ko.xz``) are unpacked here so busybox `
 from __future__ import annotations
 
 import lzma
-import os
 import re
-import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import BuildError
+from ..fsutil import NotRegularFile, read_regular
 
 #: What a μCernVM guest needs from a modular kernel: virtio and IDE/SCSI disks and CD-ROMs, the
 #: network, the filesystems of boot media, context drives and the scratch disk, overlay and FUSE,
@@ -81,11 +80,9 @@ def _read(p: Path, moddir: Path) -> bytes:
     try:
         if not p.resolve().is_relative_to(moddir.resolve()):
             raise BuildError(f"{where} points out of the modules folder", hint="check the kernel tree")
-        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        with open(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise BuildError(f"{where} is not a regular file", hint="check the kernel tree")
-            data = f.read(MAX_MODULE + 1)
+        data = read_regular(p, MAX_MODULE)
+    except NotRegularFile:
+        raise BuildError(f"{where} is not a regular file", hint="check the kernel tree") from None
     except OSError as e:
         raise BuildError(f"cannot read {where}: {e.strerror}", hint="check the kernel tree") from None
     if p.name.endswith(".xz"):

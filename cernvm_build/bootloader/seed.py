@@ -42,7 +42,6 @@ import dataclasses
 import os
 import re
 import shutil
-import stat
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -59,6 +58,7 @@ from ..cvmfs.objects import SUFFIXES, parse_hash
 from ..cvmfs.plaincache import PlainCache
 from ..cvmfs.repository import Repository, SnapshotSpec, open_repository
 from ..errors import CernVMError, CvmfsError, ToolError, UsageError
+from ..fsutil import NotRegularFile, open_regular
 from ..report import NULL_REPORTER, Reporter
 from . import disk
 
@@ -189,14 +189,16 @@ def read_trace(
     """``trace_objects`` of a file: a regular one (a FIFO or a device is refused at once, never read
     or waited on), text (undecodable bytes do not stop it), within the trace bounds."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        f = open_regular(path)
+    except NotRegularFile:
+        raise UsageError(
+            f"{path}: the trace is not a regular file", hint="save the log to a file first"
+        ) from None
     except OSError as e:
         raise UsageError(
             f"{path}: trace cannot be read: {e.strerror}", hint="pass an access log or a list of object names"
         ) from e
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise UsageError(f"{path}: the trace is not a regular file", hint="save the log to a file first")
+    with f:
         try:
             return trace_objects(_trace_lines(f, str(path)), str(path), fqrn, limit, found)
         except OSError as e:

@@ -28,11 +28,8 @@ Stdlib only: part of the initrd runtime.
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
-import os
 import re
-import stat
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -41,6 +38,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import CvmfsError
+from ..fsutil import open_regular
 from .objects import SUFFIXES, ObjectHash, parse_hash
 from .repository import Repository
 from .store import AHEAD_ITEM
@@ -182,14 +180,8 @@ def _lines(f: BinaryIO) -> Iterator[str | None]:
 def read(path: Path) -> Listing:
     """``parse`` of ``path``, a regular file: opened without blocking (a FIFO or a device is refused
     at once, never waited on: the daemon's unmount must not hang on its list)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file")
-        with os.fdopen(os.dup(fd), "rb") as f:
-            return parse(_lines(f))
-    finally:
-        os.close(fd)
+    with open_regular(path) as f:  # NotRegularFile: an OSError, "not a regular file"
+        return parse(_lines(f))
 
 
 class BootList:

@@ -115,3 +115,25 @@ def test_spread_subdirectories_is_a_hint_that_never_fails(tmp_path: Path) -> Non
             fsutil.spread_subdirectories(d)
         finally:
             d.rmdir()
+
+
+def test_read_regular_refuses_what_is_no_regular_file_at_once_and_reads_to_one_past_the_limit(
+    tmp_path: Path,
+) -> None:
+    """One implementation of "open without blocking, a regular file only, read at most N" (a kernel
+    module, a boot list, a seed's trace): a FIFO nobody writes is refused, not waited on; /dev/zero
+    is refused, not read for ever; a folder too."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for path in (fifo, Path("/dev/zero"), tmp_path):
+        with pytest.raises(fsutil.NotRegularFile, match="not a regular file"):
+            fsutil.read_regular(path, 10)
+    with pytest.raises(FileNotFoundError):
+        fsutil.read_regular(tmp_path / "none", 10)
+    (tmp_path / "f").write_bytes(b"x" * 100)
+    assert fsutil.read_regular(tmp_path / "f", 10) == b"x" * 11  # one past: the file is larger
+    assert fsutil.read_regular(tmp_path / "f", 100) == b"x" * 100
+    before = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(fsutil.NotRegularFile):
+        fsutil.read_regular(fifo, 10)
+    assert len(os.listdir("/proc/self/fd")) == before  # the refused descriptor is closed
