@@ -7,8 +7,6 @@ that sha256 (``ImageCache.pull``).
 
 from __future__ import annotations
 
-import os
-import stat
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +15,7 @@ from urllib.parse import urljoin, urlsplit
 
 from .. import gpg, releaseindex
 from ..errors import CernVMError, ImageError
+from ..fsutil import NotRegularFile, read_regular
 from ..release import sums
 
 #: the image formats, best first: of a release's several images, ``images pull NAME`` takes the first
@@ -43,10 +42,6 @@ class CatalogImage:
     signer: str  # fingerprint of the key that signed SHA256SUMS
 
 
-def _nonblocking(path: str, flags: int) -> int:
-    return os.open(path, flags | os.O_NONBLOCK)  # a FIFO is refused as no regular file, not waited on
-
-
 def _http(url: str, limit: int) -> bytes:
     import requests  # only pulls need it
 
@@ -65,10 +60,9 @@ def fetch(url: str, dest: Path, *, limit: int = 64 << 20) -> Path:
     if scheme in ("", "file"):
         src = Path(urlsplit(url).path if scheme else url)
         try:
-            with open(src, "rb", opener=_nonblocking) as f:
-                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                    raise ImageError(f"{src} is not a regular file", hint="name a release file")
-                data = f.read(limit + 1)
+            data = read_regular(src, limit)  # a FIFO is refused, not waited on
+        except NotRegularFile:
+            raise ImageError(f"{src} is not a regular file", hint="name a release file") from None
         except OSError as e:
             raise ImageError(f"cannot read {src}: {e.strerror}") from None
     elif scheme not in ("http", "https"):
