@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..errors import CvmfsError
 
-_PLAIN = re.compile(r"^[A-Za-z0-9._/+@:-]+$")
+_PLAIN = re.compile(r"[A-Za-z0-9._/+@:-]+")  # fullmatch: $ takes "x\n"
 #: a user and an optional group, as useradd accepts names (``user nobody;\nload_module ...`` went in
 #: whole, pr16d finding 5)
 _USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}(?: [a-z_][a-z0-9_-]{0,31})?")  # fullmatch: $ takes "x\n"
@@ -22,12 +22,24 @@ _USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}(?: [a-z_][a-z0-9_-]{0,31})?")  # ful
 def plain_path(path: Path, what: str, program: str) -> str:
     """``path`` as text for a ``program`` configuration, or a one-line error naming ``what`` it is."""
     text = str(path)
-    if not _PLAIN.match(text):
+    if not _PLAIN.fullmatch(text):
         raise CvmfsError(
             f"{text}: the {what} path holds characters a {program} configuration cannot carry unescaped",
             hint="use a path of letters, digits and ._/+@:- only",
         )
     return text
+
+
+def no_scope(text: str, flag: str) -> None:
+    """Refuse an IPv6 scope id and any whitespace or control character in an address ``flag`` names,
+    before ``ipaddress`` sees it: ``ipaddress`` takes any text after ``%`` but ``/``, newlines
+    included, and str() gives it back whole (``--listen $'::1%x\\nhttp_access allow all'`` made an
+    open proxy, pr16f finding 4)."""
+    if "%" in text or any(c.isspace() or not c.isprintable() for c in text):
+        raise CvmfsError(
+            f"{flag} {text!r}: a scope id (%), whitespace or a control character in an address",
+            hint="give a plain IP address or network, e.g. 10.0.0.0/8 or ::1",
+        )
 
 
 def listen_at(listen: str, port: int) -> str:
@@ -36,6 +48,7 @@ def listen_at(listen: str, port: int) -> str:
     the text went in whole and could close the directive (``--listen '80; } ... {'``)."""
     if listen in ("", "*"):
         return str(port)
+    no_scope(listen, "--listen")
     try:
         address = ipaddress.ip_address(listen)
     except ValueError:

@@ -27,15 +27,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import CvmfsError
-from .confpath import listen_at, plain_path
+from .confpath import listen_at, no_scope, plain_path
 
 #: the private and loopback networks: a site proxy's usual clients
 DEFAULT_CLIENTS = ("127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "::1/128", "fc00::/7")
 
-_HOST = re.compile(r"^\.?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$")
+_HOST = re.compile(r"\.?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*")  # fullmatch: $ takes "x\n"
 
 
 def _network(text: str) -> str:
+    no_scope(text, "--client")
     try:
         return str(ipaddress.ip_network(text, strict=False))
     except ValueError:
@@ -50,12 +51,13 @@ def _strata(hosts: Sequence[str]) -> tuple[list[str], list[str]]:
     addresses: list[str] = []
     domains: list[str] = []
     for text in hosts:
+        no_scope(text, "--stratum")
         try:
             addresses.append(str(ipaddress.ip_address(text)))
             continue
         except ValueError:
             pass
-        if not _HOST.match(text) or len(text) > 253:
+        if not _HOST.fullmatch(text) or len(text) > 253:
             raise CvmfsError(
                 f"--stratum {text!r}: not a host name or domain",
                 hint="a name like cvmfs-stratum-one.cern.ch, or .cern.ch for a whole domain",

@@ -156,6 +156,8 @@ def test_a_client_that_went_away_is_not_a_traceback(
         ({"user": "nobody nogroup extra"}, "--user"),
         ({"listen": "127.0.0.1:1;\n location / { root /; }\n#"}, "--listen '127.0.0.1:1;"),
         ({"listen": "localhost"}, "--listen 'localhost': not an IP address"),
+        # pr16f finding 4: ipaddress takes any text after an IPv6 scope id's %
+        ({"listen": "::1%x]:8080; autoindex on; include evil.conf; listen [::1"}, "--listen .*scope id"),
     ],
 )
 def test_nginx_values_that_would_add_directives_are_refused(

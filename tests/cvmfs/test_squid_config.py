@@ -31,6 +31,14 @@ def test_defaults_collapse_forwarding_and_allow_only_private_networks(tmp_path: 
         ({"clients": ["10.0.0.0/8\nhttp_access allow all"]}, "--client"),
         ({"stratum_hosts": ["a.org http_access allow all"]}, "--stratum"),
         ({"listen": "0.0.0.0\nhttp_port 1"}, "--listen"),
+        # pr16f finding 4: ipaddress takes any text after an IPv6 scope id's % (open proxy)
+        ({"listen": "::1%x]:3128\nhttp_access allow all\nhttp_port [::1"}, "--listen .*scope id"),
+        ({"clients": ["fe80::%x\nhttp_access allow all\n#"]}, "--client .*scope id"),
+        ({"stratum_hosts": ["::1%x\nhttp_access allow all"]}, "--stratum .*scope id"),
+        ({"clients": ["fe80::%eth0"]}, "--client .*scope id"),
+        # pr16f finding 5: a regex's $ matches before a final newline
+        ({"stratum_hosts": ["cern.ch\n"]}, "--stratum"),
+        ({"run_dir": Path("/tmp/ab\n")}, "run directory"),
         ({"port": 70000}, "--port"),
         ({"memory_mb": 1}, "--memory-mb"),
         ({"run_dir": Path("/tmp/a b")}, "run directory"),
@@ -47,4 +55,6 @@ def test_values_that_would_add_directives_are_refused(
 def test_cli_error_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["cvmfs", "squid-config", "--stratum", "bad host"]) != 0
     err = capsys.readouterr().err
-    assert err.startswith("error: --stratum 'bad host': not a host name") and "Traceback" not in err
+    assert (
+        err.startswith("error: --stratum 'bad host': a scope id (%), whitespace") and "Traceback" not in err
+    )
