@@ -12,7 +12,7 @@ from rich.markup import escape
 
 from ..report import ProgressFn
 from . import areas
-from .app import Output, group_handler, subparser
+from .app import Output, group_handler, subparser, visible
 
 if TYPE_CHECKING:  # the mirror needs boto3; handlers import it when they run
     from ..mirror.check import Checked
@@ -174,8 +174,9 @@ def _count(n: int, noun: str) -> str:
 
 
 def _print_problems(out: Output, problems: list[str]) -> None:
+    # a problem quotes source text (a Package: name, a Release line): an OSC 52 reached the clipboard
     for p in problems:
-        out.err.print(f"  - {p}", markup=False, highlight=False)
+        out.err.print(f"  - {visible(p, one_line=True)}", markup=False, highlight=False)
 
 
 def _render_plan(out: Output, report: SyncReport) -> None:

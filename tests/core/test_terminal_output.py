@@ -74,3 +74,12 @@ def test_a_timeout_flag_that_is_no_duration_is_a_usage_error(
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert f"argument --timeout: '{value}'" in err and "Traceback" not in err
+
+
+def test_mirror_problem_lines_carry_no_escape_sequences(capsys: pytest.CaptureFixture[str]) -> None:
+    """pr16f finding 6: a Packages name or Release line quoted in a problem sent OSC 52 (clipboard)."""
+    from cernvm_build.cli.mirror import _print_problems
+
+    _print_problems(Output(), ["Package: a\x1b]52;c;ZXZpbA==\x07\nerror: none"])
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and err == "  - Package: a\\x1b]52;c;ZXZpbA==\\x07\\x0aerror: none\n"
