@@ -17,8 +17,8 @@ from . import jsonable
 from .errors import CernVMError, Location
 
 SCHEMA = 1
-VERSION_RE = re.compile(r"^\d{4}\.\d{2}-\d+$")
-HEX64 = re.compile(r"^[0-9a-f]{64}$")
+VERSION_RE = re.compile(r"^\d{4}\.\d{2}-\d+\Z")
+HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 class ReleaseError(CernVMError):

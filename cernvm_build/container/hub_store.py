@@ -27,7 +27,7 @@ from .image import canonical, hex_of
 from .oci import ImageParts
 
 STORE = "/podmanStore"
-_PLAIN_KEY = re.compile(r"^[A-Za-z0-9._-]+$")
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9._-]+\Z")
 
 
 def chain_ids(digests: Sequence[str]) -> list[str]:

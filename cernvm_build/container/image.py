@@ -31,9 +31,9 @@ LABEL_SERVER = "cvmfs.server"
 LABEL_MTIMES = "cvmfs.mtimes"  # "kept" or "fixed"
 LABEL_SKIPPED = "cvmfs.skipped"  # number of entries the layer could not carry
 
-_REF_RE = re.compile(r"^[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*$")
-_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-_REGISTRY_RE = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]+)?$")
+_REF_RE = re.compile(r"^[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*\Z")
+_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
+_REGISTRY_RE = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]+)?\Z")
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_LIST})
 
 MAX_PLATFORMS = 64
 MAX_RAW = 4 << 20  # the registry's own limit for a manifest
-_WORD = re.compile(r"^[a-z0-9][a-z0-9._]{0,31}$")
+_WORD = re.compile(r"^[a-z0-9][a-z0-9._]{0,31}\Z")
 
 
 @dataclass(frozen=True)

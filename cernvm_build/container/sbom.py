@@ -108,7 +108,7 @@ class Sbom:
 
 
 # a single SPDX license id (rpm's "GPLv2+" and friends are older Fedora names: kept as a comment)
-_SPDX_ID = re.compile(r"^[A-Za-z0-9.+-]+$")
+_SPDX_ID = re.compile(r"^[A-Za-z0-9.+-]+\Z")
 
 
 def parse_dpkg_status(text: str, where: str = DPKG_STATUS) -> list[Package]:

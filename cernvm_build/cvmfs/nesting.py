@@ -62,7 +62,7 @@ class Rule:
 
     def regex(self, relaxed: bool) -> re.Pattern[str]:
         body = "/".join(self.relaxed if relaxed else self.parts)
-        return re.compile("^" + ("/" if self.absolute else "") + body + "/?$", re.S)
+        return re.compile("^" + ("/" if self.absolute else "") + body + "/?\\Z", re.S)
 
 
 def _part(text: str, where: str) -> tuple[str, str]:

@@ -20,7 +20,7 @@ from .confpath import listen_at, plain_path, user_name
 from .lock import TXN_DIR
 from .serve import LONG_CACHE, SHORT_CACHE, find_repositories
 
-_SAFE = re.compile(r"^[A-Za-z0-9._/+@:-]+$")
+_SAFE = re.compile(r"^[A-Za-z0-9._/+@:-]+\Z")
 
 
 def _quoted(path: Path, what: str) -> str:

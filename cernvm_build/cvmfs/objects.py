@@ -35,8 +35,8 @@ ALGORITHM_IDS: dict[str, str] = {"sha1": "", "rmd160": "-rmd160", "shake128": "-
 ALGORITHM_ORDER = ("sha1", "rmd160", "shake128")
 DIGEST_SIZE = 20
 
-_HASH_RE = re.compile(r"^([0-9a-f]{40})(-rmd160|-shake128)?$")
-_MD5_RE = re.compile(r"^[0-9a-f]{32}$")
+_HASH_RE = re.compile(r"^([0-9a-f]{40})(-rmd160|-shake128)?\Z")
+_MD5_RE = re.compile(r"^[0-9a-f]{32}\Z")
 
 
 @dataclass(frozen=True, repr=False)

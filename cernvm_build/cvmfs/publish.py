@@ -63,7 +63,7 @@ from .scan import dir_entry, ensure_dirs, norm_base, scan_dir, stage_outside
 from .scan_tar import scan_tar
 from .stage import Stage
 
-TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}$")
+TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}\Z")
 
 
 def _check_tag_name(name: str) -> None:

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 SHORT_CACHE = "public, max-age=61"
 LONG_CACHE = "public, max-age=31536000, immutable"
-_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)\Z")
 #: digits of a range bound: 10^18 bytes is past any file, and 5000 digits overflowed int() into a
 #: traceback and a dropped connection (pr16d finding 3); more is answered 416
 _RANGE_DIGITS = 18

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from ..errors import CvmfsError
 
 _STAMP = "%Y%m%d%H%M%S"
-_FPR_RE = re.compile(r"^([0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2})+)(-[A-Za-z0-9]+)?$")
+_FPR_RE = re.compile(r"^([0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2})+)(-[A-Za-z0-9]+)?\Z")
 
 
 @dataclass(frozen=True, repr=False, eq=False)

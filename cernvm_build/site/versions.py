@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 from .config import Section, SiteConfig
 
 #: a version folder: the section's name, '-', then a version starting with a digit ('docs-2026.11-1')
-ARCHIVE = re.compile(r"^([a-z][a-z0-9_]*)-(\d[\w.\-]*)$")
+ARCHIVE = re.compile(r"^([a-z][a-z0-9_]*)-(\d[\w.\-]*)\Z")
 LATEST = "latest"
 
 
