@@ -117,7 +117,14 @@ def _create(
     out.detail(f"accelerator: {acc.name.upper()} ({acc.reason})")
     if wait:
         home = launch.home_for(spec.settings, host.uri)
-        _wait(host, name, spec.settings.wait_timeout, out, remove_on_failure=home if rm_on_failure else None)
+        _wait(
+            host,
+            name,
+            spec.settings.wait_timeout,
+            out,
+            home,
+            remove_on_failure=home if rm_on_failure else None,
+        )
     out.info(f"instance '{name}' {inst.state} ({acc.name.upper()}); ssh: cernvm-launch ssh {name}")
     if out.json_mode:
         out.data(launch.get_instance(host, name).to_json())
@@ -129,6 +136,7 @@ def _wait(
     name: str,
     timeout: float,
     out: Output,
+    home: Path,
     *,
     remove_on_failure: Path | None = None,
 ) -> None:
@@ -140,6 +148,7 @@ def _wait(
                 timeout=timeout,
                 reporter=scoped(report, name),
                 remove_on_failure=remove_on_failure,
+                home=home,
             )
     except NotReadyError as e:
         if e.console_tail:
@@ -202,7 +211,7 @@ def cmd_start(args: argparse.Namespace, out: Output) -> int:
     inst = launch.start(host, args.name, fresh=args.fresh)
     out.info(f"instance '{args.name}' {inst.state}")
     if args.wait:
-        _wait(host, args.name, s.wait_timeout, out)
+        _wait(host, args.name, s.wait_timeout, out, launch.home_for(s, host.uri))
     return 0
 
 
@@ -320,7 +329,8 @@ def cmd_ip(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_wait(args: argparse.Namespace, out: Output) -> int:
     s = settings_of(args, "waitTimeout")
-    _wait(host_of(args, s), args.name, s.wait_timeout, out)
+    host = host_of(args, s)
+    _wait(host, args.name, s.wait_timeout, out, launch.home_for(s, host.uri))
     out.info(f"instance '{args.name}' answers SSH")
     return 0
 

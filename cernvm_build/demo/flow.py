@@ -210,7 +210,7 @@ def _boot(run: DemoRun, image: Path, opts: DemoOptions, say: Say, stack: ExitSta
     with _timed(run, "boot + ssh ready", say) as box:
         reporter = scoped(LineReporter(say), INSTANCE)
         launch.create_instance(spec, host=host, reporter=reporter)
-        launch.wait_ready(host, INSTANCE, timeout=opts.boot_timeout, reporter=reporter)
+        launch.wait_ready(host, INSTANCE, timeout=opts.boot_timeout, reporter=reporter, home=home)
         box["detail"] = f"instance {INSTANCE} answers on SSH"
     with _timed(run, "ssh command", say) as box:
         result = launch.ssh_capture(host, INSTANCE, ["cat", "/etc/os-release"])

@@ -123,8 +123,10 @@ def wait_ready(
     reporter: Reporter = NULL_REPORTER,
     user: str | None = None,
     remove_on_failure: Path | None = None,
+    home: Path | None = None,
 ) -> ssh.Target:
-    """Until SSH answers; ``ready.BootFailedError`` within seconds when the console shows a panic
+    """Until SSH answers (``home``: the launch home, whose instance folder must be the one on record);
+    ``ready.BootFailedError`` within seconds when the console shows a panic
     (the instance is then destroyed when ``remove_on_failure`` names its launch home, ``home_for``)."""
     return ready.wait(
         host.conn,
@@ -133,6 +135,7 @@ def wait_ready(
         phase=reporter.step,
         user=user,
         remove_on_failure=remove_on_failure,
+        home=home,
     )
 
 

@@ -62,8 +62,10 @@ def wait(
     phase: Phase = lambda _: None,
     user: str | None = None,
     remove_on_failure: Path | None = None,
+    home: Path | None = None,
 ) -> ssh.Target:
-    """Block until ``ssh NAME -- true`` works; NotReadyError (with the console's tail) on timeout,
+    """Block until ``ssh NAME -- true`` works (``home``: as for ``target``, whose folder check the
+    login with the key on record then passes first); NotReadyError (with the console's tail) on timeout,
     BootFailedError as soon as the console shows a panic (the instance is then powered off, or
     destroyed when ``remove_on_failure`` names its launch home, ``create.home_for``)."""
     deadline = time.monotonic() + timeout
@@ -94,7 +96,7 @@ def wait(
             looked = now
             _check_booting(conn, dom, name, inst, console, remove_on_failure)
         if t is None:
-            t = target(conn, name, user)  # a libvirt network's lease comes when the guest asks
+            t = target(conn, name, user, home)  # a libvirt network's lease comes when the guest asks
             if t is not None:
                 phase(f"waiting for SSH on {t.host}:{t.port}")
         if t is not None and _more(attempts) and now >= _due(attempts, started, refused):

@@ -553,6 +553,11 @@ def test_another_instances_folder_on_record_is_refused_by_the_verbs_that_log_in(
         for verb in (ready.target, ready.connect):
             with pytest.raises(SSHError, match=f"broken: its instance folder on record .* is not {own}$"):
                 verb(conn, "keyed", home=launch_env)
+        # wait (create's, start --wait's) logs in with the key on record too: the same check first
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(ready, "_check_booting", lambda *a: None)  # the domain is off here
+            with pytest.raises(SSHError, match=f"broken: its instance folder on record .* is not {own}$"):
+                ready.wait(conn, "keyed", timeout=5, home=launch_env)
 
 
 @pytest.mark.parametrize(
