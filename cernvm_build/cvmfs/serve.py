@@ -19,11 +19,10 @@ import threading
 import urllib.parse
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import ClassVar
 
-from ..boundedhttp import IDLE_TIMEOUT, MAX_CONNECTIONS, BoundedHTTPServer
+from ..boundedhttp import IDLE_TIMEOUT, MAX_CONNECTIONS, BoundedHTTPServer, HeaderDeadline
 from ..errors import CvmfsError
 from .lock import is_working_state
 from .manifest import parse_keyvals
@@ -126,7 +125,7 @@ class _HTTPServer(BoundedHTTPServer):
         super().handle_error(request, client_address)  # type: ignore[arg-type]
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(HeaderDeadline):
     server_version = "cernvm-build-cvmfs"
     protocol_version = "HTTP/1.1"
     repositories: ClassVar[dict[str, Path]] = {}

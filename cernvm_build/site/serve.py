@@ -19,7 +19,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ..boundedhttp import IDLE_TIMEOUT, MAX_CONNECTIONS, BoundedHTTPServer
+from ..boundedhttp import IDLE_TIMEOUT, MAX_CONNECTIONS, BoundedHTTPServer, HeaderDeadline
 from ..errors import CernVMError
 from .build import Builder, BuildReport
 
@@ -62,7 +62,7 @@ class _Server(BoundedHTTPServer):
             super().handle_error(request, client_address)
 
 
-class _Handler(http.server.SimpleHTTPRequestHandler):
+class _Handler(HeaderDeadline, http.server.SimpleHTTPRequestHandler):
     base_path = "/"
     directory: str
     timeout = IDLE_TIMEOUT

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import select
 import socket
 import time
 import urllib.parse
@@ -71,6 +72,26 @@ def test_the_working_state_is_not_served(fx: Fixture, server: Server) -> None:
     with serve(fx.repo) as single:  # a Stratum directory is served at / too
         assert request(single, "GET", "/data/txn/publish.lock")[0].status == 404
         assert request(single, "GET", "/.cvmfspublished")[0].status == 200
+
+
+def test_a_client_dripping_its_headers_is_closed(fx: Fixture) -> None:
+    """pr16f finding 7: the timeout was per recv, so one header byte every few seconds held a slot
+    for ever; the request line and headers now have one deadline (here 2 s) as a whole."""
+    with serve(fx.root, idle_timeout=2) as s:
+        drip = socket.create_connection(("127.0.0.1", s.port), timeout=20)
+        drip.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-A: ")
+        closed = False
+        for _ in range(40):  # 40 bytes, each well inside the per-recv timeout
+            try:
+                drip.sendall(b"a")
+            except OSError:
+                closed = True
+                break
+            if select.select([drip], [], [], 0.25)[0]:
+                closed = drip.recv(1) == b""
+                break
+        drip.close()
+        assert closed, "a dripping client was still held after 10 s"
 
 
 def test_a_silent_connection_is_closed_and_connections_are_bounded(fx: Fixture) -> None:
