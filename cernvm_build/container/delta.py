@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO
 
+from ..cvmfs.tar_limits import members as tar_members
 from ..errors import BuildError
 from ..tarwrite import TarWriter, skip_reason
 from ..tree import BLOCK, CHAR, DIR, FILE, SYMLINK, Entry, TreeReport, TreeSource, bad_path
@@ -189,6 +190,7 @@ def _place_blobs(path: Path, digests: list[str], work: Path) -> dict[str, Path]:
         return {d: path / "blobs" / "sha256" / hex_of(d) for d in digests}
     out: dict[str, Path] = {}
     with tarfile.open(path, "r:") as tar:
+        tar_members(tar, str(path))  # checked as read: a backward PAX size would loop extractfile's walk
         for d in dict.fromkeys(digests):
             dest = work / f"parent-{hex_of(d)}.tar.gz"
             src = tar.extractfile(f"blobs/sha256/{hex_of(d)}")

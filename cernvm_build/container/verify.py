@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from ..cvmfs.tar_limits import TarLimits, checked_members, stored_size, stream_bound
+from ..cvmfs.tar_limits import TarLimits, checked_members, members, stored_size, stream_bound
 from ..errors import BuildError, CvmfsError
 from ..tarwrite import skip_reason
 from .apptainer import SCAFFOLD, SD
@@ -136,7 +136,10 @@ def read_image(image: Path) -> ImageContents:
     except tarfile.TarError as e:
         raise _bad(image, f"not a tar archive ({e})") from e
     with tar:
-        names = set(tar.getnames())
+        try:  # checked as read: a backward PAX size would loop tarfile's own walk (getnames)
+            names = {m.name for m in members(tar, str(image))}
+        except tarfile.TarError as e:
+            raise _bad(image, f"not a tar archive ({e})") from e
 
         def opener(name: str) -> IO[bytes]:
             f = tar.extractfile(name) if name in names else None

@@ -10,10 +10,17 @@ from 1 KB): the holes are capped on their own (``TarLimits.max_holes``), so a 10
 of a 100 MB file passes. ``hub ingest`` caps a layer further (``TarLimits``: ``--max-layer-bytes``/
 ``--max-layer-entries``); the publisher keeps only what the stream can hold and the holes' cap
 (``STREAM``: a tree published from a tar may be as large as the user's).
+
+Python 3.11's tarfile also keeps a negative size (a PAX ``size=-1024``) and moves its offset back by
+it: a stream reader refuses to seek backwards, but a random-access one (``tarfile.open(path)``) reads
+the same headers again for ever. So a member must not be negative and must start past the previous
+one, and its uid/gid/mtime must fit the catalog -- checked here, once, for every reader: the
+streams (``hub ingest``, ``scan_tar``, ``verify``'s layers) and the archive files (``members``).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import stat
 import tarfile
@@ -70,6 +77,7 @@ def checked_members(
     """``tar``'s members, each checked before it is handed out (so before tarfile reads or skips its
     data on the next step): a CvmfsError naming ``where`` and the member past a limit."""
     declared = holes = 0
+    after = -1  # where the previous member's data started: a member must start past it
     for count, m in enumerate(tar, 1):
         if count > limits.max_entries:
             raise CvmfsError(
@@ -80,6 +88,8 @@ def checked_members(
         # tar.offset is where tarfile reads the next header (an old GNU sparse header's own size)
         sparse = cast("list[tuple[int, int]] | None", m.sparse)  # typeshed says bytes: it is not
         data = m.size if sparse is None else sum(n for _, n in sparse)
+        _check_fields(m, data, after, where)
+        after = m.offset_data
         end = max(m.offset_data + data, tar.offset)
         if m.isreg():
             declared += m.size  # a sparse member at its real size: what a reader writes
@@ -111,3 +121,33 @@ def checked_members(
                 hint=HINT,
             )
         yield m
+
+
+#: the catalog's bounds: uid/gid unsigned 32-bit less (uid_t)-1, which means 'no owner'; mtime int64
+MAX_ID = 2**32 - 2
+MTIMES = (-(2**63), 2**63)
+
+
+def _check_fields(m: tarfile.TarInfo, data: int, after: int, where: str) -> None:
+    """Refuse what tarfile takes as given from a (PAX or base-256) header but a catalog cannot
+    hold, or that moves the reader back (negative sizes, a member starting before the last)."""
+    why = None
+    if m.size < 0 or data < 0:
+        why = f"has a negative size ({m.size if m.size < 0 else data})"
+    elif m.offset_data <= after:
+        why = f"starts at byte {m.offset_data}, not past the previous member (at {after})"
+    elif not 0 <= m.uid <= MAX_ID or not 0 <= m.gid <= MAX_ID:
+        why = f"has uid {m.uid} / gid {m.gid}, outside 0..{MAX_ID}"
+    elif not (math.isfinite(m.mtime) and MTIMES[0] <= m.mtime < MTIMES[1]):
+        why = f"has mtime {m.mtime}, not a time a catalog holds"
+    if why is not None:
+        raise CvmfsError(f"{where}: tar member {m.name!r:.200} {why}", hint=HINT)
+
+
+def members(tar: tarfile.TarFile, where: str) -> list[tarfile.TarInfo]:
+    """Every member of ``tar``, an archive opened from a file (random access, ``tarfile.open(p)``),
+    each checked as it is read (see the module's note: a backward size loops ``getmembers()`` for
+    ever). Read to the end, ``tar`` keeps them, so ``extractfile(name)`` does not walk it again.
+    A CvmfsError naming ``where`` and the member; a tarfile.TarError is left to the caller."""
+    bound = stream_bound("tar", stored_size(cast("IO[bytes]", tar.fileobj)), STREAM)
+    return list(checked_members(tar, bound, STREAM, where))

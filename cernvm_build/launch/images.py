@@ -23,7 +23,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .. import jsonable, proc
-from ..errors import ImageError
+from ..cvmfs.tar_limits import members as tar_members
+from ..errors import CvmfsError, ImageError
 from ..fsutil import atomic_file, atomic_write, sha256_file
 from ..profile import Profile
 from ..report import NULL_REPORTER, Reporter
@@ -289,7 +290,14 @@ class ImageCache:
         except (OSError, tarfile.TarError) as e:
             raise ImageError(f"not an OVA (tar) file: {e}", where=str(path)) from None
         with tar, tempfile.TemporaryDirectory(prefix=".ova-", dir=self._ensure_dir()) as tmp:
-            members = {m.name: m for m in tar.getmembers() if m.isfile() and "/" not in m.name.strip("./")}
+            # checked as read: a backward PAX size would loop tarfile's own walk (getmembers)
+            try:
+                found = tar_members(tar, str(path))
+            except tarfile.TarError as e:
+                raise ImageError(f"not an OVA (tar) file: {e}", where=str(path)) from None
+            except CvmfsError as e:  # launch's own kind of error (its exit code), the same line
+                raise ImageError(e.message, hint=e.hint) from None
+            members = {m.name: m for m in found if m.isfile() and "/" not in m.name.strip("./")}
             ovf = next((n for n in members if n.endswith(".ovf")), None)
             disks = [n for n in members if n.lower().endswith(".vmdk")]
             if ovf is None or not disks:

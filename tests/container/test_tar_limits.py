@@ -194,3 +194,135 @@ def test_verify_reads_a_parent_layer_under_the_same_bound(tmp_path: Path) -> Non
 
 def _digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _pax_member(pax: dict[str, str]) -> bytes:
+    """A layer whose member 'f' carries ``pax`` (numbers tarfile takes as given), then 'g'."""
+    t = tarfile.TarInfo("f")
+    t.size, t.mtime, t.pax_headers = 2, 1, pax
+    g = tarfile.TarInfo("g")
+    g.size, g.mtime = 2, 1
+    body = b"hi".ljust(512, b"\0")
+    tail = g.tobuf(format=tarfile.PAX_FORMAT) + body + b"\0" * 1024
+    return gzip.compress(t.tobuf(format=tarfile.PAX_FORMAT) + body + tail)
+
+
+LOCK = """
+from cernvm_build.cvmfs.lock import lock_path, publish_lock
+with publish_lock(Path({stratum!r})):  # released by the refused publish: this does not wait
+    pass
+print("lock", repr(lock_path(Path({stratum!r})).read_text()))
+"""
+
+
+@pytest.mark.parametrize(
+    ("pax", "said"),
+    [
+        ({"size": "-1"}, "has a negative size (-1)"),
+        ({"uid": "-5"}, "has uid -5 / gid 0, outside 0..4294967294"),
+        ({"gid": str(2**70)}, f"has uid 0 / gid {2**70}, outside"),
+        ({"mtime": "1e30"}, "has mtime 1e+30, not a time a catalog holds"),
+        ({"mtime": "-1e20"}, "has mtime -1e+20, not a time"),
+        ({"mtime": "nan"}, "has mtime nan, not a time"),
+    ],
+    ids=["size-neg", "uid-neg", "gid-2^70", "mtime-1e30", "mtime-neg", "mtime-nan"],
+)
+@pytest.mark.parametrize("path", ["scan_layer", "publish_tar"])
+def test_pax_numbers_a_catalog_cannot_hold_are_refused_by_both_readers(
+    tmp_path: Path, pax: dict[str, str], said: str, path: str
+) -> None:
+    """A negative size (it moved tarfile's offset back, or not at all) or uid/gid/mtime past the
+    catalog's integers were published (the readers then refused the catalog), or raised a
+    traceback: one line naming the member, and the publish lock released."""
+    f = tmp_path / "layer.tar.gz"
+    f.write_bytes(_pax_member(pax))
+    stratum = str(tmp_path / "s")
+    code = SCAN.format(blob=str(f), where=WHERE) if path == "scan_layer" else None
+    code = code or PUBLISH.format(blob=str(f), stratum=stratum) + LOCK.format(stratum=stratum)
+    r = run_python(code, blocked=f"{path} read on", timeout=30)
+    assert r.returncode == 0, r.stderr
+    first = r.stdout.strip().splitlines()[0]
+    assert f"tar member 'f' {said}" in first and "damaged or hostile" in first, r.stdout
+    if path == "publish_tar":
+        assert r.stdout.strip().splitlines()[1:] == ["lock ''"], r.stdout
+
+
+PRE = tarfile.TarInfo("first").tobuf(format=tarfile.GNU_FORMAT)
+
+
+def _back_pax() -> bytes:
+    """An archive whose member's PAX size points back at its own header: Python 3.11's tarfile
+    (no CVE-2025-8194 check) reads it again for ever in ``getmembers()``."""
+    t = tarfile.TarInfo("loop")
+    t.size, t.pax_headers = 0, {"size": "-0"}
+    n = len(t.tobuf(format=tarfile.PAX_FORMAT))
+    t.pax_headers = {"size": str(-n)}
+    return PRE + t.tobuf(format=tarfile.PAX_FORMAT) + b"\0" * 1024
+
+
+def _back_gnu_sparse() -> bytes:
+    """An old GNU sparse member whose stored size (base-256) is -512: its real size and map are
+    sound, but tarfile's next header is its own again."""
+    t = tarfile.TarInfo("sp")
+    t.size, t.mtime, t.type = 5, 1, tarfile.GNUTYPE_SPARSE
+    hdr = bytearray(t.tobuf(format=tarfile.GNU_FORMAT))
+    hdr[124:136] = b"\xff" + (256**11 - 512).to_bytes(11, "big")  # size -512, base-256
+    hdr[386:398] = b"%011o\0" % 0
+    hdr[398:410] = b"%011o\0" % 5
+    hdr[483:495] = b"%011o\0" % 5
+    hdr[148:156] = b"%06o\0 " % (sum(hdr[:148]) + 256 + sum(hdr[156:]))
+    return PRE + bytes(hdr) + b"hello".ljust(512, b"\0") + b"\0" * 1024
+
+
+VERIFY_CLI = """
+import runpy, sys
+sys.argv = ["cernvm-build", "container", "verify", {path!r}]
+runpy.run_module("cernvm_build.cli.main", run_name="__main__")
+"""
+
+OVA = """
+from pathlib import Path
+from cernvm_build.errors import CernVMError
+from cernvm_build.launch.images import ImageCache
+try:
+    ImageCache(Path({home!r})).add_ova(Path({path!r}))
+except CernVMError as e:
+    print(e.message, "|", e.hint)
+"""
+
+DELTA = """
+from pathlib import Path
+from cernvm_build.container import delta
+from cernvm_build.errors import CernVMError
+try:
+    delta._place_blobs(Path({path!r}), ["sha256:" + "ab" * 32], Path({home!r}))
+except CernVMError as e:
+    print(e.message, "|", e.hint)
+"""
+
+
+@pytest.mark.parametrize(
+    ("archive", "said"),
+    [
+        (_back_pax, "tar member 'loop' has a negative size"),
+        (_back_gnu_sparse, "tar member 'sp' starts at byte 1024, not past the previous member (at 1024)"),
+    ],
+    ids=["pax-size-back", "gnu-sparse-back"],
+)
+@pytest.mark.parametrize("reader", ["container-verify", "add_ova", "delta"])
+def test_an_archive_walked_backwards_is_refused_not_looped_on(
+    tmp_path: Path, archive: object, said: str, reader: str
+) -> None:
+    """``container verify X.tar``, ``cernvm-launch import X.ova`` and a delta's parent blobs walk
+    an archive file's members with the same checked iterator as the stream readers."""
+    f = tmp_path / "x.ova"
+    f.write_bytes(archive())  # type: ignore[operator]
+    (tmp_path / "home").mkdir()
+    code = {"container-verify": VERIFY_CLI, "add_ova": OVA, "delta": DELTA}[reader]
+    r = run_python(
+        code.format(path=str(f), home=str(tmp_path / "home")), blocked=f"{reader} loops", timeout=30
+    )
+    out = r.stderr if reader == "container-verify" else r.stdout
+    assert f"{f}: {said}" in out and "damaged or hostile" in out, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr
+    assert (r.returncode != 0) == (reader == "container-verify"), r.stderr
