@@ -20,8 +20,10 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from .. import table
-from ..errors import ConfigFileError, Location, UsageError
+from ..errors import ConfigFileError, ImageError, Location, UsageError
+from ..profile.resolve import looks_like_path
 from ..table import Kind, Setting, by_key
+from .images import image_name
 
 GLOBAL_CONF_ENV = "CERNVM_LAUNCH_CONF"
 #: less memory than this does not boot a μCernVM image (the kernel, initrd and CernVM-FS cache need it)
@@ -52,6 +54,9 @@ class Settings:
     ssh_user: str = "root"
     profile: str | None = None
     image: str | None = None
+    # ``image`` came from a per-create file: only a cached image's name, never a file in the caller's
+    # folder (``image=.netrc`` would boot that file as the disk); images.resolve honours it.
+    image_cached_only: bool = False
     wait_timeout: int = 900  # seconds; TCG boots are slow
     shared_folder_driver: str = "auto"  # virtiofs on system daemons, 9p on session ones (create.py)
     image_indexes: tuple[str, ...] = ()  # release index.json URLs that 'images pull NAME' searches
@@ -187,8 +192,13 @@ def _refused_from_handed(spec: Setting, value: Any) -> str:
     """Why a per-create file may not set ``spec`` to ``value`` ('' if it may)."""
     if spec.key in _HOST_SIDE_KEYS:
         return "not taken from a per-create file (it reaches this host's files or trust)"
-    if spec.name == "image" and value and ("/" in value or value.startswith("~")):
-        return "an image path is not taken from a per-create file (it reaches this host's files)"
+    if spec.name == "image" and value:
+        try:
+            image_name(value, "")
+        except ImageError:
+            return "not a cached image's name: not taken from a per-create file (a file is the host's)"
+    if spec.name == "profile" and value and looks_like_path(value):
+        return "a profile file is not taken from a per-create file (only a profile name)"
     if spec.name == "connect" and value:
         bad = [n for n in connect_params(value) if n not in _CONNECT_HANDED_OK]
         if bad:
@@ -309,6 +319,8 @@ def parse_conf(path: Path, *, handed: bool = False) -> dict[str, Any]:
                     f" or pass {spec.flag}" if spec.flag else " or pass --connect" if key == "connect" else ""
                 ),
             )
+    if handed and values.get("image"):
+        values["image_cached_only"] = True
     return values
 
 
@@ -333,7 +345,10 @@ def resolve(
         settings = settings.merged(parse_conf(gpath))
     if create_file is not None:
         settings = settings.merged(parse_conf(create_file, handed=True))
-    return settings.merged(cli or {})
+    settings = settings.merged(cli or {})
+    if (cli or {}).get("image") is not None:  # the user's own --image may name a file
+        settings = dataclasses.replace(settings, image_cached_only=False)
+    return settings
 
 
 def keys_help() -> str:

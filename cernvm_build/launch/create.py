@@ -91,7 +91,10 @@ def image_choice(spec: InstanceSpec, profile: Profile | None) -> images.ImageCho
     """--iso, then the ``image`` key, then ``diskPath``, then the profile, ``diskURL``, the version."""
     s = spec.settings
     given = spec.image or s.image or (str(s.disk_path) if s.disk_path else None)
-    return images.ImageChoice(given=given, profile=profile, url=s.disk_url, version=s.cernvm_version)
+    cached_only = bool(s.image_cached_only and not spec.image)  # --iso is the user's own
+    return images.ImageChoice(
+        given=given, profile=profile, url=s.disk_url, version=s.cernvm_version, cached_only=cached_only
+    )
 
 
 def create_instance(spec: InstanceSpec, *, host: Host, reporter: Reporter = NULL_REPORTER) -> Instance:

@@ -348,17 +348,23 @@ class ImageChoice:
     profile: Profile | None = None  # the newest cached image built for this profile
     url: str | None = None  # download it (with URL.sha256)
     version: str = "latest"  # else the newest cached image whose name holds this version
+    cached_only: bool = False  # ``given`` came from a per-create file: a cached name, never a file
 
 
 def resolve(cache: ImageCache, choice: ImageChoice, *, reporter: Reporter = NULL_REPORTER) -> Image:
     """The image ``choice`` names, or an ImageError saying how to get one."""
     if choice.given:
         path = Path(choice.given).expanduser()
-        if path.is_file():
+        if not choice.cached_only and path.is_file():
             return Image(path.name, path.resolve(), detect_format(path), path.stat().st_size, "")
         cached = cache.get(choice.given)
         if cached:
             return cached
+        if choice.cached_only:
+            raise ImageError(
+                f"image '{choice.given}' (from the configuration file) is not a cached image",
+                hint="see 'cernvm-launch images list'; a file is booted only with --image PATH",
+            )
         raise ImageError(
             f"image '{choice.given}' is neither a file nor a cached image",
             hint="see 'cernvm-launch images list', or 'cernvm-launch images add PATH'",

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from cernvm_build.errors import ConfigFileError, UsageError
-from cernvm_build.launch import config
+from cernvm_build.errors import ConfigFileError, ImageError, UsageError
+from cernvm_build.launch import config, create, images
 
 
 @pytest.fixture(autouse=True)
@@ -75,7 +75,7 @@ def test_sizes_and_durations_take_units(tmp_path: Path) -> None:
 
 
 def test_the_table_and_the_settings_name_the_same_fields() -> None:
-    fields = {f.name for f in dataclasses.fields(config.Settings)}
+    fields = {f.name for f in dataclasses.fields(config.Settings)} - {"image_cached_only"}  # provenance
     assert {s.name for s in config.KEYS} == fields
     for s in config.KEYS:  # the defaults are the dataclass's own
         assert s.default == getattr(config.DEFAULTS, s.name), s.key
@@ -202,6 +202,9 @@ def test_connect_params_are_read_as_libvirt_reads_them() -> None:
         "seed=/home/u/.ssh/id_ed25519",
         "image=/home/u/.ssh/id_ed25519",
         "image=~/.ssh/id_ed25519",
+        "image=.netrc",
+        "profile=/tmp/fake_secret.yaml",
+        "profile=fake_secret.yaml",
     ],
 )
 def test_a_per_create_file_sets_nothing_that_reaches_the_hosts_files_or_trust(
@@ -217,3 +220,24 @@ def test_a_per_create_file_sets_nothing_that_reaches_the_hosts_files_or_trust(
     config.resolve(global_file=conf)  # the user's own file may
     conf.write_text("cpus=2\nimage=demo-2026.11.hdd\n")  # a cached image's name is fine
     assert config.resolve(create_file=conf, global_file=tmp_path / "none").image == "demo-2026.11.hdd"
+
+
+def test_a_per_create_files_image_is_only_a_cached_name_never_a_file_in_the_callers_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``image=id_ed25519`` run from ~/.ssh (or ``image=.netrc`` from ~) would boot that file as the
+    guest's disk: from a handed file the name is only looked up in the image cache."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "id_ed25519").write_text("PRIVATE KEY\n")
+    conf = tmp_path / "conf"
+    conf.write_text("image=id_ed25519\n")
+    conf.chmod(0o644)
+    s = config.resolve(create_file=conf, global_file=tmp_path / "none")
+    spec = create.InstanceSpec(settings=s, name="x", user_data=b"")
+    cache = images.ImageCache(tmp_path / "home")
+    with pytest.raises(ImageError, match=r"from the configuration file.* not a cached image"):
+        images.resolve(cache, create.image_choice(spec, None))
+    # the user's own --image (or --iso) may still name a file in the folder
+    own = config.resolve({"image": "id_ed25519"}, create_file=conf, global_file=tmp_path / "none")
+    for mine in (dataclasses.replace(spec, settings=own), dataclasses.replace(spec, image="id_ed25519")):
+        assert images.resolve(cache, create.image_choice(mine, None)).path == tmp_path / "id_ed25519"
