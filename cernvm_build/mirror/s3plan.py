@@ -78,17 +78,32 @@ def last_rank(rel: str, last: Sequence[str]) -> int | None:
     return None
 
 
-def walk_files(root: Path) -> Iterator[tuple[str, Path]]:
+#: Folders walked plus files listed before walk_files gives up: links that form no loop can still
+#: fan out (``d0/{a,b} -> ../d1``, ``d1/{a,b} -> ../d2``...: 2^N paths from 2N links, an endless walk
+#: and 2^N keys to upload), while links must stay allowed (``dists/stable -> bookworm`` is listed
+#: under both names). The largest real mirrors hold a few hundred thousand files.
+MAX_LISTED = 2_000_000
+
+
+def walk_files(root: Path, *, limit: int = MAX_LISTED) -> Iterator[tuple[str, Path]]:
     """Every regular file under ``root``: its ``/``-separated relative path and its path, folders in
     sorted order. Links inside the tree are followed (a suite like dists/stable -> bookworm is listed
     under both names), but not into a folder that is its own ancestor: such a loop would be walked
     until the paths grow too long, multiplied by every loop on the way. A link that leaves the tree is
     refused: a tree copied with its links from a hostile upstream would otherwise publish whatever the
     link names on this machine (``Packages/x.rpm -> ~/.aws/credentials``). FIFOs, sockets and devices
-    are passed over (not files of a repository; reading a FIFO would wait forever)."""
+    are passed over (not files of a repository; reading a FIFO would wait forever). More than
+    ``limit`` folders and files together is one MirrorError (``MAX_LISTED``)."""
     top = os.path.realpath(root)
     ids: dict[str, tuple[int, int]] = {}
+    listed = 0
     for dirpath, dirs, files in os.walk(root, followlinks=True):
+        listed += 1 + len(files)
+        if listed > limit:
+            raise MirrorError(
+                f"{root}: more than {limit} folders and files (links fanning out into the same folders?)",
+                hint="a repository names each folder by a few links at most; remove the extra links",
+            )
         st = os.stat(dirpath)
         ids[dirpath] = key = (st.st_dev, st.st_ino)
         up = os.path.dirname(dirpath)

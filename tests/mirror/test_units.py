@@ -250,6 +250,27 @@ def test_a_source_folder_with_link_loops_is_listed_once_per_folder(tmp_path: Pat
     assert LocalSource(tmp_path).list() == ["alias/main/a.deb", "pool/main/a.deb"]
 
 
+def test_links_fanning_out_inside_the_folder_end_in_one_error_not_an_endless_walk(tmp_path: Path) -> None:
+    """``d0/{a,b} -> ../d1``, ``d1/{a,b} -> ../d2``...: no loop and nothing leaves the folder, yet
+    2^N paths from 2N links (pr16e's linkbomb): the walk stops at its cap with one MirrorError."""
+    from cernvm_build.mirror.s3plan import walk_files
+
+    def fan_out(top: Path, n: int) -> Path:
+        for i in range(n + 1):
+            (top / f"d{i}").mkdir(parents=True)
+        (top / f"d{n}" / "f.rpm").write_bytes(b"x")
+        for i in range(n):
+            for name in "ab":
+                (top / f"d{i}" / name).symlink_to(f"../d{i + 1}")
+        return top
+
+    with pytest.raises(MirrorError, match=r"more than 1000 folders and files") as e:
+        sum(1 for _ in walk_files(fan_out(tmp_path / "big", 12), limit=1000))
+    assert "remove the extra links" in str(e.value.hint)
+    # under the cap the links are still all followed: f.rpm by every path, 2^(n+1) - 1 of them
+    assert sum(1 for _ in walk_files(fan_out(tmp_path / "small", 3), limit=1000)) == 15
+
+
 def test_a_source_file_without_a_utf8_name_is_one_error(tmp_path: Path) -> None:
     from cernvm_build.mirror.source import LocalSource
 
