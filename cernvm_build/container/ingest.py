@@ -123,12 +123,17 @@ def image_parts(w: Wish, tag: str, manifest_bytes: bytes, config_bytes: bytes) -
     except BuildError as e:
         raise BuildError(f"{where}: {e.message}", hint=e.hint or "") from None
     except (ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
-        what = f"no {e}" if isinstance(e, KeyError) else str(e)
-        raise BuildError(
-            f"{where}: not an image the hub can take: {what}"[:400],
-            hint="the registry's manifest or config is damaged or hostile",
-        ) from None
+        raise _not_an_image(where, e, "manifest or config") from None
     return parts
+
+
+def _not_an_image(where: str, e: Exception, what_of: str) -> BuildError:
+    """A malformed manifest or config (a missing key, a wrong type) as one line naming the image."""
+    what = f"no {e}" if isinstance(e, KeyError) else str(e)
+    return BuildError(
+        f"{where}: not an image the hub can take: {what}"[:400],
+        hint=f"the registry's {what_of} is damaged or hostile",
+    )
 
 
 def _spec(w: Wish, tag: str, config: dict[str, Any]) -> ImageSpec:
@@ -320,11 +325,7 @@ def check_before_pull(where: str, raw: bytes, limits: TarLimits) -> int:
                 )
             total += size
     except (ValueError, KeyError, TypeError, AttributeError) as e:
-        what = f"no {e}" if isinstance(e, KeyError) else str(e)
-        raise BuildError(
-            f"{where}: not an image the hub can take: {what}"[:400],
-            hint="the registry's manifest is damaged or hostile",
-        ) from None
+        raise _not_an_image(where, e, "manifest") from None
     return total
 
 

@@ -15,6 +15,7 @@ from cernvm_build.cli.main import main
 from cernvm_build.cvmfs.nginx import nginx_config
 from cernvm_build.cvmfs.serve import LONG_CACHE, SHORT_CACHE, Server, serve
 from cernvm_build.errors import CvmfsError
+from tests.support import bounded_server_drops_silent_and_extra
 
 from .conftest import FQRN, ROOT_REV2, Fixture
 
@@ -98,18 +99,7 @@ def test_a_silent_connection_is_closed_and_connections_are_bounded(fx: Fixture) 
     """pr16d finding 3: an idle or half-sent request held a thread for ever (50 of 50 after 40 s);
     past the bound a new connection is closed at once, and the server answers again when one ends."""
     with serve(fx.root, idle_timeout=2, max_connections=2) as s:
-        addr = ("127.0.0.1", s.port)
-        idle = socket.create_connection(addr, timeout=20)
-        half = socket.create_connection(addr, timeout=20)
-        half.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # never finished
-        extra = socket.create_connection(addr, timeout=20)
-        extra.sendall(b"GET / HTTP/1.0\r\n\r\n")
-        assert extra.recv(1) == b""  # over the bound: closed without an answer
-        # the server closes the silent ones (the socket timeout waits for it; it fails without one)
-        assert idle.recv(1) == b""
-        assert half.recv(1) == b""
-        for c in (idle, half, extra):
-            c.close()
+        bounded_server_drops_silent_and_extra(("127.0.0.1", s.port))
         for _ in range(100):  # the slots come back as the handler threads end
             try:
                 if request(s, "GET", f"/cvmfs/{FQRN}/.cvmfspublished")[0].status == 200:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +11,7 @@ import requests
 from sitehelpers import Builder, Edit
 
 from cernvm_build.site.serve import Preview
+from tests.support import bounded_server_drops_silent_and_extra
 
 pytestmark = pytest.mark.integration
 
@@ -74,17 +74,7 @@ def test_a_silent_connection_is_closed_and_connections_are_bounded(site: Path, t
     p.start()
     try:
         host, port = p.server.server_address[:2]
-        idle = socket.create_connection((str(host), port), timeout=20)
-        half = socket.create_connection((str(host), port), timeout=20)
-        half.sendall(b"GET / HTTP/1.1\\r\\nHost: x\\r\\n")  # never finished
-        extra = socket.create_connection((str(host), port), timeout=20)
-        extra.sendall(b"GET / HTTP/1.0\r\n\r\n")
-        assert extra.recv(1) == b""  # over the bound: closed without an answer
-        # the server closes the silent ones (the socket timeout waits for it; it fails without one)
-        assert idle.recv(1) == b""
-        assert half.recv(1) == b""
-        for s in (idle, half, extra):
-            s.close()
+        bounded_server_drops_silent_and_extra((str(host), port))
         assert wait_for(lambda: requests.get(p.url, timeout=5).status_code == 200)
     finally:
         p.stop()

@@ -53,6 +53,24 @@ def run_python(code: str, *, blocked: str, timeout: float = 60) -> subprocess.Co
         pytest.fail(blocked)
 
 
+def bounded_server_drops_silent_and_extra(addr: tuple[str, int]) -> None:
+    """For a server started with ``idle_timeout=2, max_connections=2`` (``boundedhttp``): a connection
+    past the bound is closed at once without an answer, and an idle one and a half-sent request are
+    closed by the server (the socket timeout waits for that; it fails without one)."""
+    idle = socket.create_connection(addr, timeout=20)
+    half = socket.create_connection(addr, timeout=20)
+    half.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # never finished
+    extra = socket.create_connection(addr, timeout=20)
+    extra.sendall(b"GET / HTTP/1.0\r\n\r\n")
+    try:
+        assert extra.recv(1) == b""  # over the bound
+        assert idle.recv(1) == b""
+        assert half.recv(1) == b""
+    finally:
+        for c in (idle, half, extra):
+            c.close()
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on now (for a server a test starts)."""
     with socket.socket() as sock:
