@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from urllib.parse import unquote_plus
 
 from .. import table
 from ..errors import ConfigFileError, ImageError, Location, UsageError
+from ..fsutil import NotRegularFile, open_regular
 from ..profile.resolve import looks_like_path
 from ..table import Kind, Setting, by_key
 from .images import image_name
@@ -229,22 +229,24 @@ def _private_group(gid: int, owner: int) -> bool:
 
 def _read_conf(path: Path) -> str:
     """The file's text, if it is one this user may trust (OpenSSH's rule for its config: owned by
-    the user or root, writable by no one else) and a regular file of at most MAX_CONF bytes (opened
-    non-blocking, so a FIFO is refused rather than waited on)."""
+    the user or root, writable by no one else) and a regular file (``open_regular``: a FIFO is
+    refused rather than waited on) of at most MAX_CONF bytes."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        f = open_regular(path)
     except FileNotFoundError:
         raise ConfigFileError(
             "configuration file not found", where=str(path), hint="give an existing file"
         ) from None
+    except NotRegularFile:
+        raise ConfigFileError(
+            "configuration file is not a regular file", where=str(path), hint="give a key=value file"
+        ) from None
     except OSError as e:
         raise ConfigFileError(f"cannot read configuration file: {e.strerror}", where=str(path)) from None
-    try:
-        st = os.fstat(fd)
+    with f:
+        st = os.fstat(f.fileno())
         problem = (
-            "is not a regular file"
-            if not stat.S_ISREG(st.st_mode)
-            else f"is owned by another user (uid {st.st_uid})"
+            f"is owned by another user (uid {st.st_uid})"
             if st.st_uid not in (os.geteuid(), 0)
             else "is writable by other users"
             if st.st_mode & 0o002 or (st.st_mode & 0o020 and not _private_group(st.st_gid, st.st_uid))
@@ -254,17 +256,13 @@ def _read_conf(path: Path) -> str:
             raise ConfigFileError(
                 f"configuration file {problem}",
                 where=str(path),
-                hint="give a key=value file"
-                if "regular" in problem
-                else "it must be your own (or root's) and writable by no one else (a group only if it is"
+                hint="it must be your own (or root's) and writable by no one else (a group only if it is"
                 " yours alone): 'chmod go-w' it",
             )
         try:
-            data = os.read(fd, MAX_CONF + 1)
+            data = f.read(MAX_CONF + 1)
         except OSError as e:
             raise ConfigFileError(f"cannot read configuration file: {e.strerror}", where=str(path)) from None
-    finally:
-        os.close(fd)
     if len(data) > MAX_CONF:
         raise ConfigFileError(
             f"configuration file is larger than {MAX_CONF >> 20} MiB",
