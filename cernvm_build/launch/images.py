@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .. import jsonable, proc
+from ..cvmfs.limits import human
 from ..cvmfs.tar_limits import members as tar_members
 from ..errors import CvmfsError, ImageError
 from ..fsutil import atomic_file, atomic_write, sha256_file
@@ -119,10 +120,6 @@ def verify_checksum(path: Path, expected: str | None = None) -> str:
             hint="the image is damaged or not the one published; fetch it again",
         )
     return actual
-
-
-def _bytes(n: int) -> str:
-    return f"{n >> 30} GiB" if n >= 1 << 30 and n % (1 << 30) == 0 else f"{n} bytes"
 
 
 class ImageCache:
@@ -255,7 +252,7 @@ class ImageCache:
                     for chunk in r.iter_content(1 << 20):
                         if done + len(chunk) > cap:
                             raise ImageError(
-                                f"download is larger than {_bytes(cap)}"
+                                f"download is larger than {human(cap)}"
                                 + (", the size its release index gives" if size is not None else ""),
                                 where=url,
                                 hint="nothing was kept" + ("" if size is not None else "; is this an image?"),
