@@ -11,9 +11,11 @@ file is asked (HEAD) for its stored hash. So same-size edits are found, and unch
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import json
 import os
+import stat
 import threading
 import uuid
 import xml.etree.ElementTree as ET
@@ -114,25 +116,37 @@ def walk_files(root: Path, *, limit: int = MAX_LISTED) -> Iterator[tuple[str, Pa
             continue
         dirs.sort()
         for name in dirs:
-            _check_inside(root, top, os.path.join(dirpath, name))
+            _file_type(root, top, os.path.join(dirpath, name))
         for name in sorted(files):
             p = Path(dirpath) / name
-            _check_inside(root, top, str(p))
-            if p.is_file():
+            if stat.S_ISREG(_file_type(root, top, str(p))):
                 yield p.relative_to(root).as_posix(), p
 
 
-def _check_inside(root: Path, top: str, path: str) -> None:
-    """MirrorError if ``path`` (under ``root``, whose real path is ``top``) is a link leading out of it."""
-    if not os.path.islink(path):
-        return  # reached through checked folders: inside
-    target = os.path.realpath(path)
-    if target != top and not target.startswith(top.rstrip("/") + "/"):
-        rel = Path(path).relative_to(root).as_posix()
-        raise MirrorError(
-            f"{root}: '{rel}' is a link to {target}, outside the folder",
-            hint="links may only point inside the source folder; copy the file in or remove the link",
-        )
+#: what pathlib's is_file() takes as "no file here" rather than an error
+_GONE = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EBADF})
+
+
+def _file_type(root: Path, top: str, path: str) -> int:
+    """The mode of what ``path`` (under ``root``, whose real path is ``top``) stands for, a link
+    followed (0: gone, or a broken link): one lstat when it is not a link. MirrorError if it is a
+    link leading out of the tree."""
+    try:
+        mode = os.lstat(path).st_mode
+        if not stat.S_ISLNK(mode):
+            return mode  # reached through checked folders: inside
+        target = os.path.realpath(path)
+        if target != top and not target.startswith(top.rstrip("/") + "/"):
+            rel = Path(path).relative_to(root).as_posix()
+            raise MirrorError(
+                f"{root}: '{rel}' is a link to {target}, outside the folder",
+                hint="links may only point inside the source folder; copy the file in or remove the link",
+            )
+        return os.stat(path).st_mode
+    except OSError as e:
+        if e.errno in _GONE:
+            return 0
+        raise
 
 
 def check_key_name(root: Path, rel: str) -> None:
