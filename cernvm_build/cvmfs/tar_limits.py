@@ -94,25 +94,13 @@ def checked_members(
         if m.isreg():
             declared += m.size  # a sparse member at its real size: what a reader writes
             holes += max(0, m.size - data)
-        what = "sparse member" if m.issparse() else "member"
-        flag = HINT if limits is STREAM else f"{HINT} (or raise the limit: --max-layer-bytes)"
         if end > bound:
-            held = bound < limits.max_bytes  # the stream's own bound, not the limit
-            past = (
-                f"more than the stream can hold ({human(bound)})"
-                if held
-                else f"past the limit of {human(bound)}"
-            )
-            said = data if m.offset_data + data > bound else end - m.offset_data
-            raise CvmfsError(
-                f"{where}: tar {what} {m.name!r:.200} declares {said} bytes, {past}",
-                hint=HINT if held else flag,
-            )
+            raise _past_bound(m, data, end, bound, limits, where)
         if declared > limits.max_bytes:
             raise CvmfsError(
-                f"{where}: tar {what} {m.name!r:.200} declares {m.size} bytes, "
+                f"{where}: tar {_what(m)} {m.name!r:.200} declares {m.size} bytes, "
                 f"past the limit of {human(limits.max_bytes)}",
-                hint=flag,
+                hint=_limit_hint(limits),
             )
         if holes > limits.max_holes:
             raise CvmfsError(
@@ -121,6 +109,29 @@ def checked_members(
                 hint=HINT,
             )
         yield m
+
+
+def _past_bound(
+    m: tarfile.TarInfo, data: int, end: int, bound: int, limits: TarLimits, where: str
+) -> CvmfsError:
+    """A member whose stored data (or the next header) ends at ``end``, past ``bound``: the stream's
+    own bound (what its stored size can hold) or, when that is larger, the limit."""
+    held = bound < limits.max_bytes
+    past = f"more than the stream can hold ({human(bound)})" if held else f"past the limit of {human(bound)}"
+    said = data if m.offset_data + data > bound else end - m.offset_data
+    return CvmfsError(
+        f"{where}: tar {_what(m)} {m.name!r:.200} declares {said} bytes, {past}",
+        hint=HINT if held else _limit_hint(limits),
+    )
+
+
+def _what(m: tarfile.TarInfo) -> str:
+    return "sparse member" if m.issparse() else "member"
+
+
+def _limit_hint(limits: TarLimits) -> str:
+    """The hint past a limit: ``hub ingest``'s can be raised, the publisher's (``STREAM``) cannot."""
+    return HINT if limits is STREAM else f"{HINT} (or raise the limit: --max-layer-bytes)"
 
 
 #: the catalog's bounds: uid/gid unsigned 32-bit less (uid_t)-1, which means 'no owner'; mtime int64
