@@ -560,6 +560,25 @@ def test_another_instances_folder_on_record_is_refused_by_the_verbs_that_log_in(
                 ready.wait(conn, "keyed", timeout=5, home=launch_env)
 
 
+def test_a_link_named_like_an_instance_folder_on_record_is_broken(
+    conn: Any, launch_env: Path, image: Path, tmp_path: Path
+) -> None:
+    """The layout (``run/NAME``) and the key beside it are right, but the folder on record is a
+    symbolic link (here to the instance's own folder): ``describe`` calls it broken, home or not."""
+    create(conn, request(launch_env, image, "keyed"))
+    conn.lookupByName("keyed").destroy()
+    xml = conn.lookupByName("keyed").XMLDesc(0)
+    own = launch_env / "run" / "keyed"
+    link = tmp_path / "x" / "run" / "keyed"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(own)
+    conn.defineXML(
+        xml.replace(f">{own}/id_ed25519<", f">{link}/id_ed25519<").replace(f">{own}<", f">{link}<")
+    )
+    broken = instances.describe(conn.lookupByName("keyed")).broken
+    assert "its instance folder on record" in broken and "not one launch made" in broken
+
+
 @pytest.mark.parametrize(
     "host_key", ["", "ssh-ed25519", "ssh-ed25519 !!notbase64", "ssh-rsa AAAAB3NzaC1yc2E=", "ssh-ed25519 AAAA"]
 )
