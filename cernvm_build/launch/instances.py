@@ -137,15 +137,16 @@ def _bad_host_key(meta: Metadata) -> str:
 
 def _foreign_paths(name: str, meta: Metadata) -> str:
     """Why the metadata's folder or login key is not an instance folder launch made (``run/NAME``
-    or ``hosts/SLUG/NAME``, no link on the way) holding ``id_ed25519``, or "". The metadata is not
-    trusted (``own_folder``): a shared or remote hypervisor naming ``~/.ssh/id_ed25519`` would have
-    ``ssh -X`` log in with the user's own key and replace ``~/.ssh/known_hosts`` beside it."""
+    or ``hosts/SLUG/NAME``, not itself a link: ``_resolved_folder``) holding ``id_ed25519``, or "".
+    The metadata is not trusted (``own_folder``): a shared or remote hypervisor naming
+    ``~/.ssh/id_ed25519`` would have ``ssh -X`` log in with the user's own key and replace
+    ``~/.ssh/known_hosts`` beside it."""
     if not meta.home:
         return ""  # _missing_files says so
     folder = Path(meta.home)
     layout = folder.parent.name == "run" or folder.parent.parent.name == "hosts"
     made = layout and folder.name == name and folder.is_absolute()
-    if not made or (os.path.lexists(folder) and not own_folder(folder, folder)):
+    if not made or (os.path.lexists(folder) and _resolved_folder(folder) is None):
         return f"its instance folder on record ({meta.home[:200]!r}) is not one launch made for it"
     if meta.client_key and Path(meta.client_key) != folder / "id_ed25519":
         return f"its login key on record ({meta.client_key[:200]!r}) is not in its instance folder"
@@ -399,18 +400,31 @@ def _slug(uri: str) -> str:
 
 
 def own_folder(folder: Path, expected: Path) -> bool:
-    """Whether ``folder`` is the instance's own folder ``expected`` (``instance_folder``), with no
-    symbolic link on the way. The domain's metadata is not trusted: anyone who can define domains on
-    the hypervisor (a shared system daemon, ``virsh edit``) could otherwise name ``/etc``, or another
-    hypervisor's instance folder, and have destroy remove it."""
-    if folder.name != expected.name or folder.is_symlink() or not folder.is_absolute():
+    """Whether ``folder`` is the instance's own folder ``expected`` (``instance_folder``): not itself
+    a symbolic link, the same folder once links above it are followed. The domain's metadata is not
+    trusted: anyone who can define domains on the hypervisor (a shared system daemon, ``virsh
+    edit``) could otherwise name ``/etc``, or another hypervisor's instance folder, and have destroy
+    remove it."""
+    if folder.name != expected.name:
         return False
+    real = _resolved_folder(folder)
     try:
-        real, want = folder.resolve(strict=True), expected.resolve(strict=True)
+        return real is not None and real == expected.resolve(strict=True)
     except (OSError, RuntimeError):
         return False
-    # resolve() also removes "..": the folder's own parent must resolve to where it says it is
-    return real == folder.parent.resolve() / folder.name and real == want
+
+
+def _resolved_folder(folder: Path) -> Path | None:
+    """``folder``'s real path, if it exists, is absolute and is not itself a symbolic link; else
+    None. A link further up is followed (``own_folder`` compares with the expected real path)."""
+    if folder.is_symlink() or not folder.is_absolute():
+        return None
+    try:
+        real = folder.resolve(strict=True)
+        # resolve() also removes "..": the folder's own parent must resolve to where it says it is
+        return real if real == folder.parent.resolve() / folder.name else None
+    except (OSError, RuntimeError):
+        return None
 
 
 def _remove_volumes(conn: Any, meta: Metadata) -> None:
