@@ -26,7 +26,7 @@ import requests
 import urllib3.exceptions
 
 from ..errors import MirrorError
-from ..fsutil import atomic_file
+from ..fsutil import atomic_file, read_regular
 from .hashcache import HashCache, hash_stream
 from .s3client import S3Client, S3Url, http_status, s3_error
 from .s3direct import DEADLINE_FLOOR, MIN_RATE, watchdog
@@ -116,7 +116,12 @@ class LocalSource:
 
     def read(self, rel: str) -> bytes | None:
         p = self.root / safe_rel(rel)
-        return _capped(_read_chunks(p), str(p)) if p.is_file() else None
+        if not p.is_file():
+            return None
+        data = read_regular(p, MAX_INDEX)  # one read, not chunks joined and copied
+        if len(data) > MAX_INDEX:
+            raise _too_big(str(p))
+        return data
 
     def digest(
         self, rel: str, algo: str, expect: str | None = None, size: int | None = None
