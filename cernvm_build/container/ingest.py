@@ -32,7 +32,7 @@ from typing import IO, Any
 
 from ..artifact import Artifact
 from ..cvmfs.limits import human
-from ..cvmfs.tar_limits import TarLimits, checked_members, stream_bound
+from ..cvmfs.tar_limits import TarLimits, checked_members, stored_size, stream_bound
 from ..errors import BuildError, CvmfsError
 from .image import _TAG_RE, DIGEST_RE, MT_LAYER_GZIP, ImageSpec, hex_of
 from .layer import LayerResult
@@ -196,7 +196,7 @@ def scan_layer(
             # decompressed here (not by tarfile) to hash the tar; GzipFile reads every gzip member
             raw: IO[bytes] = gzip.GzipFile(fileobj=f, mode="rb") if gz else f  # type: ignore[assignment]
             tar_bytes = Hashing(raw)
-            bound = stream_bound("gz" if gz else "tar", blob.stat().st_size, limits)
+            bound = stream_bound("gz" if gz else "tar", stored_size(f), limits)
             with tarfile.open(fileobj=io.BufferedReader(tar_bytes, _READ), mode="r|") as tar:
                 for m in checked_members(tar, bound, limits, where):
                     path = _member_path(m.name)
