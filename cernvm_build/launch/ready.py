@@ -39,7 +39,11 @@ def _loggable(conn: Any, name: str, home: Path | None) -> tuple[Any, instances.I
 def target(conn: Any, name: str, user: str | None = None, home: Path | None = None) -> ssh.Target | None:
     """Where and how to log in; ``home``: the user's launch home (``create.home_for``), whose
     instance folder for this connection must be the one on record (``instances.not_its_folder``)."""
-    _dom, inst = _loggable(conn, name, home)
+    return _target_of(conn, name, _loggable(conn, name, home)[1], user)
+
+
+def _target_of(conn: Any, name: str, inst: instances.Instance, user: str | None) -> ssh.Target | None:
+    """``target`` for an instance ``_loggable`` passed."""
     meta = inst.meta
     assert meta is not None
     addr = instances.address(conn, name)
@@ -213,7 +217,7 @@ def connect(conn: Any, name: str, user: str | None = None, home: Path | None = N
     dom, inst = _loggable(conn, name, home)
     if not dom.isActive() or inst.state != "running":
         raise SSHError(f"instance '{name}' is {inst.state}", hint=f"'cernvm-launch start {name}'")
-    t = target(conn, name, user, home)
+    t = _target_of(conn, name, inst, user)  # the instance checked once, above
     if t is None:
         raise SSHError(f"instance '{name}' has no address yet", hint=f"'cernvm-launch wait {name}'")
     try:
