@@ -159,7 +159,9 @@ def resolve(moddir: Path, version: str, wanted: tuple[str, ...] = WANTED) -> Mod
     def deps_of(name: str) -> list[str]:
         if depfile is not None and name in depfile:
             return depfile[name]
-        raw = data.setdefault(name, _read(index[name], moddir))
+        if name not in data:  # not setdefault: its argument would read (and unpack) the file every call
+            data[name] = _read(index[name], moddir)
+        raw = data[name]
         m = re.search(rb"(?:^|\0)depends=([^\0]*)\0", raw)
         return [_norm(d) for d in m.group(1).decode().split(",") if d] if m else []
 
