@@ -13,16 +13,21 @@ from pathlib import Path
 
 from ..errors import CvmfsError
 
-_PLAIN = re.compile(r"[A-Za-z0-9._/+@:-]+")  # fullmatch: $ takes "x\n"
+_PLAIN = re.compile(r"^[A-Za-z0-9._/+@:-]+\Z")  # \Z: $ takes "x\n"
 #: a user and an optional group, as useradd accepts names (``user nobody;\nload_module ...`` went in
 #: whole, pr16d finding 5)
 _USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}(?: [a-z_][a-z0-9_-]{0,31})?")  # fullmatch: $ takes "x\n"
 
 
+def is_plain(text: str) -> bool:
+    """Whether ``text`` goes into a configuration as it is (also a URL path: nginx's repository names)."""
+    return _PLAIN.match(text) is not None
+
+
 def plain_path(path: Path, what: str, program: str) -> str:
     """``path`` as text for a ``program`` configuration, or a one-line error naming ``what`` it is."""
     text = str(path)
-    if not _PLAIN.fullmatch(text):
+    if not is_plain(text):
         raise CvmfsError(
             f"{text}: the {what} path holds characters a {program} configuration cannot carry unescaped",
             hint="use a path of letters, digits and ._/+@:- only",

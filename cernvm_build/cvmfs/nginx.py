@@ -12,15 +12,12 @@ paths live in one run directory, so it runs beside (or instead of) the system's 
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from ..errors import CvmfsError
-from .confpath import listen_at, plain_path, user_name
+from .confpath import is_plain, listen_at, plain_path, user_name
 from .lock import TXN_DIR
 from .serve import LONG_CACHE, SHORT_CACHE, find_repositories
-
-_SAFE = re.compile(r"^[A-Za-z0-9._/+@:-]+\Z")
 
 
 def _quoted(path: Path, what: str) -> str:
@@ -68,7 +65,7 @@ def nginx_config(
         "        server_name _;",
     ]
     for fqrn, directory in sorted(repos.items()):
-        if not _SAFE.match(fqrn):
+        if not is_plain(fqrn):
             raise CvmfsError(f"{directory}: repository name {fqrn!r} cannot be a URL path", hint="rename it")
         base = _quoted(directory.resolve(), "Stratum directory")
         url = f"/cvmfs/{fqrn}"

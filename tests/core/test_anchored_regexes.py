@@ -9,14 +9,14 @@ import pytest
 
 from cernvm_build import releaseindex
 from cernvm_build.container import hub_store, image, manifest_list, sbom
-from cernvm_build.cvmfs import history, nginx, objects, publish, serve, whitelist
+from cernvm_build.cvmfs import confpath, history, objects, publish, serve, whitelist
 from cernvm_build.site import versions
 
 CASES = [
     (releaseindex.VERSION_RE, "2025.01-1"),
     (releaseindex.HEX64, "a" * 64),
     (whitelist._FPR_RE, "AB:CD:EF"),
-    (nginx._SAFE, "/srv/a"),
+    (confpath._PLAIN, "/srv/a"),
     (history._DATE_RE, "2025-01-02T03:04:05Z"),
     (publish.TAG_RE, "v1"),
     (objects._HASH_RE, "a" * 40),
