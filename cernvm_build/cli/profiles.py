@@ -16,7 +16,7 @@ from ..fsutil import atomic_write
 from ..profile import compare, reference, schema, settings
 from ..profile.yamlnodes import display
 from . import areas, flags
-from .app import Output, group_handler, subparser
+from .app import Output, group_handler, styled, subparser
 
 DESCRIPTION = """\
 Declarative profiles: one YAML file per CernVM platform (EL4-EL9 and the demo).
@@ -178,8 +178,8 @@ def cmd_validate(args: argparse.Namespace, out: Output) -> int:
         for e in errors:
             if not out.json_mode:
                 # one line per error (the hint after it), so editors and grep can jump to it
-                hint = f" [cyan](hint: {_escape(e.hint)})[/cyan]" if e.hint else ""
-                out.err.print(f"[bold red]error:[/bold red] {_escape(str(e))}{hint}")
+                hint = [(f" (hint: {e.hint})", "cyan")] if e.hint else []
+                out.err.print(styled(("error:", "bold red"), f" {e}", *hint), highlight=False)
     if out.json_mode:
         out.data(report)
     elif n_bad:
@@ -187,10 +187,6 @@ def cmd_validate(args: argparse.Namespace, out: Output) -> int:
     else:
         out.info(f"{len(targets)} profile(s) valid")
     return ProfileError.exit_code if n_bad else 0
-
-
-def _escape(text: str) -> str:
-    return text.replace("[", "\\[")
 
 
 def cmd_diff(args: argparse.Namespace, out: Output) -> int:
