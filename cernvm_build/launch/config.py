@@ -21,9 +21,7 @@ from urllib.parse import unquote_plus
 from .. import table
 from ..errors import ConfigFileError, ImageError, Location, UsageError
 from ..fsutil import NotRegularFile, open_regular
-from ..profile.resolve import looks_like_path
 from ..table import Kind, Setting, by_key
-from .images import image_name
 
 GLOBAL_CONF_ENV = "CERNVM_LAUNCH_CONF"
 #: less memory than this does not boot a μCernVM image (the kernel, initrd and CernVM-FS cache need it)
@@ -188,16 +186,29 @@ def connect_params(uri: str) -> list[str]:
     return names
 
 
+def _looks_like_path(name: str) -> bool:
+    # imported here: the profile package loads cryptography, which `cernvm-launch --help` must not
+    from ..profile.resolve import looks_like_path
+
+    return looks_like_path(name)
+
+
+def _image_name(name: str, where: str) -> str:
+    from .images import image_name  # the image cache's modules are not needed to read settings
+
+    return image_name(name, where)
+
+
 def _refused_from_handed(spec: Setting, value: Any) -> str:
     """Why a per-create file may not set ``spec`` to ``value`` ('' if it may)."""
     if spec.key in _HOST_SIDE_KEYS:
         return "not taken from a per-create file (it reaches this host's files or trust)"
     if spec.name == "image" and value:
         try:
-            image_name(value, "")
+            _image_name(value, "")
         except ImageError:
             return "not a cached image's name: not taken from a per-create file (a file is the host's)"
-    if spec.name == "profile" and value and looks_like_path(value):
+    if spec.name == "profile" and value and _looks_like_path(value):
         return "a profile file is not taken from a per-create file (only a profile name)"
     if spec.name == "connect" and value:
         bad = [n for n in connect_params(value) if n not in _CONNECT_HANDED_OK]

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from .. import jsonable, proc
@@ -27,10 +27,12 @@ from ..cvmfs.limits import human
 from ..cvmfs.tar_limits import members as tar_members
 from ..errors import CvmfsError, ImageError
 from ..fsutil import atomic_file, atomic_write, sha256_file
-from ..profile import Profile
 from ..report import NULL_REPORTER, Reporter
 from . import qcow2
 from .catalog import FORMATS
+
+if TYPE_CHECKING:  # the profile package loads cryptography, which `cernvm-launch --help` must not
+    from ..profile import Profile
 
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 # A cached image's name is a file name in the cache and a storage volume's: no '/', no leading dot,
