@@ -6,8 +6,7 @@ qcow2 with the same kernel, in one run, to SSH answering (the sshd banner throug
     the hdd is the format it pulls from a release): all on virtio, the image read-only and first in the
     boot order; (b) the same tree written into an ext4 image (``mkfs.ext4 -d``, owners kept) booted
     with ``-kernel`` and a minimal initrd (busybox + virtio/ext4 modules, ``switch_root``).
-Both: the same machine type as the launcher's (``MACHINE``: q35), the same kernel options for its own
-start (``PLAIN_SAME``), the same qemu (accelerator as
+Both: the same kernel options for its own start (``PLAIN_SAME``), the same qemu (accelerator as
 ``accel.detect`` says — TCG here, stated in the output), memory, one CPU, user networking, a virtio-rng
 device fed from the host's ``/dev/urandom`` (as the launcher's ``<rng model='virtio'>``: without it the
 first random read in either guest waits ~1 guest-s for the kernel's entropy), and the same context drive
@@ -31,8 +30,8 @@ boot at the same time, to SSH. Rows: (c) vs (d), MB (c) fetched, the seed's size
 Then (k) an image of the same profile carrying that trace as its boot list (``image build
 --boot-list``: names only, in the initrd; the mount fetches them ahead, pipelined, once ready) on a
 blank scratch disk and (l) another fresh copy of (b)'s disk, side by side, both first boots.
-Last, (e) μCernVM from the iso of the same build on a SATA CD-ROM (as the launcher attaches an iso; an
-IDE one before q35) and (f) the plain disk, both a reboot on their disks, side by side: the
+Last, (e) μCernVM from the iso of the same build on an IDE CD-ROM (as the launcher attaches an iso, and
+as this bench booted before) and (f) the plain disk, both a reboot on their disks, side by side: the
 medium's part of the boot (isolinux's BIOS reads from the CD vs SeaBIOS's virtio-blk) stays visible.
 Under TCG, last, (g)/(h) a reboot of both and (i)/(j) a seeded first boot of both (new copies of the
 seeded and fresh disks) under ``-icount shift=3``: while the guest runs, its clock counts its own
@@ -94,10 +93,6 @@ FILES = 500
 #: given to the plain boot too: the same kernel starts alike in both (the crypto self-tests took
 #: ~6 guest-s of it under TCG), the setups differ from the initrd on
 PLAIN_SAME = " ".join(KERNEL_OWN)
-#: the launcher's machine type (``domain.xml.j2``), for both setups: on pc (i440fx) the kernel's ACPI
-#: interrupt routing cost ~0.65 guest-s per virtio-pci device under TCG (a _PRT method looping in the AML
-#: interpreter for each device), on q35 ~0.03 (a fixed table); μCernVM has one device more than plain
-MACHINE = ["-machine", "q35"]
 PLAIN_MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "ext4", "crc32c_generic")
 PLAIN_INIT = """#!/bin/busybox sh
 /bin/busybox mount -t proc proc /proc
@@ -347,7 +342,7 @@ def _boot(
     """Start qemu; yield the guest and the seconds until its sshd answered (the banner)."""
     port = _free_port()
     cmd = [
-        "qemu-system-x86_64", *MACHINE, "-accel", detect().name, "-m", "1024", "-smp", "1", "-nodefaults",
+        "qemu-system-x86_64", "-accel", detect().name, "-m", "1024", "-smp", "1", "-nodefaults",
         "-display", "none", "-no-reboot", "-serial", f"file:{log}", *extra, *disks,
         "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:22", "-device", "virtio-net-pci,netdev=n0",
         "-object", "rng-random,id=rng0,filename=/dev/urandom", "-device", "virtio-rng-pci,rng=rng0",
@@ -529,12 +524,10 @@ class Guests:
 
 
 def _medium(image: Path) -> list[str]:
-    """The boot image as ``cernvm-launch``'s ``domain.xml.j2`` attaches it: an iso as a CD-ROM on
-    q35's AHCI (SATA) controller, an hdd read-only on virtio; first in the boot order (its
-    ``<boot order='1'/>``)."""
+    """The boot image as ``cernvm-launch``'s ``domain.xml.j2`` attaches it: an iso as IDE CD-ROM, an
+    hdd read-only on virtio; first in the boot order (its ``<boot order='1'/>``)."""
     if image.suffix == ".iso":
-        return ["-drive", f"file={image},media=cdrom,if=none,id=image,readonly=on",
-                "-device", "ide-cd,drive=image,bus=ide.0,bootindex=1"]  # fmt: skip
+        return ["-drive", f"file={image},media=cdrom,if=ide,readonly=on", "-boot", "d"]
     return ["-drive", f"file={image},format=raw,if=none,id=image,readonly=on",
             "-device", "virtio-blk-pci,drive=image,bootindex=1"]  # fmt: skip
 
@@ -753,7 +746,7 @@ def run(quick: bool, logs: Path | None = None) -> list[Result]:
                k.boot <= 1.3 * l_.boot, extra={"un-seeded first boot": a.boot}),
         Result(B, "MB fetched (boot-list first boot)", k.fetched / 1e6, "MB", "un-seeded first boot",
                a.fetched[0] / 1e6, extra={"MB to running": k.fetched_running / 1e6}),
-        Result(B, f"reboot to SSH [{t}] μCernVM from the iso (SATA CD-ROM)", e.boot, "s", f"plain ext4 [{t}]",
+        Result(B, f"reboot to SSH [{t}] μCernVM from the iso (IDE CD-ROM)", e.boot, "s", f"plain ext4 [{t}]",
                f.boot, extra={"μCernVM from the hdd (virtio), the earlier reboot": a.reboot}),
     ]  # fmt: skip
     for ((ua, ia), (pb, ib)), what in zip(icount, ("reboot", "seeded first boot"), strict=False):

@@ -20,11 +20,10 @@ from ..release import sums
 
 #: the image formats, best first: of a release's several images, ``images pull NAME`` takes the first
 #: (``find``). hdd first: the launcher attaches it read-only on virtio (``domain.xml.j2``), and
-#: SeaBIOS's virtio-blk driver reads the kernel and initrd from it; an iso goes on an emulated
-#: CD-ROM (SATA; IDE before q35), read by ATAPI, which under TCG cost 2.5-2.8 s more qemu CPU per
-#: boot before the kernel started (22 MB, IDE, paired rounds, issue 13). Both carry the same kernel
-#: and initrd, which finds the scratch disk and the context drive on virtio either way; the hdd is
-#: ~10 MB more to download.
+#: SeaBIOS's virtio-blk driver reads the kernel and initrd from it; an iso goes on an emulated IDE
+#: CD-ROM, read by ATAPI PIO, which under TCG cost 2.5-2.8 s more qemu CPU per boot before the kernel
+#: started (22 MB, paired rounds, issue 13). Both carry the same kernel and initrd, which finds the
+#: scratch disk and the context drive on virtio either way; the hdd is ~10 MB more to download.
 #: Defined here, not in ``images``: ``cernvm-launch --help`` imports this module, never the profile
 #: machinery ``images`` needs.
 FORMATS = ("hdd", "iso", "qcow2")

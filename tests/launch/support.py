@@ -63,18 +63,6 @@ def boot_sector_guest(path: Path, message: bytes, *, echo: bool = False) -> Path
     return path
 
 
-def iso_guest(path: Path, message: bytes) -> Path:
-    """``boot_sector_guest`` as an El Torito iso (``xorriso``, no emulation: the BIOS loads its first
-    2 KiB at 0x7c00, where the sector expects to run): an image that boots from a CD-ROM only."""
-    stage = path.with_suffix(".d")
-    stage.mkdir()
-    boot_sector_guest(stage / "boot.img", message)
-    subprocess.run(["xorriso", "-as", "mkisofs", "-quiet", "-b", "boot.img", "-no-emul-boot",
-                    "-boot-load-size", "4", "-o", str(path), str(stage)], check=True)  # fmt: skip
-    os.chmod(path, 0o644)
-    return path
-
-
 #: What μCernVM prints when the OS repository cannot be reached (data/bootloader/init.d/10-cvmfs.sh).
 PANIC_CONSOLE = (
     b"Linux version 6.1.0 (boot-sector stand-in)\r\n"

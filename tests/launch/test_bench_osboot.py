@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import math
-import re
 import subprocess
 import threading
 from pathlib import Path
 
 import pytest
 
-from bench.osboot import CPU_MAP_SCRIPT, MACHINE, _both, cpu_map, cpu_map_rows
-from cernvm_build.paths import data_dir
+from bench.osboot import CPU_MAP_SCRIPT, _both, cpu_map, cpu_map_rows
 
 
 def test_the_failing_side_is_reported_not_the_barrier_it_broke() -> None:
@@ -102,12 +100,3 @@ def test_the_cpu_map_script_runs_and_parses_on_this_kernel() -> None:
     got = cpu_map(out)
     assert any(k.startswith("cg /") and k != "cg /*" and v > 0 for k, v in got.items())
     assert got["kthreads"] > 0 and any(k.startswith("kt ") for k in got)
-
-
-def test_both_setups_boot_on_the_launchers_machine_type() -> None:
-    """The bench boots μCernVM as cernvm-launch does, and plain on the same machine: the machine type
-    sets the guest's cost per PCI device (ACPI interrupt routing, domain.xml.j2)."""
-    template = (data_dir("launch") / "domain.xml.j2").read_text()
-    (machine,) = re.findall(r"<type arch='x86_64' machine='([^']+)'>hvm</type>", template)
-    assert machine == "q35"
-    assert ["-machine", machine] == MACHINE

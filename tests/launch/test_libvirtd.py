@@ -17,7 +17,6 @@ import subprocess
 import sys
 import time
 import uuid
-import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import libvirt
 import pytest
 
 from cernvm_build.cli.launch import main
-from tests.launch.support import PANIC_CONSOLE, boot_sector_guest, iso_guest
+from tests.launch.support import PANIC_CONSOLE, boot_sector_guest
 
 pytestmark = pytest.mark.integration
 URI = "qemu:///system"
@@ -101,21 +100,6 @@ def test_life_cycle_on_real_libvirtd(
     assert name not in [d.name() for d in libvirt.open(URI).listAllDomains(0)]
     assert not inst_dir.exists()  # scratch disk, context ISO, keys, console log: all gone
     assert image.read_bytes() == before  # the base image is never written
-
-
-def test_an_iso_boots_from_the_sata_cdrom_of_a_q35_machine(system_home: Path, name: str) -> None:
-    """The launcher's machine is q35 (cheaper ACPI interrupt routing for the guest, domain.xml.j2),
-    which has no IDE: libvirt would refuse an IDE CD-ROM there; the firmware boots the iso from SATA."""
-    image = iso_guest(system_home / "tiny.iso", GREETING + b"\r\n")
-    assert main(["--connect", URI, "create", "--name", name, "--iso", str(image), "--memory", "256",
-                 "--disk", "100", "--no-wait", "--yes"]) == 0  # fmt: skip
-    console = system_home / "run" / name / "console.log"
-    _wait_for(lambda: console.exists() and GREETING in console.read_bytes())
-    root = ET.fromstring(libvirt.open(URI).lookupByName(name).XMLDesc(0))
-    assert root.find("os/type").get("machine", "").startswith("pc-q35-")  # type: ignore[union-attr]
-    (cd,) = [d for d in root.iter("disk") if d.get("device") == "cdrom"]
-    assert cd.find("target").get("bus") == "sata"  # type: ignore[union-attr]
-    assert main(["--connect", URI, "destroy", "--force", name]) == 0
 
 
 def test_no_permission_on_the_uri_is_one_line(libvirtd: None) -> None:
