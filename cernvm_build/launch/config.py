@@ -22,6 +22,7 @@ from .. import table
 from ..errors import ConfigFileError, ImageError, Location, UsageError
 from ..fsutil import NotRegularFile, open_regular
 from ..table import Kind, Setting, by_key
+from .names import image_name
 
 GLOBAL_CONF_ENV = "CERNVM_LAUNCH_CONF"
 #: less memory than this does not boot a μCernVM image (the kernel, initrd and CernVM-FS cache need it)
@@ -193,19 +194,13 @@ def _looks_like_path(name: str) -> bool:
     return looks_like_path(name)
 
 
-def _image_name(name: str, where: str) -> str:
-    from .images import image_name  # the image cache's modules are not needed to read settings
-
-    return image_name(name, where)
-
-
 def _refused_from_handed(spec: Setting, value: Any) -> str:
     """Why a per-create file may not set ``spec`` to ``value`` ('' if it may)."""
     if spec.key in _HOST_SIDE_KEYS:
         return "not taken from a per-create file (it reaches this host's files or trust)"
     if spec.name == "image" and value:
         try:
-            _image_name(value, "")
+            image_name(value, "")
         except ImageError:
             return "not a cached image's name: not taken from a per-create file (a file is the host's)"
     if spec.name == "profile" and value and _looks_like_path(value):

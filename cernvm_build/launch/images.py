@@ -30,14 +30,12 @@ from ..fsutil import atomic_file, atomic_write, sha256_file
 from ..report import NULL_REPORTER, Reporter
 from . import qcow2
 from .catalog import FORMATS
+from .names import image_name
 
 if TYPE_CHECKING:  # the profile package loads cryptography, which `cernvm-launch --help` must not
     from ..profile import Profile
 
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
-# A cached image's name is a file name in the cache and a storage volume's: no '/', no leading dot,
-# and none of the cache's own side files (NAME.sha256, NAME.json)
-_IMAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,200}")
 MAX_SHA256_FILE = 4096  # bytes: '<64 hex>  NAME' and a line break
 MAX_IMAGE = 32 << 30  # bytes a pull without a size from a verified index may write
 Progress = Callable[[int, int | None], None]  # (bytes done, total or None)
@@ -86,18 +84,6 @@ def detect_format(path: Path, *, bootable: bool = False) -> str:
             hint="give an image that cernvm-build image made (iso, hdd or qcow2)",
         )
     return "hdd"
-
-
-def image_name(name: str, where: str) -> str:
-    """``name`` if it can name a cached image; else one ImageError saying so."""
-    if _IMAGE_NAME.fullmatch(name) and not name.endswith((".sha256", ".json")):
-        return name
-    raise ImageError(
-        f"{name[:100]!r} cannot name a cached image",
-        where=where,
-        hint="letters, digits and . _ + - (no '/', not starting with '.', not ending .sha256 or .json);"
-        " 'images add FILE --as NAME' names it",
-    )
 
 
 def read_sha256_file(path: Path) -> str:

@@ -1,12 +1,15 @@
-"""Instance names: safe in libvirt, in file names, in XML and in shell commands."""
+"""Instance and cached-image names: safe in libvirt, in file names, in XML and in shell commands."""
 
 from __future__ import annotations
 
 import re
 
-from ..errors import UsageError
+from ..errors import ImageError, UsageError
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+# A cached image's name is a file name in the cache and a storage volume's: no '/', no leading dot,
+# and none of the cache's own side files (NAME.sha256, NAME.json)
+_IMAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,200}")
 
 
 def validate_name(name: str) -> str:
@@ -25,4 +28,16 @@ def validate_name(name: str) -> str:
     raise UsageError(
         f"bad instance name {name!r}: {problem}",
         hint="use letters, digits, '-', '_' and '.' (at most 63, starting with a letter or digit)",
+    )
+
+
+def image_name(name: str, where: str) -> str:
+    """``name`` if it can name a cached image; else one ImageError saying so."""
+    if _IMAGE_NAME.fullmatch(name) and not name.endswith((".sha256", ".json")):
+        return name
+    raise ImageError(
+        f"{name[:100]!r} cannot name a cached image",
+        where=where,
+        hint="letters, digits and . _ + - (no '/', not starting with '.', not ending .sha256 or .json);"
+        " 'images add FILE --as NAME' names it",
     )
