@@ -56,6 +56,9 @@ class Settings:
     # ``image`` came from a per-create file: only a cached image's name, never a file in the caller's
     # folder (``image=.netrc`` would boot that file as the disk); images.resolve honours it.
     image_cached_only: bool = False
+    # ``disk_url`` came from a per-create file: only an image already pulled from that URL is booted;
+    # the host never fetches a URL a handed file names (it would reach hosts the user can, as the user)
+    disk_url_cached_only: bool = False
     wait_timeout: int = 900  # seconds; TCG boots are slow
     shared_folder_driver: str = "auto"  # virtiofs on system daemons, 9p on session ones (create.py)
     image_indexes: tuple[str, ...] = ()  # release index.json URLs that 'images pull NAME' searches
@@ -325,6 +328,8 @@ def parse_conf(path: Path, *, handed: bool = False) -> dict[str, Any]:
             )
     if handed and values.get("image"):
         values["image_cached_only"] = True
+    if handed and values.get("disk_url"):
+        values["disk_url_cached_only"] = True
     return values
 
 

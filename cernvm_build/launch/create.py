@@ -93,8 +93,9 @@ def image_choice(spec: InstanceSpec, profile: Profile | None) -> images.ImageCho
     given = spec.image or s.image or (str(s.disk_path) if s.disk_path else None)
     cached_only = bool(s.image_cached_only and not spec.image)  # --iso is the user's own
     return images.ImageChoice(
-        given=given, profile=profile, url=s.disk_url, version=s.cernvm_version, cached_only=cached_only
-    )
+        given=given, profile=profile, url=s.disk_url, version=s.cernvm_version, cached_only=cached_only,
+        url_cached_only=s.disk_url_cached_only,
+    )  # fmt: skip
 
 
 def create_instance(spec: InstanceSpec, *, host: Host, reporter: Reporter = NULL_REPORTER) -> Instance:

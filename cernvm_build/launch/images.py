@@ -334,6 +334,7 @@ class ImageChoice:
     url: str | None = None  # download it (with URL.sha256)
     version: str = "latest"  # else the newest cached image whose name holds this version
     cached_only: bool = False  # ``given`` came from a per-create file: a cached name, never a file
+    url_cached_only: bool = False  # ``url`` came from a per-create file: an image pulled from it, no download
 
 
 def resolve(cache: ImageCache, choice: ImageChoice, *, reporter: Reporter = NULL_REPORTER) -> Image:
@@ -363,6 +364,15 @@ def resolve(cache: ImageCache, choice: ImageChoice, *, reporter: Reporter = NULL
         raise ImageError(
             f"no image for profile '{name}' in {cache.dir}",
             hint=f"build it ('cernvm-build image {name}') and 'cernvm-launch images add FILE'",
+        )
+    if choice.url and choice.url_cached_only:
+        pulled = [i for i in cache.list() if i.source == choice.url]
+        if pulled:
+            return sorted(pulled, key=lambda i: (i.added, i.name))[-1]
+        raise ImageError(
+            f"diskURL '{choice.url}' (from the configuration file) is not downloaded from a per-create file",
+            hint="pull it yourself first ('cernvm-launch images pull URL'),"
+            " or put diskURL in ~/.cernvm-launch.conf",
         )
     if choice.url:
         reporter.step(f"pulling {choice.url}")

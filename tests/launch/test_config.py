@@ -75,7 +75,8 @@ def test_sizes_and_durations_take_units(tmp_path: Path) -> None:
 
 
 def test_the_table_and_the_settings_name_the_same_fields() -> None:
-    fields = {f.name for f in dataclasses.fields(config.Settings)} - {"image_cached_only"}  # provenance
+    provenance = {"image_cached_only", "disk_url_cached_only"}
+    fields = {f.name for f in dataclasses.fields(config.Settings)} - provenance
     assert {s.name for s in config.KEYS} == fields
     for s in config.KEYS:  # the defaults are the dataclass's own
         assert s.default == getattr(config.DEFAULTS, s.name), s.key

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import http.server
 import os
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from cernvm_build.errors import ImageError
+from cernvm_build.launch import images
 from cernvm_build.launch.images import ImageCache
 
 pytestmark = pytest.mark.integration
@@ -281,3 +283,33 @@ def test_pull_reads_a_bounded_sha256_and_writes_at_most_the_size_it_was_given(
     assert cache.list() == [] and not [p for p in cache.dir.iterdir() if p.is_file()]
     got = cache.pull(f"{url}/{image.name}", sha256=digest, size=image.stat().st_size)
     assert got.sha256 == digest
+
+
+def test_a_per_create_files_disk_url_boots_only_an_image_pulled_from_it(
+    http_dir: tuple[Path, str], image: Path, tmp_path: Path
+) -> None:
+    """A handed file's ``diskURL`` must not make this host fetch a URL (an internal service, a
+    metadata endpoint) as the user: only an image the user pulled from that URL is booted."""
+    from cernvm_build.launch import config, create
+
+    root, url = http_dir
+    (root / image.name).write_bytes(image.read_bytes())
+    (root / f"{image.name}.sha256").write_text(image.with_name(image.name + ".sha256").read_text())
+    conf = tmp_path / "conf"
+    conf.write_text(f"diskURL={url}/{image.name}\n")
+    conf.chmod(0o644)
+    s = config.resolve(create_file=conf, global_file=tmp_path / "none")
+    spec = create.InstanceSpec(settings=s, name="x", user_data=b"")
+    cache = ImageCache(tmp_path / "home")
+    with pytest.raises(ImageError, match=r"diskURL .* is not downloaded from a per-create file") as e:
+        images.resolve(cache, create.image_choice(spec, None))
+    assert "images pull URL" in str(e.value.hint) and cache.list() == []  # nothing was fetched
+    pulled = cache.pull(f"{url}/{image.name}")  # the user's own pull
+    assert images.resolve(cache, create.image_choice(spec, None)) == pulled
+    own = config.resolve(global_file=conf)  # the user's own file may download
+    assert (
+        images.resolve(
+            ImageCache(tmp_path / "h2"), create.image_choice(dataclasses.replace(spec, settings=own), None)
+        ).name
+        == image.name
+    )
