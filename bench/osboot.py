@@ -250,6 +250,32 @@ def cpu_map(text: str) -> dict[str, float]:
     return out
 
 
+def diag_split(text: str) -> str:
+    """One line from ``DIAG_SCRIPT``'s output: where a boot's seconds went (ob17, issue 13). The guest's
+    busy, idle and iowait seconds (``/proc/stat`` ticks): idle near 0 means the 1-vCPU guest was
+    CPU-bound, so a fetch's network round trip cost no wall time (other work ran meanwhile) and
+    only the CPU added counts; the FUSE daemon's CPU seconds; and the daemon's CPU per object of each
+    ``store.Phases`` phase (``~fetch``, ``~write``... in guest-CPU-ms, with the object count)."""
+    hz, cpu, daemon, phases = 100.0, [0.0] * 7, 0.0, []
+    for line in text.splitlines():
+        f = line.split()
+        if len(f) >= 5 and f[0] == "uptime" and f[3] == "ticks/s" and f[4].isdigit() and int(f[4]):
+            hz = float(f[4])
+        elif len(f) >= 8 and f[0] == "cpu" and all(x.isdigit() for x in f[1:8]):
+            cpu = [float(x) for x in f[1:8]]
+        elif len(f) == 6 and f[0] == "daemon" and f[4].isdigit() and f[5].isdigit():
+            daemon += (int(f[4]) + int(f[5])) / hz
+        elif len(f) == 5 and f[0] == "fuse" and f[1].startswith("~") and f[2].isdigit() and int(f[2]):
+            with contextlib.suppress(ValueError):
+                phases.append((f[1], int(f[2]), float(f[4]) * 1e3 / int(f[2])))
+    user, nice, system, idle, iowait, irq, softirq = (t / hz for t in cpu)
+    per = ", ".join(f"{k} {ms:.1f} ({n})" for k, n, ms in phases)
+    return (
+        f"guest busy {user + nice + system + irq + softirq:.1f} s, idle {idle:.1f} s, iowait {iowait:.1f} s; "
+        f"daemon {daemon:.1f} CPU-s; per object (guest-CPU-ms): {per or '-'}"
+    )
+
+
 def cpu_map_rows(ucernvm: dict[str, float], plain: dict[str, float], least: float = 0.2) -> list[str]:
     """The two guests' maps side by side: stamps first, then the items by how much more μCernVM's
     took (seconds); items under ``least`` in both are left out."""
@@ -411,7 +437,9 @@ def _measure(
                           "before the kernel's clock started", file=sys.stderr)  # fmt: skip
                     # the CPU split (guest, FUSE daemon) as near the boot's end as a login gets: what the
                     # gap between the setups is made of (the guest is CPU-bound under TCG)
-                    print(f"osboot: {name}: at login:\n{vm.ssh(DIAG_SCRIPT)}", file=sys.stderr)
+                    diag = vm.ssh(DIAG_SCRIPT)
+                    print(f"osboot: {name}: at login:\n{diag}", file=sys.stderr)
+                    print(f"osboot: {name}: split at login: {diag_split(diag)}", file=sys.stderr)
                     fig.cpu_maps.append(vm.ssh(CPU_MAP_SCRIPT))
                     # systemd-analyze answers once the boot has finished (cloud-init may still run at SSH)
                     vm.ssh("systemctl is-system-running --wait || true")
@@ -473,7 +501,9 @@ def _first_boot(
         print(f"osboot: {name}: first boot to SSH {took:.1f} s, {vm.before_kernel:.1f} s of it before the "
               "kernel's clock started", file=sys.stderr)  # fmt: skip
         vm.login(600)
-        print(f"osboot: {name}: at login:\n{vm.ssh(DIAG_SCRIPT)}", file=sys.stderr)
+        diag = vm.ssh(DIAG_SCRIPT)
+        print(f"osboot: {name}: at login:\n{diag}", file=sys.stderr)
+        print(f"osboot: {name}: split at login: {diag_split(diag)}", file=sys.stderr)
         state = vm.ssh("systemctl is-system-running --wait || true").strip()
         if counter:
             fb.fetched_running, fb.objects_running = counter.bytes - bytes0, counter.objects - objects0

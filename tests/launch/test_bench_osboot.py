@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.osboot import CPU_MAP_SCRIPT, _both, cpu_map, cpu_map_rows
+from bench.osboot import CPU_MAP_SCRIPT, _both, cpu_map, cpu_map_rows, diag_split
 
 
 def test_the_failing_side_is_reported_not_the_barrier_it_broke() -> None:
@@ -100,3 +100,25 @@ def test_the_cpu_map_script_runs_and_parses_on_this_kernel() -> None:
     got = cpu_map(out)
     assert any(k.startswith("cg /") and k != "cg /*" and v > 0 for k, v in got.items())
     assert got["kthreads"] > 0 and any(k.startswith("kt ") for k in got)
+
+
+def test_the_diag_split_gives_guest_idle_daemon_cpu_and_cpu_per_object() -> None:
+    # an un-seeded first boot's DIAG_SCRIPT output (ob17's run, load ~9), as the guest prints it
+    diag = """uptime 301.92 0.17 ticks/s 100
+cpu  10798 0 8055 17 371 0 458 0 0 0
+daemon 176 utime stime 4276 3112
+fuse @process 1 324.793 77.800
+fuse read 1648 152.454 38.358
+fuse ~inflate+write 177 63.765 11.304
+fuse ~fetch 1279 59.975 16.625
+fuse ~write 1102 15.650 6.893
+fuse ~none 0 0.000 0.000
+plain 1655 102.892 MB
+"""
+    line = diag_split(diag)
+    # busy = user + nice + system + irq + softirq; idle and iowait apart (ticks / ticks per second)
+    assert "guest busy 193.1 s, idle 0.2 s, iowait 3.7 s" in line
+    assert "daemon 73.9 CPU-s" in line
+    # each phase's CPU per object, in the order the daemon wrote them; a phase of no object is left out
+    assert line.endswith("~inflate+write 63.9 (177), ~fetch 13.0 (1279), ~write 6.3 (1102)")
+    assert diag_split("no output").endswith("daemon 0.0 CPU-s; per object (guest-CPU-ms): -")
