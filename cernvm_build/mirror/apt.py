@@ -73,9 +73,13 @@ def verify_apt(
         result.problems.append(f"{source.name}: no dists/<suite>/Release or InRelease{hint}")
         return result
     last_group: list[str] = []
+    # a pool file's first (hash, size) claim by any suite: the suites share the pool, so another
+    # suite's other claim is a conflict (an HTTP server can answer each suite's download with bytes
+    # matching that suite's claim, and only one of them is published)
+    claims: dict[str, tuple[str, Expected]] = {}
     for suite in found:
         try:
-            release_files = _verify_suite(source, suite, keyring, jobs, progress, result)
+            release_files = _verify_suite(source, suite, keyring, jobs, progress, result, claims)
         except CernVMError as e:
             result.problems.append(e.message)
             continue
@@ -93,6 +97,7 @@ def _verify_suite(
     jobs: int,
     progress: Progress | None,
     result: Checked,
+    claims: dict[str, tuple[str, Expected]],
 ) -> list[str]:
     base = f"dists/{safe_rel(suite)}"
     result.repos.append(suite)
@@ -186,9 +191,13 @@ def _verify_suite(
     named: dict[str, list[Expected]] = {}
     for x in unique.values():
         named.setdefault(x.rel, []).append(x)
-    for rel, claims in sorted(named.items()):
-        if len(claims) > 1:
-            says = ", ".join(f"{c.named_by} says {c.digest[:16]}… size {c.size}" for c in claims)
+    for rel, mine in sorted(named.items()):
+        said = [(base, c) for c in mine]
+        first = claims.setdefault(rel, said[0])
+        if (first[1].digest, first[1].size) != (mine[0].digest, mine[0].size):
+            said.insert(0, first)  # another suite claimed it first
+        if len(said) > 1:
+            says = ", ".join(f"{b} {c.named_by} says {c.digest[:16]}… size {c.size}" for b, c in said)
             result.problems.append(f"{rel}: conflicting hashes ({says})")
     result.problems.extend(check_files(source, list(unique.values()), jobs=jobs, progress=progress))
     result.referenced.update(named)

@@ -13,6 +13,7 @@ import threading
 import time
 import tracemalloc
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -108,14 +109,15 @@ def stanza(name: str, filename: str, data: bytes, digest: str | None = None) -> 
     )
 
 
-def apt_tree(root: Path, indexes: dict[str, bytes], pool: dict[str, bytes]) -> Path:
+def apt_tree(root: Path, indexes: dict[str, bytes], pool: dict[str, bytes], suite: str = "s") -> Path:
     for rel, data in pool.items():
         write(root, rel, data)
     lines = []
     for rel, data in indexes.items():
-        write(root, f"dists/s/{rel}", data)
+        write(root, f"dists/{suite}/{rel}", data)
         lines.append(f" {sha(data)} {len(data)} {rel}")
-    write(root, "dists/s/Release", ("Suite: s\nCodename: s\nSHA256:\n" + "\n".join(lines) + "\n").encode())
+    head = f"Suite: {suite}\nCodename: {suite}\nSHA256:\n"
+    write(root, f"dists/{suite}/Release", (head + "\n".join(lines) + "\n").encode())
     return root
 
 
@@ -145,6 +147,39 @@ def test_a_pool_file_named_with_two_hashes_is_a_problem_whichever_comes_first(tm
         assert result.packages == 1
     same_twice = {"main/binary-amd64/Packages": (right + right).encode()}
     assert verify_apt(LocalSource(apt_tree(tmp_path / "ok", same_twice, {"pool/a.deb": DEB}))).problems == []
+
+
+def test_a_pool_file_named_with_two_hashes_by_two_suites_is_a_conflict(tmp_path: Path) -> None:
+    """Two suites share the pool: a server that answers each suite's request for the same file
+    with other bytes (each matching that suite's hash) would pass both downloads, and the mirror
+    would publish one file that one suite's clients refuse. A file's (hash, size) must agree across
+    the suites."""
+    one, two = b"deb for suite a", b"deb for suite b!"
+    root = apt_tree(tmp_path, {"main/binary-amd64/Packages": stanza("x", "pool/x.deb", one).encode()}, {})
+    apt_tree(root, {"main/binary-amd64/Packages": stanza("x", "pool/x.deb", two).encode()}, {}, suite="b")
+    served = iter([one, two, one, two])
+
+    class Switching(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            if self.path == "/pool/x.deb":
+                write(root, "pool/x.deb", next(served))
+            super().do_GET()
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(Switching, directory=str(root)))
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        src = HttpSource(f"http://127.0.0.1:{srv.server_address[1]}/", tmp_path / "stage")
+        problems = verify_apt(src, suites=["s", "b"]).problems
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert problems == [
+        f"pool/x.deb: conflicting hashes (dists/s Packages says {sha(one)[:16]}… size {len(one)},"
+        f" dists/b Packages says {sha(two)[:16]}… size {len(two)})"
+    ]
 
 
 def test_component_release_files_of_a_real_debian_layout_are_not_suites(tmp_path: Path) -> None:
