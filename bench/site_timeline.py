@@ -1,0 +1,168 @@
+"""A cold full build's timeline: when each process starts and ends each step, and the serial part.
+
+    python bench/site_timeline.py --pages 1000 --kind prose --work /dev/shm/tl
+    python bench/site_timeline.py --tree /tmp/old --rounds 5          # another code tree, best of 5
+
+One ``cernvm-build site build --jobs J`` (cold: output and cache removed first) runs in a process
+whose build steps are wrapped to log, per process, the wall time at their start and end and the
+process's CPU time (``time.process_time``) spent in them; forked workers log theirs too. Printed: the
+parent's steps in order, each forked step with each process's share (its runs' CPU, its start and end)
+and the wait at its end, and the split of the parent's CPU into the serial part (before, between and
+after the forked steps, which no other process overlaps) and its part in the forked steps. Wall
+times stretch with the machine's load (printed before and after); CPU times much less so, and the
+serial CPU is what caps the CPU/wall ratio: wall >= serial + (CPU - serial) / jobs. With
+``--rounds N`` the round with the least total CPU is shown. Wrapping costs ~1 us a call (~2,000
+per-page calls are not wrapped: only per-run and per-step ones).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.site_corpus import KINDS, generate
+
+#: run in the build's process: wraps the steps (those missing in the tree measured are skipped),
+#: then runs the CLI; each event is one line "pid name wall0 wall1 cpu0 cpu1" (ms), written at once
+#: with O_APPEND (a forked worker ends with os._exit: nothing buffered would be written)
+_TRACER = r"""
+import functools, os, sys, time
+T0 = time.perf_counter()
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+def ev(name, w0, c0):
+    w1, c1 = time.perf_counter(), time.process_time()
+    nums = (w0 - T0, w1 - T0, c0, c1)
+    os.write(fd, (f"{os.getpid()} {name} " + " ".join(f"{n * 1e3:.1f}" for n in nums) + "\n").encode())
+def wrap(owner, attr, name):
+    f = getattr(owner, attr, None)
+    if f is None:
+        return
+    @functools.wraps(f)
+    def w(*a, **k):
+        w0, c0 = time.perf_counter(), time.process_time()
+        try:
+            return f(*a, **k)
+        finally:
+            ev(name, w0, c0)
+    setattr(owner, attr, w)
+c0 = time.process_time()
+from cernvm_build.site import build, cache, parallel, search, sources, write
+from cernvm_build.cli import main as cli_main
+ev("imports", T0, 0.0)
+STEPS = [
+    (build, "scan"), (build, "plan_sources"), (build, "render_markdown"), (sources, "warm_highlighting"),
+    (build.Builder, "_aside"), (build, "_warm_templates"), (build, "make_pages"), (build, "plan"),
+    (build.Builder, "_write"), (build, "execute"), (search, "update"), (search, "shard_files"),
+    (cache.State, "md_meta"), (cache.State, "close"), (cache.State, "put_md"),
+    (cache.State, "put_search_extracts"), (parallel, "fork_map"), (parallel, "_work"),
+    (parallel._Inbox, "finish"), (build.Builder, "_build"),
+]
+for owner, attr in STEPS:
+    wrap(owner, attr, attr)
+for mod in (sources, write, search):  # imported by name where they are used
+    if hasattr(mod, "fork_map"):
+        mod.fork_map = parallel.fork_map
+sys.argv = ["cernvm-build", *sys.argv[2:]]
+try:
+    code = cli_main.main()
+finally:
+    ev("end", T0, 0.0)
+sys.exit(code)
+"""
+
+Event = tuple[int, str, float, float, float, float]
+
+
+def _load() -> str:
+    return Path("/proc/loadavg").read_text().split()[0]
+
+
+def _trace(tree: Path, site: Path, work: Path, jobs: int) -> list[Event]:
+    out, cache, log = work / "out", work / "cache", work / "timeline.log"
+    for d in (out, cache):
+        shutil.rmtree(d, ignore_errors=True)
+    cmd = [sys.executable, "-P", "-c", _TRACER, str(log)]
+    cmd += ["site", "build", "--site", str(site), "--out", str(out), "--json", "--jobs", str(jobs)]
+    env = {**os.environ, "PYTHONPATH": str(tree), "CERNVM_CACHE_DIR": str(cache)}
+    done = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"build failed: {done.stderr.strip()[-1000:]}")
+    events = []
+    for line in log.read_text().splitlines():
+        pid, name, *nums = line.split()
+        w0, w1, c0, c1 = map(float, nums)
+        events.append((int(pid), name, w0, w1, c0, c1))
+    return events
+
+
+def _total_cpu(events: list[Event]) -> float:
+    """CPU ms of all processes: each one's largest CPU reading (a fork's child starts from 0)."""
+    last: dict[int, float] = {}
+    for pid, _name, _w0, _w1, _c0, c1 in events:
+        last[pid] = max(last.get(pid, 0.0), c1)
+    return sum(last.values())
+
+
+def _report(events: list[Event]) -> None:
+    parent = events[0][0]
+    own = [e for e in events if e[0] == parent]
+    wall = max(e[3] for e in own)  # (the CLI may end the process before "end" is logged)
+    print(f"{'step':24} {'wall ms from start':>20} {'CPU ms':>8}")
+    for _pid, name, w0, w1, c0, c1 in sorted(own, key=lambda e: e[2]):
+        if name in ("end", "_work", "finish", "shard_files", "put_search_extracts"):
+            continue
+        print(f"{name:24} {w0:9.1f} {w1:9.1f} {c1 - c0:9.1f}")
+    forked = 0.0
+    print("\nforked steps (each process: its runs' CPU ms, wall ms of its first run's start and last end):")
+    for _pid, _name, w0, w1, c0, c1 in (e for e in own if e[1] == "fork_map"):
+        works = [e for e in events if e[1] == "_work" and w0 <= e[2] <= w1]
+        if not works or all(e[0] == parent for e in works):
+            continue  # not forked: in-process (few items, one job)
+        forked += c1 - c0
+        ends = [e[3] for e in works]
+        shares = ", ".join(
+            f"{'parent' if e[0] == parent else e[0]} {e[5] - e[4]:.0f} ({e[2]:.0f}-{e[3]:.0f})" for e in works
+        )
+        print(f"  {w0:8.1f}-{w1:8.1f}: {shares}; the first to end waited {max(ends) - min(ends):.0f} ms")
+    total = _total_cpu(events)
+    serial = max(e[5] for e in own) - forked
+    print(
+        f"\nwall {wall:.0f} ms; CPU {total:.0f} ms (all processes); the parent's serial CPU {serial:.0f} ms"
+        f" ({serial / total:.0%}), its CPU in forked steps {forked:.0f} ms; CPU/wall {total / wall:.2f}"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pages", type=int, default=1000)
+    ap.add_argument("--kind", choices=KINDS, default="synthetic", help="the corpus (site_corpus --kind)")
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=1, help="builds; the one with the least CPU is shown")
+    ap.add_argument(
+        "--tree",
+        type=Path,
+        default=Path(__file__).resolve().parent.parent,
+        help="folder holding the cernvm_build package measured (default: this checkout)",
+    )
+    ap.add_argument("--work", type=Path, default=None, help="corpus, output and cache (default: a temp dir)")
+    args = ap.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="site-timeline-"))
+    work.mkdir(parents=True, exist_ok=True)
+    site = generate(work / "corpus", args.pages, kind=args.kind)["ours"]
+    load = _load()
+    runs = [_trace(args.tree.resolve(), site, work, args.jobs) for _ in range(args.rounds)]
+    print(f"{args.pages} {args.kind} pages, --jobs {args.jobs}, load {load} before, {_load()} after\n")
+    _report(min(runs, key=_total_cpu))
+    if args.work is None:
+        shutil.rmtree(work)
+
+
+if __name__ == "__main__":
+    main()
