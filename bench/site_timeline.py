@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.site_corpus import KINDS, generate
 
-#: run in the build's process: wraps the steps (those missing in the tree measured are skipped),
+#: run in the build's process: wraps ``STEPS`` (those missing in the tree measured are skipped),
 #: then runs the CLI; each event is one line "pid name wall0 wall1 cpu0 cpu1" (ms), written at once
 #: with O_APPEND (a forked worker ends with os._exit: nothing buffered would be written)
 _TRACER = r"""
@@ -52,30 +52,51 @@ def wrap(owner, attr, name):
         finally:
             ev(name, w0, c0)
     setattr(owner, attr, w)
-c0 = time.process_time()
 from cernvm_build.site import build, cache, parallel, search, sources, write
 from cernvm_build.cli import main as cli_main
 ev("imports", T0, 0.0)
-STEPS = [
-    (build, "scan"), (build, "plan_sources"), (build, "render_markdown"), (sources, "warm_highlighting"),
-    (build.Builder, "_aside"), (build, "_warm_templates"), (build, "make_pages"), (build, "plan"),
-    (build.Builder, "_write"), (build, "execute"), (search, "update"), (search, "shard_files"),
-    (cache.State, "md_meta"), (cache.State, "close"), (cache.State, "put_md"),
-    (cache.State, "put_search_extracts"), (parallel, "fork_map"), (parallel, "_work"),
-    (parallel._Inbox, "finish"), (build.Builder, "_build"),
-]
+STEPS = [step.split(":") for step in sys.argv[2].split()]
+MODULES = {"build": build, "cache": cache, "parallel": parallel, "search": search, "sources": sources}
 for owner, attr in STEPS:
-    wrap(owner, attr, attr)
+    where = MODULES[owner.split(".")[0]]
+    for part in owner.split(".")[1:]:
+        where = getattr(where, part)
+    wrap(where, attr, attr)
 for mod in (sources, write, search):  # imported by name where they are used
     if hasattr(mod, "fork_map"):
         mod.fork_map = parallel.fork_map
-sys.argv = ["cernvm-build", *sys.argv[2:]]
+sys.argv = ["cernvm-build", *sys.argv[3:]]
 try:
     code = cli_main.main()
 finally:
     ev("end", T0, 0.0)
 sys.exit(code)
 """
+
+#: the steps wrapped ("module[.Class]", function): per step or per run, never per page (a wrapper costs
+#: ~1 us a call); a test checks that each exists in the code
+STEPS = [
+    ("build", "scan"),
+    ("build", "plan_sources"),
+    ("build", "render_markdown"),
+    ("sources", "warm_highlighting"),
+    ("build.Builder", "_aside"),
+    ("build", "_warm_templates"),
+    ("build", "make_pages"),
+    ("build", "plan"),
+    ("build.Builder", "_write"),
+    ("build", "execute"),
+    ("search", "update"),
+    ("search", "shard_files"),
+    ("cache.State", "md_meta"),
+    ("cache.State", "close"),
+    ("cache.State", "put_md"),
+    ("cache.State", "put_search_extracts"),
+    ("parallel", "fork_map"),
+    ("parallel", "_work"),
+    ("parallel._Inbox", "finish"),
+    ("build.Builder", "_build"),
+]
 
 Event = tuple[int, str, float, float, float, float]
 
@@ -88,7 +109,7 @@ def _trace(tree: Path, site: Path, work: Path, jobs: int) -> list[Event]:
     out, cache, log = work / "out", work / "cache", work / "timeline.log"
     for d in (out, cache):
         shutil.rmtree(d, ignore_errors=True)
-    cmd = [sys.executable, "-P", "-c", _TRACER, str(log)]
+    cmd = [sys.executable, "-P", "-c", _TRACER, str(log), " ".join(f"{o}:{a}" for o, a in STEPS)]
     cmd += ["site", "build", "--site", str(site), "--out", str(out), "--json", "--jobs", str(jobs)]
     env = {**os.environ, "PYTHONPATH": str(tree), "CERNVM_CACHE_DIR": str(cache)}
     done = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -120,12 +141,16 @@ def _report(events: list[Event]) -> None:
             continue
         print(f"{name:24} {w0:9.1f} {w1:9.1f} {c1 - c0:9.1f}")
     forked = 0.0
+    gaps: list[float] = []  # the parent's CPU ms outside forked steps: before the first, between, after
+    mark = 0.0  # its CPU at the end of the last forked step
     print("\nforked steps (each process: its runs' CPU ms, wall ms of its first run's start and last end):")
     for _pid, _name, w0, w1, c0, c1 in (e for e in own if e[1] == "fork_map"):
         works = [e for e in events if e[1] == "_work" and w0 <= e[2] <= w1]
         if not works or all(e[0] == parent for e in works):
             continue  # not forked: in-process (few items, one job)
         forked += c1 - c0
+        gaps.append(c0 - mark)
+        mark = c1
         ends = [e[3] for e in works]
         shares = ", ".join(
             f"{'parent' if e[0] == parent else e[0]} {e[5] - e[4]:.0f} ({e[2]:.0f}-{e[3]:.0f})" for e in works
@@ -133,6 +158,11 @@ def _report(events: list[Event]) -> None:
         print(f"  {w0:8.1f}-{w1:8.1f}: {shares}; the first to end waited {max(ends) - min(ends):.0f} ms")
     total = _total_cpu(events)
     serial = max(e[5] for e in own) - forked
+    gaps.append(max(e[5] for e in own) - mark)
+    print(
+        "the parent's serial CPU ms before, between and after the forked steps:",
+        " / ".join(f"{g:.0f}" for g in gaps),
+    )
     print(
         f"\nwall {wall:.0f} ms; CPU {total:.0f} ms (all processes); the parent's serial CPU {serial:.0f} ms"
         f" ({serial / total:.0%}), its CPU in forked steps {forked:.0f} ms; CPU/wall {total / wall:.2f}"

@@ -1,0 +1,35 @@
+"""bench/site_timeline.py: the steps it wraps exist, and a forked build's timeline comes out whole."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import pytest
+
+from bench import site_timeline
+from bench.site_corpus import generate
+
+
+@pytest.mark.parametrize(("owner", "attr"), site_timeline.STEPS)
+def test_every_step_the_timeline_wraps_is_in_the_code(owner: str, attr: str) -> None:
+    # a renamed step would be skipped without a word (the tracer measures older trees too)
+    module, *classes = owner.split(".")
+    where: object = importlib.import_module(f"cernvm_build.site.{module}")
+    for name in classes:
+        where = getattr(where, name)
+    assert callable(getattr(where, attr, None))
+
+
+def test_a_forked_builds_timeline_has_both_processes_in_both_forked_steps(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    site = generate(tmp_path / "corpus", 60)["ours"]  # over parallel.PARALLEL_MIN: both steps fork
+    events = site_timeline._trace(Path(__file__).resolve().parents[2], site, tmp_path, 2)
+    parent = events[0][0]
+    steps = {e[1] for e in events if e[0] == parent}
+    assert {"imports", "scan", "render_markdown", "plan", "execute", "update", "_build"} <= steps
+    assert len({e[0] for e in events if e[1] == "_work"}) == 3  # the parent and one child per forked step
+    site_timeline._report(events)
+    out = capsys.readouterr().out
+    assert out.count("parent ") == 2 and "serial CPU" in out
