@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 
 from ..errors import BuildError, CernVMError, Location
 from ..report import Reporter
-from . import frontmatter, mdtree, recache
+from . import frontmatter, recache
 from . import markdown as md_mod
 from .cache import State
 from .model import BAD_PATH_CHARS, ContentText, sha, sha_after
@@ -296,6 +296,10 @@ def _render_source(
     front matters parsed by earlier builds. Returns (key, meta, html, code blocks highlighted now, what
     the search index reads of the html) or (key, error)."""
     known_code, known_fm = known
+    # here, not at the top: a build that renders nothing (a no-change rebuild) does not load the
+    # Rust parser's extension (~10 ms of its start-up); ``md_mod.render`` imports it anyway
+    from . import mdtree
+
     try:
         data = Path(src.file).read_bytes()
         check_size(src.file, len(data))
