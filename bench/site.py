@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import shutil
 import subprocess
 import sys
@@ -95,17 +96,19 @@ def timed(
     proc = subprocess.Popen(
         cmd, cwd=cwd, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
-    deadline = start + timeout if timeout else None
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            break
-        if deadline and time.perf_counter() > deadline:
-            proc.kill()
-            _, status, usage = os.wait4(proc.pid, 0)
-            cpu = usage.ru_utime + usage.ru_stime
-            return Run(time.perf_counter() - start, usage.ru_maxrss / 1024, cpu, timed_out=True)
-        time.sleep(0.02)
+    # the process's end is waited for (its pidfd becomes readable), not polled: a poll every 20 ms
+    # added 0-20 ms, ~10 on average, to every wall figure (a twelfth of a one-page rebuild's aim)
+    pidfd = os.pidfd_open(proc.pid)
+    try:
+        ended, _, _ = select.select([pidfd], [], [], timeout or None)
+    finally:
+        os.close(pidfd)
+    if not ended:
+        proc.kill()
+        _, status, usage = os.wait4(proc.pid, 0)
+        cpu = usage.ru_utime + usage.ru_stime
+        return Run(time.perf_counter() - start, usage.ru_maxrss / 1024, cpu, timed_out=True)
+    _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - start
     out = proc.stdout.read().decode() if proc.stdout else ""
     err = proc.stderr.read().decode() if proc.stderr else ""
