@@ -164,9 +164,15 @@ done
 # CPU (utime, stime in ticks) and its request counts with handler seconds (``cvmfs_stats``).
 DIAG_SCRIPT = r"""
 echo "uptime $(cat /proc/uptime) ticks/s $(getconf CLK_TCK)"; head -n 1 /proc/stat
+# the guest's task switches and interrupts since its start, and the virtio devices' interrupts by queue
+awk '$1 == "ctxt" || $1 == "intr" {print "count", $1, $2}' /proc/stat
+awk '/virtio/ {print "irq", $NF, $2}' /proc/interrupts
 for d in /proc/[0-9]*; do
     case "$(tr '\0' ' ' 2>/dev/null <$d/cmdline)" in
-        @ucernvm-cvmfs*) echo "daemon ${d#/proc/} utime stime $(cut -d ' ' -f 14,15 $d/stat)" ;;
+        @ucernvm-cvmfs*) echo "daemon ${d#/proc/} utime stime $(cut -d ' ' -f 14,15 $d/stat)"
+            # its live threads' switches: voluntary (a wait: a recv, a lock, the GIL), involuntary
+            cat $d/task/*/status 2>/dev/null | awk '/^voluntary_ctxt/ {v += $2; n++}
+                /^nonvoluntary_ctxt/ {i += $2} END {print "switches daemon", v, i, n}' ;;
     esac
 done
 cat /mnt/.rw/aux/fuse-stats 2>/dev/null | sort -k3 -n -r | sed 's/^/fuse /'
@@ -254,9 +260,10 @@ def diag_split(text: str) -> str:
     """One line from ``DIAG_SCRIPT``'s output: where a boot's seconds went (ob17, issue 13). The guest's
     busy, idle and iowait seconds (``/proc/stat`` ticks): idle near 0 means the 1-vCPU guest was
     CPU-bound, so a fetch's network round trip cost no wall time (other work ran meanwhile) and
-    only the CPU added counts; the FUSE daemon's CPU seconds; and the daemon's CPU per object of each
-    ``store.Phases`` phase (``~fetch``, ``~write``... in guest-CPU-ms, with the object count)."""
-    hz, cpu, daemon, phases = 100.0, [0.0] * 7, 0.0, []
+    only the CPU added counts; the FUSE daemon's CPU seconds; the daemon's CPU per object of each
+    ``store.Phases`` phase (``~fetch``, ``~write``... in guest-CPU-ms, with the object count); the
+    guest's task switches (``ctxt``) and interrupts (``intr``) and the daemon's threads' switches."""
+    hz, cpu, daemon, phases, counts = 100.0, [0.0] * 7, 0.0, [], []
     for line in text.splitlines():
         f = line.split()
         if len(f) >= 5 and f[0] == "uptime" and f[3] == "ticks/s" and f[4].isdigit() and int(f[4]):
@@ -265,6 +272,10 @@ def diag_split(text: str) -> str:
             cpu = [float(x) for x in f[1:8]]
         elif len(f) == 6 and f[0] == "daemon" and f[4].isdigit() and f[5].isdigit():
             daemon += (int(f[4]) + int(f[5])) / hz
+        elif len(f) == 3 and f[0] == "count" and f[2].isdigit():
+            counts.append(f"{f[1]} {int(f[2])}")
+        elif len(f) == 5 and f[0] == "switches" and f[2].isdigit() and f[3].isdigit():
+            counts.append(f"daemon switches {f[2]} voluntary {f[3]} not ({f[4]} threads)")
         elif len(f) == 5 and f[0] == "fuse" and f[1].startswith("~") and f[2].isdigit() and int(f[2]):
             with contextlib.suppress(ValueError):
                 phases.append((f[1], int(f[2]), float(f[4]) * 1e3 / int(f[2])))
@@ -273,6 +284,7 @@ def diag_split(text: str) -> str:
     return (
         f"guest busy {user + nice + system + irq + softirq:.1f} s, idle {idle:.1f} s, iowait {iowait:.1f} s; "
         f"daemon {daemon:.1f} CPU-s; per object (guest-CPU-ms): {per or '-'}"
+        + "".join(f"; {c}" for c in counts)
     )
 
 

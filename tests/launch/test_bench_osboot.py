@@ -106,7 +106,11 @@ def test_the_diag_split_gives_guest_idle_daemon_cpu_and_cpu_per_object() -> None
     # an un-seeded first boot's DIAG_SCRIPT output (ob17's run, load ~9), as the guest prints it
     diag = """uptime 301.92 0.17 ticks/s 100
 cpu  10798 0 8055 17 371 0 458 0 0 0
+count intr 912345
+count ctxt 1234567
+irq virtio2-input.0 45678
 daemon 176 utime stime 4276 3112
+switches daemon 98765 4321 19
 fuse @process 1 324.793 77.800
 fuse read 1648 152.454 38.358
 fuse ~inflate+write 177 63.765 11.304
@@ -120,5 +124,7 @@ plain 1655 102.892 MB
     assert "guest busy 193.1 s, idle 0.2 s, iowait 3.7 s" in line
     assert "daemon 73.9 CPU-s" in line
     # each phase's CPU per object, in the order the daemon wrote them; a phase of no object is left out
-    assert line.endswith("~inflate+write 63.9 (177), ~fetch 13.0 (1279), ~write 6.3 (1102)")
+    assert "~inflate+write 63.9 (177), ~fetch 13.0 (1279), ~write 6.3 (1102);" in line
+    # the guest's switches and interrupts, the daemon's threads' switches
+    assert line.endswith("; intr 912345; ctxt 1234567; daemon switches 98765 voluntary 4321 not (19 threads)")
     assert diag_split("no output").endswith("daemon 0.0 CPU-s; per object (guest-CPU-ms): -")
