@@ -38,10 +38,12 @@ class NotRegularFile(OSError):
     """``open_regular``'s refusal (errno EINVAL, "not a regular file"): a FIFO, a device, a folder."""
 
 
-def open_regular(path: Path) -> BinaryIO:
+def open_regular(path: Path, *, follow_links: bool = True) -> BinaryIO:
     """``path`` opened for reading if it is a regular file. The open does not block (O_NONBLOCK): a
-    FIFO or a device that input names is refused at once, never waited on or read for ever."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    FIFO or a device that input names is refused at once, never waited on or read for ever.
+    ``follow_links=False``: a symbolic link there is ELOOP (a file the toolkit wrote itself)."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    fd = os.open(path, flags if follow_links else flags | os.O_NOFOLLOW)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise NotRegularFile(errno.EINVAL, "not a regular file", str(path))
@@ -51,10 +53,10 @@ def open_regular(path: Path) -> BinaryIO:
         raise
 
 
-def read_regular(path: Path, limit: int) -> bytes:
+def read_regular(path: Path, limit: int, *, follow_links: bool = True) -> bytes:
     """At most ``limit`` + 1 bytes of the regular file ``path`` (``open_regular``): more than
     ``limit`` says the file is larger, without reading the rest."""
-    with open_regular(path) as f:
+    with open_regular(path, follow_links=follow_links) as f:
         return f.read(limit + 1)
 
 

@@ -17,28 +17,37 @@ source, and it is usable offline for what it holds.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import CvmfsError, IntegrityError
-from ..fsutil import atomic_write
+from ..fsutil import NotRegularFile, atomic_write, read_regular
 from .objects import Holdings, ObjectHash, new_hasher, object_path
 
 BLOCK = 1 << 20
 
 
 #: O_NONBLOCK: an object path that is a FIFO (a seed can ship one) opens at once and reads as empty,
-#: which no object hashes to, instead of waiting for a writer forever; no effect on a regular file
-_READ = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
+#: which no object hashes to, instead of waiting for a writer forever; no effect on a regular file.
+#: O_NOFOLLOW: a symbolic link there is never an object (one to /dev/zero was hashed for ever, one to
+#: a host file read whole), as in plaincache.py.
+_READ = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOFOLLOW
 
 
 def _open_object(path: str) -> BinaryIO | None:
-    """An object file opened to read; None for a folder where the object belongs (bad, as a FIFO's
-    empty read); FileNotFoundError if absent."""
-    fd = os.open(path, _READ)
+    """An object file opened to read; None for a folder or a symbolic link where the object belongs
+    (bad, as a FIFO's empty read: the caller removes it); FileNotFoundError if absent."""
+    try:
+        fd = os.open(path, _READ)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return None
+        raise
     try:
         return open(fd, "rb")
     except IsADirectoryError:
@@ -47,12 +56,15 @@ def _open_object(path: str) -> BinaryIO | None:
 
 
 def hash_file(path: Path, algorithm: str) -> str:
-    """The file's hash; "" (no object's) for a folder there."""
+    """The file's hash; "" (no object's) for anything but a regular file there: read to its end, a
+    device a seed ships (``/dev/zero``'s numbers) would never end."""
     f = _open_object(str(path))
     if f is None:
         return ""
     h = new_hasher(algorithm)
     with f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            return ""
         while block := f.read(BLOCK):
             h.update(block)
     return h.hexdigest()
@@ -206,12 +218,16 @@ class ObjectCache:
             atomic_write(self.root / name, data)
 
     def load_meta(self, name: str, limit: int = 1 << 20) -> bytes | None:
-        """A saved signed file; None if absent or (not written by us) larger than ``limit``."""
+        """A saved signed file; None if absent, (not written by us) larger than ``limit``, or no
+        regular file (a FIFO there hung every later open; a link is not followed)."""
         try:
-            with open(self.root / name, "rb") as f:
-                data = f.read(limit + 1)
-        except FileNotFoundError:
+            data = read_regular(self.root / name, limit, follow_links=False)
+        except (FileNotFoundError, NotRegularFile):
             return None
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                return None
+            raise
         return data if len(data) <= limit else None
 
     def scratch(self) -> Path:

@@ -367,17 +367,24 @@ class PlainCache:
         there and valid."""
         now = time.time_ns()
         marker = f"{self._base}/{CLEAN}"
+        text: bytes | None = None
         try:
-            with open(marker, "rb") as f:
-                text: bytes | None = f.read(64)
+            fd = _open_to_read(marker)  # never a FIFO waited on (it hung the daemon's start) or a link
         except FileNotFoundError:
-            text = None
+            pass
+        else:
+            try:
+                regular = stat.S_ISREG(os.fstat(fd).st_mode)
+                text = os.read(fd, 64) if regular else b""  # not a regular file: no marker, removed
+            finally:
+                os.close(fd)
         interval = _interval(text, now) if text is not None else None
         self._since = interval[0] if interval is not None else now
         if text is not None:
             # made durable by the directory's fsync after OPEN's rename, one host flush less under
             # qemu; a crash before it leaves the marker, still true: nothing was written since
-            os.unlink(marker)
+            with contextlib.suppress(IsADirectoryError):  # a folder there is left, and no marker
+                os.unlink(marker)
         atomic_write(self.dir / OPEN, f"{self._since}\n".encode())
         self.took_clean = interval is not None
         if interval is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -64,28 +65,66 @@ def test_a_signed_file_the_cache_holds_already_is_not_written_again(tmp_path: Pa
 def test_an_object_that_is_a_fifo_or_a_folder_is_a_miss_never_a_hang(tmp_path: Path) -> None:
     """A seed can ship a FIFO where an object belongs: ``lookup`` and ``read_small`` of the object
     cache take it as a bad copy (the FIFO removed) instead of an open that waits for a writer
-    forever. Run in a child with a deadline, so a regression fails instead of hanging the suite."""
+    forever. A symbolic link there (to ``/dev/zero``: hashed for ever before) is removed too, and a
+    character device (``/dev/zero``'s numbers) is never read to its end. Run in a child with a
+    deadline, so a regression fails instead of hanging the suite."""
+    kinds = ["fifo", "folder", "link"] + (["device"] if os.geteuid() == 0 else [])
     code = f"""
-import os
+import os, stat
 from pathlib import Path
 from cernvm_build.cvmfs.cache import ObjectCache
 from cernvm_build.cvmfs.objects import compress, hash_bytes
 cache = ObjectCache(Path({str(tmp_path / "c")!r}), repo="x.test")
 got = []
-for what in ("fifo", "folder"):
+for what in {kinds!r}:
     data = compress(what.encode())
     h = hash_bytes(data, "sha1")
     cache.store(h, "", iter([data]), what=what)
     p = cache.path(h, "")
     p.unlink()
     for read in ("read_small", "lookup"):
-        if not p.is_dir():
-            os.mkfifo(p) if what == "fifo" else p.mkdir()
+        if not os.path.lexists(p):
+            if what == "fifo":
+                os.mkfifo(p)
+            elif what == "folder":
+                p.mkdir()
+            elif what == "link":
+                p.symlink_to("/dev/zero")
+            else:
+                os.mknod(p, 0o644 | stat.S_IFCHR, os.makedev(1, 5))
         fresh = ObjectCache(Path({str(tmp_path / "c")!r}), repo="x.test")  # as after a boot from a seed
         got += [fresh.read_small(h, "", 1 << 20) if read == "read_small" else fresh.lookup(h, "")]
-    got.append(p.is_fifo())
+    got.append(os.path.lexists(p) and not p.is_dir())
 print(got)
 """
-    done = run_python(code, blocked="reading a FIFO in the object cache blocked")
+    done = run_python(code, blocked="reading a FIFO, link or device in the object cache blocked")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[None, None, False, None, None, False]"
+    assert done.stdout.strip() == str([None, None, False] * len(kinds))
+
+
+@pytest.mark.parametrize("what", ["fifo", "link", "folder"])
+def test_a_saved_signed_file_that_is_no_regular_file_is_absent_never_a_hang(
+    tmp_path: Path, what: str
+) -> None:
+    """pr17b finding 4: a FIFO as the cache's saved ``.cvmfspublished`` hung every later open of the
+    repository (and the initrd's mount daemon: a boot that never ended). ``load_meta`` takes a FIFO,
+    a link (not followed) or a folder there as no saved copy."""
+    code = f"""
+import os
+from pathlib import Path
+from cernvm_build.cvmfs.cache import ObjectCache
+cache = ObjectCache(Path({str(tmp_path / "c")!r}), repo="x.test")
+meta = cache.root / ".cvmfspublished"
+what = {what!r}
+if what == "fifo":
+    os.mkfifo(meta)
+elif what == "link":
+    (cache.root / "real").write_bytes(b"C123")
+    meta.symlink_to("real")
+else:
+    meta.mkdir()
+print(cache.load_meta(".cvmfspublished"))
+"""
+    done = run_python(code, blocked="reading a FIFO as the saved manifest blocked")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "None"

@@ -251,6 +251,26 @@ print([n for n in names if os.path.lexists(cache.where(n, ""))])
     assert done.stdout.splitlines() == ["None None", "[]"]
 
 
+@pytest.mark.parametrize("what", ["fifo", "folder"])
+def test_a_clean_marker_that_is_no_regular_file_is_no_marker_never_a_hang(tmp_path: Path, what: str) -> None:
+    """pr17b finding 6: ``plain/.clean`` as a FIFO blocked the mount daemon's start for ever (a boot
+    that never ended). Now it is read without blocking, taken as no marker, and a FIFO removed."""
+    code = f"""
+import os
+from pathlib import Path
+from cernvm_build.cvmfs.plaincache import PlainCache, CLEAN
+top = Path({str(tmp_path / "cache")!r})
+PlainCache(top)
+marker = top / "plain" / CLEAN
+os.mkfifo(marker) if {what!r} == "fifo" else marker.mkdir()
+cache = PlainCache(top)
+print(cache.take_clean(), os.path.lexists(marker) and not marker.is_dir())
+"""
+    done = run_python(code, blocked="a FIFO as the clean marker blocked")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False False"
+
+
 @pytest.mark.parametrize("which", ["plain", "repository"])
 def test_a_symlinked_cache_folder_is_refused_in_one_line(tmp_path: Path, which: str) -> None:
     """audit13d finding 4: ``plain`` or the repository's folder as a symbolic link to a folder
