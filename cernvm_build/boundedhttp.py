@@ -9,10 +9,15 @@ The timeout is per ``recv``, so a client dripping one header byte every few seco
 ever, and 64 of them shut everyone out (pr16f finding 7). ``HeaderDeadline`` gives the request line
 and headers together one deadline (the handler's ``timeout`` from the start of the request): each
 read waits at most what is left of it.
+
+One client could still hold all the slots (each connection within its deadlines, renewed as they
+end). Each client address gets a share (``MAX_PER_CLIENT`` of the slots): past it, a connection is
+answered ``503`` with ``Retry-After`` at once and closed, so other clients are still served.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import threading
 import time
@@ -23,25 +28,53 @@ from typing import Any
 IDLE_TIMEOUT = 30.0
 #: connections served at once; past it a new one is closed at once (a browser opens about 6)
 MAX_CONNECTIONS = 64
+#: connections one client address may hold at once (a quarter of the slots: a few browsers behind
+#: one NAT, or a CernVM-FS client's parallel downloads, fit; one client cannot shut the others out)
+MAX_PER_CLIENT = 16
+#: seconds a client over its share is asked to wait
+RETRY_AFTER = 5
+_BUSY_TEXT = b"too many connections from this address; retry later\n"
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: %d\r\nContent-Type: text/plain\r\n"
+    b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (RETRY_AFTER, len(_BUSY_TEXT), _BUSY_TEXT)
+)
 
 
 class BoundedHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(
-        self, address: tuple[str, int], handler: Any, max_connections: int = MAX_CONNECTIONS
+        self,
+        address: tuple[str, int],
+        handler: Any,
+        max_connections: int = MAX_CONNECTIONS,
+        max_per_client: int = MAX_PER_CLIENT,
     ) -> None:
         super().__init__(address, handler)
         self._slots = threading.BoundedSemaphore(max_connections)
+        self._per_client = min(max_per_client, max_connections)
+        self._held: dict[str, int] = {}  # client address -> connections it holds
+        self._held_lock = threading.Lock()
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        who = str(client_address[0])
+        with self._held_lock:
+            over = self._held.get(who, 0) >= self._per_client
+            if not over:
+                self._held[who] = self._held.get(who, 0) + 1
+        if over:
+            self._slots.release()
+            _answer_busy(request)
             self.shutdown_request(request)
             return
         try:
             super().process_request(request, client_address)
         except BaseException:
             self._slots.release()
+            self._release(who)
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
@@ -49,6 +82,28 @@ class BoundedHTTPServer(ThreadingHTTPServer):
             super().process_request_thread(request, client_address)
         finally:
             self._slots.release()
+            self._release(str(client_address[0]))
+
+    def _release(self, who: str) -> None:
+        with self._held_lock:
+            left = self._held[who] - 1
+            if left:
+                self._held[who] = left
+            else:
+                del self._held[who]
+
+
+def _answer_busy(request: Any) -> None:
+    """503 on the accepting thread without waiting: the answer fits the empty send buffer, and
+    whatever request already arrived is read first (closing over unread bytes resets the
+    connection, and the client could lose the answer)."""
+    try:
+        request.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            request.recv(1 << 16)
+        request.send(_BUSY)
+    except OSError:
+        pass  # the client went away, or will see the close
 
 
 class _DeadlineReader(io.RawIOBase):

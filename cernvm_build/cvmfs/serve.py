@@ -22,7 +22,7 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import ClassVar
 
-from ..boundedhttp import IDLE_TIMEOUT, MAX_CONNECTIONS, BoundedHTTPServer, HeaderDeadline
+from ..boundedhttp import IDLE_TIMEOUT, MAX_CONNECTIONS, MAX_PER_CLIENT, BoundedHTTPServer, HeaderDeadline
 from ..errors import CvmfsError
 from .lock import is_working_state
 from .manifest import parse_keyvals
@@ -240,6 +240,7 @@ def serve(
     *,
     idle_timeout: float = IDLE_TIMEOUT,
     max_connections: int = MAX_CONNECTIONS,
+    max_per_client: int = MAX_PER_CLIENT,
 ) -> Server:
     """Start serving ``root`` in a background thread; use as a context manager or call ``close()``."""
     root = Path(root)
@@ -252,7 +253,7 @@ def serve(
     single = _stratum_dir(root)
     handler = type("Handler", (_Handler,), {"repositories": repos, "single": single, "timeout": idle_timeout})
     try:
-        httpd = _HTTPServer((host, port), handler, max_connections)
+        httpd = _HTTPServer((host, port), handler, max_connections, max_per_client)
     except OSError as e:
         raise CvmfsError(f"cannot listen on {host}:{port}: {e.strerror}", hint="choose another --port") from e
     return Server(root, httpd, repos).start()

@@ -19,7 +19,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ..boundedhttp import IDLE_TIMEOUT, MAX_CONNECTIONS, BoundedHTTPServer, HeaderDeadline
+from ..boundedhttp import IDLE_TIMEOUT, MAX_CONNECTIONS, MAX_PER_CLIENT, BoundedHTTPServer, HeaderDeadline
 from ..errors import CernVMError
 from .build import Builder, BuildReport
 
@@ -158,6 +158,7 @@ class Preview:
         on_request: Callable[[int, str], None] = lambda status, path: None,
         idle_timeout: float = IDLE_TIMEOUT,
         max_connections: int = MAX_CONNECTIONS,
+        max_per_client: int = MAX_PER_CLIENT,
     ):
         self.builder = builder
         self.interval = interval
@@ -178,7 +179,9 @@ class Preview:
         Handler.timeout = idle_timeout
         handler = Handler
         self._handler = handler
-        self.server = _Server((host, port), partial(handler, directory=str(builder.out_dir)), max_connections)
+        self.server = _Server(
+            (host, port), partial(handler, directory=str(builder.out_dir)), max_connections, max_per_client
+        )
         self._threads: list[threading.Thread] = []
 
     @property

@@ -15,7 +15,7 @@ from cernvm_build.cli.main import main
 from cernvm_build.cvmfs.nginx import nginx_config
 from cernvm_build.cvmfs.serve import LONG_CACHE, SHORT_CACHE, Server, serve
 from cernvm_build.errors import CvmfsError
-from tests.support import bounded_server_drops_silent_and_extra
+from tests.support import bounded_server_drops_silent_and_extra, one_client_gets_its_share_of_the_slots
 
 from .conftest import FQRN, ROOT_REV2, Fixture
 
@@ -108,6 +108,13 @@ def test_a_silent_connection_is_closed_and_connections_are_bounded(fx: Fixture) 
                 time.sleep(0.05)
         else:
             raise AssertionError("the server did not answer again")
+
+
+def test_one_client_cannot_hold_every_slot(fx: Fixture) -> None:
+    """lf17: one address could hold all 64 slots; past its share it is answered 503 (Retry-After)
+    and another client is still served."""
+    with serve(fx.root, idle_timeout=5, max_connections=4, max_per_client=2) as s:
+        one_client_gets_its_share_of_the_slots(("127.0.0.1", s.port), f"/cvmfs/{FQRN}/.cvmfspublished")
 
 
 def test_not_found_and_no_escape(server: Server) -> None:

@@ -11,7 +11,7 @@ import requests
 from sitehelpers import Builder, Edit
 
 from cernvm_build.site.serve import Preview
-from tests.support import bounded_server_drops_silent_and_extra
+from tests.support import bounded_server_drops_silent_and_extra, one_client_gets_its_share_of_the_slots
 
 pytestmark = pytest.mark.integration
 
@@ -76,5 +76,18 @@ def test_a_silent_connection_is_closed_and_connections_are_bounded(site: Path, t
         host, port = p.server.server_address[:2]
         bounded_server_drops_silent_and_extra((str(host), port))
         assert wait_for(lambda: requests.get(p.url, timeout=5).status_code == 200)
+    finally:
+        p.stop()
+
+
+def test_one_client_cannot_hold_every_slot(site: Path, tmp_path: Path) -> None:
+    """One address could hold every slot; past its share it is answered 503, others are served."""
+    p = Preview(Builder(site, tmp_path / "out"), port=0, interval=60, idle_timeout=5, max_connections=4,
+                max_per_client=2)  # fmt: skip
+    p.start()
+    try:
+        host, port = p.server.server_address[:2]
+        assert wait_for(lambda: requests.get(p.url, timeout=5).status_code == 200)
+        one_client_gets_its_share_of_the_slots((str(host), port), "/")
     finally:
         p.stop()

@@ -71,6 +71,29 @@ def bounded_server_drops_silent_and_extra(addr: tuple[str, int]) -> None:
             c.close()
 
 
+def one_client_gets_its_share_of_the_slots(addr: tuple[str, int], path: str) -> None:
+    """For a server started with ``max_per_client=2`` (``boundedhttp``) and more slots than that:
+    a client address holding its two connections is answered 503 with Retry-After on a third, and
+    another address (127.0.0.2, the same loopback) is still served ``path``."""
+    import http.client
+
+    held = [socket.create_connection(addr, timeout=20) for _ in range(2)]
+    third = socket.create_connection(addr, timeout=20)
+    try:
+        answer = b""
+        while chunk := third.recv(4096):
+            answer += chunk
+        head = answer.split(b"\r\n\r\n", 1)[0].decode()
+        assert head.startswith("HTTP/1.1 503 ") and "\r\nRetry-After: " in head, answer
+        other = http.client.HTTPConnection(*addr, timeout=20, source_address=("127.0.0.2", 0))
+        other.request("GET", path)
+        assert other.getresponse().status == 200
+        other.close()
+    finally:
+        for c in (*held, third):
+            c.close()
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on now (for a server a test starts)."""
     with socket.socket() as sock:
