@@ -156,7 +156,25 @@ def check(key: str, value: str) -> str:
         raise Invalid(
             f"unknown key{suggest(key, list(SPEC))}", f"keys the bootloader honours: {', '.join(SPEC)}"
         )
-    return table.render(spec, table.from_text(spec, value))
+    text = table.render(spec, table.from_text(spec, value))
+    return snapshot_date(text) if key == "cvmfs_date" and text else text
+
+
+def snapshot_date(text: str) -> str:
+    """``cvmfs_date`` in the one form the mount's ``--date`` reads (``YYYY-MM-DDTHH:MM:SSZ``): the
+    key's shorter spellings (``2021-01-15``, ``2021-01-15 10:30``) were passed on as written and
+    every such boot panicked; a date no calendar has (``2021-99-99``) is refused here, so it is
+    reported and ignored like any other bad value."""
+    import datetime as dt  # only for this key: the init's other parses stay without it
+
+    day, _, clock = text.rstrip("Z").replace(" ", "T").partition("T")
+    year, month, mday = (int(p) for p in day.split("-"))
+    hour, minute, second = ([int(p) for p in clock.split(":")] + [0, 0, 0])[:3] if clock else (0, 0, 0)
+    try:
+        when = dt.datetime(year, month, mday, hour, minute, second)
+    except ValueError as e:
+        raise Invalid(f"{text!r} is not a date: {e}", "e.g. 2021-01-15 or 2021-01-15T10:30:00 (UTC)") from e
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class Parsed:
@@ -203,8 +221,10 @@ def parse(data: bytes | str) -> Parsed:
         out.messages.append(f"user data ignored: {e}")
         return out
     inside = False
-    for lineno, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
+    # only a line feed ends a line, as for the shell and the real μCernVM: str.splitlines also
+    # splits at U+2028, VT, FF..., which would honour a key hidden in what looks like one comment
+    for lineno, raw in enumerate(text.removeprefix("\ufeff").split("\n"), start=1):
+        line = raw.strip(" \t\r")
         if not inside:
             inside = line == BEGIN
             out.found = out.found or inside

@@ -26,7 +26,9 @@ def _files(user_data: bytes, name: str, instance_id: str, public_keys: dict[str,
         indent=1,
         sort_keys=True,
     ).encode()
-    nocloud_meta = f"instance-id: {instance_id}\nlocal-hostname: {name}\n".encode()
+    # JSON strings are YAML strings: a plain `no`, `01` or `null` would be read as a boolean, a
+    # number or nothing by cloud-init (valid instance names, all of them)
+    nocloud_meta = f"instance-id: {json.dumps(instance_id)}\nlocal-hostname: {json.dumps(name)}\n".encode()
     return {
         "openstack/latest/user_data": user_data,
         "openstack/latest/meta_data.json": meta,

@@ -20,6 +20,7 @@ from cernvm_build.bootloader import disk, userdata
 from cernvm_build.bootloader.cpio import Tree, write_newc
 from cernvm_build.bootloader.initrd import InitrdInputs, compress, fused_init, level_of
 from cernvm_build.bootloader.modules import resolve
+from cernvm_build.cvmfs import history
 from cernvm_build.errors import BuildError, CvmfsError, IntegrityError
 from cernvm_build.image import build, signature
 from cernvm_build.site.reference import userdata_keys
@@ -61,6 +62,48 @@ def test_userdata_gzip_and_render_roundtrip() -> None:
 def test_userdata_rejects_shell_metacharacters(line: str) -> None:
     p = userdata.parse(f"[ucernvm-begin]\n{line}\n[ucernvm-end]\n")
     assert p.values == {} and len(p.messages) == 1
+
+
+@pytest.mark.parametrize(
+    ("written", "read"),
+    [
+        ("2021-01-15", "2021-01-15T00:00:00Z"),
+        ("2021-01-15T10:30", "2021-01-15T10:30:00Z"),
+        ("2021-01-15 10:30:05Z", "2021-01-15T10:30:05Z"),
+        ("2021-01-15T10:30:05Z", "2021-01-15T10:30:05Z"),
+    ],
+)
+def test_userdata_date_reaches_the_mount_in_the_one_form_it_reads(written: str, read: str) -> None:
+    """pr17b finding 1: the key's short spellings (the launcher's own ``--date 2011-06-01``) went to
+    the mount's ``--date`` as written, and every such boot panicked; what the init gets is the
+    mount's form, which ``history.parse_date`` takes."""
+    p = userdata.parse(f"[ucernvm-begin]\ncvmfs_date={written}\n[ucernvm-end]\n")
+    assert p.values == {"cvmfs_date": read}, p.messages
+    assert history.parse_date(read) > 0
+
+
+def test_userdata_date_no_calendar_has_is_reported_and_ignored() -> None:
+    p = userdata.parse("[ucernvm-begin]\ncvmfs_date=2021-99-99T99:99:99Z\n[ucernvm-end]\n")
+    assert p.values == {}
+    assert p.messages == [
+        "line 2: cvmfs_date: '2021-99-99T99:99:99Z' is not a date: month must be in 1..12, ignored"
+    ]
+
+
+@pytest.mark.parametrize("sep", ["\u2028", "\u2029", "\x85", "\x0b", "\x0c", "\x1c"])
+def test_userdata_a_key_hidden_in_a_comment_is_not_honoured(sep: str) -> None:
+    """pr17b finding 2: only a line feed ends a line (as for the shell and the real μCernVM);
+    ``# note<U+2028>cvmfs_server=evil`` reads as one comment everywhere else and set the server."""
+    p = userdata.parse(
+        f"[ucernvm-begin]\n# note{sep}cvmfs_server=evil.example.org\ncvmfs_tag=t1\n[ucernvm-end]\n"
+    )
+    assert p.values == {"cvmfs_tag": "t1"}
+
+
+def test_userdata_with_a_byte_order_mark_and_crlf_is_read() -> None:
+    """pr17b finding 3: user data saved by Notepad (a BOM, CRLF) had its block ignored silently."""
+    p = userdata.parse("\ufeff[ucernvm-begin]\r\ncvmfs_tag=t1\r\n[ucernvm-end]\r\n".encode())
+    assert p.found and p.values == {"cvmfs_tag": "t1"}
 
 
 def test_userdata_quota_limit_has_a_maximum() -> None:

@@ -204,3 +204,15 @@ def test_the_users_block_is_checked_by_the_bootloaders_table(line: str, message:
 def test_quoted_values_in_the_block_are_accepted_as_the_bootloader_unquotes_them() -> None:
     ud = userdata.parse(b"[ucernvm-begin]\ncvmfs_tag='v1.2'\nresize_rootfs=\"off\"\n[ucernvm-end]\n", "ud")
     assert ud.ucernvm == {"cvmfs_tag": "'v1.2'", "resize_rootfs": '"off"'}
+
+
+@pytest.mark.parametrize("name", ["no", "true", "01", "1_000", "null", "0x1F", "1e3"])
+def test_nocloud_meta_data_names_stay_strings(name: str) -> None:
+    """pr17b finding 7: meta-data is YAML, and valid instance names written plain were read by
+    cloud-init as a boolean, a number or nothing."""
+    from cernvm_build.launch.context import _files
+    from cernvm_build.launch.names import validate_name
+
+    validate_name(name)
+    meta = yaml.safe_load(_files(b"", name, "i-" + name, {})["meta-data"])
+    assert meta == {"instance-id": "i-" + name, "local-hostname": name}
