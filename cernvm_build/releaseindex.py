@@ -6,6 +6,7 @@ release (SHA256SUMS, the downloads page, the news post, verification years later
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from dataclasses import dataclass, field
@@ -148,6 +149,25 @@ def _signature(raw: dict[str, Any], where: str) -> str | None:
     return None if signature is None else _relative(signature, at)
 
 
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z\Z")
+
+
+def _date(text: str, at: Location) -> str:
+    """The release date as ``release build`` writes it (``YYYY-MM-DDTHH:MM:SSZ``): the site prints
+    it and puts its day into generated front matter."""
+    try:
+        if not _DATE.match(text):
+            raise ValueError
+        dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:
+        raise ReleaseError(
+            f"date {text[:40]!r} is not YYYY-MM-DDTHH:MM:SSZ",
+            where=at,
+            hint="the index is damaged or hostile",
+        ) from None
+    return text
+
+
 #: the type of each ``Snapshot`` field in an index (``_optional``: absent or null reads as None)
 _SNAPSHOT_TYPES = {"repository": str, "path": str, "root_hash": str, "revision": int, "tag": str}
 
@@ -167,6 +187,12 @@ def load(path: Path) -> ReleaseIndex:
         ) from None
     except json.JSONDecodeError as e:
         raise ReleaseError(f"not valid JSON: {e.msg}", where=Location(where, e.lineno, e.colno)) from None
+    except ValueError:  # int()'s digit limit, which json lets through as a plain ValueError
+        raise ReleaseError(
+            "a number has more than 4,300 digits", where=where, hint="the index is damaged or hostile"
+        ) from None
+    except RecursionError:
+        raise ReleaseError("nested too deeply", where=where, hint="the index is damaged or hostile") from None
     if not isinstance(raw, dict):
         raise ReleaseError("the index is not a JSON object", where=where)
     schema = _require(raw, "schema", int, where)
@@ -215,7 +241,7 @@ def load(path: Path) -> ReleaseIndex:
         )
     return ReleaseIndex(
         version=check_version(_require(raw, "version", str, where), Location(where, key="version")),
-        date=_require(raw, "date", str, where),
+        date=_date(_require(raw, "date", str, where), Location(where, key="date")),
         source_date_epoch=_require(raw, "source_date_epoch", int, where),
         profiles=tuple(profiles),
         artifacts=tuple(artifacts),

@@ -177,6 +177,16 @@ def load_nested(load: Callable[[str], Any], text: str, where: str | Location, wh
             where=where,
             hint="nest lists and mappings a few levels deep, not hundreds",
         ) from None
+    except ValueError as e:
+        # Python's int() refuses more than 4,300 digits with a plain ValueError, which PyYAML's and
+        # json's integer readers let through (a traceback); their own errors are subclasses, kept
+        if type(e) is not ValueError or "integer string conversion" not in str(e):
+            raise
+        raise BuildError(
+            f"{what}: a number has more than 4,300 digits" if what else "a number has more than 4,300 digits",
+            where=where,
+            hint="quote it to keep it as text",
+        ) from None
 
 
 def is_yaml_error(e: Exception) -> bool:

@@ -233,6 +233,37 @@ def test_one_page_rebuild_imports_only_what_it_needs(tmp_path: Path) -> None:
     assert report["rendered"] == 0 and not names & set(NOT_IN_NOOP_REBUILD)
 
 
+#: a release index as `release build` writes it (one profile, one artifact)
+RELEASE = json.dumps(
+    {
+        "schema": 1,
+        "version": "2026.11-1",
+        "date": "2026-11-20T12:00:00Z",
+        "source_date_epoch": 1,
+        "profiles": [
+            {
+                "name": "el9",
+                "os": "alma",
+                "frozen": False,
+                "snapshot": {"repository": "r.cern.ch", "path": "/el9", "revision": 4},
+                "profile_sha256": "0" * 64,
+            }
+        ],
+        "artifacts": [
+            {
+                "name": "a",
+                "path": "a.iso",
+                "profile": "el9",
+                "kind": "k",
+                "format": "iso",
+                "sha256": "a" * 64,
+                "size": 5,
+            }
+        ],
+    }
+).encode()
+
+
 @pytest.mark.parametrize(
     ("name", "body", "error"),
     [
@@ -243,8 +274,36 @@ def test_one_page_rebuild_imports_only_what_it_needs(tmp_path: Path) -> None:
             b"---\na: " + b"[" * 990 + b"]" * 990 + b"\n---\nx\n",
             "deep.md:2: front matter is",
         ),
+        # pr17a findings 1-4: int()'s 4,300-digit limit and json's recursion came through as
+        # tracebacks; a release index's date went unchecked into the page and generated YAML
+        ("data/z.json", b'{"x": ' + b"9" * 5000 + b"}", "data/z.json: a number has more than 4,300 digits"),
+        (
+            "content/big.md",
+            b"---\nweight: " + b"9" * 5000 + b"\n---\nx\n",
+            "big.md:2: front matter: a number",
+        ),
+        ("data/releases/2026.11-1.json", b"[" * 100000 + b"]" * 100000, "2026.11-1.json: nested too deeply"),
+        (
+            "data/releases/2026.11-1.json",
+            RELEASE.replace(b'"size": 5', b'"size": ' + b"9" * 5000),
+            "more than 4,300",
+        ),
+        (
+            "data/releases/2026.11-1.json",
+            RELEASE.replace(b"2026-11-20T12:00:00Z", b"<b>x</b>]]>"),
+            "date: date '<b>",
+        ),
     ],
-    ids=["yaml-bytes", "json-deep", "front-matter-deep"],
+    ids=[
+        "yaml-bytes",
+        "json-deep",
+        "front-matter-deep",
+        "json-bigint",
+        "fm-bigint",
+        "rel-deep",
+        "rel-bigint",
+        "rel-date",
+    ],
 )
 def test_a_hostile_data_file_is_one_line_not_a_traceback(
     tmp_path: Path, name: str, body: bytes, error: str
@@ -252,7 +311,7 @@ def test_a_hostile_data_file_is_one_line_not_a_traceback(
     from bench.site_corpus import generate
 
     corpus = generate(tmp_path / "corpus", 3)["ours"]
-    (corpus / name).parent.mkdir(exist_ok=True)
+    (corpus / name).parent.mkdir(parents=True, exist_ok=True)
     (corpus / name).write_bytes(body)
     env = {**os.environ, "CERNVM_CACHE_DIR": str(tmp_path / "cache")}
     argv = ["site", "build", "--site", str(corpus), "--out", str(tmp_path / "out"), "--jobs", "2"]
