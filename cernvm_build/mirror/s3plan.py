@@ -90,63 +90,91 @@ MAX_LISTED = 2_000_000
 def walk_files(root: Path, *, limit: int = MAX_LISTED) -> Iterator[tuple[str, Path]]:
     """Every regular file under ``root``: its ``/``-separated relative path and its path, folders in
     sorted order. Links inside the tree are followed (a suite like dists/stable -> bookworm is listed
-    under both names), but not into a folder that is its own ancestor: such a loop would be walked
-    until the paths grow too long, multiplied by every loop on the way. A link that leaves the tree is
-    refused: a tree copied with its links from a hostile upstream would otherwise publish whatever the
-    link names on this machine (``Packages/x.rpm -> ~/.aws/credentials``). FIFOs, sockets and devices
-    are passed over (not files of a repository; reading a FIFO would wait forever). More than
-    ``limit`` folders and files together is one MirrorError (``MAX_LISTED``)."""
+    under both names). A link to a folder that holds it (``up -> ../..``) is refused at once: the tree
+    would be endless. A link that leaves the tree is refused: a tree copied with its links from a
+    hostile upstream would otherwise publish whatever the link names on this machine
+    (``Packages/x.rpm -> ~/.aws/credentials``). FIFOs, sockets and devices are passed over (not files
+    of a repository; reading a FIFO would wait forever). More than ``limit`` folders and files
+    together is one MirrorError (``MAX_LISTED``): links that form no loop can still fan out
+    (2^N paths from 2N links).
+
+    Each real folder (by device and inode) is read once, whatever names reach it, and its entries
+    are checked there: a name reached again costs only its path's string. Walking every name through
+    the links (os.walk, realpath of each deep path) cost ~180 us per entry, and a link farm took
+    15-20 CPU minutes to reach the cap."""
     top = os.path.realpath(root)
-    ids: dict[str, tuple[int, int]] = {}
+    base = str(root)
+    listings: dict[tuple[int, int], _Listing] = {}
+    st = os.stat(top)
+    # depth-first, in sorted order: (real folder, its relative path + "/", its id, depth)
+    stack: list[tuple[str, str, tuple[int, int], int]] = [(top, "", (st.st_dev, st.st_ino), 0)]
+    chain: list[tuple[int, int]] = []  # the ids of the folders from the top to the current one
     listed = 0
-    for dirpath, dirs, files in os.walk(root, followlinks=True):
+    while stack:
+        real, rel, key, depth = stack.pop()
+        del chain[depth:]
+        chain.append(key)
+        listing = listings.get(key)
+        if listing is None:
+            listing = listings[key] = _list_folder(root, top, real, rel)
+        dirs, files = listing
         listed += 1 + len(files)
         if listed > limit:
             raise MirrorError(
                 f"{root}: more than {limit} folders and files (links fanning out into the same folders?)",
                 hint="a repository names each folder by a few links at most; remove the extra links",
             )
-        st = os.stat(dirpath)
-        ids[dirpath] = key = (st.st_dev, st.st_ino)
-        up = os.path.dirname(dirpath)
-        while up in ids and ids[up] != key:
-            up = os.path.dirname(up)
-        if up in ids:
-            dirs[:] = []
-            continue
-        dirs.sort()
-        for name in dirs:
-            _file_type(root, top, os.path.join(dirpath, name))
-        for name in sorted(files):
-            p = Path(dirpath) / name
-            if stat.S_ISREG(_file_type(root, top, str(p))):
-                yield p.relative_to(root).as_posix(), p
+        for name in files:
+            yield rel + name, Path(f"{base}/{rel}{name}")
+        for name, sub_real, sub_key in dirs:
+            if sub_key in chain:
+                raise MirrorError(
+                    f"{root}: '{rel}{name}' leads back to {sub_real},"
+                    " a folder that holds it (an endless tree)",
+                    hint="remove the link: a repository needs no link to its own parent folders",
+                )
+        for name, sub_real, sub_key in reversed(dirs):
+            stack.append((sub_real, f"{rel}{name}/", sub_key, depth + 1))
+
+
+#: a real folder's sub-folders (name, real path, (device, inode)) and regular files, sorted by name
+_Listing = tuple[list[tuple[str, str, tuple[int, int]]], list[str]]
+
+
+def _list_folder(root: Path, top: str, real: str, rel: str) -> _Listing:
+    """The entries of the real folder ``real`` (reached as ``rel`` under ``root``, whose real path
+    is ``top``), links followed; MirrorError for a link leading out of the tree."""
+    dirs: list[tuple[str, str, tuple[int, int]]] = []
+    files: list[str] = []
+    with os.scandir(real) as entries:
+        for entry in sorted(entries, key=lambda e: e.name):
+            try:
+                if entry.is_symlink():
+                    target = os.path.realpath(entry.path)  # one link: its folder is real already
+                    if target != top and not target.startswith(top.rstrip("/") + "/"):
+                        raise MirrorError(
+                            f"{root}: '{rel}{entry.name}' is a link to {target}, outside the folder",
+                            hint="links may only point inside the source folder; copy the file in or remove"
+                            " the link",
+                        )
+                    st = os.stat(target)
+                    path = target
+                else:
+                    st = entry.stat(follow_symlinks=False)
+                    path = entry.path
+            except OSError as e:
+                if e.errno in _GONE:  # a broken link, or removed meanwhile
+                    continue
+                raise
+            if stat.S_ISDIR(st.st_mode):
+                dirs.append((entry.name, path, (st.st_dev, st.st_ino)))
+            elif stat.S_ISREG(st.st_mode):
+                files.append(entry.name)
+    return dirs, files
 
 
 #: what pathlib's is_file() takes as "no file here" rather than an error
 _GONE = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EBADF})
-
-
-def _file_type(root: Path, top: str, path: str) -> int:
-    """The mode of what ``path`` (under ``root``, whose real path is ``top``) stands for, a link
-    followed (0: gone, or a broken link): one lstat when it is not a link. MirrorError if it is a
-    link leading out of the tree."""
-    try:
-        mode = os.lstat(path).st_mode
-        if not stat.S_ISLNK(mode):
-            return mode  # reached through checked folders: inside
-        target = os.path.realpath(path)
-        if target != top and not target.startswith(top.rstrip("/") + "/"):
-            rel = Path(path).relative_to(root).as_posix()
-            raise MirrorError(
-                f"{root}: '{rel}' is a link to {target}, outside the folder",
-                hint="links may only point inside the source folder; copy the file in or remove the link",
-            )
-        return os.stat(path).st_mode
-    except OSError as e:
-        if e.errno in _GONE:
-            return 0
-        raise
 
 
 def check_key_name(root: Path, rel: str) -> None:
