@@ -57,6 +57,15 @@ MAX_BODY = 64 << 10
 DEADLINE_FLOOR = 120.0
 MIN_RATE = 64 << 10
 
+
+def deadline(start: float, floor: float, done: int) -> float:
+    """When a transfer that began at ``start`` (monotonic) is late, having moved ``done`` bytes: the
+    floor, then MIN_RATE on average. An upload's body is known, so its deadline is fixed; a download
+    moves it forward as bytes arrive (``_Watchdog.extend``), so one of unknown size is bounded by
+    the rate, not by its cap (128 MiB at MIN_RATE was 36 minutes of a trickling server)."""
+    return start + floor + done / MIN_RATE
+
+
 #: ``observer(method, path, headers)`` for each request sent (request counts, tests)
 Observer = Callable[[str, str, dict[str, str]], None]
 
@@ -145,6 +154,13 @@ class _Watchdog:
             elif deadline < self._wake:
                 self._cond.notify()  # otherwise no wake-up per request: the thread's own is sooner
             return self._next
+
+    def extend(self, token: int, deadline: float) -> None:
+        """Move an armed deadline later (no wake-up: the thread's own comes sooner, and re-reads it)."""
+        with self._cond:
+            armed = self._armed.get(token)
+            if armed is not None and deadline > armed[0]:
+                self._armed[token] = (deadline, armed[1])
 
     def disarm(self, token: int) -> bool:
         """True if the deadline passed (the request's socket was shut down)."""
@@ -287,7 +303,7 @@ class DirectPut:
                     f"{bucket}/{key}: the {name} value {value!r:.80} cannot be sent as a request header",
                     hint="the S3 server listed a malformed ETag, or a flag holds control characters",
                 )
-        allowed = self.deadline_floor + size / MIN_RATE
+        allowed = deadline(0.0, self.deadline_floor, size)
         for attempt in range(ATTEMPTS):
             if attempt:
                 time.sleep(min(2.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.0))

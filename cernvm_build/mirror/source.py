@@ -29,7 +29,7 @@ from ..errors import MirrorError
 from ..fsutil import atomic_file, read_regular
 from .hashcache import HashCache, hash_stream
 from .s3client import S3Client, S3Url, http_status, s3_error
-from .s3direct import DEADLINE_FLOOR, MIN_RATE, watchdog
+from .s3direct import DEADLINE_FLOOR, MIN_RATE, deadline, watchdog
 from .s3plan import MANIFEST, check_key_name, list_remote, walk_files
 
 CHUNK = 1 << 20
@@ -226,15 +226,15 @@ class HttpSource:
 
     def _download(self, rel: str, size: int | None = None) -> Path | None:
         """Download ``rel`` into the staging folder: at most ``size`` + 1 bytes when the index gives
-        the size (enough to see it is wrong), else MAX_INDEX. A whole-request deadline (the S3
-        uploads' one: a floor plus the body at a minimal rate) stops a server that trickles a byte
-        per timeout, which no per-read timeout does."""
+        the size (enough to see it is wrong), else MAX_INDEX. The S3 uploads' deadline rule (a floor,
+        then MIN_RATE on average: ``s3direct.deadline``), moved forward as bytes arrive, stops a
+        server that trickles a byte per timeout, which no per-read timeout does, whatever the size."""
         dest = self.staging / rel
         limit = (size if size is not None else MAX_INDEX) + 1
-        allowed = self.deadline_floor + limit / MIN_RATE
         url = self._url(rel)
         start = time.monotonic()
         late = False
+        got = 0
         try:
             # identity: the bytes are hashed as they are, and no Content-Encoding inflates them
             headers = {"Accept-Encoding": "identity"}
@@ -245,35 +245,36 @@ class HttpSource:
                     raise MirrorError(
                         f"{url}: HTTP {resp.status_code}", hint="check the URL; a re-run resumes the download"
                     )
-                token = watchdog.arm(start + allowed, lambda: _stop(resp))
+                token = watchdog.arm(deadline(start, self.deadline_floor, 0), lambda: _stop(resp))
                 try:
                     with atomic_file(dest) as f:
-                        got = 0
                         for block in resp.raw.stream(min(CHUNK, limit), decode_content=False):
                             f.write(block[: limit - got])
                             got = min(limit, got + len(block))
                             if got == limit:
                                 break
+                            watchdog.extend(token, deadline(start, self.deadline_floor, got))
                         if size is None and got > MAX_INDEX:
                             raise _too_big(url)
                 finally:
                     late = watchdog.disarm(token)
         except (requests.RequestException, urllib3.exceptions.HTTPError) as e:
             if late:
-                raise self._late(url, allowed) from e
+                raise self._late(url, got, time.monotonic() - start) from e
             raise MirrorError(
                 f"{url}: cannot download: {e.__class__.__name__}",
                 hint="check the URL and the network; a re-run resumes the download",
             ) from e
         if late:  # the socket was shut down: what was read may only look complete
-            raise self._late(url, allowed)
+            raise self._late(url, got, time.monotonic() - start)
         self.fetched.add(rel)
         return dest
 
-    @staticmethod
-    def _late(url: str, allowed: float) -> MirrorError:
+    def _late(self, url: str, got: int, elapsed: float) -> MirrorError:
         return MirrorError(
-            f"{url}: the download did not finish within {allowed:.0f} s: the server is stalled or trickling",
+            f"{url}: the download fell below {MIN_RATE >> 10} KiB/s on average after the first"
+            f" {self.deadline_floor:g} s ({got} bytes in {elapsed:.0f} s):"
+            " the server is stalled or trickling",
             hint="check the server; a re-run resumes the download",
         )
 
