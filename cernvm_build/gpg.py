@@ -70,10 +70,15 @@ class Keyring:
         proc = run(["gpg", "--homedir", self.home, "--batch", "--no-tty", *self._time, *args], check=False)
         return proc.stdout.decode(errors="replace")
 
-    def export(self, fingerprint: str, out: Path, *, secret: bool = False) -> None:
+    def export(
+        self, fingerprint: str, out: Path, *, secret: bool = False, subkeys: Iterable[str] | None = None
+    ) -> None:
+        """``fingerprint``'s key into ``out``; with ``subkeys`` (fingerprints), only those of its
+        subkeys (gpg's exact ``FPR!`` selection: the primary key alone, plus each named subkey)."""
         what = "--export-secret-keys" if secret else "--export"
         nopass = ("--pinentry-mode", "loopback", "--passphrase", "")
-        self._gpg("--yes", "--armor", *nopass, "--output", out, what, fingerprint)
+        names = [fingerprint] if subkeys is None else [f"{fingerprint}!", *(f"{s}!" for s in subkeys)]
+        self._gpg("--yes", "--armor", *nopass, "--output", out, what, *names)
 
     def import_key(self, key: Path | bytes) -> list[str]:
         data = key.read_bytes() if isinstance(key, Path) else key
@@ -100,6 +105,23 @@ class Keyring:
     def dead_primary_fingerprints(self) -> list[str]:
         """The primary keys gpg lists as revoked (``r``) or expired (``e``) now (gpg's own clock)."""
         return self._fingerprints("--list-keys", "pub:", validity="re")
+
+    def subkeys(self) -> dict[str, list[tuple[str, str]]]:
+        """Each primary key's subkeys as ``(fingerprint, gpg's validity letter)``: ``r`` revoked,
+        ``e`` expired (gpg's own clock)."""
+        rows = self._listing("--with-colons", "--list-keys").splitlines()
+        out: dict[str, list[tuple[str, str]]] = {}
+        primary = ""
+        for i, r in enumerate(rows[:-1]):
+            nxt = rows[i + 1]
+            if not nxt.startswith("fpr:"):
+                continue
+            if r.startswith("pub:"):
+                primary = nxt.split(":")[9]
+                out[primary] = []
+            elif r.startswith("sub:") and primary:
+                out[primary].append((nxt.split(":")[9], r.split(":")[1]))
+        return out
 
     def _fingerprints(self, listing: str, record: str, validity: str | None = None) -> list[str]:
         """The fingerprint (the ``fpr`` row after each ``record`` row) of every key gpg lists (only

@@ -185,23 +185,34 @@ def _verify_packages(
             result.problems.extend(_rpm_signatures(source, good, rpm_key, keyring))
 
 
+#: gpg's validity letters of a revoked and an expired key
+_DEAD = ("r", "e")
+
+
 def _rpm_signatures(
     source: Source, packages: list[Expected], rpm_key: Path, keyring: Keyring, gate: VerifyGate | None = None
 ) -> list[str]:
     """``check_rpm_signatures`` of the packages that have a local copy (verdicts to ``gate``)."""
     local = [(e.rel, path) for e in packages if (path := source.local_path(e.rel))]
     # rpmkeys (rpm 4.18's own OpenPGP parser) takes a revoked or expired key as good: only the keys
-    # gpg holds valid now are handed to it, so a package signed by a dead one is refused
+    # gpg holds valid now are handed to it, so a package signed by a dead one is refused; of a live
+    # key, only its live subkeys (a revoked signing subkey verified before)
     dead = keyring.dead_primary_fingerprints()
     live = [f for f in keyring.primary_fingerprints() if f not in dead]
+    subkeys = keyring.subkeys()
+    dead_subs = {f: [s for s, v in subkeys.get(f, []) if v in _DEAD] for f in live}
     keys = [rpm_key]
-    if dead:
+    if dead or any(dead_subs.values()):
         keys = [keyring.home / f"rpm-{f}.asc" for f in live]
         for f, out in zip(live, keys, strict=True):
-            keyring.export(f, out)
-    note = f" (left out as revoked or expired: {', '.join(dead)})" if dead else ""
+            alive = [s for s, v in subkeys.get(f, []) if v not in _DEAD]
+            keyring.export(f, out, subkeys=alive if dead_subs[f] else None)
+    gone = [*dead, *(f"subkey {s} of {f}" for f, subs in dead_subs.items() for s in subs)]
+    note = f" (left out as revoked or expired: {', '.join(gone)})" if gone else ""
+    # the remembered verdicts hold for this set of keys: a subkey revoked since is not "ok" from before
+    tag = "-".join([*live, *(f"x{s}" for subs in dead_subs.values() for s in subs)])
     return check_rpm_signatures(
-        local, keys, "-".join(live), getattr(source, "cache", None), on_result=gate.settle if gate else None,
+        local, keys, tag, getattr(source, "cache", None), on_result=gate.settle if gate else None,
         note=note,
     )  # fmt: skip
 

@@ -140,3 +140,59 @@ def test_a_package_signed_by_a_revoked_key_of_the_key_file_is_refused(
         f"Packages/{rpm.name}: package signature does not verify with the given key "
         f"(rpm -K: digests SIGNATURES NOT OK) (left out as revoked or expired: {dead})"
     ]
+
+
+def test_a_package_signed_by_a_revoked_subkey_of_a_live_key_is_refused(
+    tmp_path: Path, signing_key: tuple[Path, Path]
+) -> None:
+    """rpmkeys imports a key's subkeys without their revocations: a package signed by a revoked
+    signing subkey of a live key verified. Only the live subkeys are handed to it (real gpg: a key,
+    a signing subkey that signs the package, then the subkey revoked)."""
+    import subprocess
+
+    from cernvm_build.gpg import Keyring, generate_test_key
+    from cernvm_build.mirror.source import LocalSource
+    from cernvm_build.mirror.yum import verify_yum
+    from tests.support import gpgagents
+
+    secret, public = signing_key
+    pk_secret, _ = generate_test_key(tmp_path / "pk", name="Package Key")
+    home = tmp_path / "gpg"
+    home.mkdir(mode=0o700)
+
+    def gpg(*args: str | Path, input: bytes | None = None) -> str:
+        nopass = ("--pinentry-mode", "loopback", "--passphrase", "")
+        cmd = ["gpg", "--homedir", str(home), "--batch", *nopass, *map(str, args)]
+        return subprocess.run(cmd, input=input, check=True, capture_output=True).stdout.decode()
+
+    try:
+        gpg("--import", pk_secret)
+        fpr = next(
+            ln.split(":")[9] for ln in gpg("--with-colons", "--list-keys").splitlines() if ln[:4] == "fpr:"
+        )
+        gpg("--quick-add-key", fpr, "rsa2048", "sign", "never")
+        sub = [
+            ln.split(":")[9] for ln in gpg("--with-colons", "--list-keys").splitlines() if ln[:4] == "fpr:"
+        ][-1]
+        gpg("--armor", "--output", tmp_path / "sub-secret.asc", "--export-secret-keys", fpr)
+        gpg("--armor", "--output", tmp_path / "live.asc", "--export", fpr)
+        gpg("--command-fd", "0", "--edit-key", fpr, input=b"key 1\nrevkey\ny\n0\n\ny\nsave\n")
+        gpg("--armor", "--output", tmp_path / "revoked.asc", "--export", fpr)
+    finally:
+        gpgagents.stop(home)
+    rpm = make_rpm(tmp_path / "a", "cvm-epsilon", payload=b"epsilon\n")
+    src = tmp_path / "src"
+    make_yum_repo(
+        src, [sign_rpm(rpm, tmp_path / "sub-secret.asc", tmp_path / "signed" / rpm.name)], secret_key=secret
+    )
+    problems = {}
+    for name in ("live", "revoked"):
+        keys = tmp_path / f"keys-{name}.asc"
+        keys.write_bytes(public.read_bytes() + (tmp_path / f"{name}.asc").read_bytes())
+        with Keyring([keys]) as kr:
+            problems[name] = verify_yum(LocalSource(src), keyring=kr, rpm_key=keys).problems
+    assert problems["live"] == []  # signed by the subkey, which rpmkeys takes
+    assert problems["revoked"] == [
+        f"Packages/{rpm.name}: package signature does not verify with the given key "
+        f"(rpm -K: digests SIGNATURES NOT OK) (left out as revoked or expired: subkey {sub} of {fpr})"
+    ]
