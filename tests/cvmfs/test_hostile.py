@@ -601,33 +601,49 @@ def test_error_and_problem_lines_quote_a_name_in_one_line(
     assert [x for x in lines if "evil\\x0aerror: none\\x0ahint: run" in x], lines
 
 
-def test_rollback_floor_needs_no_certificate_from_the_server(
+def test_a_replay_from_before_a_certificate_rotation_is_refused_by_the_cache_and_replicate(
     hostile_base: hostile.Repo, tmp_path: Path
 ) -> None:
-    """The floor's certificate is the one the cache kept with the manifest it verified (audit13d
-    finding 7): a server that withholds it (404, as a replayer of a manifest signed before a
-    certificate rotation would) and a cache whose object was evicted still leave the floor."""
-    from cernvm_build.cvmfs.cache import ObjectCache
-    from cernvm_build.cvmfs.fetch import make_fetcher
+    """audit13d finding 7 through the public paths: the repository rotates its signing certificate
+    and publishes a revision with the new one; a replayer then serves the older revision with the
+    older certificate and whitelist (all genuine), withholding the new certificate (404), which the
+    cache has also evicted. The cache's floor is verified with the certificate kept beside it, so the
+    replay is refused; a replica refuses it too."""
     from cernvm_build.cvmfs.objects import SUFFIX_CERTIFICATE, object_path
-    from cernvm_build.cvmfs.repository import _load_keys, _verified_floor
-    from cernvm_build.cvmfs.store import ObjectStore
+    from cernvm_build.cvmfs.replicate import replicate
+    from cernvm_build.errors import CvmfsError, IntegrityError
 
     repo = hostile.copy_repo(hostile_base, tmp_path / "r")
-    cache = tmp_path / "cache"
-    with open_repository(repo.stratum, fqrn=repo.fqrn, public_keys=[repo.pub], cache_dir=cache) as r:
-        assert r.manifest is not None
-        m = r.manifest
-    cert = object_path(m.certificate_hash, SUFFIX_CERTIFICATE)
+    cache, replica = tmp_path / "cache", tmp_path / "replica"
+    first = {n: (repo.stratum / n).read_bytes() for n in (".cvmfspublished", ".cvmfswhitelist")}
+    m0 = manifest.parse(manifest.split_signed(first[".cvmfspublished"], "m").body)
+
+    def revision() -> int:
+        with open_repository(repo.stratum, fqrn=repo.fqrn, public_keys=[repo.pub], cache_dir=cache) as r:
+            assert r.manifest is not None
+            return r.manifest.revision
+
+    assert revision() == m0.revision
+    cert = hostile.rotate_certificate(repo)
+    ed = hostile.Editor(repo)
+    ed.sign_manifest(revision=m0.revision + 1, timestamp=m0.timestamp + 10, certificate_hash=cert)
+    ed.close()
+    assert revision() == m0.revision + 1
+    assert (
+        replicate(repo.stratum, replica, public_keys=[repo.pub], fqrn=repo.fqrn).revision == m0.revision + 1
+    )
+    for name, data in first.items():  # the replay, genuinely signed with the first certificate
+        (repo.stratum / name).write_bytes(data)
     for top in (repo.stratum, cache / repo.fqrn):
-        (top / cert).unlink()
-    objects = ObjectCache(cache / repo.fqrn, repo=repo.fqrn)
-    store = ObjectStore(make_fetcher(repo.stratum, repo=repo.fqrn), objects, repo=repo.fqrn)
-    try:
-        floor = _verified_floor(repo.fqrn, objects, store, _load_keys([repo.pub]))
-    finally:
-        store.close()
-    assert floor is not None and (floor.revision, floor.timestamp) == (m.revision, m.timestamp)
+        (top / object_path(cert, SUFFIX_CERTIFICATE)).unlink()
+    with pytest.raises(
+        IntegrityError, match=rf"revision {m0.revision} published at .* behind revision {m0.revision + 1} "
+    ):
+        revision()
+    with pytest.raises(
+        CvmfsError, match=rf"offers revision {m0.revision}, older than the replica's {m0.revision + 1}"
+    ):
+        replicate(repo.stratum, replica, public_keys=[repo.pub], fqrn=repo.fqrn)
 
 
 @pytest.mark.parametrize(

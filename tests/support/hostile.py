@@ -128,6 +128,32 @@ def copy_repo(base: Repo, dest: Path) -> Repo:
     return Repo(dest / "stratum", dest / "keys", base.fqrn)
 
 
+def rotate_certificate(repo: Repo, *, days: int = 30) -> str:
+    """A second signing certificate, as ``cvmfs_server`` rotates one: a new certificate key under
+    the same master key, its certificate stored as an object, a whitelist listing it (signed by the
+    master key) published, and the keys folder's ``.crt``/``.key`` replaced, so that an ``Editor``
+    made after this signs with it. Returns the certificate's object name (the manifest's ``X``)."""
+    from dataclasses import replace
+
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from cernvm_build.cvmfs.commit import whitelist_bytes
+
+    old = repo.keyset()
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    new = replace(
+        old, cert_pem=keymod.self_signed_certificate(repo.fqrn, key), cert_key_pem=keymod._pem_private(key)
+    )
+    new.save(repo.keys_dir)
+    ed = Editor(repo)
+    try:
+        name = ed.put(new.cert_pem, "X")
+    finally:
+        ed.close()
+    (repo.stratum / ".cvmfswhitelist").write_bytes(whitelist_bytes(repo.fqrn, new, int(time.time()), days))
+    return name
+
+
 # -- editing catalogs and re-signing ---------------------------------------------------------------
 
 
