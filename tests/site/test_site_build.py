@@ -691,8 +691,20 @@ def _built_then_counting_md_opens(
             opened.append(str(file))
         return real_open(file, *args, **kw)
 
+    real_read = sources._read_source  # how the scan reads a source (os.open, not ``open``)
+
+    def counting_reads(full: str, size: int) -> bytes:
+        opened.append(full)
+        return real_read(full, size)
+
     monkeypatch.setattr(builtins, "open", counting)
-    return opened, lambda: monkeypatch.setattr(builtins, "open", real_open)
+    monkeypatch.setattr(sources, "_read_source", counting_reads)
+
+    def restore() -> None:
+        monkeypatch.setattr(builtins, "open", real_open)
+        monkeypatch.setattr(sources, "_read_source", real_read)
+
+    return opened, restore
 
 
 def test_unchanged_sources_are_not_read_and_an_edit_keeping_size_and_mtime_is_seen(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 from pathlib import Path
 
 import pytest
@@ -110,6 +111,33 @@ def test_a_link_out_of_the_site_is_one_line_and_one_inside_works(site: Path, tmp
     assert (tmp_path / "out" / "assets" / "copy.css").read_bytes() == (
         site / "static/assets/site.css"
     ).read_bytes()
+
+
+def test_a_page_source_that_is_a_fifo_is_one_line_not_a_wait(site: Path, tmp_path: Path) -> None:
+    """A FIFO named ``*.md`` (or a link inside the site to one) was opened for reading: the build waited
+    for a writer for ever. Now one line naming it, in a first and in an incremental build."""
+    build_site(site, tmp_path / "out")
+
+    def stuck(*_: object) -> None:
+        raise TimeoutError("the build waited on the FIFO")
+
+    before = signal.signal(signal.SIGALRM, stuck)
+    signal.alarm(30)
+    try:
+        fifo = site / "content" / "docs" / "pipe.md"
+        os.mkfifo(fifo)
+        for out in (tmp_path / "out", tmp_path / "new"):
+            with pytest.raises(BuildError, match="not a regular file") as e:
+                build_site(site, out)
+            assert str(e.value.where) == str(fifo) and e.value.hint
+        fifo.rename(site / "pipe")
+        (site / "content" / "docs" / "linked.md").symlink_to(site / "pipe")
+        with pytest.raises(BuildError, match="not a regular file"):
+            build_site(site, tmp_path / "out")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, before)
+    assert not (tmp_path / "new").exists()
 
 
 @pytest.mark.parametrize("folder", ["content", "static", "data", "templates"])
