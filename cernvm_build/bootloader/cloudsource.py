@@ -12,8 +12,9 @@ Two sources besides the config drive (``03-context-drive.sh`` reads that one its
   404 has no user data for this instance; the next flavour is asked.
 
 Bounded: at most 1 MiB of user data (EC2 allows 16 KiB, OpenStack 64 KiB), a short timeout per
-request, and a quick connect probe per base URL so that a machine without a metadata service loses
-about a second. Run in the initrd as::
+read, a deadline per request (status line and headers included: a service trickling them must not
+hold the boot), one for all requests together, and a quick connect probe per base URL so that a
+machine without a metadata service loses about a second. Run in the initrd as::
 
     python3 -m cernvm_build.bootloader.cloudsource metadata OUT [--url URL]...
     python3 -m cernvm_build.bootloader.cloudsource opennebula CONTEXT_SH OUT
@@ -27,6 +28,7 @@ from __future__ import annotations
 import base64
 import binascii
 import http.client
+import math
 import os
 import socket
 import sys
@@ -34,13 +36,17 @@ import time
 import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 METADATA_URL = "http://169.254.169.254"
 MAX_USER_DATA = 1 << 20
 MAX_CONTEXT_SH = 4 << 20
 TIMEOUT = 3.0
-#: a whole answer, however slowly it trickles in (TIMEOUT bounds one read only): the boot goes on
+#: a whole answer, status line and headers included, however slowly it trickles in (TIMEOUT bounds
+#: one read only): the boot goes on
 DEADLINE = 10.0
+#: all the requests to the metadata services together (up to five a base URL, each up to DEADLINE)
+TOTAL_DEADLINE = 30.0
 PROBE_TIMEOUT = 1.0
 TOKEN_TTL = "21600"
 
@@ -79,18 +85,54 @@ def read_within(resp: http.client.HTTPResponse, limit: int, deadline: float) -> 
     return b"".join(parts)
 
 
+class _DeadlineSocket(socket.socket):
+    """A socket whose every read waits at most until ``deadline`` (monotonic), however many reads
+    ``http.client`` makes for the status line and the headers (its one bound is the per-read
+    timeout, which a server sending a byte a second never reaches)."""
+
+    deadline = 0.0
+    per_read = TIMEOUT
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("no whole answer by the deadline")
+        self.settimeout(min(self.per_read, left))
+        return super().recv_into(buffer, nbytes, flags)
+
+
+class _Connection(http.client.HTTPConnection):
+    def __init__(self, host: str, port: int, timeout: float, deadline: float):
+        super().__init__(host, port, timeout=timeout)
+        self.deadline = deadline
+
+    def connect(self) -> None:
+        super().connect()
+        plain = self.sock
+        bounded = _DeadlineSocket(fileno=plain.detach())
+        bounded.deadline, bounded.per_read = self.deadline, self.timeout
+        bounded.settimeout(self.timeout)
+        self.sock = bounded
+
+
 def _request(
-    base: urllib.parse.SplitResult, method: str, path: str, headers: dict[str, str], timeout: float
+    base: urllib.parse.SplitResult,
+    method: str,
+    path: str,
+    headers: dict[str, str],
+    timeout: float,
+    until: float = math.inf,
 ) -> tuple[int, bytes]:
-    port = base.port or 80
-    conn = http.client.HTTPConnection(base.hostname or "", port, timeout=timeout)
+    """One request, given up after DEADLINE or at ``until`` (monotonic), whichever comes first."""
+    deadline = min(time.monotonic() + DEADLINE, until)
+    conn = _Connection(base.hostname or "", base.port or 80, timeout, deadline)
     try:
         conn.request(method, base.path.rstrip("/") + path, headers={"User-Agent": "ucernvm", **headers})
         resp = conn.getresponse()
         length = resp.getheader("Content-Length")
         if length is not None and length.isdigit() and int(length) > MAX_USER_DATA:
             raise _NoAnswer(f"{length} bytes is more than user data can be")
-        body = read_within(resp, MAX_USER_DATA, time.monotonic() + DEADLINE)
+        body = read_within(resp, MAX_USER_DATA, deadline)
         if len(body) > MAX_USER_DATA:
             raise _NoAnswer("more than user data can be")
         return resp.status, body
@@ -108,11 +150,11 @@ def _reachable(base: urllib.parse.SplitResult, timeout: float) -> bool:
         return False
 
 
-def _ec2_token(base: urllib.parse.SplitResult, timeout: float) -> dict[str, str]:
+def _ec2_token(base: urllib.parse.SplitResult, timeout: float, until: float) -> dict[str, str]:
     """IMDSv2: a session token when the service hands one out (else IMDSv1: no header)."""
     try:
         status, body = _request(
-            base, "PUT", "/latest/api/token", {"X-aws-ec2-metadata-token-ttl-seconds": TOKEN_TTL}, timeout
+            base, "PUT", "/latest/api/token", {"X-aws-ec2-metadata-token-ttl-seconds": TOKEN_TTL}, timeout, until
         )
     except _NoAnswer:
         return {}
@@ -125,7 +167,9 @@ def _ec2_token(base: urllib.parse.SplitResult, timeout: float) -> dict[str, str]
 def from_metadata(
     urls: Sequence[str] = (METADATA_URL,), *, timeout: float = TIMEOUT, probe: float = PROBE_TIMEOUT
 ) -> Found | None:
-    """The first user data a metadata service gives, in μCernVM's order; None if there is none."""
+    """The first user data a metadata service gives, in μCernVM's order; None if there is none
+    (also when TOTAL_DEADLINE has passed: the boot goes on without)."""
+    until = time.monotonic() + TOTAL_DEADLINE
     for url in urls:
         base = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
         if base.scheme != "http" or not base.hostname or not _reachable(base, probe):
@@ -135,10 +179,10 @@ def from_metadata(
             headers = dict(extra)
             if name == "ec2":
                 if token is None:
-                    token = _ec2_token(base, timeout)
+                    token = _ec2_token(base, timeout, until)
                 headers.update(token)
             try:
-                status, body = _request(base, "GET", path, headers, timeout)
+                status, body = _request(base, "GET", path, headers, timeout, until)
             except _NoAnswer:
                 continue
             if status == 200 and body:

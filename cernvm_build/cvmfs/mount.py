@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import os
 import sys
 import time
@@ -24,8 +25,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import CernVMError, CvmfsError, UsageError
-from ..fsutil import atomic_write
+from ..fsutil import atomic_write, read_regular
 from .bootlist import BootList
+from .objects import parse_hash
 from .plaincache import STALE_TMP_S, PlainCache
 from .quota import MB, Quota
 from .repository import Repository, SnapshotSpec, open_repository
@@ -112,14 +114,49 @@ def add_mount_options(p: argparse.ArgumentParser, *, servers_required: bool = Tr
     p.add_argument("mountpoint", metavar="MOUNTPOINT")
 
 
+#: a pin is ``root_hash\ntag\n``: a hash (at most 50 characters) and a tag name (at most 255)
+PIN_MAX = 512
+
+
+def read_pin(path: Path) -> tuple[str | None, str | None]:
+    """The root hash pinned in ``path``, and a note (one line) when the file is there but unusable.
+
+    The file is on the scratch disk, which the OS root may write: a FIFO or a link to /dev/zero
+    there must not hang or exhaust the daemon (and so the boot), nor bytes that are not UTF-8 end
+    it with a traceback. The toolkit writes the file itself (atomically): a link is never followed."""
+    try:
+        data = read_regular(path, PIN_MAX, follow_links=False)
+    except FileNotFoundError:
+        return None, None
+    except OSError as e:
+        why = "a symbolic link" if e.errno == errno.ELOOP else (e.strerror or str(e))
+        return None, _pin_ignored(path, why)
+    if len(data) > PIN_MAX:
+        return None, _pin_ignored(path, f"more than {PIN_MAX} bytes")
+    first = data.decode("utf-8", "replace").split("\n", 1)[0].strip()
+    if not first:
+        return None, None  # an empty pin: nothing was pinned
+    try:
+        parse_hash(first)
+    except ValueError:
+        return None, _pin_ignored(path, f"its first line is not a root hash: {first[:60]!r}")
+    return first, None
+
+
+def _pin_ignored(path: Path, why: str) -> str:
+    return f"pin file {path}: {why}; ignored: the newest revision is mounted and pinned instead"
+
+
 def snapshot_from_args(args: argparse.Namespace) -> SnapshotSpec:
+    """The snapshot to mount; ``args.pin_note`` says why a pin file was ignored (or is None)."""
+    args.pin_note = None
     if args.tag or args.date or args.root_hash:
         return SnapshotSpec(tag=args.tag, date=args.date, root_hash=args.root_hash)
     sf: Path | None = args.snapshot_file
-    if sf is not None and sf.exists():
-        lines = sf.read_text().splitlines()
-        if lines and lines[0].strip():
-            return SnapshotSpec(root_hash=lines[0].strip())
+    if sf is not None:
+        root_hash, args.pin_note = read_pin(sf)
+        if root_hash is not None:
+            return SnapshotSpec(root_hash=root_hash)
     return SnapshotSpec()
 
 
@@ -220,8 +257,8 @@ def _open(args: argparse.Namespace) -> Repository:
 def _after_mount(args: argparse.Namespace, repo: Repository) -> None:
     if args.snapshot_file is not None:
         pin = f"{repo.root_hash}\n{repo.tag or ''}\n".encode()
-        try:
-            same = args.snapshot_file.read_bytes() == pin
+        try:  # not a regular file (a FIFO): rewritten, never waited on
+            same = read_regular(args.snapshot_file, PIN_MAX, follow_links=False) == pin
         except OSError:
             same = False
         if not same:  # a reboot on its pin writes nothing (two fsyncs before the mount is ready)
@@ -240,13 +277,14 @@ def _serve(args: argparse.Namespace, repo: Repository, ready: int | None) -> Non
         _after_mount(args, repo)
         if boot_list is not None:  # after the pin is written: the list only ever adds to the cache
             boot_list.start()
-        line, note = mounted_line(repo), cache_line(plain)
+        line = mounted_line(repo)
+        notes = [n for n in (getattr(args, "pin_note", None), cache_line(plain)) if n is not None]
         if ready is None:
             print(line, flush=True)
-            if note is not None:
+            for note in notes:
                 print(note, file=sys.stderr, flush=True)
         else:
-            os.write(ready, f"ok {line}\n{note or ''}".encode())
+            os.write(ready, "\n".join([f"ok {line}", *notes]).encode())
             os.close(ready)
 
     try:

@@ -78,6 +78,35 @@ def test_snapshot_file_pins_the_next_mount(fx: Fixture, server: Server, mnt: Pat
     assert snap.read_text() == f"{ROOT_REV2}\nslc4-update\n"
 
 
+@pytest.mark.timeout(120)
+def test_a_pin_file_that_is_no_pin_is_ignored_in_one_line(
+    fx: Fixture, server: Server, mnt: Path, tmp_path: Path
+) -> None:
+    """The scratch disk's pin file is the OS's to write: a FIFO there hung the daemon (so the boot),
+    a link to /dev/zero ate its memory, non-UTF-8 bytes ended it with a traceback. Each is one line
+    saying what the mount does instead (the newest revision, pinned in a regular file)."""
+    snap = tmp_path / "snapshot"
+    cases = {
+        "fifo": (lambda: os.mkfifo(snap), "not a regular file"),
+        "zero": (lambda: snap.symlink_to("/dev/zero"), "a symbolic link"),
+        "bytes": (lambda: snap.write_bytes(b"\xff\xfe\x00\n"), "its first line is not a root hash"),
+        "big": (lambda: snap.write_bytes(b"a" * 100_000), "more than 512 bytes"),
+    }
+    for name, (make, why) in cases.items():
+        make()
+        r = _mount(server, fx, mnt, "--snapshot-file", str(snap))
+        assert r.returncode == 0, (name, r.stderr)
+        assert f"revision 2 root {ROOT_REV2}" in r.stdout, name
+        want = f"pin file {snap}: {why}"
+        assert [ln for ln in r.stderr.splitlines() if ln.startswith("pin file")] == [
+            ln for ln in r.stderr.splitlines() if ln.startswith(want)
+        ] != [], (name, r.stderr)
+        assert "Traceback" not in r.stderr and len(r.stderr.splitlines()) <= 2, r.stderr
+        assert snap.read_text() == f"{ROOT_REV2}\n\n" and not snap.is_symlink(), name
+        unmount(mnt)
+        snap.unlink()
+
+
 def test_mount_failure_is_one_error_line(fx: Fixture, server: Server, mnt: Path) -> None:
     r = _mount(server, fx, mnt, "--tag", "nope")
     assert r.returncode == 5 and r.stdout == ""

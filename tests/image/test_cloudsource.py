@@ -230,3 +230,45 @@ def test_too_much_opennebula_user_data_is_none_not_a_cut_one() -> None:
     text = f"EC2_USER_DATA='{base64.b64encode(big).decode()}'\n"
     assert cloudsource.from_opennebula(text.encode()) is None
     assert cloudsource.from_opennebula(b"USER_DATA='" + big + b"'\n") is None
+
+
+def _trickle_head(request: BaseHTTPRequestHandler) -> tuple[int, bytes]:
+    """The status line, then a header byte every 0.2 s, never ending the headers."""
+    try:
+        request.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+        for _ in range(1000):
+            request.wfile.write(b"a")
+            request.wfile.flush()
+            time.sleep(0.2)
+    except OSError:
+        pass
+    raise _Answered
+
+
+@pytest.mark.timeout(60)
+def test_trickled_headers_are_given_up_at_the_deadline(
+    service: Callable[[dict[tuple[str, str], Route]], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``http.client`` reads the status line and headers with only the per-read timeout: a service
+    trickling them held the initrd for ever. GCE's path trickles; EC2 is asked once it is dropped."""
+    monkeypatch.setattr(cloudsource, "DEADLINE", 1.0)
+    url = service(
+        {
+            ("GET", "/computeMetadata/v1/instance/attributes/user-data"): _trickle_head,
+            ("GET", "/2016-04-19/user-data"): _ok(USER_DATA),
+        }
+    )
+    assert cloudsource.from_metadata([url]) == cloudsource.Found(f"ec2 {url}/2016-04-19/user-data", USER_DATA)
+
+
+@pytest.mark.timeout(60)
+def test_all_requests_together_are_bounded(
+    service: Callable[[dict[tuple[str, str], Route]], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every path trickles: the boot goes on without user data once TOTAL_DEADLINE has passed, not
+    after five request deadlines."""
+    monkeypatch.setattr(cloudsource, "DEADLINE", 30.0)
+    monkeypatch.setattr(cloudsource, "TOTAL_DEADLINE", 1.0)
+    paths = ["/latest/api/token"] + [p for _, p, _ in cloudsource.FLAVOURS]
+    url = service({(m, p): _trickle_head for p in paths for m in ("GET", "PUT")})
+    assert cloudsource.from_metadata([url]) is None

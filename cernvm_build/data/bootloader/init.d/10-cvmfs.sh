@@ -79,8 +79,9 @@ fi
 log cvmfs "mounting $CVMFS_REPO (${selector:-latest}, $why) from $CVMFS_SERVER"
 mount_cvmfs /tmp/cvmfs.log "$@" $ROOT_RO \
     || panic "CernVM-FS mount of $CVMFS_REPO failed: $(tail -n 1 /tmp/cvmfs.log)"
-# the mount's line and what its start found of the last stop (after a crash first reads are checked)
-grep -e '^mounted' -e '^cache:' /tmp/cvmfs.log | while IFS= read -r line; do log cvmfs "$line"; done
+# the mount's line, a pin file it ignored (not a hash: the newest revision was mounted and pinned)
+# and what its start found of the last stop (after a crash first reads are checked)
+grep -e '^mounted' -e '^pin file' -e '^cache:' /tmp/cvmfs.log | while IFS= read -r line; do log cvmfs "$line"; done
 # Read ahead 1 MiB instead of the kernel's 128 KiB: every READ is a request the daemon answers in
 # Python, and a mapped library (ld.so, the boot's main reader) is read by page-fault readaround.
 # libfuse takes reads of up to 1 MiB (max_pages 256). Mapping three large binaries on the host:
