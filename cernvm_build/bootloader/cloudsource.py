@@ -104,14 +104,13 @@ class _DeadlineSocket(socket.socket):
 class _Connection(http.client.HTTPConnection):
     def __init__(self, host: str, port: int, timeout: float, deadline: float):
         super().__init__(host, port, timeout=timeout)
-        self.deadline = deadline
+        self.deadline, self.per_read = deadline, timeout
 
     def connect(self) -> None:
         super().connect()
-        plain = self.sock
-        bounded = _DeadlineSocket(fileno=plain.detach())
-        bounded.deadline, bounded.per_read = self.deadline, self.timeout
-        bounded.settimeout(self.timeout)
+        bounded = _DeadlineSocket(fileno=self.sock.detach())
+        bounded.deadline, bounded.per_read = self.deadline, self.per_read
+        bounded.settimeout(self.per_read)
         self.sock = bounded
 
 
@@ -154,7 +153,12 @@ def _ec2_token(base: urllib.parse.SplitResult, timeout: float, until: float) -> 
     """IMDSv2: a session token when the service hands one out (else IMDSv1: no header)."""
     try:
         status, body = _request(
-            base, "PUT", "/latest/api/token", {"X-aws-ec2-metadata-token-ttl-seconds": TOKEN_TTL}, timeout, until
+            base,
+            "PUT",
+            "/latest/api/token",
+            {"X-aws-ec2-metadata-token-ttl-seconds": TOKEN_TTL},
+            timeout,
+            until,
         )
     except _NoAnswer:
         return {}

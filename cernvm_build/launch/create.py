@@ -270,10 +270,12 @@ def _make(
         mounts=[domain.shared_mount(name, _shared_driver(s, host))] if s.shared_folder else [],
     )
 
+    document = userdata.render_within(merged, spec.user_data_source)
+
     def write_iso(path: Path) -> None:
         context.build_iso(
             path,
-            userdata.render(merged),
+            document,
             name=name,
             instance_id=str(uuid.uuid4()),
             public_keys={"launch": client.public_openssh},

@@ -158,10 +158,26 @@ def _add_text(ud: UserData, content_type: str, text: str, source: str, filename:
     ud.parts.append(Part(content_type, rest, filename))
 
 
+#: what the initrd reads at most (``init.head.sh`` ignores bigger user data whole, launch's keys
+#: with it): the user's parts inflated, and the document launch writes
+MAX_DOCUMENT = bootloader_userdata.MAX_INFLATED
+
+
+def too_big(size: int, what: str, source: str) -> ConfigFileError:
+    return ConfigFileError(
+        f"{what} is {size} bytes; the bootloader ignores user data over {MAX_DOCUMENT} bytes",
+        where=source,
+        hint="make the user data smaller (launch adds about 1 KB: its SSH and host keys)",
+    )
+
+
 def parse(data: bytes, source: str = "user data") -> UserData:
-    """Take the user's file apart (MIME multipart, cloud-config, amiconfig, script, gzip)."""
+    """Take the user's file apart (MIME multipart, cloud-config, amiconfig, script, gzip). The
+    parts' inflated total is capped as it grows: each gzip part may inflate to MAX_DOCUMENT, and a
+    hundred small ones were 105 MB in memory for a document no guest would read."""
     text = _decode(data, source)
     ud = UserData()
+    total = 0
     head = text.lstrip()[:512].lower()
     if head.startswith(("content-type:", "mime-version:")):
         msg = email.message_from_string(text, policy=email.policy.compat32)
@@ -173,6 +189,9 @@ def parse(data: bytes, source: str = "user data") -> UserData:
                 continue
             part_source = f"{source} (MIME part {n})"
             ptext = _decode(payload, part_source)
+            total += len(ptext.encode())
+            if total > MAX_DOCUMENT:
+                raise too_big(total, f"user data inflated (up to MIME part {n})", source)
             ctype = sub.get_content_type()
             if ctype in ("text/plain", "text/x-not-multipart"):
                 ctype = _kind(ptext)
@@ -291,3 +310,12 @@ def render(ud: UserData) -> bytes:
         out.append(chunk)
     out.append(f"--{boundary}--\n")
     return "\n".join(out).encode()
+
+
+def render_within(ud: UserData, source: str) -> bytes:
+    """``render``, refused when the guest would ignore the document whole (launch's keys with it,
+    and launch would wait for SSH in vain): ``source`` names the user's file."""
+    document = render(ud)
+    if len(document) > MAX_DOCUMENT:
+        raise too_big(len(document), "the user data launch writes (with its keys)", source)
+    return document

@@ -32,6 +32,10 @@ KERNEL_ARG_KEYS = {
     "cvmfs_root_hash": "cvmfs.snapshot.root_hash",
     "cvmfs_http_proxy": "cvmfs.http_proxy",
 }
+#: every word the init (``00-setup.sh``) reads for a setting's value, and that setting: a
+#: bootloader.cmdline word with one of these keys would override (the init keeps the last) what the
+#: build verified and recorded, bypassing its checks (cvmfs.path's ``..``)
+SETTING_WORDS = {**KERNEL_ARG_KEYS, "cvmfs_proxy": "cvmfs.http_proxy"}
 #: the settings that become kernel command line arguments
 KERNEL_ARG_SETTINGS = (*KERNEL_ARG_KEYS.values(), "bootloader.cmdline")
 
@@ -313,6 +317,17 @@ def _kernel_args(v: Values) -> None:
             if isinstance(text, str) and text.strip("/") and not KERNEL_ARG.fullmatch(text.strip("/")):
                 message, hint = kernel_arg_refused(text)
                 _fail(v, key, message, hint, pos=_pos_of(v, key, text))
+    for word in v.values.get("bootloader.cmdline") or []:
+        owner = SETTING_WORDS.get(word.partition("=")[0]) if isinstance(word, str) else None
+        if owner is not None:
+            _fail(
+                v,
+                "bootloader.cmdline",
+                f"{word!r} is {owner}'s to write: the image would boot another value than the one "
+                "the build checked and recorded",
+                f"set {owner} instead and remove the word from bootloader.cmdline",
+                pos=_pos_of(v, "bootloader.cmdline", word),
+            )
 
 
 def _kernel(v: Values) -> None:

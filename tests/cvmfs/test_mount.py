@@ -98,9 +98,11 @@ def test_a_pin_file_that_is_no_pin_is_ignored_in_one_line(
         assert r.returncode == 0, (name, r.stderr)
         assert f"revision 2 root {ROOT_REV2}" in r.stdout, name
         want = f"pin file {snap}: {why}"
-        assert [ln for ln in r.stderr.splitlines() if ln.startswith("pin file")] == [
-            ln for ln in r.stderr.splitlines() if ln.startswith(want)
-        ] != [], (name, r.stderr)
+        assert (
+            [ln for ln in r.stderr.splitlines() if ln.startswith("pin file")]
+            == [ln for ln in r.stderr.splitlines() if ln.startswith(want)]
+            != []
+        ), (name, r.stderr)
         assert "Traceback" not in r.stderr and len(r.stderr.splitlines()) <= 2, r.stderr
         assert snap.read_text() == f"{ROOT_REV2}\n\n" and not snap.is_symlink(), name
         unmount(mnt)

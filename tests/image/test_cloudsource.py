@@ -272,3 +272,14 @@ def test_all_requests_together_are_bounded(
     paths = ["/latest/api/token"] + [p for _, p, _ in cloudsource.FLAVOURS]
     url = service({(m, p): _trickle_head for p in paths for m in ("GET", "PUT")})
     assert cloudsource.from_metadata([url]) is None
+
+
+def test_one_user_data_limit_for_the_initrd_and_launch() -> None:
+    """The init's copy (init.head.sh), the metadata client and the parser's inflate limit (which
+    launch's document cap is) are the same number: launch must refuse what the guest would ignore."""
+    from cernvm_build.bootloader import userdata
+    from cernvm_build.paths import data_dir
+
+    head = (data_dir("bootloader") / "init.head.sh").read_text()
+    assert f"MAX_USER_DATA={userdata.MAX_INFLATED}\n" in head
+    assert cloudsource.MAX_USER_DATA == userdata.MAX_INFLATED

@@ -106,6 +106,26 @@ def test_userdata_with_a_byte_order_mark_and_crlf_is_read() -> None:
     assert p.found and p.values == {"cvmfs_tag": "t1"}
 
 
+def test_userdata_bad_lines_are_reported_ten_then_counted() -> None:
+    """pr17b finding 7: every bad line went to the console (1 MiB of them: 30 MB, ~45 min at 115200
+    baud); the first ten are reported, then one line counts the rest."""
+    p = userdata.parse(b"[ucernvm-begin]\n" + b"x\n" * 500_000 + b"cvmfs_tag=t1\n[ucernvm-end]\n")
+    assert p.values == {"cvmfs_tag": "t1"}
+    assert p.messages == [
+        *(f"line {n}: not key=value, ignored: 'x'" for n in range(2, 12)),
+        "... 499990 more bad lines ignored",
+    ]
+
+
+@pytest.mark.parametrize("start", ["#cloud-config", "#!/bin/sh", "--===============123==", "--abc--"])
+def test_userdata_a_block_without_its_end_ends_at_the_next_part(start: str) -> None:
+    """A block missing ``[ucernvm-end]`` read a whole following cloud-config as bad lines: it ends
+    where another part starts (a cloud-config, a script, a MIME boundary), said once."""
+    p = userdata.parse(f"[ucernvm-begin]\ncvmfs_tag=t1\n{start}\ncvmfs_server=other.example\nusers: []\n")
+    assert p.values == {"cvmfs_tag": "t1"}
+    assert p.messages == [f"line 3: {start!r} before [ucernvm-end]: the block ends here"]
+
+
 def test_userdata_quota_limit_has_a_maximum() -> None:
     p = userdata.parse("[ucernvm-begin]\ncvmfs_quota_limit=16777217\n[ucernvm-end]\n")
     assert p.values == {} and p.messages == ["line 2: cvmfs_quota_limit: 16777217 is out of range, ignored"]

@@ -7,6 +7,7 @@ import email
 import pytest
 import yaml
 
+from cernvm_build.bootloader import userdata as bootloader_userdata
 from cernvm_build.errors import ConfigFileError, UsageError
 from cernvm_build.launch import keys, userdata
 
@@ -216,3 +217,61 @@ def test_nocloud_meta_data_names_stay_strings(name: str) -> None:
     validate_name(name)
     meta = yaml.safe_load(_files(b"", name, "i-" + name, {})["meta-data"])
     assert meta == {"instance-id": "i-" + name, "local-hostname": name}
+
+
+def _gzip_parts(n: int, size: int) -> bytes:
+    import base64
+    import gzip
+
+    part = base64.encodebytes(gzip.compress(b"#!/bin/sh\n" + b"#" * size + b"\n")).decode()
+    body = "".join(
+        f"--B\nContent-Type: text/x-shellscript\nContent-Transfer-Encoding: base64\n\n{part}\n"
+        for _ in range(n)
+    )
+    return f'Content-Type: multipart/mixed; boundary="B"\nMIME-Version: 1.0\n\n{body}--B--\n'.encode()
+
+
+def test_parts_inflating_past_what_the_guest_reads_are_refused_as_they_grow() -> None:
+    """pr17b finding 9: each gzip part was capped, not their sum: 148 KB of parts became 105 MB
+    (424 MB resident) of a document the initrd ignores whole. Three parts of 400 KB: the third is
+    refused, naming the file."""
+    data = _gzip_parts(3, 400_000)
+    assert len(data) < 10_000
+    with pytest.raises(ConfigFileError) as e:
+        userdata.parse(data, "ctx.txt")
+    assert e.value.where == "ctx.txt"
+    assert e.value.message == (
+        f"user data inflated (up to MIME part 3) is 1200033 bytes; "
+        f"the bootloader ignores user data over {1 << 20} bytes"
+    )
+    assert userdata.MAX_DOCUMENT == bootloader_userdata.MAX_INFLATED
+    userdata.parse(_gzip_parts(2, 400_000), "ctx.txt")  # under the limit: read
+
+
+def test_a_document_launch_would_write_past_the_limit_is_refused_naming_the_file() -> None:
+    """A file just under the limit is read, but launch's own parts (keys, hostname, headers) push the
+    document past what the guest reads: it would be ignored whole, launch's keys with it, and launch
+    would wait for SSH in vain. Refused before anything is made."""
+    room = bootloader_userdata.MAX_INFLATED - 200
+    ud = userdata.parse(b"#!/bin/sh\n" + b"#" * room + b"\n", "big.sh")
+    host = keys.generate("root@t")
+    merged = userdata.merge(
+        ud,
+        hostname="t",
+        authorized_keys=["ssh-ed25519 AAAAlaunch launch"],
+        host_key_private=host.private_openssh,
+        host_key_public=host.public_openssh,
+    )
+    with pytest.raises(ConfigFileError) as e:
+        userdata.render_within(merged, "big.sh")
+    size = len(userdata.render(merged))
+    assert e.value.where == "big.sh" and size > bootloader_userdata.MAX_INFLATED
+    assert e.value.message.startswith(f"the user data launch writes (with its keys) is {size} bytes")
+    small = userdata.merge(
+        userdata.parse(b"#!/bin/sh\n", "s.sh"),
+        hostname="t",
+        authorized_keys=[],
+        host_key_private=host.private_openssh,
+        host_key_public=host.public_openssh,
+    )
+    assert userdata.render_within(small, "s.sh") == userdata.render(small)

@@ -229,3 +229,28 @@ def test_huge_numbers_in_a_profile_are_one_line_at_their_position(
     assert main(["profiles", "validate", str(path)]) == 3
     err = capsys.readouterr().err
     assert message in err and "big.yaml:2:" in err and "Traceback" not in err and "9" * 30 not in err
+
+
+@pytest.mark.parametrize(
+    ("word", "owner"),
+    [
+        ("cvmfs_repos=evil.example.org", "cvmfs.repository"),
+        ("cernvm_path=../..", "cvmfs.path"),
+        ("cvmfs_server=evil.example.org", "cvmfs.servers"),
+        ("cvmfs_proxy=http://evil.example.org:3128", "cvmfs.http_proxy"),
+        ("cvmfs_root_hash=0123456789012345678901234567890123456789", "cvmfs.snapshot.root_hash"),
+    ],
+)
+def test_a_cmdline_word_a_setting_writes_is_refused_naming_the_setting(
+    capsys: pytest.CaptureFixture[str], write: Write, word: str, owner: str
+) -> None:
+    """pr17b finding 8: the init keeps the last of repeated words, so a bootloader.cmdline word booted
+    another repository, server or path than the build verified and recorded (and cvmfs.path's
+    ``..`` refusal was bypassed)."""
+    path = write("hijack", f"extends: minimal\nbootloader:\n  cmdline:\n    - quiet\n    - '{word}'\n")
+    assert main(["profiles", "validate", str(path)]) == 3
+    err = capsys.readouterr().err
+    assert "hijack.yaml:5:7" in err and f"{word!r} is {owner}'s to write" in err, err
+    assert f"set {owner} instead" in err and "Traceback" not in err
+    ok = write("fine", "extends: minimal\nbootloader:\n  cmdline: [cvmdebug, 'cernvm_metadata_url=none']\n")
+    assert main(["profiles", "validate", str(ok)]) == 0, capsys.readouterr().err
