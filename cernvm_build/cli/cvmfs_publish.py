@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..context import env_epoch
+from ..cvmfs.limits import MAX_TAR_BYTES, MAX_TAR_ENTRIES
 from ..errors import CvmfsError, UsageError
+from ..table import parse_size
 from .app import Output, subparser
 
 if TYPE_CHECKING:
@@ -175,6 +177,7 @@ def _publish(args: argparse.Namespace, out: Output, stratum: Path) -> tuple[str,
     from ..cvmfs import publish as pub
     from ..cvmfs.chunking import ChunkingSettings
     from ..cvmfs.keys import load_keys
+    from ..cvmfs.tar_limits import TarLimits
 
     fqrn = _fqrn(stratum, args.fqrn)
     keys = load_keys(args.keys, fqrn)
@@ -197,14 +200,20 @@ def _publish(args: argparse.Namespace, out: Output, stratum: Path) -> tuple[str,
         def progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total or None)
 
+        limits = TarLimits(max_bytes=args.max_tar_bytes, max_entries=args.max_tar_entries, flag="tar")
         if src == "-":
-            return fqrn, pub.publish_tar(stratum, fqrn, keys, sys.stdin.buffer, progress=progress, **common)
+            tar = pub.publish_tar(
+                stratum, fqrn, keys, sys.stdin.buffer, progress=progress, limits=limits, **common
+            )
+            return fqrn, tar
         path = Path(src)
         if path.is_dir():
             return fqrn, pub.publish_tree(stratum, fqrn, keys, path, progress=progress, **common)
         if path.is_file():
             with open(path, "rb") as f:
-                return fqrn, pub.publish_tar(stratum, fqrn, keys, f, progress=progress, **common)
+                return fqrn, pub.publish_tar(
+                    stratum, fqrn, keys, f, progress=progress, limits=limits, **common
+                )
         raise UsageError(f"{src}: no such directory or tar file", hint="give a directory, a tar, or -")
 
 
@@ -350,6 +359,20 @@ def register_publish(
     )
     p.add_argument(
         "--timestamp", type=int, metavar="EPOCH", help="publish time (default SOURCE_DATE_EPOCH or now)"
+    )
+    p.add_argument(
+        "--max-tar-bytes",
+        type=parse_size,
+        default=MAX_TAR_BYTES,
+        metavar="SIZE",
+        help="refuse a tar SOURCE that holds more (default: 64G; a hostile 1 MB .tar.bz2 can inflate to TBs)",
+    )
+    p.add_argument(
+        "--max-tar-entries",
+        type=int,
+        default=MAX_TAR_ENTRIES,
+        metavar="N",
+        help="refuse a tar SOURCE of more members (default: %(default)s)",
     )
 
     p = subparser(

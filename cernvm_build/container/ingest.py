@@ -16,23 +16,21 @@ from __future__ import annotations
 
 import fnmatch
 import functools
-import gzip
-import io
 import json
 import logging
 import shutil
 import tarfile
 import tempfile
-import zlib
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from ..artifact import Artifact
 from ..cvmfs.limits import human
-from ..cvmfs.tar_limits import TarLimits, checked_members, stored_size, stream_bound
+from ..cvmfs.tar_limits import TarLimits
+from ..cvmfs.tar_stream import TarStream, open_tar
 from ..errors import BuildError, CvmfsError
 from .image import _TAG_RE, DIGEST_RE, MT_LAYER_GZIP, ImageSpec, hex_of
 from .layer import LayerResult
@@ -41,10 +39,6 @@ from .layers import LayerFile
 from .manifest_list import default_platform, index_platforms
 from .oci import ImageParts
 from .registry import RegistryOptions, inspect_raw, list_tags, pull
-from .verify import Hashing
-
-#: read size of the decompressed layer
-_READ = 1 << 16
 
 log = logging.getLogger(__name__)
 
@@ -186,19 +180,15 @@ def scan_layer(
 ) -> LayerTar:
     """The layer's whiteout entries (read from its tar headers, the contents are skipped) and, in
     ``below``, the image's top-level names once this layer is applied over the ones before. The
-    members are bounded as the publisher bounds them (``tar_limits``), and the tar's digest must be
+    members are bounded as the publisher bounds them (``tar_limits``, read by ``tar_stream``, as
+    ``container verify`` reads a layer), and the tar's digest must be
     ``diff_id`` (the config's word for it, published as the layer's id)."""
     whiteouts: list[str] = []
     try:
         with open(blob, "rb") as f:
-            gz = f.read(2) == b"\x1f\x8b"
-            f.seek(0)
-            # decompressed here (not by tarfile) to hash the tar; GzipFile reads every gzip member
-            raw: IO[bytes] = gzip.GzipFile(fileobj=f, mode="rb") if gz else f  # type: ignore[assignment]
-            tar_bytes = Hashing(raw)
-            bound = stream_bound("gz" if gz else "tar", stored_size(f), limits)
-            with tarfile.open(fileobj=io.BufferedReader(tar_bytes, _READ), mode="r|") as tar:
-                for m in checked_members(tar, bound, limits, where):
+            stream = TarStream(f, limits, where, layer=True)
+            with open_tar(stream) as tar:
+                for m in stream.members(tar):
                     path = _member_path(m.name)
                     if not path:
                         continue
@@ -218,23 +208,17 @@ def scan_layer(
                         below.clear()
                     elif not parent:
                         below.discard(target)
-                # the end marker and padding count for the diff_id (bounded: a bomb after the end)
-                while tar_bytes.size <= bound and tar_bytes.read(_READ):
-                    pass
+                stream.finish(tar)  # the end marker and padding count for the diff_id
     except CvmfsError as e:
         raise BuildError(e.message, hint=e.hint or "") from None
-    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+    except (tarfile.TarError, OSError) as e:
         raise BuildError(
             f"{where}: the layer is not a tar the hub can read: {e}", hint="the blob is damaged"
         ) from None
-    if tar_bytes.size > bound:
+    tar_digest = stream.digests[1]
+    if diff_id is not None and tar_digest != diff_id:
         raise BuildError(
-            f"{where}: the layer holds more than {human(bound)} of tar",
-            hint="the layer is damaged or hostile",
-        )
-    if diff_id is not None and "sha256:" + tar_bytes.h.hexdigest() != diff_id:
-        raise BuildError(
-            f"{where}: the layer's tar is sha256:{tar_bytes.h.hexdigest()}, the config says {diff_id}",
+            f"{where}: the layer's tar is {tar_digest}, the config says {diff_id}",
             hint="the config's diff_ids do not match the layers: the registry is damaged or hostile",
         )
     return LayerTar(blob, tuple(whiteouts))

@@ -9,19 +9,17 @@ digests (manifest, config, layer, diff_id) are checked on the way; a mismatch th
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import io
 import json
 import os
 import tarfile
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from ..cvmfs.tar_limits import TarLimits, checked_members, members, stored_size, stream_bound
+from ..cvmfs.tar_limits import TarLimits, members
+from ..cvmfs.tar_stream import TarStream, open_tar
 from ..errors import BuildError, CvmfsError
 from ..tarwrite import skip_reason
 from .apptainer import SCAFFOLD, SD
@@ -192,7 +190,7 @@ def _read_oci(label: str, opener: Callable[[str], IO[bytes]], kind: str, image: 
         name = f"blobs/sha256/{hex_of(layer['digest'])}"
         with opener(name) as f:
             expect = (layer["digest"], diff_id)
-            scan = _scan_layer(f, compressed=True, expect=expect, where=name, out=integrity)
+            scan = _scan_layer(f, expect=expect, where=name, out=integrity)
         _apply(nodes, scan, name, integrity)
         sizes.append(scan.size)
         whiteouts.append(scan.whiteouts)
@@ -223,28 +221,10 @@ def _read_docker(opener: Callable[[str], IO[bytes]], image: Path) -> ImageConten
     nodes: dict[str, Node] = {}
     for name, diff_id in zip(layers, diff_ids, strict=True):
         with opener(name) as f:
-            scan = _scan_layer(f, compressed=False, expect=(None, diff_id), where=name, out=integrity)
+            scan = _scan_layer(f, expect=(None, diff_id), where=name, out=integrity)
         _apply(nodes, scan, name, integrity)
     labels = dict((config.get("config") or {}).get("Labels") or {})
     return ImageContents("docker-archive", labels, nodes, integrity)
-
-
-class Hashing(io.RawIOBase):
-    """Pass reads through while hashing and counting them (the compressed layer blob)."""
-
-    def __init__(self, f: IO[bytes]) -> None:
-        self.f, self.h, self.size = f, hashlib.sha256(), 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: Any) -> int:
-        data = self.f.read(len(b))
-        n = len(data)
-        b[:n] = data
-        self.h.update(data)
-        self.size += n
-        return n
 
 
 @dataclass
@@ -288,32 +268,24 @@ def _apply(nodes: dict[str, Node], layer: _LayerScan, where: str, out: list[Diff
 
 
 def _scan_layer(
-    f: IO[bytes], *, compressed: bool, expect: tuple[str | None, str], where: str, out: list[Difference]
+    f: IO[bytes], *, expect: tuple[str | None, str], where: str, out: list[Difference]
 ) -> _LayerScan:
-    outer = Hashing(f)
-    with ExitStack() as stack:
-        stream: IO[bytes] = io.BufferedReader(outer, _READ)
-        if compressed:
-            gz = stack.enter_context(gzip.GzipFile(fileobj=stream, mode="rb"))
-            stream = gz  # type: ignore[assignment]
-        inner = Hashing(stream)
-        try:
-            tar = stack.enter_context(tarfile.open(fileobj=io.BufferedReader(inner, _READ), mode="r|"))
-            bound = stream_bound("gz" if compressed else "tar", stored_size(f), TarLimits())
-            scan = _nodes(tar, checked_members(tar, bound, TarLimits(), where))
-            while inner.read(_READ):  # the tar end marker and padding count for the diff_id
-                pass
-            while outer.read(_READ):
-                pass
-        except (tarfile.TarError, OSError, EOFError, CvmfsError) as e:
-            out.append(Difference(where, "layer", "a readable tar layer", str(e)))
-            return _LayerScan()
-    blob_digest, diff_id = expect
-    if blob_digest is not None and "sha256:" + outer.h.hexdigest() != blob_digest:
-        out.append(Difference(where, "blob digest", blob_digest, "sha256:" + outer.h.hexdigest()))
-    if "sha256:" + inner.h.hexdigest() != diff_id:
-        out.append(Difference(where, "diff_id", diff_id, "sha256:" + inner.h.hexdigest()))
-    scan.size = inner.size
+    """A layer's nodes; its blob digest (when ``expect`` has one) and diff_id checked into ``out``.
+    Read as ``hub ingest`` reads it (``TarStream``: gzip or not by its magic, bounded alike)."""
+    try:
+        stream = TarStream(f, TarLimits(), where, layer=True)
+        with open_tar(stream) as tar:
+            scan = _nodes(tar, stream.members(tar))
+            stream.finish(tar)  # the tar end marker and padding count for the diff_id
+    except (tarfile.TarError, OSError, CvmfsError) as e:
+        out.append(Difference(where, "layer", "a readable tar layer", str(e)))
+        return _LayerScan()
+    blob_digest, diff = stream.digests
+    if expect[0] is not None and blob_digest != expect[0]:
+        out.append(Difference(where, "blob digest", expect[0], blob_digest))
+    if diff != expect[1]:
+        out.append(Difference(where, "diff_id", expect[1], diff))
+    scan.size = stream.size
     return scan
 
 

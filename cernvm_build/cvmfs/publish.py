@@ -62,6 +62,7 @@ from .previous import PreviousTree, read_object
 from .scan import dir_entry, ensure_dirs, norm_base, scan_dir, stage_outside
 from .scan_tar import scan_tar
 from .stage import Stage
+from .tar_limits import TarLimits
 
 TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}\Z")
 
@@ -322,14 +323,16 @@ def publish_tar(
     normalize_owner: bool = False,
     fault: Fault | None = None,
     autocatalogs: AutoCatalogs | None = AutoCatalogs(),
+    limits: TarLimits = TarLimits(flag="tar"),
 ) -> PublishResult:
     """Publish a tar stream (plain or compressed, read once, front to back) as the new revision.
 
-    ``progress(done_bytes, 0)``: the total is unknown for a stream.
+    ``progress(done_bytes, 0)``: the total is unknown for a stream. ``limits``: the caps on the
+    tar's data and members (``--max-tar-bytes``/``--max-tar-entries``).
     """
 
     def fill(stage: Stage, prev: PreviousTree, content: ContentStore, base: str, opts: Options) -> None:
-        scan_tar(stage, content, tar_stream, base, opts)
+        scan_tar(stage, content, tar_stream, base, opts, limits)
 
     return _publish(
         stratum,

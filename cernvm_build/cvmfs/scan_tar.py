@@ -18,7 +18,8 @@ from .objwrite import SMALL
 from .options import Options
 from .scan import XATTR_PREFIXES, check_name, ensure_dirs
 from .stage import Stage
-from .tar_limits import STREAM, checked_members, stored_size, stream_bound
+from .tar_limits import STREAM, TarLimits
+from .tar_stream import TarStream, open_tar
 
 
 def _tar_path(name: str, base: str) -> str:
@@ -41,12 +42,20 @@ def _mode(stage: Stage, path: str) -> int:
     return 0 if have is None else have.entry.mode
 
 
-def scan_tar(stage: Stage, content: ContentStore, stream: BinaryIO, base: str, opts: Options) -> None:
+def scan_tar(
+    stage: Stage,
+    content: ContentStore,
+    stream: BinaryIO,
+    base: str,
+    opts: Options,
+    limits: TarLimits = STREAM,
+) -> None:
     """Stage the tar ``stream`` under ``base``; every error names the stream first (its file name:
-    ``hub ingest`` tells its layers apart by it)."""
+    ``hub ingest`` tells its layers apart by it). ``limits``: ``STREAM`` for what is bounded before
+    (``hub ingest``'s layers) or made here, ``cvmfs publish``'s flags for a user's tar."""
     where = str(getattr(stream, "name", "tar stream"))
     try:
-        _scan_tar(stage, content, stream, base, opts, where)
+        _scan_tar(stage, content, stream, base, opts, where, limits)
     except CvmfsError as e:
         if not e.message.startswith(where + ": "):
             e.message = f"{where}: {e.message}"
@@ -55,18 +64,24 @@ def scan_tar(stage: Stage, content: ContentStore, stream: BinaryIO, base: str, o
 
 
 def _scan_tar(
-    stage: Stage, content: ContentStore, stream: BinaryIO, base: str, opts: Options, where: str
+    stage: Stage,
+    content: ContentStore,
+    stream: BinaryIO,
+    base: str,
+    opts: Options,
+    where: str,
+    limits: TarLimits,
 ) -> None:
     links: list[tuple[str, str]] = []
+    tar_stream = TarStream(stream, limits, where)
     try:
-        tar = tarfile.open(fileobj=stream, mode="r|*")  # noqa: SIM115 (closed below)
+        tar = open_tar(tar_stream)
     except tarfile.TarError as e:
         raise CvmfsError(
             f"{where}: not a tar archive ({e})", hint="give a (compressed) tar file or stream"
         ) from e
-    bound = stream_bound(getattr(tar.fileobj, "comptype", ""), stored_size(stream), STREAM)
     try:
-        for m in checked_members(tar, bound, STREAM, where):
+        for m in tar_stream.members(tar):
             path = _tar_path(m.name, base)
             check_name(path, f"tar member {m.name!r}")
             xattrs: dict[str, bytes] = {}

@@ -8,8 +8,10 @@ hold -- its stored size times the compression's largest ratio -- before tarfile 
 A sparse member's real size is what a reader writes, holes as zeros, with no data behind them (1 TiB
 from 1 KB): the holes are capped on their own (``TarLimits.max_holes``), so a 10 KiB ``tar --sparse``
 of a 100 MB file passes. ``hub ingest`` caps a layer further (``TarLimits``: ``--max-layer-bytes``/
-``--max-layer-entries``); the publisher keeps only what the stream can hold and the holes' cap
-(``STREAM``: a tree published from a tar may be as large as the user's).
+``--max-layer-entries``), ``cvmfs publish`` likewise (``--max-tar-bytes``/``--max-tar-entries``);
+what the publisher reads of the hub's layers, bounded by ingest first, or makes itself keeps only
+what the stream can hold and the holes' cap (``STREAM``). A pipe, or bz2/xz, has no stored size to
+bound a member by: ``tar_stream.TarStream`` bounds what it really holds as it is read.
 
 Python 3.11's tarfile also keeps a negative size (a PAX ``size=-1024``) and moves its offset back by
 it: a stream reader refuses to seek backwards, but a random-access one (``tarfile.open(path)``) reads
@@ -24,7 +26,7 @@ import math
 import os
 import stat
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, cast
 
@@ -33,7 +35,7 @@ from .limits import MAX_SIZE, MAX_TAR_BYTES, MAX_TAR_ENTRIES, human
 
 #: the most one stored byte inflates to, by tarfile's compression name: deflate's 1032:1 (its
 #: longest match, 258 bytes, per code of at least 2 bits); a plain tar holds exactly what it stores.
-#: bz2/xz/zstd reach far higher ratios: only ``TarLimits`` bound them.
+#: bz2/xz reach far higher ratios: only ``TarLimits`` and what they really hold bound them.
 RATIO = {"tar": 1, "gz": 1032}
 
 HINT = "the archive is damaged or hostile"
@@ -47,11 +49,13 @@ class TarLimits:
     max_entries: int = MAX_TAR_ENTRIES
     #: the bytes the sparse members' holes add past their stored data (zeros a reader writes)
     max_holes: int = MAX_TAR_BYTES
+    #: the flags that raise ``max_bytes``/``max_entries`` (``--max-FLAG-bytes``; "" for none)
+    flag: str = "layer"
 
 
-#: the publisher's limits: none past what the stream can hold (a pipe, or bz2/xz/zstd: a size fits
-#: the catalog's signed 64-bit integer, so ``size=10**40`` is refused)
-STREAM = TarLimits(max_bytes=MAX_SIZE, max_entries=MAX_SIZE, max_holes=MAX_TAR_BYTES)
+#: the limits of what is bounded before (the hub's layers) or made by us: none past what the stream
+#: can hold (a size fits the catalog's signed 64-bit integer, so ``size=10**40`` is refused)
+STREAM = TarLimits(max_bytes=MAX_SIZE, max_entries=MAX_SIZE, max_holes=MAX_TAR_BYTES, flag="")
 
 
 def stored_size(stream: IO[bytes]) -> int | None:
@@ -72,17 +76,22 @@ def stream_bound(comptype: str, stored: int | None, limits: TarLimits) -> int:
 
 
 def checked_members(
-    tar: tarfile.TarFile, bound: int, limits: TarLimits, where: str
+    tar: tarfile.TarFile,
+    bound: int,
+    limits: TarLimits,
+    where: str,
+    expect: Callable[[tarfile.TarInfo, int], None] | None = None,
 ) -> Iterator[tarfile.TarInfo]:
     """``tar``'s members, each checked before it is handed out (so before tarfile reads or skips its
-    data on the next step): a CvmfsError naming ``where`` and the member past a limit."""
+    data on the next step): a CvmfsError naming ``where`` and the member past a limit. ``expect``
+    is told where each member's data ends (``TarStream``: a stream must hold it)."""
     declared = holes = 0
     after = -1  # where the previous member's data started: a member must start past it
     for count, m in enumerate(tar, 1):
         if count > limits.max_entries:
             raise CvmfsError(
                 f"{where}: more than {limits.max_entries} members",
-                hint=f"{HINT} (or raise the limit: --max-layer-entries)",
+                hint=limit_hint(limits, "entries"),
             )
         # the stored data: a sparse member's map says what is stored (its size is the real one);
         # tar.offset is where tarfile reads the next header (an old GNU sparse header's own size)
@@ -96,11 +105,13 @@ def checked_members(
             holes += max(0, m.size - data)
         if end > bound:
             raise _past_bound(m, data, end, bound, limits, where)
+        if expect is not None:
+            expect(m, end)
         if declared > limits.max_bytes:
             raise CvmfsError(
                 f"{where}: tar {_what(m)} {m.name!r:.200} declares {m.size} bytes, "
                 f"past the limit of {human(limits.max_bytes)}",
-                hint=_limit_hint(limits),
+                hint=limit_hint(limits),
             )
         if holes > limits.max_holes:
             raise CvmfsError(
@@ -121,7 +132,7 @@ def _past_bound(
     said = data if m.offset_data + data > bound else end - m.offset_data
     return CvmfsError(
         f"{where}: tar {_what(m)} {m.name!r:.200} declares {said} bytes, {past}",
-        hint=HINT if held else _limit_hint(limits),
+        hint=HINT if held else limit_hint(limits),
     )
 
 
@@ -129,9 +140,9 @@ def _what(m: tarfile.TarInfo) -> str:
     return "sparse member" if m.issparse() else "member"
 
 
-def _limit_hint(limits: TarLimits) -> str:
-    """The hint past a limit: ``hub ingest``'s can be raised, the publisher's (``STREAM``) cannot."""
-    return HINT if limits is STREAM else f"{HINT} (or raise the limit: --max-layer-bytes)"
+def limit_hint(limits: TarLimits, what: str = "bytes") -> str:
+    """The hint past a limit: ``hub ingest``'s and ``cvmfs publish``'s can be raised by a flag."""
+    return f"{HINT} (or raise the limit: --max-{limits.flag}-{what})" if limits.flag else HINT
 
 
 #: the catalog's bounds: uid/gid unsigned 32-bit less (uid_t)-1, which means 'no owner'; mtime int64

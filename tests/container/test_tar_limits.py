@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from cernvm_build.container import ingest
+from cernvm_build.container import ingest, verify
 from cernvm_build.cvmfs.tar_limits import TarLimits
 from cernvm_build.errors import BuildError
 from tests.support import run_python
@@ -59,7 +59,7 @@ def _gnu_sparse() -> bytes:
 
 SCAN = """
 from pathlib import Path
-from cernvm_build.container import ingest
+from cernvm_build.container import ingest, verify
 from cernvm_build.errors import BuildError
 try:
     ingest.scan_layer(Path({blob!r}), set(), {where!r})
@@ -170,26 +170,62 @@ print(json.dumps([str(d) for d in verify.read_image(Path({layout!r})).integrity]
 """
 
 
-def test_verify_reads_a_parent_layer_under_the_same_bound(tmp_path: Path) -> None:
-    """``verify`` (and a ``--parent`` build) reads an OCI layout's layers with tarfile too, and
-    hashes every file: a sparse member's 1 TiB of zeros would take days."""
-    layer = _sparse()
-    cfg = json.dumps({"rootfs": {"type": "layers", "diff_ids": ["sha256:" + "ab" * 32]}}).encode()
+def _layout(root: Path, layer: bytes, diff_id: str) -> Path:
+    """An OCI layout of one ``layer`` whose config says ``diff_id``."""
+    cfg = json.dumps({"rootfs": {"type": "layers", "diff_ids": [diff_id]}}).encode()
     manifest = json.dumps(
         {"config": {"digest": _digest(cfg)}, "layers": [{"digest": _digest(layer), "size": len(layer)}]}
     ).encode()
-    blobs = tmp_path / "img" / "blobs" / "sha256"
+    blobs = root / "blobs" / "sha256"
     blobs.mkdir(parents=True)
     for data in (layer, cfg, manifest):
         (blobs / _digest(data)[7:]).write_bytes(data)
-    (tmp_path / "img" / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
-    (tmp_path / "img" / "index.json").write_text(json.dumps({"manifests": [{"digest": _digest(manifest)}]}))
-    r = run_python(
-        VERIFY.format(layout=str(tmp_path / "img")), blocked="verify read the layer on", timeout=30
-    )
+    (root / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    (root / "index.json").write_text(json.dumps({"manifests": [{"digest": _digest(manifest)}]}))
+    return root
+
+
+def test_verify_reads_a_parent_layer_under_the_same_bound(tmp_path: Path) -> None:
+    """``verify`` (and a ``--parent`` build) reads an OCI layout's layers with tarfile too, and
+    hashes every file: a sparse member's 1 TiB of zeros would take days."""
+    img = _layout(tmp_path / "img", _sparse(), "sha256:" + "ab" * 32)
+    r = run_python(VERIFY.format(layout=str(img)), blocked="verify read the layer on", timeout=30)
     assert r.returncode == 0, r.stderr
     found = json.loads(r.stdout)
     assert any("tar sparse member 'sp' declares 1099511627776 bytes" in d for d in found), found
+
+
+@pytest.mark.parametrize(
+    ("tail", "said"),
+    [
+        (b"", None),
+        (b"\0" * 10240, None),  # a second record of zeros (tar -b 40)
+        (b"\0" * 700 + b"x", "holds non-zero bytes after its tar end marker (at byte 1024)"),
+        (b"\0" * (1 << 20), "holds more than 1 MiB after its tar end marker (at byte 1024)"),
+    ],
+    ids=["record", "two-records", "not-zeros", "past-1MiB"],
+)
+@pytest.mark.parametrize("reader", ["scan_layer", "verify"])
+def test_after_the_end_marker_a_layer_holds_a_little_zero_padding(
+    tmp_path: Path, tail: bytes, said: str | None, reader: str
+) -> None:
+    """What tar writers put there (zeros to a record; Go's archive/tar nothing past the two zero
+    blocks): ``verify`` had hashed the rest to any length, ``hub ingest`` to 64 GiB, of anything."""
+    raw = tar_bytes({"a": b"a"}) + tail
+    assert len(raw) == 10240 + len(tail)  # 'a' and its data, then the end marker at byte 1024
+    blob, diff = gzip.compress(raw), _digest(raw)
+    if reader == "verify":
+        found = [str(d) for d in verify.read_image(_layout(tmp_path / "img", blob, diff)).integrity]
+        assert found == [] if said is None else any(said in d for d in found), found
+        return
+    (tmp_path / "l").write_bytes(blob)
+    if said is None:
+        ingest.scan_layer(tmp_path / "l", set(), WHERE, diff)
+        return
+    with pytest.raises(BuildError) as e:
+        ingest.scan_layer(tmp_path / "l", set(), WHERE, diff)
+    assert e.value.message == f"{WHERE}: the layer {said}", e.value.message
+    assert "at most a record of zeros" in (e.value.hint or "")
 
 
 def _digest(data: bytes) -> str:
