@@ -107,16 +107,22 @@ class TarStream(io.RawIOBase):
         return True
 
     def readinto(self, b: Any) -> int:
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+    def read(self, size: int | None = -1) -> bytes:
+        """Up to ``size`` bytes, counted and checked (tarfile reads through this, not ``readinto``:
+        one copy less)."""
         try:
-            data = self._src.read(len(b))
+            data = self._src.read(-1 if size is None else size)
         except (OSError, EOFError, zlib.error, lzma.LZMAError) as e:
             raise CvmfsError(f"{self.where}: the tar stream cannot be read ({e})", hint=HINT) from None
         n = len(data)
         if not n:
-            if self.size < self._need:
+            if self.size < self._need and size != 0:
                 raise self._truncated()
-            return 0
-        b[:n] = data
+            return data
         start, self.size = self.size, self.size + n
         if self.size > self.limits.max_bytes:
             raise CvmfsError(
@@ -129,7 +135,7 @@ class TarStream(io.RawIOBase):
             self._recent.append((start, data))  # tarfile reads at most a record past its end
             while len(self._recent) > 1 and self._recent[1][0] <= self.size - 64 * KiB:
                 self._recent.popleft()
-        return n
+        return data
 
     def expect(self, m: tarfile.TarInfo, end: int) -> None:
         """``m``'s data (and so where the next header is read) ends at ``end``: the stream must
