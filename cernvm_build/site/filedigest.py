@@ -14,14 +14,16 @@ are ``SETTLED_NS`` old, so a write in the same clock tick as the recorded stat i
 
 from __future__ import annotations
 
+import hashlib
 import os
+import stat as stat_mod
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
 
-from ..fsutil import sha256_file
-from .sources import SETTLED_NS
+from ..fsutil import CHUNK, NotRegularFile, open_regular
+from .sources import SETTLED_NS, not_regular
 
 #: what the state knows of a file: path -> ((size, mtime, ctime, inode), sha256)
 Known = dict[str, tuple[tuple[int, int, int, int], str]]
@@ -48,13 +50,28 @@ def digests(files: Mapping[str, Path], known: Known) -> Digests:
         if got is not None and got[0] == stat:
             out[name] = got[1]
             continue
-        out[name] = digest = sha256_file(path)
+        out[name] = digest = _sha256(full)
         # unchanged while it was read (else the digest may be of neither version: not recorded)
         if max(stat[1], stat[2]) < settled and _stat(full) == stat:
             rows.append((full, *stat, digest))
     return Digests(out, rows, sorted(set(known) - seen))
 
 
+def _sha256(full: str) -> str:
+    """A file's sha256, if it is a regular file (``sources.not_regular``): a FIFO in static/ hung
+    the build, and with it ``site serve``'s rebuilds."""
+    h = hashlib.sha256()
+    try:
+        with open_regular(Path(full)) as f:
+            while block := f.read(CHUNK):
+                h.update(block)
+    except NotRegularFile:
+        raise not_regular(full) from None
+    return h.hexdigest()
+
+
 def _stat(full: str) -> tuple[int, int, int, int]:
     st = os.stat(full)
+    if not stat_mod.S_ISREG(st.st_mode):  # (a socket: its open would fail with ENXIO, not this line)
+        raise not_regular(full)
     return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)

@@ -19,9 +19,10 @@ import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple, NoReturn
+from typing import Any, NamedTuple
 
 from ..errors import BuildError, CernVMError, Location
+from ..fsutil import open_regular
 from ..report import Reporter
 from . import frontmatter, recache
 from . import markdown as md_mod
@@ -108,7 +109,7 @@ def scan(site_dir: Path, known: Known | None = None) -> Sources:
                 if stat_mod.S_ISLNK(st.st_mode):
                     st = _linked(full, inside)
                 if not stat_mod.S_ISREG(st.st_mode):
-                    _not_regular(full)
+                    raise not_regular(full)
                 check_size(full, st.st_size)
                 stat = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
                 got = known.get(full)
@@ -184,7 +185,7 @@ def _read_source(full: str, size: int) -> bytes:
         ) from None
     try:
         if not stat_mod.S_ISREG(os.fstat(fd).st_mode):  # replaced since the scan's stat
-            _not_regular(full)
+            raise not_regular(full)
         raw = os.read(fd, size + 1)
         if len(raw) > size:  # it grew: the rest too, as a reader of the whole file would have it
             rest = [raw]
@@ -196,11 +197,13 @@ def _read_source(full: str, size: int) -> bytes:
         os.close(fd)
 
 
-def _not_regular(full: str) -> NoReturn:
-    raise BuildError(
-        "a page source that is not a regular file (a FIFO or device would be waited on for ever)",
+def not_regular(full: str) -> BuildError:
+    """A FIFO, a device or a socket where the build reads a source or a static file (``filedigest``):
+    opening or reading one would wait for ever (a FIFO with no writer) or never end (``/dev/zero``)."""
+    return BuildError(
+        "not a regular file (a FIFO, a device or a socket): the build reads only files",
         where=full,
-        hint="replace it with a file, or remove it",
+        hint="remove it, or put the file it stands for in its place",
     )
 
 
@@ -340,7 +343,7 @@ def _render_source(
     from . import mdtree
 
     try:
-        data = Path(src.file).read_bytes()
+        data = _read_source(src.file, MAX_PAGE_BYTES)  # (it may have become a FIFO since the scan)
         check_size(src.file, len(data))
         text = page_text(data)
         raw, body, first_line = frontmatter.split_raw(text, src.file)
@@ -396,9 +399,9 @@ def warm_highlighting(todo: list[Source], fences: Mapping[str, list[bytes]] | No
             found.update(got)
             continue
         try:
-            with open(src.file, "rb") as f:
+            with open_regular(Path(src.file)) as f:
                 found.update(FENCE_LANG.findall(b"\n" + f.read()))
-        except OSError:
+        except OSError:  # (NotRegularFile too)
             continue  # the worker reports it
     blocks: Counter[str] = Counter()
     for name, n in found.items():
@@ -425,9 +428,9 @@ def _samples(todo: list[Source], fences: Mapping[str, list[bytes]], langs: set[s
         ):
             continue
         try:
-            with open(src.file, "rb") as f:
+            with open_regular(Path(src.file)) as f:
                 data = f.read()
-        except OSError:
+        except OSError:  # (NotRegularFile too)
             continue  # the worker reports it
         for lang, code in fence_blocks(data):
             if lang in langs and lang not in got:

@@ -280,3 +280,33 @@ def test_a_file_name_that_breaks_urls_is_one_line(site: Path, tmp_path: Path, na
         build_site(site, tmp_path / "out")
     assert "\n" not in str(e.value) + str(e.value.where)
     os.unlink(f)
+
+
+@pytest.mark.timeout(60)  # a regression waits on the FIFO for ever: it must fail, not hang
+@pytest.mark.parametrize(
+    ("rel", "linked"),
+    [
+        ("content/docs/fifo.md", False),
+        ("content/docs/fifo.png", False),
+        ("static/assets/fifo.css", False),
+        ("content/docs/link.md", True),
+        ("static/assets/link.css", True),
+    ],
+    ids=["page", "content-asset", "static", "link-to-fifo-page", "link-to-fifo-static"],
+)
+def test_a_fifo_is_one_line_not_a_build_that_waits_for_ever(
+    site: Path, tmp_path: Path, rel: str, linked: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A FIFO (or a link to one inside the site) where a source or a static file is read: the open
+    waited for a writer for ever, and with it ``site serve``'s rebuilds (pr17a finding 7)."""
+    where = site / rel
+    fifo = site / ".fifo" if linked else where
+    os.mkfifo(fifo)
+    if linked:
+        where.symlink_to(fifo)
+    with pytest.raises(BuildError, match=r": not a regular file \(a FIFO, a device or a socket\)") as e:
+        build_site(site, tmp_path / "out", jobs=1)
+    assert str(e.value.where) == str(where) and e.value.hint and "remove it" in e.value.hint
+    assert main(["site", "build", "--site", str(site), "--out", str(tmp_path / "out")]) != 0
+    err = capsys.readouterr().err
+    assert "not a regular file" in err and str(where) in err and "Traceback" not in err
