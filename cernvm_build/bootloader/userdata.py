@@ -172,8 +172,8 @@ def snapshot_date(text: str) -> str:
     hour, minute, second = ([int(p) for p in clock.split(":")] + [0, 0, 0])[:3] if clock else (0, 0, 0)
     try:
         when = dt.datetime(year, month, mday, hour, minute, second)
-    except ValueError as e:
-        raise Invalid(f"{text!r} is not a date: {e}", "e.g. 2021-01-15 or 2021-01-15T10:30:00 (UTC)") from e
+    except ValueError:  # the message is the context builder's too (site context.js): no Python text
+        raise Invalid(f"{text!r} is not a date", "e.g. 2021-01-15 or 2021-01-15T10:30:00 (UTC)") from None
     return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

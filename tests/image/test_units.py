@@ -85,9 +85,7 @@ def test_userdata_date_reaches_the_mount_in_the_one_form_it_reads(written: str, 
 def test_userdata_date_no_calendar_has_is_reported_and_ignored() -> None:
     p = userdata.parse("[ucernvm-begin]\ncvmfs_date=2021-99-99T99:99:99Z\n[ucernvm-end]\n")
     assert p.values == {}
-    assert p.messages == [
-        "line 2: cvmfs_date: '2021-99-99T99:99:99Z' is not a date: month must be in 1..12, ignored"
-    ]
+    assert p.messages == ["line 2: cvmfs_date: '2021-99-99T99:99:99Z' is not a date, ignored"]
 
 
 @pytest.mark.parametrize("sep", ["\u2028", "\u2029", "\x85", "\x0b", "\x0c", "\x1c"])

@@ -25,6 +25,7 @@ KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHq1w2e3r4t5y6u7i8o9p0aSdFgHjKlZxCvBn
 SAMPLES = {
     "string": ["", "  ", "v1", " v1 ", "'v1'", '"v1"', "bad tag!", "a b", "../etc", "x" * 200, "host:8000",
                "h1,h2:80", "a..b", "cvm4/x", "http://p:3128;DIRECT", "2021-01-15", "2021-13-45T10:00Z",
+               "2021-02-29", "2024-02-29 23:59", "0000-01-01", "2021-01-15T24:00:00Z",
                "DIRECT|auto", "it's", "tab\tin", "é", "abc=="],
     "integer": ["0", "1", "-1", "+5", " 7 ", "x", "99999", "1.5", "4000", "", "1e3"],
     "boolean": ["on", "OFF", "yes", "No", "1", "0", "true", "maybe", "", " on "],

@@ -68,7 +68,22 @@
     if (rule.pattern && !fullmatch(rule.pattern, text)) {
       return invalid(text ? "invalid value " + pyrepr(text) : "must not be empty", h.expected);
     }
+    if (rule.key === "cvmfs_date" && text) return snapshotDate(text);
     return { ok: true, value: text };
+  }
+
+  // bootloader.userdata.snapshot_date: the mount's one form (YYYY-MM-DDTHH:MM:SSZ), a calendar date.
+  function snapshotDate(text) {
+    var m = /^([0-9]{4})-([0-9]{2})-([0-9]{2})(?:[T ]([0-9]{2}):([0-9]{2})(?::([0-9]{2}))?)?Z?$/.exec(text);
+    var f = m ? m.slice(1).map(function (x) { return x === undefined ? 0 : parseInt(x, 10); }) : null;
+    var d = f ? new Date(0) : null;
+    if (d) { d.setUTCFullYear(f[0], f[1] - 1, f[2]); d.setUTCHours(f[3], f[4], f[5]); }
+    if (!d || f[0] < 1 || d.getUTCFullYear() !== f[0] || d.getUTCMonth() !== f[1] - 1 || d.getUTCDate() !== f[2] ||
+        d.getUTCHours() !== f[3] || d.getUTCMinutes() !== f[4] || d.getUTCSeconds() !== f[5]) {
+      return invalid(pyrepr(text) + " is not a date", "e.g. 2021-01-15 or 2021-01-15T10:30:00 (UTC)");
+    }
+    function two(n) { return ("0" + n).slice(-2); }
+    return { ok: true, value: ("000" + f[0]).slice(-4) + "-" + two(f[1]) + "-" + two(f[2]) + "T" + two(f[3]) + ":" + two(f[4]) + ":" + two(f[5]) + "Z" };
   }
 
   // Not in the bootloader's table (cloud-config): the page's own light checks.
