@@ -3,7 +3,8 @@
 
 Figures, each the best of ``--rounds`` (3) alternated runs, medians beside them: pages/s of a full
 (cold) build at N pages, on the wall clock and in CPU seconds (user + sys of the process tree); a
-no-change rebuild; a rebuild after one page changed, beside Hugo's full build and `mkdocs build --dirty`. Every generator runs as its own process through its command line
+no-change rebuild; a rebuild after one page changed, beside Hugo's full build and
+`mkdocs build --dirty`. Every generator runs as its own process through its command line
 (`cernvm-build site build`, `hugo`, `mkdocs build`), with its peak memory; the "warm" one-page rebuild
 is ours inside a process that has built before, as `site serve` rebuilds on every save. Our build also
 writes the search index (its own, search.py); Hugo and MkDocs' figures are without one.
