@@ -8,6 +8,7 @@ on disk are the ones ``site build`` writes, byte for byte.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import http.server
 import os
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..boundedhttp import IDLE_TIMEOUT, MAX_CONNECTIONS, MAX_PER_CLIENT, BoundedHTTPServer, HeaderDeadline
-from ..errors import CernVMError
+from ..errors import BuildError, CernVMError
 from .build import Builder, BuildReport
 
 
@@ -38,6 +39,11 @@ def tree_signature(root: Path) -> tuple[tuple[str, int, int], ...]:
                 out.append((p, st.st_size, st.st_mtime_ns))
     return tuple(out)
 
+
+#: the requests a preview keeps (``Preview.requests``, for tests), and how much of each path: a
+#: long-running preview kept every one (2,000 requests of 60 KB paths: 126 MB more; pr17a finding 5)
+REQUESTS_KEPT = 2000
+PATH_KEPT = 2048
 
 LIVE_PATH = "__livereload"
 LIVE_JS = b"""(function () {
@@ -163,12 +169,13 @@ class Preview:
         self.builder = builder
         self.interval = interval
         self.on_build = on_build
-        self.requests: list[tuple[int, str]] = []
+        #: the last ``REQUESTS_KEPT`` requests (status, path), for tests
+        self.requests: collections.deque[tuple[int, str]] = collections.deque(maxlen=REQUESTS_KEPT)
         self.generation = 0  # moves when a rebuild changed the output: open pages reload
         self._stop = threading.Event()
 
         def log(status: int, path: str) -> None:
-            self.requests.append((status, path))
+            self.requests.append((status, path[:PATH_KEPT]))
             on_request(status, path)
 
         class Handler(_Handler):
@@ -194,6 +201,20 @@ class Preview:
             report = self.builder.build()
         except CernVMError as e:
             self.on_build(None, e)
+            return None
+        except Exception as e:
+            # A builder bug (not a site's error): it killed the watcher thread, and the preview served
+            # a stale site for good with no word (pr17a finding 6). Reported as a failed build, in one
+            # line; the next change is built again.
+            what = (str(e).splitlines() or [""])[0][:200]
+            self.on_build(
+                None,
+                BuildError(
+                    f"the rebuild failed unexpectedly: {type(e).__name__}" + (f": {what}" if what else ""),
+                    hint="the last good build is still served; edit the site to try again "
+                    "(a 'site build' shows the same error; please report it)",
+                ),
+            )
             return None
         self._handler.base_path = self.builder.cfg.base_path
         if report.rendered or report.removed or report.search_files:

@@ -10,6 +10,9 @@ import pytest
 import requests
 from sitehelpers import Builder, Edit
 
+from cernvm_build.errors import CernVMError
+from cernvm_build.site import serve
+from cernvm_build.site.build import BuildReport
 from cernvm_build.site.serve import Preview
 from tests.support import bounded_server_drops_silent_and_extra, one_client_gets_its_share_of_the_slots
 
@@ -91,3 +94,50 @@ def test_one_client_cannot_hold_every_slot(site: Path, tmp_path: Path) -> None:
         one_client_gets_its_share_of_the_slots((str(host), port), "/")
     finally:
         p.stop()
+
+
+def test_an_unexpected_error_in_a_rebuild_is_reported_and_the_preview_keeps_watching(
+    site: Path, tmp_path: Path, edit: Edit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A builder bug (an exception that is no CernVMError) killed the watcher thread: the preview served
+    a stale site for good, with no word (pr17a finding 6). It is a failed build now, and the next edit
+    is built."""
+    errors: list[CernVMError] = []
+    p = Preview(
+        Builder(site, tmp_path / "out"), port=0, interval=0.1, on_build=lambda r, e: e and errors.append(e)
+    )
+    page = site / "content" / "docs" / "guides" / "site.md"
+    real_build = p.builder.build
+
+    def build() -> BuildReport:  # the fault: a bug of the builder that this page's text sets off
+        if "BOOM" in page.read_text():
+            raise ValueError("boom\nand a second line")
+        return real_build()
+
+    monkeypatch.setattr(p.builder, "build", build)
+    p.start()
+    try:
+        url = p.url + "docs/guides/site/"
+        edit(page, "This site is generated", "BOOM This site is generated")
+        assert wait_for(lambda: bool(errors))
+        assert str(errors[0]).endswith("the rebuild failed unexpectedly: ValueError: boom")
+        assert errors[0].hint and "still served" in errors[0].hint
+        edit(page, "BOOM This site is generated", "This fixed site is generated")
+        assert wait_for(lambda: "This fixed site" in requests.get(url, timeout=10).text)
+    finally:
+        p.stop()
+
+
+def test_the_requests_kept_are_bounded(site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every request was kept for good (a long-running preview grew without bound; pr17a finding 5)."""
+    monkeypatch.setattr(serve, "REQUESTS_KEPT", 5)
+    p = Preview(Builder(site, tmp_path / "out"), port=0, interval=60)
+    p.start()
+    try:
+        for i in range(8):
+            requests.get(p.url + f"no/{i}/", timeout=10)
+        requests.get(p.url + "x" * 5000, timeout=10)
+    finally:
+        p.stop()
+    assert [path for _s, path in p.requests][:4] == [f"/no/{i}/" for i in range(4, 8)]
+    assert len(p.requests) == 5 and p.requests[-1] == (404, "/" + "x" * (serve.PATH_KEPT - 1))
