@@ -7,6 +7,7 @@ Outside a git checkout (or without git) there are no dates and pages simply show
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import shutil
@@ -75,7 +76,7 @@ def start(content: Path, cache_dir: Path) -> Callable[[], dict[str, str]]:
     try:
         got = json.loads(memo.read_text())
         if got.get("dir") == str(content):
-            saved = str(got["head"]), {str(k): str(v) for k, v in got["dates"].items()}
+            saved = str(got["head"]), {str(k): str(v) for k, v in got["dates"].items() if _is_date(str(v))}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         pass
     log = _log_started(content) if saved is None else None
@@ -91,20 +92,47 @@ def start(content: Path, cache_dir: Path) -> Callable[[], dict[str, str]]:
         text = (log or _log_started(content))()
         if text is None:  # failed or timed out (a loaded host): not remembered, the next build asks again
             return {}
-        dates: dict[str, str] = {}
-        date = ""
-        for line in text.splitlines():
-            if line.startswith("\0"):
-                date = line[1:]
-            elif line and date:
-                dates.setdefault(line, date)  # newest first: the first date seen is the last change
+        dates = _parse_log(text)
         atomic_write(memo, json.dumps({"head": head, "dir": str(content), "dates": dates}).encode())
         return dates
 
     return dates_of
 
 
+def _is_date(text: str) -> bool:
+    """Whether ``text`` is a date the pages can show: a commit's date is whatever its author wrote
+    (year 10000 prints as ``10000-01-01``, which fromisoformat refuses: it failed every build)."""
+    try:
+        dt.date.fromisoformat(text)
+    except ValueError:
+        return False
+    return len(text) == 10  # YYYY-MM-DD only (fromisoformat also takes 20240305 and 2024-W10-2)
+
+
+def _parse_log(text: str) -> dict[str, str]:
+    r"""``{name: date}`` from ``git log -z --format=%x00%cs --name-only``: each commit is ``\0DATE\0``,
+    then, if it touched files here, ``\n`` and each name ended by ``\0``. Names are never empty, so an
+    empty field says the next one is a date. Newest first: the first date seen is a file's last change.
+    A file last changed by a commit whose date is not one (see _is_date) has none: not an older one."""
+    dates: dict[str, str | None] = {}
+    date: str | None = None
+    fields = text.split("\0")
+    i = 0
+    while i < len(fields):
+        field = fields[i]
+        if not field and i + 1 < len(fields):
+            date = fields[i + 1] if _is_date(fields[i + 1]) else None
+            i += 2
+            if i < len(fields) and fields[i].startswith("\n"):  # this commit's first name
+                fields[i] = fields[i][1:]
+            continue
+        if field:
+            dates.setdefault(field, date)
+        i += 1
+    return {name: date for name, date in dates.items() if date is not None}
+
+
 def _log_started(content: Path) -> Callable[[], str | None]:
-    # core.quotePath=false: git would print a non-ASCII name quoted and escaped ("caf\303\251.md")
-    quoting = ("-c", "core.quotePath=false")
-    return _git_started(content, *quoting, "log", "--format=%x00%cs", "--name-only", "--relative", "--", ".")
+    # -z: names NUL-ended and never quoted (without it git quotes and escapes a name holding ", \, a tab
+    # or a newline even with core.quotePath=false, which only spares non-ASCII ones: they got no date)
+    return _git_started(content, "log", "-z", "--format=%x00%cs", "--name-only", "--relative", "--", ".")

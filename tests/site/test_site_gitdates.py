@@ -3,6 +3,7 @@ sources render."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from cernvm_build.site import build as build_mod
 from cernvm_build.site import gitdates
 
 
-def _commit(repo: Path, date: str, message: str) -> None:
+def _commit(repo: Path, date: str, message: str, committed: str | None = None) -> None:
     env = {
         **os.environ,
         "GIT_AUTHOR_NAME": "t",
@@ -24,7 +25,7 @@ def _commit(repo: Path, date: str, message: str) -> None:
         "GIT_COMMITTER_NAME": "t",
         "GIT_COMMITTER_EMAIL": "t@example.org",
         "GIT_AUTHOR_DATE": f"{date}T12:00:00+00:00",
-        "GIT_COMMITTER_DATE": f"{date}T12:00:00+00:00",
+        "GIT_COMMITTER_DATE": committed or f"{date}T12:00:00+00:00",
     }
     subprocess.run(["git", "-C", str(repo), "add", "-A"], check=True, env=env)
     subprocess.run(["git", "-C", str(repo), "commit", "-q", "-m", message], check=True, env=env)
@@ -114,6 +115,44 @@ def test_a_non_ascii_name_gets_its_date(tmp_path: Path) -> None:
     (content / "café.md").write_text("c\n")
     _commit(tmp_path / "repo", "2024-05-07", "first")
     assert gitdates.start(content, tmp_path)() == {"café.md": "2024-05-07"}
+
+
+def test_names_git_would_quote_get_their_dates(tmp_path: Path) -> None:
+    """Without -z git quotes a name holding ", \\, a tab or a newline even with core.quotePath=false."""
+    content = tmp_path / "repo" / "content"
+    content.mkdir(parents=True)
+    _repo(tmp_path / "repo")
+    names = ['"q".md', "back\\slash.md", "a\tb.md", "new\nline.md", "\nlead.md"]
+    for name in names:
+        (content / name).write_text("x\n")
+    _commit(tmp_path / "repo", "2024-05-07", "first")
+    (content / "plain.md").write_text("p\n")
+    _commit(tmp_path / "repo", "2024-06-08", "second")
+    assert gitdates.start(content, tmp_path)() == {
+        **dict.fromkeys(names, "2024-05-07"),
+        "plain.md": "2024-06-08",
+    }
+    # a commit listing no names here (a merge) is followed by the next one's date
+    log = "\x002024-02-02\x00\x002024-01-01\x00\na.md\x00"
+    assert gitdates._parse_log(log) == {"a.md": "2024-01-01"}
+
+
+def test_a_date_past_9999_is_no_date_and_a_remembered_one_is_dropped(tmp_path: Path) -> None:
+    """Anyone's commit may carry year 10000: ``%cs`` prints 10000-01-01, which crashed every build."""
+    content = tmp_path / "repo" / "content"
+    content.mkdir(parents=True)
+    _repo(tmp_path / "repo")
+    (content / "a.md").write_text("a\n")
+    (content / "b.md").write_text("b\n")
+    _commit(tmp_path / "repo", "2024-03-05", "first")
+    (content / "a.md").write_text("a2\n")
+    _commit(tmp_path / "repo", "2024-04-01", "far", committed="@253402300800 +0000")
+    assert gitdates.start(content, tmp_path)() == {"b.md": "2024-03-05"}  # a.md: none, not an older one
+    memo = tmp_path / "gitdates.json"
+    saved = json.loads(memo.read_text())
+    saved["dates"]["a.md"] = "10000-01-01"  # a cache written before this check
+    memo.write_text(json.dumps(saved))
+    assert gitdates.start(content, tmp_path)() == {"b.md": "2024-03-05"}
 
 
 def test_a_failed_log_is_not_remembered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
