@@ -44,10 +44,12 @@ from .catalog_rows import (
     _text,
     check_name,
     chunk_at,
+    field_problem,
     inode_of_md5_half,
     join,
     md5_pair,
     parse_xattrs,
+    symlink_problem,
 )
 from .limits import (
     MAX_CATALOG_BYTES,
@@ -413,21 +415,10 @@ class Catalog:
 
     def _field_error(self, full: str, *values: object) -> None:
         """Raise the error for the first field out of range (the slow path of ``_entry``)."""
-        mode, flags, size, uid, gid, mtime, mtimens, hardlinks = values
-        try:
-            m = _int(mode, "mode", 0, 0o177777)
-            if stat.S_IFMT(m) not in _TYPES:
-                raise ValueError(f"mode {m:o} has no valid file type")
-            algorithm_from_flags(_int(flags, "flags", 0, MAX_SIZE))
-            _int(size, "size", 0, MAX_SIZE)
-            _int(uid, "uid", 0, MAX_ID)
-            _int(gid, "gid", 0, MAX_ID)
-            _int(mtime, "mtime", -MAX_MTIME, MAX_MTIME)
-            _int(mtimens, "mtimens", -1, 999_999_999)
-            _int(hardlinks, "hardlinks", 0, MAX_SIZE)
-        except ValueError as e:
-            raise CvmfsError(f"{self.where}: {self.label}: {full}: {e}", hint=ENTRY_HINT) from e
-        raise AssertionError("a field was out of range but no check says which")
+        why = field_problem(*values)
+        if why is None:
+            raise AssertionError("a field was out of range but no check says which")
+        raise CvmfsError(f"{self.where}: {self.label}: {full}: {why}", hint=ENTRY_HINT)
 
     def _xattrs(self, blob: object, full: str) -> dict[str, bytes]:
         where = f"{self.where}: {self.label}: {full}"
@@ -479,17 +470,13 @@ class Catalog:
         if mode_i & 0o170000 == stat.S_IFLNK:
             where = f"{self.where}: {self.label}: {full}"
             # -1: the query measured it and did not fetch it
-            if symlink == -1 or (
-                isinstance(symlink, str)
-                and len(symlink.encode("utf-8", "surrogateescape")) > MAX_SYMLINK_BYTES
-            ):
-                raise CvmfsError(
-                    f"{where}: symlink target is longer than {MAX_SYMLINK_BYTES} bytes", hint=ENTRY_HINT
-                )
-            if not isinstance(symlink, str) or not symlink or "\0" in symlink:
-                raise CvmfsError(
-                    f"{where}: symlink target {symlink!r} is empty or holds NUL", hint=ENTRY_HINT
-                )
+            why = (
+                f"symlink target is longer than {MAX_SYMLINK_BYTES} bytes"
+                if symlink == -1
+                else symlink_problem(symlink)
+            )
+            if why is not None:
+                raise CvmfsError(f"{where}: {why}", hint=ENTRY_HINT)
             link = symlink
         content = None
         if h:

@@ -3,7 +3,9 @@ inode rules, and the checks a row must pass before anyone sees it.
 
 A name must be a single path component (not empty, ``.``, ``..``, no ``/`` or NUL, at most 255 bytes);
 ids, mode type bits, mtimes, sizes and extended attributes must be in range (issue 12). ``catalog.py``
-applies these checks to every row it reads and re-exports the names below.
+applies these checks to every row it reads and re-exports the names below; ``catalog_write.py`` applies
+the same ones (``row_problem``) to every row it writes, so a publisher never signs a row a reader
+refuses (pr17c finding 3).
 """
 
 from __future__ import annotations
@@ -19,8 +21,14 @@ from typing import Any, Generic, TypeVar
 
 from ..errors import CvmfsError
 from .limits import (
+    MAX_ID,
+    MAX_MTIME,
     MAX_NAME_BYTES,
+    MAX_SIZE,
+    MAX_SYMLINK_BYTES,
+    MAX_XATTR_BYTES,
 )
+from .objects import algorithm_from_flags
 
 FLAG_DIR = 1
 FLAG_NESTED_MOUNTPOINT = 2
@@ -308,3 +316,75 @@ def _int(value: object, what: str, low: int, high: int) -> int:
     if not low <= value <= high:
         raise ValueError(f"{what} {value} is out of range ({low} .. {high})")
     return value
+
+
+def field_problem(
+    mode: object,
+    flags: object,
+    size: object,
+    uid: object,
+    gid: object,
+    mtime: object,
+    mtimens: object,
+    hardlinks: object,
+) -> str | None:
+    """Why a row's numeric fields are out of range, or None (NULL reads as 0, as in old schemas)."""
+    try:
+        m = _int(mode, "mode", 0, 0o177777)
+        if stat.S_IFMT(m) not in _TYPES:
+            return f"mode {m:o} has no valid file type"
+        algorithm_from_flags(_int(flags, "flags", 0, MAX_SIZE))
+        _int(size, "size", 0, MAX_SIZE)
+        _int(uid, "uid", 0, MAX_ID)
+        _int(gid, "gid", 0, MAX_ID)
+        _int(mtime, "mtime", -MAX_MTIME, MAX_MTIME)
+        _int(mtimens, "mtimens", -1, 999_999_999)
+        _int(hardlinks, "hardlinks", 0, MAX_SIZE)
+    except ValueError as e:
+        return str(e)
+    return None
+
+
+def symlink_problem(target: object) -> str | None:
+    """Why ``target`` cannot be a symbolic link's target, or None."""
+    if isinstance(target, str) and len(target.encode("utf-8", "surrogateescape")) > MAX_SYMLINK_BYTES:
+        return f"symlink target is longer than {MAX_SYMLINK_BYTES} bytes"
+    if not isinstance(target, str) or not target or "\0" in target:
+        return f"symlink target {target!r} is empty or holds NUL"
+    return None
+
+
+def row_problem(
+    path: str,
+    name: str,
+    mode: int,
+    flags: int,
+    size: int,
+    uid: int,
+    gid: int,
+    mtime: int,
+    mtimens: int | None,
+    symlink: str,
+    xattr: bytes | None,
+) -> str | None:
+    """Why a row about to be written would be refused by a reader (``check_name``, ``field_problem``,
+    ``symlink_problem``, ``parse_xattrs``: the reader's own checks), or None. ``path`` "" is the
+    root, which must be a directory (a reader cannot list a root that is a file)."""
+    if path == "":
+        if not stat.S_ISDIR(mode):
+            return "the repository root must be a directory"
+    else:
+        why = check_name(name)
+        if why is not None:
+            return why
+    why = field_problem(mode, flags, size, uid, gid, mtime, mtimens, 0)
+    if why is None and stat.S_ISLNK(mode):
+        why = symlink_problem(symlink)
+    if why is None and xattr:
+        if len(xattr) > MAX_XATTR_BYTES:
+            return f"extended attribute block is longer than {MAX_XATTR_BYTES} bytes"
+        try:
+            parse_xattrs(xattr, "")
+        except CvmfsError as e:
+            return e.message.removeprefix(": ")
+    return why

@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import CvmfsError
+
 # The flag bits and the path key are the format's, defined once with the reader's row model.
 from .catalog_rows import (
     FLAG_CHUNKED,
@@ -25,12 +27,18 @@ from .catalog_rows import (
     FLAG_NESTED_ROOT,
     FLAG_SPECIAL,
     md5_pair,
+    row_problem,
 )
 
 SCHEMA = "2.5"
 SCHEMA_REVISION = 7
 DEFAULT_TTL = 240
 DIR_SIZE = 4096
+ROW_HINT = (
+    "no CernVM-FS reader accepts such an entry, so nothing was published: "
+    "rename, shorten or fix it in the source (names <= 255 bytes without NUL, symlink targets "
+    "<= 4095 bytes, mtimes within years 1697-2242, ids < 2^32 - 1)"
+)
 
 ALGO_FLAG_SHIFT = 8
 ALGORITHM_INDEX = {"sha1": 0, "rmd160": 1, "shake128": 2}
@@ -70,6 +78,13 @@ COUNTER_FIELDS = (
 
 def parent_path(path: str) -> str:
     return path.rsplit("/", 1)[0] if path else ""
+
+
+def _shown(path: str) -> str:
+    """``path`` for one line of a message: control characters escaped, a long one cut."""
+    if len(path) > 200:
+        path = f"{path[:80]}...{path[-100:]}"
+    return path if path.isprintable() else ascii(path)[1:-1]
 
 
 def serialize_xattrs(xattrs: Mapping[str, bytes]) -> bytes | None:
@@ -249,6 +264,14 @@ class CatalogWriter:
                     size = 0
             if e.xattrs:
                 c["xattr"] += 1
+            flags = flags_for(e, mountpoint=mountpoint, nested_root=nested_root)
+            # The reader's own row checks, before the row is stored: a publisher that signed a row
+            # every reader then refuses would poison the repository (pr17c finding 3).
+            why = row_problem(
+                e.path, e.name, mode, flags, size, e.uid, e.gid, e.mtime, e.mtimens, e.symlink, e.xattrs
+            )
+            if why is not None:
+                raise CvmfsError(f"{_shown(e.path or '/')}: {why}", hint=ROW_HINT)
             rows.append(
                 (
                     p1,
@@ -261,7 +284,7 @@ class CatalogWriter:
                     mode,
                     e.mtime,
                     e.mtimens,
-                    flags_for(e, mountpoint=mountpoint, nested_root=nested_root),
+                    flags,
                     e.name,
                     e.symlink,
                     e.uid,

@@ -451,6 +451,8 @@ class Repository:
         groups: dict[tuple[str, int], tuple[object, str]] = {}  # a hard-link group's first member
         for entry in self.walk("/", problem):
             report.entries += 1
+            if entry.path == "/" and not entry.is_dir:  # nothing can be listed or mounted
+                problem(f"{self.fqrn}: the root / is not a directory")
             if progress is not None:
                 progress(entry)
             if entry.shares_inode:

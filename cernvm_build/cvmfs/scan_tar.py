@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import stat
 import tarfile
@@ -72,7 +73,11 @@ def _scan_tar(
     where: str,
     limits: TarLimits,
 ) -> None:
-    links: list[tuple[str, str]] = []
+    # hard link -> the regular file it names, resolved as the member is read (tar semantics: a
+    # link names a file read before it; a link to a link names that link's file), and the files
+    # some link names (pr17c findings 1 and 6)
+    links: dict[str, str] = {}
+    targets: set[str] = set()
     tar_stream = TarStream(stream, limits, where)
     try:
         tar = open_tar(tar_stream)
@@ -84,11 +89,29 @@ def _scan_tar(
         for m in tar_stream.members(tar):
             path = _tar_path(m.name, base)
             check_name(path, f"tar member {m.name!r}")
+            if path == base and not m.isdir():
+                # "." as a file would make the base (the repository root) a file (pr17c finding 3)
+                raise CvmfsError(
+                    f"tar member {m.name!r} is the archive's top directory ({base or '/'}) "
+                    "but not a directory",
+                    hint="fix the archive: its '.' entry must be a directory",
+                )
             xattrs: dict[str, bytes] = {}
             for k, v in m.pax_headers.items():
                 if k.startswith("SCHILY.xattr.") and k[13:].startswith(XATTR_PREFIXES):
                     xattrs[k[13:]] = v.encode("utf-8", "surrogateescape")
+            try:
+                xattr_blob = serialize_xattrs(xattrs)
+            except ValueError as e:
+                raise CvmfsError(
+                    f"tar member {m.name!r}: {e}",
+                    hint="CernVM-FS stores at most 255 attributes, name and value <= 255 bytes each",
+                ) from None
             mt = float(m.mtime)
+            if not math.isfinite(mt):  # a PAX mtime "nan" or "inf"; the range is the catalog's check
+                raise CvmfsError(
+                    f"tar member {m.name!r}: mtime {m.mtime!r} is not a time", hint="fix the archive"
+                )
             ent = Entry(
                 path=path,
                 mode=m.mode & 0o7777,
@@ -96,8 +119,17 @@ def _scan_tar(
                 mtimens=round((mt - int(mt)) * 1e9) if mt != int(mt) else 0,
                 uid=0 if opts.normalize_owner else m.uid,
                 gid=0 if opts.normalize_owner else m.gid,
-                xattrs=serialize_xattrs(xattrs),
+                xattrs=xattr_blob,
             )
+            if path in targets:
+                # The earlier links keep the first file in tar (GNU tar extracts them so); staged
+                # by path, they would take the replacement's content: refused, not guessed.
+                raise CvmfsError(
+                    f"tar member {m.name!r} replaces a file that earlier hard links in the archive name",
+                    hint="the archive holds two members of that name: fix the archive (e.g. extract it "
+                    "and publish the directory)",
+                )
+            links.pop(path, None)
             existing = stage.get(path)
             if existing is not None and stat.S_ISDIR(existing.entry.mode) and not m.isdir():
                 stage.remove_tree(path)
@@ -110,10 +142,18 @@ def _scan_tar(
                 stage.put(ent)
             elif m.islnk():
                 target = _tar_path(m.linkname, base)
+                target = links.get(target, target)
+                if target == path or not stat.S_ISREG(_mode(stage, target)):
+                    raise CvmfsError(
+                        f"tar member {m.name!r}: hard link to {m.linkname!r}, which is not a file "
+                        "read before it in the archive",
+                        hint="a hard link names a regular file archived before it: fix the archive",
+                    )
                 ent.mode |= stat.S_IFREG
                 ent.hardlink_key = f"tar:{target}"
                 stage.put(ent)
-                links.append((path, target))
+                links[path] = target
+                targets.add(target)
             elif m.isreg():
                 ent.mode |= stat.S_IFREG
                 ent.size = m.size
@@ -138,14 +178,15 @@ def _scan_tar(
     finally:
         tar.close()
     content.finish()
-    for path, target in links:
+    for path, target in links.items():
+        cur = stage.get(path)
+        if cur is None:  # removed with its directory, which a later member replaced
+            continue
         t = stage.get(target)
         if t is None or not stat.S_ISREG(t.entry.mode):
             raise CvmfsError(
                 f"tar member {path!r}: hard link to {target!r}, which is not a file in the archive"
             )
-        cur = stage.get(path)
-        assert cur is not None
         stage.put(replace(cur.entry, digest=t.entry.digest, chunks=t.entry.chunks, size=t.entry.size))
         if t.entry.hardlink_key is None:
             stage.put(replace(t.entry, hardlink_key=f"tar:{target}"))
