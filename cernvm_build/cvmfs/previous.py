@@ -8,7 +8,9 @@ Catalogs are inflated into a scratch directory and opened read-only.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import stat
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,15 +53,29 @@ class OldRow:
 
 def read_object(stratum: Path, name: str, suffix: str, where: str) -> bytes:
     """An object's inflated bytes, after checking the stored bytes hash to its name."""
+    # The name first: one given on the command line (``tag add --root-hash ../../x``) named a file
+    # outside the repository, read whole or, a FIFO, waited on for ever (pr17c finding 12).
+    try:
+        algo = parse_hash(name).algorithm
+    except ValueError:
+        raise CvmfsError(
+            f"{where}: {name!r} is not an object name",
+            hint="give a content hash: 40 hex digits (and a suffix)",
+        ) from None
     path = stratum / object_path(name, suffix)
     try:
-        blob = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise CvmfsError(
             f"{where}: object {name}{suffix} is missing from {stratum}/data",
             hint="the repository is incomplete; restore it from a backup or a replica",
         ) from None
-    algo = parse_hash(name).algorithm
+    except OSError as e:
+        raise CvmfsError(f"{where}: object {name}{suffix}: {e.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise IntegrityError(f"{where}: object {name}{suffix} is not a regular file")
+        blob = f.read()
     h = new_hasher(algo)
     h.update(blob)
     if h.hexdigest() != name[:40]:

@@ -4,6 +4,7 @@ the path, and no revision is made; or, for hard links, the tree tar itself would
 from __future__ import annotations
 
 import io
+import os
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 
 from cernvm_build.cli.main import main
 from cernvm_build.cvmfs import keys as keymod
-from cernvm_build.cvmfs.publish import publish_tar
+from cernvm_build.cvmfs.publish import add_tag, publish_tar
 from cernvm_build.cvmfs.repository import Repository
 from cernvm_build.errors import CvmfsError
 
@@ -112,3 +113,13 @@ def test_a_chain_of_hard_links_is_one_group(
         assert {e.linkcount for e in entries.values()} == {3}
         assert len({e.inode for e in entries.values()}) == 1
         assert repo.read_bytes("/a") == b"data"
+
+
+def test_tag_root_hash_is_a_name_never_a_path(stratum: Path, keyset: keymod.KeySet) -> None:
+    """finding 12: ``--root-hash ../../../big`` read a file outside the repository (a FIFO there hung
+    the command, a big file was read whole, then a traceback); now the name is refused first."""
+    os.mkfifo(stratum.parent / "bigC")  # stratum/data/../../bigC
+    before = (stratum / ".cvmfspublished").read_bytes()
+    with pytest.raises(CvmfsError, match=r"'\.\./\.\./big' is not an object name"):
+        add_tag(stratum, FQRN, keyset, "g", root_hash="../../big")
+    assert (stratum / ".cvmfspublished").read_bytes() == before
