@@ -232,12 +232,18 @@ def _unpack_deb(root: inroot.Root, deb: debpkg.DebPackage) -> None:
         raise bad
 
 
+#: uid/gid a member may carry: 2^32 - 1 is "no id" to chown, beyond is no id at all
+_MAX_ID = (1 << 32) - 2
+
+
 def _unpack_member(
     root: inroot.Root, deb: debpkg.DebPackage, tar: tarfile.TarFile, m: tarfile.TarInfo
 ) -> None:
     rel = inroot.clean(m.name)
     if rel is None:
         raise _member_error(deb, m.name, "the name leaves the tree (absolute or '..')")
+    if not (0 <= m.uid <= _MAX_ID and 0 <= m.gid <= _MAX_ID):  # chown raised OverflowError (pr17c 9)
+        raise _member_error(deb, m.name, f"owner id {m.uid}:{m.gid} is out of range (0..{_MAX_ID})")
     if m.isdir():
         root.mkdir(rel, m.mode & 0o7777, m.uid, m.gid)
     elif m.isreg():

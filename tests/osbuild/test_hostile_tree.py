@@ -49,6 +49,11 @@ def _entry(name: str, kind: bytes, link: str = "", mode: int = 0o755) -> tarfile
     return ti
 
 
+def _owned(ti: tarfile.TarInfo, uid: int) -> tarfile.TarInfo:
+    ti.uid = uid  # pr17c finding 9: chown's OverflowError was a traceback
+    return ti
+
+
 @pytest.fixture
 def outside(tmp_path: Path) -> Path:
     out = tmp_path / "outside"  # a stand-in for the host's /etc
@@ -94,6 +99,7 @@ def test_symlinks_lead_into_the_tree_never_out(tmp_path: Path, outside: Path) ->
         ([("../../../pwned", b"x")], "leaves the tree"),
         ([("/pwned", b"x")], "leaves the tree"),
         ([_entry("./dev/kmem", tarfile.CHRTYPE, mode=0o666)], "device node"),
+        ([_owned(_entry("./usr/share/u", tarfile.DIRTYPE), 1 << 40)], r"owner id 1099511627776:0 is out of"),
     ],
     ids=[
         "file-through-host-link",
@@ -103,6 +109,7 @@ def test_symlinks_lead_into_the_tree_never_out(tmp_path: Path, outside: Path) ->
         "dotdot",
         "abs",
         "dev",
+        "uid-out-of-range",
     ],
 )
 def test_a_member_that_would_leave_the_tree_is_refused_in_one_line(
