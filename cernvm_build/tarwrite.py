@@ -20,15 +20,12 @@ left to the extractor to resolve (some follow the symlink).
 
 from __future__ import annotations
 
-import logging
 import tarfile
 from collections.abc import Callable
 from typing import BinaryIO
 
 from .errors import CernVMError
 from .tree import BLOCK, CHAR, DIR, FIFO, FILE, SOCKET, SOCKET_REASON, SYMLINK, Entry, TreeReport, bad_path
-
-log = logging.getLogger(__name__)
 
 _TAR_TYPE = {
     DIR: tarfile.DIRTYPE,
@@ -193,7 +190,6 @@ class TarWriter:
         self._check_place(entry)
         reason = skip_reason(entry)
         if reason is not None:
-            log.warning("skipping %s: %s", entry.path, reason)
             self.report.skip(entry.path, reason)
             return
         self.report.note(entry)

@@ -205,7 +205,7 @@ def _verify_chain(
         raise IntegrityError(f"{wwhere}: whitelist is for repository {w.fqrn!r}, not {fqrn!r}")
     if check_expiry and w.expired(now):
         raise IntegrityError(
-            f"{wwhere}: whitelist expired on {w.expires:%Y-%m-%d %H:%M:%S} UTC",
+            f"{wwhere}: whitelist expired on {w.expiry_checked:%Y-%m-%d %H:%M:%S} UTC",
             hint="the repository owner must re-sign the whitelist ('cernvm-build cvmfs resign')",
         )
     # The certificate is named by the manifest, whose signature it is to check: it is bounded

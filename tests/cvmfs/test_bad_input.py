@@ -62,9 +62,10 @@ def test_tampered_whitelist(fx: Fixture) -> None:
 def test_expired_whitelist(fx: Fixture) -> None:
     body = manifest.split_signed((fx.repo / ".cvmfswhitelist").read_bytes(), "w").body
     w = whitelist.parse(body)
-    past = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+    # the hour it is checked at, not the minutes it was written with (a time still ahead: pr17c 5)
+    past = dt.datetime(2020, 1, 1, 5, 59, 59, tzinfo=dt.UTC)
     fx.resign_whitelist(whitelist.serialize(whitelist.Whitelist(past, past, w.fqrn, w.fingerprints)))
-    with pytest.raises(IntegrityError, match=r"whitelist expired on 2020-01-01") as e:
+    with pytest.raises(IntegrityError, match=r"whitelist expired on 2020-01-01 05:00:00 UTC") as e:
         open_repository(fx.repo, public_keys=[fx.pub])
     assert e.value.hint and "re-sign" in e.value.hint
 
