@@ -256,13 +256,13 @@ class Repository:
     def iterdir(self, path: str | DirEntry = "/") -> Iterator[DirEntry]:
         """The entries of a directory (a path, or its entry as this revision gave it), in name
         order, streamed (a million of them cost no more memory than ten)."""
-        return self._children(self._dir(path).path)
+        return self._children(self._dir(path))
 
     def listing(self, path: str | DirEntry, limit: int) -> list[DirEntry] | None:
         """``iterdir`` as a list read in one query, or None when the directory holds more than
         ``limit`` entries (then stream them with ``iterdir``)."""
         entry = self._dir(path)
-        return self._catalog_for(entry.path).listing(entry.path, limit)
+        return self._dir_catalog(entry).listing(entry.path, limit)
 
     def _dir(self, path: str | DirEntry) -> DirEntry:
         """The directory ``path`` (or its entry as this revision gave it); not one: ENOTDIR."""
@@ -275,8 +275,21 @@ class Repository:
         """``iterdir`` as a list, for directories known to be small."""
         return list(self.iterdir(path))
 
-    def _children(self, path: str, on_problem: Problem | None = None) -> Iterator[DirEntry]:
-        return self._catalog_for(path).children(path, on_problem)
+    def _children(self, entry: DirEntry, on_problem: Problem | None = None) -> Iterator[DirEntry]:
+        return self._dir_catalog(entry).children(entry.path, on_problem)
+
+    def _dir_catalog(self, entry: DirEntry) -> Catalog:
+        """The catalog that lists directory ``entry``'s children. A nested catalog's mount point
+        whose catalog lists no nested catalog there would be listed from the parent catalog, empty:
+        a subtree lost without a word (pr17c finding 4); it is an error instead."""
+        cat = self._catalog_for(entry.path)
+        if entry.is_nested_mountpoint and cat.root_prefix != ("" if entry.path == "/" else entry.path):
+            raise CvmfsError(
+                f"{self.fqrn}: {entry.path}: marked as a nested catalog's mount point, but "
+                f"{cat.label} references no nested catalog there",
+                hint="the repository is damaged or hostile: its subtree cannot be read",
+            )
+        return cat
 
     def readlink(self, path: str) -> str:
         entry = self.stat(path)
@@ -295,7 +308,7 @@ class Repository:
         yield top
         if not top.is_dir:
             return
-        stack: list[Iterator[DirEntry]] = [self._children(top.path, on_problem)]
+        stack: list[Iterator[DirEntry]] = [self._children(top, on_problem)]
         while stack:
             try:
                 entry = next(stack[-1], None)
@@ -310,7 +323,7 @@ class Repository:
             yield entry
             if entry.is_dir:
                 try:
-                    stack.append(self._children(entry.path, on_problem))
+                    stack.append(self._children(entry, on_problem))
                 except CvmfsError as e:
                     if on_problem is None:
                         raise

@@ -23,6 +23,7 @@ import pytest
 
 from cernvm_build.cvmfs import manifest
 from cernvm_build.cvmfs.repository import open_repository
+from cernvm_build.errors import CvmfsError
 from cernvm_build.fsutil import remove_tree
 from tests.support import hostile
 
@@ -680,3 +681,19 @@ def test_a_chunked_file_s_bulk_object_holds_its_chunks_bytes(
     if problem is not None:  # the CLI: the problem line, then the one error line, exit 6
         m = hostile.run_measured([*hostile.cli(), "cvmfs", "verify", *repo.cli_args()], timeout=TIMEOUT)
         assert m.returncode == 6 and "Traceback" not in m.stderr and re.search(problem, m.stderr), m.stderr
+
+
+def test_a_mount_point_without_its_nested_catalog_is_an_error(
+    hostile_base: hostile.Repo, tmp_path: Path
+) -> None:
+    """pr17c finding 4: /nested flagged as a mount point, its reference deleted: it was listed from
+    the parent catalog, empty (5 entries lost, verify OK, exit 0); now every reader says so."""
+    repo = hostile.copy_repo(hostile_base, tmp_path / "r")
+    with hostile.Editor(repo) as ed:
+        ed.catalog("").execute("DELETE FROM nested_catalogs WHERE path='/nested'")
+    with open_repository(repo.stratum, fqrn=repo.fqrn, public_keys=[repo.pub]) as r:
+        with pytest.raises(CvmfsError, match=r"/nested: marked as a nested catalog's mount point, but"):
+            r.listdir("/nested")
+        assert not r.verify().ok
+    m = hostile.run_measured([*hostile.cli(), "cvmfs", "ls", *repo.cli_args(), "/", "-R"], timeout=TIMEOUT)
+    assert m.returncode != 0 and "Traceback" not in m.stderr, m.stderr
