@@ -62,6 +62,8 @@ LEFT = (
     "See [a`b] here.\n",
     "An unclosed [` here.\n",
     "# [``\n\n- [x `y\n",
+    # repeated headings on a page markdown-it-py parses (an admonition): the anchors plugin's ids too
+    "!!! note\n    x\n\n# a\n\n# a\n\n## a-1\n\n# a\n\n### a-3\n\n# a-1\n\n# a `b`\n\n# a b\n\n# a-1-1\n",
 )
 
 
@@ -118,10 +120,12 @@ def test_what_the_tree_writer_has_no_rule_for_is_left_to_markdown_it_py(
     assert page.html.count("data-search-ignore") == 1 and page.html.count('class="header-anchor"') == 3
 
 
-@pytest.mark.parametrize("path", ["render", "tree"])
+@pytest.mark.parametrize("path", ["render", "tree", "tokens", "markdown-it-py"])
 def test_unique_heading_ids_take_linear_work(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """n identical headings: the ids a, a-1 ... a-(n-1) with O(n) lookups of the ids taken, not the
-    n²/2 of trying every suffix from 1 again for each; on both Rust paths (``mdfast``, ``mdhtml``)."""
+    n²/2 of trying every suffix from 1 again for each; on both Rust paths (``mdfast``, ``mdhtml``) and
+    the token path (``mdtree``'s tokens, or markdown-it-py's for a page with an admonition: the anchors
+    plugin's search took 14 CPU-s for 10,000; pr17a finding 8)."""
     looked: list[int] = [0]
 
     class Taken(set[str]):
@@ -137,10 +141,37 @@ def test_unique_heading_ids_take_linear_work(path: str, monkeypatch: pytest.Monk
     monkeypatch.setattr(mdhtml, "Ids", Ids)
     if path == "tree":
         monkeypatch.setattr(mdfast, "render_parts", lambda *_a, **_k: None)
+    if path in ("tokens", "markdown-it-py"):
+        monkeypatch.setattr(markdown, "_render_rust", lambda *_a: None)
     n = 400
-    page = markdown.render("# a\n\n" * n, src_path="a.md", first_line=1, base_path="/")
+    head = "!!! note\n    x\n\n" if path == "markdown-it-py" else ""
+    page = markdown.render(head + "# a\n\n" * n, src_path="a.md", first_line=1, base_path="/")
     assert page.ids == ["a", *(f"a-{i}" for i in range(1, n))]
     assert n <= looked[0] <= 3 * n
+
+
+@pytest.mark.parametrize("text", [t for t in CASES if t.count("# a") > 1])
+def test_the_token_paths_heading_ids_are_the_anchors_plugins(text: str) -> None:
+    """The token path makes its ids with ``mdhtml.Ids`` (linear), not the anchors plugin (quadratic in
+    identical headings): the same ids as the plugin, whichever parser made the tokens."""
+    from markdown_it import MarkdownIt
+    from mdit_py_plugins.admon import admon_plugin
+    from mdit_py_plugins.anchors import anchors_plugin
+
+    plugin = MarkdownIt("commonmark").enable(["table", "strikethrough"]).use(admon_plugin)
+    plugin.use(anchors_plugin, min_level=1, max_level=6, slug_func=markdown.slugify)
+    want = [t.attrGet("id") for t in plugin.parse(text, {}) if t.type == "heading_open"]
+    got = [t.attrGet("id") for t in markdown.parse(text, {})[0] if t.type == "heading_open"]
+    assert got == want and len(want) >= 6
+
+
+@pytest.mark.timeout(30)  # the anchors plugin's search: ~1 CPU-min (here ~3 s): a regression fails, not hangs
+def test_many_identical_headings_on_the_token_path_render() -> None:
+    n = 20_000
+    page = markdown.render(
+        "!!! note\n    x\n\n" + "## h\n\n" * n, src_path="a.md", first_line=1, base_path="/"
+    )
+    assert page.ids[-1] == f"h-{n - 1}" and len(set(page.ids)) == n
 
 
 def test_raw_html_links_have_one_rule_on_both_paths(monkeypatch: pytest.MonkeyPatch) -> None:
