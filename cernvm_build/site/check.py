@@ -131,8 +131,12 @@ def check_site(
         return None
 
     def check_one(page: str, url: str, line: int) -> None:
-        parts = urlsplit(url)
         src = sources.get(page)
+        try:
+            parts = urlsplit(url)
+        except ValueError as e:  # ``http://[oops/``: one problem, not a traceback
+            problems.append(Problem(page, line, f"link '{url}' is not a URL ({e}); fix or escape it", src))
+            return
         if parts.scheme in ("http", "https") or url.startswith("//"):
             if parts.netloc == base.netloc and (parts.path or "/").startswith(base_path):
                 url = parts.path + (f"#{parts.fragment}" if parts.fragment else "")
@@ -173,7 +177,11 @@ def check_site(
         for n, line_text in enumerate(sitemap.read_text(encoding="utf-8").splitlines(), 1):
             for loc in re.findall(r"<loc>([^<]+)</loc>", line_text):
                 count += 1
-                p = urlsplit(loc)
+                try:
+                    p = urlsplit(loc)
+                except ValueError as e:
+                    problems.append(Problem("sitemap.xml", n, f"'{loc}' is not a URL ({e})"))
+                    continue
                 if p.netloc != base.netloc or target_file(p.path) is None:
                     problems.append(Problem("sitemap.xml", n, f"'{loc}' is not a page of this site"))
     if external and ext_links:

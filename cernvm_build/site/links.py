@@ -24,7 +24,9 @@ def check_links(
         for target, line, kind in page.r.get("links", ()):
             where = f"{page.file}:{line}"
             path, _, frag = target.partition("#")
-            if kind == "anchor":
+            if kind == "invalid":
+                problems.append(f"{where}: link '{target}' is not a URL (fix or escape it)")
+            elif kind == "anchor":
                 if frag and frag not in ids and frag != "top":
                     problems.append(f"{where}: no heading '#{frag}' on this page")
             elif kind == "content":

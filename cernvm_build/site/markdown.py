@@ -67,7 +67,7 @@ SKIPPED_SCHEMES = ("mailto:", "tel:", "data:", "javascript:")
 class Link(NamedTuple):
     target: str  # marker path ("docs/a.md#x"), site path ("/docs/"), "#frag", or absolute URL
     line: int  # line in the source file (1-based)
-    kind: str  # "content" | "site" | "anchor" | "external"
+    kind: str  # "content" | "site" | "anchor" | "external" | "invalid" (not a URL: urlsplit refuses it)
 
 
 class Rendered(NamedTuple):
@@ -329,7 +329,10 @@ def _resolve(href: str, src_dir: str, base_path: str) -> tuple[str, str]:
     """(new href, kind) for a link written in a source file in ``src_dir`` (content-relative)."""
     if href.startswith("#"):  # (no scheme: ``urlsplit``, a fifth of a link's time, not needed)
         return href, "anchor"
-    parts = urlsplit(href)
+    try:
+        parts = urlsplit(href)
+    except ValueError:  # ``http://[oops/``: the link check reports it with its file:line
+        return href, "invalid"
     if parts.scheme or href.startswith("//"):
         return href, "external"
     if href.startswith("/"):

@@ -416,6 +416,22 @@ def test_raw_html_links_are_checked_and_resolved_by_build(site: Path, tmp_path: 
     assert '<a href="/docs/quickstart/client/#configure">ok</a>' in html
 
 
+def test_a_link_that_is_not_a_url_is_one_line_per_link(site: Path, tmp_path: Path) -> None:
+    """urlsplit refuses ``http://[oops/`` (ValueError): it was a traceback from the build. (A Markdown
+    link's is percent-encoded by markdown-it: ``http://%5Bmd/``.)"""
+    page = site / "content" / "docs" / "bad.md"
+    page.write_text(
+        '---\ntitle: Bad\n---\nText [md](http://[md/).\n\n<div>\n<a href="http://[oops/">x</a>\n</div>\n\n'
+        'Inline <a href="//[::1">y</a>.\n'
+    )
+    with pytest.raises(LinkErrors) as e:
+        build_site(site, tmp_path / "out")
+    assert e.value.problems == [
+        f"{page}:7: link 'http://[oops/' is not a URL (fix or escape it)",
+        f"{page}:10: link '//[::1' is not a URL (fix or escape it)",
+    ]
+
+
 def test_a_release_keeps_its_docs_version_with_a_switcher(site: Path, tmp_path: Path, edit: Edit) -> None:
     from cernvm_build.site.releases import snapshot_docs
 

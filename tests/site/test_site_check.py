@@ -53,6 +53,19 @@ def test_broken_anchor_in_output(tmp_path: Path) -> None:
     assert problems == ["index.html:4: link to '#gone': no element with id 'gone'"]
 
 
+def test_a_link_or_sitemap_loc_that_is_not_a_url_is_a_problem(tmp_path: Path) -> None:
+    """urlsplit refuses ``http://[oops/`` (ValueError): it was a traceback from the check."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "index.html").write_text('<p>a</p>\n<a href="http://[oops/">1</a>\n')
+    (out / "sitemap.xml").write_text("<urlset>\n<url><loc>https://[cvmfs.io/</loc></url>\n</urlset>\n")
+    problems = [str(p) for p in check_site(out, BASE).problems]
+    assert problems == [
+        "index.html:2: link 'http://[oops/' is not a URL (Invalid IPv6 URL); fix or escape it",
+        "sitemap.xml:2: 'https://[cvmfs.io/' is not a URL (Invalid IPv6 URL)",
+    ]
+
+
 @pytest.fixture
 def web() -> Iterator[str]:
     class Handler(http.server.BaseHTTPRequestHandler):
