@@ -60,21 +60,21 @@ def xattr_names(entry: DirEntry, magic: bool = True) -> list[str]:
 
 
 def xattr_value(repo: Repository, entry: DirEntry, name: str, magic: bool = True) -> bytes | None:
-    if name in entry.xattrs:
-        return entry.xattrs[name]
-    if not magic:
-        return None
-    if name == "user.fqrn":
-        return repo.fqrn.encode()
-    if name == "user.revision":
-        return str(repo.revision).encode()
-    if name == "user.root_hash":
-        return repo.root_hash.encode()
-    if name == "user.tag":
-        return (repo.tag or "").encode()
-    if name == "user.hash" and entry.content_hash:
-        return entry.content_hash.encode()
-    return None
+    """The built-in attributes first (when ``magic``), as the real client answers them: a file's own
+    ``user.root_hash`` or ``user.revision``, written by whoever published it, must not pass for the
+    mount's verified ones (``attr -g root_hash`` to see which revision is mounted)."""
+    if magic:
+        if name == "user.fqrn":
+            return repo.fqrn.encode()
+        if name == "user.revision":
+            return str(repo.revision).encode()
+        if name == "user.root_hash":
+            return repo.root_hash.encode()
+        if name == "user.tag":
+            return (repo.tag or "").encode()
+        if name == "user.hash" and entry.content_hash:
+            return entry.content_hash.encode()
+    return entry.xattrs.get(name)
 
 
 def has_own_xattrs(repo: Repository) -> bool:
