@@ -5,7 +5,9 @@ for a layer, and bounded as it is read.
 Decompressed here because tarfile's own ``r|*`` inflates one gzip member and stops: a layer or
 tarball made by pigz or ``cat a.gz b.gz`` published only its first part, while ``hub ingest``
 (through ``GzipFile``) read and hashed all of it. ``GzipFile``, ``BZ2File`` and ``LZMAFile`` read
-every member; the compression is told by the magic bytes, as ``r|*`` does.
+every member; the compression is told by the magic bytes, as ``r|*`` does, unless the stream
+opens with a tar header (its checksum right): a plain tar whose first member is ``BZh.txt`` or
+``]`` starts with bz2's or lzma's short magic, and was refused.
 
 Bounds, beside the members' own (``tar_limits.checked_members``, at each header):
 
@@ -44,7 +46,9 @@ _READ = 1 << 16
 #: containerd, podman) writes the two zero blocks alone. 1 MiB allows ``tar -b 2048``.
 TRAILER = 1 * MiB
 
-#: the compressions by their magic bytes (tarfile's ``r|*`` knows the same, and not zstd)
+#: the compressions by their magic bytes, looked at only when the stream does not open with a tar
+#: header (tarfile's ``r|*`` knows the same, with longer magics and not zstd; these short ones
+#: also tell ``bzip2 -1`` and ``lzma -9``, whose magics are not tarfile's)
 _MAGIC = (
     (b"\x1f\x8b", "gz"),
     (b"BZh", "bz2"),
@@ -82,8 +86,7 @@ class TarStream(io.RawIOBase):
         self.limits, self.where = limits, where
         self.blob = _Counted(raw, hashed=layer)
         buffered = io.BufferedReader(self.blob, _READ)
-        head = buffered.peek(6)[:6]
-        self.comptype = next((c for magic, c in _MAGIC if head.startswith(magic)), "tar")
+        self.comptype = _comptype(buffered.peek(tarfile.BLOCKSIZE)[: tarfile.BLOCKSIZE])
         if self.comptype == "zst":
             raise CvmfsError(
                 f"{where}: a zstd-compressed tar, which is not supported",
@@ -184,6 +187,15 @@ class TarStream(io.RawIOBase):
         """A layer's (blob digest, diff_id), once ``finish`` has read it."""
         assert self.h is not None and self.blob.h is not None
         return "sha256:" + self.blob.h.hexdigest(), "sha256:" + self.h.hexdigest()
+
+
+def _comptype(head: bytes) -> str:
+    """The compression of a stream opening with ``head`` ("tar": none)."""
+    try:
+        tarfile.TarInfo.frombuf(head, "utf-8", "surrogateescape")  # the header checksum, mostly
+        return "tar"
+    except tarfile.HeaderError:
+        return next((c for magic, c in _MAGIC if head.startswith(magic)), "tar")
 
 
 def _zeros(data: bytes) -> bool:

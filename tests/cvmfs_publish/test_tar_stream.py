@@ -43,6 +43,33 @@ def test_a_concatenated_compressed_tar_publishes_whole(
     assert (out / "a").read_bytes() == b"first" and (out / "d" / "b").read_bytes() == b"second"
 
 
+#: each compression the stream is told by, with the levels whose magics differ from tarfile's
+WRAP: dict[str, Callable[[bytes], bytes]] = {
+    "tar": lambda b: b,
+    "gz": gzip.compress,
+    "bz2 -1": lambda b: bz2.compress(b, 1),
+    "bz2 -9": bz2.compress,
+    "xz": lzma.compress,
+    "lzma": lambda b: lzma.compress(b, lzma.FORMAT_ALONE),
+    "lzma -9": lambda b: lzma.compress(b, lzma.FORMAT_ALONE, preset=9),
+}
+
+
+@pytest.mark.parametrize(
+    ("first", "comp"),
+    [(name, "tar") for name in ("BZh.txt", "BZh91", "]")] + [("BZh.txt", c) for c in WRAP if c != "tar"],
+)
+def test_a_first_member_named_like_a_magic_is_not_a_compression(
+    stratum: Path, keyset: keymod.KeySet, export: Callable[..., Path], first: str, comp: str
+) -> None:
+    """A plain tar opens with its first member's name: ``BZh.txt`` (bz2's ``BZh``) was refused as
+    an unreadable bz2 and ``]`` (lzma's ``\\x5d\\0\\0``) raised tarfile's ReadError."""
+    raw = tar_bytes({first: b"one", "b": b"two"})
+    publish_tar(stratum, FQRN, keyset, io.BytesIO(WRAP[comp](raw)))
+    out = export(stratum)
+    assert (out / first).read_bytes() == b"one" and (out / "b").read_bytes() == b"two"
+
+
 def _declaring(size: int) -> bytes:
     """A plain tar whose member 'big' says (PAX) ``size`` bytes and holds 5; of a type the
     publisher skips (warned), so tarfile skips its data by reading it (a file's is read, and
