@@ -90,6 +90,12 @@ class ContentStore:
         if self.opts.progress:
             self.opts.progress(self.done_bytes, self.total_bytes)
 
+    def settle(self) -> None:
+        """Record every pending content now: before a path whose content is pending is staged
+        again (a tar stream naming it twice), or the late result would land on the new entry."""
+        self._wait(0)
+        self._flush()
+
     def finish(self) -> None:
         try:
             self._wait(0)

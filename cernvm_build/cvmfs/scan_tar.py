@@ -131,6 +131,10 @@ def _scan_tar(
                 )
             links.pop(path, None)
             existing = stage.get(path)
+            if existing is not None and stat.S_ISREG(existing.entry.mode):
+                # a name met again (tar -r appends): its first content may still be compressing;
+                # recorded late, it overwrote the later member's (a 5 MB file's row, 3 bytes' object)
+                content.settle()
             if existing is not None and stat.S_ISDIR(existing.entry.mode) and not m.isdir():
                 stage.remove_tree(path)
             if m.isdir():

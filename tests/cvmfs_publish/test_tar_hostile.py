@@ -123,3 +123,14 @@ def test_tag_root_hash_is_a_name_never_a_path(stratum: Path, keyset: keymod.KeyS
     with pytest.raises(CvmfsError, match=r"'\.\./\.\./big' is not an object name"):
         add_tag(stratum, FQRN, keyset, "g", root_hash="../../big")
     assert (stratum / ".cvmfspublished").read_bytes() == before
+
+
+def test_a_name_twice_publishes_the_later_member(
+    stratum: Path, keyset: keymod.KeySet, reader: Callable[..., Repository]
+) -> None:
+    """A small file's content was recorded after the same name's later, bigger member (stored at
+    once): the row said 1 MiB, the object was 3 bytes, and every reader refused the file."""
+    big = b"N" * ((1 << 20) + 1)  # past objwrite.SMALL: stored as it is read
+    publish_tar(stratum, FQRN, keyset, _tar(dict(name="f", data=b"old"), dict(name="f", data=big)))
+    with reader(stratum) as repo:
+        assert repo.read_bytes("/f") == big
