@@ -17,6 +17,7 @@ logs, caches holding inode numbers) is removed. The tree is cached under the key
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import os
 import shlex
@@ -219,7 +220,10 @@ def _unpack_deb(root: inroot.Root, deb: debpkg.DebPackage) -> None:
                     name = m.name
                     _unpack_member(root, deb, tar, m)
         except OSError as e:
-            raise _member_error(deb, name, e.strerror or str(e)) from None
+            why = e.strerror or str(e)
+            if e.errno == errno.ENOTEMPTY:  # strerror alone did not say what was refused (pr17c 11)
+                why = "it would replace a directory that is not empty, which dpkg refuses too"
+            raise _member_error(deb, name, why) from None
         except tarfile.TarError as e:
             bad = _member_error(deb, name, f"bad data archive: {e}")  # unless dpkg-deb says why
     if tool.code != 0:  # a .deb dpkg-deb cannot read: its reason, not tar's 'empty file' after it
@@ -242,6 +246,8 @@ def _unpack_member(
     rel = inroot.clean(m.name)
     if rel is None:
         raise _member_error(deb, m.name, "the name leaves the tree (absolute or '..')")
+    if rel == "" and not m.isdir():
+        raise _member_error(deb, m.name, "the tree's root can only be a directory")
     if not (0 <= m.uid <= _MAX_ID and 0 <= m.gid <= _MAX_ID):  # chown raised OverflowError (pr17c 9)
         raise _member_error(deb, m.name, f"owner id {m.uid}:{m.gid} is out of range (0..{_MAX_ID})")
     if m.isdir():

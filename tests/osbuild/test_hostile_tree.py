@@ -100,6 +100,11 @@ def test_symlinks_lead_into_the_tree_never_out(tmp_path: Path, outside: Path) ->
         ([("/pwned", b"x")], "leaves the tree"),
         ([_entry("./dev/kmem", tarfile.CHRTYPE, mode=0o666)], "device node"),
         ([_owned(_entry("./usr/share/u", tarfile.DIRTYPE), 1 << 40)], r"owner id 1099511627776:0 is out of"),
+        ([_entry("./", tarfile.SYMTYPE, "/")], "the tree's root can only be a directory"),
+        (
+            [_entry("./usr/share/x/", tarfile.DIRTYPE), ("./usr/share/x/y", b"y"), ("./usr/share/x", b"x")],
+            "replace a directory that is not empty, which dpkg refuses too",
+        ),
     ],
     ids=[
         "file-through-host-link",
@@ -110,6 +115,8 @@ def test_symlinks_lead_into_the_tree_never_out(tmp_path: Path, outside: Path) ->
         "abs",
         "dev",
         "uid-out-of-range",
+        "root-symlink",
+        "file-over-dir",
     ],
 )
 def test_a_member_that_would_leave_the_tree_is_refused_in_one_line(
