@@ -370,6 +370,28 @@ def row_problem(
     """Why a row about to be written would be refused by a reader (``check_name``, ``field_problem``,
     ``symlink_problem``, ``parse_xattrs``: the reader's own checks), or None. ``path`` "" is the
     root, which must be a directory (a reader cannot list a root that is a file)."""
+    # The common row in one test (this runs for every row written: the checks below cost a
+    # sixth of ``add_many``); anything else goes through the checks that say why.
+    if (
+        name
+        and len(name) <= MAX_NAME_BYTES // 4
+        and "/" not in name
+        and "\0" not in name
+        and name != "."
+        and name != ".."
+        and type(mode) is int
+        and (mode & 0o170000) in (stat.S_IFREG, stat.S_IFDIR)
+        and 0 <= mode <= 0o177777
+        and 0 <= flags <= MAX_SIZE
+        and (flags >> 8) & 7 < 3
+        and 0 <= size <= MAX_SIZE
+        and 0 <= uid <= MAX_ID
+        and 0 <= gid <= MAX_ID
+        and -MAX_MTIME <= mtime <= MAX_MTIME
+        and (mtimens is None or -1 <= mtimens <= 999_999_999)
+        and not xattr
+    ):
+        return None
     if path == "":
         if not stat.S_ISDIR(mode):
             return "the repository root must be a directory"
