@@ -189,7 +189,7 @@ def load(path: Path) -> ReleaseIndex:
         raise ReleaseError(f"not valid JSON: {e.msg}", where=Location(where, e.lineno, e.colno)) from None
     except ValueError:  # int()'s digit limit, which json lets through as a plain ValueError
         raise ReleaseError(
-            "a number has more than 4,300 digits", where=where, hint="the index is damaged or hostile"
+            "a number has more digits than Python reads", where=where, hint="the index is damaged or hostile"
         ) from None
     except RecursionError:
         raise ReleaseError("nested too deeply", where=where, hint="the index is damaged or hostile") from None

@@ -229,6 +229,21 @@ def _text(data: bytes) -> str:
     return data.decode("utf-8", errors="replace")
 
 
+def raw_lines(text: str) -> list[str]:
+    """User data's lines as the init reads them, each with its line feed: a BOM (Notepad) dropped, and
+    only a line feed ends a line, as for the shell and the real μCernVM (``str.splitlines`` also
+    splits at U+2028, VT, FF..., which would honour a key hidden in what looks like one comment).
+    The one rule for this parser and cernvm-launch's (``launch/userdata.py``), which writes back what
+    it read."""
+    parts = text.removeprefix("\ufeff").split("\n")
+    return [p + "\n" for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
+
+
+def bare(line: str) -> str:
+    """A line without its spaces, tabs and line end (CRLF user data from Windows)."""
+    return line.strip(" \t\r\n")
+
+
 def parse(data: bytes | str) -> Parsed:
     """The checked key/values of the first ``[ucernvm-begin]`` block of ``data``."""
     out = Parsed()
@@ -238,17 +253,15 @@ def parse(data: bytes | str) -> Parsed:
         out.messages.append(f"user data ignored: {e}")
         return out
     inside = False
-    # only a line feed ends a line, as for the shell and the real μCernVM: str.splitlines also
-    # splits at U+2028, VT, FF..., which would honour a key hidden in what looks like one comment
-    for lineno, raw in enumerate(text.removeprefix("\ufeff").split("\n"), start=1):
-        line = raw.strip(" \t\r")
+    lines = [bare(raw) for raw in raw_lines(text)]
+    for lineno, line in enumerate(lines, start=1):
         if not inside:
             inside = line == BEGIN
             out.found = out.found or inside
             continue
         if line == END:
             break
-        if line.startswith(_NOT_THE_BLOCK):
+        if line.startswith(_NOT_THE_BLOCK) and END not in lines[lineno:]:
             out.note(f"line {lineno}: {line[:40]!r} before {END}: the block ends here")
             break
         if not line or line.startswith("#"):

@@ -72,20 +72,20 @@ def _decode(data: bytes, source: str) -> str:
 
 def _split_block(text: str, source: str) -> tuple[dict[str, str] | None, str]:
     """Take the ucernvm block out of ``text``: its keys in order, and the text without it."""
-    lines = text.splitlines(keepends=True)
-    starts = [i for i, line in enumerate(lines) if line.strip() == BEGIN]
+    lines = bootloader_userdata.raw_lines(text)  # the guest's line rule, not str.splitlines
+    starts = [i for i, line in enumerate(lines) if bootloader_userdata.bare(line) == BEGIN]
     if not starts:
         return None, text
     start = starts[0]
     try:
-        end = next(i for i in range(start + 1, len(lines)) if lines[i].strip() == END)
+        end = next(i for i in range(start + 1, len(lines)) if bootloader_userdata.bare(lines[i]) == END)
     except StopIteration:
         raise ConfigFileError(
             f"'{BEGIN}' without '{END}'", where=f"{source}:{start + 1}", hint=f"close the block with {END}"
         ) from None
     keys: dict[str, str] = {}
     for n in range(start + 1, end):
-        line = lines[n].strip()
+        line = bootloader_userdata.bare(lines[n])
         if not line or line.startswith("#"):
             continue
         key, sep, value = line.partition("=")

@@ -178,12 +178,14 @@ def load_nested(load: Callable[[str], Any], text: str, where: str | Location, wh
             hint="nest lists and mappings a few levels deep, not hundreds",
         ) from None
     except ValueError as e:
-        # Python's int() refuses more than 4,300 digits with a plain ValueError, which PyYAML's and
+        # int() refuses more than 4,300 digits (by default) with a plain ValueError, which PyYAML's and
         # json's integer readers let through (a traceback); their own errors are subclasses, kept
         if type(e) is not ValueError or "integer string conversion" not in str(e):
             raise
         raise BuildError(
-            f"{what}: a number has more than 4,300 digits" if what else "a number has more than 4,300 digits",
+            f"{what}: a number has more digits than Python reads (sys.get_int_max_str_digits)"
+            if what
+            else "a number has more digits than Python reads (sys.get_int_max_str_digits)",
             where=where,
             hint="quote it to keep it as text",
         ) from None

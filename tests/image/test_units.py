@@ -98,6 +98,15 @@ def test_userdata_a_key_hidden_in_a_comment_is_not_honoured(sep: str) -> None:
     assert p.values == {"cvmfs_tag": "t1"}
 
 
+def test_userdata_a_shebang_comment_inside_a_closed_block_ends_nothing() -> None:
+    """r17 finding 6: a ``#!`` or ``--`` line ends the block only when no end marker follows (a
+    block left open before a script); inside a closed block it is a comment / a bad line."""
+    p = userdata.parse("[ucernvm-begin]\n#!not a script\ncvmfs_tag=t1\n[ucernvm-end]\n")
+    assert p.values == {"cvmfs_tag": "t1"}, p.messages
+    p = userdata.parse("[ucernvm-begin]\ncvmfs_tag=t1\n#!/bin/sh\ncvmfs_branch=x.cern.ch\n")
+    assert p.values == {"cvmfs_tag": "t1"} and "the block ends here" in p.messages[0]
+
+
 def test_userdata_with_a_byte_order_mark_and_crlf_is_read() -> None:
     """pr17b finding 3: user data saved by Notepad (a BOM, CRLF) had its block ignored silently."""
     p = userdata.parse("\ufeff[ucernvm-begin]\r\ncvmfs_tag=t1\r\n[ucernvm-end]\r\n".encode())

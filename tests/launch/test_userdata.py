@@ -275,3 +275,14 @@ def test_a_document_launch_would_write_past_the_limit_is_refused_naming_the_file
         host_key_public=host.public_openssh,
     )
     assert userdata.render_within(small, "s.sh") == userdata.render(small)
+
+
+def test_launch_reads_user_data_lines_as_the_guest_does() -> None:
+    """r17 finding 3: launch split lines with str.splitlines, so ``# note<U+2028>cvmfs_server=evil``
+    was a key to launch, which wrote it back as a line of its own, and the guest applied it; one
+    line rule now (``bootloader.userdata.raw_lines``): the comment stays a comment, for both."""
+    data = (
+        "[ucernvm-begin]\n# note\u2028cvmfs_server=evil.example.org\ncvmfs_tag=t1\n[ucernvm-end]\n".encode()
+    )
+    ud = userdata.parse(data, "ud")
+    assert ud.ucernvm == {"cvmfs_tag": "t1"}

@@ -276,7 +276,7 @@ RELEASE = json.dumps(
         ),
         # pr17a findings 1-4: int()'s 4,300-digit limit and json's recursion came through as
         # tracebacks; a release index's date went unchecked into the page and generated YAML
-        ("data/z.json", b'{"x": ' + b"9" * 5000 + b"}", "data/z.json: a number has more than 4,300 digits"),
+        ("data/z.json", b'{"x": ' + b"9" * 5000 + b"}", "data/z.json: a number has more digits than"),
         (
             "content/big.md",
             b"---\nweight: " + b"9" * 5000 + b"\n---\nx\n",
@@ -286,7 +286,7 @@ RELEASE = json.dumps(
         (
             "data/releases/2026.11-1.json",
             RELEASE.replace(b'"size": 5', b'"size": ' + b"9" * 5000),
-            "more than 4,300",
+            "more digits than",
         ),
         (
             "data/releases/2026.11-1.json",
