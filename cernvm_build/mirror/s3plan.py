@@ -90,13 +90,13 @@ MAX_LISTED = 2_000_000
 def walk_files(root: Path, *, limit: int = MAX_LISTED) -> Iterator[tuple[str, Path]]:
     """Every regular file under ``root``: its ``/``-separated relative path and its path, folders in
     sorted order. Links inside the tree are followed (a suite like dists/stable -> bookworm is listed
-    under both names). A link to a folder that holds it (``up -> ../..``) is refused at once: the tree
-    would be endless. A link that leaves the tree is refused: a tree copied with its links from a
-    hostile upstream would otherwise publish whatever the link names on this machine
-    (``Packages/x.rpm -> ~/.aws/credentials``). FIFOs, sockets and devices are passed over (not files
-    of a repository; reading a FIFO would wait forever). More than ``limit`` folders and files
-    together is one MirrorError (``MAX_LISTED``): links that form no loop can still fan out
-    (2^N paths from 2N links).
+    under both names). A link to a folder that holds it is passed over (the tree would be endless;
+    archive.ubuntu.com has ``ubuntu -> .``, which ``rsync -a`` keeps). A link that leaves the tree is
+    refused: a tree copied with its links from a hostile upstream would otherwise publish whatever
+    the link names on this machine (``Packages/x.rpm -> ~/.aws/credentials``). FIFOs, sockets and
+    devices are passed over (not files of a repository; reading a FIFO would wait forever). More
+    than ``limit`` folders and files together is one MirrorError (``MAX_LISTED``): links that form
+    no loop can still fan out (2^N paths from 2N links).
 
     Each real folder (by device and inode) is read once, whatever names reach it, and its entries
     are checked there: a name reached again costs only its path's string. Walking every name through
@@ -126,15 +126,11 @@ def walk_files(root: Path, *, limit: int = MAX_LISTED) -> Iterator[tuple[str, Pa
             )
         for name in files:
             yield rel + name, Path(f"{base}/{rel}{name}")
-        for name, sub_real, sub_key in dirs:
-            if sub_key in chain:
-                raise MirrorError(
-                    f"{root}: '{rel}{name}' leads back to {sub_real},"
-                    " a folder that holds it (an endless tree)",
-                    hint="remove the link: a repository needs no link to its own parent folders",
-                )
         for name, sub_real, sub_key in reversed(dirs):
-            stack.append((sub_real, f"{rel}{name}/", sub_key, depth + 1))
+            # a link to a folder that holds it (``ubuntu -> .`` on archive.ubuntu.com, kept by
+            # ``rsync -a``) would make the tree endless: passed over, its folder is listed already
+            if sub_key not in chain:
+                stack.append((sub_real, f"{rel}{name}/", sub_key, depth + 1))
 
 
 #: a real folder's sub-folders (name, real path, (device, inode)) and regular files, sorted by name
