@@ -66,6 +66,23 @@ def test_a_link_or_sitemap_loc_that_is_not_a_url_is_a_problem(tmp_path: Path) ->
     ]
 
 
+def test_problems_past_the_first_100_of_a_page_are_one_line(tmp_path: Path) -> None:
+    """pr17d: a page of 10^6 broken links printed 10^6 lines (and its links were all kept meanwhile)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "index.html").write_text("".join(f'<a href="/gone{i}">x</a>\n' for i in range(1, 151)))
+    (out / "ok.html").write_text('<a href="index.html#none">x</a>\n<a href="/nowhere">y</a>\n')
+    problems = [str(p) for p in check_site(out, BASE).problems]
+    assert problems[:100] == [
+        f"index.html:{i}: link to '/gone{i}': no such page or file" for i in range(1, 101)
+    ]
+    assert problems[100:] == [
+        "index.html:150: and 50 more problems (the first 100 shown)",
+        "ok.html:1: link to 'index.html#none': no element with id 'none'",
+        "ok.html:2: link to '/nowhere': no such page or file",
+    ]
+
+
 @pytest.fixture
 def web() -> Iterator[str]:
     class Handler(http.server.BaseHTTPRequestHandler):
