@@ -172,11 +172,12 @@ def _check_name(rel: str, full: str) -> None:
 _OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 
 
-def _read_source(full: str, size: int) -> bytes:
+def _read_source(full: str, size: int, limit: int | None = None) -> bytes:
     """The bytes of the regular file ``full`` (``size``: its stat's; all of them, also if it grew
-    since). os.open/os.read, not ``open()``: the buffered file object's set-up was a third of reading
-    a page (~5 of ~15 CPU-ms for 1,000 pages), which a build reads for every source whose stat it
-    does not trust (a cold build, the first rebuild after one of a fresh checkout)."""
+    since, or more than ``limit`` of them, which says it is too large). os.open/os.read, not
+    ``open()``: the buffered file object's set-up was a third of reading a page (~5 of ~15 CPU-ms for
+    1,000 pages), which a build reads for every source whose stat it does not trust (a cold build, the
+    first rebuild after one of a fresh checkout)."""
     try:
         fd = os.open(full, _OPEN_FLAGS)
     except OSError as e:
@@ -184,13 +185,18 @@ def _read_source(full: str, size: int) -> bytes:
             f"cannot read a page source: {e.strerror}", where=full, hint="check the file"
         ) from None
     try:
-        if not stat_mod.S_ISREG(os.fstat(fd).st_mode):  # replaced since the scan's stat
+        st = os.fstat(fd)
+        if not stat_mod.S_ISREG(st.st_mode):  # replaced since the scan's stat
             raise not_regular(full)
+        if limit is not None:  # the file's own size, not the limit: a buffer of the limit's size
+            size = min(st.st_size, limit)  # (1 MiB) was allocated for every rendered page
         raw = os.read(fd, size + 1)
-        if len(raw) > size:  # it grew: the rest too, as a reader of the whole file would have it
-            rest = [raw]
-            while chunk := os.read(fd, 1 << 20):
+        if len(raw) != size:  # it grew (the rest too, as a reader of the whole file would have it),
+            rest = [raw]  # or a short read (a network file system): on to the end
+            total = len(raw)
+            while (limit is None or total <= limit) and (chunk := os.read(fd, 1 << 20)):
                 rest.append(chunk)
+                total += len(chunk)
             raw = b"".join(rest)
         return raw
     finally:
@@ -343,7 +349,7 @@ def _render_source(
     from . import mdtree
 
     try:
-        data = _read_source(src.file, MAX_PAGE_BYTES)  # (it may have become a FIFO since the scan)
+        data = _read_source(src.file, MAX_PAGE_BYTES, MAX_PAGE_BYTES)  # (a FIFO since the scan?)
         check_size(src.file, len(data))
         text = page_text(data)
         raw, body, first_line = frontmatter.split_raw(text, src.file)

@@ -709,9 +709,9 @@ def _built_then_counting_md_opens(
 
     real_read = sources._read_source  # how the scan reads a source (os.open, not ``open``)
 
-    def counting_reads(full: str, size: int) -> bytes:
+    def counting_reads(full: str, size: int, limit: int | None = None) -> bytes:
         opened.append(full)
-        return real_read(full, size)
+        return real_read(full, size, limit)
 
     monkeypatch.setattr(builtins, "open", counting)
     monkeypatch.setattr(sources, "_read_source", counting_reads)
