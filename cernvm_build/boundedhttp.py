@@ -11,8 +11,11 @@ and headers together one deadline (the handler's ``timeout`` from the start of t
 read waits at most what is left of it.
 
 One client could still hold all the slots (each connection within its deadlines, renewed as they
-end). Each client address gets a share (``MAX_PER_CLIENT`` of the slots): past it, a connection is
-answered ``503`` with ``Retry-After`` at once and closed, so other clients are still served.
+end). Each client address gets a share (``MAX_PER_CLIENT`` of the slots): past it, while fewer than a
+share of slots would be left free, a connection is answered ``503`` with ``Retry-After`` at once and
+closed, so other clients are still served. While slots are plenty one address may use more: a site
+squid, a NAT or QEMU user-net guests are one address for many clients, and the toolkit's own fetcher
+retries a 503 within 0.3 s, so a hard share failed a mount's reads on an idle server (r17 #4).
 """
 
 from __future__ import annotations
@@ -28,8 +31,9 @@ from typing import Any
 IDLE_TIMEOUT = 30.0
 #: connections served at once; past it a new one is closed at once (a browser opens about 6)
 MAX_CONNECTIONS = 64
-#: connections one client address may hold at once (a quarter of the slots: a few browsers behind
-#: one NAT, or a CernVM-FS client's parallel downloads, fit; one client cannot shut the others out)
+#: connections one client address is sure of (a quarter of the slots: a few browsers behind one
+#: NAT, or a CernVM-FS client's parallel downloads, fit); it gets more only while as many stay free
+#: for others, so one client cannot shut the others out
 MAX_PER_CLIENT = 16
 #: seconds a client over its share is asked to wait
 RETRY_AFTER = 5
@@ -53,7 +57,9 @@ class BoundedHTTPServer(ThreadingHTTPServer):
         super().__init__(address, handler)
         self._slots = threading.BoundedSemaphore(max_connections)
         self._per_client = min(max_per_client, max_connections)
+        self._max = max_connections
         self._held: dict[str, int] = {}  # client address -> connections it holds
+        self._busy = 0  # connections held by all clients: sum(self._held.values())
         self._held_lock = threading.Lock()
 
     def process_request(self, request: Any, client_address: Any) -> None:
@@ -62,9 +68,12 @@ class BoundedHTTPServer(ThreadingHTTPServer):
             return
         who = str(client_address[0])
         with self._held_lock:
-            over = self._held.get(who, 0) >= self._per_client
+            held = self._held.get(who, 0)
+            # past its share only while slots are scarce: fewer than a share left once this one is taken
+            over = held >= self._per_client and self._max - self._busy - 1 < self._per_client
             if not over:
-                self._held[who] = self._held.get(who, 0) + 1
+                self._held[who] = held + 1
+                self._busy += 1
         if over:
             self._slots.release()
             _answer_busy(request)
@@ -86,6 +95,7 @@ class BoundedHTTPServer(ThreadingHTTPServer):
 
     def _release(self, who: str) -> None:
         with self._held_lock:
+            self._busy -= 1
             left = self._held[who] - 1
             if left:
                 self._held[who] = left
