@@ -89,10 +89,11 @@ def _scan_tar(
         for m in tar_stream.members(tar):
             path = _tar_path(m.name, base)
             check_name(path, f"tar member {m.name!r}")
-            if path == base and not m.isdir():
-                # "." as a file would make the base (the repository root) a file (pr17c finding 3)
+            if path == base and not base and not m.isdir():
+                # "." as a file would make the repository root a file (pr17c finding 3); below the
+                # root it is a single file published at the base path (hub's catalog markers)
                 raise CvmfsError(
-                    f"tar member {m.name!r} is the archive's top directory ({base or '/'}) "
+                    f"tar member {m.name!r} is the archive's top directory (/) "
                     "but not a directory",
                     hint="fix the archive: its '.' entry must be a directory",
                 )

@@ -208,7 +208,7 @@ def _layout(tmp_path: Path, layer: bytes) -> tuple[Path, str, str]:
     [
         ({"lnk": "->/outside", "lnk/evil": b"x"}, "is below"),
         ({"h": "=>../../../etc/passwd"}, "path leaves the archive"),
-        ({"d": None, "h": "=>d"}, "which is not a file in the archive"),
+        ({"d": None, "h": "=>d"}, "which is not a file read before it in the archive"),
     ],
     ids=["symlink-then-file", "hardlink-dotdot", "hardlink-dir"],
 )
