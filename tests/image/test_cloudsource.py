@@ -209,22 +209,6 @@ def _trickle(request: BaseHTTPRequestHandler) -> tuple[int, bytes]:
     raise _Answered
 
 
-@pytest.mark.timeout(60)
-def test_a_trickling_service_is_given_up_at_its_deadline(
-    service: Callable[[dict[tuple[str, str], Route]], str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """GCE's path sends a byte just before each read would time out; the boot must not wait for
-    it (200 s here, days for a megabyte): it is dropped at the deadline and EC2 is asked next."""
-    monkeypatch.setattr(cloudsource, "DEADLINE", 1.0)
-    url = service(
-        {
-            ("GET", "/computeMetadata/v1/instance/attributes/user-data"): _trickle,
-            ("GET", "/2016-04-19/user-data"): _ok(USER_DATA),
-        }
-    )
-    assert cloudsource.from_metadata([url]) == cloudsource.Found(f"ec2 {url}/2016-04-19/user-data", USER_DATA)
-
-
 def test_too_much_opennebula_user_data_is_none_not_a_cut_one() -> None:
     big = b"#cloud-config\n" + b"#" * cloudsource.MAX_USER_DATA
     text = f"EC2_USER_DATA='{base64.b64encode(big).decode()}'\n"
@@ -246,15 +230,20 @@ def _trickle_head(request: BaseHTTPRequestHandler) -> tuple[int, bytes]:
 
 
 @pytest.mark.timeout(60)
-def test_trickled_headers_are_given_up_at_the_deadline(
-    service: Callable[[dict[tuple[str, str], Route]], str], monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("trickle", [_trickle, _trickle_head], ids=["body", "headers"])
+def test_a_trickling_service_is_given_up_at_its_deadline(
+    service: Callable[[dict[tuple[str, str], Route]], str],
+    monkeypatch: pytest.MonkeyPatch,
+    trickle: Callable[[BaseHTTPRequestHandler], tuple[int, bytes]],
 ) -> None:
-    """``http.client`` reads the status line and headers with only the per-read timeout: a service
-    trickling them held the initrd for ever. GCE's path trickles; EC2 is asked once it is dropped."""
+    """GCE's path sends a byte just before each read would time out, in the body or (``http.client``
+    reads the status line and headers with only the per-read timeout) in the headers: the boot must
+    not wait for it (200 s here, days for a megabyte; the headers held the initrd for ever). It is
+    dropped at the deadline and EC2 is asked next."""
     monkeypatch.setattr(cloudsource, "DEADLINE", 1.0)
     url = service(
         {
-            ("GET", "/computeMetadata/v1/instance/attributes/user-data"): _trickle_head,
+            ("GET", "/computeMetadata/v1/instance/attributes/user-data"): trickle,
             ("GET", "/2016-04-19/user-data"): _ok(USER_DATA),
         }
     )
