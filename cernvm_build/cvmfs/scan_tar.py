@@ -93,8 +93,7 @@ def _scan_tar(
                 # "." as a file would make the repository root a file (pr17c finding 3); below the
                 # root it is a single file published at the base path (hub's catalog markers)
                 raise CvmfsError(
-                    f"tar member {m.name!r} is the archive's top directory (/) "
-                    "but not a directory",
+                    f"tar member {m.name!r} is the archive's top directory (/) but not a directory",
                     hint="fix the archive: its '.' entry must be a directory",
                 )
             xattrs: dict[str, bytes] = {}
