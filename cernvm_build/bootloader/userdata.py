@@ -254,6 +254,9 @@ def parse(data: bytes | str) -> Parsed:
         return out
     inside = False
     lines = [bare(raw) for raw in raw_lines(text)]
+    # the last end marker's line number, once: a boundary line ends only a block left open
+    # (looked up per boundary line, 300,000 '#!' lines of gzip'd user data took ~10 CPU-minutes)
+    last_end = max((n for n, line in enumerate(lines, start=1) if line == END), default=0)
     for lineno, line in enumerate(lines, start=1):
         if not inside:
             inside = line == BEGIN
@@ -261,7 +264,7 @@ def parse(data: bytes | str) -> Parsed:
             continue
         if line == END:
             break
-        if line.startswith(_NOT_THE_BLOCK) and END not in lines[lineno:]:
+        if line.startswith(_NOT_THE_BLOCK) and lineno > last_end:
             out.note(f"line {lineno}: {line[:40]!r} before {END}: the block ends here")
             break
         if not line or line.startswith("#"):

@@ -28,7 +28,7 @@ from .limits import (
     MAX_SYMLINK_BYTES,
     MAX_XATTR_BYTES,
 )
-from .objects import algorithm_from_flags
+from .objects import ALGORITHM_ORDER, algorithm_from_flags
 
 FLAG_DIR = 1
 FLAG_NESTED_MOUNTPOINT = 2
@@ -383,7 +383,7 @@ def row_problem(
         and (mode & 0o170000) in (stat.S_IFREG, stat.S_IFDIR)
         and 0 <= mode <= 0o177777
         and 0 <= flags <= MAX_SIZE
-        and (flags >> 8) & 7 < 3
+        and (flags >> 8) & 7 < len(ALGORITHM_ORDER)
         and 0 <= size <= MAX_SIZE
         and 0 <= uid <= MAX_ID
         and 0 <= gid <= MAX_ID

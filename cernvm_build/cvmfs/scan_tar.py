@@ -115,8 +115,9 @@ def _scan_tar(
             ent = Entry(
                 path=path,
                 mode=m.mode & 0o7777,
-                mtime=int(mt),
-                mtimens=round((mt - int(mt)) * 1e9) if mt != int(mt) else 0,
+                # floor, as the directory scanner: a pre-1970 -0.5 is -1 s + 0.5e9 ns, not 0 - 0.5e9
+                mtime=math.floor(mt),
+                mtimens=min(round((mt - math.floor(mt)) * 1e9), 999_999_999),
                 uid=0 if opts.normalize_owner else m.uid,
                 gid=0 if opts.normalize_owner else m.gid,
                 xattrs=xattr_blob,
@@ -131,9 +132,10 @@ def _scan_tar(
                 )
             links.pop(path, None)
             existing = stage.get(path)
-            if existing is not None and stat.S_ISREG(existing.entry.mode):
-                # a name met again (tar -r appends): its first content may still be compressing;
-                # recorded late, it overwrote the later member's (a 5 MB file's row, 3 bytes' object)
+            if existing is not None and not (stat.S_ISDIR(existing.entry.mode) and m.isdir()):
+                # a name met again (tar -r appends, or a folder replaced): a content below or at it
+                # may still be compressing; recorded late, it overwrote the later member's (a 5 MB
+                # file's row, 3 bytes' object)
                 content.settle()
             if existing is not None and stat.S_ISDIR(existing.entry.mode) and not m.isdir():
                 stage.remove_tree(path)

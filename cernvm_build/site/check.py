@@ -219,9 +219,7 @@ def check_site(
                     problem("sitemap.xml", n, f"'{loc}' is not a page of this site")
     for page, (more, last) in dropped.items():
         problems.append(
-            Problem(
-                page, last, f"and {more} more problems (the first {MAX_PROBLEMS} shown)", sources.get(page)
-            )
+            Problem(page, last, f"and {more} more problems ({MAX_PROBLEMS} shown)", sources.get(page))
         )
     if external and ext_links:
         problems.extend(_check_external(ext_links, sources, timeout, jobs, deadline))

@@ -134,3 +134,38 @@ def test_a_name_twice_publishes_the_later_member(
     publish_tar(stratum, FQRN, keyset, _tar(dict(name="f", data=b"old"), dict(name="f", data=big)))
     with reader(stratum) as repo:
         assert repo.read_bytes("/f") == big
+
+
+def test_a_fractional_mtime_before_1970_publishes_as_the_directory_scanner_would(
+    stratum: Path, keyset: keymod.KeySet, reader: Callable[..., Repository]
+) -> None:
+    """sr17: ``int()`` rounded -0.5 s toward zero (0 s, -0.5e9 ns), which the row checks refused,
+    while the same file in a directory published (floor: -1 s + 0.5e9 ns)."""
+    publish_tar(stratum, FQRN, keyset, _tar(dict(name="m", mtime=-0.5), dict(name="n", mtime=0.9999999999)))
+    with reader(stratum) as repo:
+        entries = {e.name: e for e in repo.iterdir("/")}
+        assert entries["m"].mtime_ns == -500_000_000
+        assert entries["n"].mtime_ns == 999_999_999
+
+
+def test_a_folder_replaced_while_its_file_compresses_keeps_the_later_file(
+    stratum: Path, keyset: keymod.KeySet, reader: Callable[..., Repository]
+) -> None:
+    """sr17: ``d/f`` (small), then ``d`` a symlink (the tree removed), then ``d/`` and a bigger
+    ``d/f``: the first content, recorded late, must not overwrite the later one's row."""
+    big = b"N" * ((1 << 20) + 1)
+    D = tarfile.DIRTYPE
+    publish_tar(
+        stratum,
+        FQRN,
+        keyset,
+        _tar(
+            dict(name="d", type=D),
+            dict(name="d/f", data=b"old"),
+            dict(name="d", type=S, linkname="x"),
+            dict(name="d", type=D),
+            dict(name="d/f", data=big),
+        ),
+    )
+    with reader(stratum) as repo:
+        assert repo.read_bytes("/d/f") == big

@@ -107,6 +107,14 @@ def test_userdata_a_shebang_comment_inside_a_closed_block_ends_nothing() -> None
     assert p.values == {"cvmfs_tag": "t1"} and "the block ends here" in p.messages[0]
 
 
+@pytest.mark.timeout(60)
+def test_userdata_many_boundary_lines_in_a_closed_block_are_read_in_linear_time() -> None:
+    """sr17: each ``#!`` line looked for an end marker after it (a copy of the rest): 150,000 of them
+    (a ~1 KB gzip) took minutes of the init's CPU; the last end marker is found once now."""
+    text = "[ucernvm-begin]\n" + "#!\n" * 150_000 + "cvmfs_tag=t1\n[ucernvm-end]\n"
+    assert userdata.parse(text).values == {"cvmfs_tag": "t1"}
+
+
 def test_userdata_with_a_byte_order_mark_and_crlf_is_read() -> None:
     """pr17b finding 3: user data saved by Notepad (a BOM, CRLF) had its block ignored silently."""
     p = userdata.parse("\ufeff[ucernvm-begin]\r\ncvmfs_tag=t1\r\n[ucernvm-end]\r\n".encode())

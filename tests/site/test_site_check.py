@@ -77,7 +77,7 @@ def test_problems_past_the_first_100_of_a_page_are_one_line(tmp_path: Path) -> N
         f"index.html:{i}: link to '/gone{i}': no such page or file" for i in range(1, 101)
     ]
     assert problems[100:] == [
-        "index.html:150: and 50 more problems (the first 100 shown)",
+        "index.html:150: and 50 more problems (100 shown)",
         "ok.html:1: link to 'index.html#none': no element with id 'none'",
         "ok.html:2: link to '/nowhere': no such page or file",
     ]

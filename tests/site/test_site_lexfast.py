@@ -566,7 +566,8 @@ def test_warming_lexes_a_block_of_each_language_of_many_blocks_as_the_renderer_r
     rendered = [t.content for t in MarkdownIt("commonmark").parse(b.read_text()) if t.type == "fence"]
     assert got == {"python": [rendered[0]]} and rendered[0] == "def f():\n    return {1: [2]}\n\n"
     opened: list[str] = []
-    monkeypatch.setattr(sources, "open", lambda f, mode: opened.append(f) or open(f, mode), raising=False)  # noqa: SIM115
+    real = sources.open_regular
+    monkeypatch.setattr(sources, "open_regular", lambda f: opened.append(str(f)) or real(f))
     assert sources._samples(todo, fences, {"python"}) == got and opened == [str(b)]  # a: no python
     monkeypatch.undo()
     monkeypatch.setattr(lexfast, "_EARLY", set())
