@@ -15,6 +15,10 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.support import link_farm  # noqa: E402 (the repository's root just put on the path)
+
 BEFORE = "f93b2ac~1"  # before the walk read each real folder once
 
 CHILD = r"""
@@ -33,16 +37,6 @@ print(time.process_time() - t)
 """
 
 
-def farm(top: Path, n: int = 22) -> Path:
-    for i in range(n + 1):
-        (top / f"d{i}").mkdir(parents=True)
-    (top / f"d{n}" / "f.rpm").write_bytes(b"x")
-    for i in range(n):
-        for name in "ab":
-            (top / f"d{i}" / name).symlink_to(f"../d{i + 1}")
-    return top
-
-
 def cpu(code: Path, top: Path, limit: int) -> float:
     env = {**os.environ, "PYTHONPATH": str(code)}
     out = subprocess.run([sys.executable, "-c", CHILD, str(top), str(limit)], env=env, check=True, cwd=top,
@@ -58,7 +52,7 @@ def main() -> None:
         archive = subprocess.run(["git", "-C", str(ROOT), "archive", BEFORE, "cernvm_build"],
                                  check=True, capture_output=True).stdout  # fmt: skip
         subprocess.run(["tar", "-x", "-C", str(before)], input=archive, check=True)
-        top = farm(Path(tmp) / "farm")
+        top = link_farm(Path(tmp) / "farm", 22)
         load = os.getloadavg()[0]
         ref = cpu(before, top, ref_limit)
         now_ref = cpu(ROOT, top, ref_limit)

@@ -153,9 +153,8 @@ def best(runs: list[Run]) -> Run:
     disturbed by the machine's other work; both generators get the same rule), the largest peak memory,
     the medians kept for the report."""
     walls, cpus = sorted(r.seconds for r in runs), sorted(r.cpu for r in runs)
-    out = Run(walls[0], max(r.peak_mb for r in runs), cpus[0], out=runs[-1].out)
-    out.median = (walls[len(walls) // 2], cpus[len(cpus) // 2])
-    return out
+    median = (walls[len(walls) // 2], cpus[len(cpus) // 2])
+    return Run(walls[0], max(r.peak_mb for r in runs), cpus[0], out=runs[-1].out, median=median)
 
 
 def medians(**runs: Run) -> dict[str, float | str]:

@@ -271,15 +271,7 @@ def test_links_fanning_out_inside_the_folder_end_in_one_error_not_an_endless_wal
     """``d0/{a,b} -> ../d1``, ``d1/{a,b} -> ../d2``...: no loop and nothing leaves the folder, yet
     2^N paths from 2N links (pr16e's linkbomb): the walk stops at its cap with one MirrorError."""
     from cernvm_build.mirror.s3plan import walk_files
-
-    def fan_out(top: Path, n: int) -> Path:
-        for i in range(n + 1):
-            (top / f"d{i}").mkdir(parents=True)
-        (top / f"d{n}" / "f.rpm").write_bytes(b"x")
-        for i in range(n):
-            for name in "ab":
-                (top / f"d{i}" / name).symlink_to(f"../d{i + 1}")
-        return top
+    from tests.support import link_farm as fan_out
 
     with pytest.raises(MirrorError, match=r"more than 1000 folders and files") as e:
         sum(1 for _ in walk_files(fan_out(tmp_path / "big", 12), limit=1000))

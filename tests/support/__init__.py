@@ -38,6 +38,18 @@ def linked_cache(folder: Path) -> Path:
     return folder
 
 
+def link_farm(top: Path, n: int) -> Path:
+    """A mirror source folder of links fanning out: ``d0/{a,b} -> ../d1`` ... ``d{n}/f.rpm``: 2^(n+1)
+    paths from 2n links, no loop, nothing leaving ``top`` (pr16e's linkbomb)."""
+    for i in range(n + 1):
+        (top / f"d{i}").mkdir(parents=True)
+    (top / f"d{n}" / "f.rpm").write_bytes(b"x")
+    for i in range(n):
+        for name in "ab":
+            (top / f"d{i}" / name).symlink_to(f"../d{i + 1}")
+    return top
+
+
 def run_python(code: str, *, blocked: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """``code`` run by this Python, this checkout importable, in a child with a deadline: a call that
     would wait forever (an open of a FIFO) fails the test with ``blocked`` instead of hanging the
