@@ -17,7 +17,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.support import link_farm  # noqa: E402 (the repository's root just put on the path)
+from bench.common import flags  # noqa: E402 (the repository's root just put on the path)
+from tests.support import link_farm  # noqa: E402
 
 BEFORE = "f93b2ac~1"  # before the walk read each real folder once
 
@@ -65,4 +66,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    flags(__doc__, {"--ref-limit": "--ref-limit N: entries the code before walks (default 100,000)"})
     main()
