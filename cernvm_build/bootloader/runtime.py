@@ -27,13 +27,14 @@ from ..paths import cache_dir, package_dir
 from ..proc import run
 
 #: What the initrd runs with this runtime: the FUSE mount, the user-data parser, both in one start,
-#: the cloud user-data sources (metadata service, OpenNebula), the disk helper.
+#: the cloud user-data sources (metadata service, OpenNebula), the disk helper, cernvm_inject's unpacker.
 ENTRY_MODULES = (
     "cernvm_build.cvmfs.mount",
     "cernvm_build.bootloader.userdata",
     "cernvm_build.bootloader.parse_and_mount",
     "cernvm_build.bootloader.cloudsource",
     "cernvm_build.bootloader.disk",
+    "cernvm_build.bootloader.inject",
 )
 
 #: Always present: what `python -m` runs through, what C code imports lazily (time.strptime), and

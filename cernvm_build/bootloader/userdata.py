@@ -121,7 +121,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "cernvm_inject",
         Kind.STR,
-        "base64 of a .tar.gz unpacked into / once, on the first boot that sees it",
+        "base64 of a .tar.gz (files, folders, links) unpacked into the OS's / on the first boot that sees"
+        " it; links are followed as the OS follows them, and a bad member applies nothing",
         default=None,
         pattern=r"[A-Za-z0-9+/=]+",
         pattern_help="base64",

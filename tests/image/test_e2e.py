@@ -80,9 +80,13 @@ def _metadata_service(answers: dict[str, bytes]) -> Iterator[tuple[int, list[str
         server.server_close()
 
 
-def _tarball_b64(files: dict[str, str]) -> str:
+def _tarball_b64(files: dict[str, str], links: dict[str, str] | None = None) -> str:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, target in (links or {}).items():
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = tarfile.SYMTYPE, target
+            tar.addfile(info)
         for name, text in files.items():
             data = text.encode()
             info = tarfile.TarInfo(name)
@@ -191,7 +195,13 @@ def test_boot_pin_persist_and_tag(built: Built, test_repo: ServedRepo, tmp_path:
     # cernvm_inject unpacks its tarball into the new root.
     # The test OS has OpenSSH's /etc/ssh but no cloud-init: the bootloader applies the cloud-config's
     # login key and pinned host key itself.
-    inject = f"cvmfs_tag=release-2\ncernvm_inject={_tarball_b64({'etc/injected': 'from-user-data'})}\n"
+    # An absolute link of the payload's: the file behind it lands in the OS's /srv/inj, as the OS
+    # resolves the link (busybox tar followed it in the initramfs, outside the OS).
+    payload = _tarball_b64(
+        {"etc/injected": "from-user-data", "etc/inj-link/escaped": "resolved-in-the-os"},
+        links={"etc/inj-link": "/srv/inj"},
+    )
+    inject = f"cvmfs_tag=release-2\ncernvm_inject={payload}\n"
     inject += "cvmfs_quota_limit=50\n"  # passed to the mount as --quota-limit 50
     ud3 = CLOUD_CONFIG_KEYS + _user_data(port, inject)
     ctx3 = context_iso(tmp_path / "ctx3.iso", ud3, layout="CONFIG-2")
@@ -203,8 +213,9 @@ def test_boot_pin_persist_and_tag(built: Built, test_repo: ServedRepo, tmp_path:
     )
     assert "test-os: release 2" in b3.console
     assert "test-os: marker boot-1" in b3.console
-    assert "ucernvm: inject: cernvm_inject unpacked into /" in b3.console
+    assert "ucernvm: inject: cernvm_inject: 3 members unpacked into /" in b3.console, _show(b3, log3)
     assert "test-os: injected from-user-data" in b3.console
+    assert "test-os: injected through a link resolved-in-the-os" in b3.console, _show(b3, log3)
     assert "ucernvm: context: cvmfs_quota_limit=50" in b3.console
     assert "--quota-limit 50 " in b3.console, _show(b3, log3)
     assert (

@@ -25,6 +25,7 @@ echo "test-os: LD_LIBRARY_PATH ${LD_LIBRARY_PATH-unset}"
 /bin/busybox mkdir -p /sys && /bin/busybox mount -t sysfs sysfs /sys
 echo "test-os: crypto self-tests skipped $(cat /sys/module/cryptomgr/parameters/notests 2>&1)"
 [ -f /etc/injected ] && echo "test-os: injected $(cat /etc/injected)"
+[ -f /srv/inj/escaped ] && echo "test-os: injected through a link $(cat /srv/inj/escaped)"
 [ -f /root/.ssh/authorized_keys ] && echo "test-os: authorized_keys $(cat /root/.ssh/authorized_keys)"
 [ -f /etc/ssh/ssh_host_ed25519_key ] && echo "test-os: host key $(sed -n 2p /etc/ssh/ssh_host_ed25519_key)"
 echo "test-os: scratch $(ls /mnt/.rw | tr '\\n' ' ')"
