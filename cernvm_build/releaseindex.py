@@ -6,7 +6,6 @@ release (SHA256SUMS, the downloads page, the news post, verification years later
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import re
 from dataclasses import dataclass, field
@@ -14,7 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from . import jsonable
+from . import jsonable, utcdate
 from .errors import CernVMError, Location
 
 SCHEMA = 1
@@ -149,22 +148,13 @@ def _signature(raw: dict[str, Any], where: str) -> str | None:
     return None if signature is None else _relative(signature, at)
 
 
-_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z\Z")
-
-
 def _date(text: str, at: Location) -> str:
-    """The release date as ``release build`` writes it (``YYYY-MM-DDTHH:MM:SSZ``): the site prints
-    it and puts its day into generated front matter."""
+    """The release date as ``release build`` writes it (``YYYY-MM-DDTHH:MM:SSZ``, the one date rule
+    ``utcdate.parse``): the site prints it and puts its day into generated front matter."""
     try:
-        if not _DATE.match(text):
-            raise ValueError
-        dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ")
-    except ValueError:
-        raise ReleaseError(
-            f"date {text[:40]!r} is not YYYY-MM-DDTHH:MM:SSZ",
-            where=at,
-            hint="the index is damaged or hostile",
-        ) from None
+        utcdate.parse(text)
+    except ValueError as e:
+        raise ReleaseError(f"date {e}", where=at, hint="the index is damaged or hostile") from None
     return text
 
 

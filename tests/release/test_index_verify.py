@@ -124,6 +124,10 @@ def test_signature_by_an_expired_or_revoked_key_is_a_finding(tmp_path: Path, whi
         (lambda d: d.update(profiles=[1]), r"'profiles\[0\]' should be an object, is int"),
         (lambda d: d.update(profiles=["snapshot"]), r"'profiles\[0\]' should be an object, is str"),
         (lambda d: d.update(artifacts=[[]]), r"'artifacts\[0\]' should be an object, is list"),
+        # lf18: the one date rule (utcdate.parse): the form, ASCII digits only, and the calendar
+        (lambda d: d.update(date="2026-11-25"), r"date '2026-11-25' is not YYYY-MM-DDTHH:MM:SSZ"),
+        (lambda d: d.update(date="\u0662\u0660\u0662\u0666-11-25T00:00:00Z"), "is not YYYY-MM-DDTHH:MM:SSZ"),
+        (lambda d: d.update(date="2026-02-30T00:00:00Z"), r"date '2026-02-30T00:00:00Z' is not a real date"),
     ],
 )
 def test_damaged_index_is_one_clear_error(tmp_path: Path, edit: object, message: str) -> None:
