@@ -160,6 +160,35 @@ def test_locate_index_names_what_is_missing(tmp_path: Path) -> None:
         locate_index("/nonexistent/index.json", tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000, r": nested too deeply$"),
+        (b'{"schema": ' + b"9" * 5000 + b"}", r": a number has more digits than Python reads"),
+        (None, r": not a regular file"),  # a FIFO: refused at once, never waited on
+        (b" " * 2000, r": more than 1,000 bytes, far more than an index needs"),
+    ],
+    ids=["nested", "digits", "fifo", "size"],
+)
+def test_a_hostile_index_is_one_line_in_bounded_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: bytes | None, message: str
+) -> None:
+    """lf18: the index is read through the one hostile-data loader (``dataload``, as the site's data
+    files) and bounded in size (it was read whole, a FIFO waited on for ever)."""
+    import os
+
+    if content == b" " * 2000:
+        monkeypatch.setattr(idx, "MAX_INDEX_BYTES", 1000)
+    index = tmp_path / "index.json"
+    if content is None:
+        os.mkfifo(index)
+    else:
+        index.write_bytes(content)
+    with pytest.raises(CernVMError, match=message) as e:
+        idx.load(index)
+    assert str(index) in str(e.value) and "\n" not in str(e.value)
+
+
 def test_an_index_that_is_not_utf8_is_one_clear_error(tmp_path: Path) -> None:
     index = _release(tmp_path / "r")
     index.write_bytes(b'{"schema": "\xff"}')
