@@ -6,7 +6,6 @@ release (SHA256SUMS, the downloads page, the news post, verification years later
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import re
 from dataclasses import dataclass, field
@@ -14,12 +13,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from . import jsonable
+from . import dataload, jsonable, utcdate
 from .errors import CernVMError, Location
+from .fsutil import read_regular
 
 SCHEMA = 1
 VERSION_RE = re.compile(r"^\d{4}\.\d{2}-\d+\Z")
 HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
+#: the largest index read (one of a few dozen artifacts is a few KiB; launch's image catalog reads
+#: an index over HTTP with the same cap)
+MAX_INDEX_BYTES = 64 << 20
 
 
 class ReleaseError(CernVMError):
@@ -149,22 +152,13 @@ def _signature(raw: dict[str, Any], where: str) -> str | None:
     return None if signature is None else _relative(signature, at)
 
 
-_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z\Z")
-
-
 def _date(text: str, at: Location) -> str:
-    """The release date as ``release build`` writes it (``YYYY-MM-DDTHH:MM:SSZ``): the site prints
-    it and puts its day into generated front matter."""
+    """The release date as ``release build`` writes it (``YYYY-MM-DDTHH:MM:SSZ``, the one date rule
+    ``utcdate.parse``): the site prints it and puts its day into generated front matter."""
     try:
-        if not _DATE.match(text):
-            raise ValueError
-        dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ")
-    except ValueError:
-        raise ReleaseError(
-            f"date {text[:40]!r} is not YYYY-MM-DDTHH:MM:SSZ",
-            where=at,
-            hint="the index is damaged or hostile",
-        ) from None
+        utcdate.parse(text)
+    except ValueError as e:
+        raise ReleaseError(f"date {e}", where=at, hint="the index is damaged or hostile") from None
     return text
 
 
@@ -176,23 +170,31 @@ def load(path: Path) -> ReleaseIndex:
     """Read and check an index.json; every problem names the file and the key."""
     where = str(path)
     try:
-        raw = json.loads(path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError as e:
-        raise ReleaseError(
-            f"not UTF-8 text (byte {e.start})", where=where, hint="the index is damaged"
-        ) from None
+        data = read_regular(path, MAX_INDEX_BYTES)
     except FileNotFoundError:
         raise ReleaseError(
             f"{path}: no such release index", hint="give the index.json of a release"
         ) from None
+    except OSError as e:
+        raise ReleaseError(
+            f"{path}: cannot be read: {e.strerror}", hint="give the index.json of a release"
+        ) from None
+    if len(data) > MAX_INDEX_BYTES:
+        raise ReleaseError(
+            f"more than {MAX_INDEX_BYTES:,} bytes, far more than an index needs",
+            where=where,
+            hint="the index is damaged or hostile",
+        )
+    try:
+        raw = dataload.load(json.loads, data.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ReleaseError(
+            f"not UTF-8 text (byte {e.start})", where=where, hint="the index is damaged"
+        ) from None
     except json.JSONDecodeError as e:
         raise ReleaseError(f"not valid JSON: {e.msg}", where=Location(where, e.lineno, e.colno)) from None
-    except ValueError:  # int()'s digit limit, which json lets through as a plain ValueError
-        raise ReleaseError(
-            "a number has more digits than Python reads", where=where, hint="the index is damaged or hostile"
-        ) from None
-    except RecursionError:
-        raise ReleaseError("nested too deeply", where=where, hint="the index is damaged or hostile") from None
+    except dataload.TooComplex as e:  # depth, int()'s digit limit: one line, not a traceback
+        raise ReleaseError(e.message, where=where, hint="the index is damaged or hostile") from None
     if not isinstance(raw, dict):
         raise ReleaseError("the index is not a JSON object", where=where)
     schema = _require(raw, "schema", int, where)

@@ -34,7 +34,7 @@ import socket
 import sys
 import time
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -169,17 +169,38 @@ def _ec2_token(base: urllib.parse.SplitResult, timeout: float, until: float) -> 
 
 
 def from_metadata(
-    urls: Sequence[str] = (METADATA_URL,), *, timeout: float = TIMEOUT, probe: float = PROBE_TIMEOUT
+    urls: Sequence[str] = (METADATA_URL,),
+    *,
+    timeout: float = TIMEOUT,
+    probe: float = PROBE_TIMEOUT,
+    note: Callable[[str], None] | None = None,
 ) -> Found | None:
     """The first user data a metadata service gives, in μCernVM's order; None if there is none
-    (also when TOTAL_DEADLINE has passed: the boot goes on without)."""
+    (also when TOTAL_DEADLINE has passed: the boot goes on without, and ``note`` is told what was
+    not asked; no URL is probed and no request made past it)."""
     until = time.monotonic() + TOTAL_DEADLINE
-    for url in urls:
+
+    def out_of_time(k: int, what: str) -> bool:
+        if time.monotonic() < until:
+            return False
+        if note is not None:
+            url, rest = urls[k], len(urls) - k - 1
+            more = f" (and {rest} more URL{'s' if rest != 1 else ''})" if rest else ""
+            note(
+                f"the metadata services' deadline ({TOTAL_DEADLINE:g} s) passed: {what} {url}{more} not asked"
+            )
+        return True
+
+    for k, url in enumerate(urls):
+        if out_of_time(k, "user data from"):
+            return None
         base = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
         if base.scheme != "http" or not base.hostname or not _reachable(base, probe):
             continue
         token: dict[str, str] | None = None
         for name, path, extra in FLAVOURS:
+            if out_of_time(k, f"{name} {path} of"):
+                return None
             headers = dict(extra)
             if name == "ec2":
                 if token is None:
@@ -284,7 +305,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             urls = [rest[k + 1] for k in range(0, len(rest) - 1, 2) if rest[k] == "--url"]
             if len(urls) * 2 != len(rest):
                 raise ValueError("expected --url URL pairs")
-            found = from_metadata(urls or [METADATA_URL])
+            found = from_metadata(
+                urls or [METADATA_URL], note=lambda text: print(f"cloudsource: {text}", file=sys.stderr)
+            )
         elif len(args) == 3 and args[0] == "opennebula":
             with open(args[1], "rb") as f:
                 found = from_opennebula(f.read(MAX_CONTEXT_SH))

@@ -37,11 +37,13 @@ ENTRY_MODULES = (
     "cernvm_build.bootloader.inject",
 )
 
-#: Always present: what `python -m` runs through, what C code imports lazily (time.strptime), and
-#: the codecs needed at start-up or for host names.
+#: Always present: what `python -m` runs through, what C code imports lazily (time.strptime), what
+#: our code imports only when needed (datetime: a pinned date, ``utcdate.parse`` and
+#: ``userdata.snapshot_date``), and the codecs needed at start-up or for host names.
 EXTRA_MODULES = (
     "runpy",
     "_strptime",
+    "datetime",
     "encodings.utf_8",
     "encodings.latin_1",
     "encodings.ascii",

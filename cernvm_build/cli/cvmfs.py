@@ -210,6 +210,7 @@ def cmd_verify(args: argparse.Namespace, out: Output) -> int:
             "objects": report.objects,
             "bytes": report.bytes,
             "bulk_absent": report.bulk_absent,
+            "tags": report.tags,
             "problems": report.problems,
             "errors": report.errors,
         }

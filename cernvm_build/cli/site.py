@@ -177,14 +177,14 @@ def cmd_check(args: argparse.Namespace, out: Output) -> int:
         ext = f", {d['external']} external URLs" + (
             " checked" if args.external else " not checked (--external)"
         )
-        state = ("ok", "green") if not d["problems"] else (f"{len(d['problems'])} broken", "red")
+        state = ("ok", "green") if not d["problems"] else (f"{d['broken']} broken", "red")
         out.print(styled(state, f": {d['pages']} pages, {d['links']} links{ext}"))
 
     out.data(data, show)
     if report.problems:
         first = report.problems[0]
         raise BuildError(
-            f"{len(report.problems)} broken link(s), first: {first}",
+            f"{report.broken} broken link(s), first: {first}",
             hint="fix them in the Markdown source or template named; 'site check --json' lists them all",
         )
     return 0

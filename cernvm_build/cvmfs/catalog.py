@@ -74,6 +74,17 @@ from .objects import (
 )
 
 _new = object.__new__
+#: what a row's parent is when it is not a directory (``Catalog.strays``)
+_STRAY_PARENTS = {
+    stat.S_IFLNK: "a symbolic link",
+    stat.S_IFREG: "a regular file",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFSOCK: "a socket",
+}
+#: the longest path ``Catalog.strays`` rebuilds for a message (PATH_MAX)
+MAX_PATH_BYTES = 4096
 #: bound parameters of one ``IN`` list (``Catalog.objects_among``), under SQLite's older 999
 IN_BATCH = 900
 
@@ -283,6 +294,55 @@ class Catalog:
                 on_problem(e)
                 continue
             yield entry
+
+    def strays(self) -> Iterator[CvmfsError]:
+        """A problem for each row no listing reaches: its parent is not a directory of this
+        catalog (a symlink, a regular file, or no row at all; the catalog's own root row, whose
+        parent is in the catalog above, excepted). ``lookup`` still finds such a row by its
+        path, so ``cat /dir/link/x`` would read a file ``verify``'s walk never checked. One
+        streamed query; a path is rebuilt only for the rows reported."""
+        root = md5_pair(self.root_prefix or "/")
+        sql = (
+            "SELECT c.name, c.parent_1, c.parent_2, p.mode, p.md5path_1 IS NOT NULL FROM catalog c "
+            "LEFT JOIN catalog p ON p.md5path_1 = c.parent_1 AND p.md5path_2 = c.parent_2 "
+            "WHERE NOT (c.md5path_1 IS ? AND c.md5path_2 IS ?) "
+            f"AND (p.md5path_1 IS NULL OR NOT ((p.mode & {stat.S_IFMT(0o177777)}) IS {stat.S_IFDIR}))"
+        )
+        for name, p1, p2, mode, found in self._stream(sql, root):
+            parent = self._path_of((p1, p2)) if found else None
+            if not found:
+                where = f"entry {name!r:.300}: its parent is not in the catalog (path hash {p1}, {p2})"
+            elif parent is None:
+                where = f"entry {name!r:.300}: its parent is not a directory (and not reached from the root)"
+            else:
+                kind = _STRAY_PARENTS.get(mode & 0o170000, "") if type(mode) is int else ""
+                where = f"{join(parent, str(name)[:300])}: its parent {parent} is {kind or 'not a directory'}"
+            yield CvmfsError(
+                f"{self.where}: {self.label}: {where}: no listing reaches it",
+                hint="the catalog is damaged or hostile: a reader looking the path up would find what "
+                "verify never checked",
+            )
+
+    def _path_of(self, pair: tuple[object, object]) -> str | None:
+        """The path of the row keyed ``pair``, rebuilt from its names up to this catalog's root;
+        None if the chain breaks, loops or runs deeper than any path can be."""
+        root = md5_pair(self.root_prefix or "/")
+        names: list[str] = []
+        seen: set[tuple[object, object]] = set()
+        length = len(self.root_prefix)
+        while pair != root:
+            if pair in seen or length > MAX_PATH_BYTES:
+                return None
+            seen.add(pair)
+            rows = self._query(
+                "SELECT name, parent_1, parent_2 FROM catalog WHERE md5path_1=? AND md5path_2=? LIMIT 1", pair
+            )
+            if not rows or not isinstance(rows[0][0], str):
+                return None
+            names.append(rows[0][0])
+            length += 1 + len(rows[0][0])
+            pair = (rows[0][1], rows[0][2])
+        return (self.root_prefix + "/" + "/".join(reversed(names))) if names else (self.root_prefix or "/")
 
     def nested(self) -> list[NestedRef]:
         """The references to nested catalogs, each strictly below this catalog's root."""

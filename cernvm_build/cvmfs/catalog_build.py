@@ -15,7 +15,7 @@ from .catalog_write import (
 )
 from .objwrite import ObjectWriter
 from .previous import OldCatalog, PreviousTree
-from .stage import Stage, Staged
+from .stage import BATCH, Stage
 
 ZERO_HASH = "0" * 40
 
@@ -52,11 +52,10 @@ class CatalogBuilder:
         root = self.stage.get("")
         if root is None:
             raise AssertionError("stage has no root entry")
-        children = self.stage.children("")
-        root.entry.linkcount = 2 + sum(1 for c in children if stat.S_ISDIR(c.entry.mode))
-        return self._catalog("", root.entry, children)
+        root.entry.linkcount = 2 + self.stage.subdirectories("")
+        return self._catalog("", root.entry)
 
-    def _catalog(self, prefix: str, root: Entry, children: list[Staged]) -> tuple[str, int, Counters]:
+    def _catalog(self, prefix: str, root: Entry) -> tuple[str, int, Counters]:
         self._n += 1
         db = self.scratch / f"cat.{self._n}.db"
         old = self._old_catalog(prefix)
@@ -69,7 +68,7 @@ class CatalogBuilder:
             ttl=DEFAULT_TTL if prefix == "" else None,
         )
         w.add(root, nested_root=prefix != "")
-        self._fill(w, children)
+        self._fill(w, prefix)
         counters = w.finish()
         if old is not None and prefix and content_digest(db) == content_digest(old.db_path):
             self.reused += 1
@@ -83,27 +82,32 @@ class CatalogBuilder:
             self.prev.cache.put(name, counters)
         return name, size, counters
 
-    def _fill(self, w: CatalogWriter, children: list[Staged]) -> None:
-        """Rows for one directory's children: its files in one batch, then each subdirectory."""
-        files = [s.entry for s in children if not stat.S_ISDIR(s.entry.mode)]
-        for e in files:
+    def _fill(self, w: CatalogWriter, path: str) -> None:
+        """Rows for directory ``path``'s children: its files, then each subdirectory, streamed from
+        the stage in name order (files in batches of ``BATCH``: a directory's entries are never all
+        in memory at once; the catalog's rows and their order are what one batch made)."""
+        files: list[Entry] = []
+        for s in self.stage.iter_children(path, dirs=False):
+            e = s.entry
             if stat.S_ISREG(e.mode) and e.digest is None and not e.chunks:
                 raise AssertionError(f"no content recorded for {e.path}")
+            files.append(e)
+            if len(files) >= BATCH:
+                w.add_many(files)
+                files = []
         w.add_many(files)
-        for s in children:
+        for s in self.stage.iter_children(path, dirs=True):
             e = s.entry
-            if not stat.S_ISDIR(e.mode):
-                continue
             if s.nested is not None:
                 w.add(e, mountpoint=True)
                 w.add_nested(e.path, s.nested.catalog_hash, s.nested.size, s.nested.counters)
                 continue
-            grandchildren = self.stage.children(e.path)
-            e.linkcount = 2 + sum(1 for c in grandchildren if stat.S_ISDIR(c.entry.mode))
-            if any(c.entry.name == ".cvmfscatalog" and stat.S_ISREG(c.entry.mode) for c in grandchildren):
+            e.linkcount = 2 + self.stage.subdirectories(e.path)
+            marker = self.stage.get(e.path + "/.cvmfscatalog")
+            if marker is not None and stat.S_ISREG(marker.entry.mode):
                 w.add(e, mountpoint=True)
-                name, size, counters = self._catalog(e.path, e, grandchildren)
+                name, size, counters = self._catalog(e.path, e)
                 w.add_nested(e.path, name, size, counters)
             else:
                 w.add(e)
-                self._fill(w, grandchildren)
+                self._fill(w, e.path)

@@ -9,7 +9,9 @@ consumer must therefore start from scratch on every call.
 
 from __future__ import annotations
 
+import email.utils
 import logging
+import re
 import threading
 import time
 import urllib.parse
@@ -37,6 +39,14 @@ MAX_DRAIN = 64 << 10
 #: trickling a byte per read timeout holds an object for about one timeout, not for days; a
 #: transfer at least this fast ends within its object's size cap divided by this rate
 LOW_SPEED = 1024
+#: the longest a fetch waits when a server answers 503 or 429 with ``Retry-After`` (seconds; never
+#: more than the fetcher's ``deadline`` either). A server asking for longer is passed over at once
+#: for the next proxy or server: a hostile ``Retry-After: 99999999`` must not hold a fetch
+MAX_RETRY_AFTER = 10.0
+_DELAY = re.compile(r"[0-9]{1,32}")
+
+
+_sleep = time.sleep  # the back-off's (a test records it)
 
 
 class NotFound(CvmfsError):
@@ -132,9 +142,27 @@ class LocalFetcher(Fetcher):
 
 
 class _HttpStatus(Exception):
-    def __init__(self, url: str, code: int, reason: str):
+    def __init__(self, url: str, code: int, reason: str, retry_after: float | None = None):
         super().__init__(f"{url}: HTTP {code} {reason}")
         self.code = code
+        self.retry_after = retry_after  # seconds the server asked to wait (503, 429), if it said
+
+
+def retry_after(value: str | None, now: float | None = None) -> float | None:
+    """A ``Retry-After`` value in seconds from ``now`` (RFC 9110: delay-seconds or an HTTP-date;
+    a date in the past is 0), or None when absent or not one of those (then the usual back-off)."""
+    if value is None:
+        return None
+    text = value.strip()
+    if _DELAY.fullmatch(text):
+        return float(int(text))  # at most 32 digits: a float, however large
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # "-0000": not an HTTP-date (those are GMT)
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 class Connections:
@@ -204,9 +232,11 @@ class HttpFetcher(Fetcher):
             if base is not None and "?" not in relpath and "#" not in relpath:
                 split = (base[0], base[1], f"{base[2]}/{relpath}")
             for proxy in self.proxies.order():
+                asked = 0.0  # what the last answer's Retry-After asked for
                 for attempt in range(self.retries + 1):
                     if attempt:
-                        time.sleep(min(self.backoff * 2 ** (attempt - 1), 2.0))
+                        _sleep(max(asked, min(self.backoff * 2 ** (attempt - 1), 2.0)))
+                    asked = 0.0
                     try:
                         result = self._get(url, proxy, consume, what, limit, split=split)
                     except _HttpStatus as e:
@@ -216,6 +246,14 @@ class HttpFetcher(Fetcher):
                             break
                         if e.code < 500 and e.code != 429:
                             break
+                        if e.retry_after is not None and e.code in (429, 503):
+                            cap = min(MAX_RETRY_AFTER, self.deadline or MAX_RETRY_AFTER)
+                            if e.retry_after > cap:  # not worth the wait: the next proxy or server
+                                last_error += (
+                                    f" (Retry-After {e.retry_after:.0f} s, more than the {cap:g} s waited)"
+                                )
+                                break
+                            asked = e.retry_after
                         continue
                     except (_TransportError, OSError, ProtocolError, ValueError) as e:
                         reason = e.__cause__ or e
@@ -321,7 +359,9 @@ class HttpFetcher(Fetcher):
                 return self._get(following, proxy, consume, what, limit, redirects - 1)
             if resp.status != 200:
                 ok = resp.drain(MAX_DRAIN)
-                raise _HttpStatus(url, resp.status, resp.reason[:200])
+                raise _HttpStatus(
+                    url, resp.status, resp.reason[:200], retry_after(resp.headers.get("retry-after"))
+                )
             expected = resp.length  # the declared Content-Length (None: chunked or unsaid)
             if limit is not None and expected is not None and expected > limit:
                 raise too_large(self.repo, what, limit)  # refused without reading the body

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import re
 import sqlite3
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import utcdate
 from ..errors import CvmfsError
-
-_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z\Z")
 
 
 @dataclass(frozen=True, repr=False)
@@ -28,16 +25,12 @@ class Tag:
 
 
 def parse_date(text: str) -> int:
-    """``YYYY-MM-DDTHH:MM:SSZ`` (exactly, as the client requires) to a Unix timestamp."""
-    if not _DATE_RE.match(text):
-        raise CvmfsError(
-            f"snapshot date {text!r} is not YYYY-MM-DDTHH:MM:SSZ",
-            hint="write it in UTC like 2026-11-25T04:21:43Z",
-        )
+    """``YYYY-MM-DDTHH:MM:SSZ`` (exactly, as the client requires) to a Unix timestamp
+    (``utcdate.parse``, the one date rule)."""
     try:
-        return int(dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC).timestamp())
+        return utcdate.parse(text)
     except ValueError as e:
-        raise CvmfsError(f"snapshot date {text!r} is not a valid date") from e
+        raise CvmfsError(f"snapshot date {e}", hint=utcdate.HINT) from None
 
 
 def _int(value: object) -> int:

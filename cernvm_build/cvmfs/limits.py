@@ -81,3 +81,6 @@ def human(n: int) -> str:
 MAX_TAR_BYTES = 64 * GiB
 #: members of one layer (a base OS layer has about 100,000)
 MAX_TAR_ENTRIES = 2_000_000
+#: the most one tar header's own data may hold (a PAX extended header, a GNU long name or link),
+#: which tarfile reads into memory whole: paths of 4 KiB and a member's xattrs need far less
+MAX_TAR_HEADER_BYTES = 4 * MiB

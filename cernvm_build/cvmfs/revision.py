@@ -47,6 +47,7 @@ class VerifyReport:
     bytes: int = 0
     #: chunked files whose catalog names a legacy bulk object the repository does not hold
     bulk_absent: int = 0
+    tags: int = 0  # tags of the history whose root catalog was checked
     errors: list[str] = field(default_factory=list)  # the first MAX_REPORTED problems
     problems: int = 0  # all of them
 
@@ -458,8 +459,14 @@ class Repository:
             if on_problem is not None:
                 on_problem(text)
 
-        for _cat in self.catalogs(problem):
+        for cat in self.catalogs(problem):
             report.catalogs += 1
+            try:
+                for stray in cat.strays():
+                    problem(stray)
+            except CvmfsError as e:
+                problem(e)
+        self._verify_tags(report, problem)
         seen: set[str] = set()
         groups: dict[tuple[str, int], tuple[object, str]] = {}  # a hard-link group's first member
         for entry in self.walk("/", problem):
@@ -513,6 +520,46 @@ class Repository:
                 seen.add(pair)
                 self._check_bulk(entry, chunks.digest(), seen, report, problem)
         return report
+
+    def _verify_tags(self, report: VerifyReport, problem: Callable[[CvmfsError | str], None]) -> None:
+        """Each tag of the history names a root catalog the repository must hold whole (a tag
+        whose catalog is gone cannot be mounted: ``--tag`` fails on it). Each distinct one is
+        fetched and hash-checked, not opened; the revision's own root was read already."""
+        if self._history is None:
+            if self.manifest is not None and self.manifest.history_hash and not self.offline:
+                problem(
+                    f"{self.fqrn}: the manifest names history database {self.manifest.history_hash}H, "
+                    "which could not be read: its tags are not checked"
+                )
+            return
+        try:
+            tags = self._history.tags()
+        except CvmfsError as e:
+            problem(e)
+            return
+        checked = {self.root_hash}
+        for tag in tags:
+            report.tags += 1
+            if tag.root_hash in checked:
+                continue
+            if len(checked) >= MAX_SEEN:
+                checked.clear()
+            checked.add(tag.root_hash)
+            try:
+                self.store.check(
+                    tag.root_hash,
+                    SUFFIX_CATALOG,
+                    size=tag.size or None,
+                    what=f"root catalog of tag {tag.name!r}",
+                    cap=MAX_CATALOG_BYTES,
+                )
+            except NotFound:
+                problem(
+                    f"{self.fqrn}: tag {tag.name!r} (revision {tag.revision}): its root catalog "
+                    f"{tag.root_hash}C is not in the repository"
+                )
+            except (CvmfsError, ValueError) as e:
+                problem(f"{self.fqrn}: tag {tag.name!r} (revision {tag.revision}): {e}")
 
     def _check_bulk(
         self,

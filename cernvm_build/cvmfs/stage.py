@@ -18,6 +18,9 @@ from typing import Any
 from .catalog_write import ChunkRow, Counters, Entry
 from .objwrite import StoredFile
 
+#: rows a streamed listing holds at once (``Stage.iter_children``), and a catalog batch
+BATCH = 4096
+
 _SCHEMA = [
     "CREATE TABLE stage (path TEXT PRIMARY KEY, parent TEXT, name TEXT, mode INTEGER, size INTEGER,"
     " mtime INTEGER, mtimens INTEGER, uid INTEGER, gid INTEGER, symlink TEXT, xattr BLOB, digest BLOB,"
@@ -174,9 +177,25 @@ class Stage:
     def has(self, path: str) -> bool:
         return self.db.execute("SELECT 1 FROM stage WHERE path = ?", (path,)).fetchone() is not None
 
-    def children(self, path: str) -> list[Staged]:
-        rows = self.db.execute("SELECT * FROM stage WHERE parent = ? ORDER BY name", (path,)).fetchall()
-        return [self._staged(r) for r in rows]
+    def iter_children(self, path: str, *, dirs: bool) -> Iterator[Staged]:
+        """``path``'s children that are directories (``dirs``) or are not, in name order, streamed
+        (``BATCH`` rows at a time: a directory of 10^6 entries was 10^6 ``Staged`` at once, ~0.8 KB
+        each, in the catalog builder)."""
+        kind = f"(mode & {0o170000}) {'=' if dirs else '!='} {stat.S_IFDIR}"
+        cursor = self.db.execute(f"SELECT * FROM stage WHERE parent = ? AND {kind} ORDER BY name", (path,))
+        try:
+            while rows := cursor.fetchmany(BATCH):
+                for r in rows:
+                    yield self._staged(r)
+        finally:
+            cursor.close()
+
+    def subdirectories(self, path: str) -> int:
+        """How many of ``path``'s children are directories (its link count is 2 more)."""
+        (n,) = self.db.execute(
+            f"SELECT COUNT(*) FROM stage WHERE parent = ? AND (mode & {0o170000}) = {stat.S_IFDIR}", (path,)
+        ).fetchone()
+        return int(n)
 
     def orphans(self) -> Iterator[str]:
         """Parent paths that have no entry themselves (tar streams may omit directories)."""

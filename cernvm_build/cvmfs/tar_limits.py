@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import IO, cast
 
 from ..errors import CvmfsError
-from .limits import MAX_SIZE, MAX_TAR_BYTES, MAX_TAR_ENTRIES, human
+from .limits import MAX_SIZE, MAX_TAR_BYTES, MAX_TAR_ENTRIES, MAX_TAR_HEADER_BYTES, human
 
 #: the most one stored byte inflates to, by tarfile's compression name: deflate's 1032:1 (its
 #: longest match, 258 bytes, per code of at least 2 bits); a plain tar holds exactly what it stores.
@@ -164,6 +164,38 @@ def _check_fields(m: tarfile.TarInfo, data: int, after: int, where: str) -> None
         why = f"has mtime {m.mtime}, not a time a catalog holds"
     if why is not None:
         raise CvmfsError(f"{where}: tar member {m.name!r:.200} {why}", hint=HINT)
+
+
+class BoundedTarInfo(tarfile.TarInfo):
+    """tarfile's member header, whose extended headers (PAX, GNU long name/link) are refused past
+    ``MAX_TAR_HEADER_BYTES`` before tarfile reads their data into memory whole (a pipe's 10 GiB of
+    PAX records was one ``read`` of 10 GiB). Made per stream by ``bounded_tarinfo(where)``."""
+
+    where = ""
+
+    def _proc_pax(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
+        self._check_header_size()
+        return super()._proc_pax(tar)  # type: ignore[misc,no-any-return]
+
+    def _proc_gnulong(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
+        self._check_header_size()
+        return super()._proc_gnulong(tar)  # type: ignore[misc,no-any-return]
+
+    def _check_header_size(self) -> None:
+        if self.size > MAX_TAR_HEADER_BYTES:
+            gnu = self.type in (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
+            raise CvmfsError(
+                f"{self.where}: tar {'GNU long-name' if gnu else 'PAX extended'} header {self.name!r:.200} "
+                f"at byte {self.offset} declares {self.size} bytes, more than the "
+                f"{human(MAX_TAR_HEADER_BYTES)} any member's header needs",
+                hint=HINT,
+            )
+
+
+def bounded_tarinfo(where: str) -> type[tarfile.TarInfo]:
+    """``BoundedTarInfo`` naming ``where`` in its errors, for ``tarfile.open(..., tarinfo=...)``
+    (tarfile makes each header with the class it is given; a CvmfsError it raises passes through)."""
+    return type("BoundedTarInfo", (BoundedTarInfo,), {"where": where})
 
 
 def members(tar: tarfile.TarFile, where: str) -> list[tarfile.TarInfo]:

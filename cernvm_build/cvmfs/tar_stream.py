@@ -36,7 +36,15 @@ from typing import IO, Any
 
 from ..errors import CvmfsError
 from .limits import KiB, MiB, human
-from .tar_limits import HINT, TarLimits, checked_members, limit_hint, stored_size, stream_bound
+from .tar_limits import (
+    HINT,
+    TarLimits,
+    bounded_tarinfo,
+    checked_members,
+    limit_hint,
+    stored_size,
+    stream_bound,
+)
 
 #: read size of the compressed stream
 _READ = 1 << 16
@@ -105,6 +113,7 @@ class TarStream(io.RawIOBase):
         self.h = hashlib.sha256() if layer else None
         self._recent: deque[tuple[int, bytes]] | None = deque() if layer else None
         self._need, self._member = 0, tarfile.TarInfo()
+        self._ended = False  # the stream has ended (a read returned nothing)
 
     def readable(self) -> bool:
         return True
@@ -122,8 +131,9 @@ class TarStream(io.RawIOBase):
         except (OSError, EOFError, zlib.error, lzma.LZMAError) as e:
             raise CvmfsError(f"{self.where}: the tar stream cannot be read ({e})", hint=HINT) from None
         n = len(data)
-        if not n:
-            if self.size < self._need and size != 0:
+        if not n and size != 0:
+            self._ended = True
+            if self.size < self._need:
                 raise self._truncated()
             return data
         start, self.size = self.size, self.size + n
@@ -154,8 +164,16 @@ class TarStream(io.RawIOBase):
         )
 
     def members(self, tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
-        """``tar``'s members (``tar`` opened on this stream), each checked (``checked_members``)."""
-        return checked_members(tar, self.bound, self.limits, self.where, self.expect)
+        """``tar``'s members (``tar`` opened on this stream), each checked (``checked_members``),
+        then the end checked: tarfile takes a header cut short by the stream's end for the end of
+        the archive, and a pipe cut there published what came before as if it were whole."""
+        yield from checked_members(tar, self.bound, self.limits, self.where, self.expect)
+        if self._ended and tar.offset < self.size < tar.offset + tarfile.BLOCKSIZE:
+            raise CvmfsError(
+                f"{self.where}: truncated tar header at byte {tar.offset} (the stream ends "
+                f"{self.size - tar.offset} bytes into it)",
+                hint=f"{HINT}: the stream was cut short",
+            )
 
     def finish(self, tar: tarfile.TarFile) -> None:
         """Read a layer to its end (the diff_id covers it all): after the end marker, where tarfile
@@ -204,4 +222,4 @@ def _zeros(data: bytes) -> bool:
 
 def open_tar(stream: TarStream) -> tarfile.TarFile:
     """tarfile on ``stream``: a TarError (not a tar) is the caller's to word."""
-    return tarfile.open(fileobj=stream, mode="r|")
+    return tarfile.open(fileobj=stream, mode="r|", tarinfo=bounded_tarinfo(stream.where))

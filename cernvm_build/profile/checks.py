@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from .. import utcdate
 from ..bootloader import userdata
 from ..errors import ProfileError
 from ..table import Invalid, is_url, suggest
@@ -141,7 +141,7 @@ def _snapshot(v: Values) -> None:
     date = v.values["cvmfs.snapshot.date"]
     if isinstance(date, str):
         try:
-            datetime.strptime(date, "%Y-%m-%dT%H:%M:%SZ")
+            utcdate.parse(date)
         except ValueError:
             hint = "expected a real UTC time, YYYY-MM-DDTHH:MM:SSZ"
             _fail(v, "cvmfs.snapshot.date", f"no such date: {date!r}", hint)

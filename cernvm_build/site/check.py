@@ -52,6 +52,8 @@ class CheckReport:
     links: int
     external: int
     problems: list[Problem] = field(default_factory=list)
+    #: every broken link and other problem, also those past what ``problems`` lists
+    broken: int = 0
 
     def to_json(self) -> dict[str, object]:
         return jsonable.to_json(self)
@@ -98,6 +100,21 @@ DEADLINE = 30.0
 #: problems reported per page, then one line with how many more: a generated page of 10^6 broken links
 #: printed 10^6 lines (pr17d)
 MAX_PROBLEMS = 100
+#: where each external URL is linked from, kept to list it if broken (the rest only counted: a site
+#: linking one URL from every line of 10^6 pages kept 10^6 places)
+MAX_PLACES = 10
+#: distinct external URLs probed; past them a link is counted as not checked (each URL is kept)
+MAX_EXTERNAL = 50_000
+
+
+class _External:
+    """An external URL's links: how many, and the first ``MAX_PLACES`` (page, line)."""
+
+    __slots__ = ("count", "places")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.places: list[tuple[str, int]] = []
 
 
 def check_site(
@@ -128,10 +145,13 @@ def check_site(
     problems: list[Problem] = []
     shown: dict[str, int] = {}  # problems per page
     dropped: dict[str, tuple[int, int]] = {}  # page: (problems not shown, the last one's line)
-    ext_links: dict[str, list[tuple[str, int]]] = {}
-    count = 0
+    ext_links: dict[str, _External] = {}
+    unchecked: list[tuple[str, int]] = []  # external links past MAX_EXTERNAL URLs: the first one
+    count = broken = not_checked = 0
 
     def problem(page: str, line: int, message: str) -> None:
+        nonlocal broken
+        broken += 1
         n = shown.get(page, 0)
         if n < MAX_PROBLEMS:
             shown[page] = n + 1
@@ -166,7 +186,7 @@ def check_site(
                 url = parts.path + (f"#{parts.fragment}" if parts.fragment else "")
                 parts = urlsplit(url)
             else:
-                ext_links.setdefault(url.split("#")[0], []).append((page, line))
+                external_link(page, url.split("#")[0], line)
                 return
         if parts.scheme or url.startswith(SKIP_SCHEMES):
             return
@@ -193,6 +213,20 @@ def check_site(
             elif frag not in t:
                 no_id(page, line, url, frag)
 
+    def external_link(page: str, url: str, line: int) -> None:
+        nonlocal not_checked
+        ext = ext_links.get(url)
+        if ext is None:
+            if len(ext_links) >= MAX_EXTERNAL:
+                not_checked += 1
+                if not unchecked:
+                    unchecked.append((page, line))
+                return
+            ext = ext_links[url] = _External()
+        ext.count += 1
+        if len(ext.places) < MAX_PLACES:
+            ext.places.append((page, line))
+
     for page in sorted(pages):
 
         def one(url: str, line: int, page: str = page) -> None:
@@ -217,23 +251,37 @@ def check_site(
                     continue
                 if p.netloc != base.netloc or target_file(p.path) is None:
                     problem("sitemap.xml", n, f"'{loc}' is not a page of this site")
+    if external and ext_links:
+        results = _check_external(list(ext_links), timeout, jobs, deadline)
+        for url, ext in ext_links.items():
+            if err := results[url]:
+                for page, line in ext.places:
+                    problem(page, line, f"external link '{url}': {err}")
+                if ext.count > len(ext.places):  # counted, not listed
+                    page, line = ext.places[-1]
+                    more = ext.count - len(ext.places)
+                    broken += more - 1
+                    problem(
+                        page, line, f"external link '{url}': {err}, also in {more} more places not listed"
+                    )
+    if external and not_checked:
+        page, line = unchecked[0]
+        broken += not_checked - 1
+        problem(page, line, f"{not_checked} links to URLs past the first {MAX_EXTERNAL} were not checked")
     for page, (more, last) in dropped.items():
         problems.append(
             Problem(page, last, f"and {more} more problems ({MAX_PROBLEMS} shown)", sources.get(page))
         )
-    if external and ext_links:
-        problems.extend(_check_external(ext_links, sources, timeout, jobs, deadline))
     problems.sort(key=lambda p: (p.file, p.line, p.message))
-    return CheckReport(pages=len(pages), links=count, external=len(ext_links), problems=problems)
+    return CheckReport(
+        pages=len(pages), links=count, external=len(ext_links), problems=problems, broken=broken
+    )
 
 
 def _check_external(
-    links: dict[str, list[tuple[str, int]]],
-    sources: dict[str, str],
-    timeout: float,
-    jobs: int,
-    deadline: float = DEADLINE,
-) -> list[Problem]:
+    links: list[str], timeout: float, jobs: int, deadline: float = DEADLINE
+) -> dict[str, str | None]:
+    """Each URL's problem (None: it answers)."""
     import requests  # deliberate lazy import: only --external probes the network
 
     session = requests.Session()
@@ -284,9 +332,4 @@ def _check_external(
             if url not in results and now - t0 > deadline:
                 results[url] = f"no answer within {deadline:g} s"
                 spawn()
-    out: list[Problem] = []
-    for url in links:
-        if err := results[url]:
-            for page, line in links[url]:
-                out.append(Problem(page, line, f"external link '{url}': {err}", sources.get(page)))
-    return out
+    return results

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any
 
+from .. import dataload
 from ..errors import BuildError, Location
 
 #: the loader's rules (what ``yaml_load`` refuses or builds); raise it at every rule change, so that a
@@ -165,30 +166,15 @@ def _loader() -> Any:
 
 
 def load_nested(load: Callable[[str], Any], text: str, where: str | Location, what: str = "") -> Any:
-    """``load(text)`` (``Memo.load``, ``json.loads``), a value nested too deeply raised as one line with
-    the file and a hint: a ``RecursionError`` from json's decoder or from keeping a YAML value (pickle,
-    ``Memo``) ~1,000 levels deep. ``what``: what the text is where the file holds more (the front
-    matter), said in the message. The one handler for data files, config.yaml and front matter."""
+    """``load(text)`` (``Memo.load``, ``json.loads``) through ``dataload.load``: a value nested too
+    deeply or a number of more digits than Python reads is one line with the file and a hint, not a
+    traceback. ``what``: what the text is where the file holds more (the front matter), said in the
+    message. The one handler for data files, config.yaml and front matter."""
     try:
-        return load(text)
-    except RecursionError:
-        raise BuildError(
-            f"{what} is nested too deeply" if what else "nested too deeply",
-            where=where,
-            hint="nest lists and mappings a few levels deep, not hundreds",
-        ) from None
-    except ValueError as e:
-        # int() refuses more than 4,300 digits (by default) with a plain ValueError, which PyYAML's and
-        # json's integer readers let through (a traceback); their own errors are subclasses, kept
-        if type(e) is not ValueError or "integer string conversion" not in str(e):
-            raise
-        raise BuildError(
-            f"{what}: a number has more digits than Python reads (sys.get_int_max_str_digits)"
-            if what
-            else "a number has more digits than Python reads (sys.get_int_max_str_digits)",
-            where=where,
-            hint="quote it to keep it as text",
-        ) from None
+        return dataload.load(load, text)
+    except dataload.TooComplex as e:
+        message = (f"{what} is {e.message}" if e.nested else f"{what}: {e.message}") if what else e.message
+        raise BuildError(message, where=where, hint=e.hint) from None
 
 
 def is_yaml_error(e: Exception) -> bool:

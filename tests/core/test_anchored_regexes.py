@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from cernvm_build import releaseindex
+from cernvm_build import releaseindex, utcdate
 from cernvm_build.container import hub_store, image, manifest_list, sbom
-from cernvm_build.cvmfs import confpath, history, objects, publish, serve, whitelist
+from cernvm_build.cvmfs import confpath, objects, publish, serve, whitelist
 from cernvm_build.site import versions
 
 CASES = [
@@ -17,7 +17,7 @@ CASES = [
     (releaseindex.HEX64, "a" * 64),
     (whitelist._FPR_RE, "AB:CD:EF"),
     (confpath._PLAIN, "/srv/a"),
-    (history._DATE_RE, "2025-01-02T03:04:05Z"),
+    (utcdate.PATTERN, "2025-01-02T03:04:05Z"),
     (publish.TAG_RE, "v1"),
     (objects._HASH_RE, "a" * 40),
     (objects._MD5_RE, "a" * 32),

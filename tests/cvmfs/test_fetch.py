@@ -304,3 +304,84 @@ def test_a_pipeline_of_nothing_opens_no_connection() -> None:
         with socket.create_connection(("127.0.0.1", port)) as probe:
             assert arrived.wait(10)
             assert peers == [probe.getsockname()[1]]
+
+
+class _Busy(_Quiet):
+    """503 (or 429) with ``Retry-After: <later>`` to the first ``busy`` requests, then 200."""
+
+    later = ""
+    code = 503
+    busy = 1
+    seen = 0
+
+    def do_GET(self) -> None:
+        cls = type(self)
+        cls.seen += 1
+        if cls.seen <= cls.busy:
+            self.send_response(cls.code)
+            self.send_header("Retry-After", cls.later)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self._send(b"ok")
+
+
+@pytest.mark.parametrize(
+    ("code", "later", "waits"),
+    [
+        (503, "3", [3.0]),  # asked for: waited, not the 0.1 s back-off
+        (429, "0", [0.1]),  # less than the back-off: the back-off
+        (503, "soon", [0.1]),  # not a delay or a date: the back-off
+        (503, "Wed, 21 Oct 2015 07:28:00 GMT", [0.1]),  # a date past: the back-off
+    ],
+)
+def test_retry_after_is_honoured_within_the_cap(
+    monkeypatch: pytest.MonkeyPatch, code: int, later: str, waits: list[float]
+) -> None:
+    """lf18: a server (our own ``boundedhttp`` past a client's share) answering 503 or 429 with
+    ``Retry-After`` was retried after 0.1 s, and again after 0.2 s: the fetch gave up before the
+    server was ready. Now the wait it asks for is the wait (the sleeps recorded, not timed)."""
+    from cernvm_build.cvmfs import fetch
+
+    slept: list[float] = []
+    monkeypatch.setattr(fetch, "_sleep", slept.append)
+    monkeypatch.setattr(_Busy, "code", code)
+    monkeypatch.setattr(_Busy, "later", later)
+    monkeypatch.setattr(_Busy, "seen", 0)
+    with http_server(_Busy) as url:
+        f = HttpFetcher([url], repo="x", retries=2)
+        assert f.get("a", what="a") == b"ok"
+    assert slept == waits
+
+
+def test_a_retry_after_past_the_cap_passes_the_server_over(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A huge (or far-future) Retry-After is not waited for: the next server, at once; the
+    server alone is unreachable, the error saying why. Within the fetcher's deadline too."""
+    from cernvm_build.cvmfs import fetch
+
+    slept: list[float] = []
+    monkeypatch.setattr(fetch, "_sleep", slept.append)
+    monkeypatch.setattr(_Busy, "busy", 1 << 30)
+    for later, cap, deadline in (
+        ("99999999999999999999999999999999", "10", None),
+        ("Fri, 31 Dec 9999 23:59:59 GMT", "10", None),
+        ("5", "2", 2.0),
+    ):
+        monkeypatch.setattr(_Busy, "later", later)
+        with http_server(_Busy) as busy:
+            f = HttpFetcher([busy], repo="x", retries=5, deadline=deadline)
+            with pytest.raises(
+                Unreachable, match=rf"HTTP 503 .*Retry-After \d+ s, more than the {cap} s waited"
+            ):
+                f.get("a", what="a")
+            assert _Busy.seen >= 1
+    assert slept == []
+    monkeypatch.setattr(_Busy, "later", "1000")
+    with http_server(_Busy) as busy, http_server(_Ok) as good:
+        assert HttpFetcher([busy, good], repo="x", retries=5).get("a", what="a") == b"fine"
+    assert slept == []
+
+
+class _Ok(_Quiet):
+    def do_GET(self) -> None:
+        self._send(b"fine")

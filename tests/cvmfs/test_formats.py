@@ -187,6 +187,12 @@ def test_snapshot_date_format_is_strict() -> None:
     assert parse_date("1970-01-02T00:00:00Z") == 86400
     with pytest.raises(CvmfsError, match="YYYY-MM-DDTHH:MM:SSZ"):
         parse_date("2026-01-01 00:00:00")
+    # lf18: one date rule (utcdate.parse) for the snapshot, the release index and profiles:
+    # strptime's digits are any Unicode digit ('\u0662' is Arabic-Indic 2), ours 0-9
+    with pytest.raises(CvmfsError, match="is not YYYY-MM-DDTHH:MM:SSZ"):
+        parse_date("\u0662\u0660\u0662\u0666-01-01T00:00:00Z")
+    with pytest.raises(CvmfsError, match="snapshot date '2026-02-30T00:00:00Z' is not a real date"):
+        parse_date("2026-02-30T00:00:00Z")
 
 
 def test_pure_python_ripemd160_matches_hashlib() -> None:

@@ -697,3 +697,54 @@ def test_a_mount_point_without_its_nested_catalog_is_an_error(
         assert not r.verify().ok
     m = hostile.run_measured([*hostile.cli(), "cvmfs", "ls", *repo.cli_args(), "/", "-R"], timeout=TIMEOUT)
     assert m.returncode != 0 and "Traceback" not in m.stderr, m.stderr
+
+
+def test_verify_reports_rows_below_a_non_directory(hostile_base: hostile.Repo, tmp_path: Path) -> None:
+    """lf18: rows whose parent is a symlink, a regular file or no row at all are never listed, so
+    verify's walk never checked them, yet a path lookup finds them (``cat /dir/link/x`` read an
+    unchecked object): each is a problem naming its catalog and path."""
+    repo = hostile.copy_repo(hostile_base, tmp_path / "r")
+    with hostile.Editor(repo) as ed:
+        db = ed.catalog()
+        hostile.add_row(db, "/dir/link", "below-link", mode=0o100644, size=0)
+        hostile.add_row(db, "/dir/file", "below-file", mode=0o40755)
+        hostile.add_row(db, "/no/such/dir", "orphan", mode=0o100644, size=0)
+        inner = ed.catalog("/nested/inner")
+        hostile.add_row(inner, "/nested/inner/x", "deeper", mode=0o100644, size=0)
+    with open_repository(repo.stratum, fqrn=repo.fqrn, public_keys=[repo.pub]) as r:
+        assert r.stat("/dir/link/below-link").name == "below-link"  # found by its path
+        report = r.verify()
+        root = r.root_hash
+    assert report.problems == 4, report.errors
+    text = "\n".join(report.errors)
+    assert f"catalog {root}C: /dir/link/below-link: its parent /dir/link is a symbolic link" in text
+    assert f"catalog {root}C: /dir/file/below-file: its parent /dir/file is a regular file" in text
+    assert f"catalog {root}C: entry 'orphan': its parent is not in the catalog" in text
+    assert re.search(
+        r"C at /nested/inner: /nested/inner/x/deeper: its parent /nested/inner/x is a regular", text
+    )
+    m = hostile.run_measured([*hostile.cli(), "cvmfs", "verify", *repo.cli_args()], timeout=TIMEOUT)
+    assert m.returncode == 6 and "Traceback" not in m.stderr, m.stderr
+    assert "/dir/link/below-link: its parent /dir/link is a symbolic link" in m.stderr, m.stderr
+
+
+def test_verify_reports_a_tag_whose_root_catalog_is_missing(
+    hostile_base: hostile.Repo, tmp_path: Path
+) -> None:
+    """lf18: a tag of the history naming a root catalog the repository lacks cannot be mounted
+    (``--tag``); verify checked only the trunk and said OK."""
+    repo = hostile.copy_repo(hostile_base, tmp_path / "r")
+    with open_repository(repo.stratum, fqrn=repo.fqrn, public_keys=[repo.pub]) as r:
+        assert r.verify().tags == 2
+        old = {t.name: t for t in r.tags()}["trunk-previous"]
+    (repo.stratum / "data" / old.root_hash[:2] / (old.root_hash[2:] + "C")).unlink()
+    with open_repository(repo.stratum, fqrn=repo.fqrn, public_keys=[repo.pub]) as r:
+        report = r.verify()
+    assert report.problems == 1, report.errors
+    assert report.errors[0] == (
+        f"{repo.fqrn}: tag 'trunk-previous' (revision 1): its root catalog {old.root_hash}C "
+        "is not in the repository"
+    )
+    m = hostile.run_measured([*hostile.cli(), "cvmfs", "verify", *repo.cli_args()], timeout=TIMEOUT)
+    assert m.returncode == 6 and "Traceback" not in m.stderr, m.stderr
+    assert "tag 'trunk-previous'" in m.stderr, m.stderr

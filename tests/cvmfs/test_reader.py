@@ -157,6 +157,7 @@ def test_verify_walks_everything(fx: Fixture) -> None:
         report = repo.verify()
     assert report.ok, report.errors
     assert report.catalogs == 2 and report.entries == 81 and report.files == 66
+    assert report.tags == 4  # each tag's root catalog is there
 
 
 def test_manifest_fields_are_exposed(fx: Fixture) -> None:

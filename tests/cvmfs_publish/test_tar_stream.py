@@ -9,6 +9,7 @@ import bz2
 import gzip
 import io
 import lzma
+import re
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 from cernvm_build.cli.main import main
 from cernvm_build.cvmfs import keys as keymod
 from cernvm_build.cvmfs.publish import publish_tar
+from cernvm_build.errors import CvmfsError
 from tests.support import run_python
 from tests.support.tars import tar_bytes
 
@@ -164,3 +166,58 @@ def test_a_zstd_tar_is_one_line(
     assert main(["cvmfs", "publish", str(stratum), str(src), "--keys", str(key_dir)]) != 0
     err = capsys.readouterr().err
     assert f"{src}: a zstd-compressed tar" in err and "zstd -dc" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("comp", ["tar", "gz", "xz"])
+def test_a_stream_cut_inside_a_header_is_refused(tmp_path: Path, comp: str) -> None:
+    """lf18: tarfile takes a header cut short by the end of the stream for the end of the archive,
+    so a pipe cut there published the members before it as if the tar were whole."""
+    raw = tar_bytes({"a": b"x" * 100, "b": b"y"})
+    data = tmp_path / "t"
+    data.write_bytes(COMPRESS.get(comp, bytes)(raw[: 1024 + 100]))  # 100 bytes of b's header
+    code = PIPE.format(stratum=str(tmp_path / "s"), data=str(data), max_bytes=1 << 30)
+    r = run_python(code, blocked="publish_tar of a cut tar", timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "truncated tar header at byte 1024 (the stream ends 100 bytes into it)" in r.stdout, r.stdout
+    assert len(r.stdout.strip().splitlines()) == 1
+
+
+def test_a_stream_ending_at_a_header_or_with_a_lone_zero_block_publishes(
+    stratum: Path, keyset: keymod.KeySet, export: Callable[..., Path]
+) -> None:
+    """What tar readers accept stays accepted: no end marker at all, or a single zero block."""
+    raw = tar_bytes({"a": b"x" * 100})
+    for cut in (1024, 1536):
+        publish_tar(stratum, FQRN, keyset, io.BytesIO(raw[:cut]))
+        assert (export(stratum) / "a").read_bytes() == b"x" * 100
+
+
+def _pax_member(**pax: str) -> bytes:
+    t = tarfile.TarInfo("f")
+    t.size, t.mtime, t.pax_headers = 2, 1, pax
+    return t.tobuf(format=tarfile.PAX_FORMAT) + b"hi".ljust(512, b"\0") + b"\0" * 1024
+
+
+@pytest.mark.parametrize("declared", [5 << 20, 10 << 30])
+def test_a_pax_header_past_its_bound_is_refused_before_it_is_read(
+    stratum: Path, keyset: keymod.KeySet, declared: int
+) -> None:
+    """lf18: tarfile reads a PAX header's records whole into memory: a pipe declaring 10 GiB of
+    them was one read of 10 GiB. Refused past 4 MiB (what it declares, before reading it)."""
+    raw = _pax_member(comment="c" * (5 << 20))
+    if declared != 5 << 20:  # the header's size field says 10 GiB; a few MiB follow
+        info = tarfile.TarInfo.frombuf(raw[:512], "utf-8", "surrogateescape")
+        info.size = declared
+        raw = info.tobuf(format=tarfile.GNU_FORMAT)[:512] + raw[512:]
+        # the header as tarfile wrote it, with only its size changed (GNU base-256 for 10 GiB)
+    before = (stratum / ".cvmfspublished").read_bytes()
+    with pytest.raises(CvmfsError) as e:
+        publish_tar(stratum, FQRN, keyset, io.BytesIO(raw))
+    said = re.search(
+        r"tar PAX extended header '\./\./@PaxHeader' at byte 0 declares (\d+) bytes", e.value.message
+    )
+    size = tarfile.TarInfo.frombuf(raw[:512], "utf-8", "surrogateescape").size  # the PAX records'
+    assert said and int(said[1]) == size >= declared, e.value.message
+    assert "more than the 4 MiB" in e.value.message and "\n" not in e.value.message
+    assert (stratum / ".cvmfspublished").read_bytes() == before
+    publish_tar(stratum, FQRN, keyset, io.BytesIO(_pax_member(comment="c" * (1 << 20))))  # 1 MiB: fine

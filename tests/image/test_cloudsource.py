@@ -272,3 +272,25 @@ def test_one_user_data_limit_for_the_initrd_and_launch() -> None:
     head = (data_dir("bootloader") / "init.head.sh").read_text()
     assert f"MAX_USER_DATA={userdata.MAX_INFLATED}\n" in head
     assert cloudsource.MAX_USER_DATA == userdata.MAX_INFLATED
+
+
+@pytest.mark.timeout(60)
+def test_past_the_total_deadline_no_further_url_is_asked(
+    service: Callable[[dict[tuple[str, str], Route]], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """lf18: once TOTAL_DEADLINE had passed, the remaining URLs were still probed and sent every
+    request (each failing at once, after its connect): now none is, and the caller is told."""
+    monkeypatch.setattr(cloudsource, "DEADLINE", 30.0)
+    monkeypatch.setattr(cloudsource, "TOTAL_DEADLINE", 1.0)
+    paths = ["/latest/api/token"] + [p for _, p, _ in cloudsource.FLAVOURS]
+    slow = service({(m, p): _trickle_head for p in paths for m in ("GET", "PUT")})
+    good = service({("GET", "/2016-04-19/user-data"): _ok(USER_DATA)})
+    notes: list[str] = []
+    assert cloudsource.from_metadata([slow, good, good], note=notes.append) is None
+    handler = _Service.__subclasses__()[-1]  # the good service's (the last made)
+    assert handler.seen == []  # type: ignore[attr-defined]
+    # the deadline passed while the slow one's first path trickled: what came next is named
+    assert notes == [
+        f"the metadata services' deadline (1 s) passed: ec2 /2016-04-19/user-data of {slow} "
+        "(and 2 more URLs) not asked"
+    ]

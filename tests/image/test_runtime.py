@@ -53,6 +53,10 @@ def test_runtime_runs_entry_points_from_its_own_prefix(
     )
     r = subprocess.run([*py[:-1], "-c", check], env=env, capture_output=True, text=True)
     assert r.stdout == f"True\n{lib / 'libdeflate.so.0'}\n", r.stderr
+    # a pinned date (the mount's --date, userdata's cvmfs_date) needs datetime, imported only then
+    check = "from cernvm_build.cvmfs.history import parse_date; print(parse_date('1970-01-02T00:00:00Z'))"
+    r = subprocess.run([*py[:-1], "-c", check], env=env, capture_output=True, text=True)
+    assert r.stdout == "86400\n", r.stderr
     r = subprocess.run(
         [*py, "cernvm_build.cvmfs.mount", "--help"], env=env, capture_output=True, text=True, cwd=tmp_path
     )

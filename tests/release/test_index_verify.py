@@ -124,6 +124,10 @@ def test_signature_by_an_expired_or_revoked_key_is_a_finding(tmp_path: Path, whi
         (lambda d: d.update(profiles=[1]), r"'profiles\[0\]' should be an object, is int"),
         (lambda d: d.update(profiles=["snapshot"]), r"'profiles\[0\]' should be an object, is str"),
         (lambda d: d.update(artifacts=[[]]), r"'artifacts\[0\]' should be an object, is list"),
+        # lf18: the one date rule (utcdate.parse): the form, ASCII digits only, and the calendar
+        (lambda d: d.update(date="2026-11-25"), r"date '2026-11-25' is not YYYY-MM-DDTHH:MM:SSZ"),
+        (lambda d: d.update(date="\u0662\u0660\u0662\u0666-11-25T00:00:00Z"), "is not YYYY-MM-DDTHH:MM:SSZ"),
+        (lambda d: d.update(date="2026-02-30T00:00:00Z"), r"date '2026-02-30T00:00:00Z' is not a real date"),
     ],
 )
 def test_damaged_index_is_one_clear_error(tmp_path: Path, edit: object, message: str) -> None:
@@ -154,6 +158,35 @@ def test_locate_index_names_what_is_missing(tmp_path: Path) -> None:
     assert locate_index("2026.11-1", tmp_path) == index
     with pytest.raises(CernVMError, match="no such release index, folder or version"):
         locate_index("/nonexistent/index.json", tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000, r": nested too deeply$"),
+        (b'{"schema": ' + b"9" * 5000 + b"}", r": a number has more digits than Python reads"),
+        (None, r": not a regular file"),  # a FIFO: refused at once, never waited on
+        (b" " * 2000, r": more than 1,000 bytes, far more than an index needs"),
+    ],
+    ids=["nested", "digits", "fifo", "size"],
+)
+def test_a_hostile_index_is_one_line_in_bounded_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: bytes | None, message: str
+) -> None:
+    """lf18: the index is read through the one hostile-data loader (``dataload``, as the site's data
+    files) and bounded in size (it was read whole, a FIFO waited on for ever)."""
+    import os
+
+    if content == b" " * 2000:
+        monkeypatch.setattr(idx, "MAX_INDEX_BYTES", 1000)
+    index = tmp_path / "index.json"
+    if content is None:
+        os.mkfifo(index)
+    else:
+        index.write_bytes(content)
+    with pytest.raises(CernVMError, match=message) as e:
+        idx.load(index)
+    assert str(index) in str(e.value) and "\n" not in str(e.value)
 
 
 def test_an_index_that_is_not_utf8_is_one_clear_error(tmp_path: Path) -> None:

@@ -81,6 +81,7 @@ def test_problems_past_the_first_100_of_a_page_are_one_line(tmp_path: Path) -> N
         "ok.html:1: link to 'index.html#none': no element with id 'none'",
         "ok.html:2: link to '/nowhere': no such page or file",
     ]
+    assert check_site(out, BASE).broken == 152  # lf18: the true total, not the lines listed
 
 
 @pytest.fixture
@@ -167,3 +168,32 @@ def test_ctrl_c_stops_the_external_check_without_waiting_for_links(tmp_path: Pat
         proc.communicate()
         pytest.fail("the interrupted check waited for the link")
     assert b"KeyboardInterrupt" in err
+
+
+@pytest.mark.integration
+def test_external_links_kept_per_url_are_bounded_and_counted(
+    tmp_path: Path, web: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """lf18: every place an external URL was linked from was kept (a site linking one URL from each
+    line of its pages kept them all) and each broken one was a line, past the per-page cap too. Now
+    the first MAX_PLACES are listed, the rest counted, and ``broken`` is the true total."""
+    from cernvm_build.site import check
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "index.html").write_text(f'<a href="{web}/gone">x</a>\n' * 25 + f'<a href="{web}/ok">y</a>\n')
+    (out / "ok.html").write_text(f'<a href="{web}/gone#a">x</a>\n' * 3)
+    report = check_site(out, BASE, external=True, timeout=5)
+    assert report.broken == 28 and report.external == 2
+    assert [str(p) for p in report.problems] == [
+        *(f"index.html:{i}: external link '{web}/gone': HTTP 404" for i in range(1, 11)),
+        f"index.html:10: external link '{web}/gone': HTTP 404, also in 18 more places not listed",
+    ]
+    monkeypatch.setattr(check, "MAX_EXTERNAL", 1)  # one URL probed, the other's links counted
+    (out / "ok.html").write_text(f'<a href="{web}/ok">x</a>\n<a href="{web}/other">y</a>\n' * 2)
+    (out / "index.html").write_text("")
+    report = check_site(out, BASE, external=True, timeout=5)
+    assert [str(p) for p in report.problems] == [
+        "ok.html:2: 2 links to URLs past the first 1 were not checked"
+    ]
+    assert report.broken == 2 and report.external == 1

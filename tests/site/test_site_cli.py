@@ -37,6 +37,20 @@ def test_check_reports_broken_links_with_file_line(
     assert "Traceback" not in err and "hint:" in err
 
 
+def test_check_counts_every_broken_link_past_those_listed(
+    site: Path, tmp_path: Path, edit: Edit, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """lf18: 150 broken links on a page were listed as 100 and one 'and 50 more' line, and the
+    error counted the lines: '101 broken link(s)'."""
+    links = "".join(f'<a href="/gone{i}/">x</a>\n' for i in range(150))
+    edit(site / "templates" / "tags.html", "<h1>Tags</h1>", "<h1>Tags</h1>\n" + links)
+    code = main(["site", "check", "--site", str(site), "--out", str(tmp_path / "out")])
+    captured = capsys.readouterr()
+    assert code == 7
+    assert "error: 150 broken link(s), first: " in captured.err, captured.err
+    assert "150 broken: " in captured.out and "and 50 more problems (100 shown)" in captured.out
+
+
 def test_check_json_ok(site: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["site", "check", "--site", str(site), "--out", str(tmp_path / "o"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["problems"] == []
