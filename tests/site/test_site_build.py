@@ -1492,3 +1492,34 @@ def test_a_state_of_the_former_schema_is_rebuilt_whole_and_its_tools_do_not_read
     again = build_site(site, out, jobs=1)
     assert again.markdown_rendered == first.markdown_rendered > 0
     assert tree(out) == _clean(site, tmp_path, "clean", monkeypatch)
+
+
+def test_a_small_code_table_is_read_once_a_process_and_a_big_one_counted_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``CodeRows``: a cold build's code table (the stylesheet alone) is read whole by the first
+    look-up, and then neither a missing block nor the size asked once a page queries SQLite; a table
+    over ``WHOLE_CODE_MAX`` is looked up key by key, its size counted once."""
+    from cernvm_build.site import cache
+
+    monkeypatch.setattr(cache, "WHOLE_CODE_MAX", 2)
+    state = State(tmp_path / "state.db")
+    state.put_code({"\0stylesheet": "css", "k1": "<pre>1</pre>"})
+    rows = state.code()
+    assert rows.get("k1") == "<pre>1</pre>"
+    queries: list[str] = []
+    assert rows._db is not None
+    rows._db.set_trace_callback(queries.append)
+    for n in range(50):  # (a page each: its size, a missing block, a known one)
+        assert len(rows) == 2 and rows.get(f"missing{n}") is None and "k1" in rows
+    assert sorted(rows) == ["\0stylesheet", "k1"] and queries == []
+    rows.close()
+    state.put_code({"k2": "<pre>2</pre>", "k3": "<pre>3</pre>"})
+    rows = state.code()
+    assert rows.get("k2") == "<pre>2</pre>"
+    assert rows._db is not None
+    rows._db.set_trace_callback(queries.append)
+    assert [len(rows) for _ in range(50)] == [4] * 50 and len(queries) == 1
+    assert rows.get("k9") is None and rows.get("k3") == "<pre>3</pre>" and len(queries) == 3
+    rows.close()
+    state.close()
