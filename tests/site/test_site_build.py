@@ -1523,3 +1523,32 @@ def test_a_small_code_table_is_read_once_a_process_and_a_big_one_counted_once(
     assert rows.get("k9") is None and rows.get("k3") == "<pre>3</pre>" and len(queries) == 3
     rows.close()
     state.close()
+
+
+def test_every_late_value_the_plan_makes_is_one_the_write_step_makes(
+    site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``write._materialize`` makes a context's ``Late`` values only where ``plan`` puts them (the
+    sidebar, the page's body, the feed entries' bodies), copying nothing else: none of the real site's
+    outputs keeps one elsewhere, which would be written as an object's repr."""
+    from cernvm_build.site import build as build_mod
+    from cernvm_build.site import write
+    from cernvm_build.site.model import Late
+
+    plans: list[Any] = []
+    real_execute = build_mod.execute
+
+    def execute(target: Path, outputs: Any, *args: Any, **kw: Any) -> Any:
+        plans.append(outputs)
+        return real_execute(target, outputs, *args, **kw)
+
+    monkeypatch.setattr(build_mod, "execute", execute)
+    build_site(site, tmp_path / "out", jobs=1)
+    monkeypatch.setattr(write, "_made", lambda late, work: f"made {late.kind}")
+    contexts = [j.context for j in plans[0].jobs if j.context is not None]
+    made = [write._materialize(ctx, None) for ctx in contexts]  # type: ignore[arg-type]
+    assert write._lates(contexts) and not write._lates(made)
+    assert {m.get("sidebar") for m in made} >= {"made sidebar"}
+    assert {m["page"]["content"] for m in made if "page" in m} >= {"made content"}
+    assert {e["content"] for m in made for e in m.get("feed", {}).get("entries", [])} == {"made content"}
+    assert all(isinstance(v, Late) for ctx in contexts for v in write._lates(ctx))
