@@ -410,9 +410,10 @@ class CodeRows(Mapping[str, str]):
         if self._db is None or self._pid != os.getpid():
             self._db = connect(self.path)
             self._pid = os.getpid()
-            rows = self._db.execute("SELECT key, html FROM code LIMIT ?", (WHOLE_CODE_MAX + 1,)).fetchall()
-            self._whole = len(rows) <= WHOLE_CODE_MAX
-            self._seen = dict(rows) if self._whole else {}
+            # counted up to one past the bound first: a big table's rows are not read for nothing
+            few = "SELECT COUNT(*) FROM (SELECT 1 FROM code LIMIT ?)"
+            self._whole = self._db.execute(few, (WHOLE_CODE_MAX + 1,)).fetchone()[0] <= WHOLE_CODE_MAX
+            self._seen = dict(self._db.execute("SELECT key, html FROM code")) if self._whole else {}
             self._count = None
         return self._db
 

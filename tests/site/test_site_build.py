@@ -1515,8 +1515,18 @@ def test_a_small_code_table_is_read_once_a_process_and_a_big_one_counted_once(
     assert sorted(rows) == ["\0stylesheet", "k1"] and queries == []
     rows.close()
     state.put_code({"k2": "<pre>2</pre>", "k3": "<pre>3</pre>"})
+    opened: list[str] = []  # every query of the connections opened from here: a big table is not read
+    real_connect = cache.connect
+
+    def connect(path: Path) -> Any:
+        db = real_connect(path)
+        db.set_trace_callback(opened.append)
+        return db
+
+    monkeypatch.setattr(cache, "connect", connect)
     rows = state.code()
     assert rows.get("k2") == "<pre>2</pre>"
+    assert not any("SELECT key, html" in q for q in opened)
     assert rows._db is not None
     rows._db.set_trace_callback(queries.append)
     assert [len(rows) for _ in range(50)] == [4] * 50 and len(queries) == 1
