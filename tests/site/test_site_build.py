@@ -1562,3 +1562,36 @@ def test_every_late_value_the_plan_makes_is_one_the_write_step_makes(
     assert {m["page"]["content"] for m in made if "page" in m} >= {"made content"}
     assert {e["content"] for m in made for e in m.get("feed", {}).get("entries", [])} == {"made content"}
     assert all(isinstance(v, Late) for ctx in contexts for v in write._lates(ctx))
+
+
+def test_a_new_state_is_made_unsynced_and_then_synced_as_every_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new state's creation (the WAL switch, the tables) runs with ``synchronous=OFF``: its fsyncs were
+    serial wall at the start of each cold build. Its connection is back at NORMAL before the build
+    commits anything, and opening an existing state never turns the sync off."""
+    from cernvm_build.site import cache
+
+    statements: list[str] = []
+    real_connect = cache.connect
+
+    def connect(path: Path) -> Any:
+        db = real_connect(path)
+        db.set_trace_callback(statements.append)
+        return db
+
+    monkeypatch.setattr(cache, "connect", connect)
+    state = State(tmp_path / "state.db")
+    assert state.db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    off = statements.index("PRAGMA synchronous=OFF")
+    assert (
+        off < statements.index("PRAGMA journal_mode=WAL") < statements.index("PRAGMA synchronous=NORMAL", off)
+    )
+    assert state.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    state.put_memo("x", {"a": 1})
+    state.close()
+    statements.clear()
+    again = State(tmp_path / "state.db")
+    assert "PRAGMA synchronous=OFF" not in statements and again.memo("x") == {"a": 1}
+    assert again.db.execute("PRAGMA synchronous").fetchone()[0] == 1
+    again.close()
