@@ -1492,3 +1492,106 @@ def test_a_state_of_the_former_schema_is_rebuilt_whole_and_its_tools_do_not_read
     again = build_site(site, out, jobs=1)
     assert again.markdown_rendered == first.markdown_rendered > 0
     assert tree(out) == _clean(site, tmp_path, "clean", monkeypatch)
+
+
+def test_a_small_code_table_is_read_once_a_process_and_a_big_one_counted_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``CodeRows``: a cold build's code table (the stylesheet alone) is read whole by the first
+    look-up, and then neither a missing block nor the size asked once a page queries SQLite; a table
+    over ``WHOLE_CODE_MAX`` is looked up key by key, its size counted once."""
+    from cernvm_build.site import cache
+
+    monkeypatch.setattr(cache, "WHOLE_CODE_MAX", 2)
+    state = State(tmp_path / "state.db")
+    state.put_code({"\0stylesheet": "css", "k1": "<pre>1</pre>"})
+    rows = state.code()
+    assert rows.get("k1") == "<pre>1</pre>"
+    queries: list[str] = []
+    assert rows._db is not None
+    rows._db.set_trace_callback(queries.append)
+    for n in range(50):  # (a page each: its size, a missing block, a known one)
+        assert len(rows) == 2 and rows.get(f"missing{n}") is None and "k1" in rows
+    assert sorted(rows) == ["\0stylesheet", "k1"] and queries == []
+    rows.close()
+    state.put_code({"k2": "<pre>2</pre>", "k3": "<pre>3</pre>"})
+    opened: list[str] = []  # every query of the connections opened from here: a big table is not read
+    real_connect = cache.connect
+
+    def connect(path: Path) -> Any:
+        db = real_connect(path)
+        db.set_trace_callback(opened.append)
+        return db
+
+    monkeypatch.setattr(cache, "connect", connect)
+    rows = state.code()
+    assert rows.get("k2") == "<pre>2</pre>"
+    assert not any("SELECT key, html" in q for q in opened)
+    assert rows._db is not None
+    rows._db.set_trace_callback(queries.append)
+    assert [len(rows) for _ in range(50)] == [4] * 50 and len(queries) == 1
+    assert rows.get("k9") is None and rows.get("k3") == "<pre>3</pre>" and len(queries) == 3
+    rows.close()
+    state.close()
+
+
+def test_every_late_value_the_plan_makes_is_one_the_write_step_makes(
+    site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``write._materialize`` makes a context's ``Late`` values only where ``plan`` puts them (the
+    sidebar, the page's body, the feed entries' bodies), copying nothing else: none of the real site's
+    outputs keeps one elsewhere, which would be written as an object's repr."""
+    from cernvm_build.site import build as build_mod
+    from cernvm_build.site import write
+    from cernvm_build.site.model import Late
+
+    plans: list[Any] = []
+    real_execute = build_mod.execute
+
+    def execute(target: Path, outputs: Any, *args: Any, **kw: Any) -> Any:
+        plans.append(outputs)
+        return real_execute(target, outputs, *args, **kw)
+
+    monkeypatch.setattr(build_mod, "execute", execute)
+    build_site(site, tmp_path / "out", jobs=1)
+    monkeypatch.setattr(write, "_made", lambda late, work: f"made {late.kind}")
+    contexts = [j.context for j in plans[0].jobs if j.context is not None]
+    made = [write._materialize(ctx, None) for ctx in contexts]  # type: ignore[arg-type]
+    assert write._lates(contexts) and not write._lates(made)
+    assert {m.get("sidebar") for m in made} >= {"made sidebar"}
+    assert {m["page"]["content"] for m in made if "page" in m} >= {"made content"}
+    assert {e["content"] for m in made for e in m.get("feed", {}).get("entries", [])} == {"made content"}
+    assert all(isinstance(v, Late) for ctx in contexts for v in write._lates(ctx))
+
+
+def test_a_new_state_is_made_unsynced_and_then_synced_as_every_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new state's creation (the WAL switch, the tables) runs with ``synchronous=OFF``: its fsyncs were
+    serial wall at the start of each cold build. Its connection is back at NORMAL before the build
+    commits anything, and opening an existing state never turns the sync off."""
+    from cernvm_build.site import cache
+
+    statements: list[str] = []
+    real_connect = cache.connect
+
+    def connect(path: Path) -> Any:
+        db = real_connect(path)
+        db.set_trace_callback(statements.append)
+        return db
+
+    monkeypatch.setattr(cache, "connect", connect)
+    state = State(tmp_path / "state.db")
+    assert state.db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    off = statements.index("PRAGMA synchronous=OFF")
+    assert (
+        off < statements.index("PRAGMA journal_mode=WAL") < statements.index("PRAGMA synchronous=NORMAL", off)
+    )
+    assert state.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    state.put_memo("x", {"a": 1})
+    state.close()
+    statements.clear()
+    again = State(tmp_path / "state.db")
+    assert "PRAGMA synchronous=OFF" not in statements and again.memo("x") == {"a": 1}
+    assert again.db.execute("PRAGMA synchronous").fetchone()[0] == 1
+    again.close()
