@@ -23,6 +23,7 @@ import functools
 import gc
 import json
 import os
+import sqlite3
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -39,7 +40,7 @@ from . import filedigest, gitdates, renderchild
 from . import markdown as md_mod
 from . import search as search_mod
 from . import templates as tpl_mod
-from .cache import Snapshot, State
+from .cache import Snapshot, State, discard
 from .config import SiteConfig
 from .frontmatter import Memo
 from .model import BuildReport, ContentText, LinkErrors, sha
@@ -202,6 +203,17 @@ class Builder:
         gc.disable()
         try:
             return self._build()
+        except sqlite3.OperationalError:
+            raise
+        except sqlite3.DatabaseError as e:
+            # damage the open did not see (a page read later): the state is a cache, deleted here so
+            # that the next build starts cold instead of failing again
+            damaged = self.cache_dir / "state.sqlite"
+            discard(damaged)
+            raise BuildError(
+                f"the build state {damaged} is damaged ({e}); it was deleted",
+                hint="build again: the next build starts cold",
+            ) from None
         finally:
             if enabled:
                 gc.enable()
@@ -210,6 +222,11 @@ class Builder:
         start = time.perf_counter()
         self._check_out_dir()
         state = State(self.cache_dir / "state.sqlite")
+        if state.discarded:
+            self.warnings.append(
+                f"the build state {state.path} was damaged ({state.discarded}): "
+                "set aside, this build starts cold"
+            )
         # the Markdown rendered now is kept while the pages are written (``render_markdown``), or at
         # the end when a step before that failed: the next build does not render it again
         store_md: Callable[[], None] = nothing

@@ -92,20 +92,42 @@ def connect(path: Path) -> sqlite3.Connection:
     return db
 
 
+def discard(path: Path) -> None:
+    """A damaged state's files deleted: it is a cache, and the next build starts cold."""
+    for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        leftover.unlink(missing_ok=True)
+
+
 class State:
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._pid = os.getpid()  # the process whose connection ``db`` is (``md_meta_of``)
-        new = not path.exists()
-        self.db = connect(path)
+        #: why a damaged state was set aside for a new one (a lost disk write, a truncated copy)
+        self.discarded: str | None = None
+        try:
+            self._open()
+        except sqlite3.OperationalError:
+            raise  # locked, unreadable, a full disk: not the file's fault, and not ours to delete
+        except sqlite3.DatabaseError as e:
+            # "file is not a database", "database disk image is malformed": the state is a cache, so
+            # a damaged one costs a cold build, never a failed one
+            if "db" in vars(self):  # else connect() itself failed, its connection already freed
+                self.db.close()
+            discard(path)
+            self.discarded = str(e)
+            self._open()
+
+    def _open(self) -> None:
+        new = not self.path.exists()
+        self.db = connect(self.path)
         if new:
             # A new state is made unsynced (the switch to WAL, the tables): its five fsyncs (the
             # rollback journal, the file, the new WAL and their folder twice) were serial wall at the
             # start of every cold build, 40-250 ms on ext4 measured at load 6-10, for a file that
             # holds nothing yet. What the build commits after this is synced as before (NORMAL: the
-            # WAL at each checkpoint), the file's first page with it; a state lost before that is a
-            # cold build again.
+            # WAL at each checkpoint), the file's first page with it; a state lost or damaged before
+            # that is a cold build again (above).
             self.db.execute("PRAGMA synchronous=OFF")
         self.db.execute("PRAGMA journal_mode=WAL")  # kept in the file: every connection has it
         version = self.db.execute("PRAGMA user_version").fetchone()[0]

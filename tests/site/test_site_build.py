@@ -1595,3 +1595,37 @@ def test_a_new_state_is_made_unsynced_and_then_synced_as_every_state(
     assert "PRAGMA synchronous=OFF" not in statements and again.memo("x") == {"a": 1}
     assert again.db.execute("PRAGMA synchronous").fetchone()[0] == 1
     again.close()
+
+
+def test_a_damaged_state_costs_a_cold_build_never_a_failed_one(site: Path, tmp_path: Path) -> None:
+    """The state is a cache: a file that is no database (a lost write, a cut copy) is set aside with one
+    warning and the build starts cold; damage found only later in the build deletes it and says so, and
+    the next build then succeeds. Either way the site is a clean build's."""
+    import sqlite3
+
+    out = tmp_path / "out"
+    build_site(site, out)
+    clean = tree(out)
+    (state,) = (tmp_path / "cache").rglob("state.sqlite")
+    with sqlite3.connect(state) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    size = state.stat().st_size
+    state.write_bytes(b"not a database " * (size // 15))
+    Path(f"{state}-wal").unlink(missing_ok=True)
+    r = build_site(site, out)
+    assert any("was damaged (file is not a database)" in w for w in r.warnings), r.warnings
+    assert tree(out) == clean
+    # the header intact, every later page garbage: the open succeeds, a query fails later
+    with sqlite3.connect(state) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    blob = bytearray(state.read_bytes())
+    blob[4096:] = b"\xa5" * (len(blob) - 4096)
+    state.write_bytes(bytes(blob))
+    Path(f"{state}-wal").unlink(missing_ok=True)
+    page = next((site / "content").rglob("*.md"))
+    page.write_text(page.read_text() + "\nOne more line.\n")
+    with pytest.raises(BuildError, match=r"is damaged \(database disk image is malformed\); it was deleted"):
+        build_site(site, out)
+    assert not state.exists()
+    build_site(site, out)
+    assert tree(out) == _clean(site, tmp_path, "clean-after-damage", pytest.MonkeyPatch())
