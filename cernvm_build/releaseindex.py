@@ -16,10 +16,13 @@ from urllib.parse import urlsplit
 
 from . import jsonable
 from .errors import CernVMError, Location
+from .fsutil import read_regular
 
 SCHEMA = 1
 VERSION_RE = re.compile(r"^\d{4}\.\d{2}-\d+\Z")
 HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
+#: the largest index.json read: one artifact is ~300 bytes, so this is tens of thousands of them
+MAX_INDEX = 64 << 20
 
 
 class ReleaseError(CernVMError):
@@ -176,7 +179,13 @@ def load(path: Path) -> ReleaseIndex:
     """Read and check an index.json; every problem names the file and the key."""
     where = str(path)
     try:
-        raw = json.loads(path.read_bytes().decode("utf-8"))
+        # a FIFO in a release folder or in the site's data/releases/ blocked verify and the site build
+        data = read_regular(path, MAX_INDEX)
+        if len(data) > MAX_INDEX:
+            raise ReleaseError(
+                f"larger than {MAX_INDEX >> 20} MiB", where=where, hint="the index is damaged or hostile"
+            )
+        raw = json.loads(data.decode("utf-8"))
     except UnicodeDecodeError as e:
         raise ReleaseError(
             f"not UTF-8 text (byte {e.start})", where=where, hint="the index is damaged"
@@ -184,6 +193,10 @@ def load(path: Path) -> ReleaseIndex:
     except FileNotFoundError:
         raise ReleaseError(
             f"{path}: no such release index", hint="give the index.json of a release"
+        ) from None
+    except OSError as e:  # a FIFO, a device or a folder (not a regular file), no permission
+        raise ReleaseError(
+            f"cannot read: {e.strerror}", where=where, hint="give the index.json of a release"
         ) from None
     except json.JSONDecodeError as e:
         raise ReleaseError(f"not valid JSON: {e.msg}", where=Location(where, e.lineno, e.colno)) from None

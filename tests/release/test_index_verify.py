@@ -187,3 +187,28 @@ def test_sha256sums_are_read_as_sha256sum_reads_them(tmp_path: Path, edit: objec
     assert e.value.hint and "\n" not in e.value.message
     with pytest.raises(CernVMError, match=message):  # release verify: one line, exit 6
         verify(index)
+
+
+def test_an_index_that_is_a_fifo_is_refused_not_waited_on(tmp_path: Path) -> None:
+    """A FIFO named index.json (in a release folder, or the site's data/releases/) blocked the read
+    for ever: `release verify DIR` and the site build hung."""
+    import os
+
+    from cernvm_build.release.verify import locate_index
+
+    index = _release(tmp_path / "2026.11-1")
+    index.unlink()
+    os.mkfifo(index)
+    with pytest.raises(CernVMError, match="not a regular file") as e:
+        verify(locate_index(str(index.parent), tmp_path))
+    assert str(index) in str(e.value)
+
+
+def test_an_index_larger_than_the_cap_is_refused_unread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index = _release(tmp_path / "r")
+    monkeypatch.setattr(idx, "MAX_INDEX", 100)
+    with pytest.raises(CernVMError, match="larger than 0 MiB") as e:
+        idx.load(index)
+    assert str(index) in str(e.value)
