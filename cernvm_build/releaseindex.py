@@ -85,10 +85,12 @@ class ReleaseIndex:
 
 
 def check_version(version: str, where: Location | str | None = None) -> str:
-    if not VERSION_RE.match(version):
+    # the year and month are a date (the release's default SOURCE_DATE_EPOCH): month 13 or year 0000
+    # matched the pattern and then failed in calendar.timegm, a traceback
+    if not VERSION_RE.match(version) or not (int(version[:4]) >= 1970 and 1 <= int(version[5:7]) <= 12):
         raise ReleaseError(
             f"release version '{version}' is not of the form YYYY.MM-N",
-            hint="CernVM releases are named like 2026.11-1 (year.month-release)",
+            hint="CernVM releases are named like 2026.11-1 (year.month-release, month 01 to 12)",
             where=where,
         )
     return version

@@ -115,6 +115,10 @@ def test_signature_by_an_expired_or_revoked_key_is_a_finding(tmp_path: Path, whi
     [
         (lambda d: d.pop("version"), "missing key 'version'"),
         (lambda d: d.update(version="v1"), "not of the form YYYY.MM-N"),
+        # the pattern's digits are a date: month 13 and year 0 were a traceback from calendar.timegm
+        (lambda d: d.update(version="2026.13-1"), "'2026.13-1' is not of the form YYYY.MM-N"),
+        (lambda d: d.update(version="2026.00-1"), "'2026.00-1' is not of the form YYYY.MM-N"),
+        (lambda d: d.update(previous="0000.01-1"), "'0000.01-1' is not of the form YYYY.MM-N"),
         (lambda d: d["artifacts"][0].update(path="../../etc/passwd"), "leaves the release directory"),
         (lambda d: d["artifacts"][0].update(path="file:///dev/zero"), "leaves the release directory"),
         (lambda d: d["artifacts"][0].update(path="//other.example/x.hdd"), "leaves the release directory"),
@@ -212,3 +216,12 @@ def test_an_index_larger_than_the_cap_is_refused_unread(
     with pytest.raises(CernVMError, match="larger than 0 MiB") as e:
         idx.load(index)
     assert str(index) in str(e.value)
+
+
+@pytest.mark.parametrize("version", ["2026.13-1", "2026.00-1", "0000.01-1"])
+def test_a_version_that_is_no_month_is_one_error_before_the_build(version: str) -> None:
+    from cernvm_build.release.build import release_context
+
+    with pytest.raises(CernVMError, match=f"'{version}' is not of the form YYYY.MM-N") as e:
+        release_context(version)
+    assert e.value.hint and "month 01 to 12" in e.value.hint
