@@ -463,6 +463,18 @@ def test_a_release_keeps_its_docs_version_with_a_switcher(site: Path, tmp_path: 
     assert "data-search-body" in new
 
 
+def test_a_version_folder_with_a_digit_that_is_no_number_builds(site: Path, tmp_path: Path) -> None:
+    """A version folder's name matches ARCHIVE with any Unicode digit; '²' is isdigit() but int()
+    refuses it: sorting the switcher's versions was a ValueError traceback."""
+    for version in ("1.²", "1.2"):
+        (site / f"content/docs-{version}").mkdir()
+        (site / f"content/docs-{version}/index.md").write_text("---\ntitle: Old\n---\nOld.\n")
+    out = tmp_path / "out"
+    build_site(site, out)
+    page = (out / "docs-1.²/index.html").read_text()
+    assert page.index(">Latest</option>") < page.index(">1.²</option>") < page.index(">1.2</option>")
+
+
 def test_a_failed_index_step_leaves_no_half_site_and_the_next_build_finishes(
     site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, edit: Edit
 ) -> None:
