@@ -20,6 +20,7 @@ from typing import IO, Any
 
 from ..debpkg import iter_deb822, parse_deb822
 from ..errors import BuildError, Location
+from ..mirror.hashcache import CHECKSUM_TYPES
 from ..vercmp import debian_key, rpm_compare
 
 REPO_NS = "{http://linux.duke.edu/metadata/repo}"
@@ -156,9 +157,14 @@ def read_yum(root: Path) -> list[Platform]:
             raise BuildError("primary entry lacks location or checksum", where=where, hint="run createrepo_c")
         ppath = base / str(loc.get("href"))
         ctype = csum.get("type") or "sha256"
-        algo = "sha1" if ctype == "sha" else ctype
-        if algo not in hashlib.algorithms_available:
-            raise BuildError(f"unknown checksum type '{ctype}'", where=where, hint="use sha256 metadata")
+        # the mirror's list: another name hashlib knows (shake_128) had no hexdigest() without a length
+        algo = CHECKSUM_TYPES.get(ctype.lower())
+        if algo is None:
+            raise BuildError(
+                f"unknown checksum type '{ctype[:40]}'",
+                where=Location(file=where, key="data[primary].checksum"),
+                hint="use sha256 metadata",
+            )
         if not ppath.is_file():
             raise BuildError(
                 f"primary metadata {loc.get('href')} is missing",

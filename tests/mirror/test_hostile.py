@@ -75,6 +75,26 @@ def test_a_repomd_listing_a_data_type_twice_is_a_problem(tmp_path: Path) -> None
     assert verify_yum(LocalSource(tmp_path)).problems == []
 
 
+def test_a_checksum_type_that_is_no_repository_checksum_is_a_problem(tmp_path: Path) -> None:
+    """hashlib knows shake_128, whose hexdigest() wants a length: a repomd.xml or primary.xml
+    saying it was a TypeError from the verify pool (a traceback), not a problem line."""
+    pkg = b"package"
+    write(tmp_path, "Packages/a.rpm", pkg)
+    primary = primary_xml([("a", "Packages/a.rpm", sha(pkg), len(pkg))])
+    write(tmp_path, "repodata/primary.xml", primary)
+    entries = [("primary", "repodata/primary.xml", primary)]
+    write(tmp_path, "repodata/repomd.xml", repomd(entries).replace(b'"sha256"', b'"shake_128"'))
+    problems = verify_yum(LocalSource(tmp_path)).problems
+    assert len(problems) == 1 and "data type 'primary': unknown checksum type 'shake_128'" in problems[0]
+    bad = primary.replace(b'"sha256"', b'"SHAKE_256"')
+    write(tmp_path, "repodata/primary.xml", bad)
+    write(tmp_path, "repodata/repomd.xml", repomd([("primary", "repodata/primary.xml", bad)]))
+    assert verify_yum(LocalSource(tmp_path)).problems == [
+        "repodata/primary.xml: package 'a': unknown checksum type 'SHAKE_256'"
+        " (supported: md5, sha, sha1, sha224, sha256, sha384, sha512)"
+    ]
+
+
 def test_md5_checksums_in_a_signed_repository_are_refused_sha1_kept_for_old_releases(
     tmp_path: Path, signing_key: tuple[Path, Path]
 ) -> None:

@@ -252,3 +252,18 @@ def test_package_lists_follow_the_deb822_rules_of_the_build(tmp_path: Path) -> N
     with pytest.raises(IntegrityError, match=r"Packages: stanza 1: field 'version' appears twice") as e:
         read_apt(tmp_path / "twice")
     assert "\n" not in str(e.value)
+
+
+def test_a_checksum_type_that_is_no_repository_checksum_is_one_error(tmp_path: Path) -> None:
+    """shake_128 is in hashlib.algorithms_available, but its hexdigest() wants a length: it was a
+    TypeError traceback from the site build."""
+    d = tmp_path / "EL/9/x86_64/repodata"
+    d.mkdir(parents=True)
+    (d / "primary.xml").write_bytes(b"<metadata xmlns='http://linux.duke.edu/metadata/common'/>")
+    (d / "repomd.xml").write_text(
+        '<repomd xmlns="http://linux.duke.edu/metadata/repo"><data type="primary">'
+        '<checksum type="shake_128">00</checksum><location href="repodata/primary.xml"/></data></repomd>'
+    )
+    with pytest.raises(BuildError, match="unknown checksum type 'shake_128'") as e:
+        read_yum(tmp_path)
+    assert str(d / "repomd.xml") in str(e.value.where)
