@@ -169,6 +169,26 @@ def test_a_pool_file_named_with_two_hashes_is_a_problem_whichever_comes_first(tm
     assert verify_apt(LocalSource(apt_tree(tmp_path / "ok", same_twice, {"pool/a.deb": DEB}))).problems == []
 
 
+@pytest.mark.parametrize("size", ["²", "9" * 5000], ids=["superscript-two", "5000-digits"])
+def test_a_size_that_is_no_number_is_a_problem_line(tmp_path: Path, size: str) -> None:
+    """'²' is isdigit() but no int(), and int() refuses 5000 digits: a Release, Packages or Sources
+    size like that was a ValueError traceback from the verifier."""
+    right = stanza("a", "pool/a.deb", DEB)
+    bad_deb = right.replace(f"Size: {len(DEB)}", f"Size: {size}")
+    bad_src = f"Package: s\nDirectory: pool\nChecksums-Sha256:\n {sha(DEB)} {size} a.deb\n\n"
+    indexes = {"main/binary-amd64/Packages": bad_deb.encode(), "main/source/Sources": bad_src.encode()}
+    root = apt_tree(tmp_path, indexes, {"pool/a.deb": DEB})
+    problems = verify_apt(LocalSource(root)).problems
+    line = f"{sha(DEB)} {size} a.deb"[:300]
+    assert problems == [
+        "dists/s/main/binary-amd64/Packages: package 'a' lacks Filename, SHA256 or Size",
+        f"dists/s/main/source/Sources: source package 's': malformed line '{line}'",
+    ]
+    release = root / "dists/s/Release"
+    release.write_text(release.read_text().replace(f" {len(bad_deb.encode())} ", f" {size} "))
+    assert "dists/s/Release: malformed SHA256 line" in verify_apt(LocalSource(root)).problems[0]
+
+
 def test_a_pool_file_named_with_two_hashes_by_two_suites_is_a_conflict(tmp_path: Path) -> None:
     """Two suites share the pool: a server that answers each suite's request for the same file
     with other bytes (each matching that suite's hash) would pass both downloads, and the mirror
