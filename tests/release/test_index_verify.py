@@ -225,3 +225,16 @@ def test_a_version_that_is_no_month_is_one_error_before_the_build(version: str) 
     with pytest.raises(CernVMError, match=f"'{version}' is not of the form YYYY.MM-N") as e:
         release_context(version)
     assert e.value.hint and "month 01 to 12" in e.value.hint
+
+
+def test_notes_that_are_not_utf8_are_refused_before_anything_is_published(tmp_path: Path) -> None:
+    """They were read after the artifacts were uploaded, and a UnicodeDecodeError traceback."""
+    from cernvm_build.release.publish import publish_release
+
+    index = _release(tmp_path / "r")
+    (tmp_path / "r/RELEASE-NOTES.md").write_bytes(b"# CernVM release\n\nnotes \xff\n")
+    with pytest.raises(CernVMError, match="not UTF-8 text") as e:  # the endpoint is never asked
+        publish_release(
+            index.parent, "s3://b/releases", endpoint_url="http://127.0.0.1:9", site_dest="s3://b/site"
+        )
+    assert str(tmp_path / "r/RELEASE-NOTES.md") in str(e.value)
