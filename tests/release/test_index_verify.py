@@ -238,3 +238,13 @@ def test_notes_that_are_not_utf8_are_refused_before_anything_is_published(tmp_pa
             index.parent, "s3://b/releases", endpoint_url="http://127.0.0.1:9", site_dest="s3://b/site"
         )
     assert str(tmp_path / "r/RELEASE-NOTES.md") in str(e.value)
+
+
+def test_sha256sums_larger_than_the_cap_are_refused_unread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SHA256SUMS was read whole (and copied to decode it), however large."""
+    index = _release(tmp_path / "r")
+    monkeypatch.setattr(sums, "MAX_SUMS", 100)
+    with pytest.raises(CernVMError, match="SHA256SUMS: larger than 0 MiB"):
+        verify(index)
