@@ -102,7 +102,8 @@ def _require(d: dict[str, Any], key: str, typ: type, where: str) -> Any:
             f"missing key '{key}'", where=Location(where, key=key), hint="the index is damaged"
         )
     value = d[key]
-    if not isinstance(value, typ):
+    # bool is an int to isinstance: 'size': true was a size of 1 byte
+    if not isinstance(value, typ) or (isinstance(value, bool) and typ is not bool):
         raise ReleaseError(
             f"'{key}' should be {typ.__name__}, is {type(value).__name__}", where=Location(where, key=key)
         )
@@ -131,6 +132,12 @@ def _optional(d: dict[str, Any], key: str, typ: type, where: Location) -> Any:
             hint="the index is damaged; write it with 'cernvm-build release'",
         )
     return value
+
+
+def _size(size: int, where: Location) -> int:
+    if size < 0:
+        raise ReleaseError(f"size {size} is negative", where=where, hint="the index is damaged or hostile")
+    return size
 
 
 def _relative(rel: str, where: Location) -> str:
@@ -250,8 +257,8 @@ def load(path: Path) -> ReleaseIndex:
                 kind=_require(a, "kind", str, where),
                 format=_require(a, "format", str, where),
                 sha256=sha,
-                size=_require(a, "size", int, where),
-                inputs=a.get("inputs") or {},
+                size=_size(_require(a, "size", int, where), Location(where, key=f"{key}.size")),
+                inputs=_optional(a, "inputs", dict, Location(where, key=f"{key}.inputs")) or {},
             )
         )
     return ReleaseIndex(

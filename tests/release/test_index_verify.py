@@ -125,6 +125,11 @@ def test_signature_by_an_expired_or_revoked_key_is_a_finding(tmp_path: Path, whi
         (lambda d: d.update(signature="http://other.example/SHA256SUMS.asc"), "leaves the release directory"),
         (lambda d: d["artifacts"][0].update(sha256="xyz"), "not 64 hex digits"),
         (lambda d: d.update(schema=99), "schema 99 is not supported"),
+        # bool is an int to isinstance, and nothing refused a negative size or a list as inputs
+        (lambda d: d["artifacts"][0].update(size=True), "'size' should be int, is bool"),
+        (lambda d: d.update(source_date_epoch=False), "'source_date_epoch' should be int, is bool"),
+        (lambda d: d["artifacts"][0].update(size=-3), r"artifacts\[0\].size: size -3 is negative"),
+        (lambda d: d["artifacts"][0].update(inputs=[1]), r"'inputs' should be dict or null, is list"),
         (lambda d: d.update(profiles=[1]), r"'profiles\[0\]' should be an object, is int"),
         (lambda d: d.update(profiles=["snapshot"]), r"'profiles\[0\]' should be an object, is str"),
         (lambda d: d.update(artifacts=[[]]), r"'artifacts\[0\]' should be an object, is list"),
