@@ -304,7 +304,8 @@ def _listed(
     ``P/x.rpm`` under ``el9``) and could vouch for an object that is missing."""
     if not key.startswith(url.list_prefix) or key == url.list_prefix:
         return
-    if not (size.isascii() and size.isdigit()):  # "abc", "-1", " 5", "1e3"
+    # "abc", "-1", " 5", "1e3"; and 5000 digits, past int()'s limit (a ValueError traceback)
+    if not (size.isascii() and size.isdigit() and len(size) <= 18):
         raise MirrorError(
             f"{client.meta.endpoint_url}: malformed listing of {url}: <Size> '{size[:40]}' of '{key[:200]}'",
             hint="the S3 server answered a broken ListObjectsV2; check the endpoint",
@@ -328,13 +329,21 @@ class Manifest:
         return json.dumps(doc, indent=0, sort_keys=True).encode()
 
 
+#: the largest sync manifest read (~150 bytes an object: millions of them); a larger one is damaged
+MAX_MANIFEST = 1 << 30
+
+
 def read_manifest(client: S3Client, url: S3Url, listing: dict[str, RemoteObject]) -> Manifest:
     seen = listing.get(MANIFEST)
     if seen is None:
         return Manifest()
     try:
+        if seen.size > MAX_MANIFEST:
+            raise ValueError("too large")
         resp = client.get_object(Bucket=url.bucket, Key=url.key(MANIFEST))
-        body = resp["Body"].read()
+        body = resp["Body"].read(MAX_MANIFEST + 1)  # the server may send more than it listed
+        if len(body) > MAX_MANIFEST:
+            raise ValueError("too large")
         doc = json.loads(body)
         objects = {str(k): (str(v[0]), int(v[1]), str(v[2])) for k, v in doc.get("objects", {}).items()}
         gens = [[str(x) for x in g] for g in doc.get("generations", [])]
@@ -343,8 +352,9 @@ def read_manifest(client: S3Client, url: S3Url, listing: dict[str, RemoteObject]
         if error_code(e) == "NoSuchKey":
             return Manifest()
         raise s3_error(e, f"{url}/{MANIFEST}") from e
-    except (ValueError, KeyError, TypeError, IndexError):
-        # A damaged cache is not an error: we fall back to asking each object for its hash.
+    except (ValueError, KeyError, TypeError, IndexError, RecursionError):
+        # A damaged cache is not an error: we fall back to asking each object for its hash. (Nested
+        # too deeply for json, or larger than MAX_MANIFEST, it is damaged too.)
         return Manifest(etag=str(seen.etag))
 
 

@@ -415,7 +415,7 @@ def test_a_malformed_or_foreign_s3_listing_is_one_line_or_passed_over(
     client = make_client(endpoint_url=endpoint, region="us-east-1", credentials=("A", "S", None))
     url = parse_s3_url("s3://b/el9")
     try:
-        for size in ("abc", "-1", "", "1e3"):
+        for size in ("abc", "-1", "", "1e3", "9" * 5000):  # 5000 digits: past int()'s limit
             _Lister.listing = _listing([("el9/repodata/repomd.xml", size)])
             with pytest.raises(
                 MirrorError, match=rf"{endpoint}: malformed listing of s3://b/el9: <Size>"

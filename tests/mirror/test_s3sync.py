@@ -69,6 +69,20 @@ def test_without_manifest_the_stored_hash_is_asked(tmp_path: Path, s3: Any, buck
     assert MANIFEST in keys(s3, bucket)
 
 
+def test_a_manifest_nested_too_deeply_is_passed_over_as_damaged(tmp_path: Path, s3: Any, bucket: str) -> None:
+    """json.loads raises RecursionError for 100,000 nested lists: it escaped read_manifest (which
+    passes over a damaged manifest) as a traceback."""
+    src = tmp_path / "src"
+    write_tree(src, {"x": b"one", "y": b"two"})
+    dest = f"s3://{bucket}"
+    sync_tree(src, dest, client=s3)
+    s3.put_object(Bucket=bucket, Key=MANIFEST, Body=b"[" * 100_000 + b"]" * 100_000)
+    (src / "x").write_bytes(b"ONE")
+    rep = sync_tree(src, dest, client=s3)
+    assert rep.uploaded == ["x"] and rep.requests.get("HEAD") == 2  # as without a manifest
+    assert keys(s3, bucket)["x"] == b"ONE" and keys(s3, bucket)[MANIFEST].startswith(b"{")
+
+
 def test_dry_run_writes_nothing(tmp_path: Path, s3: Any, bucket: str) -> None:
     src = tmp_path / "src"
     write_tree(src, {"x": b"one"})
