@@ -120,8 +120,10 @@ class HashCache:
                 raw = json.loads(path.read_text())
                 for key, (sig, digest) in raw.items():
                     self.entries[key] = (tuple(int(x) for x in sig), str(digest))
-            except (ValueError, TypeError, KeyError):
-                self.entries = {}  # a damaged cache only costs a re-hash
+            except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
+                # a damaged cache only costs a re-hash (JSON that is no mapping has no .items(), and
+                # json recurses per nesting level: both were tracebacks)
+                self.entries = {}
 
     def remembered(self, path: Path, algo: str = "sha256") -> tuple[str, int, Sig] | None:
         """The remembered hash if the file is unchanged since, else None (costs one stat)."""
