@@ -253,3 +253,27 @@ def test_sha256sums_larger_than_the_cap_are_refused_unread(
     monkeypatch.setattr(sums, "MAX_SUMS", 100)
     with pytest.raises(CernVMError, match="SHA256SUMS: larger than 0 MiB"):
         verify(index)
+
+
+def test_a_key_that_cannot_sign_is_refused_before_anything_is_built(tmp_path: Path) -> None:
+    """A missing --sign-key was a FileNotFoundError traceback, and a public or expired key an error,
+    both only after every profile had been built."""
+    from cernvm_build.context import BuildContext
+    from cernvm_build.release.build import ReleaseOptions, build_release
+
+    secret, public = gpg.generate_test_key(tmp_path / "keys")
+    when = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+    expired, _ = gpg.generate_test_key(tmp_path / "old", created=when, expire="1d")
+    ctx = BuildContext(epoch=1764028800)
+    out = tmp_path / "releases"
+    for key, message in (
+        (tmp_path / "missing.asc", "no such key file"),
+        (public, "cannot sign with this key: no secret key"),
+        (expired, "cannot sign with this key"),
+    ):
+        opts = ReleaseOptions(version="2026.11-1", profiles=(), out=out, sign_key=key)
+        with pytest.raises(CernVMError, match=message) as e:
+            build_release(opts, ctx)
+        assert str(key) in str(e.value) and not out.exists()
+    release, final = build_release(ReleaseOptions("2026.11-1", (), out, sign_key=secret), ctx)
+    assert release.signer and (final / "SHA256SUMS.asc").is_file()
