@@ -183,13 +183,14 @@ def build_release(opts: ReleaseOptions, ctx: BuildContext) -> tuple[idx.ReleaseI
         )
     if opts.sign_key:
         check_sign_key(opts.sign_key)
+    # read before the build: a damaged or missing previous index failed only after every profile was built
+    previous = idx.load(opts.previous) if opts.previous else None
     part_root = opts.out / f".{version}.partial"
     part_root.mkdir(parents=True, exist_ok=True)
     epoch = ctx.epoch
     profiles = [for_release(p, version) for p in opts.profiles]
     with ThreadPoolExecutor(max_workers=max(1, ctx.jobs)) as pool:
         records = list(pool.map(lambda p: build_profile_part(p, part_root, opts, ctx), profiles))
-    previous = idx.load(opts.previous) if opts.previous else None
     artifacts = tuple(
         idx.ReleaseArtifact(**row)
         for rec in records

@@ -277,3 +277,17 @@ def test_a_key_that_cannot_sign_is_refused_before_anything_is_built(tmp_path: Pa
         assert str(key) in str(e.value) and not out.exists()
     release, final = build_release(ReleaseOptions("2026.11-1", (), out, sign_key=secret), ctx)
     assert release.signer and (final / "SHA256SUMS.asc").is_file()
+
+
+def test_a_previous_index_that_cannot_be_read_is_refused_before_anything_is_built(tmp_path: Path) -> None:
+    from cernvm_build.context import BuildContext
+    from cernvm_build.release import build
+
+    out = tmp_path / "releases"
+    opts = build.ReleaseOptions("2026.11-1", (), out, previous=tmp_path / "none/index.json")
+    calls: list[object] = []
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(build, "build_profile_part", lambda *a: calls.append(a))
+        with pytest.raises(CernVMError, match="no such release index"):
+            build.build_release(opts, BuildContext(epoch=1764028800))
+    assert not out.exists() and not calls
