@@ -291,3 +291,19 @@ def test_a_previous_index_that_cannot_be_read_is_refused_before_anything_is_buil
         with pytest.raises(CernVMError, match="no such release index"):
             build.build_release(opts, BuildContext(epoch=1764028800))
     assert not out.exists() and not calls
+
+
+def test_a_key_that_is_a_fifo_is_a_finding_not_a_wait(tmp_path: Path) -> None:
+    """`release verify --key FIFO` blocked for ever in the key's read_bytes."""
+    import os
+
+    index = _release(tmp_path / "r")
+    data = json.loads(index.read_text())
+    data.update(signature="SHA256SUMS.asc")
+    index.write_text(json.dumps(data))
+    (tmp_path / "r/SHA256SUMS.asc").write_text("not checked before the key is read\n")
+    os.mkfifo(tmp_path / "key.asc")
+    report = verify(index, public_keys=[tmp_path / "key.asc"])
+    assert [(f.artifact, f.problem) for f in report.findings] == [
+        ("SHA256SUMS.asc", f"{tmp_path / 'key.asc'}: cannot read the key: not a regular file")
+    ]
