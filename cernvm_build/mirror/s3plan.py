@@ -85,6 +85,8 @@ def last_rank(rel: str, last: Sequence[str]) -> int | None:
 #: and 2^N keys to upload), while links must stay allowed (``dists/stable -> bookworm`` is listed
 #: under both names). The largest real mirrors hold a few hundred thousand files.
 MAX_LISTED = 2_000_000
+#: pages of a remote listing with no object in them (a real one has at most a few, with delimiters)
+MAX_EMPTY_PAGES = 1000
 
 
 def walk_files(root: Path, *, limit: int = MAX_LISTED) -> Iterator[tuple[str, Path]]:
@@ -265,8 +267,10 @@ def list_remote(client: S3Client, url: S3Url) -> dict[str, RemoteObject]:
     """
     out: dict[str, RemoteObject] = {}
     me = threading.get_ident()
+    empty_pages = 0
 
     def grab(response_dict: dict[str, Any], **_: Any) -> None:
+        nonlocal empty_pages
         if threading.get_ident() != me or int(response_dict.get("status_code", 0)) >= 300:
             return
         try:
@@ -275,11 +279,21 @@ def list_remote(client: S3Client, url: S3Url) -> dict[str, RemoteObject]:
             return  # let botocore report it
         ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
         encoded = root.findtext(f"{ns}EncodingType") == "url"
-        for c in root.findall(f"{ns}Contents"):
+        contents = root.findall(f"{ns}Contents")
+        for c in contents:
             key = c.findtext(f"{ns}Key") or ""
             key = unquote_plus(key) if encoded else key
             _listed(out, client, url, key, c.findtext(f"{ns}Size") or "", c.findtext(f"{ns}ETag") or "")
             root.remove(c)
+        # A server that says "truncated" with a new token every time lists for ever (botocore stops
+        # only at a repeated token): objects or empty pages beyond any real bucket's end it here.
+        empty_pages += not contents
+        if len(out) > MAX_LISTED or empty_pages > MAX_EMPTY_PAGES:
+            raise MirrorError(
+                f"{client.meta.endpoint_url}: the listing of {url} does not end (more than "
+                + (f"{MAX_LISTED} objects)" if len(out) > MAX_LISTED else f"{MAX_EMPTY_PAGES} empty pages)"),
+                hint="the S3 server answers a broken or hostile ListObjectsV2; check the endpoint",
+            )
         response_dict["body"] = ET.tostring(root)
 
     hook = f"cernvm-list-{uuid.uuid4().hex}"

@@ -403,6 +403,55 @@ def _listing(contents: list[tuple[str, str]]) -> bytes:
     ).encode()
 
 
+class _EndlessLister(http.server.BaseHTTPRequestHandler):
+    """ListObjectsV2 that is truncated with a new token every time, with one new object a page or none."""
+
+    objects = True
+    pages = 0
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        n = _EndlessLister.pages = _EndlessLister.pages + 1
+        obj = f'<Contents><Key>el9/f{n}</Key><Size>1</Size><ETag>"e"</ETag></Contents>'
+        body = (
+            '<?xml version="1.0"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+            "<Name>b</Name><Prefix>el9/</Prefix><IsTruncated>true</IsTruncated>"
+            f"<NextContinuationToken>t{n}</NextContinuationToken>"
+            f"{obj if self.objects else ''}</ListBucketResult>"
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.mark.parametrize("objects", [True, False], ids=["one-object-a-page", "empty-pages"])
+def test_a_listing_that_never_ends_stops_at_a_cap(monkeypatch: pytest.MonkeyPatch, objects: bool) -> None:
+    """botocore's paginator stops only at a repeated token: a server answering "truncated" with new
+    tokens listed for ever (and, with objects, kept them all)."""
+    from cernvm_build.mirror import s3plan
+    from cernvm_build.mirror.s3client import make_client, parse_s3_url
+
+    monkeypatch.setattr(s3plan, "MAX_LISTED", 30)
+    monkeypatch.setattr(s3plan, "MAX_EMPTY_PAGES", 20, raising=False)  # (new with the cap)
+    monkeypatch.setattr(_EndlessLister, "objects", objects)
+    monkeypatch.setattr(_EndlessLister, "pages", 0)
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _EndlessLister)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{srv.server_address[1]}"
+    client = make_client(endpoint_url=endpoint, region="us-east-1", credentials=("A", "S", None))
+    try:
+        with pytest.raises(MirrorError, match=r"the listing of s3://b/el9 does not end \(more than") as e:
+            s3plan.list_remote(client, parse_s3_url("s3://b/el9"))
+        assert ("30 objects" if objects else "20 empty pages") in e.value.message
+        assert _EndlessLister.pages == 31 if objects else 21
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
 def test_a_malformed_or_foreign_s3_listing_is_one_line_or_passed_over(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
