@@ -50,7 +50,8 @@ def _repo_targets(args: argparse.Namespace) -> list[Any]:
     for kind in ("yum", "apt"):
         for item in getattr(args, kind) or []:
             src, sep, dest = item.rpartition("=")
-            if not sep or not dest.startswith("s3://"):
+            # an empty SOURCE was the current folder, mirrored as the repository
+            if not sep or not src or not dest.startswith("s3://"):
                 raise UsageError(
                     f"--{kind} '{item}' is not SOURCE=s3://bucket/prefix",
                     hint=f"e.g. --{kind} ./{kind}=s3://cvmrepo/{kind}",
@@ -59,18 +60,24 @@ def _repo_targets(args: argparse.Namespace) -> list[Any]:
     return targets
 
 
+def _publish_targets(args: argparse.Namespace) -> list[Any]:
+    """The publishing flags checked (a usage error names the flag): before a build, not after it."""
+    if not args.publish.startswith("s3://"):
+        raise UsageError(f"'{args.publish}' is not an s3:// URL", hint="for example s3://cvmrepo/releases")
+    return _repo_targets(args)
+
+
 def _publish(args: argparse.Namespace, out: Output, release_dir: Path) -> dict[str, Any]:
     from ..release.publish import publish_release
     from .reference import GENERATORS
 
-    if not args.publish.startswith("s3://"):
-        raise UsageError(f"'{args.publish}' is not an s3:// URL", hint="for example s3://cvmrepo/releases")
+    repos = _publish_targets(args)
     with out.reporter() as reporter:
         report = publish_release(
             release_dir,
             args.publish,
             endpoint_url=args.endpoint_url,
-            repos=_repo_targets(args),
+            repos=repos,
             site_dest=args.site_publish,
             site_generators=GENERATORS,
             reporter=scoped(reporter, "publish"),
@@ -84,6 +91,8 @@ def _build(args: argparse.Namespace, out: Output) -> int:
     names = _split(args.profiles)
     if not names:
         raise UsageError("no profiles given", hint="e.g. --profiles el7,el8,el9")
+    if args.publish:
+        _publish_targets(args)  # a bad --publish, --yum or --apt was found only after the build
     signer = None
     if args.image_key or args.image_cert:
         if not (args.image_key and args.image_cert):

@@ -307,3 +307,29 @@ def test_a_key_that_is_a_fifo_is_a_finding_not_a_wait(tmp_path: Path) -> None:
     assert [(f.artifact, f.problem) for f in report.findings] == [
         ("SHA256SUMS.asc", f"{tmp_path / 'key.asc'}: cannot read the key: not a regular file")
     ]
+
+
+@pytest.mark.parametrize("item", ["=s3://cvmrepo/yum", "./yum", "./yum=/tmp/x"])
+def test_a_repository_flag_without_source_or_s3_destination_is_a_usage_error(
+    tmp_path: Path, item: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An empty SOURCE ('--yum =s3://…') mirrored the current folder as the repository."""
+    from cernvm_build.cli.main import main
+
+    index = _release(tmp_path / "r")
+    code = main(["release", "publish", str(index.parent), "s3://cvmrepo/releases", "--yum", item])
+    err = capsys.readouterr().err
+    assert code == 2 and f"--yum '{item}' is not SOURCE=s3://bucket/prefix" in err
+
+
+def test_bad_publishing_flags_of_a_build_are_refused_before_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`release VERSION --publish … --yum BAD` built every profile, then refused the flag."""
+    from cernvm_build.cli.main import main
+    from cernvm_build.release import build
+
+    monkeypatch.setattr(build, "release_profiles", lambda names: pytest.fail("profiles loaded"))
+    for flags in (["--publish", "cvmrepo/releases"], ["--publish", "s3://b/r", "--apt", "=s3://b/apt"]):
+        code = main(["release", "2026.11-1", "--out", str(tmp_path), *flags])
+        assert code == 2 and "is not" in capsys.readouterr().err
