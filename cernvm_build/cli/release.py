@@ -39,6 +39,10 @@ SHA256SUMS (signed when a key is given), index.json and release notes, in OUT/VE
 Profiles are built in parallel (--jobs); an interrupted build resumes with the profiles not done."""
 
 
+#: the release the verify, rebuild and publish commands act on
+RELEASE_ARG_HELP = "a version under --out, an index.json or a release folder"
+
+
 def _split(text: str | None) -> list[str]:
     return [x.strip() for x in (text or "").split(",") if x.strip()]
 
@@ -230,9 +234,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     v = subparser(inner, "verify", help="check every artifact against the index, SHA256SUMS and signature",
                   json=True, handler=_verify)  # fmt: skip
-    v.add_argument(
-        "release", metavar="VERSION|INDEX|DIR", help="a version under --out, an index.json or a folder"
-    )
+    v.add_argument("release", metavar="VERSION|INDEX|DIR", help=RELEASE_ARG_HELP)
     v.add_argument(
         "--key", type=Path, action="append", help="OpenPGP public key the release must be signed by"
     )
@@ -242,14 +244,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     r = subparser(inner, "rebuild", help="rebuild from the recorded inputs; byte-identical per artifact?",
                   json=True, handler=_rebuild)  # fmt: skip
-    r.add_argument("release", metavar="VERSION|INDEX|DIR")
+    r.add_argument("release", metavar="VERSION|INDEX|DIR", help=RELEASE_ARG_HELP)
     r.add_argument(
         "--out", type=Path, default=Path("releases"), help="releases folder (default: %(default)s)"
     )
 
     p = subparser(inner, "publish", help="upload a built release (artifacts, repositories, site) to S3",
                   json=True, handler=_publish_cmd)  # fmt: skip
-    p.add_argument("release", metavar="VERSION|INDEX|DIR")
+    p.add_argument("release", metavar="VERSION|INDEX|DIR", help=RELEASE_ARG_HELP)
     p.add_argument(
         "--out", type=Path, default=Path("releases"), help="releases folder (default: %(default)s)"
     )

@@ -103,3 +103,12 @@ def test_console_script_runs_without_traceback() -> None:
     )
     assert proc.returncode == 0
     assert proc.stdout.startswith("cernvm-build ")
+
+
+def test_every_argument_of_the_release_commands_says_what_it_is() -> None:
+    """`release rebuild --help` and `release publish --help` listed VERSION|INDEX|DIR with no word."""
+    group = next(a for a in build_parser(["release"])._actions if isinstance(a, argparse._SubParsersAction))
+    inner = next(a for a in group.choices["release"]._actions if isinstance(a, argparse._SubParsersAction))
+    for name in ("build", "verify", "rebuild", "publish"):
+        for action in inner.choices[name]._actions:
+            assert action.help, (name, action.dest)
