@@ -20,7 +20,7 @@ from pathlib import Path
 from types import TracebackType
 
 from .errors import CernVMError, IntegrityError
-from .fsutil import atomic_write
+from .fsutil import atomic_write, read_regular
 from .proc import run
 
 
@@ -81,7 +81,7 @@ class Keyring:
         self._gpg("--yes", "--armor", *nopass, "--output", out, what, *names)
 
     def import_key(self, key: Path | bytes) -> list[str]:
-        data = key.read_bytes() if isinstance(key, Path) else key
+        data = _read_key(key) if isinstance(key, Path) else key
         status = self._gpg("--import", input=data, check=False)
         fprs = [line.split()[3] for line in status.splitlines() if line.startswith("[GNUPG:] IMPORT_OK")]
         if not fprs:
@@ -254,6 +254,24 @@ def valid_signer(status: str, what: str) -> str:
         "bad signature" if bad == "BADSIG" else "signed by an unknown key" if bad else "no valid signature"
     )
     raise IntegrityError(f"{what}: {reason}", hint=hint)
+
+
+#: the largest key file read: a key with many signatures on it is tens of KiB
+MAX_KEY_FILE = 16 << 20
+
+
+def _read_key(path: Path) -> bytes:
+    """A key file's bytes: only a regular file (a FIFO given as a key blocked for ever), not a
+    missing one (a FileNotFoundError traceback), bounded."""
+    try:
+        data = read_regular(path, MAX_KEY_FILE)
+    except OSError as e:
+        raise CernVMError(
+            f"{path}: cannot read the key: {e.strerror}", hint="give an OpenPGP key file"
+        ) from None
+    if len(data) > MAX_KEY_FILE:
+        raise CernVMError(f"{path}: larger than {MAX_KEY_FILE >> 20} MiB", hint="give an OpenPGP key file")
+    return data
 
 
 def generate_test_key(
