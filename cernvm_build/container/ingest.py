@@ -116,14 +116,17 @@ def image_parts(w: Wish, tag: str, manifest_bytes: bytes, config_bytes: bytes) -
             raise ValueError("the config does not match its digest")
     except BuildError as e:
         raise BuildError(f"{where}: {e.message}", hint=e.hint or "") from None
-    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError) as e:
         raise _not_an_image(where, e, "manifest or config") from None
     return parts
 
 
 def _not_an_image(where: str, e: Exception, what_of: str) -> BuildError:
     """A malformed manifest or config (a missing key, a wrong type) as one line naming the image."""
-    what = f"no {e}" if isinstance(e, KeyError) else str(e)
+    if isinstance(e, RecursionError):  # json's decoder gives up ~1,000 levels deep
+        what = "nested too deeply"
+    else:
+        what = f"no {e}" if isinstance(e, KeyError) else str(e)
     return BuildError(
         f"{where}: not an image the hub can take: {what}"[:400],
         hint=f"the registry's {what_of} is damaged or hostile",
@@ -237,11 +240,16 @@ def ingest_manifest(
     layers straight from their blobs (no unpacking: the publisher reads the tars, and the hub makes
     each chain from the one below plus the layer, applying its whiteouts). ``scanned``: the layers
     already read, by manifest digest (the default platform is ingested twice: read its blobs once)."""
-    manifest_bytes = _blob(layout, manifest_digest)
-    manifest = json.loads(manifest_bytes)
-    config_bytes = _blob(layout, manifest["config"]["digest"])
-    parts = image_parts(w, tag, manifest_bytes, config_bytes)
     where = f"{w.registry}/{w.repository}:{tag}"
+    manifest_bytes = _blob(layout, manifest_digest)
+    try:  # the pulled manifest may differ from the one checked before the pull
+        manifest = json.loads(manifest_bytes)
+        config_digest = manifest["config"]["digest"]
+        if not (isinstance(config_digest, str) and DIGEST_RE.match(config_digest)):
+            raise ValueError(f"config digest {config_digest!r:.80} is not sha256:<hex>")
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError) as e:
+        raise _not_an_image(where, e, "manifest") from None
+    parts = image_parts(w, tag, manifest_bytes, _blob(layout, config_digest))
     trees = scanned.get(manifest_digest) if scanned is not None else None
     if trees is None:
         trees = _scan_layers(layout, manifest["layers"], parts, where, limits)
@@ -308,7 +316,7 @@ def check_before_pull(where: str, raw: bytes, limits: TarLimits) -> int:
                     hint="the registry is hostile, or raise the limit (--max-layer-bytes)",
                 )
             total += size
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
         raise _not_an_image(where, e, "manifest") from None
     return total
 

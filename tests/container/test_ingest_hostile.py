@@ -68,8 +68,19 @@ def _with_layer(**layer: Any) -> tuple[bytes, bytes]:
         (lambda: _image(created="yesterday"), "Invalid isoformat string"),
         (lambda: _image(layers=ingest.MAX_LAYERS + 1), "128 layers (1 to 127 can be ingested)"),
         (lambda: (_image()[0], _image(architecture="arm64")[1]), "the config does not match its digest"),
+        (lambda: (_image()[0], b"[" * 100_000), "not an image the hub can take: nested too deeply"),
     ],
-    ids=["digest-path", "size", "no-layers", "env-int", "labels", "created", "too-many-layers", "config"],
+    ids=[
+        "digest-path",
+        "size",
+        "no-layers",
+        "env-int",
+        "labels",
+        "created",
+        "too-many-layers",
+        "config",
+        "nested",
+    ],
 )
 def test_a_hostile_manifest_or_config_is_one_build_error(image: Any, error: str) -> None:
     with pytest.raises(BuildError) as e:
@@ -117,6 +128,7 @@ def test_a_manifest_list_names_its_platforms_and_one_image_none() -> None:
         (lambda: _index(), "names no image"),
         (lambda: b"\xff" * 10, "is not JSON"),
         (lambda: b"{" * (manifest_list.MAX_RAW + 1), "bytes (at most"),
+        (lambda: b"[" * 100_000, "the manifest is nested too deeply"),  # was a RecursionError
     ],
     ids=[
         "hundreds",
@@ -129,6 +141,7 @@ def test_a_manifest_list_names_its_platforms_and_one_image_none() -> None:
         "empty",
         "not-json",
         "huge",
+        "nested",
     ],
 )
 def test_a_hostile_manifest_list_is_one_build_error(raw: Any, error: str) -> None:
@@ -236,6 +249,27 @@ def test_a_layer_the_publisher_refuses_is_named_by_image_and_digest(
     assert e.value.message.startswith(f"127.0.0.1:5000/cernvm/demo:demo-1 layer {layer}: "), e.value.message
     assert said in e.value.message and str(tmp_path) not in e.value.message
     assert e.value.hint == "the layer is damaged or hostile"
+
+
+@pytest.mark.parametrize(
+    ("manifest", "said"),
+    [
+        (b"[" * 100_000, "nested too deeply"),
+        (b'{"layers": []}', "no 'config'"),
+        (b'{"config": {"digest": "sha256:../../x"}}', "config digest 'sha256:../../x' is not sha256:<hex>"),
+    ],
+    ids=["nested", "no-config", "config-path"],
+)
+def test_a_pulled_manifest_is_checked_as_the_inspected_one_was(
+    tmp_path: Path, manifest: bytes, said: str
+) -> None:
+    """The manifest in the pulled layout is read again (the registry may answer the pull with another
+    one than it gave to inspect): a hostile one is one line, not a KeyError or RecursionError."""
+    layout, _, _ = _layout(tmp_path, gzip.compress(tar_bytes({"f": b""})))
+    (layout / "blobs" / "sha256" / digest_of(manifest)[7:]).write_bytes(manifest)
+    with pytest.raises(BuildError) as e:
+        ingest.ingest_manifest(WISH, "demo-1", layout, digest_of(manifest), _pull_never)
+    assert said in e.value.message and "127.0.0.1:5000/cernvm/demo:demo-1" in e.value.message
 
 
 def _pull_never(*args: Any, **kwargs: Any) -> None:
