@@ -1,0 +1,126 @@
+"""``container verify`` (and ``--parent``, which reads the parent the same way) of a hostile OCI layout
+or docker-archive: every malformed index, manifest or config is one line naming the image and exit 7,
+never a traceback (a RecursionError, a TypeError, a FileNotFoundError) or a file read outside the
+image (a digest holding ``../``; one naming /dev/zero was read until memory ran out)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cernvm_build.cli.main import main
+from cernvm_build.container.verify import MAX_JSON
+
+HEX = "cd" * 32
+CONFIG = json.dumps({"rootfs": {"diff_ids": [f"sha256:{HEX}"]}}).encode()
+
+
+def _digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _manifest(layers: Any, config: bytes = CONFIG) -> bytes:
+    return json.dumps({"schemaVersion": 2, "config": {"digest": _digest(config)}, "layers": layers}).encode()
+
+
+def _layout(root: Path, *, index: bytes | None = None, manifest: bytes = b"", config: bytes = CONFIG) -> Path:
+    blobs = root / "img.oci" / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    (root / "img.oci" / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    for data in (manifest, config):
+        (blobs / _digest(data)[7:]).write_bytes(data)
+    if index is None:
+        index = json.dumps({"schemaVersion": 2, "manifests": [{"digest": _digest(manifest)}]}).encode()
+    (root / "img.oci" / "index.json").write_bytes(index)
+    return root / "img.oci"
+
+
+def _index_of(digest: str) -> bytes:
+    return json.dumps({"schemaVersion": 2, "manifests": [{"digest": digest}]}).encode()
+
+
+@pytest.mark.parametrize(
+    ("make", "said"),
+    [
+        (lambda r: _layout(r, index=b"[" * 100_000), "index.json is nested too deeply"),
+        (lambda r: _layout(r, index=b" " * MAX_JSON + _index_of(HEX)), "index.json is over"),
+        (
+            lambda r: _layout(r, index=_index_of("sha256:../../../outside.json")),
+            "the manifest's digest 'sha256:../../../outside.json' is not sha256:<hex>",
+        ),
+        (lambda r: _layout(r, index=_index_of("abc")), "the manifest's digest 'abc' is not sha256:<hex>"),
+        (lambda r: _layout(r, manifest=_manifest(["x"])), "malformed OCI metadata"),
+        (lambda r: _layout(r, manifest=_manifest(5)), "the layers or the diff_ids are not a list"),
+        (
+            lambda r: _layout(r, manifest=_manifest([{"digest": "md5:abc"}])),
+            "the layer's digest 'md5:abc' is not sha256:<hex>",
+        ),
+        (
+            lambda r: _layout(r, manifest=_manifest([{"digest": f"sha256:{HEX}"}])),
+            f"blobs/sha256/{HEX} cannot be read: No such file or directory",
+        ),
+        (
+            lambda r: _layout(r, manifest=_manifest([], b"[" * 100_000), config=b"[" * 100_000),
+            "(config) is nested too deeply",
+        ),
+        (
+            lambda r: _layout(r, manifest=_manifest([], b"[1]"), config=b"[1]"),
+            "malformed OCI metadata",
+        ),
+    ],
+    ids=[
+        "nested-index",
+        "huge-index",
+        "digest-out",
+        "digest-no-algorithm",
+        "layer-not-object",
+        "layers-not-list",
+        "layer-md5",
+        "layer-missing",
+        "nested-config",
+        "config-list",
+    ],
+)
+def test_a_hostile_oci_layout_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], make: Any, said: str
+) -> None:
+    (tmp_path / "outside.json").write_bytes(_manifest([]))
+    image = make(tmp_path)
+    assert main(["container", "verify", str(image)]) == 7
+    err = capsys.readouterr().err
+    assert said in err and f"error: {image}: " in err and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 2  # the error and its hint
+
+
+def _docker_archive(path: Path, manifest: Any, members: dict[str, bytes]) -> Path:
+    with tarfile.open(path, "w") as t:
+        for name, data in {"manifest.json": json.dumps(manifest).encode(), **members}.items():
+            m = tarfile.TarInfo(name)
+            m.size = len(data)
+            t.addfile(m, io.BytesIO(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("manifest", "members", "said"),
+    [
+        ([{"Config": 5, "Layers": []}], {}, "Config is not a name"),
+        ([{"Config": "c.json", "Layers": [7]}], {"c.json": CONFIG}, "a layer is not a name"),
+        ([{"Config": "c.json", "Layers": []}], {"c.json": b"[" * 100_000}, "c.json is nested too deeply"),
+        ([{"Config": "c.json", "Layers": []}], {"c.json": b"[]"}, "malformed docker-archive metadata"),
+    ],
+    ids=["config-int", "layer-int", "nested-config", "config-list"],
+)
+def test_a_hostile_docker_archive_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], manifest: Any, members: dict[str, bytes], said: str
+) -> None:
+    image = _docker_archive(tmp_path / "img.docker.tar", manifest, members)
+    assert main(["container", "verify", str(image)]) == 7
+    err = capsys.readouterr().err
+    assert said in err and "Traceback" not in err, err
