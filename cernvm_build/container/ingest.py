@@ -23,12 +23,12 @@ import tarfile
 import tempfile
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from ..artifact import Artifact
-from ..cvmfs.limits import human
+from ..cvmfs.limits import MAX_MTIME, human
 from ..cvmfs.tar_limits import TarLimits
 from ..cvmfs.tar_stream import TarStream, open_tar
 from ..errors import BuildError, CvmfsError
@@ -135,15 +135,19 @@ def _not_an_image(where: str, e: Exception, what_of: str) -> BuildError:
 
 def _spec(w: Wish, tag: str, config: dict[str, Any]) -> ImageSpec:
     c = config.get("config") or {}
-    created = config.get("created") or "1970-01-01T00:00:00Z"
-    stamp = int(datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp())
+    stamp = _created(config.get("created") or "1970-01-01T00:00:00Z")
     env = dict(e.split("=", 1) for e in c.get("Env") or [] if "=" in e)
     texts = [*env.values(), *(c.get("Entrypoint") or ()), *(c.get("Cmd") or ()), c.get("WorkingDir") or "/"]
     labels = dict(c.get("Labels") or {})
-    if not all(
-        isinstance(v, str) for v in [*texts, *labels, *labels.values(), config.get("architecture", "")]
-    ):
+    texts += [*labels, *labels.values(), config.get("architecture", "")]
+    if not all(isinstance(v, str) for v in texts):
         raise ValueError("a config field that is text holds something else")
+    for v in texts:  # JSON's "\ud800" is a str no file can hold: the hub writes these into scripts
+        if not v.isascii():
+            try:
+                v.encode()
+            except UnicodeEncodeError:
+                raise ValueError(f"config text {v!r:.80} is not Unicode (a lone surrogate)") from None
     return ImageSpec(
         registry=w.registry,
         repository=w.repository,
@@ -156,6 +160,18 @@ def _spec(w: Wish, tag: str, config: dict[str, Any]) -> ImageSpec:
         architecture=config.get("architecture", "amd64"),
         working_dir=c.get("WorkingDir") or "/",
     )
+
+
+def _created(text: str) -> int:
+    """The config's ``created`` in seconds: without a zone it is UTC (RFC 3339 always has one; the
+    local zone made the hub's bytes depend on the machine), and a time before 1970 is 0 -- Go's zero
+    time ``0001-01-01T00:00:00Z`` (go-containerregistry's empty image) means none, and the catalog
+    cannot hold it."""
+    when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    stamp = int(when.replace(tzinfo=when.tzinfo or UTC).timestamp())
+    if stamp > MAX_MTIME:
+        raise ValueError(f"created {text!r:.40} is after {datetime.fromtimestamp(MAX_MTIME, UTC):%Y}")
+    return max(stamp, 0)
 
 
 #: the layer types the hub unpacks (the publisher reads plain and gzip tars)

@@ -10,6 +10,7 @@ import io
 import json
 import subprocess
 import tarfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,9 @@ def _with_layer(**layer: Any) -> tuple[bytes, bytes]:
         (lambda: _image(layers=ingest.MAX_LAYERS + 1), "128 layers (1 to 127 can be ingested)"),
         (lambda: (_image()[0], _image(architecture="arm64")[1]), "the config does not match its digest"),
         (lambda: (_image()[0], b"[" * 100_000), "not an image the hub can take: nested too deeply"),
+        (lambda: _image(config={"Env": ["V=\ud800"]}), "config text '\\ud800' is not Unicode"),
+        (lambda: _image(config={"Labels": {"\udfff": "x"}}), "config text '\\udfff' is not Unicode"),
+        (lambda: _image(created="9999-12-31T23:59:59Z"), "created '9999-12-31T23:59:59Z' is after 2242"),
     ],
     ids=[
         "digest-path",
@@ -80,12 +84,38 @@ def _with_layer(**layer: Any) -> tuple[bytes, bytes]:
         "too-many-layers",
         "config",
         "nested",
+        "env-surrogate",
+        "label-surrogate",
+        "created-9999",
     ],
 )
 def test_a_hostile_manifest_or_config_is_one_build_error(image: Any, error: str) -> None:
     with pytest.raises(BuildError) as e:
         ingest.image_parts(WISH, "demo-1", *image())
     assert error in str(e.value) and "127.0.0.1:5000/cernvm/demo:demo-1" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("created", "stamp"),
+    [
+        ("0001-01-01T00:00:00Z", 0),  # Go's zero time (go-containerregistry's empty image): none
+        ("2026-12-01T10:00:00", 1796119200),  # no zone: UTC, whatever the machine's
+        ("2026-12-01T10:00:00.123456789Z", 1796119200),  # Go's nanoseconds
+        ("2026-12-01T11:00:00+01:00", 1796119200),
+    ],
+)
+def test_the_created_time_is_one_the_hub_can_hold(
+    monkeypatch: pytest.MonkeyPatch, created: str, stamp: int
+) -> None:
+    """The hub dates its entries by ``created``: Go's zero time failed the publish with 'mtime
+    -62135596800 is out of range' on a chain's catalog, and a time without zone was local."""
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        assert ingest.image_parts(WISH, "demo-1", *_image(created=created)).spec.created == stamp
+    finally:
+        monkeypatch.undo()
+        time.tzset()
 
 
 def test_a_listed_tag_that_is_no_tag_is_refused_before_any_pull(monkeypatch: pytest.MonkeyPatch) -> None:
