@@ -32,7 +32,7 @@ from ..cvmfs.limits import MAX_MTIME, human
 from ..cvmfs.tar_limits import TarLimits
 from ..cvmfs.tar_stream import TarStream, open_tar
 from ..errors import BuildError, CvmfsError
-from .image import _TAG_RE, DIGEST_RE, MT_LAYER_GZIP, ImageSpec, hex_of
+from .image import _TAG_RE, DIGEST_RE, MT_LAYER_GZIP, ImageSpec, digest_of, hex_of
 from .layer import LayerResult
 from .layering import WHITEOUT, ImageTrees, LayerTar, whiteout_of
 from .layers import LayerFile
@@ -360,7 +360,7 @@ def ingest_image(
     under ``<tag>-<os>-<arch>[-<variant>]``, and the default platform also under ``<tag>``.
     ``registry_tags``: the repository's tags in the registry (listed when a list is met)."""
     ref = f"{w.registry}/{w.repository}:{tag}"
-    raw = inspect_raw(ref, opts=opts)
+    raw = raw_top = inspect_raw(ref, opts=opts)
     platforms = index_platforms(ref, raw)
     if platforms is None:
         _check_space(ref, check_before_pull(ref, raw, limits), work)
@@ -384,7 +384,10 @@ def ingest_image(
                 raise BuildError(f"{where}: {e.message}", hint=e.hint or "") from None
             need += check_before_pull(where, raw, limits)
         _check_space(ref, need, work)
-    layout = pull(ref, work / "image.oci", opts=opts, all_platforms=platforms is not None)
+    # by the digest of what was checked: pulled by tag, the registry could answer the pull with
+    # another manifest (1 TiB layers after the check of a small image)
+    pinned = f"{w.registry}/{w.repository}@{digest_of(raw_top)}"
+    layout = pull(pinned, work / "image.oci", opts=opts, all_platforms=platforms is not None)
     top = json.loads((layout / "index.json").read_text())["manifests"][0]
     if platforms is None:
         return [ingest_manifest(w, tag, layout, top["digest"], publish, limits=limits)]

@@ -31,20 +31,20 @@ class RegistryOptions:
     policy: Path | None = None
 
 
-def _skopeo(args: list[str], what: str) -> str:
+def _skopeo(args: list[str], what: str) -> bytes:
+    """skopeo's output as it wrote it (``inspect --raw``: the registry's bytes, which its digest
+    is of; text mode turned a CR LF into LF)."""
     if shutil.which("skopeo") is None:
         raise BuildError(f"{what}: needs skopeo", hint="apt-get install skopeo")
     try:
-        proc = subprocess.run(
-            ["skopeo", *args], capture_output=True, text=True, errors="replace", timeout=_TIMEOUT
-        )
+        proc = subprocess.run(["skopeo", *args], capture_output=True, timeout=_TIMEOUT)
     except subprocess.TimeoutExpired as e:
         raise BuildError(
             f"{what}: skopeo gave no answer in {_TIMEOUT} s", hint="is the registry reachable?"
         ) from e
     if proc.returncode != 0:
         raise BuildError(
-            f"{what}: {skopeo_message(proc.stderr)}",
+            f"{what}: {skopeo_message(proc.stderr.decode(errors='replace'))}",
             hint="check the image name, the registry and its TLS (--no-tls-verify)",
         )
     return proc.stdout
@@ -134,10 +134,10 @@ def pull(ref: str, dest: Path, *, opts: RegistryOptions, all_platforms: bool = F
 
 
 def inspect_raw(ref: str, *, opts: RegistryOptions) -> bytes:
-    """The registry's manifest of ``ref`` (an image's, or a manifest list), for parsing: bytes that are
-    not UTF-8 come back as U+FFFD (``_skopeo`` decodes with errors="replace")."""
+    """The registry's manifest of ``ref`` (an image's, or a manifest list) as it sent it: its
+    digest names the same manifest (``ingest`` pulls by it)."""
     args = ["inspect", "--raw", *_common(opts), _tls(opts)]
-    return _skopeo([*args, _docker(ref)], f"inspect {ref}").encode("utf-8")
+    return _skopeo([*args, _docker(ref)], f"inspect {ref}")
 
 
 def list_tags(repository: str, *, opts: RegistryOptions) -> list[str]:

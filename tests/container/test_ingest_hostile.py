@@ -8,6 +8,7 @@ import gzip
 import hashlib
 import io
 import json
+import shutil
 import subprocess
 import tarfile
 import time
@@ -351,6 +352,42 @@ def test_a_pull_larger_than_the_scratch_space_is_refused_first(
     with pytest.raises(BuildError) as e:
         ingest.ingest_image(WISH, "demo-1", _pull_never, opts=RegistryOptions(), work=tmp_path)
     assert f"the pull needs {127 * (60 << 30)} bytes of scratch space" in str(e.value)
+
+
+def test_the_pull_is_of_the_manifest_that_was_checked(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Pulled by tag, a registry could answer the pull with another manifest than the one checked
+    first (a probe's registry gave a 1 TiB layer to the pull, and the pull went ahead): the pull
+    names the checked manifest by its digest, so skopeo refuses any other."""
+    raw = _raw_manifest([{"digest": f"sha256:{HEX}", "size": 10}]) + b"\r\n"  # as the registry sent it
+    pulled: list[str] = []
+
+    def pull(ref: str, dest: Path, **kwargs: Any) -> Path:
+        pulled.append(ref)
+        raise BuildError("stop here")
+
+    monkeypatch.setattr(ingest, "inspect_raw", lambda ref, opts: raw)
+    monkeypatch.setattr(ingest, "pull", pull)
+    with pytest.raises(BuildError, match="stop here"):
+        ingest.ingest_image(WISH, "demo-1", _pull_never, opts=RegistryOptions(), work=tmp_path)
+    assert pulled == [f"127.0.0.1:5000/cernvm/demo@{digest_of(raw)}"]
+
+
+@pytest.mark.skipif(not shutil.which("skopeo"), reason="needs skopeo")
+def test_inspect_gives_the_manifest_bytes_as_sent(tmp_path: Path) -> None:
+    """What ``inspect_raw`` returns is what its digest is of: a CR LF stays (text mode made it LF)."""
+    doc = {"schemaVersion": 2, "mediaType": manifest_list.OCI_MANIFEST, "config": {}, "layers": []}
+    manifest = json.dumps(doc, indent=1).replace("\n", "\r\n").encode()
+    layout = tmp_path / "l"
+    (layout / "blobs" / "sha256").mkdir(parents=True)
+    (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    (layout / "blobs" / "sha256" / digest_of(manifest)[7:]).write_bytes(manifest)
+    index = {"schemaVersion": 2, "manifests": [{"mediaType": manifest_list.OCI_MANIFEST,
+             "digest": digest_of(manifest), "size": len(manifest)}]}  # fmt: skip
+    (layout / "index.json").write_text(json.dumps(index))
+    got = registry._skopeo(["inspect", "--raw", f"oci:{layout}"], "inspect")
+    assert got == manifest
 
 
 def test_skopeo_messages_are_shown_unquoted() -> None:
