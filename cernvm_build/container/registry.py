@@ -13,6 +13,7 @@ import json
 import re
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,11 @@ from ..errors import BuildError
 from ..fsutil import atomic_dir
 
 _TIMEOUT = 1800
+#: skopeo holds what a registry answers: a tag list whose next page is itself grew it by 20 MB/s
+#: (Go's runtime cannot run under RLIMIT_AS, so its size is watched); a copy of a large image stays
+#: under 200 MB, as it streams the blobs
+MAX_SKOPEO_RSS = 1 << 30
+_POLL = 0.5
 
 
 @dataclass(frozen=True)
@@ -36,18 +42,42 @@ def _skopeo(args: list[str], what: str) -> bytes:
     is of; text mode turned a CR LF into LF)."""
     if shutil.which("skopeo") is None:
         raise BuildError(f"{what}: needs skopeo", hint="apt-get install skopeo")
-    try:
-        proc = subprocess.run(["skopeo", *args], capture_output=True, timeout=_TIMEOUT)
-    except subprocess.TimeoutExpired as e:
-        raise BuildError(
-            f"{what}: skopeo gave no answer in {_TIMEOUT} s", hint="is the registry reachable?"
-        ) from e
+    with subprocess.Popen(["skopeo", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        deadline = time.monotonic() + _TIMEOUT
+        while True:
+            try:
+                out, err = proc.communicate(timeout=_POLL)
+                break
+            except subprocess.TimeoutExpired:
+                rss = _rss(proc.pid)
+                if rss <= MAX_SKOPEO_RSS and time.monotonic() < deadline:
+                    continue
+                proc.kill()
+                proc.communicate()
+                if rss > MAX_SKOPEO_RSS:
+                    raise BuildError(
+                        f"{what}: skopeo took {rss >> 20} MiB (at most {MAX_SKOPEO_RSS >> 20} MiB), stopped",
+                        hint="the registry's answers do not end (a tag list whose next page is itself?)",
+                    ) from None
+                raise BuildError(
+                    f"{what}: skopeo gave no answer in {_TIMEOUT} s", hint="is the registry reachable?"
+                ) from None
     if proc.returncode != 0:
         raise BuildError(
-            f"{what}: {skopeo_message(proc.stderr.decode(errors='replace'))}",
+            f"{what}: {skopeo_message(err.decode(errors='replace'))}",
             hint="check the image name, the registry and its TLS (--no-tls-verify)",
         )
-    return proc.stdout
+    return out
+
+
+def _rss(pid: int) -> int:
+    """The resident bytes of process ``pid`` (0 once it is gone)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    kb = next((line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")), "0")
+    return int(kb) << 10
 
 
 def skopeo_message(stderr: str) -> str:
