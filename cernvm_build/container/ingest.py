@@ -18,6 +18,7 @@ import fnmatch
 import functools
 import json
 import logging
+import re
 import shutil
 import tarfile
 import tempfile
@@ -32,7 +33,7 @@ from ..cvmfs.limits import MAX_MTIME, human
 from ..cvmfs.tar_limits import TarLimits
 from ..cvmfs.tar_stream import TarStream, open_tar
 from ..errors import BuildError, CvmfsError
-from .image import _TAG_RE, DIGEST_RE, MT_LAYER_GZIP, ImageSpec, digest_of, hex_of
+from .image import _REF_RE, _REGISTRY_RE, _TAG_RE, DIGEST_RE, MT_LAYER_GZIP, ImageSpec, digest_of, hex_of
 from .layer import LayerResult
 from .layering import WHITEOUT, ImageTrees, LayerTar, whiteout_of
 from .layers import LayerFile
@@ -41,6 +42,10 @@ from .oci import ImageParts
 from .registry import RegistryOptions, inspect_raw, list_tags, pull
 
 log = logging.getLogger(__name__)
+
+
+#: a tag with wildcards: the tag's characters and fnmatch's
+_TAG_GLOB_RE = re.compile(r"^[A-Za-z0-9_.*?\[\]!-]{1,128}\Z")
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,24 @@ class Wish:
                 f"{text!r} is not an image name host/repo:tag", hint="e.g. 127.0.0.1:5000/library/python:3.*"
             )
         host, _, repo = name.partition("/")
+        if not ("." in host or ":" in host or host == "localhost") or not _REGISTRY_RE.match(host):
+            # docker's rule: a first word without '.' or ':' is no host, and skopeo reads x/y:1 as
+            # docker.io/x/y:1 -- which the hub would have filed under a registry named 'x'
+            raise BuildError(
+                f"{text!r:.200}: {host!r:.80} is not a registry host",
+                hint="name the registry first: host[:port]/repo:tag, e.g. docker.io/library/python:3",
+            )
+        if not _REF_RE.match(repo):
+            raise BuildError(
+                f"{text!r:.200}: {repo!r:.120} is not a repository name",
+                hint="lower-case words joined by '/', '.', '_', '-' (e.g. library/python); "
+                "an image is ingested by its tag, not by its digest (@sha256:)",
+            )
+        if not (_TAG_RE.match(tag) or (any(c in tag for c in "*?[") and _TAG_GLOB_RE.match(tag))):
+            raise BuildError(
+                f"{text!r:.200}: {tag!r:.140} is not a tag",
+                hint="letters, digits, '_', '.', '-' (at most 128), and * ? [...] to match several",
+            )
         return cls(host, repo, tag)
 
     def expand(self, opts: RegistryOptions) -> list[str]:

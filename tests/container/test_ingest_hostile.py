@@ -119,6 +119,33 @@ def test_the_created_time_is_one_the_hub_can_hold(
         time.tzset()
 
 
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("x/y:1", "'x' is not a registry host"),  # skopeo: docker.io/x/y:1; the hub filed it under 'x'
+        (f"127.0.0.1:5000/x/y@sha256:{HEX}", "'x/y@sha256' is not a repository name"),
+        ("127.0.0.1:5000/X/y:1", "'X/y' is not a repository name"),
+        ("127.0.0.1:5000/x/y:\x1b[31mred", "'\\x1b[31mred' is not a tag"),
+        ("127.0.0.1:5000/x/y:a;b", "'a;b' is not a tag"),
+        ("reg:5000/x:" + "a" * 129, "is not a tag"),
+    ],
+    ids=["no-host", "digest", "upper-case", "escape", "semicolon", "long"],
+)
+def test_a_wish_that_names_no_image_is_refused_before_the_registry_is_asked(text: str, said: str) -> None:
+    with pytest.raises(BuildError) as e:
+        ingest.Wish.parse(text)
+    assert said in e.value.message and "\n" not in e.value.message
+
+
+def test_a_wish_names_host_repository_and_tag_or_glob() -> None:
+    assert ingest.Wish.parse("docker://reg.example/library/python:3.*") == ingest.Wish(
+        "reg.example", "library/python", "3.*"
+    )
+    assert ingest.Wish.parse("localhost:5000/a/b:v1.0_x-[0-9]") == ingest.Wish(
+        "localhost:5000", "a/b", "v1.0_x-[0-9]"
+    )
+
+
 def test_a_listed_tag_that_is_no_tag_is_refused_before_any_pull(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ingest, "list_tags", lambda repo, opts: ["demo-1", "demo-/../../../etc"])
     with pytest.raises(BuildError) as e:
