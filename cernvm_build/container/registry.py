@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..errors import BuildError
 from ..fsutil import atomic_dir
+from .manifest_list import MAX_RAW
 
 _TIMEOUT = 1800
 #: skopeo holds what a registry answers: a tag list whose next page is itself grew it by 20 MB/s
@@ -106,6 +107,9 @@ def _tls(opts: RegistryOptions, side: str = "") -> str:
     return f"--{side}tls-verify={str(opts.tls_verify).lower()}"
 
 
+_LAYOUT_HINT = "push NAME.oci/ as built by 'container', or give the tag: --tag TAG"
+
+
 def oci_source(image: Path, tag: str | None = None) -> str:
     """The skopeo name of an OCI layout (its first tag when none is given)."""
     if not (image / "oci-layout").is_file():
@@ -113,10 +117,24 @@ def oci_source(image: Path, tag: str | None = None) -> str:
             f"{image}: not an OCI layout (no oci-layout)", hint="push NAME.oci/ as built by 'container'"
         )
     if tag is None:
-        index = json.loads((image / "index.json").read_text())
-        names = [
-            m.get("annotations", {}).get("org.opencontainers.image.ref.name") for m in index["manifests"]
-        ]
+        try:
+            with open(image / "index.json", "rb") as f:
+                data = f.read(MAX_RAW + 1)
+            if len(data) > MAX_RAW:
+                raise ValueError(f"over {MAX_RAW} bytes")
+            index = json.loads(data)
+            names = [
+                m.get("annotations", {}).get("org.opencontainers.image.ref.name") for m in index["manifests"]
+            ]
+        except OSError as e:
+            raise BuildError(f"{image}/index.json cannot be read: {e.strerror}", hint=_LAYOUT_HINT) from None
+        except RecursionError:
+            raise BuildError(f"{image}/index.json is nested too deeply", hint=_LAYOUT_HINT) from None
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            what = f"no {e}" if isinstance(e, KeyError) else str(e)
+            raise BuildError(
+                f"{image}/index.json is not an OCI index: {what}"[:300], hint=_LAYOUT_HINT
+            ) from None
         tag = next((n for n in names if n), None)
         if tag is None:
             raise BuildError(f"{image}: the layout names no image", hint="give the tag: IMAGE:TAG")

@@ -1,5 +1,6 @@
 """A hostile registry on 127.0.0.1 (a small HTTP server of the test), spoken to by the real skopeo:
-what it answers cannot grow this machine's memory without bound."""
+what it answers cannot grow this machine's memory without bound; and a damaged layout to push is one
+line."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import shutil
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
+from cernvm_build.cli.main import main
 from cernvm_build.container import registry
 from cernvm_build.container.registry import RegistryOptions
 from cernvm_build.errors import BuildError
@@ -64,3 +67,29 @@ def test_a_tag_list_that_never_ends_stops_skopeo_at_its_memory_cap(
         registry.list_tags(f"{endless_tags}/x/y", opts=RegistryOptions(tls_verify=False))
     assert f"list the tags of {endless_tags}/x/y: skopeo took " in e.value.message
     assert "(at most 64 MiB), stopped" in e.value.message and "\n" not in e.value.message
+
+
+@pytest.mark.parametrize(
+    ("index", "said"),
+    [
+        (b"garbage", "index.json is not an OCI index: Expecting value"),
+        (b'{"manifests": [5]}', "index.json is not an OCI index: 'int' object has no attribute 'get'"),
+        (b'{"schemaVersion": 2}', "index.json is not an OCI index: no 'manifests'"),
+        (b"[" * 100_000, "index.json is nested too deeply"),
+        (b" " * (4 << 20) + b"{}", "index.json is not an OCI index: over 4194304 bytes"),
+        (None, "index.json cannot be read: No such file or directory"),
+    ],
+    ids=["not-json", "entry-int", "no-manifests", "nested", "huge", "missing"],
+)
+def test_pushing_a_layout_with_a_damaged_index_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], index: bytes | None, said: str
+) -> None:
+    """``container push`` reads the layout's index for its first tag (a traceback before)."""
+    image = tmp_path / "x.oci"
+    image.mkdir()
+    (image / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    if index is not None:
+        (image / "index.json").write_bytes(index)
+    assert main(["container", "push", str(image), "127.0.0.1:9/x/y:1", "--no-tls-verify"]) == 7
+    err = capsys.readouterr().err
+    assert f"error: {image}/{said}" in err and "Traceback" not in err, err
