@@ -33,7 +33,17 @@ from ..cvmfs.limits import MAX_MTIME, human
 from ..cvmfs.tar_limits import TarLimits
 from ..cvmfs.tar_stream import TarStream, open_tar
 from ..errors import BuildError, CvmfsError
-from .image import _REF_RE, _REGISTRY_RE, _TAG_RE, DIGEST_RE, MT_LAYER_GZIP, ImageSpec, digest_of, hex_of
+from .image import (
+    _REF_RE,
+    _REGISTRY_RE,
+    _TAG_RE,
+    DIGEST_RE,
+    MT_LAYER_GZIP,
+    ImageSpec,
+    canonical,
+    digest_of,
+    hex_of,
+)
 from .layer import LayerResult
 from .layering import WHITEOUT, ImageTrees, LayerTar, whiteout_of
 from .layers import LayerFile
@@ -116,6 +126,12 @@ def image_parts(w: Wish, tag: str, manifest_bytes: bytes, config_bytes: bytes) -
     try:
         manifest = json.loads(manifest_bytes)
         config = json.loads(config_bytes)
+        for doc, what in ((manifest, "manifest"), (config, "config")):
+            # JSON's "\ud800" is a str no file can hold: the hub writes both into files and scripts
+            try:
+                canonical(doc)
+            except UnicodeEncodeError as e:
+                raise ValueError(f"the {what} holds {e.object[e.start]!r} (a lone surrogate)") from None
         layers = manifest["layers"]
         diff_ids = config["rootfs"]["diff_ids"]
         if not isinstance(layers, list) or not isinstance(diff_ids, list) or len(layers) != len(diff_ids):
@@ -165,12 +181,6 @@ def _spec(w: Wish, tag: str, config: dict[str, Any]) -> ImageSpec:
     texts += [*labels, *labels.values(), config.get("architecture", "")]
     if not all(isinstance(v, str) for v in texts):
         raise ValueError("a config field that is text holds something else")
-    for v in texts:  # JSON's "\ud800" is a str no file can hold: the hub writes these into scripts
-        if not v.isascii():
-            try:
-                v.encode()
-            except UnicodeEncodeError:
-                raise ValueError(f"config text {v!r:.80} is not Unicode (a lone surrogate)") from None
     return ImageSpec(
         registry=w.registry,
         repository=w.repository,

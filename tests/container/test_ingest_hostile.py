@@ -59,6 +59,13 @@ def _with_layer(**layer: Any) -> tuple[bytes, bytes]:
     return json.dumps(manifest).encode(), c
 
 
+def _annotated(title: str) -> tuple[bytes, bytes]:
+    """An image whose manifest carries an annotation (the hub keeps the manifest as its marker)."""
+    m, c = _image()
+    manifest = dict(json.loads(m), annotations={"org.opencontainers.image.title": title})
+    return json.dumps(manifest).encode(), c
+
+
 @pytest.mark.parametrize(
     ("image", "error"),
     [
@@ -71,9 +78,10 @@ def _with_layer(**layer: Any) -> tuple[bytes, bytes]:
         (lambda: _image(layers=ingest.MAX_LAYERS + 1), "128 layers (1 to 127 can be ingested)"),
         (lambda: (_image()[0], _image(architecture="arm64")[1]), "the config does not match its digest"),
         (lambda: (_image()[0], b"[" * 100_000), "not an image the hub can take: nested too deeply"),
-        (lambda: _image(config={"Env": ["V=\ud800"]}), "config text '\\ud800' is not Unicode"),
-        (lambda: _image(config={"Labels": {"\udfff": "x"}}), "config text '\\udfff' is not Unicode"),
+        (lambda: _image(config={"Env": ["V=\ud800"]}), "the config holds '\\ud800' (a lone surrogate)"),
+        (lambda: _image(config={"Labels": {"\udfff": "x"}}), "the config holds '\\udfff' (a lone surrogate)"),
         (lambda: _image(created="9999-12-31T23:59:59Z"), "created '9999-12-31T23:59:59Z' is after 2242"),
+        (lambda: _annotated("\ud800"), "the manifest holds '\\ud800' (a lone surrogate)"),
     ],
     ids=[
         "digest-path",
@@ -88,6 +96,7 @@ def _with_layer(**layer: Any) -> tuple[bytes, bytes]:
         "env-surrogate",
         "label-surrogate",
         "created-9999",
+        "manifest-surrogate",
     ],
 )
 def test_a_hostile_manifest_or_config_is_one_build_error(image: Any, error: str) -> None:
