@@ -396,10 +396,11 @@ def _nodes(tar: tarfile.TarFile, members: Iterator[tarfile.TarInfo]) -> _LayerSc
 
 
 def _read_sandbox(image: Path) -> ImageContents:
-    try:
-        labels = json.loads((image / SD / "labels.json").read_text())
-    except (OSError, ValueError) as err:
-        raise _bad(image, f"{SD}/labels.json cannot be read: {err}") from err
+    name = f"{SD}/labels.json"
+    data = _read(lambda n: open(image / n, "rb"), name, image)  # noqa: SIM115 -- closed by _read
+    labels = _parse(data, name, image)
+    if not isinstance(labels, dict) or not all(isinstance(v, str) for v in [*labels, *labels.values()]):
+        raise _bad(image, f"{name} is not an object of text labels")
     tree = LocalTree(image)
     nodes: dict[str, Node] = {}
     first: dict[object, str] = {}

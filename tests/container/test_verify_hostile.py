@@ -124,3 +124,26 @@ def test_a_hostile_docker_archive_is_one_line(
     assert main(["container", "verify", str(image)]) == 7
     err = capsys.readouterr().err
     assert said in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize(
+    ("labels", "said"),
+    [
+        (b"[1, 2]", "labels.json is not an object of text labels"),  # AttributeError
+        (b"[" * 100_000, "labels.json is nested too deeply"),  # RecursionError
+        (b'{"cvmfs.server": 5}', "labels.json is not an object of text labels"),
+        (b" " * MAX_JSON + b"{}", "labels.json is over"),
+        (None, "labels.json cannot be read: No such file or directory"),
+    ],
+    ids=["list", "nested", "number", "huge", "missing"],
+)
+def test_a_hostile_sandbox_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], labels: bytes | None, said: str
+) -> None:
+    image = tmp_path / "img.sandbox"
+    (image / ".singularity.d").mkdir(parents=True)
+    if labels is not None:
+        (image / ".singularity.d" / "labels.json").write_bytes(labels)
+    assert main(["container", "verify", str(image)]) == 7
+    err = capsys.readouterr().err
+    assert f"error: {image}: .singularity.d/{said}" in err and "Traceback" not in err, err
