@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BuildError
-from ..fsutil import atomic_dir
+from ..fsutil import atomic_dir, read_regular
 from .manifest_list import MAX_RAW
 
 _TIMEOUT = 1800
@@ -118,8 +118,7 @@ def oci_source(image: Path, tag: str | None = None) -> str:
         )
     if tag is None:
         try:
-            with open(image / "index.json", "rb") as f:
-                data = f.read(MAX_RAW + 1)
+            data = read_regular(image / "index.json", MAX_RAW)  # a FIFO is refused, not waited on
             if len(data) > MAX_RAW:
                 raise ValueError(f"over {MAX_RAW} bytes")
             index = json.loads(data)

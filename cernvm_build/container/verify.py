@@ -21,6 +21,7 @@ from typing import IO, Any
 from ..cvmfs.tar_limits import TarLimits, members
 from ..cvmfs.tar_stream import TarStream, open_tar
 from ..errors import BuildError, CvmfsError
+from ..fsutil import open_regular
 from ..tarwrite import skip_reason
 from .apptainer import SCAFFOLD, SD
 from .image import DIGEST_RE, LABEL_MTIMES, hex_of
@@ -123,7 +124,8 @@ def _bad(image: Path, why: str) -> BuildError:
 def read_image(image: Path) -> ImageContents:
     if image.is_dir():
         if (image / "oci-layout").is_file():
-            return _read_oci(image.name, lambda n: open(image / n, "rb"), "oci", image)
+            # regular files only: a FIFO named index.json or a blob was waited on for ever
+            return _read_oci(image.name, lambda n: open_regular(image / n), "oci", image)
         if (image / SD).is_dir():
             return _read_sandbox(image)
         raise _bad(image, "not an OCI layout (no oci-layout) nor an Apptainer sandbox (no .singularity.d)")
@@ -397,7 +399,7 @@ def _nodes(tar: tarfile.TarFile, members: Iterator[tarfile.TarInfo]) -> _LayerSc
 
 def _read_sandbox(image: Path) -> ImageContents:
     name = f"{SD}/labels.json"
-    data = _read(lambda n: open(image / n, "rb"), name, image)  # noqa: SIM115 -- closed by _read
+    data = _read(lambda n: open_regular(image / n), name, image)
     labels = _parse(data, name, image)
     if not isinstance(labels, dict) or not all(isinstance(v, str) for v in [*labels, *labels.values()]):
         raise _bad(image, f"{name} is not an object of text labels")

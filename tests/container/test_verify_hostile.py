@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 
 from cernvm_build.cli.main import main
 from cernvm_build.container.verify import MAX_JSON
+from tests.support import run_python
 
 HEX = "cd" * 32
 CONFIG = json.dumps({"rootfs": {"diff_ids": [f"sha256:{HEX}"]}}).encode()
@@ -147,3 +149,28 @@ def test_a_hostile_sandbox_is_one_line(
     assert main(["container", "verify", str(image)]) == 7
     err = capsys.readouterr().err
     assert f"error: {image}: .singularity.d/{said}" in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize(
+    ("fifo", "argv"),
+    [
+        ("img.oci/index.json", ["container", "verify"]),
+        (f"img.oci/blobs/sha256/{HEX}", ["container", "verify"]),
+        ("img.sandbox/.singularity.d/labels.json", ["container", "verify"]),
+        ("img.oci/index.json", ["container", "push", "--no-tls-verify"]),
+    ],
+    ids=["verify-index", "verify-layer", "verify-sandbox", "push-index"],
+)
+def test_a_fifo_in_an_image_is_refused_not_waited_on(tmp_path: Path, fifo: str, argv: list[str]) -> None:
+    """A FIFO where a file of the image should be (an untrusted layout unpacked as it came) was opened
+    and waited on for ever."""
+    _layout(tmp_path, manifest=_manifest([{"digest": f"sha256:{HEX}"}]))
+    (tmp_path / "img.sandbox" / ".singularity.d").mkdir(parents=True)
+    (tmp_path / fifo).unlink(missing_ok=True)
+    os.mkfifo(tmp_path / fifo)
+    image = tmp_path / fifo.split("/")[0]
+    extra = ["127.0.0.1:9/x/y:1"] if "push" in argv else []
+    words = [*argv[:2], str(image), *extra, *argv[2:]]
+    code = f"from cernvm_build.cli.main import main; raise SystemExit(main({words!r}))"
+    proc = run_python(code, blocked=f"{' '.join(argv[:2])} waited on the FIFO {fifo}", timeout=30)
+    assert proc.returncode == 7 and "not a regular file" in proc.stderr, proc.stderr
