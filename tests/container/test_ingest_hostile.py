@@ -23,6 +23,7 @@ from cernvm_build.container.image import MT_LAYER_GZIP, digest_of
 from cernvm_build.container.registry import RegistryOptions
 from cernvm_build.cvmfs.keys import generate_keys
 from cernvm_build.cvmfs.publish import create_repository
+from cernvm_build.cvmfs.repository import open_repository
 from cernvm_build.errors import BuildError
 from tests.support.tars import tar_bytes
 
@@ -337,6 +338,34 @@ def test_a_pulled_manifest_is_checked_as_the_inspected_one_was(
     with pytest.raises(BuildError) as e:
         ingest.ingest_manifest(WISH, "demo-1", layout, digest_of(manifest), _pull_never)
     assert said in e.value.message and "127.0.0.1:5000/cernvm/demo:demo-1" in e.value.message
+
+
+@pytest.mark.integration
+def test_a_layer_3000_directories_deep_is_published(tmp_path: Path) -> None:
+    """The publisher filled a catalog's directories by recursion: a registry's layer 3,000 deep (PAX
+    names) was a RecursionError traceback."""
+    buf = io.BytesIO()
+    path = "/".join(["a"] * 3000)
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for depth in range(1, 3001):
+            d = tarfile.TarInfo("/".join(["a"] * depth))
+            d.type, d.mode = tarfile.DIRTYPE, 0o755
+            t.addfile(d)
+        leaf = tarfile.TarInfo(f"{path}/leaf")
+        leaf.size = 1
+        t.addfile(leaf, io.BytesIO(b"x"))
+    layout, manifest, _ = _layout(tmp_path, gzip.compress(buf.getvalue()))
+    keys = generate_keys("hub.cernvm.test")
+    keys.save(tmp_path / "keys")
+    create_repository(tmp_path / "stratum", "hub.cernvm.test", keys)
+    pub = publisher(stratum=tmp_path / "stratum", fqrn="hub.cernvm.test", keys_dir=tmp_path / "keys")
+    made = ingest.ingest_manifest(WISH, "demo-1", layout, manifest, pub)
+    repo = open_repository(tmp_path / "stratum", fqrn="hub.cernvm.test", public_keys=[keys.public_key_pem])
+    try:
+        entry = repo.lookup(f"{made.meta['chains'][-1]}/{path}/leaf")
+        assert entry is not None and repo.read_bytes(entry) == b"x"
+    finally:
+        repo.close()
 
 
 def _pull_never(*args: Any, **kwargs: Any) -> None:
