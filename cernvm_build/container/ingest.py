@@ -217,6 +217,12 @@ LAYER_TYPES = frozenset(
 )
 
 
+#: a member's path in a layer is shorter than PATH_MAX (as its link targets are): no program opens a
+#: longer one, and the publisher keeps each path whole -- a 2 MB layer of a 20,000-deep chain (paths
+#: up to 40 KB) took 1.7 GB and 7 minutes to publish
+MAX_LAYER_PATH = 4096
+
+
 def _member_path(name: str) -> str:
     return "/".join(p for p in name.split("/") if p not in ("", "."))
 
@@ -244,6 +250,12 @@ def scan_layer(
                     path = _member_path(m.name)
                     if not path:
                         continue
+                    if len(path.encode(errors="surrogateescape")) >= MAX_LAYER_PATH:
+                        raise BuildError(
+                            f"{where}: layer member {path[:60]!r}… is a path of {len(path)} characters"
+                            f" (less than {MAX_LAYER_PATH} bytes, PATH_MAX, can be opened)",
+                            hint="the layer is damaged or hostile",
+                        )
                     # the hub turns whiteouts into removals of paths: each must name an entry of its
                     # own folder (not the folder, its parent, or a path through '..')
                     if ".." in path.split("/"):
