@@ -13,6 +13,7 @@ import json
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,16 +147,16 @@ def push(
     """Copy the OCI layout ``image`` to ``dest`` (``host[:port]/repo:tag``); returns the manifest
     digest the registry holds. ``sign_by``: a gpg key id or fingerprint (``GNUPGHOME`` applies)."""
     target = _docker(dest)
-    digest_file = image.parent / f".{image.name}.push-digest"
-    args = ["copy", "--quiet", *_common(opts), _tls(opts, "dest-")]
-    args += ["--digestfile", str(digest_file)]
-    if sign_by:
-        args += ["--sign-by", sign_by]
-    try:
+    # skopeo's digest file in a scratch folder of its own: beside the image, a push from a read-only
+    # folder failed after the copy, and two pushes of one image shared the file
+    with tempfile.TemporaryDirectory(prefix="cernvm-push-") as scratch:
+        digest_file = Path(scratch) / "digest"
+        args = ["copy", "--quiet", *_common(opts), _tls(opts, "dest-")]
+        args += ["--digestfile", str(digest_file)]
+        if sign_by:
+            args += ["--sign-by", sign_by]
         _skopeo([*args, oci_source(image, tag), target], f"push {image} to {dest}")
         return digest_file.read_text().strip()
-    finally:
-        digest_file.unlink(missing_ok=True)
 
 
 def pull(ref: str, dest: Path, *, opts: RegistryOptions, all_platforms: bool = False) -> Path:

@@ -93,3 +93,23 @@ def test_pushing_a_layout_with_a_damaged_index_is_one_line(
     assert main(["container", "push", str(image), "127.0.0.1:9/x/y:1", "--no-tls-verify"]) == 7
     err = capsys.readouterr().err
     assert f"error: {image}/{said}" in err and "Traceback" not in err, err
+
+
+def test_a_push_writes_nothing_beside_the_image(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """skopeo's --digestfile went beside the image (``.NAME.oci.push-digest``): a push from a
+    read-only folder failed after the copy, and two pushes of one image shared the file."""
+    image = tmp_path / "ro" / "x.oci"
+    image.mkdir(parents=True)
+    (image / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    seen: list[Path] = []
+
+    def skopeo(args: list[str], what: str) -> bytes:  # skopeo's part: it writes the digest there
+        seen.append(Path(args[args.index("--digestfile") + 1]))
+        seen[-1].write_text("sha256:" + "ab" * 32 + "\n")
+        return b""
+
+    monkeypatch.setattr(registry, "_skopeo", skopeo)
+    digest = registry.push(image, "127.0.0.1:9/x/y:1", tag="1", opts=RegistryOptions(tls_verify=False))
+    assert digest == "sha256:" + "ab" * 32
+    assert sorted(p.name for p in (tmp_path / "ro").iterdir()) == ["x.oci"]
+    assert tmp_path not in seen[0].parents and not seen[0].exists()
