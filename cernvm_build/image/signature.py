@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 
 from ..errors import BuildError, IntegrityError, UsageError
-from ..fsutil import sha256_file
+from ..fsutil import open_regular, sha256_file
 
 BLOCK = 32 * 1024
 TRAILER = 2 * BLOCK
@@ -108,6 +108,16 @@ def trailer_bytes(image: Path, metadata: dict[str, Any], signer: Signer | None) 
     return meta + _block(sig)
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _json_block(block: bytes) -> Any:
+    """One block's JSON: strict (``NaN``/``Infinity``, which ``json`` reads, would make ``--json``
+    output that is no JSON)."""
+    return json.loads(block.rstrip(b"\0"), parse_constant=_refuse_constant)
+
+
 def read_trailer(image: Path) -> Trailer:
     """The trailer of ``image``, or an IntegrityError when it has none."""
     try:
@@ -118,16 +128,19 @@ def read_trailer(image: Path) -> Trailer:
         raise IntegrityError(
             f"{image}: too small to carry a signature block", hint="is this a μCernVM image?"
         )
-    with open(image, "rb") as f:
-        f.seek(size - TRAILER)
-        raw = f.read(TRAILER)
     try:
-        meta = json.loads(raw[:BLOCK].rstrip(b"\0"))
-        sig = json.loads(raw[BLOCK:].rstrip(b"\0"))
-    except ValueError as e:
+        with open_regular(image) as f:  # a folder is refused, not a traceback
+            f.seek(size - TRAILER)
+            raw = f.read(TRAILER)
+    except OSError as e:
+        raise UsageError(f"{image}: {e.strerror}", hint="give the path of an iso or hdd image") from None
+    try:
+        meta = _json_block(raw[:BLOCK])
+        sig = _json_block(raw[BLOCK:])
+    except (ValueError, RecursionError):  # RecursionError: ``[[[[…`` nested past the decoder's depth
         raise IntegrityError(
             f"{image}: no μCernVM signature block at the end", hint="only iso and hdd images carry one"
-        ) from e
+        ) from None
     if not isinstance(meta, dict) or meta.get("magic") != MAGIC or not isinstance(sig, dict):
         raise IntegrityError(
             f"{image}: no μCernVM signature block at the end", hint="only iso and hdd carry one"
@@ -136,8 +149,12 @@ def read_trailer(image: Path) -> Trailer:
     try:
         if sig.get("certificate"):
             cert = x509.load_der_x509_certificate(base64.b64decode(sig["certificate"]))
+            # parsed lazily: a subject that is no valid string or an unknown key type raised only
+            # later, in ``describe``/``verify``, as a traceback
+            cert.subject.rfc4514_string()
+            cert.public_key()
         signature = base64.b64decode(sig["signature"]) if sig.get("signature") else None
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as e:
         raise IntegrityError(f"{image}: the signature block is damaged ({e})") from e
     meta.pop("magic", None)
     return Trailer(meta, cert, signature, sig.get("algorithm"), size - TRAILER)
