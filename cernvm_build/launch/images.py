@@ -26,7 +26,7 @@ from .. import jsonable, proc
 from ..cvmfs.limits import human
 from ..cvmfs.tar_limits import members as tar_members
 from ..errors import CvmfsError, ImageError
-from ..fsutil import atomic_file, atomic_write, sha256_file
+from ..fsutil import atomic_file, atomic_write, read_regular, sha256_file
 from ..report import NULL_REPORTER, Reporter
 from . import qcow2
 from .catalog import FORMATS
@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # the profile package loads cryptography, which `cernvm-launc
 
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 MAX_SHA256_FILE = 4096  # bytes: '<64 hex>  NAME' and a line break
+MAX_SMALL_JSON = 1 << 20  # bytes: a cached image's NAME.json, a build manifest beside an added image
 MAX_IMAGE = 32 << 30  # bytes a pull without a size from a verified index may write
 Progress = Callable[[int, int | None], None]  # (bytes done, total or None)
 
@@ -87,8 +88,19 @@ def detect_format(path: Path, *, bootable: bool = False) -> str:
 
 
 def read_sha256_file(path: Path) -> str:
-    """The hash in a ``.sha256`` file (``HEX`` or ``HEX  NAME``)."""
-    text = path.read_text(errors="replace").strip()
+    """The hash in a ``.sha256`` file (``HEX`` or ``HEX  NAME``): a regular file of at most
+    MAX_SHA256_FILE bytes (a FIFO there was waited on for ever, a folder was a traceback)."""
+    try:
+        data = read_regular(path, MAX_SHA256_FILE)
+    except OSError as e:
+        raise ImageError(
+            f"cannot read the checksum file: {e.strerror}",
+            where=str(path),
+            hint="expected '<64 hex>  <file>'",
+        ) from None
+    if len(data) > MAX_SHA256_FILE:
+        raise ImageError(f"checksum file is larger than {MAX_SHA256_FILE} bytes", where=str(path))
+    text = data.decode(errors="replace").strip()
     word = text.split()[0] if text else ""
     if not _HEX64.fullmatch(word):
         raise ImageError("checksum file holds no sha256", where=str(path), hint="expected '<64 hex>  <file>'")
@@ -115,11 +127,8 @@ class ImageCache:
         self.dir = home / "images"
 
     def _meta(self, name: str) -> dict[str, Any]:
-        try:
-            loaded = json.loads((self.dir / f"{name}.json").read_text())
-            return loaded if isinstance(loaded, dict) else {}
-        except (OSError, ValueError):
-            return {}
+        loaded = _small_json(self.dir / f"{name}.json")
+        return loaded if isinstance(loaded, dict) else {}
 
     def list(self) -> list[Image]:
         if not self.dir.is_dir():
@@ -130,17 +139,21 @@ class ImageCache:
                 continue
             meta = self._meta(path.name)
             side = path.with_name(path.name + ".sha256")
-            digest = read_sha256_file(side) if side.exists() else ""
+            try:  # one damaged entry is shown without a hash, not the end of the listing
+                digest = read_sha256_file(side) if side.exists() else ""
+            except ImageError:
+                digest = ""
+            fmt = meta.get("format")
             found.append(
                 Image(
                     name=path.name,
                     path=path,
-                    format=str(meta.get("format") or detect_format(path)),
+                    format=fmt if fmt in FORMATS else detect_format(path),
                     size=path.stat().st_size,
                     sha256=digest,
-                    profile=str(meta.get("profile", "")),
-                    source=str(meta.get("source", "")),
-                    added=str(meta.get("added", "")),
+                    profile=_text(meta, "profile"),
+                    source=_text(meta, "source"),
+                    added=_text(meta, "added"),
                 )
             )
         return found
@@ -412,13 +425,26 @@ def _check_manifest(text: str, disk: str, data: bytes, where: Path) -> None:
     raise ImageError(f"the OVA manifest lists no hash for {disk}", where=str(where))
 
 
+def _text(meta: dict[str, Any], key: str) -> str:
+    """A string field of a cached image's record; another type (an edited file) reads as unset."""
+    value = meta.get(key, "")
+    return value if isinstance(value, str) else ""
+
+
+def _small_json(path: Path, limit: int = MAX_SMALL_JSON) -> Any:
+    """The JSON in ``path``, or None when it is no regular file (a FIFO is not waited on), holds more
+    than ``limit`` bytes, or is no JSON (nested past the decoder's depth too)."""
+    try:
+        data = read_regular(path, limit)
+        return None if len(data) > limit else json.loads(data)
+    except (OSError, ValueError, RecursionError):
+        return None
+
+
 def _profile_from_manifest(path: Path) -> str:
     """The profile named by a build manifest next to the image (``*.json`` listing this output)."""
     for candidate in sorted(path.parent.glob("*.json")):
-        try:
-            data = json.loads(candidate.read_text())
-        except (OSError, ValueError):
-            continue
+        data = _small_json(candidate)
         if isinstance(data, dict) and path.name in json.dumps(data.get("outputs", data.get("artifacts", ""))):
             profile = data.get("profile")
             if isinstance(profile, dict):

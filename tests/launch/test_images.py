@@ -313,3 +313,30 @@ def test_a_per_create_files_disk_url_boots_only_an_image_pulled_from_it(
         ).name
         == image.name
     )
+
+
+def test_files_beside_an_added_image_and_in_the_cache_are_read_bounded(image: Path, tmp_path: Path) -> None:
+    """``images add`` guesses the profile from any ``*.json`` beside the image: a FIFO there was waited
+    on for ever and ``[[[…`` nested deeply was a RecursionError; an ``IMG.sha256`` that is a folder was
+    an IsADirectoryError; in the cache, such a ``NAME.json`` or ``NAME.sha256`` ended ``images list``
+    (hung, or a traceback), and a record's fields of another type were shown as Python values."""
+    os.mkfifo(image.parent / "a-fifo.json")
+    (image.parent / "deep.json").write_text("[" * 100_000)
+    cache = ImageCache(tmp_path / "home")
+    added = cache.add(image)
+    assert added.profile == "" and added.sha256
+    for name in ("b.hdd", "c.hdd"):
+        cache.add(image, name=name)
+    (cache.dir / "b.hdd.json").write_text("[" * 100_000)
+    (cache.dir / "b.hdd.sha256").unlink()
+    os.mkfifo(cache.dir / "b.hdd.sha256")
+    (cache.dir / "c.hdd.json").write_text('{"profile": {"a": 1}, "source": [1], "added": 5, "format": "x"}')
+    listed = {i.name: i for i in cache.list()}
+    assert listed["b.hdd"].sha256 == "" and listed["b.hdd"].format == "hdd"
+    c = listed["c.hdd"]
+    assert (c.profile, c.source, c.added, c.format) == ("", "", "", "hdd")
+    side = image.with_name(image.name + ".sha256")
+    side.unlink()
+    side.mkdir()
+    with pytest.raises(ImageError, match="cannot read the checksum file: not a regular file"):
+        cache.add(image, name="d.hdd")
