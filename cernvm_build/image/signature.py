@@ -10,6 +10,7 @@ first block. Signatures are RSA PKCS#1 v1.5 over SHA-256 (the ``algorithm`` fiel
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import json
 from dataclasses import dataclass
@@ -22,12 +23,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 
 from ..errors import BuildError, IntegrityError, UsageError
-from ..fsutil import open_regular, sha256_file
+from ..fsutil import open_regular, read_regular, sha256_file
 
 BLOCK = 32 * 1024
 TRAILER = 2 * BLOCK
 MAGIC = "ucernvm-signature"
 ALGORITHM = "rsa-pkcs1v15-sha256"
+MAX_PEM = 1 << 20  # bytes of a key or certificate file (--sign-key, --sign-cert, --cert)
 
 
 @dataclass(frozen=True)
@@ -49,15 +51,24 @@ class Trailer:
     image_size: int  # bytes before the trailer
 
 
+def _read_pem(path: Path) -> bytes:
+    """A key or certificate file the user names: a regular file of at most MAX_PEM bytes
+    (``/dev/zero`` filled the memory, a FIFO was waited on for ever); an OSError otherwise."""
+    data = read_regular(path, MAX_PEM)
+    if len(data) > MAX_PEM:
+        raise OSError(errno.EFBIG, f"larger than {MAX_PEM} bytes")
+    return data
+
+
 def load_signer(key_pem: Path, cert_pem: Path) -> Signer:
     try:
-        key = serialization.load_pem_private_key(key_pem.read_bytes(), password=None)
+        key = serialization.load_pem_private_key(_read_pem(key_pem), password=None)
     except (OSError, ValueError, TypeError) as e:
         raise BuildError(
             f"{key_pem}: not a readable unencrypted PEM private key ({e})", where="--sign-key"
         ) from e
     try:
-        cert = x509.load_pem_x509_certificate(cert_pem.read_bytes())
+        cert = x509.load_pem_x509_certificate(_read_pem(cert_pem))
     except (OSError, ValueError) as e:
         raise BuildError(f"{cert_pem}: not a PEM X.509 certificate ({e})", where="--sign-cert") from e
     if not isinstance(key, rsa.RSAPrivateKey):
@@ -196,7 +207,7 @@ def verify(image: Path, trusted: x509.Certificate | None = None) -> Trailer:
 
 def load_certificate(path: Path) -> x509.Certificate:
     try:
-        return x509.load_pem_x509_certificate(path.read_bytes())
+        return x509.load_pem_x509_certificate(_read_pem(path))
     except (OSError, ValueError) as e:
         raise BuildError(f"{path}: not a PEM X.509 certificate ({e})", where="--cert") from e
 

@@ -671,6 +671,33 @@ def test_a_folder_is_no_image(tmp_path: Path) -> None:
         signature.read_trailer(tmp_path / "big")
 
 
+def test_key_and_certificate_files_are_bounded_regular_files(tmp_path: Path) -> None:
+    """``--cert /dev/zero`` filled the memory and a FIFO was waited on for ever (``--sign-key`` and
+    ``--sign-cert`` too): each is a one-line error naming the flag."""
+    import os
+
+    s = _signer(tmp_path, "ok")
+    fifo = tmp_path / "fifo.pem"
+    os.mkfifo(fifo)
+    big = tmp_path / "big.pem"
+    big.write_bytes(b"\0" * (signature.MAX_PEM + 1))
+    for bad, why in (
+        (Path("/dev/zero"), "not a regular file"),
+        (fifo, "not a regular file"),
+        (big, "larger than"),
+    ):
+        with pytest.raises(BuildError, match=why) as e:
+            signature.load_certificate(bad)
+        assert e.value.where == "--cert"
+        with pytest.raises(BuildError, match=why) as e:
+            signature.load_signer(bad, tmp_path / "ok.crt")
+        assert e.value.where == "--sign-key"
+        with pytest.raises(BuildError, match=why) as e:
+            signature.load_signer(tmp_path / "ok.key", bad)
+        assert e.value.where == "--sign-cert"
+    assert signature.load_certificate(tmp_path / "ok.crt") == s.certificate
+
+
 def test_key_and_certificate_must_match(tmp_path: Path) -> None:
     a, b = _signer(tmp_path, "a"), _signer(tmp_path, "b")
     assert a.certificate != b.certificate
