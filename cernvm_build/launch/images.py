@@ -242,14 +242,16 @@ class ImageCache:
             if not _HEX64.fullmatch(expected):
                 raise ImageError("checksum file holds no sha256", where=url + ".sha256")
             self.dir.mkdir(parents=True, exist_ok=True)
-            dest = self.dir / name
+            # downloaded beside the cache's names (a leading dot: not listed) and moved into place
+            # only once checked: a failed pull of a cached image's name removed that image
+            partial = self.dir / f".{name}.pull"
             with requests.get(url, stream=True, timeout=30) as r:
                 if r.status_code != 200:
                     raise ImageError(f"download failed: HTTP {r.status_code}", where=url)
                 total = int(r.headers.get("content-length") or 0) or None
                 done = 0
                 h = hashlib.sha256()
-                with atomic_file(dest, mode=0o644) as out:  # an error here keeps nothing
+                with atomic_file(partial, mode=0o644) as out:  # an error here keeps nothing
                     for chunk in r.iter_content(1 << 20):
                         if done + len(chunk) > cap:
                             raise ImageError(
@@ -272,12 +274,15 @@ class ImageCache:
                         )
         except requests.RequestException as e:
             raise ImageError(f"download failed: {type(e).__name__}", where=url, hint=str(e)[:200]) from None
-        os.chmod(self.dir, 0o755)
         try:
-            fmt = detect_format(dest, bootable=True)
-        except ImageError:
-            dest.unlink()
-            raise
+            fmt = detect_format(partial, bootable=True)
+            os.replace(partial, self.dir / name)
+        except ImageError as e:
+            raise ImageError(e.message, where=url, hint=e.hint) from None
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                partial.unlink()
+        os.chmod(self.dir, 0o755)
         return self._store(name, expected.lower(), fmt, url, profile)
 
     def add_ova(self, path: Path) -> Image:

@@ -340,3 +340,27 @@ def test_files_beside_an_added_image_and_in_the_cache_are_read_bounded(image: Pa
     side.mkdir()
     with pytest.raises(ImageError, match="cannot read the checksum file: not a regular file"):
         cache.add(image, name="d.hdd")
+
+
+@pytest.mark.parametrize("content", [b"not an image\n", None], ids=["unbootable", "wrong-sha256"])
+def test_a_failed_pull_leaves_the_cached_image_of_that_name(
+    http_dir: tuple[Path, str], image: Path, tmp_path: Path, content: bytes | None
+) -> None:
+    """The download was written over the cached image of the same name and removed when it was no
+    boot image: the image was gone, its .sha256 and .json left behind."""
+    import hashlib
+
+    cache = ImageCache(tmp_path / "home")
+    kept = cache.add(image)
+    root, url = http_dir
+    data = content if content is not None else b"x" * 100
+    (root / image.name).write_bytes(data)
+    digest = hashlib.sha256(data).hexdigest() if content is not None else "0" * 64
+    (root / f"{image.name}.sha256").write_text(f"{digest}  {image.name}\n")
+    with pytest.raises(ImageError) as e:
+        cache.pull(f"{url}/{image.name}")
+    assert str(e.value).startswith(f"{url}/{image.name}: ")  # the download named, not a cache file
+    assert cache.list() == [kept] and kept.path.read_bytes() == image.read_bytes()
+    assert sorted(p.name for p in cache.dir.iterdir()) == sorted(
+        [image.name, f"{image.name}.sha256", f"{image.name}.json"]
+    )
