@@ -316,9 +316,11 @@ class ImageCache:
                 )
             vmdk = Path(tmp, "disk.vmdk")
             vmdk.write_bytes(data)
+            _check_vmdk(vmdk, disk, path)
             name = f"{path.stem}.hdd"
             raw = Path(tmp, name)
             proc.run(["qemu-img", "convert", "-f", "vmdk", "-O", "raw", vmdk, raw])
+            detect_format(raw, bootable=True)
             digest = sha256_file(raw)
             os.chmod(raw, 0o644)
             os.replace(raw, self.dir / name)
@@ -404,6 +406,37 @@ def resolve(cache: ImageCache, choice: ImageChoice, *, reporter: Reporter = NULL
         "no boot image: none given and none cached",
         hint="pass --image PATH|NAME or --profile NAME, or 'cernvm-launch images add|pull' one first",
     )
+
+
+_VMDK_SPARSE = (b"KDMV", b"COWD")  # VMDK4 and VMDK3 sparse files: one file holds the disk
+
+
+def _check_vmdk(vmdk: Path, disk: str, where: Path) -> None:
+    """Refuse an OVA disk that is not one self-contained VMDK. A VMDK may be a text descriptor whose
+    extents are any files (``RW 2048 FLAT "/home/u/.ssh/id_ed25519" 0``), or a sparse header of
+    capacity 0 whose embedded descriptor does the same: qemu-img would copy those host files into
+    the cached image (0644) that the appliance's guest then boots from."""
+    with open(vmdk, "rb") as f:
+        head = f.read(32)
+    hint = "an appliance's disk must be one self-contained VMDK (monolithicSparse or streamOptimized)"
+    if head[:4] not in _VMDK_SPARSE:
+        raise ImageError(
+            f"{disk} is no sparse VMDK file (a descriptor naming other files?)", where=str(where), hint=hint
+        )
+    if head[:4] == b"KDMV" and int.from_bytes(head[12:20], "little") == 0:
+        raise ImageError(
+            f"{disk} holds no disk of its own (capacity 0: a descriptor)", where=str(where), hint=hint
+        )
+    info = qcow2.info(vmdk, ImageError, f"OVA disk {disk}")
+    specific = info.get("format-specific")
+    data = specific.get("data") if isinstance(specific, dict) else None
+    extents = data.get("extents") if isinstance(data, dict) else None
+    names = [e.get("filename") for e in extents if isinstance(e, dict)] if isinstance(extents, list) else []
+    outside = qcow2.outside_file(info) or next((f"{n}" for n in names if n != str(vmdk)), "")
+    if info.get("format") != "vmdk" or outside:
+        raise ImageError(
+            f"{disk} reads another file ({outside or info.get('format')})", where=str(where), hint=hint
+        )
 
 
 def _read_member(tar: Any, member: Any) -> bytes:
