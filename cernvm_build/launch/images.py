@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # the profile package loads cryptography, which `cernvm-launc
 
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 MAX_SHA256_FILE = 4096  # bytes: '<64 hex>  NAME' and a line break
+MAX_OVA_TEXT = 1 << 20  # bytes of an OVA's .ovf descriptor or .mf manifest (XML, a few KB)
 MAX_SMALL_JSON = 1 << 20  # bytes: a cached image's NAME.json, a build manifest beside an added image
 MAX_IMAGE = 32 << 30  # bytes a pull without a size from a verified index may write
 Progress = Callable[[int, int | None], None]  # (bytes done, total or None)
@@ -305,17 +306,25 @@ class ImageCache:
             disks = [n for n in members if n.lower().endswith(".vmdk")]
             if ovf is None or not disks:
                 raise ImageError("OVA has no .ovf descriptor or no .vmdk disk", where=str(path))
-            descriptor = _read_member(tar, members[ovf]).decode(errors="replace")
+            descriptor = _read_member(tar, members[ovf], path).decode(errors="replace")
             disks.sort(key=lambda n: descriptor.find(n) if n in descriptor else len(descriptor))
             disk = disks[0]
-            data = _read_member(tar, members[disk])
             manifest = next((n for n in members if n.endswith(".mf")), None)
-            if manifest is not None:
-                _check_manifest(
-                    _read_member(tar, members[manifest]).decode(errors="replace"), disk, data, path
+            algorithm, expected = (
+                _manifest_entry(
+                    _read_member(tar, members[manifest], path).decode(errors="replace"), disk, path
                 )
+                if manifest is not None
+                else (None, "")
+            )
             vmdk = Path(tmp, "disk.vmdk")
-            vmdk.write_bytes(data)
+            actual = _extract_disk(tar, members[disk], vmdk, algorithm, path)
+            if actual != expected:
+                raise ImageError(
+                    f"{disk} does not match the OVA manifest ({(algorithm or '').upper()} {actual[:16]}…)",
+                    where=str(path),
+                    hint="the appliance is damaged; download it again",
+                )
             _check_vmdk(vmdk, disk, path)
             name = f"{path.stem}.hdd"
             raw = Path(tmp, name)
@@ -439,27 +448,40 @@ def _check_vmdk(vmdk: Path, disk: str, where: Path) -> None:
         )
 
 
-def _read_member(tar: Any, member: Any) -> bytes:
+def _read_member(tar: Any, member: Any, where: Path, limit: int = MAX_OVA_TEXT) -> bytes:
+    """An OVA's descriptor or manifest: small text, read at most ``limit`` bytes."""
+    if member.size > limit:
+        raise ImageError(
+            f"{member.name} is {member.size} bytes, more than an OVF text file's {limit}", where=str(where)
+        )
     f = tar.extractfile(member)
     if f is None:
-        raise ImageError(f"cannot read {member.name} from the OVA")
-    data: bytes = f.read()
+        raise ImageError(f"cannot read {member.name} from the OVA", where=str(where))
+    data: bytes = f.read(limit + 1)
     return data
 
 
-def _check_manifest(text: str, disk: str, data: bytes, where: Path) -> None:
-    """OVF manifests list ``SHA1(file)= hex`` or ``SHA256(file)= hex``; the disk must match."""
+def _extract_disk(tar: Any, member: Any, dest: Path, algorithm: str | None, where: Path) -> str:
+    """``member`` streamed into ``dest`` (its whole bytes were held in memory: an appliance's disk
+    can be GBs), hashed with ``algorithm`` on the way; its hex digest ("" without one)."""
+    f = tar.extractfile(member)
+    if f is None:
+        raise ImageError(f"cannot read {member.name} from the OVA", where=str(where))
+    h = hashlib.new(algorithm) if algorithm else None
+    with open(dest, "wb") as out:
+        while chunk := f.read(1 << 20):
+            out.write(chunk)
+            if h is not None:
+                h.update(chunk)
+    return h.hexdigest() if h is not None else ""
+
+
+def _manifest_entry(text: str, disk: str, where: Path) -> tuple[str, str]:
+    """OVF manifests list ``SHA1(file)= hex`` or ``SHA256(file)= hex``: (algorithm, hex) of ``disk``."""
     for line in text.splitlines():
         m = re.fullmatch(r"\s*(SHA1|SHA256|SHA512)\((.+)\)\s*=\s*([0-9a-fA-F]+)\s*", line)
         if m and m.group(2) == disk:
-            actual = hashlib.new(m.group(1).lower(), data).hexdigest()
-            if actual != m.group(3).lower():
-                raise ImageError(
-                    f"{disk} does not match the OVA manifest ({m.group(1)} {actual[:16]}…)",
-                    where=str(where),
-                    hint="the appliance is damaged; download it again",
-                )
-            return
+            return m.group(1).lower(), m.group(3).lower()
     raise ImageError(f"the OVA manifest lists no hash for {disk}", where=str(where))
 
 

@@ -323,3 +323,32 @@ def test_import_refuses_an_ova_disk_that_names_host_files(
     assert "boot.vmdk" in err and "self-contained VMDK" in err and "Traceback" not in err
     cached = list((launch_env / "images").glob("*")) if (launch_env / "images").exists() else []
     assert not any(b"PRIVATE KEY" in p.read_bytes() for p in cached if p.is_file())
+
+
+def test_import_streams_the_ova_disk(tmp_path: Path, launch_env: Path) -> None:
+    """The disk was read whole into memory (an appliance's disk can be GBs): now streamed, the
+    Python heap's peak stays far below its 24 MiB."""
+    import os
+    import tarfile
+    import tracemalloc
+
+    from cernvm_build.launch.images import ImageCache
+
+    raw = tmp_path / "disk.raw"
+    raw.write_bytes(b"\xeb\x3c".ljust(510, b"\0") + b"\x55\xaa" + os.urandom(24 << 20))
+    vmdk = tmp_path / "boot.vmdk"
+    subprocess.run(["qemu-img", "convert", "-O", "vmdk", "-f", "raw", raw, vmdk], check=True)
+    ovf = tmp_path / "CernVM.ovf"
+    ovf.write_text('<Envelope><References><File ovf:href="boot.vmdk"/></References></Envelope>\n')
+    ova = tmp_path / "big.ova"
+    with tarfile.open(ova, "w") as tar:
+        for f in (ovf, vmdk):
+            tar.add(f, arcname=f.name)
+    tracemalloc.start()
+    try:
+        got = ImageCache(launch_env).add_ova(ova)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert got.format == "hdd" and got.path.stat().st_size >= 24 << 20
+    assert peak < 8 << 20, f"peak {peak} bytes"
