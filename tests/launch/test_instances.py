@@ -638,3 +638,25 @@ def test_the_own_console_log_is_read_bounded_and_only_as_a_regular_file(
     inst = instances.describe(conn.lookupByName("fifolog"))
     assert instances.console_tail(conn, inst) == ""
     assert instances.ConsoleLog(conn, inst.meta)._range(0, 10) == b""  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("forwards", ["abc", "1:2:3", "8080:80,", "0:80", "8080:70000", "8080"])
+def test_edited_forwards_on_record_make_the_instance_broken_not_every_create_a_traceback(
+    conn: Any, launch_env: Path, image: Path, forwards: str
+) -> None:
+    """``forwards`` is read by start, forward and every create (the ports others have on record): an
+    edited value was a ValueError traceback in each, for any instance of the host."""
+    create(conn, request(launch_env, image, "edited"))
+    dom = conn.lookupByName("edited")
+    dom.destroy()
+    xml = dom.XMLDesc(0)
+    ns = xml[xml.index("<", xml.index("<metadata>") + 1) + 1 : xml.index(":instance")]
+    assert f"<{ns}:forwards/>" in xml
+    conn.defineXML(xml.replace(f"<{ns}:forwards/>", f"<{ns}:forwards>{forwards}</{ns}:forwards>"))
+    inst = instances.describe(conn.lookupByName("edited"))
+    assert inst.state == "broken" and f"forwards: {forwards!r}" in inst.broken
+    create(conn, request(launch_env, image, "other"))  # the other instance's ports: none
+    with pytest.raises(InstanceError, match="broken"):
+        launch.start(driver_host(conn), "edited")
+    ok = domain.Metadata.from_element(ET.fromstring("<i><forwards>8080:80,1:65535</forwards></i>"))
+    assert (ok.forwards, ok.malformed) == ("8080:80,1:65535", "")
