@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import tarfile
 import tempfile
 from collections.abc import Callable, Sequence
@@ -187,14 +186,36 @@ class ImageCache:
                 "image file not found", where=str(path), hint="give the path of an iso/hdd/qcow2"
             )
         name = image_name(name or path.name, "--as" if name else str(path))
-        fmt = detect_format(path, bootable=True)
-        digest = verify_checksum(path)
+        detect_format(path, bootable=True)  # before copying GBs: the copy is checked again below
+        side = path.with_name(path.name + ".sha256")
+        expected = read_sha256_file(side) if side.exists() else None
         if not profile:
             profile = _profile_from_manifest(path)
-        dest = self.dir / name
-        with atomic_file(dest, mode=0o644) as out, open(path, "rb") as src:
-            shutil.copyfileobj(src, out, 1 << 20)
-        os.chmod(self.dir, 0o755)
+        # One read: the copy is hashed as it is written, and the hash and format recorded are the
+        # copy's (the file was hashed, then read again to copy: twice the I/O, and what was
+        # verified need not be what was copied when the file changed meanwhile).
+        partial = self._ensure_dir() / f".{name}.add"
+        h = hashlib.sha256()
+        try:
+            with atomic_file(partial, mode=0o644) as out, open(path, "rb") as src:
+                while chunk := src.read(1 << 20):
+                    h.update(chunk)
+                    out.write(chunk)
+            digest = h.hexdigest()
+            if expected is not None and digest != expected:
+                raise ImageError(
+                    f"image checksum mismatch: sha256 is {digest[:16]}…, expected {expected[:16]}…",
+                    where=str(path),
+                    hint="the image is damaged or not the one published; fetch it again",
+                )
+            try:
+                fmt = detect_format(partial, bootable=True)
+            except ImageError as e:
+                raise ImageError(e.message, where=str(path), hint=e.hint) from None
+            os.replace(partial, self.dir / name)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                partial.unlink()
         return self._store(name, digest, fmt, str(path.resolve()), profile)
 
     def pull(

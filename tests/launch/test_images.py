@@ -364,3 +364,31 @@ def test_a_failed_pull_leaves_the_cached_image_of_that_name(
     assert sorted(p.name for p in cache.dir.iterdir()) == sorted(
         [image.name, f"{image.name}.sha256", f"{image.name}.json"]
     )
+
+
+def _bytes_read() -> int:
+    with open("/proc/self/io") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("rchar:"))
+
+
+def test_add_reads_the_image_once_and_records_the_copy(image: Path, tmp_path: Path) -> None:
+    """The image was hashed, then read again to copy it: twice the I/O of a multi-GB image, and the
+    hash on record was of the first read, not of the copy (counted bytes, /proc/self/io rchar)."""
+    big = tmp_path / "big.hdd"
+    data = image.read_bytes() + os.urandom(16 << 20)
+    big.write_bytes(data)
+    import hashlib
+
+    big.with_name(big.name + ".sha256").write_text(hashlib.sha256(data).hexdigest() + "\n")
+    cache = ImageCache(tmp_path / "home")
+    before = _bytes_read()
+    got = cache.add(big)
+    read = _bytes_read() - before
+    assert read < 1.5 * len(data), f"{read} bytes read for a {len(data)}-byte image"
+    assert got.sha256 == hashlib.sha256(got.path.read_bytes()).hexdigest()
+    assert sorted(p.name for p in cache.dir.iterdir()) == ["big.hdd", "big.hdd.json", "big.hdd.sha256"]
+    big.with_name(big.name + ".sha256").write_text("0" * 64 + "\n")
+    with pytest.raises(ImageError, match="checksum mismatch") as e:
+        cache.add(big, name="other.hdd")
+    assert e.value.where == str(big)
+    assert sorted(p.name for p in cache.dir.iterdir()) == ["big.hdd", "big.hdd.json", "big.hdd.sha256"]
