@@ -1051,3 +1051,25 @@ def test_a_hostile_kernel_tree_is_one_build_error_naming_the_module(
     (kdir / "virtio_pci.ko").unlink()
     (kdir / "virtio_pci.ko").write_bytes(b"\0depends=\0")
     assert list(resolve(moddir, "6.1.0-test", ("sd_mod",)).files) == ["kernel/drivers/sd_mod.ko"]
+
+
+def test_verify_without_cert_says_the_signer_is_not_trusted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Anyone can sign an image with a certificate of their own: without --cert ``signature OK``
+    alone read as proof of the publisher; a warning and ``"trusted": false`` say what was checked."""
+    import json
+
+    from cernvm_build.cli.main import main
+
+    s = _signer(tmp_path, "anyone")
+    img = tmp_path / "x.iso"
+    img.write_bytes(b"\0" * 4096)
+    with open(img, "ab") as f:
+        f.write(signature.trailer_bytes(img, {"snapshot": "h"}, s))
+    assert main(["image", "verify", str(img), "--json"]) == 0
+    got = capsys.readouterr()
+    assert json.loads(got.out)["trusted"] is False and "pass --cert" in got.err
+    assert main(["image", "verify", str(img), "--cert", str(tmp_path / "anyone.crt"), "--json"]) == 0
+    got = capsys.readouterr()
+    assert json.loads(got.out)["trusted"] is True and "warning" not in got.err
