@@ -352,3 +352,11 @@ def test_import_streams_the_ova_disk(tmp_path: Path, launch_env: Path) -> None:
         tracemalloc.stop()
     assert got.format == "hdd" and got.path.stat().st_size >= 24 << 20
     assert peak < 8 << 20, f"peak {peak} bytes"
+
+
+@pytest.mark.parametrize("bad", ["0", "-3", "x", "100001"])
+def test_console_lines_is_a_positive_count(cli: None, bad: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--lines 0`` printed the whole tail and ``--lines -3`` all of it but its first 3 lines."""
+    with pytest.raises(SystemExit) as e:
+        launch("console", "nosuch", "--log", "--lines", bad)
+    assert e.value.code == 2 and "--lines" in capsys.readouterr().err
