@@ -85,28 +85,19 @@ def leaves(tree: Node, errors: list[ProfileError]) -> dict[str, Node]:
                 options = children(section)
                 hint = suggest(key, options)
                 elsewhere = [s.key for s in SETTINGS if s.key.rsplit(".", 1)[-1] == key]
-                if not hint and elsewhere:
-                    hint = f" (did you mean {elsewhere[0]!r}?)"
+                if "did you mean" not in hint and elsewhere:
+                    hint += f" (did you mean {elsewhere[0]!r}?)"
                 where = f"under '{section}'" if section else "at the top level"
                 _fail(
                     errors,
                     child.key_pos or child.pos,
                     full,
-                    f"unknown setting{_non_ascii(key)}{hint}",
+                    f"unknown setting{hint}",
                     f"known settings {where}: {', '.join(options)} (see 'cernvm-build profiles reference')",
                 )
 
     walk(tree, "")
     return found
-
-
-def _non_ascii(key: str) -> str:
-    """What in a key is not ASCII, by code point: a zero-width space or a Cyrillic 'с' looks like the
-    setting it is not, and 'did you mean cvmfs' of an unknown 'cvmfs' explained nothing."""
-    import unicodedata
-
-    odd = [f"U+{ord(c):04X} {unicodedata.name(c, '?')}" for c in dict.fromkeys(key) if not c.isascii()]
-    return f" (its name holds {', '.join(odd[:3])}: setting names are ASCII)" if odd else ""
 
 
 def _kind_name(node: Node) -> str:

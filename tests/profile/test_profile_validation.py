@@ -117,6 +117,7 @@ def test_a_key_that_only_looks_like_a_setting_says_which_character_differs(
     """'unknown setting (did you mean 'cvmfs'?)' of a key that reads 'cvmfs' explained nothing."""
     p = write("confusable", f"extends: minimal\n{key}:\n  repository: x.cern.ch\n")
     with pytest.raises(
-        profile.ProfileError, match=re.escape(f"its name holds {named}: setting names are ASCII")
+        profile.ProfileError,
+        match=re.escape(f"unknown setting (it holds {named}: names are ASCII) (did you mean 'cvmfs'?)"),
     ):
         profile.load(p)
