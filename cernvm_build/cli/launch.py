@@ -431,10 +431,14 @@ def build_parser() -> argparse.ArgumentParser:
         "  cernvm-launch import --name old CernVM-4.ova",
         cmd_import,
     )
-    p.add_argument("--no-start", action="store_true")
+    p.add_argument("--no-start", action="store_true", help="define the instance but do not start it")
     flags.add(p, [config.BY_KEY[k] for k in IMPORT_FLAGS])
-    p.add_argument("ova_image_file", metavar="OVA_IMAGE_FILE")
-    p.add_argument("configuration_file", nargs="?", metavar="CONFIGURATION_FILE")
+    p.add_argument(
+        "ova_image_file",
+        metavar="OVA_IMAGE_FILE",
+        help="the appliance (a tar of .ovf, .mf and one self-contained .vmdk disk)",
+    )
+    p.add_argument("configuration_file", nargs="?", metavar="CONFIGURATION_FILE", help="key=value settings")
 
     p = leaf(
         sub,

@@ -360,3 +360,28 @@ def test_console_lines_is_a_positive_count(cli: None, bad: str, capsys: pytest.C
     with pytest.raises(SystemExit) as e:
         launch("console", "nosuch", "--log", "--lines", bad)
     assert e.value.code == 2 and "--lines" in capsys.readouterr().err
+
+
+def test_every_option_and_argument_of_every_verb_says_what_it_is_for() -> None:
+    """``import --help`` listed --no-start, OVA_IMAGE_FILE and CONFIGURATION_FILE with no word, and
+    ``images pull --help`` its --profile (a positional whose metavar names it, MACHINE_NAME, may)."""
+    import argparse
+
+    from cernvm_build.cli.launch import build_parser
+
+    def leaves(p: argparse.ArgumentParser, path: str) -> Iterator[tuple[str, argparse.ArgumentParser]]:
+        yield path, p
+        for a in p._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                for name, sub in a.choices.items():
+                    yield from leaves(sub, f"{path} {name}")
+
+    silent = [
+        f"{path}: {'/'.join(a.option_strings) or a.metavar or a.dest}"
+        for path, p in leaves(build_parser(), "cernvm-launch")
+        for a in p._actions
+        if not isinstance(a, (argparse._HelpAction, argparse._SubParsersAction))
+        and a.help is None
+        and (a.option_strings or path == "cernvm-launch import")
+    ]
+    assert silent == []
