@@ -51,9 +51,15 @@ def env_epoch() -> int | None:
     """``SOURCE_DATE_EPOCH`` when it is set (a bad value is a usage error), else None: for the CLI,
     which hands it to the library as an argument."""
     raw = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
-    if raw and not raw.isdigit():
+    # ASCII digits of a time before the year 10000: '²' is isdigit() but no int(), 5000 digits are past
+    # int()'s limit (both tracebacks), and a later time is past what datetime and tar headers hold
+    if raw and not (raw.isascii() and raw.isdigit() and len(raw) <= 12 and int(raw) <= MAX_EPOCH):
         raise UsageError(
-            f"SOURCE_DATE_EPOCH={raw!r} is not a number of seconds",
+            f"SOURCE_DATE_EPOCH={raw[:40]!r} is not a number of seconds (before the year 10000)",
             hint="set it to an integer such as $(date +%s), or unset it",
         )
     return int(raw) if raw else None
+
+
+#: 9999-12-31T23:59:59Z, the last second datetime can show
+MAX_EPOCH = 253402300799

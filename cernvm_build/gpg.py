@@ -20,8 +20,26 @@ from pathlib import Path
 from types import TracebackType
 
 from .errors import CernVMError, IntegrityError
-from .fsutil import atomic_write
+from .fsutil import atomic_write, read_regular
 from .proc import run
+
+MAX_KEY_FILE = 16 << 20  # bytes of a key file (an armored keyring of many keys is some 100 KB)
+
+
+def _key_file(path: Path) -> bytes:
+    """A key file a user or a config names: a regular file of at most MAX_KEY_FILE bytes, else one
+    line (``--key /dev/zero`` filled the memory, a folder was an IsADirectoryError traceback)."""
+    try:
+        data = read_regular(path, MAX_KEY_FILE)
+    except OSError as e:
+        raise CernVMError(
+            f"{path}: cannot read the key: {e.strerror}", hint="give an armored or binary key"
+        ) from None
+    if len(data) > MAX_KEY_FILE:
+        raise CernVMError(
+            f"{path}: larger than {MAX_KEY_FILE} bytes: not a key file", hint="give an armored or binary key"
+        )
+    return data
 
 
 class Keyring:
@@ -36,9 +54,13 @@ class Keyring:
 
     def __enter__(self) -> Keyring:
         self.home = Path(tempfile.mkdtemp(prefix="cernvm-gpg-"))
-        os.chmod(self.home, 0o700)
-        for key in self._keys:
-            self.import_key(key)
+        try:  # a key that does not import: ``with`` runs no __exit__ when __enter__ raises
+            os.chmod(self.home, 0o700)
+            for key in self._keys:
+                self.import_key(key)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
         return self
 
     def __exit__(
@@ -81,7 +103,7 @@ class Keyring:
         self._gpg("--yes", "--armor", *nopass, "--output", out, what, *names)
 
     def import_key(self, key: Path | bytes) -> list[str]:
-        data = key.read_bytes() if isinstance(key, Path) else key
+        data = _key_file(key) if isinstance(key, Path) else key
         status = self._gpg("--import", input=data, check=False)
         fprs = [line.split()[3] for line in status.splitlines() if line.startswith("[GNUPG:] IMPORT_OK")]
         if not fprs:
@@ -256,6 +278,7 @@ def valid_signer(status: str, what: str) -> str:
     raise IntegrityError(f"{what}: {reason}", hint=hint)
 
 
+#: the largest key file read: a key with many signatures on it is tens of KiB
 def generate_test_key(
     home_keys_out: Path,
     name: str = "CernVM Test Signing",

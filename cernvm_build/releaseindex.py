@@ -20,8 +20,8 @@ from .fsutil import read_regular
 SCHEMA = 1
 VERSION_RE = re.compile(r"^\d{4}\.\d{2}-\d+\Z")
 HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
-#: the largest index read (one of a few dozen artifacts is a few KiB; launch's image catalog reads
-#: an index over HTTP with the same cap)
+#: the largest index read (one artifact is ~300 bytes, so this is tens of thousands of them; launch's
+#: image catalog reads an index over HTTP with the same cap)
 MAX_INDEX_BYTES = 64 << 20
 
 
@@ -85,10 +85,12 @@ class ReleaseIndex:
 
 
 def check_version(version: str, where: Location | str | None = None) -> str:
-    if not VERSION_RE.match(version):
+    # the year and month are a date (the release's default SOURCE_DATE_EPOCH): month 13 or year 0000
+    # matched the pattern and then failed in calendar.timegm, a traceback
+    if not VERSION_RE.match(version) or not (int(version[:4]) >= 1970 and 1 <= int(version[5:7]) <= 12):
         raise ReleaseError(
             f"release version '{version}' is not of the form YYYY.MM-N",
-            hint="CernVM releases are named like 2026.11-1 (year.month-release)",
+            hint="CernVM releases are named like 2026.11-1 (year.month-release, month 01 to 12)",
             where=where,
         )
     return version
@@ -100,7 +102,8 @@ def _require(d: dict[str, Any], key: str, typ: type, where: str) -> Any:
             f"missing key '{key}'", where=Location(where, key=key), hint="the index is damaged"
         )
     value = d[key]
-    if not isinstance(value, typ):
+    # bool is an int to isinstance: 'size': true was a size of 1 byte
+    if not isinstance(value, typ) or (isinstance(value, bool) and typ is not bool):
         raise ReleaseError(
             f"'{key}' should be {typ.__name__}, is {type(value).__name__}", where=Location(where, key=key)
         )
@@ -129,6 +132,12 @@ def _optional(d: dict[str, Any], key: str, typ: type, where: Location) -> Any:
             hint="the index is damaged; write it with 'cernvm-build release'",
         )
     return value
+
+
+def _size(size: int, where: Location) -> int:
+    if size < 0:
+        raise ReleaseError(f"size {size} is negative", where=where, hint="the index is damaged or hostile")
+    return size
 
 
 def _relative(rel: str, where: Location) -> str:
@@ -237,8 +246,8 @@ def load(path: Path) -> ReleaseIndex:
                 kind=_require(a, "kind", str, where),
                 format=_require(a, "format", str, where),
                 sha256=sha,
-                size=_require(a, "size", int, where),
-                inputs=a.get("inputs") or {},
+                size=_size(_require(a, "size", int, where), Location(where, key=f"{key}.size")),
+                inputs=_optional(a, "inputs", dict, Location(where, key=f"{key}.inputs")) or {},
             )
         )
     return ReleaseIndex(

@@ -139,11 +139,27 @@ class Invalid(ValueError):
 
 
 def suggest(word: str, options: list[str]) -> str:
-    """`` (did you mean 'x'?)`` for the closest option, or ""."""
+    """`` (did you mean 'x'?)`` for the closest option, or ""; first what in ``word`` is not ASCII
+    (``non_ascii``): 'cvmfs' with a zero-width space, or a Cyrillic 'с', looks like the name it is not."""
     import difflib
 
     close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    return non_ascii(word) + (f" (did you mean {close[0]!r}?)" if close else "")
+
+
+def non_ascii(word: str) -> str:
+    """`` (it holds U+200B ZERO WIDTH SPACE: names are ASCII)`` for a word with non-ASCII characters
+    (the first three, by code point and name), or ""."""
+    odd = [c for c in dict.fromkeys(word) if not c.isascii()][:3]
+    if not odd:
+        return ""
+    try:
+        import unicodedata  # a C module: the initrd's Python may lack it
+
+        named = [f"U+{ord(c):04X} {unicodedata.name(c, '?')}" for c in odd]
+    except ImportError:
+        named = [f"U+{ord(c):04X}" for c in odd]
+    return f" (it holds {', '.join(named)}: names are ASCII)"
 
 
 # -- scalar converters -------------------------------------------------------------------------------

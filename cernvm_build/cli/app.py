@@ -432,7 +432,10 @@ def subcommands_with_default(
     """
     action_class = type("DefaultTo", (_DefaultSubcommand,), {"default_name": default})
     group.register("action", "parsers", action_class)
-    return group.add_subparsers(title="commands", metavar=metavar)
+    # prog: argparse would name the leaves after the group's usage text, which such a group writes
+    # over several lines ('release verify --help' began "cernvm-build release [build] VERSION
+    # [options]\n  cernvm-build release {verify,rebuild,publish} ... verify")
+    return group.add_subparsers(title="commands", metavar=metavar, prog=group.prog)
 
 
 def accept_any_word(action: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

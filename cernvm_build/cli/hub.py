@@ -24,6 +24,25 @@ examples:
   cernvm-build hub ingest 'registry.example/library/python:3.*' --hub-stratum srv/hub --hub-keys keys/"""
 
 
+def _layer_bytes(text: str) -> int:
+    """``--max-layer-bytes``: a size of at least 1 byte (0 or -5 refused every layer, after its pull)."""
+    value = parse_size(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a size of at least 1 byte, e.g. 64G")
+    return value
+
+
+def _layer_entries(text: str) -> int:
+    """``--max-layer-entries``: a count of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a count of at least 1")
+    return value
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     group = sub.add_parser("hub", help=areas.HELP["hub"],
                            formatter_class=HelpFormatter)  # fmt: skip
@@ -41,14 +60,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     i.add_argument(
         "--max-layer-bytes",
-        type=parse_size,
+        type=_layer_bytes,
         default=MAX_TAR_BYTES,
         metavar="SIZE",
         help="refuse a layer whose tar holds more (default: 64G; a hostile 1 MB layer can inflate to 1 GB)",
     )
     i.add_argument(
         "--max-layer-entries",
-        type=int,
+        type=_layer_entries,
         default=MAX_TAR_ENTRIES,
         metavar="N",
         help="refuse a layer of more members (default: %(default)s)",

@@ -59,8 +59,10 @@ examples:
 
 VERIFY_DESCRIPTION = """\
 Check the signature of an iso or hdd image: it covers every byte of the image plus the metadata.
-With --cert the signer must also be that certificate. Exit code 6 when the image was modified,
-is unsigned or was signed by someone else.
+With --cert the signer must also be that certificate; without it the image is only shown to be
+unchanged since it was signed, by whoever holds the certificate it carries (a warning says so, and
+--json has "trusted": false). Exit code 6 when the image was modified, is unsigned or was signed
+by someone else.
 
 examples:
   cernvm-build image verify ucernvm-demo.2026.11-1.cernvm.x86_64.iso
@@ -306,6 +308,13 @@ def _verify(args: argparse.Namespace, out: Output) -> int:
 
     trusted = signature.load_certificate(args.cert) if args.cert else None
     t = signature.verify(args.image, trusted)
-    doc = {**signature.describe(args.image, t), "valid": True}
+    # without --cert the image is only whole: anyone can sign with a certificate of their own
+    doc = {**signature.describe(args.image, t), "valid": True, "trusted": trusted is not None}
     out.data(doc, lambda d: out.print(f"{args.image}: signature OK, signed by {d['signer']}"))
+    if trusted is None:
+        out.warn(
+            f"{args.image}: the signer's certificate is the one in the image, trusted by nothing: the "
+            "image is unchanged since signing, not proven to be the publisher's; pass --cert PEM of the "
+            "release signer"
+        )
     return 0

@@ -297,6 +297,17 @@ def cmd_scp(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
+def _lines(text: str) -> int:
+    """``--lines N``: 1 to 10000 (0 printed the whole tail, -3 all of it but its first 3 lines)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of lines") from None
+    if not 1 <= value <= 10000:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected 1 to 10000 lines")
+    return value
+
+
 def cmd_console(args: argparse.Namespace, out: Output) -> int:
     host = host_of(args)
     launch.get_instance(host, args.name)  # "no instance named ..." before anything else
@@ -420,10 +431,14 @@ def build_parser() -> argparse.ArgumentParser:
         "  cernvm-launch import --name old CernVM-4.ova",
         cmd_import,
     )
-    p.add_argument("--no-start", action="store_true")
+    p.add_argument("--no-start", action="store_true", help="define the instance but do not start it")
     flags.add(p, [config.BY_KEY[k] for k in IMPORT_FLAGS])
-    p.add_argument("ova_image_file", metavar="OVA_IMAGE_FILE")
-    p.add_argument("configuration_file", nargs="?", metavar="CONFIGURATION_FILE")
+    p.add_argument(
+        "ova_image_file",
+        metavar="OVA_IMAGE_FILE",
+        help="the appliance (a tar of .ovf, .mf and one self-contained .vmdk disk)",
+    )
+    p.add_argument("configuration_file", nargs="?", metavar="CONFIGURATION_FILE", help="key=value settings")
 
     p = leaf(
         sub,
@@ -490,7 +505,9 @@ def build_parser() -> argparse.ArgumentParser:
             how.add_argument("--force", action="store_true", help="power off at once")
         if verb == "console":
             p.add_argument("--log", action="store_true", help="print the console log instead of attaching")
-            p.add_argument("--lines", type=int, default=50, metavar="N", help="lines of log to print")
+            p.add_argument(
+                "--lines", type=_lines, default=50, metavar="N", help="lines of log to print (1..10000)"
+            )
         if verb == "wait":
             flags.add(p, [config.BY_KEY["waitTimeout"]])
 

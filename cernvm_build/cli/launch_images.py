@@ -119,7 +119,9 @@ def register(sub: Any) -> None:
         json=True,
     )
     p.add_argument("url", metavar="URL|NAME")
-    p.add_argument("--profile", metavar="NAME")
+    p.add_argument(
+        "--profile", metavar="NAME", help="record the image as built from this profile (a pull by URL)"
+    )
     p.add_argument("--index", action="append", metavar="URL", help="a release index.json (repeatable)")
     p.add_argument("--key", action="append", metavar="FILE", help="a release signing key (repeatable)")
     p.add_argument(

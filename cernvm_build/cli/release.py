@@ -39,6 +39,10 @@ SHA256SUMS (signed when a key is given), index.json and release notes, in OUT/VE
 Profiles are built in parallel (--jobs); an interrupted build resumes with the profiles not done."""
 
 
+#: the release the verify, rebuild and publish commands act on
+RELEASE_ARG_HELP = "a version under --out, an index.json or a release folder"
+
+
 def _split(text: str | None) -> list[str]:
     return [x.strip() for x in (text or "").split(",") if x.strip()]
 
@@ -50,7 +54,8 @@ def _repo_targets(args: argparse.Namespace) -> list[Any]:
     for kind in ("yum", "apt"):
         for item in getattr(args, kind) or []:
             src, sep, dest = item.rpartition("=")
-            if not sep or not dest.startswith("s3://"):
+            # an empty SOURCE was the current folder, mirrored as the repository
+            if not sep or not src or not dest.startswith("s3://"):
                 raise UsageError(
                     f"--{kind} '{item}' is not SOURCE=s3://bucket/prefix",
                     hint=f"e.g. --{kind} ./{kind}=s3://cvmrepo/{kind}",
@@ -59,18 +64,24 @@ def _repo_targets(args: argparse.Namespace) -> list[Any]:
     return targets
 
 
+def _publish_targets(args: argparse.Namespace) -> list[Any]:
+    """The publishing flags checked (a usage error names the flag): before a build, not after it."""
+    if not args.publish.startswith("s3://"):
+        raise UsageError(f"'{args.publish}' is not an s3:// URL", hint="for example s3://cvmrepo/releases")
+    return _repo_targets(args)
+
+
 def _publish(args: argparse.Namespace, out: Output, release_dir: Path) -> dict[str, Any]:
     from ..release.publish import publish_release
     from .reference import GENERATORS
 
-    if not args.publish.startswith("s3://"):
-        raise UsageError(f"'{args.publish}' is not an s3:// URL", hint="for example s3://cvmrepo/releases")
+    repos = _publish_targets(args)
     with out.reporter() as reporter:
         report = publish_release(
             release_dir,
             args.publish,
             endpoint_url=args.endpoint_url,
-            repos=_repo_targets(args),
+            repos=repos,
             site_dest=args.site_publish,
             site_generators=GENERATORS,
             reporter=scoped(reporter, "publish"),
@@ -84,6 +95,8 @@ def _build(args: argparse.Namespace, out: Output) -> int:
     names = _split(args.profiles)
     if not names:
         raise UsageError("no profiles given", hint="e.g. --profiles el7,el8,el9")
+    if args.publish:
+        _publish_targets(args)  # a bad --publish, --yum or --apt was found only after the build
     signer = None
     if args.image_key or args.image_cert:
         if not (args.image_key and args.image_cert):
@@ -221,9 +234,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     v = subparser(inner, "verify", help="check every artifact against the index, SHA256SUMS and signature",
                   json=True, handler=_verify)  # fmt: skip
-    v.add_argument(
-        "release", metavar="VERSION|INDEX|DIR", help="a version under --out, an index.json or a folder"
-    )
+    v.add_argument("release", metavar="VERSION|INDEX|DIR", help=RELEASE_ARG_HELP)
     v.add_argument(
         "--key", type=Path, action="append", help="OpenPGP public key the release must be signed by"
     )
@@ -233,14 +244,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     r = subparser(inner, "rebuild", help="rebuild from the recorded inputs; byte-identical per artifact?",
                   json=True, handler=_rebuild)  # fmt: skip
-    r.add_argument("release", metavar="VERSION|INDEX|DIR")
+    r.add_argument("release", metavar="VERSION|INDEX|DIR", help=RELEASE_ARG_HELP)
     r.add_argument(
         "--out", type=Path, default=Path("releases"), help="releases folder (default: %(default)s)"
     )
 
     p = subparser(inner, "publish", help="upload a built release (artifacts, repositories, site) to S3",
                   json=True, handler=_publish_cmd)  # fmt: skip
-    p.add_argument("release", metavar="VERSION|INDEX|DIR")
+    p.add_argument("release", metavar="VERSION|INDEX|DIR", help=RELEASE_ARG_HELP)
     p.add_argument(
         "--out", type=Path, default=Path("releases"), help="releases folder (default: %(default)s)"
     )

@@ -150,9 +150,18 @@ def open_parent(path: Path, spec: ImageSpec, work: Path, *, mtimes: str, raw: bo
     descs = contents.manifest["layers"]
     if any(d.get("mediaType") != MT_LAYER_GZIP for d in descs):
         raise _refuse(path, "has layers that are not tar+gzip")
-    history = [
-        h.get("created_by", "") for h in contents.config.get("history", []) if not h.get("empty_layer")
-    ]
+    try:  # the digests match, but whoever made them match may have written anything
+        history = [
+            str(h.get("created_by", ""))
+            for h in contents.config.get("history", [])
+            if not h.get("empty_layer")
+        ]
+        sizes = [d["size"] for d in descs]
+        if not all(type(n) is int and n >= 0 for n in sizes):
+            raise ValueError(f"a layer's size is not a number of bytes: {sizes!r:.80}")
+    except (AttributeError, TypeError, KeyError, ValueError) as e:
+        what = f"no {e}" if isinstance(e, KeyError) else str(e)
+        raise _refuse(path, f"has malformed metadata ({what})") from None
     if len(history) != len(descs):
         history = [""] * len(descs)
     blobs = _place_blobs(path, [d["digest"] for d in descs], work)
@@ -160,7 +169,7 @@ def open_parent(path: Path, spec: ImageSpec, work: Path, *, mtimes: str, raw: bo
     diff_ids = contents.config["rootfs"]["diff_ids"]
     for i, (desc, diff_id) in enumerate(zip(descs, diff_ids, strict=True)):
         res = LayerResult(diff_id=diff_id, size=contents.layer_sizes[i], digest=desc["digest"],
-                          compressed_size=int(desc["size"]))  # fmt: skip
+                          compressed_size=sizes[i])  # fmt: skip
         gz = blobs[desc["digest"]]
         rawp = None
         if raw:

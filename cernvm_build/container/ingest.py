@@ -18,21 +18,32 @@ import fnmatch
 import functools
 import json
 import logging
+import re
 import shutil
 import tarfile
 import tempfile
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from ..artifact import Artifact
-from ..cvmfs.limits import human
+from ..cvmfs.limits import MAX_MTIME, human
 from ..cvmfs.tar_limits import TarLimits
 from ..cvmfs.tar_stream import TarStream, open_tar
 from ..errors import BuildError, CvmfsError
-from .image import _TAG_RE, DIGEST_RE, MT_LAYER_GZIP, ImageSpec, hex_of
+from .image import (
+    _REF_RE,
+    _REGISTRY_RE,
+    _TAG_RE,
+    DIGEST_RE,
+    MT_LAYER_GZIP,
+    ImageSpec,
+    canonical,
+    digest_of,
+    hex_of,
+)
 from .layer import LayerResult
 from .layering import WHITEOUT, ImageTrees, LayerTar, whiteout_of
 from .layers import LayerFile
@@ -41,6 +52,10 @@ from .oci import ImageParts
 from .registry import RegistryOptions, inspect_raw, list_tags, pull
 
 log = logging.getLogger(__name__)
+
+
+#: a tag with wildcards: the tag's characters and fnmatch's
+_TAG_GLOB_RE = re.compile(r"^[A-Za-z0-9_.*?\[\]!-]{1,128}\Z")
 
 
 @dataclass(frozen=True)
@@ -58,6 +73,24 @@ class Wish:
                 f"{text!r} is not an image name host/repo:tag", hint="e.g. 127.0.0.1:5000/library/python:3.*"
             )
         host, _, repo = name.partition("/")
+        if not ("." in host or ":" in host or host == "localhost") or not _REGISTRY_RE.match(host):
+            # docker's rule: a first word without '.' or ':' is no host, and skopeo reads x/y:1 as
+            # docker.io/x/y:1 -- which the hub would have filed under a registry named 'x'
+            raise BuildError(
+                f"{text!r:.200}: {host!r:.80} is not a registry host",
+                hint="name the registry first: host[:port]/repo:tag, e.g. docker.io/library/python:3",
+            )
+        if not _REF_RE.match(repo):
+            raise BuildError(
+                f"{text!r:.200}: {repo!r:.120} is not a repository name",
+                hint="lower-case words joined by '/', '.', '_', '-' (e.g. library/python); "
+                "an image is ingested by its tag, not by its digest (@sha256:)",
+            )
+        if not (_TAG_RE.match(tag) or (any(c in tag for c in "*?[") and _TAG_GLOB_RE.match(tag))):
+            raise BuildError(
+                f"{text!r:.200}: {tag!r:.140} is not a tag",
+                hint="letters, digits, '_', '.', '-' (at most 128), and * ? [...] to match several",
+            )
         return cls(host, repo, tag)
 
     def expand(self, opts: RegistryOptions) -> list[str]:
@@ -93,6 +126,12 @@ def image_parts(w: Wish, tag: str, manifest_bytes: bytes, config_bytes: bytes) -
     try:
         manifest = json.loads(manifest_bytes)
         config = json.loads(config_bytes)
+        for doc, what in ((manifest, "manifest"), (config, "config")):
+            # JSON's "\ud800" is a str no file can hold: the hub writes both into files and scripts
+            try:
+                canonical(doc)
+            except UnicodeEncodeError as e:
+                raise ValueError(f"the {what} holds {e.object[e.start]!r} (a lone surrogate)") from None
         layers = manifest["layers"]
         diff_ids = config["rootfs"]["diff_ids"]
         if not isinstance(layers, list) or not isinstance(diff_ids, list) or len(layers) != len(diff_ids):
@@ -116,14 +155,17 @@ def image_parts(w: Wish, tag: str, manifest_bytes: bytes, config_bytes: bytes) -
             raise ValueError("the config does not match its digest")
     except BuildError as e:
         raise BuildError(f"{where}: {e.message}", hint=e.hint or "") from None
-    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError) as e:
         raise _not_an_image(where, e, "manifest or config") from None
     return parts
 
 
 def _not_an_image(where: str, e: Exception, what_of: str) -> BuildError:
     """A malformed manifest or config (a missing key, a wrong type) as one line naming the image."""
-    what = f"no {e}" if isinstance(e, KeyError) else str(e)
+    if isinstance(e, RecursionError):  # json's decoder gives up ~1,000 levels deep
+        what = "nested too deeply"
+    else:
+        what = f"no {e}" if isinstance(e, KeyError) else str(e)
     return BuildError(
         f"{where}: not an image the hub can take: {what}"[:400],
         hint=f"the registry's {what_of} is damaged or hostile",
@@ -132,14 +174,12 @@ def _not_an_image(where: str, e: Exception, what_of: str) -> BuildError:
 
 def _spec(w: Wish, tag: str, config: dict[str, Any]) -> ImageSpec:
     c = config.get("config") or {}
-    created = config.get("created") or "1970-01-01T00:00:00Z"
-    stamp = int(datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp())
+    stamp = _created(config.get("created") or "1970-01-01T00:00:00Z")
     env = dict(e.split("=", 1) for e in c.get("Env") or [] if "=" in e)
     texts = [*env.values(), *(c.get("Entrypoint") or ()), *(c.get("Cmd") or ()), c.get("WorkingDir") or "/"]
     labels = dict(c.get("Labels") or {})
-    if not all(
-        isinstance(v, str) for v in [*texts, *labels, *labels.values(), config.get("architecture", "")]
-    ):
+    texts += [*labels, *labels.values(), config.get("architecture", "")]
+    if not all(isinstance(v, str) for v in texts):
         raise ValueError("a config field that is text holds something else")
     return ImageSpec(
         registry=w.registry,
@@ -155,6 +195,18 @@ def _spec(w: Wish, tag: str, config: dict[str, Any]) -> ImageSpec:
     )
 
 
+def _created(text: str) -> int:
+    """The config's ``created`` in seconds: without a zone it is UTC (RFC 3339 always has one; the
+    local zone made the hub's bytes depend on the machine), and a time before 1970 is 0 -- Go's zero
+    time ``0001-01-01T00:00:00Z`` (go-containerregistry's empty image) means none, and the catalog
+    cannot hold it."""
+    when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    stamp = int(when.replace(tzinfo=when.tzinfo or UTC).timestamp())
+    if stamp > MAX_MTIME:
+        raise ValueError(f"created {text!r:.40} is after {datetime.fromtimestamp(MAX_MTIME, UTC):%Y}")
+    return max(stamp, 0)
+
+
 #: the layer types the hub unpacks (the publisher reads plain and gzip tars)
 LAYER_TYPES = frozenset(
     {
@@ -163,6 +215,12 @@ LAYER_TYPES = frozenset(
         "application/vnd.docker.image.rootfs.diff.tar.gzip",
     }
 )
+
+
+#: a member's path in a layer is shorter than PATH_MAX (as its link targets are): no program opens a
+#: longer one, and the publisher keeps each path whole -- a 2 MB layer of a 20,000-deep chain (paths
+#: up to 40 KB) took 1.7 GB and 7 minutes to publish
+MAX_LAYER_PATH = 4096
 
 
 def _member_path(name: str) -> str:
@@ -192,6 +250,12 @@ def scan_layer(
                     path = _member_path(m.name)
                     if not path:
                         continue
+                    if len(path.encode(errors="surrogateescape")) >= MAX_LAYER_PATH:
+                        raise BuildError(
+                            f"{where}: layer member {path[:60]!r}… is a path of {len(path)} characters"
+                            f" (less than {MAX_LAYER_PATH} bytes, PATH_MAX, can be opened)",
+                            hint="the layer is damaged or hostile",
+                        )
                     # the hub turns whiteouts into removals of paths: each must name an entry of its
                     # own folder (not the folder, its parent, or a path through '..')
                     if ".." in path.split("/"):
@@ -237,11 +301,16 @@ def ingest_manifest(
     layers straight from their blobs (no unpacking: the publisher reads the tars, and the hub makes
     each chain from the one below plus the layer, applying its whiteouts). ``scanned``: the layers
     already read, by manifest digest (the default platform is ingested twice: read its blobs once)."""
-    manifest_bytes = _blob(layout, manifest_digest)
-    manifest = json.loads(manifest_bytes)
-    config_bytes = _blob(layout, manifest["config"]["digest"])
-    parts = image_parts(w, tag, manifest_bytes, config_bytes)
     where = f"{w.registry}/{w.repository}:{tag}"
+    manifest_bytes = _blob(layout, manifest_digest)
+    try:  # the pulled manifest may differ from the one checked before the pull
+        manifest = json.loads(manifest_bytes)
+        config_digest = manifest["config"]["digest"]
+        if not (isinstance(config_digest, str) and DIGEST_RE.match(config_digest)):
+            raise ValueError(f"config digest {config_digest!r:.80} is not sha256:<hex>")
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError) as e:
+        raise _not_an_image(where, e, "manifest") from None
+    parts = image_parts(w, tag, manifest_bytes, _blob(layout, config_digest))
     trees = scanned.get(manifest_digest) if scanned is not None else None
     if trees is None:
         trees = _scan_layers(layout, manifest["layers"], parts, where, limits)
@@ -308,7 +377,7 @@ def check_before_pull(where: str, raw: bytes, limits: TarLimits) -> int:
                     hint="the registry is hostile, or raise the limit (--max-layer-bytes)",
                 )
             total += size
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
         raise _not_an_image(where, e, "manifest") from None
     return total
 
@@ -336,7 +405,7 @@ def ingest_image(
     under ``<tag>-<os>-<arch>[-<variant>]``, and the default platform also under ``<tag>``.
     ``registry_tags``: the repository's tags in the registry (listed when a list is met)."""
     ref = f"{w.registry}/{w.repository}:{tag}"
-    raw = inspect_raw(ref, opts=opts)
+    raw = raw_top = inspect_raw(ref, opts=opts)
     platforms = index_platforms(ref, raw)
     if platforms is None:
         _check_space(ref, check_before_pull(ref, raw, limits), work)
@@ -360,7 +429,10 @@ def ingest_image(
                 raise BuildError(f"{where}: {e.message}", hint=e.hint or "") from None
             need += check_before_pull(where, raw, limits)
         _check_space(ref, need, work)
-    layout = pull(ref, work / "image.oci", opts=opts, all_platforms=platforms is not None)
+    # by the digest of what was checked: pulled by tag, the registry could answer the pull with
+    # another manifest (1 TiB layers after the check of a small image)
+    pinned = f"{w.registry}/{w.repository}@{digest_of(raw_top)}"
+    layout = pull(pinned, work / "image.oci", opts=opts, all_platforms=platforms is not None)
     top = json.loads((layout / "index.json").read_text())["manifests"][0]
     if platforms is None:
         return [ingest_manifest(w, tag, layout, top["digest"], publish, limits=limits)]

@@ -65,6 +65,8 @@ def index_platforms(ref: str, raw: bytes) -> list[Platform] | None:
         doc = json.loads(raw)
     except ValueError as e:
         raise BuildError(f"{ref}: the manifest is not JSON ({e})"[:300], hint=hint) from None
+    except RecursionError:  # json's decoder gives up ~1,000 levels deep, well under MAX_RAW
+        raise BuildError(f"{ref}: the manifest is nested too deeply", hint=hint) from None
     if not isinstance(doc, dict):
         raise BuildError(f"{ref}: the manifest is not a JSON object", hint=hint)
     media = _media_type(doc)

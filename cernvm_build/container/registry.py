@@ -13,13 +13,21 @@ import json
 import re
 import shutil
 import subprocess
+import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BuildError
-from ..fsutil import atomic_dir
+from ..fsutil import atomic_dir, read_regular
+from .manifest_list import MAX_RAW
 
 _TIMEOUT = 1800
+#: skopeo holds what a registry answers: a tag list whose next page is itself grew it by 20 MB/s
+#: (Go's runtime cannot run under RLIMIT_AS, so its size is watched); a copy of a large image stays
+#: under 200 MB, as it streams the blobs
+MAX_SKOPEO_RSS = 1 << 30
+_POLL = 0.5
 
 
 @dataclass(frozen=True)
@@ -31,23 +39,47 @@ class RegistryOptions:
     policy: Path | None = None
 
 
-def _skopeo(args: list[str], what: str) -> str:
+def _skopeo(args: list[str], what: str) -> bytes:
+    """skopeo's output as it wrote it (``inspect --raw``: the registry's bytes, which its digest
+    is of; text mode turned a CR LF into LF)."""
     if shutil.which("skopeo") is None:
         raise BuildError(f"{what}: needs skopeo", hint="apt-get install skopeo")
-    try:
-        proc = subprocess.run(
-            ["skopeo", *args], capture_output=True, text=True, errors="replace", timeout=_TIMEOUT
-        )
-    except subprocess.TimeoutExpired as e:
-        raise BuildError(
-            f"{what}: skopeo gave no answer in {_TIMEOUT} s", hint="is the registry reachable?"
-        ) from e
+    with subprocess.Popen(["skopeo", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        deadline = time.monotonic() + _TIMEOUT
+        while True:
+            try:
+                out, err = proc.communicate(timeout=_POLL)
+                break
+            except subprocess.TimeoutExpired:
+                rss = _rss(proc.pid)
+                if rss <= MAX_SKOPEO_RSS and time.monotonic() < deadline:
+                    continue
+                proc.kill()
+                proc.communicate()
+                if rss > MAX_SKOPEO_RSS:
+                    raise BuildError(
+                        f"{what}: skopeo took {rss >> 20} MiB (at most {MAX_SKOPEO_RSS >> 20} MiB), stopped",
+                        hint="the registry's answers do not end (a tag list whose next page is itself?)",
+                    ) from None
+                raise BuildError(
+                    f"{what}: skopeo gave no answer in {_TIMEOUT} s", hint="is the registry reachable?"
+                ) from None
     if proc.returncode != 0:
         raise BuildError(
-            f"{what}: {skopeo_message(proc.stderr)}",
+            f"{what}: {skopeo_message(err.decode(errors='replace'))}",
             hint="check the image name, the registry and its TLS (--no-tls-verify)",
         )
-    return proc.stdout
+    return out
+
+
+def _rss(pid: int) -> int:
+    """The resident bytes of process ``pid`` (0 once it is gone)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    kb = next((line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")), "0")
+    return int(kb) << 10
 
 
 def skopeo_message(stderr: str) -> str:
@@ -76,6 +108,9 @@ def _tls(opts: RegistryOptions, side: str = "") -> str:
     return f"--{side}tls-verify={str(opts.tls_verify).lower()}"
 
 
+_LAYOUT_HINT = "push NAME.oci/ as built by 'container', or give the tag: --tag TAG"
+
+
 def oci_source(image: Path, tag: str | None = None) -> str:
     """The skopeo name of an OCI layout (its first tag when none is given)."""
     if not (image / "oci-layout").is_file():
@@ -83,10 +118,23 @@ def oci_source(image: Path, tag: str | None = None) -> str:
             f"{image}: not an OCI layout (no oci-layout)", hint="push NAME.oci/ as built by 'container'"
         )
     if tag is None:
-        index = json.loads((image / "index.json").read_text())
-        names = [
-            m.get("annotations", {}).get("org.opencontainers.image.ref.name") for m in index["manifests"]
-        ]
+        try:
+            data = read_regular(image / "index.json", MAX_RAW)  # a FIFO is refused, not waited on
+            if len(data) > MAX_RAW:
+                raise ValueError(f"over {MAX_RAW} bytes")
+            index = json.loads(data)
+            names = [
+                m.get("annotations", {}).get("org.opencontainers.image.ref.name") for m in index["manifests"]
+            ]
+        except OSError as e:
+            raise BuildError(f"{image}/index.json cannot be read: {e.strerror}", hint=_LAYOUT_HINT) from None
+        except RecursionError:
+            raise BuildError(f"{image}/index.json is nested too deeply", hint=_LAYOUT_HINT) from None
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            what = f"no {e}" if isinstance(e, KeyError) else str(e)
+            raise BuildError(
+                f"{image}/index.json is not an OCI index: {what}"[:300], hint=_LAYOUT_HINT
+            ) from None
         tag = next((n for n in names if n), None)
         if tag is None:
             raise BuildError(f"{image}: the layout names no image", hint="give the tag: IMAGE:TAG")
@@ -99,16 +147,16 @@ def push(
     """Copy the OCI layout ``image`` to ``dest`` (``host[:port]/repo:tag``); returns the manifest
     digest the registry holds. ``sign_by``: a gpg key id or fingerprint (``GNUPGHOME`` applies)."""
     target = _docker(dest)
-    digest_file = image.parent / f".{image.name}.push-digest"
-    args = ["copy", "--quiet", *_common(opts), _tls(opts, "dest-")]
-    args += ["--digestfile", str(digest_file)]
-    if sign_by:
-        args += ["--sign-by", sign_by]
-    try:
+    # skopeo's digest file in a scratch folder of its own: beside the image, a push from a read-only
+    # folder failed after the copy, and two pushes of one image shared the file
+    with tempfile.TemporaryDirectory(prefix="cernvm-push-") as scratch:
+        digest_file = Path(scratch) / "digest"
+        args = ["copy", "--quiet", *_common(opts), _tls(opts, "dest-")]
+        args += ["--digestfile", str(digest_file)]
+        if sign_by:
+            args += ["--sign-by", sign_by]
         _skopeo([*args, oci_source(image, tag), target], f"push {image} to {dest}")
         return digest_file.read_text().strip()
-    finally:
-        digest_file.unlink(missing_ok=True)
 
 
 def pull(ref: str, dest: Path, *, opts: RegistryOptions, all_platforms: bool = False) -> Path:
@@ -134,10 +182,10 @@ def pull(ref: str, dest: Path, *, opts: RegistryOptions, all_platforms: bool = F
 
 
 def inspect_raw(ref: str, *, opts: RegistryOptions) -> bytes:
-    """The registry's manifest of ``ref`` (an image's, or a manifest list), for parsing: bytes that are
-    not UTF-8 come back as U+FFFD (``_skopeo`` decodes with errors="replace")."""
+    """The registry's manifest of ``ref`` (an image's, or a manifest list) as it sent it: its
+    digest names the same manifest (``ingest`` pulls by it)."""
     args = ["inspect", "--raw", *_common(opts), _tls(opts)]
-    return _skopeo([*args, _docker(ref)], f"inspect {ref}").encode("utf-8")
+    return _skopeo([*args, _docker(ref)], f"inspect {ref}")
 
 
 def list_tags(repository: str, *, opts: RegistryOptions) -> list[str]:

@@ -21,9 +21,10 @@ from typing import IO, Any
 from ..cvmfs.tar_limits import TarLimits, members, open_file
 from ..cvmfs.tar_stream import TarStream, open_tar
 from ..errors import BuildError, CvmfsError
+from ..fsutil import open_regular
 from ..tarwrite import skip_reason
 from .apptainer import SCAFFOLD, SD
-from .image import LABEL_MTIMES, hex_of
+from .image import DIGEST_RE, LABEL_MTIMES, hex_of
 from .layering import WHITEOUT, whiteout_of
 from .source import BLOCK, CHAR, DIR, FIFO, FILE, SYMLINK, Entry, LocalTree, TreeSource
 
@@ -123,7 +124,8 @@ def _bad(image: Path, why: str) -> BuildError:
 def read_image(image: Path) -> ImageContents:
     if image.is_dir():
         if (image / "oci-layout").is_file():
-            return _read_oci(image.name, lambda n: open(image / n, "rb"), "oci", image)
+            # regular files only: a FIFO named index.json or a blob was waited on for ever
+            return _read_oci(image.name, lambda n: open_regular(image / n), "oci", image)
         if (image / SD).is_dir():
             return _read_sandbox(image)
         raise _bad(image, "not an OCI layout (no oci-layout) nor an Apptainer sandbox (no .singularity.d)")
@@ -152,49 +154,85 @@ def read_image(image: Path) -> ImageContents:
     raise _bad(image, "neither an oci-archive (oci-layout) nor a docker-archive (manifest.json)")
 
 
-def _json(opener: Callable[[str], IO[bytes]], name: str, image: Path) -> Any:
+#: the most an image's JSON document (index, manifest, config) may hold: a registry's own limit for a
+#: manifest; the toolkit's are a few KB (a digest naming /dev/zero was read whole)
+MAX_JSON = 4 << 20
+
+
+def _read(opener: Callable[[str], IO[bytes]], name: str, image: Path) -> bytes:
+    """A JSON document's bytes, at most ``MAX_JSON``."""
     try:
         with opener(name) as f:
-            return json.load(f)
-    except (OSError, ValueError) as e:
-        raise _bad(image, f"{name} cannot be read: {e}") from e
+            data = f.read(MAX_JSON + 1)
+    except OSError as e:
+        raise _bad(image, f"{name} cannot be read: {e.strerror or e}") from None
+    if len(data) > MAX_JSON:
+        raise _bad(image, f"{name} is over {MAX_JSON} bytes (an image's JSON documents are a few KB)")
+    return data
 
 
-def _blob(opener: Callable[[str], IO[bytes]], digest: str, image: Path, integrity: list[Difference]) -> bytes:
-    name = f"blobs/sha256/{hex_of(digest)}"
-    with opener(name) as f:
-        data = f.read()
+def _parse(data: bytes, name: str, image: Path) -> Any:
+    try:
+        return json.loads(data)
+    except RecursionError:  # json's decoder gives up ~1,000 levels deep
+        raise _bad(image, f"{name} is nested too deeply") from None
+    except ValueError as e:
+        raise _bad(image, f"{name} cannot be read: {e}") from None
+
+
+def _json(opener: Callable[[str], IO[bytes]], name: str, image: Path) -> Any:
+    return _parse(_read(opener, name, image), name, image)
+
+
+def _blob_name(digest: object, what: str, image: Path) -> str:
+    """The layout's path of the blob ``digest`` names: refused unless sha256:<hex> (a digest holding
+    ``../`` named a file outside the layout)."""
+    if not (isinstance(digest, str) and DIGEST_RE.match(digest)):
+        raise _bad(image, f"the {what}'s digest {digest!r:.80} is not sha256:<hex>")
+    return f"blobs/sha256/{hex_of(digest)}"
+
+
+def _blob(
+    opener: Callable[[str], IO[bytes]], digest: object, image: Path, integrity: list[Difference], what: str
+) -> Any:
+    """The JSON document ``digest`` names, its digest checked into ``integrity``."""
+    name = _blob_name(digest, what, image)
+    data = _read(opener, name, image)
     found = "sha256:" + hashlib.sha256(data).hexdigest()
     if found != digest:
-        integrity.append(Difference(name, "blob digest", digest, found))
-    return data
+        integrity.append(Difference(name, "blob digest", str(digest), found))
+    return _parse(data, f"{name} ({what})", image)
 
 
 def _read_oci(label: str, opener: Callable[[str], IO[bytes]], kind: str, image: Path) -> ImageContents:
     integrity: list[Difference] = []
     index = _json(opener, "index.json", image)
     try:
-        mdesc = index["manifests"][0]
-        manifest = json.loads(_blob(opener, mdesc["digest"], image, integrity))
-        config = json.loads(_blob(opener, manifest["config"]["digest"], image, integrity))
+        manifest = _blob(opener, index["manifests"][0]["digest"], image, integrity, "manifest")
+        config = _blob(opener, manifest["config"]["digest"], image, integrity, "config")
         layers = manifest["layers"]
         diff_ids = config["rootfs"]["diff_ids"]
-    except (KeyError, IndexError, TypeError, ValueError) as e:
+        if not isinstance(layers, list) or not isinstance(diff_ids, list):
+            raise TypeError("the layers or the diff_ids are not a list")
+        names = [_blob_name(layer["digest"], "layer", image) for layer in layers]
+        labels = _labels(config)
+    except (KeyError, IndexError, TypeError, AttributeError) as e:
         raise _bad(image, f"malformed OCI metadata ({e})") from e
     if not layers or len(layers) != len(diff_ids):
         raise _bad(image, f"has {len(layers)} layers and {len(diff_ids)} diff_ids")
     nodes: dict[str, Node] = {}
     sizes: list[int] = []
     whiteouts: list[tuple[str, ...]] = []
-    for layer, diff_id in zip(layers, diff_ids, strict=True):  # bottom first: upper layers win
-        name = f"blobs/sha256/{hex_of(layer['digest'])}"
-        with opener(name) as f:
-            expect = (layer["digest"], diff_id)
-            scan = _scan_layer(f, expect=expect, where=name, out=integrity)
+    for layer, diff_id, name in zip(layers, diff_ids, names, strict=True):  # bottom first: upper layers win
+        try:
+            f = opener(name)
+        except OSError as e:
+            raise _bad(image, f"{name} cannot be read: {e.strerror or e}") from None
+        with f:
+            scan = _scan_layer(f, expect=(layer["digest"], str(diff_id)), where=name, out=integrity)
         _apply(nodes, scan, name, integrity)
         sizes.append(scan.size)
         whiteouts.append(scan.whiteouts)
-    labels = dict((config.get("config") or {}).get("Labels") or {})
     return ImageContents(
         kind, labels, nodes, integrity, manifest=manifest, config=config, layer_sizes=sizes,
         layer_whiteouts=whiteouts,
@@ -207,11 +245,17 @@ def _read_docker(opener: Callable[[str], IO[bytes]], image: Path) -> ImageConten
     try:
         cfg_name = manifest[0]["Config"]
         layers = manifest[0]["Layers"]
-        with opener(cfg_name) as f:
-            cfg_bytes = f.read()
-        config = json.loads(cfg_bytes)
+        if not isinstance(cfg_name, str) or not isinstance(layers, list):
+            raise TypeError("Config is not a name or Layers not a list")
+        if not all(isinstance(n, str) for n in layers):
+            raise TypeError("a layer is not a name")
+        cfg_bytes = _read(opener, cfg_name, image)
+        config = _parse(cfg_bytes, cfg_name, image)
         diff_ids = config["rootfs"]["diff_ids"]
-    except (KeyError, IndexError, TypeError, ValueError) as e:
+        if not isinstance(diff_ids, list):
+            raise TypeError("the diff_ids are not a list")
+        labels = _labels(config)
+    except (KeyError, IndexError, TypeError, AttributeError) as e:
         raise _bad(image, f"malformed docker-archive metadata ({e})") from e
     found = hashlib.sha256(cfg_bytes).hexdigest()
     if cfg_name.removesuffix(".json") != found:
@@ -221,10 +265,17 @@ def _read_docker(opener: Callable[[str], IO[bytes]], image: Path) -> ImageConten
     nodes: dict[str, Node] = {}
     for name, diff_id in zip(layers, diff_ids, strict=True):
         with opener(name) as f:
-            scan = _scan_layer(f, expect=(None, diff_id), where=name, out=integrity)
+            scan = _scan_layer(f, expect=(None, str(diff_id)), where=name, out=integrity)
         _apply(nodes, scan, name, integrity)
-    labels = dict((config.get("config") or {}).get("Labels") or {})
     return ImageContents("docker-archive", labels, nodes, integrity)
+
+
+def _labels(config: Any) -> dict[str, str]:
+    """The config's labels (a TypeError when they are not text to text)."""
+    labels = dict((config.get("config") or {}).get("Labels") or {})
+    if not all(isinstance(v, str) for v in [*labels, *labels.values()]):
+        raise TypeError("a label is not text")
+    return labels
 
 
 @dataclass
@@ -347,10 +398,11 @@ def _nodes(tar: tarfile.TarFile, members: Iterator[tarfile.TarInfo]) -> _LayerSc
 
 
 def _read_sandbox(image: Path) -> ImageContents:
-    try:
-        labels = json.loads((image / SD / "labels.json").read_text())
-    except (OSError, ValueError) as err:
-        raise _bad(image, f"{SD}/labels.json cannot be read: {err}") from err
+    name = f"{SD}/labels.json"
+    data = _read(lambda n: open_regular(image / n), name, image)
+    labels = _parse(data, name, image)
+    if not isinstance(labels, dict) or not all(isinstance(v, str) for v in [*labels, *labels.values()]):
+        raise _bad(image, f"{name} is not an object of text labels")
     tree = LocalTree(image)
     nodes: dict[str, Node] = {}
     first: dict[object, str] = {}

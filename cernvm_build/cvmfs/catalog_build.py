@@ -4,6 +4,7 @@ old object."""
 from __future__ import annotations
 
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 from .catalog_write import (
@@ -15,7 +16,7 @@ from .catalog_write import (
 )
 from .objwrite import ObjectWriter
 from .previous import OldCatalog, PreviousTree
-from .stage import BATCH, Stage
+from .stage import BATCH, Stage, Staged
 
 ZERO_HASH = "0" * 40
 
@@ -83,20 +84,17 @@ class CatalogBuilder:
         return name, size, counters
 
     def _fill(self, w: CatalogWriter, path: str) -> None:
-        """Rows for directory ``path``'s children: its files, then each subdirectory, streamed from
-        the stage in name order (files in batches of ``BATCH``: a directory's entries are never all
-        in memory at once; the catalog's rows and their order are what one batch made)."""
-        files: list[Entry] = []
-        for s in self.stage.iter_children(path, dirs=False):
-            e = s.entry
-            if stat.S_ISREG(e.mode) and e.digest is None and not e.chunks:
-                raise AssertionError(f"no content recorded for {e.path}")
-            files.append(e)
-            if len(files) >= BATCH:
-                w.add_many(files)
-                files = []
-        w.add_many(files)
-        for s in self.stage.iter_children(path, dirs=True):
+        """Rows for directory ``path``'s children: its files, then each subdirectory, depth first,
+        streamed from the stage in name order (files in batches of ``BATCH``: a directory's entries
+        are never all in memory at once). A stack of the directories' iterators, not recursion: a
+        layer from a registry can be 3,000 directories deep (a RecursionError past ~1,000); the rows
+        come in the same order."""
+        stack = [self._files_then_dirs(w, path)]
+        while stack:
+            s = next(stack[-1], None)
+            if s is None:
+                stack.pop()
+                continue
             e = s.entry
             if s.nested is not None:
                 w.add(e, mountpoint=True)
@@ -110,4 +108,18 @@ class CatalogBuilder:
                 w.add_nested(e.path, name, size, counters)
             else:
                 w.add(e)
-                self._fill(w, e.path)
+                stack.append(self._files_then_dirs(w, e.path))
+
+    def _files_then_dirs(self, w: CatalogWriter, path: str) -> Iterator[Staged]:
+        """Adds directory ``path``'s files (in batches); then yields its subdirectories."""
+        files: list[Entry] = []
+        for s in self.stage.iter_children(path, dirs=False):
+            e = s.entry
+            if stat.S_ISREG(e.mode) and e.digest is None and not e.chunks:
+                raise AssertionError(f"no content recorded for {e.path}")
+            files.append(e)
+            if len(files) >= BATCH:
+                w.add_many(files)
+                files = []
+        w.add_many(files)
+        return self.stage.iter_children(path, dirs=True)

@@ -10,6 +10,7 @@ first block. Signatures are RSA PKCS#1 v1.5 over SHA-256 (the ``algorithm`` fiel
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import json
 from dataclasses import dataclass
@@ -17,17 +18,18 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 
 from ..errors import BuildError, IntegrityError, UsageError
-from ..fsutil import sha256_file
+from ..fsutil import open_regular, read_regular, sha256_file
 
 BLOCK = 32 * 1024
 TRAILER = 2 * BLOCK
 MAGIC = "ucernvm-signature"
 ALGORITHM = "rsa-pkcs1v15-sha256"
+MAX_PEM = 1 << 20  # bytes of a key or certificate file (--sign-key, --sign-cert, --cert)
 
 
 @dataclass(frozen=True)
@@ -49,15 +51,24 @@ class Trailer:
     image_size: int  # bytes before the trailer
 
 
+def _read_pem(path: Path) -> bytes:
+    """A key or certificate file the user names: a regular file of at most MAX_PEM bytes
+    (``/dev/zero`` filled the memory, a FIFO was waited on for ever); an OSError otherwise."""
+    data = read_regular(path, MAX_PEM)
+    if len(data) > MAX_PEM:
+        raise OSError(errno.EFBIG, f"larger than {MAX_PEM} bytes")
+    return data
+
+
 def load_signer(key_pem: Path, cert_pem: Path) -> Signer:
     try:
-        key = serialization.load_pem_private_key(key_pem.read_bytes(), password=None)
+        key = serialization.load_pem_private_key(_read_pem(key_pem), password=None)
     except (OSError, ValueError, TypeError) as e:
         raise BuildError(
             f"{key_pem}: not a readable unencrypted PEM private key ({e})", where="--sign-key"
         ) from e
     try:
-        cert = x509.load_pem_x509_certificate(cert_pem.read_bytes())
+        cert = x509.load_pem_x509_certificate(_read_pem(cert_pem))
     except (OSError, ValueError) as e:
         raise BuildError(f"{cert_pem}: not a PEM X.509 certificate ({e})", where="--sign-cert") from e
     if not isinstance(key, rsa.RSAPrivateKey):
@@ -108,6 +119,16 @@ def trailer_bytes(image: Path, metadata: dict[str, Any], signer: Signer | None) 
     return meta + _block(sig)
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _json_block(block: bytes) -> Any:
+    """One block's JSON: strict (``NaN``/``Infinity``, which ``json`` reads, would make ``--json``
+    output that is no JSON)."""
+    return json.loads(block.rstrip(b"\0"), parse_constant=_refuse_constant)
+
+
 def read_trailer(image: Path) -> Trailer:
     """The trailer of ``image``, or an IntegrityError when it has none."""
     try:
@@ -118,16 +139,19 @@ def read_trailer(image: Path) -> Trailer:
         raise IntegrityError(
             f"{image}: too small to carry a signature block", hint="is this a μCernVM image?"
         )
-    with open(image, "rb") as f:
-        f.seek(size - TRAILER)
-        raw = f.read(TRAILER)
     try:
-        meta = json.loads(raw[:BLOCK].rstrip(b"\0"))
-        sig = json.loads(raw[BLOCK:].rstrip(b"\0"))
-    except ValueError as e:
+        with open_regular(image) as f:  # a folder is refused, not a traceback
+            f.seek(size - TRAILER)
+            raw = f.read(TRAILER)
+    except OSError as e:
+        raise UsageError(f"{image}: {e.strerror}", hint="give the path of an iso or hdd image") from None
+    try:
+        meta = _json_block(raw[:BLOCK])
+        sig = _json_block(raw[BLOCK:])
+    except (ValueError, RecursionError):  # RecursionError: ``[[[[…`` nested past the decoder's depth
         raise IntegrityError(
             f"{image}: no μCernVM signature block at the end", hint="only iso and hdd images carry one"
-        ) from e
+        ) from None
     if not isinstance(meta, dict) or meta.get("magic") != MAGIC or not isinstance(sig, dict):
         raise IntegrityError(
             f"{image}: no μCernVM signature block at the end", hint="only iso and hdd carry one"
@@ -136,8 +160,12 @@ def read_trailer(image: Path) -> Trailer:
     try:
         if sig.get("certificate"):
             cert = x509.load_der_x509_certificate(base64.b64decode(sig["certificate"]))
+            # parsed lazily: a subject that is no valid string or an unknown key type raised only
+            # later, in ``describe``/``verify``, as a traceback
+            cert.subject.rfc4514_string()
+            cert.public_key()
         signature = base64.b64decode(sig["signature"]) if sig.get("signature") else None
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as e:
         raise IntegrityError(f"{image}: the signature block is damaged ({e})") from e
     meta.pop("magic", None)
     return Trailer(meta, cert, signature, sig.get("algorithm"), size - TRAILER)
@@ -179,7 +207,7 @@ def verify(image: Path, trusted: x509.Certificate | None = None) -> Trailer:
 
 def load_certificate(path: Path) -> x509.Certificate:
     try:
-        return x509.load_pem_x509_certificate(path.read_bytes())
+        return x509.load_pem_x509_certificate(_read_pem(path))
     except (OSError, ValueError) as e:
         raise BuildError(f"{path}: not a PEM X.509 certificate ({e})", where="--cert") from e
 

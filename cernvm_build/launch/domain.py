@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,6 +86,10 @@ class Metadata:
                 values[key] = int(text)
             else:
                 bad.append(f"{key}: {text[:20]!r}")
+        forwards = values.get("forwards")
+        if isinstance(forwards, str) and forwards and not _forwards_ok(forwards):
+            bad.append(f"forwards: {forwards[:20]!r}")  # start, forward, and every create read them
+            del values["forwards"]
         if "image" not in values:
             values["image"] = ""
         return cls(**values, malformed=", ".join(bad))  # type: ignore[arg-type]
@@ -180,6 +185,17 @@ def netdev(ssh_port: int, api_port: int, forwards: tuple[tuple[int, int], ...] =
     """QEMU's user-mode ``-netdev`` value: the SSH forward and the user's, all on 127.0.0.1."""
     fwd = [(ssh_port, api_port), *forwards]
     return "user,id=cvmnet0," + ",".join(f"hostfwd=tcp:127.0.0.1:{h}-:{g}" for h, g in fwd)
+
+
+_FORWARD = re.compile(r"[0-9]{1,5}:[0-9]{1,5}")
+
+
+def _forwards_ok(text: str) -> bool:
+    """Whether the metadata's ``forwards`` is what ``format_forwards`` writes: ports 1..65535."""
+    items = text.split(",")
+    return all(_FORWARD.fullmatch(i) for i in items) and all(
+        1 <= int(p) <= 65535 for i in items for p in i.split(":")
+    )
 
 
 def parse_forwards(text: str) -> tuple[tuple[int, int], ...]:

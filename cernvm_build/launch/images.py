@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import tarfile
 import tempfile
 from collections.abc import Callable, Sequence
@@ -27,7 +26,7 @@ from ..cvmfs.limits import human
 from ..cvmfs.tar_limits import members as tar_members
 from ..cvmfs.tar_limits import open_file
 from ..errors import CvmfsError, ImageError
-from ..fsutil import atomic_file, atomic_write, sha256_file
+from ..fsutil import atomic_file, atomic_write, read_regular, sha256_file
 from ..report import NULL_REPORTER, Reporter
 from . import qcow2
 from .catalog import FORMATS
@@ -38,6 +37,8 @@ if TYPE_CHECKING:  # the profile package loads cryptography, which `cernvm-launc
 
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 MAX_SHA256_FILE = 4096  # bytes: '<64 hex>  NAME' and a line break
+MAX_OVA_TEXT = 1 << 20  # bytes of an OVA's .ovf descriptor or .mf manifest (XML, a few KB)
+MAX_SMALL_JSON = 1 << 20  # bytes: a cached image's NAME.json, a build manifest beside an added image
 MAX_IMAGE = 32 << 30  # bytes a pull without a size from a verified index may write
 Progress = Callable[[int, int | None], None]  # (bytes done, total or None)
 
@@ -88,8 +89,19 @@ def detect_format(path: Path, *, bootable: bool = False) -> str:
 
 
 def read_sha256_file(path: Path) -> str:
-    """The hash in a ``.sha256`` file (``HEX`` or ``HEX  NAME``)."""
-    text = path.read_text(errors="replace").strip()
+    """The hash in a ``.sha256`` file (``HEX`` or ``HEX  NAME``): a regular file of at most
+    MAX_SHA256_FILE bytes (a FIFO there was waited on for ever, a folder was a traceback)."""
+    try:
+        data = read_regular(path, MAX_SHA256_FILE)
+    except OSError as e:
+        raise ImageError(
+            f"cannot read the checksum file: {e.strerror}",
+            where=str(path),
+            hint="expected '<64 hex>  <file>'",
+        ) from None
+    if len(data) > MAX_SHA256_FILE:
+        raise ImageError(f"checksum file is larger than {MAX_SHA256_FILE} bytes", where=str(path))
+    text = data.decode(errors="replace").strip()
     word = text.split()[0] if text else ""
     if not _HEX64.fullmatch(word):
         raise ImageError("checksum file holds no sha256", where=str(path), hint="expected '<64 hex>  <file>'")
@@ -116,11 +128,8 @@ class ImageCache:
         self.dir = home / "images"
 
     def _meta(self, name: str) -> dict[str, Any]:
-        try:
-            loaded = json.loads((self.dir / f"{name}.json").read_text())
-            return loaded if isinstance(loaded, dict) else {}
-        except (OSError, ValueError):
-            return {}
+        loaded = _small_json(self.dir / f"{name}.json")
+        return loaded if isinstance(loaded, dict) else {}
 
     def list(self) -> list[Image]:
         if not self.dir.is_dir():
@@ -131,17 +140,21 @@ class ImageCache:
                 continue
             meta = self._meta(path.name)
             side = path.with_name(path.name + ".sha256")
-            digest = read_sha256_file(side) if side.exists() else ""
+            try:  # one damaged entry is shown without a hash, not the end of the listing
+                digest = read_sha256_file(side) if side.exists() else ""
+            except ImageError:
+                digest = ""
+            fmt = meta.get("format")
             found.append(
                 Image(
                     name=path.name,
                     path=path,
-                    format=str(meta.get("format") or detect_format(path)),
+                    format=fmt if fmt in FORMATS else detect_format(path),
                     size=path.stat().st_size,
                     sha256=digest,
-                    profile=str(meta.get("profile", "")),
-                    source=str(meta.get("source", "")),
-                    added=str(meta.get("added", "")),
+                    profile=_text(meta, "profile"),
+                    source=_text(meta, "source"),
+                    added=_text(meta, "added"),
                 )
             )
         return found
@@ -174,14 +187,36 @@ class ImageCache:
                 "image file not found", where=str(path), hint="give the path of an iso/hdd/qcow2"
             )
         name = image_name(name or path.name, "--as" if name else str(path))
-        fmt = detect_format(path, bootable=True)
-        digest = verify_checksum(path)
+        detect_format(path, bootable=True)  # before copying GBs: the copy is checked again below
+        side = path.with_name(path.name + ".sha256")
+        expected = read_sha256_file(side) if side.exists() else None
         if not profile:
             profile = _profile_from_manifest(path)
-        dest = self.dir / name
-        with atomic_file(dest, mode=0o644) as out, open(path, "rb") as src:
-            shutil.copyfileobj(src, out, 1 << 20)
-        os.chmod(self.dir, 0o755)
+        # One read: the copy is hashed as it is written, and the hash and format recorded are the
+        # copy's (the file was hashed, then read again to copy: twice the I/O, and what was
+        # verified need not be what was copied when the file changed meanwhile).
+        partial = self._ensure_dir() / f".{name}.add"
+        h = hashlib.sha256()
+        try:
+            with atomic_file(partial, mode=0o644) as out, open(path, "rb") as src:
+                while chunk := src.read(1 << 20):
+                    h.update(chunk)
+                    out.write(chunk)
+            digest = h.hexdigest()
+            if expected is not None and digest != expected:
+                raise ImageError(
+                    f"image checksum mismatch: sha256 is {digest[:16]}…, expected {expected[:16]}…",
+                    where=str(path),
+                    hint="the image is damaged or not the one published; fetch it again",
+                )
+            try:
+                fmt = detect_format(partial, bootable=True)
+            except ImageError as e:
+                raise ImageError(e.message, where=str(path), hint=e.hint) from None
+            os.replace(partial, self.dir / name)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                partial.unlink()
         return self._store(name, digest, fmt, str(path.resolve()), profile)
 
     def pull(
@@ -230,14 +265,16 @@ class ImageCache:
             if not _HEX64.fullmatch(expected):
                 raise ImageError("checksum file holds no sha256", where=url + ".sha256")
             self.dir.mkdir(parents=True, exist_ok=True)
-            dest = self.dir / name
+            # downloaded beside the cache's names (a leading dot: not listed) and moved into place
+            # only once checked: a failed pull of a cached image's name removed that image
+            partial = self.dir / f".{name}.pull"
             with requests.get(url, stream=True, timeout=30) as r:
                 if r.status_code != 200:
                     raise ImageError(f"download failed: HTTP {r.status_code}", where=url)
                 total = int(r.headers.get("content-length") or 0) or None
                 done = 0
                 h = hashlib.sha256()
-                with atomic_file(dest, mode=0o644) as out:  # an error here keeps nothing
+                with atomic_file(partial, mode=0o644) as out:  # an error here keeps nothing
                     for chunk in r.iter_content(1 << 20):
                         if done + len(chunk) > cap:
                             raise ImageError(
@@ -260,12 +297,15 @@ class ImageCache:
                         )
         except requests.RequestException as e:
             raise ImageError(f"download failed: {type(e).__name__}", where=url, hint=str(e)[:200]) from None
-        os.chmod(self.dir, 0o755)
         try:
-            fmt = detect_format(dest, bootable=True)
-        except ImageError:
-            dest.unlink()
-            raise
+            fmt = detect_format(partial, bootable=True)
+            os.replace(partial, self.dir / name)
+        except ImageError as e:
+            raise ImageError(e.message, where=url, hint=e.hint) from None
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                partial.unlink()
+        os.chmod(self.dir, 0o755)
         return self._store(name, expected.lower(), fmt, url, profile)
 
     def add_ova(self, path: Path) -> Image:
@@ -290,20 +330,30 @@ class ImageCache:
             disks = [n for n in members if n.lower().endswith(".vmdk")]
             if ovf is None or not disks:
                 raise ImageError("OVA has no .ovf descriptor or no .vmdk disk", where=str(path))
-            descriptor = _read_member(tar, members[ovf]).decode(errors="replace")
+            descriptor = _read_member(tar, members[ovf], path).decode(errors="replace")
             disks.sort(key=lambda n: descriptor.find(n) if n in descriptor else len(descriptor))
             disk = disks[0]
-            data = _read_member(tar, members[disk])
             manifest = next((n for n in members if n.endswith(".mf")), None)
-            if manifest is not None:
-                _check_manifest(
-                    _read_member(tar, members[manifest]).decode(errors="replace"), disk, data, path
+            algorithm, expected = (
+                _manifest_entry(
+                    _read_member(tar, members[manifest], path).decode(errors="replace"), disk, path
                 )
+                if manifest is not None
+                else (None, "")
+            )
             vmdk = Path(tmp, "disk.vmdk")
-            vmdk.write_bytes(data)
+            actual = _extract_disk(tar, members[disk], vmdk, algorithm, path)
+            if actual != expected:
+                raise ImageError(
+                    f"{disk} does not match the OVA manifest ({(algorithm or '').upper()} {actual[:16]}…)",
+                    where=str(path),
+                    hint="the appliance is damaged; download it again",
+                )
+            _check_vmdk(vmdk, disk, path)
             name = f"{path.stem}.hdd"
             raw = Path(tmp, name)
             proc.run(["qemu-img", "convert", "-f", "vmdk", "-O", "raw", vmdk, raw])
+            detect_format(raw, bootable=True)
             digest = sha256_file(raw)
             os.chmod(raw, 0o644)
             os.replace(raw, self.dir / name)
@@ -391,37 +441,94 @@ def resolve(cache: ImageCache, choice: ImageChoice, *, reporter: Reporter = NULL
     )
 
 
-def _read_member(tar: Any, member: Any) -> bytes:
+_VMDK_SPARSE = (b"KDMV", b"COWD")  # VMDK4 and VMDK3 sparse files: one file holds the disk
+
+
+def _check_vmdk(vmdk: Path, disk: str, where: Path) -> None:
+    """Refuse an OVA disk that is not one self-contained VMDK. A VMDK may be a text descriptor whose
+    extents are any files (``RW 2048 FLAT "/home/u/.ssh/id_ed25519" 0``), or a sparse header of
+    capacity 0 whose embedded descriptor does the same: qemu-img would copy those host files into
+    the cached image (0644) that the appliance's guest then boots from."""
+    with open(vmdk, "rb") as f:
+        head = f.read(32)
+    hint = "an appliance's disk must be one self-contained VMDK (monolithicSparse or streamOptimized)"
+    if head[:4] not in _VMDK_SPARSE:
+        raise ImageError(
+            f"{disk} is no sparse VMDK file (a descriptor naming other files?)", where=str(where), hint=hint
+        )
+    if head[:4] == b"KDMV" and int.from_bytes(head[12:20], "little") == 0:
+        raise ImageError(
+            f"{disk} holds no disk of its own (capacity 0: a descriptor)", where=str(where), hint=hint
+        )
+    info = qcow2.info(vmdk, ImageError, f"OVA disk {disk}")
+    specific = info.get("format-specific")
+    data = specific.get("data") if isinstance(specific, dict) else None
+    extents = data.get("extents") if isinstance(data, dict) else None
+    names = [e.get("filename") for e in extents if isinstance(e, dict)] if isinstance(extents, list) else []
+    outside = qcow2.outside_file(info) or next((f"{n}" for n in names if n != str(vmdk)), "")
+    if info.get("format") != "vmdk" or outside:
+        raise ImageError(
+            f"{disk} reads another file ({outside or info.get('format')})", where=str(where), hint=hint
+        )
+
+
+def _read_member(tar: Any, member: Any, where: Path, limit: int = MAX_OVA_TEXT) -> bytes:
+    """An OVA's descriptor or manifest: small text, read at most ``limit`` bytes."""
+    if member.size > limit:
+        raise ImageError(
+            f"{member.name} is {member.size} bytes, more than an OVF text file's {limit}", where=str(where)
+        )
     f = tar.extractfile(member)
     if f is None:
-        raise ImageError(f"cannot read {member.name} from the OVA")
-    data: bytes = f.read()
+        raise ImageError(f"cannot read {member.name} from the OVA", where=str(where))
+    data: bytes = f.read(limit + 1)
     return data
 
 
-def _check_manifest(text: str, disk: str, data: bytes, where: Path) -> None:
-    """OVF manifests list ``SHA1(file)= hex`` or ``SHA256(file)= hex``; the disk must match."""
+def _extract_disk(tar: Any, member: Any, dest: Path, algorithm: str | None, where: Path) -> str:
+    """``member`` streamed into ``dest`` (its whole bytes were held in memory: an appliance's disk
+    can be GBs), hashed with ``algorithm`` on the way; its hex digest ("" without one)."""
+    f = tar.extractfile(member)
+    if f is None:
+        raise ImageError(f"cannot read {member.name} from the OVA", where=str(where))
+    h = hashlib.new(algorithm) if algorithm else None
+    with open(dest, "wb") as out:
+        while chunk := f.read(1 << 20):
+            out.write(chunk)
+            if h is not None:
+                h.update(chunk)
+    return h.hexdigest() if h is not None else ""
+
+
+def _manifest_entry(text: str, disk: str, where: Path) -> tuple[str, str]:
+    """OVF manifests list ``SHA1(file)= hex`` or ``SHA256(file)= hex``: (algorithm, hex) of ``disk``."""
     for line in text.splitlines():
         m = re.fullmatch(r"\s*(SHA1|SHA256|SHA512)\((.+)\)\s*=\s*([0-9a-fA-F]+)\s*", line)
         if m and m.group(2) == disk:
-            actual = hashlib.new(m.group(1).lower(), data).hexdigest()
-            if actual != m.group(3).lower():
-                raise ImageError(
-                    f"{disk} does not match the OVA manifest ({m.group(1)} {actual[:16]}…)",
-                    where=str(where),
-                    hint="the appliance is damaged; download it again",
-                )
-            return
+            return m.group(1).lower(), m.group(3).lower()
     raise ImageError(f"the OVA manifest lists no hash for {disk}", where=str(where))
+
+
+def _text(meta: dict[str, Any], key: str) -> str:
+    """A string field of a cached image's record; another type (an edited file) reads as unset."""
+    value = meta.get(key, "")
+    return value if isinstance(value, str) else ""
+
+
+def _small_json(path: Path, limit: int = MAX_SMALL_JSON) -> Any:
+    """The JSON in ``path``, or None when it is no regular file (a FIFO is not waited on), holds more
+    than ``limit`` bytes, or is no JSON (nested past the decoder's depth too)."""
+    try:
+        data = read_regular(path, limit)
+        return None if len(data) > limit else json.loads(data)
+    except (OSError, ValueError, RecursionError):
+        return None
 
 
 def _profile_from_manifest(path: Path) -> str:
     """The profile named by a build manifest next to the image (``*.json`` listing this output)."""
     for candidate in sorted(path.parent.glob("*.json")):
-        try:
-            data = json.loads(candidate.read_text())
-        except (OSError, ValueError):
-            continue
+        data = _small_json(candidate)
         if isinstance(data, dict) and path.name in json.dumps(data.get("outputs", data.get("artifacts", ""))):
             profile = data.get("profile")
             if isinstance(profile, dict):

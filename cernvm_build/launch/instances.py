@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import libvirt
 
 from ..errors import InstanceError, LaunchError
+from ..fsutil import open_regular
 from . import domain, storage, tunnel
 from .domain import Metadata
 
@@ -150,6 +151,10 @@ def _foreign_paths(name: str, meta: Metadata) -> str:
         return f"its instance folder on record ({meta.home[:200]!r}) is not one launch made for it"
     if meta.client_key and Path(meta.client_key) != folder / "id_ed25519":
         return f"its login key on record ({meta.client_key[:200]!r}) is not in its instance folder"
+    if not meta.pool and meta.console_log and Path(meta.console_log) != folder / "console.log":
+        # ``console`` shows the file and ``wait`` reads it: one named elsewhere showed any file of
+        # the user's (a key), /dev/zero filled the memory
+        return f"its console log on record ({meta.console_log[:200]!r}) is not in its instance folder"
     return ""
 
 
@@ -471,10 +476,10 @@ def console_bytes(conn: Any, meta: Metadata, limit: int) -> bytes:
         p = pool_of(conn, meta.pool)
         return storage.tail(conn, p, posixpath.basename(meta.console_log), limit) if p else b""
     try:
-        with open(meta.console_log, "rb") as f:
+        with open_regular(Path(meta.console_log)) as f:
             f.seek(0, 2)
             f.seek(max(0, f.tell() - limit))
-            return f.read()
+            return f.read(limit)
     except OSError:
         return b""
 
@@ -533,7 +538,7 @@ class ConsoleLog:
             data = storage.read_range(self.conn, self._vol, start, end)
         else:
             try:
-                with open(self.meta.console_log, "rb") as f:
+                with open_regular(Path(self.meta.console_log)) as f:
                     f.seek(start)
                     data = f.read(end - start)
             except OSError:
@@ -543,7 +548,7 @@ class ConsoleLog:
 
 
 def console_tail(conn: Any, inst: Instance, lines: int = 25) -> str:
-    if not inst.meta:
+    if not inst.meta or _foreign_paths(inst.name, inst.meta):  # its log is not its own: not read
         return ""
     text = console_bytes(conn, inst.meta, 64 * 1024).decode(errors="replace").replace("\r", "")
     return "\n".join(text.splitlines()[-lines:])

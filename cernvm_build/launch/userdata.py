@@ -180,8 +180,16 @@ def parse(data: bytes, source: str = "user data") -> UserData:
     total = 0
     head = text.lstrip()[:512].lower()
     if head.startswith(("content-type:", "mime-version:")):
-        msg = email.message_from_string(text, policy=email.policy.compat32)
-        for n, sub in enumerate(msg.walk() if msg.is_multipart() else [msg]):
+        try:  # the parser and walk() recurse per nested multipart: 3,000 levels fit in 200 KB
+            msg = email.message_from_string(text, policy=email.policy.compat32)
+            subs = list(msg.walk()) if msg.is_multipart() else [msg]
+        except RecursionError:
+            raise ConfigFileError(
+                "MIME parts are nested too deeply",
+                where=source,
+                hint="user data is a flat multipart/mixed of a few parts (cloud-init's make-mime)",
+            ) from None
+        for n, sub in enumerate(subs):
             if sub.is_multipart():
                 continue
             payload = sub.get_payload(decode=True)

@@ -21,15 +21,28 @@ from pathlib import Path
 from ..errors import MirrorError
 from ..fsutil import atomic_write
 
+#: the checksum types of yum metadata (createrepo_c's names, "sha" is old createrepo's sha1) and apt's,
+#: by hashlib name. Only these: another name hashlib knows is no repository checksum, and the
+#: shake_* ones take a length for their digest (a repomd.xml saying "shake_128" was a TypeError)
+CHECKSUM_TYPES = {
+    "md5": "md5",
+    "sha": "sha1",
+    "sha1": "sha1",
+    "sha224": "sha224",
+    "sha256": "sha256",
+    "sha384": "sha384",
+    "sha512": "sha512",
+}
+
 
 def new_hash(algo: str) -> hashlib._Hash:
-    name = {"sha": "sha1"}.get(algo.lower(), algo.lower())
-    try:
-        return hashlib.new(name)
-    except ValueError as e:
+    name = CHECKSUM_TYPES.get(algo.lower())
+    if name is None:
         raise MirrorError(
-            f"unknown checksum type '{algo}'", hint="supported: md5, sha1, sha256, sha512"
-        ) from e
+            f"unknown checksum type '{algo[:40]}'",
+            hint="supported: md5, sha1, sha224, sha256, sha384, sha512",
+        )
+    return hashlib.new(name)
 
 
 def hash_stream(chunks: Iterable[bytes], algo: str) -> tuple[str, int]:
@@ -107,8 +120,10 @@ class HashCache:
                 raw = json.loads(path.read_text())
                 for key, (sig, digest) in raw.items():
                     self.entries[key] = (tuple(int(x) for x in sig), str(digest))
-            except (ValueError, TypeError, KeyError):
-                self.entries = {}  # a damaged cache only costs a re-hash
+            except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
+                # a damaged cache only costs a re-hash (JSON that is no mapping has no .items(), and
+                # json recurses per nesting level: both were tracebacks)
+                self.entries = {}
 
     def remembered(self, path: Path, algo: str = "sha256") -> tuple[str, int, Sig] | None:
         """The remembered hash if the file is unchanged since, else None (costs one stat)."""

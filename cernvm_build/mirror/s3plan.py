@@ -85,6 +85,8 @@ def last_rank(rel: str, last: Sequence[str]) -> int | None:
 #: and 2^N keys to upload), while links must stay allowed (``dists/stable -> bookworm`` is listed
 #: under both names). The largest real mirrors hold a few hundred thousand files.
 MAX_LISTED = 2_000_000
+#: pages of a remote listing with no object in them (a real one has at most a few, with delimiters)
+MAX_EMPTY_PAGES = 1000
 
 
 def walk_files(root: Path, *, limit: int = MAX_LISTED) -> Iterator[tuple[str, Path]]:
@@ -265,8 +267,10 @@ def list_remote(client: S3Client, url: S3Url) -> dict[str, RemoteObject]:
     """
     out: dict[str, RemoteObject] = {}
     me = threading.get_ident()
+    empty_pages = 0
 
     def grab(response_dict: dict[str, Any], **_: Any) -> None:
+        nonlocal empty_pages
         if threading.get_ident() != me or int(response_dict.get("status_code", 0)) >= 300:
             return
         try:
@@ -275,11 +279,21 @@ def list_remote(client: S3Client, url: S3Url) -> dict[str, RemoteObject]:
             return  # let botocore report it
         ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
         encoded = root.findtext(f"{ns}EncodingType") == "url"
-        for c in root.findall(f"{ns}Contents"):
+        contents = root.findall(f"{ns}Contents")
+        for c in contents:
             key = c.findtext(f"{ns}Key") or ""
             key = unquote_plus(key) if encoded else key
             _listed(out, client, url, key, c.findtext(f"{ns}Size") or "", c.findtext(f"{ns}ETag") or "")
             root.remove(c)
+        # A server that says "truncated" with a new token every time lists for ever (botocore stops
+        # only at a repeated token): objects or empty pages beyond any real bucket's end it here.
+        empty_pages += not contents
+        if len(out) > MAX_LISTED or empty_pages > MAX_EMPTY_PAGES:
+            raise MirrorError(
+                f"{client.meta.endpoint_url}: the listing of {url} does not end (more than "
+                + (f"{MAX_LISTED} objects)" if len(out) > MAX_LISTED else f"{MAX_EMPTY_PAGES} empty pages)"),
+                hint="the S3 server answers a broken or hostile ListObjectsV2; check the endpoint",
+            )
         response_dict["body"] = ET.tostring(root)
 
     hook = f"cernvm-list-{uuid.uuid4().hex}"
@@ -304,7 +318,8 @@ def _listed(
     ``P/x.rpm`` under ``el9``) and could vouch for an object that is missing."""
     if not key.startswith(url.list_prefix) or key == url.list_prefix:
         return
-    if not (size.isascii() and size.isdigit()):  # "abc", "-1", " 5", "1e3"
+    # "abc", "-1", " 5", "1e3"; and 5000 digits, past int()'s limit (a ValueError traceback)
+    if not (size.isascii() and size.isdigit() and len(size) <= 18):
         raise MirrorError(
             f"{client.meta.endpoint_url}: malformed listing of {url}: <Size> '{size[:40]}' of '{key[:200]}'",
             hint="the S3 server answered a broken ListObjectsV2; check the endpoint",
@@ -328,13 +343,21 @@ class Manifest:
         return json.dumps(doc, indent=0, sort_keys=True).encode()
 
 
+#: the largest sync manifest read (~150 bytes an object: millions of them); a larger one is damaged
+MAX_MANIFEST = 1 << 30
+
+
 def read_manifest(client: S3Client, url: S3Url, listing: dict[str, RemoteObject]) -> Manifest:
     seen = listing.get(MANIFEST)
     if seen is None:
         return Manifest()
     try:
+        if seen.size > MAX_MANIFEST:
+            raise ValueError("too large")
         resp = client.get_object(Bucket=url.bucket, Key=url.key(MANIFEST))
-        body = resp["Body"].read()
+        body = resp["Body"].read(MAX_MANIFEST + 1)  # the server may send more than it listed
+        if len(body) > MAX_MANIFEST:
+            raise ValueError("too large")
         doc = json.loads(body)
         objects = {str(k): (str(v[0]), int(v[1]), str(v[2])) for k, v in doc.get("objects", {}).items()}
         gens = [[str(x) for x in g] for g in doc.get("generations", [])]
@@ -343,8 +366,9 @@ def read_manifest(client: S3Client, url: S3Url, listing: dict[str, RemoteObject]
         if error_code(e) == "NoSuchKey":
             return Manifest()
         raise s3_error(e, f"{url}/{MANIFEST}") from e
-    except (ValueError, KeyError, TypeError, IndexError):
-        # A damaged cache is not an error: we fall back to asking each object for its hash.
+    except (ValueError, KeyError, TypeError, IndexError, RecursionError):
+        # A damaged cache is not an error: we fall back to asking each object for its hash. (Nested
+        # too deeply for json, or larger than MAX_MANIFEST, it is damaged too.)
         return Manifest(etag=str(seen.etag))
 
 

@@ -353,9 +353,12 @@ class S3Source:
     def digest(
         self, rel: str, algo: str, expect: str | None = None, size: int | None = None
     ) -> tuple[str, int] | None:
-        chunks = self._get(rel)
-        if chunks is None:
+        got = self._get(rel)
+        if got is None:
             return None
+        # as a download: one byte past the size the index gives (else MAX_INDEX) shows it is wrong; an
+        # endpoint's endless body was read, hashed and (staged) written to disk to its end
+        chunks = _upto(got, (size if size is not None else MAX_INDEX) + 1)
         if self.stage is None or not rel.endswith(self.stage_suffixes):
             return hash_stream(chunks, algo)
         with atomic_file(self.stage / safe_rel(rel), durable=False) as f:  # a throwaway copy
@@ -372,6 +375,16 @@ class S3Source:
 
     def list(self) -> list[str] | None:
         return sorted(r for r in list_remote(self.client, self.url) if r != MANIFEST)
+
+
+def _upto(chunks: Iterable[bytes], limit: int) -> Iterator[bytes]:
+    """The chunks up to ``limit`` bytes in all; the rest is not read."""
+    for block in chunks:
+        if len(block) >= limit:
+            yield block[:limit]
+            return
+        limit -= len(block)
+        yield block
 
 
 def _tee(chunks: Iterable[bytes], out: IO[bytes]) -> Iterator[bytes]:

@@ -17,6 +17,7 @@ from ..fsutil import atomic_write
 from ..gpg import Keyring
 from .check import Checked, Expected, Progress, check_files, decompress
 from .gate import VerifyGate
+from .hashcache import CHECKSUM_TYPES
 from .rpmsig import check_rpm_signatures
 from .source import LocalSource, Source, safe_rel
 
@@ -263,6 +264,12 @@ def _metadata(
         if loc.get(XML_BASE):
             problems.append(f"{repomd_rel}: data type '{kind}' points elsewhere (xml:base)")
             continue
+        if csum.get("type", "sha256").lower() not in CHECKSUM_TYPES:
+            unknown = f"{repomd_rel}: data type '{kind}': {_unknown(csum)}"
+            if kind == "primary":
+                raise _Bad(unknown)  # (not also "names no primary metadata")
+            problems.append(unknown)
+            continue
         try:
             rel = _join(repo, safe_rel(str(loc.get("href"))))
         except CernVMError as e:
@@ -292,6 +299,8 @@ def _packages(source: Source, repo: str, primary: Expected) -> list[Expected]:
             raise _Bad(f"{primary.rel}: package '{name}' lacks a location, checksum or size")
         if loc.get(XML_BASE):
             raise _Bad(f"{primary.rel}: package '{name}' points elsewhere (xml:base)")
+        if csum.get("type", "sha256").lower() not in CHECKSUM_TYPES:
+            raise _Bad(f"{primary.rel}: package '{name}': {_unknown(csum)}")
         try:
             rel = _join(repo, safe_rel(str(loc.get("href"))))
         except CernVMError as e:
@@ -319,6 +328,10 @@ def _check_signature(keyring: Keyring, data: bytes, signature: bytes, rel: str) 
     except CernVMError as e:
         return [f"{rel}.asc: {e.message.split(': ', 1)[-1]}"]
     return []
+
+
+def _unknown(csum: ET.Element) -> str:
+    return f"unknown checksum type '{str(csum.get('type'))[:40]}' (supported: {', '.join(CHECKSUM_TYPES)})"
 
 
 def _int(text: str | None) -> int | None:

@@ -85,8 +85,8 @@ def leaves(tree: Node, errors: list[ProfileError]) -> dict[str, Node]:
                 options = children(section)
                 hint = suggest(key, options)
                 elsewhere = [s.key for s in SETTINGS if s.key.rsplit(".", 1)[-1] == key]
-                if not hint and elsewhere:
-                    hint = f" (did you mean {elsewhere[0]!r}?)"
+                if "did you mean" not in hint and elsewhere:
+                    hint += f" (did you mean {elsewhere[0]!r}?)"
                 where = f"under '{section}'" if section else "at the top level"
                 _fail(
                     errors,

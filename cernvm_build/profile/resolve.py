@@ -78,6 +78,11 @@ def read_layer(path: Path) -> Layer:
     return Layer(path, tree, names, where, warnings)
 
 
+#: how many profiles one ``extends`` chain may pass through: the shipped ones use 2-3; each level is a
+#: recursion (1,500 files of ``extends: next`` were a RecursionError traceback) and copies the chain
+MAX_EXTENDS_DEPTH = 64
+
+
 def linearize(path: Path, search_path: Sequence[Path], cache: dict[Path, Layer] | None = None) -> list[Layer]:
     """All layers of the profile at ``path``: parents first, each once, the profile itself last."""
     cache = {} if cache is None else cache
@@ -105,6 +110,13 @@ def linearize(path: Path, search_path: Sequence[Path], cache: dict[Path, Layer] 
                     f"extends cycle: {cycle}",
                     where=location(pos, "extends"),
                     hint="a profile cannot extend itself, directly or through its parents",
+                )
+            if len(chain) + 1 >= MAX_EXTENDS_DEPTH:
+                raise ProfileError(
+                    f"extends chain deeper than {MAX_EXTENDS_DEPTH} profiles"
+                    f" (from {display(chain[0] if chain else p)})",
+                    where=location(pos, "extends"),
+                    hint="platform profiles extend a few others (el9 -> base); merge some of these files",
                 )
             visit(parent, [*chain, p])
         done.add(p)

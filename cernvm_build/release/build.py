@@ -27,6 +27,7 @@ from ..artifact import Artifact
 from ..container.from_profile import build_profile as build_container
 from ..context import BuildContext
 from ..cvmfs.repository import SnapshotSpec
+from ..errors import CernVMError
 from ..fsutil import atomic_write
 from ..image.build import build_image
 from ..profile import Profile, load
@@ -180,13 +181,16 @@ def build_release(opts: ReleaseOptions, ctx: BuildContext) -> tuple[idx.ReleaseI
             f"release {version} already exists at {final}",
             hint="choose a new version, or remove that directory to rebuild it",
         )
+    if opts.sign_key:
+        check_sign_key(opts.sign_key)
+    # read before the build: a damaged or missing previous index failed only after every profile was built
+    previous = idx.load(opts.previous) if opts.previous else None
     part_root = opts.out / f".{version}.partial"
     part_root.mkdir(parents=True, exist_ok=True)
     epoch = ctx.epoch
     profiles = [for_release(p, version) for p in opts.profiles]
     with ThreadPoolExecutor(max_workers=max(1, ctx.jobs)) as pool:
         records = list(pool.map(lambda p: build_profile_part(p, part_root, opts, ctx), profiles))
-    previous = idx.load(opts.previous) if opts.previous else None
     artifacts = tuple(
         idx.ReleaseArtifact(**row)
         for rec in records
@@ -224,6 +228,24 @@ def build_release(opts: ReleaseOptions, ctx: BuildContext) -> tuple[idx.ReleaseI
         shutil.rmtree(part_root / rec["profile"]["name"], ignore_errors=True)
     os.rename(part_root, final)
     return release, final
+
+
+def check_sign_key(key: Path) -> None:
+    """Sign a few bytes with ``key`` before anything is built: a key file that is missing (a
+    FileNotFoundError traceback), holds no secret key, has expired or been revoked failed only at the
+    end, after every profile was built."""
+    if not key.is_file():
+        raise idx.ReleaseError(f"{key}: no such key file", hint="give the OpenPGP secret key (--sign-key)")
+    with gpg.Keyring([key]) as kr:
+        probe = kr.home / "probe"
+        probe.write_bytes(b"can this key sign?\n")
+        try:
+            kr.sign_detached(probe, kr.home / "probe.asc")
+        except CernVMError as e:
+            raise idx.ReleaseError(
+                f"{key}: cannot sign with this key: {e.message.splitlines()[0]}",  # (gpg's, not its command)
+                hint="give an OpenPGP secret key that has not expired or been revoked, without a passphrase",
+            ) from None
 
 
 def release_profiles(names: Sequence[str]) -> tuple[Profile, ...]:

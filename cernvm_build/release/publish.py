@@ -19,6 +19,7 @@ from typing import Any
 
 from .. import jsonable
 from .. import releaseindex as idx
+from ..fsutil import read_regular
 from ..mirror import s3sync
 from ..mirror.publish import mirror
 from ..paths import data_dir
@@ -57,16 +58,48 @@ def _json(report: Any) -> dict[str, Any]:
     return out
 
 
+#: the most of RELEASE-NOTES.md read for the news post: the notes of a release are a few KiB
+MAX_NOTES = 4 << 20
+
+
+def release_notes(release_dir: Path) -> str | None:
+    """The release's notes (None: it has none), read before anything is uploaded: notes that were not
+    UTF-8 were a UnicodeDecodeError traceback after the artifacts were published."""
+    path = release_dir / "RELEASE-NOTES.md"
+    if not path.exists():
+        return None
+    try:
+        data = read_regular(path, MAX_NOTES)
+        if len(data) > MAX_NOTES:
+            raise idx.ReleaseError(
+                f"larger than {MAX_NOTES >> 20} MiB", where=str(path), hint="the notes are damaged"
+            )
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise idx.ReleaseError(
+            f"not UTF-8 text (byte {e.start})", where=str(path), hint="save the notes as UTF-8"
+        ) from None
+    except OSError as e:  # a FIFO or a folder (not a regular file), no permission
+        raise idx.ReleaseError(
+            f"cannot read: {e.strerror}", where=str(path), hint="the notes are a Markdown file"
+        ) from None
+
+
 def site_with_release(
-    release_dir: Path, work: Path, site_src: Path | None = None, generators: Generators | None = None
+    release_dir: Path,
+    work: Path,
+    site_src: Path | None = None,
+    generators: Generators | None = None,
+    notes: str | None = None,
 ) -> Path:
     """A copy of the site sources with this release on it: its index (downloads page, feed), its
-    notes as the release's news post, and its docs version (references from ``generators``)."""
+    notes (``notes``, else ``release_notes``) as the release's news post, and its docs version
+    (references from ``generators``)."""
     src = site_src or data_dir("site")
     site = work / "site"
     shutil.copytree(src, site, symlinks=True)
-    notes_file = release_dir / "RELEASE-NOTES.md"
-    notes = notes_file.read_text() if notes_file.is_file() else None
+    if notes is None:
+        notes = release_notes(release_dir)
     if notes is not None and notes.startswith("# "):
         notes = notes.split("\n", 1)[1]  # the post's title comes from its front matter
     add_release(site, release_dir / "index.json", notes, generators)
@@ -88,6 +121,7 @@ def publish_release(
     reference pages its content asks for: the CLI passes its own, see ``site.build.Builder``)."""
     say = reporter.step
     release = idx.load(release_dir / "index.json")
+    notes = release_notes(release_dir) if site_dest else None
     report = PublishReport(version=release.version)
     target = f"{dest.rstrip('/')}/{release.version}"
     say(f"artifacts → {target}")
@@ -100,7 +134,7 @@ def publish_release(
         report.repositories.append(_json(got))
     if site_dest:
         with tempfile.TemporaryDirectory(prefix="release-site-") as tmp:
-            site = site_with_release(release_dir, Path(tmp), site_src, site_generators)
+            site = site_with_release(release_dir, Path(tmp), site_src, site_generators, notes)
             say("site: building with the release's downloads page")
             builder = Builder(site, Path(tmp) / "out", generators=site_generators)
             builder.build()

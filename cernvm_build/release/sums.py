@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import IntegrityError
-from ..fsutil import atomic_write
+from ..fsutil import atomic_write, read_regular
 from ..releaseindex import ReleaseArtifact
 
 NAME = "SHA256SUMS"
+#: the most of a SHA256SUMS read: a line is ~150 bytes, so this is ~100,000 artifacts
+MAX_SUMS = 16 << 20
 
 
 def render(artifacts: list[ReleaseArtifact] | tuple[ReleaseArtifact, ...]) -> str:
@@ -26,7 +28,16 @@ def parse(path: Path) -> dict[str, str]:
     as ``sha256sum -c`` would judge it: a name listed twice (the last line would otherwise win over a
     wrong first one) and CR line ends are refused, as is text that is not UTF-8."""
     try:
-        text = path.read_bytes().decode("utf-8")
+        data = read_regular(path, MAX_SUMS)  # a huge file was read whole, and copied to decode it
+        if len(data) > MAX_SUMS:
+            raise IntegrityError(
+                f"{path}: larger than {MAX_SUMS >> 20} MiB", hint="the file was damaged or edited"
+            )
+        text = data.decode("utf-8")
+    except OSError as e:  # a FIFO or a folder (not a regular file), no permission
+        raise IntegrityError(
+            f"{path}: cannot read: {e.strerror}", hint="the file was damaged or edited"
+        ) from None
     except UnicodeDecodeError as e:
         raise IntegrityError(
             f"{path}: not UTF-8 text (byte {e.start})", hint="the file was damaged or edited"

@@ -13,9 +13,11 @@ import json
 import os
 import re
 import shutil
+import stat
 from pathlib import Path
 
 from .. import releaseindex as release_index
+from ..errors import BuildError
 from ..fsutil import atomic_dir, atomic_write
 from . import reference as site_reference
 from .sources import GENERATE_RE, Generators
@@ -27,13 +29,32 @@ def snapshot_docs(site_dir: Path, version: str, generators: Generators) -> Path 
     dest = site_dir / "content" / f"docs-{version}"
     if not docs.is_dir() or dest.exists():
         return None
+    _only_files_and_links(docs)
     with atomic_dir(dest) as tmp:
-        shutil.copytree(docs, tmp, dirs_exist_ok=True)
+        # Links are copied as links, and the build judges them as it does the live docs' (one leading
+        # out of the site folder is refused): following them made a file from anywhere on this
+        # machine a regular page of the copy, published with the release.
+        shutil.copytree(docs, tmp, symlinks=True, dirs_exist_ok=True)
         for root, _dirs, files in os.walk(tmp):
             for name in files:
-                if name.endswith(".md"):
-                    _bake(Path(root) / name, generators)
+                page = Path(root) / name
+                if name.endswith(".md") and not page.is_symlink():  # never written through a link
+                    _bake(page, generators)
     return dest
+
+
+def _only_files_and_links(docs: Path) -> None:
+    """One error for a FIFO, socket or device under ``docs`` (copying one was a shutil traceback)."""
+    for root, _dirs, files in os.walk(docs):
+        for name in files:
+            path = Path(root) / name
+            mode = path.lstat().st_mode
+            if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+                raise BuildError(
+                    "not a regular file, folder or link: the docs cannot be kept for the release",
+                    where=str(path),
+                    hint="remove it from the docs folder",
+                )
 
 
 def _bake(page: Path, generators: Generators) -> None:

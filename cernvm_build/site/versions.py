@@ -48,7 +48,8 @@ def section_settings(cfg: SiteConfig, section: str) -> Section | None:
 
 
 def _version_key(version: str) -> list[Any]:
-    return [(0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"[.\-]", version)]
+    # ASCII digits only: '²' is isdigit() but no int (a folder 'docs-1.²' was a traceback)
+    return [(0, int(p)) if p.isascii() and p.isdigit() else (1, p) for p in re.split(r"[.\-]", version)]
 
 
 def versions(cfg: SiteConfig, sections: set[str]) -> dict[str, list[Versioned]]:

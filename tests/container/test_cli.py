@@ -88,3 +88,22 @@ def test_parent_builds_on_an_earlier_image_or_is_refused_in_one_line(
     assert rc == 7 and "Traceback" not in err
     assert "is an image of cvmfs.path=/etc, not /" in err and "hint:" in err
     assert not (tmp_path / "c" / "img.oci").exists()
+
+
+@pytest.mark.parametrize(
+    ("flag", "said"),
+    [
+        ("--max-layer-bytes=0", "argument --max-layer-bytes: '0': expected a size of at least 1 byte"),
+        ("--max-layer-bytes=-5", "argument --max-layer-bytes: '-5': expected a size of at least 1 byte"),
+        ("--max-layer-entries=-1", "argument --max-layer-entries: '-1': expected a count of at least 1"),
+        ("--max-layer-entries=x", "argument --max-layer-entries: 'x' is not a whole number"),
+    ],
+)
+def test_hub_ingest_limits_below_one_are_usage_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, said: str
+) -> None:
+    """They refused every layer, each after its pull ('more than -1 members')."""
+    argv = ["hub", "ingest", "127.0.0.1:9/x/y:1", "--hub-stratum", str(tmp_path), "--hub-keys", str(tmp_path)]
+    with pytest.raises(SystemExit) as e:
+        main([*argv, flag])
+    assert e.value.code == 2 and said in capsys.readouterr().err

@@ -8,8 +8,10 @@ import gzip
 import hashlib
 import io
 import json
+import shutil
 import subprocess
 import tarfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from cernvm_build.container.image import MT_LAYER_GZIP, digest_of
 from cernvm_build.container.registry import RegistryOptions
 from cernvm_build.cvmfs.keys import generate_keys
 from cernvm_build.cvmfs.publish import create_repository
+from cernvm_build.cvmfs.repository import open_repository
 from cernvm_build.errors import BuildError
 from tests.support.tars import tar_bytes
 
@@ -57,6 +60,13 @@ def _with_layer(**layer: Any) -> tuple[bytes, bytes]:
     return json.dumps(manifest).encode(), c
 
 
+def _annotated(title: str) -> tuple[bytes, bytes]:
+    """An image whose manifest carries an annotation (the hub keeps the manifest as its marker)."""
+    m, c = _image()
+    manifest = dict(json.loads(m), annotations={"org.opencontainers.image.title": title})
+    return json.dumps(manifest).encode(), c
+
+
 @pytest.mark.parametrize(
     ("image", "error"),
     [
@@ -68,13 +78,82 @@ def _with_layer(**layer: Any) -> tuple[bytes, bytes]:
         (lambda: _image(created="yesterday"), "Invalid isoformat string"),
         (lambda: _image(layers=ingest.MAX_LAYERS + 1), "128 layers (1 to 127 can be ingested)"),
         (lambda: (_image()[0], _image(architecture="arm64")[1]), "the config does not match its digest"),
+        (lambda: (_image()[0], b"[" * 100_000), "not an image the hub can take: nested too deeply"),
+        (lambda: _image(config={"Env": ["V=\ud800"]}), "the config holds '\\ud800' (a lone surrogate)"),
+        (lambda: _image(config={"Labels": {"\udfff": "x"}}), "the config holds '\\udfff' (a lone surrogate)"),
+        (lambda: _image(created="9999-12-31T23:59:59Z"), "created '9999-12-31T23:59:59Z' is after 2242"),
+        (lambda: _annotated("\ud800"), "the manifest holds '\\ud800' (a lone surrogate)"),
     ],
-    ids=["digest-path", "size", "no-layers", "env-int", "labels", "created", "too-many-layers", "config"],
+    ids=[
+        "digest-path",
+        "size",
+        "no-layers",
+        "env-int",
+        "labels",
+        "created",
+        "too-many-layers",
+        "config",
+        "nested",
+        "env-surrogate",
+        "label-surrogate",
+        "created-9999",
+        "manifest-surrogate",
+    ],
 )
 def test_a_hostile_manifest_or_config_is_one_build_error(image: Any, error: str) -> None:
     with pytest.raises(BuildError) as e:
         ingest.image_parts(WISH, "demo-1", *image())
     assert error in str(e.value) and "127.0.0.1:5000/cernvm/demo:demo-1" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("created", "stamp"),
+    [
+        ("0001-01-01T00:00:00Z", 0),  # Go's zero time (go-containerregistry's empty image): none
+        ("2026-12-01T10:00:00", 1796119200),  # no zone: UTC, whatever the machine's
+        ("2026-12-01T10:00:00.123456789Z", 1796119200),  # Go's nanoseconds
+        ("2026-12-01T11:00:00+01:00", 1796119200),
+    ],
+)
+def test_the_created_time_is_one_the_hub_can_hold(
+    monkeypatch: pytest.MonkeyPatch, created: str, stamp: int
+) -> None:
+    """The hub dates its entries by ``created``: Go's zero time failed the publish with 'mtime
+    -62135596800 is out of range' on a chain's catalog, and a time without zone was local."""
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        assert ingest.image_parts(WISH, "demo-1", *_image(created=created)).spec.created == stamp
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("x/y:1", "'x' is not a registry host"),  # skopeo: docker.io/x/y:1; the hub filed it under 'x'
+        (f"127.0.0.1:5000/x/y@sha256:{HEX}", "'x/y@sha256' is not a repository name"),
+        ("127.0.0.1:5000/X/y:1", "'X/y' is not a repository name"),
+        ("127.0.0.1:5000/x/y:\x1b[31mred", "'\\x1b[31mred' is not a tag"),
+        ("127.0.0.1:5000/x/y:a;b", "'a;b' is not a tag"),
+        ("reg:5000/x:" + "a" * 129, "is not a tag"),
+    ],
+    ids=["no-host", "digest", "upper-case", "escape", "semicolon", "long"],
+)
+def test_a_wish_that_names_no_image_is_refused_before_the_registry_is_asked(text: str, said: str) -> None:
+    with pytest.raises(BuildError) as e:
+        ingest.Wish.parse(text)
+    assert said in e.value.message and "\n" not in e.value.message
+
+
+def test_a_wish_names_host_repository_and_tag_or_glob() -> None:
+    assert ingest.Wish.parse("docker://reg.example/library/python:3.*") == ingest.Wish(
+        "reg.example", "library/python", "3.*"
+    )
+    assert ingest.Wish.parse("localhost:5000/a/b:v1.0_x-[0-9]") == ingest.Wish(
+        "localhost:5000", "a/b", "v1.0_x-[0-9]"
+    )
 
 
 def test_a_listed_tag_that_is_no_tag_is_refused_before_any_pull(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -117,6 +196,7 @@ def test_a_manifest_list_names_its_platforms_and_one_image_none() -> None:
         (lambda: _index(), "names no image"),
         (lambda: b"\xff" * 10, "is not JSON"),
         (lambda: b"{" * (manifest_list.MAX_RAW + 1), "bytes (at most"),
+        (lambda: b"[" * 100_000, "the manifest is nested too deeply"),  # was a RecursionError
     ],
     ids=[
         "hundreds",
@@ -129,6 +209,7 @@ def test_a_manifest_list_names_its_platforms_and_one_image_none() -> None:
         "empty",
         "not-json",
         "huge",
+        "nested",
     ],
 )
 def test_a_hostile_manifest_list_is_one_build_error(raw: Any, error: str) -> None:
@@ -238,6 +319,67 @@ def test_a_layer_the_publisher_refuses_is_named_by_image_and_digest(
     assert e.value.hint == "the layer is damaged or hostile"
 
 
+@pytest.mark.parametrize(
+    ("manifest", "said"),
+    [
+        (b"[" * 100_000, "nested too deeply"),
+        (b'{"layers": []}', "no 'config'"),
+        (b'{"config": {"digest": "sha256:../../x"}}', "config digest 'sha256:../../x' is not sha256:<hex>"),
+    ],
+    ids=["nested", "no-config", "config-path"],
+)
+def test_a_pulled_manifest_is_checked_as_the_inspected_one_was(
+    tmp_path: Path, manifest: bytes, said: str
+) -> None:
+    """The manifest in the pulled layout is read again (the registry may answer the pull with another
+    one than it gave to inspect): a hostile one is one line, not a KeyError or RecursionError."""
+    layout, _, _ = _layout(tmp_path, gzip.compress(tar_bytes({"f": b""})))
+    (layout / "blobs" / "sha256" / digest_of(manifest)[7:]).write_bytes(manifest)
+    with pytest.raises(BuildError) as e:
+        ingest.ingest_manifest(WISH, "demo-1", layout, digest_of(manifest), _pull_never)
+    assert said in e.value.message and "127.0.0.1:5000/cernvm/demo:demo-1" in e.value.message
+
+
+@pytest.mark.integration
+def test_a_layer_2000_directories_deep_is_published(tmp_path: Path) -> None:
+    """The publisher filled a catalog's directories by recursion: a registry's layer 2,000 deep (PAX
+    names; the deepest whose paths stay under PATH_MAX) was a RecursionError traceback."""
+    buf = io.BytesIO()
+    path = "/".join(["a"] * 2000)
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for depth in range(1, 2001):
+            d = tarfile.TarInfo("/".join(["a"] * depth))
+            d.type, d.mode = tarfile.DIRTYPE, 0o755
+            t.addfile(d)
+        leaf = tarfile.TarInfo(f"{path}/leaf")
+        leaf.size = 1
+        t.addfile(leaf, io.BytesIO(b"x"))
+    layout, manifest, _ = _layout(tmp_path, gzip.compress(buf.getvalue()))
+    keys = generate_keys("hub.cernvm.test")
+    keys.save(tmp_path / "keys")
+    create_repository(tmp_path / "stratum", "hub.cernvm.test", keys)
+    pub = publisher(stratum=tmp_path / "stratum", fqrn="hub.cernvm.test", keys_dir=tmp_path / "keys")
+    made = ingest.ingest_manifest(WISH, "demo-1", layout, manifest, pub)
+    repo = open_repository(tmp_path / "stratum", fqrn="hub.cernvm.test", public_keys=[keys.public_key_pem])
+    try:
+        entry = repo.lookup(f"{made.meta['chains'][-1]}/{path}/leaf")
+        assert entry is not None and repo.read_bytes(entry) == b"x"
+    finally:
+        repo.close()
+
+
+def test_a_layer_member_path_of_path_max_or_more_is_refused(tmp_path: Path) -> None:
+    """The publisher keeps each path whole: a 2 MB layer of a 20,000-deep chain (paths up to 40 KB)
+    took 1.7 GB and 7 minutes. A path no program can open is refused as the layer is scanned."""
+    blob = tmp_path / "layer.tar"
+    deep = "/".join(["d"] * 2048)  # 4095 bytes: the longest path allowed
+    blob.write_bytes(tar_bytes({deep: b"", deep + "x": b""}))
+    with pytest.raises(BuildError) as e:
+        ingest.scan_layer(blob, set(), "reg/x:1 layer sha256:ab")
+    assert e.value.message.startswith("reg/x:1 layer sha256:ab: layer member 'd/d/d")
+    assert "is a path of 4096 characters (less than 4096 bytes, PATH_MAX, can be opened)" in e.value.message
+
+
 def _pull_never(*args: Any, **kwargs: Any) -> None:
     raise AssertionError("pulled")
 
@@ -287,6 +429,42 @@ def test_a_pull_larger_than_the_scratch_space_is_refused_first(
     with pytest.raises(BuildError) as e:
         ingest.ingest_image(WISH, "demo-1", _pull_never, opts=RegistryOptions(), work=tmp_path)
     assert f"the pull needs {127 * (60 << 30)} bytes of scratch space" in str(e.value)
+
+
+def test_the_pull_is_of_the_manifest_that_was_checked(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Pulled by tag, a registry could answer the pull with another manifest than the one checked
+    first (a probe's registry gave a 1 TiB layer to the pull, and the pull went ahead): the pull
+    names the checked manifest by its digest, so skopeo refuses any other."""
+    raw = _raw_manifest([{"digest": f"sha256:{HEX}", "size": 10}]) + b"\r\n"  # as the registry sent it
+    pulled: list[str] = []
+
+    def pull(ref: str, dest: Path, **kwargs: Any) -> Path:
+        pulled.append(ref)
+        raise BuildError("stop here")
+
+    monkeypatch.setattr(ingest, "inspect_raw", lambda ref, opts: raw)
+    monkeypatch.setattr(ingest, "pull", pull)
+    with pytest.raises(BuildError, match="stop here"):
+        ingest.ingest_image(WISH, "demo-1", _pull_never, opts=RegistryOptions(), work=tmp_path)
+    assert pulled == [f"127.0.0.1:5000/cernvm/demo@{digest_of(raw)}"]
+
+
+@pytest.mark.skipif(not shutil.which("skopeo"), reason="needs skopeo")
+def test_inspect_gives_the_manifest_bytes_as_sent(tmp_path: Path) -> None:
+    """What ``inspect_raw`` returns is what its digest is of: a CR LF stays (text mode made it LF)."""
+    doc = {"schemaVersion": 2, "mediaType": manifest_list.OCI_MANIFEST, "config": {}, "layers": []}
+    manifest = json.dumps(doc, indent=1).replace("\n", "\r\n").encode()
+    layout = tmp_path / "l"
+    (layout / "blobs" / "sha256").mkdir(parents=True)
+    (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    (layout / "blobs" / "sha256" / digest_of(manifest)[7:]).write_bytes(manifest)
+    index = {"schemaVersion": 2, "manifests": [{"mediaType": manifest_list.OCI_MANIFEST,
+             "digest": digest_of(manifest), "size": len(manifest)}]}  # fmt: skip
+    (layout / "index.json").write_text(json.dumps(index))
+    got = registry._skopeo(["inspect", "--raw", f"oci:{layout}"], "inspect")
+    assert got == manifest
 
 
 def test_skopeo_messages_are_shown_unquoted() -> None:

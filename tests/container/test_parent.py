@@ -11,7 +11,7 @@ import os
 import shutil
 import tarfile
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import pytest
 
@@ -225,3 +225,45 @@ def put(blobs: Path, data: bytes) -> str:
     digest = hashlib.sha256(data).hexdigest()
     (blobs / digest).write_bytes(data)
     return "sha256:" + digest
+
+
+def _rewritten(layout: Path, edit_manifest: Any, edit_config: Any) -> None:
+    """The layout's manifest and config edited, every digest made to match again."""
+    blobs = layout / "blobs" / "sha256"
+    index = json.loads((layout / "index.json").read_text())
+    manifest = json.loads((blobs / hex_of(index["manifests"][0]["digest"])).read_text())
+    config = json.loads((blobs / hex_of(manifest["config"]["digest"])).read_text())
+    edit_manifest(manifest)
+    edit_config(config)
+    manifest["config"]["digest"] = put(blobs, json.dumps(config).encode())
+    index["manifests"][0]["digest"] = put(blobs, json.dumps(manifest).encode())
+    (layout / "index.json").write_text(json.dumps(index))
+
+
+def _nothing(doc: dict[str, Any]) -> None:
+    pass
+
+
+@pytest.mark.parametrize(
+    ("edit_manifest", "edit_config"),
+    [
+        (_nothing, lambda c: c.update(history=[5])),
+        (_nothing, lambda c: c.update(history=7)),
+        (lambda m: m["layers"][0].update(size="big"), _nothing),
+        (lambda m: m["layers"][0].pop("size"), _nothing),
+        (_nothing, lambda c: c["rootfs"]["diff_ids"].__setitem__(0, 5)),
+    ],
+    ids=["history-entry-int", "history-int", "size-text", "no-size", "diff-id-int"],
+)
+def test_a_parent_with_malformed_metadata_is_refused_in_one_line(
+    tmp_path: Path, edit_manifest: Any, edit_config: Any
+) -> None:
+    """The parent's digests match (whoever edited it made them match): its history, layer sizes and
+    diff_ids are still checked, one line (AttributeError, TypeError, KeyError, ValueError tracebacks)."""
+    tree = os_like(tmp_path / "t")
+    make(tree, tmp_path / "a", "s1")
+    _rewritten(tmp_path / "a" / "img.oci", edit_manifest, edit_config)
+    with pytest.raises(BuildError, match=r"^--parent .*img\.oci: ") as e:
+        make(tree, tmp_path / "b", "s2", parent=tmp_path / "a" / "img.oci")
+    assert "\n" not in e.value.message
+    assert not (tmp_path / "b" / "img.oci").exists()

@@ -68,6 +68,23 @@ def test_a_command_line_parses_its_area_alone_and_help_lists_them_all() -> None:
     assert listed([]) == listed(["--version"]) == every
 
 
+def test_every_leaf_is_named_by_its_words_not_its_groups_usage_text() -> None:
+    """A group with a default subcommand writes its usage over several lines; argparse named the
+    leaves after that text: 'release verify --help' and its usage-error hint began "cernvm-build
+    release [build] VERSION [options]\\n  cernvm-build release {verify,rebuild,publish} ... verify"."""
+
+    def leaves(parser: argparse.ArgumentParser, words: list[str]) -> list[tuple[list[str], str]]:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs:
+            return [(words, parser.prog)]
+        return [x for sub in subs for name, p in dict(sub.choices).items() for x in leaves(p, [*words, name])]
+
+    found = leaves(build_parser(), ["cernvm-build"])
+    assert len(found) > 40
+    for words, prog in found:
+        assert prog == " ".join(words), words
+
+
 def test_both_entry_points_document_and_use_the_one_exit_code_map() -> None:
     """cernvm-launch lists the same codes in its --help and exits with them (no map of its own)."""
     pytest.importorskip("libvirt")
@@ -86,3 +103,12 @@ def test_console_script_runs_without_traceback() -> None:
     )
     assert proc.returncode == 0
     assert proc.stdout.startswith("cernvm-build ")
+
+
+def test_every_argument_of_the_release_commands_says_what_it_is() -> None:
+    """`release rebuild --help` and `release publish --help` listed VERSION|INDEX|DIR with no word."""
+    group = next(a for a in build_parser(["release"])._actions if isinstance(a, argparse._SubParsersAction))
+    inner = next(a for a in group.choices["release"]._actions if isinstance(a, argparse._SubParsersAction))
+    for name in ("build", "verify", "rebuild", "publish"):
+        for action in inner.choices[name]._actions:
+            assert action.help, (name, action.dest)

@@ -29,6 +29,13 @@ def test_epoch_comes_from_source_date_epoch_or_the_default(
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
     with pytest.raises(UsageError, match="SOURCE_DATE_EPOCH='yesterday' is not a number"):
         BuildContext.from_environment()
+    # '²' is isdigit() but no int(), 5000 digits are past int()'s limit: both were tracebacks
+    for raw in ("²", "9" * 5000, "253402300800"):
+        monkeypatch.setenv("SOURCE_DATE_EPOCH", raw)
+        with pytest.raises(UsageError, match=f"SOURCE_DATE_EPOCH='{raw[:20]}.*' is not a number"):
+            BuildContext.from_environment()
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "253402300799")
+    assert BuildContext.from_environment().epoch == 253402300799
 
 
 def test_bad_release_version_is_refused_before_any_epoch() -> None:

@@ -139,3 +139,34 @@ def test_one_good_signature_among_worthless_ones_is_enough() -> None:
         "[GNUPG:] NEWSIG\n[GNUPG:] GOODSIG 4567 New\n[GNUPG:] VALIDSIG G d 1 0 4 0 1 10 00 NEW\n"
     )
     assert gpg.valid_signer(status, "f") == "NEW"
+
+
+def test_a_key_file_that_does_not_import_is_one_line_and_leaves_no_keyring(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--key /dev/zero`` (images pull, releaseKeys) filled the memory and a folder was an
+    IsADirectoryError traceback; any refused key left the temporary GNUPGHOME behind (``with`` runs no
+    ``__exit__`` when ``__enter__`` raises)."""
+    import os
+
+    from cernvm_build.errors import CernVMError
+
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(temp))
+    notakey = tmp_path / "notakey.asc"
+    notakey.write_text("not a key\n")
+    fifo = tmp_path / "fifo.asc"
+    os.mkfifo(fifo)
+    big = tmp_path / "big.asc"
+    big.write_bytes(b"\0" * (gpg.MAX_KEY_FILE + 1))
+    for bad, said in (
+        (Path("/dev/zero"), "not a regular file"),
+        (tmp_path, "not a regular file"),
+        (fifo, "not a regular file"),
+        (big, "larger than"),
+        (notakey, "no OpenPGP key"),
+    ):
+        with pytest.raises(CernVMError, match=said), gpg.Keyring([bad]):
+            pass
+    assert list(temp.iterdir()) == []

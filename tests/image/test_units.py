@@ -615,6 +615,89 @@ def test_unsigned_and_foreign_files(tmp_path: Path) -> None:
         signature.verify(img)
 
 
+def _hostile_trailer(img: Path, meta: bytes, sig: bytes) -> Path:
+    img.write_bytes(b"\0" * 4096 + meta.ljust(signature.BLOCK, b"\0") + sig.ljust(signature.BLOCK, b"\0"))
+    return img
+
+
+@pytest.mark.parametrize(
+    "meta, sig",
+    [
+        (b"[" * 30_000, b"{}"),  # nested past json's depth: RecursionError
+        (b'{"magic": "ucernvm-signature"}', b'{"a": ' + b"[" * 30_000),
+        (b'{"magic": "ucernvm-signature", "v": NaN}', b"{}"),  # --json would print NaN, no JSON
+        (b'{"magic": "ucernvm-signature"}', b'{"signature": Infinity}'),
+    ],
+    ids=["deep-metadata", "deep-signature", "nan", "infinity"],
+)
+def test_a_hostile_trailer_is_no_signature_block(tmp_path: Path, meta: bytes, sig: bytes) -> None:
+    img = _hostile_trailer(tmp_path / "x.iso", meta, sig)
+    with pytest.raises(IntegrityError, match="no μCernVM signature block"):
+        signature.read_trailer(img)
+
+
+def test_a_certificate_parsed_only_in_part_is_damaged(tmp_path: Path) -> None:
+    """The certificate is parsed lazily: its subject (shown by inspect) or key type (verify) must be
+    refused as a damaged block, not raise later."""
+    import base64
+    import json
+
+    der = _signer(tmp_path, "MARKERCN").certificate.public_bytes(serialization.Encoding.DER)
+    meta = json.dumps({"magic": signature.MAGIC}).encode()
+    rsa_oid = bytes.fromhex("06092a864886f70d010101")
+    for bad in (
+        der.replace(b"MARKERCN", b"\xff\xfe\x80RKERCN"),
+        der.replace(rsa_oid, rsa_oid[:-1] + b"\x63"),
+    ):
+        assert bad != der
+        sig = {
+            "algorithm": signature.ALGORITHM,
+            "certificate": base64.b64encode(bad).decode(),
+            "signature": "AA==",
+        }
+        img = _hostile_trailer(tmp_path / "x.iso", meta, json.dumps(sig).encode())
+        with pytest.raises(IntegrityError, match="signature block is damaged"):
+            signature.read_trailer(img)
+
+
+def test_a_folder_is_no_image(tmp_path: Path) -> None:
+    from cernvm_build.errors import UsageError
+
+    (tmp_path / "big").mkdir()
+    for i in range(2000):  # a folder whose size passes the trailer's
+        (tmp_path / "big" / f"{i:040d}").touch()
+    assert (tmp_path / "big").stat().st_size >= signature.TRAILER
+    with pytest.raises(UsageError, match="not a regular file"):
+        signature.read_trailer(tmp_path / "big")
+
+
+def test_key_and_certificate_files_are_bounded_regular_files(tmp_path: Path) -> None:
+    """``--cert /dev/zero`` filled the memory and a FIFO was waited on for ever (``--sign-key`` and
+    ``--sign-cert`` too): each is a one-line error naming the flag."""
+    import os
+
+    s = _signer(tmp_path, "ok")
+    fifo = tmp_path / "fifo.pem"
+    os.mkfifo(fifo)
+    big = tmp_path / "big.pem"
+    big.write_bytes(b"\0" * (signature.MAX_PEM + 1))
+    for bad, why in (
+        (Path("/dev/zero"), "not a regular file"),
+        (fifo, "not a regular file"),
+        (big, "larger than"),
+    ):
+        with pytest.raises(BuildError, match=why) as e:
+            signature.load_certificate(bad)
+        assert e.value.where == "--cert"
+        with pytest.raises(BuildError, match=why) as e:
+            signature.load_signer(bad, tmp_path / "ok.crt")
+        assert e.value.where == "--sign-key"
+        with pytest.raises(BuildError, match=why) as e:
+            signature.load_signer(tmp_path / "ok.key", bad)
+        assert e.value.where == "--sign-cert"
+    assert signature.load_certificate(tmp_path / "ok.crt") == s.certificate
+
+
 def test_key_and_certificate_must_match(tmp_path: Path) -> None:
     a, b = _signer(tmp_path, "a"), _signer(tmp_path, "b")
     assert a.certificate != b.certificate
@@ -968,3 +1051,25 @@ def test_a_hostile_kernel_tree_is_one_build_error_naming_the_module(
     (kdir / "virtio_pci.ko").unlink()
     (kdir / "virtio_pci.ko").write_bytes(b"\0depends=\0")
     assert list(resolve(moddir, "6.1.0-test", ("sd_mod",)).files) == ["kernel/drivers/sd_mod.ko"]
+
+
+def test_verify_without_cert_says_the_signer_is_not_trusted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Anyone can sign an image with a certificate of their own: without --cert ``signature OK``
+    alone read as proof of the publisher; a warning and ``"trusted": false`` say what was checked."""
+    import json
+
+    from cernvm_build.cli.main import main
+
+    s = _signer(tmp_path, "anyone")
+    img = tmp_path / "x.iso"
+    img.write_bytes(b"\0" * 4096)
+    with open(img, "ab") as f:
+        f.write(signature.trailer_bytes(img, {"snapshot": "h"}, s))
+    assert main(["image", "verify", str(img), "--json"]) == 0
+    got = capsys.readouterr()
+    assert json.loads(got.out)["trusted"] is False and "pass --cert" in got.err
+    assert main(["image", "verify", str(img), "--cert", str(tmp_path / "anyone.crt"), "--json"]) == 0
+    got = capsys.readouterr()
+    assert json.loads(got.out)["trusted"] is True and "warning" not in got.err

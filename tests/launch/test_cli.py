@@ -274,3 +274,114 @@ def test_cvmfs_http_proxy_chain_reaches_the_bootloader_block(
     assert launch(*argv[:2], "cli-q", *argv[3:], "--cvmfs-http-proxy", "squid here;DIRECT") == 2
     err = capsys.readouterr().err
     assert "--cvmfs-http-proxy" in err and "Traceback" not in err
+
+
+def _hostile_vmdk(tmp_path: Path, image: Path, secret: Path, *, embedded: bool) -> Path:
+    """A VMDK whose extent is ``secret``: a text descriptor, or a sparse file of capacity 0 whose
+    embedded descriptor names it (qemu then opens that descriptor's extents)."""
+    descriptor = (
+        '# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType="monolithicFlat"\n'
+        f'RW 2048 FLAT "{secret}" 0\n'
+    ).encode()
+    vmdk = tmp_path / "boot.vmdk"
+    if not embedded:
+        vmdk.write_bytes(descriptor)
+        return vmdk
+    subprocess.run(["qemu-img", "convert", "-O", "vmdk", "-f", "raw", image, vmdk], check=True)
+    d = bytearray(vmdk.read_bytes())
+    offset, size = int.from_bytes(d[28:36], "little") * 512, int.from_bytes(d[36:44], "little") * 512
+    d[12:20] = bytes(8)  # capacity 0
+    d[offset : offset + size] = descriptor.ljust(size, b"\0")
+    vmdk.write_bytes(bytes(d))
+    return vmdk
+
+
+@pytest.mark.parametrize("embedded", [False, True], ids=["descriptor", "sparse-capacity-0"])
+def test_import_refuses_an_ova_disk_that_names_host_files(
+    cli: None,
+    image: Path,
+    tmp_path: Path,
+    launch_env: Path,
+    capsys: pytest.CaptureFixture[str],
+    embedded: bool,
+) -> None:
+    """qemu-img convert copied the host file a VMDK's extent names (a user's private key) into the
+    cached image, readable by all, which the OVA's guest then booted from."""
+    import tarfile
+
+    secret = tmp_path / "id_ed25519"
+    secret.write_bytes(b"-----BEGIN OPENSSH PRIVATE KEY-----".ljust(1 << 20, b"k"))
+    vmdk = _hostile_vmdk(tmp_path, image, secret, embedded=embedded)
+    ovf = tmp_path / "CernVM.ovf"
+    ovf.write_text('<Envelope><References><File ovf:href="boot.vmdk"/></References></Envelope>\n')
+    ova = tmp_path / "evil.ova"
+    with tarfile.open(ova, "w") as tar:
+        for f in (ovf, vmdk):
+            tar.add(f, arcname=f.name)
+    assert launch("import", "--name", "evil", "--no-start", str(ova)) == 8
+    err = capsys.readouterr().err
+    assert "boot.vmdk" in err and "self-contained VMDK" in err and "Traceback" not in err
+    cached = list((launch_env / "images").glob("*")) if (launch_env / "images").exists() else []
+    assert not any(b"PRIVATE KEY" in p.read_bytes() for p in cached if p.is_file())
+
+
+def test_import_streams_the_ova_disk(tmp_path: Path, launch_env: Path) -> None:
+    """The disk was read whole into memory (an appliance's disk can be GBs): now streamed, the
+    Python heap's peak stays far below its 24 MiB."""
+    import os
+    import tarfile
+    import tracemalloc
+
+    from cernvm_build.launch.images import ImageCache
+
+    raw = tmp_path / "disk.raw"
+    raw.write_bytes(b"\xeb\x3c".ljust(510, b"\0") + b"\x55\xaa" + os.urandom(24 << 20))
+    vmdk = tmp_path / "boot.vmdk"
+    subprocess.run(["qemu-img", "convert", "-O", "vmdk", "-f", "raw", raw, vmdk], check=True)
+    ovf = tmp_path / "CernVM.ovf"
+    ovf.write_text('<Envelope><References><File ovf:href="boot.vmdk"/></References></Envelope>\n')
+    ova = tmp_path / "big.ova"
+    with tarfile.open(ova, "w") as tar:
+        for f in (ovf, vmdk):
+            tar.add(f, arcname=f.name)
+    tracemalloc.start()
+    try:
+        got = ImageCache(launch_env).add_ova(ova)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert got.format == "hdd" and got.path.stat().st_size >= 24 << 20
+    assert peak < 8 << 20, f"peak {peak} bytes"
+
+
+@pytest.mark.parametrize("bad", ["0", "-3", "x", "100001"])
+def test_console_lines_is_a_positive_count(cli: None, bad: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--lines 0`` printed the whole tail and ``--lines -3`` all of it but its first 3 lines."""
+    with pytest.raises(SystemExit) as e:
+        launch("console", "nosuch", "--log", "--lines", bad)
+    assert e.value.code == 2 and "--lines" in capsys.readouterr().err
+
+
+def test_every_option_and_argument_of_every_verb_says_what_it_is_for() -> None:
+    """``import --help`` listed --no-start, OVA_IMAGE_FILE and CONFIGURATION_FILE with no word, and
+    ``images pull --help`` its --profile (a positional whose metavar names it, MACHINE_NAME, may)."""
+    import argparse
+
+    from cernvm_build.cli.launch import build_parser
+
+    def leaves(p: argparse.ArgumentParser, path: str) -> Iterator[tuple[str, argparse.ArgumentParser]]:
+        yield path, p
+        for a in p._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                for name, sub in a.choices.items():
+                    yield from leaves(sub, f"{path} {name}")
+
+    silent = [
+        f"{path}: {'/'.join(a.option_strings) or a.metavar or a.dest}"
+        for path, p in leaves(build_parser(), "cernvm-launch")
+        for a in p._actions
+        if not isinstance(a, (argparse._HelpAction, argparse._SubParsersAction))
+        and a.help is None
+        and (a.option_strings or path == "cernvm-launch import")
+    ]
+    assert silent == []

@@ -242,3 +242,12 @@ def test_a_per_create_files_image_is_only_a_cached_name_never_a_file_in_the_call
     own = config.resolve({"image": "id_ed25519"}, create_file=conf, global_file=tmp_path / "none")
     for mine in (dataclasses.replace(spec, settings=own), dataclasses.replace(spec, image="id_ed25519")):
         assert images.resolve(cache, create.image_choice(mine, None)).path == tmp_path / "id_ed25519"
+
+
+def test_a_key_that_only_looks_like_one_says_which_character_differs(tmp_path: Path) -> None:
+    """'unknown key mеmory (did you mean memory?)' with a Cyrillic 'е' explained nothing."""
+    conf = tmp_path / "c.conf"
+    conf.write_text("m\u0435mory=4G\n")
+    conf.chmod(0o600)
+    with pytest.raises(ConfigFileError, match=r"it holds U\+0435 CYRILLIC SMALL LETTER IE: names are ASCII"):
+        config.parse_conf(conf)

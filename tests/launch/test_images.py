@@ -313,3 +313,82 @@ def test_a_per_create_files_disk_url_boots_only_an_image_pulled_from_it(
         ).name
         == image.name
     )
+
+
+def test_files_beside_an_added_image_and_in_the_cache_are_read_bounded(image: Path, tmp_path: Path) -> None:
+    """``images add`` guesses the profile from any ``*.json`` beside the image: a FIFO there was waited
+    on for ever and ``[[[…`` nested deeply was a RecursionError; an ``IMG.sha256`` that is a folder was
+    an IsADirectoryError; in the cache, such a ``NAME.json`` or ``NAME.sha256`` ended ``images list``
+    (hung, or a traceback), and a record's fields of another type were shown as Python values."""
+    os.mkfifo(image.parent / "a-fifo.json")
+    (image.parent / "deep.json").write_text("[" * 100_000)
+    cache = ImageCache(tmp_path / "home")
+    added = cache.add(image)
+    assert added.profile == "" and added.sha256
+    for name in ("b.hdd", "c.hdd"):
+        cache.add(image, name=name)
+    (cache.dir / "b.hdd.json").write_text("[" * 100_000)
+    (cache.dir / "b.hdd.sha256").unlink()
+    os.mkfifo(cache.dir / "b.hdd.sha256")
+    (cache.dir / "c.hdd.json").write_text('{"profile": {"a": 1}, "source": [1], "added": 5, "format": "x"}')
+    listed = {i.name: i for i in cache.list()}
+    assert listed["b.hdd"].sha256 == "" and listed["b.hdd"].format == "hdd"
+    c = listed["c.hdd"]
+    assert (c.profile, c.source, c.added, c.format) == ("", "", "", "hdd")
+    side = image.with_name(image.name + ".sha256")
+    side.unlink()
+    side.mkdir()
+    with pytest.raises(ImageError, match="cannot read the checksum file: not a regular file"):
+        cache.add(image, name="d.hdd")
+
+
+@pytest.mark.parametrize("content", [b"not an image\n", None], ids=["unbootable", "wrong-sha256"])
+def test_a_failed_pull_leaves_the_cached_image_of_that_name(
+    http_dir: tuple[Path, str], image: Path, tmp_path: Path, content: bytes | None
+) -> None:
+    """The download was written over the cached image of the same name and removed when it was no
+    boot image: the image was gone, its .sha256 and .json left behind."""
+    import hashlib
+
+    cache = ImageCache(tmp_path / "home")
+    kept = cache.add(image)
+    root, url = http_dir
+    data = content if content is not None else b"x" * 100
+    (root / image.name).write_bytes(data)
+    digest = hashlib.sha256(data).hexdigest() if content is not None else "0" * 64
+    (root / f"{image.name}.sha256").write_text(f"{digest}  {image.name}\n")
+    with pytest.raises(ImageError) as e:
+        cache.pull(f"{url}/{image.name}")
+    assert str(e.value).startswith(f"{url}/{image.name}: ")  # the download named, not a cache file
+    assert cache.list() == [kept] and kept.path.read_bytes() == image.read_bytes()
+    assert sorted(p.name for p in cache.dir.iterdir()) == sorted(
+        [image.name, f"{image.name}.sha256", f"{image.name}.json"]
+    )
+
+
+def _bytes_read() -> int:
+    with open("/proc/self/io") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("rchar:"))
+
+
+def test_add_reads_the_image_once_and_records_the_copy(image: Path, tmp_path: Path) -> None:
+    """The image was hashed, then read again to copy it: twice the I/O of a multi-GB image, and the
+    hash on record was of the first read, not of the copy (counted bytes, /proc/self/io rchar)."""
+    big = tmp_path / "big.hdd"
+    data = image.read_bytes() + os.urandom(16 << 20)
+    big.write_bytes(data)
+    import hashlib
+
+    big.with_name(big.name + ".sha256").write_text(hashlib.sha256(data).hexdigest() + "\n")
+    cache = ImageCache(tmp_path / "home")
+    before = _bytes_read()
+    got = cache.add(big)
+    read = _bytes_read() - before
+    assert read < 1.5 * len(data), f"{read} bytes read for a {len(data)}-byte image"
+    assert got.sha256 == hashlib.sha256(got.path.read_bytes()).hexdigest()
+    assert sorted(p.name for p in cache.dir.iterdir()) == ["big.hdd", "big.hdd.json", "big.hdd.sha256"]
+    big.with_name(big.name + ".sha256").write_text("0" * 64 + "\n")
+    with pytest.raises(ImageError, match="checksum mismatch") as e:
+        cache.add(big, name="other.hdd")
+    assert e.value.where == str(big)
+    assert sorted(p.name for p in cache.dir.iterdir()) == ["big.hdd", "big.hdd.json", "big.hdd.sha256"]

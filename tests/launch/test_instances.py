@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import socket
@@ -544,7 +545,9 @@ def test_another_instances_folder_on_record_is_refused_by_the_verbs_that_log_in(
         for f in ("id_ed25519", "scratch.qcow2", "context.iso"):  # another instance's files
             (other / f).write_text("another instance's\n")
         conn.defineXML(
-            xml.replace(f">{own}/id_ed25519<", f">{other}/id_ed25519<").replace(f">{own}<", f">{other}<")
+            xml.replace(f">{own}/id_ed25519<", f">{other}/id_ed25519<")
+            .replace(f">{own}/console.log<", f">{other}/console.log<")
+            .replace(f">{own}<", f">{other}<")
         )
         assert not instances.describe(conn.lookupByName("keyed")).broken  # the layout is right
         for verb in (ready.target, ready.connect):
@@ -597,3 +600,63 @@ def test_a_missing_or_malformed_host_key_on_record_is_broken(
     assert inst.state == "broken" and "host key" in inst.broken
     with pytest.raises(SSHError, match="broken"):
         ready.connect(conn, "hk")
+
+
+@pytest.mark.parametrize("elsewhere", ["secret", "/dev/zero", "fifo"])
+def test_a_console_log_on_record_outside_the_instance_folder_is_broken_and_not_read(
+    conn: Any, launch_env: Path, image: Path, tmp_path: Path, elsewhere: str
+) -> None:
+    """``console --log`` showed whatever file the metadata named (a key of the user's), /dev/zero
+    filled the memory and a FIFO was waited on: the instance is broken and no such file is read."""
+    create(conn, request(launch_env, image, "logged"))
+    dom = conn.lookupByName("logged")
+    dom.destroy()
+    own = launch_env / "run" / "logged" / "console.log"
+    own.write_text("booting\n")
+    host = driver_host(conn)
+    assert launch.console_tail(host, "logged") == "booting"
+    target = tmp_path / elsewhere if elsewhere != "/dev/zero" else Path(elsewhere)
+    if elsewhere == "secret":
+        target.write_text("PRIVATE KEY\n")
+    elif elsewhere == "fifo":
+        os.mkfifo(target)
+    conn.defineXML(dom.XMLDesc(0).replace(f">{own}<", f">{target}<"))
+    inst = instances.describe(conn.lookupByName("logged"))
+    assert inst.state == "broken" and "console log on record" in inst.broken
+    assert launch.console_tail(host, "logged") == ""
+
+
+def test_the_own_console_log_is_read_bounded_and_only_as_a_regular_file(
+    conn: Any, launch_env: Path, image: Path
+) -> None:
+    create(conn, request(launch_env, image, "fifolog"))
+    conn.lookupByName("fifolog").destroy()
+    own = launch_env / "run" / "fifolog" / "console.log"
+    with contextlib.suppress(FileNotFoundError):
+        own.unlink()
+    os.mkfifo(own)
+    inst = instances.describe(conn.lookupByName("fifolog"))
+    assert instances.console_tail(conn, inst) == ""
+    assert instances.ConsoleLog(conn, inst.meta)._range(0, 10) == b""  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("forwards", ["abc", "1:2:3", "8080:80,", "0:80", "8080:70000", "8080"])
+def test_edited_forwards_on_record_make_the_instance_broken_not_every_create_a_traceback(
+    conn: Any, launch_env: Path, image: Path, forwards: str
+) -> None:
+    """``forwards`` is read by start, forward and every create (the ports others have on record): an
+    edited value was a ValueError traceback in each, for any instance of the host."""
+    create(conn, request(launch_env, image, "edited"))
+    dom = conn.lookupByName("edited")
+    dom.destroy()
+    xml = dom.XMLDesc(0)
+    ns = xml[xml.index("<", xml.index("<metadata>") + 1) + 1 : xml.index(":instance")]
+    assert f"<{ns}:forwards/>" in xml
+    conn.defineXML(xml.replace(f"<{ns}:forwards/>", f"<{ns}:forwards>{forwards}</{ns}:forwards>"))
+    inst = instances.describe(conn.lookupByName("edited"))
+    assert inst.state == "broken" and f"forwards: {forwards!r}" in inst.broken
+    create(conn, request(launch_env, image, "other"))  # the other instance's ports: none
+    with pytest.raises(InstanceError, match="broken"):
+        launch.start(driver_host(conn), "edited")
+    ok = domain.Metadata.from_element(ET.fromstring("<i><forwards>8080:80,1:65535</forwards></i>"))
+    assert (ok.forwards, ok.malformed) == ("8080:80,1:65535", "")

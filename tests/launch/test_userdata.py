@@ -286,3 +286,16 @@ def test_launch_reads_user_data_lines_as_the_guest_does() -> None:
     )
     ud = userdata.parse(data, "ud")
     assert ud.ucernvm == {"cvmfs_tag": "t1"}
+
+
+def test_mime_parts_nested_too_deeply_are_one_line() -> None:
+    """``email`` parses and walks nested multiparts recursively: 3,000 levels (200 KB, under the size
+    cap) were a RecursionError traceback in create and context."""
+    n = 3000
+    text = 'Content-Type: multipart/mixed; boundary="b0"\nMIME-Version: 1.0\n\n'
+    text += "".join(f'--b{i - 1}\nContent-Type: multipart/mixed; boundary="b{i}"\n\n' for i in range(1, n))
+    text += f"--b{n - 1}\nContent-Type: text/cloud-config\n\nhostname: x\n--b{n - 1}--\n"
+    text += "".join(f"--b{i}--\n" for i in range(n - 2, -1, -1))
+    with pytest.raises(ConfigFileError, match="nested too deeply") as e:
+        userdata.parse(text.encode(), "ctx.mime")
+    assert str(e.value).startswith("ctx.mime: ")

@@ -55,9 +55,16 @@ def test_recent_files_are_not_remembered(tmp_path: Path) -> None:
     assert not (tmp_path / "h.json").exists() or "fresh" not in (tmp_path / "h.json").read_text()
 
 
-def test_damaged_store_is_ignored(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "text",
+    # valid JSON that is no mapping (AttributeError) and nesting too deep for json (RecursionError)
+    # were tracebacks
+    ["{not json", "[]", "7", "[" * 100_000 + "]" * 100_000, "\udcff"],
+    ids=["not-json", "a-list", "a-number", "nested-too-deep", "not-utf8"],
+)
+def test_damaged_store_is_ignored(tmp_path: Path, text: str) -> None:
     store = tmp_path / "h.json"
-    store.write_text("{not json")
+    store.write_bytes(text.encode("utf-8", "surrogateescape"))
     f = tmp_path / "f"
     old_file(f, b"y")
     assert HashCache(store).digest(f)[0] == hashlib.sha256(b"y").hexdigest()

@@ -75,6 +75,26 @@ def test_a_repomd_listing_a_data_type_twice_is_a_problem(tmp_path: Path) -> None
     assert verify_yum(LocalSource(tmp_path)).problems == []
 
 
+def test_a_checksum_type_that_is_no_repository_checksum_is_a_problem(tmp_path: Path) -> None:
+    """hashlib knows shake_128, whose hexdigest() wants a length: a repomd.xml or primary.xml
+    saying it was a TypeError from the verify pool (a traceback), not a problem line."""
+    pkg = b"package"
+    write(tmp_path, "Packages/a.rpm", pkg)
+    primary = primary_xml([("a", "Packages/a.rpm", sha(pkg), len(pkg))])
+    write(tmp_path, "repodata/primary.xml", primary)
+    entries = [("primary", "repodata/primary.xml", primary)]
+    write(tmp_path, "repodata/repomd.xml", repomd(entries).replace(b'"sha256"', b'"shake_128"'))
+    problems = verify_yum(LocalSource(tmp_path)).problems
+    assert len(problems) == 1 and "data type 'primary': unknown checksum type 'shake_128'" in problems[0]
+    bad = primary.replace(b'"sha256"', b'"SHAKE_256"')
+    write(tmp_path, "repodata/primary.xml", bad)
+    write(tmp_path, "repodata/repomd.xml", repomd([("primary", "repodata/primary.xml", bad)]))
+    assert verify_yum(LocalSource(tmp_path)).problems == [
+        "repodata/primary.xml: package 'a': unknown checksum type 'SHAKE_256'"
+        " (supported: md5, sha, sha1, sha224, sha256, sha384, sha512)"
+    ]
+
+
 def test_md5_checksums_in_a_signed_repository_are_refused_sha1_kept_for_old_releases(
     tmp_path: Path, signing_key: tuple[Path, Path]
 ) -> None:
@@ -147,6 +167,26 @@ def test_a_pool_file_named_with_two_hashes_is_a_problem_whichever_comes_first(tm
         assert result.packages == 1
     same_twice = {"main/binary-amd64/Packages": (right + right).encode()}
     assert verify_apt(LocalSource(apt_tree(tmp_path / "ok", same_twice, {"pool/a.deb": DEB}))).problems == []
+
+
+@pytest.mark.parametrize("size", ["²", "9" * 5000], ids=["superscript-two", "5000-digits"])
+def test_a_size_that_is_no_number_is_a_problem_line(tmp_path: Path, size: str) -> None:
+    """'²' is isdigit() but no int(), and int() refuses 5000 digits: a Release, Packages or Sources
+    size like that was a ValueError traceback from the verifier."""
+    right = stanza("a", "pool/a.deb", DEB)
+    bad_deb = right.replace(f"Size: {len(DEB)}", f"Size: {size}")
+    bad_src = f"Package: s\nDirectory: pool\nChecksums-Sha256:\n {sha(DEB)} {size} a.deb\n\n"
+    indexes = {"main/binary-amd64/Packages": bad_deb.encode(), "main/source/Sources": bad_src.encode()}
+    root = apt_tree(tmp_path, indexes, {"pool/a.deb": DEB})
+    problems = verify_apt(LocalSource(root)).problems
+    line = f"{sha(DEB)} {size} a.deb"[:300]
+    assert problems == [
+        "dists/s/main/binary-amd64/Packages: package 'a' lacks Filename, SHA256 or Size",
+        f"dists/s/main/source/Sources: source package 's': malformed line '{line}'",
+    ]
+    release = root / "dists/s/Release"
+    release.write_text(release.read_text().replace(f" {len(bad_deb.encode())} ", f" {size} "))
+    assert "dists/s/Release: malformed SHA256 line" in verify_apt(LocalSource(root)).problems[0]
 
 
 def test_a_pool_file_named_with_two_hashes_by_two_suites_is_a_conflict(tmp_path: Path) -> None:
@@ -363,6 +403,55 @@ def _listing(contents: list[tuple[str, str]]) -> bytes:
     ).encode()
 
 
+class _EndlessLister(http.server.BaseHTTPRequestHandler):
+    """ListObjectsV2 that is truncated with a new token every time, with one new object a page or none."""
+
+    objects = True
+    pages = 0
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        n = _EndlessLister.pages = _EndlessLister.pages + 1
+        obj = f'<Contents><Key>el9/f{n}</Key><Size>1</Size><ETag>"e"</ETag></Contents>'
+        body = (
+            '<?xml version="1.0"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+            "<Name>b</Name><Prefix>el9/</Prefix><IsTruncated>true</IsTruncated>"
+            f"<NextContinuationToken>t{n}</NextContinuationToken>"
+            f"{obj if self.objects else ''}</ListBucketResult>"
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.mark.parametrize("objects", [True, False], ids=["one-object-a-page", "empty-pages"])
+def test_a_listing_that_never_ends_stops_at_a_cap(monkeypatch: pytest.MonkeyPatch, objects: bool) -> None:
+    """botocore's paginator stops only at a repeated token: a server answering "truncated" with new
+    tokens listed for ever (and, with objects, kept them all)."""
+    from cernvm_build.mirror import s3plan
+    from cernvm_build.mirror.s3client import make_client, parse_s3_url
+
+    monkeypatch.setattr(s3plan, "MAX_LISTED", 30)
+    monkeypatch.setattr(s3plan, "MAX_EMPTY_PAGES", 20, raising=False)  # (new with the cap)
+    monkeypatch.setattr(_EndlessLister, "objects", objects)
+    monkeypatch.setattr(_EndlessLister, "pages", 0)
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _EndlessLister)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{srv.server_address[1]}"
+    client = make_client(endpoint_url=endpoint, region="us-east-1", credentials=("A", "S", None))
+    try:
+        with pytest.raises(MirrorError, match=r"the listing of s3://b/el9 does not end \(more than") as e:
+            s3plan.list_remote(client, parse_s3_url("s3://b/el9"))
+        assert ("30 objects" if objects else "20 empty pages") in e.value.message
+        assert _EndlessLister.pages == 31 if objects else 21
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
 def test_a_malformed_or_foreign_s3_listing_is_one_line_or_passed_over(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -375,7 +464,7 @@ def test_a_malformed_or_foreign_s3_listing_is_one_line_or_passed_over(
     client = make_client(endpoint_url=endpoint, region="us-east-1", credentials=("A", "S", None))
     url = parse_s3_url("s3://b/el9")
     try:
-        for size in ("abc", "-1", "", "1e3"):
+        for size in ("abc", "-1", "", "1e3", "9" * 5000):  # 5000 digits: past int()'s limit
             _Lister.listing = _listing([("el9/repodata/repomd.xml", size)])
             with pytest.raises(
                 MirrorError, match=rf"{endpoint}: malformed listing of s3://b/el9: <Size>"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import urllib.error
 import urllib.request
@@ -67,6 +68,20 @@ def test_without_manifest_the_stored_hash_is_asked(tmp_path: Path, s3: Any, buck
     assert rep.uploaded == ["x"] and rep.requests.get("HEAD") == 2
     assert keys(s3, bucket)["x"] == b"ONE"
     assert MANIFEST in keys(s3, bucket)
+
+
+def test_a_manifest_nested_too_deeply_is_passed_over_as_damaged(tmp_path: Path, s3: Any, bucket: str) -> None:
+    """json.loads raises RecursionError for 100,000 nested lists: it escaped read_manifest (which
+    passes over a damaged manifest) as a traceback."""
+    src = tmp_path / "src"
+    write_tree(src, {"x": b"one", "y": b"two"})
+    dest = f"s3://{bucket}"
+    sync_tree(src, dest, client=s3)
+    s3.put_object(Bucket=bucket, Key=MANIFEST, Body=b"[" * 100_000 + b"]" * 100_000)
+    (src / "x").write_bytes(b"ONE")
+    rep = sync_tree(src, dest, client=s3)
+    assert rep.uploaded == ["x"] and rep.requests.get("HEAD") == 2  # as without a manifest
+    assert keys(s3, bucket)["x"] == b"ONE" and keys(s3, bucket)[MANIFEST].startswith(b"{")
 
 
 def test_dry_run_writes_nothing(tmp_path: Path, s3: Any, bucket: str) -> None:
@@ -304,3 +319,22 @@ def test_a_key_longer_than_s3_takes_is_refused_before_anything_is_written(
     ):
         sync_tree(src, f"s3://{bucket}/p", client=s3)
     assert s3.list_objects_v2(Bucket=bucket)["Contents"] == listed
+
+
+def test_a_published_file_is_read_one_byte_past_the_size_its_index_gives(
+    tmp_path: Path, s3: Any, bucket: str
+) -> None:
+    """`mirror verify` read each object to its end, whatever the index said its size was (an endpoint's
+    endless body was hashed, and staged to disk, for ever); a download stops one byte past it."""
+    from cernvm_build.mirror.s3client import parse_s3_url
+    from cernvm_build.mirror.source import S3Source
+
+    s3.put_object(Bucket=bucket, Key="p/a.rpm", Body=b"x" * 100_000)
+    stage = tmp_path / "stage"
+    source = S3Source(s3, parse_s3_url(f"s3://{bucket}/p"), stage=stage, stage_suffixes=(".rpm",))
+    _digest, size = source.digest("a.rpm", "sha256", None, 10) or ("", 0)
+    assert size == 11 and (stage / "a.rpm").stat().st_size == 11
+    assert source.digest("a.rpm", "sha256", None, 100_000) == (
+        hashlib.sha256(b"x" * 100_000).hexdigest(),
+        100_000,
+    )

@@ -124,3 +124,32 @@ def test_a_byte_that_is_not_profile_text_is_named_at_its_line_and_column(
     with pytest.raises(profile.ProfileError, match=said) as e:
         profile.load(path)
     assert "\n" not in str(e.value) and e.value.hint
+
+
+@pytest.mark.parametrize("key", ["/dev/zero", "fifo.pub", "big.pub"])
+def test_a_public_key_file_is_read_bounded_and_only_if_regular(tmp_path: Path, key: str) -> None:
+    """``cvmfs.public_keys: [/dev/zero]`` filled the memory and a FIFO was waited on for ever; the
+    profile is refused at the key's line instead (in the capped CLI, as the other hostile inputs)."""
+    os.mkfifo(tmp_path / "fifo.pub")
+    (tmp_path / "big.pub").write_bytes(b"-----BEGIN PUBLIC KEY-----\n" + b"A" * (1 << 20))
+    path = tmp_path / "keyed.yaml"
+    path.write_text(f"extends: el7\ncvmfs:\n  public_keys: !replace [{key}]\n")
+    code, output, rss = run_validate(path)
+    assert code == 3, output
+    assert "keyed.yaml:3:" in output and "cvmfs.public_keys" in output and "Traceback" not in output, output
+    assert rss < PEAK_RSS_MB, f"peak RSS {rss} MB"
+
+
+def test_an_extends_chain_is_bounded(tmp_path: Path) -> None:
+    """Each level of ``extends`` recursed (and copied the chain): 1,500 files each extending the next
+    were a RecursionError traceback. A chain past MAX_EXTENDS_DEPTH is one line at its ``extends``."""
+    from cernvm_build.profile.resolve import MAX_EXTENDS_DEPTH
+
+    n = 1500
+    for i in range(n):
+        (tmp_path / f"c{i}.yaml").write_text(f"extends: {f'c{i + 1}' if i < n - 1 else 'el7'}\n")
+    code, output, rss = run_validate(tmp_path / "c0.yaml")
+    assert code == 3 and "Traceback" not in output, output
+    assert f"c{MAX_EXTENDS_DEPTH - 1}.yaml:1:10: extends: extends chain deeper than" in output, output
+    assert rss < PEAK_RSS_MB, f"peak RSS {rss} MB"
+    assert profile.load(tmp_path / f"c{n - 10}.yaml").name == f"c{n - 10}"  # a short chain loads

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -104,3 +105,19 @@ def test_windows_line_ends_and_a_byte_order_mark_are_fine(tmp_path: Path, write:
     path = tmp_path / "dos.yaml"
     path.write_bytes(b"\xef\xbb\xbfextends: minimal\r\ndescription: from an editor on Windows\r\n")
     assert profile.load(path).description == "from an editor on Windows"
+
+
+@pytest.mark.parametrize(
+    ("key", "named"),
+    [("cvmfs\u200b", "U+200B ZERO WIDTH SPACE"), ("\u0441vmfs", "U+0441 CYRILLIC SMALL LETTER ES")],
+)
+def test_a_key_that_only_looks_like_a_setting_says_which_character_differs(
+    write: Write, key: str, named: str
+) -> None:
+    """'unknown setting (did you mean 'cvmfs'?)' of a key that reads 'cvmfs' explained nothing."""
+    p = write("confusable", f"extends: minimal\n{key}:\n  repository: x.cern.ch\n")
+    with pytest.raises(
+        profile.ProfileError,
+        match=re.escape(f"unknown setting (it holds {named}: names are ASCII) (did you mean 'cvmfs'?)"),
+    ):
+        profile.load(p)

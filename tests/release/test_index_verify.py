@@ -115,12 +115,21 @@ def test_signature_by_an_expired_or_revoked_key_is_a_finding(tmp_path: Path, whi
     [
         (lambda d: d.pop("version"), "missing key 'version'"),
         (lambda d: d.update(version="v1"), "not of the form YYYY.MM-N"),
+        # the pattern's digits are a date: month 13 and year 0 were a traceback from calendar.timegm
+        (lambda d: d.update(version="2026.13-1"), "'2026.13-1' is not of the form YYYY.MM-N"),
+        (lambda d: d.update(version="2026.00-1"), "'2026.00-1' is not of the form YYYY.MM-N"),
+        (lambda d: d.update(previous="0000.01-1"), "'0000.01-1' is not of the form YYYY.MM-N"),
         (lambda d: d["artifacts"][0].update(path="../../etc/passwd"), "leaves the release directory"),
         (lambda d: d["artifacts"][0].update(path="file:///dev/zero"), "leaves the release directory"),
         (lambda d: d["artifacts"][0].update(path="//other.example/x.hdd"), "leaves the release directory"),
         (lambda d: d.update(signature="http://other.example/SHA256SUMS.asc"), "leaves the release directory"),
         (lambda d: d["artifacts"][0].update(sha256="xyz"), "not 64 hex digits"),
         (lambda d: d.update(schema=99), "schema 99 is not supported"),
+        # bool is an int to isinstance, and nothing refused a negative size or a list as inputs
+        (lambda d: d["artifacts"][0].update(size=True), "'size' should be int, is bool"),
+        (lambda d: d.update(source_date_epoch=False), "'source_date_epoch' should be int, is bool"),
+        (lambda d: d["artifacts"][0].update(size=-3), r"artifacts\[0\].size: size -3 is negative"),
+        (lambda d: d["artifacts"][0].update(inputs=[1]), r"'inputs' should be dict or null, is list"),
         (lambda d: d.update(profiles=[1]), r"'profiles\[0\]' should be an object, is int"),
         (lambda d: d.update(profiles=["snapshot"]), r"'profiles\[0\]' should be an object, is str"),
         (lambda d: d.update(artifacts=[[]]), r"'artifacts\[0\]' should be an object, is list"),
@@ -220,3 +229,140 @@ def test_sha256sums_are_read_as_sha256sum_reads_them(tmp_path: Path, edit: objec
     assert e.value.hint and "\n" not in e.value.message
     with pytest.raises(CernVMError, match=message):  # release verify: one line, exit 6
         verify(index)
+
+
+def test_an_index_that_is_a_fifo_is_refused_not_waited_on(tmp_path: Path) -> None:
+    """A FIFO named index.json (in a release folder, or the site's data/releases/) blocked the read
+    for ever: `release verify DIR` and the site build hung."""
+    import os
+
+    from cernvm_build.release.verify import locate_index
+
+    index = _release(tmp_path / "2026.11-1")
+    index.unlink()
+    os.mkfifo(index)
+    with pytest.raises(CernVMError, match="not a regular file") as e:
+        verify(locate_index(str(index.parent), tmp_path))
+    assert str(index) in str(e.value)
+
+
+def test_an_index_larger_than_the_cap_is_refused_unread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index = _release(tmp_path / "r")
+    monkeypatch.setattr(idx, "MAX_INDEX_BYTES", 100)
+    with pytest.raises(CernVMError, match="more than 100 bytes") as e:
+        idx.load(index)
+    assert str(index) in str(e.value)
+
+
+@pytest.mark.parametrize("version", ["2026.13-1", "2026.00-1", "0000.01-1"])
+def test_a_version_that_is_no_month_is_one_error_before_the_build(version: str) -> None:
+    from cernvm_build.release.build import release_context
+
+    with pytest.raises(CernVMError, match=f"'{version}' is not of the form YYYY.MM-N") as e:
+        release_context(version)
+    assert e.value.hint and "month 01 to 12" in e.value.hint
+
+
+def test_notes_that_are_not_utf8_are_refused_before_anything_is_published(tmp_path: Path) -> None:
+    """They were read after the artifacts were uploaded, and a UnicodeDecodeError traceback."""
+    from cernvm_build.release.publish import publish_release
+
+    index = _release(tmp_path / "r")
+    (tmp_path / "r/RELEASE-NOTES.md").write_bytes(b"# CernVM release\n\nnotes \xff\n")
+    with pytest.raises(CernVMError, match="not UTF-8 text") as e:  # the endpoint is never asked
+        publish_release(
+            index.parent, "s3://b/releases", endpoint_url="http://127.0.0.1:9", site_dest="s3://b/site"
+        )
+    assert str(tmp_path / "r/RELEASE-NOTES.md") in str(e.value)
+
+
+def test_sha256sums_larger_than_the_cap_are_refused_unread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SHA256SUMS was read whole (and copied to decode it), however large."""
+    index = _release(tmp_path / "r")
+    monkeypatch.setattr(sums, "MAX_SUMS", 100)
+    with pytest.raises(CernVMError, match="SHA256SUMS: larger than 0 MiB"):
+        verify(index)
+
+
+def test_a_key_that_cannot_sign_is_refused_before_anything_is_built(tmp_path: Path) -> None:
+    """A missing --sign-key was a FileNotFoundError traceback, and a public or expired key an error,
+    both only after every profile had been built."""
+    from cernvm_build.context import BuildContext
+    from cernvm_build.release.build import ReleaseOptions, build_release
+
+    secret, public = gpg.generate_test_key(tmp_path / "keys")
+    when = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+    expired, _ = gpg.generate_test_key(tmp_path / "old", created=when, expire="1d")
+    ctx = BuildContext(epoch=1764028800)
+    out = tmp_path / "releases"
+    for key, message in (
+        (tmp_path / "missing.asc", "no such key file"),
+        (public, "cannot sign with this key: no secret key"),
+        (expired, "cannot sign with this key"),
+    ):
+        opts = ReleaseOptions(version="2026.11-1", profiles=(), out=out, sign_key=key)
+        with pytest.raises(CernVMError, match=message) as e:
+            build_release(opts, ctx)
+        assert str(key) in str(e.value) and not out.exists()
+    release, final = build_release(ReleaseOptions("2026.11-1", (), out, sign_key=secret), ctx)
+    assert release.signer and (final / "SHA256SUMS.asc").is_file()
+
+
+def test_a_previous_index_that_cannot_be_read_is_refused_before_anything_is_built(tmp_path: Path) -> None:
+    from cernvm_build.context import BuildContext
+    from cernvm_build.release import build
+
+    out = tmp_path / "releases"
+    opts = build.ReleaseOptions("2026.11-1", (), out, previous=tmp_path / "none/index.json")
+    calls: list[object] = []
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(build, "build_profile_part", lambda *a: calls.append(a))
+        with pytest.raises(CernVMError, match="no such release index"):
+            build.build_release(opts, BuildContext(epoch=1764028800))
+    assert not out.exists() and not calls
+
+
+def test_a_key_that_is_a_fifo_is_a_finding_not_a_wait(tmp_path: Path) -> None:
+    """`release verify --key FIFO` blocked for ever in the key's read_bytes."""
+    import os
+
+    index = _release(tmp_path / "r")
+    data = json.loads(index.read_text())
+    data.update(signature="SHA256SUMS.asc")
+    index.write_text(json.dumps(data))
+    (tmp_path / "r/SHA256SUMS.asc").write_text("not checked before the key is read\n")
+    os.mkfifo(tmp_path / "key.asc")
+    report = verify(index, public_keys=[tmp_path / "key.asc"])
+    assert [(f.artifact, f.problem) for f in report.findings] == [
+        ("SHA256SUMS.asc", f"{tmp_path / 'key.asc'}: cannot read the key: not a regular file")
+    ]
+
+
+@pytest.mark.parametrize("item", ["=s3://cvmrepo/yum", "./yum", "./yum=/tmp/x"])
+def test_a_repository_flag_without_source_or_s3_destination_is_a_usage_error(
+    tmp_path: Path, item: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An empty SOURCE ('--yum =s3://…') mirrored the current folder as the repository."""
+    from cernvm_build.cli.main import main
+
+    index = _release(tmp_path / "r")
+    code = main(["release", "publish", str(index.parent), "s3://cvmrepo/releases", "--yum", item])
+    err = capsys.readouterr().err
+    assert code == 2 and f"--yum '{item}' is not SOURCE=s3://bucket/prefix" in err
+
+
+def test_bad_publishing_flags_of_a_build_are_refused_before_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`release VERSION --publish … --yum BAD` built every profile, then refused the flag."""
+    from cernvm_build.cli.main import main
+    from cernvm_build.release import build
+
+    monkeypatch.setattr(build, "release_profiles", lambda names: pytest.fail("profiles loaded"))
+    for flags in (["--publish", "cvmrepo/releases"], ["--publish", "s3://b/r", "--apt", "=s3://b/apt"]):
+        code = main(["release", "2026.11-1", "--out", str(tmp_path), *flags])
+        assert code == 2 and "is not" in capsys.readouterr().err

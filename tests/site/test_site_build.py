@@ -463,6 +463,41 @@ def test_a_release_keeps_its_docs_version_with_a_switcher(site: Path, tmp_path: 
     assert "data-search-body" in new
 
 
+def test_the_docs_kept_for_a_release_keep_links_as_links_and_refuse_a_fifo(
+    site: Path, tmp_path: Path
+) -> None:
+    """snapshot_docs copied with shutil.copytree following links (a link's target became a regular
+    page of the copy, which the build's link check then never saw) and a FIFO was a shutil traceback."""
+    import shutil
+
+    from cernvm_build.site.releases import snapshot_docs
+
+    outside = tmp_path / "outside.md"
+    outside.write_text("---\ntitle: Outside\n---\nNot part of the site.\n")
+    (site / "content/docs/linked.md").symlink_to(outside)
+    dest = snapshot_docs(site, "2026.12-1", {})
+    assert dest is not None and (dest / "linked.md").is_symlink()
+    assert outside.read_text().endswith("Not part of the site.\n")  # never written through the link
+    shutil.rmtree(dest)
+    (site / "content/docs/linked.md").unlink()
+    os.mkfifo(site / "content/docs/pipe.md")
+    with pytest.raises(BuildError, match="not a regular file, folder or link") as e:
+        snapshot_docs(site, "2026.12-1", {})
+    assert e.value.where == str(site / "content/docs/pipe.md") and not dest.exists()
+
+
+def test_a_version_folder_with_a_digit_that_is_no_number_builds(site: Path, tmp_path: Path) -> None:
+    """A version folder's name matches ARCHIVE with any Unicode digit; '²' is isdigit() but int()
+    refuses it: sorting the switcher's versions was a ValueError traceback."""
+    for version in ("1.²", "1.2"):
+        (site / f"content/docs-{version}").mkdir()
+        (site / f"content/docs-{version}/index.md").write_text("---\ntitle: Old\n---\nOld.\n")
+    out = tmp_path / "out"
+    build_site(site, out)
+    page = (out / "docs-1.²/index.html").read_text()
+    assert page.index(">Latest</option>") < page.index(">1.²</option>") < page.index(">1.2</option>")
+
+
 def test_a_failed_index_step_leaves_no_half_site_and_the_next_build_finishes(
     site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, edit: Edit
 ) -> None:

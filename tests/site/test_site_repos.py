@@ -252,3 +252,31 @@ def test_package_lists_follow_the_deb822_rules_of_the_build(tmp_path: Path) -> N
     with pytest.raises(IntegrityError, match=r"Packages: stanza 1: field 'version' appears twice") as e:
         read_apt(tmp_path / "twice")
     assert "\n" not in str(e.value)
+
+
+def test_a_checksum_type_that_is_no_repository_checksum_is_one_error(tmp_path: Path) -> None:
+    """shake_128 is in hashlib.algorithms_available, but its hexdigest() wants a length: it was a
+    TypeError traceback from the site build."""
+    d = tmp_path / "EL/9/x86_64/repodata"
+    d.mkdir(parents=True)
+    (d / "primary.xml").write_bytes(b"<metadata xmlns='http://linux.duke.edu/metadata/common'/>")
+    (d / "repomd.xml").write_text(
+        '<repomd xmlns="http://linux.duke.edu/metadata/repo"><data type="primary">'
+        '<checksum type="shake_128">00</checksum><location href="repodata/primary.xml"/></data></repomd>'
+    )
+    with pytest.raises(BuildError, match="unknown checksum type 'shake_128'") as e:
+        read_yum(tmp_path)
+    assert str(d / "repomd.xml") in str(e.value.where)
+
+
+@pytest.mark.parametrize("rel", ["dists/stable/Release", "EL/9/x86_64/repodata/repomd.xml"])
+def test_a_fifo_for_release_or_repomd_is_one_error_not_a_wait(tmp_path: Path, rel: str) -> None:
+    """The two files found by name in a --repo-metadata folder were read without a check: a FIFO
+    there blocked the site build for ever."""
+    import os
+
+    (tmp_path / rel).parent.mkdir(parents=True)
+    os.mkfifo(tmp_path / rel)
+    with pytest.raises(BuildError, match="cannot be read: not a regular file") as e:
+        (read_apt if rel.startswith("dists") else read_yum)(tmp_path)
+    assert str(tmp_path / rel) in str(e.value.where)

@@ -1,0 +1,115 @@
+"""A hostile registry on 127.0.0.1 (a small HTTP server of the test), spoken to by the real skopeo:
+what it answers cannot grow this machine's memory without bound; and a damaged layout to push is one
+line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from cernvm_build.cli.main import main
+from cernvm_build.container import registry
+from cernvm_build.container.registry import RegistryOptions
+from cernvm_build.errors import BuildError
+
+pytestmark = pytest.mark.skipif(not shutil.which("skopeo"), reason="needs skopeo")
+
+
+class _EndlessTags(BaseHTTPRequestHandler):
+    """``/v2/x/y/tags/list``: 1,000 tags and a ``Link`` to the next page, for ever."""
+
+    page = 0
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        body = b"{}"
+        if "/tags/list" in self.path:
+            _EndlessTags.page += 1
+            body = json.dumps({"name": "x/y", "tags": [f"t{i}" for i in range(1000)]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        if "/tags/list" in self.path:
+            self.send_header("Link", f'</v2/x/y/tags/list?n=1000&last=p{_EndlessTags.page}>; rel="next"')
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def endless_tags() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _EndlessTags)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_tag_list_that_never_ends_stops_skopeo_at_its_memory_cap(
+    endless_tags: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """skopeo follows the next-page links and holds every tag: it grew by ~20 MB/s until the
+    30-minute timeout (GBs). It is stopped at ``MAX_SKOPEO_RSS`` (lowered here to keep the test
+    light) with one line."""
+    monkeypatch.setattr(registry, "MAX_SKOPEO_RSS", 64 << 20)
+    monkeypatch.setattr(registry, "_TIMEOUT", 60)
+    with pytest.raises(BuildError) as e:
+        registry.list_tags(f"{endless_tags}/x/y", opts=RegistryOptions(tls_verify=False))
+    assert f"list the tags of {endless_tags}/x/y: skopeo took " in e.value.message
+    assert "(at most 64 MiB), stopped" in e.value.message and "\n" not in e.value.message
+
+
+@pytest.mark.parametrize(
+    ("index", "said"),
+    [
+        (b"garbage", "index.json is not an OCI index: Expecting value"),
+        (b'{"manifests": [5]}', "index.json is not an OCI index: 'int' object has no attribute 'get'"),
+        (b'{"schemaVersion": 2}', "index.json is not an OCI index: no 'manifests'"),
+        (b"[" * 100_000, "index.json is nested too deeply"),
+        (b" " * (4 << 20) + b"{}", "index.json is not an OCI index: over 4194304 bytes"),
+        (None, "index.json cannot be read: No such file or directory"),
+    ],
+    ids=["not-json", "entry-int", "no-manifests", "nested", "huge", "missing"],
+)
+def test_pushing_a_layout_with_a_damaged_index_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], index: bytes | None, said: str
+) -> None:
+    """``container push`` reads the layout's index for its first tag (a traceback before)."""
+    image = tmp_path / "x.oci"
+    image.mkdir()
+    (image / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    if index is not None:
+        (image / "index.json").write_bytes(index)
+    assert main(["container", "push", str(image), "127.0.0.1:9/x/y:1", "--no-tls-verify"]) == 7
+    err = capsys.readouterr().err
+    assert f"error: {image}/{said}" in err and "Traceback" not in err, err
+
+
+def test_a_push_writes_nothing_beside_the_image(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """skopeo's --digestfile went beside the image (``.NAME.oci.push-digest``): a push from a
+    read-only folder failed after the copy, and two pushes of one image shared the file."""
+    image = tmp_path / "ro" / "x.oci"
+    image.mkdir(parents=True)
+    (image / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    seen: list[Path] = []
+
+    def skopeo(args: list[str], what: str) -> bytes:  # skopeo's part: it writes the digest there
+        seen.append(Path(args[args.index("--digestfile") + 1]))
+        seen[-1].write_text("sha256:" + "ab" * 32 + "\n")
+        return b""
+
+    monkeypatch.setattr(registry, "_skopeo", skopeo)
+    digest = registry.push(image, "127.0.0.1:9/x/y:1", tag="1", opts=RegistryOptions(tls_verify=False))
+    assert digest == "sha256:" + "ab" * 32
+    assert sorted(p.name for p in (tmp_path / "ro").iterdir()) == ["x.oci"]
+    assert tmp_path not in seen[0].parents and not seen[0].exists()

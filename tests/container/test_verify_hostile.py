@@ -1,0 +1,176 @@
+"""``container verify`` (and ``--parent``, which reads the parent the same way) of a hostile OCI layout
+or docker-archive: every malformed index, manifest or config is one line naming the image and exit 7,
+never a traceback (a RecursionError, a TypeError, a FileNotFoundError) or a file read outside the
+image (a digest holding ``../``; one naming /dev/zero was read until memory ran out)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cernvm_build.cli.main import main
+from cernvm_build.container.verify import MAX_JSON
+from tests.support import run_python
+
+HEX = "cd" * 32
+CONFIG = json.dumps({"rootfs": {"diff_ids": [f"sha256:{HEX}"]}}).encode()
+
+
+def _digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _manifest(layers: Any, config: bytes = CONFIG) -> bytes:
+    return json.dumps({"schemaVersion": 2, "config": {"digest": _digest(config)}, "layers": layers}).encode()
+
+
+def _layout(root: Path, *, index: bytes | None = None, manifest: bytes = b"", config: bytes = CONFIG) -> Path:
+    blobs = root / "img.oci" / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    (root / "img.oci" / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    for data in (manifest, config):
+        (blobs / _digest(data)[7:]).write_bytes(data)
+    if index is None:
+        index = json.dumps({"schemaVersion": 2, "manifests": [{"digest": _digest(manifest)}]}).encode()
+    (root / "img.oci" / "index.json").write_bytes(index)
+    return root / "img.oci"
+
+
+def _index_of(digest: str) -> bytes:
+    return json.dumps({"schemaVersion": 2, "manifests": [{"digest": digest}]}).encode()
+
+
+@pytest.mark.parametrize(
+    ("make", "said"),
+    [
+        (lambda r: _layout(r, index=b"[" * 100_000), "index.json is nested too deeply"),
+        (lambda r: _layout(r, index=b" " * MAX_JSON + _index_of(HEX)), "index.json is over"),
+        (
+            lambda r: _layout(r, index=_index_of("sha256:../../../outside.json")),
+            "the manifest's digest 'sha256:../../../outside.json' is not sha256:<hex>",
+        ),
+        (lambda r: _layout(r, index=_index_of("abc")), "the manifest's digest 'abc' is not sha256:<hex>"),
+        (lambda r: _layout(r, manifest=_manifest(["x"])), "malformed OCI metadata"),
+        (lambda r: _layout(r, manifest=_manifest(5)), "the layers or the diff_ids are not a list"),
+        (
+            lambda r: _layout(r, manifest=_manifest([{"digest": "md5:abc"}])),
+            "the layer's digest 'md5:abc' is not sha256:<hex>",
+        ),
+        (
+            lambda r: _layout(r, manifest=_manifest([{"digest": f"sha256:{HEX}"}])),
+            f"blobs/sha256/{HEX} cannot be read: No such file or directory",
+        ),
+        (
+            lambda r: _layout(r, manifest=_manifest([], b"[" * 100_000), config=b"[" * 100_000),
+            "(config) is nested too deeply",
+        ),
+        (
+            lambda r: _layout(r, manifest=_manifest([], b"[1]"), config=b"[1]"),
+            "malformed OCI metadata",
+        ),
+    ],
+    ids=[
+        "nested-index",
+        "huge-index",
+        "digest-out",
+        "digest-no-algorithm",
+        "layer-not-object",
+        "layers-not-list",
+        "layer-md5",
+        "layer-missing",
+        "nested-config",
+        "config-list",
+    ],
+)
+def test_a_hostile_oci_layout_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], make: Any, said: str
+) -> None:
+    (tmp_path / "outside.json").write_bytes(_manifest([]))
+    image = make(tmp_path)
+    assert main(["container", "verify", str(image)]) == 7
+    err = capsys.readouterr().err
+    assert said in err and f"error: {image}: " in err and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 2  # the error and its hint
+
+
+def _docker_archive(path: Path, manifest: Any, members: dict[str, bytes]) -> Path:
+    with tarfile.open(path, "w") as t:
+        for name, data in {"manifest.json": json.dumps(manifest).encode(), **members}.items():
+            m = tarfile.TarInfo(name)
+            m.size = len(data)
+            t.addfile(m, io.BytesIO(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("manifest", "members", "said"),
+    [
+        ([{"Config": 5, "Layers": []}], {}, "Config is not a name"),
+        ([{"Config": "c.json", "Layers": [7]}], {"c.json": CONFIG}, "a layer is not a name"),
+        ([{"Config": "c.json", "Layers": []}], {"c.json": b"[" * 100_000}, "c.json is nested too deeply"),
+        ([{"Config": "c.json", "Layers": []}], {"c.json": b"[]"}, "malformed docker-archive metadata"),
+    ],
+    ids=["config-int", "layer-int", "nested-config", "config-list"],
+)
+def test_a_hostile_docker_archive_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], manifest: Any, members: dict[str, bytes], said: str
+) -> None:
+    image = _docker_archive(tmp_path / "img.docker.tar", manifest, members)
+    assert main(["container", "verify", str(image)]) == 7
+    err = capsys.readouterr().err
+    assert said in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize(
+    ("labels", "said"),
+    [
+        (b"[1, 2]", "labels.json is not an object of text labels"),  # AttributeError
+        (b"[" * 100_000, "labels.json is nested too deeply"),  # RecursionError
+        (b'{"cvmfs.server": 5}', "labels.json is not an object of text labels"),
+        (b" " * MAX_JSON + b"{}", "labels.json is over"),
+        (None, "labels.json cannot be read: No such file or directory"),
+    ],
+    ids=["list", "nested", "number", "huge", "missing"],
+)
+def test_a_hostile_sandbox_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], labels: bytes | None, said: str
+) -> None:
+    image = tmp_path / "img.sandbox"
+    (image / ".singularity.d").mkdir(parents=True)
+    if labels is not None:
+        (image / ".singularity.d" / "labels.json").write_bytes(labels)
+    assert main(["container", "verify", str(image)]) == 7
+    err = capsys.readouterr().err
+    assert f"error: {image}: .singularity.d/{said}" in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize(
+    ("fifo", "argv"),
+    [
+        ("img.oci/index.json", ["container", "verify"]),
+        (f"img.oci/blobs/sha256/{HEX}", ["container", "verify"]),
+        ("img.sandbox/.singularity.d/labels.json", ["container", "verify"]),
+        ("img.oci/index.json", ["container", "push", "--no-tls-verify"]),
+    ],
+    ids=["verify-index", "verify-layer", "verify-sandbox", "push-index"],
+)
+def test_a_fifo_in_an_image_is_refused_not_waited_on(tmp_path: Path, fifo: str, argv: list[str]) -> None:
+    """A FIFO where a file of the image should be (an untrusted layout unpacked as it came) was opened
+    and waited on for ever."""
+    _layout(tmp_path, manifest=_manifest([{"digest": f"sha256:{HEX}"}]))
+    (tmp_path / "img.sandbox" / ".singularity.d").mkdir(parents=True)
+    (tmp_path / fifo).unlink(missing_ok=True)
+    os.mkfifo(tmp_path / fifo)
+    image = tmp_path / fifo.split("/")[0]
+    extra = ["127.0.0.1:9/x/y:1"] if "push" in argv else []
+    words = [*argv[:2], str(image), *extra, *argv[2:]]
+    code = f"from cernvm_build.cli.main import main; raise SystemExit(main({words!r}))"
+    proc = run_python(code, blocked=f"{' '.join(argv[:2])} waited on the FIFO {fifo}", timeout=30)
+    assert proc.returncode == 7 and "not a regular file" in proc.stderr, proc.stderr
