@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from ..errors import CvmfsError, IntegrityError
+from ..fsutil import open_regular
 from .http1 import Connection, ProtocolError, Response
 from .limits import human
 from .proxies import ProxyChain
@@ -110,14 +111,18 @@ class LocalFetcher(Fetcher):
     def fetch(self, relpath: str, consume: Consumer[T], *, what: str, limit: int | None = None) -> T:
         path = self.root / relpath
         try:
-            f = open(path, "rb")  # noqa: SIM115 - closed below, after the consumer ran
+            # a FIFO where a file should be waited for a writer for ever (pr18d finding 3)
+            f = open_regular(path)
         except FileNotFoundError as e:
             raise NotFound(
                 f"{self.repo}: {what} not found at {path}",
                 hint="the repository directory is incomplete or the hash is wrong",
             ) from e
         except OSError as e:
-            raise CvmfsError(f"{self.repo}: {what} cannot be read at {path}: {e.strerror}") from e
+            raise CvmfsError(
+                f"{self.repo}: {what} cannot be read at {path}: {e.strerror}",
+                hint="a Stratum directory holds regular files (no FIFO, device or folder in their place)",
+            ) from e
         with f:
 
             def blocks() -> Iterator[bytes]:

@@ -9,6 +9,7 @@ import threading
 import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 
 import pytest
 
@@ -304,3 +305,20 @@ def test_a_pipeline_of_nothing_opens_no_connection() -> None:
         with socket.create_connection(("127.0.0.1", port)) as probe:
             assert arrived.wait(10)
             assert peers == [probe.getsockname()[1]]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("kind", ["fifo", "folder"])
+def test_a_local_source_s_fifo_or_folder_is_refused_at_once(tmp_path: Path, kind: str) -> None:
+    """pr18d finding 3: a FIFO in place of a signed file or an object of a local Stratum directory
+    was opened blocking: replicate, info and verify waited for a writer for ever."""
+    import os
+
+    from cernvm_build.cvmfs.fetch import LocalFetcher
+
+    path = tmp_path / ".cvmfswhitelist"
+    os.mkfifo(path) if kind == "fifo" else path.mkdir()
+    fetcher = LocalFetcher(tmp_path, repo="a.org")
+    with pytest.raises(CvmfsError, match=r"a\.org: whitelist cannot be read at .*\.cvmfswhitelist: ") as e:
+        fetcher.get(".cvmfswhitelist", what="whitelist")
+    assert e.value.hint and "regular files" in e.value.hint
