@@ -9,6 +9,7 @@ at ``/``. Cache headers follow what Stratum-1s send: the signed files change wit
 from __future__ import annotations
 
 import email.utils
+import errno
 import logging
 import os
 import posixpath
@@ -276,6 +277,8 @@ def serve(
     max_per_client: int = MAX_PER_CLIENT,
 ) -> Server:
     """Start serving ``root`` in a background thread; use as a context manager or call ``close()``."""
+    if not 0 <= port < 65536:  # bind() raised OverflowError: a traceback (pr18d finding 4)
+        raise CvmfsError(f"--port {port}: not a TCP port", hint="1 .. 65535, or 0 for any free port")
     root = Path(root)
     repos = find_repositories(root)
     if not repos:
@@ -288,5 +291,8 @@ def serve(
     try:
         httpd = _HTTPServer((host, port), handler, max_connections, max_per_client)
     except OSError as e:
-        raise CvmfsError(f"cannot listen on {host}:{port}: {e.strerror}", hint="choose another --port") from e
+        raise CvmfsError(
+            f"cannot listen on {host}:{port}: {e.strerror}",
+            hint="choose another --port" if e.errno in (errno.EADDRINUSE, errno.EACCES) else "check --host",
+        ) from e
     return Server(root, httpd, repos).start()

@@ -203,6 +203,20 @@ def test_folder_of_repositories(fx: Fixture, tmp_path: Path) -> None:
             s.repo_url()
 
 
+@pytest.mark.parametrize("port", [-1, 65536, 70000])
+def test_a_port_out_of_range_is_one_line(fx: Fixture, capsys: pytest.CaptureFixture[str], port: int) -> None:
+    """pr18d finding 4: bind() raised OverflowError, a traceback."""
+    assert main(["cvmfs", "serve", str(fx.repo), "--port", str(port)]) != 0
+    err = capsys.readouterr().err
+    assert f"error: --port {port}: not a TCP port" in err and "Traceback" not in err
+
+
+def test_a_host_that_is_not_an_address_is_blamed(fx: Fixture) -> None:
+    with pytest.raises(CvmfsError, match="cannot listen on no such host:0") as e:
+        serve(fx.repo, host="no such host")
+    assert e.value.hint == "check --host"
+
+
 def test_nothing_to_serve(tmp_path: Path) -> None:
     with pytest.raises(CvmfsError, match="no repository here"):
         serve(tmp_path)
