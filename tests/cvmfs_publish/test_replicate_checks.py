@@ -112,3 +112,18 @@ def test_replicate_errors_name_the_way_out_once(
     assert err[-1] == "hint: check the source URL(s) and --proxy, then run again: what was fetched is kept", (
         err
     )
+
+
+@pytest.mark.parametrize("jobs", ["0", "65"])
+def test_jobs_out_of_range_is_one_line_and_writes_nothing(
+    stratum: Path, key_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], jobs: str
+) -> None:
+    """pr18d finding 5: -j 100000 started threads until the system refused one (a traceback)."""
+    dest = tmp_path / "replica"
+    pub = str(key_dir / f"{FQRN}.pub")
+    assert (
+        main(["cvmfs", "replicate", str(stratum), str(dest), "--key", pub, "--fqrn", FQRN, "-j", jobs]) != 0
+    )
+    err = capsys.readouterr().err
+    assert f"error: --jobs {jobs}: not from 1 to {rep.MAX_JOBS}" in err and "Traceback" not in err
+    assert not dest.exists()
