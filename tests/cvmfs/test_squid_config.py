@@ -58,3 +58,41 @@ def test_cli_error_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert (
         err.startswith("error: --stratum 'bad host': a scope id (%), whitespace") and "Traceback" not in err
     )
+
+
+@pytest.mark.parametrize(
+    ("argv", "where"),
+    [
+        (["cvmfs", "squid-config", "-o", "{tmp}"], "--output {tmp}: a folder, not a file"),
+        (
+            ["cvmfs", "squid-config", "-o", "{tmp}/f/squid.conf"],
+            "--output {tmp}/f/squid.conf: cannot write it: ",
+        ),
+        (
+            [
+                "cvmfs",
+                "monitor",
+                "http://127.0.0.1:9/cvmfs/a.org",
+                "--key",
+                "{key}",
+                "--timeout",
+                "1",
+                "--retries",
+                "0",
+                "--out",
+                "{tmp}",
+            ],
+            "--out {tmp}: a folder, not a file",
+        ),
+    ],
+)
+def test_an_output_that_cannot_be_written_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], where: str
+) -> None:
+    """pr18d finding 7: -o/--out naming a folder (or a place under a file) was an OSError traceback."""
+    (tmp_path / "f").write_text("a file, not a folder\n")
+    key = Path(__file__).parent / "data" / "fixture.cernvm.test" / "keys" / "fixture.cernvm.test.pub"
+    code = main([a.format(tmp=tmp_path, key=key) for a in argv])
+    err = capsys.readouterr().err
+    assert code != 0 and "Traceback" not in err, err
+    assert f"error: {where.format(tmp=tmp_path)}" in err, err
