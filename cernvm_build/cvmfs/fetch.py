@@ -316,14 +316,23 @@ class HttpFetcher(Fetcher):
                 ok = resp.drain(MAX_DRAIN)
                 if not location:
                     raise _HttpStatus(url, resp.status, "redirect without Location")
-                following = urllib.parse.urljoin(url, location)
-                if urllib.parse.urlsplit(following).scheme not in ("http", "https"):
+                try:
+                    following = urllib.parse.urljoin(url, location)
+                    scheme = urllib.parse.urlsplit(following).scheme
+                except ValueError:  # a bad IPv6 literal: the error named the URL asked for
+                    raise _HttpStatus(url, resp.status, f"redirect to a bad URL {location[:200]!r}") from None
+                if scheme not in ("http", "https"):
                     raise _HttpStatus(url, resp.status, f"redirect to a non-HTTP URL {following[:200]!r}")
                 if ok:  # given back before following: a redirect to the same server reuses it
                     self._release(key, conn)
                     ok = False
                     conn = None
-                return self._get(following, proxy, consume, what, limit, redirects - 1)
+                try:
+                    return self._get(following, proxy, consume, what, limit, redirects - 1)
+                except (_TransportError, OSError, ProtocolError, ValueError) as e:
+                    # the error named the URL asked for, not the one that failed (pr18d finding 6)
+                    reason = e.__cause__ or e
+                    raise _TransportError(f"redirected to {following[:200]!r}: {reason}") from None
             if resp.status != 200:
                 ok = resp.drain(MAX_DRAIN)
                 raise _HttpStatus(url, resp.status, resp.reason[:200])
