@@ -144,7 +144,8 @@ class _Handler(HeaderDeadline):
     def log_message(self, format: str, *args: object) -> None:
         log.debug("%s " + format, self.address_string(), *args)
 
-    def _resolve(self) -> Path | None:
+    def _resolve(self) -> tuple[Path, list[str]] | None:
+        """The file asked for and its path inside the Stratum directory."""
         raw = urllib.parse.urlsplit(self.path).path
         path = posixpath.normpath(urllib.parse.unquote(raw))
         parts = [p for p in path.split("/") if p]
@@ -161,7 +162,7 @@ class _Handler(HeaderDeadline):
             target.resolve().relative_to(base.resolve())
         except (ValueError, OSError):
             return None
-        return target if target.is_file() else None
+        return (target, rest) if target.is_file() else None
 
     def do_HEAD(self) -> None:
         self._send(head=True)
@@ -212,10 +213,11 @@ class _Handler(HeaderDeadline):
     def _send(self, *, head: bool) -> None:
         if not self._skip_body():
             return
-        target = self._resolve()
-        if target is None:
+        found = self._resolve()
+        if found is None:
             self._error(HTTPStatus.NOT_FOUND)
             return
+        target, rest = found
         try:
             f = open(target, "rb")  # noqa: SIM115 - closed in finally
         except OSError:
@@ -251,7 +253,9 @@ class _Handler(HeaderDeadline):
             self.send_header("Content-Length", str(end - start))
             self.send_header("Accept-Ranges", "bytes")
             self.send_header("Last-Modified", email.utils.formatdate(st.st_mtime, usegmt=True))
-            is_object = "data" in target.parts and not target.name.startswith(".")
+            # inside the Stratum directory: a "data" folder above it (/srv/data/cvmfs/...) made every
+            # file immutable for a year, stats/stats.db too, which changes with each publish (pr18d 10)
+            is_object = rest[0] == "data" and not target.name.startswith(".")
             self.send_header("Cache-Control", LONG_CACHE if is_object else SHORT_CACHE)
             if status == HTTPStatus.PARTIAL_CONTENT:
                 self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")

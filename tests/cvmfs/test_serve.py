@@ -217,6 +217,24 @@ def test_a_host_that_is_not_an_address_is_blamed(fx: Fixture) -> None:
     assert e.value.hint == "check --host"
 
 
+def test_a_data_folder_above_the_stratum_does_not_make_its_files_immutable(
+    fx: Fixture, tmp_path: Path
+) -> None:
+    """pr18d finding 10: any "data" in the served path gave every file (stats/stats.db, which each
+    publish rewrites) a year-long immutable Cache-Control."""
+    import shutil
+
+    root = tmp_path / "data" / "srv"
+    shutil.copytree(fx.repo, root)
+    (root / "stats").mkdir(exist_ok=True)
+    (root / "stats" / "stats.db").write_bytes(b"changes with every publish")
+    with serve(root) as s:
+        resp, _ = request(s, "GET", f"/cvmfs/{FQRN}/stats/stats.db")
+        assert resp.status == 200 and resp.getheader("Cache-Control") == SHORT_CACHE
+        resp, _ = request(s, "GET", f"/cvmfs/{FQRN}/data/{ROOT_REV2[:2]}/{ROOT_REV2[2:]}C")
+        assert resp.status == 200 and resp.getheader("Cache-Control") == LONG_CACHE
+
+
 def test_nothing_to_serve(tmp_path: Path) -> None:
     with pytest.raises(CvmfsError, match="no repository here"):
         serve(tmp_path)
