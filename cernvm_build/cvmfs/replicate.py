@@ -374,7 +374,13 @@ def replicate(
     name = fqrn or _fqrn_from_source(source)
     if not name:
         raise CvmfsError(f"cannot tell the repository name from {source!r}", hint="pass --fqrn NAME")
-    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # DEST a file, or under one: a traceback (pr18d finding 11)
+        raise CvmfsError(
+            f"{dest}: cannot be the replica's directory: {e.strerror}",
+            hint="DEST is a directory: a new one, or a replica made before",
+        ) from None
     with publish_lock(dest, "replicate"):
         # the rollback floor is read under the lock: read before it, a run that waited for another
         # one's publish worked from the older revision and could publish a stale source's (pr16d 7)
