@@ -25,6 +25,8 @@ from typing import ClassVar
 
 from ..boundedhttp import IDLE_TIMEOUT, MAX_CONNECTIONS, MAX_PER_CLIENT, BoundedHTTPServer, HeaderDeadline
 from ..errors import CvmfsError
+from ..fsutil import read_regular
+from .limits import MAX_MANIFEST_BYTES
 from .lock import is_working_state
 from .manifest import parse_keyvals
 
@@ -49,10 +51,15 @@ def _stratum_dir(path: Path) -> Path | None:
 
 
 def _manifest_fqrn(stratum: Path) -> str | None:
+    """The name the manifest gives, if it says one; read within the manifest's cap (a 3 GB file was
+    read whole: MemoryError, pr18d finding 12)."""
     try:
-        return parse_keyvals((stratum / ".cvmfspublished").read_bytes()).get("N") or None
+        data = read_regular(stratum / ".cvmfspublished", MAX_MANIFEST_BYTES)
     except OSError:
         return None
+    if len(data) > MAX_MANIFEST_BYTES:
+        return None
+    return parse_keyvals(data).get("N") or None
 
 
 def find_repositories(root: Path) -> dict[str, Path]:

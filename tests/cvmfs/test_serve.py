@@ -235,6 +235,18 @@ def test_a_data_folder_above_the_stratum_does_not_make_its_files_immutable(
         assert resp.status == 200 and resp.getheader("Cache-Control") == LONG_CACHE
 
 
+def test_a_manifest_past_its_cap_is_not_read_for_the_name(tmp_path: Path) -> None:
+    """pr18d finding 12: the manifest was read whole for its N line (3 GB: MemoryError); past the
+    manifest's cap the folder's name is used, nothing beyond the cap is read."""
+    from cernvm_build.cvmfs.limits import MAX_MANIFEST_BYTES
+    from cernvm_build.cvmfs.serve import find_repositories
+
+    stratum = tmp_path / "big.name"
+    stratum.mkdir()
+    (stratum / ".cvmfspublished").write_bytes(b"C" + b"0" * MAX_MANIFEST_BYTES + b"\nNfar.away\n")
+    assert list(find_repositories(stratum)) == ["big.name"]
+
+
 def test_nothing_to_serve(tmp_path: Path) -> None:
     with pytest.raises(CvmfsError, match="no repository here"):
         serve(tmp_path)
