@@ -270,8 +270,12 @@ class Connection:
                 raise Closed("the server closed the connection before answering")
         start = 0
         while True:
-            # the first empty line: CRLF CRLF, or a bare LF line end on either side
-            a, b = buf.find(b"\n\r\n", start), buf.find(b"\n\n", start)
+            # the first empty line: CRLF CRLF, or a bare LF line end on either side. The bare-LF
+            # search stops where the CRLF one found the end: past it lie the body and, pipelined,
+            # the next answers, where a "\n\n" is rarely found and the search ran through all of
+            # them (~50k instructions a fetched object, 14 % of a batch's, in bytes.find)
+            a = buf.find(b"\n\r\n", start)
+            b = buf.find(b"\n\n", start, len(buf) if a < 0 else a + 1)
             end = a if b < 0 or 0 <= a < b else b
             if end >= 0:
                 self._buf = buf[end + (3 if end == a else 2) :]
