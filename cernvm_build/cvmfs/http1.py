@@ -92,21 +92,25 @@ def timeval(seconds: float) -> bytes:
 class Connection:
     """One connection to ``netloc`` (a server or a proxy); opened on the first request."""
 
-    __slots__ = ("_buf", "_poll", "host", "port", "scheme", "sock", "timeout")
+    __slots__ = ("_at", "_buf", "_poll", "host", "port", "scheme", "sock", "timeout")
 
     def __init__(self, scheme: str, netloc: str, timeout: float):
         self.scheme = scheme
         self.host, self.port = split_netloc(netloc, scheme)
         self.timeout = timeout
         self.sock: socket.socket | None = None
-        #: bytes received and not yet consumed (the start of the response being read)
+        #: bytes received, consumed up to ``_at`` (the rest: the start of the response being read);
+        #: b"" once all are consumed. An offset, not the rest sliced off: a pipelined batch's answers
+        #: come in one buffer, and copying what is left of it at each head and body read was ~27k
+        #: instructions a fetched object (issue 13)
         self._buf = b""
+        self._at = 0
         #: the socket registered for POLLIN (``_await``), made on first use
         self._poll: select.poll | None = None
 
     def close(self) -> None:
         sock, self.sock = self.sock, None
-        self._buf = b""
+        self._buf, self._at = b"", 0
         self._poll = None
         if sock is not None:
             sock.close()
@@ -168,6 +172,20 @@ class Connection:
         return True
 
     # -- reading -----------------------------------------------------------------------------------
+    def _consume(self, buf: bytes, at: int) -> None:
+        """``buf`` is held, consumed up to ``at`` (dropped once all of it is)."""
+        if at < len(buf):
+            self._buf, self._at = buf, at
+        else:
+            self._buf, self._at = b"", 0
+
+    def _take(self, n: int) -> bytes:
+        """Up to ``n`` of the bytes held, consumed (the caller checked some are held)."""
+        buf, at = self._buf, self._at
+        data = buf[at : at + n]
+        self._consume(buf, at + len(data))
+        return data
+
     def _recv(self, n: int, flags: int = 0) -> bytes:
         assert self.sock is not None
         try:
@@ -236,16 +254,16 @@ class Connection:
     def _line(self, until: float, what: str) -> bytes:
         """The next line (without its end), at most MAX_HEADER_LINE bytes, by ``until`` (chunk
         size lines, the trailer)."""
-        buf = self._buf
-        start = 0
+        buf, at = self._buf, self._at
+        start = at
         while True:
             i = buf.find(b"\n", start)
             if i >= 0:
-                if i > MAX_HEADER_LINE:
+                if i - at > MAX_HEADER_LINE:
                     raise ProtocolError(f"{what} longer than {MAX_HEADER_LINE} bytes")
-                self._buf = buf[i + 1 :]
-                return buf[: i - 1] if i and buf[i - 1] == 13 else buf[:i]
-            if len(buf) > MAX_HEADER_LINE:
+                self._consume(buf, i + 1)
+                return buf[at : i - 1] if i > at and buf[i - 1] == 13 else buf[at:i]
+            if len(buf) - at > MAX_HEADER_LINE:
                 raise ProtocolError(f"{what} longer than {MAX_HEADER_LINE} bytes")
             start = len(buf)
             buf += self._more(until, what)
@@ -256,19 +274,19 @@ class Connection:
             raise ProtocolError(f"the {what} took more than {HEAD_TIMEOUTS}x the timeout to arrive")
         more = self._recv(65536)
         if not more:
-            self._buf = b""
+            self._buf, self._at = b"", 0
             raise ProtocolError(f"the connection ended in the {what}")
         return more
 
     def _head(self, until: float) -> list[bytes]:
         """The status line and header lines up to the empty line that ends them (line ends
         removed), within the bounds; what follows stays in the buffer (the body's start)."""
-        buf = self._buf
+        buf, at = self._buf, self._at
         if not buf:
             buf = self._recv(65536)
             if not buf:
                 raise Closed("the server closed the connection before answering")
-        start = 0
+        start = at
         while True:
             # the first empty line: CRLF CRLF, or a bare LF line end on either side. The bare-LF
             # search stops where the CRLF one found the end: past it lie the body and, pipelined,
@@ -278,8 +296,8 @@ class Connection:
             b = buf.find(b"\n\n", start, len(buf) if a < 0 else a + 1)
             end = a if b < 0 or 0 <= a < b else b
             if end >= 0:
-                self._buf = buf[end + (3 if end == a else 2) :]
-                block = buf[:end]
+                self._consume(buf, end + (3 if end == a else 2))
+                block = buf[at:end]
                 if block.endswith(b"\r"):
                     block = block[:-1]
                 # whole-block operations, not a loop per line (this runs for every object fetched)
@@ -289,11 +307,11 @@ class Connection:
                 if len(block) > MAX_HEADER_LINE and max(map(len, lines)) > MAX_HEADER_LINE:
                     raise ProtocolError(f"a header line longer than {MAX_HEADER_LINE} bytes")
                 return lines
-            if buf.count(b"\n") > MAX_HEADERS + 1:
+            if buf.count(b"\n", at) > MAX_HEADERS + 1:
                 raise ProtocolError(f"got more than {MAX_HEADERS} headers")
-            if len(buf) - buf.rfind(b"\n") > MAX_HEADER_LINE + 2:
+            if len(buf) - max(at - 1, buf.rfind(b"\n", at)) > MAX_HEADER_LINE + 2:
                 raise ProtocolError(f"a header line longer than {MAX_HEADER_LINE} bytes")
-            start = max(0, len(buf) - 2)
+            start = max(at, len(buf) - 2)
             buf += self._more(until, "response head")
 
 
@@ -401,10 +419,8 @@ class Response:
             return b""
         if left is not None and left < n:
             n = left
-        buf = conn._buf
-        if buf:
-            data = buf[:n]
-            conn._buf = buf[n:]
+        if conn._buf:
+            data = conn._take(n)
         elif left is not None and conn.scheme == "http":
             # All ``n`` bytes in one call (or what came within the timeout, or up to the end):
             # never more than the body, and on a big object a few 1 MiB blocks instead of one per
@@ -449,8 +465,7 @@ class Response:
             self._chunk_left = left
         n = min(n, self._chunk_left)
         if conn._buf:
-            data = conn._buf[:n]
-            conn._buf = conn._buf[n:]
+            data = conn._take(n)
         else:
             data = conn._recv(n if n < RECV else RECV)
             if not data:

@@ -151,12 +151,12 @@ def test_a_head_is_found_without_searching_the_pipelined_bodies_after_it() -> No
     conn = Connection("http", "127.0.0.1:1", 5)
     conn._buf = buf
     resp = http1.Response(conn)
-    assert max(buf.ends) <= len(heads[0]) and len(conn._buf) == len(buf) - len(heads[0])
+    assert max(buf.ends) <= len(heads[0]) and conn._buf[conn._at :] == buf[len(heads[0]) :]
     for head in heads:
         if head is not heads[0]:
             resp = http1.Response(conn)
         assert (resp.status, resp.length, resp.read1(100), resp.complete) == (200, 6, body, True)
-    assert conn._buf == b"x" * 50000
+    assert conn._buf[conn._at :] == b"x" * 50000
 
 
 def _answers(*answers: bytes | Callable[[socket.socket], None]) -> contextlib.AbstractContextManager[int]:
