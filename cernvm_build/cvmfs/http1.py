@@ -278,9 +278,10 @@ class Connection:
             raise ProtocolError(f"the connection ended in the {what}")
         return more
 
-    def _head(self, until: float) -> list[bytes]:
-        """The status line and header lines up to the empty line that ends them (line ends
-        removed), within the bounds; what follows stays in the buffer (the body's start)."""
+    def _head(self, until: float) -> bytes:
+        """The status line and header lines up to the empty line that ends them, each line but the
+        last ended by a bare LF, within the bounds; what follows stays in the buffer (the body's
+        start)."""
         buf, at = self._buf, self._at
         if not buf:
             buf = self._recv(65536)
@@ -301,12 +302,12 @@ class Connection:
                 if block.endswith(b"\r"):
                     block = block[:-1]
                 # whole-block operations, not a loop per line (this runs for every object fetched)
-                lines = block.replace(b"\r\n", b"\n").split(b"\n")
-                if len(lines) > MAX_HEADERS + 1:
+                block = block.replace(b"\r\n", b"\n")
+                if block.count(b"\n") > MAX_HEADERS:
                     raise ProtocolError(f"got more than {MAX_HEADERS} headers")
-                if len(block) > MAX_HEADER_LINE and max(map(len, lines)) > MAX_HEADER_LINE:
+                if len(block) > MAX_HEADER_LINE and max(map(len, block.split(b"\n"))) > MAX_HEADER_LINE:
                     raise ProtocolError(f"a header line longer than {MAX_HEADER_LINE} bytes")
-                return lines
+                return block
             if buf.count(b"\n", at) > MAX_HEADERS + 1:
                 raise ProtocolError(f"got more than {MAX_HEADERS} headers")
             if len(buf) - max(at - 1, buf.rfind(b"\n", at)) > MAX_HEADER_LINE + 2:
@@ -315,13 +316,12 @@ class Connection:
             buf += self._more(until, "response head")
 
 
-def _fields(lines: list[bytes]) -> dict[str, str]:
-    """Header lines as lower-case name -> value (a repeated name: its last value; a folded line
-    continues the field before it)."""
+def _fields(block: str) -> dict[str, str]:
+    """Header lines (LF-separated) as lower-case name -> value (a repeated name: its last value; a
+    folded line continues the field before it)."""
     fields: dict[str, str] = {}
     last = ""
-    # decoded as one block, not line by line (this runs for every object fetched)
-    for text in b"\n".join(lines).decode("iso-8859-1").split("\n"):
+    for text in block.split("\n"):
         if not text:
             continue
         if text[0] in " \t" and last:
@@ -334,6 +334,38 @@ def _fields(lines: list[bytes]) -> dict[str, str]:
     return fields
 
 
+#: the fields the reader needs of every answer, as ``_fields`` names them
+_WANTED = ("connection", "transfer-encoding", "content-length")
+
+
+def _wanted(block: str) -> list[str | None]:
+    """The ``_WANTED`` fields' values in a header block (each line after a LF), as ``_fields``
+    reads them, without a dict of every field: splitting, stripping and lower-casing every line
+    was a third of reading an answer's head (issue 13). Where a name is not once, plainly at a
+    line's start (no white space before its colon, no folded line after it, not part of another
+    line), ``_fields`` reads the block."""
+    low = block.lower()  # Latin-1: the same length, so a position in it is one in ``block``
+    values: list[str | None] = []
+    for name in _WANTED:
+        n = low.count(name)
+        if not n:
+            values.append(None)
+            continue
+        i = low.find(f"\n{name}:")
+        if n > 1 or i < 0:
+            fields = _fields(block)
+            return [fields.get(name) for name in _WANTED]
+        i += len(name) + 2
+        j = block.find("\n", i)
+        if j < 0:
+            j = len(block)
+        elif block[j + 1 : j + 2] in (" ", "\t"):  # folded: the next line continues it
+            fields = _fields(block)
+            return [fields.get(name) for name in _WANTED]
+        values.append(block[i:j].strip())
+    return values
+
+
 class Response:
     """The head of an answer (``status``, ``reason``, ``headers`` as lower-case name -> last value)
     and its body through ``read1``/``drain``. ``reusable`` once the body was read to its end."""
@@ -341,9 +373,9 @@ class Response:
     __slots__ = (
         "_chunk_left",
         "_conn",
+        "_fields",
         "_left",
         "chunked",
-        "headers",
         "length",
         "reason",
         "status",
@@ -354,8 +386,8 @@ class Response:
         self._conn = conn
         until = time.monotonic() + HEAD_TIMEOUTS * conn.timeout
         while True:
-            lines = conn._head(until)
-            line = lines[0]
+            head = conn._head(until)
+            line, _, fields = head.partition(b"\n")
             version, _, rest = line.partition(b" ")
             code, _, reason = rest.partition(b" ")
             if not version.startswith(b"HTTP/1.") or len(code) != 3 or not code.isdigit():
@@ -363,23 +395,21 @@ class Response:
             status = int(code)
             if not 100 <= status < 200:
                 break
-        headers = _fields(lines[1:])
+        block = self._fields = "\n" + fields.decode("iso-8859-1")
         self.status = status
         self.reason = reason.decode("iso-8859-1").strip()
-        self.headers = headers
-        connection = headers.get("connection", "").lower()
+        connection, encoding, value = _wanted(block)
+        connection = (connection or "").lower()
         if version == b"HTTP/1.0":
             self.will_close = "keep-alive" not in connection
         else:
             self.will_close = "close" in connection
-        encoding = headers.get("transfer-encoding")
         self.chunked = encoding is not None and encoding.lower() == "chunked"
         self._chunk_left = 0  # of the current chunk; -1 once the last one was read
         length: int | None = None
         if status in (204, 304):
             length = 0
-        elif not self.chunked and "content-length" in headers:
-            value = headers["content-length"]
+        elif not self.chunked and value is not None:
             if not value.isdigit():
                 raise ProtocolError(f"bad Content-Length {value[:40]!r}")
             length = int(value)
@@ -387,6 +417,11 @@ class Response:
             self.will_close = True  # the body ends with the connection
         self.length = length  # the body's declared size (None: chunked or until the end)
         self._left = length  # what is left of it
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Lower-case name -> value (a repeated name: its last value)."""
+        return _fields(self._fields)
 
     def _trailer(self, until: float) -> None:
         """Skip the chunked body's trailer (bounded as the head)."""

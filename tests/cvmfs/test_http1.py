@@ -159,6 +159,29 @@ def test_a_head_is_found_without_searching_the_pipelined_bodies_after_it() -> No
     assert conn._buf[conn._at :] == b"x" * 50000
 
 
+@pytest.mark.parametrize(
+    "block",
+    [
+        "",
+        "\nServer: x\nContent-Length: 12\nConnection: keep-alive",
+        "\nCONTENT-LENGTH:7\ncontent-length:  9 ",  # repeated: the last, stripped
+        "\nContent-Length : 5",  # white space before the colon
+        "\nContent-Length\x0b: 5",  # ... any that str.strip strips
+        "\n Content-Length: 5\nConnection: close",  # the first line starts with a space
+        "\nConnection: keep-\n alive\nContent-Length: 3",  # folded
+        "\nConnection: keep-\n\talive",  # folded by a tab, the last line
+        "\nX-Content-Length: 4",  # the name inside another
+        "\nX-Content-Length: 4\nContent-Length: 6",
+        "\nVary: Connection\nConnection: close",  # the name in a value
+        "\nTransfer-Encoding: chunked\nContent-Length",  # a line without a colon
+        "\nContent-Length: \xe9\xc0",  # Latin-1 beyond ASCII
+    ],
+)
+def test_the_three_fields_a_reader_needs_are_read_as_the_whole_header_dict_reads_them(block: str) -> None:
+    fields = http1._fields(block)
+    assert http1._wanted(block) == [fields.get(name) for name in http1._WANTED]
+
+
 def _answers(*answers: bytes | Callable[[socket.socket], None]) -> contextlib.AbstractContextManager[int]:
     """A raw server: each request, on whatever connection, gets the next answer (raw bytes, or a
     function that writes to the socket itself); after the last one connections are closed."""
