@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
@@ -70,6 +71,24 @@ def seconds(text: str) -> float:
     if not 0 < value <= 86400:
         raise argparse.ArgumentTypeError(f"{text!r}: expected seconds, more than 0 and at most 86400")
     return value
+
+
+def write_output(path: Path, data: bytes, flag: str) -> None:
+    """``data`` written atomically to the file ``flag`` names, or a one-line error saying why not: a
+    folder, a read-only place or a missing disk was an ``OSError`` traceback (pr18d finding 7)."""
+    from ..fsutil import atomic_write
+
+    if path.is_dir():
+        raise UsageError(
+            f"{flag} {path}: a folder, not a file",
+            hint=f"name the file to write in it: {flag} {path / 'FILE'}",
+        )
+    try:
+        atomic_write(path, data)
+    except OSError as e:
+        raise UsageError(
+            f"{flag} {path}: cannot write it: {e.strerror}", hint="choose a writable place for the file"
+        ) from None
 
 
 def tcp_port(text: str) -> int:

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..errors import CvmfsError, UsageError
 from ..table import Invalid, parse_duration
-from .app import Output, seconds, subparser, visible
+from .app import Output, seconds, subparser, visible, write_output
 from .cvmfs_source import KEYS_HELP
 
 DESCRIPTION = """\
@@ -43,7 +43,6 @@ def _duration(flag: str, text: str | None) -> int | None:
 def cmd_monitor(args: argparse.Namespace, out: Output) -> int:
     from ..cvmfs import monitor_config
     from ..cvmfs.monitor import Thresholds, monitor
-    from ..fsutil import atomic_write
 
     targets = monitor_config.from_args(args.urls, args.replica_of, args.key)
     if args.config is not None:
@@ -60,7 +59,7 @@ def cmd_monitor(args: argparse.Namespace, out: Output) -> int:
     )
     data = report.to_json()
     if args.out is not None:
-        atomic_write(args.out, (json.dumps(data, indent=2) + "\n").encode())
+        write_output(args.out, (json.dumps(data, indent=2) + "\n").encode(), "--out")
 
     def render(d: dict[str, Any]) -> None:
         out.table(
@@ -121,12 +120,11 @@ def register_monitor(cvmfs_sub: argparse._SubParsersAction[argparse.ArgumentPars
 
 def cmd_stats(args: argparse.Namespace, out: Output) -> int:
     from ..cvmfs.pubstats import read_source
-    from ..fsutil import atomic_write
 
     repos = [read_source(src, timeout=args.timeout) for src in args.sources]
     data = {"repositories": repos}
     if args.out is not None:
-        atomic_write(args.out, (json.dumps(data, indent=2) + "\n").encode())
+        write_output(args.out, (json.dumps(data, indent=2) + "\n").encode(), "--out")
 
     def render(d: dict[str, Any]) -> None:
         for r in d["repositories"]:

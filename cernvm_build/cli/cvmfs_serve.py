@@ -15,7 +15,7 @@ from typing import Any
 
 from ..cvmfs.trust import keys_to_verify
 from ..errors import UsageError
-from .app import Output, seconds, subparser
+from .app import Output, seconds, subparser, write_output
 from .cvmfs_publish import add_s3_args, stratum_target
 from .cvmfs_source import KEYS_HELP, add_source
 
@@ -71,21 +71,19 @@ def cmd_replicate(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_nginx_config(args: argparse.Namespace, out: Output) -> int:
     from ..cvmfs.nginx import nginx_config
-    from ..fsutil import atomic_write
 
     run_dir = args.run_dir or (args.output.resolve().parent if args.output else Path("/run/cvmfs-nginx"))
     text = nginx_config(args.dir, port=args.port, listen=args.listen, run_dir=run_dir, user=args.user)
     if args.output is None:
         sys.stdout.write(text)
         return 0
-    atomic_write(args.output, text.encode())
+    write_output(args.output, text.encode(), "--output")
     out.info(f"wrote {args.output}; start it with: nginx -c {args.output.resolve()}")
     return 0
 
 
 def cmd_squid_config(args: argparse.Namespace, out: Output) -> int:
     from ..cvmfs.squid import DEFAULT_CLIENTS, squid_config
-    from ..fsutil import atomic_write
 
     run_dir = args.run_dir or (args.output.resolve().parent if args.output else Path("/run/cvmfs-squid"))
     text = squid_config(
@@ -101,7 +99,7 @@ def cmd_squid_config(args: argparse.Namespace, out: Output) -> int:
     if args.output is None:
         sys.stdout.write(text)
         return 0
-    atomic_write(args.output, text.encode())
+    write_output(args.output, text.encode(), "--output")
     first = f"squid -z -f {args.output.resolve()}; " if args.cache_mb else ""
     out.info(f"wrote {args.output}; start it with: {first}squid -N -f {args.output.resolve()}")
     return 0

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from ..errors import CvmfsError, IntegrityError
+from ..fsutil import open_regular
 from .http1 import Connection, ProtocolError, Response
 from .limits import human
 from .proxies import ProxyChain
@@ -120,14 +121,18 @@ class LocalFetcher(Fetcher):
     def fetch(self, relpath: str, consume: Consumer[T], *, what: str, limit: int | None = None) -> T:
         path = self.root / relpath
         try:
-            f = open(path, "rb")  # noqa: SIM115 - closed below, after the consumer ran
+            # a FIFO where a file should be waited for a writer for ever (pr18d finding 3)
+            f = open_regular(path)
         except FileNotFoundError as e:
             raise NotFound(
                 f"{self.repo}: {what} not found at {path}",
                 hint="the repository directory is incomplete or the hash is wrong",
             ) from e
         except OSError as e:
-            raise CvmfsError(f"{self.repo}: {what} cannot be read at {path}: {e.strerror}") from e
+            raise CvmfsError(
+                f"{self.repo}: {what} cannot be read at {path}: {e.strerror}",
+                hint="a Stratum directory holds regular files (no FIFO, device or folder in their place)",
+            ) from e
         with f:
 
             def blocks() -> Iterator[bytes]:
@@ -349,14 +354,23 @@ class HttpFetcher(Fetcher):
                 ok = resp.drain(MAX_DRAIN)
                 if not location:
                     raise _HttpStatus(url, resp.status, "redirect without Location")
-                following = urllib.parse.urljoin(url, location)
-                if urllib.parse.urlsplit(following).scheme not in ("http", "https"):
+                try:
+                    following = urllib.parse.urljoin(url, location)
+                    scheme = urllib.parse.urlsplit(following).scheme
+                except ValueError:  # a bad IPv6 literal: the error named the URL asked for
+                    raise _HttpStatus(url, resp.status, f"redirect to a bad URL {location[:200]!r}") from None
+                if scheme not in ("http", "https"):
                     raise _HttpStatus(url, resp.status, f"redirect to a non-HTTP URL {following[:200]!r}")
                 if ok:  # given back before following: a redirect to the same server reuses it
                     self._release(key, conn)
                     ok = False
                     conn = None
-                return self._get(following, proxy, consume, what, limit, redirects - 1)
+                try:
+                    return self._get(following, proxy, consume, what, limit, redirects - 1)
+                except (_TransportError, OSError, ProtocolError, ValueError) as e:
+                    # the error named the URL asked for, not the one that failed (pr18d finding 6)
+                    reason = e.__cause__ or e
+                    raise _TransportError(f"redirected to {following[:200]!r}: {reason}") from None
             if resp.status != 200:
                 ok = resp.drain(MAX_DRAIN)
                 raise _HttpStatus(

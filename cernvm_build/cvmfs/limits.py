@@ -16,6 +16,8 @@ GiB = 1 << 30
 # -- before trust: the signed files, read before their signatures are checked ---------------------
 #: ``.cvmfspublished`` (a real one is about 600 bytes)
 MAX_MANIFEST_BYTES = 1 * MiB
+#: a master public key file (``--key``): an RSA-4096 PEM is under 1 KiB; a few keys in one file fit
+MAX_PUBLIC_KEY_BYTES = 64 * KiB
 #: ``.cvmfswhitelist`` (a real one is a few hundred bytes per fingerprint)
 MAX_WHITELIST_BYTES = 1 * MiB
 #: the certificate object, stored and inflated (a real one is about 1 KiB)

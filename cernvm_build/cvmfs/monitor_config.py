@@ -87,9 +87,10 @@ def load(path: Path, keys: Sequence[Path] = ()) -> list[Target]:
     targets: list[Target] = []
     for i, item in enumerate(items):
         at: list[str | int] = ["repositories", i]
-        if not isinstance(item, dict) or not isinstance(item.get("url"), str):
+        if not isinstance(item, dict) or not isinstance(item.get("url"), str) or not item["url"].strip():
             raise bad("a repository needs 'url' (its Stratum-0)", at, "url: http://host/cvmfs/<fqrn>")
-        unknown = sorted(set(item) - {"url", "key", "replicas", "fqrn"})
+        # str(): a key YAML reads as a number or a date made sorted() compare it with a str (a traceback)
+        unknown = sorted(str(k) for k in item if k not in ("url", "key", "replicas", "fqrn"))
         if unknown:
             raise bad(f"unknown key {unknown[0]!r}", [*at, unknown[0]], "known: url, key, fqrn, replicas")
         url, fqrn = item["url"], item.get("fqrn")
@@ -106,7 +107,7 @@ def load(path: Path, keys: Sequence[Path] = ()) -> list[Target]:
                 )
         own = own or _keys(url, ())
         replicas = item.get("replicas", [])
-        if not isinstance(replicas, list) or not all(isinstance(r, str) for r in replicas):
+        if not isinstance(replicas, list) or not all(isinstance(r, str) and r.strip() for r in replicas):
             raise bad(
                 "'replicas' must be a list of URLs", [*at, "replicas"], "replicas: [http://s1/cvmfs/<fqrn>]"
             )

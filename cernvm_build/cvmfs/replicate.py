@@ -66,6 +66,9 @@ from .store import ObjectStore, stored_limit
 REFLOG_FILE = ".cvmfsreflog"
 SNAPSHOTTING_FILE = ".cvmfs_is_snapshotting"
 LAST_SNAPSHOT_FILE = ".cvmfs_last_snapshot"
+#: download threads at most: past a few dozen they only contend for the interpreter, and -j 100000
+#: started threads until the system refused one (a traceback, pr18d finding 5)
+MAX_JOBS = 64
 
 
 @dataclass
@@ -364,10 +367,20 @@ def replicate(
     """Bring the Stratum directory ``dest`` up to ``source``'s verified trunk and every tagged
     revision; the signed files are replaced last. Raises (leaving the replica's old revision
     published) on any bad signature, hash or transfer."""
+    if not 1 <= jobs <= MAX_JOBS:
+        raise CvmfsError(
+            f"--jobs {jobs}: not from 1 to {MAX_JOBS}", hint="parallel downloads; the default is 8"
+        )
     name = fqrn or _fqrn_from_source(source)
     if not name:
         raise CvmfsError(f"cannot tell the repository name from {source!r}", hint="pass --fqrn NAME")
-    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # DEST a file, or under one: a traceback (pr18d finding 11)
+        raise CvmfsError(
+            f"{dest}: cannot be the replica's directory: {e.strerror}",
+            hint="DEST is a directory: a new one, or a replica made before",
+        ) from None
     with publish_lock(dest, "replicate"):
         # the rollback floor is read under the lock: read before it, a run that waited for another
         # one's publish worked from the older revision and could publish a stale source's (pr16d 7)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import CvmfsError, IntegrityError
+from ..fsutil import read_regular
 from . import manifest as manifest_mod
 from . import rsa
 from . import whitelist as whitelist_mod
@@ -27,7 +28,14 @@ from .cache import ObjectCache
 from .catalog import Chunk, DirEntry
 from .fetch import Fetcher, NotFound, Unreachable, make_fetcher
 from .history import History, Tag, parse_date
-from .limits import MAX_CERTIFICATE_BYTES, MAX_HISTORY_BYTES, MAX_MANIFEST_BYTES, MAX_WHITELIST_BYTES, human
+from .limits import (
+    MAX_CERTIFICATE_BYTES,
+    MAX_HISTORY_BYTES,
+    MAX_MANIFEST_BYTES,
+    MAX_PUBLIC_KEY_BYTES,
+    MAX_WHITELIST_BYTES,
+    human,
+)
 from .manifest import Manifest
 from .objects import SUFFIX_CERTIFICATE, SUFFIX_HISTORY, InflateLimit, decompress, hash_bytes, parse_hash
 from .plaincache import PlainCache
@@ -113,9 +121,16 @@ def _load_keys(keys: Sequence[Path | bytes]) -> list[tuple[str, rsa.PublicKey]]:
             out.append(("<key bytes>", rsa.load_public_key(k)))
             continue
         try:
-            data = Path(k).read_bytes()
+            # a regular file within a cap: --key /dev/zero was read until memory ran out and a FIFO
+            # waited for a writer for ever (pr18d finding 13)
+            data = read_regular(Path(k), MAX_PUBLIC_KEY_BYTES)
         except OSError as e:
             raise CvmfsError(f"{k}: public key cannot be read: {e.strerror}", hint="check --key PATH") from e
+        if len(data) > MAX_PUBLIC_KEY_BYTES:
+            raise CvmfsError(
+                f"{k}: public key is larger than {human(MAX_PUBLIC_KEY_BYTES)}",
+                hint="check --key PATH (a PEM RSA public key, e.g. <fqrn>.pub)",
+            )
         out.append((str(k), rsa.load_public_key(data, where=str(k))))
     return out
 

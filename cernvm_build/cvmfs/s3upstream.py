@@ -132,6 +132,32 @@ def check_spool(up: S3Upstream, remote: bytes | None, *, creating: bool) -> None
     )
 
 
+def check_replica(up: S3Upstream, remote: bytes | None) -> None:
+    """Refuse to push a replica's spool over a bucket that publishes a newer revision, or another
+    repository: the replication's rollback floor is its spool's manifest, and a fresh spool (another
+    machine, a lost cache) replicating a stale source rolled the bucket back (pr18d finding 9)."""
+    local_file = up.spool / MANIFEST_FILE
+    if remote is None or not local_file.is_file():
+        return
+    local = local_file.read_bytes()
+    if remote == local:
+        return
+    r_rev, r_ts, r_fqrn = _revision(remote, f"{up.url}/{MANIFEST_FILE}")
+    l_rev, l_ts, l_fqrn = _revision(local, str(local_file))
+    if r_fqrn != l_fqrn:
+        raise CvmfsError(
+            f"{up.url}: the bucket publishes repository {r_fqrn}, not {l_fqrn}; nothing was pushed",
+            hint="replicate each repository under its own prefix",
+        )
+    if (r_rev, r_ts) > (l_rev, l_ts):
+        raise CvmfsError(
+            f"{up.url}: the bucket publishes revision {r_rev}, newer than the replicated {l_rev} "
+            "(a stale or rolled-back source); nothing was pushed",
+            hint="replicate from the Stratum-0 (or a newer Stratum-1); the objects fetched are kept in "
+            f"{up.spool}",
+        )
+
+
 def push(up: S3Upstream, client: S3Client | None = None, checkpoint: Checkpoint | None = None) -> SyncReport:
     """Upload what the bucket lacks from the spool; the signed files last."""
     hashes = HashCache(up.spool / "data" / "txn" / "s3-hashes.json")
@@ -169,4 +195,6 @@ def session(up: S3Upstream, *, creating: bool = False, replica: bool = False) ->
             check_spool(up, remote_manifest(client, up), creating=creating)
         held = Session(up.spool)
         yield held
+        if replica:
+            check_replica(up, remote_manifest(client, up))
         held.pushed = push(up, client)

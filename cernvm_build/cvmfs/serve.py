@@ -9,6 +9,7 @@ at ``/``. Cache headers follow what Stratum-1s send: the signed files change wit
 from __future__ import annotations
 
 import email.utils
+import errno
 import logging
 import os
 import posixpath
@@ -24,6 +25,8 @@ from typing import ClassVar
 
 from ..boundedhttp import IDLE_TIMEOUT, MAX_CONNECTIONS, MAX_PER_CLIENT, BoundedHTTPServer, HeaderDeadline
 from ..errors import CvmfsError
+from ..fsutil import read_regular
+from .limits import MAX_MANIFEST_BYTES
 from .lock import is_working_state
 from .manifest import parse_keyvals
 
@@ -35,6 +38,8 @@ _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)\Z")
 #: digits of a range bound: 10^18 bytes is past any file, and 5000 digits overflowed int() into a
 #: traceback and a dropped connection (pr16d finding 3); more is answered 416
 _RANGE_DIGITS = 18
+#: bytes of a GET's or HEAD's body read and dropped before answering; past it the connection is closed
+_MAX_DISCARDED_BODY = 64 * 1024
 
 
 def _stratum_dir(path: Path) -> Path | None:
@@ -46,10 +51,15 @@ def _stratum_dir(path: Path) -> Path | None:
 
 
 def _manifest_fqrn(stratum: Path) -> str | None:
+    """The name the manifest gives, if it says one; read within the manifest's cap (a 3 GB file was
+    read whole: MemoryError, pr18d finding 12)."""
     try:
-        return parse_keyvals((stratum / ".cvmfspublished").read_bytes()).get("N") or None
+        data = read_regular(stratum / ".cvmfspublished", MAX_MANIFEST_BYTES)
     except OSError:
         return None
+    if len(data) > MAX_MANIFEST_BYTES:
+        return None
+    return parse_keyvals(data).get("N") or None
 
 
 def find_repositories(root: Path) -> dict[str, Path]:
@@ -141,7 +151,8 @@ class _Handler(HeaderDeadline):
     def log_message(self, format: str, *args: object) -> None:
         log.debug("%s " + format, self.address_string(), *args)
 
-    def _resolve(self) -> Path | None:
+    def _resolve(self) -> tuple[Path, list[str]] | None:
+        """The file asked for and its path inside the Stratum directory."""
         raw = urllib.parse.urlsplit(self.path).path
         path = posixpath.normpath(urllib.parse.unquote(raw))
         parts = [p for p in path.split("/") if p]
@@ -158,7 +169,7 @@ class _Handler(HeaderDeadline):
             target.resolve().relative_to(base.resolve())
         except (ValueError, OSError):
             return None
-        return target if target.is_file() else None
+        return (target, rest) if target.is_file() else None
 
     def do_HEAD(self) -> None:
         self._send(head=True)
@@ -177,11 +188,43 @@ class _Handler(HeaderDeadline):
         if self.command != "HEAD":
             self.wfile.write(body)
 
+    def _skip_body(self) -> bool:
+        """Read and drop a body sent with the request, else answer 400 and close: left unread, its
+        bytes were taken as the next request on the connection (a ``Content-Length`` body, or a
+        chunked one, smuggled a second request past a proxy in front, pr18d finding 1)."""
+        if self.headers.get("Transfer-Encoding") is not None:
+            return self._refuse("a GET or HEAD request with a Transfer-Encoding body")
+        lengths = self.headers.get_all("Content-Length") or []
+        if not lengths:
+            return True
+        text = lengths[0].strip()
+        if len(lengths) > 1 or not text.isdigit() or not text.isascii() or len(text) > 18:
+            return self._refuse("a Content-Length that is not one number")
+        size = int(text)
+        if size > _MAX_DISCARDED_BODY:
+            return self._refuse("a request body")
+        while size > 0:
+            got = self.rfile.read(min(size, 1 << 16))
+            if not got:
+                self.close_connection = True
+                return False
+            size -= len(got)
+        return True
+
+    def _refuse(self, what: str) -> bool:
+        log.debug("%s: %s; closing the connection", self.address_string(), what)
+        self.close_connection = True
+        self._error(HTTPStatus.BAD_REQUEST, {"Connection": "close"})
+        return False
+
     def _send(self, *, head: bool) -> None:
-        target = self._resolve()
-        if target is None:
+        if not self._skip_body():
+            return
+        found = self._resolve()
+        if found is None:
             self._error(HTTPStatus.NOT_FOUND)
             return
+        target, rest = found
         try:
             f = open(target, "rb")  # noqa: SIM115 - closed in finally
         except OSError:
@@ -217,7 +260,9 @@ class _Handler(HeaderDeadline):
             self.send_header("Content-Length", str(end - start))
             self.send_header("Accept-Ranges", "bytes")
             self.send_header("Last-Modified", email.utils.formatdate(st.st_mtime, usegmt=True))
-            is_object = "data" in target.parts and not target.name.startswith(".")
+            # inside the Stratum directory: a "data" folder above it (/srv/data/cvmfs/...) made every
+            # file immutable for a year, stats/stats.db too, which changes with each publish (pr18d 10)
+            is_object = rest[0] == "data" and not target.name.startswith(".")
             self.send_header("Cache-Control", LONG_CACHE if is_object else SHORT_CACHE)
             if status == HTTPStatus.PARTIAL_CONTENT:
                 self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
@@ -243,6 +288,8 @@ def serve(
     max_per_client: int = MAX_PER_CLIENT,
 ) -> Server:
     """Start serving ``root`` in a background thread; use as a context manager or call ``close()``."""
+    if not 0 <= port < 65536:  # bind() raised OverflowError: a traceback (pr18d finding 4)
+        raise CvmfsError(f"--port {port}: not a TCP port", hint="1 .. 65535, or 0 for any free port")
     root = Path(root)
     repos = find_repositories(root)
     if not repos:
@@ -255,5 +302,8 @@ def serve(
     try:
         httpd = _HTTPServer((host, port), handler, max_connections, max_per_client)
     except OSError as e:
-        raise CvmfsError(f"cannot listen on {host}:{port}: {e.strerror}", hint="choose another --port") from e
+        raise CvmfsError(
+            f"cannot listen on {host}:{port}: {e.strerror}",
+            hint="choose another --port" if e.errno in (errno.EADDRINUSE, errno.EACCES) else "check --host",
+        ) from e
     return Server(root, httpd, repos).start()

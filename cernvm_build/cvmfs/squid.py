@@ -32,6 +32,11 @@ from .confpath import listen_at, no_scope, plain_path
 #: the private and loopback networks: a site proxy's usual clients
 DEFAULT_CLIENTS = ("127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "::1/128", "fc00::/7")
 
+#: squid reads cache_dir's size as an int of MB, and refused (FATAL: Bungled ...) the file written with
+#: more; memory and object sizes past 16 TiB overflowed its byte counts the same way (pr18d finding 8)
+MAX_CACHE_MB = 2**31 - 1
+MAX_SIZE_MB = 2**24
+
 _HOST = re.compile(r"\.?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*")  # fullmatch: $ takes "x\n"
 
 
@@ -80,13 +85,13 @@ def squid_config(
     """The configuration text; ``listen`` empty means every address."""
     if not 0 < port < 65536:
         raise CvmfsError(f"--port {port}: not a TCP port", hint="1 .. 65535")
-    for value, flag, low in (
-        (cache_mb, "--cache-mb", 0),
-        (memory_mb, "--memory-mb", 8),
-        (max_object_mb, "--max-object-mb", 1),
+    for value, flag, low, high in (
+        (cache_mb, "--cache-mb", 0, MAX_CACHE_MB),
+        (memory_mb, "--memory-mb", 8, MAX_SIZE_MB),
+        (max_object_mb, "--max-object-mb", 1, MAX_SIZE_MB),
     ):
-        if value < low:
-            raise CvmfsError(f"{flag} {value}: at least {low}", hint="sizes are in MB")
+        if not low <= value <= high:
+            raise CvmfsError(f"{flag} {value}: not from {low} to {high}", hint="sizes are in MB")
     where = listen_at(listen, port)
     nets = [_network(c) for c in clients]
     if not nets:

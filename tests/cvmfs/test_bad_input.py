@@ -213,3 +213,22 @@ def test_bad_snapshot_arguments(fx: Fixture) -> None:
         open_repository(fx.repo, public_keys=[fx.pub], snapshot=SnapshotSpec(root_hash="xyz"))
     with pytest.raises(CvmfsError, match=f"{FQRN}: root catalog {'0' * 40}C not found"):
         open_repository(fx.repo, public_keys=[fx.pub], snapshot=SnapshotSpec(root_hash="0" * 40))
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("kind", ["fifo", "huge"])
+def test_a_key_that_is_a_fifo_or_huge_is_one_line(tmp_path: Path, kind: str) -> None:
+    """pr18d finding 13: --key was read whole: /dev/zero until memory ran out, a FIFO for ever."""
+    import os
+
+    from cernvm_build.cvmfs.repository import _load_keys
+
+    key = tmp_path / "k.pub"
+    if kind == "fifo":
+        os.mkfifo(key)
+    else:
+        key.write_bytes(b"-----BEGIN PUBLIC KEY-----\n" + b"A" * (1 << 20))
+    with pytest.raises(
+        CvmfsError, match=rf"^{key}: public key (cannot be read: not a regular file|is larger than)"
+    ):
+        _load_keys([key])

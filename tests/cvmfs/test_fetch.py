@@ -9,6 +9,7 @@ import threading
 import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 
 import pytest
 
@@ -385,3 +386,45 @@ def test_a_retry_after_past_the_cap_passes_the_server_over(monkeypatch: pytest.M
 class _Ok(_Quiet):
     def do_GET(self) -> None:
         self._send(b"fine")
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("kind", ["fifo", "folder"])
+def test_a_local_source_s_fifo_or_folder_is_refused_at_once(tmp_path: Path, kind: str) -> None:
+    """pr18d finding 3: a FIFO in place of a signed file or an object of a local Stratum directory
+    was opened blocking: replicate, info and verify waited for a writer for ever."""
+    import os
+
+    from cernvm_build.cvmfs.fetch import LocalFetcher
+
+    path = tmp_path / ".cvmfswhitelist"
+    os.mkfifo(path) if kind == "fifo" else path.mkdir()
+    fetcher = LocalFetcher(tmp_path, repo="a.org")
+    with pytest.raises(CvmfsError, match=r"a\.org: whitelist cannot be read at .*\.cvmfswhitelist: ") as e:
+        fetcher.get(".cvmfswhitelist", what="whitelist")
+    assert e.value.hint and "regular files" in e.value.hint
+
+
+@pytest.mark.parametrize(
+    ("location", "error"),
+    [
+        ("http://[x", "HTTP 302 redirect to a bad URL 'http://[x'"),
+        ("{dead}/x", "redirected to '{dead}/x': "),
+    ],
+)
+def test_a_redirect_that_fails_names_where_it_led(location: str, error: str) -> None:
+    """pr18d finding 6: the error named the URL asked for, and blamed it for the redirect's target."""
+    dead = _dead()
+
+    class Redirect(_Quiet):
+        def do_GET(self) -> None:
+            self.send_response(302)
+            self.send_header("Location", location.format(dead=dead))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    with http_server(Redirect) as url:
+        f = HttpFetcher([f"{url}/cvmfs/x"], repo="x", retries=0, timeout=5)
+        with pytest.raises(CvmfsError) as e:
+            f.get(".cvmfspublished", what="manifest")
+    assert f"{url}/cvmfs/x/.cvmfspublished: {error.format(dead=dead)}" in str(e.value), str(e.value)

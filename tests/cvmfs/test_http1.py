@@ -124,6 +124,64 @@ def test_a_connection_reads_one_answer_after_another(origin: str) -> None:
     assert split_netloc("example.org", "https") == ("example.org", 443)
 
 
+class _Searched(bytes):
+    """A received buffer that records how far each search for a bare-LF blank line on it may look
+    (a search that stops at its first match, as the CRLF one does, costs only that far)."""
+
+    ends: list[int]
+
+    def find(self, sub: bytes, start: int = 0, end: int | None = None) -> int:  # type: ignore[override]
+        if sub == b"\n\n":
+            self.ends.append(len(self) if end is None else end)
+        return super().find(sub, start, len(self) if end is None else end)
+
+
+def test_a_head_is_found_without_searching_the_pipelined_bodies_after_it() -> None:
+    # three pipelined answers already received whole, bodies with no blank line in them: finding
+    # each head's end must not scan the rest of the buffer (a pipelined batch's later bodies),
+    # which it did for the bare-LF form, for every object; heads ending either way still parse
+    heads = (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\n",
+        b"HTTP/1.1 200 OK\nContent-Length: 6\n\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 6\n\r\n",
+    )
+    body = b"ab\ncd\r"
+    buf = _Searched(b"".join(h + body for h in heads) + b"x" * 50000)
+    buf.ends = []
+    conn = Connection("http", "127.0.0.1:1", 5)
+    conn._buf = buf
+    resp = http1.Response(conn)
+    assert max(buf.ends) <= len(heads[0]) and conn._buf[conn._at :] == buf[len(heads[0]) :]
+    for head in heads:
+        if head is not heads[0]:
+            resp = http1.Response(conn)
+        assert (resp.status, resp.length, resp.read1(100), resp.complete) == (200, 6, body, True)
+    assert conn._buf[conn._at :] == b"x" * 50000
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        "",
+        "\nServer: x\nContent-Length: 12\nConnection: keep-alive",
+        "\nCONTENT-LENGTH:7\ncontent-length:  9 ",  # repeated: the last, stripped
+        "\nContent-Length : 5",  # white space before the colon
+        "\nContent-Length\x0b: 5",  # ... any that str.strip strips
+        "\n Content-Length: 5\nConnection: close",  # the first line starts with a space
+        "\nConnection: keep-\n alive\nContent-Length: 3",  # folded
+        "\nConnection: keep-\n\talive",  # folded by a tab, the last line
+        "\nX-Content-Length: 4",  # the name inside another
+        "\nX-Content-Length: 4\nContent-Length: 6",
+        "\nVary: Connection\nConnection: close",  # the name in a value
+        "\nTransfer-Encoding: chunked\nContent-Length",  # a line without a colon
+        "\nContent-Length: \xe9\xc0",  # Latin-1 beyond ASCII
+    ],
+)
+def test_the_three_fields_a_reader_needs_are_read_as_the_whole_header_dict_reads_them(block: str) -> None:
+    fields = http1._fields(block)
+    assert http1._wanted(block) == [fields.get(name) for name in http1._WANTED]
+
+
 def _answers(*answers: bytes | Callable[[socket.socket], None]) -> contextlib.AbstractContextManager[int]:
     """A raw server: each request, on whatever connection, gets the next answer (raw bytes, or a
     function that writes to the socket itself); after the last one connections are closed."""

@@ -18,6 +18,7 @@ from cernvm_build.cli.main import main
 from cernvm_build.cvmfs import keys as keymod
 from cernvm_build.cvmfs.publish import create_repository, publish_tree, resign_whitelist
 from cernvm_build.cvmfs.serve import serve
+from cernvm_build.errors import CvmfsError
 
 pytestmark = pytest.mark.integration
 
@@ -196,3 +197,30 @@ def test_status_page_renders_the_report_escaped(
     assert f"<small>{replica}</small>" in page and "lags 1 revision(s), 3.0h" in page
     assert "<strong>unreachable</strong>" in page and "<strong>replica-lag</strong>" in page
     assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)" in page
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        # pr18d finding 2: sorted() compared the number key with the str keys (a traceback)
+        (
+            "repositories:\n  - url: http://s0/cvmfs/a.org\n    1: x\n    zz: y\n",
+            ":3: repositories[0].1: unknown key '1'",
+        ),
+        ("repositories:\n  - url: ''\n", ":2: repositories[0]: a repository needs 'url'"),
+        (
+            "repositories:\n  - url: http://s0/cvmfs/a.org\n    replicas: ['']\n",
+            ":3: repositories[0].replicas:",
+        ),
+    ],
+)
+def test_a_config_key_that_is_not_text_or_an_empty_url_is_one_line(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    from cernvm_build.cvmfs import monitor_config
+
+    cfg = tmp_path / "monitor.yaml"
+    cfg.write_text(text)
+    with pytest.raises(CvmfsError) as e:
+        monitor_config.load(cfg, (tmp_path / "k.pub",))
+    assert message in str(e.value)

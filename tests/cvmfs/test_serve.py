@@ -152,6 +152,43 @@ def test_not_found_and_no_escape(server: Server) -> None:
         assert resp.status == 404, path
 
 
+def _raw_exchange(server: Server, data: bytes) -> bytes:
+    """``data`` sent on one connection; everything answered until the server closes it or is silent."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as c:
+        c.sendall(data)
+        c.shutdown(socket.SHUT_WR)
+        got = b""
+        while chunk := c.recv(65536):
+            got += chunk
+    return got
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        "Content-Length: {n}\r\n",
+        "Transfer-Encoding: chunked\r\n",
+        "Content-Length: {n}\r\nContent-Length: {n}\r\n",
+        "Content-Length: +{n}\r\n",
+    ],
+)
+def test_a_request_body_is_never_taken_as_the_next_request(server: Server, headers: str) -> None:
+    """pr18d finding 1: a GET's body was left unread and answered as a request of its own (a request
+    smuggled past a proxy in front). A body is read and dropped, or refused with the connection."""
+    inner = f"GET /cvmfs/{FQRN}/.cvmfspublished HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    if "chunked" in headers:
+        body = b"%x\r\n%s\r\n0\r\n\r\n" % (len(inner), inner)
+    else:
+        body = inner
+    head = f"GET /cvmfs/{FQRN}/.cvmfswhitelist HTTP/1.1\r\nHost: x\r\n{headers.format(n=len(body))}\r\n"
+    got = _raw_exchange(server, head.encode() + body)
+    assert got.count(b"HTTP/1.1 ") == 1, got
+    if headers == "Content-Length: {n}\r\n":
+        assert got.startswith(b"HTTP/1.1 200 ")
+    else:
+        assert got.startswith(b"HTTP/1.1 400 ")
+
+
 def test_folder_of_repositories(fx: Fixture, tmp_path: Path) -> None:
     import shutil
 
@@ -164,6 +201,50 @@ def test_folder_of_repositories(fx: Fixture, tmp_path: Path) -> None:
         assert resp.status == 200
         with pytest.raises(CvmfsError, match="serves 2 repositories"):
             s.repo_url()
+
+
+@pytest.mark.parametrize("port", [-1, 65536, 70000])
+def test_a_port_out_of_range_is_one_line(fx: Fixture, capsys: pytest.CaptureFixture[str], port: int) -> None:
+    """pr18d finding 4: bind() raised OverflowError, a traceback."""
+    assert main(["cvmfs", "serve", str(fx.repo), "--port", str(port)]) != 0
+    err = capsys.readouterr().err
+    assert f"error: --port {port}: not a TCP port" in err and "Traceback" not in err
+
+
+def test_a_host_that_is_not_an_address_is_blamed(fx: Fixture) -> None:
+    with pytest.raises(CvmfsError, match="cannot listen on no such host:0") as e:
+        serve(fx.repo, host="no such host")
+    assert e.value.hint == "check --host"
+
+
+def test_a_data_folder_above_the_stratum_does_not_make_its_files_immutable(
+    fx: Fixture, tmp_path: Path
+) -> None:
+    """pr18d finding 10: any "data" in the served path gave every file (stats/stats.db, which each
+    publish rewrites) a year-long immutable Cache-Control."""
+    import shutil
+
+    root = tmp_path / "data" / "srv"
+    shutil.copytree(fx.repo, root)
+    (root / "stats").mkdir(exist_ok=True)
+    (root / "stats" / "stats.db").write_bytes(b"changes with every publish")
+    with serve(root) as s:
+        resp, _ = request(s, "GET", f"/cvmfs/{FQRN}/stats/stats.db")
+        assert resp.status == 200 and resp.getheader("Cache-Control") == SHORT_CACHE
+        resp, _ = request(s, "GET", f"/cvmfs/{FQRN}/data/{ROOT_REV2[:2]}/{ROOT_REV2[2:]}C")
+        assert resp.status == 200 and resp.getheader("Cache-Control") == LONG_CACHE
+
+
+def test_a_manifest_past_its_cap_is_not_read_for_the_name(tmp_path: Path) -> None:
+    """pr18d finding 12: the manifest was read whole for its N line (3 GB: MemoryError); past the
+    manifest's cap the folder's name is used, nothing beyond the cap is read."""
+    from cernvm_build.cvmfs.limits import MAX_MANIFEST_BYTES
+    from cernvm_build.cvmfs.serve import find_repositories
+
+    stratum = tmp_path / "big.name"
+    stratum.mkdir()
+    (stratum / ".cvmfspublished").write_bytes(b"C" + b"0" * MAX_MANIFEST_BYTES + b"\nNfar.away\n")
+    assert list(find_repositories(stratum)) == ["big.name"]
 
 
 def test_nothing_to_serve(tmp_path: Path) -> None:

@@ -3,6 +3,8 @@ add squid directives: an open proxy); the generated file itself is run by the fl
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -58,3 +60,66 @@ def test_cli_error_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert (
         err.startswith("error: --stratum 'bad host': a scope id (%), whitespace") and "Traceback" not in err
     )
+
+
+@pytest.mark.parametrize(
+    ("argv", "where"),
+    [
+        (["cvmfs", "squid-config", "-o", "{tmp}"], "--output {tmp}: a folder, not a file"),
+        (
+            ["cvmfs", "squid-config", "-o", "{tmp}/f/squid.conf"],
+            "--output {tmp}/f/squid.conf: cannot write it: ",
+        ),
+        (
+            [
+                "cvmfs",
+                "monitor",
+                "http://127.0.0.1:9/cvmfs/a.org",
+                "--key",
+                "{key}",
+                "--timeout",
+                "1",
+                "--retries",
+                "0",
+                "--out",
+                "{tmp}",
+            ],
+            "--out {tmp}: a folder, not a file",
+        ),
+    ],
+)
+def test_an_output_that_cannot_be_written_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], where: str
+) -> None:
+    """pr18d finding 7: -o/--out naming a folder (or a place under a file) was an OSError traceback."""
+    (tmp_path / "f").write_text("a file, not a folder\n")
+    key = Path(__file__).parent / "data" / "fixture.cernvm.test" / "keys" / "fixture.cernvm.test.pub"
+    code = main([a.format(tmp=tmp_path, key=key) for a in argv])
+    err = capsys.readouterr().err
+    assert code != 0 and "Traceback" not in err, err
+    assert f"error: {where.format(tmp=tmp_path)}" in err, err
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"cache_mb": 2**31}, "--cache-mb 2147483648: not from 0 to 2147483647"),
+        ({"memory_mb": 10**14}, "--memory-mb 100000000000000: not from 8 to 16777216"),
+        ({"max_object_mb": 10**20}, "--max-object-mb 100000000000000000000: not from 1 to 16777216"),
+    ],
+)
+def test_sizes_squid_cannot_hold_are_refused(tmp_path: Path, kwargs: dict[str, int], message: str) -> None:
+    """pr18d finding 8: the file was written, and squid refused it ("FATAL: Bungled ... integer overflow")."""
+    with pytest.raises(CvmfsError, match=message):
+        squid_config(port=3128, run_dir=tmp_path, **kwargs)
+
+
+@pytest.mark.skipif(shutil.which("squid") is None, reason="squid is not installed")
+def test_the_largest_sizes_are_read_by_squid(tmp_path: Path) -> None:
+    conf = tmp_path / "squid.conf"
+    text = squid_config(port=3128, run_dir=tmp_path, cache_mb=2**31 - 1, memory_mb=2**24, max_object_mb=2**24)
+    conf.write_text(text)
+    run = subprocess.run(
+        ["squid", "-k", "parse", "-f", str(conf)], capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 0 and "Bungled" not in run.stderr, run.stderr

@@ -227,3 +227,32 @@ def test_replicate_into_a_bucket(target: Target, tmp_path: Path, capsys: pytest.
     assert _read_all(target.http("stratum1"), pub, tag="v1") == _read_all(target.http("stratum0"), pub)
     again = _cli(capsys, "cvmfs", "replicate", *args)
     assert again["objects_fetched"] == 0 and again["s3"]["uploaded"] <= 1  # type: ignore[index]
+
+
+@pytest.mark.parametrize("target", ["moto"], indirect=True)
+def test_a_stale_source_replicated_through_a_fresh_spool_does_not_roll_the_bucket_back(
+    target: Target, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pr18d finding 9: ``replicate`` checks the rollback floor against its spool only; a fresh spool
+    (another machine, a lost cache) replicating a stale source pushed its older manifest over the
+    bucket's newer one."""
+    import shutil
+
+    from cernvm_build.cvmfs.publish import create_repository
+
+    keys, pub = _keys(tmp_path)
+    s0 = tmp_path / "s0"
+    create_repository(s0, FQRN, keys)
+    publish_tree(s0, FQRN, keys, _tree(tmp_path / "src", 1))
+    shutil.copytree(s0, tmp_path / "stale")
+    publish_tree(s0, FQRN, keys, _tree(tmp_path / "src", 2))
+    s3 = ["--endpoint-url", target.endpoint, "--key", str(pub), "--fqrn", FQRN]
+    new = _cli(capsys, "cvmfs", "replicate", str(s0), target.url("s1"), *s3, "--spool", str(tmp_path / "a"))
+    published = target.client.get_object(Bucket=target.bucket, Key="s1/.cvmfspublished")["Body"].read()
+    stale = [str(tmp_path / "stale"), target.url("s1"), *s3, "--spool", str(tmp_path / "b")]
+    assert main(["cvmfs", "replicate", *stale]) == 5
+    err = capsys.readouterr().err
+    assert f"error: {target.url('s1')}: the bucket publishes revision {new['revision']}, newer" in err, err
+    assert "Traceback" not in err
+    after = target.client.get_object(Bucket=target.bucket, Key="s1/.cvmfspublished")["Body"].read()
+    assert after == published

@@ -112,3 +112,32 @@ def test_replicate_errors_name_the_way_out_once(
     assert err[-1] == "hint: check the source URL(s) and --proxy, then run again: what was fetched is kept", (
         err
     )
+
+
+@pytest.mark.parametrize("jobs", ["0", "65"])
+def test_jobs_out_of_range_is_one_line_and_writes_nothing(
+    stratum: Path, key_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], jobs: str
+) -> None:
+    """pr18d finding 5: -j 100000 started threads until the system refused one (a traceback)."""
+    dest = tmp_path / "replica"
+    pub = str(key_dir / f"{FQRN}.pub")
+    assert (
+        main(["cvmfs", "replicate", str(stratum), str(dest), "--key", pub, "--fqrn", FQRN, "-j", jobs]) != 0
+    )
+    err = capsys.readouterr().err
+    assert f"error: --jobs {jobs}: not from 1 to {rep.MAX_JOBS}" in err and "Traceback" not in err
+    assert not dest.exists()
+
+
+@pytest.mark.parametrize("dest", ["file", "file/sub"])
+def test_a_dest_that_cannot_be_a_folder_is_one_line(
+    stratum: Path, key_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], dest: str
+) -> None:
+    """pr18d finding 11: DEST a file (or under one) was a FileExistsError/NotADirectoryError traceback."""
+    (tmp_path / "file").write_text("not a folder\n")
+    pub = str(key_dir / f"{FQRN}.pub")
+    argv = ["cvmfs", "replicate", str(stratum), str(tmp_path / dest), "--key", pub, "--fqrn", FQRN]
+    assert main(argv) != 0
+    err = capsys.readouterr().err
+    assert f"error: {tmp_path / dest}: cannot be the replica's directory: " in err and "Traceback" not in err
+    assert (tmp_path / "file").read_text() == "not a folder\n"
