@@ -278,7 +278,6 @@ def valid_signer(status: str, what: str) -> str:
     raise IntegrityError(f"{what}: {reason}", hint=hint)
 
 
-#: the largest key file read: a key with many signatures on it is tens of KiB
 def generate_test_key(
     home_keys_out: Path,
     name: str = "CernVM Test Signing",

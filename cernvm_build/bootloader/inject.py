@@ -220,7 +220,9 @@ class Root:
 
 def _replace(directory: str, m: Member) -> None:
     """``m`` written beside its name and renamed over it: a link there is replaced, never followed."""
-    tmp = os.path.join(directory, f".{m.path[-1]}.inject-{os.getpid()}")
+    # a name of its own length: the member's name and a suffix could pass NAME_MAX, found only once
+    # earlier members were written (the dry run makes no temporary names)
+    tmp = os.path.join(directory, f".inject-{os.getpid()}.tmp")
     try:
         os.unlink(tmp)
     except FileNotFoundError:

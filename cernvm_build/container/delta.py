@@ -26,13 +26,13 @@ import gzip
 import hashlib
 import io
 import shutil
-import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO
 
 from ..cvmfs.tar_limits import members as tar_members
+from ..cvmfs.tar_limits import open_file
 from ..errors import BuildError
 from ..tarwrite import TarWriter, skip_reason
 from ..tree import BLOCK, CHAR, DIR, FILE, SYMLINK, Entry, TreeReport, TreeSource, bad_path
@@ -198,7 +198,7 @@ def _place_blobs(path: Path, digests: list[str], work: Path) -> dict[str, Path]:
     if path.is_dir():
         return {d: path / "blobs" / "sha256" / hex_of(d) for d in digests}
     out: dict[str, Path] = {}
-    with tarfile.open(path, "r:") as tar:
+    with open_file(path) as tar:
         tar_members(tar, str(path))  # checked as read: a backward PAX size would loop extractfile's walk
         for d in dict.fromkeys(digests):
             dest = work / f"parent-{hex_of(d)}.tar.gz"

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from ..cvmfs.tar_limits import TarLimits, members
+from ..cvmfs.tar_limits import TarLimits, members, open_file
 from ..cvmfs.tar_stream import TarStream, open_tar
 from ..errors import BuildError, CvmfsError
 from ..fsutil import open_regular
@@ -132,7 +132,7 @@ def read_image(image: Path) -> ImageContents:
     if not image.is_file():
         raise BuildError(f"image does not exist: {image}", hint="check the path")
     try:
-        tar = tarfile.open(image, "r:")  # noqa: SIM115 -- closed by the with below
+        tar = open_file(image)
     except tarfile.TarError as e:
         raise _bad(image, f"not a tar archive ({e})") from e
     with tar:

@@ -198,6 +198,14 @@ def bounded_tarinfo(where: str) -> type[tarfile.TarInfo]:
     return type("BoundedTarInfo", (BoundedTarInfo,), {"where": where})
 
 
+def open_file(path: str | os.PathLike[str]) -> tarfile.TarFile:
+    """An uncompressed tar file opened for random access (``tarfile.open(path, "r:")``) with
+    ``bounded_tarinfo``: a PAX or GNU long-name header's declared data, read whole by tarfile, is
+    refused past ``MAX_TAR_HEADER_BYTES`` here too, not only on a stream (a 3 GiB OVA that is one PAX
+    header was 3 GiB of memory). A CvmfsError names ``path``; a TarError is the caller's to word."""
+    return tarfile.open(path, "r:", tarinfo=bounded_tarinfo(os.fspath(path)))
+
+
 def members(tar: tarfile.TarFile, where: str) -> list[tarfile.TarInfo]:
     """Every member of ``tar``, an archive opened from a file (random access, ``tarfile.open(p)``),
     each checked as it is read (see the module's note: a backward size loops ``getmembers()`` for

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from .. import jsonable, proc
 from ..cvmfs.limits import human
 from ..cvmfs.tar_limits import members as tar_members
+from ..cvmfs.tar_limits import open_file
 from ..errors import CvmfsError, ImageError
 from ..fsutil import atomic_file, atomic_write, read_regular, sha256_file
 from ..report import NULL_REPORTER, Reporter
@@ -311,9 +312,11 @@ class ImageCache:
         """The boot disk of an OVA appliance (the first disk its OVF names), checked against the
         OVA's manifest (``.mf``) when it has one, converted to a raw ``hdd`` image in the cache."""
         try:
-            tar = tarfile.open(path, "r:")  # noqa: SIM115  (closed by the with below)
+            tar = open_file(path)
         except (OSError, tarfile.TarError) as e:
             raise ImageError(f"not an OVA (tar) file: {e}", where=str(path)) from None
+        except CvmfsError as e:  # launch's own kind of error (its exit code), the same line
+            raise ImageError(e.message, hint=e.hint) from None
         with tar, tempfile.TemporaryDirectory(prefix=".ova-", dir=self._ensure_dir()) as tmp:
             # checked as read: a backward PAX size would loop tarfile's own walk (getmembers)
             try:

@@ -203,9 +203,11 @@ class Builder:
         gc.disable()
         try:
             return self._build()
-        except sqlite3.OperationalError:
-            raise
         except sqlite3.DatabaseError as e:
+            if type(e) is not sqlite3.DatabaseError:
+                # its subclasses are not damage: locked or a full disk (OperationalError), a bug
+                # (IntegrityError, ProgrammingError...): passed on, the state kept
+                raise
             # damage the open did not see (a page read later): the state is a cache, deleted here so
             # that the next build starts cold instead of failing again
             damaged = self.cache_dir / "state.sqlite"

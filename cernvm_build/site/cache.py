@@ -107,9 +107,11 @@ class State:
         self.discarded: str | None = None
         try:
             self._open()
-        except sqlite3.OperationalError:
-            raise  # locked, unreadable, a full disk: not the file's fault, and not ours to delete
         except sqlite3.DatabaseError as e:
+            if type(e) is not sqlite3.DatabaseError:
+                # only the exact class is damage (SQLITE_CORRUPT, SQLITE_NOTADB); locked, unreadable,
+                # a full disk (OperationalError) or a bug (IntegrityError...) is not ours to delete
+                raise
             # "file is not a database", "database disk image is malformed": the state is a cache, so
             # a damaged one costs a cold build, never a failed one
             if "db" in vars(self):  # else connect() itself failed, its connection already freed

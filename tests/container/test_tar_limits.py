@@ -362,3 +362,31 @@ def test_an_archive_walked_backwards_is_refused_not_looped_on(
     assert f"{f}: {said}" in out and "damaged or hostile" in out, (r.stdout, r.stderr)
     assert "Traceback" not in r.stderr
     assert (r.returncode != 0) == (reader == "container-verify"), r.stderr
+
+
+def _huge_pax(first: bool) -> bytes:
+    """An archive with a PAX extended header of 5 MiB (a ``comment`` record), on its first member
+    (read by ``tarfile.open`` itself) or its second (read by the checked walk)."""
+    big = tarfile.TarInfo("big")
+    big.pax_headers = {"comment": "x" * (5 << 20)}
+    small = tarfile.TarInfo("small")
+    order = [big, small] if first else [small, big]
+    return b"".join(t.tobuf(format=tarfile.PAX_FORMAT) for t in order) + b"\0" * 1024
+
+
+@pytest.mark.parametrize("first", [True, False], ids=["first-member", "later-member"])
+@pytest.mark.parametrize("reader", ["container-verify", "add_ova", "delta"])
+def test_an_archive_file_s_huge_pax_header_is_refused_before_it_is_read(
+    tmp_path: Path, first: bool, reader: str
+) -> None:
+    """The random-access readers bound a PAX header's declared data as the stream readers do (it was
+    read into memory whole: a 3 GiB OVA that is one PAX header was 3 GiB of memory)."""
+    f = tmp_path / "x.ova"
+    f.write_bytes(_huge_pax(first))
+    (tmp_path / "home").mkdir()
+    code = {"container-verify": VERIFY_CLI, "add_ova": OVA, "delta": DELTA}[reader]
+    r = run_python(code.format(path=str(f), home=str(tmp_path / "home")), blocked=reader, timeout=30)
+    out = r.stderr if reader == "container-verify" else r.stdout
+    assert f"{f}: tar PAX extended header" in out and "more than the 4 MiB" in out, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr
+    assert (r.returncode != 0) == (reader == "container-verify"), r.stderr

@@ -187,3 +187,12 @@ def test_runs_from_the_initrd_runtime_alone(world: tuple[Path, Path], tmp_path: 
     )
     assert (r.returncode, r.stderr) == (0, ""), r.stderr
     assert (root / "srv/x").read_text() == "in the root"
+
+
+def test_a_member_whose_name_is_as_long_as_a_name_can_be_is_written(tmp_path: Path) -> None:
+    """A 255-byte name (NAME_MAX) is a legit member: its temporary name must not be longer (it was
+    the name plus a suffix: ENAMETOOLONG after the members before it were written)."""
+    long = "c" * 255
+    assert inject.apply(str(tmp_path), _payload(("etc/a", b"A"), (f"etc/{long}", b"B"))) == 2
+    assert (tmp_path / "etc" / long).read_bytes() == b"B"
+    assert sorted(os.listdir(tmp_path / "etc")) == ["a", long]

@@ -1664,3 +1664,24 @@ def test_a_damaged_state_costs_a_cold_build_never_a_failed_one(site: Path, tmp_p
     assert not state.exists()
     build_site(site, out)
     assert tree(out) == _clean(site, tmp_path, "clean-after-damage", pytest.MonkeyPatch())
+
+
+def test_a_database_error_that_is_no_damage_keeps_the_state(
+    site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only ``sqlite3.DatabaseError`` itself is damage ("not a database", "malformed"): its subclasses
+    (a constraint, a misuse: a bug) pass unchanged and the state is not deleted as damaged."""
+    import sqlite3
+
+    from cernvm_build.site.build import Builder
+
+    build_site(site, tmp_path / "out")
+    (state,) = (tmp_path / "cache").rglob("state.sqlite")
+
+    def bug(self: Builder) -> None:
+        raise sqlite3.IntegrityError("UNIQUE constraint failed: pages.path")
+
+    monkeypatch.setattr(Builder, "_build", bug)
+    with pytest.raises(sqlite3.IntegrityError):
+        build_site(site, tmp_path / "out")
+    assert state.exists()
