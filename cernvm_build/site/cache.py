@@ -12,6 +12,7 @@ import contextlib
 import os
 import pickle
 import sqlite3
+import zlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -123,14 +124,34 @@ class State:
     def _open(self) -> None:
         new = not self.path.exists()
         self.db = connect(self.path)
+        #: this state is unsynced (made by a cold build of this boot): its connections commit and
+        #: checkpoint with ``synchronous=OFF``, and each forked worker's connection too (``_here``)
+        self.unsynced = False
         if new:
-            # A new state is made unsynced (the switch to WAL, the tables): its five fsyncs (the
-            # rollback journal, the file, the new WAL and their folder twice) were serial wall at the
-            # start of every cold build, 40-250 ms on ext4 measured at load 6-10, for a file that
-            # holds nothing yet. What the build commits after this is synced as before (NORMAL: the
-            # WAL at each checkpoint), the file's first page with it; a state lost or damaged before
-            # that is a cold build again (above).
+            # A new state (a cold build: ~28 MB at 1,000 pages) is written unsynced, from its creation
+            # (the WAL switch, the tables) to the end of the build: the fsyncs of its checkpoints (about
+            # one per 4 MB, ~20 calls) blocked 0.1-1 s of the cold build's wall on a journaled ext4.
+            # Its header holds this boot's tag instead (``_boot_tag``), from the first page it writes:
+            # the next open syncs it (below) while the kernel still holds every write, and a state whose
+            # tag is another boot's may be torn by a crash or power loss, so it is deleted (a cold build).
             self.db.execute("PRAGMA synchronous=OFF")
+            self.unsynced = _boot_tag() != 0
+            if self.unsynced:
+                self.db.execute(f"PRAGMA application_id={_boot_tag()}")
+        else:
+            tag = self.db.execute("PRAGMA application_id").fetchone()[0]
+            if tag and tag != _boot_tag():
+                self.db.close()
+                discard(self.path)
+                self._open()
+                return
+            if tag:
+                # made unsynced by a build of this boot (written back by the kernel since, most often):
+                # synced now, the tag cleared after (a tag lost with a crash from here costs a cold build)
+                for name in (self.path, Path(f"{self.path}-wal")):
+                    with contextlib.suppress(FileNotFoundError), open(name, "rb") as f:
+                        os.fsync(f.fileno())
+                self.db.execute("PRAGMA application_id=0")
         self.db.execute("PRAGMA journal_mode=WAL")  # kept in the file: every connection has it
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
         if version != SCHEMA:
@@ -163,8 +184,8 @@ class State:
             );
             """
         )
-        if new:
-            self.db.execute("PRAGMA synchronous=NORMAL")
+        if new and not self.unsynced:
+            self.db.execute("PRAGMA synchronous=NORMAL")  # no boot tag to guard an unsynced state
 
     def close(self, *, ends_process: bool = False) -> None:
         """``ends_process``: the process ends next (the CLI's one-shot build); a small WAL is then left
@@ -350,6 +371,8 @@ class State:
             yield self.db
             return
         with contextlib.closing(connect(self.path)) as db:
+            if self.unsynced:
+                db.execute("PRAGMA synchronous=OFF")
             yield db
 
     def prune_search_extracts(self, keep: set[str]) -> None:
@@ -492,6 +515,17 @@ WAL_LEFT_MAX = 2 << 20
 REPORT = "\0report"
 #: connections left open for the process's end (``State.close``)
 _LEFT_OPEN: list[sqlite3.Connection] = []
+
+
+def _boot_tag() -> int:
+    """This boot's tag (a positive 31-bit hash of the kernel's boot id), 0 where there is none: a state
+    made unsynced (``State._open``) is trusted by a later open only under the boot that wrote it, whose
+    kernel has kept every write the build made."""
+    try:
+        boot_id = Path("/proc/sys/kernel/random/boot_id").read_bytes()
+    except OSError:
+        return 0
+    return (zlib.crc32(boot_id) & 0x7FFFFFFF) or 1
 
 
 def _pickle(obj: Any) -> bytes:
