@@ -124,6 +124,9 @@ class Catalog:
             # is read-only and never rewritten in place (copies are renamed into place), so the map
             # cannot shrink under SQLite; a disk error while reading it is SIGBUS, not an error line.
             self._db.execute(f"PRAGMA mmap_size={MAX_CATALOG_BYTES}")  # SQLite may cap it (2 GiB)
+            # One cursor for every ``_query`` (they run under ``_lock``, one at a time): not a cursor
+            # made and freed per query, as ``Connection.execute`` does, on every FUSE LOOKUP
+            self._cursor = self._db.cursor()
             self.properties = dict(self._db.execute("SELECT key, value FROM properties").fetchall())
             cols = {row[1] for row in self._db.execute("PRAGMA table_info(catalog)")}
             nested_cols = {row[1] for row in self._db.execute("PRAGMA table_info(nested_catalogs)")}
@@ -148,7 +151,7 @@ class Catalog:
         self._select = (
             "SELECT hash, size, mode, mtime, flags, name, "
             f"CASE WHEN length(symlink) > {MAX_SYMLINK_BYTES} THEN -1 ELSE symlink END, "
-            "uid, gid, hardlinks, md5path_1, md5path_2, "
+            "uid, gid, hardlinks, "
             + (
                 f"CASE WHEN length(xattr) > {MAX_XATTR_BYTES} THEN -1 ELSE xattr END"
                 if self._has_xattr
@@ -188,7 +191,7 @@ class Catalog:
     def _query(self, sql: str, args: tuple[object, ...]) -> list[Any]:
         with self._lock:
             try:
-                return self._db.execute(sql, args).fetchall()
+                return self._cursor.execute(sql, args).fetchall()
             except sqlite3.Error as e:
                 raise self._error(e) from e
 
@@ -489,7 +492,7 @@ class Catalog:
         return parse_xattrs(blob, where)  # type: ignore[arg-type]  # parse_xattrs checks the type
 
     def _entry(self, row: Any, parent: str, path: str | None) -> DirEntry:
-        (h, size, mode, mtime, flags, name, symlink, uid, gid, hardlinks, _m1, _m2, xattr, mtimens) = row
+        (h, size, mode, mtime, flags, name, symlink, uid, gid, hardlinks, xattr, mtimens) = row
         if path is None:
             path = join(parent, name)
         full = "/" if path in ("", "/") else path

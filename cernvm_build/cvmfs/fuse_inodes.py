@@ -87,6 +87,38 @@ def packed_entry(e: DirEntry) -> bytes:
     )  # fmt: skip
 
 
+def add_entryplus(buf: bytearray, pos: int, end: int, e: DirEntry, off: int, name: bytes) -> int:
+    """``fuse_lowlevel.add_direntry`` of ``e`` with its attributes (READDIRPLUS), within ``buf``'s
+    first ``end`` bytes: its ``struct fuse_direntplus`` packed in one go (``ll.DIRENTPLUS``), not
+    ``packed_entry``'s bytes copied in after it (~9,000 of a listed entry's ~21,000 instructions).
+    Its first 128 bytes are ``packed_entry(e)``: the same fields, computed the same way (a test
+    compares them). Returns its size (more than is left: not added)."""
+    namelen = len(name)
+    size = (152 + namelen + 7) & ~7
+    if size > end - pos:
+        return size
+    kind = e.kind
+    if kind in (stat.S_IFREG, stat.S_IFDIR):
+        fsize, rdev = e.size, 0
+    elif kind == stat.S_IFLNK:
+        fsize, rdev = shown_size(e), 0
+    else:
+        fsize, rdev = 0, e.size & 0xFFFFFFFF
+    sec, nsec = divmod(e.mtime_ns, 1_000_000_000)
+    ino = e.inode
+    ll.DIRENTPLUS.pack_into(
+        buf, pos,
+        ino, 0, TIMEOUT, TIMEOUT, 0, 0, ino, fsize, (fsize + 511) >> 9, sec, sec, sec, nsec, nsec, nsec,
+        e.mode, e.linkcount, e.uid, e.gid, rdev, 1 << 16, 0,
+        ino, off, namelen, kind >> 12,
+    )  # fmt: skip
+    p = pos + 152
+    buf[p : p + namelen] = name
+    p += namelen
+    buf[p : pos + size] = ll.PADS[pos + size - p]
+    return size
+
+
 def _bare_entry(ino: int, mode: int) -> bytes:
     """An entry with only its inode and type: ``.``/``..`` and a nested catalog's mount point in a
     listing (no inode reference is given to the kernel: ``ino`` 0 at the top)."""
@@ -457,15 +489,16 @@ class InodeFilesystem(ll.Filesystem):
                 pos += 1
             else:
                 # the children, each packed straight into the buffer
+                add_plus = add_entryplus
                 while (e := listing.child(pos - 2)) is not None:
-                    if e.flags & FLAG_NESTED_MOUNTPOINT or pos - 2 >= GIVEN_PER_LISTING:
+                    raw = e.name.encode("utf-8", "surrogateescape")
+                    if e.flags & FLAG_NESTED_MOUNTPOINT or pos - 2 >= GIVEN_PER_LISTING or not plus:
                         # a nested catalog's mount point: looked up on its own (its root is shown);
                         # past GIVEN_PER_LISTING: looked up when used, as after a READDIR
-                        packed, give = _bare_entry(e.inode, e.mode), False
+                        n = add(req, buf, used, raw, _bare_entry(e.inode, e.mode), pos + 1, plus, size)
+                        give = False
                     else:
-                        packed, give = packed_entry(e), plus
-                    raw = e.name.encode("utf-8", "surrogateescape")
-                    n = add(req, buf, used, raw, packed, pos + 1, plus, size)
+                        n, give = add_plus(buf, used, size, e, pos + 1, raw), True
                     if n > size - used:
                         break
                     used += n

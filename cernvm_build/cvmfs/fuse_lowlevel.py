@@ -107,8 +107,12 @@ ATTR_START, ATTR_END = 40, ENTRY.size
 #: from a packed entry: the attributes' ino and mode (a plain READDIR entry's d_ino and d_type)
 _INO_MODE = struct.Struct("<40xQ52xI")
 DIRENT = struct.Struct("<QQII")  # ino, off, namelen, type: then the name, 8-byte aligned
-_PADS = [b"\0" * n for n in range(8)]
-assert ENTRY.size == 128 and INIT_OUT.size == 64 and STATFS_OUT.size == 80
+#: a ``struct fuse_direntplus`` up to its name: ``ENTRY``'s fields, then ``DIRENT``'s (one
+#: ``pack_into`` per listed entry, not an entry packed and then copied into the reply)
+DIRENTPLUS = struct.Struct(ENTRY.format + DIRENT.format[1:])
+#: the zeros that pad a name to 8 bytes, by their count
+PADS = [b"\0" * n for n in range(8)]
+assert ENTRY.size == 128 and INIT_OUT.size == 64 and STATFS_OUT.size == 80 and DIRENTPLUS.size == 152
 
 
 class Conn:
@@ -348,7 +352,7 @@ def add_direntry(
     p += 24
     buf[p : p + namelen] = name
     p += namelen
-    buf[p : pos + size] = _PADS[pos + size - p]
+    buf[p : pos + size] = PADS[pos + size - p]
     return size
 
 

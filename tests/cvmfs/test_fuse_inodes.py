@@ -517,6 +517,7 @@ class _Replies:
     ENTRY = 100
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch):
+        from cernvm_build.cvmfs import fuse_inodes
         from cernvm_build.cvmfs import fuse_lowlevel as ll
 
         self.ll = ll
@@ -524,6 +525,7 @@ class _Replies:
         self.replies: list[list[tuple[str, int, int]]] = []
         monkeypatch.setattr(ll, "reply_buffer", lambda size: bytearray(size))
         monkeypatch.setattr(ll, "add_direntry", self.add)
+        monkeypatch.setattr(fuse_inodes, "add_entryplus", self.add_plus)
         monkeypatch.setattr(ll, "reply_buf", self.reply)
         monkeypatch.setattr(ll, "reply_entry", lambda req, entry: None)
 
@@ -532,6 +534,11 @@ class _Replies:
     ) -> int:
         if end - pos >= self.ENTRY:
             self.pending.append((name.decode(), off, self.ll.ENTRY.unpack(entry)[6]))  # attr.ino
+        return self.ENTRY
+
+    def add_plus(self, buf: Any, pos: int, end: int, e: Any, off: int, name: bytes) -> int:
+        if end - pos >= self.ENTRY:
+            self.pending.append((name.decode(), off, e.inode))
         return self.ENTRY
 
     def reply(self, req: int, buf: Any, size: int | None = None) -> None:

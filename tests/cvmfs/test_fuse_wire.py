@@ -169,6 +169,38 @@ def test_an_entry_before_1970_or_with_a_wide_device_number_packs() -> None:
     assert rdev == 0x0103
 
 
+def test_a_listed_entry_packed_in_one_go_is_the_entry_then_the_dirent() -> None:
+    """READDIRPLUS packs each child with one ``DIRENTPLUS.pack_into`` (``add_entryplus``): the same
+    bytes as its LOOKUP's ``packed_entry`` put in by ``add_direntry``, for every kind of entry (a
+    symlink's shown size, a device's number cut to 32 bits, a time before 1970), and nothing past
+    the size asked."""
+    from cernvm_build.cvmfs.catalog import DirEntry
+    from cernvm_build.cvmfs.fuse_inodes import add_entryplus, packed_entry
+
+    def entry(name: str, mode: int, size: int, mtime_ns: int, symlink: str = "") -> DirEntry:
+        kind = stat.S_IFMT(mode)
+        sec = mtime_ns // 10**9
+        return DirEntry(f"/d/{name}", name, mode, kind, size, sec, mtime_ns, 7, 8, symlink, 0, 2, 0)
+
+    entries = [
+        entry("file", stat.S_IFREG | 0o644, 12345, 1_700_000_000_123_456_789),
+        entry("dir", stat.S_IFDIR | 0o755, 4096, 5),
+        entry("link", stat.S_IFLNK | 0o777, 0, 0, symlink="target/of/it"),
+        entry("dev", stat.S_IFCHR | 0o600, (5 << 32) | 0x0103, -(10**9)),
+        entry("a-name-of-eighteen", stat.S_IFIFO | 0o600, 0, 1),
+    ]
+    for e in entries:
+        raw = e.name.encode()
+        want = bytearray(b"\xff" * 400)
+        n = ll.add_direntry(0, want, 8, raw, packed_entry(e), 9, True)
+        got = bytearray(b"\xff" * 400)
+        assert add_entryplus(got, 8, 400, e, 9, raw) == n
+        assert got == want, e.name
+        assert bytes(got[8:136]) == packed_entry(e)
+        short = bytearray(b"\xff" * 400)
+        assert add_entryplus(short, 8, 8 + n - 1, e, 9, raw) == n and short == b"\xff" * 400
+
+
 def _one_request(session: ll.Session, kernel: socket.socket, request: bytes) -> list[bytes]:
     """``request`` through ``session`` (until the connection's end): the replies."""
     kernel.send(request)
