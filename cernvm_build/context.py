@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
+from .numtext import decimal
 from .paths import cache_dir
 from .report import NULL_REPORTER, Reporter
 
@@ -53,7 +54,8 @@ def env_epoch() -> int | None:
     raw = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
     # ASCII digits of a time before the year 10000: '²' is isdigit() but no int(), 5000 digits are past
     # int()'s limit (both tracebacks), and a later time is past what datetime and tar headers hold
-    if raw and not (raw.isascii() and raw.isdigit() and len(raw) <= 12 and int(raw) <= MAX_EPOCH):
+    epoch = decimal(raw, 12)
+    if raw and (epoch is None or epoch > MAX_EPOCH):
         raise UsageError(
             f"SOURCE_DATE_EPOCH={raw[:40]!r} is not a number of seconds (before the year 10000)",
             hint="set it to an integer such as $(date +%s), or unset it",

@@ -38,6 +38,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..numtext import decimal
+
 METADATA_URL = "http://169.254.169.254"
 MAX_USER_DATA = 1 << 20
 MAX_CONTEXT_SH = 4 << 20
@@ -129,7 +131,7 @@ def _request(
         conn.request(method, base.path.rstrip("/") + path, headers={"User-Agent": "ucernvm", **headers})
         resp = conn.getresponse()
         length = resp.getheader("Content-Length")
-        if length is not None and length.isdigit() and int(length) > MAX_USER_DATA:
+        if length is not None and (decimal(length) or 0) > MAX_USER_DATA:
             raise _NoAnswer(f"{length} bytes is more than user data can be")
         body = read_within(resp, MAX_USER_DATA, deadline)
         if len(body) > MAX_USER_DATA:

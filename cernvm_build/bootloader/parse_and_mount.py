@@ -25,6 +25,7 @@ import os
 import sys
 from typing import NoReturn
 
+from ..numtext import decimal
 from ..procexit import end_process
 
 DONE_FD = 3
@@ -74,9 +75,10 @@ def _mount_command(fd: int) -> tuple[str, list[str]] | None:
             _report(_parse(source[:-1], lines[:-1]))
             log = f.readline()
         count = f.readline()
-        if not log.endswith("\n") or not count.strip().isdigit():
+        n = decimal(count.strip(), 6)
+        if not log.endswith("\n") or n is None:
             return None
-        args = [f.readline() for _ in range(int(count))]
+        args = [f.readline() for _ in range(n)]
     if not all(a.endswith("\n") for a in args):
         return None
     return log[:-1], [a[:-1] for a in args]

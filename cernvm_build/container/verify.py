@@ -22,6 +22,7 @@ from ..cvmfs.tar_limits import TarLimits, members, open_file
 from ..cvmfs.tar_stream import TarStream, open_tar
 from ..errors import BuildError, CvmfsError
 from ..fsutil import open_regular
+from ..numtext import decimal
 from ..tarwrite import skip_reason
 from .apptainer import SCAFFOLD, SD
 from .image import DIGEST_RE, LABEL_MTIMES, hex_of
@@ -343,7 +344,7 @@ def _scan_layer(
 def _nsec(m: tarfile.TarInfo) -> int:
     """The nanoseconds of a PAX ``mtime`` (a float would round them)."""
     frac = m.pax_headers.get("mtime", "").partition(".")[2]
-    return int(frac[:9].ljust(9, "0")) if frac.isdigit() else 0
+    return decimal(frac[:9].ljust(9, "0")) or 0
 
 
 def _nodes(tar: tarfile.TarFile, members: Iterator[tarfile.TarInfo]) -> _LayerScan:

@@ -24,6 +24,8 @@ import struct
 import time
 from collections.abc import Sequence
 
+from ..numtext import decimal
+
 #: bounds on a response's header block (http.client's own: a line, the number of lines)
 MAX_HEADER_LINE = 65536
 MAX_HEADERS = 100
@@ -75,9 +77,10 @@ def split_netloc(netloc: str, scheme: str) -> tuple[str, int]:
     host, colon, port = netloc.rpartition(":")
     if not colon:
         return netloc, default
-    if not port.isdigit():
+    number = decimal(port, 5)
+    if number is None:
         raise ProtocolError(f"bad port in {netloc!r}")
-    return host, int(port)
+    return host, number
 
 
 def timeval(seconds: float) -> bytes:
@@ -410,9 +413,9 @@ class Response:
         if status in (204, 304):
             length = 0
         elif not self.chunked and value is not None:
-            if not value.isdigit():
+            length = decimal(value)
+            if length is None:
                 raise ProtocolError(f"bad Content-Length {value[:40]!r}")
-            length = int(value)
         if length is None and not self.chunked:
             self.will_close = True  # the body ends with the connection
         self.length = length  # the body's declared size (None: chunked or until the end)

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 
 from ..errors import CvmfsError
+from ..numtext import decimal
 
 _STAMP = "%Y%m%d%H%M%S"
 _FPR_RE = re.compile(r"^([0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2})+)(-[A-Za-z0-9]+)?\Z")
@@ -42,7 +43,7 @@ class Whitelist:
 
 
 def _stamp(text: str, where: str, what: str) -> dt.datetime:
-    if len(text) != 14 or not text.isdigit():
+    if len(text) != 14 or decimal(text, 14) is None:
         raise CvmfsError(f"{where}: {what} is not YYYYMMDDhhmmss: {text!r}")
     # by hand, not strptime: that imports _strptime and calendar into the mount's start
     try:

@@ -17,6 +17,7 @@ from urllib.parse import unquote, urlsplit
 from ..bootloader.cloudsource import read_within
 from ..bootloader.userdata import MAX_INFLATED
 from ..errors import ConfigFileError
+from ..numtext import decimal
 from ..table import credentials_refused, has_credentials
 from . import userdata
 
@@ -71,7 +72,7 @@ def _read_url(url: str) -> bytes:
     try:
         with _OPENER.open(request, timeout=TIMEOUT) as response:
             length = response.headers.get("Content-Length")
-            if length is not None and length.isdigit() and int(length) > MAX_CONTEXT_BYTES:
+            if length is not None and (decimal(length) or 0) > MAX_CONTEXT_BYTES:
                 raise _too_big(url)
             data = read_within(response, MAX_CONTEXT_BYTES, time.monotonic() + DEADLINE)
     except urllib.error.HTTPError as e:

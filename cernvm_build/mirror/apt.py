@@ -18,6 +18,7 @@ from ..debpkg import parse_deb822
 from ..errors import CernVMError
 from ..fsutil import atomic_write
 from ..gpg import Keyring
+from ..numtext import decimal
 from .check import Checked, Expected, Progress, check_files, decompress
 from .source import Source, safe_rel
 
@@ -309,7 +310,7 @@ def _sources(text: bytes, where: str, result: Checked) -> tuple[int, list[Expect
 def _size(text: str) -> int | None:
     """A size field's bytes, None unless ASCII digits of an int64: '²' is isdigit() but no int(), and
     int() refuses more than 4300 digits (either was a ValueError traceback from the verifier)."""
-    return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else None
+    return decimal(text)
 
 
 def _is_sources(path: str) -> bool:

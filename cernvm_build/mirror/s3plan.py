@@ -29,6 +29,7 @@ from urllib.parse import unquote_plus
 import botocore.exceptions
 
 from ..errors import MirrorError
+from ..numtext import decimal
 from ..report import ProgressFn
 from .hashcache import HashCache
 from .s3client import META_SHA256, S3Client, S3Url, error_code, http_status, s3_error
@@ -319,13 +320,14 @@ def _listed(
     if not key.startswith(url.list_prefix) or key == url.list_prefix:
         return
     # "abc", "-1", " 5", "1e3"; and 5000 digits, past int()'s limit (a ValueError traceback)
-    if not (size.isascii() and size.isdigit() and len(size) <= 18):
+    number = decimal(size)
+    if number is None:
         raise MirrorError(
             f"{client.meta.endpoint_url}: malformed listing of {url}: <Size> '{size[:40]}' of '{key[:200]}'",
             hint="the S3 server answered a broken ListObjectsV2; check the endpoint",
         )
     rel = url.rel(key)
-    out[rel] = RemoteObject(rel, int(size), etag)
+    out[rel] = RemoteObject(rel, number, etag)
 
 
 @dataclass

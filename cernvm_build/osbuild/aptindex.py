@@ -21,6 +21,7 @@ from pathlib import Path
 from ..debpkg import NAME, VERSION, parse_deb822
 from ..errors import BuildError, IntegrityError
 from ..gpg import Keyring
+from ..numtext import decimal
 from ..proc import streamed
 from ..vercmp import debian_key
 
@@ -111,8 +112,9 @@ def _release_entry(signed: str, rel: str, where: str) -> tuple[str, int]:
         if not line.startswith(" "):
             break
         parts = line.split()
-        if len(parts) == 3 and parts[2] == rel and parts[1].isdigit():
-            return parts[0].lower(), int(parts[1])
+        size = decimal(parts[1]) if len(parts) == 3 else None
+        if size is not None and parts[2] == rel:
+            return parts[0].lower(), size
     raise IntegrityError(f"{where}: no SHA256 for {rel}", hint="the Release file does not list this index")
 
 

@@ -224,6 +224,10 @@ def test_a_body_shorter_or_longer_than_its_length_or_a_broken_chunk_is_not_taken
         _fails(port, "transfer ended after 5 of 100 bytes")
     with _answers(b"HTTP/1.1 200 OK\r\nContent-Length: 1x\r\n\r\n1x") as port:
         _fails(port, "bad Content-Length")
+    # '²' (latin-1 \xb2) and 5,000 digits are isdigit() but no int(): each was a ValueError traceback
+    for length in (b"\xb2", b"9" * 5000):
+        with _answers(b"HTTP/1.1 200 OK\r\nContent-Length: " + length + b"\r\n\r\nx") as port:
+            _fails(port, "bad Content-Length")
     with _answers(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabc") as port:
         _fails(port, "the connection ended inside a chunk")
     with _answers(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n") as port:
