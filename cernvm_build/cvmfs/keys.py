@@ -20,10 +20,13 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
 from ..errors import CvmfsError
-from ..fsutil import atomic_write
+from ..fsutil import atomic_write, read_regular
 from . import masterkey
 from . import rsa as rsa_raw
 from . import whitelist as wl
+
+#: a PEM key or certificate file is a few KiB (pr18d finding 14)
+MAX_KEY_FILE_BYTES = 1 << 20
 
 KEY_BITS = 2048
 CERT_DAYS = 365
@@ -138,7 +141,8 @@ def load_keys(directory: Path, fqrn: str, master_key: str | None = None) -> KeyS
     data: dict[str, bytes] = {}
     for ext, path in paths.items():
         try:
-            data[ext] = path.read_bytes()
+            # regular and capped: --master-key /dev/zero read until memory ran out, a FIFO for ever
+            data[ext] = read_regular(path, MAX_KEY_FILE_BYTES)
         except FileNotFoundError:
             if ext == "pub" and "masterkey" in data:
                 continue  # derived below
@@ -148,6 +152,11 @@ def load_keys(directory: Path, fqrn: str, master_key: str | None = None) -> KeyS
             ) from None
         except OSError as e:
             raise CvmfsError(f"{path}: cannot read key file: {e.strerror}") from e
+        if len(data[ext]) > MAX_KEY_FILE_BYTES:
+            raise CvmfsError(
+                f"{path}: key file larger than {MAX_KEY_FILE_BYTES // 1024} KiB",
+                hint="name the PEM file of the key (or certificate)",
+            )
     cert_key = _load_private(data["key"], paths["key"])
     if on_token:
         assert master_key is not None

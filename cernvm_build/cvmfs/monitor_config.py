@@ -20,8 +20,12 @@ import yaml
 
 from .. import yamlerror
 from ..errors import CvmfsError, Location, UsageError
+from ..fsutil import read_regular
 from .monitor import Target, fqrn_of
 from .trust import default_keys
+
+#: a monitor config lists repositories: a few KiB
+MAX_CONFIG_BYTES = 1 << 20
 
 
 def _keys(url: str, given: Sequence[Path]) -> tuple[Path, ...]:
@@ -59,7 +63,14 @@ def _node_at(root: yaml.Node | None, path: Sequence[str | int]) -> yaml.Node | N
 
 def load(path: Path, keys: Sequence[Path] = ()) -> list[Target]:
     try:
-        text = path.read_text(encoding="utf-8")
+        # regular and capped: --config /dev/zero was read until memory ran out (pr18d finding 15)
+        data_bytes = read_regular(path, MAX_CONFIG_BYTES)
+        if len(data_bytes) > MAX_CONFIG_BYTES:
+            raise CvmfsError(
+                f"{path}: the monitor config is larger than {MAX_CONFIG_BYTES // 1024} KiB",
+                hint="check --config FILE",
+            )
+        text = data_bytes.decode("utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise CvmfsError(f"{path}: cannot read the monitor config: {e}", hint="check --config FILE") from None
     try:

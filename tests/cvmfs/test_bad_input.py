@@ -232,3 +232,22 @@ def test_a_key_that_is_a_fifo_or_huge_is_one_line(tmp_path: Path, kind: str) -> 
         CvmfsError, match=rf"^{key}: public key (cannot be read: not a regular file|is larger than)"
     ):
         _load_keys([key])
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("kind", ["fifo", "huge"])
+def test_a_publisher_key_file_that_is_a_fifo_or_huge_is_one_line(tmp_path: Path, kind: str) -> None:
+    """pr18d finding 14: the publisher's key files were read whole (--master-key /dev/zero, a FIFO)."""
+    import os
+
+    from cernvm_build.cvmfs.keys import load_keys
+
+    master = tmp_path / "master.pem"
+    if kind == "fifo":
+        os.mkfifo(master)
+    else:
+        master.write_bytes(b"-----BEGIN PRIVATE KEY-----\n" + b"A" * (2 << 20))
+    with pytest.raises(
+        CvmfsError, match=rf"^{master}: (cannot read key file: not a regular file|key file larger)"
+    ):
+        load_keys(tmp_path, "a.org", str(master))

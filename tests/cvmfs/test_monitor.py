@@ -224,3 +224,23 @@ def test_a_config_key_that_is_not_text_or_an_empty_url_is_one_line(
     with pytest.raises(CvmfsError) as e:
         monitor_config.load(cfg, (tmp_path / "k.pub",))
     assert message in str(e.value)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("kind", ["fifo", "huge"])
+def test_a_config_that_is_a_fifo_or_huge_is_one_line(tmp_path: Path, kind: str) -> None:
+    """pr18d finding 15: --config was read whole (/dev/zero until memory ran out, a FIFO for ever)."""
+    import os
+
+    from cernvm_build.cvmfs import monitor_config
+
+    cfg = tmp_path / "monitor.yaml"
+    if kind == "fifo":
+        os.mkfifo(cfg)
+    else:
+        cfg.write_text("# " + "x" * (2 << 20) + "\n")
+    with pytest.raises(
+        CvmfsError,
+        match=rf"^{cfg}: (cannot read the monitor config: .*not a regular|the monitor config is larger)",
+    ):
+        monitor_config.load(cfg)
