@@ -16,6 +16,13 @@ share of slots would be left free, a connection is answered ``503`` with ``Retry
 closed, so other clients are still served. While slots are plenty one address may use more: a site
 squid, a NAT or QEMU user-net guests are one address for many clients, and the toolkit's own fetcher
 retries a 503 within 0.3 s, so a hard share failed a mount's reads on an idle server (r17 #4).
+
+Both servers answer only GET and HEAD, which have no body; one sent anyway is read and dropped by
+``HeaderDeadline`` before the request is handled: left unread, it was taken as the next request on
+a kept-alive connection (a request smuggled past a proxy in front, pr18d finding 1). A body it cannot
+delimit for sure (a ``Transfer-Encoding``, a repeated or non-numeric ``Content-Length``, a header
+line Python's parser drops), or one over ``MAX_DISCARDED_BODY``, is answered 400 and the connection
+closed.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import contextlib
 import io
 import threading
 import time
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -35,6 +43,8 @@ MAX_CONNECTIONS = 64
 #: NAT, or a CernVM-FS client's parallel downloads, fit); it gets more only while as many stay free
 #: for others, so one client cannot shut the others out
 MAX_PER_CLIENT = 16
+#: bytes of a request's body read and dropped before answering; past it the connection is closed
+MAX_DISCARDED_BODY = 64 * 1024
 #: seconds a client over its share is asked to wait
 RETRY_AFTER = 5
 _BUSY_TEXT = b"too many connections from this address; retry later\n"
@@ -151,8 +161,41 @@ class HeaderDeadline(BaseHTTPRequestHandler):
         super().handle_one_request()
 
     def parse_request(self) -> bool:
-        ok = super().parse_request()
-        # the headers are in: the body and the answer go back to the per-recv timeout
+        # a dropped body is read within what is left of the headers' deadline: 64 KiB dripped a byte
+        # at a time cannot hold the slot longer than a slow header could
+        ok = super().parse_request() and self._skip_body()
+        # the headers are in: the answer goes back to the per-recv timeout
         self.header_deadline = None
         self.connection.settimeout(self.timeout)
         return ok
+
+    def _skip_body(self) -> bool:
+        """Read and drop a body sent with the request; one that cannot be delimited for sure is
+        answered 400 and the connection closed (the module's docstring says why)."""
+        if self.headers.defects:
+            # e.g. "Content-Length : 5": Python's parser drops that line and every header after it
+            # with no error, where a proxy in front may have taken it as the length
+            return self._refuse("a malformed header line")
+        if self.headers.get("Transfer-Encoding") is not None:
+            return self._refuse("a request body with a Transfer-Encoding")
+        lengths = self.headers.get_all("Content-Length") or []
+        if not lengths:
+            return True
+        text = lengths[0].strip()
+        if len(lengths) > 1 or not text.isascii() or not text.isdigit() or len(text) > 18:
+            return self._refuse("a Content-Length that is not one number")
+        size = int(text)
+        if size > MAX_DISCARDED_BODY:
+            return self._refuse(f"a request body over {MAX_DISCARDED_BODY} bytes")
+        while size > 0:
+            got = self.rfile.read(min(size, 1 << 16))
+            if not got:  # the client closed before its body ended: nothing to answer
+                self.close_connection = True
+                return False
+            size -= len(got)
+        return True
+
+    def _refuse(self, what: str) -> bool:
+        # send_error's "Connection: close" header also sets close_connection
+        self.send_error(HTTPStatus.BAD_REQUEST, f"{what} is not accepted")
+        return False

@@ -73,6 +73,22 @@ def seconds(text: str) -> float:
     return value
 
 
+#: the most retries per server a flag takes: past it a server that is down is waited on for ever
+MAX_RETRIES = 100
+
+
+def retries(text: str) -> int:
+    """An argparse type for ``--retries``: a whole number from 0 to ``MAX_RETRIES`` (-1 was taken
+    silently, as 0, with no word)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of retries") from None
+    if not 0 <= value <= MAX_RETRIES:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected retries from 0 to {MAX_RETRIES}")
+    return value
+
+
 def write_output(path: Path, data: bytes, flag: str) -> None:
     """``data`` written atomically to the file ``flag`` names, or a one-line error saying why not: a
     folder, a read-only place or a missing disk was an ``OSError`` traceback (pr18d finding 7)."""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..cvmfs.repository import Repository, SnapshotSpec, open_repository
 from ..cvmfs.trust import keys_to_verify
-from .app import seconds
+from .app import retries, seconds
 
 KEYS_HELP = """master public key (repeatable). Default: for a local SOURCE dir, <fqrn>.pub or *.pub in
 <dir>/../keys/ (the fixture layout), <dir>/keys/, or <dir>/..; else $CVMFS_KEYS_DIR/<fqrn>.pub and
@@ -26,7 +26,7 @@ def add_source(p: argparse.ArgumentParser, *, snapshot: bool = True) -> None:
     )
     g.add_argument("--proxy", metavar="P", help="HTTP proxy URL(s), '|'/';' separated; DIRECT for none")
     g.add_argument("--timeout", type=seconds, default=10.0, help="HTTP timeout in seconds (default: 10)")
-    g.add_argument("--retries", type=int, default=2, help="retries per server (default: 2)")
+    g.add_argument("--retries", type=retries, default=2, help="retries per server (default: 2)")
     g.add_argument(
         "--no-verify", action="store_true", help="skip the signature chain (object hashes are always checked)"
     )

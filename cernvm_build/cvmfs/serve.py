@@ -38,8 +38,6 @@ _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)\Z")
 #: digits of a range bound: 10^18 bytes is past any file, and 5000 digits overflowed int() into a
 #: traceback and a dropped connection (pr16d finding 3); more is answered 416
 _RANGE_DIGITS = 18
-#: bytes of a GET's or HEAD's body read and dropped before answering; past it the connection is closed
-_MAX_DISCARDED_BODY = 64 * 1024
 
 
 def _stratum_dir(path: Path) -> Path | None:
@@ -188,38 +186,7 @@ class _Handler(HeaderDeadline):
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    def _skip_body(self) -> bool:
-        """Read and drop a body sent with the request, else answer 400 and close: left unread, its
-        bytes were taken as the next request on the connection (a ``Content-Length`` body, or a
-        chunked one, smuggled a second request past a proxy in front, pr18d finding 1)."""
-        if self.headers.get("Transfer-Encoding") is not None:
-            return self._refuse("a GET or HEAD request with a Transfer-Encoding body")
-        lengths = self.headers.get_all("Content-Length") or []
-        if not lengths:
-            return True
-        text = lengths[0].strip()
-        if len(lengths) > 1 or not text.isdigit() or not text.isascii() or len(text) > 18:
-            return self._refuse("a Content-Length that is not one number")
-        size = int(text)
-        if size > _MAX_DISCARDED_BODY:
-            return self._refuse("a request body")
-        while size > 0:
-            got = self.rfile.read(min(size, 1 << 16))
-            if not got:
-                self.close_connection = True
-                return False
-            size -= len(got)
-        return True
-
-    def _refuse(self, what: str) -> bool:
-        log.debug("%s: %s; closing the connection", self.address_string(), what)
-        self.close_connection = True
-        self._error(HTTPStatus.BAD_REQUEST, {"Connection": "close"})
-        return False
-
     def _send(self, *, head: bool) -> None:
-        if not self._skip_body():
-            return
         found = self._resolve()
         if found is None:
             self._error(HTTPStatus.NOT_FOUND)

@@ -188,3 +188,28 @@ def test_paths_and_names_are_printed_as_given_never_as_markup(
             _, err = p.communicate(timeout=30)
     assert line.startswith(f"serving {MARKUP} at http://"), (line, err)
     assert f"/cvmfs/{MARKUP}" in line
+
+
+@pytest.mark.parametrize("value", ["-1", "101", "two"])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["cvmfs", "ls", "{src}", "/"],
+        ["cvmfs", "monitor", "{src}"],
+        ["cvmfs", "replicate", "{src}", "{dest}"],
+    ],
+    ids=["source-options", "monitor", "replicate"],
+)
+def test_retries_out_of_range_is_one_usage_line(
+    fx: Fixture, tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], value: str
+) -> None:
+    """``--retries -1`` was taken silently (as 0); it is refused at parse time, naming the flag."""
+    args = [a.format(src=fx.root, dest=tmp_path / "replica") for a in argv]
+    with pytest.raises(SystemExit) as stop:
+        main([*args, "--retries", value])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: argument --retries: {value!r}"), err
+    assert not (tmp_path / "replica").exists()

@@ -15,7 +15,12 @@ from cernvm_build.cli.main import main
 from cernvm_build.cvmfs.nginx import nginx_config
 from cernvm_build.cvmfs.serve import LONG_CACHE, SHORT_CACHE, Server, serve
 from cernvm_build.errors import CvmfsError
-from tests.support import bounded_server_drops_silent_and_extra, one_client_gets_its_share_of_the_slots
+from tests.support import (
+    BODY_HEADERS,
+    a_body_is_never_the_next_request,
+    bounded_server_drops_silent_and_extra,
+    one_client_gets_its_share_of_the_slots,
+)
 
 from .conftest import FQRN, ROOT_REV2, Fixture
 
@@ -152,41 +157,16 @@ def test_not_found_and_no_escape(server: Server) -> None:
         assert resp.status == 404, path
 
 
-def _raw_exchange(server: Server, data: bytes) -> bytes:
-    """``data`` sent on one connection; everything answered until the server closes it or is silent."""
-    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as c:
-        c.sendall(data)
-        c.shutdown(socket.SHUT_WR)
-        got = b""
-        while chunk := c.recv(65536):
-            got += chunk
-    return got
-
-
-@pytest.mark.parametrize(
-    "headers",
-    [
-        "Content-Length: {n}\r\n",
-        "Transfer-Encoding: chunked\r\n",
-        "Content-Length: {n}\r\nContent-Length: {n}\r\n",
-        "Content-Length: +{n}\r\n",
-    ],
-)
+@pytest.mark.parametrize("headers", BODY_HEADERS)
 def test_a_request_body_is_never_taken_as_the_next_request(server: Server, headers: str) -> None:
     """pr18d finding 1: a GET's body was left unread and answered as a request of its own (a request
     smuggled past a proxy in front). A body is read and dropped, or refused with the connection."""
-    inner = f"GET /cvmfs/{FQRN}/.cvmfspublished HTTP/1.1\r\nHost: x\r\n\r\n".encode()
-    if "chunked" in headers:
-        body = b"%x\r\n%s\r\n0\r\n\r\n" % (len(inner), inner)
-    else:
-        body = inner
-    head = f"GET /cvmfs/{FQRN}/.cvmfswhitelist HTTP/1.1\r\nHost: x\r\n{headers.format(n=len(body))}\r\n"
-    got = _raw_exchange(server, head.encode() + body)
-    assert got.count(b"HTTP/1.1 ") == 1, got
-    if headers == "Content-Length: {n}\r\n":
-        assert got.startswith(b"HTTP/1.1 200 ")
-    else:
-        assert got.startswith(b"HTTP/1.1 400 ")
+    a_body_is_never_the_next_request(
+        ("127.0.0.1", server.port),
+        f"/cvmfs/{FQRN}/.cvmfswhitelist",
+        f"/cvmfs/{FQRN}/.cvmfspublished",
+        headers,
+    )
 
 
 def test_folder_of_repositories(fx: Fixture, tmp_path: Path) -> None:

@@ -106,6 +106,36 @@ def one_client_gets_its_share_of_the_slots(addr: tuple[str, int], path: str) -> 
             c.close()
 
 
+#: the request headers a body is sent with by ``a_body_is_never_the_next_request``: the first is
+#: read and dropped (the request answered 200); the others cannot be delimited for sure (400)
+BODY_HEADERS = [
+    "Content-Length: {n}\r\n",
+    "Transfer-Encoding: chunked\r\n",
+    "Content-Length: {n}\r\nContent-Length: {n}\r\n",
+    "Content-Length: +{n}\r\n",
+    "Content-Length : {n}\r\n",  # Python's parser drops this line (and the ones after) silently
+]
+
+
+def a_body_is_never_the_next_request(addr: tuple[str, int], path: str, other: str, headers: str) -> None:
+    """For a ``boundedhttp`` server (pr18d finding 1): a GET of ``path`` whose body is itself a GET of
+    ``other``, sent with ``headers`` (one of ``BODY_HEADERS``) on a connection kept alive, gets one
+    answer: the body is read and dropped, or refused with the connection; never answered as a
+    request of its own (a request smuggled past a proxy in front)."""
+    inner = f"GET {other} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    body = b"%x\r\n%s\r\n0\r\n\r\n" % (len(inner), inner) if "chunked" in headers else inner
+    head = f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n{headers.format(n=len(body))}\r\n"
+    with socket.create_connection(addr, timeout=20) as c:
+        c.sendall(head.encode() + body)
+        c.shutdown(socket.SHUT_WR)
+        got = b""
+        while chunk := c.recv(65536):
+            got += chunk
+    assert got.count(b"HTTP/1.") == 1, got
+    expected = b" 200 " if headers == BODY_HEADERS[0] else b" 400 "
+    assert got.split(b"\r\n", 1)[0][8:13] == expected, got
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on now (for a server a test starts)."""
     with socket.socket() as sock:
