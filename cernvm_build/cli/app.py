@@ -73,6 +73,22 @@ def seconds(text: str) -> float:
     return value
 
 
+def whole_number(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type for a count from ``low`` to ``high``: argparse's error names the flag, the
+    range says what it takes (an out-of-range value was silently clamped to it)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number from {low} to {high}")
+        return value
+
+    return parse
+
+
 def write_output(path: Path, data: bytes, flag: str) -> None:
     """``data`` written atomically to the file ``flag`` names, or a one-line error saying why not: a
     folder, a read-only place or a missing disk was an ``OSError`` traceback (pr18d finding 7)."""
