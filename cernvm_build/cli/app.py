@@ -73,20 +73,26 @@ def seconds(text: str) -> float:
     return value
 
 
+def whole_number(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type for a count from ``low`` to ``high``: argparse's error names the flag, the
+    range says what it takes (an out-of-range value was silently clamped to it)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number from {low} to {high}")
+        return value
+
+    return parse
+
+
 #: the most retries per server a flag takes: past it a server that is down is waited on for ever
 MAX_RETRIES = 100
-
-
-def retries(text: str) -> int:
-    """An argparse type for ``--retries``: a whole number from 0 to ``MAX_RETRIES`` (-1 was taken
-    silently, as 0, with no word)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of retries") from None
-    if not 0 <= value <= MAX_RETRIES:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected retries from 0 to {MAX_RETRIES}")
-    return value
+#: the argparse type of ``--retries`` (-1 was taken silently, as 0, with no word)
+retries = whole_number(0, MAX_RETRIES)
 
 
 def write_output(path: Path, data: bytes, flag: str) -> None:

@@ -14,9 +14,15 @@ from ..context import BuildContext
 from ..errors import UsageError
 from ..launch import config as launch_config
 from . import areas, flags
-from .app import HelpFormatter, Output, accept_any_word, subcommands_with_default, subparser
+from .app import HelpFormatter, Output, accept_any_word, subcommands_with_default, subparser, whole_number
 from .profiles import add_override_flags
 from .profiles import load as load_profile
+
+#: ``--initrd-level``: lz4's levels (``bootloader.initrd.LEVELS["lz4"]``, the compressor image builds
+#: use), and ``seed --jobs``: ``cvmfs.replicate.MAX_JOBS``'s threads; copied, not imported, so that
+#: parsing loads neither area (a test keeps them equal). Out of range, both were silently clamped.
+INITRD_LEVELS = (1, 12)
+SEED_JOBS = (1, 64)
 
 # Handlers import the modules of their area when they run (deliberate lazy imports): `--help` and
 # the other commands start without loading every area, and a missing optional extra only stops the
@@ -123,7 +129,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     b.add_argument("--sign-key", type=Path, metavar="PEM", help="RSA private key that signs iso/hdd")
     b.add_argument("--sign-cert", type=Path, metavar="PEM", help="its X.509 certificate (embedded)")
     b.add_argument("--python", metavar="PATH", help="interpreter for the initrd (default: /usr/bin/python3)")
-    b.add_argument("--initrd-level", type=int, metavar="N", help="lz4 level of the initrd, 1-12 (12)")
+    b.add_argument(
+        "--initrd-level",
+        type=whole_number(*INITRD_LEVELS),
+        metavar="N",
+        help=f"lz4 level of the initrd, {INITRD_LEVELS[0]}-{INITRD_LEVELS[1]} ({INITRD_LEVELS[1]})",
+    )
     b.add_argument(
         "--boot-list",
         action="append",
@@ -148,7 +159,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s.add_argument("--key", action="append", default=[], type=Path, metavar="PEM",
                    help="master public key (repeatable; default: the profile's public_keys)")  # fmt: skip
     s.add_argument("--proxy", metavar="P", help="HTTP proxy of this host, '|'/';' separated (default: none)")
-    s.add_argument("-j", "--jobs", type=int, default=8, help="parallel downloads (default 8)")
+    s.add_argument(
+        "-j",
+        "--jobs",
+        type=whole_number(*SEED_JOBS),
+        default=8,
+        help=f"parallel downloads, {SEED_JOBS[0]}-{SEED_JOBS[1]} (default 8)",
+    )
     flags.add(s, [launch_config.BY_KEY["disk"]])
     add_override_flags(s)
 

@@ -12,11 +12,10 @@ import yaml
 
 from .. import profile
 from ..errors import CernVMError, ProfileError
-from ..fsutil import atomic_write
 from ..profile import compare, reference, schema, settings
 from ..profile.yamlnodes import display
 from . import areas, flags
-from .app import Output, group_handler, styled, subparser
+from .app import Output, group_handler, styled, subparser, write_output
 
 DESCRIPTION = """\
 Declarative profiles: one YAML file per CernVM platform (EL4-EL9 and the demo).
@@ -211,7 +210,7 @@ def cmd_schema(args: argparse.Namespace, out: Output) -> int:
 def cmd_reference(args: argparse.Namespace, out: Output) -> int:
     text = reference.markdown()
     if args.output:
-        atomic_write(Path(args.output), text.encode())
+        write_output(Path(args.output), text.encode(), "--output")
         out.info(f"wrote {args.output}")
     else:
         sys.stdout.write(text)

@@ -164,7 +164,7 @@ def cmd_build(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_check(args: argparse.Namespace, out: Output) -> int:
-    from ..site.check import check_site
+    from ..site.check import MAX_EXTERNAL, check_site
 
     builder, build_report = _build(args, out)
     sources = {k: os.path.relpath(v) for k, v in build_report.sources.items()}
@@ -177,6 +177,11 @@ def cmd_check(args: argparse.Namespace, out: Output) -> int:
         ext = f", {d['external']} external URLs" + (
             " checked" if args.external else " not checked (--external)"
         )
+        if d["skipped"]:
+            ext += (
+                f", {d['skipped']} links to URLs past the first {MAX_EXTERNAL} skipped"
+                f" (first: {d['skipped_first']})"
+            )
         state = ("ok", "green") if not d["problems"] else (f"{d['broken']} broken", "red")
         out.print(styled(state, f": {d['pages']} pages, {d['links']} links{ext}"))
 

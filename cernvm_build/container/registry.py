@@ -23,6 +23,10 @@ from ..fsutil import atomic_dir, read_regular
 from .manifest_list import MAX_RAW
 
 _TIMEOUT = 1800
+#: ``inspect`` and ``list-tags`` ask for a manifest or a tag list, small answers: a registry trickling
+#: its manifest one byte a second held them for ``_TIMEOUT`` (30 minutes) a reference (mm18c). skopeo's
+#: ``--command-timeout`` ends them with its message; our deadline, a little later, is the backstop.
+QUERY_TIMEOUT = 120
 #: skopeo holds what a registry answers: a tag list whose next page is itself grew it by 20 MB/s
 #: (Go's runtime cannot run under RLIMIT_AS, so its size is watched); a copy of a large image stays
 #: under 200 MB, as it streams the blobs
@@ -39,13 +43,18 @@ class RegistryOptions:
     policy: Path | None = None
 
 
-def _skopeo(args: list[str], what: str) -> bytes:
+def _skopeo(args: list[str], what: str, timeout: int | None = None) -> bytes:
     """skopeo's output as it wrote it (``inspect --raw``: the registry's bytes, which its digest
-    is of; text mode turned a CR LF into LF)."""
+    is of; text mode turned a CR LF into LF). ``timeout``: seconds skopeo is given (its
+    ``--command-timeout``), else ``_TIMEOUT``."""
     if shutil.which("skopeo") is None:
         raise BuildError(f"{what}: needs skopeo", hint="apt-get install skopeo")
+    limit = _TIMEOUT
+    if timeout is not None:
+        args = ["--command-timeout", f"{timeout}s", *args]
+        limit = timeout + 10  # skopeo's own end first, with its message
     with subprocess.Popen(["skopeo", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
-        deadline = time.monotonic() + _TIMEOUT
+        deadline = time.monotonic() + limit
         while True:
             try:
                 out, err = proc.communicate(timeout=_POLL)
@@ -62,11 +71,17 @@ def _skopeo(args: list[str], what: str) -> bytes:
                         hint="the registry's answers do not end (a tag list whose next page is itself?)",
                     ) from None
                 raise BuildError(
-                    f"{what}: skopeo gave no answer in {_TIMEOUT} s", hint="is the registry reachable?"
+                    f"{what}: skopeo gave no answer in {limit} s", hint="is the registry reachable?"
                 ) from None
     if proc.returncode != 0:
+        message = skopeo_message(err.decode(errors="replace"))
+        if timeout is not None and message.endswith("context deadline exceeded"):
+            raise BuildError(
+                f"{what}: no whole answer from the registry in {timeout} s ({message})",
+                hint="is the registry reachable, and answering at a usable speed?",
+            )
         raise BuildError(
-            f"{what}: {skopeo_message(err.decode(errors='replace'))}",
+            f"{what}: {message}",
             hint="check the image name, the registry and its TLS (--no-tls-verify)",
         )
     return out
@@ -185,12 +200,12 @@ def inspect_raw(ref: str, *, opts: RegistryOptions) -> bytes:
     """The registry's manifest of ``ref`` (an image's, or a manifest list) as it sent it: its
     digest names the same manifest (``ingest`` pulls by it)."""
     args = ["inspect", "--raw", *_common(opts), _tls(opts)]
-    return _skopeo([*args, _docker(ref)], f"inspect {ref}")
+    return _skopeo([*args, _docker(ref)], f"inspect {ref}", QUERY_TIMEOUT)
 
 
 def list_tags(repository: str, *, opts: RegistryOptions) -> list[str]:
     """The tags of ``host[:port]/repo`` in the registry."""
     args = ["list-tags", *_common(opts), _tls(opts)]
-    out = _skopeo([*args, _docker(repository)], f"list the tags of {repository}")
+    out = _skopeo([*args, _docker(repository)], f"list the tags of {repository}", QUERY_TIMEOUT)
     tags: list[str] = json.loads(out).get("Tags") or []
     return sorted(tags)

@@ -54,6 +54,11 @@ class CheckReport:
     problems: list[Problem] = field(default_factory=list)
     #: every broken link and other problem, also those past what ``problems`` lists
     broken: int = 0
+    #: with ``external``: links to URLs past the first ``MAX_EXTERNAL``, not checked (neither broken
+    #: nor good: they were counted as broken, failing a site whose links all answer), and where the
+    #: first of them is (``page:line``)
+    skipped: int = 0
+    skipped_first: str | None = None
 
     def to_json(self) -> dict[str, object]:
         return jsonable.to_json(self)
@@ -264,17 +269,23 @@ def check_site(
                     problem(
                         page, line, f"external link '{url}': {err}, also in {more} more places not listed"
                     )
+    skipped_first = None
     if external and not_checked:
         page, line = unchecked[0]
-        broken += not_checked - 1
-        problem(page, line, f"{not_checked} links to URLs past the first {MAX_EXTERNAL} were not checked")
+        skipped_first = f"{page}:{line}"
     for page, (more, last) in dropped.items():
         problems.append(
             Problem(page, last, f"and {more} more problems ({MAX_PROBLEMS} shown)", sources.get(page))
         )
     problems.sort(key=lambda p: (p.file, p.line, p.message))
     return CheckReport(
-        pages=len(pages), links=count, external=len(ext_links), problems=problems, broken=broken
+        pages=len(pages),
+        links=count,
+        external=len(ext_links),
+        problems=problems,
+        broken=broken,
+        skipped=not_checked if external else 0,
+        skipped_first=skipped_first,
     )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -67,6 +68,56 @@ def test_a_tag_list_that_never_ends_stops_skopeo_at_its_memory_cap(
         registry.list_tags(f"{endless_tags}/x/y", opts=RegistryOptions(tls_verify=False))
     assert f"list the tags of {endless_tags}/x/y: skopeo took " in e.value.message
     assert "(at most 64 MiB), stopped" in e.value.message and "\n" not in e.value.message
+
+
+class _Trickle(BaseHTTPRequestHandler):
+    """A registry answering its ping, then every manifest or tag list one byte a second."""
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        body = b"{}" if self.path == "/v2/" else b'{"name": "x/y", "tags": [' + b" " * 1000 + b"]}"
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.path == "/v2/":
+            self.wfile.write(body)
+            return
+        try:
+            for i in range(len(body)):
+                self.wfile.write(body[i : i + 1])
+                self.wfile.flush()
+                time.sleep(1)
+        except OSError:  # skopeo gave up: the test is over
+            pass
+
+
+@pytest.mark.parametrize("call", ["inspect", "list-tags"])
+def test_a_registry_trickling_its_answer_is_given_up_on_after_the_query_timeout(
+    call: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """mm18c: inspect and list-tags waited for skopeo's default 30 minutes (``_TIMEOUT``, lowered
+    here so that the code without the fix fails rather than hangs); they get ``QUERY_TIMEOUT``."""
+    monkeypatch.setattr(registry, "QUERY_TIMEOUT", 2)
+    monkeypatch.setattr(registry, "_TIMEOUT", 20)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Trickle)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    host = f"127.0.0.1:{server.server_address[1]}"
+    opts = RegistryOptions(tls_verify=False)
+    try:
+        with pytest.raises(BuildError) as e:
+            if call == "inspect":
+                registry.inspect_raw(f"{host}/x/y:1", opts=opts)
+            else:
+                registry.list_tags(f"{host}/x/y", opts=opts)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "no whole answer from the registry in 2 s (" in e.value.message, e.value.message
+    assert "\n" not in e.value.message
 
 
 @pytest.mark.parametrize(

@@ -1073,3 +1073,46 @@ def test_verify_without_cert_says_the_signer_is_not_trusted(
     assert main(["image", "verify", str(img), "--cert", str(tmp_path / "anyone.crt"), "--json"]) == 0
     got = capsys.readouterr()
     assert json.loads(got.out)["trusted"] is True and "warning" not in got.err
+
+
+@pytest.mark.parametrize(
+    ("argv", "where"),
+    [
+        (
+            ["build", "demo", "--initrd-level", "13"],
+            "argument --initrd-level: '13': expected a whole number from 1 to 12",
+        ),
+        (
+            ["build", "demo", "--initrd-level", "0"],
+            "argument --initrd-level: '0': expected a whole number from 1 to 12",
+        ),
+        (
+            ["seed", "demo", "--trace", "t", "-o", "s.qcow2", "-j", "0"],
+            "argument -j/--jobs: '0': expected a whole number from 1 to 64",
+        ),
+        (
+            ["seed", "demo", "--trace", "t", "-o", "s.qcow2", "-j", "100000"],
+            "argument -j/--jobs: '100000': expected a whole number from 1 to 64",
+        ),
+    ],
+)
+def test_out_of_range_counts_are_refused_naming_the_flag(
+    argv: list[str], where: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--initrd-level and seed -j/--jobs were silently clamped into their range (mm18c)."""
+    from cernvm_build.cli.main import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["image", *argv])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"error: {where}" in err and "Traceback" not in err
+
+
+def test_the_cli_ranges_are_the_compressor_and_the_downloader_ones() -> None:
+    """The CLI copies them so that parsing imports neither area: kept equal here."""
+    from cernvm_build.bootloader.initrd import LEVELS
+    from cernvm_build.cli import image as cli_image
+    from cernvm_build.cvmfs.replicate import MAX_JOBS
+
+    assert LEVELS["lz4"] == cli_image.INITRD_LEVELS and cli_image.SEED_JOBS == (1, MAX_JOBS)

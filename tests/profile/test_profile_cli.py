@@ -107,6 +107,15 @@ def test_reference_output_file_is_written(tmp_path: Path) -> None:
     assert (tmp_path / "ref.md").read_text().startswith("# Profile reference")
 
 
+def test_reference_output_that_is_a_folder_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """-o naming a folder was an IsADirectoryError traceback (mm18c): the cvmfs commands' one line."""
+    assert main(["profiles", "reference", "-o", str(tmp_path)]) != 0
+    err = capsys.readouterr().err
+    assert f"--output {tmp_path}: a folder, not a file" in err and "Traceback" not in err
+
+
 def test_demo_shows_the_profile_and_the_plan(capsys: pytest.CaptureFixture[str]) -> None:
     data = run_json(capsys, "demo", "--plan", "--json")
     assert isinstance(data, dict)

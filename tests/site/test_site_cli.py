@@ -56,6 +56,23 @@ def test_check_json_ok(site: Path, tmp_path: Path, capsys: pytest.CaptureFixture
     assert json.loads(capsys.readouterr().out)["problems"] == []
 
 
+def test_check_says_external_links_past_the_cap_were_skipped(
+    site: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """mm18c: links past MAX_EXTERNAL URLs were counted as broken, failing the check; now they are
+    skipped, said in the summary and the JSON. A cap of 0 probes nothing: no network."""
+    from cernvm_build.site import check
+
+    monkeypatch.setattr(check, "MAX_EXTERNAL", 0)
+    argv = ["site", "check", "--site", str(site), "--out", str(tmp_path / "o"), "--external"]
+    assert main([*argv, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["problems"] == [] and doc["broken"] == 0 and doc["external"] == 0
+    assert doc["skipped"] > 0 and doc["skipped_first"]
+    assert main(argv) == 0
+    assert f"{doc['skipped']} links to URLs past the first 0 skipped (first: " in capsys.readouterr().out
+
+
 def test_usage_errors(site: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["site", "build", "--site", str(site), "--out", str(tmp_path), "--repo-metadata", "x"]) == 2
     assert "NAME=DIR" in capsys.readouterr().err
