@@ -65,6 +65,8 @@ class TooLarge(OSError):
     ``strerror`` says the cap ("larger than 64 KiB"), so a caller's ``except OSError`` line that
     prints ``e.strerror`` names it; a caller with its own wording catches ``TooLarge`` first."""
 
+    strerror: str  # always set: "larger than <cap>"
+
     def __init__(self, path: Path, cap: int):
         super().__init__(errno.EFBIG, f"larger than {size_text(cap)}", str(path))
         self.cap = cap
