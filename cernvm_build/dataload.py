@@ -7,7 +7,7 @@ through as a traceback (site data files, config.yaml and front matter; the relea
   PyYAML's and json's integer readers pass on (their own errors are subclasses, left to the caller).
 
 Both become ``TooComplex``, one line and a hint; the caller adds the file (and what the text is) in
-its own error class. The size is the reader's to bound (``fsutil.read_regular``, a site's caps).
+its own error class. The size is the reader's to bound (``fsutil.read_capped``, a site's caps).
 """
 
 from __future__ import annotations

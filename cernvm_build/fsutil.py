@@ -60,6 +60,38 @@ def read_regular(path: Path, limit: int, *, follow_links: bool = True) -> bytes:
         return f.read(limit + 1)
 
 
+class TooLarge(OSError):
+    """``read_capped``'s refusal (errno EFBIG): the file holds more than ``cap`` bytes. Its
+    ``strerror`` says the cap ("larger than 64 KiB"), so a caller's ``except OSError`` line that
+    prints ``e.strerror`` names it; a caller with its own wording catches ``TooLarge`` first."""
+
+    strerror: str  # always set: "larger than <cap>"
+
+    def __init__(self, path: Path, cap: int):
+        super().__init__(errno.EFBIG, f"larger than {size_text(cap)}", str(path))
+        self.cap = cap
+
+
+def read_capped(path: Path, cap: int, *, follow_links: bool = True) -> bytes:
+    """The whole regular file ``path`` (``open_regular``) when it holds at most ``cap`` bytes, read
+    in one go; ``TooLarge`` (an OSError) without reading the rest when it holds more. The one place
+    that pairs ``read_regular`` with its length check: a caller that forgot the check took
+    ``cap + 1`` bytes of a huge file as the file."""
+    data = read_regular(path, cap, follow_links=follow_links)
+    if len(data) > cap:
+        raise TooLarge(path, cap)
+    return data
+
+
+def size_text(n: int) -> str:
+    """A cap as people write it: the largest binary unit that divides it exactly (``64 KiB``,
+    ``16 MiB``), else bytes."""
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift and n % (1 << shift) == 0:
+            return f"{n >> shift} {unit}"
+    return f"{n} bytes"
+
+
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:

@@ -20,7 +20,7 @@ from pathlib import Path
 from types import TracebackType
 
 from .errors import CernVMError, IntegrityError
-from .fsutil import atomic_write, read_regular
+from .fsutil import TooLarge, atomic_write, read_capped
 from .proc import run
 
 MAX_KEY_FILE = 16 << 20  # bytes of a key file (an armored keyring of many keys is some 100 KB)
@@ -30,15 +30,15 @@ def _key_file(path: Path) -> bytes:
     """A key file a user or a config names: a regular file of at most MAX_KEY_FILE bytes, else one
     line (``--key /dev/zero`` filled the memory, a folder was an IsADirectoryError traceback)."""
     try:
-        data = read_regular(path, MAX_KEY_FILE)
+        data = read_capped(path, MAX_KEY_FILE)
+    except TooLarge as e:
+        raise CernVMError(
+            f"{path}: {e.strerror}: not a key file", hint="give an armored or binary key"
+        ) from None
     except OSError as e:
         raise CernVMError(
             f"{path}: cannot read the key: {e.strerror}", hint="give an armored or binary key"
         ) from None
-    if len(data) > MAX_KEY_FILE:
-        raise CernVMError(
-            f"{path}: larger than {MAX_KEY_FILE} bytes: not a key file", hint="give an armored or binary key"
-        )
     return data
 
 

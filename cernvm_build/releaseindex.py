@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from . import dataload, jsonable, utcdate
 from .errors import CernVMError, Location
-from .fsutil import read_regular
+from .fsutil import TooLarge, read_capped
 
 SCHEMA = 1
 VERSION_RE = re.compile(r"^\d{4}\.\d{2}-\d+\Z")
@@ -179,21 +179,21 @@ def load(path: Path) -> ReleaseIndex:
     """Read and check an index.json; every problem names the file and the key."""
     where = str(path)
     try:
-        data = read_regular(path, MAX_INDEX_BYTES)
+        data = read_capped(path, MAX_INDEX_BYTES)
     except FileNotFoundError:
         raise ReleaseError(
             f"{path}: no such release index", hint="give the index.json of a release"
+        ) from None
+    except TooLarge:
+        raise ReleaseError(
+            f"more than {MAX_INDEX_BYTES:,} bytes, far more than an index needs",
+            where=where,
+            hint="the index is damaged or hostile",
         ) from None
     except OSError as e:
         raise ReleaseError(
             f"{path}: cannot be read: {e.strerror}", hint="give the index.json of a release"
         ) from None
-    if len(data) > MAX_INDEX_BYTES:
-        raise ReleaseError(
-            f"more than {MAX_INDEX_BYTES:,} bytes, far more than an index needs",
-            where=where,
-            hint="the index is damaged or hostile",
-        )
     try:
         raw = dataload.load(json.loads, data.decode("utf-8"))
     except UnicodeDecodeError as e:

@@ -18,8 +18,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import dataload
 from ..errors import BuildError
-from ..fsutil import atomic_dir, read_regular
+from ..fsutil import TooLarge, atomic_dir, read_capped
 from .manifest_list import MAX_RAW
 
 _TIMEOUT = 1800
@@ -134,17 +135,21 @@ def oci_source(image: Path, tag: str | None = None) -> str:
         )
     if tag is None:
         try:
-            data = read_regular(image / "index.json", MAX_RAW)  # a FIFO is refused, not waited on
-            if len(data) > MAX_RAW:
-                raise ValueError(f"over {MAX_RAW} bytes")
-            index = json.loads(data)
+            data = read_capped(image / "index.json", MAX_RAW)  # a FIFO is refused, not waited on
+            index = dataload.load(json.loads, data)  # the one hostile-JSON loader: depth, digits
             names = [
                 m.get("annotations", {}).get("org.opencontainers.image.ref.name") for m in index["manifests"]
             ]
+        except TooLarge as e:
+            raise BuildError(
+                f"{image}/index.json is {e.strerror}: not an OCI index", hint=_LAYOUT_HINT
+            ) from None
         except OSError as e:
             raise BuildError(f"{image}/index.json cannot be read: {e.strerror}", hint=_LAYOUT_HINT) from None
-        except RecursionError:
-            raise BuildError(f"{image}/index.json is nested too deeply", hint=_LAYOUT_HINT) from None
+        except dataload.TooComplex as e:
+            raise BuildError(
+                f"{image}/index.json is not an OCI index: {e.message}", hint=_LAYOUT_HINT
+            ) from None
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             what = f"no {e}" if isinstance(e, KeyError) else str(e)
             raise BuildError(

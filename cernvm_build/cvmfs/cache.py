@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import CvmfsError, IntegrityError
-from ..fsutil import NotRegularFile, atomic_write, read_regular
+from ..fsutil import NotRegularFile, TooLarge, atomic_write, read_capped
 from .objects import Holdings, ObjectHash, new_hasher, object_path
 
 BLOCK = 1 << 20
@@ -221,14 +221,13 @@ class ObjectCache:
         """A saved signed file; None if absent, (not written by us) larger than ``limit``, or no
         regular file (a FIFO there hung every later open; a link is not followed)."""
         try:
-            data = read_regular(self.root / name, limit, follow_links=False)
-        except (FileNotFoundError, NotRegularFile):
+            return read_capped(self.root / name, limit, follow_links=False)
+        except (FileNotFoundError, NotRegularFile, TooLarge):
             return None
         except OSError as e:
             if e.errno == errno.ELOOP:
                 return None
             raise
-        return data if len(data) <= limit else None
 
     def scratch(self) -> Path:
         """A private scratch directory for this process (inflated catalogs, large objects)."""

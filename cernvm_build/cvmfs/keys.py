@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
 from ..errors import CvmfsError
-from ..fsutil import atomic_write, read_regular
+from ..fsutil import TooLarge, atomic_write, read_capped
 from . import masterkey
 from . import rsa as rsa_raw
 from . import whitelist as wl
@@ -142,7 +142,7 @@ def load_keys(directory: Path, fqrn: str, master_key: str | None = None) -> KeyS
     for ext, path in paths.items():
         try:
             # regular and capped: --master-key /dev/zero read until memory ran out, a FIFO for ever
-            data[ext] = read_regular(path, MAX_KEY_FILE_BYTES)
+            data[ext] = read_capped(path, MAX_KEY_FILE_BYTES)
         except FileNotFoundError:
             if ext == "pub" and "masterkey" in data:
                 continue  # derived below
@@ -150,13 +150,12 @@ def load_keys(directory: Path, fqrn: str, master_key: str | None = None) -> KeyS
                 f"{path}: key file missing",
                 hint=f"create keys with 'cernvm-build cvmfs keygen {fqrn} --out {directory}'",
             ) from None
+        except TooLarge as e:
+            raise CvmfsError(
+                f"{path}: key file {e.strerror}", hint="name the PEM file of the key (or certificate)"
+            ) from None
         except OSError as e:
             raise CvmfsError(f"{path}: cannot read key file: {e.strerror}") from e
-        if len(data[ext]) > MAX_KEY_FILE_BYTES:
-            raise CvmfsError(
-                f"{path}: key file larger than {MAX_KEY_FILE_BYTES // 1024} KiB",
-                hint="name the PEM file of the key (or certificate)",
-            )
     cert_key = _load_private(data["key"], paths["key"])
     if on_token:
         assert master_key is not None

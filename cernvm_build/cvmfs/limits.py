@@ -9,6 +9,8 @@ hostile value costs a few MB of memory and no unbounded time.
 
 from __future__ import annotations
 
+from ..fsutil import size_text
+
 KiB = 1 << 10
 MiB = 1 << 20
 GiB = 1 << 30
@@ -70,11 +72,7 @@ def zlib_bound(size: int) -> int:
     return size + (size >> 12) + (size >> 14) + (size >> 25) + 13 + ZLIB_SLACK
 
 
-def human(n: int) -> str:
-    for unit, scale in (("GiB", GiB), ("MiB", MiB), ("KiB", KiB)):
-        if n >= scale and n % scale == 0:
-            return f"{n // scale} {unit}"
-    return f"{n} bytes"
+human = size_text  # the one spelling of a cap: fsutil's, which read_capped's refusal uses
 
 
 # -- container layers (``hub ingest``; ``--max-layer-bytes``/``--max-layer-entries`` raise them) ----

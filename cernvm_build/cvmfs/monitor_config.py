@@ -20,7 +20,7 @@ import yaml
 
 from .. import yamlerror
 from ..errors import CvmfsError, Location, UsageError
-from ..fsutil import read_regular
+from ..fsutil import TooLarge, read_capped
 from .monitor import Target, fqrn_of
 from .trust import default_keys
 
@@ -64,13 +64,9 @@ def _node_at(root: yaml.Node | None, path: Sequence[str | int]) -> yaml.Node | N
 def load(path: Path, keys: Sequence[Path] = ()) -> list[Target]:
     try:
         # regular and capped: --config /dev/zero was read until memory ran out (pr18d finding 15)
-        data_bytes = read_regular(path, MAX_CONFIG_BYTES)
-        if len(data_bytes) > MAX_CONFIG_BYTES:
-            raise CvmfsError(
-                f"{path}: the monitor config is larger than {MAX_CONFIG_BYTES // 1024} KiB",
-                hint="check --config FILE",
-            )
-        text = data_bytes.decode("utf-8")
+        text = read_capped(path, MAX_CONFIG_BYTES).decode("utf-8")
+    except TooLarge as e:
+        raise CvmfsError(f"{path}: the monitor config is {e.strerror}", hint="check --config FILE") from None
     except (OSError, UnicodeDecodeError) as e:
         raise CvmfsError(f"{path}: cannot read the monitor config: {e}", hint="check --config FILE") from None
     try:

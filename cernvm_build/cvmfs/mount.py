@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import CernVMError, CvmfsError, UsageError
-from ..fsutil import atomic_write, read_regular
+from ..fsutil import TooLarge, atomic_write, read_capped, read_regular
 from .bootlist import BootList
 from .objects import parse_hash
 from .plaincache import STALE_TMP_S, PlainCache
@@ -125,14 +125,14 @@ def read_pin(path: Path) -> tuple[str | None, str | None]:
     there must not hang or exhaust the daemon (and so the boot), nor bytes that are not UTF-8 end
     it with a traceback. The toolkit writes the file itself (atomically): a link is never followed."""
     try:
-        data = read_regular(path, PIN_MAX, follow_links=False)
+        data = read_capped(path, PIN_MAX, follow_links=False)
     except FileNotFoundError:
         return None, None
+    except TooLarge:
+        return None, _pin_ignored(path, f"more than {PIN_MAX} bytes")
     except OSError as e:
         why = "a symbolic link" if e.errno == errno.ELOOP else (e.strerror or str(e))
         return None, _pin_ignored(path, why)
-    if len(data) > PIN_MAX:
-        return None, _pin_ignored(path, f"more than {PIN_MAX} bytes")
     first = data.decode("utf-8", "replace").split("\n", 1)[0].strip()
     if not first:
         return None, None  # an empty pin: nothing was pinned

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import CvmfsError, IntegrityError
-from ..fsutil import read_regular
+from ..fsutil import TooLarge, read_capped
 from . import manifest as manifest_mod
 from . import rsa
 from . import whitelist as whitelist_mod
@@ -123,14 +123,14 @@ def _load_keys(keys: Sequence[Path | bytes]) -> list[tuple[str, rsa.PublicKey]]:
         try:
             # a regular file within a cap: --key /dev/zero was read until memory ran out and a FIFO
             # waited for a writer for ever (pr18d finding 13)
-            data = read_regular(Path(k), MAX_PUBLIC_KEY_BYTES)
+            data = read_capped(Path(k), MAX_PUBLIC_KEY_BYTES)
+        except TooLarge as e:
+            raise CvmfsError(
+                f"{k}: public key is {e.strerror}",
+                hint="check --key PATH (a PEM RSA public key, e.g. <fqrn>.pub)",
+            ) from None
         except OSError as e:
             raise CvmfsError(f"{k}: public key cannot be read: {e.strerror}", hint="check --key PATH") from e
-        if len(data) > MAX_PUBLIC_KEY_BYTES:
-            raise CvmfsError(
-                f"{k}: public key is larger than {human(MAX_PUBLIC_KEY_BYTES)}",
-                hint="check --key PATH (a PEM RSA public key, e.g. <fqrn>.pub)",
-            )
         out.append((str(k), rsa.load_public_key(data, where=str(k))))
     return out
 

@@ -25,7 +25,7 @@ from typing import ClassVar
 
 from ..boundedhttp import IDLE_TIMEOUT, MAX_CONNECTIONS, MAX_PER_CLIENT, BoundedHTTPServer, HeaderDeadline
 from ..errors import CvmfsError
-from ..fsutil import read_regular
+from ..fsutil import read_capped
 from .limits import MAX_MANIFEST_BYTES
 from .lock import is_working_state
 from .manifest import parse_keyvals
@@ -52,10 +52,8 @@ def _manifest_fqrn(stratum: Path) -> str | None:
     """The name the manifest gives, if it says one; read within the manifest's cap (a 3 GB file was
     read whole: MemoryError, pr18d finding 12)."""
     try:
-        data = read_regular(stratum / ".cvmfspublished", MAX_MANIFEST_BYTES)
-    except OSError:
-        return None
-    if len(data) > MAX_MANIFEST_BYTES:
+        data = read_capped(stratum / ".cvmfspublished", MAX_MANIFEST_BYTES)
+    except OSError:  # TooLarge too
         return None
     return parse_keyvals(data).get("N") or None
 

@@ -10,7 +10,6 @@ first block. Signatures are RSA PKCS#1 v1.5 over SHA-256 (the ``algorithm`` fiel
 from __future__ import annotations
 
 import base64
-import errno
 import hashlib
 import json
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 
 from ..errors import BuildError, IntegrityError, UsageError
-from ..fsutil import open_regular, read_regular, sha256_file
+from ..fsutil import open_regular, read_capped, sha256_file
 
 BLOCK = 32 * 1024
 TRAILER = 2 * BLOCK
@@ -54,10 +53,7 @@ class Trailer:
 def _read_pem(path: Path) -> bytes:
     """A key or certificate file the user names: a regular file of at most MAX_PEM bytes
     (``/dev/zero`` filled the memory, a FIFO was waited on for ever); an OSError otherwise."""
-    data = read_regular(path, MAX_PEM)
-    if len(data) > MAX_PEM:
-        raise OSError(errno.EFBIG, f"larger than {MAX_PEM} bytes")
-    return data
+    return read_capped(path, MAX_PEM)
 
 
 def load_signer(key_pem: Path, cert_pem: Path) -> Signer:

@@ -26,7 +26,7 @@ from ..cvmfs.limits import human
 from ..cvmfs.tar_limits import members as tar_members
 from ..cvmfs.tar_limits import open_file
 from ..errors import CvmfsError, ImageError
-from ..fsutil import atomic_file, atomic_write, read_regular, sha256_file
+from ..fsutil import TooLarge, atomic_file, atomic_write, read_capped, sha256_file
 from ..report import NULL_REPORTER, Reporter
 from . import qcow2
 from .catalog import FORMATS
@@ -92,15 +92,17 @@ def read_sha256_file(path: Path) -> str:
     """The hash in a ``.sha256`` file (``HEX`` or ``HEX  NAME``): a regular file of at most
     MAX_SHA256_FILE bytes (a FIFO there was waited on for ever, a folder was a traceback)."""
     try:
-        data = read_regular(path, MAX_SHA256_FILE)
+        data = read_capped(path, MAX_SHA256_FILE)
+    except TooLarge as e:
+        raise ImageError(
+            f"checksum file is {e.strerror}", where=str(path), hint="expected '<64 hex>  <file>'"
+        ) from None
     except OSError as e:
         raise ImageError(
             f"cannot read the checksum file: {e.strerror}",
             where=str(path),
             hint="expected '<64 hex>  <file>'",
         ) from None
-    if len(data) > MAX_SHA256_FILE:
-        raise ImageError(f"checksum file is larger than {MAX_SHA256_FILE} bytes", where=str(path))
     text = data.decode(errors="replace").strip()
     word = text.split()[0] if text else ""
     if not _HEX64.fullmatch(word):
@@ -519,8 +521,7 @@ def _small_json(path: Path, limit: int = MAX_SMALL_JSON) -> Any:
     """The JSON in ``path``, or None when it is no regular file (a FIFO is not waited on), holds more
     than ``limit`` bytes, or is no JSON (nested past the decoder's depth too)."""
     try:
-        data = read_regular(path, limit)
-        return None if len(data) > limit else json.loads(data)
+        return json.loads(read_capped(path, limit))
     except (OSError, ValueError, RecursionError):
         return None
 

@@ -26,7 +26,7 @@ import requests
 import urllib3.exceptions
 
 from ..errors import MirrorError
-from ..fsutil import atomic_file, read_regular
+from ..fsutil import TooLarge, atomic_file, read_capped
 from .hashcache import HashCache, hash_stream
 from .s3client import S3Client, S3Url, http_status, s3_error
 from .s3direct import DEADLINE_FLOOR, MIN_RATE, deadline, watchdog
@@ -118,10 +118,10 @@ class LocalSource:
         p = self.root / safe_rel(rel)
         if not p.is_file():
             return None
-        data = read_regular(p, MAX_INDEX)  # one read, not chunks joined and copied
-        if len(data) > MAX_INDEX:
-            raise _too_big(str(p))
-        return data
+        try:
+            return read_capped(p, MAX_INDEX)  # one read, not chunks joined and copied
+        except TooLarge:
+            raise _too_big(str(p)) from None
 
     def digest(
         self, rel: str, algo: str, expect: str | None = None, size: int | None = None

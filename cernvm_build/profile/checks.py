@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from .. import utcdate
 from ..bootloader import userdata
 from ..errors import ProfileError
-from ..fsutil import read_regular
+from ..fsutil import TooLarge, read_capped
 from ..table import Invalid, is_url, suggest
 from .convert import Values, resolve_path
 from .model import is_rolling_tag
@@ -296,13 +296,13 @@ MAX_PUBLIC_KEY = 64 * 1024  # bytes: a PEM public key is < 1 KiB (an RSA-4096 on
 
 def _pem_problem(path: Path) -> str | None:
     try:  # a regular file, bounded: /dev/zero filled the memory, a FIFO was waited on for ever
-        data = read_regular(path, MAX_PUBLIC_KEY)
+        data = read_capped(path, MAX_PUBLIC_KEY)
     except FileNotFoundError:
         return "public key file not found"
+    except TooLarge as e:
+        return f"not a PEM public key ({e.strerror})"
     except OSError as e:
         return f"cannot read public key ({e.strerror})"
-    if len(data) > MAX_PUBLIC_KEY:
-        return f"not a PEM public key (larger than {MAX_PUBLIC_KEY} bytes)"
     if b"-----BEGIN PUBLIC KEY-----" not in data:
         return "not a PEM public key (no BEGIN PUBLIC KEY)"
     try:

@@ -19,7 +19,7 @@ from typing import Any
 
 from .. import jsonable
 from .. import releaseindex as idx
-from ..fsutil import read_regular
+from ..fsutil import TooLarge, read_capped
 from ..mirror import s3sync
 from ..mirror.publish import mirror
 from ..paths import data_dir
@@ -69,12 +69,9 @@ def release_notes(release_dir: Path) -> str | None:
     if not path.exists():
         return None
     try:
-        data = read_regular(path, MAX_NOTES)
-        if len(data) > MAX_NOTES:
-            raise idx.ReleaseError(
-                f"larger than {MAX_NOTES >> 20} MiB", where=str(path), hint="the notes are damaged"
-            )
-        return data.decode("utf-8")
+        return read_capped(path, MAX_NOTES).decode("utf-8")
+    except TooLarge as e:
+        raise idx.ReleaseError(e.strerror, where=str(path), hint="the notes are damaged") from None
     except UnicodeDecodeError as e:
         raise idx.ReleaseError(
             f"not UTF-8 text (byte {e.start})", where=str(path), hint="save the notes as UTF-8"

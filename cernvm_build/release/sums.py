@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import IntegrityError
-from ..fsutil import atomic_write, read_regular
+from ..fsutil import TooLarge, atomic_write, read_capped
 from ..releaseindex import ReleaseArtifact
 
 NAME = "SHA256SUMS"
@@ -28,12 +28,11 @@ def parse(path: Path) -> dict[str, str]:
     as ``sha256sum -c`` would judge it: a name listed twice (the last line would otherwise win over a
     wrong first one) and CR line ends are refused, as is text that is not UTF-8."""
     try:
-        data = read_regular(path, MAX_SUMS)  # a huge file was read whole, and copied to decode it
-        if len(data) > MAX_SUMS:
-            raise IntegrityError(
-                f"{path}: larger than {MAX_SUMS >> 20} MiB", hint="the file was damaged or edited"
-            )
-        text = data.decode("utf-8")
+        text = read_capped(path, MAX_SUMS).decode(
+            "utf-8"
+        )  # a huge file was read whole, and copied to decode it
+    except TooLarge as e:
+        raise IntegrityError(f"{path}: {e.strerror}", hint="the file was damaged or edited") from None
     except OSError as e:  # a FIFO or a folder (not a regular file), no permission
         raise IntegrityError(
             f"{path}: cannot read: {e.strerror}", hint="the file was damaged or edited"

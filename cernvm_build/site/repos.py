@@ -20,7 +20,7 @@ from typing import IO, Any
 
 from ..debpkg import iter_deb822, parse_deb822
 from ..errors import BuildError, Location
-from ..fsutil import read_regular
+from ..fsutil import TooLarge, read_capped
 from ..mirror.hashcache import CHECKSUM_TYPES
 from ..vercmp import debian_key, rpm_compare
 
@@ -86,18 +86,17 @@ def _read_index(path: Path) -> bytes:
     """A repomd.xml or Release file, read only if it is a regular file of at most ``MAX_RELEASE``
     bytes: a FIFO there blocked the site build for ever."""
     try:
-        data = read_regular(path, MAX_RELEASE)
+        return read_capped(path, MAX_RELEASE)
+    except TooLarge as e:
+        raise BuildError(
+            f"{path.name} is {e.strerror}",
+            where=str(path),
+            hint="this is not real repository metadata; sync the mirror again",
+        ) from None
     except OSError as e:
         raise BuildError(
             f"{path.name} cannot be read: {e.strerror}", where=str(path), hint="copy the repository again"
         ) from None
-    if len(data) > MAX_RELEASE:
-        raise BuildError(
-            f"{path.name} is larger than {MAX_RELEASE >> 20} MiB",
-            where=str(path),
-            hint="this is not real repository metadata; sync the mirror again",
-        )
-    return data
 
 
 class _Capped(io.RawIOBase):

@@ -126,11 +126,15 @@ def test_a_registry_trickling_its_answer_is_given_up_on_after_the_query_timeout(
         (b"garbage", "index.json is not an OCI index: Expecting value"),
         (b'{"manifests": [5]}', "index.json is not an OCI index: 'int' object has no attribute 'get'"),
         (b'{"schemaVersion": 2}', "index.json is not an OCI index: no 'manifests'"),
-        (b"[" * 100_000, "index.json is nested too deeply"),
-        (b" " * (4 << 20) + b"{}", "index.json is not an OCI index: over 4194304 bytes"),
+        (b"[" * 100_000, "index.json is not an OCI index: nested too deeply"),
+        (
+            b'{"manifests": [], "n": ' + b"9" * 5000 + b"}",
+            "index.json is not an OCI index: a number has more digits",
+        ),
+        (b" " * (4 << 20) + b"{}", "index.json is larger than 4 MiB: not an OCI index"),
         (None, "index.json cannot be read: No such file or directory"),
     ],
-    ids=["not-json", "entry-int", "no-manifests", "nested", "huge", "missing"],
+    ids=["not-json", "entry-int", "no-manifests", "nested", "digits", "huge", "missing"],
 )
 def test_pushing_a_layout_with_a_damaged_index_is_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], index: bytes | None, said: str

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import threading
@@ -137,3 +138,28 @@ def test_read_regular_refuses_what_is_no_regular_file_at_once_and_reads_to_one_p
     with pytest.raises(fsutil.NotRegularFile):
         fsutil.read_regular(fifo, 10)
     assert len(os.listdir("/proc/self/fd")) == before  # the refused descriptor is closed
+
+
+def test_read_capped_returns_the_file_or_refuses_it_over_the_cap_naming_file_and_cap(tmp_path: Path) -> None:
+    """The one "read a regular file, refuse it when over the cap" helper: the refusal is an OSError
+    (callers' ``except OSError`` lines catch it) whose text names the file and the cap."""
+    f = tmp_path / "f"
+    f.write_bytes(b"x" * 1024)
+    assert fsutil.read_capped(f, 1024) == b"x" * 1024
+    with pytest.raises(fsutil.TooLarge) as caught:
+        fsutil.read_capped(f, 1023)
+    assert caught.value.errno == errno.EFBIG and caught.value.cap == 1023
+    assert caught.value.strerror == "larger than 1023 bytes" and caught.value.filename == str(f)
+    f.write_bytes(b"x" * (64 * 1024 + 1))
+    with pytest.raises(OSError, match="larger than 64 KiB"):
+        fsutil.read_capped(f, 64 * 1024)
+    with pytest.raises(fsutil.NotRegularFile):
+        fsutil.read_capped(Path("/dev/zero"), 10)
+    assert [fsutil.size_text(n) for n in (0, 512, 4096, 16 << 20, 3 << 30, 1025)] == [
+        "0 bytes",
+        "512 bytes",
+        "4 KiB",
+        "16 MiB",
+        "3 GiB",
+        "1025 bytes",
+    ]
