@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress
     from rich.text import Text
 
+from ..cvmfs.limits import MAX_RETRIES
 from ..errors import EXIT_CODES, EXIT_INTERRUPTED, EXIT_TERMINATED, CernVMError, UsageError
 from ..procexit import end_process
 from ..report import Reporter
@@ -89,8 +90,6 @@ def whole_number(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
-#: the most retries per server a flag takes: past it a server that is down is waited on for ever
-MAX_RETRIES = 100
 #: the argparse type of ``--retries`` (-1 was taken silently, as 0, with no word)
 retries = whole_number(0, MAX_RETRIES)
 

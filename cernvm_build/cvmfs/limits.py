@@ -84,3 +84,7 @@ MAX_TAR_ENTRIES = 2_000_000
 #: the most one tar header's own data may hold (a PAX extended header, a GNU long name or link),
 #: which tarfile reads into memory whole: paths of 4 KiB and a member's xattrs need far less
 MAX_TAR_HEADER_BYTES = 4 * MiB
+
+#: retries per server a flag or the user data may ask for: past it a server that is down is waited on
+#: for ever (the CLI's ``--retries`` and the mount daemon's, which the initrd passes from user data)
+MAX_RETRIES = 100

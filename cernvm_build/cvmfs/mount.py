@@ -27,6 +27,7 @@ from pathlib import Path
 from ..errors import CernVMError, CvmfsError, UsageError
 from ..fsutil import TooLarge, atomic_write, read_capped, read_regular
 from .bootlist import BootList
+from .limits import MAX_RETRIES
 from .objects import parse_hash
 from .plaincache import STALE_TMP_S, PlainCache
 from .quota import MB, Quota
@@ -213,6 +214,8 @@ def _open(args: argparse.Namespace) -> Repository:
     source: str | Sequence[str] = servers[0] if len(servers) == 1 else servers
     if not 0 < args.timeout <= 86400:  # nan too: it compares false
         raise UsageError(f"--timeout {args.timeout}: expected seconds, more than 0 and at most 86400")
+    if not 0 <= args.retries <= MAX_RETRIES:
+        raise UsageError(f"--retries {args.retries}: expected retries from 0 to {MAX_RETRIES}")
     if args.quota_limit is not None and (cache is None or args.quota_limit < 1):
         raise UsageError("--quota-limit needs --cache and a size of at least 1 MB")
     repo = open_repository(

@@ -25,7 +25,7 @@ from typing import ClassVar
 
 from ..boundedhttp import IDLE_TIMEOUT, MAX_CONNECTIONS, MAX_PER_CLIENT, BoundedHTTPServer, HeaderDeadline
 from ..errors import CvmfsError
-from ..fsutil import read_capped
+from ..fsutil import open_regular, read_capped
 from .limits import MAX_MANIFEST_BYTES
 from .lock import is_working_state
 from .manifest import parse_keyvals
@@ -191,7 +191,8 @@ class _Handler(HeaderDeadline):
             return
         target, rest = found
         try:
-            f = open(target, "rb")  # noqa: SIM115 - closed in finally
+            # not open(): a FIFO swapped in after _resolve's is_file() held this thread for ever
+            f = open_regular(target)
         except OSError:
             self._error(HTTPStatus.NOT_FOUND)
             return

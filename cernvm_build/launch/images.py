@@ -312,7 +312,10 @@ class ImageCache:
 
     def add_ova(self, path: Path) -> Image:
         """The boot disk of an OVA appliance (the first disk its OVF names), checked against the
-        OVA's manifest (``.mf``) when it has one, converted to a raw ``hdd`` image in the cache."""
+        OVA's manifest (``.mf``) when it has one, converted to a raw ``hdd`` image in the cache,
+        named after the file (checked first, as ``images add`` checks its names: a name starting
+        with '.' was cached hidden from ``images list``)."""
+        name = image_name(f"{path.stem}.hdd", str(path))
         try:
             tar = open_file(path)
         except (OSError, tarfile.TarError) as e:
@@ -352,7 +355,6 @@ class ImageCache:
                     hint="the appliance is damaged; download it again",
                 )
             _check_vmdk(vmdk, disk, path)
-            name = f"{path.stem}.hdd"
             raw = Path(tmp, name)
             proc.run(["qemu-img", "convert", "-f", "vmdk", "-O", "raw", vmdk, raw])
             detect_format(raw, bootable=True)

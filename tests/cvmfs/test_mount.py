@@ -194,6 +194,18 @@ def test_a_timeout_that_is_no_timeout_is_one_error_line(fx: Fixture, mnt: Path, 
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
+@pytest.mark.parametrize("value", ["-1", "101"])
+def test_retries_out_of_range_is_one_error_line(fx: Fixture, mnt: Path, value: str) -> None:
+    """The mount daemon's ``--retries`` (the initrd passes it from user data) as the CLI's: -1 was
+    taken as 0, a huge count waited on a server that is down for ever."""
+    cmd = [sys.executable, "-m", "cernvm_build.cvmfs.mount", "--fqrn", FQRN, "--server", str(fx.root)]
+    cmd += ["--public-key", str(fx.pub), "--retries", value, str(mnt)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+    assert f"--retries {value}: expected retries from 0 to 100" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
 def test_cli_mount_of_a_local_directory(fx: Fixture, mnt: Path) -> None:
     """``cernvm-build cvmfs mount DIR MOUNTPOINT --tag T``: keys found beside the repository."""
     cmd = [sys.executable, "-m", "cernvm_build.cli.main", "cvmfs", "mount", str(fx.root), str(mnt)]

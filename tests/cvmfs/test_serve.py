@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import select
 import socket
@@ -289,3 +290,26 @@ def test_nginx_listen_and_user_as_written(
         err.startswith("error: --user 'x;\\nload_module /e.so;#': not a user name") and "Traceback" not in err
     )
     assert len(err.splitlines()) == 2 and "load_module /e.so;" not in capsys.readouterr().out
+
+
+def test_a_fifo_swapped_in_after_the_check_is_refused_not_waited_on(
+    fx: Fixture, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pr18d's leftover: the file was checked with is_file() and then opened blocking, so a FIFO put
+    there in between held the serving thread for ever. The race is made by is_file() saying yes."""
+    import os
+    import shutil
+
+    root = tmp_path / "stratum"
+    shutil.copytree(fx.root, root, symlinks=True)
+    os.mkfifo(root / "repo" / "data" / "fifo")
+    is_file = Path.is_file
+    monkeypatch.setattr(Path, "is_file", lambda self: self.name == "fifo" or is_file(self))
+    with serve(root) as s:
+        try:
+            resp, _ = request(s, "GET", f"/cvmfs/{FQRN}/data/fifo")
+        finally:
+            # without the fix the thread waits in open(): a writer lets it go
+            with contextlib.suppress(OSError):
+                os.close(os.open(root / "repo" / "data" / "fifo", os.O_WRONLY | os.O_NONBLOCK))
+    assert resp.status == 404

@@ -385,3 +385,17 @@ def test_every_option_and_argument_of_every_verb_says_what_it_is_for() -> None:
         and (a.option_strings or path == "cernvm-launch import")
     ]
     assert silent == []
+
+
+def test_import_names_the_cached_disk_by_the_image_name_rule(
+    cli: None, image: Path, tmp_path: Path, launch_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pr18c's leftover: an OVA named '.hidden.ova' was cached as '.hidden.hdd', which 'images list'
+    never shows; the name is checked first, as 'images add' checks its names, and nothing is cached."""
+    hidden = tmp_path / "h" / ".hidden.ova"
+    hidden.parent.mkdir()
+    _ova(tmp_path, image).rename(hidden)
+    assert launch("import", "--name", "cli-hidden", str(hidden)) != 0
+    err = capsys.readouterr().err
+    assert "'.hidden.hdd' cannot name a cached image" in err and "Traceback" not in err
+    assert not list((launch_env / "images").glob("*.hdd"))
