@@ -2,7 +2,8 @@
 
 A frozen profile (or one that requires checksums) boots only an image whose sha256 is published
 beside it (or given as ``diskChecksum``) and whose μCernVM signature block verifies — by the given
-certificate when there is one. A frozen profile's own snapshot pin applies unless the user names
+certificate when there is one, else by the profile's signer when it names one
+(``preservation.signer_sha256``). A frozen profile's own snapshot pin applies unless the user names
 another snapshot or date.
 """
 
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from cryptography.hazmat.primitives import hashes
 
 from ..errors import CernVMError, ImageError
 from ..image import signature
@@ -36,21 +39,33 @@ def verify_image(image: Image, *, profile: Profile | None, checksum: str | None,
             hint="use the published image with its .sha256, or give diskChecksum",
         )
     digest = verify_checksum(image.path, checksum)
-    if strict or cert:
+    signer = profile.preservation.signer_sha256 if profile is not None else None
+    if strict or cert or signer:
         if image.format not in ("iso", "hdd"):
             raise ImageError(
                 "only iso/hdd images carry a signature to verify",
                 where=str(image.path),
                 hint="use the published iso or hdd image",
             )
-        _verify_signature(image.path, cert)
+        _verify_signature(image.path, cert, None if cert else signer)
     return digest
 
 
-def _verify_signature(path: Path, cert: Path | None) -> None:
+def _verify_signature(path: Path, cert: Path | None, signer_sha256: str | None) -> None:
+    """By ``cert`` when given, else by the profile's signer when it names one."""
     try:
         trusted = signature.load_certificate(cert) if cert else None
-        signature.verify(path, trusted)
+        made = signature.verify(path, trusted)
+        by = made.certificate.fingerprint(hashes.SHA256()).hex() if made.certificate else ""
+        if signer_sha256 is not None and by != signer_sha256:
+            raise ImageError(
+                f"image signature is by certificate {by[:16]}…, not by the profile's signer "
+                f"(preservation.signer_sha256 {signer_sha256[:16]}…)",
+                where=str(path),
+                hint="use the platform's published image, or give the signer's certificate with --cert",
+            )
+    except ImageError:
+        raise
     except CernVMError as e:
         raise ImageError(
             f"image signature does not verify: {e.message.replace(f'{path}: ', '')}",

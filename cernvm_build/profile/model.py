@@ -103,6 +103,7 @@ class PreservationSettings:
     frozen: bool = False
     read_only: bool = False
     checksums_required: bool = False
+    signer_sha256: str | None = None
 
 
 @dataclass(frozen=True)

@@ -339,6 +339,19 @@ SETTINGS: tuple[Setting, ...] = (
         "Every input (kernel, packages, objects) must be verified against a recorded checksum.",
         default=False,
     ),
+    Setting(
+        "preservation.signer_sha256",
+        Kind.STR,
+        "The SHA-256 of the certificate that signs this platform's images (`signer_sha256` in "
+        "`cernvm-build image inspect --json`): `cernvm-launch` then boots only images signed by it, with "
+        "no `--cert` needed. Without it (and without `--cert`) any valid signature is taken, and the "
+        "`.sha256` published beside the image is the only check of who made it.",
+        default=None,
+        nullable=True,
+        pattern=r"[0-9a-f]{64}",
+        pattern_help="64 lower-case hex digits",
+        example="3f5c…",
+    ),
 )
 
 BY_KEY: dict[str, Setting] = by_key(SETTINGS)

@@ -131,3 +131,32 @@ def test_frozen_profile_refuses_unverified_images(
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert "pres-x" not in [d.name() for d in conn.listAllDomains(0)]
+
+
+def test_a_profile_naming_its_signer_refuses_any_other_signer_without_cert(
+    conn: libvirt.virConnect,
+    image: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """pr18c's leftover: with no --cert a frozen profile took an image signed by any self-made
+    certificate. ``preservation.signer_sha256`` names the release signer's certificate."""
+    signer, _ = _signer(tmp_path, "release-signer")
+    fingerprint = signer.certificate.fingerprint(hashes.SHA256()).hex()
+    profile = tmp_path / "el4-signed.yaml"
+    profile.write_text(
+        f"format: 1\nextends: [el4]\ndescription: el4 and its signer\n"
+        f"preservation:\n  signer_sha256: {fingerprint}\n"
+    )
+    argv = ["--connect", URI, "create", "--profile", str(profile), "--iso", str(image), "--yes", "--no-wait"]
+    _publish(image, _signer(tmp_path, "someone-else")[0])
+    assert main([*argv, "--name", "pres-other"], connect=driver_host) == 8
+    err = capsys.readouterr().err
+    assert "not by the profile's signer (preservation.signer_sha256" in err and "Traceback" not in err
+    assert "pres-other" not in [d.name() for d in conn.listAllDomains(0)]
+    fresh = tmp_path / "fresh.iso"
+    fresh.write_bytes(image.read_bytes()[: -signature.TRAILER])
+    _publish(fresh, signer)
+    argv[argv.index(str(image))] = str(fresh)
+    assert main([*argv, "--name", "pres-signed"], connect=driver_host) == 0, capsys.readouterr().err
+    assert "pres-signed" in [d.name() for d in conn.listAllDomains(0)]
