@@ -203,7 +203,15 @@ def temp_prefix(dest: Path) -> str:
     return f".{dest.name}.{os.getpid()}."
 
 
+#: Linux's largest pid (``PID_MAX_LIMIT`` on 64 bits): a temporary's name past it names no process
+PID_MAX = 1 << 22
+
+
 def _alive(pid: int) -> bool:
+    # 0 would signal our own process group, a huge number overflowed os.kill (a traceback that
+    # ended atomic_dir and cvmfs export): neither is a process that could own a temporary
+    if not 0 < pid <= PID_MAX:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -33,6 +33,8 @@ import sys
 import tarfile
 from dataclasses import dataclass
 
+from ..cvmfs.tar_limits import bounded_tarinfo
+from ..errors import CvmfsError
 from .userdata import gunzip
 
 #: the payload inflated: more than user data can usefully carry (clouds cap user data at 16-64 KiB)
@@ -41,6 +43,8 @@ MAX_TAR = 16 << 20
 MAX_MEMBERS = 10_000
 #: symbolic links followed while resolving one name (the kernel's MAXSYMLINKS)
 MAX_LINKS = 40
+#: bytes of one name component (Linux's NAME_MAX)
+NAME_MAX = 255
 
 
 class Refused(Exception):
@@ -79,6 +83,13 @@ def _components(name: str) -> tuple[str, ...]:
         raise Refused(f"member {name!r}: a '..' component")
     if "\0" in name:
         raise Refused(f"member {name!r}: a NUL in the name")
+    for part in parts:
+        # the dry run asks the kernel nothing below a folder it only planned: a name too long
+        # for it failed half way through the real run
+        if len(os.fsencode(part)) > NAME_MAX:
+            raise Refused(f"member {name[:200]!r}: a name longer than {NAME_MAX} bytes")
+        if part.startswith(".inject-") and part.endswith(".tmp"):
+            raise Refused(f"member {name[:200]!r}: the unpacker's own temporary name")
     return parts
 
 
@@ -86,7 +97,10 @@ def members(tar_bytes: bytes) -> list[Member]:
     """Every member, checked; Refused names the first that cannot be applied."""
     out: list[Member] = []
     try:
-        with tarfile.open(fileobj=io.BytesIO(tar_bytes), mode="r:") as tar:
+        # headers bounded as every tar reader of the toolkit bounds them (a GNU sparse map tarfile
+        # cannot read was a ValueError traceback on the console)
+        tarinfo = bounded_tarinfo("cernvm_inject")
+        with tarfile.open(fileobj=io.BytesIO(tar_bytes), mode="r:", tarinfo=tarinfo) as tar:
             for info in tar:
                 if len(out) >= MAX_MEMBERS:
                     raise Refused(f"holds more than {MAX_MEMBERS} members")
@@ -116,6 +130,8 @@ def members(tar_bytes: bytes) -> list[Member]:
                     raise Refused(f"member {info.name!r}: {what} (only files, directories and links)")
     except tarfile.TarError as e:
         raise Refused(f"is not a tar archive ({e})") from None
+    except CvmfsError as e:  # the bounded headers' refusal, which names the member
+        raise Refused(e.message.removeprefix("cernvm_inject: ")) from None
     if not out:
         raise Refused("holds no member")
     return out

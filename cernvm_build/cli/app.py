@@ -90,6 +90,10 @@ def whole_number(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+#: the most workers/downloads/transfers a ``-j/--jobs`` flag takes (a thread or process each)
+MAX_JOBS = 64
+#: the argparse type of ``-j/--jobs`` (-3 ran, 100000 was a traceback: one usage line now)
+jobs = whole_number(1, MAX_JOBS)
 #: the argparse type of ``--retries`` (-1 was taken silently, as 0, with no word)
 retries = whole_number(0, MAX_RETRIES)
 

@@ -21,7 +21,7 @@ from ..cvmfs.catalog import DirEntry
 from ..cvmfs.repository import Repository, SnapshotSpec
 from ..errors import IntegrityError
 from . import areas, cvmfs_monitor, cvmfs_publish, cvmfs_serve
-from .app import Output, group_handler, styled, subparser, visible
+from .app import Output, group_handler, jobs, styled, subparser, visible
 from .cvmfs_source import add_source, open_from_args
 
 # Handlers import the modules of their area when they run (deliberate lazy imports): `--help` and
@@ -374,7 +374,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_source(p)
     p.add_argument("dest", type=Path, metavar="DEST", help="new directory, or a .tar/.tar.gz file")
     p.add_argument("--path", default="/", help="export only this subtree (default /)")
-    p.add_argument("-j", "--jobs", type=int, default=4, help="parallel downloads (default 4)")
+    p.add_argument("-j", "--jobs", type=jobs, default=4, help="parallel downloads (default 4)")
     p.add_argument("--devices", action="store_true",
                    help="create device nodes in a directory export (needs root)")  # fmt: skip
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..errors import CvmfsError, UsageError
 from ..table import Invalid, parse_duration
-from .app import Output, retries, seconds, subparser, visible, write_output
+from .app import Output, jobs, retries, seconds, subparser, visible, write_output
 from .cvmfs_source import KEYS_HELP
 
 DESCRIPTION = """\
@@ -113,7 +113,7 @@ def register_monitor(cvmfs_sub: argparse._SubParsersAction[argparse.ArgumentPars
     p.add_argument("--max-lag", metavar="DURATION", help="a replica may lag this much behind (default: 0)")
     p.add_argument("--whitelist-warn", metavar="DURATION", default="7d",
                    help="warn when the whitelist expires within this (default: 7d)")  # fmt: skip
-    p.add_argument("-j", "--jobs", type=int, default=8, help="repositories probed at once (default 8)")
+    p.add_argument("-j", "--jobs", type=jobs, default=8, help="repositories probed at once (default 8)")
     p.add_argument("--timeout", type=seconds, default=10.0, help="HTTP timeout in seconds (default: 10)")
     p.add_argument("--retries", type=retries, default=1, help="retries per server (default: 1)")
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..cvmfs.trust import keys_to_verify
 from ..errors import UsageError
-from .app import Output, retries, seconds, subparser, write_output
+from .app import Output, jobs, retries, seconds, subparser, write_output
 from .cvmfs_publish import add_s3_args, stratum_target
 from .cvmfs_source import KEYS_HELP, add_source
 
@@ -171,7 +171,7 @@ def register_serve(cvmfs_sub: argparse._SubParsersAction[argparse.ArgumentParser
     g.add_argument("--proxy", metavar="P", help="HTTP proxy URL(s), '|'/';' separated; DIRECT for none")
     g.add_argument("--timeout", type=seconds, default=10.0, help="HTTP timeout in seconds (default: 10)")
     g.add_argument("--retries", type=retries, default=2, help="retries per server (default: 2)")
-    p.add_argument("-j", "--jobs", type=int, default=8, help="parallel downloads (default 8)")
+    p.add_argument("-j", "--jobs", type=jobs, default=8, help="parallel downloads (default 8)")
 
     p = subparser(
         cvmfs_sub,

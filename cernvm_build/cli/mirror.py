@@ -12,7 +12,7 @@ from rich.markup import escape
 
 from ..report import ProgressFn
 from . import areas
-from .app import Output, group_handler, subparser, visible
+from .app import Output, group_handler, jobs, subparser, visible
 
 if TYPE_CHECKING:  # the mirror needs boto3; handlers import it when they run
     from ..mirror.check import Checked
@@ -137,7 +137,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sp.add_argument("--endpoint-url", metavar="URL", help="S3-compatible endpoint (MinIO, Ceph RGW, ...)")
     sp.add_argument("--profile", metavar="P", help="AWS profile from ~/.aws/config")
     sp.add_argument(
-        "--jobs", type=int, default=JOBS, metavar="N", help=f"parallel transfers (default {JOBS})"
+        "--jobs", type=jobs, default=JOBS, metavar="N", help=f"parallel transfers (default {JOBS})"
     )
 
 
@@ -149,7 +149,9 @@ def _common_s3(p: argparse.ArgumentParser, kind: str) -> None:
         )
     p.add_argument("--endpoint-url", metavar="URL", help="S3-compatible endpoint (MinIO, Ceph RGW, ...)")
     p.add_argument("--profile", metavar="P", help="AWS profile from ~/.aws/config")
-    p.add_argument("--jobs", type=int, default=JOBS, metavar="N", help=f"parallel transfers (default {JOBS})")
+    p.add_argument(
+        "--jobs", type=jobs, default=JOBS, metavar="N", help=f"parallel transfers (default {JOBS})"
+    )
 
 
 #: the library's progress stages as the Reporter shows them; a label ending in "bytes" is drawn as sizes

@@ -13,7 +13,7 @@ from ..errors import BuildError, CernVMError, UsageError
 from ..paths import data_dir
 from ..report import NULL_REPORTER, Reporter, scoped
 from . import areas
-from .app import Output, group_handler, styled, subparser, visible
+from .app import Output, group_handler, jobs, styled, subparser, visible
 
 # Handlers import the modules of their area when they run (deliberate lazy imports): `--help` and
 # the other commands start without loading every area, and a missing optional extra only stops the
@@ -46,7 +46,7 @@ def _site_args(p: argparse.ArgumentParser) -> None:
         "--base-url", help="absolute URL the site is published at (default: base_url in config.yaml)"
     )
     g.add_argument(
-        "--jobs", type=int, default=None, help="worker processes for rendering (default: one per core)"
+        "--jobs", type=jobs, default=None, help="worker processes for rendering (default: one per core)"
     )
     g.add_argument(
         "--repo-metadata",
@@ -104,8 +104,6 @@ def _builder(args: argparse.Namespace, out: Output, reporter: Reporter = NULL_RE
                 hint="for example --repo-metadata cvmfs=mirror/yum",
             )
         overrides[name] = Path(folder).resolve()
-    if args.jobs is not None and args.jobs < 1:
-        raise UsageError("--jobs must be at least 1", hint="omit it to use one process per core")
 
     return Builder(
         args.site or data_dir("site"),

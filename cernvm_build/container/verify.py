@@ -136,11 +136,15 @@ def read_image(image: Path) -> ImageContents:
         tar = open_file(image)
     except tarfile.TarError as e:
         raise _bad(image, f"not a tar archive ({e})") from e
+    except CvmfsError as e:  # a hostile header: a bad archive, its exit code (7), not a repository's (5)
+        raise BuildError(e.message, hint=e.hint) from None
     with tar:
         try:  # checked as read: a backward PAX size would loop tarfile's own walk (getnames)
             names = {m.name for m in members(tar, str(image))}
         except tarfile.TarError as e:
             raise _bad(image, f"not a tar archive ({e})") from e
+        except CvmfsError as e:
+            raise BuildError(e.message, hint=e.hint) from None
 
         def opener(name: str) -> IO[bytes]:
             f = tar.extractfile(name) if name in names else None

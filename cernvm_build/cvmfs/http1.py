@@ -73,12 +73,15 @@ def split_netloc(netloc: str, scheme: str) -> tuple[str, int]:
     default = 443 if scheme == "https" else 80
     if netloc.startswith("["):  # [IPv6]:port
         host, _, rest = netloc[1:].partition("]")
-        return host, int(rest[1:]) if rest.startswith(":") and rest[1:] else default
-    host, colon, port = netloc.rpartition(":")
-    if not colon:
-        return netloc, default
+        if not (rest.startswith(":") and rest[1:]):
+            return host, default
+        port = rest[1:]
+    else:
+        host, colon, port = netloc.rpartition(":")
+        if not colon:
+            return netloc, default
     number = decimal(port, 5)
-    if number is None:
+    if number is None or not 0 < number <= 65535:
         raise ProtocolError(f"bad port in {netloc!r}")
     return host, number
 

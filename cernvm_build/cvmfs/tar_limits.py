@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import IO, cast
 
 from ..errors import CvmfsError
+from ..numtext import decimal
 from .limits import MAX_SIZE, MAX_TAR_BYTES, MAX_TAR_ENTRIES, MAX_TAR_HEADER_BYTES, human
 
 #: the most one stored byte inflates to, by tarfile's compression name: deflate's 1032:1 (its
@@ -175,7 +176,50 @@ class BoundedTarInfo(tarfile.TarInfo):
 
     def _proc_pax(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
         self._check_header_size()
-        return super()._proc_pax(tar)  # type: ignore[misc,no-any-return]
+        try:
+            return super()._proc_pax(tar)  # type: ignore[misc,no-any-return]
+        except ValueError as e:
+            # tarfile's own int()/split of a GNU sparse map in the PAX records (formats 0.0 and 0.1)
+            raise CvmfsError(
+                f"{self.where}: tar PAX header {self.name!r:.200} at byte {self.offset}: "
+                f"a GNU sparse map that cannot be read ({e})",
+                hint=HINT,
+            ) from None
+
+    def _proc_gnusparse_10(
+        self, next: tarfile.TarInfo, pax_headers: dict[str, str], tar: tarfile.TarFile
+    ) -> None:
+        """A GNU 1.0 sparse map (decimal lines opening the member's data: a count, then offset and
+        size pairs) read as tarfile reads it, bounded: tarfile read a map of any length (~4x its
+        bytes in memory: a 1 GiB layer, 4 GiB) and an unreadable line was a ValueError traceback."""
+        numbers: list[int] = []
+        buf, read, want = b"", 0, -1
+        while want < 0 or len(numbers) < want:
+            while b"\n" not in buf:
+                block = tar.fileobj.read(tarfile.BLOCKSIZE)  # type: ignore[union-attr]
+                read += len(block)
+                if not block or read > MAX_TAR_HEADER_BYTES:
+                    raise self._bad_map(
+                        f"runs past {'the archive' if not block else human(MAX_TAR_HEADER_BYTES)}"
+                    )
+                buf += block
+            line, buf = buf.split(b"\n", 1)
+            n = decimal(line.decode("ascii", "replace"))
+            if n is None:
+                raise self._bad_map(f"holds {line[:40]!r}, not a number")
+            if want < 0:
+                want = 2 * n
+                if want > MAX_TAR_HEADER_BYTES:
+                    raise self._bad_map(f"declares {n} entries")
+            else:
+                numbers.append(n)
+        next.offset_data = tar.fileobj.tell()  # type: ignore[union-attr]
+        next.sparse = list(zip(numbers[::2], numbers[1::2], strict=True))  # type: ignore[assignment]
+
+    def _bad_map(self, why: str) -> CvmfsError:
+        return CvmfsError(
+            f"{self.where}: tar member after {self.name!r:.200}: its GNU sparse map {why}", hint=HINT
+        )
 
     def _proc_gnulong(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
         self._check_header_size()

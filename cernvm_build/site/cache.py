@@ -133,21 +133,23 @@ class State:
             # one per 4 MB, ~20 calls) blocked 0.1-1 s of the cold build's wall on a journaled ext4.
             # Its header holds this boot's tag instead (``_boot_tag``), from the first page it writes:
             # the next open syncs it (below) while the kernel still holds every write, and a state whose
-            # tag is another boot's may be torn by a crash or power loss, so it is deleted (a cold build).
+            # tag is another boot's may be torn by a crash or power loss, so it is checked first.
             self.db.execute("PRAGMA synchronous=OFF")
             self.unsynced = _boot_tag() != 0
             if self.unsynced:
                 self.db.execute(f"PRAGMA application_id={_boot_tag()}")
         else:
             tag = self.db.execute("PRAGMA application_id").fetchone()[0]
-            if tag and tag != _boot_tag():
-                self.db.close()
-                discard(self.path)
-                self._open()
-                return
+            # made unsynced under another boot: torn only if that boot ended in a crash or a power
+            # loss before the kernel wrote it back. Kept when SQLite's own check of its pages passes
+            # (deleted with it, every cold build's state was lost at each reboot: a CI runner
+            # restoring its cache built cold every time); else damage, which ``__init__`` deletes
+            # and says so
+            if tag and tag != _boot_tag() and self.db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                raise sqlite3.DatabaseError("written by a build that a crash or power loss cut short")
             if tag:
-                # made unsynced by a build of this boot (written back by the kernel since, most often):
-                # synced now, the tag cleared after (a tag lost with a crash from here costs a cold build)
+                # made unsynced (written back by the kernel since, most often): synced now, the tag
+                # cleared after (a tag lost with a crash from here costs a cold build)
                 for name in (self.path, Path(f"{self.path}-wal")):
                     with contextlib.suppress(FileNotFoundError), open(name, "rb") as f:
                         os.fsync(f.fileno())
@@ -519,8 +521,8 @@ _LEFT_OPEN: list[sqlite3.Connection] = []
 
 def _boot_tag() -> int:
     """This boot's tag (a positive 31-bit hash of the kernel's boot id), 0 where there is none: a state
-    made unsynced (``State._open``) is trusted by a later open only under the boot that wrote it, whose
-    kernel has kept every write the build made."""
+    made unsynced (``State._open``) is trusted as it is by a later open under the boot that wrote it,
+    whose kernel has kept every write the build made; under another boot, only once it checks."""
     try:
         boot_id = Path("/proc/sys/kernel/random/boot_id").read_bytes()
     except OSError:

@@ -362,6 +362,8 @@ def test_an_archive_walked_backwards_is_refused_not_looped_on(
     assert f"{f}: {said}" in out and "damaged or hostile" in out, (r.stdout, r.stderr)
     assert "Traceback" not in r.stderr
     assert (r.returncode != 0) == (reader == "container-verify"), r.stderr
+    if reader == "container-verify":  # sr18 10: as any other bad archive (7), not a repository's (5)
+        assert r.returncode == 7, r.stderr
 
 
 def _huge_pax(first: bool) -> bytes:
@@ -390,3 +392,38 @@ def test_an_archive_file_s_huge_pax_header_is_refused_before_it_is_read(
     assert f"{f}: tar PAX extended header" in out and "more than the 4 MiB" in out, (r.stdout, r.stderr)
     assert "Traceback" not in r.stderr
     assert (r.returncode != 0) == (reader == "container-verify"), r.stderr
+
+
+def _sparse_map(body: bytes) -> bytes:
+    """A GNU 1.0 sparse member whose map (the lines opening its data) is ``body``."""
+    t = tarfile.TarInfo("GNUSparseFile.0/sp")
+    t.size, t.mtime = len(body), 1
+    t.pax_headers = {"GNU.sparse.major": "1", "GNU.sparse.minor": "0", "GNU.sparse.name": "sp"}
+    padded = body.ljust(-(-len(body) // 512) * 512, b"\0")
+    return gzip.compress(t.tobuf(format=tarfile.PAX_FORMAT) + padded + b"\0" * 1024)
+
+
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        (b"1\n0 5\n", "its GNU sparse map holds b'0 5', not a number"),  # tarfile: ValueError traceback
+        (b"2\n0\n5\n", "its GNU sparse map runs past the archive"),  # no newline left: ValueError
+        (b"9999999999\n", "its GNU sparse map declares 9999999999 entries"),
+        (b"1048576\n" + b"1\n" * (3 << 20), "its GNU sparse map runs past 4 MiB"),  # tarfile: ~4x in memory
+    ],
+    ids=["not-a-number", "cut-short", "huge-count", "long-map"],
+)
+@pytest.mark.parametrize("path", ["scan_layer", "publish_tar"])
+def test_a_gnu_sparse_map_tarfile_cannot_read_is_one_line(
+    tmp_path: Path, body: bytes, said: str, path: str
+) -> None:
+    """sr18 finding 9: tarfile parses a 1.0 sparse map with bare int() and split, and reads a map of
+    any length: a ValueError traceback (container verify, publish, ingest, cernvm_inject) and ~4x the
+    map in memory. The map is read bounded, each line a number."""
+    f = tmp_path / "layer.tar.gz"
+    f.write_bytes(_sparse_map(body))
+    code = SCAN.format(blob=str(f), where=WHERE) if path == "scan_layer" else None
+    code = code or PUBLISH.format(blob=str(f), stratum=str(tmp_path / "s"))
+    r = run_python(code, blocked=f"{path} did not refuse the map", timeout=60)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert said in r.stdout and len(r.stdout.strip().splitlines()) == 1, r.stdout

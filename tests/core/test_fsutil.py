@@ -63,6 +63,16 @@ def test_a_killed_runs_temporary_is_reclaimed_a_live_ones_kept(tmp_path: Path) -
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name, "tree"])
 
 
+def test_a_pid_no_process_can_have_is_a_dead_run(tmp_path: Path) -> None:
+    """sr18 13: a temporary named for a pid past int's range of os.kill was an OverflowError
+    traceback that ended atomic_dir; pid 0 (our own process group) counted as alive for ever."""
+    dest = tmp_path / "out"
+    names = [f".out.{'9' * 20}.x.tmp", ".out.0.x.tmp"]
+    for name in names:
+        (tmp_path / name).mkdir()
+    assert sorted(p.name for p in reclaim_stale(dest)) == sorted(names)
+
+
 def test_reclaim_leaves_names_that_only_look_alike(tmp_path: Path) -> None:
     dest = tmp_path / "out"
     keep = [f".out.{_dead_pid()}.a.b.tmp", ".out.old", f".out.{_dead_pid()}.tmp", "out.1.x.tmp"]

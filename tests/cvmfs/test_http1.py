@@ -122,6 +122,10 @@ def test_a_connection_reads_one_answer_after_another(origin: str) -> None:
     conn.close()
     assert split_netloc("[::1]:8080", "http") == ("::1", 8080)
     assert split_netloc("example.org", "https") == ("example.org", 443)
+    # sr18 3: the IPv6 form took a bare int(): '²' was a ValueError traceback; no port over 65535
+    for bad in ("[::1]:\u00b2", "[::1]:70000", "h:0", "h:65536", "[::1]:" + "9" * 5000):
+        with pytest.raises(ProtocolError, match="bad port"):
+            split_netloc(bad, "http")
 
 
 class _Searched(bytes):

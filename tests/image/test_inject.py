@@ -110,6 +110,10 @@ def test_directories_are_made_with_the_payloads_mode(world: tuple[Path, Path]) -
         ((("etc/ok", b"1"), _link("dev/sda", "", tarfile.BLKTYPE)), "a device or FIFO"),
         ((("etc/f", b"1"), ("etc/f/x", b"x")), "etc/f is a file of the payload"),
         ((_link("etc/l", ""),), "an empty link target"),
+        # sr18 11: refused by the kernel only in the real run, below a folder the dry run planned
+        ((("etc/a.conf", b"1"), ("newdir/" + "x" * 300, b"x")), "a name longer than 255 bytes"),
+        # sr18 12: the unpacker's temporary name would unlink this member when the next was written
+        ((("etc/.inject-1.tmp", b"1"), ("etc/b", b"x")), "the unpacker's own temporary name"),
     ],
 )
 def test_a_bad_member_refuses_the_whole_payload(
@@ -196,3 +200,16 @@ def test_a_member_whose_name_is_as_long_as_a_name_can_be_is_written(tmp_path: Pa
     assert inject.apply(str(tmp_path), _payload(("etc/a", b"A"), (f"etc/{long}", b"B"))) == 2
     assert (tmp_path / "etc" / long).read_bytes() == b"B"
     assert sorted(os.listdir(tmp_path / "etc")) == ["a", long]
+
+
+def test_a_sparse_map_tarfile_cannot_read_is_refused(tmp_path: Path) -> None:
+    """sr18 finding 9: a GNU 1.0 sparse map with a line that is no number was tarfile's ValueError, a
+    traceback on the console instead of one line."""
+    info = tarfile.TarInfo("GNUSparseFile.0/sp")
+    body = b"1\n0 5\n".ljust(512, b"\0")
+    info.size = len(body)
+    info.pax_headers = {"GNU.sparse.major": "1", "GNU.sparse.minor": "0", "GNU.sparse.name": "sp"}
+    tar = info.tobuf(format=tarfile.PAX_FORMAT) + body + b"\0" * 1024
+    with pytest.raises(inject.Refused, match="its GNU sparse map holds b'0 5', not a number"):
+        inject.apply(str(tmp_path), base64.b64encode(gzip.compress(tar)).decode())
+    assert not any(tmp_path.iterdir())

@@ -1606,7 +1606,7 @@ def test_a_new_state_is_written_unsynced_under_its_boot_tag_and_synced_by_the_ne
     parent and by each write worker: its checkpoints' fsyncs (~20, 0.1-1 s blocked on ext4) were wall of
     every cold build. Its header holds this boot's tag from its first page: the next open under the same
     boot fsyncs it and clears the tag; under another boot (a crash or power loss may have torn it) it is
-    deleted and the build is cold again, and a clean build's."""
+    kept only if SQLite's check passes, else deleted and the build is cold again, and a clean build's."""
     import sqlite3
 
     from cernvm_build.site import cache
@@ -1641,9 +1641,21 @@ def test_a_new_state_is_written_unsynced_under_its_boot_tag_and_synced_by_the_ne
     assert state.snapshot() is not None  # the build's, kept
     state.db.execute(f"PRAGMA application_id={cache._boot_tag() ^ 1}")  # as if written before a reboot
     state.close()
+    # another boot (sr18 1: the state was deleted, so every cold build was lost at each reboot): kept
+    # when SQLite's check of its pages passes, the tag cleared
     r = build_site(site, out)
-    assert not r.warnings and tree(out) == clean
-    assert r.markdown_rendered == first.markdown_rendered > 0  # cold: the state was deleted, not trusted
+    assert not r.warnings and tree(out) == clean and r.markdown_rendered == 0
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA application_id").fetchone()[0] == 0
+        db.execute(f"PRAGMA application_id={cache._boot_tag() ^ 1}")
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    # torn by a power loss: the check fails, the state is deleted with one warning, the build is cold
+    blob = bytearray(path.read_bytes())
+    blob[4096 * 3 :] = b"\xa5" * (len(blob) - 4096 * 3)
+    path.write_bytes(bytes(blob))
+    r = build_site(site, out)
+    assert any("was damaged" in w for w in r.warnings), r.warnings
+    assert tree(out) == clean and r.markdown_rendered == first.markdown_rendered > 0
 
 
 def test_a_damaged_state_costs_a_cold_build_never_a_failed_one(site: Path, tmp_path: Path) -> None:
