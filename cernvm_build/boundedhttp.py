@@ -35,6 +35,8 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from .numtext import decimal
+
 #: seconds a connection may stay silent (idle keep-alive, or a request sent slowly)
 IDLE_TIMEOUT = 30.0
 #: connections served at once; past it a new one is closed at once (a browser opens about 6)
@@ -181,10 +183,9 @@ class HeaderDeadline(BaseHTTPRequestHandler):
         lengths = self.headers.get_all("Content-Length") or []
         if not lengths:
             return True
-        text = lengths[0].strip()
-        if len(lengths) > 1 or not text.isascii() or not text.isdigit() or len(text) > 18:
+        size = decimal(lengths[0].strip())
+        if len(lengths) > 1 or size is None:
             return self._refuse("a Content-Length that is not one number")
-        size = int(text)
         if size > MAX_DISCARDED_BODY:
             return self._refuse(f"a request body over {MAX_DISCARDED_BODY} bytes")
         while size > 0:

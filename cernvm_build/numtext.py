@@ -7,7 +7,8 @@ each parser that did it. Standard library only: the initrd's runtime imports thi
 
 from __future__ import annotations
 
-#: digits of any int64 (and of every size, count and length this project reads)
+#: digits of every value below 10^18 (every size, count and length this project reads; an int64
+#: holds all of them, though not every 19-digit number)
 INT64_DIGITS = 18
 
 

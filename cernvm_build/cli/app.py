@@ -82,9 +82,9 @@ def whole_number(low: int, high: int) -> Callable[[str], int]:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+            raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a whole number") from None
         if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number from {low} to {high}")
+            raise argparse.ArgumentTypeError(f"{text[:40]!r}: expected a whole number from {low} to {high}")
         return value
 
     return parse

@@ -11,6 +11,7 @@ import hashlib
 from dataclasses import dataclass, field
 
 from ..errors import CvmfsError
+from ..numtext import decimal
 from .limits import MAX_MTIME
 from .objects import ObjectHash, hash_bytes, parse_hash
 
@@ -123,9 +124,10 @@ def parse(data: bytes, where: str = ".cvmfspublished") -> Manifest:
                 raise CvmfsError(f"{where}: required field '{key}' missing")
             return default
         text = kv[key]
-        if not text.isascii() or not text.isdigit() or len(text) > 19:
+        number = decimal(text, 19)
+        if number is None:
             raise CvmfsError(f"{where}: field '{key}' is not a non-negative number: {text[:40]!r}")
-        return int(text)
+        return number
 
     def opt_hash(key: str) -> str | None:
         value = kv.get(key)
