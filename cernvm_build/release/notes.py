@@ -13,6 +13,13 @@ def _size(n: int) -> str:
     return str(n)
 
 
+def _cell(value: object) -> str:
+    """An index value as one Markdown table cell: a '|' ended the cell (and the row's shape), a line
+    break the row, '<' began raw HTML; the values come from profiles and the repository's tags."""
+    text = " ".join(str(value).split())
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("&", "&amp;").replace("<", "&lt;")
+
+
 def changes(new: ReleaseIndex, old: ReleaseIndex | None) -> list[str]:
     if old is None:
         return ["First release indexed by this toolkit."]
@@ -48,13 +55,12 @@ def render(new: ReleaseIndex, old: ReleaseIndex | None) -> str:
     lines += ["|---|---|---|---|---|---|---|"]
     for p in new.profiles:
         s = p.snapshot
-        lines.append(
-            f"| {p.name} | {p.os} | {s.repository} | {s.path} | {s.tag or '-'} | "
-            f"`{(s.root_hash or '-')[:16]}` | {'yes' if p.frozen else 'no'} |"
-        )
+        cells = [_cell(v) for v in (p.name, p.os, s.repository, s.path, s.tag or "-")]
+        cells += [f"`{(s.root_hash or '-')[:16]}`", "yes" if p.frozen else "no"]
+        lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "## Artifacts", "", "| file | size | sha256 |", "|---|---|---|"]
     for a in sorted(new.artifacts, key=lambda a: a.path):
-        lines.append(f"| {a.path} | {_size(a.size)} | `{a.sha256}` |")
+        lines.append(f"| {_cell(a.path)} | {_size(a.size)} | `{a.sha256}` |")
     if new.signature:
         lines += ["", f"`SHA256SUMS` is signed (`{new.signature}`) by OpenPGP key `{new.signer}`."]
     return "\n".join(lines) + "\n"

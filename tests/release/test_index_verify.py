@@ -158,6 +158,19 @@ def test_notes_say_what_changed(tmp_path: Path) -> None:
     assert "| el7 | CentOS 7 | cernvm-prod.cern.ch | /cvm4 | HEAD4 |" in text
 
 
+def test_notes_keep_each_value_in_its_table_cell(tmp_path: Path) -> None:
+    """pr18a's leftover: index values went into the Markdown tables as they were, so a tag holding '|'
+    split its cell (the row had a column too many) and '<' began raw HTML in the notes."""
+    import dataclasses
+
+    new = idx.load(_release(tmp_path / "b"))
+    odd = dataclasses.replace(new.profiles[0].snapshot, tag="a|b <img src=x onerror=alert(1)>\nc")
+    new = dataclasses.replace(new, profiles=(dataclasses.replace(new.profiles[0], snapshot=odd),))
+    (row,) = [line for line in notes.render(new, None).splitlines() if line.startswith("| el7 |")]
+    assert row.replace("\\|", "").count("|") == 8, row  # seven cells
+    assert "a\\|b &lt;img src=x onerror=alert(1)> c" in row and "<img" not in row
+
+
 def test_locate_index_names_what_is_missing(tmp_path: Path) -> None:
     from cernvm_build.release.verify import locate_index
 
