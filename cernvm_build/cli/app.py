@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress
     from rich.text import Text
 
-from ..cvmfs.limits import MAX_RETRIES
+from ..cvmfs.limits import MAX_JOBS, MAX_RETRIES
 from ..errors import EXIT_CODES, EXIT_INTERRUPTED, EXIT_TERMINATED, CernVMError, UsageError
 from ..procexit import end_process
 from ..report import Reporter
@@ -90,9 +90,7 @@ def whole_number(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
-#: the most workers/downloads/transfers a ``-j/--jobs`` flag takes (a thread or process each)
-MAX_JOBS = 64
-#: the argparse type of ``-j/--jobs`` (-3 ran, 100000 was a traceback: one usage line now)
+#: the argparse type of ``-j/--jobs``: 1 to MAX_JOBS (-3 ran, 100000 was a traceback: a usage line now)
 jobs = whole_number(1, MAX_JOBS)
 #: the argparse type of ``--retries`` (-1 was taken silently, as 0, with no word)
 retries = whole_number(0, MAX_RETRIES)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import email.utils
 import logging
-import re
 import threading
 import time
 import urllib.parse
@@ -21,6 +20,7 @@ from typing import TypeVar
 
 from ..errors import CvmfsError, IntegrityError
 from ..fsutil import open_regular
+from ..numtext import decimal
 from .http1 import Connection, ProtocolError, Response
 from .limits import human
 from .proxies import ProxyChain
@@ -44,8 +44,6 @@ LOW_SPEED = 1024
 #: more than the fetcher's ``deadline`` either). A server asking for longer is passed over at once
 #: for the next proxy or server: a hostile ``Retry-After: 99999999`` must not hold a fetch
 MAX_RETRY_AFTER = 10.0
-_DELAY = re.compile(r"[0-9]{1,32}")
-
 
 _sleep = time.sleep  # the back-off's (a test records it)
 
@@ -159,8 +157,9 @@ def retry_after(value: str | None, now: float | None = None) -> float | None:
     if value is None:
         return None
     text = value.strip()
-    if _DELAY.fullmatch(text):
-        return float(int(text))  # at most 32 digits: a float, however large
+    seconds = decimal(text, 32)
+    if seconds is not None:
+        return float(seconds)  # at most 32 digits: a float, however large
     try:
         when = email.utils.parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError, OverflowError):

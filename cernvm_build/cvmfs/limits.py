@@ -88,3 +88,7 @@ MAX_TAR_HEADER_BYTES = 4 * MiB
 #: retries per server a flag or the user data may ask for: past it a server that is down is waited on
 #: for ever (the CLI's ``--retries`` and the mount daemon's, which the initrd passes from user data)
 MAX_RETRIES = 100
+#: download threads or workers a ``-j/--jobs`` flag may ask for (``replicate``'s threads, the CLI's
+#: ``jobs`` type): past a few dozen they only contend for the interpreter, and -j 100000 started
+#: threads until the system refused one (a traceback, pr18d finding 5)
+MAX_JOBS = 64

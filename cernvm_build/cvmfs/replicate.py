@@ -46,6 +46,7 @@ from .history import History
 from .limits import (
     MAX_CATALOG_BYTES,
     MAX_HISTORY_BYTES,
+    MAX_JOBS,
     MAX_METAINFO_BYTES,
     MAX_NESTING,
     MAX_REFLOG_BYTES,
@@ -66,9 +67,6 @@ from .store import ObjectStore, stored_limit
 REFLOG_FILE = ".cvmfsreflog"
 SNAPSHOTTING_FILE = ".cvmfs_is_snapshotting"
 LAST_SNAPSHOT_FILE = ".cvmfs_last_snapshot"
-#: download threads at most: past a few dozen they only contend for the interpreter, and -j 100000
-#: started threads until the system refused one (a traceback, pr18d finding 5)
-MAX_JOBS = 64
 
 
 @dataclass

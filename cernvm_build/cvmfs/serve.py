@@ -148,7 +148,8 @@ class _Handler(HeaderDeadline):
         log.debug("%s " + format, self.address_string(), *args)
 
     def _resolve(self) -> tuple[Path, list[str]] | None:
-        """The file asked for and its path inside the Stratum directory."""
+        """The file asked for and its path inside the Stratum directory (whether it is a regular
+        file is ``open_regular``'s to tell: one check, at the open, not a stat before it too)."""
         raw = urllib.parse.urlsplit(self.path).path
         path = posixpath.normpath(urllib.parse.unquote(raw))
         parts = [p for p in path.split("/") if p]
@@ -165,7 +166,7 @@ class _Handler(HeaderDeadline):
             target.resolve().relative_to(base.resolve())
         except (ValueError, OSError):
             return None
-        return (target, rest) if target.is_file() else None
+        return target, rest
 
     def do_HEAD(self) -> None:
         self._send(head=True)
@@ -191,7 +192,7 @@ class _Handler(HeaderDeadline):
             return
         target, rest = found
         try:
-            # not open(): a FIFO swapped in after _resolve's is_file() held this thread for ever
+            # not open(): a FIFO, device or directory there is refused at once, never waited on
             f = open_regular(target)
         except OSError:
             self._error(HTTPStatus.NOT_FOUND)
