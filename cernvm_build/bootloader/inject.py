@@ -176,25 +176,24 @@ class Root:
                 continue
             here = (*done, part)
             st = self._lstat(here)
+            target: bytes | None = None  # a link's, planned or in the OS
             if st is None:
                 self._mkdir(here)
             elif isinstance(st, Member):
                 if st.kind == "link":
-                    links = self._follow(links, name)
-                    todo[:0] = _parts(st.data)
-                    done = [] if st.data.startswith(b"/") else done
-                    continue
-                if st.kind != "dir":
+                    target = st.data
+                elif st.kind != "dir":
                     where = "/".join(here)
                     raise Refused(f"member {name!r}: {where} is a file of the payload, not a directory")
             elif stat.S_ISLNK(st.st_mode):
                 target = os.fsencode(os.readlink(os.path.join(self.root, *here)))
+            elif not stat.S_ISDIR(st.st_mode):
+                raise Refused(f"member {name!r}: /{'/'.join(here)} is not a directory in the OS")
+            if target is not None:
                 links = self._follow(links, name)
                 todo[:0] = _parts(target)
                 done = [] if target.startswith(b"/") else done  # absolute: from the root again
                 continue
-            elif not stat.S_ISDIR(st.st_mode):
-                raise Refused(f"member {name!r}: /{'/'.join(here)} is not a directory in the OS")
             done.append(part)
         return tuple(done)
 
@@ -245,6 +244,7 @@ def _replace(directory: str, m: Member) -> None:
         pass
     if m.kind == "link":
         os.symlink(m.data, tmp)
+        os.chown(tmp, m.uid, m.gid, follow_symlinks=False)
     else:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         try:
@@ -255,8 +255,6 @@ def _replace(directory: str, m: Member) -> None:
             os.fchmod(fd, m.mode)
         finally:
             os.close(fd)
-    if m.kind == "link":
-        os.chown(tmp, m.uid, m.gid, follow_symlinks=False)
     os.rename(tmp, os.path.join(directory, m.path[-1]))
 
 

@@ -26,7 +26,7 @@ from ..launch.bootwatch import plain
 from ..launch.names import validate_name
 from ..report import scoped
 from . import flags, launch_context, launch_images
-from .app import EXIT_CODES_EPILOG, ArgumentParser, HelpFormatter, Output, run, visible
+from .app import EXIT_CODES_EPILOG, ArgumentParser, HelpFormatter, Output, run, visible, whole_number
 from .launch_common import Connect, ask, host_of, leaf, settings_of, show_help
 
 EPILOG = f"""\
@@ -297,15 +297,9 @@ def cmd_scp(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
-def _lines(text: str) -> int:
-    """``--lines N``: 1 to 10000 (0 printed the whole tail, -3 all of it but its first 3 lines)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of lines") from None
-    if not 1 <= value <= 10000:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected 1 to 10000 lines")
-    return value
+#: ``--lines N``: 0 printed the whole tail, -3 all of it but its first 3 lines
+MAX_LOG_LINES = 10000
+_lines = whole_number(1, MAX_LOG_LINES)
 
 
 def cmd_console(args: argparse.Namespace, out: Output) -> int:
@@ -506,7 +500,11 @@ def build_parser() -> argparse.ArgumentParser:
         if verb == "console":
             p.add_argument("--log", action="store_true", help="print the console log instead of attaching")
             p.add_argument(
-                "--lines", type=_lines, default=50, metavar="N", help="lines of log to print (1..10000)"
+                "--lines",
+                type=_lines,
+                default=50,
+                metavar="N",
+                help=f"lines of log to print (1..{MAX_LOG_LINES})",
             )
         if verb == "wait":
             flags.add(p, [config.BY_KEY["waitTimeout"]])

@@ -135,9 +135,10 @@ class State:
             # the next open syncs it (below) while the kernel still holds every write, and a state whose
             # tag is another boot's may be torn by a crash or power loss, so it is checked first.
             self.db.execute("PRAGMA synchronous=OFF")
-            self.unsynced = _boot_tag() != 0
+            boot = _boot_tag()
+            self.unsynced = boot != 0
             if self.unsynced:
-                self.db.execute(f"PRAGMA application_id={_boot_tag()}")
+                self.db.execute(f"PRAGMA application_id={boot}")
         else:
             tag = self.db.execute("PRAGMA application_id").fetchone()[0]
             # made unsynced under another boot: torn only if that boot ended in a crash or a power

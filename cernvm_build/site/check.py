@@ -151,7 +151,7 @@ def check_site(
     shown: dict[str, int] = {}  # problems per page
     dropped: dict[str, tuple[int, int]] = {}  # page: (problems not shown, the last one's line)
     ext_links: dict[str, _External] = {}
-    unchecked: list[tuple[str, int]] = []  # external links past MAX_EXTERNAL URLs: the first one
+    first_unchecked: str | None = None  # page:line of the first link past MAX_EXTERNAL URLs
     count = broken = not_checked = 0
 
     def problem(page: str, line: int, message: str) -> None:
@@ -219,13 +219,13 @@ def check_site(
                 no_id(page, line, url, frag)
 
     def external_link(page: str, url: str, line: int) -> None:
-        nonlocal not_checked
+        nonlocal not_checked, first_unchecked
         ext = ext_links.get(url)
         if ext is None:
             if len(ext_links) >= MAX_EXTERNAL:
                 not_checked += 1
-                if not unchecked:
-                    unchecked.append((page, line))
+                if first_unchecked is None:
+                    first_unchecked = f"{page}:{line}"
                 return
             ext = ext_links[url] = _External()
         ext.count += 1
@@ -269,10 +269,6 @@ def check_site(
                     problem(
                         page, line, f"external link '{url}': {err}, also in {more} more places not listed"
                     )
-    skipped_first = None
-    if external and not_checked:
-        page, line = unchecked[0]
-        skipped_first = f"{page}:{line}"
     for page, (more, last) in dropped.items():
         problems.append(
             Problem(page, last, f"and {more} more problems ({MAX_PROBLEMS} shown)", sources.get(page))
@@ -285,7 +281,7 @@ def check_site(
         problems=problems,
         broken=broken,
         skipped=not_checked if external else 0,
-        skipped_first=skipped_first,
+        skipped_first=first_unchecked if external else None,
     )
 
 
