@@ -40,7 +40,7 @@ from . import filedigest, gitdates, renderchild
 from . import markdown as md_mod
 from . import search as search_mod
 from . import templates as tpl_mod
-from .cache import Snapshot, State, discard
+from .cache import Snapshot, State, discard, is_damage
 from .config import SiteConfig
 from .frontmatter import Memo
 from .model import BuildReport, ContentText, LinkErrors, sha
@@ -204,9 +204,7 @@ class Builder:
         try:
             return self._build()
         except sqlite3.DatabaseError as e:
-            if type(e) is not sqlite3.DatabaseError:
-                # its subclasses are not damage: locked or a full disk (OperationalError), a bug
-                # (IntegrityError, ProgrammingError...): passed on, the state kept
+            if not is_damage(e):
                 raise
             # damage the open did not see (a page read later): the state is a cache, deleted here so
             # that the next build starts cold instead of failing again

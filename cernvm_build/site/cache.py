@@ -93,6 +93,13 @@ def connect(path: Path) -> sqlite3.Connection:
     return db
 
 
+def is_damage(e: sqlite3.DatabaseError) -> bool:
+    """Only the exact class is damage (SQLITE_CORRUPT, SQLITE_NOTADB: "database disk image is
+    malformed", "file is not a database"); locked, unreadable, a full disk (OperationalError) or a bug
+    (IntegrityError, ProgrammingError...) is not, and the state is kept."""
+    return type(e) is sqlite3.DatabaseError
+
+
 def discard(path: Path) -> None:
     """A damaged state's files deleted: it is a cache, and the next build starts cold."""
     for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
@@ -109,9 +116,7 @@ class State:
         try:
             self._open()
         except sqlite3.DatabaseError as e:
-            if type(e) is not sqlite3.DatabaseError:
-                # only the exact class is damage (SQLITE_CORRUPT, SQLITE_NOTADB); locked, unreadable,
-                # a full disk (OperationalError) or a bug (IntegrityError...) is not ours to delete
+            if not is_damage(e):
                 raise
             # "file is not a database", "database disk image is malformed": the state is a cache, so
             # a damaged one costs a cold build, never a failed one
