@@ -251,7 +251,7 @@ def _entries(block: str, where: str, result: Checked) -> list[ReleaseEntry]:
         parts = line.split()
         if not parts:
             continue
-        size = _size(parts[1]) if len(parts) == 3 else None
+        size = decimal(parts[1]) if len(parts) == 3 else None  # None: no ASCII digits of an int64
         if size is None or not re.fullmatch(r"[0-9a-fA-F]{64}", parts[0]):
             result.problems.append(f"{where}: malformed SHA256 line '{line.strip()[:300]}'")
             continue
@@ -266,7 +266,7 @@ def _packages(text: bytes, where: str, result: Checked) -> list[Expected]:
     out = []
     for i, st in enumerate(parse_deb822(text.decode(errors="replace"), where)):
         name = st.get("Package", f"stanza {i + 1}")
-        filename, sha, size = st.get("Filename"), st.get("SHA256"), _size(st.get("Size") or "")
+        filename, sha, size = st.get("Filename"), st.get("SHA256"), decimal(st.get("Size") or "")
         if not filename or not sha or size is None:
             result.problems.append(f"{where}: package '{name}' lacks Filename, SHA256 or Size")
             continue
@@ -292,7 +292,7 @@ def _sources(text: bytes, where: str, result: Checked) -> tuple[int, list[Expect
         count += 1
         for line in files.splitlines():
             parts = line.split()
-            size = _size(parts[1]) if len(parts) == 3 else None
+            size = decimal(parts[1]) if len(parts) == 3 else None
             if size is None or not re.fullmatch(r"[0-9a-fA-F]{64}", parts[0]):
                 result.problems.append(
                     f"{where}: source package '{name}': malformed line '{line.strip()[:300]}'"
@@ -305,12 +305,6 @@ def _sources(text: bytes, where: str, result: Checked) -> tuple[int, list[Expect
                 continue
             out.append(Expected(rel, "sha256", parts[0].lower(), size, where.rsplit("/", 1)[-1]))
     return count, out
-
-
-def _size(text: str) -> int | None:
-    """A size field's bytes, None unless ASCII digits of an int64: '²' is isdigit() but no int(), and
-    int() refuses more than 4300 digits (either was a ValueError traceback from the verifier)."""
-    return decimal(text)
 
 
 def _is_sources(path: str) -> bool:
