@@ -393,6 +393,75 @@ def remove_tree(path: Path) -> None:
     os.rmdir(path)
 
 
+#: the random part ``tempfile.mkdtemp`` adds to a prefix: scratch is only ever a name of this shape
+_MKDTEMP_REST = re.compile(r"[a-z0-9_]{8}")
+
+
+def reclaim_scratch(parent: Path, prefix: str) -> list[Path]:
+    """Remove the scratch directories ``locked_scratch(parent, prefix)`` made whose lock is free: their
+    run is over (killed with SIGKILL: the kernel drops the lock with the process). A running run's
+    scratch is locked, and kept. Only directories of this user named as mkdtemp names them. Returns
+    what was removed."""
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return []
+    removed = []
+    for name in names:
+        if not (name.startswith(prefix) and _MKDTEMP_REST.fullmatch(name[len(prefix) :])):
+            continue
+        path = parent / name
+        try:
+            fd = os.open(path, _DIR_FLAGS)  # not a symlink's target
+        except OSError:
+            continue
+        try:
+            if os.fstat(fd).st_uid != os.geteuid():
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            with contextlib.suppress(OSError):
+                remove_tree(path)
+                removed.append(path)
+        finally:
+            os.close(fd)
+    return removed
+
+
+@contextlib.contextmanager
+def locked_scratch(parent: Path | None, prefix: str) -> Iterator[Path]:
+    """A new scratch directory ``<parent>/<prefix>XXXXXXXX`` (``parent`` None: tempfile's, i.e.
+    TMPDIR), removed after. It is ``flock``ed for as long as it is in use, so that a later run tells
+    a killed run's scratch (lock free) from a running one's and removes it first (``reclaim_scratch``):
+    a pid would not do, as another process may have the dead one's pid by then."""
+    import tempfile  # deliberate lazy import (see _temp_file)
+
+    base = Path(tempfile.gettempdir()) if parent is None else parent
+    reclaim_scratch(base, prefix)
+    while True:
+        path = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+        fd = os.open(path, _DIR_FLAGS)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # between the mkdir and the lock, another run's reclaim may have taken the new
+            # directory for a dead run's: it holds it (locked) or has removed it (no links left)
+            if os.fstat(fd).st_nlink > 0:
+                break
+        except BlockingIOError:
+            pass
+        os.close(fd)
+    try:
+        yield path
+    finally:
+        try:
+            with contextlib.suppress(OSError):
+                remove_tree(path)
+        finally:
+            os.close(fd)
+
+
 _FS_IOC_GETFLAGS = 0x80086601
 _FS_IOC_SETFLAGS = 0x40086602
 _FS_TOPDIR_FL = 0x00020000

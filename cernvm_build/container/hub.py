@@ -33,6 +33,7 @@ from ..cvmfs.parts import CopyPart, Part, RemovePart, TarPart
 from ..cvmfs.publish import publish_parts
 from ..cvmfs.repository import Repository, open_repository
 from ..errors import BuildError, CernVMError
+from ..fsutil import locked_scratch
 from .apptainer import scaffold_tree
 from .hub_store import (
     STORE,
@@ -353,7 +354,7 @@ def publisher(*, stratum: Path, fqrn: str, keys_dir: Path) -> Publish:
     keys = load_keys(keys_dir, fqrn)
 
     def publish(parts: ImageParts, trees: ImageTrees) -> Artifact:
-        with tempfile.TemporaryDirectory(prefix=".hub-", dir=stratum.parent) as work:
-            return publish_image(stratum, keys, parts, trees, work=Path(work))
+        with locked_scratch(stratum.parent, ".hub-") as work:  # a killed run's is removed by the next
+            return publish_image(stratum, keys, parts, trees, work=work)
 
     return publish

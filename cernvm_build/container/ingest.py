@@ -21,7 +21,6 @@ import logging
 import re
 import shutil
 import tarfile
-import tempfile
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,6 +32,7 @@ from ..cvmfs.limits import MAX_MTIME, human
 from ..cvmfs.tar_limits import TarLimits
 from ..cvmfs.tar_stream import TarStream, open_tar
 from ..errors import BuildError, CvmfsError
+from ..fsutil import locked_scratch
 from .image import (
     _REF_RE,
     _REGISTRY_RE,
@@ -475,11 +475,9 @@ def ingest(
             )
         registry_tags = functools.cache(functools.partial(_registry_tags, w, opts))  # listed once a wish
         for tag in tags:
-            work = Path(tempfile.mkdtemp(prefix="cernvm-ingest-", dir=scratch))
-            try:
+            # locked while in use: a run killed with SIGKILL leaves its pull, which the next run removes
+            with locked_scratch(scratch, "cernvm-ingest-") as work:
                 out += ingest_image(
                     w, tag, publish, opts=opts, work=work, registry_tags=registry_tags, limits=limits
                 )
-            finally:
-                shutil.rmtree(work, ignore_errors=True)
     return out

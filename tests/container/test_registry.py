@@ -8,7 +8,10 @@ import gzip
 import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -28,6 +31,7 @@ from cernvm_build.cvmfs.keys import generate_keys
 from cernvm_build.cvmfs.publish import create_repository
 from cernvm_build.cvmfs.repository import SnapshotSpec, open_repository
 from cernvm_build.demo.repository import DemoRepository
+from cernvm_build.fsutil import locked_scratch
 from tests.support import free_port, gpgagents
 from tests.support.tars import gzip_layer
 
@@ -430,3 +434,41 @@ def test_ingested_whiteouts_mean_what_they_mean_to_umoci(
     assert not [p for p in layerfs.rglob(".wh.*")]
     assert (layerfs / "opt" / "op" / "new").read_bytes() == b"n"
     assert describe(out / image["meta"]["flat"].lstrip("/") / "opt") == describe(tmp_path / "umoci1" / "opt")
+
+
+def test_a_killed_ingest_leaves_scratch_the_next_run_removes(
+    registry: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``hub ingest`` killed with SIGKILL (its image pulled, its tars written, not yet published)
+    leaves its scratch folders; the re-run finishes the job and removes them, and keeps a running
+    run's scratch (locked)."""
+    _layout_of(tmp_path / "k.oci", [{"etc/": None, "etc/k": b"killed"}], "1")
+    ref = f"{registry}/cernvm/killed:1"
+    copy = skopeo("copy", "--dest-tls-verify=false", f"oci:{tmp_path / 'k.oci'}:1", f"docker://{ref}")
+    assert copy.returncode == 0, copy.stderr
+    hub = _hub(tmp_path)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    argv = ["hub", "ingest", ref, *hub, "--no-tls-verify", "--json"]
+    script = (
+        "import os, signal, sys\n"
+        "from cernvm_build.container import hub\n"
+        "hub.publish_parts = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)\n"
+        "from cernvm_build.cli.main import main\n"
+        f"sys.exit(main({argv!r}))\n"
+    )
+    root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ, TMPDIR=str(tmp), PYTHONPATH=root)
+    with locked_scratch(tmp, "cernvm-ingest-") as running:  # another run's, going on all along
+        proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+        assert proc.returncode == -signal.SIGKILL, proc.stderr
+        dead = {n for n in os.listdir(tmp) if n != running.name}
+        left = sorted(dead) + sorted(n for n in os.listdir(tmp_path) if n.startswith(".hub-"))
+        assert [n[:-8] for n in left] == ["cernvm-ingest-", ".hub-"]
+        monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+        capsys.readouterr()
+        assert main(argv) == 0, capsys.readouterr().err
+        assert os.listdir(tmp) == [running.name]
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".hub-")]
+    (image,) = json.loads(capsys.readouterr().out)["images"]
+    assert image["meta"]["public_path"] == f"/{ref}" and not image["meta"]["unchanged"]

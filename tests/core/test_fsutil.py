@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -80,6 +82,32 @@ def test_reclaim_leaves_names_that_only_look_alike(tmp_path: Path) -> None:
         (tmp_path / name).write_text("x")
     assert reclaim_stale(dest) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(keep)
+
+
+def test_a_killed_runs_scratch_is_removed_a_running_ones_kept(tmp_path: Path) -> None:
+    """Scratch is told dead by its free lock, not by a pid (a new process may have the dead one's)."""
+    script = (
+        "import os, signal, sys\n"
+        "from pathlib import Path\n"
+        "from cernvm_build.fsutil import locked_scratch\n"
+        "with locked_scratch(Path(sys.argv[1]), 'run-') as w:\n"
+        "    (w / 'half').write_text('x')\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path)], env=env, capture_output=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    (dead,) = tmp_path.iterdir()
+    keep = ["run-x", "run-toolong12", "other12345"]  # not names mkdtemp gives to 'run-'
+    for name in keep:
+        (tmp_path / name).mkdir()
+    (tmp_path / "run-link1234").symlink_to(dead)
+    with fsutil.locked_scratch(tmp_path, "run-") as running, fsutil.locked_scratch(tmp_path, "run-") as other:
+        assert not dead.exists() and running.is_dir() and other.is_dir()  # each run keeps the other's
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+            [*keep, "run-link1234", running.name, other.name]
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*keep, "run-link1234"])
 
 
 def test_pending_sync_flushes_in_the_background_only_past_its_per_file_max(
