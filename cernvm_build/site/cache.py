@@ -9,6 +9,7 @@ keyed by the hash of everything that produced it.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import pickle
 import sqlite3
@@ -111,6 +112,8 @@ class State:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._pid = os.getpid()  # the process whose connection ``db`` is (``md_meta_of``)
+        #: while this process writes the state unsynced: a shared ``flock`` of its folder (``_open``)
+        self._writing: int | None = None
         #: why a damaged state was set aside for a new one (a lost disk write, a truncated copy)
         self.discarded: str | None = None
         try:
@@ -128,6 +131,8 @@ class State:
 
     def _open(self) -> None:
         new = not self.path.exists()
+        if new and self._writing is None:  # taken before the file exists: see the tag's clearing below
+            self._writing = _folder_lock(self.path, fcntl.LOCK_SH)
         self.db = connect(self.path)
         #: this state is unsynced (made by a cold build of this boot): its connections commit and
         #: checkpoint with ``synchronous=OFF``, and each forked worker's connection too (``_here``)
@@ -153,13 +158,20 @@ class State:
             # and says so
             if tag and tag != _boot_tag() and self.db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
                 raise sqlite3.DatabaseError("written by a build that a crash or power loss cut short")
-            if tag:
-                # made unsynced (written back by the kernel since, most often): synced now, the tag
-                # cleared after (a tag lost with a crash from here costs a cold build)
-                for name in (self.path, Path(f"{self.path}-wal")):
-                    with contextlib.suppress(FileNotFoundError), open(name, "rb") as f:
-                        os.fsync(f.fileno())
-                self.db.execute("PRAGMA application_id=0")
+            # made unsynced (written back by the kernel since, most often): synced now, the tag
+            # cleared after (a tag lost with a crash from here costs a cold build). Not while the
+            # build that writes it unsynced still runs (another build sharing the cache folder: it
+            # holds the folder's lock from before the file existed): its later writes would be under
+            # no tag. The tag stays, for the first open after that build.
+            lock = _folder_lock(self.path, fcntl.LOCK_EX | fcntl.LOCK_NB) if tag else None
+            if lock is not None:
+                try:
+                    for name in (self.path, Path(f"{self.path}-wal")):
+                        with contextlib.suppress(FileNotFoundError), open(name, "rb") as f:
+                            os.fsync(f.fileno())
+                    self.db.execute("PRAGMA application_id=0")
+                finally:
+                    os.close(lock)
         self.db.execute("PRAGMA journal_mode=WAL")  # kept in the file: every connection has it
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
         if version != SCHEMA:
@@ -194,6 +206,9 @@ class State:
         )
         if new and not self.unsynced:
             self.db.execute("PRAGMA synchronous=NORMAL")  # no boot tag to guard an unsynced state
+        if not self.unsynced and self._writing is not None:
+            os.close(self._writing)
+            self._writing = None
 
     def close(self, *, ends_process: bool = False) -> None:
         """``ends_process``: the process ends next (the CLI's one-shot build); a small WAL is then left
@@ -210,8 +225,11 @@ class State:
                 small = True
             if small:
                 _LEFT_OPEN.append(self.db)  # a reference to the end: a freed connection closes itself
-                return
+                return  # and the folder's lock, if held, with the process
         self.db.close()
+        if self._writing is not None:
+            os.close(self._writing)
+            self._writing = None
 
     # -- rendered Markdown ----------------------------------------------------------------------
     def md_meta(self, keys: set[str], lazy: bool = False) -> dict[str, Any]:
@@ -523,6 +541,19 @@ WAL_LEFT_MAX = 2 << 20
 REPORT = "\0report"
 #: connections left open for the process's end (``State.close``)
 _LEFT_OPEN: list[sqlite3.Connection] = []
+
+
+def _folder_lock(path: Path, how: int) -> int | None:
+    """A ``flock`` (``how``) of the folder of the state ``path``, by its descriptor (held until it is
+    closed; inherited by forked workers, not by programs run); None if ``LOCK_NB`` found it taken. The
+    folder's, not the database file's: a lock apart from SQLite's own locks of that file."""
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, how)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def _boot_tag() -> int:

@@ -1658,6 +1658,36 @@ def test_a_new_state_is_written_unsynced_under_its_boot_tag_and_synced_by_the_ne
     assert tree(out) == clean and r.markdown_rendered == first.markdown_rendered > 0
 
 
+def test_a_state_a_running_build_writes_unsynced_keeps_its_tag_until_that_build_ends(tmp_path: Path) -> None:
+    """Two builds sharing one cache folder in one boot: the second one's open synced the state and
+    cleared its tag while the first (a cold build) still wrote it unsynced, so that the first one's
+    later writes stood under no tag (trusted as synced after a crash). The tag now stays while that
+    build runs; the first open after it syncs the state and clears it."""
+    import subprocess
+    import sys
+
+    from cernvm_build.site import cache
+
+    path = tmp_path / "cache" / "state.sqlite"
+    first = State(path)  # a cold build's: new, written unsynced
+    assert first.unsynced and cache._boot_tag() != 0
+    second = (
+        "import sys\nfrom pathlib import Path\nfrom cernvm_build.site.cache import State\n"
+        "s = State(Path(sys.argv[1]))\nprint(s.db.execute('PRAGMA application_id').fetchone()[0])\n"
+        "s.close()\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    run = subprocess.run([sys.executable, "-c", second, str(path)], env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert int(run.stdout) == cache._boot_tag()  # the first build still writes: the tag stays
+    first.put_memo("later", {"k": b"written unsynced"})
+    first.close()
+    after = State(path)
+    assert after.db.execute("PRAGMA application_id").fetchone()[0] == 0
+    assert after.memo("later") == {"k": b"written unsynced"}
+    after.close()
+
+
 def test_a_damaged_state_costs_a_cold_build_never_a_failed_one(site: Path, tmp_path: Path) -> None:
     """The state is a cache: a file that is no database (a lost write, a cut copy) is set aside with one
     warning and the build starts cold; damage found only later in the build deletes it and says so, and
