@@ -214,6 +214,12 @@ def load(path: Path) -> ReleaseIndex:
         key = f"profiles[{i}]"
         _object(p, where, key)
         snap = _require(p, "snapshot", dict, f"{where}: {key}")
+        digest = _require(p, "profile_sha256", str, where)
+        if not HEX64.match(digest):
+            raise ReleaseError(
+                f"profile_sha256 {digest!r:.80} is not 64 hex digits",
+                where=Location(where, key=f"{key}.profile_sha256"),
+            )
         profiles.append(
             ProfileRecord(
                 name=_require(p, "name", str, where),
@@ -225,7 +231,7 @@ def load(path: Path) -> ReleaseIndex:
                         for k, t in _SNAPSHOT_TYPES.items()
                     }
                 ),
-                profile_sha256=_require(p, "profile_sha256", str, where),
+                profile_sha256=digest,
             )
         )
     artifacts = []

@@ -1,9 +1,11 @@
 """``release rebuild INDEX``: build again from the recorded inputs and compare byte for byte.
 
-The reproducibility boundary is stated per artifact. A rebuild uses the same profile (checked by the
-hash of its resolved settings), the recorded SOURCE_DATE_EPOCH and the same snapshot selector; when an
-artifact differs, the rebuilt image's build manifest is compared with the original's to say why
-(the snapshot the tag now resolves to, the kernel package, the toolkit or the tools).
+The reproducibility boundary is stated per artifact. A rebuild uses the same profile (the hash of its
+resolved settings must be the one recorded: a profile changed since, or another one under the recorded
+name, is refused before anything is built; the index records the hash, not the settings), the recorded
+SOURCE_DATE_EPOCH and the same snapshot selector; when an artifact differs, the rebuilt image's build
+manifest is compared with the original's to say why (the snapshot the tag now resolves to, the kernel
+package, the toolkit or the tools).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 from .. import jsonable
 from .. import releaseindex as idx
 from ..context import BuildContext
+from ..errors import Location
 from ..fsutil import sha256_file
 from ..profile import load
 from .build import ReleaseOptions, build_release, for_release, profile_hash
@@ -72,11 +75,18 @@ def rebuild(index_path: Path, *, work: Path | None = None, ctx: BuildContext | N
     original = index_path.parent
     report = RebuildReport(version=release.version)
     profiles = []
-    for rec in release.profiles:
+    for i, rec in enumerate(release.profiles):
         prof = for_release(load(rec.name), release.version)
-        if profile_hash(prof) != rec.profile_sha256:
-            report.notes.append(
-                f"profile {rec.name}: settings changed since the release; rebuilding from today's"
+        now = profile_hash(prof)
+        if now != rec.profile_sha256:
+            # the index records the settings' hash, not the settings: what was built cannot be built
+            # again from another recipe (and comparing its bytes would say nothing)
+            raise idx.ReleaseError(
+                f"profile {rec.name}: the release recorded settings sha256 {rec.profile_sha256[:16]}…, "
+                f"the profile's are now {now[:16]}…",
+                where=Location(str(index_path), key=f"profiles[{i}].profile_sha256"),
+                hint=f"rebuild with the profiles as they were for {release.version} (a checkout of the "
+                "toolkit that built it); a changed profile makes a new release",
             )
         profiles.append(prof)
     with tempfile.TemporaryDirectory(prefix="rebuild-", dir=work) as tmp:

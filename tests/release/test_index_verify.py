@@ -124,6 +124,10 @@ def test_signature_by_an_expired_or_revoked_key_is_a_finding(tmp_path: Path, whi
         (lambda d: d["artifacts"][0].update(path="//other.example/x.hdd"), "leaves the release directory"),
         (lambda d: d.update(signature="http://other.example/SHA256SUMS.asc"), "leaves the release directory"),
         (lambda d: d["artifacts"][0].update(sha256="xyz"), "not 64 hex digits"),
+        (
+            lambda d: d["profiles"][0].update(profile_sha256="x"),
+            r"profiles\[0\].profile_sha256: .* not 64 hex",
+        ),
         (lambda d: d.update(schema=99), "schema 99 is not supported"),
         # bool is an int to isinstance, and nothing refused a negative size or a list as inputs
         (lambda d: d["artifacts"][0].update(size=True), "'size' should be int, is bool"),
@@ -379,3 +383,30 @@ def test_bad_publishing_flags_of_a_build_are_refused_before_it(
     for flags in (["--publish", "cvmrepo/releases"], ["--publish", "s3://b/r", "--apt", "=s3://b/apt"]):
         code = main(["release", "2026.11-1", "--out", str(tmp_path), *flags])
         assert code == 2 and "is not" in capsys.readouterr().err
+
+
+def test_a_rebuild_from_a_profile_that_is_not_the_recorded_one_is_refused_before_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`release rebuild` loads each profile by the name the index records: one changed since the
+    release (or a hostile index naming another profile) was built with a note, and the comparison
+    said nothing about the release. Refused with one line naming the index key, nothing built."""
+    from cernvm_build import profile
+    from cernvm_build.cli.main import main
+    from cernvm_build.release import rebuild
+    from cernvm_build.release.build import for_release, profile_hash
+
+    monkeypatch.setattr(rebuild, "build_release", lambda *a, **k: pytest.fail("built"))
+    index = _release(tmp_path / "r")  # profile el7, recorded settings sha256 00…
+    el7, el9 = (profile_hash(for_release(profile.load(n), "2026.11-1")) for n in ("el7", "el9"))
+    for recorded in ("00" * 32, el9):  # changed since; the hash of another profile
+        data = json.loads(index.read_text())
+        data["profiles"][0]["profile_sha256"] = recorded
+        index.write_text(json.dumps(data))
+        assert main(["release", "rebuild", str(index)]) == idx.ReleaseError.exit_code
+        err = capsys.readouterr().err
+        assert [ln for ln in err.splitlines() if ln.startswith("error:")] == [
+            f"error: {index}: profiles[0].profile_sha256: profile el7: the release recorded settings "
+            f"sha256 {recorded[:16]}…, the profile's are now {el7[:16]}…"
+        ], err
+        assert "Traceback" not in err and "as they were for 2026.11-1" in err
