@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 from typing import Any
 
+from ..container.registry import QUERY_TIMEOUT, QUERY_TIMEOUT_FLAG
 from ..cvmfs.limits import MAX_TAR_BYTES, MAX_TAR_ENTRIES
 from ..table import parse_size
 from . import areas
-from .app import HelpFormatter, Output, group_handler, subparser
+from .app import HelpFormatter, Output, group_handler, subparser, whole_number
 from .container import registry_options, registry_opts
 
 INGEST_DESCRIPTION = """\
@@ -72,6 +74,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="N",
         help="refuse a layer of more members (default: %(default)s)",
     )
+    i.add_argument(
+        QUERY_TIMEOUT_FLAG,
+        type=whole_number(1, 86400),
+        default=QUERY_TIMEOUT,
+        metavar="SECONDS",
+        help="time a manifest or a repository's whole tag list (every page) may take to read "
+        "(default: %(default)s; a registry trickling its answers is given up on after it)",
+    )
     registry_options(i)
 
 
@@ -82,7 +92,8 @@ def _ingest(args: argparse.Namespace, out: Output) -> int:
 
     publish = publisher(stratum=args.hub_stratum, fqrn=args.hub_fqrn, keys_dir=args.hub_keys)
     limits = TarLimits(max_bytes=args.max_layer_bytes, max_entries=args.max_layer_entries)
-    made = ingest(args.images, publish, opts=registry_opts(args), limits=limits)
+    opts = dataclasses.replace(registry_opts(args), query_timeout=args.registry_timeout)
+    made = ingest(args.images, publish, opts=opts, limits=limits)
     doc = {"images": [a.to_json() for a in made]}
 
     def render(d: dict[str, Any]) -> None:

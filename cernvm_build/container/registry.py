@@ -27,7 +27,11 @@ _TIMEOUT = 1800
 #: ``inspect`` and ``list-tags`` ask for a manifest or a tag list, small answers: a registry trickling
 #: its manifest one byte a second held them for ``_TIMEOUT`` (30 minutes) a reference (mm18c). skopeo's
 #: ``--command-timeout`` ends them with its message; our deadline, a little later, is the backstop.
+#: The default of ``RegistryOptions.query_timeout`` (``hub ingest --registry-timeout``): skopeo reads a
+#: tag list's pages in one command, and a registry paging a very large one slowly may need more.
 QUERY_TIMEOUT = 120
+#: the flag that sets ``query_timeout``, named by the error when a query runs out of it
+QUERY_TIMEOUT_FLAG = "--registry-timeout"
 #: skopeo holds what a registry answers: a tag list whose next page is itself grew it by 20 MB/s
 #: (Go's runtime cannot run under RLIMIT_AS, so its size is watched); a copy of a large image stays
 #: under 200 MB, as it streams the blobs
@@ -42,6 +46,8 @@ class RegistryOptions:
     registries_d: Path | None = None
     #: a policy.json that pulls are checked against (signatures); None: skopeo's default
     policy: Path | None = None
+    #: seconds an ``inspect`` or a whole ``list-tags`` (every page) may take
+    query_timeout: int = QUERY_TIMEOUT
 
 
 def _skopeo(args: list[str], what: str, timeout: int | None = None) -> bytes:
@@ -72,20 +78,29 @@ def _skopeo(args: list[str], what: str, timeout: int | None = None) -> bytes:
                         hint="the registry's answers do not end (a tag list whose next page is itself?)",
                     ) from None
                 raise BuildError(
-                    f"{what}: skopeo gave no answer in {limit} s", hint="is the registry reachable?"
+                    f"{what}: skopeo gave no answer in {limit} s", hint=_slow_hint(timeout)
                 ) from None
     if proc.returncode != 0:
         message = skopeo_message(err.decode(errors="replace"))
         if timeout is not None and message.endswith("context deadline exceeded"):
             raise BuildError(
                 f"{what}: no whole answer from the registry in {timeout} s ({message})",
-                hint="is the registry reachable, and answering at a usable speed?",
+                hint=_slow_hint(timeout),
             )
         raise BuildError(
             f"{what}: {message}",
             hint="check the image name, the registry and its TLS (--no-tls-verify)",
         )
     return out
+
+
+def _slow_hint(timeout: int | None) -> str:
+    if timeout is None:
+        return "is the registry reachable?"
+    return (
+        "is the registry reachable, and answering at a usable speed? A very large tag list read "
+        f"slowly may need more time: {QUERY_TIMEOUT_FLAG} SECONDS (now {timeout})"
+    )
 
 
 def _rss(pid: int) -> int:
@@ -205,12 +220,12 @@ def inspect_raw(ref: str, *, opts: RegistryOptions) -> bytes:
     """The registry's manifest of ``ref`` (an image's, or a manifest list) as it sent it: its
     digest names the same manifest (``ingest`` pulls by it)."""
     args = ["inspect", "--raw", *_common(opts), _tls(opts)]
-    return _skopeo([*args, _docker(ref)], f"inspect {ref}", QUERY_TIMEOUT)
+    return _skopeo([*args, _docker(ref)], f"inspect {ref}", opts.query_timeout)
 
 
 def list_tags(repository: str, *, opts: RegistryOptions) -> list[str]:
     """The tags of ``host[:port]/repo`` in the registry."""
     args = ["list-tags", *_common(opts), _tls(opts)]
-    out = _skopeo([*args, _docker(repository)], f"list the tags of {repository}", QUERY_TIMEOUT)
+    out = _skopeo([*args, _docker(repository)], f"list the tags of {repository}", opts.query_timeout)
     tags: list[str] = json.loads(out).get("Tags") or []
     return sorted(tags)

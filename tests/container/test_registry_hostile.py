@@ -17,6 +17,7 @@ import pytest
 from cernvm_build.cli.main import main
 from cernvm_build.container import registry
 from cernvm_build.container.registry import RegistryOptions
+from cernvm_build.cvmfs.keys import generate_keys
 from cernvm_build.errors import BuildError
 
 pytestmark = pytest.mark.skipif(not shutil.which("skopeo"), reason="needs skopeo")
@@ -94,30 +95,57 @@ class _Trickle(BaseHTTPRequestHandler):
             pass
 
 
-@pytest.mark.parametrize("call", ["inspect", "list-tags"])
-def test_a_registry_trickling_its_answer_is_given_up_on_after_the_query_timeout(
-    call: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """mm18c: inspect and list-tags waited for skopeo's default 30 minutes (``_TIMEOUT``, lowered
-    here so that the code without the fix fails rather than hangs); they get ``QUERY_TIMEOUT``."""
-    monkeypatch.setattr(registry, "QUERY_TIMEOUT", 2)
-    monkeypatch.setattr(registry, "_TIMEOUT", 20)
+@pytest.fixture
+def trickle() -> Iterator[str]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Trickle)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    host = f"127.0.0.1:{server.server_address[1]}"
-    opts = RegistryOptions(tls_verify=False)
     try:
-        with pytest.raises(BuildError) as e:
-            if call == "inspect":
-                registry.inspect_raw(f"{host}/x/y:1", opts=opts)
-            else:
-                registry.list_tags(f"{host}/x/y", opts=opts)
+        yield f"127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.parametrize("call", ["inspect", "list-tags"])
+def test_a_registry_trickling_its_answer_is_given_up_on_after_the_query_timeout(
+    call: str, trickle: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """mm18c: inspect and list-tags waited for skopeo's default 30 minutes (``_TIMEOUT``, lowered
+    here so that the code without the fix fails rather than hangs); they get the options'
+    ``query_timeout`` (``QUERY_TIMEOUT``, 120 s, unless ``--registry-timeout`` says otherwise)."""
+    monkeypatch.setattr(registry, "_TIMEOUT", 20)
+    opts = RegistryOptions(tls_verify=False, query_timeout=2)
+    with pytest.raises(BuildError) as e:
+        if call == "inspect":
+            registry.inspect_raw(f"{trickle}/x/y:1", opts=opts)
+        else:
+            registry.list_tags(f"{trickle}/x/y", opts=opts)
     assert "no whole answer from the registry in 2 s (" in e.value.message, e.value.message
     assert "\n" not in e.value.message
+    assert e.value.hint is not None and "--registry-timeout SECONDS (now 2)" in e.value.hint
+
+
+def test_the_query_timeout_is_a_flag_of_hub_ingest_that_its_error_names(
+    trickle: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``list-tags`` reads every page of a tag list in one skopeo command, stopped at 120 s: a
+    registry paging a very large tag list slowly could need more, and nothing said how to give it.
+    ``--registry-timeout`` sets it, and the error names the flag."""
+    generate_keys("unpacked.cern.ch").save(tmp_path / "k")
+    hub = ["--hub-stratum", str(tmp_path / "s"), "--hub-keys", str(tmp_path / "k")]
+    argv = ["hub", "ingest", f"{trickle}/x/y:1.*", *hub, "--no-tls-verify", "--registry-timeout", "2"]
+    assert main(argv) != 0
+    err = capsys.readouterr().err
+    assert [ln for ln in err.splitlines() if ln.startswith("error:")] == [
+        f"error: list the tags of {trickle}/x/y: no whole answer from the registry in 2 s "
+        "(Error listing repository tags: context deadline exceeded)"
+    ], err
+    assert "--registry-timeout SECONDS (now 2)" in err and "Traceback" not in err
+    for bad in ("0", "1.5", "86401"):
+        with pytest.raises(SystemExit) as e:
+            main([*argv[:-1], bad])
+        assert e.value.code == 2 and "argument --registry-timeout: " in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
