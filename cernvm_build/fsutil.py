@@ -393,6 +393,22 @@ def remove_tree(path: Path) -> None:
     os.rmdir(path)
 
 
+def lock_dir(path: Path, how: int, *, follow_links: bool = False) -> int | None:
+    """A ``flock`` (``how``: ``LOCK_SH`` or ``LOCK_EX``, with ``LOCK_NB`` not to wait) of the directory
+    ``path``, by a descriptor that holds it until closed (inherited by forked workers, not by programs
+    run; the kernel drops it when the process dies); None if ``LOCK_NB`` found it held."""
+    fd = os.open(path, _DIR_FLAGS if not follow_links else _DIR_FLAGS & ~os.O_NOFOLLOW)
+    try:
+        fcntl.flock(fd, how)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 #: the random part ``tempfile.mkdtemp`` adds to a prefix: scratch is only ever a name of this shape
 _MKDTEMP_REST = re.compile(r"[a-z0-9_]{8}")
 
@@ -412,19 +428,16 @@ def reclaim_scratch(parent: Path, prefix: str) -> list[Path]:
             continue
         path = parent / name
         try:
-            fd = os.open(path, _DIR_FLAGS)  # not a symlink's target
+            fd = lock_dir(path, fcntl.LOCK_EX | fcntl.LOCK_NB)  # not a symlink's target
         except OSError:
             continue
+        if fd is None:  # its run is running
+            continue
         try:
-            if os.fstat(fd).st_uid != os.geteuid():
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue
-            with contextlib.suppress(OSError):
-                remove_tree(path)
-                removed.append(path)
+            if os.fstat(fd).st_uid == os.geteuid():
+                with contextlib.suppress(OSError):
+                    remove_tree(path)
+                    removed.append(path)
         finally:
             os.close(fd)
     return removed
@@ -442,16 +455,13 @@ def locked_scratch(parent: Path | None, prefix: str) -> Iterator[Path]:
     reclaim_scratch(base, prefix)
     while True:
         path = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
-        fd = os.open(path, _DIR_FLAGS)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            # between the mkdir and the lock, another run's reclaim may have taken the new
-            # directory for a dead run's: it holds it (locked) or has removed it (no links left)
+        # between the mkdir and the lock, another run's reclaim may have taken the new directory
+        # for a dead run's: it holds it (locked), or has removed it (no links left)
+        fd = lock_dir(path, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if fd is not None:
             if os.fstat(fd).st_nlink > 0:
                 break
-        except BlockingIOError:
-            pass
-        os.close(fd)
+            os.close(fd)
     try:
         yield path
     finally:

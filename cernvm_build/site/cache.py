@@ -18,6 +18,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from ..fsutil import lock_dir
+
 #: bumped with every change of a table's or a blob's format: a tool of another schema drops the state
 #: (a full rebuild) instead of misreading it (11: the snapshot's five values; the tools of 10 unpack three)
 SCHEMA = 11
@@ -132,7 +134,8 @@ class State:
     def _open(self) -> None:
         new = not self.path.exists()
         if new and self._writing is None:  # taken before the file exists: see the tag's clearing below
-            self._writing = _folder_lock(self.path, fcntl.LOCK_SH)
+            # (the folder's lock, not the database file's: apart from SQLite's own locks of that file)
+            self._writing = lock_dir(self.path.parent, fcntl.LOCK_SH, follow_links=True)
         self.db = connect(self.path)
         #: this state is unsynced (made by a cold build of this boot): its connections commit and
         #: checkpoint with ``synchronous=OFF``, and each forked worker's connection too (``_here``)
@@ -163,7 +166,9 @@ class State:
             # build that writes it unsynced still runs (another build sharing the cache folder: it
             # holds the folder's lock from before the file existed): its later writes would be under
             # no tag. The tag stays, for the first open after that build.
-            lock = _folder_lock(self.path, fcntl.LOCK_EX | fcntl.LOCK_NB) if tag else None
+            lock = (
+                lock_dir(self.path.parent, fcntl.LOCK_EX | fcntl.LOCK_NB, follow_links=True) if tag else None
+            )
             if lock is not None:
                 try:
                     for name in (self.path, Path(f"{self.path}-wal")):
@@ -541,19 +546,6 @@ WAL_LEFT_MAX = 2 << 20
 REPORT = "\0report"
 #: connections left open for the process's end (``State.close``)
 _LEFT_OPEN: list[sqlite3.Connection] = []
-
-
-def _folder_lock(path: Path, how: int) -> int | None:
-    """A ``flock`` (``how``) of the folder of the state ``path``, by its descriptor (held until it is
-    closed; inherited by forked workers, not by programs run); None if ``LOCK_NB`` found it taken. The
-    folder's, not the database file's: a lock apart from SQLite's own locks of that file."""
-    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        fcntl.flock(fd, how)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
 
 
 def _boot_tag() -> int:
