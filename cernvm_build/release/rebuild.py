@@ -22,6 +22,7 @@ from ..context import BuildContext
 from ..errors import Location
 from ..fsutil import sha256_file
 from ..profile import load
+from ..profile.resolve import looks_like_path
 from .build import ReleaseOptions, build_release, for_release, profile_hash
 
 
@@ -76,6 +77,12 @@ def rebuild(index_path: Path, *, work: Path | None = None, ctx: BuildContext | N
     report = RebuildReport(version=release.version)
     profiles = []
     for i, rec in enumerate(release.profiles):
+        if looks_like_path(rec.name):  # a release records profile names; a path would load any file
+            raise idx.ReleaseError(
+                f"profile name {rec.name!r:.80} is a path, not a profile name",
+                where=Location(str(index_path), key=f"profiles[{i}].name"),
+                hint="the index is damaged or hostile",
+            )
         prof = for_release(load(rec.name), release.version)
         now = profile_hash(prof)
         if now != rec.profile_sha256:

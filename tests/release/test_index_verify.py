@@ -410,3 +410,10 @@ def test_a_rebuild_from_a_profile_that_is_not_the_recorded_one_is_refused_before
             f"sha256 {recorded[:16]}…, the profile's are now {el7[:16]}…"
         ], err
         assert "Traceback" not in err and "as they were for 2026.11-1" in err
+    data["profiles"][0]["name"] = str(Path(profile.locate("el7")))  # the same profile, by its file
+    data["profiles"][0]["profile_sha256"] = el7
+    index.write_text(json.dumps(data))
+    assert main(["release", "rebuild", str(index)]) == idx.ReleaseError.exit_code
+    err = capsys.readouterr().err
+    assert f"profiles[0].name: profile name '{data['profiles'][0]['name']}'"[:60] in err
+    assert "is a path, not a profile name" in err and "Traceback" not in err
