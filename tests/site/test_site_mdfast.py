@@ -29,6 +29,9 @@ PLAIN = (
     "Two *lines* of\n `a` title\n---\n\ntext [a](a.md)\n\nTwo *lines* of\n`a` title\n===\n",
     # a highlighted fence naming the permalink's class: as written (``model.permalink`` is the headings')
     '## H [a](a.md)\n\n```sh\necho \'<a class="header-anchor" href="#h">#</a>\'\n```\n',
+    # a ``<`` in a code span and lines an HTML block may start on only inside fences (in a list, a quote)
+    "Run `mkfs <repo>` [a](a.md)\n\n```xml\n<VirtualHost *:80>\n</VirtualHost>\n```\n",
+    "- `<r>`\n\n  ```html\n  <div>\n  ```\n\n> ```xml\n> <?xml?>\n> ```\n\n`a <b` [a](a.md)\n",
 )
 #: what it leaves to the tree: raw HTML or an autolink (a ``<`` outside code), reference definitions,
 #: <!--more-->, a code block it cannot tell from a fence without a language, a fence straight after a
@@ -65,6 +68,8 @@ LEFT = (
     "`a\r<?php ?>\rb`\n",
     "- `a\n  <details>\n  b`\n",
     "> `a\n> <script>\n> b`\n",
+    # (the same line in a fence and in a code span: more of it in the page than in its fences)
+    "`a\n<div>\nb`\n\n```xml\n<div>\n```\n",
     "a &#64;@L:x.md@@ b\n",
 )
 
@@ -138,7 +143,7 @@ def test_hostile_pages_render_as_the_tree_does(monkeypatch: pytest.MonkeyPatch) 
     assert _hostile(rng, bits, 300, monkeypatch) > 100
     # with pieces that make a page skip (an alt the renderer writes otherwise, an HTML block's line in a
     # code span, a link marker from an entity): fewer taken, the same render
-    bits += ["![a \\* &amp; b](i.png)", "`a\n<div>\n", "&#64;@L:x.md@@"]
+    bits += ["![a \\* &amp; b](i.png)", "`a\n<div>\n", "&#64;@L:x.md@@", "```xml\n<div>\n```\n", "`<r>`"]
     assert _hostile(rng, bits, 200, monkeypatch) > 20
 
 
