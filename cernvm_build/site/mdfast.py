@@ -10,15 +10,17 @@ reference definitions (``]:``), ``<!--more-->``, a BOM, a link marker, a link wh
 after its ``](`` in the source in order (the line each link is reported at), a fence with no language
 or one straight after a tight list item's text, an indented code block, nesting near ``mdtree``'s
 limit, an image's alt with an escape, an entity or a hard break (the renderer's alt drops them), a
-``<`` in a code span with a line an HTML block may start on (the full parser ends the paragraph there),
-or a link marker written with entities. tests/site/test_site_mdfast.py compares this render with the
-tree's (``mdhtml``) and tests/site/test_site_mdhtml.py every path with markdown-it-py's, byte for byte.
+``<`` in a code span with a line an HTML block may start on outside the fences (the full parser ends
+the paragraph there), or a link marker written with entities. tests/site/test_site_mdfast.py compares
+this render with the tree's (``mdhtml``) and tests/site/test_site_mdhtml.py every path with
+markdown-it-py's, byte for byte.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 from itertools import accumulate
 from typing import Any
@@ -48,7 +50,10 @@ _CODE = re.compile(r"<code[^>]*>[^<]*</code>")
 #: a line an HTML block may start on (after quote and list markers): in the full parser it ends a
 #: paragraph, so a code span the zero parser runs across it is none there (the ``<`` shows as ``&lt;``
 #: inside the code)
-_HTML_LINE = re.compile(r"(?:^|[\r\n])(?:[ \t>]|(?:[-+*]|\d{1,9}[.)])[ \t])*<[?!/A-Za-z]")
+#: (``html_lines``: a ``<`` and its next character, each line's start before it, the line breaks)
+_HTML_OPEN = re.compile(r"<[?!/A-Za-z]")
+_LINE_LEAD = re.compile(r"(?:[ \t>]|(?:[-+*]|\d{1,9}[.)])[ \t])*")
+_LINE_BREAK = re.compile(r"[\r\n]")
 #: ``search.BLOCK``'s tags separate words, other tags do not; the renderer writes a new line after each
 #: block tag or before each that text follows (``<p>``, ``<li>``, ``<td>``), so all tags are dropped
 #: in one pass and the words stay apart (``search`` reads any whitespace as one space;
@@ -108,7 +113,7 @@ def _edit(
 ) -> Parts:
     if "&lt;" in html and "&lt;" in _CODE.sub("", html):
         raise Skip("< outside code: raw HTML or an autolink for the full parser")
-    if "&lt;" in html and "&lt;" in _FENCE.sub("", html) and _HTML_LINE.search(text):
+    if "&lt;" in html and "&lt;" in _FENCE.sub("", html) and _html_line_outside_fences(text, html):
         raise Skip("a line an HTML block may start on inside a code span")
     if "@@L:" in html:
         raise Skip("a link marker written with entities or escapes (the tree gives no search text)")
@@ -216,6 +221,45 @@ def _edit(
         if "<pre><code" in html:
             raise Skip("a block the fence pattern missed")
     return Parts(html, headings, ids, links, excerpt_nodes=[], excerpt=excerpt, flat=None, search=search)
+
+
+def _html_line_outside_fences(text: str, html: str) -> bool:
+    """Whether a line of the source that may start an HTML block (``html_lines``) is outside the
+    fenced blocks of its render: ``<VirtualHost>`` in an XML fence ends no paragraph, for either
+    parser. Each line inside a fence is one of the fence's lines in the HTML (its container's prefix
+    of spaces and ``>`` removed, which leaves its ``<`` and what follows as they are), so the lines
+    from their ``<`` on are counted: a source that has no more of one such rest than its fences have
+    has none outside them (a fence the pattern misses counts none: the page is left to the tree)."""
+    rests = Counter(html_lines(text))
+    if not rests:
+        return False
+    for m in _FENCE.finditer(html):
+        rests.subtract(html_lines(mdtree.unescape(m.group(2))))
+    return max(rests.values()) > 0
+
+
+def html_lines(text: str) -> Iterator[str]:
+    """Each line of ``text`` that may start an HTML block (``html_line``), from its ``<`` on. Each ``<``
+    so followed is looked for as a literal (a fast scan) and only its line's start checked, then the
+    rest of its line is passed over (a later ``<`` has this one before it, which no marker is). The one
+    regex ``(?:^|[\r\n])(?:…)*<[?!/A-Za-z]`` this replaced tried a match at every character: ~13 ns a
+    character of every page with a ``<`` in its code spans (most of a real manual's: ``<repository>``)."""
+    pos = 0
+    while (m := _HTML_OPEN.search(text, pos)) is not None:
+        at = m.start()
+        start = max(text.rfind("\n", pos, at), text.rfind("\r", pos, at)) + 1
+        brk = _LINE_BREAK.search(text, at)
+        if _LINE_LEAD.fullmatch(text, max(start, pos), at):
+            yield text[at : brk.start() if brk is not None else len(text)]
+        if brk is None:
+            return
+        pos = brk.end()
+
+
+def html_line(text: str) -> bool:
+    """Whether a line of ``text`` may start an HTML block: after quote and list markers (``_LINE_LEAD``),
+    ``<`` and a letter, ``?``, ``!`` or ``/``."""
+    return next(html_lines(text), None) is not None
 
 
 def _ends_in_img(html: str, at: int) -> bool:

@@ -29,6 +29,9 @@ PLAIN = (
     "Two *lines* of\n `a` title\n---\n\ntext [a](a.md)\n\nTwo *lines* of\n`a` title\n===\n",
     # a highlighted fence naming the permalink's class: as written (``model.permalink`` is the headings')
     '## H [a](a.md)\n\n```sh\necho \'<a class="header-anchor" href="#h">#</a>\'\n```\n',
+    # a ``<`` in a code span and lines an HTML block may start on only inside fences (in a list, a quote)
+    "Run `mkfs <repo>` [a](a.md)\n\n```xml\n<VirtualHost *:80>\n</VirtualHost>\n```\n",
+    "- `<r>`\n\n  ```html\n  <div>\n  ```\n\n> ```xml\n> <?xml?>\n> ```\n\n`a <b` [a](a.md)\n",
 )
 #: what it leaves to the tree: raw HTML or an autolink (a ``<`` outside code), reference definitions,
 #: <!--more-->, a code block it cannot tell from a fence without a language, a fence straight after a
@@ -65,6 +68,8 @@ LEFT = (
     "`a\r<?php ?>\rb`\n",
     "- `a\n  <details>\n  b`\n",
     "> `a\n> <script>\n> b`\n",
+    # (the same line in a fence and in a code span: more of it in the page than in its fences)
+    "`a\n<div>\nb`\n\n```xml\n<div>\n```\n",
     "a &#64;@L:x.md@@ b\n",
 )
 
@@ -138,7 +143,7 @@ def test_hostile_pages_render_as_the_tree_does(monkeypatch: pytest.MonkeyPatch) 
     assert _hostile(rng, bits, 300, monkeypatch) > 100
     # with pieces that make a page skip (an alt the renderer writes otherwise, an HTML block's line in a
     # code span, a link marker from an entity): fewer taken, the same render
-    bits += ["![a \\* &amp; b](i.png)", "`a\n<div>\n", "&#64;@L:x.md@@"]
+    bits += ["![a \\* &amp; b](i.png)", "`a\n<div>\n", "&#64;@L:x.md@@", "```xml\n<div>\n```\n", "`<r>`"]
     assert _hostile(rng, bits, 200, monkeypatch) > 20
 
 
@@ -160,3 +165,19 @@ def test_the_bench_corpus_is_taken() -> None:
             text, slugify=markdown.slugify, highlight=lambda c, lang: "", resolve=lambda h: (h, "")
         )
         assert parts is not None, i
+
+
+#: what ``mdfast.html_line`` answers, as one regex (a line's start, quote and list markers, ``<`` and a
+#: letter, ``?``, ``!`` or ``/``): its definition, kept here to compare with
+HTML_LINE = re.compile(r"(?:^|[\r\n])(?:[ \t>]|(?:[-+*]|\d{1,9}[.)])[ \t])*<[?!/A-Za-z]")
+
+
+def test_a_line_an_html_block_may_start_on_is_found_as_the_one_regex_finds_it() -> None:
+    rng = random.Random(11)
+    bits = ["<", "<a", "</", "<?", "<!", "<1", "a", " ", "\t", ">", "- ", "+\t", "* ", "-", "1.", "12)"]
+    bits += ["123456789.", "1234567890.", ".", ")", "\n", "\r", "\r\n", "x", "> ", "`"]
+    texts = ["", "<a", "x\n<a", "x\r<!", " > - 1. <a", "a <b", "<1\n<b", "1234567890. <a", "<x" * 500]
+    texts += ["".join(rng.choice(bits) for _ in range(rng.randrange(1, 16))) for _ in range(30_000)]
+    for text in texts:
+        assert mdfast.html_line(text) == bool(HTML_LINE.search(text)), repr(text)
+    assert sum(map(mdfast.html_line, texts)) > 1_000
