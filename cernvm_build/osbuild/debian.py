@@ -31,6 +31,7 @@ from pathlib import Path
 
 from .. import cachekey, debpkg
 from ..bootloader.kernel import Kernel
+from ..cvmfs.tar_limits import bounded_tarinfo
 from ..errors import BuildError, IntegrityError
 from ..fsutil import atomic_dir, remove_tree, sha256_file
 from ..paths import cache_dir, data_dir
@@ -213,9 +214,12 @@ def _unpack(tree: Path, files: list[debpkg.DebPackage]) -> None:
 def _unpack_deb(root: inroot.Root, deb: debpkg.DebPackage) -> None:
     """One package's data.tar into ``root``, as dpkg would put it there (numeric owners, modes)."""
     name, bad = "?", None
+    # headers bounded as every tar reader of the toolkit bounds them: a GNU long-name or PAX header
+    # declaring 1 GiB (1 MB of gzip) was read into memory whole (a MemoryError traceback)
+    tarinfo = bounded_tarinfo(f"package {deb.name} ({deb.path.name})")
     with streamed(["dpkg-deb", "--fsys-tarfile", deb.path]) as tool:
         try:
-            with tarfile.open(fileobj=tool.stdout, mode="r|", bufsize=1 << 20) as tar:
+            with tarfile.open(fileobj=tool.stdout, mode="r|", bufsize=1 << 20, tarinfo=tarinfo) as tar:
                 for m in tar:
                     name = m.name
                     _unpack_member(root, deb, tar, m)

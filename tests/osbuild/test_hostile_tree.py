@@ -4,6 +4,7 @@ tree; a refusal is one line naming the package and member. Real .deb files (tar 
 
 from __future__ import annotations
 
+import gzip
 import io
 import os
 import subprocess
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from cernvm_build import debpkg
-from cernvm_build.errors import IntegrityError
+from cernvm_build.errors import CvmfsError, IntegrityError
 from cernvm_build.osbuild import debian
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="unpacking keeps owners (root)")
@@ -379,3 +380,30 @@ def test_our_files_get_fixed_modes_whatever_the_umask(tmp_path: Path, umask: int
         os.umask(old)
     modes = {p: (tree / p).stat().st_mode & 0o7777 for p in ("etc", "etc/d", "etc/d/conf", "etc/d/prog")}
     assert modes == {"etc": 0o755, "etc/d": 0o755, "etc/d/conf": 0o644, "etc/d/prog": 0o755}
+
+
+@pytest.mark.parametrize("kind", [tarfile.GNUTYPE_LONGNAME, tarfile.XHDTYPE])
+def test_a_huge_extended_header_is_refused_before_it_is_read(tmp_path: Path, kind: bytes) -> None:
+    """A GNU long-name or PAX header declaring more than any name needs (1 GiB took a 1 MB .deb and
+    was read into memory whole: MemoryError, pr19b finding 2): refused at its header, one line."""
+    from cernvm_build.cvmfs.limits import MAX_TAR_HEADER_BYTES
+
+    size = MAX_TAR_HEADER_BYTES + 512
+    head = tarfile.TarInfo("././@LongLink")
+    head.type, head.size = kind, size
+    raw = head.tobuf(format=tarfile.GNU_FORMAT if kind == tarfile.GNUTYPE_LONGNAME else tarfile.USTAR_FORMAT)
+    records = b"a" * size if kind == tarfile.GNUTYPE_LONGNAME else (b"9 a=bcd\n" * (size // 8 + 1))[:size]
+    huge = tarfile.TarInfo("./huge")
+    deb = _deb(tmp_path, "huge", [])
+    # the data archive by hand: tarfile writes no header of our choosing
+    d = tmp_path / "huge"
+    with gzip.open(d / "data.tar.gz", "wb") as f:
+        f.write(raw + records + huge.tobuf() + b"\0" * 1024)
+    deb.path.unlink()
+    subprocess.run(
+        ["ar", "rc", deb.path, "debian-binary", "control.tar.gz", "data.tar.gz"], cwd=d, check=True
+    )
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    with pytest.raises(CvmfsError, match=r"^package huge \(huge.deb\): tar .* header .* declares \d+ bytes"):
+        debian._unpack(tree, [deb])
