@@ -254,6 +254,10 @@ def _unpack_member(
         raise _member_error(deb, m.name, "the tree's root can only be a directory")
     if not (0 <= m.uid <= _MAX_ID and 0 <= m.gid <= _MAX_ID):  # chown raised OverflowError (pr17c 9)
         raise _member_error(deb, m.name, f"owner id {m.uid}:{m.gid} is out of range (0..{_MAX_ID})")
+    if m.issparse():  # dpkg's tar reader has no sparse type; tarfile writes the holes out as zeros
+        raise _member_error(
+            deb, m.name, f"a sparse member ({m.size} B of holes and data), which dpkg refuses"
+        )
     if m.isdir():
         root.mkdir(rel, m.mode & 0o7777, m.uid, m.gid)
     elif m.isreg():

@@ -407,3 +407,25 @@ def test_a_huge_extended_header_is_refused_before_it_is_read(tmp_path: Path, kin
     tree.mkdir()
     with pytest.raises(CvmfsError, match=r"^package huge \(huge.deb\): tar .* header .* declares \d+ bytes"):
         debian._unpack(tree, [deb])
+
+
+def test_a_sparse_member_is_refused_not_written_out(tmp_path: Path) -> None:
+    """A GNU sparse member (``tar -S``): a 500-byte .deb whose 10 GiB hole tarfile wrote out as
+    zeros (pr19b finding 3); dpkg has no such member type. Refused before anything is written."""
+    deb = _deb(tmp_path, "sparse", [])
+    d, src = tmp_path / "sparse", tmp_path / "src"
+    src.mkdir()
+    with (src / "big").open("wb") as f:
+        f.truncate(64 << 20)
+    subprocess.run(["tar", "-C", src, "--format=gnu", "-S", "-czf", d / "data.tar.gz", "./big"], check=True)
+    deb.path.unlink()
+    subprocess.run(
+        ["ar", "rc", deb.path, "debian-binary", "control.tar.gz", "data.tar.gz"], cwd=d, check=True
+    )
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    with pytest.raises(
+        IntegrityError, match=r"^package sparse \(sparse.deb\): member './big': a sparse member"
+    ):
+        debian._unpack(tree, [deb])
+    assert not (tree / "big").exists()
