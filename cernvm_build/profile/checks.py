@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from .. import utcdate
@@ -286,7 +287,7 @@ def _keys(v: Values) -> None:
                 v,
                 "cvmfs.public_keys",
                 f"{problem}: {display(path)}",
-                "relative key paths are relative to the profile file; a key is a PEM 'BEGIN PUBLIC KEY' file",
+                "relative key paths are relative to the profile file; a key is a PEM RSA 'BEGIN PUBLIC KEY'",
                 pos=written.get(path),
             )
 
@@ -306,9 +307,11 @@ def _pem_problem(path: Path) -> str | None:
     if b"-----BEGIN PUBLIC KEY-----" not in data:
         return "not a PEM public key (no BEGIN PUBLIC KEY)"
     try:
-        load_pem_public_key(data)
+        key = load_pem_public_key(data)
     except (ValueError, TypeError):
         return "corrupt PEM public key"
+    if not isinstance(key, rsa.RSAPublicKey):  # CernVM-FS whitelists are RSA-signed: the boot refuses it
+        return "not an RSA public key (CernVM-FS signs with RSA only)"
     return None
 
 
