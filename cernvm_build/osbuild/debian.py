@@ -380,7 +380,20 @@ def _scrub(tree: Path, epoch: int) -> None:
     os.utime(tree, (epoch, epoch))
 
 
+def check_new_folder(dest: Path) -> None:
+    """``dest`` may take a copy of a tree: it is missing or an empty directory (not a symlink). The
+    copy replaces it whole: ``--out ~/work`` deleted what that folder held (pr19b finding 7)."""
+    if dest.is_symlink() or (dest.exists() and (not dest.is_dir() or any(dest.iterdir()))):
+        raise BuildError(
+            f"{dest}: already exists and is not an empty directory",
+            hint="give a new folder: the tree is copied there whole (nothing is merged into a folder)",
+            where="--out",
+        )
+
+
 def copy_tree(src: Path, dest: Path) -> None:
-    """A copy of a built tree at ``dest`` (replaced whole, or not at all): owners, modes, times, xattrs."""
+    """A copy of a built tree at ``dest``, a new folder (``check_new_folder``), made whole or not at
+    all: owners, modes, times, xattrs."""
+    check_new_folder(dest)
     with atomic_dir(dest) as tmp:
         run(["cp", "-a", "--reflink=auto", f"{src}/.", str(tmp)])

@@ -8,6 +8,7 @@ import gzip
 import io
 import os
 import subprocess
+import sys
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from cernvm_build import debpkg
-from cernvm_build.errors import CvmfsError, IntegrityError
+from cernvm_build.errors import BuildError, CvmfsError, IntegrityError
 from cernvm_build.osbuild import debian
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="unpacking keeps owners (root)")
@@ -429,3 +430,28 @@ def test_a_sparse_member_is_refused_not_written_out(tmp_path: Path) -> None:
     ):
         debian._unpack(tree, [deb])
     assert not (tree / "big").exists()
+
+
+def test_out_never_replaces_a_folder_that_holds_files(tmp_path: Path) -> None:
+    """``os debian12 --out DIR`` replaced DIR whole: an existing folder's files were deleted (pr19b
+    finding 7). Refused before anything is built (the CLI) and in the copy itself; a new or empty
+    folder takes the copy."""
+    src = tmp_path / "tree"
+    (src / "etc").mkdir(parents=True)
+    (src / "etc" / "os-release").write_text("ID=debian\n")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.txt").write_text("years of work\n")
+    with pytest.raises(BuildError, match=r"mine: already exists and is not an empty directory"):
+        debian.copy_tree(src, mine)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cernvm_build.cli.main", "os", "debian12", "--out", mine],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == BuildError.exit_code and "--out: " in proc.stderr.splitlines()[0]
+    assert "Traceback" not in proc.stderr and (mine / "thesis.txt").read_text() == "years of work\n"
+    (tmp_path / "empty").mkdir()
+    for new in (tmp_path / "new", tmp_path / "empty"):
+        debian.copy_tree(src, new)
+        assert (new / "etc" / "os-release").read_text() == "ID=debian\n"
