@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from cernvm_build.cli.main import main
@@ -25,3 +27,17 @@ def test_bad_demo_flags_are_one_usage_line(
     assert stop.value.code == 2
     err = capsys.readouterr().err
     assert said in err and "Traceback" not in err
+
+
+def test_plan_shows_the_profile_the_run_uses(capsys: pytest.CaptureFixture[str]) -> None:
+    """``demo --plan --os debian12`` showed the demo OS's profile, and ``--port`` was not in its
+    servers; a ``--profile`` given to the run was silently not used (pr19b finding 8)."""
+    assert main(["demo", "--plan", "--os", "debian12", "--port", "8123", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["profile"]["name"] == "debian12" and data["profile"]["os"]["family"] == "debian"
+    assert data["profile"]["cvmfs"]["servers"] == ["http://127.0.0.1:8123/cvmfs/@fqrn@"]
+    assert main(["demo", "--plan", "--profile", "el9", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["profile"]["name"] == "el9"
+    assert main(["demo", "--no-boot", "--profile", "debian12"]) == 2
+    err = capsys.readouterr().err
+    assert "--profile only chooses the profile --plan shows" in err and "Traceback" not in err
