@@ -133,7 +133,11 @@ def run_demo(opts: DemoOptions, say: Say) -> DemoRun:
         run.previous = json.loads(state.read_text())
     except (OSError, ValueError):
         run.previous = {}
-    version = opts.version or time.strftime("%Y.%m-1", time.gmtime())
+    from ..releaseindex import check_version
+
+    # checked before any work: the release folder under --out is removed when it is not reusable,
+    # and --version ../../x or /home/me named a folder outside it (pr19b finding 10)
+    version = check_version(opts.version or time.strftime("%Y.%m-1", time.gmtime()), where="--version")
     prof = demo_profile(opts.port, opts.os)
     with ExitStack() as stack:
         with _timed(run, f"publish {opts.os} OS", say) as box:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -41,3 +42,21 @@ def test_plan_shows_the_profile_the_run_uses(capsys: pytest.CaptureFixture[str])
     assert main(["demo", "--no-boot", "--profile", "debian12"]) == 2
     err = capsys.readouterr().err
     assert "--profile only chooses the profile --plan shows" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("version", ["../../victim", "/abs/victim", "2026.13-1", "latest"])
+def test_a_version_that_is_no_release_version_is_refused_before_any_work(
+    version: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``demo --version ../../victim``: the release folder under --out is removed when it cannot be
+    reused, and that path named a folder outside it (pr19b finding 10). Refused before publishing."""
+    from cernvm_build.demo import repository
+
+    def no_work(*_: object, **__: object) -> None:
+        raise AssertionError("the demo started working")
+
+    monkeypatch.setattr(repository, "publish_demo", no_work)
+    assert main(["demo", "--no-boot", "--out", str(tmp_path / "out"), "--version", version]) != 0
+    err = capsys.readouterr().err
+    assert f"--version: release version '{version}' is not of the form YYYY.MM-N" in err
+    assert "Traceback" not in err and not (tmp_path / "out").exists()
