@@ -321,10 +321,14 @@ def _install(tree: Path, debdir: Path, files: list[debpkg.DebPackage], epoch: in
         'umount "$T/.debs"',
     ]
     script = "\n".join(lines) + "\n"
-    log = tree.parent / f".{tree.name}.log"
+    log = install_log(tree)
     argv = ["unshare", "--mount", "--propagation", "private", "--pid", "--fork", "sh", "-c", script]
-    with log.open("wb") as out:
-        code = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, check=False).returncode
+    try:
+        with log.open("wb") as out:
+            code = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, check=False).returncode
+    except BaseException:  # Ctrl-C, SIGTERM: the tree goes (atomic_dir), its log with it
+        log.unlink(missing_ok=True)
+        raise
     if code != 0:
         kept = cache_dir("os") / "debian-build-failed.log"
         shutil.move(log, kept)
@@ -338,6 +342,13 @@ def _install(tree: Path, debdir: Path, files: list[debpkg.DebPackage], epoch: in
         )
     log.unlink()
     _check_installed(tree, len(files))
+
+
+def install_log(tree: Path) -> Path:
+    """Where dpkg's output goes while it installs into ``tree``: beside it, named as a temporary of
+    the same build (``.<dest>.<pid>.<random>log.tmp``), so the next build of that tree reclaims the
+    log of a killed one as it does the half tree (``fsutil.reclaim_stale``); ``.<tree>.log`` stayed."""
+    return tree.with_name(f"{tree.name.removesuffix('.tmp')}log.tmp")
 
 
 def _check_installed(tree: Path, count: int) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from cernvm_build import debpkg
+from cernvm_build import debpkg, fsutil
 from cernvm_build.errors import BuildError, CvmfsError, IntegrityError
 from cernvm_build.osbuild import debian
 
@@ -455,3 +455,28 @@ def test_out_never_replaces_a_folder_that_holds_files(tmp_path: Path) -> None:
     for new in (tmp_path / "new", tmp_path / "empty"):
         debian.copy_tree(src, new)
         assert (new / "etc" / "os-release").read_text() == "ID=debian\n"
+
+
+def test_a_killed_install_s_log_is_reclaimed_with_its_tree(tmp_path: Path) -> None:
+    """A build killed while dpkg ran left ``..debian12-<key>.<pid>.<rnd>.tmp.log`` in the cache for
+    ever (pr19b finding 11): the log is named as a temporary of the build, reclaimed with the tree."""
+    dest = tmp_path / "debian12-0123456789abcdef01234567"
+    made = subprocess.run(  # a process that has ended: its temporaries are stale
+        [
+            sys.executable,
+            "-c",
+            "import sys, tempfile; from pathlib import Path; from cernvm_build.fsutil import temp_prefix;"
+            "from cernvm_build.osbuild import debian; d = Path(sys.argv[1]);"
+            "t = Path(tempfile.mkdtemp(prefix=temp_prefix(d), suffix='.tmp', dir=d.parent));"
+            "debian.install_log(t).write_bytes(b'dpkg output'); print(t)",
+            dest,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [Path(made).name, Path(made).name[:-4] + "log.tmp"]
+    )
+    fsutil.reclaim_stale(dest)
+    assert list(tmp_path.iterdir()) == []
