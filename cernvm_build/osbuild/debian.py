@@ -397,7 +397,7 @@ def check_new_folder(dest: Path) -> None:
     if dest.is_symlink() or (dest.exists() and (not dest.is_dir() or any(dest.iterdir()))):
         raise BuildError(
             f"{dest}: already exists and is not an empty directory",
-            hint="give a new folder: the tree is copied there whole (nothing is merged into a folder)",
+            hint="give a new folder, or remove this one first (an earlier copy): the tree is copied whole",
             where="--out",
         )
 
