@@ -24,6 +24,7 @@ import shlex
 import shutil
 import subprocess
 import tarfile
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from .. import cachekey, debpkg
 from ..bootloader.kernel import Kernel
 from ..cvmfs.tar_limits import bounded_tarinfo
 from ..errors import BuildError, IntegrityError
-from ..fsutil import atomic_dir, remove_tree, sha256_file
+from ..fsutil import atomic_dir, remove_tree, sha256_file, temp_prefix
 from ..paths import cache_dir, data_dir
 from ..proc import run, streamed
 from . import aptindex, inroot, resolve
@@ -400,6 +401,15 @@ def check_new_folder(dest: Path) -> None:
             hint="give a new folder, or remove this one first (an earlier copy): the tree is copied whole",
             where="--out",
         )
+    try:  # a folder can be made there: a file as its parent or /proc was a traceback after the build
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.rmdir(tempfile.mkdtemp(prefix=temp_prefix(dest), suffix=".tmp", dir=dest.parent))
+    except OSError as e:
+        raise BuildError(
+            f"{dest}: cannot make this folder: {e.strerror}",
+            hint="give a folder in a place you can write to",
+            where="--out",
+        ) from None
 
 
 def copy_tree(src: Path, dest: Path) -> None:

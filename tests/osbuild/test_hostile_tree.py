@@ -480,3 +480,19 @@ def test_a_killed_install_s_log_is_reclaimed_with_its_tree(tmp_path: Path) -> No
     )
     fsutil.reclaim_stale(dest)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("where", ["a-file/x", "/proc/x"])
+def test_out_where_no_folder_can_be_made_is_refused_before_the_build(tmp_path: Path, where: str) -> None:
+    """``--out`` below a file, or in /proc: a FileExistsError/FileNotFoundError traceback after the
+    minutes-long build (pr19b finding 16); one line naming --out, before it."""
+    (tmp_path / "a-file").write_text("x\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "cernvm_build.cli.main", "os", "debian12", "--out", where],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == BuildError.exit_code, proc.stderr
+    assert proc.stderr.startswith(f"error: --out: {where}: cannot make this folder: ")
+    assert "Traceback" not in proc.stderr and sorted(os.listdir(tmp_path)) == ["a-file"]
