@@ -60,3 +60,25 @@ def test_a_version_that_is_no_release_version_is_refused_before_any_work(
     err = capsys.readouterr().err
     assert f"--version: release version '{version}' is not of the form YYYY.MM-N" in err
     assert "Traceback" not in err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("saved", "kept"),
+    [
+        ("[1, 2]", {}),
+        ('{"total": "12.5", "publish demo OS": true, "build release": 3}', {"build release": 3.0}),
+        ("not json", {}),
+    ],
+)
+def test_a_damaged_record_of_the_last_run_is_no_timing(
+    saved: str, kept: dict[str, float], tmp_path: Path
+) -> None:
+    """The last run's timings, damaged: a list was an AttributeError, a text a ValueError (``:.1f``)
+    after a whole successful run (pr19b finding 17)."""
+    from cernvm_build.demo import flow
+
+    state = tmp_path / "last-run.json"
+    state.write_text(saved)
+    assert flow.previous_timings(state) == kept
+    run = flow.DemoRun(previous=flow.previous_timings(state))
+    assert run.to_json()["previous_total_seconds"] is None
