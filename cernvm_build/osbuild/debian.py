@@ -128,9 +128,9 @@ def build_debian_tree(
     packages = select_packages(release, lists=lists, keyring=keyring)
     key = _inputs(release, packages, kernel, epoch)
     dest = cache_dir("os") / f"debian{release}-{key[:24]}"
-    done = dest.parent / f".{dest.name}.json"
+    done = _marker(dest)
     kver = kernel.version if kernel else None
-    if done.is_file() and cachekey.read_marker(done, key) is not None:
+    if reusable(dest, key):
         return DebianTree(dest, release, key, packages, kver, reused=True)
     if os.geteuid() != 0:
         raise BuildError(
@@ -150,10 +150,31 @@ def build_debian_tree(
         _install(tree, debdir, files, epoch, kver)
         _scrub(tree, epoch)
     cachekey.write_marker(done, key, {"packages": len(packages)})
+    keep_only(dest, release)
+    return DebianTree(dest, release, key, packages, kver, reused=False)
+
+
+def _marker(dest: Path) -> Path:
+    return dest.parent / f".{dest.name}.json"
+
+
+def reusable(dest: Path, key: str) -> bool:
+    """Whether the tree ``dest`` was built from the inputs ``key``: its marker says so and the tree
+    is there. A marker whose tree was removed said "reused" for ever (``--out`` then failed in cp,
+    the demo's publish on a missing folder, and no re-run built it again: pr19b finding 18)."""
+    done = _marker(dest)
+    return dest.is_dir() and done.is_file() and cachekey.read_marker(done, key) is not None
+
+
+def keep_only(dest: Path, release: str) -> None:
+    """One tree per release is kept: the others go with their markers (a marker left behind named a
+    tree that was gone). A build's temporaries (``.<tree>.<pid>.….tmp``) are not touched."""
     for old in dest.parent.glob(f"debian{release}-*"):
         if old.name != dest.name:
-            remove_tree(old)  # one tree per release is kept
-    return DebianTree(dest, release, key, packages, kver, reused=False)
+            remove_tree(old)
+    for marker in dest.parent.glob(f".debian{release}-*.json"):
+        if marker != _marker(dest):
+            marker.unlink(missing_ok=True)
 
 
 @contextmanager

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from cernvm_build import debpkg, fsutil
+from cernvm_build import cachekey, debpkg, fsutil
 from cernvm_build.errors import BuildError, CvmfsError, IntegrityError
 from cernvm_build.osbuild import debian
 
@@ -496,3 +496,20 @@ def test_out_where_no_folder_can_be_made_is_refused_before_the_build(tmp_path: P
     assert proc.returncode == BuildError.exit_code, proc.stderr
     assert proc.stderr.startswith(f"error: --out: {where}: cannot make this folder: ")
     assert "Traceback" not in proc.stderr and sorted(os.listdir(tmp_path)) == ["a-file"]
+
+
+def test_a_marker_without_its_tree_is_not_a_reused_tree(tmp_path: Path) -> None:
+    """Keeping one tree per release removed the others but not their markers: building those inputs
+    again said "reused" for a folder that was gone, for ever (pr19b finding 18)."""
+    old, new = tmp_path / "debian12-aaaa", tmp_path / "debian12-bbbb"
+    for tree, key in ((old, "a" * 64), (new, "b" * 64)):
+        (tree / "etc").mkdir(parents=True)
+        cachekey.write_marker(tmp_path / f".{tree.name}.json", key, {"packages": 1})
+    running = tmp_path / ".debian12-cccc.123.xyz.tmp"  # a concurrent build's temporary: kept
+    running.mkdir()
+    assert debian.reusable(old, "a" * 64) and not debian.reusable(old, "b" * 64)
+    debian.keep_only(new, "12")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".debian12-bbbb.json", running.name, new.name]
+    assert not debian.reusable(old, "a" * 64) and debian.reusable(new, "b" * 64)
+    fsutil.remove_tree(new)  # by hand: its marker stays, and says nothing any more
+    assert not debian.reusable(new, "b" * 64)
