@@ -129,11 +129,21 @@ def _load_memo() -> None:
     _RECORDS.clear()
     try:
         saved = json.loads(_memo().read_text())
-        if saved.get("state") == state:
+        if saved.get("state") == state and _usable(saved["records"]):
             _RECORDS.update(saved["records"])
     except (OSError, ValueError, KeyError, AttributeError):
         pass
     _MEMO_STATE = state
+
+
+def _usable(records: object) -> bool:
+    """Whether a memo's records are as ``_index_records`` wrote them (apt's records, with the fields
+    read from them): a damaged memo (a list, a record that is a number) was a TypeError traceback
+    in every build that asked for a package; it is asked of apt again."""
+    return isinstance(records, dict) and all(
+        isinstance(r, dict) and all(isinstance(r.get(k), str) for k in ("Package", "Version", "SHA256"))
+        for r in records.values()
+    )
 
 
 def _index_records(specs: tuple[str, ...], what: str = "Debian package") -> tuple[dict[str, str], ...]:

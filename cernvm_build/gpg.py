@@ -24,6 +24,8 @@ from .fsutil import TooLarge, atomic_write, read_capped
 from .proc import run
 
 MAX_KEY_FILE = 16 << 20  # bytes of a key file (an armored keyring of many keys is some 100 KB)
+#: bytes of a clearsigned file (Debian's InRelease is ~150 KB, Ubuntu's ~250 KB)
+MAX_CLEARSIGNED = 64 << 20
 
 
 def _key_file(path: Path) -> bytes:
@@ -181,10 +183,20 @@ class Keyring:
         return self._valid_signer(self._gpg("--verify", signature, data, check=False), str(data))
 
     def verify_clearsigned(self, path: Path) -> tuple[str, bytes]:
-        """``(fingerprint, signed content)`` of a clearsigned file (e.g. InRelease)."""
+        """``(fingerprint, signed content)`` of a clearsigned file (e.g. InRelease). gpg reads a copy
+        of its bytes, a regular file's within MAX_CLEARSIGNED: an InRelease that was a FIFO or a
+        link to /dev/zero (``os --apt-lists DIR``) kept gpg waiting or reading for ever."""
+        try:
+            data = read_capped(path, MAX_CLEARSIGNED)
+        except OSError as e:
+            raise IntegrityError(
+                f"{path}: cannot read the signed file: {e.strerror}",
+                hint="a clearsigned file (InRelease) is a regular file of a few hundred KB: fetch it again",
+            ) from None
         with tempfile.TemporaryDirectory(dir=self.home) as d:
-            out = Path(d, "content")
-            status = self._gpg("--output", out, "--verify", path, check=False)
+            out, signed = Path(d, "content"), Path(d, "signed")
+            signed.write_bytes(data)
+            status = self._gpg("--output", out, "--verify", signed, check=False)
             fpr = self._valid_signer(status, str(path))
             return fpr, out.read_bytes()
 

@@ -11,9 +11,14 @@ from __future__ import annotations
 
 import re
 
+from .numtext import decimal
+
 _DEB_PART = re.compile(r"(\D*)(\d*)", re.ASCII)
 _RPM_SEGMENT = re.compile(r"[0-9]+|[A-Za-z]+", re.ASCII)
-DebKey = tuple[int, list[tuple[int, int | str]], list[tuple[int, int | str]]]
+#: a part's runs: (0, non-digits as ordered) or (1, (length, digits) without leading zeros): a digit
+#: run compared as text of its length, never int() (which refuses more than 4,300 digits)
+DebPart = list[tuple[int, str | tuple[int, str]]]
+DebKey = tuple[int, DebPart, DebPart]
 
 
 def debian_key(version: str) -> DebKey:
@@ -27,14 +32,15 @@ def debian_key(version: str) -> DebKey:
     return _epoch(epoch), _deb_part(upstream), _deb_part(revision)
 
 
-def _deb_part(part: str) -> list[tuple[int, int | str]]:
+def _deb_part(part: str) -> DebPart:
     """dpkg's order of one version part: alternating non-digit (with ``~`` lowest) and digit runs."""
-    key: list[tuple[int, int | str]] = []
+    key: DebPart = []
     for nondigit, digit in _DEB_PART.findall(part):
         if not nondigit and not digit:
             continue
         key.append((0, "".join(_deb_char(c) for c in nondigit) + "\x02"))
-        key.append((1, int(digit or 0)))
+        number = digit.lstrip("0")
+        key.append((1, (len(number), number)))
     key.append((0, "\x01"))  # the end of the part: after '~', before anything else
     return key
 
@@ -67,7 +73,8 @@ def _evr(evr: str) -> tuple[int, str, str]:
 
 
 def _epoch(text: str) -> int:
-    return int(text) if text.isascii() and text.isdigit() else 0
+    # past 18 digits no tool takes it (dpkg: an int, rpm: 32 bits): malformed, so 0 as any other
+    return decimal(text) or 0
 
 
 def rpmvercmp(a: str, b: str) -> int:

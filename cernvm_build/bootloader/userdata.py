@@ -276,7 +276,7 @@ def parse(data: bytes | str) -> Parsed:
         key, value = (s.strip() for s in line.split("=", 1))
         value = unquote(value)
         if key not in SPEC:
-            out.note(f"line {lineno}: unknown key '{key[:40]}' ignored (known: {', '.join(SPEC)})")
+            out.note(f"line {lineno}: unknown key {key[:40]!r} ignored (known: {', '.join(SPEC)})")
             continue
         try:
             out.values[key] = check(key, value)

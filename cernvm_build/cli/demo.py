@@ -31,6 +31,7 @@ images, reference container, SHA256SUMS, index) and verify it, boot the image wi
                                         verified packages (root; first run fetches ~190 packages)
   cernvm-build demo --json              the run's steps, timings and locations, for scripts
   cernvm-build demo --plan              only the resolved profile and what it would build
+  cernvm-build demo --plan --os debian12   ... for the Debian 12 run
   cernvm-build demo --plan --profile el9   the plan for another profile
 
 A second run reuses the caches (packages, kernel, the published snapshot, a verified release built
@@ -67,9 +68,19 @@ def plan(p: profile.Profile) -> list[Step]:
 
 
 def cmd_demo(args: argparse.Namespace, out: Output) -> int:
+    from ..demo.flow import demo_profile
+
     if not args.plan:
+        if args.profile is not None:  # the run boots --os: a --profile there was silently not used
+            from ..errors import UsageError
+
+            raise UsageError(
+                "--profile only chooses the profile --plan shows",
+                hint="the run publishes and boots --os (demo or debian12); add --plan to see a profile",
+            )
         return _run(args, out)
-    p = profile.load(args.profile)
+    # without --profile: the profile the run would use (--os, and --port's server), as the run does
+    p = profile.load(args.profile) if args.profile is not None else demo_profile(args.port, args.os)
     steps = plan(p)
     commands = [f"cernvm-build image {p.name}", f"cernvm-build container {p.name}"]
     data: dict[str, Any] = {"profile": p.to_dict(), "plan": [asdict(s) for s in steps], "commands": commands}
@@ -119,7 +130,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--plan", action="store_true", help="show the profile and what it would build; run nothing"
     )
-    p.add_argument("--profile", default="demo", metavar="NAME", help="profile for --plan (default: demo)")
+    p.add_argument(
+        "--profile",
+        metavar="NAME",
+        help="profile for --plan (default: the one of --os, with --port's server)",
+    )
     p.add_argument(
         "--out", type=Path, default=Path("build/demo"), help="output folder (default: %(default)s)"
     )

@@ -22,7 +22,7 @@ from .. import __version__, launch, proc
 from ..bootloader import userdata
 from ..errors import CernVMError, NotReadyError, UsageError
 from ..launch import config
-from ..launch.bootwatch import plain
+from ..launch.bootwatch import plain, shown
 from ..launch.names import validate_name
 from ..report import scoped
 from . import flags, launch_context, launch_images
@@ -153,7 +153,7 @@ def _wait(
     except NotReadyError as e:
         if e.console_tail:
             out.err.print(f"--- {name}'s console ---", markup=False)
-            out.err.print(visible(plain(e.console_tail)), markup=False, highlight=False)  # the guest wrote it
+            out.err.print(visible(shown(e.console_tail)), markup=False, highlight=False)  # the guest wrote it
             out.err.print("---", markup=False)
         raise
 

@@ -22,7 +22,7 @@ AREA_EXTRAS = {"site": "site", "mirror": "mirror"}
 DESCRIPTION = """\
 Build the CernVM platform from declarative profiles:
 
-  cernvm-build profiles list                 the platforms this toolkit knows (EL4-EL9, demo)
+  cernvm-build profiles list                 the platforms this toolkit knows (EL4-EL9, Debian 12, demo)
   cernvm-build cvmfs publish REPO DIR        publish a tree into a CernVM-FS repository
   cernvm-build os debian12                   a Debian OS tree from verified packages
   cernvm-build image el9                     μCernVM boot images (iso, hdd, qcow2, ...)

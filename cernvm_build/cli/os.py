@@ -27,9 +27,11 @@ def cmd_os(args: argparse.Namespace, out: Output) -> int:
     from ..context import env_epoch
     from ..demo.os_tree import DEFAULT_EPOCH
     from ..osbuild import aptindex
-    from ..osbuild.debian import build_debian_tree, copy_tree
+    from ..osbuild.debian import build_debian_tree, check_new_folder, copy_tree
     from ..profile import load
 
+    if args.out:
+        check_new_folder(args.out)  # before the build, which takes minutes
     prof = load(args.profile)
     if prof.os.family != "debian":
         from ..errors import UsageError

@@ -18,7 +18,7 @@ from . import areas, flags
 from .app import Output, group_handler, styled, subparser, write_output
 
 DESCRIPTION = """\
-Declarative profiles: one YAML file per CernVM platform (EL4-EL9 and the demo).
+Declarative profiles: one YAML file per CernVM platform (EL4-EL9, Debian 12 and the demo).
 
   cernvm-build profiles list                       the platforms, their repositories and snapshots
   cernvm-build profiles show el4 --resolved        el4 with everything it extends merged in

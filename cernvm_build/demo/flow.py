@@ -120,6 +120,23 @@ def _reuse_release(release_dir: Path, prof: Profile, root_hash: str) -> bool:
     )
 
 
+def previous_timings(state: Path) -> dict[str, float]:
+    """The seconds of each step of the last run, as ``run_demo`` saved them; what is not (a damaged
+    file: a list, a step's time as text) is no timing. Shown with ``:.1f``, a text was a ValueError
+    traceback after a whole successful run (pr19b finding 17)."""
+    try:
+        saved = json.loads(state.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(saved, dict):
+        return {}
+    return {
+        k: float(v)
+        for k, v in saved.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
+    }
+
+
 def run_demo(opts: DemoOptions, say: Say) -> DemoRun:
     from ..cvmfs.serve import serve
     from ..demo.repository import publish_debian, publish_demo
@@ -128,12 +145,12 @@ def run_demo(opts: DemoOptions, say: Say) -> DemoRun:
 
     suffix = "" if opts.os == "demo" else f"-{opts.os}"  # each OS its own timings and releases
     state = cache_dir("demo") / f"last-run{suffix}.json"
-    run = DemoRun()
-    try:
-        run.previous = json.loads(state.read_text())
-    except (OSError, ValueError):
-        run.previous = {}
-    version = opts.version or time.strftime("%Y.%m-1", time.gmtime())
+    run = DemoRun(previous=previous_timings(state))
+    from ..releaseindex import check_version
+
+    # checked before any work: the release folder under --out is removed when it is not reusable,
+    # and --version ../../x or /home/me named a folder outside it (pr19b finding 10)
+    version = check_version(opts.version or time.strftime("%Y.%m-1", time.gmtime()), where="--version")
     prof = demo_profile(opts.port, opts.os)
     with ExitStack() as stack:
         with _timed(run, f"publish {opts.os} OS", say) as box:

@@ -29,6 +29,17 @@ def plain(console: str) -> str:
     return _ANSI.sub("", console)
 
 
+#: characters of one console line printed with an error: a guest's 200 KB line (a NUL-padded panic
+#: message, a binary written to the console) is cut here, not printed whole
+LINE_MAX = 300
+
+
+def shown(console: str) -> str:
+    """``console`` as an error shows it: ``plain``, each line cut after LINE_MAX characters (lines
+    end at a line feed only: other separators are the guest's bytes, shown escaped)."""
+    return "\n".join(ln if len(ln) <= LINE_MAX else ln[:LINE_MAX] + "…" for ln in plain(console).split("\n"))
+
+
 @dataclass(frozen=True)
 class BootFailure:
     reason: str  # the panic's own message

@@ -24,6 +24,7 @@ import shlex
 import shutil
 import subprocess
 import tarfile
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,8 +32,9 @@ from pathlib import Path
 
 from .. import cachekey, debpkg
 from ..bootloader.kernel import Kernel
+from ..cvmfs.tar_limits import bounded_tarinfo
 from ..errors import BuildError, IntegrityError
-from ..fsutil import atomic_dir, remove_tree, sha256_file
+from ..fsutil import atomic_dir, remove_tree, sha256_file, temp_prefix
 from ..paths import cache_dir, data_dir
 from ..proc import run, streamed
 from . import aptindex, inroot, resolve
@@ -126,9 +128,9 @@ def build_debian_tree(
     packages = select_packages(release, lists=lists, keyring=keyring)
     key = _inputs(release, packages, kernel, epoch)
     dest = cache_dir("os") / f"debian{release}-{key[:24]}"
-    done = dest.parent / f".{dest.name}.json"
+    done = _marker(dest)
     kver = kernel.version if kernel else None
-    if done.is_file() and cachekey.read_marker(done, key) is not None:
+    if reusable(dest, key):
         return DebianTree(dest, release, key, packages, kver, reused=True)
     if os.geteuid() != 0:
         raise BuildError(
@@ -148,10 +150,31 @@ def build_debian_tree(
         _install(tree, debdir, files, epoch, kver)
         _scrub(tree, epoch)
     cachekey.write_marker(done, key, {"packages": len(packages)})
+    keep_only(dest, release)
+    return DebianTree(dest, release, key, packages, kver, reused=False)
+
+
+def _marker(dest: Path) -> Path:
+    return dest.parent / f".{dest.name}.json"
+
+
+def reusable(dest: Path, key: str) -> bool:
+    """Whether the tree ``dest`` was built from the inputs ``key``: its marker says so and the tree
+    is there. A marker whose tree was removed said "reused" for ever (``--out`` then failed in cp,
+    the demo's publish on a missing folder, and no re-run built it again: pr19b finding 18)."""
+    done = _marker(dest)
+    return dest.is_dir() and done.is_file() and cachekey.read_marker(done, key) is not None
+
+
+def keep_only(dest: Path, release: str) -> None:
+    """One tree per release is kept: the others go with their markers (a marker left behind named a
+    tree that was gone). A build's temporaries (``.<tree>.<pid>.….tmp``) are not touched."""
     for old in dest.parent.glob(f"debian{release}-*"):
         if old.name != dest.name:
-            remove_tree(old)  # one tree per release is kept
-    return DebianTree(dest, release, key, packages, kver, reused=False)
+            remove_tree(old)
+    for marker in dest.parent.glob(f".debian{release}-*.json"):
+        if marker != _marker(dest):
+            marker.unlink(missing_ok=True)
 
 
 @contextmanager
@@ -213,9 +236,12 @@ def _unpack(tree: Path, files: list[debpkg.DebPackage]) -> None:
 def _unpack_deb(root: inroot.Root, deb: debpkg.DebPackage) -> None:
     """One package's data.tar into ``root``, as dpkg would put it there (numeric owners, modes)."""
     name, bad = "?", None
+    # headers bounded as every tar reader of the toolkit bounds them: a GNU long-name or PAX header
+    # declaring 1 GiB (1 MB of gzip) was read into memory whole (a MemoryError traceback)
+    tarinfo = bounded_tarinfo(f"package {deb.name} ({deb.path.name})")
     with streamed(["dpkg-deb", "--fsys-tarfile", deb.path]) as tool:
         try:
-            with tarfile.open(fileobj=tool.stdout, mode="r|", bufsize=1 << 20) as tar:
+            with tarfile.open(fileobj=tool.stdout, mode="r|", bufsize=1 << 20, tarinfo=tarinfo) as tar:
                 for m in tar:
                     name = m.name
                     _unpack_member(root, deb, tar, m)
@@ -250,6 +276,10 @@ def _unpack_member(
         raise _member_error(deb, m.name, "the tree's root can only be a directory")
     if not (0 <= m.uid <= _MAX_ID and 0 <= m.gid <= _MAX_ID):  # chown raised OverflowError (pr17c 9)
         raise _member_error(deb, m.name, f"owner id {m.uid}:{m.gid} is out of range (0..{_MAX_ID})")
+    if m.issparse():  # dpkg's tar reader has no sparse type; tarfile writes the holes out as zeros
+        raise _member_error(
+            deb, m.name, f"a sparse member ({m.size} B of holes and data), which dpkg refuses"
+        )
     if m.isdir():
         root.mkdir(rel, m.mode & 0o7777, m.uid, m.gid)
     elif m.isreg():
@@ -313,10 +343,14 @@ def _install(tree: Path, debdir: Path, files: list[debpkg.DebPackage], epoch: in
         'umount "$T/.debs"',
     ]
     script = "\n".join(lines) + "\n"
-    log = tree.parent / f".{tree.name}.log"
+    log = install_log(tree)
     argv = ["unshare", "--mount", "--propagation", "private", "--pid", "--fork", "sh", "-c", script]
-    with log.open("wb") as out:
-        code = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, check=False).returncode
+    try:
+        with log.open("wb") as out:
+            code = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, check=False).returncode
+    except BaseException:  # Ctrl-C, SIGTERM: the tree goes (atomic_dir), its log with it
+        log.unlink(missing_ok=True)
+        raise
     if code != 0:
         kept = cache_dir("os") / "debian-build-failed.log"
         shutil.move(log, kept)
@@ -330,6 +364,13 @@ def _install(tree: Path, debdir: Path, files: list[debpkg.DebPackage], epoch: in
         )
     log.unlink()
     _check_installed(tree, len(files))
+
+
+def install_log(tree: Path) -> Path:
+    """Where dpkg's output goes while it installs into ``tree``: beside it, named as a temporary of
+    the same build (``.<dest>.<pid>.<random>log.tmp``), so the next build of that tree reclaims the
+    log of a killed one as it does the half tree (``fsutil.reclaim_stale``); ``.<tree>.log`` stayed."""
+    return tree.with_name(f"{tree.name.removesuffix('.tmp')}log.tmp")
 
 
 def _check_installed(tree: Path, count: int) -> None:
@@ -372,7 +413,29 @@ def _scrub(tree: Path, epoch: int) -> None:
     os.utime(tree, (epoch, epoch))
 
 
+def check_new_folder(dest: Path) -> None:
+    """``dest`` may take a copy of a tree: it is missing or an empty directory (not a symlink). The
+    copy replaces it whole: ``--out ~/work`` deleted what that folder held (pr19b finding 7)."""
+    if dest.is_symlink() or (dest.exists() and (not dest.is_dir() or any(dest.iterdir()))):
+        raise BuildError(
+            f"{dest}: already exists and is not an empty directory",
+            hint="give a new folder, or remove this one first (an earlier copy): the tree is copied whole",
+            where="--out",
+        )
+    try:  # a folder can be made there: a file as its parent or /proc was a traceback after the build
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.rmdir(tempfile.mkdtemp(prefix=temp_prefix(dest), suffix=".tmp", dir=dest.parent))
+    except OSError as e:
+        raise BuildError(
+            f"{dest}: cannot make this folder: {e.strerror}",
+            hint="give a folder in a place you can write to",
+            where="--out",
+        ) from None
+
+
 def copy_tree(src: Path, dest: Path) -> None:
-    """A copy of a built tree at ``dest`` (replaced whole, or not at all): owners, modes, times, xattrs."""
+    """A copy of a built tree at ``dest``, a new folder (``check_new_folder``), made whole or not at
+    all: owners, modes, times, xattrs."""
+    check_new_folder(dest)
     with atomic_dir(dest) as tmp:
         run(["cp", "-a", "--reflink=auto", f"{src}/.", str(tmp)])

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from .. import utcdate
@@ -182,7 +183,8 @@ def _family(v: Values) -> None:
 
 def _vsyscall(v: Values) -> None:
     release = v.values["os.release"]
-    if not isinstance(release, int) or release > 6:
+    # EL's old glibc only: a debian profile's release 5 is already refused for its family
+    if not isinstance(release, int) or release > 6 or v.values["os.family"] != "el":
         return
     cmdline = v.values["bootloader.cmdline"]
     reason = v.values["bootloader.no_vsyscall_reason"]
@@ -286,7 +288,7 @@ def _keys(v: Values) -> None:
                 v,
                 "cvmfs.public_keys",
                 f"{problem}: {display(path)}",
-                "relative key paths are relative to the profile file; a key is a PEM 'BEGIN PUBLIC KEY' file",
+                "relative key paths are relative to the profile file; a key is a PEM RSA 'BEGIN PUBLIC KEY'",
                 pos=written.get(path),
             )
 
@@ -306,9 +308,11 @@ def _pem_problem(path: Path) -> str | None:
     if b"-----BEGIN PUBLIC KEY-----" not in data:
         return "not a PEM public key (no BEGIN PUBLIC KEY)"
     try:
-        load_pem_public_key(data)
+        key = load_pem_public_key(data)
     except (ValueError, TypeError):
         return "corrupt PEM public key"
+    if not isinstance(key, rsa.RSAPublicKey):  # CernVM-FS whitelists are RSA-signed: the boot refuses it
+        return "not an RSA public key (CernVM-FS signs with RSA only)"
     return None
 
 

@@ -98,7 +98,7 @@ are any. Besides the types and values below, these rules hold across settings:
   says why not;
 - `cvmfs.servers` are http(s) URLs that name the repository (`@fqrn@` or the name itself);
   `cvmfs.http_proxy` is `DIRECT`, `auto` or http proxies joined by `|` and `;`;
-- `cvmfs.public_keys` exist and are PEM public keys that parse;
+- `cvmfs.public_keys` exist and are PEM RSA public keys that parse;
 - either `kernel.package` (for `os.arch`: `-amd64` or `-arm64`), or `kernel.vmlinuz` with
   `kernel.modules` (existing file and folder);
 - `context` keys are the ones the μCernVM bootloader honours, with values it accepts (it would

@@ -50,8 +50,17 @@ def test_the_cases_a_naive_order_gets_wrong() -> None:
     assert vercmp.rpm_compare("1.0^git1-1", "1.0-1") == 1 and vercmp.rpm_compare("1.0-10", "1.0-9") == 1
 
 
-@pytest.mark.parametrize("v", ["", ":", "x:1", "-", "1:-", "²:1", "1.0-", "~", "^", "\x00", "٣"])
+@pytest.mark.parametrize(
+    "v", ["", ":", "x:1", "-", "1:-", "²:1", "1.0-", "~", "^", "\x00", "٣", "1" * 5000, "9" * 5000 + ":1"]
+)
 def test_any_string_has_a_place(v: str) -> None:
     """Versions are read from metadata: no string raises, whatever it holds."""
     vercmp.debian_key(v) < vercmp.debian_key("1.0")  # noqa: B015
     assert vercmp.rpm_compare(v, "1.0-1") in (-1, 0, 1) and vercmp.rpm_compare(v, v) == 0
+
+
+def test_long_digit_runs_keep_their_order() -> None:
+    """Digit runs past int()'s 4,300 digits (a ValueError, pr19b finding 1) compare by value."""
+    big, bigger = "1" + "0" * 5000, "2" + "0" * 5000
+    assert vercmp.debian_key(f"1.{big}") < vercmp.debian_key(f"1.{bigger}")
+    assert vercmp.debian_key(f"1.00{big}") == vercmp.debian_key(f"1.{big}") > vercmp.debian_key("1.9")

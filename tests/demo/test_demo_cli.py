@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from cernvm_build.cli.main import main
@@ -25,3 +28,57 @@ def test_bad_demo_flags_are_one_usage_line(
     assert stop.value.code == 2
     err = capsys.readouterr().err
     assert said in err and "Traceback" not in err
+
+
+def test_plan_shows_the_profile_the_run_uses(capsys: pytest.CaptureFixture[str]) -> None:
+    """``demo --plan --os debian12`` showed the demo OS's profile, and ``--port`` was not in its
+    servers; a ``--profile`` given to the run was silently not used (pr19b finding 8)."""
+    assert main(["demo", "--plan", "--os", "debian12", "--port", "8123", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["profile"]["name"] == "debian12" and data["profile"]["os"]["family"] == "debian"
+    assert data["profile"]["cvmfs"]["servers"] == ["http://127.0.0.1:8123/cvmfs/@fqrn@"]
+    assert main(["demo", "--plan", "--profile", "el9", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["profile"]["name"] == "el9"
+    assert main(["demo", "--no-boot", "--profile", "debian12"]) == 2
+    err = capsys.readouterr().err
+    assert "--profile only chooses the profile --plan shows" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("version", ["../../victim", "/abs/victim", "2026.13-1", "latest"])
+def test_a_version_that_is_no_release_version_is_refused_before_any_work(
+    version: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``demo --version ../../victim``: the release folder under --out is removed when it cannot be
+    reused, and that path named a folder outside it (pr19b finding 10). Refused before publishing."""
+    from cernvm_build.demo import repository
+
+    def no_work(*_: object, **__: object) -> None:
+        raise AssertionError("the demo started working")
+
+    monkeypatch.setattr(repository, "publish_demo", no_work)
+    assert main(["demo", "--no-boot", "--out", str(tmp_path / "out"), "--version", version]) != 0
+    err = capsys.readouterr().err
+    assert f"--version: release version '{version}' is not of the form YYYY.MM-N" in err
+    assert "Traceback" not in err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("saved", "kept"),
+    [
+        ("[1, 2]", {}),
+        ('{"total": "12.5", "publish demo OS": true, "build release": 3}', {"build release": 3.0}),
+        ("not json", {}),
+    ],
+)
+def test_a_damaged_record_of_the_last_run_is_no_timing(
+    saved: str, kept: dict[str, float], tmp_path: Path
+) -> None:
+    """The last run's timings, damaged: a list was an AttributeError, a text a ValueError (``:.1f``)
+    after a whole successful run (pr19b finding 17)."""
+    from cernvm_build.demo import flow
+
+    state = tmp_path / "last-run.json"
+    state.write_text(saved)
+    assert flow.previous_timings(state) == kept
+    run = flow.DemoRun(previous=flow.previous_timings(state))
+    assert run.to_json()["previous_total_seconds"] is None

@@ -1116,3 +1116,11 @@ def test_the_cli_ranges_are_the_compressor_and_the_downloader_ones() -> None:
     from cernvm_build.cvmfs.replicate import MAX_JOBS
 
     assert LEVELS["lz4"] == cli_image.INITRD_LEVELS and cli_image.SEED_JOBS == (1, MAX_JOBS)
+
+
+def test_an_unknown_key_is_reported_escaped() -> None:
+    """The init writes the messages to the console: an unknown key holding terminal escapes (OSC 52,
+    a screen clear) was written there raw (pr19b finding 9); every other message quotes input as repr."""
+    p = userdata.parse("[ucernvm-begin]\n\x1b]52;c;eA\x07\x1b[2J=1\n[ucernvm-end]\n")
+    assert p.messages and "\x1b" not in p.messages[0] and "\x07" not in p.messages[0]
+    assert "unknown key '\\x1b]52;c;eA\\x07\\x1b[2J' ignored" in p.messages[0]

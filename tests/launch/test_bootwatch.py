@@ -153,3 +153,18 @@ def test_the_console_reaches_the_terminal_escaped(
         assert main(["console", "--log", "vm"], connect=lambda uri: driver_host(conn)) == 0
         assert ("\x1b" not in out.getvalue()) is escaped and "clipboard" in out.getvalue()
         assert ("Started sshd" in out.getvalue()) is escaped  # raw to a pipe, as the guest wrote it
+
+
+def test_a_huge_console_line_is_cut_where_it_is_printed(
+    driver_uri: str, launch_env: Path, image: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 200 KB panic line (NULs, a binary on the console) was printed whole with wait's error
+    (pr19b finding 5): each console line is cut after LINE_MAX characters, the rest still shown."""
+    conn = libvirt.open(driver_uri)
+    create(conn, request(launch_env, image, "vm"))
+    huge = "[ 1.0] ucernvm: error: " + "\x00A" * 50_000 + "\n[ 2.0] ucernvm: panic: " + "B" * 100_000 + "\n"
+    _console(conn, "vm").write_text("Linux version 6.1\n" + huge)
+    assert main(["wait", "vm", "--timeout", "600"], connect=lambda uri: driver_host(conn)) == 8
+    err = capsys.readouterr().err
+    assert "ucernvm: error: \\x00A\\x00A" in err and "ucernvm: panic: BBB" in err
+    assert max(len(line) for line in err.splitlines()) < 4 * bootwatch.LINE_MAX + 100

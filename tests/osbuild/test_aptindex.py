@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -116,3 +117,17 @@ def test_cli_says_what_is_wrong_in_one_line(tmp_path: Path) -> None:
     assert proc.returncode == IntegrityError.exit_code
     err = proc.stderr.strip().splitlines()
     assert err[0].startswith("error: ") and "bad signature" in err[0] and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("records", [[1], {"busybox": 5}, {"busybox": {"Package": "busybox"}}])
+def test_a_damaged_memo_of_apt_s_answers_is_asked_again(
+    records: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The memo of apt-cache's records, of the current state but damaged: TypeError/KeyError
+    tracebacks (pr19b finding 13); apt is asked again."""
+    monkeypatch.setenv("CERNVM_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(debpkg, "_MEMO_STATE", None)
+    monkeypatch.setattr(debpkg, "_RECORDS", {})
+    debpkg._memo().write_text(json.dumps({"state": debpkg._apt_state(), "records": records}))
+    name, version, _arch, sha256 = debpkg.resolve("busybox")
+    assert name == "busybox" and version and len(sha256) == 64

@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -202,3 +203,23 @@ def test_a_list_inflating_past_its_signed_size_is_refused_without_being_held(
     out = json.loads(proc.stdout)
     assert out["grew_kb"] < 16 << 10, out  # the 64 MiB were never held
     assert out["err"].startswith("IntegrityError: ") and f"longer than the {len(STANZA)} B" in out["err"]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero", "directory"])
+def test_an_inrelease_that_is_no_file_is_refused_not_waited_on(
+    tmp_path: Path, key: tuple[Path, Path], kind: str
+) -> None:
+    """``os --apt-lists DIR`` whose InRelease is a FIFO or a link to /dev/zero kept gpg waiting or
+    reading for ever; a directory was 'no valid signature' (pr19b finding 6)."""
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    inrelease = lists / INRELEASE
+    if kind == "fifo":
+        os.mkfifo(inrelease)
+    elif kind == "dev-zero":
+        inrelease.symlink_to("/dev/zero")
+    else:
+        inrelease.mkdir()
+    with pytest.raises(IntegrityError, match=r"InRelease: cannot read the signed file: not a regular file"):
+        aptindex.load_index(("bookworm",), lists=lists, keyring=key[1], now=NOW)

@@ -4,17 +4,19 @@ tree; a refusal is one line naming the package and member. Real .deb files (tar 
 
 from __future__ import annotations
 
+import gzip
 import io
 import os
 import subprocess
+import sys
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from cernvm_build import debpkg
-from cernvm_build.errors import IntegrityError
+from cernvm_build import cachekey, debpkg, fsutil
+from cernvm_build.errors import BuildError, CvmfsError, IntegrityError
 from cernvm_build.osbuild import debian
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="unpacking keeps owners (root)")
@@ -379,3 +381,135 @@ def test_our_files_get_fixed_modes_whatever_the_umask(tmp_path: Path, umask: int
         os.umask(old)
     modes = {p: (tree / p).stat().st_mode & 0o7777 for p in ("etc", "etc/d", "etc/d/conf", "etc/d/prog")}
     assert modes == {"etc": 0o755, "etc/d": 0o755, "etc/d/conf": 0o644, "etc/d/prog": 0o755}
+
+
+@pytest.mark.parametrize("kind", [tarfile.GNUTYPE_LONGNAME, tarfile.XHDTYPE])
+def test_a_huge_extended_header_is_refused_before_it_is_read(tmp_path: Path, kind: bytes) -> None:
+    """A GNU long-name or PAX header declaring more than any name needs (1 GiB took a 1 MB .deb and
+    was read into memory whole: MemoryError, pr19b finding 2): refused at its header, one line."""
+    from cernvm_build.cvmfs.limits import MAX_TAR_HEADER_BYTES
+
+    size = MAX_TAR_HEADER_BYTES + 512
+    head = tarfile.TarInfo("././@LongLink")
+    head.type, head.size = kind, size
+    raw = head.tobuf(format=tarfile.GNU_FORMAT if kind == tarfile.GNUTYPE_LONGNAME else tarfile.USTAR_FORMAT)
+    records = b"a" * size if kind == tarfile.GNUTYPE_LONGNAME else (b"9 a=bcd\n" * (size // 8 + 1))[:size]
+    huge = tarfile.TarInfo("./huge")
+    deb = _deb(tmp_path, "huge", [])
+    # the data archive by hand: tarfile writes no header of our choosing
+    d = tmp_path / "huge"
+    with gzip.open(d / "data.tar.gz", "wb") as f:
+        f.write(raw + records + huge.tobuf() + b"\0" * 1024)
+    deb.path.unlink()
+    subprocess.run(
+        ["ar", "rc", deb.path, "debian-binary", "control.tar.gz", "data.tar.gz"], cwd=d, check=True
+    )
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    with pytest.raises(CvmfsError, match=r"^package huge \(huge.deb\): tar .* header .* declares \d+ bytes"):
+        debian._unpack(tree, [deb])
+
+
+def test_a_sparse_member_is_refused_not_written_out(tmp_path: Path) -> None:
+    """A GNU sparse member (``tar -S``): a 500-byte .deb whose 10 GiB hole tarfile wrote out as
+    zeros (pr19b finding 3); dpkg has no such member type. Refused before anything is written."""
+    deb = _deb(tmp_path, "sparse", [])
+    d, src = tmp_path / "sparse", tmp_path / "src"
+    src.mkdir()
+    with (src / "big").open("wb") as f:
+        f.truncate(64 << 20)
+    subprocess.run(["tar", "-C", src, "--format=gnu", "-S", "-czf", d / "data.tar.gz", "./big"], check=True)
+    deb.path.unlink()
+    subprocess.run(
+        ["ar", "rc", deb.path, "debian-binary", "control.tar.gz", "data.tar.gz"], cwd=d, check=True
+    )
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    with pytest.raises(
+        IntegrityError, match=r"^package sparse \(sparse.deb\): member './big': a sparse member"
+    ):
+        debian._unpack(tree, [deb])
+    assert not (tree / "big").exists()
+
+
+def test_out_never_replaces_a_folder_that_holds_files(tmp_path: Path) -> None:
+    """``os debian12 --out DIR`` replaced DIR whole: an existing folder's files were deleted (pr19b
+    finding 7). Refused before anything is built (the CLI) and in the copy itself; a new or empty
+    folder takes the copy."""
+    src = tmp_path / "tree"
+    (src / "etc").mkdir(parents=True)
+    (src / "etc" / "os-release").write_text("ID=debian\n")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.txt").write_text("years of work\n")
+    with pytest.raises(BuildError, match=r"mine: already exists and is not an empty directory"):
+        debian.copy_tree(src, mine)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cernvm_build.cli.main", "os", "debian12", "--out", mine],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == BuildError.exit_code and "--out: " in proc.stderr.splitlines()[0]
+    assert "Traceback" not in proc.stderr and (mine / "thesis.txt").read_text() == "years of work\n"
+    (tmp_path / "empty").mkdir()
+    for new in (tmp_path / "new", tmp_path / "empty"):
+        debian.copy_tree(src, new)
+        assert (new / "etc" / "os-release").read_text() == "ID=debian\n"
+
+
+def test_a_killed_install_s_log_is_reclaimed_with_its_tree(tmp_path: Path) -> None:
+    """A build killed while dpkg ran left ``..debian12-<key>.<pid>.<rnd>.tmp.log`` in the cache for
+    ever (pr19b finding 11): the log is named as a temporary of the build, reclaimed with the tree."""
+    dest = tmp_path / "debian12-0123456789abcdef01234567"
+    made = subprocess.run(  # a process that has ended: its temporaries are stale
+        [
+            sys.executable,
+            "-c",
+            "import sys, tempfile; from pathlib import Path; from cernvm_build.fsutil import temp_prefix;"
+            "from cernvm_build.osbuild import debian; d = Path(sys.argv[1]);"
+            "t = Path(tempfile.mkdtemp(prefix=temp_prefix(d), suffix='.tmp', dir=d.parent));"
+            "debian.install_log(t).write_bytes(b'dpkg output'); print(t)",
+            dest,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [Path(made).name, Path(made).name[:-4] + "log.tmp"]
+    )
+    fsutil.reclaim_stale(dest)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("where", ["a-file/x", "/proc/x"])
+def test_out_where_no_folder_can_be_made_is_refused_before_the_build(tmp_path: Path, where: str) -> None:
+    """``--out`` below a file, or in /proc: a FileExistsError/FileNotFoundError traceback after the
+    minutes-long build (pr19b finding 16); one line naming --out, before it."""
+    (tmp_path / "a-file").write_text("x\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "cernvm_build.cli.main", "os", "debian12", "--out", where],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == BuildError.exit_code, proc.stderr
+    assert proc.stderr.startswith(f"error: --out: {where}: cannot make this folder: ")
+    assert "Traceback" not in proc.stderr and sorted(os.listdir(tmp_path)) == ["a-file"]
+
+
+def test_a_marker_without_its_tree_is_not_a_reused_tree(tmp_path: Path) -> None:
+    """Keeping one tree per release removed the others but not their markers: building those inputs
+    again said "reused" for a folder that was gone, for ever (pr19b finding 18)."""
+    old, new = tmp_path / "debian12-aaaa", tmp_path / "debian12-bbbb"
+    for tree, key in ((old, "a" * 64), (new, "b" * 64)):
+        (tree / "etc").mkdir(parents=True)
+        cachekey.write_marker(tmp_path / f".{tree.name}.json", key, {"packages": 1})
+    running = tmp_path / ".debian12-cccc.123.xyz.tmp"  # a concurrent build's temporary: kept
+    running.mkdir()
+    assert debian.reusable(old, "a" * 64) and not debian.reusable(old, "b" * 64)
+    debian.keep_only(new, "12")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".debian12-bbbb.json", running.name, new.name]
+    assert not debian.reusable(old, "a" * 64) and debian.reusable(new, "b" * 64)
+    fsutil.remove_tree(new)  # by hand: its marker stays, and says nothing any more
+    assert not debian.reusable(new, "b" * 64)

@@ -263,3 +263,11 @@ def test_a_cmdline_word_a_setting_writes_is_refused_naming_the_setting(
     assert f"set {owner} instead" in err and "Traceback" not in err
     ok = write("fine", "extends: minimal\nbootloader:\n  cmdline: [cvmdebug, 'cernvm_metadata_url=none']\n")
     assert main(["profiles", "validate", str(ok)]) == 0, capsys.readouterr().err
+
+
+def test_help_names_every_family_shipped(capsys: pytest.CaptureFixture[str]) -> None:
+    """The help listed EL4-EL9 and the demo, not the shipped debian12 (pr19b finding 12)."""
+    for argv in (["--help"], ["profiles", "--help"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+        assert "Debian 12" in capsys.readouterr().out

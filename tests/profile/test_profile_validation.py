@@ -121,3 +121,10 @@ def test_a_key_that_only_looks_like_a_setting_says_which_character_differs(
         match=re.escape(f"unknown setting (it holds {named}: names are ASCII) (did you mean 'cvmfs'?)"),
     ):
         profile.load(p)
+
+
+def test_a_debian_release_out_of_range_is_one_error_not_also_el_s(write: Write) -> None:
+    """``extends: debian12`` with ``os.release: 5``: the family's range error, and an EL5 vsyscall
+    error beside it that says nothing about a Debian profile (pr19b finding 14)."""
+    errors = errors_of(write("a", "extends: debian12\nos: {release: 5}\n"))
+    assert len(errors) == 1 and "not a release of the 'debian' family (10..13)" in errors[0]
