@@ -293,3 +293,20 @@ def test_decompressors_are_pooled_not_one_per_thread(monkeypatch: pytest.MonkeyP
     assert len(made) - len(freed) == len(lib.pool)  # none lost
     lib.close()
     assert len(made) == len(freed)
+
+
+def test_a_large_copys_inflating_and_writing_are_timed_apart(tmp_path: Path) -> None:
+    """``--stats``: an object too big to keep in memory, made for its reader, is ``fetch``,
+    ``big-inflate`` and ``big-write`` (they were one phase, where a wait could not be placed)."""
+    from cernvm_build.cvmfs.plaincache import PlainCache
+
+    store = ObjectStore(LocalFetcher(tmp_path / "srv", repo="x.test"), None, repo="x.test")
+    store.plain_cache = PlainCache(tmp_path / "cache")
+    phases = store.phases = store_mod.Phases()
+    h = hash_bytes(STREAM)
+    obj = tmp_path / "srv" / h.path()
+    obj.parent.mkdir(parents=True)
+    obj.write_bytes(STREAM)
+    os.close(store.inflated_fd(str(h), "", size=len(DATA), compressed=True, what="file"))
+    assert sorted(phases) == ["big-inflate", "big-write", "fetch"]
+    assert all(phases[k][0] == 1 for k in phases)
