@@ -328,6 +328,7 @@ class ObjectStore:
         size: int | None = None,
         cap: int | None = None,
         adler32: list[int] | None = None,
+        into: bytearray | None = None,
     ) -> Iterator[bytes]:
         """The inflated blocks, each at most BLOCK bytes (or the whole object in one, declared size
         above ``inflate.WHOLE_MIN`` and at most WHOLE_MAX, inflated by libdeflate: ``inflate.py``);
@@ -335,7 +336,9 @@ class ObjectStore:
         declared, ``cap``.
         ``adler32`` (compressed objects only): a list the Adler-32 of all the blocks is put in once
         they are all out (``PlainCache.put``'s): the zlib stream's last four bytes, which zlib (or
-        libdeflate) has checked against what it inflated by then (no second pass over the output)."""
+        libdeflate) has checked against what it inflated by then (no second pass over the output).
+        ``into``: an ``inflate.reusable`` buffer for the whole object's output (its block is then a
+        view of it: the caller must be done with it before that buffer is used again)."""
         limit = size if size is not None else cap
         if not compressed:  # no stream to take a sum from: PlainCache.put sums what it writes
             yield from blocks
@@ -350,7 +353,7 @@ class ObjectStore:
                 if whole_now:
                     data = b"".join(blocks)
                     try:
-                        whole = inflate.inflate_exact(data, size)
+                        whole = inflate.inflate_exact(data, size, into)
                     except (inflate.Overflow, inflate.Damaged):
                         # rare: zlib below says exactly what is wrong (libdeflate calls a cut trailer
                         # an overflow) and stops at the declared size, so every host gives the same
@@ -606,10 +609,17 @@ class ObjectStore:
         assert plain is not None
         h = parse_hash(name)
         laps = _laps(self.phases)
-        with self._stored(h, suffix, what, stored_limit(size, compressed, None), cached=False) as blocks:
+        with (
+            self._stored(h, suffix, what, stored_limit(size, compressed, None), cached=False) as blocks,
+            inflate.reusable() if keep is None else contextlib.nullcontext() as into,
+        ):
             laps.lap("fetch")
             adler: list[int] | None = [] if compressed else None  # the zlib stream's, else put's own
-            inflated = self._inflate_blocks(h, suffix, blocks, compressed, what, size, adler32=adler)
+            # A copy only written (``keep`` None) is inflated into a kept buffer: it is done with once
+            # ``put`` returns, before ``reusable`` ends.
+            inflated = self._inflate_blocks(
+                h, suffix, blocks, compressed, what, size, adler32=adler, into=into
+            )
             if keep is not None:
                 keep += inflated  # all of it checked before any of it is written
                 inflated = iter(keep)
