@@ -572,10 +572,17 @@ class InodeFilesystem(ll.Filesystem):
         size = max(0, min(size, entry.size - off))
         try:
             i, pos = 0, off
-            if handle is None and off == 0 and size == entry.size and not entry.is_chunked:
+            if (
+                handle is None
+                and off == 0
+                and size == entry.size
+                and not entry.is_chunked
+                and size <= ll.FRESH_MAX
+            ):
                 # A small file read whole, the usual read: its bytes in one read of the copy
                 # that also checks it (``PlainCache.read_whole``), no descriptor kept; when at
-                # hand (warm), without ``read``'s layers and its copy of the bytes.
+                # hand (warm), without ``read``'s layers and its copy of the bytes. A larger one
+                # goes by descriptor: ``reply_fd`` reads it into a kept buffer, not fresh pages.
                 data = self.repo.cached_whole(entry)
                 if data is None:
                     data = self.repo.read(entry, 0, size)

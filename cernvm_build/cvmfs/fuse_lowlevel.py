@@ -291,10 +291,37 @@ def reply_buf(req: int, data: bytes | bytearray | None, size: int | None = None)
     _send(req, data if n == len(data) else memoryview(data)[:n], n)
 
 
+#: the largest read answered from a fresh ``bytes`` (``reply_fd``): glibc's heap gives that much without
+#: new pages; a larger block comes from pages mapped (and faulted in, zeroed) for it and given back
+#: after the reply — the daemon fixes the mmap threshold at 1 MiB (``mount._tame_malloc``), which
+#: also leaves the heap's top trimmed past 128 KiB: on the host a 1 MiB ``pread`` into a fresh
+#: ``bytes`` was 257 page faults and 0.31 ms of CPU, into a kept buffer none and 0.057 ms (512 KiB:
+#: 96 faults, 0.12 vs 0.022 ms); the guest's READs of large files come in up to 1 MiB (issue 13)
+FRESH_MAX = 128 << 10
+#: kept buffers for larger reads: at most this many, of MAX_PAGES pages each (2 MiB in all)
+READ_BUFFERS = 2
+_read_buffers: list[bytearray] = []
+
+
 def reply_fd(req: int, fd: int, pos: int, size: int) -> None:
-    """Answer a read with ``size`` bytes of ``fd`` at ``pos`` (fewer at its end): one ``pread``."""
-    data = os.pread(fd, size, pos)
-    _send(req, data, len(data))
+    """Answer a read with ``size`` bytes of ``fd`` at ``pos`` (fewer at its end): one ``pread``,
+    into a kept buffer above ``FRESH_MAX`` (taken from ``_read_buffers`` for this reply only: the
+    reply's ``writev`` has copied it when it returns)."""
+    if size <= FRESH_MAX:
+        data = os.pread(fd, size, pos)
+        _send(req, data, len(data))
+        return
+    try:
+        buf = _read_buffers.pop()  # one C call under the interpreter lock: no two threads get one
+    except IndexError:
+        buf = bytearray(MAX_PAGES << 12)
+    try:
+        view = memoryview(buf) if size <= len(buf) else memoryview(bytearray(size))  # past max_pages
+        n = os.preadv(fd, [view[:size]], pos)
+        _send(req, view[:n], n)
+    finally:
+        if len(_read_buffers) < READ_BUFFERS:
+            _read_buffers.append(buf)
 
 
 def reply_statfs(req: int, numbers: dict[str, int]) -> None:

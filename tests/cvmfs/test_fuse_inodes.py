@@ -741,3 +741,45 @@ def test_an_unprivileged_user_mounts_through_fusermount3(
     finally:
         subprocess.run(["umount", "-l", str(shared / "mnt")], check=False, capture_output=True)
         shutil.rmtree(shared, ignore_errors=True)
+
+
+def test_a_large_file_read_whole_is_answered_from_a_descriptor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without OPEN, a file read whole in one READ: a small one by one checked read of its copy
+    (``reply_buf``), one above ``FRESH_MAX`` by a kept descriptor and ``reply_fd`` (a kept buffer,
+    not fresh pages per reply); both byte for byte, cold."""
+    from cernvm_build.cvmfs import fuse_lowlevel as ll
+    from cernvm_build.cvmfs.fuse_inodes import InodeFilesystem
+    from cernvm_build.cvmfs.plaincache import PlainCache
+    from cernvm_build.cvmfs.repository import open_repository
+
+    src = tmp_path / "src"
+    src.mkdir()
+    small, big = b"small\n", os.urandom(ll.FRESH_MAX + 1000)
+    (src / "small").write_bytes(small)
+    (src / "big").write_bytes(big)
+    stratum, pub = _publish(tmp_path, src)
+    got: list[tuple[str, bytes]] = []
+
+    def buf(req: int, data: Any, size: int | None = None) -> None:
+        got.append(("buf", bytes(data[: len(data) if size is None else size])))
+
+    monkeypatch.setattr(ll, "reply_buf", buf)
+    monkeypatch.setattr(
+        ll, "reply_fd", lambda req, fd, pos, size: got.append(("fd", os.pread(fd, size, pos)))
+    )
+    monkeypatch.setattr(ll, "reply_entry", lambda req, entry: None)
+
+    class Fi:
+        fh = 0
+
+    with open_repository(str(stratum), public_keys=[pub], cache_dir=tmp_path / "cache") as repo:
+        assert repo.store.cache is not None
+        repo.store.plain_cache = PlainCache(repo.store.cache.root)
+        fs = InodeFilesystem(repo)
+        fs._no_open = True  # as after the kernel's first OPEN was answered ENOSYS
+        for name, data in (("small", small), ("big", big)):
+            fs.lookup(0, 1, name.encode())
+            fs.read(0, repo.stat("/" + name).inode, len(data), 0, Fi())
+    assert got == [("buf", small), ("fd", big)]

@@ -322,3 +322,42 @@ def test_fusermount3_missing_or_failing_says_so_in_one_line(
         OSError, match=r"^\[Errno 1\] fusermount3: fusermount3: mount failed: Operation not permitted$"
     ):
         ll._fusermount(str(tmp_path), ["ro"])
+
+
+def test_a_large_read_is_answered_from_a_kept_buffer_byte_for_byte(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A READ above ``FRESH_MAX`` is read into one of the kept buffers, not a fresh ``bytes`` per
+    reply (fresh pages each time, ``reply_fd``); each reply still holds exactly its own bytes, also
+    a short one at the file's end, and the buffer goes back for the next reply."""
+    monkeypatch.setattr(ll, "_read_buffers", [])
+    data = os.urandom(3 << 20)
+    f = tmp_path / "copy"
+    f.write_bytes(data)
+    preads: list[int] = []
+    real_pread = os.pread
+    monkeypatch.setattr(ll.os, "pread", lambda fd, n, pos: preads.append(n) or real_pread(fd, n, pos))
+    kernel, daemon = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    fd = os.open(f, os.O_RDONLY)
+    try:
+        with kernel, daemon:
+            kernel.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+            daemon.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
+            monkeypatch.setattr(ll, "_dev", daemon.fileno())
+            asked = [
+                (0, 1 << 20, 7),
+                ((1 << 20) + 5, 1 << 20, 8),
+                ((3 << 20) - 1000, 1 << 20, 9),
+                (4096, 4096, 10),
+            ]
+            for pos, size, req in asked:
+                ll.reply_fd(req, fd, pos, size)
+                reply = kernel.recv(2 << 20)
+                want = data[pos : pos + size]
+                assert OUT.unpack_from(reply) == (16 + len(want), 0, req)
+                assert reply[16:] == want
+            kept = ll._read_buffers
+    finally:
+        os.close(fd)
+    assert preads == [4096]  # only the small one
+    assert len(kept) == 1 and len(kept[0]) == ll.MAX_PAGES << 12

@@ -101,7 +101,9 @@ def test_the_store_inflates_the_same_either_way(
 ) -> None:
     calls: list[int] = []
     whole = inflate.inflate_exact
-    monkeypatch.setattr(inflate, "inflate_exact", lambda data, size: calls.append(size) or whole(data, size))
+    monkeypatch.setattr(
+        inflate, "inflate_exact", lambda data, size, into=None: calls.append(size) or whole(data, size, into)
+    )
     out, adler = _inflated(tmp_path, STREAM, len(DATA))
     assert out == DATA
     assert calls == ([len(DATA)] if path == "libdeflate" else [])  # in one call where it can
@@ -116,7 +118,9 @@ def test_a_small_object_is_left_to_zlib_a_larger_one_is_not(
     above it libdeflate: the same bytes and Adler-32 either way."""
     calls: list[int] = []
     whole = inflate.inflate_exact
-    monkeypatch.setattr(inflate, "inflate_exact", lambda data, size: calls.append(size) or whole(data, size))
+    monkeypatch.setattr(
+        inflate, "inflate_exact", lambda data, size, into=None: calls.append(size) or whole(data, size, into)
+    )
     for size in (inflate.WHOLE_MIN, inflate.WHOLE_MIN + 1):
         data = DATA[:size]
         assert _inflated(tmp_path, zlib.compress(data), size) == (data, [zlib.adler32(data)])
@@ -177,7 +181,9 @@ def test_the_store_refuses_with_zlibs_message_either_way(
     is libdeflate's "overflow"), so a host with the library says exactly what one without says."""
     calls: list[int] = []
     whole = inflate.inflate_exact
-    monkeypatch.setattr(inflate, "inflate_exact", lambda data, size: calls.append(size) or whole(data, size))
+    monkeypatch.setattr(
+        inflate, "inflate_exact", lambda data, size, into=None: calls.append(size) or whole(data, size, into)
+    )
     with_libdeflate = _refusal(tmp_path, stream, size)
     assert calls == [size]  # libdeflate did see it
     monkeypatch.setattr(inflate, "available", lambda: False)
@@ -293,3 +299,80 @@ def test_decompressors_are_pooled_not_one_per_thread(monkeypatch: pytest.MonkeyP
     assert len(made) - len(freed) == len(lib.pool)  # none lost
     lib.close()
     assert len(made) == len(freed)
+
+
+def test_a_large_copys_inflating_and_writing_are_timed_apart(tmp_path: Path) -> None:
+    """``--stats``: an object too big to keep in memory, made for its reader, is ``fetch``,
+    ``big-inflate`` and ``big-write`` (they were one phase, where a wait could not be placed)."""
+    from cernvm_build.cvmfs.plaincache import PlainCache
+
+    store = ObjectStore(LocalFetcher(tmp_path / "srv", repo="x.test"), None, repo="x.test")
+    store.plain_cache = PlainCache(tmp_path / "cache")
+    phases = store.phases = store_mod.Phases()
+    h = hash_bytes(STREAM)
+    obj = tmp_path / "srv" / h.path()
+    obj.parent.mkdir(parents=True)
+    obj.write_bytes(STREAM)
+    os.close(store.inflated_fd(str(h), "", size=len(DATA), compressed=True, what="file"))
+    assert sorted(phases) == ["big-inflate", "big-write", "fetch"]
+    assert all(phases[k][0] == 1 for k in phases)
+
+
+@needs_libdeflate
+def test_an_output_buffer_is_reused_and_each_result_is_right(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``reusable``: the next caller inflates into the same buffer (grown or not), each result a view
+    of exactly its own bytes; one above REUSE_MAX, or a buffer whose old view is still held (it cannot
+    grow), gets a fresh bytearray."""
+    monkeypatch.setattr(inflate, "_spare", [])
+    small, large = DATA[: len(DATA) // 3], DATA
+    with inflate.reusable() as buf:
+        first = buf
+        out = inflate.inflate_exact(zlib.compress(small), len(small), buf)
+        assert isinstance(out, memoryview) and out == small
+        del out
+    for data in (large, small):  # grown, then a part of it
+        with inflate.reusable() as buf:
+            assert buf is first
+            out = inflate.inflate_exact(zlib.compress(data), len(data), buf)
+            assert isinstance(out, memoryview) and out == data
+            del out
+    monkeypatch.setattr(inflate, "REUSE_MAX", len(small))
+    with inflate.reusable() as buf:
+        assert buf is first
+        out = inflate.inflate_exact(STREAM, len(DATA), buf)
+        assert isinstance(out, bytearray) and out == DATA
+    monkeypatch.undo()
+    monkeypatch.setattr(inflate, "_spare", [])
+    with inflate.reusable() as buf:
+        held = inflate.inflate_exact(zlib.compress(small), len(small), buf)
+    with inflate.reusable() as buf:
+        out = inflate.inflate_exact(STREAM, len(DATA), buf)  # cannot grow under ``held``
+        assert isinstance(out, bytearray) and out == DATA
+    assert held == small
+
+
+@needs_libdeflate
+def test_large_copies_made_one_after_another_share_one_buffer_and_are_right(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plain cache's copies of large objects (written, not kept in memory) are inflated into a
+    ``reusable`` buffer: after each copy is written the next may overwrite it, and every copy on
+    the disk holds its own object's bytes."""
+    from cernvm_build.cvmfs.plaincache import TRAILER, PlainCache
+
+    monkeypatch.setattr(inflate, "_spare", [])
+    store = ObjectStore(LocalFetcher(tmp_path / "srv", repo="x.test"), None, repo="x.test")
+    store.plain_cache = PlainCache(tmp_path / "cache")
+    made = []
+    for n in (len(DATA), len(DATA) // 2, len(DATA) - 1000):  # each different, shorter after longer
+        data = DATA[:n][::-1] if n % 2 else DATA[:n]
+        stream = zlib.compress(data)
+        h = hash_bytes(stream)
+        obj = tmp_path / "srv" / h.path()
+        obj.parent.mkdir(parents=True, exist_ok=True)
+        obj.write_bytes(stream)
+        os.close(store.inflated_fd(str(h), "", size=n, compressed=True, what="file"))
+        made.append((store.plain_cache.path(str(h), ""), data))
+        assert len(inflate._spare) == 1 and len(inflate._spare[0]) >= n
+    for path, data in made:
+        assert path.read_bytes()[:-TRAILER] == data
