@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,7 +29,8 @@ def _git_started(content: Path, *args: str) -> Callable[[], str | None]:
     waited for when the returned function is called. Its output goes to a file, not a pipe: git never
     waits for this process to read, and one never waited for (a build that failed before) ends on its own.
     The one way git is run here."""
-    import subprocess  # here: a build outside a git checkout starts none
+    import shutil  # here: a build outside a git checkout starts none
+    import subprocess
     import tempfile
 
     git = shutil.which("git")
