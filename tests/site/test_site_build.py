@@ -255,6 +255,31 @@ def test_bad_front_matter_names_file_and_line(site: Path, tmp_path: Path) -> Non
     with pytest.raises(BuildError, match="need a date") as e2:
         build_site(site, tmp_path / "out")
     assert str(page) in str(e2.value.where)
+    # a date or an update given is parsed, whatever its value, and named when it is none
+    for fm, key in (
+        ('date: ""', "date"),
+        ("date: soon", "date"),
+        ('date: 2026-01-01\nupdated: ""', "updated"),
+    ):
+        page.write_text(f"---\ntitle: A post\n{fm}\n---\nbody\n")
+        with pytest.raises(BuildError, match=f"'{key}' is not a date"):
+            build_site(site, tmp_path / "out")
+    page.write_text("---\ntitle: A post\ndate: 2026-01-01\nupdated: 2026-03-04\ntags: []\n---\nbody\n")
+    build_site(site, tmp_path / "out")
+    assert "2026-03-04" in (tmp_path / "out" / "sitemap.xml").read_text()
+
+
+def test_lazy_metadata_reads_like_a_mapping(tmp_path: Path) -> None:
+    """``cache.Meta``: the head at hand, the rest read on use, a key neither holds the default (also
+    once the row is gone)."""
+    state = State(tmp_path / "state.sqlite")
+    state.put_md([("k", {"fm": {}, "code": ["c1"], "toc": [1]}, "<p>x</p>")])
+    meta = state.md_meta({"k"}, lazy=True)["k"]
+    assert (meta.get("code"), meta.get("toc"), meta.get("nope", 5), meta["toc"]) == (["c1"], [1], 5, [1])
+    gone = state.md_meta({"k"}, lazy=True)["k"]
+    state.prune_md(set())
+    assert (gone.get("code"), gone.get("toc", "d")) == (["c1"], "d")
+    state.close()
 
 
 def test_everything_from_content_is_escaped(site: Path, tmp_path: Path) -> None:
