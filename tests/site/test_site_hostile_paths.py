@@ -282,6 +282,23 @@ def test_a_file_name_that_breaks_urls_is_one_line(site: Path, tmp_path: Path, na
     os.unlink(f)
 
 
+def test_the_first_refused_name_in_a_folder_is_the_one_named(site: Path, tmp_path: Path) -> None:
+    """A folder's names are checked at once and, where one is refused, one by one in order: the first
+    (sorted) is named, whether the name or its folder's holds the character."""
+    docs = site / "content" / "docs"
+    for name in ("b#.md", "a.md", "c\x1b.md"):
+        (docs / name).write_text("---\ntitle: t\n---\nx\n")
+    with pytest.raises(BuildError, match=re.escape("'docs/b#.md' holds '#'")):
+        build_site(site, tmp_path / "out")
+    for name in ("b#.md", "c\x1b.md"):
+        (docs / name).unlink()
+    bad = docs / "x#y"
+    bad.mkdir()
+    (bad / "p.md").write_text("---\ntitle: t\n---\nx\n")
+    with pytest.raises(BuildError, match=re.escape("'docs/x#y/p.md' holds '#'")):
+        build_site(site, tmp_path / "out")
+
+
 @pytest.mark.timeout(60)  # a regression waits on the FIFO for ever: it must fail, not hang
 @pytest.mark.parametrize(
     ("rel", "linked"),
