@@ -27,7 +27,9 @@ from .build import Builder, BuildReport
 
 
 def tree_signature(root: Path) -> tuple[tuple[str, int, int], ...]:
-    """Cheap change detection: every file's path, size and modification time."""
+    """Cheap change detection: every file's path, size and modification time. A file that cannot be
+    stat'ed (a link loop, a link into a folder not readable) is there with its errno: the build reports
+    it; an ``OSError`` here was a traceback at start and, while serving, ended the watcher for good."""
     out: list[tuple[str, int, int]] = []
     for dirpath, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
@@ -35,9 +37,14 @@ def tree_signature(root: Path) -> tuple[tuple[str, int, int], ...]:
             if name.startswith("."):
                 continue
             p = os.path.join(dirpath, name)
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 st = os.stat(p)
-                out.append((p, st.st_size, st.st_mtime_ns))
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                out.append((p, -1, e.errno or 0))
+                continue
+            out.append((p, st.st_size, st.st_mtime_ns))
     return tuple(out)
 
 

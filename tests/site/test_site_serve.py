@@ -188,3 +188,30 @@ def test_the_requests_kept_are_bounded(site: Path, tmp_path: Path, monkeypatch: 
         p.stop()
     assert [path for _s, path in p.requests][:4] == [f"/no/{i}/" for i in range(4, 8)]
     assert len(p.requests) == 5 and p.requests[-1] == (404, "/" + "x" * (serve.PATH_KEPT - 1))
+
+
+def test_a_link_loop_in_the_site_is_a_failed_build_not_a_dead_watcher(
+    site: Path, tmp_path: Path, edit: Edit
+) -> None:
+    """A link loop in the site folder (ELOOP, not ENOENT, from the watcher's stat) was a traceback
+    at start, and made while serving it ended the watcher thread: no rebuild again, no word (pr19a 1)."""
+    errors: list[CernVMError] = []
+    loop = site / "content" / "loop.md"
+    loop.symlink_to(loop.name)
+    p = Preview(
+        Builder(site, tmp_path / "out"), port=0, interval=0.1, on_build=lambda r, e: e and errors.append(e)
+    )
+    p.start()
+    try:
+        assert errors and "loop.md" in str(errors[0])
+        loop.unlink()
+        url = p.url + "docs/guides/site/"
+        edit(site / "content" / "docs" / "guides" / "site.md", "This site is generated", "Looped site")
+        assert wait_for(lambda: "Looped site" in requests.get(url, timeout=10).text)
+        loop.symlink_to(loop.name)  # made while serving: the watcher goes on
+        assert wait_for(lambda: len(errors) > 1)
+        loop.unlink()
+        edit(site / "content" / "docs" / "guides" / "site.md", "Looped site", "Unlooped site")
+        assert wait_for(lambda: "Unlooped site" in requests.get(url, timeout=10).text)
+    finally:
+        p.stop()
