@@ -12,6 +12,7 @@ import collections
 import contextlib
 import http.server
 import os
+import stat
 import sys
 import threading
 import urllib.parse
@@ -122,9 +123,31 @@ class _Handler(HeaderDeadline, http.server.SimpleHTTPRequestHandler):
         path = self.translate_path(self.path)
         if os.path.isdir(path) and clean.endswith("/"):
             path = os.path.join(path, "index.html")
+        if not self._servable(path):
+            return self.send_error(404)
         if path.endswith(".html") and os.path.isfile(path):
             return self._send_page(path, f'<script src="{live}.js"></script>'.encode())
-        return super().do_GET()
+        return super().do_HEAD() if self.command == "HEAD" else super().do_GET()
+
+    # a HEAD's headers are a GET's: SimpleHTTPRequestHandler's own sent a page's length without the
+    # reload tag (and served what ``_servable`` refuses)
+    do_HEAD = do_GET
+
+    def _servable(self, path: str) -> bool:
+        """Whether what ``path`` names may be served: nothing there (a 404 follows), or a folder or a
+        regular file inside the output. A FIFO there held a server thread for ever in its open (one
+        connection slot each), and a link out of the output served what it names (/etc/passwd)."""
+        if not os.path.lexists(path):
+            return True
+        real = os.path.realpath(path)
+        top = os.path.realpath(self.directory)
+        if real != top and not real.startswith(top.rstrip(os.sep) + os.sep):
+            return False
+        try:
+            mode = os.stat(real).st_mode
+        except OSError:
+            return False
+        return stat.S_ISDIR(mode) or stat.S_ISREG(mode)
 
     def _send_page(self, path: str, tag: bytes) -> None:
         """The page at ``path`` streamed with ``tag`` before its last ``</body>`` (looked for in its

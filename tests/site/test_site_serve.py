@@ -215,3 +215,30 @@ def test_a_link_loop_in_the_site_is_a_failed_build_not_a_dead_watcher(
         assert wait_for(lambda: "Unlooped site" in requests.get(url, timeout=10).text)
     finally:
         p.stop()
+
+
+def test_only_files_and_folders_inside_the_output_are_served(preview: Preview, tmp_path: Path) -> None:
+    """A FIFO in the output held a server thread for ever in its open (a connection slot each), a link
+    out of the output served what it named, and a HEAD's length was the page's without the reload tag
+    (pr19a 2)."""
+    import os
+
+    out = preview.builder.out_dir
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not the site's")
+    (out / "secret.txt").symlink_to(secret)
+    (out / "secret.html").symlink_to(secret)
+    (out / "inside.html").symlink_to(out / "404.html")
+    os.mkfifo(out / "fifo.txt")
+    for name in ("secret.txt", "secret.html", "fifo.txt"):
+        r = requests.get(preview.url + name, timeout=10)
+        assert r.status_code == 404 and "not the site's" not in r.text, name
+    assert requests.get(preview.url + "inside.html", timeout=10).status_code == 200
+    for path in ("", "docs/", "assets/site.css"):
+        got, head = (
+            requests.get(preview.url + path, timeout=10),
+            requests.head(preview.url + path, timeout=10),
+        )
+        assert got.status_code == head.status_code == 200
+        assert head.headers["Content-Length"] == got.headers["Content-Length"] == str(len(got.content)), path
+        assert head.content == b""
