@@ -134,5 +134,7 @@ def _parse_log(text: str) -> dict[str, str]:
 
 def _log_started(content: Path) -> Callable[[], str | None]:
     # -z: names NUL-ended and never quoted (without it git quotes and escapes a name holding ", \, a tab
-    # or a newline even with core.quotePath=false, which only spares non-ASCII ones: they got no date)
-    return _git_started(content, "log", "-z", "--format=%x00%cs", "--name-only", "--relative", "--", ".")
+    # or a newline even with core.quotePath=false, which only spares non-ASCII ones: they got no date).
+    # --no-show-signature: a user's log.showSignature put each signed commit's verdict in the output
+    log = ("log", "-z", "--no-show-signature", "--format=%x00%cs", "--name-only", "--relative")
+    return _git_started(content, *log, "--", ".")
