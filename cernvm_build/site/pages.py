@@ -265,7 +265,14 @@ def make_pages(
     for rel in sorted(files):
         key = keys[rel]
         meta = metas[key]
-        if meta["fm"].get("draft"):
+        draft = meta["fm"].get("draft")
+        if draft is not None and not isinstance(draft, bool):  # "no" and "false" are true strings
+            raise BuildError(
+                f"draft must be true or false, not {_yaml_kind(draft)}",
+                where=Location(file=files[rel], key="draft"),
+                hint="write 'draft: true' (the page is left out) or 'draft: false', without quotes",
+            )
+        if draft:
             continue
         page = _source_page(cfg, rel, files[rel], key, meta, changed.get(rel), base, settings)
         if page.path in by_path:
