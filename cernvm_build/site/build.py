@@ -188,7 +188,14 @@ class Builder:
         scan's and the assets' digests recorded then too. A data file's error is raised from here."""
         state.put_sources(sources.rows, sources.gone)
         data = data_mod.load_all(self.site_dir, cfg, self.repo_metadata, yaml_memo)
-        css = _stylesheet(state, cfg.highlight_style)
+        try:
+            css = _stylesheet(state, cfg.highlight_style)
+        except ValueError:  # Pygments' ClassNotFound: no style of that name (was a traceback)
+            raise BuildError(
+                f"no highlighting style {cfg.highlight_style!r}"[:200],
+                where=f"{self.site_dir / config_mod.CONFIG_NAME}: highlight_style",
+                hint="name one of Pygments' styles, e.g. 'friendly', 'default' or 'github-dark'",
+            ) from None
         asset_sha = filedigest.digests(sources.assets, state.files())
         state.put_files(asset_sha.rows, asset_sha.gone)
         plan_code()  # the planner's own code read and hashed (``Plan.digest``), kept for the plan
