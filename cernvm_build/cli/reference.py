@@ -16,7 +16,7 @@ from pathlib import Path
 from .. import paths
 from ..fsutil import atomic_write
 from ..site import reference as site_reference
-from ..site.reference import md_cell as _md_cell
+from ..site.reference import md_text
 from . import extras
 from . import main as main_cli
 
@@ -50,7 +50,7 @@ def _command_md(
     level = "#" * min(depth, 4)
     out.append(f"{level} `{path}`\n")
     if help_line:
-        out.append(f"{help_line.strip()}\n")
+        out.append(f"{md_text(help_line.strip())}\n")
     usage = parser.format_usage().strip()
     if usage.startswith("usage: "):
         usage = usage[len("usage: ") :]
@@ -68,7 +68,7 @@ def _command_md(
         names = ", ".join(f"`{o}`" for o in action.option_strings) or f"`{action.metavar or action.dest}`"
         if action.option_strings and action.nargs != 0:
             names += f" `{action.metavar or action.dest.upper()}`"
-        rows.append(f"| {_md_cell(names)} | {_md_cell(_expand_help(parser, action))} |")
+        rows.append(f"| {md_text(names)} | {md_text(_expand_help(parser, action))} |")
     if rows:
         out.append("| argument | meaning |\n|---|---|\n" + "\n".join(rows) + "\n")
     for name, sub_help, sub in _subcommands(parser):
