@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .. import paths
-from ..fsutil import atomic_write
+from ..fsutil import atomic_write, read_capped
 from ..site import reference as site_reference
 from ..site.reference import md_text
 from . import extras
@@ -112,6 +112,10 @@ def code_key() -> str:
     return h.hexdigest()[:32]
 
 
+#: the largest kept reference read back (the CLI's is ~0.2 MB): past it, generated again
+MAX_KEPT = 16 << 20
+
+
 def cached(name: str, generate: Callable[[], str]) -> Callable[[], str]:
     """``generate`` whose text is kept per ``code_key()``: the CLI reference imports every area (with
     paramiko, libvirt...), ~0.8 CPU-s that a site build would otherwise pay even when nothing changed.
@@ -121,9 +125,11 @@ def cached(name: str, generate: Callable[[], str]) -> Callable[[], str]:
         folder = paths.cache_dir("reference")
         path = folder / f"{name}-{code_key()}.md"
         try:
-            return path.read_bytes().decode("utf-8")
-        except FileNotFoundError:
-            pass
+            text = read_capped(path, MAX_KEPT).decode("utf-8")
+        except (OSError, UnicodeDecodeError):  # absent, or damaged (not UTF-8, a folder, a FIFO: hung)
+            text = ""
+        if text:  # (an empty one is damage too: no generator writes nothing)
+            return text
         text = generate()
         try:
             for old in folder.glob(

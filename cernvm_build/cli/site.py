@@ -70,13 +70,13 @@ def _import_builder() -> tuple[Any, Any]:
     cannot be written, only means they are compiled."""
     import pickle
 
-    from ..fsutil import atomic_write
+    from ..fsutil import atomic_write, read_capped
     from ..paths import cache_dir
     from ..site import recache
 
     memo = cache_dir("site") / PATTERNS
     try:
-        known = pickle.loads(memo.read_bytes())
+        known = pickle.loads(read_capped(memo, 16 << 20))  # (a FIFO there hung every command)
     except Exception:  # absent, or damaged: compiled, and kept anew
         known = {}
     patterns = recache.Patterns(known if isinstance(known, dict) else {})

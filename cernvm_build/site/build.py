@@ -24,6 +24,7 @@ import gc
 import json
 import os
 import sqlite3
+import stat
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -228,6 +229,7 @@ class Builder:
     def _build(self) -> BuildReport:
         start = time.perf_counter()
         self._check_out_dir()
+        _check_cache(self.cache_dir)
         state = State(self.cache_dir / "state.sqlite")
         if state.discarded:
             self.warnings.append(
@@ -461,6 +463,23 @@ def _warm_templates(env: tpl_mod.Environment, cfg: SiteConfig, sources: Sources)
     layouts = likely_layouts(cfg, sources.markdown, sources.layouts, sources.tagged)
     sidebar = ["partials/sidebar.html"] if any(s.sidebar for s in cfg.sections.values()) else []
     env.compile([*(f"{name}.html" for name in sorted(layouts)), *FIXED_TEMPLATES, *sidebar])
+
+
+def _check_cache(folder: Path) -> None:
+    """The state a file and the templates' cache a folder, or absent: a folder named state.sqlite, a
+    FIFO or a link to /dev/null was an sqlite traceback on every build, a file named jinja mkdir's."""
+    for name, want, kind in (("state.sqlite", stat.S_ISREG, "file"), ("jinja", stat.S_ISDIR, "folder")):
+        try:
+            mode = os.stat(folder / name).st_mode
+        except FileNotFoundError:
+            continue
+        except OSError:  # a link loop, ...: what it is cannot be known
+            mode = 0
+        if not want(mode):
+            raise BuildError(
+                f"{folder / name} in the build cache is not a {kind}",
+                hint=f"remove it (the cache is made again): rm -r '{folder / name}'",
+            )
 
 
 def _stylesheet(state: State, style: str) -> tuple[str, str]:
