@@ -282,6 +282,22 @@ def test_a_file_name_that_breaks_urls_is_one_line(site: Path, tmp_path: Path, na
     os.unlink(f)
 
 
+@pytest.mark.parametrize(
+    "rel", [b"content/docs/caf\xe9.md", b"static/caf\xe9.txt", b"content/docs/d\xff/x.md"]
+)
+def test_a_file_name_that_is_not_utf8_is_one_line(site: Path, tmp_path: Path, rel: bytes) -> None:
+    """A name's bytes that are no UTF-8 (a Latin-1 file system's 'café'): every hash of the name was a
+    UnicodeEncodeError traceback (pr19a 9)."""
+    f = os.path.join(os.fsencode(site), rel)
+    os.makedirs(os.path.dirname(f), exist_ok=True)
+    with open(f, "wb") as out:
+        out.write(b"---\ntitle: t\n---\nx\n")
+    with pytest.raises(BuildError, match="is not UTF-8") as e:
+        build_site(site, tmp_path / "out")
+    assert "\n" not in str(e.value) + str(e.value.where) and "\\udc" in str(e.value.where)
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.timeout(60)  # a regression waits on the FIFO for ever: it must fail, not hang
 @pytest.mark.parametrize(
     ("rel", "linked"),
