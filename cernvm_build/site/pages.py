@@ -139,6 +139,13 @@ def _source_page(
     path = page_path(rel, fm)
     if "url" in fm and isinstance(fm["url"], str):
         path = _checked_url(path, file)
+    elif "%" in path:  # (the name's other characters: sources._check_name)
+        # the page's URL is its file name, written as it is: 'a%2fb.md' was served as /a/b/ (a 404)
+        raise BuildError(
+            f"the file name {rel!r} holds '%', which the page's URL cannot hold as written",
+            where=file,
+            hint="rename the file, or give the page a 'url:' without it",
+        )
     section = rel.split("/", 1)[0] if "/" in rel else ""
     try:
         sec = settings[section]

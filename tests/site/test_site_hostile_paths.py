@@ -298,6 +298,22 @@ def test_a_file_name_that_is_not_utf8_is_one_line(site: Path, tmp_path: Path, re
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("name", ["a%2fb.md", "100%.md"])
+def test_a_page_name_its_url_cannot_hold_as_written_is_one_line(
+    site: Path, tmp_path: Path, name: str
+) -> None:
+    """A page's URL is its file name: 'a%2fb.md' was written as docs/a%2fb/index.html, which a server
+    serves at /docs/a%252fb/ (/docs/a%2fb/ is /docs/a/b/: a 404). The rule of 'url:' (pr19a 13); with
+    a 'url:' the name is free."""
+    page = site / "content" / "docs" / name
+    page.write_text("---\ntitle: t\n---\nx\n")
+    with pytest.raises(BuildError, match="which the page's URL cannot hold as written"):
+        build_site(site, tmp_path / "out")
+    page.write_text("---\ntitle: t\nurl: /docs/fine/\n---\nx\n")
+    build_site(site, tmp_path / "out")
+    assert (tmp_path / "out" / "docs" / "fine" / "index.html").is_file()
+
+
 @pytest.mark.timeout(60)  # a regression waits on the FIFO for ever: it must fail, not hang
 @pytest.mark.parametrize(
     ("rel", "linked"),
