@@ -94,9 +94,11 @@ class Builder:
         self.ends_process = ends_process
 
     def _check_out_dir(self) -> None:
-        if self.out_dir == self.site_dir or (
-            self.out_dir.parent == self.site_dir
-            and self.out_dir.name in ("content", "templates", "static", "data")
+        # inside a folder the build reads whole, not only that folder: --out static/out copied each
+        # build's output into the next (out/out/out/..., without end)
+        if self.out_dir == self.site_dir or any(
+            self.out_dir.is_relative_to(self.site_dir / name)
+            for name in ("content", "templates", "static", "data")
         ):
             raise BuildError(
                 f"output folder {self.out_dir} overlaps the site sources",

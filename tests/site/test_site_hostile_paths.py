@@ -314,6 +314,15 @@ def test_a_page_name_its_url_cannot_hold_as_written_is_one_line(
     assert (tmp_path / "out" / "docs" / "fine" / "index.html").is_file()
 
 
+@pytest.mark.parametrize("out", ["static/out", "content/docs/out", "static", "."])
+def test_an_output_inside_the_sources_is_refused(site: Path, tmp_path: Path, out: str) -> None:
+    """--out static/out: each build copied the output into the next one's (out/out/out/..., growing
+    without end; pr19a 16). Inside any folder the build reads whole, not only that folder itself."""
+    with pytest.raises(BuildError, match="overlaps the site sources"):
+        build_site(site, site / out)
+    assert not (site / "static" / "out").exists() and not (site / "content" / "docs" / "out").exists()
+
+
 @pytest.mark.timeout(60)  # a regression waits on the FIFO for ever: it must fail, not hang
 @pytest.mark.parametrize(
     ("rel", "linked"),
