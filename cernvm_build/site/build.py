@@ -331,7 +331,13 @@ class Builder:
                 if new:
                     # a new folder is made beside it and renamed into place when complete: its files
                     # are written in place (write.py) and a failed build leaves no half a site
-                    target = stack.enter_context(atomic_dir(self.out_dir))
+                    try:
+                        target = stack.enter_context(atomic_dir(self.out_dir))
+                    except OSError as e:  # its parent a file, or a place none can be made in (a traceback)
+                        raise BuildError(
+                            f"cannot make the output folder {self.out_dir}: {e.strerror or e}",
+                            hint="check --out: a folder in a place that can be written",
+                        ) from None
                     target.chmod(0o755)  # not mkdtemp's 0700: the site is served to others
                     if old_outputs:  # the state of a folder that is gone
                         state.put_outputs([], list(old_outputs))

@@ -323,6 +323,13 @@ def test_an_output_inside_the_sources_is_refused(site: Path, tmp_path: Path, out
     assert not (site / "static" / "out").exists() and not (site / "content" / "docs" / "out").exists()
 
 
+def test_an_output_folder_that_cannot_be_made_is_one_line(site: Path, tmp_path: Path) -> None:
+    """--out under a file: atomic_dir's FileExistsError was a traceback (pr19a 17)."""
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(BuildError, match=r"cannot make the output folder .*afile/sub: File exists"):
+        build_site(site, tmp_path / "afile" / "sub")
+
+
 @pytest.mark.timeout(60)  # a regression waits on the FIFO for ever: it must fail, not hang
 @pytest.mark.parametrize(
     ("rel", "linked"),
