@@ -103,7 +103,13 @@ def _builder(args: argparse.Namespace, out: Output, reporter: Reporter = NULL_RE
                 f"--repo-metadata '{item}' is not NAME=DIR",
                 hint="for example --repo-metadata cvmfs=mirror/yum",
             )
-        overrides[name] = Path(folder).resolve()
+        path = Path(folder).resolve()
+        if not path.is_dir():  # (it was taken as "no metadata": the page built without its packages)
+            raise UsageError(
+                f"--repo-metadata '{item}': {path} is not a folder",
+                hint="name the local copy of the repository, e.g. --repo-metadata cvmfs=mirror/yum/cvmfs",
+            )
+        overrides[name] = path
 
     return Builder(
         args.site or data_dir("site"),
