@@ -192,6 +192,10 @@ def _source_page(
     )
 
 
+#: the most tags one page may have (the shipped pages have 1-3)
+MAX_TAGS = 100
+
+
 def _check_types(fm: dict[str, Any], file: str) -> None:
     """Keys a page shows as text hold text (a mapping would show as its Python repr), ``weight`` an
     integer (the nav orders by it); else one line naming the key."""
@@ -212,6 +216,14 @@ def _check_types(fm: dict[str, Any], file: str) -> None:
             "tags must be a list of text",
             where=Location(file=file, key="tags"),
             hint="write 'tags: [one, two]' (quote a tag that is a number or a date)",
+        )
+    if isinstance(tags, list) and len(tags) > MAX_TAGS:
+        # each tag is a page listing its pages, and each of those lists the page's tags: 20,000 tags on
+        # one page were 20,000 pages of 20,000 links (24 GB and minutes before it failed)
+        raise BuildError(
+            f"{len(tags)} tags: a page has at most {MAX_TAGS}",
+            where=Location(file=file, key="tags"),
+            hint="keep the few tags a reader would browse by",
         )
     weight = fm.get("weight")
     if weight is not None and (not isinstance(weight, int) or isinstance(weight, bool)):
