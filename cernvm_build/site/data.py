@@ -166,6 +166,12 @@ def _check_repository(r: Any, source: str, at: str) -> None:
                 where=Location(file=source, key=f"{at}.{key}"),
                 hint=f"{key} is shown in commands people copy and in links; write {what}",
             )
+        if pattern is _HTTPS and table.has_credentials(value):  # ('@' is a path's character too)
+            raise BuildError(
+                f"{key} {table.redact_url(value)} carries credentials: the page would publish them",
+                where=Location(file=source, key=f"{at}.{key}"),
+                hint="write the repository's public URL, without 'user:password@'",
+            )
 
 
 def load_repositories(

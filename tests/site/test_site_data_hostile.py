@@ -95,6 +95,17 @@ def test_a_hostile_repositories_entry_is_one_error_naming_its_key(
     assert "is not" in e.value.message and e.value.hint
 
 
+@pytest.mark.parametrize("field", ["url", "gpgkey", "release_package"])
+def test_a_repository_url_with_credentials_is_refused_shown_redacted(tmp_path: Path, field: str) -> None:
+    """The https pattern allows '@' (a path's character): 'https://user:secret@host/…' was published on
+    /repositories/ and in the commands people copy (pr19a 20)."""
+    entry = {**GOOD_REPO, field: "https://mirror:s3cret@h.example/yum/x"}
+    (tmp_path / "repositories.yaml").write_text(json.dumps({"repositories": [entry]}))
+    with pytest.raises(BuildError, match="carries credentials") as e:
+        data.load_repositories(tmp_path, CFG, {})
+    assert "s3cret" not in str(e.value) and str(e.value.where).endswith(f"repositories[0].{field}")
+
+
 def test_repository_commands_are_quoted_for_the_shell(tmp_path: Path) -> None:
     (tmp_path / "repositories.yaml").write_text(json.dumps({"repositories": [GOOD_REPO]}))
     (repo,) = data.load_repositories(tmp_path, CFG, {})
