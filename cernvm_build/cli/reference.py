@@ -14,9 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .. import paths
-from ..fsutil import atomic_write
+from ..fsutil import atomic_write, read_capped
 from ..site import reference as site_reference
-from ..site.reference import md_cell as _md_cell
+from ..site.reference import md_text
 from . import extras
 from . import main as main_cli
 
@@ -50,7 +50,7 @@ def _command_md(
     level = "#" * min(depth, 4)
     out.append(f"{level} `{path}`\n")
     if help_line:
-        out.append(f"{help_line.strip()}\n")
+        out.append(f"{md_text(help_line.strip())}\n")
     usage = parser.format_usage().strip()
     if usage.startswith("usage: "):
         usage = usage[len("usage: ") :]
@@ -68,7 +68,7 @@ def _command_md(
         names = ", ".join(f"`{o}`" for o in action.option_strings) or f"`{action.metavar or action.dest}`"
         if action.option_strings and action.nargs != 0:
             names += f" `{action.metavar or action.dest.upper()}`"
-        rows.append(f"| {_md_cell(names)} | {_md_cell(_expand_help(parser, action))} |")
+        rows.append(f"| {md_text(names)} | {md_text(_expand_help(parser, action))} |")
     if rows:
         out.append("| argument | meaning |\n|---|---|\n" + "\n".join(rows) + "\n")
     for name, sub_help, sub in _subcommands(parser):
@@ -112,6 +112,10 @@ def code_key() -> str:
     return h.hexdigest()[:32]
 
 
+#: the largest kept reference read back (the CLI's is ~0.2 MB): past it, generated again
+MAX_KEPT = 16 << 20
+
+
 def cached(name: str, generate: Callable[[], str]) -> Callable[[], str]:
     """``generate`` whose text is kept per ``code_key()``: the CLI reference imports every area (with
     paramiko, libvirt...), ~0.8 CPU-s that a site build would otherwise pay even when nothing changed.
@@ -121,9 +125,11 @@ def cached(name: str, generate: Callable[[], str]) -> Callable[[], str]:
         folder = paths.cache_dir("reference")
         path = folder / f"{name}-{code_key()}.md"
         try:
-            return path.read_bytes().decode("utf-8")
-        except FileNotFoundError:
-            pass
+            text = read_capped(path, MAX_KEPT).decode("utf-8")
+        except (OSError, UnicodeDecodeError):  # absent, or damaged (not UTF-8, a folder, a FIFO: hung)
+            text = ""
+        if text:  # (an empty one is damage too: no generator writes nothing)
+            return text
         text = generate()
         try:
             for old in folder.glob(

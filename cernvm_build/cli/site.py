@@ -13,7 +13,7 @@ from ..errors import BuildError, CernVMError, UsageError
 from ..paths import data_dir
 from ..report import NULL_REPORTER, Reporter, scoped
 from . import areas
-from .app import Output, group_handler, jobs, styled, subparser, visible
+from .app import Output, group_handler, jobs, seconds, styled, subparser, visible, whole_number
 
 # Handlers import the modules of their area when they run (deliberate lazy imports): `--help` and
 # the other commands start without loading every area, and a missing optional extra only stops the
@@ -70,13 +70,13 @@ def _import_builder() -> tuple[Any, Any]:
     cannot be written, only means they are compiled."""
     import pickle
 
-    from ..fsutil import atomic_write
+    from ..fsutil import atomic_write, read_capped
     from ..paths import cache_dir
     from ..site import recache
 
     memo = cache_dir("site") / PATTERNS
     try:
-        known = pickle.loads(memo.read_bytes())
+        known = pickle.loads(read_capped(memo, 16 << 20))  # (a FIFO there hung every command)
     except Exception:  # absent, or damaged: compiled, and kept anew
         known = {}
     patterns = recache.Patterns(known if isinstance(known, dict) else {})
@@ -103,7 +103,13 @@ def _builder(args: argparse.Namespace, out: Output, reporter: Reporter = NULL_RE
                 f"--repo-metadata '{item}' is not NAME=DIR",
                 hint="for example --repo-metadata cvmfs=mirror/yum",
             )
-        overrides[name] = Path(folder).resolve()
+        path = Path(folder).resolve()
+        if not path.is_dir():  # (it was taken as "no metadata": the page built without its packages)
+            raise UsageError(
+                f"--repo-metadata '{item}': {path} is not a folder",
+                hint="name the local copy of the repository, e.g. --repo-metadata cvmfs=mirror/yum/cvmfs",
+            )
+        overrides[name] = path
 
     return Builder(
         args.site or data_dir("site"),
@@ -211,7 +217,8 @@ def cmd_serve(args: argparse.Namespace, out: Output) -> int:
         preview = Preview(builder, host=args.host, port=args.port, interval=args.interval, on_build=on_build)
     except OSError as e:
         raise UsageError(
-            f"cannot listen on {args.host}:{args.port}: {e.strerror}", hint="pick another --port"
+            f"cannot listen on {args.host}:{args.port}: {e.strerror}",
+            hint="pick another --port (or --host: an address of this machine)",
         ) from None
     preview.start()
     out.info(f"serving {builder.out_dir} at {preview.url} (Ctrl+C stops)")
@@ -310,8 +317,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     _site_args(s)
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
-    s.add_argument("--port", type=int, default=8000, help="port (default: %(default)s; 0 picks a free one)")
-    s.add_argument("--interval", type=float, default=0.5, help="seconds between change checks")
+    # (a port past 65535 or below 0 was an OverflowError traceback; an interval of nan or -1 a busy
+    # watcher, of 1e308 a dead one)
+    s.add_argument(
+        "--port",
+        type=whole_number(0, 65535),
+        default=8000,
+        help="port (default: %(default)s; 0 picks a free one)",
+    )
+    s.add_argument(
+        "--interval", type=seconds, default=0.5, help="seconds between change checks (default: %(default)s)"
+    )
 
     pub = subparser(
         ss,

@@ -122,6 +122,18 @@ def parse_s3_url(url: str) -> S3Url:
     return S3Url(bucket, prefix.strip("/"))
 
 
+def _check_endpoint(endpoint: str) -> None:
+    """An http(s) URL with a host and no credentials: botocore's ValueError ('javascript:x', an unclosed
+    '[') was a traceback, and a 'user:secret@' was echoed by every connection error."""
+    from ..table import has_credentials, is_url, redact_url
+
+    hint = "for example --endpoint-url https://s3.cern.ch (or AWS_ENDPOINT_URL); keys: AWS_ACCESS_KEY_ID/..."
+    if has_credentials(endpoint):
+        raise MirrorError(f"the S3 endpoint {redact_url(endpoint)} carries credentials", hint=hint)
+    if not is_url(endpoint, ("http", "https")):
+        raise MirrorError(f"the S3 endpoint '{endpoint}' is not an http(s) URL with a host", hint=hint)
+
+
 def make_client(
     *,
     endpoint_url: str | None = None,
@@ -164,6 +176,8 @@ def make_client(
     if creds is None:
         raise MirrorError("no S3 credentials found", hint=CREDENTIALS_HINT)
     endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        _check_endpoint(endpoint)
     options: dict[str, Any] = {
         "max_pool_connections": max_connections,
         "retries": {"max_attempts": 5, "mode": "standard"},
@@ -201,7 +215,10 @@ def make_client(
     return client
 
 
-CREDENTIALS_HINT = "set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or use --profile with ~/.aws/credentials"
+CREDENTIALS_HINT = (
+    "set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or a profile of ~/.aws/credentials"
+    " (AWS_PROFILE, or --profile where the command has it)"
+)
 
 
 def error_code(e: BaseException) -> str:

@@ -24,6 +24,7 @@ import gc
 import json
 import os
 import sqlite3
+import stat
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -93,9 +94,11 @@ class Builder:
         self.ends_process = ends_process
 
     def _check_out_dir(self) -> None:
-        if self.out_dir == self.site_dir or (
-            self.out_dir.parent == self.site_dir
-            and self.out_dir.name in ("content", "templates", "static", "data")
+        # inside a folder the build reads whole, not only that folder: --out static/out copied each
+        # build's output into the next (out/out/out/..., without end)
+        if self.out_dir == self.site_dir or any(
+            self.out_dir.is_relative_to(self.site_dir / name)
+            for name in ("content", "templates", "static", "data")
         ):
             raise BuildError(
                 f"output folder {self.out_dir} overlaps the site sources",
@@ -188,7 +191,14 @@ class Builder:
         scan's and the assets' digests recorded then too. A data file's error is raised from here."""
         state.put_sources(sources.rows, sources.gone)
         data = data_mod.load_all(self.site_dir, cfg, self.repo_metadata, yaml_memo)
-        css = _stylesheet(state, cfg.highlight_style)
+        try:
+            css = _stylesheet(state, cfg.highlight_style)
+        except ValueError:  # Pygments' ClassNotFound: no style of that name (was a traceback)
+            raise BuildError(
+                f"no highlighting style {cfg.highlight_style!r}"[:200],
+                where=f"{self.site_dir / config_mod.CONFIG_NAME}: highlight_style",
+                hint="name one of Pygments' styles, e.g. 'friendly', 'default' or 'github-dark'",
+            ) from None
         asset_sha = filedigest.digests(sources.assets, state.files())
         state.put_files(asset_sha.rows, asset_sha.gone)
         plan_code()  # the planner's own code read and hashed (``Plan.digest``), kept for the plan
@@ -221,6 +231,7 @@ class Builder:
     def _build(self) -> BuildReport:
         start = time.perf_counter()
         self._check_out_dir()
+        _check_cache(self.cache_dir)
         state = State(self.cache_dir / "state.sqlite")
         if state.discarded:
             self.warnings.append(
@@ -320,7 +331,13 @@ class Builder:
                 if new:
                     # a new folder is made beside it and renamed into place when complete: its files
                     # are written in place (write.py) and a failed build leaves no half a site
-                    target = stack.enter_context(atomic_dir(self.out_dir))
+                    try:
+                        target = stack.enter_context(atomic_dir(self.out_dir))
+                    except OSError as e:  # its parent a file, or a place none can be made in (a traceback)
+                        raise BuildError(
+                            f"cannot make the output folder {self.out_dir}: {e.strerror or e}",
+                            hint="check --out: a folder in a place that can be written",
+                        ) from None
                     target.chmod(0o755)  # not mkdtemp's 0700: the site is served to others
                     if old_outputs:  # the state of a folder that is gone
                         state.put_outputs([], list(old_outputs))
@@ -454,6 +471,23 @@ def _warm_templates(env: tpl_mod.Environment, cfg: SiteConfig, sources: Sources)
     layouts = likely_layouts(cfg, sources.markdown, sources.layouts, sources.tagged)
     sidebar = ["partials/sidebar.html"] if any(s.sidebar for s in cfg.sections.values()) else []
     env.compile([*(f"{name}.html" for name in sorted(layouts)), *FIXED_TEMPLATES, *sidebar])
+
+
+def _check_cache(folder: Path) -> None:
+    """The state a file and the templates' cache a folder, or absent: a folder named state.sqlite, a
+    FIFO or a link to /dev/null was an sqlite traceback on every build, a file named jinja mkdir's."""
+    for name, want, kind in (("state.sqlite", stat.S_ISREG, "file"), ("jinja", stat.S_ISDIR, "folder")):
+        try:
+            mode = os.stat(folder / name).st_mode
+        except FileNotFoundError:
+            continue
+        except OSError:  # a link loop, ...: what it is cannot be known
+            mode = 0
+        if not want(mode):
+            raise BuildError(
+                f"{folder / name} in the build cache is not a {kind}",
+                hint=f"remove it (the cache is made again): rm -r '{folder / name}'",
+            )
 
 
 def _stylesheet(state: State, style: str) -> tuple[str, str]:

@@ -269,11 +269,15 @@ def check_site(
                     problem(
                         page, line, f"external link '{url}': {err}, also in {more} more places not listed"
                     )
-    for page, (more, last) in dropped.items():
-        problems.append(
-            Problem(page, last, f"and {more} more problems ({MAX_PROBLEMS} shown)", sources.get(page))
-        )
-    problems.sort(key=lambda p: (p.file, p.line, p.message))
+    summaries = {
+        id(p): p
+        for page, (more, last) in dropped.items()
+        for p in [Problem(page, last, f"and {more} more problems ({MAX_PROBLEMS} shown)", sources.get(page))]
+    }
+    problems += summaries.values()
+    # a page's summary after its problems of the same line (by its text, "and 49900 more problems"
+    # came first, and was the "first:" of the command's error line)
+    problems.sort(key=lambda p: (p.file, p.line, id(p) in summaries, p.message))
     return CheckReport(
         pages=len(pages),
         links=count,

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, NamedTuple
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from ..errors import BuildError, Location
 from . import frontmatter
@@ -74,6 +75,67 @@ class SiteConfig(NamedTuple):
         )
 
 
+def _urlsplit(value: str, where: Location | str) -> SplitResult:
+    try:
+        return urlsplit(value)
+    except ValueError as e:  # an unclosed '[' (IPv6 host)
+        raise BuildError(
+            f"'{value}' is not a URL: {e}"[:300], where=where, hint="for example 'https://cvmfs.io/'"
+        ) from None
+
+
+def _menu_url(value: str, where: Location, default: str = "") -> str:
+    """A URL the pages link to (the menu's, ``releases_url``, ``edit_url``): http(s) or a path on this
+    site."""
+    if value[:2] in ("//", "/\\"):  # a browser reads both as another host, by the page's scheme
+        raise BuildError(
+            f"'{value}' is a protocol-relative URL (another host), not a path on this site",
+            where=where,
+            hint=f"write 'https://{value[2:]}' for another site, or one '/' for a path on this one",
+        )
+    u = _urlsplit(value, where)
+    if value and not (value.startswith("/") or (u.scheme in ("http", "https") and u.netloc)):
+        raise BuildError(
+            f"'{value}' is not an http(s) URL or a path starting with '/'",
+            where=where,
+            hint=f"for example '{default or 'https://…'}'",
+        )
+    return value
+
+
+def _check_base_url(url: str, where: Location | str) -> None:
+    """An absolute http(s) URL with a host and a plain path: every link and the feed's and sitemap's
+    addresses start with it. A query or fragment (``https://h/?a`` became ``https://h/?a/``), a quote
+    or ``..`` in the path, credentials (in every page) or a port out of range were written as given."""
+    from ..table import redact_url
+    from .model import BAD_PATH_CHARS  # (model imports this module)
+
+    parts = _urlsplit(url, where)
+    hint = "for example 'https://cvmfs.io/' or 'https://example.org/cvmfs/'"
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise BuildError(f"base_url '{url}' is not an absolute http(s) URL", where=where, hint=hint)
+    try:
+        _ = parts.port
+    except ValueError:
+        raise BuildError(f"base_url '{url}' has a port that is not 1-65535", where=where, hint=hint) from None
+    # what no page path holds, and a space (every link holds the base path)
+    bad = re.search(f"[{BAD_PATH_CHARS} ]", parts.path)
+    if (
+        "@" in parts.netloc
+        or parts.query
+        or parts.fragment
+        or url.endswith(("?", "#"))
+        or bad is not None
+        or any(unquote(seg) in (".", "..") for seg in parts.path.split("/"))  # (a browser's '%2e%2e' too)
+    ):
+        raise BuildError(
+            f"base_url '{redact_url(url)}' is not a plain site address (no credentials, query, fragment, "
+            "'.' or '..' segments, spaces, quotes or control characters)"[:400],
+            where=where,
+            hint=hint,
+        )
+
+
 @lru_cache(maxsize=8)
 def _split(base_url: str) -> tuple[str, str]:
     """A base URL's path ('/' or '/prefix/') and origin ('https://host')."""
@@ -102,7 +164,17 @@ def load(site_dir: Path, *, base_url: str | None = None, memo: frontmatter.Memo 
             f"no {CONFIG_NAME} in {site_dir}",
             hint="point --site at the folder holding config.yaml, content/, templates/",
         )
-    raw = frontmatter.parse(path.read_text(encoding="utf-8"), str(path), memo=memo)
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:  # (data.py's words for its files)
+        line = data.count(b"\n", 0, e.start) + 1
+        raise BuildError(
+            f"not UTF-8 text (byte {e.start})",
+            where=f"{path}:{line}",
+            hint="save the file as UTF-8",
+        ) from None
+    raw = frontmatter.parse(text, str(path), memo=memo)
 
     def need(key: str, kind: type, default: Any = None) -> Any:
         value = raw.get(key, default)
@@ -115,13 +187,7 @@ def load(site_dir: Path, *, base_url: str | None = None, memo: frontmatter.Memo 
         return value
 
     url = base_url or need("base_url", str)
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise BuildError(
-            f"base_url '{url}' is not an absolute http(s) URL",
-            where=Location(file=str(path), key="base_url"),
-            hint="for example 'https://cvmfs.io/'",
-        )
+    _check_base_url(url, Location(file=str(path), key="base_url") if base_url is None else "--base-url")
     if not url.endswith("/"):
         url += "/"
     author = need("author", dict, {})
@@ -133,6 +199,20 @@ def load(site_dir: Path, *, base_url: str | None = None, memo: frontmatter.Memo 
     sections: dict[str, Section] = {}
     merged = {k: dict(v) for k, v in DEFAULT_SECTIONS.items()}
     for name, over in (need("sections", dict, {}) or {}).items():
+        if over is not None and not isinstance(over, dict):
+            raise BuildError(
+                f"section '{name}' must be a mapping, not {type(over).__name__}",
+                where=Location(file=str(path), key=f"sections.{name}"),
+                hint="for example 'docs: {title: Documentation, layout: doc, sidebar: true}'",
+            )
+        for flag in ("feed", "dated", "sidebar"):  # 'no' in quotes is a true string
+            value = (over or {}).get(flag)
+            if value is not None and not isinstance(value, bool):
+                raise BuildError(
+                    f"'{flag}' must be true or false, not {type(value).__name__}",
+                    where=Location(file=str(path), key=f"sections.{name}.{flag}"),
+                    hint=f"write '{flag}: true' or '{flag}: false', without quotes",
+                )
         merged.setdefault(str(name), {}).update(over or {})
     for name, s in merged.items():
         sections[name] = Section(
@@ -148,22 +228,18 @@ def load(site_dir: Path, *, base_url: str | None = None, memo: frontmatter.Memo 
     def link(key: str, default: str) -> str:
         """A URL the pages link to: http(s) or a path on this site (a 'javascript:' one was a link)."""
         value = need(key, str, default) if raw.get(key) is not None else default
-        if value[:2] in ("//", "/\\"):  # a browser reads both as another host, by the page's scheme
-            raise BuildError(
-                f"{key} '{value}' is a protocol-relative URL (another host), not a path on this site",
-                where=Location(file=str(path), key=key),
-                hint=f"write 'https://{value[2:]}' for another site, or one '/' for a path on this one",
-            )
-        u = urlsplit(value)
-        if value and not (value.startswith("/") or (u.scheme in ("http", "https") and u.netloc)):
-            raise BuildError(
-                f"{key} '{value}' is not an http(s) URL or a path starting with '/'",
-                where=Location(file=str(path), key=key),
-                hint=f"for example '{default or 'https://…'}'",
-            )
-        return value
+        return _menu_url(value, Location(file=str(path), key=key), default)
 
     feed = need("feed", dict, {})
+    limit = feed.get("limit", 20)
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 0 <= limit <= 10_000:
+        raise BuildError(
+            f"feed.limit must be a whole number from 0 to 10000, not {limit!r}"[:200],
+            where=Location(file=str(path), key="feed.limit"),
+            hint="for example 'limit: 20' (the newest pages the Atom feed holds)",
+        )
+    for item in menu:  # the same rule as releases_url's and edit_url's: a 'javascript:' one was a link
+        _menu_url(item.url, Location(file=str(path), key="menu"))
     repos = need("repositories", dict, {})
     return SiteConfig(
         title=need("title", str),
@@ -175,7 +251,7 @@ def load(site_dir: Path, *, base_url: str | None = None, memo: frontmatter.Memo 
         menu=menu,
         sections=sections,
         feed_title=str(feed.get("title", raw.get("title", ""))),
-        feed_limit=int(feed.get("limit", 20)),
+        feed_limit=limit,
         highlight_style=str(raw.get("highlight_style", "friendly")),
         releases_url=link("releases_url", "/releases/{version}/files/"),
         repositories={str(k): str(v) for k, v in repos.items()},

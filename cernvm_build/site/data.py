@@ -166,6 +166,12 @@ def _check_repository(r: Any, source: str, at: str) -> None:
                 where=Location(file=source, key=f"{at}.{key}"),
                 hint=f"{key} is shown in commands people copy and in links; write {what}",
             )
+        if pattern is _HTTPS and table.has_credentials(value):  # ('@' is a path's character too)
+            raise BuildError(
+                f"{key} {table.redact_url(value)} carries credentials: the page would publish them",
+                where=Location(file=source, key=f"{at}.{key}"),
+                hint="write the repository's public URL, without 'user:password@'",
+            )
 
 
 def load_repositories(
@@ -183,6 +189,13 @@ def load_repositories(
             hint="see docs/ARCHITECTURE.md, section site, for the format",
         )
     out: list[dict[str, Any]] = []
+    names = {str(r.get("name")) for r in items if isinstance(r, dict)}
+    for name in sorted(set(overrides) - names):  # (a misspelt name was ignored without a word)
+        raise BuildError(
+            f"--repo-metadata {name}=…: no repository '{name}' in {path.name}",
+            where=str(path),
+            hint="the names are " + (", ".join(sorted(names)) or "none"),
+        )
     for i, r in enumerate(items):
         key = f"repositories[{i}]"
         _check_repository(r, str(path), key)
@@ -201,7 +214,14 @@ def load_repositories(
         else:
             from . import repos  # deliberate lazy import: most builds read no package metadata
 
-            platforms = repos.read_yum(meta_dir) if kind == "yum" else repos.read_apt(meta_dir)
+            try:
+                platforms = repos.read_yum(meta_dir) if kind == "yum" else repos.read_apt(meta_dir)
+            except OSError as e:  # its walk met a path too long, a folder not readable: was a traceback
+                raise BuildError(
+                    f"cannot read the package metadata under {meta_dir}: {e.strerror or e}",
+                    where=Location(file=str(path), key=f"{key}.metadata"),
+                    hint="point it (or --repo-metadata NAME=DIR) at a copy of the repository alone",
+                ) from None
         url = str(r["url"]).rstrip("/")
         gpgkey, release_package = r.get("gpgkey"), r.get("release_package")
         component = str(r.get("component", "main"))

@@ -7,13 +7,14 @@ Outside a git checkout (or without git) there are no dates and pages simply show
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
 from collections.abc import Callable
 from pathlib import Path
 
-from ..fsutil import atomic_write
+from ..fsutil import atomic_write, read_capped
 
 
 def _in_work_tree(folder: Path) -> bool:
@@ -59,6 +60,10 @@ def _git_started(content: Path, *args: str) -> Callable[[], str | None]:
     return wait
 
 
+#: the largest memo read (~60 bytes a file: a million files)
+MAX_MEMO = 64 << 20
+
+
 def start(content: Path, cache_dir: Path) -> Callable[[], dict[str, str]]:
     """What reads ``{content-relative path: YYYY-MM-DD of the last commit touching it}``, its git
     processes started now and read when the returned function is called (once): the builder starts
@@ -74,7 +79,7 @@ def start(content: Path, cache_dir: Path) -> Callable[[], dict[str, str]]:
     memo = cache_dir / "gitdates.json"
     saved: tuple[str, dict[str, str]] | None = None  # (head, dates) remembered
     try:
-        got = json.loads(memo.read_text())
+        got = json.loads(read_capped(memo, MAX_MEMO))  # (a FIFO there hung the build)
         if got.get("dir") == str(content):
             saved = str(got["head"]), {str(k): str(v) for k, v in got["dates"].items() if _is_date(str(v))}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
@@ -93,7 +98,8 @@ def start(content: Path, cache_dir: Path) -> Callable[[], dict[str, str]]:
         if text is None:  # failed or timed out (a loaded host): not remembered, the next build asks again
             return {}
         dates = _parse_log(text)
-        atomic_write(memo, json.dumps({"head": head, "dir": str(content), "dates": dates}).encode())
+        with contextlib.suppress(OSError):  # a memo not kept (a folder in its place) costs a log next time
+            atomic_write(memo, json.dumps({"head": head, "dir": str(content), "dates": dates}).encode())
         return dates
 
     return dates_of
@@ -134,5 +140,7 @@ def _parse_log(text: str) -> dict[str, str]:
 
 def _log_started(content: Path) -> Callable[[], str | None]:
     # -z: names NUL-ended and never quoted (without it git quotes and escapes a name holding ", \, a tab
-    # or a newline even with core.quotePath=false, which only spares non-ASCII ones: they got no date)
-    return _git_started(content, "log", "-z", "--format=%x00%cs", "--name-only", "--relative", "--", ".")
+    # or a newline even with core.quotePath=false, which only spares non-ASCII ones: they got no date).
+    # --no-show-signature: a user's log.showSignature put each signed commit's verdict in the output
+    log = ("log", "-z", "--no-show-signature", "--format=%x00%cs", "--name-only", "--relative")
+    return _git_started(content, *log, "--", ".")

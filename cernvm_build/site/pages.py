@@ -139,6 +139,13 @@ def _source_page(
     path = page_path(rel, fm)
     if "url" in fm and isinstance(fm["url"], str):
         path = _checked_url(path, file)
+    elif "%" in path:  # (the name's other characters: sources._check_name)
+        # the page's URL is its file name, written as it is: 'a%2fb.md' was served as /a/b/ (a 404)
+        raise BuildError(
+            f"the file name {rel!r} holds '%', which the page's URL cannot hold as written",
+            where=file,
+            hint="rename the file, or give the page a 'url:' without it",
+        )
     section = rel.split("/", 1)[0] if "/" in rel else ""
     try:
         sec = settings[section]
@@ -187,6 +194,10 @@ def _source_page(
     )
 
 
+#: the most tags one page may have (the shipped pages have 1-3)
+MAX_TAGS = 100
+
+
 def _check_types(fm: dict[str, Any], file: str) -> None:
     """Keys a page shows as text hold text (a mapping would show as its Python repr), ``weight`` an
     integer (the nav orders by it); else one line naming the key."""
@@ -207,6 +218,14 @@ def _check_types(fm: dict[str, Any], file: str) -> None:
             "tags must be a list of text",
             where=Location(file=file, key="tags"),
             hint="write 'tags: [one, two]' (quote a tag that is a number or a date)",
+        )
+    if isinstance(tags, list) and len(tags) > MAX_TAGS:
+        # each tag is a page listing its pages, and each of those lists the page's tags: 20,000 tags on
+        # one page were 20,000 pages of 20,000 links (24 GB and minutes before it failed)
+        raise BuildError(
+            f"{len(tags)} tags: a page has at most {MAX_TAGS}",
+            where=Location(file=file, key="tags"),
+            hint="keep the few tags a reader would browse by",
         )
     weight = fm.get("weight")
     if weight is not None and (not isinstance(weight, int) or isinstance(weight, bool)):
@@ -267,7 +286,14 @@ def make_pages(
     for rel in sorted(files):
         key = keys[rel]
         meta = metas[key]
-        if meta["fm"].get("draft"):
+        draft = meta["fm"].get("draft")
+        if draft is not None and not isinstance(draft, bool):  # "no" and "false" are true strings
+            raise BuildError(
+                f"draft must be true or false, not {_yaml_kind(draft)}",
+                where=Location(file=files[rel], key="draft"),
+                hint="write 'draft: true' (the page is left out) or 'draft: false', without quotes",
+            )
+        if draft:
             continue
         page = _source_page(cfg, rel, files[rel], key, meta, changed.get(rel), base, settings)
         if page.path in by_path:

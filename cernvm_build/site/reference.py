@@ -11,12 +11,31 @@ generated pages never loads the profile, bootloader and cvmfs code, about 0.1 CP
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 
 def md_cell(text: object) -> str:
-    """``text`` as one Markdown table cell."""
+    """``text`` as one Markdown table cell (the text of a code span in one, too)."""
     return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+#: a code span of a help text, whose text shows as written; and what Markdown reads as HTML outside one
+_CODE_SPAN = re.compile(r"(`+)(?:(?!\1).)+?\1")
+_HTML = re.compile(r"[<&]")
+
+
+def md_text(text: object) -> str:
+    """Help text as one Markdown table cell: ``md_cell``, and each '<' and '&' outside its code spans
+    escaped. A help's ``<fqrn>.pub`` or ``<dir>/keys/`` was raw HTML to Markdown, an unknown tag that a
+    browser shows as nothing: the reference read "Default: .pub or *.pub in /../keys/"."""
+    cell = md_cell(text)
+    out, at = [], 0
+    for m in _CODE_SPAN.finditer(cell):
+        out += [_HTML.sub(r"\\\g<0>", cell[at : m.start()]), m.group()]
+        at = m.end()
+    out.append(_HTML.sub(r"\\\g<0>", cell[at:]))
+    return "".join(out)
 
 
 def profile_settings() -> str:
@@ -34,7 +53,7 @@ def userdata_keys() -> str:
     for s in sorted(userdata.SETTINGS, key=lambda s: s.key):
         accepts = ("on/off; " if s.kind is Kind.BOOL else "") + allowed_text(s, files=False)
         flag = f"; `cernvm-launch create {s.flag}`" if s.flag else ""
-        rows.append(f"| `{md_cell(s.key)}` | {md_cell(s.help)} | {md_cell(accepts + flag)} |")
+        rows.append(f"| `{md_cell(s.key)}` | {md_text(s.help)} | {md_text(accepts + flag)} |")
     return "\n".join(rows) + "\n"
 
 
@@ -60,7 +79,7 @@ def client_parameters() -> str:
                 f"user data `{p.userdata}`" if p.userdata else "",
             ]
             default = f"`{md_cell(p.default)}`" if p.default else "–"
-            cells = (f"`{p.name}`", md_cell(p.meaning), default, "; ".join(x for x in ours if x) or "–")
+            cells = (f"`{p.name}`", md_text(p.meaning), default, "; ".join(x for x in ours if x) or "–")
             out.append("| " + " | ".join(cells) + " |")
         out.append("")
     return "\n".join(out)

@@ -12,6 +12,7 @@ import collections
 import contextlib
 import http.server
 import os
+import stat
 import sys
 import threading
 import urllib.parse
@@ -27,7 +28,9 @@ from .build import Builder, BuildReport
 
 
 def tree_signature(root: Path) -> tuple[tuple[str, int, int], ...]:
-    """Cheap change detection: every file's path, size and modification time."""
+    """Cheap change detection: every file's path, size and modification time. A file that cannot be
+    stat'ed (a link loop, a link into a folder not readable) is there with its errno: the build reports
+    it; an ``OSError`` here was a traceback at start and, while serving, ended the watcher for good."""
     out: list[tuple[str, int, int]] = []
     for dirpath, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
@@ -35,9 +38,14 @@ def tree_signature(root: Path) -> tuple[tuple[str, int, int], ...]:
             if name.startswith("."):
                 continue
             p = os.path.join(dirpath, name)
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 st = os.stat(p)
-                out.append((p, st.st_size, st.st_mtime_ns))
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                out.append((p, -1, e.errno or 0))
+                continue
+            out.append((p, st.st_size, st.st_mtime_ns))
     return tuple(out)
 
 
@@ -115,9 +123,31 @@ class _Handler(HeaderDeadline, http.server.SimpleHTTPRequestHandler):
         path = self.translate_path(self.path)
         if os.path.isdir(path) and clean.endswith("/"):
             path = os.path.join(path, "index.html")
+        if not self._servable(path):
+            return self.send_error(404)
         if path.endswith(".html") and os.path.isfile(path):
             return self._send_page(path, f'<script src="{live}.js"></script>'.encode())
-        return super().do_GET()
+        return super().do_HEAD() if self.command == "HEAD" else super().do_GET()
+
+    # a HEAD's headers are a GET's: SimpleHTTPRequestHandler's own sent a page's length without the
+    # reload tag (and served what ``_servable`` refuses)
+    do_HEAD = do_GET
+
+    def _servable(self, path: str) -> bool:
+        """Whether what ``path`` names may be served: nothing there (a 404 follows), or a folder or a
+        regular file inside the output. A FIFO there held a server thread for ever in its open (one
+        connection slot each), and a link out of the output served what it names (/etc/passwd)."""
+        if not os.path.lexists(path):
+            return True
+        real = os.path.realpath(path)
+        top = os.path.realpath(self.directory)
+        if real != top and not real.startswith(top.rstrip(os.sep) + os.sep):
+            return False
+        try:
+            mode = os.stat(real).st_mode
+        except OSError:
+            return False
+        return stat.S_ISDIR(mode) or stat.S_ISREG(mode)
 
     def _send_page(self, path: str, tag: bytes) -> None:
         """The page at ``path`` streamed with ``tag`` before its last ``</body>`` (looked for in its

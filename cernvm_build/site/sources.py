@@ -161,6 +161,15 @@ _BAD_NAME = re.compile(f"[{BAD_PATH_CHARS}]")
 
 
 def _check_name(rel: str, full: str) -> None:
+    if not rel.isascii():  # (the common case: one C pass)
+        try:
+            rel.encode()
+        except UnicodeEncodeError:  # bytes that are no UTF-8: every hash of the name was a traceback
+            raise BuildError(
+                f"the file name {rel!r} is not UTF-8",
+                where=full.encode("unicode_escape").decode("ascii"),
+                hint="rename the file: the bytes of its name are not UTF-8 text",
+            ) from None
     bad = _BAD_NAME.search(rel)
     if bad is not None:
         raise BuildError(

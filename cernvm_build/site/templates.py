@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from markupsafe import Markup
 
 from ..errors import BuildError, Location
+from ..fsutil import read_regular
 
 if TYPE_CHECKING:
     import jinja2
@@ -98,6 +100,10 @@ def _dict_first() -> type[jinja2.Environment]:
     return DictFirst
 
 
+#: the largest template read (the shipped ones are a few KB)
+MAX_TEMPLATE = 16 << 20
+
+
 class Environment:
     """The site's templates. jinja2 is imported when a template is first rendered (deliberate lazy
     import): a build that renders nothing (no change) only hashes the templates' sources."""
@@ -172,7 +178,8 @@ class Environment:
         """Hash of every file in the templates folder (a plan made with other templates is not reused)."""
         h = hashlib.sha256()
         for path in sorted(p for p in self.folder.rglob("*") if p.is_file()):
-            h.update(path.relative_to(self.folder).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+            rel = os.fsencode(path.relative_to(self.folder).as_posix())  # (a name's bytes: not UTF-8?)
+            h.update(rel + b"\0" + path.read_bytes() + b"\0")
         return h.hexdigest()
 
     def exists(self, name: str) -> bool:
@@ -181,11 +188,30 @@ class Environment:
         return self._exists[name]
 
     def _source(self, name: str) -> str:
+        # jinja2 loads no name outside the folder (TemplateNotFound): neither is it read here (an
+        # include of '/etc/passwd' was read and hashed, of a FIFO's path waited on for ever)
+        if name.startswith("/") or ".." in name.replace("\\", "/").split("/"):
+            raise BuildError(
+                f"template '{name}' is not a path inside templates/",
+                where=str(self.folder),
+                hint="name templates by their path under templates/, e.g. 'partials/macros.html'",
+            )
         try:
-            return (self.folder / name).read_text(encoding="utf-8")
+            data = read_regular(self.folder / name, MAX_TEMPLATE)
+            return data.decode("utf-8")
         except FileNotFoundError:
             raise BuildError(
                 f"template '{name}' does not exist", where=str(self.folder), hint="add it"
+            ) from None
+        except UnicodeDecodeError as e:
+            raise BuildError(
+                f"not UTF-8 text (byte {e.start})",
+                where=Location(file=str(self.folder / name), line=data.count(b"\n", 0, e.start) + 1),
+                hint="save the template as UTF-8",
+            ) from None
+        except OSError as e:  # a FIFO, a folder: not a template
+            raise BuildError(
+                f"template '{name}' cannot be read: {e.strerror}", where=str(self.folder / name)
             ) from None
 
     def _referenced(self, name: str) -> set[str]:
@@ -226,6 +252,13 @@ class Environment:
                 where=Location(file=str(self.folder / name), line=e.lineno),
                 hint="see the jinja2 template documentation",
             ) from None
+        except jinja2.TemplateNotFound as e:  # (an include outside the folder: the closure's check)
+            raise BuildError(
+                f"template '{e.name}' does not exist", where=str(self.folder), hint="add it"
+            ) from None
+        except UnicodeDecodeError:  # one of its templates: ``_source`` names which, and its line
+            self._closure([name])
+            raise
 
     def use(self, child: RenderChild | None) -> None:
         """Render in this forked child from now on (``renderchild``: it imports jinja2), until
@@ -247,6 +280,10 @@ class Environment:
 
         try:
             return self.get(name).render(ctx)
+        except jinja2.TemplateNotFound as e:  # an include or import found while rendering
+            raise BuildError(
+                f"template '{e.name}' does not exist", where=str(self.folder / name), hint="add it"
+            ) from None
         except jinja2.UndefinedError as e:
             raise BuildError(
                 f"template uses an undefined value: {e.message}",

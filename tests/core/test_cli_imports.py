@@ -7,6 +7,7 @@ compared with the heavy ones no such command needs (no timing, so a loaded machi
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -175,3 +176,24 @@ def test_reference_cache_ignores_other_code_versions(tmp_path: Path, monkeypatch
     text = reference.GENERATORS["profile-settings"]()
     assert "stale" not in text and not stale.exists()
     assert reference.GENERATORS["profile-settings"]() == text == site_reference.profile_settings()
+
+
+@pytest.mark.parametrize("damage", ["not utf-8", "empty", "folder", "fifo"])
+def test_a_damaged_kept_reference_is_generated_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: str
+) -> None:
+    """A kept reference that was not UTF-8 or a folder was a traceback of every site build, a FIFO hung
+    it, an empty one made the page's generator "unknown" (pr19a 7)."""
+    monkeypatch.setenv("CERNVM_CACHE_DIR", str(tmp_path))
+    text = reference.GENERATORS["userdata-keys"]()
+    (kept,) = (tmp_path / "reference").glob("userdata-keys-*.md")
+    kept.unlink()
+    if damage == "folder":
+        kept.mkdir()
+    elif damage == "fifo":
+        os.mkfifo(kept)
+    else:
+        kept.write_bytes(b"\xff\xfe" if damage == "not utf-8" else b"")
+    assert reference.GENERATORS["userdata-keys"]() == text
+    if damage != "folder":
+        assert kept.read_text() == text

@@ -1747,6 +1747,28 @@ def test_a_damaged_state_costs_a_cold_build_never_a_failed_one(site: Path, tmp_p
     assert tree(out) == _clean(site, tmp_path, "clean-after-damage", pytest.MonkeyPatch())
 
 
+@pytest.mark.parametrize("what", ["state-folder", "state-fifo", "state-devnull", "jinja-file"])
+def test_a_cache_entry_of_another_kind_is_one_line(site: Path, tmp_path: Path, what: str) -> None:
+    """A folder or FIFO named state.sqlite, or a link of it to /dev/null, was an sqlite traceback on
+    every build; a file named jinja a mkdir one (pr19a 7)."""
+    build_site(site, tmp_path / "out")
+    (state,) = (tmp_path / "cache").rglob("state.sqlite")
+    name = "jinja" if what == "jinja-file" else "state.sqlite"
+    entry = state.parent / name
+    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    if what == "state-folder":
+        entry.mkdir()
+    elif what == "state-fifo":
+        os.mkfifo(entry)
+    elif what == "state-devnull":
+        entry.symlink_to("/dev/null")
+    else:
+        entry.write_text("x")
+    with pytest.raises(BuildError, match=f"{name} in the build cache is not a") as e:
+        build_site(site, tmp_path / "out")
+    assert "rm -r" in (e.value.hint or "")
+
+
 def test_a_database_error_that_is_no_damage_keeps_the_state(
     site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

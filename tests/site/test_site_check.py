@@ -84,6 +84,17 @@ def test_problems_past_the_first_100_of_a_page_are_one_line(tmp_path: Path) -> N
     assert check_site(out, BASE).broken == 152  # lf18: the true total, not the lines listed
 
 
+def test_a_page_whose_problems_are_on_one_line_lists_them_before_its_summary(tmp_path: Path) -> None:
+    """A minified page (every link on line 1): its "and N more problems" line sorted first by its text
+    and was the command's "first:" broken link (pr19a 11)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "index.html").write_text("".join(f'<a href="/gone{i}">x</a>' for i in range(150)))
+    problems = [str(p) for p in check_site(out, BASE).problems]
+    assert problems[0] == "index.html:1: link to '/gone0': no such page or file"
+    assert problems[-1] == "index.html:1: and 50 more problems (100 shown)" and len(problems) == 101
+
+
 @pytest.fixture
 def web() -> Iterator[str]:
     class Handler(http.server.BaseHTTPRequestHandler):

@@ -78,6 +78,13 @@ def test_usage_errors(site: Path, tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "NAME=DIR" in capsys.readouterr().err
     assert main(["site", "publish", "--site", str(site), "/tmp/not-s3"]) == 2
     assert "not an s3:// URL" in capsys.readouterr().err
+    # pr19a 12: a port out of range was an OverflowError traceback, an interval of nan/-1 a busy watcher
+    for flag, value in (("--port", "70000"), ("--port", "-1"), ("--interval", "nan"), ("--interval", "-1")):
+        with pytest.raises(SystemExit) as e:
+            main(["site", "serve", "--site", str(site), "--out", str(tmp_path), flag, value])
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert f"argument {flag}" in err and "Traceback" not in err, err
 
 
 def test_help_teaches_with_examples() -> None:
@@ -464,3 +471,8 @@ def test_the_builders_import_patterns_are_kept_between_processes(tmp_path: Path)
     (tmp_path / "site" / "import-patterns.pickle").write_bytes(b"not a pickle")
     assert run() == (0, made)
     assert run() == (made, 0)
+    memo = tmp_path / "site" / "import-patterns.pickle"  # a FIFO there: every command hung (pr19a 7)
+    memo.unlink()
+    os.mkfifo(memo)
+    assert run() == (0, made)
+    assert memo.is_file() and run() == (made, 0)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sitehelpers import build_site
 
 from cernvm_build.errors import BuildError
 from cernvm_build.site import config, data, plots
@@ -92,6 +93,17 @@ def test_a_hostile_repositories_entry_is_one_error_naming_its_key(
         data.load_repositories(tmp_path, CFG, {})
     assert str(e.value.where).endswith(f"repositories.yaml: repositories[0].{field}")
     assert "is not" in e.value.message and e.value.hint
+
+
+@pytest.mark.parametrize("field", ["url", "gpgkey", "release_package"])
+def test_a_repository_url_with_credentials_is_refused_shown_redacted(tmp_path: Path, field: str) -> None:
+    """The https pattern allows '@' (a path's character): 'https://user:secret@host/…' was published on
+    /repositories/ and in the commands people copy (pr19a 20)."""
+    entry = {**GOOD_REPO, field: "https://mirror:s3cret@h.example/yum/x"}
+    (tmp_path / "repositories.yaml").write_text(json.dumps({"repositories": [entry]}))
+    with pytest.raises(BuildError, match="carries credentials") as e:
+        data.load_repositories(tmp_path, CFG, {})
+    assert "s3cret" not in str(e.value) and str(e.value.where).endswith(f"repositories[0].{field}")
 
 
 def test_repository_commands_are_quoted_for_the_shell(tmp_path: Path) -> None:
@@ -193,6 +205,61 @@ def test_an_http_url_without_a_host_is_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(BuildError, match="is not an http"):
         config.load(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("over", "where", "message"),
+    [
+        ({"feed": {"limit": "abc"}}, "feed.limit", "feed.limit must be a whole number"),
+        ({"feed": {"limit": 1e999}}, "feed.limit", "feed.limit must be a whole number"),
+        ({"feed": {"limit": [1]}}, "feed.limit", "feed.limit must be a whole number"),
+        ({"feed": {"limit": -5}}, "feed.limit", "feed.limit must be a whole number"),
+        ({"sections": {"docs": [1]}}, "sections.docs", "section 'docs' must be a mapping"),
+        ({"sections": {"docs": "x"}}, "sections.docs", "section 'docs' must be a mapping"),
+        ({"sections": {"docs": {"sidebar": "no"}}}, "sections.docs.sidebar", "must be true or false"),
+        ({"releases_url": "https://[::1/{version}/"}, "releases_url", "is not a URL: Invalid IPv6 URL"),
+        ({"edit_url": "https://[h/{path}"}, "edit_url", "is not a URL"),
+        ({"menu": [{"title": "x", "url": "javascript:alert(1)"}]}, "menu", "is not an http(s) URL"),
+        ({"menu": [{"title": "x", "url": "//evil.example/"}]}, "menu", "is a protocol-relative URL"),
+        ({"base_url": "https://[::1/"}, "base_url", "is not a URL"),
+        ({"base_url": "https://x:99999/"}, "base_url", "has a port that is not 1-65535"),
+        ({"base_url": 'https://x/"><script>/'}, "base_url", "is not a plain site address"),
+        ({"base_url": "https://x/a b/"}, "base_url", "is not a plain site address"),
+        ({"base_url": "https://x/?q=1"}, "base_url", "is not a plain site address"),
+        ({"base_url": "https://x/#f"}, "base_url", "is not a plain site address"),
+        ({"base_url": "https://x/a/%2e%2e/"}, "base_url", "is not a plain site address"),
+        ({"base_url": "https://u:secret@x/"}, "base_url", "'https://***@x/' is not a plain site address"),
+    ],
+)
+def test_config_values_of_another_shape_are_one_line(
+    tmp_path: Path, over: dict[str, Any], where: str, message: str
+) -> None:
+    """Each was a traceback (ValueError, TypeError, OverflowError) or went into every page as given
+    (a 'javascript:' menu link, a quote in the base path, credentials; pr19a 5)."""
+    (tmp_path / "config.yaml").write_text(json.dumps({"title": "t", "base_url": "https://x/", **over}))
+    with pytest.raises(BuildError) as e:
+        config.load(tmp_path)
+    assert str(e.value.where).endswith(f"config.yaml: {where}"), e.value.where
+    assert message in e.value.message and "secret" not in e.value.message
+
+
+def test_a_bad_base_url_flag_is_named_as_the_flag_and_a_non_utf8_config_by_line(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text(json.dumps({"title": "t", "base_url": "https://x/"}))
+    with pytest.raises(BuildError, match="is not a plain site address") as e:
+        config.load(tmp_path, base_url="https://x/?a")
+    assert e.value.where == "--base-url"
+    (tmp_path / "config.yaml").write_bytes(b"title: t\nbase_url: https://x/\ndescription: \xff\n")
+    with pytest.raises(BuildError, match="not UTF-8 text") as e:
+        config.load(tmp_path)
+    assert str(e.value.where).endswith("config.yaml:3")
+
+
+def test_an_unknown_highlighting_style_is_one_line(site: Path, tmp_path: Path) -> None:
+    cfg = site / "config.yaml"
+    cfg.write_text(cfg.read_text().replace("highlight_style: friendly", "highlight_style: nosuchstyle"))
+    with pytest.raises(BuildError, match="no highlighting style 'nosuchstyle'") as e:
+        build_site(site, tmp_path / "out", jobs=1)
+    assert str(e.value.where).endswith("config.yaml: highlight_style")
 
 
 def test_releases_url_replaces_only_the_version(tmp_path: Path) -> None:

@@ -167,3 +167,38 @@ def test_a_failed_log_is_not_remembered(tmp_path: Path, monkeypatch: pytest.Monk
         _on_log(failing, lambda *a: lambda: None)
         assert gitdates.start(content, tmp_path)() == {}
     assert gitdates.start(content, tmp_path)() == {"a.md": "2024-03-05"}
+
+
+def test_signed_commits_are_dated_whatever_the_user_s_git_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``log.showSignature = true`` (a committer who signs sets it) put git's verdict on each signed
+    commit ("No signature", "Good signature ...") into the log's output: no page had a date (pr19a 4)."""
+    content = tmp_path / "repo" / "content"
+    content.mkdir(parents=True)
+    _repo(tmp_path / "repo")
+    key = tmp_path / "key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    for k, v in (("gpg.format", "ssh"), ("user.signingkey", f"{key}.pub"), ("commit.gpgsign", "true")):
+        subprocess.run(["git", "-C", str(tmp_path / "repo"), "config", k, v], check=True)
+    (content / "a.md").write_text("a\n")
+    _commit(tmp_path / "repo", "2024-03-05", "signed")
+    monkeypatch.setenv("GIT_CONFIG_COUNT", "1")
+    monkeypatch.setenv("GIT_CONFIG_KEY_0", "log.showSignature")
+    monkeypatch.setenv("GIT_CONFIG_VALUE_0", "true")
+    assert gitdates.start(content, tmp_path)() == {"a.md": "2024-03-05"}
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder"])
+def test_a_memo_of_another_kind_is_ignored(tmp_path: Path, kind: str) -> None:
+    """gitdates.json a FIFO hung the build in its read; a folder was atomic_write's traceback (pr19a 8)."""
+    content = tmp_path / "repo" / "content"
+    content.mkdir(parents=True)
+    _repo(tmp_path / "repo")
+    (content / "a.md").write_text("a\n")
+    _commit(tmp_path / "repo", "2024-03-05", "first")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    memo = cache / "gitdates.json"
+    os.mkfifo(memo) if kind == "fifo" else memo.mkdir()
+    assert gitdates.start(content, cache)() == {"a.md": "2024-03-05"}

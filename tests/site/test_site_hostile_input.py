@@ -111,6 +111,30 @@ def test_a_title_that_is_a_mapping_stops_the_build(site: Path, tmp_path: Path) -
     pages._check_types({"title": "t", "tags": "one", "weight": 3, "description": None}, "p.md")
 
 
+@pytest.mark.parametrize("value", ['"no"', '"false"', "0.0", "[]"])
+def test_a_draft_that_is_not_true_or_false_stops_the_build(site: Path, tmp_path: Path, value: str) -> None:
+    """``draft: "no"`` (a string, so true) left the page out without a word (pr19a 3)."""
+    page = site / "content" / "docs" / "drafty.md"
+    page.write_text(f"---\ntitle: Drafty\ndraft: {value}\n---\nbody\n")
+    with pytest.raises(BuildError, match="draft must be true or false") as e:
+        build_site(site, tmp_path / "out", jobs=1)
+    assert str(e.value.where) == f"{page}: draft"
+    page.write_text("---\ntitle: Drafty\ndraft: false\n---\nbody\n")
+    build_site(site, tmp_path / "out", jobs=1)
+    assert (tmp_path / "out" / "docs" / "drafty" / "index.html").is_file()
+
+
+def test_a_page_with_too_many_tags_stops_the_build(site: Path, tmp_path: Path) -> None:
+    """Each tag is a page listing its pages, each of which lists the page's tags: 20,000 tags on one
+    page (a 200 KB front matter) took 24 GB and minutes before the build failed (pr19a 19)."""
+    page = site / "content" / "docs" / "tagged.md"
+    tags = ", ".join(f"t{i}" for i in range(pages.MAX_TAGS + 1))
+    page.write_text(f"---\ntitle: Tagged\ntags: [{tags}]\n---\nbody\n")
+    with pytest.raises(BuildError, match=f"{pages.MAX_TAGS + 1} tags: a page has at most") as e:
+        build_site(site, tmp_path / "out", jobs=1)
+    assert str(e.value.where) == f"{page}: tags"
+
+
 def test_a_bom_and_lone_cr_line_ends_keep_the_front_matter(site: Path, tmp_path: Path) -> None:
     (site / "content" / "docs" / "bom.md").write_bytes(b"\xef\xbb\xbf---\ntitle: With a BOM\n---\nx\n")
     (site / "content" / "docs" / "cr.md").write_bytes(b"---\rtitle: Old Mac\r---\rline\r")

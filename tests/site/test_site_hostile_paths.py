@@ -299,6 +299,54 @@ def test_the_first_refused_name_in_a_folder_is_the_one_named(site: Path, tmp_pat
         build_site(site, tmp_path / "out")
 
 
+@pytest.mark.parametrize(
+    "rel", [b"content/docs/caf\xe9.md", b"static/caf\xe9.txt", b"content/docs/d\xff/x.md"]
+)
+def test_a_file_name_that_is_not_utf8_is_one_line(site: Path, tmp_path: Path, rel: bytes) -> None:
+    """A name's bytes that are no UTF-8 (a Latin-1 file system's 'café'): every hash of the name was a
+    UnicodeEncodeError traceback (pr19a 9)."""
+    f = os.path.join(os.fsencode(site), rel)
+    os.makedirs(os.path.dirname(f), exist_ok=True)
+    with open(f, "wb") as out:
+        out.write(b"---\ntitle: t\n---\nx\n")
+    with pytest.raises(BuildError, match="is not UTF-8") as e:
+        build_site(site, tmp_path / "out")
+    assert "\n" not in str(e.value) + str(e.value.where) and "\\udc" in str(e.value.where)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name", ["a%2fb.md", "100%.md"])
+def test_a_page_name_its_url_cannot_hold_as_written_is_one_line(
+    site: Path, tmp_path: Path, name: str
+) -> None:
+    """A page's URL is its file name: 'a%2fb.md' was written as docs/a%2fb/index.html, which a server
+    serves at /docs/a%252fb/ (/docs/a%2fb/ is /docs/a/b/: a 404). The rule of 'url:' (pr19a 13); with
+    a 'url:' the name is free."""
+    page = site / "content" / "docs" / name
+    page.write_text("---\ntitle: t\n---\nx\n")
+    with pytest.raises(BuildError, match="which the page's URL cannot hold as written"):
+        build_site(site, tmp_path / "out")
+    page.write_text("---\ntitle: t\nurl: /docs/fine/\n---\nx\n")
+    build_site(site, tmp_path / "out")
+    assert (tmp_path / "out" / "docs" / "fine" / "index.html").is_file()
+
+
+@pytest.mark.parametrize("out", ["static/out", "content/docs/out", "static", "."])
+def test_an_output_inside_the_sources_is_refused(site: Path, tmp_path: Path, out: str) -> None:
+    """--out static/out: each build copied the output into the next one's (out/out/out/..., growing
+    without end; pr19a 16). Inside any folder the build reads whole, not only that folder itself."""
+    with pytest.raises(BuildError, match="overlaps the site sources"):
+        build_site(site, site / out)
+    assert not (site / "static" / "out").exists() and not (site / "content" / "docs" / "out").exists()
+
+
+def test_an_output_folder_that_cannot_be_made_is_one_line(site: Path, tmp_path: Path) -> None:
+    """--out under a file: atomic_dir's FileExistsError was a traceback (pr19a 17)."""
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(BuildError, match=r"cannot make the output folder .*afile/sub: File exists"):
+        build_site(site, tmp_path / "afile" / "sub")
+
+
 @pytest.mark.timeout(60)  # a regression waits on the FIFO for ever: it must fail, not hang
 @pytest.mark.parametrize(
     ("rel", "linked"),

@@ -41,3 +41,22 @@ def test_publish_then_republish_only_changes(
     assert "docs/quickstart/client/index.html" not in text  # unchanged pages are not uploaded again
     body = client.get_object(Bucket=target.bucket, Key="www/docs/guides/site/index.html")["Body"].read()
     assert b"This site is made" in body
+
+
+@pytest.mark.parametrize(
+    "endpoint", ["javascript:x", "http://[::1", "http://127.0.0.1:99999", "http://u:secret@h"]
+)
+def test_an_endpoint_that_is_no_http_url_is_one_line(
+    endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """botocore's ValueError for 'javascript:x' or an unclosed '[' was a traceback; a password in the
+    endpoint was echoed by the connection error (pr19a 14). Refused before any request."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "index.html").write_text("<p>x</p>")
+    args = ["site", "publish", "s3://b/www", "--endpoint-url", endpoint, "--no-build", "--out", str(out)]
+    assert main([*args, "--dry-run"]) != 0
+    err = capsys.readouterr().err
+    assert "the S3 endpoint" in err and "Traceback" not in err and "secret" not in err, err

@@ -33,3 +33,23 @@ def test_reference_lists_every_parameter_with_the_toolkit_equivalent() -> None:
         assert f"`{p.name}`" in text
     row = next(line for line in text.splitlines() if "`CVMFS_REPOSITORY_TAG`" in line)
     assert "reader `--tag`" in row and "user data `cvmfs_tag`" in row
+
+
+def test_help_text_with_angle_brackets_shows_in_the_rendered_reference() -> None:
+    """A help's ``<fqrn>.pub`` and ``<dir>/keys/`` were raw HTML to Markdown (an unknown tag, shown as
+    nothing): the command-line reference read "Default: for a local SOURCE dir, .pub or *.pub in
+    /../keys/" (pr19a 6). Code spans are left as written."""
+    from markdown_it import MarkdownIt
+
+    from cernvm_build.cli.reference import markdown as cli_markdown
+    from cernvm_build.site.reference import md_text, userdata_keys
+
+    md = MarkdownIt("commonmark").enable("table")
+    html = md.render(cli_markdown())
+    assert "<fqrn>" not in html and "<dir>" not in html
+    assert "Default: for a local SOURCE dir, &lt;fqrn&gt;.pub or *.pub in &lt;dir&gt;/../keys/" in html
+    for text in ("<a> & `<b>` | c", "``x`<y>`` <z>"):
+        cell = md.render(f"| h |\n|---|\n| {md_text(text)} |\n")
+        assert "<a>" not in cell and "<z>" not in cell and "\\" not in cell, cell
+        assert "<code>&lt;b&gt;</code>" in cell or "<code>x`&lt;y&gt;</code>" in cell, cell
+    assert "<code>" in md.render(userdata_keys())  # the cells' own code spans stay code

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import lzma
+import os
 from pathlib import Path
 
 import pytest
@@ -280,3 +281,25 @@ def test_a_fifo_for_release_or_repomd_is_one_error_not_a_wait(tmp_path: Path, re
     with pytest.raises(BuildError, match="cannot be read: not a regular file") as e:
         (read_apt if rel.startswith("dists") else read_yum)(tmp_path)
     assert str(tmp_path / rel) in str(e.value.where)
+
+
+def test_a_repo_metadata_flag_that_names_nothing_is_one_line(
+    site: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--repo-metadata with a folder that is not there, or a name no repository has, was ignored without a
+    word (the page built without its packages); a folder whose walk meets a path too long was an
+    OSError traceback (pr19a 18)."""
+    from cernvm_build.cli.main import main
+
+    out = ["site", "build", "--site", str(site), "--out", str(tmp_path / "out")]
+    assert main([*out, "--repo-metadata", f"cvmfs={tmp_path / 'none'}"]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+    with pytest.raises(BuildError, match=r"no repository 'nosuch' in repositories\.yaml"):
+        build_site(site, tmp_path / "out", repo_metadata={"nosuch": tmp_path})
+    deep = tmp_path / "deep"
+    part = os.path.join(*(["d" * 200] * 15))  # ~3 KB
+    os.makedirs(deep / part)
+    monkeypatch.chdir(deep / part)
+    os.makedirs(part)  # its deepest path ~6 KB: past PATH_MAX
+    with pytest.raises(BuildError, match="cannot read the package metadata under"):
+        build_site(site, tmp_path / "out", repo_metadata={"cvmfs": deep})

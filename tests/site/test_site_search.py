@@ -506,3 +506,20 @@ def test_results_show_no_bidi_controls_and_no_overlong_parts(site: Path, tmp_pat
     assert got["results"][0]["hits"][0]["heading"] == "Quuxheading ab reversed"
     long = [p["text"] for p in got["results"][1]["hits"][0]["excerpt"] if "z" * 250 in p["text"]]
     assert long and long[0].endswith("z\u2026")  # cut, and says so
+
+
+def test_words_that_name_object_properties_are_searched_as_words(site: Path, tmp_path: Path) -> None:
+    """'constructor' is a property of every JavaScript object: the query dropped it as seen already (no
+    hits, or hits without it), and a phrase holding it on a site without it was a TypeError that broke
+    the search (pr19a 15)."""
+    (site / "content/docs/zz-ctor.md").write_text("---\ntitle: Objects\n---\nThe constructor builds one.\n")
+    out = tmp_path / "out"
+    build_site(site, out)
+    queries = [
+        ["constructor", 3],
+        ["builds constructor", 3],
+        ['"the constructor"', 3],
+        ['"a constructor"', 3],
+    ]
+    got = node_search(out / "search-index", queries=queries)["results"]
+    assert [[h["url"] for h in r["hits"]] for r in got] == [["/docs/zz-ctor/"]] * 3 + [[]]

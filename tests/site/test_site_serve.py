@@ -188,3 +188,57 @@ def test_the_requests_kept_are_bounded(site: Path, tmp_path: Path, monkeypatch: 
         p.stop()
     assert [path for _s, path in p.requests][:4] == [f"/no/{i}/" for i in range(4, 8)]
     assert len(p.requests) == 5 and p.requests[-1] == (404, "/" + "x" * (serve.PATH_KEPT - 1))
+
+
+def test_a_link_loop_in_the_site_is_a_failed_build_not_a_dead_watcher(
+    site: Path, tmp_path: Path, edit: Edit
+) -> None:
+    """A link loop in the site folder (ELOOP, not ENOENT, from the watcher's stat) was a traceback
+    at start, and made while serving it ended the watcher thread: no rebuild again, no word (pr19a 1)."""
+    errors: list[CernVMError] = []
+    loop = site / "content" / "loop.md"
+    loop.symlink_to(loop.name)
+    p = Preview(
+        Builder(site, tmp_path / "out"), port=0, interval=0.1, on_build=lambda r, e: e and errors.append(e)
+    )
+    p.start()
+    try:
+        assert errors and "loop.md" in str(errors[0])
+        loop.unlink()
+        url = p.url + "docs/guides/site/"
+        edit(site / "content" / "docs" / "guides" / "site.md", "This site is generated", "Looped site")
+        assert wait_for(lambda: "Looped site" in requests.get(url, timeout=10).text)
+        loop.symlink_to(loop.name)  # made while serving: the watcher goes on
+        assert wait_for(lambda: len(errors) > 1)
+        loop.unlink()
+        edit(site / "content" / "docs" / "guides" / "site.md", "Looped site", "Unlooped site")
+        assert wait_for(lambda: "Unlooped site" in requests.get(url, timeout=10).text)
+    finally:
+        p.stop()
+
+
+def test_only_files_and_folders_inside_the_output_are_served(preview: Preview, tmp_path: Path) -> None:
+    """A FIFO in the output held a server thread for ever in its open (a connection slot each), a link
+    out of the output served what it named, and a HEAD's length was the page's without the reload tag
+    (pr19a 2)."""
+    import os
+
+    out = preview.builder.out_dir
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not the site's")
+    (out / "secret.txt").symlink_to(secret)
+    (out / "secret.html").symlink_to(secret)
+    (out / "inside.html").symlink_to(out / "404.html")
+    os.mkfifo(out / "fifo.txt")
+    for name in ("secret.txt", "secret.html", "fifo.txt"):
+        r = requests.get(preview.url + name, timeout=10)
+        assert r.status_code == 404 and "not the site's" not in r.text, name
+    assert requests.get(preview.url + "inside.html", timeout=10).status_code == 200
+    for path in ("", "docs/", "assets/site.css"):
+        got, head = (
+            requests.get(preview.url + path, timeout=10),
+            requests.head(preview.url + path, timeout=10),
+        )
+        assert got.status_code == head.status_code == 200
+        assert head.headers["Content-Length"] == got.headers["Content-Length"] == str(len(got.content)), path
+        assert head.content == b""

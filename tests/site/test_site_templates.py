@@ -118,3 +118,34 @@ def test_an_undefined_value_is_still_an_error(tmp_path: Path) -> None:
     (folder / "bad.html").write_text("<p>{{ nosuch }}</p>")
     with pytest.raises(BuildError, match="undefined value"):
         templates.environment(folder).render("bad.html", {})
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{% include "../../../../../../etc/passwd" %}', "is not a path inside templates/"),
+        ('{% include "/etc/passwd" %}', "is not a path inside templates/"),
+        (b"<p>\xff</p>", "not UTF-8 text"),
+    ],
+    ids=["dotdot", "absolute", "not-utf8"],
+)
+def test_a_template_outside_the_folder_or_not_utf8_is_one_line(
+    tmp_path: Path, text: str | bytes, message: str
+) -> None:
+    """An include of '/etc/passwd' or '../…' was read and hashed, then jinja2's TemplateNotFound
+    traceback; a template not UTF-8 was a UnicodeDecodeError one (pr19a 10)."""
+    (tmp_path / "page.html").write_bytes(text if isinstance(text, bytes) else text.encode())
+    env = templates.environment(tmp_path)
+    with pytest.raises(BuildError, match=message):
+        env.closure_hash("page.html")
+    with pytest.raises(BuildError):
+        env.render("page.html", {})
+
+
+def test_a_template_name_that_is_not_utf8_is_hashed(tmp_path: Path) -> None:
+    import os
+
+    (tmp_path / "page.html").write_text("x")
+    with open(os.path.join(os.fsencode(tmp_path), b"caf\xe9.html"), "wb") as f:
+        f.write(b"y")
+    assert len(templates.environment(tmp_path).folder_hash()) == 64

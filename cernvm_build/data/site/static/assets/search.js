@@ -128,7 +128,8 @@
   /* ---- the query: words (all required), "quoted phrases", word* prefixes; the word being typed
      is a prefix too ---- */
   function parse(q) {
-    var terms = [], seen = {}, re = /"([^"]*)"?|[^\s"]+/g, m, last = null;
+    /* seen: a Set, not {}: "constructor" was seen before it was (Object.prototype's) and dropped */
+    var terms = [], seen = new Set(), re = /"([^"]*)"?|[^\s"]+/g, m, last = null;
     while ((m = re.exec(q)) !== null) {
       var quoted = m[1] !== undefined, raw = quoted ? m[1] : m[0], ws = words(raw);
       if (!ws.length) continue;
@@ -136,8 +137,8 @@
       if (!quoted && ws.length === 1 && /\*$/.test(raw) && ws[0].length >= 2) t.prefix = true;
       var key = t.stems.join(" ") + (t.prefix ? "*" : "");
       last = quoted ? null : t;
-      if (seen[key]) continue;
-      seen[key] = true;
+      if (seen.has(key)) continue;
+      seen.add(key);
       terms.push(t);
     }
     if (last && last === terms[terms.length - 1] && last.words.length === 1 && last.words[0].length >= 3 &&
@@ -149,7 +150,8 @@
      deltas…], …], …] -> [[page, entry], …] */
   function entries(dict, w) {
     var out = [];
-    (dict[w] || []).forEach(function (pe) {
+    /* its own words only: dict["constructor"] is Object's, whose forEach broke the search */
+    (Object.prototype.hasOwnProperty.call(dict, w) ? dict[w] : []).forEach(function (pe) {
       for (var j = 1; j < pe.length; j++) out.push([pe[0], pe[j]]);
     });
     return out;
