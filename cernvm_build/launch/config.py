@@ -22,7 +22,7 @@ from .. import table
 from ..errors import ConfigFileError, ImageError, Location, UsageError
 from ..fsutil import NotRegularFile, open_regular
 from ..table import Kind, Setting, by_key
-from .names import image_name
+from .names import USER_PATTERN, image_name
 
 GLOBAL_CONF_ENV = "CERNVM_LAUNCH_CONF"
 #: less memory than this does not boot a μCernVM image (the kernel, initrd and CernVM-FS cache need it)
@@ -109,7 +109,7 @@ KEYS: tuple[Setting, ...] = (
     Setting("sshPort", Kind.INT, "host port forwarded to apiPort (default: a free one)", default=None,
             nullable=True, minimum=1, maximum=65535, field="ssh_port", flag="--ssh-port", metavar="PORT"),
     Setting("sshUser", Kind.STR, "user for ssh/scp", default=DEFAULTS.ssh_user, field="ssh_user",
-            flag="--user", metavar="USER", pattern=r"[a-z_][a-z0-9_-]*", pattern_help="a user name"),
+            flag="--user", metavar="USER", pattern=USER_PATTERN, pattern_help="a user name"),
     Setting("profile", Kind.STR, "profile whose image to boot (e.g. demo, el7)", default=None, nullable=True,
             flag="--profile", metavar="NAME"),
     Setting("image", Kind.STR, "image path or cached image name", default=None, nullable=True,

@@ -660,3 +660,28 @@ def test_edited_forwards_on_record_make_the_instance_broken_not_every_create_a_t
         launch.start(driver_host(conn), "edited")
     ok = domain.Metadata.from_element(ET.fromstring("<i><forwards>8080:80,1:65535</forwards></i>"))
     assert (ok.forwards, ok.malformed) == ("8080:80,1:65535", "")
+
+
+def test_a_login_user_beginning_with_a_dash_never_reaches_openssh(
+    conn: Any, launch_env: Path, image: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``ssh -X`` runs OpenSSH with ``USER@HOST``: a ``ssh_user`` on record (a domain edited on a shared
+    hypervisor) or a ``user@NAME`` target of ``-oProxyCommand=...`` was an option there, and OpenSSH
+    ran that command here, as the user. The record is broken; the target is a one-line usage error."""
+    create(conn, request(launch_env, image, "edited"))
+    dom = conn.lookupByName("edited")
+    dom.destroy()
+    xml = dom.XMLDesc(0)
+    ns = xml[xml.index("<", xml.index("<metadata>") + 1) + 1 : xml.index(":instance")]
+    hostile = f"-oProxyCommand=touch {tmp_path}/ran"
+    conn.defineXML(xml.replace(f"<{ns}:ssh_user>root<", f"<{ns}:ssh_user>{hostile}<"))
+    conn.lookupByName("edited").create()
+    inst = instances.describe(conn.lookupByName("edited"))
+    assert inst.state == "broken" and "ssh_user: '-oProxyCommand=touch'" in inst.broken
+    with pytest.raises(LaunchError, match="broken"):
+        launch.openssh_argv(driver_host(conn), "edited", ["true"], x11="-X", home=launch_env)
+    with pytest.raises(UsageError, match="bad user name '-oProxyCommand=touch"):
+        launch.openssh_argv(driver_host(conn), f"{hostile}@edited", ["true"], x11="-X", home=launch_env)
+    assert not list(tmp_path.glob("ran*"))
+    ok = domain.Metadata.from_element(ET.fromstring("<i><ssh_user>cern_user-1</ssh_user></i>"))
+    assert (ok.ssh_user, ok.malformed) == ("cern_user-1", "")
