@@ -685,3 +685,21 @@ def test_a_login_user_beginning_with_a_dash_never_reaches_openssh(
     assert not list(tmp_path.glob("ran*"))
     ok = domain.Metadata.from_element(ET.fromstring("<i><ssh_user>cern_user-1</ssh_user></i>"))
     assert (ok.ssh_user, ok.malformed) == ("cern_user-1", "")
+
+
+def test_a_relative_launch_home_is_refused_not_an_instance_broken_at_birth(
+    conn: Any, launch_env: Path, image: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``CERNVM_LAUNCH_HOME=relhome``: the instance was made under the working folder, its folder on
+    record was relative, and it was listed broken right after create; each folder another home.
+    A relative $XDG_DATA_HOME is ignored, as the XDG base directory spec says."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CERNVM_LAUNCH_HOME", "relhome")
+    with pytest.raises(UsageError, match=r"\$CERNVM_LAUNCH_HOME 'relhome' is not an absolute path"):
+        create(conn, request(launch_env, image, "rel"))
+    assert conn.listAllDomains(0) == [] and not (tmp_path / "relhome").exists()
+    monkeypatch.delenv("CERNVM_LAUNCH_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    monkeypatch.setenv("XDG_DATA_HOME", "data")
+    home = instances.default_home("qemu:///session")
+    assert home == tmp_path / "user" / ".local" / "share" / "cernvm-launch"
