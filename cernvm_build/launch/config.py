@@ -139,11 +139,19 @@ def _typed(s: Setting, text: str | list[str]) -> Any:
     """The table's conversion; paths made absolute (a config file's relative path is refused)."""
     value = table.from_text(s, text)
     if s.kind is Kind.PATH and value is not None:
-        path = Path(os.path.expanduser(value))
-        if not path.is_absolute():
-            raise table.Invalid(f"{value!r} is not an absolute path", "write the full path, e.g. /srv/data")
-        return path
+        return _absolute(value)
+    if s.kind is Kind.LIST_PATH and value is not None:
+        # each as a single path: releaseKeys=~/key.asc was looked for in a folder named '~', and a
+        # relative key was whichever file of that name the working folder held (trusted as a signer)
+        return tuple(_absolute(v) for v in value)
     return value
+
+
+def _absolute(value: str) -> Path:
+    path = Path(os.path.expanduser(value))
+    if not path.is_absolute():
+        raise table.Invalid(f"{value!r} is not an absolute path", "write the full path, e.g. /srv/data")
+    return path
 
 
 def from_flags(given: Iterable[tuple[Setting, str | list[str]]]) -> dict[str, Any]:
