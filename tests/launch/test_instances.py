@@ -703,3 +703,35 @@ def test_a_relative_launch_home_is_refused_not_an_instance_broken_at_birth(
     monkeypatch.setenv("XDG_DATA_HOME", "data")
     home = instances.default_home("qemu:///session")
     assert home == tmp_path / "user" / ".local" / "share" / "cernvm-launch"
+
+
+def test_list_shows_control_characters_of_an_edited_record_not_sends_them_to_the_terminal(
+    launch_env: Path, image: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """XML allows CR, newline and the C1 controls (U+009B is CSI to xterm) in a domain's metadata,
+    which anyone who can define domains on a shared hypervisor may edit: ``list`` wrote them as they
+    were (a CR and a forged line over the real state)."""
+    import libvirt
+
+    from cernvm_build.cli.launch import main
+
+    uri = "test:///default"
+    conn = libvirt.open(uri)  # keeps the test driver's state while main() opens its own
+    name = f"ctl-{os.getpid()}"
+    try:
+        create(conn, request(launch_env, image, name))
+        dom = conn.lookupByName(name)
+        dom.destroy()
+        xml = dom.XMLDesc(0)
+        ns = xml[xml.index("<", xml.index("<metadata>") + 1) + 1 : xml.index(":instance")]
+        forged = "x\u009b2J&#13;\tstate: running\nother:\tCVM: y"
+        conn.defineXML(xml.replace(f"<{ns}:profile/>", f"<{ns}:profile>{forged}</{ns}:profile>"))
+        assert "\r" in instances.describe(conn.lookupByName(name)).meta.profile  # type: ignore[union-attr]
+        capsys.readouterr()
+        assert main(["--connect", uri, "list", name]) == 0
+        out = capsys.readouterr().out
+        assert "\tprofile: x\\x9b2J\\x0d\tstate: running\\x0aother:\tCVM: y\n" in out  # tabs: fields
+        assert "\r" not in out and "\u009b" not in out and "\nother:" not in out
+    finally:
+        instances.destroy(conn, name, force=True, home=launch_env)
+        conn.close()
