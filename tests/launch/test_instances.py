@@ -162,6 +162,7 @@ def test_stale_folder_from_interrupted_create_is_replaced(conn: Any, launch_env:
     (stale / "context.iso.partial").write_bytes(b"x")
     create(conn, request(launch_env, image, "again"))
     assert sorted(p.name for p in stale.iterdir()) == [
+        ".uri",
         "context.iso",
         "id_ed25519",
         "id_ed25519.pub",
@@ -735,3 +736,39 @@ def test_list_shows_control_characters_of_an_edited_record_not_sends_them_to_the
     finally:
         instances.destroy(conn, name, force=True, home=launch_env)
         conn.close()
+
+
+def test_a_second_hypervisor_never_takes_the_folder_of_an_instance_of_the_same_name(
+    launch_env: Path, image: Path, tmp_path: Path
+) -> None:
+    """qemu:///system and qemu:///session with one launchHomeFolder (or a remote host's two daemons)
+    give instances of one name one folder: a create on the second hypervisor removed the first one's
+    folder, its running scratch disk, context ISO and login key. A leftover of this hypervisor's own
+    (a killed create: the folder names its URI, or is empty) is still replaced."""
+    import libvirt
+
+    from cernvm_build.launch import create as create_mod
+
+    uris = []
+    for n in (1, 2):
+        (tmp_path / f"d{n}.xml").write_text("<node><memory>16777216</memory></node>")
+        uris.append(f"test://{tmp_path}/d{n}.xml")
+    first, second = (libvirt.open(u) for u in uris)
+    create(first, request(launch_env, image, "vm"))
+    folder = launch_env / "run" / "vm"
+    key = (folder / "id_ed25519").read_bytes()
+    assert (folder / create_mod.OWNER).read_text() == uris[0]
+    with pytest.raises(InstanceError, match=f"holds the files of instance 'vm' of '{uris[0]}'"):
+        create(second, request(launch_env, image, "vm"))
+    assert (folder / "id_ed25519").read_bytes() == key and (folder / "scratch.qcow2").exists()
+    assert second.listAllDomains(0) == []
+    (folder / create_mod.OWNER).unlink()  # an older launch's folder: whose, nobody knows
+    with pytest.raises(InstanceError, match="of another hypervisor, or of an older cernvm-launch"):
+        create(second, request(launch_env, image, "vm"))
+    assert (folder / "id_ed25519").read_bytes() == key
+    undefine_all = first.lookupByName("vm")
+    undefine_all.destroy()
+    undefine_all.undefine()  # the first one's domain gone, its folder left: a killed create's
+    (folder / create_mod.OWNER).write_text(uris[0])
+    create(first, request(launch_env, image, "vm"))
+    assert (folder / "id_ed25519").read_bytes() != key
