@@ -104,8 +104,11 @@ KEYS: tuple[Setting, ...] = (
     Setting("connect", Kind.STR, "libvirt URI (qemu:///system as root, else qemu:///session)",
             default=None, nullable=True, pattern=r"[a-z0-9+]+:///?\S*", pattern_help="a libvirt URI",
             example="qemu:///session"),
+    # a network name goes into the domain XML: a control character was libvirt's "PCDATA invalid
+    # Char" about line 11 of a document the user never saw; libvirt's names have no '/'
     Setting("network", Kind.STR, "'user' (127.0.0.1 port forward) or a libvirt network",
-            default=DEFAULTS.network, flag="--network", metavar="user|NET"),
+            default=DEFAULTS.network, flag="--network", metavar="user|NET",
+            pattern="[^/\x00-\x1f\x7f-\x9f]{1,200}", pattern_help="a libvirt network's name"),
     Setting("sshPort", Kind.INT, "host port forwarded to apiPort (default: a free one)", default=None,
             nullable=True, minimum=1, maximum=65535, field="ssh_port", flag="--ssh-port", metavar="PORT"),
     Setting("sshUser", Kind.STR, "user for ssh/scp", default=DEFAULTS.ssh_user, field="ssh_user",
