@@ -11,7 +11,7 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 # and none of the cache's own side files (NAME.sha256, NAME.json)
 #: a user to log in as (``sshUser``, ``user@NAME``, the metadata's ``ssh_user``): it ends up on
 #: OpenSSH's command line (``ssh -X``), where one beginning with '-' would be an option
-USER_PATTERN = r"[a-z_][a-z0-9_-]{0,31}"
+USER_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}"  # "first.last" and "Admin" are users too
 _USER = re.compile(USER_PATTERN)
 _IMAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,200}")
 
@@ -45,7 +45,7 @@ def validate_user(user: str, where: str) -> str:
         return user
     raise UsageError(
         f"bad user name {user[:100]!r} in {where}",
-        hint="a user name is lower-case letters, digits, '_' and '-', starting with a letter or '_'",
+        hint="a user name is letters, digits, '_', '.' and '-' (at most 32), not starting with '.' or '-'",
     )
 
 

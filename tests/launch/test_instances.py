@@ -684,8 +684,12 @@ def test_a_login_user_beginning_with_a_dash_never_reaches_openssh(
     with pytest.raises(UsageError, match="bad user name '-oProxyCommand=touch"):
         launch.openssh_argv(driver_host(conn), f"{hostile}@edited", ["true"], x11="-X", home=launch_env)
     assert not list(tmp_path.glob("ran*"))
-    ok = domain.Metadata.from_element(ET.fromstring("<i><ssh_user>cern_user-1</ssh_user></i>"))
-    assert (ok.ssh_user, ok.malformed) == ("cern_user-1", "")
+    for user in ("cern_user-1", "first.last", "Admin"):  # users as sites name them
+        ok = domain.Metadata.from_element(ET.fromstring(f"<i><ssh_user>{user}</ssh_user></i>"))
+        assert (ok.ssh_user, ok.malformed) == (user, "")
+    from cernvm_build.launch.remote import split_user
+
+    assert split_user("first.last@vm") == ("first.last", "vm")
 
 
 def test_a_relative_launch_home_is_refused_not_an_instance_broken_at_birth(
