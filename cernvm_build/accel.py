@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import UsageError
 from .paths import cache_dir
 
 # mov dx,0x3f8; mov al,'K'; out dx,al; hlt; jmp $-1  — then the boot signature.
@@ -100,17 +101,30 @@ def _probe_kvm(qemu: str, timeout: float) -> tuple[bool, str]:
 
 def detect(qemu: str = "qemu-system-x86_64", *, timeout: float = 8.0, use_cache: bool = True) -> Accel:
     """KVM if a probe guest really runs under it, else TCG. ``CERNVM_ACCEL=kvm|tcg`` overrides."""
-    forced = os.environ.get("CERNVM_ACCEL", "").lower()
+    forced = os.environ.get("CERNVM_ACCEL", "").strip().lower()
     if forced in ("kvm", "tcg"):
         return Accel(forced, "set by CERNVM_ACCEL")
+    if forced not in ("", "auto"):  # a typo silently probed, and the user thought it was set
+        raise UsageError(
+            f"$CERNVM_ACCEL {forced[:40]!r} is neither kvm nor tcg",
+            hint="set CERNVM_ACCEL=kvm or CERNVM_ACCEL=tcg, or unset it to probe",
+        )
     cache = cache_dir() / "accel.json"
     if use_cache:
         try:
             cached = json.loads(cache.read_text())
-            if cached.get("boot_id") == _boot_id() and cached.get("probe") == _PROBE_VERSION:
-                return Accel(cached["name"], cached["reason"] + " (cached)")
-        except (OSError, ValueError, KeyError):
-            pass
+        except (OSError, ValueError):
+            cached = None
+        # a damaged record (not an object, a reason that is no text: a traceback; a name that is no
+        # accelerator: a domain type libvirt refuses) is probed again and rewritten
+        if (
+            isinstance(cached, dict)
+            and cached.get("boot_id") == _boot_id()
+            and cached.get("probe") == _PROBE_VERSION
+            and cached.get("name") in ("kvm", "tcg")
+            and isinstance(cached.get("reason"), str)
+        ):
+            return Accel(cached["name"], cached["reason"][:500] + " (cached)")
     ok, reason = _probe_kvm(qemu, timeout)
     result = Accel("kvm" if ok else "tcg", reason)
     try:

@@ -287,7 +287,7 @@ def _unit_name(unit: str) -> str:
 
 
 def parse_int(text: str) -> int:
-    if not re.fullmatch(r"\s*[-+]?\d+\s*", text):
+    if not re.fullmatch(r"\s*[-+]?[0-9]+\s*", text):  # \d takes any script's digits (٣ was 3)
         raise Invalid(f"{text.strip()!r} is not a whole number", "write digits, e.g. 2")
     _check_digits(text, text.strip())
     return int(text)
@@ -295,7 +295,7 @@ def parse_int(text: str) -> int:
 
 def parse_size(text: str, unit: str = "") -> int:
     """``4G``, ``512M``, ``4096`` (counted in ``unit``), ``1.5G`` → an integer count of ``unit``."""
-    m = re.fullmatch(r"\s*([-+]?\d+(?:\.\d+)?)\s*([KMGTkmgt]?)(?:i?[Bb])?\s*", text)
+    m = re.fullmatch(r"\s*([-+]?[0-9]+(?:\.[0-9]+)?)\s*([KMGTkmgt]?)(?:i?[Bb])?\s*", text)
     if m is None:
         raise Invalid(f"{text.strip()!r} is not a size", "write a number with a unit: 4G, 512M, 4096")
     number, suffix = m.group(1), (m.group(2).upper() or unit)
@@ -321,7 +321,7 @@ def format_size(count: int, unit: str = "") -> str:
 
 def parse_duration(text: str) -> int:
     """``90``, ``90s``, ``15m``, ``2h``, ``1d`` → seconds."""
-    m = re.fullmatch(r"\s*([-+]?\d+)\s*([smhd]?)\s*", text)
+    m = re.fullmatch(r"\s*([-+]?[0-9]+)\s*([smhd]?)\s*", text)
     if m is None:
         raise Invalid(f"{text.strip()!r} is not a duration", "write seconds, or with s, m, h or d: 900, 15m")
     _check_digits(text, m.group(1))

@@ -162,8 +162,10 @@ def _wait(
 
 
 def _line(text: str) -> None:
-    """The original's tab-separated lines, untouched by rich (which would expand the tabs)."""
-    sys.stdout.write(text + "\n")
+    """The original's tab-separated lines, untouched by rich (which would expand the tabs); each field
+    made visible as one line: a domain's metadata (editable by anyone who can define domains on a
+    shared hypervisor) may hold a CR, a newline or a C1 control (U+009B is CSI), which XML allows."""
+    sys.stdout.write("\t".join(visible(f, one_line=True) for f in text.split("\t")) + "\n")
 
 
 def cmd_list(args: argparse.Namespace, out: Output) -> int:

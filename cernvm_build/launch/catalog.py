@@ -17,6 +17,7 @@ from .. import gpg, releaseindex
 from ..errors import CernVMError, ImageError
 from ..fsutil import NotRegularFile, read_regular
 from ..release import sums
+from . import download
 
 #: the image formats, best first: of a release's several images, ``images pull NAME`` takes the first
 #: (``find``). hdd first: the launcher attaches it read-only on virtio (``domain.xml.j2``), and
@@ -48,7 +49,7 @@ def _http(url: str, limit: int) -> bytes:
         with requests.get(url, timeout=30, stream=True) as r:
             if r.status_code != 200:
                 raise ImageError(f"HTTP {r.status_code} for {url}")
-            return bytes(r.raw.read(limit + 1, decode_content=True))
+            return download.read(r, url, limit)
     except requests.RequestException as e:
         raise ImageError(f"cannot fetch {url}: {type(e).__name__}", hint=str(e)[:200]) from None
 

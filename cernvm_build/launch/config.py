@@ -22,7 +22,7 @@ from .. import table
 from ..errors import ConfigFileError, ImageError, Location, UsageError
 from ..fsutil import NotRegularFile, open_regular
 from ..table import Kind, Setting, by_key
-from .names import image_name
+from .names import USER_PATTERN, image_name
 
 GLOBAL_CONF_ENV = "CERNVM_LAUNCH_CONF"
 #: less memory than this does not boot a μCernVM image (the kernel, initrd and CernVM-FS cache need it)
@@ -104,12 +104,15 @@ KEYS: tuple[Setting, ...] = (
     Setting("connect", Kind.STR, "libvirt URI (qemu:///system as root, else qemu:///session)",
             default=None, nullable=True, pattern=r"[a-z0-9+]+:///?\S*", pattern_help="a libvirt URI",
             example="qemu:///session"),
+    # a network name goes into the domain XML: a control character was libvirt's "PCDATA invalid
+    # Char" about line 11 of a document the user never saw; libvirt's names have no '/'
     Setting("network", Kind.STR, "'user' (127.0.0.1 port forward) or a libvirt network",
-            default=DEFAULTS.network, flag="--network", metavar="user|NET"),
+            default=DEFAULTS.network, flag="--network", metavar="user|NET",
+            pattern="[^/\x00-\x1f\x7f-\x9f]{1,200}", pattern_help="a libvirt network's name"),
     Setting("sshPort", Kind.INT, "host port forwarded to apiPort (default: a free one)", default=None,
             nullable=True, minimum=1, maximum=65535, field="ssh_port", flag="--ssh-port", metavar="PORT"),
     Setting("sshUser", Kind.STR, "user for ssh/scp", default=DEFAULTS.ssh_user, field="ssh_user",
-            flag="--user", metavar="USER", pattern=r"[a-z_][a-z0-9_-]*", pattern_help="a user name"),
+            flag="--user", metavar="USER", pattern=USER_PATTERN, pattern_help="a user name"),
     Setting("profile", Kind.STR, "profile whose image to boot (e.g. demo, el7)", default=None, nullable=True,
             flag="--profile", metavar="NAME"),
     Setting("image", Kind.STR, "image path or cached image name", default=None, nullable=True,
@@ -139,11 +142,19 @@ def _typed(s: Setting, text: str | list[str]) -> Any:
     """The table's conversion; paths made absolute (a config file's relative path is refused)."""
     value = table.from_text(s, text)
     if s.kind is Kind.PATH and value is not None:
-        path = Path(os.path.expanduser(value))
-        if not path.is_absolute():
-            raise table.Invalid(f"{value!r} is not an absolute path", "write the full path, e.g. /srv/data")
-        return path
+        return _absolute(value)
+    if s.kind is Kind.LIST_PATH and value is not None:
+        # each as a single path: releaseKeys=~/key.asc was looked for in a folder named '~', and a
+        # relative key was whichever file of that name the working folder held (trusted as a signer)
+        return tuple(_absolute(v) for v in value)
     return value
+
+
+def _absolute(value: str) -> Path:
+    path = Path(os.path.expanduser(value))
+    if not path.is_absolute():
+        raise table.Invalid(f"{value!r} is not an absolute path", "write the full path, e.g. /srv/data")
+    return path
 
 
 def from_flags(given: Iterable[tuple[Setting, str | list[str]]]) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from typing import Any
 import libvirt
 
 from ..errors import ImageError, InstanceError, LaunchError
-from ..fsutil import atomic_write, sha256_file
+from ..fsutil import atomic_write, read_capped, sha256_file
 from ..paths import data_dir
 from ..profile import Profile, load
 from ..report import NULL_REPORTER, Reporter
@@ -234,6 +234,32 @@ def _port(host: Host, s: Settings, remote: bool) -> int:
     raise InstanceError(f"no free port on 127.0.0.1{where} for SSH forwarding", hint="try again")
 
 
+#: the file in an instance folder naming the libvirt URI whose instance it holds
+OWNER = ".uri"
+
+
+def _refuse_foreign_folder(folder: Path, uri: str) -> None:
+    """An existing instance folder is removed only when it is a leftover of this hypervisor's (its
+    ``OWNER`` names ``uri``, or it has neither ``OWNER`` nor a login key). Two hypervisors of one
+    launch home (qemu:///system and qemu:///session with one launchHomeFolder, a remote host's system
+    and session daemons) give their instances of one name the same folder: a create on the second
+    removed the first one's running scratch disk, context ISO and login key."""
+    try:
+        owner = read_capped(folder / OWNER, 4096, follow_links=False).decode(errors="replace")
+    except OSError:
+        owner = ""
+    # without the file: an older launch's folder, an instance's when it holds its login key (a create
+    # writes OWNER first and the key later: one killed in between left neither)
+    if owner == uri or (not owner and folder.is_dir() and not os.path.lexists(folder / "id_ed25519")):
+        return
+    raise InstanceError(
+        f"{folder} holds the files of instance '{folder.name}' of "
+        + (f"{owner[:200]!r}" if owner else "another hypervisor, or of an older cernvm-launch"),
+        hint="choose another --name, or another launchHomeFolder for this hypervisor; if no instance"
+        " uses the folder any more, remove it",
+    )
+
+
 def _make(
     spec: InstanceSpec, plan: _Plan, ud: userdata.UserData, host: Host, tx: Transaction, reporter: Reporter
 ) -> Instance:
@@ -241,10 +267,14 @@ def _make(
     reporter.step(STEPS[2])
     # Each undo is registered before its step, and copes with the step not having happened: an
     # interrupt can arrive between a step and the line after it.
+    uri = str(host.conn.getURI())
+    if folder.exists():
+        _refuse_foreign_folder(folder, uri)  # before the undo below could remove it
     tx.on_undo("the instance folder", lambda: shutil.rmtree(folder, ignore_errors=True))
-    if folder.exists():  # left by a create that was killed (no domain owns it: checked above)
+    if folder.exists():  # left by a create on this hypervisor that was killed (no domain owns it here)
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
+    atomic_write(folder / OWNER, uri.encode())  # first: whose folder this is (``_refuse_foreign_folder``)
     if plan.remote:
         os.chmod(folder, 0o700)  # only the login key: the disks are on the hypervisor
     else:

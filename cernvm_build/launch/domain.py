@@ -15,6 +15,7 @@ import jinja2
 
 from ..bootloader.disk import SCRATCH_SERIAL
 from ..paths import data_dir
+from . import names
 
 NS = "https://cernvm.cern.ch/xmlns/cernvm-launch/1"
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
@@ -90,6 +91,10 @@ class Metadata:
         if isinstance(forwards, str) and forwards and not _forwards_ok(forwards):
             bad.append(f"forwards: {forwards[:20]!r}")  # start, forward, and every create read them
             del values["forwards"]
+        user = values.get("ssh_user")
+        if isinstance(user, str) and not names.is_user(user):
+            bad.append(f"ssh_user: {user[:20]!r}")  # OpenSSH would take '-o...' as an option (ssh -X)
+            del values["ssh_user"]
         if "image" not in values:
             values["image"] = ""
         return cls(**values, malformed=", ".join(bad))  # type: ignore[arg-type]

@@ -28,7 +28,7 @@ from ..cvmfs.tar_limits import open_file
 from ..errors import CvmfsError, ImageError
 from ..fsutil import TooLarge, atomic_file, atomic_write, read_capped, sha256_file
 from ..report import NULL_REPORTER, Reporter
-from . import qcow2
+from . import download, qcow2
 from .catalog import FORMATS
 from .names import image_name
 
@@ -255,7 +255,7 @@ class ImageCache:
                             where=url,
                             hint="images are pulled only with a .sha256 beside them",
                         )
-                    body = resp.raw.read(MAX_SHA256_FILE + 1, decode_content=True)
+                    body = download.read(resp, url + ".sha256", MAX_SHA256_FILE)
                 if len(body) > MAX_SHA256_FILE:
                     raise ImageError(
                         f"checksum file is larger than {MAX_SHA256_FILE} bytes", where=url + ".sha256"
@@ -277,7 +277,7 @@ class ImageCache:
                 done = 0
                 h = hashlib.sha256()
                 with atomic_file(partial, mode=0o644) as out:  # an error here keeps nothing
-                    for chunk in r.iter_content(1 << 20):
+                    for chunk in download.body(r, url):
                         if done + len(chunk) > cap:
                             raise ImageError(
                                 f"download is larger than {human(cap)}"

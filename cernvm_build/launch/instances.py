@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 import libvirt
 
-from ..errors import InstanceError, LaunchError
+from ..errors import InstanceError, LaunchError, UsageError
 from ..fsutil import open_regular
 from . import domain, storage, tunnel
 from .domain import Metadata
@@ -48,13 +48,23 @@ def default_home(uri: str) -> Path:
     made by an earlier launch stays in use, so its instances are not lost."""
     env = os.environ.get("CERNVM_LAUNCH_HOME")
     if env:
-        return Path(env)
+        # A relative one was a different home in every working folder, and the instance made there
+        # was broken at once (its folder on record is not absolute: ``_foreign_paths``)
+        path = Path(os.path.expanduser(env))
+        if not path.is_absolute():
+            raise UsageError(
+                f"$CERNVM_LAUNCH_HOME {env[:200]!r} is not an absolute path",
+                hint="set it to the full path of the launch home, e.g. $HOME/cernvm-launch",
+            )
+        return path
     if uri.startswith("qemu:///system") and os.geteuid() == 0:
         return Path("/var/lib/cernvm-launch")
     legacy = Path.home() / ".cernvm"
     if legacy.is_dir():
         return legacy
-    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    data = os.environ.get("XDG_DATA_HOME", "")
+    if not os.path.isabs(data):  # the XDG base directory spec: a relative one is to be ignored
+        data = str(Path.home() / ".local" / "share")
     return Path(data) / "cernvm-launch"
 
 

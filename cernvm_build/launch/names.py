@@ -9,6 +9,10 @@ from ..errors import ImageError, UsageError
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 # A cached image's name is a file name in the cache and a storage volume's: no '/', no leading dot,
 # and none of the cache's own side files (NAME.sha256, NAME.json)
+#: a user to log in as (``sshUser``, ``user@NAME``, the metadata's ``ssh_user``): it ends up on
+#: OpenSSH's command line (``ssh -X``), where one beginning with '-' would be an option
+USER_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}"  # "first.last" and "Admin" are users too
+_USER = re.compile(USER_PATTERN)
 _IMAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,200}")
 
 
@@ -28,6 +32,20 @@ def validate_name(name: str) -> str:
     raise UsageError(
         f"bad instance name {name!r}: {problem}",
         hint="use letters, digits, '-', '_' and '.' (at most 63, starting with a letter or digit)",
+    )
+
+
+def is_user(user: str) -> bool:
+    return bool(_USER.fullmatch(user))
+
+
+def validate_user(user: str, where: str) -> str:
+    """Return ``user`` if usable as a login name; else a UsageError naming ``where`` it came from."""
+    if is_user(user):
+        return user
+    raise UsageError(
+        f"bad user name {user[:100]!r} in {where}",
+        hint="a user name is letters, digits, '_', '.' and '-' (at most 32), not starting with '.' or '-'",
     )
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..fsutil import atomic_write
-from . import ready, ssh
+from . import names, ready, ssh
 
 
 @dataclass(frozen=True)
@@ -26,9 +26,10 @@ class CommandResult:
 
 
 def split_user(spec: str) -> tuple[str | None, str]:
-    """``user@name`` -> (user, name); ``name`` -> (None, name)."""
+    """``user@name`` -> (user, name); ``name`` -> (None, name); UsageError for a user that is no
+    user name (one beginning with '-' would be an option of OpenSSH's client, ``ssh -X``)."""
     user, sep, name = spec.rpartition("@")
-    return (user or None) if sep else None, name
+    return (names.validate_user(user, repr(spec[:100])) if user else None) if sep else None, name
 
 
 def run(
@@ -101,7 +102,6 @@ def openssh_argv(
         argv.append(x11)
     if tty is not None:
         argv.append("-t" if tty else "-T")
-    argv += [f"{t.user}@{t.host}"]
-    if command:
-        argv += ["--", *command]
-    return argv
+    # "--" first: nothing from the metadata or the target after it is an option (the user is checked
+    # too, ``names.is_user``), and OpenSSH parses no options in the command after the destination
+    return [*argv, "--", f"{t.user}@{t.host}", *command]

@@ -114,8 +114,12 @@ def check_files(
         return problem
 
     if todo:
+        # In windows: a future per file of a whole list at once took ~2 KB each (a hostile primary.xml
+        # of 294,337 packages, 35 MiB of XML, held 712 MiB), the order of the results is kept
+        window = max(1, jobs) * 256
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            results.extend(pool.map(one, todo))
+            for start in range(0, len(todo), window):
+                results.extend(pool.map(one, todo[start : start + window]))
     return [p for p in results if p]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from cernvm_build import table
@@ -170,3 +172,14 @@ def test_urls_with_credentials_are_refused_redacted() -> None:
         assert table.has_credentials(url) and table.redact_url(url) == "http://***@h/x"
     assert table.redact_url("http://u:p@[::1/x") == "http://***@[::1/x"  # urlsplit refuses it
     assert not table.has_credentials("/tmp/a@b") and not table.has_credentials("a@b.example")
+
+
+@pytest.mark.parametrize(
+    ("parse", "text"),
+    [(table.parse_int, "٣"), (table.parse_int, "२२"), (table.parse_size, "١G"), (table.parse_duration, "٥m")],
+)
+def test_numbers_are_ascii_digits_only(parse: Any, text: str) -> None:
+    """``\\d`` matches any script's digits and int() reads them: ``cpus=٣`` was 3 cpus, ``sshPort=٢٢``
+    port 22, while ``²`` was refused; a number in a setting is written with 0-9."""
+    with pytest.raises(table.Invalid, match="is not a"):
+        parse(text)

@@ -251,3 +251,37 @@ def test_a_key_that_only_looks_like_one_says_which_character_differs(tmp_path: P
     conf.chmod(0o600)
     with pytest.raises(ConfigFileError, match=r"it holds U\+0435 CYRILLIC SMALL LETTER IE: names are ASCII"):
         config.parse_conf(conf)
+
+
+def test_release_keys_in_the_users_file_are_absolute_paths_with_tilde_expanded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``releaseKeys`` decides which releases are trusted: ``~/key.asc`` was looked for in a folder
+    named '~' of the working folder, and ``key.asc`` was whatever file of that name the working
+    folder held (a downloaded release's own key, say), trusted as a signer."""
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    conf = tmp_path / "conf"
+    conf.write_text("releaseKeys=~/cernvm.asc,/etc/cernvm/release.asc\n")
+    conf.chmod(0o600)
+    keys = config.resolve(global_file=conf).release_keys
+    assert keys == (tmp_path / "user" / "cernvm.asc", Path("/etc/cernvm/release.asc"))
+    conf.write_text("cpus=2\nreleaseKeys=/etc/a.asc,release.asc\n")
+    with pytest.raises(ConfigFileError, match=r":2:13: releaseKeys: 'release.asc' is not an absolute path"):
+        config.resolve(global_file=conf)
+
+
+@pytest.mark.parametrize("network", ["a\x01b", "a/b", "x" * 201, "\u009b"])
+def test_a_network_that_no_libvirt_network_can_be_named_is_refused_naming_the_flag_or_line(
+    tmp_path: Path, network: str
+) -> None:
+    """It goes into the domain XML: a control character was libvirt's "PCDATA invalid Char value 1"
+    about line 11 of a document the user never saw, not the flag or the file's line."""
+    with pytest.raises(UsageError, match="invalid value") as e:
+        config.from_flags([(config.BY_KEY["network"], network)])
+    assert e.value.where == "--network" and e.value.hint == "expected a libvirt network's name"
+    conf = tmp_path / "conf"
+    conf.write_text(f"cpus=2\nnetwork={network}\n")
+    conf.chmod(0o600)
+    with pytest.raises(ConfigFileError, match=r":2:9: network: invalid value"):
+        config.resolve(global_file=conf)
+    assert config.from_flags([(config.BY_KEY["network"], "my-net_1.0 x")]) == {"network": "my-net_1.0 x"}

@@ -392,3 +392,54 @@ def test_add_reads_the_image_once_and_records_the_copy(image: Path, tmp_path: Pa
         cache.add(big, name="other.hdd")
     assert e.value.where == str(big)
     assert sorted(p.name for p in cache.dir.iterdir()) == ["big.hdd", "big.hdd.json", "big.hdd.sha256"]
+
+
+@pytest.fixture
+def trickling() -> Iterator[str]:
+    """A server that answers every request with headers and then a byte every half second."""
+    stop = threading.Event()
+
+    class Trickle(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(1 << 30))
+            self.end_headers()
+            while not stop.wait(0.5):
+                try:
+                    self.wfile.write(b"0")
+                    self.wfile.flush()
+                except OSError:
+                    return
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        stop.set()
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_trickling_server_is_one_line_not_a_download_for_ever(
+    trickling: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A per-read timeout of 30 s bounds nothing when a byte comes every 29 s: a release index, a
+    .sha256 or an image from such a server was read for ever (and a stalled one was urllib3's
+    ReadTimeoutError traceback). Past a floor the body must come at MIN_RATE on average."""
+    from cernvm_build.launch import catalog, download
+
+    monkeypatch.setattr(download, "FLOOR", 1.0)
+    with pytest.raises(ImageError, match="fell below 64 KiB/s on average after the first 1 s") as e:
+        catalog.fetch(f"{trickling}/index.json", tmp_path / "index.json")
+    assert e.value.where == f"{trickling}/index.json" and not (tmp_path / "index.json").exists()
+    cache = ImageCache(tmp_path / "home")
+    with pytest.raises(ImageError, match="stalled or trickling") as e:
+        cache.pull(f"{trickling}/demo.hdd")
+    assert e.value.where == f"{trickling}/demo.hdd.sha256"
+    with pytest.raises(ImageError, match="stalled or trickling"):
+        cache.pull(f"{trickling}/demo.hdd", sha256="0" * 64, size=1 << 30)
+    assert not [p for p in cache.dir.iterdir() if p.is_file()]  # nothing kept

@@ -162,6 +162,7 @@ def test_stale_folder_from_interrupted_create_is_replaced(conn: Any, launch_env:
     (stale / "context.iso.partial").write_bytes(b"x")
     create(conn, request(launch_env, image, "again"))
     assert sorted(p.name for p in stale.iterdir()) == [
+        ".uri",
         "context.iso",
         "id_ed25519",
         "id_ed25519.pub",
@@ -660,3 +661,118 @@ def test_edited_forwards_on_record_make_the_instance_broken_not_every_create_a_t
         launch.start(driver_host(conn), "edited")
     ok = domain.Metadata.from_element(ET.fromstring("<i><forwards>8080:80,1:65535</forwards></i>"))
     assert (ok.forwards, ok.malformed) == ("8080:80,1:65535", "")
+
+
+def test_a_login_user_beginning_with_a_dash_never_reaches_openssh(
+    conn: Any, launch_env: Path, image: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``ssh -X`` runs OpenSSH with ``USER@HOST``: a ``ssh_user`` on record (a domain edited on a shared
+    hypervisor) or a ``user@NAME`` target of ``-oProxyCommand=...`` was an option there, and OpenSSH
+    ran that command here, as the user. The record is broken; the target is a one-line usage error."""
+    create(conn, request(launch_env, image, "edited"))
+    dom = conn.lookupByName("edited")
+    dom.destroy()
+    xml = dom.XMLDesc(0)
+    ns = xml[xml.index("<", xml.index("<metadata>") + 1) + 1 : xml.index(":instance")]
+    hostile = f"-oProxyCommand=touch {tmp_path}/ran"
+    conn.defineXML(xml.replace(f"<{ns}:ssh_user>root<", f"<{ns}:ssh_user>{hostile}<"))
+    conn.lookupByName("edited").create()
+    inst = instances.describe(conn.lookupByName("edited"))
+    assert inst.state == "broken" and "ssh_user: '-oProxyCommand=touch'" in inst.broken
+    with pytest.raises(LaunchError, match="broken"):
+        launch.openssh_argv(driver_host(conn), "edited", ["true"], x11="-X", home=launch_env)
+    with pytest.raises(UsageError, match="bad user name '-oProxyCommand=touch"):
+        launch.openssh_argv(driver_host(conn), f"{hostile}@edited", ["true"], x11="-X", home=launch_env)
+    assert not list(tmp_path.glob("ran*"))
+    for user in ("cern_user-1", "first.last", "Admin"):  # users as sites name them
+        ok = domain.Metadata.from_element(ET.fromstring(f"<i><ssh_user>{user}</ssh_user></i>"))
+        assert (ok.ssh_user, ok.malformed) == (user, "")
+    from cernvm_build.launch.remote import split_user
+
+    assert split_user("first.last@vm") == ("first.last", "vm")
+
+
+def test_a_relative_launch_home_is_refused_not_an_instance_broken_at_birth(
+    conn: Any, launch_env: Path, image: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``CERNVM_LAUNCH_HOME=relhome``: the instance was made under the working folder, its folder on
+    record was relative, and it was listed broken right after create; each folder another home.
+    A relative $XDG_DATA_HOME is ignored, as the XDG base directory spec says."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CERNVM_LAUNCH_HOME", "relhome")
+    with pytest.raises(UsageError, match=r"\$CERNVM_LAUNCH_HOME 'relhome' is not an absolute path"):
+        create(conn, request(launch_env, image, "rel"))
+    assert conn.listAllDomains(0) == [] and not (tmp_path / "relhome").exists()
+    monkeypatch.delenv("CERNVM_LAUNCH_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    monkeypatch.setenv("XDG_DATA_HOME", "data")
+    home = instances.default_home("qemu:///session")
+    assert home == tmp_path / "user" / ".local" / "share" / "cernvm-launch"
+
+
+def test_list_shows_control_characters_of_an_edited_record_not_sends_them_to_the_terminal(
+    launch_env: Path, image: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """XML allows CR, newline and the C1 controls (U+009B is CSI to xterm) in a domain's metadata,
+    which anyone who can define domains on a shared hypervisor may edit: ``list`` wrote them as they
+    were (a CR and a forged line over the real state)."""
+    import libvirt
+
+    from cernvm_build.cli.launch import main
+
+    uri = "test:///default"
+    conn = libvirt.open(uri)  # keeps the test driver's state while main() opens its own
+    name = f"ctl-{os.getpid()}"
+    try:
+        create(conn, request(launch_env, image, name))
+        dom = conn.lookupByName(name)
+        dom.destroy()
+        xml = dom.XMLDesc(0)
+        ns = xml[xml.index("<", xml.index("<metadata>") + 1) + 1 : xml.index(":instance")]
+        forged = "x\u009b2J&#13;\tstate: running\nother:\tCVM: y"
+        conn.defineXML(xml.replace(f"<{ns}:profile/>", f"<{ns}:profile>{forged}</{ns}:profile>"))
+        assert "\r" in instances.describe(conn.lookupByName(name)).meta.profile  # type: ignore[union-attr]
+        capsys.readouterr()
+        assert main(["--connect", uri, "list", name]) == 0
+        out = capsys.readouterr().out
+        assert "\tprofile: x\\x9b2J\\x0d\tstate: running\\x0aother:\tCVM: y\n" in out  # tabs: fields
+        assert "\r" not in out and "\u009b" not in out and "\nother:" not in out
+    finally:
+        instances.destroy(conn, name, force=True, home=launch_env)
+        conn.close()
+
+
+def test_a_second_hypervisor_never_takes_the_folder_of_an_instance_of_the_same_name(
+    launch_env: Path, image: Path, tmp_path: Path
+) -> None:
+    """qemu:///system and qemu:///session with one launchHomeFolder (or a remote host's two daemons)
+    give instances of one name one folder: a create on the second hypervisor removed the first one's
+    folder, its running scratch disk, context ISO and login key. A leftover of this hypervisor's own
+    (a killed create: the folder names its URI, or is empty) is still replaced."""
+    import libvirt
+
+    from cernvm_build.launch import create as create_mod
+
+    uris = []
+    for n in (1, 2):
+        (tmp_path / f"d{n}.xml").write_text("<node><memory>16777216</memory></node>")
+        uris.append(f"test://{tmp_path}/d{n}.xml")
+    first, second = (libvirt.open(u) for u in uris)
+    create(first, request(launch_env, image, "vm"))
+    folder = launch_env / "run" / "vm"
+    key = (folder / "id_ed25519").read_bytes()
+    assert (folder / create_mod.OWNER).read_text() == uris[0]
+    with pytest.raises(InstanceError, match=f"holds the files of instance 'vm' of '{uris[0]}'"):
+        create(second, request(launch_env, image, "vm"))
+    assert (folder / "id_ed25519").read_bytes() == key and (folder / "scratch.qcow2").exists()
+    assert second.listAllDomains(0) == []
+    (folder / create_mod.OWNER).unlink()  # an older launch's folder: whose, nobody knows
+    with pytest.raises(InstanceError, match="of another hypervisor, or of an older cernvm-launch"):
+        create(second, request(launch_env, image, "vm"))
+    assert (folder / "id_ed25519").read_bytes() == key
+    undefine_all = first.lookupByName("vm")
+    undefine_all.destroy()
+    undefine_all.undefine()  # the first one's domain gone, its folder left: a killed create's
+    (folder / create_mod.OWNER).write_text(uris[0])
+    create(first, request(launch_env, image, "vm"))
+    assert (folder / "id_ed25519").read_bytes() != key

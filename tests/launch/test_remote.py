@@ -183,9 +183,9 @@ def test_create_puts_the_disks_in_the_hypervisors_pool_and_destroy_removes_them(
     assert (pool_dir / image_vol).read_bytes() == src.read_bytes()
     own = set(storage.volume_names(name))
     assert hypervisor.volumes() - own == set(storage.image_volumes(image_vol))  # + the image
-    # Here: the image cache and the login key, nothing else (no disk, ISO or log on the client).
+    # Here: the image cache, the login key and whose folder it is (.uri), nothing else (no disk, ISO or log).
     made = {p.name for p in system_home.rglob("*") if p.is_file() and not p.is_relative_to(cache)}
-    assert made == {"id_ed25519", "id_ed25519.pub", remote_conf.name}, made
+    assert made == {"id_ed25519", "id_ed25519.pub", ".uri", remote_conf.name}, made
 
     # The console is read back through the storage API (a volume of the pool).
     def greeted() -> bool:

@@ -480,3 +480,54 @@ def test_a_malformed_or_foreign_s3_listing_is_one_line_or_passed_over(
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_a_primary_listing_one_file_twice_or_too_many_packages_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 114 KB primary.xml.gz naming one file 294,337 times (32 MiB inflated) was hashed and reported
+    294,337 times, and the whole tree held 748 MiB; now one line (and 99 MiB). Distinct minimal
+    entries up to the inflate cap are bounded by a count (``MAX_PACKAGES``)."""
+    from cernvm_build.mirror import yum
+
+    pkg = b"package"
+    write(tmp_path, "Packages/a.rpm", pkg)
+    same = [("a", "Packages/a.rpm", sha(pkg), len(pkg))] * 3
+    primary = gzip.compress(primary_xml(same))
+    write(tmp_path, "repodata/primary.xml.gz", primary)
+    write(tmp_path, "repodata/repomd.xml", repomd([("primary", "repodata/primary.xml.gz", primary)]))
+    assert verify_yum(LocalSource(tmp_path)).problems == [
+        "repodata/primary.xml.gz: package 'a': Packages/a.rpm is listed twice"
+    ]
+    many = [(f"p{i}", f"Packages/p{i}.rpm", sha(pkg), len(pkg)) for i in range(4)]
+    primary = gzip.compress(primary_xml(many))
+    write(tmp_path, "repodata/primary.xml.gz", primary)
+    write(tmp_path, "repodata/repomd.xml", repomd([("primary", "repodata/primary.xml.gz", primary)]))
+    monkeypatch.setattr(yum, "MAX_PACKAGES", 3)
+    assert verify_yum(LocalSource(tmp_path)).problems == [
+        "repodata/primary.xml.gz: lists more than 3 packages (broken or hostile)"
+    ]
+    monkeypatch.setattr(yum, "MAX_PACKAGES", 4)
+    assert len(verify_yum(LocalSource(tmp_path)).problems) == 4  # each missing: checked, as before
+    # a nested <package> is not one of the list's, a broken one names its place
+    nested = primary_xml([]).replace(b"</metadata>", b"<x><package><name>n</name></package></x></metadata>")
+    write(tmp_path, "repodata/primary.xml.gz", gzip.compress(nested))
+    assert (
+        yum._packages(
+            LocalSource(tmp_path),
+            "",
+            yum._metadata(
+                repomd([("primary", "repodata/primary.xml.gz", gzip.compress(nested))]), "r", "", []
+            )[1],
+        )
+        == []
+    )
+    write(tmp_path, "repodata/primary.xml.gz", gzip.compress(nested[:-5]))
+    with pytest.raises(yum._Bad, match=r"primary\.xml\.gz:1:\d+: not valid XML"):
+        yum._packages(
+            LocalSource(tmp_path),
+            "",
+            yum._metadata(
+                repomd([("primary", "repodata/primary.xml.gz", gzip.compress(nested[:-5]))]), "r", "", []
+            )[1],
+        )
