@@ -1118,3 +1118,17 @@ def test_the_cli_ranges_are_the_compressor_and_the_downloader_ones() -> None:
     from cernvm_build.cvmfs.replicate import MAX_JOBS
 
     assert LEVELS["lz4"] == cli_image.INITRD_LEVELS and cli_image.SEED_JOBS == (1, MAX_JOBS)
+
+
+def test_the_init_reads_its_one_line_files_without_a_process() -> None:
+    """/version, the kernel release, the saved selector and the pin are read by the shell's ``read``:
+    a ``$(cat ...)``, ``$(uname -r)``, ``$(head ...)`` or ``$(sed ...)`` is a fork and an exec on the
+    boot's one CPU (~7 ms each under emulation; a diag boot counted 4 processes fewer by the mount)."""
+    init = fused_init().decode()
+    setup = init[init.index("# ---- 00-setup.sh ----") : init.index("# ---- 01-modules.sh ----")]
+    cvmfs = init[init.index("# ---- 10-cvmfs.sh ----") : init.index("# ---- 20-overlay.sh ----")]
+    assert "$(cat /version" not in setup and "$(uname" not in setup
+    assert "read -r version" in setup and "/proc/sys/kernel/osrelease" in setup
+    assert "$(cat $ROOT_RW/aux/cvmfs_selector" not in cvmfs
+    pinned = next(line for line in cvmfs.splitlines() if "pinned snapshot" in line)
+    assert "$(" not in pinned, pinned
