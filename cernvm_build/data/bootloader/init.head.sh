@@ -13,6 +13,7 @@ ROOT_RO=/root.ro                  # the CernVM-FS mount
 MODULES_LIST=/etc/ucernvm/modules # the kernel modules to load and the device aliases that gate them
 SYS_BUS=/sys/bus                  # where the devices' modaliases are read
 CONTEXT_MNT=/mnt/context          # where 03-context-drive mounts each disk it looks at
+FILESYSTEMS=/proc/filesystems     # the file system types the kernel has (03-context-drive asks)
 export LD_LIBRARY_PATH=$RT_SRC/lib
 
 # One console line per step: "[uptime] ucernvm: step: message" (the tests and benchmarks parse it).

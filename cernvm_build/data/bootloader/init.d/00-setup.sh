@@ -6,10 +6,16 @@ mount -t devtmpfs devtmpfs /dev
 mkdir -p /dev/pts /dev/shm
 mount -t devpts devpts /dev/pts
 echo 0 >/proc/sys/kernel/printk 2>/dev/null
+# /version and the kernel's release by the shell's read: a command substitution of cat or uname is a
+# fork and an exec (~7 ms of the boot's one CPU under emulation; a read of a short file ~0.2 ms)
+version=
+read -r version 2>/dev/null </version
+kernel=
+read -r kernel 2>/dev/null </proc/sys/kernel/osrelease
 echo
-echo "Welcome to micro-CernVM $(cat /version 2>/dev/null)"
+echo "Welcome to micro-CernVM $version"
 echo
-log setup "kernel $(uname -r), initrd $(cat /version 2>/dev/null)"
+log setup "kernel $kernel, initrd $version"
 
 CVMFS_REPO=; CERNVM_PATH=; CVMFS_SERVER=; CVMFS_TAG=; CVMFS_DATE=; CVMFS_ROOT_HASH=; CVMFS_PROXY=DIRECT; CVMDEBUG=; CVMFS_STATS=
 # the cloud metadata service; cernvm_metadata_url=http://HOST:PORT points it elsewhere (tests, clouds

@@ -8,10 +8,15 @@
 CONTEXT_SRC=
 mkdir -p $CONTEXT_MNT /tmp/context
 # The disks in name order; the first with user data is the source.
+# A type the kernel does not have yet (vfat before the late modules) is not tried: mounting it would
+# make the kernel run its modprobe (fs-vfat) once per disk, which fails in the initrd (diag boot: two such
+# processes on every boot, the image and the scratch disk, before the context disk).
 context_from_disks() {
+    fstypes=" $(tr '\t\n' '  ' <$FILESYSTEMS 2>/dev/null) "  # "nodev sysfs  ext4  iso9660 ...": words
     # shellcheck disable=SC2010  # device names are kernel identifiers, no blanks; set -f is on
     for dev in $(ls /dev | grep -e '^sr[0-9]' -e '^vd[a-z]$' -e '^sd[a-z]$' -e '^xvd[a-z]$'); do
         for fs in iso9660 vfat; do
+            case "$fstypes" in "  " | *" $fs "*) ;; *) continue ;; esac  # "  ": unreadable, try all
             mount -t $fs -o ro "/dev/$dev" $CONTEXT_MNT 2>/dev/null || continue
             for f in openstack/latest/user_data user-data; do
                 if [ -f "$CONTEXT_MNT/$f" ]; then

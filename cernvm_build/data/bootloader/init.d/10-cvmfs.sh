@@ -51,7 +51,9 @@ if [ -f $ROOT_RW/aux/cvmfs_force_tag ]; then
 fi
 # aux/cvmfs_selector: "<repository> <selector>" of the last successful mount; a pin is only valid
 # for the repository it was taken from (cvmfs_branch may switch to another one).
-saved=$(cat $ROOT_RW/aux/cvmfs_selector 2>/dev/null)
+# (files of one line, read by the shell: no fork and exec of cat, head, sed on every boot)
+saved=
+IFS= read -r saved 2>/dev/null <$ROOT_RW/aux/cvmfs_selector
 saved_repo=${saved%% *}
 saved_sel=${saved#"$saved_repo"}
 saved_sel=${saved_sel# }
@@ -89,5 +91,8 @@ grep -e '^mounted' -e '^pin file' -e '^cache:' /tmp/cvmfs.log | while IFS= read 
 bdi=$(awk -v m=$ROOT_RO '$5 == m {print $3}' /proc/self/mountinfo)
 [ -w "/sys/class/bdi/$bdi/read_ahead_kb" ] && echo 1024 >"/sys/class/bdi/$bdi/read_ahead_kb"
 echo "$CVMFS_REPO $selector" >$ROOT_RW/aux/cvmfs_selector
-log cvmfs "pinned snapshot $(head -n 1 $ROOT_RW/aux/cvmfs_snapshot 2>/dev/null) tag $(sed -n 2p $ROOT_RW/aux/cvmfs_snapshot 2>/dev/null)"
+snap_root=
+snap_tag=
+{ IFS= read -r snap_root && IFS= read -r snap_tag; } 2>/dev/null <$ROOT_RW/aux/cvmfs_snapshot
+log cvmfs "pinned snapshot $snap_root tag $snap_tag"
 [ -d "$ROOT_RO/$CERNVM_PATH" ] || panic "/$CERNVM_PATH not found in $CVMFS_REPO"
