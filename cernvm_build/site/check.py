@@ -269,15 +269,14 @@ def check_site(
                     problem(
                         page, line, f"external link '{url}': {err}, also in {more} more places not listed"
                     )
-    summaries = {
-        id(p): p
+    problems.sort(key=lambda p: (p.file, p.line, p.message))
+    problems += (
+        Problem(page, last, f"and {more} more problems ({MAX_PROBLEMS} shown)", sources.get(page))
         for page, (more, last) in dropped.items()
-        for p in [Problem(page, last, f"and {more} more problems ({MAX_PROBLEMS} shown)", sources.get(page))]
-    }
-    problems += summaries.values()
-    # a page's summary after its problems of the same line (by its text, "and 49900 more problems"
-    # came first, and was the "first:" of the command's error line)
-    problems.sort(key=lambda p: (p.file, p.line, id(p) in summaries, p.message))
+    )
+    # a page's summary after its problems of the same line (a stable sort: it came last; by its text,
+    # "and 49900 more problems" came first, and was the "first:" of the command's error line)
+    problems.sort(key=lambda p: (p.file, p.line))
     return CheckReport(
         pages=len(pages),
         links=count,

@@ -174,11 +174,26 @@ def _check_repository(r: Any, source: str, at: str) -> None:
             )
 
 
+def _unknown_overrides(overrides: dict[str, Path], names: set[str], path: Path) -> None:
+    """A ``--repo-metadata`` name that no repository of ``path`` has (a misspelt one was ignored
+    without a word, the page built without its packages), the file there or not."""
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise BuildError(
+            f"--repo-metadata {unknown[0]}=…: no repository '{unknown[0]}' in {path.name}",
+            where=str(path),
+            hint=("the names are " + ", ".join(sorted(names)))
+            if names
+            else f"{path} lists none: add the repository there, or leave the flag out",
+        )
+
+
 def load_repositories(
     data_dir: Path, cfg: SiteConfig, overrides: dict[str, Path], memo: Memo | None = None
 ) -> list[dict[str, Any]]:
     path = data_dir / "repositories.yaml"
     if not path.is_file():
+        _unknown_overrides(overrides, set(), path)
         return []
     raw = _load_file(path, memo) or {}
     items = raw.get("repositories") if isinstance(raw, dict) else None
@@ -189,13 +204,7 @@ def load_repositories(
             hint="see docs/ARCHITECTURE.md, section site, for the format",
         )
     out: list[dict[str, Any]] = []
-    names = {str(r.get("name")) for r in items if isinstance(r, dict)}
-    for name in sorted(set(overrides) - names):  # (a misspelt name was ignored without a word)
-        raise BuildError(
-            f"--repo-metadata {name}=…: no repository '{name}' in {path.name}",
-            where=str(path),
-            hint="the names are " + (", ".join(sorted(names)) or "none"),
-        )
+    _unknown_overrides(overrides, {str(r.get("name")) for r in items if isinstance(r, dict)}, path)
     for i, r in enumerate(items):
         key = f"repositories[{i}]"
         _check_repository(r, str(path), key)

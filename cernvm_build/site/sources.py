@@ -101,8 +101,11 @@ def scan(site_dir: Path, known: Known | None = None) -> Sources:
         prefix = root[len(top) + 1 :] + "/" if len(root) > len(top) else ""
         names = sorted(name for name in files if not name.startswith("."))
         # the folder's names checked at once ('/' is in no name and not refused): each name only in a
-        # folder where one is refused, there in order (a search and a call a file fewer)
-        suspect = _BAD_NAME.search(prefix + "/".join(names)) is not None
+        # folder where one is refused or one is not ASCII (``_check_name``'s UTF-8 check: a name's
+        # bytes that are no UTF-8 match no refused character), there in order (a search and a call a
+        # file fewer)
+        joined = prefix + "/".join(names)
+        suspect = not joined.isascii() or _BAD_NAME.search(joined) is not None
         for name in names:
             full = f"{root}/{name}"  # (os.walk's root has no trailing '/': os.path.join's result)
             if suspect:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from markupsafe import Markup
 
 from ..errors import BuildError, Location
-from ..fsutil import read_regular
+from ..fsutil import read_capped
 
 if TYPE_CHECKING:
     import jinja2
@@ -197,7 +197,8 @@ class Environment:
                 hint="name templates by their path under templates/, e.g. 'partials/macros.html'",
             )
         try:
-            data = read_regular(self.folder / name, MAX_TEMPLATE)
+            # (read_regular without its length check took MAX_TEMPLATE + 1 bytes of a larger one as it)
+            data = read_capped(self.folder / name, MAX_TEMPLATE)
             return data.decode("utf-8")
         except FileNotFoundError:
             raise BuildError(
@@ -209,7 +210,7 @@ class Environment:
                 where=Location(file=str(self.folder / name), line=data.count(b"\n", 0, e.start) + 1),
                 hint="save the template as UTF-8",
             ) from None
-        except OSError as e:  # a FIFO, a folder: not a template
+        except OSError as e:  # a FIFO, a folder: not a template; one past MAX_TEMPLATE (TooLarge)
             raise BuildError(
                 f"template '{name}' cannot be read: {e.strerror}", where=str(self.folder / name)
             ) from None

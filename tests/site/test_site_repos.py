@@ -303,3 +303,13 @@ def test_a_repo_metadata_flag_that_names_nothing_is_one_line(
     os.makedirs(part)  # its deepest path ~6 KB: past PATH_MAX
     with pytest.raises(BuildError, match="cannot read the package metadata under"):
         build_site(site, tmp_path / "out", repo_metadata={"cvmfs": deep})
+
+
+def test_a_repo_metadata_flag_without_a_repositories_file_is_one_line(site: Path, tmp_path: Path) -> None:
+    """A site with no data/repositories.yaml: the check of --repo-metadata's names was after the file's
+    absence returned, so any name was ignored without a word there."""
+    (site / "data" / "repositories.yaml").unlink()
+    with pytest.raises(BuildError, match=r"no repository 'cvmfs' in repositories\.yaml") as e:
+        build_site(site, tmp_path / "out", repo_metadata={"cvmfs": tmp_path})
+    assert "lists none" in (e.value.hint or "")
+    build_site(site, tmp_path / "out")  # without the flag: no repositories, built

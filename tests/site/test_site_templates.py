@@ -149,3 +149,14 @@ def test_a_template_name_that_is_not_utf8_is_hashed(tmp_path: Path) -> None:
     with open(os.path.join(os.fsencode(tmp_path), b"caf\xe9.html"), "wb") as f:
         f.write(b"y")
     assert len(templates.environment(tmp_path).folder_hash()) == 64
+
+
+def test_a_template_past_the_cap_is_refused_not_cut(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A template larger than MAX_TEMPLATE was read as its first MAX_TEMPLATE + 1 bytes (``read_regular``
+    without ``read_capped``'s length check): a cut template rendered without a word."""
+    monkeypatch.setattr(templates, "MAX_TEMPLATE", 16)
+    (tmp_path / "page.html").write_text("<p>" + "x" * 40 + "</p>")
+    with pytest.raises(BuildError, match="larger than 16 bytes"):
+        templates.environment(tmp_path).closure_hash("page.html")
+    (tmp_path / "small.html").write_text("<p>ok</p>")
+    assert templates.environment(tmp_path).render("small.html", {}) == "<p>ok</p>"
