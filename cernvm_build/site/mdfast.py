@@ -77,13 +77,15 @@ _AFTER_TEXT_NL = ("</code>\n", "</em>\n", "</strong>\n", "</s>\n", "</a>\n")
 _MARK = re.compile(r"(\?\?\?\+|!!!|\?\?\?)( *)(.*)")
 #: a fence's opening line (its indent, its run; a backtick run's info holds no backtick) and a closing one
 _FENCE_OPEN = re.compile(r"( {0,3})(?:(`{3,})[^`]*|(~{3,}).*)")
-_FENCE_CLOSE = re.compile(r" {0,3}(`{3,}|~{3,}) *")
+_FENCE_CLOSE = re.compile(r" {0,3}(`{3,}|~{3,})[ \t]*")
 #: the parameters taken: type words then a quoted title, or one type word and the title's words
 _TYPE_WORD = re.compile(r"[A-Za-z0-9_-]+")
 _TYPES_TITLE = re.compile(r'([A-Za-z0-9_-]+(?: [A-Za-z0-9_-]+)*) +"([^"]*)"')
 #: a quote as the Rust renderer writes it, with the mark of an admonition's (group 1: its number)
 _QUOTE_TAG = re.compile("<blockquote>\n(?:<h1>\ue000(\\d+)</h1>\n)?|</blockquote>\n")
 _MARK_CHAR = "\ue000"
+#: a code span of spaces only (the Rust parser strips one space at each end, markdown-it-py none)
+_BLANK_CODE = re.compile("<code> *</code>")
 
 
 class Admonition(NamedTuple):
@@ -133,7 +135,7 @@ def render_parts(
         html = _quotes_as_admonitions(html, admonitions)
         # (the page went to markdown-it-py before: left to it where the Rust parser is known to differ,
         # a table after a quote's lazy line, a code span of spaces only)
-        if html is None or ("<table>" in html and "<blockquote>" in html) or "<code> </code>" in html:
+        if html is None or ("<table>" in html and "<blockquote>" in html) or _BLANK_CODE.search(html):
             return None
     try:
         return _edit(text, html, slugify, highlight, resolve)
@@ -347,12 +349,12 @@ def admonitions_as_quotes(text: str, found: list[Admonition]) -> str | None:
     marker line a heading marked ``\\ue000`` and its number in ``found`` (line for line: links keep
     their lines), or None where one is written in a way not taken here (the page then goes to
     markdown-it-py): only an admonition at the start of a line after a blank one (or the page's start)
-    outside a fence, in a page with no tab and no CR (columns and lines as spaces and ``\\n`` alone),
+    outside a fence, in a page with no CR, no tab in the indent of its lines (columns as characters),
     and one whose body is followed by the page's end or a blank line then no quote (the quote would
     take it in). Its body (the plugin's: lines indented by 3 and the spaces after the marker, up to
     two blank lines or a line indented less; ``mdit_py_plugins.admon``) is the quote's, admonitions
     in it taken the same way."""
-    if "\t" in text or "\r" in text or _MARK_CHAR in text:
+    if "\r" in text or _MARK_CHAR in text:
         return None
     if not text.endswith("\n"):
         return None  # (an unclosed fence's last line: markdown-it-py ends it with no new line)
@@ -401,7 +403,7 @@ def _as_quotes(lines: list[str], found: list[Admonition]) -> list[str] | None:
 def _admonition(lines: list[str], at: int, out: list[str], found: list[Admonition]) -> int | None:
     """The admonition whose marker is ``lines[at]`` written to ``out`` as a quote; the line after it."""
     m = _MARK.fullmatch(lines[at])
-    if m is None:
+    if m is None or "\t" in lines[at]:
         return None
     marker, spaces, params = m.groups()
     params = params.strip()
@@ -436,6 +438,8 @@ def _admonition(lines: list[str], at: int, out: list[str], found: list[Admonitio
     while end < len(lines):
         line = lines[end]
         lead = len(line) - len(line.lstrip(" "))
+        if line.startswith("\t", lead):
+            return None  # a tab in its indent: columns, not characters
         empty = lead < indent
         if empty and was_empty:
             break

@@ -51,6 +51,8 @@ ADMONITIONS = (
     "- item\n\n!!! note\n    x\n\n> q\n\n!!! note\n    y\n\n!!! note\n    z\n",
     "!!! note\n    | a |\n    |-|\n    | b |\n\n!!! note\n    z\n",
     "!!! note\n    para\n\n    \n    more\n\n    ---\n    setext?\n    ===\n",
+    # (tabs outside what it reads, a fence closed by a line with a tab after its run)
+    "```go\nfunc f() {\n\treturn\n}\n```\t\n\n!!! note\n    x\ty\n\n```md\n!!! in a fence\n```\n",
 )
 #: admonitions left to markdown-it-py: in a paragraph, a list item, a quote, indented, after a fence
 #: that may be a list item's, ended by a line a quote would take, a title or type it does not read
@@ -72,6 +74,8 @@ ADMONITIONS_LEFT = (
     "!!!!\n    x\n",
     "??? + x\n",
     "!!! note\n\tx\n",
+    "!!! note\n    ```go\n    \tx\n    ```\n",
+    "!!!\tnote\n    x\n",
     "!!! note\r\n    x\r\n",
     "!!! note\n    <b>x</b>\n",
     '!!! note "<i>"\n    x\n',
@@ -83,6 +87,7 @@ ADMONITIONS_LEFT = (
     # of spaces only)
     "!!! note\n    x\n\n> q\n| a |\n|-|\n",
     "!!! note\n    ```   ```\n",
+    "!!! note\n\n``      `` x\n",
     "!!! note\n    x\n\n- !!! note\n",
 )
 #: what it leaves to the tree: raw HTML or an autolink (a ``<`` outside code), reference definitions,
