@@ -123,7 +123,8 @@ def render_parts(
         return None
     admonitions: list[Admonition] = []
     source = text
-    if mdtree.has_admonition(text):
+    marked = mdtree.has_admonition(text)  # (a marker in a fence too: the page went to markdown-it-py)
+    if marked:
         made = admonitions_as_quotes(text, admonitions)
         if made is None:
             return None
@@ -131,8 +132,8 @@ def render_parts(
     html = mdtree.parse(source, _parser(), render=True)
     if html is None:
         return None
-    if admonitions:
-        html = _quotes_as_admonitions(html, admonitions)
+    if marked:
+        html = _quotes_as_admonitions(html, admonitions) if admonitions else html
         # (the page went to markdown-it-py before: left to it where the Rust parser is known to differ,
         # a table after a quote's lazy line, a code span of spaces only)
         if html is None or ("<table>" in html and "<blockquote>" in html) or _BLANK_CODE.search(html):

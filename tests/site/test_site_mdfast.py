@@ -88,6 +88,7 @@ ADMONITIONS_LEFT = (
     "!!! note\n    x\n\n> q\n| a |\n|-|\n",
     "!!! note\n    ```   ```\n",
     "!!! note\n\n``      `` x\n",
+    "```md\n!!! note\n```\n\n> q\n| a |\n|-|\n",
     "!!! note\n    x\n\n- !!! note\n",
 )
 #: what it leaves to the tree: raw HTML or an autolink (a ``<`` outside code), reference definitions,
