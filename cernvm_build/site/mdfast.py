@@ -4,10 +4,12 @@ Rust renderer writes a page in one call, with no Python object per node: the tre
 spent most of its time building the tree's Python nodes and reading their fields.
 
 Only pages whose HTML can be told apart from its source are taken (else None, and ``mdhtml`` walks the
-tree): the parser here has no raw HTML and no autolink rules, so a ``<`` the full parser would read as
-HTML stays text, and a page with ``&lt;`` outside code is left to the tree; so are pages with link
-reference definitions (``]:``), ``<!--more-->``, a BOM, a link marker, a link whose URL is not found
-after its ``](`` in the source in order (the line each link is reported at), a fence with no language
+tree): the parser here has no raw HTML rules, so a ``<`` the full parser would read as HTML stays
+text, and a page with ``&lt;`` outside code is left to the tree; so are pages with link reference
+definitions (``]:``), ``<!--more-->``, a BOM, a link marker, a link whose URL is not found after its
+``](`` (an autolink: its ``<``) in the source in order (the line each link is reported at), an autolink
+other than http(s) or shown otherwise than written (markdown-it-py decodes %-escapes and punycode for
+display), a fence with no language
 or one straight after a tight list item's text, an indented code block, nesting near ``mdtree``'s
 limit, an image's alt with an escape, an entity or a hard break (the renderer's alt drops them), a
 ``<`` in a code span with a line an HTML block may start on outside the fences (the full parser ends
@@ -40,6 +42,9 @@ _FENCE = re.compile(r'<pre><code class="language-([^"]*)">([^<]*)</code></pre>\n
 _HEADING = re.compile(r"<h([1-6])>(.*?)</h\1>\n", re.S)
 _LINK = re.compile(r'<(a href|img src)="([^"]*)"([^>]*)>')
 _LINK_START = re.compile(r"\]\(")
+#: an autolink's URL (group 1) as the source may hold one (not a link's ``](<url>)``): taken only with an
+#: http(s) URL whose text is shown as written
+_AUTOLINK = re.compile(r"(?<!\]\()<([A-Za-z][A-Za-z0-9+.-]{1,31}:[^<>\x00-\x20]*)>")
 _TAG = re.compile(r"<[^>]*>")
 _IMG = re.compile(r"<img [^>]*>")
 #: tags that nest (the depth check)
@@ -106,7 +111,7 @@ def _parser() -> Any:
         [
             *("blockquote", "code", "fence", "heading", "hr", "lheading", "list", "paragraph"),
             *("reference", "backticks", "emphasis", "entity", "escape", "image", "link", "newline"),
-            *("table", "strikethrough"),
+            *("autolink", "table", "strikethrough"),
         ]
     )
 
@@ -171,7 +176,12 @@ def _edit(
 
     # links: each one's URL follows its ``](`` in the source, in order (the line it is reported at)
     links: list[tuple[str, str, int]] = []
-    starts = [m.end() for m in _LINK_START.finditer(text)]
+    # (where its URL starts, whether an autolink's)
+    starts = [(m.end(), False) for m in _LINK_START.finditer(text)]
+    if "<" in text:
+        autolinks = [(m.start(1), True) for m in _AUTOLINK.finditer(text)]
+        if autolinks:
+            starts = sorted(starts + autolinks)
     line_at = [0, 0]  # (character offset, its line): counted on, in document order
 
     def link(m: re.Match[str]) -> str:
@@ -180,8 +190,20 @@ def _edit(
         url = mdtree.unescape(raw)
         if n >= len(starts) or "title=" in rest:
             raise Skip("a link without ]( or with a title")
-        at = starts[n]
-        if kind_attr == "a href":
+        at, auto = starts[n]
+        if auto:
+            # ``<https://…>``: its text is its URL as written (markdown-it-py decodes %-escapes and
+            # punycode for display: those are left to the tree)
+            if (
+                kind_attr != "a href"
+                or rest
+                or not url.startswith(("http://", "https://"))
+                or not mdtree.PLAIN_AUTOLINK.fullmatch(url)
+                or not text.startswith(f"{url}>", at)
+                or not m.string.startswith(f"{mdtree.escape(url)}</a>", m.end())
+            ):
+                raise Skip("an autolink not written as is")
+        elif kind_attr == "a href":
             # an image inside a link: the link comes first here but its ``](`` after the image's, so
             # the two would take each other's (and the image's alt be checked against the wrong label);
             # links do not nest, and one never spans the excerpt's segments
@@ -192,17 +214,19 @@ def _edit(
             # the renderer's alt drops escapes, entities and hard breaks: this image's label starts at
             # or after the first ``![`` since the last link's ``](`` (a taken page's ``](`` are its
             # links'; a ``![`` in the label, in code say, may not be its start)
-            begin = text.find("![", starts[n - 1] if n else 0, at)
+            begin = text.find("![", starts[n - 1][0] if n else 0, at)
             label = text[begin:at]
             if begin < 0 or "\\" in label or "&" in label or "  \n" in label or "  \r" in label:
                 raise Skip("an image's alt with an escape, entity or hard break")
-        if text.startswith(url, at):
+        if auto:
+            after = at + len(url) - 1  # (no ``)`` after it: checked above)
+        elif text.startswith(url, at):
             after = at + len(url)
         elif text.startswith(f"<{url}>", at):
             after = at + len(url) + 2
         else:
             raise Skip("a link's URL is not its source's")
-        if not text.startswith(")", after):
+        if not auto and not text.startswith(")", after):
             raise Skip("a link's URL is not its source's")
         mdtree.check_url(url)  # raises for a recoded host name (markdown-it-py writes punycode)
         new, kind = resolve(url)

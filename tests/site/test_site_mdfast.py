@@ -32,6 +32,9 @@ PLAIN = (
     # a ``<`` in a code span and lines an HTML block may start on only inside fences (in a list, a quote)
     "Run `mkfs <repo>` [a](a.md)\n\n```xml\n<VirtualHost *:80>\n</VirtualHost>\n```\n",
     "- `<r>`\n\n  ```html\n  <div>\n  ```\n\n> ```xml\n> <?xml?>\n> ```\n\n`a <b` [a](a.md)\n",
+    # autolinks (http(s), shown as written) among links, in a heading, a list, a table
+    "see <https://a.b/c?d=1&e=2> and [a](a.md), <http://x.y/z>\n\n## <https://h.i> head\n\n"
+    "- <https://l.i>\n\n| <https://t.d> | [b](b.md) |\n|-|-|\n",
 )
 #: admonitions (markdown-it-py's plugin; the Rust parser has none): taken at a line's start after a blank
 #: line, outside fences, with type words and a title it can read (none, bare words or quoted, markup)
@@ -91,7 +94,8 @@ ADMONITIONS_LEFT = (
     "```md\n!!! note\n```\n\n> q\n| a |\n|-|\n",
     "!!! note\n    x\n\n- !!! note\n",
 )
-#: what it leaves to the tree: raw HTML or an autolink (a ``<`` outside code), reference definitions,
+#: what it leaves to the tree: raw HTML (a ``<`` outside code), an autolink other than http(s) shown as
+#: written or with one written in code too, reference definitions,
 #: <!--more-->, a code block it cannot tell from a fence without a language, a fence straight after a
 #: tight item's text, an empty quote, nesting, a link with a title, a link URL written otherwise than
 #: its href, an image in a link, a ``](`` that is no link, a recoded host name, an image's alt with an
@@ -99,7 +103,12 @@ ADMONITIONS_LEFT = (
 #: on inside a code span (the full parser ends the paragraph there), a link marker written with an entity
 LEFT = (
     "a <b>x</b>\n",
-    "see <https://a.b>\n",
+    "see <ftp://a.b>\n",
+    "<https://x.y/%41>\n",
+    "<https://ex\u00e4mple.com>\n",
+    "<a@b.c>\n",
+    "`<https://x.y>` <https://x.y>\n",
+    "<javascript:alert(1)>\n",
     "a < b\n",
     "[r]\n\n[r]: r.md\n",
     "intro\n\n<!--more-->\n\nrest\n",
