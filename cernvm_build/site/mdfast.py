@@ -4,16 +4,24 @@ Rust renderer writes a page in one call, with no Python object per node: the tre
 spent most of its time building the tree's Python nodes and reading their fields.
 
 Only pages whose HTML can be told apart from its source are taken (else None, and ``mdhtml`` walks the
-tree): the parser here has no raw HTML and no autolink rules, so a ``<`` the full parser would read as
-HTML stays text, and a page with ``&lt;`` outside code is left to the tree; so are pages with link
-reference definitions (``]:``), ``<!--more-->``, a BOM, a link marker, a link whose URL is not found
-after its ``](`` in the source in order (the line each link is reported at), a fence with no language
+tree): the parser here has no raw HTML rules, so a ``<`` the full parser would read as HTML stays
+text, and a page with ``&lt;`` outside code is left to the tree; so are pages with link reference
+definitions (``]:``), ``<!--more-->``, a BOM, a link marker, a link whose URL is not found after its
+``](`` (an autolink: its ``<``) in the source in order (the line each link is reported at), an autolink
+other than http(s) or shown otherwise than written (markdown-it-py decodes %-escapes and punycode for
+display), a fence with no language
 or one straight after a tight list item's text, an indented code block, nesting near ``mdtree``'s
 limit, an image's alt with an escape, an entity or a hard break (the renderer's alt drops them), a
 ``<`` in a code span with a line an HTML block may start on outside the fences (the full parser ends
 the paragraph there), or a link marker written with entities. tests/site/test_site_mdfast.py compares
 this render with the tree's (``mdhtml``) and tests/site/test_site_mdhtml.py every path with
 markdown-it-py's, byte for byte.
+
+Admonitions (``!!! note "Title"``, markdown-it-py's plugin; neither Rust path has one) are rendered here
+too, where written plainly (``admonitions_as_quotes``): each becomes a quote marked by a heading, line
+for line, and the marked quotes' tags become the plugin's ``div`` and title. Such a page went to
+markdown-it-py, ~4x this path's CPU per KB; anything else goes there still (tests/site/test_site_mdfast.py
+compares both on admonition pages).
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from functools import lru_cache
 from itertools import accumulate
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import mdhtml, mdtree
 from .mdhtml import Heading, Parts
@@ -34,17 +42,21 @@ _FENCE = re.compile(r'<pre><code class="language-([^"]*)">([^<]*)</code></pre>\n
 _HEADING = re.compile(r"<h([1-6])>(.*?)</h\1>\n", re.S)
 _LINK = re.compile(r'<(a href|img src)="([^"]*)"([^>]*)>')
 _LINK_START = re.compile(r"\]\(")
+#: an autolink's URL (group 1) as the source may hold one (not a link's ``](<url>)``): taken only with an
+#: http(s) URL whose text is shown as written
+_AUTOLINK = re.compile(r"(?<!\]\()<([A-Za-z][A-Za-z0-9+.-]{1,31}:[^<>\x00-\x20]*)>")
 _TAG = re.compile(r"<[^>]*>")
 _IMG = re.compile(r"<img [^>]*>")
 #: tags that nest (the depth check)
-_NESTING = ("ul", "ol", "li", "blockquote", "em", "strong", "s", "a")
+_NESTING = ("ul", "ol", "li", "blockquote", "div", "em", "strong", "s", "a")
 _NEST = re.compile(rf"</?(?:{'|'.join(_NESTING)})[ >]")
 #: each of those tags' step in depth (a sum and a maximum in C: no Python step per tag)
 _STEP = {
     f"<{close}{name}{end}": -1 if close else 1 for close in ("", "/") for name in _NESTING for end in " >"
 }
-#: the blocks that hold paragraphs, and the paragraph (the excerpt is the first top-level one)
-_OUTER_OR_P = re.compile(r"<(/?)(ul|ol|blockquote|p)[ >]")
+#: the blocks that hold paragraphs (an admonition's ``div`` too), and the paragraph (the excerpt is the
+#: first top-level one)
+_OUTER_OR_P = re.compile(r"<(/?)(ul|ol|blockquote|div|p)[ >]")
 #: an inline code span or a code block before highlighting (its text is escaped: no tag inside)
 _CODE = re.compile(r"<code[^>]*>[^<]*</code>")
 #: a line an HTML block may start on (after quote and list markers): in the full parser it ends a
@@ -65,6 +77,27 @@ _LANG = re.compile(r"[\w.+#-]+")
 _AFTER_TEXT_NL = ("</code>\n", "</em>\n", "</strong>\n", "</s>\n", "</a>\n")
 
 
+#: an admonition's marker line as taken here (at a line's start): the marker, the spaces after it (its
+#: body's indent is 3 and their number), its parameters
+_MARK = re.compile(r"(\?\?\?\+|!!!|\?\?\?)( *)(.*)")
+#: a fence's opening line (its indent, its run; a backtick run's info holds no backtick) and a closing one
+_FENCE_OPEN = re.compile(r"( {0,3})(?:(`{3,})[^`]*|(~{3,}).*)")
+_FENCE_CLOSE = re.compile(r" {0,3}(`{3,}|~{3,})[ \t]*")
+#: the parameters taken: type words then a quoted title, or one type word and the title's words
+_TYPE_WORD = re.compile(r"[A-Za-z0-9_-]+")
+_TYPES_TITLE = re.compile(r'([A-Za-z0-9_-]+(?: [A-Za-z0-9_-]+)*) +"([^"]*)"')
+#: a quote as the Rust renderer writes it, with the mark of an admonition's (group 1: its number)
+_QUOTE_TAG = re.compile("<blockquote>\n(?:<h1>\ue000(\\d+)</h1>\n)?|</blockquote>\n")
+_MARK_CHAR = "\ue000"
+#: a code span of spaces only (the Rust parser strips one space at each end, markdown-it-py none)
+_BLANK_CODE = re.compile("<code> *</code>")
+
+
+class Admonition(NamedTuple):
+    classes: str  # its div's class attribute
+    title: str | None  # its title's HTML, or None: no title
+
+
 class Skip(Exception):
     """Something this module does not edit: the tree writer takes the page."""
 
@@ -78,7 +111,7 @@ def _parser() -> Any:
         [
             *("blockquote", "code", "fence", "heading", "hr", "lheading", "list", "paragraph"),
             *("reference", "backticks", "emphasis", "entity", "escape", "image", "link", "newline"),
-            *("table", "strikethrough"),
+            *("autolink", "table", "strikethrough"),
         ]
     )
 
@@ -93,11 +126,23 @@ def render_parts(
     """``mdhtml.render_parts`` for a plain page, or None (see the module's docstring)."""
     if "]:" in text or "<!--" in text or "\ufeff" in text or "@@L:" in text or "\0" in text:
         return None
-    if mdtree.has_admonition(text):
-        return None
-    html = mdtree.parse(text, _parser(), render=True)
+    admonitions: list[Admonition] = []
+    source = text
+    marked = mdtree.has_admonition(text)  # (a marker in a fence too: the page went to markdown-it-py)
+    if marked:
+        made = admonitions_as_quotes(text, admonitions)
+        if made is None:
+            return None
+        source = made
+    html = mdtree.parse(source, _parser(), render=True)
     if html is None:
         return None
+    if marked:
+        html = _quotes_as_admonitions(html, admonitions) if admonitions else html
+        # (the page went to markdown-it-py before: left to it where the Rust parser is known to differ,
+        # a table after a quote's lazy line, a code span of spaces only)
+        if html is None or ("<table>" in html and "<blockquote>" in html) or _BLANK_CODE.search(html):
+            return None
     try:
         return _edit(text, html, slugify, highlight, resolve)
     except (Skip, mdtree.Unsupported):
@@ -131,7 +176,12 @@ def _edit(
 
     # links: each one's URL follows its ``](`` in the source, in order (the line it is reported at)
     links: list[tuple[str, str, int]] = []
-    starts = [m.end() for m in _LINK_START.finditer(text)]
+    # (where its URL starts, whether an autolink's)
+    starts = [(m.end(), False) for m in _LINK_START.finditer(text)]
+    if "<" in text:
+        autolinks = [(m.start(1), True) for m in _AUTOLINK.finditer(text)]
+        if autolinks:
+            starts = sorted(starts + autolinks)
     line_at = [0, 0]  # (character offset, its line): counted on, in document order
 
     def link(m: re.Match[str]) -> str:
@@ -140,8 +190,20 @@ def _edit(
         url = mdtree.unescape(raw)
         if n >= len(starts) or "title=" in rest:
             raise Skip("a link without ]( or with a title")
-        at = starts[n]
-        if kind_attr == "a href":
+        at, auto = starts[n]
+        if auto:
+            # ``<https://…>``: its text is its URL as written (markdown-it-py decodes %-escapes and
+            # punycode for display: those are left to the tree)
+            if (
+                kind_attr != "a href"
+                or rest
+                or not url.startswith(("http://", "https://"))
+                or not mdtree.PLAIN_AUTOLINK.fullmatch(url)
+                or not text.startswith(f"{url}>", at)
+                or not m.string.startswith(f"{mdtree.escape(url)}</a>", m.end())
+            ):
+                raise Skip("an autolink not written as is")
+        elif kind_attr == "a href":
             # an image inside a link: the link comes first here but its ``](`` after the image's, so
             # the two would take each other's (and the image's alt be checked against the wrong label);
             # links do not nest, and one never spans the excerpt's segments
@@ -152,17 +214,19 @@ def _edit(
             # the renderer's alt drops escapes, entities and hard breaks: this image's label starts at
             # or after the first ``![`` since the last link's ``](`` (a taken page's ``](`` are its
             # links'; a ``![`` in the label, in code say, may not be its start)
-            begin = text.find("![", starts[n - 1] if n else 0, at)
+            begin = text.find("![", starts[n - 1][0] if n else 0, at)
             label = text[begin:at]
             if begin < 0 or "\\" in label or "&" in label or "  \n" in label or "  \r" in label:
                 raise Skip("an image's alt with an escape, entity or hard break")
-        if text.startswith(url, at):
+        if auto:
+            after = at + len(url) - 1  # (no ``)`` after it: checked above)
+        elif text.startswith(url, at):
             after = at + len(url)
         elif text.startswith(f"<{url}>", at):
             after = at + len(url) + 2
         else:
             raise Skip("a link's URL is not its source's")
-        if not text.startswith(")", after):
+        if not auto and not text.startswith(")", after):
             raise Skip("a link's URL is not its source's")
         mdtree.check_url(url)  # raises for a recoded host name (markdown-it-py writes punycode)
         new, kind = resolve(url)
@@ -302,3 +366,166 @@ def _search(body: str, headings: list[Heading], ids: list[str]) -> ContentText:
             current += (" ", mdtree.escape(shown), " ", after)
     secs = [(hid, head, "".join(parts) + " ") for hid, head, parts in sections]
     return ContentText("".join(lead) + " ", secs, title)
+
+
+def admonitions_as_quotes(text: str, found: list[Admonition]) -> str | None:
+    """``text`` with each admonition (``!!! note "Title"``, the admonition plugin markdown-it-py uses) as a
+    quote the Rust parser reads, for ``_quotes_as_admonitions`` to write as the plugin's ``div``; its
+    marker line a heading marked ``\\ue000`` and its number in ``found`` (line for line: links keep
+    their lines), or None where one is written in a way not taken here (the page then goes to
+    markdown-it-py): only an admonition at the start of a line after a blank one (or the page's start)
+    outside a fence, in a page with no CR, no tab in the indent of its lines (columns as characters),
+    and one whose body is followed by the page's end or a blank line then no quote (the quote would
+    take it in). Its body (the plugin's: lines indented by 3 and the spaces after the marker, up to
+    two blank lines or a line indented less; ``mdit_py_plugins.admon``) is the quote's, admonitions
+    in it taken the same way."""
+    if "\r" in text or _MARK_CHAR in text:
+        return None
+    if not text.endswith("\n"):
+        return None  # (an unclosed fence's last line: markdown-it-py ends it with no new line)
+    lines = text.split("\n")
+    lines.pop()
+    out = _as_quotes(lines, found)
+    if out is None:
+        return None
+    return "\n".join(out) + "\n"
+
+
+def _as_quotes(lines: list[str], found: list[Admonition]) -> list[str] | None:
+    out: list[str] = []
+    fence: str | None = None  # the open fence's run
+    sure = True  # whether it is one of the page's own (at the line's start), not a list item's maybe
+    after_blank = True
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        bare = line.lstrip(" ")
+        if mdtree.ADMONITION.match(line):
+            if fence is None or not sure:
+                if fence is not None or not after_blank or line is not bare or bare[0] not in "!?":
+                    # in a fence that may be a list item's, in a paragraph, indented, in a container
+                    return None
+                end = _admonition(lines, i, out, found)
+                if end is None:
+                    return None
+                i, after_blank = end, True
+                continue
+        elif fence is not None:
+            close = _FENCE_CLOSE.fullmatch(line)
+            if close is not None and close.group(1).startswith(fence):
+                fence = None
+        else:
+            opened = _FENCE_OPEN.fullmatch(line)
+            if opened is not None:
+                # an indented fence may be a list item's, which a line at the start ends
+                fence, sure = opened.group(2) or opened.group(3), not opened.group(1)
+        out.append(line)
+        after_blank = not bare
+        i += 1
+    return out
+
+
+def _admonition(lines: list[str], at: int, out: list[str], found: list[Admonition]) -> int | None:
+    """The admonition whose marker is ``lines[at]`` written to ``out`` as a quote; the line after it."""
+    m = _MARK.fullmatch(lines[at])
+    if m is None or "\t" in lines[at]:
+        return None
+    marker, spaces, params = m.groups()
+    params = params.strip()
+    if '"' in params:
+        quoted = _TYPES_TITLE.fullmatch(params)
+        if quoted is None:
+            return None
+        types = quoted.group(1).split(" ")
+        title = quoted.group(2)
+    else:
+        kind, _, title = params.partition(" ")
+        if not _TYPE_WORD.fullmatch(kind):
+            return None
+        types = [kind]
+        title = title or kind.title()
+    shown = None
+    if title:
+        if title != title.strip():
+            return None
+        para = mdtree.parse(title, _parser(), render=True)
+        # the title is parsed as inlines: taken where as a paragraph it is one
+        if para is None or not para.startswith("<p>") or para.find("</p>\n") != len(para) - 5:
+            return None
+        shown = para[3:-5]
+    classes = " ".join(["admonition", *(t.lower() for t in types)])
+    if marker.startswith("?"):
+        classes += " is-collapsible collapsible-" + ("open" if marker.endswith("+") else "closed")
+    # its body: as the plugin finds it
+    indent = 3 + len(spaces)
+    end = at + 1
+    was_empty = False
+    while end < len(lines):
+        line = lines[end]
+        lead = len(line) - len(line.lstrip(" "))
+        if line.startswith("\t", lead):
+            return None  # a tab in its indent: columns, not characters
+        empty = lead < indent
+        if empty and was_empty:
+            break
+        was_empty = empty
+        if empty and lead < len(line):
+            break
+        end += 1
+    inside = end  # the quote's lines end here
+    if end < len(lines):
+        if lines[end - 1].strip(" "):
+            return None  # the quote would take the next line in (a paragraph's lazy line)
+        if lines[end].lstrip(" ").startswith((">", "!!!", "???")):
+            # a quote right after: the blank line between is left out of this one (else it goes on),
+            # which changes nothing in the body but an unclosed fence's text
+            if any("```" in line or "~~~" in line for line in lines[at + 1 : end]):
+                return None
+            inside = end - 1
+    number = len(found)
+    found.append(Admonition(classes, shown))
+    body = _as_quotes([line[indent:] for line in lines[at + 1 : inside]], found)
+    if body is None:
+        return None
+    out.append(f"> # {_MARK_CHAR}{number}")
+    out.extend(f"> {line}" if line else ">" for line in body)
+    out.extend(lines[inside:end])
+    return end
+
+
+def _quotes_as_admonitions(html: str, found: list[Admonition]) -> str | None:
+    """The Rust renderer's HTML of ``admonitions_as_quotes``' text with each marked quote written as the
+    plugin's ``div`` (its title a paragraph of class ``admonition-title``), or None where a mark is not
+    where it was put."""
+    stack: list[Admonition | None] = []
+    seen = 0
+
+    def tag(m: re.Match[str]) -> str:
+        nonlocal seen
+        if m.group(0).startswith("</"):
+            if not stack:
+                raise Skip("unbalanced quotes")
+            opened = stack.pop()
+            return "</div>\n" if opened is not None else m.group(0)
+        if m.group(1) is None:
+            stack.append(None)
+            return m.group(0)
+        number = int(m.group(1))
+        if number != seen:
+            raise Skip("marks out of order")
+        seen += 1
+        adm = found[number]
+        stack.append(adm)
+        if adm.title is None:
+            return f'<div class="{adm.classes}">\n'
+        return f'<div class="{adm.classes}">\n<p class="admonition-title">{adm.title}</p>\n'
+
+    try:
+        out = _QUOTE_TAG.sub(tag, html)
+    except Skip:
+        return None
+    if stack or seen != len(found) or _MARK_CHAR in out:
+        return None
+    # an admonition with neither title nor body: markdown-it-py writes no new line in it (only such a
+    # ``div`` ends its start tag's line right before ``</div>``)
+    return out.replace('">\n</div>\n', '"></div>\n')

@@ -35,8 +35,9 @@ import markdown_it_pyrs
 if TYPE_CHECKING:
     from markdown_it.token import Token
 
-#: lines markdown-it-py's admonition plugin would claim (the Rust parser has no such plugin)
-ADMONITION = re.compile(r"^[ \t]*(?:!!!|\?\?\?\+?)", re.M)
+#: lines markdown-it-py's admonition plugin would claim (the Rust parser has no such plugin): also
+#: after quote and list markers (``- !!! note`` is an item holding one)
+ADMONITION = re.compile(r"^(?:[ \t>]|[-+*][ \t]|\d{1,9}[.)][ \t])*(?:!!!|\?\?\?)", re.M)
 #: autolink text markdown-it-py shows as is (it decodes %-escapes and punycode for display)
 PLAIN_AUTOLINK = re.compile(r"[\x21-\x24\x26-\x7e]*")
 #: an absolute or protocol-relative URL with a %-escape: markdown-it-py writes a non-ASCII host name
