@@ -16,7 +16,8 @@ archive keyring) -> the Packages list's SHA256 -> each .deb's SHA256, installed 
 Needs root. The tree is cached under the key of its inputs (packages, overlay, kernel, build time).
 
   cernvm-build os debian12                      build (or reuse) the tree; prints where it is
-  cernvm-build os debian12 --out rootfs         ... and copy it to rootfs/
+  cernvm-build os debian12 --out rootfs         ... and copy it to rootfs/, a new or empty folder
+                                                (never replaced: remove an earlier copy first)
   cernvm-build cvmfs publish srv/demo.cernvm.test rootfs --keys keys/ --tag debian12
 
 SOURCE_DATE_EPOCH (default 2026-01-01) is every file's time: same packages, same tree."""
@@ -84,7 +85,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         handler=cmd_os,
     )
     p.add_argument("profile", metavar="PROFILE", help="a profile of the debian family (debian12)")
-    p.add_argument("--out", type=Path, help="copy the tree to this new folder")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="copy the tree to this new (or empty) folder; an existing copy is never replaced",
+    )
     p.add_argument("--offline", action="store_true", help="use only packages already in the cache")
     p.add_argument("--no-modules", action="store_true", help="leave the kernel's modules out")
     p.add_argument("--apt-lists", type=Path, metavar="DIR", help="apt's lists (default /var/lib/apt/lists)")
