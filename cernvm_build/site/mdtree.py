@@ -44,6 +44,11 @@ PLAIN_AUTOLINK = re.compile(r"[\x21-\x24\x26-\x7e]*")
 #: in punycode, the Rust parser %-escapes it
 RECODED_URL = re.compile(r"^(?:[a-z][a-z0-9+.-]*:|//).*%", re.I | re.S)
 
+#: a quote line (after indent and list markers) then a line holding ``|`` (groups: the two lines' leads):
+#: markdown-it-py takes such a line into the quote's paragraph as a lazy line where it has fewer ``>``,
+#: the Rust parser ends the quote before it (a table, or a paragraph, after the quote) — ``lazy_pipe``
+_QUOTE_THEN_PIPE = re.compile(r"^([ \t>]*(?:(?:[-+*]|\d{1,9}[.)])[ \t][ \t>]*)*)>.*\n(?=([ \t>]*).*\|)", re.M)
+
 INLINE_TAGS = {"em": ("em", "em"), "strong": ("strong", "strong"), "strikethrough": ("s", "s")}
 INLINE = {"text", "text_special", "link", "image", "autolink", "code_inline", "html_inline"}
 INLINE |= {"softbreak", "hardbreak", *INLINE_TAGS}
@@ -131,6 +136,8 @@ def tokens(text: str) -> list[Token] | None:
         conv.blocks(tree.children, 0)
     except Unsupported:
         return None
+    if conv.quoted and lazy_pipe(text):
+        return None
     return conv.out
 
 
@@ -187,6 +194,23 @@ def _devnull() -> int:
     return os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
 
 
+def lazy_pipe(text: str) -> bool:
+    """Whether a line holding ``|`` follows a quote line with fewer ``>`` before its text: a lazy line
+    markdown-it-py keeps in the quote's paragraph and the Rust parser does not (it starts a table or a
+    paragraph after the quote). Conservative (a quote line ending its paragraph, a fence's ``>`` line
+    count too: such a page goes to markdown-it-py); asked only of pages with a quote."""
+    return any(m.group(2).count(">") <= m.group(1).count(">") for m in _QUOTE_THEN_PIPE.finditer(text))
+
+
+def code_text(node: Any) -> str:
+    """A code span's text, or ``Unsupported`` for one of spaces only, three or more (its source's
+    line ends as spaces): the Rust parser strips one space at each end of it, markdown-it-py none."""
+    content = "".join([c.meta.get("content", "") for c in node.children])
+    if content.startswith(" ") and not content.strip(" "):
+        raise Unsupported("a code span of spaces only")
+    return content
+
+
 def has_admonition(text: str) -> bool:
     """Whether a line of ``text`` starts an admonition (``ADMONITION``). The pattern starts with no
     literal, so the engine tries it at every character (~25 us a bench page); the markers' substring
@@ -203,6 +227,7 @@ class _Flatten:
         self.at = (0, 0)
         self._starts: list[int] | None = None
         self.out: list[Token] = []
+        self.quoted = False  # whether it holds a quote (``lazy_pipe`` asked then)
         #: the token class: markdown-it-py's ``Token`` (imported at the first token), or ``Tok``
         self.make = make
 
@@ -275,6 +300,7 @@ class _Flatten:
             self.inline(node.children, level + 1, span)
             self.push("heading_close", tag, -1, level)
         elif name == "blockquote":
+            self.quoted = True
             self.push("blockquote_open", "blockquote", 1, level, map=self.lines(node))
             self.blocks(node.children, level + 1)
             self.push("blockquote_close", "blockquote", -1, level)
@@ -364,8 +390,7 @@ class _Flatten:
                 out.append(self.token("text", "", 0, content=shown))
                 out.append(self.token("link_close", "a", -1, markup="autolink", info="auto"))
             elif name == "code_inline":
-                content = "".join(c.meta.get("content", "") for c in node.children)
-                out.append(self.token("code_inline", "code", 0, content=content))
+                out.append(self.token("code_inline", "code", 0, content=code_text(node)))
             elif name == "html_inline":
                 out.append(self.token("html_inline", "", 0, content=meta["content"]))
             elif name == "softbreak":
