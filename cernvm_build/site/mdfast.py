@@ -141,7 +141,7 @@ def render_parts(
     # spaces only: ``mdtree.code_text``): left to the tree writer, which leaves them to markdown-it-py
     if "<blockquote>" in html and mdtree.lazy_pipe(source):
         return None
-    if "<code> " in html and _BLANK_CODE.search(html):
+    if _BLANK_CODE.search(html):  # (its literal start searched for: cheaper than '<code> ' in html)
         return None
     if marked:
         html = _quotes_as_admonitions(html, admonitions) if admonitions else html
