@@ -137,9 +137,9 @@ def render_parts(
     html = mdtree.parse(source, _parser(), render=True)
     if html is None:
         return None
-    # where the Rust parser is known to differ from markdown-it-py (``mdtree.lazy_pipe``, a code span of
+    # where the Rust parser is known to differ from markdown-it-py (``mdtree.lazy_line``, a code span of
     # spaces only: ``mdtree.code_text``): left to the tree writer, which leaves them to markdown-it-py
-    if "<blockquote>" in html and mdtree.lazy_pipe(source):
+    if mdtree.lazy_line(source, quoted="<blockquote>" in html):
         return None
     if _BLANK_CODE.search(html):  # (its literal start searched for: cheaper than '<code> ' in html)
         return None

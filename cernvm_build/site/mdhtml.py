@@ -93,7 +93,7 @@ class _Walk:
         self.lead = self.text  # the text before the first section
         self.title = ""  # the page's title (``model.heading_role``)
         self.searchable = True  # False: raw HTML, whose text only the HTML has
-        self.quoted = False  # whether it holds a quote (``mdtree.lazy_pipe`` asked then)
+        self.quoted = False  # whether it holds a quote (``mdtree.lazy_line`` asked then)
         #: the first top-level paragraph, its HTML and text
         self.first_para: tuple[Any, str, str] | None = None
 
@@ -471,8 +471,8 @@ def render_parts(
         walk.blocks(nodes, 0)
     except (Mismatch, mdtree.Unsupported):
         return None
-    if walk.quoted and mdtree.lazy_pipe(text):
-        return None  # a lazy line the Rust parser does not take into the quote (``mdtree.lazy_pipe``)
+    if mdtree.lazy_line(text, quoted=walk.quoted):
+        return None  # a line after a quote the Rust parser reads otherwise (``mdtree.lazy_line``)
     body = "".join(walk.out)
     shown = _excerpt_nodes(nodes)
     first = walk.first_para

@@ -44,10 +44,19 @@ PLAIN_AUTOLINK = re.compile(r"[\x21-\x24\x26-\x7e]*")
 #: in punycode, the Rust parser %-escapes it
 RECODED_URL = re.compile(r"^(?:[a-z][a-z0-9+.-]*:|//).*%", re.I | re.S)
 
-#: a quote line (after indent and list markers) then a line holding ``|`` (groups: the two lines' leads):
-#: markdown-it-py takes such a line into the quote's paragraph as a lazy line where it has fewer ``>``,
-#: the Rust parser ends the quote before it (a table, or a paragraph, after the quote) — ``lazy_pipe``
-_QUOTE_THEN_PIPE = re.compile(r"^([ \t>]*(?:(?:[-+*]|\d{1,9}[.)])[ \t][ \t>]*)*)>.*\n(?=([ \t>]*).*\|)", re.M)
+#: a list item markdown-it-py starts where the Rust parser reads the line as a quote's lazy text or a
+#: table's row: an empty one, or one numbered other than 1 (those may not interrupt a paragraph, and
+#: the Rust parser applies that rule to lazy lines and table rows too)
+_ITEM_THERE = r"(?:(?:[-+*]|\d{1,9}[.)])[ \t]*$|(?!0*1[.)])\d{1,9}[.)][ \t])"
+#: a quote line with text (after indent and list markers), the lines after it up to a blank one, then
+#: a line holding ``|`` or such an item (groups: the quote line's lead and that line's) — ``lazy_line``
+_QUOTE_THEN_LAZY = re.compile(
+    r"^([ \t>]*(?:(?:[-+*]|\d{1,9}[.)])[ \t][ \t>]*)*)>[ \t]*[^ \t\n].*\n(?:[ \t>]*[^ \t>\n].*\n)*?"
+    rf"(?=([ \t>]*)(?:.*\||{_ITEM_THERE}))",
+    re.M,
+)
+#: a line holding ``|`` (a table's row) and then such an item
+_ROW_THEN_ITEM = re.compile(rf"\|[^|\n]*\n[ \t>]*{_ITEM_THERE}", re.M)
 
 INLINE_TAGS = {"em": ("em", "em"), "strong": ("strong", "strong"), "strikethrough": ("s", "s")}
 INLINE = {"text", "text_special", "link", "image", "autolink", "code_inline", "html_inline"}
@@ -136,7 +145,7 @@ def tokens(text: str) -> list[Token] | None:
         conv.blocks(tree.children, 0)
     except Unsupported:
         return None
-    if conv.quoted and lazy_pipe(text):
+    if lazy_line(text, quoted=conv.quoted):
         return None
     return conv.out
 
@@ -194,12 +203,19 @@ def _devnull() -> int:
     return os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
 
 
-def lazy_pipe(text: str) -> bool:
-    """Whether a line holding ``|`` follows a quote line with fewer ``>`` before its text: a lazy line
-    markdown-it-py keeps in the quote's paragraph and the Rust parser does not (it starts a table or a
-    paragraph after the quote). Conservative (a quote line ending its paragraph, a fence's ``>`` line
-    count too: such a page goes to markdown-it-py); asked only of pages with a quote."""
-    return any(m.group(2).count(">") <= m.group(1).count(">") for m in _QUOTE_THEN_PIPE.finditer(text))
+def lazy_line(text: str, *, quoted: bool = True) -> bool:
+    """Whether a line after a quote or a table row is one the Rust parser reads otherwise than
+    markdown-it-py: after a quote line, a lazy line (fewer ``>`` before its text) holding ``|`` is the
+    quote's text to markdown-it-py and starts a table or a paragraph after the quote in the Rust
+    parser; an empty list item or one numbered other than 1 (``-``, ``2. x``) after a quote's or a
+    table's line starts a list in markdown-it-py and is quote text or a row in the Rust parser.
+    Conservative (a line of a fence counts too: such a page goes to markdown-it-py); ``quoted``:
+    the page holds a quote (the quote pattern is tried only then; the row pattern starts with ``|``)."""
+    if "|" in text and _ROW_THEN_ITEM.search(text):
+        return True
+    return quoted and any(
+        m.group(2).count(">") <= m.group(1).count(">") for m in _QUOTE_THEN_LAZY.finditer(text)
+    )
 
 
 def code_text(node: Any) -> str:
@@ -227,7 +243,7 @@ class _Flatten:
         self.at = (0, 0)
         self._starts: list[int] | None = None
         self.out: list[Token] = []
-        self.quoted = False  # whether it holds a quote (``lazy_pipe`` asked then)
+        self.quoted = False  # whether it holds a quote (``lazy_line`` asked then)
         #: the token class: markdown-it-py's ``Token`` (imported at the first token), or ``Tok``
         self.make = make
 

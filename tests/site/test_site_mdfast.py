@@ -218,7 +218,9 @@ def test_admonitions_it_cannot_tell_are_left_to_markdown_it_py(
 
 #: where the Rust parser differs from markdown-it-py (any page, not only admonition pages): a line holding
 #: ``|`` a quote takes in lazily (markdown-it-py: quote text; the Rust parser: a table or a paragraph
-#: after the quote), a code span of three or more spaces (the Rust parser strips one at each end)
+#: after the quote), an empty list item or one numbered other than 1 after a quote's or a table's line
+#: (markdown-it-py: a list; the Rust parser: quote text, a table row), a code span of three or more
+#: spaces (the Rust parser strips one at each end)
 RUST_DIFFERS = (
     "> q\n| a |\n|-|\n| b |\n",
     "Intro.\n\n> > q\n> | a |\n> |-|\n",
@@ -226,6 +228,16 @@ RUST_DIFFERS = (
     "> - q\n| a |\n|-|\n",
     "- > q\n| a |\n  |-|\n",
     "> > q\n| a |\n> |-|\n> | b |\n",
+    "> q\n-\n",
+    "> q\n  1. \n",
+    "> > q\n> *\n\ntext\n",
+    "- > q\n  2)\n",
+    "> q\nlazy\n-\n",
+    "> q\nlazy\n| a |\n|-|\n",
+    "> q\n2. x\n",
+    "| a |\n|-|\n| b |\n-\n",
+    "| a |\n|-|\n10) x\n",
+    "> | a |\n> |-|\n> 2. x\n",
     "# T\n\nx `   ` y\n",
     "x ``    `` y and `` \n `` z\n",
     "| a |\n|-|\n| `   ` |\n",
