@@ -84,9 +84,25 @@ def _urlsplit(value: str, where: Location | str) -> SplitResult:
         ) from None
 
 
-def _menu_url(value: str, where: Location, default: str = "") -> str:
+#: schemes a menu item may link to besides http(s): a "Contact" address; none runs script
+#: (``javascript:``, ``data:``, ``vbscript:`` stay refused: the list is of those allowed)
+MENU_SCHEMES = ("mailto", "tel")
+#: what a ``mailto:``/``tel:`` address may not hold: white space, control characters, quotes, ``<>``
+_NOT_ADDRESS = re.compile(r"[\x00-\x20\x7f\"'<>\\]")
+
+
+def _menu_url(value: str, where: Location, default: str = "", *, schemes: tuple[str, ...] = ()) -> str:
     """A URL the pages link to (the menu's, ``releases_url``, ``edit_url``): http(s) or a path on this
-    site."""
+    site, or an address with one of ``schemes`` (the menu's ``MENU_SCHEMES``)."""
+    scheme, colon, address = value.partition(":")
+    if colon and scheme.lower() in schemes:
+        if not address or _NOT_ADDRESS.search(address) or address.startswith("/"):
+            raise BuildError(
+                f"'{value}' is not a plain {scheme.lower()}: address"[:300],
+                where=where,
+                hint="for example 'mailto:team@example.org' or 'tel:+41227671111'",
+            )
+        return value
     if value[:2] in ("//", "/\\"):  # a browser reads both as another host, by the page's scheme
         raise BuildError(
             f"'{value}' is a protocol-relative URL (another host), not a path on this site",
@@ -95,8 +111,9 @@ def _menu_url(value: str, where: Location, default: str = "") -> str:
         )
     u = _urlsplit(value, where)
     if value and not (value.startswith("/") or (u.scheme in ("http", "https") and u.netloc)):
+        also = "".join(f", {s}:" for s in schemes)
         raise BuildError(
-            f"'{value}' is not an http(s) URL or a path starting with '/'",
+            f"'{value}' is not an http(s) URL{also} or a path starting with '/'",
             where=where,
             hint=f"for example '{default or 'https://…'}'",
         )
@@ -238,8 +255,9 @@ def load(site_dir: Path, *, base_url: str | None = None, memo: frontmatter.Memo 
             where=Location(file=str(path), key="feed.limit"),
             hint="for example 'limit: 20' (the newest pages the Atom feed holds)",
         )
-    for item in menu:  # the same rule as releases_url's and edit_url's: a 'javascript:' one was a link
-        _menu_url(item.url, Location(file=str(path), key="menu"))
+    for item in menu:  # the same rule as releases_url's and edit_url's (a 'javascript:' one was a link),
+        # and a "Contact" address
+        _menu_url(item.url, Location(file=str(path), key="menu"), schemes=MENU_SCHEMES)
     repos = need("repositories", dict, {})
     return SiteConfig(
         title=need("title", str),

@@ -93,6 +93,7 @@ class _Walk:
         self.lead = self.text  # the text before the first section
         self.title = ""  # the page's title (``model.heading_role``)
         self.searchable = True  # False: raw HTML, whose text only the HTML has
+        self.quoted = False  # whether it holds a quote (``mdtree.lazy_line`` asked then)
         #: the first top-level paragraph, its HTML and text
         self.first_para: tuple[Any, str, str] | None = None
 
@@ -180,6 +181,7 @@ class _Walk:
                 if not COMMENT.fullmatch(content.strip()):
                     self.searchable = False
             elif name == "blockquote":
+                self.quoted = True
                 children = node.children
                 out.append(self.open("blockquote") + (">\n" if _first(children) is not None else ">"))
                 self.blocks(children, depth + 1)
@@ -297,7 +299,7 @@ class _Walk:
                 add("\n")
                 keep(" ")
             elif name == "code_inline":
-                content = "".join([c.meta.get("content", "") for c in node.children])
+                content = mdtree.code_text(node)
                 keep(content)
                 add(f"<code>{mdtree.escape(content)}</code>")
             else:
@@ -322,7 +324,7 @@ class _Walk:
             out.append(mdtree.escape(content))
             _keep(content, slug, shown, into)
         elif name == "code_inline":
-            content = "".join(c.meta.get("content", "") for c in node.children)
+            content = mdtree.code_text(node)
             out.append(f"<code>{mdtree.escape(content)}</code>")
             _keep(content, slug, shown, into)
         elif name in ("softbreak", "hardbreak"):
@@ -430,7 +432,7 @@ def _alt_text(nodes: Sequence[Any], out: list[str], depth: int) -> None:
         if name in ("text", "text_special", "html_inline"):
             out.append(node.meta["content"])
         elif name == "code_inline":
-            out.append("".join(c.meta.get("content", "") for c in node.children))
+            out.append(mdtree.code_text(node))
         elif name in ("softbreak", "hardbreak"):
             out.append("\n")
         elif name == "autolink":
@@ -469,6 +471,8 @@ def render_parts(
         walk.blocks(nodes, 0)
     except (Mismatch, mdtree.Unsupported):
         return None
+    if mdtree.lazy_line(text, quoted=walk.quoted):
+        return None  # a line after a quote the Rust parser reads otherwise (``mdtree.lazy_line``)
     body = "".join(walk.out)
     shown = _excerpt_nodes(nodes)
     first = walk.first_para

@@ -44,6 +44,20 @@ PLAIN_AUTOLINK = re.compile(r"[\x21-\x24\x26-\x7e]*")
 #: in punycode, the Rust parser %-escapes it
 RECODED_URL = re.compile(r"^(?:[a-z][a-z0-9+.-]*:|//).*%", re.I | re.S)
 
+#: a list item markdown-it-py starts where the Rust parser reads the line as a quote's lazy text or a
+#: table's row: an empty one, or one numbered other than 1 (those may not interrupt a paragraph, and
+#: the Rust parser applies that rule to lazy lines and table rows too)
+_ITEM_THERE = r"(?:(?:[-+*]|\d{1,9}[.)])[ \t]*$|(?!0*1[.)])\d{1,9}[.)][ \t])"
+#: a quote line with text (after indent and list markers), the lines after it up to a blank one, then
+#: a line holding ``|`` or such an item (groups: the quote line's lead and that line's) — ``lazy_line``
+_QUOTE_THEN_LAZY = re.compile(
+    r"^([ \t>]*(?:(?:[-+*]|\d{1,9}[.)])[ \t][ \t>]*)*)>[ \t]*[^ \t\n].*\n(?:[ \t>]*[^ \t>\n].*\n)*?"
+    rf"(?=([ \t>]*)(?:.*\||{_ITEM_THERE}))",
+    re.M,
+)
+#: a line holding ``|`` (a table's row) and then such an item
+_ROW_THEN_ITEM = re.compile(rf"\|[^|\n]*\n[ \t>]*{_ITEM_THERE}", re.M)
+
 INLINE_TAGS = {"em": ("em", "em"), "strong": ("strong", "strong"), "strikethrough": ("s", "s")}
 INLINE = {"text", "text_special", "link", "image", "autolink", "code_inline", "html_inline"}
 INLINE |= {"softbreak", "hardbreak", *INLINE_TAGS}
@@ -131,6 +145,8 @@ def tokens(text: str) -> list[Token] | None:
         conv.blocks(tree.children, 0)
     except Unsupported:
         return None
+    if lazy_line(text, quoted=conv.quoted):
+        return None
     return conv.out
 
 
@@ -187,6 +203,30 @@ def _devnull() -> int:
     return os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
 
 
+def lazy_line(text: str, *, quoted: bool = True) -> bool:
+    """Whether a line after a quote or a table row is one the Rust parser reads otherwise than
+    markdown-it-py: after a quote line, a lazy line (fewer ``>`` before its text) holding ``|`` is the
+    quote's text to markdown-it-py and starts a table or a paragraph after the quote in the Rust
+    parser; an empty list item or one numbered other than 1 (``-``, ``2. x``) after a quote's or a
+    table's line starts a list in markdown-it-py and is quote text or a row in the Rust parser.
+    Conservative (a line of a fence counts too: such a page goes to markdown-it-py); ``quoted``:
+    the page holds a quote (the quote pattern is tried only then; the row pattern starts with ``|``)."""
+    if "|" in text and _ROW_THEN_ITEM.search(text):
+        return True
+    return quoted and any(
+        m.group(2).count(">") <= m.group(1).count(">") for m in _QUOTE_THEN_LAZY.finditer(text)
+    )
+
+
+def code_text(node: Any) -> str:
+    """A code span's text, or ``Unsupported`` for one of spaces only, three or more (its source's
+    line ends as spaces): the Rust parser strips one space at each end of it, markdown-it-py none."""
+    content = "".join([c.meta.get("content", "") for c in node.children])
+    if content.startswith(" ") and not content.strip(" "):
+        raise Unsupported("a code span of spaces only")
+    return content
+
+
 def has_admonition(text: str) -> bool:
     """Whether a line of ``text`` starts an admonition (``ADMONITION``). The pattern starts with no
     literal, so the engine tries it at every character (~25 us a bench page); the markers' substring
@@ -203,6 +243,7 @@ class _Flatten:
         self.at = (0, 0)
         self._starts: list[int] | None = None
         self.out: list[Token] = []
+        self.quoted = False  # whether it holds a quote (``lazy_line`` asked then)
         #: the token class: markdown-it-py's ``Token`` (imported at the first token), or ``Tok``
         self.make = make
 
@@ -275,6 +316,7 @@ class _Flatten:
             self.inline(node.children, level + 1, span)
             self.push("heading_close", tag, -1, level)
         elif name == "blockquote":
+            self.quoted = True
             self.push("blockquote_open", "blockquote", 1, level, map=self.lines(node))
             self.blocks(node.children, level + 1)
             self.push("blockquote_close", "blockquote", -1, level)
@@ -364,8 +406,7 @@ class _Flatten:
                 out.append(self.token("text", "", 0, content=shown))
                 out.append(self.token("link_close", "a", -1, markup="autolink", info="auto"))
             elif name == "code_inline":
-                content = "".join(c.meta.get("content", "") for c in node.children)
-                out.append(self.token("code_inline", "code", 0, content=content))
+                out.append(self.token("code_inline", "code", 0, content=code_text(node)))
             elif name == "html_inline":
                 out.append(self.token("html_inline", "", 0, content=meta["content"]))
             elif name == "softbreak":

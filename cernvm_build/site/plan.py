@@ -207,7 +207,11 @@ def _site_context(cfg: SiteConfig, digests: dict[str, str]) -> dict[str, Any]:
         "base_path": base,
         "language": cfg.language,
         "author": {"name": cfg.author_name, "email": cfg.author_email},
-        "menu": [{"title": m.title, "url": base.rstrip("/") + m.url} for m in cfg.menu],
+        # (a path on this site under the base path; an http(s) or mailto: URL as written)
+        "menu": [
+            {"title": m.title, "url": base.rstrip("/") + m.url if m.url.startswith("/") else m.url}
+            for m in cfg.menu
+        ],
         "feed_url": base + "atom.xml",
         "search_url": base + "search/",
         "search_bundle": base + SEARCH_PREFIX,

@@ -12,7 +12,7 @@ import pytest
 from sitehelpers import build_site
 
 from cernvm_build.errors import BuildError
-from cernvm_build.site import config, data, plots
+from cernvm_build.site import config, data, plan, plots
 
 PROBE = {
     "fqrn": "a.org", "url": "http://s0/cvmfs/a.org", "role": "stratum0", "status": "ok", "revision": 3,
@@ -221,6 +221,12 @@ def test_an_http_url_without_a_host_is_refused(tmp_path: Path) -> None:
         ({"edit_url": "https://[h/{path}"}, "edit_url", "is not a URL"),
         ({"menu": [{"title": "x", "url": "javascript:alert(1)"}]}, "menu", "is not an http(s) URL"),
         ({"menu": [{"title": "x", "url": "//evil.example/"}]}, "menu", "is a protocol-relative URL"),
+        ({"menu": [{"title": "x", "url": "data:text/html,<script>"}]}, "menu", "is not an http(s) URL"),
+        ({"menu": [{"title": "x", "url": "vbscript:msgbox"}]}, "menu", "is not an http(s) URL"),
+        ({"menu": [{"title": "x", "url": "mailto:"}]}, "menu", "is not a plain mailto: address"),
+        ({"menu": [{"title": "x", "url": "mailto:a b@x"}]}, "menu", "is not a plain mailto: address"),
+        ({"menu": [{"title": "x", "url": 'tel:1"><script>'}]}, "menu", "is not a plain tel: address"),
+        ({"edit_url": "mailto:team@example.org"}, "edit_url", "is not an http(s) URL"),
         ({"base_url": "https://[::1/"}, "base_url", "is not a URL"),
         ({"base_url": "https://x:99999/"}, "base_url", "has a port that is not 1-65535"),
         ({"base_url": 'https://x/"><script>/'}, "base_url", "is not a plain site address"),
@@ -241,6 +247,28 @@ def test_config_values_of_another_shape_are_one_line(
         config.load(tmp_path)
     assert str(e.value.where).endswith(f"config.yaml: {where}"), e.value.where
     assert message in e.value.message and "secret" not in e.value.message
+
+
+def test_a_menu_may_link_to_a_mail_address_or_phone_number(tmp_path: Path) -> None:
+    """A "Contact" item (``mailto:``, ``tel:``) is a normal docs link: kept as written, not put under the
+    base path as the site's own paths are (an https one neither)."""
+    menu = [
+        {"title": "Docs", "url": "/docs/"},
+        {"title": "Contact", "url": "mailto:cernvm.support@cern.ch"},
+        {"title": "Call", "url": "TEL:+41-22-767-1111"},
+        {"title": "Code", "url": "https://github.com/cvmfs/cvmfs"},
+    ]
+    (tmp_path / "config.yaml").write_text(
+        json.dumps({"title": "t", "base_url": "https://x.org/cvmfs/", "menu": menu})
+    )
+    cfg = config.load(tmp_path)
+    shown = plan._site_context(cfg, {})["menu"]
+    assert [m["url"] for m in shown] == [
+        "/cvmfs/docs/",
+        "mailto:cernvm.support@cern.ch",
+        "TEL:+41-22-767-1111",
+        "https://github.com/cvmfs/cvmfs",
+    ]
 
 
 def test_a_bad_base_url_flag_is_named_as_the_flag_and_a_non_utf8_config_by_line(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import pytest
 from sitehelpers import same_on_bench_corpus, same_on_shipped_content
 
 from bench.site_corpus import page_text
-from cernvm_build.site import markdown, mdfast, mdtree, search
+from cernvm_build.site import markdown, mdfast, mdhtml, mdtree, search
 from cernvm_build.site.markdown import Rendered
 from cernvm_build.site.model import ContentText
 
@@ -214,6 +214,49 @@ def test_admonitions_it_cannot_tell_are_left_to_markdown_it_py(
 ) -> None:
     taken, fast, slow = _parts(text, monkeypatch)
     assert not taken and fast == slow
+
+
+#: where the Rust parser differs from markdown-it-py (any page, not only admonition pages): a line holding
+#: ``|`` a quote takes in lazily (markdown-it-py: quote text; the Rust parser: a table or a paragraph
+#: after the quote), an empty list item or one numbered other than 1 after a quote's or a table's line
+#: (markdown-it-py: a list; the Rust parser: quote text, a table row), a code span of three or more
+#: spaces (the Rust parser strips one at each end)
+RUST_DIFFERS = (
+    "> q\n| a |\n|-|\n| b |\n",
+    "Intro.\n\n> > q\n> | a |\n> |-|\n",
+    "- > q\n  | a |\n  |-|\n",
+    "> - q\n| a |\n|-|\n",
+    "- > q\n| a |\n  |-|\n",
+    "> > q\n| a |\n> |-|\n> | b |\n",
+    "> q\n-\n",
+    "> q\n  1. \n",
+    "> > q\n> *\n\ntext\n",
+    "- > q\n  2)\n",
+    "> q\nlazy\n-\n",
+    "> q\nlazy\n| a |\n|-|\n",
+    "> q\n2. x\n",
+    "| a |\n|-|\n| b |\n-\n",
+    "| a |\n|-|\n10) x\n",
+    "> | a |\n> |-|\n> 2. x\n",
+    "# T\n\nx `   ` y\n",
+    "x ``    `` y and `` \n `` z\n",
+    "| a |\n|-|\n| `   ` |\n",
+)
+
+
+@pytest.mark.parametrize("text", RUST_DIFFERS, ids=range(len(RUST_DIFFERS)))
+def test_where_the_rust_parser_differs_markdown_it_py_renders(
+    text: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kw = {"slugify": markdown.slugify, "highlight": lambda c, lang: "", "resolve": lambda h: (h, "")}
+    assert mdfast.render_parts(text, **kw) is None  # type: ignore[arg-type]
+    assert mdhtml.render_parts(text, **kw) is None  # type: ignore[arg-type]
+    assert mdtree.tokens(text) is None
+    got = markdown.render(text, src_path="docs/a/b.md", first_line=3, base_path="/base/")
+    with monkeypatch.context() as m:
+        m.setattr(mdtree, "tokens", lambda _t: None)  # markdown-it-py's own parse
+        ref = markdown.render(text, src_path="docs/a/b.md", first_line=3, base_path="/base/")
+    assert got == ref
 
 
 def test_shipped_content_and_bench_corpus_render_as_the_tree_does(monkeypatch: pytest.MonkeyPatch) -> None:
