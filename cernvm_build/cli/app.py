@@ -144,13 +144,14 @@ class Output:
     def console(self) -> Console:
         from rich.console import Console
 
-        return Console(highlight=False, soft_wrap=True)
+        # emoji off: data such as a fingerprint ("03:AB:07") or a path (":smile:") is never a shortcode
+        return Console(highlight=False, soft_wrap=True, emoji=False)
 
     @cached_property
     def err(self) -> Console:
         from rich.console import Console
 
-        return Console(stderr=True, highlight=False, soft_wrap=True)
+        return Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
     # -- results -------------------------------------------------------------------------------
     def data(self, obj: Any, render: Callable[[Any], None] | None = None) -> None:
