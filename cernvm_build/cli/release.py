@@ -152,7 +152,13 @@ def _verify(args: argparse.Namespace, out: Output) -> int:
         for f in d["findings"]:
             out.print(styled(("FAIL", "red"), f" {f['artifact']}: {f['problem']}"))
         verdict = ("OK", "green") if d["ok"] else ("FAILED", "red")
-        signer = f", signature by {d['signer']}" if d["signer"] else ""
+        # without --key a signed release's signature is not checked: "OK" must not read as if it were
+        if d["signer"]:
+            signer = f", signature by {d['signer']}"
+        elif d["signed"]:
+            signer = ", signature NOT checked (pass --key with the release's OpenPGP public key)"
+        else:
+            signer = ", not signed"
         out.print(styled(verdict, f": release {d['version']}: {d['checked']} artifacts checked{signer}"))
 
     out.data(data, show)
@@ -237,7 +243,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                   json=True, handler=_verify)  # fmt: skip
     v.add_argument("release", metavar="VERSION|INDEX|DIR", help=RELEASE_ARG_HELP)
     v.add_argument(
-        "--key", type=Path, action="append", help="OpenPGP public key the release must be signed by"
+        "--key",
+        type=Path,
+        action="append",
+        help="OpenPGP public key the release must be signed by (repeatable); without it only the hashes "
+        "are checked",
     )
     v.add_argument(
         "--out", type=Path, default=Path("releases"), help="releases folder (default: %(default)s)"
