@@ -108,6 +108,8 @@ def cmd_show(args: argparse.Namespace, out: Output) -> int:
     if args.origins:
         where = profile.origins(args.name, overrides=given)
         p = load(args.name, out, args).to_dict()
+        # `format` belongs to the file (never inherited, not in the resolved profile): its value as written
+        p["format"] = profile.own_settings(profile.locate(args.name)).get("format", 1)
         rows = [{"key": k, "value": _lookup(p, k), "from": v} for k, v in where.items()]
         out.data(
             rows,

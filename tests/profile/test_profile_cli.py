@@ -152,6 +152,8 @@ def test_show_origins_names_the_file_behind_each_value(capsys: pytest.CaptureFix
     assert by_key["bootloader.cmdline"]["from"].startswith(f"{shipped}/preserved.yaml:")
     assert by_key["bootloader.cmdline"]["value"] == ["vsyscall=emulate"]
     assert by_key["cvmfs.snapshot.date"]["from"] == "default"
+    # pr19d finding 4: `format` (the file's, not in the resolved profile) was shown as None
+    assert by_key["format"]["value"] == 1 and by_key["format"]["from"].startswith(f"{shipped}/el4.yaml:")
 
 
 def test_show_without_resolved_prints_the_file_as_written(capsys: pytest.CaptureFixture[str]) -> None:
