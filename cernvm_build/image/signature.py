@@ -205,7 +205,12 @@ def load_certificate(path: Path) -> x509.Certificate:
     try:
         return x509.load_pem_x509_certificate(_read_pem(path))
     except (OSError, ValueError) as e:
-        raise BuildError(f"{path}: not a PEM X.509 certificate ({e})", where="--cert") from e
+        raise BuildError(
+            f"{path}: not a PEM X.509 certificate ({e})",
+            where="--cert",
+            hint="give the release signer's certificate (PEM, '-----BEGIN CERTIFICATE-----'), e.g. the .crt "
+            "beside the key the image was signed with; not its public key",
+        ) from e
 
 
 def describe(image: Path, t: Trailer) -> dict[str, Any]:

@@ -691,6 +691,7 @@ def test_key_and_certificate_files_are_bounded_regular_files(tmp_path: Path) -> 
         with pytest.raises(BuildError, match=why) as e:
             signature.load_certificate(bad)
         assert e.value.where == "--cert"
+        assert e.value.hint and "signer's certificate" in e.value.hint  # pr19d finding 5: no hint
         with pytest.raises(BuildError, match=why) as e:
             signature.load_signer(bad, tmp_path / "ok.crt")
         assert e.value.where == "--sign-key"
