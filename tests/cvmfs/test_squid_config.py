@@ -60,6 +60,8 @@ def test_cli_error_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert (
         err.startswith("error: --stratum 'bad host': a scope id (%), whitespace") and "Traceback" not in err
     )
+    # pr19d finding 7: the hint was --client's ("e.g. 10.0.0.0/8 or ::1"), no word on host names
+    assert "hint: a name like cvmfs-stratum-one.cern.ch, .cern.ch for a whole domain" in err
 
 
 @pytest.mark.parametrize(
