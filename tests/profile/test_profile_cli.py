@@ -273,3 +273,23 @@ def test_help_names_every_family_shipped(capsys: pytest.CaptureFixture[str]) -> 
         with pytest.raises(SystemExit):
             main(argv)
         assert "Debian 12" in capsys.readouterr().out
+
+
+def test_an_unknown_name_says_which_profile_path_folders_were_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pr19d finding 9: a misspelt $CERNVM_PROFILE_PATH folder, or a .yaml file given there instead of
+    its folder, was skipped in silence: 'no profile my-el9' with no word on where it was looked for."""
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "my-el9.yaml").write_text("name: my-el9\nextends: [el9]\n")
+    monkeypatch.setenv("CERNVM_PROFILE_PATH", f"{tmp_path}/mine/my-el9.yaml:{tmp_path}/nope")
+    with pytest.raises(profile.ProfileError) as e:
+        profile.locate("my-el9")
+    assert (
+        e.value.hint
+        and f"{tmp_path}/mine/my-el9.yaml (not a folder), {tmp_path}/nope (not a folder)" in e.value.hint
+    )
+    monkeypatch.delenv("CERNVM_PROFILE_PATH")
+    with pytest.raises(profile.ProfileError) as e:
+        profile.locate("my-el9")
+    assert e.value.hint and "add its folder to $CERNVM_PROFILE_PATH" in e.value.hint
