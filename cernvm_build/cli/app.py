@@ -96,6 +96,12 @@ jobs = whole_number(1, MAX_JOBS)
 retries = whole_number(0, MAX_RETRIES)
 
 
+def output_file(text: str) -> Path | None:
+    """An argparse type for ``-o FILE`` of a command that prints to stdout by default: ``-`` is stdout
+    (``-o -`` wrote a file named '-' and told to start squid with it, pr19d finding 12)."""
+    return None if text == "-" else Path(text)
+
+
 def write_output(path: Path, data: bytes, flag: str) -> None:
     """``data`` written atomically to the file ``flag`` names, or a one-line error saying why not: a
     folder, a read-only place or a missing disk was an ``OSError`` traceback (pr18d finding 7)."""

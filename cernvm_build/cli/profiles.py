@@ -15,7 +15,7 @@ from ..errors import CernVMError, ProfileError
 from ..profile import compare, reference, schema, settings
 from ..profile.yamlnodes import display
 from . import areas, flags
-from .app import Output, group_handler, styled, subparser, write_output
+from .app import Output, group_handler, output_file, styled, subparser, write_output
 
 DESCRIPTION = """\
 Declarative profiles: one YAML file per CernVM platform (EL4-EL9, Debian 12 and the demo).
@@ -212,7 +212,7 @@ def cmd_schema(args: argparse.Namespace, out: Output) -> int:
 def cmd_reference(args: argparse.Namespace, out: Output) -> int:
     text = reference.markdown()
     if args.output:
-        write_output(Path(args.output), text.encode(), "--output")
+        write_output(args.output, text.encode(), "--output")
         out.info(f"wrote {args.output}")
     else:
         sys.stdout.write(text)
@@ -303,4 +303,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "  cernvm-build profiles reference -o docs/profile-reference.md",
         handler=cmd_reference,
     )
-    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE (atomically) instead of stdout")
+    p.add_argument(
+        "-o",
+        "--output",
+        type=output_file,
+        metavar="FILE",
+        help="write to FILE (atomically) instead of stdout (-)",
+    )

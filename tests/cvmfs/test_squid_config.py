@@ -125,3 +125,19 @@ def test_the_largest_sizes_are_read_by_squid(tmp_path: Path) -> None:
         ["squid", "-k", "parse", "-f", str(conf)], capture_output=True, text=True, timeout=60
     )
     assert run.returncode == 0 and "Bungled" not in run.stderr, run.stderr
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["cvmfs", "squid-config"], ["cvmfs", "nginx-config", "{tmp}"], ["profiles", "reference"]],
+)
+def test_output_dash_is_stdout_not_a_file_named_dash(
+    argv: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pr19d finding 12: `squid-config -o -` wrote a file named '-' and said "start it with: squid -N
+    -f /cwd/-"; '-' is stdout, as the default."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "srv" / "a.org").mkdir(parents=True)
+    (tmp_path / "srv" / "a.org" / ".cvmfspublished").write_bytes(b"")
+    assert main([a.replace("{tmp}", str(tmp_path / "srv")) for a in argv] + ["-o", "-"]) == 0
+    assert capsys.readouterr().out.startswith("#") and not (tmp_path / "-").exists()
