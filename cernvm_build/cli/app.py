@@ -102,6 +102,14 @@ def output_file(text: str) -> Path | None:
     return None if text == "-" else Path(text)
 
 
+def also_file(text: str) -> Path:
+    """An argparse type for ``--out FILE`` that writes a file besides the printed output: ``-`` is
+    refused (it wrote a file named '-'); ``--json`` is what prints the data on stdout."""
+    if text == "-":
+        raise argparse.ArgumentTypeError("'-': this writes a file; --json prints the same JSON on stdout")
+    return Path(text)
+
+
 def write_output(path: Path, data: bytes, flag: str) -> None:
     """``data`` written atomically to the file ``flag`` names, or a one-line error saying why not: a
     folder, a read-only place or a missing disk was an ``OSError`` traceback (pr18d finding 7)."""

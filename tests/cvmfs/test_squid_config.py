@@ -141,3 +141,15 @@ def test_output_dash_is_stdout_not_a_file_named_dash(
     (tmp_path / "srv" / "a.org" / ".cvmfspublished").write_bytes(b"")
     assert main([a.replace("{tmp}", str(tmp_path / "srv")) for a in argv] + ["-o", "-"]) == 0
     assert capsys.readouterr().out.startswith("#") and not (tmp_path / "-").exists()
+
+
+@pytest.mark.parametrize("command", ["stats", "monitor"])
+def test_out_dash_is_refused_not_a_file_named_dash(
+    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pr19d finding 12: `cvmfs stats SRC --out -` wrote a file named '-' (--json is stdout)."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        main(["cvmfs", command, str(tmp_path), "--out", "-"])
+    assert e.value.code == 2 and not (tmp_path / "-").exists()
+    assert "argument --out: '-': this writes a file; --json prints" in capsys.readouterr().err
