@@ -146,7 +146,13 @@ def cmd_validate(args: argparse.Namespace, out: Output) -> int:
     for given in args.paths:
         folder = Path(given)
         if folder.is_dir():  # a folder means every profile in it
-            targets += sorted(str(p) for p in [*folder.glob("*.yaml"), *folder.glob("*.yml")])
+            found = sorted(str(p) for p in [*folder.glob("*.yaml"), *folder.glob("*.yml")])
+            if not found:  # "0 profile(s) valid", exit 0: a CI check of the wrong folder passed
+                raise ProfileError(
+                    f"{given}: no profile in this folder (no *.yaml or *.yml)",
+                    hint="give the folder that holds the profiles, or the files themselves",
+                )
+            targets += found
         else:
             targets.append(given)
     if not args.paths:

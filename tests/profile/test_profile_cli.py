@@ -293,3 +293,14 @@ def test_an_unknown_name_says_which_profile_path_folders_were_skipped(
     with pytest.raises(profile.ProfileError) as e:
         profile.locate("my-el9")
     assert e.value.hint and "add its folder to $CERNVM_PROFILE_PATH" in e.value.hint
+
+
+def test_validate_a_folder_without_profiles_is_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pr19d finding 18: `profiles validate site-profiles/` of a folder with no .yaml said
+    "0 profile(s) valid" and exited 0 (a CI check of the wrong folder passed)."""
+    (tmp_path / "notes.txt").write_text("x")
+    assert main(["profiles", "validate", str(tmp_path)]) == 3
+    err = capsys.readouterr().err
+    assert f"error: {tmp_path}: no profile in this folder" in err and "Traceback" not in err
