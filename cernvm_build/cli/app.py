@@ -96,6 +96,20 @@ jobs = whole_number(1, MAX_JOBS)
 retries = whole_number(0, MAX_RETRIES)
 
 
+def output_file(text: str) -> Path | None:
+    """An argparse type for ``-o FILE`` of a command that prints to stdout by default: ``-`` is stdout
+    (``-o -`` wrote a file named '-' and told to start squid with it, pr19d finding 12)."""
+    return None if text == "-" else Path(text)
+
+
+def also_file(text: str) -> Path:
+    """An argparse type for ``--out FILE`` that writes a file besides the printed output: ``-`` is
+    refused (it wrote a file named '-'); ``--json`` is what prints the data on stdout."""
+    if text == "-":
+        raise argparse.ArgumentTypeError("'-': this writes a file; --json prints the same JSON on stdout")
+    return Path(text)
+
+
 def write_output(path: Path, data: bytes, flag: str) -> None:
     """``data`` written atomically to the file ``flag`` names, or a one-line error saying why not: a
     folder, a read-only place or a missing disk was an ``OSError`` traceback (pr18d finding 7)."""
@@ -144,13 +158,14 @@ class Output:
     def console(self) -> Console:
         from rich.console import Console
 
-        return Console(highlight=False, soft_wrap=True)
+        # emoji off: data such as a fingerprint ("03:AB:07") or a path (":smile:") is never a shortcode
+        return Console(highlight=False, soft_wrap=True, emoji=False)
 
     @cached_property
     def err(self) -> Console:
         from rich.console import Console
 
-        return Console(stderr=True, highlight=False, soft_wrap=True)
+        return Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
     # -- results -------------------------------------------------------------------------------
     def data(self, obj: Any, render: Callable[[Any], None] | None = None) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..cvmfs.catalog import DirEntry
 from ..cvmfs.repository import Repository, SnapshotSpec
-from ..errors import IntegrityError
+from ..errors import IntegrityError, UsageError
 from . import areas, cvmfs_monitor, cvmfs_publish, cvmfs_serve
 from .app import Output, group_handler, jobs, styled, subparser, visible
 from .cvmfs_source import add_source, open_from_args
@@ -35,7 +35,7 @@ CernVM-FS repositories: read, verify, pin, export, serve and mount them (and pub
   cernvm-build cvmfs ls REPO_DIR /usr/bin -l
   cernvm-build cvmfs cat REPO_DIR /etc/redhat-release --tag slc4-frozen
   cernvm-build cvmfs verify URL --key k.pub --json           every object, hash and size
-  cernvm-build cvmfs export URL ./tree  |  out.tar            a revision as files or a tar
+  cernvm-build cvmfs export URL ./tree   (or out.tar)       a revision as files or a tar
   cernvm-build cvmfs tag list URL                            the history: tags, revisions, dates
   cernvm-build cvmfs serve DIR --port 8000                   a Stratum HTTP server for development
   cernvm-build cvmfs mount URL /mnt/repo --date 2026-01-01T00:00:00Z
@@ -242,6 +242,13 @@ def cmd_verify(args: argparse.Namespace, out: Output) -> int:
 def cmd_export(args: argparse.Namespace, out: Output) -> int:
     from ..cvmfs.export import export
 
+    if str(args.dest) == "-":
+        # `publish REPO -` reads a tar on stdin, so `export SOURCE -` reads as a tar on stdout: it made
+        # a directory named '-'. The export is atomic (a temporary sibling renamed into place): no stream.
+        raise UsageError(
+            "DEST '-': an export is written to a new directory or a .tar/.tar.gz file, not to stdout",
+            hint="give e.g. root.tar (and 'cat root.tar |' it), or a directory such as ./root",
+        )
     with open_from_args(args) as repo, out.progress() as bar:
         task = bar.add_task(f"exporting {repo.fqrn} revision {repo.revision}", total=None)
         result = export(

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..errors import CvmfsError, UsageError
 from ..table import Invalid, parse_duration
-from .app import Output, jobs, retries, seconds, subparser, visible, write_output
+from .app import Output, also_file, jobs, retries, seconds, subparser, visible, write_output
 from .cvmfs_source import KEYS_HELP
 
 DESCRIPTION = """\
@@ -106,7 +106,7 @@ def register_monitor(cvmfs_sub: argparse._SubParsersAction[argparse.ArgumentPars
                    help="a replica URL and the Stratum-0 URL it copies (repeatable)")  # fmt: skip
     p.add_argument("--config", type=Path, metavar="FILE", help="repositories and replicas from a YAML file")
     p.add_argument("--key", action="append", default=[], type=Path, metavar="PATH", help=KEYS_HELP)
-    p.add_argument("--out", type=Path, metavar="FILE", help="also write the report as JSON (atomically)")
+    p.add_argument("--out", type=also_file, metavar="FILE", help="also write the report as JSON (atomically)")
     p.add_argument(
         "--max-age", metavar="DURATION", help="a manifest older than this is stale (default: no limit)"
     )
@@ -170,5 +170,7 @@ def register_stats(cvmfs_sub: argparse._SubParsersAction[argparse.ArgumentParser
         "  cernvm-build cvmfs stats http://s0/cvmfs/a.org srv/b.org --out site/data/publish_stats.json",
     )
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="Stratum folder or URL")
-    p.add_argument("--out", type=Path, metavar="FILE", help="also write the statistics as JSON (atomically)")
+    p.add_argument(
+        "--out", type=also_file, metavar="FILE", help="also write the statistics as JSON (atomically)"
+    )
     p.add_argument("--timeout", type=seconds, default=10.0, help="HTTP timeout in seconds (default: 10)")

@@ -239,13 +239,27 @@ def cmd_tag_add(args: argparse.Namespace, out: Output) -> int:
     with stratum_target(args) as target:
         fqrn = _fqrn(target.path, args.fqrn)
         keys = load_keys(args.keys, fqrn)
-        t = pub.add_tag(
+        t, old = pub.add_tag(
             target.path, fqrn, keys, args.name, args.root_hash, args.description, epoch=env_epoch()
         )
-    d = target.add_to(
-        {"name": t.name, "root_hash": t.root_hash, "revision": t.revision, "description": t.description}
+    # a moved tag is said as such: archivists pin names like 'slc5-frozen'
+    was = (
+        None
+        if old is None or old.root_hash == t.root_hash
+        else {"revision": old.revision, "root_hash": old.root_hash}
     )
-    out.data(d, lambda d: out.print(f"tagged revision {d['revision']} ({d['root_hash']}) as {d['name']}"))
+    d = target.add_to(
+        {"name": t.name, "root_hash": t.root_hash, "revision": t.revision, "description": t.description,
+         "moved_from": was}
+    )  # fmt: skip
+
+    def show(d: dict[str, Any]) -> None:
+        line = f"tagged revision {d['revision']} ({d['root_hash']}) as {d['name']}"
+        if d["moved_from"]:
+            line += f" (moved from revision {d['moved_from']['revision']}, {d['moved_from']['root_hash']})"
+        out.print(line)
+
+    out.data(d, show)
     return 0
 
 

@@ -82,7 +82,13 @@ def cmd_demo(args: argparse.Namespace, out: Output) -> int:
     # without --profile: the profile the run would use (--os, and --port's server), as the run does
     p = profile.load(args.profile) if args.profile is not None else demo_profile(args.port, args.os)
     steps = plan(p)
-    commands = [f"cernvm-build image {p.name}", f"cernvm-build container {p.name}"]
+    # the run's --port is a --server override: the stage commands need it too (they said port 8000)
+    servers = (
+        "".join(f" --server {s}" for s in p.cvmfs.servers)
+        if args.profile is None and args.port != 8000
+        else ""
+    )
+    commands = [f"cernvm-build image {p.name}{servers}", f"cernvm-build container {p.name}{servers}"]
     data: dict[str, Any] = {"profile": p.to_dict(), "plan": [asdict(s) for s in steps], "commands": commands}
 
     snap = p.cvmfs.snapshot

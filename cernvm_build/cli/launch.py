@@ -17,6 +17,7 @@ import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .. import __version__, launch, proc
 from ..bootloader import userdata
@@ -27,7 +28,7 @@ from ..launch.names import validate_name
 from ..report import scoped
 from . import flags, launch_context, launch_images
 from .app import EXIT_CODES_EPILOG, ArgumentParser, HelpFormatter, Output, run, visible, whole_number
-from .launch_common import Connect, ask, host_of, leaf, settings_of, show_help
+from .launch_common import Connect, ask, host_of, leaf, settings_of
 
 EPILOG = f"""\
 {EXIT_CODES_EPILOG}
@@ -537,9 +538,32 @@ def build_parser() -> argparse.ArgumentParser:
     launch_images.register(sub)
     launch_context.register(sub)
 
-    h = sub.add_parser("help", help="show this help")
-    h.set_defaults(func=show_help(parser, 0))
+    h = sub.add_parser("help", help="show this help (help COMMAND: that command's)")
+    h.add_argument("topic", nargs="*", metavar="COMMAND")
+    h.set_defaults(func=_help_on(parser))
     return parser
+
+
+def _help_on(parser: argparse.ArgumentParser) -> Any:
+    """``help``, ``help create``, ``help images add``: the help of the command named (people type it
+    the way git and pip take it)."""
+
+    def show(args: argparse.Namespace, out: Output) -> int:
+        target = parser
+        for word in args.topic:
+            subs = [a for a in target._actions if isinstance(a, argparse._SubParsersAction)]
+            choices = subs[0].choices if subs else {}
+            if word not in choices:
+                known = ", ".join(sorted(c for c in choices if c != "help")) or "none"
+                raise UsageError(
+                    f"help: no command {' '.join(args.topic)!r}",
+                    hint=f"commands here: {known}",
+                )
+            target = choices[word]
+        target.print_help(sys.stdout)
+        return 0
+
+    return show
 
 
 def _connect(uri: str | None) -> launch.Host:

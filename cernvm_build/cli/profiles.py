@@ -15,7 +15,7 @@ from ..errors import CernVMError, ProfileError
 from ..profile import compare, reference, schema, settings
 from ..profile.yamlnodes import display
 from . import areas, flags
-from .app import Output, group_handler, styled, subparser, write_output
+from .app import Output, group_handler, output_file, styled, subparser, write_output
 
 DESCRIPTION = """\
 Declarative profiles: one YAML file per CernVM platform (EL4-EL9, Debian 12 and the demo).
@@ -108,6 +108,8 @@ def cmd_show(args: argparse.Namespace, out: Output) -> int:
     if args.origins:
         where = profile.origins(args.name, overrides=given)
         p = load(args.name, out, args).to_dict()
+        # `format` belongs to the file (never inherited, not in the resolved profile): its value as written
+        p["format"] = profile.own_settings(profile.locate(args.name)).get("format", 1)
         rows = [{"key": k, "value": _lookup(p, k), "from": v} for k, v in where.items()]
         out.data(
             rows,
@@ -144,7 +146,13 @@ def cmd_validate(args: argparse.Namespace, out: Output) -> int:
     for given in args.paths:
         folder = Path(given)
         if folder.is_dir():  # a folder means every profile in it
-            targets += sorted(str(p) for p in [*folder.glob("*.yaml"), *folder.glob("*.yml")])
+            found = sorted(str(p) for p in [*folder.glob("*.yaml"), *folder.glob("*.yml")])
+            if not found:  # "0 profile(s) valid", exit 0: a CI check of the wrong folder passed
+                raise ProfileError(
+                    f"{given}: no profile in this folder (no *.yaml or *.yml)",
+                    hint="give the folder that holds the profiles, or the files themselves",
+                )
+            targets += found
         else:
             targets.append(given)
     if not args.paths:
@@ -210,7 +218,7 @@ def cmd_schema(args: argparse.Namespace, out: Output) -> int:
 def cmd_reference(args: argparse.Namespace, out: Output) -> int:
     text = reference.markdown()
     if args.output:
-        write_output(Path(args.output), text.encode(), "--output")
+        write_output(args.output, text.encode(), "--output")
         out.info(f"wrote {args.output}")
     else:
         sys.stdout.write(text)
@@ -301,4 +309,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "  cernvm-build profiles reference -o docs/profile-reference.md",
         handler=cmd_reference,
     )
-    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE (atomically) instead of stdout")
+    p.add_argument(
+        "-o",
+        "--output",
+        type=output_file,
+        metavar="FILE",
+        help="write to FILE (atomically) instead of stdout (-)",
+    )

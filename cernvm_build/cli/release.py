@@ -152,7 +152,13 @@ def _verify(args: argparse.Namespace, out: Output) -> int:
         for f in d["findings"]:
             out.print(styled(("FAIL", "red"), f" {f['artifact']}: {f['problem']}"))
         verdict = ("OK", "green") if d["ok"] else ("FAILED", "red")
-        signer = f", signature by {d['signer']}" if d["signer"] else ""
+        # without --key a signed release's signature is not checked: "OK" must not read as if it were
+        if d["signer"]:
+            signer = f", signature by {d['signer']}"
+        elif d["signed"]:
+            signer = ", signature NOT checked (pass --key with the release's OpenPGP public key)"
+        else:
+            signer = ", not signed"
         out.print(styled(verdict, f": release {d['version']}: {d['checked']} artifacts checked{signer}"))
 
     out.data(data, show)
@@ -206,6 +212,32 @@ def _publish_args(p: argparse.ArgumentParser, *, dest_positional: bool) -> None:
     g.add_argument("--endpoint-url", help="S3 endpoint (MinIO, Ceph RGW); default: AWS or AWS_ENDPOINT_URL")
 
 
+VERIFY_DESCRIPTION = """\
+Check every artifact of a release against its index.json (size, sha256), SHA256SUMS against the
+index, and, with --key, the OpenPGP signature of SHA256SUMS (expired or revoked keys fail). Without
+--key a signed release's signature is not checked, and the output says so. Exit 6 on any mismatch.
+
+  cernvm-build release verify 2026.11-1                       a version under --out (releases/)
+  cernvm-build release verify releases/2026.11-1/index.json --key release.pub.asc
+  cernvm-build release verify releases/2026.11-1 --json       findings, for scripts"""
+
+REBUILD_DESCRIPTION = """\
+Build the release again from the inputs its index records (profiles, snapshots, SOURCE_DATE_EPOCH)
+in a temporary folder and compare every artifact byte for byte, naming what changed for each one
+that differs. The profiles must be the ones the release was built from (their settings' sha256 is
+recorded), and the repositories must still serve the recorded snapshots.
+
+  cernvm-build release rebuild releases/2026.11-1/index.json
+  cernvm-build release rebuild 2026.11-1 --out /archive/releases --json"""
+
+PUBLISH_DESCRIPTION = """\
+Upload a built release to S3_URL/VERSION/: artifacts first, index.json last, so a reader never sees
+an index naming what is not there yet; then the --yum/--apt mirrors and the site (--site-publish).
+A re-run after an interruption uploads only what is missing.
+
+  cernvm-build release publish 2026.11-1 s3://cvmrepo/releases --endpoint-url https://s3.cern.ch"""
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     group = sub.add_parser(
         "release",
@@ -234,24 +266,28 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _publish_args(b, dest_positional=False)
 
     v = subparser(inner, "verify", help="check every artifact against the index, SHA256SUMS and signature",
-                  json=True, handler=_verify)  # fmt: skip
+                  description=VERIFY_DESCRIPTION, json=True, handler=_verify)  # fmt: skip
     v.add_argument("release", metavar="VERSION|INDEX|DIR", help=RELEASE_ARG_HELP)
     v.add_argument(
-        "--key", type=Path, action="append", help="OpenPGP public key the release must be signed by"
+        "--key",
+        type=Path,
+        action="append",
+        help="OpenPGP public key the release must be signed by (repeatable); without it only the hashes "
+        "are checked",
     )
     v.add_argument(
         "--out", type=Path, default=Path("releases"), help="releases folder (default: %(default)s)"
     )
 
     r = subparser(inner, "rebuild", help="rebuild from the recorded inputs; byte-identical per artifact?",
-                  json=True, handler=_rebuild)  # fmt: skip
+                  description=REBUILD_DESCRIPTION, json=True, handler=_rebuild)  # fmt: skip
     r.add_argument("release", metavar="VERSION|INDEX|DIR", help=RELEASE_ARG_HELP)
     r.add_argument(
         "--out", type=Path, default=Path("releases"), help="releases folder (default: %(default)s)"
     )
 
     p = subparser(inner, "publish", help="upload a built release (artifacts, repositories, site) to S3",
-                  json=True, handler=_publish_cmd)  # fmt: skip
+                  description=PUBLISH_DESCRIPTION, json=True, handler=_publish_cmd)  # fmt: skip
     p.add_argument("release", metavar="VERSION|INDEX|DIR", help=RELEASE_ARG_HELP)
     p.add_argument(
         "--out", type=Path, default=Path("releases"), help="releases folder (default: %(default)s)"

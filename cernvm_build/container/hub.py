@@ -100,7 +100,7 @@ def _open_hub(stratum: Path, keys: KeySet) -> Repository:
     except CernVMError as e:
         raise BuildError(
             f"{stratum}: cannot open the hub repository {keys.fqrn}: {e.message}",
-            hint=f"create it first with 'cernvm-build cvmfs create {keys.fqrn} {stratum}'",
+            hint=f"create it first with 'cernvm-build cvmfs create {stratum} --fqrn {keys.fqrn} --keys DIR'",
         ) from e
 
 
@@ -352,6 +352,10 @@ def _artifact(
 def publisher(*, stratum: Path, fqrn: str, keys_dir: Path) -> Publish:
     """The ``publish`` callback of a BuildRequest for the ``cvmfs`` format."""
     keys = load_keys(keys_dir, fqrn)
+    # before any layer is built: a hub that is not there (its folder neither) was a traceback from the
+    # scratch folder beside it, after the whole image had been read
+    with _open_hub(stratum, keys):
+        pass
 
     def publish(parts: ImageParts, trees: ImageTrees) -> Artifact:
         with locked_scratch(stratum.parent, ".hub-") as work:  # a killed run's is removed by the next

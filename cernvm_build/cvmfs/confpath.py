@@ -35,7 +35,9 @@ def plain_path(path: Path, what: str, program: str) -> str:
     return text
 
 
-def no_scope(text: str, flag: str) -> None:
+def no_scope(
+    text: str, flag: str, hint: str = "give a plain IP address or network, e.g. 10.0.0.0/8 or ::1"
+) -> None:
     """Refuse an IPv6 scope id and any whitespace or control character in an address ``flag`` names,
     before ``ipaddress`` sees it: ``ipaddress`` takes any text after ``%`` but ``/``, newlines
     included, and str() gives it back whole (``--listen $'::1%x\\nhttp_access allow all'`` made an
@@ -43,7 +45,7 @@ def no_scope(text: str, flag: str) -> None:
     if "%" in text or any(c.isspace() or not c.isprintable() for c in text):
         raise CvmfsError(
             f"{flag} {text!r}: a scope id (%), whitespace or a control character in an address",
-            hint="give a plain IP address or network, e.g. 10.0.0.0/8 or ::1",
+            hint=hint,
         )
 
 

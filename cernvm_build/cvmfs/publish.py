@@ -432,10 +432,12 @@ def add_tag(
     *,
     timestamp: int | None = None,
     epoch: int | None = None,
-) -> Tag:
-    """Tag the trunk (or the revision whose root catalog is ``root_hash``) as ``name``."""
+) -> tuple[Tag, Tag | None]:
+    """Tag the trunk (or the revision whose root catalog is ``root_hash``) as ``name``: the new tag,
+    and the one of that name it moved (None for a new name), so that a move is never silent."""
     _check_tag_name(name)
     made: list[Tag] = []
+    moved: list[Tag | None] = []
 
     def edit(hist: HistoryWriter, m: mf.Manifest, scratch: Path) -> None:
         if root_hash is None:
@@ -459,11 +461,12 @@ def add_tag(
                 c.close()
                 base = Tag(name, root_hash, int(rev[0]) if rev else 0, int(mod[0]) if mod else 0, len(data))
         tag = replace(base, name=name, description=description)
+        moved.append(hist.get(name))
         hist.put(tag)
         made.append(tag)
 
     _retag(stratum, fqrn, keys, edit, timestamp, epoch)
-    return made[0]
+    return made[0], moved[0]
 
 
 def remove_tag(

@@ -50,13 +50,17 @@ def _network(text: str) -> str:
         ) from None
 
 
+_STRATUM_HINT = "a name like cvmfs-stratum-one.cern.ch, .cern.ch for a whole domain, or an IP address"
+
+
 def _strata(hosts: Sequence[str]) -> tuple[list[str], list[str]]:
     """(IP addresses, host names and ``.domain`` names) of ``--stratum``: squid's ``dst`` and
     ``dstdomain`` are separate ACL types."""
     addresses: list[str] = []
     domains: list[str] = []
     for text in hosts:
-        no_scope(text, "--stratum")
+        # a Stratum is named by host name more often than by address: the hint says both
+        no_scope(text, "--stratum", _STRATUM_HINT)
         try:
             addresses.append(str(ipaddress.ip_address(text)))
             continue
@@ -65,7 +69,7 @@ def _strata(hosts: Sequence[str]) -> tuple[list[str], list[str]]:
         if not _HOST.fullmatch(text) or len(text) > 253:
             raise CvmfsError(
                 f"--stratum {text!r}: not a host name or domain",
-                hint="a name like cvmfs-stratum-one.cern.ch, or .cern.ch for a whole domain",
+                hint=_STRATUM_HINT,
             )
         domains.append(text.lower())
     return addresses, domains

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,9 +129,12 @@ def _json_block(block: bytes) -> Any:
 def read_trailer(image: Path) -> Trailer:
     """The trailer of ``image``, or an IntegrityError when it has none."""
     try:
-        size = image.stat().st_size
+        st = image.stat()
     except OSError as e:
         raise UsageError(f"{image}: {e.strerror}", hint="give the path of an iso or hdd image") from e
+    if not stat.S_ISREG(st.st_mode):  # a small folder or a FIFO was "too small to carry a signature block"
+        raise UsageError(f"{image}: not a regular file", hint="give the path of an iso or hdd image")
+    size = st.st_size
     if size < TRAILER:
         raise IntegrityError(
             f"{image}: too small to carry a signature block", hint="is this a μCernVM image?"
@@ -205,7 +209,12 @@ def load_certificate(path: Path) -> x509.Certificate:
     try:
         return x509.load_pem_x509_certificate(_read_pem(path))
     except (OSError, ValueError) as e:
-        raise BuildError(f"{path}: not a PEM X.509 certificate ({e})", where="--cert") from e
+        raise BuildError(
+            f"{path}: not a PEM X.509 certificate ({e})",
+            where="--cert",
+            hint="give the release signer's certificate (PEM, '-----BEGIN CERTIFICATE-----'), e.g. the .crt "
+            "beside the key the image was signed with; not its public key",
+        ) from e
 
 
 def describe(image: Path, t: Trailer) -> dict[str, Any]:

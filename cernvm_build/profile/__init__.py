@@ -72,10 +72,19 @@ def locate(name_or_path: str | Path, search_path: Sequence[Path] | None = None) 
     if found is None:
         known = ", ".join(list_profiles(search_path)) or "none"
         is_path = resolve.looks_like_path(text)
+        hint = f"known profiles: {known}; or give a path to a .yaml file"
+        if not is_path and search_path is None:
+            # a misspelt $CERNVM_PROFILE_PATH folder (or a file given there) was skipped in silence
+            folders = resolve.default_search_path()[1:]
+            if folders:
+                shown = ", ".join(display(f) + ("" if f.is_dir() else " (not a folder)") for f in folders)
+                hint += f" (also looked in {shown}, from $CERNVM_PROFILE_PATH)"
+            else:
+                hint += ", or add its folder to $CERNVM_PROFILE_PATH"
         raise ProfileError(
             "no such profile file" if is_path else f"no profile {text!r}",
             where=Location(file=text) if is_path else None,
-            hint=f"known profiles: {known}; or give a path to a .yaml file",
+            hint=hint,
         )
     return found
 

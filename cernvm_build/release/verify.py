@@ -23,6 +23,8 @@ class VerifyReport:
     version: str
     checked: int = 0
     signer: str | None = None
+    #: the index says the release is signed (its signature is checked only with a key: ``signer``)
+    signed: bool = False
     findings: list[Finding] = field(default_factory=list)
 
     @property
@@ -56,7 +58,7 @@ def verify(index_path: Path, *, public_keys: Sequence[Path] = ()) -> VerifyRepor
     """
     release = idx.load(index_path)
     root = index_path.parent
-    report = VerifyReport(version=release.version)
+    report = VerifyReport(version=release.version, signed=bool(release.signature))
     for a in release.artifacts:
         path = root / a.path
         report.checked += 1

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+import shlex
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import SplitResult, unquote, urlsplit
 
 from ..errors import BuildError, Location
+from ..paths import data_dir
 from . import frontmatter
 
 CONFIG_NAME = "config.yaml"
@@ -179,7 +181,9 @@ def load(site_dir: Path, *, base_url: str | None = None, memo: frontmatter.Memo 
     if not path.is_file():
         raise BuildError(
             f"no {CONFIG_NAME} in {site_dir}",
-            hint="point --site at the folder holding config.yaml, content/, templates/",
+            # a new site starts as a copy of the shipped one: say where it is (a wheel's is in site-packages)
+            hint="point --site at the folder holding config.yaml, content/, templates/; to start one, copy "
+            f"the shipped site: cp -r {shlex.quote(str(data_dir('site')))}/. {shlex.quote(str(site_dir))}",
         )
     data = path.read_bytes()
     try:

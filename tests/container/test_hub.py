@@ -123,14 +123,13 @@ def test_link_target_depth() -> None:
 
 
 def test_hub_that_does_not_exist_is_a_clear_error(tmp_path: Path) -> None:
+    """pr19d finding 17: a hub whose folder does not exist either (`--hub-stratum ./hub/unpacked.cern.ch`
+    before `cvmfs create`) was a FileNotFoundError traceback from the scratch folder beside it, after
+    the whole image was read; and the hint's `cvmfs create FQRN STRATUM` is not create's syntax."""
     keys = generate_keys(HUB)
     keys.save(tmp_path / "keys")
-    pub = publisher(stratum=tmp_path / "nothing", fqrn=HUB, keys_dir=tmp_path / "keys")
-    origin = open_origin([str(FIXTURE)], fqrn="fixture.cernvm.test", path="/etc", public_keys=[KEY],
-                         snapshot=SnapshotSpec(tag="slc4-frozen"))  # fmt: skip
-    try:
+    for stratum in (tmp_path / "nothing", tmp_path / "no" / "such" / HUB):
         with pytest.raises(BuildError, match="cannot open the hub repository") as e:
-            build(BuildRequest(origin.tree, SPEC, ["cvmfs"], tmp_path / "out", "x", publish=pub))
-    finally:
-        origin.close()
-    assert e.value.hint and "cvmfs create" in e.value.hint
+            publisher(stratum=stratum, fqrn=HUB, keys_dir=tmp_path / "keys")
+        assert e.value.hint and f"cernvm-build cvmfs create {stratum} --fqrn {HUB} --keys DIR" in e.value.hint
+    assert not (tmp_path / "no").exists()

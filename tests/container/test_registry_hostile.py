@@ -133,6 +133,18 @@ def test_the_query_timeout_is_a_flag_of_hub_ingest_that_its_error_names(
     registry paging a very large tag list slowly could need more, and nothing said how to give it.
     ``--registry-timeout`` sets it, and the error names the flag."""
     generate_keys("unpacked.cern.ch").save(tmp_path / "k")
+    # the hub must exist (checked before the registry is asked, pr19d finding 17)
+    create = [
+        "cvmfs",
+        "create",
+        str(tmp_path / "s"),
+        "--fqrn",
+        "unpacked.cern.ch",
+        "--keys",
+        str(tmp_path / "k"),
+    ]
+    assert main([*create, "--json"]) == 0
+    capsys.readouterr()
     hub = ["--hub-stratum", str(tmp_path / "s"), "--hub-keys", str(tmp_path / "k")]
     argv = ["hub", "ingest", f"{trickle}/x/y:1.*", *hub, "--no-tls-verify", "--registry-timeout", "2"]
     assert main(argv) != 0

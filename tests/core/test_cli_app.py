@@ -112,3 +112,22 @@ def test_every_argument_of_the_release_commands_says_what_it_is() -> None:
     for name in ("build", "verify", "rebuild", "publish"):
         for action in inner.choices[name]._actions:
             assert action.help, (name, action.dest)
+
+
+def test_every_leaf_help_shows_an_example_of_itself() -> None:
+    """pr19d finding 6: `release verify --help` (the README's archivist step), `release rebuild --help`
+    and `release publish --help` had no example and no word on what they check; every other leaf had."""
+
+    def leaves(
+        parser: argparse.ArgumentParser, words: list[str]
+    ) -> list[tuple[list[str], argparse.ArgumentParser]]:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs:
+            return [(words, parser)]
+        return [x for sub in subs for name, p in dict(sub.choices).items() for x in leaves(p, [*words, name])]
+
+    for words, parser in leaves(build_parser(), ["cernvm-build"]):
+        text = parser.format_help()
+        # a default subcommand ('image [build] PROFILE') is shown without its word
+        shown = {" ".join(words), " ".join(w for w in words if w != "build")}
+        assert any(f"  {s} " in text for s in shown), " ".join(words)

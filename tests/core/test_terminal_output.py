@@ -83,3 +83,21 @@ def test_mirror_problem_lines_carry_no_escape_sequences(capsys: pytest.CaptureFi
     _print_problems(Output(), ["Package: a\x1b]52;c;ZXZpbA==\x07\nerror: none"])
     err = capsys.readouterr().err
     assert "\x1b" not in err and err == "  - Package: a\\x1b]52;c;ZXZpbA==\\x07\\x0aerror: none\n"
+
+
+def test_emoji_shortcodes_in_data_are_shown_as_given(capsys: pytest.CaptureFixture[str]) -> None:
+    """pr19d finding 1: `cvmfs keygen` showed the certificate fingerprint "...:03:AB:07:..." as
+    "03🆎07" (rich's emoji shortcode), and a path holding ":smile:" became an emoji in every line."""
+    out = Output()
+    out.print("certificate 03:AB:07")
+    out.info("info :smile:")
+    out.warn("warn :smile:")
+    out.error(CvmfsError("no such file /data/:smile:", hint="see :thumbs_up:"))
+    captured = capsys.readouterr()
+    assert captured.out == "certificate 03:AB:07\n"
+    assert captured.err.splitlines() == [
+        "info :smile:",
+        "warning: warn :smile:",
+        "error: no such file /data/:smile:",
+        "hint: see :thumbs_up:",
+    ]

@@ -110,6 +110,20 @@ def test_export_tar(fx: Fixture, tmp_path: Path, capsys) -> None:  # type: ignor
         assert int.from_bytes(one[4:8], "little") == tar.getmember(".").mtime  # gzip header: no "now"
 
 
+def test_export_to_dash_is_refused_not_a_directory_named_dash(
+    fx: Fixture, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pr19d finding 11: `publish REPO -` reads a tar on stdin; `export SOURCE -` made a directory
+    named '-' and wrote nothing on stdout (`| tar t` then failed)."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["cvmfs", "export", str(fx.root), "-"]) == 2
+    captured = capsys.readouterr()
+    assert (
+        captured.out == "" and "not to stdout" in captured.err and "hint: give e.g. root.tar" in captured.err
+    )
+    assert not (tmp_path / "-").exists()
+
+
 def test_help_teaches(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["cvmfs", "--help"])

@@ -60,6 +60,8 @@ def test_cli_error_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert (
         err.startswith("error: --stratum 'bad host': a scope id (%), whitespace") and "Traceback" not in err
     )
+    # pr19d finding 7: the hint was --client's ("e.g. 10.0.0.0/8 or ::1"), no word on host names
+    assert "hint: a name like cvmfs-stratum-one.cern.ch, .cern.ch for a whole domain" in err
 
 
 @pytest.mark.parametrize(
@@ -123,3 +125,31 @@ def test_the_largest_sizes_are_read_by_squid(tmp_path: Path) -> None:
         ["squid", "-k", "parse", "-f", str(conf)], capture_output=True, text=True, timeout=60
     )
     assert run.returncode == 0 and "Bungled" not in run.stderr, run.stderr
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["cvmfs", "squid-config"], ["cvmfs", "nginx-config", "{tmp}"], ["profiles", "reference"]],
+)
+def test_output_dash_is_stdout_not_a_file_named_dash(
+    argv: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pr19d finding 12: `squid-config -o -` wrote a file named '-' and said "start it with: squid -N
+    -f /cwd/-"; '-' is stdout, as the default."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "srv" / "a.org").mkdir(parents=True)
+    (tmp_path / "srv" / "a.org" / ".cvmfspublished").write_bytes(b"")
+    assert main([a.replace("{tmp}", str(tmp_path / "srv")) for a in argv] + ["-o", "-"]) == 0
+    assert capsys.readouterr().out.startswith("#") and not (tmp_path / "-").exists()
+
+
+@pytest.mark.parametrize("command", ["stats", "monitor"])
+def test_out_dash_is_refused_not_a_file_named_dash(
+    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pr19d finding 12: `cvmfs stats SRC --out -` wrote a file named '-' (--json is stdout)."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        main(["cvmfs", command, str(tmp_path), "--out", "-"])
+    assert e.value.code == 2 and not (tmp_path / "-").exists()
+    assert "argument --out: '-': this writes a file; --json prints" in capsys.readouterr().err

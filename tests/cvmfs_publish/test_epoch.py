@@ -55,3 +55,27 @@ def test_the_cli_hands_source_date_epoch_to_the_library(
     assert _published_time(stratum) == 1_800_000_000
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "soon")
     assert main(["cvmfs", "tag", "add", str(stratum), "x", "--keys", str(keys), "-q"]) == 2
+
+
+def test_tag_add_says_when_it_moves_a_tag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """pr19d finding 8: `cvmfs tag add REPO frozen` moved an existing 'frozen' to the trunk and said only
+    "tagged revision 4 (...) as frozen": what archivists pinned changed without a word."""
+    import json
+
+    keys = tmp_path / "keys"
+    generate_keys(FQRN).save(keys)
+    stratum = tmp_path / "srv" / FQRN
+    src = tmp_path / "src"
+    src.mkdir()
+    assert main(["cvmfs", "create", str(stratum), "--fqrn", FQRN, "--keys", str(keys), "-q"]) == 0
+    assert (
+        main(["cvmfs", "publish", str(stratum), str(src), "--keys", str(keys), "--tag", "frozen", "-q"]) == 0
+    )
+    (src / "f").write_text("new")
+    assert main(["cvmfs", "publish", str(stratum), str(src), "--keys", str(keys), "-q"]) == 0
+    capsys.readouterr()
+    tag = ["cvmfs", "tag", "add", str(stratum), "frozen", "--keys", str(keys)]
+    assert main(tag) == 0
+    assert "as frozen (moved from revision 2, " in capsys.readouterr().out
+    assert main([*tag, "--json"]) == 0  # the same revision again: nothing moved
+    assert json.loads(capsys.readouterr().out)["moved_from"] is None

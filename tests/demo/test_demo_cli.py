@@ -37,6 +37,11 @@ def test_plan_shows_the_profile_the_run_uses(capsys: pytest.CaptureFixture[str])
     data = json.loads(capsys.readouterr().out)
     assert data["profile"]["name"] == "debian12" and data["profile"]["os"]["family"] == "debian"
     assert data["profile"]["cvmfs"]["servers"] == ["http://127.0.0.1:8123/cvmfs/@fqrn@"]
+    # pr19d finding 14: the stage-by-stage commands said port 8000 (no --server)
+    assert data["commands"] == [
+        f"cernvm-build {stage} debian12 --server http://127.0.0.1:8123/cvmfs/@fqrn@"
+        for stage in ("image", "container")
+    ]
     assert main(["demo", "--plan", "--profile", "el9", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["profile"]["name"] == "el9"
     assert main(["demo", "--no-boot", "--profile", "debian12"]) == 2

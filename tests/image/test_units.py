@@ -691,6 +691,7 @@ def test_key_and_certificate_files_are_bounded_regular_files(tmp_path: Path) -> 
         with pytest.raises(BuildError, match=why) as e:
             signature.load_certificate(bad)
         assert e.value.where == "--cert"
+        assert e.value.hint and "signer's certificate" in e.value.hint  # pr19d finding 5: no hint
         with pytest.raises(BuildError, match=why) as e:
             signature.load_signer(bad, tmp_path / "ok.crt")
         assert e.value.where == "--sign-key"
@@ -754,6 +755,9 @@ def test_missing_image_is_a_one_line_error(tmp_path: Path) -> None:
 
     with pytest.raises(UsageError, match="No such file"):
         signature.read_trailer(tmp_path / "nope.iso")
+    # pr19d finding 15: a folder was "too small to carry a signature block" (exit 6, an integrity failure)
+    with pytest.raises(UsageError, match="not a regular file"):
+        signature.read_trailer(tmp_path)
 
 
 def test_the_user_data_reference_comes_from_the_bootloaders_table() -> None:

@@ -196,6 +196,22 @@ def test_help_on_every_level(argv: list[str], capsys: pytest.CaptureFixture[str]
     assert "usage: cernvm-launch" in capsys.readouterr().out
 
 
+def test_help_takes_the_command_it_is_asked_about(capsys: pytest.CaptureFixture[str]) -> None:
+    """pr19d finding 10: `cernvm-launch help create` said "unrecognized arguments: create"."""
+    assert main(["help", "create"]) == 0
+    assert capsys.readouterr().out.startswith("usage: cernvm-launch create ")
+    assert main(["help", "images", "add"]) == 0
+    assert capsys.readouterr().out.startswith("usage: cernvm-launch images add ")
+    assert main(["help"]) == 0
+    assert capsys.readouterr().out.startswith("usage: cernvm-launch [-h]")
+    assert main(["help", "images", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "error: help: no command 'images nope'" in err
+        and "hint: commands here: add, list, pull, remove" in err
+    )
+
+
 def _ova(tmp_path: Path, image: Path, *, tamper: bool = False) -> Path:
     import hashlib
     import tarfile

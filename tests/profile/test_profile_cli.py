@@ -152,6 +152,8 @@ def test_show_origins_names_the_file_behind_each_value(capsys: pytest.CaptureFix
     assert by_key["bootloader.cmdline"]["from"].startswith(f"{shipped}/preserved.yaml:")
     assert by_key["bootloader.cmdline"]["value"] == ["vsyscall=emulate"]
     assert by_key["cvmfs.snapshot.date"]["from"] == "default"
+    # pr19d finding 4: `format` (the file's, not in the resolved profile) was shown as None
+    assert by_key["format"]["value"] == 1 and by_key["format"]["from"].startswith(f"{shipped}/el4.yaml:")
 
 
 def test_show_without_resolved_prints_the_file_as_written(capsys: pytest.CaptureFixture[str]) -> None:
@@ -271,3 +273,34 @@ def test_help_names_every_family_shipped(capsys: pytest.CaptureFixture[str]) -> 
         with pytest.raises(SystemExit):
             main(argv)
         assert "Debian 12" in capsys.readouterr().out
+
+
+def test_an_unknown_name_says_which_profile_path_folders_were_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pr19d finding 9: a misspelt $CERNVM_PROFILE_PATH folder, or a .yaml file given there instead of
+    its folder, was skipped in silence: 'no profile my-el9' with no word on where it was looked for."""
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "my-el9.yaml").write_text("name: my-el9\nextends: [el9]\n")
+    monkeypatch.setenv("CERNVM_PROFILE_PATH", f"{tmp_path}/mine/my-el9.yaml:{tmp_path}/nope")
+    with pytest.raises(profile.ProfileError) as e:
+        profile.locate("my-el9")
+    assert (
+        e.value.hint
+        and f"{tmp_path}/mine/my-el9.yaml (not a folder), {tmp_path}/nope (not a folder)" in e.value.hint
+    )
+    monkeypatch.delenv("CERNVM_PROFILE_PATH")
+    with pytest.raises(profile.ProfileError) as e:
+        profile.locate("my-el9")
+    assert e.value.hint and "add its folder to $CERNVM_PROFILE_PATH" in e.value.hint
+
+
+def test_validate_a_folder_without_profiles_is_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pr19d finding 18: `profiles validate site-profiles/` of a folder with no .yaml said
+    "0 profile(s) valid" and exited 0 (a CI check of the wrong folder passed)."""
+    (tmp_path / "notes.txt").write_text("x")
+    assert main(["profiles", "validate", str(tmp_path)]) == 3
+    err = capsys.readouterr().err
+    assert f"error: {tmp_path}: no profile in this folder" in err and "Traceback" not in err

@@ -417,3 +417,24 @@ def test_a_rebuild_from_a_profile_that_is_not_the_recorded_one_is_refused_before
     err = capsys.readouterr().err
     assert f"profiles[0].name: profile name '{data['profiles'][0]['name']}'"[:60] in err
     assert "is a path, not a profile name" in err and "Traceback" not in err
+
+
+def test_verify_says_when_the_signature_was_not_checked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pr19d finding 2: `release verify INDEX` without --key printed "OK: ... artifacts checked" for a
+    signed release whose signature it never read, as it did for an unsigned one."""
+    from cernvm_build.cli.main import main
+
+    index = _release(tmp_path / "r")
+    assert main(["release", "verify", str(index)]) == 0
+    assert capsys.readouterr().out.strip() == "OK: release 2026.11-1: 2 artifacts checked, not signed"
+    (tmp_path / "r/SHA256SUMS.asc").write_text("not read without a key")
+    data = json.loads(index.read_text())
+    data.update(signature="SHA256SUMS.asc", signer="AB" * 20)
+    index.write_text(json.dumps(data))
+    assert main(["release", "verify", str(index)]) == 0
+    assert "signature NOT checked (pass --key" in capsys.readouterr().out
+    assert main(["release", "verify", str(index), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["signed"] is True and shown["signer"] is None

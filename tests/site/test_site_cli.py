@@ -476,3 +476,22 @@ def test_the_builders_import_patterns_are_kept_between_processes(tmp_path: Path)
     os.mkfifo(memo)
     assert run() == (0, made)
     assert memo.is_file() and run() == (made, 0)
+
+
+def test_a_site_folder_without_config_says_how_to_start_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pr19d finding 16: README: "`site build --site DIR` builds your own site folder"; an empty DIR
+    said only "no config.yaml", not where a site to start from is (in a wheel: site-packages)."""
+    import shlex
+
+    from cernvm_build.paths import data_dir
+
+    mine = tmp_path / "my site"
+    mine.mkdir()
+    assert main(["site", "build", "--site", str(mine), "--out", str(tmp_path / "out")]) == 7
+    hint = capsys.readouterr().err.splitlines()[-1]
+    command = hint.split("copy the shipped site: ", 1)[1]
+    assert shlex.split(command) == ["cp", "-r", f"{data_dir('site')}/.", str(mine)]
+    subprocess.run(shlex.split(command), check=True)
+    assert main(["site", "build", "--site", str(mine), "--out", str(tmp_path / "out"), "-q"]) == 0
