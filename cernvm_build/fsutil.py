@@ -241,6 +241,29 @@ def reclaim_stale(dest: Path) -> list[Path]:
     return removed
 
 
+#: any output's temporary: ``.<name>.<pid>.<random>.tmp`` (the name may hold dots, the random part not)
+_ANY_TEMP = re.compile(r"\..+\.(\d+)\.[^./]+\.tmp")
+
+
+def reclaim_stale_in(folder: Path) -> list[Path]:
+    """``reclaim_stale`` for every output in ``folder``: a cache of entries named by the key of their
+    inputs, where a killed build's half entry of inputs no later run asks for (they changed since)
+    was otherwise kept for ever. A running process's temporaries are kept. Returns what was removed."""
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return []
+    removed = []
+    for name in names:
+        m = _ANY_TEMP.fullmatch(name)
+        if m is None or _alive(int(m.group(1))):
+            continue
+        with contextlib.suppress(OSError):
+            remove_tree(folder / name)
+            removed.append(folder / name)
+    return removed
+
+
 _temp_numbers = itertools.count()
 
 

@@ -34,7 +34,7 @@ from .. import cachekey, debpkg
 from ..bootloader.kernel import Kernel
 from ..cvmfs.tar_limits import bounded_tarinfo
 from ..errors import BuildError, IntegrityError
-from ..fsutil import atomic_dir, reclaim_stale, remove_tree, sha256_file, temp_prefix
+from ..fsutil import atomic_dir, reclaim_stale_in, remove_tree, sha256_file, temp_prefix
 from ..paths import cache_dir, data_dir
 from ..proc import run, streamed
 from . import aptindex, inroot, resolve
@@ -174,8 +174,7 @@ def keep_only(dest: Path, release: str) -> None:
     for old in dest.parent.glob(f"debian{release}-*"):
         if old.name != dest.name:
             remove_tree(old)
-    for tree in {t.name[1:].split(".", 1)[0] for t in dest.parent.glob(f".debian{release}-*.tmp")}:
-        reclaim_stale(dest.parent / tree)
+    reclaim_stale_in(dest.parent)
     for marker in dest.parent.glob(f".debian{release}-*.json"):
         if marker != _marker(dest):
             marker.unlink(missing_ok=True)
