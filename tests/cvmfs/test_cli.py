@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -213,3 +214,32 @@ def test_retries_out_of_range_is_one_usage_line(
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith(f"error: argument --retries: {value!r}"), err
     assert not (tmp_path / "replica").exists()
+
+
+def test_keygen_rerun_after_a_kill_leaves_no_temporary_private_key(tmp_path: Path) -> None:
+    """pr19e finding 2: ``cvmfs keygen`` SIGKILLed while writing the master key left
+    ``.<fqrn>.masterkey.<pid>.<n>.tmp`` (a private key) beside the keys for ever: the re-run (and
+    every later ``--force``) wrote the four files and kept the dead run's temporary."""
+    keys = tmp_path / "keys"
+    killed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import os, signal, sys\n"
+            "from pathlib import Path\n"
+            "from cernvm_build.fsutil import atomic_file\n"
+            "with atomic_file(Path(sys.argv[1]) / 'x.test.masterkey', 0o600) as f:\n"
+            "    f.write(b'-----BEGIN PRIVATE KEY-----\\n')\n"
+            "    f.flush()\n"
+            "    os.kill(os.getpid(), signal.SIGKILL)\n",
+            str(keys),
+        ],
+        capture_output=True,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    (temp,) = keys.iterdir()
+    assert temp.name.startswith(".x.test.masterkey.")
+    assert main(["cvmfs", "keygen", "x.test", "--out", str(keys), "-q"]) == 0
+    assert sorted(p.name for p in keys.iterdir()) == [
+        f"x.test.{s}" for s in ("crt", "key", "masterkey", "pub")
+    ]
