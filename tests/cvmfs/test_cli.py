@@ -243,3 +243,32 @@ def test_keygen_rerun_after_a_kill_leaves_no_temporary_private_key(tmp_path: Pat
     assert sorted(p.name for p in keys.iterdir()) == [
         f"x.test.{s}" for s in ("crt", "key", "masterkey", "pub")
     ]
+
+
+def test_create_rerun_after_a_kill_leaves_no_temporary_of_the_reflog(tmp_path: Path) -> None:
+    """pr19e finding 3: ``cvmfs create`` (publish, tag, resign) SIGKILLed while writing a top file
+    left ``..cvmfsreflog.<pid>.0.tmp`` in the repository for ever: the re-run, and every later
+    publish, rewrote the file and kept the dead run's half. The publish lock's holder reclaims it."""
+    assert main(["cvmfs", "keygen", "x.test", "--out", str(tmp_path / "keys"), "-q"]) == 0
+    repo = tmp_path / "repo"
+    killed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import os, signal, sys\n"
+            "from pathlib import Path\n"
+            "from cernvm_build.fsutil import atomic_file\n"
+            "with atomic_file(Path(sys.argv[1]) / '.cvmfsreflog') as f:\n"
+            "    f.write(b'SQLite format 3')\n"
+            "    f.flush()\n"
+            "    os.kill(os.getpid(), signal.SIGKILL)\n",
+            str(repo),
+        ],
+        capture_output=True,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    (temp,) = repo.iterdir()
+    args = ["cvmfs", "create", str(repo), "--fqrn", "x.test", "--keys", str(tmp_path / "keys"), "-q"]
+    assert main(args) == 0
+    assert not temp.exists()
+    assert not [p for p in repo.rglob("*.tmp")]
