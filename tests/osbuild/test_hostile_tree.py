@@ -540,3 +540,38 @@ def test_a_killed_build_of_older_inputs_is_reclaimed_by_the_next_build(tmp_path:
     (new / "etc").mkdir(parents=True)  # key B built
     debian.keep_only(new, "12")
     assert sorted(p.name for p in tmp_path.iterdir()) == [new.name]
+
+
+def test_a_download_killed_in_apt_get_is_reclaimed_by_the_next_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pr19e finding 5: a package download SIGKILLed while apt-get ran left ``.dl-<rnd>/`` in the
+    package cache for ever (no pid in its name: no run could tell it from a running one's)."""
+    import hashlib
+
+    cache = tmp_path / "debs"
+    want = hashlib.sha256(b"deb").hexdigest()
+    killed = subprocess.run(  # apt-get "killed": the process dies inside the download
+        [
+            sys.executable,
+            "-c",
+            "import os, signal, sys; from pathlib import Path; from cernvm_build import debpkg\n"
+            "def apt(cmd, cwd):\n"
+            "    (cwd / 'half.deb').write_bytes(b'de'); os.kill(os.getpid(), signal.SIGKILL)\n"
+            "debpkg.run = apt\n"
+            "debpkg.fetch_verified('pkg', '1.0', 'amd64', sys.argv[2], Path(sys.argv[1]))",
+            cache,
+            want,
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert len(list(cache.iterdir())) == 1
+
+    def apt(cmd: list[str], cwd: Path) -> None:
+        (cwd / "pkg_1.0_amd64.deb").write_bytes(b"deb")
+
+    monkeypatch.setattr(debpkg, "run", apt)
+    got = debpkg.fetch_verified("pkg", "1.0", "amd64", want, cache)
+    assert [p.name for p in cache.iterdir()] == [got.path.name]
