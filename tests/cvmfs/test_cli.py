@@ -272,3 +272,29 @@ def test_create_rerun_after_a_kill_leaves_no_temporary_of_the_reflog(tmp_path: P
     assert main(args) == 0
     assert not temp.exists()
     assert not [p for p in repo.rglob("*.tmp")]
+
+
+def test_an_output_file_rerun_after_a_kill_leaves_no_temporary(tmp_path: Path) -> None:
+    """pr19e finding 9: ``-o FILE`` (nginx-config, squid-config, monitor --out, ...) SIGKILLed while
+    writing left ``.FILE.<pid>.<n>.tmp`` beside it for ever; the re-run wrote FILE and kept it."""
+    out = tmp_path / "squid.conf"
+    killed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import os, signal, sys\n"
+            "from pathlib import Path\n"
+            "from cernvm_build.fsutil import atomic_file\n"
+            "with atomic_file(Path(sys.argv[1])) as f:\n"
+            "    f.write(b'server {')\n"
+            "    f.flush()\n"
+            "    os.kill(os.getpid(), signal.SIGKILL)\n",
+            str(out),
+        ],
+        capture_output=True,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert len(list(tmp_path.iterdir())) == 1
+    args = ["cvmfs", "squid-config", "--client", "10.0.0.0/8", "--stratum", ".cern.ch", "-o", str(out)]
+    assert main(args) == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["squid.conf"]
