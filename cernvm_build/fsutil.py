@@ -220,6 +220,11 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def process_alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs (one of another user counts): the owner of a pid-named temporary."""
+    return _alive(pid)
+
+
 def reclaim_stale(dest: Path) -> list[Path]:
     """Remove the temporary siblings of ``dest`` that a process which no longer runs left behind
     (an export or build killed with SIGKILL), so that a re-run finishes the job and leaves nothing
