@@ -19,7 +19,7 @@ from typing import Any
 
 from . import cachekey, jsonable
 from .errors import BuildError, IntegrityError
-from .fsutil import atomic_write, sha256_file
+from .fsutil import atomic_write, reclaim_stale_in, sha256_file, temp_prefix
 from .paths import cache_dir
 from .proc import run
 
@@ -227,7 +227,10 @@ def fetch_verified(
             f"package {name} {version} is not in {cache} (offline build)",
             hint="run 'make deps' (or the build without --offline) once to fetch it",
         )
-    with tempfile.TemporaryDirectory(dir=cache, prefix=".dl-") as tmp:
+    # named for our pid (``.<deb>.<pid>.<rnd>.tmp``): a download SIGKILLed in apt-get left its
+    # ``.dl-<rnd>`` folder for ever, which no later run could tell from a running one's
+    reclaim_stale_in(cache)
+    with tempfile.TemporaryDirectory(dir=cache, prefix=temp_prefix(dest), suffix=".tmp") as tmp:
         run(
             ["apt-get", "download", "-q", "-o", "APT::Sandbox::User=root", f"{name}={version}"],
             cwd=Path(tmp),

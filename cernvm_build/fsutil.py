@@ -220,6 +220,11 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def process_alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs (one of another user counts): the owner of a pid-named temporary."""
+    return _alive(pid)
+
+
 def reclaim_stale(dest: Path) -> list[Path]:
     """Remove the temporary siblings of ``dest`` that a process which no longer runs left behind
     (an export or build killed with SIGKILL), so that a re-run finishes the job and leaves nothing
@@ -238,6 +243,29 @@ def reclaim_stale(dest: Path) -> list[Path]:
         with contextlib.suppress(OSError):
             remove_tree(path)
             removed.append(path)
+    return removed
+
+
+#: any output's temporary: ``.<name>.<pid>.<random>.tmp`` (the name may hold dots, the random part not)
+_ANY_TEMP = re.compile(r"\..+\.(\d+)\.[^./]+\.tmp")
+
+
+def reclaim_stale_in(folder: Path) -> list[Path]:
+    """``reclaim_stale`` for every output in ``folder``: a cache of entries named by the key of their
+    inputs, where a killed build's half entry of inputs no later run asks for (they changed since)
+    was otherwise kept for ever. A running process's temporaries are kept. Returns what was removed."""
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return []
+    removed = []
+    for name in names:
+        m = _ANY_TEMP.fullmatch(name)
+        if m is None or _alive(int(m.group(1))):
+            continue
+        with contextlib.suppress(OSError):
+            remove_tree(folder / name)
+            removed.append(folder / name)
     return removed
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from types import TracebackType
 
 from .errors import CernVMError, IntegrityError
-from .fsutil import TooLarge, atomic_write, read_capped
+from .fsutil import TooLarge, atomic_write, process_alive, read_capped
 from .proc import run
 
 MAX_KEY_FILE = 16 << 20  # bytes of a key file (an armored keyring of many keys is some 100 KB)
@@ -55,7 +55,8 @@ class Keyring:
         self.home = Path()
 
     def __enter__(self) -> Keyring:
-        self.home = Path(tempfile.mkdtemp(prefix="cernvm-gpg-"))
+        self.home = Path(tempfile.mkdtemp(prefix=f"{HOME_PREFIX}{os.getpid()}-"))
+        _reclaim_dead_homes(self.home.parent)
         try:  # a key that does not import: ``with`` runs no __exit__ when __enter__ raises
             os.chmod(self.home, 0o700)
             for key in self._keys:
@@ -228,6 +229,24 @@ class _Sig:
             if len(self.words.get(keyword, [])) > 1:
                 return " ".join(self.words[keyword][1:])
         return ""
+
+
+#: a keyring's home is ``<tmp>/cernvm-gpg-<pid>-<rnd>``: the pid tells a killed process's home (its
+#: gpg-agent still running, the keys it imported on disk) from a running one's
+HOME_PREFIX = "cernvm-gpg-"
+
+
+def _reclaim_dead_homes(tmp: Path) -> None:
+    """End the agents of, and remove, the homes our uid's SIGKILLed keyrings left: ``__exit__`` never
+    ran for them, and nothing else would (one agent and home per killed mirror/release run)."""
+    for home in tmp.glob(f"{HOME_PREFIX}*-*"):
+        pid = home.name[len(HOME_PREFIX) :].split("-", 1)[0]
+        with contextlib.suppress(OSError):
+            if not pid.isdigit() or process_alive(int(pid)) or home.lstat().st_uid != os.getuid():
+                continue
+            if home.is_dir() and not home.is_symlink():
+                stop_agent(home)
+                shutil.rmtree(home, ignore_errors=True)
 
 
 def stop_agent(home: str | os.PathLike[str]) -> None:

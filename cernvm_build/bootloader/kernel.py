@@ -14,7 +14,7 @@ from typing import Any
 
 from .. import debpkg, jsonable
 from ..errors import BuildError, ToolError
-from ..fsutil import atomic_dir, sha256_file
+from ..fsutil import atomic_dir, reclaim_stale_in, sha256_file
 from ..paths import cache_dir
 
 
@@ -51,6 +51,7 @@ def fetch_debian_kernel(package: str, cache: Path | None = None) -> Kernel:
         with atomic_dir(tree) as tmp:
             debpkg.extract(deb, tmp)
             (tmp / ".sha256").write_text(deb.sha256 + "\n")
+        reclaim_stale_in(root)  # killed extractions of earlier kernels: no run reclaims them
     kernel = kernel_from_tree(tree)
     return Kernel(
         vmlinuz=kernel.vmlinuz,

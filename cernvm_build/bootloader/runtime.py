@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .. import cachekey
 from ..errors import BuildError
-from ..fsutil import atomic_dir, sha256_file
+from ..fsutil import atomic_dir, reclaim_stale_in, sha256_file
 from ..paths import cache_dir, package_dir
 from ..proc import run
 
@@ -258,6 +258,7 @@ def cached_runtime(
                 "sources": {s: sha256_file(Path(s)) for s in rt.sources},
             }
             (tmp / "runtime.json").write_text(json.dumps(doc, indent=1))
+        reclaim_stale_in(root.parent)  # killed assemblies of earlier inputs: no run reclaims them
     d = json.loads(info.read_text())
     return Runtime(
         root=root / "rt",

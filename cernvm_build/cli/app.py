@@ -113,7 +113,7 @@ def also_file(text: str) -> Path:
 def write_output(path: Path, data: bytes, flag: str) -> None:
     """``data`` written atomically to the file ``flag`` names, or a one-line error saying why not: a
     folder, a read-only place or a missing disk was an ``OSError`` traceback (pr18d finding 7)."""
-    from ..fsutil import atomic_write
+    from ..fsutil import atomic_write, reclaim_stale
 
     if path.is_dir():
         raise UsageError(
@@ -121,6 +121,7 @@ def write_output(path: Path, data: bytes, flag: str) -> None:
             hint=f"name the file to write in it: {flag} {path / 'FILE'}",
         )
     try:
+        reclaim_stale(path)  # a killed run's ``.<file>.<pid>.<n>.tmp`` beside it stayed for ever
         atomic_write(path, data)
     except OSError as e:
         raise UsageError(

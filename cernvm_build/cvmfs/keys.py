@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
 from ..errors import CvmfsError
-from ..fsutil import TooLarge, atomic_write, read_capped
+from ..fsutil import TooLarge, atomic_write, read_capped, reclaim_stale
 from . import masterkey
 from . import rsa as rsa_raw
 from . import whitelist as wl
@@ -54,6 +54,8 @@ class KeySet:
         ]
         out = []
         for name, data, mode in files:
+            # a killed keygen's temporary (a private key among them) stayed beside the keys for ever
+            reclaim_stale(directory / name)
             atomic_write(directory / name, data, mode)
             out.append(directory / name)
         return out

@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from ..errors import CvmfsError
+from ..fsutil import reclaim_stale_in
 
 LOCK_NAME = "publish.lock"
 #: the repository's working state (this lock, a replicator's scratch, staging, caches): never served
@@ -36,8 +37,11 @@ def lock_path(stratum: Path) -> Path:
 
 @contextlib.contextmanager
 def publish_lock(stratum: Path, what: str = "publish") -> Iterator[None]:
-    """Hold the repository's publish lock, or raise RepositoryLocked naming the holder pid."""
+    """Hold the repository's publish lock, or raise RepositoryLocked naming the holder pid. Holding
+    it, the temporaries of a killed writer's top files (``..cvmfsreflog.<pid>.0.tmp``, ...) go: the
+    re-run rewrites those files, and nothing else would ever remove their halves."""
     with held_lock(lock_path(stratum), what, f"{stratum}: repository is locked by another publisher"):
+        reclaim_stale_in(stratum)
         yield
 
 

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from .. import proc
-from ..fsutil import atomic_file
+from ..fsutil import atomic_file, reclaim_stale, temp_prefix
 
 LABELS = ("CONFIG-2", "cidata")
 
@@ -55,7 +55,11 @@ def build_iso(
     if label not in LABELS:
         raise ValueError(f"label must be one of {LABELS}")
     stamp = datetime.fromtimestamp(epoch, UTC).strftime("%Y%m%d%H%M%S00")
-    with tempfile.TemporaryDirectory(prefix=".context-", dir=dest.parent) as tmp:
+    # a pid-named scratch (``..<dest>.iso.<pid>.<rnd>.tmp``): a launch SIGKILLed here left its
+    # ``.context-<rnd>`` (the user-data and the guest's private host key) in the instance for ever
+    scratch = dest.with_name(f".{dest.name}.iso")
+    reclaim_stale(scratch)
+    with tempfile.TemporaryDirectory(prefix=temp_prefix(scratch), suffix=".tmp", dir=dest.parent) as tmp:
         root = Path(tmp, "root")
         for rel, data in sorted(_files(user_data, name, instance_id, public_keys or {}).items()):
             path = root / rel

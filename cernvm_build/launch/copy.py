@@ -22,6 +22,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..errors import SSHError, UsageError
+from ..fsutil import reclaim_stale, temp_prefix
 from . import ready, ssh
 from .remote import split_user
 
@@ -166,7 +167,11 @@ def _download(
     client = ready.connect(conn, name, user, home)
     moves: list[tuple[Path, Path]] = []
     parent = dest if into_dir else dest.parent
-    tmp = Path(tempfile.mkdtemp(prefix=".scp-", dir=parent))
+    # pid-named (``..scp.<pid>.<rnd>.tmp``): a copy SIGKILLed mid-transfer left its ``.scp-<rnd>``
+    # (the half-copied files) in DEST for ever; the next copy into DEST reclaims a dead one's
+    scratch = parent / ".scp"
+    reclaim_stale(scratch)
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(scratch), suffix=".tmp", dir=parent))
     try:
         for i, path in enumerate(paths):
             folder, leaf, raw = _remote_pattern(path)

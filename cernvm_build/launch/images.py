@@ -26,7 +26,15 @@ from ..cvmfs.limits import human
 from ..cvmfs.tar_limits import members as tar_members
 from ..cvmfs.tar_limits import open_file
 from ..errors import CvmfsError, ImageError
-from ..fsutil import TooLarge, atomic_file, atomic_write, read_capped, sha256_file
+from ..fsutil import (
+    TooLarge,
+    atomic_file,
+    atomic_write,
+    read_capped,
+    reclaim_stale_in,
+    sha256_file,
+    temp_prefix,
+)
 from ..report import NULL_REPORTER, Reporter
 from . import download, qcow2
 from .catalog import FORMATS
@@ -267,6 +275,7 @@ class ImageCache:
             if not _HEX64.fullmatch(expected):
                 raise ImageError("checksum file holds no sha256", where=url + ".sha256")
             self.dir.mkdir(parents=True, exist_ok=True)
+            reclaim_stale_in(self.dir)  # a pull SIGKILLed mid-download left its GBs for ever
             # downloaded beside the cache's names (a leading dot: not listed) and moved into place
             # only once checked: a failed pull of a cached image's name removed that image
             partial = self.dir / f".{name}.pull"
@@ -322,7 +331,10 @@ class ImageCache:
             raise ImageError(f"not an OVA (tar) file: {e}", where=str(path)) from None
         except CvmfsError as e:  # launch's own kind of error (its exit code), the same line
             raise ImageError(e.message, hint=e.hint) from None
-        with tar, tempfile.TemporaryDirectory(prefix=".ova-", dir=self._ensure_dir()) as tmp:
+        # a pid-named temporary (``.<name>.ova.<pid>.<rnd>.tmp``): an import SIGKILLed mid-conversion
+        # left its ``.ova-<rnd>`` folder (the whole disk) for ever; ``_ensure_dir`` reclaims it now
+        prefix = temp_prefix(self.dir / f"{name}.ova")
+        with tar, tempfile.TemporaryDirectory(prefix=prefix, suffix=".tmp", dir=self._ensure_dir()) as tmp:
             # checked as read: a backward PAX size would loop tarfile's own walk (getmembers)
             try:
                 found = tar_members(tar, str(path))
@@ -366,6 +378,8 @@ class ImageCache:
     def _ensure_dir(self) -> Path:
         self.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o755)
+        # an add (or pull) SIGKILLed mid-copy left ``..<name>.add.<pid>.<n>.tmp`` (GBs) for ever
+        reclaim_stale_in(self.dir)
         return self.dir
 
     def remove(self, name: str, *, in_use_by: Sequence[str] = ()) -> None:

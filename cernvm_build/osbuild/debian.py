@@ -34,7 +34,7 @@ from .. import cachekey, debpkg
 from ..bootloader.kernel import Kernel
 from ..cvmfs.tar_limits import bounded_tarinfo
 from ..errors import BuildError, IntegrityError
-from ..fsutil import atomic_dir, remove_tree, sha256_file, temp_prefix
+from ..fsutil import atomic_dir, reclaim_stale_in, remove_tree, sha256_file, temp_prefix
 from ..paths import cache_dir, data_dir
 from ..proc import run, streamed
 from . import aptindex, inroot, resolve
@@ -168,10 +168,13 @@ def reusable(dest: Path, key: str) -> bool:
 
 def keep_only(dest: Path, release: str) -> None:
     """One tree per release is kept: the others go with their markers (a marker left behind named a
-    tree that was gone). A build's temporaries (``.<tree>.<pid>.….tmp``) are not touched."""
+    tree that was gone). A running build's temporaries (``.<tree>.<pid>.….tmp``) are not touched; a
+    killed one's go: only a build of the same inputs reclaimed them (``atomic_dir``), and the archive
+    moves on, so the half trees (~340 MB each) of older inputs stayed in the cache for ever."""
     for old in dest.parent.glob(f"debian{release}-*"):
         if old.name != dest.name:
             remove_tree(old)
+    reclaim_stale_in(dest.parent)
     for marker in dest.parent.glob(f".debian{release}-*.json"):
         if marker != _marker(dest):
             marker.unlink(missing_ok=True)

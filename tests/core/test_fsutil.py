@@ -12,7 +12,14 @@ from pathlib import Path
 import pytest
 
 from cernvm_build import fsutil
-from cernvm_build.fsutil import atomic_dir, atomic_file, atomic_write, reclaim_stale, sha256_file
+from cernvm_build.fsutil import (
+    atomic_dir,
+    atomic_file,
+    atomic_write,
+    reclaim_stale,
+    reclaim_stale_in,
+    sha256_file,
+)
 from tests.support import FS_TOPDIR_FL, inode_flags, takes_topdir
 
 
@@ -82,6 +89,34 @@ def test_reclaim_leaves_names_that_only_look_alike(tmp_path: Path) -> None:
         (tmp_path / name).write_text("x")
     assert reclaim_stale(dest) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(keep)
+
+
+def test_a_killed_build_of_inputs_no_run_asks_for_again_is_reclaimed(tmp_path: Path) -> None:
+    """A cache entry is named by the key of its inputs; a build SIGKILLed in ``atomic_dir`` left
+    ``.<key A>.<pid>.<rnd>.tmp`` that only a build of key A reclaimed, and the inputs changed: kept
+    for ever (pr19e finding 1: 680 MB of half Debian trees; also the kernel and runtime caches)."""
+    script = (
+        "import os, signal, sys\n"
+        "from pathlib import Path\n"
+        "from cernvm_build.fsutil import atomic_dir\n"
+        "with atomic_dir(Path(sys.argv[1])) as t:\n"
+        "    (t / 'half').write_text('x')\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    for key in ("0123abcd", "linux-image-6.1.0-40-cloud-amd64_6.1.153-1"):  # names may hold dots
+        proc = subprocess.run(
+            [sys.executable, "-c", script, str(tmp_path / key)], env=env, capture_output=True
+        )
+        assert proc.returncode == -signal.SIGKILL, proc.stderr
+    dead = sorted(p.name for p in tmp_path.iterdir())
+    assert len(dead) == 2
+    keep = [f".new.{os.getpid()}.l1ve.tmp", "new", ".new.json", f".x.{_dead_pid()}.a.b.tmp"]
+    for name in keep:
+        (tmp_path / name).mkdir()
+    assert sorted(p.name for p in reclaim_stale_in(tmp_path)) == dead
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(keep)
+    assert reclaim_stale_in(tmp_path / "absent") == []
 
 
 def test_a_killed_runs_scratch_is_removed_a_running_ones_kept(tmp_path: Path) -> None:

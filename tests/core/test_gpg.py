@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 
 import pytest
@@ -170,3 +171,34 @@ def test_a_key_file_that_does_not_import_is_one_line_and_leaves_no_keyring(
         with pytest.raises(CernVMError, match=said), gpg.Keyring([bad]):
             pass
     assert list(temp.iterdir()) == []
+
+
+def test_a_killed_keyring_s_home_and_agent_are_reclaimed_by_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pr19e finding 10: a run SIGKILLed inside ``gpg.Keyring`` (mirror, release signing) left its
+    ``cernvm-gpg-<rnd>`` home in the temp folder (the keys it imported) and its gpg-agent running,
+    for ever: ``__exit__`` never ran. The home names its pid; the next keyring reclaims it."""
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+
+    script = (
+        "import os, signal\n"
+        "from cernvm_build import gpg\n"
+        "with gpg.Keyring([]) as k:\n"
+        "    (k.home / 'secret').write_text('x')\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    env = dict(os.environ, TMPDIR=str(tmp_path), PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    killed = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    (dead,) = tmp_path.iterdir()
+    assert (dead / "secret").is_file()
+    other = tmp_path / "cernvm-gpg-notapid-x"  # not a name we give: kept
+    other.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with gpg.Keyring([]) as k:
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([k.home.name, other.name])
+    assert [p.name for p in tmp_path.iterdir()] == [other.name]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -227,3 +228,87 @@ def test_retries_out_of_range_is_one_usage_line(
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith(f"error: argument --retries: {value!r}"), err
     assert not (tmp_path / "replica").exists()
+
+
+def test_keygen_rerun_after_a_kill_leaves_no_temporary_private_key(tmp_path: Path) -> None:
+    """pr19e finding 2: ``cvmfs keygen`` SIGKILLed while writing the master key left
+    ``.<fqrn>.masterkey.<pid>.<n>.tmp`` (a private key) beside the keys for ever: the re-run (and
+    every later ``--force``) wrote the four files and kept the dead run's temporary."""
+    keys = tmp_path / "keys"
+    killed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import os, signal, sys\n"
+            "from pathlib import Path\n"
+            "from cernvm_build.fsutil import atomic_file\n"
+            "with atomic_file(Path(sys.argv[1]) / 'x.test.masterkey', 0o600) as f:\n"
+            "    f.write(b'-----BEGIN PRIVATE KEY-----\\n')\n"
+            "    f.flush()\n"
+            "    os.kill(os.getpid(), signal.SIGKILL)\n",
+            str(keys),
+        ],
+        capture_output=True,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    (temp,) = keys.iterdir()
+    assert temp.name.startswith(".x.test.masterkey.")
+    assert main(["cvmfs", "keygen", "x.test", "--out", str(keys), "-q"]) == 0
+    assert sorted(p.name for p in keys.iterdir()) == [
+        f"x.test.{s}" for s in ("crt", "key", "masterkey", "pub")
+    ]
+
+
+def test_create_rerun_after_a_kill_leaves_no_temporary_of_the_reflog(tmp_path: Path) -> None:
+    """pr19e finding 3: ``cvmfs create`` (publish, tag, resign) SIGKILLed while writing a top file
+    left ``..cvmfsreflog.<pid>.0.tmp`` in the repository for ever: the re-run, and every later
+    publish, rewrote the file and kept the dead run's half. The publish lock's holder reclaims it."""
+    assert main(["cvmfs", "keygen", "x.test", "--out", str(tmp_path / "keys"), "-q"]) == 0
+    repo = tmp_path / "repo"
+    killed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import os, signal, sys\n"
+            "from pathlib import Path\n"
+            "from cernvm_build.fsutil import atomic_file\n"
+            "with atomic_file(Path(sys.argv[1]) / '.cvmfsreflog') as f:\n"
+            "    f.write(b'SQLite format 3')\n"
+            "    f.flush()\n"
+            "    os.kill(os.getpid(), signal.SIGKILL)\n",
+            str(repo),
+        ],
+        capture_output=True,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    (temp,) = repo.iterdir()
+    args = ["cvmfs", "create", str(repo), "--fqrn", "x.test", "--keys", str(tmp_path / "keys"), "-q"]
+    assert main(args) == 0
+    assert not temp.exists()
+    assert not [p for p in repo.rglob("*.tmp")]
+
+
+def test_an_output_file_rerun_after_a_kill_leaves_no_temporary(tmp_path: Path) -> None:
+    """pr19e finding 9: ``-o FILE`` (nginx-config, squid-config, monitor --out, ...) SIGKILLed while
+    writing left ``.FILE.<pid>.<n>.tmp`` beside it for ever; the re-run wrote FILE and kept it."""
+    out = tmp_path / "squid.conf"
+    killed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import os, signal, sys\n"
+            "from pathlib import Path\n"
+            "from cernvm_build.fsutil import atomic_file\n"
+            "with atomic_file(Path(sys.argv[1])) as f:\n"
+            "    f.write(b'server {')\n"
+            "    f.flush()\n"
+            "    os.kill(os.getpid(), signal.SIGKILL)\n",
+            str(out),
+        ],
+        capture_output=True,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert len(list(tmp_path.iterdir())) == 1
+    args = ["cvmfs", "squid-config", "--client", "10.0.0.0/8", "--stratum", ".cern.ch", "-o", str(out)]
+    assert main(args) == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["squid.conf"]

@@ -106,3 +106,30 @@ def test_the_build_manifest_names_the_libdeflate_it_shipped() -> None:
     from cernvm_build.image.build import _tool_versions
 
     assert "libdeflate0" in _tool_versions()  # the Makefile installs it
+
+
+def test_a_killed_assembly_of_earlier_inputs_is_reclaimed(tmp_path: Path) -> None:
+    """A runtime assembly SIGKILLed (inputs A) left ``.<key A>.<pid>.<rnd>.tmp``; once our sources
+    changed (key B) no run reclaimed it (pr19e finding 1): the next assembly does."""
+    import os
+    import signal
+    import sys
+
+    from cernvm_build.bootloader.runtime import cached_runtime
+
+    cache = tmp_path / "cache"
+    script = (
+        "import os, signal, sys\n"
+        "from pathlib import Path\n"
+        "from cernvm_build.fsutil import atomic_dir\n"
+        "with atomic_dir(Path(sys.argv[1])) as t:\n"
+        "    (t / 'rt').mkdir()\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(cache / ("0" * 24))], env=env, capture_output=True
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    rt = cached_runtime(cache=cache)
+    assert [p.name for p in cache.iterdir()] == [rt.root.parent.name]

@@ -114,7 +114,7 @@ def test_the_names_asked_for_land_and_a_folder_merges(monkeypatch: pytest.Monkey
     with pytest.raises(SSHError, match="over the folder"):
         _download(monkeypatch, _tar([("Documents", b"flat")]), "Documents", home)
     assert (home / "Documents" / "thesis.tex").exists()
-    assert not list(home.glob(".scp-*"))
+    assert not list(home.glob(".*.tmp"))
 
 
 def test_a_conflict_anywhere_is_found_before_anything_moves(
@@ -127,7 +127,7 @@ def test_a_conflict_anywhere_is_found_before_anything_moves(
         _download(monkeypatch, stream, "Documents", home)
     _untouched(home)
     assert "nothing was copied" in str(e.value.hint)
-    assert not list(home.glob(".scp-*"))
+    assert not list(home.glob(".*.tmp"))
 
 
 def test_globs_are_read_as_the_guests_shell_reads_them(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
@@ -142,3 +142,31 @@ def test_globs_are_read_as_the_guests_shell_reads_them(monkeypatch: pytest.Monke
     )
     assert listing.stdout.split() == [".bashrc"]
     assert copy._pick("'.'", ".") == "set -- '.'; "  # vm:. names the folder itself
+
+
+def test_a_killed_copy_s_half_is_reclaimed_by_the_next_copy(
+    monkeypatch: pytest.MonkeyPatch, home: Path
+) -> None:
+    """pr19e finding 8: a copy SIGKILLed mid-transfer left ``.scp-<rnd>/`` (the files copied so far)
+    in DEST for ever: no pid in its name, no run could tell it from a running copy's."""
+    import os
+    import signal
+    import sys
+
+    script = (
+        "import os, signal, sys\n"
+        "from pathlib import Path\n"
+        "from cernvm_build.launch import copy, ready, ssh\n"
+        "ready.connect = lambda *a, **k: None\n"
+        "def half(client, command, part, wanted):\n"
+        "    (part / 'out.txt').write_bytes(b'half')\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+        "ssh.get_tree = half\n"
+        "copy.copy(None, ['vm:out.txt'], sys.argv[1], recursive=True)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    killed = subprocess.run([sys.executable, "-c", script, str(home)], env=env, capture_output=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert len([p for p in home.iterdir() if p.name not in (".bashrc", "Documents")]) == 1
+    assert _download(monkeypatch, _tar([("out.txt", b"ok")]), "out.txt", home) == [str(home / "out.txt")]
+    assert sorted(p.name for p in home.iterdir()) == [".bashrc", "Documents", "out.txt"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import signal
 import subprocess
 import sys
 import tarfile
@@ -505,7 +506,7 @@ def test_a_marker_without_its_tree_is_not_a_reused_tree(tmp_path: Path) -> None:
     for tree, key in ((old, "a" * 64), (new, "b" * 64)):
         (tree / "etc").mkdir(parents=True)
         cachekey.write_marker(tmp_path / f".{tree.name}.json", key, {"packages": 1})
-    running = tmp_path / ".debian12-cccc.123.xyz.tmp"  # a concurrent build's temporary: kept
+    running = tmp_path / f".debian12-cccc.{os.getpid()}.xyz.tmp"  # a running build's temporary: kept
     running.mkdir()
     assert debian.reusable(old, "a" * 64) and not debian.reusable(old, "b" * 64)
     debian.keep_only(new, "12")
@@ -513,3 +514,64 @@ def test_a_marker_without_its_tree_is_not_a_reused_tree(tmp_path: Path) -> None:
     assert not debian.reusable(old, "a" * 64) and debian.reusable(new, "b" * 64)
     fsutil.remove_tree(new)  # by hand: its marker stays, and says nothing any more
     assert not debian.reusable(new, "b" * 64)
+
+
+def test_a_killed_build_of_older_inputs_is_reclaimed_by_the_next_build(tmp_path: Path) -> None:
+    """A build SIGKILLed while dpkg ran left ``.debian12-<key A>.<pid>.<rnd>.tmp`` (and its log); only a
+    build of the same key A reclaimed it, and the archive moves on: the next build (key B) kept it for
+    ever (pr19e finding 1: 680 MB of two such half trees in a real cache)."""
+    old, new = tmp_path / "debian12-aaaa", tmp_path / "debian12-bbbb"
+    proc = subprocess.run(  # a build of key A killed with SIGKILL in the middle of its tree
+        [
+            sys.executable,
+            "-c",
+            "import os, signal, sys; from pathlib import Path; from cernvm_build.fsutil import atomic_dir;"
+            "from cernvm_build.osbuild import debian\n"
+            "with atomic_dir(Path(sys.argv[1])) as t:\n"
+            "    (t / 'etc').mkdir(); debian.install_log(t).write_bytes(b'dpkg output')\n"
+            "    os.kill(os.getpid(), signal.SIGKILL)",
+            old,
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert len([p for p in tmp_path.iterdir() if p.name.startswith(".debian12-aaaa.")]) == 2
+    (new / "etc").mkdir(parents=True)  # key B built
+    debian.keep_only(new, "12")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [new.name]
+
+
+def test_a_download_killed_in_apt_get_is_reclaimed_by_the_next_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pr19e finding 5: a package download SIGKILLed while apt-get ran left ``.dl-<rnd>/`` in the
+    package cache for ever (no pid in its name: no run could tell it from a running one's)."""
+    import hashlib
+
+    cache = tmp_path / "debs"
+    want = hashlib.sha256(b"deb").hexdigest()
+    killed = subprocess.run(  # apt-get "killed": the process dies inside the download
+        [
+            sys.executable,
+            "-c",
+            "import os, signal, sys; from pathlib import Path; from cernvm_build import debpkg\n"
+            "def apt(cmd, cwd):\n"
+            "    (cwd / 'half.deb').write_bytes(b'de'); os.kill(os.getpid(), signal.SIGKILL)\n"
+            "debpkg.run = apt\n"
+            "debpkg.fetch_verified('pkg', '1.0', 'amd64', sys.argv[2], Path(sys.argv[1]))",
+            cache,
+            want,
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert len(list(cache.iterdir())) == 1
+
+    def apt(cmd: list[str], cwd: Path) -> None:
+        (cwd / "pkg_1.0_amd64.deb").write_bytes(b"deb")
+
+    monkeypatch.setattr(debpkg, "run", apt)
+    got = debpkg.fetch_verified("pkg", "1.0", "amd64", want, cache)
+    assert [p.name for p in cache.iterdir()] == [got.path.name]

@@ -1,0 +1,40 @@
+"""The context ISO's scratch: a launch killed while it is made leaves nothing for ever (pr19e)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cernvm_build.launch.context import build_iso
+
+
+@pytest.mark.skipif(shutil.which("xorriso") is None, reason="needs xorriso")
+def test_a_killed_context_build_s_scratch_is_reclaimed_by_the_next(tmp_path: Path) -> None:
+    """pr19e finding 7: SIGKILLed while xorriso ran, ``.context-<rnd>/`` (the user-data, and the
+    guest's host keys) stayed in the instance folder for ever: no pid in its name."""
+    dest = tmp_path / "context.iso"
+    killed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import os, signal, sys\n"
+            "from pathlib import Path\n"
+            "from cernvm_build.launch import context\n"
+            "context.proc.run = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)\n"
+            "context.build_iso(Path(sys.argv[1]), b'#cloud-config\\n', name='a', instance_id='i')\n",
+            str(dest),
+        ],
+        capture_output=True,
+        env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2])),
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    (scratch,) = tmp_path.iterdir()
+    assert (scratch / "root" / "user-data").read_bytes() == b"#cloud-config\n"
+    build_iso(dest, b"#cloud-config\n", name="a", instance_id="i")
+    assert [p.name for p in tmp_path.iterdir()] == [dest.name]
