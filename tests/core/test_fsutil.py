@@ -21,6 +21,7 @@ from cernvm_build.fsutil import (
     sha256_file,
 )
 from tests.support import FS_TOPDIR_FL, inode_flags, takes_topdir
+from tests.support.killed import run_killed
 
 
 def test_atomic_file_vanishes_on_failure(tmp_path: Path) -> None:
@@ -129,9 +130,7 @@ def test_a_killed_runs_scratch_is_removed_a_running_ones_kept(tmp_path: Path) ->
         "    (w / 'half').write_text('x')\n"
         "    os.kill(os.getpid(), signal.SIGKILL)\n"
     )
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
-    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path)], env=env, capture_output=True)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    run_killed(script, tmp_path)
     (dead,) = tmp_path.iterdir()
     keep = ["run-x", "run-toolong12", "other12345"]  # not names mkdtemp gives to 'run-'
     for name in keep:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import stat
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from cernvm_build.cli.main import main
+from tests.support.killed import killed_in_atomic_file
 
 from .conftest import FQRN, ROOT_REV1, Fixture
 
@@ -235,22 +235,7 @@ def test_keygen_rerun_after_a_kill_leaves_no_temporary_private_key(tmp_path: Pat
     ``.<fqrn>.masterkey.<pid>.<n>.tmp`` (a private key) beside the keys for ever: the re-run (and
     every later ``--force``) wrote the four files and kept the dead run's temporary."""
     keys = tmp_path / "keys"
-    killed = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import os, signal, sys\n"
-            "from pathlib import Path\n"
-            "from cernvm_build.fsutil import atomic_file\n"
-            "with atomic_file(Path(sys.argv[1]) / 'x.test.masterkey', 0o600) as f:\n"
-            "    f.write(b'-----BEGIN PRIVATE KEY-----\\n')\n"
-            "    f.flush()\n"
-            "    os.kill(os.getpid(), signal.SIGKILL)\n",
-            str(keys),
-        ],
-        capture_output=True,
-    )
-    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    killed_in_atomic_file(keys / "x.test.masterkey", b"-----BEGIN PRIVATE KEY-----\n", 0o600)
     (temp,) = keys.iterdir()
     assert temp.name.startswith(".x.test.masterkey.")
     assert main(["cvmfs", "keygen", "x.test", "--out", str(keys), "-q"]) == 0
@@ -265,22 +250,7 @@ def test_create_rerun_after_a_kill_leaves_no_temporary_of_the_reflog(tmp_path: P
     publish, rewrote the file and kept the dead run's half. The publish lock's holder reclaims it."""
     assert main(["cvmfs", "keygen", "x.test", "--out", str(tmp_path / "keys"), "-q"]) == 0
     repo = tmp_path / "repo"
-    killed = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import os, signal, sys\n"
-            "from pathlib import Path\n"
-            "from cernvm_build.fsutil import atomic_file\n"
-            "with atomic_file(Path(sys.argv[1]) / '.cvmfsreflog') as f:\n"
-            "    f.write(b'SQLite format 3')\n"
-            "    f.flush()\n"
-            "    os.kill(os.getpid(), signal.SIGKILL)\n",
-            str(repo),
-        ],
-        capture_output=True,
-    )
-    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    killed_in_atomic_file(repo / ".cvmfsreflog", b"SQLite format 3")
     (temp,) = repo.iterdir()
     args = ["cvmfs", "create", str(repo), "--fqrn", "x.test", "--keys", str(tmp_path / "keys"), "-q"]
     assert main(args) == 0
@@ -292,22 +262,7 @@ def test_an_output_file_rerun_after_a_kill_leaves_no_temporary(tmp_path: Path) -
     """pr19e finding 9: ``-o FILE`` (nginx-config, squid-config, monitor --out, ...) SIGKILLed while
     writing left ``.FILE.<pid>.<n>.tmp`` beside it for ever; the re-run wrote FILE and kept it."""
     out = tmp_path / "squid.conf"
-    killed = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import os, signal, sys\n"
-            "from pathlib import Path\n"
-            "from cernvm_build.fsutil import atomic_file\n"
-            "with atomic_file(Path(sys.argv[1])) as f:\n"
-            "    f.write(b'server {')\n"
-            "    f.flush()\n"
-            "    os.kill(os.getpid(), signal.SIGKILL)\n",
-            str(out),
-        ],
-        capture_output=True,
-    )
-    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    killed_in_atomic_file(out, b"server {")
     assert len(list(tmp_path.iterdir())) == 1
     args = ["cvmfs", "squid-config", "--client", "10.0.0.0/8", "--stratum", ".cern.ch", "-o", str(out)]
     assert main(args) == 0

@@ -17,6 +17,7 @@ import pytest
 
 from cernvm_build.errors import SSHError
 from cernvm_build.launch import copy, ready
+from tests.support.killed import run_killed
 
 
 def _tar(entries: list[tuple[str, bytes | None]]) -> bytes:
@@ -149,9 +150,6 @@ def test_a_killed_copy_s_half_is_reclaimed_by_the_next_copy(
 ) -> None:
     """pr19e finding 8: a copy SIGKILLed mid-transfer left ``.scp-<rnd>/`` (the files copied so far)
     in DEST for ever: no pid in its name, no run could tell it from a running copy's."""
-    import os
-    import signal
-    import sys
 
     script = (
         "import os, signal, sys\n"
@@ -164,9 +162,7 @@ def test_a_killed_copy_s_half_is_reclaimed_by_the_next_copy(
         "ssh.get_tree = half\n"
         "copy.copy(None, ['vm:out.txt'], sys.argv[1], recursive=True)\n"
     )
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
-    killed = subprocess.run([sys.executable, "-c", script, str(home)], env=env, capture_output=True)
-    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    run_killed(script, home)
     assert len([p for p in home.iterdir() if p.name not in (".bashrc", "Documents")]) == 1
     assert _download(monkeypatch, _tar([("out.txt", b"ok")]), "out.txt", home) == [str(home / "out.txt")]
     assert sorted(p.name for p in home.iterdir()) == [".bashrc", "Documents", "out.txt"]

@@ -15,6 +15,7 @@ import pytest
 from cernvm_build.errors import ImageError
 from cernvm_build.launch import images
 from cernvm_build.launch.images import ImageCache
+from tests.support.killed import killed_in_atomic_file, run_killed
 
 pytestmark = pytest.mark.integration
 
@@ -448,29 +449,9 @@ def test_a_trickling_server_is_one_line_not_a_download_for_ever(
 def test_a_killed_pull_s_partial_image_is_reclaimed_by_the_next_add(image: Path, tmp_path: Path) -> None:
     """pr19e finding 4: ``images pull`` (or ``add``) SIGKILLed mid-copy left
     ``..<name>.pull.<pid>.<n>.tmp`` (a partial image, GBs) in the image cache for ever."""
-    import signal
-    import subprocess
-    import sys
-
     cache = ImageCache(tmp_path / "home")
     cache.dir.mkdir(parents=True)
-    killed = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import os, signal, sys\n"
-            "from pathlib import Path\n"
-            "from cernvm_build.fsutil import atomic_file\n"
-            "with atomic_file(Path(sys.argv[1]) / '.other.qcow2.pull') as f:\n"
-            "    f.write(b'QFI' * 1000)\n"
-            "    f.flush()\n"
-            "    os.kill(os.getpid(), signal.SIGKILL)\n",
-            str(cache.dir),
-        ],
-        capture_output=True,
-        env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2])),
-    )
-    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    killed_in_atomic_file(cache.dir / ".other.qcow2.pull", b"QFI" * 1000)
     assert len(list(cache.dir.iterdir())) == 1
     got = cache.add(image)
     assert sorted(p.name for p in cache.dir.iterdir()) == sorted(
@@ -481,31 +462,21 @@ def test_a_killed_pull_s_partial_image_is_reclaimed_by_the_next_add(image: Path,
 def test_a_killed_ova_import_s_scratch_is_reclaimed_by_the_next_add(image: Path, tmp_path: Path) -> None:
     """pr19e finding 6: ``import X.ova`` SIGKILLed mid-conversion left ``.ova-<rnd>/`` (the disk)
     in the image cache for ever: no pid in its name, so no run could reclaim it."""
-    import signal
-    import subprocess
-    import sys
     import tarfile
 
     ova = tmp_path / "x.ova"
     with tarfile.open(ova, "w") as t:
         t.add(image, arcname="boot.vmdk")
     cache = ImageCache(tmp_path / "home")
-    killed = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import os, signal, sys\n"
-            "from pathlib import Path\n"
-            "from cernvm_build.launch import images\n"
-            "images.tar_members = lambda *a: os.kill(os.getpid(), signal.SIGKILL)\n"
-            "images.ImageCache(Path(sys.argv[1])).add_ova(Path(sys.argv[2]))\n",
-            str(tmp_path / "home"),
-            str(ova),
-        ],
-        capture_output=True,
-        env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2])),
+    run_killed(
+        "import os, signal, sys\n"
+        "from pathlib import Path\n"
+        "from cernvm_build.launch import images\n"
+        "images.tar_members = lambda *a: os.kill(os.getpid(), signal.SIGKILL)\n"
+        "images.ImageCache(Path(sys.argv[1])).add_ova(Path(sys.argv[2]))\n",
+        tmp_path / "home",
+        ova,
     )
-    assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert len(list(cache.dir.iterdir())) == 1
     got = cache.add(image)
     assert sorted(p.name for p in cache.dir.iterdir()) == sorted(
