@@ -91,14 +91,20 @@ def _timed(run: DemoRun, name: str, say: Say) -> Iterator[dict[str, str]]:
 OS_PROFILES = {"demo": "demo", "debian12": "debian12"}
 
 
-def demo_profile(port: int, os_name: str = "demo") -> Profile:
-    """The profile of ``os_name`` (``demo``), serving on ``port`` (the shipped profiles say 8000)."""
+def demo_profile(port: int, os_name: str = "demo", tag: str | None = None) -> Profile:
+    """The profile of ``os_name`` (``demo``), serving on ``port`` (the shipped profiles say 8000),
+    pinned to the snapshot ``tag`` when given (what the run published)."""
     name = OS_PROFILES[os_name]
-    if port == 8000:
-        return load(name)
-    # the same layer as cernvm-build's --server: checked like the profile's own servers
-    server = Override("cvmfs.servers", [f"http://127.0.0.1:{port}/cvmfs/@fqrn@"], "--port")
-    return load(name, overrides=[server])
+    overrides = []
+    if port != 8000:
+        # the same layer as cernvm-build's --server: checked like the profile's own servers
+        overrides.append(Override("cvmfs.servers", [f"http://127.0.0.1:{port}/cvmfs/@fqrn@"], "--port"))
+    if tag is not None:
+        # Both OSes are published into the one demo repository: the demo profile's 'trunk' is the
+        # other OS's tree after its run, when this run's publish had nothing new to add (a make run
+        # after a 'demo --os debian12' booted Debian).
+        overrides.append(Override("cvmfs.snapshot.tag", tag, "the published tag"))
+    return load(name, overrides=overrides) if overrides else load(name)
 
 
 def _reuse_release(release_dir: Path, prof: Profile, root_hash: str) -> bool:
@@ -165,6 +171,7 @@ def run_demo(opts: DemoOptions, say: Say) -> DemoRun:
                 f"{repo.fqrn} revision {repo.revision}, tag {repo.tag}, {repo.objects_written} new objects"
             )
         run.locations["repository"] = str(repo.stratum)
+        prof = demo_profile(opts.port, opts.os, tag=repo.tag)  # the release is cut from this run's snapshot
         with _timed(run, "serve repository", say) as box:
             try:
                 server = stack.enter_context(serve(repo.root, port=opts.port))

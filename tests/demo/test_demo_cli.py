@@ -87,3 +87,30 @@ def test_a_damaged_record_of_the_last_run_is_no_timing(
     assert flow.previous_timings(state) == kept
     run = flow.DemoRun(previous=flow.previous_timings(state))
     assert run.to_json()["previous_total_seconds"] is None
+
+
+def test_the_release_is_cut_from_the_snapshot_the_run_published(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo and debian12 OSes are published into one repository, and the demo profile reads
+    'trunk': after another publish had moved trunk, a run whose own publish had nothing new to add
+    built its release from that other tree (a ``make run`` after ``demo --os debian12`` booted Debian).
+    The release is now cut from the tag the run published."""
+    from cernvm_build.demo import flow, repository
+    from cernvm_build.release import build as release_build
+
+    monkeypatch.setenv("CERNVM_CACHE_DIR", str(tmp_path / "cache"))
+    first = repository.publish_demo()
+    other = repository.publish_demo(tag="other", extra_files={"/etc/other": "another tree\n"})
+    assert other.revision > first.revision and other.root_hash != first.root_hash  # trunk moved
+
+    class Built(Exception):
+        pass
+
+    def capture(options: release_build.ReleaseOptions, context: object) -> None:
+        raise Built(options.profiles[0])
+
+    monkeypatch.setattr(release_build, "build_release", capture)
+    with pytest.raises(Built) as built:
+        flow.run_demo(flow.DemoOptions(out=tmp_path / "out", boot=False), lambda *_: None)
+    assert built.value.args[0].cvmfs.snapshot.tag == first.tag == "demo-1"
