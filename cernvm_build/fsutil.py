@@ -18,7 +18,7 @@ import re
 import stat
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -206,7 +206,8 @@ def temp_prefix(dest: Path) -> str:
 PID_MAX = 1 << 22
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs (one of another user counts): the owner of a pid-named temporary."""
     # 0 would signal our own process group, a huge number overflowed os.kill (a traceback that
     # ended atomic_dir and cvmfs export): neither is a process that could own a temporary
     if not 0 < pid <= PID_MAX:
@@ -220,9 +221,23 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def process_alive(pid: int) -> bool:
-    """Whether a process ``pid`` runs (one of another user counts): the owner of a pid-named temporary."""
-    return _alive(pid)
+def _reclaim_dead(folder: Path, owner: Callable[[str], str | None]) -> list[Path]:
+    """Remove the entries of ``folder`` whose ``owner`` (the pid in a temporary's name, None for any
+    other name) no longer runs. Returns what was removed."""
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return []
+    removed = []
+    for name in names:
+        pid = owner(name)
+        if pid is None or process_alive(int(pid)):
+            continue
+        path = folder / name
+        with contextlib.suppress(OSError):
+            remove_tree(path)
+            removed.append(path)
+    return removed
 
 
 def reclaim_stale(dest: Path) -> list[Path]:
@@ -230,20 +245,12 @@ def reclaim_stale(dest: Path) -> list[Path]:
     (an export or build killed with SIGKILL), so that a re-run finishes the job and leaves nothing
     of the dead run. A running process's temporaries are kept. Returns what was removed."""
     head = f".{dest.name}."
-    try:
-        names = os.listdir(dest.parent)
-    except FileNotFoundError:
-        return []
-    removed = []
-    for name in names:
+
+    def owner(name: str) -> str | None:
         m = _TEMP_REST.fullmatch(name[len(head) :]) if name.startswith(head) else None
-        if m is None or _alive(int(m.group(1))):
-            continue
-        path = dest.parent / name
-        with contextlib.suppress(OSError):
-            remove_tree(path)
-            removed.append(path)
-    return removed
+        return m.group(1) if m else None
+
+    return _reclaim_dead(dest.parent, owner)
 
 
 #: any output's temporary: ``.<name>.<pid>.<random>.tmp`` (the name may hold dots, the random part not)
@@ -254,19 +261,12 @@ def reclaim_stale_in(folder: Path) -> list[Path]:
     """``reclaim_stale`` for every output in ``folder``: a cache of entries named by the key of their
     inputs, where a killed build's half entry of inputs no later run asks for (they changed since)
     was otherwise kept for ever. A running process's temporaries are kept. Returns what was removed."""
-    try:
-        names = os.listdir(folder)
-    except FileNotFoundError:
-        return []
-    removed = []
-    for name in names:
+
+    def owner(name: str) -> str | None:
         m = _ANY_TEMP.fullmatch(name)
-        if m is None or _alive(int(m.group(1))):
-            continue
-        with contextlib.suppress(OSError):
-            remove_tree(folder / name)
-            removed.append(folder / name)
-    return removed
+        return m.group(1) if m else None
+
+    return _reclaim_dead(folder, owner)
 
 
 _temp_numbers = itertools.count()
