@@ -134,6 +134,19 @@ class MirrorError(CernVMError):
     exit_code = 9
 
 
+def utf8_text(data: bytes, file: str, hint: str = "save the file as UTF-8") -> str:
+    """``data`` read from ``file`` as UTF-8 text; bytes that are not: a ``BuildError`` naming the byte
+    and its line (the site's config and templates)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BuildError(
+            f"not UTF-8 text (byte {e.start})",
+            where=Location(file=file, line=data.count(b"\n", 0, e.start) + 1),
+            hint=hint,
+        ) from None
+
+
 EXIT_INTERRUPTED = 130  # Ctrl-C
 EXIT_TERMINATED = 143  # SIGTERM
 

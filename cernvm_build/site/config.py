@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import SplitResult, unquote, urlsplit
 
-from ..errors import BuildError, Location
+from ..errors import BuildError, Location, utf8_text
 from ..paths import data_dir
 from . import frontmatter
 
@@ -185,17 +185,7 @@ def load(site_dir: Path, *, base_url: str | None = None, memo: frontmatter.Memo 
             hint="point --site at the folder holding config.yaml, content/, templates/; to start one, copy "
             f"the shipped site: cp -r {shlex.quote(str(data_dir('site')))}/. {shlex.quote(str(site_dir))}",
         )
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:  # (data.py's words for its files)
-        line = data.count(b"\n", 0, e.start) + 1
-        raise BuildError(
-            f"not UTF-8 text (byte {e.start})",
-            where=f"{path}:{line}",
-            hint="save the file as UTF-8",
-        ) from None
-    raw = frontmatter.parse(text, str(path), memo=memo)
+    raw = frontmatter.parse(utf8_text(path.read_bytes(), str(path)), str(path), memo=memo)
 
     def need(key: str, kind: type, default: Any = None) -> Any:
         value = raw.get(key, default)

@@ -308,11 +308,12 @@ def _html_line_outside_fences(text: str, html: str) -> bool:
 
 
 def html_lines(text: str) -> Iterator[str]:
-    """Each line of ``text`` that may start an HTML block (``html_line``), from its ``<`` on. Each ``<``
-    so followed is looked for as a literal (a fast scan) and only its line's start checked, then the
-    rest of its line is passed over (a later ``<`` has this one before it, which no marker is). The one
-    regex ``(?:^|[\r\n])(?:…)*<[?!/A-Za-z]`` this replaced tried a match at every character: ~13 ns a
-    character of every page with a ``<`` in its code spans (most of a real manual's: ``<repository>``)."""
+    """Each line of ``text`` that may start an HTML block (after quote and list markers, ``<`` and a
+    letter, ``?``, ``!`` or ``/``), from its ``<`` on. Each ``<`` so followed is looked for as a literal
+    (a fast scan) and only its line's start checked, then the rest of its line is passed over (a later
+    ``<`` has this one before it, which no marker is). The one regex ``(?:^|[\r\n])(?:…)*<[?!/A-Za-z]``
+    this replaced tried a match at every character: ~13 ns a character of every page with a ``<`` in
+    its code spans (most of a real manual's: ``<repository>``)."""
     pos = 0
     while (m := _HTML_OPEN.search(text, pos)) is not None:
         at = m.start()
@@ -323,12 +324,6 @@ def html_lines(text: str) -> Iterator[str]:
         if brk is None:
             return
         pos = brk.end()
-
-
-def html_line(text: str) -> bool:
-    """Whether a line of ``text`` may start an HTML block: after quote and list markers (``_LINE_LEAD``),
-    ``<`` and a letter, ``?``, ``!`` or ``/``."""
-    return next(html_lines(text), None) is not None
 
 
 def _ends_in_img(html: str, at: int) -> bool:

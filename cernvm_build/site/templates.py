@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from markupsafe import Markup
 
-from ..errors import BuildError, Location
+from ..errors import BuildError, Location, utf8_text
 from ..fsutil import read_capped
 
 if TYPE_CHECKING:
@@ -199,21 +199,15 @@ class Environment:
         try:
             # (read_regular without its length check took MAX_TEMPLATE + 1 bytes of a larger one as it)
             data = read_capped(self.folder / name, MAX_TEMPLATE)
-            return data.decode("utf-8")
         except FileNotFoundError:
             raise BuildError(
                 f"template '{name}' does not exist", where=str(self.folder), hint="add it"
-            ) from None
-        except UnicodeDecodeError as e:
-            raise BuildError(
-                f"not UTF-8 text (byte {e.start})",
-                where=Location(file=str(self.folder / name), line=data.count(b"\n", 0, e.start) + 1),
-                hint="save the template as UTF-8",
             ) from None
         except OSError as e:  # a FIFO, a folder: not a template; one past MAX_TEMPLATE (TooLarge)
             raise BuildError(
                 f"template '{name}' cannot be read: {e.strerror}", where=str(self.folder / name)
             ) from None
+        return utf8_text(data, str(self.folder / name), "save the template as UTF-8")
 
     def _referenced(self, name: str) -> set[str]:
         if name not in self._refs:
