@@ -104,7 +104,7 @@ def demo_profile(port: int, os_name: str = "demo", tag: str | None = None) -> Pr
         # other OS's tree after its run, when this run's publish had nothing new to add (a make run
         # after a 'demo --os debian12' booted Debian).
         overrides.append(Override("cvmfs.snapshot.tag", tag, "the published tag"))
-    return load(name, overrides=overrides) if overrides else load(name)
+    return load(name, overrides=overrides)
 
 
 def _reuse_release(release_dir: Path, prof: Profile, root_hash: str) -> bool:

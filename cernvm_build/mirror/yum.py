@@ -57,8 +57,12 @@ def _parse(data: bytes, what: str) -> ET.Element:
     try:
         return ET.fromstring(data)
     except ET.ParseError as e:
-        line, col = e.position
-        raise _Bad(f"{what}:{line}:{col}: not valid XML ({e.msg if hasattr(e, 'msg') else e})") from e
+        raise _not_xml(e, what) from e
+
+
+def _not_xml(e: ET.ParseError, what: str) -> _Bad:
+    line, col = e.position
+    return _Bad(f"{what}:{line}:{col}: not valid XML ({e.msg if hasattr(e, 'msg') else e})")
 
 
 class _Bad(Exception):
@@ -349,8 +353,7 @@ def _package_elements(data: bytes, rel: str) -> Iterator[ET.Element]:
                     yield elem
                 root.remove(elem)  # what is done with
     except ET.ParseError as e:
-        line, col = e.position
-        raise _Bad(f"{rel}:{line}:{col}: not valid XML ({e.msg if hasattr(e, 'msg') else e})") from e
+        raise _not_xml(e, rel) from e
 
 
 def _check_signature(keyring: Keyring, data: bytes, signature: bytes, rel: str) -> list[str]:
