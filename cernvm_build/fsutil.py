@@ -269,6 +269,22 @@ def reclaim_stale_in(folder: Path) -> list[Path]:
     return _reclaim_dead(folder, owner)
 
 
+@contextlib.contextmanager
+def scratch_beside(dest: Path) -> Iterator[Path]:
+    """A scratch directory beside ``dest``, named for this process (``.<dest name>.<pid>.<rnd>.tmp``)
+    and removed after; a killed run's (its pid gone) is removed first (``reclaim_stale``), so a
+    SIGKILL never leaves one behind for good."""
+    import tempfile  # deliberate lazy import (see _temp_file)
+
+    reclaim_stale(dest)
+    path = Path(tempfile.mkdtemp(prefix=temp_prefix(dest), suffix=".tmp", dir=dest.parent))
+    try:
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            remove_tree(path)
+
+
 _temp_numbers = itertools.count()
 
 

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
 from .. import proc
-from ..fsutil import atomic_file, reclaim_stale, temp_prefix
+from ..fsutil import atomic_file, scratch_beside
 
 LABELS = ("CONFIG-2", "cidata")
 
@@ -57,9 +56,7 @@ def build_iso(
     stamp = datetime.fromtimestamp(epoch, UTC).strftime("%Y%m%d%H%M%S00")
     # a pid-named scratch (``..<dest>.iso.<pid>.<rnd>.tmp``): a launch SIGKILLed here left its
     # ``.context-<rnd>`` (the user-data and the guest's private host key) in the instance for ever
-    scratch = dest.with_name(f".{dest.name}.iso")
-    reclaim_stale(scratch)
-    with tempfile.TemporaryDirectory(prefix=temp_prefix(scratch), suffix=".tmp", dir=dest.parent) as tmp:
+    with scratch_beside(dest.with_name(f".{dest.name}.iso")) as tmp:
         root = Path(tmp, "root")
         for rel, data in sorted(_files(user_data, name, instance_id, public_keys or {}).items()):
             path = root / rel

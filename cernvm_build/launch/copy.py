@@ -11,18 +11,17 @@ anything is placed), and an existing folder is merged into, never removed, as sc
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import glob
 import os
 import shlex
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..errors import SSHError, UsageError
-from ..fsutil import reclaim_stale, temp_prefix
+from ..fsutil import scratch_beside
 from . import ready, ssh
 from .remote import split_user
 
@@ -169,10 +168,7 @@ def _download(
     parent = dest if into_dir else dest.parent
     # pid-named (``..scp.<pid>.<rnd>.tmp``): a copy SIGKILLed mid-transfer left its ``.scp-<rnd>``
     # (the half-copied files) in DEST for ever; the next copy into DEST reclaims a dead one's
-    scratch = parent / ".scp"
-    reclaim_stale(scratch)
-    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(scratch), suffix=".tmp", dir=parent))
-    try:
+    with contextlib.closing(client), scratch_beside(parent / ".scp") as tmp:
         for i, path in enumerate(paths):
             folder, leaf, raw = _remote_pattern(path)
             part = tmp / str(i)
@@ -187,9 +183,6 @@ def _download(
             raise SSHError(problem, hint="remove it or copy elsewhere; nothing was copied")
         for src, final in moves:
             _place(src, final)
-    finally:
-        client.close()
-        shutil.rmtree(tmp, ignore_errors=True)
     return [str(final) for _, final in moves]
 
 
