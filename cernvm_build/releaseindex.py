@@ -17,7 +17,9 @@ from . import dataload, jsonable, utcdate
 from .errors import CernVMError, Location
 from .fsutil import TooLarge, read_capped
 
-SCHEMA = 1
+#: 2 records each profile's command-line overrides (``ProfileRecord.overrides``); 1 is still read
+SCHEMA = 2
+READABLE_SCHEMAS = (1, 2)
 VERSION_RE = re.compile(r"^\d{4}\.\d{2}-\d+\Z")
 HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
 #: the largest index read (one artifact is ~300 bytes, so this is tens of thousands of them; launch's
@@ -39,12 +41,24 @@ class Snapshot:
 
 
 @dataclass(frozen=True)
+class RecordedOverride:
+    """A setting laid over the shipped profile when the release was built (``profile.Override``:
+    the demo's published tag and ``--port`` server), so that a rebuild resolves the same profile."""
+
+    key: str  # dotted setting key
+    text: str | tuple[str, ...]  # as given (a list for list settings)
+    flag: str  # how it was given, e.g. "--port"
+
+
+@dataclass(frozen=True)
 class ProfileRecord:
     name: str
     os: str  # e.g. "SLC 4", "AlmaLinux 9"
     frozen: bool
     snapshot: Snapshot
     profile_sha256: str  # of the resolved profile JSON, so a rebuild can tell the recipe changed
+    #: the overrides the profile was resolved with (schema 2; a schema 1 index records none)
+    overrides: tuple[RecordedOverride, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -175,6 +189,31 @@ def _date(text: str, at: Location) -> str:
 _SNAPSHOT_TYPES = {"repository": str, "path": str, "root_hash": str, "revision": int, "tag": str}
 
 
+def _overrides(p: dict[str, Any], where: str, key: str) -> tuple[RecordedOverride, ...]:
+    """A profile's recorded overrides: a list of {key, text (string or list of strings), flag}."""
+    found = []
+    for j, o in enumerate(_require(p, "overrides", list, f"{where}: {key}")):
+        at = f"{key}.overrides[{j}]"
+        _object(o, where, at)
+        text = o.get("text")
+        if isinstance(text, list) and all(isinstance(t, str) for t in text):
+            text = tuple(text)
+        elif not isinstance(text, str):
+            raise ReleaseError(
+                f"'text' should be a string or a list of strings, is {type(text).__name__}",
+                where=Location(where, key=f"{at}.text"),
+                hint="the index is damaged; write it with 'cernvm-build release'",
+            )
+        found.append(
+            RecordedOverride(
+                key=_require(o, "key", str, f"{where}: {at}"),
+                text=text,
+                flag=_require(o, "flag", str, f"{where}: {at}"),
+            )
+        )
+    return tuple(found)
+
+
 def load(path: Path) -> ReleaseIndex:
     """Read and check an index.json; every problem names the file and the key."""
     where = str(path)
@@ -207,8 +246,12 @@ def load(path: Path) -> ReleaseIndex:
     if not isinstance(raw, dict):
         raise ReleaseError("the index is not a JSON object", where=where)
     schema = _require(raw, "schema", int, where)
-    if schema != SCHEMA:
-        raise ReleaseError(f"index schema {schema} is not supported (this tool reads {SCHEMA})", where=where)
+    if schema not in READABLE_SCHEMAS:
+        raise ReleaseError(
+            f"index schema {schema} is not supported (this tool reads "
+            f"{', '.join(map(str, READABLE_SCHEMAS))})",
+            where=where,
+        )
     profiles = []
     for i, p in enumerate(_require(raw, "profiles", list, where)):
         key = f"profiles[{i}]"
@@ -232,6 +275,7 @@ def load(path: Path) -> ReleaseIndex:
                     }
                 ),
                 profile_sha256=digest,
+                overrides=_overrides(p, where, key) if schema >= 2 else (),
             )
         )
     artifacts = []
@@ -265,4 +309,5 @@ def load(path: Path) -> ReleaseIndex:
         previous=_previous(raw, where),
         signature=_signature(raw, where),
         signer=_optional(raw, "signer", str, Location(where, key="signer")),
+        schema=schema,
     )

@@ -94,7 +94,12 @@ OS_PROFILES = {"demo": "demo", "debian12": "debian12"}
 def demo_profile(port: int, os_name: str = "demo", tag: str | None = None) -> Profile:
     """The profile of ``os_name`` (``demo``), serving on ``port`` (the shipped profiles say 8000),
     pinned to the snapshot ``tag`` when given (what the run published)."""
-    name = OS_PROFILES[os_name]
+    return load(OS_PROFILES[os_name], overrides=demo_overrides(port, tag))
+
+
+def demo_overrides(port: int, tag: str | None = None) -> list[Override]:
+    """What the demo lays over its shipped profile (the release records it, so that ``release
+    rebuild`` resolves the same profile)."""
     overrides = []
     if port != 8000:
         # the same layer as cernvm-build's --server: checked like the profile's own servers
@@ -104,7 +109,7 @@ def demo_profile(port: int, os_name: str = "demo", tag: str | None = None) -> Pr
         # other OS's tree after its run, when this run's publish had nothing new to add (a make run
         # after a 'demo --os debian12' booted Debian).
         overrides.append(Override("cvmfs.snapshot.tag", tag, "the published tag"))
-    return load(name, overrides=overrides)
+    return overrides
 
 
 def _reuse_release(release_dir: Path, prof: Profile, root_hash: str) -> bool:
@@ -190,7 +195,12 @@ def run_demo(opts: DemoOptions, say: Say) -> DemoRun:
             else:
                 shutil.rmtree(release_dir, ignore_errors=True)
                 release, release_dir = build_release(
-                    ReleaseOptions(version=version, profiles=(prof,), out=releases),
+                    ReleaseOptions(
+                        version=version,
+                        profiles=(prof,),
+                        out=releases,
+                        overrides={prof.name: demo_overrides(opts.port, repo.tag)},
+                    ),
                     release_context(version, reporter=LineReporter(say)),
                 )
                 box["detail"] = f"{version}: {len(release.artifacts)} artifacts"

@@ -15,7 +15,7 @@ import dataclasses
 import datetime as dt
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +30,7 @@ from ..cvmfs.repository import SnapshotSpec
 from ..errors import CernVMError
 from ..fsutil import atomic_write
 from ..image.build import build_image
-from ..profile import Profile, load
+from ..profile import Override, Profile, load
 from ..report import Reporter, scoped
 from . import notes, sums
 
@@ -47,6 +47,9 @@ class ReleaseOptions:
     previous: Path | None = None  # the previous release's index.json, for the notes
     container_formats: tuple[str, ...] | None = None  # default: each profile's own
     image_formats: tuple[str, ...] | None = None
+    #: by profile name, the overrides it was loaded with (the demo's published tag and --port server):
+    #: recorded in the index so that ``release rebuild`` resolves the same profile
+    overrides: Mapping[str, Sequence[Override]] = dataclasses.field(default_factory=dict)
 
 
 def version_epoch(version: str) -> int:
@@ -160,6 +163,9 @@ def build_profile_part(
                 "tag": snap.tag,
             },
             "profile_sha256": profile_hash(profile),
+            "overrides": [
+                {"key": o.key, "text": o.text, "flag": o.flag} for o in opts.overrides.get(profile.name, ())
+            ],
         },
         "artifacts": rows,
     }
@@ -198,8 +204,12 @@ def build_release(opts: ReleaseOptions, ctx: BuildContext) -> tuple[idx.ReleaseI
     )
     profiles_rec = tuple(
         idx.ProfileRecord(
-            **{k: v for k, v in rec["profile"].items() if k != "snapshot"},
+            **{k: v for k, v in rec["profile"].items() if k not in ("snapshot", "overrides")},
             snapshot=idx.Snapshot(**rec["profile"]["snapshot"]),
+            overrides=tuple(
+                idx.RecordedOverride(o["key"], tuple(t) if isinstance(t := o["text"], list) else t, o["flag"])
+                for o in rec["profile"].get("overrides", ())
+            ),
         )
         for rec in records
     )

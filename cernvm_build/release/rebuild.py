@@ -2,7 +2,8 @@
 
 The reproducibility boundary is stated per artifact. A rebuild uses the same profile (the hash of its
 resolved settings must be the one recorded: a profile changed since, or another one under the recorded
-name, is refused before anything is built; the index records the hash, not the settings), the recorded
+name, is refused before anything is built; the index records the hash, not the settings, and since
+schema 2 the overrides the profile was resolved with, e.g. the demo's tag and server), the recorded
 SOURCE_DATE_EPOCH and the same snapshot selector; when an artifact differs, the rebuilt image's build
 manifest is compared with the original's to say why (the snapshot the tag now resolves to, the kernel
 package, the toolkit or the tools).
@@ -19,9 +20,9 @@ from typing import Any
 from .. import jsonable
 from .. import releaseindex as idx
 from ..context import BuildContext
-from ..errors import Location
+from ..errors import Location, ProfileError
 from ..fsutil import sha256_file
-from ..profile import load
+from ..profile import Override, Profile, load, settings
 from ..profile.resolve import looks_like_path
 from .build import ReleaseOptions, build_release, for_release, profile_hash
 
@@ -68,6 +69,37 @@ def _manifest_diff(old: Path, new: Path) -> str:
     return "same recorded inputs, different bytes: not reproducible"
 
 
+def _overrides(rec: idx.ProfileRecord, index: str, i: int) -> list[Override]:
+    """The recorded overrides as ``profile.Override``s; a key that is no setting, or a value the
+    setting refuses, is one error at the index's key (the digest check catches a changed valid one)."""
+    found = []
+    for j, o in enumerate(rec.overrides):
+        at = Location(index, key=f"profiles[{i}].overrides[{j}]")
+        if o.key not in settings.BY_KEY:
+            raise idx.ReleaseError(
+                f"recorded override {o.key!r:.80} is not a profile setting",
+                where=at,
+                hint="the index is damaged or hostile",
+            )
+        found.append(Override(o.key, list(o.text) if isinstance(o.text, tuple) else o.text, o.flag))
+    return found
+
+
+def _load(rec: idx.ProfileRecord, index: str, i: int) -> Profile:
+    overrides = _overrides(rec, index, i)
+    try:
+        return load(rec.name, overrides=overrides)
+    except ProfileError as e:
+        if not overrides:
+            raise
+        load(rec.name)  # the profile itself does not load: its own error, at its file
+        raise idx.ReleaseError(
+            f"profile {rec.name} with the recorded overrides: {e}",
+            where=Location(index, key=f"profiles[{i}].overrides"),
+            hint="the index is damaged or hostile",
+        ) from None
+
+
 def rebuild(index_path: Path, *, work: Path | None = None, ctx: BuildContext | None = None) -> RebuildReport:
     """Build the release again from its recorded inputs (``ctx``'s epoch is replaced by the recorded
     one) and compare every artifact."""
@@ -83,7 +115,7 @@ def rebuild(index_path: Path, *, work: Path | None = None, ctx: BuildContext | N
                 where=Location(str(index_path), key=f"profiles[{i}].name"),
                 hint="the index is damaged or hostile",
             )
-        prof = for_release(load(rec.name), release.version)
+        prof = for_release(_load(rec, str(index_path), i), release.version)
         now = profile_hash(prof)
         if now != rec.profile_sha256:
             # the index records the settings' hash, not the settings: what was built cannot be built
@@ -93,11 +125,15 @@ def rebuild(index_path: Path, *, work: Path | None = None, ctx: BuildContext | N
                 f"the profile's are now {now[:16]}…",
                 where=Location(str(index_path), key=f"profiles[{i}].profile_sha256"),
                 hint=f"rebuild with the profiles as they were for {release.version} (a checkout of the "
-                "toolkit that built it); a changed profile makes a new release",
+                "toolkit that built it), and the index's recorded overrides as written; a changed profile "
+                "makes a new release",
             )
         profiles.append(prof)
+    overrides = {rec.name: _overrides(rec, str(index_path), i) for i, rec in enumerate(release.profiles)}
     with tempfile.TemporaryDirectory(prefix="rebuild-", dir=work) as tmp:
-        opts = ReleaseOptions(version=release.version, profiles=tuple(profiles), out=Path(tmp))
+        opts = ReleaseOptions(
+            version=release.version, profiles=tuple(profiles), out=Path(tmp), overrides=overrides
+        )
         new, new_dir = build_release(opts, ctx)
         rebuilt = {a.path: a for a in new.artifacts}
         manifests = {a.profile: a.path for a in release.artifacts if a.kind == "manifest"}
