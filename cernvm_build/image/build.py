@@ -6,6 +6,13 @@ make the iso/hdd, sign them, convert the hdd to the hypervisor formats, then mov
 into place (manifest last). All work happens in a hidden folder inside the output folder, so a
 failed or interrupted build leaves no half-written file, and a re-run starts clean (it also removes the
 work folder of a build that was killed).
+
+The switch to the new set is one committed step (``_commit``): once every output is whole and durable
+in the work folder, a ``SWITCH`` file there lists them; the earlier build's manifest is removed, the
+outputs are renamed into place and the new manifest last. A build killed between two of those renames
+leaves no manifest (the folder holds files of two builds, and nothing claims them as a set); the next
+build into that folder finishes the dead build's switch from its work folder before anything else
+(``_remove_stale_work``), so the set is whole again, with its manifest.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from ..context import BuildContext
 from ..cvmfs import bootlist
 from ..cvmfs.repository import SnapshotSpec, open_repository
 from ..errors import BuildError, CernVMError
-from ..fsutil import fsync_dir, sha256_file
+from ..fsutil import atomic_write, fsync_dir, process_alive, sha256_file
 from ..proc import run, which
 from ..profile import Profile, checks
 from . import disks, signature
@@ -176,16 +183,52 @@ def _tool_versions() -> dict[str, str]:
     return dict(line.split(" ", 1) for line in proc.stdout.decode().splitlines() if " " in line)
 
 
+#: in a work folder, written once its outputs are whole and durable: the names to move into place,
+#: in order (the manifest last); from then on the switch is committed and a re-run finishes it
+SWITCH = "SWITCH"
+
+
 def _remove_stale_work(out_dir: Path) -> None:
-    """Work folders of builds that were killed (their process is gone): a re-run cleans up after them."""
-    for d in out_dir.glob(".build-*-*"):
-        try:
-            pid = int(d.name.split("-")[1])
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            shutil.rmtree(d, ignore_errors=True)
-        except (ValueError, IndexError, PermissionError):
+    """Work folders of builds that were killed (their process is gone): a re-run cleans up after them,
+    first finishing the switch of one killed while moving its outputs into place."""
+    for d in sorted(out_dir.glob(".build-*-*")):
+        pid = d.name.split("-")[1]
+        if not pid.isascii() or not pid.isdigit() or process_alive(int(pid)):
             continue
+        names = _switch_names(d)
+        if names is not None:
+            _switch(d, out_dir, names)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _switch_names(work: Path) -> list[str] | None:
+    try:
+        names = json.loads((work / SWITCH).read_text())
+    except (OSError, ValueError):
+        return None  # not committed (killed while building): nothing of it is an output
+    ok = isinstance(names, list) and all(isinstance(n, str) and n and "/" not in n for n in names)
+    return names if ok and names else None
+
+
+def _commit(work: Path, out_dir: Path, names: list[str]) -> None:
+    """Move ``names`` (the manifest last) from ``work`` into ``out_dir`` as one committed switch."""
+    for name in names:
+        with open(work / name, "rb") as f:
+            os.fsync(f.fileno())
+    atomic_write(work / SWITCH, json.dumps(names).encode())
+    _switch(work, out_dir, names)
+
+
+def _switch(work: Path, out_dir: Path, names: list[str]) -> None:
+    """The renames of a committed switch; run again after a kill, it moves what is left. The earlier
+    build's manifest goes first: while the folder holds files of two builds no manifest claims them."""
+    (out_dir / names[-1]).unlink(missing_ok=True)
+    fsync_dir(out_dir)
+    for name in names:
+        src = work / name
+        if src.exists():
+            src.replace(out_dir / name)
+    fsync_dir(out_dir)
 
 
 def _disk_error(e: OSError, where: Path) -> BuildError:
@@ -326,15 +369,10 @@ def build_image(
             }
             manifest_name = f"{stem}.manifest.json"
             (work / manifest_name).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-            # Whole files into place, each by rename; the manifest last says the set is complete.
-            final: list[Artifact] = []
-            for a in artifacts:
-                dest = out_dir / a.path.name
-                a.path.replace(dest)
-                (work / f"{a.path.name}.sha256").replace(out_dir / f"{a.path.name}.sha256")
-                final.append(Artifact(dest, a.format, a.sha256, a.size))
-            (work / manifest_name).replace(out_dir / manifest_name)
-            fsync_dir(out_dir)
+            # Whole files into place as one committed switch; the manifest last says the set is complete.
+            outputs = [n for a in artifacts for n in (a.path.name, f"{a.path.name}.sha256")]
+            _commit(work, out_dir, [*outputs, manifest_name])
+            final = [Artifact(out_dir / a.path.name, a.format, a.sha256, a.size) for a in artifacts]
         except OSError as e:
             raise _disk_error(e, out_dir) from e
     finally:

@@ -274,3 +274,55 @@ def test_a_trace_that_is_no_file_or_too_big_is_one_line_naming_where(
         seed.read_trace(big)
     with pytest.raises(seed.TooManyNames, match=f"^{big}:2$"):
         seed.trace_objects([name, "b" * 40, "c" * 40], str(big), limit=1)
+
+
+def _claimed_set_is_whole(out: Path) -> bool:
+    """Every manifest in ``out`` lists outputs whose bytes are the ones it names (and their .sha256)."""
+    for manifest in out.glob("*.manifest.json"):
+        for o in json.loads(manifest.read_text())["outputs"]:
+            digest = sha256_file(out / o["name"])
+            if digest != o["sha256"] or (out / f"{o['name']}.sha256").read_text().split()[0] != digest:
+                return False
+    return True
+
+
+def test_a_build_killed_between_two_renames_leaves_no_claimed_mixed_set(
+    test_repo: ServedRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """lf20a item 7: `image build --out DIR` over an earlier build, killed between two renames of its
+    outputs into DIR, left the earlier build's manifest over a mix of both builds' files (each whole).
+    Now no manifest claims the mix while it lasts, and the next build into DIR (its stale work folder
+    reclaimed first) finishes the dead build's switch: the whole new set, with its manifest."""
+    from cernvm_build.image.build import _remove_stale_work
+    from tests.support.killed import run_killed
+
+    out = tmp_path / "out"
+    build_image(test_repo.profile(), out, formats=["iso"], initrd_level=3, ctx=BuildContext(epoch=0))
+    old = {p.name: sha256_file(p) for p in out.iterdir()}
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "86400")  # another build time: other bytes
+    run_killed(
+        "import os, signal, sys\n"
+        "from pathlib import Path\n"
+        "out = Path(sys.argv[1]).resolve()\n"
+        "real, moved = Path.replace, []\n"
+        "def replace(self, target):\n"
+        "    if Path(target).parent.resolve() == out:\n"
+        "        moved.append(target)\n"
+        "        if len(moved) == 2:\n"
+        "            os.kill(os.getpid(), signal.SIGKILL)  # the first output moved, the second not\n"
+        "    return real(self, target)\n"
+        "Path.replace = replace\n"
+        "from cernvm_build.cli.main import main\n"
+        "main(['image', 'demo', '--server', sys.argv[2], '--format', 'iso', '--initrd-level', '3',\n"
+        "      '--out', str(out)])\n",
+        out,
+        test_repo.url,
+    )
+    now = {p.name: sha256_file(p) for p in out.iterdir() if p.is_file()}
+    assert {n for n in now if now[n] != old.get(n)}, "the kill came after an output was moved"
+    assert _claimed_set_is_whole(out), "the earlier manifest claims a mixed set"
+    _remove_stale_work(out)  # what the next build into out does first
+    assert _claimed_set_is_whole(out) and not list(out.glob(".build-*"))
+    manifest = json.loads(next(out.glob("*.manifest.json")).read_text())
+    assert manifest["source_date_epoch"] == 86400, "the dead build's switch was finished"
+    assert sorted(p.name for p in out.iterdir()) == sorted(old)
