@@ -178,6 +178,13 @@ class ImageCache:
         return sorted(matches, key=lambda i: (i.added, i.name))[-1] if matches else None
 
     def _store(self, name: str, digest: str, fmt: str, source: str, profile: str) -> Image:
+        if not profile:
+            # the same image again (a pull of an image added with --profile, an add again): the
+            # profile recorded for those bytes stays (the entry was replaced without it, and
+            # `create --profile` no longer found the image)
+            before = self.get(name)
+            if before is not None and before.sha256 == digest:
+                profile = before.profile
         atomic_write(self.dir / f"{name}.sha256", f"{digest}  {name}\n".encode())
         meta = {
             "format": fmt,

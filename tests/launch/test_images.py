@@ -482,3 +482,19 @@ def test_a_killed_ova_import_s_scratch_is_reclaimed_by_the_next_add(image: Path,
     assert sorted(p.name for p in cache.dir.iterdir()) == sorted(
         [got.path.name, f"{got.path.name}.json", f"{got.path.name}.sha256"]
     )
+
+
+def test_a_pull_of_an_image_added_with_a_profile_keeps_the_profile(
+    http_dir: tuple[Path, str], image: Path, tmp_path: Path
+) -> None:
+    """pr19d: `images pull URL` of an image already added with `--profile demo` replaced the entry
+    without the profile, so `create --profile demo` no longer found it. The same bytes keep the
+    profile recorded for them; other bytes under that name are another image."""
+    root, url = http_dir
+    (root / image.name).write_bytes(image.read_bytes())
+    (root / f"{image.name}.sha256").write_text(image.with_name(image.name + ".sha256").read_text())
+    cache = ImageCache(tmp_path / "home")
+    assert cache.add(image, profile="demo").profile == "demo"
+    assert cache.pull(f"{url}/{image.name}").profile == "demo"
+    assert cache.for_profile("demo") is not None and cache.get(image.name).profile == "demo"  # type: ignore[union-attr]
+    assert cache.pull(f"{url}/{image.name}", profile="el9").profile == "el9", "a profile given wins"
