@@ -96,6 +96,16 @@ jobs = whole_number(1, MAX_JOBS)
 retries = whole_number(0, MAX_RETRIES)
 
 
+def name_list(text: str) -> list[str]:
+    """An argparse type for a comma-separated list of names, each given once (``--profiles
+    demo,demo`` built the profile twice into the same folders, found only by the build)."""
+    names = [x.strip() for x in text.split(",") if x.strip()]
+    twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
+    if twice is not None:
+        raise argparse.ArgumentTypeError(f"{twice!r:.80} is given twice")
+    return names
+
+
 def output_file(text: str) -> Path | None:
     """An argparse type for ``-o FILE`` of a command that prints to stdout by default: ``-`` is stdout
     (``-o -`` wrote a file named '-' and told to start squid with it, pr19d finding 12)."""

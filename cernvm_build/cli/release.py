@@ -17,6 +17,7 @@ from .app import (
     accept_any_word,
     group_handler,
     jobs,
+    name_list,
     styled,
     subcommands_with_default,
     subparser,
@@ -42,10 +43,6 @@ Profiles are built in parallel (--jobs); an interrupted build resumes with the p
 
 #: the release the verify, rebuild and publish commands act on
 RELEASE_ARG_HELP = "a version under --out, an index.json or a release folder"
-
-
-def _split(text: str | None) -> list[str]:
-    return [x.strip() for x in (text or "").split(",") if x.strip()]
 
 
 def _repo_targets(args: argparse.Namespace) -> list[Any]:
@@ -93,7 +90,7 @@ def _publish(args: argparse.Namespace, out: Output, release_dir: Path) -> dict[s
 def _build(args: argparse.Namespace, out: Output) -> int:
     from ..release.build import ReleaseOptions, build_release, release_context, release_profiles
 
-    names = _split(args.profiles)
+    names = args.profiles
     if not names:
         raise UsageError("no profiles given", hint="e.g. --profiles el7,el8,el9")
     if args.publish:
@@ -253,7 +250,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                   json=True, handler=_build)  # fmt: skip
     b.add_argument("version", metavar="VERSION", help="release version, YYYY.MM-N (e.g. 2026.11-1)")
     b.add_argument(
-        "--profiles", default="el7,el8,el9", help="comma-separated profiles (default: %(default)s)"
+        "--profiles",
+        type=name_list,
+        default="el7,el8,el9",
+        help="comma-separated profiles, each once (default: %(default)s)",
     )
     b.add_argument(
         "--out", type=Path, default=Path("releases"), help="releases folder (default: %(default)s)"

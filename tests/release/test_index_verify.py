@@ -438,3 +438,20 @@ def test_verify_says_when_the_signature_was_not_checked(
     assert main(["release", "verify", str(index), "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["signed"] is True and shown["signer"] is None
+
+
+def test_a_profile_named_twice_is_refused_at_argument_parsing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pr19d: `release VERSION --profiles demo,demo` was not refused before the build (both parts in
+    the same folders). One usage line naming the flag, nothing loaded or written."""
+    from cernvm_build.cli.main import main
+    from cernvm_build.release import build
+
+    monkeypatch.setattr(build, "release_profiles", lambda names: pytest.fail("profiles loaded"))
+    with pytest.raises(SystemExit) as e:
+        main(["release", "2026.11-1", "--out", str(tmp_path / "out"), "--profiles", "demo, el9,demo"])
+    err = capsys.readouterr().err
+    errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert e.value.code == 2 and errors == ["error: argument --profiles: 'demo' is given twice"], err
+    assert not (tmp_path / "out").exists()
