@@ -11,6 +11,7 @@ is the one the container is cut from.
 from __future__ import annotations
 
 import calendar
+import contextlib
 import dataclasses
 import datetime as dt
 import os
@@ -28,7 +29,7 @@ from ..container.from_profile import build_profile as build_container
 from ..context import BuildContext
 from ..cvmfs.repository import SnapshotSpec
 from ..errors import CernVMError
-from ..fsutil import atomic_write
+from ..fsutil import atomic_write, remove_tree
 from ..image.build import build_image
 from ..profile import Override, Profile, load
 from ..report import Reporter, scoped
@@ -195,8 +196,16 @@ def build_release(opts: ReleaseOptions, ctx: BuildContext) -> tuple[idx.ReleaseI
     part_root.mkdir(parents=True, exist_ok=True)
     epoch = ctx.epoch
     profiles = [for_release(p, version) for p in opts.profiles]
-    with ThreadPoolExecutor(max_workers=max(1, ctx.jobs)) as pool:
-        records = list(pool.map(lambda p: build_profile_part(p, part_root, opts, ctx), profiles))
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, ctx.jobs)) as pool:
+            records = list(pool.map(lambda p: build_profile_part(p, part_root, opts, ctx), profiles))
+    except BaseException:
+        # a partial that holds no finished part is nothing a re-run would resume: an unreachable
+        # repository left an empty releases/.VERSION.partial/ behind
+        if not any(part_root.glob(f"*/{DONE}")):
+            with contextlib.suppress(OSError):
+                remove_tree(part_root)
+        raise
     artifacts = tuple(
         idx.ReleaseArtifact(**row)
         for rec in records

@@ -103,3 +103,31 @@ def test_cache_keys_are_canonical() -> None:
     assert cachekey.key({"epoch": 1}) != cachekey.key({"epoch": 2})
     with pytest.raises(TypeError, match="object has no JSON form"):
         cachekey.key({"a": object()})
+
+
+def test_a_failed_build_leaves_no_partial_without_a_finished_part(
+    tmp_path: Path, calls: list[tuple[str, int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pr19d: `release VERSION` with its repository unreachable left an empty
+    `releases/.VERSION.partial/`. A partial that holds no finished part is removed; one that holds
+    a finished part stays for the re-run to resume."""
+    from cernvm_build.errors import CvmfsError
+    from cernvm_build.release.build import build_release
+
+    real_image = release_build.build_image
+
+    def unreachable(profile: Profile, out_dir: Path, **kw: Any) -> Any:
+        if profile.name == "el9":
+            raise CvmfsError("http://127.0.0.1:9/cvmfs/x: connection refused")
+        return real_image(profile, out_dir, **kw)
+
+    monkeypatch.setattr(release_build, "build_image", unreachable)
+    out = tmp_path / "releases"
+    el9 = load("el9")
+    with pytest.raises(CvmfsError):
+        build_release(ReleaseOptions(VERSION, (el9,), out), BuildContext(epoch=1000))
+    assert list(out.iterdir()) == [], "nothing of the failed build is left"
+    with pytest.raises(CvmfsError):
+        build_release(ReleaseOptions(VERSION, (load("demo"), el9), out), BuildContext(epoch=1000))
+    partial = out / f".{VERSION}.partial"
+    assert (partial / "demo" / DONE).is_file(), "the finished part is kept for the re-run"
