@@ -46,10 +46,10 @@ def _http(url: str, limit: int) -> bytes:
     import requests  # only pulls need it
 
     try:
-        with requests.get(url, timeout=30, stream=True) as r:
+        with download.get(url) as (r, dl):
             if r.status_code != 200:
                 raise ImageError(f"HTTP {r.status_code} for {url}")
-            return download.read(r, url, limit)
+            return download.read(r, url, dl, limit)
     except requests.RequestException as e:
         raise ImageError(f"cannot fetch {url}: {type(e).__name__}", hint=str(e)[:200]) from None
 

@@ -263,14 +263,14 @@ class ImageCache:
         cap = size if size is not None else MAX_IMAGE
         try:
             if sha256 is None:
-                with requests.get(url + ".sha256", timeout=30, stream=True) as resp:
+                with download.get(url + ".sha256") as (resp, dl):
                     if resp.status_code != 200:
                         raise ImageError(
                             f"no checksum published (HTTP {resp.status_code} for {name}.sha256)",
                             where=url,
                             hint="images are pulled only with a .sha256 beside them",
                         )
-                    body = download.read(resp, url + ".sha256", MAX_SHA256_FILE)
+                    body = download.read(resp, url + ".sha256", dl, MAX_SHA256_FILE)
                 if len(body) > MAX_SHA256_FILE:
                     raise ImageError(
                         f"checksum file is larger than {MAX_SHA256_FILE} bytes", where=url + ".sha256"
@@ -286,14 +286,14 @@ class ImageCache:
             # downloaded beside the cache's names (a leading dot: not listed) and moved into place
             # only once checked: a failed pull of a cached image's name removed that image
             partial = self.dir / f".{name}.pull"
-            with requests.get(url, stream=True, timeout=30) as r:
+            with download.get(url) as (r, dl):
                 if r.status_code != 200:
                     raise ImageError(f"download failed: HTTP {r.status_code}", where=url)
                 total = int(r.headers.get("content-length") or 0) or None
                 done = 0
                 h = hashlib.sha256()
                 with atomic_file(partial, mode=0o644) as out:  # an error here keeps nothing
-                    for chunk in download.body(r, url):
+                    for chunk in download.body(r, url, dl):
                         if done + len(chunk) > cap:
                             raise ImageError(
                                 f"download is larger than {human(cap)}"

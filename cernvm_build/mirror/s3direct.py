@@ -162,6 +162,11 @@ class _Watchdog:
             if armed is not None and deadline > armed[0]:
                 self._armed[token] = (deadline, armed[1])
 
+    def fired(self, token: int) -> bool:
+        """Whether an armed deadline has passed (its request's socket was shut down)."""
+        with self._cond:
+            return token in self._fired
+
     def disarm(self, token: int) -> bool:
         """True if the deadline passed (the request's socket was shut down)."""
         with self._cond:

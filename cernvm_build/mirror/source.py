@@ -14,15 +14,19 @@ import os
 import re
 import shutil
 import socket
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, Any, Protocol
 from urllib.parse import quote
 
 import botocore.exceptions
 import requests
+import requests.adapters
+import urllib3
+import urllib3.connection
 import urllib3.exceptions
 
 from ..errors import MirrorError
@@ -200,6 +204,116 @@ def _stop(resp: requests.Response) -> bool:
     return True
 
 
+#: per thread, the list a request being sent appends its connection to (``Deadlined.get``)
+_sending = threading.local()
+
+
+def _record(conn: Any) -> None:
+    conns = getattr(_sending, "conns", None)
+    if conns is not None:
+        conns.append(conn)
+
+
+class _HTTPConnection(urllib3.connection.HTTPConnection):
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _record(self)  # before it connects: the watchdog waits for its socket
+        super().request(*args, **kwargs)
+
+
+class _HTTPSConnection(urllib3.connection.HTTPSConnection):
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _record(self)
+        super().request(*args, **kwargs)
+
+
+class _HTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+_POOLS = {"http": _HTTPPool, "https": _HTTPSPool}
+
+
+class _Adapter(requests.adapters.HTTPAdapter):
+    """requests' adapter whose connections say which one a request uses, before it has a response:
+    the deadline can then shut a request down while it waits for the status line and headers."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _POOLS
+
+    def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **kwargs)
+        if not proxy.lower().startswith("socks"):
+            manager.pool_classes_by_scheme = _POOLS
+        return manager
+
+
+def deadline_session() -> requests.Session:
+    """A ``requests.Session`` whose GETs ``Deadlined.get`` can stop before the headers arrive."""
+    session = requests.Session()
+    for prefix in ("http://", "https://"):
+        session.mount(prefix, _Adapter())
+    return session
+
+
+class Deadlined:
+    """One streamed GET under one deadline covering connect, status line, headers and body: a floor,
+    then MIN_RATE on average (``s3direct.deadline``), moved forward as body bytes arrive (``moved``),
+    enforced by the one watchdog thread shutting the socket down. A server trickling its status line
+    or headers a byte a second held a request for ever: the deadline started after the headers.
+    Shared by the mirror's HTTP source and cernvm-launch's downloads (``launch.download``)."""
+
+    def __init__(self, floor: float) -> None:
+        self.floor = floor
+        self.start = time.monotonic()
+        self.got = 0
+        self._token: int | None = None
+        self._late = False
+        self._resp: requests.Response | None = None
+        self._conns: list[Any] = []
+
+    def _shut(self) -> bool:
+        if self._resp is not None:
+            return _stop(self._resp)
+        sock = getattr(self._conns[-1], "sock", None) if self._conns else None
+        if sock is None:
+            return False  # not connected yet (connect has its own timeout): asked again soon
+        sock.shutdown(socket.SHUT_RDWR)
+        return True
+
+    @contextlib.contextmanager
+    def get(self, session: requests.Session, url: str, **kwargs: Any) -> Iterator[requests.Response]:
+        """``session.get(url, stream=True, **kwargs)`` (a ``deadline_session``) under the deadline."""
+        self._token = watchdog.arm(deadline(self.start, self.floor, 0), self._shut)
+        try:
+            _sending.conns = self._conns
+            try:
+                resp = session.get(url, stream=True, **kwargs)
+            finally:
+                _sending.conns = None
+            with resp:
+                self._resp = resp
+                yield resp
+        finally:
+            self._late = watchdog.disarm(self._token) or self._late
+            self._token = None
+
+    def moved(self, n: int) -> None:
+        """``n`` more body bytes arrived: the deadline moves forward."""
+        self.got += n
+        if self._token is not None:
+            watchdog.extend(self._token, deadline(self.start, self.floor, self.got))
+
+    @property
+    def late(self) -> bool:
+        """Whether the deadline passed (the socket was shut down: what was read may look complete)."""
+        return self._late or (self._token is not None and watchdog.fired(self._token))
+
+
 class HttpSource:
     """Reads over HTTP(S), keeping a verified copy of everything it read under ``staging``."""
 
@@ -218,7 +332,7 @@ class HttpSource:
         self.name = self.base
         self.staging = staging
         self.timeout = timeout
-        self.session = requests.Session()
+        self.session = deadline_session()
         self.fetched: set[str] = set()
 
     def _url(self, rel: str) -> str:
@@ -232,41 +346,36 @@ class HttpSource:
         dest = self.staging / rel
         limit = (size if size is not None else MAX_INDEX) + 1
         url = self._url(rel)
-        start = time.monotonic()
-        late = False
+        dl = Deadlined(self.deadline_floor)
         got = 0
         try:
             # identity: the bytes are hashed as they are, and no Content-Encoding inflates them
             headers = {"Accept-Encoding": "identity"}
-            with self.session.get(url, stream=True, timeout=self.timeout, headers=headers) as resp:
+            with dl.get(self.session, url, timeout=self.timeout, headers=headers) as resp:
                 if resp.status_code == 404:
                     return None
                 if resp.status_code >= 400:
                     raise MirrorError(
                         f"{url}: HTTP {resp.status_code}", hint="check the URL; a re-run resumes the download"
                     )
-                token = watchdog.arm(deadline(start, self.deadline_floor, 0), lambda: _stop(resp))
-                try:
-                    with atomic_file(dest) as f:
-                        for block in resp.raw.stream(min(CHUNK, limit), decode_content=False):
-                            f.write(block[: limit - got])
-                            got = min(limit, got + len(block))
-                            if got == limit:
-                                break
-                            watchdog.extend(token, deadline(start, self.deadline_floor, got))
-                        if size is None and got > MAX_INDEX:
-                            raise _too_big(url)
-                finally:
-                    late = watchdog.disarm(token)
+                with atomic_file(dest) as f:
+                    for block in resp.raw.stream(min(CHUNK, limit), decode_content=False):
+                        f.write(block[: limit - got])
+                        got = min(limit, got + len(block))
+                        if got == limit:
+                            break
+                        dl.moved(len(block))
+                    if dl.late:  # the socket was shut down: what was read may only look complete
+                        raise self._late(url, got, time.monotonic() - dl.start)
+                    if size is None and got > MAX_INDEX:
+                        raise _too_big(url)
         except (requests.RequestException, urllib3.exceptions.HTTPError) as e:
-            if late:
-                raise self._late(url, got, time.monotonic() - start) from e
+            if dl.late:
+                raise self._late(url, got, time.monotonic() - dl.start) from e
             raise MirrorError(
                 f"{url}: cannot download: {e.__class__.__name__}",
                 hint="check the URL and the network; a re-run resumes the download",
             ) from e
-        if late:  # the socket was shut down: what was read may only look complete
-            raise self._late(url, got, time.monotonic() - start)
         self.fetched.add(rel)
         return dest
 

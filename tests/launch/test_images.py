@@ -498,3 +498,42 @@ def test_a_pull_of_an_image_added_with_a_profile_keeps_the_profile(
     assert cache.pull(f"{url}/{image.name}").profile == "demo"
     assert cache.for_profile("demo") is not None and cache.get(image.name).profile == "demo"  # type: ignore[union-attr]
     assert cache.pull(f"{url}/{image.name}", profile="el9").profile == "el9", "a profile given wins"
+
+
+def test_a_server_trickling_its_status_line_and_headers_meets_the_deadline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """lf20a item 6: the deadline began after the headers, so a server sending its status line and
+    headers a byte a second (each inside the 30 s per-read timeout) held `images pull` (and a release
+    index fetch) for ever. One deadline covers connect, status line, headers and body."""
+    from cernvm_build.launch import catalog, download
+    from tests.support import listening, trickle_head
+
+    monkeypatch.setattr(download, "FLOOR", 1.0)
+    outcome: list[BaseException | object] = []
+    with listening(trickle_head) as port:
+        url = f"http://127.0.0.1:{port}"
+        cache = ImageCache(tmp_path / "home")
+
+        def pull() -> None:
+            for attempt in (
+                lambda: cache.pull(f"{url}/demo.hdd"),
+                lambda: cache.pull(f"{url}/demo.hdd", sha256="0" * 64, size=1 << 30),
+                lambda: catalog.fetch(f"{url}/index.json", tmp_path / "index.json"),
+            ):
+                try:
+                    outcome.append(attempt())
+                except BaseException as e:
+                    outcome.append(e)
+
+        t = threading.Thread(target=pull, daemon=True)
+        t.start()
+        t.join(60)  # a bound for the failure of this test, not a measurement
+        assert not t.is_alive(), "a request is still held by the server trickling its headers"
+    for err, where in zip(
+        outcome, [f"{url}/demo.hdd.sha256", f"{url}/demo.hdd", f"{url}/index.json"], strict=True
+    ):
+        assert isinstance(err, ImageError), err
+        assert "after the first 1 s (0 bytes" in err.message and "stalled or trickling" in err.message
+        assert err.where == where
+    assert not (tmp_path / "index.json").exists()

@@ -531,3 +531,33 @@ def test_a_primary_listing_one_file_twice_or_too_many_packages_is_one_line(
                 repomd([("primary", "repodata/primary.xml.gz", gzip.compress(nested[:-5]))]), "r", "", []
             )[1],
         )
+
+
+def test_a_server_trickling_its_status_line_and_headers_meets_the_deadline() -> None:
+    """lf20a item 6: the deadline began after the headers, so a server sending its status line and
+    headers a byte a second (each well inside the per-read timeout) held the download for ever. One
+    deadline covers connect, status line, headers and body: one line, on a real local socket."""
+    from tests.support import listening, trickle_head
+
+    outcome: list[BaseException | object] = []
+    with listening(trickle_head) as port:
+        src = HttpSource(
+            f"http://127.0.0.1:{port}/", Path("/nonexistent-stage"), timeout=5, deadline_floor=1.0
+        )
+
+        def download() -> None:
+            try:
+                outcome.append(src.read("repodata/repomd.xml"))
+            except BaseException as e:
+                outcome.append(e)
+
+        t = threading.Thread(target=download, daemon=True)
+        t.start()
+        t.join(30)  # a bound for the failure of this test, not a measurement
+        assert not t.is_alive(), "the download is still held by the server trickling its headers"
+    err = outcome[0]
+    assert isinstance(err, MirrorError), err
+    assert (
+        "repomd.xml: the download fell below 64 KiB/s on average after the first 1 s (0 bytes" in err.message
+    )
+    assert "\n" not in err.message

@@ -10,6 +10,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -188,3 +189,16 @@ def takes_topdir(probe: Path) -> bool:
         return bool(inode_flags(probe) & FS_TOPDIR_FL)
     except OSError:
         return False
+
+
+def trickle_head(conn: socket.socket) -> None:
+    """A ``listening`` handler that reads the request, then sends its status line and headers a byte
+    a second, never ending them (a server holding a client before any deadline on its body began)."""
+    with conn:
+        try:
+            conn.recv(65536)
+            for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nX-Pad: " + b"x" * 100_000:
+                conn.sendall(bytes([byte]))
+                time.sleep(1)
+        except OSError:
+            pass  # the client hung up
