@@ -5,6 +5,7 @@ compressed with lz4 (or zstd, xz).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 from dataclasses import dataclass, field
@@ -99,8 +100,9 @@ def runtime_id(root: Path) -> bytes:
     return (hashlib.sha256(listing.encode()).hexdigest() + "\n").encode()
 
 
-def assemble(inputs: InitrdInputs) -> tuple[Tree, dict[str, Any]]:
-    """The initrd's members (and what went in, for the manifest); the runtime comes from its cache."""
+def assemble(inputs: InitrdInputs, hold: contextlib.ExitStack) -> tuple[Tree, dict[str, Any]]:
+    """The initrd's members (and what went in, for the manifest); the runtime comes from its cache,
+    its entry held until ``hold`` closes (the members are read from it when the cpio is written)."""
     tree = Tree()
     for d in (
         "dev",
@@ -119,7 +121,7 @@ def assemble(inputs: InitrdInputs) -> tuple[Tree, dict[str, Any]]:
     tree.chardev("dev/null", 1, 3, 0o666)
     busybox_version = _busybox(tree)
 
-    rt = cached_runtime(python=inputs.python, entries=inputs.entries, cache=inputs.runtime_cache)
+    rt = cached_runtime(python=inputs.python, entries=inputs.entries, cache=inputs.runtime_cache, hold=hold)
     tree.tree(RT_DIR, rt.root)
     tree.data("etc/ucernvm/runtime-id", runtime_id(rt.root))
     tree.symlink("lib64/ld-linux-x86-64.so.2", f"/{RT_DIR}/lib/ld-linux-x86-64.so.2")
@@ -180,9 +182,10 @@ def build_initrd(inputs: InitrdInputs, dest: Path) -> Initrd:
             f"unknown initrd compression '{inputs.compression}'", hint=f"use one of {', '.join(COMPRESSORS)}"
         )
     check_kernel_unpacks(inputs.kernel, inputs.compression)
-    tree, info = assemble(inputs)
-    buf = io.BytesIO()
-    payload = write_newc(tree.members.values(), buf, inputs.epoch)
+    with contextlib.ExitStack() as hold:
+        tree, info = assemble(inputs, hold)
+        buf = io.BytesIO()
+        payload = write_newc(tree.members.values(), buf, inputs.epoch)
     packed = compress(buf.getvalue(), inputs.compression, inputs.level)
     atomic_write(dest, packed)
     info["compression"] = f"{inputs.compression} -{level_of(inputs.compression, inputs.level)}"

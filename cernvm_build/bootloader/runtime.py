@@ -12,6 +12,8 @@ result is a folder laid out like a Python prefix (``bin/python3``, ``lib/``) tha
 from __future__ import annotations
 
 import ast
+import contextlib
+import fcntl
 import json
 import os
 import re
@@ -22,7 +24,7 @@ from pathlib import Path
 
 from .. import cachekey
 from ..errors import BuildError
-from ..fsutil import atomic_dir, reclaim_stale_in, sha256_file
+from ..fsutil import atomic_dir, lock_dir, reclaim_stale_in, remove_tree, sha256_file
 from ..paths import cache_dir, package_dir
 from ..proc import run
 
@@ -233,32 +235,76 @@ def _still_valid(info: Path) -> bool:
         return False
 
 
+#: entries the cache keeps (the most recently used; one per toolkit source change, interpreter or
+#: checkout was kept for ever, ~17 MB each); an entry a running build holds is never evicted
+KEEP = 4
+_ENTRY = re.compile(r"[0-9a-f]{24}")
+
+
+def _hold(root: Path, hold: contextlib.ExitStack | None) -> bool:
+    """A shared lock of the entry ``root`` for ``hold``'s life (eviction takes it exclusively);
+    False when there is no entry to hold."""
+    if hold is None:
+        return True
+    try:
+        fd = lock_dir(root, fcntl.LOCK_SH)
+    except OSError:
+        return False
+    assert fd is not None  # a blocking lock
+    hold.callback(os.close, fd)
+    return True
+
+
+def evict(cache: Path, keep: int = KEEP) -> list[Path]:
+    """Remove the entries of ``cache`` past the ``keep`` most recently used, except those a running
+    build holds (its shared lock; the kernel drops it when the build dies). Returns what was removed."""
+    entries = []
+    for name in os.listdir(cache) if cache.is_dir() else []:
+        with contextlib.suppress(OSError):
+            if _ENTRY.fullmatch(name):
+                entries.append((os.stat(cache / name, follow_symlinks=False).st_mtime_ns, name))
+    removed = []
+    for _, name in sorted(entries, reverse=True)[keep:]:
+        path = cache / name
+        try:
+            fd = lock_dir(path, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue
+        if fd is None:  # a running build holds it
+            continue
+        try:
+            with contextlib.suppress(OSError):
+                remove_tree(path)
+                removed.append(path)
+        finally:
+            os.close(fd)
+    return removed
+
+
 def cached_runtime(
     *,
     python: str | None = None,
     entries: tuple[str, ...] = ENTRY_MODULES,
     cache: Path | None = None,
+    hold: contextlib.ExitStack | None = None,
 ) -> Runtime:
-    """The runtime from the cache, assembled (atomically) on first use or when an input changed."""
+    """The runtime from the cache, assembled (atomically) on first use or when an input changed.
+
+    With ``hold``, the entry is held (a shared lock) until that stack closes: the caller reads its
+    files later (the initrd's cpio); eviction (``evict``, after each assembly) passes it over."""
     python = python or default_python()
     if not Path(python).exists():
         raise BuildError(f"{python}: interpreter not found", hint="pass an existing python3")
-    root = (cache or cache_dir("initrd-runtime")) / _cache_key(python, entries)
+    cache = cache or cache_dir("initrd-runtime")
+    root = cache / _cache_key(python, entries)
     info = root / "runtime.json"
-    if not _still_valid(info):
-        with atomic_dir(root) as tmp:
-            rt = build_runtime(tmp / "rt", python=python, entries=entries)
-            doc = {
-                "python": rt.python,
-                "version": rt.version,
-                "modules": rt.modules,
-                "libraries": rt.libraries,
-                # Our files that went in: the cache holds while none of them changes (an import can
-                # only be added by changing one of them).
-                "sources": {s: sha256_file(Path(s)) for s in rt.sources},
-            }
-            (tmp / "runtime.json").write_text(json.dumps(doc, indent=1))
-        reclaim_stale_in(root.parent)  # killed assemblies of earlier inputs: no run reclaims them
+    # held before it is checked: an eviction between the check and the hold removed it
+    if not (_hold(root, hold) and _still_valid(info)):
+        _assemble(root, python, entries)
+        _hold(root, hold)
+        evict(cache)
+    with contextlib.suppress(OSError):
+        os.utime(root)  # used now: eviction keeps the most recently used
     d = json.loads(info.read_text())
     return Runtime(
         root=root / "rt",
@@ -268,6 +314,23 @@ def cached_runtime(
         libraries=d["libraries"],
         sources=sorted(d["sources"]),
     )
+
+
+def _assemble(root: Path, python: str, entries: tuple[str, ...]) -> None:
+    """Build the runtime into the cache entry ``root``, replacing it atomically."""
+    with atomic_dir(root) as tmp:
+        rt = build_runtime(tmp / "rt", python=python, entries=entries)
+        doc = {
+            "python": rt.python,
+            "version": rt.version,
+            "modules": rt.modules,
+            "libraries": rt.libraries,
+            # Our files that went in: the cache holds while none of them changes (an import can
+            # only be added by changing one of them).
+            "sources": {s: sha256_file(Path(s)) for s in rt.sources},
+        }
+        (tmp / "runtime.json").write_text(json.dumps(doc, indent=1))
+    reclaim_stale_in(root.parent)  # killed assemblies of earlier inputs: no run reclaims them
 
 
 def build_runtime(

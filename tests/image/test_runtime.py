@@ -133,3 +133,38 @@ def test_a_killed_assembly_of_earlier_inputs_is_reclaimed(tmp_path: Path) -> Non
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     rt = cached_runtime(cache=cache)
     assert [p.name for p in cache.iterdir()] == [rt.root.parent.name]
+
+
+def test_the_cache_keeps_the_newest_entries_and_those_a_running_build_holds(tmp_path: Path) -> None:
+    """lf20a item 8: the cache kept one runtime (~60 MB) per toolkit source change, interpreter or
+    checkout, for ever. An assembly evicts all but the KEEP most recently used, except an entry a
+    running build holds (its shared lock, here taken by a real other process)."""
+    import os
+    import sys
+
+    from cernvm_build.bootloader.runtime import KEEP, cached_runtime, evict
+
+    cache = tmp_path / "cache"
+    old = [cache / f"{n:024x}" for n in range(KEEP + 2)]  # oldest first
+    for i, entry in enumerate(old):
+        (entry / "rt").mkdir(parents=True)
+        (entry / "runtime.json").write_text("{}")
+        os.utime(entry, (1_000_000 + i, 1_000_000 + i))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, os, sys\n"
+         "fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECTORY)\n"
+         "fcntl.flock(fd, fcntl.LOCK_SH)\n"
+         "print('held', flush=True)\n"
+         "sys.stdin.read()\n", str(old[0])],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        rt = cached_runtime(cache=cache)
+        kept = sorted(p.name for p in cache.iterdir())
+        newest = [e.name for e in old[-(KEEP - 1) :]]
+        assert kept == sorted([rt.root.parent.name, old[0].name, *newest]), "held and newest kept"
+    finally:
+        holder.communicate("")  # ends it: its lock goes with it
+    assert evict(cache) == [old[0]], "no longer held: evicted"
+    assert cached_runtime(cache=cache).root == rt.root, "the entry in use stays"
