@@ -164,7 +164,14 @@ def check(
         # Unknown keys and missing settings first: a template that uses them would only say "undefined".
         early = convert.missing_or_unknown(tree, path)
         if early:
-            outcome.errors = early
+            # every other problem a value has on its own too (validate stopped at the unknown key, the
+            # type and URL errors came after fixing it); templated values are not checked: rendering
+            # one that uses a missing setting would only say "undefined"
+            found = convert.leaves(tree, [])  # (their unknown keys are in early)
+            for key, node in found.items():
+                if not template.has_template(node):
+                    convert.convert_one(settings.BY_KEY[key], node, early)
+            outcome.errors = early + template.syntax_errors(tree)
             return outcome
         template.render(tree, name)
         values = convert.convert(tree, path)

@@ -75,6 +75,11 @@ def _scalars(node: Node, key: str) -> list[tuple[Node, str]]:
     return [(node, key)]
 
 
+def has_template(node: Node) -> bool:
+    """Whether a value (or any item of it) is a template: its text is not the setting's value yet."""
+    return any(_is_template(n.value) for n, _ in _scalars(node, ""))
+
+
 def syntax_errors(tree: Node) -> list[ProfileError]:
     """Templates that do not parse (for abstract profiles, which are never rendered on their own)."""
     errors: list[ProfileError] = []

@@ -69,6 +69,33 @@ def test_validate_all_shipped_and_given_paths(capsys: pytest.CaptureFixture[str]
     assert data[1]["errors"][0]["hint"]
 
 
+def test_validate_reports_every_problem_not_only_the_unknown_keys(
+    capsys: pytest.CaptureFixture[str], write: Write
+) -> None:
+    """pr19d: `profiles validate` stopped at the unknown keys; the type and URL errors appeared only
+    after fixing them. Every problem, each with file:line:column, key and hint; exit 3. A build's
+    load keeps raising the first."""
+    text = (
+        "extends: minimal\n"
+        "bogus: 1\n"
+        "cvmfs:\n"
+        "  servers: [ftp://x/cvmfs/@fqrn@]\n"
+        "image: {formats: [floppy]}\n"
+        "description: '{{ missing.key }}'\n"  # templated: not rendered, so not reported
+    )
+    bad = write("bad", text)
+    assert main(["profiles", "validate", "--json", str(bad)]) == 3
+    errors = json.loads(capsys.readouterr().out)[0]["errors"]
+    assert [e["error"].split(": ")[:2] for e in errors] == [
+        [f"{display(bad)}:2:1", "bogus"],
+        [f"{display(bad)}:4:13", "cvmfs.servers"],
+        [f"{display(bad)}:5:19", "image.formats"],
+    ]
+    assert all(e["hint"] for e in errors)
+    with pytest.raises(profile.ProfileError, match="bogus: unknown setting"):
+        profile.load(bad)
+
+
 def test_validate_a_missing_file_is_an_error_not_a_traceback(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["profiles", "validate", "no/such/profile.yaml"]) == 3
     assert "no/such/profile.yaml: no such profile file" in capsys.readouterr().err
