@@ -222,6 +222,8 @@ def _commit(work: Path, out_dir: Path, names: list[str]) -> None:
 def _switch(work: Path, out_dir: Path, names: list[str]) -> None:
     """The renames of a committed switch; run again after a kill, it moves what is left. The earlier
     build's manifest goes first: while the folder holds files of two builds no manifest claims them."""
+    if not (work / names[-1]).exists():
+        return  # the new manifest, moved last, is in place: the switch was done
     (out_dir / names[-1]).unlink(missing_ok=True)
     fsync_dir(out_dir)
     for name in names:

@@ -1144,3 +1144,27 @@ def test_the_init_reads_its_one_line_files_without_a_process() -> None:
     assert "$(cat $ROOT_RW/aux/cvmfs_selector" not in cvmfs
     pinned = next(line for line in cvmfs.splitlines() if "pinned snapshot" in line)
     assert "$(" not in pinned, pinned
+
+
+def test_a_finished_switch_of_a_killed_build_is_left_as_it_is(tmp_path: Path) -> None:
+    """A build killed after its last rename (the manifest) but before removing its work folder: the
+    next build's clean-up must not take the new manifest away (the roll forward removes the earlier
+    build's manifest only while the new one is still in the work folder)."""
+    out = tmp_path / "out"
+    work = out / ".build-999999999-abc"  # no such process
+    work.mkdir(parents=True)
+    (work / build.SWITCH).write_text('["x.iso", "x.iso.sha256", "x.manifest.json"]')
+    for name in ("x.iso", "x.iso.sha256", "x.manifest.json"):
+        (out / name).write_text(f"new {name}")
+    build._remove_stale_work(out)
+    assert sorted(p.name for p in out.iterdir()) == ["x.iso", "x.iso.sha256", "x.manifest.json"]
+    # killed half way: the rest is moved, the manifest last
+    work.mkdir()
+    (work / build.SWITCH).write_text('["x.iso", "x.iso.sha256", "x.manifest.json"]')
+    (out / "x.iso").write_text("newer x.iso")
+    for name in ("x.iso.sha256", "x.manifest.json"):
+        (work / name).write_text(f"newer {name}")
+    build._remove_stale_work(out)
+    assert {p.name: p.read_text() for p in out.iterdir()} == {
+        n: f"newer {n}" for n in ("x.iso", "x.iso.sha256", "x.manifest.json")
+    }
