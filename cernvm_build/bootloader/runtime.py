@@ -236,8 +236,9 @@ def _still_valid(info: Path) -> bool:
 
 
 #: entries the cache keeps (the most recently used; one per toolkit source change, interpreter or
-#: checkout was kept for ever, ~17 MB each); an entry a running build holds is never evicted
-KEEP = 4
+#: checkout was kept for ever, ~17 MB each): room for a few checkouts (worktrees) building on one
+#: machine, each its own entry; an entry a running build holds is never evicted
+KEEP = 8
 _ENTRY = re.compile(r"[0-9a-f]{24}")
 
 
