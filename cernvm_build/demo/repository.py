@@ -120,6 +120,7 @@ def publish_demo(
                 keys,
                 tree,
                 tag=tag,
+                move_tag=True,  # a re-run of other inputs replaces what the demo's tag names
                 description=f"CernVM demo OS {release}",
                 normalize_owner=True,
             )
@@ -145,7 +146,9 @@ def publish_debian(
     tree = build_debian_tree(release, epoch=epoch, kernel=kernel, offline=offline, say=say)
 
     def publish(stratum: Path, keys: KeySet) -> PublishResult:
-        return publish_tree(stratum, DEMO_FQRN, keys, tree.root, tag=tag, description=f"Debian {release}")
+        return publish_tree(
+            stratum, DEMO_FQRN, keys, tree.root, tag=tag, move_tag=True, description=f"Debian {release}"
+        )
 
     return _publish_once(root or demo_root(), tag, cachekey.key({"tree": tree.key, "tag": tag}), publish)
 
