@@ -454,6 +454,25 @@ def lock_dir(path: Path, how: int, *, follow_links: bool = False) -> int | None:
     return fd
 
 
+def lock_holders(fd: int) -> list[int]:
+    """The pids that hold a ``flock`` of the file open as ``fd`` (``/proc/locks``; waiters left out),
+    for the one line that says whom a run waits for or leaves a folder to; [] where unknown."""
+    st = os.fstat(fd)
+    ident = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as f:
+            lines = f.read(1 << 20).splitlines()
+    except OSError:
+        return []
+    pids = []
+    for line in lines:
+        fields = line.split()
+        # "1: FLOCK  ADVISORY  READ  1234 fe:00:5678 0 EOF"; a waiter's line has "->" after "1:"
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == ident and fields[4].isdigit():
+            pids.append(int(fields[4]))
+    return sorted(set(pids))
+
+
 #: the random part ``tempfile.mkdtemp`` adds to a prefix: scratch is only ever a name of this shape
 _MKDTEMP_REST = re.compile(r"[a-z0-9_]{8}")
 

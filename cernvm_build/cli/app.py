@@ -392,6 +392,37 @@ def _sigterm_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+#: The commands whose re-run finishes what an interrupted one began (each keeps what is done and
+#: writes its results atomically: their help or module says so), by their words after the program's
+#: name. Ctrl-C (or SIGTERM) of one says so; of any other command (a preview, a mount, a session:
+#: ``site serve``, ``cvmfs serve``, ``cernvm-launch ssh``, whose interrupt is how they end, or a
+#: check) only that it was interrupted.
+RESUMABLE = frozenset(
+    {
+        "cvmfs publish",  # the manifest last: "an interrupted publish can simply be run again"
+        "cvmfs replicate",  # objects by rename, signed files last: the next run fetches the rest
+        "os",  # the tree by atomic_dir, a killed build's half reclaimed
+        "image build",  # "an interrupted run re-run goes on from the work folder"
+        "container build",  # "the next run clears [the folder] and finishes the job"
+        "hub ingest",  # "a re-run finishes the job"
+        "site build",  # the next build finishes an interrupted one (the state records the outputs)
+        "mirror yum",  # mirror: "interrupted at any point, the same command run again finishes"
+        "mirror apt",
+        "mirror sync",
+        "release build",  # "an interrupted build resumes with the profiles not done"
+        "release publish",  # "a re-run after an interruption uploads only what is missing"
+    }
+)
+
+
+def stopped_line(what: str, command: str) -> str:
+    """The line an interrupted (``what``) ``command`` (its parser's prog) ends with."""
+    words = command.split(" ", 1)
+    if len(words) == 2 and words[1] in RESUMABLE:
+        return f"{what}; re-run the same command to finish"
+    return what
+
+
 def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None, *, own_process: bool = False) -> int:
     """The one handler of both entry points: a CernVMError is one line, a hint and its class's exit
     code (``errors.EXIT_CODES``); Ctrl-C exits 130 and SIGTERM 143, after undoing what was half-done.
@@ -457,10 +488,10 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         out.error(e)
         return e.exit_code
     except Terminated:
-        out.err.print("terminated")
+        out.err.print(stopped_line("terminated", command))
         return EXIT_TERMINATED
     except KeyboardInterrupt:
-        out.err.print("interrupted")
+        out.err.print(stopped_line("interrupted", command))
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return 0

@@ -179,12 +179,15 @@ def _publish(args: argparse.Namespace, out: Output, stratum: Path) -> tuple[str,
     from ..cvmfs.keys import load_keys
     from ..cvmfs.tar_limits import TarLimits
 
+    if args.move_tag and args.tag is None:
+        raise UsageError("--move-tag without --tag: there is no tag to move", hint="add --tag NAME")
     fqrn = _fqrn(stratum, args.fqrn)
     keys = load_keys(args.keys, fqrn)
     chunking = ChunkingSettings(enabled=False) if args.no_chunking else None
     common: dict[str, Any] = dict(
         autocatalogs=_autocatalogs(args.autocatalogs),
         tag=args.tag,
+        move_tag=args.move_tag,
         description=args.description,
         auto_tag=args.auto_tag,
         base_path=args.base_path,
@@ -359,7 +362,14 @@ def register_publish(
     )
     _stratum_args(p)
     p.add_argument("source", metavar="SOURCE", help="directory, tar file (.tar, .tar.gz, ...) or -")
-    p.add_argument("--tag", help="also tag the new revision with this name")
+    p.add_argument(
+        "--tag", help="also tag the new revision with this name (refused if the name tags a revision already)"
+    )
+    p.add_argument(
+        "--move-tag",
+        action="store_true",
+        help="with --tag: move the name if it tags an earlier revision (archives pin tag names)",
+    )
     p.add_argument("--description", "-m", default="", help="tag description")
     p.add_argument("--auto-tag", action="store_true", help="add a generic-<date> tag, as the server does")
     p.add_argument("--base-path", default="/", metavar="P", help="publish SOURCE at P, keep the rest")

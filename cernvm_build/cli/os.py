@@ -28,7 +28,7 @@ def cmd_os(args: argparse.Namespace, out: Output) -> int:
     from ..context import env_epoch
     from ..demo.os_tree import DEFAULT_EPOCH
     from ..osbuild import aptindex
-    from ..osbuild.debian import build_debian_tree, check_new_folder, copy_tree
+    from ..osbuild.debian import build_debian_tree, check_new_folder, copy_tree, reading
     from ..profile import load
 
     if args.out:
@@ -56,7 +56,8 @@ def cmd_os(args: argparse.Namespace, out: Output) -> int:
     )
     where = tree.root
     if args.out:
-        copy_tree(tree.root, args.out)
+        with reading(tree.root, out.info):
+            copy_tree(tree.root, args.out)
         where = args.out
     data: dict[str, Any] = {
         "profile": prof.name,

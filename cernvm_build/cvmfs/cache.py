@@ -12,6 +12,9 @@ source, and it is usable offline for what it holds.
 - Checked again on first use in each process (a disk error or a meddler may change a file later); a
   bad entry is deleted and fetched again.
 - No fsync for objects: a torn write after a crash is caught by that first-use check.
+- A writer killed mid-object (SIGKILL) leaves its temporary in its own folder of temporaries,
+  ``tmp/.objects.<pid>.<rnd>.tmp``: the next open of the cache (``sweep``, one listing of ``tmp``,
+  never on the per-object path) removes the folders of processes that no longer run.
 """
 
 from __future__ import annotations
@@ -21,15 +24,45 @@ import errno
 import os
 import stat
 import tempfile
+import threading
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import CvmfsError, IntegrityError
-from ..fsutil import NotRegularFile, TooLarge, atomic_write, read_capped
+from ..fsutil import (
+    NotRegularFile,
+    TooLarge,
+    atomic_write,
+    read_capped,
+    reclaim_stale_in,
+    remove_tree,
+    temp_prefix,
+)
 from .objects import Holdings, ObjectHash, new_hasher, object_path
 
 BLOCK = 1 << 20
+
+#: this process's id, for its folder of temporaries (``os.getpid`` is a system call, and ``store``
+#: runs per object); a forked child (the mount daemon) makes a folder of its own
+_pid = os.getpid()
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
+def _remove_own(folder: str, pid: int) -> None:
+    """Remove this process's folder of temporaries at its end (a forked child's end leaves its
+    parent's alone)."""
+    if os.getpid() == pid:
+        with contextlib.suppress(OSError):
+            remove_tree(Path(folder))
 
 
 #: O_NONBLOCK: an object path that is a FIFO (a seed can ship one) opens at once and reads as empty,
@@ -89,6 +122,34 @@ class ObjectCache:
         self.on_use: Callable[[Path], None] | None = None
         #: what ``data`` holds, where this process owns the cache (the mount daemon: ``hold``)
         self.held: Holdings | None = None
+        #: (pid, folder) of the process's temporaries, made on its first ``store`` (``_temp_dir``)
+        self._temps: tuple[int, str] | None = None
+        self._temps_lock = threading.Lock()
+        self.sweep()
+
+    def sweep(self) -> list[Path]:
+        """Remove what writers that no longer run left in ``tmp``: the folder of temporaries of a
+        fetch killed mid-object (``_temp_dir``). One listing of ``tmp`` at open, a dead writer's
+        folder holds one temporary per thread: bounded, and never on the per-object path. Returns
+        what was removed."""
+        return reclaim_stale_in(self.root / "tmp")
+
+    def _temp_dir(self) -> str:
+        """This process's folder for objects being written, ``tmp/.objects.<pid>.<rnd>.tmp``: the
+        pid in the name tells ``sweep`` of a later run whether its writer still runs."""
+        temps = self._temps
+        if temps is not None and temps[0] == _pid:
+            return temps[1]
+        with self._temps_lock:
+            if self._temps is None or self._temps[0] != _pid:
+                base = self.root / "tmp"
+                base.mkdir(exist_ok=True)
+                made = tempfile.mkdtemp(prefix=temp_prefix(base / "objects"), suffix=".tmp", dir=base)
+                # relative when the cache root is (see scratch)
+                folder = str(base / Path(made).name)
+                weakref.finalize(self, _remove_own, folder, _pid)
+                self._temps = (_pid, folder)
+            return self._temps[1]
 
     def hold(self) -> Holdings:
         """Keep in memory what ``data`` holds from now on (``objects.Holdings``): a miss then costs
@@ -174,7 +235,7 @@ class ObjectCache:
         """Stream ``blocks`` into the cache under ``h``; IntegrityError (and nothing stored) on mismatch."""
         dest = self.path(h, suffix)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=dest.parent)
+        fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=self._temp_dir())
         try:
             hasher = new_hasher(h.algorithm)
             with os.fdopen(fd, "wb") as f:

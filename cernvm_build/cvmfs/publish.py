@@ -51,6 +51,7 @@ from .commit import (
     write_reflog,
 )
 from .content import ContentStore
+from .history import History
 from .history_write import RESERVED, HistoryWriter, Tag
 from .keys import KeySet, check_fqrn
 from .lock import publish_lock
@@ -72,6 +73,27 @@ def _check_tag_name(name: str) -> None:
         raise CvmfsError(
             f"invalid tag name {name!r}",
             hint="use letters, digits and . _ : + - ; 'trunk', 'trunk-previous' and 'generic-*' are reserved",
+        )
+
+
+def _refuse_moving(stratum: Path, fqrn: str, current: mf.Manifest, scratch: Path, tag: str) -> None:
+    """A publish ``--tag NAME`` of a name that tags a revision already would move it: archivists pin
+    names like 'slc5-frozen', so that is said and done only when asked (``move_tag``). Checked before
+    any work (the lock is held: no other publish can add the name meanwhile)."""
+    if not current.history_hash:
+        return
+    db = scratch / "hist.tags.db"
+    db.write_bytes(read_object(stratum, current.history_hash, "H", "history"))
+    history = History(db, where=f"{fqrn} history")
+    try:
+        old = history.by_name(tag)
+    finally:
+        history.close()
+    if old is not None:
+        raise CvmfsError(
+            f"{fqrn}: tag {tag!r} already names revision {old.revision} ({old.root_hash}); "
+            "publishing would move it to the new revision",
+            hint="pass --move-tag to move it, or choose another --tag name",
         )
 
 
@@ -191,6 +213,7 @@ def _publish(
     fill: Callable[[Stage, PreviousTree, ContentStore, str, Options], None],
     *,
     tag: str | None,
+    move_tag: bool = False,
     description: str,
     auto_tag: bool,
     timestamp: int | None,
@@ -218,6 +241,8 @@ def _publish(
     started = dt.datetime.now(dt.UTC)
     with _session(stratum, "publish") as (store, scratch):
         current = read_current(stratum, fqrn)
+        if tag is not None and not move_tag:
+            _refuse_moving(stratum, fqrn, current, scratch, tag)
         _check_timestamp(timestamp, opts.timestamp, current, opts.warnings)
         check_whitelist(stratum, keys, opts)
         prev = PreviousTree(stratum, current.root_hash, scratch)
@@ -265,6 +290,7 @@ def publish_tree(
     source: Path,
     *,
     tag: str | None = None,
+    move_tag: bool = False,
     description: str = "",
     auto_tag: bool = False,
     timestamp: int | None = None,
@@ -293,6 +319,7 @@ def publish_tree(
         keys,
         fill,
         tag=tag,
+        move_tag=move_tag,
         description=description,
         auto_tag=auto_tag,
         timestamp=timestamp,
@@ -313,6 +340,7 @@ def publish_tar(
     tar_stream: BinaryIO,
     *,
     tag: str | None = None,
+    move_tag: bool = False,
     description: str = "",
     auto_tag: bool = False,
     timestamp: int | None = None,
@@ -340,6 +368,7 @@ def publish_tar(
         keys,
         fill,
         tag=tag,
+        move_tag=move_tag,
         description=description,
         auto_tag=auto_tag,
         timestamp=timestamp,

@@ -120,6 +120,7 @@ def publish_demo(
                 keys,
                 tree,
                 tag=tag,
+                move_tag=True,  # a re-run of other inputs replaces what the demo's tag names
                 description=f"CernVM demo OS {release}",
                 normalize_owner=True,
             )
@@ -139,13 +140,16 @@ def publish_debian(
 ) -> DemoRepository:
     """Publish the Debian ``release`` tree (``osbuild.debian``, with ``kernel``'s modules) into the demo
     repository under ``tag`` (``debian<release>``); owners are kept (system users own files there)."""
-    from ..osbuild.debian import build_debian_tree
+    from ..osbuild.debian import build_debian_tree, reading
 
     tag = tag or f"debian{release}"
     tree = build_debian_tree(release, epoch=epoch, kernel=kernel, offline=offline, say=say)
 
     def publish(stratum: Path, keys: KeySet) -> PublishResult:
-        return publish_tree(stratum, DEMO_FQRN, keys, tree.root, tag=tag, description=f"Debian {release}")
+        with reading(tree.root, say):  # a build of other inputs does not remove it meanwhile
+            return publish_tree(
+                stratum, DEMO_FQRN, keys, tree.root, tag=tag, move_tag=True, description=f"Debian {release}"
+            )
 
     return _publish_once(root or demo_root(), tag, cachekey.key({"tree": tree.key, "tag": tag}), publish)
 

@@ -18,6 +18,7 @@ logs, caches holding inode numbers) is removed. The tree is cached under the key
 from __future__ import annotations
 
 import errno
+import fcntl
 import fnmatch
 import os
 import shlex
@@ -34,7 +35,15 @@ from .. import cachekey, debpkg
 from ..bootloader.kernel import Kernel
 from ..cvmfs.tar_limits import bounded_tarinfo
 from ..errors import BuildError, IntegrityError
-from ..fsutil import atomic_dir, reclaim_stale_in, remove_tree, sha256_file, temp_prefix
+from ..fsutil import (
+    atomic_dir,
+    lock_dir,
+    lock_holders,
+    reclaim_stale_in,
+    remove_tree,
+    sha256_file,
+    temp_prefix,
+)
 from ..paths import cache_dir, data_dir
 from ..proc import run, streamed
 from . import aptindex, inroot, resolve
@@ -150,7 +159,7 @@ def build_debian_tree(
         _install(tree, debdir, files, epoch, kver)
         _scrub(tree, epoch)
     cachekey.write_marker(done, key, {"packages": len(packages)})
-    keep_only(dest, release)
+    keep_only(dest, release, say)
     return DebianTree(dest, release, key, packages, kver, reused=False)
 
 
@@ -166,18 +175,72 @@ def reusable(dest: Path, key: str) -> bool:
     return dest.is_dir() and done.is_file() and cachekey.read_marker(done, key) is not None
 
 
-def keep_only(dest: Path, release: str) -> None:
+def keep_only(dest: Path, release: str, say: Say = lambda _: None) -> None:
     """One tree per release is kept: the others go with their markers (a marker left behind named a
     tree that was gone). A running build's temporaries (``.<tree>.<pid>.….tmp``) are not touched; a
     killed one's go: only a build of the same inputs reclaimed them (``atomic_dir``), and the archive
-    moves on, so the half trees (~340 MB each) of older inputs stayed in the cache for ever."""
+    moves on, so the half trees (~340 MB each) of older inputs stayed in the cache for ever. A tree a
+    run reads (``reading``: a publish, a copy to ``--out``) is kept, said in one line with its
+    reader's pid, for a later build to remove."""
+    kept = set()
     for old in dest.parent.glob(f"debian{release}-*"):
-        if old.name != dest.name:
+        if old.name == dest.name:
+            continue
+        try:  # removed under an exclusive lock: a reader waits for it, or holds the tree first
+            fd = lock_dir(old, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # no folder (a file, a link): nobody reads it as a tree
+            fd = -1
+        if fd is None:
+            say(f"kept {old.name}: process {_holders(old)} reads it (a later build removes it)")
+            kept.add(old.name)
+            continue
+        try:
             remove_tree(old)
+        finally:
+            if fd >= 0:
+                os.close(fd)
     reclaim_stale_in(dest.parent)
     for marker in dest.parent.glob(f".debian{release}-*.json"):
-        if marker != _marker(dest):
+        if marker != _marker(dest) and marker.name[1:-5] not in kept:
             marker.unlink(missing_ok=True)
+
+
+def _holders(tree: Path) -> str:
+    """The pids that hold a lock of the folder ``tree``, for the one line that names them."""
+    try:
+        fd = os.open(tree, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return "unknown"
+    try:
+        return ", ".join(map(str, lock_holders(fd))) or "unknown"
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def reading(tree: Path, say: Say = lambda _: None) -> Iterator[Path]:
+    """Hold the cached tree ``tree`` while it is read (a publish, a copy to ``--out``): a build of
+    other inputs then keeps it (``keep_only``) instead of removing it under the reader. A removal
+    under way is waited for (one line with the remover's pid); BuildError if it took the tree."""
+    try:
+        fd = lock_dir(tree, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        if fd is None:
+            say(f"waiting for process {_holders(tree)}, which removes {tree}")
+            fd = lock_dir(tree, fcntl.LOCK_SH)
+    except FileNotFoundError:
+        fd = None
+    if fd is not None and os.fstat(fd).st_nlink == 0:  # removed while this run waited
+        os.close(fd)
+        fd = None
+    if fd is None:
+        raise BuildError(
+            f"{tree}: removed by a concurrent build of other inputs before this run could read it",
+            hint="run the same command again: it builds the tree anew",
+        )
+    try:
+        yield tree
+    finally:
+        os.close(fd)
 
 
 @contextmanager

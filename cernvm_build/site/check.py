@@ -7,6 +7,7 @@ Problems are reported as ``output-file:line`` plus, when the page came from Mark
 
 from __future__ import annotations
 
+import html
 import os
 import queue
 import re
@@ -247,8 +248,9 @@ def check_site(
     sitemap = out_dir / "sitemap.xml"
     if sitemap.is_file():
         for n, line_text in enumerate(sitemap.read_text(encoding="utf-8").splitlines(), 1):
-            for loc in re.findall(r"<loc>([^<]+)</loc>", line_text):
+            for escaped in re.findall(r"<loc>([^<]+)</loc>", line_text):
                 count += 1
+                loc = html.unescape(escaped)  # XML-escaped: a file name's '&' is '&amp;' there
                 try:
                     p = urlsplit(loc)
                 except ValueError as e:

@@ -214,12 +214,15 @@ def load_repositories(
             meta_dir = Path(cfg.repositories[name])
         if meta_dir is None and r.get("metadata"):
             meta_dir = Path(str(r["metadata"]))
+        # as configured, for the page: the resolved folder named where the site was built, and the
+        # repositories page's context (its fingerprint, the search index's key) with it (pr19e 14)
+        configured = meta_dir
         if meta_dir is not None and not meta_dir.is_absolute():
             meta_dir = data_dir / meta_dir
         platforms: list[Platform] = []
         missing = None
         if meta_dir is None or not meta_dir.is_dir():
-            missing = str(meta_dir) if meta_dir else "no metadata folder configured"
+            missing = str(configured) if configured else "no metadata folder configured"
         else:
             from . import repos  # deliberate lazy import: most builds read no package metadata
 

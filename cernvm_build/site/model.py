@@ -7,7 +7,7 @@ import hashlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from .. import jsonable
 from ..errors import BuildError, Location
@@ -283,6 +283,17 @@ def page_path(rel: str, fm: dict[str, Any]) -> str:
     return "/" + stem + "/"
 
 
+#: what a page's URL keeps as written: the characters RFC 3986 allows in a path, less '%' (a file
+#: name never holds one: ``pages``); a space, a non-ASCII letter, ... are %-escaped, as sitemap.xml, the
+#: feed and links must carry them (the templates then escape '&' and quotes for XML/HTML)
+_URL_SAFE = "/!$&'()*+,;=:@~"
+
+
+def url_path(path: str) -> str:
+    """A page's site path (``page_path``, as its file is named) as it is written in a URL."""
+    return quote(path, _URL_SAFE)
+
+
 def out_file(path: str) -> str:
     rel = path.lstrip("/")
     return rel + "index.html" if rel == "" or rel.endswith("/") else rel
@@ -309,7 +320,7 @@ def _invert(s: str) -> str:
 
 def tag_uri(cfg: SiteConfig, p: Page) -> str:
     host = urlsplit(cfg.base_url).netloc
-    return f"tag:{host},{p.date}:{p.path}"
+    return f"tag:{host},{p.date}:{url_path(p.path)}"  # a URI: a space is %20 (plain paths unchanged)
 
 
 def plain(obj: Any) -> Any:

@@ -14,7 +14,7 @@ from ..errors import BuildError, Location
 from . import markdown as md_mod
 from . import versions as versions_mod
 from .config import Section, SiteConfig
-from .model import BAD_PATH_CHARS, Page, out_file, page_path, parse_date, tag_slug
+from .model import BAD_PATH_CHARS, Page, out_file, page_path, parse_date, tag_slug, url_path
 
 
 class PageSet(NamedTuple):
@@ -176,7 +176,7 @@ def _source_page(
         src=rel,
         file=file,
         path=path,
-        url=base + path,
+        url=base + url_path(path),  # a file name's space is %20 in the sitemap, feed and links
         out=out_file(path),
         section=section,
         kind=kind,

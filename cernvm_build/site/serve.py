@@ -122,6 +122,8 @@ class _Handler(HeaderDeadline, http.server.SimpleHTTPRequestHandler):
             return self._send(LIVE_JS, "text/javascript; charset=utf-8")
         path = self.translate_path(self.path)
         if os.path.isdir(path) and clean.endswith("/"):
+            if not self._servable(path):  # a folder linked out of the output: not even its listing
+                return self.send_error(404)
             path = os.path.join(path, "index.html")
         if not self._servable(path):
             return self.send_error(404)
@@ -197,8 +199,13 @@ class _Handler(HeaderDeadline, http.server.SimpleHTTPRequestHandler):
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         page = Path(self.directory) / "404.html"
-        if code == 404 and page.is_file():
-            body = page.read_bytes()
+        # the output's 404 page as any page (``_servable``): a link to a file outside the output
+        # (or a FIFO there) was followed and sent to every client that asked for a missing page
+        body = None
+        if code == 404 and os.path.lexists(page) and self._servable(str(page)):
+            with contextlib.suppress(OSError), open_regular(page) as f:
+                body = f.read()
+        if body is not None:
             self.send_response(404)
             self.send_header("Content-Type", "text/html; charset=utf-8")
             self.send_header("Content-Length", str(len(body)))

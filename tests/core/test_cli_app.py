@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -131,3 +132,34 @@ def test_every_leaf_help_shows_an_example_of_itself() -> None:
         # a default subcommand ('image [build] PROFILE') is shown without its word
         shown = {" ".join(words), " ".join(w for w in words if w != "build")}
         assert any(f"  {s} " in text for s in shown), " ".join(words)
+
+
+def test_an_interrupt_says_whether_a_re_run_finishes_the_job(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """note19: an interrupt of a long build, publish or mirror said only "interrupted", not that the same
+    command run again finishes the job; a preview or a check (whose Ctrl-C is how it ends) says no more."""
+    from cernvm_build.cvmfs import publish
+
+    def interrupted(*_a: object, **_kw: object) -> None:
+        raise KeyboardInterrupt  # Ctrl-C in the middle of the publish
+
+    monkeypatch.setattr(publish, "publish_tree", interrupted)
+    keys, stratum, src = (tmp_path / n for n in ("keys", "srv", "src"))
+    src.mkdir()
+    assert main(["cvmfs", "keygen", "t.cernvm.test", "--out", str(keys), "-q"]) == 0
+    assert main(["cvmfs", "create", str(stratum), "--fqrn", "t.cernvm.test", "--keys", str(keys), "-q"]) == 0
+    capsys.readouterr()
+    assert main(["cvmfs", "publish", str(stratum), str(src), "--keys", str(keys)]) == 130
+    assert capsys.readouterr().err.endswith("interrupted; re-run the same command to finish\n")
+    assert app.stopped_line("interrupted", "cernvm-build site serve") == "interrupted"
+    assert app.stopped_line("terminated", "cernvm-build mirror sync").startswith("terminated; re-run")
+    # the table names commands that exist (a renamed one would silently lose its line)
+    leaves = set()
+    for name in app.RESUMABLE:
+        parser = build_parser()
+        for word in name.split():
+            sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+            parser = sub.choices[word]
+        leaves.add(parser.prog)
+    assert leaves == {f"cernvm-build {n}" for n in app.RESUMABLE}

@@ -16,6 +16,7 @@ from cernvm_build.cvmfs.fetch import LocalFetcher
 from cernvm_build.cvmfs.objects import compress, hash_bytes
 from cernvm_build.cvmfs.store import ObjectStore
 from tests.support import run_python
+from tests.support.killed import run_killed
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -128,3 +129,31 @@ print(cache.load_meta(".cvmfspublished"))
     done = run_python(code, blocked="reading a FIFO as the saved manifest blocked")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "None"
+
+
+def test_a_fetch_killed_mid_object_leaves_nothing_after_the_next_open(tmp_path: Path) -> None:
+    # a real writer killed with SIGKILL halfway through an object: its temporary is in its own
+    # pid-named folder, removed by the next open of the cache (a live writer's is kept)
+    root = tmp_path / "c" / "x.test"
+    run_killed(
+        "import os, signal, sys\n"
+        "from pathlib import Path\n"
+        "from cernvm_build.cvmfs.cache import ObjectCache\n"
+        "from cernvm_build.cvmfs.objects import hash_bytes\n"
+        "cache = ObjectCache(Path(sys.argv[1]), repo='x.test')\n"
+        "def blocks():\n"
+        "    yield b'half of an object'\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    yield b'never'\n"
+        "cache.store(hash_bytes(b'whole'), '', blocks(), what='file')\n",
+        root,
+    )
+    left = [p for p in root.rglob("*") if p.is_file()]
+    assert len(left) == 1 and left[0].name.endswith(".tmp")  # what the kill left
+    live = ObjectCache(root, repo="x.test")
+    assert not [p for p in root.rglob("*") if p.is_file()]
+    data = b"an object"
+    live.store(hash_bytes(data), "", iter([data]), what="file")
+    ObjectCache(root, repo="x.test")  # another open while this process runs keeps its folder
+    assert live.lookup(hash_bytes(data), "") is not None
+    assert [p.name for p in (root / "tmp").iterdir()] == [Path(live._temp_dir()).name]

@@ -79,3 +79,34 @@ def test_tag_add_says_when_it_moves_a_tag(tmp_path: Path, capsys: pytest.Capture
     assert "as frozen (moved from revision 2, " in capsys.readouterr().out
     assert main([*tag, "--json"]) == 0  # the same revision again: nothing moved
     assert json.loads(capsys.readouterr().out)["moved_from"] is None
+
+
+def test_publish_refuses_to_move_a_tag_unless_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`cvmfs publish --tag frozen` over an existing 'frozen' moved it without a word (note19): refused,
+    naming the tag, the revision it names and the flag; --move-tag moves it."""
+    keys = tmp_path / "keys"
+    generate_keys(FQRN).save(keys)
+    stratum = tmp_path / "srv" / FQRN
+    src = tmp_path / "src"
+    src.mkdir()
+    assert main(["cvmfs", "create", str(stratum), "--fqrn", FQRN, "--keys", str(keys), "-q"]) == 0
+    publish = ["cvmfs", "publish", str(stratum), str(src), "--keys", str(keys), "--tag", "frozen", "-q"]
+    assert main(publish) == 0
+    (src / "f").write_text("new")
+    capsys.readouterr()
+    assert main(publish) != 0
+    err = capsys.readouterr().err
+    assert "tag 'frozen' already names revision 2 (" in err and "--move-tag" in err
+    assert "Traceback" not in err
+    assert _published_revision(stratum) == 2  # nothing published
+    assert main([*publish, "--move-tag"]) == 0
+    assert _published_revision(stratum) == 3
+    assert main(["cvmfs", "publish", str(stratum), str(src), "--keys", str(keys), "--move-tag"]) == 2
+
+
+def _published_revision(stratum: Path) -> int:
+    from cernvm_build.cvmfs.manifest import parse
+
+    return parse((stratum / ".cvmfspublished").read_bytes()).revision

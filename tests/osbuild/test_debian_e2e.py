@@ -201,7 +201,7 @@ def test_debian_boots_as_a_systemd_os(
     moved = deb.repo.root.parent / "moved"
     (moved / "etc").mkdir(parents=True)
     (moved / "etc" / "moved").write_text("a new revision\n")
-    r2 = publish_tree(deb.repo.stratum, deb.repo.fqrn, demo_keys(), moved, tag=deb.repo.tag)
+    r2 = publish_tree(deb.repo.stratum, deb.repo.fqrn, demo_keys(), moved, tag=deb.repo.tag, move_tag=True)
     with object_requests_served() as fetched:
         took = guest.start()
         guest.running()

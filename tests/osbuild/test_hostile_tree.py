@@ -575,3 +575,38 @@ def test_a_download_killed_in_apt_get_is_reclaimed_by_the_next_one(
     monkeypatch.setattr(debpkg, "run", apt)
     got = debpkg.fetch_verified("pkg", "1.0", "amd64", want, cache)
     assert [p.name for p in cache.iterdir()] == [got.path.name]
+
+
+def test_a_tree_a_publish_reads_is_kept_by_a_build_of_other_inputs(tmp_path: Path) -> None:
+    """A Debian build of other inputs removed the tree a concurrent publish read (note19): a reader
+    (another process) holds it, the build keeps it and names the reader's pid; once the reader is
+    done, the next build removes it. A reader of a tree that went gets one line, no traceback."""
+    old, new = tmp_path / "debian12-aaaa", tmp_path / "debian12-bbbb"
+    for tree, key in ((old, "a" * 64), (new, "b" * 64)):
+        (tree / "etc").mkdir(parents=True)
+        cachekey.write_marker(tmp_path / f".{tree.name}.json", key, {"packages": 1})
+    reader = subprocess.Popen(  # a publish reading the old tree: holds it until told to stop
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pathlib import Path; from cernvm_build.osbuild import debian\n"
+            "with debian.reading(Path(sys.argv[1])):\n"
+            "    print('reading', flush=True); sys.stdin.readline()",
+            old,
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert reader.stdout is not None and reader.stdout.readline() == "reading\n"
+        said: list[str] = []
+        debian.keep_only(new, "12", said.append)
+        assert old.is_dir() and debian.reusable(old, "a" * 64)
+        assert said == [f"kept {old.name}: process {reader.pid} reads it (a later build removes it)"]
+    finally:
+        reader.communicate("done\n")
+    debian.keep_only(new, "12")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".debian12-bbbb.json", new.name]
+    with pytest.raises(BuildError, match="removed by a concurrent build"), debian.reading(old):
+        pass

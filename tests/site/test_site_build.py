@@ -1788,3 +1788,16 @@ def test_a_database_error_that_is_no_damage_keeps_the_state(
     with pytest.raises(sqlite3.IntegrityError):
         build_site(site, tmp_path / "out")
     assert state.exists()
+
+
+def test_the_same_sources_in_another_folder_give_the_same_bytes(
+    site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pr19e finding 14: the search index's ``shards.json`` key differed between clean builds of the
+    same sources in two folders (the repositories page's context named its missing metadata folder
+    by its absolute path): every output, the index's keys included, depends on the content only."""
+    other = tmp_path / "elsewhere" / "copy"
+    shutil.copytree(site, other)
+    built = [_clean(s, tmp_path, name, monkeypatch) for s, name in ((site, "a"), (other, "b"))]
+    assert built[0]["search-index/shards.json"] == built[1]["search-index/shards.json"]
+    assert built[0] == built[1]

@@ -374,3 +374,25 @@ def test_a_fifo_is_one_line_not_a_build_that_waits_for_ever(
     assert main(["site", "build", "--site", str(site), "--out", str(tmp_path / "out")]) != 0
     err = capsys.readouterr().err
     assert "not a regular file" in err and str(where) in err and "Traceback" not in err
+
+
+def test_a_file_name_with_a_space_is_percent_encoded_in_the_sitemap_feed_and_links(
+    site: Path, tmp_path: Path
+) -> None:
+    """note19: spaces (and '&', a non-ASCII letter) in page file names reached sitemap.xml and the
+    feed as written: each URL is %-encoded, then XML-escaped; the links of other pages too, and
+    `site check` finds every page the sitemap names."""
+    _page(site, "news/my page & más.md", title="Spaced")
+    (site / "content" / "news" / "linking.md").write_text(
+        "---\ntitle: Linking\ndate: 2026-12-02\n---\nSee [it](my%20page%20&%20más.md).\n"
+    )
+    out = tmp_path / "out"
+    build_site(site, out)
+    assert (out / "news" / "my page & más" / "index.html").is_file()
+    url = "/news/my%20page%20&amp;%20m%C3%A1s/"
+    sitemap = (out / "sitemap.xml").read_text()
+    assert url in sitemap and "my page" not in sitemap
+    feed = (out / "news" / "atom.xml") if (out / "news" / "atom.xml").is_file() else out / "atom.xml"
+    assert url in feed.read_text() and "my page &" not in feed.read_text()
+    assert f'href="{url}"' in (out / "news" / "linking" / "index.html").read_text()
+    assert main(["site", "check", "--site", str(site), "--out", str(out), "-q"]) == 0

@@ -242,3 +242,20 @@ def test_only_files_and_folders_inside_the_output_are_served(preview: Preview, t
         assert got.status_code == head.status_code == 200
         assert head.headers["Content-Length"] == got.headers["Content-Length"] == str(len(got.content)), path
         assert head.content == b""
+
+
+def test_a_404_page_or_folder_linked_out_of_the_output_is_not_served(
+    preview: Preview, tmp_path: Path
+) -> None:
+    """note19: the preview followed a symbolic link ``404.html`` to a file outside the output and sent
+    it to every request for a missing page; a folder linked out of the output is not served either."""
+    out = preview.builder.out_dir
+    secret = tmp_path / "outside"
+    secret.mkdir()
+    (secret / "secret.html").write_text("not the site's")
+    (out / "404.html").unlink()
+    (out / "404.html").symlink_to(secret / "secret.html")
+    (out / "linked").symlink_to(secret)
+    for path in ("no/such/page/", "linked/secret.html", "linked/"):
+        r = requests.get(preview.url + path, timeout=10)
+        assert r.status_code == 404 and "not the site's" not in r.text, path
