@@ -92,6 +92,9 @@ class Builder:
         # the process ends after this build (the CLI's one-shot): nothing is tidied for a next one
         # that never comes (``State.close``)
         self.ends_process = ends_process
+        # a builder that builds again (``site serve``) keeps the search shards' postings as merged
+        # last: a rebuild merges again only the edited pages' (``search.Merged``)
+        self._merged: dict[str, search_mod.Merged] | None = None if ends_process else {}
 
     def _check_out_dir(self) -> None:
         # inside a folder the build reads whole, not only that folder: --out static/out copied each
@@ -171,6 +174,7 @@ class Builder:
             fresh=extracts,
             new=new,
             built=built,
+            keep=self._merged,
         )
         if indexed is None:
             return len(written), len(removed), 0, 0

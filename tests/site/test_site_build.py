@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sitehelpers import Edit, build_site, fragments, tree, write_release
+from sitehelpers import Builder, Edit, build_site, fragments, tree, write_release
 
 from cernvm_build.cli import reference as cli_reference
 from cernvm_build.errors import BuildError
@@ -931,6 +931,49 @@ def test_an_edit_other_pages_do_not_show_plans_its_page_alone(
     # back as the last complete build had it (the failed builds wrote nothing): nothing to plan
     assert build_site(site, out).pages_planned == 0
     assert tree(out) == _clean(site, tmp_path, "clean2", monkeypatch)
+
+
+def test_a_builder_that_builds_again_writes_a_clean_builds_bytes_after_every_kind_of_edit(
+    site: Path, tmp_path: Path, edit: Edit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One ``Builder`` building again after each edit (as ``site serve`` does: it keeps what it can of
+    its last build, the search shards' postings as merged), the index in several shards: a body edit,
+    two pages of a shard, a title (every page's sidebar), a tag (tag pages), a page deleted, one
+    renamed, a template, the configuration. Each time the output is a clean build's."""
+    from cernvm_build.site import search
+
+    monkeypatch.setattr(search, "SHARD_FROM", 1)
+    monkeypatch.setattr(search, "SHARD_PAGES", 10)
+    out = tmp_path / "out"
+    builder = Builder(site, out)
+    assert builder.build().search_shards > 3
+    guides = site / "content/docs/guides"
+    steps: list[Callable[[], None]] = [
+        lambda: edit(guides / "preservation.md", "no longer receive", "no longer get"),
+        lambda: (
+            edit(guides / "cache.md", "## Alien cache", "## Alien cache\n\nZebras graze.\n"),
+            edit(guides / "clouds.md", "## Pick the format", "## Pick the format\n\nQuokkas too.\n"),
+        ),
+        lambda: edit(guides / "clouds.md", "title: CernVM in clouds", "title: CernVM on clouds"),
+        lambda: edit(guides / "seeds.md", "tags: [cernvm, launch, cache]", "tags: [cernvm, launch, seed]"),
+        lambda: (
+            (guides / "debugging.md").unlink(),
+            edit(guides / "_index.md", "- [Debugging a client](debugging.md)", "- Debugging a client"),
+        ),
+        lambda: (
+            (guides / "seeds.md").rename(guides / "warm-disks.md"),
+            edit(guides / "_index.md", "(seeds.md)", "(warm-disks.md)"),
+            edit(site / "content/docs/quickstart/launch.md", "guides/seeds.md", "guides/warm-disks.md"),
+        ),
+        lambda: edit(site / "templates/base.html", "Built by <code>", "Made by <code>"),
+        lambda: edit(site / "config.yaml", "title: CernVM-FS and CernVM", "title: CernVM-FS & CernVM"),
+        lambda: edit(guides / "preservation.md", "no longer get", "no longer receive"),
+        lambda: edit(guides / "cache.md", "\n\nZebras graze.\n", ""),  # the page's word gone again
+    ]
+    for i, step in enumerate(steps):
+        step()
+        builder.build()
+        assert tree(out) == _clean(site, tmp_path, f"clean{i}", monkeypatch), f"step {i}"
 
 
 def test_a_rebuild_planning_edited_pages_alone_makes_the_feed_again_only_where_it_shows_them(
