@@ -29,7 +29,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .. import paths
 from ..errors import BuildError
@@ -46,7 +46,7 @@ from .config import SiteConfig
 from .frontmatter import Memo
 from .model import BuildReport, ContentText, LinkErrors, sha
 from .output import folder_rows, matches
-from .pages import PageSet, likely_layouts, make_pages
+from .pages import PageSet, likely_layouts, make_pages, patch_pages
 from .parallel import PARALLEL_MIN
 from .plan import FIXED_TEMPLATES, Delta, Plan, plan, plan_code, plan_digest, public
 from .reference import GENERATORS
@@ -95,6 +95,8 @@ class Builder:
         # a builder that builds again (``site serve``) keeps the search shards' postings as merged
         # last: a rebuild merges again only the edited pages' (``search.Merged``)
         self._merged: dict[str, search_mod.Merged] | None = None if ends_process else {}
+        # and what it can of its last complete build's page set (``pages.patch_pages``)
+        self._kept: _Kept | None = None
 
     def _check_out_dir(self) -> None:
         # inside a folder the build reads whole, not only that folder: --out static/out copied each
@@ -310,12 +312,22 @@ class Builder:
                 state.put_memo("yaml", yaml_memo.now)
             files = {rel: path for rel, (path, _digest, _name) in sources.markdown.items()}
             changed = dates()
-            pageset = make_pages(cfg, files, keys, metas, data, changed)
+            inputs = sha(json.dumps(changed, sort_keys=True))
+            kept, self._kept = self._kept, None  # (this build changes its pages: kept again at its end)
+            digested = navigation = None
+            if kept is not None and edited is not None and kept.snap == snap and kept.files == files:
+                digested = plan_digest(cfg, sources.assets, data, env, css, inputs, file_sha256)
+            if kept is not None and digested is not None and digested[0] == kept.snap.digest:
+                # the last complete build was this builder's, and nothing but the edited pages' own
+                # parts changed since: its pages, the edited ones made again, and its navigation
+                pageset = patch_pages(kept.pageset, cfg, files, keys, metas, edited or set(), changed)
+                navigation = kept.navigation
+            else:
+                pageset = make_pages(cfg, files, keys, metas, data, changed)
             new = not self.out_dir.exists()
             delta = None
             if snap is not None and edited is not None and not new:
                 delta = Delta(snap.digest, frozenset(edited), old_outputs, self.out_dir, snap.searchable)
-            inputs = sha(json.dumps(changed, sort_keys=True))
             outputs = plan(
                 cfg,
                 pageset,
@@ -328,6 +340,8 @@ class Builder:
                 file_sha256=file_sha256,
                 # every page planned (no delta, or one plan cannot use): one query, not one per page
                 whole=lambda: state.read_whole(metas),
+                digested=digested,
+                navigation=navigation,
             )
             state.claim(str(self.out_dir))
             with contextlib.ExitStack() as stack:
@@ -382,6 +396,8 @@ class Builder:
                 store_md()  # (once: a second call does nothing)
             finally:
                 state.close(ends_process=self.ends_process)
+        if not self.ends_process:
+            self._kept = _Kept(after, files, pageset, outputs.navigation)
         return BuildReport(
             out_dir=self.out_dir,
             pages=len(pageset.pages),
@@ -456,6 +472,17 @@ class Builder:
             warnings=self.warnings,
             sources=by_output,
         )
+
+
+class _Kept(NamedTuple):
+    """What a builder that builds again (``site serve``) keeps of its last complete build: the
+    snapshot it recorded (the state's must still be that one: no other build since), its sources'
+    files, its page set and navigation."""
+
+    snap: Snapshot
+    files: dict[str, str]
+    pageset: PageSet
+    navigation: Any
 
 
 def _sources(pageset: PageSet) -> dict[str, str]:

@@ -83,6 +83,8 @@ class Plan(NamedTuple):
     unchanged: frozenset[str] = frozenset()
     #: pages whose context was made (all of them unless a ``Delta`` was used)
     planned: int = 0
+    #: the sidebars and reading orders made (``plan``'s ``navigation``)
+    navigation: _Navigation | None = None
 
 
 @functools.lru_cache(maxsize=1)
@@ -463,6 +465,8 @@ def plan(
     delta: Delta | None = None,
     file_sha256: Mapping[str, str] | None = None,
     whole: Callable[[], object] | None = None,
+    digested: tuple[str, list[Job], dict[str, str]] | None = None,
+    navigation: _Navigation | None = None,
 ) -> Plan:
     """Every output of the site, links and served release files checked first; ``pygments_css``: the
     highlighting stylesheet (``markdown.pygments_css`` of the site's style); ``inputs``: a digest of
@@ -470,16 +474,20 @@ def plan(
     complete build's plan, used when this one's digest is the same (module docstring);
     ``file_sha256``: the sha256 of assets by site path, where the caller knows it (``filedigest``);
     ``whole``: called when every page is planned, before any context is made (the builder reads the
-    pages' whole metadata then, in one query: a delta's metadata is read on use, one query a page)."""
+    pages' whole metadata then, in one query: a delta's metadata is read on use, one query a page);
+    ``digested``: ``plan_digest``'s result, where the caller made it (used once: its job list grows);
+    ``navigation``: the last complete build's (``Plan.navigation``), where nothing other pages show of a
+    page changed since, nor anything else the digest covers (``site serve``: ``pages.patch_pages``)."""
     pages = pageset.pages
     file_sha256 = file_sha256 or {}
-    digest, jobs, digests = plan_digest(cfg, assets, data, env, pygments_css, inputs, file_sha256)
+    made = digested or plan_digest(cfg, assets, data, env, pygments_css, inputs, file_sha256)
+    digest, jobs, digests = made
     if delta is not None and delta.digest != digest:
         delta = None
     if delta is None and whole is not None:
         whole()
     site_ctx = _site_context(cfg, digests)
-    nav = _Navigation(cfg, pageset, env)
+    nav = navigation or _Navigation(cfg, pageset, env)
     dated = sorted(
         (p for p in pages if p.date and p.section in cfg.sections and cfg.sections[p.section].feed),
         key=lambda p: (p.date or "", p.path),
@@ -511,6 +519,7 @@ def plan(
                     inputs=inputs,
                     file_sha256=file_sha256,
                     whole=whole,
+                    navigation=nav,
                 )
             jobs.append(Job(out=page.out, fp=prev[0]))  # never rendered: ``Plan.unchanged``
             unchanged.add(page.out)
@@ -545,4 +554,4 @@ def plan(
     if not _kept(delta, "robots.txt", jobs, unchanged):
         robots = {"sitemap": cfg.absolute(cfg.base_path + "sitemap.xml")}
         jobs.append(fps.job("robots.txt", "robots.txt", robots))
-    return Plan(jobs, nav.sidebars, digest, frozenset(searchable_pages), frozenset(unchanged), planned)
+    return Plan(jobs, nav.sidebars, digest, frozenset(searchable_pages), frozenset(unchanged), planned, nav)

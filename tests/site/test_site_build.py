@@ -937,9 +937,11 @@ def test_a_builder_that_builds_again_writes_a_clean_builds_bytes_after_every_kin
     site: Path, tmp_path: Path, edit: Edit, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """One ``Builder`` building again after each edit (as ``site serve`` does: it keeps what it can of
-    its last build, the search shards' postings as merged), the index in several shards: a body edit,
+    its last build: the page set and navigation, the search shards' postings as merged), the index
+    in several shards: a body edit,
     two pages of a shard, a title (every page's sidebar), a tag (tag pages), a page deleted, one
-    renamed, a template, the configuration. Each time the output is a clean build's."""
+    renamed, a template, the configuration, and another builder's build in between. Each time the
+    output is a clean build's."""
     from cernvm_build.site import search
 
     monkeypatch.setattr(search, "SHARD_FROM", 1)
@@ -974,6 +976,13 @@ def test_a_builder_that_builds_again_writes_a_clean_builds_bytes_after_every_kin
         step()
         builder.build()
         assert tree(out) == _clean(site, tmp_path, f"clean{i}", monkeypatch), f"step {i}"
+    # another builder (another process) built a title change in between: what this one kept of its
+    # last build is not that build's
+    edit(guides / "clouds.md", "title: CernVM on clouds", "title: CernVM in the clouds")
+    build_site(site, out)
+    edit(guides / "preservation.md", "no longer receive", "no longer get")
+    builder.build()
+    assert tree(out) == _clean(site, tmp_path, "clean-other", monkeypatch)
 
 
 def test_a_rebuild_planning_edited_pages_alone_makes_the_feed_again_only_where_it_shows_them(
