@@ -284,8 +284,13 @@ class Builder:
                     quick.seconds = time.perf_counter() - start
                     return quick
             old_keys = {snap.keys[rel] for rel in edited} if snap and edited is not None else set()
-            # a build that may plan the edited pages alone reads the rest of a page's metadata on use
-            metas = state.md_meta(set(keys.values()) | old_keys, lazy=edited is not None)
+            # a build that may plan the edited pages alone reads the rest of a page's metadata on use;
+            # a builder that built last reads only what it did not then (no other build since)
+            metas = state.md_meta(
+                set(keys.values()) | old_keys,
+                lazy=edited is not None,
+                kept=self._kept.metas if self._kept is not None and self._kept.snap == snap else None,
+            )
             # jinja2 imported while the workers render (~0.05 CPU-s that was serial time after them): a
             # build that renders Markdown writes pages
             meanwhile: Callable[[], object] = env.warm if env.child is None else nothing
@@ -397,7 +402,9 @@ class Builder:
             finally:
                 state.close(ends_process=self.ends_process)
         if not self.ends_process:
-            self._kept = _Kept(after, files, pageset, outputs.navigation)
+            self._kept = _Kept(
+                after, files, pageset, outputs.navigation, {k: metas[k] for k in keys.values()}
+            )
         return BuildReport(
             out_dir=self.out_dir,
             pages=len(pageset.pages),
@@ -477,12 +484,13 @@ class Builder:
 class _Kept(NamedTuple):
     """What a builder that builds again (``site serve``) keeps of its last complete build: the
     snapshot it recorded (the state's must still be that one: no other build since), its sources'
-    files, its page set and navigation."""
+    files, its page set and navigation, its sources' metadata (key -> ``cache.State.md_meta``'s)."""
 
     snap: Snapshot
     files: dict[str, str]
     pageset: PageSet
     navigation: Any
+    metas: dict[str, Any]
 
 
 def _sources(pageset: PageSet) -> dict[str, str]:

@@ -971,6 +971,8 @@ def test_a_builder_that_builds_again_writes_a_clean_builds_bytes_after_every_kin
         lambda: edit(site / "config.yaml", "title: CernVM-FS and CernVM", "title: CernVM-FS & CernVM"),
         lambda: edit(guides / "preservation.md", "no longer get", "no longer receive"),
         lambda: edit(guides / "cache.md", "\n\nZebras graze.\n", ""),  # the page's word gone again
+        # back as the build before last had it: that version's rows were pruned by the last build
+        lambda: edit(guides / "cache.md", "## Alien cache", "## Alien cache\n\nZebras graze.\n"),
     ]
     for i, step in enumerate(steps):
         step()
@@ -983,6 +985,12 @@ def test_a_builder_that_builds_again_writes_a_clean_builds_bytes_after_every_kin
     edit(guides / "preservation.md", "no longer receive", "no longer get")
     builder.build()
     assert tree(out) == _clean(site, tmp_path, "clean-other", monkeypatch)
+    # its state deleted (a cache): the pages rendered again, none taken from what it kept
+    for state in builder.cache_dir.glob("state.sqlite*"):
+        state.unlink()
+    edit(guides / "preservation.md", "no longer get", "no longer receive")
+    assert builder.build().markdown_rendered == len(list((site / "content").rglob("*.md")))
+    assert tree(out) == _clean(site, tmp_path, "clean-gone", monkeypatch)
 
 
 def test_a_rebuild_planning_edited_pages_alone_makes_the_feed_again_only_where_it_shows_them(
