@@ -29,7 +29,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from .. import paths
 from ..errors import BuildError
@@ -481,16 +481,27 @@ class Builder:
         )
 
 
-class _Kept(NamedTuple):
+class _Kept:
     """What a builder that builds again (``site serve``) keeps of its last complete build: the
     snapshot it recorded (the state's must still be that one: no other build since), its sources'
-    files, its page set and navigation, its sources' metadata (key -> ``cache.State.md_meta``'s)."""
+    files, its page set and navigation, its sources' metadata (key -> ``cache.State.md_meta``'s).
+    A plain class: a NamedTuple's class costs the CLI's every build at import, which never uses it."""
 
-    snap: Snapshot
-    files: dict[str, str]
-    pageset: PageSet
-    navigation: Any
-    metas: dict[str, Any]
+    __slots__ = ("files", "metas", "navigation", "pageset", "snap")
+
+    def __init__(
+        self,
+        snap: Snapshot,
+        files: dict[str, str],
+        pageset: PageSet,
+        navigation: Any,
+        metas: dict[str, Any],
+    ):
+        self.snap = snap
+        self.files = files
+        self.pageset = pageset
+        self.navigation = navigation
+        self.metas = metas
 
 
 def _sources(pageset: PageSet) -> dict[str, str]:
