@@ -471,12 +471,15 @@ class Merged:
     (``site serve``) so that a rebuild after an edit of some of the shard's pages merges only theirs
     again: merging all of a shard's pages (~100 at 1,000 pages) was the largest part of a one-page
     rebuild's index step. Every file is still made from the whole merge: the same bytes as a cold
-    build's."""
+    build's. Each page's fragment and extract key are kept too: ``update`` does not read from the
+    state the extracts of pages whose key it holds (~100 a one-page rebuild)."""
 
-    __slots__ = ("blobs", "merged", "pages", "pieces", "stats", "words")
+    __slots__ = ("blobs", "frags", "keys", "merged", "pages", "pieces", "stats", "words")
 
     def __init__(self, pages: tuple[str, ...]):
         self.pages = pages
+        self.frags: list[bytes] = []  # each page's fragment
+        self.keys: dict[str, str] = {}  # page -> the key of the extract merged ('' not known)
         self.blobs: list[bytes] = []  # each page's extract blob (what its postings were merged from)
         self.stats: list[tuple[int, int]] = []  # each page's (sections with words, words)
         self.words: list[list[str]] = []  # each page's words
@@ -523,28 +526,46 @@ class Merged:
         self.blobs[n], self.stats[n], self.words[n] = blob, stats, words
 
 
-def _merged(shard: Shard, extracts: Mapping[str, tuple[bytes, bytes]], kept: Merged | None) -> Merged:
+def _merged(
+    shard: Shard,
+    extracts: Mapping[str, tuple[bytes, bytes]],
+    kept: Merged | None,
+    keys: Mapping[str, str],
+) -> Merged:
     """The shard's postings merged: ``kept`` (the last merge of the same pages) with the pages whose
-    extract changed merged again, or all of them."""
+    extract changed merged again (a page not in ``extracts``: the caller knows ``kept`` holds its
+    extract, by its key), or all of them."""
     if kept is not None and kept.pages == shard.pages:
         for n, page in enumerate(shard.pages):
-            blob = extracts[page][1]
+            got = extracts.get(page)
+            if got is None:
+                continue
+            frag, blob = got
             if blob is not kept.blobs[n] and blob != kept.blobs[n]:
                 kept.replace(n, blob)
+            kept.frags[n] = frag
+            kept.keys[page] = keys.get(page, "")
         return kept
     made = Merged(shard.pages)
     for n, page in enumerate(shard.pages):
-        made.add(n, extracts[page][1])
+        frag, blob = extracts[page]
+        made.add(n, blob)
+        made.frags.append(frag)
+        made.keys[page] = keys.get(page, "")
     made.pieces = {w: '"' + w + '":[' + ",".join(got.values()) + "]" for w, got in made.merged.items()}
     return made
 
 
 def shard_files(
-    shard: Shard, extracts: Mapping[str, tuple[bytes, bytes]], keep: dict[str, Merged] | None = None
+    shard: Shard,
+    extracts: Mapping[str, tuple[bytes, bytes]],
+    keep: dict[str, Merged] | None = None,
+    keys: Mapping[str, str] | None = None,
 ) -> tuple[dict[str, bytes], dict[str, Any]]:
     """A shard's files (path -> bytes) and its entry in the manifest, from its pages' extracts.
     ``keep``: bundle -> its postings as merged last (``Merged``), used and updated (a builder that
-    builds again: ``site serve``)."""
+    builds again: ``site serve``); then ``extracts`` may leave out pages it holds, and ``keys`` are the
+    pages' extract keys, recorded in it (``update``)."""
     files: dict[str, bytes] = {}
     packs: list[list[bytes]] = []  # runs of pages' fragments, about PACK_BYTES each
     first: list[int] = []  # the page each run starts with
@@ -554,11 +575,11 @@ def shard_files(
     kept = None
     if keep is not None:
         # taken out while it changes: a merge stopped half-way (an error) is not kept
-        kept = _merged(shard, extracts, keep.pop(shard.bundle, None))
+        kept = _merged(shard, extracts, keep.pop(shard.bundle, None), keys or {})
         count = sum(s for s, _w in kept.stats)
         total = sum(w for _s, w in kept.stats)
     for n, page in enumerate(shard.pages):
-        frag, blob = extracts[page]
+        frag, blob = extracts[page] if kept is None else (kept.frags[n], b"")
         if not packs or size + len(frag) > PACK_BYTES:
             packs.append([])
             first.append(n)
@@ -723,7 +744,8 @@ def update(
     keys = {p: extract_key(p, fp) for p, fp in pages.items()}
     extracts = {p: e for p, e in (fresh or {}).items() if p in keys}
     left = [s for s in index.stale if s.bundle not in built]
-    need = [p for s in left for p in s.pages if p not in extracts]
+    # (a page whose extract a kept merge of its shard holds, by its key, is not read: ``Merged``)
+    need = [p for s in left for p in s.pages if p not in extracts and not _held(keep, s, p, keys[p])]
     known = state.search_extracts({keys[p] for p in need})
     todo = [p for p in need if keys[p] not in known]
     extracts.update(zip(todo, fork_map(_extract_file, (out_dir, base_path), todo, jobs), strict=True))
@@ -738,7 +760,7 @@ def update(
     # index was serial time after the pages' parallel step)
     made_now = fork_map(
         _write_shard,
-        (out_dir, extracts, ours, new, keep),
+        (out_dir, extracts, ours, new, keep, keys),
         left,
         jobs,
         least=2,
@@ -769,14 +791,25 @@ def update(
     return Indexed(sorted(rows), written, removed, len(index.stale))
 
 
+def _held(keep: dict[str, Merged] | None, shard: Shard, page: str, key: str) -> bool:
+    """Whether the kept merge of ``shard`` holds ``page``'s extract of that key."""
+    kept = None if keep is None else keep.get(shard.bundle)
+    return kept is not None and kept.pages == shard.pages and kept.keys.get(page) == key != ""
+
+
 def _write_shard(
     shared: tuple[
-        Path, dict[str, tuple[bytes, bytes]], dict[str, tuple[str, int, int]], bool, dict[str, Merged] | None
+        Path,
+        dict[str, tuple[bytes, bytes]],
+        dict[str, tuple[str, int, int]],
+        bool,
+        dict[str, Merged] | None,
+        dict[str, str],
     ],
     shard: Shard,
 ) -> ShardMade:
-    out_dir, extracts, ours, new, keep = shared
-    return write_shard(out_dir, shard, extracts, ours, {str(out_dir)} if new else None, keep)
+    out_dir, extracts, ours, new, keep, keys = shared
+    return write_shard(out_dir, shard, extracts, ours, {str(out_dir)} if new else None, keep, keys)
 
 
 def write_shard(
@@ -786,11 +819,12 @@ def write_shard(
     ours: dict[str, tuple[str, int, int]],
     made: set[str] | None,
     keep: dict[str, Merged] | None = None,
+    keys: Mapping[str, str] | None = None,
 ) -> ShardMade:
     """Make a shard's files from its pages' ``extracts`` and write those whose bytes changed from the
     recorded ones (``ours``); ``made``: as ``output.write_output``'s; ``keep``: ``shard_files``'. Its
     files, its manifest entry, their state rows, files written."""
-    files, entry = shard_files(shard, extracts, keep)
+    files, entry = shard_files(shard, extracts, keep, keys)
     rows: list[tuple[str, str, int, int]] = []
     written = sum(_put(out_dir, rel, files[rel], ours.get(rel), rows, made) for rel in sorted(files))
     return sorted(files), entry, rows, written
