@@ -46,7 +46,7 @@ from .config import SiteConfig
 from .frontmatter import Memo
 from .model import BuildReport, ContentText, LinkErrors, sha
 from .output import folder_rows, matches
-from .pages import PageSet, likely_layouts, make_pages
+from .pages import PageSet, likely_layouts, make_pages, patch_pages
 from .parallel import PARALLEL_MIN
 from .plan import FIXED_TEMPLATES, Delta, Plan, plan, plan_code, plan_digest, public
 from .reference import GENERATORS
@@ -92,6 +92,11 @@ class Builder:
         # the process ends after this build (the CLI's one-shot): nothing is tidied for a next one
         # that never comes (``State.close``)
         self.ends_process = ends_process
+        # a builder that builds again (``site serve``) keeps the search shards' postings as merged
+        # last: a rebuild merges again only the edited pages' (``search.Merged``)
+        self._merged: dict[str, search_mod.Merged] | None = None if ends_process else {}
+        # and what it can of its last complete build's page set (``pages.patch_pages``)
+        self._kept: _Kept | None = None
 
     def _check_out_dir(self) -> None:
         # inside a folder the build reads whole, not only that folder: --out static/out copied each
@@ -171,6 +176,7 @@ class Builder:
             fresh=extracts,
             new=new,
             built=built,
+            keep=self._merged,
         )
         if indexed is None:
             return len(written), len(removed), 0, 0
@@ -278,8 +284,13 @@ class Builder:
                     quick.seconds = time.perf_counter() - start
                     return quick
             old_keys = {snap.keys[rel] for rel in edited} if snap and edited is not None else set()
-            # a build that may plan the edited pages alone reads the rest of a page's metadata on use
-            metas = state.md_meta(set(keys.values()) | old_keys, lazy=edited is not None)
+            # a build that may plan the edited pages alone reads the rest of a page's metadata on use;
+            # a builder that built last reads only what it did not then (no other build since)
+            metas = state.md_meta(
+                set(keys.values()) | old_keys,
+                lazy=edited is not None,
+                kept=self._kept.metas if self._kept is not None and self._kept.snap == snap else None,
+            )
             # jinja2 imported while the workers render (~0.05 CPU-s that was serial time after them): a
             # build that renders Markdown writes pages
             meanwhile: Callable[[], object] = env.warm if env.child is None else nothing
@@ -306,12 +317,22 @@ class Builder:
                 state.put_memo("yaml", yaml_memo.now)
             files = {rel: path for rel, (path, _digest, _name) in sources.markdown.items()}
             changed = dates()
-            pageset = make_pages(cfg, files, keys, metas, data, changed)
+            inputs = sha(json.dumps(changed, sort_keys=True))
+            kept, self._kept = self._kept, None  # (this build changes its pages: kept again at its end)
+            digested = navigation = None
+            if kept is not None and edited is not None and kept.snap == snap and kept.files == files:
+                digested = plan_digest(cfg, sources.assets, data, env, css, inputs, file_sha256)
+            if kept is not None and digested is not None and digested[0] == kept.snap.digest:
+                # the last complete build was this builder's, and nothing but the edited pages' own
+                # parts changed since: its pages, the edited ones made again, and its navigation
+                pageset = patch_pages(kept.pageset, cfg, files, keys, metas, edited or set(), changed)
+                navigation = kept.navigation
+            else:
+                pageset = make_pages(cfg, files, keys, metas, data, changed)
             new = not self.out_dir.exists()
             delta = None
             if snap is not None and edited is not None and not new:
                 delta = Delta(snap.digest, frozenset(edited), old_outputs, self.out_dir, snap.searchable)
-            inputs = sha(json.dumps(changed, sort_keys=True))
             outputs = plan(
                 cfg,
                 pageset,
@@ -324,6 +345,8 @@ class Builder:
                 file_sha256=file_sha256,
                 # every page planned (no delta, or one plan cannot use): one query, not one per page
                 whole=lambda: state.read_whole(metas),
+                digested=digested,
+                navigation=navigation,
             )
             state.claim(str(self.out_dir))
             with contextlib.ExitStack() as stack:
@@ -378,6 +401,10 @@ class Builder:
                 store_md()  # (once: a second call does nothing)
             finally:
                 state.close(ends_process=self.ends_process)
+        if not self.ends_process:
+            self._kept = _Kept(
+                after, files, pageset, outputs.navigation, {k: metas[k] for k in keys.values()}
+            )
         return BuildReport(
             out_dir=self.out_dir,
             pages=len(pageset.pages),
@@ -452,6 +479,29 @@ class Builder:
             warnings=self.warnings,
             sources=by_output,
         )
+
+
+class _Kept:
+    """What a builder that builds again (``site serve``) keeps of its last complete build: the
+    snapshot it recorded (the state's must still be that one: no other build since), its sources'
+    files, its page set and navigation, its sources' metadata (key -> ``cache.State.md_meta``'s).
+    A plain class: a NamedTuple's class costs the CLI's every build at import, which never uses it."""
+
+    __slots__ = ("files", "metas", "navigation", "pageset", "snap")
+
+    def __init__(
+        self,
+        snap: Snapshot,
+        files: dict[str, str],
+        pageset: PageSet,
+        navigation: Any,
+        metas: dict[str, Any],
+    ):
+        self.snap = snap
+        self.files = files
+        self.pageset = pageset
+        self.navigation = navigation
+        self.metas = metas
 
 
 def _sources(pageset: PageSet) -> dict[str, str]:

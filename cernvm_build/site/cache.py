@@ -248,12 +248,31 @@ class State:
             self._writing = None
 
     # -- rendered Markdown ----------------------------------------------------------------------
-    def md_meta(self, keys: set[str], lazy: bool = False) -> dict[str, Any]:
+    def md_meta(
+        self, keys: set[str], lazy: bool = False, kept: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
         """The metadata of these keys held: whole, or ``Meta`` (``lazy``: for a build that will plan
-        only some pages)."""
+        only some pages). ``kept``: the metadata a builder that builds again read of this state in
+        its last complete build, whose rows the state still holds (the caller knows: its snapshot is
+        that build's): those of ``keys`` are taken from it (the key is the content's), the others read
+        (a one-page rebuild in ``site serve`` read 1,001 heads for one new key)."""
         # tables of their own: every build reads all the heads, and beside the HTML (or the whole
         # metadata) that read went through pages of it
         out: dict[str, Any] = {}
+        if kept is not None:
+            out = {key: kept[key] for key in keys if key in kept}
+            for meta in out.values():
+                if isinstance(meta, Meta):
+                    meta._state = self  # (the last build's state is closed)
+            rest = sorted(keys - out.keys())
+            if lazy:
+                out.update(
+                    (key, Meta(pickle.loads(blob), self, key))
+                    for key, blob in self._rows("md_head", ("head",), rest)
+                )
+            else:
+                out.update((key, pickle.loads(blob)) for key, blob in self._rows("md_meta", ("meta",), rest))
+            return out
         if lazy:
             for key, blob in self.db.execute("SELECT key, head FROM md_head"):
                 if key in keys:

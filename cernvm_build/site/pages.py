@@ -347,3 +347,41 @@ def make_pages(
             tp.extra["members"] = members
             pages.append(tp)
     return PageSet(pages, by_path, {p.src: p for p in pages if p.src}, tagged, cfg.base_path)
+
+
+def patch_pages(
+    kept: PageSet,
+    cfg: SiteConfig,
+    files: dict[str, str],
+    keys: dict[str, str],
+    metas: dict[str, Any],
+    edited: set[str],
+    changed: dict[str, str] | None = None,
+) -> PageSet:
+    """``kept`` (the page set of the last complete build, as ``make_pages`` made it) with the pages of
+    the ``edited`` sources made again from their metadata now, and every page's rendered metadata the
+    one in ``metas``: what ``make_pages`` would return, when nothing other pages show of an edited page
+    changed (``plan.public``: its title, front matter, place) and neither did anything else it reads
+    (configuration, data, dates, the other sources: the caller knows by the plan's digest and keys).
+    The pages are changed in place (lists, tag pages and the navigation hold them): ``kept`` is this
+    build's. Making 1,001 pages was ~5 ms of a ~50 ms one-page rebuild in ``site serve``."""
+    base = cfg.base_path.rstrip("/")
+    settings: dict[str, Section | None] = {}
+    changed = changed or {}
+    for rel in edited:
+        old = kept.by_src.get(rel)
+        if old is None:  # a draft (its front matter says so still)
+            continue
+        key = keys[rel]
+        new = _source_page(cfg, rel, files[rel], key, metas[key], changed.get(rel), base, settings)
+        for name in _REMADE:
+            setattr(old, name, getattr(new, name))
+    for page in kept.pages:
+        if page.md_key:
+            page.r = metas[page.md_key]  # (the last build's was read through its state, closed since)
+    return kept
+
+
+#: what ``patch_pages`` takes of an edited source's page made again: all but what ``make_pages`` sets
+#: after (a release's layout and data, a tag page's members)
+_REMADE = tuple(name for name in Page.__slots__ if name not in ("extra", "layout"))

@@ -10,8 +10,9 @@ title, front matter, headings' ids, the excerpt of a listed page) plans only the
 (``Delta``): the plan's ``digest`` covers everything else a page's context is made of (configuration,
 data, assets, templates, the planner's code, the builder's inputs such as git dates), so when it
 equals the last complete build's, every other page's fingerprint is the one recorded and its output,
-checked by size and mtime, is the one on disk. The feed, sitemap and robots.txt are always planned
-(the feed shows pages' contents; all three are cheap).
+checked by size and mtime, is the one on disk. So are the sitemap and robots.txt (they show only
+public parts), and the feed unless it shows an edited page (its entries hold their pages' contents).
+The output-path check (``check_outputs``) is the last build's too.
 """
 
 from __future__ import annotations
@@ -82,6 +83,8 @@ class Plan(NamedTuple):
     unchanged: frozenset[str] = frozenset()
     #: pages whose context was made (all of them unless a ``Delta`` was used)
     planned: int = 0
+    #: the sidebars and reading orders made (``plan``'s ``navigation``)
+    navigation: _Navigation | None = None
 
 
 @functools.lru_cache(maxsize=1)
@@ -437,6 +440,19 @@ def plan_digest(
     return digest, jobs, digests
 
 
+def _kept(delta: Delta | None, out: str, jobs: list[Job], unchanged: set[str]) -> bool:
+    """Whether a delta's last build recorded ``out`` and it is on disk as recorded: then it is planned
+    as unchanged, with that build's fingerprint (its context is the same, and not made)."""
+    if delta is None:
+        return False
+    prev = delta.old.get(out)
+    if prev is None or not matches(f"{delta.out_dir}/{out}", prev):
+        return False
+    jobs.append(Job(out=out, fp=prev[0]))
+    unchanged.add(out)
+    return True
+
+
 def plan(
     cfg: SiteConfig,
     pageset: PageSet,
@@ -449,6 +465,8 @@ def plan(
     delta: Delta | None = None,
     file_sha256: Mapping[str, str] | None = None,
     whole: Callable[[], object] | None = None,
+    digested: tuple[str, list[Job], dict[str, str]] | None = None,
+    navigation: _Navigation | None = None,
 ) -> Plan:
     """Every output of the site, links and served release files checked first; ``pygments_css``: the
     highlighting stylesheet (``markdown.pygments_css`` of the site's style); ``inputs``: a digest of
@@ -456,22 +474,27 @@ def plan(
     complete build's plan, used when this one's digest is the same (module docstring);
     ``file_sha256``: the sha256 of assets by site path, where the caller knows it (``filedigest``);
     ``whole``: called when every page is planned, before any context is made (the builder reads the
-    pages' whole metadata then, in one query: a delta's metadata is read on use, one query a page)."""
+    pages' whole metadata then, in one query: a delta's metadata is read on use, one query a page);
+    ``digested``: ``plan_digest``'s result, where the caller made it (used once: its job list grows);
+    ``navigation``: the last complete build's (``Plan.navigation``), where nothing other pages show of a
+    page changed since, nor anything else the digest covers (``site serve``: ``pages.patch_pages``)."""
     pages = pageset.pages
     file_sha256 = file_sha256 or {}
-    digest, jobs, digests = plan_digest(cfg, assets, data, env, pygments_css, inputs, file_sha256)
+    made = digested or plan_digest(cfg, assets, data, env, pygments_css, inputs, file_sha256)
+    digest, jobs, digests = made
     if delta is not None and delta.digest != digest:
         delta = None
     if delta is None and whole is not None:
         whole()
     site_ctx = _site_context(cfg, digests)
-    nav = _Navigation(cfg, pageset, env)
+    nav = navigation or _Navigation(cfg, pageset, env)
     dated = sorted(
         (p for p in pages if p.date and p.section in cfg.sections and cfg.sections[p.section].feed),
         key=lambda p: (p.date or "", p.path),
         reverse=True,
     )
-    check_outputs(pages, jobs, assets)
+    if delta is None:  # (a delta's outputs are the last complete build's, which this check passed)
+        check_outputs(pages, jobs, assets)
     outputs = {j.out for j in jobs} | {p.out for p in pages} | set(FIXED_OUTPUTS)
     edited = [p for p in pages if delta is None or p.src in delta.edited]
     # with a delta, the other pages' links are the ones checked last time, to the same targets
@@ -496,6 +519,7 @@ def plan(
                     inputs=inputs,
                     file_sha256=file_sha256,
                     whole=whole,
+                    navigation=nav,
                 )
             jobs.append(Job(out=page.out, fp=prev[0]))  # never rendered: ``Plan.unchanged``
             unchanged.add(page.out)
@@ -514,13 +538,20 @@ def plan(
         if ctx["page"]["searchable"]:
             searchable_pages.add(page.out)
 
-    jobs.append(fps.job("atom.xml", "atom.xml", _feed_context(cfg, pageset, site_ctx, dated)))
-    sitemap = [
-        {"loc": cfg.absolute(p.url), "lastmod": p.updated or p.date}
-        for p in sorted(pages, key=lambda p: p.path)
-        if p.out.endswith(".html") and p.layout != "404" and not p.meta.get("noindex")
-    ]
-    jobs.append(fps.job("sitemap.xml", "sitemap.xml", {"urls": sitemap}))
-    jobs.append(fps.job("robots.txt", "robots.txt", {"sitemap": cfg.absolute(cfg.base_path + "sitemap.xml")}))
     planned = len(pages) - len(unchanged)
-    return Plan(jobs, nav.sidebars, digest, frozenset(searchable_pages), frozenset(unchanged), planned)
+    # a delta's edits change no page's public part: the sitemap (pages' paths and dates) and robots.txt
+    # are the last build's, and so is the feed unless it shows an edited page's content
+    fed = delta is not None and any(p.src in delta.edited for p in dated[: cfg.feed_limit])
+    if fed or not _kept(delta, "atom.xml", jobs, unchanged):
+        jobs.append(fps.job("atom.xml", "atom.xml", _feed_context(cfg, pageset, site_ctx, dated)))
+    if not _kept(delta, "sitemap.xml", jobs, unchanged):
+        sitemap = [
+            {"loc": cfg.absolute(p.url), "lastmod": p.updated or p.date}
+            for p in sorted(pages, key=lambda p: p.path)
+            if p.out.endswith(".html") and p.layout != "404" and not p.meta.get("noindex")
+        ]
+        jobs.append(fps.job("sitemap.xml", "sitemap.xml", {"urls": sitemap}))
+    if not _kept(delta, "robots.txt", jobs, unchanged):
+        robots = {"sitemap": cfg.absolute(cfg.base_path + "sitemap.xml")}
+        jobs.append(fps.job("robots.txt", "robots.txt", robots))
+    return Plan(jobs, nav.sidebars, digest, frozenset(searchable_pages), frozenset(unchanged), planned, nav)

@@ -455,34 +455,143 @@ def _cut(words: list[str], pieces: list[str]) -> list[int]:
     return cuts
 
 
+def _page_postings(n: int, blob: bytes) -> tuple[tuple[int, int], list[str], list[str]]:
+    """A page's (statistics, words, postings) from its extract (``page_extract``), each posting with
+    the page's number ``n`` in the shard in front: ``[n,[section, …],…]``."""
+    stats, words, entries = pickle.loads(blob)
+    if not words:
+        return stats, [], []
+    # the page's number put before every line of its postings at once
+    pre = f"[{n},"
+    return stats, words.split("\n"), (pre + entries.replace("\n", "\n" + pre)).split("\n")
+
+
+class Merged:
+    """A shard's postings as its last ``shard_files`` merged them, kept by a long-running builder
+    (``site serve``) so that a rebuild after an edit of some of the shard's pages merges only theirs
+    again: merging all of a shard's pages (~100 at 1,000 pages) was the largest part of a one-page
+    rebuild's index step. Every file is still made from the whole merge: the same bytes as a cold
+    build's. Each page's fragment and extract key are kept too: ``update`` does not read from the
+    state the extracts of pages whose key it holds (~100 a one-page rebuild)."""
+
+    __slots__ = ("blobs", "frags", "keys", "merged", "pages", "pieces", "stats", "words")
+
+    def __init__(self, pages: tuple[str, ...]):
+        self.pages = pages
+        self.frags: list[bytes] = []  # each page's fragment
+        self.keys: dict[str, str] = {}  # page -> the key of the extract merged ('' not known)
+        self.blobs: list[bytes] = []  # each page's extract blob (what its postings were merged from)
+        self.stats: list[tuple[int, int]] = []  # each page's (sections with words, words)
+        self.words: list[list[str]] = []  # each page's words
+        self.merged: dict[str, dict[int, str]] = {}  # word -> page number -> its posting
+        self.pieces: dict[str, str] = {}  # word -> its bucket entry (``"word":[postings]``)
+
+    def add(self, n: int, blob: bytes) -> None:
+        """Merge page ``n``'s postings (the pages in order)."""
+        stats, words, postings = _page_postings(n, blob)
+        self.blobs.append(blob)
+        self.stats.append(stats)
+        self.words.append(words)
+        merged = self.merged
+        for w, posting in zip(words, postings, strict=True):
+            got = merged.get(w)
+            if got is None:
+                merged[w] = {n: posting}
+            else:
+                got[n] = posting
+
+    def replace(self, n: int, blob: bytes) -> None:
+        """Page ``n``'s postings replaced by those of ``blob``."""
+        merged = self.merged
+        touched = set(self.words[n])
+        for w in touched:
+            was = merged[w]
+            del was[n]
+            if not was:
+                del merged[w]
+        stats, words, postings = _page_postings(n, blob)
+        for w, posting in zip(words, postings, strict=True):
+            got = merged.get(w)
+            if got is None:
+                merged[w] = {n: posting}
+            else:
+                got[n] = posting  # (last in the dict: the piece puts it in page order)
+        touched.update(words)
+        for w in touched:
+            now = merged.get(w)
+            if now is None:
+                self.pieces.pop(w, None)
+            else:
+                self.pieces[w] = '"' + w + '":[' + ",".join(map(now.__getitem__, sorted(now))) + "]"
+        self.blobs[n], self.stats[n], self.words[n] = blob, stats, words
+
+
+def _merged(
+    shard: Shard,
+    extracts: Mapping[str, tuple[bytes, bytes]],
+    kept: Merged | None,
+    keys: Mapping[str, str],
+) -> Merged:
+    """The shard's postings merged: ``kept`` (the last merge of the same pages) with the pages whose
+    extract changed merged again (a page not in ``extracts``: the caller knows ``kept`` holds its
+    extract, by its key), or all of them."""
+    if kept is not None and kept.pages == shard.pages:
+        for n, page in enumerate(shard.pages):
+            got = extracts.get(page)
+            if got is None:
+                continue
+            frag, blob = got
+            if blob is not kept.blobs[n] and blob != kept.blobs[n]:
+                kept.replace(n, blob)
+            kept.frags[n] = frag
+            kept.keys[page] = keys.get(page, "")
+        return kept
+    made = Merged(shard.pages)
+    for n, page in enumerate(shard.pages):
+        frag, blob = extracts[page]
+        made.add(n, blob)
+        made.frags.append(frag)
+        made.keys[page] = keys.get(page, "")
+    made.pieces = {w: '"' + w + '":[' + ",".join(got.values()) + "]" for w, got in made.merged.items()}
+    return made
+
+
 def shard_files(
-    shard: Shard, extracts: Mapping[str, tuple[bytes, bytes]]
+    shard: Shard,
+    extracts: Mapping[str, tuple[bytes, bytes]],
+    keep: dict[str, Merged] | None = None,
+    keys: Mapping[str, str] | None = None,
 ) -> tuple[dict[str, bytes], dict[str, Any]]:
-    """A shard's files (path -> bytes) and its entry in the manifest, from its pages' extracts."""
+    """A shard's files (path -> bytes) and its entry in the manifest, from its pages' extracts.
+    ``keep``: bundle -> its postings as merged last (``Merged``), used and updated (a builder that
+    builds again: ``site serve``); then ``extracts`` may leave out pages it holds, and ``keys`` are the
+    pages' extract keys, recorded in it (``update``)."""
     files: dict[str, bytes] = {}
     packs: list[list[bytes]] = []  # runs of pages' fragments, about PACK_BYTES each
     first: list[int] = []  # the page each run starts with
     size = 0
     merged: dict[str, list[str]] = {}  # word -> its pages' postings as JSON, in page order
     count = total = 0
+    kept = None
+    if keep is not None:
+        # taken out while it changes: a merge stopped half-way (an error) is not kept
+        kept = _merged(shard, extracts, keep.pop(shard.bundle, None), keys or {})
+        count = sum(s for s, _w in kept.stats)
+        total = sum(w for _s, w in kept.stats)
     for n, page in enumerate(shard.pages):
-        frag, blob = extracts[page]
+        frag, blob = extracts[page] if kept is None else (kept.frags[n], b"")
         if not packs or size + len(frag) > PACK_BYTES:
             packs.append([])
             first.append(n)
             size = 0
         packs[-1].append(frag)
         size += len(frag) + 1
-        (sections_, words_), words, entries = pickle.loads(blob)
+        if kept is not None:
+            continue
+        (sections_, words_), words, postings = _page_postings(n, blob)
         count += sections_  # sections without a word cannot match: not counted
         total += words_
-        if not words:
-            continue
-        # [page, [section, …], …]: the page's number put before every line of its postings at once
-        pre = f"[{n},"
-        for w, posting in zip(
-            words.split("\n"), (pre + entries.replace("\n", "\n" + pre)).split("\n"), strict=True
-        ):
+        for w, posting in zip(words, postings, strict=True):
             got = merged.get(w)
             if got is None:
                 merged[w] = [posting]
@@ -491,12 +600,16 @@ def shard_files(
     # buckets: runs of words in order (``_cut``); the manifest lists each one's first word
     # JavaScript's order (UTF-16 code units): where no word has a character beyond U+FFFF (a surrogate
     # pair in UTF-16), Python's own string order, without a key made for each word
-    text = "".join(merged)
-    bmp = text.isascii() or max(text) < "\U00010000"
-    order = sorted(merged) if bmp else sorted(merged, key=_utf16)
+    words_of: Mapping[str, object] = merged if kept is None else kept.merged
+    text = "".join(words_of)
+    bmp = text.isascii() or max(text, default="") < "\U00010000"
+    order = sorted(words_of) if bmp else sorted(words_of, key=_utf16)
     # a word is letters and digits (``stemmer.WORD``): its JSON is itself in quotes, which an encoder
     # call per word (~34,000 at 1,000 pages) only confirmed
-    pieces = ['"' + w + '":[' + ",".join(merged[w]) + "]" for w in order]
+    if kept is None:
+        pieces = ['"' + w + '":[' + ",".join(merged[w]) + "]" for w in order]
+    else:
+        pieces = [kept.pieces[w] for w in order]
     cuts = _cut(order, pieces)
     starts = [order[a] for a in cuts]
     buckets = []
@@ -514,6 +627,8 @@ def shard_files(
         files[f"{shard.bundle}f/{name}.json"] = joined
         names.append(name)
     files[f"{shard.bundle}meta.json"] = _json({"first": first, "packs": names})
+    if keep is not None and kept is not None:
+        keep[shard.bundle] = kept
     entry = {
         "bundle": shard.bundle[len(PREFIX) :],
         "key": shard.key,
@@ -612,12 +727,14 @@ def update(
     fresh: dict[str, tuple[bytes, bytes]] | None = None,
     new: bool = False,
     built: dict[str, ShardMade] | None = None,
+    keep: dict[str, Merged] | None = None,
 ) -> Indexed | None:
     """Make again the stale shards of ``index`` (``index_plan``) that the write step did not make
     (``built``: bundle -> ``write_shard``'s result); write the files whose bytes changed, the manifest
     last. ``pages``: every HTML output to index -> its fingerprint; ``state``: the build's
     ``cache.State`` (page extracts); ``fresh``: extracts the write step made of the pages it rendered
-    (page -> ``page_extract``), kept in the state here. None when the whole index is current."""
+    (page -> ``page_extract``), kept in the state here; ``keep``: ``shard_files``'. None when the whole
+    index is current."""
     if index.current:
         return None
     ours, prev, recorded = index.ours, index.prev, index.recorded
@@ -627,7 +744,8 @@ def update(
     keys = {p: extract_key(p, fp) for p, fp in pages.items()}
     extracts = {p: e for p, e in (fresh or {}).items() if p in keys}
     left = [s for s in index.stale if s.bundle not in built]
-    need = [p for s in left for p in s.pages if p not in extracts]
+    # (a page whose extract a kept merge of its shard holds, by its key, is not read: ``Merged``)
+    need = [p for s in left for p in s.pages if p not in extracts and not _held(keep, s, p, keys[p])]
     known = state.search_extracts({keys[p] for p in need})
     todo = [p for p in need if keys[p] not in known]
     extracts.update(zip(todo, fork_map(_extract_file, (out_dir, base_path), todo, jobs), strict=True))
@@ -642,7 +760,7 @@ def update(
     # index was serial time after the pages' parallel step)
     made_now = fork_map(
         _write_shard,
-        (out_dir, extracts, ours, new),
+        (out_dir, extracts, ours, new, keep, keys),
         left,
         jobs,
         least=2,
@@ -673,11 +791,25 @@ def update(
     return Indexed(sorted(rows), written, removed, len(index.stale))
 
 
+def _held(keep: dict[str, Merged] | None, shard: Shard, page: str, key: str) -> bool:
+    """Whether the kept merge of ``shard`` holds ``page``'s extract of that key."""
+    kept = None if keep is None else keep.get(shard.bundle)
+    return kept is not None and kept.pages == shard.pages and kept.keys.get(page) == key != ""
+
+
 def _write_shard(
-    shared: tuple[Path, dict[str, tuple[bytes, bytes]], dict[str, tuple[str, int, int]], bool], shard: Shard
+    shared: tuple[
+        Path,
+        dict[str, tuple[bytes, bytes]],
+        dict[str, tuple[str, int, int]],
+        bool,
+        dict[str, Merged] | None,
+        dict[str, str],
+    ],
+    shard: Shard,
 ) -> ShardMade:
-    out_dir, extracts, ours, new = shared
-    return write_shard(out_dir, shard, extracts, ours, {str(out_dir)} if new else None)
+    out_dir, extracts, ours, new, keep, keys = shared
+    return write_shard(out_dir, shard, extracts, ours, {str(out_dir)} if new else None, keep, keys)
 
 
 def write_shard(
@@ -686,11 +818,13 @@ def write_shard(
     extracts: Mapping[str, tuple[bytes, bytes]],
     ours: dict[str, tuple[str, int, int]],
     made: set[str] | None,
+    keep: dict[str, Merged] | None = None,
+    keys: Mapping[str, str] | None = None,
 ) -> ShardMade:
     """Make a shard's files from its pages' ``extracts`` and write those whose bytes changed from the
-    recorded ones (``ours``); ``made``: as ``output.write_output``'s. Its files, its manifest entry,
-    their state rows, files written."""
-    files, entry = shard_files(shard, extracts)
+    recorded ones (``ours``); ``made``: as ``output.write_output``'s; ``keep``: ``shard_files``'. Its
+    files, its manifest entry, their state rows, files written."""
+    files, entry = shard_files(shard, extracts, keep, keys)
     rows: list[tuple[str, str, int, int]] = []
     written = sum(_put(out_dir, rel, files[rel], ours.get(rel), rows, made) for rel in sorted(files))
     return sorted(files), entry, rows, written

@@ -523,3 +523,36 @@ def test_words_that_name_object_properties_are_searched_as_words(site: Path, tmp
     ]
     got = node_search(out / "search-index", queries=queries)["results"]
     assert [[h["url"] for h in r["hits"]] for r in got] == [["/docs/zz-ctor/"]] * 3 + [[]]
+
+
+def test_a_shard_merged_again_from_its_last_merge_makes_a_cold_merges_files() -> None:
+    """``shard_files`` with the postings it merged last (``keep``, as ``site serve`` keeps them):
+    after edits that add words no other page has, take a page's words away, empty a page, give a
+    word to an earlier page than any before, and change every page, the files and the manifest entry
+    are the ones made from the extracts alone; a shard of other pages is merged whole."""
+    rng = random.Random(11)
+    pages = {f"p{i:02}/index.html": _bench_page(i, rng) for i in range(30)}
+    shard = search.shards(dict.fromkeys(pages, "fp"))[0]
+    extracts = {out: search.page_extract(page, out, "/") for out, page in pages.items()}
+    keep: dict[str, search.Merged] = {}
+    assert search.shard_files(shard, extracts, keep) == search.shard_files(shard, extracts)
+    kept = keep[shard.bundle]
+
+    def edited(out: str, html: str) -> None:
+        extracts[out] = search.page_extract(html, out, "/")
+        assert search.shard_files(shard, extracts, keep) == search.shard_files(shard, extracts)
+        assert keep[shard.bundle] is kept  # merged again where it changed, not whole
+
+    extra = "<h2 id=x>Zebra</h2><p>aardvark quokka 1991 zebra zebra</p></article>"
+    edited("p07/index.html", pages["p07/index.html"].replace("</article>", extra))
+    edited("p07/index.html", pages["p07/index.html"])  # the words gone again
+    edited("p00/index.html", pages["p00/index.html"].replace("</article>", extra))  # first page
+    edited("p03/index.html", "<main data-search-body><article><h1>Empty</h1></article></main>")
+    edited("p29/index.html", pages["p07/index.html"].replace("</article>", "<p>Edited. </p></article>"))
+    for out in list(pages):
+        extracts[out] = search.page_extract(pages[out].replace("<h1>", "<h1>Edited "), out, "/")
+    assert search.shard_files(shard, extracts, keep) == search.shard_files(shard, extracts)
+    other = search.shards(dict.fromkeys(list(pages)[:20], "fp2"))[0]
+    assert other.bundle == shard.bundle and other.pages != shard.pages
+    assert search.shard_files(other, extracts, keep) == search.shard_files(other, extracts)
+    assert keep[shard.bundle] is not kept and keep[shard.bundle].pages == other.pages
