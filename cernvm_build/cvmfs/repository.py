@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -347,6 +347,38 @@ def open_on_store(
     return _open(name, fetcher, store, None, keys, SnapshotSpec(), True)
 
 
+class _NotSigned(IntegrityError):
+    """A server's manifest or whitelist is no signed file at all: a proxy's or a captive portal's
+    page of its own answered with 200 (the next server is asked; the cache's verified copy serves)."""
+
+
+def _signed_file(name: str, fetcher: Fetcher, file: str) -> Callable[[Iterator[bytes]], bytes]:
+    """The consumer of a fetched manifest or whitelist: its bytes, once they are shaped as one (a
+    page that is not fails the fetch there, so the fetcher asks the next server, as for an object
+    whose hash is wrong; it stopped the client, the next server unasked, pr20a finding 1)."""
+
+    def consume(blocks: Iterator[bytes]) -> bytes:
+        data = b"".join(blocks)
+        where = f"{name}: {file}"
+        try:
+            body = manifest_mod.split_signed(data, where).body
+            if file == MANIFEST_FILE:
+                manifest_mod.parse(body, where)
+            else:
+                whitelist_mod.parse(body, where)
+        except IntegrityError:
+            raise
+        except CvmfsError as e:
+            raise _NotSigned(
+                f"{e.message} (from {fetcher.description})",
+                hint="a proxy or captive portal may answer with a page of its own: check --proxy "
+                "(CVMFS_HTTP_PROXY) and the server URLs",
+            ) from None
+        return data
+
+    return consume
+
+
 def _open(
     name: str,
     fetcher: Fetcher,
@@ -360,9 +392,23 @@ def _open(
     m: Manifest | None = None
     w: Whitelist | None = None
     try:
-        mbytes = fetcher.get(MANIFEST_FILE, what="manifest", limit=MAX_MANIFEST_BYTES)
-        wbytes = fetcher.get(WHITELIST_FILE, what="whitelist", limit=MAX_WHITELIST_BYTES) if verify else b""
-    except (Unreachable, NotFound) as e:
+        mbytes = fetcher.fetch(
+            MANIFEST_FILE,
+            _signed_file(name, fetcher, MANIFEST_FILE),
+            what="manifest",
+            limit=MAX_MANIFEST_BYTES,
+        )
+        wbytes = (
+            fetcher.fetch(
+                WHITELIST_FILE,
+                _signed_file(name, fetcher, WHITELIST_FILE),
+                what="whitelist",
+                limit=MAX_WHITELIST_BYTES,
+            )
+            if verify
+            else b""
+        )
+    except (Unreachable, NotFound, _NotSigned) as e:
         cached = (cache.load_meta(MANIFEST_FILE), cache.load_meta(WHITELIST_FILE)) if cache else (None, None)
         if cached[0] is not None and (cached[1] is not None or not verify):
             mbytes, wbytes = cached[0], cached[1] or b""

@@ -173,6 +173,32 @@ def test_fail_over_past_a_tampering_mirror(fx: Fixture, server: Server, tmp_path
             assert len(repo.read("/usr/bin/tool1")) == 500
 
 
+@pytest.mark.parametrize("file", [".cvmfspublished", ".cvmfswhitelist"])
+def test_a_server_answering_with_a_page_of_its_own_is_passed_over(
+    fx: Fixture, server: Server, tmp_path: Path, file: str
+) -> None:
+    # A squid's cached error page (or a captive portal's) served with 200 in place of a signed
+    # file: the next server is asked, and without one the error names who answered, with a hint.
+    import shutil
+
+    from cernvm_build.cvmfs.serve import serve
+
+    portal = tmp_path / "portal" / FQRN
+    shutil.copytree(fx.repo, portal)
+    (portal / file).write_bytes(b"<html><body>ERR_CONNECT_FAIL</body></html>\n")
+    with serve(tmp_path / "portal") as bad:
+        with open_repository([bad.repo_url(FQRN), server.repo_url()], public_keys=[fx.pub]) as repo:
+            assert repo.read("/etc/new-in-rev2") == b"added\n"
+        cache = tmp_path / "cache"
+        with pytest.raises(IntegrityError) as e:
+            open_repository(bad.repo_url(FQRN), public_keys=[fx.pub], cache_dir=cache, retries=0)
+        assert file in e.value.message and bad.repo_url(FQRN) in e.value.message and e.value.hint
+        # what the cache verified earlier serves, as when no server answers
+        open_repository(server.repo_url(), public_keys=[fx.pub], cache_dir=cache).close()
+        with open_repository(bad.repo_url(FQRN), public_keys=[fx.pub], cache_dir=cache, retries=0) as repo:
+            assert repo.offline and repo.read("/etc/new-in-rev2") == b"added\n"
+
+
 def test_offline_from_cache_and_pinned_root(fx: Fixture, server: Server, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     with open_repository(server.repo_url(), public_keys=[fx.pub], cache_dir=cache) as repo:
