@@ -283,6 +283,19 @@ def verify_signed_files(
     )
 
 
+def _check_name(name: str, *, given: bool) -> None:
+    """``name`` is a repository name, before it names anything: it is a folder of the cache, and
+    ``--fqrn ../../x`` (or a URL ending ``/cvmfs/..``, or a local manifest's ``N``) made the cache
+    folder outside the cache before the manifest refused the name (pr20a finding 6)."""
+    try:
+        manifest_mod.check_fqrn(name)
+    except CvmfsError as e:
+        raise CvmfsError(
+            f"{e.message}" + ("" if given else " (read from the source; --fqrn names it)"),
+            hint="a repository is named like sft.cern.ch: letters, digits, '-', '_' and dots",
+        ) from None
+
+
 def open_repository(
     source: str | Path | Sequence[str],
     *,
@@ -315,6 +328,7 @@ def open_repository(
         raise CvmfsError(
             f"cannot tell the repository name from {source!r}", hint="pass --fqrn NAME (e.g. sft.cern.ch)"
         )
+    _check_name(name, given=fqrn is not None)
     fetcher = make_fetcher(source, repo=name, proxy=proxy, timeout=timeout, retries=retries)
     cache = ObjectCache(cache_dir / name, repo=name) if cache_dir is not None else None
     store = ObjectStore(fetcher, cache, repo=name)
@@ -338,6 +352,7 @@ def open_on_store(
 ) -> Repository:
     """The verified trunk through a caller's fetcher and store (the replicator's: its objects land in
     the replica). The signed files are not saved anywhere; ``Repository.signed_files`` holds them."""
+    _check_name(name, given=True)
     keys = _load_keys(public_keys)
     if not keys:
         raise CvmfsError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 import socket
 from pathlib import Path
 
@@ -197,6 +198,27 @@ def test_a_server_answering_with_a_page_of_its_own_is_passed_over(
         open_repository(server.repo_url(), public_keys=[fx.pub], cache_dir=cache).close()
         with open_repository(bad.repo_url(FQRN), public_keys=[fx.pub], cache_dir=cache, retries=0) as repo:
             assert repo.offline and repo.read("/etc/new-in-rev2") == b"added\n"
+
+
+def test_a_repository_name_that_is_no_name_is_refused_before_the_cache_is_touched(
+    fx: Fixture, server: Server, tmp_path: Path
+) -> None:
+    """pr20a finding 6: the cache folder <cache>/<name> was made before the manifest refused the name:
+    --fqrn ../../x made it outside the cache, a URL ending /cvmfs/.. (or a local manifest's N) in it."""
+    cache = tmp_path / "a" / "cache"
+    local = tmp_path / "local"
+    shutil.copytree(fx.repo, local)
+    published = local / ".cvmfspublished"
+    published.write_bytes(published.read_bytes().replace(f"N{FQRN}\n".encode(), b"N../../y\n"))
+    for source, name in (
+        (server.repo_url(), "../../x"),
+        (server.repo_url().rsplit("/", 1)[0] + "/..", None),
+        (str(local), None),
+    ):
+        with pytest.raises(CvmfsError, match=r"^invalid repository name") as e:
+            open_repository(source, fqrn=name, public_keys=[fx.pub], cache_dir=cache, retries=0)
+        assert e.value.hint
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([fx.root.name, "local"])
 
 
 def test_offline_from_cache_and_pinned_root(fx: Fixture, server: Server, tmp_path: Path) -> None:
