@@ -78,24 +78,38 @@ class SnapshotSpec:
         return self.tag is None and self.date is None and self.root_hash is None
 
 
+#: what a server URL holds in place of the repository name (``CVMFS_SERVER_URL``'s convention)
+FQRN_PLACEHOLDER = "@fqrn@"
+
+
 def _fqrn_from_source(source: str | Path | Sequence[str]) -> str | None:
-    first: str | Path
-    if isinstance(source, str | Path):
-        first = source
-    else:
-        items = list(source)
-        if not items:
+    """The name the first URL (or folder) gives; a URL that holds ``@fqrn@`` gives none, the next
+    one may."""
+    items: list[str | Path] = [source] if isinstance(source, str | Path) else list(source)
+    for first in items:
+        text = str(first).rstrip("/")
+        if FQRN_PLACEHOLDER in text:
+            continue
+        if text.startswith(("http://", "https://")):
+            parts = text.split("/")
+            if len(parts) >= 2 and parts[-2] == "cvmfs":
+                return parts[-1]
             return None
-        first = items[0]
-    text = str(first).rstrip("/")
-    if text.startswith(("http://", "https://")):
-        parts = text.split("/")
-        if len(parts) >= 2 and parts[-2] == "cvmfs":
-            return parts[-1]
-        return None
-    # A fixture-style layout ``<fqrn>/repo`` or a plain ``.../<fqrn>`` directory.
-    p = Path(text)
-    return p.parent.name if p.name == "repo" else p.name
+        # A fixture-style layout ``<fqrn>/repo`` or a plain ``.../<fqrn>`` directory.
+        p = Path(text)
+        return p.parent.name if p.name == "repo" else p.name
+    return None
+
+
+def with_fqrn(source: str | Path | Sequence[str], name: str) -> str | Path | list[str]:
+    """``source`` with ``@fqrn@`` in its URLs replaced by ``name``, as the real client reads
+    ``CVMFS_SERVER_URL`` (the site's client-parameter reference sends its users to --server with it;
+    the URL was asked for as written, a 404, pr20a finding 7)."""
+    if isinstance(source, Path):
+        return source
+    if isinstance(source, str):
+        return source.replace(FQRN_PLACEHOLDER, name)
+    return [str(u).replace(FQRN_PLACEHOLDER, name) for u in source]
 
 
 def local_fqrn(source: str | Path | Sequence[str]) -> str | None:
@@ -329,6 +343,7 @@ def open_repository(
             f"cannot tell the repository name from {source!r}", hint="pass --fqrn NAME (e.g. sft.cern.ch)"
         )
     _check_name(name, given=fqrn is not None)
+    source = with_fqrn(source, name)
     fetcher = make_fetcher(source, repo=name, proxy=proxy, timeout=timeout, retries=retries)
     cache = ObjectCache(cache_dir / name, repo=name) if cache_dir is not None else None
     store = ObjectStore(fetcher, cache, repo=name)

@@ -156,6 +156,24 @@ def test_fail_over_to_the_next_server(fx: Fixture, server: Server) -> None:
         assert repo.read("/etc/new-in-rev2") == b"added\n"
 
 
+def test_a_server_url_with_the_fqrn_placeholder_names_the_repository(
+    fx: Fixture, server: Server, tmp_path: Path
+) -> None:
+    """pr20a finding 7: CVMFS_SERVER_URL's @fqrn@ (the site's client-parameter reference maps it to
+    --server) was asked for as written: 404, "check the repository name in the URL"."""
+    from cernvm_build.cvmfs.replicate import replicate
+
+    templated = server.repo_url().rsplit("/", 1)[0] + "/@fqrn@"
+    with open_repository(templated, fqrn=FQRN, public_keys=[fx.pub]) as repo:
+        assert repo.read("/etc/new-in-rev2") == b"added\n"
+    with open_repository([_dead_url(), templated], public_keys=[fx.pub], retries=0) as repo:
+        assert repo.fqrn == FQRN and repo.read("/etc/new-in-rev2") == b"added\n"
+    with pytest.raises(CvmfsError, match=r"cannot tell the repository name") as e:
+        open_repository(templated, public_keys=[fx.pub])
+    assert "--fqrn" in (e.value.hint or "")
+    assert replicate(templated, tmp_path / "s1", fqrn=FQRN, public_keys=[fx.pub]).revision == 2
+
+
 def test_fail_over_past_a_tampering_mirror(fx: Fixture, server: Server, tmp_path: Path) -> None:
     # A second, damaged copy served first: its object fails the hash, the good server delivers.
     import shutil
