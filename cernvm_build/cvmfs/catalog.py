@@ -102,6 +102,23 @@ __all__ = [
 ]
 
 
+_SCHEMA_HINT = "the catalog is damaged or hostile: the server tools write plain tables"
+
+
+def plain_schema(db: sqlite3.Connection, what: str, hint: str) -> None:
+    """A CvmfsError unless every object in ``db``'s schema is a plain table or an index: a view or a
+    virtual table is SQL of the file's writer run by every read (the server tools write neither). A
+    catalog whose ``catalog`` was a view over an endless recursive query hung ``cvmfs ls`` (and
+    every lookup) for ever, sorting rows without end (pr20a finding 8)."""
+    for name, kind, sql in db.execute("SELECT name, type, sql FROM sqlite_master"):
+        virtual = kind == "table" and str(sql or "").lstrip()[:14].upper() == "CREATE VIRTUAL"
+        if kind not in ("table", "index", "trigger") or virtual:
+            raise CvmfsError(
+                f"{what}: {str(name)[:80]!r} is a {'virtual table' if virtual else kind}, not a table",
+                hint=hint,
+            )
+
+
 class Catalog:
     """One catalog database, opened read-only. Safe to share between threads."""
 
@@ -127,6 +144,7 @@ class Catalog:
             # One cursor for every ``_query`` (they run under ``_lock``, one at a time): not a cursor
             # made and freed per query, as ``Connection.execute`` does, on every FUSE LOOKUP
             self._cursor = self._db.cursor()
+            plain_schema(self._db, f"{where}: catalog {name}C", _SCHEMA_HINT)
             self.properties = dict(self._db.execute("SELECT key, value FROM properties").fetchall())
             cols = {row[1] for row in self._db.execute("PRAGMA table_info(catalog)")}
             nested_cols = {row[1] for row in self._db.execute("PRAGMA table_info(nested_catalogs)")}

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .. import utcdate
 from ..errors import CvmfsError
+from .catalog import plain_schema
 
 
 @dataclass(frozen=True, repr=False)
@@ -49,6 +50,11 @@ class History:
         try:
             self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
             self._db.text_factory = lambda raw: raw.decode("utf-8", "surrogateescape")
+            plain_schema(
+                self._db,
+                f"{where}: history database",
+                "the repository's history is damaged or hostile: the server tools write plain tables",
+            )
             self.properties = dict(self._db.execute("SELECT key, value FROM properties").fetchall())
             self._cols = {row[1] for row in self._db.execute("PRAGMA table_info(tags)")}
         except sqlite3.DatabaseError as e:

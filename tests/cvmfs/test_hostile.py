@@ -748,3 +748,45 @@ def test_verify_reports_a_tag_whose_root_catalog_is_missing(
     m = hostile.run_measured([*hostile.cli(), "cvmfs", "verify", *repo.cli_args()], timeout=TIMEOUT)
     assert m.returncode == 6 and "Traceback" not in m.stderr, m.stderr
     assert "tag 'trunk-previous'" in m.stderr, m.stderr
+
+
+@pytest.mark.parametrize("table", ["catalog", "properties", "nested_catalogs"])
+def test_a_catalog_table_that_is_a_view_is_refused(
+    hostile_base: hostile.Repo, tmp_path: Path, table: str
+) -> None:
+    """pr20a finding 8: a view runs the catalog writer's SQL on every read; one over an endless
+    recursive query hung `cvmfs ls` for ever. Here a harmless view: refused all the same, before a
+    read (the endless one runs below, bounded by the subprocess timeout)."""
+    repo = hostile.copy_repo(hostile_base, tmp_path / "r")
+    with hostile.Editor(repo) as ed:
+        db = ed.catalog()
+        db.execute(f"ALTER TABLE {table} RENAME TO real_{table}")
+        db.execute(f"CREATE VIEW {table} AS SELECT * FROM real_{table}")
+    with pytest.raises(CvmfsError, match=rf"C: '{table}' is a view, not a table"):
+        open_repository(repo.stratum, fqrn=repo.fqrn, public_keys=[repo.pub])
+    endless = hostile.copy_repo(hostile_base, tmp_path / "endless")
+    with hostile.Editor(endless) as ed:
+        db = ed.catalog()
+        cols = ", ".join(f"r.{row[1]}" for row in db.execute(f"PRAGMA table_info({table})"))
+        db.execute(f"ALTER TABLE {table} RENAME TO real_{table}")
+        db.execute(
+            f"CREATE VIEW {table} AS WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) "
+            f"SELECT {cols} FROM c, real_{table} r"
+        )
+    argv = ["cvmfs", "ls", str(endless.stratum), "/", "--key", str(endless.pub), "--fqrn", endless.fqrn]
+    m = hostile.run_measured([*hostile.cli(), *argv], timeout=TIMEOUT)
+    assert m.returncode == 5 and f"'{table}' is a view" in m.stderr and "Traceback" not in m.stderr
+
+
+def test_a_history_table_that_is_a_view_is_refused(tmp_path: Path) -> None:
+    from cernvm_build.cvmfs.history import History
+
+    path = tmp_path / "history.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE properties (key TEXT, value TEXT)")
+    db.execute("CREATE TABLE real_tags (name TEXT, hash TEXT, revision INTEGER, timestamp INTEGER)")
+    db.execute("CREATE VIEW tags AS SELECT * FROM real_tags")
+    db.commit()
+    db.close()
+    with pytest.raises(CvmfsError, match=r"^h: history database: 'tags' is a view, not a table"):
+        History(path, where="h")
