@@ -138,6 +138,8 @@ def _check_indexes(db: sqlite3.Connection, what: str) -> None:
             continue  # a schema before chunking has no chunks table; no catalog table is said later
         leading = set()
         for index in db.execute(f"PRAGMA index_list({table})").fetchall():
+            if index[4]:  # partial (``WHERE 0``): used by no lookup of ours
+                continue
             info = db.execute(f"PRAGMA index_info({_quoted(str(index[1]))})").fetchall()
             leading.add(tuple(str(r[2]) for r in info[: len(columns)]))
         if columns not in leading:

@@ -792,7 +792,7 @@ def test_a_history_table_that_is_a_view_is_refused(tmp_path: Path) -> None:
         History(path, where="h")
 
 
-@pytest.mark.parametrize("index", ["pk", "parent", "chunks"])
+@pytest.mark.parametrize("index", ["pk", "parent", "chunks", "partial"])
 def test_a_catalog_without_the_indexes_of_its_lookups_is_refused(
     hostile_base: hostile.Repo, tmp_path: Path, index: str
 ) -> None:
@@ -802,14 +802,16 @@ def test_a_catalog_without_the_indexes_of_its_lookups_is_refused(
     table = "chunks" if index == "chunks" else "catalog"
     with hostile.Editor(repo) as ed:
         db = ed.catalog()
-        if index == "parent":
+        if index in ("parent", "partial"):
             db.execute("DROP INDEX idx_catalog_parent")
+            if index == "partial":  # an index no query can use
+                db.execute("CREATE INDEX idx_catalog_parent ON catalog (parent_1, parent_2) WHERE 0")
         else:  # the primary key's: the table again, without it
             db.execute(f"CREATE TABLE bare AS SELECT * FROM {table}")
             db.execute(f"DROP TABLE {table}")
             db.execute(f"ALTER TABLE bare RENAME TO {table}")
             if table == "catalog":
                 db.execute("CREATE INDEX idx_catalog_parent ON catalog (parent_1, parent_2)")
-    columns = "parent_1, parent_2" if index == "parent" else "md5path_1, md5path_2"
+    columns = "parent_1, parent_2" if index in ("parent", "partial") else "md5path_1, md5path_2"
     with pytest.raises(CvmfsError, match=rf"C: table {table} has no index on \({columns}\)"):
         open_repository(repo.stratum, fqrn=repo.fqrn, public_keys=[repo.pub])
