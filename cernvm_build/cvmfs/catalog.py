@@ -59,6 +59,7 @@ from .limits import (
     MAX_MTIME,
     MAX_NAME_BYTES,
     MAX_NESTED_REFS,
+    MAX_PROPERTIES,
     MAX_SIZE,
     MAX_SYMLINK_BYTES,
     MAX_XATTR_BYTES,
@@ -117,6 +118,17 @@ def plain_schema(db: sqlite3.Connection, what: str, hint: str) -> None:
                 f"{what}: {str(name)[:80]!r} is a {'virtual table' if virtual else kind}, not a table",
                 hint=hint,
             )
+
+
+def read_properties(db: sqlite3.Connection, what: str) -> dict[Any, Any]:
+    """The ``properties`` table, at most MAX_PROPERTIES rows (read whole: pr20a finding 10)."""
+    rows = db.execute(f"SELECT key, value FROM properties LIMIT {MAX_PROPERTIES + 1}").fetchall()
+    if len(rows) > MAX_PROPERTIES:
+        raise CvmfsError(
+            f"{what}: more than {MAX_PROPERTIES} properties (the server writes about ten)",
+            hint="the database is damaged or hostile",
+        )
+    return dict(rows)
 
 
 #: the indexes every lookup and listing relies on: (table, leading columns); the server tools make
@@ -181,7 +193,7 @@ class Catalog:
             self._cursor = self._db.cursor()
             plain_schema(self._db, f"{where}: catalog {name}C", _SCHEMA_HINT)
             _check_indexes(self._db, f"{where}: catalog {name}C")
-            self.properties = dict(self._db.execute("SELECT key, value FROM properties").fetchall())
+            self.properties = read_properties(self._db, f"{where}: catalog {name}C")
             cols = {row[1] for row in self._db.execute("PRAGMA table_info(catalog)")}
             nested_cols = {row[1] for row in self._db.execute("PRAGMA table_info(nested_catalogs)")}
         except sqlite3.DatabaseError as e:

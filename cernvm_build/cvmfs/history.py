@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .. import utcdate
 from ..errors import CvmfsError
-from .catalog import plain_schema
+from .catalog import plain_schema, read_properties
 
 
 @dataclass(frozen=True, repr=False)
@@ -55,7 +55,7 @@ class History:
                 f"{where}: history database",
                 "the repository's history is damaged or hostile: the server tools write plain tables",
             )
-            self.properties = dict(self._db.execute("SELECT key, value FROM properties").fetchall())
+            self.properties = read_properties(self._db, f"{where}: history database")
             self._cols = {row[1] for row in self._db.execute("PRAGMA table_info(tags)")}
         except sqlite3.DatabaseError as e:
             raise CvmfsError(f"{where}: history database is not readable: {e}") from e

@@ -815,3 +815,27 @@ def test_a_catalog_without_the_indexes_of_its_lookups_is_refused(
     columns = "parent_1, parent_2" if index in ("parent", "partial") else "md5path_1, md5path_2"
     with pytest.raises(CvmfsError, match=rf"C: table {table} has no index on \({columns}\)"):
         open_repository(repo.stratum, fqrn=repo.fqrn, public_keys=[repo.pub])
+
+
+def test_a_catalog_or_history_with_too_many_properties_is_refused(
+    hostile_base: hostile.Repo, tmp_path: Path
+) -> None:
+    """pr20a finding 10: the properties are read whole on open; 3 million rows (a 32 MB catalog
+    object) took `cvmfs ls` from 26 MB to 1 GB of RSS."""
+    from cernvm_build.cvmfs.history import History
+    from cernvm_build.cvmfs.limits import MAX_PROPERTIES
+
+    repo = hostile.copy_repo(hostile_base, tmp_path / "r")
+    rows = [(f"k{i}", "v") for i in range(MAX_PROPERTIES + 1)]
+    with hostile.Editor(repo) as ed:
+        ed.catalog().executemany("INSERT INTO properties VALUES (?, ?)", rows)
+    with pytest.raises(CvmfsError, match=rf"C: more than {MAX_PROPERTIES} properties"):
+        open_repository(repo.stratum, fqrn=repo.fqrn, public_keys=[repo.pub])
+    path = tmp_path / "history.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE properties (key TEXT PRIMARY KEY, value TEXT)")
+    db.executemany("INSERT INTO properties VALUES (?, ?)", rows)
+    db.commit()
+    db.close()
+    with pytest.raises(CvmfsError, match=rf"^h: history database: more than {MAX_PROPERTIES} properties"):
+        History(path, where="h")
