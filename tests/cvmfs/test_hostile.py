@@ -839,3 +839,33 @@ def test_a_catalog_or_history_with_too_many_properties_is_refused(
     db.close()
     with pytest.raises(CvmfsError, match=rf"^h: history database: more than {MAX_PROPERTIES} properties"):
         History(path, where="h")
+
+
+def test_a_history_with_too_many_tags_or_a_huge_value_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pr20a finding 11: every tag is read for `tag list` and verify: a million took 2.2 GB of RSS,
+    a 200 MB description 600 MB (and was printed)."""
+    from cernvm_build.cvmfs import history
+    from cernvm_build.cvmfs.history import History
+
+    path = tmp_path / "history.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE properties (key TEXT PRIMARY KEY, value TEXT)")
+    db.execute(
+        "CREATE TABLE tags (name TEXT, hash TEXT, revision INTEGER, timestamp INTEGER, channel INTEGER,"
+        " description TEXT, size INTEGER, branch TEXT)"
+    )
+    row = ("h" * 40, 1, 1, 0, "", 0, "")
+    db.executemany("INSERT INTO tags VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [(f"t{i}", *row) for i in range(4)])
+    db.commit()
+    monkeypatch.setattr(history, "MAX_TAGS", 3)
+    with pytest.raises(CvmfsError, match=r"^h: history database holds more than 3 tags"):
+        History(path, where="h").tags()
+    monkeypatch.setattr(history, "MAX_TAGS", 4)
+    assert len(History(path, where="h").tags()) == 4
+    db.execute("UPDATE tags SET description = ? WHERE name = 't0'", ("d" * (history.MAX_TAG_TEXT + 1),))
+    db.commit()
+    db.close()
+    with pytest.raises(CvmfsError, match=r"^h: history database: a value in it is longer than"):
+        History(path, where="h").tags()
