@@ -869,3 +869,16 @@ def test_a_history_with_too_many_tags_or_a_huge_value_is_refused(
     db.close()
     with pytest.raises(CvmfsError, match=r"^h: history database: a value in it is longer than"):
         History(path, where="h").tags()
+
+
+def test_the_statistics_read_are_bounded(hostile_base: hostile.Repo, tmp_path: Path) -> None:
+    """pr20a finding 12: `cvmfs info` read a catalog's statistics table whole, however long."""
+    from cernvm_build.cvmfs.limits import MAX_PROPERTIES
+
+    repo = hostile.copy_repo(hostile_base, tmp_path / "r")
+    with hostile.Editor(repo) as ed:
+        ed.catalog().executemany(
+            "INSERT INTO statistics VALUES (?, ?)", ((f"c{i}", i) for i in range(MAX_PROPERTIES + 5))
+        )
+    with open_repository(repo.stratum, fqrn=repo.fqrn, public_keys=[repo.pub]) as r:
+        assert 0 < len(r.statistics()) <= MAX_PROPERTIES
