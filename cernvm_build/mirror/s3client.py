@@ -132,6 +132,8 @@ def _check_endpoint(endpoint: str) -> None:
         raise MirrorError(f"the S3 endpoint {redact_url(endpoint)} carries credentials", hint=hint)
     if not is_url(endpoint, ("http", "https")):
         raise MirrorError(f"the S3 endpoint '{endpoint}' is not an http(s) URL with a host", hint=hint)
+    if "?" in endpoint or "#" in endpoint:  # botocore's "not a valid URI" came with a re-run hint
+        raise MirrorError(f"the S3 endpoint '{endpoint}' has a query or fragment", hint=hint)
 
 
 def make_client(
