@@ -218,7 +218,20 @@ def process_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """Whether ``pid`` has ended and waits to be reaped (signal 0 still reaches it): a killed run
+    whose parent does not wait (a container whose init reaps nothing, a killed ``timeout``) stays
+    one for ever, and its temporaries were kept as a running process's (pr20a finding 4)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            text = f.read(4096)
+    except OSError:  # no /proc (or it just went): as signal 0 said
+        return False
+    # ``pid (comm) S ...``: the command may hold spaces and parentheses, the state follows the last ')'
+    return text[text.rfind(b")") + 2 : text.rfind(b")") + 3] in (b"Z", b"X")
 
 
 def _reclaim_dead(folder: Path, owner: Callable[[str], str | None]) -> list[Path]:

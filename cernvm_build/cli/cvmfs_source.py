@@ -18,7 +18,13 @@ KEYS_HELP = """master public key (repeatable). Default: for a local SOURCE dir, 
 def add_source(p: argparse.ArgumentParser, *, snapshot: bool = True) -> None:
     p.add_argument("source", metavar="SOURCE", help="Stratum URL or local Stratum directory")
     g = p.add_argument_group("repository")
-    g.add_argument("--server", action="append", default=[], metavar="URL", help="extra URL for fail-over")
+    g.add_argument(
+        "--server",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="extra URL for fail-over (@fqrn@ in a URL stands for the repository name)",
+    )
     g.add_argument("--key", action="append", default=[], type=Path, metavar="PATH", help=KEYS_HELP)
     g.add_argument("--fqrn", help="repository name (default: from the URL or the directory name)")
     g.add_argument(

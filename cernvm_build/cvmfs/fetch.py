@@ -237,6 +237,7 @@ class HttpFetcher(Fetcher):
                 split = (base[0], base[1], f"{base[2]}/{relpath}")
             for proxy in self.proxies.order():
                 asked = 0.0  # what the last answer's Retry-After asked for
+                bad_data = False
                 for attempt in range(self.retries + 1):
                     if attempt:
                         _sleep(max(asked, min(self.backoff * 2 ** (attempt - 1), 2.0)))
@@ -267,11 +268,17 @@ class HttpFetcher(Fetcher):
                     except IntegrityError as e:
                         integrity = e
                         last_error = f"{url}: {e.message}"
+                        bad_data = True
                         break
                     self._current = index
                     self.proxies.worked(proxy)
                     return result
                 else:
+                    continue
+                if bad_data:
+                    # the next proxy: bad bytes may be one proxy's (a squid's cached error page), as
+                    # the real client switches proxy on bad data; it was the next server only, so
+                    # `--proxy 'squid;DIRECT'` failed with DIRECT unasked (pr20a finding 2)
                     continue
                 break
         if integrity is not None:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from .. import utcdate
 from ..errors import CvmfsError
+from .catalog import plain_schema, read_properties
+from .limits import MAX_TAG_TEXT, MAX_TAGS, human
 
 
 @dataclass(frozen=True, repr=False)
@@ -49,7 +51,13 @@ class History:
         try:
             self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
             self._db.text_factory = lambda raw: raw.decode("utf-8", "surrogateescape")
-            self.properties = dict(self._db.execute("SELECT key, value FROM properties").fetchall())
+            self._db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_TAG_TEXT)
+            plain_schema(
+                self._db,
+                f"{where}: history database",
+                "the repository's history is damaged or hostile: the server tools write plain tables",
+            )
+            self.properties = read_properties(self._db, f"{where}: history database")
             self._cols = {row[1] for row in self._db.execute("PRAGMA table_info(tags)")}
         except sqlite3.DatabaseError as e:
             raise CvmfsError(f"{where}: history database is not readable: {e}") from e
@@ -61,9 +69,19 @@ class History:
         branch = "branch" if "branch" in self._cols else "''"
         sql = f"SELECT name, hash, revision, timestamp, description, size, {branch} FROM tags {where_sql}"
         try:
-            rows = self._db.execute(sql, args).fetchall()
+            rows = self._db.execute(f"{sql} LIMIT {MAX_TAGS + 1}" if not where_sql else sql, args).fetchall()
+        except sqlite3.DataError as e:  # SQLITE_TOOBIG: a value over the connection's length limit
+            raise CvmfsError(
+                f"{self.where}: history database: a value in it is longer than {human(MAX_TAG_TEXT)}",
+                hint="the history database is damaged or hostile",
+            ) from e
         except sqlite3.DatabaseError as e:
             raise CvmfsError(f"{self.where}: history database cannot be queried: {e}") from e
+        if len(rows) > MAX_TAGS:
+            raise CvmfsError(
+                f"{self.where}: history database holds more than {MAX_TAGS:,} tags",
+                hint="the history database is damaged or hostile",
+            )
         try:
             return [
                 Tag(str(n), str(h), _int(r), _int(t), str(d or ""), _int(s), str(b or ""))

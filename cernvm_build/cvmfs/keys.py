@@ -24,6 +24,7 @@ from ..fsutil import TooLarge, atomic_write, read_capped, reclaim_stale
 from . import masterkey
 from . import rsa as rsa_raw
 from . import whitelist as wl
+from .manifest import check_fqrn as check_fqrn  # where it is (stdlib: the reader checks names too)
 
 #: a PEM key or certificate file is a few KiB (pr18d finding 14)
 MAX_KEY_FILE_BYTES = 1 << 20
@@ -217,20 +218,6 @@ def _load_private(pem: bytes, path: Path) -> rsa.RSAPrivateKey:
     if not isinstance(key, rsa.RSAPrivateKey):
         raise CvmfsError(f"{path}: not an RSA key", hint="CernVM-FS signs with RSA keys")
     return key
-
-
-def check_fqrn(fqrn: str) -> None:
-    """A repository name is a DNS-like name; it becomes file names and URL parts."""
-    ok = (
-        0 < len(fqrn) <= 253
-        and "." in fqrn
-        and all(part and all(c.isalnum() or c in "-_" for c in part) for part in fqrn.split("."))
-    )
-    if not ok:
-        raise CvmfsError(
-            f"invalid repository name {fqrn!r}",
-            hint="use a fully qualified name like 'demo.cernvm.test' (letters, digits, '-', '_', dots)",
-        )
 
 
 def keys_exist(directory: Path, fqrn: str) -> bool:

@@ -40,6 +40,15 @@ MAX_REFLOG_BYTES = 256 * MiB
 MAX_NESTING = 64
 #: nested catalog references in one catalog
 MAX_NESTED_REFS = 100_000
+#: rows of a catalog's or history's ``properties`` (the server writes about ten, read whole on open: 3
+#: million rows, a 32 MB catalog object, took a reader's RSS from 26 MB to 1 GB)
+MAX_PROPERTIES = 1000
+#: tags of a history database (a repository tagging every publish for years has some ten thousand;
+#: each listed costs about 2 KB: a million took `tag list` to 2.2 GB of RSS)
+MAX_TAGS = 1_000_000
+#: the longest value of a history database (a tag's name or description): a 200 MB description
+#: took `tag list` to 600 MB of RSS and printed it
+MAX_TAG_TEXT = 64 * KiB
 #: chunks of one file (a 1 TB file in the default 4-16 MiB chunks has about 125,000); the list is
 #: held in memory with its entry (about 150 bytes a chunk)
 MAX_CHUNKS = 200_000

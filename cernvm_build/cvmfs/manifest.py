@@ -19,6 +19,20 @@ MD5_EMPTY = hashlib.md5(b"").hexdigest()
 SEPARATOR = b"--\n"
 
 
+def check_fqrn(fqrn: str) -> None:
+    """A repository name is a DNS-like name; it becomes file names and URL parts."""
+    ok = (
+        0 < len(fqrn) <= 253
+        and "." in fqrn
+        and all(part and all(c.isalnum() or c in "-_" for c in part) for part in fqrn.split("."))
+    )
+    if not ok:
+        raise CvmfsError(
+            f"invalid repository name {fqrn!r}",
+            hint="use a fully qualified name like 'demo.cernvm.test' (letters, digits, '-', '_', dots)",
+        )
+
+
 @dataclass(frozen=True, repr=False, eq=False)
 class SignedText:
     """A signed text file split into its parts."""

@@ -61,7 +61,14 @@ from .objects import (
     parse_hash,
     sweep_temporaries,
 )
-from .repository import MANIFEST_FILE, WHITELIST_FILE, Repository, _fqrn_from_source, open_on_store
+from .repository import (
+    MANIFEST_FILE,
+    WHITELIST_FILE,
+    Repository,
+    _fqrn_from_source,
+    open_on_store,
+    with_fqrn,
+)
 from .store import ObjectStore, stored_limit
 
 REFLOG_FILE = ".cvmfsreflog"
@@ -372,6 +379,7 @@ def replicate(
     name = fqrn or _fqrn_from_source(source)
     if not name:
         raise CvmfsError(f"cannot tell the repository name from {source!r}", hint="pass --fqrn NAME")
+    source = with_fqrn(source, name)
     try:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as e:  # DEST a file, or under one: a traceback (pr18d finding 11)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,24 +78,38 @@ class SnapshotSpec:
         return self.tag is None and self.date is None and self.root_hash is None
 
 
+#: what a server URL holds in place of the repository name (``CVMFS_SERVER_URL``'s convention)
+FQRN_PLACEHOLDER = "@fqrn@"
+
+
 def _fqrn_from_source(source: str | Path | Sequence[str]) -> str | None:
-    first: str | Path
-    if isinstance(source, str | Path):
-        first = source
-    else:
-        items = list(source)
-        if not items:
+    """The name the first URL (or folder) gives; a URL that holds ``@fqrn@`` gives none, the next
+    one may."""
+    items: list[str | Path] = [source] if isinstance(source, str | Path) else list(source)
+    for first in items:
+        text = str(first).rstrip("/")
+        if FQRN_PLACEHOLDER in text:
+            continue
+        if text.startswith(("http://", "https://")):
+            parts = text.split("/")
+            if len(parts) >= 2 and parts[-2] == "cvmfs":
+                return parts[-1]
             return None
-        first = items[0]
-    text = str(first).rstrip("/")
-    if text.startswith(("http://", "https://")):
-        parts = text.split("/")
-        if len(parts) >= 2 and parts[-2] == "cvmfs":
-            return parts[-1]
-        return None
-    # A fixture-style layout ``<fqrn>/repo`` or a plain ``.../<fqrn>`` directory.
-    p = Path(text)
-    return p.parent.name if p.name == "repo" else p.name
+        # A fixture-style layout ``<fqrn>/repo`` or a plain ``.../<fqrn>`` directory.
+        p = Path(text)
+        return p.parent.name if p.name == "repo" else p.name
+    return None
+
+
+def with_fqrn(source: str | Path | Sequence[str], name: str) -> str | Path | list[str]:
+    """``source`` with ``@fqrn@`` in its URLs replaced by ``name``, as the real client reads
+    ``CVMFS_SERVER_URL`` (the site's client-parameter reference sends its users to --server with it;
+    the URL was asked for as written, a 404, pr20a finding 7)."""
+    if isinstance(source, Path):
+        return source
+    if isinstance(source, str):
+        return source.replace(FQRN_PLACEHOLDER, name)
+    return [str(u).replace(FQRN_PLACEHOLDER, name) for u in source]
 
 
 def local_fqrn(source: str | Path | Sequence[str]) -> str | None:
@@ -283,6 +297,19 @@ def verify_signed_files(
     )
 
 
+def _check_name(name: str, *, given: bool) -> None:
+    """``name`` is a repository name, before it names anything: it is a folder of the cache, and
+    ``--fqrn ../../x`` (or a URL ending ``/cvmfs/..``, or a local manifest's ``N``) made the cache
+    folder outside the cache before the manifest refused the name (pr20a finding 6)."""
+    try:
+        manifest_mod.check_fqrn(name)
+    except CvmfsError as e:
+        raise CvmfsError(
+            f"{e.message}" + ("" if given else " (read from the source; --fqrn names it)"),
+            hint="a repository is named like sft.cern.ch: letters, digits, '-', '_' and dots",
+        ) from None
+
+
 def open_repository(
     source: str | Path | Sequence[str],
     *,
@@ -315,6 +342,8 @@ def open_repository(
         raise CvmfsError(
             f"cannot tell the repository name from {source!r}", hint="pass --fqrn NAME (e.g. sft.cern.ch)"
         )
+    _check_name(name, given=fqrn is not None)
+    source = with_fqrn(source, name)
     fetcher = make_fetcher(source, repo=name, proxy=proxy, timeout=timeout, retries=retries)
     cache = ObjectCache(cache_dir / name, repo=name) if cache_dir is not None else None
     store = ObjectStore(fetcher, cache, repo=name)
@@ -338,6 +367,7 @@ def open_on_store(
 ) -> Repository:
     """The verified trunk through a caller's fetcher and store (the replicator's: its objects land in
     the replica). The signed files are not saved anywhere; ``Repository.signed_files`` holds them."""
+    _check_name(name, given=True)
     keys = _load_keys(public_keys)
     if not keys:
         raise CvmfsError(
@@ -345,6 +375,38 @@ def open_on_store(
             hint="pass the master public key with --key PATH (e.g. keys/<fqrn>.pub)",
         )
     return _open(name, fetcher, store, None, keys, SnapshotSpec(), True)
+
+
+class _NotSigned(IntegrityError):
+    """A server's manifest or whitelist is no signed file at all: a proxy's or a captive portal's
+    page of its own answered with 200 (the next server is asked; the cache's verified copy serves)."""
+
+
+def _signed_file(name: str, fetcher: Fetcher, file: str) -> Callable[[Iterator[bytes]], bytes]:
+    """The consumer of a fetched manifest or whitelist: its bytes, once they are shaped as one (a
+    page that is not fails the fetch there, so the fetcher asks the next server, as for an object
+    whose hash is wrong; it stopped the client, the next server unasked, pr20a finding 1)."""
+
+    def consume(blocks: Iterator[bytes]) -> bytes:
+        data = b"".join(blocks)
+        where = f"{name}: {file}"
+        try:
+            body = manifest_mod.split_signed(data, where).body
+            if file == MANIFEST_FILE:
+                manifest_mod.parse(body, where)
+            else:
+                whitelist_mod.parse(body, where)
+        except IntegrityError:
+            raise
+        except CvmfsError as e:
+            raise _NotSigned(
+                f"{e.message} (from {fetcher.description})",
+                hint="a proxy or captive portal may answer with a page of its own: check --proxy "
+                "(CVMFS_HTTP_PROXY) and the server URLs",
+            ) from None
+        return data
+
+    return consume
 
 
 def _open(
@@ -360,9 +422,23 @@ def _open(
     m: Manifest | None = None
     w: Whitelist | None = None
     try:
-        mbytes = fetcher.get(MANIFEST_FILE, what="manifest", limit=MAX_MANIFEST_BYTES)
-        wbytes = fetcher.get(WHITELIST_FILE, what="whitelist", limit=MAX_WHITELIST_BYTES) if verify else b""
-    except (Unreachable, NotFound) as e:
+        mbytes = fetcher.fetch(
+            MANIFEST_FILE,
+            _signed_file(name, fetcher, MANIFEST_FILE),
+            what="manifest",
+            limit=MAX_MANIFEST_BYTES,
+        )
+        wbytes = (
+            fetcher.fetch(
+                WHITELIST_FILE,
+                _signed_file(name, fetcher, WHITELIST_FILE),
+                what="whitelist",
+                limit=MAX_WHITELIST_BYTES,
+            )
+            if verify
+            else b""
+        )
+    except (Unreachable, NotFound, _NotSigned) as e:
         cached = (cache.load_meta(MANIFEST_FILE), cache.load_meta(WHITELIST_FILE)) if cache else (None, None)
         if cached[0] is not None and (cached[1] is not None or not verify):
             mbytes, wbytes = cached[0], cached[1] or b""

@@ -337,6 +337,11 @@ class Repository:
         if kind != S_IFREG:
             if kind == S_IFDIR:
                 raise CvmfsError(f"{self.fqrn}: {entry.path}: is a directory (EISDIR)")
+            if entry.is_symlink:  # it said "not a regular file", and not where to look instead
+                raise CvmfsError(
+                    f"{self.fqrn}: {entry.path}: a symbolic link to {entry.symlink!r}",
+                    hint="a link is not followed: give the path it points to",
+                )
             raise CvmfsError(f"{self.fqrn}: {entry.path}: not a regular file")
         if entry.flags & FLAG_EXTERNAL:
             raise CvmfsError(

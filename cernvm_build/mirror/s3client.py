@@ -132,6 +132,8 @@ def _check_endpoint(endpoint: str) -> None:
         raise MirrorError(f"the S3 endpoint {redact_url(endpoint)} carries credentials", hint=hint)
     if not is_url(endpoint, ("http", "https")):
         raise MirrorError(f"the S3 endpoint '{endpoint}' is not an http(s) URL with a host", hint=hint)
+    if "?" in endpoint or "#" in endpoint:  # botocore's "not a valid URI" came with a re-run hint
+        raise MirrorError(f"the S3 endpoint '{endpoint}' has a query or fragment", hint=hint)
 
 
 def make_client(
@@ -233,6 +235,10 @@ def http_status(e: BaseException) -> int:
     return 0
 
 
+#: the most of an S3 server's error message shown
+MAX_MESSAGE = 500
+
+
 def s3_error(e: BaseException, where: str) -> MirrorError:
     """One line for what went wrong talking to S3 at ``where`` (an s3:// URL or key)."""
     code = error_code(e)
@@ -255,6 +261,8 @@ def s3_error(e: BaseException, where: str) -> MirrorError:
         )
     if isinstance(e, botocore.exceptions.ClientError):
         msg = e.response.get("Error", {}).get("Message", "") or str(e)
+        if len(msg) > MAX_MESSAGE:  # the server's text: a hostile one sent megabytes for one line
+            msg = msg[:MAX_MESSAGE] + "..."
         return MirrorError(
             f"{where}: S3 error {code or http_status(e)}: {msg}",
             hint="a re-run finishes an interrupted sync; the published indexes were not switched",

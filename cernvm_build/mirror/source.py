@@ -30,7 +30,7 @@ import urllib3.connection
 import urllib3.exceptions
 
 from ..errors import MirrorError
-from ..fsutil import TooLarge, atomic_file, read_capped
+from ..fsutil import TooLarge, atomic_file, read_capped, remove_tree
 from .hashcache import HashCache, hash_stream
 from .s3client import S3Client, S3Url, http_status, s3_error
 from .s3direct import DEADLINE_FLOOR, MIN_RATE, deadline, watchdog
@@ -97,6 +97,10 @@ def _capped(chunks: Iterable[bytes], name: str) -> bytes:
 #: what a client would read differently from the key the mirror checks and publishes: a query
 #: (``?``) or fragment (``#``) cut from the URL, a ``%``-escape decoded by the server, a control character
 _UNSAFE_CHARS = re.compile(r"[?#\\\x00-\x1f\x7f]|%[0-9A-Fa-f]{2}")
+
+
+def _shown(rel: str) -> str:
+    return rel.encode("unicode_escape").decode("ascii")
 
 
 def safe_rel(rel: str) -> str:
@@ -334,6 +338,11 @@ class HttpSource:
         self.timeout = timeout
         self.session = deadline_session()
         self.fetched: set[str] = set()
+        #: the names this run downloads, and the folders above them (``_make_way``): downloads run
+        #: in threads
+        self._named: set[str] = set()
+        self._folders: set[str] = set()
+        self._claims = threading.Lock()
 
     def _url(self, rel: str) -> str:
         return self.base + quote(safe_rel(rel))
@@ -346,6 +355,7 @@ class HttpSource:
         dest = self.staging / rel
         limit = (size if size is not None else MAX_INDEX) + 1
         url = self._url(rel)
+        self._make_way(rel)
         dl = Deadlined(self.deadline_floor)
         got = 0
         try:
@@ -378,6 +388,39 @@ class HttpSource:
             ) from e
         self.fetched.add(rel)
         return dest
+
+    def _make_way(self, rel: str) -> None:
+        """Claim ``rel`` for this run and remove staged copies in its way: a file where one of its
+        folders belongs, a folder where it belongs. They hold an earlier publication's names
+        (staged copies are throwaway); one such run left a staging folder that every later run
+        failed on with "Is a directory" (pr20a finding 5). A file and a path below it both named
+        in this run are a malformed source's: one line, before either is staged."""
+        parts = rel.split("/")
+        folders = ["/".join(parts[:i]) for i in range(1, len(parts))]
+        with self._claims:
+            file_above = next((f for f in folders if f in self._named), None)
+            if file_above is not None:
+                raise self._clash(file_above, rel)
+            if rel in self._folders:
+                below = next(n for n in self._named if n.startswith(f"{rel}/"))
+                raise self._clash(rel, below)
+            self._named.add(rel)
+            self._folders.update(folders)
+        for f in folders:
+            p = self.staging / f
+            if not p.is_dir() or p.is_symlink():
+                if os.path.lexists(p):
+                    p.unlink()
+                break  # nothing is staged below a name that is no folder
+        dest = self.staging / rel
+        if dest.is_dir() and not dest.is_symlink():
+            remove_tree(dest)
+
+    def _clash(self, name: str, below: str) -> MirrorError:
+        return MirrorError(
+            f"{self.base}: the source names both the file '{_shown(name)}' and '{_shown(below)}' below it",
+            hint="a repository holds files, not a file and a folder of one name: the source is malformed",
+        )
 
     def _late(self, url: str, got: int, elapsed: float) -> MirrorError:
         return MirrorError(

@@ -83,6 +83,19 @@ def test_a_pid_no_process_can_have_is_a_dead_run(tmp_path: Path) -> None:
     assert sorted(p.name for p in reclaim_stale(dest)) == sorted(names)
 
 
+def test_a_killed_run_not_yet_reaped_is_a_dead_run(tmp_path: Path) -> None:
+    """pr20a finding 4: a process that ended and waits for its parent to reap it (a zombie) still
+    takes signal 0, so a killed export's temporary was kept for ever where nothing reaps it."""
+    child = subprocess.Popen(["true"])
+    try:
+        os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # ended, not reaped: a zombie
+        half = tmp_path / f".out.{child.pid}.k1ll3d.tmp"
+        half.mkdir()
+        assert reclaim_stale(tmp_path / "out") == [half]
+    finally:
+        child.wait()
+
+
 def test_reclaim_leaves_names_that_only_look_alike(tmp_path: Path) -> None:
     dest = tmp_path / "out"
     keep = [f".out.{_dead_pid()}.a.b.tmp", ".out.old", f".out.{_dead_pid()}.tmp", "out.1.x.tmp"]

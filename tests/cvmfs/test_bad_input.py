@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 import socket
 from pathlib import Path
 
@@ -155,6 +156,24 @@ def test_fail_over_to_the_next_server(fx: Fixture, server: Server) -> None:
         assert repo.read("/etc/new-in-rev2") == b"added\n"
 
 
+def test_a_server_url_with_the_fqrn_placeholder_names_the_repository(
+    fx: Fixture, server: Server, tmp_path: Path
+) -> None:
+    """pr20a finding 7: CVMFS_SERVER_URL's @fqrn@ (the site's client-parameter reference maps it to
+    --server) was asked for as written: 404, "check the repository name in the URL"."""
+    from cernvm_build.cvmfs.replicate import replicate
+
+    templated = server.repo_url().rsplit("/", 1)[0] + "/@fqrn@"
+    with open_repository(templated, fqrn=FQRN, public_keys=[fx.pub]) as repo:
+        assert repo.read("/etc/new-in-rev2") == b"added\n"
+    with open_repository([_dead_url(), templated], public_keys=[fx.pub], retries=0) as repo:
+        assert repo.fqrn == FQRN and repo.read("/etc/new-in-rev2") == b"added\n"
+    with pytest.raises(CvmfsError, match=r"cannot tell the repository name") as e:
+        open_repository(templated, public_keys=[fx.pub])
+    assert "--fqrn" in (e.value.hint or "")
+    assert replicate(templated, tmp_path / "s1", fqrn=FQRN, public_keys=[fx.pub]).revision == 2
+
+
 def test_fail_over_past_a_tampering_mirror(fx: Fixture, server: Server, tmp_path: Path) -> None:
     # A second, damaged copy served first: its object fails the hash, the good server delivers.
     import shutil
@@ -171,6 +190,53 @@ def test_fail_over_past_a_tampering_mirror(fx: Fixture, server: Server, tmp_path
         urls = [bad.repo_url(FQRN), server.repo_url()]
         with open_repository(urls, public_keys=[fx.pub]) as repo:
             assert len(repo.read("/usr/bin/tool1")) == 500
+
+
+@pytest.mark.parametrize("file", [".cvmfspublished", ".cvmfswhitelist"])
+def test_a_server_answering_with_a_page_of_its_own_is_passed_over(
+    fx: Fixture, server: Server, tmp_path: Path, file: str
+) -> None:
+    # A squid's cached error page (or a captive portal's) served with 200 in place of a signed
+    # file: the next server is asked, and without one the error names who answered, with a hint.
+    import shutil
+
+    from cernvm_build.cvmfs.serve import serve
+
+    portal = tmp_path / "portal" / FQRN
+    shutil.copytree(fx.repo, portal)
+    (portal / file).write_bytes(b"<html><body>ERR_CONNECT_FAIL</body></html>\n")
+    with serve(tmp_path / "portal") as bad:
+        with open_repository([bad.repo_url(FQRN), server.repo_url()], public_keys=[fx.pub]) as repo:
+            assert repo.read("/etc/new-in-rev2") == b"added\n"
+        cache = tmp_path / "cache"
+        with pytest.raises(IntegrityError) as e:
+            open_repository(bad.repo_url(FQRN), public_keys=[fx.pub], cache_dir=cache, retries=0)
+        assert file in e.value.message and bad.repo_url(FQRN) in e.value.message and e.value.hint
+        # what the cache verified earlier serves, as when no server answers
+        open_repository(server.repo_url(), public_keys=[fx.pub], cache_dir=cache).close()
+        with open_repository(bad.repo_url(FQRN), public_keys=[fx.pub], cache_dir=cache, retries=0) as repo:
+            assert repo.offline and repo.read("/etc/new-in-rev2") == b"added\n"
+
+
+def test_a_repository_name_that_is_no_name_is_refused_before_the_cache_is_touched(
+    fx: Fixture, server: Server, tmp_path: Path
+) -> None:
+    """pr20a finding 6: the cache folder <cache>/<name> was made before the manifest refused the name:
+    --fqrn ../../x made it outside the cache, a URL ending /cvmfs/.. (or a local manifest's N) in it."""
+    cache = tmp_path / "a" / "cache"
+    local = tmp_path / "local"
+    shutil.copytree(fx.repo, local)
+    published = local / ".cvmfspublished"
+    published.write_bytes(published.read_bytes().replace(f"N{FQRN}\n".encode(), b"N../../y\n"))
+    for source, name in (
+        (server.repo_url(), "../../x"),
+        (server.repo_url().rsplit("/", 1)[0] + "/..", None),
+        (str(local), None),
+    ):
+        with pytest.raises(CvmfsError, match=r"^invalid repository name") as e:
+            open_repository(source, fqrn=name, public_keys=[fx.pub], cache_dir=cache, retries=0)
+        assert e.value.hint
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([fx.root.name, "local"])
 
 
 def test_offline_from_cache_and_pinned_root(fx: Fixture, server: Server, tmp_path: Path) -> None:

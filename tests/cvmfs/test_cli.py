@@ -67,6 +67,13 @@ def test_missing_path_and_key_are_one_line_errors(fx: Fixture, tmp_path: Path, c
     assert "no public key found" in capsys.readouterr().err
 
 
+def test_cat_of_a_symbolic_link_names_its_target(fx: Fixture, capsys: pytest.CaptureFixture[str]) -> None:
+    # pr20a finding 3: "not a regular file", and not where to look instead
+    assert main(["cvmfs", "cat", str(fx.root), "/usr/bin/dirlink"]) == 5
+    err = capsys.readouterr().err
+    assert "/usr/bin/dirlink: a symbolic link to '../lib/python'" in err and "hint:" in err
+
+
 def test_export_directory_matches_listing(fx: Fixture, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     dest = tmp_path / "tree"
     d = run_json(capsys, "cvmfs", "export", str(fx.root), str(dest), "--tag", "slc4-frozen", "--json")

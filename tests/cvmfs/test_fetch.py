@@ -16,7 +16,7 @@ import pytest
 from cernvm_build.cvmfs.fetch import HttpFetcher, Unreachable
 from cernvm_build.cvmfs.proxies import ProxyChain, parse_groups, parse_proxies
 from cernvm_build.cvmfs.serve import Server
-from cernvm_build.errors import CvmfsError
+from cernvm_build.errors import CvmfsError, IntegrityError
 from tests.support import listening
 from tests.support.hostile import http_server
 
@@ -119,6 +119,36 @@ def test_through_a_proxy(server: Server, proxy: str, fx: Fixture) -> None:
 def test_dead_proxy_falls_back_to_direct(server: Server, fx: Fixture) -> None:
     f = HttpFetcher([server.repo_url()], repo=FQRN, proxy=f"{_dead()};DIRECT", retries=0)
     assert f.get(".cvmfswhitelist", what="whitelist") == (fx.repo / ".cvmfswhitelist").read_bytes()
+
+
+class _ErrorPage(_Quiet):
+    """A squid whose cache holds an error page: every answer is that page, with 200."""
+
+    def do_GET(self) -> None:
+        self._send(b"<html><body>ERR_CONNECT_FAIL</body></html>\n")
+
+
+def test_bad_data_from_a_proxy_falls_back_to_the_next_proxy(server: Server, fx: Fixture) -> None:
+    # pr20a finding 2: an object whose hash failed ended the server's proxies: DIRECT was never asked.
+    from cernvm_build.cvmfs.objects import hash_bytes
+
+    cert = fx.repo / "data"
+    path = next(p for p in cert.rglob("*X"))
+    name = path.parent.name + path.name[:-1]
+    wanted = path.read_bytes()
+    assert str(hash_bytes(wanted)) == name
+
+    def checked(blocks: Iterator[bytes]) -> bytes:
+        data = b"".join(blocks)
+        if str(hash_bytes(data)) != name:
+            raise IntegrityError(f"{name}X: content hash mismatch")
+        return data
+
+    with http_server(_ErrorPage) as page:
+        f = HttpFetcher([server.repo_url()], repo=FQRN, proxy=f"{page};DIRECT", retries=0)
+        f.proxies = ProxyChain(f"{page};DIRECT")  # the page first, always
+        relpath = f"data/{name[:2]}/{name[2:]}X"
+        assert f.fetch(relpath, checked, what="certificate") == wanted
 
 
 def test_server_closing_an_idle_connection_is_not_a_failure() -> None:

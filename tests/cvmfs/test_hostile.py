@@ -748,3 +748,137 @@ def test_verify_reports_a_tag_whose_root_catalog_is_missing(
     m = hostile.run_measured([*hostile.cli(), "cvmfs", "verify", *repo.cli_args()], timeout=TIMEOUT)
     assert m.returncode == 6 and "Traceback" not in m.stderr, m.stderr
     assert "tag 'trunk-previous'" in m.stderr, m.stderr
+
+
+@pytest.mark.parametrize("table", ["catalog", "properties", "nested_catalogs"])
+def test_a_catalog_table_that_is_a_view_is_refused(
+    hostile_base: hostile.Repo, tmp_path: Path, table: str
+) -> None:
+    """pr20a finding 8: a view runs the catalog writer's SQL on every read; one over an endless
+    recursive query hung `cvmfs ls` for ever. Here a harmless view: refused all the same, before a
+    read (the endless one runs below, bounded by the subprocess timeout)."""
+    repo = hostile.copy_repo(hostile_base, tmp_path / "r")
+    with hostile.Editor(repo) as ed:
+        db = ed.catalog()
+        db.execute(f"ALTER TABLE {table} RENAME TO real_{table}")
+        db.execute(f"CREATE VIEW {table} AS SELECT * FROM real_{table}")
+    with pytest.raises(CvmfsError, match=rf"C: '{table}' is a view, not a table"):
+        open_repository(repo.stratum, fqrn=repo.fqrn, public_keys=[repo.pub])
+    endless = hostile.copy_repo(hostile_base, tmp_path / "endless")
+    with hostile.Editor(endless) as ed:
+        db = ed.catalog()
+        cols = ", ".join(f"r.{row[1]}" for row in db.execute(f"PRAGMA table_info({table})"))
+        db.execute(f"ALTER TABLE {table} RENAME TO real_{table}")
+        db.execute(
+            f"CREATE VIEW {table} AS WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) "
+            f"SELECT {cols} FROM c, real_{table} r"
+        )
+    argv = ["cvmfs", "ls", str(endless.stratum), "/", "--key", str(endless.pub), "--fqrn", endless.fqrn]
+    m = hostile.run_measured([*hostile.cli(), *argv], timeout=TIMEOUT)
+    assert m.returncode == 5 and f"'{table}' is a view" in m.stderr and "Traceback" not in m.stderr
+
+
+def test_a_history_table_that_is_a_view_is_refused(tmp_path: Path) -> None:
+    from cernvm_build.cvmfs.history import History
+
+    path = tmp_path / "history.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE properties (key TEXT, value TEXT)")
+    db.execute("CREATE TABLE real_tags (name TEXT, hash TEXT, revision INTEGER, timestamp INTEGER)")
+    db.execute("CREATE VIEW tags AS SELECT * FROM real_tags")
+    db.commit()
+    db.close()
+    with pytest.raises(CvmfsError, match=r"^h: history database: 'tags' is a view, not a table"):
+        History(path, where="h")
+
+
+@pytest.mark.parametrize("index", ["pk", "parent", "chunks", "partial"])
+def test_a_catalog_without_the_indexes_of_its_lookups_is_refused(
+    hostile_base: hostile.Repo, tmp_path: Path, index: str
+) -> None:
+    """pr20a finding 9: without them every lookup and listing reads the whole table; `ls -R` of
+    20,000 directories took 31.6 s instead of 1.9 s, and grows with the square of the count."""
+    repo = hostile.copy_repo(hostile_base, tmp_path / "r")
+    table = "chunks" if index == "chunks" else "catalog"
+    with hostile.Editor(repo) as ed:
+        db = ed.catalog()
+        if index in ("parent", "partial"):
+            db.execute("DROP INDEX idx_catalog_parent")
+            if index == "partial":  # an index no query can use
+                db.execute("CREATE INDEX idx_catalog_parent ON catalog (parent_1, parent_2) WHERE 0")
+        else:  # the primary key's: the table again, without it
+            db.execute(f"CREATE TABLE bare AS SELECT * FROM {table}")
+            db.execute(f"DROP TABLE {table}")
+            db.execute(f"ALTER TABLE bare RENAME TO {table}")
+            if table == "catalog":
+                db.execute("CREATE INDEX idx_catalog_parent ON catalog (parent_1, parent_2)")
+    columns = "parent_1, parent_2" if index in ("parent", "partial") else "md5path_1, md5path_2"
+    with pytest.raises(CvmfsError, match=rf"C: table {table} has no index on \({columns}\)"):
+        open_repository(repo.stratum, fqrn=repo.fqrn, public_keys=[repo.pub])
+
+
+def test_a_catalog_or_history_with_too_many_properties_is_refused(
+    hostile_base: hostile.Repo, tmp_path: Path
+) -> None:
+    """pr20a finding 10: the properties are read whole on open; 3 million rows (a 32 MB catalog
+    object) took `cvmfs ls` from 26 MB to 1 GB of RSS."""
+    from cernvm_build.cvmfs.history import History
+    from cernvm_build.cvmfs.limits import MAX_PROPERTIES
+
+    repo = hostile.copy_repo(hostile_base, tmp_path / "r")
+    rows = [(f"k{i}", "v") for i in range(MAX_PROPERTIES + 1)]
+    with hostile.Editor(repo) as ed:
+        ed.catalog().executemany("INSERT INTO properties VALUES (?, ?)", rows)
+    with pytest.raises(CvmfsError, match=rf"C: more than {MAX_PROPERTIES} properties"):
+        open_repository(repo.stratum, fqrn=repo.fqrn, public_keys=[repo.pub])
+    path = tmp_path / "history.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE properties (key TEXT PRIMARY KEY, value TEXT)")
+    db.executemany("INSERT INTO properties VALUES (?, ?)", rows)
+    db.commit()
+    db.close()
+    with pytest.raises(CvmfsError, match=rf"^h: history database: more than {MAX_PROPERTIES} properties"):
+        History(path, where="h")
+
+
+def test_a_history_with_too_many_tags_or_a_huge_value_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pr20a finding 11: every tag is read for `tag list` and verify: a million took 2.2 GB of RSS,
+    a 200 MB description 600 MB (and was printed)."""
+    from cernvm_build.cvmfs import history
+    from cernvm_build.cvmfs.history import History
+
+    path = tmp_path / "history.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE properties (key TEXT PRIMARY KEY, value TEXT)")
+    db.execute(
+        "CREATE TABLE tags (name TEXT, hash TEXT, revision INTEGER, timestamp INTEGER, channel INTEGER,"
+        " description TEXT, size INTEGER, branch TEXT)"
+    )
+    row = ("h" * 40, 1, 1, 0, "", 0, "")
+    db.executemany("INSERT INTO tags VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [(f"t{i}", *row) for i in range(4)])
+    db.commit()
+    monkeypatch.setattr(history, "MAX_TAGS", 3)
+    with pytest.raises(CvmfsError, match=r"^h: history database holds more than 3 tags"):
+        History(path, where="h").tags()
+    monkeypatch.setattr(history, "MAX_TAGS", 4)
+    assert len(History(path, where="h").tags()) == 4
+    db.execute("UPDATE tags SET description = ? WHERE name = 't0'", ("d" * (history.MAX_TAG_TEXT + 1),))
+    db.commit()
+    db.close()
+    with pytest.raises(CvmfsError, match=r"^h: history database: a value in it is longer than"):
+        History(path, where="h").tags()
+
+
+def test_the_statistics_read_are_bounded(hostile_base: hostile.Repo, tmp_path: Path) -> None:
+    """pr20a finding 12: `cvmfs info` read a catalog's statistics table whole, however long."""
+    from cernvm_build.cvmfs.limits import MAX_PROPERTIES
+
+    repo = hostile.copy_repo(hostile_base, tmp_path / "r")
+    with hostile.Editor(repo) as ed:
+        ed.catalog().executemany(
+            "INSERT INTO statistics VALUES (?, ?)", ((f"c{i}", i) for i in range(MAX_PROPERTIES + 5))
+        )
+    with open_repository(repo.stratum, fqrn=repo.fqrn, public_keys=[repo.pub]) as r:
+        assert 0 < len(r.statistics()) <= MAX_PROPERTIES

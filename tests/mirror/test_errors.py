@@ -205,3 +205,16 @@ def test_a_refused_source_leaves_no_probe_object_behind(
     finally:
         server.delays.clear()
     assert client.list_objects_v2(Bucket="probe-left").get("KeyCount", 0) == 0
+
+
+@pytest.mark.parametrize("endpoint", ["http://127.0.0.1:1/?X-Amz-Signature=s", "http://127.0.0.1:1/#f"])
+def test_an_endpoint_with_a_query_is_one_line_naming_it(
+    endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pr20a N7: botocore's "not a valid URI" came with the hint that a re-run finishes the sync."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    (tmp_path / "index.html").write_text("x")
+    assert main(["mirror", "sync", str(tmp_path), "s3://b/site", "--endpoint-url", endpoint]) != 0
+    err = capsys.readouterr().err
+    assert f"the S3 endpoint '{endpoint}' has a query or fragment" in err and "re-run" not in err, err

@@ -289,6 +289,45 @@ def test_http_downloads_stop_at_the_index_cap_or_one_byte_past_the_known_size(
     assert src.digest("Packages/big", "sha256", "0" * 64, size=3) == (hashlib.sha256(b"<<<<").hexdigest(), 4)
 
 
+class _AnyPath(http.server.BaseHTTPRequestHandler):
+    """Answers every path with its own name."""
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        body = self.path.encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_a_file_and_a_path_below_it_are_one_line_and_never_poison_the_staging(tmp_path: Path) -> None:
+    """pr20a finding 5: a source naming Packages/a.rpm and Packages/a.rpm/b.rpm failed on a staging
+    temporary ("Is a directory", "fix it and re-run"), and its staged folder failed every later run
+    of the source, fixed or not."""
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _AnyPath)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{srv.server_address[1]}/"
+    stage = tmp_path / "stage"
+    try:
+        for first, then in (("P/a.rpm", "P/a.rpm/b.rpm"), ("P/a.rpm/b.rpm", "P/a.rpm")):
+            src = HttpSource(url, stage)
+            src.read(first)
+            with pytest.raises(MirrorError, match=r"names both the file 'P/a.rpm' and 'P/a.rpm/b.rpm' below"):
+                src.read(then)
+        # an earlier run's staged names in the way: removed, the download goes on
+        (stage / "P" / "x.rpm" / "y").mkdir(parents=True)
+        (stage / "Q").write_bytes(b"old")
+        src = HttpSource(url, stage)
+        assert src.read("P/x.rpm") == b"/P/x.rpm" and src.read("Q/z") == b"/Q/z"
+        assert src.read("P/a.rpm") == b"/P/a.rpm"  # the last run staged it as a folder
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
 @pytest.mark.parametrize(
     ("urllib3_shutdown", "size"),
     [(True, 1000), (False, 1000), (True, None)],

@@ -339,3 +339,14 @@ def test_fifos_and_devices_in_a_source_folder_are_passed_over_without_reading_th
     assert sorted(scan_local(tmp_path)) == ["a.rpm"]
     assert LocalSource(tmp_path).list() == ["a.rpm"]
     assert LocalSource(tmp_path).digest("link.rpm", "sha256") is None
+
+
+def test_an_s3_error_message_is_shown_up_to_a_cap() -> None:
+    """pr20a N8: the server's <Message> was shown whole: a hostile S3 sent megabytes for one line."""
+    import botocore.exceptions
+
+    from cernvm_build.mirror.s3client import MAX_MESSAGE, s3_error
+
+    e = botocore.exceptions.ClientError({"Error": {"Code": "Odd", "Message": "m" * (1 << 20)}}, "PutObject")
+    err = s3_error(e, "s3://b/k")
+    assert err.message.startswith("s3://b/k: S3 error Odd: mmm") and len(err.message) < MAX_MESSAGE + 100
