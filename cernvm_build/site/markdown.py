@@ -141,7 +141,8 @@ def warm_lexers(
     while ``recache.kept`` records the compiled patterns and holds none from an earlier build (a cold
     build: the lexers were the longest serial step before the render workers fork, ~0.07 CPU-s for
     the synthetic corpus's Python, bash and YAML, ~0.17 for the prose corpus's 18 languages), a forked
-    process makes them while this one does ``meanwhile`` (the builder's own work), then both take the
+    process makes them while this one does ``meanwhile`` (the builder's own work; and makes the
+    Markdown parser, ``mdfast._parser``), then both take the
     next language until none is left (``parallel.fork_map``); the forked one hands back the patterns
     it compiled (``recache.Patterns.made_since``), from which this process makes those languages'
     lexers afterwards without parsing a pattern again (a fifth of the cost). The render workers fork
@@ -156,10 +157,20 @@ def warm_lexers(
         for lang, many, samples in langs:
             warm_lexer(lang, many=many, samples=samples)
         return False
+
+    def mine() -> None:
+        if meanwhile is not None:
+            meanwhile()
+        # the Rust parser made now, not by the render step's first page before the render workers
+        # fork (~4 ms of serial time: importing markdown_it_pyrs)
+        from . import mdfast
+
+        mdfast._parser()
+
     # Pygments is imported by each process, not before the fork: here after ``meanwhile``, while the
     # forked one makes the first lexers (serial time no more)
     shared = (os.getpid(), patterns)
-    got = fork_map(_warm_forked, shared, langs, 2, 2, meanwhile, size=1, first=False)
+    got = fork_map(_warm_forked, shared, langs, 2, 2, mine, size=1, first=False)
     for (lang, many, samples), entries in zip(langs, got, strict=True):
         if entries is not None:
             patterns.add(entries)
