@@ -145,7 +145,7 @@ def warm_lexers(
     Markdown parser, ``mdfast._parser``), then both take the
     next language until none is left (``parallel.fork_map``); the forked one hands back the patterns
     it compiled (``recache.Patterns.made_since``), from which this process makes those languages'
-    lexers afterwards without parsing a pattern again (a fifth of the cost). The render workers fork
+    lexers as they come without parsing a pattern again (a fifth of the cost). The render workers fork
     after this: every lexer is made here once, as without the fork. A language the forked process
     fails on is made here as it would be without it (its error, if any, is this process's). Returns
     whether ``meanwhile`` was done (only where the work was forked)."""
@@ -169,10 +169,22 @@ def warm_lexers(
 
     # Pygments is imported by each process, not before the fork: here after ``meanwhile``, while the
     # forked one makes the first lexers (serial time no more)
-    shared = (os.getpid(), patterns)
-    got = fork_map(_warm_forked, shared, langs, 2, 2, mine, size=1, first=False)
-    for (lang, many, samples), entries in zip(langs, got, strict=True):
+    made: set[int] = set()
+
+    def arrived(run: int, results: list[Any]) -> None:
+        # a language the forked process made, made here from its patterns as soon as they come
+        # (``size=1``: a run is one language), while it makes the next
+        (entries,) = results
         if entries is not None:
+            lang, many, samples = langs[run]
+            patterns.add(entries)
+            warm_lexer(lang, many=many, samples=samples)
+            made.add(run)
+
+    shared = (os.getpid(), patterns)
+    got = fork_map(_warm_forked, shared, langs, 2, 2, mine, size=1, first=False, arrived=arrived)
+    for run, ((lang, many, samples), entries) in enumerate(zip(langs, got, strict=True)):
+        if entries is not None and run not in made:
             patterns.add(entries)
             warm_lexer(lang, many=many, samples=samples)
     return True
