@@ -10,8 +10,10 @@ parent's steps in order, each forked step with each process's share (its runs' C
 and the wait at its end, and the split of the parent's CPU into the serial part (before, between and
 after the forked steps, which no other process overlaps) and its part in the forked steps. Wall
 times stretch with the machine's load (printed before and after); CPU times much less so, and the
-serial CPU is what caps the CPU/wall ratio: wall >= serial + (CPU - serial) / jobs. With
-``--rounds N`` the round with the least total CPU is shown. Wrapping costs ~1 us a call (~2,000
+serial CPU is what caps the CPU/wall ratio: wall >= serial + (CPU - serial) / jobs. The critical
+path (the serial CPU plus, for each forked step, the CPU of its busiest process, the parent's there
+including its own work meanwhile) is what the wall would be on idle cores. With ``--rounds N`` the
+round with the least total CPU is shown. Wrapping costs ~1 us a call (~2,000
 per-page calls are not wrapped: only per-run and per-step ones).
 """
 
@@ -141,6 +143,7 @@ def _report(events: list[Event]) -> None:
             continue
         print(f"{name:24} {w0:9.1f} {w1:9.1f} {c1 - c0:9.1f}")
     forked = 0.0
+    busiest = 0.0  # each forked step's busiest process's CPU ms, summed
     gaps: list[float] = []  # the parent's CPU ms outside forked steps: before the first, between, after
     mark = 0.0  # its CPU at the end of the last forked step
     print("\nforked steps (each process: its runs' CPU ms, wall ms of its first run's start and last end):")
@@ -149,6 +152,7 @@ def _report(events: list[Event]) -> None:
         if not works or all(e[0] == parent for e in works):
             continue  # not forked: in-process (few items, one job)
         forked += c1 - c0
+        busiest += max(c1 - c0, *(e[5] - e[4] for e in works if e[0] != parent))
         gaps.append(c0 - mark)
         mark = c1
         ends = [e[3] for e in works]
@@ -167,6 +171,9 @@ def _report(events: list[Event]) -> None:
         f"\nwall {wall:.0f} ms; CPU {total:.0f} ms (all processes); the parent's serial CPU {serial:.0f} ms"
         f" ({serial / total:.0%}), its CPU in forked steps {forked:.0f} ms; CPU/wall {total / wall:.2f}"
     )
+    # what the wall would be on idle cores (start-up aside): CPU times stretch with load far less
+    # than wall times, so this compares trees on a busy machine where the wall cannot
+    print(f"critical path {serial + busiest:.0f} ms (the serial CPU + each forked step's busiest process)")
 
 
 def main() -> None:

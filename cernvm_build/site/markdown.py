@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import html
+import os
 import posixpath
 import re
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
@@ -129,6 +130,80 @@ def warm_lexer(lang: str, *, many: bool = False, samples: Iterable[str] = ()) ->
         _spans(lexer, "x\n")
         for code in samples:
             _highlighted(lang, code)
+
+
+def warm_lexers(
+    langs: Sequence[tuple[str, bool, Sequence[str]]],
+    jobs: int = 1,
+    meanwhile: Callable[[], object] | None = None,
+) -> bool:
+    """``warm_lexer`` of each (language, many, samples), the costliest first. With more than one job,
+    while ``recache.kept`` records the compiled patterns and holds none from an earlier build (a cold
+    build: the lexers were the longest serial step before the render workers fork, ~0.07 CPU-s for
+    the synthetic corpus's Python, bash and YAML, ~0.17 for the prose corpus's 18 languages), a forked
+    process makes them while this one does ``meanwhile`` (the builder's own work; and makes the
+    Markdown parser, ``mdfast._parser``), then both take the
+    next language until none is left (``parallel.fork_map``); the forked one hands back the patterns
+    it compiled (``recache.Patterns.made_since``), from which this process makes those languages'
+    lexers as they come without parsing a pattern again (a fifth of the cost). The render workers fork
+    after this: every lexer is made here once, as without the fork. A language the forked process
+    fails on is made here as it would be without it (its error, if any, is this process's). Returns
+    whether ``meanwhile`` was done (only where the work was forked)."""
+    from . import recache
+    from .parallel import fork_map
+
+    patterns = recache.active()
+    if jobs <= 1 or len(langs) < 2 or patterns is None or patterns.known:
+        for lang, many, samples in langs:
+            warm_lexer(lang, many=many, samples=samples)
+        return False
+
+    def mine() -> None:
+        if meanwhile is not None:
+            meanwhile()
+        # the Rust parser made now, not by the render step's first page before the render workers
+        # fork (~4 ms of serial time: importing markdown_it_pyrs)
+        from . import mdfast
+
+        mdfast._parser()
+
+    # Pygments is imported by each process, not before the fork: here after ``meanwhile``, while the
+    # forked one makes the first lexers (serial time no more)
+    made: set[int] = set()
+
+    def arrived(run: int, results: list[Any]) -> None:
+        # a language the forked process made, made here from its patterns as soon as they come
+        # (``size=1``: a run is one language), while it makes the next
+        (entries,) = results
+        if entries is not None:
+            lang, many, samples = langs[run]
+            patterns.add(entries)
+            warm_lexer(lang, many=many, samples=samples)
+            made.add(run)
+
+    shared = (os.getpid(), patterns)
+    got = fork_map(_warm_forked, shared, langs, 2, 2, mine, size=1, first=False, arrived=arrived)
+    for run, ((lang, many, samples), entries) in enumerate(zip(langs, got, strict=True)):
+        if entries is not None and run not in made:
+            patterns.add(entries)
+            warm_lexer(lang, many=many, samples=samples)
+    return True
+
+
+def _warm_forked(shared: tuple[int, Any], item: tuple[str, bool, Sequence[str]]) -> dict[str, bytes] | None:
+    """``warm_lexers``' work on a language: in the process that forked, the lexer made (None back);
+    in the forked one, the entries of the patterns it compiled for it (None: it failed)."""
+    parent, patterns = shared
+    lang, many, samples = item
+    if os.getpid() == parent:
+        warm_lexer(lang, many=many, samples=samples)
+        return None
+    before = len(patterns.made)
+    try:
+        warm_lexer(lang, many=many, samples=samples)
+    except Exception:  # made again by the process that forked this one, which reports what is wrong
+        return None
+    return patterns.made_since(before)  # type: ignore[no-any-return]
 
 
 _CLASS: dict[_TokenType, str] = {}

@@ -47,9 +47,21 @@ def write_output(dest: Path, blob: bytes, made: set[str] | None = None) -> tuple
     """Write one output; returns its (size, mtime in ns) for the state. ``made``: None into an existing
     folder, else the folders made so far in a new one (see the module docstring)."""
     try:
-        with _output(dest, made) as f:
-            f.write(blob)
-            return _size_mtime(f)
+        if made is None:
+            with atomic_file(dest, durable=False) as f:
+                f.write(blob)
+                return _size_mtime(f)
+        # a new folder's file: written through its descriptor, without a file object (its buffer,
+        # flush and close: ~5 us of a page's ~0.8 ms in the write step)
+        fd = _new_fd(dest, made)
+        try:
+            view = memoryview(blob)
+            while view:
+                view = view[os.write(fd, view) :]
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        return st.st_size, st.st_mtime_ns
     except OSError as e:
         raise write_error(e, dest) from None
 
@@ -228,6 +240,10 @@ def _size_mtime(f: BinaryIO) -> tuple[int, int]:
 
 
 def _new_file(dest: Path, made: set[str]) -> BinaryIO:
+    return os.fdopen(_new_fd(dest, made), "wb")
+
+
+def _new_fd(dest: Path, made: set[str]) -> int:
     # ``made``: the folders this process made (each page has its own: one mkdir, no failed open first)
     folder = os.path.dirname(dest)
     if folder not in made:
@@ -239,5 +255,9 @@ def _new_file(dest: Path, made: set[str]) -> BinaryIO:
             os.makedirs(folder, exist_ok=True)
         made.add(folder)
     fd = os.open(dest, _NEW_FILE, 0o644)
-    os.fchmod(fd, 0o644)  # as atomic_write does, whatever the umask
-    return os.fdopen(fd, "wb")
+    try:
+        os.fchmod(fd, 0o644)  # as atomic_write does, whatever the umask
+    except OSError:
+        os.close(fd)
+        raise
+    return fd

@@ -84,21 +84,28 @@ def _send(fd: int, message: object) -> None:
 
 class _Inbox:
     """A child's messages, read as they arrive (``drain``, between this process's runs) or to the end
-    (``finish``): ``(run number, results)`` of each run, then ``("end", None)``, or ``("error", text)``."""
+    (``finish``): ``(run number, results)`` of each run, then ``("end", None)``, or ``("error", text)``.
+    ``arrived``: called with each run's (number, results) as it is read."""
 
-    def __init__(self, fd: int):
+    def __init__(self, fd: int, arrived: Callable[[int, list[Any]], object] | None = None):
         self.fd = fd
         self.buf = bytearray()
         self.runs: list[tuple[int, list[Any]]] = []
         self.error: str | None = None
         self.ended = False
+        self.arrived = arrived
+        self.garbled = False  # a message did not unpickle: nothing after it is read
 
     def _parse(self) -> None:
-        while len(self.buf) >= _FRAME.size:
+        while not self.garbled and len(self.buf) >= _FRAME.size:
             (n,) = _FRAME.unpack_from(self.buf)
             if len(self.buf) < _FRAME.size + n:
                 return
-            tag, payload = pickle.loads(self.buf[_FRAME.size : _FRAME.size + n])
+            try:
+                tag, payload = pickle.loads(self.buf[_FRAME.size : _FRAME.size + n])
+            except Exception:  # (not ``arrived``'s exceptions: those end the map)
+                self.garbled = True
+                return
             del self.buf[: _FRAME.size + n]
             if tag == "end":
                 self.ended = True
@@ -106,6 +113,8 @@ class _Inbox:
                 self.error = payload
             else:
                 self.runs.append((tag, payload))
+                if self.arrived is not None:
+                    self.arrived(tag, payload)
 
     def drain(self) -> None:
         """What has arrived, without waiting (the read end is non-blocking)."""
@@ -124,9 +133,8 @@ class _Inbox:
         os.set_blocking(self.fd, True)
         while data := os.read(self.fd, PIPE_BYTES):
             self.buf += data
-        try:
-            self._parse()
-        except Exception:  # a truncated or garbled message: the child ended in the middle of one
+            self._parse()  # each run as it comes (``arrived``), while the child goes on
+        if self.garbled:  # a truncated or garbled message: the child ended in the middle of one
             self.ended = False
         if self.error is not None:
             raise BuildError(f"a site build worker failed: {self.error}", hint="run again with --jobs 1")
@@ -193,13 +201,16 @@ def fork_map(
     *,
     size: int | None = None,
     first: bool = True,
+    arrived: Callable[[int, list[Any]], object] | None = None,
 ) -> list[R]:
     """``[fn(shared, item) for item in items]``, in up to ``jobs`` processes (this one and forked
     children); order kept. ``least``: fewer items run in this process (items that are each much work:
     fewer). ``meanwhile``: work of this process's own (not of the items) that it does once the children
     are at work, first (before the items when nothing is forked). ``size``: the items in a run (items
     already cut into runs of their own: 1; else ``run_size``'s). ``first``: the first item is done before
-    the fork (False: the caller did that warm-up work itself)."""
+    the fork (False: the caller did that warm-up work itself). ``arrived``: called in this process with
+    each forked child's run, (run number, results), as it is read: between this process's runs, and
+    while it waits for the children at the end (an exception it raises ends the map, as one here)."""
     if jobs <= 1 or len(items) < least:
         if meanwhile is not None:
             meanwhile()
@@ -233,7 +244,7 @@ def fork_map(
                 pid = os.fork()
                 if pid == 0:
                     _child(fn, shared, rest, size, runs, wr, [r, *(o.fd for _pid, o in children)], mask)
-                children.append((pid, _Inbox(r)))
+                children.append((pid, _Inbox(r, arrived)))
                 os.close(wr)
             finally:
                 if pid == -1:  # not forked (EAGAIN, ENOMEM, an interrupt): no child to hand the pipe to

@@ -29,7 +29,7 @@ import re
 import sys
 import threading
 import types
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -94,23 +94,42 @@ class Patterns:
         self.known = known if known.get(_TAG_KEY) == _generation() else {}
         self.made: list[tuple[str, Any, int, tuple[Any, ...]]] = []
         self.hits = 0
+        self.added = False  # ``add`` brought entries the state does not hold
 
     def entries(self) -> dict[str, bytes] | None:
         """What the state should hold now (the known and the new entries), or None when it holds them
         already (nothing was compiled that it did not have)."""
-        if not self.made:
+        if not self.made and not self.added:
             return None
+        return {**self.known, **self.made_since(0), _TAG_KEY: _generation()}
+
+    def made_since(self, n: int) -> dict[str, bytes]:
+        """The entries of what was compiled (and ``remembered``) since ``made`` held ``n`` items: what
+        a forked process hands back to the one that forked it (``markdown.warm_lexers``)."""
         made = {}
-        for what, p, flags, held in self.made:
+        for what, p, flags, held in self.made[n:]:
             try:
                 made[key(p, flags, what)] = _blob(what, p, flags, held)
             except Exception:  # an entry that does not pickle is only not kept: never a failed build
                 continue
-        return {**self.known, **made, _TAG_KEY: _generation()}
+        return made
+
+    def add(self, entries: Mapping[str, bytes]) -> None:
+        """Entries another process of this build made (``made_since``): used as known ones from now
+        on, and kept in the state as this process's own would be."""
+        if entries:
+            self.known = {**self.known, **entries}
+            self.added = True
 
 
 _recorded = threading.local()
 _active: list[Patterns] = []  # the patterns ``kept`` uses now
+
+
+def active() -> Patterns | None:
+    """The patterns ``kept`` uses now: None outside it, or where this Python's ``re`` cannot be
+    hooked (``kept`` then does nothing)."""
+    return _active[-1] if _active else None
 
 
 def remembered(what: str, pattern: str, flags: int, compute: Callable[[], T]) -> T:

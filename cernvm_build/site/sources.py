@@ -406,12 +406,19 @@ def _render_source(
     return src.key, meta, r.html, {k: v for k, v in r.code.items() if k not in known_code}, r.search
 
 
-def warm_highlighting(todo: list[Source], fences: Mapping[str, list[bytes]] | None = None) -> None:
+def warm_highlighting(
+    todo: list[Source],
+    fences: Mapping[str, list[bytes]] | None = None,
+    jobs: int = 1,
+    meanwhile: Callable[[], object] | None = None,
+) -> bool:
     """Make the lexers of the languages the sources' fenced blocks name, before the render workers
     fork: each worker would otherwise import and compile them again (~0.15 CPU-s for Python, bash and
     YAML, most of it Pygments compiling the Python lexer's rules); those of ``MANY_BLOCKS`` blocks or
     more with their states joined at once. ``fences``: the languages of the files ``scan`` read
-    (``Sources.fences``); the others are read here."""
+    (``Sources.fences``); the others are read here. ``jobs``: more than one, the lexers are made by
+    two processes, this one doing ``meanwhile`` first (``markdown.warm_lexers``); returns whether it
+    did."""
     found: Counter[bytes] = Counter()
     fences = fences or {}
     for src in todo:
@@ -429,8 +436,11 @@ def warm_highlighting(todo: list[Source], fences: Mapping[str, list[bytes]] | No
         blocks[name.decode("ascii", "replace").lower()] += n
     langs = sorted(blocks)[:32]
     samples = _samples(todo, fences, {lang for lang in langs if blocks[lang] >= MANY_BLOCKS})
-    for lang in langs:
-        md_mod.warm_lexer(lang, many=blocks[lang] >= MANY_BLOCKS, samples=samples.get(lang, ()))
+    # the costliest first (those of many blocks: their states joined, a sample lexed)
+    order = sorted(langs, key=lambda lang: blocks[lang] < MANY_BLOCKS)
+    return md_mod.warm_lexers(
+        [(lang, blocks[lang] >= MANY_BLOCKS, samples.get(lang, ())) for lang in order], jobs, meanwhile
+    )
 
 
 def _samples(todo: list[Source], fences: Mapping[str, list[bytes]], langs: set[str]) -> dict[str, list[str]]:
@@ -522,8 +532,10 @@ def render_markdown(
     patterns = recache.Patterns(state.memo(recache.MEMO))
     try:
         with recache.kept(patterns):
-            if total >= PARALLEL_MIN:  # (with one job too: the lexers of many blocks joined at once)
-                warm_highlighting(todo, fences)
+            # (with one job too: the lexers of many blocks joined at once); made by two processes,
+            # this one does ``meanwhile`` there instead
+            if total >= PARALLEL_MIN and warm_highlighting(todo, fences, jobs, meanwhile):
+                meanwhile = None
             results = fork_map(_render_source, (known_code, known_fm), todo, jobs, meanwhile=meanwhile)
     finally:
         known_code.close()

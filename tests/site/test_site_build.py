@@ -1899,3 +1899,27 @@ def test_the_same_sources_in_another_folder_give_the_same_bytes(
     built = [_clean(s, tmp_path, name, monkeypatch) for s, name in ((site, "a"), (other, "b"))]
     assert built[0]["search-index/shards.json"] == built[1]["search-index/shards.json"]
     assert built[0] == built[1]
+
+
+def test_a_new_folders_file_is_written_through_its_descriptor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(sp20b) Into a new folder, ``write_output`` writes with ``os.write`` (no file object: its
+    buffer, flush and close per page), each short write continued, mode 0644 whatever the umask; its
+    size and mtime are the file's."""
+    import os
+
+    from cernvm_build.site import output
+
+    real = os.write
+    monkeypatch.setattr(os, "fdopen", lambda *a, **k: pytest.fail("a file object was made"))
+    monkeypatch.setattr(os, "write", lambda fd, data: real(fd, bytes(data[:3])))  # short writes
+    old = os.umask(0o077)
+    try:
+        size, mtime = output.write_output(tmp_path / "a" / "index.html", b"<p>page</p>", {str(tmp_path)})
+    finally:
+        os.umask(old)
+    dest = tmp_path / "a" / "index.html"
+    st = dest.stat()
+    assert dest.read_bytes() == b"<p>page</p>" and (size, mtime) == (st.st_size, st.st_mtime_ns)
+    assert st.st_mode & 0o777 == 0o644

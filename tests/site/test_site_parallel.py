@@ -341,3 +341,35 @@ def test_a_failed_fork_leaves_no_pipe_open(monkeypatch: pytest.MonkeyPatch) -> N
         parallel.fork_map(lambda shared, item: item, None, list(range(20)), jobs=3, least=1)
     assert sorted(os.listdir("/proc/self/fd")) == before
     assert signal.pthread_sigmask(signal.SIG_BLOCK, ()) == mask
+
+
+def test_arrived_gets_each_childs_run_as_it_is_read(tmp_path: Path) -> None:
+    """(sp20b) ``arrived``: this process is handed every run a child made, (run number, results), before
+    the map returns, none of its own; an exception it raises ends the map and its children."""
+    where = _here(tmp_path)
+    got: list[tuple[int, list[tuple[int, int]]]] = []
+    items = list(range(40))
+    out = fork_map(
+        _pid_and_double,
+        where,
+        items,
+        jobs=2,
+        least=2,
+        meanwhile=_children_at_work(where, 1),
+        size=1,
+        first=False,
+        arrived=lambda run, results: got.append((run, results)),
+    )
+    assert got and all(results == [out[run]] for run, results in got)
+    theirs = {run for run, (pid, _r) in enumerate(out) if pid != os.getpid()}
+    assert {run for run, _results in got} == theirs and len(got) == len(theirs)
+
+    def refuse(run: int, results: list[object]) -> None:
+        raise ValueError("refused here")
+
+    (tmp_path / "again").mkdir()
+    again = _here(tmp_path / "again")
+    before = _children()
+    with pytest.raises(ValueError, match="refused here"):
+        fork_map(_pid_and_double, again, items, jobs=2, least=2, size=1, first=False, arrived=refuse)
+    assert _children() == before

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import re
@@ -255,3 +256,58 @@ def test_a_build_keeps_the_patterns_and_the_next_render_makes_them_from_it(
     shutil.rmtree(out)
     assert build() > 100
     assert tree(out) == first
+
+
+#: a cold warm-up in a fresh process (no lexer made yet), printing what it did as JSON
+_WARM = """
+import json, os, sys, time
+from pathlib import Path
+from cernvm_build.site import build, recache, sources
+from cernvm_build.site import markdown as md_mod
+jobs, page = int(sys.argv[1]), Path(sys.argv[2])
+ran = []
+
+def meanwhile():
+    ran.append(os.getpid())
+    time.sleep(0.5)  # (the forked process takes a language meanwhile)
+
+patterns = recache.Patterns({})
+with recache.kept(patterns):
+    todo = [sources.Source("k", page.name, str(page), "/", "")]
+    done = sources.warm_highlighting(todo, None, jobs, meanwhile)
+print(json.dumps({
+    "done": done, "ran": [p == os.getpid() for p in ran], "hits": patterns.hits,
+    "keys": sorted(patterns.entries() or {}), "lexers": md_mod._lexer.cache_info().currsize,
+    "parser": "markdown_it_pyrs" in sys.modules,
+}))
+"""
+
+
+def test_a_cold_warm_up_is_shared_with_a_forked_process(tmp_path: Path) -> None:
+    """(sp20b) With two jobs and no kept patterns, a forked process makes lexers while this one does
+    the builder's work (``meanwhile``) and makes the Markdown parser; this one then makes them from the
+    patterns it compiled, none parsed again, and keeps the same entries as a warm-up in one process."""
+    page = tmp_path / "a.md"
+    page.write_text("```python\nx = 1\n```\n\n```bash\necho\n```\n\n```yaml\na: 1\n```\n")
+    root = Path(__file__).resolve().parents[2]
+
+    def warm(jobs: int) -> dict[str, object]:
+        run = subprocess.run(
+            [sys.executable, "-c", _WARM, str(jobs), str(page)],
+            env={**os.environ, "PYTHONPATH": str(root)},
+            cwd=root,
+            capture_output=True,
+            text=True,
+        )
+        assert run.returncode == 0, run.stderr
+        got: dict[str, object] = json.loads(run.stdout)
+        return got
+
+    one, two = warm(1), warm(2)
+    assert one["done"] is False and one["ran"] == [] and one["hits"] == 0
+    assert two["done"] is True and two["ran"] == [True]  # here, once
+    assert isinstance(two["hits"], int) and two["hits"] > 0  # made from the forked process's patterns
+    # every entry a one-process warm-up keeps (and the Markdown parser's module patterns)
+    assert set(one["keys"]) <= set(two["keys"]) and len(one["keys"]) > 100  # type: ignore[arg-type,call-overload]
+    assert two["lexers"] == one["lexers"] == 3
+    assert two["parser"] is True and one["parser"] is False  # made meanwhile, not by the first page

@@ -29,7 +29,9 @@ def test_a_forked_builds_timeline_has_both_processes_in_both_forked_steps(
     parent = events[0][0]
     steps = {e[1] for e in events if e[0] == parent}
     assert {"imports", "scan", "render_markdown", "plan", "execute", "update", "_build"} <= steps
-    assert len({e[0] for e in events if e[1] == "_work"}) == 3  # the parent and one child per forked step
+    # the parent and one child per forked step: the lexers (the corpus's Python, bash and YAML blocks,
+    # ``markdown.warm_lexers``), the render and the write step
+    assert len({e[0] for e in events if e[1] == "_work"}) == 4
     site_timeline._report(events)
     out = capsys.readouterr().out
-    assert out.count("parent ") == 2 and "serial CPU" in out
+    assert out.count("parent ") == 3 and "serial CPU" in out and "critical path" in out
