@@ -15,7 +15,7 @@ import errno
 import logging
 import os
 import posixpath
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from stat import S_IFDIR, S_IFLNK, S_IFREG
 from typing import Any
@@ -114,8 +114,11 @@ class InOrderPrefetcher(Prefetcher):
     2,295 copies by SSH where it needs ~1,485: docs/ARCHITECTURE.md μCernVM). A sequential reader's
     next chunk is fetched ahead as always."""
 
-    def __init__(self, repo: Repository):
+    def __init__(self, repo: Repository, entries: Mapping[int, DirEntry] | None = None):
         super().__init__(repo)
+        #: the FUSE layer's entries by inode, if it keeps them (``fuse_inodes``): a pyc's source,
+        #: looked up by Python just before, is found there without a catalog query (see _fold)
+        self._entries = entries
         self._runs: collections.OrderedDict[str, tuple[str, int]] = collections.OrderedDict()
         #: files opened in a row that were in the plain cache while nothing was fetched ahead
         self._warm = 0
@@ -185,10 +188,16 @@ class InOrderPrefetcher(Prefetcher):
         folder, pycache, name = entry.path.rpartition("/__pycache__/")
         if not pycache or not name.endswith(".pyc"):
             return
-        try:
-            source = self.repo.lookup_normal(f"{folder}/{name.partition('.')[0]}.py")
-        except CernVMError:
-            return
+        path = f"{folder}/{name.partition('.')[0]}.py"
+        if self._entries is not None:  # Python stat'ed it before reading the pyc: a LOOKUP kept it
+            source = self._entries.get(path_inode(path))
+            if source is not None and source.path != path:
+                source = None  # a hard link's shared inode: not worth a query
+        else:
+            try:
+                source = self.repo.lookup_normal(path)
+            except CernVMError:
+                return
         if source is None or source.content_hash is None or not _foldable(source):
             return
         if self._have(source.content_hash, ""):
@@ -235,8 +244,9 @@ class Serving:
     magic_xattrs: bool = True
     prefetch_in_order: bool = False
 
-    def prefetcher(self, repo: Repository) -> Prefetcher:
-        return InOrderPrefetcher(repo) if self.prefetch_in_order else Prefetcher(repo)
+    def prefetcher(self, repo: Repository, entries: Mapping[int, DirEntry] | None = None) -> Prefetcher:
+        """``entries``: the front end's entries by inode, if it keeps them."""
+        return InOrderPrefetcher(repo, entries) if self.prefetch_in_order else Prefetcher(repo)
 
     def any_xattrs(self, repo: Repository) -> bool:
         """Whether the mount has attributes to show at all."""

@@ -464,7 +464,14 @@ def test_a_cold_pyc_is_fetched_with_its_source_in_one_request(
     checked, stamped = b"\xa7\x0d\x0d\x0a\x03\x00\x00\x00", b"\xa7\x0d\x0d\x0a\x00\x00\x00\x00"
     tree = tmp_path / "tree"
     (tree / "d" / "__pycache__").mkdir(parents=True)
-    for m, head in (("a", checked), ("b", checked), ("c", stamped), ("e", checked)):
+    for m, head in (
+        ("a", checked),
+        ("b", checked),
+        ("c", stamped),
+        ("e", checked),
+        ("f", checked),
+        ("g", checked),
+    ):
         (tree / "d" / f"{m}.py").write_bytes(f"# module {m}\n".encode() * 20)
         (tree / "d" / "__pycache__" / f"{m}.cpython-311.pyc").write_bytes(head + m.encode() * 200)
     fqrn = "fold.cernvm.test"
@@ -518,3 +525,13 @@ def test_a_cold_pyc_is_fetched_with_its_source_in_one_request(
         p.opened(entry("/d/__pycache__/e.cpython-311.pyc"))
         assert sent == [2] and not cached("/d/e.py")
         p.close()
+        # the daemon's: the source's entry from the FUSE layer's LOOKUPs (by inode), no catalog query
+        source = entry("/d/f.py")
+        q = fuse.InOrderPrefetcher(repo, {source.inode: source})
+        monkeypatch.setattr(repo, "lookup_normal", lambda path: pytest.fail(f"a catalog query for {path}"))
+        del sent[:]
+        q.opened(entry("/d/__pycache__/f.cpython-311.pyc"))
+        assert sent == [2] and cached("/d/f.py")
+        q.opened(entry("/d/__pycache__/g.cpython-311.pyc"))  # its source not looked up: not folded
+        assert sent == [2] and not cached("/d/g.py")
+        q.close()
