@@ -275,7 +275,7 @@ class InodeFilesystem(ll.Filesystem):
         self._listings: collections.OrderedDict[int, _Listing] = collections.OrderedDict()
         self._dirs: dict[int, _Listing] = {}
         self._fh = itertools.count(1)
-        self._prefetch = serving.prefetcher(repo)
+        self._prefetch = serving.prefetcher(repo, self._entries)
         self._magic = serving.magic_xattrs
         #: whether there are attributes to show at all (else ``serve_lowlevel`` answers the requests
         #: ENOSYS without calling us, and the kernel stops asking)

@@ -835,6 +835,12 @@ class ObjectStore:
 
         return collect
 
+    def handed_over(self, key: str, n: int) -> bytes | None:
+        """The first ``n`` bytes of contents fetched ahead and not read yet, if held (left held)."""
+        with self._ahead_lock:
+            data = self._ahead.get(key)
+            return None if data is None else data[:n]
+
     def _take_ahead(self, key: str) -> bytes | None:
         if not self._ahead:  # a warm cache: nothing was fetched ahead (no lock taken)
             return None

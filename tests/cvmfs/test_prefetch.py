@@ -445,3 +445,93 @@ def test_an_open_tells_the_prefetcher_before_the_copy_is_made(tmp_path: Path) ->
         assert seen == [False], "the prefetcher was told of the open after the copy was made"
         assert plain.has(entry.content_hash or "", "")
         fs.destroy()
+
+
+def test_a_cold_pyc_is_fetched_with_its_source_in_one_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``InOrderPrefetcher._fold``: Python reads a ``.py`` right after its pyc when the pyc checks its
+    source's hash (Debian's under SOURCE_DATE_EPOCH), so a cold open of ``__pycache__/m.*.pyc``
+    sends its request and its source's in one pipelined send; the read of each takes what was
+    fetched (no second request), each object hash-checked (a damaged source fails alone, at its
+    own read). After PYC_UNCHECKED pycs that do not check their source, no more are folded; an
+    open of a cached file folds nothing."""
+    from cernvm_build.cvmfs import fuse
+    from cernvm_build.cvmfs.keys import generate_keys
+    from cernvm_build.cvmfs.publish import create_repository, publish_tree
+    from cernvm_build.cvmfs.serve import serve
+
+    checked, stamped = b"\xa7\x0d\x0d\x0a\x03\x00\x00\x00", b"\xa7\x0d\x0d\x0a\x00\x00\x00\x00"
+    tree = tmp_path / "tree"
+    (tree / "d" / "__pycache__").mkdir(parents=True)
+    for m, head in (
+        ("a", checked),
+        ("b", checked),
+        ("c", stamped),
+        ("e", checked),
+        ("f", checked),
+        ("g", checked),
+    ):
+        (tree / "d" / f"{m}.py").write_bytes(f"# module {m}\n".encode() * 20)
+        (tree / "d" / "__pycache__" / f"{m}.cpython-311.pyc").write_bytes(head + m.encode() * 200)
+    fqrn = "fold.cernvm.test"
+    keys = generate_keys(fqrn)
+    keys.save(tmp_path / "keys")
+    create_repository(tmp_path / "srv" / fqrn, fqrn, keys)
+    publish_tree(tmp_path / "srv" / fqrn, fqrn, keys, tree)
+    pub = tmp_path / "keys" / f"{fqrn}.pub"
+    monkeypatch.setattr(fuse, "PYC_UNCHECKED", 1)
+    with (
+        serve(tmp_path / "srv") as srv,
+        open_repository(srv.repo_url(), public_keys=[pub], cache_dir=tmp_path / "c") as repo,
+    ):
+        assert repo.store.cache is not None
+        plain = repo.store.plain_cache = PlainCache(repo.store.cache.root)
+        repo.store.cache.hold(), plain.hold()  # as the daemon does
+
+        def entry(path: str):  # type: ignore[no-untyped-def]
+            e = repo.lookup(path)
+            assert e is not None
+            return e
+
+        def cached(path: str) -> bool:
+            return plain.has(entry(path).content_hash or "", "")
+
+        sent: list[int] = []
+        real_send = http1.Connection.send
+        monkeypatch.setattr(
+            http1.Connection, "send", lambda c, t, *a: sent.append(len(t)) or real_send(c, t, *a)
+        )
+        p = fuse.InOrderPrefetcher(repo)
+        pyc = entry("/d/__pycache__/a.cpython-311.pyc")
+        p.opened(pyc)
+        assert sent == [2] and cached("/d/a.py") and p._pending == set()
+        assert repo.cached_whole(pyc) == (tree / "d" / "__pycache__" / "a.cpython-311.pyc").read_bytes()
+        assert repo.read("/d/a.py") == (tree / "d" / "a.py").read_bytes()
+        assert sent == [2], "a folded file was fetched again"
+        p.opened(pyc)  # cached now: nothing
+        assert sent == [2]
+        # a damaged source: the pyc is served, the source fails at its own read
+        victim = entry("/d/b.py")
+        next((tmp_path / "srv").rglob((victim.content_hash or "")[2:])).write_bytes(b"tampered")
+        p.opened(entry("/d/__pycache__/b.cpython-311.pyc"))
+        assert sent[1:] == [2] and cached("/d/__pycache__/b.cpython-311.pyc") and not cached("/d/b.py")
+        with pytest.raises(IntegrityError, match="hash mismatch"):
+            repo.read(victim)
+        # a pyc that does not check its source (a timestamp one): after PYC_UNCHECKED, none folded
+        del sent[:]
+        p.opened(entry("/d/__pycache__/c.cpython-311.pyc"))
+        assert sent == [2] and p._pyc_unchecked == 1
+        p.opened(entry("/d/__pycache__/e.cpython-311.pyc"))
+        assert sent == [2] and not cached("/d/e.py")
+        p.close()
+        # the daemon's: the source's entry from the FUSE layer's LOOKUPs (by inode), no catalog query
+        source = entry("/d/f.py")
+        q = fuse.InOrderPrefetcher(repo, {source.inode: source})
+        monkeypatch.setattr(repo, "lookup_normal", lambda path: pytest.fail(f"a catalog query for {path}"))
+        del sent[:]
+        q.opened(entry("/d/__pycache__/f.cpython-311.pyc"))
+        assert sent == [2] and cached("/d/f.py")
+        q.opened(entry("/d/__pycache__/g.cpython-311.pyc"))  # its source not looked up: not folded
+        assert sent == [2] and not cached("/d/g.py")
+        q.close()
