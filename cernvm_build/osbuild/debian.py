@@ -46,7 +46,7 @@ from ..fsutil import (
 )
 from ..paths import cache_dir, data_dir
 from ..proc import run, streamed
-from . import aptindex, inroot, resolve
+from . import aptindex, inroot, pycs, resolve
 
 SUITES = {"12": ("bookworm", "bookworm-updates", "bookworm-security")}
 #: Beyond Essential + required: what a systemd OS that μCernVM boots and cernvm-launch reaches needs.
@@ -473,6 +473,7 @@ def _scrub(tree: Path, epoch: int) -> None:
                 rows = [ln.split(b":") for ln in text.splitlines()]  # field 3: the last change's day
                 new = [[*r[:2], day.encode() if r[2] else b"", *r[3:]] if len(r) > 2 else r for r in rows]
                 root.rewrite(rel, b"".join(b":".join(r) + b"\n" for r in new))
+    pycs.timestamp_pycs(tree, epoch)
     for dirpath, dirnames, filenames in os.walk(tree):
         for name in dirnames + filenames:
             os.utime(os.path.join(dirpath, name), (epoch, epoch), follow_symlinks=False)

@@ -83,3 +83,14 @@ def test_networkd_and_ssh_are_enabled(debian: DebianTree) -> None:
     assert "ConfigDrive, NoCloud" in cloud and "locale: C.UTF-8" in cloud
     # the initrd configured the network: nothing waits for networkd to call it online
     assert os.readlink(debian.root / "etc/systemd/system/systemd-networkd-wait-online.service") == "/dev/null"
+
+
+def test_the_boots_python_needs_no_source_read(debian: DebianTree) -> None:
+    """cloud-init's modules (imported at every boot) have timestamp pycs of the tree's epoch: Python
+    stats their sources, it does not fetch and hash them through CernVM-FS (osbuild.pycs)."""
+    pycs = sorted((debian.root / "usr/lib/python3/dist-packages/cloudinit").rglob("__pycache__/*.pyc"))
+    assert pycs
+    for pyc in pycs:
+        header = pyc.read_bytes()[:16]
+        assert int.from_bytes(header[4:8], "little") == 0, pyc  # no hash: a timestamp pyc
+        assert int.from_bytes(header[8:12], "little") == DEFAULT_EPOCH, pyc
