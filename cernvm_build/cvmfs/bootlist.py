@@ -28,7 +28,6 @@ Stdlib only: part of the initrd runtime.
 from __future__ import annotations
 
 import contextlib
-import logging
 import re
 import threading
 import time
@@ -37,13 +36,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from .. import lazylog
 from ..errors import CvmfsError
 from ..fsutil import open_regular
 from .objects import SUFFIXES, ObjectHash, parse_hash
 from .repository import Repository
 from .store import AHEAD_ITEM
 
-log = logging.getLogger(__name__)
+log = lazylog.get(__name__)
 
 #: bounds of a list, at build and when read: names, bytes (a boot reads ~1,700 objects)
 MAX_NAMES = 200_000

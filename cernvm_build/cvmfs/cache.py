@@ -20,7 +20,6 @@ import contextlib
 import errno
 import os
 import stat
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -174,6 +173,8 @@ class ObjectCache:
         """Stream ``blocks`` into the cache under ``h``; IntegrityError (and nothing stored) on mismatch."""
         dest = self.path(h, suffix)
         dest.parent.mkdir(parents=True, exist_ok=True)
+        import tempfile  # deliberate lazy import (see fsutil._temp_file)
+
         fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=dest.parent)
         try:
             hasher = new_hasher(h.algorithm)
@@ -233,5 +234,7 @@ class ObjectCache:
         """A private scratch directory for this process (inflated catalogs, large objects)."""
         base = self.root / "tmp"
         base.mkdir(parents=True, exist_ok=True)
+        import tempfile  # deliberate lazy import (see fsutil._temp_file)
+
         # Keep it relative when the cache root is (see mount.py; mkdtemp answers absolute on 3.12+).
         return base / Path(tempfile.mkdtemp(prefix=f"proc-{os.getpid()}-", dir=base)).name

@@ -9,8 +9,6 @@ consumer must therefore start from scratch on every call.
 
 from __future__ import annotations
 
-import email.utils
-import logging
 import threading
 import time
 import urllib.parse
@@ -18,6 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from .. import lazylog
 from ..errors import CvmfsError, IntegrityError
 from ..fsutil import open_regular
 from ..numtext import decimal
@@ -25,7 +24,7 @@ from .http1 import Connection, ProtocolError, Response
 from .limits import human
 from .proxies import ProxyChain
 
-log = logging.getLogger(__name__)
+log = lazylog.get(__name__)
 
 T = TypeVar("T")
 BLOCK = 1 << 20
@@ -160,6 +159,10 @@ def retry_after(value: str | None, now: float | None = None) -> float | None:
     seconds = decimal(text, 32)
     if seconds is not None:
         return float(seconds)  # at most 32 digits: a float, however large
+    # deliberate lazy import (the rare path: a server asking to wait until a date): email.utils pulls in
+    # socket's, calendar's and locale's module code, ~10 % of the initrd mount's import CPU
+    import email.utils
+
     try:
         when = email.utils.parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError, OverflowError):

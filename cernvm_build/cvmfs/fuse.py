@@ -12,7 +12,6 @@ from __future__ import annotations
 import bisect
 import collections
 import errno
-import logging
 import os
 import posixpath
 from collections.abc import Callable, Iterator, Sequence
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 from stat import S_IFDIR, S_IFLNK, S_IFREG
 from typing import Any
 
+from .. import lazylog
 from ..errors import CernVMError, CvmfsError
 from .catalog import DirEntry
 from .catalog_rows import path_inode
@@ -27,7 +27,7 @@ from .prefetch import MAX_LISTING, WINDOW_FILES, Prefetcher
 from .repository import Repository
 from .variant import expand
 
-log = logging.getLogger(__name__)
+log = lazylog.get(__name__)
 
 
 def _target(e: DirEntry) -> str:

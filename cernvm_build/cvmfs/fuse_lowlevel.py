@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import os
 import signal
 import socket
@@ -29,9 +28,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .. import lazylog
 from ..fsutil import atomic_write
 
-log = logging.getLogger(__name__)
+log = lazylog.get(__name__)
 
 #: protocol version we speak (7.31: kernel 5.4+; a newer kernel speaks ours, an older one its own)
 MAJOR, MINOR = 7, 31
@@ -728,8 +728,11 @@ def serve(
     signals are blocked in the other readers, so they interrupt the main thread's read."""
     global _dev
     if debug:
-        log.setLevel(logging.DEBUG)
-        log.addHandler(logging.StreamHandler())
+        import logging  # deliberate lazy import (see lazylog)
+
+        logger = log.logger()
+        logger.setLevel(logging.DEBUG)
+        logger.addHandler(logging.StreamHandler())
     counts = RequestCounts(stats, more=more) if stats else None
     try:
         fd = mount(mountpoint, options)

@@ -34,6 +34,34 @@ def test_reader_and_mount_import_only_the_standard_library() -> None:
     assert set(json.loads(out.stdout)) == {"cernvm_build"}
 
 
+#: Standard-library modules the initrd's mount start (``bootloader.parse_and_mount`` importing the mount)
+#: must not load: under emulation that start's imports are a reboot's critical path (issue 13), and
+#: each of these costs millions of instructions for a path the mount does not take or never reaches
+#: before it serves (a dated Retry-After, a log message, a reader's private scratch).
+NOT_IN_THE_MOUNT_START = (
+    "email",
+    "calendar",
+    "locale",
+    "logging",
+    "traceback",
+    "tempfile",
+    "shutil",
+    "bz2",
+    "lzma",
+)
+
+
+def test_the_initrd_mount_start_imports_none_of_the_heavy_modules() -> None:
+    code = (
+        "import sys, cernvm_build.bootloader.parse_and_mount, cernvm_build.cvmfs.mount; print(*sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-S", "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    loaded = {m.split(".")[0] for m in out.stdout.split()}
+    assert sorted(loaded & set(NOT_IN_THE_MOUNT_START)) == []
+
+
 def test_large_objects_are_spilled_and_read_by_range(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(store_mod, "LRU_MAX_ITEM", 1000)
     plain = bytes(range(256)) * 40  # 10240 bytes > LRU_MAX_ITEM
