@@ -32,7 +32,6 @@ import re
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -79,17 +78,17 @@ def parse_name(text: str) -> tuple[ObjectHash, str]:
     return parse_hash(text[: len(text) - len(suffix)]), suffix
 
 
-@dataclass
 class Listing:
     """What a list file held: its names in order (deduplicated, at most MAX_NAMES), how many lines
     were neither a name, a comment nor blank, and its header (``header``) if it has one."""
 
-    names: list[tuple[ObjectHash, str]] = field(default_factory=list)
-    bad: int = 0
-    #: the repository (and, when the build knew them, revision and root hash) it was made for
-    fqrn: str | None = None
-    revision: int | None = None
-    root_hash: str | None = None
+    def __init__(self) -> None:
+        self.names: list[tuple[ObjectHash, str]] = []
+        self.bad = 0
+        #: the repository (and, when the build knew them, revision and root hash) it was made for
+        self.fqrn: str | None = None
+        self.revision: int | None = None
+        self.root_hash: str | None = None
 
 
 def header(fqrn: str, revision: int | None = None, root_hash: str | None = None) -> str:

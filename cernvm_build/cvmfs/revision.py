@@ -15,7 +15,6 @@ import io
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from stat import S_IFDIR, S_IFREG
 from typing import BinaryIO
 
@@ -36,20 +35,20 @@ MAX_REPORTED = 10_000
 MAX_SEEN = 200_000
 
 
-@dataclass(repr=False, eq=False)
 class VerifyReport:
     """What a verification walk counted and the problems it found."""
 
-    catalogs: int = 0
-    entries: int = 0
-    files: int = 0
-    objects: int = 0
-    bytes: int = 0
-    #: chunked files whose catalog names a legacy bulk object the repository does not hold
-    bulk_absent: int = 0
-    tags: int = 0  # tags of the history whose root catalog was checked
-    errors: list[str] = field(default_factory=list)  # the first MAX_REPORTED problems
-    problems: int = 0  # all of them
+    def __init__(self) -> None:
+        self.catalogs = 0
+        self.entries = 0
+        self.files = 0
+        self.objects = 0
+        self.bytes = 0
+        #: chunked files whose catalog names a legacy bulk object the repository does not hold
+        self.bulk_absent = 0
+        self.tags = 0  # tags of the history whose root catalog was checked
+        self.errors: list[str] = []  # the first MAX_REPORTED problems
+        self.problems = 0  # all of them
 
     @property
     def ok(self) -> bool:
