@@ -33,7 +33,6 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 from .. import lazylog
 from ..errors import CvmfsError
@@ -41,6 +40,10 @@ from ..fsutil import open_regular
 from .objects import SUFFIXES, ObjectHash, parse_hash
 from .repository import Repository
 from .store import AHEAD_ITEM
+
+TYPE_CHECKING = False  # typing's own costs importing typing (see lazylog)
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 log = lazylog.get(__name__)
 

@@ -22,11 +22,14 @@ import os
 import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 from ..errors import CvmfsError, IntegrityError
 from ..fsutil import NotRegularFile, TooLarge, atomic_write, read_capped
 from .objects import Holdings, ObjectHash, new_hasher, object_path
+
+TYPE_CHECKING = False  # typing's own costs importing typing (see lazylog)
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 BLOCK = 1 << 20
 

@@ -16,7 +16,6 @@ import operator
 import stat
 import struct
 from collections.abc import Callable, Sequence
-from typing import Any, Generic, TypeVar
 
 from ..errors import CvmfsError
 from .limits import (
@@ -28,6 +27,10 @@ from .limits import (
     MAX_XATTR_BYTES,
 )
 from .objects import ALGORITHM_ORDER, algorithm_from_flags
+
+TYPE_CHECKING = False  # typing's own costs importing typing (see lazylog)
+if TYPE_CHECKING:
+    from typing import Any
 
 FLAG_DIR = 1
 FLAG_NESTED_MOUNTPOINT = 2
@@ -125,9 +128,6 @@ def parse_xattrs(blob: bytes | None, where: str) -> dict[str, bytes]:
     return out
 
 
-_V = TypeVar("_V")
-
-
 class Chunk:
     """One chunk of a chunked file: where it starts, its size (uncompressed) and its object (hex +
     algorithm id; the object has suffix "P"). Compared and hashed by value."""
@@ -157,17 +157,17 @@ def chunk_at(chunks: Sequence[Chunk], offset: int) -> int:
     return bisect.bisect_right(chunks, offset, key=_chunk_offset) - 1
 
 
-class _computed_once(Generic[_V]):
+class _computed_once:
     """``functools.cached_property`` without its lock (Python 3.11 takes an RLock on every first
     access: per entry a FUSE listing shows). Two threads computing the same value at once is
     harmless here: the value depends on the entry alone."""
 
-    def __init__(self, fn: Callable[[Any], _V]):
+    def __init__(self, fn: Callable[[Any], int]):
         self.fn = fn
         self.name = fn.__name__
         self.__doc__ = fn.__doc__
 
-    def __get__(self, instance: Any, owner: Any = None) -> _V:
+    def __get__(self, instance: Any, owner: Any = None) -> int:
         value = instance.__dict__[self.name] = self.fn(instance)
         return value
 

@@ -14,7 +14,6 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TypeVar
 
 from .. import lazylog
 from ..errors import CvmfsError, IntegrityError
@@ -26,7 +25,6 @@ from .proxies import ProxyChain
 
 log = lazylog.get(__name__)
 
-T = TypeVar("T")
 BLOCK = 1 << 20
 USER_AGENT = "cernvm-build-cvmfs/1"
 _AGENT = f"User-Agent: {USER_AGENT}\r\n".encode()
@@ -74,9 +72,14 @@ class _TransportError(Exception):
     """A transfer broke while the consumer was reading; the fetch retries elsewhere."""
 
 
-Consumer = Callable[[Iterator[bytes]], T]
-#: one object of ``fetch_many``: (relpath, consumer, what, limit)
-Item = tuple[str, Consumer[T], str, "int | None"]
+TYPE_CHECKING = False  # typing's own costs importing typing (see lazylog)
+if TYPE_CHECKING:
+    from typing import TypeVar
+
+    T = TypeVar("T")
+    Consumer = Callable[[Iterator[bytes]], T]
+    #: one object of ``fetch_many``: (relpath, consumer, what, limit)
+    Item = tuple[str, Consumer[T], str, int | None]
 
 
 class Fetcher:

@@ -14,7 +14,6 @@ import re
 import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Protocol
 
 from ..errors import CvmfsError
 
@@ -108,10 +107,14 @@ class _Shake128:
         return self._h.hexdigest(DIGEST_SIZE)
 
 
-class _Digest(Protocol):
-    def update(self, data: bytes, /) -> None: ...
-    def digest(self) -> bytes: ...
-    def hexdigest(self) -> str: ...
+TYPE_CHECKING = False  # typing's own costs importing typing (see lazylog)
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    class _Digest(Protocol):
+        def update(self, data: bytes, /) -> None: ...
+        def digest(self) -> bytes: ...
+        def hexdigest(self) -> str: ...
 
 
 def new_hasher(algorithm: str = "sha1") -> _Digest:

@@ -16,7 +16,6 @@ import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from stat import S_IFDIR, S_IFREG
-from typing import BinaryIO
 
 from ..errors import CvmfsError, IntegrityError
 from .catalog import Catalog, DirEntry, NestedRef, Problem, chunk_at
@@ -28,6 +27,10 @@ from .manifest import Manifest
 from .objects import SUFFIX_CATALOG, SUFFIX_FILE, SUFFIX_PARTIAL
 from .store import ObjectStore
 from .whitelist import Whitelist
+
+TYPE_CHECKING = False  # typing's own costs importing typing (see lazylog)
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 #: problems a VerifyReport keeps (all are counted, and each is passed to ``on_problem`` as found)
 MAX_REPORTED = 10_000

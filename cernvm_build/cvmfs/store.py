@@ -24,20 +24,25 @@ import weakref
 import zlib
 from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO, TypeVar
 
 from .. import lazylog
 from ..errors import CvmfsError, IntegrityError
 from . import inflate
 from .cache import ObjectCache
-from .fetch import Fetcher, Item
+from .fetch import Fetcher
 from .inflate import WHOLE_MAX
 from .limits import human, zlib_bound
 from .objects import ObjectHash, new_hasher, parse_hash
 from .plaincache import TRAILER, PlainCache, SizeMismatch
 from .quota import Quota
 
-_T = TypeVar("_T")
+TYPE_CHECKING = False  # typing's own costs importing typing (see lazylog)
+if TYPE_CHECKING:
+    from typing import BinaryIO, TypeVar
+
+    from .fetch import Item
+
+    _T = TypeVar("_T")
 log = lazylog.get(__name__)
 #: a claimed object's lock once given back (``_claimed_many``)
 _DONE = threading.Lock()
