@@ -15,9 +15,7 @@ import errno
 import os
 import posixpath
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from stat import S_IFDIR, S_IFLNK, S_IFREG
-from typing import Any
 
 from .. import lazylog
 from ..errors import CernVMError, CvmfsError
@@ -26,6 +24,10 @@ from .catalog_rows import path_inode
 from .prefetch import MAX_LISTING, WINDOW_FILES, Prefetcher
 from .repository import Repository
 from .variant import expand
+
+TYPE_CHECKING = False  # typing's own costs importing typing (see lazylog)
+if TYPE_CHECKING:
+    from typing import Any
 
 log = lazylog.get(__name__)
 
@@ -157,17 +159,20 @@ class InOrderPrefetcher(Prefetcher):
         super()._submit_job(job, keys)
 
 
-@dataclass(frozen=True)
 class Serving:
     """How a mount serves beyond what the revision says, the same for both front ends.
     ``magic_xattrs`` off: no virtual attributes (``user.fqrn``...), only the entries' own; when the
     revision has none either, GETXATTR and LISTXATTR are answered ENOSYS, after which the kernel sends
     none for the mount's life (the μCernVM root: overlayfs and exec ask for attributes of every
     file, and FUSE caches none). ``prefetch_in_order``: a directory's files are fetched ahead only
-    for a reader going through it in name order (``InOrderPrefetcher``)."""
+    for a reader going through it in name order (``InOrderPrefetcher``). Not to be changed once made
+    (a plain class, not a dataclass: ``dataclasses`` cost the mount ~30 M instructions, issue 13)."""
 
-    magic_xattrs: bool = True
-    prefetch_in_order: bool = False
+    __slots__ = ("magic_xattrs", "prefetch_in_order")
+
+    def __init__(self, magic_xattrs: bool = True, prefetch_in_order: bool = False) -> None:
+        self.magic_xattrs = magic_xattrs
+        self.prefetch_in_order = prefetch_in_order
 
     def prefetcher(self, repo: Repository) -> Prefetcher:
         return InOrderPrefetcher(repo) if self.prefetch_in_order else Prefetcher(repo)

@@ -19,7 +19,6 @@ import os
 import stat
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
 
 from .. import lazylog
 from ..errors import CernVMError
@@ -41,6 +40,10 @@ from .fuse import (
 )
 from .repository import Repository
 from .store import Phases
+
+TYPE_CHECKING = False  # typing's own costs importing typing (see lazylog)
+if TYPE_CHECKING:
+    from typing import Any
 
 log = lazylog.get(__name__)
 
