@@ -7,20 +7,42 @@ traceback. Internal bugs are not ``CernVMError`` and keep their tracebacks.
 
 from __future__ import annotations
 
-from typing import NamedTuple
 
-
-class Location(NamedTuple):
+class Location:
     """Where in a user's input the problem is: a file with optional line/column, and a key path.
+    Compared and hashed by value.
 
-    A NamedTuple, not a dataclass: every command imports this module, and ``dataclasses`` imports
-    ``inspect`` (with ``ast``, ``dis``, ``tokenize``), ~10 ms of each command's start, 5% of a one-page
-    site rebuild (``tests/site/test_site_cli.py`` checks a rebuild never imports it)."""
+    A plain class, neither a dataclass nor a NamedTuple: every command imports this module, and
+    ``dataclasses`` imports ``inspect`` (with ``ast``, ``dis``, ``tokenize``), ~10 ms of each command's
+    start, 5% of a one-page site rebuild (``tests/site/test_site_cli.py`` checks a rebuild never
+    imports it); ``typing.NamedTuple`` costs importing ``typing``, which the initrd's mount start
+    avoids (issue 13, ``tests/cvmfs/test_core.py``)."""
 
-    file: str | None = None
-    line: int | None = None
-    column: int | None = None
-    key: str | None = None
+    __slots__ = ("column", "file", "key", "line")
+
+    def __init__(
+        self,
+        file: str | None = None,
+        line: int | None = None,
+        column: int | None = None,
+        key: str | None = None,
+    ) -> None:
+        self.file = file
+        self.line = line
+        self.column = column
+        self.key = key
+
+    def _key(self) -> tuple[str | None, int | None, int | None, str | None]:
+        return (self.file, self.line, self.column, self.key)
+
+    def __eq__(self, other: object) -> bool:
+        return self._key() == other._key() if type(other) is Location else NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return f"Location(file={self.file!r}, line={self.line!r}, column={self.column!r}, key={self.key!r})"
 
     def __str__(self) -> str:
         parts: list[str] = []

@@ -10,7 +10,10 @@ import atexit
 import os
 import sys
 from contextlib import suppress
-from typing import NoReturn
+
+TYPE_CHECKING = False  # typing's own costs importing typing (see lazylog)
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 
 def end_process(code: int, *, run_atexit: bool, output_is_result: bool) -> NoReturn:

@@ -23,10 +23,13 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import NoReturn
 
 from ..numtext import decimal
 from ..procexit import end_process
+
+TYPE_CHECKING = False  # typing's own costs importing typing (see lazylog)
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 DONE_FD = 3
 ARGS_FD = 4

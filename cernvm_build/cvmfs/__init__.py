@@ -12,9 +12,10 @@ from here: import them explicitly (``cernvm_build.cvmfs.publish`` ...).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
+TYPE_CHECKING = False  # typing's own costs importing typing (see lazylog)
 if TYPE_CHECKING:
+    from typing import Any
+
     from .catalog import Chunk, DirEntry
     from .history import Tag
     from .manifest import Manifest

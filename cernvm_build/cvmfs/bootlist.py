@@ -28,22 +28,24 @@ Stdlib only: part of the initrd runtime.
 from __future__ import annotations
 
 import contextlib
-import logging
 import re
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 
+from .. import lazylog
 from ..errors import CvmfsError
 from ..fsutil import open_regular
 from .objects import SUFFIXES, ObjectHash, parse_hash
 from .repository import Repository
 from .store import AHEAD_ITEM
 
-log = logging.getLogger(__name__)
+TYPE_CHECKING = False  # typing's own costs importing typing (see lazylog)
+if TYPE_CHECKING:
+    from typing import BinaryIO
+
+log = lazylog.get(__name__)
 
 #: bounds of a list, at build and when read: names, bytes (a boot reads ~1,700 objects)
 MAX_NAMES = 200_000
@@ -79,17 +81,17 @@ def parse_name(text: str) -> tuple[ObjectHash, str]:
     return parse_hash(text[: len(text) - len(suffix)]), suffix
 
 
-@dataclass
 class Listing:
     """What a list file held: its names in order (deduplicated, at most MAX_NAMES), how many lines
     were neither a name, a comment nor blank, and its header (``header``) if it has one."""
 
-    names: list[tuple[ObjectHash, str]] = field(default_factory=list)
-    bad: int = 0
-    #: the repository (and, when the build knew them, revision and root hash) it was made for
-    fqrn: str | None = None
-    revision: int | None = None
-    root_hash: str | None = None
+    def __init__(self) -> None:
+        self.names: list[tuple[ObjectHash, str]] = []
+        self.bad = 0
+        #: the repository (and, when the build knew them, revision and root hash) it was made for
+        self.fqrn: str | None = None
+        self.revision: int | None = None
+        self.root_hash: str | None = None
 
 
 def header(fqrn: str, revision: int | None = None, root_hash: str | None = None) -> str:

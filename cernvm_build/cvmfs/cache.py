@@ -23,12 +23,10 @@ import contextlib
 import errno
 import os
 import stat
-import tempfile
 import threading
 import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 from ..errors import CvmfsError, IntegrityError
 from ..fsutil import (
@@ -41,6 +39,10 @@ from ..fsutil import (
     temp_prefix,
 )
 from .objects import Holdings, ObjectHash, new_hasher, object_path
+
+TYPE_CHECKING = False  # typing's own costs importing typing (see lazylog)
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 BLOCK = 1 << 20
 
@@ -142,6 +144,8 @@ class ObjectCache:
             return temps[1]
         with self._temps_lock:
             if self._temps is None or self._temps[0] != _pid:
+                import tempfile  # deliberate lazy import (see fsutil._temp_file)
+
                 base = self.root / "tmp"
                 base.mkdir(exist_ok=True)
                 made = tempfile.mkdtemp(prefix=temp_prefix(base / "objects"), suffix=".tmp", dir=base)
@@ -235,6 +239,8 @@ class ObjectCache:
         """Stream ``blocks`` into the cache under ``h``; IntegrityError (and nothing stored) on mismatch."""
         dest = self.path(h, suffix)
         dest.parent.mkdir(parents=True, exist_ok=True)
+        import tempfile  # deliberate lazy import (see fsutil._temp_file)
+
         fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=self._temp_dir())
         try:
             hasher = new_hasher(h.algorithm)
@@ -294,5 +300,7 @@ class ObjectCache:
         """A private scratch directory for this process (inflated catalogs, large objects)."""
         base = self.root / "tmp"
         base.mkdir(parents=True, exist_ok=True)
+        import tempfile  # deliberate lazy import (see fsutil._temp_file)
+
         # Keep it relative when the cache root is (see mount.py; mkdtemp answers absolute on 3.12+).
         return base / Path(tempfile.mkdtemp(prefix=f"proc-{os.getpid()}-", dir=base)).name

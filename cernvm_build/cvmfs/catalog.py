@@ -23,7 +23,6 @@ import threading
 import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 from ..errors import CvmfsError
 from .catalog_rows import (
@@ -73,6 +72,10 @@ from .objects import (
     from_digest,
     parse_hash,
 )
+
+TYPE_CHECKING = False  # typing's own costs importing typing (see lazylog)
+if TYPE_CHECKING:
+    from typing import Any
 
 _new = object.__new__
 #: what a row's parent is when it is not a directory (``Catalog.strays``)

@@ -16,8 +16,6 @@ import operator
 import stat
 import struct
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
 
 from ..errors import CvmfsError
 from .limits import (
@@ -29,6 +27,10 @@ from .limits import (
     MAX_XATTR_BYTES,
 )
 from .objects import ALGORITHM_ORDER, algorithm_from_flags
+
+TYPE_CHECKING = False  # typing's own costs importing typing (see lazylog)
+if TYPE_CHECKING:
+    from typing import Any
 
 FLAG_DIR = 1
 FLAG_NESTED_MOUNTPOINT = 2
@@ -126,16 +128,24 @@ def parse_xattrs(blob: bytes | None, where: str) -> dict[str, bytes]:
     return out
 
 
-_V = TypeVar("_V")
-
-
-@dataclass(frozen=True, repr=False)
 class Chunk:
-    """One chunk of a chunked file: where it starts, its size and its object."""
+    """One chunk of a chunked file: where it starts, its size (uncompressed) and its object (hex +
+    algorithm id; the object has suffix "P"). Compared and hashed by value."""
 
-    offset: int
-    size: int  # uncompressed
-    hash: str  # hex + algorithm id; the object has suffix "P"
+    __slots__ = ("hash", "offset", "size")
+
+    def __init__(self, offset: int, size: int, hash: str) -> None:
+        self.offset = offset
+        self.size = size
+        self.hash = hash
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Chunk:
+            return NotImplemented
+        return self.offset == other.offset and self.size == other.size and self.hash == other.hash
+
+    def __hash__(self) -> int:
+        return hash((self.offset, self.size, self.hash))
 
 
 _chunk_offset = operator.attrgetter("offset")
@@ -147,44 +157,118 @@ def chunk_at(chunks: Sequence[Chunk], offset: int) -> int:
     return bisect.bisect_right(chunks, offset, key=_chunk_offset) - 1
 
 
-class _computed_once(Generic[_V]):
+class _computed_once:
     """``functools.cached_property`` without its lock (Python 3.11 takes an RLock on every first
     access: per entry a FUSE listing shows). Two threads computing the same value at once is
     harmless here: the value depends on the entry alone."""
 
-    def __init__(self, fn: Callable[[Any], _V]):
+    def __init__(self, fn: Callable[[Any], int]):
         self.fn = fn
         self.name = fn.__name__
         self.__doc__ = fn.__doc__
 
-    def __get__(self, instance: Any, owner: Any = None) -> _V:
+    def __get__(self, instance: Any, owner: Any = None) -> int:
         value = instance.__dict__[self.name] = self.fn(instance)
         return value
 
 
-@dataclass(frozen=True, repr=False)
 class DirEntry:
-    """One catalog row: a directory entry."""
+    """One catalog row: a directory entry. Compared by value (every field) and hashed by every
+    field but ``xattrs``; not to be changed once made.
 
-    path: str  # "/a/b"; the root is "/"
-    name: str
-    mode: int  # full st_mode
-    #: ``mode & 0o170000`` (the file type), kept once at row read: every listed entry and every read
-    #: tests it (prefetch, packed entries, shown sizes, reads), each a mask inlined before
-    kind: int
-    size: int
-    mtime: int
-    mtime_ns: int
-    uid: int
-    gid: int
-    symlink: str
-    hardlink_group: int
-    linkcount: int
-    flags: int
-    content_hash: str | None = None  # hex + algorithm id
-    chunks: tuple[Chunk, ...] = ()
-    xattrs: dict[str, bytes] = field(default_factory=dict, hash=False)
-    catalog_prefix: str = ""  # root_prefix of the catalog holding this entry ("" = root catalog)
+    A plain class, not a frozen dataclass: each dataclass compiled its generated methods when its
+    module was imported, and with ``dataclasses`` itself (which imports ``inspect``) that was ~30 %
+    of the initrd mount start's CPU (issue 13). ``Catalog._entry`` fills a new instance's
+    ``__dict__`` directly (``FIELDS``: every one of them)."""
+
+    #: the fields, in the order ``__init__`` takes them
+    FIELDS = (
+        "path",
+        "name",
+        "mode",
+        "kind",
+        "size",
+        "mtime",
+        "mtime_ns",
+        "uid",
+        "gid",
+        "symlink",
+        "hardlink_group",
+        "linkcount",
+        "flags",
+        "content_hash",
+        "chunks",
+        "xattrs",
+        "catalog_prefix",
+    )
+
+    def __init__(
+        self,
+        path: str,  # "/a/b"; the root is "/"
+        name: str,
+        mode: int,  # full st_mode
+        #: ``mode & 0o170000`` (the file type), kept once at row read: every listed entry and every
+        #: read tests it (prefetch, packed entries, shown sizes, reads), each a mask inlined before
+        kind: int,
+        size: int,
+        mtime: int,
+        mtime_ns: int,
+        uid: int,
+        gid: int,
+        symlink: str,
+        hardlink_group: int,
+        linkcount: int,
+        flags: int,
+        content_hash: str | None = None,  # hex + algorithm id
+        chunks: tuple[Chunk, ...] = (),
+        xattrs: dict[str, bytes] | None = None,  # None: {}
+        catalog_prefix: str = "",  # root_prefix of the catalog holding this entry ("" = root catalog)
+    ) -> None:
+        self.path = path
+        self.name = name
+        self.mode = mode
+        self.kind = kind
+        self.size = size
+        self.mtime = mtime
+        self.mtime_ns = mtime_ns
+        self.uid = uid
+        self.gid = gid
+        self.symlink = symlink
+        self.hardlink_group = hardlink_group
+        self.linkcount = linkcount
+        self.flags = flags
+        self.content_hash = content_hash
+        self.chunks = chunks
+        self.xattrs: dict[str, bytes] = {} if xattrs is None else xattrs
+        self.catalog_prefix = catalog_prefix
+
+    def _key(self) -> tuple[object, ...]:
+        return (
+            self.path,
+            self.name,
+            self.mode,
+            self.kind,
+            self.size,
+            self.mtime,
+            self.mtime_ns,
+            self.uid,
+            self.gid,
+            self.symlink,
+            self.hardlink_group,
+            self.linkcount,
+            self.flags,
+            self.content_hash,
+            self.chunks,
+            self.catalog_prefix,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not DirEntry:
+            return NotImplemented
+        return self._key() == other._key() and self.xattrs == other.xattrs
+
+    def __hash__(self) -> int:
+        return hash(self._key())
 
     @property
     def is_dir(self) -> bool:
@@ -263,24 +347,48 @@ class DirEntry:
         return path_inode(self.path)
 
 
-@dataclass(frozen=True, repr=False)
 class ObjectRef:
     """A data object a catalog names: ``name`` (hex + algorithm id), kind ``suffix`` ("" or "P"),
-    inflated ``size`` and whether it is stored compressed."""
+    inflated ``size`` and whether it is stored compressed. Compared and hashed by value."""
 
-    name: str
-    suffix: str
-    size: int
-    compressed: bool
+    __slots__ = ("compressed", "name", "size", "suffix")
+
+    def __init__(self, name: str, suffix: str, size: int, compressed: bool) -> None:
+        self.name = name
+        self.suffix = suffix
+        self.size = size
+        self.compressed = compressed
+
+    def _key(self) -> tuple[str, str, int, bool]:
+        return (self.name, self.suffix, self.size, self.compressed)
+
+    def __eq__(self, other: object) -> bool:
+        return self._key() == other._key() if type(other) is ObjectRef else NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._key())
 
 
-@dataclass(frozen=True, repr=False)
 class NestedRef:
-    """A nested catalog's mount point, root hash and size, as its parent lists it."""
+    """A nested catalog's mount point, root hash and size, as its parent lists it. ``hash``: hex +
+    algorithm id, no suffix; ``size``: uncompressed bytes (0 when the schema predates the column).
+    Compared and hashed by value."""
 
-    path: str
-    hash: str  # hex + algorithm id, no suffix
-    size: int  # uncompressed bytes (0 when the schema predates the column)
+    __slots__ = ("hash", "path", "size")
+
+    def __init__(self, path: str, hash: str, size: int) -> None:
+        self.path = path
+        self.hash = hash
+        self.size = size
+
+    def _key(self) -> tuple[str, str, int]:
+        return (self.path, self.hash, self.size)
+
+    def __eq__(self, other: object) -> bool:
+        return self._key() == other._key() if type(other) is NestedRef else NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._key())
 
 
 def join(parent: str, name: str) -> str:

@@ -9,15 +9,13 @@ consumer must therefore start from scratch on every call.
 
 from __future__ import annotations
 
-import email.utils
-import logging
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TypeVar
 
+from .. import lazylog
 from ..errors import CvmfsError, IntegrityError
 from ..fsutil import open_regular
 from ..numtext import decimal
@@ -25,9 +23,8 @@ from .http1 import Connection, ProtocolError, Response
 from .limits import human
 from .proxies import ProxyChain
 
-log = logging.getLogger(__name__)
+log = lazylog.get(__name__)
 
-T = TypeVar("T")
 BLOCK = 1 << 20
 USER_AGENT = "cernvm-build-cvmfs/1"
 _AGENT = f"User-Agent: {USER_AGENT}\r\n".encode()
@@ -75,9 +72,14 @@ class _TransportError(Exception):
     """A transfer broke while the consumer was reading; the fetch retries elsewhere."""
 
 
-Consumer = Callable[[Iterator[bytes]], T]
-#: one object of ``fetch_many``: (relpath, consumer, what, limit)
-Item = tuple[str, Consumer[T], str, "int | None"]
+TYPE_CHECKING = False  # typing's own costs importing typing (see lazylog)
+if TYPE_CHECKING:
+    from typing import TypeVar
+
+    T = TypeVar("T")
+    Consumer = Callable[[Iterator[bytes]], T]
+    #: one object of ``fetch_many``: (relpath, consumer, what, limit)
+    Item = tuple[str, Consumer[T], str, int | None]
 
 
 class Fetcher:
@@ -160,6 +162,10 @@ def retry_after(value: str | None, now: float | None = None) -> float | None:
     seconds = decimal(text, 32)
     if seconds is not None:
         return float(seconds)  # at most 32 digits: a float, however large
+    # deliberate lazy import (the rare path: a server asking to wait until a date): email.utils pulls in
+    # socket's, calendar's and locale's module code, ~10 % of the initrd mount's import CPU
+    import email.utils
+
     try:
         when = email.utils.parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError, OverflowError):

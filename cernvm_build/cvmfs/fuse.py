@@ -12,14 +12,12 @@ from __future__ import annotations
 import bisect
 import collections
 import errno
-import logging
 import os
 import posixpath
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from stat import S_IFDIR, S_IFLNK, S_IFREG
-from typing import Any
 
+from .. import lazylog
 from ..errors import CernVMError, CvmfsError
 from .catalog import DirEntry
 from .catalog_rows import FLAG_EXTERNAL, path_inode
@@ -28,7 +26,11 @@ from .repository import Repository
 from .store import AHEAD_ITEM
 from .variant import expand
 
-log = logging.getLogger(__name__)
+TYPE_CHECKING = False  # typing's own costs importing typing (see lazylog)
+if TYPE_CHECKING:
+    from typing import Any
+
+log = lazylog.get(__name__)
 
 
 def _target(e: DirEntry) -> str:
@@ -232,17 +234,20 @@ class InOrderPrefetcher(Prefetcher):
         super()._submit_job(job, keys)
 
 
-@dataclass(frozen=True)
 class Serving:
     """How a mount serves beyond what the revision says, the same for both front ends.
     ``magic_xattrs`` off: no virtual attributes (``user.fqrn``...), only the entries' own; when the
     revision has none either, GETXATTR and LISTXATTR are answered ENOSYS, after which the kernel sends
     none for the mount's life (the μCernVM root: overlayfs and exec ask for attributes of every
     file, and FUSE caches none). ``prefetch_in_order``: a directory's files are fetched ahead only
-    for a reader going through it in name order (``InOrderPrefetcher``)."""
+    for a reader going through it in name order (``InOrderPrefetcher``). Not to be changed once made
+    (a plain class, not a dataclass: ``dataclasses`` cost the mount ~30 M instructions, issue 13)."""
 
-    magic_xattrs: bool = True
-    prefetch_in_order: bool = False
+    __slots__ = ("magic_xattrs", "prefetch_in_order")
+
+    def __init__(self, magic_xattrs: bool = True, prefetch_in_order: bool = False) -> None:
+        self.magic_xattrs = magic_xattrs
+        self.prefetch_in_order = prefetch_in_order
 
     def prefetcher(self, repo: Repository, entries: Mapping[int, DirEntry] | None = None) -> Prefetcher:
         """``entries``: the front end's entries by inode, if it keeps them."""

@@ -15,13 +15,12 @@ from __future__ import annotations
 import collections
 import errno
 import itertools
-import logging
 import os
 import stat
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
 
+from .. import lazylog
 from ..errors import CernVMError
 from . import fuse_lowlevel as ll
 from .catalog import DirEntry, chunk_at
@@ -42,7 +41,11 @@ from .fuse import (
 from .repository import Repository
 from .store import Phases
 
-log = logging.getLogger(__name__)
+TYPE_CHECKING = False  # typing's own costs importing typing (see lazylog)
+if TYPE_CHECKING:
+    from typing import Any
+
+log = lazylog.get(__name__)
 
 TIMEOUT = 3600  # seconds
 ROOT = 1

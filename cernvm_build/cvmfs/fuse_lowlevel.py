@@ -16,22 +16,24 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import os
 import signal
 import socket
 import stat
 import struct
-import subprocess
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
+from .. import lazylog
 from ..fsutil import atomic_write
 
-log = logging.getLogger(__name__)
+TYPE_CHECKING = False  # typing's own costs importing typing (see lazylog)
+if TYPE_CHECKING:
+    from typing import Any
+
+log = lazylog.get(__name__)
 
 #: protocol version we speak (7.31: kernel 5.4+; a newer kernel speaks ours, an older one its own)
 MAJOR, MINOR = 7, 31
@@ -684,6 +686,8 @@ def _fusermount(mountpoint: str, options: list[str]) -> int:
     with ours, theirs:
         env = os.environ | {"_FUSE_COMMFD": str(theirs.fileno())}
         try:
+            import subprocess  # deliberate lazy import: only where the mount is not root's (fusermount3)
+
             r = subprocess.run(
                 ["fusermount3", "-o", ",".join(options), "--", mountpoint],
                 env=env, pass_fds=[theirs.fileno()], capture_output=True, text=True, check=False,
@@ -704,6 +708,8 @@ def unmount(mountpoint: str) -> None:
     if os.geteuid() == 0:
         _libc().umount2(mountpoint.encode(), MNT_DETACH)
     else:
+        import subprocess  # deliberate lazy import: only where the mount is not root's (fusermount3)
+
         subprocess.run(["fusermount3", "-u", "-q", "-z", "--", mountpoint], check=False, capture_output=True)
 
 
@@ -728,8 +734,11 @@ def serve(
     signals are blocked in the other readers, so they interrupt the main thread's read."""
     global _dev
     if debug:
-        log.setLevel(logging.DEBUG)
-        log.addHandler(logging.StreamHandler())
+        import logging  # deliberate lazy import (see lazylog)
+
+        logger = log.logger()
+        logger.setLevel(logging.DEBUG)
+        logger.addHandler(logging.StreamHandler())
     counts = RequestCounts(stats, more=more) if stats else None
     try:
         fd = mount(mountpoint, options)

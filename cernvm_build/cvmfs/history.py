@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sqlite3
 import urllib.parse
-from dataclasses import dataclass
 from pathlib import Path
 
 from .. import utcdate
@@ -13,17 +12,47 @@ from .catalog import plain_schema, read_properties
 from .limits import MAX_TAG_TEXT, MAX_TAGS, human
 
 
-@dataclass(frozen=True, repr=False)
 class Tag:
-    """A named tag of the repository's history: the snapshot it names."""
+    """A named tag of the repository's history: the snapshot it names (``root_hash``: hex +
+    algorithm id, no suffix; ``size``: uncompressed root catalog bytes). Compared and hashed by
+    value; not to be changed once made."""
 
-    name: str
-    root_hash: str  # hex + algorithm id, no suffix
-    revision: int
-    timestamp: int
-    description: str
-    size: int  # uncompressed root catalog bytes
-    branch: str = ""
+    __slots__ = ("branch", "description", "name", "revision", "root_hash", "size", "timestamp")
+
+    def __init__(
+        self,
+        name: str,
+        root_hash: str,
+        revision: int,
+        timestamp: int,
+        description: str,
+        size: int,
+        branch: str = "",
+    ) -> None:
+        self.name = name
+        self.root_hash = root_hash
+        self.revision = revision
+        self.timestamp = timestamp
+        self.description = description
+        self.size = size
+        self.branch = branch
+
+    def _key(self) -> tuple[str, str, int, int, str, int, str]:
+        return (
+            self.name,
+            self.root_hash,
+            self.revision,
+            self.timestamp,
+            self.description,
+            self.size,
+            self.branch,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return self._key() == other._key() if type(other) is Tag else NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._key())
 
 
 def parse_date(text: str) -> int:

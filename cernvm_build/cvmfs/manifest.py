@@ -8,7 +8,6 @@ over the ASCII hex hash, made with the certificate's key.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
 
 from ..errors import CvmfsError
 from ..numtext import decimal
@@ -33,13 +32,15 @@ def check_fqrn(fqrn: str) -> None:
         )
 
 
-@dataclass(frozen=True, repr=False, eq=False)
 class SignedText:
     """A signed text file split into its parts."""
 
-    body: bytes  # everything up to and including the newline before ``--``
-    hash_text: str  # the hex hash line after ``--`` (as written, without newline)
-    signature: bytes  # raw signature bytes to EOF
+    __slots__ = ("body", "hash_text", "signature")
+
+    def __init__(self, body: bytes, hash_text: str, signature: bytes) -> None:
+        self.body = body  # everything up to and including the newline before ``--``
+        self.hash_text = hash_text  # the hex hash line after ``--`` (as written, without newline)
+        self.signature = signature  # raw signature bytes to EOF
 
 
 def split_signed(data: bytes, what: str) -> SignedText:
@@ -86,25 +87,71 @@ def parse_keyvals(body: bytes) -> dict[str, str]:
     return out
 
 
-@dataclass(frozen=True, repr=False, eq=False)
 class Manifest:
-    """A repository manifest (``.cvmfspublished``): the fields this code reads."""
+    """A repository manifest (``.cvmfspublished``): the fields this code reads. Not to be changed
+    once made (``replace`` makes another); compared by identity."""
 
-    root_hash: str  # hex + algorithm id, no suffix
-    root_size: int  # uncompressed root catalog bytes
-    revision: int
-    fqrn: str
-    ttl: int = 240
-    timestamp: int = 0
-    certificate_hash: str | None = None
-    history_hash: str | None = None
-    metainfo_hash: str | None = None
-    reflog_hash: str | None = None
-    micro_catalog_hash: str | None = None
-    root_path_md5: str = MD5_EMPTY
-    garbage_collectable: bool = False
-    alt_catalog_path: bool = False
-    extra: dict[str, str] = field(default_factory=dict)
+    __slots__ = (
+        "alt_catalog_path",
+        "certificate_hash",
+        "extra",
+        "fqrn",
+        "garbage_collectable",
+        "history_hash",
+        "metainfo_hash",
+        "micro_catalog_hash",
+        "reflog_hash",
+        "revision",
+        "root_hash",
+        "root_path_md5",
+        "root_size",
+        "timestamp",
+        "ttl",
+    )
+
+    def __init__(
+        self,
+        root_hash: str,  # hex + algorithm id, no suffix
+        root_size: int,  # uncompressed root catalog bytes
+        revision: int,
+        fqrn: str,
+        ttl: int = 240,
+        timestamp: int = 0,
+        certificate_hash: str | None = None,
+        history_hash: str | None = None,
+        metainfo_hash: str | None = None,
+        reflog_hash: str | None = None,
+        micro_catalog_hash: str | None = None,
+        root_path_md5: str = MD5_EMPTY,
+        garbage_collectable: bool = False,
+        alt_catalog_path: bool = False,
+        extra: dict[str, str] | None = None,  # None: {}
+    ) -> None:
+        self.root_hash = root_hash
+        self.root_size = root_size
+        self.revision = revision
+        self.fqrn = fqrn
+        self.ttl = ttl
+        self.timestamp = timestamp
+        self.certificate_hash = certificate_hash
+        self.history_hash = history_hash
+        self.metainfo_hash = metainfo_hash
+        self.reflog_hash = reflog_hash
+        self.micro_catalog_hash = micro_catalog_hash
+        self.root_path_md5 = root_path_md5
+        self.garbage_collectable = garbage_collectable
+        self.alt_catalog_path = alt_catalog_path
+        self.extra: dict[str, str] = {} if extra is None else extra
+
+    def replace(self, **changes: object) -> Manifest:
+        """A copy with ``changes`` (field=value) applied, as ``dataclasses.replace`` made one (the
+        publisher's tag edit: another history, reflog and time; the tests' edited manifests)."""
+        new = object.__new__(Manifest)
+        for name in self.__slots__:
+            setattr(new, name, changes.pop(name) if name in changes else getattr(self, name))
+        if changes:
+            raise TypeError(f"Manifest has no field {next(iter(changes))!r}")
+        return new
 
     @property
     def root(self) -> ObjectHash:

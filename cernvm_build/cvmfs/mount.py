@@ -15,7 +15,6 @@ written to it atomically, so the next boot mounts the same snapshot.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import errno
 import os
@@ -33,86 +32,162 @@ from .plaincache import STALE_TMP_S, PlainCache
 from .quota import MB, Quota
 from .repository import Repository, SnapshotSpec, open_repository
 
+PROG = "python3 -m cernvm_build.cvmfs.mount"
+USAGE = f"usage: {PROG} --fqrn FQRN --server URL [--server URL...] --public-key PATH [options] MOUNTPOINT"
+HINT = f"see '{PROG} --help'"
 
-def build_parser(prog: str = "python3 -m cernvm_build.cvmfs.mount") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=prog,
-        description="Mount a CernVM-FS repository read-only (FUSE), verified and pinned to a snapshot.",
-        epilog="example: %(prog)s --fqrn sft.cern.ch --server http://10.0.2.2:8000/cvmfs/sft.cern.ch "
-        "--public-key /etc/cvmfs/keys/sft.cern.ch.pub --cache /scratch/cache /cvmfs/sft.cern.ch",
-    )
-    add_mount_options(p)
-    return p
-
-
-def add_mount_options(p: argparse.ArgumentParser, *, servers_required: bool = True) -> None:
-    p.add_argument("--fqrn", help="repository name, e.g. sft.cern.ch (default: from the URL)")
-    p.add_argument(
-        "--server",
-        action="append",
-        default=[],
-        required=servers_required,
-        metavar="URL",
-        help="Stratum URL http://host/cvmfs/<fqrn> or a local Stratum directory; repeat for fail-over",
-    )
-    p.add_argument(
-        "--public-key", action="append", default=[], metavar="PATH", help="master public key (repeatable)"
-    )
-    p.add_argument("--cache", type=Path, metavar="DIR", help="object cache directory (default: none)")
-    p.add_argument(
-        "--quota-limit",
-        type=int,
-        metavar="MB",
-        help="size limit of the cache (CVMFS_QUOTA_LIMIT): least recently used objects are evicted, "
+#: The options: name -> (kind, metavar, help). kind: "flag" (no value), "str", "list" (repeatable),
+#: "path", "int" or "float". Parsed by ``parse_args``, not argparse: argparse and the help
+#: formatter it builds per option (which imports shutil, bz2, lzma, gettext, locale) were 20 M of
+#: the initrd mount's ~130 M instructions before it serves, under emulation on a reboot's critical
+#: path (issue 13).
+OPTIONS: dict[str, tuple[str, str, str]] = {
+    "--fqrn": ("str", "FQRN", "repository name, e.g. sft.cern.ch (default: from the URL)"),
+    "--server": (
+        "list",
+        "URL",
+        "Stratum URL http://host/cvmfs/<fqrn> or a local Stratum directory; repeat for fail-over (required)",
+    ),
+    "--public-key": ("list", "PATH", "master public key (repeatable)"),
+    "--cache": ("path", "DIR", "object cache directory (default: none)"),
+    "--quota-limit": (
+        "int",
+        "MB",
+        "size limit of the cache (CVMFS_QUOTA_LIMIT): least recently used objects are evicted, "
         "catalogs never",
-    )
-    p.add_argument("--proxy", metavar="P", help="HTTP proxy URL(s), '|'/';' separated, DIRECT for none")
-    sel = p.add_mutually_exclusive_group()
-    sel.add_argument("--tag", help="mount this named tag")
-    sel.add_argument("--date", help="mount the newest tag at or before YYYY-MM-DDTHH:MM:SSZ")
-    sel.add_argument("--root-hash", help="mount exactly this root catalog hash")
-    p.add_argument(
-        "--snapshot-file",
-        type=Path,
-        metavar="PATH",
-        help="pin: read 'root_hash\\ntag' from here when no selector is given; written after mounting",
-    )
-    p.add_argument("--foreground", action="store_true", help="stay in the foreground (do not daemonize)")
-    p.add_argument("--timeout", type=float, default=10.0, help="HTTP timeout in seconds (default 10)")
-    p.add_argument("--retries", type=int, default=2, help="retries per server (default 2)")
-    p.add_argument("--no-allow-other", action="store_true", help="only the mounting user may read it")
-    p.add_argument("--log", type=Path, metavar="FILE", help="daemon log file (default: discard)")
-    p.add_argument("--debug", action="store_true", help="FUSE debug output")
-    p.add_argument(
-        "--stats",
-        type=Path,
-        metavar="FILE",
-        help="write FUSE request counts, handler seconds and handler CPU seconds (lines: name count "
-        "seconds cpu; @ready and @process: seconds since the start and the process's CPU when the mount "
-        "was ready and now) here every 10 s",
-    )
-    p.add_argument(
-        "--no-magic-xattrs",
-        action="store_true",
-        help="show no virtual attributes (user.fqrn, user.revision, ...); if the revision has no "
-        "attributes of its own either, the kernel is told to stop asking (an OS root: overlayfs and "
-        "exec ask for every file)",
-    )
-    p.add_argument(
-        "--prefetch-in-order",
-        action="store_true",
-        help="fetch a directory's next files ahead only for a reader going through it in name order, "
-        "not on every open: for a CPU-starved guest, where every fetch ahead costs the reader",
-    )
-    p.add_argument(
-        "--boot-list",
-        type=Path,
-        metavar="FILE",
-        help="object names (one a line) to fetch ahead in the background once the mount is ready, "
-        "pipelined, those not cached yet: a first boot's working set (bootlist.py). Never fatal: "
-        "unreadable lines and missing objects are skipped",
-    )
-    p.add_argument("mountpoint", metavar="MOUNTPOINT")
+    ),
+    "--proxy": ("str", "P", "HTTP proxy URL(s), '|'/';' separated, DIRECT for none"),
+    "--tag": ("str", "TAG", "mount this named tag"),
+    "--date": ("str", "DATE", "mount the newest tag at or before YYYY-MM-DDTHH:MM:SSZ"),
+    "--root-hash": (
+        "str",
+        "HASH",
+        "mount exactly this root catalog hash (one of --tag, --date, --root-hash)",
+    ),
+    "--snapshot-file": (
+        "path",
+        "PATH",
+        "pin: read 'root_hash\\ntag' from here when no selector is given; written after mounting",
+    ),
+    "--foreground": ("flag", "", "stay in the foreground (do not daemonize)"),
+    "--timeout": ("float", "S", "HTTP timeout in seconds (default 10)"),
+    "--retries": ("int", "N", "retries per server (default 2)"),
+    "--no-allow-other": ("flag", "", "only the mounting user may read it"),
+    "--log": ("path", "FILE", "daemon log file (default: discard)"),
+    "--debug": ("flag", "", "FUSE debug output"),
+    "--stats": (
+        "path",
+        "FILE",
+        "write FUSE request counts, handler seconds and handler CPU seconds (lines: name count seconds "
+        "cpu; @ready and @process: seconds since the start and the process's CPU when the mount was "
+        "ready and now) here every 10 s",
+    ),
+    "--no-magic-xattrs": (
+        "flag",
+        "",
+        "show no virtual attributes (user.fqrn, user.revision, ...); if the revision has no attributes "
+        "of its own either, the kernel is told to stop asking (an OS root: overlayfs and exec ask for "
+        "every file)",
+    ),
+    "--prefetch-in-order": (
+        "flag",
+        "",
+        "fetch a directory's next files ahead only for a reader going through it in name order, not on "
+        "every open: for a CPU-starved guest, where every fetch ahead costs the reader",
+    ),
+    "--boot-list": (
+        "path",
+        "FILE",
+        "object names (one a line) to fetch ahead in the background once the mount is ready, pipelined, "
+        "those not cached yet: a first boot's working set (bootlist.py). Never fatal: unreadable lines "
+        "and missing objects are skipped",
+    ),
+}
+
+
+class MountArgs:
+    """The mount's command line, parsed (``parse_args``): one attribute per option (``--quota-limit``:
+    ``quota_limit``), unset ones at their defaults, and ``mountpoint``."""
+
+    def __init__(self) -> None:
+        self.fqrn: str | None = None
+        self.server: list[str] = []
+        self.public_key: list[str] = []
+        self.cache: Path | None = None
+        self.quota_limit: int | None = None
+        self.proxy: str | None = None
+        self.tag: str | None = None
+        self.date: str | None = None
+        self.root_hash: str | None = None
+        self.snapshot_file: Path | None = None
+        self.foreground = False
+        self.timeout = 10.0
+        self.retries = 2
+        self.no_allow_other = False
+        self.log: Path | None = None
+        self.debug = False
+        self.stats: Path | None = None
+        self.no_magic_xattrs = False
+        self.prefetch_in_order = False
+        self.boot_list: Path | None = None
+        self.mountpoint = ""
+        self.pin_note: str | None = None  # why a pin file was ignored (``snapshot_from_args``)
+
+
+def help_text() -> str:
+    lines = [USAGE, "", __doc__.split("\n\n", 2)[2].strip() if __doc__ else "", "", "options:"]
+    for name, (kind, metavar, text) in OPTIONS.items():
+        lines.append(f"  {name}{'' if kind == 'flag' else ' ' + metavar}\n      {text}")
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv: Sequence[str]) -> MountArgs | None:
+    """``argv`` as the mount's options (``--name value`` or ``--name=value``) and one MOUNTPOINT;
+    None for ``-h``/``--help``. UsageError names the option and what is wrong."""
+    args, positional = MountArgs(), list[str]()
+    words = iter(argv)
+    for word in words:
+        if word in ("-h", "--help"):
+            return None
+        if word == "--":
+            positional.extend(words)
+            break
+        if not word.startswith("-") or word == "-":
+            positional.append(word)
+            continue
+        name, eq, value = word.partition("=")
+        spec = OPTIONS.get(name)
+        if spec is None:
+            raise UsageError(f"unknown option {name}", hint=HINT)
+        kind, metavar, _ = spec
+        dest = name[2:].replace("-", "_")
+        if kind == "flag":
+            if eq:
+                raise UsageError(f"{name} takes no value", hint=HINT)
+            setattr(args, dest, True)
+            continue
+        if not eq:
+            got = next(words, None)
+            if got is None:
+                raise UsageError(f"{name} needs a value ({metavar})", hint=HINT)
+            value = got
+        if kind == "list":
+            getattr(args, dest).append(value)
+        elif kind in ("int", "float"):
+            try:
+                setattr(args, dest, int(value) if kind == "int" else float(value))
+            except ValueError:
+                raise UsageError(f"{name}: {value[:40]!r} is not a number", hint=HINT) from None
+        else:
+            setattr(args, dest, Path(value) if kind == "path" else value)
+    if len(positional) != 1:
+        raise UsageError(f"one MOUNTPOINT expected, got {len(positional)}", hint=USAGE)
+    args.mountpoint = positional[0]
+    if not args.server:
+        raise UsageError("--server is required", hint=HINT)
+    if sum(x is not None for x in (args.tag, args.date, args.root_hash)) > 1:
+        raise UsageError("--tag, --date and --root-hash exclude each other", hint="give one of them")
+    return args
 
 
 #: a pin is ``root_hash\ntag\n``: a hash (at most 50 characters) and a tag name (at most 255)
@@ -148,9 +223,8 @@ def _pin_ignored(path: Path, why: str) -> str:
     return f"pin file {path}: {why}; ignored: the newest revision is mounted and pinned instead"
 
 
-def snapshot_from_args(args: argparse.Namespace) -> SnapshotSpec:
+def snapshot_from_args(args: MountArgs) -> SnapshotSpec:
     """The snapshot to mount; ``args.pin_note`` says why a pin file was ignored (or is None)."""
-    args.pin_note = None
     if args.tag or args.date or args.root_hash:
         return SnapshotSpec(tag=args.tag, date=args.date, root_hash=args.root_hash)
     sf: Path | None = args.snapshot_file
@@ -184,7 +258,7 @@ def _have_ssl() -> bool:
     return True
 
 
-def _open(args: argparse.Namespace) -> Repository:
+def _open(args: MountArgs) -> Repository:
     mp = Path(args.mountpoint)
     if not mp.is_dir():
         raise CvmfsError(f"{mp}: mount point is not a directory", hint="create it first")
@@ -257,7 +331,7 @@ def _open(args: argparse.Namespace) -> Repository:
     return repo
 
 
-def _after_mount(args: argparse.Namespace, repo: Repository) -> None:
+def _after_mount(args: MountArgs, repo: Repository) -> None:
     if args.snapshot_file is not None:
         pin = f"{repo.root_hash}\n{repo.tag or ''}\n".encode()
         try:  # not a regular file (a FIFO): rewritten, never waited on
@@ -268,7 +342,7 @@ def _after_mount(args: argparse.Namespace, repo: Repository) -> None:
             atomic_write(args.snapshot_file, pin)
 
 
-def _serve(args: argparse.Namespace, repo: Repository, ready: int | None) -> None:
+def _serve(args: MountArgs, repo: Repository, ready: int | None) -> None:
     from .fuse import Serving, run_fuse
 
     plain = repo.store.plain_cache if repo.store.cache is not None else None
@@ -318,7 +392,7 @@ def _error_text(e: BaseException) -> str:
     return f"error: {type(e).__name__}: {e}"
 
 
-def _daemon(args: argparse.Namespace) -> int:
+def _daemon(args: MountArgs) -> int:
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: becomes the FUSE daemon
@@ -396,7 +470,14 @@ def _more_descriptors() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = parse_args(sys.argv[1:] if argv is None else argv)
+    except UsageError as e:
+        print(_error_text(e), file=sys.stderr)
+        return e.exit_code
+    if args is None:
+        sys.stdout.write(help_text())
+        return 0
     _tame_malloc()
     _more_descriptors()
     try:

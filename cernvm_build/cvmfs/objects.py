@@ -13,9 +13,7 @@ import os
 import re
 import zlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 from ..errors import CvmfsError
 
@@ -39,12 +37,23 @@ _HASH_RE = re.compile(r"^([0-9a-f]{40})(-rmd160|-shake128)?\Z")
 _MD5_RE = re.compile(r"^[0-9a-f]{32}\Z")
 
 
-@dataclass(frozen=True, repr=False)
 class ObjectHash:
-    """A content hash: the hex digest and its algorithm."""
+    """A content hash: the hex digest and its algorithm. Compared and hashed by value; not to be
+    changed once made (a plain class, not a frozen dataclass: see ``catalog_rows.DirEntry``)."""
 
-    hex: str
-    algorithm: str = "sha1"
+    __slots__ = ("algorithm", "hex")
+
+    def __init__(self, hex: str, algorithm: str = "sha1") -> None:
+        self.hex = hex
+        self.algorithm = algorithm
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not ObjectHash:
+            return NotImplemented
+        return self.hex == other.hex and self.algorithm == other.algorithm
+
+    def __hash__(self) -> int:
+        return hash((self.hex, self.algorithm))
 
     def __str__(self) -> str:
         return self.hex + ALGORITHM_IDS[self.algorithm]
@@ -98,10 +107,14 @@ class _Shake128:
         return self._h.hexdigest(DIGEST_SIZE)
 
 
-class _Digest(Protocol):
-    def update(self, data: bytes, /) -> None: ...
-    def digest(self) -> bytes: ...
-    def hexdigest(self) -> str: ...
+TYPE_CHECKING = False  # typing's own costs importing typing (see lazylog)
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    class _Digest(Protocol):
+        def update(self, data: bytes, /) -> None: ...
+        def digest(self) -> bytes: ...
+        def hexdigest(self) -> str: ...
 
 
 def new_hasher(algorithm: str = "sha1") -> _Digest:

@@ -20,19 +20,22 @@ from __future__ import annotations
 import bisect
 import collections
 import itertools
-import logging
 import queue
 import threading
 from collections.abc import Callable, Sequence
 from stat import S_IFDIR, S_IFREG
-from typing import Any
 
+from .. import lazylog
 from ..errors import CernVMError
 from .catalog import DirEntry, chunk_at
 from .catalog_rows import FLAG_CHUNKED, FLAG_EXTERNAL
 from .repository import Repository
 
-log = logging.getLogger(__name__)
+TYPE_CHECKING = False  # typing's own costs importing typing (see lazylog)
+if TYPE_CHECKING:
+    from typing import Any
+
+log = lazylog.get(__name__)
 
 WORKERS = 8
 #: whole files up to this size are fetched ahead (larger ones are chunked and read ahead by chunk)

@@ -446,7 +446,7 @@ def _retag(
         reflog = write_reflog(stratum, scratch, fqrn, [(hist_name, 2)], ts)
         store.sync()
         # A tag edit is not a new revision: the root catalog and S stay, T moves on.
-        m = replace(current, history_hash=hist_name, reflog_hash=reflog, timestamp=ts)
+        m = current.replace(history_hash=hist_name, reflog_hash=reflog, timestamp=ts)
         atomic_write(stratum / ".cvmfspublished", sign_manifest(m, keys))
         return m
 

@@ -15,7 +15,6 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from .objects import fanned_out_files
@@ -30,12 +29,14 @@ def pinned(name: str) -> bool:
     return name.endswith("C")
 
 
-@dataclass(frozen=True, repr=False, eq=False)
 class Eviction:
     """What one eviction removed: files and bytes."""
 
-    files: int
-    bytes: int
+    __slots__ = ("bytes", "files")
+
+    def __init__(self, files: int, bytes: int) -> None:
+        self.files = files
+        self.bytes = bytes
 
 
 class Quota:

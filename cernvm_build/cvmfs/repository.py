@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime as dt
 import zlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import CvmfsError, IntegrityError
@@ -60,18 +59,28 @@ WHITELIST_FILE = ".cvmfswhitelist"
 CERTIFICATE_META = ".cvmfscertificate"
 
 
-@dataclass(frozen=True, repr=False)
 class SnapshotSpec:
     """Which revision to read: at most one of a tag name, a date (``YYYY-MM-DDTHH:MM:SSZ``: the newest
-    tag at or before it) or a root catalog hash. All None: the trunk (the manifest's root catalog)."""
+    tag at or before it) or a root catalog hash. All None: the trunk (the manifest's root catalog).
+    Compared and hashed by value."""
 
-    tag: str | None = None
-    date: str | None = None
-    root_hash: str | None = None
+    __slots__ = ("date", "root_hash", "tag")
 
-    def __post_init__(self) -> None:
-        if sum(x is not None for x in (self.tag, self.date, self.root_hash)) > 1:
+    def __init__(self, tag: str | None = None, date: str | None = None, root_hash: str | None = None) -> None:
+        if sum(x is not None for x in (tag, date, root_hash)) > 1:
             raise CvmfsError("choose one snapshot: a tag, a date or a root hash", hint="drop the others")
+        self.tag = tag
+        self.date = date
+        self.root_hash = root_hash
+
+    def _key(self) -> tuple[str | None, str | None, str | None]:
+        return (self.tag, self.date, self.root_hash)
+
+    def __eq__(self, other: object) -> bool:
+        return self._key() == other._key() if type(other) is SnapshotSpec else NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._key())
 
     @property
     def is_trunk(self) -> bool:

@@ -15,9 +15,7 @@ import io
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from stat import S_IFDIR, S_IFREG
-from typing import BinaryIO
 
 from ..errors import CvmfsError, IntegrityError
 from .catalog import Catalog, DirEntry, NestedRef, Problem, chunk_at
@@ -30,26 +28,30 @@ from .objects import SUFFIX_CATALOG, SUFFIX_FILE, SUFFIX_PARTIAL
 from .store import ObjectStore
 from .whitelist import Whitelist
 
+TYPE_CHECKING = False  # typing's own costs importing typing (see lazylog)
+if TYPE_CHECKING:
+    from typing import BinaryIO
+
 #: problems a VerifyReport keeps (all are counted, and each is passed to ``on_problem`` as found)
 MAX_REPORTED = 10_000
 #: object names ``verify`` remembers to check each only once (then it starts afresh: bounded memory)
 MAX_SEEN = 200_000
 
 
-@dataclass(repr=False, eq=False)
 class VerifyReport:
     """What a verification walk counted and the problems it found."""
 
-    catalogs: int = 0
-    entries: int = 0
-    files: int = 0
-    objects: int = 0
-    bytes: int = 0
-    #: chunked files whose catalog names a legacy bulk object the repository does not hold
-    bulk_absent: int = 0
-    tags: int = 0  # tags of the history whose root catalog was checked
-    errors: list[str] = field(default_factory=list)  # the first MAX_REPORTED problems
-    problems: int = 0  # all of them
+    def __init__(self) -> None:
+        self.catalogs = 0
+        self.entries = 0
+        self.files = 0
+        self.objects = 0
+        self.bytes = 0
+        #: chunked files whose catalog names a legacy bulk object the repository does not hold
+        self.bulk_absent = 0
+        self.tags = 0  # tags of the history whose root catalog was checked
+        self.errors: list[str] = []  # the first MAX_REPORTED problems
+        self.problems = 0  # all of them
 
     @property
     def ok(self) -> bool:

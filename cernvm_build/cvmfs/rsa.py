@@ -16,7 +16,6 @@ import base64
 import binascii
 import hashlib
 import re
-from dataclasses import dataclass
 
 from ..errors import CvmfsError, IntegrityError
 from .limits import MAX_RSA_BITS
@@ -29,12 +28,22 @@ class DerError(ValueError):
     pass
 
 
-@dataclass(frozen=True, repr=False)
 class PublicKey:
-    """An RSA public key: modulus and exponent."""
+    """An RSA public key: modulus and exponent. Compared and hashed by value."""
 
-    n: int
-    e: int
+    __slots__ = ("e", "n")
+
+    def __init__(self, n: int, e: int) -> None:
+        self.n = n
+        self.e = e
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not PublicKey:
+            return NotImplemented
+        return self.n == other.n and self.e == other.e
+
+    def __hash__(self) -> int:
+        return hash((self.n, self.e))
 
     @property
     def size(self) -> int:
@@ -42,25 +51,29 @@ class PublicKey:
         return (self.n.bit_length() + 7) // 8
 
 
-@dataclass(frozen=True, repr=False, eq=False)
 class PrivateKey:
     """An RSA private key: modulus, public and private exponents."""
 
-    n: int
-    e: int
-    d: int
+    __slots__ = ("d", "e", "n")
+
+    def __init__(self, n: int, e: int, d: int) -> None:
+        self.n = n
+        self.e = e
+        self.d = d
 
     @property
     def public(self) -> PublicKey:
         return PublicKey(self.n, self.e)
 
 
-@dataclass(frozen=True, repr=False, eq=False)
 class Certificate:
     """An X.509 certificate's DER bytes and the RSA key it holds."""
 
-    der: bytes
-    public_key: PublicKey
+    __slots__ = ("der", "public_key")
+
+    def __init__(self, der: bytes, public_key: PublicKey) -> None:
+        self.der = der
+        self.public_key = public_key
 
 
 # -- DER -------------------------------------------------------------------------------------

@@ -17,30 +17,33 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import logging
 import os
-import shutil
-import tempfile
 import threading
 import time
 import weakref
 import zlib
 from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO, TypeVar
 
+from .. import lazylog
 from ..errors import CvmfsError, IntegrityError
 from . import inflate
 from .cache import ObjectCache
-from .fetch import Fetcher, Item
+from .fetch import Fetcher
 from .inflate import WHOLE_MAX
 from .limits import human, zlib_bound
 from .objects import ObjectHash, new_hasher, parse_hash
 from .plaincache import TRAILER, PlainCache, SizeMismatch
 from .quota import Quota
 
-_T = TypeVar("_T")
-log = logging.getLogger(__name__)
+TYPE_CHECKING = False  # typing's own costs importing typing (see lazylog)
+if TYPE_CHECKING:
+    from typing import BinaryIO, TypeVar
+
+    from .fetch import Item
+
+    _T = TypeVar("_T")
+log = lazylog.get(__name__)
 #: a claimed object's lock once given back (``_claimed_many``)
 _DONE = threading.Lock()
 
@@ -79,6 +82,8 @@ def stored_limit(size: int | None, compressed: bool, cap: int | None) -> int | N
 
 def _remove_own(folder: Path, pid: int) -> None:
     if os.getpid() == pid:
+        import shutil  # deliberate lazy import (see fsutil._temp_file)
+
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -178,6 +183,8 @@ class ObjectStore:
                 if self.cache:
                     self._scratch = self.cache.scratch()
                 else:
+                    import tempfile  # deliberate lazy import (see fsutil._temp_file)
+
                     self._scratch = Path(tempfile.mkdtemp(prefix="cvmfs-reader-"))
                     # a caller that never closes (a script, a library user) leaves no folder behind
                     # either: removed when the store is collected or the interpreter exits, by the
@@ -191,6 +198,8 @@ class ObjectStore:
                 self._cleanup()
                 self._cleanup = None
             elif self._scratch is not None:
+                import shutil  # deliberate lazy import (see fsutil._temp_file)
+
                 shutil.rmtree(self._scratch, ignore_errors=True)
             self._scratch = None
             self._lru.clear()
@@ -262,6 +271,8 @@ class ObjectStore:
                     hasher.update(block)
                     got += len(block)
                     if spill is None and got > SPILL:
+                        import tempfile  # deliberate lazy import (see fsutil._temp_file)
+
                         spill = tempfile.TemporaryFile(dir=self.scratch())  # noqa: SIM115 - returned open
                         spill.writelines(parts)
                         parts = []
@@ -527,6 +538,8 @@ class ObjectStore:
     ) -> Path:
         h = parse_hash(name)
         dest = self.scratch() / (name + suffix)
+        import tempfile  # deliberate lazy import (see fsutil._temp_file)
+
         fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=dest.parent)
         try:
             got = 0

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from dataclasses import dataclass
 
 from ..errors import CvmfsError
 from ..numtext import decimal
@@ -18,16 +17,28 @@ _STAMP = "%Y%m%d%H%M%S"
 _FPR_RE = re.compile(r"^([0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2})+)(-[A-Za-z0-9]+)?\Z")
 
 
-@dataclass(frozen=True, repr=False, eq=False)
 class Whitelist:
-    """A repository whitelist (``.cvmfswhitelist``): its dates, name and certificate fingerprints."""
+    """A repository whitelist (``.cvmfswhitelist``): its dates (UTC, tz-aware; ``expires`` as
+    written, seconds precision), name and certificate fingerprints ("AB:CD:..." upper case, with a
+    "-RMD160"-style suffix if any)."""
 
-    created: dt.datetime  # UTC, tz-aware
-    expires: dt.datetime  # UTC, tz-aware, as written (seconds precision)
-    fqrn: str
-    fingerprints: tuple[str, ...]  # "AB:CD:..." upper case, with "-RMD160"-style suffix if any
-    pkcs7: bool = False
-    cachain: bool = False
+    __slots__ = ("cachain", "created", "expires", "fingerprints", "fqrn", "pkcs7")
+
+    def __init__(
+        self,
+        created: dt.datetime,
+        expires: dt.datetime,
+        fqrn: str,
+        fingerprints: tuple[str, ...],
+        pkcs7: bool = False,
+        cachain: bool = False,
+    ) -> None:
+        self.created = created
+        self.expires = expires
+        self.fqrn = fqrn
+        self.fingerprints = fingerprints
+        self.pkcs7 = pkcs7
+        self.cachain = cachain
 
     @property
     def expiry_checked(self) -> dt.datetime:

@@ -35,6 +35,44 @@ def test_reader_and_mount_import_only_the_standard_library() -> None:
     assert set(json.loads(out.stdout)) == {"cernvm_build"}
 
 
+#: Standard-library modules the initrd's mount must not load before it serves: the start
+#: (``bootloader.parse_and_mount`` importing the mount) and the FUSE daemon's modules (imported after
+#: the mount request). Under emulation these imports are a reboot's critical path (issue 13), and each
+#: of these costs millions of instructions for a path the mount does not take or never reaches before
+#: it serves (a dated Retry-After, a log message, a reader's private scratch, fusermount3 as a user),
+#: or for a convenience (dataclasses, typing, argparse) the code does without.
+NOT_BEFORE_THE_MOUNT_SERVES = (
+    "argparse",
+    "gettext",
+    "typing",
+    "dataclasses",
+    "inspect",
+    "email",
+    "calendar",
+    "locale",
+    "logging",
+    "traceback",
+    "tempfile",
+    "shutil",
+    "bz2",
+    "lzma",
+    "subprocess",
+)
+MOUNT_MODULES = "parse_and_mount cvmfs.mount cvmfs.fuse cvmfs.fuse_lowlevel cvmfs.fuse_inodes"
+
+
+def test_the_initrd_mount_imports_none_of_the_heavy_modules_before_it_serves() -> None:
+    names = ", ".join(
+        f"cernvm_build.{'bootloader.' if m == 'parse_and_mount' else ''}{m}" for m in MOUNT_MODULES.split()
+    )
+    code = f"import sys, {names}; print(*sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-S", "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    loaded = {m.split(".")[0] for m in out.stdout.split()}
+    assert sorted(loaded & set(NOT_BEFORE_THE_MOUNT_SERVES)) == []
+
+
 def test_large_objects_are_spilled_and_read_by_range(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(store_mod, "LRU_MAX_ITEM", 1000)
     plain = bytes(range(256)) * 40  # 10240 bytes > LRU_MAX_ITEM

@@ -252,7 +252,7 @@ def test_a_pinned_restart_imports_nothing_while_it_opens_the_repository(
     unmount(mnt)
     code = (
         "import sys; from cernvm_build.cvmfs import mount\n"
-        "args = mount.build_parser().parse_args(sys.argv[1:]); before = set(sys.modules)\n"
+        "args = mount.parse_args(sys.argv[1:]); before = set(sys.modules)\n"
         "repo = mount._open(args); print(*sorted(set(sys.modules) - before))\n"
         "print(repo.root_hash, repo.tag)\n"
     )

@@ -1,9 +1,9 @@
-"""The daemon's dataclasses generate only the methods their callers use (each generated method is
-compiled at import, on the mount's start): the value types below are still compared and hashed by
-value (dict keys, sets, ``==`` in the publisher, the catalogs and the tests); the others are
-compared by identity, and none of them generates a ``__repr__``."""
+"""The daemon's records are plain classes, not dataclasses (``dataclasses`` and each class's generated
+methods were compiled at import, on the mount's start: issue 13): the value types below are still
+compared and hashed by value (dict keys, sets, ``==`` in the publisher, the catalogs and the tests);
+the others are compared by identity, and none of them has a ``__repr__``."""
 
-import dataclasses
+import pytest
 
 from cernvm_build.cvmfs.catalog_rows import Chunk, DirEntry, NestedRef, ObjectRef
 from cernvm_build.cvmfs.history import Tag
@@ -14,6 +14,7 @@ from cernvm_build.cvmfs.repository import SnapshotSpec
 from cernvm_build.cvmfs.revision import VerifyReport
 from cernvm_build.cvmfs.rsa import Certificate, PrivateKey, PublicKey
 from cernvm_build.cvmfs.whitelist import Whitelist
+from cernvm_build.errors import CvmfsError
 
 BY_VALUE = (ObjectHash, Tag, Chunk, DirEntry, ObjectRef, NestedRef, PublicKey, SnapshotSpec)
 BY_IDENTITY = (SignedText, Manifest, PrivateKey, Certificate, Whitelist, VerifyReport, Eviction)
@@ -44,14 +45,26 @@ def test_value_types_still_compare_and_hash_by_value() -> None:
     assert str(ObjectHash("ab" * 20, "rmd160")) == "ab" * 20 + "-rmd160"  # what messages print
 
 
-def test_the_others_are_compared_by_identity_and_generate_no_repr() -> None:
+def test_the_others_are_compared_by_identity_and_none_has_a_repr() -> None:
     for cls in BY_VALUE + BY_IDENTITY:
-        params = cls.__dataclass_params__  # type: ignore[attr-defined]
-        assert not params.repr and "__repr__" not in vars(cls), cls
-        assert params.eq == (cls in BY_VALUE), cls
-    # frozen ones stay frozen (and hashable, by identity)
+        assert "__repr__" not in vars(cls), cls
+        assert ("__eq__" in vars(cls)) == (cls in BY_VALUE), cls
     ev = Eviction(0, 0)
     assert ev != Eviction(0, 0) and hash(ev) == object.__hash__(ev)
-    for cls in BY_IDENTITY:
-        assert cls is VerifyReport or cls.__dataclass_params__.frozen, cls  # type: ignore[attr-defined]
-    assert dataclasses.is_dataclass(ev)
+
+
+def test_a_snapshot_names_at_most_one_selector() -> None:
+    with pytest.raises(CvmfsError, match="choose one snapshot"):
+        SnapshotSpec(tag="t", root_hash="ab" * 20)
+    assert SnapshotSpec().is_trunk and not SnapshotSpec(date="2026-01-01T00:00:00Z").is_trunk
+
+
+def test_a_replaced_manifest_keeps_everything_else() -> None:
+    m = Manifest("ab" * 20, 5, 3, "x.test", 60, 100, "cd" * 20, "ef" * 20, extra={"Z": "z"})
+    n = m.replace(history_hash="12" * 20, reflog_hash="34" * 20, timestamp=200)
+    assert (n.history_hash, n.reflog_hash, n.timestamp) == ("12" * 20, "34" * 20, 200)
+    same = ("root_hash", "root_size", "revision", "fqrn", "ttl", "certificate_hash", "extra")
+    assert all(getattr(n, k) == getattr(m, k) for k in same)
+    assert (m.history_hash, m.timestamp) == ("ef" * 20, 100)
+    with pytest.raises(TypeError, match="no field 'root'"):
+        m.replace(root="x")

@@ -166,10 +166,11 @@ def test_a_seed_is_the_scratch_disk_a_boot_would_have_filled(traced: Traced, tmp
     mp = tmp_path / "mnt"
     mp.mkdir()
     dead = "http://127.0.0.1:9/cvmfs/" + FQRN  # nothing listens: every fetch would fail
-    args = mount.build_parser().parse_args(
+    args = mount.parse_args(
         ["--fqrn", FQRN, "--server", dead, "--public-key", str(PUB), "--cache", str(cache / "cache"),
          "--quota-limit", "100", "--timeout", "1", "--retries", "0", str(mp)]
     )  # fmt: skip
+    assert args is not None
     repo = mount._open(args)
     try:
         assert not (cache / "cache" / FQRN / "plain" / CLEAN).exists()  # taken before serving

@@ -339,9 +339,7 @@ class Editor:
             self.close()
 
     def sign_manifest(self, **changes: object) -> None:
-        from dataclasses import replace
-
-        m = replace(self.manifest, **changes)  # type: ignore[arg-type]
+        m = self.manifest.replace(**changes)
         body = mf.serialize(m)
         hash_text = mf.body_hash(body, m.algorithm)
         signed = mf.join_signed(body, hash_text, self.keys.sign_manifest(hash_text))
