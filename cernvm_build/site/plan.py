@@ -310,14 +310,21 @@ def _item(pageset: PageSet, p: Page) -> dict[str, Any]:
     }
 
 
-def _breadcrumbs(pageset: PageSet, page: Page) -> list[dict[str, str]]:
-    crumbs = [{"title": "Home", "url": pageset.base_path}]
+def _breadcrumbs(pageset: PageSet, page: Page, made: dict[str, list[dict[str, str]]]) -> list[dict[str, str]]:
+    """``made``: the crumbs by parent path, this plan's (the pages of a folder share theirs: templates
+    only read their context)."""
+    if page.kind == "home":
+        return []
     parts = page.path.strip("/").split("/")
-    for i in range(1, len(parts)):
-        p = pageset.by_path.get("/" + "/".join(parts[:i]) + "/")
-        if p is not None:
-            crumbs.append({"title": p.title, "url": p.url})
-    return crumbs if page.kind != "home" else []
+    parent = "/".join(parts[:-1])
+    crumbs = made.get(parent)
+    if crumbs is None:
+        crumbs = made[parent] = [{"title": "Home", "url": pageset.base_path}]
+        for i in range(1, len(parts)):
+            p = pageset.by_path.get("/" + "/".join(parts[:i]) + "/")
+            if p is not None:
+                crumbs.append({"title": p.title, "url": p.url})
+    return crumbs
 
 
 def _menu_active(cfg: SiteConfig, page: Page, menu: list[dict[str, str]]) -> str | None:
@@ -332,7 +339,13 @@ def _menu_active(cfg: SiteConfig, page: Page, menu: list[dict[str, str]]) -> str
     return best
 
 
-def _page_fields(cfg: SiteConfig, pageset: PageSet, page: Page, menu: list[dict[str, str]]) -> dict[str, Any]:
+def _page_fields(
+    cfg: SiteConfig,
+    pageset: PageSet,
+    page: Page,
+    menu: list[dict[str, str]],
+    crumbs: dict[str, list[dict[str, str]]],
+) -> dict[str, Any]:
     return {
         "title": page.title,
         "url": page.url,
@@ -349,7 +362,7 @@ def _page_fields(cfg: SiteConfig, pageset: PageSet, page: Page, menu: list[dict[
         "updated_human": human_date(page.updated),
         "tags": _tags(cfg.base_path, page.tags),
         "toc": [{"level": lv, "id": i, "title": t} for lv, i, t in page.r.get("toc", ())],
-        "breadcrumbs": _breadcrumbs(pageset, page),
+        "breadcrumbs": _breadcrumbs(pageset, page, crumbs),
         "menu_active": _menu_active(cfg, page, menu),
         "meta": plain(page.meta),
         "content": Late("content", page.md_key, page.src or "") if page.md_key else "",
@@ -368,9 +381,11 @@ def _page_context(
     nav: _Navigation,
     dated: list[Page],
     data: dict[str, Any],
+    crumbs: dict[str, list[dict[str, str]]],
 ) -> dict[str, Any]:
     layout = page.layout
-    ctx: dict[str, Any] = {"site": site_ctx, "page": _page_fields(cfg, pageset, page, site_ctx["menu"])}
+    fields = _page_fields(cfg, pageset, page, site_ctx["menu"], crumbs)
+    ctx: dict[str, Any] = {"site": site_ctx, "page": fields}
     psec = versions_mod.section_settings(cfg, page.section)
     if psec and psec.sidebar and page.section in nav.trees:
         nav.place(page, ctx)
@@ -523,6 +538,7 @@ def plan(
     fps = _Fingerprints(env)
     searchable_pages: set[str] = set()
     unchanged: set[str] = set()
+    crumbs: dict[str, list[dict[str, str]]] = {}
     for page in pages:
         if delta is not None and page.src not in delta.edited:
             prev = delta.old.get(page.out)
@@ -552,7 +568,7 @@ def plan(
                 where=Location(file=page.file, key="layout") if page.file else None,
                 hint=f"add templates/{template} or use another layout",
             )
-        ctx = _page_context(cfg, pageset, page, site_ctx, nav, dated, data)
+        ctx = _page_context(cfg, pageset, page, site_ctx, nav, dated, data, crumbs)
         jobs.append(fps.job(page.out, template, ctx, page.md_key))
         if ctx["page"]["searchable"]:
             searchable_pages.add(page.out)

@@ -1944,3 +1944,25 @@ def test_a_source_pages_fingerprint_has_its_key_in_place_of_the_fields_its_key_m
     assert fp("k2") != base  # another key: another source or render
     assert fp("k1", title="B") != base  # what other pages or the nav make is hashed as before
     assert fp(None, toc=[]) != fp(None)  # a page with no source (releases, tags): every field
+
+
+def test_the_pages_of_one_folder_share_their_breadcrumbs() -> None:
+    """Breadcrumbs are made once a folder in a plan (they depend on the parent path alone): the same
+    list as a page made alone, shared by its folder's pages; the home page has none."""
+    from cernvm_build.site import plan as plan_mod
+    from cernvm_build.site.model import Page
+    from cernvm_build.site.pages import PageSet
+
+    def page(path: str, kind: str = "page") -> Page:
+        return Page(
+            None, None, path, "/b" + path, path.strip("/") + "/index.html", "docs", kind, "page", path
+        )
+
+    pages = [page("/", "home"), page("/docs/", "index"), page("/docs/a/"), page("/docs/b/"), page("/c/")]
+    ps = PageSet(pages, {p.path: p for p in pages}, {}, {}, "/b/")
+    made: dict[str, list[dict[str, str]]] = {}
+    got = [plan_mod._breadcrumbs(ps, p, made) for p in pages]
+    home, docs = {"title": "Home", "url": "/b/"}, {"title": "/docs/", "url": "/b/docs/"}
+    assert got == [[], [home], [home, docs], [home, docs], [home]]
+    assert got[2] is got[3] and got[1] is got[4]
+    assert got[2] == plan_mod._breadcrumbs(ps, pages[2], {})
