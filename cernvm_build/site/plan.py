@@ -1,7 +1,8 @@
 """Step 3 of a site build: one ``Job`` per output with its fingerprint.
 
-An output's fingerprint is ``sha(template closure, the template context as JSON)``; big context values
-(the rendered body, the sidebar) enter as ``Late(kind, key)`` and are materialised only when rendering.
+An output's fingerprint is ``sha(planner code, template closure, the template context as JSON)``; big
+context values (the rendered body, the sidebar) enter as ``Late(kind, key)`` and are materialised only when
+rendering; a source page's fields that its Markdown key determines enter as the key (``BY_KEY``).
 Anything a template can see is in its fingerprint, so an output whose fingerprint did not change needs
 no rendering, and an incremental build writes exactly what a clean one would.
 
@@ -100,6 +101,16 @@ def _fp_default(obj: Any) -> Any:
     raise TypeError(type(obj).__name__)
 
 
+#: a source page's fields made from its rendered metadata alone (``Page.r``, its front matter, its
+#: description: ``pages._source_page``), which its Markdown key determines (``sources.plan_sources``:
+#: the source's digest, the renderer's code): its fingerprint has the key in their place (with the
+#: planner's code, which makes them from it), not their JSON (a table of contents is many little
+#: dicts: ~40 % of a page's JSON, ~6 ms of ``plan`` at 1,000 pages)
+BY_KEY = frozenset(("toc", "meta", "description"))
+#: one encoder for every fingerprint (``json.dumps`` with options makes one a call)
+_ENCODE = json.JSONEncoder(sort_keys=True, default=_fp_default, check_circular=False).encode
+
+
 class _Fingerprints:
     """Jobs with their fingerprint; the site-wide part of the context is one shared object, hashed once."""
 
@@ -108,13 +119,21 @@ class _Fingerprints:
         self._site_id = 0
         self._site_fp = ""
 
-    def job(self, out: str, template: str, ctx: dict[str, Any]) -> Job:
+    def job(self, out: str, template: str, ctx: dict[str, Any], md_key: str | None = None) -> Job:
+        """``md_key``: the Markdown key of the page whose context ``ctx`` is (its ``BY_KEY`` fields)."""
         site = ctx.get("site")
         if site is not None and id(site) != self._site_id:
             self._site_id, self._site_fp = id(site), json.dumps(site, sort_keys=True)
         rest = {k: v for k, v in ctx.items() if k != "site"}
-        body = json.dumps(rest, sort_keys=True, default=_fp_default, check_circular=False)
-        fp = sha(self.env.closure_hash(template), self._site_fp if site is not None else "", body)
+        if md_key:
+            rest["page"] = {k: v for k, v in rest["page"].items() if k not in BY_KEY}
+        fp = sha(
+            plan_code(),
+            self.env.closure_hash(template),
+            self._site_fp if site is not None else "",
+            md_key or "",
+            _ENCODE(rest),
+        )
         return Job(out=out, fp=fp, template=template, context=ctx)
 
 
@@ -291,14 +310,21 @@ def _item(pageset: PageSet, p: Page) -> dict[str, Any]:
     }
 
 
-def _breadcrumbs(pageset: PageSet, page: Page) -> list[dict[str, str]]:
-    crumbs = [{"title": "Home", "url": pageset.base_path}]
+def _breadcrumbs(pageset: PageSet, page: Page, made: dict[str, list[dict[str, str]]]) -> list[dict[str, str]]:
+    """``made``: the crumbs by parent path, this plan's (the pages of a folder share theirs: templates
+    only read their context)."""
+    if page.kind == "home":
+        return []
     parts = page.path.strip("/").split("/")
-    for i in range(1, len(parts)):
-        p = pageset.by_path.get("/" + "/".join(parts[:i]) + "/")
-        if p is not None:
-            crumbs.append({"title": p.title, "url": p.url})
-    return crumbs if page.kind != "home" else []
+    parent = "/".join(parts[:-1])
+    crumbs = made.get(parent)
+    if crumbs is None:
+        crumbs = made[parent] = [{"title": "Home", "url": pageset.base_path}]
+        for i in range(1, len(parts)):
+            p = pageset.by_path.get("/" + "/".join(parts[:i]) + "/")
+            if p is not None:
+                crumbs.append({"title": p.title, "url": p.url})
+    return crumbs
 
 
 def _menu_active(cfg: SiteConfig, page: Page, menu: list[dict[str, str]]) -> str | None:
@@ -313,7 +339,13 @@ def _menu_active(cfg: SiteConfig, page: Page, menu: list[dict[str, str]]) -> str
     return best
 
 
-def _page_fields(cfg: SiteConfig, pageset: PageSet, page: Page, menu: list[dict[str, str]]) -> dict[str, Any]:
+def _page_fields(
+    cfg: SiteConfig,
+    pageset: PageSet,
+    page: Page,
+    menu: list[dict[str, str]],
+    crumbs: dict[str, list[dict[str, str]]],
+) -> dict[str, Any]:
     return {
         "title": page.title,
         "url": page.url,
@@ -330,7 +362,7 @@ def _page_fields(cfg: SiteConfig, pageset: PageSet, page: Page, menu: list[dict[
         "updated_human": human_date(page.updated),
         "tags": _tags(cfg.base_path, page.tags),
         "toc": [{"level": lv, "id": i, "title": t} for lv, i, t in page.r.get("toc", ())],
-        "breadcrumbs": _breadcrumbs(pageset, page),
+        "breadcrumbs": _breadcrumbs(pageset, page, crumbs),
         "menu_active": _menu_active(cfg, page, menu),
         "meta": plain(page.meta),
         "content": Late("content", page.md_key, page.src or "") if page.md_key else "",
@@ -349,9 +381,11 @@ def _page_context(
     nav: _Navigation,
     dated: list[Page],
     data: dict[str, Any],
+    crumbs: dict[str, list[dict[str, str]]],
 ) -> dict[str, Any]:
     layout = page.layout
-    ctx: dict[str, Any] = {"site": site_ctx, "page": _page_fields(cfg, pageset, page, site_ctx["menu"])}
+    fields = _page_fields(cfg, pageset, page, site_ctx["menu"], crumbs)
+    ctx: dict[str, Any] = {"site": site_ctx, "page": fields}
     psec = versions_mod.section_settings(cfg, page.section)
     if psec and psec.sidebar and page.section in nav.trees:
         nav.place(page, ctx)
@@ -504,6 +538,7 @@ def plan(
     fps = _Fingerprints(env)
     searchable_pages: set[str] = set()
     unchanged: set[str] = set()
+    crumbs: dict[str, list[dict[str, str]]] = {}
     for page in pages:
         if delta is not None and page.src not in delta.edited:
             prev = delta.old.get(page.out)
@@ -533,8 +568,8 @@ def plan(
                 where=Location(file=page.file, key="layout") if page.file else None,
                 hint=f"add templates/{template} or use another layout",
             )
-        ctx = _page_context(cfg, pageset, page, site_ctx, nav, dated, data)
-        jobs.append(fps.job(page.out, template, ctx))
+        ctx = _page_context(cfg, pageset, page, site_ctx, nav, dated, data, crumbs)
+        jobs.append(fps.job(page.out, template, ctx, page.md_key))
         if ctx["page"]["searchable"]:
             searchable_pages.add(page.out)
 

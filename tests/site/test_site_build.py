@@ -1923,3 +1923,46 @@ def test_a_new_folders_file_is_written_through_its_descriptor(
     st = dest.stat()
     assert dest.read_bytes() == b"<p>page</p>" and (size, mtime) == (st.st_size, st.st_mtime_ns)
     assert st.st_mode & 0o777 == 0o644
+
+
+def test_a_source_pages_fingerprint_has_its_key_in_place_of_the_fields_its_key_makes(tmp_path: Path) -> None:
+    """A page's table of contents, front matter and description are made from its rendered metadata,
+    which its Markdown key determines: the fingerprint hashes the key, not their JSON (plan's cost);
+    everything else the page's context holds is still in it."""
+    from cernvm_build.site import plan as plan_mod
+    from cernvm_build.site import templates as tpl_mod
+
+    (tmp_path / "page.html").write_text("{{ page.title }}")
+    fps = plan_mod._Fingerprints(tpl_mod.environment(tmp_path))
+
+    def fp(key: str | None, **page: Any) -> str:
+        fields = {"title": "A", "toc": [{"level": 2, "id": "x", "title": "X"}], "meta": {}, "description": ""}
+        return fps.job("a/index.html", "page.html", {"page": {**fields, **page}}, key).fp
+
+    base = fp("k1")
+    assert fp("k1", toc=[{"level": 2, "id": "y", "title": "Y"}], meta={"a": 1}, description="d") == base
+    assert fp("k2") != base  # another key: another source or render
+    assert fp("k1", title="B") != base  # what other pages or the nav make is hashed as before
+    assert fp(None, toc=[]) != fp(None)  # a page with no source (releases, tags): every field
+
+
+def test_the_pages_of_one_folder_share_their_breadcrumbs() -> None:
+    """Breadcrumbs are made once a folder in a plan (they depend on the parent path alone): the same
+    list as a page made alone, shared by its folder's pages; the home page has none."""
+    from cernvm_build.site import plan as plan_mod
+    from cernvm_build.site.model import Page
+    from cernvm_build.site.pages import PageSet
+
+    def page(path: str, kind: str = "page") -> Page:
+        return Page(
+            None, None, path, "/b" + path, path.strip("/") + "/index.html", "docs", kind, "page", path
+        )
+
+    pages = [page("/", "home"), page("/docs/", "index"), page("/docs/a/"), page("/docs/b/"), page("/c/")]
+    ps = PageSet(pages, {p.path: p for p in pages}, {}, {}, "/b/")
+    made: dict[str, list[dict[str, str]]] = {}
+    got = [plan_mod._breadcrumbs(ps, p, made) for p in pages]
+    home, docs = {"title": "Home", "url": "/b/"}, {"title": "/docs/", "url": "/b/docs/"}
+    assert got == [[], [home], [home, docs], [home, docs], [home]]
+    assert got[2] is got[3] and got[1] is got[4]
+    assert got[2] == plan_mod._breadcrumbs(ps, pages[2], {})
