@@ -502,25 +502,35 @@ def reclaim_scratch(parent: Path, prefix: str) -> list[Path]:
         names = os.listdir(parent)
     except OSError:
         return []
-    removed = []
-    for name in names:
-        if not (name.startswith(prefix) and _MKDTEMP_REST.fullmatch(name[len(prefix) :])):
-            continue
-        path = parent / name
+    return [
+        parent / name
+        for name in names
+        if name.startswith(prefix)
+        and _MKDTEMP_REST.fullmatch(name[len(prefix) :])
+        and remove_unheld(parent / name, own_only=True)
+    ]
+
+
+def remove_unheld(path: Path, *, own_only: bool = False) -> bool:
+    """Remove the directory ``path`` unless a running process holds its ``flock`` (``lock_dir``; the
+    kernel drops it when the holder dies), and with ``own_only`` unless another user owns it; whether
+    it was removed. Never a symbolic link's target."""
+    try:
+        fd = lock_dir(path, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    if fd is None:  # held
+        return False
+    try:
+        if own_only and os.fstat(fd).st_uid != os.geteuid():
+            return False
         try:
-            fd = lock_dir(path, fcntl.LOCK_EX | fcntl.LOCK_NB)  # not a symlink's target
+            remove_tree(path)
         except OSError:
-            continue
-        if fd is None:  # its run is running
-            continue
-        try:
-            if os.fstat(fd).st_uid == os.geteuid():
-                with contextlib.suppress(OSError):
-                    remove_tree(path)
-                    removed.append(path)
-        finally:
-            os.close(fd)
-    return removed
+            return False
+        return True
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager

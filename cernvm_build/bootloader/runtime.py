@@ -24,7 +24,7 @@ from pathlib import Path
 
 from .. import cachekey
 from ..errors import BuildError
-from ..fsutil import atomic_dir, lock_dir, reclaim_stale_in, remove_tree, sha256_file
+from ..fsutil import atomic_dir, lock_dir, reclaim_stale_in, remove_unheld, sha256_file
 from ..paths import cache_dir, package_dir
 from ..proc import run
 
@@ -264,22 +264,8 @@ def evict(cache: Path, keep: int = KEEP) -> list[Path]:
         with contextlib.suppress(OSError):
             if _ENTRY.fullmatch(name):
                 entries.append((os.stat(cache / name, follow_symlinks=False).st_mtime_ns, name))
-    removed = []
-    for _, name in sorted(entries, reverse=True)[keep:]:
-        path = cache / name
-        try:
-            fd = lock_dir(path, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            continue
-        if fd is None:  # a running build holds it
-            continue
-        try:
-            with contextlib.suppress(OSError):
-                remove_tree(path)
-                removed.append(path)
-        finally:
-            os.close(fd)
-    return removed
+    old = [cache / name for _, name in sorted(entries, reverse=True)[keep:]]
+    return [path for path in old if remove_unheld(path)]
 
 
 def cached_runtime(
