@@ -54,6 +54,7 @@ from ..cvmfs.catalog import Catalog
 from ..cvmfs.catalog_rows import ObjectRef
 from ..cvmfs.fetch import NotFound
 from ..cvmfs.limits import MAX_CATALOG_BYTES, MAX_HISTORY_BYTES, MAX_METAINFO_BYTES
+from ..cvmfs.manifest import check_fqrn
 from ..cvmfs.objects import SUFFIXES, parse_hash
 from ..cvmfs.plaincache import PlainCache
 from ..cvmfs.repository import Repository, SnapshotSpec, open_repository
@@ -87,7 +88,6 @@ _IN_URL = re.compile(
 _BARE = re.compile(
     rf"^\s*(?:/?data/)?([0-9a-f]{{2}})/?([0-9a-f]{{38}}(?:-rmd160|-shake128)?{_SUFFIX_CLASS}?)\s*$"
 )
-_FQRN = re.compile(r"[a-z0-9][a-z0-9._-]*")
 # A failed request in a log line: combined format ('"GET ..." 404 '), squid ('TCP_MISS/404 ').
 _FAILED = re.compile(r'"\s+[45]\d\d\s|\b[A-Z_]+/[45]\d\d\s')
 
@@ -292,8 +292,10 @@ def make_seed(
                 hint="an object is named by its hash and kind, e.g. 0a1b...9f or 0a1b...9fC",
             ) from None
         parsed.append((name, h, suffix))
-    if not _FQRN.fullmatch(fqrn):
-        raise UsageError(f"{fqrn!r} is not a repository name", hint="e.g. sft.cern.ch")
+    try:
+        check_fqrn(fqrn)  # the publisher's and the reader's rule
+    except CvmfsError as e:
+        raise UsageError(e.message, hint=e.hint) from None
     if size_mb < MIN_SIZE_MB:
         raise UsageError(f"seed size {size_mb} MB: too small", hint=f"at least {MIN_SIZE_MB} MB")
     mke2fs, debugfs, qemu_img = proc.which("mke2fs"), proc.which("debugfs"), proc.which("qemu-img")

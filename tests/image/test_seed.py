@@ -368,3 +368,16 @@ def test_object_names_from_server_logs_and_lists() -> None:
     assert "0a" + "8" * 38 in objects_from_trace(lines)  # no repository named: every one's
     assert trace_objects(lines, "boot.log")[c + "P"] == "boot.log:3"
     assert objects_from_trace(["nothing", "here"]) == []
+
+
+@pytest.mark.parametrize("fqrn", ["../x", "no-dot", "a..b", "sft.cern.ch/.."])
+def test_a_repository_name_that_is_no_name_is_refused_before_anything_is_fetched(
+    tmp_path: Path, fqrn: str
+) -> None:
+    """The seed takes the publisher's and the reader's name rule (``manifest.check_fqrn``); its own
+    pattern let ``a..b`` through to the reader."""
+    from cernvm_build.errors import UsageError
+
+    with pytest.raises(UsageError, match="invalid repository name"):
+        make_seed("http://127.0.0.1:9/cvmfs/x", fqrn, [], [], tmp_path / "s.qcow2")
+    assert not list(tmp_path.iterdir())
