@@ -153,6 +153,10 @@ def tcp_port(text: str) -> int:
 EXIT_CODES_EPILOG = "exit codes:\n" + "\n".join(f"  {code:<4} {text}" for code, text in EXIT_CODES.items())
 
 
+#: a table's width into a pipe or file: as wide as its cells
+_PIPE_WIDTH = 100_000
+
+
 class Output:
     """Human output on stderr/stdout with rich, or one JSON document on stdout with ``--json``.
 
@@ -170,7 +174,12 @@ class Output:
         from rich.console import Console
 
         # emoji off: data such as a fingerprint ("03:AB:07") or a path (":smile:") is never a shortcode
-        return Console(highlight=False, soft_wrap=True, emoji=False)
+        console = Console(highlight=False, soft_wrap=True, emoji=False)
+        if not console.is_terminal:
+            # into a pipe or file, a table's cells whole (a root hash cut to 'c5ab55a8…' is of no use
+            # to a script); a terminal's width shapes tables only where someone reads them
+            console.width = _PIPE_WIDTH
+        return console
 
     @cached_property
     def err(self) -> Console:

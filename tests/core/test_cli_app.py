@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -163,3 +164,15 @@ def test_an_interrupt_says_whether_a_re_run_finishes_the_job(
             parser = sub.choices[word]
         leaves.add(parser.prog)
     assert leaves == {f"cernvm-build {n}" for n in app.RESUMABLE}
+
+
+def test_a_table_into_a_pipe_keeps_its_cells_whole() -> None:
+    """`cvmfs tag list | ...` showed root hashes cut to 'c5ab55a8eab668…' at 80 columns (pr20a N6):
+    useless for --root-hash. Into a pipe, a table is as wide as its cells, whatever COLUMNS says."""
+    code = (
+        "from cernvm_build.cli.app import Output\n"
+        "Output().table(['tag', 'root hash', 'description'], [['t1', 'ab' * 20 + 'C', 'x' * 120]])\n"
+    )
+    env = {**os.environ, "COLUMNS": "80"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert "ab" * 20 + "C" in proc.stdout and "x" * 120 in proc.stdout
