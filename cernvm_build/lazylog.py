@@ -4,7 +4,8 @@
 μCernVM initrd's mount imports (its reader core and FUSE daemon): they log only on rare paths (a
 failed fetch, a stopped boot list), and ``logging`` with what it pulls in (traceback, linecache,
 tokenize, string, weakref) was ~8 % of that process's import CPU, which under emulation is on the
-boot's critical path. The messages, their loggers' names and levels are ``logging``'s own.
+boot's critical path. The messages, their loggers' names and levels are ``logging``'s own, and so is
+the place a record names (file, line, function: the caller's, ``stacklevel``).
 """
 
 from __future__ import annotations
@@ -15,33 +16,40 @@ if TYPE_CHECKING:
 
 
 class Logger:
-    """``logging.getLogger(name)``, looked up on first use (``logger()``)."""
+    """``logging.getLogger(name)``, looked up on first use (``logger()``) and kept: ``--debug`` logs
+    every FUSE request. Thread-safe: ``getLogger`` answers every thread the one logger of a name, so
+    two threads' first messages at once at most both look it up."""
 
-    __slots__ = ("name",)
+    __slots__ = ("_logger", "name")
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self._logger: logging.Logger | None = None
 
     def logger(self) -> logging.Logger:
-        import logging  # deliberate lazy import (see the module's text)
+        found = self._logger
+        if found is None:
+            import logging  # deliberate lazy import (see the module's text)
 
-        return logging.getLogger(self.name)
+            found = self._logger = logging.getLogger(self.name)
+        return found
 
+    # stacklevel=2: the record names the line that logged, not this module's
     def debug(self, msg: str, *args: object, exc_info: bool = False) -> None:
-        self.logger().debug(msg, *args, exc_info=exc_info)
+        self.logger().debug(msg, *args, exc_info=exc_info, stacklevel=2)
 
     def info(self, msg: str, *args: object, exc_info: bool = False) -> None:
-        self.logger().info(msg, *args, exc_info=exc_info)
+        self.logger().info(msg, *args, exc_info=exc_info, stacklevel=2)
 
     def warning(self, msg: str, *args: object, exc_info: bool = False) -> None:
-        self.logger().warning(msg, *args, exc_info=exc_info)
+        self.logger().warning(msg, *args, exc_info=exc_info, stacklevel=2)
 
     def error(self, msg: str, *args: object, exc_info: bool = False) -> None:
-        self.logger().error(msg, *args, exc_info=exc_info)
+        self.logger().error(msg, *args, exc_info=exc_info, stacklevel=2)
 
     def exception(self, msg: str, *args: object) -> None:
         """An error with the exception being handled (call it in an ``except`` block)."""
-        self.logger().exception(msg, *args)
+        self.logger().exception(msg, *args, stacklevel=2)
 
 
 def get(name: str) -> Logger:
