@@ -511,6 +511,15 @@ def reclaim_scratch(parent: Path, prefix: str) -> list[Path]:
     ]
 
 
+def remove_own_tree(path: str | Path, pid: int) -> None:
+    """``remove_tree(path)``, errors ignored, if this process is ``pid``: the ``weakref.finalize`` of a
+    process's scratch folder, which a forked child that inherited the finalizer (and exits) must not
+    take from its parent."""
+    if os.getpid() == pid:
+        with contextlib.suppress(OSError):
+            remove_tree(Path(path))
+
+
 def remove_unheld(path: Path, *, own_only: bool = False) -> bool:
     """Remove the directory ``path`` unless a running process holds its ``flock`` (``lock_dir``; the
     kernel drops it when the holder dies), and with ``own_only`` unless another user owns it; whether

@@ -35,7 +35,7 @@ from ..fsutil import (
     atomic_write,
     read_capped,
     reclaim_stale_in,
-    remove_tree,
+    remove_own_tree,
     temp_prefix,
 )
 from .objects import Holdings, ObjectHash, new_hasher, object_path
@@ -57,14 +57,6 @@ def _forked() -> None:
 
 
 os.register_at_fork(after_in_child=_forked)
-
-
-def _remove_own(folder: str, pid: int) -> None:
-    """Remove this process's folder of temporaries at its end (a forked child's end leaves its
-    parent's alone)."""
-    if os.getpid() == pid:
-        with contextlib.suppress(OSError):
-            remove_tree(Path(folder))
 
 
 #: O_NONBLOCK: an object path that is a FIFO (a seed can ship one) opens at once and reads as empty,
@@ -151,7 +143,7 @@ class ObjectCache:
                 made = tempfile.mkdtemp(prefix=temp_prefix(base / "objects"), suffix=".tmp", dir=base)
                 # relative when the cache root is (see scratch)
                 folder = str(base / Path(made).name)
-                weakref.finalize(self, _remove_own, folder, _pid)
+                weakref.finalize(self, remove_own_tree, folder, _pid)  # at its end
                 self._temps = (_pid, folder)
             return self._temps[1]
 

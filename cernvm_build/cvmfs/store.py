@@ -27,6 +27,7 @@ from pathlib import Path
 
 from .. import lazylog
 from ..errors import CvmfsError, IntegrityError
+from ..fsutil import remove_own_tree
 from . import inflate
 from .cache import ObjectCache
 from .fetch import Fetcher
@@ -78,13 +79,6 @@ def stored_limit(size: int | None, compressed: bool, cap: int | None) -> int | N
     if size is None:
         return None if cap is None else (zlib_bound(cap) if compressed else cap)
     return zlib_bound(size) if compressed else size
-
-
-def _remove_own(folder: Path, pid: int) -> None:
-    if os.getpid() == pid:
-        import shutil  # deliberate lazy import (see fsutil._temp_file)
-
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 class Phases(dict[str, list[float]]):
@@ -189,7 +183,7 @@ class ObjectStore:
                     # a caller that never closes (a script, a library user) leaves no folder behind
                     # either: removed when the store is collected or the interpreter exits, by the
                     # process that made it (a forked child that exits must not take it from its parent)
-                    self._cleanup = weakref.finalize(self, _remove_own, self._scratch, os.getpid())
+                    self._cleanup = weakref.finalize(self, remove_own_tree, self._scratch, os.getpid())
             return self._scratch
 
     def close(self) -> None:
