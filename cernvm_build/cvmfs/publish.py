@@ -54,6 +54,7 @@ from .content import ContentStore
 from .history import History
 from .history_write import RESERVED, HistoryWriter, Tag
 from .keys import KeySet, check_fqrn
+from .limits import MAX_TAG_TEXT, human
 from .lock import publish_lock
 from .nesting import DIRTAB, AutoCatalogs, Placed, place_catalogs
 from .objwrite import ObjectWriter
@@ -73,6 +74,17 @@ def _check_tag_name(name: str) -> None:
         raise CvmfsError(
             f"invalid tag name {name!r}",
             hint="use letters, digits and . _ : + - ; 'trunk', 'trunk-previous' and 'generic-*' are reserved",
+        )
+
+
+def _check_description(description: str) -> None:
+    """A tag's description the reader reads back: at most MAX_TAG_TEXT bytes (``history.History``
+    refuses a longer value, and with it the repository's whole tag list)."""
+    size = len(description.encode("utf-8", "surrogatepass"))
+    if size > MAX_TAG_TEXT:
+        raise CvmfsError(
+            f"tag description of {size:,} bytes: longer than {human(MAX_TAG_TEXT)}",
+            hint="shorten --description/-m (readers refuse a history holding a longer value)",
         )
 
 
@@ -227,6 +239,7 @@ def _publish(
 ) -> PublishResult:
     if tag is not None:
         _check_tag_name(tag)
+    _check_description(description)
     # several bases: one revision replacing several subtrees (publish_parts); fill gets base ""
     bases = tuple(norm_base(b) for b in ((base_path,) if isinstance(base_path, str) else base_path))
     base = bases[0] if len(bases) == 1 else ""
@@ -465,6 +478,7 @@ def add_tag(
     """Tag the trunk (or the revision whose root catalog is ``root_hash``) as ``name``: the new tag,
     and the one of that name it moved (None for a new name), so that a move is never silent."""
     _check_tag_name(name)
+    _check_description(description)
     made: list[Tag] = []
     moved: list[Tag | None] = []
 

@@ -19,6 +19,7 @@ import pytest
 
 from cernvm_build.cli.main import main
 from cernvm_build.cvmfs import keys as keymod
+from cernvm_build.cvmfs.limits import MAX_TAG_TEXT
 from cernvm_build.cvmfs.lock import RepositoryLocked
 from cernvm_build.cvmfs.publish import (
     add_tag,
@@ -446,3 +447,25 @@ def test_a_sparse_tar_from_gnu_tar_publishes_at_its_real_size(
         data = repo.read_bytes("/sp")
     assert len(data) == 100 << 20 and data[50 << 20 : (50 << 20) + 5] == b"hello"
     assert data.count(0) == len(data) - 5
+
+
+def test_a_tag_description_the_reader_would_refuse_is_refused_before_publishing(
+    tmp_path: Path, stratum: Path, keyset: keymod.KeySet, reader: Callable[..., Repository]
+) -> None:
+    """The reader refuses a history value over MAX_TAG_TEXT (and with it the whole tag list): the
+    publisher wrote one without a word, after which `cvmfs tag list` of the repository failed."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_text("one")
+    before = (stratum / ".cvmfspublished").read_bytes()
+    with pytest.raises(CvmfsError, match=r"tag description of 65,537 bytes: longer than 64 KiB"):
+        publish_tree(stratum, FQRN, keyset, src, tag="t", description="d" * (MAX_TAG_TEXT + 1))
+    assert (stratum / ".cvmfspublished").read_bytes() == before  # nothing published
+    publish_tree(stratum, FQRN, keyset, src, tag="t", description="d" * MAX_TAG_TEXT)
+    with pytest.raises(CvmfsError, match="tag description of 65,538 bytes"):
+        add_tag(
+            stratum, FQRN, keyset, "u", description="é" * (MAX_TAG_TEXT // 2 + 1)
+        )  # bytes, not characters
+    with reader(stratum) as repo:
+        assert {"t"} <= {t.name for t in repo.tags()}
+        assert "u" not in {t.name for t in repo.tags()}
