@@ -187,6 +187,13 @@ class _Handler(HeaderDeadline, http.server.SimpleHTTPRequestHandler):
         if "\0" in urllib.parse.unquote(self.path):  # no file has a NUL in its name: os calls refuse one
             self.send_error(400, "NUL in the path")
             return False
+        # decoded as ``translate_path`` decodes it: ``%ed%a0%80`` is a lone surrogate no file name can
+        # hold, and ``open`` raised UnicodeEncodeError (a traceback, no answer; pr21 N1)
+        with contextlib.suppress(UnicodeDecodeError):
+            wire = urllib.parse.unquote(self.path.split("?", 1)[0].split("#", 1)[0], errors="surrogatepass")
+            if any("\ud800" <= c <= "\udfff" for c in wire):
+                self.send_error(400, "the path is not UTF-8")
+                return False
         return True
 
     def translate_path(self, path: str) -> str:
