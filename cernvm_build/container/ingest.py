@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..artifact import Artifact
+from ..cvmfs.catalog_rows import check_name, symlink_problem
 from ..cvmfs.limits import MAX_MTIME, human
 from ..cvmfs.tar_limits import TarLimits
 from ..cvmfs.tar_stream import TarStream, open_tar
@@ -260,6 +261,16 @@ def scan_layer(
                     # own folder (not the folder, its parent, or a path through '..')
                     if ".." in path.split("/"):
                         raise _leaves(where, m.name)
+                    # as the catalog will refuse it, but there the error named a path of the hub's
+                    # (/.chains/<id>/s: ...), not the image and layer (pr21 N3)
+                    why = next(filter(None, map(check_name, path.split("/"))), None)
+                    if why is None and m.issym():
+                        why = symlink_problem(m.linkname)
+                    if why is not None:
+                        raise BuildError(
+                            f"{where}: layer member {m.name[:200]!r}: {why}",
+                            hint="the layer is damaged or hostile",
+                        )
                     if not path.rpartition("/")[2].startswith(WHITEOUT):
                         below.add(path.split("/", 1)[0])
                         continue

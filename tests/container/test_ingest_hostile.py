@@ -479,3 +479,31 @@ def test_skopeo_messages_are_shown_unquoted() -> None:
     )
     assert registry.skopeo_message("plain failure\n") == "plain failure"
     assert registry.skopeo_message("") == "no message"
+
+
+@pytest.mark.parametrize(
+    ("name", "target", "said"),
+    [
+        ("s", "", "symlink target '' is empty"),
+        ("L" * 300, None, "the name is longer than 255 bytes"),
+        ("d/" + "L" * 256 + "/f", None, "the name is longer than 255 bytes"),
+    ],
+    ids=["empty-symlink", "long-name", "long-folder"],
+)
+def test_a_layer_member_the_catalog_cannot_hold_is_named_by_image_and_layer(
+    tmp_path: Path, name: str, target: str | None, said: str
+) -> None:
+    """pr21 N3: an empty symlink target or a name over 255 bytes was refused by the catalog, with a
+    path of the hub's (``/.chains/<id>/s: ...``) and no word of the image or its layer."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        m = tarfile.TarInfo(name)
+        if target is not None:
+            m.type, m.linkname = tarfile.SYMTYPE, target
+        t.addfile(m, io.BytesIO(b""))
+    blob = tmp_path / "layer.tar"
+    blob.write_bytes(buf.getvalue())
+    with pytest.raises(BuildError) as e:
+        ingest.scan_layer(blob, set(), "reg/x:1 layer sha256:ab")
+    assert e.value.message.startswith("reg/x:1 layer sha256:ab: layer member ") and said in e.value.message
+    assert e.value.hint == "the layer is damaged or hostile"
