@@ -177,7 +177,8 @@ def _spec(w: Wish, tag: str, config: dict[str, Any]) -> ImageSpec:
     c = config.get("config") or {}
     stamp = _created(config.get("created") or "1970-01-01T00:00:00Z")
     env = dict(e.split("=", 1) for e in c.get("Env") or [] if "=" in e)
-    texts = [*env.values(), *(c.get("Entrypoint") or ()), *(c.get("Cmd") or ()), c.get("WorkingDir") or "/"]
+    entrypoint, cmd = _words(c.get("Entrypoint")), _words(c.get("Cmd"))
+    texts = [*env.values(), *entrypoint, *cmd, c.get("WorkingDir") or "/"]
     labels = dict(c.get("Labels") or {})
     texts += [*labels, *labels.values(), config.get("architecture", "")]
     if not all(isinstance(v, str) for v in texts):
@@ -187,13 +188,19 @@ def _spec(w: Wish, tag: str, config: dict[str, Any]) -> ImageSpec:
         repository=w.repository,
         tag=tag,
         created=stamp,
-        entrypoint=tuple(c.get("Entrypoint") or ()),
-        cmd=tuple(c.get("Cmd") or ()),
+        entrypoint=entrypoint,
+        cmd=cmd,
         env=env,
         labels=labels,
         architecture=config.get("architecture", "amd64"),
         working_dir=c.get("WorkingDir") or "/",
     )
+
+
+def _words(value: Any) -> tuple[Any, ...]:
+    """A config's ``Entrypoint``/``Cmd``: a list, or one string, which Docker reads as a list of one
+    (taken as a sequence, "/bin/sh" ran as ``exec / b i n / s h``; pr21 N4)."""
+    return (value,) if isinstance(value, str) else tuple(value or ())
 
 
 def _created(text: str) -> int:

@@ -507,3 +507,11 @@ def test_a_layer_member_the_catalog_cannot_hold_is_named_by_image_and_layer(
         ingest.scan_layer(blob, set(), "reg/x:1 layer sha256:ab")
     assert e.value.message.startswith("reg/x:1 layer sha256:ab: layer member ") and said in e.value.message
     assert e.value.hint == "the layer is damaged or hostile"
+
+
+def test_an_entrypoint_or_cmd_given_as_one_string_is_one_word() -> None:
+    """pr21 N4: Docker reads a config's ``"Entrypoint": "/bin/sh"`` as a list of one; the hub took the
+    string as a sequence and its runscript ran ``exec / b i n / s h``."""
+    parts = ingest.image_parts(WISH, "demo-1", *_image(config={"Entrypoint": "/bin/sh", "Cmd": "-c true"}))
+    assert (parts.spec.entrypoint, parts.spec.cmd) == (("/bin/sh",), ("-c true",))
+    assert "exec /bin/sh '-c true'\n" in apptainer.runscript(parts.spec)
