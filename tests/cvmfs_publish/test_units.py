@@ -166,3 +166,16 @@ def test_a_stage_listing_left_unfinished_says_nothing_once_the_stage_is_closed(
     del listing
     gc.collect()
     assert said == []
+
+
+def test_keys_are_loaded_only_for_a_repository_name(tmp_path: Path) -> None:
+    """pr21 N5: ``hub ingest --hub-fqrn ../x`` read ``<keys>/../x.masterkey``, a file beside the keys
+    folder, and its hint said to run 'cvmfs keygen ../x', which refuses the name."""
+    keys = generate_keys("demo.cernvm.test")
+    (tmp_path / "keys").mkdir()
+    keys.save(tmp_path)
+    for ext in ("masterkey", "pub", "crt", "key"):
+        (tmp_path / f"demo.cernvm.test.{ext}").rename(tmp_path / f"x.cernvm.test.{ext}")
+    with pytest.raises(CvmfsError) as e:
+        load_keys(tmp_path / "keys", "../x.cernvm.test")
+    assert e.value.message == "invalid repository name '../x.cernvm.test'"
