@@ -147,7 +147,10 @@ def read_image(image: Path) -> ImageContents:
             raise BuildError(e.message, hint=e.hint) from None
 
         def opener(name: str) -> IO[bytes]:
-            f = tar.extractfile(name) if name in names else None
+            try:  # a link member is followed by tarfile (docker save links a layer met twice)
+                f = tar.extractfile(name) if name in names else None
+            except (KeyError, RecursionError):  # to no member, or in a loop: a traceback (pr21 N6)
+                raise _bad(image, f"{name} links to no file of the archive") from None
             if f is None:
                 raise _bad(image, f"{name} is missing")
             return f

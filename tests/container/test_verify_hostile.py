@@ -174,3 +174,32 @@ def test_a_fifo_in_an_image_is_refused_not_waited_on(tmp_path: Path, fifo: str, 
     code = f"from cernvm_build.cli.main import main; raise SystemExit(main({words!r}))"
     proc = run_python(code, blocked=f"{' '.join(argv[:2])} waited on the FIFO {fifo}", timeout=30)
     assert proc.returncode == 7 and "not a regular file" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("links", "member"),
+    [
+        ({"index.json": "/etc/passwd"}, "index.json"),  # a symbolic link to no member: KeyError
+        ({"index.json": "a", "a": "index.json"}, "index.json"),  # a loop: RecursionError
+        ({"manifest.json": "../../etc/passwd"}, "manifest.json"),
+    ],
+    ids=["oci-out", "oci-loop", "docker-out"],
+)
+def test_an_archive_member_linking_to_no_file_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], links: dict[str, str], member: str
+) -> None:
+    """pr21 N6: tarfile follows a link member to the member it names; to none, or in a loop, it was
+    a KeyError or RecursionError traceback."""
+    image = tmp_path / "img.tar"
+    with tarfile.open(image, "w") as t:
+        if "index.json" in links:
+            m = tarfile.TarInfo("oci-layout")
+            m.size = 2
+            t.addfile(m, io.BytesIO(b"{}"))
+        for name, target in links.items():
+            m = tarfile.TarInfo(name)
+            m.type, m.linkname = tarfile.SYMTYPE, target
+            t.addfile(m)
+    assert main(["container", "verify", str(image)]) == 7
+    err = capsys.readouterr().err
+    assert f"error: {image}: {member} links to no file of the archive" in err and "Traceback" not in err, err
