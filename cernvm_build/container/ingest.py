@@ -48,7 +48,7 @@ from .image import (
 from .layer import LayerResult
 from .layering import WHITEOUT, ImageTrees, LayerTar, whiteout_of
 from .layers import LayerFile
-from .manifest_list import default_platform, index_platforms
+from .manifest_list import MAX_RAW, default_platform, index_platforms
 from .oci import ImageParts
 from .registry import RegistryOptions, inspect_raw, list_tags, pull
 
@@ -375,9 +375,17 @@ def check_before_pull(where: str, raw: bytes, limits: TarLimits) -> int:
     its layers checked first -- their count, media types and sizes -- so that a hostile manifest is
     refused before any blob is pulled (1,000 layers took 3 minutes to refuse after the pull)."""
     try:
-        layers = json.loads(raw)["layers"]
+        doc = json.loads(raw)
+        layers = doc["layers"]
         if not isinstance(layers, list):
             raise ValueError("its 'layers' is not a list")
+        # read whole once pulled: a config of 8 GB was pulled and then read into memory (pr21 N7)
+        config_size = doc["config"]["size"]
+        if type(config_size) is not int or not 0 <= config_size <= MAX_RAW:
+            raise BuildError(
+                f"{where}: the image's config is {config_size!r:.40} bytes (at most {MAX_RAW})",
+                hint="a config is a few KB: the registry is damaged or hostile",
+            )
         if not 0 < len(layers) <= MAX_LAYERS:
             raise ValueError(f"{len(layers)} layers (1 to {MAX_LAYERS} can be ingested)")
         total = 0

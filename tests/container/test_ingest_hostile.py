@@ -515,3 +515,18 @@ def test_an_entrypoint_or_cmd_given_as_one_string_is_one_word() -> None:
     parts = ingest.image_parts(WISH, "demo-1", *_image(config={"Entrypoint": "/bin/sh", "Cmd": "-c true"}))
     assert (parts.spec.entrypoint, parts.spec.cmd) == (("/bin/sh",), ("-c true",))
     assert "exec /bin/sh '-c true'\n" in apptainer.runscript(parts.spec)
+
+
+@pytest.mark.parametrize("size", [8 << 30, -1, "2"], ids=["8-GiB", "negative", "text"])
+def test_a_config_larger_than_a_manifest_may_be_is_refused_before_the_pull(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, size: Any
+) -> None:
+    """pr21 N7: only the layers' sizes were checked before the pull: a config of 8 GiB was pulled,
+    then read whole into memory."""
+    doc = json.loads(_raw_manifest([{"digest": f"sha256:{HEX}", "size": 10}]))
+    doc["config"]["size"] = size
+    monkeypatch.setattr(ingest, "inspect_raw", lambda ref, opts: json.dumps(doc).encode())
+    monkeypatch.setattr(ingest, "pull", _pull_never)
+    with pytest.raises(BuildError) as e:
+        ingest.ingest_image(WISH, "demo-1", _pull_never, opts=RegistryOptions(), work=tmp_path)
+    assert f"127.0.0.1:5000/cernvm/demo:demo-1: the image's config is {size!r} bytes" in str(e.value)
