@@ -173,7 +173,15 @@ def oci_source(image: Path, tag: str | None = None) -> str:
         tag = next((n for n in names if n), None)
         if tag is None:
             raise BuildError(f"{image}: the layout names no image", hint="give the tag: IMAGE:TAG")
-    return f"oci:{image}:{tag}"
+    return _oci_name(image, tag, "rename the folder, or push it through a link whose path holds no ':'")
+
+
+def _oci_name(layout: Path, tag: str, hint: str) -> str:
+    """skopeo's name of the OCI layout ``layout``: its path ends at the first ':', so 'oci:a:b.oci:t'
+    was the layout ``a`` (another image pushed, or a pull written beside the scratch; pr21 N8)."""
+    if ":" in str(layout):
+        raise BuildError(f"{layout}: skopeo cannot name a folder whose path holds ':'", hint=hint)
+    return f"oci:{layout}:{tag}"
 
 
 def push(
@@ -212,7 +220,8 @@ def pull(ref: str, dest: Path, *, opts: RegistryOptions, all_platforms: bool = F
     if all_platforms:
         args += ["--all"]
     with atomic_dir(dest) as tmp:
-        _skopeo([*args, source, f"oci:{tmp}:latest"], f"pull {ref}")
+        into = _oci_name(tmp, "latest", "point TMPDIR at a folder whose path holds no ':'")
+        _skopeo([*args, source, into], f"pull {ref}")
     return dest
 
 
