@@ -250,6 +250,12 @@ def scan_layer(
     ``container verify`` reads a layer), and the tar's digest must be
     ``diff_id`` (the config's word for it, published as the layer's id)."""
     whiteouts: list[str] = []
+    # a layer's whiteouts hide the layers below, never its own entries, wherever they are in the tar:
+    # the image's own /tmp before a root '.wh..wh..opq' was forgotten, and the flat root's scaffold
+    # put a folder in its place (pr21 N11)
+    own: set[str] = set()
+    hidden: set[str] = set()
+    opaque = False
     try:
         with open(blob, "rb") as f:
             stream = TarStream(f, limits, where, layer=True)
@@ -279,17 +285,18 @@ def scan_layer(
                             hint="the layer is damaged or hostile",
                         )
                     if not path.rpartition("/")[2].startswith(WHITEOUT):
-                        below.add(path.split("/", 1)[0])
+                        own.add(path.split("/", 1)[0])
                         continue
                     try:
                         parent, target = whiteout_of(path)
                     except ValueError:
                         raise _leaves(where, m.name) from None
                     whiteouts.append(path)
-                    if not parent and target is None:
-                        below.clear()
-                    elif not parent:
-                        below.discard(target)
+                    if not parent:
+                        if target is None:
+                            opaque = True
+                        else:
+                            hidden.add(target)
                 stream.finish(tar)  # the end marker and padding count for the diff_id
     except CvmfsError as e:
         raise BuildError(e.message, hint=e.hint or "") from None
@@ -303,6 +310,10 @@ def scan_layer(
             f"{where}: the layer's tar is {tar_digest}, the config says {diff_id}",
             hint="the config's diff_ids do not match the layers: the registry is damaged or hostile",
         )
+    if opaque:
+        below.clear()
+    below -= hidden
+    below |= own
     return LayerTar(blob, tuple(whiteouts))
 
 

@@ -530,3 +530,31 @@ def test_a_config_larger_than_a_manifest_may_be_is_refused_before_the_pull(
     with pytest.raises(BuildError) as e:
         ingest.ingest_image(WISH, "demo-1", _pull_never, opts=RegistryOptions(), work=tmp_path)
     assert f"127.0.0.1:5000/cernvm/demo:demo-1: the image's config is {size!r} bytes" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "members",
+    [
+        ["tmp", ".singularity.d", ".wh..wh..opq"],  # a root opaque whiteout after the layer's own names
+        ["tmp", ".singularity.d", ".wh.tmp", ".wh..singularity.d", ".wh.a"],
+    ],
+    ids=["opaque-after", "whiteout-after"],
+)
+def test_a_layer_s_whiteouts_hide_only_the_layers_below(tmp_path: Path, members: list[str]) -> None:
+    """pr21 N11: the top-level names the flat root's scaffold leaves alone lost the layer's own
+    ``tmp`` and ``.singularity.d`` when its whiteouts came after them in the tar, and the scaffold
+    put its folders where the image has links (the chain and the flat root differed)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as t:
+        for name in members:
+            m = tarfile.TarInfo(name)
+            if not name.startswith(".wh."):
+                m.type, m.linkname = tarfile.SYMTYPE, "/etc"
+            t.addfile(m)
+    blob = tmp_path / "layer.tar"
+    blob.write_bytes(buf.getvalue())
+    below = {"a", "b"}
+    ingest.scan_layer(blob, below, "reg/x:1 layer sha256:ab")
+    assert below == (
+        {"tmp", ".singularity.d"} if ".wh..wh..opq" in members else {"tmp", ".singularity.d", "b"}
+    )
