@@ -252,7 +252,8 @@ class Output:
         """A progress display on stderr; silent with ``--quiet``/``--json`` or when not a terminal."""
         from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 
-        cols: list[Any] = [TextColumn("{task.description}"), BarColumn()]
+        # a description names an image, a repository or a file: data, never markup (pr21 N12)
+        cols: list[Any] = [TextColumn("{task.description}", markup=False), BarColumn()]
         cols.append(DownloadColumn() if transfer else TextColumn("{task.completed}/{task.total}"))
         cols.append(TimeElapsedColumn())
         with Progress(*cols, console=self.err, disable=self._bars_off(), transient=True) as p:
