@@ -309,7 +309,13 @@ class Preview:
         return report
 
     def start(self) -> None:
-        self.builder.out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.builder.out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # --out naming a file (or below one) was a FileExistsError traceback (pr21 N13)
+            raise BuildError(
+                f"cannot make the output folder {self.builder.out_dir}: {e.strerror}",
+                hint="choose another --out: a folder, or a path where one can be made",
+            ) from None
         sig = tree_signature(self.builder.site_dir)
         self.rebuild()
         t = threading.Thread(target=self.server.serve_forever, name="site-serve", daemon=True)

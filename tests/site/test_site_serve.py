@@ -274,3 +274,18 @@ def test_a_path_encoding_a_lone_surrogate_is_a_400_not_a_traceback(preview: Prev
                 status = s.makefile("rb").readline()
             assert status.startswith(b"HTTP/1.0 400"), (method, path, status)
     assert requests.get(preview.url + "?q=%ed%a0%80", timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize("below", ["", "x"], ids=["file", "below-a-file"])
+def test_an_output_folder_that_cannot_be_made_is_one_error(site: Path, tmp_path: Path, below: str) -> None:
+    """pr21 N13: ``site serve --out FILE`` was a FileExistsError (or NotADirectoryError) traceback."""
+    (tmp_path / "file").write_text("")
+    out = tmp_path / "file" / below if below else tmp_path / "file"
+    p = Preview(Builder(site, out), port=0)
+    try:
+        with pytest.raises(CernVMError) as e:
+            p.start()
+    finally:
+        p.server.server_close()
+    assert e.value.message.startswith(f"cannot make the output folder {out}: ")
+    assert (tmp_path / "file").read_text() == ""
