@@ -189,6 +189,15 @@ def push(
 ) -> str:
     """Copy the OCI layout ``image`` to ``dest`` (``host[:port]/repo:tag``); returns the manifest
     digest the registry holds. ``sign_by``: a gpg key id or fingerprint (``GNUPGHOME`` applies)."""
+    from .ingest import Wish  # (ingest imports this module)
+
+    # skopeo reads 'cernvm/el9:1' as docker.io/cernvm/el9:1: a push meant for a site's registry went
+    # to Docker Hub (pr21 N14). The destination names its registry, as an ingested image does.
+    wish = Wish.parse(dest)
+    if any(c in wish.tag for c in "*?["):
+        raise BuildError(
+            f"{dest!r:.200}: a push names one tag, not a pattern", hint="e.g. reg.example/cernvm/el9:1"
+        )
     target = _docker(dest)
     # skopeo's digest file in a scratch folder of its own: beside the image, a push from a read-only
     # folder failed after the copy, and two pushes of one image shared the file

@@ -229,3 +229,26 @@ def test_a_layout_whose_path_holds_a_colon_is_refused_not_taken_for_another(
         registry.pull("127.0.0.1:9/x/y:1", tmp_path / "c:d" / "image.oci", opts=RegistryOptions())
     assert "skopeo cannot name a folder whose path holds ':'" in e.value.message
     assert called == [] and not (tmp_path / "c:d" / "image.oci").exists()
+
+
+@pytest.mark.parametrize(
+    ("dest", "said"),
+    [
+        ("cernvm/el9:1", "'cernvm' is not a registry host"),  # skopeo: docker.io/cernvm/el9:1
+        ("el9:1", "is not an image name host/repo:tag"),
+        ("reg.example/cernvm/el9:1.*", "a push names one tag, not a pattern"),
+    ],
+    ids=["no-host", "no-repository", "pattern"],
+)
+def test_a_push_destination_names_its_registry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dest: str, said: str
+) -> None:
+    """pr21 N14: a destination without a registry host went to Docker Hub (skopeo's default)."""
+    called: list[list[str]] = []
+    monkeypatch.setattr(registry, "_skopeo", lambda args, what: called.append(args) or b"")
+    image = tmp_path / "x.oci"
+    image.mkdir()
+    (image / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    with pytest.raises(BuildError) as e:
+        registry.push(image, dest, tag="1", opts=RegistryOptions())
+    assert said in e.value.message and called == []
