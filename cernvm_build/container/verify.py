@@ -130,8 +130,10 @@ def read_image(image: Path) -> ImageContents:
         if (image / SD).is_dir():
             return _read_sandbox(image)
         raise _bad(image, "not an OCI layout (no oci-layout) nor an Apptainer sandbox (no .singularity.d)")
-    if not image.is_file():
+    if not image.exists():
         raise BuildError(f"image does not exist: {image}", hint="check the path")
+    if not image.is_file():  # (/dev/null, a FIFO: 'does not exist', pr21 N15)
+        raise _bad(image, "is neither a folder nor a regular file")
     try:
         tar = open_file(image)
     except tarfile.TarError as e:

@@ -203,3 +203,9 @@ def test_an_archive_member_linking_to_no_file_is_one_line(
     assert main(["container", "verify", str(image)]) == 7
     err = capsys.readouterr().err
     assert f"error: {image}: {member} links to no file of the archive" in err and "Traceback" not in err, err
+
+
+def test_an_image_that_is_a_device_is_named_as_such(capsys: pytest.CaptureFixture[str]) -> None:
+    """pr21 N15: ``container verify /dev/null`` said 'image does not exist: /dev/null'."""
+    assert main(["container", "verify", "/dev/null"]) == 7
+    assert "error: /dev/null: is neither a folder nor a regular file" in capsys.readouterr().err
