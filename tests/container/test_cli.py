@@ -107,3 +107,38 @@ def test_hub_ingest_limits_below_one_are_usage_errors(
     with pytest.raises(SystemExit) as e:
         main([*argv, flag])
     assert e.value.code == 2 and said in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["container", "el7", "--layer-size", "abc"], "argument --layer-size: 'abc' is not a size (write"),
+        (
+            ["container", "el7", "--layer-size", "0"],
+            "argument --layer-size: '0': expected a size of at least",
+        ),
+        (
+            [
+                "hub",
+                "ingest",
+                "r.example/x:1",
+                "--hub-stratum",
+                "s",
+                "--hub-keys",
+                "k",
+                "--max-layer-bytes",
+                "1.5",
+            ],
+            "argument --max-layer-bytes: '1.5' is not a whole number of bytes",
+        ),
+    ],
+    ids=["layer-size-word", "layer-size-zero", "max-layer-bytes-fraction"],
+)
+def test_a_size_flag_says_what_a_size_is(
+    argv: list[str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pr21 N16: a malformed size was argparse's "invalid parse_size value: 'abc'" (the parser's
+    name, no word of what a size is), and --layer-size 0 was taken."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and said in capsys.readouterr().err
