@@ -142,3 +142,21 @@ def test_a_size_flag_says_what_a_size_is(
     with pytest.raises(SystemExit) as e:
         main(argv)
     assert e.value.code == 2 and said in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("basename", ["../outside", "*", ".hidden", "a/b"])
+def test_a_basename_is_a_file_name_in_the_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], basename: str
+) -> None:
+    """pr21 N17: ``--basename ../outside`` wrote outside.oci beside --out, and ``*`` took every
+    build's temporaries in --out for its own stale ones and removed them."""
+    prof = tmp_path / "p.yaml"
+    prof.write_text(PROFILE.format(key=KEY))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".other.oci.tar.tmp").write_text("another build's")
+    argv = ["container", str(prof), "--source", str(FIXTURE), "--format", "oci", "--out", str(out)]
+    assert main([*argv, "--basename", basename]) == 7
+    assert f"--basename {basename!r} is not a file name" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "p.yaml"]
+    assert [p.name for p in out.iterdir()] == [".other.oci.tar.tmp"]
