@@ -209,3 +209,24 @@ def test_an_image_that_is_a_device_is_named_as_such(capsys: pytest.CaptureFixtur
     """pr21 N15: ``container verify /dev/null`` said 'image does not exist: /dev/null'."""
     assert main(["container", "verify", "/dev/null"]) == 7
     assert "error: /dev/null: is neither a folder nor a regular file" in capsys.readouterr().err
+
+
+def test_an_image_of_more_layers_than_docker_takes_is_refused_before_any_is_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pr21 N18: the layer count was not bounded: one blob listed 100,000 times (a manifest of 4 MB)
+    was read and hashed 100,000 times."""
+    layer = io.BytesIO()
+    with tarfile.open(fileobj=layer, mode="w") as t:
+        m = tarfile.TarInfo("f")
+        m.size = 1 << 20
+        t.addfile(m, io.BytesIO(bytes(m.size)))
+    diff = "sha256:" + hashlib.sha256(layer.getvalue()).hexdigest()
+    config = json.dumps({"rootfs": {"diff_ids": [diff] * 1000}}).encode()
+    cfg_name = hashlib.sha256(config).hexdigest() + ".json"
+    manifest = [{"Config": cfg_name, "Layers": ["l.tar"] * 1000}]
+    image = _docker_archive(
+        tmp_path / "img.docker.tar", manifest, {cfg_name: config, "l.tar": layer.getvalue()}
+    )
+    assert main(["container", "verify", str(image)]) == 7
+    assert f"error: {image}: has 1000 layers (an image has at most 127)" in capsys.readouterr().err
