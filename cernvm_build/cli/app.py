@@ -74,6 +74,20 @@ def seconds(text: str) -> float:
     return value
 
 
+def size(text: str) -> int:
+    """An argparse type for a size (``64M``, ``4096``) of at least one byte: a malformed one was
+    argparse's "invalid parse_size value: 'abc'" (pr21 N16), and 0 or -5 a cap no layer meets."""
+    from ..table import Invalid, parse_size
+
+    try:
+        value = parse_size(text)
+    except Invalid as e:
+        raise argparse.ArgumentTypeError(f"{e.message[:80]} ({e.hint})") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r}: expected a size of at least 1 byte, e.g. 64M")
+    return value
+
+
 def whole_number(low: int, high: int) -> Callable[[str], int]:
     """An argparse type for a count from ``low`` to ``high``: argparse's error names the flag, the
     range says what it takes (an out-of-range value was silently clamped to it)."""
@@ -252,7 +266,8 @@ class Output:
         """A progress display on stderr; silent with ``--quiet``/``--json`` or when not a terminal."""
         from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 
-        cols: list[Any] = [TextColumn("{task.description}"), BarColumn()]
+        # a description names an image, a repository or a file: data, never markup (pr21 N12)
+        cols: list[Any] = [TextColumn("{task.description}", markup=False), BarColumn()]
         cols.append(DownloadColumn() if transfer else TextColumn("{task.completed}/{task.total}"))
         cols.append(TimeElapsedColumn())
         with Progress(*cols, console=self.err, disable=self._bars_off(), transient=True) as p:

@@ -13,13 +13,13 @@ from ..container.provenance import verify_image
 from ..container.registry import RegistryOptions
 from ..context import BuildContext
 from ..cvmfs.repository import SnapshotSpec
-from ..table import parse_size
 from . import areas
 from .app import (
     HelpFormatter,
     Output,
     accept_any_word,
     group_handler,
+    size,
     styled,
     subcommands_with_default,
     subparser,
@@ -108,7 +108,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     b.add_argument("--keep-mtimes", action="store_true", help="keep the repository's mtimes")
     b.add_argument(
         "--layer-size",
-        type=parse_size,
+        type=size,
         default=DEFAULT_LAYER_BYTES,
         metavar="SIZE",
         help="cut directories heavier than this into layers of their own (default: 64M)",

@@ -9,9 +9,8 @@ from typing import Any
 
 from ..container.registry import QUERY_TIMEOUT, QUERY_TIMEOUT_FLAG
 from ..cvmfs.limits import MAX_TAR_BYTES, MAX_TAR_ENTRIES
-from ..table import parse_size
 from . import areas
-from .app import HelpFormatter, Output, group_handler, subparser, whole_number
+from .app import HelpFormatter, Output, group_handler, size, subparser, whole_number
 from .container import registry_options, registry_opts
 
 INGEST_DESCRIPTION = """\
@@ -24,14 +23,6 @@ not written again; an image already there writes nothing. --policy checks signat
 examples:
   cernvm-build hub ingest 127.0.0.1:5000/cernvm/demo:demo-1 --hub-stratum srv/hub --hub-keys keys/
   cernvm-build hub ingest 'registry.example/library/python:3.*' --hub-stratum srv/hub --hub-keys keys/"""
-
-
-def _layer_bytes(text: str) -> int:
-    """``--max-layer-bytes``: a size of at least 1 byte (0 or -5 refused every layer, after its pull)."""
-    value = parse_size(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a size of at least 1 byte, e.g. 64G")
-    return value
 
 
 def _layer_entries(text: str) -> int:
@@ -62,7 +53,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     i.add_argument(
         "--max-layer-bytes",
-        type=_layer_bytes,
+        type=size,  # (0 or -5 refused every layer, after its pull)
         default=MAX_TAR_BYTES,
         metavar="SIZE",
         help="refuse a layer whose tar holds more (default: 64G; a hostile 1 MB layer can inflate to 1 GB)",

@@ -15,6 +15,7 @@ interrupted build leaves only that folder, which the next run clears, and finish
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -123,10 +124,21 @@ def _dir_artifact(path: Path, fmt: str, digest: str, **meta: object) -> Artifact
     return Artifact(path=path, format=fmt, sha256=hex_of(digest), size=size, meta=dict(meta))
 
 
+#: the profile's name rule (settings.py): what a basename may be
+_BASENAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+
+
 def build(req: BuildRequest, progress: Progress | None = None) -> BuildResult:
     formats = check_formats(req.formats)
     if "cvmfs" in formats and req.publish is None:
         raise BuildError("the cvmfs format needs a hub repository to publish into", hint="pass --hub-stratum")
+    # a file name in --out, as a profile's name is: '--basename ../x' wrote x.oci beside --out, and
+    # '--basename "*"' removed every build's temporaries in it as its own stale ones (pr21 N17)
+    if not _BASENAME_RE.fullmatch(req.basename):
+        raise BuildError(
+            f"--basename {req.basename[:80]!r} is not a file name",
+            hint="letters, digits, '.', '_' or '-', starting with a letter or digit (e.g. el9-2026.12)",
+        )
     out = req.out_dir
     out.mkdir(parents=True, exist_ok=True)
     work = out / f".{req.basename}.work"

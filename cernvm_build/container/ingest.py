@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..artifact import Artifact
+from ..cvmfs.catalog_rows import check_name, symlink_problem
 from ..cvmfs.limits import MAX_MTIME, human
 from ..cvmfs.tar_limits import TarLimits
 from ..cvmfs.tar_stream import TarStream, open_tar
@@ -47,7 +48,7 @@ from .image import (
 from .layer import LayerResult
 from .layering import WHITEOUT, ImageTrees, LayerTar, whiteout_of
 from .layers import LayerFile
-from .manifest_list import default_platform, index_platforms
+from .manifest_list import MAX_RAW, default_platform, index_platforms
 from .oci import ImageParts
 from .registry import RegistryOptions, inspect_raw, list_tags, pull
 
@@ -176,7 +177,8 @@ def _spec(w: Wish, tag: str, config: dict[str, Any]) -> ImageSpec:
     c = config.get("config") or {}
     stamp = _created(config.get("created") or "1970-01-01T00:00:00Z")
     env = dict(e.split("=", 1) for e in c.get("Env") or [] if "=" in e)
-    texts = [*env.values(), *(c.get("Entrypoint") or ()), *(c.get("Cmd") or ()), c.get("WorkingDir") or "/"]
+    entrypoint, cmd = _words(c.get("Entrypoint")), _words(c.get("Cmd"))
+    texts = [*env.values(), *entrypoint, *cmd, c.get("WorkingDir") or "/"]
     labels = dict(c.get("Labels") or {})
     texts += [*labels, *labels.values(), config.get("architecture", "")]
     if not all(isinstance(v, str) for v in texts):
@@ -186,13 +188,19 @@ def _spec(w: Wish, tag: str, config: dict[str, Any]) -> ImageSpec:
         repository=w.repository,
         tag=tag,
         created=stamp,
-        entrypoint=tuple(c.get("Entrypoint") or ()),
-        cmd=tuple(c.get("Cmd") or ()),
+        entrypoint=entrypoint,
+        cmd=cmd,
         env=env,
         labels=labels,
         architecture=config.get("architecture", "amd64"),
         working_dir=c.get("WorkingDir") or "/",
     )
+
+
+def _words(value: Any) -> tuple[Any, ...]:
+    """A config's ``Entrypoint``/``Cmd``: a list, or one string, which Docker reads as a list of one
+    (taken as a sequence, "/bin/sh" ran as ``exec / b i n / s h``; pr21 N4)."""
+    return (value,) if isinstance(value, str) else tuple(value or ())
 
 
 def _created(text: str) -> int:
@@ -242,6 +250,12 @@ def scan_layer(
     ``container verify`` reads a layer), and the tar's digest must be
     ``diff_id`` (the config's word for it, published as the layer's id)."""
     whiteouts: list[str] = []
+    # a layer's whiteouts hide the layers below, never its own entries, wherever they are in the tar:
+    # the image's own /tmp before a root '.wh..wh..opq' was forgotten, and the flat root's scaffold
+    # put a folder in its place (pr21 N11)
+    own: set[str] = set()
+    hidden: set[str] = set()
+    opaque = False
     try:
         with open(blob, "rb") as f:
             stream = TarStream(f, limits, where, layer=True)
@@ -260,18 +274,29 @@ def scan_layer(
                     # own folder (not the folder, its parent, or a path through '..')
                     if ".." in path.split("/"):
                         raise _leaves(where, m.name)
+                    # as the catalog will refuse it, but there the error named a path of the hub's
+                    # (/.chains/<id>/s: ...), not the image and layer (pr21 N3)
+                    why = next(filter(None, map(check_name, path.split("/"))), None)
+                    if why is None and m.issym():
+                        why = symlink_problem(m.linkname)
+                    if why is not None:
+                        raise BuildError(
+                            f"{where}: layer member {m.name[:200]!r}: {why}",
+                            hint="the layer is damaged or hostile",
+                        )
                     if not path.rpartition("/")[2].startswith(WHITEOUT):
-                        below.add(path.split("/", 1)[0])
+                        own.add(path.split("/", 1)[0])
                         continue
                     try:
                         parent, target = whiteout_of(path)
                     except ValueError:
                         raise _leaves(where, m.name) from None
                     whiteouts.append(path)
-                    if not parent and target is None:
-                        below.clear()
-                    elif not parent:
-                        below.discard(target)
+                    if not parent:
+                        if target is None:
+                            opaque = True
+                        else:
+                            hidden.add(target)
                 stream.finish(tar)  # the end marker and padding count for the diff_id
     except CvmfsError as e:
         raise BuildError(e.message, hint=e.hint or "") from None
@@ -285,6 +310,10 @@ def scan_layer(
             f"{where}: the layer's tar is {tar_digest}, the config says {diff_id}",
             hint="the config's diff_ids do not match the layers: the registry is damaged or hostile",
         )
+    if opaque:
+        below.clear()
+    below -= hidden
+    below |= own
     return LayerTar(blob, tuple(whiteouts))
 
 
@@ -357,9 +386,17 @@ def check_before_pull(where: str, raw: bytes, limits: TarLimits) -> int:
     its layers checked first -- their count, media types and sizes -- so that a hostile manifest is
     refused before any blob is pulled (1,000 layers took 3 minutes to refuse after the pull)."""
     try:
-        layers = json.loads(raw)["layers"]
+        doc = json.loads(raw)
+        layers = doc["layers"]
         if not isinstance(layers, list):
             raise ValueError("its 'layers' is not a list")
+        # read whole once pulled: a config of 8 GB was pulled and then read into memory (pr21 N7)
+        config_size = doc["config"]["size"]
+        if type(config_size) is not int or not 0 <= config_size <= MAX_RAW:
+            raise BuildError(
+                f"{where}: the image's config is {config_size!r:.40} bytes (at most {MAX_RAW})",
+                hint="a config is a few KB: the registry is damaged or hostile",
+            )
         if not 0 < len(layers) <= MAX_LAYERS:
             raise ValueError(f"{len(layers)} layers (1 to {MAX_LAYERS} can be ingested)")
         total = 0

@@ -173,7 +173,15 @@ def oci_source(image: Path, tag: str | None = None) -> str:
         tag = next((n for n in names if n), None)
         if tag is None:
             raise BuildError(f"{image}: the layout names no image", hint="give the tag: IMAGE:TAG")
-    return f"oci:{image}:{tag}"
+    return _oci_name(image, tag, "rename the folder, or push it through a link whose path holds no ':'")
+
+
+def _oci_name(layout: Path, tag: str, hint: str) -> str:
+    """skopeo's name of the OCI layout ``layout``: its path ends at the first ':', so 'oci:a:b.oci:t'
+    was the layout ``a`` (another image pushed, or a pull written beside the scratch; pr21 N8)."""
+    if ":" in str(layout):
+        raise BuildError(f"{layout}: skopeo cannot name a folder whose path holds ':'", hint=hint)
+    return f"oci:{layout}:{tag}"
 
 
 def push(
@@ -181,6 +189,15 @@ def push(
 ) -> str:
     """Copy the OCI layout ``image`` to ``dest`` (``host[:port]/repo:tag``); returns the manifest
     digest the registry holds. ``sign_by``: a gpg key id or fingerprint (``GNUPGHOME`` applies)."""
+    from .ingest import Wish  # (ingest imports this module)
+
+    # skopeo reads 'cernvm/el9:1' as docker.io/cernvm/el9:1: a push meant for a site's registry went
+    # to Docker Hub (pr21 N14). The destination names its registry, as an ingested image does.
+    wish = Wish.parse(dest)
+    if any(c in wish.tag for c in "*?["):
+        raise BuildError(
+            f"{dest!r:.200}: a push names one tag, not a pattern", hint="e.g. reg.example/cernvm/el9:1"
+        )
     target = _docker(dest)
     # skopeo's digest file in a scratch folder of its own: beside the image, a push from a read-only
     # folder failed after the copy, and two pushes of one image shared the file
@@ -212,7 +229,8 @@ def pull(ref: str, dest: Path, *, opts: RegistryOptions, all_platforms: bool = F
     if all_platforms:
         args += ["--all"]
     with atomic_dir(dest) as tmp:
-        _skopeo([*args, source, f"oci:{tmp}:latest"], f"pull {ref}")
+        into = _oci_name(tmp, "latest", "point TMPDIR at a folder whose path holds no ':'")
+        _skopeo([*args, source, into], f"pull {ref}")
     return dest
 
 

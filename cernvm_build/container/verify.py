@@ -26,6 +26,7 @@ from ..numtext import decimal
 from ..tarwrite import skip_reason
 from .apptainer import SCAFFOLD, SD
 from .image import DIGEST_RE, LABEL_MTIMES, hex_of
+from .ingest import MAX_LAYERS as MAX_IMAGE_LAYERS
 from .layering import WHITEOUT, whiteout_of
 from .source import BLOCK, CHAR, DIR, FIFO, FILE, SYMLINK, Entry, LocalTree, TreeSource
 
@@ -130,8 +131,10 @@ def read_image(image: Path) -> ImageContents:
         if (image / SD).is_dir():
             return _read_sandbox(image)
         raise _bad(image, "not an OCI layout (no oci-layout) nor an Apptainer sandbox (no .singularity.d)")
-    if not image.is_file():
+    if not image.exists():
         raise BuildError(f"image does not exist: {image}", hint="check the path")
+    if not image.is_file():  # (/dev/null, a FIFO: 'does not exist', pr21 N15)
+        raise _bad(image, "is neither a folder nor a regular file")
     try:
         tar = open_file(image)
     except tarfile.TarError as e:
@@ -147,7 +150,10 @@ def read_image(image: Path) -> ImageContents:
             raise BuildError(e.message, hint=e.hint) from None
 
         def opener(name: str) -> IO[bytes]:
-            f = tar.extractfile(name) if name in names else None
+            try:  # a link member is followed by tarfile (docker save links a layer met twice)
+                f = tar.extractfile(name) if name in names else None
+            except (KeyError, RecursionError):  # to no member, or in a loop: a traceback (pr21 N6)
+                raise _bad(image, f"{name} links to no file of the archive") from None
             if f is None:
                 raise _bad(image, f"{name} is missing")
             return f
@@ -209,6 +215,15 @@ def _blob(
     return _parse(data, f"{name} ({what})", image)
 
 
+def _check_layer_count(image: Path, layers: list[Any], diff_ids: list[Any]) -> None:
+    if not layers or len(layers) != len(diff_ids):
+        raise _bad(image, f"has {len(layers)} layers and {len(diff_ids)} diff_ids")
+    # each is read whole: a blob listed 100,000 times (a 4 MB manifest can) was read 100,000 times
+    # (pr21 N18); 127 is Docker's limit, and this toolkit's images have at most 64
+    if len(layers) > MAX_IMAGE_LAYERS:
+        raise _bad(image, f"has {len(layers)} layers (an image has at most {MAX_IMAGE_LAYERS})")
+
+
 def _read_oci(label: str, opener: Callable[[str], IO[bytes]], kind: str, image: Path) -> ImageContents:
     integrity: list[Difference] = []
     index = _json(opener, "index.json", image)
@@ -223,8 +238,7 @@ def _read_oci(label: str, opener: Callable[[str], IO[bytes]], kind: str, image: 
         labels = _labels(config)
     except (KeyError, IndexError, TypeError, AttributeError) as e:
         raise _bad(image, f"malformed OCI metadata ({e})") from e
-    if not layers or len(layers) != len(diff_ids):
-        raise _bad(image, f"has {len(layers)} layers and {len(diff_ids)} diff_ids")
+    _check_layer_count(image, layers, diff_ids)
     nodes: dict[str, Node] = {}
     sizes: list[int] = []
     whiteouts: list[tuple[str, ...]] = []
@@ -265,8 +279,7 @@ def _read_docker(opener: Callable[[str], IO[bytes]], image: Path) -> ImageConten
     found = hashlib.sha256(cfg_bytes).hexdigest()
     if cfg_name.removesuffix(".json") != found:
         integrity.append(Difference(cfg_name, "config digest", cfg_name.removesuffix(".json"), found))
-    if not layers or len(layers) != len(diff_ids):
-        raise _bad(image, f"has {len(layers)} layers and {len(diff_ids)} diff_ids")
+    _check_layer_count(image, layers, diff_ids)
     nodes: dict[str, Node] = {}
     for name, diff_id in zip(layers, diff_ids, strict=True):
         with opener(name) as f:

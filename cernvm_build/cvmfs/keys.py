@@ -135,6 +135,7 @@ def load_keys(directory: Path, fqrn: str, master_key: str | None = None) -> KeyS
 
     ``master_key`` names the master key elsewhere: another PEM file, or a ``pkcs11:`` URI of a key on
     a token (then ``<fqrn>.pub`` is required; each signature is checked against it)."""
+    check_fqrn(fqrn)  # a file name's part: 'hub ingest --hub-fqrn ../x' read <keys>/../x.masterkey (pr21 N5)
     on_token = bool(master_key and master_key.startswith("pkcs11:"))
     paths = {ext: directory / f"{fqrn}.{ext}" for ext in ("masterkey", "pub", "crt", "key")}
     if master_key and not on_token:

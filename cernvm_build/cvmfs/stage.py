@@ -7,6 +7,7 @@ instead of Python objects is what lets a publish of millions of files run in bou
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import stat
@@ -188,7 +189,10 @@ class Stage:
                 for r in rows:
                     yield self._staged(r)
         finally:
-            cursor.close()
+            # a listing left suspended by an error is closed when collected, maybe after the stage
+            # (printed 'Exception ignored ... Cannot operate on a closed database' under the error)
+            with contextlib.suppress(sqlite3.ProgrammingError):
+                cursor.close()
 
     def subdirectories(self, path: str) -> int:
         """How many of ``path``'s children are directories (its link count is 2 more)."""

@@ -187,6 +187,13 @@ class _Handler(HeaderDeadline, http.server.SimpleHTTPRequestHandler):
         if "\0" in urllib.parse.unquote(self.path):  # no file has a NUL in its name: os calls refuse one
             self.send_error(400, "NUL in the path")
             return False
+        # decoded as ``translate_path`` decodes it: ``%ed%a0%80`` is a lone surrogate no file name can
+        # hold, and ``open`` raised UnicodeEncodeError (a traceback, no answer; pr21 N1)
+        with contextlib.suppress(UnicodeDecodeError):
+            wire = urllib.parse.unquote(self.path.split("?", 1)[0].split("#", 1)[0], errors="surrogatepass")
+            if any("\ud800" <= c <= "\udfff" for c in wire):
+                self.send_error(400, "the path is not UTF-8")
+                return False
         return True
 
     def translate_path(self, path: str) -> str:
@@ -302,7 +309,13 @@ class Preview:
         return report
 
     def start(self) -> None:
-        self.builder.out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.builder.out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # --out naming a file (or below one) was a FileExistsError traceback (pr21 N13)
+            raise BuildError(
+                f"cannot make the output folder {self.builder.out_dir}: {e.strerror}",
+                hint="choose another --out: a folder, or a path where one can be made",
+            ) from None
         sig = tree_signature(self.builder.site_dir)
         self.rebuild()
         t = threading.Thread(target=self.server.serve_forever, name="site-serve", daemon=True)

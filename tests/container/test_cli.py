@@ -107,3 +107,56 @@ def test_hub_ingest_limits_below_one_are_usage_errors(
     with pytest.raises(SystemExit) as e:
         main([*argv, flag])
     assert e.value.code == 2 and said in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["container", "el7", "--layer-size", "abc"], "argument --layer-size: 'abc' is not a size (write"),
+        (
+            ["container", "el7", "--layer-size", "0"],
+            "argument --layer-size: '0': expected a size of at least",
+        ),
+        (
+            [
+                "hub",
+                "ingest",
+                "r.example/x:1",
+                "--hub-stratum",
+                "s",
+                "--hub-keys",
+                "k",
+                "--max-layer-bytes",
+                "1.5",
+            ],
+            "argument --max-layer-bytes: '1.5' is not a whole number of bytes",
+        ),
+    ],
+    ids=["layer-size-word", "layer-size-zero", "max-layer-bytes-fraction"],
+)
+def test_a_size_flag_says_what_a_size_is(
+    argv: list[str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pr21 N16: a malformed size was argparse's "invalid parse_size value: 'abc'" (the parser's
+    name, no word of what a size is), and --layer-size 0 was taken."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and said in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("basename", ["../outside", "*", ".hidden", "a/b"])
+def test_a_basename_is_a_file_name_in_the_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], basename: str
+) -> None:
+    """pr21 N17: ``--basename ../outside`` wrote outside.oci beside --out, and ``*`` took every
+    build's temporaries in --out for its own stale ones and removed them."""
+    prof = tmp_path / "p.yaml"
+    prof.write_text(PROFILE.format(key=KEY))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".other.oci.tar.tmp").write_text("another build's")
+    argv = ["container", str(prof), "--source", str(FIXTURE), "--format", "oci", "--out", str(out)]
+    assert main([*argv, "--basename", basename]) == 7
+    assert f"--basename {basename!r} is not a file name" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "p.yaml"]
+    assert [p.name for p in out.iterdir()] == [".other.oci.tar.tmp"]

@@ -479,3 +479,82 @@ def test_skopeo_messages_are_shown_unquoted() -> None:
     )
     assert registry.skopeo_message("plain failure\n") == "plain failure"
     assert registry.skopeo_message("") == "no message"
+
+
+@pytest.mark.parametrize(
+    ("name", "target", "said"),
+    [
+        ("s", "", "symlink target '' is empty"),
+        ("L" * 300, None, "the name is longer than 255 bytes"),
+        ("d/" + "L" * 256 + "/f", None, "the name is longer than 255 bytes"),
+    ],
+    ids=["empty-symlink", "long-name", "long-folder"],
+)
+def test_a_layer_member_the_catalog_cannot_hold_is_named_by_image_and_layer(
+    tmp_path: Path, name: str, target: str | None, said: str
+) -> None:
+    """pr21 N3: an empty symlink target or a name over 255 bytes was refused by the catalog, with a
+    path of the hub's (``/.chains/<id>/s: ...``) and no word of the image or its layer."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        m = tarfile.TarInfo(name)
+        if target is not None:
+            m.type, m.linkname = tarfile.SYMTYPE, target
+        t.addfile(m, io.BytesIO(b""))
+    blob = tmp_path / "layer.tar"
+    blob.write_bytes(buf.getvalue())
+    with pytest.raises(BuildError) as e:
+        ingest.scan_layer(blob, set(), "reg/x:1 layer sha256:ab")
+    assert e.value.message.startswith("reg/x:1 layer sha256:ab: layer member ") and said in e.value.message
+    assert e.value.hint == "the layer is damaged or hostile"
+
+
+def test_an_entrypoint_or_cmd_given_as_one_string_is_one_word() -> None:
+    """pr21 N4: Docker reads a config's ``"Entrypoint": "/bin/sh"`` as a list of one; the hub took the
+    string as a sequence and its runscript ran ``exec / b i n / s h``."""
+    parts = ingest.image_parts(WISH, "demo-1", *_image(config={"Entrypoint": "/bin/sh", "Cmd": "-c true"}))
+    assert (parts.spec.entrypoint, parts.spec.cmd) == (("/bin/sh",), ("-c true",))
+    assert "exec /bin/sh '-c true'\n" in apptainer.runscript(parts.spec)
+
+
+@pytest.mark.parametrize("size", [8 << 30, -1, "2"], ids=["8-GiB", "negative", "text"])
+def test_a_config_larger_than_a_manifest_may_be_is_refused_before_the_pull(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, size: Any
+) -> None:
+    """pr21 N7: only the layers' sizes were checked before the pull: a config of 8 GiB was pulled,
+    then read whole into memory."""
+    doc = json.loads(_raw_manifest([{"digest": f"sha256:{HEX}", "size": 10}]))
+    doc["config"]["size"] = size
+    monkeypatch.setattr(ingest, "inspect_raw", lambda ref, opts: json.dumps(doc).encode())
+    monkeypatch.setattr(ingest, "pull", _pull_never)
+    with pytest.raises(BuildError) as e:
+        ingest.ingest_image(WISH, "demo-1", _pull_never, opts=RegistryOptions(), work=tmp_path)
+    assert f"127.0.0.1:5000/cernvm/demo:demo-1: the image's config is {size!r} bytes" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "members",
+    [
+        ["tmp", ".singularity.d", ".wh..wh..opq"],  # a root opaque whiteout after the layer's own names
+        ["tmp", ".singularity.d", ".wh.tmp", ".wh..singularity.d", ".wh.a"],
+    ],
+    ids=["opaque-after", "whiteout-after"],
+)
+def test_a_layer_s_whiteouts_hide_only_the_layers_below(tmp_path: Path, members: list[str]) -> None:
+    """pr21 N11: the top-level names the flat root's scaffold leaves alone lost the layer's own
+    ``tmp`` and ``.singularity.d`` when its whiteouts came after them in the tar, and the scaffold
+    put its folders where the image has links (the chain and the flat root differed)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as t:
+        for name in members:
+            m = tarfile.TarInfo(name)
+            if not name.startswith(".wh."):
+                m.type, m.linkname = tarfile.SYMTYPE, "/etc"
+            t.addfile(m)
+    blob = tmp_path / "layer.tar"
+    blob.write_bytes(buf.getvalue())
+    below = {"a", "b"}
+    ingest.scan_layer(blob, below, "reg/x:1 layer sha256:ab")
+    assert below == (
+        {"tmp", ".singularity.d"} if ".wh..wh..opq" in members else {"tmp", ".singularity.d", "b"}
+    )

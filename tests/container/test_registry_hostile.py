@@ -208,3 +208,47 @@ def test_a_push_writes_nothing_beside_the_image(tmp_path: Path, monkeypatch: pyt
     assert digest == "sha256:" + "ab" * 32
     assert sorted(p.name for p in (tmp_path / "ro").iterdir()) == ["x.oci"]
     assert tmp_path not in seen[0].parents and not seen[0].exists()
+
+
+def test_a_layout_whose_path_holds_a_colon_is_refused_not_taken_for_another(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pr21 N8: skopeo's ``oci:PATH:TAG`` ends PATH at its first ':': pushing ``a:b.oci`` pushed the
+    layout ``a`` (or failed on ``a/index.json``), and a pull into a scratch folder under a TMPDIR
+    holding ':' wrote the layout beside it."""
+    called: list[list[str]] = []
+    monkeypatch.setattr(registry, "_skopeo", lambda args, what: called.append(args) or b"")
+    for name in ("a", "a:b.oci"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    image = tmp_path / "a:b.oci"
+    assert main(["container", "push", str(image), "127.0.0.1:9/x/y:1", "--tag", "1", "--no-tls-verify"]) == 7
+    err = capsys.readouterr().err
+    assert f"error: {image}: skopeo cannot name a folder whose path holds ':'" in err, err
+    with pytest.raises(BuildError) as e:
+        registry.pull("127.0.0.1:9/x/y:1", tmp_path / "c:d" / "image.oci", opts=RegistryOptions())
+    assert "skopeo cannot name a folder whose path holds ':'" in e.value.message
+    assert called == [] and not (tmp_path / "c:d" / "image.oci").exists()
+
+
+@pytest.mark.parametrize(
+    ("dest", "said"),
+    [
+        ("cernvm/el9:1", "'cernvm' is not a registry host"),  # skopeo: docker.io/cernvm/el9:1
+        ("el9:1", "is not an image name host/repo:tag"),
+        ("reg.example/cernvm/el9:1.*", "a push names one tag, not a pattern"),
+    ],
+    ids=["no-host", "no-repository", "pattern"],
+)
+def test_a_push_destination_names_its_registry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dest: str, said: str
+) -> None:
+    """pr21 N14: a destination without a registry host went to Docker Hub (skopeo's default)."""
+    called: list[list[str]] = []
+    monkeypatch.setattr(registry, "_skopeo", lambda args, what: called.append(args) or b"")
+    image = tmp_path / "x.oci"
+    image.mkdir()
+    (image / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    with pytest.raises(BuildError) as e:
+        registry.push(image, dest, tag="1", opts=RegistryOptions())
+    assert said in e.value.message and called == []

@@ -174,3 +174,59 @@ def test_a_fifo_in_an_image_is_refused_not_waited_on(tmp_path: Path, fifo: str, 
     code = f"from cernvm_build.cli.main import main; raise SystemExit(main({words!r}))"
     proc = run_python(code, blocked=f"{' '.join(argv[:2])} waited on the FIFO {fifo}", timeout=30)
     assert proc.returncode == 7 and "not a regular file" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("links", "member"),
+    [
+        ({"index.json": "/etc/passwd"}, "index.json"),  # a symbolic link to no member: KeyError
+        ({"index.json": "a", "a": "index.json"}, "index.json"),  # a loop: RecursionError
+        ({"manifest.json": "../../etc/passwd"}, "manifest.json"),
+    ],
+    ids=["oci-out", "oci-loop", "docker-out"],
+)
+def test_an_archive_member_linking_to_no_file_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], links: dict[str, str], member: str
+) -> None:
+    """pr21 N6: tarfile follows a link member to the member it names; to none, or in a loop, it was
+    a KeyError or RecursionError traceback."""
+    image = tmp_path / "img.tar"
+    with tarfile.open(image, "w") as t:
+        if "index.json" in links:
+            m = tarfile.TarInfo("oci-layout")
+            m.size = 2
+            t.addfile(m, io.BytesIO(b"{}"))
+        for name, target in links.items():
+            m = tarfile.TarInfo(name)
+            m.type, m.linkname = tarfile.SYMTYPE, target
+            t.addfile(m)
+    assert main(["container", "verify", str(image)]) == 7
+    err = capsys.readouterr().err
+    assert f"error: {image}: {member} links to no file of the archive" in err and "Traceback" not in err, err
+
+
+def test_an_image_that_is_a_device_is_named_as_such(capsys: pytest.CaptureFixture[str]) -> None:
+    """pr21 N15: ``container verify /dev/null`` said 'image does not exist: /dev/null'."""
+    assert main(["container", "verify", "/dev/null"]) == 7
+    assert "error: /dev/null: is neither a folder nor a regular file" in capsys.readouterr().err
+
+
+def test_an_image_of_more_layers_than_docker_takes_is_refused_before_any_is_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pr21 N18: the layer count was not bounded: one blob listed 100,000 times (a manifest of 4 MB)
+    was read and hashed 100,000 times."""
+    layer = io.BytesIO()
+    with tarfile.open(fileobj=layer, mode="w") as t:
+        m = tarfile.TarInfo("f")
+        m.size = 1 << 20
+        t.addfile(m, io.BytesIO(bytes(m.size)))
+    diff = "sha256:" + hashlib.sha256(layer.getvalue()).hexdigest()
+    config = json.dumps({"rootfs": {"diff_ids": [diff] * 1000}}).encode()
+    cfg_name = hashlib.sha256(config).hexdigest() + ".json"
+    manifest = [{"Config": cfg_name, "Layers": ["l.tar"] * 1000}]
+    image = _docker_archive(
+        tmp_path / "img.docker.tar", manifest, {cfg_name: config, "l.tar": layer.getvalue()}
+    )
+    assert main(["container", "verify", str(image)]) == 7
+    assert f"error: {image}: has 1000 layers (an image has at most 127)" in capsys.readouterr().err

@@ -101,3 +101,19 @@ def test_emoji_shortcodes_in_data_are_shown_as_given(capsys: pytest.CaptureFixtu
         "error: no such file /data/:smile:",
         "hint: see :thumbs_up:",
     ]
+
+
+def test_a_progress_bar_s_description_is_never_markup() -> None:
+    """pr21 N12: ``container verify 'z[red]a.oci'`` showed 'z' and a red 'a.oci' on the bar (the
+    image's name was rich markup there; ``site publish`` and ``launch`` name things the same way)."""
+    import io
+
+    from rich.console import Console
+
+    out = Output()
+    out.__dict__["err"] = Console(file=io.StringIO(), force_terminal=True, width=200, highlight=False)
+    with out.progress() as bar:
+        bar.add_task("verify z[red]a.oci [bold]b[/bold]", total=None)
+        bar.refresh()
+        shown = out.err.file.getvalue()  # type: ignore[attr-defined]
+    assert "verify z[red]a.oci [bold]b[/bold]" in shown

@@ -142,3 +142,40 @@ def test_a_wide_directory_is_catalogued_without_holding_its_entries(tmp_path: Pa
         tracemalloc.stop()
         stage.close()
     assert peak < 10 << 20, f"{peak / n:.0f} bytes per entry"
+
+
+def test_a_stage_listing_left_unfinished_says_nothing_once_the_stage_is_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pr21 N2: a publish refused mid-way (a hub chain with an empty symlink target) left the catalog
+    builder's listings suspended; collected after ``close`` they printed 'Exception ignored in
+    <generator Stage.iter_children>' and a ``sqlite3.ProgrammingError`` traceback under the error."""
+    import gc
+    import sys
+
+    from cernvm_build.cvmfs.catalog_write import Entry
+    from cernvm_build.cvmfs.stage import Stage
+
+    said: list[object] = []
+    monkeypatch.setattr(sys, "unraisablehook", said.append)
+    stage = Stage(tmp_path / "stage.db")
+    stage.put_many([Entry(path="", mode=0o40755, mtime=1), Entry(path="/f", mode=0o100644, mtime=1)])
+    listing = stage.iter_children("", dirs=False)
+    assert next(listing).entry.path == "/f"
+    stage.close()
+    del listing
+    gc.collect()
+    assert said == []
+
+
+def test_keys_are_loaded_only_for_a_repository_name(tmp_path: Path) -> None:
+    """pr21 N5: ``hub ingest --hub-fqrn ../x`` read ``<keys>/../x.masterkey``, a file beside the keys
+    folder, and its hint said to run 'cvmfs keygen ../x', which refuses the name."""
+    keys = generate_keys("demo.cernvm.test")
+    (tmp_path / "keys").mkdir()
+    keys.save(tmp_path)
+    for ext in ("masterkey", "pub", "crt", "key"):
+        (tmp_path / f"demo.cernvm.test.{ext}").rename(tmp_path / f"x.cernvm.test.{ext}")
+    with pytest.raises(CvmfsError) as e:
+        load_keys(tmp_path / "keys", "../x.cernvm.test")
+    assert e.value.message == "invalid repository name '../x.cernvm.test'"

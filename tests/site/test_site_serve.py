@@ -259,3 +259,33 @@ def test_a_404_page_or_folder_linked_out_of_the_output_is_not_served(
     for path in ("no/such/page/", "linked/secret.html", "linked/"):
         r = requests.get(preview.url + path, timeout=10)
         assert r.status_code == 404 and "not the site's" not in r.text, path
+
+
+def test_a_path_encoding_a_lone_surrogate_is_a_400_not_a_traceback(preview: Preview) -> None:
+    """pr21 N1: ``/%ed%a0%80`` decodes (as ``translate_path`` decodes, ``surrogatepass``) to a
+    lone surrogate no file name can hold: ``open`` raised ``UnicodeEncodeError``, the server printed a
+    traceback and closed the connection with no answer. A surrogate in the query is no path."""
+    import socket
+
+    for path in ("%ed%a0%80", "%ed%a0%80.html", "docs/%ed%b0%80/"):
+        for method in ("GET", "HEAD"):
+            with socket.create_connection(preview.server.server_address[:2], timeout=10) as s:
+                s.sendall(f"{method} /{path} HTTP/1.0\r\n\r\n".encode())
+                status = s.makefile("rb").readline()
+            assert status.startswith(b"HTTP/1.0 400"), (method, path, status)
+    assert requests.get(preview.url + "?q=%ed%a0%80", timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize("below", ["", "x"], ids=["file", "below-a-file"])
+def test_an_output_folder_that_cannot_be_made_is_one_error(site: Path, tmp_path: Path, below: str) -> None:
+    """pr21 N13: ``site serve --out FILE`` was a FileExistsError (or NotADirectoryError) traceback."""
+    (tmp_path / "file").write_text("")
+    out = tmp_path / "file" / below if below else tmp_path / "file"
+    p = Preview(Builder(site, out), port=0)
+    try:
+        with pytest.raises(CernVMError) as e:
+            p.start()
+    finally:
+        p.server.server_close()
+    assert e.value.message.startswith(f"cannot make the output folder {out}: ")
+    assert (tmp_path / "file").read_text() == ""
