@@ -17,8 +17,7 @@ from typing import TYPE_CHECKING, Any
 from ..context import env_epoch
 from ..cvmfs.limits import MAX_TAR_BYTES, MAX_TAR_ENTRIES
 from ..errors import CvmfsError, UsageError
-from ..table import parse_size
-from .app import Output, subparser
+from .app import Output, size, subparser
 
 if TYPE_CHECKING:
     from ..cvmfs import publish as pub
@@ -386,7 +385,7 @@ def register_publish(
     )
     p.add_argument(
         "--max-tar-bytes",
-        type=parse_size,
+        type=size,
         default=MAX_TAR_BYTES,
         metavar="SIZE",
         help="refuse a tar SOURCE that holds more (default: 64G; a hostile 1 MB .tar.bz2 can inflate to TBs)",

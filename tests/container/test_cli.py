@@ -131,8 +131,12 @@ def test_hub_ingest_limits_below_one_are_usage_errors(
             ],
             "argument --max-layer-bytes: '1.5' is not a whole number of bytes",
         ),
+        (
+            ["cvmfs", "publish", "--max-tar-bytes", "abc", "t.tar", "repo"],
+            "argument --max-tar-bytes: 'abc' is not a size",
+        ),
     ],
-    ids=["layer-size-word", "layer-size-zero", "max-layer-bytes-fraction"],
+    ids=["layer-size-word", "layer-size-zero", "max-layer-bytes-fraction", "max-tar-bytes-word"],
 )
 def test_a_size_flag_says_what_a_size_is(
     argv: list[str], said: str, capsys: pytest.CaptureFixture[str]
