@@ -234,7 +234,8 @@ def _zombie(pid: int) -> bool:
     except OSError:  # no /proc (or it just went): as signal 0 said
         return False
     # ``pid (comm) S ...``: the command may hold spaces and parentheses, the state follows the last ')'
-    return text[text.rfind(b")") + 2 : text.rfind(b")") + 3] in (b"Z", b"X")
+    end = text.rfind(b")")
+    return text[end + 2 : end + 3] in (b"Z", b"X")
 
 
 def _reclaim_dead(folder: Path, owner: Callable[[str], str | None]) -> list[Path]:

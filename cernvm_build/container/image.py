@@ -105,6 +105,9 @@ _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 #: a content digest as registries and layouts name blobs (the only algorithm the toolkit accepts)
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")  # \Z: "$" would pass a final newline
 
+#: the layers an image may have: Docker's own limit (what ``ingest`` takes and ``verify`` reads)
+MAX_IMAGE_LAYERS = 127
+
 
 def hex_of(digest: str) -> str:
     return digest.split(":", 1)[1]

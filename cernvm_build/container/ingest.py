@@ -45,6 +45,9 @@ from .image import (
     digest_of,
     hex_of,
 )
+from .image import (
+    MAX_IMAGE_LAYERS as MAX_LAYERS,
+)
 from .layer import LayerResult
 from .layering import WHITEOUT, ImageTrees, LayerTar, whiteout_of
 from .layers import LayerFile
@@ -114,10 +117,6 @@ class Wish:
 
 def _blob(layout: Path, digest: str) -> bytes:
     return (layout / "blobs" / "sha256" / hex_of(digest)).read_bytes()
-
-
-#: Docker's own limit
-MAX_LAYERS = 127
 
 
 def image_parts(w: Wish, tag: str, manifest_bytes: bytes, config_bytes: bytes) -> ImageParts:

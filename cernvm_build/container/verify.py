@@ -25,8 +25,7 @@ from ..fsutil import open_regular
 from ..numtext import decimal
 from ..tarwrite import skip_reason
 from .apptainer import SCAFFOLD, SD
-from .image import DIGEST_RE, LABEL_MTIMES, hex_of
-from .ingest import MAX_LAYERS as MAX_IMAGE_LAYERS
+from .image import DIGEST_RE, LABEL_MTIMES, MAX_IMAGE_LAYERS, hex_of
 from .layering import WHITEOUT, whiteout_of
 from .source import BLOCK, CHAR, DIR, FIFO, FILE, SYMLINK, Entry, LocalTree, TreeSource
 
