@@ -169,24 +169,18 @@ def warm_lexers(
 
     # Pygments is imported by each process, not before the fork: here after ``meanwhile``, while the
     # forked one makes the first lexers (serial time no more)
-    made: set[int] = set()
-
     def arrived(run: int, results: list[Any]) -> None:
         # a language the forked process made, made here from its patterns as soon as they come
-        # (``size=1``: a run is one language), while it makes the next
+        # (``size=1``, ``first=False``: run n is language n), while it makes the next; every run of
+        # the child's comes through here (``fork_map`` raises for one that did not come)
         (entries,) = results
         if entries is not None:
             lang, many, samples = langs[run]
             patterns.add(entries)
             warm_lexer(lang, many=many, samples=samples)
-            made.add(run)
 
     shared = (os.getpid(), patterns)
-    got = fork_map(_warm_forked, shared, langs, 2, 2, mine, size=1, first=False, arrived=arrived)
-    for run, ((lang, many, samples), entries) in enumerate(zip(langs, got, strict=True)):
-        if entries is not None and run not in made:
-            patterns.add(entries)
-            warm_lexer(lang, many=many, samples=samples)
+    fork_map(_warm_forked, shared, langs, 2, 2, mine, size=1, first=False, arrived=arrived)
     return True
 
 
