@@ -94,11 +94,13 @@ class History:
     def close(self) -> None:
         self._db.close()
 
-    def _rows(self, where_sql: str, args: tuple[object, ...]) -> list[Tag]:
+    def _rows(self, where_sql: str, args: tuple[object, ...], limit: int | None = None) -> list[Tag]:
+        """The tags ``where_sql`` selects, at most ``limit`` (None: all, up to MAX_TAGS)."""
         branch = "branch" if "branch" in self._cols else "''"
         sql = f"SELECT name, hash, revision, timestamp, description, size, {branch} FROM tags {where_sql}"
+        sql += f" LIMIT {MAX_TAGS + 1 if limit is None else limit}"
         try:
-            rows = self._db.execute(f"{sql} LIMIT {MAX_TAGS + 1}" if not where_sql else sql, args).fetchall()
+            rows = self._db.execute(sql, args).fetchall()
         except sqlite3.DataError as e:  # SQLITE_TOOBIG: a value over the connection's length limit
             raise CvmfsError(
                 f"{self.where}: history database: a value in it is longer than {human(MAX_TAG_TEXT)}",
@@ -128,11 +130,13 @@ class History:
         return tags
 
     def by_name(self, name: str) -> Tag | None:
-        rows = self._rows("WHERE name = ?", (name,))
+        # LIMIT 1: the server's schema makes a name unique, a hostile database need not (a million
+        # rows of one name were read whole)
+        rows = self._rows("WHERE name = ?", (name,), limit=1)
         return rows[0] if rows else None
 
     def by_date(self, timestamp: int) -> Tag | None:
         """The newest tag on the trunk branch published at or before ``timestamp`` (as the client)."""
         cond = "WHERE branch = '' AND " if "branch" in self._cols else "WHERE "
-        rows = self._rows(cond + "timestamp <= ? ORDER BY revision DESC LIMIT 1", (timestamp,))
+        rows = self._rows(cond + "timestamp <= ? ORDER BY revision DESC", (timestamp,), limit=1)
         return rows[0] if rows else None

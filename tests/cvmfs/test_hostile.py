@@ -871,6 +871,30 @@ def test_a_history_with_too_many_tags_or_a_huge_value_is_refused(
         History(path, where="h").tags()
 
 
+def test_a_tag_looked_up_by_name_reads_one_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hostile history may hold many rows of one name (the server's schema makes names unique):
+    ``by_name`` read them all before the check (more than MAX_TAGS: refused, after the memory)."""
+    from cernvm_build.cvmfs import history
+    from cernvm_build.cvmfs.history import History
+
+    path = tmp_path / "history.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE properties (key TEXT PRIMARY KEY, value TEXT)")
+    db.execute(
+        "CREATE TABLE tags (name TEXT, hash TEXT, revision INTEGER, timestamp INTEGER, channel INTEGER,"
+        " description TEXT, size INTEGER, branch TEXT)"
+    )
+    db.executemany("INSERT INTO tags VALUES ('t', ?, ?, 0, 0, '', 0, '')", [("h" * 40, i) for i in range(4)])
+    db.commit()
+    db.close()
+    monkeypatch.setattr(history, "MAX_TAGS", 3)
+    h = History(path, where="h")
+    tag = h.by_name("t")
+    assert tag is not None and tag.name == "t"
+    assert h.by_date(0) is not None
+    h.close()
+
+
 def test_the_statistics_read_are_bounded(hostile_base: hostile.Repo, tmp_path: Path) -> None:
     """pr20a finding 12: `cvmfs info` read a catalog's statistics table whole, however long."""
     from cernvm_build.cvmfs.limits import MAX_PROPERTIES
