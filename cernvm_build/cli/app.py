@@ -30,6 +30,14 @@ from . import extras
 
 Handler = Callable[[argparse.Namespace, "Output"], int]
 
+# argparse looks each of its own words up in gettext's catalogues as it builds a parser ("usage: ",
+# "options", "show this help message and exit", ...), and every look-up searches the locale folders
+# again (``gettext.find``: ``locale.normalize`` of $LANGUAGE/$LC_ALL/$LC_MESSAGES/$LANG, a stat per
+# candidate; ~0.1-0.2 ms each, none found): 22 of them, ~4 ms, and the import of ``locale`` in the
+# start of every command, a twentieth of a one-page site rebuild. Python ships no catalogue for them
+# and this CLI's own messages are English: argparse's stay as written, with them.
+argparse._ = str  # type: ignore[attr-defined]
+
 #: C0/C1 control characters but newline and tab: an ESC from a server's answer, a repository name or a
 #: user-data key would otherwise reach the terminal as an escape sequence (rich passes ESC through);
 #: and the bidirectional controls (U+061C, U+200E-200F, U+202A-202E, U+2066-2069), which reorder what follows
