@@ -36,7 +36,7 @@ from .pages import PageSet
 from .parallel import fork_map, run_size
 from .plan import Plan
 from .search import PREFIX as SEARCH_PREFIX
-from .search import Shard, ShardMade, extract_key, page_extract, write_shard
+from .search import Postings, Shard, ShardMade, extract_key, page_extract, write_shard
 
 
 class Work(NamedTuple):
@@ -125,7 +125,9 @@ Unit = tuple[tuple[int, ...], int | None]
 
 def _do_unit(work: Work, unit: Unit) -> tuple[list[Written | tuple[str, str, str]], ShardMade | None]:
     jobs, shard_no = unit
-    results = [_do_job_safe(work, i) for i in jobs]
+    # the extracts of a shard's pages, also as its files read them (no pickle read back here)
+    parsed: dict[str, Postings] | None = None if shard_no is None else {}
+    results = [_do_job_safe(work, i, parsed) for i in jobs]
     if shard_no is None:
         return results, None
     shard = work.shards[shard_no]
@@ -135,7 +137,7 @@ def _do_unit(work: Work, unit: Unit) -> tuple[list[Written | tuple[str, str, str
     )
     if not all(p in extracts for p in shard.pages):  # a page failed, or had no extract: the index step's
         return results, None
-    made = write_shard(work.out_dir, shard, extracts, work.index_old, work.made)
+    made = write_shard(work.out_dir, shard, extracts, work.index_old, work.made, parsed=parsed)
     # the extracts made here are kept in the state from here, not sent back (the index step needs
     # them no more): ~5.5 KB a page to pickle, and a serial step after the last worker
     here = [(work.jobs[i], r) for i, r in zip(jobs, results, strict=True)]
@@ -148,15 +150,19 @@ def _do_unit(work: Work, unit: Unit) -> tuple[list[Written | tuple[str, str, str
     return [r if not isinstance(r[2], tuple) else (r[0], r[1], None) for r in results], made
 
 
-def _do_job_safe(work: Work, i: int) -> Written | tuple[str, str, str]:
+def _do_job_safe(
+    work: Work, i: int, parsed: dict[str, Postings] | None = None
+) -> Written | tuple[str, str, str]:
     # a CernVMError's where/hint do not survive pickling from a worker: send the parts
     try:
-        return _do_job(work, i)
+        return _do_job(work, i, parsed)
     except CernVMError as e:
         return e.message, str(e.where or ""), e.hint or ""
 
 
-def _do_job(work: Work, i: int) -> Written:
+def _do_job(work: Work, i: int, parsed: dict[str, Postings] | None = None) -> Written:
+    """Write output ``i``; ``parsed``: where its search extract is also kept (``search.page_extract``'s
+    ``into``)."""
     job = work.jobs[i]
     dest = work.out_dir / job.out
     if job.copy_from is not None:
@@ -183,7 +189,7 @@ def _do_job(work: Work, i: int) -> Written:
     late = shown.get("content") if isinstance(shown, dict) else None
     text = work.texts.get(late.key) if isinstance(late, Late) and late.kind == "content" else None
     content = (str(ctx["page"]["content"]), text) if text is not None else None
-    return (*size_mtime, page_extract(page, job.out, work.base_path, content))
+    return (*size_mtime, page_extract(page, job.out, work.base_path, content, parsed))
 
 
 #: characters XML 1.0 does not allow (escaped or not): one in atom.xml made feed readers drop the whole
