@@ -174,24 +174,30 @@ def parse(data: bytes, name: str) -> Blacklist:
     return out
 
 
+def read(path: Path) -> tuple[bytes, Blacklist]:
+    """The bytes of blacklist file ``path`` and its entries (an image build embeds the bytes it
+    checked: the initrd's mount reads the same file)."""
+    try:
+        # a regular file within a cap: a device or a FIFO named here would be read for ever
+        data = read_capped(path, MAX_BLACKLIST_BYTES)
+    except TooLarge as e:
+        raise CvmfsError(
+            f"{path}:1: blacklist file is {e.strerror}, more than any list of revoked certificates",
+            hint="name the blacklist file (e.g. /etc/cvmfs/blacklist)",
+        ) from None
+    except OSError as e:
+        raise CvmfsError(
+            f"{path}: blacklist cannot be read: {e.strerror}",
+            hint="check --blacklist FILE (default /etc/cvmfs/blacklist, read when it exists)",
+        ) from None
+    return data, parse(data, str(path))
+
+
 def load(paths: Iterable[Path]) -> Blacklist:
     """The entries of every file in ``paths``, added up; each must exist (it was named)."""
     out = Blacklist()
     for path in paths:
-        try:
-            # a regular file within a cap: a device or a FIFO named here would be read for ever
-            data = read_capped(path, MAX_BLACKLIST_BYTES)
-        except TooLarge as e:
-            raise CvmfsError(
-                f"{path}:1: blacklist file is {e.strerror}, more than any list of revoked certificates",
-                hint="name the blacklist file (e.g. /etc/cvmfs/blacklist)",
-            ) from None
-        except OSError as e:
-            raise CvmfsError(
-                f"{path}: blacklist cannot be read: {e.strerror}",
-                hint="check --blacklist FILE (default /etc/cvmfs/blacklist, read when it exists)",
-            ) from None
-        out.add(parse(data, str(path)))
+        out.add(read(path)[1])
     return out
 
 
