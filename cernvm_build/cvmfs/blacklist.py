@@ -87,7 +87,8 @@ class Blacklist:
                 f"{fqrn}: the manifest is signed by {what} (fingerprint {fpr}), which is blacklisted "
                 f"at {where}",
                 hint="the certificate was revoked: the publisher must re-sign the repository with a new "
-                "certificate (a new <fqrn>.crt and <fqrn>.key, then publish)",
+                "certificate (a new <fqrn>.crt and <fqrn>.key, 'cernvm-build cvmfs resign "
+                "--new-certificate', then publish)",
             )
 
     def check_revision(self, fqrn: str, revision: int, what: str = "revision") -> None:

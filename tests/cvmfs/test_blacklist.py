@@ -217,3 +217,78 @@ def test_cli_reader_commands_refuse_in_one_line(
     assert main(["cvmfs", "ls", str(fx.root), "/", "--blacklist", str(bad)]) == CvmfsError.exit_code
     err = capsys.readouterr().err
     assert f"{bad}:1: not a certificate fingerprint" in err and "Traceback" not in err
+
+
+# -- a repository the test publishes, its certificate revoked and replaced (through the CLI) ---------
+def _rotate_certificate(keys: Path, fqrn: str) -> str:
+    """A new certificate key and certificate in the key folder (the master key stays): what a
+    publisher does once the old one is revoked. Returns the old certificate's fingerprint."""
+    from cryptography.hazmat.primitives.asymmetric import rsa as crsa
+
+    from cernvm_build.cvmfs import keys as keymod
+
+    old = keymod.load_keys(keys, fqrn).fingerprint()
+    key = crsa.generate_private_key(public_exponent=65537, key_size=2048)
+    (keys / f"{fqrn}.key").write_bytes(keymod._pem_private(key))
+    (keys / f"{fqrn}.crt").write_bytes(keymod.self_signed_certificate(fqrn, key))
+    return old
+
+
+@pytest.mark.integration
+def test_cli_revoked_then_re_signed_with_a_new_certificate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A published repository whose certificate is blacklisted: ls and replicate refuse it (the
+    replica keeps nothing of it), mount too; re-signed with a new certificate, all of them pass."""
+    fqrn, keys, stratum = "bl.cernvm.test", tmp_path / "keys", tmp_path / "stratum"
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "hello").write_text("hello\n")
+    assert main(["cvmfs", "keygen", fqrn, "--out", str(keys), "-q"]) == 0
+    assert main(["cvmfs", "create", str(stratum), "--fqrn", fqrn, "--keys", str(keys), "-q"]) == 0
+    assert main(["cvmfs", "publish", str(stratum), str(tree), "--keys", str(keys), "-q"]) == 0
+    pub = ["--key", str(keys / f"{fqrn}.pub"), "--fqrn", fqrn]
+    capsys.readouterr()
+    old = _rotate_certificate(keys, fqrn)
+    bl = _file(tmp_path, f"# leaked\n{old}  # {fqrn}\n")
+    revoked = ["--blacklist", str(bl)]
+    replica = tmp_path / "replica"
+
+    assert main(["cvmfs", "cat", str(stratum), "/hello", *pub]) == 0  # not revoked yet: no list
+    capsys.readouterr()
+    for argv in (["cat", str(stratum), "/hello"], ["replicate", str(stratum), str(replica)]):
+        assert main(["cvmfs", *argv, *pub, *revoked]) == IntegrityError.exit_code, argv
+        err = capsys.readouterr().err
+        assert f"error: {fqrn}: the manifest is signed by certificate " in err, err
+        assert f"(fingerprint {old}), which is blacklisted at {bl}:2" in err and "Traceback" not in err
+        assert "hint: the certificate was revoked" in err
+    assert not (replica / ".cvmfspublished").exists()
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    mount = ["cvmfs", "mount", str(stratum), str(mnt), *pub, *revoked, "--foreground"]
+    assert main(mount) != 0
+    assert "which is blacklisted" in capsys.readouterr().err and not os.path.ismount(mnt)
+
+    # the publisher re-signs: the whitelist lists the new certificate, the next revision is signed by it
+    assert main(["cvmfs", "resign", str(stratum), "--keys", str(keys), "-q"]) == CvmfsError.exit_code
+    assert "pass --new-certificate" in capsys.readouterr().err  # the certificate it signs with changes
+    assert main(["cvmfs", "resign", str(stratum), "--keys", str(keys), "--new-certificate", "-q"]) == 0
+    assert main(["cvmfs", "publish", str(stratum), str(tree), "--keys", str(keys), "-q"]) == 0
+    capsys.readouterr()
+    assert main(["cvmfs", "cat", str(stratum), "/hello", *pub, *revoked]) == 0
+    assert capsys.readouterr().out == "hello\n"
+    assert main(["cvmfs", "replicate", str(stratum), str(replica), *pub, *revoked, "-q"]) == 0
+    assert main(["cvmfs", "ls", str(replica), "/", *pub, *revoked]) == 0
+    # a revision floor: the current revision passes a floor at it, not one above it
+    capsys.readouterr()
+    assert main(["cvmfs", "info", str(stratum), *pub, "--json"]) == 0
+    import json
+
+    now = json.loads(capsys.readouterr().out)["revision"]
+    floor = _file(tmp_path, f"<{fqrn} {now}\n", "floor")
+    assert main(["cvmfs", "ls", str(stratum), "/", *pub, "--blacklist", str(floor)]) == 0
+    capsys.readouterr()
+    above = _file(tmp_path, f"<{fqrn} {now + 1}\n", "above")
+    assert main(["cvmfs", "replicate", str(stratum), str(replica), *pub, "--blacklist", str(above)]) == 6
+    err = capsys.readouterr().err
+    assert f"{fqrn}: revision {now} is blacklisted: revisions below {now + 1} are refused at {above}:1" in err
