@@ -17,6 +17,7 @@ from cernvm_build.cvmfs import blacklist
 from cernvm_build.cvmfs.mount import parse_args
 from tests.cvmfs.conftest import FIXTURE, FQRN
 
+from .conftest import FQRN as FQRN_IMAGE
 from .conftest import ServedRepo
 from .test_build import _assert_nothing_written, _cli
 
@@ -143,3 +144,40 @@ def test_an_image_build_refuses_a_revoked_repository_and_a_bad_list(
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert f"{bad}:2: not a certificate fingerprint" in r.stderr, r.stderr
     _assert_nothing_written(out)
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(900)
+def test_a_boot_whose_user_data_revokes_the_certificate_stops_at_the_mount(
+    test_repo: ServedRepo, tmp_path: Path
+) -> None:
+    """A real boot (qemu): the image's list (the profile's) and the user data's entry reach the
+    initrd's mount, which refuses the repository; the console's panic line names the repository,
+    the fingerprint and the user data's line."""
+    import dataclasses
+
+    from cernvm_build.context import BuildContext
+    from cernvm_build.image.build import build_image
+
+    from .vm import blank_disk, boot, context_iso
+
+    image_list = tmp_path / "blacklist"
+    image_list.write_text("# the image's\n<other.example.org 5\n")
+    p = test_repo.profile()
+    p = dataclasses.replace(p, cvmfs=dataclasses.replace(p.cvmfs, blacklist=image_list))
+    out = tmp_path / "out"
+    build_image(p, out, formats=["hdd"], initrd_level=1, ctx=BuildContext(epoch=1764000000))
+    assert _initrd_member(out, BLACKLIST) == image_list.read_bytes()
+    fpr = test_repo.keys.fingerprint()
+    server = f"10.0.2.2:{test_repo.server.port}"
+    ud = f"[ucernvm-begin]\ncvmfs_server={server}\ncvmfs_blacklist={fpr}\n[ucernvm-end]\n"
+    context = context_iso(tmp_path / "c.iso", ud)
+    scratch = blank_disk(tmp_path / "scratch.qcow2")
+    b = boot(next(out.glob("*.hdd")), scratch, context, tmp_path / "boot.log", kind="hdd")
+    assert "ucernvm: panic" in b.console, b.console[-3000:]
+    assert (
+        f"CernVM-FS mount of {FQRN_IMAGE} failed: error: {FQRN_IMAGE}: the manifest is signed by" in b.console
+    )
+    assert f"(fingerprint {fpr}), which is blacklisted at /tmp/blacklist.user-data:1" in b.console, b.console[
+        -3000:
+    ]
