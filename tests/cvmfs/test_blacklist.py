@@ -292,3 +292,20 @@ def test_cli_revoked_then_re_signed_with_a_new_certificate(
     assert main(["cvmfs", "replicate", str(stratum), str(replica), *pub, "--blacklist", str(above)]) == 6
     err = capsys.readouterr().err
     assert f"{fqrn}: revision {now} is blacklisted: revisions below {now + 1} are refused at {above}:1" in err
+
+
+def test_a_containers_origin_applies_the_profiles_blacklist(fx: Fixture, tmp_path: Path) -> None:
+    """``container build``/``verify`` open the repository with the profile's ``cvmfs.blacklist``."""
+    from cernvm_build.container.origin import open_origin
+
+    listed = _file(tmp_path, f"<{FQRN} 3\n")
+    with pytest.raises(IntegrityError, match=rf"revisions below 3 are refused at {listed}:1"):
+        open_origin(
+            [str(fx.repo)],
+            fqrn=FQRN,
+            path="/",
+            public_keys=[fx.pub],
+            snapshot=SnapshotSpec(),
+            blacklist=listed,
+        )
+    open_origin([str(fx.repo)], fqrn=FQRN, path="/", public_keys=[fx.pub], snapshot=SnapshotSpec()).close()
