@@ -200,6 +200,8 @@ def test_a_revision_floor_refuses_older_revisions_and_tags(fx: Fixture) -> None:
         IntegrityError, match=r"revision 2 is blacklisted: revisions below 3 are refused at bl:2"
     ):
         open_repository(fx.repo, fqrn=FQRN, public_keys=[fx.pub], blacklist=floor3)
+    with pytest.raises(IntegrityError, match="revisions below 3"):  # no signature chain, still the floor
+        open_repository(fx.repo, fqrn=FQRN, verify=False, blacklist=floor3)
     other = blacklist.parse(b"<other.test 30\n", "bl")
     open_repository(fx.repo, fqrn=FQRN, public_keys=[fx.pub], blacklist=other).close()
 
