@@ -20,7 +20,7 @@ and '<REPOSITORY N' revision floors, as the real client reads (CVMFS_BLACKLIST).
 /etc/cvmfs/blacklist when it exists"""
 
 
-def add_blacklist(g: argparse._ArgumentGroup) -> None:
+def add_blacklist(g: argparse._ActionsContainer) -> None:
     g.add_argument("--blacklist", action="append", default=[], type=Path, metavar="FILE", help=BLACKLIST_HELP)
 
 

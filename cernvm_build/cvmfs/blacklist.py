@@ -44,6 +44,11 @@ _SUFFIXED = {"-rmd160": "rmd160", "-shake128": "shake128"}
 _FIX = "fix or remove the line (a fingerprint AB:CD:..., '<REPOSITORY REVISION' or a '#' comment)"
 
 
+class Revoked(IntegrityError):
+    """What a blacklist refuses: a certificate it lists, a revision below its floor (the monitor
+    reports it as its own problem, ``revoked``)."""
+
+
 class Blacklist:
     """The entries of one or more blacklist files: ``certificates`` maps (algorithm, lower-case hex)
     to the ``file:line`` that lists it; ``floors`` maps a repository name to the lowest revision it
@@ -83,7 +88,7 @@ class Blacklist:
         found = self.certificate_entry(cert_der)
         if found is not None:
             fpr, where = found
-            raise IntegrityError(
+            raise Revoked(
                 f"{fqrn}: the manifest is signed by {what} (fingerprint {fpr}), which is blacklisted "
                 f"at {where}",
                 hint="the certificate was revoked: the publisher must re-sign the repository with a new "
@@ -95,7 +100,7 @@ class Blacklist:
         """IntegrityError when ``fqrn``'s ``revision`` is below a floor of the blacklist."""
         floor = self.floors.get(fqrn)
         if floor is not None and revision < floor[0]:
-            raise IntegrityError(
+            raise Revoked(
                 f"{fqrn}: {what} {revision} is blacklisted: revisions below {floor[0]} are refused "
                 f"at {floor[1]}",
                 hint="the publisher revoked these revisions: use a newer revision (the trunk, a later "
