@@ -25,6 +25,9 @@ RT_DIR = "usr/lib/ucernvm-rt"
 E2FSPROGS = ("mke2fs", "e2fsck", "resize2fs")
 #: where the image carries its boot list: the initrd's 10-cvmfs.sh passes it to the mount
 BOOT_LIST = "etc/cvmfs/boot.list"
+#: where the image carries its certificate blacklist (the real client's default path): 10-cvmfs.sh
+#: passes it to the mount, with the user data's additions
+BLACKLIST = "etc/cvmfs/blacklist"
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 COMPRESSORS = ("lz4", "zstd", "xz")
 #: lz4 by default: the kernel unpacks the initrd before it runs /init, on the boot's one CPU. Under TCG
@@ -51,6 +54,9 @@ class InitrdInputs:
     runtime_cache: Path | None = None  # default: <cache>/initrd-runtime
     boot_list: bytes | None = None  # object names the mount fetches ahead (cvmfs/bootlist.py)
     boot_list_names: int = 0  # how many (``seed.boot_list`` counted them: not counted again)
+    #: a certificate blacklist (``cvmfs/blacklist.py``), checked: ``/etc/cvmfs/blacklist``, which the
+    #: init hands the mount (with the user data's additions)
+    blacklist: bytes | None = None
 
 
 @dataclass
@@ -155,6 +161,8 @@ def assemble(inputs: InitrdInputs, hold: contextlib.ExitStack) -> tuple[Tree, di
     tree.file("usr/share/ucernvm/apply-user-data.awk", awk, 0o644)
     if inputs.boot_list is not None:
         tree.data(BOOT_LIST, inputs.boot_list)
+    if inputs.blacklist is not None:
+        tree.data(BLACKLIST, inputs.blacklist, 0o644)
     tree.data("init", fused_init(src), 0o755)
     tree.data("version", (inputs.version + "\n").encode())
     info = {
@@ -166,6 +174,11 @@ def assemble(inputs: InitrdInputs, hold: contextlib.ExitStack) -> tuple[Tree, di
         "kernel_modules_builtin": mods.builtin,
         "keys": sorted(inputs.keys),
     }
+    if inputs.blacklist is not None:
+        info["blacklist"] = {
+            "bytes": len(inputs.blacklist),
+            "sha256": hashlib.sha256(inputs.blacklist).hexdigest(),
+        }
     if inputs.boot_list is not None:
         info["boot_list"] = {
             "names": inputs.boot_list_names,

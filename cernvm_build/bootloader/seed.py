@@ -50,6 +50,7 @@ from typing import Any, BinaryIO
 
 from .. import jsonable, proc
 from ..cvmfs import bootlist
+from ..cvmfs.blacklist import Blacklist
 from ..cvmfs.catalog import Catalog
 from ..cvmfs.catalog_rows import ObjectRef
 from ..cvmfs.fetch import NotFound
@@ -272,13 +273,15 @@ def make_seed(
     timeout: float = 10,
     retries: int = 2,
     jobs: int = 8,
+    blacklist: Blacklist | None = None,
 ) -> Seed:
     """Make the seed disk ``dest`` (qcow2) whose cache holds ``objects`` of repository ``fqrn``.
 
     ``source``: the repository's Stratum URL(s) or a local Stratum directory; ``objects``: names as
     ``objects_from_trace`` gives them, or a mapping name -> where it was seen (``trace_objects``),
     named in errors. An object the repository lacks or whose bytes are wrong is one error naming
-    it (and where the trace named it); then nothing is written at ``dest``."""
+    it (and where the trace named it); then nothing is written at ``dest``. ``blacklist``: as for
+    ``open_repository`` (the profile's, which the image's mount applies too)."""
     rep = reporter or NULL_REPORTER
     where: Mapping[str, str] = objects if isinstance(objects, Mapping) else {}
     names = list(dict.fromkeys(objects))
@@ -321,6 +324,7 @@ def make_seed(
             timeout=timeout,
             retries=retries,
             inflated=True,
+            blacklist=blacklist,
         )
         try:
             seed = _fill(repo, parsed, where, rep, jobs, dest)

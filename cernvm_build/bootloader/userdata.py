@@ -22,6 +22,8 @@ END = "[ucernvm-end]"
 #: 1..65535, as a pattern (the site's browser validator runs the same one)
 _PORT = r"([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
 _HOST = rf"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:{_PORT})?"
+#: a blacklist entry (``cvmfs/blacklist.py``): a certificate fingerprint or ``<REPOSITORY N``
+_REVOKED = r"([0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){19}(-[A-Za-z0-9]+)?|<[A-Za-z0-9][A-Za-z0-9._-]* [0-9]{1,18})"
 _PROXY = rf"(DIRECT|auto|https?://[A-Za-z0-9._-]+(:{_PORT})?(/[A-Za-z0-9._/-]*)?|[A-Za-z0-9._-]+:{_PORT})"
 
 #: The keys the bootloader honours (the real μCernVM's names), in the one settings type
@@ -127,6 +129,18 @@ SETTINGS: tuple[Setting, ...] = (
         pattern=r"[A-Za-z0-9+/=]+",
         pattern_help="base64",
         example="H4sIAAAA…",
+    ),
+    Setting(
+        "cvmfs_blacklist",
+        Kind.STR,
+        "comma-separated certificate blacklist entries added to the image's (/etc/cvmfs/blacklist's "
+        "format): a revoked certificate's fingerprint (AB:CD:…, 20 bytes) or '<REPOSITORY N', which "
+        "refuses the repository's revisions below N; the mount refuses what they list. Entries add up: "
+        "user data cannot take back one of the image's",
+        default=None,
+        pattern=rf"{_REVOKED}(,{_REVOKED})*",
+        pattern_help="fingerprints AB:CD:… (20 bytes) or '<REPOSITORY N', comma-separated",
+        example="<cernvm-prod.cern.ch 1234",
     ),
     Setting(
         "cvmfs_wait_on_squid",

@@ -11,7 +11,7 @@ from typing import Any
 from ..errors import CvmfsError, UsageError
 from ..table import Invalid, parse_duration
 from .app import Output, also_file, jobs, retries, seconds, subparser, visible, write_output
-from .cvmfs_source import KEYS_HELP
+from .cvmfs_source import KEYS_HELP, add_blacklist, blacklist_from_args
 
 DESCRIPTION = """\
 Probe repositories and replicas: the verified manifest (signature chain, revision, publish time, root
@@ -55,7 +55,12 @@ def cmd_monitor(args: argparse.Namespace, out: Output) -> int:
         max_lag=_duration("--max-lag", args.max_lag) or 0,
     )
     report = monitor(
-        targets, thresholds=thresholds, jobs=args.jobs, timeout=args.timeout, retries=args.retries
+        targets,
+        thresholds=thresholds,
+        jobs=args.jobs,
+        timeout=args.timeout,
+        retries=args.retries,
+        blacklist=blacklist_from_args(args),
     )
     data = report.to_json()
     if args.out is not None:
@@ -106,6 +111,7 @@ def register_monitor(cvmfs_sub: argparse._SubParsersAction[argparse.ArgumentPars
                    help="a replica URL and the Stratum-0 URL it copies (repeatable)")  # fmt: skip
     p.add_argument("--config", type=Path, metavar="FILE", help="repositories and replicas from a YAML file")
     p.add_argument("--key", action="append", default=[], type=Path, metavar="PATH", help=KEYS_HELP)
+    add_blacklist(p)
     p.add_argument("--out", type=also_file, metavar="FILE", help="also write the report as JSON (atomically)")
     p.add_argument(
         "--max-age", metavar="DURATION", help="a manifest older than this is stale (default: no limit)"

@@ -226,7 +226,7 @@ def cmd_resign(args: argparse.Namespace, out: Output) -> int:
     with stratum_target(args) as t:
         fqrn = _fqrn(t.path, args.fqrn)
         keys = load_keys(args.keys, fqrn, master_key=args.master_key)
-        path = pub.resign_whitelist(t.path, fqrn, keys, days=args.days)
+        path = pub.resign_whitelist(t.path, fqrn, keys, days=args.days, new_certificate=args.new_certificate)
     out.data(
         t.add_to({"whitelist": str(path), "days": args.days}),
         lambda d: out.print(f"re-signed {d['whitelist']}, valid for {d['days']} days"),
@@ -404,11 +404,19 @@ def register_publish(
         json=True,
         handler=cmd_resign,
         help="re-sign the whitelist before it expires",
-        description="Write a new whitelist signed with the master key (clients refuse an expired one).\n\n"
+        description="Write a new whitelist signed with the master key (clients refuse an expired one).\n"
+        "It lists the certificate in DIR; to replace a revoked one (a new <fqrn>.crt and <fqrn>.key,\n"
+        "the same master key), pass --new-certificate, then publish: the next revision is signed\n"
+        "with it, and readers refuse the current one until then.\n\n"
         "  cernvm-build cvmfs resign ./srv/demo.cernvm.test --keys ./keys --days 30",
     )
     _stratum_args(p)
     p.add_argument("--days", type=int, default=30, metavar="N", help="validity in days (30)")
+    p.add_argument(
+        "--new-certificate",
+        action="store_true",
+        help="list DIR's certificate although the current revision is signed by another one",
+    )
     p.add_argument(
         "--master-key",
         metavar="FILE|pkcs11:URI",

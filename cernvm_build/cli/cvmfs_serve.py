@@ -17,7 +17,7 @@ from ..cvmfs.trust import keys_to_verify
 from ..errors import UsageError
 from .app import Output, jobs, output_file, retries, seconds, subparser, write_output
 from .cvmfs_publish import add_s3_args, stratum_target
-from .cvmfs_source import KEYS_HELP, add_source
+from .cvmfs_source import KEYS_HELP, add_blacklist, add_source, blacklist_from_args
 
 # Handlers import the modules of their area when they run (deliberate lazy imports): `--help` and
 # the other commands start without loading every area, and a missing optional extra only stops the
@@ -55,6 +55,7 @@ def cmd_replicate(args: argparse.Namespace, out: Output) -> int:
             timeout=args.timeout,
             retries=args.retries,
             reporter=reporter,
+            blacklist=blacklist_from_args(args),
         )
 
     def render(d: dict[str, Any]) -> None:
@@ -116,6 +117,9 @@ def cmd_mount(args: argparse.Namespace, out: Output) -> int:
         raise UsageError("mount needs a public key", hint="pass --key PATH (the master public key)")
     for k in keys:
         argv += ["--public-key", str(k)]
+    blacklist_from_args(args)  # a bad file is one line here, before the daemon forks
+    for b in args.blacklist:
+        argv += ["--blacklist", str(b)]
     for opt in ("fqrn", "proxy", "tag", "date", "root_hash", "snapshot_file", "log"):
         value = getattr(args, opt, None)
         if value is not None:
@@ -167,6 +171,7 @@ def register_serve(cvmfs_sub: argparse._SubParsersAction[argparse.ArgumentParser
     g = p.add_argument_group("repository")
     g.add_argument("--server", action="append", default=[], metavar="URL", help="extra URL for fail-over")
     g.add_argument("--key", action="append", default=[], type=Path, metavar="PATH", help=KEYS_HELP)
+    add_blacklist(g)
     g.add_argument("--fqrn", help="repository name (default: from the URL or the directory name)")
     g.add_argument("--proxy", metavar="P", help="HTTP proxy URL(s), '|'/';' separated; DIRECT for none")
     g.add_argument("--timeout", type=seconds, default=10.0, help="HTTP timeout in seconds (default: 10)")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..cvmfs import blacklist as blacklist_mod
 from ..cvmfs.repository import Repository, SnapshotSpec, open_repository
 from ..cvmfs.trust import keys_to_verify
 from .app import retries, seconds
@@ -13,6 +14,20 @@ from .app import retries, seconds
 KEYS_HELP = """master public key (repeatable). Default: for a local SOURCE dir, <fqrn>.pub or *.pub in
 <dir>/../keys/ (the fixture layout), <dir>/keys/, or <dir>/..; else $CVMFS_KEYS_DIR/<fqrn>.pub and
 /etc/cvmfs/keys/<fqrn>.pub"""
+
+BLACKLIST_HELP = """certificate blacklist (repeatable, the files add up): fingerprints of revoked certificates
+and '<REPOSITORY N' revision floors, as the real client reads (CVMFS_BLACKLIST). Default:
+/etc/cvmfs/blacklist when it exists"""
+
+
+def add_blacklist(g: argparse._ActionsContainer) -> None:
+    g.add_argument("--blacklist", action="append", default=[], type=Path, metavar="FILE", help=BLACKLIST_HELP)
+
+
+def blacklist_from_args(args: argparse.Namespace) -> blacklist_mod.Blacklist:
+    """The blacklist ``--blacklist`` names, else the system's (read now: a bad file is one line
+    before anything is fetched)."""
+    return blacklist_mod.resolve(args.blacklist)
 
 
 def add_source(p: argparse.ArgumentParser, *, snapshot: bool = True) -> None:
@@ -26,6 +41,7 @@ def add_source(p: argparse.ArgumentParser, *, snapshot: bool = True) -> None:
         help="extra URL for fail-over (@fqrn@ in a URL stands for the repository name)",
     )
     g.add_argument("--key", action="append", default=[], type=Path, metavar="PATH", help=KEYS_HELP)
+    add_blacklist(g)
     g.add_argument("--fqrn", help="repository name (default: from the URL or the directory name)")
     g.add_argument(
         "--cache", type=Path, metavar="DIR", help="object cache (default: none, fetch into memory)"
@@ -63,4 +79,5 @@ def open_from_args(args: argparse.Namespace, snapshot: SnapshotSpec | None = Non
         verify=verify,
         timeout=args.timeout,
         retries=args.retries,
+        blacklist=blacklist_from_args(args),
     )

@@ -240,6 +240,7 @@ def _build(args: argparse.Namespace, out: Output) -> int:
 
 def _seed(args: argparse.Namespace, out: Output) -> int:
     from ..bootloader import seed
+    from ..cvmfs import blacklist
     from ..cvmfs.repository import SnapshotSpec
 
     prof = load_profile(args.profile, out, args)
@@ -282,6 +283,7 @@ def _seed(args: argparse.Namespace, out: Output) -> int:
                 proxy=args.proxy,
                 jobs=args.jobs,
                 snapshot=SnapshotSpec(tag=snap.tag, date=snap.date, root_hash=snap.root_hash),
+                blacklist=blacklist.resolve([prof.cvmfs.blacklist] if prof.cvmfs.blacklist else []),
             )
     except Exception:
         for d in made:  # deepest first; only empty ones

@@ -119,6 +119,7 @@ def build_profile(
         path=path or prof.cvmfs.path,
         public_keys=list(keys or prof.cvmfs.public_keys),
         snapshot=snapshot or profile_snapshot(prof),
+        blacklist=prof.cvmfs.blacklist,
     )
     try:
         repo = origin.repo

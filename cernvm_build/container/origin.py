@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..cvmfs import blacklist as blacklist_mod
 from ..cvmfs.repository import Repository, SnapshotSpec, open_repository
 from ..errors import BuildError
 from ..paths import cache_dir
@@ -48,8 +49,10 @@ def open_origin(
     public_keys: Sequence[Path],
     snapshot: SnapshotSpec,
     verify_signatures: bool = True,
+    blacklist: Path | None = None,
 ) -> Origin:
-    """Open the snapshot and the subtree the container is made of (errors name repository and path)."""
+    """Open the snapshot and the subtree the container is made of (errors name repository and path).
+    ``blacklist``: a profile's ``cvmfs.blacklist`` (else the system's, ``blacklist.resolve``)."""
     if not sources:
         raise BuildError(f"no server to read {fqrn} from", hint="pass --source URL|DIR")
     src: str | Path | Sequence[str]
@@ -64,6 +67,7 @@ def open_origin(
         cache_dir=cache_dir("cvmfs"),
         snapshot=snapshot,
         verify=verify_signatures,
+        blacklist=blacklist_mod.resolve([blacklist] if blacklist is not None else []),
     )
     try:
         tree = CvmfsTree(repo, path)

@@ -81,6 +81,7 @@ def verify_image(
         public_keys=trusted,
         snapshot=SnapshotSpec(root_hash=labels[LABEL_ROOT_HASH]),
         verify_signatures=bool(trusted),
+        blacklist=prof.cvmfs.blacklist if prof is not None else None,
     )
     try:
         total = sum(e.size for e in origin.tree.entries() if e.kind == "file")

@@ -82,6 +82,15 @@ PARAMS: tuple[ClientParam, ...] = (
         "CVMFS_PUBLIC_KEY", "explicit public key file(s), `:`-separated", reader="--key", group="signatures"
     ),
     ClientParam(
+        "CVMFS_BLACKLIST",
+        "certificate blacklist: fingerprints of revoked signing certificates (`AB:CD:…`), "
+        "`<REPOSITORY N` lines that refuse revisions below N",
+        "/etc/cvmfs/blacklist",
+        reader="--blacklist",
+        userdata="cvmfs_blacklist",
+        group="signatures",
+    ),
+    ClientParam(
         "CVMFS_REPOSITORY_TAG",
         "mount this named snapshot instead of the newest revision",
         reader="--tag",

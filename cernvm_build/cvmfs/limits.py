@@ -24,6 +24,8 @@ MAX_PUBLIC_KEY_BYTES = 64 * KiB
 MAX_WHITELIST_BYTES = 1 * MiB
 #: the certificate object, stored and inflated (a real one is about 1 KiB)
 MAX_CERTIFICATE_BYTES = 1 * MiB
+#: a certificate blacklist file (``--blacklist``; a line is ~60 bytes: tens of thousands of entries fit)
+MAX_BLACKLIST_BYTES = 4 * MiB
 #: RSA moduli larger than this are refused before any arithmetic (real keys are 2048-4096 bits)
 MAX_RSA_BITS = 16384
 

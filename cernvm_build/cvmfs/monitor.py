@@ -19,6 +19,8 @@ from typing import Any
 
 from ..errors import CvmfsError
 from ..jsonable import to_json
+from . import blacklist as blacklist_mod
+from .blacklist import Blacklist, Revoked
 from .fetch import Connections, Fetcher, HttpFetcher, make_fetcher
 from .limits import MAX_MANIFEST_BYTES, MAX_WHITELIST_BYTES
 from .repository import MANIFEST_FILE, WHITELIST_FILE, verify_signed_files
@@ -50,9 +52,8 @@ class Target:
 
 @dataclass(frozen=True)
 class Problem:
-    kind: (
-        str  # unreachable | bad-signature | whitelist-expired | whitelist-expiring | stale | replica-lag | …
-    )
+    #: unreachable | bad-signature | revoked | whitelist-expired | whitelist-expiring | stale | replica-lag…
+    kind: str
     url: str
     message: str
     hint: str
@@ -139,6 +140,7 @@ def probe(
     timeout: float,
     retries: int,
     connections: Connections | None = None,
+    blacklist: Blacklist | None = None,
 ) -> Probe:
     """One repository's signed files, verified, and the health rules that do not need another probe.
     ``connections``: kept-alive connections shared with the other probes (many repositories live on
@@ -181,7 +183,11 @@ def probe(
         except CvmfsError as e:
             return problem("unreachable", str(e), "is the server up and the URL right (…/cvmfs/<fqrn>)?")
         try:
-            m, w = verify_signed_files(name, mbytes, wbytes, store, target.keys, check_expiry=False)
+            m, w = verify_signed_files(
+                name, mbytes, wbytes, store, target.keys, check_expiry=False, blacklist=blacklist
+            )
+        except Revoked as e:
+            return problem("revoked", str(e), e.hint or "do not use this revision")
         except CvmfsError as e:
             return problem("bad-signature", str(e), e.hint or "do not use this server until it is fixed")
     finally:
@@ -262,10 +268,13 @@ def monitor(
     jobs: int = 8,
     timeout: float = 10,
     retries: int = 1,
+    blacklist: Blacklist | None = None,
 ) -> MonitorReport:
     """Probe every target (a Stratum-0 named only as a replica's origin too, once) in a thread pool,
-    then compare each replica with its Stratum-0. ``now`` is an input (tests pass one)."""
+    then compare each replica with its Stratum-0. ``now`` is an input (tests pass one).
+    ``blacklist``: revoked certificates and revision floors (None: the system's, read once here)."""
     now = now or dt.datetime.now(dt.UTC)
+    revoked = blacklist if blacklist is not None else blacklist_mod.resolve()
     listed = {t.url for t in targets}
     extra: dict[str, Target] = {}
     for t in targets:
@@ -276,7 +285,15 @@ def monitor(
     with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(todo)))) as pool:
         probes = list(
             pool.map(
-                lambda t: probe(t, thresholds, now, timeout=timeout, retries=retries, connections=shared),
+                lambda t: probe(
+                    t,
+                    thresholds,
+                    now,
+                    timeout=timeout,
+                    retries=retries,
+                    connections=shared,
+                    blacklist=revoked,
+                ),
                 todo,
             )
         )

@@ -2,7 +2,8 @@
 
     python3 -m cernvm_build.cvmfs.mount --fqrn FQRN --server URL [--server URL...] --public-key PATH
         [--cache DIR] [--proxy P] [--tag T | --date D | --root-hash H] [--snapshot-file PATH]
-        [--no-magic-xattrs] [--prefetch-in-order] [--boot-list FILE] [--foreground] MOUNTPOINT
+        [--blacklist FILE...] [--no-magic-xattrs] [--prefetch-in-order] [--boot-list FILE]
+        [--foreground] MOUNTPOINT
 
 Needs only the standard library and /dev/fuse (and ``fusermount3`` when not run as root): the daemon
 speaks the kernel's FUSE protocol itself (``fuse_lowlevel``). Without ``--foreground`` it forks; the
@@ -25,6 +26,7 @@ from pathlib import Path
 
 from ..errors import CernVMError, CvmfsError, UsageError
 from ..fsutil import TooLarge, atomic_write, read_capped, read_regular
+from . import blacklist as blacklist_mod
 from .bootlist import BootList
 from .limits import MAX_RETRIES
 from .objects import parse_hash
@@ -49,6 +51,12 @@ OPTIONS: dict[str, tuple[str, str, str]] = {
         "Stratum URL http://host/cvmfs/<fqrn> or a local Stratum directory; repeat for fail-over (required)",
     ),
     "--public-key": ("list", "PATH", "master public key (repeatable)"),
+    "--blacklist": (
+        "list",
+        "FILE",
+        "certificate blacklist: revoked certificates' fingerprints and '<REPOSITORY N' revision floors "
+        "(repeatable, the files add up; default: /etc/cvmfs/blacklist when it exists)",
+    ),
     "--cache": ("path", "DIR", "object cache directory (default: none)"),
     "--quota-limit": (
         "int",
@@ -113,6 +121,7 @@ class MountArgs:
         self.fqrn: str | None = None
         self.server: list[str] = []
         self.public_key: list[str] = []
+        self.blacklist: list[str] = []
         self.cache: Path | None = None
         self.quota_limit: int | None = None
         self.proxy: str | None = None
@@ -273,6 +282,7 @@ def _open(args: MountArgs) -> Repository:
             hint="use an http:// server: objects are verified against the signed manifest anyway",
         )
     keys = [Path(os.path.abspath(k)) for k in args.public_key]
+    revoked = blacklist_mod.resolve([Path(os.path.abspath(b)) for b in args.blacklist])
     cache: Path | None = None
     if args.cache is not None:
         # The absolute path, resolved in this process's root: after switch_root that root stays the
@@ -302,6 +312,7 @@ def _open(args: MountArgs) -> Repository:
         timeout=args.timeout,
         retries=args.retries,
         inflated=True,
+        blacklist=revoked,
     )
     objects, plain = repo.store.cache, repo.store.plain_cache
     if objects is not None and plain is not None:

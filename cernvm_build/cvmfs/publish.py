@@ -534,19 +534,31 @@ def remove_tag(
 
 
 def resign_whitelist(
-    stratum: Path, fqrn: str, keys: KeySet, days: int = 30, *, timestamp: int | None = None
+    stratum: Path,
+    fqrn: str,
+    keys: KeySet,
+    days: int = 30,
+    *,
+    timestamp: int | None = None,
+    new_certificate: bool = False,
 ) -> Path:
-    """Write a freshly signed whitelist valid for ``days`` from now (or from ``timestamp``)."""
+    """Write a freshly signed whitelist valid for ``days`` from now (or from ``timestamp``).
+
+    It lists the certificate of ``keys``; one other than the current manifest's is refused unless
+    ``new_certificate`` (replacing a revoked or expiring certificate: the current revision, signed by
+    the old one, is then refused by readers until the next publish signs one with the new one)."""
     if days <= 0:
         raise CvmfsError(f"whitelist validity must be positive, got {days} days")
     with publish_lock(stratum, "resign"):
         m = read_current(stratum, fqrn)
         if m.certificate_hash:
             cert = read_object(stratum, m.certificate_hash, "X", "certificate")
-            if rsa_raw.load_certificate(cert).der != keys.certificate.public_bytes(Encoding.DER):
+            same = rsa_raw.load_certificate(cert).der == keys.certificate.public_bytes(Encoding.DER)
+            if not same and not new_certificate:
                 raise CvmfsError(
                     f"{stratum}: the repository is signed with another certificate than these keys",
-                    hint="use the key directory the repository was created with",
+                    hint="use the key directory the repository was created with; to replace its "
+                    "certificate (revoked, blacklisted), pass --new-certificate, then publish",
                 )
         path = stratum / ".cvmfswhitelist"
         atomic_write(

@@ -39,6 +39,7 @@ from ..errors import CvmfsError, IntegrityError
 from ..fsutil import PendingSync, atomic_file, atomic_write, process_umask, spread_subdirectories, write_all
 from ..report import NULL_REPORTER, Reporter
 from . import manifest as manifest_mod
+from .blacklist import Blacklist
 from .cache import ObjectCache
 from .catalog import Catalog, ObjectRef
 from .fetch import Fetcher, NotFound, Unreachable, make_fetcher
@@ -368,10 +369,12 @@ def replicate(
     timeout: float = 10,
     retries: int = 2,
     reporter: Reporter = NULL_REPORTER,
+    blacklist: Blacklist | None = None,
 ) -> ReplicateResult:
     """Bring the Stratum directory ``dest`` up to ``source``'s verified trunk and every tagged
     revision; the signed files are replaced last. Raises (leaving the replica's old revision
-    published) on any bad signature, hash or transfer."""
+    published) on any bad signature, hash or transfer, and on a trunk signed by a certificate of
+    ``blacklist`` or below its floor (None: the system's, ``blacklist.resolve``)."""
     if not 1 <= jobs <= MAX_JOBS:
         raise CvmfsError(
             f"--jobs {jobs}: not from 1 to {MAX_JOBS}", hint="parallel downloads; the default is 8"
@@ -401,7 +404,7 @@ def replicate(
             fetcher = make_fetcher(source, repo=name, proxy=proxy, timeout=timeout, retries=retries)
             store = ObjectStore(fetcher, _ReplicaCache(dest, repo=name), repo=name)
             try:
-                repo = open_on_store(name, fetcher, store, public_keys)
+                repo = open_on_store(name, fetcher, store, public_keys, blacklist)
             except BaseException:
                 store.close()
                 raise

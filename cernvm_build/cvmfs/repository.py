@@ -20,9 +20,11 @@ from pathlib import Path
 
 from ..errors import CvmfsError, IntegrityError
 from ..fsutil import TooLarge, read_capped
+from . import blacklist as blacklist_mod
 from . import manifest as manifest_mod
 from . import rsa
 from . import whitelist as whitelist_mod
+from .blacklist import Blacklist
 from .cache import ObjectCache
 from .catalog import Chunk, DirEntry
 from .fetch import Fetcher, NotFound, Unreachable, make_fetcher
@@ -163,7 +165,11 @@ def _utc(timestamp: int) -> str:
 
 
 def _verified_floor(
-    name: str, cache: ObjectCache, store: ObjectStore, keys: list[tuple[str, rsa.PublicKey]]
+    name: str,
+    cache: ObjectCache,
+    store: ObjectStore,
+    keys: list[tuple[str, rsa.PublicKey]],
+    blacklist: Blacklist,
 ) -> Manifest | None:
     """The manifest this cache last verified, verified again (its signature and whitelist; an old
     whitelist's expiry does not matter, the question is only whether it was genuinely published):
@@ -172,7 +178,8 @@ def _verified_floor(
     forged far-future T refused every genuine revision after it). Its certificate is the one kept
     with it (``CERTIFICATE_META``), not fetched from the server being judged: after a certificate
     rotation, a replayer of an older manifest who answered 404 for the newer certificate made the
-    floor unverifiable and the rollback pass (audit13d finding 7)."""
+    floor unverifiable and the rollback pass (audit13d finding 7). One signed by a certificate
+    blacklisted since is no floor either: who holds that key could have forged its T."""
     old, old_w = cache.load_meta(MANIFEST_FILE), cache.load_meta(WHITELIST_FILE)
     if old is None or old_w is None:
         return None
@@ -185,6 +192,7 @@ def _verified_floor(
             keys=keys,
             check_expiry=False,
             certificate=cache.load_meta(CERTIFICATE_META, MAX_CERTIFICATE_BYTES),
+            blacklist=blacklist,
         )
     except (CvmfsError, ValueError):
         return None
@@ -198,11 +206,13 @@ def _verify_chain(
     whitelist_bytes: bytes,
     store: ObjectStore,
     keys: list[tuple[str, rsa.PublicKey]],
+    blacklist: Blacklist,
     now: dt.datetime | None = None,
     check_expiry: bool = True,
     certificate: bytes | None = None,
 ) -> tuple[Manifest, Whitelist]:
-    """The manifest and whitelist, verified up to the master key; ``certificate``: the stored
+    """The manifest and whitelist, verified up to the master key, the certificate not in
+    ``blacklist`` (``blacklist.py``: every open passes here); ``certificate``: the stored
     certificate object kept earlier, used when it is the one the manifest names (its hash is X)."""
     where = f"{fqrn}: {MANIFEST_FILE}"
     signed = manifest_mod.split_signed(manifest_bytes, where)
@@ -270,6 +280,9 @@ def _verify_chain(
     except zlib.error as e:
         raise IntegrityError(f"{cwhere} cannot be inflated") from e
     cert = rsa.load_certificate(cert_pem, where=cwhere)
+    # revoked before listed: a whitelist vouches for a certificate until it expires, a blacklist
+    # withdraws it at once (the real client checks in this order too)
+    blacklist.check_certificate(fqrn, cert.der, f"certificate {m.certificate_hash}X")
     fpr = whitelist_mod.fingerprint(cert.der)
     if not w.lists(fpr):
         raise IntegrityError(
@@ -293,17 +306,23 @@ def verify_signed_files(
     public_keys: Sequence[Path | bytes],
     *,
     check_expiry: bool = True,
+    blacklist: Blacklist | None = None,
 ) -> tuple[Manifest, Whitelist]:
     """The signature chain of fetched signed files, without opening a revision (the monitor's probe:
-    it reports an expired whitelist itself, so it can pass ``check_expiry=False``)."""
-    return _verify_chain(
+    it reports an expired whitelist itself, so it can pass ``check_expiry=False``). ``blacklist``:
+    None is the system's (``blacklist.resolve``); the trunk's revision is checked against it too."""
+    bl = blacklist if blacklist is not None else blacklist_mod.resolve()
+    m, w = _verify_chain(
         fqrn=fqrn,
         manifest_bytes=manifest_bytes,
         whitelist_bytes=whitelist_bytes,
         store=store,
         keys=_load_keys(public_keys),
         check_expiry=check_expiry,
+        blacklist=bl,
     )
+    bl.check_revision(fqrn, m.revision)
+    return m, w
 
 
 def _check_name(name: str, *, given: bool) -> None:
@@ -331,6 +350,7 @@ def open_repository(
     timeout: float = 10,
     retries: int = 2,
     inflated: bool = False,
+    blacklist: Blacklist | None = None,
 ) -> Repository:
     """Open a repository from a Stratum URL (or several, for fail-over) or a local Stratum directory.
 
@@ -339,6 +359,8 @@ def open_repository(
     the last verified manifest is used when no server answers; with ``inflated`` too, inflated
     copies are kept beside them (``plaincache.py``: the mount daemon's and a seed's cache), the
     catalogs from the root catalog on, so that the next start opens them as they are.
+    ``blacklist``: revoked certificates and revision floors (``blacklist.py``); None is the
+    system's, ``/etc/cvmfs/blacklist`` when it exists, as for the real client.
     """
     snapshot = snapshot or SnapshotSpec()
     if isinstance(source, str | Path) and not str(source).startswith(("http://", "https://", "file://")):
@@ -359,23 +381,29 @@ def open_repository(
     if inflated and cache is not None:
         store.plain_cache = PlainCache(cache.root)
     keys = _load_keys(public_keys) if verify else []
+    bl = blacklist if blacklist is not None else blacklist_mod.resolve()
     if verify and not keys:
         raise CvmfsError(
             f"{name}: no public key given to verify the repository",
             hint="pass the master public key with --key PATH (e.g. keys/<fqrn>.pub)",
         )
     try:
-        return _open(name, fetcher, store, cache, keys, snapshot, verify)
+        return _open(name, fetcher, store, cache, keys, snapshot, verify, bl)
     except BaseException:
         store.close()
         raise
 
 
 def open_on_store(
-    name: str, fetcher: Fetcher, store: ObjectStore, public_keys: Sequence[Path | bytes]
+    name: str,
+    fetcher: Fetcher,
+    store: ObjectStore,
+    public_keys: Sequence[Path | bytes],
+    blacklist: Blacklist | None = None,
 ) -> Repository:
     """The verified trunk through a caller's fetcher and store (the replicator's: its objects land in
-    the replica). The signed files are not saved anywhere; ``Repository.signed_files`` holds them."""
+    the replica). The signed files are not saved anywhere; ``Repository.signed_files`` holds them.
+    ``blacklist`` as for ``open_repository``: a replica takes no revision it refuses."""
     _check_name(name, given=True)
     keys = _load_keys(public_keys)
     if not keys:
@@ -383,7 +411,8 @@ def open_on_store(
             f"{name}: no public key given to verify the repository",
             hint="pass the master public key with --key PATH (e.g. keys/<fqrn>.pub)",
         )
-    return _open(name, fetcher, store, None, keys, SnapshotSpec(), True)
+    bl = blacklist if blacklist is not None else blacklist_mod.resolve()
+    return _open(name, fetcher, store, None, keys, SnapshotSpec(), True, bl)
 
 
 class _NotSigned(IntegrityError):
@@ -426,6 +455,7 @@ def _open(
     keys: list[tuple[str, rsa.PublicKey]],
     snapshot: SnapshotSpec,
     verify: bool,
+    blacklist: Blacklist,
 ) -> Repository:
     offline = False
     m: Manifest | None = None
@@ -460,19 +490,26 @@ def _open(
     if mbytes:
         if verify:
             m, w = _verify_chain(
-                fqrn=name, manifest_bytes=mbytes, whitelist_bytes=wbytes, store=store, keys=keys
+                fqrn=name,
+                manifest_bytes=mbytes,
+                whitelist_bytes=wbytes,
+                store=store,
+                keys=keys,
+                blacklist=blacklist,
             )
         else:
             signed = manifest_mod.split_signed(mbytes, f"{name}: {MANIFEST_FILE}")
             m = manifest_mod.parse(signed.body, f"{name}: {MANIFEST_FILE}")
             if m.fqrn and m.fqrn != name:
                 raise IntegrityError(f"{name}: {MANIFEST_FILE}: manifest is for repository {m.fqrn!r}")
+        if snapshot.is_trunk:  # refused before the cache keeps it as its last verified manifest
+            blacklist.check_revision(name, m.revision)
         if cache is not None and not offline:
             # a restart on the revision this cache verified last (the common open: every boot of a
             # seeded image) has no floor to check: the same bytes were just verified, and their
             # second check was a fifth of such an open's CPU
             same = cache.load_meta(MANIFEST_FILE, MAX_MANIFEST_BYTES) == mbytes
-            prev = _verified_floor(name, cache, store, keys) if verify and not same else None
+            prev = _verified_floor(name, cache, store, keys, blacklist) if verify and not same else None
             # the publication time decides, not the revision: a replay (or a stale mirror) carries
             # an older T, and a newer T needs the signing key; a repository re-created under its
             # name (new revisions from 2, later T) is followed, as before the floor was verified —
@@ -517,6 +554,11 @@ def _open(
             offline=offline,
             history=history,
         )
+        try:  # what is mounted: a tag's or a pinned root catalog's own revision (the real client's)
+            blacklist.check_revision(name, repo.revision)
+        except BaseException:
+            repo.close()
+            raise
         if not offline:
             repo.signed_files = {MANIFEST_FILE: mbytes, WHITELIST_FILE: wbytes}
         return repo

@@ -33,7 +33,7 @@ from ..bootloader.initrd import DEFAULT_LEVEL, InitrdInputs, build_initrd
 from ..bootloader.kernel import Kernel, fetch_debian_kernel, kernel_from_tree
 from ..bootloader.runtime import default_python
 from ..context import BuildContext
-from ..cvmfs import bootlist
+from ..cvmfs import blacklist, bootlist
 from ..cvmfs.repository import SnapshotSpec, open_repository
 from ..errors import BuildError, CernVMError
 from ..fsutil import atomic_write, fsync_dir, process_alive, sha256_file
@@ -150,6 +150,7 @@ def query_snapshot(profile: Profile, timeout: float = 10) -> Snapshot:
             snapshot=SnapshotSpec(tag=c.snapshot.tag, date=c.snapshot.date, root_hash=c.snapshot.root_hash),
             timeout=timeout,
             retries=1,
+            blacklist=blacklist.resolve([c.blacklist] if c.blacklist is not None else []),
         ) as repo:
             return Snapshot(c.repository, repo.revision, repo.root_hash, repo.tag, urls)
     except CernVMError as e:
@@ -288,6 +289,7 @@ def build_image(
         try:
             say("initrd: busybox, modules, Python runtime, keys")
             keys = {p.name.removesuffix(".pub"): p for p in profile.cvmfs.public_keys}
+            revoked = blacklist.read(profile.cvmfs.blacklist)[0] if profile.cvmfs.blacklist else None
             initrd = build_initrd(
                 InitrdInputs(
                     kernel=kernel,
@@ -299,6 +301,7 @@ def build_image(
                     level=initrd_level or DEFAULT_LEVEL,
                     boot_list=listed,
                     boot_list_names=names,
+                    blacklist=revoked,
                 ),
                 work / "initrd.img",
             )

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from .. import utcdate
 from ..bootloader import userdata
-from ..errors import ProfileError
+from ..errors import CvmfsError, ProfileError
 from ..fsutil import TooLarge, read_capped
 from ..table import Invalid, is_url, suggest
 from .convert import Values, resolve_path
@@ -84,6 +84,7 @@ def check(v: Values) -> None:
     _vsyscall(v)
     _servers(v)
     _keys(v)
+    _blacklist(v)
     _kernel(v)
     _kernel_args(v)
     path = val["cvmfs.path"]
@@ -291,6 +292,18 @@ def _keys(v: Values) -> None:
                 "relative key paths are relative to the profile file; a key is a PEM RSA 'BEGIN PUBLIC KEY'",
                 pos=written.get(path),
             )
+
+
+def _blacklist(v: Values) -> None:
+    """The blacklist file reads (a bad line is refused here, not by the image's mount at boot)."""
+    path: Path | None = v.values["cvmfs.blacklist"]
+    if path is not None:
+        from ..cvmfs import blacklist  # only for a profile that names one
+
+        try:
+            blacklist.load([path])
+        except CvmfsError as e:
+            _fail(v, "cvmfs.blacklist", e.message, e.hint or "")
 
 
 MAX_PUBLIC_KEY = 64 * 1024  # bytes: a PEM public key is < 1 KiB (an RSA-4096 one ~800 bytes)

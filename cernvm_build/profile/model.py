@@ -59,6 +59,7 @@ class CvmfsSettings:
     public_keys: list[Path]
     http_proxy: str = "DIRECT"
     snapshot: Snapshot = field(default_factory=Snapshot)
+    blacklist: Path | None = None  # a certificate blacklist file (cvmfs/blacklist.py)
 
     def server_urls(self) -> list[str]:
         """The Stratum-1 URLs with ``@fqrn@`` replaced by the repository name (as the client does)."""
@@ -140,6 +141,8 @@ class Profile:
         for k in ("name", "description", "source", "extends", "inputs"):
             data.pop(k)
         data["cvmfs"]["public_keys"] = sorted(sha256_file(k) for k in self.cvmfs.public_keys)
+        if self.cvmfs.blacklist is not None:  # what it revokes, not where it lives
+            data["cvmfs"]["blacklist"] = sha256_file(self.cvmfs.blacklist)
         if self.kernel.vmlinuz is not None:
             data["kernel"]["vmlinuz"] = sha256_file(self.kernel.vmlinuz)
         if self.kernel.modules is not None:

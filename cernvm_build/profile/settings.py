@@ -200,6 +200,19 @@ SETTINGS: tuple[Setting, ...] = (
         pattern=ROOT_HASH_PATTERN,
         pattern_help="40 lower-case hex digits, optionally with '-rmd160' or '-shake128'",
     ),
+    Setting(
+        "cvmfs.blacklist",
+        Kind.PATH,
+        "A certificate blacklist (`/etc/cvmfs/blacklist`'s format: fingerprints of revoked signing "
+        "certificates, `<REPOSITORY N` revision floors; relative to the profile file). The image's "
+        "initrd carries it and its mount refuses what it lists (user data `cvmfs_blacklist` can add "
+        "entries, never remove them); the build's own reads of the repository apply it too.",
+        default=None,
+        nullable=True,
+        example="blacklist",
+        flag="--blacklist",
+        metavar="FILE",
+    ),
     # -- bootloader ------------------------------------------------------------------------------
     Setting(
         "bootloader.branch",

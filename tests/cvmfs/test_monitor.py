@@ -244,3 +244,24 @@ def test_a_config_that_is_a_fifo_or_huge_is_one_line(tmp_path: Path, kind: str) 
         match=rf"^{cfg}: (cannot read the monitor config: .*not a regular|the monitor config is larger)",
     ):
         monitor_config.load(cfg)
+
+
+def test_a_revoked_certificate_and_a_revision_floor_are_their_own_problem(
+    site: Site, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """``--blacklist FILE`` (default /etc/cvmfs/blacklist): what it refuses is ``revoked``, with the
+    list's line, not a bad signature."""
+    from cernvm_build.cvmfs.keys import load_keys
+
+    fpr = load_keys(site.keys, GOOD).fingerprint()
+    listed = tmp_path / "blacklist"
+    listed.write_text(f"{fpr}\n<{REPL} 4\n")  # its Stratum-0 is at revision 3
+    good, repl = site.url(site.s0, GOOD), site.url(site.s0, REPL)
+    keys = ["--key", site.pub(GOOD), "--key", site.pub(REPL)]
+    code, report, err = _monitor(capsys, good, repl, *keys, "--blacklist", str(listed))
+    assert code == 5 and "Traceback" not in err
+    assert _kinds(report, good) == ["revoked"] and _kinds(report, repl) == ["revoked"]
+    assert f"(fingerprint {fpr}), which is blacklisted at {listed}:1" in err
+    assert f"{REPL}: revision 3 is blacklisted: revisions below 4 are refused at {listed}:2" in err
+    code, report, _ = _monitor(capsys, good, repl, *keys)
+    assert code == 0

@@ -23,7 +23,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from cernvm_build.bootloader import userdata as boot_userdata
-from cernvm_build.cvmfs import manifest, whitelist
+from cernvm_build.cvmfs import blacklist, manifest, whitelist
 from cernvm_build.cvmfs.catalog import Catalog, DirEntry
 from cernvm_build.errors import CernVMError
 from cernvm_build.launch import userdata as launch_userdata
@@ -101,6 +101,36 @@ def test_whitelist_parser(data: bytes) -> None:
         return
     w.expired()
     w.lists("AA:BB")
+
+
+@st.composite
+def blacklists(draw: st.DrawFn) -> bytes:
+    fpr = st.lists(st.text("0123456789ABCDEFabcdef", min_size=2, max_size=2), min_size=1, max_size=21).map(
+        ":".join
+    )
+    floor = st.tuples(st.one_of(st.just("fixture.cernvm.test"), NOISE), NUMBERS).map(
+        lambda t: f"<{t[0]} {t[1]}"
+    )
+    items = st.one_of(
+        fpr, fpr.map(lambda f: f + "-RMD160"), fpr.map(lambda f: f + " # c"), floor, st.just("# c"), NOISE
+    )
+    text = "\n".join(draw(st.lists(items, max_size=8))) + draw(st.sampled_from(["", "\n", "\r\n"]))
+    return text.encode("utf-8", errors="surrogatepass")
+
+
+@given(st.one_of(blacklists(), st.binary(max_size=300)))
+@example(b"<a.test \xd9\xa1\n")  # an Arabic-Indic digit: int() takes it, a revision is ASCII digits
+def test_blacklist_parser(data: bytes) -> None:
+    """``/etc/cvmfs/blacklist`` and the user data's entries (``cvmfs/blacklist.py``)."""
+    try:
+        b = blacklist.parse(data, "bl")
+    except CernVMError:
+        return
+    assert b.certificate_entry(b"not a certificate, hashed all the same") is None or b.certificates
+    try:
+        b.check_revision("fixture.cernvm.test", 1)
+    except CernVMError:
+        assert b.floors["fixture.cernvm.test"][0] > 1
 
 
 def test_the_real_manifest_and_whitelist_parse() -> None:

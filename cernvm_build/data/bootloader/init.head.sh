@@ -70,6 +70,7 @@ copy_user_data() {
 # before: the saved user data itself, the pin and the OS's writes live there.
 U_resize_rootfs=; U_cvmfs_server=; U_cvmfs_cdn=; U_cvmfs_http_proxy=; U_cvmfs_branch=; U_cvmfs_tag=
 U_cvmfs_date=; U_cernvm_path=; U_cernvm_inject=; U_cvmfs_wait_on_squid=; U_cvmfs_quota_limit=
+U_cvmfs_blacklist=
 RUNTIME_ID=/etc/ucernvm/runtime-id  # the runtime's code (initrd.py writes it)
 user_data_key() {
     sha256sum "$1" "$RUNTIME_ID" 2>/dev/null | cut -c1-64 | tr '\n' ' '
@@ -143,6 +144,7 @@ read_user_data() {
             cernvm_inject) U_cernvm_inject=$val ;;
             cvmfs_wait_on_squid) U_cvmfs_wait_on_squid=$val ;;
             cvmfs_quota_limit) U_cvmfs_quota_limit=$val ;;
+            cvmfs_blacklist) U_cvmfs_blacklist=$val ;;
         esac
         [ "$key" = cernvm_inject ] && val="(${#val} bytes)"
         log context "$key=$val"

@@ -22,6 +22,14 @@ for key in /etc/cvmfs/keys/*.pub; do
 done
 set -f
 if [ -z "$key" ] || [ ! -f "$key" ]; then panic "no repository public keys in the initrd"; fi
+# Revoked certificates and revision floors: the image's blacklist (the profile's cvmfs.blacklist),
+# then the user data's entries, one a line. The mount reads every file named and adds them up, so the
+# user data can revoke more, never less.
+[ -f /etc/cvmfs/blacklist ] && set -- "$@" --blacklist /etc/cvmfs/blacklist
+if [ -n "$U_cvmfs_blacklist" ]; then
+    echo "$U_cvmfs_blacklist" | tr , '\n' >/tmp/blacklist.user-data
+    set -- "$@" --blacklist /tmp/blacklist.user-data
+fi
 old_ifs=$IFS
 IFS=,
 for s in $CVMFS_SERVER; do
