@@ -433,6 +433,8 @@ class HttpFetcher(Fetcher):
                     )
                 window, window_got = now, 0
             yield block
+            if got == expected:  # all of a length-bound body: no read more for its end
+                return
         if expected is not None and got != expected:
             raise _TransportError(f"transfer ended after {got} of {expected} bytes")
 

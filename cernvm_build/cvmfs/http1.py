@@ -43,6 +43,8 @@ AWAIT_WHOLE = 8 << 10
 AWAIT_MOST = 1 << 20
 _LOWAT = getattr(socket, "SO_RCVLOWAT", None)
 _POLLIN = getattr(select, "POLLIN", 1)
+#: ``spoiled``'s peek: the flags combined once (an enum ``|`` per reused connection was ~0.5 us)
+_PEEK_NOW = int(socket.MSG_PEEK | socket.MSG_DONTWAIT)
 
 #: a space, CR or LF: refused in a request line (one C call, not a generator per character class)
 _WHITESPACE = re.compile("[ \r\n]").search
@@ -170,7 +172,7 @@ class Connection:
         if sock is None or self.scheme != "http":
             return False
         try:
-            sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)  # b"": the end; a byte: extra
+            sock.recv(1, _PEEK_NOW)  # b"": the end; a byte: extra
         except BlockingIOError:
             return False  # nothing there: as it was left
         except OSError:

@@ -135,6 +135,11 @@ def _laps(phases: Phases | None) -> _Laps | _NoLaps:
     return _NO_LAPS if phases is None else _Laps(phases)
 
 
+def _owned(block: bytes) -> bytes:
+    """``block`` as bytes of its own: a view of an ``inflate.reusable`` buffer copied out of it."""
+    return block if type(block) is bytes else bytes(block)
+
+
 def _lapped(blocks: Iterator[bytes], laps: _Laps, name: str) -> Iterator[bytes]:
     """``blocks``, each one's making timed as ``name`` (its consumer's work before it asks for the
     next one goes to that next one: whole objects come in one block)."""
@@ -253,6 +258,20 @@ class ObjectStore:
                 yield iter(lambda: f.read(BLOCK), b"")
             return
 
+        parts, spill = self._fetched(h, suffix, what, limit)
+        if spill is None:
+            yield iter(parts)
+            return
+        with spill:
+            spill.seek(0)
+            yield iter(lambda: spill.read(BLOCK), b"")
+
+    def _fetched(
+        self, h: ObjectHash, suffix: str, what: str, limit: int | None
+    ) -> tuple[list[bytes], BinaryIO | None]:
+        """The object's stored bytes from the server (no cache), hash-checked: in memory, or above
+        ``SPILL`` in a scratch file (the caller closes it: it is deleted then)."""
+
         def collect(blocks: Iterator[bytes]) -> tuple[list[bytes], BinaryIO | None, int]:
             # Called afresh on every attempt of the fetcher: a spill file of a failed one is closed
             # (and so deleted) on the way out.
@@ -288,12 +307,7 @@ class ObjectStore:
         )
         self.stats["fetched"] += 1
         self.stats["fetched_bytes"] += got
-        if spill is None:
-            yield iter(parts)
-            return
-        with spill:
-            spill.seek(0)
-            yield iter(lambda: spill.read(BLOCK), b"")
+        return parts, spill
 
     def raw(
         self, name: str | ObjectHash, suffix: str, *, what: str, limit: int | None = None, cached: bool = True
@@ -612,23 +626,51 @@ class ObjectStore:
     ) -> int:
         """Fetch, check and inflate the object into the plain cache; a descriptor on it. ``keep``:
         a list the inflated blocks are also put in (the caller bounds ``size``)."""
-        plain = self.plain_cache
-        assert plain is not None
         h = parse_hash(name)
         laps = _laps(self.phases)
-        with (
-            self._stored(h, suffix, what, stored_limit(size, compressed, None), cached=False) as blocks,
-            inflate.reusable() if keep is None else contextlib.nullcontext() as into,
-        ):
+        limit = stored_limit(size, compressed, None)
+        cache = self.cache
+        if cache is None or cache.missing(h, suffix):
+            # A cold read's object (known absent from the object cache, and not to be kept there):
+            # fetched and checked here, as ``_stored`` would, without its generator context
+            # manager around it (issue 13: ~3 % of a demand-fetched object's instructions)
+            parts, spill = self._fetched(h, suffix, what, limit)
+            if spill is None:
+                return self._into_plain(h, name, suffix, iter(parts), size, compressed, what, keep, laps)
+            with spill:
+                spill.seek(0)
+                blocks = iter(lambda: spill.read(BLOCK), b"")
+                return self._into_plain(h, name, suffix, blocks, size, compressed, what, keep, laps)
+        with self._stored(h, suffix, what, limit, cached=False) as blocks:
+            return self._into_plain(h, name, suffix, blocks, size, compressed, what, keep, laps)
+
+    def _into_plain(
+        self,
+        h: ObjectHash,
+        name: str,
+        suffix: str,
+        blocks: Iterator[bytes],
+        size: int,
+        compressed: bool,
+        what: str,
+        keep: list[bytes] | None,
+        laps: _Laps | _NoLaps,
+    ) -> int:
+        """``_make_plain``'s inflating and writing of the checked stored ``blocks``."""
+        plain = self.plain_cache
+        assert plain is not None
+        with inflate.reusable() as into:
             laps.lap("fetch")
             adler: list[int] | None = [] if compressed else None  # the zlib stream's, else put's own
-            # A copy only written (``keep`` None) is inflated into a kept buffer: it is done with once
-            # ``put`` returns, before ``reusable`` ends.
+            # Inflated into a kept buffer (``inflate.reusable``): a copy only written is done with once
+            # ``put`` returns, before ``reusable`` ends; one the caller keeps is copied out of it
+            # once, as bytes (``_owned``). A fresh buffer per object was a zeroed allocation, then
+            # copied all the same by the caller's join (issue 13: ~13k instructions an object).
             inflated = self._inflate_blocks(
                 h, suffix, blocks, compressed, what, size, adler32=adler, into=into
             )
             if keep is not None:
-                keep += inflated  # all of it checked before any of it is written
+                keep += map(_owned, inflated)  # all of it checked before any of it is written
                 inflated = iter(keep)
                 laps.lap("inflate")
             elif isinstance(laps, _Laps):
@@ -713,7 +755,10 @@ class ObjectStore:
             )
             meta.append((h, name, suffix, size, compressed, what))
         laps = _laps(self.phases)
-        with contextlib.closing(self._claimed_many(batch, retry=retry)) as results:
+        with (
+            contextlib.closing(self._claimed_many(batch, retry=retry)) as results,
+            inflate.reusable() as into,  # one output buffer for the objects in turn (see _make_plain)
+        ):
             for i, got in results:
                 h, name, suffix, size, compressed, what = meta[i]
                 try:
@@ -724,7 +769,9 @@ class ObjectStore:
                     self.stats["fetched_bytes"] += sum(map(len, got))
                     adler: list[int] | None = [] if compressed else None  # as in _make_plain
                     contents = list(
-                        self._inflate_blocks(h, suffix, iter(got), compressed, what, size, adler32=adler)
+                        self._inflate_blocks(
+                            h, suffix, iter(got), compressed, what, size, adler32=adler, into=into
+                        )
                     )
                     laps.lap("ahead-inflate")
                     try:
@@ -732,8 +779,9 @@ class ObjectStore:
                     except SizeMismatch as e:
                         raise self._size_error(h, suffix, e.got, size, what) from None
                     laps.lap("ahead-write")
-                    if keep:
+                    if keep:  # one copy, out of the buffer the next object is inflated into
                         self._keep_ahead(name + suffix, b"".join(contents))
+                    contents = []  # no view of ``into`` held while the next one is inflated
                     made += 1
                 except CvmfsError as e:
                     failed += 1

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cernvm_build.cvmfs.fetch import HttpFetcher, Unreachable
+from cernvm_build.cvmfs.fetch import HttpFetcher, Unreachable, _TransportError
 from cernvm_build.cvmfs.proxies import ProxyChain, parse_groups, parse_proxies
 from cernvm_build.cvmfs.serve import Server
 from cernvm_build.errors import CvmfsError, IntegrityError
@@ -458,3 +458,24 @@ def test_a_redirect_that_fails_names_where_it_led(location: str, error: str) -> 
         with pytest.raises(CvmfsError) as e:
             f.get(".cvmfspublished", what="manifest")
     assert f"{url}/cvmfs/x/.cvmfspublished: {error.format(dead=dead)}" in str(e.value), str(e.value)
+
+
+def test_a_length_bound_body_is_not_read_again_for_its_end() -> None:
+    """Once a body of a declared length has all come, the fetch hands it on and stops: no further
+    read of the response only to meet its end (a call per fetched object, issue 13); a shorter one
+    still asks until the end, and is a broken transfer."""
+
+    class Answer:
+        def __init__(self, blocks: list[bytes], length: int) -> None:
+            self.blocks, self.length = blocks, length
+
+        def read1(self, n: int) -> bytes:
+            assert self.blocks, "read past the end of a body that had all come"
+            return self.blocks.pop(0)
+
+    fetcher = HttpFetcher(["http://127.0.0.1:9/r"], repo="x.test")
+    whole = Answer([b"abc", b"de"], 5)
+    assert list(fetcher._body(whole, None, "obj")) == [b"abc", b"de"]  # type: ignore[arg-type]
+    short = Answer([b"abc", b""], 5)
+    with pytest.raises(_TransportError, match="after 3 of 5 bytes"):
+        list(fetcher._body(short, None, "obj"))  # type: ignore[arg-type]

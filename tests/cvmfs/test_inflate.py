@@ -376,3 +376,71 @@ def test_large_copies_made_one_after_another_share_one_buffer_and_are_right(
         assert len(inflate._spare) == 1 and len(inflate._spare[0]) >= n
     for path, data in made:
         assert path.read_bytes()[:-TRAILER] == data
+
+
+def _served(tmp_path: Path, data: bytes) -> str:
+    stream = zlib.compress(data)
+    h = hash_bytes(stream)
+    obj = tmp_path / "srv" / h.path()
+    obj.parent.mkdir(parents=True, exist_ok=True)
+    obj.write_bytes(stream)
+    return str(h)
+
+
+@needs_libdeflate
+def test_small_copies_read_or_fetched_ahead_share_one_buffer_and_own_their_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A small object read whole on a miss, or fetched ahead in a batch (kept for its reader or
+    not: a boot list's), is inflated into a ``reusable`` buffer too, not a fresh zeroed one: what
+    a reader gets or is handed over is bytes of its own (copied out once), right after later
+    objects were inflated into that buffer, and every copy on the disk holds its object's bytes."""
+    from cernvm_build.cvmfs.plaincache import TRAILER, PlainCache
+
+    monkeypatch.setattr(inflate, "_spare", [])
+    store = ObjectStore(LocalFetcher(tmp_path / "srv", repo="x.test"), None, repo="x.test")
+    store.plain_cache = PlainCache(tmp_path / "cache")
+    sizes = (20_000, 9_000, 30_000, 12_000, 25_000, 15_000)  # above WHOLE_MIN, at most AHEAD_ITEM
+    datas = [os.urandom(300) * (n // 300) + DATA[: n % 300] for n in sizes]
+    names = [_served(tmp_path, d) for d in datas]
+    got = [
+        store.read(
+            names[i], "", size=len(datas[i]), offset=0, length=len(datas[i]), compressed=True, what="f"
+        )
+        for i in (0, 1)
+    ]
+    assert len(inflate._spare) == 1
+    items = [(names[i], "", len(datas[i]), True, "f") for i in (2, 3)]
+    assert store.fetch_ahead_many(items) == (2, 0)
+    assert store.fetch_ahead_many([(names[i], "", len(datas[i]), True, "f") for i in (4, 5)], keep=False) == (
+        2,
+        0,
+    )
+    assert len(inflate._spare) == 1
+    handed = [store.cached_whole(names[i], "", len(datas[i])) for i in (2, 3)]
+    for i, data in enumerate(got + handed):
+        assert type(data) is bytes and data[: sizes[i]] == datas[i]
+    for name, data in zip(names, datas, strict=True):
+        assert store.plain_cache.path(name, "").read_bytes()[:-TRAILER] == data
+
+
+def test_a_cold_object_above_the_spill_size_is_made_from_its_scratch_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without an object cache, stored bytes above SPILL go to a scratch file while they are
+    hash-checked, also on the cold read's own path (``_make_plain``): the copy is right and the
+    scratch file is gone; a damaged one is refused with nothing kept."""
+    from cernvm_build.cvmfs.plaincache import TRAILER, PlainCache
+
+    monkeypatch.setattr(store_mod, "SPILL", 1000)
+    store = ObjectStore(LocalFetcher(tmp_path / "srv", repo="x.test"), None, repo="x.test")
+    store.plain_cache = PlainCache(tmp_path / "cache")
+    name = _served(tmp_path, DATA)
+    os.close(store.inflated_fd(name, "", size=len(DATA), compressed=True, what="file"))
+    assert store.plain_cache.path(name, "").read_bytes()[:-TRAILER] == DATA
+    assert not any(store.scratch().iterdir())
+    bad = _served(tmp_path, DATA[:-1])
+    (tmp_path / "srv" / hash_bytes(zlib.compress(DATA[:-1])).path()).write_bytes(zlib.compress(DATA[:-2]))
+    with pytest.raises(IntegrityError, match="hash mismatch"):
+        store.inflated_fd(bad, "", size=len(DATA) - 1, compressed=True, what="file")
+    assert not store.plain_cache.has(bad, "") and not any(store.scratch().iterdir())
