@@ -16,9 +16,10 @@ import sqlite3
 import zlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from ..fsutil import lock_dir
+from .ntuple import NamedTuple
 
 #: bumped with every change of a table's or a blob's format: a tool of another schema drops the state
 #: (a full rebuild) instead of misreading it (11: the snapshot's five values; the tools of 10 unpack three)

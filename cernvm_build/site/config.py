@@ -6,12 +6,13 @@ import re
 import shlex
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 from urllib.parse import SplitResult, unquote, urlsplit
 
 from ..errors import BuildError, Location, utf8_text
 from ..paths import data_dir
 from . import frontmatter
+from .ntuple import NamedTuple
 
 CONFIG_NAME = "config.yaml"
 

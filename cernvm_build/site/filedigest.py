@@ -20,9 +20,9 @@ import stat as stat_mod
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import NamedTuple
 
 from ..fsutil import CHUNK, NotRegularFile, open_regular
+from .ntuple import NamedTuple
 from .sources import SETTLED_NS, not_regular
 
 #: what the state knows of a file: path -> ((size, mtime, ctime, inode), sha256)

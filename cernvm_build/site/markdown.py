@@ -20,10 +20,11 @@ import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import unquote, urlsplit
 
 from .model import ContentText, permalink
+from .ntuple import NamedTuple
 
 if TYPE_CHECKING:
     from markdown_it import MarkdownIt

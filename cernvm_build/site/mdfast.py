@@ -31,11 +31,12 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from functools import lru_cache
 from itertools import accumulate
-from typing import Any, NamedTuple
+from typing import Any
 
 from . import mdhtml, mdtree
 from .mdhtml import Heading, Parts
 from .model import SECTION, TITLE, ContentText, heading_role, permalink
+from .ntuple import NamedTuple
 
 #: a fenced block as the Rust renderer writes it (its language's first word in the class)
 _FENCE = re.compile(r'<pre><code class="language-([^"]*)">([^<]*)</code></pre>\n')

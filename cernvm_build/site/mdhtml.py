@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 from . import mdtree
 from .markdown import raw_links
 from .model import SECTION, TITLE, ContentText, heading_role, permalink
+from .ntuple import NamedTuple
 
 MORE = "<!--more-->"
 #: raw HTML that is one comment (``<!--more-->``): ``search.sections`` reads no text in it

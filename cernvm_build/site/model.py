@@ -6,13 +6,14 @@ import datetime as dt
 import hashlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 from .. import jsonable
 from ..errors import BuildError, Location
 from . import markdown as md_mod
 from .config import SiteConfig
+from .ntuple import NamedTuple
 
 
 class LinkErrors(BuildError):

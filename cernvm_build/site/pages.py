@@ -8,13 +8,14 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from html import escape, unescape
-from typing import Any, NamedTuple
+from typing import Any
 
 from ..errors import BuildError, Location
 from . import markdown as md_mod
 from . import versions as versions_mod
 from .config import Section, SiteConfig
 from .model import BAD_PATH_CHARS, Page, out_file, page_path, parse_date, tag_slug, url_path
+from .ntuple import NamedTuple
 
 
 class PageSet(NamedTuple):

@@ -25,7 +25,7 @@ import posixpath
 import unicodedata
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from ..errors import BuildError, Location
 from ..fsutil import sha256_file
@@ -35,6 +35,7 @@ from . import versions as versions_mod
 from .config import SiteConfig
 from .links import check_links, check_release_files
 from .model import Job, Late, Page, human_date, newest_first, plain, sha, tag_slug, tag_uri
+from .ntuple import NamedTuple
 from .output import matches
 from .pages import PageSet
 from .search import MANIFEST as SEARCH_MANIFEST

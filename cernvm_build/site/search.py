@@ -51,10 +51,11 @@ import re
 import zlib
 from collections.abc import Container, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from .cache import State
 from .model import HEADING_ROLES, PERMALINK_IGNORED, SECTION, TITLE, ContentText, heading_role, sha
+from .ntuple import NamedTuple
 from .output import files_under, matches, prune_emptied, write_output
 from .parallel import fork_map
 from .stemmer import stems

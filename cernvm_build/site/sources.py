@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from ..errors import BuildError, CernVMError, Location
 from ..fsutil import open_regular
@@ -28,6 +28,7 @@ from . import frontmatter, recache
 from . import markdown as md_mod
 from .cache import State
 from .model import BAD_PATH_CHARS, ContentText, sha, sha_after
+from .ntuple import NamedTuple
 from .parallel import PARALLEL_MIN, fork_map
 
 #: bump when the build changes what it keeps per rendered source

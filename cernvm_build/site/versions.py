@@ -12,9 +12,10 @@ home when the page did not exist then).
 from __future__ import annotations
 
 import re
-from typing import Any, NamedTuple
+from typing import Any
 
 from .config import Section, SiteConfig
+from .ntuple import NamedTuple
 
 #: a version folder: the section's name, '-', then a version starting with a digit ('docs-2026.11-1')
 ARCHIVE = re.compile(r"^([a-z][a-z0-9_]*)-(\d[\w.\-]*)\Z")

@@ -14,7 +14,7 @@ import re
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from ..errors import BuildError, CernVMError
 from ..report import Reporter
@@ -22,6 +22,7 @@ from . import parallel
 from . import templates as tpl_mod
 from .cache import State
 from .model import ContentText, Job, Late
+from .ntuple import NamedTuple
 from .output import (
     check_out,
     copy_output,
