@@ -16,14 +16,13 @@ import html
 import os
 import posixpath
 import re
-import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import unquote, urlsplit
 
-from .model import ContentText, permalink
+from .model import ContentText, permalink, slugify
 from .ntuple import NamedTuple
 
 if TYPE_CHECKING:
@@ -61,6 +60,7 @@ RAW_LINK_OR_COMMENT = re.compile(
     re.I,
 )
 #: a srcset candidate's URL (group 2), after the start or a comma and white space (group 1)
+_SPACES = re.compile(r"\s+")
 SRCSET_URL = re.compile(r"((?:^|,)\s*)([^\s,]+)")
 #: raw HTML links left as they are (neither resolved nor checked)
 SKIPPED_SCHEMES = ("mailto:", "tel:", "data:", "javascript:")
@@ -82,20 +82,6 @@ class Rendered(NamedTuple):
     links: list[Link]
     code: dict[str, str]  # its highlighted blocks by code_key
     search: ContentText | None = None  # what the search index reads of ``html`` (``mdfast``/``mdhtml`` pages)
-
-
-_NOT_SLUG = re.compile(r"[^\w\- ]")
-_DASHES = re.compile(r"-{2,}")
-_SPACES = re.compile(r"\s+")
-
-
-@lru_cache(maxsize=4096)  # (pure; a site repeats its heading titles: Overview, Usage ...)
-def slugify(title: str) -> str:
-    # NFKC: "Café" typed composed and decomposed, or "ﬁle" and "file", are one tag page and one anchor
-    if not title.isascii():
-        title = unicodedata.normalize("NFKC", title)
-    slug = _NOT_SLUG.sub("", title.strip().lower()).strip().replace(" ", "-")
-    return _DASHES.sub("-", slug) if "--" in slug else slug or "section"
 
 
 @lru_cache(maxsize=256)

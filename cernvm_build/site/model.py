@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
+import unicodedata
 from collections.abc import Callable, Mapping
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 from .. import jsonable
 from ..errors import BuildError, Location
-from . import markdown as md_mod
 from .config import SiteConfig
 from .ntuple import NamedTuple
 
@@ -300,8 +302,21 @@ def out_file(path: str) -> str:
     return rel + "index.html" if rel == "" or rel.endswith("/") else rel
 
 
+_NOT_SLUG = re.compile(r"[^\w\- ]")
+_DASHES = re.compile(r"-{2,}")
+
+
+@lru_cache(maxsize=4096)  # (pure; a site repeats its heading titles: Overview, Usage ...)
+def slugify(title: str) -> str:
+    # NFKC: "Café" typed composed and decomposed, or "ﬁle" and "file", are one tag page and one anchor
+    if not title.isascii():
+        title = unicodedata.normalize("NFKC", title)
+    slug = _NOT_SLUG.sub("", title.strip().lower()).strip().replace(" ", "-")
+    return _DASHES.sub("-", slug) if "--" in slug else slug or "section"
+
+
 def tag_slug(tag: str) -> str:
-    return md_mod.slugify(tag)
+    return slugify(tag)
 
 
 def human_date(date: str | None) -> str | None:

@@ -124,3 +124,42 @@ def test_the_check_sees_lazy_imports(tmp_path: Path) -> None:
     )
     (pkg / "c" / "z.py").write_text("")
     assert find_cycle(package_graph(pkg)) is None
+
+
+def _top_level(body: list[ast.stmt]) -> list[ast.stmt]:
+    """The statements run when the module is imported: not function bodies, not ``if TYPE_CHECKING``."""
+    out: list[ast.stmt] = []
+    for node in body:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            out += _top_level(node.orelse)
+        elif isinstance(node, ast.If | ast.Try):
+            out += _top_level(node.body) + _top_level(getattr(node, "orelse", []))
+            for handler in getattr(node, "handlers", []):
+                out += _top_level(handler.body)
+        elif not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            out.append(node)
+    return out
+
+
+def module_graph(root: Path = ROOT) -> Edges:
+    """Module -> module imported while it is being imported (both inside ``cernvm_build``)."""
+    names = {_module_name(p, root)[0] for p in root.rglob("*.py")}
+    edges: Edges = defaultdict(dict)
+    for path in sorted(root.rglob("*.py")):
+        module, package = _module_name(path, root)
+        for node in _top_level(ast.parse(path.read_text(), str(path)).body):
+            targets = _imported(node, package)
+            if isinstance(node, ast.ImportFrom) and node.module:  # "from .m import sub" names a module
+                targets += [f"{targets[0]}.{a.name}" for a in node.names]
+            for target in targets:
+                if target in names and target != module and not module.startswith(target + "."):
+                    edges[module].setdefault(target, f"{path.relative_to(root.parent)}:{node.lineno}")
+    return edges
+
+
+def test_no_module_imports_itself_through_others() -> None:
+    """A cycle of module-level imports works or breaks by which module a process imports first:
+    ``site.model`` <-> ``site.markdown`` broke ``import cernvm_build.site.search`` in a fresh process."""
+    edges = module_graph()
+    cycle = find_cycle(edges)
+    assert cycle is None, "module-level import cycle: " + describe(cycle, edges)
