@@ -270,11 +270,14 @@ class ObjectCache:
             p.unlink()
 
     # -- the signed files, kept for offline use (only after they verified) -----------------------
-    def save_meta(self, name: str, data: bytes) -> None:
+    def save_meta(self, name: str, data: bytes) -> bool:
         """Keep a verified signed file; not written again when it holds these bytes already (a
-        restart on an unchanged revision: each write is two fsyncs, a host flush under qemu)."""
-        if self.load_meta(name, len(data)) != data:
-            atomic_write(self.root / name, data)
+        restart on an unchanged revision: each write is two fsyncs, a host flush under qemu).
+        Whether it was written."""
+        if self.load_meta(name, len(data)) == data:
+            return False
+        atomic_write(self.root / name, data)
+        return True
 
     def load_meta(self, name: str, limit: int = 1 << 20) -> bytes | None:
         """A saved signed file; None if absent, (not written by us) larger than ``limit``, or no

@@ -16,6 +16,7 @@ from cernvm_build.cvmfs import SnapshotSpec, manifest, open_repository, whitelis
 from cernvm_build.cvmfs.cache import ObjectCache
 from cernvm_build.cvmfs.fetch import LocalFetcher, Unreachable
 from cernvm_build.cvmfs.objects import compress, hash_bytes
+from cernvm_build.cvmfs.repository import SIGNED_SET
 from cernvm_build.cvmfs.serve import Server
 from cernvm_build.cvmfs.store import ObjectStore
 from cernvm_build.errors import CvmfsError, IntegrityError
@@ -251,7 +252,7 @@ def test_offline_from_cache_and_pinned_root(fx: Fixture, server: Server, tmp_pat
         with pytest.raises(Unreachable):  # not in the cache
             repo.read("/usr/bin/tool20")
     # a pinned root hash also works offline (its catalogs are in the cache)
-    (cache / FQRN / ".cvmfspublished").unlink()
+    (cache / FQRN / SIGNED_SET).unlink()
     pinned = SnapshotSpec(root_hash=ROOT_REV2)
     with open_repository(url, public_keys=[fx.pub], cache_dir=cache, snapshot=pinned, retries=0) as repo:
         assert repo.manifest is None and repo.read("/etc/new-in-rev2") == b"added\n"
