@@ -155,9 +155,25 @@ class ObjectCache:
                 made = tempfile.mkdtemp(prefix=temp_prefix(base / "objects"), suffix=".tmp", dir=base)
                 # relative when the cache root is (see scratch)
                 folder = str(base / Path(made).name)
+                self._check_same_device(folder)
                 weakref.finalize(self, remove_own_tree, folder, _pid)  # at its end
                 self._temps = (_pid, folder)
             return self._temps[1]
+
+    def _check_same_device(self, folder: str) -> None:
+        """Objects are renamed from the folder of temporaries into ``data/``: on another file system
+        (``tmp`` a mount point, or a link to one) every store failed with EXDEV, "Invalid
+        cross-device link" naming neither folder. Checked once, when the folder is made."""
+        data = self.root / "data"
+        if os.stat(folder).st_dev == os.stat(data).st_dev:
+            return
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)
+        raise CvmfsError(
+            f"{self.repo}: cache folder {self.root / 'tmp'} is on another file system than {data}",
+            hint="objects are renamed from one into the other: make tmp/ a plain folder of the cache "
+            "(not a mount point or a link elsewhere), or move the whole cache",
+        )
 
     def hold(self) -> Holdings:
         """Keep in memory what ``data`` holds from now on (``objects.Holdings``): a miss then costs

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -254,3 +256,26 @@ def test_a_killed_daemons_scratch_is_swept_and_a_running_ones_kept(tmp_path: Pat
     ObjectCache(root, repo="x.test")
     assert not scratch.exists()
     assert old_alive.exists()
+
+
+def test_a_folder_of_temporaries_on_another_file_system_is_one_line(tmp_path: Path) -> None:
+    """lf20 leftover: objects are renamed from ``tmp/`` into ``data/``; a ``tmp`` on another file
+    system (here a link to /dev/shm) failed every store with EXDEV, naming neither folder."""
+    from cernvm_build.cvmfs.objects import compress, hash_bytes
+    from cernvm_build.errors import CvmfsError
+
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev or not os.access(shm, os.W_OK):
+        pytest.skip("no writable /dev/shm on another file system than the test's folder")
+    elsewhere = Path(tempfile.mkdtemp(dir=shm))
+    try:
+        root = tmp_path / "c"
+        root.mkdir()
+        (root / "tmp").symlink_to(elsewhere)
+        cache = ObjectCache(root, repo="x.test")
+        data = compress(b"x")
+        with pytest.raises(CvmfsError, match=r"x.test: cache folder .*/c/tmp is on another file system than"):
+            cache.store(hash_bytes(data), "", iter([data]), what="file")
+        assert list(elsewhere.iterdir()) == []
+    finally:
+        shutil.rmtree(elsewhere)
