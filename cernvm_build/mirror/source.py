@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import socket
+import stat
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -426,14 +427,21 @@ class HttpSource:
         failed on with "Is a directory" (pr20a finding 5). A file and a path below it both named
         in this run are a malformed source's: one line, before either is staged."""
         folders = self._claims.claim(rel)
-        for f in folders:
+        for f in folders:  # one lstat a level (is_dir, is_symlink, lexists were three)
             p = self.staging / f
-            if not p.is_dir() or p.is_symlink():
-                if os.path.lexists(p):
-                    p.unlink()
-                break  # nothing is staged below a name that is no folder
+            try:
+                if stat.S_ISDIR(os.lstat(p).st_mode):
+                    continue
+            except FileNotFoundError:
+                break  # nothing is staged below a name that is not there
+            p.unlink()
+            break  # nor below a name that is no folder
         dest = self.staging / rel
-        if dest.is_dir() and not dest.is_symlink():
+        try:
+            folder = stat.S_ISDIR(os.lstat(dest).st_mode)
+        except FileNotFoundError:
+            folder = False
+        if folder:
             remove_tree(dest)
 
     def _late(self, url: str, got: int, elapsed: float) -> MirrorError:
