@@ -369,6 +369,19 @@ def _check_name(name: str, *, given: bool) -> None:
         ) from None
 
 
+def resolve_name(source: str | Path | Sequence[str], fqrn: str | None) -> tuple[str, str | Path | list[str]]:
+    """The repository's name (``fqrn``, else a local Stratum's manifest ``N``, else the source's
+    ``/cvmfs/<fqrn>``), checked before it names a folder, and ``source`` with ``@fqrn@`` filled in:
+    the one derivation of ``open_repository`` and ``replicate``."""
+    name = fqrn or local_fqrn(source) or _fqrn_from_source(source)
+    if not name:
+        raise CvmfsError(
+            f"cannot tell the repository name from {source!r}", hint="pass --fqrn NAME (e.g. sft.cern.ch)"
+        )
+    _check_name(name, given=fqrn is not None)
+    return name, with_fqrn(source, name)
+
+
 def open_repository(
     source: str | Path | Sequence[str],
     *,
@@ -396,13 +409,7 @@ def open_repository(
         if not (base / MANIFEST_FILE).exists() and (base / "repo" / MANIFEST_FILE).exists():
             base = base / "repo"  # the fixture layout: <fqrn>/{repo,keys}
         source = base
-    name = fqrn or local_fqrn(source) or _fqrn_from_source(source)
-    if not name:
-        raise CvmfsError(
-            f"cannot tell the repository name from {source!r}", hint="pass --fqrn NAME (e.g. sft.cern.ch)"
-        )
-    _check_name(name, given=fqrn is not None)
-    source = with_fqrn(source, name)
+    name, source = resolve_name(source, fqrn)
     fetcher = make_fetcher(source, repo=name, proxy=proxy, timeout=timeout, retries=retries)
     cache = ObjectCache(cache_dir / name, repo=name) if cache_dir is not None else None
     store = ObjectStore(fetcher, cache, repo=name)

@@ -173,6 +173,11 @@ def test_a_server_url_with_the_fqrn_placeholder_names_the_repository(
         open_repository(templated, public_keys=[fx.pub])
     assert "--fqrn" in (e.value.hint or "")
     assert replicate(templated, tmp_path / "s1", fqrn=FQRN, public_keys=[fx.pub]).revision == 2
+    # one derivation of the name for both (resolve_name): replicate checks it too, before DEST is made
+    for bad in ("../../x", "a/b"):
+        with pytest.raises(CvmfsError, match="invalid repository name") as e:
+            replicate(templated, tmp_path / "s2", fqrn=bad, public_keys=[fx.pub])
+        assert not (tmp_path / "s2").exists(), e.value
 
 
 def test_fail_over_past_a_tampering_mirror(fx: Fixture, server: Server, tmp_path: Path) -> None:
