@@ -295,8 +295,14 @@ def _sync(
     # writes, so an unchanged re-sync stays one LIST and one GET.
     log = upload_log or UploadLog(cache_dir("mirror") / "uploads")
     report.aborted_uploads = log.reclaim(client, url)
+    problems = log.problems
     if abort_older_than is not None and report.actions:
-        report.aborted_uploads += sweep(client, url, abort_older_than)
+        try:
+            report.aborted_uploads += sweep(client, url, abort_older_than)
+        except MirrorError as e:  # e.g. credentials that may write but not list uploads: not this sync's job
+            problems.append(str(e))
+    if problems:
+        report.notes.append(f"unfinished multipart uploads not aborted: {problems[0]}")
     if report.aborted_uploads:
         report.notes.append(
             f"aborted {len(report.aborted_uploads)} unfinished multipart upload(s) of interrupted syncs"

@@ -31,6 +31,7 @@ from typing import Any
 
 import botocore.exceptions
 
+from ..errors import MirrorError
 from ..fsutil import process_alive
 from .s3client import S3Client, S3Url, error_code, s3_error
 
@@ -58,6 +59,8 @@ class UploadLog:
 
     def __init__(self, folder: Path):
         self.folder = folder
+        #: why a dead run's upload could not be aborted (its record is kept for the next sync)
+        self.problems: list[str] = []
 
     @contextlib.contextmanager
     def running(self, client: S3Client, bucket: str, key: str, upload_id: str) -> Iterator[Entry]:
@@ -121,7 +124,11 @@ class UploadLog:
                     continue
                 if record["endpoint"] != endpoint_of(client) or record["bucket"] != url.bucket:
                     continue
-                _abort(client, url, record["key"], record["upload_id"])
+                try:
+                    _abort(client, url, record["key"], record["upload_id"])
+                except MirrorError as e:  # no permission, a network error: tried again next time
+                    self.problems.append(str(e))
+                    continue
                 aborted.append(record["key"])
                 with contextlib.suppress(OSError):
                     os.unlink(path)

@@ -91,3 +91,24 @@ def test_a_sweep_age_that_could_abort_running_uploads_is_one_usage_line(
         errors = [line for line in err.splitlines() if line.startswith("error:")]
         assert e.value.code == 2 and "Traceback" not in err, err
         assert len(errors) == 1 and "--abort-uploads-older-than" in errors[0], err
+
+
+def test_an_abort_the_server_refuses_is_a_note_and_tried_again(
+    tmp_path: Path, s3: Any, bucket: str, s3server: Any
+) -> None:
+    """Credentials that may upload but not abort must not stop every later sync: the refusal is a
+    note, the record stays, and a later sync that may abort does."""
+    from cernvm_build.mirror.locals3 import Fault
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "big.rpm").write_bytes(bytes(range(256)) * 1024)
+    run_killed(KILLED_IN_MULTIPART, src, f"s3://{bucket}/r", s3server.endpoint)
+    s3server.faults.append(Fault("DELETE", 0, 403, key_part="big.rpm"))
+    rep = sync_tree(src, f"s3://{bucket}/r", client=s3, abort_uploads_older_than=None)
+    assert rep.aborted_uploads == [] and uploads(s3, bucket) == ["r/big.rpm"]
+    assert any("unfinished multipart uploads not aborted" in n for n in rep.notes), rep.notes
+    s3server.faults.clear()
+    (src / "b.txt").write_bytes(b"b")
+    again = sync_tree(src, f"s3://{bucket}/r", client=s3, abort_uploads_older_than=None)
+    assert again.aborted_uploads == ["r/big.rpm"] and uploads(s3, bucket) == []
