@@ -212,7 +212,7 @@ def _utc(timestamp: int) -> str:
 
 
 def _verified_floor(
-    name: str, cache: ObjectCache, store: ObjectStore, keys: list[tuple[str, rsa.PublicKey]]
+    name: str, kept: dict[str, bytes], store: ObjectStore, keys: list[tuple[str, rsa.PublicKey]]
 ) -> Manifest | None:
     """The manifest this cache last verified, verified again (its signature and whitelist; an old
     whitelist's expiry does not matter, the question is only whether it was genuinely published):
@@ -221,8 +221,8 @@ def _verified_floor(
     forged far-future T refused every genuine revision after it). Its certificate is the one kept
     with it (``CERTIFICATE_META``), not fetched from the server being judged: after a certificate
     rotation, a replayer of an older manifest who answered 404 for the newer certificate made the
-    floor unverifiable and the rollback pass (audit13d finding 7)."""
-    kept = kept_signed(cache)
+    floor unverifiable and the rollback pass (audit13d finding 7). ``kept``: the cache's signed set
+    (``kept_signed``), read once by the open."""
     old, old_w = kept.get(MANIFEST_FILE), kept.get(WHITELIST_FILE)
     if old is None or old_w is None:
         return None
@@ -531,7 +531,7 @@ def _open(
             # second check was a fifth of such an open's CPU
             kept = kept_signed(cache)
             same = kept.get(MANIFEST_FILE) == mbytes
-            prev = _verified_floor(name, cache, store, keys) if verify and not same else None
+            prev = _verified_floor(name, kept, store, keys) if verify and not same else None
             # the publication time decides, not the revision: a replay (or a stale mirror) carries
             # an older T, and a newer T needs the signing key; a repository re-created under its
             # name (new revisions from 2, later T) is followed, as before the floor was verified —
