@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import socket
 import threading
 import time
 from http import HTTPStatus
@@ -56,6 +57,24 @@ _BUSY = (
 )
 
 
+def address_family(host: str) -> socket.AddressFamily:
+    """The family of the address ``host`` names (``::1`` and ``::`` IPv6, a name its first address's):
+    socketserver's class default, IPv4, made ``--host ::1`` a bind error and a name of an IPv6-only
+    host unreachable. A host that does not resolve keeps IPv4 (the bind then says why)."""
+    if not host:
+        return socket.AF_INET
+    try:
+        infos = socket.getaddrinfo(host, None, 0, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
+    except (OSError, UnicodeError):
+        return socket.AF_INET
+    return infos[0][0] if infos else socket.AF_INET
+
+
+def url_host(host: str) -> str:
+    """``host`` as a URL's authority writes it: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host else host
+
+
 class BoundedHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
 
@@ -66,6 +85,7 @@ class BoundedHTTPServer(ThreadingHTTPServer):
         max_connections: int = MAX_CONNECTIONS,
         max_per_client: int = MAX_PER_CLIENT,
     ) -> None:
+        self.address_family = address_family(address[0])
         super().__init__(address, handler)
         self._slots = threading.BoundedSemaphore(max_connections)
         self._per_client = min(max_per_client, max_connections)
@@ -73,6 +93,14 @@ class BoundedHTTPServer(ThreadingHTTPServer):
         self._held: dict[str, int] = {}  # client address -> connections it holds
         self._busy = 0  # connections held by all clients: sum(self._held.values())
         self._held_lock = threading.Lock()
+
+    def server_bind(self) -> None:
+        if self.address_family == socket.AF_INET6:
+            # ``::`` takes IPv4 clients too where the system allows it (dual stack; Linux's default,
+            # not BSD's); a system that refuses it serves IPv6 only
+            with contextlib.suppress(OSError, AttributeError):
+                self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self._slots.acquire(blocking=False):

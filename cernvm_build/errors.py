@@ -156,13 +156,16 @@ class MirrorError(CernVMError):
     exit_code = 9
 
 
-def utf8_text(data: bytes, file: str, hint: str = "save the file as UTF-8") -> str:
-    """``data`` read from ``file`` as UTF-8 text; bytes that are not: a ``BuildError`` naming the byte
-    and its line (the site's config and templates)."""
+def utf8_text(
+    data: bytes, file: str, hint: str = "save the file as UTF-8", error: type[CernVMError] = BuildError
+) -> str:
+    """``data`` read from ``file`` as UTF-8 text; bytes that are not: an ``error`` (``BuildError``)
+    naming the byte and its line (the site's config, data files and templates, the release's notes
+    and SHA256SUMS, skopeo's configuration)."""
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise BuildError(
+        raise error(
             f"not UTF-8 text (byte {e.start})",
             where=Location(file=file, line=data.count(b"\n", 0, e.start) + 1),
             hint=hint,

@@ -286,6 +286,18 @@ def reclaim_stale_in(folder: Path) -> list[Path]:
     return _reclaim_dead(folder, owner)
 
 
+def reclaim_dead_named(folder: Path, pattern: str) -> list[Path]:
+    """Remove the entries of ``folder`` whose whole name matches ``pattern`` and whose pid (its
+    first group) no longer runs: an older version's pid-named scratch. Returns what was removed."""
+    named = re.compile(pattern)
+
+    def owner(name: str) -> str | None:
+        m = named.fullmatch(name)
+        return m.group(1) if m else None
+
+    return _reclaim_dead(folder, owner)
+
+
 @contextlib.contextmanager
 def scratch_beside(dest: Path) -> Iterator[Path]:
     """A scratch directory beside ``dest``, named for this process (``.<dest name>.<pid>.<rnd>.tmp``)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ from .. import profile as profile_mod
 from ..artifact import Artifact
 from ..container.layering import DEFAULT_LAYER_BYTES
 from ..container.provenance import verify_image
-from ..container.registry import RegistryOptions
+from ..container.registry import RegistryOptions, check_policy, check_registries_d
 from ..context import BuildContext
 from ..cvmfs.repository import SnapshotSpec
 from . import areas
@@ -157,14 +158,36 @@ examples:
       --registries-d ./registries.d"""
 
 
+def _checked(check: Callable[[Path], None]) -> Callable[[str], Path]:
+    """The argparse type of a skopeo configuration flag: read and checked as the command line is
+    (a bad policy failed only after the pull): one usage line with the file:line and a hint."""
+
+    def convert(text: str) -> Path:
+        from ..errors import CernVMError
+
+        path = Path(text)
+        try:
+            check(path)
+        except CernVMError as e:
+            raise argparse.ArgumentTypeError(f"{e} ({e.hint})" if e.hint else str(e)) from None
+        return path
+
+    return convert
+
+
 def registry_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--no-tls-verify", action="store_true", help="plain http or unverified TLS (local registries)"
     )
     p.add_argument(
-        "--registries-d", type=Path, metavar="DIR", help="skopeo's registries.d (signature stores)"
+        "--registries-d",
+        type=_checked(check_registries_d),
+        metavar="DIR",
+        help="skopeo's registries.d (signature stores)",
     )
-    p.add_argument("--policy", type=Path, metavar="FILE", help="policy.json to check images against")
+    p.add_argument(
+        "--policy", type=_checked(check_policy), metavar="FILE", help="policy.json to check images against"
+    )
 
 
 def registry_opts(args: argparse.Namespace) -> RegistryOptions:

@@ -99,6 +99,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "ctime are unchanged since the last run)",
         )
         _common_s3(mp, kind)
+        _abort_flag(mp)
 
     vp = subparser(
         msub,
@@ -138,6 +139,43 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sp.add_argument("--profile", metavar="P", help="AWS profile from ~/.aws/config")
     sp.add_argument(
         "--jobs", type=jobs, default=JOBS, metavar="N", help=f"parallel transfers (default {JOBS})"
+    )
+    _abort_flag(sp)
+
+
+#: = mirror.uploads.ABORT_OLDER_THAN (7 days), which the CLI does not import (see JOBS)
+ABORT_OLDER_THAN = "7d"
+#: the shortest sweep age: a running sync's upload of a big package is younger (hours at most)
+MIN_ABORT_AGE = 3600
+
+
+def _abort_age(text: str) -> int | None:
+    from ..table import Invalid, parse_duration
+
+    if text.strip().lower() == "off":
+        return None
+    try:
+        seconds = parse_duration(text)
+    except Invalid as e:
+        raise argparse.ArgumentTypeError(f"{e.message} ({e.hint})") from None
+    if seconds < MIN_ABORT_AGE:
+        raise argparse.ArgumentTypeError(
+            f"{text.strip()[:40]!r} is under 1h: a running sync's upload could be aborted "
+            "(write 1h or more, or off)"
+        )
+    return seconds
+
+
+def _abort_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--abort-uploads-older-than",
+        type=_abort_age,
+        default=ABORT_OLDER_THAN,
+        metavar="AGE",
+        help="abort unfinished multipart uploads under the prefix started longer ago than this (interrupted "
+        f"syncs' parts, billed until aborted; default {ABORT_OLDER_THAN}, 'off' to keep them: a bucket "
+        "lifecycle rule AbortIncompleteMultipartUpload does it too); a killed sync's own are aborted by "
+        "the next sync from this machine whatever their age",
     )
 
 
@@ -233,6 +271,7 @@ def _mirror_handler(kind: str) -> Callable[[argparse.Namespace, Output], int]:
                     progress=progress,
                     rehash=args.rehash,
                     allow_rewrite=args.allow_rewrite,
+                    abort_uploads_older_than=args.abort_uploads_older_than,
                 )
         except RewriteRefused as e:
             if out.json_mode:
@@ -307,6 +346,7 @@ def _sync_handler(args: argparse.Namespace, out: Output) -> int:
             dry_run=args.dry_run,
             jobs=args.jobs,
             progress=progress,
+            abort_uploads_older_than=args.abort_uploads_older_than,
         )
     out.data(rep.to_json(), lambda _: _render_plan(out, rep))
     return 0

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import dataload
-from ..errors import BuildError
+from ..errors import BuildError, Location, utf8_text
 from ..fsutil import TooLarge, atomic_dir, read_capped
 from .manifest_list import MAX_RAW
 
@@ -48,6 +48,66 @@ class RegistryOptions:
     policy: Path | None = None
     #: seconds an ``inspect`` or a whole ``list-tags`` (every page) may take
     query_timeout: int = QUERY_TIMEOUT
+
+
+#: the most of a policy.json or a registries.d file read (real ones are a few KB)
+MAX_CONFIG = 1 << 20
+#: the most ``*.yaml`` files of a registries.d folder checked
+MAX_CONFIG_FILES = 1000
+_POLICY_HINT = "a containers-policy.json(5): a JSON object with a 'default' list of requirements"
+_REGISTRIES_HINT = "a folder of containers-registries.d(5) YAML files (docker: lookaside: ...)"
+
+
+def check_policy(path: Path) -> None:
+    """``path`` is a policy skopeo can read (a JSON object with ``default``), else one ``BuildError``
+    at its file:line:column: checked when the flag is read, before any registry is asked (skopeo's
+    own complaint came after the pull, and named no line)."""
+    text = _config_text(path, _POLICY_HINT)
+    try:
+        doc = dataload.load(json.loads, text)
+    except json.JSONDecodeError as e:
+        raise BuildError(f"not JSON: {e.msg}", where=Location(file=str(path), line=e.lineno, column=e.colno),
+                         hint=_POLICY_HINT) from None  # fmt: skip
+    except dataload.TooComplex as e:
+        raise BuildError(e.message, where=Location(file=str(path)), hint=e.hint) from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("default"), list):
+        raise BuildError("no 'default' list of requirements", where=Location(file=str(path), line=1),
+                         hint=_POLICY_HINT)  # fmt: skip
+
+
+def check_registries_d(path: Path) -> None:
+    """``path`` is a folder whose ``*.yaml`` files (what skopeo reads there) are YAML mappings, else
+    one ``BuildError`` at the file:line:column."""
+    import yaml
+
+    from ..yamlerror import describe
+
+    if not path.is_dir():
+        raise BuildError(f"{path}: not a folder", hint=_REGISTRIES_HINT)
+    names = sorted(n.name for n in path.iterdir() if n.name.endswith(".yaml"))
+    if len(names) > MAX_CONFIG_FILES:
+        raise BuildError(f"{path}: more than {MAX_CONFIG_FILES} .yaml files", hint=_REGISTRIES_HINT)
+    for name in names:
+        text = _config_text(path / name, _REGISTRIES_HINT)
+        try:
+            doc = dataload.load(yaml.safe_load, text)
+        except yaml.YAMLError as e:
+            problem = describe(e)
+            raise BuildError(problem.what, where=problem.location(str(path / name)),
+                             hint=_REGISTRIES_HINT) from None  # fmt: skip
+        except dataload.TooComplex as e:
+            raise BuildError(e.message, where=Location(file=str(path / name)), hint=e.hint) from None
+        if doc is not None and not isinstance(doc, dict):
+            raise BuildError("not a mapping of settings", where=Location(file=str(path / name), line=1),
+                             hint=_REGISTRIES_HINT)  # fmt: skip
+
+
+def _config_text(path: Path, hint: str) -> str:
+    try:
+        data = read_capped(path, MAX_CONFIG)
+    except OSError as e:
+        raise BuildError(f"{path}: {e.strerror or e}", hint=hint) from None
+    return utf8_text(data, str(path), hint)
 
 
 def _skopeo(args: list[str], what: str, timeout: int | None = None) -> bytes:

@@ -33,7 +33,10 @@ from ..fsutil import (
     NotRegularFile,
     TooLarge,
     atomic_write,
+    lock_dir,
     read_capped,
+    reclaim_dead_named,
+    reclaim_scratch,
     reclaim_stale_in,
     remove_own_tree,
     temp_prefix,
@@ -45,6 +48,9 @@ if TYPE_CHECKING:
     from typing import BinaryIO
 
 BLOCK = 1 << 20
+#: the prefix of a process's scratch folder in ``tmp`` (``scratch``); older versions added their pid
+_SCRATCH = "proc-"
+_OLD_SCRATCH = r"proc-(\d+)-[a-z0-9_]{8}"
 
 #: this process's id, for its folder of temporaries (``os.getpid`` is a system call, and ``store``
 #: runs per object); a forked child (the mount daemon) makes a folder of its own
@@ -123,10 +129,16 @@ class ObjectCache:
 
     def sweep(self) -> list[Path]:
         """Remove what writers that no longer run left in ``tmp``: the folder of temporaries of a
-        fetch killed mid-object (``_temp_dir``). One listing of ``tmp`` at open, a dead writer's
-        folder holds one temporary per thread: bounded, and never on the per-object path. Returns
-        what was removed."""
-        return reclaim_stale_in(self.root / "tmp")
+        fetch killed mid-object (``_temp_dir``), the scratch of a killed process (``scratch``, its
+        lock free; older versions named it by pid, ``proc-<pid>-XXXXXXXX``). Listings of ``tmp`` at
+        open, a dead writer's folder holds one temporary per thread: bounded, and never on the
+        per-object path. Returns what was removed."""
+        tmp = self.root / "tmp"
+        return [
+            *reclaim_stale_in(tmp),
+            *reclaim_scratch(tmp, _SCRATCH),
+            *reclaim_dead_named(tmp, _OLD_SCRATCH),
+        ]
 
     def _temp_dir(self) -> str:
         """This process's folder for objects being written, ``tmp/.objects.<pid>.<rnd>.tmp``: the
@@ -143,9 +155,25 @@ class ObjectCache:
                 made = tempfile.mkdtemp(prefix=temp_prefix(base / "objects"), suffix=".tmp", dir=base)
                 # relative when the cache root is (see scratch)
                 folder = str(base / Path(made).name)
+                self._check_same_device(folder)
                 weakref.finalize(self, remove_own_tree, folder, _pid)  # at its end
                 self._temps = (_pid, folder)
             return self._temps[1]
+
+    def _check_same_device(self, folder: str) -> None:
+        """Objects are renamed from the folder of temporaries into ``data/``: on another file system
+        (``tmp`` a mount point, or a link to one) every store failed with EXDEV, "Invalid
+        cross-device link" naming neither folder. Checked once, when the folder is made."""
+        data = self.root / "data"
+        if os.stat(folder).st_dev == os.stat(data).st_dev:
+            return
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)
+        raise CvmfsError(
+            f"{self.repo}: cache folder {self.root / 'tmp'} is on another file system than {data}",
+            hint="objects are renamed from one into the other: make tmp/ a plain folder of the cache "
+            "(not a mount point or a link elsewhere), or move the whole cache",
+        )
 
     def hold(self) -> Holdings:
         """Keep in memory what ``data`` holds from now on (``objects.Holdings``): a miss then costs
@@ -270,11 +298,14 @@ class ObjectCache:
             p.unlink()
 
     # -- the signed files, kept for offline use (only after they verified) -----------------------
-    def save_meta(self, name: str, data: bytes) -> None:
+    def save_meta(self, name: str, data: bytes) -> bool:
         """Keep a verified signed file; not written again when it holds these bytes already (a
-        restart on an unchanged revision: each write is two fsyncs, a host flush under qemu)."""
-        if self.load_meta(name, len(data)) != data:
-            atomic_write(self.root / name, data)
+        restart on an unchanged revision: each write is two fsyncs, a host flush under qemu).
+        Whether it was written."""
+        if self.load_meta(name, len(data)) == data:
+            return False
+        atomic_write(self.root / name, data)
+        return True
 
     def load_meta(self, name: str, limit: int = 1 << 20) -> bytes | None:
         """A saved signed file; None if absent, (not written by us) larger than ``limit``, or no
@@ -289,10 +320,24 @@ class ObjectCache:
             raise
 
     def scratch(self) -> Path:
-        """A private scratch directory for this process (inflated catalogs, large objects)."""
+        """A private scratch directory for this process (inflated catalogs, large objects),
+        ``tmp/proc-XXXXXXXX``, ``flock``ed for as long as this cache lives (a forked child, the mount
+        daemon, holds the lock too): ``sweep`` removes the ones whose lock is free, a killed
+        process's. A pid in the name would not do: a folder made before a fork outlives its maker's
+        pid while the daemon uses it, and a dead one's pid may be another process's by then."""
         base = self.root / "tmp"
         base.mkdir(parents=True, exist_ok=True)
+        import fcntl
         import tempfile  # deliberate lazy import (see fsutil._temp_file)
 
-        # Keep it relative when the cache root is (see mount.py; mkdtemp answers absolute on 3.12+).
-        return base / Path(tempfile.mkdtemp(prefix=f"proc-{os.getpid()}-", dir=base)).name
+        while True:
+            # Keep it relative when the cache root is (see mount.py; mkdtemp answers absolute on 3.12+).
+            path = base / Path(tempfile.mkdtemp(prefix=_SCRATCH, dir=base)).name
+            # between the mkdir and the lock, another open's sweep may have taken it for a dead one's
+            fd = lock_dir(path, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if fd is not None and os.fstat(fd).st_nlink > 0:
+                break
+            if fd is not None:
+                os.close(fd)
+        weakref.finalize(self, os.close, fd)
+        return path

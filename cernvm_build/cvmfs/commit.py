@@ -137,11 +137,20 @@ def whitelist_bytes(fqrn: str, keys: KeySet, created: int, days: int) -> bytes:
     return mf.join_signed(body, hash_text, keys.sign_whitelist(hash_text))
 
 
+def previous_history(stratum: Path, scratch: Path, m: mf.Manifest | None) -> Path | None:
+    """The history database of revision ``m`` (None: it has none), inflated into the session's
+    scratch once: a publish ``--tag`` reads it for the tag check and again for the new history (it
+    was inflated twice). A session holds the lock, so its ``m`` is the one current revision."""
+    if m is None or not m.history_hash:
+        return None
+    path = scratch / "hist.old.db"
+    if not path.exists():
+        path.write_bytes(read_object(stratum, m.history_hash, "H", "history"))
+    return path
+
+
 def history_db(stratum: Path, scratch: Path, m: mf.Manifest | None, fqrn: str) -> HistoryWriter:
-    prev_db = None
-    if m is not None and m.history_hash:
-        prev_db = scratch / "hist.old.db"
-        prev_db.write_bytes(read_object(stratum, m.history_hash, "H", "history"))
+    prev_db = previous_history(stratum, scratch, m)
     return HistoryWriter(
         scratch / "hist.new.db", fqrn, previous_db=prev_db, previous_hash=m.history_hash if m else None
     )

@@ -45,6 +45,7 @@ from .commit import (
     check_whitelist,
     commit,
     history_db,
+    previous_history,
     read_current,
     sign_manifest,
     whitelist_bytes,
@@ -92,10 +93,9 @@ def _refuse_moving(stratum: Path, fqrn: str, current: mf.Manifest, scratch: Path
     """A publish ``--tag NAME`` of a name that tags a revision already would move it: archivists pin
     names like 'slc5-frozen', so that is said and done only when asked (``move_tag``). Checked before
     any work (the lock is held: no other publish can add the name meanwhile)."""
-    if not current.history_hash:
+    db = previous_history(stratum, scratch, current)
+    if db is None:
         return
-    db = scratch / "hist.tags.db"
-    db.write_bytes(read_object(stratum, current.history_hash, "H", "history"))
     history = History(db, where=f"{fqrn} history")
     try:
         old = history.by_name(tag)

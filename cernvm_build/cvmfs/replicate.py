@@ -66,9 +66,8 @@ from .repository import (
     MANIFEST_FILE,
     WHITELIST_FILE,
     Repository,
-    _fqrn_from_source,
     open_on_store,
-    with_fqrn,
+    resolve_name,
 )
 from .store import ObjectStore, stored_limit
 
@@ -379,10 +378,7 @@ def replicate(
         raise CvmfsError(
             f"--jobs {jobs}: not from 1 to {MAX_JOBS}", hint="parallel downloads; the default is 8"
         )
-    name = fqrn or _fqrn_from_source(source)
-    if not name:
-        raise CvmfsError(f"cannot tell the repository name from {source!r}", hint="pass --fqrn NAME")
-    source = with_fqrn(source, name)
+    name, source = resolve_name(source, fqrn)
     try:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as e:  # DEST a file, or under one: a traceback (pr18d finding 11)

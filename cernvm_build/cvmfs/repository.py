@@ -13,13 +13,16 @@ the signature chain verifies. What is bounded after (catalogs, nesting, rows) is
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import os
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from ..errors import CvmfsError, IntegrityError
 from ..fsutil import TooLarge, read_capped
+from ..numtext import decimal
 from . import blacklist as blacklist_mod
 from . import manifest as manifest_mod
 from . import rsa
@@ -59,6 +62,52 @@ MANIFEST_FILE = ".cvmfspublished"
 WHITELIST_FILE = ".cvmfswhitelist"
 #: the certificate object (as stored, hash X) of the manifest the cache keeps: the rollback floor's
 CERTIFICATE_META = ".cvmfscertificate"
+#: the signed files the cache keeps (manifest, whitelist, certificate: the rollback floor and the
+#: offline open) as one file, replaced whole: written as three, a kill between them left a manifest
+#: with another revision's whitelist or certificate, a floor that no longer verified (no floor)
+SIGNED_SET = ".cvmfssigned"
+_SET_HEAD = b"cernvm-build signed files 1\n"
+_SET_LIMITS = {MANIFEST_FILE: MAX_MANIFEST_BYTES, WHITELIST_FILE: MAX_WHITELIST_BYTES,
+               CERTIFICATE_META: MAX_CERTIFICATE_BYTES}  # fmt: skip
+
+
+def kept_signed(cache: ObjectCache) -> dict[str, bytes]:
+    """The signed files the cache keeps (``SIGNED_SET``), by name; a cache written before the set
+    (the three files) is read as it was. Damaged: none (the cache is a tree anyone with write access
+    can edit: an unverifiable floor is no floor anyway)."""
+    data = cache.load_meta(SIGNED_SET, len(_SET_HEAD) + sum(_SET_LIMITS.values()) + 256)
+    if data is None:
+        legacy = ((name, cache.load_meta(name, limit)) for name, limit in _SET_LIMITS.items())
+        return {name: blob for name, blob in legacy if blob is not None}
+    if not data.startswith(_SET_HEAD):
+        return {}
+    kept: dict[str, bytes] = {}
+    at = len(_SET_HEAD)
+    while at < len(data):
+        end = data.find(b"\n", at, at + 64)
+        name, _, size = data[at:end].decode("ascii", "replace").partition(" ")
+        n = decimal(size, 7)
+        if (
+            end < 0
+            or name not in _SET_LIMITS
+            or n is None
+            or n > _SET_LIMITS[name]
+            or end + 1 + n > len(data)
+        ):
+            return {}
+        kept[name] = data[end + 1 : end + 1 + n]
+        at = end + 1 + n
+    return kept
+
+
+def keep_signed(cache: ObjectCache, files: dict[str, bytes]) -> None:
+    """Keep ``files`` (verified) as the cache's signed set, in one atomic write: a kill leaves the
+    old set or the new one. Not written again when unchanged (each write is two fsyncs)."""
+    data = _SET_HEAD + b"".join(f"{name} {len(blob)}\n".encode() + blob for name, blob in files.items())
+    if cache.save_meta(SIGNED_SET, data):
+        for name in _SET_LIMITS:  # a cache written before the set: its three files are read no more
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(cache.root / name)
 
 
 class SnapshotSpec:
@@ -166,7 +215,7 @@ def _utc(timestamp: int) -> str:
 
 def _verified_floor(
     name: str,
-    cache: ObjectCache,
+    kept: dict[str, bytes],
     store: ObjectStore,
     keys: list[tuple[str, rsa.PublicKey]],
     blacklist: Blacklist,
@@ -179,8 +228,9 @@ def _verified_floor(
     with it (``CERTIFICATE_META``), not fetched from the server being judged: after a certificate
     rotation, a replayer of an older manifest who answered 404 for the newer certificate made the
     floor unverifiable and the rollback pass (audit13d finding 7). One signed by a certificate
-    blacklisted since is no floor either: who holds that key could have forged its T."""
-    old, old_w = cache.load_meta(MANIFEST_FILE), cache.load_meta(WHITELIST_FILE)
+    blacklisted since is no floor either: who holds that key could have forged its T. ``kept``: the
+    cache's signed set (``kept_signed``), read once by the open."""
+    old, old_w = kept.get(MANIFEST_FILE), kept.get(WHITELIST_FILE)
     if old is None or old_w is None:
         return None
     try:
@@ -191,7 +241,7 @@ def _verified_floor(
             store=store,
             keys=keys,
             check_expiry=False,
-            certificate=cache.load_meta(CERTIFICATE_META, MAX_CERTIFICATE_BYTES),
+            certificate=kept.get(CERTIFICATE_META),
             blacklist=blacklist,
         )
     except (CvmfsError, ValueError):
@@ -338,6 +388,19 @@ def _check_name(name: str, *, given: bool) -> None:
         ) from None
 
 
+def resolve_name(source: str | Path | Sequence[str], fqrn: str | None) -> tuple[str, str | Path | list[str]]:
+    """The repository's name (``fqrn``, else a local Stratum's manifest ``N``, else the source's
+    ``/cvmfs/<fqrn>``), checked before it names a folder, and ``source`` with ``@fqrn@`` filled in:
+    the one derivation of ``open_repository`` and ``replicate``."""
+    name = fqrn or local_fqrn(source) or _fqrn_from_source(source)
+    if not name:
+        raise CvmfsError(
+            f"cannot tell the repository name from {source!r}", hint="pass --fqrn NAME (e.g. sft.cern.ch)"
+        )
+    _check_name(name, given=fqrn is not None)
+    return name, with_fqrn(source, name)
+
+
 def open_repository(
     source: str | Path | Sequence[str],
     *,
@@ -368,13 +431,7 @@ def open_repository(
         if not (base / MANIFEST_FILE).exists() and (base / "repo" / MANIFEST_FILE).exists():
             base = base / "repo"  # the fixture layout: <fqrn>/{repo,keys}
         source = base
-    name = fqrn or local_fqrn(source) or _fqrn_from_source(source)
-    if not name:
-        raise CvmfsError(
-            f"cannot tell the repository name from {source!r}", hint="pass --fqrn NAME (e.g. sft.cern.ch)"
-        )
-    _check_name(name, given=fqrn is not None)
-    source = with_fqrn(source, name)
+    name, source = resolve_name(source, fqrn)
     fetcher = make_fetcher(source, repo=name, proxy=proxy, timeout=timeout, retries=retries)
     cache = ObjectCache(cache_dir / name, repo=name) if cache_dir is not None else None
     store = ObjectStore(fetcher, cache, repo=name)
@@ -478,7 +535,8 @@ def _open(
             else b""
         )
     except (Unreachable, NotFound, _NotSigned) as e:
-        cached = (cache.load_meta(MANIFEST_FILE), cache.load_meta(WHITELIST_FILE)) if cache else (None, None)
+        kept = kept_signed(cache) if cache else {}
+        cached = (kept.get(MANIFEST_FILE), kept.get(WHITELIST_FILE))
         if cached[0] is not None and (cached[1] is not None or not verify):
             mbytes, wbytes = cached[0], cached[1] or b""
             offline = True
@@ -508,8 +566,9 @@ def _open(
             # a restart on the revision this cache verified last (the common open: every boot of a
             # seeded image) has no floor to check: the same bytes were just verified, and their
             # second check was a fifth of such an open's CPU
-            same = cache.load_meta(MANIFEST_FILE, MAX_MANIFEST_BYTES) == mbytes
-            prev = _verified_floor(name, cache, store, keys, blacklist) if verify and not same else None
+            kept = kept_signed(cache)
+            same = kept.get(MANIFEST_FILE) == mbytes
+            prev = _verified_floor(name, kept, store, keys, blacklist) if verify and not same else None
             # the publication time decides, not the revision: a replay (or a stale mirror) carries
             # an older T, and a newer T needs the signing key; a repository re-created under its
             # name (new revisions from 2, later T) is followed, as before the floor was verified —
@@ -521,14 +580,14 @@ def _open(
                     f"{_utc(prev.timestamp)} that this cache already verified",
                     hint=f"a stale mirror or a replay; if the server's clock went back, remove {cache.root}",
                 )
-            if m.certificate_hash and verify:  # kept before the manifest it verifies (the floor's)
-                cert = store.raw(
+            files = dict(kept, **{MANIFEST_FILE: mbytes})  # unverified (no whitelist): the old ones
+            if wbytes:
+                files[WHITELIST_FILE] = wbytes
+            if m.certificate_hash and verify:  # the certificate that verifies it (the floor's)
+                files[CERTIFICATE_META] = store.raw(
                     m.certificate_hash, SUFFIX_CERTIFICATE, what="certificate", limit=MAX_CERTIFICATE_BYTES
                 )  # from the object cache: the chain just kept it there, verified
-                cache.save_meta(CERTIFICATE_META, cert)
-            cache.save_meta(MANIFEST_FILE, mbytes)
-            if wbytes:
-                cache.save_meta(WHITELIST_FILE, wbytes)
+            keep_signed(cache, files)
 
     history: History | None = None
     if m is not None and m.history_hash:

@@ -23,7 +23,14 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import ClassVar
 
-from ..boundedhttp import IDLE_TIMEOUT, MAX_CONNECTIONS, MAX_PER_CLIENT, BoundedHTTPServer, HeaderDeadline
+from ..boundedhttp import (
+    IDLE_TIMEOUT,
+    MAX_CONNECTIONS,
+    MAX_PER_CLIENT,
+    BoundedHTTPServer,
+    HeaderDeadline,
+    url_host,
+)
 from ..errors import CvmfsError
 from ..fsutil import open_regular, read_capped
 from .limits import MAX_MANIFEST_BYTES
@@ -90,7 +97,7 @@ class Server:
         host = self.httpd.server_address[0]
         if isinstance(host, bytes):
             host = host.decode()
-        return f"http://{host}:{self.port}"
+        return f"http://{url_host(str(host))}:{self.port}"
 
     def repo_url(self, fqrn: str | None = None) -> str:
         """``http://127.0.0.1:PORT/cvmfs/<fqrn>`` (the only repository when ``fqrn`` is None)."""

@@ -33,6 +33,7 @@ from .s3client import S3Client, S3Url, make_client, parse_s3_url, s3_error
 from .s3sync import JOBS, Checkpoint, SyncReport, sync_tree
 from .s3write import prefetch_conditions, settle_probe
 from .source import HttpSource, LocalSource, S3Source, Source, open_source
+from .uploads import ABORT_OLDER_THAN
 from .yum import published_references as yum_refs
 from .yum import verify_yum
 
@@ -128,12 +129,15 @@ def mirror(
     rehash: bool = False,
     allow_rewrite: bool = False,
     checkpoint: Checkpoint | None = None,
+    abort_uploads_older_than: int | None = ABORT_OLDER_THAN,
 ) -> MirrorReport:
     """Verify ``source_spec`` (folder or URL) and publish it to ``dest``; SourceBroken if unsound.
 
     File hashes are remembered by file identity between runs (see ``hashcache``) unless ``rehash``.
     A package whose content changed under a published name is refused (``RewriteRefused``) unless
     ``allow_rewrite``; ``checkpoint`` is called after each step (see ``s3sync.Checkpoint``).
+    Unfinished multipart uploads of killed runs, and under ``dest`` those older than
+    ``abort_uploads_older_than`` seconds, are aborted (see ``uploads``).
     """
     url = parse_s3_url(dest)
     if kind not in KINDS:
@@ -148,7 +152,8 @@ def mirror(
         prefetch_conditions(client, url)  # overlaps the verification
     try:
         report = _mirror(kind, source_spec, url, cache, gpg_key, suites, jobs, keep, dry_run, delete,
-                         progress, client, allow_rewrite, checkpoint or (lambda e, k: None))  # fmt: skip
+                         progress, client, allow_rewrite, checkpoint or (lambda e, k: None),
+                         abort_uploads_older_than)  # fmt: skip
     except OSError as e:
         raise local_error(e) from e
     finally:
@@ -188,6 +193,7 @@ def _mirror(
     client: S3Client,
     allow_rewrite: bool,
     checkpoint: Checkpoint,
+    abort_older_than: int | None,
 ) -> MirrorReport:
     source = open_source(source_spec, cache_dir("mirror", "staging"), cache)
     if isinstance(source, LocalSource) and not dry_run:
@@ -203,7 +209,7 @@ def _mirror(
                 return MirrorReport(
                     gate.checked,
                     _sync(kind, source.root, url, gate.checked, client, jobs, keep, dry_run, delete, progress,
-                          cache, allow_rewrite, checkpoint, gate),
+                          cache, allow_rewrite, checkpoint, gate, abort_older_than),
                 )  # fmt: skip
             checked = gate.finish()  # refused before anything was planned, or not handed over
     else:
@@ -223,7 +229,7 @@ def _mirror(
     return MirrorReport(
         checked,
         _sync(kind, tree, url, checked, client, jobs, keep, dry_run, delete, progress, cache, allow_rewrite,
-              checkpoint, None),
+              checkpoint, None, abort_older_than),
     )  # fmt: skip
 
 
@@ -262,6 +268,7 @@ def _sync(
     allow_rewrite: bool,
     checkpoint: Checkpoint,
     gate: VerifyGate | None,
+    abort_older_than: int | None,
 ) -> SyncReport:
     return sync_tree(
         tree,
@@ -283,4 +290,5 @@ def _sync(
         # signature to disagree with; apt's by-hash readers never read the fixed-name ones).
         detached_index=any(i.endswith((".asc", ".gpg", "InRelease")) for i in checked.indexes),
         gate=gate,
+        abort_uploads_older_than=abort_older_than,
     )

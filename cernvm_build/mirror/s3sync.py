@@ -37,6 +37,7 @@ from typing import Any, Protocol
 
 from .. import jsonable
 from ..errors import MirrorError
+from ..paths import cache_dir
 from .hashcache import HashCache
 from .indexwriter import IndexWriter
 from .s3client import S3Client, S3Url, make_client, parse_s3_url, watching
@@ -63,6 +64,7 @@ from .s3write import (
     server_conditions,
     write_manifest,
 )
+from .uploads import ABORT_OLDER_THAN, UploadLog, sweep
 
 __all__ = [
     "MANIFEST",
@@ -96,6 +98,8 @@ class SyncReport:
     rewritten: list[str] = field(default_factory=list)
     #: seconds from the first rewrite to the last index written (0 without rewrites)
     exposure_s: float = 0.0
+    #: keys of unfinished multipart uploads aborted (killed syncs' own, and old ones under the prefix)
+    aborted_uploads: list[str] = field(default_factory=list)
 
     @property
     def uploads(self) -> list[Action]:
@@ -175,6 +179,8 @@ def sync_tree(
     exclude: Sequence[str] = (),
     detached_index: bool = False,
     gate: UploadGate | None = None,
+    upload_log: UploadLog | None = None,
+    abort_uploads_older_than: int | None = ABORT_OLDER_THAN,
 ) -> SyncReport:
     """Make ``dest`` hold exactly ``local_dir`` (plus what the kept generations still reference).
 
@@ -188,6 +194,10 @@ def sync_tree(
     that a SIGKILL of this one does not stop midway (see ``indexwriter``), so signed index pairs are
     never left mixed by a killed sync. ``gate``: new objects wait for its ``allow``, everything after
     them for its ``finish``; when it raises, the objects this run created are deleted and it re-raises.
+    ``upload_log``: where multipart uploads are recorded while they run (default: the cache's
+    ``mirror/uploads``); before uploading, the uploads dead syncs recorded there for this bucket are
+    aborted, and so are those under the prefix older than ``abort_uploads_older_than`` seconds (None:
+    no such sweep); see ``uploads``.
     """
     url = parse_s3_url(dest)
     if client is None:
@@ -219,6 +229,8 @@ def sync_tree(
             exclude,
             detached_index,
             gate,
+            upload_log,
+            abort_uploads_older_than,
         )
     report.requests = dict(sorted(counts.items()))
     return report
@@ -245,6 +257,8 @@ def _sync(
     exclude: Sequence[str],
     detached_index: bool,
     gate: UploadGate | None,
+    upload_log: UploadLog | None,
+    abort_older_than: int | None,
 ) -> SyncReport:
     local = scan_local(local_dir, jobs=jobs, progress=progress, cache=hash_cache, exclude=exclude)
     check_key_lengths(url, local)
@@ -276,6 +290,24 @@ def _sync(
         return report
     checkpoint("planned", "")
 
+    # The parts killed runs left (billed for ever otherwise): before this run starts its own. The
+    # recorded ones cost no request unless there are some; the sweep (one LIST) comes with a run that
+    # writes, so an unchanged re-sync stays one LIST and one GET.
+    log = upload_log or UploadLog(cache_dir("mirror") / "uploads")
+    report.aborted_uploads = log.reclaim(client, url)
+    problems = log.problems
+    if abort_older_than is not None and report.actions:
+        try:
+            report.aborted_uploads += sweep(client, url, abort_older_than)
+        except MirrorError as e:  # e.g. credentials that may write but not list uploads: not this sync's job
+            problems.append(str(e))
+    if problems:
+        report.notes.append(f"unfinished multipart uploads not aborted: {problems[0]}")
+    if report.aborted_uploads:
+        report.notes.append(
+            f"aborted {len(report.aborted_uploads)} unfinished multipart upload(s) of interrupted syncs"
+        )
+
     uploads = report.uploads
     conditions = Conditions(bool(conditional))
     if uploads and conditional is None:
@@ -295,6 +327,7 @@ def _sync(
         conditions=conditions,
         total=sum(a.size for a in uploads),
         progress=progress,
+        upload_log=log,
     )
 
     def uploader(event: str) -> Callable[[Action], None]:

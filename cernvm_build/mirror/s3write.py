@@ -26,6 +26,7 @@ from .hashcache import signature
 from .s3client import META_SHA256, S3Client, S3Url, direct_put, error_code, http_status, s3_error
 from .s3direct import DirectPut
 from .s3plan import MANIFEST, PROBE_PREFIX, Action, LocalFile, Manifest, Progress, head_sha256
+from .uploads import Entry, UploadLog
 
 #: Packages above this go up as multipart uploads, PART_JOBS parts at a time (one stream of a few MB/s
 #: per connection is what many S3 gateways give; a big package then takes as long as a small one).
@@ -196,6 +197,7 @@ class Writer:
         progress: Progress | None,
         direct: DirectPut | None = None,
         connect: Callable[[], S3Client] | None = None,
+        upload_log: UploadLog | None = None,
     ):
         """``client``, or ``direct`` and ``connect`` (makes a botocore client on first need: the index
         writer process, which then imports no boto3 for its PUTs and HEADs)."""
@@ -212,6 +214,7 @@ class Writer:
         self.lock = threading.Lock()
         self.etags: dict[str, str] = {}  # in the order the uploads completed
         self.direct = direct if direct is not None or client is None else direct_put(client)
+        self.upload_log = upload_log
 
     @property
     def client(self) -> S3Client:
@@ -333,6 +336,13 @@ class Writer:
     def _multipart(self, key: str, lf: LocalFile, extra: dict[str, Any], cond: dict[str, Any]) -> str:
         up = self.client.create_multipart_upload(Bucket=self.url.bucket, Key=key, **extra)
         upload_id = up["UploadId"]
+        if self.upload_log is None:
+            return self._parts(key, upload_id, lf, cond, Entry())
+        # recorded while it runs: the next sync aborts it if this one is killed (see uploads)
+        with self.upload_log.running(self.client, self.url.bucket, key, upload_id) as entry:
+            return self._parts(key, upload_id, lf, cond, entry)
+
+    def _parts(self, key: str, upload_id: str, lf: LocalFile, cond: dict[str, Any], entry: Entry) -> str:
         try:
             with open(lf.path, "rb") as f:
                 if signature(os.fstat(f.fileno())) != lf.sig:
@@ -364,15 +374,18 @@ class Writer:
             resp = self.client.complete_multipart_upload(
                 Bucket=self.url.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}, **cond
             )
+            entry.settled = True
             if resp.get("ETag"):
                 return str(resp["ETag"])
             # Ceph RGW 16 answers CompleteMultipartUpload with an empty <ETag>: ask for it.
             return str(self.client.head_object(Bucket=self.url.bucket, Key=key)["ETag"])
         except BaseException:
-            try:
-                self.client.abort_multipart_upload(Bucket=self.url.bucket, Key=key, UploadId=upload_id)
-            except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
-                pass
+            if not entry.settled:
+                try:
+                    self.client.abort_multipart_upload(Bucket=self.url.bucket, Key=key, UploadId=upload_id)
+                    entry.settled = True
+                except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
+                    pass  # left recorded: the next sync aborts it
             raise
 
 

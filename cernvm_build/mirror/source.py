@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import socket
+import stat
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -101,6 +102,39 @@ _UNSAFE_CHARS = re.compile(r"[?#\\\x00-\x1f\x7f]|%[0-9A-Fa-f]{2}")
 
 def _shown(rel: str) -> str:
     return rel.encode("unicode_escape").decode("ascii")
+
+
+class StagedNames:
+    """The names a run stages in one folder, and the folders above them (staging runs in threads):
+    a source naming both a file and a path below it (``a.rpm`` and ``a.rpm/b.rpm``) is malformed,
+    one line naming both, before either is staged ("Is a directory" from the second one's write)."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self._named: set[str] = set()
+        self._folders: set[str] = set()
+        self._lock = threading.Lock()
+
+    def claim(self, rel: str) -> list[str]:
+        """Claim ``rel``; the folders above it, outermost first."""
+        parts = rel.split("/")
+        folders = ["/".join(parts[:i]) for i in range(1, len(parts))]
+        with self._lock:
+            file_above = next((f for f in folders if f in self._named), None)
+            if file_above is not None:
+                raise self._clash(file_above, rel)
+            if rel in self._folders:
+                below = next(n for n in self._named if n.startswith(f"{rel}/"))
+                raise self._clash(rel, below)
+            self._named.add(rel)
+            self._folders.update(folders)
+        return folders
+
+    def _clash(self, name: str, below: str) -> MirrorError:
+        return MirrorError(
+            f"{self.source}: the source names both the file '{_shown(name)}' and '{_shown(below)}' below it",
+            hint="a repository holds files, not a file and a folder of one name: the source is malformed",
+        )
 
 
 def safe_rel(rel: str) -> str:
@@ -338,11 +372,8 @@ class HttpSource:
         self.timeout = timeout
         self.session = deadline_session()
         self.fetched: set[str] = set()
-        #: the names this run downloads, and the folders above them (``_make_way``): downloads run
-        #: in threads
-        self._named: set[str] = set()
-        self._folders: set[str] = set()
-        self._claims = threading.Lock()
+        #: the names this run downloads (``_make_way``)
+        self._claims = StagedNames(self.base)
 
     def _url(self, rel: str) -> str:
         return self.base + quote(safe_rel(rel))
@@ -395,32 +426,23 @@ class HttpSource:
         (staged copies are throwaway); one such run left a staging folder that every later run
         failed on with "Is a directory" (pr20a finding 5). A file and a path below it both named
         in this run are a malformed source's: one line, before either is staged."""
-        parts = rel.split("/")
-        folders = ["/".join(parts[:i]) for i in range(1, len(parts))]
-        with self._claims:
-            file_above = next((f for f in folders if f in self._named), None)
-            if file_above is not None:
-                raise self._clash(file_above, rel)
-            if rel in self._folders:
-                below = next(n for n in self._named if n.startswith(f"{rel}/"))
-                raise self._clash(rel, below)
-            self._named.add(rel)
-            self._folders.update(folders)
-        for f in folders:
+        folders = self._claims.claim(rel)
+        for f in folders:  # one lstat a level (is_dir, is_symlink, lexists were three)
             p = self.staging / f
-            if not p.is_dir() or p.is_symlink():
-                if os.path.lexists(p):
-                    p.unlink()
-                break  # nothing is staged below a name that is no folder
+            try:
+                if stat.S_ISDIR(os.lstat(p).st_mode):
+                    continue
+            except FileNotFoundError:
+                break  # nothing is staged below a name that is not there
+            p.unlink()
+            break  # nor below a name that is no folder
         dest = self.staging / rel
-        if dest.is_dir() and not dest.is_symlink():
+        try:
+            folder = stat.S_ISDIR(os.lstat(dest).st_mode)
+        except FileNotFoundError:
+            folder = False
+        if folder:
             remove_tree(dest)
-
-    def _clash(self, name: str, below: str) -> MirrorError:
-        return MirrorError(
-            f"{self.base}: the source names both the file '{_shown(name)}' and '{_shown(below)}' below it",
-            hint="a repository holds files, not a file and a folder of one name: the source is malformed",
-        )
 
     def _late(self, url: str, got: int, elapsed: float) -> MirrorError:
         return MirrorError(
@@ -487,6 +509,7 @@ class S3Source:
         self.name = str(url)
         self.stage = stage
         self.stage_suffixes = stage_suffixes
+        self._staged = StagedNames(self.name)
 
     def _get(self, rel: str) -> Iterable[bytes] | None:
         try:
@@ -505,15 +528,18 @@ class S3Source:
     def digest(
         self, rel: str, algo: str, expect: str | None = None, size: int | None = None
     ) -> tuple[str, int] | None:
+        staged = self.stage is not None and rel.endswith(self.stage_suffixes)
+        if staged:  # ``a.rpm`` and ``a.rpm/b.rpm`` both named: one line, not "Is a directory"
+            self._staged.claim(safe_rel(rel))
         got = self._get(rel)
         if got is None:
             return None
         # as a download: one byte past the size the index gives (else MAX_INDEX) shows it is wrong; an
         # endpoint's endless body was read, hashed and (staged) written to disk to its end
         chunks = _upto(got, (size if size is not None else MAX_INDEX) + 1)
-        if self.stage is None or not rel.endswith(self.stage_suffixes):
+        if self.stage is None or not staged:
             return hash_stream(chunks, algo)
-        with atomic_file(self.stage / safe_rel(rel), durable=False) as f:  # a throwaway copy
+        with atomic_file(self.stage / rel, durable=False) as f:  # a throwaway copy
             return hash_stream(_tee(chunks, f), algo)
 
     def remembered(self, rel: str, algo: str) -> tuple[str, int] | None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from .. import jsonable
 from .. import releaseindex as idx
+from ..errors import utf8_text
 from ..fsutil import TooLarge, read_capped
 from ..mirror import s3sync
 from ..mirror.publish import mirror
@@ -69,17 +70,14 @@ def release_notes(release_dir: Path) -> str | None:
     if not path.exists():
         return None
     try:
-        return read_capped(path, MAX_NOTES).decode("utf-8")
+        data = read_capped(path, MAX_NOTES)
     except TooLarge as e:
         raise idx.ReleaseError(e.strerror, where=str(path), hint="the notes are damaged") from None
-    except UnicodeDecodeError as e:
-        raise idx.ReleaseError(
-            f"not UTF-8 text (byte {e.start})", where=str(path), hint="save the notes as UTF-8"
-        ) from None
     except OSError as e:  # a FIFO or a folder (not a regular file), no permission
         raise idx.ReleaseError(
             f"cannot read: {e.strerror}", where=str(path), hint="the notes are a Markdown file"
         ) from None
+    return utf8_text(data, str(path), "save the notes as UTF-8", idx.ReleaseError)
 
 
 def site_with_release(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import IntegrityError
+from ..errors import IntegrityError, utf8_text
 from ..fsutil import TooLarge, atomic_write, read_capped
 from ..releaseindex import ReleaseArtifact
 
@@ -28,19 +28,14 @@ def parse(path: Path) -> dict[str, str]:
     as ``sha256sum -c`` would judge it: a name listed twice (the last line would otherwise win over a
     wrong first one) and CR line ends are refused, as is text that is not UTF-8."""
     try:
-        text = read_capped(path, MAX_SUMS).decode(
-            "utf-8"
-        )  # a huge file was read whole, and copied to decode it
+        data = read_capped(path, MAX_SUMS)  # a huge file was read whole, and copied to decode it
     except TooLarge as e:
         raise IntegrityError(f"{path}: {e.strerror}", hint="the file was damaged or edited") from None
     except OSError as e:  # a FIFO or a folder (not a regular file), no permission
         raise IntegrityError(
             f"{path}: cannot read: {e.strerror}", hint="the file was damaged or edited"
         ) from None
-    except UnicodeDecodeError as e:
-        raise IntegrityError(
-            f"{path}: not UTF-8 text (byte {e.start})", hint="the file was damaged or edited"
-        ) from None
+    text = utf8_text(data, str(path), "the file was damaged or edited", IntegrityError)
     lines = text.split("\n")
     if lines[-1] == "":
         lines.pop()  # the newline that ends the last line

@@ -286,10 +286,13 @@ class Builder:
             old_keys = {snap.keys[rel] for rel in edited} if snap and edited is not None else set()
             # a build that may plan the edited pages alone reads the rest of a page's metadata on use;
             # a builder that built last reads only what it did not then (no other build since)
+            # what this builder kept of the last build, if that build is the recorded one (compared
+            # once: it was compared again before patching its pages)
+            kept = self._kept if self._kept is not None and self._kept.snap == snap else None
             metas = state.md_meta(
                 set(keys.values()) | old_keys,
                 lazy=edited is not None,
-                kept=self._kept.metas if self._kept is not None and self._kept.snap == snap else None,
+                kept=kept.metas if kept is not None else None,
             )
             # jinja2 imported while the workers render (~0.05 CPU-s that was serial time after them): a
             # build that renders Markdown writes pages
@@ -318,9 +321,9 @@ class Builder:
             files = {rel: path for rel, (path, _digest, _name) in sources.markdown.items()}
             changed = dates()
             inputs = sha(json.dumps(changed, sort_keys=True))
-            kept, self._kept = self._kept, None  # (this build changes its pages: kept again at its end)
+            self._kept = None  # (this build changes its pages: kept again at its end)
             digested = navigation = None
-            if kept is not None and edited is not None and kept.snap == snap and kept.files == files:
+            if kept is not None and edited is not None and kept.files == files:
                 digested = plan_digest(cfg, sources.assets, data, env, css, inputs, file_sha256)
             if kept is not None and digested is not None and digested[0] == kept.snap.digest:
                 # the last complete build was this builder's, and nothing but the edited pages' own

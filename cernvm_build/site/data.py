@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import table
 from ..bootloader import userdata
-from ..errors import BuildError, CernVMError, Location
+from ..errors import BuildError, CernVMError, Location, utf8_text
 from .config import SiteConfig
 from .frontmatter import Memo, is_yaml_error, load_nested
 
@@ -31,17 +31,11 @@ if TYPE_CHECKING:
 def _load_file(path: Path, memo: Memo | None = None) -> Any:
     """A data file's value; ``memo``: YAML texts parsed before (``frontmatter.Memo``)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = utf8_text(path.read_bytes(), str(path))
         return load_nested(json.loads if path.suffix == ".json" else (memo or Memo()).load, text, str(path))
     except json.JSONDecodeError as e:
         raise BuildError(
             f"not valid JSON: {e.msg}", where=Location(file=str(path), line=e.lineno, column=e.colno)
-        ) from None
-    except UnicodeDecodeError as e:
-        raise BuildError(
-            f"not UTF-8 text (byte {e.start})",
-            where=str(path),
-            hint="save the file as UTF-8",
         ) from None
     except Exception as e:
         if isinstance(e, BuildError) or not is_yaml_error(e):

@@ -21,7 +21,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ..boundedhttp import IDLE_TIMEOUT, MAX_CONNECTIONS, MAX_PER_CLIENT, BoundedHTTPServer, HeaderDeadline
+from ..boundedhttp import (
+    IDLE_TIMEOUT,
+    MAX_CONNECTIONS,
+    MAX_PER_CLIENT,
+    BoundedHTTPServer,
+    HeaderDeadline,
+    url_host,
+)
 from ..errors import BuildError, CernVMError
 from ..fsutil import open_regular
 from .build import Builder, BuildReport
@@ -280,7 +287,7 @@ class Preview:
     @property
     def url(self) -> str:
         host, port = self.server.server_address[:2]
-        return f"http://{host!s}:{port}{self._handler.base_path}"
+        return f"http://{url_host(str(host))}:{port}{self._handler.base_path}"
 
     def rebuild(self) -> BuildReport | None:
         try:

@@ -16,6 +16,7 @@ from cernvm_build.cvmfs import SnapshotSpec, manifest, open_repository, whitelis
 from cernvm_build.cvmfs.cache import ObjectCache
 from cernvm_build.cvmfs.fetch import LocalFetcher, Unreachable
 from cernvm_build.cvmfs.objects import compress, hash_bytes
+from cernvm_build.cvmfs.repository import SIGNED_SET
 from cernvm_build.cvmfs.serve import Server
 from cernvm_build.cvmfs.store import ObjectStore
 from cernvm_build.errors import CvmfsError, IntegrityError
@@ -172,6 +173,11 @@ def test_a_server_url_with_the_fqrn_placeholder_names_the_repository(
         open_repository(templated, public_keys=[fx.pub])
     assert "--fqrn" in (e.value.hint or "")
     assert replicate(templated, tmp_path / "s1", fqrn=FQRN, public_keys=[fx.pub]).revision == 2
+    # one derivation of the name for both (resolve_name): replicate checks it too, before DEST is made
+    for bad in ("../../x", "a/b"):
+        with pytest.raises(CvmfsError, match="invalid repository name") as e:
+            replicate(templated, tmp_path / "s2", fqrn=bad, public_keys=[fx.pub])
+        assert not (tmp_path / "s2").exists(), e.value
 
 
 def test_fail_over_past_a_tampering_mirror(fx: Fixture, server: Server, tmp_path: Path) -> None:
@@ -251,7 +257,7 @@ def test_offline_from_cache_and_pinned_root(fx: Fixture, server: Server, tmp_pat
         with pytest.raises(Unreachable):  # not in the cache
             repo.read("/usr/bin/tool20")
     # a pinned root hash also works offline (its catalogs are in the cache)
-    (cache / FQRN / ".cvmfspublished").unlink()
+    (cache / FQRN / SIGNED_SET).unlink()
     pinned = SnapshotSpec(root_hash=ROOT_REV2)
     with open_repository(url, public_keys=[fx.pub], cache_dir=cache, snapshot=pinned, retries=0) as repo:
         assert repo.manifest is None and repo.read("/etc/new-in-rev2") == b"added\n"

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -195,3 +197,85 @@ def test_a_fetch_killed_mid_object_leaves_nothing_after_the_next_open(tmp_path: 
     ObjectCache(root, repo="x.test")  # another open while this process runs keeps its folder
     assert live.lookup(hash_bytes(data), "") is not None
     assert [p.name for p in (root / "tmp").iterdir()] == [Path(live._temp_dir()).name]
+
+
+#: opens a cache, makes its scratch and forks a "daemon" that keeps serving from it while the
+#: process that made the folder exits (as ``cvmfs mount`` without --foreground); prints the
+#: daemon's pid and the folder
+FORKED_DAEMON = """\
+import os, sys, time
+from pathlib import Path
+from cernvm_build.cvmfs.cache import ObjectCache
+cache = ObjectCache(Path(sys.argv[1]), repo="x.test")
+scratch = cache.scratch()
+(scratch / "catalog").write_bytes(b"inflated")
+pid = os.fork()
+if pid == 0:
+    os.setsid()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    time.sleep(600)
+    os._exit(0)
+print(pid, scratch, flush=True)
+os._exit(0)
+"""
+
+
+def test_a_killed_daemons_scratch_is_swept_and_a_running_ones_kept(tmp_path: Path) -> None:
+    """lf20 leftover: a process's scratch folder (``tmp/proc-…``: inflated catalogs, large objects)
+    was never swept, so each killed mount daemon left its own for good; a pid in its name could
+    not tell, as the daemon forked from the process that made it. Locked instead: kept while the
+    daemon runs, removed by the next open once it was killed; older versions' pid-named ones go
+    when their pid no longer runs."""
+    import signal
+    import time
+
+    from cernvm_build.fsutil import process_alive
+
+    root = tmp_path / "c"
+    old_dead = root / "tmp" / "proc-4194305-abcd1234"  # past PID_MAX: no process has it
+    old_alive = root / "tmp" / f"proc-{os.getpid()}-abcd1234"
+    for folder in (old_dead, old_alive):
+        folder.mkdir(parents=True)
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[2]))
+    argv = [sys.executable, "-c", FORKED_DAEMON, str(root)]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True, env=env)
+    pid_text, scratch_text = out.stdout.split()
+    daemon, scratch = int(pid_text), Path(scratch_text)
+    try:
+        ObjectCache(root, repo="x.test")  # its maker has exited: the running daemon's is kept
+        assert (scratch / "catalog").read_bytes() == b"inflated"
+        assert not old_dead.exists() and old_alive.exists()
+    finally:
+        os.kill(daemon, signal.SIGKILL)
+    for _ in range(200):  # reaped by whoever adopted it
+        if not process_alive(daemon):
+            break
+        time.sleep(0.05)
+    ObjectCache(root, repo="x.test")
+    assert not scratch.exists()
+    assert old_alive.exists()
+
+
+def test_a_folder_of_temporaries_on_another_file_system_is_one_line(tmp_path: Path) -> None:
+    """lf20 leftover: objects are renamed from ``tmp/`` into ``data/``; a ``tmp`` on another file
+    system (here a link to /dev/shm) failed every store with EXDEV, naming neither folder."""
+    from cernvm_build.cvmfs.objects import compress, hash_bytes
+    from cernvm_build.errors import CvmfsError
+
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev or not os.access(shm, os.W_OK):
+        pytest.skip("no writable /dev/shm on another file system than the test's folder")
+    elsewhere = Path(tempfile.mkdtemp(dir=shm))
+    try:
+        root = tmp_path / "c"
+        root.mkdir()
+        (root / "tmp").symlink_to(elsewhere)
+        cache = ObjectCache(root, repo="x.test")
+        data = compress(b"x")
+        with pytest.raises(CvmfsError, match=r"x.test: cache folder .*/c/tmp is on another file system than"):
+            cache.store(hash_bytes(data), "", iter([data]), what="file")
+        assert list(elsewhere.iterdir()) == []
+    finally:
+        shutil.rmtree(elsewhere)

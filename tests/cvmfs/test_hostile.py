@@ -235,9 +235,13 @@ def test_rollback_floor_is_the_verified_manifest(hostile_base: hostile.Repo, tmp
     assert revision() == m0.revision
     # a forged cached manifest (T in 2099, no valid signature) is ignored as a floor
     sign(revision=m0.revision + 2, timestamp=m0.timestamp + 30)
-    cached = cache / repo.fqrn / ".cvmfspublished"
-    assert cached.exists()
-    cached.write_bytes(hostile.tampered_manifest(repo, T="4070908800"))
+    from cernvm_build.cvmfs.cache import ObjectCache
+    from cernvm_build.cvmfs.repository import MANIFEST_FILE, keep_signed, kept_signed
+
+    kept = ObjectCache(cache / repo.fqrn, repo=repo.fqrn)
+    assert MANIFEST_FILE in kept_signed(kept)
+    forged = hostile.tampered_manifest(repo, T="4070908800")
+    keep_signed(kept, dict(kept_signed(kept), **{MANIFEST_FILE: forged}))
     assert revision() == m0.revision + 2
 
 
@@ -645,6 +649,66 @@ def test_a_replay_from_before_a_certificate_rotation_is_refused_by_the_cache_and
         CvmfsError, match=rf"offers revision {m0.revision}, older than the replica's {m0.revision + 1}"
     ):
         replicate(repo.stratum, replica, public_keys=[repo.pub], fqrn=repo.fqrn)
+
+
+#: open the repository with the cache, SIGKILLed right after the cache's ``kill_at``-th signed-file
+#: write (or after the open, when it writes fewer)
+KILLED_OPEN = """\
+import os, signal, sys
+from pathlib import Path
+from cernvm_build.cvmfs import cache
+from cernvm_build.cvmfs.repository import open_repository
+stratum, fqrn, pub, where, kill_at = sys.argv[1:]
+writes = 0
+real = cache.atomic_write
+def write(*args, **kwargs):
+    global writes
+    real(*args, **kwargs)
+    writes += 1
+    if writes == int(kill_at):
+        os.kill(os.getpid(), signal.SIGKILL)
+cache.atomic_write = write
+with open_repository(Path(stratum), fqrn=fqrn, public_keys=[Path(pub)], cache_dir=Path(where)):
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.parametrize("kill_at", [1, 2, 3])
+def test_a_kill_while_the_cache_keeps_the_signed_files_leaves_a_rollback_floor(
+    hostile_base: hostile.Repo, tmp_path: Path, kill_at: int
+) -> None:
+    """lf20 leftover: the manifest, whitelist and certificate the rollback floor is checked with were
+    three writes; a kill after the certificate and manifest of a revision signed by a rotated
+    certificate, before its whitelist, left a floor that no longer verified (the new certificate is
+    not in the old whitelist): no floor, and the next open took a replay. They are one file now."""
+    from cernvm_build.cvmfs.objects import SUFFIX_CERTIFICATE, object_path
+    from cernvm_build.errors import IntegrityError
+    from tests.support.killed import run_killed
+
+    repo = hostile.copy_repo(hostile_base, tmp_path / "r")
+    cache = tmp_path / "cache"
+    first = {n: (repo.stratum / n).read_bytes() for n in (".cvmfspublished", ".cvmfswhitelist")}
+    m0 = manifest.parse(manifest.split_signed(first[".cvmfspublished"], "m").body)
+
+    def revision() -> int:
+        with open_repository(repo.stratum, fqrn=repo.fqrn, public_keys=[repo.pub], cache_dir=cache) as r:
+            assert r.manifest is not None
+            return r.manifest.revision
+
+    with hostile.Editor(repo) as ed:  # A: the floor before the killed run, the first certificate
+        ed.sign_manifest(revision=m0.revision + 1, timestamp=m0.timestamp + 10)
+    assert revision() == m0.revision + 1
+    cert = hostile.rotate_certificate(repo)
+    with hostile.Editor(repo) as ed:  # B: the rotated certificate, listed only by the new whitelist
+        ed.sign_manifest(revision=m0.revision + 2, timestamp=m0.timestamp + 20, certificate_hash=cert)
+    run_killed(KILLED_OPEN, repo.stratum, repo.fqrn, repo.pub, cache, kill_at)
+
+    for name, data in first.items():  # a replay of the first revision, genuinely signed
+        (repo.stratum / name).write_bytes(data)
+    for top in (repo.stratum, cache / repo.fqrn):  # the rotated certificate withheld
+        (top / object_path(cert, SUFFIX_CERTIFICATE)).unlink(missing_ok=True)
+    with pytest.raises(IntegrityError, match=rf"revision {m0.revision} published at .* behind revision "):
+        revision()
 
 
 @pytest.mark.parametrize(

@@ -110,3 +110,32 @@ def _published_revision(stratum: Path) -> int:
     from cernvm_build.cvmfs.manifest import parse
 
     return parse((stratum / ".cvmfspublished").read_bytes()).revision
+
+
+def test_publish_with_a_tag_inflates_the_history_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tag check (is the name free?) and the new history both read the current history
+    database: it was read and inflated twice per publish --tag; once now (a spy counts the reads)."""
+    from cernvm_build.cvmfs import commit
+    from cernvm_build.cvmfs import publish as publish_mod
+
+    keys = generate_keys(FQRN)
+    stratum = tmp_path / "srv" / FQRN
+    src = tmp_path / "src"
+    src.mkdir()
+    create_repository(stratum, FQRN, keys)
+    publish_tree(stratum, FQRN, keys, src, tag="first")
+    reads: list[str] = []
+    real = commit.read_object
+
+    def spy(stratum: Path, name: str, suffix: str, what: str) -> bytes:
+        if suffix == "H":
+            reads.append(name)
+        return real(stratum, name, suffix, what)
+
+    for module in (commit, publish_mod):
+        monkeypatch.setattr(module, "read_object", spy)
+    (src / "f").write_text("new")
+    publish_tree(stratum, FQRN, keys, src, tag="second")
+    assert len(reads) == 1, reads

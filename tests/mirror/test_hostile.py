@@ -15,6 +15,7 @@ import tracemalloc
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -326,6 +327,24 @@ def test_a_file_and_a_path_below_it_are_one_line_and_never_poison_the_staging(tm
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+@pytest.mark.parametrize("first", ["P/a.rpm", "P/a.rpm/b.rpm"])
+def test_a_bucket_naming_a_file_and_a_path_below_it_is_one_line_in_verify(
+    s3: Any, bucket: str, tmp_path: Path, first: str
+) -> None:
+    """lf20 leftover: ``mirror verify`` of a bucket with both keys staged the first .rpm (for rpm -K)
+    and failed on the second with "Is a directory" (or "Not a directory"), naming neither key."""
+    from cernvm_build.mirror.s3client import S3Url
+    from cernvm_build.mirror.source import S3Source
+
+    for key in ("r/P/a.rpm", "r/P/a.rpm/b.rpm"):
+        s3.put_object(Bucket=bucket, Key=key, Body=key.encode())
+    src = S3Source(s3, S3Url(bucket, "r"), tmp_path / "stage", (".rpm",))
+    then = "P/a.rpm" if first != "P/a.rpm" else "P/a.rpm/b.rpm"
+    assert src.digest(first, "sha256") is not None
+    with pytest.raises(MirrorError, match=r"names both the file 'P/a.rpm' and 'P/a.rpm/b.rpm' below"):
+        src.digest(then, "sha256")
 
 
 @pytest.mark.parametrize(

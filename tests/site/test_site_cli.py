@@ -307,7 +307,7 @@ RELEASE = json.dumps(
 @pytest.mark.parametrize(
     ("name", "body", "error"),
     [
-        ("data/x.yaml", b"a: \xff\n", "data/x.yaml: not UTF-8 text"),
+        ("data/x.yaml", b"a: \xff\n", "data/x.yaml:1: not UTF-8 text"),
         ("data/y.json", b"[" * 50000 + b"]" * 50000, "data/y.json: nested too deeply"),
         (
             "content/deep.md",

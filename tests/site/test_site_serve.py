@@ -289,3 +289,43 @@ def test_an_output_folder_that_cannot_be_made_is_one_error(site: Path, tmp_path:
         p.server.server_close()
     assert e.value.message.startswith(f"cannot make the output folder {out}: ")
     assert (tmp_path / "file").read_text() == ""
+
+
+def _ipv6_loopback() -> bool:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+def _get_over(family: int, address: str, port: int) -> bytes:
+    import socket
+
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect((address, port))
+        s.sendall(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+        return s.recv(64)
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="this machine has no IPv6 loopback (::1)")
+@pytest.mark.parametrize("host", ["::1", "::"])
+def test_an_ipv6_host_is_served_over_ipv6(site: Path, tmp_path: Path, host: str) -> None:
+    """``--host ::1`` bound an IPv4 socket (socketserver's default family): a bind error. ``::`` takes
+    IPv4 clients too where the system allows dual stack (Linux does unless bindv6only is set)."""
+    import socket
+
+    p = Preview(Builder(site, tmp_path / "out"), host=host, port=0, interval=60)
+    p.start()
+    try:
+        port = int(p.url.rsplit(":", 1)[1].split("/", 1)[0])
+        assert p.url == f"http://[{host}]:{port}/"
+        assert _get_over(socket.AF_INET6, "::1", port).startswith(b"HTTP/1.0 200")
+        if host == "::" and Path("/proc/sys/net/ipv6/bindv6only").read_text().strip() == "0":
+            assert _get_over(socket.AF_INET, "127.0.0.1", port).startswith(b"HTTP/1.0 200")
+    finally:
+        p.stop()
