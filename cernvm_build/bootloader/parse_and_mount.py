@@ -2,21 +2,21 @@
 
     python3 -m cernvm_build.bootloader.parse_and_mount        (fd 3: the parse's answer, fd 4: requests)
 
-The init starts it early on every boot (``init.head.sh`` ``start_mount``, from ``00-setup``): it imports
-the mount at once, so its imports (~2.5 s of CPU under TCG) fill the init's waits (module loading,
-DHCP, the context drive, e2fsck) instead of following them, and a boot that parses its user data
-starts Python once, not twice (~0.4 s each under TCG beyond the first one's warm-up). It then reads
-fd 4. A boot that must parse its user data (a first boot, a seeded one, changed user data; the lines
-an earlier boot kept on the scratch disk make it needless otherwise) writes ``parse``, ``USER_DATA``
-and ``LINES`` (one a line): the process parses ``USER_DATA`` into ``LINES`` (what
-``python3 -m cernvm_build.bootloader.userdata`` prints: checked ``key=value`` lines; its reports on
-stderr), writes ``0`` (or ``1``: the parse failed, the lines are not to be kept) and a newline on fd 3
-and closes it. Then the mount's command line: a log file (stdout and stderr go there, as the init's
-redirection did), the number of arguments, then one argument a line. It runs the mount as
-``python3 -m cernvm_build.cvmfs.mount`` would and exits with its status, without the interpreter's
-teardown (``exit_now``). fd 4 at its end before a whole
-command line (the init went another way): exits 0, nothing mounted. The init's side is
-``parse_user_data`` and ``mount_cvmfs``.
+The init starts it early on every boot, once the modules are loaded (``init.head.sh`` ``start_mount``,
+from ``01-modules``): it imports the mount at once, so its imports (~1 s of CPU under TCG) fill the
+init's waits (DHCP, the context drive, e2fsck) instead of following them (not the modules' loading: all
+CPU, nothing to fill, and beside it the imports made the boot ~0.75 guest-s later), and a boot that
+parses its user data starts Python once, not twice (~0.4 s each under TCG beyond the first one's
+warm-up). It then reads fd 4. A boot that must parse its user data (a first boot, a seeded one, changed
+user data; the lines an earlier boot kept on the scratch disk make it needless otherwise) writes
+``parse``, ``USER_DATA`` and ``LINES`` (one a line): the process parses ``USER_DATA`` into ``LINES``
+(what ``python3 -m cernvm_build.bootloader.userdata`` prints: checked ``key=value`` lines; its reports
+on stderr), writes ``0`` (or ``1``: the parse failed, the lines are not to be kept) and a newline on fd
+3 and closes it. Then the mount's command line: a log file (stdout and stderr go there, as the init's
+redirection did), the number of arguments, then one argument a line. It runs the mount as ``python3 -m
+cernvm_build.cvmfs.mount`` would and exits with its status, without the interpreter's teardown
+(``exit_now``). fd 4 at its end before a whole command line (the init went another way): exits 0,
+nothing mounted. The init's side is ``parse_user_data`` and ``mount_cvmfs``.
 """
 
 from __future__ import annotations

@@ -43,6 +43,4 @@ log setup "repository $CVMFS_REPO path /${CERNVM_PATH} snapshot ${CVMFS_ROOT_HAS
 # files there after the OS has started, and 90-boot.sh enters the OS without emptying the initramfs
 # (a copy onto a tmpfs of its own, for switch_root to spare, took 0.2 s under TCG and 17 MB more RAM).
 ln -sfn $RT_SRC $RT || panic "cannot link the runtime at $RT"
-# The mount's Python starts now, on every boot: its imports (~2.5 s of CPU under emulation) fill the
-# waits of module loading, DHCP, the context drive and the disk check (init.head.sh start_mount).
-start_mount
+# (the mount's Python starts once the modules are loaded: 01-modules.sh)
