@@ -1,0 +1,91 @@
+"""A source tree that changes under the publisher, or that a user or a package made oddly: nothing
+outside the tree is ever read, nothing blocks, and each problem is one line naming the path."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cernvm_build.cvmfs import content as content_mod
+from cernvm_build.cvmfs import keys as keymod
+from cernvm_build.cvmfs import stage as stage_mod
+from cernvm_build.cvmfs.publish import publish_tree
+from cernvm_build.cvmfs.repository import Repository
+from cernvm_build.errors import CvmfsError
+
+from .helpers import FQRN
+
+
+def _tree(tmp_path: Path) -> tuple[Path, Path]:
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    (src / "d" / "a").write_bytes(b"inside....")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "a").write_bytes(b"SECRET!!!!")  # the same size as d/a: a size check alone passes
+    return src, outside
+
+
+@pytest.mark.parametrize("swap", ["link", "fifo", "dir-link"])
+def test_a_file_swapped_after_the_scan_is_never_read_outside_the_tree(
+    swap: str,
+    tmp_path: Path,
+    stratum: Path,
+    keyset: keymod.KeySet,
+    reader: Callable[..., Repository],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Between the scan and the read of d/a (the race window, made certain here): a link out of
+    the tree put in its place was followed and the outside file published; a FIFO blocked the
+    publish for ever; the directory above swapped for a link out read the outside file too."""
+    src, outside = _tree(tmp_path)
+    submit = content_mod.ContentStore.submit_file
+
+    def swapped(self: content_mod.ContentStore, repo_path: str, fs_path: str, *rest: Any) -> None:
+        if repo_path == "/d/a":
+            if swap == "link":
+                os.unlink(fs_path)
+                os.symlink(outside / "a", fs_path)
+            elif swap == "fifo":
+                os.unlink(fs_path)
+                os.mkfifo(fs_path)
+            else:
+                os.rename(src / "d", src / "d.old")
+                os.symlink(outside, src / "d")
+        submit(self, repo_path, fs_path, *rest)
+
+    monkeypatch.setattr(content_mod.ContentStore, "submit_file", swapped)
+    with pytest.raises(CvmfsError, match=r"/d/a: file changed while publishing") as e:
+        publish_tree(stratum, FQRN, keyset, src)
+    assert e.value.hint == "publish again when it is quiet"
+    with reader(stratum) as repo:
+        assert repo.revision == 1 and repo.lookup("/d") is None
+
+
+def test_a_directory_swapped_for_a_link_after_the_scan_is_never_listed(
+    tmp_path: Path,
+    stratum: Path,
+    keyset: keymod.KeySet,
+    reader: Callable[..., Repository],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """/d is seen as a directory when the root is listed, then swapped for a link to a folder
+    outside before it is listed itself: that folder's files were published as /d's."""
+    src, outside = _tree(tmp_path)
+    put_many = stage_mod.Stage.put_many
+
+    def swapping(self: stage_mod.Stage, batch: Any, *rest: Any, **kw: Any) -> Any:
+        if any(e.path == "/d" for e in batch) and not (src / "d").is_symlink():
+            os.rename(src / "d", src / "d.old")
+            os.symlink(outside, src / "d")
+        return put_many(self, batch, *rest, **kw)
+
+    monkeypatch.setattr(stage_mod.Stage, "put_many", swapping)
+    with pytest.raises(CvmfsError, match=r"src/d: directory changed while publishing"):
+        publish_tree(stratum, FQRN, keyset, src)
+    with reader(stratum) as repo:
+        assert repo.revision == 1
