@@ -35,6 +35,7 @@ from ..fsutil import atomic_write
 from . import manifest as mf
 from . import pubstats
 from . import rsa as rsa_raw
+from .catalog import Catalog
 from .catalog_write import (
     ChunkRow,
     Entry,
@@ -57,6 +58,7 @@ from .keys import KeySet, check_fqrn
 from .limits import MAX_TAG_TEXT, human
 from .lock import publish_lock
 from .nesting import DIRTAB, AutoCatalogs, Placed, place_catalogs
+from .objects import object_path, parse_hash
 from .objwrite import ObjectWriter
 from .options import Fault, Options, Progress
 from .parts import Part, replaced_bases, stage_parts
@@ -492,17 +494,7 @@ def add_tag(
                 "ORDER BY revision DESC LIMIT 1",
                 (root_hash,),
             ).fetchone()
-            if row is not None:
-                base = Tag(*row)
-            else:
-                data = read_object(stratum, root_hash, "C", f"root catalog {root_hash}")
-                db = scratch / "cat.tagged.db"
-                db.write_bytes(data)
-                c = sqlite3.connect(db)
-                rev = c.execute("SELECT value FROM properties WHERE key = 'revision'").fetchone()
-                mod = c.execute("SELECT value FROM properties WHERE key = 'last_modified'").fetchone()
-                c.close()
-                base = Tag(name, root_hash, int(rev[0]) if rev else 0, int(mod[0]) if mod else 0, len(data))
+            base = Tag(*row) if row is not None else _tag_of_catalog(stratum, scratch, name, root_hash)
         tag = replace(base, name=name, description=description)
         moved.append(hist.get(name))
         hist.put(tag)
@@ -510,6 +502,37 @@ def add_tag(
 
     _retag(stratum, fqrn, keys, edit, timestamp, epoch)
     return made[0], moved[0]
+
+
+def _tag_of_catalog(stratum: Path, scratch: Path, name: str, root_hash: str) -> Tag:
+    """A tag of the root catalog ``root_hash`` that the history does not name. It must be a root
+    catalog: a nested one's hash was signed as a tag that every reader then called damaged."""
+    where = f"--root-hash {root_hash}"
+    with contextlib.suppress(ValueError):  # a name that is no hash: read_object says so
+        parse_hash(root_hash)
+        if not (stratum / object_path(root_hash, "C")).exists():
+            raise CvmfsError(
+                f"{where}: no catalog of that hash in {stratum}/data",
+                hint="give the root hash of a revision (cernvm-build cvmfs tag list shows them)",
+            )
+    data = read_object(stratum, root_hash, "C", f"root catalog {root_hash}")
+    db = scratch / "cat.tagged.db"
+    db.write_bytes(data)
+    cat = Catalog(db, name=root_hash, where=where)
+    try:
+        if cat.root_prefix:
+            raise CvmfsError(
+                f"{where}: catalog {root_hash}C is the nested catalog of {cat.root_prefix},"
+                " not a root catalog",
+                hint="give the root hash of a revision (cernvm-build cvmfs tag list shows them)",
+            )
+        try:
+            modified = int(cat.properties.get("last_modified", 0) or 0)
+        except (TypeError, ValueError):
+            modified = 0
+        return Tag(name, root_hash, cat.revision, modified, len(data))
+    finally:
+        cat.close()
 
 
 def remove_tag(

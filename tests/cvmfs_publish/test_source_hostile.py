@@ -13,7 +13,7 @@ import pytest
 from cernvm_build.cvmfs import content as content_mod
 from cernvm_build.cvmfs import keys as keymod
 from cernvm_build.cvmfs import stage as stage_mod
-from cernvm_build.cvmfs.publish import publish_tree
+from cernvm_build.cvmfs.publish import add_tag, publish_tree
 from cernvm_build.cvmfs.repository import Repository
 from cernvm_build.errors import CvmfsError
 
@@ -89,3 +89,26 @@ def test_a_directory_swapped_for_a_link_after_the_scan_is_never_listed(
         publish_tree(stratum, FQRN, keyset, src)
     with reader(stratum) as repo:
         assert repo.revision == 1
+
+
+def test_a_tag_of_a_nested_catalog_or_of_no_catalog_is_refused(
+    tmp_path: Path, stratum: Path, keyset: keymod.KeySet, reader: Callable[..., Repository]
+) -> None:
+    """``tag add --root-hash`` of a nested catalog's hash was signed as a tag every reader then
+    called damaged ("root prefix is '/n'"); a mistyped hash was told "the repository is incomplete;
+    restore it from a backup"."""
+    src = tmp_path / "src"
+    (src / "n").mkdir(parents=True)
+    (src / "n" / ".cvmfscatalog").write_bytes(b"")
+    (src / "n" / "f").write_text("x")
+    publish_tree(stratum, FQRN, keyset, src)
+    with reader(stratum) as repo:
+        (nested,) = [c.name for c in repo.catalogs() if c.root_prefix == "/n"]
+    before = (stratum / ".cvmfspublished").read_bytes()
+    with pytest.raises(CvmfsError, match=r"is the nested catalog of /n, not a root catalog") as e:
+        add_tag(stratum, FQRN, keyset, "v1", root_hash=nested)
+    assert "cvmfs tag list" in (e.value.hint or "")
+    with pytest.raises(CvmfsError, match=r"--root-hash 0{40}: no catalog of that hash in ") as e:
+        add_tag(stratum, FQRN, keyset, "v1", root_hash="0" * 40)
+    assert "backup" not in (e.value.hint or "")
+    assert (stratum / ".cvmfspublished").read_bytes() == before
