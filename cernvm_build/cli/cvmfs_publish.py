@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..context import env_epoch
-from ..cvmfs.limits import MAX_TAR_BYTES, MAX_TAR_ENTRIES
+from ..cvmfs.limits import MAX_TAR_BYTES, MAX_TAR_ENTRIES, MAX_WHITELIST_DAYS
 from ..errors import CvmfsError, UsageError
-from .app import Output, size, subparser
+from .app import Output, size, subparser, whole_number
 
 if TYPE_CHECKING:
     from ..cvmfs import publish as pub
@@ -334,7 +334,13 @@ def register_publish(
     add_s3_args(p)
     p.add_argument("--fqrn", required=True, help="repository name")
     p.add_argument("--keys", type=Path, required=True, metavar="DIR", help="key directory (from keygen)")
-    p.add_argument("--whitelist-days", type=int, default=30, metavar="N", help="whitelist validity (30)")
+    p.add_argument(
+        "--whitelist-days",
+        type=whole_number(1, MAX_WHITELIST_DAYS),
+        default=30,
+        metavar="N",
+        help="whitelist validity in days (30)",
+    )
     p.add_argument(
         "--master-key",
         metavar="FILE|pkcs11:URI",
@@ -408,7 +414,13 @@ def register_publish(
         "  cernvm-build cvmfs resign ./srv/demo.cernvm.test --keys ./keys --days 30",
     )
     _stratum_args(p)
-    p.add_argument("--days", type=int, default=30, metavar="N", help="validity in days (30)")
+    p.add_argument(
+        "--days",
+        type=whole_number(1, MAX_WHITELIST_DAYS),
+        default=30,
+        metavar="N",
+        help="validity in days (30)",
+    )
     p.add_argument(
         "--master-key",
         metavar="FILE|pkcs11:URI",

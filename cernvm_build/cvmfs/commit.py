@@ -21,6 +21,7 @@ from .catalog_write import (
 )
 from .history_write import HistoryWriter, Tag, auto_tag_name
 from .keys import KeySet
+from .limits import MAX_WHITELIST_DAYS
 from .objwrite import ObjectWriter
 from .options import Options
 from .previous import PreviousTree, read_object
@@ -129,7 +130,16 @@ def sign_manifest(m: mf.Manifest, keys: KeySet) -> bytes:
     return mf.join_signed(body, hash_text, keys.sign_manifest(hash_text))
 
 
+def check_whitelist_days(days: int) -> None:
+    if not 1 <= days <= MAX_WHITELIST_DAYS:
+        raise CvmfsError(
+            f"whitelist validity must be 1 to {MAX_WHITELIST_DAYS} days, got {days}",
+            hint="clients refuse an expired whitelist; 30 days is the usual validity",
+        )
+
+
 def whitelist_bytes(fqrn: str, keys: KeySet, created: int, days: int) -> bytes:
+    check_whitelist_days(days)
     start = dt.datetime.fromtimestamp(created, dt.UTC).replace(microsecond=0)
     w = wl.Whitelist(start, start + dt.timedelta(days=days), fqrn, (keys.fingerprint(),))
     body = wl.serialize(w)

@@ -44,6 +44,7 @@ from .chunking import ChunkingSettings
 from .commit import (
     PublishResult,
     check_whitelist,
+    check_whitelist_days,
     commit,
     history_db,
     read_current,
@@ -185,6 +186,7 @@ def create_repository(
     whitelist from the past would already be expired).
     """
     check_fqrn(fqrn)
+    check_whitelist_days(whitelist_days)  # before the directory is made
     if keys.fqrn != fqrn:
         raise CvmfsError(
             f"keys are for {keys.fqrn!r}, not {fqrn!r}", hint="generate keys for this repository"
@@ -560,8 +562,7 @@ def resign_whitelist(
     stratum: Path, fqrn: str, keys: KeySet, days: int = 30, *, timestamp: int | None = None
 ) -> Path:
     """Write a freshly signed whitelist valid for ``days`` from now (or from ``timestamp``)."""
-    if days <= 0:
-        raise CvmfsError(f"whitelist validity must be positive, got {days} days")
+    check_whitelist_days(days)
     with publish_lock(stratum, "resign"):
         m = read_current(stratum, fqrn)
         if m.certificate_hash:

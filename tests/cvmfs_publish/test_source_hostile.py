@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 
+from cernvm_build.cli.main import main
 from cernvm_build.cvmfs import content as content_mod
 from cernvm_build.cvmfs import keys as keymod
 from cernvm_build.cvmfs import stage as stage_mod
-from cernvm_build.cvmfs.publish import add_tag, publish_tree
+from cernvm_build.cvmfs.publish import add_tag, create_repository, publish_tree, resign_whitelist
 from cernvm_build.cvmfs.repository import Repository
 from cernvm_build.errors import CvmfsError
 
@@ -112,3 +113,30 @@ def test_a_tag_of_a_nested_catalog_or_of_no_catalog_is_refused(
         add_tag(stratum, FQRN, keyset, "v1", root_hash="0" * 40)
     assert "backup" not in (e.value.hint or "")
     assert (stratum / ".cvmfspublished").read_bytes() == before
+
+
+def test_a_whitelist_validity_out_of_range_is_one_line(
+    tmp_path: Path,
+    stratum: Path,
+    keyset: keymod.KeySet,
+    key_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``resign --days 3000000`` (past year 9999) was an OverflowError traceback;
+    ``create --whitelist-days -5`` made a repository whose whitelist had already expired."""
+    before = (stratum / ".cvmfswhitelist").read_bytes()
+    with pytest.raises(SystemExit) as stop:
+        main(["cvmfs", "resign", str(stratum), "--keys", str(key_dir), "--days", "3000000"])
+    assert stop.value.code == 2
+    assert "--days: '3000000': expected a whole number from 1 to 36500" in capsys.readouterr().err
+    new = tmp_path / "new"
+    args = ["cvmfs", "create", str(new), "--fqrn", FQRN, "--keys", str(key_dir), "--whitelist-days", "-5"]
+    with pytest.raises(SystemExit) as stop:
+        main(args)
+    assert stop.value.code == 2
+    assert "--whitelist-days: '-5'" in capsys.readouterr().err and not new.exists()
+    with pytest.raises(CvmfsError, match=r"whitelist validity must be 1 to 36500 days, got 3000000"):
+        resign_whitelist(stratum, FQRN, keyset, days=3_000_000)
+    with pytest.raises(CvmfsError, match=r"got 0"):
+        create_repository(new, FQRN, keyset, whitelist_days=0)
+    assert (stratum / ".cvmfswhitelist").read_bytes() == before and not new.exists()
