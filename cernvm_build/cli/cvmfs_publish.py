@@ -181,7 +181,7 @@ def _publish(args: argparse.Namespace, out: Output, stratum: Path) -> tuple[str,
     if args.move_tag and args.tag is None:
         raise UsageError("--move-tag without --tag: there is no tag to move", hint="add --tag NAME")
     fqrn = _fqrn(stratum, args.fqrn)
-    keys = load_keys(args.keys, fqrn)
+    keys = load_keys(args.keys, fqrn, signs_whitelist=False)
     chunking = ChunkingSettings(enabled=False) if args.no_chunking else None
     common: dict[str, Any] = dict(
         autocatalogs=_autocatalogs(args.autocatalogs),
@@ -240,7 +240,7 @@ def cmd_tag_add(args: argparse.Namespace, out: Output) -> int:
 
     with stratum_target(args) as target:
         fqrn = _fqrn(target.path, args.fqrn)
-        keys = load_keys(args.keys, fqrn)
+        keys = load_keys(args.keys, fqrn, signs_whitelist=False)
         t, old = pub.add_tag(
             target.path, fqrn, keys, args.name, args.root_hash, args.description, epoch=env_epoch()
         )
@@ -271,7 +271,7 @@ def cmd_tag_remove(args: argparse.Namespace, out: Output) -> int:
 
     with stratum_target(args) as t:
         fqrn = _fqrn(t.path, args.fqrn)
-        keys = load_keys(args.keys, fqrn)
+        keys = load_keys(args.keys, fqrn, signs_whitelist=False)
         pub.remove_tag(t.path, fqrn, keys, args.name, epoch=env_epoch())
     out.data(t.add_to({"removed": args.name}), lambda d: out.print(f"removed tag {d['removed']}"))
     return 0

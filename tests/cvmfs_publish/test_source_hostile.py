@@ -140,3 +140,25 @@ def test_a_whitelist_validity_out_of_range_is_one_line(
     with pytest.raises(CvmfsError, match=r"got 0"):
         create_repository(new, FQRN, keyset, whitelist_days=0)
     assert (stratum / ".cvmfswhitelist").read_bytes() == before and not new.exists()
+
+
+def test_publish_and_tags_need_no_master_key_which_may_live_offline(
+    tmp_path: Path, stratum: Path, key_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The publishing guide says the master key "is needed only to re-sign the whitelist, so it can
+    live offline": publish and tag add refused a key directory without it ("key file missing",
+    hint: make new keys with keygen, which would not be the repository's)."""
+    offline = tmp_path / "publisher-keys"
+    offline.mkdir()
+    for ext in ("crt", "key"):
+        (offline / f"{FQRN}.{ext}").write_bytes((key_dir / f"{FQRN}.{ext}").read_bytes())
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_text("x")
+    assert main(["cvmfs", "publish", str(stratum), str(src), "--keys", str(offline), "-q"]) == 0
+    assert main(["cvmfs", "tag", "add", str(stratum), "v1", "--keys", str(offline), "-q"]) == 0
+    assert main(["cvmfs", "resign", str(stratum), "--keys", str(offline)]) == 5
+    err = capsys.readouterr().err
+    assert f"{FQRN}.masterkey: key file missing" in err and "keygen" not in err and "--master-key" in err
+    master = ["--master-key", str(key_dir / f"{FQRN}.masterkey")]
+    assert main(["cvmfs", "resign", str(stratum), "--keys", str(offline), *master, "-q"]) == 0
