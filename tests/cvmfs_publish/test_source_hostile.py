@@ -162,3 +162,22 @@ def test_publish_and_tags_need_no_master_key_which_may_live_offline(
     assert f"{FQRN}.masterkey: key file missing" in err and "keygen" not in err and "--master-key" in err
     master = ["--master-key", str(key_dir / f"{FQRN}.masterkey")]
     assert main(["cvmfs", "resign", str(stratum), "--keys", str(offline), *master, "-q"]) == 0
+
+
+def test_a_private_key_others_may_read_is_warned_about(
+    tmp_path: Path, stratum: Path, key_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """keygen writes the private keys 0600; a copy (cp, a checkout) is often 0644, and nothing said so."""
+    loose = tmp_path / "loose-keys"
+    loose.mkdir()
+    for ext in ("masterkey", "pub", "crt", "key"):
+        (loose / f"{FQRN}.{ext}").write_bytes((key_dir / f"{FQRN}.{ext}").read_bytes())
+        (loose / f"{FQRN}.{ext}").chmod(0o644)
+    assert main(["cvmfs", "resign", str(stratum), "--keys", str(loose), "-q"]) == 0
+    err = capsys.readouterr().err
+    assert f"{FQRN}.key: private key readable by others (mode 0644); chmod 600 it" in err
+    assert f"{FQRN}.masterkey: private key readable by others" in err and ".pub" not in err
+    (loose / f"{FQRN}.key").chmod(0o600)
+    (loose / f"{FQRN}.masterkey").chmod(0o600)
+    assert main(["cvmfs", "tag", "add", str(stratum), "v1", "--keys", str(loose), "-q"]) == 0
+    assert "warning" not in capsys.readouterr().err
