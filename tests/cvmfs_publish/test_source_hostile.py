@@ -181,3 +181,34 @@ def test_a_private_key_others_may_read_is_warned_about(
     (loose / f"{FQRN}.masterkey").chmod(0o600)
     assert main(["cvmfs", "tag", "add", str(stratum), "v1", "--keys", str(loose), "-q"]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_a_wide_directory_is_staged_a_batch_at_a_time(
+    tmp_path: Path,
+    stratum: Path,
+    keyset: keymod.KeySet,
+    reader: Callable[..., Repository],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A directory of 200,000 files was listed whole and its entries all held until its end: the
+    scan's peak RSS was 370 MB (40 MB in batches of 4,096). Here 1,000 files in batches of 100."""
+    from cernvm_build.cvmfs import scan
+
+    src = tmp_path / "src"
+    (src / "wide").mkdir(parents=True)
+    for i in range(1000):
+        (src / "wide" / f"f{i}").write_text(str(i))
+    monkeypatch.setattr(scan, "SCAN_BATCH", 100)
+    sizes: list[int] = []
+    put_many = stage_mod.Stage.put_many
+
+    def counting(self: stage_mod.Stage, batch: Any, *rest: Any, **kw: Any) -> Any:
+        sizes.append(len(batch))
+        return put_many(self, batch, *rest, **kw)
+
+    monkeypatch.setattr(stage_mod.Stage, "put_many", counting)
+    publish_tree(stratum, FQRN, keyset, src)
+    assert max(sizes) <= 100
+    with reader(stratum) as repo:
+        names = {e.path for e in repo.iterdir("/wide")}
+        assert len(names) == 1000 and repo.read_bytes("/wide/f999") == b"999"
