@@ -223,6 +223,10 @@ def scan_dir(
     stage: Stage, prev: PreviousTree | None, content: ContentStore, source: Path, base: str, opts: Options
 ) -> int:
     """Stage ``source`` as ``base``; returns the number of regular files whose content must be read."""
+    if os.path.islink(source):
+        # the user named the link (/srv/sw -> /data/sw): its directory is the source ("not a
+        # directory" before); links inside the tree are never followed
+        source = Path(os.path.realpath(source))
     try:
         st = os.lstat(source)
     except OSError as e:

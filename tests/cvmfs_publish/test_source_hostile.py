@@ -212,3 +212,16 @@ def test_a_wide_directory_is_staged_a_batch_at_a_time(
     with reader(stratum) as repo:
         names = {e.path for e in repo.iterdir("/wide")}
         assert len(names) == 1000 and repo.read_bytes("/wide/f999") == b"999"
+
+
+def test_a_source_named_by_a_link_to_a_directory_is_that_directory(
+    tmp_path: Path, stratum: Path, keyset: keymod.KeySet, reader: Callable[..., Repository]
+) -> None:
+    """``publish REPO /srv/sw`` where /srv/sw -> /data/sw was "not a directory"."""
+    src = tmp_path / "data"
+    src.mkdir()
+    (src / "f").write_text("x")
+    os.symlink("data", tmp_path / "link")
+    publish_tree(stratum, FQRN, keyset, tmp_path / "link")
+    with reader(stratum) as repo:
+        assert repo.read_bytes("/f") == b"x"
