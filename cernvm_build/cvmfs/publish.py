@@ -83,7 +83,13 @@ def _check_tag_name(name: str) -> None:
 def _check_description(description: str) -> None:
     """A tag's description the reader reads back: at most MAX_TAG_TEXT bytes (``history.History``
     refuses a longer value, and with it the repository's whole tag list)."""
-    size = len(description.encode("utf-8", "surrogatepass"))
+    try:
+        size = len(description.encode("utf-8"))
+    except UnicodeEncodeError:  # an argument of bytes that are no UTF-8: a traceback from SQLite
+        raise CvmfsError(
+            f"tag description {description[:80]!r} is not valid UTF-8",
+            hint="write --description/-m as UTF-8 text (the history stores it as text)",
+        ) from None
     if size > MAX_TAG_TEXT:
         raise CvmfsError(
             f"tag description of {size:,} bytes: longer than {human(MAX_TAG_TEXT)}",

@@ -25,6 +25,8 @@ XATTR_PREFIXES = ("user.", "trusted.overlay.")
 
 def norm_base(base_path: str) -> str:
     parts = [p for p in base_path.split("/") if p not in ("", ".")]
+    for p in parts:  # bytes that are no UTF-8 were a traceback from the stage's SQLite
+        check_name(p, f"base path {base_path!r}")
     if any(p == ".." for p in parts):
         raise CvmfsError(
             f"base path {base_path!r} must not contain '..'", hint="give an absolute path like /a/b"

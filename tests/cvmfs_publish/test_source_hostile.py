@@ -225,3 +225,18 @@ def test_a_source_named_by_a_link_to_a_directory_is_that_directory(
     publish_tree(stratum, FQRN, keyset, tmp_path / "link")
     with reader(stratum) as repo:
         assert repo.read_bytes("/f") == b"x"
+
+
+def test_a_base_path_or_description_of_bytes_that_are_no_utf8_is_one_line(
+    tmp_path: Path, stratum: Path, keyset: keymod.KeySet
+) -> None:
+    """``--base-path $'/a\\xff'`` and ``-m $'\\xff'`` (argv bytes that are no UTF-8 come as
+    surrogates) were UnicodeEncodeError tracebacks from SQLite."""
+    src = tmp_path / "src"
+    src.mkdir()
+    with pytest.raises(CvmfsError, match=r"base path '/a\\udcff/b': file name is not valid UTF-8"):
+        publish_tree(stratum, FQRN, keyset, src, base_path="/a\udcff/b")
+    with pytest.raises(CvmfsError, match=r"tag description 'x\\udcff' is not valid UTF-8"):
+        publish_tree(stratum, FQRN, keyset, src, tag="t1", description="x\udcff")
+    with pytest.raises(CvmfsError, match=r"is not valid UTF-8"):
+        add_tag(stratum, FQRN, keyset, "t2", description="\udcff")
