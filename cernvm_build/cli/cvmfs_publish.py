@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..context import env_epoch
-from ..cvmfs.limits import MAX_TAR_BYTES, MAX_TAR_ENTRIES, MAX_WHITELIST_DAYS
+from ..cvmfs.limits import MAX_MTIME, MAX_TAR_BYTES, MAX_TAR_ENTRIES, MAX_WHITELIST_DAYS
 from ..errors import CvmfsError, UsageError
 from .app import Output, size, subparser, whole_number
 
@@ -404,7 +404,10 @@ def register_publish(
         help="split a catalog over MAX entries into nested ones of at least MIN (100000:1000)",
     )
     p.add_argument(
-        "--timestamp", type=int, metavar="EPOCH", help="publish time (default SOURCE_DATE_EPOCH or now)"
+        "--timestamp",
+        type=whole_number(0, MAX_MTIME),
+        metavar="EPOCH",
+        help="publish time (default SOURCE_DATE_EPOCH or now)",
     )
     p.add_argument(
         "--max-tar-bytes",

@@ -489,6 +489,14 @@ def add_tag(
     and the one of that name it moved (None for a new name), so that a move is never silent."""
     _check_tag_name(name)
     _check_description(description)
+    if root_hash is not None:
+        try:
+            parse_hash(root_hash)  # before it is looked up (bytes that are no UTF-8: a traceback)
+        except ValueError:
+            raise CvmfsError(
+                f"--root-hash {root_hash!r} is not an object name",
+                hint="give the root hash of a revision (cernvm-build cvmfs tag list shows them)",
+            ) from None
     made: list[Tag] = []
     moved: list[Tag | None] = []
 
@@ -555,6 +563,12 @@ def remove_tag(
     """Remove the named tag (``trunk`` and ``trunk-previous`` cannot be removed)."""
     if name in RESERVED:
         raise CvmfsError(f"tag {name!r} is maintained by the publisher and cannot be removed")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # no tag has it (bytes that are no UTF-8 were a traceback from SQLite)
+        raise CvmfsError(
+            f"{fqrn}: unknown tag {name!r}", hint="see the tags with 'cernvm-build cvmfs tag list'"
+        ) from None
 
     def edit(hist: HistoryWriter, m: mf.Manifest, scratch: Path) -> None:
         if not hist.remove(name):

@@ -14,7 +14,7 @@ from cernvm_build.cli.main import main
 from cernvm_build.cvmfs import content as content_mod
 from cernvm_build.cvmfs import keys as keymod
 from cernvm_build.cvmfs import stage as stage_mod
-from cernvm_build.cvmfs.publish import add_tag, create_repository, publish_tree, resign_whitelist
+from cernvm_build.cvmfs.publish import add_tag, create_repository, publish_tree, remove_tag, resign_whitelist
 from cernvm_build.cvmfs.repository import Repository
 from cernvm_build.errors import CvmfsError
 
@@ -240,3 +240,19 @@ def test_a_base_path_or_description_of_bytes_that_are_no_utf8_is_one_line(
         publish_tree(stratum, FQRN, keyset, src, tag="t1", description="x\udcff")
     with pytest.raises(CvmfsError, match=r"is not valid UTF-8"):
         add_tag(stratum, FQRN, keyset, "t2", description="\udcff")
+
+
+def test_tag_names_hashes_and_timestamps_no_sqlite_can_take_are_one_line(
+    tmp_path: Path, stratum: Path, keyset: keymod.KeySet, key_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``tag remove R $'\\xff'``, ``tag add R x --root-hash $'\\xff'`` (UnicodeEncodeError) and
+    ``publish --timestamp 99999999999999999999`` (OverflowError) were tracebacks from SQLite."""
+    with pytest.raises(CvmfsError, match=r"unknown tag '\\udcff'"):
+        remove_tag(stratum, FQRN, keyset, "\udcff")
+    with pytest.raises(CvmfsError, match=r"--root-hash '\\udcff' is not an object name"):
+        add_tag(stratum, FQRN, keyset, "x", root_hash="\udcff")
+    src = tmp_path / "src"
+    src.mkdir()
+    with pytest.raises(SystemExit) as stop:
+        main(["cvmfs", "publish", str(stratum), str(src), "--keys", str(key_dir), "--timestamp", "9" * 20])
+    assert stop.value.code == 2 and "--timestamp: '99999999999999999999'" in capsys.readouterr().err
