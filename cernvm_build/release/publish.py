@@ -134,6 +134,14 @@ def publish_release(
     reference pages its content asks for: the CLI passes its own, see ``site.build.Builder``)."""
     say = reporter.step
     release = idx.load(release_dir / "index.json")
+    if idx.VERSION_RE.match(release_dir.resolve().name) and release_dir.resolve().name != release.version:
+        # the folder of one release holding another's index would be uploaded over that release
+        raise IntegrityError(
+            f"{release_dir / 'index.json'}: version {release.version}, in the folder of release"
+            f" {release_dir.resolve().name}",
+            hint="the release folder was edited or copied over; rebuild it, or check it with"
+            " 'cernvm-build release verify'",
+        )
     _check_unchanged(release_dir)
     notes = release_notes(release_dir) if site_dest else None
     report = PublishReport(version=release.version)

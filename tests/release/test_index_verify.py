@@ -477,3 +477,15 @@ def test_a_release_folder_edited_since_its_build_is_refused_before_anything_is_p
     with pytest.raises(IntegrityError) as e:  # the endpoint is never asked
         publish_release(index.parent, "s3://b/releases", endpoint_url="http://127.0.0.1:9")
     assert str(tmp_path / "r") in str(e.value) and "release verify" in (e.value.hint or "")
+
+
+def test_a_release_folder_holding_another_release_s_index_is_refused_before_publishing(
+    tmp_path: Path,
+) -> None:
+    """releases/2026.11-1/ whose index.json says 2026.12-1 (copied over) was uploaded as 2026.12-1,
+    over that release's artifacts."""
+    from cernvm_build.release.publish import publish_release
+
+    index = _release(tmp_path / "2026.11-1", version="2026.12-1")
+    with pytest.raises(IntegrityError, match=r"version 2026\.12-1, in the folder of release 2026\.11-1"):
+        publish_release(index.parent, "s3://b/releases", endpoint_url="http://127.0.0.1:9")
