@@ -245,7 +245,7 @@ def cmd_resign(args: argparse.Namespace, out: Output) -> int:
     with stratum_target(args) as t:
         fqrn = _fqrn(t.path, args.fqrn)
         keys = _load_keys(args, fqrn, out)
-        path = pub.resign_whitelist(t.path, fqrn, keys, days=args.days)
+        path = pub.resign_whitelist(t.path, fqrn, keys, days=args.days, new_master_key=args.new_master_key)
     out.data(
         t.add_to({"whitelist": str(path), "days": args.days}),
         lambda d: out.print(f"re-signed {d['whitelist']}, valid for {d['days']} days"),
@@ -440,6 +440,12 @@ def register_publish(
         default=30,
         metavar="N",
         help="validity in days (30)",
+    )
+    p.add_argument(
+        "--new-master-key",
+        action="store_true",
+        help="sign with a master key other than the one that signed the current whitelist (a rotation:"
+        " clients must have the new .pub first, or they refuse the repository)",
     )
     p.add_argument(
         "--master-key",

@@ -31,7 +31,7 @@ from typing import BinaryIO
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from ..errors import CvmfsError
-from ..fsutil import atomic_write
+from ..fsutil import atomic_write, read_capped
 from . import manifest as mf
 from . import pubstats
 from . import rsa as rsa_raw
@@ -56,7 +56,7 @@ from .content import ContentStore
 from .history import History
 from .history_write import RESERVED, HistoryWriter, Tag
 from .keys import KeySet, check_fqrn
-from .limits import MAX_TAG_TEXT, human
+from .limits import MAX_TAG_TEXT, MAX_WHITELIST_BYTES, human
 from .lock import publish_lock
 from .nesting import DIRTAB, AutoCatalogs, Placed, place_catalogs
 from .objects import object_path, parse_hash
@@ -579,9 +579,17 @@ def remove_tag(
 
 
 def resign_whitelist(
-    stratum: Path, fqrn: str, keys: KeySet, days: int = 30, *, timestamp: int | None = None
+    stratum: Path,
+    fqrn: str,
+    keys: KeySet,
+    days: int = 30,
+    *,
+    timestamp: int | None = None,
+    new_master_key: bool = False,
 ) -> Path:
-    """Write a freshly signed whitelist valid for ``days`` from now (or from ``timestamp``)."""
+    """Write a freshly signed whitelist valid for ``days`` from now (or from ``timestamp``). The
+    current whitelist must be signed by the same master key unless ``new_master_key`` (a rotation
+    whose public key the clients already have)."""
     check_whitelist_days(days)
     with publish_lock(stratum, "resign"):
         m = read_current(stratum, fqrn)
@@ -593,10 +601,31 @@ def resign_whitelist(
                     hint="use the key directory the repository was created with",
                 )
         path = stratum / ".cvmfswhitelist"
+        if not new_master_key:
+            _check_same_master_key(path, fqrn, keys)
         atomic_write(
             path, whitelist_bytes(fqrn, keys, timestamp if timestamp is not None else int(time.time()), days)
         )
         return path
+
+
+def _check_same_master_key(path: Path, fqrn: str, keys: KeySet) -> None:
+    """Clients verify the whitelist with the master public key they were given: a whitelist signed
+    by another master key (a wrong .masterkey with its own .pub beside it) locked every client out,
+    and resign wrote it without a word. A whitelist that cannot be read is not compared (re-signing
+    is how it is repaired)."""
+    try:
+        current = mf.split_signed(read_capped(path, MAX_WHITELIST_BYTES), str(path))
+        public = rsa_raw.load_public_key(keys.public_key_pem, f"{fqrn}.pub")
+    except (OSError, CvmfsError):
+        return
+    if not rsa_raw.verify_raw([public], current.hash_text.encode("ascii"), current.signature):
+        raise CvmfsError(
+            f"{path}: the current whitelist is not signed by this master key ({fqrn}.pub does not"
+            " verify it): clients hold the repository's master public key and would refuse the new one",
+            hint="re-sign with the repository's master key; to move to a new one, give clients the new"
+            " .pub first, then pass --new-master-key",
+        )
 
 
 __all__ = [

@@ -256,3 +256,25 @@ def test_tag_names_hashes_and_timestamps_no_sqlite_can_take_are_one_line(
     with pytest.raises(SystemExit) as stop:
         main(["cvmfs", "publish", str(stratum), str(src), "--keys", str(key_dir), "--timestamp", "9" * 20])
     assert stop.value.code == 2 and "--timestamp: '99999999999999999999'" in capsys.readouterr().err
+
+
+def test_resign_with_another_master_key_is_refused_unless_asked(
+    tmp_path: Path, stratum: Path, keyset: keymod.KeySet, reader: Callable[..., Repository]
+) -> None:
+    """A key directory with the repository's certificate but another master key (and that key's own
+    .pub beside it) re-signed the whitelist without a word: every client, holding the repository's
+    master public key, then refused the repository."""
+    other = keymod.generate_keys(FQRN)
+    mixed = keymod.KeySet(
+        FQRN, other.master_key_pem, other.public_key_pem, keyset.cert_pem, keyset.cert_key_pem
+    )
+    before = (stratum / ".cvmfswhitelist").read_bytes()
+    with pytest.raises(CvmfsError, match=r"the current whitelist is not signed by this master key") as e:
+        resign_whitelist(stratum, FQRN, mixed)
+    assert "--new-master-key" in (e.value.hint or "")
+    assert (stratum / ".cvmfswhitelist").read_bytes() == before
+    resign_whitelist(stratum, FQRN, keyset)  # the repository's own master key
+    with reader(stratum) as repo:
+        assert repo.revision == 1
+    resign_whitelist(stratum, FQRN, mixed, new_master_key=True)  # a rotation, asked for
+    resign_whitelist(stratum, FQRN, mixed)  # now the current one
