@@ -278,3 +278,23 @@ def test_resign_with_another_master_key_is_refused_unless_asked(
         assert repo.revision == 1
     resign_whitelist(stratum, FQRN, mixed, new_master_key=True)  # a rotation, asked for
     resign_whitelist(stratum, FQRN, mixed)  # now the current one
+
+
+@pytest.mark.parametrize("name", [".cvmfspublished", ".cvmfswhitelist"])
+@pytest.mark.parametrize("kind", ["fifo", "huge"])
+def test_a_signed_file_of_the_stratum_that_is_a_fifo_or_huge_is_one_line(
+    name: str, kind: str, tmp_path: Path, stratum: Path, key_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """publish read the stratum's manifest and whitelist with read_bytes: a FIFO there waited for
+    ever (the CLI's name lookup too), a 3 GB one was read whole (3.1 GB RSS)."""
+    (stratum / name).unlink()
+    if kind == "fifo":
+        os.mkfifo(stratum / name)
+    else:
+        with open(stratum / name, "wb") as f:
+            f.truncate(3 << 30)  # sparse
+    src = tmp_path / "src"
+    src.mkdir()
+    assert main(["cvmfs", "publish", str(stratum), str(src), "--keys", str(key_dir)]) == 5
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("\n") == 2, err
