@@ -46,7 +46,7 @@ class KeySet:
 
     def save(self, directory: Path) -> list[Path]:
         """Write the four files (private keys mode 0600); returns their paths."""
-        directory.mkdir(parents=True, exist_ok=True)
+        make_folder(directory, "--out")
         files = [
             *([(f"{self.fqrn}.masterkey", self.master_key_pem, 0o600)] if self.master_key_pem else []),
             (f"{self.fqrn}.pub", self.public_key_pem, 0o644),
@@ -84,6 +84,18 @@ class KeySet:
         key = masterkey.master_key(self.master_uri, self.master_key_pem or None)
         public = rsa_raw.load_public_key(self.public_key_pem, f"{self.fqrn}.pub")
         return masterkey.sign_checked(key, public, hash_text.encode("ascii"))
+
+
+def make_folder(directory: Path, flag: str) -> None:
+    """``directory`` made if missing; a file there (or above it) is one line naming ``flag``, not a
+    FileExistsError/NotADirectoryError traceback (keygen --out, create STRATUM)."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CvmfsError(
+            f"{directory}: cannot make the folder: {e.strerror}",
+            hint=f"give a folder (or a new name) for {flag}",
+        ) from None
 
 
 def _pem_private(key: rsa.RSAPrivateKey) -> bytes:

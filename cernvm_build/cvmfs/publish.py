@@ -55,7 +55,7 @@ from .commit import (
 from .content import ContentStore
 from .history import History
 from .history_write import RESERVED, HistoryWriter, Tag
-from .keys import KeySet, check_fqrn
+from .keys import KeySet, check_fqrn, make_folder
 from .limits import MAX_TAG_TEXT, MAX_WHITELIST_BYTES, human
 from .lock import publish_lock
 from .nesting import DIRTAB, AutoCatalogs, Placed, place_catalogs
@@ -201,7 +201,7 @@ def create_repository(
         raise CvmfsError(
             f"{stratum}: a repository already exists here", hint="publish into it, or pick a new directory"
         )
-    stratum.mkdir(parents=True, exist_ok=True)
+    make_folder(stratum, "STRATUM")
     ts = _default_timestamp(timestamp, epoch)
     wl_time = timestamp if timestamp is not None else int(time.time())
     opts = Options(ts, ChunkingSettings(), True, None)

@@ -298,3 +298,17 @@ def test_a_signed_file_of_the_stratum_that_is_a_fifo_or_huge_is_one_line(
     assert main(["cvmfs", "publish", str(stratum), str(src), "--keys", str(key_dir)]) == 5
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.count("\n") == 2, err
+
+
+def test_keygen_or_create_over_a_file_is_one_line(
+    tmp_path: Path, key_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``keygen --out FILE`` and ``create FILE`` (or a path below a file) were FileExistsError /
+    NotADirectoryError tracebacks."""
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for target in (afile, afile / "sub"):
+        assert main(["cvmfs", "keygen", FQRN, "--out", str(target)]) == 5
+        assert main(["cvmfs", "create", str(target), "--fqrn", FQRN, "--keys", str(key_dir)]) == 5
+    err = capsys.readouterr().err
+    assert err.count("cannot make the folder") == 4 and "Traceback" not in err
