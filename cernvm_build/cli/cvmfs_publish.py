@@ -305,7 +305,8 @@ def _stratum_args(p: argparse.ArgumentParser, *, keys: bool = True) -> None:
             type=Path,
             required=True,
             metavar="DIR",
-            help="key directory (<fqrn>.masterkey, .crt, ...)",
+            help="key directory: <fqrn>.crt and .key sign revisions and tags; <fqrn>.masterkey (and .pub)"
+            " is needed only to sign the whitelist (resign), so it may be kept offline",
         )
         p.add_argument("--fqrn", help="repository name (default: read from the manifest)")
 
