@@ -15,16 +15,38 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..context import env_epoch
-from ..cvmfs.limits import MAX_TAR_BYTES, MAX_TAR_ENTRIES
+from ..cvmfs.limits import MAX_MTIME, MAX_TAR_BYTES, MAX_TAR_ENTRIES, MAX_WHITELIST_DAYS
 from ..errors import CvmfsError, UsageError
-from .app import Output, size, subparser
+from .app import Output, size, subparser, whole_number
 
 if TYPE_CHECKING:
     from ..cvmfs import publish as pub
+    from ..cvmfs.keys import KeySet
 
 # Handlers import the modules of their area when they run (deliberate lazy imports): `--help` and
 # the other commands start without loading every area, and a missing optional extra only stops the
 # command that needs it.
+
+
+def _load_keys(args: argparse.Namespace, fqrn: str, out: Output, *, signs_whitelist: bool = True) -> KeySet:
+    """The keys of ``--keys`` (and ``--master-key``), with a warning for each private key file that
+    others may read (keygen writes them 0600; a copy made with cp or a checkout is often 0644)."""
+    import os
+    import stat
+
+    from ..cvmfs.keys import load_keys
+
+    master = getattr(args, "master_key", None)
+    keys = load_keys(args.keys, fqrn, master_key=master, signs_whitelist=signs_whitelist)
+    private = [args.keys / f"{fqrn}.key"]
+    if keys.master_key_pem:
+        private.append(Path(master) if master else args.keys / f"{fqrn}.masterkey")
+    for path in private:
+        with contextlib.suppress(OSError):
+            mode = stat.S_IMODE(os.stat(path).st_mode)
+            if mode & 0o077:
+                out.warn(f"{path}: private key readable by others (mode {mode:04o}); chmod 600 it")
+    return keys
 
 
 def _fqrn(stratum: Path, given: str | None) -> str:
@@ -139,9 +161,8 @@ def cmd_keygen(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_create(args: argparse.Namespace, out: Output) -> int:
     from ..cvmfs import publish as pub
-    from ..cvmfs.keys import load_keys
 
-    keys = load_keys(args.keys, args.fqrn, master_key=args.master_key)
+    keys = _load_keys(args, args.fqrn, out)
     with stratum_target(args, creating=True) as t:
         r = pub.create_repository(
             t.path, args.fqrn, keys, whitelist_days=args.whitelist_days, epoch=env_epoch()
@@ -175,13 +196,12 @@ def cmd_publish(args: argparse.Namespace, out: Output) -> int:
 def _publish(args: argparse.Namespace, out: Output, stratum: Path) -> tuple[str, pub.PublishResult]:
     from ..cvmfs import publish as pub
     from ..cvmfs.chunking import ChunkingSettings
-    from ..cvmfs.keys import load_keys
     from ..cvmfs.tar_limits import TarLimits
 
     if args.move_tag and args.tag is None:
         raise UsageError("--move-tag without --tag: there is no tag to move", hint="add --tag NAME")
     fqrn = _fqrn(stratum, args.fqrn)
-    keys = load_keys(args.keys, fqrn)
+    keys = _load_keys(args, fqrn, out, signs_whitelist=False)
     chunking = ChunkingSettings(enabled=False) if args.no_chunking else None
     common: dict[str, Any] = dict(
         autocatalogs=_autocatalogs(args.autocatalogs),
@@ -221,12 +241,18 @@ def _publish(args: argparse.Namespace, out: Output, stratum: Path) -> tuple[str,
 
 def cmd_resign(args: argparse.Namespace, out: Output) -> int:
     from ..cvmfs import publish as pub
-    from ..cvmfs.keys import load_keys
 
     with stratum_target(args) as t:
         fqrn = _fqrn(t.path, args.fqrn)
-        keys = load_keys(args.keys, fqrn, master_key=args.master_key)
-        path = pub.resign_whitelist(t.path, fqrn, keys, days=args.days, new_certificate=args.new_certificate)
+        keys = _load_keys(args, fqrn, out)
+        path = pub.resign_whitelist(
+            t.path,
+            fqrn,
+            keys,
+            days=args.days,
+            new_certificate=args.new_certificate,
+            new_master_key=args.new_master_key,
+        )
     out.data(
         t.add_to({"whitelist": str(path), "days": args.days}),
         lambda d: out.print(f"re-signed {d['whitelist']}, valid for {d['days']} days"),
@@ -236,11 +262,10 @@ def cmd_resign(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_tag_add(args: argparse.Namespace, out: Output) -> int:
     from ..cvmfs import publish as pub
-    from ..cvmfs.keys import load_keys
 
     with stratum_target(args) as target:
         fqrn = _fqrn(target.path, args.fqrn)
-        keys = load_keys(args.keys, fqrn)
+        keys = _load_keys(args, fqrn, out, signs_whitelist=False)
         t, old = pub.add_tag(
             target.path, fqrn, keys, args.name, args.root_hash, args.description, epoch=env_epoch()
         )
@@ -267,11 +292,10 @@ def cmd_tag_add(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_tag_remove(args: argparse.Namespace, out: Output) -> int:
     from ..cvmfs import publish as pub
-    from ..cvmfs.keys import load_keys
 
     with stratum_target(args) as t:
         fqrn = _fqrn(t.path, args.fqrn)
-        keys = load_keys(args.keys, fqrn)
+        keys = _load_keys(args, fqrn, out, signs_whitelist=False)
         pub.remove_tag(t.path, fqrn, keys, args.name, epoch=env_epoch())
     out.data(t.add_to({"removed": args.name}), lambda d: out.print(f"removed tag {d['removed']}"))
     return 0
@@ -288,7 +312,8 @@ def _stratum_args(p: argparse.ArgumentParser, *, keys: bool = True) -> None:
             type=Path,
             required=True,
             metavar="DIR",
-            help="key directory (<fqrn>.masterkey, .crt, ...)",
+            help="key directory: <fqrn>.crt and .key sign revisions and tags; <fqrn>.masterkey (and .pub)"
+            " is needed only to sign the whitelist (resign), so it may be kept offline",
         )
         p.add_argument("--fqrn", help="repository name (default: read from the manifest)")
 
@@ -334,7 +359,13 @@ def register_publish(
     add_s3_args(p)
     p.add_argument("--fqrn", required=True, help="repository name")
     p.add_argument("--keys", type=Path, required=True, metavar="DIR", help="key directory (from keygen)")
-    p.add_argument("--whitelist-days", type=int, default=30, metavar="N", help="whitelist validity (30)")
+    p.add_argument(
+        "--whitelist-days",
+        type=whole_number(1, MAX_WHITELIST_DAYS),
+        default=30,
+        metavar="N",
+        help="whitelist validity in days (30)",
+    )
     p.add_argument(
         "--master-key",
         metavar="FILE|pkcs11:URI",
@@ -381,7 +412,10 @@ def register_publish(
         help="split a catalog over MAX entries into nested ones of at least MIN (100000:1000)",
     )
     p.add_argument(
-        "--timestamp", type=int, metavar="EPOCH", help="publish time (default SOURCE_DATE_EPOCH or now)"
+        "--timestamp",
+        type=whole_number(0, MAX_MTIME),
+        metavar="EPOCH",
+        help="publish time (default SOURCE_DATE_EPOCH or now)",
     )
     p.add_argument(
         "--max-tar-bytes",
@@ -411,7 +445,19 @@ def register_publish(
         "  cernvm-build cvmfs resign ./srv/demo.cernvm.test --keys ./keys --days 30",
     )
     _stratum_args(p)
-    p.add_argument("--days", type=int, default=30, metavar="N", help="validity in days (30)")
+    p.add_argument(
+        "--days",
+        type=whole_number(1, MAX_WHITELIST_DAYS),
+        default=30,
+        metavar="N",
+        help="validity in days (30)",
+    )
+    p.add_argument(
+        "--new-master-key",
+        action="store_true",
+        help="sign with a master key other than the one that signed the current whitelist (a rotation:"
+        " clients must have the new .pub first, or they refuse the repository)",
+    )
     p.add_argument(
         "--new-certificate",
         action="store_true",

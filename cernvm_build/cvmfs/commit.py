@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..errors import CvmfsError, IntegrityError
-from ..fsutil import atomic_write
+from ..fsutil import atomic_write, read_capped
 from . import manifest as mf
 from . import rsa as rsa_raw
 from . import whitelist as wl
@@ -21,6 +21,7 @@ from .catalog_write import (
 )
 from .history_write import HistoryWriter, Tag, auto_tag_name
 from .keys import KeySet
+from .limits import MAX_MANIFEST_BYTES, MAX_WHITELIST_BYTES, MAX_WHITELIST_DAYS
 from .objwrite import ObjectWriter
 from .options import Options
 from .previous import PreviousTree, read_object
@@ -44,11 +45,26 @@ class PublishResult:
     nested_auto: tuple[str, ...] = ()
 
 
+def _read_signed_file(path: Path, cap: int) -> bytes:
+    """A stratum's ``.cvmfspublished``/``.cvmfswhitelist``, a regular file of at most ``cap`` bytes
+    (read_bytes waited for ever on a FIFO there and read a 3 GB one whole: 3.1 GB RSS);
+    FileNotFoundError is left to the caller."""
+    try:
+        return read_capped(path, cap)
+    except FileNotFoundError:
+        raise
+    except OSError as e:  # TooLarge, a FIFO or a folder, no permission
+        raise CvmfsError(
+            f"{path}: cannot read: {e.strerror}",
+            hint="the stratum is damaged: restore the file from a backup or a replica",
+        ) from None
+
+
 def read_current(stratum: Path, fqrn: str) -> mf.Manifest:
     """The repository's manifest, after checking its name, hash and signature."""
     path = stratum / ".cvmfspublished"
     try:
-        data = path.read_bytes()
+        data = _read_signed_file(path, MAX_MANIFEST_BYTES)
     except FileNotFoundError:
         raise CvmfsError(
             f"{stratum}: not a repository (no .cvmfspublished)",
@@ -75,7 +91,7 @@ def read_current(stratum: Path, fqrn: str) -> mf.Manifest:
 def check_whitelist(stratum: Path, keys: KeySet, opts: Options) -> None:
     path = stratum / ".cvmfswhitelist"
     try:
-        data = path.read_bytes()
+        data = _read_signed_file(path, MAX_WHITELIST_BYTES)
     except FileNotFoundError:
         opts.warnings.append(f"{path} is missing: clients cannot mount until it is re-signed")
         return
@@ -129,7 +145,16 @@ def sign_manifest(m: mf.Manifest, keys: KeySet) -> bytes:
     return mf.join_signed(body, hash_text, keys.sign_manifest(hash_text))
 
 
+def check_whitelist_days(days: int) -> None:
+    if not 1 <= days <= MAX_WHITELIST_DAYS:
+        raise CvmfsError(
+            f"whitelist validity must be 1 to {MAX_WHITELIST_DAYS} days, got {days}",
+            hint="clients refuse an expired whitelist; 30 days is the usual validity",
+        )
+
+
 def whitelist_bytes(fqrn: str, keys: KeySet, created: int, days: int) -> bytes:
+    check_whitelist_days(days)
     start = dt.datetime.fromtimestamp(created, dt.UTC).replace(microsecond=0)
     w = wl.Whitelist(start, start + dt.timedelta(days=days), fqrn, (keys.fingerprint(),))
     body = wl.serialize(w)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import queue
+import stat
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -59,16 +61,25 @@ class ContentStore:
         while len(self.pending) > limit:
             self._apply(self.done.get())
 
-    def submit_file(self, repo_path: str, fs_path: str, size: int) -> None:
+    def submit_file(self, repo_path: str, fs_path: str, size: int, ident: tuple[int, int]) -> None:
+        """Store the regular file the scan saw at ``fs_path`` (device and inode ``ident``)."""
         small = size <= SMALL and not self.opts.chunking.should_chunk(size)
 
         def job() -> StoredFile:
             try:
+                fd = _open_scanned(fs_path, ident)
                 if small:
-                    return self.store.put_small_file(fs_path, size)
-                with open(fs_path, "rb") as f:
+                    try:
+                        return self.store.put_small_file(fd, size)
+                    finally:
+                        os.close(fd)
+                with os.fdopen(fd, "rb") as f:
                     return self.store.put_stream(f, size, self.opts.chunking)
             except _SizeChanged as e:
+                raise CvmfsError(
+                    f"{fs_path}: file changed while publishing ({e})", hint="publish again when it is quiet"
+                ) from None
+            except _Replaced as e:
                 raise CvmfsError(
                     f"{fs_path}: file changed while publishing ({e})", hint="publish again when it is quiet"
                 ) from None
@@ -102,3 +113,28 @@ class ContentStore:
             self._flush()
         finally:
             self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _Replaced(Exception):
+    """The path no longer names the regular file the scan saw."""
+
+
+def _open_scanned(fs_path: str, ident: tuple[int, int]) -> int:
+    """A descriptor of the file the scan saw at ``fs_path``. Between the scan and this read the tree
+    may change under the publisher: the last part swapped for a symbolic link (never followed:
+    ``O_NOFOLLOW``), for a FIFO (never waited on: ``O_NONBLOCK``), or a directory above it swapped
+    for a link out of the tree; the file opened must be the very one scanned (device and inode), so
+    nothing outside the source is ever published (a file read through a swapped link was)."""
+    try:
+        fd = os.open(fs_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as e:
+        if e.errno == errno.ENOENT:
+            raise _Replaced("removed since the scan") from None
+        if e.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise _Replaced("replaced by a link since the scan; it is not followed") from None
+        raise
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != ident:
+        os.close(fd)
+        raise _Replaced("replaced by another file since the scan; nothing outside the source is read")
+    return fd

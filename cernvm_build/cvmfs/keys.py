@@ -46,7 +46,7 @@ class KeySet:
 
     def save(self, directory: Path) -> list[Path]:
         """Write the four files (private keys mode 0600); returns their paths."""
-        directory.mkdir(parents=True, exist_ok=True)
+        make_folder(directory, "--out")
         files = [
             *([(f"{self.fqrn}.masterkey", self.master_key_pem, 0o600)] if self.master_key_pem else []),
             (f"{self.fqrn}.pub", self.public_key_pem, 0o644),
@@ -84,6 +84,18 @@ class KeySet:
         key = masterkey.master_key(self.master_uri, self.master_key_pem or None)
         public = rsa_raw.load_public_key(self.public_key_pem, f"{self.fqrn}.pub")
         return masterkey.sign_checked(key, public, hash_text.encode("ascii"))
+
+
+def make_folder(directory: Path, flag: str) -> None:
+    """``directory`` made if missing; a file there (or above it) is one line naming ``flag``, not a
+    FileExistsError/NotADirectoryError traceback (keygen --out, create STRATUM)."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CvmfsError(
+            f"{directory}: cannot make the folder: {e.strerror}",
+            hint=f"give a folder (or a new name) for {flag}",
+        ) from None
 
 
 def _pem_private(key: rsa.RSAPrivateKey) -> bytes:
@@ -130,17 +142,23 @@ def generate_keys(fqrn: str, *, bits: int = KEY_BITS) -> KeySet:
     )
 
 
-def load_keys(directory: Path, fqrn: str, master_key: str | None = None) -> KeySet:
+def load_keys(
+    directory: Path, fqrn: str, master_key: str | None = None, *, signs_whitelist: bool = True
+) -> KeySet:
     """Read ``<fqrn>.{masterkey,pub,crt,key}`` from ``directory`` and check they belong together.
 
     ``master_key`` names the master key elsewhere: another PEM file, or a ``pkcs11:`` URI of a key on
-    a token (then ``<fqrn>.pub`` is required; each signature is checked against it)."""
+    a token (then ``<fqrn>.pub`` is required; each signature is checked against it).
+    ``signs_whitelist=False`` (publish, tag): the master key may be absent, kept offline as the
+    publishing guide advises (a publisher without it was refused, "key file missing"); the
+    returned keys then sign manifests only."""
     check_fqrn(fqrn)  # a file name's part: 'hub ingest --hub-fqrn ../x' read <keys>/../x.masterkey (pr21 N5)
     on_token = bool(master_key and master_key.startswith("pkcs11:"))
     paths = {ext: directory / f"{fqrn}.{ext}" for ext in ("masterkey", "pub", "crt", "key")}
     if master_key and not on_token:
         paths["masterkey"] = Path(master_key)
-    if on_token:
+    offline = not signs_whitelist and not master_key and not os.path.lexists(paths["masterkey"])
+    if on_token or offline:
         del paths["masterkey"]
     data: dict[str, bytes] = {}
     for ext, path in paths.items():
@@ -148,12 +166,16 @@ def load_keys(directory: Path, fqrn: str, master_key: str | None = None) -> KeyS
             # regular and capped: --master-key /dev/zero read until memory ran out, a FIFO for ever
             data[ext] = read_capped(path, MAX_KEY_FILE_BYTES)
         except FileNotFoundError:
-            if ext == "pub" and "masterkey" in data:
-                continue  # derived below
-            raise CvmfsError(
-                f"{path}: key file missing",
-                hint=f"create keys with 'cernvm-build cvmfs keygen {fqrn} --out {directory}'",
-            ) from None
+            if ext == "pub" and ("masterkey" in data or offline):
+                continue  # derived below, or not needed to sign manifests
+            hint = f"create keys with 'cernvm-build cvmfs keygen {fqrn} --out {directory}'"
+            if ext == "masterkey" and os.path.lexists(paths["crt"]):
+                # new keys would not be the repository's: the missing one is the offline master key
+                hint = (
+                    "signing the whitelist needs the repository's master key: put it there, or pass"
+                    " --master-key FILE (or pkcs11:URI)"
+                )
+            raise CvmfsError(f"{path}: key file missing", hint=hint) from None
         except TooLarge as e:
             raise CvmfsError(
                 f"{path}: key file {e.strerror}", hint="name the PEM file of the key (or certificate)"
@@ -161,6 +183,9 @@ def load_keys(directory: Path, fqrn: str, master_key: str | None = None) -> KeyS
         except OSError as e:
             raise CvmfsError(f"{path}: cannot read key file: {e.strerror}") from e
     cert_key = _load_private(data["key"], paths["key"])
+    if offline:  # signs manifests only; the .pub, if there, is not used for that
+        _check_cert(data, paths, cert_key)
+        return KeySet(fqrn, b"", data.get("pub", b""), data["crt"], data["key"])
     if on_token:
         assert master_key is not None
         return _on_token(fqrn, master_key, data, paths, cert_key)

@@ -103,3 +103,8 @@ MAX_RETRIES = 100
 #: ``jobs`` type): past a few dozen they only contend for the interpreter, and -j 100000 started
 #: threads until the system refused one (a traceback, pr18d finding 5)
 MAX_JOBS = 64
+
+# -- the publisher ---------------------------------------------------------------------------------
+#: a whitelist's validity in days (``create --whitelist-days``, ``resign --days``): 100 years; the
+#: expiry is written as YYYYMMDDhhmmss, and past year 9999 no date was a traceback
+MAX_WHITELIST_DAYS = 36500

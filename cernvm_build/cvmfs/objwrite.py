@@ -162,15 +162,12 @@ class ObjectWriter:
             self._count(len(blob), dest)
         return name
 
-    def put_small_file(self, path: str, size: int) -> StoredFile:
-        """A regular file of at most ``SMALL`` bytes that is not chunked, read in one call."""
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            data = os.read(fd, size + 1)
-            while len(data) <= size and (more := os.read(fd, size + 1 - len(data))):
-                data += more
-        finally:
-            os.close(fd)
+    def put_small_file(self, fd: int, size: int) -> StoredFile:
+        """A regular file of at most ``SMALL`` bytes that is not chunked, read in one call from the
+        descriptor ``fd`` (the caller opens and closes it)."""
+        data = os.read(fd, size + 1)
+        while len(data) <= size and (more := os.read(fd, size + 1 - len(data))):
+            data += more
         if len(data) != size:
             raise _SizeChanged(size, len(data))
         name = self.put_compressed(zlib.compress(data), "")

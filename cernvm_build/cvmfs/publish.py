@@ -31,10 +31,11 @@ from typing import BinaryIO
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from ..errors import CvmfsError
-from ..fsutil import atomic_write
+from ..fsutil import atomic_write, read_capped
 from . import manifest as mf
 from . import pubstats
 from . import rsa as rsa_raw
+from .catalog import Catalog
 from .catalog_write import (
     ChunkRow,
     Entry,
@@ -43,6 +44,7 @@ from .chunking import ChunkingSettings
 from .commit import (
     PublishResult,
     check_whitelist,
+    check_whitelist_days,
     commit,
     history_db,
     previous_history,
@@ -54,10 +56,11 @@ from .commit import (
 from .content import ContentStore
 from .history import History
 from .history_write import RESERVED, HistoryWriter, Tag
-from .keys import KeySet, check_fqrn
-from .limits import MAX_TAG_TEXT, human
+from .keys import KeySet, check_fqrn, make_folder
+from .limits import MAX_TAG_TEXT, MAX_WHITELIST_BYTES, human
 from .lock import publish_lock
 from .nesting import DIRTAB, AutoCatalogs, Placed, place_catalogs
+from .objects import object_path, parse_hash
 from .objwrite import ObjectWriter
 from .options import Fault, Options, Progress
 from .parts import Part, replaced_bases, stage_parts
@@ -81,7 +84,13 @@ def _check_tag_name(name: str) -> None:
 def _check_description(description: str) -> None:
     """A tag's description the reader reads back: at most MAX_TAG_TEXT bytes (``history.History``
     refuses a longer value, and with it the repository's whole tag list)."""
-    size = len(description.encode("utf-8", "surrogatepass"))
+    try:
+        size = len(description.encode("utf-8"))
+    except UnicodeEncodeError:  # an argument of bytes that are no UTF-8: a traceback from SQLite
+        raise CvmfsError(
+            f"tag description {description[:80]!r} is not valid UTF-8",
+            hint="write --description/-m as UTF-8 text (the history stores it as text)",
+        ) from None
     if size > MAX_TAG_TEXT:
         raise CvmfsError(
             f"tag description of {size:,} bytes: longer than {human(MAX_TAG_TEXT)}",
@@ -183,6 +192,7 @@ def create_repository(
     whitelist from the past would already be expired).
     """
     check_fqrn(fqrn)
+    check_whitelist_days(whitelist_days)  # before the directory is made
     if keys.fqrn != fqrn:
         raise CvmfsError(
             f"keys are for {keys.fqrn!r}, not {fqrn!r}", hint="generate keys for this repository"
@@ -191,7 +201,7 @@ def create_repository(
         raise CvmfsError(
             f"{stratum}: a repository already exists here", hint="publish into it, or pick a new directory"
         )
-    stratum.mkdir(parents=True, exist_ok=True)
+    make_folder(stratum, "STRATUM")
     ts = _default_timestamp(timestamp, epoch)
     wl_time = timestamp if timestamp is not None else int(time.time())
     opts = Options(ts, ChunkingSettings(), True, None)
@@ -479,6 +489,14 @@ def add_tag(
     and the one of that name it moved (None for a new name), so that a move is never silent."""
     _check_tag_name(name)
     _check_description(description)
+    if root_hash is not None:
+        try:
+            parse_hash(root_hash)  # before it is looked up (bytes that are no UTF-8: a traceback)
+        except ValueError:
+            raise CvmfsError(
+                f"--root-hash {root_hash!r} is not an object name",
+                hint="give the root hash of a revision (cernvm-build cvmfs tag list shows them)",
+            ) from None
     made: list[Tag] = []
     moved: list[Tag | None] = []
 
@@ -492,17 +510,7 @@ def add_tag(
                 "ORDER BY revision DESC LIMIT 1",
                 (root_hash,),
             ).fetchone()
-            if row is not None:
-                base = Tag(*row)
-            else:
-                data = read_object(stratum, root_hash, "C", f"root catalog {root_hash}")
-                db = scratch / "cat.tagged.db"
-                db.write_bytes(data)
-                c = sqlite3.connect(db)
-                rev = c.execute("SELECT value FROM properties WHERE key = 'revision'").fetchone()
-                mod = c.execute("SELECT value FROM properties WHERE key = 'last_modified'").fetchone()
-                c.close()
-                base = Tag(name, root_hash, int(rev[0]) if rev else 0, int(mod[0]) if mod else 0, len(data))
+            base = Tag(*row) if row is not None else _tag_of_catalog(stratum, scratch, name, root_hash)
         tag = replace(base, name=name, description=description)
         moved.append(hist.get(name))
         hist.put(tag)
@@ -510,6 +518,37 @@ def add_tag(
 
     _retag(stratum, fqrn, keys, edit, timestamp, epoch)
     return made[0], moved[0]
+
+
+def _tag_of_catalog(stratum: Path, scratch: Path, name: str, root_hash: str) -> Tag:
+    """A tag of the root catalog ``root_hash`` that the history does not name. It must be a root
+    catalog: a nested one's hash was signed as a tag that every reader then called damaged."""
+    where = f"--root-hash {root_hash}"
+    with contextlib.suppress(ValueError):  # a name that is no hash: read_object says so
+        parse_hash(root_hash)
+        if not (stratum / object_path(root_hash, "C")).exists():
+            raise CvmfsError(
+                f"{where}: no catalog of that hash in {stratum}/data",
+                hint="give the root hash of a revision (cernvm-build cvmfs tag list shows them)",
+            )
+    data = read_object(stratum, root_hash, "C", f"root catalog {root_hash}")
+    db = scratch / "cat.tagged.db"
+    db.write_bytes(data)
+    cat = Catalog(db, name=root_hash, where=where)
+    try:
+        if cat.root_prefix:
+            raise CvmfsError(
+                f"{where}: catalog {root_hash}C is the nested catalog of {cat.root_prefix},"
+                " not a root catalog",
+                hint="give the root hash of a revision (cernvm-build cvmfs tag list shows them)",
+            )
+        try:
+            modified = int(cat.properties.get("last_modified", 0) or 0)
+        except (TypeError, ValueError):
+            modified = 0
+        return Tag(name, root_hash, cat.revision, modified, len(data))
+    finally:
+        cat.close()
 
 
 def remove_tag(
@@ -524,6 +563,12 @@ def remove_tag(
     """Remove the named tag (``trunk`` and ``trunk-previous`` cannot be removed)."""
     if name in RESERVED:
         raise CvmfsError(f"tag {name!r} is maintained by the publisher and cannot be removed")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # no tag has it (bytes that are no UTF-8 were a traceback from SQLite)
+        raise CvmfsError(
+            f"{fqrn}: unknown tag {name!r}", hint="see the tags with 'cernvm-build cvmfs tag list'"
+        ) from None
 
     def edit(hist: HistoryWriter, m: mf.Manifest, scratch: Path) -> None:
         if not hist.remove(name):
@@ -541,14 +586,16 @@ def resign_whitelist(
     *,
     timestamp: int | None = None,
     new_certificate: bool = False,
+    new_master_key: bool = False,
 ) -> Path:
     """Write a freshly signed whitelist valid for ``days`` from now (or from ``timestamp``).
 
     It lists the certificate of ``keys``; one other than the current manifest's is refused unless
     ``new_certificate`` (replacing a revoked or expiring certificate: the current revision, signed by
-    the old one, is then refused by readers until the next publish signs one with the new one)."""
-    if days <= 0:
-        raise CvmfsError(f"whitelist validity must be positive, got {days} days")
+    the old one, is then refused by readers until the next publish signs one with the new one). The
+    current whitelist must be signed by the same master key unless ``new_master_key`` (a rotation
+    whose public key the clients already have)."""
+    check_whitelist_days(days)
     with publish_lock(stratum, "resign"):
         m = read_current(stratum, fqrn)
         if m.certificate_hash:
@@ -561,10 +608,31 @@ def resign_whitelist(
                     "certificate (revoked, blacklisted), pass --new-certificate, then publish",
                 )
         path = stratum / ".cvmfswhitelist"
+        if not new_master_key:
+            _check_same_master_key(path, fqrn, keys)
         atomic_write(
             path, whitelist_bytes(fqrn, keys, timestamp if timestamp is not None else int(time.time()), days)
         )
         return path
+
+
+def _check_same_master_key(path: Path, fqrn: str, keys: KeySet) -> None:
+    """Clients verify the whitelist with the master public key they were given: a whitelist signed
+    by another master key (a wrong .masterkey with its own .pub beside it) locked every client out,
+    and resign wrote it without a word. A whitelist that cannot be read is not compared (re-signing
+    is how it is repaired)."""
+    try:
+        current = mf.split_signed(read_capped(path, MAX_WHITELIST_BYTES), str(path))
+        public = rsa_raw.load_public_key(keys.public_key_pem, f"{fqrn}.pub")
+    except (OSError, CvmfsError):
+        return
+    if not rsa_raw.verify_raw([public], current.hash_text.encode("ascii"), current.signature):
+        raise CvmfsError(
+            f"{path}: the current whitelist is not signed by this master key ({fqrn}.pub does not"
+            " verify it): clients hold the repository's master public key and would refuse the new one",
+            hint="re-sign with the repository's master key; to move to a new one, give clients the new"
+            " .pub first, then pass --new-master-key",
+        )
 
 
 __all__ = [

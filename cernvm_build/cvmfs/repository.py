@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from ..errors import CvmfsError, IntegrityError
-from ..fsutil import TooLarge, read_capped
+from ..fsutil import TooLarge, open_regular, read_capped
 from ..numtext import decimal
 from . import blacklist as blacklist_mod
 from . import manifest as manifest_mod
@@ -180,7 +180,7 @@ def local_fqrn(source: str | Path | Sequence[str]) -> str | None:
     base = Path(str(source).removeprefix("file://"))
     for cand in (base, base / "repo"):
         try:
-            with open(cand / MANIFEST_FILE, "rb") as f:
+            with open_regular(cand / MANIFEST_FILE) as f:  # a FIFO there waited for ever
                 body = f.read(MAX_MANIFEST_BYTES)
         except OSError:
             continue

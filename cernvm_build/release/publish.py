@@ -19,7 +19,7 @@ from typing import Any
 
 from .. import jsonable
 from .. import releaseindex as idx
-from ..errors import utf8_text
+from ..errors import IntegrityError, utf8_text
 from ..fsutil import TooLarge, read_capped
 from ..mirror import s3sync
 from ..mirror.publish import mirror
@@ -30,6 +30,7 @@ from ..site.publish import publish as publish_site
 from ..site.releases import add_release
 from ..site.sources import Generators
 from . import sums
+from .verify import verify
 
 #: Inside a release directory, uploaded after everything else, in this order.
 LAST = (f"{sums.NAME}.asc", sums.NAME, "RELEASE-NOTES.md", "index.json")
@@ -80,6 +81,20 @@ def release_notes(release_dir: Path) -> str | None:
     return utf8_text(data, str(path), "save the notes as UTF-8", idx.ReleaseError)
 
 
+def _check_unchanged(release_dir: Path) -> None:
+    """The release folder as it was built, before anything is uploaded: an artifact edited, cut or
+    removed since (or SHA256SUMS no longer the index's) was uploaded as it was, under sums and a
+    signature that no longer matched it. The signature is checked by ``release verify --key``."""
+    report = verify(release_dir / "index.json")
+    if not report.ok:
+        first, more = report.findings[0], len(report.findings) - 1
+        raise IntegrityError(
+            f"{release_dir}: {first.artifact}: {first.problem}" + (f" (and {more} more)" if more else ""),
+            hint="the release folder changed since it was built: rebuild it (cernvm-build release"
+            " VERSION --out ...), or see every difference with 'cernvm-build release verify'",
+        )
+
+
 def site_with_release(
     release_dir: Path,
     work: Path,
@@ -116,6 +131,15 @@ def publish_release(
     reference pages its content asks for: the CLI passes its own, see ``site.build.Builder``)."""
     say = reporter.step
     release = idx.load(release_dir / "index.json")
+    if idx.VERSION_RE.match(release_dir.resolve().name) and release_dir.resolve().name != release.version:
+        # the folder of one release holding another's index would be uploaded over that release
+        raise IntegrityError(
+            f"{release_dir / 'index.json'}: version {release.version}, in the folder of release"
+            f" {release_dir.resolve().name}",
+            hint="the release folder was edited or copied over; rebuild it, or check it with"
+            " 'cernvm-build release verify'",
+        )
+    _check_unchanged(release_dir)
     notes = release_notes(release_dir) if site_dest else None
     report = PublishReport(version=release.version)
     target = f"{dest.rstrip('/')}/{release.version}"

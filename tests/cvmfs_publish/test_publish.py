@@ -335,7 +335,7 @@ def test_whitelist_expiry_and_resign(
     resign_whitelist(s, FQRN, keyset, days=7)
     with reader(s) as repo:
         assert repo.revision == 1
-    with pytest.raises(CvmfsError, match="positive"):
+    with pytest.raises(CvmfsError, match="must be 1 to 36500 days"):
         resign_whitelist(s, FQRN, keyset, days=0)
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from cernvm_build import gpg
 from cernvm_build import releaseindex as idx
-from cernvm_build.errors import CernVMError
+from cernvm_build.errors import CernVMError, IntegrityError
 from cernvm_build.release import notes, sums
 from cernvm_build.release.verify import verify
 
@@ -455,3 +455,37 @@ def test_a_profile_named_twice_is_refused_at_argument_parsing(
     errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
     assert e.value.code == 2 and errors == ["error: argument --profiles: 'demo' is given twice"], err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("edit", ["artifact", "sums", "removed"])
+def test_a_release_folder_edited_since_its_build_is_refused_before_anything_is_published(
+    tmp_path: Path, edit: str
+) -> None:
+    """`release publish` uploaded the folder as it was: an artifact edited (same size), SHA256SUMS
+    changed or an artifact removed since the build went up under sums and a signature that no longer
+    matched them."""
+    from cernvm_build.release.publish import publish_release
+
+    index = _release(tmp_path / "r")
+    iso = tmp_path / "r/images/el7/ucernvm-v4prod.2026.11-1.cernvm.x86_64.iso"
+    if edit == "artifact":
+        iso.write_bytes(b"ISO" * 1000)
+    elif edit == "sums":
+        (tmp_path / "r/SHA256SUMS").write_text((tmp_path / "r/SHA256SUMS").read_text().replace("a", "b", 1))
+    else:
+        iso.unlink()
+    with pytest.raises(IntegrityError) as e:  # the endpoint is never asked
+        publish_release(index.parent, "s3://b/releases", endpoint_url="http://127.0.0.1:9")
+    assert str(tmp_path / "r") in str(e.value) and "release verify" in (e.value.hint or "")
+
+
+def test_a_release_folder_holding_another_release_s_index_is_refused_before_publishing(
+    tmp_path: Path,
+) -> None:
+    """releases/2026.11-1/ whose index.json says 2026.12-1 (copied over) was uploaded as 2026.12-1,
+    over that release's artifacts."""
+    from cernvm_build.release.publish import publish_release
+
+    index = _release(tmp_path / "2026.11-1", version="2026.12-1")
+    with pytest.raises(IntegrityError, match=r"version 2026\.12-1, in the folder of release 2026\.11-1"):
+        publish_release(index.parent, "s3://b/releases", endpoint_url="http://127.0.0.1:9")
