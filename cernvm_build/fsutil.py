@@ -471,6 +471,35 @@ def lock_dir(path: Path, how: int, *, follow_links: bool = False) -> int | None:
     return fd
 
 
+@contextlib.contextmanager
+def held_lock(path: Path, what: str, busy: Callable[[str], object]) -> Iterator[None]:
+    """An exclusive ``flock`` of the file ``path`` for the ``with``'s life (made with its folder if
+    missing; the file records our pid and ``what`` while held). The kernel drops the lock when its holder
+    dies, so a run killed with SIGKILL never blocks the next. When another process holds it,
+    ``busy(holder)`` hears what the file records ("pid 123 (publish)"): it raises to refuse, or returns
+    to wait for the lock."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held = True
+        except BlockingIOError:
+            held = False
+        if not held:  # (out of the except: what ``busy`` raises is no "during handling" chain)
+            busy(os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} ({what})\n".encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
 def lock_holders(fd: int) -> list[int]:
     """The pids that hold a ``flock`` of the file open as ``fd`` (``/proc/locks``; waiters left out),
     for the one line that says whom a run waits for or leaves a folder to; [] where unknown."""
