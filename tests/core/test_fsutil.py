@@ -275,3 +275,27 @@ def test_a_removed_lock_file_is_not_held_by_a_waiter_of_its_old_inode(tmp_path: 
     worker.join(60)
     assert inside.is_set() and seen == [True]
     assert not path.exists()  # nothing left behind
+
+
+def test_atomic_dir_swaps_at_once_each_finish_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two swaps of one folder at once: another run's folder arriving between this run's two renames
+    (and three runs sharing the fixed '.NAME.old') were ENOTEMPTY tracebacks. Last one in wins, whole."""
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "who").write_text("before")
+    real = os.rename
+    state = {"nested": False}
+
+    def rename(src: str | Path, dst: str | Path) -> None:
+        real(src, dst)
+        if str(dst).endswith(("old", "-old.tmp")) and not state["nested"]:
+            state["nested"] = True  # between this run's two renames, another run's whole swap
+            with fsutil.atomic_dir(dest) as other:
+                (other / "who").write_text("other")
+
+    monkeypatch.setattr(os, "rename", rename)
+    with fsutil.atomic_dir(dest) as tmp:
+        (tmp / "who").write_text("this")
+    monkeypatch.setattr(os, "rename", real)
+    assert state["nested"] and (dest / "who").read_text() == "this"
+    assert sorted(os.listdir(tmp_path)) == ["dest"]  # nothing aside left
