@@ -378,16 +378,26 @@ def atomic_dir(dest: Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(dest), suffix=".tmp", dir=dest.parent))
     try:
         yield tmp
-        if dest.exists():
-            old = dest.with_name(f".{dest.name}.old")
-            with contextlib.suppress(OSError):
-                remove_tree(old)
-            os.rename(dest, old)
-            os.rename(tmp, dest)
+        # the earlier folder is moved aside to a name of this process's (a killed run's is reclaimed by
+        # its pid), and again when another run's swap put a folder there meanwhile: a fixed '.NAME.old'
+        # shared by runs at once, and a folder arriving between the two renames, were ENOTEMPTY
+        # tracebacks (last one in wins, whole)
+        old = tmp.with_name(f"{tmp.name.removesuffix('.tmp')}-old.tmp")  # (.NAME.<pid>.<rnd>-old.tmp)
+        for _ in range(100):
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(dest, old)
+            try:
+                os.rename(tmp, dest)
+                break
+            except OSError as e:
+                if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
             with contextlib.suppress(OSError):
                 remove_tree(old)
         else:
-            os.rename(tmp, dest)
+            os.rename(tmp, dest)  # (livelocked a hundred times: this one's error stands)
+        with contextlib.suppress(OSError):
+            remove_tree(old)
         fsync_dir(dest.parent)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -481,6 +491,61 @@ def lock_dir(path: Path, how: int, *, follow_links: bool = False) -> int | None:
         os.close(fd)
         raise
     return fd
+
+
+@contextlib.contextmanager
+def held_lock(
+    path: Path, what: str, busy: Callable[[str], object], *, remove: bool = False, make_parent: bool = True
+) -> Iterator[None]:
+    """An exclusive ``flock`` of the file ``path`` for the ``with``'s life (the file records our pid and
+    ``what`` while held). The kernel drops the lock when its holder dies, so a run killed with SIGKILL
+    never blocks the next. When another process holds it, ``busy(holder)`` hears what the file records
+    ("pid 123 (publish)"): it raises to refuse, or returns to wait for the lock. ``remove``: the file is
+    unlinked before the lock is released (nothing left behind); a run that got the lock of a file
+    unlinked meanwhile opens the new one. ``make_parent``: else a missing folder is an OSError."""
+    if make_parent:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                held = True
+            except BlockingIOError:
+                held = False
+            if not held:  # (out of the except: what ``busy`` raises is no "during handling" chain)
+                busy(os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown")
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            if not remove or _names(path, fd):
+                break
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)  # its holder removed it as we waited: the lock is the new file's
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} ({what})\n".encode(), 0)
+        try:
+            yield
+        finally:
+            if remove:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+            else:
+                os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _names(path: Path, fd: int) -> bool:
+    """Whether ``path`` is the file open as ``fd``."""
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
 
 
 def lock_holders(fd: int) -> list[int]:

@@ -14,7 +14,7 @@ from typing import Any
 
 from .. import debpkg, jsonable
 from ..errors import BuildError, ToolError
-from ..fsutil import atomic_dir, reclaim_stale_in, sha256_file
+from ..fsutil import atomic_dir, held_lock, reclaim_stale_in, sha256_file
 from ..paths import cache_dir
 
 
@@ -35,6 +35,10 @@ class Kernel:
         return jsonable.to_json(self, omit=("vmlinuz", "modules"), vmlinuz_sha256=sha256_file(self.vmlinuz))
 
 
+def _wait(holder: str) -> None:
+    """(another build extracts the same kernel: this one waits for it, and uses its tree)"""
+
+
 def fetch_debian_kernel(package: str, cache: Path | None = None) -> Kernel:
     """The Debian kernel ``package`` from the cache, fetched and verified on first use (``debpkg``)."""
     root = cache or cache_dir("kernel")
@@ -47,10 +51,19 @@ def fetch_debian_kernel(package: str, cache: Path | None = None) -> Kernel:
         ) from e
     tree = root / f"{deb.name}_{deb.version}".replace(":", "%3a")
     stamp = tree / ".sha256"
-    if not (stamp.exists() and stamp.read_text().strip() == deb.sha256):
-        with atomic_dir(tree) as tmp:
-            debpkg.extract(deb, tmp)
-            (tmp / ".sha256").write_text(deb.sha256 + "\n")
+
+    def extracted() -> bool:
+        return stamp.exists() and stamp.read_text().strip() == deb.sha256
+
+    if not extracted():
+        # one extraction at a time, checked again once held: two builds on a cold cache both
+        # extracted, and the second's swap took the first's tree from under its reads for a moment
+        # (three at once collided on the swap's '.old' name)
+        with held_lock(root / f".{tree.name}.lock", f"extraction of {deb.name}", _wait, remove=True):
+            if not extracted():
+                with atomic_dir(tree) as tmp:
+                    debpkg.extract(deb, tmp)
+                    (tmp / ".sha256").write_text(deb.sha256 + "\n")
         reclaim_stale_in(root)  # killed extractions of earlier kernels: no run reclaims them
     kernel = kernel_from_tree(tree)
     return Kernel(

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from .. import cachekey
 from ..errors import BuildError
-from ..fsutil import atomic_dir, lock_dir, reclaim_stale_in, remove_unheld, sha256_file
+from ..fsutil import atomic_dir, held_lock, lock_dir, reclaim_stale_in, remove_unheld, sha256_file
 from ..paths import cache_dir, package_dir
 from ..proc import run
 
@@ -242,6 +242,10 @@ KEEP = 8
 _ENTRY = re.compile(r"[0-9a-f]{24}")
 
 
+def _wait(holder: str) -> None:
+    """(another build assembles the same entry: this one waits for it, and uses it)"""
+
+
 def _hold(root: Path, hold: contextlib.ExitStack | None) -> bool:
     """A shared lock of the entry ``root`` for ``hold``'s life (eviction takes it exclusively);
     False when there is no entry to hold."""
@@ -287,8 +291,12 @@ def cached_runtime(
     info = root / "runtime.json"
     # held before it is checked: an eviction between the check and the hold removed it
     if not (_hold(root, hold) and _still_valid(info)):
-        _assemble(root, python, entries)
-        _hold(root, hold)
+        # one assembly of an entry at a time, checked again once held: two builds on a cold cache
+        # both assembled it, and the second's swap took the first's entry from under its reads
+        with held_lock(cache / f".{root.name}.lock", "initrd runtime assembly", _wait, remove=True):
+            if not (_hold(root, hold) and _still_valid(info)):
+                _assemble(root, python, entries)
+                _hold(root, hold)
         evict(cache)
     with contextlib.suppress(OSError):
         os.utime(root)  # used now: eviction keeps the most recently used

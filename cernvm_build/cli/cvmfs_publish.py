@@ -140,14 +140,24 @@ def _show(out: Output, title: str, d: dict[str, Any]) -> None:
 
 def cmd_keygen(args: argparse.Namespace, out: Output) -> int:
     from ..cvmfs.keys import generate_keys, keys_exist
+    from ..fsutil import held_lock
 
-    if keys_exist(args.out, args.fqrn) and not args.force:
+    def refuse(holder: str) -> None:
         raise CvmfsError(
-            f"{args.out}: keys for {args.fqrn} already exist",
-            hint="keep them (they sign the repository), or pass --force to replace them",
+            f"{args.out}: keys for {args.fqrn} are being made by {holder}",
+            hint="wait for it to finish and use its keys",
         )
-    keys = generate_keys(args.fqrn)
-    files = keys.save(args.out)
+
+    # the check and the four files under one lock: two keygens at once both passed the check, and their
+    # files interleaved (a .crt beside the other run's .key: every manifest signed with it is refused)
+    with held_lock(args.out / f".{args.fqrn}.keygen.lock", f"keygen {args.fqrn}", refuse, remove=True):
+        if keys_exist(args.out, args.fqrn) and not args.force:
+            raise CvmfsError(
+                f"{args.out}: keys for {args.fqrn} already exist",
+                hint="keep them (they sign the repository), or pass --force to replace them",
+            )
+        keys = generate_keys(args.fqrn)
+        files = keys.save(args.out)
     d = {"fqrn": args.fqrn, "files": [str(f) for f in files], "fingerprint": keys.fingerprint()}
     out.data(
         d,

@@ -41,7 +41,12 @@ def cmd_images_list(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_images_add(args: argparse.Namespace, out: Output) -> int:
-    img = _cache(args).add(Path(args.path), profile=args.profile or "", name=args.as_name)
+    img = _cache(args).add(
+        Path(args.path),
+        profile=args.profile or "",
+        name=args.as_name,
+        waiting=lambda holder: out.info(f"waiting for {holder} to finish"),
+    )
     out.info(f"added {img.name} ({img.format}, sha256 {img.sha256[:16]}…)")
     out.data(img.to_json(), lambda d: None)
     return 0
@@ -66,6 +71,7 @@ def cmd_images_pull(args: argparse.Namespace, out: Output) -> int:
             sha256=sha256,
             size=size,
             progress=lambda d, t: bar.update(task, completed=d, total=t),
+            waiting=lambda holder: out.info(f"waiting for {holder} to finish"),
         )
     out.info(f"pulled {img.name} ({img.format}, {how})")
     out.data(img.to_json(), lambda d: None)

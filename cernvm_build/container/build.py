@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..artifact import Artifact
 from ..errors import BuildError
-from ..fsutil import atomic_dir, atomic_file, remove_tree
+from ..fsutil import atomic_dir, atomic_file, held_lock, reclaim_stale_in, remove_tree
 from ..tree import TreeReport
 from .apptainer import add_scaffold
 from .delta import ParentUse, created_by, layer_tars, open_parent, too_big, too_deep, write_delta
@@ -141,14 +141,25 @@ def build(req: BuildRequest, progress: Progress | None = None) -> BuildResult:
         )
     out = req.out_dir
     out.mkdir(parents=True, exist_ok=True)
+
+    def refuse(holder: str) -> None:
+        raise BuildError(
+            f"{out}: {req.basename} is being built there by {holder}",
+            hint="wait for that build to finish, or give another --out or --basename",
+        )
+
+    # one build of a name in a folder at a time: a second removed the first's work folder and
+    # temporaries as a killed run's (the first ended in a FileNotFoundError traceback)
+    with held_lock(out / f".{req.basename}.lock", f"container build {req.basename}", refuse, remove=True):
+        return _build(req, formats, out, progress)
+
+
+def _build(req: BuildRequest, formats: list[str], out: Path, progress: Progress | None) -> BuildResult:
     work = out / f".{req.basename}.work"
-    remove_tree(work)
-    # temporaries of an interrupted run (killed before it could clean up) of these same outputs
-    for stale in out.glob(f".{req.basename}.*.tmp"):
-        if stale.is_dir() and not stale.is_symlink():
-            remove_tree(stale)
-        else:
-            stale.unlink()
+    remove_tree(work)  # a killed run's (the lock keeps out a running one)
+    # temporaries of runs killed before they could clean up: their pid no longer runs (by name, a
+    # build of 'el9' removed the running 'el9.1' build's)
+    reclaim_stale_in(out)
     work.mkdir()
     # mtimes are the tree's own, capped at the image's date unless kept as they are: a fixed value
     # would be the revision's time, different in every snapshot, and no layer could be shared

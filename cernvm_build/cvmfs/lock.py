@@ -8,11 +8,10 @@ stale lock; the file records the holder's pid for the error message.
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from .. import fsutil
 from ..errors import CvmfsError
 from ..fsutil import reclaim_stale_in
 
@@ -49,23 +48,12 @@ def publish_lock(stratum: Path, what: str = "publish") -> Iterator[None]:
 def held_lock(path: Path, what: str, busy: str) -> Iterator[None]:
     """An exclusive ``flock`` on ``path`` (the file records our pid and ``what``), or
     RepositoryLocked: ``busy`` and the holder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
-            raise RepositoryLocked(
-                f"{busy} ({holder})",
-                hint="wait for that process to finish; the lock is released when it exits",
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} ({what})\n".encode(), 0)
-        try:
-            yield
-        finally:
-            os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
+
+    def refuse(holder: str) -> None:
+        raise RepositoryLocked(
+            f"{busy} ({holder})",
+            hint="wait for that process to finish; the lock is released when it exits",
+        )
+
+    with fsutil.held_lock(path, what, refuse):
+        yield

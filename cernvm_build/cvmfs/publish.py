@@ -177,6 +177,13 @@ def _session(stratum: Path, what: str) -> Iterator[tuple[ObjectWriter, Path]]:
 # -- the public API -------------------------------------------------------------------------------
 
 
+def _refuse_existing(stratum: Path) -> None:
+    if (stratum / ".cvmfspublished").exists():
+        raise CvmfsError(
+            f"{stratum}: a repository already exists here", hint="publish into it, or pick a new directory"
+        )
+
+
 def create_repository(
     stratum: Path,
     fqrn: str,
@@ -197,15 +204,15 @@ def create_repository(
         raise CvmfsError(
             f"keys are for {keys.fqrn!r}, not {fqrn!r}", hint="generate keys for this repository"
         )
-    if (stratum / ".cvmfspublished").exists():
-        raise CvmfsError(
-            f"{stratum}: a repository already exists here", hint="publish into it, or pick a new directory"
-        )
+    _refuse_existing(stratum)
     make_folder(stratum, "STRATUM")
     ts = _default_timestamp(timestamp, epoch)
     wl_time = timestamp if timestamp is not None else int(time.time())
     opts = Options(ts, ChunkingSettings(), True, None)
     with _session(stratum, "create") as (store, scratch):
+        # again under the lock: a create of this stratum that held it since the check above has made
+        # the repository, which this one replaced (with its own keys) and both said "created"
+        _refuse_existing(stratum)
         stage = Stage(scratch / "stage.db")
         try:
             stage.put(dir_entry("", ts))

@@ -17,12 +17,14 @@ build into that folder finishes the dead build's switch from its work folder bef
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +38,7 @@ from ..context import BuildContext
 from ..cvmfs import blacklist, bootlist
 from ..cvmfs.repository import SnapshotSpec, open_repository
 from ..errors import BuildError, CernVMError
-from ..fsutil import atomic_write, fsync_dir, process_alive, sha256_file
+from ..fsutil import atomic_write, fsync_dir, held_lock, process_alive, sha256_file
 from ..proc import run, which
 from ..profile import Profile, checks
 from . import disks, signature
@@ -189,17 +191,32 @@ def _tool_versions() -> dict[str, str]:
 SWITCH = "SWITCH"
 
 
-def _remove_stale_work(out_dir: Path) -> None:
+#: the lock file of a switch (and of a killed build's switch finished), in the output folder while held
+SWITCH_LOCK = ".switch.lock"
+
+
+def _switching(out_dir: Path, say: Callable[[str], object]) -> contextlib.AbstractContextManager[None]:
+    """One switch into ``out_dir`` at a time: two builds into one folder that committed at once
+    interleaved their renames, and the manifest left claimed a file the other build had put there.
+    A second waits (told who holds it); the lock file goes with the release."""
+    what = f"image build into {out_dir}"
+    return held_lock(
+        out_dir / SWITCH_LOCK, what, lambda holder: say(f"waiting for {holder} to finish"), remove=True
+    )
+
+
+def _remove_stale_work(out_dir: Path, say: Callable[[str], object] = str) -> None:  # (str: heard by nobody)
     """Work folders of builds that were killed (their process is gone): a re-run cleans up after them,
-    first finishing the switch of one killed while moving its outputs into place."""
-    for d in sorted(out_dir.glob(".build-*-*")):
-        pid = d.name.split("-")[1]
-        if not pid.isascii() or not pid.isdigit() or process_alive(int(pid)):
-            continue
-        names = _switch_names(d)
-        if names is not None:
-            _switch(d, out_dir, names)
-        shutil.rmtree(d, ignore_errors=True)
+    first finishing the switch of one killed while moving its outputs into place (and its lock file)."""
+    with _switching(out_dir, say):
+        for d in sorted(out_dir.glob(".build-*-*")):
+            pid = d.name.split("-")[1]
+            if not pid.isascii() or not pid.isdigit() or process_alive(int(pid)):
+                continue
+            names = _switch_names(d)
+            if names is not None:
+                _switch(d, out_dir, names)
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def _switch_names(work: Path) -> list[str] | None:
@@ -266,7 +283,7 @@ def build_image(
     fmts = parse_formats(formats, list(profile.image.formats))
     check_tools(fmts)
     if out_dir.is_dir():
-        _remove_stale_work(out_dir)
+        _remove_stale_work(out_dir, say)
     stem = profile.artifact_stem
     b = profile.bootloader
     version = f"{b.branch} {b.version}-{b.release}"
@@ -376,7 +393,8 @@ def build_image(
             (work / manifest_name).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
             # Whole files into place as one committed switch; the manifest last says the set is complete.
             outputs = [n for a in artifacts for n in (a.path.name, f"{a.path.name}.sha256")]
-            _commit(work, out_dir, [*outputs, manifest_name])
+            with _switching(out_dir, say):
+                _commit(work, out_dir, [*outputs, manifest_name])
             final = [Artifact(out_dir / a.path.name, a.format, a.sha256, a.size) for a in artifacts]
         except OSError as e:
             raise _disk_error(e, out_dir) from e

@@ -31,7 +31,16 @@ from . import context, domain, forward, images, keys, preservation, seed, storag
 from .config import Settings
 from .domain import Metadata
 from .host import Host
-from .instances import Instance, default_home, describe, free_at, instance_folder, pick_port, undefine
+from .instances import (
+    Instance,
+    default_home,
+    describe,
+    free_at,
+    instance_folder,
+    name_lock,
+    pick_port,
+    undefine,
+)
 from .names import validate_name
 from .seed import SeedDisk
 from .transaction import Transaction
@@ -116,36 +125,39 @@ def create_instance(spec: InstanceSpec, *, host: Host, reporter: Reporter = NULL
         block["cvmfs_server"] = spec.cvmfs_server
     if spec.cvmfs_http_proxy:
         block["cvmfs_http_proxy"] = spec.cvmfs_http_proxy
-    _refuse_existing(host, name)
-    if not image.path.is_file():
-        raise ImageError(
-            "boot image not found", where=str(image.path), hint="see 'cernvm-launch images list'"
-        )
-    port = _port(host, s, remote)
-    if spec.forwards:
-        if s.network != "user":
-            raise InstanceError(
-                "--forward needs user-mode networking",
-                hint=f"on the libvirt network '{s.network}' the instance's ports are open at its address",
+    # from the "exists already" check to the started instance, this name's lock: no other create of
+    # it can pass the check meanwhile (``instances.name_lock``)
+    with name_lock(home, host.uri, name, "create"):
+        _refuse_existing(host, name)
+        if not image.path.is_file():
+            raise ImageError(
+                "boot image not found", where=str(image.path), hint="see 'cernvm-launch images list'"
             )
-        forward.check_free(host.conn, spec.forwards)
-    for what, path in (("shared folder", s.shared_folder), ("seed", s.seed), ("boot image", image.path)):
-        _check_xml_path(what, path)
-    if s.shared_folder is not None and remote:
-        raise InstanceError(
-            f"a shared folder would be a folder on {host.remote}, which launch does not manage",
-            hint="copy data in and out with 'cernvm-launch scp -r'",
-        )
-    if s.shared_folder is not None:
-        _check_shared_folder(s.shared_folder)
-    seed_disk = None
-    if s.seed is not None:  # checked here: nothing is made for a seed that cannot back the disk
-        seed_disk = seed.check(s.seed, system=not host.session, remote=remote)
-    parsed = userdata.parse(spec.user_data, spec.user_data_source)
-    folder = instance_folder(home, host.uri, name)
-    plan = _Plan(name, folder, image, digest, pin.label, block, port, s.profile or "", remote, seed_disk)
-    with Transaction() as tx:
-        return _make(spec, plan, parsed, host, tx, reporter)
+        port = _port(host, s, remote)
+        if spec.forwards:
+            if s.network != "user":
+                raise InstanceError(
+                    "--forward needs user-mode networking",
+                    hint=f"on the libvirt network '{s.network}' the instance's ports are open at its address",
+                )
+            forward.check_free(host.conn, spec.forwards)
+        for what, path in (("shared folder", s.shared_folder), ("seed", s.seed), ("boot image", image.path)):
+            _check_xml_path(what, path)
+        if s.shared_folder is not None and remote:
+            raise InstanceError(
+                f"a shared folder would be a folder on {host.remote}, which launch does not manage",
+                hint="copy data in and out with 'cernvm-launch scp -r'",
+            )
+        if s.shared_folder is not None:
+            _check_shared_folder(s.shared_folder)
+        seed_disk = None
+        if s.seed is not None:  # checked here: nothing is made for a seed that cannot back the disk
+            seed_disk = seed.check(s.seed, system=not host.session, remote=remote)
+        parsed = userdata.parse(spec.user_data, spec.user_data_source)
+        folder = instance_folder(home, host.uri, name)
+        plan = _Plan(name, folder, image, digest, pin.label, block, port, s.profile or "", remote, seed_disk)
+        with Transaction() as tx:
+            return _make(spec, plan, parsed, host, tx, reporter)
 
 
 def _check_shared_folder(path: Path) -> None:

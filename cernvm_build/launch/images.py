@@ -30,6 +30,7 @@ from ..fsutil import (
     TooLarge,
     atomic_file,
     atomic_write,
+    held_lock,
     read_capped,
     reclaim_stale_in,
     sha256_file,
@@ -133,6 +134,10 @@ def verify_checksum(path: Path, expected: str | None = None) -> str:
     return actual
 
 
+def _nothing(holder: str) -> None:
+    """(a silent wait)"""
+
+
 class ImageCache:
     def __init__(self, home: Path) -> None:
         self.dir = home / "images"
@@ -197,13 +202,34 @@ class ImageCache:
         assert image is not None
         return image
 
-    def add(self, path: Path, *, profile: str = "", name: str | None = None) -> Image:
+    def _entry_lock(
+        self, name: str, what: str, waiting: Callable[[str], object]
+    ) -> contextlib.AbstractContextManager[None]:
+        """One pull or add of the name ``name`` at a time (a flock of ``.<name>.lock``, removed when
+        released; a second waits, told who holds it): two at once shared the ``.<name>.pull`` beside
+        the entry, and the one whose file the other had moved into place failed ("cannot read image:
+        No such file"); of two sources of one name, the recorded sha256 could be the other one's."""
+        self._ensure_dir()
+        return held_lock(self.dir / f".{name}.lock", what, waiting, remove=True)
+
+    def add(
+        self,
+        path: Path,
+        *,
+        profile: str = "",
+        name: str | None = None,
+        waiting: Callable[[str], object] = _nothing,
+    ) -> Image:
         """Copy a local image (a build of this toolkit, or any iso/hdd/qcow2) into the cache, verified."""
         if not path.is_file():
             raise ImageError(
                 "image file not found", where=str(path), hint="give the path of an iso/hdd/qcow2"
             )
         name = image_name(name or path.name, "--as" if name else str(path))
+        with self._entry_lock(name, f"add of {path}", waiting):
+            return self._add(path, name, profile)
+
+    def _add(self, path: Path, name: str, profile: str) -> Image:
         detect_format(path, bootable=True)  # before copying GBs: the copy is checked again below
         side = path.with_name(path.name + ".sha256")
         expected = read_sha256_file(side) if side.exists() else None
@@ -244,12 +270,12 @@ class ImageCache:
         progress: Progress | None = None,
         sha256: str | None = None,
         size: int | None = None,
+        waiting: Callable[[str], object] = _nothing,
     ) -> Image:
         """Download ``url``; keep it only if it hashes to ``sha256`` (given by a verified release
         index, with its ``size``), else to what ``url.sha256`` says. At most ``size`` (else
-        MAX_IMAGE) bytes are written: a server cannot fill the disk."""
-        import requests  # only pulls need it
-
+        MAX_IMAGE) bytes are written: a server cannot fill the disk. ``waiting(holder)``: told when
+        another pull or add of that name runs, which this one waits for (``_entry_lock``)."""
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ImageError(
@@ -260,6 +286,20 @@ class ImageCache:
         if not name:
             raise ImageError("URL names no file", where=url, hint="give the URL of the image file itself")
         name = image_name(name, url)
+        with self._entry_lock(name, f"pull of {url}", waiting):
+            return self._pull(url, name, profile, progress, sha256, size)
+
+    def _pull(
+        self,
+        url: str,
+        name: str,
+        profile: str,
+        progress: Progress | None,
+        sha256: str | None,
+        size: int | None,
+    ) -> Image:
+        import requests  # only pulls need it
+
         cap = size if size is not None else MAX_IMAGE
         try:
             if sha256 is None:
@@ -454,7 +494,11 @@ def resolve(cache: ImageCache, choice: ImageChoice, *, reporter: Reporter = NULL
         )
     if choice.url:
         reporter.step(f"pulling {choice.url}")
-        return cache.pull(choice.url, progress=lambda done, total: reporter.progress("bytes", done, total))
+        return cache.pull(
+            choice.url,
+            progress=lambda done, total: reporter.progress("bytes", done, total),
+            waiting=lambda holder: reporter.step(f"waiting for {holder} to finish"),
+        )
     known = cache.list()
     if choice.version != "latest":
         known = [i for i in known if choice.version in i.name]

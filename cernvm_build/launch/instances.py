@@ -17,6 +17,7 @@ import os
 import posixpath
 import shutil
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from urllib.parse import urlsplit
 import libvirt
 
 from ..errors import InstanceError, LaunchError, UsageError
-from ..fsutil import open_regular
+from ..fsutil import held_lock, open_regular
 from . import domain, storage, tunnel
 from .domain import Metadata
 
@@ -367,6 +368,12 @@ def destroy(conn: Any, name: str, *, force: bool = False, home: Path) -> Path | 
     not from the image cache and this was its last instance) and the instance folder (what is left
     of it) when it is the instance's own folder under the launch ``home`` (default: the URI's);
     returns the folder the metadata names when it was left in place because it is not."""
+    get(conn, name)  # (no lock file is made for a name that is no instance)
+    with name_lock(home, conn.getURI(), name, "destroy", make_home=False):
+        return _destroy(conn, name, force, home)
+
+
+def _destroy(conn: Any, name: str, force: bool, home: Path) -> Path | None:
     dom, inst = get(conn, name)
     if dom.isActive() and not inst.broken and not force:
         raise InstanceError(
@@ -406,6 +413,29 @@ def instance_folder(home: Path, uri: str, name: str) -> Path:
     makes it and ``destroy`` removes only it, so another hypervisor's folder is never touched."""
     remote = bool(urlsplit(uri).hostname)
     return home / "hosts" / _slug(uri) / name if remote else home / "run" / name
+
+
+@contextlib.contextmanager
+def name_lock(home: Path, uri: str, name: str, what: str, *, make_home: bool = True) -> Iterator[None]:
+    """One command at a time makes or removes the instance ``name``: an exclusive ``flock`` of
+    ``.<name>.lock`` beside its folder (a name never starts with '.'), or one line naming the command
+    that holds it. Two creates of one name both passed the "exists already" check: the second took
+    the first's folder for a killed create's and removed it, and the one that failed undid the other's
+    domain (the kernel drops the lock when its holder dies: a killed create never blocks the next; the
+    file goes when released). ``make_home``: else, where the folder above is missing, no lock."""
+
+    def refuse(holder: str) -> None:
+        raise InstanceError(
+            f"instance '{name}' is busy: {holder} is working on it",
+            hint="wait for that command to finish, or pick another --name",
+        )
+
+    parent = instance_folder(home, uri, name).parent
+    if not make_home and not parent.is_dir():
+        yield  # no create made it, so none runs (a destroy does not make the launch home)
+        return
+    with held_lock(parent / f".{name}.lock", f"{what} {name}", refuse, remove=True):
+        yield
 
 
 def _slug(uri: str) -> str:

@@ -37,6 +37,7 @@ from ..cvmfs.tar_limits import bounded_tarinfo
 from ..errors import BuildError, IntegrityError
 from ..fsutil import (
     atomic_dir,
+    held_lock,
     lock_dir,
     lock_holders,
     reclaim_stale_in,
@@ -146,21 +147,28 @@ def build_debian_tree(
             "building a Debian tree needs root (dpkg runs maintainer scripts in a chroot and namespace)",
             hint="run it as root (sudo)",
         )
-    debdir = debs or cache_dir("debs")
-    say(f"debian{release}: {len(packages)} packages, {sum(p.size for p in packages) / 1e6:.0f} MB")
-    files = [
-        debpkg.fetch_verified(p.name, p.version, p.arch, p.sha256, debdir, offline=offline) for p in packages
-    ]
-    with atomic_dir(dest) as tree:
-        _unpack(tree, files)
-        modules = [(kernel.modules, f"usr/lib/modules/{kernel.version}")] if kernel is not None else []
-        _copy_in(tree, [*modules, (OVERLAY, "")])
-        say(f"debian{release}: dpkg installs {len(files)} packages in a chroot")
-        _install(tree, debdir, files, epoch, kver)
-        _scrub(tree, epoch)
-    cachekey.write_marker(done, key, {"packages": len(packages)})
-    keep_only(dest, release, say)
-    return DebianTree(dest, release, key, packages, kver, reused=False)
+    # one build of a tree at a time, checked again once held: two builds on a cold cache both built
+    # it (minutes as root), and the second's swap replaced the tree under the first's reads
+    lock = dest.parent / f".{dest.name}.lock"
+    with held_lock(lock, f"build of {dest.name}", lambda h: say(f"waiting for {h}: {lock}"), remove=True):
+        if reusable(dest, key):
+            return DebianTree(dest, release, key, packages, kver, reused=True)
+        debdir = debs or cache_dir("debs")
+        say(f"debian{release}: {len(packages)} packages, {sum(p.size for p in packages) / 1e6:.0f} MB")
+        files = [
+            debpkg.fetch_verified(p.name, p.version, p.arch, p.sha256, debdir, offline=offline)
+            for p in packages
+        ]
+        with atomic_dir(dest) as tree:
+            _unpack(tree, files)
+            modules = [(kernel.modules, f"usr/lib/modules/{kernel.version}")] if kernel is not None else []
+            _copy_in(tree, [*modules, (OVERLAY, "")])
+            say(f"debian{release}: dpkg installs {len(files)} packages in a chroot")
+            _install(tree, debdir, files, epoch, kver)
+            _scrub(tree, epoch)
+        cachekey.write_marker(done, key, {"packages": len(packages)})
+        keep_only(dest, release, say)
+        return DebianTree(dest, release, key, packages, kver, reused=False)
 
 
 def _marker(dest: Path) -> Path:

@@ -29,7 +29,7 @@ from ..container.from_profile import build_profile as build_container
 from ..context import BuildContext
 from ..cvmfs.repository import SnapshotSpec
 from ..errors import CernVMError
-from ..fsutil import atomic_write, remove_tree
+from ..fsutil import atomic_write, held_lock, remove_tree
 from ..image.build import build_image
 from ..profile import Override, Profile, load
 from ..report import Reporter, scoped
@@ -180,18 +180,39 @@ def build_release(opts: ReleaseOptions, ctx: BuildContext) -> tuple[idx.ReleaseI
 
     ``ctx.epoch`` is the release's build time (``release_context`` picks the default), ``ctx.jobs`` how
     many profiles build at once; each thread gets the context as an argument."""
-    say = ctx.reporter
     version = idx.check_version(opts.version)
     final = opts.out / version
+    _refuse_existing(version, final)
+    if opts.sign_key:
+        check_sign_key(opts.sign_key)
+    # read before the build: a damaged or missing previous index failed only after every profile was built
+    previous = idx.load(opts.previous) if opts.previous else None
+
+    def refuse(holder: str) -> None:
+        raise idx.ReleaseError(
+            f"release {version} is being built in {opts.out} by {holder}",
+            hint="wait for that build to finish (the lock is released when it exits)",
+        )
+
+    # one build of a version at a time: two at once shared .VERSION.partial, each removing the other's
+    # parts, and the one that said "ok" published the other's files under its own index and SHA256SUMS
+    with held_lock(opts.out / f".{version}.lock", f"release build {version}", refuse, remove=True):
+        _refuse_existing(version, final)  # (again: one may have finished since)
+        return _build_release(opts, ctx, version, final, previous)
+
+
+def _refuse_existing(version: str, final: Path) -> None:
     if (final / "index.json").is_file():
         raise idx.ReleaseError(
             f"release {version} already exists at {final}",
             hint="choose a new version, or remove that directory to rebuild it",
         )
-    if opts.sign_key:
-        check_sign_key(opts.sign_key)
-    # read before the build: a damaged or missing previous index failed only after every profile was built
-    previous = idx.load(opts.previous) if opts.previous else None
+
+
+def _build_release(
+    opts: ReleaseOptions, ctx: BuildContext, version: str, final: Path, previous: idx.ReleaseIndex | None
+) -> tuple[idx.ReleaseIndex, Path]:
+    say = ctx.reporter
     part_root = opts.out / f".{version}.partial"
     part_root.mkdir(parents=True, exist_ok=True)
     epoch = ctx.epoch

@@ -33,7 +33,7 @@ from typing import Any
 
 from .. import paths
 from ..errors import BuildError
-from ..fsutil import atomic_dir
+from ..fsutil import atomic_dir, held_lock
 from ..report import NULL_REPORTER, Reporter
 from . import config as config_mod
 from . import data as data_mod
@@ -54,6 +54,10 @@ from .sources import Generators, Sources, nothing, plan_sources, render_markdown
 from .write import execute, find_strays
 
 __all__ = ["BuildReport", "Builder", "LinkErrors", "build_site", "default_cache_dir"]
+
+
+#: the file in the cache folder whose ``flock`` a build holds (``Builder.build``)
+LOCK_NAME = "build.lock"
 
 
 def default_cache_dir(out_dir: Path) -> Path:
@@ -218,7 +222,13 @@ class Builder:
         enabled = gc.isenabled()
         gc.disable()
         try:
-            return self._build()
+            self._check_out_dir()
+            _check_cache(self.cache_dir)
+            # One build at a time into an output (its cache folder is the output's): two at once mixed
+            # their pages, and each removed the other's temporaries as strays. A second build (another
+            # terminal, ``site serve`` rebuilding) waits, saying for whom; a killed one's lock is gone.
+            with held_lock(self.cache_dir / LOCK_NAME, f"site build into {self.out_dir}", self._waiting):
+                return self._build()
         except sqlite3.DatabaseError as e:
             if not is_damage(e):
                 raise
@@ -234,10 +244,11 @@ class Builder:
             if enabled:
                 gc.enable()
 
+    def _waiting(self, holder: str) -> None:
+        self.reporter.step(f"waiting for {holder} to finish (it holds {self.cache_dir / LOCK_NAME})")
+
     def _build(self) -> BuildReport:
         start = time.perf_counter()
-        self._check_out_dir()
-        _check_cache(self.cache_dir)
         state = State(self.cache_dir / "state.sqlite")
         if state.discarded:
             self.warnings.append(
@@ -529,7 +540,11 @@ def _warm_templates(env: tpl_mod.Environment, cfg: SiteConfig, sources: Sources)
 def _check_cache(folder: Path) -> None:
     """The state a file and the templates' cache a folder, or absent: a folder named state.sqlite, a
     FIFO or a link to /dev/null was an sqlite traceback on every build, a file named jinja mkdir's."""
-    for name, want, kind in (("state.sqlite", stat.S_ISREG, "file"), ("jinja", stat.S_ISDIR, "folder")):
+    for name, want, kind in (
+        ("state.sqlite", stat.S_ISREG, "file"),
+        ("jinja", stat.S_ISDIR, "folder"),
+        (LOCK_NAME, stat.S_ISREG, "file"),
+    ):
         try:
             mode = os.stat(folder / name).st_mode
         except FileNotFoundError:

@@ -54,3 +54,38 @@ def test_killed_build_then_rerun(tmp_path: Path) -> None:
     build(BuildRequest(LocalTree(tree), SPEC, FORMATS, clean, "k"))
     for name in ("k.oci.tar", "k.docker.tar"):
         assert (out / name).read_bytes() == (clean / name).read_bytes()
+
+
+def test_a_build_of_a_name_being_built_is_refused_and_keeps_running_builds_files(tmp_path: Path) -> None:
+    """A second build of one name into one folder removed the first's work folder and temporaries
+    as a killed run's: the first ended in a FileNotFoundError traceback. And a build of 'k' removed
+    the temporaries of a running build of 'k.1' (by name: '.k.*.tmp'). Refused / kept now."""
+    import fcntl
+
+    import pytest
+
+    from cernvm_build.errors import BuildError
+
+    tree = make_tree(tmp_path / "tree")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".k.work").mkdir()  # the running build's work folder
+    fd = os.open(out / ".k.lock", os.O_RDWR | os.O_CREAT)  # and its hold
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, b"pid 4242 (container build k)\n")
+        with pytest.raises(
+            BuildError, match=r"out: k is being built there by pid 4242 \(container build k\)"
+        ):
+            build(BuildRequest(LocalTree(tree), SPEC, FORMATS, out, "k"))
+        assert (out / ".k.work").is_dir()
+    finally:
+        os.close(fd)
+    running = out / f".k.1.oci.tar.{os.getpid()}.abc.tmp"  # a running build of 'k.1' (this process)
+    running.write_bytes(b"half")
+    dead = out / ".k.oci.tar.4194305.abc.tmp"  # no such process: a killed build's
+    dead.write_bytes(b"half")
+    build(BuildRequest(LocalTree(tree), SPEC, FORMATS, out, "k"))
+    assert sorted(os.listdir(out)) == sorted(
+        ["k.docker.tar", "k.oci", "k.oci.tar", "k.sandbox", running.name]
+    )

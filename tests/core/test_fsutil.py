@@ -248,3 +248,54 @@ def test_read_capped_returns_the_file_or_refuses_it_over_the_cap_naming_file_and
         "3 GiB",
         "1025 bytes",
     ]
+
+
+def test_a_removed_lock_file_is_not_held_by_a_waiter_of_its_old_inode(tmp_path: Path) -> None:
+    """``held_lock(remove=True)`` unlinks its file before the release: a run that waited on the old
+    file must take the lock of the path's new file, else two runs hold "the lock" at once."""
+    path = tmp_path / "run" / ".x.lock"
+    heard: list[str] = []
+    inside = threading.Event()
+    seen: list[bool] = []
+
+    def waiter() -> None:
+        with fsutil.held_lock(path, "second", heard.append, remove=True):
+            st, held = os.stat(path), path.read_text()
+            seen.append(held.endswith("(second)\n") and st.st_nlink == 1)
+            inside.set()
+
+    with fsutil.held_lock(path, "first", pytest.fail, remove=True):
+        worker = threading.Thread(target=waiter)
+        worker.start()
+        for _ in range(600):  # until the waiter has heard who holds it (a hang bound, not a timing)
+            if heard:
+                break
+            time.sleep(0.05)
+        assert heard == [f"pid {os.getpid()} (first)"]
+    worker.join(60)
+    assert inside.is_set() and seen == [True]
+    assert not path.exists()  # nothing left behind
+
+
+def test_atomic_dir_swaps_at_once_each_finish_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two swaps of one folder at once: another run's folder arriving between this run's two renames
+    (and three runs sharing the fixed '.NAME.old') were ENOTEMPTY tracebacks. Last one in wins, whole."""
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "who").write_text("before")
+    real = os.rename
+    state = {"nested": False}
+
+    def rename(src: str | Path, dst: str | Path) -> None:
+        real(src, dst)
+        if str(dst).endswith(("old", "-old.tmp")) and not state["nested"]:
+            state["nested"] = True  # between this run's two renames, another run's whole swap
+            with fsutil.atomic_dir(dest) as other:
+                (other / "who").write_text("other")
+
+    monkeypatch.setattr(os, "rename", rename)
+    with fsutil.atomic_dir(dest) as tmp:
+        (tmp / "who").write_text("this")
+    monkeypatch.setattr(os, "rename", real)
+    assert state["nested"] and (dest / "who").read_text() == "this"
+    assert sorted(os.listdir(tmp_path)) == ["dest"]  # nothing aside left

@@ -274,3 +274,30 @@ def test_an_output_file_rerun_after_a_kill_leaves_no_temporary(tmp_path: Path) -
     args = ["cvmfs", "squid-config", "--client", "10.0.0.0/8", "--stratum", ".cern.ch", "-o", str(out)]
     assert main(args) == 0
     assert [p.name for p in tmp_path.iterdir()] == ["squid.conf"]
+
+
+def test_a_keygen_while_another_makes_the_same_keys_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two ``cvmfs keygen`` of one name at once both passed the "already exist" check and wrote their
+    files between the other's: a .crt beside the other run's .key (both exit 0; every manifest signed
+    with that pair is refused). The second is refused in one line naming the first."""
+    import fcntl
+
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    fd = os.open(keys / ".x.test.keygen.lock", os.O_RDWR | os.O_CREAT)  # the first keygen's hold
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, b"pid 4242 (keygen x.test)\n")
+        capsys.readouterr()
+        assert main(["cvmfs", "keygen", "x.test", "--out", str(keys)]) == 5
+        err = capsys.readouterr().err
+        assert f"error: {keys}: keys for x.test are being made by pid 4242 (keygen x.test)" in err, err
+        assert sorted(p.name for p in keys.iterdir()) == [".x.test.keygen.lock"]
+    finally:
+        os.close(fd)
+    assert main(["cvmfs", "keygen", "x.test", "--out", str(keys), "-q"]) == 0
+    assert sorted(p.name for p in keys.iterdir()) == [
+        f"x.test.{s}" for s in ("crt", "key", "masterkey", "pub")
+    ]

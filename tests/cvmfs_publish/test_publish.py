@@ -12,7 +12,7 @@ import sys
 import tarfile
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -469,3 +469,31 @@ def test_a_tag_description_the_reader_would_refuse_is_refused_before_publishing(
     with reader(stratum) as repo:
         assert {"t"} <= {t.name for t in repo.tags()}
         assert "u" not in {t.name for t in repo.tags()}
+
+
+def test_a_create_that_waited_for_another_create_of_its_stratum_is_refused(
+    tmp_path: Path, keyset: keymod.KeySet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two ``cvmfs create`` of one new stratum at once, the second's "already exists" check before the
+    first's create and its lock after it: it replaced the first's repository with its own keys, and
+    both said "created" (the first one's public key then verified nothing). Checked again under the lock."""
+    import contextlib
+
+    from cernvm_build.cvmfs import publish as pub
+
+    stratum = tmp_path / "stratum"
+    first_keys = keymod.generate_keys(FQRN)
+    real = pub._session
+
+    @contextlib.contextmanager
+    def after_another_create(where: Path, what: str) -> Iterator[object]:
+        monkeypatch.setattr(pub, "_session", real)
+        create_repository(where, FQRN, first_keys, timestamp=int(time.time()))  # held the lock first
+        with real(where, what) as held:
+            yield held
+
+    monkeypatch.setattr(pub, "_session", after_another_create)
+    with pytest.raises(CvmfsError, match="a repository already exists here"):
+        create_repository(stratum, FQRN, keyset, timestamp=int(time.time()))
+    whitelist = (stratum / ".cvmfswhitelist").read_bytes().decode(errors="replace")
+    assert first_keys.fingerprint() in whitelist and keyset.fingerprint() not in whitelist  # the first's

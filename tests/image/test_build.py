@@ -326,3 +326,40 @@ def test_a_build_killed_between_two_renames_leaves_no_claimed_mixed_set(
     manifest = json.loads(next(out.glob("*.manifest.json")).read_text())
     assert manifest["source_date_epoch"] == 86400, "the dead build's switch was finished"
     assert sorted(p.name for p in out.iterdir()) == sorted(old)
+
+
+def test_a_build_waits_for_another_build_s_switch_into_the_same_folder(
+    test_repo: ServedRepo, tmp_path: Path
+) -> None:
+    """Two builds into one --out that moved their outputs into place at once interleaved the renames:
+    the manifest left claimed a file of the other build (both exit 0). A switch waits for the other's."""
+    import fcntl
+    import time
+
+    from cernvm_build.report import Recorder
+
+    out = tmp_path / "out"
+    out.mkdir()
+    fd = os.open(out / ".switch.lock", os.O_RDWR | os.O_CREAT)  # another build, moving its outputs
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.write(fd, b"pid 4242 (image build into elsewhere)\n")
+    heard = Recorder()
+    done: list[object] = []
+    args = {"formats": ["iso"], "initrd_level": 3, "ctx": BuildContext(epoch=0, reporter=heard)}
+    worker = threading.Thread(target=lambda: done.append(build_image(test_repo.profile(), out, **args)))
+    worker.start()
+    try:
+        for _ in range(6000):  # (a bound against a hang, not a timing)
+            if "waiting for pid 4242 (image build into elsewhere) to finish" in heard.steps():
+                break
+            if not worker.is_alive():
+                break
+            time.sleep(0.1)
+        assert "waiting for pid 4242 (image build into elsewhere) to finish" in heard.steps()
+        assert not list(out.glob("*.manifest.json"))  # nothing moved in while the other one switches
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+        worker.join(600)
+    assert done and _claimed_set_is_whole(out)
+    assert not (out / ".switch.lock").exists() and not list(out.glob(".build-*"))

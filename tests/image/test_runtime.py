@@ -168,3 +168,35 @@ def test_the_cache_keeps_the_newest_entries_and_those_a_running_build_holds(tmp_
         holder.communicate("")  # ends it: its lock goes with it
     assert evict(cache) == [old[0]], "no longer held: evicted"
     assert cached_runtime(cache=cache).root == rt.root, "the entry in use stays"
+
+
+def test_two_builds_on_a_cold_runtime_cache_assemble_the_entry_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two builds on a cold initrd-runtime cache both assembled the entry, and the second's swap took
+    the first's entry (which it holds and reads) from under it: a second waits and uses the first's.
+    (The assembly is a fake: the lock is the test.)"""
+    import threading
+
+    cache = tmp_path / "cache"
+    second_waits = threading.Event()
+    monkeypatch.setattr(runtime, "_wait", lambda holder: second_waits.set())
+    assembled: list[Path] = []
+    got: list[object] = []
+    doc = {"python": "p", "version": "3", "modules": [], "libraries": [], "sources": {}}
+
+    def assemble(root: Path, python: str, entries: tuple[str, ...]) -> None:
+        assembled.append(root)
+        if len(assembled) == 1:  # the first build, assembling: the second build comes now
+            second = threading.Thread(target=lambda: got.append(runtime.cached_runtime(cache=cache)))
+            second.start()
+            assert second_waits.wait(60), "the second build did not wait for the first's assembly"
+            assemble.second = second  # type: ignore[attr-defined]
+        (root / "rt").mkdir(parents=True)
+        (root / "runtime.json").write_text(json.dumps(doc))
+
+    monkeypatch.setattr(runtime, "_assemble", assemble)
+    first = runtime.cached_runtime(cache=cache)
+    assemble.second.join(60)  # type: ignore[attr-defined]
+    assert len(assembled) == 1 and got == [first]
+    assert [p.name for p in cache.iterdir()] == [first.root.parent.name]  # no lock file left

@@ -1174,3 +1174,43 @@ def test_a_finished_switch_of_a_killed_build_is_left_as_it_is(tmp_path: Path) ->
     assert {p.name: p.read_text() for p in out.iterdir()} == {
         n: f"newer {n}" for n in ("x.iso", "x.iso.sha256", "x.manifest.json")
     }
+
+
+def test_two_builds_on_a_cold_kernel_cache_extract_the_kernel_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two builds on a cold kernel cache both extracted the package, and the second's swap of the tree
+    took the first's from under its reads (three at once collided on the swap's '.old' name): a second
+    waits for the first's extraction and uses its tree. (The package is a fake: the lock is the test.)"""
+    import threading
+
+    from cernvm_build import debpkg
+    from cernvm_build.bootloader import kernel as kmod
+
+    deb = debpkg.DebPackage("linux-image-x", "1", "amd64", tmp_path / "x.deb", "ab" * 32)
+    monkeypatch.setattr(debpkg, "fetch", lambda spec, root: deb)
+    monkeypatch.setattr(debpkg, "kernel_package", lambda spec: spec)
+    second_waits = threading.Event()
+    monkeypatch.setattr(kmod, "_wait", lambda holder: second_waits.set())
+    extracted: list[Path] = []
+    got: list[object] = []
+
+    def extract(pkg: object, dest: Path) -> Path:
+        extracted.append(dest)
+        if len(extracted) == 1:  # the first build, extracting: the second build comes now
+            second = threading.Thread(
+                target=lambda: got.append(kmod.fetch_debian_kernel("x", tmp_path / "k"))
+            )
+            second.start()
+            assert second_waits.wait(60), "the second build did not wait for the first's extraction"
+            extract.second = second  # type: ignore[attr-defined]
+        (dest / "boot").mkdir()
+        (dest / "boot" / "vmlinuz-6.1").write_bytes(b"k")
+        (dest / "lib" / "modules" / "6.1" / "kernel").mkdir(parents=True)
+        return dest
+
+    monkeypatch.setattr(debpkg, "extract", extract)
+    first = kmod.fetch_debian_kernel("x", tmp_path / "k")
+    extract.second.join(60)  # type: ignore[attr-defined]
+    assert len(extracted) == 1 and len(got) == 1 and got[0] == first
+    assert sorted(p.name for p in (tmp_path / "k").iterdir()) == ["linux-image-x_1"]  # no lock file left

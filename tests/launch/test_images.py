@@ -537,3 +537,49 @@ def test_a_server_trickling_its_status_line_and_headers_meets_the_deadline(
         assert "after the first 1 s (0 bytes" in err.message and "stalled or trickling" in err.message
         assert err.where == where
     assert not (tmp_path / "index.json").exists()
+
+
+def test_two_pulls_of_one_image_at_once_both_finish_one_after_the_other(
+    http_dir: tuple[Path, str], image: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two pulls of one name at once shared ``.<name>.pull``: the one whose download the other had
+    moved into place failed with "cannot read image: No such file or directory". The second waits."""
+    root, url = http_dir
+    (root / image.name).write_bytes(image.read_bytes())
+    (root / f"{image.name}.sha256").write_text(image.with_name(image.name + ".sha256").read_text())
+    cache = ImageCache(tmp_path / "home")
+    inside, go = threading.Event(), threading.Event()
+    real = images.detect_format
+    results: dict[str, object] = {}
+
+    def checked_late(path: Path, **kw: bool) -> str:
+        if threading.current_thread().name == "first":  # downloaded, its format not yet checked
+            inside.set()
+            go.wait(60)
+        return real(path, **kw)
+
+    monkeypatch.setattr(images, "detect_format", checked_late)
+
+    def pull(who: str) -> None:
+        try:
+            results[who] = cache.pull(
+                f"{url}/{image.name}", waiting=lambda holder: (heard.append(holder), go.set())
+            )
+        except ImageError as e:
+            results[who] = e
+
+    heard: list[str] = []
+    first = threading.Thread(target=pull, args=("first",), name="first")
+    first.start()
+    assert inside.wait(60)
+    second = threading.Thread(target=pull, args=("second",), name="second")
+    second.start()
+    second.join(60)
+    go.set()
+    first.join(60)
+    assert all(isinstance(results[w], images.Image) for w in ("first", "second")), results
+    assert heard == [f"pid {os.getpid()} (pull of {url}/{image.name})"]
+    assert [i.name for i in cache.list()] == [image.name]
+    assert sorted(p.name for p in cache.dir.iterdir()) == sorted(
+        [image.name, f"{image.name}.json", f"{image.name}.sha256"]
+    )  # no lock file or partial left

@@ -776,3 +776,59 @@ def test_a_second_hypervisor_never_takes_the_folder_of_an_instance_of_the_same_n
     (folder / create_mod.OWNER).write_text(uris[0])
     create(first, request(launch_env, image, "vm"))
     assert (folder / "id_ed25519").read_bytes() != key
+
+
+def test_a_second_create_or_a_destroy_of_a_name_being_created_is_refused(
+    conn: Any, launch_env: Path, image: Path
+) -> None:
+    """Two creates of one name both passed the "exists already" check: the second removed the first's
+    folder as a killed create's and started its own instance; the first then failed, and its undo
+    removed the second's domain and folder (the one that said "running" left nothing)."""
+    import threading
+
+    from cernvm_build.launch.create import STEPS
+    from cernvm_build.report import Recorder
+
+    class Pausing(Recorder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.paused, self.go = threading.Event(), threading.Event()
+
+        def step(self, message: str) -> None:
+            super().step(message)
+            if message == STEPS[3]:  # generating keys: the folder is made, no domain yet
+                self.paused.set()
+                self.go.wait(120)
+
+    first = Pausing()
+    made: list[object] = []
+    worker = threading.Thread(
+        target=lambda: made.append(create(conn, request(launch_env, image, "twin", cpus=1), reporter=first))
+    )
+    worker.start()
+    try:
+        assert first.paused.wait(120)
+        with pytest.raises(InstanceError, match=r"instance 'twin' is busy: pid \d+ \(create twin\)") as e:
+            create(conn, request(launch_env, image, "twin", cpus=2))
+        assert e.value.hint and "--name" in e.value.hint
+    finally:
+        first.go.set()
+        worker.join(120)
+    inst = made[0]
+    assert isinstance(inst, launch.Instance) and inst.meta is not None and inst.meta.cpus == 1
+    assert conn.lookupByName("twin").isActive()
+    assert (launch_env / "run" / "twin" / "id_ed25519").is_file()
+    assert not (launch_env / "run" / ".twin.lock").exists()  # released: nothing left behind
+
+    # create and destroy of one name at once: the second is refused, naming the first
+    uri = conn.getURI()
+    busy = r"instance 'twin' is busy: pid \d+ \(create twin\)"
+    with instances.name_lock(launch_env, uri, "twin", "create"), pytest.raises(InstanceError, match=busy):
+        instances.destroy(conn, "twin", force=True, home=launch_env)
+    assert conn.lookupByName("twin").isActive()
+    busy = r"instance 'new' is busy: pid \d+ \(destroy new\)"
+    with instances.name_lock(launch_env, uri, "new", "destroy"), pytest.raises(InstanceError, match=busy):
+        create(conn, request(launch_env, image, "new"))
+    assert not (launch_env / "run" / "new").exists()
+    assert instances.destroy(conn, "twin", force=True, home=launch_env) is None
+    assert sorted(p.name for p in (launch_env / "run").iterdir()) == []

@@ -610,3 +610,44 @@ def test_a_tree_a_publish_reads_is_kept_by_a_build_of_other_inputs(tmp_path: Pat
     assert sorted(p.name for p in tmp_path.iterdir()) == [".debian12-bbbb.json", new.name]
     with pytest.raises(BuildError, match="removed by a concurrent build"), debian.reading(old):
         pass
+
+
+def test_two_builds_of_one_tree_on_a_cold_cache_build_it_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two `os debian12` on a cold cache both built the tree (minutes as root), and the second's swap
+    replaced it under the first's reads: the second waits, saying for whom, and reuses the first's.
+    (The packages and dpkg are fakes: the lock is the test.)"""
+    import threading
+
+    monkeypatch.setenv("CERNVM_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(debian, "select_packages", lambda release, **kw: ())
+    monkeypatch.setattr(debian, "_inputs", lambda *a: "ab" * 32)
+    for step in ("_copy_in", "_install", "_scrub"):
+        monkeypatch.setattr(debian, step, lambda *a, **kw: None)
+    heard: list[str] = []
+    second_waits = threading.Event()
+    built: list[Path] = []
+    got: list[debian.DebianTree] = []
+
+    def said(line: str) -> None:
+        heard.append(line)
+        if line.startswith("waiting for pid"):
+            second_waits.set()
+
+    def unpack(tree: Path, files: object) -> None:
+        built.append(tree)
+        if len(built) == 1:  # the first build, unpacking: the second build comes now
+            second = threading.Thread(target=lambda: got.append(debian.build_debian_tree(epoch=0, say=said)))
+            second.start()
+            assert second_waits.wait(60), "the second build did not wait for the first's"
+            unpack.second = second  # type: ignore[attr-defined]
+        (tree / "etc").mkdir()
+
+    monkeypatch.setattr(debian, "_unpack", unpack)
+    first = debian.build_debian_tree(epoch=0)
+    unpack.second.join(60)  # type: ignore[attr-defined]
+    assert len(built) == 1 and not first.reused and len(got) == 1 and got[0].reused
+    assert got[0].root == first.root
+    assert any(f"waiting for pid {os.getpid()} (build of {first.root.name})" in h for h in heard), heard
+    assert not list(first.root.parent.glob(".*.lock"))

@@ -131,3 +131,31 @@ def test_a_failed_build_leaves_no_partial_without_a_finished_part(
         build_release(ReleaseOptions(VERSION, (load("demo"), el9), out), BuildContext(epoch=1000))
     partial = out / f".{VERSION}.partial"
     assert (partial / "demo" / DONE).is_file(), "the finished part is kept for the re-run"
+
+
+def test_a_second_build_of_a_version_being_built_is_refused_naming_the_first(
+    tmp_path: Path, calls: list[tuple[str, int]]
+) -> None:
+    """Two builds of one version into one --out at once shared .VERSION.partial: each removed the
+    other's parts, the second ended in a FileNotFoundError traceback, and the first said "ok" over the
+    second's files, which its index and SHA256SUMS do not name. The second is refused in one line."""
+    import fcntl
+    import os
+
+    from cernvm_build.release.build import build_release
+    from cernvm_build.releaseindex import ReleaseError
+
+    out = tmp_path / "out"
+    out.mkdir()
+    fd = os.open(out / f".{VERSION}.lock", os.O_RDWR | os.O_CREAT)  # the first build's hold
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, f"pid 4242 (release build {VERSION})\n".encode())
+        with pytest.raises(ReleaseError, match=f"release {VERSION} is being built in .* by pid 4242") as e:
+            build_release(ReleaseOptions(VERSION, (load("demo"),), out), BuildContext(epoch=1000))
+        assert e.value.hint and "wait" in e.value.hint
+        assert calls == [] and sorted(p.name for p in out.iterdir()) == [f".{VERSION}.lock"]
+    finally:
+        os.close(fd)
+    build_release(ReleaseOptions(VERSION, (load("demo"),), out), BuildContext(epoch=1000))
+    assert sorted(p.name for p in out.iterdir()) == [VERSION]  # the lock file went with the build

@@ -1966,3 +1966,41 @@ def test_the_pages_of_one_folder_share_their_breadcrumbs() -> None:
     assert got == [[], [home], [home, docs], [home, docs], [home]]
     assert got[2] is got[3] and got[1] is got[4]
     assert got[2] == plan_mod._breadcrumbs(ps, pages[2], {})
+
+
+def test_a_second_build_into_one_output_waits_for_the_first(site: Path, tmp_path: Path) -> None:
+    """Two builds into one output at once mixed their pages (the one that said "built" left pages of
+    both) and each removed the other's temporaries as strays: the second waits, saying for whom."""
+    import fcntl
+    import threading
+    import time
+
+    from cernvm_build.report import Recorder
+
+    out = tmp_path / "out"
+    heard = Recorder()
+    builder = Builder(site, out, reporter=heard, jobs=1)
+    lock = builder.cache_dir / "build.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT)  # another build's hold (its own open of the file)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.write(fd, b"pid 4242 (site build into elsewhere)\n")
+    done: list[object] = []
+    worker = threading.Thread(target=lambda: done.append(builder.build()))
+    worker.start()
+    try:
+        for _ in range(600):  # (a bound against a hang, not a timing)
+            if any("waiting for pid 4242" in s for s in heard.steps()) or not worker.is_alive():
+                break
+            time.sleep(0.1)
+        assert any(
+            f"waiting for pid 4242 (site build into elsewhere) to finish (it holds {lock})" == s
+            for s in heard.steps()
+        ), heard.steps()
+        assert not (out / "sitemap.xml").exists()  # nothing written while the other one holds it
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+        worker.join(300)
+    assert len(done) == 1 and (out / "sitemap.xml").is_file()
+    assert lock.read_bytes() == b""  # released, holder forgotten
