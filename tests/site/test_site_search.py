@@ -326,8 +326,9 @@ def test_a_shards_postings_are_its_pages_extracts_numbered(monkeypatch: pytest.M
     assert search.extract_key("a/index.html", "fp") == f"{search.VERSION}.x fp a/index.html"
 
 
-
-def test_a_shard_made_where_its_pages_were_reads_their_postings_as_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_shard_made_where_its_pages_were_reads_their_postings_as_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # the write step makes a shard in the process that made its pages' extracts: ``page_extract``
     # keeps each as the shard reads it (``into``), and the shard reads that, not the pickle again;
     # the files are the same bytes as from the extracts alone (pages with no word, several sections)
@@ -340,7 +341,7 @@ def test_a_shard_made_where_its_pages_were_reads_their_postings_as_kept(monkeypa
     kept: dict[str, search.Postings] = {}
     extracts = {out: search.page_extract(page, out, "/", into=kept) for out, page in pages.items()}
     assert sorted(kept) == sorted(pages) and kept["b/index.html"][1] == []
-    for out, (frag, blob) in extracts.items():
+    for out, (_frag, blob) in extracts.items():
         stats, words, entries = pickle.loads(blob)
         assert kept[out] == (stats, words.split("\n") if words else [], entries)
     shard = search.shards(dict.fromkeys(pages, "fp"))[0]
@@ -350,6 +351,7 @@ def test_a_shard_made_where_its_pages_were_reads_their_postings_as_kept(monkeypa
     monkeypatch.setattr(search.pickle, "loads", lambda blob: read.append(blob) or loads(blob))
     assert search.shard_files(shard, extracts, parsed=kept) == want and read == []
     assert search.shard_files(shard, extracts) == want and len(read) == len(pages)
+
 
 #: Markdown pieces the hostile pages are made of: entities (complete, cut, without ``;``), escapes, nested
 #: inline markup, code, links and images (titles and targets naming the ignore mark), Unicode spaces
