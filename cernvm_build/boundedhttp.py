@@ -58,16 +58,19 @@ _BUSY = (
 
 
 def address_family(host: str) -> socket.AddressFamily:
-    """The family of the address ``host`` names (``::1`` and ``::`` IPv6, a name its first address's):
-    socketserver's class default, IPv4, made ``--host ::1`` a bind error and a name of an IPv6-only
-    host unreachable. A host that does not resolve keeps IPv4 (the bind then says why)."""
+    """The family of the address ``host`` names (``::1`` and ``::`` IPv6; a name IPv4 if it has an
+    IPv4 address, else IPv6): socketserver's class default, IPv4, made ``--host ::1`` a bind error
+    and a name of an IPv6-only host unreachable. A name with both (``localhost``: often ``::1``
+    first) stays IPv4, as it served before, so ``http://127.0.0.1`` keeps working. A host that does
+    not resolve keeps IPv4 (the bind then says why)."""
     if not host:
         return socket.AF_INET
     try:
         infos = socket.getaddrinfo(host, None, 0, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
     except (OSError, UnicodeError):
         return socket.AF_INET
-    return infos[0][0] if infos else socket.AF_INET
+    families = {info[0] for info in infos}
+    return socket.AF_INET6 if families == {socket.AF_INET6} else socket.AF_INET
 
 
 def url_host(host: str) -> str:

@@ -329,3 +329,28 @@ def test_an_ipv6_host_is_served_over_ipv6(site: Path, tmp_path: Path, host: str)
             assert _get_over(socket.AF_INET, "127.0.0.1", port).startswith(b"HTTP/1.0 200")
     finally:
         p.stop()
+
+
+def test_a_host_name_with_an_ipv4_address_is_served_over_ipv4(monkeypatch: pytest.MonkeyPatch) -> None:
+    """rv23: a name's first address decided the family, and ``localhost`` often answers ``::1``
+    first: ``--host localhost`` then refused ``http://127.0.0.1``, which it had served. A name with
+    an IPv4 address binds IPv4; an IPv6-only name, IPv6; a literal, its own family."""
+    import socket
+
+    from cernvm_build import boundedhttp
+
+    answers = {
+        "both": [socket.AF_INET6, socket.AF_INET],
+        "v6only": [socket.AF_INET6],
+        "::1": [socket.AF_INET6],
+        "127.0.0.1": [socket.AF_INET],
+    }
+
+    def getaddrinfo(host: str, *args: object) -> list[tuple[object, ...]]:
+        return [(family, socket.SOCK_STREAM, 6, "", ("", 0)) for family in answers[host]]
+
+    monkeypatch.setattr(boundedhttp.socket, "getaddrinfo", getaddrinfo)
+    assert boundedhttp.address_family("both") == socket.AF_INET
+    assert boundedhttp.address_family("v6only") == socket.AF_INET6
+    assert boundedhttp.address_family("::1") == socket.AF_INET6
+    assert boundedhttp.address_family("127.0.0.1") == socket.AF_INET
