@@ -562,7 +562,9 @@ def _open(
                 raise IntegrityError(f"{name}: {MANIFEST_FILE}: manifest is for repository {m.fqrn!r}")
         if snapshot.is_trunk:  # refused before the cache keeps it as its last verified manifest
             blacklist.check_revision(name, m.revision)
-        if cache is not None and not offline:
+        if cache is not None and not offline and verify:
+            # (an unverified manifest is never the cache's signed set: it was the floor of every
+            # later verified open, so one ``--no-verify`` open took the rollback protection)
             # a restart on the revision this cache verified last (the common open: every boot of a
             # seeded image) has no floor to check: the same bytes were just verified, and their
             # second check was a fifth of such an open's CPU

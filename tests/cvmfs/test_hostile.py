@@ -606,6 +606,36 @@ def test_error_and_problem_lines_quote_a_name_in_one_line(
     assert [x for x in lines if "evil\\x0aerror: none\\x0ahint: run" in x], lines
 
 
+def test_an_open_without_verification_leaves_the_cache_s_rollback_floor(
+    hostile_base: hostile.Repo, tmp_path: Path
+) -> None:
+    """rv23: ``--no-verify`` with a cache kept the unverified manifest as the cache's signed set,
+    beside the old whitelist: the next verified open found no floor it could verify, so one such
+    open took the cache's rollback protection (a replay was then followed)."""
+    from cernvm_build.errors import IntegrityError
+
+    repo = hostile.copy_repo(hostile_base, tmp_path / "r")
+    cache = tmp_path / "cache"
+
+    def revision(verify: bool = True) -> int:
+        with open_repository(
+            repo.stratum, fqrn=repo.fqrn, public_keys=[repo.pub], cache_dir=cache, verify=verify
+        ) as r:
+            assert r.manifest is not None
+            return r.manifest.revision
+
+    first = (repo.stratum / ".cvmfspublished").read_bytes()
+    m0 = manifest.parse(manifest.split_signed(first, "m").body)
+    ed = hostile.Editor(repo)
+    ed.sign_manifest(revision=m0.revision + 1, timestamp=m0.timestamp + 10)
+    ed.close()
+    assert revision() == m0.revision + 1
+    (repo.stratum / ".cvmfspublished").write_bytes(first)  # a replay of the first
+    assert revision(verify=False) == m0.revision  # asked for: taken, unverified, and not kept
+    with pytest.raises(IntegrityError, match=rf"revision {m0.revision} published at .* behind revision "):
+        revision()
+
+
 def test_a_replay_from_before_a_certificate_rotation_is_refused_by_the_cache_and_replicate(
     hostile_base: hostile.Repo, tmp_path: Path
 ) -> None:
