@@ -139,7 +139,7 @@ def _show(out: Output, title: str, d: dict[str, Any]) -> None:
 
 
 def cmd_keygen(args: argparse.Namespace, out: Output) -> int:
-    from ..cvmfs.keys import generate_keys, keys_exist
+    from ..cvmfs.keys import generate_keys, keys_exist, make_folder
     from ..fsutil import held_lock
 
     def refuse(holder: str) -> None:
@@ -149,7 +149,9 @@ def cmd_keygen(args: argparse.Namespace, out: Output) -> int:
         )
 
     # the check and the four files under one lock: two keygens at once both passed the check, and their
-    # files interleaved (a .crt beside the other run's .key: every manifest signed with it is refused)
+    # files interleaved (a .crt beside the other run's .key: every manifest signed with it is refused).
+    # The folder is made first, with one line when a file is in the way (the lock's own mkdir raised)
+    make_folder(args.out, "--out")
     with held_lock(args.out / f".{args.fqrn}.keygen.lock", f"keygen {args.fqrn}", refuse, remove=True):
         if keys_exist(args.out, args.fqrn) and not args.force:
             raise CvmfsError(
