@@ -10,8 +10,9 @@ initrd's "later boot" path (UROOT found: e2fsck, mount, grow).
 
 What the cache holds, as the daemon keeps it (``cvmfs/mount.py``):
 - the signed files last verified (manifest, whitelist, certificate: ``.cvmfssigned``); the
-  certificate, the history database and every catalog of the revision, as stored objects in ``data/`` (compressed, self-verifying), so
-  the daemon opens the revision without fetching any of them (and offline from the saved manifest);
+  certificate, the history database and every catalog of the revision, as stored objects in
+  ``data/`` (compressed, self-verifying), so the daemon opens the revision without fetching any of
+  them (and offline from the saved manifest);
   the catalogs (and the history) also inflated in ``plain/``, as the daemon keeps them, so that it
   opens them without hashing and inflating them again;
 - file contents (whole files and chunks) only as the daemon serves them, inflated in ``plain/``
