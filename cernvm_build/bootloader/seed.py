@@ -9,9 +9,10 @@ a qcow2 overlay on it, so one seed serves every instance read-only, and the boot
 initrd's "later boot" path (UROOT found: e2fsck, mount, grow).
 
 What the cache holds, as the daemon keeps it (``cvmfs/mount.py``):
-- the signed files (``.cvmfspublished``, ``.cvmfswhitelist``), the certificate, the history database
-  and every catalog of the revision, as stored objects in ``data/`` (compressed, self-verifying), so
-  the daemon opens the revision without fetching any of them (and offline from the saved manifest);
+- the signed files last verified (manifest, whitelist, certificate: ``.cvmfssigned``); the
+  certificate, the history database and every catalog of the revision, as stored objects in
+  ``data/`` (compressed, self-verifying), so the daemon opens the revision without fetching any of
+  them (and offline from the saved manifest);
   the catalogs (and the history) also inflated in ``plain/``, as the daemon keeps them, so that it
   opens them without hashing and inflating them again;
 - file contents (whole files and chunks) only as the daemon serves them, inflated in ``plain/``

@@ -22,8 +22,12 @@ END = "[ucernvm-end]"
 #: 1..65535, as a pattern (the site's browser validator runs the same one)
 _PORT = r"([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
 _HOST = rf"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:{_PORT})?"
-#: a blacklist entry (``cvmfs/blacklist.py``): a certificate fingerprint or ``<REPOSITORY N``
-_REVOKED = r"([0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){19}(-[A-Za-z0-9]+)?|<[A-Za-z0-9][A-Za-z0-9._-]* [0-9]{1,18})"
+#: a blacklist entry (``cvmfs/blacklist.py``): a certificate fingerprint or ``<REPOSITORY N``; no
+#: more than ``blacklist.parse`` reads (a suffix it knows, a dotted name): what passed here and not
+#: there stopped the boot at the mount instead of being reported as user data
+_FQRN = r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)+"
+_SUFFIX = r"-([Rr][Mm][Dd]160|[Ss][Hh][Aa][Kk][Ee]128)"
+_REVOKED = rf"([0-9A-Fa-f]{{2}}(:[0-9A-Fa-f]{{2}}){{19}}({_SUFFIX})?|<{_FQRN} [0-9]{{1,18}})"
 _PROXY = rf"(DIRECT|auto|https?://[A-Za-z0-9._-]+(:{_PORT})?(/[A-Za-z0-9._/-]*)?|[A-Za-z0-9._-]+:{_PORT})"
 
 #: The keys the bootloader honours (the real μCernVM's names), in the one settings type

@@ -149,8 +149,9 @@ def cmd_keygen(args: argparse.Namespace, out: Output) -> int:
         )
 
     # the check and the four files under one lock: two keygens at once both passed the check, and their
-    # files interleaved (a .crt beside the other run's .key: every manifest signed with it is refused)
-    make_folder(args.out, "--out")  # the lock file's folder: a file there is one line
+    # files interleaved (a .crt beside the other run's .key: every manifest signed with it is refused).
+    # The folder is made first, with one line when a file is in the way (the lock's own mkdir raised)
+    make_folder(args.out, "--out")
     with held_lock(args.out / f".{args.fqrn}.keygen.lock", f"keygen {args.fqrn}", refuse, remove=True):
         if keys_exist(args.out, args.fqrn) and not args.force:
             raise CvmfsError(

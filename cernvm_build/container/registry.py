@@ -84,7 +84,12 @@ def check_registries_d(path: Path) -> None:
 
     if not path.is_dir():
         raise BuildError(f"{path}: not a folder", hint=_REGISTRIES_HINT)
-    names = sorted(n.name for n in path.iterdir() if n.name.endswith(".yaml"))
+    try:
+        names = sorted(n.name for n in path.iterdir() if n.name.endswith(".yaml"))
+    except OSError as e:  # a folder this user may not list: a PermissionError traceback from argparse
+        raise BuildError(
+            f"{path}: cannot list the folder: {e.strerror or e}", hint=_REGISTRIES_HINT
+        ) from None
     if len(names) > MAX_CONFIG_FILES:
         raise BuildError(f"{path}: more than {MAX_CONFIG_FILES} .yaml files", hint=_REGISTRIES_HINT)
     for name in names:

@@ -1,9 +1,10 @@
 """The local content-addressed cache.
 
-Layout: ``<cache>/<fqrn>/`` is itself a Stratum directory (``.cvmfspublished``, ``.cvmfswhitelist``,
-``data/XX/rest<suffix>``) holding objects exactly as the server sent them (compressed). So an entry is
-self-verifying (its name is the hash of its bytes), the cache can be served or opened as a local
-source, and it is usable offline for what it holds.
+Layout: ``<cache>/<fqrn>/`` holds a Stratum directory's ``data/XX/rest<suffix>``, objects exactly as
+the server sent them (compressed), so an entry is self-verifying (its name is the hash of its bytes),
+and the signed files last verified as one file, ``.cvmfssigned`` (``repository.keep_signed``; older
+versions kept ``.cvmfspublished``, ``.cvmfswhitelist`` and ``.cvmfscertificate``): it is usable
+offline for what it holds, but it is no Stratum a reader or ``cvmfs serve`` could open as such.
 
 - Verified on write: bytes are hashed while they stream into a temporary sibling, and only renamed
   into place when the hash matches the name. A partial or bad download never appears under its name.

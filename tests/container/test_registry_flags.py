@@ -65,3 +65,27 @@ def test_a_good_policy_and_registries_d_pass(tmp_path: Path) -> None:
     (tmp_path / "registries.d" / "empty.yaml").write_text("")
     check_policy(tmp_path / "policy.json")
     check_registries_d(tmp_path / "registries.d")
+
+
+def test_a_registries_d_that_cannot_be_listed_is_one_usage_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder this user may not read (mode 000, not root): the listing's PermissionError was a
+    traceback out of argparse. (The refusal is simulated: tests may run as root, who reads it.)"""
+    folder = tmp_path / "registries.d"
+    folder.mkdir()
+    real = Path.iterdir
+
+    def refused(self: Path):  # type: ignore[no-untyped-def]
+        if self == folder:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(Path, "iterdir", refused)
+    with pytest.raises(SystemExit) as e:
+        main(["container", "push", str(tmp_path / "nonexistent.oci"), "127.0.0.1:9/x/y:1",
+              "--registries-d", str(folder)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "Traceback" not in err, err
+    assert "error: argument --registries-d: " in err, err
+    assert "cannot list the folder: Permission denied" in err, err

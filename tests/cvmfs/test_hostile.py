@@ -1000,3 +1000,47 @@ def test_the_statistics_read_are_bounded(hostile_base: hostile.Repo, tmp_path: P
         )
     with open_repository(repo.stratum, fqrn=repo.fqrn, public_keys=[repo.pub]) as r:
         assert 0 < len(r.statistics()) <= MAX_PROPERTIES
+
+
+def test_a_cache_of_the_three_older_signed_files_keeps_its_floor_and_offline_copy(
+    hostile_base: hostile.Repo, tmp_path: Path
+) -> None:
+    """A cache (or a seed) written before ``.cvmfssigned`` holds ``.cvmfspublished``,
+    ``.cvmfswhitelist`` and ``.cvmfscertificate``: they are still the rollback floor and the offline
+    copy, and the next online open moves them into the one set."""
+    from cernvm_build.cvmfs.cache import ObjectCache
+    from cernvm_build.cvmfs.repository import SIGNED_SET, kept_signed
+    from cernvm_build.errors import IntegrityError
+
+    repo = hostile.copy_repo(hostile_base, tmp_path / "r")
+    cache = tmp_path / "cache"
+
+    def revision() -> int:
+        with open_repository(repo.stratum, fqrn=repo.fqrn, public_keys=[repo.pub], cache_dir=cache) as r:
+            assert r.manifest is not None
+            return r.manifest.revision
+
+    first = (repo.stratum / ".cvmfspublished").read_bytes()
+    m0 = manifest.parse(manifest.split_signed(first, "m").body)
+    with hostile.Editor(repo) as ed:
+        ed.sign_manifest(revision=m0.revision + 1, timestamp=m0.timestamp + 10)
+    latest = (repo.stratum / ".cvmfspublished").read_bytes()
+    assert revision() == m0.revision + 1
+    top = cache / repo.fqrn
+    kept = kept_signed(ObjectCache(top, repo=repo.fqrn))
+    assert set(kept) == {".cvmfspublished", ".cvmfswhitelist", ".cvmfscertificate"}
+    for name, data in kept.items():  # the older layout
+        (top / name).write_bytes(data)
+    (top / SIGNED_SET).unlink()
+
+    (repo.stratum / ".cvmfspublished").write_bytes(first)  # a replay: the older files are the floor
+    with pytest.raises(IntegrityError, match=rf"revision {m0.revision} published at .* behind revision "):
+        revision()
+    (repo.stratum / ".cvmfspublished").unlink()  # no server answer: the older files are the copy
+    assert revision() == m0.revision + 1
+    assert not (top / SIGNED_SET).exists() and (top / ".cvmfspublished").exists()
+    (repo.stratum / ".cvmfspublished").write_bytes(latest)
+    assert revision() == m0.revision + 1  # online: moved into the set
+    assert (top / SIGNED_SET).exists()
+    assert not any((top / n).exists() for n in (".cvmfspublished", ".cvmfswhitelist", ".cvmfscertificate"))
+    assert kept_signed(ObjectCache(top, repo=repo.fqrn)) == kept

@@ -33,6 +33,20 @@ def test_the_user_data_key_takes_fingerprints_and_revision_floors() -> None:
         assert p.values == {} and p.messages, bad
 
 
+def test_what_the_user_data_key_takes_the_mount_reads() -> None:
+    """A value the user data check passes must not fail the mount at boot (a boot that stops at
+    10-cvmfs.sh instead of a user data report): a suffix other than -RMD160/-SHAKE128, a repository
+    name without a dot."""
+    for bad in (f"{FIXTURE_FPR}-MD5", f"{FIXTURE_FPR}-x", "<cvmfs 3", "<a..b 3", "<a. 3"):
+        p = userdata.parse(f"[ucernvm-begin]\ncvmfs_blacklist={bad}\n[ucernvm-end]\n")
+        assert p.values == {} and p.messages, bad
+    good = [f"{FIXTURE_FPR}-RMD160", f"{FIXTURE_FPR.lower()}-shake128", "<a-b_c.example.org 0"]
+    p = userdata.parse(f"[ucernvm-begin]\ncvmfs_blacklist={','.join(good)}\n[ucernvm-end]\n")
+    assert p.messages == [], p.messages
+    got = blacklist.parse(p.values["cvmfs_blacklist"].replace(",", "\n").encode(), "user data")
+    assert len(got.certificates) == 2 and got.floors["a-b_c.example.org"][0] == 0
+
+
 def _init_blacklist_args(tmp_path: Path, image_list: str | None, user: str) -> list[str]:
     """The arguments 10-cvmfs.sh adds for the blacklist (its lines run by busybox sh, with the
     initrd's paths moved under ``tmp_path``)."""
