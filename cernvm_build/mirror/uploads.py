@@ -32,7 +32,7 @@ from typing import Any
 import botocore.exceptions
 
 from ..errors import MirrorError
-from ..fsutil import process_alive
+from ..fsutil import reclaim_dead_named
 from .s3client import S3Client, S3Url, error_code, s3_error
 
 #: uploads older than this (seconds) under the sync's prefix are a dead run's (``--abort-uploads-older-than``)
@@ -93,6 +93,9 @@ class UploadLog:
     def reclaim(self, client: S3Client, url: S3Url) -> list[str]:
         """Abort the uploads dead syncs to this endpoint and bucket left; their keys. Records of other
         buckets are left for a sync to those."""
+        # a writer killed before its rename (``.<pid>.<random>.tmp``): no upload recorded in it
+        with contextlib.suppress(OSError):
+            reclaim_dead_named(self.folder, r"\.(\d+)\.[^.]+\.tmp")
         try:
             names = os.listdir(self.folder)
         except OSError:
@@ -100,12 +103,6 @@ class UploadLog:
         aborted: list[str] = []
         for name in names:
             path = self.folder / name
-            if name.endswith(".tmp"):  # a writer killed before the rename: no upload recorded in it
-                pid = name.split(".")[1]
-                if pid.isascii() and pid.isdigit() and not process_alive(int(pid)):
-                    with contextlib.suppress(OSError):
-                        os.unlink(path)
-                continue
             if not name.endswith(_SUFFIX):
                 continue
             try:
