@@ -5,11 +5,13 @@ from __future__ import annotations
 import errno
 import os
 import queue
-import stat
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import BinaryIO
 
 from ..errors import CvmfsError
+from ..fsutil import NotRegularFile, open_regular
 from .objwrite import SMALL, ObjectWriter, StoredFile, _SizeChanged
 from .options import Options
 from .stage import Stage
@@ -67,19 +69,11 @@ class ContentStore:
 
         def job() -> StoredFile:
             try:
-                fd = _open_scanned(fs_path, ident)
-                if small:
-                    try:
-                        return self.store.put_small_file(fd, size)
-                    finally:
-                        os.close(fd)
-                with os.fdopen(fd, "rb") as f:
+                with _open_scanned(fs_path, ident) as f:
+                    if small:
+                        return self.store.put_small_file(f.fileno(), size)
                     return self.store.put_stream(f, size, self.opts.chunking)
-            except _SizeChanged as e:
-                raise CvmfsError(
-                    f"{fs_path}: file changed while publishing ({e})", hint="publish again when it is quiet"
-                ) from None
-            except _Replaced as e:
+            except (_SizeChanged, _Replaced) as e:
                 raise CvmfsError(
                     f"{fs_path}: file changed while publishing ({e})", hint="publish again when it is quiet"
                 ) from None
@@ -115,26 +109,31 @@ class ContentStore:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
 
+_OTHER_FILE = "replaced by another file since the scan; nothing outside the source is read"
+
+
 class _Replaced(Exception):
     """The path no longer names the regular file the scan saw."""
 
 
-def _open_scanned(fs_path: str, ident: tuple[int, int]) -> int:
-    """A descriptor of the file the scan saw at ``fs_path``. Between the scan and this read the tree
-    may change under the publisher: the last part swapped for a symbolic link (never followed:
-    ``O_NOFOLLOW``), for a FIFO (never waited on: ``O_NONBLOCK``), or a directory above it swapped
-    for a link out of the tree; the file opened must be the very one scanned (device and inode), so
-    nothing outside the source is ever published (a file read through a swapped link was)."""
+def _open_scanned(fs_path: str, ident: tuple[int, int]) -> BinaryIO:
+    """The file the scan saw at ``fs_path``, open. Between the scan and this read the tree may change
+    under the publisher: the last part swapped for a symbolic link (never followed), for a FIFO
+    (never waited on: ``open_regular``), or a directory above it swapped for a link out of the tree;
+    the file opened must be the very one scanned (device and inode), so nothing outside the source is
+    ever published (a file read through a swapped link was)."""
     try:
-        fd = os.open(fs_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        f = open_regular(Path(fs_path), follow_links=False)
+    except NotRegularFile:
+        raise _Replaced(_OTHER_FILE) from None
     except OSError as e:
         if e.errno == errno.ENOENT:
             raise _Replaced("removed since the scan") from None
         if e.errno in (errno.ELOOP, errno.ENOTDIR):
             raise _Replaced("replaced by a link since the scan; it is not followed") from None
         raise
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != ident:
-        os.close(fd)
-        raise _Replaced("replaced by another file since the scan; nothing outside the source is read")
-    return fd
+    st = os.fstat(f.fileno())
+    if (st.st_dev, st.st_ino) != ident:
+        f.close()
+        raise _Replaced(_OTHER_FILE)
+    return f
