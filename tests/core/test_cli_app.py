@@ -58,6 +58,19 @@ def test_help_lists_exit_codes() -> None:
         assert f"  {code:<4} " in text
 
 
+def test_help_shows_no_none_under_a_group_heading() -> None:
+    # a subcommand group without a description printed "None" under "commands:" (pr24b finding 1)
+    from cernvm_build.cli.launch import build_parser as launch_parser
+
+    def lines(parser: argparse.ArgumentParser) -> list[str]:
+        return [line.strip() for line in parser.format_help().splitlines()]
+
+    top = build_parser(["profiles", "list"])
+    profiles = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction)).choices["profiles"]
+    for parser in (build_parser(), build_parser(["--help"]), launch_parser(), profiles):
+        assert "None" not in lines(parser)
+
+
 def test_a_command_line_parses_its_area_alone_and_help_lists_them_all() -> None:
     def listed(argv: list[str]) -> set[str]:
         sub = next(a for a in build_parser(argv)._actions if isinstance(a, argparse._SubParsersAction))
