@@ -212,16 +212,23 @@ class Output:
         return Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
     # -- results -------------------------------------------------------------------------------
+    # ``--quiet`` is "only errors": a result shown for people (a line, a table, a rendered result) is
+    # left out too; ``--json`` asks for the result by name, and bytes a command exists to write to
+    # stdout (``cvmfs cat``, ``profiles schema``) are its output, not a report: both stay.
     def data(self, obj: Any, render: Callable[[Any], None] | None = None) -> None:
         """Emit a result: JSON in ``--json`` mode, else ``render(obj)`` (or pretty JSON)."""
         if self.json_mode:
             sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+        elif self.quiet:
+            return
         elif render is not None:
             render(obj)
         else:
             self.console.print_json(json.dumps(obj, default=str))
 
     def table(self, columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> None:
+        if self.quiet:
+            return
         from rich.table import Table
         from rich.text import Text
 
@@ -238,9 +245,9 @@ class Output:
         self.console.print(t)
 
     def print(self, text: str | Text = "", **kw: Any) -> None:
-        """Primary human output (stdout); suppressed in JSON mode. ``text`` is data, never markup: a
-        line that wants style is built with ``styled``."""
-        if not self.json_mode:
+        """Primary human output (stdout); suppressed in JSON mode and with ``--quiet``. ``text`` is
+        data, never markup: a line that wants style is built with ``styled``."""
+        if not self.json_mode and not self.quiet:
             kw.setdefault("markup", False)
             self.console.print(visible(text) if isinstance(text, str) else text, **kw)
 
@@ -349,7 +356,8 @@ def add_common(parser: argparse.ArgumentParser, *, json: bool = False) -> argpar
     """Flags every leaf command takes (so they work after the subcommand, where users type them)."""
     g = parser.add_argument_group("output")
     g.add_argument("-v", "--verbose", action="count", default=0, help="more detail (repeat for debug logs)")
-    g.add_argument("-q", "--quiet", action="store_true", help="only errors")
+    quiet = "only errors (a --json result, or data a command writes to stdout, stays)"
+    g.add_argument("-q", "--quiet", action="store_true", help=quiet)
     if json:
         g.add_argument("--json", action="store_true", help="print the result as JSON on stdout (for scripts)")
     return parser

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -69,6 +70,15 @@ def test_help_shows_no_none_under_a_group_heading() -> None:
     profiles = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction)).choices["profiles"]
     for parser in (build_parser(), build_parser(["--help"]), launch_parser(), profiles):
         assert "None" not in lines(parser)
+
+
+@pytest.mark.parametrize("argv", [["profiles", "list"], ["profiles", "show", "demo", "--resolved"]])
+def test_quiet_leaves_out_the_result_not_json(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    # -q says "only errors", yet a command's printed result (a table, a line) still came (pr24b finding 2)
+    assert main([*argv, "-q"]) == 0
+    assert capsys.readouterr() == ("", "")
+    assert main([*argv, "-q", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)
 
 
 def test_a_command_line_parses_its_area_alone_and_help_lists_them_all() -> None:
