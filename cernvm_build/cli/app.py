@@ -6,7 +6,9 @@ Handlers have the signature ``handler(args, out) -> int`` and never print direct
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import re
 import signal
 import sys
@@ -537,6 +539,38 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return 0
+    except OSError as e:
+        # The place a command reads or writes could not be used: a folder of someone else's
+        # (launchHomeFolder=/root/x), a full disk or quota, a read-only file system. Each was a
+        # traceback wherever no code expected it (pr24b finding 3); other OSErrors stay bugs.
+        err = _environment_error(e)
+        if err is None:
+            raise
+        out.error(err)
+        return err.exit_code
+
+
+#: errno -> hint, for an OSError that says something about the machine rather than about the code
+_ENVIRONMENT_ERRNOS = {
+    errno.EACCES: "check the permissions of it and of the folders above it",
+    errno.EPERM: "check the permissions of it and of the folders above it",
+    errno.ENOSPC: "free some space on that file system, or use another one",
+    errno.EDQUOT: "your disk quota there is used up: free some space, or use another file system",
+    errno.EROFS: "that file system is read-only: use a writable place",
+    errno.ENOTDIR: "a part of that path is a file, not a folder",
+    errno.ELOOP: "a part of that path is a loop of symbolic links",
+    errno.ENAMETOOLONG: "use a shorter path",
+}
+
+
+def _environment_error(e: OSError) -> CernVMError | None:
+    hint = _ENVIRONMENT_ERRNOS.get(e.errno or 0)
+    if hint is None:
+        return None
+    strerror = e.strerror or os.strerror(e.errno or 0)
+    if e.filename is None:  # a write to a full disk names no file
+        return CernVMError(strerror, hint=hint) if e.errno in (errno.ENOSPC, errno.EDQUOT) else None
+    return CernVMError(strerror, where=os.fsdecode(e.filename), hint=hint)
 
 
 class _DefaultSubcommand(argparse._SubParsersAction):  # type: ignore[type-arg]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import subprocess
@@ -33,6 +34,39 @@ def test_user_error_is_one_line_with_hint_and_exit_code(capsys: pytest.CaptureFi
     assert "error: p.yaml:3:5: kernel: no kernel" in err
     assert "hint: set kernel.package" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("place", "line"),
+    [
+        ("under-a-file", "under-a-file/x: Not a directory"),  # launchHomeFolder=FILE
+        ("/dev/full", "error: No space left on device"),  # a full disk's write names no file
+    ],
+)
+def test_a_place_that_cannot_be_used_is_one_line(
+    place: str, line: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # an unwritable launch home, a full disk: OSError tracebacks where no code expected them (pr24b finding 3)
+    (tmp_path / "under-a-file").write_text("")
+
+    def write(args: argparse.Namespace, out: app.Output) -> int:
+        target = Path(place) if place.startswith("/") else tmp_path / place / "x"
+        with open(target, "wb", buffering=0) as f:
+            f.write(b"x")
+        return 0
+
+    assert app.run(_parser_with(write), ["go"]) == 1
+    err = capsys.readouterr().err
+    assert line in err and "hint: " in err and "Traceback" not in err
+    assert len(err.splitlines()) == 2
+
+
+def test_an_oserror_of_the_code_stays_a_bug() -> None:
+    def bad(args: argparse.Namespace, out: app.Output) -> int:
+        raise OSError(errno.EBADF, "Bad file descriptor")
+
+    with pytest.raises(OSError):
+        app.run(_parser_with(bad), ["go"])
 
 
 def test_json_mode_emits_only_json(capsys: pytest.CaptureFixture[str]) -> None:
