@@ -194,6 +194,7 @@ class Output:
         self.json_mode = json_mode
         self.quiet = quiet
         self.verbose = verbose
+        self._json_written = False  # stdout holds this command's JSON document
 
     @cached_property
     def console(self) -> Console:
@@ -221,6 +222,7 @@ class Output:
         """Emit a result: JSON in ``--json`` mode, else ``render(obj)`` (or pretty JSON)."""
         if self.json_mode:
             sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+            self._json_written = True
         elif self.quiet:
             return
         elif render is not None:
@@ -267,6 +269,18 @@ class Output:
         self.err.print(f"[yellow]warning:[/yellow] {_escape(visible(text))}", highlight=False)
 
     def error(self, err: CernVMError) -> None:
+        if self.json_mode and not self._json_written:
+            # a script reading --json's stdout gets one document whether the command worked or not
+            # (it got nothing on an error, and parsed an empty stdout: pr24b finding 4)
+            self.data(
+                {
+                    "error": visible(str(err), one_line=True),
+                    "message": err.message,
+                    "where": None if err.where is None else str(err.where),
+                    "hint": err.hint,
+                    "exit_code": err.exit_code,
+                }
+            )
         # The message and hint are the user's data (paths, URLs, `pip install 'x[extra]'`): never markup.
         self.err.print(
             f"[bold red]error:[/bold red] {_escape(visible(str(err), one_line=True))}",
@@ -275,6 +289,12 @@ class Output:
         )
         if err.hint:
             self.err.print(f"[cyan]hint:[/cyan] {_escape(visible(err.hint, one_line=True))}")
+
+    def stopped(self, line: str, code: int) -> None:
+        """A command ended by Ctrl-C or SIGTERM: ``line`` on stderr (and as --json's document)."""
+        if self.json_mode and not self._json_written:
+            self.data({"error": line, "message": line, "where": None, "hint": None, "exit_code": code})
+        self.err.print(line)
 
     def _bars_off(self) -> bool:
         # decided before rich is imported where it can be (--quiet, --json)
@@ -411,7 +431,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
-        Output().error(UsageError(message, hint=f"see '{self.prog} --help'"))
+        Output(json_mode=_json_asked).error(UsageError(message, hint=f"see '{self.prog} --help'"))
         raise SystemExit(UsageError.exit_code)
 
 
@@ -467,13 +487,33 @@ def stopped_line(what: str, command: str) -> str:
     return what
 
 
+#: the command line being run asks for --json: its usage errors, found before its flags are, are a JSON
+#: document on stdout too
+_json_asked = False
+
+
+def asks_json(argv: Sequence[str]) -> bool:
+    """Whether ``--json`` is among ``argv``'s options (before a ``--``)."""
+    for word in argv:
+        if word == "--":
+            return False
+        if word == "--json":
+            return True
+    return False
+
+
 def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None, *, own_process: bool = False) -> int:
     """The one handler of both entry points: a CernVMError is one line, a hint and its class's exit
     code (``errors.EXIT_CODES``); Ctrl-C exits 130 and SIGTERM 143, after undoing what was half-done.
 
     ``own_process``: the command line is this process's (an entry point, not a caller in the same
     interpreter); a command whose parser sets ``ends_process`` then ends it here (``end_process``)."""
-    args = parser.parse_args(argv)
+    global _json_asked
+    _json_asked = asks_json(sys.argv[1:] if argv is None else argv)
+    try:
+        args = parser.parse_args(argv)
+    finally:
+        _json_asked = False
     # told to the command (the parser's ``ends_process`` says it may end, this that it will), which may
     # then leave to the process's end what it would tidy up
     args.one_shot = own_process and getattr(args, "ends_process", False) and not _observed()
@@ -532,10 +572,10 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         out.error(e)
         return e.exit_code
     except Terminated:
-        out.err.print(stopped_line("terminated", command))
+        out.stopped(stopped_line("terminated", command), EXIT_TERMINATED)
         return EXIT_TERMINATED
     except KeyboardInterrupt:
-        out.err.print(stopped_line("interrupted", command))
+        out.stopped(stopped_line("interrupted", command), EXIT_INTERRUPTED)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return 0

@@ -81,6 +81,37 @@ def test_json_mode_emits_only_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert captured.out.strip() == '{\n  "a": 1\n}'
 
 
+def test_json_mode_error_is_one_json_document(capsys: pytest.CaptureFixture[str]) -> None:
+    # with --json, stdout was empty on an error: a script had nothing to parse (pr24b finding 4)
+    def fail(args: argparse.Namespace, out: app.Output) -> int:
+        raise BuildError("no kernel", hint="set kernel.package", where=Location("p.yaml", 3, 5, "kernel"))
+
+    assert app.run(_parser_with(fail), ["go", "--json"]) == BuildError.exit_code
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == {
+        "error": "p.yaml:3:5: kernel: no kernel",
+        "message": "no kernel",
+        "where": "p.yaml:3:5: kernel",
+        "hint": "set kernel.package",
+        "exit_code": BuildError.exit_code,
+    }
+    assert "error: p.yaml:3:5: kernel: no kernel" in captured.err  # people still read it there
+
+    def half(args: argparse.Namespace, out: app.Output) -> int:
+        out.data({"a": 1})
+        raise BuildError("late")
+
+    assert app.run(_parser_with(half), ["go", "--json"]) == BuildError.exit_code
+    assert json.loads(capsys.readouterr().out) == {"a": 1}  # one document, the one already written
+
+    with pytest.raises(SystemExit):
+        app.run(_parser_with(half), ["go", "--json", "--bogus"])
+    assert json.loads(capsys.readouterr().out)["exit_code"] == 2
+    with pytest.raises(SystemExit):
+        app.run(_parser_with(half), ["go", "--bogus"])
+    assert capsys.readouterr().out == ""
+
+
 def test_usage_error_exit_code_2() -> None:
     with pytest.raises(SystemExit) as e:
         main(["--no-such-flag"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import re
 import subprocess
 import sys
@@ -82,6 +83,15 @@ def test_site_without_its_extra(monkeypatch: pytest.MonkeyPatch, capsys: pytest.
     assert _one_error_line(capsys) == (
         "error: `cernvm-build site` needs the 'site' extra: pip install 'cernvm-build[site]'"
     )
+
+
+def test_a_missing_extra_under_json_is_a_json_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _hide(monkeypatch, "markdown_it")
+    assert main(["site", "build", "--json"]) == 4
+    answer = json.loads(capsys.readouterr().out)  # stdout was empty (pr24b finding 4)
+    assert answer["exit_code"] == 4 and "'site' extra" in answer["error"]
 
 
 def test_help_lists_what_is_not_installed(
