@@ -588,6 +588,20 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             raise
         out.error(err)
         return err.exit_code
+    except RuntimeError as e:
+        # Path.resolve() before Python 3.13 reports a symlink loop so (3.13: OSError ELOOP, above):
+        # `cernvm-launch create --sharedFolder LOOP` and any other resolved path was a traceback
+        loop = str(e).removeprefix(_SYMLINK_LOOP)
+        if loop == str(e):
+            raise
+        err = CernVMError(
+            "a loop of symbolic links", where=loop.strip("'\""), hint="point it at a real file or folder"
+        )
+        out.error(err)
+        return err.exit_code
+
+
+_SYMLINK_LOOP = "Symlink loop from "
 
 
 #: errno -> hint, for an OSError that says something about the machine rather than about the code

@@ -61,6 +61,26 @@ def test_a_place_that_cannot_be_used_is_one_line(
     assert len(err.splitlines()) == 2
 
 
+def test_a_symlink_loop_resolved_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Path.resolve() raises RuntimeError for a loop before Python 3.13: `cernvm-launch create
+    # --sharedFolder LOOP` was a traceback (pr24b finding 7)
+    (tmp_path / "loop").symlink_to("loop")
+
+    def resolve(args: argparse.Namespace, out: app.Output) -> int:
+        (tmp_path / "loop" / "x").resolve()
+        return 0
+
+    assert app.run(_parser_with(resolve), ["go"]) == 1
+    err = capsys.readouterr().err
+    assert "loop/x: a loop of symbolic links" in err and "Traceback" not in err
+
+    def other(args: argparse.Namespace, out: app.Output) -> int:
+        raise RuntimeError("something else")
+
+    with pytest.raises(RuntimeError):
+        app.run(_parser_with(other), ["go"])
+
+
 def test_an_oserror_of_the_code_stays_a_bug() -> None:
     def bad(args: argparse.Namespace, out: app.Output) -> int:
         raise OSError(errno.EBADF, "Bad file descriptor")
