@@ -348,9 +348,12 @@ def atomic_file(dest: Path, mode: int = 0o644, *, durable: bool = True) -> Itera
         os.replace(tmp, dest)
         if durable:
             fsync_dir(dest.parent)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename is None and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            # a write to a full disk names no file: the CLI's line said only "No space left on device"
+            raise OSError(e.errno, e.strerror, str(dest)) from e
         raise
 
 
