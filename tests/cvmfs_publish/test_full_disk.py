@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare (util-linux)")
 
 
-def test_a_full_disk_names_the_repository_not_the_source(tmp_path: Path) -> None:
+def test_a_full_disk_names_the_side_that_is_full(tmp_path: Path) -> None:
     # pr24b finding 9: ENOSPC of the object store was "SOURCE: cannot read: No space left on device,
     # hint: check permissions"
     src = tmp_path / "src"
@@ -36,6 +36,10 @@ def test_a_full_disk_names_the_repository_not_the_source(tmp_path: Path) -> None
         mount -o remount,size=20m {mnt}
         {cli} cvmfs publish {mnt}/srv {src} --keys {tmp_path}/keys -q || exit 96
         {cli} cvmfs verify {mnt}/srv --key {tmp_path}/keys/f.test.pub -q || exit 95
+        dd if=/dev/zero of={mnt}/fill bs=1M 2>/dev/null
+        {cli} cvmfs export {mnt}/srv {mnt}/out.tar --key {tmp_path}/keys/f.test.pub -q 2>{tmp_path}/tar.err
+        {cli} cvmfs export {mnt}/srv {mnt}/out --key {tmp_path}/keys/f.test.pub -q 2>{tmp_path}/dir.err
+        ls -A {mnt} >{tmp_path}/left
     """
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
@@ -52,3 +56,9 @@ def test_a_full_disk_names_the_repository_not_the_source(tmp_path: Path) -> None
     err = (tmp_path / "full.err").read_text()
     assert f"cannot store {src}/big in the repository: No space left on device" in err, err
     assert "check permissions" not in err and "Traceback" not in err
+    # an export onto a full disk: a tar's line named no file, a folder's blamed the tree (finding 10)
+    tar_err = (tmp_path / "tar.err").read_text()
+    assert f"error: {mnt}/out.tar: No space left on device" in tar_err, tar_err
+    err = (tmp_path / "dir.err").read_text()
+    assert ": big: cannot write it: No space left on device" in err and "hint: free some space" in err, err
+    assert (tmp_path / "left").read_text().split() == ["fill", "srv"]  # no half-written export left
