@@ -6,6 +6,7 @@ Handlers have the signature ``handler(args, out) -> int`` and never print direct
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import json
 import os
@@ -221,8 +222,9 @@ class Output:
     def data(self, obj: Any, render: Callable[[Any], None] | None = None) -> None:
         """Emit a result: JSON in ``--json`` mode, else ``render(obj)`` (or pretty JSON)."""
         if self.json_mode:
-            sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+            # set first: a document stdout refused (a full disk) is not followed by an error's document
             self._json_written = True
+            sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
         elif self.quiet:
             return
         elif render is not None:
@@ -272,15 +274,16 @@ class Output:
         if self.json_mode and not self._json_written:
             # a script reading --json's stdout gets one document whether the command worked or not
             # (it got nothing on an error, and parsed an empty stdout: pr24b finding 4)
-            self.data(
-                {
-                    "error": visible(str(err), one_line=True),
-                    "message": err.message,
-                    "where": None if err.where is None else str(err.where),
-                    "hint": err.hint,
-                    "exit_code": err.exit_code,
-                }
-            )
+            with contextlib.suppress(OSError):  # stdout itself may be what failed; stderr still says it
+                self.data(
+                    {
+                        "error": visible(str(err), one_line=True),
+                        "message": err.message,
+                        "where": None if err.where is None else str(err.where),
+                        "hint": err.hint,
+                        "exit_code": err.exit_code,
+                    }
+                )
         # The message and hint are the user's data (paths, URLs, `pip install 'x[extra]'`): never markup.
         self.err.print(
             f"[bold red]error:[/bold red] {_escape(visible(str(err), one_line=True))}",
@@ -293,7 +296,8 @@ class Output:
     def stopped(self, line: str, code: int) -> None:
         """A command ended by Ctrl-C or SIGTERM: ``line`` on stderr (and as --json's document)."""
         if self.json_mode and not self._json_written:
-            self.data({"error": line, "message": line, "where": None, "hint": None, "exit_code": code})
+            with contextlib.suppress(OSError):
+                self.data({"error": line, "message": line, "where": None, "hint": None, "exit_code": code})
         self.err.print(line)
 
     def _bars_off(self) -> bool:

@@ -132,6 +132,21 @@ def test_json_mode_error_is_one_json_document(capsys: pytest.CaptureFixture[str]
     assert capsys.readouterr().out == ""
 
 
+def test_json_mode_onto_a_full_stdout_is_one_line(tmp_path: Path) -> None:
+    # the error's JSON document went to the stdout that had just failed: a traceback (pr24b finding 11)
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-P", "-m", "cernvm_build.cli.main", "profiles", "list", "--json"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+            timeout=120,
+        )
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.startswith("error: No space left on device\n")
+
+
 def test_usage_error_exit_code_2() -> None:
     with pytest.raises(SystemExit) as e:
         main(["--no-such-flag"])
