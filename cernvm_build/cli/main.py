@@ -118,9 +118,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def launch_main(argv: Sequence[str] | None = None) -> int:
     """``cernvm-launch``: the whole command needs the 'launch' extra (libvirt-python, paramiko)."""
+    words = sys.argv[1:] if argv is None else list(argv)
     if extras.missing_module("launch"):
+        if words in (["--version"], ["-v"]):  # what is installed is worth knowing before installing more
+            sys.stdout.write(f"cernvm-launch {__version__}\n")
+            return 0
         err = extras.error("cernvm-launch", "launch")
-        Output(json_mode=asks_json(sys.argv[1:] if argv is None else argv)).error(err)
+        Output(json_mode=asks_json(words)).error(err)
         return err.exit_code
     # Imported here, not at the top: without the extra this module could not even be loaded.
     launch: Any = importlib.import_module(f"{__package__}.launch")

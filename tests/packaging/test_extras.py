@@ -123,6 +123,17 @@ def test_cernvm_launch_without_its_extra(
     )
 
 
+def test_cernvm_launch_version_without_its_extra(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # it said "needs the 'launch' extra" and exited 4 (pr24b finding 12)
+    from cernvm_build import __version__
+
+    _hide(monkeypatch, "libvirt")
+    assert launch_main(["--version"]) == 0
+    assert capsys.readouterr().out == f"cernvm-launch {__version__}\n"
+
+
 def test_a_command_that_needs_an_extra_midway_names_it(capsys: pytest.CaptureFixture[str]) -> None:
     """A handler that imports an area it needs (release publish -> mirror) names that extra."""
 
