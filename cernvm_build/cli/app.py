@@ -434,9 +434,24 @@ class ArgumentParser(argparse.ArgumentParser):
     """argparse that reports usage errors in our one-line style with exit code 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        Output(json_mode=_json_asked).error(UsageError(message, hint=f"see '{self.prog} --help'"))
+        # argparse reports a subcommand's unknown flag from the top parser: `cernvm-build image el9
+        # --plan` showed the top usage and "see 'cernvm-build --help'" (pr24b finding 13)
+        shown = _command_of(self, _argv_parsed) if message.startswith("unrecognized arguments") else self
+        shown.print_usage(sys.stderr)
+        Output(json_mode=_json_asked).error(UsageError(message, hint=f"see '{shown.prog} --help'"))
         raise SystemExit(UsageError.exit_code)
+
+
+def _command_of(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.ArgumentParser:
+    """The deepest subcommand parser ``argv``'s words name, starting at ``parser``."""
+    for word in argv:
+        if word == "--":
+            break
+        sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        chosen = sub.choices.get(word) if sub is not None and not isinstance(sub.choices, _AnyName) else None
+        if isinstance(chosen, argparse.ArgumentParser):
+            parser = chosen
+    return parser
 
 
 class Terminated(KeyboardInterrupt):
@@ -494,6 +509,8 @@ def stopped_line(what: str, command: str) -> str:
 #: the command line being run asks for --json: its usage errors, found before its flags are, are a JSON
 #: document on stdout too
 _json_asked = False
+#: the command line being parsed, for a usage error's usage line and hint (``_command_of``)
+_argv_parsed: Sequence[str] = ()
 
 
 def asks_json(argv: Sequence[str]) -> bool:
@@ -512,12 +529,13 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None, *, own_proc
 
     ``own_process``: the command line is this process's (an entry point, not a caller in the same
     interpreter); a command whose parser sets ``ends_process`` then ends it here (``end_process``)."""
-    global _json_asked
-    _json_asked = asks_json(sys.argv[1:] if argv is None else argv)
+    global _json_asked, _argv_parsed
+    _argv_parsed = sys.argv[1:] if argv is None else argv
+    _json_asked = asks_json(_argv_parsed)
     try:
         args = parser.parse_args(argv)
     finally:
-        _json_asked = False
+        _json_asked, _argv_parsed = False, ()
     # told to the command (the parser's ``ends_process`` says it may end, this that it will), which may
     # then leave to the process's end what it would tidy up
     args.one_shot = own_process and getattr(args, "ends_process", False) and not _observed()

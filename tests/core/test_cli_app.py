@@ -147,6 +147,16 @@ def test_json_mode_onto_a_full_stdout_is_one_line(tmp_path: Path) -> None:
     assert done.stderr.startswith("error: No space left on device\n")
 
 
+def test_an_unknown_flag_of_a_subcommand_names_the_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
+    # argparse reports it from the top parser: its usage and "see 'cernvm-build --help'" (pr24b finding 13)
+    with pytest.raises(SystemExit) as e:
+        main(["profiles", "list", "--bogus"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2
+    assert err.startswith("usage: cernvm-build profiles list ")
+    assert "hint: see 'cernvm-build profiles list --help'" in err
+
+
 def test_usage_error_exit_code_2() -> None:
     with pytest.raises(SystemExit) as e:
         main(["--no-such-flag"])
