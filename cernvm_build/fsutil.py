@@ -348,10 +348,21 @@ def atomic_file(dest: Path, mode: int = 0o644, *, durable: bool = True) -> Itera
         os.replace(tmp, dest)
         if durable:
             fsync_dir(dest.parent)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        named = full_disk_error(e, dest)
+        if named is not None:
+            raise named from e
         raise
+
+
+def full_disk_error(e: BaseException, path: Path | str) -> OSError | None:
+    """For a write's ENOSPC or EDQUOT, which names no file, the same error naming ``path`` (the CLI's
+    line said only "No space left on device"); None for any other exception."""
+    if isinstance(e, OSError) and e.filename is None and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return OSError(e.errno, e.strerror, str(path))
+    return None
 
 
 def atomic_write(dest: Path, data: bytes, mode: int = 0o644, *, durable: bool = True) -> None:

@@ -39,7 +39,11 @@ def cache_dir(*parts: str) -> Path:
     if root:
         base = Path(root)
     else:
-        xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        xdg = os.environ.get("XDG_CACHE_HOME", "")
+        if not os.path.isabs(xdg):
+            # the XDG base directory spec: a relative one is invalid and ignored (it was used, and
+            # the cache landed in ./rel/cernvm-build of whatever folder the command ran in)
+            xdg = str(Path.home() / ".cache")
         base = Path(xdg) / "cernvm-build"
     path = base.joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)

@@ -30,6 +30,7 @@ checks it is the same inode), so a 1,500-deep chain needs neither 1,500 descript
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import threading
@@ -131,6 +132,13 @@ class TreeWriter:
     def _os_fail(self, path: str, what: str, e: OSError) -> CernVMError:
         if isinstance(e, FileExistsError):
             return self._fail(path, "the name appears twice in its directory (a duplicate entry)")
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            # the destination's disk, not the tree: the hint blamed the tree (pr24b finding 10)
+            return self.error(
+                f"{self.where}: {path}: cannot {what}: {e.strerror}",
+                hint="free some space where the destination is, or choose another one; nothing was"
+                " written outside it",
+            )
         return self._fail(path, f"cannot {what}: {e.strerror or e}")
 
     # -- the directory stack ---------------------------------------------------------------------------

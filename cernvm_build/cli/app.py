@@ -6,7 +6,10 @@ Handlers have the signature ``handler(args, out) -> int`` and never print direct
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
+import os
 import re
 import signal
 import sys
@@ -35,8 +38,10 @@ Handler = Callable[[argparse.Namespace, "Output"], int]
 # again (``gettext.find``: ``locale.normalize`` of $LANGUAGE/$LC_ALL/$LC_MESSAGES/$LANG, a stat per
 # candidate; ~0.1-0.2 ms each, none found): 22 of them, ~4 ms, and the import of ``locale`` in the
 # start of every command, a twentieth of a one-page site rebuild. Python ships no catalogue for them
-# and this CLI's own messages are English: argparse's stay as written, with them.
-argparse._ = str  # type: ignore[attr-defined]
+# and this CLI's own messages are English: argparse's stay as written, with them. The identity, not
+# ``str``: argparse also passes None through it (a subcommand group's missing description), and
+# ``str(None)`` printed a line "None" under every "commands:" heading of --help.
+argparse._ = lambda text: text  # type: ignore[attr-defined]
 
 #: C0/C1 control characters but newline and tab: an ESC from a server's answer, a repository name or a
 #: user-data key would otherwise reach the terminal as an escape sequence (rich passes ESC through);
@@ -190,6 +195,7 @@ class Output:
         self.json_mode = json_mode
         self.quiet = quiet
         self.verbose = verbose
+        self._json_written = False  # stdout holds this command's JSON document
 
     @cached_property
     def console(self) -> Console:
@@ -210,16 +216,25 @@ class Output:
         return Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
     # -- results -------------------------------------------------------------------------------
+    # ``--quiet`` is "only errors": a result shown for people (a line, a table, a rendered result) is
+    # left out too; ``--json`` asks for the result by name, and bytes a command exists to write to
+    # stdout (``cvmfs cat``, ``profiles schema``) are its output, not a report: both stay.
     def data(self, obj: Any, render: Callable[[Any], None] | None = None) -> None:
         """Emit a result: JSON in ``--json`` mode, else ``render(obj)`` (or pretty JSON)."""
         if self.json_mode:
+            # set first: a document stdout refused (a full disk) is not followed by an error's document
+            self._json_written = True
             sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+        elif self.quiet:
+            return
         elif render is not None:
             render(obj)
         else:
             self.console.print_json(json.dumps(obj, default=str))
 
     def table(self, columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> None:
+        if self.quiet:
+            return
         from rich.table import Table
         from rich.text import Text
 
@@ -236,9 +251,9 @@ class Output:
         self.console.print(t)
 
     def print(self, text: str | Text = "", **kw: Any) -> None:
-        """Primary human output (stdout); suppressed in JSON mode. ``text`` is data, never markup: a
-        line that wants style is built with ``styled``."""
-        if not self.json_mode:
+        """Primary human output (stdout); suppressed in JSON mode and with ``--quiet``. ``text`` is
+        data, never markup: a line that wants style is built with ``styled``."""
+        if not self.json_mode and not self.quiet:
             kw.setdefault("markup", False)
             self.console.print(visible(text) if isinstance(text, str) else text, **kw)
 
@@ -256,6 +271,19 @@ class Output:
         self.err.print(f"[yellow]warning:[/yellow] {_escape(visible(text))}", highlight=False)
 
     def error(self, err: CernVMError) -> None:
+        if self.json_mode and not self._json_written:
+            # a script reading --json's stdout gets one document whether the command worked or not
+            # (it got nothing on an error, and parsed an empty stdout: pr24b finding 4)
+            with contextlib.suppress(OSError):  # stdout itself may be what failed; stderr still says it
+                self.data(
+                    {
+                        "error": visible(str(err), one_line=True),
+                        "message": err.message,
+                        "where": None if err.where is None else str(err.where),
+                        "hint": err.hint,
+                        "exit_code": err.exit_code,
+                    }
+                )
         # The message and hint are the user's data (paths, URLs, `pip install 'x[extra]'`): never markup.
         self.err.print(
             f"[bold red]error:[/bold red] {_escape(visible(str(err), one_line=True))}",
@@ -264,6 +292,13 @@ class Output:
         )
         if err.hint:
             self.err.print(f"[cyan]hint:[/cyan] {_escape(visible(err.hint, one_line=True))}")
+
+    def stopped(self, line: str, code: int) -> None:
+        """A command ended by Ctrl-C or SIGTERM: ``line`` on stderr (and as --json's document)."""
+        if self.json_mode and not self._json_written:
+            with contextlib.suppress(OSError):
+                self.data({"error": line, "message": line, "where": None, "hint": None, "exit_code": code})
+        self.err.print(line)
 
     def _bars_off(self) -> bool:
         # decided before rich is imported where it can be (--quiet, --json)
@@ -347,7 +382,8 @@ def add_common(parser: argparse.ArgumentParser, *, json: bool = False) -> argpar
     """Flags every leaf command takes (so they work after the subcommand, where users type them)."""
     g = parser.add_argument_group("output")
     g.add_argument("-v", "--verbose", action="count", default=0, help="more detail (repeat for debug logs)")
-    g.add_argument("-q", "--quiet", action="store_true", help="only errors")
+    quiet = "only errors (a --json result, or data a command writes to stdout, stays)"
+    g.add_argument("-q", "--quiet", action="store_true", help=quiet)
     if json:
         g.add_argument("--json", action="store_true", help="print the result as JSON on stdout (for scripts)")
     return parser
@@ -398,9 +434,24 @@ class ArgumentParser(argparse.ArgumentParser):
     """argparse that reports usage errors in our one-line style with exit code 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        Output().error(UsageError(message, hint=f"see '{self.prog} --help'"))
+        # argparse reports a subcommand's unknown flag from the top parser: `cernvm-build image el9
+        # --plan` showed the top usage and "see 'cernvm-build --help'" (pr24b finding 13)
+        shown = _command_of(self, _argv_parsed) if message.startswith("unrecognized arguments") else self
+        shown.print_usage(sys.stderr)
+        Output(json_mode=_json_asked).error(UsageError(message, hint=f"see '{shown.prog} --help'"))
         raise SystemExit(UsageError.exit_code)
+
+
+def _command_of(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.ArgumentParser:
+    """The deepest subcommand parser ``argv``'s words name, starting at ``parser``."""
+    for word in argv:
+        if word == "--":
+            break
+        sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        chosen = sub.choices.get(word) if sub is not None and not isinstance(sub.choices, _AnyName) else None
+        if isinstance(chosen, argparse.ArgumentParser):
+            parser = chosen
+    return parser
 
 
 class Terminated(KeyboardInterrupt):
@@ -455,13 +506,36 @@ def stopped_line(what: str, command: str) -> str:
     return what
 
 
+#: the command line being run asks for --json: its usage errors, found before its flags are, are a JSON
+#: document on stdout too
+_json_asked = False
+#: the command line being parsed, for a usage error's usage line and hint (``_command_of``)
+_argv_parsed: Sequence[str] = ()
+
+
+def asks_json(argv: Sequence[str]) -> bool:
+    """Whether ``--json`` is among ``argv``'s options (before a ``--``)."""
+    for word in argv:
+        if word == "--":
+            return False
+        if word == "--json":
+            return True
+    return False
+
+
 def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None, *, own_process: bool = False) -> int:
     """The one handler of both entry points: a CernVMError is one line, a hint and its class's exit
     code (``errors.EXIT_CODES``); Ctrl-C exits 130 and SIGTERM 143, after undoing what was half-done.
 
     ``own_process``: the command line is this process's (an entry point, not a caller in the same
     interpreter); a command whose parser sets ``ends_process`` then ends it here (``end_process``)."""
-    args = parser.parse_args(argv)
+    global _json_asked, _argv_parsed
+    _argv_parsed = sys.argv[1:] if argv is None else argv
+    _json_asked = asks_json(_argv_parsed)
+    try:
+        args = parser.parse_args(argv)
+    finally:
+        _json_asked, _argv_parsed = False, ()
     # told to the command (the parser's ``ends_process`` says it may end, this that it will), which may
     # then leave to the process's end what it would tidy up
     args.one_shot = own_process and getattr(args, "ends_process", False) and not _observed()
@@ -520,13 +594,59 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         out.error(e)
         return e.exit_code
     except Terminated:
-        out.err.print(stopped_line("terminated", command))
+        out.stopped(stopped_line("terminated", command), EXIT_TERMINATED)
         return EXIT_TERMINATED
     except KeyboardInterrupt:
-        out.err.print(stopped_line("interrupted", command))
+        out.stopped(stopped_line("interrupted", command), EXIT_INTERRUPTED)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return 0
+    except OSError as e:
+        # The place a command reads or writes could not be used: a folder of someone else's
+        # (launchHomeFolder=/root/x), a full disk or quota, a read-only file system. Each was a
+        # traceback wherever no code expected it (pr24b finding 3); other OSErrors stay bugs.
+        err = _environment_error(e)
+        if err is None:
+            raise
+        out.error(err)
+        return err.exit_code
+    except RuntimeError as e:
+        # Path.resolve() before Python 3.13 reports a symlink loop so (3.13: OSError ELOOP, above):
+        # `cernvm-launch create --sharedFolder LOOP` and any other resolved path was a traceback
+        loop = str(e).removeprefix(_SYMLINK_LOOP)
+        if loop == str(e):
+            raise
+        err = CernVMError(
+            "a loop of symbolic links", where=loop.strip("'\""), hint="point it at a real file or folder"
+        )
+        out.error(err)
+        return err.exit_code
+
+
+_SYMLINK_LOOP = "Symlink loop from "
+
+
+#: errno -> hint, for an OSError that says something about the machine rather than about the code
+_ENVIRONMENT_ERRNOS = {
+    errno.EACCES: "check the permissions of it and of the folders above it",
+    errno.EPERM: "check the permissions of it and of the folders above it",
+    errno.ENOSPC: "free some space on that file system, or use another one",
+    errno.EDQUOT: "your disk quota there is used up: free some space, or use another file system",
+    errno.EROFS: "that file system is read-only: use a writable place",
+    errno.ENOTDIR: "a part of that path is a file, not a folder",
+    errno.ELOOP: "a part of that path is a loop of symbolic links",
+    errno.ENAMETOOLONG: "use a shorter path",
+}
+
+
+def _environment_error(e: OSError) -> CernVMError | None:
+    hint = _ENVIRONMENT_ERRNOS.get(e.errno or 0)
+    if hint is None:
+        return None
+    strerror = e.strerror or os.strerror(e.errno or 0)
+    if e.filename is None:  # a write to a full disk names no file
+        return CernVMError(strerror, hint=hint) if e.errno in (errno.ENOSPC, errno.EDQUOT) else None
+    return CernVMError(strerror, where=os.fsdecode(e.filename), hint=hint)
 
 
 class _DefaultSubcommand(argparse._SubParsersAction):  # type: ignore[type-arg]

@@ -10,7 +10,7 @@ from typing import Any
 
 from .. import __version__
 from . import areas, extras
-from .app import EXIT_CODES_EPILOG, ArgumentParser, HelpFormatter, Output, run
+from .app import EXIT_CODES_EPILOG, ArgumentParser, HelpFormatter, Output, asks_json, run
 
 #: Command areas, in the order ``--help`` lists them. Each is ``cernvm_build.cli.<name>``.
 AREAS = list(areas.HELP)
@@ -104,6 +104,7 @@ def _register_missing(sub: argparse._SubParsersAction[ArgumentParser], area: str
     p.add_argument("words", nargs="*")
 
     def fail(args: argparse.Namespace, out: Output) -> int:
+        out.json_mode = asks_json(args.words)  # its flags are not parsed: --json is one of the words
         raise extras.error(command, extra)
 
     p.set_defaults(func=fail, command_name=command)
@@ -117,9 +118,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def launch_main(argv: Sequence[str] | None = None) -> int:
     """``cernvm-launch``: the whole command needs the 'launch' extra (libvirt-python, paramiko)."""
+    words = sys.argv[1:] if argv is None else list(argv)
     if extras.missing_module("launch"):
+        if words in (["--version"], ["-v"]):  # what is installed is worth knowing before installing more
+            sys.stdout.write(f"cernvm-launch {__version__}\n")
+            return 0
         err = extras.error("cernvm-launch", "launch")
-        Output().error(err)
+        Output(json_mode=asks_json(words)).error(err)
         return err.exit_code
     # Imported here, not at the top: without the extra this module could not even be loaded.
     launch: Any = importlib.import_module(f"{__package__}.launch")

@@ -128,7 +128,7 @@ def cmd_show(args: argparse.Namespace, out: Output) -> int:
             return 0
 
     def render(d: dict[str, Any]) -> None:
-        out.console.print(yaml.safe_dump(d, sort_keys=False, allow_unicode=True).rstrip(), markup=False)
+        out.print(yaml.safe_dump(d, sort_keys=False, allow_unicode=True).rstrip(), markup=False)
 
     out.data(data, render)
     return 0

@@ -78,6 +78,14 @@ class ContentStore:
                     f"{fs_path}: file changed while publishing ({e})", hint="publish again when it is quiet"
                 ) from None
             except OSError as e:
+                if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                    # the store's write, not the source's read: the line blamed the source file and
+                    # hinted at its permissions (pr24b finding 9)
+                    raise CvmfsError(
+                        f"cannot store {fs_path} in the repository: {e.strerror}",
+                        hint="free some space where the repository is, then publish again (the re-run"
+                        " finishes the job)",
+                    ) from e
                 raise CvmfsError(f"{fs_path}: cannot read: {e.strerror}", hint="check permissions") from e
 
         self._submit(job, repo_path)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CvmfsError
-from ..fsutil import reclaim_stale, remove_tree, temp_prefix
+from ..fsutil import full_disk_error, reclaim_stale, remove_tree, temp_prefix
 from ..tarwrite import TarWriter
 from ..tree import TreeReport
 from ..treewrite import PendingFile, TreeWriter
@@ -173,9 +173,12 @@ def export_tar(
             os.fsync(raw.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, dest)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        named = full_disk_error(e, dest)
+        if named is not None:
+            raise named from e
         raise
     return result
 

@@ -262,7 +262,9 @@ def _read_conf(path: Path) -> str:
             "configuration file is not a regular file", where=str(path), hint="give a key=value file"
         ) from None
     except OSError as e:
-        raise ConfigFileError(f"cannot read configuration file: {e.strerror}", where=str(path)) from None
+        raise ConfigFileError(
+            f"cannot read configuration file: {e.strerror}", where=str(path), hint="check its permissions"
+        ) from None
     with f:
         st = os.fstat(f.fileno())
         problem = (
@@ -290,9 +292,14 @@ def _read_conf(path: Path) -> str:
             hint="give a key=value file",
         )
     try:
-        return data.decode("utf-8")
+        # utf-8-sig: an editor's byte-order mark was part of the first key ("unknown key '\ufeffcpus'")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise ConfigFileError(f"cannot read configuration file: {e}", where=str(path)) from None
+        line = data[: e.start].count(b"\n") + 1
+        where = Location(str(path), line)
+        raise ConfigFileError(
+            f"byte 0x{data[e.start]:02x} is not UTF-8", where=where, hint="save it as UTF-8"
+        ) from None
 
 
 def parse_conf(path: Path, *, handed: bool = False) -> dict[str, Any]:
@@ -359,8 +366,16 @@ def resolve(
     gpath = global_file if global_file is not None else global_conf_path()
     try:
         present = gpath.exists()
+        dangling = not present and gpath.is_symlink()
     except OSError as e:  # e.g. a home folder this user may not enter
         raise ConfigFileError(f"cannot read configuration file: {e.strerror}", where=str(gpath)) from None
+    if dangling:
+        # a link to a file on a disk not mounted, or a loop: its settings were left out in silence
+        raise ConfigFileError(
+            "configuration file is a symbolic link to nothing (or a loop)",
+            where=str(gpath),
+            hint="point the link at the file, or remove it",
+        )
     if present:
         settings = settings.merged(parse_conf(gpath))
     if create_file is not None:

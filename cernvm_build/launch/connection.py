@@ -51,6 +51,14 @@ def _connect_error(uri: str, e: Any) -> ConnectError:
     auth = e.get_error_code() in (libvirt.VIR_ERR_AUTH_FAILED, libvirt.VIR_ERR_AUTH_CANCELLED) or (
         e.get_error_domain() in (libvirt.VIR_FROM_DBUS, libvirt.VIR_FROM_POLKIT)
     )
+    if "permission denied" in low and not _host_of(uri) and urlsplit(uri).path.rstrip("/") == "/session":
+        # the user's own daemon could not make its folders under $HOME: joining a group or using
+        # qemu:///session (the hint below) is no answer to that (pr24b finding 15)
+        return ConnectError(
+            f"libvirt's session daemon cannot start for {uri}: {msg[:200]}",
+            hint="it keeps its files under your home (~/.cache/libvirt, ~/.config/libvirt; $XDG_CACHE_HOME,"
+            " $XDG_CONFIG_HOME, $XDG_RUNTIME_DIR): make that place writable, or point those variables at one",
+        )
     if "permission denied" in low or "authentication" in low or auth:
         return ConnectError(
             f"no permission to use libvirt at {uri}",

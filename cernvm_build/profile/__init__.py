@@ -242,7 +242,10 @@ def find_profiles(search_path: Sequence[Path] | None = None) -> dict[str, Path]:
         if not folder.is_dir():
             continue
         for f in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
-            found.setdefault(f.stem, f.resolve())
+            # a profile is a file, as resolve.find has it: a symlink loop there was a traceback of every
+            # listing (resolve() raises RuntimeError before 3.13), a FIFO hung it (pr24b finding 6)
+            if f.is_file():
+                found.setdefault(f.stem, f.resolve())
     return dict(sorted(found.items()))
 
 

@@ -19,6 +19,7 @@ import yaml
 
 from .. import yamlerror
 from ..errors import Location, ProfileError
+from ..fsutil import NotRegularFile, open_regular
 
 REPLACE_TAG = "!replace"
 
@@ -69,7 +70,7 @@ def display(path: Path) -> str:
 def _display(path: Path, cwd: str) -> str:
     try:
         return str(path.resolve().relative_to(Path(cwd).resolve()))
-    except ValueError:
+    except (ValueError, OSError, RuntimeError):  # RuntimeError: a symlink loop, before Python 3.13
         return str(path)
 
 
@@ -126,7 +127,8 @@ def load_file(path: Path) -> Node:
             return _CACHE[key]
         if st.st_size > MAX_FILE_BYTES:
             raise _too_big(path, st.st_size)
-        with path.open("rb") as f:
+        # open_regular: a FIFO named *.yaml in a profile folder hung `profiles list` for ever (pr24b)
+        with open_regular(path) as f:
             data = f.read(MAX_FILE_BYTES + 1)  # the file may have grown since stat
         if len(data) > MAX_FILE_BYTES:
             raise _too_big(path, len(data))
@@ -141,6 +143,10 @@ def load_file(path: Path) -> Node:
             f"byte 0x{data[e.start]:02x} is not UTF-8",
             where=Location(file=display(path), line=line, column=column),
             hint="profiles are UTF-8 text files: save the file as UTF-8",
+        ) from None
+    except NotRegularFile:
+        raise ProfileError(
+            "not a regular file", where=Location(file=display(path)), hint="a profile is a YAML file"
         ) from None
     except OSError as e:
         raise ProfileError(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import json
 import os
 import subprocess
 import sys
@@ -34,6 +36,59 @@ def test_user_error_is_one_line_with_hint_and_exit_code(capsys: pytest.CaptureFi
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    ("place", "line"),
+    [
+        ("under-a-file", "under-a-file/x: Not a directory"),  # launchHomeFolder=FILE
+        ("/dev/full", "error: No space left on device"),  # a full disk's write names no file
+    ],
+)
+def test_a_place_that_cannot_be_used_is_one_line(
+    place: str, line: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # an unwritable launch home, a full disk: OSError tracebacks where no code expected them (pr24b finding 3)
+    (tmp_path / "under-a-file").write_text("")
+
+    def write(args: argparse.Namespace, out: app.Output) -> int:
+        target = Path(place) if place.startswith("/") else tmp_path / place / "x"
+        with open(target, "wb", buffering=0) as f:
+            f.write(b"x")
+        return 0
+
+    assert app.run(_parser_with(write), ["go"]) == 1
+    err = capsys.readouterr().err
+    assert line in err and "hint: " in err and "Traceback" not in err
+    assert len(err.splitlines()) == 2
+
+
+def test_a_symlink_loop_resolved_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Path.resolve() raises RuntimeError for a loop before Python 3.13: `cernvm-launch create
+    # --sharedFolder LOOP` was a traceback (pr24b finding 7)
+    (tmp_path / "loop").symlink_to("loop")
+
+    def resolve(args: argparse.Namespace, out: app.Output) -> int:
+        (tmp_path / "loop" / "x").resolve()
+        return 0
+
+    assert app.run(_parser_with(resolve), ["go"]) == 1
+    err = capsys.readouterr().err
+    assert "loop/x: a loop of symbolic links" in err and "Traceback" not in err
+
+    def other(args: argparse.Namespace, out: app.Output) -> int:
+        raise RuntimeError("something else")
+
+    with pytest.raises(RuntimeError):
+        app.run(_parser_with(other), ["go"])
+
+
+def test_an_oserror_of_the_code_stays_a_bug() -> None:
+    def bad(args: argparse.Namespace, out: app.Output) -> int:
+        raise OSError(errno.EBADF, "Bad file descriptor")
+
+    with pytest.raises(OSError):
+        app.run(_parser_with(bad), ["go"])
+
+
 def test_json_mode_emits_only_json(capsys: pytest.CaptureFixture[str]) -> None:
     def data(args: argparse.Namespace, out: app.Output) -> int:
         out.info("chatter goes to stderr")
@@ -46,6 +101,62 @@ def test_json_mode_emits_only_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert captured.out.strip() == '{\n  "a": 1\n}'
 
 
+def test_json_mode_error_is_one_json_document(capsys: pytest.CaptureFixture[str]) -> None:
+    # with --json, stdout was empty on an error: a script had nothing to parse (pr24b finding 4)
+    def fail(args: argparse.Namespace, out: app.Output) -> int:
+        raise BuildError("no kernel", hint="set kernel.package", where=Location("p.yaml", 3, 5, "kernel"))
+
+    assert app.run(_parser_with(fail), ["go", "--json"]) == BuildError.exit_code
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == {
+        "error": "p.yaml:3:5: kernel: no kernel",
+        "message": "no kernel",
+        "where": "p.yaml:3:5: kernel",
+        "hint": "set kernel.package",
+        "exit_code": BuildError.exit_code,
+    }
+    assert "error: p.yaml:3:5: kernel: no kernel" in captured.err  # people still read it there
+
+    def half(args: argparse.Namespace, out: app.Output) -> int:
+        out.data({"a": 1})
+        raise BuildError("late")
+
+    assert app.run(_parser_with(half), ["go", "--json"]) == BuildError.exit_code
+    assert json.loads(capsys.readouterr().out) == {"a": 1}  # one document, the one already written
+
+    with pytest.raises(SystemExit):
+        app.run(_parser_with(half), ["go", "--json", "--bogus"])
+    assert json.loads(capsys.readouterr().out)["exit_code"] == 2
+    with pytest.raises(SystemExit):
+        app.run(_parser_with(half), ["go", "--bogus"])
+    assert capsys.readouterr().out == ""
+
+
+def test_json_mode_onto_a_full_stdout_is_one_line(tmp_path: Path) -> None:
+    # the error's JSON document went to the stdout that had just failed: a traceback (pr24b finding 11)
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-P", "-m", "cernvm_build.cli.main", "profiles", "list", "--json"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+            timeout=120,
+        )
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.startswith("error: No space left on device\n")
+
+
+def test_an_unknown_flag_of_a_subcommand_names_the_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
+    # argparse reports it from the top parser: its usage and "see 'cernvm-build --help'" (pr24b finding 13)
+    with pytest.raises(SystemExit) as e:
+        main(["profiles", "list", "--bogus"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2
+    assert err.startswith("usage: cernvm-build profiles list ")
+    assert "hint: see 'cernvm-build profiles list --help'" in err
+
+
 def test_usage_error_exit_code_2() -> None:
     with pytest.raises(SystemExit) as e:
         main(["--no-such-flag"])
@@ -56,6 +167,28 @@ def test_help_lists_exit_codes() -> None:
     text = build_parser().format_help()
     for code in EXIT_CODES:
         assert f"  {code:<4} " in text
+
+
+def test_help_shows_no_none_under_a_group_heading() -> None:
+    # a subcommand group without a description printed "None" under "commands:" (pr24b finding 1)
+    from cernvm_build.cli.launch import build_parser as launch_parser
+
+    def lines(parser: argparse.ArgumentParser) -> list[str]:
+        return [line.strip() for line in parser.format_help().splitlines()]
+
+    top = build_parser(["profiles", "list"])
+    profiles = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction)).choices["profiles"]
+    for parser in (build_parser(), build_parser(["--help"]), launch_parser(), profiles):
+        assert "None" not in lines(parser)
+
+
+@pytest.mark.parametrize("argv", [["profiles", "list"], ["profiles", "show", "demo", "--resolved"]])
+def test_quiet_leaves_out_the_result_not_json(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    # -q says "only errors", yet a command's printed result (a table, a line) still came (pr24b finding 2)
+    assert main([*argv, "-q"]) == 0
+    assert capsys.readouterr() == ("", "")
+    assert main([*argv, "-q", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)
 
 
 def test_a_command_line_parses_its_area_alone_and_help_lists_them_all() -> None:

@@ -299,3 +299,16 @@ def test_atomic_dir_swaps_at_once_each_finish_whole(tmp_path: Path, monkeypatch:
     monkeypatch.setattr(os, "rename", real)
     assert state["nested"] and (dest / "who").read_text() == "this"
     assert sorted(os.listdir(tmp_path)) == ["dest"]  # nothing aside left
+
+
+def test_a_full_disk_under_atomic_file_names_the_file(tmp_path: Path) -> None:
+    # ENOSPC from a write names no file: `cernvm-launch images add` on a full $HOME said only
+    # "error: No space left on device" (pr24b finding 3); the temporary is gone either way
+    from cernvm_build.fsutil import atomic_file
+
+    dest = tmp_path / "image.hdd"
+    with pytest.raises(OSError) as e, atomic_file(dest) as f:
+        f.write(b"x")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # what the next write of a full disk raises
+    assert e.value.errno == errno.ENOSPC and e.value.filename == str(dest)
+    assert list(tmp_path.iterdir()) == []

@@ -53,6 +53,11 @@ def test_create_list_destroy(
     )
     assert launch("list", "cli-a") == 0
     details = capsys.readouterr().out
+    # -q is "only errors": the listing is left out, --json still answers (pr24b finding 2)
+    assert launch("list", "-q") == 0 and launch("list", "cli-a", "-q") == 0
+    assert capsys.readouterr().out == ""
+    assert launch("list", "-q", "--json") == 0
+    assert [e["name"] for e in json.loads(capsys.readouterr().out)] == ["cli-a"]
     assert f"forwarded ports: 22 (VM) --> {entry['ssh_port']} (localhost)" in details
     assert launch("ip", "cli-a", "--json") == 0
     assert json.loads(capsys.readouterr().out) == {

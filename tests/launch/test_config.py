@@ -285,3 +285,23 @@ def test_a_network_that_no_libvirt_network_can_be_named_is_refused_naming_the_fl
     with pytest.raises(ConfigFileError, match=r":2:9: network: invalid value"):
         config.resolve(global_file=conf)
     assert config.from_flags([(config.BY_KEY["network"], "my-net_1.0 x")]) == {"network": "my-net_1.0 x"}
+
+
+def test_the_users_file_as_a_dangling_link_a_bom_bad_bytes(tmp_path: Path) -> None:
+    # pr24b finding 14: a dangling or looping ~/.cernvm-launch.conf was skipped in silence; an editor's
+    # byte-order mark made the first key unknown; a bad byte's line said no line and no hint
+    link = tmp_path / "cernvm-launch.conf"
+    link.symlink_to(tmp_path / "on-a-disk-not-mounted.conf")
+    with pytest.raises(ConfigFileError, match="symbolic link to nothing"):
+        config.resolve(global_file=link)
+    link.unlink()
+    link.symlink_to(link.name)
+    with pytest.raises(ConfigFileError, match="symbolic link to nothing"):
+        config.resolve(global_file=link)
+    link.unlink()
+    link.write_bytes(b"\xef\xbb\xbfcpus=2\n")
+    assert config.resolve(global_file=link).cpus == 2
+    link.write_bytes(b"cpus=2\nname=caf\xe9\n")
+    with pytest.raises(ConfigFileError) as e:
+        config.resolve(global_file=link)
+    assert str(e.value) == f"{link}:2: byte 0xe9 is not UTF-8" and e.value.hint == "save it as UTF-8"

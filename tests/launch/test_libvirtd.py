@@ -127,6 +127,41 @@ def test_no_permission_on_the_uri_is_one_line(libvirtd: None) -> None:
     assert "Traceback" not in err
 
 
+def test_a_session_daemon_that_cannot_start_says_why(tmp_path: Path) -> None:
+    """pr24b finding 15: a user whose home is not writable got "no permission to use libvirt at
+    qemu:///session; hint: ... or use --connect qemu:///session"."""
+    # 'nobody' may not read an interpreter under /root (pyenv): what printing an error imports, first
+    import rich.console
+    import rich.markup
+    import rich.text  # noqa: F401
+
+    home = tmp_path / "home"
+    home.mkdir(mode=0o555)  # root's: 'nobody' may not write into it
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: never returns into pytest
+        code = 99
+        try:
+            os.close(read_fd)
+            sys.stderr = os.fdopen(write_fd, "w")
+            os.environ.update(HOME=str(home), CERNVM_LAUNCH_CONF="/nonexistent/cernvm-launch.conf")
+            for name in ("XDG_RUNTIME_DIR", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "LIBVIRT_DEFAULT_URI"):
+                os.environ.pop(name, None)
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            code = main(["--connect", "qemu:///session", "list"])
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as f:
+        err = f.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 8, err
+    assert "error: libvirt's session daemon cannot start for qemu:///session: " in err, err
+    assert "make that place writable" in err and "Traceback" not in err
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_interrupted_create_leaves_nothing_on_real_libvirtd(
     system_home: Path, name: str, signum: signal.Signals

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import re
 import subprocess
 import sys
@@ -84,6 +85,15 @@ def test_site_without_its_extra(monkeypatch: pytest.MonkeyPatch, capsys: pytest.
     )
 
 
+def test_a_missing_extra_under_json_is_a_json_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _hide(monkeypatch, "markdown_it")
+    assert main(["site", "build", "--json"]) == 4
+    answer = json.loads(capsys.readouterr().out)  # stdout was empty (pr24b finding 4)
+    assert answer["exit_code"] == 4 and "'site' extra" in answer["error"]
+
+
 def test_help_lists_what_is_not_installed(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -111,6 +121,17 @@ def test_cernvm_launch_without_its_extra(
     assert _one_error_line(capsys) == (
         "error: `cernvm-launch` needs the 'launch' extra: pip install 'cernvm-build[launch]'"
     )
+
+
+def test_cernvm_launch_version_without_its_extra(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # it said "needs the 'launch' extra" and exited 4 (pr24b finding 12)
+    from cernvm_build import __version__
+
+    _hide(monkeypatch, "libvirt")
+    assert launch_main(["--version"]) == 0
+    assert capsys.readouterr().out == f"cernvm-launch {__version__}\n"
 
 
 def test_a_command_that_needs_an_extra_midway_names_it(capsys: pytest.CaptureFixture[str]) -> None:

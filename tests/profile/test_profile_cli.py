@@ -331,3 +331,29 @@ def test_validate_a_folder_without_profiles_is_an_error(
     assert main(["profiles", "validate", str(tmp_path)]) == 3
     err = capsys.readouterr().err
     assert f"error: {tmp_path}: no profile in this folder" in err and "Traceback" not in err
+
+
+@pytest.mark.timeout(60)
+def test_a_profile_folder_with_a_loop_a_fifo_and_a_dangling_link(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # pr24b finding 6: a symlink loop named *.yaml in a $CERNVM_PROFILE_PATH folder was a RuntimeError
+    # traceback of every `profiles` command (Path.resolve before 3.13), a FIFO hung `profiles list`
+    import os
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "my-el9.yaml").write_text("extends: el9\n")
+    (folder / "loop.yaml").symlink_to("loop.yaml")
+    (folder / "gone.yaml").symlink_to(tmp_path / "nowhere.yaml")
+    os.mkfifo(folder / "fifo.yaml")
+    monkeypatch.setenv("CERNVM_PROFILE_PATH", str(folder))
+    monkeypatch.chdir(folder)
+    assert main(["profiles", "list", "--json"]) == 0
+    assert {"my-el9", "el9"} <= {r["name"] for r in json.loads(capsys.readouterr().out)}
+    for name in ("loop", "fifo", "gone"):
+        assert main(["profiles", "show", name]) == 3
+        assert f"no profile '{name}'" in capsys.readouterr().err
+    assert display(folder / "loop.yaml") == str(folder / "loop.yaml")
+    with pytest.raises(profile.ProfileError, match="not a regular file"):
+        profile.yamlnodes.load_file(folder / "fifo.yaml")

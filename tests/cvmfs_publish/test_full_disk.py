@@ -1,0 +1,64 @@
+"""A publish that meets a full disk: one line that names the repository's side, and a re-run with space
+finishes the job."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare (util-linux)")
+
+
+def test_a_full_disk_names_the_side_that_is_full(tmp_path: Path) -> None:
+    # pr24b finding 9: ENOSPC of the object store was "SOURCE: cannot read: No space left on device,
+    # hint: check permissions"
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "big").write_bytes(os.urandom(3_000_000))
+    (src / "small").write_text("hi\n")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    cli = f"{sys.executable} -P -m cernvm_build.cli.main"
+    script = f"""
+        set -u
+        mount -t tmpfs -o size=2m none {mnt} || exit 99
+        {cli} cvmfs keygen f.test --out {tmp_path}/keys -q || exit 98
+        {cli} cvmfs create {mnt}/srv --fqrn f.test --keys {tmp_path}/keys -q || exit 97
+        {cli} cvmfs publish {mnt}/srv {src} --keys {tmp_path}/keys -q 2>{tmp_path}/full.err
+        echo $? >{tmp_path}/full.rc
+        mount -o remount,size=20m {mnt}
+        {cli} cvmfs publish {mnt}/srv {src} --keys {tmp_path}/keys -q || exit 96
+        {cli} cvmfs verify {mnt}/srv --key {tmp_path}/keys/f.test.pub -q || exit 95
+        dd if=/dev/zero of={mnt}/fill bs=1M 2>/dev/null
+        {cli} cvmfs export {mnt}/srv {mnt}/out.tar --key {tmp_path}/keys/f.test.pub -q 2>{tmp_path}/tar.err
+        {cli} cvmfs export {mnt}/srv {mnt}/out --key {tmp_path}/keys/f.test.pub -q 2>{tmp_path}/dir.err
+        ls -A {mnt} >{tmp_path}/left
+    """
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if done.returncode == 99:
+        pytest.skip(f"no tmpfs in a mount namespace here: {done.stderr.strip()}")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "full.rc").read_text().strip() == "5"
+    err = (tmp_path / "full.err").read_text()
+    assert f"cannot store {src}/big in the repository: No space left on device" in err, err
+    assert "check permissions" not in err and "Traceback" not in err
+    # an export onto a full disk: a tar's line named no file, a folder's blamed the tree (finding 10)
+    tar_err = (tmp_path / "tar.err").read_text()
+    assert f"error: {mnt}/out.tar: No space left on device" in tar_err, tar_err
+    err = (tmp_path / "dir.err").read_text()
+    assert ": big: cannot write it: No space left on device" in err and "hint: free some space" in err, err
+    assert (tmp_path / "left").read_text().split() == ["fill", "srv"]  # no half-written export left
