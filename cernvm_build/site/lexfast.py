@@ -40,15 +40,29 @@ expression: different flags, verbose patterns, a backreference the joined number
 
 from __future__ import annotations
 
+import contextlib
 import re
+import sys
+import threading
 import types
 import weakref
 from collections.abc import Callable, Iterator
+from re import _parser  # type: ignore[attr-defined]  # what re.compile parses a pattern into (stdlib)
 from typing import Any
 
-from pygments.lexer import ExtendedRegexLexer, Lexer, LexerContext, RegexLexer, bygroups, using
+from pygments.lexer import (
+    ExtendedRegexLexer,
+    Lexer,
+    LexerContext,
+    RegexLexer,
+    RegexLexerMeta,
+    bygroups,
+    using,
+)
 from pygments.token import Error, Keyword, Name, Text, Whitespace, _TokenType
+from pygments.util import Future
 
+from . import recache
 from .refirst import ASCII, first_chars
 
 #: a rule's flags set at its start (``(?i)…``), kept for that rule only in the joined pattern
@@ -66,6 +80,117 @@ Joined = tuple[Callable[[str, int], Any], dict[int, int]]
 _WORDISH = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
 _DIGITS = frozenset("0123456789")
 _GROUP = {**dict.fromkeys(_WORDISH, _WORDISH), **dict.fromkeys(_DIGITS, _DIGITS)}
+
+
+class _Lazy:
+    """A rule's pattern as ``lazy_rules`` leaves it: compiled at its first own match. What the joined
+    states read of it (``_source``, ``first_chars``: its source, final flags, groups and their names) is
+    read from its parse, which ``refirst.noting`` notes the first characters of as for a compile."""
+
+    __slots__ = ("_compiled", "flags", "given", "groupindex", "groups", "pattern")
+
+    def __init__(self, pattern: str, given: int, facts: tuple[int, int, dict[str, int]]):
+        self.pattern, self.given = pattern, given
+        self.flags, self.groups, self.groupindex = facts
+        self._compiled: Any = None
+
+    def compiled(self) -> re.Pattern[str]:
+        if self._compiled is None:
+            self._compiled = re.compile(self.pattern, self.given)
+        return self._compiled  # type: ignore[no-any-return]
+
+    def match(self, text: str, pos: int = 0, endpos: int = sys.maxsize) -> re.Match[str] | None:
+        return self.compiled().match(text, pos, endpos)
+
+
+def _facts(pattern: str, flags: int) -> tuple[int, int, dict[str, int]]:
+    """What ``re.compile(pattern, flags)`` would say of its final flags, groups and group names: its
+    parse's (the parser looked up at the call, so that ``refirst.noting`` notes it). Kept by pattern,
+    as ``re`` keeps compiled ones: lexers share many rules (a third of the prose corpus's 701)."""
+    got = _FACTS.get((pattern, flags))
+    if got is None:
+        tree = _parser.parse(pattern, flags)
+        got = _FACTS[(pattern, flags)] = (
+            int(tree.state.flags),
+            tree.state.groups - 1,
+            dict(tree.state.groupdict),
+        )
+    return got
+
+
+#: ``_facts`` by (pattern, flags): bounded by the rules of the lexers a process makes
+_FACTS: dict[tuple[str, int], tuple[int, int, dict[str, int]]] = {}
+
+
+def _lazy_regex(cls: Any, regex: Any, rflags: int, state: str) -> Callable[..., Any]:
+    """``RegexLexerMeta._process_regex`` while ``lazy_rules`` is active: the rule's ``match``, of a
+    pattern compiled at its first own match (``_Lazy``); the facts of it a joined state reads are kept
+    with the compiled patterns (``recache.remembered``: a lexer made from another process's patterns
+    parses none of its rules). A pattern ``re`` does not parse here is compiled at once, as Pygments
+    does (its error is then Pygments' own)."""
+    if isinstance(regex, Future):
+        regex = regex.get()
+    if type(regex) is not str:
+        return _PROCESS_REGEX(cls, regex, rflags, state)  # type: ignore[no-any-return]
+    flags = int(rflags)
+    try:
+        facts = recache.remembered("lexfast", regex, flags, lambda: _facts(regex, flags))
+    except Exception:
+        return _PROCESS_REGEX(cls, regex, rflags, state)  # type: ignore[no-any-return]
+    _MADE_LAZY.append(cls)
+    return _Lazy(regex, flags, facts).match
+
+
+_PROCESS_REGEX = RegexLexerMeta._process_regex
+_LAZY_LOCK = threading.Lock()
+_LAZY_USERS: list[bool] = []
+#: the lexer classes whose rules were made lazily while ``lazy_rules`` is active
+_MADE_LAZY: list[type] = []
+
+
+@contextlib.contextmanager
+def lazy_rules() -> Iterator[None]:
+    """While active, the lexer classes Pygments makes (their rules: at a class's first instance) have
+    their rules' patterns compiled at their first own match, not all at once: in a state joined at its
+    first token (``join_early``) a rule's own pattern is matched only for a callback that reads its
+    groups, so most are never compiled (~0.03 CPU-s of the prose corpus's 18 languages, a third of
+    their making). On leaving, the rules of every class made then whose instances are not lexed by
+    this module's loops with their states joined early (``_EARLY``) are compiled, so that Pygments'
+    loops, and ours rule by rule, match with the patterns' own ``match`` as before."""
+    with _LAZY_LOCK:
+        if not _LAZY_USERS:
+            RegexLexerMeta._process_regex = _lazy_regex  # type: ignore[method-assign,assignment]
+        _LAZY_USERS.append(True)
+    try:
+        yield
+    finally:
+        with _LAZY_LOCK:
+            _LAZY_USERS.pop()
+            if not _LAZY_USERS:
+                RegexLexerMeta._process_regex = _PROCESS_REGEX  # type: ignore[method-assign]
+                made = set(_MADE_LAZY)
+                _MADE_LAZY.clear()
+                for cls in made:
+                    if cls not in _EARLY or cls not in _LOOPED:
+                        for rules in cls.__dict__.get("_tokens", {}).values():
+                            _compiled(rules)
+
+
+def _compiled(rules: list[Rule]) -> None:
+    """Each rule of ``rules`` made lazily (``lazy_rules``) with its pattern's own ``match`` instead."""
+    for i, (match, action, new_state) in enumerate(rules):
+        lazy = getattr(match, "__self__", None)
+        if type(lazy) is _Lazy:
+            rules[i] = (lazy.compiled().match, action, new_state)
+
+
+def _decided(rules: list[Rule]) -> _State | None:
+    """A state's rules joined (``_State``), or None where they cannot be: then tried one by one, each
+    with its pattern's own ``match``."""
+    if _joinable(rules):
+        return _State(rules)
+    _compiled(rules)
+    return None
 
 
 def _never(text: str, pos: int) -> None:
@@ -228,6 +353,8 @@ JOIN_AFTER = 5000
 _JOINED: dict[type, tuple[dict[str, _State | None], dict[str, int]]] = {}
 #: lexer classes whose states are joined at their first token (``join_early``)
 _EARLY: set[type] = set()
+#: lexer classes whose instances ``speed_up`` gave this module's loops (``tokens``, ``context_tokens``)
+_LOOPED: set[type] = set()
 
 
 def join_early(lexer: Lexer) -> None:
@@ -297,7 +424,7 @@ def _source(rules: list[Rule]) -> tuple[str, int, dict[int, int]] | None:
     group = 0
     for i, (match, _action, _new_state) in enumerate(rules):
         pattern = getattr(match, "__self__", None)
-        if not isinstance(pattern, re.Pattern):
+        if not isinstance(pattern, (re.Pattern, _Lazy)):
             return None
         src, own = pattern.pattern, pattern.flags
         lead = _LEADING.match(src)
@@ -443,6 +570,7 @@ def speed_up(lexer: Lexer) -> Lexer:
             return context_tokens(extended, ctx)
 
         lexer.get_tokens_unprocessed = in_context  # type: ignore[method-assign]
+        _LOOPED.add(type(lexer))
         return lexer
     regex_lexer: RegexLexer = lexer  # type: ignore[assignment]
     type_names = _c_types(lexer)
@@ -453,12 +581,14 @@ def speed_up(lexer: Lexer) -> Lexer:
                 yield index, Keyword.Type if token is Name and value in type_names else token, value
 
         lexer.get_tokens_unprocessed = retyped  # type: ignore[method-assign]
+        _LOOPED.add(type(lexer))
         return lexer
 
     def unprocessed(text: str, stack: tuple[str, ...] = ("root",)) -> Iterator[tuple[int, Any, str]]:
         return tokens(regex_lexer, text, stack)
 
     lexer.get_tokens_unprocessed = unprocessed  # type: ignore[method-assign]
+    _LOOPED.add(type(lexer))
     return lexer
 
 
@@ -487,7 +617,8 @@ def tokens(
     """What ``RegexLexer.get_tokens_unprocessed(lexer, text, stack)`` yields: (offset, type, text)."""
     tokendefs: dict[str, list[Rule]] = lexer._tokens  # type: ignore[attr-defined]
     joined, uses = _joined(lexer)
-    join_after = 1 if type(lexer) in _EARLY else JOIN_AFTER
+    early = type(lexer) in _EARLY
+    join_after = 1 if early else JOIN_AFTER
     states = list(stack)
     state = states[-1]
     rules = tokendefs[state]
@@ -511,6 +642,10 @@ def tokens(
                     else:
                         base = m.lastindex  # the rule's groups follow its own in the alternation
         else:
+            if early and state not in joined:  # joined before its first token: no rule compiled alone
+                one = joined[state] = _decided(rules)
+                if one is not None:
+                    continue
             for rule in rules:
                 m = rule[0](text, pos)
                 if m is not None:
@@ -522,7 +657,7 @@ def tokens(
             if m is not None and state not in joined:
                 n = uses[state] = uses.get(state, 0) + 1
                 if n >= join_after:
-                    one = joined[state] = _State(rules) if _joinable(rules) else None
+                    one = joined[state] = _decided(rules)
         if m is not None:
             if action is not None:
                 if type(action) is _TokenType:
@@ -565,7 +700,8 @@ def context_tokens(lexer: ExtendedRegexLexer, ctx: LexerContext) -> Iterator[tup
     written out again rather than shared, so that neither hot loop pays a function call per token."""
     tokendefs: dict[str, list[Rule]] = lexer._tokens  # type: ignore[attr-defined]
     joined, uses = _joined(lexer)
-    join_after = 1 if type(lexer) in _EARLY else JOIN_AFTER
+    early = type(lexer) in _EARLY
+    join_after = 1 if early else JOIN_AFTER
     text = ctx.text
     end = ctx.end
     state = ctx.stack[-1]
@@ -589,6 +725,10 @@ def context_tokens(lexer: ExtendedRegexLexer, ctx: LexerContext) -> Iterator[tup
                     else:
                         base = m.lastindex  # the rule's groups follow its own in the alternation
         else:
+            if early and state not in joined:  # joined before its first token: no rule compiled alone
+                one = joined[state] = _decided(rules)
+                if one is not None:
+                    continue
             for rule in rules:
                 m = rule[0](text, pos)
                 if m is not None:
@@ -600,7 +740,7 @@ def context_tokens(lexer: ExtendedRegexLexer, ctx: LexerContext) -> Iterator[tup
             if m is not None and state not in joined:
                 n = uses[state] = uses.get(state, 0) + 1
                 if n >= join_after:
-                    one = joined[state] = _State(rules) if _joinable(rules) else None
+                    one = joined[state] = _decided(rules)
         if m is not None:
             if action is not None:
                 if type(action) is _TokenType:

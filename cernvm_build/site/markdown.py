@@ -108,12 +108,17 @@ def warm_lexer(lang: str, *, many: bool = False, samples: Iterable[str] = ()) ->
     this process will highlight many blocks in it (``lexfast.join_early``); ``samples``: blocks in it
     to highlight now (kept by ``_highlighted``), which make the states and alternations real code
     meets, not only those of a word."""
-    lexer = _lexer(lang)
-    if lexer is not None:
-        if many:
-            from . import lexfast
+    if many:
+        from . import lexfast
 
-            lexfast.join_early(lexer)
+        # its rules' patterns compiled as its states need them: joined at once, most never alone
+        with lexfast.lazy_rules():
+            lexer = _lexer(lang)
+            if lexer is not None:
+                lexfast.join_early(lexer)
+    else:
+        lexer = _lexer(lang)
+    if lexer is not None:
         _spans(lexer, "x\n")
         for code in samples:
             _highlighted(lang, code)

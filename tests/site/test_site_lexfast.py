@@ -301,7 +301,9 @@ def test_states_are_joined_only_after_many_tokens(monkeypatch: pytest.MonkeyPatc
     assert joined["root"] is not None
 
 
-def test_a_lexer_joined_early_joins_each_state_at_its_first_token(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_lexer_joined_early_joins_each_state_before_its_first_token(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr(lexfast, "_JOINED", {})
     monkeypatch.setattr(lexfast, "_EARLY", set())
     lexer = get_lexer_by_name("bash", stripnl=False, ensurenl=False)
@@ -309,7 +311,8 @@ def test_a_lexer_joined_early_joins_each_state_at_its_first_token(monkeypatch: p
     text = "echo hi\n"
     assert list(lexfast.tokens(lexer, text)) == list(RegexLexer.get_tokens_unprocessed(lexer, text))
     joined, uses = lexfast._JOINED[type(lexer)]
-    assert joined["root"] is not None and uses["root"] == 1
+    # no token matched rule by rule (which would compile each rule tried, ``lazy_rules``)
+    assert joined["root"] is not None and "root" not in uses
     other = get_lexer_by_name("python", stripnl=False, ensurenl=False)
     list(lexfast.tokens(other, "x = 1\n"))  # another class: still after JOIN_AFTER tokens
     assert "root" not in lexfast._JOINED[type(other)][0]
@@ -617,3 +620,90 @@ def test_a_lexer_is_made_noting_its_patterns_first_characters(monkeypatch: pytes
     md_mod._lexer.cache_clear()
     assert md_mod._lexer("python") is not None
     assert entered == [True]
+
+
+def _regex_lexer_classes() -> list[type]:
+    seen: list[type] = []
+    todo: list[type] = [RegexLexer]
+    while todo:
+        cls = todo.pop()
+        seen.append(cls)
+        todo += cls.__subclasses__()
+    return seen
+
+
+@pytest.mark.parametrize("lang", sorted({*MORE_CODE, *LANGUAGES, *EXTENDED, *WRAPPED}))
+def test_a_lexer_made_with_lazy_rules_gives_pygments_tokens_and_compiles_few(
+    lang: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    texts = [*_samples(), *MORE_CODE.values()]
+    plain = get_lexer_by_name(lang, stripnl=False, ensurenl=False)
+    want = [list(plain.get_tokens_unprocessed(text)) for text in texts]
+    # the classes made again (Pygments makes a class's rules at its first instance) in a fresh process's
+    # state: none joined, none early
+    for cls in _regex_lexer_classes():
+        if "_tokens" in cls.__dict__:
+            monkeypatch.delattr(cls, "_tokens")
+    monkeypatch.setattr(lexfast, "_JOINED", {})
+    monkeypatch.setattr(lexfast, "_EARLY", set())
+    made: list[Any] = []
+    real = lexfast._Lazy.__init__
+
+    def note(self: Any, *args: Any) -> None:
+        real(self, *args)
+        made.append(self)
+
+    monkeypatch.setattr(lexfast._Lazy, "__init__", note)
+    with lexfast.lazy_rules():
+        lexer = lexfast.speed_up(get_lexer_by_name(lang, stripnl=False, ensurenl=False))
+        lexfast.join_early(lexer)
+    assert made or lang == "json"  # its rules (or its inner lexer's) were made lazily (JSON's lexer has none)
+    assert [list(lexer.get_tokens_unprocessed(text)) for text in texts] == want
+    # only the rules a callback reads the groups of are compiled alone, or those of states left rule by
+    # rule (then compiled on leaving, as those of any class made whose states are not joined early)
+    compiled = [lazy for lazy in made if lazy._compiled is not None]
+    assert len(compiled) <= len(made) / (1 if lang == "perl" else 2)  # (Perl's states mostly unjoinable)
+    for cls in _regex_lexer_classes():
+        for rules in cls.__dict__.get("_tokens", {}).values():
+            if cls not in lexfast._EARLY or cls not in lexfast._LOOPED:
+                assert not any(type(getattr(m, "__self__", None)) is lexfast._Lazy for m, _a, _n in rules)
+
+
+def test_lazy_rules_leave_no_lazy_rule_to_a_lexer_not_joined_early(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a class made while active but not joined early (its rules tried one by one for many tokens, and by
+    # Pygments' own loop) has its patterns compiled on leaving
+    monkeypatch.delattr(BashLexer, "_tokens")
+    monkeypatch.setattr(lexfast, "_EARLY", set())
+    with lexfast.lazy_rules():
+        lexer = get_lexer_by_name("bash", stripnl=False, ensurenl=False)
+        assert any(
+            type(getattr(m, "__self__", None)) is lexfast._Lazy for m, _a, _n in BashLexer._tokens["root"]
+        )
+    for rules in BashLexer._tokens.values():
+        assert all(isinstance(getattr(m, "__self__", None), re.Pattern) for m, _a, _n in rules)
+    text = "echo $HOME | grep x\n"
+    assert next(iter(lexer.get_tokens_unprocessed(text))) == (0, Name.Builtin, "echo")
+
+
+def test_a_state_left_rule_by_rule_matches_with_its_rules_own_patterns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Conditional(RegexLexer):
+        tokens: ClassVar[dict[str, Any]] = {
+            # a conditional: the rules cannot be joined (``_renumbered``)
+            "root": [(r"(a)?(?(1)b|c)", Keyword), (r"d", Name), (r"\s+", Text)],
+        }
+
+    monkeypatch.setattr(lexfast, "_EARLY", set())
+    with lexfast.lazy_rules():
+        lexer = lexfast.speed_up(Conditional(stripnl=False, ensurenl=False))
+        lexfast.join_early(lexer)
+    assert type(Conditional._tokens["root"][0][0].__self__) is lexfast._Lazy
+    assert list(lexer.get_tokens_unprocessed("ab d\n")) == [
+        (0, Keyword, "ab"),
+        (2, Text, " "),
+        (3, Name, "d"),
+        (4, Text, "\n"),
+    ]
+    assert lexfast._JOINED[Conditional][0]["root"] is None
+    assert all(isinstance(m.__self__, re.Pattern) for m, _a, _n in Conditional._tokens["root"])
