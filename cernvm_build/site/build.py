@@ -44,7 +44,7 @@ from . import templates as tpl_mod
 from .cache import Snapshot, State, discard, is_damage
 from .config import SiteConfig
 from .frontmatter import Memo
-from .model import BuildReport, ContentText, LinkErrors, sha
+from .model import BuildReport, ContentText, Job, LinkErrors, sha
 from .output import folder_rows, matches
 from .pages import PageSet, likely_layouts, make_pages, patch_pages
 from .parallel import PARALLEL_MIN
@@ -147,6 +147,15 @@ class Builder:
         # a new folder only: there a failed write step leaves nothing, while in a folder readers use
         # a shard's files written before a failed page would no longer match the manifest listed
         shards, known = search_mod.for_write(index, extract, pages, state) if new else ([], {})
+        offloaded: list[search_mod.Offload] = []
+
+        def started(jobs: list[Job], extracts: dict[str, tuple[bytes, bytes]]) -> None:
+            # the index on disk changes from here (the render child writes the stale shard's files)
+            if any(j.out.endswith(".html") for j in jobs):
+                state.put_outputs([], [search_mod.MANIFEST])
+            got = search_mod.offload(target, index, pages, state, extracts, env.child)
+            offloaded.extend([got] if got is not None else [])
+
         written, rows, removed, extracts, built = execute(
             target,
             outputs,
@@ -165,6 +174,8 @@ class Builder:
             shards=shards,
             known=known,
             index_old=index.ours,
+            # a one-shot rebuild into its folder: the stale shard made in the render child meanwhile
+            written=started if env.child is not None and not new and self._merged is None else None,
         )
         state.put_outputs(rows, removed)  # recorded first: a failed index step keeps the pages
         if any(j.out.endswith(".html") for j in written) or any(r.endswith(".html") for r in removed):
@@ -181,6 +192,7 @@ class Builder:
             new=new,
             built=built,
             keep=self._merged,
+            offloaded=offloaded[0] if offloaded else None,
         )
         if indexed is None:
             return len(written), len(removed), 0, 0
