@@ -53,7 +53,7 @@ from collections.abc import Container, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from .cache import State
+from .cache import State, search_extracts_at
 from .model import HEADING_ROLES, PERMALINK_IGNORED, SECTION, TITLE, ContentText, heading_role, sha
 from .ntuple import NamedTuple
 from .output import files_under, matches, prune_emptied, write_output
@@ -778,32 +778,37 @@ def offload(
     """Start ``update``'s shards in ``helper`` (a one-shot build's render child, idle after its jinja2
     import): the one stale shard of a one-page rebuild, made there (its ~100 pages' postings merged
     again, its files written: ~8 ms of the parent's ~110 at 1,000 pages) while this process walks the
-    output for strays and records the pages; its pages' extracts kept meanwhile. None: make them in
-    ``update`` (no helper, a page's extract to read back from its file, or more shards than
-    ``OFFLOAD_MAX``). Into an existing output folder only, its pages written: a new one makes its shards
-    in the write step (``for_write``)."""
+    output for strays and records the pages; the extracts made now kept meanwhile, the others read
+    there. None: make them in ``update`` (no helper, or more shards than ``OFFLOAD_MAX``; the helper
+    fails where a page's extract must be read back from its file). Into an existing output folder
+    only, its pages written: a new one makes its shards in the write step (``for_write``)."""
     if helper is None or index.current or not 0 < len(index.stale) <= OFFLOAD_MAX:
         return None
     keys = {p: extract_key(p, pages[p]) for s in index.stale for p in s.pages}
-    need = {keys[p] for p in keys if p not in fresh}
+    need = {keys[p]: p for p in keys if p not in fresh}
     extracts = {p: fresh[p] for p in keys if p in fresh}
-    known = state.search_extracts(need)
-    if len(known) != len(need):  # a page read back from its file: ``update``, in workers
-        return None
-    extracts.update((p, known[keys[p]]) for p in keys if p not in fresh)
     left = index.stale
-    if not helper.start_call("call", _write_shards, (out_dir, extracts, index.ours, left)):
+    ours = {rel: index.ours[rel] for s in left for rel in index.recorded[s.bundle]}  # (its files' rows)
+    if not helper.start_call("call", _write_shards, (state.path, out_dir, need, extracts, ours, left)):
         return None
     state.put_search_extracts([(extract_key(p, pages[p]), *e) for p, e in fresh.items() if p in pages])
     return Offload(helper, [s.bundle for s in left])
 
 
 def _write_shards(
+    path: Path,
     out_dir: Path,
+    need: dict[str, str],
     extracts: dict[str, tuple[bytes, bytes]],
     ours: dict[str, tuple[str, int, int]],
     left: list[Shard],
 ) -> list[ShardMade]:
+    """``offload``'s call in the helper: the pages' extracts the state keeps (``need``: key -> page)
+    read there, with ``extracts`` made now, the shards made and written."""
+    known = search_extracts_at(path, set(need))
+    extracts.update((need[k], e) for k, e in known.items())
+    if len(known) != len(need):  # a page's extract to read back from its file: ``update``'s, in workers
+        raise OSError("a page's search extract is not kept")
     return [write_shard(out_dir, s, extracts, ours, None) for s in left]
 
 
@@ -841,6 +846,8 @@ def update(
     extracts = {p: e for p, e in (fresh or {}).items() if p in keys}
     left = [s for s in index.stale if s.bundle not in built]
     made = {top} if new else None
+    if offloaded is not None:  # while the helper makes the shard (it reads only these pages' extracts)
+        state.prune_search_extracts(set(keys.values()))
     made_now = None if offloaded is None else offloaded.take(left)
     if made_now is None:
         # (a page whose extract a kept merge of its shard holds, by its key, is not read: ``Merged``)
@@ -885,7 +892,8 @@ def update(
         (out_dir / rel).unlink(missing_ok=True)
     if removed or empty:
         prune_emptied(out_dir / PREFIX, [rel[len(PREFIX) :] for rel in removed], empty)
-    state.prune_search_extracts(set(keys.values()))
+    if offloaded is None:
+        state.prune_search_extracts(set(keys.values()))
     return Indexed(sorted(rows), written, removed, len(index.stale))
 
 
