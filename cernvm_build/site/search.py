@@ -49,7 +49,7 @@ import json
 import pickle
 import re
 import zlib
-from collections.abc import Container, Mapping
+from collections.abc import Callable, Container, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -829,13 +829,15 @@ def update(
     built: dict[str, ShardMade] | None = None,
     keep: dict[str, Merged] | None = None,
     offloaded: Offload | None = None,
+    meanwhile: Callable[[], object] | None = None,
 ) -> Indexed | None:
     """Make again the stale shards of ``index`` (``index_plan``) that the write step did not make
     (``built``: bundle -> ``write_shard``'s result); write the files whose bytes changed, the manifest
     last. ``pages``: every HTML output to index -> its fingerprint; ``state``: the build's
     ``cache.State`` (page extracts); ``fresh``: extracts the write step made of the pages it rendered
     (page -> ``page_extract``), kept in the state here; ``keep``: ``shard_files``'; ``offloaded``: the
-    shards started in a helper (``offload``), taken from there. None when the whole index is current."""
+    shards started in a helper (``offload``), taken from there, ``meanwhile`` run while it makes them.
+    None when the whole index is current."""
     if index.current:
         return None
     ours, prev, recorded = index.ours, index.prev, index.recorded
@@ -848,6 +850,8 @@ def update(
     made = {top} if new else None
     if offloaded is not None:  # while the helper makes the shard (it reads only these pages' extracts)
         state.prune_search_extracts(set(keys.values()))
+        if meanwhile is not None:
+            meanwhile()
     made_now = None if offloaded is None else offloaded.take(left)
     if made_now is None:
         # (a page whose extract a kept merge of its shard holds, by its key, is not read: ``Merged``)
