@@ -151,10 +151,7 @@ class Builder:
         shards, known = search_mod.for_write(index, extract, pages, state) if new else ([], {})
         offloaded: list[search_mod.Offload] = []
 
-        def started(jobs: list[Job], extracts: dict[str, tuple[bytes, bytes]]) -> None:
-            # the index on disk changes from here (the render child writes the stale shard's files)
-            if any(j.out.endswith(".html") for j in jobs):
-                state.put_outputs([], [search_mod.MANIFEST])
+        def started(_jobs: list[Job], extracts: dict[str, tuple[bytes, bytes]]) -> None:
             got = search_mod.offload(target, index, pages, state, extracts, env.child)
             offloaded.extend([got] if got is not None else [])
 

@@ -789,6 +789,9 @@ def offload(
     extracts = {p: fresh[p] for p in keys if p in fresh}
     left = index.stale
     ours = {rel: index.ours[rel] for s in left for rel in index.recorded[s.bundle]}  # (its files' rows)
+    # the index on disk changes from here: the manifest's row forgotten first, so that a helper killed
+    # half-way leaves an index the next build makes again (whether or not a page was written now)
+    state.put_outputs([], [MANIFEST])
     if not helper.start_call("call", _write_shards, (state.path, out_dir, need, extracts, ours, left)):
         return None
     state.put_search_extracts([(extract_key(p, pages[p]), *e) for p, e in fresh.items() if p in pages])
