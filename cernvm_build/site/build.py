@@ -44,7 +44,7 @@ from . import templates as tpl_mod
 from .cache import Snapshot, State, discard, is_damage
 from .config import SiteConfig
 from .frontmatter import Memo
-from .model import BuildReport, ContentText, LinkErrors, sha
+from .model import BuildReport, ContentText, Job, LinkErrors, sha
 from .output import folder_rows, matches
 from .pages import PageSet, likely_layouts, make_pages, patch_pages
 from .parallel import PARALLEL_MIN
@@ -137,9 +137,11 @@ class Builder:
         texts: dict[str, ContentText],
         new: bool,
         meanwhile: Callable[[], object],
+        indexing: Callable[[], object],
     ) -> tuple[int, int, int, int]:
         """Steps 4 and 5 into ``target``; returns (outputs written, removed, search files written,
-        shards indexed). ``meanwhile``: serial work done while the pages are written."""
+        shards indexed). ``meanwhile``: serial work done while the pages are written; ``indexing``:
+        while the render child makes the search shard (``search.update``'s ``meanwhile``)."""
         pages = search_pages(outputs)
         index = search_mod.index_plan(target, old_outputs, pages)
         # only a page written now can have its extract made from its HTML
@@ -147,6 +149,12 @@ class Builder:
         # a new folder only: there a failed write step leaves nothing, while in a folder readers use
         # a shard's files written before a failed page would no longer match the manifest listed
         shards, known = search_mod.for_write(index, extract, pages, state) if new else ([], {})
+        offloaded: list[search_mod.Offload] = []
+
+        def started(_jobs: list[Job], extracts: dict[str, tuple[bytes, bytes]]) -> None:
+            got = search_mod.offload(target, index, pages, state, extracts, env.child)
+            offloaded.extend([got] if got is not None else [])
+
         written, rows, removed, extracts, built = execute(
             target,
             outputs,
@@ -165,6 +173,8 @@ class Builder:
             shards=shards,
             known=known,
             index_old=index.ours,
+            # a one-shot rebuild into its folder: the stale shard made in the render child meanwhile
+            written=started if env.child is not None and not new and self._merged is None else None,
         )
         state.put_outputs(rows, removed)  # recorded first: a failed index step keeps the pages
         if any(j.out.endswith(".html") for j in written) or any(r.endswith(".html") for r in removed):
@@ -181,6 +191,8 @@ class Builder:
             new=new,
             built=built,
             keep=self._merged,
+            offloaded=offloaded[0] if offloaded else None,
+            meanwhile=indexing,
         )
         if indexed is None:
             return len(written), len(removed), 0, 0
@@ -191,6 +203,42 @@ class Builder:
         changed = [r for r in indexed.rows if r[0] in dropped or index.ours.get(r[0]) != r[1:]]
         state.put_outputs(changed, indexed.removed)
         return len(written), len(removed), indexed.written, indexed.shards
+
+    def _tail(
+        self,
+        state: State,
+        snap: Snapshot | None,
+        pageset: PageSet,
+        keys: dict[str, str],
+        metas: dict[str, Any],
+        fresh: dict[str, str],
+        edited: set[str] | None,
+        old_keys: set[str],
+        css_key: str,
+    ) -> tuple[dict[str, str], str]:
+        """The report's output -> source file and its fingerprint, recorded; the rendered Markdown and
+        highlighted blocks of sources no longer built pruned from the state. Independent of the
+        written outputs and the search index (``search.update`` runs it while a helper makes a shard)."""
+        by_output = _sources(pageset)
+        fp = sha(*(f"{out}\0{file}" for out, file in sorted(by_output.items())))
+        # the row as well as the snapshot: a row that disagrees with the snapshot (lost, or a build
+        # stopped between the two writes) would make every later rebuild decline the shortcut
+        # (``_as_recorded``) and never be repaired (reading it: ~0.01 ms at 68 pages)
+        if snap is None or snap.report[4] != fp or state.report_sources()[0] != fp:
+            state.put_report_sources(fp, by_output)
+        if edited != set() or fresh:  # else no source changed: the last build pruned to these keys
+            current = set(keys.values())
+            # only edited sources (the others as the last complete build had them, which pruned to
+            # its keys): what can be stale is their former versions' rows (``State._prune``)
+            former = old_keys if edited else None
+            state.prune_md(current, former)
+            state.prune_code(
+                {k for key in current for k in metas[key].get("code", ())} | {css_key},
+                None
+                if former is None
+                else {k for key in former if key in metas for k in metas[key].get("code", ())},
+            )
+        return by_output, fp
 
     def _aside(
         self, state: State, cfg: SiteConfig, sources: Sources, yaml_memo: Memo
@@ -382,32 +430,22 @@ class Builder:
                 after = Snapshot(outputs.digest, keys, outputs.searchable)
                 if snap is not None and snap[:3] != after[:3]:
                     state.put_snapshot(None)  # this build writes: no plan is complete until it ends
-                rendered, removed, search_files, search_shards = self._write(
-                    target, outputs, pageset, old_outputs, env, state, fresh, texts, new, store_md
+                # the report's sources and the state's pruning: done while the render child makes the
+                # search shard (``search.update``'s ``meanwhile``: ~12M of the parent's instructions
+                # after it at 1,000 pages), else here
+                tail = functools.cache(
+                    functools.partial(
+                        self._tail, state, snap, pageset, keys, metas, fresh, edited, old_keys, css_key
+                    )
                 )
-                by_output = _sources(pageset)
-                fp = sha(*(f"{out}\0{file}" for out, file in sorted(by_output.items())))
-                # the row as well as the snapshot: a row that disagrees with the snapshot (lost, or a
-                # build stopped between the two writes) would make every later rebuild decline the
-                # shortcut (``_as_recorded``) and never be repaired (reading it: ~0.01 ms at 68 pages)
-                if snap is None or snap.report[4] != fp or state.report_sources()[0] != fp:
-                    state.put_report_sources(fp, by_output)
+                rendered, removed, search_files, search_shards = self._write(
+                    target, outputs, pageset, old_outputs, env, state, fresh, texts, new, store_md, tail
+                )
+                by_output, fp = tail()
                 report = (str(self.site_dir), search_mod.VERSION, len(pageset.pages), len(outputs.jobs), fp)
                 after = after._replace(rows=state.output_count(), report=report)
                 if snap != after:
                     state.put_snapshot(after)
-            if edited != set() or fresh:  # else no source changed: the last build pruned to these keys
-                current = set(keys.values())
-                # only edited sources (the others as the last complete build had them, which pruned to
-                # its keys): what can be stale is their former versions' rows (``State._prune``)
-                former = old_keys if edited else None
-                state.prune_md(current, former)
-                state.prune_code(
-                    {k for key in current for k in metas[key].get("code", ())} | {css_key},
-                    None
-                    if former is None
-                    else {k for key in former if key in metas for k in metas[key].get("code", ())},
-                )
         finally:
             try:
                 if closing is not None:

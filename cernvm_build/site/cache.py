@@ -121,6 +121,34 @@ def discard(path: Path) -> None:
         leftover.unlink(missing_ok=True)
 
 
+def _rows(
+    db: sqlite3.Connection, table: str, columns: tuple[str, ...], keys: list[str]
+) -> list[tuple[Any, ...]]:
+    """The rows ``(key, *columns)`` of these keys (in chunks: SQLite bounds a query's parameters)."""
+    select = ", ".join(("key", *columns))
+    out: list[tuple[Any, ...]] = []
+    for i in range(0, len(keys), 500):
+        chunk = keys[i : i + 500]
+        marks = ",".join("?" * len(chunk))
+        out += db.execute(f"SELECT {select} FROM {table} WHERE key IN ({marks})", chunk)
+    return out
+
+
+def _search_extracts(db: sqlite3.Connection, keys: set[str]) -> dict[str, tuple[bytes, bytes]]:
+    return {
+        key: (bytes(frag), bytes(post))
+        for key, frag, post in _rows(db, "search", ("fragment", "postings"), sorted(keys))
+    }
+
+
+def search_extracts_at(path: Path, keys: set[str]) -> dict[str, tuple[bytes, bytes]]:
+    """``State.search_extracts`` of the state at ``path``, through a connection of its own: for a
+    process that has none (the render child, ``search.offload``); the WAL lets it read while the build
+    writes."""
+    with contextlib.closing(connect(path)) as db:
+        return _search_extracts(db, keys)
+
+
 class State:
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -306,14 +334,7 @@ class State:
         return {key: html for key, html in self._rows("md", ("html",), keys)}
 
     def _rows(self, table: str, columns: tuple[str, ...], keys: list[str]) -> list[tuple[Any, ...]]:
-        """The rows ``(key, *columns)`` of these keys (in chunks: SQLite bounds a query's parameters)."""
-        select = ", ".join(("key", *columns))
-        out: list[tuple[Any, ...]] = []
-        for i in range(0, len(keys), 500):
-            chunk = keys[i : i + 500]
-            marks = ",".join("?" * len(chunk))
-            out += self.db.execute(f"SELECT {select} FROM {table} WHERE key IN ({marks})", chunk)
-        return out
+        return _rows(self.db, table, columns, keys)
 
     def put_md(self, rows: list[tuple[str, Any, str]]) -> None:
         with self.db:
@@ -407,10 +428,7 @@ class State:
 
     # -- search index: each page's extract (search.extract) by page output fingerprint ------------
     def search_extracts(self, keys: set[str]) -> dict[str, tuple[bytes, bytes]]:
-        return {
-            key: (bytes(frag), bytes(post))
-            for key, frag, post in self._rows("search", ("fragment", "postings"), sorted(keys))
-        }
+        return _search_extracts(self.db, keys)
 
     def search_keys(self, keys: set[str]) -> set[str]:
         """Those of ``keys`` whose extract is kept (the extracts themselves are not read)."""

@@ -10,10 +10,16 @@ reads the metadata, renders the Markdown, loads the data and plans; the parent t
 (template name and context, pickled: ~15 KB for a docs page) through a pipe and gets the HTML back,
 and never imports jinja2 itself. A cold, a no-change and a many-page build fork nothing.
 
-Correctness does not depend on the child: it writes nothing (the parent writes every output, as
-before), and when it is gone or fails in any way but a template's own error (killed, a context that
-does not pickle, an unexpected exception), ``render`` returns None and the caller renders in-process,
-as a build without the child does; a template's error (a ``CernVMError``) comes back as its parts and
+It also runs a call while the parent goes on (``start_call``, ``end_call``): the one stale search shard
+of a one-page rebuild (``search.offload``), made after the parent wrote the pages, while it walks the
+output for strays (its postings merged again and its files written: ~14 % of the parent's instructions).
+
+Correctness does not depend on the child: it writes no page (the parent writes them, as before), only
+a shard's files by rename after the manifest's row is forgotten (``build._write``: a child killed
+half-way leaves an index the next build makes again), and when it is gone or fails in any way but a
+template's own error (killed, a context that does not pickle, an unexpected exception), ``render``
+returns None and the caller renders in-process, as a build without the child does (``end_call``: the
+caller makes the shard); a template's error (a ``CernVMError``) comes back as its parts and
 is raised here, one line like any other. The child ends at the end of its pipe (the parent closed it,
 or died) and is killed and reaped by ``close``; SIGINT and SIGTERM end it without a word (the parent
 reports them). Only the process that forked it uses it: a forked write worker renders itself.
@@ -67,11 +73,12 @@ def _serve(requests: int, replies: int, folder: Path, cache: Path | None) -> Non
     env.warm()
     while True:
         try:
-            name, ctx = _receive(requests)
+            kind, what, args = _receive(requests)
         except EOFError:  # the parent is done (or gone)
             return
         try:
-            reply: tuple[str, Any] = ("ok", env.render(name, ctx))
+            got = env.render(what, args) if kind == "render" else what(*args)
+            reply: tuple[str, Any] = ("ok", got)
         except CernVMError as e:  # a template's error: its parts (where and hint do not pickle with it)
             reply = ("error", (e.message, e.where, e.hint))
         except Exception as e:  # anything else: the parent renders itself and meets it there
@@ -124,6 +131,7 @@ class RenderChild:
         self.owner = os.getpid()
         self.requests = requests  # this process's ends of the two pipes
         self.replies = replies
+        self.pending = False  # a request sent (``start_call``) whose reply is not read yet
 
     @classmethod
     def start(cls, folder: Path, cache: Path | None) -> RenderChild | None:
@@ -158,27 +166,52 @@ class RenderChild:
     def render(self, name: str, ctx: dict[str, Any]) -> str | None:
         """The page the child rendered, or None: render it here (the child is gone, failed, or this is
         not the process that forked it). Raises the ``BuildError`` of a template's error."""
-        if self.pid <= 0 or os.getpid() != self.owner:
+        if not self.start_call("render", name, ctx):
             return None
+        done, got = self.end_call()
+        return str(got) if done else None
+
+    def start_call(self, kind: str, what: Any, args: Any) -> bool:
+        """Send the child a render (``kind`` "render": template name, context) or a call (``kind``
+        "call": a module-level function and its arguments' tuple, e.g. ``search.update``'s shards,
+        made there while this process goes on); its result is ``end_call``'s. False: the child is gone,
+        busy with another, or this is not the process that forked it (then do it here)."""
+        if self.pid <= 0 or os.getpid() != self.owner or self.pending:
+            return False
         try:
-            _send(self.requests, (name, ctx))
+            _send(self.requests, (kind, what, args))
+        except (OSError, pickle.PicklingError, TypeError, AttributeError, ValueError):
+            self.close()  # arguments that do not pickle, or the child gone: done here from now on
+            return False
+        self.pending = True
+        return True
+
+    def end_call(self) -> tuple[bool, Any]:
+        """(True, the result) of the request ``start_call`` sent, or (False, None): the child is gone or
+        failed (do it here, where the error is met as without the child). Raises the ``BuildError`` of
+        a template's or a call's own error (a ``CernVMError`` there)."""
+        if not self.pending:
+            return False, None
+        self.pending = False
+        try:
             kind, got = _receive(self.replies)
-        except (OSError, EOFError, pickle.PicklingError, TypeError, AttributeError, ValueError):
-            self.close()  # a context that does not pickle, or the child gone: rendered here from now on
-            return None
+        except (OSError, EOFError, pickle.UnpicklingError, TypeError, AttributeError, ValueError):
+            self.close()
+            return False, None
         if kind == "ok":
-            return str(got)
+            return True, got
         if kind == "error":
             message, where, hint = got
             raise BuildError(message, where=where, hint=hint)
-        self.close()  # "fail": rendered here, where the error is met as without the child
-        return None
+        self.close()  # "fail"
+        return False, None
 
     def close(self) -> None:
         """End the child and reap it (once; only in the process that forked it)."""
         if self.pid <= 0 or os.getpid() != self.owner:
             return
         pid, self.pid = self.pid, -1
+        self.pending = False
         for fd in (self.requests, self.replies):
             os.close(fd)
         try:

@@ -49,11 +49,11 @@ import json
 import pickle
 import re
 import zlib
-from collections.abc import Container, Mapping
+from collections.abc import Callable, Container, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from .cache import State
+from .cache import State, search_extracts_at
 from .model import HEADING_ROLES, PERMALINK_IGNORED, SECTION, TITLE, ContentText, heading_role, sha
 from .ntuple import NamedTuple
 from .output import files_under, matches, prune_emptied, write_output
@@ -744,6 +744,81 @@ def for_write(
     return [s for s in index.stale if all(p in extract or p in known for p in s.pages)], known
 
 
+class Helper(Protocol):
+    """A process that runs a call while this one goes on (``renderchild.RenderChild``)."""
+
+    def start_call(self, kind: str, what: Any, args: Any) -> bool: ...
+
+    def end_call(self) -> tuple[bool, Any]: ...
+
+
+class Offload:
+    """The stale shards' files being made in a helper process (``offload``); ``update`` takes them."""
+
+    __slots__ = ("bundles", "helper")
+
+    def __init__(self, helper: Helper, bundles: list[str]):
+        self.helper = helper
+        self.bundles = bundles
+
+    def take(self, left: list[Shard]) -> list[ShardMade] | None:
+        """The helper's shards, if it made these (None: make them here)."""
+        done, got = self.helper.end_call()
+        return got if done and self.bundles == [s.bundle for s in left] else None
+
+
+def offload(
+    out_dir: Path,
+    index: IndexPlan,
+    pages: dict[str, str],
+    state: State,
+    fresh: dict[str, tuple[bytes, bytes]],
+    helper: Helper | None,
+) -> Offload | None:
+    """Start ``update``'s shards in ``helper`` (a one-shot build's render child, idle after its jinja2
+    import): the one stale shard of a one-page rebuild, made there (its ~100 pages' postings merged
+    again, its files written: ~8 ms of the parent's ~110 at 1,000 pages) while this process walks the
+    output for strays and records the pages; the extracts made now kept meanwhile, the others read
+    there. None: make them in ``update`` (no helper, or more shards than ``OFFLOAD_MAX``; the helper
+    fails where a page's extract must be read back from its file). Into an existing output folder
+    only, its pages written: a new one makes its shards in the write step (``for_write``)."""
+    if helper is None or index.current or not 0 < len(index.stale) <= OFFLOAD_MAX:
+        return None
+    keys = {p: extract_key(p, pages[p]) for s in index.stale for p in s.pages}
+    need = {keys[p]: p for p in keys if p not in fresh}
+    extracts = {p: fresh[p] for p in keys if p in fresh}
+    left = index.stale
+    ours = {rel: index.ours[rel] for s in left for rel in index.recorded[s.bundle]}  # (its files' rows)
+    # the index on disk changes from here: the manifest's row forgotten first, so that a helper killed
+    # half-way leaves an index the next build makes again (whether or not a page was written now)
+    state.put_outputs([], [MANIFEST])
+    if not helper.start_call("call", _write_shards, (state.path, out_dir, need, extracts, ours, left)):
+        return None
+    state.put_search_extracts([(extract_key(p, pages[p]), *e) for p, e in fresh.items() if p in pages])
+    return Offload(helper, [s.bundle for s in left])
+
+
+def _write_shards(
+    path: Path,
+    out_dir: Path,
+    need: dict[str, str],
+    extracts: dict[str, tuple[bytes, bytes]],
+    ours: dict[str, tuple[str, int, int]],
+    left: list[Shard],
+) -> list[ShardMade]:
+    """``offload``'s call in the helper: the pages' extracts the state keeps (``need``: key -> page)
+    read there, with ``extracts`` made now, the shards made and written."""
+    known = search_extracts_at(path, set(need))
+    extracts.update((need[k], e) for k, e in known.items())
+    if len(known) != len(need):  # a page's extract to read back from its file: ``update``'s, in workers
+        raise OSError("a page's search extract is not kept")
+    return [write_shard(out_dir, s, extracts, ours, None) for s in left]
+
+
+#: the most stale shards ``offload`` gives the helper (a one-page rebuild makes one)
+OFFLOAD_MAX = 1
+
+
 def update(
     out_dir: Path,
     index: IndexPlan,
@@ -756,13 +831,16 @@ def update(
     new: bool = False,
     built: dict[str, ShardMade] | None = None,
     keep: dict[str, Merged] | None = None,
+    offloaded: Offload | None = None,
+    meanwhile: Callable[[], object] | None = None,
 ) -> Indexed | None:
     """Make again the stale shards of ``index`` (``index_plan``) that the write step did not make
     (``built``: bundle -> ``write_shard``'s result); write the files whose bytes changed, the manifest
     last. ``pages``: every HTML output to index -> its fingerprint; ``state``: the build's
     ``cache.State`` (page extracts); ``fresh``: extracts the write step made of the pages it rendered
-    (page -> ``page_extract``), kept in the state here; ``keep``: ``shard_files``'. None when the whole
-    index is current."""
+    (page -> ``page_extract``), kept in the state here; ``keep``: ``shard_files``'; ``offloaded``: the
+    shards started in a helper (``offload``), taken from there, ``meanwhile`` run while it makes them.
+    None when the whole index is current."""
     if index.current:
         return None
     ours, prev, recorded = index.ours, index.prev, index.recorded
@@ -772,28 +850,34 @@ def update(
     keys = {p: extract_key(p, fp) for p, fp in pages.items()}
     extracts = {p: e for p, e in (fresh or {}).items() if p in keys}
     left = [s for s in index.stale if s.bundle not in built]
-    # (a page whose extract a kept merge of its shard holds, by its key, is not read: ``Merged``)
-    need = [p for s in left for p in s.pages if p not in extracts and not _held(keep, s, p, keys[p])]
-    known = state.search_extracts({keys[p] for p in need})
-    todo = [p for p in need if keys[p] not in known]
-    extracts.update(zip(todo, fork_map(_extract_file, (out_dir, base_path), todo, jobs), strict=True))
-    made_here = [(keys[p], *e) for p, e in extracts.items()]  # kept in the state, while the shards are made
-    extracts.update((p, known[keys[p]]) for p in need if keys[p] in known)
+    made = {top} if new else None
+    if offloaded is not None:  # while the helper makes the shard (it reads only these pages' extracts)
+        state.prune_search_extracts(set(keys.values()))
+        if meanwhile is not None:
+            meanwhile()
+    made_now = None if offloaded is None else offloaded.take(left)
+    if made_now is None:
+        # (a page whose extract a kept merge of its shard holds, by its key, is not read: ``Merged``)
+        need = [p for s in left for p in s.pages if p not in extracts and not _held(keep, s, p, keys[p])]
+        known = state.search_extracts({keys[p] for p in need})
+        todo = [p for p in need if keys[p] not in known]
+        extracts.update(zip(todo, fork_map(_extract_file, (out_dir, base_path), todo, jobs), strict=True))
+        made_here = [(keys[p], *e) for p, e in extracts.items()]  # kept in the state meanwhile
+        extracts.update((p, known[keys[p]]) for p in need if keys[p] in known)
+        # the stale shards' files, made and written in forked workers (a shard is much work: a cold
+        # build's index was serial time after the pages' parallel step)
+        made_now = fork_map(
+            _write_shard,
+            (out_dir, extracts, ours, new, keep, keys),
+            left,
+            jobs,
+            least=2,
+            meanwhile=lambda: state.put_search_extracts(made_here),
+        )
     rows: list[tuple[str, str, int, int]] = []
     written = 0
-    made = {top} if new else None
     final: set[str] = {MANIFEST}
     entries: dict[str, dict[str, Any]] = {}
-    # the stale shards' files, made and written in forked workers (a shard is much work: a cold build's
-    # index was serial time after the pages' parallel step)
-    made_now = fork_map(
-        _write_shard,
-        (out_dir, extracts, ours, new, keep, keys),
-        left,
-        jobs,
-        least=2,
-        meanwhile=lambda: state.put_search_extracts(made_here),
-    )
     by_bundle = {**built, **{s.bundle: m for s, m in zip(left, made_now, strict=True)}}
     for s in index.cut:
         if s.bundle in by_bundle:
@@ -815,7 +899,8 @@ def update(
         (out_dir / rel).unlink(missing_ok=True)
     if removed or empty:
         prune_emptied(out_dir / PREFIX, [rel[len(PREFIX) :] for rel in removed], empty)
-    state.prune_search_extracts(set(keys.values()))
+    if offloaded is None:
+        state.prune_search_extracts(set(keys.values()))
     return Indexed(sorted(rows), written, removed, len(index.stale))
 
 

@@ -259,6 +259,7 @@ def execute(
     shards: list[Shard] | None = None,
     known: dict[str, tuple[bytes, bytes]] | None = None,
     index_old: dict[str, tuple[str, int, int]] | None = None,
+    written: Callable[[list[Job], dict[str, tuple[bytes, bytes]]], object] | None = None,
 ) -> tuple[
     list[Job],
     list[tuple[str, str, int, int]],
@@ -274,7 +275,9 @@ def execute(
     ``shards``: search shards to make here, each by the worker that writes its pages
     (``search.for_write``; one whose pages did not all give an extract is left to the index step),
     from those extracts and ``known`` ones, its files written unless they have the bytes ``index_old``
-    records."""
+    records; ``written``: called with the jobs written and their search extracts once all are written,
+    before the output is walked for strays (the index step's shards started in the render child, which
+    makes them meanwhile: ``search.offload``)."""
     shards = shards or []
     known = known or {}
     index_old = index_old or {}
@@ -350,6 +353,8 @@ def execute(
         raise BuildError(str(message), where=str(where) or None, hint=str(hint) or None)
     rows = [(job.out, job.fp, int(r[0]), int(r[1])) for job, r in zip(todo, results, strict=True)]
     extracts = {job.out: r[2] for job, r in zip(todo, results, strict=True) if isinstance(r[2], tuple)}
+    if written is not None:
+        written(todo, extracts)
     wanted = {j.out for j in plan.jobs}
     # the search index's folder is the index step's (search.update), which lists its shards last
     removed = sorted(rel for rel in set(old) - wanted if not rel.startswith(SEARCH_PREFIX))

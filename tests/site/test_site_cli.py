@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sitehelpers import Edit
@@ -436,6 +437,73 @@ def test_a_one_shot_one_page_rebuild_imports_jinja2_in_its_render_child(tmp_path
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "undefined value" in errors[0] and "broken.html" in err, err
     assert _tree(tmp_path / "2") == before
+
+
+#: the CLI's entry with the render child forked (a core idle), which reports the process that makes
+#: each search shard; with "fail" last, a shard made in the child fails there (an OSError)
+SHARD_ENTRY = """
+import os, sys
+from cernvm_build.site import renderchild
+renderchild.idle_core = lambda: True
+from cernvm_build.site import build, search
+fail = sys.argv[-1] == "fail"
+if fail:
+    sys.argv.pop()
+real, entry = search.write_shard, os.getpid()
+def spy(*args, **kw):
+    os.write(2, f"shard made by {os.getpid() - entry}\\n".encode())  # (one write: two processes)
+    if fail and os.getpid() != entry:
+        raise OSError(28, "No space left on device")
+    return real(*args, **kw)
+search.write_shard = spy
+def said(owner, name, words):
+    real = getattr(owner, name)
+    def spoke(*args, **kw):
+        os.write(2, f"{words}\\n".encode())
+        return real(*args, **kw)
+    setattr(owner, name, spoke)
+said(search.Offload, "take", "shard taken")
+said(build.State, "prune_md", "state pruned")
+from cernvm_build.cli.main import main
+sys.argv = ["cernvm-build", *sys.argv[1:]]
+sys.exit(main())
+"""
+
+
+@pytest.mark.parametrize("fail", [False, True], ids=["child", "child-fails"])
+def test_a_one_shot_one_page_rebuild_makes_its_search_shard_in_the_render_child(
+    tmp_path: Path, fail: bool
+) -> None:
+    """``search.offload``: the one stale search shard of a one-page rebuild is made (its postings
+    merged again, its files written) by the render child, while the parent walks the output and
+    prunes the state (``Builder._tail``); a child that fails there leaves it to the parent. Either way
+    the output is a clean build's, byte for byte, and the next build finds nothing to do."""
+    from bench.site_corpus import generate
+
+    corpus = generate(tmp_path / "corpus", 30)["ours"]
+    env = {**os.environ, "CERNVM_CACHE_DIR": str(tmp_path / "cache")}
+
+    def build(out: str, *more: str) -> tuple[list[int], dict[str, Any], list[str]]:
+        argv = ["site", "build", "--site", str(corpus), "--out", str(tmp_path / out), "--json", *more]
+        done = subprocess.run(
+            [sys.executable, "-c", SHARD_ENTRY, *argv], capture_output=True, text=True, env=env
+        )
+        assert done.returncode == 0, done.stderr
+        lines = done.stderr.splitlines()
+        makers = [int(line.split()[-1]) for line in lines if line.startswith("shard made")]
+        return makers, json.loads(done.stdout), [line for line in lines if line.endswith(("taken", "pruned"))]
+
+    build("out")
+    page = next(corpus.glob("content/**/p*.md"))
+    page.write_text(page.read_text().replace("\n\n", "\n\nEdited. ", 1))
+    makers, report, order = build("out", *(["fail"] if fail else []))
+    assert (report["rendered"], report["search_shards"]) == (1, 1)
+    assert order == ["state pruned", "shard taken"]  # pruned while the child made the shard
+    # the child (not this process: offset 0), and after its failure this process
+    assert len(makers) == 1 + fail and makers[0] != 0 and makers[1:] == ([0] if fail else [])
+    assert build("out")[1]["rendered"] == 0
+    build("clean")
+    assert _tree(tmp_path / "out") == _tree(tmp_path / "clean")
 
 
 #: imports the builder as ``site build`` does and prints (patterns made from the memo, compiled, in it)

@@ -112,6 +112,43 @@ def test_a_forked_process_renders_itself(tmp_path: Path) -> None:
     env.close()
 
 
+def _refuse(what: str) -> None:
+    raise BuildError(f"no {what}", where="here.txt", hint="a hint")
+
+
+def test_a_call_runs_in_the_child_while_this_process_goes_on(tmp_path: Path) -> None:
+    """``start_call``/``end_call`` (``search.offload``): a function runs in the child and its result
+    comes back; its own error is ours, one line; one request at a time; a child gone is (False, None)."""
+    env = _env(tmp_path)
+    child = RenderChild.start(env.folder, env.bytecode_cache)
+    assert child is not None
+    try:
+        assert child.start_call("call", os.getpid, ())
+        assert not child.start_call("call", os.getpid, ())  # one at a time
+        assert child.render("page.html", {}) is None  # (rendered here meanwhile)
+        assert child.end_call() == (True, child.pid)
+        assert child.end_call() == (False, None)  # nothing sent
+        assert child.start_call("call", _refuse, ("luck",))
+        with pytest.raises(BuildError) as there:
+            child.end_call()
+        got = (there.value.message, str(there.value.where), there.value.hint)
+        assert got == ("no luck", "here.txt", "a hint")
+        assert child.start_call("call", divmod, (1, 0))  # any other error: done here, without the child
+        assert child.end_call() == (False, None) and child.pid == -1
+    finally:
+        child.close()
+    child = RenderChild.start(env.folder, env.bytecode_cache)
+    assert child is not None
+    assert not child.start_call("call", os.getpid, (lambda: 1,))  # does not pickle: the child ended
+    assert child.pid == -1
+    child = RenderChild.start(env.folder, env.bytecode_cache)
+    assert child is not None
+    pid = child.pid
+    os.kill(pid, signal.SIGKILL)
+    child.start_call("call", time.sleep, (0,))  # (sent, or not: the kill may not have landed yet)
+    assert child.end_call() == (False, None) and child.pid == -1 and _gone(pid)
+
+
 @pytest.mark.parametrize(
     ("loadavg", "idle"),
     [
