@@ -16,6 +16,7 @@ from .catalog_write import (
     serialize_xattrs,
 )
 from .content import ContentStore
+from .limits import MAX_HOLE_BYTES, human
 from .options import Options
 from .previous import OldCatalog, OldRow, PreviousTree
 from .stage import NestedRef, Stage
@@ -194,6 +195,20 @@ def _open_scanned_dir(fs_dir: str, ident: tuple[int, int]) -> int:
     return fd
 
 
+def _check_holes(fs: str, st: os.stat_result, max_holes: int) -> None:
+    """Refuse a sparse file whose holes (its size past the blocks it has) exceed ``max_holes``.
+    CernVM-FS has no holes: a file's content is its chunks, each compressed and hashed, and
+    content-defined chunk cuts depend on every byte, so its holes are read as zeros (as the real
+    server reads them); a 1 KB file of 8 EiB apparent size (``truncate -s 8E``) read for ever."""
+    holes = st.st_size - st.st_blocks * 512
+    if holes > max_holes:
+        raise CvmfsError(
+            f"{fs}: sparse file of {human(st.st_size)} with {human(holes)} of holes, past the limit of "
+            f"{human(max_holes)} (its holes would be read and published as zeros)",
+            hint="leave the file out, or raise --max-hole-bytes",
+        )
+
+
 #: entries of one directory staged (and their contents queued) at a time
 SCAN_BATCH = 4096
 
@@ -204,6 +219,7 @@ def _flush(
     old_cat: OldCatalog | None,
     batch: list[Entry],
     files: list[tuple[Entry, str, os.stat_result]],
+    max_holes: int,
 ) -> int:
     """Stage ``batch`` and queue the contents of its regular ``files`` (entry, source path, stat)
     that the previous revision (its catalog of their directory: ``old_cat``) has not unchanged;
@@ -217,6 +233,7 @@ def _flush(
         if kept is not None:
             ent.digest, ent.chunks, ent.algorithm = kept.digest, kept.chunks, kept.algorithm
         else:
+            _check_holes(fs, st, max_holes)
             todo.append((ent.path, fs, st.st_size, (st.st_dev, st.st_ino)))
     stage.put_many(batch)
     # Contents are compressed while the scan goes on (the pool holds at most 4 x workers files,
@@ -229,9 +246,16 @@ def _flush(
 
 
 def scan_dir(
-    stage: Stage, prev: PreviousTree | None, content: ContentStore, source: Path, base: str, opts: Options
+    stage: Stage,
+    prev: PreviousTree | None,
+    content: ContentStore,
+    source: Path,
+    base: str,
+    opts: Options,
+    max_holes: int = MAX_HOLE_BYTES,
 ) -> int:
-    """Stage ``source`` as ``base``; returns the number of regular files whose content must be read."""
+    """Stage ``source`` as ``base``; returns the number of regular files whose content must be read.
+    A file whose holes exceed ``max_holes`` bytes is refused (``_check_holes``)."""
     if os.path.islink(source):
         # the user named the link (/srv/sw -> /data/sw): its directory is the source ("not a
         # directory" before); links inside the tree are never followed
@@ -308,9 +332,9 @@ def scan_dir(
                     if len(batch) == SCAN_BATCH:
                         # a directory of 200,000 files held every entry (and every scandir
                         # entry) until its end: 370 MB peak; now SCAN_BATCH at a time
-                        count += _flush(stage, content, old_cat, batch, files)
+                        count += _flush(stage, content, old_cat, batch, files, max_holes)
                         batch, files = [], []
-                count += _flush(stage, content, old_cat, batch, files)
+                count += _flush(stage, content, old_cat, batch, files, max_holes)
         finally:
             os.close(fd)
     opts.reached("scanned")

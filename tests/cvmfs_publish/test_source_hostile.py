@@ -353,3 +353,33 @@ def test_re_publishing_a_wide_directory_holds_neither_listing_whole(
     small = peak_of_republish(500)
     large = peak_of_republish(6000)
     assert large - small < 512 << 10, (small, large)
+
+
+@pytest.mark.timeout(60)  # (without the check: read for hours)
+def test_a_sparse_file_of_huge_apparent_size_is_refused_by_its_holes(
+    tmp_path: Path, stratum: Path, keyset: keymod.KeySet, key_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 1 TiB file of one 4 KiB block (``truncate -s 1T``) was read whole, its holes compressed and
+    hashed as zeros (hours; the real server does the same). Holes past ``--max-hole-bytes`` (64 GiB)
+    are one line; a file of that size with no holes is not refused."""
+    src = tmp_path / "src"
+    src.mkdir()
+    with open(src / "huge", "wb") as f:
+        f.write(b"x" * 4096)
+        f.truncate(1 << 40)
+    with pytest.raises(
+        CvmfsError, match=r"huge: sparse file of 1024 GiB with \d+ KiB of holes, past the limit of 64 GiB"
+    ):
+        publish_tree(stratum, FQRN, keyset, src)
+    (src / "huge").unlink()
+    with open(src / "holes", "wb") as f:
+        f.truncate(3 << 20)
+    (src / "dense").write_bytes(b"y" * (3 << 20))
+    args = ["cvmfs", "publish", str(stratum), str(src), "--keys", str(key_dir), "--max-hole-bytes", "1M"]
+    assert main(args) == 5
+    err = capsys.readouterr().err
+    assert f"{src}/holes: sparse file of 3 MiB" in err and "--max-hole-bytes" in err and "dense" not in err, (
+        err
+    )
+    (src / "holes").unlink()
+    assert main([*args, "-q"]) == 0  # the dense file of the same size passes
