@@ -212,6 +212,13 @@ def resolve(paths: Sequence[Path] = ()) -> Blacklist:
     exists (as the real client's ``CVMFS_BLACKLIST`` replaces its default), else none."""
     if paths:
         return load(paths)
-    if DEFAULT_PATH.exists():
-        return load([DEFAULT_PATH])
-    return Blacklist()
+    try:
+        DEFAULT_PATH.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return Blacklist()
+    except OSError:
+        # a folder above it not searchable (``Path.exists`` raised PermissionError, a traceback):
+        # ``read`` says it cannot be read, in one line. Not taken as absent: a revocation the user
+        # cannot see must not be silently ineffective (the real client runs as root, and sees it).
+        pass
+    return load([DEFAULT_PATH])
