@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..context import env_epoch
-from ..cvmfs.limits import MAX_MTIME, MAX_TAR_BYTES, MAX_TAR_ENTRIES, MAX_WHITELIST_DAYS
+from ..cvmfs.limits import MAX_HOLE_BYTES, MAX_MTIME, MAX_TAR_BYTES, MAX_TAR_ENTRIES, MAX_WHITELIST_DAYS
 from ..errors import CvmfsError, UsageError
 from .app import Output, size, subparser, whole_number
 
@@ -242,7 +242,9 @@ def _publish(args: argparse.Namespace, out: Output, stratum: Path) -> tuple[str,
             return fqrn, tar
         path = Path(src)
         if path.is_dir():
-            return fqrn, pub.publish_tree(stratum, fqrn, keys, path, progress=progress, **common)
+            return fqrn, pub.publish_tree(
+                stratum, fqrn, keys, path, progress=progress, max_holes=args.max_hole_bytes, **common
+            )
         if path.is_file():
             with open(path, "rb") as f:
                 return fqrn, pub.publish_tar(
@@ -435,6 +437,14 @@ def register_publish(
         default=MAX_TAR_BYTES,
         metavar="SIZE",
         help="refuse a tar SOURCE that holds more (default: 64G; a hostile 1 MB .tar.bz2 can inflate to TBs)",
+    )
+    p.add_argument(
+        "--max-hole-bytes",
+        type=size,
+        default=MAX_HOLE_BYTES,
+        metavar="SIZE",
+        help="refuse a sparse file of a directory SOURCE with more holes (default: 64G; they are read as"
+        " zeros: a 1 KB file of 8E apparent size was read for ever)",
     )
     p.add_argument(
         "--max-tar-entries",

@@ -65,6 +65,8 @@ def cmd_replicate(args: argparse.Namespace, out: Output) -> int:
             f"{d['revisions']} revision(s), {d['catalogs']} catalog(s)",
             highlight=False,
         )
+        for line in d["below_floor"]:  # (warned while it ran too; here with the result, as --json has it)
+            out.print(f"  below the blacklist's floor: {line}", highlight=False)
 
     out.data(target.add_to({"dest": str(args.dest), **result.as_json()}), render)
     return 0

@@ -283,7 +283,7 @@ def _seed(args: argparse.Namespace, out: Output) -> int:
                 proxy=args.proxy,
                 jobs=args.jobs,
                 snapshot=SnapshotSpec(tag=snap.tag, date=snap.date, root_hash=snap.root_hash),
-                blacklist=blacklist.resolve([prof.cvmfs.blacklist] if prof.cvmfs.blacklist else []),
+                blacklist=blacklist.of_image(prof.cvmfs.blacklist),
             )
     except Exception:
         for d in made:  # deepest first; only empty ones

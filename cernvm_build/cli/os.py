@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +25,21 @@ SOURCE_DATE_EPOCH (default 2026-01-01) is every file's time: same packages, same
 
 
 def cmd_os(args: argparse.Namespace, out: Output) -> int:
+    from ..osbuild.debian import out_folder
+
+    # --out is checked and held before the build, which takes minutes (a second run is refused)
+    with out_folder(args.out) if args.out else contextlib.nullcontext():
+        return _build(args, out)
+
+
+def _build(args: argparse.Namespace, out: Output) -> int:
     from ..bootloader.kernel import fetch_debian_kernel
     from ..context import env_epoch
     from ..demo.os_tree import DEFAULT_EPOCH
     from ..osbuild import aptindex
-    from ..osbuild.debian import build_debian_tree, check_new_folder, copy_tree, reading
+    from ..osbuild.debian import build_debian_tree, copy_tree, reading
     from ..profile import load
 
-    if args.out:
-        check_new_folder(args.out)  # before the build, which takes minutes
     prof = load(args.profile)
     if prof.os.family != "debian":
         from ..errors import UsageError

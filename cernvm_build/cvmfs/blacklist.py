@@ -212,6 +212,22 @@ def resolve(paths: Sequence[Path] = ()) -> Blacklist:
     exists (as the real client's ``CVMFS_BLACKLIST`` replaces its default), else none."""
     if paths:
         return load(paths)
-    if DEFAULT_PATH.exists():
-        return load([DEFAULT_PATH])
-    return Blacklist()
+    try:
+        DEFAULT_PATH.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return Blacklist()
+    except OSError:
+        # a folder above it not searchable (``Path.exists`` raised PermissionError, a traceback):
+        # ``read`` says it cannot be read, in one line. Not taken as absent: a revocation the user
+        # cannot see must not be silently ineffective (the real client runs as root, and sees it).
+        pass
+    return load([DEFAULT_PATH])
+
+
+def of_image(path: Path | None) -> Blacklist:
+    """The list an image build applies (its snapshot query, its seed): the profile's
+    ``cvmfs.blacklist`` only, never the host's ``/etc/cvmfs/blacklist``. The image carries the
+    profile's list (the initrd's), so the build resolves the snapshot as the booted client will; and
+    the image depends on the profile alone (its fingerprint names the profile's list), not on which
+    host built it. A host's revocation is given to an image by naming that file in the profile."""
+    return load([path] if path is not None else [])

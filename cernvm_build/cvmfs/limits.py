@@ -90,6 +90,9 @@ human = size_text  # the one spelling of a cap: fsutil's, which read_capped's re
 #: the tar bytes a layer may declare (its members' data, sparse files at their real size); every tar
 #: stream is also bounded by what its compressed size can hold (``tar_limits.stream_bound``)
 MAX_TAR_BYTES = 64 * GiB
+#: the holes of one sparse source file of a directory publish (``--max-hole-bytes``): read as zeros, as a
+#: tar's sparse members' holes are capped (``TarLimits.max_holes``)
+MAX_HOLE_BYTES = MAX_TAR_BYTES
 #: members of one layer (a base OS layer has about 100,000)
 MAX_TAR_ENTRIES = 2_000_000
 #: the most one tar header's own data may hold (a PAX extended header, a GNU long name or link),

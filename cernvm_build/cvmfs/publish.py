@@ -57,7 +57,7 @@ from .content import ContentStore
 from .history import History
 from .history_write import RESERVED, HistoryWriter, Tag
 from .keys import KeySet, check_fqrn, make_folder
-from .limits import MAX_TAG_TEXT, MAX_WHITELIST_BYTES, human
+from .limits import MAX_HOLE_BYTES, MAX_TAG_TEXT, MAX_WHITELIST_BYTES, human
 from .lock import publish_lock
 from .nesting import DIRTAB, AutoCatalogs, Placed, place_catalogs
 from .objects import object_path, parse_hash
@@ -331,6 +331,7 @@ def publish_tree(
     normalize_owner: bool = False,
     fault: Fault | None = None,
     autocatalogs: AutoCatalogs | None = AutoCatalogs(),
+    max_holes: int = MAX_HOLE_BYTES,
 ) -> PublishResult:
     """Publish the directory ``source`` as the new revision (or as the subtree at ``base_path``).
 
@@ -338,10 +339,11 @@ def publish_tree(
     after each step (``options.STEPS``; tests stop the process there). Nested catalogs go where the
     tree has ``.cvmfscatalog`` markers, where its ``/.cvmfsdirtab`` says, and where a catalog would
     exceed ``autocatalogs.max_weight`` entries (``None``: no automatic split); see ``nesting.py``.
+    A sparse file with more than ``max_holes`` bytes of holes is refused (they would be read).
     """
 
     def fill(stage: Stage, prev: PreviousTree, content: ContentStore, base: str, opts: Options) -> None:
-        scan_dir(stage, prev, content, source, base, opts)
+        scan_dir(stage, prev, content, source, base, opts, max_holes)
 
     return _publish(
         stratum,

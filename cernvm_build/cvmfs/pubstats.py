@@ -23,6 +23,7 @@ import shutil
 import sqlite3
 import stat
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,7 @@ def gmt(when: dt.datetime) -> str:
 
 #: (kind, size, digest, the fields that make a change: mode, mtime, symlink target, owner, xattrs)
 _Summary = tuple[str, int, Any, tuple[Any, ...]]
+_Child = tuple[str, _Summary, bool]  # name, summary, a nested catalog's mountpoint
 
 
 def _kind(mode: int) -> str:
@@ -114,27 +116,48 @@ def _summary(mode: int, size: int, mtime: int, digest: Any, symlink: str | None,
     return kind, size, None if digest is None else bytes(digest), fields
 
 
-def _new_children(stage: Stage, path: str) -> dict[str, tuple[_Summary, bool]]:
+def _new_children(stage: Stage, path: str) -> Iterator[_Child]:
+    """``(name, summary, is a nested mountpoint)`` of each staged child, in name order."""
     rows = stage.db.execute(
         "SELECT name, mode, size, mtime, digest, symlink, uid, gid, xattr, nested_hash FROM stage"
-        " WHERE parent = ?",
+        " WHERE parent = ? ORDER BY name",
         (path,),
     )
-    return {
-        str(name): (_summary(mode, size, mtime, digest, symlink, uid, gid, xattr), nested is not None)
-        for name, mode, size, mtime, digest, symlink, uid, gid, xattr, nested in rows
-        if name not in _MARKERS
-    }
+    for name, mode, size, mtime, digest, symlink, uid, gid, xattr, nested in rows:
+        if name not in _MARKERS:
+            yield str(name), _summary(mode, size, mtime, digest, symlink, uid, gid, xattr), nested is not None
 
 
-def _old_children(prev: PreviousTree, path: str) -> dict[str, _Summary]:
-    return {
-        str(name): _summary(mode, size, mtime, digest, symlink, uid, gid, xattr)
-        for name, mode, size, mtime, digest, symlink, uid, gid, xattr in prev.catalog_for(
-            path
-        ).child_summaries(path)
-        if name not in _MARKERS
-    }
+def _old_children(prev: PreviousTree, path: str) -> Iterator[_Child]:
+    """``(name, summary, False)`` of each child in the previous revision, in name order."""
+    for name, mode, size, mtime, digest, symlink, uid, gid, xattr in prev.catalog_for(path).child_summaries(
+        path
+    ):
+        if name not in _MARKERS:
+            yield str(name), _summary(mode, size, mtime, digest, symlink, uid, gid, xattr), False
+
+
+_END: _Child = ("", ("", 0, None, ()), False)  # a listing's end (compared by identity)
+
+
+def _merged(
+    new: Iterator[_Child], old: Iterator[_Child]
+) -> Iterator[tuple[str, tuple[_Summary, bool] | None, _Summary | None]]:
+    """``(name, (new summary, nested) or None, old summary or None)`` of both listings, in name
+    order: two cursors sorted alike (SQLite compares names as UTF-8 bytes, which is the order of
+    their code points, as Python compares them), so a directory's listing is never held whole (a
+    directory of 200,000 files held both as dictionaries)."""
+    n, o = next(new, _END), next(old, _END)
+    while n is not _END or o is not _END:
+        if o is _END or (n is not _END and n[0] < o[0]):
+            yield n[0], (n[1], n[2]), None
+            n = next(new, _END)
+        elif n is _END or o[0] < n[0]:
+            yield o[0], None, o[1]
+            o = next(old, _END)
+        else:
+            yield n[0], (n[1], n[2]), o[1]
+            n, o = next(new, _END), next(old, _END)
 
 
 def _count(d: Diff, kind: str, how: str, size: int) -> None:
@@ -164,11 +187,10 @@ def diff_tree(stage: Stage, prev: PreviousTree | None, base: str) -> Diff:
     stack: list[tuple[str, bool, bool]] = [(base, True, in_old)]
     while stack:
         path, in_new, in_old = stack.pop()
-        new = _new_children(stage, path) if in_new else {}
-        old = _old_children(prev, path) if in_old and prev is not None else {}
-        for name in sorted(new.keys() | old.keys()):
+        new = _new_children(stage, path) if in_new else iter(())
+        old = _old_children(prev, path) if in_old and prev is not None else iter(())
+        for name, n, o in _merged(new, old):
             child = f"{path}/{name}"
-            n, o = new.get(name), old.get(name)
             if n is not None and o is not None and n[0][0] == o[0]:
                 if not _same(n[0], o):
                     _count(d, n[0][0], "changed", 0)

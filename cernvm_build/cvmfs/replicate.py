@@ -38,6 +38,7 @@ from pathlib import Path
 from ..errors import CvmfsError, IntegrityError
 from ..fsutil import PendingSync, atomic_file, atomic_write, process_umask, spread_subdirectories, write_all
 from ..report import NULL_REPORTER, Reporter
+from . import blacklist as blacklist_mod
 from . import manifest as manifest_mod
 from .blacklist import Blacklist
 from .cache import ObjectCache
@@ -89,6 +90,9 @@ class ReplicateResult:
     objects_skipped: int = 0
     bytes_fetched: int = 0
     previous_revision: int | None = None  # the replica's before this run (None: there was none)
+    #: one line per tag whose revision is below the blacklist's floor: copied all the same (a
+    #: Stratum-1 mirrors the history; the floor is each client's), but clients refuse them
+    below_floor: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -103,6 +107,7 @@ class ReplicateResult:
             "objects_fetched": self.objects_fetched,
             "objects_skipped": self.objects_skipped,
             "bytes_fetched": self.bytes_fetched,
+            "below_floor": self.below_floor,
         }
 
 
@@ -373,12 +378,15 @@ def replicate(
     """Bring the Stratum directory ``dest`` up to ``source``'s verified trunk and every tagged
     revision; the signed files are replaced last. Raises (leaving the replica's old revision
     published) on any bad signature, hash or transfer, and on a trunk signed by a certificate of
-    ``blacklist`` or below its floor (None: the system's, ``blacklist.resolve``)."""
+    ``blacklist`` or below its floor (None: the system's, ``blacklist.resolve``). A tagged revision
+    below the floor is copied (the real Stratum-1 mirrors the whole history and reads no blacklist;
+    a client with another list may take it) and named in ``below_floor``, one warning each."""
     if not 1 <= jobs <= MAX_JOBS:
         raise CvmfsError(
             f"--jobs {jobs}: not from 1 to {MAX_JOBS}", hint="parallel downloads; the default is 8"
         )
     name, source = resolve_name(source, fqrn)
+    revoked = blacklist if blacklist is not None else blacklist_mod.resolve()
     try:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as e:  # DEST a file, or under one: a traceback (pr18d finding 11)
@@ -400,12 +408,12 @@ def replicate(
             fetcher = make_fetcher(source, repo=name, proxy=proxy, timeout=timeout, retries=retries)
             store = ObjectStore(fetcher, _ReplicaCache(dest, repo=name), repo=name)
             try:
-                repo = open_on_store(name, fetcher, store, public_keys, blacklist)
+                repo = open_on_store(name, fetcher, store, public_keys, revoked)
             except BaseException:
                 store.close()
                 raise
             try:
-                return _replicate(repo, fetcher, store, dest, name, previous, jobs, reporter)
+                return _replicate(repo, fetcher, store, dest, name, previous, jobs, reporter, revoked)
             finally:
                 repo.close()
         except Unreachable as e:
@@ -485,6 +493,7 @@ def _replicate(
     previous: manifest_mod.Manifest | None,
     jobs: int,
     reporter: Reporter,
+    revoked: Blacklist,
 ) -> ReplicateResult:
     m = repo.manifest
     assert m is not None
@@ -508,6 +517,14 @@ def _replicate(
                 hint="the history database is damaged",
             ) from e
         roots.setdefault(root, (tag.size or None, f"tag {tag.name}"))
+        floor = revoked.floors.get(name)
+        if floor is not None and tag.revision < floor[0]:
+            line = (
+                f"{name}: tag {tag.name!r} (revision {tag.revision}) is below the blacklist's floor "
+                f"{floor[0]} ({floor[1]}): copied, but clients with that list refuse it"
+            )
+            result.below_floor.append(line)
+            reporter.warn(line)
     result.revisions = len(roots)
     reporter.step(
         f"{name}: revision {m.revision} from {fetcher.description}: trunk and {len(result.tags)} tag(s), "

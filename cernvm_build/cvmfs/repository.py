@@ -74,8 +74,14 @@ _SET_LIMITS = {MANIFEST_FILE: MAX_MANIFEST_BYTES, WHITELIST_FILE: MAX_WHITELIST_
 def kept_signed(cache: ObjectCache) -> dict[str, bytes]:
     """The signed files the cache keeps (``SIGNED_SET``), by name; a cache written before the set
     (the three files) is read as it was. Damaged: none (the cache is a tree anyone with write access
-    can edit: an unverifiable floor is no floor anyway)."""
-    data = cache.load_meta(SIGNED_SET, len(_SET_HEAD) + sum(_SET_LIMITS.values()) + 256)
+    can edit: an unverifiable floor is no floor anyway). A set older than the three files is stale:
+    an older version (which keeps the three) verified a newer manifest after this one wrote the set
+    (a downgrade and back), so the three are read, until the next online open writes the set again."""
+    data = (
+        None
+        if _set_is_stale(cache)
+        else cache.load_meta(SIGNED_SET, len(_SET_HEAD) + sum(_SET_LIMITS.values()) + 256)
+    )
     if data is None:
         legacy = ((name, cache.load_meta(name, limit)) for name, limit in _SET_LIMITS.items())
         return {name: blob for name, blob in legacy if blob is not None}
@@ -100,11 +106,24 @@ def kept_signed(cache: ObjectCache) -> dict[str, bytes]:
     return kept
 
 
+def _set_is_stale(cache: ObjectCache) -> bool:
+    """The older layout's manifest was written at or after the set: ``keep_signed`` removes the three
+    files whenever it writes the set, so only a version that does not know the set wrote it since.
+    (A kill between the set's write and that removal leaves three files older than the set: kept.)"""
+    try:
+        legacy = os.stat(cache.root / MANIFEST_FILE, follow_symlinks=False).st_mtime_ns
+        kept = os.stat(cache.root / SIGNED_SET, follow_symlinks=False).st_mtime_ns
+    except OSError:
+        return False
+    return legacy >= kept
+
+
 def keep_signed(cache: ObjectCache, files: dict[str, bytes]) -> None:
     """Keep ``files`` (verified) as the cache's signed set, in one atomic write: a kill leaves the
     old set or the new one. Not written again when unchanged (each write is two fsyncs)."""
     data = _SET_HEAD + b"".join(f"{name} {len(blob)}\n".encode() + blob for name, blob in files.items())
-    if cache.save_meta(SIGNED_SET, data):
+    stale = _set_is_stale(cache)  # (the set holds these bytes, the three files others: they go)
+    if cache.save_meta(SIGNED_SET, data) or stale:
         for name in _SET_LIMITS:  # a cache written before the set: its three files are read no more
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(cache.root / name)

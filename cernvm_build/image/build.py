@@ -152,7 +152,7 @@ def query_snapshot(profile: Profile, timeout: float = 10) -> Snapshot:
             snapshot=SnapshotSpec(tag=c.snapshot.tag, date=c.snapshot.date, root_hash=c.snapshot.root_hash),
             timeout=timeout,
             retries=1,
-            blacklist=blacklist.resolve([c.blacklist] if c.blacklist is not None else []),
+            blacklist=blacklist.of_image(c.blacklist),
         ) as repo:
             return Snapshot(c.repository, repo.revision, repo.root_hash, repo.tag, urls)
     except CernVMError as e:

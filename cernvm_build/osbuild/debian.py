@@ -508,6 +508,27 @@ def check_new_folder(dest: Path) -> None:
         ) from None
 
 
+@contextmanager
+def out_folder(dest: Path) -> Iterator[None]:
+    """``--out DEST`` held for one run, from its check (``check_new_folder``, before the build) to
+    the end of its copy: a second run naming it is refused at once, naming the holder's pid. Two runs
+    at once both found it empty and the second's copy replaced the first's whole."""
+    check_new_folder(dest)
+
+    def refuse(holder: str) -> None:
+        raise BuildError(
+            f"{dest}: another run is making its copy there ({holder})",
+            hint="wait for it to finish, or give another folder",
+            where="--out",
+        )
+
+    with held_lock(
+        dest.parent / f".{dest.name}.out.lock", f"copy of an OS tree to {dest}", refuse, remove=True
+    ):
+        check_new_folder(dest)  # (a run that held it until just now made its copy)
+        yield
+
+
 def copy_tree(src: Path, dest: Path) -> None:
     """A copy of a built tree at ``dest``, a new folder (``check_new_folder``), made whole or not at
     all: owners, modes, times, xattrs."""

@@ -206,7 +206,8 @@ SETTINGS: tuple[Setting, ...] = (
         "A certificate blacklist (`/etc/cvmfs/blacklist`'s format: fingerprints of revoked signing "
         "certificates, `<REPOSITORY N` revision floors; relative to the profile file). The image's "
         "initrd carries it and its mount refuses what it lists (user data `cvmfs_blacklist` can add "
-        "entries, never remove them); the build's own reads of the repository apply it too.",
+        "entries, never remove them); the build's own reads of the repository apply it too, and only "
+        "it: the host's `/etc/cvmfs/blacklist` is not read for an image (name it here to carry it).",
         default=None,
         nullable=True,
         example="blacklist",

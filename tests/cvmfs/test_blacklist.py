@@ -311,3 +311,42 @@ def test_a_containers_origin_applies_the_profiles_blacklist(fx: Fixture, tmp_pat
             blacklist=listed,
         )
     open_origin([str(fx.repo)], fqrn=FQRN, path="/", public_keys=[fx.pub], snapshot=SnapshotSpec()).close()
+
+
+def test_a_default_file_the_user_cannot_reach_is_one_line(tmp_path: Path) -> None:
+    """``/etc/cvmfs`` not searchable by the user: ``DEFAULT_PATH.exists()`` raised PermissionError
+    (a traceback from every reader command). It is one line saying the list cannot be read, not
+    taken as absent (a revocation must not be silently ineffective)."""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root to run as another user (setpriv)")
+    shared = Path(tempfile.mkdtemp(prefix="blacklist-"))  # reachable by the user, unlike tmp_path
+    try:
+        shared.chmod(0o755)
+        (shared / "etc-cvmfs").mkdir(mode=0o700)  # root's only
+        (shared / "etc-cvmfs" / "blacklist").write_text("<a.test 3\n")
+        code = (
+            "import sys; from pathlib import Path; from cernvm_build.cvmfs import blacklist as b\n"
+            f"b.DEFAULT_PATH = Path({str(shared / 'etc-cvmfs' / 'blacklist')!r})\n"
+            "try:\n    b.resolve()\nexcept Exception as e:\n    print(type(e).__name__, e); sys.exit(3)\n"
+        )
+        as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        root = str(Path(blacklist.__file__).resolve().parents[2])
+        r = subprocess.run(
+            [*as_nobody, sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            cwd="/",
+            env={**os.environ, "PYTHONPATH": root},
+        )
+        assert r.returncode == 3, r.stderr
+        assert (
+            r.stdout
+            == f"CvmfsError {shared}/etc-cvmfs/blacklist: blacklist cannot be read: Permission denied\n"
+        )
+    finally:
+        shutil.rmtree(shared)

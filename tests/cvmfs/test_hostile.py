@@ -1002,6 +1002,49 @@ def test_the_statistics_read_are_bounded(hostile_base: hostile.Repo, tmp_path: P
         assert 0 < len(r.statistics()) <= MAX_PROPERTIES
 
 
+def test_a_set_older_than_the_three_files_an_older_version_wrote_is_stale(
+    hostile_base: hostile.Repo, tmp_path: Path
+) -> None:
+    """A cache written by this version (the set, at revision N), then by an older one (the three
+    files, at N+1: it knows no set), then by this one again read the stale set: the floor was N (a
+    replay of N was taken) and the offline copy N, until the next online open. The set is ignored
+    when the three files were written after it; the next online open makes them the set again."""
+    from cernvm_build.cvmfs.cache import ObjectCache
+    from cernvm_build.cvmfs.repository import SIGNED_SET, kept_signed
+    from cernvm_build.errors import IntegrityError
+
+    repo = hostile.copy_repo(hostile_base, tmp_path / "r")
+    cache, older = tmp_path / "cache", tmp_path / "older"
+
+    def revision(where: Path = cache) -> int:
+        with open_repository(repo.stratum, fqrn=repo.fqrn, public_keys=[repo.pub], cache_dir=where) as r:
+            assert r.manifest is not None
+            return r.manifest.revision
+
+    first = (repo.stratum / ".cvmfspublished").read_bytes()
+    m0 = manifest.parse(manifest.split_signed(first, "m").body)
+    assert revision() == m0.revision  # this version: the set at N
+    top = cache / repo.fqrn
+    stale = (top / SIGNED_SET).read_bytes()
+    with hostile.Editor(repo) as ed:
+        ed.sign_manifest(revision=m0.revision + 1, timestamp=m0.timestamp + 10)
+    latest = (repo.stratum / ".cvmfspublished").read_bytes()
+    assert revision(older) == m0.revision + 1
+    for name, data in kept_signed(ObjectCache(older / repo.fqrn, repo=repo.fqrn)).items():
+        (top / name).write_bytes(data)  # the older version keeps N+1 as three files, after the set
+    assert (top / SIGNED_SET).read_bytes() == stale
+
+    (repo.stratum / ".cvmfspublished").write_bytes(first)  # a replay of N: behind the floor N+1
+    with pytest.raises(IntegrityError, match=rf"revision {m0.revision} published at .* behind revision "):
+        revision()
+    (repo.stratum / ".cvmfspublished").unlink()  # no server answer: the offline copy is N+1
+    assert revision() == m0.revision + 1
+    (repo.stratum / ".cvmfspublished").write_bytes(latest)
+    assert revision() == m0.revision + 1  # online: N+1 is the set again, the three files go
+    assert (top / SIGNED_SET).read_bytes() != stale
+    assert not any((top / n).exists() for n in (".cvmfspublished", ".cvmfswhitelist", ".cvmfscertificate"))
+
+
 def test_a_cache_of_the_three_older_signed_files_keeps_its_floor_and_offline_copy(
     hostile_base: hostile.Repo, tmp_path: Path
 ) -> None:

@@ -13,6 +13,7 @@ import pytest
 from cernvm_build.cli.main import main
 from cernvm_build.cvmfs import keys as keymod
 from cernvm_build.cvmfs import replicate as rep
+from cernvm_build.cvmfs.blacklist import load
 from cernvm_build.cvmfs.commit import read_current
 from cernvm_build.cvmfs.publish import publish_tree
 from cernvm_build.cvmfs.whitelist import Whitelist
@@ -145,3 +146,45 @@ def test_a_dest_that_cannot_be_a_folder_is_one_line(
     err = capsys.readouterr().err
     assert f"error: {tmp_path / dest}: cannot be the replica's directory: " in err and "Traceback" not in err
     assert (tmp_path / "file").read_text() == "not a folder\n"
+
+
+def test_tags_below_the_blacklists_floor_are_copied_and_named(
+    stratum: Path, keyset: keymod.KeySet, key_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A replica copied tagged revisions below a blacklist floor without a word (clients refuse
+    them). A Stratum-1 mirrors the history, so they are still copied (and served: a client with
+    another list may take them); each is one line of the result and one warning."""
+    for n in (2, 3):
+        src = tmp_path / f"src{n}"
+        src.mkdir()
+        (src / "f").write_text(f"revision {n}\n")
+        publish_tree(stratum, FQRN, keyset, src, tag=f"t{n}")
+    floor = tmp_path / "blacklist"
+    floor.write_text(f"<{FQRN} 3\n")
+    dest = tmp_path / "replica"
+    result = rep.replicate(
+        stratum, dest, public_keys=[key_dir / f"{FQRN}.pub"], fqrn=FQRN, blacklist=load([floor])
+    )
+    assert sorted(result.below_floor) == [
+        f"{FQRN}: tag {t!r} (revision 2) is below the blacklist's floor 3 ({floor}:1): copied, but clients "
+        "with that list refuse it"
+        for t in ("t2", "trunk-previous")
+    ]
+    assert "t2" in result.tags and result.revisions == 2  # 3 (trunk, t3) and 2, copied all the same
+    pub = str(key_dir / f"{FQRN}.pub")
+    args = [
+        "cvmfs",
+        "replicate",
+        str(stratum),
+        str(dest),
+        "--fqrn",
+        FQRN,
+        "--key",
+        pub,
+        "--blacklist",
+        str(floor),
+    ]
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    assert out.count("tag 't2' (revision 2) is below the blacklist's floor 3") == 1, out
+    assert err.count("tag 't2' (revision 2) is below the blacklist's floor 3") == 1, err

@@ -312,3 +312,74 @@ def test_keygen_or_create_over_a_file_is_one_line(
         assert main(["cvmfs", "create", str(target), "--fqrn", FQRN, "--keys", str(key_dir)]) == 5
     err = capsys.readouterr().err
     assert err.count("cannot make the folder") == 4 and "Traceback" not in err
+
+
+def test_re_publishing_a_wide_directory_holds_neither_listing_whole(
+    tmp_path: Path, stratum: Path, keyset: keymod.KeySet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Re-publishing a directory of 200,000 files peaked at 259 MB (50 MB now): the previous
+    revision's listing of it was read whole (to find unchanged files), the statistics held the old
+    and the new listings as dictionaries, and the previous catalog was held stored and inflated. Now
+    rows are looked up a scan batch at a time, the statistics merge two sorted cursors and the
+    catalog is inflated a block at a time. Here 500, then 6,000 files in batches of 100: the traced
+    peak of a re-publish does not grow with the directory (it grew by 4 MB; now by ~10 KB)."""
+    import tracemalloc
+
+    from cernvm_build.cvmfs import catalog_build, objwrite, previous, scan
+
+    # every batch the publisher reads or writes a directory in (and the block a catalog is stored
+    # and inflated in), small: what is left grows with the directory
+    monkeypatch.setattr(scan, "SCAN_BATCH", 100)
+    monkeypatch.setattr(stage_mod, "BATCH", 100)
+    monkeypatch.setattr(catalog_build, "BATCH", 100)
+    monkeypatch.setattr(objwrite, "BLOCK", 64 << 10)
+    monkeypatch.setattr(previous, "_BLOCK", 64 << 10, raising=False)
+    src = tmp_path / "src"
+    wide = src / "wide"
+    wide.mkdir(parents=True)
+
+    def peak_of_republish(count: int) -> int:
+        for i in range(count):
+            (wide / f"a-file-with-a-long-name-{i:06d}").write_text(str(i))
+        publish_tree(stratum, FQRN, keyset, src)
+        os.utime(wide / "a-file-with-a-long-name-000001", (1, 1))  # one change
+        tracemalloc.start()
+        try:
+            publish_tree(stratum, FQRN, keyset, src)
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    small = peak_of_republish(500)
+    large = peak_of_republish(6000)
+    assert large - small < 512 << 10, (small, large)
+
+
+@pytest.mark.timeout(60)  # (without the check: read for hours)
+def test_a_sparse_file_of_huge_apparent_size_is_refused_by_its_holes(
+    tmp_path: Path, stratum: Path, keyset: keymod.KeySet, key_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 1 TiB file of one 4 KiB block (``truncate -s 1T``) was read whole, its holes compressed and
+    hashed as zeros (hours; the real server does the same). Holes past ``--max-hole-bytes`` (64 GiB)
+    are one line; a file of that size with no holes is not refused."""
+    src = tmp_path / "src"
+    src.mkdir()
+    with open(src / "huge", "wb") as f:
+        f.write(b"x" * 4096)
+        f.truncate(1 << 40)
+    with pytest.raises(
+        CvmfsError, match=r"huge: sparse file of 1024 GiB with \d+ KiB of holes, past the limit of 64 GiB"
+    ):
+        publish_tree(stratum, FQRN, keyset, src)
+    (src / "huge").unlink()
+    with open(src / "holes", "wb") as f:
+        f.truncate(3 << 20)
+    (src / "dense").write_bytes(b"y" * (3 << 20))
+    args = ["cvmfs", "publish", str(stratum), str(src), "--keys", str(key_dir), "--max-hole-bytes", "1M"]
+    assert main(args) == 5
+    err = capsys.readouterr().err
+    assert f"{src}/holes: sparse file of 3 MiB" in err and "--max-hole-bytes" in err and "dense" not in err, (
+        err
+    )
+    (src / "holes").unlink()
+    assert main([*args, "-q"]) == 0  # the dense file of the same size passes

@@ -195,3 +195,28 @@ def test_a_boot_whose_user_data_revokes_the_certificate_stops_at_the_mount(
     assert f"(fingerprint {fpr}), which is blacklisted at /tmp/blacklist.user-data:1" in b.console, b.console[
         -3000:
     ]
+
+
+@pytest.mark.integration
+def test_an_image_build_reads_the_profiles_list_never_the_hosts(
+    test_repo: ServedRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A build without ``cvmfs.blacklist`` on a host whose /etc/cvmfs/blacklist revokes the
+    repository's certificate resolved its snapshot with the host's list (refused here), a list the
+    image does not carry: its booted client would take what the build refused. The build applies the
+    profile's list only (the image carries it); naming the host's file carries it."""
+    import dataclasses
+
+    from cernvm_build.errors import BuildError
+    from cernvm_build.image.build import query_snapshot
+
+    host = tmp_path / "etc-cvmfs-blacklist"
+    host.write_text(f"{test_repo.keys.fingerprint()}\n")
+    monkeypatch.setattr(blacklist, "DEFAULT_PATH", host)
+    prof = test_repo.profile()
+    assert prof.cvmfs.blacklist is None
+    snap = query_snapshot(prof)  # the host's list is not read
+    assert snap.revision == test_repo.revisions[-1].revision
+    named = dataclasses.replace(prof, cvmfs=dataclasses.replace(prof.cvmfs, blacklist=host))
+    with pytest.raises(BuildError, match=rf"which is blacklisted at {host}:1"):
+        query_snapshot(named)

@@ -458,6 +458,31 @@ def test_out_never_replaces_a_folder_that_holds_files(tmp_path: Path) -> None:
         assert (new / "etc" / "os-release").read_text() == "ID=debian\n"
 
 
+def test_a_second_run_naming_the_same_out_is_refused_naming_the_first(tmp_path: Path) -> None:
+    """Two ``os debian12 --out DIR`` at once both found DIR empty, and the second's copy replaced the
+    first's whole. The first holds DIR from its check to the end of its copy; the second is refused
+    before it builds anything, naming the first's pid; once the first is done, DIR takes one copy."""
+    src = tmp_path / "tree"
+    (src / "etc").mkdir(parents=True)
+    (src / "etc" / "os-release").write_text("ID=debian\n")
+    dest = tmp_path / "rootfs"
+    with debian.out_folder(dest):  # the first run, between its check and its copy
+        proc = subprocess.run(
+            [sys.executable, "-m", "cernvm_build.cli.main", "os", "debian12", "--out", dest],
+            capture_output=True,
+            text=True,
+        )
+        assert proc.returncode == BuildError.exit_code, proc.stderr
+        assert proc.stderr.startswith(
+            f"error: --out: {dest}: another run is making its copy there (pid {os.getpid()} "
+        ), proc.stderr
+        debian.copy_tree(src, dest)
+    assert (dest / "etc" / "os-release").read_text() == "ID=debian\n"
+    assert sorted(os.listdir(tmp_path)) == ["rootfs", "tree"]  # the lock file is gone
+    with pytest.raises(BuildError, match="rootfs: already exists"), debian.out_folder(dest):
+        pass
+
+
 def test_a_killed_install_s_log_is_reclaimed_with_its_tree(tmp_path: Path) -> None:
     """A build killed while dpkg ran left ``..debian12-<key>.<pid>.<rnd>.tmp.log`` in the cache for
     ever (pr19b finding 11): the log is named as a temporary of the build, reclaimed with the tree."""
