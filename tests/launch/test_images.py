@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import http.server
 import os
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +17,7 @@ import pytest
 from cernvm_build.errors import ImageError
 from cernvm_build.launch import images
 from cernvm_build.launch.images import ImageCache
+from tests.support import listening
 from tests.support.killed import killed_in_atomic_file, run_killed
 
 pytestmark = pytest.mark.integration
@@ -583,3 +586,27 @@ def test_two_pulls_of_one_image_at_once_both_finish_one_after_the_other(
     assert sorted(p.name for p in cache.dir.iterdir()) == sorted(
         [image.name, f"{image.name}.json", f"{image.name}.sha256"]
     )  # no lock file or partial left
+
+
+@pytest.mark.parametrize("length", [b"abc", b"same", b"-1", b"\xb2"])
+def test_a_bad_or_repeated_content_length_is_no_traceback(image: Path, tmp_path: Path, length: bytes) -> None:
+    """urllib3 reads past a Content-Length it cannot use (and takes one repeated with the same
+    value), so the pull went on, and the progress bar's ``int()`` of it was a ValueError traceback."""
+    data = image.read_bytes()
+    sha = image.with_name(image.name + ".sha256").read_bytes()
+
+    def answer(conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            request = conn.recv(65536)
+            body = sha if b".sha256 " in request else data
+            declared = b"%d\r\nContent-Length: %d" % (len(body), len(body)) if length == b"same" else length
+            conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: %s\r\n\r\n" % declared)
+            conn.sendall(body)
+
+    seen: list[int | None] = []
+    with listening(answer) as port:
+        got = ImageCache(tmp_path / "home").pull(
+            f"http://127.0.0.1:{port}/{image.name}", progress=lambda done, total: seen.append(total)
+        )
+    assert got.path.read_bytes() == data
+    assert set(seen) == ({len(data)} if length == b"same" else {None})
