@@ -610,3 +610,24 @@ def test_a_bad_or_repeated_content_length_is_no_traceback(image: Path, tmp_path:
         )
     assert got.path.read_bytes() == data
     assert set(seen) == ({len(data)} if length == b"same" else {None})
+
+
+@pytest.mark.parametrize("location", [b"http://[::1", b"http://a..b/", b"http://\xff\xfe/"])
+def test_a_redirect_to_a_url_requests_cannot_parse_is_one_line(tmp_path: Path, location: bytes) -> None:
+    """A ValueError, LocationParseError or UnicodeDecodeError out of requests (none of them a
+    RequestException) was a traceback from a pull and from a release index's fetch."""
+    from cernvm_build.launch import catalog
+
+    def redirect(conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 302 Found\r\nLocation: " + location + b"\r\nContent-Length: 0\r\n\r\n")
+
+    with listening(redirect) as port:
+        url = f"http://127.0.0.1:{port}"
+        with pytest.raises(ImageError, match="download failed: InvalidURL") as err:
+            ImageCache(tmp_path / "home").pull(f"{url}/demo.hdd", sha256="0" * 64)
+        assert "redirect to a URL that cannot be read" in (err.value.hint or "")
+        with pytest.raises(ImageError, match=r"cannot fetch .*: InvalidURL"):
+            catalog.fetch(f"{url}/index.json", tmp_path / "index.json")
+    assert not (tmp_path / "index.json").exists()
