@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 import urllib.error
 import urllib.request
-from http.client import HTTPMessage
+from http.client import HTTPException, HTTPMessage
 from pathlib import Path
 from typing import IO
 from urllib.parse import unquote, urlsplit
@@ -79,7 +79,9 @@ def _read_url(url: str) -> bytes:
         raise ConfigFileError(
             f"cannot fetch the context: HTTP {e.code} {e.reason}", where=url, hint="check the URL"
         ) from None
-    except (urllib.error.URLError, OSError, ValueError) as e:
+    except (urllib.error.URLError, OSError, ValueError, HTTPException) as e:
+        # HTTPException: a head over http.client's bounds (100 header lines, a 64 KiB line), which
+        # urllib passes on as it is (a traceback)
         reason = getattr(e, "reason", None) or e
         raise ConfigFileError(
             f"cannot fetch the context: {reason}", where=url, hint="is the server up and the URL right?"

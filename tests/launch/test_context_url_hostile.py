@@ -4,6 +4,8 @@ its deadline; each is one ConfigFileError naming the URL."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
@@ -12,6 +14,7 @@ import pytest
 
 from cernvm_build.errors import ConfigFileError
 from cernvm_build.launch import contextsrc
+from tests.support import listening
 from tests.support.hostile import http_server
 
 
@@ -77,3 +80,26 @@ def test_a_url_with_credentials_is_refused_and_never_echoed(url: str) -> None:
         contextsrc.read_context(url)
     text = f"{err.value.message} {err.value.where} {err.value.hint}"
     assert "a URL with credentials is not supported" in text and "***@" in text and "s3cret" not in text
+
+
+@pytest.mark.parametrize(
+    ("head", "error"),
+    [
+        (b"X: y\r\n" * 101, "got more than 100 headers"),
+        (b"X: " + b"y" * 70000 + b"\r\n", "got more than 65536 bytes when reading header line"),
+    ],
+)
+def test_a_head_past_http_client_s_bounds_is_one_line(head: bytes, error: str) -> None:
+    """http.client's HTTPException for these is neither an OSError nor a URLError, and urllib
+    passes it on: ``context URL`` and ``create --context URL`` ended in its traceback."""
+
+    def answer(conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\n" + head + b"\r\n")
+
+    with listening(answer) as port:
+        url = f"http://127.0.0.1:{port}/ctx"
+        with pytest.raises(ConfigFileError, match=f"cannot fetch the context: {error}") as err:
+            contextsrc.read_context(url)
+    assert err.value.where == url
