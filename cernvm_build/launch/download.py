@@ -22,6 +22,8 @@ FLOOR = 120.0
 BLOCK = 1 << 20
 #: seconds one read (or the connect) may wait
 TIMEOUT = 30
+#: the bytes as they are: no Content-Encoding asked for (``get``)
+IDENTITY = {"Accept-Encoding": "identity"}
 
 
 @contextlib.contextmanager
@@ -36,7 +38,11 @@ def get(url: str, *, floor: float | None = None) -> Iterator[tuple[Any, Any]]:
     dl = Deadlined(FLOOR if floor is None else floor)
     with deadline_session() as session:
         try:
-            with dl.get(session, url, timeout=TIMEOUT) as resp:
+            # identity, as the mirror's downloads: requests asks for gzip and deflate by default, and
+            # urllib3 before 2.6 (Debian 12 has 1.26) inflates each 1 MiB block read whole: a 2 MB
+            # gzip bomb as a release index took 2.1 GB (pr24a #6). Every byte is checked anyway (a
+            # sha256, a signature, the index's parser); an encoding a server sends unasked stays on.
+            with dl.get(session, url, timeout=TIMEOUT, headers=IDENTITY) as resp:
                 yield resp, dl
         except requests.RequestException:
             if dl.late:
@@ -56,12 +62,12 @@ def _late(url: str, dl: Any) -> ImageError:
 
 
 def body(resp: Any, url: str, dl: Any) -> Iterator[bytes]:
-    """``resp``'s body (from ``get``) in blocks, decoded as requests decodes it; ImageError naming
-    ``url`` when it stalls or the deadline passes. The caller caps the size."""
+    """``resp``'s body (from ``get``) in blocks, as sent (no Content-Encoding inflated); ImageError
+    naming ``url`` when it stalls or the deadline passes. The caller caps the size."""
     import urllib3
 
     try:
-        for block in resp.raw.stream(BLOCK, decode_content=True):
+        for block in resp.raw.stream(BLOCK, decode_content=False):
             dl.moved(len(block))
             yield block
     except (OSError, urllib3.exceptions.HTTPError) as e:

@@ -608,13 +608,12 @@ def _profile_from_manifest(path: Path) -> str:
 
 
 def _length(headers: Any) -> int | None:
-    """The download's size for the progress bar: its Content-Length when that is one number and
-    counts the bytes the pull sees (none when the body comes encoded); one repeated with the same
-    value (joined by commas) is that value, as urllib3 takes it. Only for the bar: a bad value
-    (urllib3 reads on past it) or a repeated one was a ValueError traceback; the cap and the
-    sha256 judge the body."""
+    """The download's size for the progress bar: its Content-Length when that is one number (one
+    repeated with the same value, joined by commas, is that value, as urllib3 takes it). Only for
+    the bar: a bad value (urllib3 reads on past it) or a repeated one was a ValueError traceback;
+    the cap and the sha256 judge the body."""
     value = headers.get("content-length")
-    if value is None or headers.get("content-encoding"):
+    if value is None:
         return None
     values = {decimal(v.strip()) for v in value.split(",")}
     return (values.pop() or None) if len(values) == 1 else None

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import gzip
+import hashlib
 import http.server
 import os
 import socket
@@ -631,3 +633,33 @@ def test_a_redirect_to_a_url_requests_cannot_parse_is_one_line(tmp_path: Path, l
         with pytest.raises(ImageError, match=r"cannot fetch .*: InvalidURL"):
             catalog.fetch(f"{url}/index.json", tmp_path / "index.json")
     assert not (tmp_path / "index.json").exists()
+
+
+def test_downloads_ask_for_no_encoding_and_inflate_none(image: Path, tmp_path: Path) -> None:
+    """requests asks for gzip and deflate, and urllib3 before 2.6 (Debian 12's 1.26) inflated each
+    1 MiB block read whole: a 2 MB gzip bomb as a release index took 2.1 GB. The launcher's
+    downloads ask for the bytes as they are, and a Content-Encoding sent anyway is not undone
+    (the bytes are judged as sent: here the index is no JSON)."""
+    from cernvm_build.launch import catalog
+
+    asked: list[bytes] = []
+    bomb = gzip.compress(b"{}" + b" " * (8 << 20))
+
+    def answer(conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            request = conn.recv(65536)
+            asked.extend(
+                line for line in request.split(b"\r\n") if line.lower().startswith(b"accept-encoding")
+            )
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nConnection: close\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(bomb), bomb)
+            )
+
+    with listening(answer) as port:
+        url = f"http://127.0.0.1:{port}"
+        assert catalog.fetch(f"{url}/index.json", tmp_path / "index.json").read_bytes() == bomb
+        # the sha256 of the bytes sent passes (inflated, they did not), and they are no image
+        with pytest.raises(ImageError, match="not a bootable image"):
+            ImageCache(tmp_path / "home").pull(f"{url}/demo.hdd", sha256=hashlib.sha256(bomb).hexdigest())
+    assert asked == [b"Accept-Encoding: identity"] * 2
