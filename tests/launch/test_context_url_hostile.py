@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
@@ -103,3 +104,36 @@ def test_a_head_past_http_client_s_bounds_is_one_line(head: bytes, error: str) -
         with pytest.raises(ConfigFileError, match=f"cannot fetch the context: {error}") as err:
             contextsrc.read_context(url)
     assert err.value.where == url
+
+
+def test_a_head_that_never_ends_is_given_up_at_its_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``read_within`` bounds the body only: http.client reads ``100 Continue`` answers for as long
+    as they come (as it reads header lines, each within the per-read timeout), and ``context URL``
+    was held for ever by a server sending one every 50 ms."""
+    monkeypatch.setattr(contextsrc, "DEADLINE", 1.0)
+    stop = threading.Event()
+
+    def flood(conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            conn.recv(65536)
+            while not stop.wait(0.05):
+                conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    outcome: list[BaseException | object] = []
+
+    def fetch(url: str) -> None:
+        try:
+            outcome.append(contextsrc.read_context(url))
+        except BaseException as e:
+            outcome.append(e)
+
+    with listening(flood) as port:
+        url = f"http://127.0.0.1:{port}/ctx"
+        t = threading.Thread(target=fetch, args=(url,), daemon=True)
+        t.start()
+        t.join(30)  # a bound for the failure of this test, not a measurement
+        stop.set()
+        assert not t.is_alive(), "the fetch is still held by a head that never ends"
+    err = outcome[0]
+    assert isinstance(err, ConfigFileError) and err.where == url
+    assert err.message == "cannot fetch the context: the answer took longer than its deadline (1 s)"
