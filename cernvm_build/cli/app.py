@@ -35,8 +35,10 @@ Handler = Callable[[argparse.Namespace, "Output"], int]
 # again (``gettext.find``: ``locale.normalize`` of $LANGUAGE/$LC_ALL/$LC_MESSAGES/$LANG, a stat per
 # candidate; ~0.1-0.2 ms each, none found): 22 of them, ~4 ms, and the import of ``locale`` in the
 # start of every command, a twentieth of a one-page site rebuild. Python ships no catalogue for them
-# and this CLI's own messages are English: argparse's stay as written, with them.
-argparse._ = str  # type: ignore[attr-defined]
+# and this CLI's own messages are English: argparse's stay as written, with them. The words as they
+# are, not ``str``: argparse passes None too (a subcommand group's description), and str(None) was a
+# "None" line under every "commands:" heading of --help (pr24a #9).
+argparse._ = lambda text: text  # type: ignore[attr-defined]
 
 #: C0/C1 control characters but newline and tab: an ESC from a server's answer, a repository name or a
 #: user-data key would otherwise reach the terminal as an escape sequence (rich passes ESC through);

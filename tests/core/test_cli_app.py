@@ -58,6 +58,18 @@ def test_help_lists_exit_codes() -> None:
         assert f"  {code:<4} " in text
 
 
+def test_a_group_s_help_has_no_none_line() -> None:
+    """``argparse._ = str`` (argparse's words not looked up in gettext) turned a subcommand group's
+    description, None, into a "None" line under "commands:" in every group's --help."""
+    parser = build_parser(["--help"])
+    groups = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            groups += action.choices.values()
+    for group in groups:
+        assert "\n  None\n" not in group.format_help(), group.prog
+
+
 def test_a_command_line_parses_its_area_alone_and_help_lists_them_all() -> None:
     def listed(argv: list[str]) -> set[str]:
         sub = next(a for a in build_parser(argv)._actions if isinstance(a, argparse._SubParsersAction))
