@@ -50,6 +50,24 @@ def get(url: str, *, floor: float | None = None) -> Iterator[tuple[Any, Any]]:
             raise
 
 
+def reason(e: BaseException) -> str:
+    """What went wrong at the bottom of a requests/urllib3 error, short, with what to check: the
+    error's own text is a chain of wrappers ("_HTTPPool(host=..., port=1): Max retries exceeded with
+    url: ... (Caused by NewConnectionError("_HTTPConnection(host=...") cut at 200 characters, which
+    never reached the "Connection refused" at its end."""
+    seen: set[int] = set()
+    while id(e) not in seen:
+        seen.add(id(e))
+        inner = getattr(e, "reason", None)  # urllib3's MaxRetryError
+        if not isinstance(inner, BaseException):
+            inner = next((a for a in e.args if isinstance(a, BaseException)), None) or e.__cause__
+        if inner is None:
+            break
+        e = inner
+    text = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+    return f"{text[:200] or type(e).__name__}; check the URL and that the server is up"
+
+
 def _late(url: str, dl: Any) -> ImageError:
     from ..mirror.s3direct import MIN_RATE
 
@@ -72,9 +90,7 @@ def body(resp: Any, url: str, dl: Any) -> Iterator[bytes]:
             yield block
     except (OSError, urllib3.exceptions.HTTPError) as e:
         if not dl.late:
-            raise ImageError(
-                f"download failed: {type(e).__name__}", where=url, hint=str(e)[:200] or "check the server"
-            ) from None
+            raise ImageError(f"download failed: {type(e).__name__}", where=url, hint=reason(e)) from None
     if dl.late:  # the socket was shut down: what was read may only look complete
         raise _late(url, dl)
 

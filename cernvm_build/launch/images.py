@@ -355,7 +355,9 @@ class ImageCache:
                             hint="the download is corrupt or the mirror is stale; nothing was kept",
                         )
         except requests.RequestException as e:
-            raise ImageError(f"download failed: {type(e).__name__}", where=url, hint=str(e)[:200]) from None
+            raise ImageError(
+                f"download failed: {type(e).__name__}", where=url, hint=download.reason(e)
+            ) from None
         try:
             fmt = detect_format(partial, bootable=True)
             os.replace(partial, self.dir / name)

@@ -663,3 +663,21 @@ def test_downloads_ask_for_no_encoding_and_inflate_none(image: Path, tmp_path: P
         with pytest.raises(ImageError, match="not a bootable image"):
             ImageCache(tmp_path / "home").pull(f"{url}/demo.hdd", sha256=hashlib.sha256(bomb).hexdigest())
     assert asked == [b"Accept-Encoding: identity"] * 2
+
+
+def test_an_unreachable_server_s_hint_says_why_not_the_wrappers(tmp_path: Path) -> None:
+    """The hint was requests' error text cut at 200 characters: "_HTTPPool(host='127.0.0.1',
+    port=1): Max retries exceeded with url: ... (Caused by NewConnectionError(..." never got to
+    the "Connection refused" at its end."""
+    from cernvm_build.launch import catalog
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"
+    want = "Connection refused; check the URL and that the server is up"
+    with pytest.raises(ImageError, match="download failed: ConnectionError") as err:
+        ImageCache(tmp_path / "home").pull(f"{url}/demo.hdd")
+    assert err.value.hint == want
+    with pytest.raises(ImageError, match="cannot fetch") as err:
+        catalog.fetch(f"{url}/index.json", tmp_path / "index.json")
+    assert err.value.hint == want
