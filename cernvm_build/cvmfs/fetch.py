@@ -41,6 +41,9 @@ LOW_SPEED = 1024
 #: more than the fetcher's ``deadline`` either). A server asking for longer is passed over at once
 #: for the next proxy or server: a hostile ``Retry-After: 99999999`` must not hold a fetch
 MAX_RETRY_AFTER = 10.0
+#: redirects followed for one file; the next one is the fetch's failure there
+MAX_REDIRECTS = 5
+_REDIRECTS = (301, 302, 303, 307, 308)
 
 _sleep = time.sleep  # the back-off's (a test records it)
 
@@ -327,7 +330,7 @@ class HttpFetcher(Fetcher):
         consume: Consumer[T],
         what: str,
         limit: int | None,
-        redirects: int = 5,
+        redirects: int = MAX_REDIRECTS,
         *,
         split: tuple[str, str, str] | None = None,
     ) -> T:
@@ -361,7 +364,7 @@ class HttpFetcher(Fetcher):
                 raise
         ok = False
         try:
-            if resp.status in (301, 302, 303, 307, 308) and redirects > 0:
+            if resp.status in _REDIRECTS and redirects > 0:
                 location = resp.headers.get("location")
                 ok = resp.drain(MAX_DRAIN)
                 if not location:
@@ -385,9 +388,10 @@ class HttpFetcher(Fetcher):
                     raise _TransportError(f"redirected to {following[:200]!r}: {reason}") from None
             if resp.status != 200:
                 ok = resp.drain(MAX_DRAIN)
-                raise _HttpStatus(
-                    url, resp.status, resp.reason[:200], retry_after(resp.headers.get("retry-after"))
-                )
+                said = resp.reason[:200]
+                if resp.status in _REDIRECTS:  # one past those followed: "HTTP 302 Found" said nothing
+                    said += f", a redirect past the {MAX_REDIRECTS} followed (a loop?)"
+                raise _HttpStatus(url, resp.status, said, retry_after(resp.headers.get("retry-after")))
             expected = resp.length  # the declared Content-Length (None: chunked or unsaid)
             if limit is not None and expected is not None and expected > limit:
                 raise too_large(self.repo, what, limit)  # refused without reading the body

@@ -273,9 +273,12 @@ class Connection:
                 return buf[at : i - 1] if i > at and buf[i - 1] == 13 else buf[at:i]
             if len(buf) - at > MAX_HEADER_LINE:
                 raise ProtocolError(f"{what} longer than {MAX_HEADER_LINE} bytes")
-            start = len(buf)
-            buf += self._more(until, what)
-            self._buf = buf
+            # what was consumed is dropped as the next read is appended (a copy anyway): kept, it
+            # held a whole stream of tiny chunks whose every read ended inside a line (pr24a #2)
+            start = len(buf) - at
+            buf = buf[at:] + self._more(until, what)
+            self._buf, self._at = buf, 0
+            at = 0
 
     def _more(self, until: float, what: str) -> bytes:
         if time.monotonic() > until:
@@ -320,8 +323,9 @@ class Connection:
                 raise ProtocolError(f"got more than {MAX_HEADERS} headers")
             if len(buf) - max(at - 1, buf.rfind(b"\n", at)) > MAX_HEADER_LINE + 2:
                 raise ProtocolError(f"a header line longer than {MAX_HEADER_LINE} bytes")
-            start = max(at, len(buf) - 2)
-            buf += self._more(until, "response head")
+            start = max(at, len(buf) - 2) - at
+            buf = buf[at:] + self._more(until, "response head")  # the consumed part dropped (``_line``)
+            at = 0
 
 
 def _fields(block: str) -> dict[str, str]:

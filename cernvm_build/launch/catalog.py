@@ -51,7 +51,7 @@ def _http(url: str, limit: int) -> bytes:
                 raise ImageError(f"HTTP {r.status_code} for {url}")
             return download.read(r, url, dl, limit)
     except requests.RequestException as e:
-        raise ImageError(f"cannot fetch {url}: {type(e).__name__}", hint=str(e)[:200]) from None
+        raise ImageError(f"cannot fetch {url}: {type(e).__name__}", hint=download.reason(e)) from None
 
 
 def fetch(url: str, dest: Path, *, limit: int = 64 << 20) -> Path:

@@ -6,12 +6,15 @@ context is refused for the same reasons, in the same words, with the URL in plac
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
 import time
 import urllib.error
 import urllib.request
-from http.client import HTTPMessage
+from http.client import HTTPException, HTTPMessage
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 from urllib.parse import unquote, urlsplit
 
 from ..bootloader.cloudsource import read_within
@@ -64,22 +67,94 @@ class _HttpRedirectsOnly(urllib.request.HTTPRedirectHandler):
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
-_OPENER = urllib.request.build_opener(_HttpRedirectsOnly)
+class _Stopwatch:
+    """Shuts down the connections of one fetch at its deadline. ``read_within`` bounds the body,
+    but the status line and headers are http.client's reads, each bounded by the per-read timeout
+    only: a server sending a header line or a ``100 Continue`` every few seconds held ``context
+    URL`` for ever (pr24a #8)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.sockets: list[socket.socket] = []
+        self.fired = threading.Event()
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._stop)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Stopwatch:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+
+    def record(self, sock: socket.socket) -> None:
+        with self._lock:
+            self.sockets.append(sock)
+            if self.fired.is_set():  # connected after the deadline (the connect has its own timeout)
+                _shut(sock)
+
+    def _stop(self) -> None:
+        with self._lock:
+            self.fired.set()
+            for sock in self.sockets:
+                _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+class _Recorded:
+    """An HTTP(S) handler whose connections tell ``stopwatch`` their socket once connected."""
+
+    stopwatch: _Stopwatch
+
+    def do_open(self, http_class: Any, req: urllib.request.Request, **kwargs: Any) -> Any:
+        record = self.stopwatch.record
+
+        class Connection(http_class):  # type: ignore[misc,valid-type]
+            def connect(self) -> None:
+                super().connect()
+                record(self.sock)
+
+        return super().do_open(Connection, req, **kwargs)  # type: ignore[misc]
+
+
+class _HttpHandler(_Recorded, urllib.request.HTTPHandler):
+    pass
+
+
+class _HttpsHandler(_Recorded, urllib.request.HTTPSHandler):
+    pass
+
+
+def _opener(stopwatch: _Stopwatch) -> urllib.request.OpenerDirector:
+    plain, tls = _HttpHandler(), _HttpsHandler()
+    plain.stopwatch = tls.stopwatch = stopwatch
+    return urllib.request.build_opener(_HttpRedirectsOnly, plain, tls)
 
 
 def _read_url(url: str) -> bytes:
     request = urllib.request.Request(url, headers={"User-Agent": "cernvm-launch"})
     try:
-        with _OPENER.open(request, timeout=TIMEOUT) as response:
-            length = response.headers.get("Content-Length")
-            if length is not None and (decimal(length) or 0) > MAX_CONTEXT_BYTES:
-                raise _too_big(url)
-            data = read_within(response, MAX_CONTEXT_BYTES, time.monotonic() + DEADLINE)
+        with _Stopwatch(DEADLINE) as stopwatch:
+            try:
+                with _opener(stopwatch).open(request, timeout=TIMEOUT) as response:
+                    length = response.headers.get("Content-Length")
+                    if length is not None and (decimal(length) or 0) > MAX_CONTEXT_BYTES:
+                        raise _too_big(url)
+                    data = read_within(response, MAX_CONTEXT_BYTES, time.monotonic() + DEADLINE)
+            finally:
+                if stopwatch.fired.is_set():  # what was read may only look whole: the socket was shut
+                    raise TimeoutError(f"the answer took longer than its deadline ({DEADLINE:g} s)")
     except urllib.error.HTTPError as e:
         raise ConfigFileError(
             f"cannot fetch the context: HTTP {e.code} {e.reason}", where=url, hint="check the URL"
         ) from None
-    except (urllib.error.URLError, OSError, ValueError) as e:
+    except (urllib.error.URLError, OSError, ValueError, HTTPException) as e:
+        # HTTPException: a head over http.client's bounds (100 header lines, a 64 KiB line), which
+        # urllib passes on as it is (a traceback)
         reason = getattr(e, "reason", None) or e
         raise ConfigFileError(
             f"cannot fetch the context: {reason}", where=url, hint="is the server up and the URL right?"

@@ -22,6 +22,8 @@ FLOOR = 120.0
 BLOCK = 1 << 20
 #: seconds one read (or the connect) may wait
 TIMEOUT = 30
+#: the bytes as they are: no Content-Encoding asked for (``get``)
+IDENTITY = {"Accept-Encoding": "identity"}
 
 
 @contextlib.contextmanager
@@ -36,12 +38,34 @@ def get(url: str, *, floor: float | None = None) -> Iterator[tuple[Any, Any]]:
     dl = Deadlined(FLOOR if floor is None else floor)
     with deadline_session() as session:
         try:
-            with dl.get(session, url, timeout=TIMEOUT) as resp:
+            # identity, as the mirror's downloads: requests asks for gzip and deflate by default, and
+            # urllib3 before 2.6 (Debian 12 has 1.26) inflates each 1 MiB block read whole: a 2 MB
+            # gzip bomb as a release index took 2.1 GB (pr24a #6). Every byte is checked anyway (a
+            # sha256, a signature, the index's parser); an encoding a server sends unasked stays on.
+            with dl.get(session, url, timeout=TIMEOUT, headers=IDENTITY) as resp:
                 yield resp, dl
         except requests.RequestException:
             if dl.late:
                 raise _late(url, dl) from None
             raise
+
+
+def reason(e: BaseException) -> str:
+    """What went wrong at the bottom of a requests/urllib3 error, short, with what to check: the
+    error's own text is a chain of wrappers ("_HTTPPool(host=..., port=1): Max retries exceeded with
+    url: ... (Caused by NewConnectionError("_HTTPConnection(host=...") cut at 200 characters, which
+    never reached the "Connection refused" at its end."""
+    seen: set[int] = set()
+    while id(e) not in seen:
+        seen.add(id(e))
+        inner = getattr(e, "reason", None)  # urllib3's MaxRetryError
+        if not isinstance(inner, BaseException):
+            inner = next((a for a in e.args if isinstance(a, BaseException)), None) or e.__cause__
+        if inner is None:
+            break
+        e = inner
+    text = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+    return f"{text[:200] or type(e).__name__}; check the URL and that the server is up"
 
 
 def _late(url: str, dl: Any) -> ImageError:
@@ -56,19 +80,17 @@ def _late(url: str, dl: Any) -> ImageError:
 
 
 def body(resp: Any, url: str, dl: Any) -> Iterator[bytes]:
-    """``resp``'s body (from ``get``) in blocks, decoded as requests decodes it; ImageError naming
-    ``url`` when it stalls or the deadline passes. The caller caps the size."""
+    """``resp``'s body (from ``get``) in blocks, as sent (no Content-Encoding inflated); ImageError
+    naming ``url`` when it stalls or the deadline passes. The caller caps the size."""
     import urllib3
 
     try:
-        for block in resp.raw.stream(BLOCK, decode_content=True):
+        for block in resp.raw.stream(BLOCK, decode_content=False):
             dl.moved(len(block))
             yield block
     except (OSError, urllib3.exceptions.HTTPError) as e:
         if not dl.late:
-            raise ImageError(
-                f"download failed: {type(e).__name__}", where=url, hint=str(e)[:200] or "check the server"
-            ) from None
+            raise ImageError(f"download failed: {type(e).__name__}", where=url, hint=reason(e)) from None
     if dl.late:  # the socket was shut down: what was read may only look complete
         raise _late(url, dl)
 

@@ -36,6 +36,7 @@ from ..fsutil import (
     sha256_file,
     temp_prefix,
 )
+from ..numtext import decimal
 from ..report import NULL_REPORTER, Reporter
 from . import download, qcow2
 from .catalog import FORMATS
@@ -329,7 +330,7 @@ class ImageCache:
             with download.get(url) as (r, dl):
                 if r.status_code != 200:
                     raise ImageError(f"download failed: HTTP {r.status_code}", where=url)
-                total = int(r.headers.get("content-length") or 0) or None
+                total = _length(r.headers)
                 done = 0
                 h = hashlib.sha256()
                 with atomic_file(partial, mode=0o644) as out:  # an error here keeps nothing
@@ -354,7 +355,9 @@ class ImageCache:
                             hint="the download is corrupt or the mirror is stale; nothing was kept",
                         )
         except requests.RequestException as e:
-            raise ImageError(f"download failed: {type(e).__name__}", where=url, hint=str(e)[:200]) from None
+            raise ImageError(
+                f"download failed: {type(e).__name__}", where=url, hint=download.reason(e)
+            ) from None
         try:
             fmt = detect_format(partial, bootable=True)
             os.replace(partial, self.dir / name)
@@ -604,3 +607,15 @@ def _profile_from_manifest(path: Path) -> str:
             if isinstance(profile, str):
                 return profile
     return ""
+
+
+def _length(headers: Any) -> int | None:
+    """The download's size for the progress bar: its Content-Length when that is one number (one
+    repeated with the same value, joined by commas, is that value, as urllib3 takes it). Only for
+    the bar: a bad value (urllib3 reads on past it) or a repeated one was a ValueError traceback;
+    the cap and the sha256 judge the body."""
+    value = headers.get("content-length")
+    if value is None:
+        return None
+    values = {decimal(v.strip()) for v in value.split(",")}
+    return (values.pop() or None) if len(values) == 1 else None

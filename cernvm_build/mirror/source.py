@@ -331,6 +331,15 @@ class Deadlined:
             _sending.conns = self._conns
             try:
                 resp = session.get(url, stream=True, **kwargs)
+            except requests.RequestException:
+                raise
+            except ValueError as e:
+                # a redirect's Location requests cannot parse ("http://[::1", a label "a..b", bytes
+                # not UTF-8) is a bare ValueError, urllib3's LocationParseError or a
+                # UnicodeDecodeError, not a RequestException: a traceback in every caller
+                raise requests.exceptions.InvalidURL(
+                    f"a redirect to a URL that cannot be read ({e})"
+                ) from None
             finally:
                 _sending.conns = None
             with resp:

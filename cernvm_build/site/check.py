@@ -308,6 +308,11 @@ def _check_external(
             return None if r.status_code < 400 else f"HTTP {r.status_code}"
         except requests.RequestException as e:
             return type(e).__name__
+        except ValueError as e:
+            # a redirect's Location requests cannot parse (a bare ValueError, LocationParseError or
+            # UnicodeDecodeError, none a RequestException) killed the probe's thread with a
+            # traceback, and the link was reported as not answering once its deadline passed
+            return f"redirect to a URL that cannot be read ({str(e)[:100]})"
 
     # Daemon threads, not a ThreadPoolExecutor: its workers are joined at exit, so a link that never
     # answers held Ctrl-C and SIGTERM until it did (audit17c: 386 s after the signal). A link past its

@@ -460,6 +460,25 @@ def test_a_redirect_that_fails_names_where_it_led(location: str, error: str) -> 
     assert f"{url}/cvmfs/x/.cvmfspublished: {error.format(dead=dead)}" in str(e.value), str(e.value)
 
 
+def test_a_redirect_loop_says_so() -> None:
+    """The redirect past the five followed was reported as "HTTP 302 Found", which says nothing."""
+
+    class Loop(_Quiet):
+        def do_GET(self) -> None:
+            self.send_response(302)
+            self.send_header("Location", "/loop")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    with http_server(Loop) as url:
+        f = HttpFetcher([f"{url}/cvmfs/x"], repo="x", retries=0, timeout=5)
+        with pytest.raises(Unreachable) as e:
+            f.get(".cvmfspublished", what="manifest")
+    assert f"{url}/loop: HTTP 302 Found, a redirect past the 5 followed (a loop?))" in str(e.value), str(
+        e.value
+    )
+
+
 def test_a_length_bound_body_is_not_read_again_for_its_end() -> None:
     """Once a body of a declared length has all come, the fetch hands it on and stops: no further
     read of the response only to meet its end (a call per fetched object, issue 13); a shorter one

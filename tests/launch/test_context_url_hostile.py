@@ -4,6 +4,9 @@ its deadline; each is one ConfigFileError naming the URL."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
@@ -12,6 +15,7 @@ import pytest
 
 from cernvm_build.errors import ConfigFileError
 from cernvm_build.launch import contextsrc
+from tests.support import listening
 from tests.support.hostile import http_server
 
 
@@ -77,3 +81,59 @@ def test_a_url_with_credentials_is_refused_and_never_echoed(url: str) -> None:
         contextsrc.read_context(url)
     text = f"{err.value.message} {err.value.where} {err.value.hint}"
     assert "a URL with credentials is not supported" in text and "***@" in text and "s3cret" not in text
+
+
+@pytest.mark.parametrize(
+    ("head", "error"),
+    [
+        (b"X: y\r\n" * 101, "got more than 100 headers"),
+        (b"X: " + b"y" * 70000 + b"\r\n", "got more than 65536 bytes when reading header line"),
+    ],
+)
+def test_a_head_past_http_client_s_bounds_is_one_line(head: bytes, error: str) -> None:
+    """http.client's HTTPException for these is neither an OSError nor a URLError, and urllib
+    passes it on: ``context URL`` and ``create --context URL`` ended in its traceback."""
+
+    def answer(conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\n" + head + b"\r\n")
+
+    with listening(answer) as port:
+        url = f"http://127.0.0.1:{port}/ctx"
+        with pytest.raises(ConfigFileError, match=f"cannot fetch the context: {error}") as err:
+            contextsrc.read_context(url)
+    assert err.value.where == url
+
+
+def test_a_head_that_never_ends_is_given_up_at_its_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``read_within`` bounds the body only: http.client reads ``100 Continue`` answers for as long
+    as they come (as it reads header lines, each within the per-read timeout), and ``context URL``
+    was held for ever by a server sending one every 50 ms."""
+    monkeypatch.setattr(contextsrc, "DEADLINE", 1.0)
+    stop = threading.Event()
+
+    def flood(conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            conn.recv(65536)
+            while not stop.wait(0.05):
+                conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    outcome: list[BaseException | object] = []
+
+    def fetch(url: str) -> None:
+        try:
+            outcome.append(contextsrc.read_context(url))
+        except BaseException as e:
+            outcome.append(e)
+
+    with listening(flood) as port:
+        url = f"http://127.0.0.1:{port}/ctx"
+        t = threading.Thread(target=fetch, args=(url,), daemon=True)
+        t.start()
+        t.join(30)  # a bound for the failure of this test, not a measurement
+        stop.set()
+        assert not t.is_alive(), "the fetch is still held by a head that never ends"
+    err = outcome[0]
+    assert isinstance(err, ConfigFileError) and err.where == url
+    assert err.message == "cannot fetch the context: the answer took longer than its deadline (1 s)"

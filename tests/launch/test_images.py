@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import gzip
+import hashlib
 import http.server
 import os
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +19,7 @@ import pytest
 from cernvm_build.errors import ImageError
 from cernvm_build.launch import images
 from cernvm_build.launch.images import ImageCache
+from tests.support import listening
 from tests.support.killed import killed_in_atomic_file, run_killed
 
 pytestmark = pytest.mark.integration
@@ -583,3 +588,96 @@ def test_two_pulls_of_one_image_at_once_both_finish_one_after_the_other(
     assert sorted(p.name for p in cache.dir.iterdir()) == sorted(
         [image.name, f"{image.name}.json", f"{image.name}.sha256"]
     )  # no lock file or partial left
+
+
+@pytest.mark.parametrize("length", [b"abc", b"same", b"-1", b"\xb2"])
+def test_a_bad_or_repeated_content_length_is_no_traceback(image: Path, tmp_path: Path, length: bytes) -> None:
+    """urllib3 reads past a Content-Length it cannot use (and takes one repeated with the same
+    value), so the pull went on, and the progress bar's ``int()`` of it was a ValueError traceback."""
+    data = image.read_bytes()
+    sha = image.with_name(image.name + ".sha256").read_bytes()
+
+    def answer(conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            request = conn.recv(65536)
+            body = sha if b".sha256 " in request else data
+            declared = b"%d\r\nContent-Length: %d" % (len(body), len(body)) if length == b"same" else length
+            conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: %s\r\n\r\n" % declared)
+            conn.sendall(body)
+
+    seen: list[int | None] = []
+    with listening(answer) as port:
+        got = ImageCache(tmp_path / "home").pull(
+            f"http://127.0.0.1:{port}/{image.name}", progress=lambda done, total: seen.append(total)
+        )
+    assert got.path.read_bytes() == data
+    assert set(seen) == ({len(data)} if length == b"same" else {None})
+
+
+@pytest.mark.parametrize("location", [b"http://[::1", b"http://a..b/", b"http://\xff\xfe/"])
+def test_a_redirect_to_a_url_requests_cannot_parse_is_one_line(tmp_path: Path, location: bytes) -> None:
+    """A ValueError, LocationParseError or UnicodeDecodeError out of requests (none of them a
+    RequestException) was a traceback from a pull and from a release index's fetch."""
+    from cernvm_build.launch import catalog
+
+    def redirect(conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 302 Found\r\nLocation: " + location + b"\r\nContent-Length: 0\r\n\r\n")
+
+    with listening(redirect) as port:
+        url = f"http://127.0.0.1:{port}"
+        with pytest.raises(ImageError, match="download failed: InvalidURL") as err:
+            ImageCache(tmp_path / "home").pull(f"{url}/demo.hdd", sha256="0" * 64)
+        assert "redirect to a URL that cannot be read" in (err.value.hint or "")
+        with pytest.raises(ImageError, match=r"cannot fetch .*: InvalidURL"):
+            catalog.fetch(f"{url}/index.json", tmp_path / "index.json")
+    assert not (tmp_path / "index.json").exists()
+
+
+def test_downloads_ask_for_no_encoding_and_inflate_none(image: Path, tmp_path: Path) -> None:
+    """requests asks for gzip and deflate, and urllib3 before 2.6 (Debian 12's 1.26) inflated each
+    1 MiB block read whole: a 2 MB gzip bomb as a release index took 2.1 GB. The launcher's
+    downloads ask for the bytes as they are, and a Content-Encoding sent anyway is not undone
+    (the bytes are judged as sent: here the index is no JSON)."""
+    from cernvm_build.launch import catalog
+
+    asked: list[bytes] = []
+    bomb = gzip.compress(b"{}" + b" " * (8 << 20))
+
+    def answer(conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            request = conn.recv(65536)
+            asked.extend(
+                line for line in request.split(b"\r\n") if line.lower().startswith(b"accept-encoding")
+            )
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nConnection: close\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(bomb), bomb)
+            )
+
+    with listening(answer) as port:
+        url = f"http://127.0.0.1:{port}"
+        assert catalog.fetch(f"{url}/index.json", tmp_path / "index.json").read_bytes() == bomb
+        # the sha256 of the bytes sent passes (inflated, they did not), and they are no image
+        with pytest.raises(ImageError, match="not a bootable image"):
+            ImageCache(tmp_path / "home").pull(f"{url}/demo.hdd", sha256=hashlib.sha256(bomb).hexdigest())
+    assert asked == [b"Accept-Encoding: identity"] * 2
+
+
+def test_an_unreachable_server_s_hint_says_why_not_the_wrappers(tmp_path: Path) -> None:
+    """The hint was requests' error text cut at 200 characters: "_HTTPPool(host='127.0.0.1',
+    port=1): Max retries exceeded with url: ... (Caused by NewConnectionError(..." never got to
+    the "Connection refused" at its end."""
+    from cernvm_build.launch import catalog
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"
+    want = "Connection refused; check the URL and that the server is up"
+    with pytest.raises(ImageError, match="download failed: ConnectionError") as err:
+        ImageCache(tmp_path / "home").pull(f"{url}/demo.hdd")
+    assert err.value.hint == want
+    with pytest.raises(ImageError, match="cannot fetch") as err:
+        catalog.fetch(f"{url}/index.json", tmp_path / "index.json")
+    assert err.value.hint == want

@@ -619,3 +619,23 @@ def test_a_server_trickling_its_status_line_and_headers_meets_the_deadline() -> 
         "repomd.xml: the download fell below 64 KiB/s on average after the first 1 s (0 bytes" in err.message
     )
     assert "\n" not in err.message
+
+
+@pytest.mark.parametrize("location", [b"http://[::1", b"http://a..b/", b"http://\xff\xfe/"])
+def test_a_redirect_to_a_url_requests_cannot_parse_is_one_line(tmp_path: Path, location: bytes) -> None:
+    """requests raises a bare ValueError, urllib3's LocationParseError or a UnicodeDecodeError for
+    these Locations, none of them a RequestException: each was a traceback from the sync (and from
+    ``cernvm-launch images pull``, which reads through the same ``Deadlined.get``)."""
+    from tests.support import listening
+
+    def redirect(conn: Any) -> None:
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 302 Found\r\nLocation: " + location + b"\r\nContent-Length: 0\r\n\r\n")
+
+    with listening(redirect) as port:
+        src = HttpSource(f"http://127.0.0.1:{port}/", tmp_path / "stage", timeout=5)
+        with pytest.raises(MirrorError, match=r"repomd\.xml: cannot download: InvalidURL") as err:
+            src.read("repodata/repomd.xml")
+    assert "\n" not in err.value.message
+    assert not (tmp_path / "stage" / "repodata" / "repomd.xml").exists()

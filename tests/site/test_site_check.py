@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -118,6 +120,32 @@ def test_external_links_only_on_request(tmp_path: Path, web: str) -> None:
     report = check_site(out, BASE, external=True, timeout=5)
     assert [str(p) for p in report.problems] == [f"index.html:2: external link '{web}/gone': HTTP 404"]
     assert report.external == 2
+
+
+@pytest.mark.integration
+def test_an_external_link_redirecting_to_a_url_requests_cannot_parse_is_reported_at_once(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """requests raises a bare ValueError for ``Location: http://[::1`` (LocationParseError,
+    UnicodeDecodeError for others), no RequestException: the probe's thread died with a traceback
+    on stderr and the link was reported as not answering once its deadline had passed."""
+    from tests.support import listening
+
+    def redirect(conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 302 Found\r\nLocation: http://[::1\r\nContent-Length: 0\r\n\r\n")
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with listening(redirect) as port:
+        url = f"http://127.0.0.1:{port}/x"
+        (out / "index.html").write_text(f'<a href="{url}">x</a>\n')
+        report = check_site(out, BASE, external=True, timeout=5, deadline=10)
+    assert [str(p) for p in report.problems] == [
+        f"index.html:1: external link '{url}': redirect to a URL that cannot be read (Invalid IPv6 URL)"
+    ]
+    assert "Traceback" not in capfd.readouterr().err
 
 
 @pytest.fixture
