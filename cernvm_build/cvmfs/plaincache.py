@@ -78,6 +78,10 @@ OPEN = ".open"
 #: a file is trusted after a clean stop only if it changed this long before the sync began: the
 #: kernel stamps ctime from a coarse clock that may lag ``time.time_ns`` by a tick
 CLEAN_MARGIN_NS = 1_000_000_000
+#: the most bytes of copies waiting for the writer thread (``put_later``) in the mount daemon
+BEHIND_BYTES = 16 << 20
+#: the writer thread's niceness: it runs when the boot's own work waits (or is done)
+BEHIND_NICE = 19
 
 
 class SizeMismatch(Exception):
@@ -163,6 +167,17 @@ class PlainCache:
         self.on_use: Callable[[str], None] | None = None
         #: what the directory holds, where this process owns it (the mount daemon: ``hold``)
         self.held: Holdings | None = None
+        # write-behind (``put_later``): the copies waiting for the writer thread, by name + suffix:
+        # (name, suffix, blocks, Adler-32); those one thread is writing now; their bytes and bound
+        self._pending: dict[str, tuple[str, str, list[bytes], int]] = {}
+        self._writing: set[str] = set()
+        self._pending_bytes = 0
+        self._behind_limit = 0
+        self._behind = threading.Condition()
+        self._writer: threading.Thread | None = None
+        #: [count, seconds, CPU seconds] of the writer thread's copies (``mount --stats``:
+        #: ``behind-write``), where the store's phases are asked for
+        self.phases: dict[str, list[float]] | None = None
 
     def hold(self, *, sweep_before: float | None = None) -> Holdings:
         """Keep in memory what the cache holds from now on (``objects.Holdings``): a miss then costs
@@ -172,7 +187,10 @@ class PlainCache:
         return self.held
 
     def has(self, name: str, suffix: str) -> bool:
-        """Whether the inflated object is (most likely) there: ``held`` if kept, else a ``stat``."""
+        """Whether the inflated object is (most likely) there: ``held`` if kept, else a ``stat``;
+        a copy waiting to be written (``put_later``) is there."""
+        if self._pending and name + suffix in self._pending:
+            return True
         if self.held is not None:
             return name + suffix in self.held
         return os.path.exists(self.where(name, suffix))
@@ -188,6 +206,8 @@ class PlainCache:
         """A read-only descriptor on the inflated object of ``size`` bytes (None: as long as the
         file less its trailer; the caller closes it); None if it is absent or bad (a bad one is
         removed)."""
+        if self._pending:  # a copy waiting to be written is written now: a descriptor needs its file
+            self._settle(name + suffix)
         held = self.held
         if held is not None and name + suffix not in held:
             return None
@@ -241,7 +261,12 @@ class PlainCache:
 
     def read_whole_raw(self, name: str, suffix: str, size: int) -> bytes | None:
         """``read_whole`` with its trailer still on: the first ``size`` bytes are the object (a
-        caller that hands them on by length saves a copy of them, on every warm read)."""
+        caller that hands them on by length saves a copy of them, on every warm read). A copy
+        waiting to be written (``put_later``) is read from memory."""
+        if self._pending:
+            item = self._pending.get(name + suffix)
+            if item is not None and sum(map(len, item[2])) == size:
+                return b"".join([*item[2], _trailer(item[3])])
         held = self.held
         if held is not None and name + suffix not in held:
             return None
@@ -342,7 +367,122 @@ class PlainCache:
             self.on_use(dest)
         return fd
 
+    # -- write-behind -------------------------------------------------------------------------------
+    def write_behind(self, limit: int) -> None:
+        """From now on ``put_later`` may keep up to ``limit`` bytes of copies in memory for a
+        background writer (the mount daemon; 0: none)."""
+        self._behind_limit = limit
+
+    @property
+    def writes_behind(self) -> bool:
+        return self._behind_limit > 0
+
+    def put_later(
+        self, name: str, suffix: str, blocks: list[bytes], size: int, *, adler32: list[int] | None = None
+    ) -> int | None:
+        """``put`` of a small object's verified, inflated ``blocks`` (bytes the caller no longer
+        changes), off the reader's path: held in memory and written by a background thread of the
+        lowest priority (a first boot under emulation is bound by its one vCPU: the copies are
+        written when the boot waits, or after it), ``put``'s rules unchanged (temporary + rename,
+        the checksum trailer). Meanwhile the copy counts as there (``has``), is read from memory
+        (``read_whole_raw``) and written at once when a descriptor is asked for (``open``).
+        SizeMismatch, and nothing kept, if they are not ``size`` bytes. None when queued; written
+        now, and its descriptor returned, when write-behind is off or ``write_behind``'s bound
+        would be passed (memory stays bounded: the reader pays the write, as before)."""
+        got = sum(map(len, blocks))
+        if got != size:
+            raise SizeMismatch(got)
+        key = name + suffix
+        with self._behind:
+            if key in self._pending:
+                return None  # queued already (by another thread's make of the same copy)
+            if self._pending_bytes + size <= self._behind_limit:
+                if adler32 is not None:
+                    (adler,) = adler32
+                else:
+                    adler = 1
+                    for block in blocks:
+                        adler = zlib.adler32(block, adler)
+                self._pending[key] = (name, suffix, blocks, adler)
+                self._pending_bytes += size
+                if self._writer is None:
+                    self._writer = threading.Thread(target=self._write_behind, name="behind", daemon=True)
+                    self._writer.start()
+                self._behind.notify()
+                return None
+        return self.put(name, suffix, blocks, size, adler32=adler32)
+
+    def drain(self) -> None:
+        """Write every waiting copy now, in this thread, and queue no more (the mount is gone: before
+        ``mark_clean`` syncs and vouches for what was written)."""
+        self._behind_limit = 0
+        while True:
+            with self._behind:
+                key = self._next_pending()
+                if key is None:
+                    while self._pending:  # the writer's copy in flight
+                        self._behind.wait()
+                    return
+                self._writing.add(key)
+            self._write_pending(key)
+
+    def _next_pending(self) -> str | None:
+        """The oldest waiting copy no thread is writing (the caller holds ``_behind``)."""
+        return next((k for k in self._pending if k not in self._writing), None)
+
+    def _settle(self, key: str) -> None:
+        """The waiting copy ``key`` (if any) written before this returns: by this thread, or by the
+        one writing it now."""
+        with self._behind:
+            if key not in self._pending:
+                return
+            if key in self._writing:
+                while key in self._pending:
+                    self._behind.wait()
+                return
+            self._writing.add(key)
+        self._write_pending(key)
+
+    def _write_behind(self) -> None:
+        """The writer thread: lowest priority (Linux: the niceness of a thread), then the waiting
+        copies in order as long as the process lives."""
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BEHIND_NICE)
+        while True:
+            with self._behind:
+                key = self._next_pending()
+                while key is None:
+                    self._behind.wait()
+                    key = self._next_pending()
+                self._writing.add(key)
+            t0, c0 = time.perf_counter(), time.thread_time()
+            self._write_pending(key)
+            phases = self.phases
+            if phases is not None:
+                rec = phases.setdefault("behind-write", [0, 0.0, 0.0])
+                rec[0] += 1
+                rec[1] += time.perf_counter() - t0
+                rec[2] += time.thread_time() - c0
+
+    def _write_pending(self, key: str) -> None:
+        """``put`` of the waiting copy ``key``, which the caller marked as its own to write; then it
+        waits no more. A copy that cannot be written (the disk full, or read-only at shutdown) is
+        dropped: its next reader fetches the object again."""
+        name, suffix, blocks, adler = self._pending[key]
+        size = sum(map(len, blocks))
+        try:
+            with contextlib.suppress(OSError):
+                os.close(self.put(name, suffix, blocks, size, adler32=[adler]))
+        finally:
+            with self._behind:
+                del self._pending[key]
+                self._writing.discard(key)
+                self._pending_bytes -= size
+                self._behind.notify_all()
+
     def discard(self, name: str, suffix: str) -> None:
+        if self._pending:
+            self._settle(name + suffix)
         p = self.path(name, suffix)
         self._verified.discard(str(p))
         if self.held is not None:
