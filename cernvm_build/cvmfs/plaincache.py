@@ -80,8 +80,16 @@ OPEN = ".open"
 CLEAN_MARGIN_NS = 1_000_000_000
 #: the most bytes of copies waiting for the writer thread (``put_later``) in the mount daemon
 BEHIND_BYTES = 16 << 20
-#: the writer thread's niceness: it runs when the boot's own work waits (or is done)
+#: the writer thread's niceness (it shares the daemon's scheduling group: that alone did not keep
+#: it from the boot's CPU, ``_write_behind``)
 BEHIND_NICE = 19
+#: how often the writer looks whether the CPUs idled (s), and what share of that time they must
+#: have idled for it to write (what it writes then takes at most about one look's time)
+BEHIND_TICK = 0.2
+BEHIND_IDLE = 0.5
+#: a copy waiting this long (s) is written whether the CPUs idle or not (a shutdown soon after a
+#: busy boot must find it on the disk)
+BEHIND_AGE = 30.0
 
 
 class SizeMismatch(Exception):
@@ -169,7 +177,7 @@ class PlainCache:
         self.held: Holdings | None = None
         # write-behind (``put_later``): the copies waiting for the writer thread, by name + suffix:
         # (name, suffix, blocks, Adler-32); those one thread is writing now; their bytes and bound
-        self._pending: dict[str, tuple[str, str, list[bytes], int]] = {}
+        self._pending: dict[str, tuple[str, str, list[bytes], int, float]] = {}
         self._writing: set[str] = set()
         self._pending_bytes = 0
         self._behind_limit = 0
@@ -403,12 +411,13 @@ class PlainCache:
                     adler = 1
                     for block in blocks:
                         adler = zlib.adler32(block, adler)
-                self._pending[key] = (name, suffix, blocks, adler)
+                self._pending[key] = (name, suffix, blocks, adler, time.monotonic())
                 self._pending_bytes += size
                 if self._writer is None:
                     self._writer = threading.Thread(target=self._write_behind, name="behind", daemon=True)
                     self._writer.start()
-                self._behind.notify()
+                if len(self._pending) == 1:  # the writer sleeps only while none waits
+                    self._behind.notify()
                 return None
         return self.put(name, suffix, blocks, size, adler32=adler32)
 
@@ -444,31 +453,50 @@ class PlainCache:
         self._write_pending(key)
 
     def _write_behind(self) -> None:
-        """The writer thread: lowest priority (Linux: the niceness of a thread), then the waiting
-        copies in order as long as the process lives."""
+        """The writer thread: while copies wait, it looks every BEHIND_TICK whether the CPUs idled
+        (``/proc/stat``) and writes them, oldest first, for about one tick each time they did, and
+        the ones waiting over BEHIND_AGE in any case. Its niceness alone did not keep it off the
+        boot's CPU: it is one thread of the daemon's scheduling group (autogroup, cgroup), so it
+        had the share of the daemon's idle readers (issue 13, osboot: all 940 copies of a first
+        boot written before its login, at more CPU each than inline)."""
         with contextlib.suppress(OSError, AttributeError):
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BEHIND_NICE)
+        idle = _idle_ticks()
         while True:
             with self._behind:
-                key = self._next_pending()
-                while key is None:
+                while not self._pending:
                     self._behind.wait()
+                self._behind.wait(BEHIND_TICK)
+            now_idle = _idle_ticks()
+            quiet = now_idle - idle >= BEHIND_IDLE * BEHIND_TICK * _HZ
+            idle = now_idle
+            until = time.monotonic() + BEHIND_TICK
+            while True:
+                with self._behind:
                     key = self._next_pending()
-                self._writing.add(key)
-            t0, c0 = time.perf_counter(), time.thread_time()
-            self._write_pending(key)
-            phases = self.phases
-            if phases is not None:
-                rec = phases.setdefault("behind-write", [0, 0.0, 0.0])
-                rec[0] += 1
-                rec[1] += time.perf_counter() - t0
-                rec[2] += time.thread_time() - c0
+                    if key is None:
+                        break
+                    if not (quiet or self._pending[key][4] < time.monotonic() - BEHIND_AGE):
+                        break
+                    self._writing.add(key)
+                t0, c0 = time.perf_counter(), time.thread_time()
+                self._write_pending(key)
+                phases = self.phases
+                if phases is not None:
+                    rec = phases.setdefault("behind-write", [0, 0.0, 0.0])
+                    rec[0] += 1
+                    rec[1] += time.perf_counter() - t0
+                    rec[2] += time.thread_time() - c0
+                if time.monotonic() > until:
+                    break
+            if quiet:
+                idle = _idle_ticks()  # the time it wrote is not the CPUs' idling
 
     def _write_pending(self, key: str) -> None:
         """``put`` of the waiting copy ``key``, which the caller marked as its own to write; then it
         waits no more. A copy that cannot be written (the disk full, or read-only at shutdown) is
         dropped: its next reader fetches the object again."""
-        name, suffix, blocks, adler = self._pending[key]
+        name, suffix, blocks, adler, _ = self._pending[key]
         size = sum(map(len, blocks))
         try:
             with contextlib.suppress(OSError):
@@ -586,6 +614,27 @@ def _open_to_read(path: str) -> int:
         with contextlib.suppress(OSError):  # gone already, or a cache this reader cannot write
             os.unlink(path)
         raise FileNotFoundError(errno.ENOENT, "a symbolic link in the cache (removed)", path) from e
+
+
+#: the kernel's clock ticks a second, the unit of ``/proc/stat``
+_HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _idle_ticks() -> int:
+    """The CPUs' idle + iowait time since boot (``/proc/stat``, clock ticks, all CPUs); 0 where it
+    cannot be read: the writer then writes only what waited BEHIND_AGE."""
+    try:
+        fd = os.open("/proc/stat", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return 0
+    try:
+        head = os.read(fd, 256).split(b"\n", 1)[0].split()
+    finally:
+        os.close(fd)
+    try:
+        return int(head[4]) + int(head[5])  # "cpu user nice system idle iowait ..."
+    except (IndexError, ValueError):
+        return 0
 
 
 def _create(path: str, flags: int) -> int:

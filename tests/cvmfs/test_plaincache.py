@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -901,6 +902,7 @@ def test_a_copy_the_disk_refuses_behind_the_reader_is_fetched_again(
             return real_put(*a, **kw)
 
         monkeypatch.setattr(plain, "put", put)
+        monkeypatch.setattr(plaincache, "BEHIND_IDLE", 0)  # writes at once, however busy the host
         entry = _small_files(repo, 1)[0]
         data = repo.read(entry)
         for _ in range(3000):  # until the writer thread has dropped it
@@ -911,3 +913,44 @@ def test_a_copy_the_disk_refuses_behind_the_reader_is_fetched_again(
         fetched = repo.store.stats["fetched"]
         repo.store._ahead.clear()
         assert repo.read(entry) == data and repo.store.stats["fetched"] == fetched + 1
+
+
+def _until(cond: Callable[[], bool]) -> None:
+    for _ in range(3000):
+        if cond():
+            return
+        time.sleep(0.01)
+    raise AssertionError("not within 30 s")
+
+
+@pytest.mark.parametrize("why", ["idle", "aged"])
+def test_the_writer_thread_writes_only_while_the_cpus_idle_or_a_copy_has_waited_too_long(
+    fx: Fixture, server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, why: str
+) -> None:
+    """Niceness did not keep the writer off a busy boot's one vCPU (it shares the daemon's
+    scheduling group): it writes when ``/proc/stat`` says the CPUs idled, or once a copy has waited
+    BEHIND_AGE (a shutdown soon after a busy boot finds it on the disk)."""
+    ticks = [0]
+    looks = [0]
+
+    def idle_ticks() -> int:
+        looks[0] += 1
+        return ticks[0]
+
+    monkeypatch.setattr(plaincache, "_idle_ticks", idle_ticks)
+    monkeypatch.setattr(plaincache, "BEHIND_TICK", 0.01)
+    with _open(server.repo_url(), fx, tmp_path / "cache") as repo:
+        plain = repo.store.plain_cache
+        assert plain is not None
+        plain.write_behind(1 << 20)
+        entry = _small_files(repo, 1)[0]
+        name = entry.content_hash or ""
+        data = repo.read(entry)
+        _until(lambda: looks[0] >= 6)  # busy CPUs, looked at several times
+        assert plain._pending and not plain.path(name, "").exists()
+        if why == "idle":
+            ticks[0] = 1 << 40  # the CPUs idled from now on
+        else:
+            monkeypatch.setattr(plaincache, "BEHIND_AGE", 0.0)
+        _until(lambda: not plain._pending)
+        assert plain.path(name, "").read_bytes()[:-TRAILER] == data
