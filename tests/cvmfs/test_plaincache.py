@@ -928,16 +928,16 @@ def test_the_writer_thread_writes_only_while_the_cpus_idle_or_a_copy_has_waited_
     fx: Fixture, server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, why: str
 ) -> None:
     """Niceness did not keep the writer off a busy boot's one vCPU (it shares the daemon's
-    scheduling group): it writes when ``/proc/stat`` says the CPUs idled, or once a copy has waited
+    scheduling group): it writes when ``/proc/uptime`` says the CPUs idled, or once a copy has waited
     BEHIND_AGE (a shutdown soon after a busy boot finds it on the disk)."""
-    ticks = [0]
+    idle = [0.0]
     looks = [0]
 
-    def idle_ticks() -> int:
+    def idle_seconds() -> float:
         looks[0] += 1
-        return ticks[0]
+        return idle[0]
 
-    monkeypatch.setattr(plaincache, "_idle_ticks", idle_ticks)
+    monkeypatch.setattr(plaincache, "_idle_seconds", idle_seconds)
     monkeypatch.setattr(plaincache, "BEHIND_TICK", 0.01)
     with _open(server.repo_url(), fx, tmp_path / "cache") as repo:
         plain = repo.store.plain_cache
@@ -949,7 +949,7 @@ def test_the_writer_thread_writes_only_while_the_cpus_idle_or_a_copy_has_waited_
         _until(lambda: looks[0] >= 6)  # busy CPUs, looked at several times
         assert plain._pending and not plain.path(name, "").exists()
         if why == "idle":
-            ticks[0] = 1 << 40  # the CPUs idled from now on
+            idle[0] = 1e9  # the CPUs idled from now on
         else:
             monkeypatch.setattr(plaincache, "BEHIND_AGE", 0.0)
         _until(lambda: not plain._pending)
