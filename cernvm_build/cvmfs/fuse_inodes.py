@@ -656,6 +656,4 @@ def serve_lowlevel(
     more = None
     if kw.get("stats"):  # the counts file also says where making objects went
         more = repo.store.phases = Phases()
-        if repo.store.plain_cache is not None:  # its writer thread's copies (write-behind)
-            repo.store.plain_cache.phases = more
     ll.serve(fs, mountpoint, options, leave_out=leave_out, more=more, **kw)

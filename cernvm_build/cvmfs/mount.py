@@ -30,7 +30,7 @@ from . import blacklist as blacklist_mod
 from .bootlist import BootList
 from .limits import MAX_RETRIES
 from .objects import parse_hash
-from .plaincache import BEHIND_BYTES, STALE_TMP_S, PlainCache
+from .plaincache import STALE_TMP_S, PlainCache
 from .quota import MB, Quota
 from .repository import Repository, SnapshotSpec, open_repository
 
@@ -332,9 +332,6 @@ def _open(args: MountArgs) -> Repository:
         # A clean stop of the last daemon (its marker, taken away before serving): what it left
         # is served without the first-use checksum check (plaincache.py).
         plain.take_clean()
-        # Small objects' copies are written by a background thread of the lowest priority, off
-        # their reader's path (a first boot is bound by its one vCPU: issue 13)
-        plain.write_behind(BEHIND_BYTES)
         if quota is not None:
 
             def evicted(path: str) -> None:
@@ -395,7 +392,6 @@ def _serve(args: MountArgs, repo: Repository, ready: int | None) -> None:
         if boot_list is not None:
             boot_list.stop()
         if plain is not None:
-            plain.drain()  # the copies still waiting to be written, before the sync vouches for them
             with contextlib.suppress(OSError):
                 plain.mark_clean()
 

@@ -78,18 +78,6 @@ OPEN = ".open"
 #: a file is trusted after a clean stop only if it changed this long before the sync began: the
 #: kernel stamps ctime from a coarse clock that may lag ``time.time_ns`` by a tick
 CLEAN_MARGIN_NS = 1_000_000_000
-#: the most bytes of copies waiting for the writer thread (``put_later``) in the mount daemon
-BEHIND_BYTES = 16 << 20
-#: the writer thread's niceness (it shares the daemon's scheduling group: that alone did not keep
-#: it from the boot's CPU, ``_write_behind``)
-BEHIND_NICE = 19
-#: how often the writer looks whether the CPUs idled (s), and what share of that time they must
-#: have idled for it to write (what it writes then takes at most about one look's time)
-BEHIND_TICK = 0.2
-BEHIND_IDLE = 0.5
-#: a copy waiting this long (s) is written whether the CPUs idle or not (a shutdown soon after a
-#: busy boot must find it on the disk)
-BEHIND_AGE = 30.0
 
 
 class SizeMismatch(Exception):
@@ -175,17 +163,6 @@ class PlainCache:
         self.on_use: Callable[[str], None] | None = None
         #: what the directory holds, where this process owns it (the mount daemon: ``hold``)
         self.held: Holdings | None = None
-        # write-behind (``put_later``): the copies waiting for the writer thread, by name + suffix:
-        # (name, suffix, blocks, Adler-32); those one thread is writing now; their bytes and bound
-        self._pending: dict[str, tuple[str, str, list[bytes], int, float]] = {}
-        self._writing: set[str] = set()
-        self._pending_bytes = 0
-        self._behind_limit = 0
-        self._behind = threading.Condition()
-        self._writer: threading.Thread | None = None
-        #: [count, seconds, CPU seconds] of the writer thread's copies (``mount --stats``:
-        #: ``behind-write``), where the store's phases are asked for
-        self.phases: dict[str, list[float]] | None = None
 
     def hold(self, *, sweep_before: float | None = None) -> Holdings:
         """Keep in memory what the cache holds from now on (``objects.Holdings``): a miss then costs
@@ -195,10 +172,7 @@ class PlainCache:
         return self.held
 
     def has(self, name: str, suffix: str) -> bool:
-        """Whether the inflated object is (most likely) there: ``held`` if kept, else a ``stat``;
-        a copy waiting to be written (``put_later``) is there."""
-        if self._pending and name + suffix in self._pending:
-            return True
+        """Whether the inflated object is (most likely) there: ``held`` if kept, else a ``stat``."""
         if self.held is not None:
             return name + suffix in self.held
         return os.path.exists(self.where(name, suffix))
@@ -214,8 +188,6 @@ class PlainCache:
         """A read-only descriptor on the inflated object of ``size`` bytes (None: as long as the
         file less its trailer; the caller closes it); None if it is absent or bad (a bad one is
         removed)."""
-        if self._pending:  # a copy waiting to be written is written now: a descriptor needs its file
-            self._settle(name + suffix)
         held = self.held
         if held is not None and name + suffix not in held:
             return None
@@ -269,12 +241,7 @@ class PlainCache:
 
     def read_whole_raw(self, name: str, suffix: str, size: int) -> bytes | None:
         """``read_whole`` with its trailer still on: the first ``size`` bytes are the object (a
-        caller that hands them on by length saves a copy of them, on every warm read). A copy
-        waiting to be written (``put_later``) is read from memory."""
-        if self._pending:
-            item = self._pending.get(name + suffix)
-            if item is not None and sum(map(len, item[2])) == size:
-                return b"".join([*item[2], _trailer(item[3])])
+        caller that hands them on by length saves a copy of them, on every warm read)."""
         held = self.held
         if held is not None and name + suffix not in held:
             return None
@@ -375,142 +342,7 @@ class PlainCache:
             self.on_use(dest)
         return fd
 
-    # -- write-behind -------------------------------------------------------------------------------
-    def write_behind(self, limit: int) -> None:
-        """From now on ``put_later`` may keep up to ``limit`` bytes of copies in memory for a
-        background writer (the mount daemon; 0: none)."""
-        self._behind_limit = limit
-
-    @property
-    def writes_behind(self) -> bool:
-        return self._behind_limit > 0
-
-    def put_later(
-        self, name: str, suffix: str, blocks: list[bytes], size: int, *, adler32: list[int] | None = None
-    ) -> int | None:
-        """``put`` of a small object's verified, inflated ``blocks`` (bytes the caller no longer
-        changes), off the reader's path: held in memory and written by a background thread of the
-        lowest priority (a first boot under emulation is bound by its one vCPU: the copies are
-        written when the boot waits, or after it), ``put``'s rules unchanged (temporary + rename,
-        the checksum trailer). Meanwhile the copy counts as there (``has``), is read from memory
-        (``read_whole_raw``) and written at once when a descriptor is asked for (``open``).
-        SizeMismatch, and nothing kept, if they are not ``size`` bytes. None when queued; written
-        now, and its descriptor returned, when write-behind is off or ``write_behind``'s bound
-        would be passed (memory stays bounded: the reader pays the write, as before)."""
-        got = sum(map(len, blocks))
-        if got != size:
-            raise SizeMismatch(got)
-        key = name + suffix
-        with self._behind:
-            if key in self._pending:
-                return None  # queued already (by another thread's make of the same copy)
-            if self._pending_bytes + size <= self._behind_limit:
-                if adler32 is not None:
-                    (adler,) = adler32
-                else:
-                    adler = 1
-                    for block in blocks:
-                        adler = zlib.adler32(block, adler)
-                self._pending[key] = (name, suffix, blocks, adler, time.monotonic())
-                self._pending_bytes += size
-                if self._writer is None:
-                    self._writer = threading.Thread(target=self._write_behind, name="behind", daemon=True)
-                    self._writer.start()
-                if len(self._pending) == 1:  # the writer sleeps only while none waits
-                    self._behind.notify()
-                return None
-        return self.put(name, suffix, blocks, size, adler32=adler32)
-
-    def drain(self) -> None:
-        """Write every waiting copy now, in this thread, and queue no more (the mount is gone: before
-        ``mark_clean`` syncs and vouches for what was written)."""
-        self._behind_limit = 0
-        while True:
-            with self._behind:
-                key = self._next_pending()
-                if key is None:
-                    while self._pending:  # the writer's copy in flight
-                        self._behind.wait()
-                    return
-                self._writing.add(key)
-            self._write_pending(key)
-
-    def _next_pending(self) -> str | None:
-        """The oldest waiting copy no thread is writing (the caller holds ``_behind``)."""
-        return next((k for k in self._pending if k not in self._writing), None)
-
-    def _settle(self, key: str) -> None:
-        """The waiting copy ``key`` (if any) written before this returns: by this thread, or by the
-        one writing it now."""
-        with self._behind:
-            if key not in self._pending:
-                return
-            if key in self._writing:
-                while key in self._pending:
-                    self._behind.wait()
-                return
-            self._writing.add(key)
-        self._write_pending(key)
-
-    def _write_behind(self) -> None:
-        """The writer thread: while copies wait, it looks every BEHIND_TICK whether the CPUs idled
-        (``/proc/uptime``) and writes them, oldest first, for about one tick each time they did, and
-        the ones waiting over BEHIND_AGE in any case. Its niceness alone did not keep it off the
-        boot's CPU: it is one thread of the daemon's scheduling group (autogroup, cgroup), so it
-        had the share of the daemon's idle readers (issue 13, osboot: all 940 copies of a first
-        boot written before its login, at more CPU each than inline)."""
-        with contextlib.suppress(OSError, AttributeError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BEHIND_NICE)
-        idle = _idle_seconds()
-        while True:
-            with self._behind:
-                while not self._pending:
-                    self._behind.wait()
-                self._behind.wait(BEHIND_TICK)
-            now_idle = _idle_seconds()
-            quiet = now_idle - idle >= BEHIND_IDLE * BEHIND_TICK
-            idle = now_idle
-            until = time.monotonic() + BEHIND_TICK
-            while True:
-                with self._behind:
-                    key = self._next_pending()
-                    if key is None:
-                        break
-                    if not (quiet or self._pending[key][4] < time.monotonic() - BEHIND_AGE):
-                        break
-                    self._writing.add(key)
-                t0, c0 = time.perf_counter(), time.thread_time()
-                self._write_pending(key)
-                phases = self.phases
-                if phases is not None:
-                    rec = phases.setdefault("behind-write", [0, 0.0, 0.0])
-                    rec[0] += 1
-                    rec[1] += time.perf_counter() - t0
-                    rec[2] += time.thread_time() - c0
-                if time.monotonic() > until:
-                    break
-            if quiet:
-                idle = _idle_seconds()  # the time it wrote is not the CPUs' idling
-
-    def _write_pending(self, key: str) -> None:
-        """``put`` of the waiting copy ``key``, which the caller marked as its own to write; then it
-        waits no more. A copy that cannot be written (the disk full, or read-only at shutdown) is
-        dropped: its next reader fetches the object again."""
-        name, suffix, blocks, adler, _ = self._pending[key]
-        size = sum(map(len, blocks))
-        try:
-            with contextlib.suppress(OSError):
-                os.close(self.put(name, suffix, blocks, size, adler32=[adler]))
-        finally:
-            with self._behind:
-                del self._pending[key]
-                self._writing.discard(key)
-                self._pending_bytes -= size
-                self._behind.notify_all()
-
     def discard(self, name: str, suffix: str) -> None:
-        if self._pending:
-            self._settle(name + suffix)
         p = self.path(name, suffix)
         self._verified.discard(str(p))
         if self.held is not None:
@@ -614,24 +446,6 @@ def _open_to_read(path: str) -> int:
         with contextlib.suppress(OSError):  # gone already, or a cache this reader cannot write
             os.unlink(path)
         raise FileNotFoundError(errno.ENOENT, "a symbolic link in the cache (removed)", path) from e
-
-
-def _idle_seconds() -> float:
-    """The CPUs' idle time since boot (``/proc/uptime``'s second number, all CPUs; far cheaper to
-    make than ``/proc/stat``, which lists every interrupt); 0 where it cannot be read: the writer
-    then writes only what waited BEHIND_AGE."""
-    try:
-        fd = os.open("/proc/uptime", os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return 0.0
-    try:
-        words = os.read(fd, 64).split()
-    finally:
-        os.close(fd)
-    try:
-        return float(words[1])
-    except (IndexError, ValueError):
-        return 0.0
 
 
 def _create(path: str, flags: int) -> int:

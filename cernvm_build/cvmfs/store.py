@@ -619,20 +619,13 @@ class ObjectStore:
                 self.stats["cache_hits"] += 1
             return fd
 
-        return self._once(name + suffix, get, lambda: self._plain_fd(name, suffix, size, compressed, what))
-
-    def _plain_fd(self, name: str, suffix: str, size: int, compressed: bool, what: str) -> int:
-        """``_make_plain`` without ``keep``: a descriptor on the copy, always written by now."""
-        fd = self._make_plain(name, suffix, size, compressed, what)
-        assert fd is not None  # only a kept small one's copy is written behind
-        return fd
+        return self._once(name + suffix, get, lambda: self._make_plain(name, suffix, size, compressed, what))
 
     def _make_plain(
         self, name: str, suffix: str, size: int, compressed: bool, what: str, keep: list[bytes] | None = None
-    ) -> int | None:
+    ) -> int:
         """Fetch, check and inflate the object into the plain cache; a descriptor on it. ``keep``:
-        a list the inflated blocks are also put in (the caller bounds ``size``); their copy may
-        then be written behind (``PlainCache.put_later``): None, no descriptor."""
+        a list the inflated blocks are also put in (the caller bounds ``size``)."""
         h = parse_hash(name)
         laps = _laps(self.phases)
         limit = stored_limit(size, compressed, None)
@@ -662,7 +655,7 @@ class ObjectStore:
         what: str,
         keep: list[bytes] | None,
         laps: _Laps | _NoLaps,
-    ) -> int | None:
+    ) -> int:
         """``_make_plain``'s inflating and writing of the checked stored ``blocks``."""
         plain = self.plain_cache
         assert plain is not None
@@ -676,20 +669,17 @@ class ObjectStore:
             inflated = self._inflate_blocks(
                 h, suffix, blocks, compressed, what, size, adler32=adler, into=into
             )
+            if keep is not None:
+                keep += map(_owned, inflated)  # all of it checked before any of it is written
+                inflated = iter(keep)
+                laps.lap("inflate")
+            elif isinstance(laps, _Laps):
+                inflated = _lapped(inflated, laps, "big-inflate")
             try:
-                if keep is not None:
-                    keep += map(_owned, inflated)  # all of it checked before any of it is written
-                    laps.lap("inflate")
-                    # the reader has its bytes from ``keep``: the copy is written off its path
-                    fd = plain.put_later(name, suffix, keep, size, adler32=adler)
-                    laps.lap("write" if fd is not None else "queue")  # a failed put is no write
-                    return fd
-                if isinstance(laps, _Laps):
-                    inflated = _lapped(inflated, laps, "big-inflate")
                 fd = plain.put(name, suffix, inflated, size, adler32=adler)
             except SizeMismatch as e:
                 raise self._size_error(h, suffix, e.got, size, what) from None
-            laps.lap("big-write")
+            laps.lap("write" if keep is not None else "big-write")  # a failed put is no write
             return fd
 
     def fetch_ahead(self, name: str, suffix: str, *, size: int, compressed: bool, what: str) -> None:
@@ -710,8 +700,7 @@ class ObjectStore:
             lambda _key: plain.open(name, suffix, size),
             lambda: self._make_plain(name, suffix, size, compressed, what, keep),
         )
-        if made is not None:
-            os.close(made)
+        os.close(made)
         if not keep:  # made by another thread meanwhile (its reader has it)
             return
         self._keep_ahead(key, b"".join(keep))  # one block: that block itself, not a copy
@@ -785,19 +774,13 @@ class ObjectStore:
                         )
                     )
                     laps.lap("ahead-inflate")
-                    # one copy, out of the buffer the next object is inflated into: what is kept
-                    # for the reader and what the copy is written from (behind: ``put_later``)
-                    if keep or plain.writes_behind:
-                        contents = [b"".join(contents)]
                     try:
-                        fd = plain.put_later(name, suffix, contents, size, adler32=adler)
+                        os.close(plain.put(name, suffix, contents, size, adler32=adler))
                     except SizeMismatch as e:
                         raise self._size_error(h, suffix, e.got, size, what) from None
-                    if fd is not None:
-                        os.close(fd)
-                    laps.lap("ahead-write" if fd is not None else "ahead-queue")
-                    if keep:
-                        self._keep_ahead(name + suffix, contents[0])
+                    laps.lap("ahead-write")
+                    if keep:  # one copy, out of the buffer the next object is inflated into
+                        self._keep_ahead(name + suffix, b"".join(contents))
                     contents = []  # no view of ``into`` held while the next one is inflated
                     made += 1
                 except CvmfsError as e:
@@ -951,15 +934,13 @@ class ObjectStore:
 
         def make() -> bytes:
             if size > AHEAD_ITEM:
-                fd = self._plain_fd(name, suffix, size, compressed, what)
+                fd = self._make_plain(name, suffix, size, compressed, what)
                 try:
                     return os.pread(fd, size, 0)
                 finally:
                     os.close(fd)
             keep: list[bytes] = []
-            made = self._make_plain(name, suffix, size, compressed, what, keep)
-            if made is not None:
-                os.close(made)
+            os.close(self._make_plain(name, suffix, size, compressed, what, keep))
             return b"".join(keep)
 
         return self._once(key, get, make)

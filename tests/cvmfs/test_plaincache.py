@@ -12,18 +12,15 @@ import signal
 import struct
 import subprocess
 import sys
-import threading
 import time
 import zlib
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from cernvm_build.cvmfs import plaincache
 from cernvm_build.cvmfs import store as store_mod
-from cernvm_build.cvmfs.catalog_rows import FLAG_COMPRESSION_NONE, DirEntry
+from cernvm_build.cvmfs.catalog_rows import FLAG_COMPRESSION_NONE
 from cernvm_build.cvmfs.objects import object_path, parse_hash
 from cernvm_build.cvmfs.plaincache import CLEAN, OPEN, STALE_TMP_S, TRAILER, PlainCache
 from cernvm_build.cvmfs.quota import Quota
@@ -790,167 +787,3 @@ def test_a_warm_whole_read_takes_the_checked_copy_or_nothing(fx: Fixture, tmp_pa
         assert repo.cached_whole(entry) is None and repo.store.stats["fetched"] == fetched
         assert not plain.exists()
         assert repo.read(entry) == data  # made again
-
-
-def _gated_writer(monkeypatch: pytest.MonkeyPatch, plain: PlainCache) -> threading.Event:
-    """The write-behind thread's ``put`` waits for the returned event (a test's stand-in for a boot
-    that keeps the vCPU busy); any other thread's ``put`` runs at once."""
-    gate = threading.Event()
-    real_put = plain.put
-
-    def put(*a: Any, **kw: Any) -> int:
-        if threading.current_thread().name == "behind":
-            assert gate.wait(30)
-        return real_put(*a, **kw)
-
-    monkeypatch.setattr(plain, "put", put)
-    return gate
-
-
-def _small_files(repo: Repository, n: int) -> list[DirEntry]:
-    files = [e for e in repo.walk("/") if e.is_file and not e.chunks and 0 < e.size <= store_mod.AHEAD_ITEM]
-    by_hash = {e.content_hash: e for e in files}  # one entry per object
-    assert len(by_hash) >= n
-    return sorted(by_hash.values(), key=lambda e: e.path)[:n]
-
-
-def test_a_small_copy_is_written_behind_its_reader_and_served_from_memory_meanwhile(
-    fx: Fixture, server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The reader gets its verified bytes before the copy is written (issue 13: the write was on its
-    path); until the writer thread has written it, the copy counts as there, is read from memory
-    (no second fetch) and is written at once when a descriptor is asked for; what is written is
-    what ``put`` writes (trailer and all)."""
-    with _open(server.repo_url(), fx, tmp_path / "cache") as repo:
-        plain = repo.store.plain_cache
-        assert plain is not None
-        plain.write_behind(1 << 20)
-        gate = _gated_writer(monkeypatch, plain)
-        entry = _small_files(repo, 1)[0]
-        name = entry.content_hash
-        assert name is not None
-        fetched = repo.store.stats["fetched"]
-        data = repo.read(entry)
-        assert len(data) == entry.size and repo.store.stats["fetched"] == fetched + 1
-        assert not plain.path(name, "").exists()  # not written yet: the writer waits
-        assert plain.has(name, "")
-        assert repo.read(entry) == data and repo.read(entry, 1, 5) == data[1:6]
-        assert repo.store.stats["fetched"] == fetched + 1  # served from the waiting copy
-        fd = plain.open(name, "", entry.size)  # a descriptor: written now, by this thread
-        assert fd is not None
-        os.close(fd)
-        on_disk = plain.path(name, "").read_bytes()
-        assert on_disk[:-TRAILER] == data and plain_mod_matches(on_disk)
-        gate.set()
-        plain.drain()
-        assert not plain._pending and repo.store.stats["fetched"] == fetched + 1
-
-
-def plain_mod_matches(on_disk: bytes) -> bool:
-    return plaincache._matches(memoryview(on_disk)[:-TRAILER], on_disk[-TRAILER:])
-
-
-def test_write_behind_is_bounded_and_drained_before_the_clean_mark(
-    fx: Fixture, server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, short_margin: int
-) -> None:
-    """Copies wait in memory up to the bound, beyond it the reader writes its own (as before);
-    ``drain`` writes every waiting one, the one the writer has in hand too, before the cache is
-    marked clean; a later start trusts them all."""
-    cache = tmp_path / "cache"
-    with _open(server.repo_url(), fx, cache) as repo:
-        plain = repo.store.plain_cache
-        assert plain is not None
-        plain.take_clean()
-        files = _small_files(repo, 4)
-        plain.write_behind(sum(e.size for e in files[:3]))
-        gate = _gated_writer(monkeypatch, plain)
-        want = {e.content_hash: repo.read(e) for e in files}
-        names = [e.content_hash or "" for e in files]
-        on_disk = [plain.path(n, "").exists() for n in names]
-        assert on_disk == [False, False, False, True]  # the fourth passed the bound: written inline
-        assert plain.has(names[0], "") and plain.has(names[2], "")
-        threading.Timer(0.2, gate.set).start()  # the writer's copy in hand ends while drain waits
-        plain.drain()
-        assert not plain._pending and not plain.writes_behind
-        for n in names:
-            assert plain.path(n, "").read_bytes()[:-TRAILER] == want[n]
-        time.sleep(2 * short_margin / 1e9)
-        plain.mark_clean()
-    with _open(server.repo_url(), fx, cache) as repo:
-        plain = repo.store.plain_cache
-        assert plain is not None and plain.take_clean()
-        checks = plain.checks
-        for e in files:
-            assert repo.read(e) == want[e.content_hash]
-        assert plain.checks == checks  # written before the sync began: trusted
-
-
-def test_a_copy_the_disk_refuses_behind_the_reader_is_fetched_again(
-    fx: Fixture, server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A copy the writer thread cannot write (disk full, read-only at shutdown) is dropped, never a
-    reader's error: the next reader fetches the object again."""
-    with _open(server.repo_url(), fx, tmp_path / "cache") as repo:
-        plain = repo.store.plain_cache
-        assert plain is not None
-        plain.write_behind(1 << 20)
-        real_put = plain.put
-
-        def put(*a: Any, **kw: Any) -> int:
-            if threading.current_thread().name == "behind":
-                raise OSError(errno.ENOSPC, "No space left on device")
-            return real_put(*a, **kw)
-
-        monkeypatch.setattr(plain, "put", put)
-        monkeypatch.setattr(plaincache, "BEHIND_IDLE", 0)  # writes at once, however busy the host
-        entry = _small_files(repo, 1)[0]
-        data = repo.read(entry)
-        for _ in range(3000):  # until the writer thread has dropped it
-            if not plain._pending:
-                break
-            time.sleep(0.01)
-        assert not plain.has(entry.content_hash or "", "")
-        fetched = repo.store.stats["fetched"]
-        repo.store._ahead.clear()
-        assert repo.read(entry) == data and repo.store.stats["fetched"] == fetched + 1
-
-
-def _until(cond: Callable[[], bool]) -> None:
-    for _ in range(3000):
-        if cond():
-            return
-        time.sleep(0.01)
-    raise AssertionError("not within 30 s")
-
-
-@pytest.mark.parametrize("why", ["idle", "aged"])
-def test_the_writer_thread_writes_only_while_the_cpus_idle_or_a_copy_has_waited_too_long(
-    fx: Fixture, server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, why: str
-) -> None:
-    """Niceness did not keep the writer off a busy boot's one vCPU (it shares the daemon's
-    scheduling group): it writes when ``/proc/uptime`` says the CPUs idled, or once a copy has waited
-    BEHIND_AGE (a shutdown soon after a busy boot finds it on the disk)."""
-    idle = [0.0]
-    looks = [0]
-
-    def idle_seconds() -> float:
-        looks[0] += 1
-        return idle[0]
-
-    monkeypatch.setattr(plaincache, "_idle_seconds", idle_seconds)
-    monkeypatch.setattr(plaincache, "BEHIND_TICK", 0.01)
-    with _open(server.repo_url(), fx, tmp_path / "cache") as repo:
-        plain = repo.store.plain_cache
-        assert plain is not None
-        plain.write_behind(1 << 20)
-        entry = _small_files(repo, 1)[0]
-        name = entry.content_hash or ""
-        data = repo.read(entry)
-        _until(lambda: looks[0] >= 6)  # busy CPUs, looked at several times
-        assert plain._pending and not plain.path(name, "").exists()
-        if why == "idle":
-            idle[0] = 1e9  # the CPUs idled from now on
-        else:
-            monkeypatch.setattr(plaincache, "BEHIND_AGE", 0.0)
-        _until(lambda: not plain._pending)
-        assert plain.path(name, "").read_bytes()[:-TRAILER] == data
