@@ -735,17 +735,20 @@ def run(quick: bool, logs: Path | None = None) -> list[Result]:
                     # (k)/(l): an image carrying (a)'s trace as its boot list, on a blank scratch
                     # disk, next to another fresh ext4 copy (both first boots): the list's objects
                     # fetched ahead, pipelined, once mounted, instead of one round trip per reader
-                    listed = "".join(f"{n}\n" for n in boot_list_names(a)).encode()
+                    bl_names = boot_list_names(a)
+                    print(f"osboot: boot list: {len(bl_names)} names fetched to SSH, of {len(names)} to the "
+                          "login (the seed's)", file=sys.stderr)  # fmt: skip
+                    listed = "".join(f"{n}\n" for n in bl_names).encode()
                     res_bl = build_image(prof, work / "images-bl", formats=["hdd"],
                                          ctx=BuildContext.from_environment(),
-                                         boot_list=(listed, len(names)))  # fmt: skip
+                                         boot_list=(listed, len(bl_names)))  # fmt: skip
                     blank = work / "scratch-bl.qcow2"
                     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", blank, "4G"], check=True)
                     k, l_ = _side_by_side(
                         _first_boot, ("ucernvm-bootlist", blank), ("plain-fresh-bl", fresh_bl), guest,
                         res_bl.artifacts[0].path,
                     )  # fmt: skip
-                    bl = (listed.count(b"\n"), len(listed))
+                    bl = (len(bl_names), len(listed))
                     # (e)/(f): a reboot of (a) from the iso on the IDE CD-ROM, next to one of (b)
                     e, f = _side_by_side(
                         _first_boot, ("ucernvm-iso", scratch), ("plain-3", plain), guest, images[".iso"]
