@@ -128,3 +128,15 @@ plain 1655 102.892 MB
     # the guest's switches and interrupts, the daemon's threads' switches
     assert line.endswith("; intr 912345; ctxt 1234567; daemon switches 98765 voluntary 4321 not (19 threads)")
     assert diag_split("no output").endswith("daemon 0.0 CPU-s; per object (guest-CPU-ms): -")
+
+
+def test_the_boot_list_is_what_the_first_boot_fetched_until_ssh_answered() -> None:
+    from bench.osboot import Figures, boot_list_names
+
+    def get(name: str) -> str:
+        return f'127.0.0.1 - - "GET /cvmfs/demo.cern.ch/data/{name[:2]}/{name[2:]} HTTP/1.1" 200 -'
+
+    a, b, c = ("a" * 40 + "C", "b" * 40, "c" * 40 + "P")
+    # the login's and ``is-system-running --wait``'s reads come after SSH answered: the seed's, not the list's
+    fig = Figures(trace=[get(a), get(b), get(a), get(c)], to_ssh=3)
+    assert boot_list_names(fig) == [a, b]
