@@ -12,6 +12,7 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -28,6 +29,7 @@ from cernvm_build.cvmfs.repository import Repository, open_repository
 from cernvm_build.cvmfs.serve import Server
 from cernvm_build.errors import CvmfsError
 from tests.support import run_python
+from tests.support.killed import run_killed
 
 from .conftest import FQRN, FUSE_LIBS, Fixture, fuse_env
 
@@ -526,22 +528,90 @@ def short_margin(monkeypatch: pytest.MonkeyPatch) -> int:
     return 20_000_000
 
 
-def test_taking_a_clean_stop_flushes_twice(
+def test_taking_a_clean_stop_flushes_beside_the_start_and_before_the_first_write(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, short_margin: int
 ) -> None:
-    """A restart after a clean stop (every reboot) removes the marker and writes OPEN with two
-    fsyncs (OPEN's, then the directory's for both), not three: each is a host flush under qemu on
-    the mount's critical path. The marker is gone and OPEN there once it returns."""
+    """A restart after a clean stop (every reboot) takes the marker away with one rename (OPEN then
+    starts with the chain's SINCE, what the shutdown program reads) and returns without waiting for
+    the directory's flush (a host flush under qemu, on the mount's critical path): one flush, in the
+    background, and no file is renamed into place before it has ended (a crash of this run must not
+    leave a marker that vouches for what it writes)."""
     first = PlainCache(tmp_path / FQRN)
     first.take_clean()
     first.mark_clean(sync=False)  # vouches until the margin from now
+    since = first._since
     time.sleep(2 * short_margin / 1e9)
+    release = threading.Event()
+    synced: list[int] = []
+    real = os.fsync
+
+    def held_back(fd: int) -> None:
+        assert release.wait(60)
+        synced.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", held_back)
+    again = PlainCache(tmp_path / FQRN)
+    assert again.take_clean() and not synced  # returned while the flush is held back
+    assert not (again.dir / CLEAN).exists()
+    assert (again.dir / OPEN).read_text().split()[0] == str(since)
+    name = "a1" + "0" * 38
+    wrote: list[int] = []
+    writer = threading.Thread(target=lambda: wrote.append(again.put(name, "", [b"x" * 10], 10)))
+    writer.start()
+    writer.join(0.3)
+    assert writer.is_alive() and not wrote and not os.path.exists(again.where(name, ""))
+    release.set()
+    writer.join(60)
+    assert wrote and os.path.exists(again.where(name, "")) and len(synced) == 1
+    os.close(wrote[0])
+
+
+def test_a_daemon_killed_before_the_flush_ends_leaves_no_marker_and_wrote_nothing(
+    tmp_path: Path, short_margin: int
+) -> None:
+    """The window ``take_clean`` opens: killed after it returned, while the flush of the marker's
+    removal still runs and a writer waits for it. The next start finds no marker (every file is
+    checked on first use) and the waiting write never reached its name."""
+    root = tmp_path / FQRN
+    first = PlainCache(root)
+    first.take_clean()
+    first.mark_clean(sync=False)
+    time.sleep(2 * short_margin / 1e9)
+    name = "a1" + "0" * 38
+    run_killed(
+        "import os, signal, sys, threading, time\n"
+        "from pathlib import Path\n"
+        "from cernvm_build.cvmfs.plaincache import PlainCache\n"
+        "os.fsync = lambda fd: time.sleep(30)  # the flush does not end before the kill\n"
+        "cache = PlainCache(Path(sys.argv[1]))\n"
+        "assert cache.take_clean()\n"
+        "threading.Thread(target=cache.put, args=(sys.argv[2], '', [b'x' * 10], 10), daemon=True).start()\n"
+        "time.sleep(0.3)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n",
+        root,
+        name,
+    )
+    after = PlainCache(root)
+    assert not after.take_clean()
+    assert not os.path.exists(after.where(name, ""))
+
+
+def test_a_clean_stop_flushes_the_directory_once_after_the_sync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon's clean stop, which the shutdown waits for: the file system's sync, then the
+    marker renamed into place and OPEN removed, kept by one flush of the directory (the marker's
+    own bytes need none: torn, it is no interval or an earlier one)."""
+    cache = PlainCache(tmp_path / FQRN)
+    cache.take_clean()
+    cache._settle()
     synced: list[int] = []
     real = os.fsync
     monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real(fd))
-    again = PlainCache(tmp_path / FQRN)
-    assert again.take_clean() and len(synced) == 2
-    assert not (again.dir / CLEAN).exists() and (again.dir / OPEN).exists()
+    cache.mark_clean()
+    assert len(synced) == 1
+    assert (cache.dir / CLEAN).exists() and not (cache.dir / OPEN).exists()
 
 
 @pytest.mark.parametrize("whole", [True, False], ids=["whole", "piece"])
