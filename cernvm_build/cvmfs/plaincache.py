@@ -168,17 +168,19 @@ class PlainCache:
         #: what the directory holds, where this process owns it (the mount daemon: ``hold``)
         self.held: Holdings | None = None
 
-    def hold(self, *, sweep_before: float | None = None) -> Holdings:
+    def hold(self, *, sweep_before: float | None = None, background: bool = False) -> Holdings:
         """Keep in memory what the cache holds from now on (``objects.Holdings``): a miss then costs
         no failed open. Only for the process that owns the cache, the mount daemon (which sweeps
-        its temporaries in the same listing: ``sweep_before``)."""
-        self.held = Holdings(self.dir, sweep_before=sweep_before)
+        its temporaries in the same listing: ``sweep_before``; ``background``: listed beside its
+        start)."""
+        self.held = Holdings(self.dir, sweep_before=sweep_before, background=background)
         return self.held
 
     def has(self, name: str, suffix: str) -> bool:
         """Whether the inflated object is (most likely) there: ``held`` if kept, else a ``stat``."""
-        if self.held is not None:
-            return name + suffix in self.held
+        held = self.held
+        if held is not None and (held.filled or name + suffix in held):
+            return name + suffix in held
         return os.path.exists(self.where(name, suffix))
 
     def path(self, name: str, suffix: str) -> Path:
@@ -193,7 +195,7 @@ class PlainCache:
         file less its trailer; the caller closes it); None if it is absent or bad (a bad one is
         removed)."""
         held = self.held
-        if held is not None and name + suffix not in held:
+        if held is not None and held.filled and name + suffix not in held:
             return None
         key = p = self.where(name, suffix)
         try:
@@ -247,7 +249,7 @@ class PlainCache:
         """``read_whole`` with its trailer still on: the first ``size`` bytes are the object (a
         caller that hands them on by length saves a copy of them, on every warm read)."""
         held = self.held
-        if held is not None and name + suffix not in held:
+        if held is not None and held.filled and name + suffix not in held:
             return None
         p = self.where(name, suffix)
         try:

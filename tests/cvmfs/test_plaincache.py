@@ -21,6 +21,7 @@ import pytest
 
 from cernvm_build.cvmfs import plaincache
 from cernvm_build.cvmfs import store as store_mod
+from cernvm_build.cvmfs.cache import ObjectCache
 from cernvm_build.cvmfs.catalog_rows import FLAG_COMPRESSION_NONE
 from cernvm_build.cvmfs.objects import object_path, parse_hash
 from cernvm_build.cvmfs.plaincache import CLEAN, OPEN, STALE_TMP_S, TRAILER, PlainCache
@@ -228,6 +229,65 @@ def test_a_symlink_in_the_cache_is_never_followed(tmp_path: Path) -> None:
     with pytest.raises(CvmfsError, match=r"ef is a symbolic link"):  # a new start: before any write
         PlainCache(tmp_path / "cache")
     assert sorted(os.listdir(outside)) == ["hostfile"]
+
+
+@pytest.mark.parametrize("which", ["plain", "objects"])
+def test_a_stock_taken_in_the_background_is_no_miss_until_filled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, which: str
+) -> None:
+    """The mount's start lists both caches beside its start (``hold(background=True)``): until the
+    listing has ended a file not yet held is still found on the disk (never fetched again), a file
+    written meanwhile stays held, and once filled a name not held is a miss as before."""
+    root = tmp_path / FQRN
+    there, made, absent = "ab" + "c" * 38, "cd" + "e" * 38, "ef" + "0" * 38
+    cache = PlainCache(root)
+    os.close(cache.put(there, "", [b"hello\n"], 6))
+    release = threading.Event()
+    real = os.listdir
+
+    def held_back(path: str) -> list[str]:
+        if len(os.path.basename(path)) == 2:  # a fan-out directory: the stock's listing
+            assert release.wait(60)
+        return real(path)
+
+    monkeypatch.setattr(os, "listdir", held_back)
+    if which == "plain":
+        cache = PlainCache(root)
+        held = cache.hold(background=True)
+        assert not held.filled
+        assert cache.has(there, "") and cache.read_whole(there, "", 6) == b"hello\n"  # no miss
+        assert not cache.has(absent, "")  # looked up on the disk
+        os.close(cache.put(made, "", [b"new\n"], 4))
+    else:
+        objects = ObjectCache(root, repo=FQRN)
+        (root / "data" / there[:2]).mkdir(parents=True, exist_ok=True)
+        (root / "data" / there[:2] / there[2:]).write_bytes(b"x")
+        held = objects.hold(background=True)
+        h = parse_hash(there)
+        assert not held.filled and not objects.missing(h, "")  # there, though not held yet
+        assert objects.missing(parse_hash(absent), "")  # looked up on the disk: not there
+        held.add(made)  # as ``put`` tells it
+    release.set()
+    for _ in range(600):
+        if held.filled:
+            break
+        time.sleep(0.05)
+    assert held.filled and {there, made} <= held and absent not in held
+    if which == "plain":
+        assert cache.has(made, "") and not cache.has(absent, "")
+    else:
+        assert objects.missing(parse_hash(absent), "") and not objects.missing(parse_hash(there), "")
+
+
+def test_a_symlinked_fan_out_is_refused_before_a_background_listing_starts(tmp_path: Path) -> None:
+    """The symbolic-link check of the ``XX`` directories is not left to the listing's thread."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    cache = PlainCache(tmp_path / "cache")
+    (cache.dir / "ef").rmdir()
+    (cache.dir / "ef").symlink_to(outside)
+    with pytest.raises(CvmfsError, match="ef"):
+        cache.hold(background=True)
 
 
 def test_a_fifo_in_the_cache_is_a_miss_never_a_hang(tmp_path: Path) -> None:
