@@ -43,7 +43,10 @@ clock runs with the host's (icount's default ``sleep=on``; ``sleep=off`` would j
 timer and fire the guest's network timeouts), so those waits count as they took: each row's extra
 gives both guests' idle + iowait seconds by then (``/proc/stat``). Under KVM these rows are left out.
 ``--quick`` boots (a) and (b) only (first boot, read passes, shutdown, reboot: ~6 min, not ~15): the
-first boot's A/B between two builds. Needs root (dpkg builds the tree).
+first boot's A/B between two builds. ``--cpus=2``: also (m) μCernVM on a blank scratch disk and (n)
+a fresh ext4 copy with two vCPUs each, one guest at a time, alternating (first boots, then reboots):
+on one vCPU the FUSE daemon and systemd share the CPU (~8 min more, so not in the default run; the
+1-vCPU rows are unchanged). Needs root (dpkg builds the tree).
 """
 
 from __future__ import annotations
@@ -376,12 +379,12 @@ def _before_kernel(log: Path, now: float) -> float:
 
 @contextlib.contextmanager
 def _boot(
-    disks: list[str], extra: list[str], log: Path, key: Path, timeout: float
+    disks: list[str], extra: list[str], log: Path, key: Path, timeout: float, cpus: int = 1
 ) -> Iterator[tuple[Vm, float]]:
-    """Start qemu; yield the guest and the seconds until its sshd answered (the banner)."""
+    """Start qemu (``cpus`` vCPUs); yield the guest and the seconds until its sshd answered (the banner)."""
     port = _free_port()
     cmd = [
-        "qemu-system-x86_64", "-accel", detect().name, "-m", "1024", "-smp", "1", "-nodefaults",
+        "qemu-system-x86_64", "-accel", detect().name, "-m", "1024", "-smp", str(cpus), "-nodefaults",
         "-display", "none", "-no-reboot", "-serial", f"file:{log}", *extra, *disks,
         "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:22", "-device", "virtio-net-pci,netdev=n0",
         "-object", "rng-random,id=rng0,filename=/dev/urandom", "-device", "virtio-rng-pci,rng=rng0",
@@ -602,30 +605,54 @@ def _side_by_side(
         job_a = pool.submit(
             boot,
             ucernvm[0],
-            # the scratch disk named as cernvm-launch names it (bootloader/disk.py SCRATCH_SERIAL)
-            [
-                "-drive",
-                f"file={ucernvm[1]},format=qcow2,if=none,id=scratch",
-                "-device",
-                f"virtio-blk-pci,drive=scratch,serial={SCRATCH_SERIAL}",
-                *g.ctx_drive,
-            ],
+            _ucernvm_drives(g, ucernvm[1]),
             _medium(image or g.hdd),
             g.work,
             g.key,
             g.counter,
         )
-        job_b = pool.submit(
-            boot,
-            plain[0],
-            ["-drive", f"file={plain[1]},format=qcow2,if=virtio", *g.ctx_drive],
-            ["-kernel", str(g.kernel), "-initrd", str(g.initrd), "-append",
-             f"console=ttyS0,115200 quiet no_timer_check {PLAIN_SAME} rw"],
-            g.work,
-            g.key,
-            None,
-        )  # fmt: skip
+        job_b = pool.submit(boot, plain[0], _plain_drives(g, plain[1]), _plain_kernel(g), g.work, g.key, None)
         return _both(job_a, job_b)
+
+
+def _ucernvm_drives(g: Guests, scratch: Path) -> list[str]:
+    """μCernVM's scratch disk, named as cernvm-launch names it (bootloader/disk.py SCRATCH_SERIAL),
+    and the context drive."""
+    return ["-drive", f"file={scratch},format=qcow2,if=none,id=scratch",
+            "-device", f"virtio-blk-pci,drive=scratch,serial={SCRATCH_SERIAL}", *g.ctx_drive]  # fmt: skip
+
+
+def _plain_drives(g: Guests, disk: Path) -> list[str]:
+    return ["-drive", f"file={disk},format=qcow2,if=virtio", *g.ctx_drive]
+
+
+def _plain_kernel(g: Guests) -> list[str]:
+    return ["-kernel", str(g.kernel), "-initrd", str(g.initrd), "-append",
+            f"console=ttyS0,115200 quiet no_timer_check {PLAIN_SAME} rw"]  # fmt: skip
+
+
+def _alternating(
+    cpus: int, ucernvm: tuple[str, Path], plain: tuple[str, Path], g: Guests
+) -> tuple[list[float], list[float]]:
+    """With ``cpus`` vCPUs each, one guest at a time, alternating: μCernVM's first boot (on the blank
+    scratch disk ``ucernvm[1]``), the plain one's (a fresh ext4 copy ``plain[1]``), then each one's
+    reboot on its disk. Not side by side: two guests of two vCPUs are four busy TCG threads on a
+    two-core host. Each boot runs to SSH, waits for ``systemctl is-system-running`` (the first boot's
+    work done, its cache filled) and powers off. Seconds to SSH: (first boot, reboot) of each."""
+    sides = [
+        (ucernvm[0], _ucernvm_drives(g, ucernvm[1]), _medium(g.hdd)),
+        (plain[0], _plain_drives(g, plain[1]), _plain_kernel(g)),
+    ]
+    took: dict[str, list[float]] = {ucernvm[0]: [], plain[0]: []}
+    for n in (1, 2):
+        for name, disks, extra in sides:
+            with _boot(disks, extra, g.work / f"{name}-{n}.log", g.key, 1800, cpus=cpus) as (vm, t):
+                vm.login(600)
+                vm.ssh("systemctl is-system-running --wait || true", timeout=1800)
+                print(f"osboot: {name}: {'first boot' if n == 1 else 'reboot'} to SSH {t:.1f} s "
+                      f"({cpus} vCPUs), shutdown {vm.poweroff():.1f} s", file=sys.stderr)  # fmt: skip
+            took[name].append(t)
+    return took[ucernvm[0]], took[plain[0]]
 
 
 def _both(job_a: concurrent.futures.Future[T], job_b: concurrent.futures.Future[T]) -> tuple[T, T]:
@@ -638,8 +665,9 @@ def _both(job_a: concurrent.futures.Future[T], job_b: concurrent.futures.Future[
     return job_a.result(), job_b.result()
 
 
-def run(quick: bool, logs: Path | None = None) -> list[Result]:
-    """``logs``: a directory that keeps the guests' console logs (the work directory is removed)."""
+def run(quick: bool, logs: Path | None = None, cpus: int = 1) -> list[Result]:
+    """``logs``: a directory that keeps the guests' console logs (the work directory is removed).
+    ``cpus`` > 1: also the first boot and reboot of both setups with that many vCPUs (``_alternating``)."""
     accel = detect()
     prof = profile.load("debian12")
     kernel = fetch_debian_kernel(prof.kernel.package or "linux-image-cloud-amd64")
@@ -686,6 +714,9 @@ def run(quick: bool, logs: Path | None = None) -> list[Result]:
             fresh_i = work / "plain-fresh-icount.qcow2"
             if accel.name == "tcg":  # for (j)
                 subprocess.run(["qemu-img", "convert", "-q", "-O", "qcow2", raw, fresh_i], check=True)
+            fresh_n = work / "plain-fresh-cpus.qcow2"
+            if cpus > 1:  # for the first boot with more vCPUs
+                subprocess.run(["qemu-img", "convert", "-q", "-O", "qcow2", raw, fresh_n], check=True)
             raw.unlink()
             initrd = _plain_initrd(kernel, work / "plain-initrd.gz")
             # (a) μCernVM
@@ -769,6 +800,11 @@ def run(quick: bool, logs: Path | None = None) -> list[Result]:
                                 f"osboot: the icount boots failed, their rows are left out: {err}",
                                 file=sys.stderr,
                             )
+                smp: tuple[list[float], list[float]] | None = None
+                if cpus > 1:  # on a blank scratch disk and a fresh ext4 copy: first boots, then reboots
+                    blank_n = work / "scratch-cpus.qcow2"
+                    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", blank_n, "4G"], check=True)
+                    smp = _alternating(cpus, ("ucernvm-cpus", blank_n), ("plain-cpus", fresh_n), guest)
             finally:
                 logger.removeHandler(counter)
         finally:
@@ -815,6 +851,14 @@ def run(quick: bool, logs: Path | None = None) -> list[Result]:
                    "<= 1.3x plain", ua <= 1.3 * pb if known else None,
                    extra={"μCernVM idle+iowait s": ia, "plain idle+iowait s": ib})
         )  # fmt: skip
+    if smp is not None:  # the 1-vCPU rows' figures of the same run beside them
+        for i, what in enumerate(("boot", "reboot")):
+            rows.append(
+                Result(B, f"{what} to SSH [{t}, {cpus} vCPUs] μCernVM", smp[0][i], "s",
+                       f"plain ext4 [{t}, {cpus} vCPUs]", smp[1][i], "<= 1.3x plain",
+                       smp[0][i] <= 1.3 * smp[1][i],
+                       extra={"μCernVM 1 vCPU": (a.boot, a.reboot)[i], "plain 1 vCPU": (b.boot, b.reboot)[i]})
+            )  # fmt: skip
     passes = ((0, "cold: from the server"), (1, "warm: scratch-disk cache"))
     for n, what in passes[: min(len(a.io), len(b.io))]:
         (ea, fa, ba, ra), (eb, fb, bb, rb) = a.io[n], b.io[n]
@@ -850,9 +894,18 @@ if __name__ == "__main__":
         {
             "--quick": "a smaller run (fewer rounds or inputs)",
             "--logs": "=DIR: keep the guests' consoles and the server's log there",
+            "--cpus": "=N: also boot and reboot both setups with N vCPUs (one guest at a time, ~8 min more)",
         },
     )
+    counts = [a.partition("=")[2] for a in sys.argv[1:] if a.partition("=")[0] == "--cpus"]
+    cpus = int(counts[-1]) if counts and counts[-1].isdigit() else 1
+    if counts and not 2 <= cpus <= 64:
+        print(
+            f"error: --cpus={counts[-1]}: expected a number of vCPUs from 2 to 64 (hint: --cpus=2)",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
     where = [a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--logs=")]
     print(f"osboot: load average at the start {os.getloadavg()}", file=sys.stderr)
-    print_table(run(quick="--quick" in sys.argv, logs=Path(where[0]) if where else None))
+    print_table(run(quick="--quick" in sys.argv, logs=Path(where[0]) if where else None, cpus=cpus))
     print(f"osboot: load average at the end {os.getloadavg()}", file=sys.stderr)

@@ -176,16 +176,24 @@ class ObjectCache:
             "(not a mount point or a link elsewhere), or move the whole cache",
         )
 
-    def hold(self) -> Holdings:
+    def hold(self, *, background: bool = False) -> Holdings:
         """Keep in memory what ``data`` holds from now on (``objects.Holdings``): a miss then costs
-        no failed open. Only for the process that owns the cache, the mount daemon."""
-        self.held = Holdings(self.root / "data")
+        no failed open. Only for the process that owns the cache, the mount daemon (``background``:
+        listed beside its start)."""
+        self.held = Holdings(self.root / "data", background=background)
         return self.held
 
     def missing(self, h: ObjectHash, suffix: str) -> bool:
-        """Known not to be here (``held``); False when unknown or present."""
+        """Known not to be here (``held``); False when unknown or present. While ``held`` is being
+        filled a name it lacks is looked up on the disk (the boot list and the fetch ahead skip
+        what is not missing)."""
         held = self.held
-        return held is not None and str(h) + suffix not in held
+        if held is None:
+            return False
+        name = str(h)
+        if name + suffix in held:
+            return False
+        return held.filled or not os.path.exists(f"{self._base}/{object_path(name, suffix)}")
 
     def _gone(self, h: ObjectHash, suffix: str) -> None:
         """A file ``held`` named was not there (removed behind this process's back)."""
@@ -227,7 +235,7 @@ class ObjectCache:
         second failed open was one of a fetched object's syscalls, each a GIL hand-off)."""
         name = str(h)
         held = self.held
-        if held is not None and name + suffix not in held:  # no failed open for a known miss
+        if held is not None and held.filled and name + suffix not in held:  # no failed open for a known miss
             raise FileNotFoundError(name + suffix)
         # the path as a string: this open is tried for every object a cold read fetches, and
         # building a pathlib path was most of its cost

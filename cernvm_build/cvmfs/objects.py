@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import os
 import re
+import threading
 import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -239,25 +240,46 @@ class Holdings(set[str]):
 
     ``sweep_before`` (a time): on the way, as ``sweep_temporaries`` does, a crashed writer's
     temporaries (``.*.tmp``) last changed before it are removed: the mount's start lists the
-    directory once for both (each listing of its 256 directories is a few ms of a TCG guest's CPU)."""
+    directory once for both (each listing of its 256 directories is a few ms of a TCG guest's CPU).
 
-    def __init__(self, base: Path, *, sweep_before: float | None = None):
+    ``background``: the ``XX`` directories are listed by a thread while the caller goes on (a
+    reboot's mount waited ~0.24 guest-s for both caches' cold listings under TCG, issue 13). Until
+    ``filled``, a name not held is no miss (the caller looks on the disk), a name held is there as
+    ever; what the process adds or removes meanwhile is kept (a removal the listing had not seen
+    yet may come back: a hint, as above). The fan-out's symbolic-link check stays before return."""
+
+    def __init__(self, base: Path, *, sweep_before: float | None = None, background: bool = False):
         super().__init__()
         self.base = str(base)
+        #: the stock is all taken: from then on a name not held is a miss (set once, never unset)
+        self.filled = False
+        fan_out: list[str] = []
         with contextlib.suppress(FileNotFoundError), os.scandir(self.base) as listing:
             for entry in listing:
-                d = entry.name
-                if len(d) == 2:
+                if len(entry.name) == 2:
                     refuse_symlinked_fan_out(self.base, entry)
-                    try:
-                        names = os.listdir(f"{self.base}/{d}")
-                    except (NotADirectoryError, FileNotFoundError):
-                        continue
-                    self.update(d + n for n in names if n[0] != ".")
-                    if sweep_before is not None:
-                        for n in names:
-                            if n[0] == "." and n.endswith(".tmp"):
-                                _sweep_one(f"{self.base}/{d}/{n}", sweep_before)
+                    fan_out.append(entry.name)
+        if background:
+            threading.Thread(
+                target=self._fill, args=(fan_out, sweep_before), name="holdings", daemon=True
+            ).start()
+        else:
+            self._fill(fan_out, sweep_before)
+
+    def _fill(self, fan_out: list[str], sweep_before: float | None) -> None:
+        for d in fan_out:
+            try:
+                names = os.listdir(f"{self.base}/{d}")
+            except (NotADirectoryError, FileNotFoundError):
+                continue
+            except OSError:  # a directory not read: its names unknown, never ``filled``
+                return
+            self.update(d + n for n in names if n[0] != ".")
+            if sweep_before is not None:
+                for n in names:
+                    if n[0] == "." and n.endswith(".tmp"):
+                        _sweep_one(f"{self.base}/{d}/{n}", sweep_before)
+        self.filled = True
 
     def forget_path(self, path: str) -> None:
         """``path`` (a file of this directory, e.g. one the size limit evicted) is gone."""

@@ -36,9 +36,10 @@ file handle keeps, with no Python per byte.
   mount daemon, once unmounted, syncs the cache's file system and then writes ``plain/.clean`` with
   "SINCE BEGAN" (``mark_clean``): when this chain of clean stops began (the last start that found no
   valid marker, or a seed run's start) and when the sync began. μCernVM's shutdown program writes it
-  too, in the same form, from the ``plain/.open`` ("SINCE") the daemon keeps while it owns the
-  cache, where systemd made the disk read-only before the daemon could. The next daemon takes the
-  marker away, durably, before it serves (``take_clean``); a file whose inode last changed
+  too, in the same form, from the ``plain/.open`` ("SINCE", its first word) the daemon keeps while
+  it owns the cache, where systemd made the disk read-only before the daemon could. The next daemon
+  takes the marker away (renamed to ``plain/.open``) before it serves, durably before it writes a
+  file (``take_clean``); a file whose inode last changed
   (``st_ctime``: the rename into place) in [SINCE, BEGAN - margin) was written in the chain and on
   the disk when the sync ended, so it is served without its check. A file from before the chain
   (a crash's torn write that no run has read since) or changed later (by another process between the
@@ -73,7 +74,7 @@ BLOCK = 1 << 20
 STALE_TMP_S = 3600
 #: the clean-stop marker, beside the fan-out directories (``mark_clean``): "SINCE BEGAN" in ns
 CLEAN = ".clean"
-#: while a daemon owns the cache: "SINCE" (``take_clean``), the shutdown program's cue and bound
+#: while a daemon owns the cache: "SINCE" first (``take_clean``), the shutdown program's cue and bound
 OPEN = ".open"
 #: a file is trusted after a clean stop only if it changed this long before the sync began: the
 #: kernel stamps ctime from a coarse clock that may lag ``time.time_ns`` by a tick
@@ -157,6 +158,9 @@ class PlainCache:
         self.checks = 0
         #: whether ``take_clean`` found a valid marker (None: not taken, this process owns no chain)
         self.took_clean: bool | None = None
+        #: ``take_clean``'s flush of the marker's removal, until a writer has waited for it (``_settle``)
+        self._settled: threading.Thread | None = None
+        self._settle_error: OSError | None = None
         #: made 0644 at creation unless the umask hides some of it (readers of the mount are others)
         self._chmod = bool(process_umask() & 0o644)
         #: Told of every file opened or made (the size limit's LRU, quota.py).
@@ -164,17 +168,19 @@ class PlainCache:
         #: what the directory holds, where this process owns it (the mount daemon: ``hold``)
         self.held: Holdings | None = None
 
-    def hold(self, *, sweep_before: float | None = None) -> Holdings:
+    def hold(self, *, sweep_before: float | None = None, background: bool = False) -> Holdings:
         """Keep in memory what the cache holds from now on (``objects.Holdings``): a miss then costs
         no failed open. Only for the process that owns the cache, the mount daemon (which sweeps
-        its temporaries in the same listing: ``sweep_before``)."""
-        self.held = Holdings(self.dir, sweep_before=sweep_before)
+        its temporaries in the same listing: ``sweep_before``; ``background``: listed beside its
+        start)."""
+        self.held = Holdings(self.dir, sweep_before=sweep_before, background=background)
         return self.held
 
     def has(self, name: str, suffix: str) -> bool:
         """Whether the inflated object is (most likely) there: ``held`` if kept, else a ``stat``."""
-        if self.held is not None:
-            return name + suffix in self.held
+        held = self.held
+        if held is not None and (held.filled or name + suffix in held):
+            return name + suffix in held
         return os.path.exists(self.where(name, suffix))
 
     def path(self, name: str, suffix: str) -> Path:
@@ -189,7 +195,7 @@ class PlainCache:
         file less its trailer; the caller closes it); None if it is absent or bad (a bad one is
         removed)."""
         held = self.held
-        if held is not None and name + suffix not in held:
+        if held is not None and held.filled and name + suffix not in held:
             return None
         key = p = self.where(name, suffix)
         try:
@@ -243,7 +249,7 @@ class PlainCache:
         """``read_whole`` with its trailer still on: the first ``size`` bytes are the object (a
         caller that hands them on by length saves a copy of them, on every warm read)."""
         held = self.held
-        if held is not None and name + suffix not in held:
+        if held is not None and held.filled and name + suffix not in held:
             return None
         p = self.where(name, suffix)
         try:
@@ -291,6 +297,8 @@ class PlainCache:
         the producer of ``blocks`` puts the Adler-32 of all it yielded in once it has yielded them
         (an inflater hands over the zlib stream's own, checked by zlib): then it is not summed
         here."""
+        if self._settled is not None:  # nothing renamed into place before the marker's removal is durable
+            self._settle()
         d = f"{self._base}/{name[:2]}"
         dest = f"{d}/{name[2:]}{suffix}"
         # one writer per thread at a time: pid and thread make the name unique without mkstemp
@@ -361,10 +369,11 @@ class PlainCache:
     def take_clean(self) -> bool:
         """For the process that owns the cache (the mount daemon), before it serves: if the last
         owner stopped cleanly (``mark_clean``), trust what that chain of clean stops wrote (no
-        check on first use). The marker is replaced durably by ``OPEN``, so that a crash of this run
-        leaves none; without a valid one, the chain starts now, and a file from before (a crash's
-        torn write, never checked) is checked on first use in every later run too. Whether it was
-        there and valid."""
+        check on first use). The marker is replaced by ``OPEN``, durably before this process
+        renames any file into place (``put`` waits for it), so that a crash of this run leaves
+        none; without a valid one, the chain starts now, and a file from before (a crash's torn
+        write, never checked) is checked on first use in every later run too. Whether it was there
+        and valid."""
         now = time.time_ns()
         marker = f"{self._base}/{CLEAN}"
         text: bytes | None = None
@@ -380,17 +389,45 @@ class PlainCache:
                 os.close(fd)
         interval = _interval(text, now) if text is not None else None
         self._since = interval[0] if interval is not None else now
-        if text is not None:
-            # made durable by the directory's fsync after OPEN's rename, one host flush less under
-            # qemu; a crash before it leaves the marker, still true: nothing was written since
-            with contextlib.suppress(IsADirectoryError):  # a folder there is left, and no marker
-                os.unlink(marker)
-        atomic_write(self.dir / OPEN, f"{self._since}\n".encode())
+        if interval is not None:
+            # One rename takes the marker away and leaves OPEN: its first word is SINCE, all the
+            # shutdown program reads of it (BEGAN after it is left unread).
+            os.replace(marker, f"{self._base}/{OPEN}")
+        else:
+            if text is not None:
+                with contextlib.suppress(IsADirectoryError):  # a folder there is left, and no marker
+                    os.unlink(marker)
+            atomic_write(self.dir / OPEN, f"{self._since}\n".encode(), durable=False)
+        # One flush of the directory makes the marker's removal durable (OPEN's content needs none:
+        # it serves this boot's shutdown). It runs beside the mount's start (a host flush under
+        # qemu, on a reboot ~0.1 guest-s before the mount was ready, issue 13); the first file
+        # renamed into place waits for it (``_settle``): until then this run has written nothing
+        # a surviving marker could vouch for.
+        self._settled = threading.Thread(target=self._flush_dir, name="plaincache-settle", daemon=True)
+        self._settled.start()
         self.took_clean = interval is not None
         if interval is None:
             return False
         self._trusted = (interval[0], max(interval[0], interval[1] - CLEAN_MARGIN_NS))
         return True
+
+    def _flush_dir(self) -> None:
+        try:
+            fsync_dir(self.dir)
+        except OSError as e:
+            self._settle_error = e
+
+    def _settle(self) -> None:
+        """Wait until ``take_clean``'s removal of the marker is on the disk (at once after the first
+        time); a flush that failed is tried again here, and raises as a write to the disk would."""
+        t = self._settled
+        if t is None:
+            return
+        t.join()
+        if self._settle_error is not None:
+            fsync_dir(self.dir)
+            self._settle_error = None
+        self._settled = None
 
     def mark_clean(self, *, sync: bool = True, since: int | None = None) -> None:
         """For the owner, once it has stopped writing (the mount is gone): sync the cache's file
@@ -402,15 +439,19 @@ class PlainCache:
         low = self._since if since is None else since
         if low is None:  # never owned (no take_clean): nothing to vouch for
             return
+        self._settle()
         began = time.time_ns()
         if sync:
             syncfs(self.dir, strict=True)
         else:
             began += CLEAN_MARGIN_NS
-        atomic_write(self.dir / CLEAN, f"{low} {began}\n".encode())
+        # Its content is not flushed on its own: torn by a power loss, it is empty or a prefix (no
+        # interval, or an earlier BEGAN: less trusted, never more). One flush of the directory then
+        # keeps the rename and OPEN's removal (the shutdown waits for the daemon's end, issue 13).
+        atomic_write(self.dir / CLEAN, f"{low} {began}\n".encode(), durable=False)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(f"{self._base}/{OPEN}")
-            fsync_dir(self.dir)
+        fsync_dir(self.dir)
 
     def sweep(self) -> int:
         """Remove temporary files a crashed writer left (older than STALE_TMP_S); returns how many.

@@ -31,3 +31,12 @@ def test_an_unknown_flag_is_refused_before_anything_runs() -> None:
     assert r.returncode == 2
     assert "unknown flag '--quik'" in r.stderr and "--help" in r.stderr
     assert "load average" not in r.stderr  # the run did not start
+
+
+@pytest.mark.parametrize("value", ["--cpus", "--cpus=", "--cpus=1", "--cpus=two", "--cpus=-2"])
+def test_osboot_refuses_a_vcpu_count_it_cannot_use_before_anything_runs(value: str) -> None:
+    """``--cpus=N`` adds the N-vCPU boots (N >= 2: one vCPU is what the other rows measure)."""
+    r = _bench("osboot.py", value)
+    assert r.returncode == 2
+    assert r.stderr.startswith("error: --cpus=") and "hint: --cpus=2" in r.stderr
+    assert "load average" not in r.stderr and len(r.stderr.splitlines()) == 1

@@ -12,6 +12,7 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -20,6 +21,7 @@ import pytest
 
 from cernvm_build.cvmfs import plaincache
 from cernvm_build.cvmfs import store as store_mod
+from cernvm_build.cvmfs.cache import ObjectCache
 from cernvm_build.cvmfs.catalog_rows import FLAG_COMPRESSION_NONE
 from cernvm_build.cvmfs.objects import object_path, parse_hash
 from cernvm_build.cvmfs.plaincache import CLEAN, OPEN, STALE_TMP_S, TRAILER, PlainCache
@@ -28,6 +30,7 @@ from cernvm_build.cvmfs.repository import Repository, open_repository
 from cernvm_build.cvmfs.serve import Server
 from cernvm_build.errors import CvmfsError
 from tests.support import run_python
+from tests.support.killed import run_killed
 
 from .conftest import FQRN, FUSE_LIBS, Fixture, fuse_env
 
@@ -226,6 +229,65 @@ def test_a_symlink_in_the_cache_is_never_followed(tmp_path: Path) -> None:
     with pytest.raises(CvmfsError, match=r"ef is a symbolic link"):  # a new start: before any write
         PlainCache(tmp_path / "cache")
     assert sorted(os.listdir(outside)) == ["hostfile"]
+
+
+@pytest.mark.parametrize("which", ["plain", "objects"])
+def test_a_stock_taken_in_the_background_is_no_miss_until_filled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, which: str
+) -> None:
+    """The mount's start lists both caches beside its start (``hold(background=True)``): until the
+    listing has ended a file not yet held is still found on the disk (never fetched again), a file
+    written meanwhile stays held, and once filled a name not held is a miss as before."""
+    root = tmp_path / FQRN
+    there, made, absent = "ab" + "c" * 38, "cd" + "e" * 38, "ef" + "0" * 38
+    cache = PlainCache(root)
+    os.close(cache.put(there, "", [b"hello\n"], 6))
+    release = threading.Event()
+    real = os.listdir
+
+    def held_back(path: str) -> list[str]:
+        if len(os.path.basename(path)) == 2:  # a fan-out directory: the stock's listing
+            assert release.wait(60)
+        return real(path)
+
+    monkeypatch.setattr(os, "listdir", held_back)
+    if which == "plain":
+        cache = PlainCache(root)
+        held = cache.hold(background=True)
+        assert not held.filled
+        assert cache.has(there, "") and cache.read_whole(there, "", 6) == b"hello\n"  # no miss
+        assert not cache.has(absent, "")  # looked up on the disk
+        os.close(cache.put(made, "", [b"new\n"], 4))
+    else:
+        objects = ObjectCache(root, repo=FQRN)
+        (root / "data" / there[:2]).mkdir(parents=True, exist_ok=True)
+        (root / "data" / there[:2] / there[2:]).write_bytes(b"x")
+        held = objects.hold(background=True)
+        h = parse_hash(there)
+        assert not held.filled and not objects.missing(h, "")  # there, though not held yet
+        assert objects.missing(parse_hash(absent), "")  # looked up on the disk: not there
+        held.add(made)  # as ``put`` tells it
+    release.set()
+    for _ in range(600):
+        if held.filled:
+            break
+        time.sleep(0.05)
+    assert held.filled and {there, made} <= held and absent not in held
+    if which == "plain":
+        assert cache.has(made, "") and not cache.has(absent, "")
+    else:
+        assert objects.missing(parse_hash(absent), "") and not objects.missing(parse_hash(there), "")
+
+
+def test_a_symlinked_fan_out_is_refused_before_a_background_listing_starts(tmp_path: Path) -> None:
+    """The symbolic-link check of the ``XX`` directories is not left to the listing's thread."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    cache = PlainCache(tmp_path / "cache")
+    (cache.dir / "ef").rmdir()
+    (cache.dir / "ef").symlink_to(outside)
+    with pytest.raises(CvmfsError, match="ef"):
+        cache.hold(background=True)
 
 
 def test_a_fifo_in_the_cache_is_a_miss_never_a_hang(tmp_path: Path) -> None:
@@ -526,22 +588,90 @@ def short_margin(monkeypatch: pytest.MonkeyPatch) -> int:
     return 20_000_000
 
 
-def test_taking_a_clean_stop_flushes_twice(
+def test_taking_a_clean_stop_flushes_beside_the_start_and_before_the_first_write(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, short_margin: int
 ) -> None:
-    """A restart after a clean stop (every reboot) removes the marker and writes OPEN with two
-    fsyncs (OPEN's, then the directory's for both), not three: each is a host flush under qemu on
-    the mount's critical path. The marker is gone and OPEN there once it returns."""
+    """A restart after a clean stop (every reboot) takes the marker away with one rename (OPEN then
+    starts with the chain's SINCE, what the shutdown program reads) and returns without waiting for
+    the directory's flush (a host flush under qemu, on the mount's critical path): one flush, in the
+    background, and no file is renamed into place before it has ended (a crash of this run must not
+    leave a marker that vouches for what it writes)."""
     first = PlainCache(tmp_path / FQRN)
     first.take_clean()
     first.mark_clean(sync=False)  # vouches until the margin from now
+    since = first._since
     time.sleep(2 * short_margin / 1e9)
+    release = threading.Event()
+    synced: list[int] = []
+    real = os.fsync
+
+    def held_back(fd: int) -> None:
+        assert release.wait(60)
+        synced.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", held_back)
+    again = PlainCache(tmp_path / FQRN)
+    assert again.take_clean() and not synced  # returned while the flush is held back
+    assert not (again.dir / CLEAN).exists()
+    assert (again.dir / OPEN).read_text().split()[0] == str(since)
+    name = "a1" + "0" * 38
+    wrote: list[int] = []
+    writer = threading.Thread(target=lambda: wrote.append(again.put(name, "", [b"x" * 10], 10)))
+    writer.start()
+    writer.join(0.3)
+    assert writer.is_alive() and not wrote and not os.path.exists(again.where(name, ""))
+    release.set()
+    writer.join(60)
+    assert wrote and os.path.exists(again.where(name, "")) and len(synced) == 1
+    os.close(wrote[0])
+
+
+def test_a_daemon_killed_before_the_flush_ends_leaves_no_marker_and_wrote_nothing(
+    tmp_path: Path, short_margin: int
+) -> None:
+    """The window ``take_clean`` opens: killed after it returned, while the flush of the marker's
+    removal still runs and a writer waits for it. The next start finds no marker (every file is
+    checked on first use) and the waiting write never reached its name."""
+    root = tmp_path / FQRN
+    first = PlainCache(root)
+    first.take_clean()
+    first.mark_clean(sync=False)
+    time.sleep(2 * short_margin / 1e9)
+    name = "a1" + "0" * 38
+    run_killed(
+        "import os, signal, sys, threading, time\n"
+        "from pathlib import Path\n"
+        "from cernvm_build.cvmfs.plaincache import PlainCache\n"
+        "os.fsync = lambda fd: time.sleep(30)  # the flush does not end before the kill\n"
+        "cache = PlainCache(Path(sys.argv[1]))\n"
+        "assert cache.take_clean()\n"
+        "threading.Thread(target=cache.put, args=(sys.argv[2], '', [b'x' * 10], 10), daemon=True).start()\n"
+        "time.sleep(0.3)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n",
+        root,
+        name,
+    )
+    after = PlainCache(root)
+    assert not after.take_clean()
+    assert not os.path.exists(after.where(name, ""))
+
+
+def test_a_clean_stop_flushes_the_directory_once_after_the_sync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon's clean stop, which the shutdown waits for: the file system's sync, then the
+    marker renamed into place and OPEN removed, kept by one flush of the directory (the marker's
+    own bytes need none: torn, it is no interval or an earlier one)."""
+    cache = PlainCache(tmp_path / FQRN)
+    cache.take_clean()
+    cache._settle()
     synced: list[int] = []
     real = os.fsync
     monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real(fd))
-    again = PlainCache(tmp_path / FQRN)
-    assert again.take_clean() and len(synced) == 2
-    assert not (again.dir / CLEAN).exists() and (again.dir / OPEN).exists()
+    cache.mark_clean()
+    assert len(synced) == 1
+    assert (cache.dir / CLEAN).exists() and not (cache.dir / OPEN).exists()
 
 
 @pytest.mark.parametrize("whole", [True, False], ids=["whole", "piece"])

@@ -104,13 +104,19 @@ fi
 # of the disk may come first (measured: 1 shutdown in 3 left none), so it is written here too, for a
 # cache whose daemon of this boot left its plain/.open ("SINCE"), once every daemon has ended: the
 # time first, then the sync that makes everything before it durable.
-if [ -n "$ended" ] && $bb grep -q ' /rw ' /proc/mounts; then
+# Only where a daemon could not write it: the daemon's own marker (its .open gone) needs no second
+# read-write remount and syncs (each a flush of the disk).
+opened=
+for d in /rw/cache/*/plain; do
+    [ -f "$d/.open" ] && opened=1
+done
+if [ -n "$ended" ] && [ -n "$opened" ] && $bb grep -q ' /rw ' /proc/mounts; then
     now=$($bb date +%s)000000000
     $bb mount -o remount,rw /rw 2>/dev/null
     $bb sync
     for d in /rw/cache/*/plain; do
         [ -f "$d/.open" ] || continue
-        read -r since <"$d/.open"
+        read -r since _ <"$d/.open"  # SINCE, then (taken from a marker) the last chain's BEGAN
         case "$since" in '' | *[!0-9]*) continue ;; esac
         echo "$since $now" >"$d/.clean.new" && $bb sync && $bb mv "$d/.clean.new" "$d/.clean" &&
             $bb rm -f "$d/.open"
@@ -119,7 +125,7 @@ fi
 for d in /rw/cache/*/plain; do
     [ -f "$d/.clean" ] && say "cache marked clean: ${d#/rw/cache/}"
 done
-$bb sync
+# (the read-only remount syncs the file system itself)
 if $bb mount -o remount,ro /rw 2>/dev/null; then
     say "scratch disk clean (read-only)"
 else
