@@ -15,7 +15,7 @@ from ..errors import CernVMError, ProfileError
 from ..profile import compare, reference, schema, settings
 from ..profile.yamlnodes import display
 from . import areas, flags
-from .app import Output, group_handler, output_file, styled, subparser, write_output
+from .app import Output, group_handler, output_file, styled, subparser, visible, write_output
 
 DESCRIPTION = """\
 Declarative profiles: one YAML file per CernVM platform (EL4-EL9, Debian 12 and the demo).
@@ -128,6 +128,12 @@ def cmd_show(args: argparse.Namespace, out: Output) -> int:
             return 0
 
     def render(d: dict[str, Any]) -> None:
+        # Where the profile was read from is no setting: as keys, the README's next step (save this as
+        # my-el9.yaml, `profiles validate` it) failed with "source: unknown setting" (pr24c finding 3).
+        d = dict(d)
+        read_from = [str(d.pop("source"))] if "source" in d else []
+        for line in read_from + [f"input: {path}" for path in d.pop("inputs", [])]:
+            out.print(f"# {visible(line, one_line=True)}", markup=False)  # a path's newline ends no comment
         out.print(yaml.safe_dump(d, sort_keys=False, allow_unicode=True).rstrip(), markup=False)
 
     out.data(data, render)

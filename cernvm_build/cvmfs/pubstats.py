@@ -354,7 +354,7 @@ STATS_DEADLINE = 600.0
 def read_source(source: str, *, timeout: float = 10) -> dict[str, Any]:
     """The publish rows of a Stratum folder or URL (``stats/stats.db``; fetched at most 64 MiB, it is
     not signed: every value is type-checked, and it is read immutable and read-only)."""
-    from .fetch import Fetcher, HttpFetcher, make_fetcher
+    from .fetch import Fetcher, HttpFetcher, LocalFetcher, NotFound, make_fetcher
     from .monitor import fqrn_of
 
     name = fqrn_of(source) or source.rstrip("/").rsplit("/", 1)[-1]
@@ -367,6 +367,15 @@ def read_source(source: str, *, timeout: float = 10) -> dict[str, Any]:
         fetcher = make_fetcher(source, repo=name, timeout=timeout, retries=1)
     with tempfile.TemporaryDirectory(prefix="cvmfs-stats-") as tmp:
         path = Path(tmp) / "stats.db"
-        path.write_bytes(fetcher.get(STATS_PATH, what="statistics database", limit=MAX_STATS_BYTES))
+        try:
+            data = fetcher.get(STATS_PATH, what="statistics database", limit=MAX_STATS_BYTES)
+        except NotFound as e:
+            # the fetcher's hint (an object's hash) is wrong here: a repository that `cvmfs create`
+            # made has no statistics until its first publish, and a server writes them only then
+            hint = "each `cvmfs publish` writes it: a repository no publish has written yet has none"
+            if isinstance(fetcher, LocalFetcher) and not fetcher.root.is_dir():
+                hint = "no such folder: give a Stratum folder or an http(s):// repository URL"
+            raise NotFound(e.message, hint=hint) from None
+        path.write_bytes(data)
         repo_name, rows = read(path, f"{source}: {STATS_PATH}")
     return {"fqrn": repo_name or name, "source": source, "publishes": rows}

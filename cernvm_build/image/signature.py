@@ -51,21 +51,32 @@ class Trailer:
     image_size: int  # bytes before the trailer
 
 
-def _read_pem(path: Path) -> bytes:
+#: what ``--cert`` wants, for each way it can be wrong (pr19d finding 5: no hint)
+CERT_HINT = (
+    "give the release signer's certificate (PEM, '-----BEGIN CERTIFICATE-----'), e.g. the .crt "
+    "beside the key the image was signed with; not its public key"
+)
+
+
+def _read_pem(path: Path, flag: str, hint: str = "give the path of a PEM file") -> bytes:
     """A key or certificate file the user names: a regular file of at most MAX_PEM bytes
-    (``/dev/zero`` filled the memory, a FIFO was waited on for ever); an OSError otherwise."""
-    return read_capped(path, MAX_PEM)
+    (``/dev/zero`` filled the memory, a FIFO was waited on for ever). A file that cannot be read is
+    said so: "not a PEM X.509 certificate ([Errno 2] No such file ...)" was about a missing file."""
+    try:
+        return read_capped(path, MAX_PEM)
+    except OSError as e:
+        raise BuildError(f"{path}: cannot read it: {e.strerror or e}", where=flag, hint=hint) from None
 
 
 def load_signer(key_pem: Path, cert_pem: Path) -> Signer:
     try:
-        key = serialization.load_pem_private_key(_read_pem(key_pem), password=None)
+        key = serialization.load_pem_private_key(_read_pem(key_pem, "--sign-key"), password=None)
     except (OSError, ValueError, TypeError) as e:
         raise BuildError(
             f"{key_pem}: not a readable unencrypted PEM private key ({e})", where="--sign-key"
         ) from e
     try:
-        cert = x509.load_pem_x509_certificate(_read_pem(cert_pem))
+        cert = x509.load_pem_x509_certificate(_read_pem(cert_pem, "--sign-cert"))
     except (OSError, ValueError) as e:
         raise BuildError(f"{cert_pem}: not a PEM X.509 certificate ({e})", where="--sign-cert") from e
     if not isinstance(key, rsa.RSAPrivateKey):
@@ -207,13 +218,12 @@ def verify(image: Path, trusted: x509.Certificate | None = None) -> Trailer:
 
 def load_certificate(path: Path) -> x509.Certificate:
     try:
-        return x509.load_pem_x509_certificate(_read_pem(path))
+        return x509.load_pem_x509_certificate(_read_pem(path, "--cert", CERT_HINT))
     except (OSError, ValueError) as e:
         raise BuildError(
             f"{path}: not a PEM X.509 certificate ({e})",
             where="--cert",
-            hint="give the release signer's certificate (PEM, '-----BEGIN CERTIFICATE-----'), e.g. the .crt "
-            "beside the key the image was signed with; not its public key",
+            hint=CERT_HINT,
         ) from e
 
 

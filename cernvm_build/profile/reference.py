@@ -50,7 +50,8 @@ cvmfs:
 ## Templates
 
 String values may hold jinja2 templates over the merged profile itself:
-`label: "CernVM {{{{ os.distribution }}}} {{{{ os.release }}}}"`, `path: "/cvm{{{{ os.release }}}}"`.
+`description: "CernVM {{{{ os.distribution }}}} {{{{ os.release }}}}"`,
+`cvmfs.path: "/cvm{{{{ os.release }}}}"`.
 Templates see every setting (defaults included) and `name`; a template may use values that are
 templates themselves. An undefined name is an error at the value's file, line and column. An integer
 setting may be given as a template that renders to digits.

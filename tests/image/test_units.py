@@ -689,6 +689,7 @@ def test_key_and_certificate_files_are_bounded_regular_files(tmp_path: Path) -> 
         (Path("/dev/zero"), "not a regular file"),
         (fifo, "not a regular file"),
         (big, "larger than"),
+        (tmp_path / "missing.pem", "cannot read it: No such file or directory$"),  # pr24c finding 7
     ):
         with pytest.raises(BuildError, match=why) as e:
             signature.load_certificate(bad)

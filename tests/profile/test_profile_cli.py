@@ -50,6 +50,31 @@ def test_show_resolved_json_is_the_full_merged_profile(capsys: pytest.CaptureFix
     assert data["bootloader"]["cmdline"] == ["vsyscall=emulate"]
 
 
+def test_show_resolved_yaml_is_a_profile_validate_accepts(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """README: ``profiles show el9 --resolved`` then ``profiles validate my-el9.yaml``; the YAML had
+    ``source:`` and ``inputs:`` keys, each "unknown setting" (pr24c finding 3): they are comments now."""
+    assert main(["profiles", "show", "el9", "--resolved"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("# ") and text.splitlines()[0].endswith("el9.yaml")
+    assert "# input: " in text and "base.yaml" in text
+    (tmp_path / "my-el9.yaml").write_text(text)
+    assert main(["profiles", "validate", str(tmp_path / "my-el9.yaml")]) == 0, capsys.readouterr().err
+
+
+def test_the_references_template_examples_are_settings() -> None:
+    """docs/profile-reference.md showed templates as `label: "..."`: no such setting (pr24c finding 8)."""
+    import re
+
+    from cernvm_build.profile import settings
+
+    text = (REPO / "docs" / "profile-reference.md").read_text()
+    section = text.split("## Templates", 1)[1].split("\n## ", 1)[0]
+    examples = re.findall(r"`([\w.]+): \"[^`]*\{\{", section)
+    assert examples and all(key in settings.BY_KEY for key in examples), examples
+
+
 def test_show_without_resolved_is_the_file_as_written(capsys: pytest.CaptureFixture[str]) -> None:
     data = run_json(capsys, "profiles", "show", "el4", "--json")
     assert isinstance(data, dict)
