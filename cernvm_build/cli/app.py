@@ -646,6 +646,8 @@ def _environment_error(e: OSError) -> CernVMError | None:
     strerror = e.strerror or os.strerror(e.errno or 0)
     if e.filename is None:  # a write to a full disk names no file
         return CernVMError(strerror, hint=hint) if e.errno in (errno.ENOSPC, errno.EDQUOT) else None
+    if not isinstance(e.filename, (str, bytes, os.PathLike)):
+        return None  # a descriptor (os.listdir(fd)): the code's own business, and fsdecode's TypeError
     return CernVMError(strerror, where=os.fsdecode(e.filename), hint=hint)
 
 
