@@ -232,6 +232,12 @@ class Output:
         else:
             self.console.print_json(json.dumps(obj, default=str))
 
+    def streaming_json(self) -> None:
+        """The command writes its JSON document to stdout itself, a piece at a time (``cvmfs ls``):
+        an error met half-way ends it with stderr's line only, no second document after the first's
+        part."""
+        self._json_written = True
+
     def table(self, columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> None:
         if self.quiet:
             return
