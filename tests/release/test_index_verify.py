@@ -508,3 +508,25 @@ def test_a_failed_verify_says_so_with_quiet(tmp_path: Path, capsys: pytest.Captu
     assert json.loads(got.out)["ok"] is False and "error: release 2026.11-1" in got.err
     assert main(["release", "verify", str(index)]) == IntegrityError.exit_code
     assert "FAIL el7.oci.tar" in capsys.readouterr().out
+
+
+def test_a_rebuild_that_differs_says_so_with_quiet(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rv24: as verify's, rebuild's table is a result -q leaves out: a rebuild that differs was a silent
+    exit 1. Its first difference is an error line."""
+    from cernvm_build.cli.main import main
+    from cernvm_build.release import rebuild
+
+    index = _release(tmp_path / "r")
+    differs = rebuild.RebuildReport("2026.11-1", [rebuild.Outcome("el7.oci.tar", False, "layer 2 differs")])
+    monkeypatch.setattr(rebuild, "rebuild", lambda *a, **k: differs)
+    assert main(["release", "rebuild", str(index), "-q"]) == CernVMError.exit_code
+    got = capsys.readouterr()
+    assert got.out == ""
+    assert (
+        "error: release 2026.11-1: 1 artifact(s) not byte-identical, first: el7.oci.tar: layer 2" in got.err
+    )
+    monkeypatch.setattr(rebuild, "rebuild", lambda *a, **k: rebuild.RebuildReport("2026.11-1"))
+    assert main(["release", "rebuild", str(index), "-q"]) == CernVMError.exit_code
+    assert "error: release 2026.11-1: no artifact was rebuilt" in capsys.readouterr().err
