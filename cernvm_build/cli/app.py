@@ -232,6 +232,12 @@ class Output:
         else:
             self.console.print_json(json.dumps(obj, default=str))
 
+    def streaming_json(self) -> None:
+        """The command writes its JSON document to stdout itself, a piece at a time (``cvmfs ls``):
+        an error met half-way ends it with stderr's line only, no second document after the first's
+        part."""
+        self._json_written = True
+
     def table(self, columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> None:
         if self.quiet:
             return
@@ -646,6 +652,8 @@ def _environment_error(e: OSError) -> CernVMError | None:
     strerror = e.strerror or os.strerror(e.errno or 0)
     if e.filename is None:  # a write to a full disk names no file
         return CernVMError(strerror, hint=hint) if e.errno in (errno.ENOSPC, errno.EDQUOT) else None
+    if not isinstance(e.filename, (str, bytes, os.PathLike)):
+        return None  # a descriptor (os.listdir(fd)): the code's own business, and fsdecode's TypeError
     return CernVMError(strerror, where=os.fsdecode(e.filename), hint=hint)
 
 

@@ -154,6 +154,7 @@ def cmd_ls(args: argparse.Namespace, out: Output) -> int:
             entries = repo.iterdir(top.path) if top.is_dir else iter([top])
         write = sys.stdout.write
         if out.json_mode:
+            out.streaming_json()
             write("[")
             for i, e in enumerate(entries):
                 write(("," if i else "") + "\n  " + json.dumps(entry_json(e)))

@@ -313,10 +313,7 @@ def _verify_handler(args: argparse.Namespace, out: Output) -> int:
         )
 
     def render(c: Checked) -> None:
-        if c.problems:  # errors: shown even with -q (on stderr), then the one-line error below
-            out.err.print(f"{escape(c.source)}: BROKEN, {len(c.problems)} problem(s):")
-            _print_problems(out, c.problems)
-        elif not out.quiet:
+        if not c.problems:
             sig = ", signatures good" if c.signed else ""
             what = _count(len(c.repos), "suite" if c.kind == "apt" else "repository")
             out.print(f"{c.source}: ok, {what}, {_count(c.packages, 'package')}{sig}")
@@ -325,6 +322,9 @@ def _verify_handler(args: argparse.Namespace, out: Output) -> int:
     if checked.problems:
         from ..errors import MirrorError
 
+        if not out.json_mode:  # errors: shown even with -q (on stderr; out.data leaves -q's render out)
+            out.err.print(f"{escape(checked.source)}: BROKEN, {len(checked.problems)} problem(s):")
+            _print_problems(out, checked.problems)
         raise MirrorError(
             f"{args.dest}: published repository is broken ({_count(len(checked.problems), 'problem')})",
             hint="re-run the mirror command to repair it from a good source",

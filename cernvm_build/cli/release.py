@@ -159,7 +159,15 @@ def _verify(args: argparse.Namespace, out: Output) -> int:
         out.print(styled(verdict, f": release {d['version']}: {d['checked']} artifacts checked{signer}"))
 
     out.data(data, show)
-    return 0 if report.ok else IntegrityError.exit_code
+    if not report.ok:
+        # an error, not only a return code: with --quiet (results left out) the FAIL lines are not
+        # shown, and a failed verify was silent but for its exit code
+        n, first = len(report.findings), report.findings[0]
+        raise IntegrityError(
+            f"release {report.version}: {n} problem(s), first: {first.artifact}: {first.problem}",
+            hint="'release verify --json' lists them all",
+        )
+    return 0
 
 
 def _rebuild(args: argparse.Namespace, out: Output) -> int:
@@ -179,7 +187,15 @@ def _rebuild(args: argparse.Namespace, out: Output) -> int:
             out.print(f"note: {n}")
 
     out.data(data, show)
-    return 0 if report.identical else CernVMError.exit_code
+    if not report.identical:  # an error line too: --quiet leaves the table out (``_verify``)
+        differ = [o for o in report.outcomes if not o.identical]
+        what = (
+            f"{len(differ)} artifact(s) not byte-identical, first: {differ[0].name}: {differ[0].reason}"
+            if differ
+            else "no artifact was rebuilt"
+        )
+        raise CernVMError(f"release {report.version}: {what}", hint="'release rebuild --json' lists them all")
+    return 0
 
 
 def _publish_cmd(args: argparse.Namespace, out: Output) -> int:

@@ -159,10 +159,11 @@ def cmd_build(args: argparse.Namespace, out: Output) -> int:
             f"{d['rendered']} written, {d['markdown_rendered']} Markdown sources rendered, "
             f"{d['removed']} removed, {d['jobs']} worker(s)"
         )
-        for w in d["warnings"]:
-            out.warn(w)
 
     out.data(data, show)
+    if not out.json_mode:  # (--json has them in its document) after the result, and with -q too
+        for w in data["warnings"]:
+            out.warn(w)
     gc.freeze()  # see above
     return 0
 

@@ -278,7 +278,10 @@ class Holdings(set[str]):
             if sweep_before is not None:
                 for n in names:
                     if n[0] == "." and n.endswith(".tmp"):
-                        _sweep_one(f"{self.base}/{d}/{n}", sweep_before)
+                        # best effort: one the process may not remove (a read-only cache) is left; in
+                        # the listing's thread it was a traceback and a stock never filled
+                        with contextlib.suppress(OSError):
+                            _sweep_one(f"{self.base}/{d}/{n}", sweep_before)
         self.filled = True
 
     def forget_path(self, path: str) -> None:

@@ -99,13 +99,20 @@ def _inflate_object(
     h = new_hasher(algo)
     z = zlib.decompressobj()
     size = 0
-    try:
-        with os.fdopen(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise IntegrityError(f"{where}: object {name}{suffix} is not a regular file")
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise IntegrityError(f"{where}: object {name}{suffix} is not a regular file")
+        # The stored bytes are hashed first, in a pass of their own: a damaged or replaced file is
+        # refused before any of it is inflated (in one pass, a zlib bomb under an object's name was
+        # inflated whole, into memory or onto the scratch, before its hash said no)
+        while block := f.read(_BLOCK):
+            h.update(block)
+        if h.hexdigest() != name[:40]:
+            raise IntegrityError(f"{where}: object {name}{suffix} does not match its hash (damaged file)")
+        f.seek(0)
+        try:
             while block := f.read(_BLOCK):
-                h.update(block)
-                while block:  # at most _BLOCK inflated bytes at a time (a zlib bomb stays small)
+                while block:  # at most _BLOCK inflated bytes at a time
                     data = z.decompress(block, _BLOCK)
                     size += len(data)
                     write(data)
@@ -113,16 +120,10 @@ def _inflate_object(
             tail = z.flush()
             size += len(tail)
             write(tail)
-        if not z.eof:  # (bytes after the stream are ignored, as zlib.decompress did)
-            raise zlib.error("truncated stream")
-    except zlib.error as e:
-        if h.hexdigest() != name[:40]:
-            raise IntegrityError(
-                f"{where}: object {name}{suffix} does not match its hash (damaged file)"
-            ) from None
-        raise IntegrityError(f"{where}: object {name}{suffix} is not a valid zlib stream") from e
-    if h.hexdigest() != name[:40]:
-        raise IntegrityError(f"{where}: object {name}{suffix} does not match its hash (damaged file)")
+            if not z.eof:  # (bytes after the stream are ignored, as zlib.decompress did)
+                raise zlib.error("truncated stream")
+        except zlib.error as e:
+            raise IntegrityError(f"{where}: object {name}{suffix} is not a valid zlib stream") from e
     return size
 
 

@@ -88,6 +88,17 @@ def test_an_oserror_of_the_code_stays_a_bug() -> None:
     with pytest.raises(OSError):
         app.run(_parser_with(bad), ["go"])
 
+    def on_a_descriptor(args: argparse.Namespace, out: app.Output) -> int:
+        fd = os.open(__file__, os.O_RDONLY)
+        try:
+            os.listdir(fd)  # ENOTDIR naming the descriptor (an int): it was a TypeError from fsdecode
+        finally:
+            os.close(fd)
+        return 0
+
+    with pytest.raises(NotADirectoryError):
+        app.run(_parser_with(on_a_descriptor), ["go"])
+
 
 def test_json_mode_emits_only_json(capsys: pytest.CaptureFixture[str]) -> None:
     def data(args: argparse.Namespace, out: app.Output) -> int:

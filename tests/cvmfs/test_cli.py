@@ -301,3 +301,28 @@ def test_a_keygen_while_another_makes_the_same_keys_is_refused(
     assert sorted(p.name for p in keys.iterdir()) == [
         f"x.test.{s}" for s in ("crt", "key", "masterkey", "pub")
     ]
+
+
+def test_ls_json_stopped_half_way_is_one_document_part_and_one_line(
+    fx: Fixture, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rv24: `cvmfs ls --json` streams its array; an error met half-way (a damaged catalog below) got
+    --json's error document (pr24b) written after the array's first part: two documents on stdout. The
+    error is stderr's line; an error before the stream (no such path) is still the one document."""
+    from cernvm_build.cvmfs.revision import Repository
+    from cernvm_build.errors import CvmfsError
+
+    real = Repository.walk
+
+    def broken(self: Repository, *a: object, **k: object) -> object:
+        walked = real(self, *a, **k)  # type: ignore[arg-type]
+        yield next(walked)
+        raise CvmfsError("a catalog below is damaged")
+
+    monkeypatch.setattr(Repository, "walk", broken)
+    assert main(["cvmfs", "ls", str(fx.root), "/", "-R", "--json"]) == CvmfsError.exit_code
+    got = capsys.readouterr()
+    assert got.out.startswith("[") and got.out.count('"error"') == 0, got.out
+    assert "error: a catalog below is damaged" in got.err
+    assert main(["cvmfs", "ls", str(fx.root), "/no-such", "--json"]) != 0
+    assert json.loads(capsys.readouterr().out)["error"]

@@ -279,6 +279,36 @@ def test_a_stock_taken_in_the_background_is_no_miss_until_filled(
         assert objects.missing(parse_hash(absent), "") and not objects.missing(parse_hash(there), "")
 
 
+def test_a_temporary_the_background_listing_cannot_remove_is_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rv24: the mount's listing thread sweeps stale temporaries; one it may not remove (a read-only
+    or someone else's cache) raised in the thread: a traceback in the daemon's log and a stock never
+    filled. The sweep is best effort there: the temporary is left, the listing goes on."""
+    cache = PlainCache(tmp_path / "cache")
+    name = "ab" + "c" * 38
+    os.close(cache.put(name, "", [b"hello\n"], 6))
+    stale = cache.dir / "ab" / ".old.tmp"
+    stale.write_bytes(b"torn")
+    os.utime(stale, (1, 1))
+    real = os.unlink
+
+    def refused(path: str, *a: object, **k: object) -> None:
+        if str(path).endswith(".tmp"):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        real(path, *a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "unlink", refused)
+    raised: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda a: raised.append(a.exc_value))
+    held = cache.hold(sweep_before=time.time(), background=True)
+    for t in [t for t in threading.enumerate() if t.name == "holdings"]:
+        t.join(60)
+    assert raised == [] and held.filled and name in held and stale.exists()
+    held = cache.hold(sweep_before=time.time())  # the same in the caller's thread
+    assert held.filled and name in held and stale.exists()
+
+
 def test_a_symlinked_fan_out_is_refused_before_a_background_listing_starts(tmp_path: Path) -> None:
     """The symbolic-link check of the ``XX`` directories is not left to the listing's thread."""
     outside = tmp_path / "outside"

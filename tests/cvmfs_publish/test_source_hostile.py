@@ -16,7 +16,7 @@ from cernvm_build.cvmfs import keys as keymod
 from cernvm_build.cvmfs import stage as stage_mod
 from cernvm_build.cvmfs.publish import add_tag, create_repository, publish_tree, remove_tag, resign_whitelist
 from cernvm_build.cvmfs.repository import Repository
-from cernvm_build.errors import CvmfsError
+from cernvm_build.errors import CvmfsError, IntegrityError
 
 from .helpers import FQRN
 
@@ -383,3 +383,34 @@ def test_a_sparse_file_of_huge_apparent_size_is_refused_by_its_holes(
     )
     (src / "holes").unlink()
     assert main([*args, "-q"]) == 0  # the dense file of the same size passes
+
+
+def test_a_damaged_object_is_refused_before_any_of_it_is_inflated(tmp_path: Path) -> None:
+    """rv24: a previous catalog is inflated a block at a time (cd654b5), and its hash was checked at
+    the end: a damaged or replaced file (a zlib bomb under the catalog's name) was inflated whole onto
+    the scratch, or into memory through read_object, before the hash refused it. Hashed first now."""
+    import hashlib
+    import zlib
+
+    from cernvm_build.cvmfs import previous
+    from cernvm_build.cvmfs.objects import object_path
+
+    stratum = tmp_path / "stratum"
+    bomb = zlib.compress(b"\0" * (8 << 20))
+    name = "ab" + "0" * 38  # not the bomb's hash
+    path = stratum / object_path(name, "C")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(bomb)
+    written: list[bytes] = []
+    with pytest.raises(IntegrityError, match="does not match its hash"):
+        previous._inflate_object(stratum, name, "C", "catalog /", written.append)
+    assert written == []
+    good = zlib.compress(b"x" * 3_000_000)
+    name = hashlib.sha1(good).hexdigest()
+    path = stratum / object_path(name, "C")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(good)
+    assert previous.read_object(stratum, name, "C", "catalog /") == b"x" * 3_000_000
+    path.write_bytes(good[:-10])  # a stream cut short: its hash says so first
+    with pytest.raises(IntegrityError, match="does not match its hash"):
+        previous.read_object(stratum, name, "C", "catalog /")

@@ -639,3 +639,27 @@ def test_a_redirect_to_a_url_requests_cannot_parse_is_one_line(tmp_path: Path, l
             src.read("repodata/repomd.xml")
     assert "\n" not in err.value.message
     assert not (tmp_path / "stage" / "repodata" / "repomd.xml").exists()
+
+
+def test_a_broken_published_repository_lists_its_problems_with_quiet(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rv24: `mirror verify -q` lists what is broken (errors: on stderr even with -q, as its render
+    said); pr24b's -q left the whole render out, and with it the problem lines, the count's line
+    alone left. Printed once, not in --json mode (its document has them)."""
+    import json
+
+    from cernvm_build.cli.main import main
+    from cernvm_build.mirror import publish
+    from cernvm_build.mirror.check import Checked
+
+    broken = Checked("yum", "s3://b/r", problems=["P/a.rpm: sha256 differs from repodata"])
+    monkeypatch.setattr(publish, "verify_published", lambda *a, **k: broken)
+    for quiet in ([], ["-q"]):
+        assert main(["mirror", "verify", "yum", "s3://b/r", *quiet]) == MirrorError.exit_code
+        got = capsys.readouterr()
+        assert got.out == "" and got.err.count("P/a.rpm: sha256 differs from repodata") == 1, got.err
+        assert "s3://b/r: BROKEN, 1 problem(s):" in got.err and "published repository is broken" in got.err
+    assert main(["mirror", "verify", "yum", "s3://b/r", "--json"]) == MirrorError.exit_code
+    got = capsys.readouterr()
+    assert json.loads(got.out)["problems"] == broken.problems and "BROKEN" not in got.err

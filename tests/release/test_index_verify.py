@@ -489,3 +489,44 @@ def test_a_release_folder_holding_another_release_s_index_is_refused_before_publ
     index = _release(tmp_path / "2026.11-1", version="2026.12-1")
     with pytest.raises(IntegrityError, match=r"version 2026\.12-1, in the folder of release 2026\.11-1"):
         publish_release(index.parent, "s3://b/releases", endpoint_url="http://127.0.0.1:9")
+
+
+def test_a_failed_verify_says_so_with_quiet(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """rv24: -q leaves results out (pr24b), and with them verify's FAIL lines: a damaged release was
+    a silent non-zero exit. The failure is an error line, shown with -q and after --json's document."""
+    from cernvm_build.cli.main import main
+
+    index = _release(tmp_path / "r")
+    (tmp_path / "r/containers/el7/el7.oci.tar").write_bytes(b"changed")
+    assert main(["release", "verify", str(index), "-q"]) == IntegrityError.exit_code
+    got = capsys.readouterr()
+    assert got.out == ""
+    line = "error: release 2026.11-1: 1 problem(s), first: el7.oci.tar: size 7 != 1500"
+    assert got.err.startswith(line), got.err
+    assert main(["release", "verify", str(index), "--json"]) == IntegrityError.exit_code
+    got = capsys.readouterr()
+    assert json.loads(got.out)["ok"] is False and "error: release 2026.11-1" in got.err
+    assert main(["release", "verify", str(index)]) == IntegrityError.exit_code
+    assert "FAIL el7.oci.tar" in capsys.readouterr().out
+
+
+def test_a_rebuild_that_differs_says_so_with_quiet(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rv24: as verify's, rebuild's table is a result -q leaves out: a rebuild that differs was a silent
+    exit 1. Its first difference is an error line."""
+    from cernvm_build.cli.main import main
+    from cernvm_build.release import rebuild
+
+    index = _release(tmp_path / "r")
+    differs = rebuild.RebuildReport("2026.11-1", [rebuild.Outcome("el7.oci.tar", False, "layer 2 differs")])
+    monkeypatch.setattr(rebuild, "rebuild", lambda *a, **k: differs)
+    assert main(["release", "rebuild", str(index), "-q"]) == CernVMError.exit_code
+    got = capsys.readouterr()
+    assert got.out == ""
+    assert (
+        "error: release 2026.11-1: 1 artifact(s) not byte-identical, first: el7.oci.tar: layer 2" in got.err
+    )
+    monkeypatch.setattr(rebuild, "rebuild", lambda *a, **k: rebuild.RebuildReport("2026.11-1"))
+    assert main(["release", "rebuild", str(index), "-q"]) == CernVMError.exit_code
+    assert "error: release 2026.11-1: no artifact was rebuilt" in capsys.readouterr().err

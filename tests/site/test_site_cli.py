@@ -564,3 +564,24 @@ def test_a_site_folder_without_config_says_how_to_start_one(
     assert shlex.split(command) == ["cp", "-r", f"{data_dir('site')}/.", str(mine)]
     subprocess.run(shlex.split(command), check=True)
     assert main(["site", "build", "--site", str(mine), "--out", str(tmp_path / "out"), "-q"]) == 0
+
+
+def test_build_warnings_are_shown_with_quiet(
+    site: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rv24: a warning is no result: `-q` (pr24b: the result's line left out) dropped the build's
+    warnings with it, as they were printed by the result's render. A damaged state's warning here."""
+    import sqlite3
+
+    monkeypatch.setenv("CERNVM_CACHE_DIR", str(tmp_path / "cache"))
+    argv = ["site", "build", "--site", str(site), "--out", str(tmp_path / "out")]
+    assert main(argv) == 0
+    (state,) = (tmp_path / "cache").rglob("state.sqlite")
+    with sqlite3.connect(state) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    state.write_bytes(b"not a database " * 1000)
+    Path(f"{state}-wal").unlink(missing_ok=True)
+    capsys.readouterr()
+    assert main([*argv, "-q"]) == 0
+    got = capsys.readouterr()
+    assert got.out == "" and "warning: the build state" in got.err and "was damaged" in got.err, got
