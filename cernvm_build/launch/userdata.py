@@ -124,6 +124,12 @@ def _load_cloud_config(text: str, source: str) -> dict[str, Any]:
         raise ConfigFileError(
             "cloud-config must be a mapping", where=source, hint="start with '#cloud-config'"
         )
+    try:  # the dumper recurses deeper per level than the loader: 400 levels of [ loaded, then
+        _dump_cloud_config(loaded)  # were a RecursionError traceback when launch wrote them back
+    except RecursionError:
+        raise ConfigFileError(
+            "cloud-config is nested too deeply", where=source, hint="cloud-config needs a few levels"
+        ) from None
     return loaded
 
 
@@ -247,6 +253,11 @@ def _str_presenter(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
 _LiteralDumper.add_representer(str, _str_presenter)
 
 
+def _dump_cloud_config(cc: Mapping[str, Any]) -> str:
+    # No line folding: an SSH key split over two lines is no key at all.
+    return yaml.dump(cc, Dumper=_LiteralDumper, sort_keys=False, allow_unicode=True, width=1 << 20)
+
+
 def merge(
     ud: UserData,
     *,
@@ -291,10 +302,7 @@ def render(ud: UserData) -> bytes:
         block = "\n".join([BEGIN, *(f"{k}={v}" for k, v in ud.ucernvm.items()), END]) + "\n"
         parts.append(Part("text/ucernvm", block, "ucernvm"))
     if ud.cloud_config is not None:
-        # No line folding: an SSH key split over two lines is no key at all.
-        body = yaml.dump(
-            ud.cloud_config, Dumper=_LiteralDumper, sort_keys=False, allow_unicode=True, width=1 << 20
-        )
+        body = _dump_cloud_config(ud.cloud_config)
         parts.append(Part("text/cloud-config", "#cloud-config\n" + body, "cloud-config"))
     parts.extend(ud.parts)
     chunks: list[str] = []
@@ -323,7 +331,12 @@ def render(ud: UserData) -> bytes:
 def render_within(ud: UserData, source: str) -> bytes:
     """``render``, refused when the guest would ignore the document whole (launch's keys with it,
     and launch would wait for SSH in vain): ``source`` names the user's file."""
-    document = render(ud)
+    try:
+        document = render(ud)
+    except RecursionError:  # parse checked the user's part; a few frames deeper here, at the edge
+        raise ConfigFileError(
+            "cloud-config is nested too deeply", where=source, hint="cloud-config needs a few levels"
+        ) from None
     if len(document) > MAX_DOCUMENT:
         raise too_big(len(document), "the user data launch writes (with its keys)", source)
     return document

@@ -299,3 +299,18 @@ def test_mime_parts_nested_too_deeply_are_one_line() -> None:
     with pytest.raises(ConfigFileError, match="nested too deeply") as e:
         userdata.parse(text.encode(), "ctx.mime")
     assert str(e.value).startswith("ctx.mime: ")
+
+
+@pytest.mark.parametrize("depth", [350, 400, 450, 500, 550])
+def test_cloud_config_nested_too_deeply_to_write_back_is_one_line(depth: int) -> None:
+    """PyYAML's dumper takes more frames per level than its loader: 400 levels of ``[`` loaded and
+    were a RecursionError traceback when launch wrote the document."""
+    text = "#cloud-config\nx: " + "[" * depth + "]" * depth + "\n"
+    try:
+        ud = userdata.parse(text.encode(), "ud.yaml")
+        merged = userdata.merge(
+            ud, hostname="h", authorized_keys=[], host_key_private="k", host_key_public="p"
+        )
+        userdata.render_within(merged, "ud.yaml")
+    except ConfigFileError as e:
+        assert e.where == "ud.yaml"
