@@ -62,8 +62,8 @@ def _decode(data: bytes, source: str) -> str:
                 hint="give the file as written, or gzip'd whole "
                 f"(at most {bootloader_userdata.MAX_INFLATED} bytes inflated)",
             ) from None
-    try:
-        return data.decode("utf-8")
+    try:  # a BOM (Notepad) dropped as the guest's line reader drops it: kept, a cloud-config or MIME
+        return data.decode("utf-8").removeprefix("\ufeff")  # document behind it was a plain part
     except UnicodeDecodeError as e:
         raise ConfigFileError(
             f"user data is not UTF-8 text (byte {e.start})", where=source, hint="save it as UTF-8"

@@ -314,3 +314,19 @@ def test_cloud_config_nested_too_deeply_to_write_back_is_one_line(depth: int) ->
         userdata.render_within(merged, "ud.yaml")
     except ConfigFileError as e:
         assert e.where == "ud.yaml"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "#cloud-config\nhostname: bomhost\n",
+        'Content-Type: multipart/mixed; boundary="b"\nMIME-Version: 1.0\n\n--b\n'
+        "Content-Type: text/cloud-config\n\n#cloud-config\nhostname: bomhost\n--b--\n",
+    ],
+)
+def test_a_bom_before_cloud_config_or_mime_is_dropped(text: str) -> None:
+    """Notepad's BOM before '#cloud-config' made the user's cloud-config a text/plain part: its
+    keys (hostname, login keys) were silently not merged and no guest read them."""
+    ud = userdata.parse(("\ufeff" + text).encode(), "ud.txt")
+    assert ud.cloud_config == {"hostname": "bomhost"}
+    assert ud.parts == []
