@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from .. import yamlerror
+from ..bootloader import inject
 from ..bootloader import userdata as bootloader_userdata
 from ..errors import ConfigFileError, UsageError
 from ..table import Invalid
@@ -101,8 +102,23 @@ def _split_block(text: str, source: str) -> tuple[dict[str, str] | None, str]:
         except Invalid as e:
             # the bootloader would ignore it silently: say so now, where it was written
             raise ConfigFileError(e.message, where=f"{source}:{n + 1}: {key}", hint=e.hint) from None
+        if key == "cernvm_inject":
+            _check_inject(bootloader_userdata.unquote(value), f"{source}:{n + 1}: {key}")
         keys[key] = value
     return keys, "".join(lines[:start] + lines[end + 1 :])
+
+
+def _check_inject(payload: str, where: str) -> None:
+    """The payload read as the guest's unpacker reads it: base64 that is no .tar.gz, or a member it
+    refuses (``..``, a device), was called a valid context and only the boot console said otherwise."""
+    try:
+        inject.members(inject.decode(payload))
+    except inject.Refused as e:
+        raise ConfigFileError(
+            f"the payload {e}; the guest would apply nothing",
+            where=where,
+            hint="base64 -w0 of a .tar.gz of files, folders and links (tar czf - -C DIR .)",
+        ) from None
 
 
 def _load_cloud_config(text: str, source: str) -> dict[str, Any]:

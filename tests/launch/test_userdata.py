@@ -330,3 +330,32 @@ def test_a_bom_before_cloud_config_or_mime_is_dropped(text: str) -> None:
     ud = userdata.parse(("\ufeff" + text).encode(), "ud.txt")
     assert ud.cloud_config == {"hostname": "bomhost"}
     assert ud.parts == []
+
+
+def _targz(name: str, data: bytes = b"x") -> str:
+    import base64
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [("aGVsbG8=", "is not a .tar.gz"), (_targz("../etc/x"), "'..' component")],
+    ids=["not-a-tar-gz", "dot-dot"],
+)
+def test_an_inject_payload_the_guest_refuses_is_refused_naming_the_line(payload: str, message: str) -> None:
+    """``context`` called base64 that is no .tar.gz, or a member the guest's unpacker refuses, a valid
+    context; only the boot console said "nothing applied"."""
+    text = f"#!/bin/sh\n[ucernvm-begin]\ncernvm_inject={payload}\n[ucernvm-end]\n"
+    with pytest.raises(ConfigFileError, match=message) as e:
+        userdata.parse(text.encode(), "ud.txt")
+    assert e.value.where == "ud.txt:3: cernvm_inject"
+    ok = f"[ucernvm-begin]\ncernvm_inject={_targz('etc/motd')}\n[ucernvm-end]\n"
+    assert "cernvm_inject" in userdata.parse(ok.encode(), "ud.txt").ucernvm
