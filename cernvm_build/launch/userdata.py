@@ -121,6 +121,13 @@ def _check_inject(payload: str, where: str) -> None:
         ) from None
 
 
+#: cloud-config lists launch adds its own entries to, and what one entry looks like
+_MERGED_LISTS = {
+    "ssh_authorized_keys": "one '- ssh-ed25519 AAAA... comment' line per key",
+    "mounts": "one '- [tag, /mnt/dir, 9p, options]' entry per mount",
+}
+
+
 def _load_cloud_config(text: str, source: str) -> dict[str, Any]:
     try:
         loaded = yaml.safe_load(text)
@@ -140,6 +147,12 @@ def _load_cloud_config(text: str, source: str) -> dict[str, Any]:
         raise ConfigFileError(
             "cloud-config must be a mapping", where=source, hint="start with '#cloud-config'"
         )
+    for key in _MERGED_LISTS:  # checked here, where the file is known: create merged and refused
+        # them naming only "user data", after `context` had called the file valid
+        if loaded.get(key) is not None and not isinstance(loaded[key], list):
+            raise ConfigFileError(
+                f"cloud-config key {key} must be a list", where=f"{source}: {key}", hint=_MERGED_LISTS[key]
+            )
     try:  # the dumper recurses deeper per level than the loader: 400 levels of [ loaded, then
         _dump_cloud_config(loaded)  # were a RecursionError traceback when launch wrote them back
     except RecursionError:

@@ -359,3 +359,12 @@ def test_an_inject_payload_the_guest_refuses_is_refused_naming_the_line(payload:
     assert e.value.where == "ud.txt:3: cernvm_inject"
     ok = f"[ucernvm-begin]\ncernvm_inject={_targz('etc/motd')}\n[ucernvm-end]\n"
     assert "cernvm_inject" in userdata.parse(ok.encode(), "ud.txt").ucernvm
+
+
+@pytest.mark.parametrize("key", ["ssh_authorized_keys", "mounts"])
+def test_a_merged_cloud_config_key_that_is_no_list_is_refused_when_read_naming_the_file(key: str) -> None:
+    """``context`` called ``ssh_authorized_keys: ssh-ed25519 AAAA`` valid; create then refused it
+    naming only "user data"."""
+    with pytest.raises(ConfigFileError, match=f"{key} must be a list") as e:
+        userdata.parse(f"#cloud-config\n{key}: ssh-ed25519 AAAA me\n".encode(), "ud.yaml")
+    assert e.value.where == f"ud.yaml: {key}"
