@@ -162,13 +162,17 @@ def _load_cloud_config(text: str, source: str) -> dict[str, Any]:
     return loaded
 
 
+_SECTION = re.compile(r"^[ \t]*\[[A-Za-z0-9_.-]+\][ \t\r]*$", re.M)
+
+
 def _kind(text: str) -> str:
     head = text.lstrip()
     if head.startswith("#cloud-config"):
         return "text/cloud-config"
     if head.startswith("#!"):
         return "text/x-shellscript"
-    if re.search(r"^\s*\[[A-Za-z0-9_.-]+\]\s*$", text, re.M):
+    # blanks of one line only: `\s*` spans lines, and 160 KB of empty lines took 27 s (1 MiB: ~20 min)
+    if _SECTION.search(text):
         return "text/amiconfig-user-data"
     return "text/plain"
 
