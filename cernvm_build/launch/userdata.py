@@ -101,7 +101,10 @@ def _split_block(text: str, source: str) -> tuple[dict[str, str] | None, str]:
             bootloader_userdata.check(key, bootloader_userdata.unquote(value))
         except Invalid as e:
             # the bootloader would ignore it silently: say so now, where it was written
-            raise ConfigFileError(e.message, where=f"{source}:{n + 1}: {key}", hint=e.hint) from None
+            # cut as the bootloader cuts them (key 40, message 80 characters): a 100 KB key or value
+            # was echoed whole, a 100 KB "one line"
+            what = e.message if len(e.message) <= 120 else f"{e.message[:100]}… ({len(value)} characters)"
+            raise ConfigFileError(what, where=f"{source}:{n + 1}: {key[:40]}", hint=e.hint) from None
         if key == "cernvm_inject":
             _check_inject(bootloader_userdata.unquote(value), f"{source}:{n + 1}: {key}")
         keys[key] = value

@@ -377,3 +377,11 @@ def test_user_data_of_blank_lines_is_classified_in_linear_time() -> None:
     assert userdata.parse(b"x\n" + b"\n" * ((1 << 20) - 8), "ud.txt").parts[0].content_type == "text/plain"
     ami = userdata.parse(b"\n  [cernvm] \r\nusers=a\r\n", "ud.txt")
     assert ami.parts[0].content_type == "text/amiconfig-user-data"
+
+
+def test_a_long_key_or_value_is_named_by_its_start_not_echoed_whole() -> None:
+    """A 100 KB key or value in the block was a 100 KB error line (the bootloader cuts at 40/80)."""
+    for line in ("k" * 100_000 + "=1", "cvmfs_tag=" + "!" * 100_000):
+        with pytest.raises(ConfigFileError) as e:
+            userdata.parse(f"[ucernvm-begin]\n{line}\n[ucernvm-end]\n".encode(), "ud.txt")
+        assert len(str(e.value)) < 300
