@@ -385,3 +385,30 @@ def test_a_long_key_or_value_is_named_by_its_start_not_echoed_whole() -> None:
         with pytest.raises(ConfigFileError) as e:
             userdata.parse(f"[ucernvm-begin]\n{line}\n[ucernvm-end]\n".encode(), "ud.txt")
         assert len(str(e.value)) < 300
+
+
+@pytest.mark.parametrize("awk_cmd", [["awk"], ["busybox", "awk"]])
+def test_a_login_key_with_sshd_options_reaches_the_os_without_cloud_init(
+    tmp_path: object, awk_cmd: list[str]
+) -> None:
+    """The initrd's parser (26-ssh-keys, the demo OS) dropped a key with an options prefix without a
+    word: on an OS without cloud-init the user's own key did not log in."""
+    import subprocess
+    from pathlib import Path
+
+    from cernvm_build.paths import data_dir
+
+    awk = data_dir("demo") / "rootfs/usr/libexec/demo/apply-user-data.awk"
+    own = 'from="10.0.0.0/8",no-port-forwarding ssh-ed25519 AAAAC3user me@x'
+    cc = f"#cloud-config\nssh_authorized_keys:\n  - {own}\n  - not a key\n"
+    ud = userdata.merge(
+        userdata.parse(cc.encode()),
+        hostname="h",
+        authorized_keys=["ssh-ed25519 AAAAlaunch l"],
+        host_key_private="k\n",
+        host_key_public="p",
+    )
+    out = Path(str(tmp_path))
+    (out / "user-data").write_bytes(userdata.render(ud))
+    subprocess.run([*awk_cmd, "-v", f"out={out}", "-f", awk, out / "user-data"], check=True)
+    assert (out / "authorized_keys").read_text() == f"{own}\nssh-ed25519 AAAAlaunch l\n"
