@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import io
 import os
 import stat
@@ -155,13 +156,22 @@ class Root:
         self.dry = dry
         self.planned: dict[tuple[str, ...], Member] = {}
 
-    def _lstat(self, path: tuple[str, ...]) -> os.stat_result | Member | None:
+    def _lstat(self, path: tuple[str, ...], name: str) -> os.stat_result | Member | None:
         if self.dry and path in self.planned:
             return self.planned[path]
         try:
             return os.lstat(os.path.join(self.root, *path))
         except FileNotFoundError:
             return None
+        except OSError as e:
+            # a link's long target resolves past PATH_MAX: said as a failed write, "the next boot
+            # tries again", and every boot did, to the same end
+            if e.errno != errno.ENAMETOOLONG:
+                raise
+            size = len(os.fsencode("/".join(path)))
+            raise Refused(
+                f"member {name!r}: resolves to a path of {size} bytes, longer than the OS allows"
+            ) from None
 
     def directory(self, path: tuple[str, ...], name: str) -> tuple[str, ...]:
         """``path`` as a directory inside the root, its links resolved there, missing ones made."""
@@ -175,7 +185,7 @@ class Root:
                     done.pop()
                 continue
             here = (*done, part)
-            st = self._lstat(here)
+            st = self._lstat(here, name)
             target: bytes | None = None  # a link's, planned or in the OS
             if st is None:
                 self._mkdir(here)
@@ -222,7 +232,7 @@ class Root:
                 os.chown(full, m.uid, m.gid, follow_symlinks=False)
                 os.chmod(full, m.mode)
             return
-        existing = self._lstat(at)
+        existing = self._lstat(at, m.name)
         if isinstance(existing, os.stat_result) and stat.S_ISDIR(existing.st_mode):
             raise Refused(f"member {m.name!r}: /{'/'.join(at)} is a directory in the OS")
         if isinstance(existing, Member) and existing.kind == "dir":

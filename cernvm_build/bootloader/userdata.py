@@ -227,19 +227,32 @@ _NOT_THE_BLOCK = ("#cloud-config", "#!", "--")
 MAX_INFLATED = 1 << 20
 
 
+#: gzip members read one after the other (``cat a.gz b.gz``); a few in practice
+MAX_MEMBERS = 64
+
+
 def gunzip(data: bytes, limit: int = MAX_INFLATED) -> bytes:
     """gzip'd user data inflated, never more than ``limit`` bytes; ValueError when it is damaged, cut
     short or bigger (the standard library's gzip.decompress has no limit)."""
-    d = zlib.decompressobj(wbits=31)
-    try:
-        out = d.decompress(data, limit + 1)
-    except zlib.error as e:
-        raise ValueError(f"damaged gzip data ({e})") from None
-    if len(out) > limit:
-        raise ValueError(f"gzip data inflates to more than {limit} bytes")
-    if not d.eof:
-        raise ValueError("gzip data is cut short")
-    return out
+    out: list[bytes] = []
+    size = 0
+    for _ in range(MAX_MEMBERS):  # every member, as zcat and cloud-init read them: `gzip -c b >> a.gz`
+        d = zlib.decompressobj(wbits=31)  # has two; the second ([ucernvm-begin]...) was dropped unsaid
+        try:
+            out.append(d.decompress(data, limit + 1 - size))
+        except zlib.error as e:
+            raise ValueError(f"damaged gzip data ({e})") from None
+        size += len(out[-1])
+        if size > limit:
+            raise ValueError(f"gzip data inflates to more than {limit} bytes")
+        if not d.eof:
+            raise ValueError("gzip data is cut short")
+        data = d.unused_data  # a copy of the rest: the member count bounds the copying
+        if not data:
+            return b"".join(out)
+        if data[:2] != b"\x1f\x8b":
+            raise ValueError(f"{len(data)} bytes after the gzip data are no gzip member")
+    raise ValueError(f"gzip data of more than {MAX_MEMBERS} members")
 
 
 def _text(data: bytes) -> str:

@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from .. import yamlerror
+from ..bootloader import inject
 from ..bootloader import userdata as bootloader_userdata
 from ..errors import ConfigFileError, UsageError
 from ..table import Invalid
@@ -62,8 +63,8 @@ def _decode(data: bytes, source: str) -> str:
                 hint="give the file as written, or gzip'd whole "
                 f"(at most {bootloader_userdata.MAX_INFLATED} bytes inflated)",
             ) from None
-    try:
-        return data.decode("utf-8")
+    try:  # a BOM (Notepad) dropped as the guest's line reader drops it: kept, a cloud-config or MIME
+        return data.decode("utf-8").removeprefix("\ufeff")  # document behind it was a plain part
     except UnicodeDecodeError as e:
         raise ConfigFileError(
             f"user data is not UTF-8 text (byte {e.start})", where=source, hint="save it as UTF-8"
@@ -100,9 +101,34 @@ def _split_block(text: str, source: str) -> tuple[dict[str, str] | None, str]:
             bootloader_userdata.check(key, bootloader_userdata.unquote(value))
         except Invalid as e:
             # the bootloader would ignore it silently: say so now, where it was written
-            raise ConfigFileError(e.message, where=f"{source}:{n + 1}: {key}", hint=e.hint) from None
+            # cut as the bootloader cuts them (key 40, message 80 characters): a 100 KB key or value
+            # was echoed whole, a 100 KB "one line"
+            what = e.message if len(e.message) <= 120 else f"{e.message[:100]}… ({len(value)} characters)"
+            raise ConfigFileError(what, where=f"{source}:{n + 1}: {key[:40]}", hint=e.hint) from None
+        if key == "cernvm_inject":
+            _check_inject(bootloader_userdata.unquote(value), f"{source}:{n + 1}: {key}")
         keys[key] = value
     return keys, "".join(lines[:start] + lines[end + 1 :])
+
+
+def _check_inject(payload: str, where: str) -> None:
+    """The payload read as the guest's unpacker reads it: base64 that is no .tar.gz, or a member it
+    refuses (``..``, a device), was called a valid context and only the boot console said otherwise."""
+    try:
+        inject.members(inject.decode(payload))
+    except inject.Refused as e:
+        raise ConfigFileError(
+            f"the payload {e}; the guest would apply nothing",
+            where=where,
+            hint="base64 -w0 of a .tar.gz of files, folders and links (tar czf - -C DIR .)",
+        ) from None
+
+
+#: cloud-config lists launch adds its own entries to, and what one entry looks like
+_MERGED_LISTS = {
+    "ssh_authorized_keys": "one '- ssh-ed25519 AAAA... comment' line per key",
+    "mounts": "one '- [tag, /mnt/dir, 9p, options]' entry per mount",
+}
 
 
 def _load_cloud_config(text: str, source: str) -> dict[str, Any]:
@@ -124,7 +150,22 @@ def _load_cloud_config(text: str, source: str) -> dict[str, Any]:
         raise ConfigFileError(
             "cloud-config must be a mapping", where=source, hint="start with '#cloud-config'"
         )
+    for key in _MERGED_LISTS:  # checked here, where the file is known: create merged and refused
+        # them naming only "user data", after `context` had called the file valid
+        if loaded.get(key) is not None and not isinstance(loaded[key], list):
+            raise ConfigFileError(
+                f"cloud-config key {key} must be a list", where=f"{source}: {key}", hint=_MERGED_LISTS[key]
+            )
+    try:  # the dumper recurses deeper per level than the loader: 400 levels of [ loaded, then
+        _dump_cloud_config(loaded)  # were a RecursionError traceback when launch wrote them back
+    except RecursionError:
+        raise ConfigFileError(
+            "cloud-config is nested too deeply", where=source, hint="cloud-config needs a few levels"
+        ) from None
     return loaded
+
+
+_SECTION = re.compile(r"^[ \t]*\[[A-Za-z0-9_.-]+\][ \t\r]*$", re.M)
 
 
 def _kind(text: str) -> str:
@@ -133,7 +174,8 @@ def _kind(text: str) -> str:
         return "text/cloud-config"
     if head.startswith("#!"):
         return "text/x-shellscript"
-    if re.search(r"^\s*\[[A-Za-z0-9_.-]+\]\s*$", text, re.M):
+    # blanks of one line only: `\s*` spans lines, and 160 KB of empty lines took 27 s (1 MiB: ~20 min)
+    if _SECTION.search(text):
         return "text/amiconfig-user-data"
     return "text/plain"
 
@@ -247,6 +289,11 @@ def _str_presenter(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
 _LiteralDumper.add_representer(str, _str_presenter)
 
 
+def _dump_cloud_config(cc: Mapping[str, Any]) -> str:
+    # No line folding: an SSH key split over two lines is no key at all.
+    return yaml.dump(cc, Dumper=_LiteralDumper, sort_keys=False, allow_unicode=True, width=1 << 20)
+
+
 def merge(
     ud: UserData,
     *,
@@ -291,10 +338,7 @@ def render(ud: UserData) -> bytes:
         block = "\n".join([BEGIN, *(f"{k}={v}" for k, v in ud.ucernvm.items()), END]) + "\n"
         parts.append(Part("text/ucernvm", block, "ucernvm"))
     if ud.cloud_config is not None:
-        # No line folding: an SSH key split over two lines is no key at all.
-        body = yaml.dump(
-            ud.cloud_config, Dumper=_LiteralDumper, sort_keys=False, allow_unicode=True, width=1 << 20
-        )
+        body = _dump_cloud_config(ud.cloud_config)
         parts.append(Part("text/cloud-config", "#cloud-config\n" + body, "cloud-config"))
     parts.extend(ud.parts)
     chunks: list[str] = []
@@ -323,7 +367,12 @@ def render(ud: UserData) -> bytes:
 def render_within(ud: UserData, source: str) -> bytes:
     """``render``, refused when the guest would ignore the document whole (launch's keys with it,
     and launch would wait for SSH in vain): ``source`` names the user's file."""
-    document = render(ud)
+    try:
+        document = render(ud)
+    except RecursionError:  # parse checked the user's part; a few frames deeper here, at the edge
+        raise ConfigFileError(
+            "cloud-config is nested too deeply", where=source, hint="cloud-config needs a few levels"
+        ) from None
     if len(document) > MAX_DOCUMENT:
         raise too_big(len(document), "the user data launch writes (with its keys)", source)
     return document

@@ -213,3 +213,12 @@ def test_a_sparse_map_tarfile_cannot_read_is_refused(tmp_path: Path) -> None:
     with pytest.raises(inject.Refused, match="its GNU sparse map holds b'0 5', not a number"):
         inject.apply(str(tmp_path), base64.b64encode(gzip.compress(tar)).decode())
     assert not any(tmp_path.iterdir())
+
+
+def test_a_link_resolving_past_path_max_is_refused_not_retried_as_a_failed_write(tmp_path: Path) -> None:
+    """A link's 4 KB target resolved past PATH_MAX: the dry run's lstat failed with ENAMETOOLONG, said
+    as "writing into the root failed; the next boot tries again", and every boot did."""
+    payload = _payload(("first", b"1"), _link("l", "/".join(["d"] * 2100)), _dir("l/sub"))
+    with pytest.raises(inject.Refused, match=r"'l/sub': resolves to a path of .* longer than the OS allows"):
+        inject.apply(str(tmp_path), payload)
+    assert not any(tmp_path.iterdir())

@@ -49,6 +49,17 @@ def test_userdata_block_values_are_checked_data() -> None:
     assert "not key=value" in joined
 
 
+def test_userdata_gzip_of_several_members_is_read_whole() -> None:
+    """``gzip -c block >> ud.gz`` makes two members; only the first was read (by the initrd and by
+    launch alike) and the block in the second was dropped without a word; zcat and cloud-init read all."""
+    first = gzip.compress(b"#cloud-config\nhostname: one\n")
+    second = gzip.compress(b"[ucernvm-begin]\ncvmfs_tag=two\n[ucernvm-end]\n")
+    assert userdata.parse(first + second).values == {"cvmfs_tag": "two"}
+    assert "no gzip member" in userdata.parse(first + b"junk").messages[0]
+    many = userdata.parse(gzip.compress(b"") * (userdata.MAX_MEMBERS + 1))
+    assert "more than 64 members" in many.messages[0]
+
+
 def test_userdata_gzip_and_render_roundtrip() -> None:
     data = gzip.compress(b"[ucernvm-begin]\ncvmfs_http_proxy=http://squid:3128;DIRECT\n[ucernvm-end]\n")
     p = userdata.parse(data)

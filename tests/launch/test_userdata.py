@@ -299,3 +299,116 @@ def test_mime_parts_nested_too_deeply_are_one_line() -> None:
     with pytest.raises(ConfigFileError, match="nested too deeply") as e:
         userdata.parse(text.encode(), "ctx.mime")
     assert str(e.value).startswith("ctx.mime: ")
+
+
+@pytest.mark.parametrize("depth", [350, 400, 450, 500, 550])
+def test_cloud_config_nested_too_deeply_to_write_back_is_one_line(depth: int) -> None:
+    """PyYAML's dumper takes more frames per level than its loader: 400 levels of ``[`` loaded and
+    were a RecursionError traceback when launch wrote the document."""
+    text = "#cloud-config\nx: " + "[" * depth + "]" * depth + "\n"
+    try:
+        ud = userdata.parse(text.encode(), "ud.yaml")
+        merged = userdata.merge(
+            ud, hostname="h", authorized_keys=[], host_key_private="k", host_key_public="p"
+        )
+        userdata.render_within(merged, "ud.yaml")
+    except ConfigFileError as e:
+        assert e.where == "ud.yaml"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "#cloud-config\nhostname: bomhost\n",
+        'Content-Type: multipart/mixed; boundary="b"\nMIME-Version: 1.0\n\n--b\n'
+        "Content-Type: text/cloud-config\n\n#cloud-config\nhostname: bomhost\n--b--\n",
+    ],
+)
+def test_a_bom_before_cloud_config_or_mime_is_dropped(text: str) -> None:
+    """Notepad's BOM before '#cloud-config' made the user's cloud-config a text/plain part: its
+    keys (hostname, login keys) were silently not merged and no guest read them."""
+    ud = userdata.parse(("\ufeff" + text).encode(), "ud.txt")
+    assert ud.cloud_config == {"hostname": "bomhost"}
+    assert ud.parts == []
+
+
+def _targz(name: str, data: bytes = b"x") -> str:
+    import base64
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [("aGVsbG8=", "is not a .tar.gz"), (_targz("../etc/x"), "'..' component")],
+    ids=["not-a-tar-gz", "dot-dot"],
+)
+def test_an_inject_payload_the_guest_refuses_is_refused_naming_the_line(payload: str, message: str) -> None:
+    """``context`` called base64 that is no .tar.gz, or a member the guest's unpacker refuses, a valid
+    context; only the boot console said "nothing applied"."""
+    text = f"#!/bin/sh\n[ucernvm-begin]\ncernvm_inject={payload}\n[ucernvm-end]\n"
+    with pytest.raises(ConfigFileError, match=message) as e:
+        userdata.parse(text.encode(), "ud.txt")
+    assert e.value.where == "ud.txt:3: cernvm_inject"
+    ok = f"[ucernvm-begin]\ncernvm_inject={_targz('etc/motd')}\n[ucernvm-end]\n"
+    assert "cernvm_inject" in userdata.parse(ok.encode(), "ud.txt").ucernvm
+
+
+@pytest.mark.parametrize("key", ["ssh_authorized_keys", "mounts"])
+def test_a_merged_cloud_config_key_that_is_no_list_is_refused_when_read_naming_the_file(key: str) -> None:
+    """``context`` called ``ssh_authorized_keys: ssh-ed25519 AAAA`` valid; create then refused it
+    naming only "user data"."""
+    with pytest.raises(ConfigFileError, match=f"{key} must be a list") as e:
+        userdata.parse(f"#cloud-config\n{key}: ssh-ed25519 AAAA me\n".encode(), "ud.yaml")
+    assert e.value.where == f"ud.yaml: {key}"
+
+
+@pytest.mark.timeout(60)
+def test_user_data_of_blank_lines_is_classified_in_linear_time() -> None:
+    """The amiconfig test's ``^\\s*`` spanned lines: a 160 KB file of empty lines took 27 s of
+    ``context``, 1 MiB (what the guest reads) about 20 min; a section header is still found."""
+    assert userdata.parse(b"x\n" + b"\n" * ((1 << 20) - 8), "ud.txt").parts[0].content_type == "text/plain"
+    ami = userdata.parse(b"\n  [cernvm] \r\nusers=a\r\n", "ud.txt")
+    assert ami.parts[0].content_type == "text/amiconfig-user-data"
+
+
+def test_a_long_key_or_value_is_named_by_its_start_not_echoed_whole() -> None:
+    """A 100 KB key or value in the block was a 100 KB error line (the bootloader cuts at 40/80)."""
+    for line in ("k" * 100_000 + "=1", "cvmfs_tag=" + "!" * 100_000):
+        with pytest.raises(ConfigFileError) as e:
+            userdata.parse(f"[ucernvm-begin]\n{line}\n[ucernvm-end]\n".encode(), "ud.txt")
+        assert len(str(e.value)) < 300
+
+
+@pytest.mark.parametrize("awk_cmd", [["awk"], ["busybox", "awk"]])
+def test_a_login_key_with_sshd_options_reaches_the_os_without_cloud_init(
+    tmp_path: object, awk_cmd: list[str]
+) -> None:
+    """The initrd's parser (26-ssh-keys, the demo OS) dropped a key with an options prefix without a
+    word: on an OS without cloud-init the user's own key did not log in."""
+    import subprocess
+    from pathlib import Path
+
+    from cernvm_build.paths import data_dir
+
+    awk = data_dir("demo") / "rootfs/usr/libexec/demo/apply-user-data.awk"
+    own = 'from="10.0.0.0/8",no-port-forwarding ssh-ed25519 AAAAC3user me@x'
+    cc = f"#cloud-config\nssh_authorized_keys:\n  - {own}\n  - not a key\n"
+    ud = userdata.merge(
+        userdata.parse(cc.encode()),
+        hostname="h",
+        authorized_keys=["ssh-ed25519 AAAAlaunch l"],
+        host_key_private="k\n",
+        host_key_public="p",
+    )
+    out = Path(str(tmp_path))
+    (out / "user-data").write_bytes(userdata.render(ud))
+    subprocess.run([*awk_cmd, "-v", f"out={out}", "-f", awk, out / "user-data"], check=True)
+    assert (out / "authorized_keys").read_text() == f"{own}\nssh-ed25519 AAAAlaunch l\n"

@@ -37,7 +37,10 @@ section == "mounts" && /^ +- / && nf > 0 {
 /^[^ \t]/ { section = ""; keyfile = ""; next }
 section == "auth" && /^[ \t]*- / {
     v = $0; sub(/^[ \t]*- [ \t]*/, "", v); gsub(/^["']|["']$/, "", v)
-    if (v ~ /^(ssh-|ecdsa-|sk-)[A-Za-z0-9@.-]+ [A-Za-z0-9+\/=]+( .*)?$/) print v >> (out "/authorized_keys")
+    # an options prefix (from="...",no-pty ssh-ed25519 ...) is sshd's own syntax: such a key was dropped
+    # without a word on an OS without cloud-init
+    if (v ~ /^([A-Za-z0-9-]+(="[^"]*")?(,[A-Za-z0-9-]+(="[^"]*")?)*[ \t]+)?(ssh-|ecdsa-|sk-)[A-Za-z0-9@.-]+ [A-Za-z0-9+\/=]+( .*)?$/) \
+        print v >> (out "/authorized_keys")
     next
 }
 section == "keys" && /^  [a-z0-9]+_private:/ {
