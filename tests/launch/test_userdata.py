@@ -412,3 +412,45 @@ def test_a_login_key_with_sshd_options_reaches_the_os_without_cloud_init(
     (out / "user-data").write_bytes(userdata.render(ud))
     subprocess.run([*awk_cmd, "-v", f"out={out}", "-f", awk, out / "user-data"], check=True)
     assert (out / "authorized_keys").read_text() == f"{own}\nssh-ed25519 AAAAlaunch l\n"
+
+
+@pytest.mark.parametrize("awk_cmd", [["awk"], ["busybox", "awk"]])
+def test_the_initrd_parser_reads_only_cloud_config_parts(tmp_path: object, awk_cmd: list[str]) -> None:
+    """The initrd's parser (26-ssh-keys, the demo OS) read hostname:/ssh_keys: lines from every MIME
+    part: a user's script or text part appended to the pinned host key, sshd could not load it and
+    launch waited for SSH. Only cloud-config counts, as cloud-init decides."""
+    import subprocess
+    from pathlib import Path
+
+    from cernvm_build.paths import data_dir
+
+    awk = data_dir("demo") / "rootfs/usr/libexec/demo/apply-user-data.awk"
+    noise = "hostname: evil\nssh_authorized_keys:\n  - ssh-ed25519 AAAAnoise n\n"
+    noise += "ssh_keys:\n  ed25519_private: |\n    NOISE\n"
+    user = (
+        'Content-Type: multipart/mixed; boundary="U"\nMIME-Version: 1.0\n\n'
+        f"--U\nContent-Type: text/x-shellscript\n\n#!/bin/sh\n{noise}"
+        f"--U\nContent-Type: text/plain\n\nnotes\n{noise}--U--\n"
+    )
+    ud = userdata.merge(
+        userdata.parse(user.encode()),
+        hostname="h",
+        authorized_keys=["ssh-ed25519 AAAAlaunch l"],
+        host_key_private="KEY\n",
+        host_key_public="p",
+    )
+    out = Path(str(tmp_path))
+    (out / "user-data").write_bytes(userdata.render(ud))
+    subprocess.run([*awk_cmd, "-v", f"out={out}", "-f", awk, out / "user-data"], check=True)
+    assert (out / "hostkey_ed25519").read_text() == "KEY\n"
+    assert (out / "authorized_keys").read_text() == "ssh-ed25519 AAAAlaunch l\n"
+    assert (out / "hostname").read_text() == "h\n"
+    # a single document: cloud-config only if it starts with #cloud-config
+    for f in ("hostkey_ed25519", "authorized_keys", "hostname"):
+        (out / f).unlink()
+    (out / "user-data").write_text(f"#!/bin/sh\n{noise}")
+    subprocess.run([*awk_cmd, "-v", f"out={out}", "-f", awk, out / "user-data"], check=True)
+    assert sorted(p.name for p in out.iterdir()) == ["user-data"]
+    (out / "user-data").write_text(f"\n#cloud-config\n{noise}")
+    subprocess.run([*awk_cmd, "-v", f"out={out}", "-f", awk, out / "user-data"], check=True)
+    assert (out / "hostname").read_text() == "evil\n"
