@@ -454,3 +454,27 @@ def test_the_initrd_parser_reads_only_cloud_config_parts(tmp_path: object, awk_c
     (out / "user-data").write_text(f"\n#cloud-config\n{noise}")
     subprocess.run([*awk_cmd, "-v", f"out={out}", "-f", awk, out / "user-data"], check=True)
     assert (out / "hostname").read_text() == "evil\n"
+
+
+def test_cr_only_user_data_is_read_as_lines_by_launch_and_the_guest() -> None:
+    """User data saved with CR-only line ends (old Mac): neither launch nor the initrd found the
+    block, and `context` called it valid. A lone CR ends a line for both, as for cloud-init (YAML,
+    the email parser); the cloud-config after the block is still merged."""
+    lf = "[ucernvm-begin]\ncvmfs_tag=t1\nresize_rootfs=off\n[ucernvm-end]\n[section]\nx = 1\n"
+    text = lf.replace("\n", "\r")
+    ud = userdata.parse(text.encode(), "ud")
+    assert ud.ucernvm == {"cvmfs_tag": "t1", "resize_rootfs": "off"}
+    assert [p.content_type for p in ud.parts] == [p.content_type for p in userdata.parse(lf.encode()).parts]
+    assert bootloader_userdata.parse(text.encode()).values == {"cvmfs_tag": "t1", "resize_rootfs": "0"}
+    mime = (
+        'Content-Type: multipart/mixed; boundary="B"\nMIME-Version: 1.0\n\n'
+        "--B\nContent-Type: text/ucernvm\n\n[ucernvm-begin]\ncvmfs_tag=t1\n[ucernvm-end]\n"
+        "--B\nContent-Type: text/cloud-config\n\n#cloud-config\nhostname: mac\n--B--\n"
+    ).replace("\n", "\r")
+    ud = userdata.parse(mime.encode(), "ud")
+    assert (ud.ucernvm, ud.cloud_config) == ({"cvmfs_tag": "t1"}, {"hostname": "mac"})
+    assert bootloader_userdata.parse(mime.encode()).values == {"cvmfs_tag": "t1"}
+    # CRLF and LF as before; a lone CR between two keys now ends a line on both sides
+    crlf = "[ucernvm-begin]\r\ncvmfs_tag=t2\r\n[ucernvm-end]\r\n"
+    assert userdata.parse(crlf.encode(), "ud").ucernvm == {"cvmfs_tag": "t2"}
+    assert bootloader_userdata.raw_lines("a\r\nb\rc\nd") == ["a\r\n", "b\r", "c\n", "d"]
