@@ -478,3 +478,26 @@ def test_cr_only_user_data_is_read_as_lines_by_launch_and_the_guest() -> None:
     crlf = "[ucernvm-begin]\r\ncvmfs_tag=t2\r\n[ucernvm-end]\r\n"
     assert userdata.parse(crlf.encode(), "ud").ucernvm == {"cvmfs_tag": "t2"}
     assert bootloader_userdata.raw_lines("a\r\nb\rc\nd") == ["a\r\n", "b\r", "c\n", "d"]
+
+
+@pytest.mark.parametrize("awk_cmd", [["awk"], ["busybox", "awk"]])
+def test_the_initrd_key_parser_reads_cr_only_user_data(tmp_path: object, awk_cmd: list[str]) -> None:
+    """User data not written by launch reaches 26-ssh-keys and the demo OS as given: a CR-only (old
+    Mac) cloud-config was one line to the awk, and its hostname and keys were not applied."""
+    import subprocess
+    from pathlib import Path
+
+    from cernvm_build.paths import data_dir
+
+    awk = data_dir("demo") / "rootfs/usr/libexec/demo/apply-user-data.awk"
+    out = Path(str(tmp_path))
+    for eol in ("\r", "\r\n", "\n"):
+        cc = "#cloud-config\nhostname: mac\nssh_authorized_keys:\n  - ssh-ed25519 AAAAk u\n"
+        cc += "ssh_keys:\n  ed25519_private: |\n    K1\n    K2\n"
+        (out / "user-data").write_bytes(cc.replace("\n", eol).encode())
+        subprocess.run([*awk_cmd, "-v", f"out={out}", "-f", awk, out / "user-data"], check=True)
+        assert (out / "hostname").read_text() == "mac\n"
+        assert (out / "authorized_keys").read_text() == "ssh-ed25519 AAAAk u\n"
+        assert (out / "hostkey_ed25519").read_text() == "K1\nK2\n"
+        for f in ("hostname", "authorized_keys", "hostkey_ed25519"):
+            (out / f).unlink()

@@ -17,8 +17,8 @@
 # text/cloud-config, or a text/plain (or untyped, or single non-MIME) document whose first non-blank line
 # starts with #cloud-config. hostname:/ssh_keys: lines in a user's shell script or text part were
 # appended to the pinned host key: sshd could not load it and launch waited for SSH.
-BEGIN { section = ""; keyfile = ""; state = "start"; cc = 0; nb = 0 }
-{ sub(/\r$/, "") }
+# LF, CRLF or a lone CR (old Mac) ends a line, as for the bootloader's raw_lines and cloud-init
+BEGIN { RS = "\r\n|\r|\n"; section = ""; keyfile = ""; state = "start"; cc = 0; nb = 0 }
 # a header block: Content-Type (folded lines joined) says what the part or document holds
 function headers_done(   t, b) {
     t = tolower(ctype); sub(/^[ \t]*content-type:[ \t]*/, "", t); sub(/[ \t]*;.*/, "", t)
