@@ -10,6 +10,7 @@ initrd runtime.
 
 from __future__ import annotations
 
+import re
 import sys
 import zlib
 
@@ -261,14 +262,18 @@ def _text(data: bytes) -> str:
     return data.decode("utf-8", errors="replace")
 
 
+#: a line and its end: LF, CRLF (Windows) or a lone CR (old Mac), as cloud-init reads them (YAML and
+#: the ``email`` parser take a lone CR for a line end); not ``str.splitlines``' U+2028, VT, FF...
+_LINE = re.compile(r"[^\r\n]*(?:\r\n?|\n)|[^\r\n]+")
+
+
 def raw_lines(text: str) -> list[str]:
-    """User data's lines as the init reads them, each with its line feed: a BOM (Notepad) dropped, and
-    only a line feed ends a line, as for the shell and the real μCernVM (``str.splitlines`` also
-    splits at U+2028, VT, FF..., which would honour a key hidden in what looks like one comment).
-    The one rule for this parser and cernvm-launch's (``launch/userdata.py``), which writes back what
-    it read."""
-    parts = text.removeprefix("\ufeff").split("\n")
-    return [p + "\n" for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
+    """User data's lines as the init reads them, each with its line end: a BOM (Notepad) dropped, and
+    LF, CRLF or a lone CR ends a line (``str.splitlines`` also splits at U+2028, VT, FF..., which
+    would honour a key hidden in what looks like one comment). CR-only user data (old Mac) had no
+    block to either side, and launch called it valid. The one rule for this parser and
+    cernvm-launch's (``launch/userdata.py``), which writes back what it read."""
+    return _LINE.findall(text.removeprefix("\ufeff"))
 
 
 def bare(line: str) -> str:

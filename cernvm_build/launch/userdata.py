@@ -165,7 +165,8 @@ def _load_cloud_config(text: str, source: str) -> dict[str, Any]:
     return loaded
 
 
-_SECTION = re.compile(r"^[ \t]*\[[A-Za-z0-9_.-]+\][ \t\r]*$", re.M)
+#: an INI section line; a lone CR (old Mac) ends it too, as ``raw_lines`` reads lines
+_SECTION = re.compile(r"(?:^|(?<=\r))[ \t]*\[[A-Za-z0-9_.-]+\][ \t]*(?:\r|$)", re.M)
 
 
 def _kind(text: str) -> str:

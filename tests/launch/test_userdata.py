@@ -412,3 +412,92 @@ def test_a_login_key_with_sshd_options_reaches_the_os_without_cloud_init(
     (out / "user-data").write_bytes(userdata.render(ud))
     subprocess.run([*awk_cmd, "-v", f"out={out}", "-f", awk, out / "user-data"], check=True)
     assert (out / "authorized_keys").read_text() == f"{own}\nssh-ed25519 AAAAlaunch l\n"
+
+
+@pytest.mark.parametrize("awk_cmd", [["awk"], ["busybox", "awk"]])
+def test_the_initrd_parser_reads_only_cloud_config_parts(tmp_path: object, awk_cmd: list[str]) -> None:
+    """The initrd's parser (26-ssh-keys, the demo OS) read hostname:/ssh_keys: lines from every MIME
+    part: a user's script or text part appended to the pinned host key, sshd could not load it and
+    launch waited for SSH. Only cloud-config counts, as cloud-init decides."""
+    import subprocess
+    from pathlib import Path
+
+    from cernvm_build.paths import data_dir
+
+    awk = data_dir("demo") / "rootfs/usr/libexec/demo/apply-user-data.awk"
+    noise = "hostname: evil\nssh_authorized_keys:\n  - ssh-ed25519 AAAAnoise n\n"
+    noise += "ssh_keys:\n  ed25519_private: |\n    NOISE\n"
+    user = (
+        'Content-Type: multipart/mixed; boundary="U"\nMIME-Version: 1.0\n\n'
+        f"--U\nContent-Type: text/x-shellscript\n\n#!/bin/sh\n{noise}"
+        f"--U\nContent-Type: text/plain\n\nnotes\n{noise}--U--\n"
+    )
+    ud = userdata.merge(
+        userdata.parse(user.encode()),
+        hostname="h",
+        authorized_keys=["ssh-ed25519 AAAAlaunch l"],
+        host_key_private="KEY\n",
+        host_key_public="p",
+    )
+    out = Path(str(tmp_path))
+    (out / "user-data").write_bytes(userdata.render(ud))
+    subprocess.run([*awk_cmd, "-v", f"out={out}", "-f", awk, out / "user-data"], check=True)
+    assert (out / "hostkey_ed25519").read_text() == "KEY\n"
+    assert (out / "authorized_keys").read_text() == "ssh-ed25519 AAAAlaunch l\n"
+    assert (out / "hostname").read_text() == "h\n"
+    # a single document: cloud-config only if it starts with #cloud-config
+    for f in ("hostkey_ed25519", "authorized_keys", "hostname"):
+        (out / f).unlink()
+    (out / "user-data").write_text(f"#!/bin/sh\n{noise}")
+    subprocess.run([*awk_cmd, "-v", f"out={out}", "-f", awk, out / "user-data"], check=True)
+    assert sorted(p.name for p in out.iterdir()) == ["user-data"]
+    (out / "user-data").write_text(f"\n#cloud-config\n{noise}")
+    subprocess.run([*awk_cmd, "-v", f"out={out}", "-f", awk, out / "user-data"], check=True)
+    assert (out / "hostname").read_text() == "evil\n"
+
+
+def test_cr_only_user_data_is_read_as_lines_by_launch_and_the_guest() -> None:
+    """User data saved with CR-only line ends (old Mac): neither launch nor the initrd found the
+    block, and `context` called it valid. A lone CR ends a line for both, as for cloud-init (YAML,
+    the email parser); the cloud-config after the block is still merged."""
+    lf = "[ucernvm-begin]\ncvmfs_tag=t1\nresize_rootfs=off\n[ucernvm-end]\n[section]\nx = 1\n"
+    text = lf.replace("\n", "\r")
+    ud = userdata.parse(text.encode(), "ud")
+    assert ud.ucernvm == {"cvmfs_tag": "t1", "resize_rootfs": "off"}
+    assert [p.content_type for p in ud.parts] == [p.content_type for p in userdata.parse(lf.encode()).parts]
+    assert bootloader_userdata.parse(text.encode()).values == {"cvmfs_tag": "t1", "resize_rootfs": "0"}
+    mime = (
+        'Content-Type: multipart/mixed; boundary="B"\nMIME-Version: 1.0\n\n'
+        "--B\nContent-Type: text/ucernvm\n\n[ucernvm-begin]\ncvmfs_tag=t1\n[ucernvm-end]\n"
+        "--B\nContent-Type: text/cloud-config\n\n#cloud-config\nhostname: mac\n--B--\n"
+    ).replace("\n", "\r")
+    ud = userdata.parse(mime.encode(), "ud")
+    assert (ud.ucernvm, ud.cloud_config) == ({"cvmfs_tag": "t1"}, {"hostname": "mac"})
+    assert bootloader_userdata.parse(mime.encode()).values == {"cvmfs_tag": "t1"}
+    # CRLF and LF as before; a lone CR between two keys now ends a line on both sides
+    crlf = "[ucernvm-begin]\r\ncvmfs_tag=t2\r\n[ucernvm-end]\r\n"
+    assert userdata.parse(crlf.encode(), "ud").ucernvm == {"cvmfs_tag": "t2"}
+    assert bootloader_userdata.raw_lines("a\r\nb\rc\nd") == ["a\r\n", "b\r", "c\n", "d"]
+
+
+@pytest.mark.parametrize("awk_cmd", [["awk"], ["busybox", "awk"]])
+def test_the_initrd_key_parser_reads_cr_only_user_data(tmp_path: object, awk_cmd: list[str]) -> None:
+    """User data not written by launch reaches 26-ssh-keys and the demo OS as given: a CR-only (old
+    Mac) cloud-config was one line to the awk, and its hostname and keys were not applied."""
+    import subprocess
+    from pathlib import Path
+
+    from cernvm_build.paths import data_dir
+
+    awk = data_dir("demo") / "rootfs/usr/libexec/demo/apply-user-data.awk"
+    out = Path(str(tmp_path))
+    for eol in ("\r", "\r\n", "\n"):
+        cc = "#cloud-config\nhostname: mac\nssh_authorized_keys:\n  - ssh-ed25519 AAAAk u\n"
+        cc += "ssh_keys:\n  ed25519_private: |\n    K1\n    K2\n"
+        (out / "user-data").write_bytes(cc.replace("\n", eol).encode())
+        subprocess.run([*awk_cmd, "-v", f"out={out}", "-f", awk, out / "user-data"], check=True)
+        assert (out / "hostname").read_text() == "mac\n"
+        assert (out / "authorized_keys").read_text() == "ssh-ed25519 AAAAk u\n"
+        assert (out / "hostkey_ed25519").read_text() == "K1\nK2\n"
+        for f in ("hostname", "authorized_keys", "hostkey_ed25519"):
+            (out / f).unlink()
