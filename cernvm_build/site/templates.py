@@ -275,6 +275,12 @@ class Environment:
 
         try:
             return self.get(name).render(ctx)
+        except jinja2.TemplateSyntaxError as e:  # in a template it extends, includes or imports
+            raise BuildError(
+                f"template syntax error: {e.message}",
+                where=Location(file=e.filename or str(self.folder / (e.name or name)), line=e.lineno),
+                hint="see the jinja2 template documentation",
+            ) from None
         except jinja2.TemplateNotFound as e:  # an include or import found while rendering
             raise BuildError(
                 f"template '{e.name}' does not exist", where=str(self.folder / name), hint="add it"

@@ -121,6 +121,22 @@ def test_an_undefined_value_is_still_an_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("base", "message"),
+    [("x\n{% if %}", "Expected an expression"), ("x\n{{ 1 | nosuchfilter }}", "No filter named")],
+)
+def test_a_syntax_error_in_an_extended_template_names_its_file_and_line(
+    tmp_path: Path, base: str, message: str
+) -> None:
+    """Only the page's own template was compiled under a check: an error in the one it extends (found
+    while rendering) was jinja2's traceback, exit 1."""
+    (tmp_path / "base.html").write_text(base)
+    (tmp_path / "page.html").write_text('{% extends "base.html" %}')
+    with pytest.raises(BuildError, match=message) as e:
+        templates.environment(tmp_path).render("page.html", {})
+    assert str(e.value.where) == f"{tmp_path / 'base.html'}:2" and e.value.hint
+
+
+@pytest.mark.parametrize(
     ("text", "message"),
     [
         ('{% include "../../../../../../etc/passwd" %}', "is not a path inside templates/"),
