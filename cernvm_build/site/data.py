@@ -322,7 +322,7 @@ def _check_benchmarks(report: Any, source: str) -> None:
     TypeError traceback (audit17c). The shape ``bench/`` writes, or one error naming the key."""
 
     bad = partial(
-        _shape_error, source, whole="the results", hint="write the file with 'make bench' (bench/run.py)"
+        _shape_error, source, whole="the results", hint="write the file with 'make bench' (bench/run_all.py)"
     )
 
     def number(v: Any) -> bool:
@@ -343,6 +343,19 @@ def _check_benchmarks(report: Any, source: str) -> None:
         for k in ("reference_value", "ratio"):
             if r.get(k) is not None and not number(r[k]):
                 raise bad(f"results[{i}].{k}", "a number or null")
+        for k in (
+            "bench",
+            "metric",
+            "unit",
+            *(("reference",) if r.get("reference_value") is not None else ()),
+        ):
+            if k not in r:
+                raise bad(f"results[{i}].{k}", "there (the benchmarks page shows it)")
+    # what the page shows of a run with results (a key missing here or in a result was the
+    # template's 'undefined value' error)
+    for k in ("date", "cores", "mode", "python") if results else ():
+        if k not in report.get("meta", {}):
+            raise bad(f"meta.{k}", "there (the benchmarks page shows it)")
 
 
 def load_all(

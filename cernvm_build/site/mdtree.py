@@ -80,12 +80,17 @@ LONG_TEXT = 512 * 1024
 LONG_BLOCK = 20_000
 MANY_DELIMITERS = 2_000
 _BLANK_LINE = re.compile(r"\n[ \t]*(?:\r?\n|$)")
+#: A line starting with more than this many characters that can open a quote or list (``>``, list
+#: markers, indentation): the Rust parser recurses once per level and overflows the C stack (a
+#: segfault: '- ' or '>' 50k times); a block can nest no deeper than its line's prefix is long, and a
+#: page ``LONG_BLOCK`` long or shorter stays clear of it (20k levels measured fine)
+_DEEP_PREFIX = re.compile(r"^[ \t>*+\-0-9.)]{2000}", re.MULTILINE)
 
 
 def too_long_for_rust(text: str) -> bool:
     if len(text) <= LONG_BLOCK:
         return False
-    if len(text) > LONG_TEXT:
+    if len(text) > LONG_TEXT or _DEEP_PREFIX.search(text):
         return True
     start = 0
     for m in (*_BLANK_LINE.finditer(text), None):

@@ -90,7 +90,7 @@ PACK_BYTES = 24 * 1024
 NAME_HEX = 16
 
 _TAG = re.compile(
-    r"<!--.*?-->|<(/?)([a-zA-Z][a-zA-Z0-9-]*)([^>\"']*(?:(?:\"[^\"]*\"|'[^']*')[^>\"']*)*)>", re.S
+    r"<!--.*?(?:-->|\Z)|<(/?)([a-zA-Z][a-zA-Z0-9-]*)([^>\"']*(?:(?:\"[^\"]*\"|'[^']*')[^>\"']*)*)>", re.S
 )
 _BODY = re.compile(r"<main\b[^>]*\bdata-search-body\b[^>]*>")
 _ID = re.compile(r"""\bid\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]+))""")
@@ -160,6 +160,7 @@ def sections(
     stack: list[str] = []
     heading: list[Any] | None = None  # [tag, id, parts]
     pos = 0
+    pre_closed = True  # a </pre> may follow
     while (t := _TAG.search(page, pos)) is not None:
         if t.end() > cut:  # the content: its text from the Markdown stage
             if t.start() != cut or heading is not None or len(stack) > MAX_DEPTH - CONTENT_DEPTH:
@@ -199,13 +200,14 @@ def sections(
         if name in SKIP or "data-search-ignore" in attrs:
             pos = _skip(page, name, pos)  # sidebars, TOCs: most of a page's tags, skipped in one go
             continue
-        if name == "pre" and heading is None:
+        if name == "pre" and heading is None and pre_closed:
             # a code block: highlighted, so hundreds of <span>s; its text in one step (no <pre> inside)
             close = _PRE_END.search(page, pos)
             if close is not None:
                 secs[-1][2].append(_ANY_TAG.sub("", page[pos : close.start()]) + " ")
                 pos = close.end()
                 continue
+            pre_closed = False  # none further on: not looked for again at each <pre> (quadratic)
         if len(stack) >= MAX_DEPTH:
             continue  # past MAX_DEPTH elements are not tracked: a closing tag costs at most that
         stack.append(name)

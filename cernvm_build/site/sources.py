@@ -98,7 +98,7 @@ def scan(site_dir: Path, known: Known | None = None) -> Sources:
     for folder in ("content", "static", "data", "templates"):  # every folder the build reads whole
         _inside_folder(str(site_dir / folder), inside)
     for root, dirs, files in os.walk(top):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        dirs[:] = _subfolders(root, dirs)
         prefix = root[len(top) + 1 :] + "/" if len(root) > len(top) else ""
         names = sorted(name for name in files if not name.startswith("."))
         # the folder's names checked at once ('/' is in no name and not refused): each name only in a
@@ -141,7 +141,7 @@ def scan(site_dir: Path, known: Known | None = None) -> Sources:
     static = site_dir / "static"
     if static.is_dir():
         for root, dirs, files in os.walk(static):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            dirs[:] = _subfolders(root, dirs)
             for name in sorted(files):
                 if not name.startswith("."):
                     p = Path(root) / name
@@ -227,6 +227,21 @@ def not_regular(full: str) -> BuildError:
         where=full,
         hint="remove it, or put the file it stands for in its place",
     )
+
+
+def _subfolders(root: str, dirs: list[str]) -> list[str]:
+    """The folders ``os.walk`` goes into next, in order (not hidden ones). A symbolic link to a folder
+    is refused: ``os.walk`` does not follow it, so its pages were left out without a word (a link to it
+    then 'does not exist'), and following it could leave the site or loop."""
+    for d in dirs:
+        full = f"{root}/{d}"
+        if not d.startswith(".") and os.path.islink(full):
+            raise BuildError(
+                f"a symbolic link to the folder {os.path.realpath(full)}: the build does not follow it",
+                where=full,
+                hint="move or copy the folder here instead of linking to it",
+            )
+    return sorted(d for d in dirs if not d.startswith("."))
 
 
 def _linked(full: str, inside: str) -> os.stat_result:

@@ -275,6 +275,12 @@ class Environment:
 
         try:
             return self.get(name).render(ctx)
+        except jinja2.TemplateSyntaxError as e:  # in a template it extends, includes or imports
+            raise BuildError(
+                f"template syntax error: {e.message}",
+                where=Location(file=e.filename or str(self.folder / (e.name or name)), line=e.lineno),
+                hint="see the jinja2 template documentation",
+            ) from None
         except jinja2.TemplateNotFound as e:  # an include or import found while rendering
             raise BuildError(
                 f"template '{e.name}' does not exist", where=str(self.folder / name), hint="add it"
@@ -285,6 +291,31 @@ class Environment:
                 where=str(self.folder / name),
                 hint="check the variable names the template uses",
             ) from None
+        except (jinja2.TemplateError, ArithmeticError, TypeError, ValueError, LookupError) as e:
+            raise self._failed(e) from None
+        except MemoryError as e:  # "x" * 10**10
+            raise self._failed(e) from None
+
+    def _failed(self, e: BaseException) -> BaseException:
+        """An error the template's own code raised ({{ 1/0 }}, {{ 1 + "a" }}, {{ [][1] }}):
+        one line naming the innermost template line it was raised at; the error itself where no
+        template's code is in its traceback (a bug of the build, not of a template)."""
+        where = None
+        tb = e.__traceback__
+        folder = str(self.folder) + os.sep
+        while tb is not None:
+            file = tb.tb_frame.f_code.co_filename
+            if file.startswith(folder):
+                where = Location(file=file, line=tb.tb_lineno)
+            tb = tb.tb_next
+        if where is None:
+            return e
+        text = str(e) or type(e).__name__
+        return BuildError(
+            f"template error: {type(e).__name__}: {text}"[:500],
+            where=where,
+            hint="fix the template at that line",
+        )
 
 
 def environment(folder: Path, bytecode_cache: Path | None = None) -> Environment:

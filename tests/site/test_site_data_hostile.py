@@ -305,6 +305,7 @@ def test_releases_url_replaces_only_the_version(tmp_path: Path) -> None:
 
 
 BENCH_ROW = {"bench": "b", "metric": "m", "value": 4.4, "unit": "s", "reference_value": None, "ratio": None}
+BENCH_META = {"date": "2026-11-25", "cores": "2", "mode": "quick", "python": "3.11.7"}
 
 
 @pytest.mark.parametrize(
@@ -316,11 +317,40 @@ BENCH_ROW = {"bench": "b", "metric": "m", "value": 4.4, "unit": "s", "reference_
         ({"results": [{**BENCH_ROW, "value": True}]}, "results[0].value: must be a number"),
         ({"results": [{**BENCH_ROW, "ratio": "2"}]}, "results[0].ratio: must be a number or null"),
         ({"meta": [], "results": []}, "benchmarks.json: meta: must be a mapping"),
+        # keys the page shows: a missing one was the template's "undefined value" error
+        ({"meta": {}, "results": [BENCH_ROW]}, "benchmarks.json: meta.date: must be there"),
+        ({"meta": BENCH_META, "results": [{"value": 1}]}, "results[0].bench: must be there"),
+        (
+            {"meta": BENCH_META, "results": [{**BENCH_ROW, "reference_value": 2}]},
+            "results[0].reference: must",
+        ),
     ],
-    ids=["list", "results-int", "value-str", "value-bool", "ratio-str", "meta-list"],
+    ids=[
+        "list",
+        "results-int",
+        "value-str",
+        "value-bool",
+        "ratio-str",
+        "meta-list",
+        "no-date",
+        "no-bench",
+        "no-ref",
+    ],
 )
 def test_benchmark_results_of_another_shape_are_one_error(results: Any, error: str) -> None:
     with pytest.raises(BuildError) as e:
         data._check_benchmarks(results, "site/data/benchmarks.json")
     assert error in str(e.value)
-    data._check_benchmarks({"meta": {}, "results": [BENCH_ROW], "failures": []}, "b.json")  # the real shape
+    data._check_benchmarks(
+        {"meta": BENCH_META, "results": [BENCH_ROW], "failures": []}, "b.json"
+    )  # the real shape
+
+
+def test_benchmarks_without_results_build_the_page_without_figures(site: Path, tmp_path: Path) -> None:
+    """A mapping with no 'results' passed the check, then the page's template failed on b.results."""
+    (site / "data" / "benchmarks.json").write_text('{"meta": {}}')
+    build_site(site, tmp_path / "out")
+    assert (
+        "No figures yet"
+        in (tmp_path / "out" / "docs" / "reference" / "benchmarks" / "index.html").read_text()
+    )

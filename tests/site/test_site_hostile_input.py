@@ -4,6 +4,8 @@ in bounded time and memory, never a traceback or silently dropped content."""
 from __future__ import annotations
 
 import http.client
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -230,6 +232,25 @@ def test_nesting_up_to_the_limit_keeps_every_block() -> None:
     body = "".join("  " * i + f"- w{i}\n" for i in range(9)) + "\n" + ">" * 19 + " quoted\n"
     html = markdown.render(body, src_path="docs/p.md", first_line=1, base_path="/").html
     assert all(f"w{i}" in html for i in range(9)) and "quoted" in html
+
+
+@pytest.mark.parametrize("prefix", ["- ", ">", "1. "])
+def test_nesting_that_overflows_the_rust_parsers_stack_is_one_line(prefix: str) -> None:
+    """The Rust parser recurses once per level: 50k levels overflowed the C stack (a segfault, no
+    message). In a child process, so that the old crash cannot take pytest with it."""
+    code = (
+        "import sys\n"
+        "from cernvm_build.site import markdown, mdtree\n"
+        f"body = 'intro\\n\\n' + {prefix!r} * 50_000 + 'deep\\n'\n"
+        "try:\n"
+        "    markdown.render(body, src_path='docs/p.md', first_line=1, base_path='/')\n"
+        "except mdtree.TooDeep as e:\n"
+        "    print('TooDeep', e.line)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert (run.returncode, run.stdout) == (0, "TooDeep 2\n"), run.stderr[-2000:]
 
 
 def test_a_too_deep_page_names_its_file_and_line(site: Path, tmp_path: Path) -> None:

@@ -140,6 +140,19 @@ def test_a_page_source_that_is_a_fifo_is_one_line_not_a_wait(site: Path, tmp_pat
     assert not (tmp_path / "new").exists()
 
 
+@pytest.mark.parametrize("where", ["content/docs/guide", "static/assets/linked"])
+def test_a_linked_subfolder_is_one_line_not_left_out(site: Path, tmp_path: Path, where: str) -> None:
+    """os.walk does not follow a link below its top: its pages were left out without a word."""
+    away = tmp_path / "away"
+    away.mkdir()
+    (away / "page.md").write_text("---\ntitle: linked\n---\ntext\n")
+    (site / where).symlink_to(away)
+    with pytest.raises(BuildError, match=re.escape(f"a symbolic link to the folder {away}")) as e:
+        build_site(site, tmp_path / "out")
+    assert str(e.value.where) == str(site / where) and e.value.hint
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("folder", ["content", "static", "data", "templates"])
 def test_a_top_folder_linked_out_of_the_site_is_one_line(site: Path, tmp_path: Path, folder: str) -> None:
     """os.walk follows a link at its top: content -> ~/.ssh would publish the keys (audit17b finding 3)."""

@@ -121,6 +121,37 @@ def test_an_undefined_value_is_still_an_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("base", "message"),
+    [("x\n{{ 1/0 }}", "ZeroDivisionError: division by zero"), ('x\n{{ 1 + "a" }}', "TypeError: unsupported")],
+)
+def test_an_error_the_templates_code_raises_names_its_file_and_line(
+    tmp_path: Path, base: str, message: str
+) -> None:
+    """It was the exception's traceback through jinja2, exit 1."""
+    (tmp_path / "base.html").write_text(base)
+    (tmp_path / "page.html").write_text('{% extends "base.html" %}')
+    with pytest.raises(BuildError, match=message) as e:
+        templates.environment(tmp_path).render("page.html", {})
+    assert str(e.value.where) == f"{tmp_path / 'base.html'}:2" and e.value.hint
+
+
+@pytest.mark.parametrize(
+    ("base", "message"),
+    [("x\n{% if %}", "Expected an expression"), ("x\n{{ 1 | nosuchfilter }}", "No filter named")],
+)
+def test_a_syntax_error_in_an_extended_template_names_its_file_and_line(
+    tmp_path: Path, base: str, message: str
+) -> None:
+    """Only the page's own template was compiled under a check: an error in the one it extends (found
+    while rendering) was jinja2's traceback, exit 1."""
+    (tmp_path / "base.html").write_text(base)
+    (tmp_path / "page.html").write_text('{% extends "base.html" %}')
+    with pytest.raises(BuildError, match=message) as e:
+        templates.environment(tmp_path).render("page.html", {})
+    assert str(e.value.where) == f"{tmp_path / 'base.html'}:2" and e.value.hint
+
+
+@pytest.mark.parametrize(
     ("text", "message"),
     [
         ('{% include "../../../../../../etc/passwd" %}', "is not a path inside templates/"),
