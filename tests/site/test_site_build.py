@@ -673,6 +673,37 @@ def test_a_page_failing_in_a_shard_worker_names_its_template(
     assert "doc.html" in str(e.value.where) and not (tmp_path / "out").exists() and seen == []
 
 
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_the_write_step_stops_at_the_first_page_that_fails(
+    site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, edit: Edit, jobs: int
+) -> None:
+    """Every page was rendered after one had failed (each unit went on, and so did the other units):
+    a template error every page meets cost every page's time (a template including itself, pr25a 8).
+    Now no output is started once one failed, in this process or a forked one (at most one each that
+    had started already), and the error reported is as before."""
+    from cernvm_build.site import templates
+
+    _in_shards(monkeypatch)  # forked workers, several units
+    edit(site / "templates" / "doc.html", "{{ page.title }}", "{{ page.no_such_field }}")
+    log = tmp_path / "rendered"
+    real = templates.Environment.render
+
+    def render(self: templates.Environment, name: str, ctx: dict[str, Any]) -> str:
+        with open(log, "a") as f:  # one write each, appended: seen from every process
+            f.write(f"{name} {os.getpid()}\n")
+        if name == "doc.html" and log.read_text().count("doc.html") == 1:
+            # the first page (written before the fork) renders: the failure comes in the workers
+            ctx = {**ctx, "page": {**ctx["page"], "no_such_field": ""}}
+        return real(self, name, ctx)
+
+    monkeypatch.setattr(templates.Environment, "render", render)
+    with pytest.raises(BuildError, match="undefined value") as e:
+        build_site(site, tmp_path / "out", jobs=jobs)
+    assert "doc.html" in str(e.value.where)
+    docs = [line.split()[1] for line in log.read_text().splitlines() if line.startswith("doc.html")]
+    assert 2 <= len(docs) <= 1 + jobs
+
+
 def test_the_index_step_reads_back_only_pages_whose_extract_is_not_kept(
     site: Path, tmp_path: Path, edit: Edit, monkeypatch: pytest.MonkeyPatch
 ) -> None:
