@@ -373,7 +373,7 @@ def execute(
     wanted = {j.out for j in plan.jobs}
     # the search index's folder is the index step's (search.update), which lists its shards last
     removed = sorted(rel for rel in set(old) - wanted if not rel.startswith(SEARCH_PREFIX))
-    folders = state.folders()
+    folders = state.folders(outside=SEARCH_PREFIX.rstrip("/"))  # (that folder's rows: ``search.sweep``)
     strays: list[str]
     listed: list[str]
     if made is not None:

@@ -1188,6 +1188,48 @@ def test_strays_are_found_in_folders_unchanged_since_they_were_recorded(
     assert not (out / "docs/guides/empty").exists() and not (out / "docs/reference/cli/junk").exists()
 
 
+def test_strays_in_the_search_index_folder_go_though_nothing_is_stale(
+    site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A killed run's temporary (``atomic_file``'s) or any file left in search-index/ was removed only
+    when the index changed again: with nothing stale the index step returned first, and the walk for
+    strays leaves that folder to it (rv24 5). Now the folders there whose ctime moved are listed, by a
+    no-change build as by one that writes other outputs, and no other build lists them."""
+    from cernvm_build.site import output, search
+
+    monkeypatch.setattr(output, "SETTLED_NS", 0)  # every folder's ctime is trusted at once
+    listed: list[list[str]] = []
+    real = search.files_in_changed_folders
+
+    def spy(top: Path, skip: str, known: Any) -> Any:
+        got = real(top, skip, known)
+        listed.append(got[2])
+        return got
+
+    monkeypatch.setattr(search, "files_in_changed_folders", spy)
+    out = tmp_path / "out"
+    build_site(site, out)
+    build_site(site, out)
+    build_site(site, out)
+    assert listed[-2:] == [[], []]  # recorded as left: nothing listed
+    index = out / "search-index"
+    (index / ".shards.json.4242.0.tmp").write_text("{")
+    (index / "b" / "junk").write_text("junk")
+    (index / "lost").mkdir()
+    (index / "lost" / "deeper").write_text("junk")
+    assert build_site(site, out).rendered == 0  # the no-change build
+    assert sorted(listed[-1]) == ["", "b", "lost"]
+    assert tree(out) == _clean(site, tmp_path, "clean", monkeypatch)
+    # a build that writes other outputs, the index current
+    (index / "f" / ".x.json.4242.1.tmp").write_text("{")
+    (site / "static" / "new.txt").write_text("new")
+    build_site(site, out)
+    assert listed[-1] == ["f"] and not (index / "f" / ".x.json.4242.1.tmp").exists()
+    build_site(site, out)
+    assert listed[-1] == []
+    assert tree(out) == _clean(site, tmp_path, "clean2", monkeypatch)
+
+
 def test_prune_emptied_removes_the_folders_a_removal_emptied_and_only_those(tmp_path: Path) -> None:
     from cernvm_build.site.output import prune_emptied
 
