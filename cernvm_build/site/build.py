@@ -512,10 +512,12 @@ class Builder:
         top = str(self.out_dir)
         if digest != snap.digest or not all(matches(f"{top}/{rel}", row) for rel, row in old_outputs.items()):
             return None
-        folders = state.folders()
+        folders = state.folders(outside=search_mod.PREFIX.rstrip("/"))
         strays, empty, listed, seen = find_strays(self.out_dir, set(old_outputs), set(), folders)
         if strays or empty:
             return None
+        # what a killed run left in the search index's folder (where one changed)
+        search_mod.sweep(self.out_dir, old_outputs, state)
         # the folders listed now recorded as they are (``write.execute``)
         now, gone = folder_rows(self.out_dir, set(listed))
         state.put_folders(now, gone + [rel for rel in folders if rel not in seen])

@@ -504,8 +504,19 @@ class State:
         self.db.execute("INSERT OR REPLACE INTO memo VALUES (?, ?)", (REPORT, _pickle((fp, sources))))
 
     # -- the output's folders by ctime (``output.files_in_changed_folders``) -----------------------
-    def folders(self) -> dict[str, int]:
-        return dict(self.db.execute("SELECT path, ctime FROM folders"))
+    def folders(self, under: str | None = None, *, outside: str | None = None) -> dict[str, int]:
+        """The folders recorded; ``under``: only that folder and those in it; ``outside``: all but
+        those (the search index's folders are its step's, ``search.sweep``)."""
+        if under is None and outside is None:
+            return dict(self.db.execute("SELECT path, ctime FROM folders"))
+        top = under if under is not None else outside
+        assert top is not None
+        # "0" follows "/": the paths top + "/..." are those between top + "/" and top + "0"
+        match = "(path = ? OR (path > ? AND path < ?))"
+        where = match if under is not None else f"NOT {match}"
+        return dict(
+            self.db.execute(f"SELECT path, ctime FROM folders WHERE {where}", (top, top + "/", top + "0"))
+        )
 
     def put_folders(self, rows: list[tuple[str, int]], gone: list[str]) -> None:
         self._upsert("folders", "path", rows, gone)

@@ -56,7 +56,14 @@ from typing import Any, Protocol
 from .cache import State, search_extracts_at
 from .model import HEADING_ROLES, PERMALINK_IGNORED, SECTION, TITLE, ContentText, heading_role, sha
 from .ntuple import NamedTuple
-from .output import files_under, matches, prune_emptied, write_output
+from .output import (
+    files_in_changed_folders,
+    folder_rows,
+    matches,
+    prune_emptied,
+    with_parents,
+    write_output,
+)
 from .parallel import fork_map
 from .stemmer import stems
 
@@ -844,6 +851,7 @@ def update(
     shards started in a helper (``offload``), taken from there, ``meanwhile`` run while it makes them.
     None when the whole index is current."""
     if index.current:
+        sweep(out_dir, index.ours, state)  # what a killed run left there (its folder changed)
         return None
     ours, prev, recorded = index.ours, index.prev, index.recorded
     built = built or {}
@@ -894,16 +902,39 @@ def update(
     # the manifest last: it names the shards as complete
     listing = {"shards": [entries[s.bundle] for s in index.cut]}
     written += _put(out_dir, MANIFEST, _json(listing) + b"\n", ours.get(MANIFEST), rows, made)
-    # whatever else is in the index folder goes, recorded or not (a failed run forgets the rows)
-    on_disk, empty = files_under(out_dir / PREFIX)
-    removed = sorted((set(ours) | {PREFIX + rel for rel in on_disk}) - final)
-    for rel in removed:
-        (out_dir / rel).unlink(missing_ok=True)
-    if removed or empty:
-        prune_emptied(out_dir / PREFIX, [rel[len(PREFIX) :] for rel in removed], empty)
+    # whatever else is in the index folder goes, recorded or not (a failed run forgets the rows): every
+    # folder listed (the shards' folders changed anyway)
+    removed = sorted(set(sweep(out_dir, final, state, every=True)) | (set(ours) - final))
     if offloaded is None:
         state.prune_search_extracts(set(keys.values()))
     return Indexed(sorted(rows), written, removed, len(index.stale))
+
+
+def sweep(out_dir: Path, keep: Container[str], state: State, *, every: bool = False) -> list[str]:
+    """Remove the files of the index folder that are not in ``keep`` (output-relative paths) and the
+    folders left empty; returns the files removed. Only the folders whose ctime is not the one the
+    state records are listed (``output.files_in_changed_folders``; ``every``: all of them): a killed
+    run's temporary (``fsutil.atomic_file``'s), or any file put there, changed its folder, so a build
+    with nothing stale removes it too, at a stat a folder and one small query when none changed. The
+    folders' ctimes are recorded as they are left (rows the write step's walk, ``write.find_strays``,
+    does not read: ``State.folders(outside=...)``)."""
+    top = PREFIX.rstrip("/")
+    recorded = state.folders(top)
+    known = {} if every else {rel[len(PREFIX) :] if rel != top else "": c for rel, c in recorded.items()}
+    files, empty, listed, seen = files_in_changed_folders(out_dir / top, "", known)
+    removed = sorted(PREFIX + rel for rel in files if PREFIX + rel not in keep)
+    for rel in removed:
+        (out_dir / rel).unlink(missing_ok=True)
+    if removed or empty:
+        prune_emptied(out_dir / top, [rel[len(PREFIX) :] for rel in removed], empty)
+    if listed or len(seen) != len(recorded):
+        # those listed, and those a removal changed (an emptied folder's parent)
+        changed = {f"{PREFIX}{rel}" if rel else top for rel in listed}
+        changed |= {d for d in with_parents(removed) if d == top or d.startswith(PREFIX)}
+        now, gone = folder_rows(out_dir, changed)
+        gone += [rel for rel in recorded if (rel[len(PREFIX) :] if rel != top else "") not in seen]
+        state.put_folders(now, gone)
+    return removed
 
 
 def _held(keep: dict[str, Merged] | None, shard: Shard, page: str, key: str) -> bool:

@@ -295,6 +295,8 @@ class Environment:
             raise self._failed(e) from None
         except MemoryError as e:  # "x" * 10**10
             raise self._failed(e) from None
+        except RecursionError as e:  # a template that includes, imports or calls itself without end
+            raise self._failed(e) from None
 
     def _failed(self, e: BaseException) -> BaseException:
         """An error the template's own code raised ({{ 1/0 }}, {{ 1 + "a" }}, {{ [][1] }}):
@@ -310,6 +312,12 @@ class Environment:
             tb = tb.tb_next
         if where is None:
             return e
+        if isinstance(e, RecursionError):
+            return BuildError(
+                "template error: it includes, imports or calls itself without end (RecursionError)",
+                where=where,
+                hint="an include, import or macro call at that line leads back to it: break the loop",
+            )
         text = str(e) or type(e).__name__
         return BuildError(
             f"template error: {type(e).__name__}: {text}"[:500],

@@ -9,10 +9,11 @@ it into place at the end, ``fsutil.atomic_dir``): there each file is written onc
 
 from __future__ import annotations
 
+import mmap
 import os
 import re
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,10 @@ class Work(NamedTuple):
     index_old: dict[str, tuple[str, int, int]]  # the index files recorded (written only if changed)
     texts: dict[str, ContentText]  # what the search index reads of rendered Markdown, by key
     state: State  # the build's state: the extracts of a shard made here are kept from here
+    # one byte shared by every process of the write step (anonymous, mapped before the fork): set when
+    # an output fails, so none starts another (a page-wide template error costs one page's time, e.g. a
+    # template that includes itself ~5 s, not every page's)
+    failed: mmap.mmap
 
 
 def _lates(obj: Any) -> list[Late]:
@@ -115,7 +120,8 @@ def _materialize(ctx: dict[str, Any], work: Work) -> dict[str, Any]:
     return out
 
 
-#: what a worker returns for an output: (size, mtime in ns, search extract or None)
+#: what a worker returns for an output: (size, mtime in ns, search extract or None); (message, where,
+#: hint) for one that failed; None for one not attempted (another had failed)
 Written = tuple[int, int, tuple[bytes, bytes] | None]
 
 
@@ -124,11 +130,17 @@ Written = tuple[int, int, tuple[bytes, bytes] | None]
 Unit = tuple[tuple[int, ...], int | None]
 
 
-def _do_unit(work: Work, unit: Unit) -> tuple[list[Written | tuple[str, str, str]], ShardMade | None]:
+def _do_unit(
+    work: Work, unit: Unit
+) -> tuple[Sequence[Written | tuple[str, str, str] | None], ShardMade | None]:
     jobs, shard_no = unit
     # the extracts of a shard's pages, also as its files read them (no pickle read back here)
     parsed: dict[str, Postings] | None = None if shard_no is None else {}
-    results = [_do_job_safe(work, i, parsed) for i in jobs]
+    results: list[Written | tuple[str, str, str]] = []
+    for i in jobs:
+        if work.failed[0]:  # an output failed, here or in another process: the build stops
+            return [*results, *[None] * (len(jobs) - len(results))], None
+        results.append(_do_job_safe(work, i, parsed))
     if shard_no is None:
         return results, None
     shard = work.shards[shard_no]
@@ -158,6 +170,7 @@ def _do_job_safe(
     try:
         return _do_job(work, i, parsed)
     except CernVMError as e:
+        work.failed[0] = 1
         return e.message, str(e.where or ""), e.hint or ""
 
 
@@ -327,6 +340,7 @@ def execute(
         index_old,
         texts or {},
         state,
+        mmap.mmap(-1, 1),  # MAP_SHARED: the forked workers see one byte
     )
     reporter.progress("pages", 0, len(todo))
     results: list[Any] = [None] * len(todo)
@@ -347,7 +361,8 @@ def execute(
         if shard is not None and unit[1] is not None:
             built[shards[unit[1]].bundle] = shard
     reporter.progress("pages", len(todo), len(todo))
-    failed = [r for r in results if isinstance(r[0], str)]
+    # the first failed in the outputs' order among those attempted (one failed, no other started)
+    failed = [r for r in results if r is not None and isinstance(r[0], str)]
     if failed:
         message, where, hint = failed[0]
         raise BuildError(str(message), where=str(where) or None, hint=str(hint) or None)
@@ -358,7 +373,7 @@ def execute(
     wanted = {j.out for j in plan.jobs}
     # the search index's folder is the index step's (search.update), which lists its shards last
     removed = sorted(rel for rel in set(old) - wanted if not rel.startswith(SEARCH_PREFIX))
-    folders = state.folders()
+    folders = state.folders(outside=SEARCH_PREFIX.rstrip("/"))  # (that folder's rows: ``search.sweep``)
     strays: list[str]
     listed: list[str]
     if made is not None:

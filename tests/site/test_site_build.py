@@ -673,6 +673,37 @@ def test_a_page_failing_in_a_shard_worker_names_its_template(
     assert "doc.html" in str(e.value.where) and not (tmp_path / "out").exists() and seen == []
 
 
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_the_write_step_stops_at_the_first_page_that_fails(
+    site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, edit: Edit, jobs: int
+) -> None:
+    """Every page was rendered after one had failed (each unit went on, and so did the other units):
+    a template error every page meets cost every page's time (a template including itself, pr25a 8).
+    Now no output is started once one failed, in this process or a forked one (at most one each that
+    had started already), and the error reported is as before."""
+    from cernvm_build.site import templates
+
+    _in_shards(monkeypatch)  # forked workers, several units
+    edit(site / "templates" / "doc.html", "{{ page.title }}", "{{ page.no_such_field }}")
+    log = tmp_path / "rendered"
+    real = templates.Environment.render
+
+    def render(self: templates.Environment, name: str, ctx: dict[str, Any]) -> str:
+        with open(log, "a") as f:  # one write each, appended: seen from every process
+            f.write(f"{name} {os.getpid()}\n")
+        if name == "doc.html" and log.read_text().count("doc.html") == 1:
+            # the first page (written before the fork) renders: the failure comes in the workers
+            ctx = {**ctx, "page": {**ctx["page"], "no_such_field": ""}}
+        return real(self, name, ctx)
+
+    monkeypatch.setattr(templates.Environment, "render", render)
+    with pytest.raises(BuildError, match="undefined value") as e:
+        build_site(site, tmp_path / "out", jobs=jobs)
+    assert "doc.html" in str(e.value.where)
+    docs = [line.split()[1] for line in log.read_text().splitlines() if line.startswith("doc.html")]
+    assert 2 <= len(docs) <= 1 + jobs
+
+
 def test_the_index_step_reads_back_only_pages_whose_extract_is_not_kept(
     site: Path, tmp_path: Path, edit: Edit, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1155,6 +1186,48 @@ def test_strays_are_found_in_folders_unchanged_since_they_were_recorded(
     ]
     assert tree(out) == _clean(site, tmp_path, "clean", monkeypatch)
     assert not (out / "docs/guides/empty").exists() and not (out / "docs/reference/cli/junk").exists()
+
+
+def test_strays_in_the_search_index_folder_go_though_nothing_is_stale(
+    site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A killed run's temporary (``atomic_file``'s) or any file left in search-index/ was removed only
+    when the index changed again: with nothing stale the index step returned first, and the walk for
+    strays leaves that folder to it (rv24 5). Now the folders there whose ctime moved are listed, by a
+    no-change build as by one that writes other outputs, and no other build lists them."""
+    from cernvm_build.site import output, search
+
+    monkeypatch.setattr(output, "SETTLED_NS", 0)  # every folder's ctime is trusted at once
+    listed: list[list[str]] = []
+    real = search.files_in_changed_folders
+
+    def spy(top: Path, skip: str, known: Any) -> Any:
+        got = real(top, skip, known)
+        listed.append(got[2])
+        return got
+
+    monkeypatch.setattr(search, "files_in_changed_folders", spy)
+    out = tmp_path / "out"
+    build_site(site, out)
+    build_site(site, out)
+    build_site(site, out)
+    assert listed[-2:] == [[], []]  # recorded as left: nothing listed
+    index = out / "search-index"
+    (index / ".shards.json.4242.0.tmp").write_text("{")
+    (index / "b" / "junk").write_text("junk")
+    (index / "lost").mkdir()
+    (index / "lost" / "deeper").write_text("junk")
+    assert build_site(site, out).rendered == 0  # the no-change build
+    assert sorted(listed[-1]) == ["", "b", "lost"]
+    assert tree(out) == _clean(site, tmp_path, "clean", monkeypatch)
+    # a build that writes other outputs, the index current
+    (index / "f" / ".x.json.4242.1.tmp").write_text("{")
+    (site / "static" / "new.txt").write_text("new")
+    build_site(site, out)
+    assert listed[-1] == ["f"] and not (index / "f" / ".x.json.4242.1.tmp").exists()
+    build_site(site, out)
+    assert listed[-1] == []
+    assert tree(out) == _clean(site, tmp_path, "clean2", monkeypatch)
 
 
 def test_prune_emptied_removes_the_folders_a_removal_emptied_and_only_those(tmp_path: Path) -> None:

@@ -135,6 +135,15 @@ def test_an_error_the_templates_code_raises_names_its_file_and_line(
     assert str(e.value.where) == f"{tmp_path / 'base.html'}:2" and e.value.hint
 
 
+def test_a_template_that_includes_itself_is_one_line_at_its_include(tmp_path: Path) -> None:
+    """It was a RecursionError traceback (pr25a 8)."""
+    (tmp_path / "base.html").write_text('x\n{% include "base.html" %}\n')
+    (tmp_path / "page.html").write_text('{% extends "base.html" %}')
+    with pytest.raises(BuildError, match="includes, imports or calls itself") as e:
+        templates.environment(tmp_path).render("page.html", {})
+    assert str(e.value.where) == f"{tmp_path / 'base.html'}:2" and e.value.hint
+
+
 @pytest.mark.parametrize(
     ("base", "message"),
     [("x\n{% if %}", "Expected an expression"), ("x\n{{ 1 | nosuchfilter }}", "No filter named")],
