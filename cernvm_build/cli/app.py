@@ -277,19 +277,8 @@ class Output:
         self.err.print(f"[yellow]warning:[/yellow] {_escape(visible(text))}", highlight=False)
 
     def error(self, err: CernVMError) -> None:
-        if self.json_mode and not self._json_written:
-            # a script reading --json's stdout gets one document whether the command worked or not
-            # (it got nothing on an error, and parsed an empty stdout: pr24b finding 4)
-            with contextlib.suppress(OSError):  # stdout itself may be what failed; stderr still says it
-                self.data(
-                    {
-                        "error": visible(str(err), one_line=True),
-                        "message": err.message,
-                        "where": None if err.where is None else str(err.where),
-                        "hint": err.hint,
-                        "exit_code": err.exit_code,
-                    }
-                )
+        where = None if err.where is None else str(err.where)
+        self._error_document(visible(str(err), one_line=True), err.message, where, err.hint, err.exit_code)
         # The message and hint are the user's data (paths, URLs, `pip install 'x[extra]'`): never markup.
         self.err.print(
             f"[bold red]error:[/bold red] {_escape(visible(str(err), one_line=True))}",
@@ -301,10 +290,19 @@ class Output:
 
     def stopped(self, line: str, code: int) -> None:
         """A command ended by Ctrl-C or SIGTERM: ``line`` on stderr (and as --json's document)."""
-        if self.json_mode and not self._json_written:
-            with contextlib.suppress(OSError):
-                self.data({"error": line, "message": line, "where": None, "hint": None, "exit_code": code})
+        self._error_document(line, line, None, None, code)
         self.err.print(line)
+
+    def _error_document(
+        self, error: str, message: str, where: str | None, hint: str | None, code: int
+    ) -> None:
+        """With --json, the error as stdout's one document, unless the command already wrote its own:
+        a script reading it gets one document whether the command worked or not (it got nothing on an
+        error, and parsed an empty stdout: pr24b finding 4)."""
+        if self.json_mode and not self._json_written:
+            with contextlib.suppress(OSError):  # stdout itself may be what failed; stderr still says it
+                doc = {"error": error, "message": message, "where": where, "hint": hint, "exit_code": code}
+                self.data(doc)
 
     def _bars_off(self) -> bool:
         # decided before rich is imported where it can be (--quiet, --json)
