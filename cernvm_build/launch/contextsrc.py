@@ -71,7 +71,8 @@ class _Stopwatch:
     """Shuts down the connections of one fetch at its deadline. ``read_within`` bounds the body,
     but the status line and headers are http.client's reads, each bounded by the per-read timeout
     only: a server sending a header line or a ``100 Continue`` every few seconds held ``context
-    URL`` for ever (pr24a #8)."""
+    URL`` for ever (pr24a #8). Not ``cloudsource``'s per-read deadline socket: under https the ssl
+    module reads the descriptor itself, past any Python-level ``recv_into``; a shutdown ends both."""
 
     def __init__(self, seconds: float) -> None:
         self.sockets: list[socket.socket] = []
