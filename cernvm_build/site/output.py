@@ -108,28 +108,12 @@ def matches(path: str, row: tuple[str, int, int]) -> bool:
     return st.st_size == row[1] and st.st_mtime_ns == row[2]
 
 
-def files_under(top: Path, skip: str = "") -> tuple[list[str], bool]:
-    """The files under ``top`` (paths relative to it, "/"-separated) and whether one of its folders is
-    empty; ``skip``: a folder of ``top`` not walked (another step's)."""
-    out: list[str] = []
-    empty = False
-    root_dir = str(top)
-    cut = len(root_dir) + 1
-    for root, dirs, files in os.walk(root_dir):
-        if not dirs and not files:
-            empty = True
-        if skip and root == root_dir and skip in dirs:
-            dirs.remove(skip)
-        prefix = root[cut:] + "/" if len(root) > len(root_dir) else ""
-        out += [prefix + name for name in files]
-    return out, empty
-
-
 def files_in_changed_folders(
     top: Path, skip: str, known: Mapping[str, int]
 ) -> tuple[list[str], bool, list[str], set[str]]:
-    """``files_under``, where the folders whose ctime is the one ``known`` records (folder relative to
-    ``top``, "" for ``top``; ``folder_rows``) are not listed: their entries are the ones they had
+    """The files under ``top`` (paths relative to it, "/"-separated; ``skip``: a folder of ``top``
+    not walked, another step's), where the folders whose ctime is the one ``known`` records (folder
+    relative to ``top``, "" for ``top``; ``folder_rows``) are not listed: their entries are the ones they had
     then (adding, removing or renaming an entry sets a folder's ctime, and nothing sets it back), only
     their recorded subfolders are visited. Returns (the files of the folders listed, whether one of
     them is empty, the folders listed, every folder there is). A stat per folder instead of a
