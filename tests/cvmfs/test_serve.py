@@ -272,6 +272,29 @@ def test_nginx_values_that_would_add_directives_are_refused(
         nginx_config(fx.root, port=8080, run_dir=tmp_path, **kwargs)  # type: ignore[arg-type]
 
 
+def test_nginx_a_folder_of_strata_whose_own_name_would_add_a_directive_is_refused(
+    fx: Fixture, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pr26c finding 1: the folder's own path went into the first line's comment unchecked; with its
+    <fqrn>/ entry a link to a plain path every other check passed, and after the newline came a
+    main-context directive (nginx -t tried to dlopen the module)."""
+    folder = tmp_path / "x\nload_module evil.so;\n#"
+    folder.mkdir()
+    (folder / FQRN).symlink_to(fx.root)
+    with pytest.raises(CvmfsError, match="Stratum folder path holds characters"):
+        nginx_config(folder, port=8080, run_dir=tmp_path)
+    out = tmp_path / "nginx.conf"
+    argv = ["cvmfs", "nginx-config", str(folder), "--port", "8080", "--run-dir", str(tmp_path)]
+    assert main([*argv, "-o", str(out)]) == CvmfsError.exit_code and not out.exists()
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 2 and "Traceback" not in err and "hint: use a path of letters" in err
+    plain = tmp_path / "strata"
+    plain.mkdir()
+    (plain / FQRN).symlink_to(fx.root)
+    text = nginx_config(plain, port=8080, run_dir=tmp_path)
+    assert text.startswith(f"# the CernVM-FS repositories in {plain} (")
+
+
 def test_nginx_listen_and_user_as_written(
     fx: Fixture, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
