@@ -140,6 +140,9 @@ _REPO_RULES: dict[str, tuple[re.Pattern[str], bool, str]] = {
         False,
         "one word (letters, digits, '.', '_', '-')",
     ),
+    # the .repo file shown for copying has name=TITLE: a line break there began keys of its own
+    # (sslverify=0, proxy=..., pr26c 3)
+    "title": (re.compile(r"[^\x00-\x1f\x7f-\x9f\u2028\u2029]+"), False, "one line of text"),
 }
 
 

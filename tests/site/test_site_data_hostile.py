@@ -72,6 +72,9 @@ GOOD_REPO = {
         ("component", "main contrib"),
         ("kind", "zypper"),
         ("name", 5),
+        # pr26c 3: name=TITLE in the .repo file shown for copying; the newline began keys of its own
+        ("title", "CernVM-FS\nsslverify=0\nproxy=http://evil.example:3128"),
+        ("title", "CernVM-FS\rgpgcheck=0"),
     ],
     ids=[
         "url-javascript",
@@ -83,6 +86,8 @@ GOOD_REPO = {
         "component-two-words",
         "kind",
         "name-int",
+        "title-newline",
+        "title-cr",
     ],
 )
 def test_a_hostile_repositories_entry_is_one_error_naming_its_key(
