@@ -37,7 +37,10 @@ DEFAULT_CLIENTS = ("127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16
 MAX_CACHE_MB = 2**31 - 1
 MAX_SIZE_MB = 2**24
 
-_HOST = re.compile(r"\.?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*")  # fullmatch: $ takes "x\n"
+#: labels as RFC 1123 has them, no '-' first or last: squid read a '-n' or '-i' as the ACL's flag, not a
+#: name (an empty ACL: every request refused, pr26c 2)
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_HOST = re.compile(rf"\.?{_LABEL}(\.{_LABEL})*")  # fullmatch: $ takes "x\n"
 
 
 def _network(text: str) -> str:

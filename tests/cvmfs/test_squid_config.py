@@ -40,6 +40,10 @@ def test_defaults_collapse_forwarding_and_allow_only_private_networks(tmp_path: 
         ({"clients": ["fe80::%eth0"]}, "--client .*scope id"),
         # pr16f finding 5: a regex's $ matches before a final newline
         ({"stratum_hosts": ["cern.ch\n"]}, "--stratum"),
+        # pr26c 2: squid reads a word beginning with '-' as the ACL's flag (an empty ACL: all denied)
+        ({"stratum_hosts": ["-n"]}, "--stratum '-n': not a host name"),
+        ({"stratum_hosts": ["cern.ch", "-i"]}, "--stratum '-i': not a host name"),
+        ({"stratum_hosts": ["a-.cern.ch"]}, "--stratum 'a-.cern.ch': not a host name"),
         ({"run_dir": Path("/tmp/ab\n")}, "run directory"),
         ({"port": 70000}, "--port"),
         ({"memory_mb": 1}, "--memory-mb"),
