@@ -145,6 +145,38 @@ def test_globs_are_read_as_the_guests_shell_reads_them(monkeypatch: pytest.Monke
     assert copy._pick("'.'", ".") == "set -- '.'; "  # vm:. names the folder itself
 
 
+class _ShellGuest(_Guest):
+    """A guest whose commands run in this machine's POSIX shell and tar (GNU tar, as a Debian guest's)."""
+
+    def __init__(self) -> None:
+        super().__init__(b"")
+
+    def exec_command(self, command: str) -> None:
+        done = subprocess.run(["sh", "-c", command], capture_output=True, check=True, timeout=60)
+        self.stream = done.stdout
+
+
+def test_a_guest_file_named_like_a_tar_option_is_copied_not_obeyed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """pr26c finding 5: the names a glob matched went to ``tar -cf - "$@"`` as they were, so files in
+    the guest named ``--checkpoint=1`` and ``--checkpoint-action=exec=sh x.sh`` (anyone may make them
+    in /tmp) ran x.sh as the login user, root by default, on ``cernvm-launch scp 'vm:/tmp/*' .``."""
+    guest = tmp_path / "guest"
+    guest.mkdir()
+    names = ["--checkpoint=1", "--checkpoint-action=exec=sh x.sh", "x.sh"]
+    for name in names:
+        (guest / name).write_text(f"touch {tmp_path / 'pwned'}\n")
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    monkeypatch.setattr(ready, "connect", lambda conn, name, user=None, home=None: _ShellGuest())
+    copy.copy(None, [f"vm:{guest}/*"], str(dest), recursive=False)
+    assert not (tmp_path / "pwned").exists()
+    assert sorted(p.name for p in dest.iterdir()) == sorted(names)
+    copy.copy(None, [f"vm:{guest}/--checkpoint=1"], str(dest / "one"), recursive=False)
+    assert (dest / "one").read_text() == (guest / "--checkpoint=1").read_text()
+
+
 def test_a_killed_copy_s_half_is_reclaimed_by_the_next_copy(
     monkeypatch: pytest.MonkeyPatch, home: Path
 ) -> None:
