@@ -457,7 +457,10 @@ def _write_disk(root: Path, dest: Path, size_mb: int, tools: tuple[str, str, str
     with open(raw, "wb") as f:
         f.truncate(size_mb * MB)
         f.write(disk.mbr(total))
-    fs = f"{raw}?offset={disk.START * disk.SECTOR}"  # e2fsprogs' unix I/O: the partition in the file
+    # e2fsprogs' unix I/O: the partition in the file. Named relative to root's parent (debugfs runs
+    # there): it cuts the name at the first '?', and a destination folder holding one was another
+    # file's name (debugfs could not open it, pr26c 6)
+    fs = f"{raw.name}?offset={disk.START * disk.SECTOR}"
     # The file system fills the partition mbr() describes; inode tables and the journal are
     # initialised now (zeros: sparse), so the guest's kernel has no lazy init to do at boot.
     proc.run([mke2fs, "-q", "-F", "-t", "ext4", "-L", LABEL, "-d", root, "-E",
@@ -481,7 +484,8 @@ def _root_owned(root: Path, fs: str, debugfs: str) -> None:
     """Every inode ``mke2fs -d`` copied from ``root`` owned by root, folders 0755, files 0644, as
     the initrd (root, umask 022) makes them. ``mke2fs -d`` copies the builder's owners: a seed made
     by user 1000 would let the guest's user 1000 rewrite the cache the root daemon serves from, and
-    own ``persistent/``, the overlay's upper folder, which is the OS's ``/``."""
+    own ``persistent/``, the overlay's upper folder, which is the OS's ``/``.
+    ``fs``: the partition as debugfs names it, relative to ``root``'s parent, where it runs."""
     lines = []
     for dirpath, dirs, files in os.walk(root):
         rel = "/" + os.path.relpath(dirpath, root).removeprefix(".").lstrip("/")
@@ -491,7 +495,7 @@ def _root_owned(root: Path, fs: str, debugfs: str) -> None:
     script = root.parent / "owners.debugfs"
     script.write_text("\n".join(lines) + "\n")
     # debugfs reports a failed command on stderr and still exits 0: any output there is a failure
-    r = proc.run([debugfs, "-w", "-f", script, fs])
+    r = proc.run([debugfs, "-w", "-f", script, fs], cwd=root.parent)
     problems = [
         x for x in r.stderr.decode(errors="replace").splitlines() if x and not x.startswith("debugfs ")
     ]

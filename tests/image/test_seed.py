@@ -381,3 +381,17 @@ def test_a_repository_name_that_is_no_name_is_refused_before_anything_is_fetched
     with pytest.raises(UsageError, match="invalid repository name"):
         make_seed("http://127.0.0.1:9/cvmfs/x", fqrn, [], [], tmp_path / "s.qcow2")
     assert not list(tmp_path.iterdir())
+
+
+def test_a_destination_folder_holding_a_question_mark_makes_its_seed(traced: Traced, tmp_path: Path) -> None:
+    """pr26c finding 6: debugfs named the partition ``<disk.raw>?offset=N`` by its absolute path, and
+    e2fsprogs cuts a name at its first '?': in a folder 'a?b' it tried to open 'a' and the seed failed
+    ("debugfs could not set the seed's owners: ... No such file or directory")."""
+    stratum = tmp_path / "stratum"
+    shutil.copytree(traced.stratum, stratum)
+    (tmp_path / "a?b").mkdir()
+    dest = tmp_path / "a?b" / "s.qcow2"
+    seed = make_seed(stratum, FQRN, [PUB], read_trace(traced.trace), dest, size_mb=64)
+    assert seed.path == dest and dest.is_file()
+    raw = _raw(dest, tmp_path / "s.raw")
+    assert "User:     0   Group:     0" in _debugfs(raw, f"stat /cache/{FQRN}")  # debugfs ran on it
