@@ -102,21 +102,26 @@ def make_hdd(tree: Path, config: str, out: Path, volume_id: str, epoch: int) -> 
     with open(out, "wb") as f:
         f.truncate(size)
         f.write(_mbr(sectors, PART_START, 0x0E))  # FAT16 (LBA)
-    part = f"{out}@@{PART_START * 512}"
+    # mtools reads FILE@@OFFSET and cuts at the first '@@': by the full path, an output folder named
+    # 'x@@y' made mformat format the file 'x' beside it (pr26c 7). The tools run in out's folder and
+    # name the image by its own name, which is the profile's stem (no '@')
+    part = f"{out.name}@@{PART_START * 512}"
+    here = out.parent
     env = {"MTOOLS_SKIP_CHECK": "1", "SOURCE_DATE_EPOCH": str(epoch), "TZ": "UTC"}
     # Fixed serial number and label: the same inputs give the same bytes.
     run(
         ["mformat", "-i", part, "-T", str(sectors - PART_START), "-h", "64", "-s", "32",
          "-H", str(PART_START), "-N", "55434d56", "-v", volume_id[:11].upper(), "::"],
-        env=env,
+        env=env, cwd=here,
     )  # fmt: skip
     (tree / "syslinux").mkdir(exist_ok=True)
     (tree / "syslinux" / "syslinux.cfg").write_text(config)
     _fix_times(tree, epoch)
-    run(["mmd", "-i", part, "::/syslinux", "::/cernvm"], env=env)
+    run(["mmd", "-i", part, "::/syslinux", "::/cernvm"], env=env, cwd=here)
     for p in sorted(tree.rglob("*")):
         if p.is_file():
-            run(["mcopy", "-m", "-i", part, p, f"::/{p.relative_to(tree).as_posix()}"], env=env)
+            dest = f"::/{p.relative_to(tree).as_posix()}"  # (p absolute: as the caller named it)
+            run(["mcopy", "-m", "-i", part, os.path.abspath(p), dest], env=env, cwd=here)
     offset = str(PART_START * 512)
     run(["syslinux", "--install", "--offset", offset, "--directory", "/syslinux", out], env=env)
     out.chmod(0o644)

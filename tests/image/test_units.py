@@ -1226,3 +1226,26 @@ def test_two_builds_on_a_cold_kernel_cache_extract_the_kernel_once(
     extract.second.join(60)  # type: ignore[attr-defined]
     assert len(extracted) == 1 and len(got) == 1 and got[0] == first
     assert sorted(p.name for p in (tmp_path / "k").iterdir()) == ["linux-image-x_1"]  # no lock file left
+
+
+def test_an_hdd_in_a_folder_named_like_mtools_offsets_touches_nothing_beside_it(tmp_path: Path) -> None:
+    """pr26c finding 7: mtools reads ``-i FILE@@OFFSET`` and cuts at the first '@@'; by its full path,
+    the image in a folder 'images@@2026' was 'images', and mformat formatted the file of that name
+    beside the output (then syslinux failed on the image). The real mtools and syslinux run here."""
+    from cernvm_build.image import disks
+
+    victim = tmp_path / "images"
+    victim.write_bytes(b"precious" + bytes(40 << 20))
+    tree = tmp_path / "tree"
+    (tree / "cernvm").mkdir(parents=True)
+    (tree / "cernvm" / "vmlinuz").write_bytes(b"k" * 1000)
+    (tree / "cernvm" / "initrd.img").write_bytes(b"i" * 1000)
+    out = tmp_path / "images@@2026" / "raw.hdd"
+    out.parent.mkdir()
+    disks.make_hdd(tree, "DEFAULT ucernvm\n", out, "UCERNVM", 0)
+    assert victim.read_bytes() == b"precious" + bytes(40 << 20)
+    listing = subprocess.run(
+        ["mdir", "-b", "-i", f"{out.name}@@{disks.PART_START * 512}", "::/cernvm"],
+        cwd=out.parent, env={"MTOOLS_SKIP_CHECK": "1"}, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert sorted(listing.stdout.split()) == ["::/cernvm/initrd.img", "::/cernvm/vmlinuz"]
