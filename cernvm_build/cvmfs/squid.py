@@ -74,6 +74,13 @@ def _strata(hosts: Sequence[str]) -> tuple[list[str], list[str]]:
                 f"--stratum {text!r}: not a host name or domain",
                 hint=_STRATUM_HINT,
             )
+        if text.rpartition(".")[2].isdigit():
+            # no top-level domain is all digits (RFC 1123): '010.0.0.1', an address ipaddress refuses
+            # for its leading zero, went in as a domain name no request's host is (pr26c 8)
+            raise CvmfsError(
+                f"--stratum {text!r}: neither an IP address nor a host name",
+                hint="an IP address is written without leading zeros, e.g. 10.0.0.1",
+            )
         domains.append(text.lower())
     return addresses, domains
 

@@ -44,6 +44,9 @@ def test_defaults_collapse_forwarding_and_allow_only_private_networks(tmp_path: 
         ({"stratum_hosts": ["-n"]}, "--stratum '-n': not a host name"),
         ({"stratum_hosts": ["cern.ch", "-i"]}, "--stratum '-i': not a host name"),
         ({"stratum_hosts": ["a-.cern.ch"]}, "--stratum 'a-.cern.ch': not a host name"),
+        # pr26c 8: ipaddress refuses a leading zero, and the text went in as a domain name
+        ({"stratum_hosts": ["010.0.0.1"]}, "--stratum '010.0.0.1': neither an IP address nor a host"),
+        ({"stratum_hosts": ["10.0.1"]}, "--stratum '10.0.1': neither"),
         ({"run_dir": Path("/tmp/ab\n")}, "run directory"),
         ({"port": 70000}, "--port"),
         ({"memory_mb": 1}, "--memory-mb"),
