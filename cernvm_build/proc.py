@@ -44,6 +44,14 @@ TOOL_PACKAGES: dict[str, str] = {
 }
 
 
+def qemu_file(path: str | os.PathLike[str]) -> str:
+    """``path`` as a file name for ``qemu-img``: absolute. qemu reads a name whose first part holds a
+    ':' as a protocol (``nbd:``, ``json:``, ``ssh:``...): a relative 'b:1/x.qcow2' (an ``--out`` folder,
+    a file given to ``images add``) was "Unknown protocol 'b'" (pr26c 9). An absolute name begins
+    with '/', before any ':'."""
+    return os.path.abspath(path)
+
+
 def which(tool: str) -> str:
     """The absolute path of ``tool``, or a ToolError that names the Debian package to install."""
     found = shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/sbin:/usr/bin:/bin")

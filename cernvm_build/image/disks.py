@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..errors import BuildError
 from ..paths import data_dir
-from ..proc import run
+from ..proc import qemu_file, run
 
 ISOLINUX_BIN = Path("/usr/lib/ISOLINUX/isolinux.bin")
 ISOHDPFX = Path("/usr/lib/ISOLINUX/isohdpfx.bin")
@@ -129,5 +129,5 @@ def make_hdd(tree: Path, config: str, out: Path, volume_id: str, epoch: int) -> 
 
 def convert(raw: Path, fmt: str, out: Path) -> None:
     qfmt, opts = CONVERT[fmt]
-    run(["qemu-img", "convert", "-q", "-f", "raw", "-O", qfmt, *opts, raw, out])
+    run(["qemu-img", "convert", "-q", "-f", "raw", "-O", qfmt, *opts, qemu_file(raw), qemu_file(out)])
     out.chmod(0o644)

@@ -418,7 +418,9 @@ class ImageCache:
                 )
             _check_vmdk(vmdk, disk, path)
             raw = Path(tmp, name)
-            proc.run(["qemu-img", "convert", "-f", "vmdk", "-O", "raw", vmdk, raw])
+            proc.run(
+                ["qemu-img", "convert", "-f", "vmdk", "-O", "raw", proc.qemu_file(vmdk), proc.qemu_file(raw)]
+            )
             detect_format(raw, bootable=True)
             digest = sha256_file(raw)
             os.chmod(raw, 0o644)

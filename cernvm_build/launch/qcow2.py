@@ -19,7 +19,7 @@ def info(path: Path, error: type[CernVMError], what: str) -> dict[str, object]:
     """``qemu-img info`` as a dict; ``error`` (one line naming ``what``) when it cannot read it.
     --force-share: an instance running on the image holds qemu's lock on it; the header is safe."""
     try:
-        out = proc.run(["qemu-img", "info", "--force-share", "--output", "json", path]).stdout
+        out = proc.run(["qemu-img", "info", "--force-share", "--output", "json", proc.qemu_file(path)]).stdout
     except ToolError as e:
         raise error(
             f"qemu-img cannot read the {what}: {e.message}", where=str(path), hint="give a qcow2 image"

@@ -98,5 +98,5 @@ def create_scratch(dest: Path, size: int, seed: SeedDisk | None) -> None:
     """A sparse qcow2 of ``size`` bytes, backed by ``seed`` (absolute path, format named)."""
     cmd: list[str | Path] = ["qemu-img", "create", "-q", "-f", "qcow2", "-o", "lazy_refcounts=on"]
     if seed is not None:
-        cmd += ["-b", seed.path, "-F", "qcow2"]
-    proc.run([*cmd, dest, str(size)])
+        cmd += ["-b", proc.qemu_file(seed.path), "-F", "qcow2"]
+    proc.run([*cmd, proc.qemu_file(dest), str(size)])

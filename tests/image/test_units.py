@@ -1249,3 +1249,19 @@ def test_an_hdd_in_a_folder_named_like_mtools_offsets_touches_nothing_beside_it(
         cwd=out.parent, env={"MTOOLS_SKIP_CHECK": "1"}, capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert sorted(listing.stdout.split()) == ["::/cernvm/initrd.img", "::/cernvm/vmlinuz"]
+
+
+def test_a_relative_output_folder_holding_a_colon_converts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pr26c finding 9: qemu-img was given the work folder's names as they were, relative under a
+    relative ``--out`` (tempfile.mkdtemp keeps a relative folder relative before Python 3.12), and
+    qemu reads 'b:1/...' as the protocol 'b': "Unknown protocol 'b'" for every qcow2/vmdk build."""
+    from cernvm_build.image import disks
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "b:1").mkdir()
+    raw = Path("b:1") / "raw.hdd"
+    raw.write_bytes(bytes(1 << 20))
+    disks.convert(raw, "qcow2", Path("b:1") / "x.qcow2")
+    assert (tmp_path / "b:1" / "x.qcow2").read_bytes()[:4] == b"QFI\xfb"

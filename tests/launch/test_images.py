@@ -242,6 +242,31 @@ def test_a_qcow2_boot_image_reading_other_files_is_refused(
     assert detect_format(plain) == "qcow2"
 
 
+def test_a_relative_name_qemu_would_read_as_a_protocol_is_checked_as_the_file_it_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pr26c finding 9: ``qemu-img info`` was given the name as typed, and qemu reads a relative name
+    whose first part holds ':' as a protocol: 'a:b.qcow2' was "Unknown protocol 'a'" (reported as
+    not a qcow2), and a file named 'json:{...}' had qemu describe ANOTHER file, so a qcow2 reading the
+    host file 'secret' passed the self-contained check."""
+    import subprocess
+
+    from cernvm_build.launch.images import detect_format
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "secret").write_bytes(b"\0" * 4096)
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", str(tmp_path / "plain.qcow2"), "1M"], check=True
+    )
+    evil = tmp_path / 'json:{"driver":"qcow2","file":{"driver":"file","filename":"plain.qcow2"}}'
+    opts = f"data_file={tmp_path / 'secret'},data_file_raw=on"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-o", opts, str(evil), "1M"], check=True)
+    with pytest.raises(ImageError, match="reads an external data file"):
+        detect_format(Path(evil.name))
+    (tmp_path / "a:b.qcow2").write_bytes((tmp_path / "plain.qcow2").read_bytes())
+    assert detect_format(Path("a:b.qcow2")) == "qcow2"
+
+
 def test_a_release_file_read_locally_is_a_bounded_regular_file(tmp_path: Path) -> None:
     """A file URL is read at most ``limit`` + 1 bytes, and only from a regular file (/dev/zero once
     used all memory; a FIFO would wait forever)."""
