@@ -76,7 +76,7 @@ def make_iso(tree: Path, config: str, out: Path, volume_id: str, epoch: int) -> 
             "xorriso", "-as", "mkisofs", "-quiet", "-o", out, "-V", volume_id[:32], "-r", "-J",
             "-b", "isolinux/isolinux.bin", "-c", "isolinux/boot.cat", "-no-emul-boot",
             "-boot-load-size", "4", "-boot-info-table", "-isohybrid-mbr", _need(ISOHDPFX, "isolinux"),
-            "--sort-weight", "0", "/", tree,
+            "--sort-weight", "0", "/", os.path.abspath(tree),  # absolute: '-fm/...' was an option
         ],
         env={"SOURCE_DATE_EPOCH": str(epoch), "TZ": "UTC"},
     )  # fmt: skip
@@ -123,7 +123,11 @@ def make_hdd(tree: Path, config: str, out: Path, volume_id: str, epoch: int) -> 
             dest = f"::/{p.relative_to(tree).as_posix()}"  # (p absolute: as the caller named it)
             run(["mcopy", "-m", "-i", part, os.path.abspath(p), dest], env=env, cwd=here)
     offset = str(PART_START * 512)
-    run(["syslinux", "--install", "--offset", offset, "--directory", "/syslinux", out], env=env)
+    # absolute: a relative --out beginning with '-' ('--out=-fm') was read as syslinux's options (pr26c 10)
+    run(
+        ["syslinux", "--install", "--offset", offset, "--directory", "/syslinux", os.path.abspath(out)],
+        env=env,
+    )
     out.chmod(0o644)
 
 

@@ -1265,3 +1265,26 @@ def test_a_relative_output_folder_holding_a_colon_converts(
     raw.write_bytes(bytes(1 << 20))
     disks.convert(raw, "qcow2", Path("b:1") / "x.qcow2")
     assert (tmp_path / "b:1" / "x.qcow2").read_bytes()[:4] == b"QFI\xfb"
+
+
+def test_an_hdd_under_a_relative_folder_beginning_with_a_dash_is_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pr26c finding 10: ``--out=-fm`` (relative) reached syslinux as '-fm/.../raw.hdd', read as its
+    options ("'syslinux' failed: --force -f Ignore precautions", the last line of its usage), and
+    xorriso as an option too."""
+    from cernvm_build.image import disks
+
+    monkeypatch.chdir(tmp_path)
+    tree = tmp_path / "tree"
+    (tree / "cernvm").mkdir(parents=True)
+    (tree / "cernvm" / "vmlinuz").write_bytes(b"k" * 1000)
+    (tree / "cernvm" / "initrd.img").write_bytes(b"i" * 1000)
+    (tmp_path / "-fm").mkdir()
+    disks.make_hdd(tree, "DEFAULT ucernvm\n", Path("-fm") / "raw.hdd", "UCERNVM", 0)
+    assert (tmp_path / "-fm" / "raw.hdd").read_bytes()[510:512] == b"\x55\xaa"
+    # and the iso: xorriso read the tree '-fm/tree' as an option ("Unrecognized option")
+    (tmp_path / "-fm" / "tree").mkdir()
+    (tmp_path / "-fm" / "tree" / "version").write_text("1\n")
+    disks.make_iso(Path("-fm") / "tree", "DEFAULT ucernvm\n", Path("-fm") / "u.iso", "UCERNVM", 0)
+    assert (tmp_path / "-fm" / "u.iso").read_bytes()[0x8001:0x8006] == b"CD001"
