@@ -167,21 +167,24 @@ class Keyring:
         with self._output(out) as tmp:
             args: list[str | os.PathLike[str]] = ["--yes", "--local-user", signers[0], "--detach-sign"]
             args += ["--output", tmp]
-            self._gpg(*(["--armor"] if armor else []), *args, data)
+            # "--": a relative name beginning with '-' ('-o/SHA256SUMS') was gpg's option (pr26c 11)
+            self._gpg(*(["--armor"] if armor else []), *args, "--", data)
 
     def clearsign(self, data: Path, out: Path) -> None:
         signers = self.secret_fingerprints()
         if not signers:
             raise CernVMError("no secret key to sign with", hint="give the signing key's secret part")
         with self._output(out) as tmp:
-            self._gpg("--yes", "--local-user", signers[0], "--clearsign", "--output", tmp, data)
+            self._gpg("--yes", "--local-user", signers[0], "--clearsign", "--output", tmp, "--", data)
 
     def _valid_signer(self, status: str, what: str) -> str:
         return valid_signer(status, what)
 
     def verify_detached(self, signature: Path, data: Path) -> str:
         """The fingerprint of the key that made a good signature; IntegrityError otherwise."""
-        return self._valid_signer(self._gpg("--verify", signature, data, check=False), str(data))
+        # "--": a release folder '-o' gave 'gpg --verify -o/SHA256SUMS.asc -o/SHA256SUMS', two --output
+        # options and a verify of stdin: a good signature was "no valid signature" (pr26c 11)
+        return self._valid_signer(self._gpg("--verify", "--", signature, data, check=False), str(data))
 
     def verify_clearsigned(self, path: Path) -> tuple[str, bytes]:
         """``(fingerprint, signed content)`` of a clearsigned file (e.g. InRelease). gpg reads a copy

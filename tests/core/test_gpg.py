@@ -36,6 +36,25 @@ def test_detached_and_clearsigned_round_trip(keys: tuple[Path, Path], tmp_path: 
             kr.verify_detached(tmp_path / "SHA256SUMS.asc", data)
 
 
+def test_relative_names_beginning_with_a_dash_are_files_not_options(
+    keys: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pr26c finding 11: in a release folder '-o', gpg read '-o/SHA256SUMS.asc' as ``-o`` (--output):
+    a good signature was "no valid signature", a signature there was never written."""
+    secret, public = keys
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "-o").mkdir()
+    data, sig = Path("-o/SHA256SUMS"), Path("-o/SHA256SUMS.asc")
+    data.write_text("abc  x\n")
+    with gpg.Keyring([secret]) as kr:
+        kr.sign_detached(data, sig)
+        kr.clearsign(data, Path("-o/InRelease"))
+        fpr = kr.secret_fingerprints()[0]
+    with gpg.Keyring([public]) as kr:
+        assert kr.verify_detached(sig, data) == fpr
+        assert kr.verify_clearsigned(Path("-o/InRelease"))[1] == b"abc  x\n"
+
+
 def test_signature_by_another_key_is_refused(keys: tuple[Path, Path], tmp_path: Path) -> None:
     other_secret, _ = gpg.generate_test_key(tmp_path / "other", name="Someone Else")
     data = tmp_path / "f"
