@@ -534,4 +534,5 @@ def copy_tree(src: Path, dest: Path) -> None:
     all: owners, modes, times, xattrs."""
     check_new_folder(dest)
     with atomic_dir(dest) as tmp:
-        run(["cp", "-a", "--reflink=auto", f"{src}/.", str(tmp)])
+        # "--": 'os --out=-a/b' made the scratch '-a/.b…', which cp read as its options (pr26c 12)
+        run(["cp", "-a", "--reflink=auto", "--", f"{src}/.", str(tmp)])

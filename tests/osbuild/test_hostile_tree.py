@@ -676,3 +676,17 @@ def test_two_builds_of_one_tree_on_a_cold_cache_build_it_once(
     assert got[0].root == first.root
     assert any(f"waiting for pid {os.getpid()} (build of {first.root.name})" in h for h in heard), heard
     assert not list(first.root.parent.glob(".*.lock"))
+
+
+def test_a_copy_to_a_relative_folder_beginning_with_a_dash_is_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pr26c finding 12: ``os PROFILE --out=-a/b`` copied with ``cp -a SRC/. -a/.b.<pid>…``, which cp
+    read as options: "'cp' failed: Try '/usr/bin/cp --help' for more information"."""
+    src = tmp_path / "src"
+    (src / "etc").mkdir(parents=True)
+    (src / "etc" / "os-release").write_text("ID=debian\n")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "-a").mkdir()
+    debian.copy_tree(src, Path("-a/b"))
+    assert (tmp_path / "-a" / "b" / "etc" / "os-release").read_text() == "ID=debian\n"
