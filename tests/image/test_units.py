@@ -1226,3 +1226,23 @@ def test_two_builds_on_a_cold_kernel_cache_extract_the_kernel_once(
     extract.second.join(60)  # type: ignore[attr-defined]
     assert len(extracted) == 1 and len(got) == 1 and got[0] == first
     assert sorted(p.name for p in (tmp_path / "k").iterdir()) == ["linux-image-x_1"]  # no lock file left
+
+
+def test_a_build_time_past_what_the_initrd_holds_is_one_line_before_any_work(tmp_path: Path) -> None:
+    # SOURCE_DATE_EPOCH is accepted up to the year 9999 (tars hold it); from 2**32 on '%08X' wrote 9
+    # digits into the newc header: an initrd the kernel unpacks as junk, and the build said nothing
+    from cernvm_build import profile
+    from cernvm_build.context import BuildContext
+
+    prof = profile.load("demo")
+    out = tmp_path / "out"
+    with pytest.raises(
+        BuildError, match=r"build time 4294967296 \(2106-02-07T06:28:16Z\) is after 2106-02-07T06:28:15Z"
+    ):
+        build.build_image(prof, out, formats=["iso"], ctx=BuildContext(epoch=2**32, cache=tmp_path / "cache"))
+    assert not out.exists() and not (tmp_path / "cache").exists()
+    tree = Tree()
+    tree.dir("bin")
+    write_newc(tree.members.values(), io.BytesIO(), 2**32 - 1)  # the last second it holds
+    with pytest.raises(ValueError, match="out of range"):
+        write_newc(tree.members.values(), io.BytesIO(), 2**32)
