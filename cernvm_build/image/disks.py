@@ -95,8 +95,19 @@ def hdd_size(tree: Path) -> int:
     return max(32 * MIB, -(-int(payload * 1.25 + 4 * MIB) // MIB) * MIB)
 
 
+#: the first and last times a FAT date holds (1980-01-01, 2107-12-31T23:59:58Z, UTC as mtools is run)
+FAT_FIRST, FAT_LAST = 315532800, 4354819198
+
+
+def fat_time(epoch: int) -> int:
+    """``epoch`` clamped to what a FAT date holds: mtools wraps the year, and SOURCE_DATE_EPOCH=0 (a
+    common "no date") dated every file of the hdd 2098-01-01."""
+    return min(max(epoch, FAT_FIRST), FAT_LAST)
+
+
 def make_hdd(tree: Path, config: str, out: Path, volume_id: str, epoch: int) -> None:
     """Raw disk: MBR (syslinux mbr.bin) + one active FAT partition with syslinux and the boot tree."""
+    epoch = fat_time(epoch)
     size = hdd_size(tree)
     sectors = size // 512
     with open(out, "wb") as f:

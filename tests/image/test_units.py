@@ -1246,3 +1246,24 @@ def test_a_build_time_past_what_the_initrd_holds_is_one_line_before_any_work(tmp
     write_newc(tree.members.values(), io.BytesIO(), 2**32 - 1)  # the last second it holds
     with pytest.raises(ValueError, match="out of range"):
         write_newc(tree.members.values(), io.BytesIO(), 2**32)
+
+
+@pytest.mark.parametrize(("epoch", "shown"), [(0, "1980-01-01"), (4294967295, "2106-02-07")])
+def test_the_hdd_dates_its_files_within_what_fat_holds(tmp_path: Path, epoch: int, shown: str) -> None:
+    # mtools wraps a year FAT cannot hold: SOURCE_DATE_EPOCH=0 dated every file 2098-01-01
+    from cernvm_build.image import disks
+
+    tree = tmp_path / "tree"
+    (tree / "cernvm").mkdir(parents=True)
+    (tree / "cernvm" / "vmlinuz").write_bytes(b"k")
+    out = tmp_path / "disk.hdd"
+    disks.make_hdd(tree, "DEFAULT x\n", out, "UCERNVM", epoch)
+    listing = subprocess.run(
+        ["mdir", "-i", f"{out}@@{disks.PART_START * 512}", "::/cernvm"],
+        env={"MTOOLS_SKIP_CHECK": "1", "TZ": "UTC"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    dates = set(re.findall(r"\d{4}-\d{2}-\d{2}", listing))
+    assert dates == {shown}, listing
