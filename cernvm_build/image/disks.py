@@ -22,6 +22,11 @@ ISOHDPFX = Path("/usr/lib/ISOLINUX/isohdpfx.bin")
 LDLINUX_C32 = Path("/usr/lib/syslinux/modules/bios/ldlinux.c32")
 SYSLINUX_MBR = Path("/usr/lib/syslinux/mbr/mbr.bin")
 
+#: How xorriso and mtools run whatever the builder's settings: dates in UTC, and the C locale, whose
+#: case mapping of names is ASCII's: under LC_ALL=tr_TR.UTF-8 mtools made the folder SYSLİNUX (a
+#: dotted capital I) and then found no ::/syslinux to copy syslinux.cfg into, and the build failed.
+TOOL_ENV = {"TZ": "UTC", "LC_ALL": "C"}
+
 #: qemu-img output format and options per image format
 CONVERT: dict[str, tuple[str, list[str]]] = {
     "qcow2": ("qcow2", []),
@@ -78,7 +83,7 @@ def make_iso(tree: Path, config: str, out: Path, volume_id: str, epoch: int) -> 
             "-boot-load-size", "4", "-boot-info-table", "-isohybrid-mbr", _need(ISOHDPFX, "isolinux"),
             "--sort-weight", "0", "/", tree,
         ],
-        env={"SOURCE_DATE_EPOCH": str(epoch), "TZ": "UTC"},
+        env={"SOURCE_DATE_EPOCH": str(epoch), **TOOL_ENV},
     )  # fmt: skip
     out.chmod(0o644)
 
@@ -114,7 +119,7 @@ def make_hdd(tree: Path, config: str, out: Path, volume_id: str, epoch: int) -> 
         f.truncate(size)
         f.write(_mbr(sectors, PART_START, 0x0E))  # FAT16 (LBA)
     part = f"{out}@@{PART_START * 512}"
-    env = {"MTOOLS_SKIP_CHECK": "1", "SOURCE_DATE_EPOCH": str(epoch), "TZ": "UTC"}
+    env = {"MTOOLS_SKIP_CHECK": "1", "SOURCE_DATE_EPOCH": str(epoch), **TOOL_ENV}
     # Fixed serial number and label: the same inputs give the same bytes.
     run(
         ["mformat", "-i", part, "-T", str(sectors - PART_START), "-h", "64", "-s", "32",

@@ -1267,3 +1267,29 @@ def test_the_hdd_dates_its_files_within_what_fat_holds(tmp_path: Path, epoch: in
     ).stdout
     dates = set(re.findall(r"\d{4}-\d{2}-\d{2}", listing))
     assert dates == {shown}, listing
+
+
+def test_the_hdd_builds_under_a_turkish_locale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # mtools upper-cases names by the locale: under tr_TR 'syslinux' became SYSLİNUX (dotted capital
+    # I), 'mcopy ... ::/syslinux/syslinux.cfg' found no such folder and the image build failed
+    from cernvm_build.image import disks
+
+    if not Path("/usr/share/i18n/locales/tr_TR").exists():
+        pytest.skip("no tr_TR locale source (locales package) to compile")
+    locales = tmp_path / "locales"
+    locales.mkdir()
+    subprocess.run(
+        ["localedef", "-i", "tr_TR", "-f", "UTF-8", str(locales / "tr_TR.UTF-8")],
+        check=True,
+        capture_output=True,
+    )
+    tree = tmp_path / "tree"
+    (tree / "cernvm").mkdir(parents=True)
+    (tree / "cernvm" / "initrd.img").write_bytes(b"i")
+    plain = tmp_path / "plain.hdd"
+    disks.make_hdd(tree, "DEFAULT x\n", plain, "UCERNVM", 1764000000)
+    monkeypatch.setenv("LOCPATH", str(locales))
+    monkeypatch.setenv("LC_ALL", "tr_TR.UTF-8")
+    turkish = tmp_path / "turkish.hdd"
+    disks.make_hdd(tree, "DEFAULT x\n", turkish, "UCERNVM", 1764000000)
+    assert turkish.read_bytes() == plain.read_bytes()
