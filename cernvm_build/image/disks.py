@@ -27,6 +27,20 @@ SYSLINUX_MBR = Path("/usr/lib/syslinux/mbr/mbr.bin")
 #: dotted capital I) and then found no ::/syslinux to copy syslinux.cfg into, and the build failed.
 TOOL_ENV = {"TZ": "UTC", "LC_ALL": "C"}
 
+#: mtools as shipped, whatever the builder's configuration: no ~/.mtoolsrc (HOME names no folder:
+#: MTOOLS_NAME_NUMERIC_TAIL=0 there made another hdd, a line mtools does not know failed the build),
+#: and the settings that shape what is written at their defaults (the environment overrides
+#: /etc/mtools.conf and $MTOOLSRC).
+MTOOLS_ENV = {
+    "HOME": "/nonexistent",
+    "MTOOLSRC": "/dev/null",
+    "MTOOLS_SKIP_CHECK": "1",
+    "MTOOLS_NAME_NUMERIC_TAIL": "1",
+    "MTOOLS_NO_VFAT": "0",
+    "MTOOLS_LOWER_CASE": "0",
+    "MTOOLS_FAT_COMPATIBILITY": "0",
+}
+
 #: qemu-img output format and options per image format
 CONVERT: dict[str, tuple[str, list[str]]] = {
     "qcow2": ("qcow2", []),
@@ -119,7 +133,7 @@ def make_hdd(tree: Path, config: str, out: Path, volume_id: str, epoch: int) -> 
         f.truncate(size)
         f.write(_mbr(sectors, PART_START, 0x0E))  # FAT16 (LBA)
     part = f"{out}@@{PART_START * 512}"
-    env = {"MTOOLS_SKIP_CHECK": "1", "SOURCE_DATE_EPOCH": str(epoch), **TOOL_ENV}
+    env = {"SOURCE_DATE_EPOCH": str(epoch), **TOOL_ENV, **MTOOLS_ENV}
     # Fixed serial number and label: the same inputs give the same bytes.
     run(
         ["mformat", "-i", part, "-T", str(sectors - PART_START), "-h", "64", "-s", "32",

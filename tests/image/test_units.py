@@ -1293,3 +1293,26 @@ def test_the_hdd_builds_under_a_turkish_locale(tmp_path: Path, monkeypatch: pyte
     turkish = tmp_path / "turkish.hdd"
     disks.make_hdd(tree, "DEFAULT x\n", turkish, "UCERNVM", 1764000000)
     assert turkish.read_bytes() == plain.read_bytes()
+
+
+@pytest.mark.parametrize("mtoolsrc", ["MTOOLS_NAME_NUMERIC_TAIL=0\n", "a line mtools does not know\n"])
+def test_the_builders_mtoolsrc_is_no_input_of_the_hdd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mtoolsrc: str
+) -> None:
+    # ~/.mtoolsrc was read: MTOOLS_NAME_NUMERIC_TAIL=0 there made other hdd bytes, a line mtools does
+    # not know failed the build ("Syntax error ... in file ~/.mtoolsrc")
+    from cernvm_build.image import disks
+
+    tree = tmp_path / "tree"
+    (tree / "cernvm").mkdir(parents=True)
+    (tree / "cernvm" / "initrd.img").write_bytes(b"i")
+    (tree / ".ucernvm_boot_loader").write_text("x\n")  # a long name: its short alias has a tail
+    plain = tmp_path / "plain.hdd"
+    disks.make_hdd(tree, "DEFAULT x\n", plain, "UCERNVM", 1764000000)
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".mtoolsrc").write_text(mtoolsrc)
+    monkeypatch.setenv("HOME", str(home))
+    again = tmp_path / "again.hdd"
+    disks.make_hdd(tree, "DEFAULT x\n", again, "UCERNVM", 1764000000)
+    assert again.read_bytes() == plain.read_bytes()
