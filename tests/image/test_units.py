@@ -1316,3 +1316,21 @@ def test_the_builders_mtoolsrc_is_no_input_of_the_hdd(
     again = tmp_path / "again.hdd"
     disks.make_hdd(tree, "DEFAULT x\n", again, "UCERNVM", 1764000000)
     assert again.read_bytes() == plain.read_bytes()
+
+
+@pytest.mark.parametrize("method", ["lz4", "zstd", "xz"])
+def test_the_builders_compressor_variables_are_no_input_of_the_initrd(
+    method: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # xz adds XZ_OPT to its options: XZ_OPT=--block-size=65536 made another initrd
+    data = bytes(range(256)) * 4096
+    plain = compress(data, method)
+    for name, value in (
+        ("XZ_OPT", "--block-size=65536"),
+        ("XZ_DEFAULTS", "--check=sha256"),
+        ("ZSTD_CLEVEL", "1"),
+        ("ZSTD_NBTHREADS", "1"),
+        ("LZ4_CLEVEL", "1"),
+    ):
+        monkeypatch.setenv(name, value)
+    assert compress(data, method) == plain
