@@ -28,3 +28,10 @@ def parse(text: str) -> int:
         return int(dt.datetime(y, mo, d, h, mi, sec, tzinfo=dt.UTC).timestamp())
     except ValueError:
         raise ValueError(f"{text[:40]!r} is not a real date") from None
+
+
+def text(timestamp: int) -> str:
+    """``timestamp`` in the form ``parse`` reads (the year at most 9999: ``context.MAX_EPOCH``)."""
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

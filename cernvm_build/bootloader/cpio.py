@@ -79,8 +79,16 @@ class Tree:
         )
 
 
+#: the last time (and size) a newc header's 8 hex digits hold: 2106-02-07T06:28:15Z
+MAX_FIELD = 0xFFFFFFFF
+
+
 def _header(ino: int, m: Member, size: int, mtime: int, namesize: int) -> bytes:
     fields = (ino, m.mode, 0, 0, 2 if stat.S_ISDIR(m.mode) else 1, mtime, size, 0, 0, *m.rdev, namesize, 0)
+    if not all(0 <= f <= MAX_FIELD for f in fields):
+        # '%08X' of 2**32 is 9 digits: the header shifted and the kernel unpacked junk (callers check
+        # the build time first, with a message; this is the last guard)
+        raise ValueError(f"{m.path}: a cpio newc field is out of range: {fields}")
     return b"070701" + b"".join(b"%08X" % f for f in fields)
 
 

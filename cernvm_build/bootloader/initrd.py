@@ -245,4 +245,6 @@ def compress(data: bytes, method: str, level: int = DEFAULT_LEVEL) -> bytes:
         cmd = ["zstd", "-q", f"-{n}", "-T0", "-c"]
     else:
         cmd = ["xz", f"-{n}", "--check=crc32", "-T1", "-c"]
-    return run(cmd, input=data).stdout
+    # xz adds XZ_DEFAULTS and XZ_OPT to its options (a builder's XZ_OPT=--block-size=… made another
+    # initrd); lz4's and zstd's variables yield to the level given here
+    return run(cmd, input=data, env={"XZ_DEFAULTS": "", "XZ_OPT": ""}).stdout

@@ -57,9 +57,11 @@ EXTRA_MODULES = (
 #: repository is read over plain HTTP with signatures checked in pure Python, so no TLS stack.
 EXCLUDE = ("_hashlib", "_ssl", "ssl", "cernvm_build.cvmfs.fuse_libfuse2")
 
-# Runs under the TARGET interpreter with ``-S``; uses only builtins so it imports nothing itself.
+# Runs under the TARGET interpreter with ``-I -S``; uses only builtins so it imports nothing itself;
+# the import path besides the stdlib comes as the arguments after the first two.
 _IMPORT = r"""
 import sys
+sys.path[0:0] = sys.argv[3:]
 names, files = sys.argv[1].split(","), []
 for n in names:
     try:
@@ -141,11 +143,21 @@ def collect_modules(
     ``path`` is the import path besides the stdlib; imports inside files under ``roots`` (our own
     code) are followed even when written inside functions.
     """
-    env = {"PYTHONPATH": os.pathsep.join(str(p) for p in path), "PYTHONDONTWRITEBYTECODE": "1"}
     wanted = set(entries) | set(EXTRA_MODULES)
     scanned: set[Path] = set()
     while True:
-        proc = run([python, "-S", "-c", _IMPORT, ",".join(sorted(wanted)), ",".join(entries)], env=env)
+        proc = run(
+            [
+                *_isolated(python),
+                "-B",
+                "-c",
+                _IMPORT,
+                ",".join(sorted(wanted)),
+                ",".join(entries),
+                *map(str, path),
+            ],
+            env=NO_LOADER_ENV,
+        )
         found: dict[str, tuple[bool, Path]] = {}
         for line in proc.stdout.decode().splitlines():
             if line.startswith("!"):
@@ -179,6 +191,20 @@ class Runtime:
     sources: list[str] = field(default_factory=list)  # our own .py files in it
 
 
+#: The caller's library path and preloads are no input of the runtime: ``ldd`` named the libz of an
+#: ``LD_LIBRARY_PATH`` folder, and that file went into the initrd (an empty value is no path).
+NO_LOADER_ENV = {"LD_LIBRARY_PATH": "", "LD_PRELOAD": ""}
+
+
+def _isolated(python: str) -> list[str]:
+    """The target interpreter as the runtime's scans and compiles run it: ``-I`` (no ``PYTHON*``
+    variable, no current folder on ``sys.path``) and ``-S``. The caller's environment was an input
+    nobody keyed: a ``datetime.py`` in the folder the build ran from was the initrd's datetime, and
+    ``PYTHONOPTIMIZE=2`` (or a ``PYTHONHOME``) compiled other pycs, which the cache then served to
+    every later build."""
+    return [python, "-I", "-S"]
+
+
 def default_python() -> str:
     """Debian's interpreter when present (its libraries are plain system ones), else this one."""
     return "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
@@ -186,7 +212,7 @@ def default_python() -> str:
 
 def ldd(path: Path | str) -> list[Path]:
     """The shared libraries ``path`` needs (resolved), including the dynamic loader."""
-    proc = run(["ldd", str(path)], check=False)
+    proc = run(["ldd", str(path)], check=False, env=NO_LOADER_ENV)
     libs: list[Path] = []
     for line in proc.stdout.decode(errors="replace").splitlines():
         m = re.search(r"=>\s*(/\S+)", line) or re.match(r"\s*(/\S+)\s+\(", line)
@@ -343,7 +369,7 @@ def build_runtime(
         for name, (pkg, f) in sorted(mods.items())
         if f.suffix == ".py"
     ]
-    proc = run([python, "-S", "-c", _COMPILE], input=json.dumps(py).encode())
+    proc = run([*_isolated(python), "-c", _COMPILE], input=json.dumps(py).encode(), env=NO_LOADER_ENV)
     info = json.loads(proc.stdout)
     libdir = dest / "lib"
     dyn = libdir / f"python{info['v']}" / "lib-dynload"

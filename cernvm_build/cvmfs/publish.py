@@ -57,7 +57,7 @@ from .content import ContentStore
 from .history import History
 from .history_write import RESERVED, HistoryWriter, Tag
 from .keys import KeySet, check_fqrn, make_folder
-from .limits import MAX_HOLE_BYTES, MAX_TAG_TEXT, MAX_WHITELIST_BYTES, human
+from .limits import MAX_HOLE_BYTES, MAX_MTIME, MAX_TAG_TEXT, MAX_WHITELIST_BYTES, human
 from .lock import publish_lock
 from .nesting import DIRTAB, AutoCatalogs, Placed, place_catalogs
 from .objects import object_path, parse_hash
@@ -122,6 +122,14 @@ def _default_timestamp(timestamp: int | None, epoch: int | None) -> int:
     """The revision time: ``timestamp`` (strict), else the build time ``epoch`` (lenient), else now."""
     if timestamp is not None:
         return timestamp
+    if epoch is not None and epoch > MAX_MTIME:
+        # SOURCE_DATE_EPOCH is read up to the year 9999 (tars hold it); a revision dated after this
+        # was published, exit 0, with a manifest every reader refuses: the repository unreadable
+        raise CvmfsError(
+            f"build time {epoch} ({_iso(epoch)}) is after {_iso(MAX_MTIME)}, the last publish time a "
+            "CernVM-FS reader accepts",
+            hint="set SOURCE_DATE_EPOCH to an earlier time, or give --timestamp",
+        )
     return epoch if epoch is not None else int(time.time())
 
 

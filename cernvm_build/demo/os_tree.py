@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -121,10 +122,7 @@ def _skeleton(dest: Path, release: str) -> None:
         (dest / link).symlink_to(target)
     (dest / "usr/lib64/ld-linux-x86-64.so.2").symlink_to("../lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")
     (dest / "var/run").symlink_to("../run")
-    os.chmod(dest / "tmp", 0o1777)
-    os.chmod(dest / "root", 0o700)
     shutil.copytree(ROOTFS, dest, symlinks=True, dirs_exist_ok=True)
-    os.chmod(dest / "etc/shadow", 0o600)
     (dest / "etc/cernvm-demo-release").write_text(f"CernVM demo OS {release}\n")
     (dest / "etc/os-release").write_text(
         'NAME="CernVM demo OS"\nID=cernvm-demo\nID_LIKE=cernvm\n'
@@ -133,11 +131,32 @@ def _skeleton(dest: Path, release: str) -> None:
     )
 
 
-def _normalise_times(root: Path, epoch: int) -> None:
+#: the entries whose mode is not the rule's (directories 0755, files 0644 or 0755 when executable)
+MODES = {"tmp": 0o1777, "root": 0o700, "etc/shadow": 0o600}
+
+
+def _normalise(root: Path, epoch: int) -> None:
+    """Every entry's time is ``epoch`` and its mode the rule's: what mkdir, write_text and the copy of
+    the shipped overlay (installed under the installer's umask) made depends on the builder's umask
+    (umask 077 published a 0700 /usr/bin and a 0600 /etc/passwd: another tree, and one the guest's
+    user could not use). A file's setuid/setgid bits come from its package and stay."""
     for dirpath, dirnames, filenames in os.walk(root):
         for name in dirnames + filenames:
-            os.utime(os.path.join(dirpath, name), (epoch, epoch), follow_symlinks=False)
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            if not stat.S_ISLNK(st.st_mode):
+                os.chmod(path, _mode(os.path.relpath(path, root), st.st_mode))
+            os.utime(path, (epoch, epoch), follow_symlinks=False)
+    os.chmod(root, 0o755)
     os.utime(root, (epoch, epoch))
+
+
+def _mode(rel: str, st_mode: int) -> int:
+    if rel in MODES:
+        return MODES[rel]
+    if stat.S_ISDIR(st_mode):
+        return 0o755
+    return (st_mode & 0o6000) | (0o755 if st_mode & 0o111 else 0o644)
 
 
 def build_demo_os(
@@ -154,5 +173,5 @@ def build_demo_os(
         _skeleton(out, release)
         _install_busybox(staging, out)
         _copy_with_libraries(staging, out, PROGRAMS)
-        _normalise_times(out, epoch)
+        _normalise(out, epoch)
     return DemoOS(root=dest, release=release, packages=packages)

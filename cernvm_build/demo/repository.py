@@ -123,9 +123,10 @@ def publish_demo(
                 move_tag=True,  # a re-run of other inputs replaces what the demo's tag names
                 description=f"CernVM demo OS {release}",
                 normalize_owner=True,
+                epoch=epoch,
             )
 
-    return _publish_once(root or demo_root(), tag, digest, publish)
+    return _publish_once(root or demo_root(), tag, digest, publish, epoch)
 
 
 def publish_debian(
@@ -148,17 +149,31 @@ def publish_debian(
     def publish(stratum: Path, keys: KeySet) -> PublishResult:
         with reading(tree.root, say):  # a build of other inputs does not remove it meanwhile
             return publish_tree(
-                stratum, DEMO_FQRN, keys, tree.root, tag=tag, move_tag=True, description=f"Debian {release}"
+                stratum,
+                DEMO_FQRN,
+                keys,
+                tree.root,
+                tag=tag,
+                move_tag=True,
+                description=f"Debian {release}",
+                epoch=epoch,
             )
 
-    return _publish_once(root or demo_root(), tag, cachekey.key({"tree": tree.key, "tag": tag}), publish)
+    return _publish_once(
+        root or demo_root(), tag, cachekey.key({"tree": tree.key, "tag": tag}), publish, epoch
+    )
 
 
 def _publish_once(
-    root: Path, tag: str, digest: str, publish: Callable[[Path, KeySet], PublishResult]
+    root: Path, tag: str, digest: str, publish: Callable[[Path, KeySet], PublishResult], epoch: int
 ) -> DemoRepository:
     """``publish`` a new revision tagged ``tag`` unless the tag already holds a tree of the same inputs
-    (``digest``; one marker per tag, so the demo OS and a Debian tree live side by side)."""
+    (``digest``; one marker per tag, so the demo OS and a Debian tree live side by side).
+
+    Revisions are dated from ``epoch`` (each one second after the last, as ``publish`` does for a
+    build time), not the clock: a revision's time is in its catalog, so a publish dated now gave every
+    fresh demo repository another root hash, and every release cut from it other image and container
+    bytes (and the container's ``created``, the snapshot's time, was the day the demo ran)."""
     stratum = root / DEMO_FQRN
     keys = demo_keys()
     marker = root / f".{DEMO_FQRN}.{tag}.inputs"
@@ -168,7 +183,7 @@ def _publish_once(
         if cached is not None:
             return cached  # same inputs already published: keep the snapshot (and what pins it)
     if not (stratum / ".cvmfspublished").exists():
-        create_repository(stratum, DEMO_FQRN, keys)
+        create_repository(stratum, DEMO_FQRN, keys, epoch=epoch)
     else:
         _keep_whitelist_fresh(stratum, keys)
     result = publish(stratum, keys)

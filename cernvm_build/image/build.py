@@ -29,8 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import __version__, jsonable
+from .. import __version__, jsonable, utcdate
 from ..artifact import Artifact
+from ..bootloader import cpio
 from ..bootloader.initrd import DEFAULT_LEVEL, InitrdInputs, build_initrd
 from ..bootloader.kernel import Kernel, fetch_debian_kernel, kernel_from_tree
 from ..bootloader.runtime import default_python
@@ -260,6 +261,18 @@ def _disk_error(e: OSError, where: Path) -> BuildError:
     return BuildError(f"{where}: {e.strerror or e}")
 
 
+def check_epoch(epoch: int) -> None:
+    """The build time must fit the initrd: a newc header holds 8 hex digits (up to 2106-02-07); a later
+    ``SOURCE_DATE_EPOCH`` (accepted up to the year 9999: tars hold it) wrote a 9-digit field, a shifted
+    header, an initrd the kernel unpacks as junk, and the build said nothing."""
+    if epoch > cpio.MAX_FIELD:
+        raise BuildError(
+            f"build time {epoch} ({utcdate.text(epoch)}) is after {utcdate.text(cpio.MAX_FIELD)}, "
+            "the last time an initrd's cpio (newc) header holds",
+            hint="set SOURCE_DATE_EPOCH to an earlier time",
+        )
+
+
 def build_image(
     profile: Profile,
     out_dir: Path,
@@ -282,6 +295,7 @@ def build_image(
     say = ctx.reporter.step
     fmts = parse_formats(formats, list(profile.image.formats))
     check_tools(fmts)
+    check_epoch(ctx.epoch)
     if out_dir.is_dir():
         _remove_stale_work(out_dir, say)
     stem = profile.artifact_stem

@@ -22,6 +22,25 @@ ISOHDPFX = Path("/usr/lib/ISOLINUX/isohdpfx.bin")
 LDLINUX_C32 = Path("/usr/lib/syslinux/modules/bios/ldlinux.c32")
 SYSLINUX_MBR = Path("/usr/lib/syslinux/mbr/mbr.bin")
 
+#: How xorriso and mtools run whatever the builder's settings: dates in UTC, and the C locale, whose
+#: case mapping of names is ASCII's: under LC_ALL=tr_TR.UTF-8 mtools made the folder SYSLİNUX (a
+#: dotted capital I) and then found no ::/syslinux to copy syslinux.cfg into, and the build failed.
+TOOL_ENV = {"TZ": "UTC", "LC_ALL": "C"}
+
+#: mtools as shipped, whatever the builder's configuration: no ~/.mtoolsrc (HOME names no folder:
+#: MTOOLS_NAME_NUMERIC_TAIL=0 there made another hdd, a line mtools does not know failed the build),
+#: and the settings that shape what is written at their defaults (the environment overrides
+#: /etc/mtools.conf and $MTOOLSRC).
+MTOOLS_ENV = {
+    "HOME": "/nonexistent",
+    "MTOOLSRC": "/dev/null",
+    "MTOOLS_SKIP_CHECK": "1",
+    "MTOOLS_NAME_NUMERIC_TAIL": "1",
+    "MTOOLS_NO_VFAT": "0",
+    "MTOOLS_LOWER_CASE": "0",
+    "MTOOLS_FAT_COMPATIBILITY": "0",
+}
+
 #: qemu-img output format and options per image format
 CONVERT: dict[str, tuple[str, list[str]]] = {
     "qcow2": ("qcow2", []),
@@ -78,7 +97,7 @@ def make_iso(tree: Path, config: str, out: Path, volume_id: str, epoch: int) -> 
             "-boot-load-size", "4", "-boot-info-table", "-isohybrid-mbr", _need(ISOHDPFX, "isolinux"),
             "--sort-weight", "0", "/", os.path.abspath(tree),  # absolute: '-fm/...' was an option
         ],
-        env={"SOURCE_DATE_EPOCH": str(epoch), "TZ": "UTC"},
+        env={"SOURCE_DATE_EPOCH": str(epoch), **TOOL_ENV},
     )  # fmt: skip
     out.chmod(0o644)
 
@@ -95,8 +114,19 @@ def hdd_size(tree: Path) -> int:
     return max(32 * MIB, -(-int(payload * 1.25 + 4 * MIB) // MIB) * MIB)
 
 
+#: the first and last times a FAT date holds (1980-01-01, 2107-12-31T23:59:58Z, UTC as mtools is run)
+FAT_FIRST, FAT_LAST = 315532800, 4354819198
+
+
+def fat_time(epoch: int) -> int:
+    """``epoch`` clamped to what a FAT date holds: mtools wraps the year, and SOURCE_DATE_EPOCH=0 (a
+    common "no date") dated every file of the hdd 2098-01-01."""
+    return min(max(epoch, FAT_FIRST), FAT_LAST)
+
+
 def make_hdd(tree: Path, config: str, out: Path, volume_id: str, epoch: int) -> None:
     """Raw disk: MBR (syslinux mbr.bin) + one active FAT partition with syslinux and the boot tree."""
+    epoch = fat_time(epoch)
     size = hdd_size(tree)
     sectors = size // 512
     with open(out, "wb") as f:
@@ -107,7 +137,7 @@ def make_hdd(tree: Path, config: str, out: Path, volume_id: str, epoch: int) -> 
     # name the image by its own name, which is the profile's stem (no '@')
     part = f"{out.name}@@{PART_START * 512}"
     here = out.parent
-    env = {"MTOOLS_SKIP_CHECK": "1", "SOURCE_DATE_EPOCH": str(epoch), "TZ": "UTC"}
+    env = {"SOURCE_DATE_EPOCH": str(epoch), **TOOL_ENV, **MTOOLS_ENV}
     # Fixed serial number and label: the same inputs give the same bytes.
     run(
         ["mformat", "-i", part, "-T", str(sectors - PART_START), "-h", "64", "-s", "32",

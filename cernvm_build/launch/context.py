@@ -62,7 +62,7 @@ def build_iso(
             path = root / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
-        for path in sorted(root.rglob("*"), reverse=True):
+        for path in [*sorted(root.rglob("*"), reverse=True), root]:  # the root too: it was dated now
             os.utime(path, (epoch, epoch))
         out = Path(tmp, "context.iso")
         proc.run(

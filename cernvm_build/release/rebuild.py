@@ -19,8 +19,9 @@ from typing import Any
 
 from .. import jsonable
 from .. import releaseindex as idx
+from ..container.verify import read_image
 from ..context import BuildContext
-from ..errors import Location, ProfileError
+from ..errors import CernVMError, Location, ProfileError
 from ..fsutil import sha256_file
 from ..profile import Override, Profile, load, settings
 from ..profile.resolve import looks_like_path
@@ -67,6 +68,33 @@ def _manifest_diff(old: Path, new: Path) -> str:
     if a.get("tools") != b.get("tools"):
         return "the tool versions (xorriso, syslinux, qemu-img …) changed"
     return "same recorded inputs, different bytes: not reproducible"
+
+
+def _container_diff(old: Path, new: Path) -> str | None:
+    """The first setting of two containers' configs that differs (a label, the environment ...), or
+    None. A profile's description is such a label and is not in the settings sha256 the index
+    records, so a changed description passed the profile check and the container was called "not
+    reproducible"."""
+    try:
+        a, b = (read_image(p).config or {} for p in (old, new))
+    except CernVMError:
+        return None
+    ca, cb = a.get("config") or {}, b.get("config") or {}
+    if not isinstance(ca, dict) or not isinstance(cb, dict):
+        return None
+    la, lb = ca.get("Labels") or {}, cb.get("Labels") or {}
+    if isinstance(la, dict) and isinstance(lb, dict):
+        for key in sorted(set(la) | set(lb)):
+            if la.get(key) != lb.get(key):
+                return (
+                    f"its label {key} differs: {la.get(key)!r:.80} → {lb.get(key)!r:.80} (a setting "
+                    "the recorded sha256 leaves out, such as the profile's description: rebuild with it "
+                    "as it was)"
+                )
+    for key in sorted(set(ca) | set(cb)):
+        if key != "Labels" and ca.get(key) != cb.get(key):
+            return f"its config's {key} differs: {ca.get(key)!r:.80} → {cb.get(key)!r:.80}"
+    return None
 
 
 def _overrides(rec: idx.ProfileRecord, index: str, i: int) -> list[Override]:
@@ -154,7 +182,8 @@ def rebuild(index_path: Path, *, work: Path | None = None, ctx: BuildContext | N
                     reason = (
                         f"the snapshot moved: {old_snap} → {new_snap}"
                         if old_snap != new_snap
-                        else ("same snapshot, different bytes: not reproducible")
+                        else _container_diff(original / a.path, new_dir / got.path)
+                        or "same snapshot, different bytes: not reproducible"
                     )
                 report.outcomes.append(Outcome(a.name, False, reason))
             if got is not None and sha256_file(new_dir / got.path) != got.sha256:

@@ -57,6 +57,35 @@ def test_the_cli_hands_source_date_epoch_to_the_library(
     assert main(["cvmfs", "tag", "add", str(stratum), "x", "--keys", str(keys), "-q"]) == 2
 
 
+def test_a_build_time_no_reader_accepts_is_one_line_and_the_repository_stays_readable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # SOURCE_DATE_EPOCH is read up to the year 9999; a publish dated after 2242 said nothing, exit 0,
+    # and left a manifest every reader refuses ("field 'T' is not a publish time")
+    from cernvm_build.cvmfs.limits import MAX_MTIME
+
+    keys = tmp_path / "keys"
+    generate_keys(FQRN).save(keys)
+    stratum = tmp_path / "srv" / FQRN
+    src = tmp_path / "src"
+    src.mkdir()
+    assert main(["cvmfs", "create", str(stratum), "--fqrn", FQRN, "--keys", str(keys), "-q"]) == 0
+    before = (stratum / ".cvmfspublished").read_bytes()
+    capsys.readouterr()
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", str(MAX_MTIME + 1))
+    for argv in (["publish", str(stratum), str(src)], ["tag", "add", str(stratum), "x"]):
+        assert main(["cvmfs", *argv, "--keys", str(keys), "-q"]) == 5
+        err = capsys.readouterr().err
+        assert (
+            err.startswith(f"error: build time {MAX_MTIME + 1} (2242-03-16T12:56:33Z) is after ")
+            and "Traceback" not in err
+        )
+    assert (stratum / ".cvmfspublished").read_bytes() == before
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", str(MAX_MTIME))  # the last second a reader takes
+    assert main(["cvmfs", "publish", str(stratum), str(src), "--keys", str(keys), "-q"]) == 0
+    assert _published_time(stratum) == MAX_MTIME
+
+
 def test_tag_add_says_when_it_moves_a_tag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """pr19d finding 8: `cvmfs tag add REPO frozen` moved an existing 'frozen' to the trunk and said only
     "tagged revision 4 (...) as frozen": what archivists pinned changed without a word."""

@@ -54,6 +54,20 @@ def test_same_packages_give_the_same_tree(tree: Path, tmp_path: Path) -> None:
     assert _digest(again) == _digest(tree)
 
 
+def test_the_builders_umask_makes_no_other_tree(tree: Path, tmp_path: Path) -> None:
+    # umask 077 made a 0700 /usr/bin and a 0600 /etc/os-release: another published tree, and one the
+    # guest's own user could not run
+    old = os.umask(0o077)
+    try:
+        again = build_demo_os(tmp_path / "os").root
+    finally:
+        os.umask(old)
+    assert _digest(again) == _digest(tree)
+    assert (again / "usr/bin").stat().st_mode & 0o7777 == 0o755
+    assert (again / "etc/os-release").stat().st_mode & 0o7777 == 0o644
+    assert (again / "etc/shadow").stat().st_mode & 0o7777 == 0o600
+
+
 def _apply(tree: Path, userdata: str, tmp_path: Path) -> Path:
     ud = tmp_path / "user-data"
     ud.write_text(userdata)

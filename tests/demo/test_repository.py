@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from cernvm_build.cvmfs.repository import SnapshotSpec, open_repository
+from cernvm_build.demo.os_tree import DEFAULT_EPOCH
 from cernvm_build.demo.repository import publish_demo
 
 pytestmark = pytest.mark.integration
@@ -35,3 +36,13 @@ def test_same_inputs_publish_nothing_new(tmp_path: Path) -> None:
     first = publish_demo(tmp_path, release="1")
     again = publish_demo(tmp_path, release="1")
     assert (again.revision, again.root_hash, again.objects_written) == (first.revision, first.root_hash, 0)
+
+
+def test_the_same_inputs_give_the_same_root_hash_on_another_day(tmp_path: Path) -> None:
+    # revisions were dated now: every fresh demo repository had another root hash, and the release cut
+    # from it other images and containers whatever SOURCE_DATE_EPOCH said
+    first = publish_demo(tmp_path / "a", release="1")
+    with open_repository(first.stratum, fqrn=first.fqrn, public_keys=[first.public_key]) as repo:
+        assert repo.manifest is not None and repo.manifest.timestamp == DEFAULT_EPOCH + 1  # not the clock
+    again = publish_demo(tmp_path / "b", release="1")
+    assert (again.revision, again.root_hash) == (first.revision, first.root_hash)

@@ -200,3 +200,27 @@ def test_two_builds_on_a_cold_runtime_cache_assemble_the_entry_once(
     assemble.second.join(60)  # type: ignore[attr-defined]
     assert len(assembled) == 1 and got == [first]
     assert [p.name for p in cache.iterdir()] == [first.root.parent.name]  # no lock file left
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_the_callers_folder_and_environment_are_no_input(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # none of them is in the cache key: a datetime.py in the folder the build ran from was the
+    # initrd's datetime, PYTHONOPTIMIZE=2 compiled pycs without docstrings and asserts, and
+    # LD_LIBRARY_PATH's libz was the one copied in; the cache then served that to every later build
+    entries = ("cernvm_build.numtext",)
+    plain = _files(build_runtime(tmp_path / "plain", entries=entries).root)
+    here = tmp_path / "here"
+    here.mkdir()
+    (here / "datetime.py").write_text("FROM_THE_BUILD_FOLDER = True\n")
+    libs = tmp_path / "libs"
+    libs.mkdir()
+    (libs / "libz.so.1").write_bytes(Path("/lib/x86_64-linux-gnu/libbz2.so.1.0").resolve().read_bytes())
+    monkeypatch.chdir(here)
+    monkeypatch.setenv("PYTHONOPTIMIZE", "2")
+    monkeypatch.setenv("LD_LIBRARY_PATH", str(libs))
+    assert _files(build_runtime(tmp_path / "again", entries=entries).root) == plain

@@ -1288,3 +1288,111 @@ def test_an_hdd_under_a_relative_folder_beginning_with_a_dash_is_made(
     (tmp_path / "-fm" / "tree" / "version").write_text("1\n")
     disks.make_iso(Path("-fm") / "tree", "DEFAULT ucernvm\n", Path("-fm") / "u.iso", "UCERNVM", 0)
     assert (tmp_path / "-fm" / "u.iso").read_bytes()[0x8001:0x8006] == b"CD001"
+
+
+def test_a_build_time_past_what_the_initrd_holds_is_one_line_before_any_work(tmp_path: Path) -> None:
+    # SOURCE_DATE_EPOCH is accepted up to the year 9999 (tars hold it); from 2**32 on '%08X' wrote 9
+    # digits into the newc header: an initrd the kernel unpacks as junk, and the build said nothing
+    from cernvm_build import profile
+    from cernvm_build.context import BuildContext
+
+    prof = profile.load("demo")
+    out = tmp_path / "out"
+    with pytest.raises(
+        BuildError, match=r"build time 4294967296 \(2106-02-07T06:28:16Z\) is after 2106-02-07T06:28:15Z"
+    ):
+        build.build_image(prof, out, formats=["iso"], ctx=BuildContext(epoch=2**32, cache=tmp_path / "cache"))
+    assert not out.exists() and not (tmp_path / "cache").exists()
+    tree = Tree()
+    tree.dir("bin")
+    write_newc(tree.members.values(), io.BytesIO(), 2**32 - 1)  # the last second it holds
+    with pytest.raises(ValueError, match="out of range"):
+        write_newc(tree.members.values(), io.BytesIO(), 2**32)
+
+
+@pytest.mark.parametrize(("epoch", "shown"), [(0, "1980-01-01"), (4294967295, "2106-02-07")])
+def test_the_hdd_dates_its_files_within_what_fat_holds(tmp_path: Path, epoch: int, shown: str) -> None:
+    # mtools wraps a year FAT cannot hold: SOURCE_DATE_EPOCH=0 dated every file 2098-01-01
+    from cernvm_build.image import disks
+
+    tree = tmp_path / "tree"
+    (tree / "cernvm").mkdir(parents=True)
+    (tree / "cernvm" / "vmlinuz").write_bytes(b"k")
+    out = tmp_path / "disk.hdd"
+    disks.make_hdd(tree, "DEFAULT x\n", out, "UCERNVM", epoch)
+    listing = subprocess.run(
+        ["mdir", "-i", f"{out}@@{disks.PART_START * 512}", "::/cernvm"],
+        env={"MTOOLS_SKIP_CHECK": "1", "TZ": "UTC"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    dates = set(re.findall(r"\d{4}-\d{2}-\d{2}", listing))
+    assert dates == {shown}, listing
+
+
+def test_the_hdd_builds_under_a_turkish_locale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # mtools upper-cases names by the locale: under tr_TR 'syslinux' became SYSLİNUX (dotted capital
+    # I), 'mcopy ... ::/syslinux/syslinux.cfg' found no such folder and the image build failed
+    from cernvm_build.image import disks
+
+    if not Path("/usr/share/i18n/locales/tr_TR").exists():
+        pytest.skip("no tr_TR locale source (locales package) to compile")
+    locales = tmp_path / "locales"
+    locales.mkdir()
+    subprocess.run(
+        ["localedef", "-i", "tr_TR", "-f", "UTF-8", str(locales / "tr_TR.UTF-8")],
+        check=True,
+        capture_output=True,
+    )
+    tree = tmp_path / "tree"
+    (tree / "cernvm").mkdir(parents=True)
+    (tree / "cernvm" / "initrd.img").write_bytes(b"i")
+    plain = tmp_path / "plain.hdd"
+    disks.make_hdd(tree, "DEFAULT x\n", plain, "UCERNVM", 1764000000)
+    monkeypatch.setenv("LOCPATH", str(locales))
+    monkeypatch.setenv("LC_ALL", "tr_TR.UTF-8")
+    turkish = tmp_path / "turkish.hdd"
+    disks.make_hdd(tree, "DEFAULT x\n", turkish, "UCERNVM", 1764000000)
+    assert turkish.read_bytes() == plain.read_bytes()
+
+
+@pytest.mark.parametrize("mtoolsrc", ["MTOOLS_NAME_NUMERIC_TAIL=0\n", "a line mtools does not know\n"])
+def test_the_builders_mtoolsrc_is_no_input_of_the_hdd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mtoolsrc: str
+) -> None:
+    # ~/.mtoolsrc was read: MTOOLS_NAME_NUMERIC_TAIL=0 there made other hdd bytes, a line mtools does
+    # not know failed the build ("Syntax error ... in file ~/.mtoolsrc")
+    from cernvm_build.image import disks
+
+    tree = tmp_path / "tree"
+    (tree / "cernvm").mkdir(parents=True)
+    (tree / "cernvm" / "initrd.img").write_bytes(b"i")
+    (tree / ".ucernvm_boot_loader").write_text("x\n")  # a long name: its short alias has a tail
+    plain = tmp_path / "plain.hdd"
+    disks.make_hdd(tree, "DEFAULT x\n", plain, "UCERNVM", 1764000000)
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".mtoolsrc").write_text(mtoolsrc)
+    monkeypatch.setenv("HOME", str(home))
+    again = tmp_path / "again.hdd"
+    disks.make_hdd(tree, "DEFAULT x\n", again, "UCERNVM", 1764000000)
+    assert again.read_bytes() == plain.read_bytes()
+
+
+@pytest.mark.parametrize("method", ["lz4", "zstd", "xz"])
+def test_the_builders_compressor_variables_are_no_input_of_the_initrd(
+    method: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # xz adds XZ_OPT to its options: XZ_OPT=--block-size=65536 made another initrd
+    data = bytes(range(256)) * 4096
+    plain = compress(data, method)
+    for name, value in (
+        ("XZ_OPT", "--block-size=65536"),
+        ("XZ_DEFAULTS", "--check=sha256"),
+        ("ZSTD_CLEVEL", "1"),
+        ("ZSTD_NBTHREADS", "1"),
+        ("LZ4_CLEVEL", "1"),
+    ):
+        monkeypatch.setenv(name, value)
+    assert compress(data, method) == plain

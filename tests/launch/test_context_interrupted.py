@@ -38,3 +38,13 @@ def test_a_killed_context_build_s_scratch_is_reclaimed_by_the_next(tmp_path: Pat
     assert (scratch / "root" / "user-data").read_bytes() == b"#cloud-config\n"
     build_iso(dest, b"#cloud-config\n", name="a", instance_id="i")
     assert [p.name for p in tmp_path.iterdir()] == [dest.name]
+
+
+@pytest.mark.skipif(shutil.which("xorriso") is None, reason="needs xorriso")
+def test_every_date_of_the_context_iso_is_the_epoch(tmp_path: Path) -> None:
+    # the root folder kept the time it was made: its directory record (and so the bytes) said when
+    dest = tmp_path / "context.iso"
+    build_iso(dest, b"#cloud-config\n", name="a", instance_id="i", epoch=86400)
+    pvd = dest.read_bytes()[16 * 2048 : 17 * 2048]
+    root_record_date = pvd[156 + 18 : 156 + 25]  # years since 1900, month, day, h, m, s, offset
+    assert tuple(root_record_date) == (70, 1, 2, 0, 0, 0, 0)

@@ -58,6 +58,11 @@ def _nowhere(tmp_path: Path) -> str:
         # user-data keys, by the bootloader's own table
         ("--snapshot", "a;reboot", "--snapshot: invalid value 'a;reboot'"),
         ("--date", "yesterday", "--date: invalid value 'yesterday'"),
+        # dates of the right form no calendar has: the guest's init ignored them and booted the newest
+        # snapshot under the instance's "date:" label
+        ("--date", "2011-02-30", "--date: '2011-02-30' is not a date"),
+        ("--date", "2016-12-31T23:59:60Z", "--date: '2016-12-31T23:59:60Z' is not a date"),
+        ("--date", "2011-06-01T24:00", "--date: '2011-06-01T24:00' is not a date"),
         ("--cvmfs-server", "a b", "--cvmfs-server: invalid value 'a b'"),
     ],
 )

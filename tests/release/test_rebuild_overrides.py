@@ -122,3 +122,56 @@ def test_a_schema_1_index_has_no_overrides_and_rebuilds_as_before(tmp_path: Path
     assert idx.load(index).profiles[0].overrides == ()
     with pytest.raises(idx.ReleaseError, match="the release recorded settings sha256"):
         rebuild(index, work=tmp_path)
+
+
+def _oci_archive(path: Path, labels: dict[str, str]) -> Path:
+    """A one-layer oci-archive whose config carries ``labels``."""
+    import gzip
+    import hashlib
+    import io
+    import tarfile
+
+    def digest(data: bytes) -> str:
+        return "sha256:" + hashlib.sha256(data).hexdigest()
+
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as t:
+        info = tarfile.TarInfo("f")
+        t.addfile(info, io.BytesIO(b""))
+    layer = gzip.compress(raw.getvalue(), mtime=0)
+    config = json.dumps(
+        {"config": {"Labels": labels}, "rootfs": {"type": "layers", "diff_ids": [digest(raw.getvalue())]}}
+    ).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "config": {"digest": digest(config), "size": len(config)},
+            "layers": [{"digest": digest(layer), "size": len(layer)}],
+        }
+    ).encode()
+    index = json.dumps({"schemaVersion": 2, "manifests": [{"digest": digest(manifest)}]}).encode()
+    files = {"oci-layout": b'{"imageLayoutVersion": "1.0.0"}', "index.json": index}
+    files.update({f"blobs/sha256/{digest(b)[7:]}": b for b in (config, manifest, layer)})
+    with tarfile.open(path, "w") as t:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_a_container_that_differs_by_a_label_says_which(tmp_path: Path) -> None:
+    # a profile's description is a label of its containers but not in the settings sha256 the index
+    # records: a changed description passed rebuild's profile check and the container was "not
+    # reproducible"
+    from cernvm_build.release.rebuild import _container_diff
+
+    old = _oci_archive(tmp_path / "old.oci.tar", {"org.opencontainers.image.description": "CernVM 5"})
+    new = _oci_archive(tmp_path / "new.oci.tar", {"org.opencontainers.image.description": "CernVM 5 (new)"})
+    why = _container_diff(old, new)
+    assert why is not None
+    assert why.startswith(
+        "its label org.opencontainers.image.description differs: 'CernVM 5' → 'CernVM 5 (new)'"
+    )
+    assert _container_diff(old, old) is None
+    assert _container_diff(old, tmp_path / "missing.oci.tar") is None  # no reason: the caller's default
