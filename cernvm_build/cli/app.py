@@ -313,8 +313,7 @@ class Output:
         """A progress display on stderr; silent with ``--quiet``/``--json`` or when not a terminal."""
         from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 
-        # a description names an image, a repository or a file: data, never markup (pr21 N12)
-        cols: list[Any] = [TextColumn("{task.description}", markup=False), BarColumn()]
+        cols: list[Any] = [_description(), BarColumn()]
         cols.append(DownloadColumn() if transfer else TextColumn("{task.completed}/{task.total}"))
         cols.append(TimeElapsedColumn())
         with Progress(*cols, console=self.err, disable=self._bars_off(), transient=True) as p:
@@ -327,9 +326,9 @@ class Output:
         if self._bars_off():
             yield _CliReporter(self, None, steps_as_detail)
             return
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import BarColumn, Progress, TimeElapsedColumn
 
-        cols: list[Any] = [TextColumn("{task.description}"), BarColumn(), _amount(), TimeElapsedColumn()]
+        cols: list[Any] = [_description(), BarColumn(), _amount(), TimeElapsedColumn()]
         with Progress(*cols, console=self.err, transient=True) as bar:
             yield _CliReporter(self, bar, steps_as_detail)
 
@@ -338,6 +337,21 @@ def _escape(text: str) -> str:
     from rich.markup import escape
 
     return escape(text)
+
+
+def _description() -> Any:
+    """A progress column: the task's description, which names an image, a URL, a repository or a
+    file: data, never markup (pr21 N12), shown ``visible`` on one line. The live line is redrawn in
+    place: a URL from an image index holding ESC ] 52 wrote the clipboard, ESC [ 2J cleared the
+    screen, U+202E reversed the line (pr26b finding 1)."""
+    from rich.progress import ProgressColumn, Task
+    from rich.text import Text
+
+    class Description(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            return Text(visible(task.description, one_line=True))
+
+    return Description()
 
 
 def _amount() -> Any:
@@ -367,15 +381,15 @@ class _CliReporter:
         # the latest step stays visible on a status line (transient); the log line is kept too
         if self.bar is not None:
             if self.status is None:
-                self.status = self.bar.add_task(_escape(message), total=None)
-            self.bar.update(self.status, description=_escape(message))
+                self.status = self.bar.add_task(message, total=None)
+            self.bar.update(self.status, description=message)
         (self.out.detail if self.steps_as_detail else self.out.info)(message)
 
     def progress(self, what: str, done: int, total: int | None) -> None:
         if self.bar is None:
             return
         if what not in self.tasks:
-            self.tasks[what] = self.bar.add_task(_escape(what), total=total, bytes=what.endswith("bytes"))
+            self.tasks[what] = self.bar.add_task(what, total=total, bytes=what.endswith("bytes"))
         self.bar.update(self.tasks[what], completed=done, total=total)
 
     def warn(self, message: str) -> None:

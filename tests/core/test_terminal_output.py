@@ -117,3 +117,25 @@ def test_a_progress_bar_s_description_is_never_markup() -> None:
         bar.refresh()
         shown = out.err.file.getvalue()  # type: ignore[attr-defined]
     assert "verify z[red]a.oci [bold]b[/bold]" in shown
+
+
+def test_a_live_progress_line_carries_no_escape_sequence() -> None:
+    """pr26b finding 1: the reporter's status line and bar labels (a step naming an image index's URL,
+    a scoped instance name) and ``Output.progress``'s descriptions reached the terminal raw: ESC ] 52
+    wrote the clipboard, ESC [ 2J cleared the screen, U+202E reversed the line."""
+    import io
+
+    from rich.console import Console
+
+    out = Output()
+    out.__dict__["err"] = Console(file=io.StringIO(), force_terminal=True, width=300, highlight=False)
+    with out.reporter() as r:
+        r.step(f"pulling {HOSTILE} \u202eabc")
+        r.progress(f"layer {HOSTILE} bytes", 5, 10)
+    with out.progress() as bar:
+        bar.add_task(f"verify {HOSTILE}\nerror: none", total=None)
+        bar.refresh()
+    shown = out.err.file.getvalue()  # type: ignore[attr-defined]
+    assert "\x9b" not in shown and "\u202e" not in shown and "\x1b]" not in shown and "\x1b[2J" not in shown
+    assert "\\x1b]0;pwned\\x07\\x1b[2Jc\\x9b" in shown and "[link=http://evil]b[/link]" in shown
+    assert "\\x0aerror: none" in shown
