@@ -230,7 +230,9 @@ class Output:
         elif render is not None:
             render(obj)
         else:
-            self.console.print_json(json.dumps(obj, default=str))
+            # ASCII: rich writes non-ASCII characters raw (ensure_ascii=False), and JSON escapes only
+            # C0 controls: a C1 CSI (U+009B) or a bidi override in a value reached the terminal
+            self.console.print_json(json.dumps(obj, default=str), ensure_ascii=True)
 
     def streaming_json(self) -> None:
         """The command writes its JSON document to stdout itself, a piece at a time (``cvmfs ls``):

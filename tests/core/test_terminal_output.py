@@ -139,3 +139,12 @@ def test_a_live_progress_line_carries_no_escape_sequence() -> None:
     assert "\x9b" not in shown and "\u202e" not in shown and "\x1b]" not in shown and "\x1b[2J" not in shown
     assert "\\x1b]0;pwned\\x07\\x1b[2Jc\\x9b" in shown and "[link=http://evil]b[/link]" in shown
     assert "\\x0aerror: none" in shown
+
+
+def test_json_shown_for_people_carries_no_c1_or_bidi_control(capsys: pytest.CaptureFixture[str]) -> None:
+    """pr26b finding 2: a result shown as pretty JSON (``release publish``, ``profiles validate``'s
+    report) wrote non-ASCII raw: U+009B (CSI) and U+202E reached the terminal."""
+    Output().data({"name": "a\x9b2J\u202ecod.exe\u200b"})
+    shown = capsys.readouterr().out
+    assert "\x9b" not in shown and "\u202e" not in shown and "\u200b" not in shown
+    assert '"a\\u009b2J\\u202ecod.exe\\u200b"' in shown
