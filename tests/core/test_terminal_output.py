@@ -148,3 +148,15 @@ def test_json_shown_for_people_carries_no_c1_or_bidi_control(capsys: pytest.Capt
     shown = capsys.readouterr().out
     assert "\x9b" not in shown and "\u202e" not in shown and "\u200b" not in shown
     assert '"a\\u009b2J\\u202ecod.exe\\u200b"' in shown
+
+
+def test_zero_width_characters_are_shown(capsys: pytest.CaptureFixture[str]) -> None:
+    """pr26b finding 3: a name holding U+200B (or U+200C/D, U+2060, U+FEFF) printed the same as its
+    neighbour without it: "setup\\u200b.sh" and "setup.sh" were two lines reading "setup.sh"."""
+    out = Output()
+    out.print("setup\u200b.sh \u200c\u200d\u2060\ufeff")
+    out.table(["name"], [["a\u200bb"]])
+    out.warn("w\ufeff")
+    captured = capsys.readouterr()
+    assert "setup\\u200b.sh \\u200c\\u200d\\u2060\\ufeff" in captured.out and "a\\u200bb" in captured.out
+    assert captured.err == "warning: w\\ufeff\n"
