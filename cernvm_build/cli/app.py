@@ -10,7 +10,6 @@ import contextlib
 import errno
 import json
 import os
-import re
 import signal
 import sys
 import threading
@@ -29,6 +28,7 @@ from ..cvmfs.limits import MAX_JOBS, MAX_RETRIES
 from ..errors import EXIT_CODES, EXIT_INTERRUPTED, EXIT_TERMINATED, CernVMError, UsageError
 from ..procexit import end_process
 from ..report import Reporter
+from ..termtext import visible
 from . import extras
 
 Handler = Callable[[argparse.Namespace, "Output"], int]
@@ -42,33 +42,6 @@ Handler = Callable[[argparse.Namespace, "Output"], int]
 # ``str``: argparse also passes None through it (a subcommand group's missing description), and
 # ``str(None)`` printed a line "None" under every "commands:" heading of --help.
 argparse._ = lambda text: text  # type: ignore[attr-defined]
-
-#: C0/C1 control characters but newline and tab: an ESC from a server's answer, a repository name or a
-#: user-data key would otherwise reach the terminal as an escape sequence (rich passes ESC through);
-#: and the bidirectional controls (U+061C, U+200E-200F, U+202A-202E, U+2066-2069), which reorder what follows
-#: them on the screen: a name holding U+202E showed its end reversed (audit13d finding 6)
-_BIDI = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
-#: and the characters that take no room (U+200B-200D, U+2060 word joiner, U+FEFF): a repository's
-#: "setup\u200b.sh" printed as "setup.sh", the same as its neighbour (pr26b finding 3); an emoji
-#: joined by U+200D shows as its parts, with the joiner named
-_INVISIBLE = "\u200b-\u200d\u2060\ufeff"
-_CONTROL = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f{_BIDI}{_INVISIBLE}]")
-#: the same and newline and tab, for one line: a listing's names, and error, hint and problem lines
-#: (a file name holding a newline would otherwise forge a line of its own, "error: none" or a hint)
-_CONTROL_LINE = re.compile(f"[\x00-\x1f\x7f-\x9f{_BIDI}{_INVISIBLE}]")
-
-
-def _shown(m: re.Match[str]) -> str:
-    c = ord(m.group())
-    return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
-
-
-def visible(text: str, *, one_line: bool = False) -> str:
-    """``text`` with control characters shown as ``\\xNN`` (bidi controls and zero-width characters
-    as ``\\uNNNN``): safe to print to a terminal; with ``one_line`` newline and tab too (names from a
-    catalog or a tar, printed one per line, and every error, hint and problem line: they quote such
-    names)."""
-    return (_CONTROL_LINE if one_line else _CONTROL).sub(_shown, text)
 
 
 def styled(*parts: str | tuple[str, str]) -> Text:

@@ -26,8 +26,9 @@ from ..launch import config
 from ..launch.bootwatch import plain, shown
 from ..launch.names import validate_name
 from ..report import scoped
+from ..termtext import visible
 from . import flags, launch_context, launch_images
-from .app import EXIT_CODES_EPILOG, ArgumentParser, HelpFormatter, Output, run, visible, whole_number
+from .app import EXIT_CODES_EPILOG, ArgumentParser, HelpFormatter, Output, run, whole_number
 from .launch_common import Connect, ask, host_of, leaf, settings_of
 
 EPILOG = f"""\

@@ -14,8 +14,9 @@ from .. import profile
 from ..errors import CernVMError, ProfileError
 from ..profile import compare, reference, schema, settings
 from ..profile.yamlnodes import display
+from ..termtext import visible
 from . import areas, flags
-from .app import Output, group_handler, output_file, styled, subparser, visible, write_output
+from .app import Output, group_handler, output_file, styled, subparser, write_output
 
 DESCRIPTION = """\
 Declarative profiles: one YAML file per CernVM platform (EL4-EL9, Debian 12 and the demo).

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from ..errors import CernVMError, CvmfsError, UsageError
 from ..fsutil import TooLarge, atomic_write, read_capped, read_regular
+from ..termtext import visible
 from . import blacklist as blacklist_mod
 from .bootlist import BootList
 from .limits import MAX_RETRIES
@@ -245,7 +246,9 @@ def snapshot_from_args(args: MountArgs) -> SnapshotSpec:
 
 
 def mounted_line(repo: Repository) -> str:
-    return f"mounted {repo.fqrn} revision {repo.revision} root {repo.root_hash} tag {repo.tag or '-'}"
+    # the tag of --date is a name from the repository's history: shown, never an escape sequence
+    tag = visible(repo.tag or "-", one_line=True)
+    return f"mounted {repo.fqrn} revision {repo.revision} root {repo.root_hash} tag {tag}"
 
 
 def cache_line(plain: PlainCache | None) -> str | None:
@@ -399,10 +402,14 @@ def _serve(args: MountArgs, repo: Repository, ready: int | None) -> None:
 
 
 def _error_text(e: BaseException) -> str:
-    """One line (the initrd shows the last line of the log): the error, then the hint."""
+    """One line (the initrd shows the last line of the log): the error, then the hint. ``visible``:
+    the error quotes a server's answer (its status line's reason), which reached the console raw, an
+    ESC ] 0 retitling the terminal, a newline forging a line of its own (pr26b finding 4)."""
     if isinstance(e, CernVMError):
-        return f"error: {e}" + (f" (hint: {e.hint})" if e.hint else "")
-    return f"error: {type(e).__name__}: {e}"
+        text = f"error: {e}" + (f" (hint: {e.hint})" if e.hint else "")
+    else:
+        text = f"error: {type(e).__name__}: {e}"
+    return visible(text, one_line=True)
 
 
 def _daemon(args: MountArgs) -> int:

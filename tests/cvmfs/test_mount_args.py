@@ -67,3 +67,30 @@ def test_a_bad_command_line_exits_2_with_one_line() -> None:
         text=True,
     )
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "error: --retries" in r.stderr, r.stderr
+
+
+def test_an_error_quoting_a_server_s_answer_is_one_visible_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pr26b finding 4: the mount's error line (the initrd's console, ``cvmfs mount``'s stderr) quoted
+    a server's status reason raw: ESC ] 0 retitled the terminal, C1 CSI, a line of its own."""
+    from http.server import BaseHTTPRequestHandler
+
+    from tests.support.hostile import http_server
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(503, "\x1b]0;pwned\x07\x1b[2J\x9b31m")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    key = ROOT / "tests/cvmfs/data/fixture.cernvm.test/keys/fixture.cernvm.test.pub"
+    with http_server(Handler) as url:
+        argv = ["--server", f"{url}/cvmfs/x.test", "--public-key", str(key), "--retries", "0"]
+        code = mount.main([*argv, "--foreground", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code != 0 and err.count("\n") == 1 and "\x1b" not in err and "\x9b" not in err, err
+    assert "HTTP 503 \\x1b]0;pwned\\x07\\x1b[2J\\x9b31m" in err, err
