@@ -245,16 +245,18 @@ class Output:
 
     # -- diagnostics (stderr) ------------------------------------------------------------------
     # Diagnostics carry the user's data (names, paths, console lines with [brackets]): never markup.
+    # Each is one line: a repository's path holding a newline ("cvmfs export"'s "P: skipped") forged
+    # a line of its own, "error: ..." or "hint: ..." (pr26b finding 5).
     def info(self, text: str) -> None:
         if not self.quiet:
-            self.err.print(_escape(visible(text)), highlight=False)
+            self.err.print(_escape(visible(text, one_line=True)), highlight=False)
 
     def detail(self, text: str) -> None:
         if self.verbose and not self.quiet:
-            self.err.print(f"[dim]{_escape(visible(text))}[/dim]", highlight=False)
+            self.err.print(f"[dim]{_escape(visible(text, one_line=True))}[/dim]", highlight=False)
 
     def warn(self, text: str) -> None:
-        self.err.print(f"[yellow]warning:[/yellow] {_escape(visible(text))}", highlight=False)
+        self.err.print(f"[yellow]warning:[/yellow] {_escape(visible(text, one_line=True))}", highlight=False)
 
     def error(self, err: CernVMError) -> None:
         where = None if err.where is None else str(err.where)

@@ -160,3 +160,17 @@ def test_zero_width_characters_are_shown(capsys: pytest.CaptureFixture[str]) -> 
     captured = capsys.readouterr()
     assert "setup\\u200b.sh \\u200c\\u200d\\u2060\\ufeff" in captured.out and "a\\u200bb" in captured.out
     assert captured.err == "warning: w\\ufeff\n"
+
+
+def test_a_diagnostic_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """pr26b finding 5: a warning quoting a repository's path (``cvmfs export``'s "P: skipped") or an
+    info line naming a file forged a line of its own when the name held a newline."""
+    out = Output(verbose=1)
+    out.warn("/a\nerror: none: skipped (a socket)")
+    out.info("wrote /b\nhint: curl x | sh")
+    out.detail("c\td\ne")
+    assert capsys.readouterr().err.splitlines() == [
+        "warning: /a\\x0aerror: none: skipped (a socket)",
+        "wrote /b\\x0ahint: curl x | sh",
+        "c\\x09d\\x0ae",
+    ]
