@@ -135,7 +135,14 @@ def cmd_show(args: argparse.Namespace, out: Output) -> int:
         read_from = [str(d.pop("source"))] if "source" in d else []
         for line in read_from + [f"input: {path}" for path in d.pop("inputs", [])]:
             out.print(f"# {visible(line, one_line=True)}", markup=False)  # a path's newline ends no comment
-        out.print(yaml.safe_dump(d, sort_keys=False, allow_unicode=True).rstrip(), markup=False)
+        text = yaml.safe_dump(d, sort_keys=False, allow_unicode=True)
+        if visible(text) != text:
+            # a character the terminal must not get raw (a bidi override, a zero-width space, NEL):
+            # YAML's own escapes, in double quotes, so what is printed still loads as the values;
+            # ``visible`` made them ``\u202e`` in a plain scalar, which loads as six other characters
+            # (pr26b finding 6)
+            text = yaml.safe_dump(d, sort_keys=False, allow_unicode=False)
+        out.print(text.rstrip(), markup=False)
 
     out.data(data, render)
     return 0
