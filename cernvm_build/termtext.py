@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import re
 
+TYPE_CHECKING = False  # typing's own costs importing typing (the initrd's mount imports this module)
+if TYPE_CHECKING:
+    import logging
+
 #: C0/C1 control characters but newline and tab: an ESC from a server's answer, a repository name or a
 #: user-data key would otherwise reach the terminal as an escape sequence (rich passes ESC through);
 #: and the bidirectional controls (U+061C, U+200E-200F, U+202A-202E, U+2066-2069), which reorder what follows
@@ -34,3 +38,17 @@ def visible(text: str, *, one_line: bool = False) -> str:
     catalog or a tar, printed one per line, and every error, hint and problem line: they quote such
     names)."""
     return (_CONTROL_LINE if one_line else _CONTROL).sub(_shown, text)
+
+
+def log_formatter(fmt: str | None = None) -> logging.Formatter:
+    """A ``logging.Formatter`` whose lines are ``visible`` and one line each: a log message quotes
+    what came from outside (the request line a network client sent ``cvmfs serve``, a name a process
+    looked up in the mount); ``-vv`` wrote it raw to the operator's terminal (pr26b finding 7). An
+    exception's traceback, appended after the message, stays as Python wrote it."""
+    import logging  # here: the mount imports this module, and logs only on rare paths (lazylog)
+
+    class Visible(logging.Formatter):
+        def formatMessage(self, record: logging.LogRecord) -> str:
+            return visible(super().formatMessage(record), one_line=True)
+
+    return Visible(fmt)

@@ -561,10 +561,13 @@ def _configure_logging(verbose: int) -> None:
     handler), without the level and logger name."""
     import logging
 
+    from ..termtext import log_formatter
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(log_formatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(
         level=logging.DEBUG if verbose >= 2 else logging.INFO if verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+        handlers=[handler],
     )
 
 

@@ -174,3 +174,25 @@ def test_a_diagnostic_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
         "wrote /b\\x0ahint: curl x | sh",
         "c\\x09d\\x0ae",
     ]
+
+
+def test_log_lines_carry_no_escape_sequence_and_forge_no_line() -> None:
+    """pr26b finding 7: with -v/-vv a log message quoting a network client's request line (``cvmfs
+    serve`` logs each) reached the operator's terminal raw: ESC ] 0 retitled it, a CR or newline
+    forged a line. A traceback stays as Python wrote it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import logging; from cernvm_build.cli.app import _configure_logging; _configure_logging(2)\n"
+        "log = logging.getLogger('cernvm_build.cvmfs.serve')\n"
+        "log.debug('%s %s', '127.0.0.1', '\"GET /\\x1b]0;pwned\\x07\\x9b\\u202e\\nERROR x: forged\"')\n"
+        "try:\n    1 / 0\nexcept ZeroDivisionError:\n    log.exception('failed')\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    r = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    lines = r.stderr.splitlines()
+    shown = '127.0.0.1 "GET /\\x1b]0;pwned\\x07\\x9b\\u202e\\x0aERROR x: forged"'
+    assert lines[0] == f"DEBUG cernvm_build.cvmfs.serve: {shown}"
+    assert lines[1] == "ERROR cernvm_build.cvmfs.serve: failed" and lines[2].startswith("Traceback")
