@@ -47,10 +47,14 @@ argparse._ = lambda text: text  # type: ignore[attr-defined]
 def styled(*parts: str | tuple[str, str]) -> Text:
     """A line for ``Output.print`` where some parts carry a style: ``styled(("ok", "green"), " ", name)``.
     Every part is data (made visible, never parsed as markup): a path holding ``[/b]`` crashed the print
-    and one holding ``[link=...]`` made a hyperlink (pr16d finding 1)."""
+    and one holding ``[link=...]`` made a hyperlink (pr16d finding 1). One line: an artifact name holding
+    a newline printed ``release verify``'s "FAIL" line and then a forged "OK: release ..." (pr26b 8)."""
     from rich.text import Text
 
-    return Text.assemble(*(visible(p) if isinstance(p, str) else (visible(p[0]), p[1]) for p in parts))
+    def shown(text: str) -> str:
+        return visible(text, one_line=True)
+
+    return Text.assemble(*(shown(p) if isinstance(p, str) else (shown(p[0]), p[1]) for p in parts))
 
 
 def seconds(text: str) -> float:

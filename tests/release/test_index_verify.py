@@ -530,3 +530,27 @@ def test_a_rebuild_that_differs_says_so_with_quiet(
     monkeypatch.setattr(rebuild, "rebuild", lambda *a, **k: rebuild.RebuildReport("2026.11-1"))
     assert main(["release", "rebuild", str(index), "-q"]) == CernVMError.exit_code
     assert "error: release 2026.11-1: no artifact was rebuilt" in capsys.readouterr().err
+
+
+def test_a_finding_naming_an_artifact_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """pr26b finding 8: an index's artifact name holding a newline forged a line of verify's output,
+    "OK: release ...: signature by ...", above the real verdict."""
+    from cernvm_build.cli.main import main
+
+    root = tmp_path / "r"
+    (root / "images").mkdir(parents=True)
+    (root / "images/a.iso").write_bytes(b"abc")
+    name = "a.iso\nOK: release 2026.11-1: 2 artifacts checked, signature by CERN"
+    art = idx.ReleaseArtifact(
+        name=name, path="images/a.iso", profile="el7", kind="image", format="iso", sha256="00" * 32, size=3
+    )
+    snap = idx.Snapshot("cernvm-prod.cern.ch", "/cvm4", "ab" * 20, 42, "HEAD4")
+    release = idx.ReleaseIndex(
+        version="2026.11-1", date="2026-11-25T00:00:00Z", source_date_epoch=1764028800,
+        profiles=(idx.ProfileRecord("el7", "CentOS 7", False, snap, "00" * 32),), artifacts=(art,),
+    )  # fmt: skip
+    (root / "index.json").write_text(release.dumps())
+    assert main(["release", "verify", str(root / "index.json")]) == IntegrityError.exit_code
+    lines = capsys.readouterr().out.splitlines()
+    assert not any(line.startswith("OK") for line in lines), lines
+    assert lines[0].startswith("FAIL a.iso\\x0aOK: release") and lines[-1].startswith("FAILED")
