@@ -202,6 +202,8 @@ def parse_args(argv: Sequence[str]) -> MountArgs | None:
 
 #: a pin is ``root_hash\ntag\n``: a hash (at most 50 characters) and a tag name (at most 255)
 PIN_MAX = 512
+#: characters of the tag written in the pin (at most 4 UTF-8 bytes each: with the hash, within PIN_MAX)
+PIN_TAG_MAX = 100
 
 
 def read_pin(path: Path) -> tuple[str | None, str | None]:
@@ -349,7 +351,11 @@ def _open(args: MountArgs) -> Repository:
 
 def _after_mount(args: MountArgs, repo: Repository) -> None:
     if args.snapshot_file is not None:
-        pin = f"{repo.root_hash}\n{repo.tag or ''}\n".encode()
+        # the tag is the history's name, for the init's log line ("pinned snapshot ... tag ..."): shown
+        # visible on its one line, and cut so the pin stays within PIN_MAX: a 600-byte tag made the
+        # next boot ignore the pin and mount the newest revision; ESC reached the console (pr26b 9)
+        tag = visible(repo.tag or "", one_line=True)[:PIN_TAG_MAX]
+        pin = f"{repo.root_hash}\n{tag}\n".encode()
         try:  # not a regular file (a FIFO): rewritten, never waited on
             same = read_regular(args.snapshot_file, PIN_MAX, follow_links=False) == pin
         except OSError:

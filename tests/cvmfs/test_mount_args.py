@@ -94,3 +94,17 @@ def test_an_error_quoting_a_server_s_answer_is_one_visible_line(
     err = capsys.readouterr().err
     assert code != 0 and err.count("\n") == 1 and "\x1b" not in err and "\x9b" not in err, err
     assert "HTTP 503 \\x1b]0;pwned\\x07\\x1b[2J\\x9b31m" in err, err
+
+
+def test_the_pin_names_any_tag_on_one_visible_line_within_its_size(tmp_path: Path) -> None:
+    """pr26b finding 9: the pin carried the history's tag name raw: its ESC reached the console in the
+    init's "pinned snapshot ... tag ..." line, and a 600-byte tag made the pin longer than PIN_MAX,
+    so the next boot ignored it and mounted the newest revision instead of the pinned one."""
+    from types import SimpleNamespace
+
+    pin = tmp_path / "cvmfs_snapshot"
+    repo = SimpleNamespace(root_hash="ab" * 20, tag="\x1b]0;pwned\x07\nx" + "é" * 600)
+    mount._after_mount(SimpleNamespace(snapshot_file=pin), repo)  # type: ignore[arg-type]
+    lines = pin.read_text().split("\n")
+    assert lines[0] == "ab" * 20 and lines[1].startswith("\\x1b]0;pwned\\x07\\x0ax") and lines[2:] == [""]
+    assert mount.read_pin(pin) == ("ab" * 20, None)
