@@ -17,10 +17,16 @@ if TYPE_CHECKING:
 #: and the bidirectional controls (U+061C, U+200E-200F, U+202A-202E, U+2066-2069), which reorder what follows
 #: them on the screen: a name holding U+202E showed its end reversed (audit13d finding 6)
 _BIDI = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
-#: and the characters that take no room (U+200B-200D, U+2060 word joiner, U+FEFF): a repository's
-#: "setup\u200b.sh" printed as "setup.sh", the same as its neighbour (pr26b finding 3); an emoji
-#: joined by U+200D shows as its parts, with the joiner named
-_INVISIBLE = "\u200b-\u200d\u2060\ufeff"
+#: and the characters that show nothing, the format characters (Unicode's Cf) that are no bidi control
+#: and the line and paragraph separators: zero-width U+200B-200D, U+2060-2064, U+FEFF, the soft
+#: hyphen, U+180E, U+206A-206F, the interlinear annotation U+FFF9-FFFB and the tag characters
+#: U+E0000-E007F, which spell hidden ASCII: a repository's "setup\u200b.sh" printed as "setup.sh",
+#: the same as its neighbour (pr26b finding 3). An emoji joined by U+200D shows as its parts, with the
+#: joiner named. (The Arabic number signs, also Cf, draw a mark: they stay.)
+_INVISIBLE = (
+    "\u00ad\u180e\u200b-\u200d\u2028\u2029\u2060-\u2064\u206a-\u206f\ufeff\ufff9-\ufffb"
+    "\U000e0001\U000e0020-\U000e007f"
+)
 _CONTROL = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f{_BIDI}{_INVISIBLE}]")
 #: the same and newline and tab, for one line: a listing's names, and error, hint and problem lines
 #: (a file name holding a newline would otherwise forge a line of its own, "error: none" or a hint)
@@ -29,7 +35,7 @@ _CONTROL_LINE = re.compile(f"[\x00-\x1f\x7f-\x9f{_BIDI}{_INVISIBLE}]")
 
 def _shown(m: re.Match[str]) -> str:
     c = ord(m.group())
-    return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+    return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}" if c < 0x10000 else f"\\U{c:08x}"
 
 
 def visible(text: str, *, one_line: bool = False) -> str:

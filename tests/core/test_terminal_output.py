@@ -154,11 +154,12 @@ def test_zero_width_characters_are_shown(capsys: pytest.CaptureFixture[str]) -> 
     """pr26b finding 3: a name holding U+200B (or U+200C/D, U+2060, U+FEFF) printed the same as its
     neighbour without it: "setup\\u200b.sh" and "setup.sh" were two lines reading "setup.sh"."""
     out = Output()
-    out.print("setup\u200b.sh \u200c\u200d\u2060\ufeff")
+    out.print("setup\u200b.sh \u200c\u200d\u2060\ufeff \u00ad\u2028\U000e0041")
     out.table(["name"], [["a\u200bb"]])
     out.warn("w\ufeff")
     captured = capsys.readouterr()
-    assert "setup\\u200b.sh \\u200c\\u200d\\u2060\\ufeff" in captured.out and "a\\u200bb" in captured.out
+    assert "setup\\u200b.sh \\u200c\\u200d\\u2060\\ufeff \\xad\\u2028\\U000e0041" in captured.out
+    assert "a\\u200bb" in captured.out
     assert captured.err == "warning: w\\ufeff\n"
 
 
