@@ -420,3 +420,14 @@ def test_import_names_the_cached_disk_by_the_image_name_rule(
     err = capsys.readouterr().err
     assert "'.hidden.hdd' cannot name a cached image" in err and "Traceback" not in err
     assert not list((launch_env / "images").glob("*.hdd"))
+
+
+def test_console_help_says_what_reaches_the_terminal(capsys: pytest.CaptureFixture[str]) -> None:
+    """pr26b: the guest writes every byte of its console; the help said only "interactive on a
+    terminal, else its log", not that the interactive console passes escape sequences on (as virsh
+    console does) while the log is shown escaped on a terminal and as written into a pipe."""
+    with pytest.raises(SystemExit):
+        main(["console", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "escape sequences too" in text and "control characters escaped" in text
+    assert "into a pipe or file it is the guest's text as written" in text
