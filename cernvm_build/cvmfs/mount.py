@@ -200,7 +200,7 @@ def parse_args(argv: Sequence[str]) -> MountArgs | None:
     return args
 
 
-#: a pin is ``root_hash\ntag\n``: a hash (at most 50 characters) and a tag name (at most 255)
+#: a pin is ``root_hash\ntag\n``: a hash (at most 50 characters) and a tag name (cut to PIN_TAG_MAX)
 PIN_MAX = 512
 #: characters of the tag written in the pin (at most 4 UTF-8 bytes each: with the hash, within PIN_MAX)
 PIN_TAG_MAX = 100
