@@ -10,6 +10,7 @@ from typing import Any
 
 from .. import launch
 from ..errors import UsageError
+from ..termtext import visible
 from .app import Output
 from .launch_common import ask, leaf
 
@@ -50,12 +51,17 @@ def cmd_context(args: argparse.Namespace, out: Output) -> int:
     }
 
     def render(d: dict[str, Any]) -> None:
-        out.print(f"{d['source']}: a valid context ({d['bytes']} bytes)", highlight=False, markup=False)
+        # each a line of its own: a cloud-config key is any YAML string, "a\n  SSH keys: 99" forged the
+        # summary's lines of a context fetched from a URL (pr26b finding 12)
+        def line(text: str) -> None:
+            out.print(visible(text, one_line=True), highlight=False, markup=False)
+
+        line(f"{d['source']}: a valid context ({d['bytes']} bytes)")
         for k, v in d["ucernvm"].items():
-            out.print(f"  ucernvm {k}={v}", highlight=False, markup=False)
+            line(f"  ucernvm {k}={v}")
         if d["cloud_config_keys"]:
-            out.print(f"  cloud-config: {', '.join(d['cloud_config_keys'])}", highlight=False, markup=False)
-        out.print(f"  SSH keys: {d['ssh_authorized_keys']}", highlight=False, markup=False)
+            line(f"  cloud-config: {', '.join(d['cloud_config_keys'])}")
+        line(f"  SSH keys: {d['ssh_authorized_keys']}")
 
     out.data(result, render)
     return 0

@@ -431,3 +431,13 @@ def test_console_help_says_what_reaches_the_terminal(capsys: pytest.CaptureFixtu
     text = " ".join(capsys.readouterr().out.split())
     assert "escape sequences too" in text and "control characters escaped" in text
     assert "into a pipe or file it is the guest's text as written" in text
+
+
+def test_context_summary_lines_are_one_line_each(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """pr26b finding 12: a cloud-config key is any YAML string: "a\\n  SSH keys: 99" printed
+    lines of its own in the summary of a context (which may come from a URL)."""
+    ud = tmp_path / "ud.txt"
+    ud.write_text('#cloud-config\n"a\\n  SSH keys: 99\\u202e": 1\nhostname: x\n')
+    assert main(["context", str(ud)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1:] == ["  cloud-config: a\\x0a  SSH keys: 99\\u202e, hostname", "  SSH keys: 0"]
