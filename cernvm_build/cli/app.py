@@ -240,12 +240,15 @@ class Output:
             t.add_row(*(Text("" if v is None else visible(str(v), one_line=True)) for v in r))
         self.console.print(t)
 
-    def print(self, text: str | Text = "", **kw: Any) -> None:
+    def print(self, text: str | Text = "", *, lines: bool = False, **kw: Any) -> None:
         """Primary human output (stdout); suppressed in JSON mode and with ``--quiet``. ``text`` is
-        data, never markup: a line that wants style is built with ``styled``."""
+        data, never markup: a line that wants style is built with ``styled``. One line (``visible``
+        ``one_line``: a name quoted in a result holding a newline forged result lines, as a context's
+        cloud-config key did its summary, pr26b finding 13) unless ``lines``: a text of many lines
+        (a profile as written, its YAML)."""
         if not self.json_mode and not self.quiet:
             kw.setdefault("markup", False)
-            self.console.print(visible(text) if isinstance(text, str) else text, **kw)
+            self.console.print(visible(text, one_line=not lines) if isinstance(text, str) else text, **kw)
 
     # -- diagnostics (stderr) ------------------------------------------------------------------
     # Diagnostics carry the user's data (names, paths, console lines with [brackets]): never markup.

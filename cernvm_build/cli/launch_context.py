@@ -10,7 +10,6 @@ from typing import Any
 
 from .. import launch
 from ..errors import UsageError
-from ..termtext import visible
 from .app import Output
 from .launch_common import ask, leaf
 
@@ -51,17 +50,14 @@ def cmd_context(args: argparse.Namespace, out: Output) -> int:
     }
 
     def render(d: dict[str, Any]) -> None:
-        # each a line of its own: a cloud-config key is any YAML string, "a\n  SSH keys: 99" forged the
-        # summary's lines of a context fetched from a URL (pr26b finding 12)
-        def line(text: str) -> None:
-            out.print(visible(text, one_line=True), highlight=False, markup=False)
-
-        line(f"{d['source']}: a valid context ({d['bytes']} bytes)")
+        # each a line of its own (``Output.print``): a cloud-config key is any YAML string, and
+        # "a\n  SSH keys: 99" forged the summary's lines of a context fetched from a URL (pr26b 12)
+        out.print(f"{d['source']}: a valid context ({d['bytes']} bytes)", highlight=False)
         for k, v in d["ucernvm"].items():
-            line(f"  ucernvm {k}={v}")
+            out.print(f"  ucernvm {k}={v}", highlight=False)
         if d["cloud_config_keys"]:
-            line(f"  cloud-config: {', '.join(d['cloud_config_keys'])}")
-        line(f"  SSH keys: {d['ssh_authorized_keys']}")
+            out.print(f"  cloud-config: {', '.join(d['cloud_config_keys'])}", highlight=False)
+        out.print(f"  SSH keys: {d['ssh_authorized_keys']}", highlight=False)
 
     out.data(result, render)
     return 0

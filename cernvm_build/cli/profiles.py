@@ -125,7 +125,7 @@ def cmd_show(args: argparse.Namespace, out: Output) -> int:
         if not out.json_mode:
             # the file as written: comments and !replace tags are part of what it says
             out.print(f"# {display(path)}", markup=False)
-            out.print(path.read_text(encoding="utf-8").rstrip(), markup=False)
+            out.print(path.read_text(encoding="utf-8").rstrip(), lines=True, markup=False)
             return 0
 
     def render(d: dict[str, Any]) -> None:
@@ -142,7 +142,7 @@ def cmd_show(args: argparse.Namespace, out: Output) -> int:
             # ``visible`` made them ``\u202e`` in a plain scalar, which loads as six other characters
             # (pr26b finding 6)
             text = yaml.safe_dump(d, sort_keys=False, allow_unicode=False)
-        out.print(text.rstrip(), markup=False)
+        out.print(text.rstrip(), lines=True, markup=False)
 
     out.data(data, render)
     return 0

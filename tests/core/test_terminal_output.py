@@ -197,3 +197,17 @@ def test_log_lines_carry_no_escape_sequence_and_forge_no_line() -> None:
     shown = '127.0.0.1 "GET /\\x1b]0;pwned\\x07\\x9b\\u202e\\x0aERROR x: forged"'
     assert lines[0] == f"DEBUG cernvm_build.cvmfs.serve: {shown}"
     assert lines[1] == "ERROR cernvm_build.cvmfs.serve: failed" and lines[2].startswith("Traceback")
+
+
+def test_a_printed_result_is_one_line_unless_it_is_many(capsys: pytest.CaptureFixture[str]) -> None:
+    """pr26b finding 13: ``Output.print`` kept newlines and tabs, so any result line quoting a name
+    (a context's cloud-config key, a mirror plan's path, a seed's tag) could forge lines of its own;
+    a text of many lines (a profile's YAML) says so."""
+    out = Output()
+    out.print("exported /a\nOK: nothing\tdone")
+    out.print("key: 1\nother: 2", lines=True)
+    assert capsys.readouterr().out.splitlines() == [
+        "exported /a\\x0aOK: nothing\\x09done",
+        "key: 1",
+        "other: 2",
+    ]
