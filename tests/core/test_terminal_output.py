@@ -211,3 +211,13 @@ def test_a_printed_result_is_one_line_unless_it_is_many(capsys: pytest.CaptureFi
         "key: 1",
         "other: 2",
     ]
+
+
+def test_every_character_visible_names_is_one_str_isprintable_refuses() -> None:
+    """``visible`` returns all-printable text untouched (its fast path): a character added to its class
+    that Python calls printable would pass unescaped."""
+    from cernvm_build.termtext import _CONTROL_LINE
+
+    ranges = (range(0x3000), range(0xFE00, 0x10000), range(0xE0000, 0xE0100))
+    named = [chr(c) for r in ranges for c in r if _CONTROL_LINE.match(chr(c))]
+    assert len(named) > 100 and not [c for c in named if c.isprintable()]
