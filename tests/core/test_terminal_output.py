@@ -221,3 +221,10 @@ def test_every_character_visible_names_is_one_str_isprintable_refuses() -> None:
     ranges = (range(0x3000), range(0xFE00, 0x10000), range(0xE0000, 0xE0100))
     named = [chr(c) for r in ranges for c in r if _CONTROL_LINE.match(chr(c))]
     assert len(named) > 100 and not [c for c in named if c.isprintable()]
+
+
+def test_a_styled_line_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """pr26b finding 8: ``release verify`` printed an artifact name holding a newline as its FAIL line
+    and then a forged "OK: release ... signature by ..." above the real verdict."""
+    Output().print(styled(("FAIL", "red"), " a.iso\nOK: release 2026.11-1: 2 artifacts checked: x"))
+    assert capsys.readouterr().out == "FAIL a.iso\\x0aOK: release 2026.11-1: 2 artifacts checked: x\n"

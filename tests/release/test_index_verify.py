@@ -124,6 +124,13 @@ def test_signature_by_an_expired_or_revoked_key_is_a_finding(tmp_path: Path, whi
         (lambda d: d["artifacts"][0].update(path="//other.example/x.hdd"), "leaves the release directory"),
         (lambda d: d.update(signature="http://other.example/SHA256SUMS.asc"), "leaves the release directory"),
         (lambda d: d["artifacts"][0].update(sha256="xyz"), "not 64 hex digits"),
+        # pr26b 14: a name is a printable file name ("a.iso\nOK: release ..." forged a verify line)
+        (
+            lambda d: d["artifacts"][0].update(name="a.iso\nOK"),
+            r"artifacts\[0\].name: name 'a.iso\\nOK' is not",
+        ),
+        (lambda d: d["artifacts"][0].update(name="../x.iso"), "name '../x.iso' is not a file name"),
+        (lambda d: d["artifacts"][0].update(name=""), "name '' is not a file name"),
         (
             lambda d: d["profiles"][0].update(profile_sha256="x"),
             r"profiles\[0\].profile_sha256: .* not 64 hex",
@@ -530,27 +537,3 @@ def test_a_rebuild_that_differs_says_so_with_quiet(
     monkeypatch.setattr(rebuild, "rebuild", lambda *a, **k: rebuild.RebuildReport("2026.11-1"))
     assert main(["release", "rebuild", str(index), "-q"]) == CernVMError.exit_code
     assert "error: release 2026.11-1: no artifact was rebuilt" in capsys.readouterr().err
-
-
-def test_a_finding_naming_an_artifact_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """pr26b finding 8: an index's artifact name holding a newline forged a line of verify's output,
-    "OK: release ...: signature by ...", above the real verdict."""
-    from cernvm_build.cli.main import main
-
-    root = tmp_path / "r"
-    (root / "images").mkdir(parents=True)
-    (root / "images/a.iso").write_bytes(b"abc")
-    name = "a.iso\nOK: release 2026.11-1: 2 artifacts checked, signature by CERN"
-    art = idx.ReleaseArtifact(
-        name=name, path="images/a.iso", profile="el7", kind="image", format="iso", sha256="00" * 32, size=3
-    )
-    snap = idx.Snapshot("cernvm-prod.cern.ch", "/cvm4", "ab" * 20, 42, "HEAD4")
-    release = idx.ReleaseIndex(
-        version="2026.11-1", date="2026-11-25T00:00:00Z", source_date_epoch=1764028800,
-        profiles=(idx.ProfileRecord("el7", "CentOS 7", False, snap, "00" * 32),), artifacts=(art,),
-    )  # fmt: skip
-    (root / "index.json").write_text(release.dumps())
-    assert main(["release", "verify", str(root / "index.json")]) == IntegrityError.exit_code
-    lines = capsys.readouterr().out.splitlines()
-    assert not any(line.startswith("OK") for line in lines), lines
-    assert lines[0].startswith("FAIL a.iso\\x0aOK: release") and lines[-1].startswith("FAILED")
