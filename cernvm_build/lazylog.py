@@ -31,6 +31,14 @@ class Logger:
         if found is None:
             import logging  # deliberate lazy import (see the module's text)
 
+            if logging.lastResort is not None and logging.lastResort.formatter is None:
+                # Where nobody configured logging (the initrd's mount: its output is the log the init
+                # shows), a record goes to logging's last-resort handler as it is: a server's answer
+                # quoted in a read's error reached /tmp/cvmfs.log and the console raw (pr26b
+                # finding 10). The CLI's own handler has the same formatter (``cli.app``).
+                from .termtext import log_formatter
+
+                logging.lastResort.setFormatter(log_formatter())
             found = self._logger = logging.getLogger(self.name)
         return found
 

@@ -163,6 +163,18 @@ def _relative(rel: str, where: Location) -> str:
     return rel
 
 
+def _file_name(name: str, where: Location) -> str:
+    """An artifact's name: a file name, printable (every listing, verify line and download page shows
+    it): "a.iso\nOK: release ..." forged a line of ``release verify`` (pr26b finding 14)."""
+    if not name or not name.isprintable() or "/" in name or name in (".", ".."):
+        raise ReleaseError(
+            f"name {name[:200]!r} is not a file name",
+            where=where,
+            hint="the index is damaged or was not written by 'release build'",
+        )
+    return name
+
+
 def _previous(raw: dict[str, Any], where: str) -> str | None:
     at = Location(where, key="previous")
     previous = _optional(raw, "previous", str, at)
@@ -290,7 +302,7 @@ def load(path: Path) -> ReleaseIndex:
         rel = _relative(_require(a, "path", str, where), Location(where, key=f"{key}.path"))
         artifacts.append(
             ReleaseArtifact(
-                name=_require(a, "name", str, where),
+                name=_file_name(_require(a, "name", str, where), Location(where, key=f"{key}.name")),
                 path=rel,
                 profile=_require(a, "profile", str, where),
                 kind=_require(a, "kind", str, where),

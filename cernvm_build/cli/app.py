@@ -10,7 +10,6 @@ import contextlib
 import errno
 import json
 import os
-import re
 import signal
 import sys
 import threading
@@ -29,6 +28,7 @@ from ..cvmfs.limits import MAX_JOBS, MAX_RETRIES
 from ..errors import EXIT_CODES, EXIT_INTERRUPTED, EXIT_TERMINATED, CernVMError, UsageError
 from ..procexit import end_process
 from ..report import Reporter
+from ..termtext import visible
 from . import extras
 
 Handler = Callable[[argparse.Namespace, "Output"], int]
@@ -43,36 +43,18 @@ Handler = Callable[[argparse.Namespace, "Output"], int]
 # ``str(None)`` printed a line "None" under every "commands:" heading of --help.
 argparse._ = lambda text: text  # type: ignore[attr-defined]
 
-#: C0/C1 control characters but newline and tab: an ESC from a server's answer, a repository name or a
-#: user-data key would otherwise reach the terminal as an escape sequence (rich passes ESC through);
-#: and the bidirectional controls (U+061C, U+200E-200F, U+202A-202E, U+2066-2069), which reorder what follows
-#: them on the screen: a name holding U+202E showed its end reversed (audit13d finding 6)
-_BIDI = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
-_CONTROL = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f{_BIDI}]")
-#: the same and newline and tab, for one line: a listing's names, and error, hint and problem lines
-#: (a file name holding a newline would otherwise forge a line of its own, "error: none" or a hint)
-_CONTROL_LINE = re.compile(f"[\x00-\x1f\x7f-\x9f{_BIDI}]")
-
-
-def _shown(m: re.Match[str]) -> str:
-    c = ord(m.group())
-    return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
-
-
-def visible(text: str, *, one_line: bool = False) -> str:
-    """``text`` with control characters shown as ``\\xNN`` (bidi controls as ``\\uNNNN``): safe to
-    print to a terminal; with ``one_line`` newline and tab too (names from a catalog or a tar,
-    printed one per line, and every error, hint and problem line: they quote such names)."""
-    return (_CONTROL_LINE if one_line else _CONTROL).sub(_shown, text)
-
 
 def styled(*parts: str | tuple[str, str]) -> Text:
     """A line for ``Output.print`` where some parts carry a style: ``styled(("ok", "green"), " ", name)``.
     Every part is data (made visible, never parsed as markup): a path holding ``[/b]`` crashed the print
-    and one holding ``[link=...]`` made a hyperlink (pr16d finding 1)."""
+    and one holding ``[link=...]`` made a hyperlink (pr16d finding 1). One line: an artifact name holding
+    a newline printed ``release verify``'s "FAIL" line and then a forged "OK: release ..." (pr26b 8)."""
     from rich.text import Text
 
-    return Text.assemble(*(visible(p) if isinstance(p, str) else (visible(p[0]), p[1]) for p in parts))
+    def shown(text: str) -> str:
+        return visible(text, one_line=True)
+
+    return Text.assemble(*(shown(p) if isinstance(p, str) else (shown(p[0]), p[1]) for p in parts))
 
 
 def seconds(text: str) -> float:
@@ -230,7 +212,9 @@ class Output:
         elif render is not None:
             render(obj)
         else:
-            self.console.print_json(json.dumps(obj, default=str))
+            # ASCII: rich writes non-ASCII characters raw (ensure_ascii=False), and JSON escapes only
+            # C0 controls: a C1 CSI (U+009B) or a bidi override in a value reached the terminal
+            self.console.print_json(json.dumps(obj, default=str), ensure_ascii=True)
 
     def streaming_json(self) -> None:
         """The command writes its JSON document to stdout itself, a piece at a time (``cvmfs ls``):
@@ -256,25 +240,30 @@ class Output:
             t.add_row(*(Text("" if v is None else visible(str(v), one_line=True)) for v in r))
         self.console.print(t)
 
-    def print(self, text: str | Text = "", **kw: Any) -> None:
+    def print(self, text: str | Text = "", *, lines: bool = False, **kw: Any) -> None:
         """Primary human output (stdout); suppressed in JSON mode and with ``--quiet``. ``text`` is
-        data, never markup: a line that wants style is built with ``styled``."""
+        data, never markup: a line that wants style is built with ``styled``. One line (``visible``
+        ``one_line``: a name quoted in a result holding a newline forged result lines, as a context's
+        cloud-config key did its summary, pr26b finding 13) unless ``lines``: a text of many lines
+        (a profile as written, its YAML)."""
         if not self.json_mode and not self.quiet:
             kw.setdefault("markup", False)
-            self.console.print(visible(text) if isinstance(text, str) else text, **kw)
+            self.console.print(visible(text, one_line=not lines) if isinstance(text, str) else text, **kw)
 
     # -- diagnostics (stderr) ------------------------------------------------------------------
     # Diagnostics carry the user's data (names, paths, console lines with [brackets]): never markup.
+    # Each is one line: a repository's path holding a newline ("cvmfs export"'s "P: skipped") forged
+    # a line of its own, "error: ..." or "hint: ..." (pr26b finding 5).
     def info(self, text: str) -> None:
         if not self.quiet:
-            self.err.print(_escape(visible(text)), highlight=False)
+            self.err.print(_escape(visible(text, one_line=True)), highlight=False)
 
     def detail(self, text: str) -> None:
         if self.verbose and not self.quiet:
-            self.err.print(f"[dim]{_escape(visible(text))}[/dim]", highlight=False)
+            self.err.print(f"[dim]{_escape(visible(text, one_line=True))}[/dim]", highlight=False)
 
     def warn(self, text: str) -> None:
-        self.err.print(f"[yellow]warning:[/yellow] {_escape(visible(text))}", highlight=False)
+        self.err.print(f"[yellow]warning:[/yellow] {_escape(visible(text, one_line=True))}", highlight=False)
 
     def error(self, err: CernVMError) -> None:
         where = None if err.where is None else str(err.where)
@@ -313,8 +302,7 @@ class Output:
         """A progress display on stderr; silent with ``--quiet``/``--json`` or when not a terminal."""
         from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 
-        # a description names an image, a repository or a file: data, never markup (pr21 N12)
-        cols: list[Any] = [TextColumn("{task.description}", markup=False), BarColumn()]
+        cols: list[Any] = [_description(), BarColumn()]
         cols.append(DownloadColumn() if transfer else TextColumn("{task.completed}/{task.total}"))
         cols.append(TimeElapsedColumn())
         with Progress(*cols, console=self.err, disable=self._bars_off(), transient=True) as p:
@@ -327,9 +315,9 @@ class Output:
         if self._bars_off():
             yield _CliReporter(self, None, steps_as_detail)
             return
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import BarColumn, Progress, TimeElapsedColumn
 
-        cols: list[Any] = [TextColumn("{task.description}"), BarColumn(), _amount(), TimeElapsedColumn()]
+        cols: list[Any] = [_description(), BarColumn(), _amount(), TimeElapsedColumn()]
         with Progress(*cols, console=self.err, transient=True) as bar:
             yield _CliReporter(self, bar, steps_as_detail)
 
@@ -338,6 +326,21 @@ def _escape(text: str) -> str:
     from rich.markup import escape
 
     return escape(text)
+
+
+def _description() -> Any:
+    """A progress column: the task's description, which names an image, a URL, a repository or a
+    file: data, never markup (pr21 N12), shown ``visible`` on one line. The live line is redrawn in
+    place: a URL from an image index holding ESC ] 52 wrote the clipboard, ESC [ 2J cleared the
+    screen, U+202E reversed the line (pr26b finding 1)."""
+    from rich.progress import ProgressColumn, Task
+    from rich.text import Text
+
+    class Description(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            return Text(visible(task.description, one_line=True))
+
+    return Description()
 
 
 def _amount() -> Any:
@@ -367,15 +370,15 @@ class _CliReporter:
         # the latest step stays visible on a status line (transient); the log line is kept too
         if self.bar is not None:
             if self.status is None:
-                self.status = self.bar.add_task(_escape(message), total=None)
-            self.bar.update(self.status, description=_escape(message))
+                self.status = self.bar.add_task(message, total=None)
+            self.bar.update(self.status, description=message)
         (self.out.detail if self.steps_as_detail else self.out.info)(message)
 
     def progress(self, what: str, done: int, total: int | None) -> None:
         if self.bar is None:
             return
         if what not in self.tasks:
-            self.tasks[what] = self.bar.add_task(_escape(what), total=total, bytes=what.endswith("bytes"))
+            self.tasks[what] = self.bar.add_task(what, total=total, bytes=what.endswith("bytes"))
         self.bar.update(self.tasks[what], completed=done, total=total)
 
     def warn(self, message: str) -> None:
@@ -565,10 +568,13 @@ def _configure_logging(verbose: int) -> None:
     handler), without the level and logger name."""
     import logging
 
+    from ..termtext import log_formatter
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(log_formatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(
         level=logging.DEBUG if verbose >= 2 else logging.INFO if verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+        handlers=[handler],
     )
 
 

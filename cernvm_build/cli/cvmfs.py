@@ -20,8 +20,9 @@ from typing import Any
 from ..cvmfs.catalog import DirEntry
 from ..cvmfs.repository import Repository, SnapshotSpec
 from ..errors import IntegrityError, UsageError
+from ..termtext import visible
 from . import areas, cvmfs_monitor, cvmfs_publish, cvmfs_serve
-from .app import Output, group_handler, jobs, styled, subparser, visible
+from .app import Output, group_handler, jobs, styled, subparser
 from .cvmfs_source import add_source, open_from_args
 
 # Handlers import the modules of their area when they run (deliberate lazy imports): `--help` and

@@ -10,7 +10,8 @@ from typing import Any
 
 from ..errors import CvmfsError, UsageError
 from ..table import Invalid, parse_duration
-from .app import Output, also_file, jobs, retries, seconds, subparser, visible, write_output
+from ..termtext import visible
+from .app import Output, also_file, jobs, retries, seconds, subparser, write_output
 from .cvmfs_source import KEYS_HELP, add_blacklist, blacklist_from_args
 
 DESCRIPTION = """\

@@ -196,7 +196,11 @@ def _run(args: argparse.Namespace, out: Output) -> int:
         for what, where in run.locations.items():
             out.print(f"{what:>15}: {where}")
         if run.os_release:
-            out.print("\nthe guest's /etc/os-release over SSH:\n" + run.os_release.rstrip(), markup=False)
+            out.print(
+                "\nthe guest's /etc/os-release over SSH:\n" + run.os_release.rstrip(),
+                lines=True,
+                markup=False,
+            )
 
     out.data(run.to_json(), render)
     return 0

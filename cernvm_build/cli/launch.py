@@ -27,8 +27,9 @@ from ..launch.bootwatch import plain, shown
 from ..launch.names import validate_name
 from ..report import scoped
 from ..table import Invalid
+from ..termtext import visible
 from . import flags, launch_context, launch_images
-from .app import EXIT_CODES_EPILOG, ArgumentParser, HelpFormatter, Output, run, visible, whole_number
+from .app import EXIT_CODES_EPILOG, ArgumentParser, HelpFormatter, Output, run, whole_number
 from .launch_common import Connect, ask, host_of, leaf, settings_of
 
 EPILOG = f"""\
@@ -514,6 +515,13 @@ def build_parser() -> argparse.ArgumentParser:
             how.add_argument("--shutdown", action="store_true", help="ask the guest to shut down (ACPI)")
             how.add_argument("--force", action="store_true", help="power off at once")
         if verb == "console":
+            # the guest writes every byte of its console: say what reaches the terminal (pr26b)
+            p.description = (
+                "The serial console: interactive on a terminal (virsh console: the guest's output reaches\n"
+                "the terminal as it is, escape sequences too; Ctrl-] leaves), else its log's last lines.\n"
+                "The log printed to a terminal shows control characters escaped (\\x1b) and colours\n"
+                "dropped; into a pipe or file it is the guest's text as written."
+            )
             p.add_argument("--log", action="store_true", help="print the console log instead of attaching")
             p.add_argument(
                 "--lines",

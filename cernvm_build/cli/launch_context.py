@@ -50,12 +50,14 @@ def cmd_context(args: argparse.Namespace, out: Output) -> int:
     }
 
     def render(d: dict[str, Any]) -> None:
-        out.print(f"{d['source']}: a valid context ({d['bytes']} bytes)", highlight=False, markup=False)
+        # each a line of its own (``Output.print``): a cloud-config key is any YAML string, and
+        # "a\n  SSH keys: 99" forged the summary's lines of a context fetched from a URL (pr26b 12)
+        out.print(f"{d['source']}: a valid context ({d['bytes']} bytes)", highlight=False)
         for k, v in d["ucernvm"].items():
-            out.print(f"  ucernvm {k}={v}", highlight=False, markup=False)
+            out.print(f"  ucernvm {k}={v}", highlight=False)
         if d["cloud_config_keys"]:
-            out.print(f"  cloud-config: {', '.join(d['cloud_config_keys'])}", highlight=False, markup=False)
-        out.print(f"  SSH keys: {d['ssh_authorized_keys']}", highlight=False, markup=False)
+            out.print(f"  cloud-config: {', '.join(d['cloud_config_keys'])}", highlight=False)
+        out.print(f"  SSH keys: {d['ssh_authorized_keys']}", highlight=False)
 
     out.data(result, render)
     return 0

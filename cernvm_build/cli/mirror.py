@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING
 from rich.markup import escape
 
 from ..report import ProgressFn
+from ..termtext import visible
 from . import areas
-from .app import Output, group_handler, jobs, subparser, visible
+from .app import Output, group_handler, jobs, subparser
 
 if TYPE_CHECKING:  # the mirror needs boto3; handlers import it when they run
     from ..mirror.check import Checked

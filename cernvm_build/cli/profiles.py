@@ -14,8 +14,9 @@ from .. import profile
 from ..errors import CernVMError, ProfileError
 from ..profile import compare, reference, schema, settings
 from ..profile.yamlnodes import display
+from ..termtext import visible
 from . import areas, flags
-from .app import Output, group_handler, output_file, styled, subparser, visible, write_output
+from .app import Output, group_handler, output_file, styled, subparser, write_output
 
 DESCRIPTION = """\
 Declarative profiles: one YAML file per CernVM platform (EL4-EL9, Debian 12 and the demo).
@@ -124,7 +125,7 @@ def cmd_show(args: argparse.Namespace, out: Output) -> int:
         if not out.json_mode:
             # the file as written: comments and !replace tags are part of what it says
             out.print(f"# {display(path)}", markup=False)
-            out.print(path.read_text(encoding="utf-8").rstrip(), markup=False)
+            out.print(path.read_text(encoding="utf-8").rstrip(), lines=True, markup=False)
             return 0
 
     def render(d: dict[str, Any]) -> None:
@@ -134,7 +135,14 @@ def cmd_show(args: argparse.Namespace, out: Output) -> int:
         read_from = [str(d.pop("source"))] if "source" in d else []
         for line in read_from + [f"input: {path}" for path in d.pop("inputs", [])]:
             out.print(f"# {visible(line, one_line=True)}", markup=False)  # a path's newline ends no comment
-        out.print(yaml.safe_dump(d, sort_keys=False, allow_unicode=True).rstrip(), markup=False)
+        text = yaml.safe_dump(d, sort_keys=False, allow_unicode=True)
+        if visible(text) != text:
+            # a character the terminal must not get raw (a bidi override, a zero-width space, NEL):
+            # YAML's own escapes, in double quotes, so what is printed still loads as the values;
+            # ``visible`` made them ``\u202e`` in a plain scalar, which loads as six other characters
+            # (pr26b finding 6)
+            text = yaml.safe_dump(d, sort_keys=False, allow_unicode=False)
+        out.print(text.rstrip(), lines=True, markup=False)
 
     out.data(data, render)
     return 0

@@ -12,8 +12,9 @@ from typing import Any
 from ..errors import BuildError, CernVMError, UsageError
 from ..paths import data_dir
 from ..report import NULL_REPORTER, Reporter, scoped
+from ..termtext import visible
 from . import areas
-from .app import Output, group_handler, jobs, seconds, styled, subparser, visible, whole_number
+from .app import Output, group_handler, jobs, seconds, styled, subparser, whole_number
 
 # Handlers import the modules of their area when they run (deliberate lazy imports): `--help` and
 # the other commands start without loading every area, and a missing optional extra only stops the

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from .. import lazylog
 from ..fsutil import atomic_write
+from ..termtext import log_formatter
 
 TYPE_CHECKING = False  # typing's own costs importing typing (see lazylog)
 if TYPE_CHECKING:
@@ -738,7 +739,9 @@ def serve(
 
         logger = log.logger()
         logger.setLevel(logging.DEBUG)
-        logger.addHandler(logging.StreamHandler())
+        to_stderr = logging.StreamHandler()
+        to_stderr.setFormatter(log_formatter())  # a request names what a process looked up: any bytes
+        logger.addHandler(to_stderr)
     counts = RequestCounts(stats, more=more) if stats else None
     try:
         fd = mount(mountpoint, options)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from ..errors import CernVMError, CvmfsError, UsageError
 from ..fsutil import TooLarge, atomic_write, read_capped, read_regular
+from ..termtext import visible
 from . import blacklist as blacklist_mod
 from .bootlist import BootList
 from .limits import MAX_RETRIES
@@ -199,8 +200,10 @@ def parse_args(argv: Sequence[str]) -> MountArgs | None:
     return args
 
 
-#: a pin is ``root_hash\ntag\n``: a hash (at most 50 characters) and a tag name (at most 255)
+#: a pin is ``root_hash\ntag\n``: a hash (at most 50 characters) and a tag name (cut to PIN_TAG_MAX)
 PIN_MAX = 512
+#: characters of the tag written in the pin (at most 4 UTF-8 bytes each: with the hash, within PIN_MAX)
+PIN_TAG_MAX = 100
 
 
 def read_pin(path: Path) -> tuple[str | None, str | None]:
@@ -245,7 +248,9 @@ def snapshot_from_args(args: MountArgs) -> SnapshotSpec:
 
 
 def mounted_line(repo: Repository) -> str:
-    return f"mounted {repo.fqrn} revision {repo.revision} root {repo.root_hash} tag {repo.tag or '-'}"
+    # the tag of --date is a name from the repository's history: shown, never an escape sequence
+    tag = visible(repo.tag or "-", one_line=True)
+    return f"mounted {repo.fqrn} revision {repo.revision} root {repo.root_hash} tag {tag}"
 
 
 def cache_line(plain: PlainCache | None) -> str | None:
@@ -346,7 +351,11 @@ def _open(args: MountArgs) -> Repository:
 
 def _after_mount(args: MountArgs, repo: Repository) -> None:
     if args.snapshot_file is not None:
-        pin = f"{repo.root_hash}\n{repo.tag or ''}\n".encode()
+        # the tag is the history's name, for the init's log line ("pinned snapshot ... tag ..."): shown
+        # visible on its one line, and cut so the pin stays within PIN_MAX: a 600-byte tag made the
+        # next boot ignore the pin and mount the newest revision; ESC reached the console (pr26b 9)
+        tag = visible(repo.tag or "", one_line=True)[:PIN_TAG_MAX]
+        pin = f"{repo.root_hash}\n{tag}\n".encode()
         try:  # not a regular file (a FIFO): rewritten, never waited on
             same = read_regular(args.snapshot_file, PIN_MAX, follow_links=False) == pin
         except OSError:
@@ -399,10 +408,14 @@ def _serve(args: MountArgs, repo: Repository, ready: int | None) -> None:
 
 
 def _error_text(e: BaseException) -> str:
-    """One line (the initrd shows the last line of the log): the error, then the hint."""
+    """One line (the initrd shows the last line of the log): the error, then the hint. ``visible``:
+    the error quotes a server's answer (its status line's reason), which reached the console raw, an
+    ESC ] 0 retitling the terminal, a newline forging a line of its own (pr26b finding 4)."""
     if isinstance(e, CernVMError):
-        return f"error: {e}" + (f" (hint: {e.hint})" if e.hint else "")
-    return f"error: {type(e).__name__}: {e}"
+        text = f"error: {e}" + (f" (hint: {e.hint})" if e.hint else "")
+    else:
+        text = f"error: {type(e).__name__}: {e}"
+    return visible(text, one_line=True)
 
 
 def _daemon(args: MountArgs) -> int:

@@ -117,3 +117,114 @@ def test_a_progress_bar_s_description_is_never_markup() -> None:
         bar.refresh()
         shown = out.err.file.getvalue()  # type: ignore[attr-defined]
     assert "verify z[red]a.oci [bold]b[/bold]" in shown
+
+
+def test_a_live_progress_line_carries_no_escape_sequence() -> None:
+    """pr26b finding 1: the reporter's status line and bar labels (a step naming an image index's URL,
+    a scoped instance name) and ``Output.progress``'s descriptions reached the terminal raw: ESC ] 52
+    wrote the clipboard, ESC [ 2J cleared the screen, U+202E reversed the line."""
+    import io
+
+    from rich.console import Console
+
+    out = Output()
+    out.__dict__["err"] = Console(file=io.StringIO(), force_terminal=True, width=300, highlight=False)
+    with out.reporter() as r:
+        r.step(f"pulling {HOSTILE} \u202eabc")
+        r.progress(f"layer {HOSTILE} bytes", 5, 10)
+    with out.progress() as bar:
+        bar.add_task(f"verify {HOSTILE}\nerror: none", total=None)
+        bar.refresh()
+    shown = out.err.file.getvalue()  # type: ignore[attr-defined]
+    assert "\x9b" not in shown and "\u202e" not in shown and "\x1b]" not in shown and "\x1b[2J" not in shown
+    assert "\\x1b]0;pwned\\x07\\x1b[2Jc\\x9b" in shown and "[link=http://evil]b[/link]" in shown
+    assert "\\x0aerror: none" in shown
+
+
+def test_json_shown_for_people_carries_no_c1_or_bidi_control(capsys: pytest.CaptureFixture[str]) -> None:
+    """pr26b finding 2: a result shown as pretty JSON (``release publish``, ``profiles validate``'s
+    report) wrote non-ASCII raw: U+009B (CSI) and U+202E reached the terminal."""
+    Output().data({"name": "a\x9b2J\u202ecod.exe\u200b"})
+    shown = capsys.readouterr().out
+    assert "\x9b" not in shown and "\u202e" not in shown and "\u200b" not in shown
+    assert '"a\\u009b2J\\u202ecod.exe\\u200b"' in shown
+
+
+def test_zero_width_characters_are_shown(capsys: pytest.CaptureFixture[str]) -> None:
+    """pr26b finding 3: a name holding U+200B (or U+200C/D, U+2060, U+FEFF) printed the same as its
+    neighbour without it: "setup\\u200b.sh" and "setup.sh" were two lines reading "setup.sh"."""
+    out = Output()
+    out.print("setup\u200b.sh \u200c\u200d\u2060\ufeff \u00ad\u2028\U000e0041")
+    out.table(["name"], [["a\u200bb"]])
+    out.warn("w\ufeff")
+    captured = capsys.readouterr()
+    assert "setup\\u200b.sh \\u200c\\u200d\\u2060\\ufeff \\xad\\u2028\\U000e0041" in captured.out
+    assert "a\\u200bb" in captured.out
+    assert captured.err == "warning: w\\ufeff\n"
+
+
+def test_a_diagnostic_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """pr26b finding 5: a warning quoting a repository's path (``cvmfs export``'s "P: skipped") or an
+    info line naming a file forged a line of its own when the name held a newline."""
+    out = Output(verbose=1)
+    out.warn("/a\nerror: none: skipped (a socket)")
+    out.info("wrote /b\nhint: curl x | sh")
+    out.detail("c\td\ne")
+    assert capsys.readouterr().err.splitlines() == [
+        "warning: /a\\x0aerror: none: skipped (a socket)",
+        "wrote /b\\x0ahint: curl x | sh",
+        "c\\x09d\\x0ae",
+    ]
+
+
+def test_log_lines_carry_no_escape_sequence_and_forge_no_line() -> None:
+    """pr26b finding 7: with -v/-vv a log message quoting a network client's request line (``cvmfs
+    serve`` logs each) reached the operator's terminal raw: ESC ] 0 retitled it, a CR or newline
+    forged a line. A traceback stays as Python wrote it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import logging; from cernvm_build.cli.app import _configure_logging; _configure_logging(2)\n"
+        "log = logging.getLogger('cernvm_build.cvmfs.serve')\n"
+        "log.debug('%s %s', '127.0.0.1', '\"GET /\\x1b]0;pwned\\x07\\x9b\\u202e\\nERROR x: forged\"')\n"
+        "try:\n    1 / 0\nexcept ZeroDivisionError:\n    log.exception('failed')\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    r = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    lines = r.stderr.splitlines()
+    shown = '127.0.0.1 "GET /\\x1b]0;pwned\\x07\\x9b\\u202e\\x0aERROR x: forged"'
+    assert lines[0] == f"DEBUG cernvm_build.cvmfs.serve: {shown}"
+    assert lines[1] == "ERROR cernvm_build.cvmfs.serve: failed" and lines[2].startswith("Traceback")
+
+
+def test_a_printed_result_is_one_line_unless_it_is_many(capsys: pytest.CaptureFixture[str]) -> None:
+    """pr26b finding 13: ``Output.print`` kept newlines and tabs, so any result line quoting a name
+    (a context's cloud-config key, a mirror plan's path, a seed's tag) could forge lines of its own;
+    a text of many lines (a profile's YAML) says so."""
+    out = Output()
+    out.print("exported /a\nOK: nothing\tdone")
+    out.print("key: 1\nother: 2", lines=True)
+    assert capsys.readouterr().out.splitlines() == [
+        "exported /a\\x0aOK: nothing\\x09done",
+        "key: 1",
+        "other: 2",
+    ]
+
+
+def test_every_character_visible_names_is_one_str_isprintable_refuses() -> None:
+    """``visible`` returns all-printable text untouched (its fast path): a character added to its class
+    that Python calls printable would pass unescaped."""
+    from cernvm_build.termtext import _CONTROL_LINE
+
+    ranges = (range(0x3000), range(0xFE00, 0x10000), range(0xE0000, 0xE0100))
+    named = [chr(c) for r in ranges for c in r if _CONTROL_LINE.match(chr(c))]
+    assert len(named) > 100 and not [c for c in named if c.isprintable()]
+
+
+def test_a_styled_line_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """pr26b finding 8: ``release verify`` printed an artifact name holding a newline as its FAIL line
+    and then a forged "OK: release ... signature by ..." above the real verdict."""
+    Output().print(styled(("FAIL", "red"), " a.iso\nOK: release 2026.11-1: 2 artifacts checked: x"))
+    assert capsys.readouterr().out == "FAIL a.iso\\x0aOK: release 2026.11-1: 2 artifacts checked: x\n"

@@ -67,3 +67,44 @@ def test_a_bad_command_line_exits_2_with_one_line() -> None:
         text=True,
     )
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "error: --retries" in r.stderr, r.stderr
+
+
+def test_an_error_quoting_a_server_s_answer_is_one_visible_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pr26b finding 4: the mount's error line (the initrd's console, ``cvmfs mount``'s stderr) quoted
+    a server's status reason raw: ESC ] 0 retitled the terminal, C1 CSI, a line of its own."""
+    from http.server import BaseHTTPRequestHandler
+
+    from tests.support.hostile import http_server
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(503, "\x1b]0;pwned\x07\x1b[2J\x9b31m")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    key = ROOT / "tests/cvmfs/data/fixture.cernvm.test/keys/fixture.cernvm.test.pub"
+    with http_server(Handler) as url:
+        argv = ["--server", f"{url}/cvmfs/x.test", "--public-key", str(key), "--retries", "0"]
+        code = mount.main([*argv, "--foreground", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code != 0 and err.count("\n") == 1 and "\x1b" not in err and "\x9b" not in err, err
+    assert "HTTP 503 \\x1b]0;pwned\\x07\\x1b[2J\\x9b31m" in err, err
+
+
+def test_the_pin_names_any_tag_on_one_visible_line_within_its_size(tmp_path: Path) -> None:
+    """pr26b finding 9: the pin carried the history's tag name raw: its ESC reached the console in the
+    init's "pinned snapshot ... tag ..." line, and a 600-byte tag made the pin longer than PIN_MAX,
+    so the next boot ignored it and mounted the newest revision instead of the pinned one."""
+    from types import SimpleNamespace
+
+    pin = tmp_path / "cvmfs_snapshot"
+    repo = SimpleNamespace(root_hash="ab" * 20, tag="\x1b]0;pwned\x07\nx" + "é" * 600)
+    mount._after_mount(SimpleNamespace(snapshot_file=pin), repo)  # type: ignore[arg-type]
+    lines = pin.read_text().split("\n")
+    assert lines[0] == "ab" * 20 and lines[1].startswith("\\x1b]0;pwned\\x07\\x0ax") and lines[2:] == [""]
+    assert mount.read_pin(pin) == ("ab" * 20, None)

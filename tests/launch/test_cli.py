@@ -420,3 +420,24 @@ def test_import_names_the_cached_disk_by_the_image_name_rule(
     err = capsys.readouterr().err
     assert "'.hidden.hdd' cannot name a cached image" in err and "Traceback" not in err
     assert not list((launch_env / "images").glob("*.hdd"))
+
+
+def test_console_help_says_what_reaches_the_terminal(capsys: pytest.CaptureFixture[str]) -> None:
+    """pr26b: the guest writes every byte of its console; the help said only "interactive on a
+    terminal, else its log", not that the interactive console passes escape sequences on (as virsh
+    console does) while the log is shown escaped on a terminal and as written into a pipe."""
+    with pytest.raises(SystemExit):
+        main(["console", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "escape sequences too" in text and "control characters escaped" in text
+    assert "into a pipe or file it is the guest's text as written" in text
+
+
+def test_context_summary_lines_are_one_line_each(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """pr26b finding 12: a cloud-config key is any YAML string: "a\\n  SSH keys: 99" printed
+    lines of its own in the summary of a context (which may come from a URL)."""
+    ud = tmp_path / "ud.txt"
+    ud.write_text('#cloud-config\n"a\\n  SSH keys: 99\\u202e": 1\nhostname: x\n')
+    assert main(["context", str(ud)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1:] == ["  cloud-config: a\\x0a  SSH keys: 99\\u202e, hostname", "  SSH keys: 0"]

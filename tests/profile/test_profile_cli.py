@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 
 from cernvm_build import profile
 from cernvm_build.cli.main import main
@@ -382,3 +383,16 @@ def test_a_profile_folder_with_a_loop_a_fifo_and_a_dangling_link(
     assert display(folder / "loop.yaml") == str(folder / "loop.yaml")
     with pytest.raises(profile.ProfileError, match="not a regular file"):
         profile.yamlnodes.load_file(folder / "fifo.yaml")
+
+
+def test_show_resolved_yaml_loads_back_to_the_values_however_odd(
+    capsys: pytest.CaptureFixture[str], write: Write
+) -> None:
+    """pr26b finding 6: a value holding U+202E, U+200B or NEL was printed as ``\\u202e`` in a plain
+    (or single-quoted) scalar: safe for the terminal, but the saved YAML held other characters."""
+    value = "a\u202eb\u200bc\x85d: #e é"
+    path = write("odd", 'extends: minimal\ndescription: "a\\u202Eb\\u200Bc\\Nd: #e \u00e9"\n')
+    assert main(["profiles", "show", str(path), "--resolved"]) == 0
+    text = capsys.readouterr().out
+    assert "\u202e" not in text and "\u200b" not in text and "\x85" not in text
+    assert yaml.safe_load(text)["description"] == value

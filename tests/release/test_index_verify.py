@@ -124,6 +124,13 @@ def test_signature_by_an_expired_or_revoked_key_is_a_finding(tmp_path: Path, whi
         (lambda d: d["artifacts"][0].update(path="//other.example/x.hdd"), "leaves the release directory"),
         (lambda d: d.update(signature="http://other.example/SHA256SUMS.asc"), "leaves the release directory"),
         (lambda d: d["artifacts"][0].update(sha256="xyz"), "not 64 hex digits"),
+        # pr26b 14: a name is a printable file name ("a.iso\nOK: release ..." forged a verify line)
+        (
+            lambda d: d["artifacts"][0].update(name="a.iso\nOK"),
+            r"artifacts\[0\].name: name 'a.iso\\nOK' is not",
+        ),
+        (lambda d: d["artifacts"][0].update(name="../x.iso"), "name '../x.iso' is not a file name"),
+        (lambda d: d["artifacts"][0].update(name=""), "name '' is not a file name"),
         (
             lambda d: d["profiles"][0].update(profile_sha256="x"),
             r"profiles\[0\].profile_sha256: .* not 64 hex",
