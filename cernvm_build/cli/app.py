@@ -644,6 +644,22 @@ _ENVIRONMENT_ERRNOS = {
 
 
 def _environment_error(e: OSError) -> CernVMError | None:
+    if isinstance(e.filename, (str, bytes, os.PathLike)):
+        from ..paths import variable_behind  # only on this error path
+
+        behind = variable_behind(os.fsdecode(e.filename), e.errno)
+        if behind is not None:
+            # the cache root or launch home where $XDG_*/$HOME/$CERNVM_* put it (/proc, a file, a
+            # read-only mount): ENOENT there was a traceback, and the others did not name the variable
+            variable, root = behind
+            value = os.environ.get(variable, "")
+            return CernVMError(
+                f"cannot make or use this folder (${variable} is {value[:200]!r}):"
+                f" {e.strerror or os.strerror(e.errno or 0)}",
+                where=str(root),
+                hint=f"point ${variable} at a folder you can write"
+                + (", or unset it" if variable != "HOME" else " (or set $XDG_CACHE_HOME and $XDG_DATA_HOME)"),
+            )
     hint = _ENVIRONMENT_ERRNOS.get(e.errno or 0)
     if hint is None:
         return None
