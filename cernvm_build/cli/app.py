@@ -278,7 +278,9 @@ class Output:
 
     def error(self, err: CernVMError) -> None:
         where = None if err.where is None else str(err.where)
-        self._error_document(visible(str(err), one_line=True), err.message, where, err.hint, err.exit_code)
+        self._error_document(
+            visible(str(err), one_line=True), err.message, where, err.hint, err.exit_code, err.json_details()
+        )
         # The message and hint are the user's data (paths, URLs, `pip install 'x[extra]'`): never markup.
         self.err.print(
             f"[bold red]error:[/bold red] {_escape(visible(str(err), one_line=True))}",
@@ -294,7 +296,13 @@ class Output:
         self.err.print(line)
 
     def _error_document(
-        self, error: str, message: str, where: str | None, hint: str | None, code: int
+        self,
+        error: str,
+        message: str,
+        where: str | None,
+        hint: str | None,
+        code: int,
+        details: dict[str, object] | None = None,
     ) -> None:
         """With --json, the error as stdout's one document, unless the command already wrote its own:
         a script reading it gets one document whether the command worked or not (it got nothing on an
@@ -302,7 +310,7 @@ class Output:
         if self.json_mode and not self._json_written:
             with contextlib.suppress(OSError):  # stdout itself may be what failed; stderr still says it
                 doc = {"error": error, "message": message, "where": where, "hint": hint, "exit_code": code}
-                self.data(doc)
+                self.data({**doc, **(details or {})})
 
     def _bars_off(self) -> bool:
         # decided before rich is imported where it can be (--quiet, --json)
