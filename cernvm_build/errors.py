@@ -74,6 +74,10 @@ class CernVMError(Exception):
         where = str(self.where) if self.where else ""
         return f"{where}: {self.message}" if where else self.message
 
+    def json_details(self) -> dict[str, object]:
+        """Fields of ``--json``'s error document besides the five every error has (``cli.app``)."""
+        return {}
+
 
 class UsageError(CernVMError):
     """Wrong command-line use."""

@@ -7,6 +7,7 @@ site, the demo OS overlay) lives inside the package under ``cernvm_build/data/<a
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -33,18 +34,66 @@ def data_dir(name: str) -> Path:
     return root
 
 
-def cache_dir(*parts: str) -> Path:
-    """The cache root: ``$CERNVM_CACHE_DIR``, else ``$XDG_CACHE_HOME/cernvm-build``."""
+def cache_root() -> tuple[str, Path]:
+    """The cache root and the variable that placed it: ``$CERNVM_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/cernvm-build``, else ``$HOME/.cache/cernvm-build``."""
     root = os.environ.get("CERNVM_CACHE_DIR")
     if root:
-        base = Path(root)
-    else:
-        xdg = os.environ.get("XDG_CACHE_HOME", "")
-        if not os.path.isabs(xdg):
-            # the XDG base directory spec: a relative one is invalid and ignored (it was used, and
-            # the cache landed in ./rel/cernvm-build of whatever folder the command ran in)
-            xdg = str(Path.home() / ".cache")
-        base = Path(xdg) / "cernvm-build"
-    path = base.joinpath(*parts)
+        return "CERNVM_CACHE_DIR", Path(root)
+    return _xdg("XDG_CACHE_HOME", ".cache", "cernvm-build")
+
+
+def data_root(name: str) -> tuple[str, Path]:
+    """``$XDG_DATA_HOME/name``, else ``$HOME/.local/share/name``, and the variable that placed it."""
+    return _xdg("XDG_DATA_HOME", ".local/share", name)
+
+
+def _xdg(variable: str, default: str, name: str) -> tuple[str, Path]:
+    xdg = os.environ.get(variable, "")
+    if os.path.isabs(xdg):
+        return variable, Path(xdg) / name
+    # the XDG base directory spec: a relative one is invalid and ignored (a relative $XDG_CACHE_HOME
+    # was used, and the cache landed in ./rel/cernvm-build of whatever folder the command ran in)
+    return "HOME", Path.home() / default / name
+
+
+def cache_dir(*parts: str) -> Path:
+    """A folder under the cache root (``cache_root``), made if missing."""
+    path = cache_root()[1].joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def variable_behind(path: str, errno_: int | None) -> tuple[str, Path] | None:
+    """The environment variable that placed the toolkit's own folder (the cache root, the launch
+    home) ``path`` failed at, and that folder; None when ``path`` is none of them, above or below.
+
+    Making such a folder where the variable points (``/proc``, a file, a read-only mount) fails in
+    ways no code can prevent: the user's answer is the variable. A missing file below a folder that
+    exists is not, unless that folder is on a file system that holds no files: that stays the code's
+    bug (``cli.app`` lets it be a traceback).
+    """
+    roots = [cache_root()]
+    home = os.environ.get("CERNVM_LAUNCH_HOME")
+    # launch.instances.default_home's order; a relative one is refused there before anything is made
+    roots.append(
+        ("CERNVM_LAUNCH_HOME", Path(os.path.expanduser(home))) if home else data_root("cernvm-launch")
+    )
+    failed = Path(path)
+    for variable, root in roots:
+        if not root.is_absolute():
+            continue
+        if root == failed or (failed in root.parents and not root.is_dir()):
+            return variable, root  # making the folder itself, or a folder above it, failed
+        if root in failed.parents and (errno_ != errno.ENOENT or not root.is_dir() or _holds_no_files(root)):
+            return variable, root
+    return None
+
+
+def _holds_no_files(folder: Path) -> bool:
+    """A file system of no blocks (``/proc``, ``/sys``): making a folder in it is ENOENT, which
+    elsewhere is a file the code expected and did not find."""
+    try:
+        return os.statvfs(folder).f_blocks == 0
+    except OSError:
+        return False

@@ -267,7 +267,9 @@ class Output:
 
     def error(self, err: CernVMError) -> None:
         where = None if err.where is None else str(err.where)
-        self._error_document(visible(str(err), one_line=True), err.message, where, err.hint, err.exit_code)
+        self._error_document(
+            visible(str(err), one_line=True), err.message, where, err.hint, err.exit_code, err.json_details()
+        )
         # The message and hint are the user's data (paths, URLs, `pip install 'x[extra]'`): never markup.
         self.err.print(
             f"[bold red]error:[/bold red] {_escape(visible(str(err), one_line=True))}",
@@ -283,7 +285,13 @@ class Output:
         self.err.print(line)
 
     def _error_document(
-        self, error: str, message: str, where: str | None, hint: str | None, code: int
+        self,
+        error: str,
+        message: str,
+        where: str | None,
+        hint: str | None,
+        code: int,
+        details: dict[str, object] | None = None,
     ) -> None:
         """With --json, the error as stdout's one document, unless the command already wrote its own:
         a script reading it gets one document whether the command worked or not (it got nothing on an
@@ -291,7 +299,7 @@ class Output:
         if self.json_mode and not self._json_written:
             with contextlib.suppress(OSError):  # stdout itself may be what failed; stderr still says it
                 doc = {"error": error, "message": message, "where": where, "hint": hint, "exit_code": code}
-                self.data(doc)
+                self.data({**doc, **(details or {})})
 
     def _bars_off(self) -> bool:
         # decided before rich is imported where it can be (--quiet, --json)
@@ -650,6 +658,22 @@ _ENVIRONMENT_ERRNOS = {
 
 
 def _environment_error(e: OSError) -> CernVMError | None:
+    if isinstance(e.filename, (str, bytes, os.PathLike)):
+        from ..paths import variable_behind  # only on this error path
+
+        behind = variable_behind(os.fsdecode(e.filename), e.errno)
+        if behind is not None:
+            # the cache root or launch home where $XDG_*/$HOME/$CERNVM_* put it (/proc, a file, a
+            # read-only mount): ENOENT there was a traceback, and the others did not name the variable
+            variable, root = behind
+            value = os.environ.get(variable, "")
+            return CernVMError(
+                f"cannot make or use this folder (${variable} is {value[:200]!r}):"
+                f" {e.strerror or os.strerror(e.errno or 0)}",
+                where=str(root),
+                hint=f"point ${variable} at a folder you can write"
+                + (", or unset it" if variable != "HOME" else " (or set $XDG_CACHE_HOME and $XDG_DATA_HOME)"),
+            )
     hint = _ENVIRONMENT_ERRNOS.get(e.errno or 0)
     if hint is None:
         return None

@@ -47,6 +47,7 @@ def cmd_context(args: argparse.Namespace, out: Output) -> int:
         "hostname": cc.get("hostname"),
         "ssh_authorized_keys": len(keys or []),
         "other_parts": [p.content_type for p in parsed.parts],
+        "warnings": parsed.warnings,
     }
 
     def render(d: dict[str, Any]) -> None:
@@ -60,6 +61,9 @@ def cmd_context(args: argparse.Namespace, out: Output) -> int:
         out.print(f"  SSH keys: {d['ssh_authorized_keys']}", highlight=False)
 
     out.data(result, render)
+    if not out.json_mode:  # (--json has them in its document)
+        for w in parsed.warnings:
+            out.warn(w)
     return 0
 
 

@@ -154,6 +154,8 @@ def create_instance(spec: InstanceSpec, *, host: Host, reporter: Reporter = NULL
         if s.seed is not None:  # checked here: nothing is made for a seed that cannot back the disk
             seed_disk = seed.check(s.seed, system=not host.session, remote=remote)
         parsed = userdata.parse(spec.user_data, spec.user_data_source)
+        for w in parsed.warnings:
+            reporter.warn(w)
         folder = instance_folder(home, host.uri, name)
         plan = _Plan(name, folder, image, digest, pin.label, block, port, s.profile or "", remote, seed_disk)
         with Transaction() as tx:

@@ -27,6 +27,7 @@ import libvirt
 
 from ..errors import InstanceError, LaunchError, UsageError
 from ..fsutil import held_lock, open_regular
+from ..paths import data_root
 from . import domain, storage, tunnel
 from .domain import Metadata
 
@@ -63,10 +64,7 @@ def default_home(uri: str) -> Path:
     legacy = Path.home() / ".cernvm"
     if legacy.is_dir():
         return legacy
-    data = os.environ.get("XDG_DATA_HOME", "")
-    if not os.path.isabs(data):  # the XDG base directory spec: a relative one is to be ignored
-        data = str(Path.home() / ".local" / "share")
-    return Path(data) / "cernvm-launch"
+    return data_root("cernvm-launch")[1]
 
 
 @dataclass(frozen=True)

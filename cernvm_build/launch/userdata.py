@@ -50,6 +50,8 @@ class UserData:
     ucernvm: dict[str, str] = field(default_factory=dict)
     cloud_config: dict[str, Any] | None = None
     parts: list[Part] = field(default_factory=list)
+    #: what is kept but likely not meant (a ucernvm key given twice: the bootloader takes the last)
+    warnings: list[str] = field(default_factory=list)
 
 
 def _decode(data: bytes, source: str) -> str:
@@ -71,8 +73,9 @@ def _decode(data: bytes, source: str) -> str:
         ) from None
 
 
-def _split_block(text: str, source: str) -> tuple[dict[str, str] | None, str]:
-    """Take the ucernvm block out of ``text``: its keys in order, and the text without it."""
+def _split_block(text: str, source: str, warnings: list[str]) -> tuple[dict[str, str] | None, str]:
+    """Take the ucernvm block out of ``text``: its keys in order, and the text without it; a key
+    given twice adds to ``warnings`` (the last value counts, as in the bootloader)."""
     lines = bootloader_userdata.raw_lines(text)  # the guest's line rule, not str.splitlines
     starts = [i for i, line in enumerate(lines) if bootloader_userdata.bare(line) == BEGIN]
     if not starts:
@@ -85,6 +88,7 @@ def _split_block(text: str, source: str) -> tuple[dict[str, str] | None, str]:
             f"'{BEGIN}' without '{END}'", where=f"{source}:{start + 1}", hint=f"close the block with {END}"
         ) from None
     keys: dict[str, str] = {}
+    first: dict[str, int] = {}  # key -> the line it was first given on
     for n in range(start + 1, end):
         line = bootloader_userdata.bare(lines[n])
         if not line or line.startswith("#"):
@@ -107,6 +111,15 @@ def _split_block(text: str, source: str) -> tuple[dict[str, str] | None, str]:
             raise ConfigFileError(what, where=f"{source}:{n + 1}: {key[:40]}", hint=e.hint) from None
         if key == "cernvm_inject":
             _check_inject(bootloader_userdata.unquote(value), f"{source}:{n + 1}: {key}")
+        if key in first:
+            # the bootloader (and the real μCernVM) keeps the last silently: said here, where the
+            # file is checked, so an edit below an old line is not lost without a word
+            warnings.append(
+                f"{source}:{n + 1}: {key[:40]} is given again (first on line {first[key]}); "
+                "the bootloader takes this last value"
+            )
+        else:
+            first[key] = n + 1
         keys[key] = value
     return keys, "".join(lines[:start] + lines[end + 1 :])
 
@@ -182,7 +195,7 @@ def _kind(text: str) -> str:
 
 
 def _add_text(ud: UserData, content_type: str, text: str, source: str, filename: str | None) -> None:
-    block, rest = _split_block(text, source)
+    block, rest = _split_block(text, source, ud.warnings)
     if block is not None:
         if ud.ucernvm:
             raise ConfigFileError(

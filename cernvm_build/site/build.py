@@ -370,6 +370,7 @@ class Builder:
                 old_keys,
                 meanwhile=functools.partial(_both, aside, meanwhile),
                 fences=sources.fences,
+                warn=self.warnings.append,
             )
             data, (css_key, css), file_sha256 = aside()  # (made already when anything was rendered)
             env.forget_changed()  # a template compiled meanwhile and edited since is compiled again

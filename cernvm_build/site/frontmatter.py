@@ -177,6 +177,45 @@ def load_nested(load: Callable[[str], Any], text: str, where: str | Location, wh
         raise BuildError(message, where=where, hint=e.hint) from None
 
 
+#: the front matter keys the site build reads (``pages``, ``plan``, ``sources``); a theme's templates
+#: may read any other (``page.meta.headline``), so another key is kept, and only one close to these is
+#: said (``misspelt``)
+KEYS = frozenset(
+    (
+        *("data", "date", "description", "draft", "generate", "layout", "nav_title", "noindex"),
+        *("tags", "title", "updated", "url", "weight"),
+    )
+)
+#: warnings a page's front matter may give (its keys are bounded only by the page size)
+MAX_MISSPELT = 10
+
+
+def misspelt(fm: Mapping[Any, Any], raw: str, file: str, first_line: int) -> list[str]:
+    """A warning (file:line) for each key of ``fm`` that is none of ``KEYS`` but close to one:
+    ``darft: true`` left the page published and ``titel:`` took the title from the first heading,
+    without a word (Hugo and MkDocs say nothing either). ``raw``: the YAML text, which starts on
+    line ``first_line``."""
+    unknown = [k for k in fm if isinstance(k, str) and k not in KEYS]
+    if not unknown:
+        return []
+    import difflib  # (only for a page with a key of its theme's or a typo)
+
+    found: list[str] = []
+    for k in unknown[: MAX_MISSPELT * 10]:
+        close = difflib.get_close_matches(k.lower().replace("-", "_"), KEYS, n=1, cutoff=0.8)
+        if not close:
+            continue
+        m = re.search(rf"^['\"]?{re.escape(k)}['\"]?[ \t]*:", raw, re.M)
+        line = first_line + (raw.count("\n", 0, m.start()) if m else 0)
+        found.append(
+            f"{file}:{line}: front matter key {k!r:.60} is unknown (a template may read it):"
+            f" did you mean {close[0]!r}?"
+        )
+        if len(found) == MAX_MISSPELT:
+            break
+    return found
+
+
 def is_yaml_error(e: Exception) -> bool:
     import yaml  # loaded already: only ``Memo.load`` raises what is asked about
 

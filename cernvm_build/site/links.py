@@ -17,38 +17,45 @@ def check_links(
     pageset: PageSet, outputs: set[str], assets: dict[str, Path] | set[str], pages: list[Page] | None = None
 ) -> None:
     """The links of ``pages`` (default: every page)."""
-    problems: list[str] = []
+    problems: list[tuple[str, int, str]] = []
+    total = 0
+
+    def problem(page: Page, line: int, message: str) -> None:
+        nonlocal total
+        total += 1
+        if len(problems) < LinkErrors.LISTED:  # a page of 10^6 broken links keeps 100 of them
+            problems.append((str(page.file), line, message))  # as the text has always said it
+
     base = pageset.base_path
     for page in pageset.pages if pages is None else pages:
         ids = set(page.r.get("ids", ()))
         for target, line, kind in page.r.get("links", ()):
-            where = f"{page.file}:{line}"
             path, _, frag = target.partition("#")
             if kind == "invalid":
-                problems.append(f"{where}: link '{target}' is not a URL (fix or escape it)")
+                problem(page, line, f"link '{target}' is not a URL (fix or escape it)")
             elif kind == "anchor":
                 if frag and frag not in ids and frag != "top":
-                    problems.append(f"{where}: no heading '#{frag}' on this page")
+                    problem(page, line, f"no heading '#{frag}' on this page")
             elif kind == "content":
                 if path.endswith(".md"):
                     tp = pageset.by_src.get(path)
                     if tp is None:
-                        problems.append(f"{where}: link to '{path}', which is not a page")
+                        problem(page, line, f"link to '{path}', which is not a page")
                     elif frag and frag not in tp.r.get("ids", ()):
-                        problems.append(f"{where}: '{path}' has no heading '#{frag}'")
+                        problem(page, line, f"'{path}' has no heading '#{frag}'")
                 elif path not in assets:
-                    problems.append(f"{where}: '{path}' does not exist in content/ or static/")
+                    problem(page, line, f"'{path}' does not exist in content/ or static/")
             elif kind == "site":
                 rel = path[len(base) :] if path.startswith(base) else path.lstrip("/")
                 cand = {rel, rel.rstrip("/") + "/index.html" if rel else "index.html", rel + "/index.html"}
                 if not cand & outputs:
-                    problems.append(f"{where}: '{path}' is not part of the site")
+                    problem(page, line, f"'{path}' is not part of the site")
                 elif frag:
                     tp = pageset.by_path.get("/" + rel)
                     if tp is not None and tp.md_key and frag not in tp.r.get("ids", ()):
-                        problems.append(f"{where}: '{path}' has no heading '#{frag}'")
+                        problem(page, line, f"'{path}' has no heading '#{frag}'")
     if problems:
-        raise LinkErrors(problems)
+        raise LinkErrors(problems, total)
 
 
 def check_release_files(

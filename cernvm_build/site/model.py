@@ -19,15 +19,29 @@ from .ntuple import NamedTuple
 
 
 class LinkErrors(BuildError):
-    """Links that point nowhere: each one with file:line."""
+    """Links that point nowhere: each one with file:line. ``found``: the first ``LISTED`` as (file,
+    line, message), of ``total``; ``problems``: the same as 'file:line: message' lines."""
 
-    def __init__(self, problems: list[str]):
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    LISTED = 100
+
+    def __init__(self, found: list[tuple[str, int, str]], total: int | None = None):
+        self.found = found
+        self.total = len(found) if total is None else total
+        self.problems = [f"{file}:{line}: {message}" for file, line, message in found]
+        more = f" (and {self.total - 1} more)" if self.total > 1 else ""
+        file, line, message = found[0]
         super().__init__(
-            problems[0] + more,
+            message + more,
+            where=Location(file, line),
             hint="fix the links (paths are relative to the page's .md file; anchors are heading ids)",
         )
-        self.problems = problems
+
+    def json_details(self) -> dict[str, object]:
+        # --json listed only the first, inside the message, with "where" null (note24's leftovers)
+        return {
+            "problems": [{"file": f, "line": n, "message": m} for f, n, m in self.found],
+            "more": self.total - len(self.found),
+        }
 
 
 class Page:

@@ -370,10 +370,10 @@ def page_text(data: bytes) -> str:
 
 def _render_source(
     known: tuple[Mapping[str, str], Mapping[str, bytes]], src: Source
-) -> tuple[str, Any, str, dict[str, str], ContentText | None] | tuple[str, tuple[str, str, str]]:
+) -> tuple[str, Any, str, dict[str, str], ContentText | None, list[str]] | tuple[str, tuple[str, str, str]]:
     """Worker: front matter + Markdown of one source; ``known``: the code blocks highlighted and the
     front matters parsed by earlier builds. Returns (key, meta, html, code blocks highlighted now, what
-    the search index reads of the html) or (key, error)."""
+    the search index reads of the html, warnings: ``frontmatter.misspelt``) or (key, error)."""
     known_code, known_fm = known
     # here, not at the top: a build that renders nothing (a no-change rebuild) does not load the
     # Rust parser's extension (~10 ms of its start-up); ``md_mod.render`` imports it anyway
@@ -387,6 +387,7 @@ def _render_source(
         fm_key = frontmatter.key(raw) if raw is not None else ""
         memo = frontmatter.Memo(known_fm)
         fm = frontmatter.parse(raw, src.file, first_line=2, memo=memo) if raw is not None else {}
+        warnings = frontmatter.misspelt(fm, raw, src.file, 2) if raw is not None else []
         if fm.get("generate") and not src.generated:
             raise BuildError(
                 f"unknown generator {fm['generate']!r}",
@@ -419,7 +420,7 @@ def _render_source(
         "summary": r.excerpt_text[:200],  # the page's description unless its front matter has one
         "code": sorted(r.code),
     }
-    return src.key, meta, r.html, {k: v for k, v in r.code.items() if k not in known_code}, r.search
+    return src.key, meta, r.html, {k: v for k, v in r.code.items() if k not in known_code}, r.search, warnings
 
 
 def warm_highlighting(
@@ -518,6 +519,7 @@ def render_markdown(
     earlier: Collection[str] = (),
     meanwhile: Callable[[], object] | None = None,
     fences: Mapping[str, list[bytes]] | None = None,
+    warn: Callable[[str], object] | None = None,
 ) -> tuple[dict[str, str], dict[str, ContentText], Callable[[], None]]:
     """Render the sources whose key is not cached (``metas`` gains them), with the code blocks earlier
     builds highlighted and the front matters of ``earlier`` (keys of former versions of the sources,
@@ -526,7 +528,8 @@ def render_markdown(
     called): the builder calls it while the pages are written (serial work the other processes do not
     wait for), or when a step before that fails. ``meanwhile``: the builder's work done here while the
     workers render, when there is anything to render (``parallel.fork_map``); ``fences``:
-    ``Sources.fences`` (``warm_highlighting``)."""
+    ``Sources.fences`` (``warm_highlighting``); ``warn``: given the warnings of the sources rendered
+    now (a misspelt front matter key), said once, when the source is rendered."""
     todo = sorted((s for s in planned.values() if s.key not in metas), key=lambda s: (s.key, s.rel))
     fresh: dict[str, str] = {}
     texts: dict[str, ContentText] = {}
@@ -559,7 +562,10 @@ def render_markdown(
         if len(res) == 2:
             errors.append(res[1])
             continue
-        key, meta, html, code, text = res  # type: ignore[misc]
+        key, meta, html, code, text, warned = res  # type: ignore[misc]
+        if warn is not None:
+            for w in warned:
+                warn(w)
         if text is not None:
             texts[key] = text
         new_code.update(code)

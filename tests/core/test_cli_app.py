@@ -338,3 +338,52 @@ def test_a_command_line_is_parsed_without_searching_for_translations_of_argparse
     env = {**os.environ, "LANGUAGE": "de_DE:fr", "LANG": "de_DE.UTF-8"}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert done.stdout.split() == ["0", "False", "usage:"]
+
+
+@pytest.mark.parametrize(
+    "variable", ["XDG_CACHE_HOME", "XDG_DATA_HOME", "HOME", "CERNVM_CACHE_DIR", "CERNVM_LAUNCH_HOME"]
+)
+@pytest.mark.parametrize("place", ["/proc/self", "a-file", "a-file/under"])
+def test_a_folder_variable_pointing_where_nothing_can_be_made_is_one_line_naming_it(
+    variable: str,
+    place: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # XDG_DATA_HOME=/proc/self was a FileNotFoundError traceback (ENOENT stays a bug's elsewhere); a
+    # file there said "Not a directory" without naming the variable that put the folder there
+    for name in ("XDG_CACHE_HOME", "XDG_DATA_HOME", "CERNVM_CACHE_DIR", "CERNVM_LAUNCH_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "a-file").write_text("")
+    value = place if place.startswith("/") else str(tmp_path / place)
+    monkeypatch.setenv(variable, value)
+
+    def make(args: argparse.Namespace, out: app.Output) -> int:
+        from cernvm_build import paths
+
+        paths.cache_dir("site")  # what `site build`, `image`, the demo... make first
+        (paths.data_root("cernvm-launch")[1] / "images").mkdir(parents=True, exist_ok=True)  # `images add`
+        home = os.environ.get("CERNVM_LAUNCH_HOME")
+        if home:
+            (Path(home) / "images").mkdir(parents=True, exist_ok=True)
+        return 0
+
+    assert app.run(_parser_with(make), ["go"]) == 1
+    err = capsys.readouterr().err
+    assert f"(${variable} is {value!r}): " in err and f"hint: point ${variable} at a folder" in err
+    assert err.startswith(f"error: {value}") and len(err.splitlines()) == 2, err
+
+
+def test_a_missing_file_in_the_cache_stays_a_bug(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CERNVM_CACHE_DIR", str(tmp_path))
+
+    def read(args: argparse.Namespace, out: app.Output) -> int:
+        from cernvm_build import paths
+
+        (paths.cache_dir("site") / "gone").read_bytes()
+        return 0
+
+    with pytest.raises(FileNotFoundError):
+        app.run(_parser_with(read), ["go"])

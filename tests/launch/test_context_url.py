@@ -128,3 +128,35 @@ def test_create_with_context_url_puts_that_context_on_the_instance(
                     dom.destroy()
                 dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
         conn.close()
+
+
+def test_a_ucernvm_key_given_twice_is_a_warning_and_the_last_value_counts(
+    launch_env: Path, image: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A key given twice in the block took the last value without a word (note24's leftovers): the
+    bootloader and the real μCernVM keep doing so; `context` and `create` now say it, naming both lines."""
+    vm = tmp_path / "vm.txt"
+    vm.write_text(GOOD.replace("resize_rootfs=off\n", "resize_rootfs=off\ncvmfs_tag=v2\n"))
+    said = f"{vm}:8: cvmfs_tag is given again (first on line 6); the bootloader takes this last value"
+    assert launch("context", str(vm)) == 0
+    captured = capsys.readouterr()
+    assert "ucernvm cvmfs_tag=v2" in captured.out and f"warning: {said}" in captured.err
+    assert launch("context", str(vm), "--json") == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["ucernvm"]["cvmfs_tag"] == "v2" and got["warnings"] == [said]
+    conn = libvirt.open(URI)
+    try:
+        assert (
+            launch("create", "--name", "ctx-twice", "--iso", str(image), "--no-wait", "--context", str(vm))
+            == 0
+        )
+        assert said in capsys.readouterr().err
+        blob = next((launch_env / "run" / "ctx-twice").glob("*.iso")).read_bytes()
+        assert b"cvmfs_tag=v2" in blob and b"cvmfs_tag=v1" not in blob
+    finally:
+        for dom in conn.listAllDomains(0):
+            if dom.name() == "ctx-twice":
+                if dom.isActive():
+                    dom.destroy()
+                dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
+        conn.close()

@@ -2077,3 +2077,21 @@ def test_a_second_build_into_one_output_waits_for_the_first(site: Path, tmp_path
         worker.join(300)
     assert len(done) == 1 and (out / "sitemap.xml").is_file()
     assert lock.read_bytes() == b""  # released, holder forgotten
+
+
+def test_a_misspelt_front_matter_key_is_a_warning_naming_its_line(site: Path, tmp_path: Path) -> None:
+    """`darft: true` published the page and `titel:` took the title from the first heading, without a
+    word (note24's leftovers). A key close to one the build reads is a warning with file:line; other
+    unknown keys are the templates' (the shipped home page's `headline:`) and pass without one."""
+    page = site / "content" / "docs" / "quickstart" / "client.md"
+    text = page.read_text()
+    assert text.startswith("---\n")
+    page.write_text("---\ndarft: true\nnav-title: x\nheadline: for a theme\n" + text[4:])
+    report = build_site(site, tmp_path / "out")
+    rel = str(page)
+    said = "front matter key {!r} is unknown (a template may read it): did you mean {!r}?"
+    assert [w for w in report.warnings if "front matter key" in w] == [
+        f"{rel}:2: " + said.format("darft", "draft"),
+        f"{rel}:3: " + said.format("nav-title", "nav_title"),
+    ], report.warnings
+    assert (tmp_path / "out" / "docs" / "quickstart" / "client" / "index.html").exists()  # kept, as before

@@ -585,3 +585,21 @@ def test_build_warnings_are_shown_with_quiet(
     assert main([*argv, "-q"]) == 0
     got = capsys.readouterr()
     assert got.out == "" and "warning: the build state" in got.err and "was damaged" in got.err, got
+
+
+def test_check_json_lists_every_broken_link_with_its_place(
+    site: Path, tmp_path: Path, edit: Edit, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--json's error document had the first broken link in its message, "where" null, and the rest
+    dropped (note24's leftovers): now each with its page's file:line, the first 100 and how many more."""
+    page = site / "content" / "docs" / "quickstart" / "client.md"
+    edit(page, "[launch a CernVM](launch.md)", "[launch a CernVM](launch.md)\n" + "[x](gone.md)\n" * 103)
+    code = main(["site", "check", "--site", str(site), "--out", str(tmp_path / "out"), "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 7 == doc["exit_code"]
+    line = next(i for i, t in enumerate(page.read_text().splitlines(), 1) if "gone.md" in t)
+    first = doc["problems"][0]
+    assert doc["where"] == f"{first['file']}:{line}" and first["file"].endswith("client.md")
+    assert [p["line"] for p in doc["problems"]] == list(range(line, line + 100))
+    assert doc["problems"][1]["message"] == "link to 'docs/quickstart/gone.md', which is not a page"
+    assert doc["more"] == 3 and "(and 102 more)" in doc["message"]

@@ -276,3 +276,45 @@ def test_xml_invalid_control_characters_never_reach_the_feed_or_sitemap(site: Pa
     assert "<title>ctl    end</title>" in feed and "body  and  here" in feed
     for name in ("atom.xml", "sitemap.xml"):
         xml.dom.minidom.parse(str(out / name))  # well-formed
+
+
+@pytest.mark.parametrize("flood", ["![", "[", "[x "])
+def test_a_paragraph_of_unclosed_brackets_is_parsed_without_a_label_walk_each(
+    flood: str, site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 1 MB page of `![` took 12-15 CPU-s in markdown-it-py (note24's leftovers): at every `[` the
+    link and image rules walked to the paragraph's end looking for its `]`, ~40 `skipToken` calls a
+    character (counted here, not timed). With no `]` after a `[` there is no label: said at once. The
+    tokens are the same, for the flood and for every shipped page (the pages the Rust path cannot take
+    come here)."""
+    from markdown_it import helpers
+    from markdown_it.parser_inline import ParserInline
+
+    calls = [0]
+    skip = ParserInline.skipToken
+
+    def counted(self: ParserInline, state: Any) -> None:
+        calls[0] += 1
+        skip(self, state)
+
+    monkeypatch.setattr(ParserInline, "skipToken", counted)
+    md = markdown._parser()
+    text = (
+        "a paragraph "
+        + flood * 5000
+        + "\n\n[a [nested] label](b.md) and ![alt](i.png) [ref]\n\n[ref]: c.md\n"
+    )
+    tokens = md.parse(text, {})
+    assert calls[0] < 100, calls[0]  # the last paragraph's few labels
+    fixed = md.helpers
+    try:
+        md.helpers = helpers  # markdown-it-py's own walk
+        calls[0] = 0
+        assert md.parse(text, {}) == tokens
+        assert calls[0] > 100_000  # (what the test is about: the walk it makes)
+        pages = sorted((site / "content").rglob("*.md"))
+        assert len(pages) > 30
+        own = [md.parse(p.read_text(), {}) for p in pages]
+    finally:
+        md.helpers = fixed
+    assert [md.parse(p.read_text(), {}) for p in pages] == own
