@@ -16,7 +16,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -48,10 +48,17 @@ argparse._ = lambda text: text  # type: ignore[attr-defined]
 #: and the bidirectional controls (U+061C, U+200E-200F, U+202A-202E, U+2066-2069), which reorder what follows
 #: them on the screen: a name holding U+202E showed its end reversed (audit13d finding 6)
 _BIDI = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
-_CONTROL = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f{_BIDI}]")
+_CONTROL = f"[\x00-\x08\x0b-\x1f\x7f-\x9f{_BIDI}]"
 #: the same and newline and tab, for one line: a listing's names, and error, hint and problem lines
 #: (a file name holding a newline would otherwise forge a line of its own, "error: none" or a hint)
-_CONTROL_LINE = re.compile(f"[\x00-\x1f\x7f-\x9f{_BIDI}]")
+_CONTROL_LINE = f"[\x00-\x1f\x7f-\x9f{_BIDI}]"
+
+
+@cache
+def _pattern(text: str) -> re.Pattern[str]:
+    # compiled on first use, not at import: these two were ~1 % of the instructions of a one-page
+    # ``site build --json`` (~1.3M each: re's compiler in Python), which never shows a name
+    return re.compile(text)
 
 
 def _shown(m: re.Match[str]) -> str:
@@ -63,7 +70,7 @@ def visible(text: str, *, one_line: bool = False) -> str:
     """``text`` with control characters shown as ``\\xNN`` (bidi controls as ``\\uNNNN``): safe to
     print to a terminal; with ``one_line`` newline and tab too (names from a catalog or a tar,
     printed one per line, and every error, hint and problem line: they quote such names)."""
-    return (_CONTROL_LINE if one_line else _CONTROL).sub(_shown, text)
+    return _pattern(_CONTROL_LINE if one_line else _CONTROL).sub(_shown, text)
 
 
 def styled(*parts: str | tuple[str, str]) -> Text:
