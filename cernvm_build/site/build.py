@@ -44,7 +44,7 @@ from . import templates as tpl_mod
 from .cache import Snapshot, State, discard, is_damage
 from .config import SiteConfig
 from .frontmatter import Memo
-from .model import BuildReport, ContentText, Job, LinkErrors, sha
+from .model import BuildReport, ContentText, Job, LinkErrors, code_files, code_known, sha
 from .output import folder_rows, matches
 from .pages import PageSet, likely_layouts, make_pages, patch_pages
 from .parallel import PARALLEL_MIN
@@ -241,7 +241,7 @@ class Builder:
         return by_output, fp
 
     def _aside(
-        self, state: State, cfg: SiteConfig, sources: Sources, yaml_memo: Memo
+        self, state: State, cfg: SiteConfig, sources: Sources, yaml_memo: Memo, code: filedigest.Digests
     ) -> tuple[dict[str, Any], tuple[str, str], Mapping[str, str]]:
         """The plan's inputs that do not depend on the rendered Markdown: the data files, the
         highlighting stylesheet (its key and text), the assets' sha256. Made while the render workers
@@ -257,8 +257,9 @@ class Builder:
                 where=f"{self.site_dir / config_mod.CONFIG_NAME}: highlight_style",
                 hint="name one of Pygments' styles, e.g. 'friendly', 'default' or 'github-dark'",
             ) from None
-        asset_sha = filedigest.digests(sources.assets, state.files())
-        state.put_files(asset_sha.rows, asset_sha.gone)
+        asset_sha = filedigest.digests(sources.assets, code.known)
+        # (the files table holds both: a file is gone when neither is it)
+        state.put_files(asset_sha.rows + code.rows, sorted(set(asset_sha.gone) & set(code.gone)))
         plan_code()  # the planner's own code read and hashed (``Plan.digest``), kept for the plan
         return data, css, asset_sha.sha256
 
@@ -318,8 +319,13 @@ class Builder:
             self._guard_out_dir(old_outputs or state.claimed(str(self.out_dir)))
             snap = state.snapshot()
             sources = scan(self.site_dir, state.sources())
+            # the builder's own code, which every source key and fingerprint names (``model.code_sha``):
+            # its files' digests by stat, as the assets' (reading and hashing the ~40 files was ~4 % of
+            # a one-page rebuild's instructions)
+            code = filedigest.digests(code_files(), state.files())
+            code_known(code.sha256)
             # what the plan needs besides the rendered Markdown: made while the workers render (once)
-            aside = functools.cache(functools.partial(self._aside, state, cfg, sources, yaml_memo))
+            aside = functools.cache(functools.partial(self._aside, state, cfg, sources, yaml_memo, code))
             planned = plan_sources(sources, cfg.base_path, self.generators)
             keys = {rel: s.key for rel, s in planned.items()}
             edited = _edited(snap, keys)

@@ -34,6 +34,7 @@ class Digests(NamedTuple):
     #: state rows of the files hashed now whose stat is settled (``State.put_files``), recorded files gone
     rows: list[tuple[str, int, int, int, int, str]]
     gone: list[str]
+    known: Known  # what the state knew (``digests``' argument)
 
 
 def digests(files: Mapping[str, Path], known: Known) -> Digests:
@@ -54,7 +55,7 @@ def digests(files: Mapping[str, Path], known: Known) -> Digests:
         # unchanged while it was read (else the digest may be of neither version: not recorded)
         if max(stat[1], stat[2]) < settled and _stat(full) == stat:
             rows.append((full, *stat, digest))
-    return Digests(out, rows, sorted(set(known) - seen))
+    return Digests(out, rows, sorted(set(known) - seen), known)
 
 
 def _sha256(full: str) -> str:

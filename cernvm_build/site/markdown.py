@@ -18,12 +18,11 @@ import posixpath
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import lru_cache
-from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import unquote, urlsplit
 
-from .model import ContentText, permalink, slugify
+from .model import ContentText, code_sha, permalink, slugify
 from .ntuple import NamedTuple
 
 if TYPE_CHECKING:
@@ -286,9 +285,9 @@ def code_salt() -> bytes:
     # the rule filter it uses) and Pygments'
     import pygments  # its package module only: no lexer tables
 
-    code = hashlib.sha256(Path(__file__).read_bytes())
-    for name in ("lexfast.py", "refirst.py"):
-        code.update((Path(__file__).parent / name).read_bytes())
+    code = hashlib.sha256()
+    for name in ("markdown.py", "lexfast.py", "refirst.py"):
+        code.update(code_sha(name).encode())
     return f"{VERSION}\0{pygments.__version__}\0".encode() + code.digest()
 
 

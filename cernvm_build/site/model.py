@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 import re
 import unicodedata
 from collections.abc import Callable, Mapping
@@ -233,6 +234,31 @@ class Late:
 
     def __init__(self, kind: str, key: str, arg: str = ""):
         self.kind, self.key, self.arg = kind, key, arg
+
+
+#: the builder's own code files' sha256 by name (``site/<name>``): each build's from its state where the
+#: file's stat is the one recorded (``Builder._build``, ``filedigest``), else read and hashed here once
+#: a process (as the digests made of them always were: ``plan_code``, ``render_version``, ``code_salt``)
+_CODE_SHA: dict[str, str] = {}
+
+
+def code_files() -> dict[str, Path]:
+    """The builder's code files (``site/*.py``) by name."""
+    here = Path(__file__).parent
+    return {name: here / name for name in os.listdir(here) if name.endswith(".py")}
+
+
+def code_known(digests: Mapping[str, str]) -> None:
+    """The code files' digests as the builder found them (``code_files``' names): used from now on."""
+    _CODE_SHA.update(digests)
+
+
+def code_sha(name: str) -> str:
+    """The sha256 (hex) of the builder's code file ``site/<name>``."""
+    got = _CODE_SHA.get(name)
+    if got is None:
+        got = _CODE_SHA[name] = hashlib.sha256((Path(__file__).parent / name).read_bytes()).hexdigest()
+    return got
 
 
 def sha(*parts: bytes | str) -> str:

@@ -34,7 +34,19 @@ from . import templates as tpl_mod
 from . import versions as versions_mod
 from .config import SiteConfig
 from .links import check_links, check_release_files
-from .model import Job, Late, Page, human_date, newest_first, plain, sha, tag_slug, tag_uri
+from .model import (
+    Job,
+    Late,
+    Page,
+    code_files,
+    code_sha,
+    human_date,
+    newest_first,
+    plain,
+    sha,
+    tag_slug,
+    tag_uri,
+)
 from .ntuple import NamedTuple
 from .output import matches
 from .pages import PageSet
@@ -92,8 +104,7 @@ class Plan(NamedTuple):
 @functools.lru_cache(maxsize=1)
 def plan_code() -> str:
     # the planner's and page model's code: a plan recorded by another version of them is not reused
-    here = Path(__file__).parent
-    return sha(*(f.read_bytes() for f in sorted(here.glob("*.py"))))
+    return sha(*(code_sha(name) for name in sorted(code_files())))
 
 
 def _fp_default(obj: Any) -> Any:

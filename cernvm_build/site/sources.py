@@ -27,7 +27,7 @@ from ..report import Reporter
 from . import frontmatter, recache
 from . import markdown as md_mod
 from .cache import State
-from .model import BAD_PATH_CHARS, ContentText, sha, sha_after
+from .model import BAD_PATH_CHARS, ContentText, code_sha, sha, sha_after
 from .ntuple import NamedTuple
 from .parallel import PARALLEL_MIN, fork_map
 
@@ -334,8 +334,7 @@ RENDERER = ("markdown.py", "mdfast.py", "mdhtml.py", "mdtree.py", "model.py")
 def render_version() -> str:
     # The renderer's own code is part of every cache key: changing it re-renders everything.
     if not _VERSION:
-        here = Path(md_mod.__file__).parent
-        code = [(here / name).read_bytes() for name in RENDERER]
+        code = [code_sha(name) for name in RENDERER]
         _VERSION.append(
             sha(md_mod.VERSION, BUILD_VERSION, md_mod.code_salt(), str(frontmatter.LOADER_VERSION), *code)
         )
