@@ -1013,6 +1013,65 @@ def test_every_boot_starts_the_mount_once_the_modules_are_loaded(tmp_path: Path)
     assert "server=s2.example" in out and "user data unchanged" not in out, out
 
 
+def test_a_first_boots_disk_work_runs_in_the_early_mount_process(tmp_path: Path) -> None:
+    """A first boot's partitioning (and a grown disk's) is asked of the early mount process, whose
+    imports hold the disk code's, not of a Python start of its own (~0.7 guest-s of a first boot under
+    TCG): the helper's output line and status reach the init, and the same process still parses and
+    mounts afterwards. A process gone before the request leaves it to a start of its own; one that
+    dies on it fails the request, which is not repeated (the disk may be written)."""
+    import sys
+
+    from cernvm_build.paths import data_dir
+
+    head = data_dir("bootloader") / "init.head.sh"
+    runs, log, prelude = tmp_path / "starts", tmp_path / "cvmfs.log", tmp_path / "prelude.py"
+    not_dir = tmp_path / "not a dir"
+    not_dir.write_text("")
+    # the real early process; only the device work is a stand-in (no disk to partition in a test)
+    prelude.write_text(
+        "import os\n"
+        "from cernvm_build.bootloader import disk, parse_and_mount\n"
+        "def first_boot(size_mb=0, wait=5.0):\n"
+        "    if os.environ.get('DIE'):\n"
+        "        os._exit(9)\n"
+        "    return f'/dev/new{size_mb}'\n"
+        "disk.first_boot = first_boot\n"
+        "parse_and_mount.exit_now(parse_and_mount.main([]))\n"
+    )
+    boot = (
+        f". {head}; MOUNT_FIFOS={tmp_path}/mount; "
+        f'py() {{ echo "py $*" >>{runs}; return 1; }}; '
+        f'py_storage() {{ echo early >>{runs}; [ -z "$FAIL" ] || return 1; {sys.executable} {prelude}; }}; '
+        'start_mount; part=$(py_disk first-boot 20480); echo "part=$part rc=$?"; '
+        'py_disk; echo "usage=$?"; '
+        f'mount_cvmfs {log} --fqrn demo.example --server http://127.0.0.1:9/cvmfs/demo.example "{not_dir}"; '
+        'echo "mount=$?"'
+    )
+
+    def boot_once(**env: str) -> tuple[str, str]:
+        runs.unlink(missing_ok=True)
+        log.unlink(missing_ok=True)
+        env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": _package_root(), **env}
+        r = subprocess.run(["busybox", "sh", "-c", boot], capture_output=True, text=True, timeout=90, env=env)
+        assert r.returncode == 0, r.stderr
+        return r.stdout, runs.read_text()
+
+    out, starts = boot_once()
+    assert starts == "early\n", "no Python start of its own"
+    assert "part=/dev/new20480 rc=0\n" in out and "usage=2\n" in out, out
+    assert f"mount={CvmfsError.exit_code}\n" in out and "mount point is not a directory" in log.read_text()
+    out, starts = boot_once(FAIL="1")  # gone before the request: a start of its own (the stand-in fails)
+    assert starts.splitlines() == [
+        "early",
+        "py cernvm_build.bootloader.disk first-boot 20480",
+        "py cernvm_build.bootloader.disk",
+    ]
+    assert "part= rc=1\n" in out and "usage=1\n" in out, out
+    out, starts = boot_once(DIE="1")  # dies on the request: failed, not repeated; gone for the next one
+    assert starts.splitlines() == ["early", "py cernvm_build.bootloader.disk"]
+    assert "part= rc=1\n" in out and "mount=9\n" in out, out
+
+
 def test_the_guest_parse_reports_a_bad_key_and_never_raises(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
