@@ -26,6 +26,7 @@ nothing mounted. The init's side is ``parse_user_data`` and ``mount_cvmfs``.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 
@@ -154,8 +155,16 @@ def main(argv: list[str]) -> int:
     if argv:
         sys.stderr.write("usage: python3 -m cernvm_build.bootloader.parse_and_mount (no arguments)\n")
         return 2
-    # imported while the init goes on (modules, network, the scratch disk): its wait is shorter
+    # imported while the init goes on (modules, network, the scratch disk): its wait is shorter.
+    # Without the cyclic GC: its passes over the imports' objects (modules, classes, functions, all
+    # kept for the daemon's life) were 6.6 M of their 90 M instructions (callgrind, the initrd's
+    # Python), ~0.05 guest-s under TCG on the boot's critical path; frozen (never collected, as they
+    # would not be), the daemon's later full collections do not walk them again.
+    gc.disable()
     from ..cvmfs import mount
+
+    gc.freeze()
+    gc.enable()
 
     command = _mount_command(ARGS_FD)
     try:  # the requests are answered: the done fifo is not the mount's to keep
