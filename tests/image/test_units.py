@@ -971,6 +971,50 @@ def test_the_mount_process_ends_without_the_interpreters_teardown(tmp_path: Path
     assert r.returncode == 3 and not r.stderr, r.stderr
 
 
+def test_the_shutdown_program_sees_the_daemon_end_without_a_process_per_look(tmp_path: Path) -> None:
+    """shutdown.sh polls the FUSE daemon's end every 20 ms by the shell's own ``read`` (a ``cut`` and a
+    ``sleep`` were a fork and an exec per 0.1 s look): a live process is never taken for gone, whatever
+    its command name holds (blanks, ") Z "), a zombie or a reaped one is gone, and a wait starts no
+    process."""
+    import shutil
+    import sys
+    import time
+
+    from cernvm_build.paths import data_dir
+
+    text = (data_dir("bootloader") / "shutdown.sh").read_text()
+    funcs = text[text.index("gone() {") : text.index("\n}\n", text.index("tick() {")) + 3]
+    funcs = funcs.replace("/tick", str(tmp_path / "tick"))
+    odd = tmp_path / "x) Z y"
+    shutil.copy("/bin/sleep", odd)
+    live = subprocess.Popen([str(odd), "30"])
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    reaped = subprocess.Popen(["true"])
+    reaped.wait()
+    try:
+        for _ in range(200):  # the zombie's exit, unreaped (Popen reaps only when asked)
+            if Path(f"/proc/{zombie.pid}/stat").read_text().rsplit(") ", 1)[1].startswith("Z"):
+                break
+            time.sleep(0.05)
+        assert Path(f"/proc/{live.pid}/comm").read_text() == "x) Z y\n"
+        bb = tmp_path / "bb"  # only mkfifo: a sleep (or anything else) is reported
+        bb.write_text(
+            '#!/bin/sh\n[ "$1" = mkfifo ] && shift && exec mkfifo "$@"\necho "ran $*" >&2; exit 1\n'
+        )
+        bb.chmod(0o755)
+        script = (
+            f"bb={bb}; {funcs}"
+            f"for p in {live.pid} {zombie.pid} {reaped.pid}; do gone $p && echo gone || echo live; done; "
+            'tick; tick; echo "ticks $tick_fd"'
+        )
+        r = subprocess.run(["busybox", "sh", "-c", script], capture_output=True, text=True, timeout=60)
+    finally:
+        live.kill()
+        live.wait()
+        zombie.wait()
+    assert r.stdout == "live\ngone\ngone\nticks 7\n" and r.stderr == "", (r.stdout, r.stderr)
+
+
 def test_every_boot_starts_the_mount_once_the_modules_are_loaded(tmp_path: Path) -> None:
     """Every boot starts the mount's Python once the modules are loaded (its imports, ~1 s of CPU under
     emulation, fill the waits of DHCP, the context drive and the disk check; beside the modules'
