@@ -12,8 +12,13 @@ user data; the lines an earlier boot kept on the scratch disk make it needless o
 ``parse``, ``USER_DATA`` and ``LINES`` (one a line): the process parses ``USER_DATA`` into ``LINES``
 (what ``python3 -m cernvm_build.bootloader.userdata`` prints: checked ``key=value`` lines; its reports
 on stderr), writes ``0`` (or ``1``: the parse failed, the lines are not to be kept) and a newline on fd
-3 and closes it. Then the mount's command line: a log file (stdout and stderr go there, as the init's
-redirection did), the number of arguments, then one argument a line. It runs the mount as ``python3 -m
+3. A first boot writes ``disk``, the number of arguments and one argument a line (``first-boot
+[MB]``, or ``grow DISK`` when the disk grew): the process runs what ``python3 -m
+cernvm_build.bootloader.disk ARGS`` would (its reports on stderr) and writes its status, a blank and
+the first line of its output on fd 3 (a first boot's second Python start, ~0.7 guest-s under TCG with
+its imports: the mount's imports hold all of the disk code's). Then the mount's command line: a log
+file (stdout and stderr go there, as the init's redirection did), the number of arguments, then one
+argument a line. It runs the mount as ``python3 -m
 cernvm_build.cvmfs.mount`` would and exits with its status, without the interpreter's teardown
 (``exit_now``). fd 4 at its end before a whole command line (the init went another way): exits 0,
 nothing mounted. The init's side is ``parse_user_data`` and ``mount_cvmfs``.
@@ -21,6 +26,7 @@ nothing mounted. The init's side is ``parse_user_data`` and ``mount_cvmfs``.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 
@@ -29,7 +35,7 @@ from ..procexit import end_process
 
 TYPE_CHECKING = False  # typing's own costs importing typing (see lazylog)
 if TYPE_CHECKING:
-    from typing import NoReturn
+    from typing import IO, NoReturn
 
 DONE_FD = 3
 ARGS_FD = 4
@@ -61,30 +67,59 @@ def _parse(source: str, lines: str) -> bool:
     return ok
 
 
-def _report(ok: bool) -> None:
-    os.write(DONE_FD, b"0\n" if ok else b"1\n")
-    os.close(DONE_FD)
+def _disk(args: list[str]) -> bytes:
+    """``python3 -m cernvm_build.bootloader.disk ARGS`` in this process: its status, a blank and the
+    first line of what it printed. An error is reported on stderr, as that start's traceback was."""
+    import contextlib
+    import io
+
+    from . import disk
+
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out):
+            status = disk.main(args)
+    except Exception as e:  # the process that also mounts the OS goes on; the init panics on it
+        sys.stderr.write(f"ucernvm: devices: disk {' '.join(args)}: {type(e).__name__}: {e}\n")
+        status = 1
+    sys.stderr.flush()
+    first = out.getvalue().partition("\n")[0]
+    return f"{status} {first}\n".encode("utf-8", "surrogateescape")
+
+
+def _lines(f: IO[str], count: str) -> list[str] | None:
+    """``count`` (a line: the number of lines that follow) lines from ``f``, without their newlines;
+    None when the count is not one or ``f`` ends first."""
+    n = decimal(count.strip(), 6)
+    if not count.endswith("\n") or n is None:
+        return None
+    lines = [f.readline() for _ in range(n)]
+    if not all(a.endswith("\n") for a in lines):
+        return None
+    return [a[:-1] for a in lines]
 
 
 def _mount_command(fd: int) -> tuple[str, list[str]] | None:
-    """The log file and the mount's arguments from ``fd``, after a ``parse`` request if one comes
-    first (see the module's text); None when it ends first."""
+    """The log file and the mount's arguments from ``fd``, after the ``parse`` and ``disk`` requests
+    that come first (see the module's text), each answered on fd 3; None when it ends first."""
     with os.fdopen(fd, "r", encoding="utf-8", errors="surrogateescape") as f:
         log = f.readline()
-        if log == "parse\n":
-            source, lines = f.readline(), f.readline()
-            if not (source.endswith("\n") and lines.endswith("\n")):
-                return None
-            _report(_parse(source[:-1], lines[:-1]))
+        while log in ("parse\n", "disk\n"):
+            if log == "parse\n":
+                source, lines = f.readline(), f.readline()
+                if not (source.endswith("\n") and lines.endswith("\n")):
+                    return None
+                os.write(DONE_FD, b"0\n" if _parse(source[:-1], lines[:-1]) else b"1\n")
+            else:
+                args = _lines(f, f.readline())
+                if args is None:
+                    return None
+                os.write(DONE_FD, _disk(args))
             log = f.readline()
-        count = f.readline()
-        n = decimal(count.strip(), 6)
-        if not log.endswith("\n") or n is None:
-            return None
-        args = [f.readline() for _ in range(n)]
-    if not all(a.endswith("\n") for a in args):
+        args = _lines(f, f.readline())
+    if not log.endswith("\n") or args is None:
         return None
-    return log[:-1], [a[:-1] for a in args]
+    return log[:-1], args
 
 
 _shown: object = None  # the buffer /proc/PID/cmdline reads from once _show_mount_command set it
@@ -120,11 +155,19 @@ def main(argv: list[str]) -> int:
     if argv:
         sys.stderr.write("usage: python3 -m cernvm_build.bootloader.parse_and_mount (no arguments)\n")
         return 2
-    # imported while the init goes on (modules, network, the scratch disk): its wait is shorter
+    # imported while the init goes on (modules, network, the scratch disk): its wait is shorter.
+    # Without the cyclic GC: its passes over the imports' objects (modules, classes, functions, all
+    # kept for the daemon's life) were 6.6 M of their 90 M instructions (callgrind, the initrd's
+    # Python), ~0.05 guest-s under TCG on the boot's critical path; frozen (never collected, as they
+    # would not be), the daemon's later full collections do not walk them again.
+    gc.disable()
     from ..cvmfs import mount
 
+    gc.freeze()
+    gc.enable()
+
     command = _mount_command(ARGS_FD)
-    try:  # no parse was asked for: the done fifo is not the mount's to keep
+    try:  # the requests are answered: the done fifo is not the mount's to keep
         os.close(DONE_FD)
     except OSError:
         pass

@@ -875,6 +875,26 @@ def test_a_mount_process_not_asked_to_parse_loads_no_user_data_parser() -> None:
     assert out.returncode == 0 and out.stdout == "\n", out.stdout + out.stderr
 
 
+def test_the_early_mount_process_imports_the_mount_without_the_cyclic_gc() -> None:
+    """The early mount process's imports (the mount's graph, kept for the daemon's life) run with the
+    cyclic GC off (its passes were ~6 % of their instructions) and are frozen after them: no
+    collection during them, their objects out of later full collections, the GC on again."""
+    import sys
+
+    code = (
+        "import gc, os, sys; from cernvm_build.bootloader import parse_and_mount as p; "
+        "n = gc.get_stats()[0]['collections']; assert p.main([]) == 0; "
+        "print(gc.get_stats()[0]['collections'] - n, 'cernvm_build.cvmfs.mount' in sys.modules, "
+        "gc.get_freeze_count() > 10000, gc.isenabled())"
+    )
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": _package_root()}
+    r = subprocess.run(
+        ["sh", "-c", f'{sys.executable} -S -c "{code}" 3>/dev/null 4</dev/null'],
+        capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 0 and r.stdout == "0 True True True\n", r.stdout + r.stderr
+
+
 def test_every_dataclass_the_mount_daemon_imports_has_its_own_docstring() -> None:
     """The mount daemon's imports in the initrd (the mount, then the FUSE code) create a dataclass per
     row kind, key, tag...: one without a docstring makes ``dataclasses`` build one from
@@ -951,6 +971,50 @@ def test_the_mount_process_ends_without_the_interpreters_teardown(tmp_path: Path
     assert r.returncode == 3 and not r.stderr, r.stderr
 
 
+def test_the_shutdown_program_sees_the_daemon_end_without_a_process_per_look(tmp_path: Path) -> None:
+    """shutdown.sh polls the FUSE daemon's end every 20 ms by the shell's own ``read`` (a ``cut`` and a
+    ``sleep`` were a fork and an exec per 0.1 s look): a live process is never taken for gone, whatever
+    its command name holds (blanks, ") Z "), a zombie or a reaped one is gone, and a wait starts no
+    process."""
+    import shutil
+    import sys
+    import time
+
+    from cernvm_build.paths import data_dir
+
+    text = (data_dir("bootloader") / "shutdown.sh").read_text()
+    funcs = text[text.index("gone() {") : text.index("\n}\n", text.index("tick() {")) + 3]
+    funcs = funcs.replace("/tick", str(tmp_path / "tick"))
+    odd = tmp_path / "x) Z y"
+    shutil.copy("/bin/sleep", odd)
+    live = subprocess.Popen([str(odd), "30"])
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    reaped = subprocess.Popen(["true"])
+    reaped.wait()
+    try:
+        for _ in range(200):  # the zombie's exit, unreaped (Popen reaps only when asked)
+            if Path(f"/proc/{zombie.pid}/stat").read_text().rsplit(") ", 1)[1].startswith("Z"):
+                break
+            time.sleep(0.05)
+        assert Path(f"/proc/{live.pid}/comm").read_text() == "x) Z y\n"
+        bb = tmp_path / "bb"  # only mkfifo: a sleep (or anything else) is reported
+        bb.write_text(
+            '#!/bin/sh\n[ "$1" = mkfifo ] && shift && exec mkfifo "$@"\necho "ran $*" >&2; exit 1\n'
+        )
+        bb.chmod(0o755)
+        script = (
+            f"bb={bb}; {funcs}"
+            f"for p in {live.pid} {zombie.pid} {reaped.pid}; do gone $p && echo gone || echo live; done; "
+            'tick; tick; echo "ticks $tick_fd"'
+        )
+        r = subprocess.run(["busybox", "sh", "-c", script], capture_output=True, text=True, timeout=60)
+    finally:
+        live.kill()
+        live.wait()
+        zombie.wait()
+    assert r.stdout == "live\ngone\ngone\nticks 7\n" and r.stderr == "", (r.stdout, r.stderr)
+
+
 def test_every_boot_starts_the_mount_once_the_modules_are_loaded(tmp_path: Path) -> None:
     """Every boot starts the mount's Python once the modules are loaded (its imports, ~1 s of CPU under
     emulation, fill the waits of DHCP, the context drive and the disk check; beside the modules'
@@ -1011,6 +1075,65 @@ def test_every_boot_starts_the_mount_once_the_modules_are_loaded(tmp_path: Path)
     assert out.rstrip().endswith("server= key=") and "rc=0" not in out, out
     out = boot_once()  # the failed parse kept no key: parsed again
     assert "server=s2.example" in out and "user data unchanged" not in out, out
+
+
+def test_a_first_boots_disk_work_runs_in_the_early_mount_process(tmp_path: Path) -> None:
+    """A first boot's partitioning (and a grown disk's) is asked of the early mount process, whose
+    imports hold the disk code's, not of a Python start of its own (~0.7 guest-s of a first boot under
+    TCG): the helper's output line and status reach the init, and the same process still parses and
+    mounts afterwards. A process gone before the request leaves it to a start of its own; one that
+    dies on it fails the request, which is not repeated (the disk may be written)."""
+    import sys
+
+    from cernvm_build.paths import data_dir
+
+    head = data_dir("bootloader") / "init.head.sh"
+    runs, log, prelude = tmp_path / "starts", tmp_path / "cvmfs.log", tmp_path / "prelude.py"
+    not_dir = tmp_path / "not a dir"
+    not_dir.write_text("")
+    # the real early process; only the device work is a stand-in (no disk to partition in a test)
+    prelude.write_text(
+        "import os\n"
+        "from cernvm_build.bootloader import disk, parse_and_mount\n"
+        "def first_boot(size_mb=0, wait=5.0):\n"
+        "    if os.environ.get('DIE'):\n"
+        "        os._exit(9)\n"
+        "    return f'/dev/new{size_mb}'\n"
+        "disk.first_boot = first_boot\n"
+        "parse_and_mount.exit_now(parse_and_mount.main([]))\n"
+    )
+    boot = (
+        f". {head}; MOUNT_FIFOS={tmp_path}/mount; "
+        f'py() {{ echo "py $*" >>{runs}; return 1; }}; '
+        f'py_storage() {{ echo early >>{runs}; [ -z "$FAIL" ] || return 1; {sys.executable} {prelude}; }}; '
+        'start_mount; part=$(py_disk first-boot 20480); echo "part=$part rc=$?"; '
+        'py_disk; echo "usage=$?"; '
+        f'mount_cvmfs {log} --fqrn demo.example --server http://127.0.0.1:9/cvmfs/demo.example "{not_dir}"; '
+        'echo "mount=$?"'
+    )
+
+    def boot_once(**env: str) -> tuple[str, str]:
+        runs.unlink(missing_ok=True)
+        log.unlink(missing_ok=True)
+        env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": _package_root(), **env}
+        r = subprocess.run(["busybox", "sh", "-c", boot], capture_output=True, text=True, timeout=90, env=env)
+        assert r.returncode == 0, r.stderr
+        return r.stdout, runs.read_text()
+
+    out, starts = boot_once()
+    assert starts == "early\n", "no Python start of its own"
+    assert "part=/dev/new20480 rc=0\n" in out and "usage=2\n" in out, out
+    assert f"mount={CvmfsError.exit_code}\n" in out and "mount point is not a directory" in log.read_text()
+    out, starts = boot_once(FAIL="1")  # gone before the request: a start of its own (the stand-in fails)
+    assert starts.splitlines() == [
+        "early",
+        "py cernvm_build.bootloader.disk first-boot 20480",
+        "py cernvm_build.bootloader.disk",
+    ]
+    assert "part= rc=1\n" in out and "usage=1\n" in out, out
+    out, starts = boot_once(DIE="1")  # dies on the request: failed, not repeated; gone for the next one
+    assert starts.splitlines() == ["early", "py cernvm_build.bootloader.disk"]
+    assert "part= rc=1\n" in out and "mount=9\n" in out, out
 
 
 def test_the_guest_parse_reports_a_bad_key_and_never_raises(
