@@ -251,7 +251,8 @@ def fetch_verified(
 def extract(pkg: DebPackage, dest: Path) -> Path:
     """Unpack the package's data into ``dest`` (no maintainer scripts run)."""
     dest.mkdir(parents=True, exist_ok=True)
-    run(["dpkg-deb", "-x", pkg.path, dest])
+    # "--": a relative cache ('CERNVM_CACHE_DIR=./-c' is '-c/...' as a Path) was dpkg-deb's options
+    run(["dpkg-deb", "-x", "--", pkg.path, dest])
     return dest
 
 

@@ -40,9 +40,11 @@ def nginx_config(
             hint="point at a replica or a published repository (cvmfs replicate / cvmfs create)",
         )
     run = _quoted(run_dir.resolve(), "run directory")
-    # checked too, though only a comment names it: its <fqrn>/ entries may be links to plain paths, and
-    # a newline in its own name ended the comment, the rest a directive (``load_module``; pr26c 1)
-    folder = _quoted(stratum.resolve(), "Stratum folder")
+    # only a comment names the folder itself (its <fqrn>/ entries may be links to plain paths): a
+    # newline in its name ended the comment, the rest a directive (``load_module``; pr26c 1). A path
+    # that is not plain goes in escaped on its one line: a refusal turned away '/srv/my strata' too
+    folder = str(stratum.resolve())
+    folder = folder if is_plain(folder) else ascii(folder)
     lines = [
         f"# the CernVM-FS repositories in {folder} (cernvm-build cvmfs nginx-config)",
         "# start: nginx -c THIS_FILE   (reload: nginx -c THIS_FILE -s reload)",

@@ -175,8 +175,9 @@ def _download(
             part.mkdir()
             check = "" if recursive else f'for f; do [ -d "$f" ] && echo "$f: {_NO_R}" >&2 && exit 1; done; '
             # "--": a name is never one of tar's options; a guest file named '--checkpoint-action=exec=…'
-            # that '*' matched ran its command as the login user (pr26c 5)
-            command = f'cd {folder} || exit 1; {_pick(leaf, raw)}{check}tar -cf - -- "$@"'
+            # that '*' matched ran its command as the login user (pr26c 5); nor a folder cd's ('vm:-r/x'
+            # was "cd: Illegal option -r")
+            command = f'cd -- {folder} || exit 1; {_pick(leaf, raw)}{check}tar -cf - -- "$@"'
             for top in ssh.get_tree(client, command, part, _wanted(raw)):
                 moves.append((part / top, dest / top if into_dir and top != "." else dest))
         # every conflict before anything moves: a refusal leaves DEST as it was, not half merged

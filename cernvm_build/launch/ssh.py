@@ -207,7 +207,8 @@ def put(
     mode = src.stat().st_mode & 0o777
     with open(src, "rb") as f:
         reader = _Counting(f, progress)
-        cmd = f"cat > {shlex.quote(dest)} && chmod {mode:o} {shlex.quote(dest)}"
+        # "--": a name beginning with '-' ('vm:-notes.txt') is chmod's file, not its options
+        cmd = f"cat > {shlex.quote(dest)} && chmod {mode:o} -- {shlex.quote(dest)}"
         code = run(client, cmd, stdin=reader, stderr=_Sink())  # type: ignore[arg-type]
     if code != 0:
         raise SSHError(

@@ -50,10 +50,12 @@ def check_rpm_signatures(
         return []
     with tempfile.TemporaryDirectory(prefix="cernvm-rpmdb-") as db:
         if keys:
-            run(["rpmkeys", "--dbpath", db, "--import", *(str(k) for k in keys)])
+            # "--": a relative name beginning with '-' (a source folder './-x' is '-x/...' as a Path)
+            # was rpmkeys' "unknown option", every package "no answer from rpmkeys"
+            run(["rpmkeys", "--dbpath", db, "--import", "--", *(str(k) for k in keys)])
 
         def batch(chunk: list[tuple[str, Path]]) -> list[str]:
-            out = run(["rpmkeys", "--dbpath", db, "-K", *(str(p) for _, p in chunk)], check=False)
+            out = run(["rpmkeys", "--dbpath", db, "-K", "--", *(str(p) for _, p in chunk)], check=False)
             verdicts = _verdicts(out.stdout.decode(errors="replace"))
             problems = []
             for rel, p in chunk:

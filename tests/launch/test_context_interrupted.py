@@ -48,3 +48,14 @@ def test_every_date_of_the_context_iso_is_the_epoch(tmp_path: Path) -> None:
     pvd = dest.read_bytes()[16 * 2048 : 17 * 2048]
     root_record_date = pvd[156 + 18 : 156 + 25]  # years since 1900, month, day, h, m, s, offset
     assert tuple(root_record_date) == (70, 1, 2, 0, 0, 0, 0)
+
+
+@pytest.mark.skipif(shutil.which("xorriso") is None, reason="needs xorriso")
+def test_every_file_time_of_the_context_iso_is_the_epoch_ctime_too(tmp_path: Path) -> None:
+    # utime sets no ctime: each Rock Ridge TF entry (modify, access, attributes) carried the time of
+    # the build in its third stamp, so two builds of the same inputs had other bytes
+    dest = tmp_path / "context.iso"
+    build_iso(dest, b"#cloud-config\n", name="a", instance_id="i", epoch=86400)
+    data = dest.read_bytes()
+    stamps = [data[i + 5 : i + 26] for i in range(len(data)) if data.startswith(b"TF\x1a\x01", i)]
+    assert stamps and all(s == bytes((70, 1, 2, 0, 0, 0, 0)) * 3 for s in stamps), stamps[:3]

@@ -277,3 +277,25 @@ def test_scp_of_the_remote_home_merges_into_an_existing_folder(
         assert (here / "results" / "r.txt").read_text() == "from guest\n"
         assert (here / "notes.txt").read_text() == "notes\n"  # a file replaces a file, as scp
         assert not list(here.glob(".scp-*"))
+
+
+def test_scp_of_names_beginning_with_a_dash_both_ways(
+    served: tuple[str, instances.Instance], tmp_path: Path
+) -> None:
+    """The guest's cd and chmod were given such a path as it was (only tar got "--", pr26c 5):
+    ``scp vm:-run/out.txt .`` failed (cd read it as its options) and an upload to ``vm:-notes.txt``
+    with "cannot write" after chmod read the name as its options."""
+    name, _ = served
+    ready.wait(libvirt.open(URI), name, timeout=30)
+    guest_home = tmp_path / "root"  # the guest's /root, where relative remote paths start
+    (guest_home / "-run").mkdir()
+    (guest_home / "-run" / "out.txt").write_text("from guest\n")
+    back = tmp_path / "back.txt"
+    assert main(["--connect", URI, "scp", f"{name}:-run/out.txt", str(back)]) == 0
+    assert back.read_text() == "from guest\n"
+    src = tmp_path / "notes.txt"
+    src.write_text("mine\n")
+    src.chmod(0o600)
+    assert main(["--connect", URI, "scp", str(src), f"{name}:-notes.txt"]) == 0
+    assert (guest_home / "-notes.txt").read_text() == "mine\n"
+    assert (guest_home / "-notes.txt").stat().st_mode & 0o777 == 0o600

@@ -196,3 +196,24 @@ def test_a_package_signed_by_a_revoked_subkey_of_a_live_key_is_refused(
         f"Packages/{rpm.name}: package signature does not verify with the given key "
         f"(rpm -K: digests SIGNATURES NOT OK) (left out as revoked or expired: subkey {sub} of {fpr})"
     ]
+
+
+def test_relative_names_beginning_with_a_dash_are_files_not_options(
+    tmp_path: Path,
+    signed: dict[str, Path],
+    signing_key: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a source folder './-x' is '-x/...' as a Path: rpmkeys read the key and every package as its
+    # options ("unknown option"), and each good package was "no answer from rpmkeys"
+    monkeypatch.chdir(tmp_path)
+    for folder in ("-x", "-k"):
+        (tmp_path / folder).mkdir()
+    good, other = Path("-x/good.rpm"), Path("-x/other.rpm")
+    good.write_bytes(signed["good"].read_bytes())
+    other.write_bytes(signed["other"].read_bytes())
+    key = Path("-k/key.asc")
+    key.write_bytes(signing_key[1].read_bytes())
+    problems = rpmsig.check_rpm_signatures([("good.rpm", good), ("other.rpm", other)], [key], "f", None)
+    assert len(problems) == 1 and problems[0].startswith("other.rpm: package signature does not verify")
+    assert "SIGNATURES NOT OK" in problems[0]

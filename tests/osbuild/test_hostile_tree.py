@@ -690,3 +690,23 @@ def test_a_copy_to_a_relative_folder_beginning_with_a_dash_is_made(
     (tmp_path / "-a").mkdir()
     debian.copy_tree(src, Path("-a/b"))
     assert (tmp_path / "-a" / "b" / "etc" / "os-release").read_text() == "ID=debian\n"
+
+
+def test_a_package_in_a_relative_folder_beginning_with_a_dash_is_extracted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # as the cp above: a cache 'CERNVM_CACHE_DIR=./-c' is '-c/...' as a Path, and dpkg-deb read the
+    # package's name as its options ("unknown option -c")
+    tree = tmp_path / "pkg"
+    (tree / "DEBIAN").mkdir(parents=True)
+    (tree / "DEBIAN" / "control").write_text(
+        "Package: x\nVersion: 1\nArchitecture: all\nMaintainer: t <t@t>\nDescription: x\n"
+    )
+    (tree / "etc").mkdir()
+    (tree / "etc" / "x.conf").write_text("x\n")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "-c").mkdir()
+    subprocess.run(["dpkg-deb", "--build", str(tree), "./-c/x_1_all.deb"], check=True, capture_output=True)
+    pkg = debpkg.DebPackage("x", "1", "all", Path("-c/x_1_all.deb"), "0" * 64)
+    debpkg.extract(pkg, Path("-c/tree"))
+    assert (tmp_path / "-c" / "tree" / "etc" / "x.conf").read_text() == "x\n"
