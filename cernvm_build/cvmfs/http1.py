@@ -348,6 +348,8 @@ def _fields(block: str) -> dict[str, str]:
 
 #: the fields the reader needs of every answer, as ``_fields`` names them
 _WANTED = ("connection", "transfer-encoding", "content-length")
+#: each with the text that starts its line and that text's length (made once, not per answer)
+_NEEDLES = tuple((name, f"\n{name}:", len(name) + 2) for name in _WANTED)
 
 
 def _wanted(block: str) -> list[str | None]:
@@ -358,16 +360,16 @@ def _wanted(block: str) -> list[str | None]:
     line), ``_fields`` reads the block."""
     low = block.lower()  # Latin-1: the same length, so a position in it is one in ``block``
     values: list[str | None] = []
-    for name in _WANTED:
+    for name, needle, skip in _NEEDLES:
         n = low.count(name)
         if not n:
             values.append(None)
             continue
-        i = low.find(f"\n{name}:")
+        i = low.find(needle)
         if n > 1 or i < 0:
             fields = _fields(block)
             return [fields.get(name) for name in _WANTED]
-        i += len(name) + 2
+        i += skip
         j = block.find("\n", i)
         if j < 0:
             j = len(block)
